@@ -1,0 +1,426 @@
+import { randomUUID } from 'node:crypto';
+import { connect, type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
+import {
+  DEAD_LETTER_EXCHANGE,
+  ENVELOPE_HEADER,
+  ENVELOPE_VERSION,
+  EVENTS_EXCHANGE,
+  Headers,
+  MAIL_EXCHANGE,
+  type Envelope,
+  type MailRoutingKey,
+} from '@mailyard/contracts';
+import type { Logger } from '@mailyard/observability';
+import { declareTopology } from './topology.js';
+
+/** The broker cannot be reached, or the connection dropped before the confirm. */
+export class BusUnavailableError extends Error {
+  override readonly name = 'BusUnavailableError';
+}
+/** The broker confirmed but could not route the message to any queue (mandatory flag). */
+export class UnroutableError extends Error {
+  override readonly name = 'UnroutableError';
+}
+/** Thrown by a consumer handler for a message that can never be processed: dead-letter it now. */
+export class PoisonMessageError extends Error {
+  override readonly name = 'PoisonMessageError';
+}
+
+export interface PublishItem {
+  exchange?: string;
+  routingKey: string;
+  body: Buffer;
+  headers?: Record<string, unknown>;
+  /** Persistent unless false (events are transient). */
+  persistent?: boolean;
+  /** Delivered to the queue only if it is not consumed within this many ms (delay queues). */
+  expiration?: number;
+}
+
+export interface Delivery {
+  body: Buffer;
+  headers: Record<string, unknown>;
+  /** How many times the broker delivered this message before (quorum queues count returns). */
+  redeliveries: number;
+  routingKey: string;
+  raw: ConsumeMessage;
+}
+
+export interface ConsumeOptions {
+  prefetch: number;
+  /** After this many failed attempts the message goes to the dead-letter queue with the reason. */
+  maxAttempts: number;
+  /** Pause before a failed message is returned to the queue, grows with the attempt count. */
+  retryDelayMs?: number;
+}
+
+export interface BusOptions {
+  url: string;
+  logger: Logger;
+  /** Shown in the broker's connection list. */
+  name: string;
+  /** A confirm that has not arrived after this long counts as the broker being unavailable. */
+  publishTimeoutMs?: number;
+  /** Events: called with true/false when the connection comes up or goes down. */
+  onStateChange?: (connected: boolean) => void;
+}
+
+interface ConsumerReg {
+  queue: string;
+  handler: (d: Delivery) => Promise<void>;
+  opts: ConsumeOptions;
+  channel?: Channel;
+  tag?: string;
+  exclusiveBinding?: { exchange: string; pattern: string };
+}
+
+interface Pending {
+  resolve: () => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+/** Hides the password in a broker URL for log lines and error messages. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString().replace(/\/$/, '');
+  } catch {
+    return '(invalid url)';
+  }
+}
+
+/**
+ * One AMQP connection per process: a confirm channel for publishing (many publishes
+ * in flight, each resolved by its own confirm) and a channel per consumer. Reconnects
+ * with backoff after the broker restarts and re-attaches every consumer.
+ */
+export class Bus {
+  private conn: ChannelModel | null = null;
+  private pub: ConfirmChannel | null = null;
+  private consumers: ConsumerReg[] = [];
+  private pending = new Map<string, Pending>();
+  private returned = new Set<string>();
+  private stopping = false;
+  private connecting: Promise<void> | null = null;
+  private inFlight = new Set<Promise<void>>();
+  private waiters: (() => void)[] = [];
+  private warnedDown = false;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: BusOptions) {
+    this.log = opts.logger.child({ component: 'bus' });
+  }
+
+  get connected(): boolean {
+    return this.pub !== null;
+  }
+
+  /** Starts connecting in the background; resolves at once. */
+  start(): void {
+    this.stopping = false;
+    void this.ensureConnecting();
+  }
+
+  /** Resolves when connected, or rejects after `timeoutMs`. */
+  waitConnected(timeoutMs = 10_000): Promise<void> {
+    if (this.connected) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== done);
+        reject(new BusUnavailableError(`RabbitMQ unreachable at ${redactUrl(this.opts.url)}`));
+      }, timeoutMs);
+      const done = () => {
+        clearTimeout(t);
+        resolve();
+      };
+      this.waiters.push(done);
+    });
+  }
+
+  private ensureConnecting(): Promise<void> {
+    this.connecting ??= this.connectLoop().finally(() => {
+      this.connecting = null;
+    });
+    return this.connecting;
+  }
+
+  private async connectLoop(): Promise<void> {
+    let delay = 100;
+    while (!this.stopping) {
+      try {
+        await this.connectOnce();
+        this.warnedDown = false;
+        this.log.info({ url: redactUrl(this.opts.url) }, 'connected to RabbitMQ');
+        this.opts.onStateChange?.(true);
+        for (const w of this.waiters.splice(0)) w();
+        return;
+      } catch (err) {
+        await this.teardown();
+        if (!this.warnedDown) {
+          this.log.warn({ url: redactUrl(this.opts.url), err: String(err) }, 'RabbitMQ unreachable, retrying');
+          this.warnedDown = true;
+        }
+        await sleep(delay);
+        delay = Math.min(delay * 2, 5000);
+      }
+    }
+  }
+
+  private async connectOnce(): Promise<void> {
+    const u = new URL(this.opts.url);
+    if (!u.searchParams.has('heartbeat')) u.searchParams.set('heartbeat', '10');
+    // Without TCP no-delay a confirmed publish waits ~40 ms for Nagle + delayed ACK.
+    const conn = await connect(u.toString(), {
+      noDelay: true,
+      timeout: 5000,
+      clientProperties: { connection_name: this.opts.name },
+    });
+    this.conn = conn;
+    conn.on('error', (err: Error) => this.log.warn({ err: err.message }, 'RabbitMQ connection error'));
+    conn.on('close', () => this.onConnectionLost(conn));
+    conn.on('blocked', (reason: string) => this.log.warn({ reason }, 'RabbitMQ blocked publishing'));
+    // A failed declaration closes its channel, so declare on a throwaway one.
+    const setup = await conn.createChannel();
+    await declareTopology(setup);
+    await setup.close();
+    const pub = await conn.createConfirmChannel();
+    pub.on('error', (err: Error) => this.log.warn({ err: err.message }, 'publish channel error'));
+    pub.on('close', () => {
+      if (this.pub === pub) {
+        this.pub = null;
+        this.failPending(new BusUnavailableError('publish channel closed'));
+        if (!this.stopping) void conn.close().catch(() => undefined);
+      }
+    });
+    pub.on('return', (msg: ConsumeMessage) => {
+      const id = msg.properties.messageId as string | undefined;
+      if (id) this.returned.add(id);
+    });
+    for (const c of this.consumers) await this.attach(conn, c);
+    this.pub = pub;
+  }
+
+  private onConnectionLost(conn: ChannelModel): void {
+    if (this.conn !== conn) return;
+    this.conn = null;
+    this.pub = null;
+    for (const c of this.consumers) {
+      c.channel = undefined;
+      c.tag = undefined;
+    }
+    this.failPending(new BusUnavailableError('connection to RabbitMQ lost'));
+    this.opts.onStateChange?.(false);
+    if (!this.stopping) {
+      this.log.warn({ url: redactUrl(this.opts.url) }, 'connection to RabbitMQ lost, reconnecting');
+      void this.ensureConnecting();
+    }
+  }
+
+  private failPending(err: Error): void {
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      p.reject(err);
+      this.pending.delete(id);
+    }
+  }
+
+  private async teardown(): Promise<void> {
+    const conn = this.conn;
+    this.conn = null;
+    this.pub = null;
+    if (conn) await conn.close().catch(() => undefined);
+  }
+
+  /** Publishes with persistence, mandatory routing and a publisher confirm. */
+  publish(item: PublishItem): Promise<void> {
+    const pub = this.pub;
+    if (!pub) return Promise.reject(new BusUnavailableError(`RabbitMQ unreachable at ${redactUrl(this.opts.url)}`));
+    const messageId = randomUUID();
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(messageId);
+        reject(new BusUnavailableError('RabbitMQ did not confirm the message in time'));
+      }, this.opts.publishTimeoutMs ?? 15_000);
+      this.pending.set(messageId, { resolve, reject, timer });
+      try {
+        pub.publish(
+          item.exchange ?? MAIL_EXCHANGE,
+          item.routingKey,
+          item.body,
+          {
+            persistent: item.persistent ?? true,
+            mandatory: true,
+            messageId,
+            headers: item.headers ?? {},
+            ...(item.expiration !== undefined ? { expiration: String(item.expiration) } : {}),
+          },
+          (err: unknown) => {
+            const p = this.pending.get(messageId);
+            if (!p) return;
+            this.pending.delete(messageId);
+            clearTimeout(p.timer);
+            if (err) return p.reject(new BusUnavailableError(`RabbitMQ refused the message: ${String(err)}`));
+            if (this.returned.delete(messageId)) return p.reject(new UnroutableError(`no queue bound for ${item.routingKey}`));
+            p.resolve();
+          },
+        );
+      } catch (err) {
+        this.pending.delete(messageId);
+        clearTimeout(timer);
+        reject(new BusUnavailableError(`publish failed: ${(err as Error).message}`));
+      }
+    });
+  }
+
+  /** Publishes several messages; resolves only when every one is confirmed. */
+  async publishAll(items: PublishItem[]): Promise<void> {
+    await Promise.all(items.map((i) => this.publish(i)));
+  }
+
+  /** Publishes a mail message: raw RFC 5322 bytes as the body, the envelope as a header. */
+  publishMail(routingKey: MailRoutingKey | string, body: Buffer, envelope: Envelope, expiration?: number): Promise<void> {
+    return this.publish({
+      routingKey,
+      body,
+      headers: { [ENVELOPE_HEADER]: JSON.stringify(envelope), [Headers.envelopeVersion]: ENVELOPE_VERSION },
+      ...(expiration !== undefined ? { expiration } : {}),
+    });
+  }
+
+  /** Publishes an event (best effort, not persistent: events describe state already on disk). */
+  async publishEvent(key: string, payload: unknown): Promise<void> {
+    const pub = this.pub;
+    if (!pub) throw new BusUnavailableError('RabbitMQ unreachable');
+    pub.publish(EVENTS_EXCHANGE, key, Buffer.from(JSON.stringify(payload)), {
+      persistent: false,
+      contentType: 'application/json',
+    });
+  }
+
+  /** Registers a consumer; it is attached now if connected and again after every reconnect. */
+  async consume(queue: string, handler: (d: Delivery) => Promise<void>, opts: ConsumeOptions): Promise<void> {
+    const reg: ConsumerReg = { queue, handler, opts };
+    this.consumers.push(reg);
+    if (this.conn && this.pub) await this.attach(this.conn, reg);
+  }
+
+  /**
+   * Subscribes to events matching `pattern` with a private, auto-deleted queue: every
+   * subscriber (every instance of a service) sees every event.
+   */
+  async subscribe(pattern: string, handler: (payload: unknown, key: string) => Promise<void> | void): Promise<void> {
+    const reg: ConsumerReg = {
+      queue: '',
+      exclusiveBinding: { exchange: EVENTS_EXCHANGE, pattern },
+      handler: async (d) => {
+        let payload: unknown;
+        try {
+          payload = JSON.parse(d.body.toString());
+        } catch {
+          return;
+        }
+        await handler(payload, d.routingKey);
+      },
+      opts: { prefetch: 100, maxAttempts: 1 },
+    };
+    this.consumers.push(reg);
+    if (this.conn && this.pub) await this.attach(this.conn, reg);
+  }
+
+  private async attach(conn: ChannelModel, reg: ConsumerReg): Promise<void> {
+    const ch = await conn.createChannel();
+    ch.on('error', (err: Error) => this.log.warn({ err: err.message, queue: reg.queue }, 'consumer channel error'));
+    await ch.prefetch(reg.opts.prefetch);
+    let queue = reg.queue;
+    if (reg.exclusiveBinding) {
+      const q = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
+      queue = q.queue;
+      await ch.bindQueue(queue, reg.exclusiveBinding.exchange, reg.exclusiveBinding.pattern);
+    }
+    const { consumerTag } = await ch.consume(
+      queue,
+      (msg) => {
+        if (!msg) return;
+        const p = this.handle(reg, ch, msg).finally(() => this.inFlight.delete(p));
+        this.inFlight.add(p);
+      },
+      { noAck: !!reg.exclusiveBinding },
+    );
+    reg.channel = ch;
+    reg.tag = consumerTag;
+  }
+
+  private async handle(reg: ConsumerReg, ch: Channel, msg: ConsumeMessage): Promise<void> {
+    const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
+    const redeliveries = Number(headers['x-delivery-count'] ?? 0);
+    const delivery: Delivery = { body: msg.content, headers, redeliveries, routingKey: msg.fields.routingKey, raw: msg };
+    if (reg.exclusiveBinding) {
+      try {
+        await reg.handler(delivery);
+      } catch (err) {
+        this.log.warn({ err: String(err) }, 'event handler failed');
+      }
+      return;
+    }
+    try {
+      // A message that was returned this often without an ack keeps killing its
+      // consumer (or the consumer keeps being killed while holding it): stop trying.
+      if (redeliveries >= reg.opts.maxAttempts * 2) {
+        throw new PoisonMessageError(`redelivered ${redeliveries} times without being acknowledged`);
+      }
+      await reg.handler(delivery);
+      safe(() => ch.ack(msg));
+    } catch (err) {
+      const reason = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+      const attempt = redeliveries + 1;
+      if (err instanceof PoisonMessageError || attempt >= reg.opts.maxAttempts) {
+        try {
+          await this.publish({
+            exchange: DEAD_LETTER_EXCHANGE,
+            routingKey: reg.queue,
+            body: msg.content,
+            headers: {
+              ...headers,
+              [Headers.deadLetterReason]: reason.slice(0, 1000),
+              'x-mailyard-original-queue': reg.queue,
+              'x-mailyard-attempts': attempt,
+            },
+          });
+          this.log.error({ queue: reg.queue, reason, attempt }, 'message dead-lettered');
+          safe(() => ch.ack(msg));
+        } catch (pubErr) {
+          this.log.warn({ err: String(pubErr) }, 'could not dead-letter, returning message to the queue');
+          safe(() => ch.nack(msg, false, true));
+        }
+        return;
+      }
+      this.log.warn({ queue: reg.queue, reason, attempt }, 'processing failed, message returned to the queue');
+      await sleep(Math.min((reg.opts.retryDelayMs ?? 500) * attempt, 10_000));
+      safe(() => ch.nack(msg, false, true));
+    }
+  }
+
+  /** Stops consuming, waits for handlers in flight, closes the connection. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const c of this.consumers) {
+      if (c.channel && c.tag) await c.channel.cancel(c.tag).catch(() => undefined);
+    }
+    await Promise.allSettled([...this.inFlight]);
+    this.failPending(new BusUnavailableError('bus stopped'));
+    await this.teardown();
+    this.consumers = [];
+  }
+}
+
+function safe(fn: () => void): void {
+  try {
+    fn();
+  } catch {
+    // channel already closed: the broker returns the message to the queue itself
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

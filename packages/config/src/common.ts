@@ -1,0 +1,22 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { hostPortList, port, url } from './fields.js';
+
+/** Boot settings every service has: where the broker and Redis are, logging, metrics. */
+export const commonSchema = {
+  /** RabbitMQ connection URL. */
+  amqp_url: url(['amqp', 'amqps'], 'amqp://guest:guest@127.0.0.1:5672'),
+  /** Redis connection URL (directory, policy data, counters). */
+  redis_url: url(['redis', 'rediss'], 'redis://127.0.0.1:6379'),
+  /** Prefix of every Redis key, so several installations (or tests) can share one Redis. */
+  redis_prefix: z.string().default('mailyard:'),
+  /** Port of the /metrics, /healthz and /readyz endpoints (0 picks a free port). */
+  http_port: port(0),
+  /** Address the service listens on. */
+  listen_address: z.string().default('0.0.0.0'),
+  log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Our host name: greeting, Received headers, Message-IDs, bounces (Postfix: myhostname). */
+  myhostname: z.string().min(1).default(hostname()),
+  /** DNS servers (host:port) that every lookup uses instead of the system's resolvers. */
+  dns_servers: hostPortList([]),
+};

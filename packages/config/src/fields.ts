@@ -1,0 +1,189 @@
+import { isIP } from 'node:net';
+import { z } from 'zod';
+
+// Field types shared by every service schema. Values arrive as strings from the
+// environment or as YAML scalars/lists from the file, so each field accepts both.
+
+const splitList = (v: unknown): unknown =>
+  typeof v === 'string'
+    ? v
+        .split(/[\s,]+/)
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : v;
+
+export const port = (def: number) =>
+  z.coerce
+    .number({ message: 'expected a port number' })
+    .int('expected a whole port number')
+    .min(0, 'expected a port number 0-65535')
+    .max(65535, 'expected a port number 0-65535')
+    .default(def);
+
+export const positiveInt = (def: number) =>
+  z.coerce.number({ message: 'expected a number' }).int('expected a whole number').positive('expected a number above 0').default(def);
+
+export const nonNegativeInt = (def: number) =>
+  z.coerce.number({ message: 'expected a number' }).int('expected a whole number').min(0, 'expected 0 or more').default(def);
+
+export const bool = (def: boolean) =>
+  z
+    .union([z.boolean(), z.enum(['yes', 'no', 'true', 'false', '1', '0', 'on', 'off'], { message: 'expected yes or no' })])
+    .transform((v) => v === true || v === 'yes' || v === 'true' || v === '1' || v === 'on')
+    .default(def);
+
+export const url = (protocols: string[], def: string) =>
+  z
+    .string()
+    .refine(
+    (v) => {
+      try {
+        return protocols.includes(new URL(v).protocol.replace(/:$/, ''));
+      } catch {
+        return false;
+      }
+    },
+      { message: `expected a URL (${protocols.map((p) => p + '://').join(' or ')})` },
+    )
+    .default(def);
+
+export const stringList = (def: string[]) => z.preprocess(splitList, z.array(z.string())).default(def);
+
+/** A list of IP networks in CIDR notation (a bare address means a single host). */
+export const cidrList = (def: string[]) =>
+  z
+    .preprocess(
+      splitList,
+      z.array(
+        z.string().refine((v) => parseCidr(v) !== null, { message: 'expected IP networks like 127.0.0.0/8 or ::1/128' }),
+      ),
+    )
+    .default(def);
+
+/** host:port pairs, e.g. DNS servers. */
+export const hostPortList = (def: string[]) =>
+  z
+    .preprocess(
+      splitList,
+      z.array(z.string().refine((v) => parseHostPort(v, 53) !== null, { message: 'expected host:port, e.g. 127.0.0.1:53' })),
+    )
+    .default(def);
+
+const SIZE_RE = /^(\d+)\s*([kmg]i?b?|b)?$/i;
+/** A size in bytes; accepts plain numbers and 10k/25M/1G suffixes (binary multiples). */
+export const bytes = (def: number) =>
+  z
+    .union([z.number(), z.string()])
+    .transform((v, ctx) => {
+      if (typeof v === 'number') return v;
+      const m = SIZE_RE.exec(v.trim());
+      if (!m) {
+        ctx.addIssue({ code: 'custom', message: 'expected a size such as 10240, 512k or 25M' });
+        return z.NEVER;
+      }
+      const unit = (m[2] ?? '').toLowerCase()[0];
+      const mult = unit === 'k' ? 1024 : unit === 'm' ? 1024 ** 2 : unit === 'g' ? 1024 ** 3 : 1;
+      return Number(m[1]) * mult;
+    })
+    .pipe(z.number().int().positive('expected a size above 0'))
+    .default(def);
+
+const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?$/;
+/** A duration in milliseconds; accepts Postfix-style 300s, 5m, 4h, 5d (bare numbers are seconds). */
+export const duration = (def: string) =>
+  z
+    .union([z.number(), z.string()])
+    .transform((v, ctx) => {
+      const m = DURATION_RE.exec(String(v).trim());
+      if (!m) {
+        ctx.addIssue({ code: 'custom', message: 'expected a duration such as 300s, 5m, 4h or 5d' });
+        return z.NEVER;
+      }
+      const n = Number(m[1]);
+      const unit = m[2] ?? 's';
+      const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[unit] ?? 1000;
+      return Math.round(n * mult);
+    })
+    .default(def as never);
+
+export interface Cidr {
+  family: 4 | 6;
+  /** Network address as a big integer. */
+  base: bigint;
+  prefix: number;
+}
+
+export function ipToBigInt(ip: string): { family: 4 | 6; value: bigint } | null {
+  let addr = ip;
+  // IPv4-mapped IPv6 addresses (::ffff:1.2.3.4) are matched as IPv4.
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(addr);
+  if (mapped?.[1]) addr = mapped[1];
+  const fam = isIP(addr);
+  if (fam === 4) {
+    const parts = addr.split('.').map(Number);
+    return { family: 4, value: parts.reduce((acc, p) => (acc << 8n) | BigInt(p), 0n) };
+  }
+  if (fam === 6) {
+    let [head, tail] = addr.split('::') as [string, string | undefined];
+    const expand = (s: string) => (s ? s.split(':') : []);
+    let h = expand(head);
+    let t = expand(tail ?? '');
+    // embedded IPv4 in the last group
+    const fix = (arr: string[]) => {
+      const last = arr[arr.length - 1];
+      if (last && last.includes('.')) {
+        const v4 = last.split('.').map(Number);
+        arr.splice(arr.length - 1, 1, ((v4[0]! << 8) | v4[1]!).toString(16), ((v4[2]! << 8) | v4[3]!).toString(16));
+      }
+      return arr;
+    };
+    h = fix(h);
+    t = fix(t);
+    const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
+    return { family: 6, value: groups.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g || '0', 16)), 0n) };
+  }
+  return null;
+}
+
+export function parseCidr(text: string): Cidr | null {
+  const [addr, bits] = text.split('/') as [string, string | undefined];
+  const ip = ipToBigInt(addr);
+  if (!ip) return null;
+  const max = ip.family === 4 ? 32 : 128;
+  const prefix = bits === undefined ? max : Number(bits);
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max || (bits !== undefined && !/^\d+$/.test(bits))) return null;
+  const shift = BigInt(max - prefix);
+  return { family: ip.family, base: (ip.value >> shift) << shift, prefix };
+}
+
+/** True when `ip` lies in any of the networks. */
+export function ipInNetworks(ip: string, networks: readonly (string | Cidr)[]): boolean {
+  const addr = ipToBigInt(ip);
+  if (!addr) return false;
+  for (const n of networks) {
+    const c = typeof n === 'string' ? parseCidr(n) : n;
+    if (!c || c.family !== addr.family) continue;
+    const shift = BigInt((c.family === 4 ? 32 : 128) - c.prefix);
+    if ((addr.value >> shift) << shift === c.base) return true;
+  }
+  return false;
+}
+
+export function parseHostPort(text: string, defaultPort: number): { host: string; port: number } | null {
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
+  let host: string;
+  let portText: string | undefined;
+  if (bracketed) {
+    host = bracketed[1]!;
+    portText = bracketed[2];
+  } else if (isIP(text) === 6) {
+    host = text;
+  } else {
+    const i = text.lastIndexOf(':');
+    host = i === -1 ? text : text.slice(0, i);
+    portText = i === -1 ? undefined : text.slice(i + 1);
+  }
+  const p = portText === undefined ? defaultPort : Number(portText);
+  if (!host || !Number.isInteger(p) || p < 1 || p > 65535) return null;
+  return { host, port: p };
+}

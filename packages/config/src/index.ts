@@ -1,0 +1,4 @@
+export * from './load.js';
+export * from './fields.js';
+export * from './common.js';
+export * from './tls.js';

@@ -1,0 +1,96 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import type { z } from 'zod';
+
+/**
+ * Config errors are collected and reported together, one line per key, each naming
+ * the key the way the operator wrote it (environment variable or file key).
+ */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(readonly problems: string[]) {
+    super(problems.join('\n'));
+  }
+}
+
+export interface LoadOptions {
+  env?: NodeJS.ProcessEnv;
+  /** YAML file with the same keys in lower case (Postfix style); defaults to $MAILYARD_CONFIG. */
+  file?: string;
+  /** Values that win over everything (tests and composition). */
+  overrides?: Record<string, unknown>;
+}
+
+/**
+ * Loads a config object for `schema`, whose keys are lower-case Postfix-style names
+ * (`myhostname`, `smtp_port`). The environment comes first: key `smtp_port` is read
+ * from `SMTP_PORT`. Then the optional YAML file, then the schema's defaults.
+ */
+export function loadConfig<S extends z.ZodObject>(schema: S, opts: LoadOptions = {}): z.infer<S> {
+  const env = opts.env ?? process.env;
+  const file = opts.file ?? env.MAILYARD_CONFIG;
+  let fromFile: Record<string, unknown> = {};
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError([`MAILYARD_CONFIG: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`]);
+    }
+    try {
+      const parsed: unknown = parseYaml(text);
+      fromFile = parsed && typeof parsed === 'object' ? (parsed as Record<string, unknown>) : {};
+    } catch (err) {
+      throw new ConfigError([`MAILYARD_CONFIG: ${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`]);
+    }
+  }
+  const source: Record<string, unknown> = {};
+  const origin: Record<string, string> = {};
+  const problems: string[] = [];
+  const known = new Set(Object.keys(schema.shape));
+  for (const key of Object.keys(fromFile)) {
+    if (!known.has(key)) problems.push(`${key}: unknown key in ${file}`);
+  }
+  for (const key of known) {
+    const envName = key.toUpperCase();
+    if (opts.overrides && key in opts.overrides) {
+      source[key] = opts.overrides[key];
+      origin[key] = key;
+    } else if (env[envName] !== undefined && env[envName] !== '') {
+      source[key] = env[envName];
+      origin[key] = envName;
+    } else if (key in fromFile) {
+      source[key] = fromFile[key];
+      origin[key] = `${key} (in ${file})`;
+    }
+  }
+  const result = schema.safeParse(source);
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      const key = String(issue.path[0] ?? '');
+      const name = origin[key] ?? key.toUpperCase();
+      const got = key in source ? `, got ${JSON.stringify(source[key])}` : '';
+      problems.push(`${name}: ${issue.message}${got}`);
+    }
+  }
+  if (problems.length) throw new ConfigError(problems);
+  return result.data as z.infer<S>;
+}
+
+/** Loads config for a main.ts: on error prints each problem on its own line and exits 78 (EX_CONFIG). */
+export function loadConfigOrExit<S extends z.ZodObject>(service: string, schema: S, opts: LoadOptions = {}): z.infer<S> {
+  try {
+    const config = loadConfig(schema, opts);
+    if (process.argv.includes('--check-config')) {
+      process.stdout.write(`${service}: configuration is valid\n`);
+      process.exit(0);
+    }
+    return config;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const p of err.problems) process.stderr.write(`${service}: config error: ${p}\n`);
+      process.exit(78);
+    }
+    throw err;
+  }
+}

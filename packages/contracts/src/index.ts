@@ -1,0 +1,3 @@
+export * from './bus-names.js';
+export * from './envelope.js';
+export * from './events.js';

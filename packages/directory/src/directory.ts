@@ -1,0 +1,228 @@
+import type { Redis } from 'ioredis';
+import { normalizeDomain, parseMailAddress, splitPlus } from '@mailyard/smtp-core';
+import { hashPassword, passwordWeakness, verifyPassword } from './passwords.js';
+
+/** A directory operation refused for a reason the operator can fix; the message is one sentence. */
+export class DirectoryError extends Error {
+  override readonly name = 'DirectoryError';
+  constructor(
+    readonly code: 'unknown_domain' | 'duplicate' | 'invalid_address' | 'weak_password' | 'not_found' | 'in_use',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export type RecipientMatch =
+  | { kind: 'account'; account: string }
+  | { kind: 'alias'; source: string; targets: string[] }
+  | { kind: 'catchall'; source: string; targets: string[] };
+
+export interface Expansion {
+  /** Accounts to file a copy for, each with the address that led to it (for Delivered-To). */
+  local: { account: string; via: string }[];
+  /** External addresses that aliases point to (routed to `outbound`). */
+  remote: string[];
+}
+
+/** How deep alias chains may nest; deeper chains are treated as loops (Postfix: virtual_alias_recursion_limit). */
+export const ALIAS_RECURSION_LIMIT = 100;
+
+// Redis layout (every key under the configured prefix):
+//   domains                  SET   local domains (ASCII, lower case)
+//   account:<address>        HASH  password (argon2id), created
+//   accounts:<domain>        SET   account addresses of a domain
+//   alias:<source>           SET   targets; source `@domain` is the catch-all
+//   aliases:<domain>         SET   alias sources of a domain
+export class Directory {
+  constructor(
+    private readonly redis: Redis,
+    private readonly recipientDelimiter = '+',
+  ) {}
+
+  // ---- domains
+  async addDomain(domain: string): Promise<string> {
+    const d = normalizeDomain(domain);
+    if (!d) throw new DirectoryError('invalid_address', `"${domain}" is not a valid domain name`);
+    if (!(await this.redis.sadd('domains', d))) throw new DirectoryError('duplicate', `domain ${d} already exists`);
+    return d;
+  }
+  async listDomains(): Promise<string[]> {
+    return (await this.redis.smembers('domains')).sort();
+  }
+  async isLocalDomain(domain: string): Promise<boolean> {
+    return (await this.redis.sismember('domains', domain.toLowerCase())) === 1;
+  }
+  async delDomain(domain: string): Promise<void> {
+    const d = normalizeDomain(domain) ?? domain;
+    if (!(await this.isLocalDomain(d))) throw new DirectoryError('unknown_domain', `domain ${d} does not exist`);
+    const [accounts, aliases] = await Promise.all([this.redis.scard(`accounts:${d}`), this.redis.scard(`aliases:${d}`)]);
+    if (accounts || aliases) {
+      throw new DirectoryError('in_use', `domain ${d} still has ${accounts} accounts and ${aliases} aliases; delete them first`);
+    }
+    await this.redis.srem('domains', d);
+  }
+
+  // ---- accounts
+  private async localAddress(address: string): Promise<string> {
+    const p = parseMailAddress(address);
+    if (!p.ok || p.value.domain.startsWith('[')) throw new DirectoryError('invalid_address', `"${address}" is not a valid address`);
+    if (!(await this.isLocalDomain(p.value.domain))) {
+      throw new DirectoryError('unknown_domain', `domain ${p.value.domain} is not a local domain (add it with: mailyard domain add ${p.value.domain})`);
+    }
+    return `${p.value.local.toLowerCase()}@${p.value.domain}`;
+  }
+
+  async addUser(address: string, password: string): Promise<string> {
+    const a = await this.localAddress(address);
+    const weak = passwordWeakness(password, a);
+    if (weak) throw new DirectoryError('weak_password', weak);
+    if (await this.redis.exists(`account:${a}`)) throw new DirectoryError('duplicate', `account ${a} already exists`);
+    const h = await hashPassword(password);
+    const ok = await this.redis.hsetnx(`account:${a}`, 'password', h);
+    if (!ok) throw new DirectoryError('duplicate', `account ${a} already exists`);
+    await this.redis
+      .multi()
+      .hset(`account:${a}`, 'created', new Date().toISOString())
+      .sadd(`accounts:${a.split('@')[1]}`, a)
+      .exec();
+    return a;
+  }
+
+  async setPassword(address: string, password: string): Promise<void> {
+    const a = await this.requireAccount(address);
+    const weak = passwordWeakness(password, a);
+    if (weak) throw new DirectoryError('weak_password', weak);
+    await this.redis.hset(`account:${a}`, 'password', await hashPassword(password));
+  }
+
+  async delUser(address: string): Promise<void> {
+    const a = await this.requireAccount(address);
+    await this.redis.multi().del(`account:${a}`).srem(`accounts:${a.split('@')[1]}`, a).exec();
+  }
+
+  async listUsers(domain?: string): Promise<string[]> {
+    const domains = domain ? [normalizeDomain(domain) ?? domain] : await this.listDomains();
+    if (domain && !(await this.isLocalDomain(domains[0]!))) throw new DirectoryError('unknown_domain', `domain ${domain} does not exist`);
+    const all = await Promise.all(domains.map((d) => this.redis.smembers(`accounts:${d}`)));
+    return all.flat().sort();
+  }
+
+  async accountExists(address: string): Promise<boolean> {
+    return (await this.redis.exists(`account:${address.toLowerCase()}`)) === 1;
+  }
+
+  private async requireAccount(address: string): Promise<string> {
+    const a = await this.localAddress(address);
+    if (!(await this.accountExists(a))) throw new DirectoryError('not_found', `account ${a} does not exist`);
+    return a;
+  }
+
+  /** Checks a password; the same work is done for unknown accounts, so timing does not tell which exist. */
+  async authenticate(address: string, password: string): Promise<string | null> {
+    const a = address.trim().toLowerCase();
+    const stored = await this.redis.hget(`account:${a}`, 'password');
+    if (!stored) {
+      await hashPassword(password);
+      return null;
+    }
+    return (await verifyPassword(stored, password)) ? a : null;
+  }
+
+  // ---- aliases and catch-all
+  async addAlias(source: string, targets: string[]): Promise<string> {
+    let src: string;
+    if (source.startsWith('@')) {
+      const d = normalizeDomain(source.slice(1));
+      if (!d) throw new DirectoryError('invalid_address', `"${source}" is not a valid catch-all (use @domain)`);
+      if (!(await this.isLocalDomain(d))) throw new DirectoryError('unknown_domain', `domain ${d} is not a local domain`);
+      src = `@${d}`;
+    } else {
+      src = await this.localAddress(source);
+    }
+    if (!targets.length) throw new DirectoryError('invalid_address', 'an alias needs at least one target address');
+    const normalized = targets.map((t) => {
+      const p = parseMailAddress(t);
+      if (!p.ok) throw new DirectoryError('invalid_address', `"${t}" is not a valid address`);
+      return p.value.address.toLowerCase();
+    });
+    await this.redis.multi().sadd(`alias:${src}`, ...normalized).sadd(`aliases:${src.split('@')[1]}`, src).exec();
+    return src;
+  }
+
+  async delAlias(source: string, target?: string): Promise<void> {
+    const src = source.toLowerCase();
+    if (!(await this.redis.exists(`alias:${src}`))) throw new DirectoryError('not_found', `alias ${src} does not exist`);
+    if (target) {
+      if (!(await this.redis.srem(`alias:${src}`, target.toLowerCase()))) {
+        throw new DirectoryError('not_found', `alias ${src} has no target ${target}`);
+      }
+      if ((await this.redis.scard(`alias:${src}`)) > 0) return;
+    }
+    await this.redis.multi().del(`alias:${src}`).srem(`aliases:${src.split('@')[1]}`, src).exec();
+  }
+
+  async listAliases(domain?: string): Promise<{ source: string; targets: string[] }[]> {
+    const domains = domain ? [domain.toLowerCase()] : await this.listDomains();
+    const sources = (await Promise.all(domains.map((d) => this.redis.smembers(`aliases:${d}`)))).flat().sort();
+    const targets = await Promise.all(sources.map((s) => this.redis.smembers(`alias:${s}`)));
+    return sources.map((source, i) => ({ source, targets: (targets[i] ?? []).sort() }));
+  }
+
+  /**
+   * Decides whether a local-domain address exists (RCPT TO). Order as Postfix's
+   * virtual alias and mailbox maps: exact alias, account, then the plus-address base
+   * (`user+tag@` -> `user@`), then the domain's catch-all.
+   */
+  async resolve(address: string): Promise<RecipientMatch | null> {
+    const a = address.toLowerCase();
+    const at = a.lastIndexOf('@');
+    const local = a.slice(0, at);
+    const domain = a.slice(at + 1);
+    const { base, tag } = splitPlus(local, this.recipientDelimiter);
+    const candidates = [a, ...(tag !== null ? [`${base}@${domain}`] : [])];
+    const pipe = this.redis.pipeline();
+    for (const c of candidates) pipe.smembers(`alias:${c}`).exists(`account:${c}`);
+    pipe.smembers(`alias:@${domain}`);
+    const res = (await pipe.exec()) ?? [];
+    for (let i = 0; i < candidates.length; i++) {
+      const aliasTargets = res[i * 2]?.[1] as string[] | undefined;
+      const exists = res[i * 2 + 1]?.[1] as number | undefined;
+      if (aliasTargets?.length) return { kind: 'alias', source: candidates[i]!, targets: aliasTargets };
+      if (exists) return { kind: 'account', account: candidates[i]! };
+    }
+    const catchall = res[candidates.length * 2]?.[1] as string[] | undefined;
+    if (catchall?.length) return { kind: 'catchall', source: `@${domain}`, targets: catchall };
+    return null;
+  }
+
+  /**
+   * Expands a recipient into the accounts that get a copy and the external addresses
+   * to forward to. Aliases nest; a loop or an over-deep chain stops expanding that
+   * branch (each account gets one copy however many paths lead to it).
+   */
+  async expand(address: string): Promise<Expansion> {
+    const local = new Map<string, string>();
+    const remote = new Set<string>();
+    const seen = new Set<string>();
+    const walk = async (addr: string, depth: number): Promise<void> => {
+      const a = addr.toLowerCase();
+      if (seen.has(a) || depth > ALIAS_RECURSION_LIMIT) return;
+      seen.add(a);
+      const domain = a.slice(a.lastIndexOf('@') + 1);
+      if (!(await this.isLocalDomain(domain))) {
+        remote.add(a);
+        return;
+      }
+      const m = await this.resolve(a);
+      if (!m) return;
+      if (m.kind === 'account') {
+        if (!local.has(m.account)) local.set(m.account, address.toLowerCase());
+        return;
+      }
+      for (const t of m.targets) await walk(t, depth + 1);
+    };
+    await walk(address, 0);
+    return { local: [...local].map(([account, via]) => ({ account, via })), remote: [...remote] };
+  }
+}

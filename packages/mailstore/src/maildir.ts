@@ -1,0 +1,154 @@
+import { createHash } from 'node:crypto';
+import { constants, promises as fs } from 'node:fs';
+import { join } from 'node:path';
+
+/**
+ * Maildir++ store, write side. Layout under the configured root:
+ *
+ *   <root>/<domain>/<local-part>/           INBOX (cur/ new/ tmp/)
+ *   <root>/<domain>/<local-part>/.Junk/     other folders, Maildir++ style
+ *
+ * the layout Dovecot reads with `mail_location = maildir:<root>/%d/%n`.
+ */
+export interface MaildirStoreOptions {
+  root: string;
+  /** Goes into file names (the "host" part of a Maildir unique name). */
+  hostname: string;
+}
+
+/** Encodes one path component so nothing a client chose can walk the file tree. */
+export function safeComponent(text: string): string {
+  const enc = text.replace(/[^A-Za-z0-9!#$&'*+=?^_`{|}~@-]|^\.|%/g, (c) =>
+    [...Buffer.from(c)].map((b) => '%' + b.toString(16).padStart(2, '0')).join(''),
+  );
+  return enc || '%00';
+}
+
+export function accountDir(root: string, account: string): string {
+  const at = account.lastIndexOf('@');
+  return join(root, safeComponent(account.slice(at + 1)), safeComponent(account.slice(0, at)));
+}
+
+/** Maildir++ folder directory: INBOX is the account root; `Work/Projects` is `.Work.Projects`. */
+export function folderDir(root: string, account: string, folder: string): string {
+  const base = accountDir(root, account);
+  if (folder.toUpperCase() === 'INBOX') return base;
+  const name = folder
+    .split('/')
+    .map((p) => p.replace(/[%./]/g, (c) => '%' + c.charCodeAt(0).toString(16)))
+    .join('.');
+  return join(base, '.' + name);
+}
+
+export interface DeliverRequest {
+  account: string;
+  folder: string;
+  /** The complete file content, trace headers included. */
+  data: Buffer;
+  /** Identifies this copy: the same key always yields the same file name (idempotent redelivery). */
+  queueId: string;
+  recipient: string;
+  receivedAt: Date;
+}
+
+export interface DeliverResult {
+  path: string;
+  /** False when an earlier delivery of the same copy was found: nothing was written. */
+  written: boolean;
+}
+
+export class MaildirStore {
+  private readonly ready = new Set<string>();
+  private readonly dirSync = new Map<string, { running: Promise<void> | null; next: Promise<void> | null }>();
+
+  constructor(private readonly opts: MaildirStoreOptions) {}
+
+  get root(): string {
+    return this.opts.root;
+  }
+
+  async ensureFolder(account: string, folder: string): Promise<string> {
+    const dir = folderDir(this.opts.root, account, folder);
+    if (this.ready.has(dir)) return dir;
+    await Promise.all(['tmp', 'new', 'cur'].map((d) => fs.mkdir(join(dir, d), { recursive: true, mode: 0o700 })));
+    if (folder.toUpperCase() !== 'INBOX') await fs.writeFile(join(dir, 'maildirfolder'), '', { flag: 'a' });
+    this.ready.add(dir);
+    return dir;
+  }
+
+  /** Deterministic Maildir name for one copy of one queued message. */
+  fileName(req: DeliverRequest): string {
+    const rcpt = createHash('sha256').update(req.recipient.toLowerCase()).digest('hex').slice(0, 12);
+    const sec = Math.floor(req.receivedAt.getTime() / 1000);
+    const host = this.opts.hostname.replace(/[/:]/g, '_');
+    return `${sec}.Q${req.queueId}R${rcpt}.${host},S=${req.data.length}`;
+  }
+
+  /**
+   * Writes tmp/ -> fsync -> rename into new/ -> fsync new/. Returns once the message
+   * survives a crash. A copy already in new/ under the same name is not written again.
+   */
+  async deliver(req: DeliverRequest): Promise<DeliverResult> {
+    const dir = await this.ensureFolder(req.account, req.folder);
+    const name = this.fileName(req);
+    const finalPath = join(dir, 'new', name);
+    if (await exists(finalPath)) return { path: finalPath, written: false };
+    const tmpPath = join(dir, 'tmp', `${name}.${process.pid}`);
+    const fh = await fs.open(tmpPath, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+    try {
+      await fh.writeFile(req.data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fs.rename(tmpPath, finalPath);
+    await this.syncDir(join(dir, 'new'));
+    return { path: finalPath, written: true };
+  }
+
+  /**
+   * fsync of a directory with group commit: while one sync runs, every later caller
+   * shares the single sync that starts after it (which covers all their renames).
+   */
+  private syncDir(dir: string): Promise<void> {
+    let s = this.dirSync.get(dir);
+    if (!s) {
+      s = { running: null, next: null };
+      this.dirSync.set(dir, s);
+    }
+    const state = s;
+    const start = (): Promise<void> => {
+      const p = fsyncPath(dir).finally(() => {
+        if (state.running === p) state.running = null;
+      });
+      state.running = p;
+      return p;
+    };
+    if (!state.running) return start();
+    state.next ??= state.running
+      .catch(() => undefined)
+      .then(() => {
+        state.next = null;
+        return start();
+      });
+    return state.next;
+  }
+}
+
+async function fsyncPath(path: string): Promise<void> {
+  const fh = await fs.open(path, constants.O_RDONLY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await fs.access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,19 @@
+import { pino, type Logger, type LoggerOptions } from 'pino';
+
+export type { Logger };
+
+/**
+ * JSON logs (pino). Anything that could carry a secret is redacted by path, so a
+ * password or an AUTH line can never reach a log even when an object is logged whole.
+ */
+export function createLogger(service: string, level: LoggerOptions['level'] = 'info'): Logger {
+  return pino({
+    name: service,
+    level,
+    base: { service },
+    redact: {
+      paths: ['password', '*.password', 'pass', '*.pass', 'auth.credentials', 'session.user.password', 'secret', '*.secret'],
+      censor: '[redacted]',
+    },
+  });
+}

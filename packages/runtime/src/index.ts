@@ -1,0 +1,120 @@
+import { Redis } from 'ioredis';
+import type { z } from 'zod';
+import { Bus, redactUrl } from '@mailyard/bus';
+import { loadConfigOrExit, type commonSchema } from '@mailyard/config';
+import { createResolver, type MailResolver } from '@mailyard/dns';
+import { createLogger, createOpsServer, createRegistry, type Logger, type OpsServer, type Registry } from '@mailyard/observability';
+
+type Common = { [K in keyof typeof commonSchema]: z.infer<(typeof commonSchema)[K]> };
+
+/** What every service gets from its process: logger, metrics, broker, Redis, DNS, ops endpoints. */
+export interface Runtime {
+  logger: Logger;
+  registry: Registry;
+  bus: Bus;
+  redis: Redis;
+  resolver: MailResolver;
+  ops: OpsServer;
+  /** Port of /metrics, /healthz, /readyz once started. */
+  httpPort: number;
+  close(): Promise<void>;
+}
+
+export interface Service {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function redisUrlForLog(url: string): string {
+  return redactUrl(url);
+}
+
+/**
+ * Builds the shared dependencies of a service. Broker and Redis connect in the
+ * background and reconnect by themselves; /readyz reports ready only when both are up.
+ */
+export async function createRuntime(service: string, config: Common, logger = createLogger(service, config.log_level)): Promise<Runtime> {
+  const registry = createRegistry(service);
+  const bus = new Bus({ url: config.amqp_url, logger, name: `mailyard-${service}` });
+  let redisWarned = false;
+  const redis = new Redis(config.redis_url, {
+    keyPrefix: config.redis_prefix,
+    lazyConnect: true,
+    maxRetriesPerRequest: 2,
+    enableOfflineQueue: true,
+    retryStrategy: (times) => Math.min(times * 200, 5000),
+  });
+  redis.on('error', (err: Error) => {
+    if (!redisWarned) logger.warn({ url: redactUrl(config.redis_url), err: err.message }, 'Redis unreachable, retrying');
+    redisWarned = true;
+  });
+  redis.on('ready', () => {
+    redisWarned = false;
+    logger.info({ url: redactUrl(config.redis_url) }, 'connected to Redis');
+  });
+  const ops = createOpsServer(registry, [
+    { name: 'rabbitmq', ok: () => bus.connected },
+    { name: 'redis', ok: () => redis.status === 'ready' },
+  ]);
+  const resolver = createResolver({ servers: config.dns_servers });
+  bus.start();
+  redis.connect().catch(() => undefined);
+  const httpPort = await ops.listen(config.http_port, config.listen_address);
+  return {
+    logger,
+    registry,
+    bus,
+    redis,
+    resolver,
+    ops,
+    httpPort,
+    async close() {
+      await ops.close();
+      await bus.stop();
+      redis.disconnect();
+    },
+  };
+}
+
+/**
+ * The whole of a service's main.ts: load config (exit 78 naming the key on error),
+ * build, start, and on SIGTERM/SIGINT stop accepting, drain, close.
+ */
+export async function runMain<S extends z.ZodObject>(
+  service: string,
+  schema: S,
+  build: (config: z.infer<S>, rt: Runtime) => Service | Promise<Service>,
+): Promise<void> {
+  const config = loadConfigOrExit(service, schema) as z.infer<S> & Common;
+  const rt = await createRuntime(service, config);
+  const startupCheck = setTimeout(() => {
+    if (!rt.bus.connected) rt.logger.error(`RabbitMQ unreachable at ${redactUrl(config.amqp_url)}; still retrying`);
+    if (rt.redis.status !== 'ready') rt.logger.error(`Redis unreachable at ${redactUrl(config.redis_url)}; still retrying`);
+  }, 3000);
+  startupCheck.unref();
+  let svc: Service;
+  try {
+    svc = await build(config, rt);
+    await svc.start();
+  } catch (err) {
+    rt.logger.fatal({ err: String(err) }, `${service} failed to start`);
+    process.stderr.write(`${service}: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+  rt.logger.info({ metrics: rt.httpPort }, `${service} started`);
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    rt.logger.info({ signal }, 'shutting down');
+    void svc
+      .stop()
+      .then(() => rt.close())
+      .then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}

@@ -1,0 +1,5 @@
+export * from './replies.js';
+export * from './address.js';
+export * from './trace.js';
+export * from './line-endings.js';
+export * from './queue-id.js';

@@ -1,0 +1,54 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { parseMailAddress, splitPlus } from '../src/index.js';
+
+test('plain addresses parse with the domain lower-cased', () => {
+  const r = parseMailAddress('Alice@Example.ORG');
+  assert.ok(r.ok);
+  assert.equal(r.value.address, 'Alice@example.org');
+});
+
+test('internationalised domains become their ASCII form', () => {
+  const r = parseMailAddress('jörg@bücher.example');
+  assert.ok(r.ok);
+  assert.equal(r.value.domain, 'xn--bcher-kva.example');
+});
+
+for (const [addr, why] of [
+  ['user%other.test@ourdomain.test', 'percent hack'],
+  ['"user@other.test"@ourdomain.test', 'quoted @'],
+  ['@ourdomain.test:user@other.test', 'source route'],
+  ['other.test!user@ourdomain.test', 'bang path'],
+  ['user@other.test@ourdomain.test', 'several @'],
+] as const) {
+  test(`relay trick refused: ${why}`, () => {
+    const r = parseMailAddress(addr);
+    assert.equal(r.ok, false);
+    assert.equal(!r.ok && r.kind, 'relay_trick');
+  });
+}
+
+for (const bad of ['', 'no-at-sign', 'a@', '@', 'a b@example.org', 'a@exa mple.org', 'a@-bad-.org', 'a..b@example.org']) {
+  test(`syntax error: ${JSON.stringify(bad)}`, () => {
+    const r = parseMailAddress(bad);
+    assert.equal(r.ok, false);
+  });
+}
+
+test('plus addresses split at the first delimiter', () => {
+  assert.deepEqual(splitPlus('bob+news+x'), { base: 'bob', tag: 'news+x' });
+  assert.deepEqual(splitPlus('+x'), { base: '+x', tag: null });
+  assert.deepEqual(splitPlus('bob'), { base: 'bob', tag: null });
+});
+
+test('parser never throws and never accepts an address with two unquoted @', () => {
+  fc.assert(
+    fc.property(fc.string({ maxLength: 80 }), (s) => {
+      const r = parseMailAddress(s);
+      if (r.ok) assert.equal(r.value.address.split('@').length - 1 >= 1, true);
+      if (r.ok && !s.trim().startsWith('"')) assert.equal(s.trim().split('@').length, 2);
+    }),
+    { numRuns: 2000 },
+  );
+});

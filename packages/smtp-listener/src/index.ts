@@ -1,0 +1,2 @@
+export * from './proxy-protocol.js';
+export * from './listener.js';

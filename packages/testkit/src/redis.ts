@@ -1,0 +1,32 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+
+export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+export interface TestRedis {
+  prefix: string;
+  redis: Redis;
+  /** Deletes every key under the prefix and disconnects. */
+  cleanup(): Promise<void>;
+}
+
+/** A Redis client whose keys live under a prefix of their own. */
+export function createTestRedis(): TestRedis {
+  const prefix = `test:${randomBytes(4).toString('hex')}:`;
+  const redis = new Redis(REDIS_URL, { keyPrefix: prefix });
+  return {
+    prefix,
+    redis,
+    async cleanup() {
+      const plain = new Redis(REDIS_URL);
+      let cursor = '0';
+      do {
+        const [next, keys] = await plain.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        if (keys.length) await plain.del(...keys);
+        cursor = next;
+      } while (cursor !== '0');
+      plain.disconnect();
+      redis.disconnect();
+    },
+  };
+}

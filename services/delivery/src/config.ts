@@ -1,0 +1,17 @@
+import { z } from 'zod';
+import { commonSchema, positiveInt } from '@mailyard/config';
+
+export const deliverySchema = z.object({
+  ...commonSchema,
+  /** Root of the mailboxes: <root>/<domain>/<local-part>/ is an account's Maildir. */
+  maildir_root: z.string().min(1).default('/var/mail/mailyard'),
+  /** Messages processed at once (AMQP prefetch). */
+  delivery_prefetch: positiveInt(64),
+  /** Failed attempts before a message goes to the dead-letter queue with its reason. */
+  delivery_max_attempts: positiveInt(5),
+  /** How long the "already delivered" markers are kept, in seconds (covers any redelivery). */
+  delivery_dedupe_ttl: positiveInt(14 * 24 * 3600),
+  /** Plus-addressing separator (Postfix: recipient_delimiter). */
+  recipient_delimiter: z.string().min(1).max(1).default('+'),
+});
+export type DeliveryConfig = z.infer<typeof deliverySchema>;

@@ -1,0 +1,141 @@
+import { createHash } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { PoisonMessageError, type Bus, type Delivery } from '@mailyard/bus';
+import {
+  ContractError,
+  ENVELOPE_HEADER,
+  EventKeys,
+  Queues,
+  RoutingKeys,
+  parseEnvelope,
+  type Envelope,
+  type MailboxChanged,
+} from '@mailyard/contracts';
+import type { Directory } from '@mailyard/directory';
+import type { MaildirStore } from '@mailyard/mailstore';
+import { Counter, Histogram, type Logger, type Registry } from '@mailyard/observability';
+import { deliveredToHeader, returnPathHeader } from '@mailyard/smtp-core';
+import type { DeliveryConfig } from './config.js';
+
+export interface DeliveryDeps {
+  bus: Bus;
+  redis: Redis;
+  directory: Directory;
+  store: MaildirStore;
+  logger: Logger;
+  registry: Registry;
+}
+
+export interface DeliveryService {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+function createMetrics(registry: Registry) {
+  return {
+    deliveries: new Counter({
+      name: 'mailyard_delivery_deliveries_total',
+      help: 'Copies filed into mailboxes (written) or skipped as already delivered (duplicate)',
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    failures: new Counter({
+      name: 'mailyard_delivery_failures_total',
+      help: 'Messages whose processing failed (retried or dead-lettered)',
+      registers: [registry],
+    }),
+    forwarded: new Counter({
+      name: 'mailyard_delivery_forwarded_total',
+      help: 'Messages passed to outbound for external alias targets',
+      registers: [registry],
+    }),
+    latency: new Histogram({
+      name: 'mailyard_delivery_latency_seconds',
+      help: 'From acceptance (envelope receivedAt) to the file in new/',
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
+  };
+}
+
+/**
+ * MDA: consumes `delivery`, expands each recipient (account, aliases with nesting and
+ * loop protection, plus-address, catch-all), files one copy per account into its
+ * Maildir, forwards external alias targets to `outbound`, and acks only after every
+ * copy is durable. Redelivery is harmless: copies are keyed on queue id + account.
+ */
+export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): DeliveryService {
+  const { bus, redis, directory, store, logger } = deps;
+  const metrics = createMetrics(deps.registry);
+  const markerKey = (queueId: string, account: string) =>
+    `delivered:${queueId}:${createHash('sha256').update(account).digest('hex').slice(0, 16)}`;
+
+  const fileCopy = async (env: Envelope, message: Buffer, account: string, via: string): Promise<void> => {
+    const key = markerKey(env.queueId, account);
+    if (await redis.exists(key)) {
+      metrics.deliveries.inc({ result: 'duplicate' });
+      logger.info({ queueId: env.queueId, account }, 'already delivered, skipped');
+      return;
+    }
+    const data = Buffer.concat([Buffer.from(returnPathHeader(env.mailFrom) + deliveredToHeader(account)), message]);
+    const res = await store.deliver({
+      account,
+      folder: 'INBOX',
+      data,
+      queueId: env.queueId,
+      recipient: account,
+      receivedAt: new Date(env.receivedAt),
+    });
+    await redis.set(key, '1', 'EX', config.delivery_dedupe_ttl);
+    metrics.deliveries.inc({ result: res.written ? 'written' : 'duplicate' });
+    metrics.latency.observe((Date.now() - Date.parse(env.receivedAt)) / 1000);
+    logger.info({ queueId: env.queueId, account, via, path: res.path, written: res.written }, 'delivered');
+    const event: MailboxChanged = { v: 1, account, folder: 'INBOX', queueId: env.queueId, at: new Date().toISOString() };
+    await bus.publishEvent(EventKeys.mailboxChanged, event).catch(() => undefined);
+  };
+
+  const handle = async (d: Delivery): Promise<void> => {
+    let env: Envelope;
+    try {
+      env = parseEnvelope(d.headers[ENVELOPE_HEADER]);
+    } catch (err) {
+      if (err instanceof ContractError) throw new PoisonMessageError(err.message);
+      throw err;
+    }
+    const local = new Map<string, string>();
+    const remote = new Set<string>();
+    for (const rcpt of env.recipients) {
+      const x = await directory.expand(rcpt);
+      if (!x.local.length && !x.remote.length) {
+        logger.warn({ queueId: env.queueId, rcpt }, 'recipient no longer exists, not delivered');
+      }
+      for (const l of x.local) if (!local.has(l.account)) local.set(l.account, rcpt);
+      for (const r of x.remote) remote.add(r);
+    }
+    await Promise.all([...local].map(([account, via]) => fileCopy(env, d.body, account, via)));
+    if (remote.size) {
+      await bus.publishMail(RoutingKeys.outbound, d.body, { ...env, recipients: [...remote], attempts: 0, lastError: null });
+      metrics.forwarded.inc();
+      logger.info({ queueId: env.queueId, rcpts: [...remote] }, 'forwarded to outbound');
+    }
+  };
+
+  return {
+    async start() {
+      await bus.consume(
+        Queues.delivery,
+        async (d) => {
+          try {
+            await handle(d);
+          } catch (err) {
+            metrics.failures.inc();
+            throw err;
+          }
+        },
+        { prefetch: config.delivery_prefetch, maxAttempts: config.delivery_max_attempts },
+      );
+      logger.info({ root: store.root }, 'delivery consuming');
+    },
+    stop: () => bus.stop(),
+  };
+}

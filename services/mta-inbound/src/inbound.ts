@@ -1,0 +1,262 @@
+import type { AddressInfo } from 'node:net';
+import type { Readable } from 'node:stream';
+import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
+import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
+import { ipInNetworks, loadTlsMaterial } from '@mailyard/config';
+import { ENVELOPE_VERSION, RoutingKeys, type Envelope } from '@mailyard/contracts';
+import type { Directory } from '@mailyard/directory';
+import type { MailResolver } from '@mailyard/dns';
+import type { Logger, Registry } from '@mailyard/observability';
+import {
+  SmtpReject,
+  inspectLineEndings,
+  newQueueId,
+  normalizeDomain,
+  normalizeLineEndings,
+  parseMailAddress,
+  receivedHeader,
+  reply,
+} from '@mailyard/smtp-core';
+import { MailyardSmtpServer } from '@mailyard/smtp-listener';
+import type { MtaInboundConfig } from './config.js';
+import { createMetrics } from './metrics.js';
+
+export interface MtaInboundDeps {
+  bus: Bus;
+  directory: Directory;
+  resolver: MailResolver;
+  logger: Logger;
+  registry: Registry;
+}
+
+type Route = 'delivery' | 'outbound';
+interface RoutedRecipient extends SMTPServerAddress {
+  route?: Route;
+}
+
+export interface MtaInbound {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** The bound SMTP port (useful with port 0). */
+  readonly port: number;
+}
+
+/**
+ * Port 25: accepts mail for our domains (and relays for mynetworks / relay_domains),
+ * publishes each message to the bus and answers 250 only after the broker confirmed.
+ */
+export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps): MtaInbound {
+  const { bus, directory, resolver, logger } = deps;
+  const metrics = createMetrics(deps.registry);
+  const tls = loadTlsMaterial({ certFile: config.tls_cert_file, keyFile: config.tls_key_file, hostname: config.myhostname });
+  if (tls.selfSigned) logger.warn('no TLS_CERT_FILE/TLS_KEY_FILE configured: STARTTLS uses a self-signed certificate');
+  const relayDomains = new Set(config.relay_domains.map((d) => normalizeDomain(d) ?? d.toLowerCase()));
+  const limit = config.message_size_limit;
+
+  const rejectWith = (err: SmtpReject, session: SMTPServerSession, extra: Record<string, unknown> = {}) => {
+    metrics.messages.inc({ result: 'rejected', reason: err.reason });
+    logger.info({ sid: session.id, client: session.remoteAddress, reason: err.reason, reply: err.line, ...extra }, 'rejected');
+    return err;
+  };
+
+  const routeRecipient = async (address: string, session: SMTPServerSession): Promise<Route> => {
+    const parsed = parseMailAddress(address);
+    if (!parsed.ok) {
+      throw parsed.kind === 'relay_trick' ? reply.relayDenied(address) : reply.badRecipientSyntax(address);
+    }
+    const { domain } = parsed.value;
+    if (!domain.startsWith('[') && (await directory.isLocalDomain(domain))) {
+      if (!(await directory.resolve(parsed.value.address))) throw reply.noSuchUser(address);
+      return 'delivery';
+    }
+    if (ipInNetworks(session.remoteAddress, config.mynetworks) || relayDomains.has(domain)) return 'outbound';
+    throw reply.relayDenied(address);
+  };
+
+  const server = new MailyardSmtpServer({
+    name: config.myhostname,
+    banner: 'ESMTP Mailyard',
+    key: tls.key,
+    cert: tls.cert,
+    minVersion: 'TLSv1.2',
+    size: limit,
+    authOptional: true,
+    disabledCommands: ['AUTH'],
+    hideSTARTTLS: false,
+    hidePIPELINING: false,
+    hide8BITMIME: false,
+    hideSMTPUTF8: false,
+    hideENHANCEDSTATUSCODES: false,
+    hideDSN: true,
+    maxClients: config.smtpd_max_clients,
+    socketTimeout: config.smtpd_timeout,
+    closeTimeout: config.shutdown_grace,
+    maxCommandLength: config.line_length_limit,
+    disableReverseLookup: !config.smtpd_peername_lookup,
+    resolver: {
+      reverse: (ip: string, cb: (err: Error | null, names?: string[]) => void) =>
+        void resolver.reverse(ip).then((n) => cb(null, n), (e: Error) => cb(e)),
+    },
+    logger: false,
+    proxyTrusted: config.proxy_protocol_trusted_networks,
+    hardErrorLimit: config.smtpd_hard_error_limit,
+    greetingDelay: config.postscreen_greet_wait,
+    onErrorReply: (code) => metrics.errorReplies.inc({ code: String(code) }),
+
+    onConnect(session, cb) {
+      metrics.sessions.inc();
+      cb();
+    },
+
+    onMailFrom(address, session, cb) {
+      if (address.address !== '') {
+        const p = parseMailAddress(address.address);
+        if (!p.ok) return cb(rejectWith(reply.badSenderSyntax(address.address), session));
+      }
+      const declared = address.args && typeof address.args.SIZE === 'string' ? Number(address.args.SIZE) : 0;
+      if (declared > limit) return cb(rejectWith(reply.messageTooBig(limit), session));
+      cb();
+    },
+
+    onRcptTo(address: RoutedRecipient, session, cb) {
+      if (session.envelope.rcptTo.length >= config.smtpd_recipient_limit) {
+        return cb(rejectWith(reply.tooManyRecipients(), session));
+      }
+      routeRecipient(address.address, session).then(
+        (route) => {
+          address.route = route;
+          cb();
+        },
+        (err: unknown) => {
+          if (err instanceof SmtpReject) return cb(rejectWith(err, session, { rcpt: address.address }));
+          logger.error({ sid: session.id, err: String(err) }, 'recipient lookup failed');
+          cb(rejectWith(reply.localError(), session));
+        },
+      );
+    },
+
+    onData(stream: SMTPServerDataStream, session, cb) {
+      readMessage(stream, limit).then(
+        async (raw) => {
+          if (stream.sizeExceeded || raw === null) {
+            // smtp-server itself replies 552 5.3.4 for an oversized message
+            metrics.messages.inc({ result: 'rejected', reason: 'too_big' });
+            return cb(null);
+          }
+          const started = process.hrtime.bigint();
+          const queueId = await acceptMessage(raw, session);
+          metrics.acceptLatency.observe(Number(process.hrtime.bigint() - started) / 1e9);
+          cb(null, `2.0.0 Ok: queued as ${queueId}`);
+        },
+        (err: unknown) => cb(err instanceof SmtpReject ? err : reply.localError()),
+      );
+    },
+  });
+
+  const acceptMessage = async (input: Buffer, session: SMTPServerSession): Promise<string> => {
+    const lines = inspectLineEndings(input);
+    if (lines.smuggling) throw rejectWith(reply.bareLineEnding(), session);
+    // Other bare CR/LF are rewritten to CRLF, so no later hop can read them differently.
+    const body = lines.bare ? normalizeLineEndings(input) : input;
+    const queueId = newQueueId();
+    const rcpts = session.envelope.rcptTo as RoutedRecipient[];
+    const cipher = session.secure ? (session as unknown as { tlsOptions?: { version?: string; name?: string } }).tlsOptions : undefined;
+    const tlsInfo = cipher ? { protocol: cipher.version ?? 'TLS', cipher: cipher.name ?? 'unknown' } : null;
+    const received = receivedHeader({
+      helo: session.hostNameAppearsAs,
+      clientHostname: session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null,
+      clientIp: session.remoteAddress,
+      myhostname: config.myhostname,
+      queueId,
+      tls: tlsInfo,
+      authenticated: false,
+      smtputf8: !!(session.envelope as { utf8?: boolean }).utf8,
+      recipient: rcpts.length === 1 ? rcpts[0]!.address : null,
+    });
+    const message = Buffer.concat([Buffer.from(received), body]);
+    const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+    const base: Omit<Envelope, 'recipients'> = {
+      v: ENVELOPE_VERSION,
+      queueId,
+      mailFrom,
+      client: {
+        ip: session.remoteAddress,
+        hostname: session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null,
+        helo: session.hostNameAppearsAs,
+        tls: tlsInfo,
+        user: null,
+      },
+      receivedAt: new Date().toISOString(),
+      attempts: 0,
+      body: bodyType(session),
+      smtputf8: !!(session.envelope as { utf8?: boolean }).utf8,
+      lastError: null,
+    };
+    const byRoute = new Map<Route, string[]>();
+    for (const r of rcpts) {
+      const route = r.route ?? 'delivery';
+      byRoute.set(route, [...(byRoute.get(route) ?? []), r.address]);
+    }
+    try {
+      await Promise.all(
+        [...byRoute].map(([route, recipients]) =>
+          bus.publishMail(route === 'delivery' ? RoutingKeys.delivery : RoutingKeys.outbound, message, { ...base, recipients }),
+        ),
+      );
+    } catch (err) {
+      if (err instanceof BusUnavailableError || err instanceof UnroutableError) {
+        logger.warn({ sid: session.id, queueId, err: err.message }, 'queue unavailable, message not accepted');
+        throw rejectWith(reply.queueUnavailable(), session, { queueId });
+      }
+      throw err;
+    }
+    metrics.messages.inc({ result: 'accepted', reason: 'ok' });
+    metrics.bytes.inc(message.length);
+    logger.info(
+      { queueId, sid: session.id, client: session.remoteAddress, from: mailFrom, rcpts: rcpts.length, size: message.length, tls: !!tlsInfo },
+      'accepted',
+    );
+    return queueId;
+  };
+
+  let port = 0;
+  return {
+    get port() {
+      return port;
+    },
+    async start() {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(config.smtp_port, config.listen_address, () => {
+          server.removeListener('error', reject);
+          port = (server.server.address() as AddressInfo).port;
+          resolve();
+        });
+      });
+      server.on('error', (err: Error) => logger.warn({ err: err.message }, 'smtp server error'));
+      logger.info({ port }, 'mta-inbound listening');
+    },
+    stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+function bodyType(session: SMTPServerSession): Envelope['body'] {
+  const b = session.envelope.mailFrom && session.envelope.mailFrom.args ? session.envelope.mailFrom.args.BODY : undefined;
+  return b === '8BITMIME' ? '8BITMIME' : b === 'BINARYMIME' ? 'BINARYMIME' : '7BIT';
+}
+
+/** Reads the DATA stream; stops buffering (returns null) once the size limit is passed. */
+function readMessage(stream: Readable, limit: number): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    stream.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limit) over = true;
+      if (!over) chunks.push(c);
+    });
+    stream.on('end', () => resolve(over ? null : Buffer.concat(chunks, size)));
+    stream.on('error', reject);
+  });
+}

@@ -1,0 +1,14 @@
+import { Directory } from '@mailyard/directory';
+import { runMain } from '@mailyard/runtime';
+import { mtaInboundSchema } from './config.js';
+import { buildMtaInbound } from './inbound.js';
+
+await runMain('mta-inbound', mtaInboundSchema, (config, rt) =>
+  buildMtaInbound(config, {
+    bus: rt.bus,
+    directory: new Directory(rt.redis, config.recipient_delimiter),
+    resolver: rt.resolver,
+    logger: rt.logger,
+    registry: rt.registry,
+  }),
+);

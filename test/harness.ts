@@ -1,0 +1,139 @@
+import { Redis } from 'ioredis';
+import { loadConfig } from '@mailyard/config';
+import { Directory } from '@mailyard/directory';
+import { MaildirStore, folderDir } from '@mailyard/mailstore';
+import { createRuntime, type Runtime } from '@mailyard/runtime';
+import { buildDelivery, deliverySchema, type DeliveryService } from '@mailyard/service-delivery';
+import { buildMtaInbound, mtaInboundSchema, type MtaInbound } from '@mailyard/service-mta-inbound';
+import {
+  createTestRedis,
+  createVhost,
+  maildirNew,
+  startDnsServer,
+  tempDir,
+  type TestDnsServer,
+  type TestRedis,
+  type TestVhost,
+  type Zone,
+} from '@mailyard/testkit';
+
+export interface Platform {
+  vhost: TestVhost;
+  redis: TestRedis;
+  dns: TestDnsServer;
+  maildir: string;
+  directory: Directory;
+  inbound: MtaInbound;
+  inboundRt: Runtime;
+  delivery: DeliveryService | null;
+  deliveryRt: Runtime | null;
+  /** Common config values every service of this platform shares. */
+  env: Record<string, string>;
+  inbox(account: string, folder?: string): string[];
+  startDelivery(): Promise<void>;
+  stopDelivery(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface PlatformOptions {
+  inbound?: Record<string, unknown>;
+  delivery?: Record<string, unknown>;
+  /** Start the delivery service too (default true). */
+  withDelivery?: boolean;
+  zone?: Zone;
+  /** Use this AMQP URL instead of the vhost's (e.g. through a TcpProxy). */
+  amqpUrl?: (vhostUrl: string) => string;
+}
+
+/** Builds mta-inbound and delivery in this process, isolated by vhost, Redis prefix and temp Maildir. */
+export async function startPlatform(opts: PlatformOptions = {}): Promise<Platform> {
+  const vhost = await createVhost();
+  const redis = createTestRedis();
+  const dns = await startDnsServer({ 'localhost.test': { A: ['127.0.0.1'] }, ...(opts.zone ?? {}) });
+  const tmp = tempDir();
+  const common = {
+    amqp_url: opts.amqpUrl ? opts.amqpUrl(vhost.url) : vhost.url,
+    redis_url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    redis_prefix: redis.prefix,
+    http_port: 0,
+    listen_address: '127.0.0.1',
+    log_level: process.env.TEST_LOG_LEVEL ?? 'silent',
+    myhostname: 'mx.mailyard.test',
+    dns_servers: dns.address,
+  };
+  const inboundConfig = loadConfig(mtaInboundSchema, { env: {}, overrides: { ...common, smtp_port: 0, ...(opts.inbound ?? {}) } });
+  const inboundRt = await createRuntime('mta-inbound', inboundConfig);
+  const directory = new Directory(redis.redis);
+  const inbound = buildMtaInbound(inboundConfig, {
+    bus: inboundRt.bus,
+    directory: new Directory(inboundRt.redis),
+    resolver: inboundRt.resolver,
+    logger: inboundRt.logger,
+    registry: inboundRt.registry,
+  });
+  await inbound.start();
+  await inboundRt.bus.waitConnected();
+
+  const p: Platform = {
+    vhost,
+    redis,
+    dns,
+    maildir: tmp.path,
+    directory,
+    inbound,
+    inboundRt,
+    delivery: null,
+    deliveryRt: null,
+    env: {
+      AMQP_URL: vhost.url,
+      REDIS_URL: common.redis_url,
+      REDIS_PREFIX: redis.prefix,
+      MAILDIR_ROOT: tmp.path,
+      DNS_SERVERS: dns.address,
+      MYHOSTNAME: common.myhostname,
+    },
+    inbox: (account, folder = 'INBOX') => maildirNew(folderDir(tmp.path, account, folder)),
+    async startDelivery() {
+      const cfg = loadConfig(deliverySchema, { env: {}, overrides: { ...common, maildir_root: tmp.path, ...(opts.delivery ?? {}) } });
+      const rt = await createRuntime('delivery', cfg);
+      const svc = buildDelivery(cfg, {
+        bus: rt.bus,
+        redis: rt.redis,
+        directory: new Directory(rt.redis),
+        store: new MaildirStore({ root: tmp.path, hostname: cfg.myhostname }),
+        logger: rt.logger,
+        registry: rt.registry,
+      });
+      await rt.bus.waitConnected();
+      await svc.start();
+      p.delivery = svc;
+      p.deliveryRt = rt;
+    },
+    async stopDelivery() {
+      await p.delivery?.stop();
+      await p.deliveryRt?.close();
+      p.delivery = null;
+      p.deliveryRt = null;
+    },
+    async close() {
+      await p.stopDelivery();
+      await inbound.stop();
+      await inboundRt.close();
+      await dns.close();
+      await redis.cleanup();
+      await vhost.delete();
+      tmp.cleanup();
+    },
+  };
+  if (opts.withDelivery !== false) await p.startDelivery();
+  return p;
+}
+
+/** Adds a domain and an account with a valid password. */
+export async function addAccount(dir: Directory, address: string): Promise<void> {
+  const domain = address.split('@')[1]!;
+  if (!(await dir.isLocalDomain(domain))) await dir.addDomain(domain);
+  await dir.addUser(address, 'correct horse battery staple');
+}
+
+export { Redis };
