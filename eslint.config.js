@@ -3,7 +3,16 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['**/node_modules/**', '**/dist/**', '**/.turbo/**', 'patches/**', 'scripts/**', 'eslint.config.js'] },
+  {
+    ignores: [
+      '**/node_modules/**',
+      '**/dist/**',
+      '**/.turbo/**',
+      'patches/**',
+      'scripts/**',
+      'eslint.config.js',
+    ],
+  },
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: {
@@ -24,7 +33,10 @@ export default tseslint.config(
       '@typescript-eslint/require-await': 'off',
       '@typescript-eslint/restrict-template-expressions': 'off',
       // Services meet on the bus; they never import each other.
-      'no-restricted-imports': ['error', { patterns: [{ group: ['@mailyard/service-*'], message: 'services never import each other' }] }],
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: ['@mailyard/service-*'], message: 'services never import each other' }] },
+      ],
     },
   },
 );

@@ -61,7 +61,10 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
     myhostname: 'mx.mailyard.test',
     dns_servers: dns.address,
   };
-  const inboundConfig = loadConfig(mtaInboundSchema, { env: {}, overrides: { ...common, smtp_port: 0, ...(opts.inbound ?? {}) } });
+  const inboundConfig = loadConfig(mtaInboundSchema, {
+    env: {},
+    overrides: { ...common, smtp_port: 0, ...(opts.inbound ?? {}) },
+  });
   const inboundRt = await createRuntime('mta-inbound', inboundConfig);
   const directory = new Directory(redis.redis);
   const inbound = buildMtaInbound(inboundConfig, {
@@ -94,7 +97,10 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
     },
     inbox: (account, folder = 'INBOX') => maildirNew(folderDir(tmp.path, account, folder)),
     async startDelivery() {
-      const cfg = loadConfig(deliverySchema, { env: {}, overrides: { ...common, maildir_root: tmp.path, ...(opts.delivery ?? {}) } });
+      const cfg = loadConfig(deliverySchema, {
+        env: {},
+        overrides: { ...common, maildir_root: tmp.path, ...(opts.delivery ?? {}) },
+      });
       const rt = await createRuntime('delivery', cfg);
       const svc = buildDelivery(cfg, {
         bus: rt.bus,

@@ -159,7 +159,10 @@ export class Bus {
       } catch (err) {
         await this.teardown();
         if (!this.warnedDown) {
-          this.log.warn({ url: redactUrl(this.opts.url), err: String(err) }, 'RabbitMQ unreachable, retrying');
+          this.log.warn(
+            { url: redactUrl(this.opts.url), err: String(err) },
+            'RabbitMQ unreachable, retrying',
+          );
           this.warnedDown = true;
         }
         await sleep(delay);
@@ -236,7 +239,8 @@ export class Bus {
   /** Publishes with persistence, mandatory routing and a publisher confirm. */
   publish(item: PublishItem): Promise<void> {
     const pub = this.pub;
-    if (!pub) return Promise.reject(new BusUnavailableError(`RabbitMQ unreachable at ${redactUrl(this.opts.url)}`));
+    if (!pub)
+      return Promise.reject(new BusUnavailableError(`RabbitMQ unreachable at ${redactUrl(this.opts.url)}`));
     const messageId = randomUUID();
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -262,7 +266,8 @@ export class Bus {
             this.pending.delete(messageId);
             clearTimeout(p.timer);
             if (err) return p.reject(new BusUnavailableError(`RabbitMQ refused the message: ${String(err)}`));
-            if (this.returned.delete(messageId)) return p.reject(new UnroutableError(`no queue bound for ${item.routingKey}`));
+            if (this.returned.delete(messageId))
+              return p.reject(new UnroutableError(`no queue bound for ${item.routingKey}`));
             p.resolve();
           },
         );
@@ -280,7 +285,12 @@ export class Bus {
   }
 
   /** Publishes a mail message: raw RFC 5322 bytes as the body, the envelope as a header. */
-  publishMail(routingKey: MailRoutingKey | string, body: Buffer, envelope: Envelope, expiration?: number): Promise<void> {
+  publishMail(
+    routingKey: MailRoutingKey | string,
+    body: Buffer,
+    envelope: Envelope,
+    expiration?: number,
+  ): Promise<void> {
     return this.publish({
       routingKey,
       body,
@@ -310,7 +320,10 @@ export class Bus {
    * Subscribes to events matching `pattern` with a private, auto-deleted queue: every
    * subscriber (every instance of a service) sees every event.
    */
-  async subscribe(pattern: string, handler: (payload: unknown, key: string) => Promise<void> | void): Promise<void> {
+  async subscribe(
+    pattern: string,
+    handler: (payload: unknown, key: string) => Promise<void> | void,
+  ): Promise<void> {
     const reg: ConsumerReg = {
       queue: '',
       exclusiveBinding: { exchange: EVENTS_EXCHANGE, pattern },
@@ -331,7 +344,9 @@ export class Bus {
 
   private async attach(conn: ChannelModel, reg: ConsumerReg): Promise<void> {
     const ch = await conn.createChannel();
-    ch.on('error', (err: Error) => this.log.warn({ err: err.message, queue: reg.queue }, 'consumer channel error'));
+    ch.on('error', (err: Error) =>
+      this.log.warn({ err: err.message, queue: reg.queue }, 'consumer channel error'),
+    );
     await ch.prefetch(reg.opts.prefetch);
     let queue = reg.queue;
     if (reg.exclusiveBinding) {
@@ -355,7 +370,13 @@ export class Bus {
   private async handle(reg: ConsumerReg, ch: Channel, msg: ConsumeMessage): Promise<void> {
     const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
     const redeliveries = Number(headers['x-delivery-count'] ?? 0);
-    const delivery: Delivery = { body: msg.content, headers, redeliveries, routingKey: msg.fields.routingKey, raw: msg };
+    const delivery: Delivery = {
+      body: msg.content,
+      headers,
+      redeliveries,
+      routingKey: msg.fields.routingKey,
+      raw: msg,
+    };
     if (reg.exclusiveBinding) {
       try {
         await reg.handler(delivery);
@@ -396,7 +417,10 @@ export class Bus {
         }
         return;
       }
-      this.log.warn({ queue: reg.queue, reason, attempt }, 'processing failed, message returned to the queue');
+      this.log.warn(
+        { queue: reg.queue, reason, attempt },
+        'processing failed, message returned to the queue',
+      );
       await sleep(Math.min((reg.opts.retryDelayMs ?? 500) * attempt, 10_000));
       safe(() => ch.nack(msg, false, true));
     }

@@ -44,12 +44,18 @@ export const QUEUES: QueueSpec[] = [
   {
     name: Queues.delivery,
     bindings: [{ exchange: MAIL_EXCHANGE, key: RoutingKeys.delivery }],
-    arguments: quorum({ 'x-dead-letter-exchange': DEAD_LETTER_EXCHANGE, 'x-delivery-limit': QUEUE_DELIVERY_LIMIT }),
+    arguments: quorum({
+      'x-dead-letter-exchange': DEAD_LETTER_EXCHANGE,
+      'x-delivery-limit': QUEUE_DELIVERY_LIMIT,
+    }),
   },
   {
     name: Queues.outbound,
     bindings: [{ exchange: MAIL_EXCHANGE, key: RoutingKeys.outbound }],
-    arguments: quorum({ 'x-dead-letter-exchange': DEAD_LETTER_EXCHANGE, 'x-delivery-limit': QUEUE_DELIVERY_LIMIT }),
+    arguments: quorum({
+      'x-dead-letter-exchange': DEAD_LETTER_EXCHANGE,
+      'x-delivery-limit': QUEUE_DELIVERY_LIMIT,
+    }),
   },
   {
     name: Queues.deadLetter,

@@ -21,14 +21,25 @@ export const port = (def: number) =>
     .default(def);
 
 export const positiveInt = (def: number) =>
-  z.coerce.number({ message: 'expected a number' }).int('expected a whole number').positive('expected a number above 0').default(def);
+  z.coerce
+    .number({ message: 'expected a number' })
+    .int('expected a whole number')
+    .positive('expected a number above 0')
+    .default(def);
 
 export const nonNegativeInt = (def: number) =>
-  z.coerce.number({ message: 'expected a number' }).int('expected a whole number').min(0, 'expected 0 or more').default(def);
+  z.coerce
+    .number({ message: 'expected a number' })
+    .int('expected a whole number')
+    .min(0, 'expected 0 or more')
+    .default(def);
 
 export const bool = (def: boolean) =>
   z
-    .union([z.boolean(), z.enum(['yes', 'no', 'true', 'false', '1', '0', 'on', 'off'], { message: 'expected yes or no' })])
+    .union([
+      z.boolean(),
+      z.enum(['yes', 'no', 'true', 'false', '1', '0', 'on', 'off'], { message: 'expected yes or no' }),
+    ])
     .transform((v) => v === true || v === 'yes' || v === 'true' || v === '1' || v === 'on')
     .default(def);
 
@@ -36,13 +47,13 @@ export const url = (protocols: string[], def: string) =>
   z
     .string()
     .refine(
-    (v) => {
-      try {
-        return protocols.includes(new URL(v).protocol.replace(/:$/, ''));
-      } catch {
-        return false;
-      }
-    },
+      (v) => {
+        try {
+          return protocols.includes(new URL(v).protocol.replace(/:$/, ''));
+        } catch {
+          return false;
+        }
+      },
       { message: `expected a URL (${protocols.map((p) => p + '://').join(' or ')})` },
     )
     .default(def);
@@ -55,7 +66,11 @@ export const cidrList = (def: string[]) =>
     .preprocess(
       splitList,
       z.array(
-        z.string().refine((v) => parseCidr(v) !== null, { message: 'expected IP networks like 127.0.0.0/8 or ::1/128' }),
+        z
+          .string()
+          .refine((v) => parseCidr(v) !== null, {
+            message: 'expected IP networks like 127.0.0.0/8 or ::1/128',
+          }),
       ),
     )
     .default(def);
@@ -65,7 +80,11 @@ export const hostPortList = (def: string[]) =>
   z
     .preprocess(
       splitList,
-      z.array(z.string().refine((v) => parseHostPort(v, 53) !== null, { message: 'expected host:port, e.g. 127.0.0.1:53' })),
+      z.array(
+        z
+          .string()
+          .refine((v) => parseHostPort(v, 53) !== null, { message: 'expected host:port, e.g. 127.0.0.1:53' }),
+      ),
     )
     .default(def);
 
@@ -104,7 +123,7 @@ export const duration = (def: string) =>
       const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[unit] ?? 1000;
       return Math.round(n * mult);
     })
-    .default(def as never);
+    .prefault(def);
 
 export interface Cidr {
   family: 4 | 6;
@@ -133,7 +152,12 @@ export function ipToBigInt(ip: string): { family: 4 | 6; value: bigint } | null 
       const last = arr[arr.length - 1];
       if (last && last.includes('.')) {
         const v4 = last.split('.').map(Number);
-        arr.splice(arr.length - 1, 1, ((v4[0]! << 8) | v4[1]!).toString(16), ((v4[2]! << 8) | v4[3]!).toString(16));
+        arr.splice(
+          arr.length - 1,
+          1,
+          ((v4[0]! << 8) | v4[1]!).toString(16),
+          ((v4[2]! << 8) | v4[3]!).toString(16),
+        );
       }
       return arr;
     };
@@ -151,7 +175,8 @@ export function parseCidr(text: string): Cidr | null {
   if (!ip) return null;
   const max = ip.family === 4 ? 32 : 128;
   const prefix = bits === undefined ? max : Number(bits);
-  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max || (bits !== undefined && !/^\d+$/.test(bits))) return null;
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > max || (bits !== undefined && !/^\d+$/.test(bits)))
+    return null;
   const shift = BigInt(max - prefix);
   return { family: ip.family, base: (ip.value >> shift) << shift, prefix };
 }

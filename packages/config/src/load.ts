@@ -35,13 +35,17 @@ export function loadConfig<S extends z.ZodObject>(schema: S, opts: LoadOptions =
     try {
       text = readFileSync(file, 'utf8');
     } catch (err) {
-      throw new ConfigError([`MAILYARD_CONFIG: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`]);
+      throw new ConfigError([
+        `MAILYARD_CONFIG: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      ]);
     }
     try {
       const parsed: unknown = parseYaml(text);
       fromFile = parsed && typeof parsed === 'object' ? (parsed as Record<string, unknown>) : {};
     } catch (err) {
-      throw new ConfigError([`MAILYARD_CONFIG: ${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`]);
+      throw new ConfigError([
+        `MAILYARD_CONFIG: ${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`,
+      ]);
     }
   }
   const source: Record<string, unknown> = {};
@@ -78,7 +82,11 @@ export function loadConfig<S extends z.ZodObject>(schema: S, opts: LoadOptions =
 }
 
 /** Loads config for a main.ts: on error prints each problem on its own line and exits 78 (EX_CONFIG). */
-export function loadConfigOrExit<S extends z.ZodObject>(service: string, schema: S, opts: LoadOptions = {}): z.infer<S> {
+export function loadConfigOrExit<S extends z.ZodObject>(
+  service: string,
+  schema: S,
+  opts: LoadOptions = {},
+): z.infer<S> {
   try {
     const config = loadConfig(schema, opts);
     if (process.argv.includes('--check-config')) {

@@ -13,10 +13,16 @@ export interface TlsMaterial {
  * self-signed certificate for `hostname`, generated at start (fine for development,
  * and for port 25, where senders rarely verify; the caller logs a warning).
  */
-export function loadTlsMaterial(opts: { certFile?: string | undefined; keyFile?: string | undefined; hostname: string }): TlsMaterial {
+export function loadTlsMaterial(opts: {
+  certFile?: string | undefined;
+  keyFile?: string | undefined;
+  hostname: string;
+}): TlsMaterial {
   if (opts.certFile || opts.keyFile) {
     if (!opts.certFile || !opts.keyFile) {
-      throw new Error(`${opts.certFile ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE'}: both TLS_CERT_FILE and TLS_KEY_FILE must be set`);
+      throw new Error(
+        `${opts.certFile ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE'}: both TLS_CERT_FILE and TLS_KEY_FILE must be set`,
+      );
     }
     const read = (file: string, key: string) => {
       try {
@@ -25,7 +31,11 @@ export function loadTlsMaterial(opts: { certFile?: string | undefined; keyFile?:
         throw new Error(`${key}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
       }
     };
-    return { cert: read(opts.certFile, 'TLS_CERT_FILE'), key: read(opts.keyFile, 'TLS_KEY_FILE'), selfSigned: false };
+    return {
+      cert: read(opts.certFile, 'TLS_CERT_FILE'),
+      key: read(opts.keyFile, 'TLS_KEY_FILE'),
+      selfSigned: false,
+    };
   }
   return { ...selfSignedCertificate(opts.hostname), selfSigned: true };
 }

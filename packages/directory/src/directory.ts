@@ -6,7 +6,8 @@ import { hashPassword, passwordWeakness, verifyPassword } from './passwords.js';
 export class DirectoryError extends Error {
   override readonly name = 'DirectoryError';
   constructor(
-    readonly code: 'unknown_domain' | 'duplicate' | 'invalid_address' | 'weak_password' | 'not_found' | 'in_use',
+    readonly code:
+      'unknown_domain' | 'duplicate' | 'invalid_address' | 'weak_password' | 'not_found' | 'in_use',
     message: string,
   ) {
     super(message);
@@ -44,7 +45,8 @@ export class Directory {
   async addDomain(domain: string): Promise<string> {
     const d = normalizeDomain(domain);
     if (!d) throw new DirectoryError('invalid_address', `"${domain}" is not a valid domain name`);
-    if (!(await this.redis.sadd('domains', d))) throw new DirectoryError('duplicate', `domain ${d} already exists`);
+    if (!(await this.redis.sadd('domains', d)))
+      throw new DirectoryError('duplicate', `domain ${d} already exists`);
     return d;
   }
   async listDomains(): Promise<string[]> {
@@ -55,10 +57,17 @@ export class Directory {
   }
   async delDomain(domain: string): Promise<void> {
     const d = normalizeDomain(domain) ?? domain;
-    if (!(await this.isLocalDomain(d))) throw new DirectoryError('unknown_domain', `domain ${d} does not exist`);
-    const [accounts, aliases] = await Promise.all([this.redis.scard(`accounts:${d}`), this.redis.scard(`aliases:${d}`)]);
+    if (!(await this.isLocalDomain(d)))
+      throw new DirectoryError('unknown_domain', `domain ${d} does not exist`);
+    const [accounts, aliases] = await Promise.all([
+      this.redis.scard(`accounts:${d}`),
+      this.redis.scard(`aliases:${d}`),
+    ]);
     if (accounts || aliases) {
-      throw new DirectoryError('in_use', `domain ${d} still has ${accounts} accounts and ${aliases} aliases; delete them first`);
+      throw new DirectoryError(
+        'in_use',
+        `domain ${d} still has ${accounts} accounts and ${aliases} aliases; delete them first`,
+      );
     }
     await this.redis.srem('domains', d);
   }
@@ -66,9 +75,13 @@ export class Directory {
   // ---- accounts
   private async localAddress(address: string): Promise<string> {
     const p = parseMailAddress(address);
-    if (!p.ok || p.value.domain.startsWith('[')) throw new DirectoryError('invalid_address', `"${address}" is not a valid address`);
+    if (!p.ok || p.value.domain.startsWith('['))
+      throw new DirectoryError('invalid_address', `"${address}" is not a valid address`);
     if (!(await this.isLocalDomain(p.value.domain))) {
-      throw new DirectoryError('unknown_domain', `domain ${p.value.domain} is not a local domain (add it with: mailyard domain add ${p.value.domain})`);
+      throw new DirectoryError(
+        'unknown_domain',
+        `domain ${p.value.domain} is not a local domain (add it with: mailyard domain add ${p.value.domain})`,
+      );
     }
     return `${p.value.local.toLowerCase()}@${p.value.domain}`;
   }
@@ -77,7 +90,8 @@ export class Directory {
     const a = await this.localAddress(address);
     const weak = passwordWeakness(password, a);
     if (weak) throw new DirectoryError('weak_password', weak);
-    if (await this.redis.exists(`account:${a}`)) throw new DirectoryError('duplicate', `account ${a} already exists`);
+    if (await this.redis.exists(`account:${a}`))
+      throw new DirectoryError('duplicate', `account ${a} already exists`);
     const h = await hashPassword(password);
     const ok = await this.redis.hsetnx(`account:${a}`, 'password', h);
     if (!ok) throw new DirectoryError('duplicate', `account ${a} already exists`);
@@ -98,12 +112,17 @@ export class Directory {
 
   async delUser(address: string): Promise<void> {
     const a = await this.requireAccount(address);
-    await this.redis.multi().del(`account:${a}`).srem(`accounts:${a.split('@')[1]}`, a).exec();
+    await this.redis
+      .multi()
+      .del(`account:${a}`)
+      .srem(`accounts:${a.split('@')[1]}`, a)
+      .exec();
   }
 
   async listUsers(domain?: string): Promise<string[]> {
     const domains = domain ? [normalizeDomain(domain) ?? domain] : await this.listDomains();
-    if (domain && !(await this.isLocalDomain(domains[0]!))) throw new DirectoryError('unknown_domain', `domain ${domain} does not exist`);
+    if (domain && !(await this.isLocalDomain(domains[0]!)))
+      throw new DirectoryError('unknown_domain', `domain ${domain} does not exist`);
     const all = await Promise.all(domains.map((d) => this.redis.smembers(`accounts:${d}`)));
     return all.flat().sort();
   }
@@ -134,37 +153,51 @@ export class Directory {
     let src: string;
     if (source.startsWith('@')) {
       const d = normalizeDomain(source.slice(1));
-      if (!d) throw new DirectoryError('invalid_address', `"${source}" is not a valid catch-all (use @domain)`);
-      if (!(await this.isLocalDomain(d))) throw new DirectoryError('unknown_domain', `domain ${d} is not a local domain`);
+      if (!d)
+        throw new DirectoryError('invalid_address', `"${source}" is not a valid catch-all (use @domain)`);
+      if (!(await this.isLocalDomain(d)))
+        throw new DirectoryError('unknown_domain', `domain ${d} is not a local domain`);
       src = `@${d}`;
     } else {
       src = await this.localAddress(source);
     }
-    if (!targets.length) throw new DirectoryError('invalid_address', 'an alias needs at least one target address');
+    if (!targets.length)
+      throw new DirectoryError('invalid_address', 'an alias needs at least one target address');
     const normalized = targets.map((t) => {
       const p = parseMailAddress(t);
       if (!p.ok) throw new DirectoryError('invalid_address', `"${t}" is not a valid address`);
       return p.value.address.toLowerCase();
     });
-    await this.redis.multi().sadd(`alias:${src}`, ...normalized).sadd(`aliases:${src.split('@')[1]}`, src).exec();
+    await this.redis
+      .multi()
+      .sadd(`alias:${src}`, ...normalized)
+      .sadd(`aliases:${src.split('@')[1]}`, src)
+      .exec();
     return src;
   }
 
   async delAlias(source: string, target?: string): Promise<void> {
     const src = source.toLowerCase();
-    if (!(await this.redis.exists(`alias:${src}`))) throw new DirectoryError('not_found', `alias ${src} does not exist`);
+    if (!(await this.redis.exists(`alias:${src}`)))
+      throw new DirectoryError('not_found', `alias ${src} does not exist`);
     if (target) {
       if (!(await this.redis.srem(`alias:${src}`, target.toLowerCase()))) {
         throw new DirectoryError('not_found', `alias ${src} has no target ${target}`);
       }
       if ((await this.redis.scard(`alias:${src}`)) > 0) return;
     }
-    await this.redis.multi().del(`alias:${src}`).srem(`aliases:${src.split('@')[1]}`, src).exec();
+    await this.redis
+      .multi()
+      .del(`alias:${src}`)
+      .srem(`aliases:${src.split('@')[1]}`, src)
+      .exec();
   }
 
   async listAliases(domain?: string): Promise<{ source: string; targets: string[] }[]> {
     const domains = domain ? [domain.toLowerCase()] : await this.listDomains();
-    const sources = (await Promise.all(domains.map((d) => this.redis.smembers(`aliases:${d}`)))).flat().sort();
+    const sources = (await Promise.all(domains.map((d) => this.redis.smembers(`aliases:${d}`))))
+      .flat()
+      .sort();
     const targets = await Promise.all(sources.map((s) => this.redis.smembers(`alias:${s}`)));
     return sources.map((source, i) => ({ source, targets: (targets[i] ?? []).sort() }));
   }

@@ -20,8 +20,20 @@ export async function verifyPassword(stored: string, password: string): Promise<
 }
 
 const COMMON = new Set([
-  'password', 'password1', 'password123', '123456789', '1234567890', 'qwertyuiop', 'iloveyou12', 'letmein123',
-  'welcome123', 'administrator', 'changeme123', 'passw0rd123', 'qwerty123456', '1q2w3e4r5t',
+  'password',
+  'password1',
+  'password123',
+  '123456789',
+  '1234567890',
+  'qwertyuiop',
+  'iloveyou12',
+  'letmein123',
+  'welcome123',
+  'administrator',
+  'changeme123',
+  'passw0rd123',
+  'qwerty123456',
+  '1q2w3e4r5t',
 ]);
 
 /** Returns why a password is too weak, or null when it is acceptable. */
@@ -32,6 +44,7 @@ export function passwordWeakness(password: string, address?: string): string | n
   if (COMMON.has(password.toLowerCase())) return 'password is a commonly used one';
   if (new Set(password).size < 4) return 'password repeats too few characters';
   const local = address?.split('@')[0]?.toLowerCase();
-  if (local && password.toLowerCase().includes(local) && local.length >= 4) return 'password contains the account name';
+  if (local && password.toLowerCase().includes(local) && local.length >= 4)
+    return 'password contains the account name';
   return null;
 }

@@ -70,7 +70,9 @@ export class MaildirStore {
   async ensureFolder(account: string, folder: string): Promise<string> {
     const dir = folderDir(this.opts.root, account, folder);
     if (this.ready.has(dir)) return dir;
-    await Promise.all(['tmp', 'new', 'cur'].map((d) => fs.mkdir(join(dir, d), { recursive: true, mode: 0o700 })));
+    await Promise.all(
+      ['tmp', 'new', 'cur'].map((d) => fs.mkdir(join(dir, d), { recursive: true, mode: 0o700 })),
+    );
     if (folder.toUpperCase() !== 'INBOX') await fs.writeFile(join(dir, 'maildirfolder'), '', { flag: 'a' });
     this.ready.add(dir);
     return dir;

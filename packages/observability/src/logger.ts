@@ -12,7 +12,16 @@ export function createLogger(service: string, level: LoggerOptions['level'] = 'i
     level,
     base: { service },
     redact: {
-      paths: ['password', '*.password', 'pass', '*.pass', 'auth.credentials', 'session.user.password', 'secret', '*.secret'],
+      paths: [
+        'password',
+        '*.password',
+        'pass',
+        '*.pass',
+        'auth.credentials',
+        'session.user.password',
+        'secret',
+        '*.secret',
+      ],
       censor: '[redacted]',
     },
   });

@@ -3,7 +3,14 @@ import type { z } from 'zod';
 import { Bus, redactUrl } from '@mailyard/bus';
 import { loadConfigOrExit, type commonSchema } from '@mailyard/config';
 import { createResolver, type MailResolver } from '@mailyard/dns';
-import { createLogger, createOpsServer, createRegistry, type Logger, type OpsServer, type Registry } from '@mailyard/observability';
+import {
+  createLogger,
+  createOpsServer,
+  createRegistry,
+  type Logger,
+  type OpsServer,
+  type Registry,
+} from '@mailyard/observability';
 
 type Common = { [K in keyof typeof commonSchema]: z.infer<(typeof commonSchema)[K]> };
 
@@ -33,7 +40,11 @@ export function redisUrlForLog(url: string): string {
  * Builds the shared dependencies of a service. Broker and Redis connect in the
  * background and reconnect by themselves; /readyz reports ready only when both are up.
  */
-export async function createRuntime(service: string, config: Common, logger = createLogger(service, config.log_level)): Promise<Runtime> {
+export async function createRuntime(
+  service: string,
+  config: Common,
+  logger = createLogger(service, config.log_level),
+): Promise<Runtime> {
   const registry = createRegistry(service);
   const bus = new Bus({ url: config.amqp_url, logger, name: `mailyard-${service}` });
   let redisWarned = false;
@@ -45,7 +56,8 @@ export async function createRuntime(service: string, config: Common, logger = cr
     retryStrategy: (times) => Math.min(times * 200, 5000),
   });
   redis.on('error', (err: Error) => {
-    if (!redisWarned) logger.warn({ url: redactUrl(config.redis_url), err: err.message }, 'Redis unreachable, retrying');
+    if (!redisWarned)
+      logger.warn({ url: redactUrl(config.redis_url), err: err.message }, 'Redis unreachable, retrying');
     redisWarned = true;
   });
   redis.on('ready', () => {
@@ -88,8 +100,10 @@ export async function runMain<S extends z.ZodObject>(
   const config = loadConfigOrExit(service, schema) as z.infer<S> & Common;
   const rt = await createRuntime(service, config);
   const startupCheck = setTimeout(() => {
-    if (!rt.bus.connected) rt.logger.error(`RabbitMQ unreachable at ${redactUrl(config.amqp_url)}; still retrying`);
-    if (rt.redis.status !== 'ready') rt.logger.error(`Redis unreachable at ${redactUrl(config.redis_url)}; still retrying`);
+    if (!rt.bus.connected)
+      rt.logger.error(`RabbitMQ unreachable at ${redactUrl(config.amqp_url)}; still retrying`);
+    if (rt.redis.status !== 'ready')
+      rt.logger.error(`Redis unreachable at ${redactUrl(config.redis_url)}; still retrying`);
   }, 3000);
   startupCheck.unref();
   let svc: Service;

@@ -10,8 +10,7 @@ export interface MailAddress {
 }
 
 export type AddressCheck =
-  | { ok: true; value: MailAddress }
-  | { ok: false; kind: 'syntax' | 'relay_trick'; detail: string };
+  { ok: true; value: MailAddress } | { ok: false; kind: 'syntax' | 'relay_trick'; detail: string };
 
 // RFC 5321 §4.1.2 dot-string atoms (plus UTF-8 for SMTPUTF8, RFC 6531 §3.3)
 const ATOM = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\uFFFF-]+$/u;
@@ -41,7 +40,8 @@ export function parseMailAddress(raw: string): AddressCheck {
   if (text.length > 320) return { ok: false, kind: 'syntax', detail: 'address too long' };
   // RFC 5321 §4.1.2 / Appendix C: source routes; we never honour them.
   if (text.startsWith('@')) return { ok: false, kind: 'relay_trick', detail: 'source route' };
-  if (/[\x00-\x1f\x7f\s<>]/.test(text)) return { ok: false, kind: 'syntax', detail: 'control character or space' };
+  if (/[\x00-\x1f\x7f\s<>]/.test(text))
+    return { ok: false, kind: 'syntax', detail: 'control character or space' };
 
   let local: string;
   let rest: string;
@@ -58,7 +58,8 @@ export function parseMailAddress(raw: string): AddressCheck {
       else content += c;
     }
     if (i >= text.length) return { ok: false, kind: 'syntax', detail: 'unterminated quoted local part' };
-    if (/[@%!]/.test(content)) return { ok: false, kind: 'relay_trick', detail: 'routing character in quoted local part' };
+    if (/[@%!]/.test(content))
+      return { ok: false, kind: 'relay_trick', detail: 'routing character in quoted local part' };
     local = text.slice(0, i + 1);
     rest = text.slice(i + 1);
     if (!rest.startsWith('@')) return { ok: false, kind: 'syntax', detail: 'missing @domain' };
@@ -66,13 +67,15 @@ export function parseMailAddress(raw: string): AddressCheck {
   } else {
     const at = text.indexOf('@');
     if (at === -1) return { ok: false, kind: 'syntax', detail: 'missing @domain' };
-    if (text.indexOf('@', at + 1) !== -1) return { ok: false, kind: 'relay_trick', detail: 'several @ in address' };
+    if (text.indexOf('@', at + 1) !== -1)
+      return { ok: false, kind: 'relay_trick', detail: 'several @ in address' };
     local = text.slice(0, at);
     rest = text.slice(at + 1);
     if (local.includes('%')) return { ok: false, kind: 'relay_trick', detail: 'percent hack' };
     if (local.includes('!')) return { ok: false, kind: 'relay_trick', detail: 'bang path' };
     if (!local || local.length > 64) return { ok: false, kind: 'syntax', detail: 'bad local part length' };
-    if (local.split('.').some((atom) => !ATOM.test(atom))) return { ok: false, kind: 'syntax', detail: 'bad local part' };
+    if (local.split('.').some((atom) => !ATOM.test(atom)))
+      return { ok: false, kind: 'syntax', detail: 'bad local part' };
   }
   let domain: string | null;
   if (rest.startsWith('[') && rest.endsWith(']')) {

@@ -25,30 +25,41 @@ export class SmtpReject extends Error {
   }
 }
 
-const r = (code: number, enhanced: string, text: string, reason: string) => new SmtpReject(code, enhanced, text, reason);
+const r = (code: number, enhanced: string, text: string, reason: string) =>
+  new SmtpReject(code, enhanced, text, reason);
 
 export const reply = {
   // RFC 3463 §3.2 X.1.1 bad destination mailbox address
-  noSuchUser: (rcpt: string) => r(550, '5.1.1', `<${rcpt}>: Recipient address rejected: User unknown`, 'unknown_user'),
+  noSuchUser: (rcpt: string) =>
+    r(550, '5.1.1', `<${rcpt}>: Recipient address rejected: User unknown`, 'unknown_user'),
   // X.7.1 delivery not authorized (Postfix: "Relay access denied")
   relayDenied: (rcpt: string) => r(554, '5.7.1', `<${rcpt}>: Relay access denied`, 'relay_denied'),
   // X.1.3 bad destination mailbox address syntax
   badRecipientSyntax: (rcpt: string) =>
     r(501, '5.1.3', `<${rcpt}>: Recipient address rejected: bad address syntax`, 'bad_rcpt_syntax'),
-  badSenderSyntax: (from: string) => r(501, '5.1.7', `<${from}>: Sender address rejected: bad address syntax`, 'bad_sender_syntax'),
+  badSenderSyntax: (from: string) =>
+    r(501, '5.1.7', `<${from}>: Sender address rejected: bad address syntax`, 'bad_sender_syntax'),
   // RFC 5321 §4.5.3.1.8: 452 for too many recipients; X.5.3 too many recipients
   tooManyRecipients: () => r(452, '4.5.3', 'Error: too many recipients', 'too_many_recipients'),
   // X.3.4 message too big for system
-  messageTooBig: (limit: number) => r(552, '5.3.4', `Error: message exceeds fixed maximum message size ${limit}`, 'too_big'),
+  messageTooBig: (limit: number) =>
+    r(552, '5.3.4', `Error: message exceeds fixed maximum message size ${limit}`, 'too_big'),
   // X.3.0 other or undefined mail system status: the queue could not take the message
-  queueUnavailable: () => r(451, '4.3.0', 'Error: queue file write error, try again later', 'queue_unavailable'),
+  queueUnavailable: () =>
+    r(451, '4.3.0', 'Error: queue file write error, try again later', 'queue_unavailable'),
   localError: () => r(451, '4.3.0', 'Error: local error in processing, try again later', 'local_error'),
   // RFC 5321 §2.3.8 and the 2023 SMTP smuggling disclosures: refuse bare CR/LF before a dot line
   bareLineEnding: () =>
-    r(554, '5.6.0', 'Message refused: bare <CR> or <LF> before a "." line (RFC 5321 section 2.3.8)', 'bare_lf_dot'),
+    r(
+      554,
+      '5.6.0',
+      'Message refused: bare <CR> or <LF> before a "." line (RFC 5321 section 2.3.8)',
+      'bare_lf_dot',
+    ),
   proxyRefused: () => r(421, '4.7.0', 'Error: PROXY header refused, closing connection', 'proxy_refused'),
   tooManyErrors: () => r(421, '4.7.0', 'Error: too many errors, closing connection', 'too_many_errors'),
-  lineTooLong: (limit: number) => r(500, '5.5.2', `Error: line longer than ${limit} characters`, 'line_too_long'),
+  lineTooLong: (limit: number) =>
+    r(500, '5.5.2', `Error: line longer than ${limit} characters`, 'line_too_long'),
   overQuota: (rcpt: string) => r(452, '4.2.2', `<${rcpt}>: Mailbox full`, 'over_quota'),
 } as const;
 

@@ -29,7 +29,16 @@ for (const [addr, why] of [
   });
 }
 
-for (const bad of ['', 'no-at-sign', 'a@', '@', 'a b@example.org', 'a@exa mple.org', 'a@-bad-.org', 'a..b@example.org']) {
+for (const bad of [
+  '',
+  'no-at-sign',
+  'a@',
+  '@',
+  'a b@example.org',
+  'a@exa mple.org',
+  'a@-bad-.org',
+  'a..b@example.org',
+]) {
   test(`syntax error: ${JSON.stringify(bad)}`, () => {
     const r = parseMailAddress(bad);
     assert.equal(r.ok, false);

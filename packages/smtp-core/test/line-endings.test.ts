@@ -6,7 +6,10 @@ import { inspectLineEndings, normalizeLineEndings } from '../src/index.js';
 const b = (s: string) => Buffer.from(s, 'latin1');
 
 test('clean CRLF message: no bare line endings', () => {
-  assert.deepEqual(inspectLineEndings(b('Subject: x\r\n\r\nhello\r\n..\r\n.x\r\n')), { bare: false, smuggling: false });
+  assert.deepEqual(inspectLineEndings(b('Subject: x\r\n\r\nhello\r\n..\r\n.x\r\n')), {
+    bare: false,
+    smuggling: false,
+  });
 });
 
 for (const s of ['a\n.\nb', 'a\n.\r\nb', 'a\r\n.\nb', 'a\r.\rb', 'a\r\n.\rb', '.\nMAIL FROM:<x@y>']) {

@@ -6,11 +6,20 @@ import { isIP } from 'node:net';
  * client's real address, and the client's address decides relay, limits and lists.
  * https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt
  */
-export const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
+export const V2_SIGNATURE = Buffer.from([
+  0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a,
+]);
 const V1_MAX = 107;
 
 export type ProxyHeader =
-  | { kind: 'proxy'; version: 1 | 2; sourceAddress: string; sourcePort: number; destAddress: string; destPort: number }
+  | {
+      kind: 'proxy';
+      version: 1 | 2;
+      sourceAddress: string;
+      sourcePort: number;
+      destAddress: string;
+      destPort: number;
+    }
   /** v2 LOCAL (health check) or v1 UNKNOWN: no client address carried. */
   | { kind: 'local'; version: 1 | 2 };
 
@@ -27,13 +36,17 @@ export function parseProxyHeader(buf: Buffer): ParseResult {
   }
   const prefix = Buffer.from('PROXY ');
   const pLen = Math.min(buf.length, prefix.length);
-  if (!buf.subarray(0, pLen).equals(prefix.subarray(0, pLen))) return { status: 'invalid', reason: 'not a PROXY header' };
+  if (!buf.subarray(0, pLen).equals(prefix.subarray(0, pLen)))
+    return { status: 'invalid', reason: 'not a PROXY header' };
   return parseV1(buf);
 }
 
 function parseV1(buf: Buffer): ParseResult {
   const end = buf.indexOf('\r\n');
-  if (end === -1) return buf.length >= V1_MAX ? { status: 'invalid', reason: 'v1 header too long' } : { status: 'incomplete' };
+  if (end === -1)
+    return buf.length >= V1_MAX
+      ? { status: 'invalid', reason: 'v1 header too long' }
+      : { status: 'incomplete' };
   if (end + 2 > V1_MAX) return { status: 'invalid', reason: 'v1 header too long' };
   const parts = buf.subarray(0, end).toString('latin1').split(' ');
   const consumed = end + 2;
@@ -42,11 +55,16 @@ function parseV1(buf: Buffer): ParseResult {
   const [, proto, src, dst, sport, dport] = parts as [string, string, string, string, string, string];
   const fam = proto === 'TCP4' ? 4 : proto === 'TCP6' ? 6 : 0;
   if (!fam) return { status: 'invalid', reason: `v1 protocol ${proto} unknown` };
-  if (isIP(src) !== fam || isIP(dst) !== fam) return { status: 'invalid', reason: 'v1 address does not match its protocol' };
+  if (isIP(src) !== fam || isIP(dst) !== fam)
+    return { status: 'invalid', reason: 'v1 address does not match its protocol' };
   const sp = portOf(sport);
   const dp = portOf(dport);
   if (sp === null || dp === null) return { status: 'invalid', reason: 'v1 port out of range' };
-  return { status: 'ok', header: { kind: 'proxy', version: 1, sourceAddress: src, sourcePort: sp, destAddress: dst, destPort: dp }, consumed };
+  return {
+    status: 'ok',
+    header: { kind: 'proxy', version: 1, sourceAddress: src, sourcePort: sp, destAddress: dst, destPort: dp },
+    consumed,
+  };
 }
 
 function portOf(text: string): number | null {
@@ -110,7 +128,7 @@ function ipv6(b: Buffer): string {
   // compress the longest run of zero groups (RFC 5952)
   let best = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== '0') {
       i++;
       continue;

@@ -22,7 +22,8 @@ export function reverseName(ip: string): string {
     const [h, t] = ip.split('::') as [string, string | undefined];
     const hs = h ? h.split(':') : [];
     const ts = t ? t.split(':') : [];
-    const groups = t === undefined ? hs : [...hs, ...Array<string>(8 - hs.length - ts.length).fill('0'), ...ts];
+    const groups =
+      t === undefined ? hs : [...hs, ...Array<string>(8 - hs.length - ts.length).fill('0'), ...ts];
     const hex = groups.map((g) => g.padStart(4, '0')).join('');
     return [...hex].reverse().join('.') + '.ip6.arpa';
   }
@@ -62,7 +63,12 @@ export async function startDnsServer(zone: Zone = {}): Promise<TestDnsServer> {
     queries.push({ name, type: question.type });
     const rec = z[name];
     if (rec?.TIMEOUT) return null;
-    const base = { id: q.id, type: 'response' as const, flags: dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_DESIRED, questions: q.questions };
+    const base = {
+      id: q.id,
+      type: 'response' as const,
+      flags: dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_DESIRED,
+      questions: q.questions,
+    };
     if (rec?.SERVFAIL) return dnsPacket.encode({ ...base, flags: base.flags | 2 });
     if (!rec) return dnsPacket.encode({ ...base, flags: base.flags | 3 }); // rcode 3: NXDOMAIN
     const answers: dnsPacket.Answer[] = [];
@@ -76,7 +82,13 @@ export async function startDnsServer(zone: Zone = {}): Promise<TestDnsServer> {
         for (const a of rec.AAAA ?? []) answers.push({ type: 'AAAA', name: question.name, ttl, data: a });
         break;
       case 'MX':
-        for (const m of rec.MX ?? []) answers.push({ type: 'MX', name: question.name, ttl, data: { preference: m.priority, exchange: m.exchange } });
+        for (const m of rec.MX ?? [])
+          answers.push({
+            type: 'MX',
+            name: question.name,
+            ttl,
+            data: { preference: m.priority, exchange: m.exchange },
+          });
         break;
       case 'TXT':
         for (const t of rec.TXT ?? []) {

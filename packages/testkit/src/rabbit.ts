@@ -26,7 +26,15 @@ export async function createVhost(prefix = 'test'): Promise<TestVhost> {
 
 /** Counts messages ready in a queue of a vhost. */
 export async function queueDepth(vhost: string, queue: string): Promise<number> {
-  const { stdout } = await run('rabbitmqctl', ['-q', 'list_queues', '-p', vhost, 'name', 'messages', '--no-table-headers']);
+  const { stdout } = await run('rabbitmqctl', [
+    '-q',
+    'list_queues',
+    '-p',
+    vhost,
+    'name',
+    'messages',
+    '--no-table-headers',
+  ]);
   for (const line of stdout.split('\n')) {
     const [n, count] = line.trim().split(/\s+/);
     if (n === queue) return Number(count);

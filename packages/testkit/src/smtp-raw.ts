@@ -33,8 +33,16 @@ export class RawSmtp {
     socket.on('error', () => undefined);
   }
 
-  static async connect(port: number, host = '127.0.0.1', opts: { localAddress?: string; preamble?: Buffer } = {}): Promise<RawSmtp> {
-    const socket = netConnect({ port, host, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
+  static async connect(
+    port: number,
+    host = '127.0.0.1',
+    opts: { localAddress?: string; preamble?: Buffer } = {},
+  ): Promise<RawSmtp> {
+    const socket = netConnect({
+      port,
+      host,
+      ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+    });
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', () => resolve());
       socket.once('error', reject);

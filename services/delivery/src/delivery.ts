@@ -77,7 +77,10 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       logger.info({ queueId: env.queueId, account }, 'already delivered, skipped');
       return;
     }
-    const data = Buffer.concat([Buffer.from(returnPathHeader(env.mailFrom) + deliveredToHeader(account)), message]);
+    const data = Buffer.concat([
+      Buffer.from(returnPathHeader(env.mailFrom) + deliveredToHeader(account)),
+      message,
+    ]);
     const res = await store.deliver({
       account,
       folder: 'INBOX',
@@ -90,7 +93,13 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     metrics.deliveries.inc({ result: res.written ? 'written' : 'duplicate' });
     metrics.latency.observe((Date.now() - Date.parse(env.receivedAt)) / 1000);
     logger.info({ queueId: env.queueId, account, via, path: res.path, written: res.written }, 'delivered');
-    const event: MailboxChanged = { v: 1, account, folder: 'INBOX', queueId: env.queueId, at: new Date().toISOString() };
+    const event: MailboxChanged = {
+      v: 1,
+      account,
+      folder: 'INBOX',
+      queueId: env.queueId,
+      at: new Date().toISOString(),
+    };
     await bus.publishEvent(EventKeys.mailboxChanged, event).catch(() => undefined);
   };
 
@@ -114,7 +123,12 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     }
     await Promise.all([...local].map(([account, via]) => fileCopy(env, d.body, account, via)));
     if (remote.size) {
-      await bus.publishMail(RoutingKeys.outbound, d.body, { ...env, recipients: [...remote], attempts: 0, lastError: null });
+      await bus.publishMail(RoutingKeys.outbound, d.body, {
+        ...env,
+        recipients: [...remote],
+        attempts: 0,
+        lastError: null,
+      });
       metrics.forwarded.inc();
       logger.info({ queueId: env.queueId, rcpts: [...remote] }, 'forwarded to outbound');
     }

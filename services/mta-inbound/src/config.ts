@@ -1,5 +1,14 @@
 import { z } from 'zod';
-import { bool, bytes, cidrList, commonSchema, duration, port, positiveInt, stringList } from '@mailyard/config';
+import {
+  bool,
+  bytes,
+  cidrList,
+  commonSchema,
+  duration,
+  port,
+  positiveInt,
+  stringList,
+} from '@mailyard/config';
 
 export const mtaInboundSchema = z.object({
   ...commonSchema,

@@ -48,16 +48,26 @@ export interface MtaInbound {
 export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps): MtaInbound {
   const { bus, directory, resolver, logger } = deps;
   const metrics = createMetrics(deps.registry);
-  const tls = loadTlsMaterial({ certFile: config.tls_cert_file, keyFile: config.tls_key_file, hostname: config.myhostname });
-  if (tls.selfSigned) logger.warn('no TLS_CERT_FILE/TLS_KEY_FILE configured: STARTTLS uses a self-signed certificate');
+  const tls = loadTlsMaterial({
+    certFile: config.tls_cert_file,
+    keyFile: config.tls_key_file,
+    hostname: config.myhostname,
+  });
+  if (tls.selfSigned)
+    logger.warn('no TLS_CERT_FILE/TLS_KEY_FILE configured: STARTTLS uses a self-signed certificate');
   const relayDomains = new Set(config.relay_domains.map((d) => normalizeDomain(d) ?? d.toLowerCase()));
   const limit = config.message_size_limit;
 
   const rejectWith = (err: SmtpReject, session: SMTPServerSession, extra: Record<string, unknown> = {}) => {
     metrics.messages.inc({ result: 'rejected', reason: err.reason });
-    logger.info({ sid: session.id, client: session.remoteAddress, reason: err.reason, reply: err.line, ...extra }, 'rejected');
+    logger.info(
+      { sid: session.id, client: session.remoteAddress, reason: err.reason, reply: err.line, ...extra },
+      'rejected',
+    );
     return err;
   };
+
+  const rcptCounts = new WeakMap<object, number>();
 
   const routeRecipient = async (address: string, session: SMTPServerSession): Promise<Route> => {
     const parsed = parseMailAddress(address);
@@ -95,7 +105,10 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     disableReverseLookup: !config.smtpd_peername_lookup,
     resolver: {
       reverse: (ip: string, cb: (err: Error | null, names?: string[]) => void) =>
-        void resolver.reverse(ip).then((n) => cb(null, n), (e: Error) => cb(e)),
+        void resolver.reverse(ip).then(
+          (n) => cb(null, n),
+          (e: Error) => cb(e),
+        ),
     },
     logger: false,
     proxyTrusted: config.proxy_protocol_trusted_networks,
@@ -119,9 +132,10 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     },
 
     onRcptTo(address: RoutedRecipient, session, cb) {
-      if (session.envelope.rcptTo.length >= config.smtpd_recipient_limit) {
-        return cb(rejectWith(reply.tooManyRecipients(), session));
-      }
+      // count RCPT commands, not distinct addresses (smtp-server folds duplicates)
+      const count = (rcptCounts.get(session.envelope) ?? 0) + 1;
+      rcptCounts.set(session.envelope, count);
+      if (count > config.smtpd_recipient_limit) return cb(rejectWith(reply.tooManyRecipients(), session));
       routeRecipient(address.address, session).then(
         (route) => {
           address.route = route;
@@ -136,19 +150,21 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     },
 
     onData(stream: SMTPServerDataStream, session, cb) {
-      readMessage(stream, limit).then(
-        async (raw) => {
-          if (stream.sizeExceeded || raw === null) {
-            // smtp-server itself replies 552 5.3.4 for an oversized message
-            metrics.messages.inc({ result: 'rejected', reason: 'too_big' });
-            return cb(null);
-          }
-          const started = process.hrtime.bigint();
-          const queueId = await acceptMessage(raw, session);
-          metrics.acceptLatency.observe(Number(process.hrtime.bigint() - started) / 1e9);
-          cb(null, `2.0.0 Ok: queued as ${queueId}`);
+      const run = async (): Promise<string> => {
+        const raw = await readMessage(stream, limit);
+        if (stream.sizeExceeded || raw === null) throw rejectWith(reply.messageTooBig(limit), session);
+        const started = process.hrtime.bigint();
+        const queueId = await acceptMessage(raw, session);
+        metrics.acceptLatency.observe(Number(process.hrtime.bigint() - started) / 1e9);
+        return queueId;
+      };
+      run().then(
+        (queueId) => cb(null, `2.0.0 Ok: queued as ${queueId}`),
+        (err: unknown) => {
+          if (err instanceof SmtpReject) return cb(err);
+          logger.error({ sid: session.id, err: String(err) }, 'accepting the message failed');
+          cb(rejectWith(reply.localError(), session));
         },
-        (err: unknown) => cb(err instanceof SmtpReject ? err : reply.localError()),
       );
     },
   });
@@ -160,11 +176,14 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     const body = lines.bare ? normalizeLineEndings(input) : input;
     const queueId = newQueueId();
     const rcpts = session.envelope.rcptTo as RoutedRecipient[];
-    const cipher = session.secure ? (session as unknown as { tlsOptions?: { version?: string; name?: string } }).tlsOptions : undefined;
+    const cipher = session.secure
+      ? (session as unknown as { tlsOptions?: { version?: string; name?: string } }).tlsOptions
+      : undefined;
     const tlsInfo = cipher ? { protocol: cipher.version ?? 'TLS', cipher: cipher.name ?? 'unknown' } : null;
     const received = receivedHeader({
       helo: session.hostNameAppearsAs,
-      clientHostname: session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null,
+      clientHostname:
+        session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null,
       clientIp: session.remoteAddress,
       myhostname: config.myhostname,
       queueId,
@@ -181,7 +200,8 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       mailFrom,
       client: {
         ip: session.remoteAddress,
-        hostname: session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null,
+        hostname:
+          session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null,
         helo: session.hostNameAppearsAs,
         tls: tlsInfo,
         user: null,
@@ -200,12 +220,18 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     try {
       await Promise.all(
         [...byRoute].map(([route, recipients]) =>
-          bus.publishMail(route === 'delivery' ? RoutingKeys.delivery : RoutingKeys.outbound, message, { ...base, recipients }),
+          bus.publishMail(route === 'delivery' ? RoutingKeys.delivery : RoutingKeys.outbound, message, {
+            ...base,
+            recipients,
+          }),
         ),
       );
     } catch (err) {
       if (err instanceof BusUnavailableError || err instanceof UnroutableError) {
-        logger.warn({ sid: session.id, queueId, err: err.message }, 'queue unavailable, message not accepted');
+        logger.warn(
+          { sid: session.id, queueId, err: err.message },
+          'queue unavailable, message not accepted',
+        );
         throw rejectWith(reply.queueUnavailable(), session, { queueId });
       }
       throw err;
@@ -213,7 +239,15 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     metrics.messages.inc({ result: 'accepted', reason: 'ok' });
     metrics.bytes.inc(message.length);
     logger.info(
-      { queueId, sid: session.id, client: session.remoteAddress, from: mailFrom, rcpts: rcpts.length, size: message.length, tls: !!tlsInfo },
+      {
+        queueId,
+        sid: session.id,
+        client: session.remoteAddress,
+        from: mailFrom,
+        rcpts: rcpts.length,
+        size: message.length,
+        tls: !!tlsInfo,
+      },
       'accepted',
     );
     return queueId;
@@ -241,7 +275,10 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
 }
 
 function bodyType(session: SMTPServerSession): Envelope['body'] {
-  const b = session.envelope.mailFrom && session.envelope.mailFrom.args ? session.envelope.mailFrom.args.BODY : undefined;
+  const b =
+    session.envelope.mailFrom && session.envelope.mailFrom.args
+      ? session.envelope.mailFrom.args.BODY
+      : undefined;
   return b === '8BITMIME' ? '8BITMIME' : b === 'BINARYMIME' ? 'BINARYMIME' : '7BIT';
 }
 

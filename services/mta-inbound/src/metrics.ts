@@ -2,14 +2,22 @@ import { Counter, Histogram, type Registry } from '@mailyard/observability';
 
 export function createMetrics(registry: Registry) {
   return {
-    sessions: new Counter({ name: 'mailyard_mta_inbound_sessions_total', help: 'SMTP sessions opened', registers: [registry] }),
+    sessions: new Counter({
+      name: 'mailyard_mta_inbound_sessions_total',
+      help: 'SMTP sessions opened',
+      registers: [registry],
+    }),
     messages: new Counter({
       name: 'mailyard_mta_inbound_messages_total',
       help: 'Messages and recipients accepted or rejected, by reason',
       labelNames: ['result', 'reason'] as const,
       registers: [registry],
     }),
-    bytes: new Counter({ name: 'mailyard_mta_inbound_received_bytes_total', help: 'Bytes of accepted messages', registers: [registry] }),
+    bytes: new Counter({
+      name: 'mailyard_mta_inbound_received_bytes_total',
+      help: 'Bytes of accepted messages',
+      registers: [registry],
+    }),
     acceptLatency: new Histogram({
       name: 'mailyard_mta_inbound_accept_latency_seconds',
       help: 'From end of DATA to the 250 reply (includes the publisher confirm)',

@@ -1,0 +1,322 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import nodemailer from 'nodemailer';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import { RawSmtp, waitFor } from '@mailyard/testkit';
+
+let p: Platform;
+const port = () => p.inbound.port;
+
+before(async () => {
+  p = await startPlatform({
+    inbound: {
+      mynetworks: '127.0.0.1/32',
+      relay_domains: 'relayed.test',
+      smtpd_recipient_limit: 3,
+      message_size_limit: 64 * 1024,
+      smtpd_hard_error_limit: 5,
+    },
+    zone: {
+      '5.0.0.127.in-addr.arpa': { PTR: ['client.example.net'] },
+      'client.example.net': { A: ['127.0.0.5'] },
+    },
+  });
+  await addAccount(p.directory, 'alice@example.test');
+  await addAccount(p.directory, 'bob@example.test');
+  await p.directory.addAlias('team@example.test', ['alice@example.test', 'bob@example.test']);
+});
+after(() => p.close());
+
+/** A session from 127.0.0.1 (in mynetworks) or, with `outside`, from 127.0.0.2 (not). */
+async function session(outside = false): Promise<RawSmtp> {
+  const c = await RawSmtp.connect(port(), '127.0.0.1', outside ? { localAddress: '127.0.0.2' } : {});
+  assert.equal((await c.read()).code, 220);
+  assert.equal((await c.cmd('EHLO client.example.net')).code, 250);
+  return c;
+}
+
+describe('EHLO', () => {
+  test('advertises the extensions of a modern MTA', async () => {
+    const c = await RawSmtp.connect(port());
+    await c.read();
+    const r = await c.cmd('EHLO client.example.net');
+    for (const ext of [
+      'PIPELINING',
+      '8BITMIME',
+      'SMTPUTF8',
+      'SIZE 65536',
+      'ENHANCEDSTATUSCODES',
+      'STARTTLS',
+    ]) {
+      assert.ok(
+        r.lines.some((l) => l.slice(4) === ext),
+        `missing ${ext} in ${r.text}`,
+      );
+    }
+    assert.ok(!r.lines.some((l) => l.includes('AUTH')), 'port 25 must not offer AUTH');
+    c.close();
+  });
+});
+
+describe('delivery to a Maildir', () => {
+  test('a message sent with nodemailer arrives byte-exact with trace headers', async () => {
+    const transport = nodemailer.createTransport({
+      host: '127.0.0.1',
+      port: port(),
+      secure: false,
+      name: 'client.example.net',
+      localAddress: '127.0.0.5',
+      tls: { rejectUnauthorized: false },
+    });
+    const raw =
+      'From: Sender <sender@remote.test>\r\nTo: alice@example.test\r\nSubject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n' +
+      'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n' +
+      'Grüße aus Köln\r\n.leading dot line\r\nend\r\n';
+    const info = await transport.sendMail({
+      envelope: { from: 'sender@remote.test', to: ['alice@example.test'] },
+      raw,
+    });
+    const queueId = /queued as ([A-Za-z0-9]+)/.exec(info.response)?.[1];
+    assert.ok(queueId, info.response);
+    assert.match(info.response, /^250 2\.0\.0 Ok: queued as /);
+    const [file] = await waitFor(() =>
+      p.inbox('alice@example.test').length ? p.inbox('alice@example.test') : null,
+    );
+    const stored = readFileSync(file!);
+    const text = stored.toString('utf8');
+    assert.ok(
+      text.startsWith(
+        'Return-Path: <sender@remote.test>\r\nDelivered-To: alice@example.test\r\nReceived: from client',
+      ),
+      text.slice(0, 200),
+    );
+    assert.match(
+      text,
+      /Received: from [^\r]+ \(client\.example\.net \[127\.0\.0\.5\]\)\r\n\t\(using TLSv1\.[23] with cipher [^)]+\)\r\n\tby mx\.mailyard\.test \(Mailyard\) with ESMTPS id [A-Za-z0-9]+\r\n\tfor <alice@example\.test>; /,
+    );
+    assert.ok(text.includes(`id ${queueId}`));
+    assert.ok(
+      stored.subarray(stored.indexOf('From: Sender')).equals(Buffer.from(raw)),
+      'body differs from what was sent',
+    );
+    transport.close();
+  });
+
+  test('an alias fans out to every member; a plus address reaches the base account', async () => {
+    const before = { a: p.inbox('alice@example.test').length, b: p.inbox('bob@example.test').length };
+    const c = await session();
+    assert.equal((await c.cmd('MAIL FROM:<x@remote.test>')).code, 250);
+    assert.equal((await c.cmd('RCPT TO:<team@example.test>')).code, 250);
+    assert.equal((await c.cmd('RCPT TO:<bob+lists@example.test>')).code, 250);
+    assert.equal((await c.cmd('DATA')).code, 354);
+    const r = await c.cmd('Subject: fanout\r\n\r\nhi\r\n.');
+    assert.equal(r.code, 250);
+    c.close();
+    await waitFor(
+      () =>
+        p.inbox('alice@example.test').length === before.a + 1 &&
+        p.inbox('bob@example.test').length === before.b + 1,
+    );
+    // bob is reached twice (alias and plus address) but gets a single copy
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(p.inbox('bob@example.test').length, before.b + 1);
+  });
+
+  test('pipelined transaction gets every reply in order', async () => {
+    const c = await RawSmtp.connect(port());
+    await c.read();
+    c.write(
+      'EHLO pipe.example.net\r\nMAIL FROM:<p@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\nDATA\r\n',
+    );
+    assert.equal((await c.read()).code, 250);
+    assert.equal((await c.read()).code, 250);
+    assert.equal((await c.read()).code, 250);
+    const unknown = await c.read();
+    assert.match(unknown.text, /^550 5\.1\.1 /);
+    assert.equal((await c.read()).code, 354);
+    c.write('Subject: pipelined\r\n\r\nbody\r\n.\r\nQUIT\r\n');
+    assert.match((await c.read()).text, /^250 2\.0\.0 Ok: queued as/);
+    assert.equal((await c.read()).code, 221);
+  });
+});
+
+describe('recipient checks', () => {
+  test('unknown local user: 550 5.1.1', async () => {
+    const c = await session();
+    await c.cmd('MAIL FROM:<x@remote.test>');
+    assert.match((await c.cmd('RCPT TO:<ghost@example.test>')).text, /^550 5\.1\.1 /);
+    c.close();
+  });
+
+  test('catch-all accepts any address of its domain', async () => {
+    await p.directory.addDomain('catch.test');
+    await p.directory.addAlias('@catch.test', ['alice@example.test']);
+    const c = await session();
+    await c.cmd('MAIL FROM:<x@remote.test>');
+    assert.equal((await c.cmd('RCPT TO:<anything-at-all@catch.test>')).code, 250);
+    c.close();
+  });
+
+  test('too many recipients: 452 4.5.3', async () => {
+    const c = await session();
+    await c.cmd('MAIL FROM:<x@remote.test>');
+    for (let i = 0; i < 3; i++)
+      assert.equal((await c.cmd('RCPT TO:<alice@example.test>')).code, 250, 'duplicates count too');
+    assert.match((await c.cmd('RCPT TO:<alice@example.test>')).text, /^452 4\.5\.3 /);
+    c.close();
+  });
+
+  test('malformed recipient: 501 5.1.3', async () => {
+    const c = await session();
+    await c.cmd('MAIL FROM:<x@remote.test>');
+    assert.match((await c.cmd('RCPT TO:<alice@bad..domain>')).text, /^501 5\.1\.3 /);
+    c.close();
+  });
+});
+
+describe('relay', () => {
+  test('another domain from outside mynetworks: 554 5.7.1', async () => {
+    const c = await session(true);
+    await c.cmd('MAIL FROM:<x@remote.test>');
+    assert.match((await c.cmd('RCPT TO:<victim@elsewhere.test>')).text, /^554 5\.7\.1 /);
+    // and the same client may still send to our own users
+    assert.equal((await c.cmd('RCPT TO:<alice@example.test>')).code, 250);
+    c.close();
+  });
+
+  test('a client in mynetworks may relay; relay_domains are accepted from anyone', async () => {
+    const c = await session();
+    await c.cmd('MAIL FROM:<x@example.test>');
+    assert.equal((await c.cmd('RCPT TO:<someone@elsewhere.test>')).code, 250);
+    assert.equal((await c.cmd('RCPT TO:<someone@relayed.test>')).code, 250);
+    c.close();
+  });
+
+  for (const trick of [
+    'user%other.test@example.test',
+    '"user@other.test"@example.test',
+    '@example.test:user@other.test',
+    'other.test!user@example.test',
+    'user@other.test@example.test',
+  ]) {
+    test(`relay trick refused: ${trick}`, async () => {
+      const c = await session(true);
+      await c.cmd('MAIL FROM:<x@remote.test>');
+      assert.match((await c.cmd(`RCPT TO:<${trick}>`)).text, /^(554 5\.7\.1|501 5\.1\.3) /);
+      c.close();
+    });
+  }
+});
+
+describe('limits', () => {
+  test('message over message_size_limit: 552 5.3.4, nothing stored', async () => {
+    const before = p.inbox('alice@example.test').length;
+    const c = await session();
+    await c.cmd('MAIL FROM:<x@remote.test>');
+    await c.cmd('RCPT TO:<alice@example.test>');
+    await c.cmd('DATA');
+    const line = 'x'.repeat(998) + '\r\n';
+    c.write('Subject: big\r\n\r\n' + line.repeat(70) + '.\r\n');
+    assert.match((await c.read()).text, /^552 5\.3\.4 /);
+    c.close();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(p.inbox('alice@example.test').length, before);
+  });
+
+  test('SIZE declared above the limit is refused at MAIL FROM', async () => {
+    const c = await session();
+    assert.match((await c.cmd('MAIL FROM:<x@remote.test> SIZE=999999999')).text, /^552 5\.3\.4 /);
+    c.close();
+  });
+
+  test('too many errors: 421 and the connection is closed', async () => {
+    const c = await session();
+    for (let i = 0; i < 4; i++) {
+      await c.cmd('RSET');
+      await c.cmd('MAIL FROM:<x@remote.test>');
+      assert.equal((await c.cmd(`RCPT TO:<ghost${i}@example.test>`)).code, 550);
+    }
+    const last = await c.cmd('RCPT TO:<ghost9@example.test>');
+    assert.equal(last.code, 550);
+    assert.match((await c.read()).text, /^421 4\.7\.0 /);
+    await c.waitClosed();
+  });
+
+  test('an over-long command line is refused', async () => {
+    const c = await session();
+    const r = await c.cmd('MAIL FROM:<' + 'a'.repeat(5000) + '@remote.test>');
+    assert.match(r.text, /^421 4\.\d\.\d .*too long/);
+    await c.waitClosed();
+  });
+});
+
+describe('smuggling', () => {
+  test('bare LF before a dot line: refused with 554 5.6.0, nothing stored, session goes on', async () => {
+    const before = p.inbox('alice@example.test').length;
+    const c = await session();
+    await c.cmd('MAIL FROM:<x@remote.test>');
+    await c.cmd('RCPT TO:<alice@example.test>');
+    await c.cmd('DATA');
+    c.write(
+      'Subject: smuggle\r\n\r\nhello\n.\nMAIL FROM:<evil@remote.test>\r\nRCPT TO:<bob@example.test>\r\n.\r\n',
+    );
+    assert.match((await c.read()).text, /^554 5\.6\.0 /);
+    assert.equal((await c.cmd('NOOP')).code, 250);
+    c.close();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(p.inbox('alice@example.test').length, before);
+  });
+
+  test('other bare LFs are stored as CRLF', async () => {
+    const before = p.inbox('bob@example.test').length;
+    const c = await session();
+    await c.cmd('MAIL FROM:<x@remote.test>');
+    await c.cmd('RCPT TO:<bob@example.test>');
+    await c.cmd('DATA');
+    c.write('Subject: lf\r\n\r\nline one\nline two\r\n.\r\n');
+    assert.equal((await c.read()).code, 250);
+    c.close();
+    const files = await waitFor(() =>
+      p.inbox('bob@example.test').length > before ? p.inbox('bob@example.test') : null,
+    );
+    const text = files.map((f) => readFileSync(f, 'latin1')).find((t) => t.includes('Subject: lf'))!;
+    assert.ok(text.includes('line one\r\nline two\r\n'));
+  });
+
+  test('commands pipelined after STARTTLS are discarded', async () => {
+    const c = await session();
+    c.write('STARTTLS\r\nMAIL FROM:<injected@remote.test>\r\n');
+    assert.equal((await c.read()).code, 220);
+    await c.startTls();
+    // the injected MAIL FROM must not have started a transaction
+    assert.equal((await c.cmd('EHLO client.example.net')).code, 250);
+    assert.match((await c.cmd('RCPT TO:<alice@example.test>')).text, /^503 /);
+    c.close();
+  });
+});
+
+describe('metrics', () => {
+  test('/metrics counts sessions and accepted messages', async () => {
+    const res = await fetch(`http://127.0.0.1:${p.inboundRt.httpPort}/metrics`);
+    const body = await res.text();
+    assert.ok(
+      /mailyard_mta_inbound_sessions_total \d+/.test(body),
+      `missing ${String(/mailyard_mta_inbound_sessions_total \d+/)}`,
+    );
+    assert.ok(
+      /mailyard_mta_inbound_messages_total\{result="accepted",reason="ok"\} [1-9]/.test(body),
+      `missing ${String(/mailyard_mta_inbound_messages_total\{result="accepted",reason="ok"\} [1-9]/)}`,
+    );
+    assert.ok(
+      /mailyard_mta_inbound_messages_total\{result="rejected",reason="unknown_user"\} [1-9]/.test(body),
+      `missing ${String(/mailyard_mta_inbound_messages_total\{result="rejected",reason="unknown_user"\} [1-9]/)}`,
+    );
+    assert.ok(
+      /mailyard_mta_inbound_accept_latency_seconds_count [1-9]/.test(body),
+      `missing ${String(/mailyard_mta_inbound_accept_latency_seconds_count [1-9]/)}`,
+    );
+    const ready = await fetch(`http://127.0.0.1:${p.inboundRt.httpPort}/readyz`);
+    assert.equal(ready.status, 200);
+  });
+});
