@@ -36,3 +36,24 @@ export const Headers = {
   /** Contract version of the envelope in this message. */
   envelopeVersion: 'x-mailyard-envelope-version',
 } as const;
+
+/**
+ * Delay queues of outbound retries: one queue per delay, named after it
+ * (`outbound.delay.5m`), bound to MAIL_EXCHANGE under its own name. A message waits
+ * there for the queue's TTL and is dead-lettered back to `outbound`.
+ */
+export const OUTBOUND_DELAY_QUEUE_PREFIX = 'outbound.delay.';
+
+/** `outbound.delay.200ms`, `outbound.delay.90s`, `outbound.delay.5m`, `outbound.delay.4h`. */
+export function outboundDelayQueue(delayMs: number): string {
+  const units: [number, string][] = [
+    [3_600_000, 'h'],
+    [60_000, 'm'],
+    [1000, 's'],
+  ];
+  for (const [size, unit] of units) {
+    if (delayMs >= size && delayMs % size === 0)
+      return `${OUTBOUND_DELAY_QUEUE_PREFIX}${delayMs / size}${unit}`;
+  }
+  return `${OUTBOUND_DELAY_QUEUE_PREFIX}${delayMs}ms`;
+}
