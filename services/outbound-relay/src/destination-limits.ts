@@ -31,6 +31,8 @@ export interface DestinationLimitsOptions {
 
 export class DestinationLimits {
   private readonly leaseMs: number;
+  /** Local waiters per destination, woken when a slot of this instance is released. */
+  private readonly waiting = new Map<string, Set<() => void>>();
   constructor(
     private readonly redis: Redis,
     private readonly opts: DestinationLimitsOptions,
@@ -57,11 +59,23 @@ export class DestinationLimits {
           this.opts.concurrency,
           token,
         );
-        if (got === 1) return this.holder(slotKey, token);
+        if (got === 1) return this.holder(destination, slotKey, token);
       }
       if (Date.now() + wait > deadline) return null;
-      await new Promise((r) => setTimeout(r, wait));
-      wait = Math.min(wait * 2, 500);
+      // woken at once by a release in this process; slots freed by other instances are
+      // found by polling
+      await new Promise<void>((resolve) => {
+        const set = this.waiting.get(destination) ?? new Set();
+        this.waiting.set(destination, set);
+        const wake = () => {
+          clearTimeout(timer);
+          set.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, wait + Math.random() * wait);
+        set.add(wake);
+      });
+      wait = Math.min(wait * 2, 200);
     }
   }
 
@@ -77,7 +91,7 @@ export class DestinationLimits {
     return ok === 1;
   }
 
-  private holder(slotKey: string, token: string): () => Promise<void> {
+  private holder(destination: string, slotKey: string, token: string): () => Promise<void> {
     const renew = setInterval(
       () => {
         this.redis.zadd(slotKey, 'XX', Date.now() + this.leaseMs, token).catch(() => undefined);
@@ -91,6 +105,9 @@ export class DestinationLimits {
       released = true;
       clearInterval(renew);
       await this.redis.zrem(slotKey, token).catch(() => undefined);
+      const next = this.waiting.get(destination)?.values().next();
+      if (next && !next.done) next.value();
+      if (!this.waiting.get(destination)?.size) this.waiting.delete(destination);
     };
   }
 }
