@@ -57,11 +57,11 @@ function spawnRelay(): Promise<ChildProcess> {
   });
   return new Promise((resolve, reject) => {
     let out = '';
-    proc.stdout!.on('data', (d: Buffer) => {
+    proc.stdout.on('data', (d: Buffer) => {
       out += d.toString();
       if (out.includes('outbound-relay consuming')) resolve(proc);
     });
-    proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
     proc.once('exit', (code) => reject(new Error(`outbound-relay exited with ${code}: ${out}`)));
   });
 }
