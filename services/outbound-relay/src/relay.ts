@@ -322,7 +322,8 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       for (const o of delivered) metrics.connections.inc({ tls: o.tls ? 'yes' : 'no' });
     }
 
-    // RFC 5321 §4.5.4.1: give up after the queue lifetime; report the last temporary reason.
+    // RFC 5321 §4.5.4.1: give up after the queue lifetime. RFC 3463 X.4.7 "delivery time
+    // expired"; the last temporary reason goes in the diagnostic.
     const age = now() - Date.parse(env.receivedAt);
     const expired = deferred.length > 0 && age >= config.maximal_queue_lifetime;
     const failed: RecipientReport[] = bounced.map((o) => ({
@@ -337,7 +338,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
         failed.push({
           recipient: o.recipient,
           action: 'failed',
-          status: o.status,
+          status: '4.4.7',
           diagnostic: `${o.reason} (message expired after ${Math.round(age / 3_600_000)} hours in the queue)`,
           remoteMta: o.remoteMta,
         });

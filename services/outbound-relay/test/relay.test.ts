@@ -33,6 +33,7 @@ let mx2: RemoteMta;
 let strict: RemoteMta;
 let secure: RemoteMta;
 let flaky: RemoteMta;
+let v6: RemoteMta;
 let https: Server;
 
 before(async () => {
@@ -75,6 +76,8 @@ before(async () => {
       'mx.secure.test': { A: ['127.0.0.5'] },
       '_mta-sts.secure.test': { TXT: ['v=STSv1; id=20260101'] },
       'mta-sts.secure.test': { A: ['127.0.0.1'] },
+      'v6.test': { MX: [{ priority: 10, exchange: 'mx.v6.test' }] },
+      'mx.v6.test': { AAAA: ['::1'] },
     },
   });
   await addAccount(p.directory, 'alice@example.test');
@@ -85,6 +88,7 @@ before(async () => {
   flaky = await startRemoteMta('127.0.0.6', port, {
     greeting: { code: 421, message: '4.3.2 Service shutting down' },
   });
+  v6 = await startRemoteMta('::1', port);
   const resolver = createResolver({ servers: [p.env.DNS_SERVERS!] });
   relay = await startRelay(
     p,
@@ -95,7 +99,7 @@ before(async () => {
 
 after(async () => {
   await relay?.stop();
-  for (const m of [mx1, mx2, strict, secure, flaky]) await m?.close();
+  for (const m of [mx1, mx2, strict, secure, flaky, v6]) await m?.close();
   await new Promise<void>((r) => https?.close(() => r()));
   await p?.close();
 });
@@ -145,6 +149,15 @@ describe('delivery', () => {
       simpleMessage('alice@example.test', 'carol@implicit.test', 'implicit-mx'),
     );
     await waitFor(() => receivedBy(mx2, 'implicit-mx'), { what: 'delivery at the implicit MX' });
+  });
+
+  test('an MX with only an IPv6 address is reached over IPv6', async () => {
+    await queueOutbound(
+      p,
+      envelope('alice@example.test', ['gil@v6.test']),
+      simpleMessage('alice@example.test', 'gil@v6.test', 'over-ipv6'),
+    );
+    await waitFor(() => receivedBy(v6, 'over-ipv6'), { what: 'delivery over IPv6' });
   });
 
   test('next MX is used when the first greets with 421', async () => {
