@@ -66,11 +66,9 @@ export const cidrList = (def: string[]) =>
     .preprocess(
       splitList,
       z.array(
-        z
-          .string()
-          .refine((v) => parseCidr(v) !== null, {
-            message: 'expected IP networks like 127.0.0.0/8 or ::1/128',
-          }),
+        z.string().refine((v) => parseCidr(v) !== null, {
+          message: 'expected IP networks like 127.0.0.0/8 or ::1/128',
+        }),
       ),
     )
     .default(def);
