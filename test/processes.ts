@@ -23,16 +23,25 @@ export interface ServiceProcess {
 }
 
 /** Runs a service's main.ts as its own process (the production shape) and waits for /readyz. */
-export async function startServiceProcess(service: string, env: Record<string, string>): Promise<ServiceProcess> {
+export async function startServiceProcess(
+  service: string,
+  env: Record<string, string>,
+): Promise<ServiceProcess> {
   const httpPort = await freePort();
   let out = '';
   const child = spawn(process.execPath, ['--import', 'tsx', `services/${service}/src/main.ts`], {
     cwd: root,
-    env: { ...process.env, LOG_LEVEL: 'warn', LISTEN_ADDRESS: '127.0.0.1', ...env, HTTP_PORT: String(httpPort) },
+    env: {
+      ...process.env,
+      LOG_LEVEL: 'warn',
+      LISTEN_ADDRESS: '127.0.0.1',
+      ...env,
+      HTTP_PORT: String(httpPort),
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   await waitFor(
     async () => {

@@ -141,7 +141,7 @@ export function ipToBigInt(ip: string): { family: 4 | 6; value: bigint } | null 
     return { family: 4, value: parts.reduce((acc, p) => (acc << 8n) | BigInt(p), 0n) };
   }
   if (fam === 6) {
-    let [head, tail] = addr.split('::') as [string, string | undefined];
+    const [head, tail] = addr.split('::') as [string, string | undefined];
     const expand = (s: string) => (s ? s.split(':') : []);
     let h = expand(head);
     let t = expand(tail ?? '');
