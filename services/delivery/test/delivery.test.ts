@@ -87,6 +87,31 @@ test('a message with an invalid envelope goes to the dead-letter queue with the 
   await conn.close();
 });
 
+test('each filed copy is announced as a mailbox.changed event', async () => {
+  const { Bus } = await import('@mailyard/bus');
+  const { createLogger } = await import('@mailyard/observability');
+  const listener = new Bus({
+    url: p.vhost.url,
+    logger: createLogger('listener', 'silent'),
+    name: 'listener',
+  });
+  const events: { account: string; folder: string; queueId: string | null }[] = [];
+  await listener.subscribe('mailbox.changed', (e) => {
+    events.push(e as (typeof events)[number]);
+  });
+  listener.start();
+  // resolves once connected with every subscription attached
+  await listener.waitConnected();
+  const env = envelope(['erin@example.test']);
+  await p.inboundRt.bus.publishMail(RoutingKeys.delivery, msg('event'), env);
+  const e = await waitFor(() => events.find((x) => x.queueId === env.queueId), {
+    what: 'mailbox.changed event',
+  });
+  assert.equal(e.account, 'erin@example.test');
+  assert.equal(e.folder, 'INBOX');
+  await listener.stop();
+});
+
 test('delivery metrics count written copies and latency', async () => {
   const res = await fetch(`http://127.0.0.1:${p.deliveryRt!.httpPort}/metrics`);
   const body = await res.text();
