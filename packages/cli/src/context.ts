@@ -33,7 +33,16 @@ export interface CliDeps {
   stdin: CliInput;
   stdout: TextSink;
   stderr: TextSink;
+  /** How long connecting to Redis may take in all (default CONNECT_DEADLINE_MS). */
+  connectDeadlineMs?: number;
 }
+
+/**
+ * ioredis's connectTimeout covers only the TCP handshake: a server that accepts and
+ * never answers (a wrong port, a stuck proxy) would hold the ready check for as long
+ * as the command timeout allows, several times over. The CLI gives up after this.
+ */
+export const CONNECT_DEADLINE_MS = 5000;
 
 /**
  * A Redis client that fails fast: one connection attempt with a short timeout, no
@@ -44,7 +53,7 @@ export function createRedisClient(config: CliConfig): Redis {
     keyPrefix: config.redis_prefix,
     lazyConnect: true,
     connectTimeout: 3000,
-    commandTimeout: 10_000,
+    commandTimeout: 5000,
     maxRetriesPerRequest: 0,
     enableOfflineQueue: false,
     retryStrategy: () => null,
@@ -74,9 +83,10 @@ export function createContext(deps: CliDeps): CommandContext {
     redis.on('error', (err: unknown) => (lastError = err));
     try {
       try {
-        await redis.connect();
+        await connectWithin(redis, deps.connectDeadlineMs ?? CONNECT_DEADLINE_MS);
       } catch (err) {
-        throw new CliError(`Redis unreachable at ${where} (${reason(lastError ?? err)})`);
+        const cause = err instanceof DeadlineError ? err : (lastError ?? err);
+        throw new CliError(`Redis unreachable at ${where} (${reason(cause)})`);
       }
       try {
         return await fn(redis);
@@ -94,6 +104,23 @@ export function createContext(deps: CliDeps): CommandContext {
     withRedis,
     withDirectory: (fn) => withRedis((redis) => fn(new Directory(redis))),
   };
+}
+
+class DeadlineError extends Error {}
+
+async function connectWithin(redis: Redis, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DeadlineError(`no answer within ${ms / 1000} s`)), ms);
+  });
+  const connecting = redis.connect();
+  // After the deadline the connection is dropped in withRedis; its rejection is expected.
+  connecting.catch(() => undefined);
+  try {
+    await Promise.race([connecting, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function loadCliConfig(env: NodeJS.ProcessEnv): CliConfig {
