@@ -1,3 +1,5 @@
+// The runner tracks the promise node:test's test() returns; nothing to await here.
+/* eslint-disable @typescript-eslint/no-floating-promises */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { GOOD_PASSWORD, cliHarness } from './harness.js';
@@ -12,7 +14,13 @@ async function setup(t: Parameters<typeof cliHarness>[0]) {
 
 test('alias add with several targets, local and external, and resolution through it', async (t) => {
   const cli = await setup(t);
-  const out = await cli.ok(['alias', 'add', 'Postmaster@Example.org', 'alice@example.org', 'Ops@Elsewhere.TEST']);
+  const out = await cli.ok([
+    'alias',
+    'add',
+    'Postmaster@Example.org',
+    'alice@example.org',
+    'Ops@Elsewhere.TEST',
+  ]);
   assert.equal(out, 'added alias postmaster@example.org -> alice@example.org, ops@elsewhere.test\n');
   assert.deepEqual(await cli.directory.expand('postmaster@example.org'), {
     local: [{ account: 'alice@example.org', via: 'postmaster@example.org' }],
@@ -56,7 +64,8 @@ test('alias list shows all aliases, or one domain’s', async (t) => {
   assert.deepEqual(r, {
     code: 1,
     stdout: '',
-    stderr: 'mailyard: domain other.test is not a local domain (add it with: mailyard domain add other.test)\n',
+    stderr:
+      'mailyard: domain other.test is not a local domain (add it with: mailyard domain add other.test)\n',
   });
 });
 

@@ -1,3 +1,5 @@
+// The runner tracks the promise node:test's test() returns; nothing to await here.
+/* eslint-disable @typescript-eslint/no-floating-promises */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { cliHarness } from './harness.js';
@@ -62,7 +64,10 @@ test('domain del refuses a domain that still has accounts or aliases', async (t)
   await cli.ok(['user', 'add', 'alice@example.org', '--password-stdin'], { input: 'a long enough secret\n' });
   const r = await cli.run(['domain', 'del', 'example.org']);
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /^mailyard: domain example\.org still has 1 accounts and 0 aliases; delete them first\n$/);
+  assert.match(
+    r.stderr,
+    /^mailyard: domain example\.org still has 1 accounts and 0 aliases; delete them first\n$/,
+  );
   assert.deepEqual(await cli.directory.listDomains(), ['example.org']);
   await cli.ok(['user', 'del', 'alice@example.org']);
   await cli.ok(['domain', 'del', 'example.org']);

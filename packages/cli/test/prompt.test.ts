@@ -1,3 +1,5 @@
+// The runner tracks the promise node:test's test() returns; nothing to await here.
+/* eslint-disable @typescript-eslint/no-floating-promises */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
@@ -78,7 +80,10 @@ test('nothing is prompted for when the account cannot be created or changed', as
   await cli.ok(['user', 'add', 'alice@example.org', '--password-stdin'], { input: GOOD_PASSWORD });
   const cases = [
     [['user', 'add', 'alice@example.org'], 'account alice@example.org already exists'],
-    [['user', 'add', 'bob@other.test'], 'domain other.test is not a local domain (add it with: mailyard domain add other.test)'],
+    [
+      ['user', 'add', 'bob@other.test'],
+      'domain other.test is not a local domain (add it with: mailyard domain add other.test)',
+    ],
     [['user', 'add', 'bob'], '"bob" is not a valid address'],
     [['user', 'passwd', 'bob@example.org'], 'account bob@example.org does not exist'],
   ] as const;

@@ -1,3 +1,5 @@
+// The runner tracks the promise node:test's test() returns; nothing to await here.
+/* eslint-disable @typescript-eslint/no-floating-promises */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { GOOD_PASSWORD, cliHarness } from './harness.js';
@@ -32,7 +34,11 @@ test('user add of an existing account fails and keeps its password', async (t) =
   const cli = await withDomain(t);
   await cli.ok(['user', 'add', 'alice@example.org', '--password-stdin'], { input: GOOD_PASSWORD });
   const r = await cli.run(['user', 'add', 'ALICE@example.org', '--password-stdin'], { input: NEW_PASSWORD });
-  assert.deepEqual(r, { code: 1, stdout: '', stderr: 'mailyard: account alice@example.org already exists\n' });
+  assert.deepEqual(r, {
+    code: 1,
+    stdout: '',
+    stderr: 'mailyard: account alice@example.org already exists\n',
+  });
   assert.ok(await cli.directory.authenticate('alice@example.org', GOOD_PASSWORD));
 });
 
@@ -115,7 +121,9 @@ test('a password on the command line is refused without being echoed', async (t)
 test('user passwd replaces the password', async (t) => {
   const cli = await withDomain(t);
   await cli.ok(['user', 'add', 'alice@example.org', '--password-stdin'], { input: GOOD_PASSWORD });
-  const r = await cli.run(['user', 'passwd', 'ALICE@example.org', '--password-stdin'], { input: NEW_PASSWORD });
+  const r = await cli.run(['user', 'passwd', 'ALICE@example.org', '--password-stdin'], {
+    input: NEW_PASSWORD,
+  });
   assert.deepEqual(r, { code: 0, stdout: 'changed the password of alice@example.org\n', stderr: '' });
   assert.equal(await cli.directory.authenticate('alice@example.org', GOOD_PASSWORD), null);
   assert.ok(await cli.directory.authenticate('alice@example.org', NEW_PASSWORD));
@@ -137,7 +145,10 @@ test('user passwd of an unknown account, in an unknown domain, or of an invalid 
   const cli = await withDomain(t);
   const cases = [
     ['bob@example.org', 'account bob@example.org does not exist'],
-    ['bob@other.test', 'domain other.test is not a local domain (add it with: mailyard domain add other.test)'],
+    [
+      'bob@other.test',
+      'domain other.test is not a local domain (add it with: mailyard domain add other.test)',
+    ],
     ['bob', '"bob" is not a valid address'],
   ] as const;
   for (const [address, message] of cases) {
@@ -153,9 +164,17 @@ test('user del removes the account; deleting it again fails', async (t) => {
   assert.equal(await cli.directory.accountExists('alice@example.org'), false);
   assert.equal(await cli.directory.authenticate('alice@example.org', GOOD_PASSWORD), null);
   const r = await cli.run(['user', 'del', 'alice@example.org']);
-  assert.deepEqual(r, { code: 1, stdout: '', stderr: 'mailyard: account alice@example.org does not exist\n' });
+  assert.deepEqual(r, {
+    code: 1,
+    stdout: '',
+    stderr: 'mailyard: account alice@example.org does not exist\n',
+  });
   const bad = await cli.run(['user', 'del', 'not-an-address']);
-  assert.deepEqual(bad, { code: 1, stdout: '', stderr: 'mailyard: "not-an-address" is not a valid address\n' });
+  assert.deepEqual(bad, {
+    code: 1,
+    stdout: '',
+    stderr: 'mailyard: "not-an-address" is not a valid address\n',
+  });
 });
 
 test('user list shows every account, or one domain’s', async (t) => {
@@ -181,7 +200,9 @@ test('no password ever reaches stdout or stderr', async (t) => {
     await cli.run(['user', 'add', 'alice@example.org', '--password-stdin'], { input: GOOD_PASSWORD }),
     await cli.run(['user', 'add', 'bob@other.test', '--password-stdin'], { input: GOOD_PASSWORD }),
     await cli.run(['user', 'passwd', 'alice@example.org', '--password-stdin'], { input: NEW_PASSWORD }),
-    await cli.run(['user', 'passwd', 'alice@example.org', '--password-stdin'], { input: `${NEW_PASSWORD}\nx` }),
+    await cli.run(['user', 'passwd', 'alice@example.org', '--password-stdin'], {
+      input: `${NEW_PASSWORD}\nx`,
+    }),
   ];
   for (const r of runs) assert.doesNotMatch(r.stdout + r.stderr, /horse|fine passphrase/);
 });
