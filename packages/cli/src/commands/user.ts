@@ -1,5 +1,4 @@
 import { type Command, Option } from 'commander';
-import type { Directory } from '@mailyard/directory';
 import { checkAccount, requireLocalDomain } from '../addresses.js';
 import type { CommandContext } from '../context.js';
 import { usageError } from '../errors.js';
@@ -27,11 +26,8 @@ function refusePasswordInArgv(opts: PasswordOptions): void {
 export function registerUserCommands(program: Command, ctx: CommandContext): void {
   const user = program.command('user').description('manage mail accounts');
 
-  const password = (dir: Directory, address: string, opts: PasswordOptions, want: 'absent' | 'present') =>
-    obtainPassword(ctx.deps.stdin, ctx.deps.stderr, {
-      fromStdin: opts.passwordStdin === true,
-      beforePrompt: () => checkAccount(dir, address, want),
-    });
+  const password = (opts: PasswordOptions, beforePrompt: () => Promise<string>) =>
+    obtainPassword(ctx.deps.stdin, ctx.deps.stderr, { fromStdin: opts.passwordStdin === true, beforePrompt });
 
   user
     .command('add')
@@ -42,7 +38,10 @@ export function registerUserCommands(program: Command, ctx: CommandContext): voi
     .action((address: string, opts: PasswordOptions) => {
       refusePasswordInArgv(opts);
       return ctx.withDirectory(async (dir) => {
-        const created = await dir.addUser(address, await password(dir, address, opts, 'absent'));
+        const created = await dir.addUser(
+          address,
+          await password(opts, () => checkAccount(dir, address, 'absent')),
+        );
         ctx.print(`added account ${created}`);
       });
     });
@@ -57,7 +56,7 @@ export function registerUserCommands(program: Command, ctx: CommandContext): voi
       refusePasswordInArgv(opts);
       return ctx.withDirectory(async (dir) => {
         const a = await checkAccount(dir, address, 'present');
-        await dir.setPassword(a, await password(dir, a, opts, 'present'));
+        await dir.setPassword(a, await password(opts, async () => a));
         ctx.print(`changed the password of ${a}`);
       });
     });
