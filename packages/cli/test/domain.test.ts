@@ -1,5 +1,3 @@
-// The runner tracks the promise node:test's test() returns; nothing to await here.
-/* eslint-disable @typescript-eslint/no-floating-promises */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { cliHarness } from './harness.js';
