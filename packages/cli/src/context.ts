@@ -125,7 +125,7 @@ async function connectWithin(redis: Redis, ms: number): Promise<void> {
 
 function loadCliConfig(env: NodeJS.ProcessEnv): CliConfig {
   try {
-    return loadConfig(cliConfigSchema, { env });
+    return loadConfig(cliConfigSchema, { env, ignoreUnknownFileKeys: true });
   } catch (err) {
     if (err instanceof ConfigError)
       throw new CliError(`config error: ${err.problems.join('; ')}`, ExitCode.config);

@@ -64,7 +64,7 @@ test('domain del refuses a domain that still has accounts or aliases', async (t)
   assert.equal(r.code, 1);
   assert.match(
     r.stderr,
-    /^mailyard: domain example\.org still has 1 accounts and 0 aliases; delete them first\n$/,
+    /^mailyard: domain example\.org still has 1 account and 0 aliases; delete them first\n$/,
   );
   assert.deepEqual(await cli.directory.listDomains(), ['example.org']);
   await cli.ok(['user', 'del', 'alice@example.org']);

@@ -7,7 +7,12 @@ import { z } from 'zod';
 import { tempDir } from '@mailyard/testkit';
 import { ConfigError, bytes, cidrList, duration, ipInNetworks, loadConfig, port } from '../src/index.js';
 
-const schema = z.object({ smtp_port: port(25), message_size_limit: bytes(1024), mynetworks: cidrList(['127.0.0.0/8']), smtpd_timeout: duration('300s') });
+const schema = z.object({
+  smtp_port: port(25),
+  message_size_limit: bytes(1024),
+  mynetworks: cidrList(['127.0.0.0/8']),
+  smtpd_timeout: duration('300s'),
+});
 const root = new URL('../../..', import.meta.url).pathname;
 
 test('defaults, environment and file: environment wins over the file', () => {
@@ -29,7 +34,10 @@ test('every bad value is reported at once, each naming its key', () => {
   } catch (err) {
     assert.ok(err instanceof ConfigError);
     assert.equal(err.problems.length, 3);
-    assert.match(err.problems.find((p) => p.startsWith('SMTP_PORT'))!, /^SMTP_PORT: expected a port number.*got "abc"/);
+    assert.match(
+      err.problems.find((p) => p.startsWith('SMTP_PORT'))!,
+      /^SMTP_PORT: expected a port number.*got "abc"/,
+    );
     assert.ok(err.problems.some((p) => p.startsWith('MYNETWORKS: expected IP networks')));
     assert.ok(err.problems.some((p) => p.startsWith('SMTPD_TIMEOUT: expected a duration')));
   }
@@ -67,12 +75,24 @@ test('a service with a bad setting exits 78 with one line naming the key', () =>
 });
 
 test('--check-config validates and exits 0 without starting anything', () => {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'services/delivery/src/main.ts', '--check-config'], {
-    cwd: root,
-    env: { ...process.env, MAILDIR_ROOT: '/tmp/x' },
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', 'services/delivery/src/main.ts', '--check-config'],
+    {
+      cwd: root,
+      env: { ...process.env, MAILDIR_ROOT: '/tmp/x' },
+      encoding: 'utf8',
+      timeout: 30_000,
+    },
+  );
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /delivery: configuration is valid/);
+});
+
+test('a tool reading a shared file may ignore the keys of other services', () => {
+  const t = tempDir();
+  const file = join(t.path, 'shared.yml');
+  writeFileSync(file, 'smtp_port: 2525\nmaildir_root: /srv/mail\n');
+  assert.equal(loadConfig(schema, { env: {}, file, ignoreUnknownFileKeys: true }).smtp_port, 2525);
+  t.cleanup();
 });
