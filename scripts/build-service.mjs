@@ -29,7 +29,11 @@ const builtins = new Set(builtinModules);
 const externals = new Map();
 
 /** `@scope/name/sub/path` -> `@scope/name`, `name/sub` -> `name`. */
-const packageName = (spec) => spec.split('/').slice(0, spec.startsWith('@') ? 2 : 1).join('/');
+const packageName = (spec) =>
+  spec
+    .split('/')
+    .slice(0, spec.startsWith('@') ? 2 : 1)
+    .join('/');
 
 /** Where Node would find package `name` from directory `from`: the nearest node_modules/<name> up the tree. */
 function findPackageDir(name, from) {
@@ -50,7 +54,9 @@ const externalThirdParty = {
       const name = packageName(args.path);
       const dir = findPackageDir(name, args.resolveDir);
       if (!dir) {
-        return { errors: [{ text: `cannot find package ${name} from ${relative(serviceDir, args.importer)}` }] };
+        return {
+          errors: [{ text: `cannot find package ${name} from ${relative(serviceDir, args.importer)}` }],
+        };
       }
       const seen = externals.get(name);
       if (!seen) externals.set(name, { dir, importer: args.importer });
