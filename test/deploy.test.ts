@@ -252,9 +252,11 @@ describe('deploy/Dockerfile', () => {
     assert.match(dockerfile, new RegExp(`^ARG PNPM_VERSION=${pinned!.replace(/\./g, '\\.')}$`, 'm'));
   });
 
-  test('is not sent node_modules or build output with the context', () => {
+  test('is not sent node_modules, build output, keys or secrets with the context', () => {
     const ignored = read('.dockerignore').split('\n');
     for (const p of ['**/node_modules', '**/dist', '.git']) assert.ok(ignored.includes(p), p);
+    // The mta-inbound section mounts ./deploy/tls; a private key there must not end up in an image layer.
+    for (const p of ['deploy/tls', '**/*.key', '.env']) assert.ok(ignored.includes(p), p);
   });
 });
 
