@@ -14,12 +14,14 @@
 // the same lockfile lays out node_modules identically.
 import { build } from 'esbuild';
 import { builtinModules } from 'node:module';
-import { existsSync, mkdirSync, readFileSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 
 const serviceDir = realpathSync(process.cwd());
 const entry = join(serviceDir, 'src', 'main.ts');
-const outDir = join(serviceDir, 'dist');
+// --outdir DIR builds elsewhere (test/deploy.test.ts builds into a temporary directory).
+const outdirArg = process.argv.indexOf('--outdir');
+const outDir = outdirArg === -1 ? join(serviceDir, 'dist') : resolve(process.argv[outdirArg + 1] ?? 'dist');
 const { name: serviceName } = JSON.parse(readFileSync(join(serviceDir, 'package.json'), 'utf8'));
 
 if (!existsSync(entry)) fail(`${serviceName}: no src/main.ts to build`);
@@ -77,6 +79,14 @@ const externalThirdParty = {
   },
 };
 
+if (
+  outdirArg !== -1 &&
+  existsSync(outDir) &&
+  readdirSync(outDir).length &&
+  !existsSync(join(outDir, 'main.js'))
+) {
+  fail(`${outDir} is not empty and holds no earlier build; not removing it`);
+}
 rmSync(outDir, { recursive: true, force: true });
 try {
   await build({
@@ -99,7 +109,8 @@ try {
   fail(`${serviceName}: build failed`);
 }
 
-const linkRoot = join(outDir, 'node_modules');
+// Relative to the real location, which is where the OS resolves a relative link from.
+const linkRoot = join(realpathSync(outDir), 'node_modules');
 for (const [name, { dir }] of [...externals].sort(([a], [b]) => a.localeCompare(b))) {
   const link = join(linkRoot, name);
   mkdirSync(dirname(link), { recursive: true });

@@ -6,9 +6,11 @@
 // metrics that exist.
 /* eslint-disable @typescript-eslint/no-floating-promises -- node:test tracks the promises that test() and describe() return */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { Ajv } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import draft07MetaSchema from 'ajv/dist/refs/json-schema-draft-07.json' with { type: 'json' };
@@ -342,5 +344,71 @@ describe('deploy/ configuration', () => {
     ]) {
       assert.ok(used.has(metric), `the dashboard shows ${metric}`);
     }
+  });
+});
+
+describe('scripts/build-service.mjs', () => {
+  const out = mkdtempSync(join(tmpdir(), 'mailyard-build-'));
+  after(() => rmSync(out, { recursive: true, force: true }));
+  const node = (args: string[], env: Record<string, string> = {}) =>
+    spawnSync(process.execPath, args, {
+      encoding: 'utf8',
+      timeout: 60_000,
+      // Only what the test sets: a developer's own SMTP_PORT must not change the outcome.
+      env: { PATH: process.env.PATH ?? '', ...env },
+    });
+  const built = new Map<string, string>();
+  /** Builds a service the way its `pnpm build` does, into a temporary directory. */
+  const bundle = (service: string): string => {
+    const existing = built.get(service);
+    if (existing) return existing;
+    const dir = join(out, service);
+    const res = spawnSync(process.execPath, [join(root, 'scripts', 'build-service.mjs'), '--outdir', dir], {
+      cwd: join(root, 'services', service),
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    assert.equal(res.status, 0, res.stderr);
+    built.set(service, join(dir, 'main.js'));
+    return join(dir, 'main.js');
+  };
+
+  test('inlines our packages and links every third-party package the bundle imports', () => {
+    for (const service of Object.keys(serviceSchemas)) {
+      const main = bundle(service);
+      const code = readFileSync(main, 'utf8');
+      assert.doesNotMatch(code, /from ["']@mailyard\//, `${service}: workspace code is bundled`);
+      const imported = new Set(
+        [...code.matchAll(/^import .* from ["']([^"'.][^"']*)["'];?$/gm)]
+          .map((m) => m[1]!)
+          .filter((spec) => !spec.startsWith('node:'))
+          .map((spec) =>
+            spec
+              .split('/')
+              .slice(0, spec.startsWith('@') ? 2 : 1)
+              .join('/'),
+          ),
+      );
+      assert.ok(imported.size > 0, `${service}: third-party packages stay external`);
+      for (const name of imported) {
+        const link = join(main, '..', 'node_modules', name);
+        assert.ok(lstatSync(link).isSymbolicLink(), `${service}: ${name} is linked`);
+        assert.ok(existsSync(join(link, 'package.json')), `${service}: the link for ${name} resolves`);
+      }
+    }
+  });
+
+  test('the delivery bundle runs --check-config and exits 0', () => {
+    const res = node([bundle('delivery'), '--check-config']);
+    assert.equal(res.status, 0, res.stderr);
+    assert.equal(res.stdout, 'delivery: configuration is valid\n');
+  });
+
+  test('the mta-inbound bundle exits 78 with one line naming a bad setting', () => {
+    const res = node([bundle('mta-inbound')], { SMTP_PORT: 'abc' });
+    assert.equal(res.status, 78);
+    const lines = res.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, res.stderr);
+    assert.match(lines[0]!, /SMTP_PORT/);
   });
 });
