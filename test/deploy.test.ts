@@ -3,7 +3,7 @@
 // file follows the Compose Specification, every setting it passes is one the service
 // reads, nothing waits on a dependency that can never become healthy, relaying stays
 // closed, Prometheus scrapes the ports the services listen on, and the dashboard asks for
-// metrics that exist.
+// metrics that exist. The image's build step (scripts/build-service.mjs) is run for real.
 /* eslint-disable @typescript-eslint/no-floating-promises -- node:test tracks the promises that test() and describe() return */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -56,7 +56,10 @@ const dockerfile = read('deploy/Dockerfile');
 function envOf(svc: ComposeService): Record<string, string> {
   const env = svc.environment ?? {};
   if (Array.isArray(env)) {
-    return Object.fromEntries(env.map((e) => [e.split('=')[0]!, e.slice(e.indexOf('=') + 1)]));
+    // A bare KEY passes the host's value through; here it only counts as set.
+    return Object.fromEntries(
+      env.map((e) => (e.includes('=') ? [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)] : [e, ''])),
+    );
   }
   return Object.fromEntries(Object.entries(env).map(([k, v]) => [k, v === null ? '' : String(v)]));
 }
