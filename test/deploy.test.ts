@@ -52,7 +52,10 @@ const composeText = read('docker-compose.yml');
 const compose = parseYaml(composeText) as Compose;
 const dockerfile = read('deploy/Dockerfile');
 
-/** Environment as a map, whichever of the two forms compose allows was used. */
+/**
+ * Environment as a map, whichever of the two forms compose allows was used, with
+ * `${VAR:-default}` replaced by the default, as compose does when VAR is unset.
+ */
 function envOf(svc: ComposeService): Record<string, string> {
   const env = svc.environment ?? {};
   if (Array.isArray(env)) {
@@ -61,7 +64,12 @@ function envOf(svc: ComposeService): Record<string, string> {
       env.map((e) => (e.includes('=') ? [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)] : [e, ''])),
     );
   }
-  return Object.fromEntries(Object.entries(env).map(([k, v]) => [k, v === null ? '' : String(v)]));
+  return Object.fromEntries(
+    Object.entries(env).map(([k, v]) => [
+      k,
+      v === null ? '' : String(v).replace(/\$\{[A-Z_]+:-([^}]*)\}/g, '$1'),
+    ]),
+  );
 }
 
 /** The service directory a compose service is built from (build arg SERVICE), if any. */
@@ -139,13 +147,7 @@ describe('docker-compose.yml', () => {
   test('gives each Mailyard service values its schema accepts', () => {
     for (const [name, svc] of mailyardServices) {
       const schema = serviceSchemas[builtService(svc)!]!;
-      // ${VAR:-default} is what compose substitutes when VAR is unset.
-      const env = Object.fromEntries(
-        Object.entries(envOf(svc)).map(([k, v]) => [
-          k.toLowerCase(),
-          v.replace(/\$\{[A-Z_]+:-([^}]*)\}/g, '$1'),
-        ]),
-      );
+      const env = Object.fromEntries(Object.entries(envOf(svc)).map(([k, v]) => [k.toLowerCase(), v]));
       const result = schema.safeParse(env);
       assert.ok(
         result.success,
