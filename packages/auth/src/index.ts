@@ -1,0 +1,3 @@
+export * from './lockout.js';
+export * from './app-passwords.js';
+export * from './authenticate.js';
