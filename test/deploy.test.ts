@@ -23,14 +23,19 @@ import { createRegistry } from '../packages/observability/src/index.ts';
 import { deliverySchema } from '@mailyard/service-delivery';
 // eslint-disable-next-line no-restricted-imports
 import { mtaInboundSchema } from '@mailyard/service-mta-inbound';
+import { outboundRelaySchema } from '@mailyard/service-outbound-relay';
 
 const root = new URL('..', import.meta.url).pathname;
 const read = (path: string) => readFileSync(join(root, path), 'utf8');
 
 /** Config schema of each service built from deploy/Dockerfile, by its directory in services/. */
-const serviceSchemas: Record<string, typeof mtaInboundSchema | typeof deliverySchema> = {
+const serviceSchemas: Record<
+  string,
+  typeof mtaInboundSchema | typeof deliverySchema | typeof outboundRelaySchema
+> = {
   'mta-inbound': mtaInboundSchema,
   delivery: deliverySchema,
+  'outbound-relay': outboundRelaySchema,
 };
 
 type Env = Record<string, string | number | boolean | null>;
@@ -283,9 +288,19 @@ describe('deploy/ configuration', () => {
 
   test('Prometheus scrapes each Mailyard service on its HTTP_PORT', () => {
     const prom = parseYaml(read('deploy/prometheus/prometheus.yml')) as {
-      scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
+      scrape_configs: {
+        job_name: string;
+        static_configs?: { targets: string[] }[];
+        // scaled services: every replica, found through Docker's DNS
+        dns_sd_configs?: { names: string[]; port: number }[];
+      }[];
     };
-    const targets = new Set(prom.scrape_configs.flatMap((c) => c.static_configs.flatMap((s) => s.targets)));
+    const targets = new Set(
+      prom.scrape_configs.flatMap((c) => [
+        ...(c.static_configs ?? []).flatMap((s) => s.targets),
+        ...(c.dns_sd_configs ?? []).flatMap((d) => d.names.map((n) => `${n}:${d.port}`)),
+      ]),
+    );
     for (const [name, svc] of mailyardServices) {
       const target = `${name}:${envOf(svc).HTTP_PORT}`;
       assert.ok(targets.has(target), `prometheus.yml has no target ${target}`);

@@ -14,6 +14,8 @@ import {
 import {
   ContractError,
   ENVELOPE_HEADER,
+  ENVELOPE_VERSION,
+  Headers,
   MAIL_EXCHANGE,
   Queues,
   RoutingKeys,
@@ -150,13 +152,17 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
 
   /** Publishes to a delay queue; declares the queues once more if the broker lost them. */
   const publishDelayed = async (delayMs: number, body: Buffer, env: Envelope): Promise<void> => {
-    const key = outboundDelayQueue(delayMs);
+    const item = {
+      routingKey: outboundDelayQueue(delayMs),
+      body,
+      headers: { [ENVELOPE_HEADER]: JSON.stringify(env), [Headers.envelopeVersion]: ENVELOPE_VERSION },
+    };
     try {
-      await bus.publishMail(key, body, env);
+      await bus.publish(item);
     } catch (err) {
       if (!(err instanceof UnroutableError)) throw err;
       await declareDelayQueues();
-      await bus.publishMail(key, body, env);
+      await bus.publish(item);
     }
   };
 
