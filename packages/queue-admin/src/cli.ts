@@ -49,7 +49,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
     ctx.withRedis(async (redis) => {
       let cfg: z.infer<typeof queueConfigSchema>;
       try {
-        cfg = loadConfig(queueConfigSchema, { env: ctx.env });
+        cfg = loadConfig(queueConfigSchema, { env: ctx.env, ignoreUnknownFileKeys: true });
       } catch (err) {
         if (err instanceof ConfigError) throw ctx.fail(`config error: ${err.problems.join('; ')}`);
         throw err;

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import type { CommandContext } from '../context.js';
 import { registerAliasCommands } from './alias.js';
 import { registerDomainCommands } from './domain.js';
+import { registerQueueGroup } from './queue.js';
 import { registerUserCommands } from './user.js';
 
 /** Adds one command group (`mailyard <group> <verb>`) to the program. */
@@ -15,4 +16,5 @@ export const commandGroups: readonly CommandGroup[] = [
   registerDomainCommands,
   registerUserCommands,
   registerAliasCommands,
+  registerQueueGroup,
 ];
