@@ -110,6 +110,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
   // A connection of our own for declaring the delay queues of our schedule and for
   // reading queue depths (Bus keeps its channels to publishing and consuming).
   let admin: ChannelModel | null = null;
+  let stopped = false;
   const adminConn = async (): Promise<ChannelModel> => {
     if (!admin) {
       const conn = await connect(config.amqp_url, { timeout: 5000 });
@@ -267,6 +268,11 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
           logger: logger.child({ queueId: env.queueId, domain }),
         },
       );
+    } catch (err) {
+      // A local failure with this domain must not undo what other domains of the same
+      // message already got: defer these recipients, settle the rest.
+      logger.warn({ queueId: env.queueId, domain, err: String(err) }, 'local error while delivering');
+      return all('deferred', '4.3.0', `local error: ${(err as Error).message}`);
     } finally {
       await release();
     }
@@ -418,8 +424,21 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
 
   return {
     async start() {
-      await bus.waitConnected(30_000);
-      await declareDelayQueues();
+      // The broker may still be starting: declare in the background until it works
+      // (a publish to a missing delay queue declares them again itself).
+      const declareLoop = async () => {
+        for (let warned = false; !stopped;) {
+          try {
+            await declareDelayQueues();
+            return;
+          } catch (err) {
+            if (!warned) logger.warn({ err: String(err) }, 'cannot declare the delay queues yet, retrying');
+            warned = true;
+            await new Promise((r) => setTimeout(r, 2000));
+          }
+        }
+      };
+      void declareLoop();
       await bus.consume(Queues.outbound, handle, {
         prefetch: config.outbound_prefetch,
         maxAttempts: config.outbound_max_attempts,
@@ -434,6 +453,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       );
     },
     async stop() {
+      stopped = true;
       await bus.stop();
       const a = admin;
       admin = null;
