@@ -33,6 +33,7 @@ let strict: RemoteMta;
 let secure: RemoteMta;
 let flaky: RemoteMta;
 let v6: RemoteMta;
+let plain: RemoteMta;
 let https: Server;
 
 before(async () => {
@@ -77,6 +78,8 @@ before(async () => {
       'mta-sts.secure.test': { A: ['127.0.0.1'] },
       'v6.test': { MX: [{ priority: 10, exchange: 'mx.v6.test' }] },
       'mx.v6.test': { AAAA: ['::1'] },
+      'plain.test': { MX: [{ priority: 10, exchange: 'mx.plain.test' }] },
+      'mx.plain.test': { A: ['127.0.0.13'] },
     },
   });
   await addAccount(p.directory, 'alice@example.test');
@@ -88,6 +91,7 @@ before(async () => {
     greeting: { code: 421, message: '4.3.2 Service shutting down' },
   });
   v6 = await startRemoteMta('::1', port);
+  plain = await startRemoteMta('127.0.0.13', port, { noStartTls: true });
   const resolver = createResolver({ servers: [p.env.DNS_SERVERS!] });
   relay = await startRelay(
     p,
@@ -98,7 +102,7 @@ before(async () => {
 
 after(async () => {
   await relay?.stop();
-  for (const m of [mx1, mx2, strict, secure, flaky, v6]) await m?.close();
+  for (const m of [mx1, mx2, strict, secure, flaky, v6, plain]) await m?.close();
   await new Promise<void>((r) => https?.close(() => r()));
   await p?.close();
 });
@@ -139,6 +143,29 @@ describe('delivery', () => {
         domain: 'remote.test',
       })) >= 1,
     );
+  });
+
+  test('without STARTTLS on offer the message goes in clear, and the TLS share says so', async () => {
+    const before = await counterValue(relay.rt, 'mailyard_outbound_relay_deliveries_total', { tls: 'no' });
+    await queueOutbound(
+      p,
+      envelope('alice@example.test', ['hal@plain.test']),
+      simpleMessage('alice@example.test', 'hal@plain.test', 'no-starttls'),
+    );
+    const got = await waitFor(() => receivedBy(plain, 'no-starttls'), { what: 'delivery in clear' });
+    assert.equal(got.secure, false);
+    await waitFor(
+      async () =>
+        (await counterValue(relay.rt, 'mailyard_outbound_relay_deliveries_total', { tls: 'no' })) > before,
+      { what: 'the cleartext delivery counted' },
+    );
+  });
+
+  test('queue depths are exported per queue', async () => {
+    const text = await relay.rt.registry.metrics();
+    assert.match(text, /mailyard_outbound_relay_queue_depth_messages\{queue="outbound"\} \d+/);
+    assert.match(text, /mailyard_outbound_relay_queue_depth_messages\{queue="outbound\.delay\.200ms"\} \d+/);
+    assert.match(text, /mailyard_outbound_relay_queue_depth_messages\{queue="outbound\.delay\.400ms"\} \d+/);
   });
 
   test('a domain without MX gets mail at its own address', async () => {
