@@ -4,7 +4,6 @@
 // reads, nothing waits on a dependency that can never become healthy, relaying stays
 // closed, Prometheus scrapes the ports the services listen on, and the dashboard asks for
 // metrics that exist. The image's build step (scripts/build-service.mjs) is run for real.
-/* eslint-disable @typescript-eslint/no-floating-promises -- node:test tracks the promises that test() and describe() return */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -19,9 +18,7 @@ import { ipInNetworks, parseCidr } from '@mailyard/config';
 // Not a dependency of the repository root; the registry each service's process creates.
 import { createRegistry } from '../packages/observability/src/index.ts';
 // This test is not a service: it checks the deployment against every service's config schema.
-// eslint-disable-next-line no-restricted-imports
 import { deliverySchema } from '@mailyard/service-delivery';
-// eslint-disable-next-line no-restricted-imports
 import { mtaInboundSchema } from '@mailyard/service-mta-inbound';
 
 const root = new URL('..', import.meta.url).pathname;
