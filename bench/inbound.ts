@@ -4,7 +4,7 @@
  *
  *   pnpm bench:inbound [--messages 5000] [--concurrency 20] [--size 10240]
  *                      [--per-connection 1] [--accounts 10] [--warmup 500]
- *                      [--smtp-source] [--profile DIR] [--keep]
+ *                      [--smtp-source] [--profile DIR] [--keep] [--uv-threadpool N]
  *
  * What is printed, and how it is measured:
  *  - accepted msgs/s: measured messages / (last `250` after DATA - start of the run).
@@ -66,6 +66,8 @@ interface Options {
   smtpSource: boolean;
   profile: string | undefined;
   keep: boolean;
+  /** UV_THREADPOOL_SIZE for the delivery process (its fsyncs occupy libuv's pool; default 4). */
+  uvThreadpool: number | undefined;
 }
 
 function parseOptions(): Options {
@@ -80,13 +82,15 @@ function parseOptions(): Options {
       'smtp-source': { type: 'boolean', default: false },
       profile: { type: 'string' },
       keep: { type: 'boolean', default: false },
+      'uv-threadpool': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
     process.stdout.write(
       'usage: pnpm bench:inbound [--messages N] [--concurrency C] [--size BYTES] [--per-connection K]\n' +
-        '                          [--accounts A] [--warmup W] [--smtp-source] [--profile DIR] [--keep]\n',
+        '                          [--accounts A] [--warmup W] [--smtp-source] [--profile DIR] [--keep]\n' +
+        '                          [--uv-threadpool N]\n',
     );
     process.exit(0);
   }
@@ -110,6 +114,8 @@ function parseOptions(): Options {
     smtpSource,
     profile: values.profile ? resolve(values.profile) : undefined,
     keep: values.keep,
+    uvThreadpool:
+      values['uv-threadpool'] === undefined ? undefined : int('uv-threadpool', values['uv-threadpool'], 1),
   };
 }
 
@@ -532,7 +538,8 @@ async function main(): Promise<void> {
       SMTPD_PEERNAME_LOOKUP: 'no',
     };
     // delivery first, so the queue has its consumer before mail arrives
-    children.push(startService('delivery', env, deliveryHttp, opts.profile));
+    const deliveryEnv = opts.uvThreadpool ? { ...env, UV_THREADPOOL_SIZE: String(opts.uvThreadpool) } : env;
+    children.push(startService('delivery', deliveryEnv, deliveryHttp, opts.profile));
     children.push(startService('mta-inbound', env, inboundHttp, opts.profile));
     for (const c of children) await waitReady(c);
 

@@ -2,6 +2,7 @@
 # Postfix and Mailyard under the same load: Postfix's own smtp-source against each.
 #
 #   bench/postfix-compare.sh [-m MESSAGES] [-s SESSIONS] [-l BYTES] [-w WARMUP] [-r ROUNDS]
+#                            [-x 'EXTRA ARGS FOR bench/inbound.ts']
 #
 # Needs root (Postfix drops privileges itself), the Debian postfix package (for postfix and
 # smtp-source) and RabbitMQ and Redis as for the tests. Nothing here is used by CI.
@@ -23,14 +24,16 @@ SESSIONS=20
 SIZE=10240
 WARMUP=500
 ROUNDS=1
-while getopts 'm:s:l:w:r:h' opt; do
+EXTRA=
+while getopts 'm:s:l:w:r:x:h' opt; do
   case $opt in
     m) MESSAGES=$OPTARG ;;
     s) SESSIONS=$OPTARG ;;
     l) SIZE=$OPTARG ;;
     w) WARMUP=$OPTARG ;;
     r) ROUNDS=$OPTARG ;;
-    *) sed -n '2,4p' "$0"; exit 2 ;;
+    x) EXTRA=$OPTARG ;;
+    *) sed -n '2,5p' "$0"; exit 2 ;;
   esac
 done
 
@@ -172,7 +175,7 @@ run_postfix() {
 run_mailyard() {
   local out
   out=$(cd "$ROOT" && node --conditions=development --import tsx bench/inbound.ts --smtp-source \
-    --messages "$MESSAGES" --concurrency "$SESSIONS" --size "$SIZE" --warmup "$WARMUP" 2>&1 | grep -v '^{')
+    --messages "$MESSAGES" --concurrency "$SESSIONS" --size "$SIZE" --warmup "$WARMUP" $EXTRA 2>&1 | grep -v '^{')
   echo "$out" | grep -v '^RESULT' | sed 's/^/mailyard  /'
   MY_DELIVERED=$(echo "$out" | sed -n 's/^RESULT .*delivered_per_s=\([0-9.]*\).*/\1/p')
   [ -n "$MY_DELIVERED" ] || die "the Mailyard run printed no result"
