@@ -75,9 +75,12 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       throw parsed.kind === 'relay_trick' ? reply.relayDenied(address) : reply.badRecipientSyntax(address);
     }
     const { domain } = parsed.value;
-    if (!domain.startsWith('[') && (await directory.isLocalDomain(domain))) {
-      if (!(await directory.resolve(parsed.value.address))) throw reply.noSuchUser(address);
-      return 'delivery';
+    if (!domain.startsWith('[')) {
+      const { localDomain, match } = await directory.lookup(parsed.value.address);
+      if (localDomain) {
+        if (!match) throw reply.noSuchUser(address);
+        return 'delivery';
+      }
     }
     if (ipInNetworks(session.remoteAddress, config.mynetworks) || relayDomains.has(domain)) return 'outbound';
     throw reply.relayDenied(address);
