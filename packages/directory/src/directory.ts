@@ -203,6 +203,28 @@ export class Directory {
   }
 
   /**
+   * The addresses an account may send as (Postfix: smtpd_sender_login_maps): the account
+   * itself and every alias that leads to it, directly or through other aliases. A
+   * catch-all does not count: it receives for a domain, it does not own its addresses.
+   */
+  async addressesOf(account: string): Promise<string[]> {
+    const a = account.toLowerCase();
+    const owned = new Set<string>([a]);
+    const aliases = (await this.listAliases()).filter((x) => !x.source.startsWith('@'));
+    // grow the set until no alias adds a new owned address (nested aliases, loops end)
+    for (let changed = true; changed;) {
+      changed = false;
+      for (const { source, targets } of aliases) {
+        if (!owned.has(source) && targets.some((t) => owned.has(t))) {
+          owned.add(source);
+          changed = true;
+        }
+      }
+    }
+    return [...owned].sort();
+  }
+
+  /**
    * Decides whether a local-domain address exists (RCPT TO). Order as Postfix's
    * virtual alias and mailbox maps: exact alias, account, then the plus-address base
    * (`user+tag@` -> `user@`), then the domain's catch-all.

@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { Resolver } from 'node:dns/promises';
+import { after, before, test } from 'node:test';
+import { Command } from 'commander';
+import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
+import { createTestRedis, startDnsServer, type TestDnsServer, type TestRedis } from '@mailyard/testkit';
+import { DkimKeyStore, DkimSigner, dkimCommand, dnsRecord, generateDkimKey } from '../src/index.js';
+
+let r: TestRedis;
+let dns: TestDnsServer;
+before(async () => {
+  r = createTestRedis();
+  dns = await startDnsServer({});
+});
+after(async () => {
+  await dns.close();
+  await r.cleanup();
+});
+
+const message = Buffer.from(
+  'From: Alice <alice@example.test>\r\nTo: bob@remote.test\r\nSubject: signed\r\n' +
+    'Date: Fri, 27 Nov 2026 20:00:00 +0000\r\nMessage-ID: <1@example.test>\r\n\r\nHello\r\n',
+);
+
+function verifier() {
+  const res = new Resolver();
+  res.setServers([dns.address]);
+  return (name: string, type: string) => res.resolve(name, type) as Promise<string[][]>;
+}
+
+function publish(domain: string, selector: string, key: { algorithm: 'rsa' | 'ed25519'; publicKey: string }) {
+  const rec = dnsRecord(domain, selector, key);
+  dns.set(rec.name, { TXT: [rec.value] });
+}
+
+void test('rsa-sha256 and ed25519-sha256 signatures verify with mailauth', async () => {
+  const store = new DkimKeyStore(r.redis);
+  const rsa = await store.add('example.test', 'rsa1', generateDkimKey('rsa'));
+  const ed = await store.add('Example.TEST', 'ed1', generateDkimKey('ed25519'));
+  publish(rsa.domain, rsa.selector, rsa);
+  publish(ed.domain, ed.selector, ed);
+  const signed = await new DkimSigner(store).sign(message, 'example.test');
+  assert.deepEqual(signed.errors, []);
+  assert.deepEqual(
+    signed.signatures.map((s) => s.algorithm),
+    ['rsa-sha256', 'ed25519-sha256'],
+  );
+  const result = await dkimVerify(Buffer.concat([Buffer.from(signed.headers), message]), {
+    resolver: verifier(),
+  });
+  assert.equal(result.results.length, 2, JSON.stringify(result.results));
+  for (const x of result.results) assert.equal(x.status.result, 'pass', JSON.stringify(x.status));
+  assert.deepEqual(result.results.map((x) => x.selector).sort(), ['ed1', 'rsa1']);
+});
+
+void test('a tampered body fails verification', async () => {
+  const signed = await new DkimSigner(new DkimKeyStore(r.redis)).sign(message, 'example.test');
+  const tampered = Buffer.concat([
+    Buffer.from(signed.headers),
+    Buffer.from(message.toString().replace('Hello', 'Hullo')),
+  ]);
+  const result = await dkimVerify(tampered, { resolver: verifier() });
+  assert.equal(result.results.length, 2);
+  for (const x of result.results) assert.notEqual(x.status.result, 'pass');
+});
+
+void test('a domain without keys is not signed; the newest key per algorithm is used', async () => {
+  const store = new DkimKeyStore(r.redis);
+  const none = await new DkimSigner(store).sign(message, 'other.test');
+  assert.equal(none.headers, '');
+  const k1 = await store.add('rot.test', 'a', {
+    ...generateDkimKey('ed25519'),
+    created: '2026-01-01T00:00:00.000Z',
+  });
+  const k2 = await store.add('rot.test', 'b', {
+    ...generateDkimKey('ed25519'),
+    created: '2026-06-01T00:00:00.000Z',
+  });
+  assert.deepEqual(
+    (await store.signingKeys('rot.test')).map((k) => k.selector),
+    [k2.selector],
+  );
+  assert.notEqual(k1.selector, k2.selector);
+  await assert.rejects(store.add('rot.test', 'b', generateDkimKey('ed25519')), /already exists/);
+  await assert.rejects(
+    store.add('rot.test', 'bad_selector', generateDkimKey('ed25519')),
+    /not a valid selector/,
+  );
+});
+
+void test('dkim generate stores a key and prints a TXT record that verifies', async () => {
+  let printed = '';
+  const program = new Command().exitOverride();
+  program.addCommand(
+    dkimCommand({
+      withRedis: (fn) => fn(r.redis),
+      isLocalDomain: async (_redis, d) => d === 'cli.test',
+      out: (t) => (printed += t),
+    }),
+  );
+  await program.parseAsync(['dkim', 'generate', 'cli.test', '--selector', 'mail', '--algo', 'ed25519'], {
+    from: 'user',
+  });
+  const name = /^Name: +(\S+)$/m.exec(printed)?.[1];
+  const value = /^Value: +(.+)$/m.exec(printed)?.[1];
+  assert.equal(name, 'mail._domainkey.cli.test');
+  assert.match(value ?? '', /^v=DKIM1; k=ed25519; p=[A-Za-z0-9+/]{43}=$/);
+  dns.set(name, { TXT: [value!] });
+  const signed = await new DkimSigner(new DkimKeyStore(r.redis)).sign(
+    Buffer.from(message.toString().replace('alice@example.test', 'alice@cli.test')),
+    'cli.test',
+  );
+  const result = await dkimVerify(
+    Buffer.concat([
+      Buffer.from(signed.headers),
+      Buffer.from(message.toString().replace('alice@example.test', 'alice@cli.test')),
+    ]),
+    { resolver: verifier() },
+  );
+  assert.equal(result.results[0]?.status.result, 'pass', JSON.stringify(result.results[0]?.status));
+
+  // not a local domain: exit code 1, one sentence
+  let errText = '';
+  const p2 = new Command().exitOverride().configureOutput({ writeErr: (t) => (errText += t) });
+  p2.addCommand(
+    dkimCommand({
+      withRedis: (fn) => fn(r.redis),
+      isLocalDomain: async () => false,
+      out: () => undefined,
+    }).exitOverride(),
+  );
+  for (const c of p2.commands)
+    for (const sub of c.commands) sub.exitOverride().configureOutput({ writeErr: (t) => (errText += t) });
+  await assert.rejects(
+    p2.parseAsync(['dkim', 'generate', 'nope.test'], { from: 'user' }),
+    (e: { exitCode?: number }) => e.exitCode === 1,
+  );
+  assert.match(errText, /nope\.test is not a local domain/);
+});
