@@ -33,7 +33,7 @@ function publish(domain: string, selector: string, key: { algorithm: 'rsa' | 'ed
   dns.set(rec.name, { TXT: [rec.value] });
 }
 
-void test('rsa-sha256 and ed25519-sha256 signatures verify with mailauth', async () => {
+test('rsa-sha256 and ed25519-sha256 signatures verify with mailauth', async () => {
   const store = new DkimKeyStore(r.redis);
   const rsa = await store.add('example.test', 'rsa1', generateDkimKey('rsa'));
   const ed = await store.add('Example.TEST', 'ed1', generateDkimKey('ed25519'));
@@ -53,7 +53,7 @@ void test('rsa-sha256 and ed25519-sha256 signatures verify with mailauth', async
   assert.deepEqual(result.results.map((x) => x.selector).sort(), ['ed1', 'rsa1']);
 });
 
-void test('a tampered body fails verification', async () => {
+test('a tampered body fails verification', async () => {
   const signed = await new DkimSigner(new DkimKeyStore(r.redis)).sign(message, 'example.test');
   const tampered = Buffer.concat([
     Buffer.from(signed.headers),
@@ -64,7 +64,7 @@ void test('a tampered body fails verification', async () => {
   for (const x of result.results) assert.notEqual(x.status.result, 'pass');
 });
 
-void test('a domain without keys is not signed; the newest key per algorithm is used', async () => {
+test('a domain without keys is not signed; the newest key per algorithm is used', async () => {
   const store = new DkimKeyStore(r.redis);
   const none = await new DkimSigner(store).sign(message, 'other.test');
   assert.equal(none.headers, '');
@@ -88,7 +88,7 @@ void test('a domain without keys is not signed; the newest key per algorithm is 
   );
 });
 
-void test('dkim generate stores a key and prints a TXT record that verifies', async () => {
+test('dkim generate stores a key and prints a TXT record that verifies', async () => {
   let printed = '';
   const program = new Command().exitOverride();
   program.addCommand(

@@ -30,8 +30,8 @@ async function tlsSession(from = '127.0.0.1'): Promise<RawSmtp> {
   return c;
 }
 
-void describe('AUTH only after TLS', () => {
-  void test('587 before STARTTLS: AUTH not advertised, the AUTH command refused', async () => {
+describe('AUTH only after TLS', () => {
+  test('587 before STARTTLS: AUTH not advertised, the AUTH command refused', async () => {
     const c = await RawSmtp.connect(submission());
     await c.read();
     const ehlo = await c.cmd('EHLO client.example.net');
@@ -47,7 +47,7 @@ void describe('AUTH only after TLS', () => {
     c.close();
   });
 
-  void test('smtplib sees no AUTH before STARTTLS and logs in after it', async () => {
+  test('smtplib sees no AUTH before STARTTLS and logs in after it', async () => {
     const res = await python<{ before: string; after: boolean; features: string }>(
       `
 s = smtplib.SMTP('127.0.0.1', port, timeout=10)
@@ -71,7 +71,7 @@ out({'before': before, 'after': True, 'features': features})
     assert.equal(res.features.trim(), 'PLAIN LOGIN');
   });
 
-  void test('after STARTTLS, AUTH PLAIN (nodemailer) sends', async () => {
+  test('after STARTTLS, AUTH PLAIN (nodemailer) sends', async () => {
     const transport = nodemailer.createTransport({
       host: '127.0.0.1',
       port: submission(),
@@ -90,7 +90,7 @@ out({'before': before, 'after': True, 'features': features})
     transport.close();
   });
 
-  void test('465 implicit TLS with AUTH LOGIN (smtplib) sends', async () => {
+  test('465 implicit TLS with AUTH LOGIN (smtplib) sends', async () => {
     const res = await python<{ code: number; msg: string }>(
       `
 s = smtplib.SMTP_SSL('127.0.0.1', port, timeout=10, context=ctx)
@@ -111,7 +111,7 @@ out({'code': code, 'msg': msg.decode()})
     assert.match(res.msg, /^2\.0\.0 Ok: queued as /);
   });
 
-  void test('465 with nodemailer (secure: true) and AUTH LOGIN', async () => {
+  test('465 with nodemailer (secure: true) and AUTH LOGIN', async () => {
     const transport = nodemailer.createTransport({
       host: '127.0.0.1',
       port: submissions(),
@@ -130,8 +130,8 @@ out({'code': code, 'msg': msg.decode()})
   });
 });
 
-void describe('credentials', () => {
-  void test('an app password logs in; once revoked it does not', async () => {
+describe('credentials', () => {
+  test('an app password logs in; once revoked it does not', async () => {
     const secret = await t.apps.create('apps@example.test', 'laptop');
     const c = await tlsSession();
     assert.match((await c.cmd(`AUTH PLAIN ${plain('apps@example.test', secret)}`)).text, /^235 /);
@@ -142,7 +142,7 @@ void describe('credentials', () => {
     d.close();
   });
 
-  void test('a wrong password and an unknown account get the same answer', async () => {
+  test('a wrong password and an unknown account get the same answer', async () => {
     const c = await tlsSession('127.0.0.3');
     const wrong = await c.cmd(`AUTH PLAIN ${plain('alice@example.test', 'not the password')}`);
     const unknown = await c.cmd(`AUTH PLAIN ${plain('nobody@example.test', 'not the password')}`);
@@ -151,14 +151,14 @@ void describe('credentials', () => {
     c.close();
   });
 
-  void test('an authorization identity other than the login is refused', async () => {
+  test('an authorization identity other than the login is refused', async () => {
     const c = await tlsSession('127.0.0.3');
     const token = Buffer.from(`locked@example.test\0alice@example.test\0${PASSWORD}`).toString('base64');
     assert.match((await c.cmd(`AUTH PLAIN ${token}`)).text, /^535 5\.7\.8 /);
     c.close();
   });
 
-  void test('lockout after repeated failures refuses even the right password', async () => {
+  test('lockout after repeated failures refuses even the right password', async () => {
     const c = await tlsSession('127.0.0.4');
     for (let i = 0; i < 5; i++) {
       assert.match(
@@ -176,7 +176,7 @@ void describe('credentials', () => {
     d.close();
   });
 
-  void test('MAIL without AUTH: 530 5.7.0', async () => {
+  test('MAIL without AUTH: 530 5.7.0', async () => {
     const c = await tlsSession('127.0.0.6');
     assert.match((await c.cmd('MAIL FROM:<alice@example.test>')).text, /^530 5\.7\.0 /);
     assert.match((await c.cmd('RCPT TO:<alice@example.test>')).text, /^(503|530) /);
@@ -184,8 +184,8 @@ void describe('credentials', () => {
   });
 });
 
-void describe('metrics', () => {
-  void test('/metrics counts logins and refusals by reason', async () => {
+describe('metrics', () => {
+  test('/metrics counts logins and refusals by reason', async () => {
     const body = await (await fetch(`http://127.0.0.1:${t.rt.httpPort}/metrics`)).text();
     for (const re of [
       /mailyard_msa_auth_failures_total\{reason="auth_invalid"\} [1-9]/,

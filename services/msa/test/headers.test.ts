@@ -41,7 +41,7 @@ const bodyArb = fc.array(fc.constantFrom('text', '', '.', 'Bcc: not a header', '
   maxLength: 5,
 });
 
-void test('split and join give back every byte', () => {
+test('split and join give back every byte', () => {
   fc.assert(
     fc.property(fc.array(fieldArb, { maxLength: 8 }), bodyArb, fc.boolean(), (fields, body, sep) => {
       const raw = b(fields.join('') + (sep ? '\r\n' + body.map((l) => l + '\r\n').join('') : ''));
@@ -50,7 +50,7 @@ void test('split and join give back every byte', () => {
   );
 });
 
-void test('fix-ups only remove Bcc and append missing fields; everything else is byte-identical', () => {
+test('fix-ups only remove Bcc and append missing fields; everything else is byte-identical', () => {
   fc.assert(
     fc.property(fc.array(fieldArb, { maxLength: 8 }), bodyArb, (fields, bodyLines) => {
       const body = bodyLines.map((l) => l + '\r\n').join('');
@@ -72,7 +72,7 @@ void test('fix-ups only remove Bcc and append missing fields; everything else is
   );
 });
 
-void test('a message with no blank line and no body still gets its fields in the header', () => {
+test('a message with no blank line and no body still gets its fields in the header', () => {
   const res = applySubmissionFixups(splitMessage(b('Subject: only headers\r\n')), opts);
   assert.equal(
     res.message.toString(),
@@ -80,14 +80,14 @@ void test('a message with no blank line and no body still gets its fields in the
   );
 });
 
-void test('a "Bcc:" line in the body is not a header', () => {
+test('a "Bcc:" line in the body is not a header', () => {
   const raw = b('Subject: x\r\n\r\nBcc: stays@example.test\r\n');
   const res = applySubmissionFixups(splitMessage(raw), opts);
   assert.equal(res.removedBcc, 0);
   assert.ok(res.message.toString().endsWith('\r\n\r\nBcc: stays@example.test\r\n'));
 });
 
-void test('From: values: display names, encoded words, groups, folding', () => {
+test('From: values: display names, encoded words, groups, folding', () => {
   const m = splitMessage(
     b(
       'From: "Doe, Jane" <jane@example.test>,\r\n =?UTF-8?Q?J=C3=BCrgen?= <j@example.test>\r\n' +
@@ -104,7 +104,7 @@ void test('From: values: display names, encoded words, groups, folding', () => {
   ]);
 });
 
-void test('ownership: exact, case-insensitive, plus-address; never a lookalike', () => {
+test('ownership: exact, case-insensitive, plus-address; never a lookalike', () => {
   const owned = new Set(['alice@example.test', 'team@example.test']);
   for (const a of ['alice@example.test', 'ALICE@Example.Test', 'alice+x@example.test', 'team+y@example.test'])
     assert.equal(ownsAddress(owned, a, '+'), true, a);

@@ -56,8 +56,8 @@ async function data(c: RawSmtp, raw: string) {
   return c.read();
 }
 
-void describe('sender restrictions', () => {
-  void test("MAIL FROM another user's address: 553 5.7.1", async () => {
+describe('sender restrictions', () => {
+  test("MAIL FROM another user's address: 553 5.7.1", async () => {
     const c = await session();
     const r = await c.cmd('MAIL FROM:<bob@example.test>');
     assert.equal(
@@ -73,7 +73,7 @@ void describe('sender restrictions', () => {
     b.close();
   });
 
-  void test('own address, plus-address, alias and nested alias are allowed', async () => {
+  test('own address, plus-address, alias and nested alias are allowed', async () => {
     const c = await session();
     for (const from of [
       'alice@example.test',
@@ -87,7 +87,7 @@ void describe('sender restrictions', () => {
     c.close();
   });
 
-  void test('From: header of another user: 553 5.7.1 after DATA; an alias in From: is accepted', async () => {
+  test('From: header of another user: 553 5.7.1 after DATA; an alias in From: is accepted', async () => {
     const c = await session();
     await c.cmd('MAIL FROM:<alice@example.test>');
     await c.cmd('RCPT TO:<bob@example.test>');
@@ -109,7 +109,7 @@ void describe('sender restrictions', () => {
   });
 });
 
-void describe('recipient checks', () => {
+describe('recipient checks', () => {
   const cases: [string, RegExp][] = [
     ['someone@remote.test', /^250 /],
     ['someone@aonly.test', /^250 /],
@@ -125,7 +125,7 @@ void describe('recipient checks', () => {
     ['anyone@example.test', /^250 /], // catch-all
   ];
   for (const [rcpt, want] of cases) {
-    void test(`RCPT TO:<${rcpt}>`, async () => {
+    test(`RCPT TO:<${rcpt}>`, async () => {
       const c = await session();
       await c.cmd('MAIL FROM:<alice@example.test>');
       const r = await c.cmd(`RCPT TO:<${rcpt}>`);
@@ -135,8 +135,8 @@ void describe('recipient checks', () => {
   }
 });
 
-void describe('messages', () => {
-  void test('RFC 6409 fix-ups: Date and Message-ID added, Bcc removed, the rest byte-identical', async () => {
+describe('messages', () => {
+  test('RFC 6409 fix-ups: Date and Message-ID added, Bcc removed, the rest byte-identical', async () => {
     const headers =
       'Subject: fix-ups\r\n' +
       'From: Alice <alice@example.test>\r\n' +
@@ -167,7 +167,7 @@ void describe('messages', () => {
     assert.equal(text.slice(sep + 4), body.replace('..leading', '.leading'));
   });
 
-  void test('existing Date and Message-ID are kept; a missing From is added from MAIL FROM', async () => {
+  test('existing Date and Message-ID are kept; a missing From is added from MAIL FROM', async () => {
     const c = await session();
     await c.cmd('MAIL FROM:<alice@example.test>');
     await c.cmd('RCPT TO:<bob@remote.test>');
@@ -183,7 +183,7 @@ void describe('messages', () => {
     assert.ok(text.includes('From: <alice@example.test>\r\n'));
   });
 
-  void test('the Received header names neither client IP nor host name unless configured', async () => {
+  test('the Received header names neither client IP nor host name unless configured', async () => {
     const c = await session();
     await c.cmd('MAIL FROM:<alice@example.test>');
     await c.cmd('RCPT TO:<bob@remote.test>');
@@ -210,7 +210,7 @@ void describe('messages', () => {
     assert.match(text2, /^Received: from laptop\.example\.net \([^)]* \[127\.0\.0\.1\]\)\r\n/);
   });
 
-  void test('local recipients reach the Maildir through the delivery service', async () => {
+  test('local recipients reach the Maildir through the delivery service', async () => {
     const transport = nodemailer.createTransport({
       host: '127.0.0.1',
       port: t.msa.ports.submission,
@@ -234,7 +234,7 @@ void describe('messages', () => {
     assert.ok(text.includes('Subject: to a local mailbox'));
   });
 
-  void test('remote recipients land in `outbound` with the envelope; local ones do not', async () => {
+  test('remote recipients land in `outbound` with the envelope; local ones do not', async () => {
     const c = await session();
     await c.cmd('MAIL FROM:<alice+news@example.test>');
     await c.cmd('RCPT TO:<bob@remote.test>');
@@ -256,8 +256,8 @@ void describe('messages', () => {
   });
 });
 
-void describe('DKIM', () => {
-  void test('rsa-sha256 and ed25519-sha256 signatures verify with mailauth', async () => {
+describe('DKIM', () => {
+  test('rsa-sha256 and ed25519-sha256 signatures verify with mailauth', async () => {
     const store = new DkimKeyStore(t.p.redis.redis);
     for (const [selector, algo] of [
       ['rsa1', 'rsa'],
@@ -292,7 +292,7 @@ void describe('DKIM', () => {
     assert.deepEqual(verified.results.map((x) => x.selector).sort(), ['ed1', 'rsa1']);
   });
 
-  void test('a domain without keys is sent unsigned', async () => {
+  test('a domain without keys is sent unsigned', async () => {
     const c = await session();
     await c.cmd('MAIL FROM:<alice@example.test>');
     await c.cmd('RCPT TO:<bob@remote.test>');
@@ -302,8 +302,8 @@ void describe('DKIM', () => {
   });
 });
 
-void describe('broker', () => {
-  void test('broker unavailable: 451 4.3.0, never 250', async () => {
+describe('broker', () => {
+  test('broker unavailable: 451 4.3.0, never 250', async () => {
     const c = await session();
     await c.cmd('MAIL FROM:<alice@example.test>');
     await c.cmd('RCPT TO:<bob@example.test>');
@@ -316,7 +316,7 @@ void describe('broker', () => {
     await t.rt.bus.waitConnected(15_000);
   });
 
-  void test('/metrics counts submissions, rejections by reason and signatures', async () => {
+  test('/metrics counts submissions, rejections by reason and signatures', async () => {
     const body = await (await fetch(`http://127.0.0.1:${t.rt.httpPort}/metrics`)).text();
     for (const re of [
       /mailyard_msa_submissions_total [1-9]/,
