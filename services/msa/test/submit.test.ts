@@ -256,6 +256,33 @@ describe('messages', () => {
   });
 });
 
+describe('limits and line endings', () => {
+  test('a message over message_size_limit: 552 5.3.4', async () => {
+    const small = await t.another({ message_size_limit: 4096 });
+    const c = await session('alice@example.test', small.ports.submission);
+    assert.match((await c.cmd('MAIL FROM:<alice@example.test> SIZE=99999')).text, /^552 5\.3\.4 /);
+    await c.cmd('MAIL FROM:<alice@example.test>');
+    await c.cmd('RCPT TO:<bob@remote.test>');
+    const r = await data(c, 'From: alice@example.test\r\n\r\n' + 'x'.repeat(990).concat('\r\n').repeat(6));
+    assert.match(r.text, /^552 5\.3\.4 /);
+    c.close();
+  });
+
+  test('bare LF before a dot line: 554 5.6.0; other bare LFs become CRLF', async () => {
+    const c = await session();
+    await c.cmd('MAIL FROM:<alice@example.test>');
+    await c.cmd('RCPT TO:<bob@remote.test>');
+    const r = await data(c, 'From: alice@example.test\r\n\r\nhello\n.\nRCPT TO:<x@remote.test>\r\n');
+    assert.match(r.text, /^554 5\.6\.0 /);
+    await c.cmd('MAIL FROM:<alice@example.test>');
+    await c.cmd('RCPT TO:<bob@remote.test>');
+    const ok = await data(c, 'From: alice@example.test\r\n\r\none\ntwo\r\n');
+    c.close();
+    const text = (await t.takeOutbound(queueIdOf(ok.text))).body.toString('latin1');
+    assert.ok(text.endsWith('\r\n\r\none\r\ntwo\r\n'), JSON.stringify(text.slice(-40)));
+  });
+});
+
 describe('DKIM', () => {
   test('rsa-sha256 and ed25519-sha256 signatures verify with mailauth', async () => {
     const store = new DkimKeyStore(t.p.redis.redis);
@@ -270,26 +297,36 @@ describe('DKIM', () => {
     const c = await session('sig@signed.test');
     await c.cmd('MAIL FROM:<sig@signed.test>');
     await c.cmd('RCPT TO:<bob@remote.test>');
+    await c.cmd('RCPT TO:<alice@example.test>');
     const r = await data(
       c,
       'From: Sig <sig@signed.test>\r\nTo: bob@remote.test\r\nSubject: signed\r\nBcc: x@remote.test\r\n\r\nbody\r\n',
     );
     c.close();
-    const { body } = await t.takeOutbound(queueIdOf(r.text));
+    const id = queueIdOf(r.text);
+    const { body } = await t.takeOutbound(id);
     const text = body.toString();
     assert.match(text, /^DKIM-Signature: [^]*a=rsa-sha256/);
     assert.match(text, /a=ed25519-sha256/);
     const res = new Resolver();
     res.setServers([t.p.env.DNS_SERVERS!]);
-    const verified = await dkimVerify(body, {
-      resolver: (name: string, type: string) => res.resolve(name, type) as Promise<string[][]>,
-    });
-    assert.equal(verified.results.length, 2, JSON.stringify(verified.results));
-    for (const x of verified.results) {
-      assert.equal(x.status.result, 'pass', JSON.stringify(x.status));
-      assert.equal(x.signingDomain, 'signed.test');
-    }
-    assert.deepEqual(verified.results.map((x) => x.selector).sort(), ['ed1', 'rsa1']);
+    const verify = async (message: Buffer) => {
+      const verified = await dkimVerify(message, {
+        resolver: (name: string, type: string) => res.resolve(name, type) as Promise<string[][]>,
+      });
+      assert.equal(verified.results.length, 2, JSON.stringify(verified.results));
+      for (const x of verified.results) {
+        assert.equal(x.status.result, 'pass', JSON.stringify(x.status));
+        assert.equal(x.signingDomain, 'signed.test');
+      }
+      assert.deepEqual(verified.results.map((x) => x.selector).sort(), ['ed1', 'rsa1']);
+    };
+    // as queued for the outbound relay, and as filed in a local mailbox (after delivery's own headers)
+    await verify(body);
+    const file = await waitFor(() =>
+      t.p.inbox('alice@example.test').find((f) => readFileSync(f, 'utf8').includes(`id ${id}`)),
+    );
+    await verify(readFileSync(file));
   });
 
   test('a domain without keys is sent unsigned', async () => {
