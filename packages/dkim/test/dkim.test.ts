@@ -4,7 +4,8 @@ import { after, before, test } from 'node:test';
 import { Command } from 'commander';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { createTestRedis, startDnsServer, type TestDnsServer, type TestRedis } from '@mailyard/testkit';
-import { DkimKeyStore, DkimSigner, dkimCommand, dnsRecord, generateDkimKey } from '../src/index.js';
+import { Directory } from '@mailyard/directory';
+import { DkimKeyStore, DkimSigner, dnsRecord, generateDkimKey, registerDkimCommands } from '../src/index.js';
 
 let r: TestRedis;
 let dns: TestDnsServer;
@@ -89,51 +90,65 @@ test('a domain without keys is not signed; the newest key per algorithm is used'
 });
 
 test('dkim generate stores a key and prints a TXT record that verifies', async () => {
+  await new Directory(r.redis).addDomain('cli.test');
   let printed = '';
-  const program = new Command().exitOverride();
-  program.addCommand(
-    dkimCommand({
+  const cli = () => {
+    const program = new Command('mailyard').exitOverride().configureOutput({ writeErr: () => undefined });
+    registerDkimCommands(program, {
+      print: (line) => (printed += line + '\n'),
       withRedis: (fn) => fn(r.redis),
-      isLocalDomain: async (_redis, d) => d === 'cli.test',
-      out: (t) => (printed += t),
-    }),
-  );
-  await program.parseAsync(['dkim', 'generate', 'cli.test', '--selector', 'mail', '--algo', 'ed25519'], {
+      fail: (message) => new Error(`refused: ${message}`),
+    });
+    return program;
+  };
+  await cli().parseAsync(['dkim', 'generate', 'cli.test', '--selector', 'mail', '--algo', 'ed25519'], {
     from: 'user',
   });
-  const name = /^Name: +(\S+)$/m.exec(printed)?.[1];
-  const value = /^Value: +(.+)$/m.exec(printed)?.[1];
+  const name = /^name: +(\S+)$/m.exec(printed)?.[1];
+  const value = /^value: +(.+)$/m.exec(printed)?.[1];
   assert.equal(name, 'mail._domainkey.cli.test');
   assert.match(value ?? '', /^v=DKIM1; k=ed25519; p=[A-Za-z0-9+/]{43}=$/);
+  assert.ok(printed.includes('mail._domainkey.cli.test. IN TXT ( "v=DKIM1; k=ed25519; p='));
   dns.set(name, { TXT: [value!] });
-  const signed = await new DkimSigner(new DkimKeyStore(r.redis)).sign(
-    Buffer.from(message.toString().replace('alice@example.test', 'alice@cli.test')),
-    'cli.test',
-  );
-  const result = await dkimVerify(
-    Buffer.concat([
-      Buffer.from(signed.headers),
-      Buffer.from(message.toString().replace('alice@example.test', 'alice@cli.test')),
-    ]),
-    { resolver: verifier() },
-  );
+  const msg = Buffer.from(message.toString().replace('alice@example.test', 'alice@cli.test'));
+  const signed = await new DkimSigner(new DkimKeyStore(r.redis)).sign(msg, 'cli.test');
+  const result = await dkimVerify(Buffer.concat([Buffer.from(signed.headers), msg]), {
+    resolver: verifier(),
+  });
   assert.equal(result.results[0]?.status.result, 'pass', JSON.stringify(result.results[0]?.status));
 
-  // not a local domain: exit code 1, one sentence
-  let errText = '';
-  const p2 = new Command().exitOverride().configureOutput({ writeErr: (t) => (errText += t) });
-  p2.addCommand(
-    dkimCommand({
-      withRedis: (fn) => fn(r.redis),
-      isLocalDomain: async () => false,
-      out: () => undefined,
-    }).exitOverride(),
+  // an RSA key with the default selector: a 2048-bit key, split in 255-byte strings in the zone line
+  printed = '';
+  await cli().parseAsync(['dkim', 'generate', 'cli.test'], { from: 'user' });
+  assert.match(
+    printed,
+    /rsa-\d{6}\._domainkey\.cli\.test\. IN TXT \( "v=DKIM1; k=rsa; p=[^"]{200,}" "[^"]+" \)/,
   );
-  for (const c of p2.commands)
-    for (const sub of c.commands) sub.exitOverride().configureOutput({ writeErr: (t) => (errText += t) });
-  await assert.rejects(
-    p2.parseAsync(['dkim', 'generate', 'nope.test'], { from: 'user' }),
-    (e: { exitCode?: number }) => e.exitCode === 1,
-  );
-  assert.match(errText, /nope\.test is not a local domain/);
+
+  printed = '';
+  await cli().parseAsync(['dkim', 'list', 'cli.test'], { from: 'user' });
+  assert.match(printed, /^cli\.test\tmail\ted25519\t\S+\ncli\.test\trsa-\d{6}\trsa\t\S+\n$/);
+
+  // refusals come back as the CLI's error, one sentence each
+  for (const [argv, want] of [
+    [['dkim', 'generate', 'nope.test'], /^Error: refused: domain nope\.test is not a local domain/],
+    [
+      ['dkim', 'generate', 'cli.test', '--selector', 'mail'],
+      /^Error: refused: selector mail already exists for cli\.test/,
+    ],
+    [
+      ['dkim', 'generate', 'cli.test', '--bits', '1024', '-s', 'x'],
+      /^Error: refused: RSA key size must be between 2048/,
+    ],
+    [['dkim', 'generate', 'cli.test', '--selector', 'a_b'], /^Error: refused: "a_b" is not a valid selector/],
+    [['dkim', 'show', 'cli.test', 'gone'], /^Error: refused: no DKIM key with selector gone for cli\.test$/],
+    [
+      ['dkim', 'delete', 'cli.test', 'gone'],
+      /^Error: refused: no DKIM key with selector gone for cli\.test$/,
+    ],
+  ] as const) {
+    await assert.rejects(cli().parseAsync([...argv], { from: 'user' }), want);
+  }
+  await cli().parseAsync(['dkim', 'delete', 'cli.test', 'mail'], { from: 'user' });
+  assert.equal((await new DkimKeyStore(r.redis).list('cli.test')).length, 1);
 });
