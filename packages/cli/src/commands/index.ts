@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { CommandContext } from '../context.js';
 import { registerAliasCommands } from './alias.js';
+import { registerAppPasswordCommands } from './app-password.js';
 import { registerDkimCommands } from './dkim.js';
 import { registerDomainCommands } from './domain.js';
 import { registerUserCommands } from './user.js';
@@ -16,5 +17,6 @@ export const commandGroups: readonly CommandGroup[] = [
   registerDomainCommands,
   registerUserCommands,
   registerAliasCommands,
+  registerAppPasswordCommands,
   registerDkimCommands,
 ];
