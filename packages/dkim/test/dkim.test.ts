@@ -5,7 +5,8 @@ import { Command } from 'commander';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { createTestRedis, startDnsServer, type TestDnsServer, type TestRedis } from '@mailyard/testkit';
 import { Directory } from '@mailyard/directory';
-import { DkimKeyStore, DkimSigner, dnsRecord, generateDkimKey, registerDkimCommands } from '../src/index.js';
+import { registerDkimCommands } from '../src/command.js';
+import { DkimKeyStore, DkimSigner, dnsRecord, generateDkimKey } from '../src/index.js';
 
 let r: TestRedis;
 let dns: TestDnsServer;

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { registerDkimCommands as registerDkim } from '@mailyard/dkim';
+import { registerDkimCommands as registerDkim } from '@mailyard/dkim/command';
 import type { CommandContext } from '../context.js';
 import { CliError } from '../errors.js';
 
