@@ -205,7 +205,8 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
     // reject_sender_login_mismatch applies to the author too: From: and Sender: must be ours
     const owned = await ownedAddresses(session, account);
     const authors = [...fieldsNamed(split, 'from'), ...fieldsNamed(split, 'sender')];
-    let authorDomain = parseMailAddress(mailFrom).ok ? mailFrom.slice(mailFrom.lastIndexOf('@') + 1) : null;
+    const envelopeSender = parseMailAddress(mailFrom);
+    let authorDomain = envelopeSender.ok ? envelopeSender.value.domain : null;
     for (const field of authors) {
       const addresses = mailboxAddresses(fieldValue(field));
       if (!addresses.length) throw rejectWith(reply.headerFromMismatch(fieldValue(field), account), session);
@@ -233,8 +234,11 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
     const tlsInfo = cipher ? { protocol: cipher.version ?? 'TLS', cipher: cipher.name ?? 'unknown' } : null;
     const clientHostname =
       session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null;
+    const hideClient = !config.submission_received_client;
     const received = receivedHeader({
-      helo: session.hostNameAppearsAs,
+      // the EHLO name is often the machine's name or its LAN address ("[192.168.1.20]"),
+      // so it is hidden along with the address and the reverse name
+      helo: hideClient ? '' : session.hostNameAppearsAs,
       clientHostname,
       clientIp: session.remoteAddress,
       myhostname: config.myhostname,
@@ -243,7 +247,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       authenticated: true,
       smtputf8: !!(session.envelope as { utf8?: boolean; smtpUtf8?: boolean }).smtpUtf8,
       recipient: rcpts.length === 1 ? rcpts[0]!.address : null,
-      hideClient: !config.submission_received_client,
+      hideClient,
     });
     let message = Buffer.concat([Buffer.from(received), fixed.message]);
 

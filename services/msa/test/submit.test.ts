@@ -195,10 +195,11 @@ describe('messages', () => {
     assert.match(
       received,
       new RegExp(
-        `^Received: from laptop\\.example\\.net\\r\\n\\t\\(using TLSv1\\.[23] with cipher [^)]+\\)\\r\\n\\tby submit\\.mailyard\\.test \\(Mailyard\\) with ESMTPSA id ${id}\\r\\n\\tfor <bob@remote\\.test>; `,
+        `^Received: from unknown\\r\\n\\t\\(using TLSv1\\.[23] with cipher [^)]+\\)\\r\\n\\tby submit\\.mailyard\\.test \\(Mailyard\\) with ESMTPSA id ${id}\\r\\n\\tfor <bob@remote\\.test>; `,
       ),
     );
     assert.ok(!text.includes('127.0.0.1'), 'client IP leaked');
+    assert.ok(!text.includes('laptop.example.net'), 'client EHLO name leaked');
 
     const open = await t.another({ submission_received_client: true });
     const d = await session('alice@example.test', open.ports.submission);
