@@ -1,0 +1,4 @@
+export * from './restrictions.js';
+export * from './access.js';
+export * from './keys.js';
+export * from './store.js';
