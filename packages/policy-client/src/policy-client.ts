@@ -137,7 +137,11 @@ export class PolicyClient {
   }
 
   /** Asks for a decision; `message` is the raw message at the data stage. */
-  async ask(request: Omit<PolicyRequestInput, 'v'>, message?: Buffer): Promise<PolicyDecision> {
+  async ask(
+    request: Omit<PolicyRequestInput, 'v'>,
+    message?: Buffer,
+    timeoutMs = this.opts.timeoutMs,
+  ): Promise<PolicyDecision> {
     const req = PolicyRequest.parse({ ...request, v: POLICY_VERSION });
     const started = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
@@ -157,7 +161,7 @@ export class PolicyClient {
         this.opts.observe?.(req.stage, seconds(), 'timeout');
         this.log.warn({ sid: req.sessionId, stage: req.stage }, 'policy service did not answer in time');
         resolve(this.fallback('timeout'));
-      }, this.opts.timeoutMs);
+      }, timeoutMs);
       this.pending.set(id, {
         timer,
         resolve: (d) => {
@@ -170,7 +174,7 @@ export class PolicyClient {
           replyTo: REPLY_TO,
           correlationId: id,
           persistent: false,
-          expiration: String(this.opts.timeoutMs),
+          expiration: String(timeoutMs),
           headers: { [POLICY_REQUEST_HEADER]: JSON.stringify(req), [POLICY_CORRELATION_HEADER]: id },
         });
       } catch (err) {

@@ -108,6 +108,8 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
     const end = metrics.decisionLatency.startTimer({ stage: req.stage });
     const { roundTrips, ...decision } = await engine.decide(req, message);
     end();
+    // every refusal names what `mailyard policy explain` and the log know it by
+    if (decision.reply) decision.reply.text += ` (ref ${req.queueId ?? req.sessionId})`;
     metrics.decisions.inc({ stage: req.stage, action: decision.action });
     metrics.redisRoundTrips.inc({ stage: req.stage }, roundTrips);
     const log = decision.action === 'continue' ? logger.debug.bind(logger) : logger.info.bind(logger);
