@@ -131,7 +131,8 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       ip: session.remoteAddress,
       hostname:
         session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null,
-      helo: session.hostNameAppearsAs ?? '',
+      // false before HELO
+      helo: typeof session.hostNameAppearsAs === 'string' ? session.hostNameAppearsAs : '',
     },
     sender: session.envelope.mailFrom ? session.envelope.mailFrom.address : null,
     recipients: session.envelope.rcptTo.map((r) => r.address),

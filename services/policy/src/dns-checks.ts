@@ -33,7 +33,13 @@ export function measuredResolver(resolver: MailResolver, metrics: PolicyMetrics)
     resolve4: wrap('A', (n: string) => resolver.resolve4(n)),
     resolve6: wrap('AAAA', (n: string) => resolver.resolve6(n)),
     resolveTxt: wrap('TXT', (n: string) => resolver.resolveTxt(n)),
-    reverse: wrap('PTR', (ip: string) => resolver.reverse(ip)),
+    // node's reverse() reports SERVFAIL as ENOTFOUND (a definite "no"); asking for the
+    // PTR record by name keeps the difference between "no name" and "DNS broken"
+    reverse: wrap('PTR', (ip: string) => {
+      const plain = ip.replace(/^::ffff:/i, '');
+      const name = dnsblName(plain, isIP(plain) === 6 ? 'ip6.arpa' : 'in-addr.arpa');
+      return name ? resolver.raw.resolvePtr(name) : resolver.reverse(ip);
+    }),
   };
 }
 
