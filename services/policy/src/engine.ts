@@ -373,7 +373,6 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
     }
     ctx.rspamdSymbols = Object.keys(r.symbols);
     const top = Object.entries(r.symbols)
-      .filter(([, s]) => (s.score ?? 0) !== 0)
       .sort((a, b) => Math.abs(b[1].score ?? 0) - Math.abs(a[1].score ?? 0))
       .slice(0, 8)
       .map(([n, s]) => `${n}(${(s.score ?? 0).toFixed(2)})`)

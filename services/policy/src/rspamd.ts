@@ -67,9 +67,10 @@ export async function rspamdLearn(
     body: message,
     signal: AbortSignal.timeout(timeoutMs),
   });
-  // 208: already learned; rspamd also refuses messages too small to learn from
+  // 208 or "already learned": the classifier is where we want it
   if (!res.ok && res.status !== 208) {
     const text = await res.text().catch(() => '');
+    if (/already learned/i.test(text)) return;
     throw new Error(`rspamd learn${kind} answered HTTP ${res.status} ${text.slice(0, 200)}`);
   }
 }
