@@ -220,7 +220,13 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
           port: config.policy_delegation_port,
           host: config.listen_address,
           logger,
-          decide: (req) => decide(req),
+          // Postfix asks once, usually at RCPT (smtpd_delay_reject): the helo and
+          // sender lists run there too, before the relay and recipient lists
+          decide: async (req) => {
+            if (req.stage !== 'rcpt') return decide(req);
+            const first = await decide({ ...req, stage: 'mail' });
+            return first.action === 'continue' ? decide(req) : first;
+          },
         });
       }
       logger.info(
