@@ -309,6 +309,11 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     const rcpts = session.envelope.rcptTo as RoutedRecipient[];
     const st = txState(session);
     let filing: Envelope['filing'];
+    if (policy && st.discard) {
+      metrics.messages.inc({ result: 'discarded', reason: 'policy' });
+      logger.info({ queueId, sid: session.id, client: session.remoteAddress }, 'discarded by policy');
+      return queueId;
+    }
     if (policy) {
       const d = await policy.ask(
         { ...policyRequest(session, 'data'), queueId, size: body.length },
@@ -317,7 +322,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       );
       const rej = policyReject(d, 'data');
       if (rej) throw rejectWith(rej, session, { queueId });
-      if (d.action === 'discard' || st.discard) {
+      if (d.action === 'discard') {
         metrics.messages.inc({ result: 'discarded', reason: 'policy' });
         logger.info({ queueId, sid: session.id, client: session.remoteAddress }, 'discarded by policy');
         return queueId;

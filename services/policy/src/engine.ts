@@ -309,7 +309,19 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
       helo: req.client.helo || undefined,
       sender: req.sender ?? '',
       mta: authservId,
-      resolver: (name: string, type: string) => raw.resolve(name, type as 'TXT'),
+      // mailauth's lookups go through our resolver too, timed and counted like the others
+      resolver: async (name: string, type: string) => {
+        const end = metrics.dnsLatency.startTimer({ type });
+        try {
+          return await raw.resolve(name, type as 'TXT');
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code !== 'ENOTFOUND' && code !== 'ENODATA') metrics.dnsFailures.inc({ type });
+          throw err;
+        } finally {
+          end();
+        }
+      },
       disableBimi: true,
     });
     // forged results under our own name are removed (RFC 8601 §5); ours replace them

@@ -235,6 +235,21 @@ describe('recipient restrictions', () => {
     });
   });
 
+  test('check_recipient_access DISCARD: 250 to the client, nothing queued', async () => {
+    await rules.accessSet('recipient_access', 'address', 'alice+drop@example.test', 'DISCARD');
+    await setRules({ smtpd_recipient_restrictions: ['check_recipient_access recipient_access'] });
+    const discarded = async () => {
+      const m = (await p.inboundRt.registry.getMetricsAsJSON()).find(
+        (x) => x.name === 'mailyard_mta_inbound_messages_total',
+      );
+      return (m?.values ?? []).find((v) => v.labels.result === 'discarded')?.value ?? 0;
+    };
+    const before = await discarded();
+    const r = await attempt({ rcpt: 'alice+drop@example.test' });
+    assert.equal(r.code, 250);
+    assert.equal(await discarded(), before + 1);
+  });
+
   test('reject_unauth_destination refuses relaying even when the listener would route it', async () => {
     const d = await p.policy!.decide({
       stage: 'rcpt',
