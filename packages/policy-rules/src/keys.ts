@@ -19,5 +19,7 @@ export const PolicyKeys = {
   explain: (id: string) => `policy:explain:${id}`,
   greylistTriplet: (hash: string) => `policy:grey:t:${hash}`,
   greylistClient: (net: string) => `policy:grey:c:${net}`,
+  /** A sender domain whose mail passed with SPF or DKIM authentication before. */
+  greylistAuthenticated: (domain: string) => `policy:grey:a:${domain.toLowerCase()}`,
   rate: (counter: string, key: string) => `policy:rate:${counter}:${key}`,
 } as const;

@@ -36,6 +36,9 @@ export const policySchema = z.object({
   greylist_retry_window: duration('2d'),
   /** Greylisting: let clients with forward-confirmed reverse DNS through once their network passed before. */
   greylist_auto_allow_fcrdns: bool(true),
+  /** Greylisting: let a sender domain through once its mail was accepted authenticated (SPF or DKIM),
+   *  when the new attempt passes SPF. */
+  greylist_auto_allow_authenticated: bool(false),
   /** rspamd's normal worker, e.g. http://127.0.0.1:11333 (unset: no spam filter). */
   rspamd_url: optionalUrl(['http', 'https']),
   /** rspamd's controller worker for learning, e.g. http://127.0.0.1:11334 (unset: no learning). */

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { authenticate } from 'mailauth';
+import { authenticate, spf as spfCheck } from 'mailauth';
 import { ipInNetworks, ipToBigInt } from '@mailyard/config';
 import {
   POLICY_VERSION,
@@ -237,6 +237,24 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
       .update(`${net}\0${req.sender.toLowerCase()}\0${req.recipient.toLowerCase()}`)
       .digest('hex')
       .slice(0, 32);
+    if (config.greylist_auto_allow_authenticated && req.sender) {
+      const domain = domainOf(req.sender);
+      const known = await redis.exists(PolicyKeys.greylistAuthenticated(domain));
+      ctx.roundTrips++;
+      if (known) {
+        const r = await spfCheck({
+          sender: req.sender,
+          ip: req.client.ip.replace(/^::ffff:/i, ''),
+          helo: req.client.helo || req.client.ip,
+          mta: authservId,
+          resolver: (name: string, type: string) => resolver.raw.resolve(name, type as 'TXT'),
+        });
+        if (resultOf(r) === 'pass') {
+          note(ctx, 'check_policy_greylist', 'auto-allowed-authenticated', domain);
+          return DUNNO;
+        }
+      }
+    }
     let autoAllow: '0' | '1' = '0';
     if (config.greylist_auto_allow_fcrdns) {
       const f = await lookupFcrdns(resolver, req.client.ip);
@@ -334,6 +352,16 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
     ctx.spf = spf;
     note(ctx, 'spf', spf);
     const dkim = (res.dkim?.results ?? []).map((r) => r.status?.result ?? 'none');
+    if (config.greylist_auto_allow_authenticated && req.sender) {
+      const domain = domainOf(req.sender);
+      const dkimOk = (res.dkim?.results ?? []).some(
+        (r) => r.status?.result === 'pass' && r.signingDomain?.toLowerCase() === domain,
+      );
+      if (spf === 'pass' || dkimOk) {
+        await redis.set(PolicyKeys.greylistAuthenticated(domain), '1', 'PX', config.greylist_pass_ttl);
+        ctx.roundTrips++;
+      }
+    }
     note(ctx, 'dkim', dkim.length ? dkim.join(',') : 'none');
     const arc = resultOf(res.arc);
     if (arc) note(ctx, 'arc', arc);

@@ -20,7 +20,11 @@ const { privateKey, publicKey } = generateKeyPairSync('rsa', {
 before(async () => {
   p = await startPlatform({
     inbound: { mynetworks: '127.0.0.1/32', policy_timeout: '20s' },
-    policy: { mynetworks: '127.0.0.1/32', authserv_id: 'mx.mailyard.test' },
+    policy: {
+      mynetworks: '127.0.0.1/32',
+      authserv_id: 'mx.mailyard.test',
+      greylist_auto_allow_authenticated: true,
+    },
     zone: {
       '5.0.0.127.in-addr.arpa': { PTR: ['client.example.net'] },
       'client.example.net': { A: ['127.0.0.5'], TXT: ['v=spf1 a -all'] },
@@ -184,5 +188,29 @@ describe('forged Authentication-Results', () => {
     assert.ok(text.includes('Authentication-Results: other.example; dkim=pass'));
     assert.ok(!text.includes('X-Mailyard-Policy: inbox; forged'));
     assert.match(authResults(text), /spf=fail/);
+  });
+});
+
+describe('greylisting and authenticated senders', () => {
+  test('a domain whose mail was accepted with SPF pass is not greylisted while SPF passes', async () => {
+    const rules = new PolicyRules(p.redis.redis, p.redis.prefix);
+    await rules.set('smtpd_recipient_restrictions', ['check_policy_greylist']);
+    const v = Number(await p.redis.redis.get('policy:version'));
+    await waitFor(() => p.policy!.rulesVersion >= v);
+    const rcpt = async (from: string) => {
+      const c = await RawSmtp.connect(p.inbound.port, '127.0.0.1', { localAddress: '127.0.0.5' });
+      try {
+        await c.read();
+        await c.cmd('EHLO client.example.net');
+        await c.cmd(`MAIL FROM:<${from}>`);
+        return await c.cmd('RCPT TO:<alice@example.test>');
+      } finally {
+        c.close();
+      }
+    };
+    // spf-pass.test sent authenticated mail in the tests above
+    assert.equal((await rcpt('another@spf-pass.test')).code, 250);
+    // spf-soft.test never passed SPF: greylisted
+    assert.equal((await rcpt('another@spf-soft.test')).code, 450);
   });
 });
