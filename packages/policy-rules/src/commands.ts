@@ -8,6 +8,11 @@ import type { PolicyRules, TableKind } from './store.js';
  * thrown (RestrictionError, AccessError) with one sentence naming what was wrong.
  */
 
+/** An operator mistake the CLI reports in one sentence (nothing recorded, etc.). */
+export class PolicyCommandError extends Error {
+  override readonly name = 'PolicyCommandError';
+}
+
 /** Postfix writes lists with commas: "permit_mynetworks, reject_rbl_client zen.example". */
 export function splitEntries(words: string[]): string[] {
   return words
@@ -99,7 +104,9 @@ export async function userList(
 export async function explain(rules: PolicyRules, id: string): Promise<string[]> {
   const rec = await rules.explain(id);
   if (!rec)
-    throw new Error(`nothing recorded for ${id} (refusals are kept for EXPLAIN_TTL, 7 days by default)`);
+    throw new PolicyCommandError(
+      `nothing recorded for ${id} (refusals are kept for EXPLAIN_TTL, 7 days by default)`,
+    );
   const out = [
     `${rec.id}: ${rec.action} at ${rec.stage} stage, ${rec.at}`,
     `  client ${rec.client}${rec.sender !== null ? `, from <${rec.sender}>` : ''}${rec.recipient ? `, to <${rec.recipient}>` : ''}`,
