@@ -41,8 +41,12 @@ export const mtaInboundSchema = z.object({
   proxy_protocol_trusted_networks: cidrList([]),
   /** Plus-addressing separator (Postfix: recipient_delimiter). */
   recipient_delimiter: z.string().min(1).max(1).default('+'),
-  /** Ask services/policy at each SMTP stage (RPC over RabbitMQ). Off: only the built-in relay and syntax checks. */
-  policy_enabled: bool(true),
+  /**
+   * Ask services/policy at each SMTP stage (RPC over RabbitMQ). Off by default so that a
+   * deployment without the policy service keeps working as before (only the built-in
+   * relay and syntax checks); turn it on wherever the policy service runs.
+   */
+  policy_enabled: bool(false),
   /** How long to wait for a policy decision before connect, MAIL and RCPT. */
   policy_timeout: duration('5s'),
   /** How long to wait for the end-of-DATA decision (virus and spam scanning included). */

@@ -119,7 +119,7 @@ export async function startClamd(): Promise<Scanner> {
     dir.cleanup();
     throw new Error(`clamd did not start: ${(err as Error).message}\n${log()}`);
   }
-  return { url: `tcp://127.0.0.1:${port}`, stop: stopper(child, dir.cleanup), log };
+  return { url: `tcp://127.0.0.1:${port}`, stop: stopper(child, () => dir.cleanup()), log };
 }
 
 /** rspamd on loopback ports with GTUBE test patterns on, no Redis, DNS through the test server. */
@@ -194,7 +194,7 @@ export async function startRspamd(dnsServer: string): Promise<Scanner> {
   return {
     url,
     controllerUrl: `http://127.0.0.1:${controller}`,
-    stop: stopper(child, dir.cleanup),
+    stop: stopper(child, () => dir.cleanup()),
     log: () => output,
   };
 }
