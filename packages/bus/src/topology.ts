@@ -14,6 +14,7 @@ import {
  *   exchange `mail` (direct) --delivery--> quorum queue `delivery`
  *                            --outbound--> quorum queue `outbound`
  *   exchange `mail.dlx` (fanout) --------> quorum queue `dead-letter`
+ *   default exchange --policy--> classic queue `policy` (RPC, replies by direct reply-to)
  *   exchange `events` (topic): `mailbox.changed`; subscribers bind their own
  *                              exclusive queues.
  *
@@ -56,6 +57,13 @@ export const QUEUES: QueueSpec[] = [
       'x-dead-letter-exchange': DEAD_LETTER_EXCHANGE,
       'x-delivery-limit': QUEUE_DELIVERY_LIMIT,
     }),
+  },
+  {
+    // Policy RPC: requests are transient (non-persistent, short TTL: an answer
+    // nobody waits for any more is useless), so a classic queue, not a quorum one.
+    name: Queues.policy,
+    bindings: [],
+    arguments: { 'x-queue-type': 'classic', 'x-message-ttl': 30_000 },
   },
   {
     name: Queues.deadLetter,
