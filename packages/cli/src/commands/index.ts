@@ -4,6 +4,7 @@ import { registerAliasCommands } from './alias.js';
 import { registerAppPasswordCommands } from './app-password.js';
 import { registerDkimCommands } from './dkim.js';
 import { registerDomainCommands } from './domain.js';
+import { registerPolicyCommands } from './policy.js';
 import { registerUserCommands } from './user.js';
 
 /** Adds one command group (`mailyard <group> <verb>`) to the program. */
@@ -19,4 +20,5 @@ export const commandGroups: readonly CommandGroup[] = [
   registerAliasCommands,
   registerAppPasswordCommands,
   registerDkimCommands,
+  registerPolicyCommands,
 ];
