@@ -4,7 +4,6 @@
 // reads, nothing waits on a dependency that can never become healthy, relaying stays
 // closed, Prometheus scrapes the ports the services listen on, and the dashboard asks for
 // metrics that exist. The image's build step (scripts/build-service.mjs) is run for real.
-/* eslint-disable @typescript-eslint/no-floating-promises -- node:test tracks the promises that test() and describe() return */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -19,10 +18,9 @@ import { ipInNetworks, parseCidr } from '@mailyard/config';
 // Not a dependency of the repository root; the registry each service's process creates.
 import { createRegistry } from '../packages/observability/src/index.ts';
 // This test is not a service: it checks the deployment against every service's config schema.
-// eslint-disable-next-line no-restricted-imports
 import { deliverySchema } from '@mailyard/service-delivery';
-// eslint-disable-next-line no-restricted-imports
 import { mtaInboundSchema } from '@mailyard/service-mta-inbound';
+import { msaSchema } from '@mailyard/service-msa';
 import { outboundRelaySchema } from '@mailyard/service-outbound-relay';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -31,10 +29,11 @@ const read = (path: string) => readFileSync(join(root, path), 'utf8');
 /** Config schema of each service built from deploy/Dockerfile, by its directory in services/. */
 const serviceSchemas: Record<
   string,
-  typeof mtaInboundSchema | typeof deliverySchema | typeof outboundRelaySchema
+  typeof mtaInboundSchema | typeof deliverySchema | typeof msaSchema | typeof outboundRelaySchema
 > = {
   'mta-inbound': mtaInboundSchema,
   delivery: deliverySchema,
+  msa: msaSchema,
   'outbound-relay': outboundRelaySchema,
 };
 

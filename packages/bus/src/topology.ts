@@ -17,6 +17,7 @@ import {
  *                            --outbound.delay.<d>--> classic queue `outbound.delay.<d>`
  *                                   (TTL <d>, then dead-lettered to `mail`/`outbound`)
  *   exchange `mail.dlx` (fanout) --------> quorum queue `dead-letter`
+ *   default exchange --policy--> classic queue `policy` (RPC, replies by direct reply-to)
  *   exchange `events` (topic): `mailbox.changed`; subscribers bind their own
  *                              exclusive queues.
  *
@@ -59,6 +60,13 @@ export const QUEUES: QueueSpec[] = [
       'x-dead-letter-exchange': DEAD_LETTER_EXCHANGE,
       'x-delivery-limit': QUEUE_DELIVERY_LIMIT,
     }),
+  },
+  {
+    // Policy RPC: requests are transient (non-persistent, short TTL: an answer
+    // nobody waits for any more is useless), so a classic queue, not a quorum one.
+    name: Queues.policy,
+    bindings: [],
+    arguments: { 'x-queue-type': 'classic', 'x-message-ttl': 30_000 },
   },
   {
     name: Queues.deadLetter,

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { z } from 'zod';
-import { tempDir } from '@mailyard/testkit';
 import { ConfigError, bytes, cidrList, duration, ipInNetworks, loadConfig, port } from '../src/index.js';
 
 const schema = z.object({
@@ -13,6 +13,10 @@ const schema = z.object({
   mynetworks: cidrList(['127.0.0.0/8']),
   smtpd_timeout: duration('300s'),
 });
+const tempDir = () => {
+  const path = mkdtempSync(join(tmpdir(), 'mailyard-config-'));
+  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+};
 const root = new URL('../../..', import.meta.url).pathname;
 
 test('defaults, environment and file: environment wins over the file', () => {

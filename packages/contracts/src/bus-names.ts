@@ -15,6 +15,8 @@ export const Queues = {
   outbound: 'outbound',
   /** Poison messages: failed processing N times, or failed contract validation. */
   deadLetter: 'dead-letter',
+  /** Policy RPC requests (stage decisions), consumed by services/policy; replies use direct reply-to. */
+  policy: 'policy',
 } as const;
 export type QueueName = (typeof Queues)[keyof typeof Queues];
 
@@ -27,6 +29,10 @@ export type MailRoutingKey = (typeof RoutingKeys)[keyof typeof RoutingKeys];
 
 export const EventKeys = {
   mailboxChanged: 'mailbox.changed',
+  /** A user filed a message into Junk: train the spam filter (payload: LearnEvent). */
+  learnSpam: 'learn.spam',
+  /** A user moved a message out of Junk: train as ham (payload: LearnEvent). */
+  learnHam: 'learn.ham',
 } as const;
 
 /** AMQP header names we set on mail messages. */

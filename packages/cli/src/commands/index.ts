@@ -1,7 +1,10 @@
 import type { Command } from 'commander';
 import type { CommandContext } from '../context.js';
 import { registerAliasCommands } from './alias.js';
+import { registerAppPasswordCommands } from './app-password.js';
+import { registerDkimCommands } from './dkim.js';
 import { registerDomainCommands } from './domain.js';
+import { registerPolicyCommands } from './policy.js';
 import { registerQueueGroup } from './queue.js';
 import { registerUserCommands } from './user.js';
 
@@ -16,5 +19,8 @@ export const commandGroups: readonly CommandGroup[] = [
   registerDomainCommands,
   registerUserCommands,
   registerAliasCommands,
+  registerAppPasswordCommands,
+  registerDkimCommands,
+  registerPolicyCommands,
   registerQueueGroup,
 ];
