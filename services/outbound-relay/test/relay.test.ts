@@ -221,9 +221,10 @@ describe('retries', () => {
     const index = new DeferredIndex(p.redis.redis);
     await queueOutbound(p, env, simpleMessage('alice@example.test', 'retry@remote.test', 'greylisted'));
     const entry = await waitFor(() => index.get(env.queueId), { what: 'deferred index entry' });
-    assert.equal(entry.attempts, 1);
+    // (a slow poll may first see the second deferral)
+    assert.ok(entry.attempts === 1 || entry.attempts === 2);
     assert.match(entry.lastError ?? '', /451 4\.7\.1 Greylisted/);
-    assert.equal(entry.queue, 'outbound.delay.200ms');
+    assert.equal(entry.queue, entry.attempts === 1 ? 'outbound.delay.200ms' : 'outbound.delay.400ms');
     const got = await waitFor(() => receivedBy(mx1, 'greylisted'), { what: 'delivery after retries' });
     assert.deepEqual(got.to, ['retry@remote.test']);
     assert.equal(mx1.rcptAttempts.get('retry@remote.test'), 3);
