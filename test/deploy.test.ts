@@ -22,6 +22,7 @@ import { deliverySchema } from '@mailyard/service-delivery';
 import { mtaInboundSchema } from '@mailyard/service-mta-inbound';
 import { msaSchema } from '@mailyard/service-msa';
 import { outboundRelaySchema } from '@mailyard/service-outbound-relay';
+import { policySchema } from '@mailyard/service-policy';
 
 const root = new URL('..', import.meta.url).pathname;
 const read = (path: string) => readFileSync(join(root, path), 'utf8');
@@ -29,12 +30,17 @@ const read = (path: string) => readFileSync(join(root, path), 'utf8');
 /** Config schema of each service built from deploy/Dockerfile, by its directory in services/. */
 const serviceSchemas: Record<
   string,
-  typeof mtaInboundSchema | typeof deliverySchema | typeof msaSchema | typeof outboundRelaySchema
+  | typeof mtaInboundSchema
+  | typeof deliverySchema
+  | typeof msaSchema
+  | typeof outboundRelaySchema
+  | typeof policySchema
 > = {
   'mta-inbound': mtaInboundSchema,
   delivery: deliverySchema,
   msa: msaSchema,
   'outbound-relay': outboundRelaySchema,
+  policy: policySchema,
 };
 
 type Env = Record<string, string | number | boolean | null>;
