@@ -7,6 +7,7 @@ import {
   EVENTS_EXCHANGE,
   Headers,
   MAIL_EXCHANGE,
+  RoutingKeys,
   type Envelope,
   type MailRoutingKey,
 } from '@mailyard/contracts';
@@ -301,6 +302,37 @@ export class Bus {
       body,
       headers: { [ENVELOPE_HEADER]: JSON.stringify(envelope), [Headers.envelopeVersion]: ENVELOPE_VERSION },
       ...(expiration !== undefined ? { expiration } : {}),
+    });
+  }
+
+  /**
+   * Publishes one message for local and remote recipients at once: a single AMQP message
+   * routed to `delivery` and, through the BCC header (RabbitMQ's sender-selected
+   * distribution), to `outbound` as well, so one confirm covers both queues and a
+   * partial failure cannot leave one copy queued while the client is told to retry.
+   */
+  publishMailRouted(
+    body: Buffer,
+    envelope: Envelope,
+    routes: { delivery: string[]; outbound: string[] },
+  ): Promise<void> {
+    const local = routes.delivery.length > 0;
+    const remote = routes.outbound.length > 0;
+    if (!local || !remote) {
+      return this.publishMail(local ? RoutingKeys.delivery : RoutingKeys.outbound, body, {
+        ...envelope,
+        recipients: local ? routes.delivery : routes.outbound,
+      });
+    }
+    const env: Envelope = { ...envelope, recipients: [...routes.delivery, ...routes.outbound], routes };
+    return this.publish({
+      routingKey: RoutingKeys.delivery,
+      body,
+      headers: {
+        [ENVELOPE_HEADER]: JSON.stringify(env),
+        [Headers.envelopeVersion]: ENVELOPE_VERSION,
+        BCC: [RoutingKeys.outbound],
+      },
     });
   }
 

@@ -46,6 +46,17 @@ export const Envelope = z.object({
   lastError: z.string().nullable().default(null),
   /** Policy verdict on filing (Junk, promotions); absent means INBOX. */
   filing: Filing.optional(),
+  /**
+   * Set when one AMQP message is routed to both `delivery` and `outbound` (one publish,
+   * one confirm): the recipients each queue's consumer is for. Consumers read their own
+   * list with `envelopeFor`, never `recipients` directly.
+   */
+  routes: z
+    .object({
+      delivery: z.array(z.string().min(3)).optional(),
+      outbound: z.array(z.string().min(3)).optional(),
+    })
+    .optional(),
 });
 export type Envelope = z.infer<typeof Envelope>;
 export type EnvelopeInput = z.input<typeof Envelope>;
@@ -72,4 +83,18 @@ export function parseEnvelope(raw: unknown): Envelope {
     throw new ContractError(`invalid envelope: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`);
   }
   return result.data;
+}
+
+/**
+ * The envelope as the consumer of `queue` must see it: `recipients` narrowed to that
+ * queue's route, and `routes` dropped so that nothing derived from it (a retry, a
+ * forward) can carry the other queue's recipients along.
+ */
+export function envelopeFor(env: Envelope, queue: 'delivery' | 'outbound'): Envelope {
+  if (!env.routes) return env;
+  const { routes, ...rest } = env;
+  const recipients = routes[queue];
+  if (!recipients?.length)
+    throw new ContractError(`invalid envelope: routes.${queue}: no recipients for this queue`);
+  return { ...rest, recipients };
 }

@@ -7,6 +7,7 @@ import {
   EventKeys,
   Queues,
   RoutingKeys,
+  envelopeFor,
   parseEnvelope,
   type Envelope,
   type MailboxChanged,
@@ -118,7 +119,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   const handle = async (d: Delivery): Promise<void> => {
     let env: Envelope;
     try {
-      env = parseEnvelope(d.headers[ENVELOPE_HEADER]);
+      env = envelopeFor(parseEnvelope(d.headers[ENVELOPE_HEADER]), 'delivery');
     } catch (err) {
       if (err instanceof ContractError) throw new PoisonMessageError(err.message);
       throw err;

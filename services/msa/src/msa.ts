@@ -10,7 +10,7 @@ import type {
 import type { Authenticator } from '@mailyard/auth';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
 import { loadTlsMaterial } from '@mailyard/config';
-import { ENVELOPE_VERSION, RoutingKeys, type Envelope } from '@mailyard/contracts';
+import { ENVELOPE_VERSION, type Envelope } from '@mailyard/contracts';
 import type { Directory } from '@mailyard/directory';
 import type { DkimSigner } from '@mailyard/dkim';
 import type { MailResolver } from '@mailyard/dns';
@@ -286,20 +286,11 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       smtputf8: !!(session.envelope as { smtpUtf8?: boolean }).smtpUtf8,
       lastError: null,
     };
-    const byRoute = new Map<Route, string[]>();
-    for (const r of rcpts) {
-      const route = r.route ?? 'outbound';
-      byRoute.set(route, [...(byRoute.get(route) ?? []), r.address]);
-    }
+    const routes = { delivery: [] as string[], outbound: [] as string[] };
+    for (const r of rcpts) routes[r.route ?? 'outbound'].push(r.address);
     try {
-      await Promise.all(
-        [...byRoute].map(([route, recipients]) =>
-          bus.publishMail(route === 'delivery' ? RoutingKeys.delivery : RoutingKeys.outbound, message, {
-            ...base,
-            recipients,
-          }),
-        ),
-      );
+      // one message, one confirm, for local and remote recipients together
+      await bus.publishMailRouted(message, { ...base, recipients: rcpts.map((r) => r.address) }, routes);
     } catch (err) {
       if (err instanceof BusUnavailableError || err instanceof UnroutableError) {
         logger.warn(
@@ -311,7 +302,8 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       throw err;
     }
     metrics.submissions.inc();
-    for (const [route, list] of byRoute) metrics.recipients.inc({ route }, list.length);
+    for (const [route, list] of Object.entries(routes))
+      if (list.length) metrics.recipients.inc({ route }, list.length);
     metrics.bytes.inc(message.length);
     logger.info(
       {

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { connect, type ChannelModel } from 'amqplib';
 import { AppPasswords, LoginGuard, createAuthenticator } from '@mailyard/auth';
 import { loadConfig } from '@mailyard/config';
-import { ENVELOPE_HEADER, Queues, parseEnvelope, type Envelope } from '@mailyard/contracts';
+import { ENVELOPE_HEADER, Queues, envelopeFor, parseEnvelope, type Envelope } from '@mailyard/contracts';
 import { Directory } from '@mailyard/directory';
 import { DkimKeyStore, DkimSigner } from '@mailyard/dkim';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
@@ -102,7 +102,10 @@ export async function startMsaTestbed(
             for (;;) {
               const msg = await ch.get(Queues.outbound, { noAck: true });
               if (!msg) break;
-              const envelope = parseEnvelope(msg.properties.headers?.[ENVELOPE_HEADER]);
+              const envelope = envelopeFor(
+                parseEnvelope(msg.properties.headers?.[ENVELOPE_HEADER]),
+                'outbound',
+              );
               taken.set(envelope.queueId, { body: msg.content, envelope });
             }
             return taken.get(queueId) ?? null;

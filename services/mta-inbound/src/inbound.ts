@@ -5,7 +5,6 @@ import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
 import { ipInNetworks, loadTlsMaterial } from '@mailyard/config';
 import {
   ENVELOPE_VERSION,
-  RoutingKeys,
   type Envelope,
   type PolicyDecision,
   type PolicyRequestInput,
@@ -372,20 +371,11 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       lastError: null,
       ...(filing ? { filing } : {}),
     };
-    const byRoute = new Map<Route, string[]>();
-    for (const r of rcpts) {
-      const route = r.route ?? 'delivery';
-      byRoute.set(route, [...(byRoute.get(route) ?? []), r.address]);
-    }
+    const routes = { delivery: [] as string[], outbound: [] as string[] };
+    for (const r of rcpts) routes[r.route ?? 'delivery'].push(r.address);
     try {
-      await Promise.all(
-        [...byRoute].map(([route, recipients]) =>
-          bus.publishMail(route === 'delivery' ? RoutingKeys.delivery : RoutingKeys.outbound, message, {
-            ...base,
-            recipients,
-          }),
-        ),
-      );
+      // one message, one confirm, for local and remote recipients together
+      await bus.publishMailRouted(message, { ...base, recipients: rcpts.map((r) => r.address) }, routes);
     } catch (err) {
       if (err instanceof BusUnavailableError || err instanceof UnroutableError) {
         logger.warn(

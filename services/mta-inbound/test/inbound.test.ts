@@ -228,6 +228,33 @@ describe('relay', () => {
   }
 });
 
+describe('routing', () => {
+  test('local and remote recipients travel as one message: each queue sees only its own', async () => {
+    const { connect } = await import('amqplib');
+    const { ENVELOPE_HEADER, envelopeFor, parseEnvelope } = await import('@mailyard/contracts');
+    const before = p.inbox('alice@example.test').length;
+    const c = await session();
+    await c.cmd('MAIL FROM:<x@example.test>');
+    assert.equal((await c.cmd('RCPT TO:<alice@example.test>')).code, 250);
+    assert.equal((await c.cmd('RCPT TO:<far@elsewhere.test>')).code, 250);
+    await c.cmd('DATA');
+    const r = await c.cmd('Subject: both routes\r\n\r\nhi\r\n.');
+    assert.equal(r.code, 250);
+    c.close();
+    await waitFor(() => p.inbox('alice@example.test').length === before + 1);
+    const conn = await connect(p.vhost.url);
+    const ch = await conn.createChannel();
+    const m = await waitFor(async () => ch.get('outbound', { noAck: true }), { what: 'copy in outbound' });
+    const env = envelopeFor(parseEnvelope(m.properties.headers?.[ENVELOPE_HEADER]), 'outbound');
+    assert.deepEqual(env.recipients, ['far@elsewhere.test']);
+    assert.equal(env.routes, undefined);
+    assert.ok(r.text.includes(env.queueId));
+    // the delivery service filed alice's copy and did not forward far@ a second time
+    assert.equal(await ch.get('outbound', { noAck: true }), false);
+    await conn.close();
+  });
+});
+
 describe('limits', () => {
   test('message over message_size_limit: 552 5.3.4, nothing stored', async () => {
     const before = p.inbox('alice@example.test').length;

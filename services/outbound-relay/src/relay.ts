@@ -20,6 +20,7 @@ import {
   Queues,
   RoutingKeys,
   outboundDelayQueue,
+  envelopeFor,
   parseEnvelope,
   type Envelope,
 } from '@mailyard/contracts';
@@ -281,7 +282,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
   const handle = async (d: Delivery): Promise<void> => {
     let env: Envelope;
     try {
-      env = parseEnvelope(d.headers[ENVELOPE_HEADER]);
+      env = envelopeFor(parseEnvelope(d.headers[ENVELOPE_HEADER]), 'outbound');
     } catch (err) {
       if (err instanceof ContractError) throw new PoisonMessageError(err.message);
       throw err;
