@@ -24,19 +24,30 @@ export type FetchItem =
       text: string;
     };
 
-const SIMPLE = new Set(['FLAGS', 'UID', 'RFC822.SIZE', 'INTERNALDATE', 'ENVELOPE', 'BODYSTRUCTURE', 'BODY', 'MODSEQ']);
+const SIMPLE = new Set([
+  'FLAGS',
+  'UID',
+  'RFC822.SIZE',
+  'INTERNALDATE',
+  'ENVELOPE',
+  'BODYSTRUCTURE',
+  'BODY',
+  'MODSEQ',
+]);
 const MACROS: Record<string, string[]> = {
   ALL: ['FLAGS', 'INTERNALDATE', 'RFC822.SIZE', 'ENVELOPE'],
   FAST: ['FLAGS', 'INTERNALDATE', 'RFC822.SIZE'],
   FULL: ['FLAGS', 'INTERNALDATE', 'RFC822.SIZE', 'ENVELOPE', 'BODY'],
 };
 
-const SECTION_RE = /^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d{1,10})(?:\.(\d{1,10}))?>)?$/i;
+const SECTION_RE =
+  /^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d{1,10})(?:\.(\d{1,10}))?>)?$/i;
 
 export function parseSection(text: string, binary: boolean): Section {
-  const m = /^((?:[1-9]\d*)(?:\.[1-9]\d*)*)?(?:(?:^|\.)(HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME)(?: \((.*)\))?)?$/i.exec(
-    text,
-  );
+  const m =
+    /^((?:[1-9]\d*)(?:\.[1-9]\d*)*)?(?:(?:^|\.)(HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME)(?: \((.*)\))?)?$/i.exec(
+      text,
+    );
   if (!m) throw new ParseError(`bad section [${text}]`);
   const path = m[1] ? m[1].split('.').map(Number) : [];
   const spec = (m[2]?.toUpperCase() ?? null) as Section['spec'];
@@ -44,7 +55,12 @@ export function parseSection(text: string, binary: boolean): Section {
   if (spec === 'MIME' && !path.length) throw new ParseError('MIME needs a part number');
   const isFields = spec === 'HEADER.FIELDS' || spec === 'HEADER.FIELDS.NOT';
   if (isFields !== (m[3] !== undefined)) throw new ParseError('HEADER.FIELDS needs a field list');
-  const fields = m[3] ? m[3].trim().split(/\s+/).map((f) => f.replace(/^"|"$/g, '').toLowerCase()) : [];
+  const fields = m[3]
+    ? m[3]
+        .trim()
+        .split(/\s+/)
+        .map((f) => f.replace(/^"|"$/g, '').toLowerCase())
+    : [];
   if (isFields && (!fields.length || fields.some((f) => !f))) throw new ParseError('empty field list');
   return { path, spec, fields };
 }
@@ -66,7 +82,8 @@ function item(atom: string): FetchItem[] {
       kind,
       peek: name.endsWith('.PEEK'),
       section,
-      partial: m[3] !== undefined ? { start: Number(m[3]), length: m[4] !== undefined ? Number(m[4]) : null } : null,
+      partial:
+        m[3] !== undefined ? { start: Number(m[3]), length: m[4] !== undefined ? Number(m[4]) : null } : null,
       text: m[2]!.toUpperCase(),
     },
   ];

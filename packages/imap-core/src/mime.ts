@@ -105,7 +105,10 @@ export function parseParamHeader(value: string): { value: string; params: Record
     if (m) {
       try {
         v = new TextDecoder(m[1] || 'utf-8').decode(
-          Buffer.from(m[2]!.replace(/%([0-9a-f]{2})/gi, (_, h: string) => String.fromCharCode(parseInt(h, 16))), 'latin1'),
+          Buffer.from(
+            m[2]!.replace(/%([0-9a-f]{2})/gi, (_, h: string) => String.fromCharCode(parseInt(h, 16))),
+            'latin1',
+          ),
         );
       } catch {
         v = m[2]!;
@@ -123,11 +126,20 @@ function countLines(buf: Buffer, start: number, end: number): number {
   return n;
 }
 
-export function parseMime(buf: Buffer, start = 0, end = buf.length, defaultType = 'text/plain', depth = 0): MimePart {
+export function parseMime(
+  buf: Buffer,
+  start = 0,
+  end = buf.length,
+  defaultType = 'text/plain',
+  depth = 0,
+): MimePart {
   const { bodyStart, headerStop } = headerEnd(buf, start, end);
   const headers = parseHeaderBlock(buf.toString('latin1', start, headerStop));
   const ct = parseParamHeader(header(headers, 'content-type') ?? defaultType);
-  let [type, subtype] = ct.value.toLowerCase().split('/').map((s) => s.trim());
+  let [type, subtype] = ct.value
+    .toLowerCase()
+    .split('/')
+    .map((s) => s.trim());
   if (!type || !subtype) {
     [type, subtype] = ['text', 'plain'];
     if (!ct.params.charset) ct.params.charset = 'us-ascii';
@@ -215,27 +227,31 @@ export function findPart(root: MimePart, path: number[]): MimePart | null {
 export function decodeWords(text: string): string {
   return text
     .replace(/(=\?[^?]+\?[bBqQ]\?[^?]*\?=)\s+(?==\?)/g, '$1')
-    .replace(/=\?([^?*]+)(?:\*[^?]*)?\?([bBqQ])\?([^?]*)\?=/g, (all, cs: string, enc: string, data: string) => {
-      try {
-        const bytes =
-          enc.toUpperCase() === 'B'
-            ? Buffer.from(data, 'base64')
-            : Buffer.from(
-                data
-                  .replace(/_/g, ' ')
-                  .replace(/=([0-9a-fA-F]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16))),
-                'latin1',
-              );
-        return new TextDecoder(cs).decode(bytes);
-      } catch {
-        return all;
-      }
-    });
+    .replace(
+      /=\?([^?*]+)(?:\*[^?]*)?\?([bBqQ])\?([^?]*)\?=/g,
+      (all, cs: string, enc: string, data: string) => {
+        try {
+          const bytes =
+            enc.toUpperCase() === 'B'
+              ? Buffer.from(data, 'base64')
+              : Buffer.from(
+                  data
+                    .replace(/_/g, ' ')
+                    .replace(/=([0-9a-fA-F]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16))),
+                  'latin1',
+                );
+          return new TextDecoder(cs).decode(bytes);
+        } catch {
+          return all;
+        }
+      },
+    );
 }
 
 /** Content of a body after transfer decoding. */
 export function decodeTransfer(data: Buffer, encoding: string): Buffer {
-  if (encoding === 'base64') return Buffer.from(data.toString('latin1').replace(/[^A-Za-z0-9+/=]/g, ''), 'base64');
+  if (encoding === 'base64')
+    return Buffer.from(data.toString('latin1').replace(/[^A-Za-z0-9+/=]/g, ''), 'base64');
   if (encoding === 'quoted-printable') {
     const s = data
       .toString('latin1')

@@ -89,7 +89,9 @@ export function parseAddressList(value: string): Address[] {
   const text = (ts: string[]) => ts.map((t) => (t.startsWith('"') ? t.slice(1) : t)).join(' ');
   const addrOf = (ts: string[], name: string | null): Address | null => {
     const at = ts.lastIndexOf('@');
-    const mailbox = (at >= 0 ? ts.slice(0, at) : ts).map((t) => (t.startsWith('"') ? t.slice(1) : t)).join('');
+    const mailbox = (at >= 0 ? ts.slice(0, at) : ts)
+      .map((t) => (t.startsWith('"') ? t.slice(1) : t))
+      .join('');
     const host = at >= 0 ? ts.slice(at + 1).join('') : null;
     if (!mailbox && !host) return null;
     return { name, mailbox: mailbox || null, host: host || null };
@@ -133,7 +135,8 @@ function addresses(value: string | null, utf8: boolean): Chunk[] {
   if (!list.length) return ['NIL'];
   // RFC 9051 §9 env-from: "(" 1*address ")", addresses not separated by spaces
   const out: Chunk[] = ['('];
-  for (const a of list) out.push(...paren([str(a.name, utf8), ['NIL'], str(a.mailbox, utf8), str(a.host, utf8)]));
+  for (const a of list)
+    out.push(...paren([str(a.name, utf8), ['NIL'], str(a.mailbox, utf8), str(a.host, utf8)]));
   out.push(')');
   return out;
 }
@@ -142,7 +145,8 @@ function addresses(value: string | null, utf8: boolean): Chunk[] {
 export function envelope(root: MimePart, utf8 = false): Chunk[] {
   const h = root.headers;
   const from = header(h, 'from');
-  const addrs = (name: string, fallback?: string | null) => addresses(header(h, name) ?? fallback ?? null, utf8);
+  const addrs = (name: string, fallback?: string | null) =>
+    addresses(header(h, name) ?? fallback ?? null, utf8);
   return paren([
     str(header(h, 'date'), utf8),
     str(header(h, 'subject'), utf8),
@@ -160,24 +164,42 @@ export function envelope(root: MimePart, utf8 = false): Chunk[] {
 function params(p: Record<string, string>): Chunk[] {
   const keys = Object.keys(p);
   if (!keys.length) return ['NIL'];
-  return paren(keys.flatMap((k) => [str(k.toUpperCase()), str(p[k]!)]));
+  return paren(keys.flatMap((k) => [str(k.toUpperCase()), str(p[k])]));
 }
 
 /** BODY / BODYSTRUCTURE, RFC 9051 §7.5.2; `extended` adds the extension data. */
 export function bodyStructure(part: MimePart, extended: boolean): Chunk[] {
   const dsp = (): Chunk[] =>
-    part.disposition ? paren([str(part.disposition.type.toUpperCase()), params(part.disposition.params)]) : ['NIL'];
+    part.disposition
+      ? paren([str(part.disposition.type.toUpperCase()), params(part.disposition.params)])
+      : ['NIL'];
   const lang = (): Chunk[] =>
-    part.language ? (part.language.length === 1 ? str(part.language[0]) : paren(part.language.map((l) => str(l)))) : ['NIL'];
+    part.language
+      ? part.language.length === 1
+        ? str(part.language[0])
+        : paren(part.language.map((l) => str(l)))
+      : ['NIL'];
   if (part.type === 'multipart') {
     const kids = part.children.length
       ? part.children.map((c) => bodyStructure(c, extended))
       : // an empty multipart still needs one body (RFC 9051 body-type-mpart requires 1*body)
-        [paren([str('TEXT'), str('PLAIN'), paren([str('CHARSET'), str('US-ASCII')]), ['NIL'], ['NIL'], str('7BIT'), ['0'], ['0']])];
+        [
+          paren([
+            str('TEXT'),
+            str('PLAIN'),
+            paren([str('CHARSET'), str('US-ASCII')]),
+            ['NIL'],
+            ['NIL'],
+            str('7BIT'),
+            ['0'],
+            ['0'],
+          ]),
+        ];
     const out: Chunk[] = ['('];
     for (const k of kids) out.push(...k);
     out.push(' ', ...str(part.subtype.toUpperCase()));
-    if (extended) out.push(' ', ...params(part.params), ' ', ...dsp(), ' ', ...lang(), ' ', ...str(part.location));
+    if (extended)
+      out.push(' ', ...params(part.params), ' ', ...dsp(), ' ', ...lang(), ' ', ...str(part.location));
     out.push(')');
     return out;
   }

@@ -71,7 +71,13 @@ function one(r: ArgReader, depth: number): SearchKey {
   const up = t.v.toUpperCase();
   if (FLAG_KEYS[up]) return { k: 'flag', flag: FLAG_KEYS[up][0], set: FLAG_KEYS[up][1] };
   if (HEADER_KEYS.has(up)) return { k: 'header', field: up.toLowerCase(), value: r.astring() };
-  if (DATE_KEYS[up]) return { k: 'date', field: DATE_KEYS[up][0], op: DATE_KEYS[up][1], day: parseSearchDate(r.astring('date')) };
+  if (DATE_KEYS[up])
+    return {
+      k: 'date',
+      field: DATE_KEYS[up][0],
+      op: DATE_KEYS[up][1],
+      day: parseSearchDate(r.astring('date')),
+    };
   switch (up) {
     case 'ALL':
       return { k: 'all' };
@@ -148,7 +154,18 @@ export function usesModseq(key: SearchKey): boolean {
       return usesModseq(key.a) || usesModseq(key.b);
     case 'and':
       return key.keys.some(usesModseq);
-    default:
+    case 'all':
+    case 'body':
+    case 'date':
+    case 'flag':
+    case 'header':
+    case 'new':
+    case 'old':
+    case 'recent':
+    case 'seq':
+    case 'size':
+    case 'text':
+    case 'uid':
       return false;
   }
 }

@@ -58,7 +58,7 @@ export function inRanges(n: number, ranges: readonly SeqRange[]): boolean {
 export function formatSequence(nums: readonly number[]): string {
   const sorted = [...nums].sort((a, b) => a - b);
   const parts: string[] = [];
-  for (let i = 0; i < sorted.length; ) {
+  for (let i = 0; i < sorted.length;) {
     let j = i;
     while (j + 1 < sorted.length && sorted[j + 1]! <= sorted[j]! + 1) j++;
     parts.push(sorted[i] === sorted[j] ? String(sorted[i]) : `${sorted[i]}:${sorted[j]}`);
