@@ -27,6 +27,10 @@ export type MailRoutingKey = (typeof RoutingKeys)[keyof typeof RoutingKeys];
 
 export const EventKeys = {
   mailboxChanged: 'mailbox.changed',
+  /** A user moved messages into Junk (published by retrieval, consumed by policy). */
+  learnSpam: 'learn.spam',
+  /** A user moved messages out of Junk. */
+  learnHam: 'learn.ham',
 } as const;
 
 /** AMQP header names we set on mail messages. */

@@ -93,6 +93,15 @@ class Tokenizer {
     }
     if (c === '"') return this.quoted();
     if (c === '{' || (c === '~' && this.line[this.pos + 1] === '{')) return this.literal();
+    if (c === '\\') {
+      // flag = "\" atom (and "\*" in PERMANENTFLAGS-style lists)
+      this.pos++;
+      if (this.peek() === '*') {
+        this.pos++;
+        return { t: 'atom', v: '\\*' };
+      }
+      return { t: 'atom', v: '\\' + this.atomText(false) };
+    }
     const a = this.atomText(true);
     if (a.toUpperCase() === 'NIL') return { t: 'nil' };
     return { t: 'atom', v: a };
