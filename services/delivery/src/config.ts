@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { commonSchema, positiveInt } from '@mailyard/config';
+import { bytes, commonSchema, positiveInt } from '@mailyard/config';
 
 export const deliverySchema = z.object({
   ...commonSchema,
@@ -13,5 +13,7 @@ export const deliverySchema = z.object({
   delivery_dedupe_ttl: positiveInt(14 * 24 * 3600),
   /** Plus-addressing separator (Postfix: recipient_delimiter). */
   recipient_delimiter: z.string().min(1).max(1).default('+'),
+  /** Storage quota per account in bytes unless Redis holds an override (hash quota:storage); 0: unlimited. */
+  quota_storage: bytes(0),
 });
 export type DeliveryConfig = z.infer<typeof deliverySchema>;
