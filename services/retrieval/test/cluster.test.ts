@@ -60,7 +60,9 @@ void describe('two retrieval instances', () => {
     assert.deepEqual(await Promise.all([existsA, existsB]), [2, 2]);
     assert.ok(Date.now() - t0 < 1000, `announced within a second (took ${Date.now() - t0} ms)`);
     // a flag change through instance B reaches the session idling on A
-    const flagsA = new Promise<Set<string>>((r) => ca.once('flags', (d: { flags: Set<string> }) => r(d.flags)));
+    const flagsA = new Promise<Set<string>>((r) =>
+      ca.once('flags', (d: { flags: Set<string> }) => r(d.flags)),
+    );
     const cc = client(b.ports.imap);
     await cc.connect();
     await cc.mailboxOpen('INBOX');
@@ -94,7 +96,7 @@ void describe('two retrieval instances', () => {
     });
     const changed: { uid: number; flags: Set<string> }[] = [];
     c3.on('flags', (d: { uid: number; flags: Set<string> }) => changed.push(d));
-    const mb3 = await c3.mailboxOpen('INBOX', { changedSince: modseq, uidValidity: validity } as never);
+    const mb3 = await c3.mailboxOpen('INBOX', { changedSince: modseq, uidValidity: validity });
     assert.equal(BigInt(mb3.uidValidity), validity);
     await waitFor(() => vanished.includes(1) && changed.some((c) => c.flags.has('\\Seen')), {
       what: 'VANISHED (EARLIER) and changed flags',
@@ -102,7 +104,8 @@ void describe('two retrieval instances', () => {
     });
     // CONDSTORE: FETCH CHANGEDSINCE returns only what changed
     const since = [];
-    for await (const m of c3.fetch('1:*', { flags: true }, { changedSince: modseq, uid: true })) since.push(m.uid);
+    for await (const m of c3.fetch('1:*', { flags: true }, { changedSince: modseq, uid: true }))
+      since.push(m.uid);
     assert.deepEqual(since, [2]);
     await c3.logout();
   });
