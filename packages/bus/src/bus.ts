@@ -265,7 +265,12 @@ export class Bus {
             if (!p) return;
             this.pending.delete(messageId);
             clearTimeout(p.timer);
-            if (err) return p.reject(new BusUnavailableError(`RabbitMQ refused the message: ${String(err)}`));
+            if (err)
+              return p.reject(
+                new BusUnavailableError(
+                  `RabbitMQ refused the message: ${err instanceof Error ? err.message : 'nack'}`,
+                ),
+              );
             if (this.returned.delete(messageId))
               return p.reject(new UnroutableError(`no queue bound for ${item.routingKey}`));
             p.resolve();
@@ -286,7 +291,7 @@ export class Bus {
 
   /** Publishes a mail message: raw RFC 5322 bytes as the body, the envelope as a header. */
   publishMail(
-    routingKey: MailRoutingKey | string,
+    routingKey: MailRoutingKey,
     body: Buffer,
     envelope: Envelope,
     expiration?: number,

@@ -66,11 +66,9 @@ export const cidrList = (def: string[]) =>
     .preprocess(
       splitList,
       z.array(
-        z
-          .string()
-          .refine((v) => parseCidr(v) !== null, {
-            message: 'expected IP networks like 127.0.0.0/8 or ::1/128',
-          }),
+        z.string().refine((v) => parseCidr(v) !== null, {
+          message: 'expected IP networks like 127.0.0.0/8 or ::1/128',
+        }),
       ),
     )
     .default(def);
@@ -143,7 +141,7 @@ export function ipToBigInt(ip: string): { family: 4 | 6; value: bigint } | null 
     return { family: 4, value: parts.reduce((acc, p) => (acc << 8n) | BigInt(p), 0n) };
   }
   if (fam === 6) {
-    let [head, tail] = addr.split('::') as [string, string | undefined];
+    const [head, tail] = addr.split('::') as [string, string | undefined];
     const expand = (s: string) => (s ? s.split(':') : []);
     let h = expand(head);
     let t = expand(tail ?? '');

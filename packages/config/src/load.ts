@@ -19,6 +19,11 @@ export interface LoadOptions {
   file?: string;
   /** Values that win over everything (tests and composition). */
   overrides?: Record<string, unknown>;
+  /**
+   * Accept file keys this schema does not know (a file shared by several services, read
+   * by a tool that needs only some keys). Services keep the default, so a typo is caught.
+   */
+  ignoreUnknownFileKeys?: boolean;
 }
 
 /**
@@ -52,8 +57,10 @@ export function loadConfig<S extends z.ZodObject>(schema: S, opts: LoadOptions =
   const origin: Record<string, string> = {};
   const problems: string[] = [];
   const known = new Set(Object.keys(schema.shape));
-  for (const key of Object.keys(fromFile)) {
-    if (!known.has(key)) problems.push(`${key}: unknown key in ${file}`);
+  if (!opts.ignoreUnknownFileKeys) {
+    for (const key of Object.keys(fromFile)) {
+      if (!known.has(key)) problems.push(`${key}: unknown key in ${file}`);
+    }
   }
   for (const key of known) {
     const envName = key.toUpperCase();

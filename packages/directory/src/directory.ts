@@ -66,7 +66,7 @@ export class Directory {
     if (accounts || aliases) {
       throw new DirectoryError(
         'in_use',
-        `domain ${d} still has ${accounts} accounts and ${aliases} aliases; delete them first`,
+        `domain ${d} still has ${plural(accounts, 'account')} and ${plural(aliases, 'alias', 'aliases')}; delete them first`,
       );
     }
     await this.redis.srem('domains', d);
@@ -258,4 +258,8 @@ export class Directory {
     await walk(address, 0);
     return { local: [...local].map(([account, via]) => ({ account, via })), remote: [...remote] };
   }
+}
+
+function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
 }

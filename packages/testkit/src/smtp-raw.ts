@@ -96,7 +96,7 @@ export class RawSmtp {
 
   /** Upgrades the connection after a 220 reply to STARTTLS. */
   async startTls(): Promise<void> {
-    const plain = this.socket as Socket;
+    const plain = this.socket;
     plain.removeAllListeners('data');
     const tls = tlsConnect({ socket: plain, rejectUnauthorized: false });
     await new Promise<void>((resolve, reject) => {

@@ -189,7 +189,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       queueId,
       tls: tlsInfo,
       authenticated: false,
-      smtputf8: !!(session.envelope as { utf8?: boolean }).utf8,
+      smtputf8: !!(session.envelope as { smtpUtf8?: boolean }).smtpUtf8,
       recipient: rcpts.length === 1 ? rcpts[0]!.address : null,
     });
     const message = Buffer.concat([Buffer.from(received), body]);
@@ -209,7 +209,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       receivedAt: new Date().toISOString(),
       attempts: 0,
       body: bodyType(session),
-      smtputf8: !!(session.envelope as { utf8?: boolean }).utf8,
+      smtputf8: !!(session.envelope as { smtpUtf8?: boolean }).smtpUtf8,
       lastError: null,
     };
     const byRoute = new Map<Route, string[]>();

@@ -123,6 +123,25 @@ describe('delivery to a Maildir', () => {
     assert.equal(p.inbox('bob@example.test').length, before.b + 1);
   });
 
+  test('SMTPUTF8: a UTF-8 sender and header arrive intact, marked UTF8SMTP', async () => {
+    const before = p.inbox('bob@example.test').length;
+    const c = await session();
+    assert.equal((await c.cmd('MAIL FROM:<jörg@bücher.example> SMTPUTF8 BODY=8BITMIME')).code, 250);
+    assert.equal((await c.cmd('RCPT TO:<bob@example.test>')).code, 250);
+    await c.cmd('DATA');
+    c.write(Buffer.from('From: Jörg <jörg@bücher.example>\r\nSubject: Grüße\r\n\r\nÄÖÜ\r\n.\r\n', 'utf8'));
+    assert.equal((await c.read()).code, 250);
+    c.close();
+    const files = await waitFor(() =>
+      p.inbox('bob@example.test').length > before ? p.inbox('bob@example.test') : null,
+    );
+    const text = files.map((f) => readFileSync(f, 'utf8')).find((t) => t.includes('Subject: Grüße'));
+    assert.ok(text, 'message stored');
+    assert.ok(text.includes('Return-Path: <jörg@bücher.example>'));
+    assert.match(text, /with UTF8SMTP id /);
+    assert.ok(text.includes('From: Jörg <jörg@bücher.example>\r\nSubject: Grüße\r\n\r\nÄÖÜ\r\n'));
+  });
+
   test('pipelined transaction gets every reply in order', async () => {
     const c = await RawSmtp.connect(port());
     await c.read();

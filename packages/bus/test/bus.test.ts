@@ -1,0 +1,138 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { connect } from 'amqplib';
+import { ENVELOPE_HEADER, Headers, Queues, RoutingKeys } from '@mailyard/contracts';
+import { createLogger } from '@mailyard/observability';
+import { createVhost, startTcpProxy, waitFor, type TcpProxy, type TestVhost } from '@mailyard/testkit';
+import { Bus, BusUnavailableError, PoisonMessageError, UnroutableError } from '../src/index.js';
+
+let vhost: TestVhost;
+let proxy: TcpProxy;
+const logger = createLogger('bus-test', 'silent');
+
+before(async () => {
+  vhost = await createVhost();
+  proxy = await startTcpProxy({ host: '127.0.0.1', port: 5672 });
+});
+after(async () => {
+  await proxy.close();
+  await vhost.delete();
+});
+
+const viaProxy = () => `amqp://guest:guest@127.0.0.1:${proxy.port}/${encodeURIComponent(vhost.name)}`;
+
+test('declares the whole topology and confirms many publishes in flight at once', async () => {
+  const bus = new Bus({ url: vhost.url, logger, name: 'test' });
+  bus.start();
+  await bus.waitConnected();
+  const started = Date.now();
+  await Promise.all(
+    Array.from({ length: 500 }, (_, i) =>
+      bus.publish({ routingKey: RoutingKeys.outbound, body: Buffer.from(`m${i}`) }),
+    ),
+  );
+  const elapsed = Date.now() - started;
+  // one-at-a-time confirms with Nagle on would take ~40 ms each (20 s); in flight together they take well under that
+  assert.ok(elapsed < 5000, `500 confirmed publishes took ${elapsed} ms`);
+  const conn = await connect(vhost.url);
+  const ch = await conn.createChannel();
+  const q = await ch.checkQueue(Queues.outbound);
+  assert.equal(q.messageCount, 500);
+  await ch.purgeQueue(Queues.outbound);
+  for (const name of [Queues.delivery, Queues.deadLetter]) await ch.checkQueue(name);
+  await conn.close();
+  await bus.stop();
+});
+
+test('a message no queue is bound for is reported unroutable, not accepted', async () => {
+  const bus = new Bus({ url: vhost.url, logger, name: 'test' });
+  bus.start();
+  await bus.waitConnected();
+  await assert.rejects(bus.publish({ routingKey: 'no-such-route', body: Buffer.from('x') }), UnroutableError);
+  await bus.stop();
+});
+
+test('broker unreachable: publish fails fast; after it comes back the bus reconnects and consumers resume', async () => {
+  const bus = new Bus({ url: viaProxy(), logger, name: 'test' });
+  const got: string[] = [];
+  await bus.consume(
+    Queues.delivery,
+    async (d) => {
+      got.push(d.body.toString());
+    },
+    { prefetch: 10, maxAttempts: 3 },
+  );
+  bus.start();
+  await bus.waitConnected();
+  await bus.publish({ routingKey: RoutingKeys.delivery, body: Buffer.from('before') });
+  await waitFor(() => got.includes('before'));
+  proxy.cut();
+  await waitFor(() => !bus.connected, { what: 'disconnect noticed' });
+  await assert.rejects(
+    bus.publish({ routingKey: RoutingKeys.delivery, body: Buffer.from('during') }),
+    BusUnavailableError,
+  );
+  proxy.restore();
+  await bus.waitConnected(15_000);
+  await bus.publish({ routingKey: RoutingKeys.delivery, body: Buffer.from('after') });
+  await waitFor(() => got.includes('after'), { what: 'consumer re-attached' });
+  assert.ok(!got.includes('during'));
+  await bus.stop();
+});
+
+test('a poison message goes to the dead-letter queue with its reason after N attempts', async () => {
+  const bus = new Bus({ url: vhost.url, logger, name: 'test' });
+  bus.start();
+  await bus.waitConnected();
+  let attempts = 0;
+  await bus.consume(
+    Queues.outbound,
+    async (d) => {
+      if (d.body.toString() === 'bad') {
+        attempts++;
+        throw new Error('disk on fire');
+      }
+    },
+    { prefetch: 1, maxAttempts: 3, retryDelayMs: 10 },
+  );
+  await bus.publish({
+    routingKey: RoutingKeys.outbound,
+    body: Buffer.from('bad'),
+    headers: { [ENVELOPE_HEADER]: '{}' },
+  });
+  const conn = await connect(vhost.url);
+  const ch = await conn.createChannel();
+  const msg = await waitFor(async () => ch.get(Queues.deadLetter, { noAck: true }), {
+    what: 'dead-lettered message',
+  });
+  assert.equal(msg.content.toString(), 'bad');
+  assert.match(String(msg.properties.headers?.[Headers.deadLetterReason]), /disk on fire/);
+  assert.equal(attempts, 3);
+  await conn.close();
+  await bus.stop();
+});
+
+test('PoisonMessageError dead-letters at once', async () => {
+  const bus = new Bus({ url: vhost.url, logger, name: 'test' });
+  bus.start();
+  await bus.waitConnected();
+  let attempts = 0;
+  await bus.consume(
+    Queues.delivery,
+    async () => {
+      attempts++;
+      throw new PoisonMessageError('invalid envelope: queueId');
+    },
+    { prefetch: 1, maxAttempts: 5 },
+  );
+  await bus.publish({ routingKey: RoutingKeys.delivery, body: Buffer.from('contract-breaker') });
+  const conn = await connect(vhost.url);
+  const ch = await conn.createChannel();
+  const msg = await waitFor(async () => ch.get(Queues.deadLetter, { noAck: true }), {
+    what: 'dead-lettered message',
+  });
+  assert.match(String(msg.properties.headers?.[Headers.deadLetterReason]), /invalid envelope/);
+  assert.equal(attempts, 1);
+  await conn.close();
+  await bus.stop();
+});

@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { test } from 'node:test';
+import { GOOD_PASSWORD, cliHarness, repoRoot, runProcess } from './harness.js';
+
+// The same program as the in-process tests, run as the operator runs it: a node
+// process started from the repository root, so exit statuses, stdio and the absence
+// of lingering handles (a process that never exits) are the real ones.
+
+test('process: a session of domain, user and alias commands', async (t) => {
+  const cli = cliHarness(t);
+  const env = { REDIS_PREFIX: cli.prefix };
+  const add = runProcess(['domain', 'add', 'example.org'], { env });
+  assert.deepEqual([add.code, add.stdout, add.stderr], [0, 'added domain example.org\n', '']);
+  const user = runProcess(['user', 'add', 'alice@example.org', '--password-stdin'], {
+    env,
+    input: `${GOOD_PASSWORD}\n`,
+  });
+  assert.deepEqual([user.code, user.stdout, user.stderr], [0, 'added account alice@example.org\n', '']);
+  const alias = runProcess(['alias', 'add', '@example.org', 'alice@example.org'], { env });
+  assert.equal(alias.code, 0, alias.stderr);
+  const list = runProcess(['alias', 'list', 'example.org'], { env });
+  assert.deepEqual([list.code, list.stdout], [0, '@example.org\talice@example.org\n']);
+  assert.ok(await cli.directory.authenticate('alice@example.org', GOOD_PASSWORD));
+});
+
+test('process: operational errors exit 1 with one line on stderr', async (t) => {
+  const cli = cliHarness(t);
+  const env = { REDIS_PREFIX: cli.prefix };
+  await cli.ok(['domain', 'add', 'example.org']);
+  const dup = runProcess(['domain', 'add', 'example.org'], { env });
+  assert.deepEqual(
+    [dup.code, dup.stdout, dup.stderr],
+    [1, '', 'mailyard: domain example.org already exists\n'],
+  );
+  const unknown = runProcess(['user', 'add', 'bob@other.test', '--password-stdin'], {
+    env,
+    input: GOOD_PASSWORD,
+  });
+  assert.deepEqual(
+    [unknown.code, unknown.stderr],
+    [1, 'mailyard: domain other.test is not a local domain (add it with: mailyard domain add other.test)\n'],
+  );
+  const weak = runProcess(['user', 'add', 'bob@example.org', '--password-stdin'], { env, input: '' });
+  assert.deepEqual([weak.code, weak.stderr], [1, 'mailyard: password is empty\n']);
+  const invalid = runProcess(['alias', 'add', 'x@@example.org', 'bob@example.org'], { env });
+  assert.deepEqual(
+    [invalid.code, invalid.stderr],
+    [1, 'mailyard: "x@@example.org" is not a valid address\n'],
+  );
+});
+
+test('process: usage errors exit 2', () => {
+  const none = runProcess([]);
+  assert.equal(none.code, 2);
+  assert.match(none.stderr, /^Usage: mailyard /);
+  const missing = runProcess(['user', 'passwd']);
+  assert.deepEqual([missing.code, missing.stderr], [2, "mailyard: missing required argument 'address'\n"]);
+  // stdin is a pipe here, not a terminal, so there is nobody to prompt
+  const noPassword = runProcess(['user', 'add', 'a@example.org'], { input: GOOD_PASSWORD });
+  assert.equal(noPassword.code, 2);
+  assert.match(noPassword.stderr, /^mailyard: no password given: [^\n]+\n$/);
+});
+
+test('process: Redis unreachable fails fast with one line naming the URL, password hidden', () => {
+  const r = runProcess(['domain', 'list'], { env: { REDIS_URL: 'redis://:hunter2hunter2@127.0.0.1:1' } });
+  assert.equal(r.signal, null, 'the process hung and was killed');
+  assert.equal(r.code, 1);
+  assert.equal(r.stdout, '');
+  assert.equal(
+    r.stderr,
+    'mailyard: Redis unreachable at redis://:***@127.0.0.1:1 (connect ECONNREFUSED 127.0.0.1:1)\n',
+  );
+  // Startup (tsx compiling the sources) dominates; the failure itself takes milliseconds.
+  assert.ok(r.ms < 20_000, `took ${r.ms} ms`);
+});
+
+test('process: `pnpm mailyard` runs the CLI from a checkout', () => {
+  const r = spawnSync('pnpm', ['--silent', 'mailyard', 'domain', '--help'], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^Usage: mailyard domain \[options\] \[command\]/);
+});

@@ -1,0 +1,206 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { GOOD_PASSWORD, cliHarness } from './harness.js';
+
+const NEW_PASSWORD = 'another fine passphrase';
+
+async function withDomain(t: Parameters<typeof cliHarness>[0]) {
+  const cli = cliHarness(t);
+  await cli.ok(['domain', 'add', 'example.org']);
+  return cli;
+}
+
+test('user add with --password-stdin creates an account that authenticates', async (t) => {
+  const cli = await withDomain(t);
+  const r = await cli.run(['user', 'add', 'Alice@Example.ORG', '--password-stdin'], {
+    input: `${GOOD_PASSWORD}\n`,
+  });
+  assert.deepEqual(r, { code: 0, stdout: 'added account alice@example.org\n', stderr: '' });
+  assert.equal(await cli.directory.authenticate('alice@example.org', GOOD_PASSWORD), 'alice@example.org');
+  assert.equal(await cli.directory.authenticate('alice@example.org', `${GOOD_PASSWORD}\n`), null);
+});
+
+test('--password-stdin takes the input as it is, without a line ending or with CRLF', async (t) => {
+  const cli = await withDomain(t);
+  await cli.ok(['user', 'add', 'a@example.org', '--password-stdin'], { input: GOOD_PASSWORD });
+  await cli.ok(['user', 'add', 'b@example.org', '--password-stdin'], { input: `${GOOD_PASSWORD}\r\n` });
+  assert.ok(await cli.directory.authenticate('a@example.org', GOOD_PASSWORD));
+  assert.ok(await cli.directory.authenticate('b@example.org', GOOD_PASSWORD));
+});
+
+test('user add of an existing account fails and keeps its password', async (t) => {
+  const cli = await withDomain(t);
+  await cli.ok(['user', 'add', 'alice@example.org', '--password-stdin'], { input: GOOD_PASSWORD });
+  const r = await cli.run(['user', 'add', 'ALICE@example.org', '--password-stdin'], { input: NEW_PASSWORD });
+  assert.deepEqual(r, {
+    code: 1,
+    stdout: '',
+    stderr: 'mailyard: account alice@example.org already exists\n',
+  });
+  assert.ok(await cli.directory.authenticate('alice@example.org', GOOD_PASSWORD));
+});
+
+test('user add in a domain that is not local fails, naming the domain', async (t) => {
+  const cli = await withDomain(t);
+  const r = await cli.run(['user', 'add', 'bob@other.test', '--password-stdin'], { input: GOOD_PASSWORD });
+  assert.equal(r.code, 1);
+  assert.equal(
+    r.stderr,
+    'mailyard: domain other.test is not a local domain (add it with: mailyard domain add other.test)\n',
+  );
+  assert.deepEqual(await cli.directory.listUsers(), []);
+});
+
+for (const bad of ['alice', 'alice@', '@example.org', 'a b@example.org', 'user%other.test@example.org']) {
+  test(`user add refuses the invalid address ${JSON.stringify(bad)}`, async (t) => {
+    const cli = await withDomain(t);
+    const r = await cli.run(['user', 'add', bad, '--password-stdin'], { input: GOOD_PASSWORD });
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `mailyard: "${bad}" is not a valid address\n`);
+    assert.deepEqual(await cli.directory.listUsers(), []);
+  });
+}
+
+for (const [password, why] of [
+  ['', 'password is empty'],
+  ['\n', 'password is empty'],
+  ['short1', 'password is too short (at least 10 characters)'],
+  ['password123', 'password is a commonly used one'],
+  ['aaaaaaaaaaaa', 'password repeats too few characters'],
+  ['alice-is-the-best', 'password contains the account name'],
+] as const) {
+  test(`user add refuses a weak password: ${why} (${JSON.stringify(password)})`, async (t) => {
+    const cli = await withDomain(t);
+    const r = await cli.run(['user', 'add', 'alice@example.org', '--password-stdin'], { input: password });
+    assert.deepEqual(r, { code: 1, stdout: '', stderr: `mailyard: ${why}\n` });
+    assert.deepEqual(await cli.directory.listUsers(), []);
+  });
+}
+
+test('a password of several lines on stdin is refused, not cut', async (t) => {
+  const cli = await withDomain(t);
+  const r = await cli.run(['user', 'add', 'alice@example.org', '--password-stdin'], {
+    input: `${GOOD_PASSWORD}\nsecond line\n`,
+  });
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr, 'mailyard: the password on standard input must be a single line\n');
+  assert.doesNotMatch(r.stderr, /second line|horse/);
+  assert.deepEqual(await cli.directory.listUsers(), []);
+});
+
+test('without --password-stdin and without a terminal, user add is a usage error', async (t) => {
+  const cli = await withDomain(t);
+  const r = await cli.run(['user', 'add', 'alice@example.org'], { input: GOOD_PASSWORD });
+  assert.equal(r.code, 2);
+  assert.equal(
+    r.stderr,
+    'mailyard: no password given: pipe it with --password-stdin or run on a terminal to be prompted\n',
+  );
+  assert.deepEqual(await cli.directory.listUsers(), []);
+});
+
+test('a password on the command line is refused without being echoed', async (t) => {
+  const cli = await withDomain(t);
+  for (const argv of [
+    ['user', 'add', 'alice@example.org', '--password', 'Sup3rSecretValue'],
+    ['user', 'add', 'alice@example.org', '--password=Sup3rSecretValue'],
+    ['user', 'passwd', 'alice@example.org', '--password', 'Sup3rSecretValue'],
+    ['user', 'add', 'alice@example.org', '--pass=Sup3rSecretValue'],
+    ['domain', 'list', '--password=Sup3rSecretValue'],
+  ]) {
+    const r = await cli.run(argv);
+    assert.equal(r.code, 2, argv.join(' '));
+    assert.doesNotMatch(r.stdout + r.stderr, /Sup3rSecretValue/, argv.join(' '));
+    assert.match(r.stderr, /^mailyard: [^\n]+\n$/, argv.join(' '));
+  }
+  assert.deepEqual(await cli.directory.listUsers(), []);
+});
+
+test('user passwd replaces the password', async (t) => {
+  const cli = await withDomain(t);
+  await cli.ok(['user', 'add', 'alice@example.org', '--password-stdin'], { input: GOOD_PASSWORD });
+  const r = await cli.run(['user', 'passwd', 'ALICE@example.org', '--password-stdin'], {
+    input: NEW_PASSWORD,
+  });
+  assert.deepEqual(r, { code: 0, stdout: 'changed the password of alice@example.org\n', stderr: '' });
+  assert.equal(await cli.directory.authenticate('alice@example.org', GOOD_PASSWORD), null);
+  assert.ok(await cli.directory.authenticate('alice@example.org', NEW_PASSWORD));
+});
+
+test('user passwd refuses a weak password and keeps the old one', async (t) => {
+  const cli = await withDomain(t);
+  await cli.ok(['user', 'add', 'alice@example.org', '--password-stdin'], { input: GOOD_PASSWORD });
+  const r = await cli.run(['user', 'passwd', 'alice@example.org', '--password-stdin'], { input: 'short' });
+  assert.deepEqual(r, {
+    code: 1,
+    stdout: '',
+    stderr: 'mailyard: password is too short (at least 10 characters)\n',
+  });
+  assert.ok(await cli.directory.authenticate('alice@example.org', GOOD_PASSWORD));
+});
+
+test('user passwd of an unknown account, in an unknown domain, or of an invalid address fails', async (t) => {
+  const cli = await withDomain(t);
+  const cases = [
+    ['bob@example.org', 'account bob@example.org does not exist'],
+    [
+      'bob@other.test',
+      'domain other.test is not a local domain (add it with: mailyard domain add other.test)',
+    ],
+    ['bob', '"bob" is not a valid address'],
+  ] as const;
+  for (const [address, message] of cases) {
+    const r = await cli.run(['user', 'passwd', address, '--password-stdin'], { input: NEW_PASSWORD });
+    assert.deepEqual(r, { code: 1, stdout: '', stderr: `mailyard: ${message}\n` });
+  }
+});
+
+test('user del removes the account; deleting it again fails', async (t) => {
+  const cli = await withDomain(t);
+  await cli.ok(['user', 'add', 'alice@example.org', '--password-stdin'], { input: GOOD_PASSWORD });
+  assert.equal(await cli.ok(['user', 'del', 'Alice@example.org']), 'deleted account alice@example.org\n');
+  assert.equal(await cli.directory.accountExists('alice@example.org'), false);
+  assert.equal(await cli.directory.authenticate('alice@example.org', GOOD_PASSWORD), null);
+  const r = await cli.run(['user', 'del', 'alice@example.org']);
+  assert.deepEqual(r, {
+    code: 1,
+    stdout: '',
+    stderr: 'mailyard: account alice@example.org does not exist\n',
+  });
+  const bad = await cli.run(['user', 'del', 'not-an-address']);
+  assert.deepEqual(bad, {
+    code: 1,
+    stdout: '',
+    stderr: 'mailyard: "not-an-address" is not a valid address\n',
+  });
+});
+
+test('user list shows every account, or one domain’s', async (t) => {
+  const cli = await withDomain(t);
+  await cli.ok(['domain', 'add', 'b.test']);
+  for (const a of ['zed@example.org', 'amy@example.org', 'carl@b.test'])
+    await cli.ok(['user', 'add', a, '--password-stdin'], { input: GOOD_PASSWORD });
+  assert.equal(await cli.ok(['user', 'list']), 'amy@example.org\ncarl@b.test\nzed@example.org\n');
+  assert.equal(await cli.ok(['user', 'list', 'Example.ORG']), 'amy@example.org\nzed@example.org\n');
+  assert.equal(await cli.ok(['user', 'list', 'b.test']), 'carl@b.test\n');
+  const r = await cli.run(['user', 'list', 'other.test']);
+  assert.equal(r.code, 1);
+  assert.equal(
+    r.stderr,
+    'mailyard: domain other.test is not a local domain (add it with: mailyard domain add other.test)\n',
+  );
+});
+
+test('no password ever reaches stdout or stderr', async (t) => {
+  const cli = await withDomain(t);
+  const runs = [
+    await cli.run(['user', 'add', 'alice@example.org', '--password-stdin'], { input: GOOD_PASSWORD }),
+    await cli.run(['user', 'add', 'alice@example.org', '--password-stdin'], { input: GOOD_PASSWORD }),
+    await cli.run(['user', 'add', 'bob@other.test', '--password-stdin'], { input: GOOD_PASSWORD }),
+    await cli.run(['user', 'passwd', 'alice@example.org', '--password-stdin'], { input: NEW_PASSWORD }),
+    await cli.run(['user', 'passwd', 'alice@example.org', '--password-stdin'], {
+      input: `${NEW_PASSWORD}\nx`,
+    }),
+  ];
+  for (const r of runs) assert.doesNotMatch(r.stdout + r.stderr, /horse|fine passphrase/);
+});

@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { z } from 'zod';
+import { ConfigError, bytes, cidrList, duration, ipInNetworks, loadConfig, port } from '../src/index.js';
+
+const schema = z.object({
+  smtp_port: port(25),
+  message_size_limit: bytes(1024),
+  mynetworks: cidrList(['127.0.0.0/8']),
+  smtpd_timeout: duration('300s'),
+});
+const tempDir = () => {
+  const path = mkdtempSync(join(tmpdir(), 'mailyard-config-'));
+  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+};
+const root = new URL('../../..', import.meta.url).pathname;
+
+test('defaults, environment and file: environment wins over the file', () => {
+  const t = tempDir();
+  const file = join(t.path, 'mailyard.yml');
+  writeFileSync(file, 'smtp_port: 2525\nmessage_size_limit: 10M\nmynetworks: [10.0.0.0/8, "::1"]\n');
+  const c = loadConfig(schema, { env: { SMTP_PORT: '2626' }, file });
+  assert.equal(c.smtp_port, 2626);
+  assert.equal(c.message_size_limit, 10 * 1024 * 1024);
+  assert.deepEqual(c.mynetworks, ['10.0.0.0/8', '::1']);
+  assert.equal(c.smtpd_timeout, 300_000);
+  t.cleanup();
+});
+
+test('every bad value is reported at once, each naming its key', () => {
+  try {
+    loadConfig(schema, { env: { SMTP_PORT: 'abc', MYNETWORKS: '10.0.0.0/33', SMTPD_TIMEOUT: 'soon' } });
+    assert.fail('expected a ConfigError');
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    assert.equal(err.problems.length, 3);
+    assert.match(
+      err.problems.find((p) => p.startsWith('SMTP_PORT'))!,
+      /^SMTP_PORT: expected a port number.*got "abc"/,
+    );
+    assert.ok(err.problems.some((p) => p.startsWith('MYNETWORKS: expected IP networks')));
+    assert.ok(err.problems.some((p) => p.startsWith('SMTPD_TIMEOUT: expected a duration')));
+  }
+});
+
+test('an unknown key in the file is an error naming it', () => {
+  const t = tempDir();
+  const file = join(t.path, 'c.yml');
+  writeFileSync(file, 'smtp_prot: 25\n');
+  assert.throws(() => loadConfig(schema, { env: {}, file }), /smtp_prot: unknown key/);
+  t.cleanup();
+});
+
+test('network matching: IPv4, IPv6 and IPv4-mapped IPv6', () => {
+  assert.equal(ipInNetworks('127.0.0.5', ['127.0.0.0/8']), true);
+  assert.equal(ipInNetworks('::ffff:127.0.0.5', ['127.0.0.0/8']), true);
+  assert.equal(ipInNetworks('172.17.0.2', ['127.0.0.0/8', '::1/128']), false);
+  assert.equal(ipInNetworks('2001:db8::5', ['2001:db8::/32']), true);
+  assert.equal(ipInNetworks('2001:db9::5', ['2001:db8::/32']), false);
+});
+
+test('a service with a bad setting exits 78 with one line naming the key', () => {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'services/mta-inbound/src/main.ts'], {
+    cwd: root,
+    env: { ...process.env, SMTP_PORT: 'abc', MESSAGE_SIZE_LIMIT: 'huge' },
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  assert.equal(r.status, 78);
+  const lines = r.stderr.trim().split('\n');
+  assert.deepEqual(
+    lines.map((l) => l.split(':').slice(0, 3).join(':')),
+    ['mta-inbound: config error: SMTP_PORT', 'mta-inbound: config error: MESSAGE_SIZE_LIMIT'],
+  );
+});
+
+test('--check-config validates and exits 0 without starting anything', () => {
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', 'services/delivery/src/main.ts', '--check-config'],
+    {
+      cwd: root,
+      env: { ...process.env, MAILDIR_ROOT: '/tmp/x' },
+      encoding: 'utf8',
+      timeout: 30_000,
+    },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /delivery: configuration is valid/);
+});
+
+test('a tool reading a shared file may ignore the keys of other services', () => {
+  const t = tempDir();
+  const file = join(t.path, 'shared.yml');
+  writeFileSync(file, 'smtp_port: 2525\nmaildir_root: /srv/mail\n');
+  assert.equal(loadConfig(schema, { env: {}, file, ignoreUnknownFileKeys: true }).smtp_port, 2525);
+  t.cleanup();
+});

@@ -1,0 +1,79 @@
+#!/usr/bin/env node
+// `pnpm start`: every service built so far, one process each (as in production), in the
+// foreground, with readable logs. Ctrl-C stops them all (SIGTERM: drain, then exit).
+// Settings come from the environment (see docs/configuration.md); e.g.
+//   SMTP_PORT=2525 MAILDIR_ROOT=./data/mail pnpm start
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { connect } from 'node:net';
+
+const root = new URL('..', import.meta.url).pathname;
+// service -> its /metrics port (the same map as docker-compose.yml)
+const SERVICES = {
+  'mta-inbound': 9101,
+  delivery: 9102,
+  msa: 9103,
+  'outbound-relay': 9104,
+  policy: 9105,
+  retrieval: 9106,
+};
+const wanted = (process.env.SERVICES ?? Object.keys(SERVICES).join(','))
+  .split(',')
+  .map((s) => s.trim())
+  .filter((s) => s && existsSync(`${root}services/${s}/src/main.ts`));
+
+const redact = (u) => u.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+function reachable(url, defPort) {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const s = connect({ host: u.hostname, port: Number(u.port || defPort) });
+    s.setTimeout(2000);
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => resolve(false));
+    s.once('timeout', () => (s.destroy(), resolve(false)));
+  });
+}
+const amqp = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+const redis = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+let ok = true;
+if (!(await reachable(amqp, 5672))) {
+  console.error(`mailyard: RabbitMQ is unreachable at ${redact(amqp)} (start it, or set AMQP_URL)`);
+  ok = false;
+}
+if (!(await reachable(redis, 6379))) {
+  console.error(`mailyard: Redis is unreachable at ${redact(redis)} (start it, or set REDIS_URL)`);
+  ok = false;
+}
+if (!ok) process.exit(1);
+
+const pretty = `${root}node_modules/.bin/pino-pretty`;
+const children = [];
+for (const name of wanted) {
+  const child = spawn(process.execPath, ['--import', 'tsx', `services/${name}/src/main.ts`], {
+    cwd: root,
+    env: { HTTP_PORT: String(SERVICES[name]), ...process.env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const fmt = spawn(pretty, ['--colorize', '--translateTime', 'SYS:HH:MM:ss.l', '--ignore', 'pid,hostname'], {
+    stdio: ['pipe', 'inherit', 'inherit'],
+  });
+  child.stdout.pipe(fmt.stdin);
+  child.on('exit', (code, signal) => {
+    console.error(`mailyard: ${name} exited (${signal ?? code})`);
+    if (!stopping) stop(1);
+  });
+  children.push(child);
+}
+console.error(`mailyard: started ${wanted.join(', ')}`);
+
+let stopping = false;
+function stop(code = 0) {
+  stopping = true;
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+  setTimeout(() => process.exit(code), 12_000).unref();
+  Promise.all(children.map((c) => (c.exitCode !== null ? null : new Promise((r) => c.once('exit', r))))).then(
+    () => process.exit(code),
+  );
+}
+process.on('SIGINT', () => stop(0));
+process.on('SIGTERM', () => stop(0));

@@ -1,0 +1,123 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { after, before, test } from 'node:test';
+import { connect } from 'amqplib';
+import {
+  ENVELOPE_HEADER,
+  ENVELOPE_VERSION,
+  Headers,
+  Queues,
+  RoutingKeys,
+  type Envelope,
+} from '@mailyard/contracts';
+import { newQueueId } from '@mailyard/smtp-core';
+import { waitFor } from '@mailyard/testkit';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+
+let p: Platform;
+before(async () => {
+  p = await startPlatform();
+  await addAccount(p.directory, 'dora@example.test');
+  await addAccount(p.directory, 'erin@example.test');
+});
+after(() => p.close());
+
+const envelope = (recipients: string[], queueId = newQueueId()): Envelope => ({
+  v: ENVELOPE_VERSION,
+  queueId,
+  mailFrom: 'sender@remote.test',
+  recipients,
+  client: { ip: '192.0.2.1', hostname: null, helo: 'remote.test', tls: null, user: null },
+  receivedAt: new Date().toISOString(),
+  attempts: 0,
+  body: '7BIT',
+  smtputf8: false,
+  lastError: null,
+});
+
+const msg = (subject: string) =>
+  Buffer.from(`Subject: ${subject}\r\nFrom: sender@remote.test\r\n\r\nbody of ${subject}\r\n`);
+
+test('the same message delivered twice (redelivery) is filed once', async () => {
+  const bus = p.inboundRt.bus;
+  const env = envelope(['dora@example.test']);
+  await bus.publishMail(RoutingKeys.delivery, msg('twice'), env);
+  await bus.publishMail(RoutingKeys.delivery, msg('twice'), env);
+  await waitFor(() => p.inbox('dora@example.test').length === 1);
+  // give the second copy every chance to (wrongly) appear
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(p.inbox('dora@example.test').length, 1);
+  const text = readFileSync(p.inbox('dora@example.test')[0]!, 'utf8');
+  assert.ok(
+    text.startsWith('Return-Path: <sender@remote.test>\r\nDelivered-To: dora@example.test\r\nSubject: twice'),
+  );
+});
+
+test('nested aliases expand; a loop stops without duplicates; external targets go to outbound', async () => {
+  await p.directory.addAlias('ops@example.test', ['oncall@example.test', 'friend@elsewhere.test']);
+  await p.directory.addAlias('oncall@example.test', ['erin@example.test', 'ops@example.test']);
+  const before = p.inbox('erin@example.test').length;
+  const env = envelope(['ops@example.test']);
+  await p.inboundRt.bus.publishMail(RoutingKeys.delivery, msg('nested'), env);
+  await waitFor(() => p.inbox('erin@example.test').length === before + 1);
+  const conn = await connect(p.vhost.url);
+  const ch = await conn.createChannel();
+  const fwd = await waitFor(async () => ch.get(Queues.outbound, { noAck: true }), {
+    what: 'forwarded copy in outbound',
+  });
+  const fenv = JSON.parse(String(fwd.properties.headers?.[ENVELOPE_HEADER])) as Envelope;
+  assert.deepEqual(fenv.recipients, ['friend@elsewhere.test']);
+  assert.equal(fenv.queueId, env.queueId);
+  assert.equal(fenv.mailFrom, 'sender@remote.test');
+  await conn.close();
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(p.inbox('erin@example.test').length, before + 1);
+});
+
+test('a message with an invalid envelope goes to the dead-letter queue with the reason', async () => {
+  const conn = await connect(p.vhost.url);
+  const ch = await conn.createChannel();
+  await p.inboundRt.bus.publish({
+    routingKey: RoutingKeys.delivery,
+    body: msg('broken'),
+    headers: { [ENVELOPE_HEADER]: JSON.stringify({ v: 1, queueId: 'x' }) },
+  });
+  const dead = await waitFor(async () => ch.get(Queues.deadLetter, { noAck: true }), { what: 'dead letter' });
+  assert.match(String(dead.properties.headers?.[Headers.deadLetterReason]), /invalid envelope/);
+  await conn.close();
+});
+
+test('each filed copy is announced as a mailbox.changed event', async () => {
+  const { Bus } = await import('@mailyard/bus');
+  const { createLogger } = await import('@mailyard/observability');
+  const listener = new Bus({
+    url: p.vhost.url,
+    logger: createLogger('listener', 'silent'),
+    name: 'listener',
+  });
+  const events: { account: string; folder: string; queueId: string | null }[] = [];
+  await listener.subscribe('mailbox.changed', (e) => {
+    events.push(e as (typeof events)[number]);
+  });
+  listener.start();
+  // resolves once connected with every subscription attached
+  await listener.waitConnected();
+  const env = envelope(['erin@example.test']);
+  await p.inboundRt.bus.publishMail(RoutingKeys.delivery, msg('event'), env);
+  const e = await waitFor(() => events.find((x) => x.queueId === env.queueId), {
+    what: 'mailbox.changed event',
+  });
+  assert.equal(e.account, 'erin@example.test');
+  assert.equal(e.folder, 'INBOX');
+  await listener.stop();
+});
+
+test('delivery metrics count written copies and latency', async () => {
+  const res = await fetch(`http://127.0.0.1:${p.deliveryRt!.httpPort}/metrics`);
+  const body = await res.text();
+  assert.ok(
+    /mailyard_delivery_deliveries_total\{result="written"\} [1-9]/.test(body),
+    'written deliveries counted',
+  );
+  assert.ok(/mailyard_delivery_latency_seconds_count [1-9]/.test(body), 'latency observed');
+});

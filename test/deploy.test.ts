@@ -1,0 +1,416 @@
+// The deployment files cannot be run here (no container engine), so this checks what a
+// person running `docker compose up` would otherwise find out the hard way: the compose
+// file follows the Compose Specification, every setting it passes is one the service
+// reads, nothing waits on a dependency that can never become healthy, relaying stays
+// closed, Prometheus scrapes the ports the services listen on, and the dashboard asks for
+// metrics that exist. The image's build step (scripts/build-service.mjs) is run for real.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { Ajv } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import draft07MetaSchema from 'ajv/dist/refs/json-schema-draft-07.json' with { type: 'json' };
+import { parse as parseYaml } from 'yaml';
+import { ipInNetworks, parseCidr } from '@mailyard/config';
+// Not a dependency of the repository root; the registry each service's process creates.
+import { createRegistry } from '../packages/observability/src/index.ts';
+// This test is not a service: it checks the deployment against every service's config schema.
+import { deliverySchema } from '@mailyard/service-delivery';
+import { mtaInboundSchema } from '@mailyard/service-mta-inbound';
+
+const root = new URL('..', import.meta.url).pathname;
+const read = (path: string) => readFileSync(join(root, path), 'utf8');
+
+/** Config schema of each service built from deploy/Dockerfile, by its directory in services/. */
+const serviceSchemas: Record<string, typeof mtaInboundSchema | typeof deliverySchema> = {
+  'mta-inbound': mtaInboundSchema,
+  delivery: deliverySchema,
+};
+
+type Env = Record<string, string | number | boolean | null>;
+interface ComposeService {
+  image?: string;
+  build?: string | { context?: string; dockerfile?: string; args?: Record<string, string> | string[] };
+  environment?: Env | string[];
+  healthcheck?: { test?: string | string[]; disable?: boolean };
+  depends_on?: string[] | Record<string, { condition: string }>;
+  volumes?: (string | { type?: string; source?: string })[];
+  ports?: (string | number | object)[];
+}
+interface Compose {
+  services: Record<string, ComposeService>;
+  volumes?: Record<string, unknown>;
+}
+
+const composeText = read('docker-compose.yml');
+const compose = parseYaml(composeText) as Compose;
+const dockerfile = read('deploy/Dockerfile');
+
+/**
+ * Environment as a map, whichever of the two forms compose allows was used, with
+ * `${VAR:-default}` replaced by the default, as compose does when VAR is unset.
+ */
+function envOf(svc: ComposeService): Record<string, string> {
+  const env = svc.environment ?? {};
+  if (Array.isArray(env)) {
+    // A bare KEY passes the host's value through; here it only counts as set.
+    return Object.fromEntries(
+      env.map((e) => (e.includes('=') ? [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)] : [e, ''])),
+    );
+  }
+  return Object.fromEntries(
+    Object.entries(env).map(([k, v]) => [
+      k,
+      v === null ? '' : String(v).replace(/\$\{[A-Z_]+:-([^}]*)\}/g, '$1'),
+    ]),
+  );
+}
+
+/** The service directory a compose service is built from (build arg SERVICE), if any. */
+function builtService(svc: ComposeService): string | undefined {
+  if (typeof svc.build !== 'object') return undefined;
+  const args = svc.build.args;
+  if (Array.isArray(args)) return args.find((a) => a.startsWith('SERVICE='))?.slice('SERVICE='.length);
+  return args?.SERVICE;
+}
+
+const mailyardServices = Object.entries(compose.services).filter(([, svc]) => builtService(svc));
+
+function healthyDependencies(svc: ComposeService): string[] {
+  const deps = svc.depends_on;
+  if (!deps || Array.isArray(deps)) return [];
+  return Object.entries(deps)
+    .filter(([, d]) => d.condition === 'service_healthy')
+    .map(([name]) => name);
+}
+
+/** A health check that Docker will run: in the compose file, or baked into our image. */
+function hasHealthcheck(svc: ComposeService): boolean {
+  if (svc.healthcheck) return svc.healthcheck.disable !== true && svc.healthcheck.test !== undefined;
+  return builtService(svc) !== undefined && /^HEALTHCHECK\s+(?!NONE)/m.test(dockerfile);
+}
+
+describe('docker-compose.yml', () => {
+  test('is valid under the Compose Specification schema', () => {
+    const schema = JSON.parse(read('deploy/compose-spec.schema.json')) as Record<string, unknown>;
+    // The Compose schema is draft-07, the dialect of Ajv's default class. It names the
+    // meta-schema by its https address, which Ajv knows only under http, so it is added
+    // under that name too and the vendored schema is itself checked against draft-07.
+    // Strict mode is for schemas one writes; this one uses union types throughout.
+    const ajv = new Ajv({ allErrors: true, strict: false });
+    ajv.addMetaSchema({ ...draft07MetaSchema, $id: 'https://json-schema.org/draft-07/schema' });
+    addFormatsModule.default(ajv);
+    assert.equal(schema.$schema, 'https://json-schema.org/draft-07/schema');
+    const validate = ajv.compile(schema);
+    const valid = validate(compose);
+    const problems = (validate.errors ?? []).map(
+      (e) => `${e.instancePath || '/'}: ${e.message ?? ''} ${JSON.stringify(e.params)}`,
+    );
+    assert.ok(valid, problems.join('\n'));
+
+    // The validator is not vacuous: a misspelt key is refused.
+    const misspelt = structuredClone(compose) as unknown as Record<string, Record<string, object>>;
+    misspelt.services!.redis = { ...misspelt.services!.redis, depend_on: ['rabbitmq'] };
+    assert.equal(validate(misspelt), false);
+  });
+
+  test('runs every service in services/ and builds each from deploy/Dockerfile', () => {
+    const inRepo = readdirSync(join(root, 'services')).filter((d) =>
+      existsSync(join(root, 'services', d, 'src', 'main.ts')),
+    );
+    assert.deepEqual(mailyardServices.map(([, svc]) => builtService(svc)).sort(), [...inRepo].sort());
+    for (const [name, svc] of mailyardServices) {
+      assert.ok(typeof svc.build === 'object');
+      assert.equal(svc.build.dockerfile, 'deploy/Dockerfile', name);
+      assert.equal(svc.build.context ?? '.', '.', `${name}: the build context must be the repository root`);
+      assert.ok(builtService(svc)! in serviceSchemas, `${name}: no config schema known to this test`);
+    }
+  });
+
+  test('passes each Mailyard service only settings it has', () => {
+    for (const [name, svc] of mailyardServices) {
+      const schema = serviceSchemas[builtService(svc)!]!;
+      const known = new Set(Object.keys(schema.shape).map((k) => k.toUpperCase()));
+      known.add('MAILYARD_CONFIG'); // the optional YAML file
+      for (const key of Object.keys(envOf(svc))) {
+        assert.ok(known.has(key), `${name}: ${key} is not a setting of this service`);
+      }
+    }
+  });
+
+  test('gives each Mailyard service values its schema accepts', () => {
+    for (const [name, svc] of mailyardServices) {
+      const schema = serviceSchemas[builtService(svc)!]!;
+      const env = Object.fromEntries(Object.entries(envOf(svc)).map(([k, v]) => [k.toLowerCase(), v]));
+      const result = schema.safeParse(env);
+      assert.ok(
+        result.success,
+        `${name}: ${result.error?.issues.map((i) => i.path.join('.') + ': ' + i.message).join('; ')}`,
+      );
+    }
+  });
+
+  test('starts nothing before its dependencies are healthy, and each of those has a health check', () => {
+    for (const [name, svc] of Object.entries(compose.services)) {
+      const healthyDeps = healthyDependencies(svc);
+      assert.ok(hasHealthcheck(svc) || healthyDeps.length > 0, `${name}: no health check, waits on nothing`);
+      for (const dep of healthyDeps) {
+        const target = compose.services[dep];
+        assert.ok(target, `${name} depends on ${dep}, which is not defined`);
+        // Otherwise `docker compose up` waits forever.
+        assert.ok(
+          hasHealthcheck(target),
+          `${name} waits for ${dep} to be healthy, but ${dep} has no health check`,
+        );
+      }
+    }
+    for (const [name, svc] of mailyardServices) {
+      assert.deepEqual(healthyDependencies(svc).sort(), ['rabbitmq', 'redis'], name);
+      const env = envOf(svc);
+      assert.match(env.AMQP_URL ?? '', /^amqp:\/\/.*@rabbitmq:5672/, `${name}: AMQP_URL`);
+      assert.match(env.REDIS_URL ?? '', /^redis:\/\/redis:6379/, `${name}: REDIS_URL`);
+    }
+  });
+
+  test('keeps mynetworks (who may relay) on loopback', () => {
+    const inbound = mailyardServices.filter(([, svc]) => builtService(svc) === 'mta-inbound');
+    assert.equal(inbound.length, 1);
+    const env = envOf(inbound[0]![1]);
+    // Unset, the schema's default applies; either way only loopback addresses may be trusted.
+    const networks = mtaInboundSchema.shape.mynetworks.parse(env.MYNETWORKS || undefined);
+    assert.ok(networks.length > 0);
+    for (const net of networks) {
+      const cidr = parseCidr(net);
+      assert.ok(cidr, net);
+      const address = net.split('/')[0]!;
+      const loopback =
+        cidr.family === 4
+          ? cidr.prefix >= 8 && ipInNetworks(address, ['127.0.0.0/8'])
+          : cidr.prefix === 128 && ipInNetworks(address, ['::1/128']);
+      assert.ok(loopback, `MYNETWORKS must not trust ${net}: clients there could relay to any domain`);
+    }
+  });
+
+  test('publishes SMTP on port 25 and gives every service a fixed, distinct metrics port', () => {
+    const [, inbound] = mailyardServices.find(([, svc]) => builtService(svc) === 'mta-inbound')!;
+    assert.equal(envOf(inbound).SMTP_PORT ?? '25', '25');
+    assert.ok(
+      inbound.ports?.some((p) =>
+        typeof p === 'object'
+          ? String((p as { published?: unknown }).published) === '25' &&
+            (p as { target?: unknown }).target === 25
+          : p === '25:25',
+      ),
+      'mta-inbound publishes port 25',
+    );
+    const ports = mailyardServices.map(([name, svc]) => {
+      const port = Number(envOf(svc).HTTP_PORT);
+      assert.ok(port > 0, `${name}: HTTP_PORT must be fixed (0 picks a random port Prometheus cannot find)`);
+      return port;
+    });
+    assert.equal(new Set(ports).size, ports.length, 'HTTP_PORT values are distinct');
+  });
+
+  test('mounts files that exist and declares the named volumes it uses', () => {
+    for (const [name, svc] of Object.entries(compose.services)) {
+      for (const v of svc.volumes ?? []) {
+        const source = typeof v === 'string' ? v.split(':')[0]! : (v.source ?? '');
+        if (source.startsWith('./')) {
+          // A missing bind-mount source is silently created as an empty directory.
+          assert.ok(existsSync(join(root, source)), `${name}: ${source} does not exist`);
+        } else if (source && !source.startsWith('/')) {
+          assert.ok(
+            compose.volumes && source in compose.volumes,
+            `${name}: volume ${source} is not declared`,
+          );
+        }
+      }
+    }
+  });
+});
+
+describe('deploy/Dockerfile', () => {
+  test('builds the service named by ARG SERVICE and runs it as an unprivileged user', () => {
+    assert.match(dockerfile, /^ARG SERVICE$/m);
+    assert.match(dockerfile, /^FROM node:20-bookworm-slim|^ARG NODE_IMAGE=node:20-bookworm-slim$/m);
+    assert.match(dockerfile, /pnpm install --frozen-lockfile/);
+    assert.match(dockerfile, /pnpm --filter "@mailyard\/service-\$\{SERVICE\}" run build/);
+    assert.match(dockerfile, /services\/\$\{SERVICE\}\/dist\/main\.js/);
+    const users = [...dockerfile.matchAll(/^USER\s+(\S+)/gm)].map((m) => m[1]);
+    assert.ok(users.length > 0 && users.at(-1) !== 'root' && users.at(-1) !== '0', 'runs as a non-root user');
+    assert.match(dockerfile, /^HEALTHCHECK .*\n?.*\/healthz/m);
+  });
+
+  test('documents the build of every service', () => {
+    for (const [, svc] of mailyardServices) {
+      assert.match(dockerfile, new RegExp(`--build-arg SERVICE=${builtService(svc)!}\\b`));
+    }
+  });
+
+  test('installs the pnpm version the repository pins', () => {
+    const pkg = JSON.parse(read('package.json')) as { packageManager: string };
+    const pinned = pkg.packageManager.replace(/^pnpm@/, '').split('+')[0];
+    assert.match(dockerfile, new RegExp(`^ARG PNPM_VERSION=${pinned!.replace(/\./g, '\\.')}$`, 'm'));
+  });
+
+  test('is not sent node_modules, build output, keys or secrets with the context', () => {
+    const ignored = read('.dockerignore').split('\n');
+    for (const p of ['**/node_modules', '**/dist', '.git']) assert.ok(ignored.includes(p), p);
+    // The mta-inbound section mounts ./deploy/tls; a private key there must not end up in an image layer.
+    for (const p of ['deploy/tls', '**/*.key', '.env']) assert.ok(ignored.includes(p), p);
+  });
+});
+
+describe('deploy/ configuration', () => {
+  test("RabbitMQ's max_message_size is above mta-inbound's message_size_limit", () => {
+    const conf = read('deploy/rabbitmq/rabbitmq.conf');
+    const max = Number(/^max_message_size\s*=\s*(\d+)\s*$/m.exec(conf)?.[1]);
+    assert.ok(max > 0, 'max_message_size is set');
+    const [, inbound] = mailyardServices.find(([, svc]) => builtService(svc) === 'mta-inbound')!;
+    const limit = mtaInboundSchema.shape.message_size_limit.parse(
+      envOf(inbound).MESSAGE_SIZE_LIMIT || undefined,
+    );
+    // Headroom for the trace headers mta-inbound adds and the AMQP properties.
+    assert.ok(max >= limit + 1024 * 1024, `max_message_size ${max} must exceed message_size_limit ${limit}`);
+    assert.ok(max <= 512 * 1024 * 1024, "RabbitMQ's ceiling for max_message_size is 512 MiB");
+  });
+
+  test('Prometheus scrapes each Mailyard service on its HTTP_PORT', () => {
+    const prom = parseYaml(read('deploy/prometheus/prometheus.yml')) as {
+      scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
+    };
+    const targets = new Set(prom.scrape_configs.flatMap((c) => c.static_configs.flatMap((s) => s.targets)));
+    for (const [name, svc] of mailyardServices) {
+      const target = `${name}:${envOf(svc).HTTP_PORT}`;
+      assert.ok(targets.has(target), `prometheus.yml has no target ${target}`);
+    }
+  });
+
+  test('the Grafana dashboard uses the provisioned data source and metrics that exist', () => {
+    const datasources = parseYaml(read('deploy/grafana/provisioning/datasources/prometheus.yml')) as {
+      datasources: { uid: string; url: string }[];
+    };
+    const uids = new Set(datasources.datasources.map((d) => d.uid));
+    assert.ok(datasources.datasources.some((d) => d.url === 'http://prometheus:9090'));
+
+    const dashboardDir = 'deploy/grafana/dashboards';
+    const files = readdirSync(join(root, dashboardDir)).filter((f) => f.endsWith('.json'));
+    assert.ok(files.length > 0);
+
+    // Metric names each service registers: its own (declared in its source) and Node's
+    // default metrics under its prefix.
+    const known = new Set<string>();
+    for (const dir of Object.keys(serviceSchemas)) {
+      const srcDir = join(root, 'services', dir, 'src');
+      for (const f of readdirSync(srcDir, { recursive: true, encoding: 'utf8' })) {
+        if (!f.endsWith('.ts')) continue;
+        for (const m of readFileSync(join(srcDir, f), 'utf8').matchAll(/name: '(mailyard_[a-z0-9_]+)'/g))
+          known.add(m[1]!);
+      }
+      for (const metric of createRegistry(dir).getMetricsAsArray()) known.add(metric.name);
+    }
+
+    const used = new Set<string>();
+    for (const f of files) {
+      const dashboard = JSON.parse(read(join(dashboardDir, f))) as { panels: Panel[] };
+      interface Panel {
+        title: string;
+        type: string;
+        datasource?: { uid: string };
+        targets?: { expr: string; datasource?: { uid: string } }[];
+      }
+      const panels = dashboard.panels.filter((p) => p.type !== 'row');
+      assert.ok(panels.length > 0, `${f} has panels`);
+      for (const panel of panels) {
+        for (const t of panel.targets ?? []) {
+          const uid = t.datasource?.uid ?? panel.datasource?.uid;
+          assert.ok(uid && uids.has(uid), `${f} / ${panel.title}: data source ${uid} is not provisioned`);
+          for (const m of t.expr.matchAll(/\bmailyard_[a-z0-9_]+/g)) used.add(m[0]);
+        }
+      }
+    }
+    for (const metric of used) {
+      const base = metric.replace(/_(bucket|sum|count)$/, '');
+      assert.ok(known.has(metric) || known.has(base), `dashboard uses ${metric}, which no service exports`);
+    }
+    // The panels the operator looks for first.
+    for (const metric of [
+      'mailyard_mta_inbound_sessions_total',
+      'mailyard_mta_inbound_messages_total',
+      'mailyard_mta_inbound_accept_latency_seconds_bucket',
+      'mailyard_delivery_deliveries_total',
+      'mailyard_delivery_latency_seconds_bucket',
+    ]) {
+      assert.ok(used.has(metric), `the dashboard shows ${metric}`);
+    }
+  });
+});
+
+describe('scripts/build-service.mjs', () => {
+  const out = mkdtempSync(join(tmpdir(), 'mailyard-build-'));
+  after(() => rmSync(out, { recursive: true, force: true }));
+  const node = (args: string[], env: Record<string, string> = {}) =>
+    spawnSync(process.execPath, args, {
+      encoding: 'utf8',
+      timeout: 60_000,
+      // Only what the test sets: a developer's own SMTP_PORT must not change the outcome.
+      env: { PATH: process.env.PATH ?? '', ...env },
+    });
+  const built = new Map<string, string>();
+  /** Builds a service the way its `pnpm build` does, into a temporary directory. */
+  const bundle = (service: string): string => {
+    const existing = built.get(service);
+    if (existing) return existing;
+    const dir = join(out, service);
+    const res = spawnSync(process.execPath, [join(root, 'scripts', 'build-service.mjs'), '--outdir', dir], {
+      cwd: join(root, 'services', service),
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    assert.equal(res.status, 0, res.stderr);
+    built.set(service, join(dir, 'main.js'));
+    return join(dir, 'main.js');
+  };
+
+  test('inlines our packages and links every third-party package the bundle imports', () => {
+    for (const service of Object.keys(serviceSchemas)) {
+      const main = bundle(service);
+      const code = readFileSync(main, 'utf8');
+      assert.doesNotMatch(code, /from ["']@mailyard\//, `${service}: workspace code is bundled`);
+      const imported = new Set(
+        [...code.matchAll(/^import .* from ["']([^"'.][^"']*)["'];?$/gm)]
+          .map((m) => m[1]!)
+          .filter((spec) => !spec.startsWith('node:'))
+          .map((spec) =>
+            spec
+              .split('/')
+              .slice(0, spec.startsWith('@') ? 2 : 1)
+              .join('/'),
+          ),
+      );
+      assert.ok(imported.size > 0, `${service}: third-party packages stay external`);
+      for (const name of imported) {
+        const link = join(main, '..', 'node_modules', name);
+        assert.ok(lstatSync(link).isSymbolicLink(), `${service}: ${name} is linked`);
+        assert.ok(existsSync(join(link, 'package.json')), `${service}: the link for ${name} resolves`);
+      }
+    }
+  });
+
+  test('the delivery bundle runs --check-config and exits 0', () => {
+    const res = node([bundle('delivery'), '--check-config']);
+    assert.equal(res.status, 0, res.stderr);
+    assert.equal(res.stdout, 'delivery: configuration is valid\n');
+  });
+
+  test('the mta-inbound bundle exits 78 with one line naming a bad setting', () => {
+    const res = node([bundle('mta-inbound')], { SMTP_PORT: 'abc' });
+    assert.equal(res.status, 78);
+    const lines = res.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, res.stderr);
+    assert.match(lines[0]!, /SMTP_PORT/);
+  });
+});
