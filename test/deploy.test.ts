@@ -20,14 +20,19 @@ import { createRegistry } from '../packages/observability/src/index.ts';
 // This test is not a service: it checks the deployment against every service's config schema.
 import { deliverySchema } from '@mailyard/service-delivery';
 import { mtaInboundSchema } from '@mailyard/service-mta-inbound';
+import { retrievalSchema } from '@mailyard/service-retrieval';
 
 const root = new URL('..', import.meta.url).pathname;
 const read = (path: string) => readFileSync(join(root, path), 'utf8');
 
 /** Config schema of each service built from deploy/Dockerfile, by its directory in services/. */
-const serviceSchemas: Record<string, typeof mtaInboundSchema | typeof deliverySchema> = {
+const serviceSchemas: Record<
+  string,
+  typeof mtaInboundSchema | typeof deliverySchema | typeof retrievalSchema
+> = {
   'mta-inbound': mtaInboundSchema,
   delivery: deliverySchema,
+  retrieval: retrievalSchema,
 };
 
 type Env = Record<string, string | number | boolean | null>;

@@ -13,7 +13,7 @@ export const deliverySchema = z.object({
   delivery_dedupe_ttl: positiveInt(14 * 24 * 3600),
   /** Plus-addressing separator (Postfix: recipient_delimiter). */
   recipient_delimiter: z.string().min(1).max(1).default('+'),
-  /** Storage quota per account in bytes unless Redis holds an override (hash quota:storage); 0: unlimited. */
+  /** Storage quota per account (512M, 2G...) unless Redis holds an override (hash quota:storage); unset: unlimited. */
   quota_storage: bytes(0),
 });
 export type DeliveryConfig = z.infer<typeof deliverySchema>;

@@ -37,7 +37,7 @@ export const retrievalSchema = z.object({
   mail_max_ip_connections: positiveInt(100),
   /** Sessions this instance serves at once. */
   max_connections: positiveInt(5000),
-  /** Storage quota per account in bytes when Redis holds no override; 0: unlimited. */
+  /** Storage quota per account (512M, 2G...) when Redis holds no override; unset: unlimited. */
   quota_storage: bytes(0),
   /** Announce our own changes (flags, expunges, appends) to other instances' IDLE sessions. */
   publish_changes: bool(true),
