@@ -376,20 +376,31 @@ async function runFetch(s: ImapSession, tag: string, a: FetchArgs, name: string)
     }
   }
   const ctx = { folder: view.folder, cache: s.deps.cache, utf8: s.utf8, condstore: s.condstore, byUid };
-  for (const { seq, m } of msgs) {
-    let body;
-    try {
-      body = await renderFetch(ctx, m, items);
-    } catch (err) {
-      if (err instanceof SectionError) {
-        throw new ImapReply('NO', err.message === 'UNKNOWN-CTE' ? 'UNKNOWN-CTE' : null, err.message);
+  // corked: one write per batch of responses instead of one per message
+  s.conn.socket.cork();
+  let n = 0;
+  try {
+    for (const { seq, m } of msgs) {
+      if (++n % 500 === 0) {
+        s.conn.socket.uncork();
+        await s.conn.drain();
+        s.conn.socket.cork();
       }
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as Error).name === 'MessageGoneError')
-        continue;
-      throw err;
+      let body;
+      try {
+        body = await renderFetch(ctx, m, items);
+      } catch (err) {
+        if (err instanceof SectionError) {
+          throw new ImapReply('NO', err.message === 'UNKNOWN-CTE' ? 'UNKNOWN-CTE' : null, err.message);
+        }
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as Error).name === 'MessageGoneError')
+          continue;
+        throw err;
+      }
+      s.sendChunks([`* ${seq} FETCH `, ...body, '\r\n']);
     }
-    s.sendChunks([`* ${seq} FETCH `, ...body, '\r\n']);
-    await s.conn.drain();
+  } finally {
+    s.conn.socket.uncork();
   }
   await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
 }
