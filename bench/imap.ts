@@ -242,7 +242,7 @@ auth_mechanisms = plain
 default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = 1
-mail_location = maildir:${accountDir(root, ACCOUNT)}
+mail_location = maildir:${accountDir(root, ACCOUNT).replace(/%/g, '%%')}
 passdb {
   driver = passwd-file
   args = scheme=PLAIN ${base}/passwd
