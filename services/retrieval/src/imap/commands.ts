@@ -376,32 +376,39 @@ async function runFetch(s: ImapSession, tag: string, a: FetchArgs, name: string)
     }
   }
   const ctx = { folder: view.folder, cache: s.deps.cache, utf8: s.utf8, condstore: s.condstore, byUid };
-  // corked: one write per batch of responses instead of one per message
-  s.conn.socket.cork();
-  let n = 0;
-  try {
-    for (const { seq, m } of msgs) {
-      if (++n % 500 === 0) {
-        s.conn.socket.uncork();
-        await s.conn.drain();
-        s.conn.socket.cork();
+  // responses are gathered and written in batches: one socket write per message costs
+  // more than rendering it
+  let batch: Buffer[] = [];
+  let batchBytes = 0;
+  const flush = async () => {
+    if (!batch.length) return;
+    s.send(batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes));
+    batch = [];
+    batchBytes = 0;
+    await s.conn.drain();
+  };
+  for (const { seq, m } of msgs) {
+    let body;
+    try {
+      body = await renderFetch(ctx, m, items);
+    } catch (err) {
+      if (err instanceof SectionError) {
+        await flush();
+        throw new ImapReply('NO', err.message === 'UNKNOWN-CTE' ? 'UNKNOWN-CTE' : null, err.message);
       }
-      let body;
-      try {
-        body = await renderFetch(ctx, m, items);
-      } catch (err) {
-        if (err instanceof SectionError) {
-          throw new ImapReply('NO', err.message === 'UNKNOWN-CTE' ? 'UNKNOWN-CTE' : null, err.message);
-        }
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as Error).name === 'MessageGoneError')
-          continue;
-        throw err;
-      }
-      s.sendChunks([`* ${seq} FETCH `, ...body, '\r\n']);
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as Error).name === 'MessageGoneError')
+        continue;
+      await flush();
+      throw err;
     }
-  } finally {
-    s.conn.socket.uncork();
+    for (const c of [`* ${seq} FETCH `, ...body, '\r\n']) {
+      const buf = typeof c === 'string' ? Buffer.from(c, 'utf8') : c;
+      batch.push(buf);
+      batchBytes += buf.length;
+    }
+    if (batchBytes > 256 * 1024) await flush();
   }
+  await flush();
   await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
 }
 
