@@ -171,3 +171,35 @@ void describe('limits', () => {
     c.close();
   });
 });
+
+void describe('protocol details (raw)', () => {
+  void it('answers FETCH sections, BINARY, partials, ESEARCH, STATUS=SIZE, LIST-STATUS, NAMESPACE, ID', async () => {
+    const c = await loggedIn();
+    assert.match(await c.cmd('p1', 'ID ("name" "raw")'), /^\* ID \("name" "Mailyard"/m);
+    assert.match(await c.cmd('p2', 'NAMESPACE'), /^\* NAMESPACE \(\("" "\/"\)\) NIL NIL/m);
+    assert.match(await c.cmd('p3', 'ENABLE CONDSTORE'), /^\* ENABLED CONDSTORE/m);
+    assert.match(
+      await c.cmd('p4', 'STATUS INBOX (MESSAGES SIZE UIDNEXT HIGHESTMODSEQ)'),
+      /^\* STATUS "INBOX" \(MESSAGES 1 SIZE \d+ UIDNEXT 2 HIGHESTMODSEQ \d+\)/m,
+    );
+    const ls = await c.cmd('p5', 'LIST "" "%" RETURN (SPECIAL-USE STATUS (MESSAGES))');
+    assert.match(ls, /^\* LIST \(\\HasNoChildren \\Junk\) "\/" "Junk"\r\n\* STATUS "Junk" \(MESSAGES 0\)/m);
+    await c.cmd('p6', 'SELECT INBOX');
+    const f = await c.cmd(
+      'p7',
+      'FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[1]<0.4> BINARY.PEEK[1] BINARY.SIZE[1] BODY.PEEK[TEXT])',
+    );
+    assert.match(f, /BODY\[HEADER\.FIELDS \(SUBJECT\)\] \{27\}\r\nSubject: Test message 1\r\n\r\n/);
+    assert.match(f, /BODY\[1\]<0> \{4\}\r\nBody/);
+    assert.match(f, /BINARY\[1\] \{\d+\}\r\nBody of message 1\./);
+    assert.match(f, /BINARY\.SIZE\[1\] \d+/);
+    assert.match(f, /MODSEQ \(\d+\)/);
+    assert.doesNotMatch(f, /\\Seen/, 'PEEK does not set \\Seen');
+    const s = await c.cmd('p8', 'UID SEARCH RETURN (MIN MAX COUNT) SUBJECT "message 1"');
+    assert.match(s, /^\* ESEARCH \(TAG "p8"\) UID MIN 1 MAX 1 COUNT 1/m);
+    const f2 = await c.cmd('p9', 'FETCH 1 (BODY[TEXT])');
+    assert.match(f2, /FLAGS \(\\Seen\)/, 'BODY[] sets \\Seen and reports it');
+    assert.match(await c.cmd('p10', 'GETQUOTAROOT INBOX'), /^\* QUOTAROOT "INBOX" ""\r\n\* QUOTA "" \(\)/m);
+    c.close();
+  });
+});
