@@ -203,3 +203,23 @@ void describe('protocol details (raw)', () => {
     c.close();
   });
 });
+
+void describe('SORT (RFC 5256)', () => {
+  void it('sorts by base subject, sender and size', async () => {
+    const c = await loggedIn();
+    const add = async (t: string, subject: string, from: string, pad: number) => {
+      const msg = `From: ${from}\r\nSubject: ${subject}\r\n\r\n${'x'.repeat(pad)}\r\n`;
+      c.send(`${t} APPEND INBOX {${Buffer.byteLength(msg)}+}\r\n${msg}\r\n`);
+      assert.match(await c.until(new RegExp(`^${t} (OK|NO|BAD)`, 'm')), new RegExp(`^${t} OK`, 'm'));
+    };
+    // INBOX already holds "Test message 1" from sender@remote.example
+    await add('s1', 'Re: [list] Apples', 'zed@example.test', 10);
+    await add('s2', 'Fwd: Bananas', 'adam@example.test', 300);
+    await c.cmd('s3', 'SELECT INBOX');
+    assert.match(await c.cmd('s4', 'SORT (SUBJECT) UTF-8 ALL'), /^\* SORT 2 3 1\r\n/m);
+    assert.match(await c.cmd('s5', 'SORT (FROM) UTF-8 ALL'), /^\* SORT 3 1 2\r\n/m);
+    assert.match(await c.cmd('s6', 'UID SORT (REVERSE SIZE) UTF-8 ALL'), /^\* SORT 1 3 2\r\n/m);
+    assert.match(await c.cmd('s7', 'SORT (SUBJECT) KOI8-R ALL'), /^s7 NO \[BADCHARSET/m);
+    c.close();
+  });
+});

@@ -4,6 +4,9 @@
 import {
   ArgReader,
   BadCharsetError,
+  decodeWords,
+  header,
+  parseAddressList,
   encodeMutf7,
   formatSequence,
   ParseError,
@@ -535,6 +538,93 @@ async function runSearch(s: ImapSession, tag: string, a: SearchArgs, name: strin
   await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
 }
 
+// --- SORT (RFC 5256) ------------------------------------------------------------------
+
+const SORT_KEYS = ['ARRIVAL', 'CC', 'DATE', 'FROM', 'SIZE', 'SUBJECT', 'TO'];
+
+interface SortArgs {
+  criteria: { key: string; reverse: boolean }[];
+  search: SearchArgs;
+}
+
+function parseSort(r: ArgReader): SortArgs {
+  const list = r.list('sort criteria').map((t) => tokenText(t).toUpperCase());
+  const criteria: SortArgs['criteria'] = [];
+  for (let i = 0; i < list.length; i++) {
+    const reverse = list[i] === 'REVERSE';
+    const key = reverse ? list[++i] : list[i];
+    if (!key || !SORT_KEYS.includes(key)) throw new ParseError('bad sort criterion');
+    criteria.push({ key, reverse });
+  }
+  if (!criteria.length) throw new ParseError('empty sort criteria');
+  const charset = r.astring('charset').toUpperCase();
+  if (!SUPPORTED_CHARSETS.includes(charset))
+    return { criteria, search: { ret: null, key: null, badCharset: true } };
+  return { criteria, search: { ret: null, key: parseSearch(r), badCharset: false } };
+}
+
+/** RFC 5256 §2.1 base subject, simplified: no Re:/Fwd:/[tag] prefixes, no (fwd) trailer. */
+function baseSubject(subject: string): string {
+  let s = decodeWords(subject).toLowerCase().replace(/\s+/g, ' ').trim();
+  for (let prev = ''; prev !== s;) {
+    prev = s;
+    s = s
+      .replace(/^(re|fwd?|aw|sv)\s*(\[[^\]]*\])?\s*:\s*/, '')
+      .replace(/^\[[^\]]*\]\s*/, '')
+      .replace(/\s*\(fwd\)$/, '')
+      .trim();
+  }
+  return s;
+}
+
+async function runSort(s: ImapSession, tag: string, a: SortArgs, name: string): Promise<void> {
+  if (a.search.badCharset || !a.search.key) throw reply.badCharset(SUPPORTED_CHARSETS);
+  const view = s.selected!;
+  const byUid = name.startsWith('UID');
+  const ev = new SearchEvaluator(view, view.folder, s.deps.cache);
+  const rows: { seq: number; uid: number; keys: (string | number)[] }[] = [];
+  for (let i = 0; i < view.uids.length; i++) {
+    const m = view.info(view.uids[i]!);
+    if (!m || !(await ev.matches(a.search.key, i + 1, m))) continue;
+    const h = (await s.deps.cache.header(view.folder, m)).headers;
+    const keys: (string | number)[] = [];
+    for (const c of a.criteria) {
+      switch (c.key) {
+        case 'ARRIVAL':
+          keys.push((await view.folder.internalDate(m)).getTime());
+          break;
+        case 'DATE': {
+          const d = Date.parse((header(h, 'date') ?? '').replace(/\s*\([^)]*\)\s*$/, ''));
+          keys.push(Number.isNaN(d) ? (await view.folder.internalDate(m)).getTime() : d);
+          break;
+        }
+        case 'SIZE':
+          keys.push(await view.folder.sizeOf(m));
+          break;
+        case 'SUBJECT':
+          keys.push(baseSubject(header(h, 'subject') ?? ''));
+          break;
+        default: {
+          const first = parseAddressList(header(h, c.key.toLowerCase()) ?? '').find((x) => !x.group);
+          keys.push((first?.mailbox ?? '').toLowerCase());
+        }
+      }
+    }
+    rows.push({ seq: i + 1, uid: m.uid, keys });
+  }
+  rows.sort((x, y) => {
+    for (let k = 0; k < a.criteria.length; k++) {
+      const p = x.keys[k]!;
+      const q = y.keys[k]!;
+      const cmp = p < q ? -1 : p > q ? 1 : 0;
+      if (cmp) return a.criteria[k]!.reverse ? -cmp : cmp;
+    }
+    return x.seq - y.seq;
+  });
+  s.send(`* SORT${rows.map((r) => ' ' + (byUid ? r.uid : r.seq)).join('')}\r\n`);
+  await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
+}
+
 // --- COPY / MOVE / EXPUNGE ----------------------------------------------------------
 
 async function expungeDeleted(s: ImapSession, uids: Set<number> | null): Promise<number[]> {
@@ -943,6 +1033,8 @@ export const COMMANDS: Record<string, CommandDef<unknown>> = {
   'UID STORE': def({ states: SELECTED, parse: parseStore, run: runStore }),
   SEARCH: def({ states: SELECTED, parse: parseSearchArgs, run: runSearch }),
   'UID SEARCH': def({ states: SELECTED, parse: parseSearchArgs, run: runSearch }),
+  SORT: def({ states: SELECTED, parse: parseSort, run: runSort }),
+  'UID SORT': def({ states: SELECTED, parse: parseSort, run: runSort }),
   ...Object.fromEntries(
     ['COPY', 'UID COPY', 'MOVE', 'UID MOVE'].map((n) => [
       n,

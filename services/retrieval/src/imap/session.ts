@@ -126,6 +126,7 @@ export class ImapSession {
       'QUOTA=RES-STORAGE',
       'UTF8=ACCEPT',
       'ESEARCH',
+      'SORT',
       'STATUS=SIZE',
       'BINARY',
       `APPENDLIMIT=${this.deps.config.message_size_limit}`,
