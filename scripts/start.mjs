@@ -51,7 +51,12 @@ const children = [];
 for (const name of wanted) {
   const child = spawn(process.execPath, ['--import', 'tsx', `services/${name}/src/main.ts`], {
     cwd: root,
-    env: { HTTP_PORT: String(SERVICES[name]), ...process.env },
+    // mta-inbound (and msa) ask the policy service only when it runs too
+    env: {
+      HTTP_PORT: String(SERVICES[name]),
+      ...(wanted.includes('policy') ? { POLICY_ENABLED: 'yes' } : {}),
+      ...process.env,
+    },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const fmt = spawn(pretty, ['--colorize', '--translateTime', 'SYS:HH:MM:ss.l', '--ignore', 'pid,hostname'], {

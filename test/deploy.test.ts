@@ -20,6 +20,9 @@ import { createRegistry } from '../packages/observability/src/index.ts';
 // This test is not a service: it checks the deployment against every service's config schema.
 import { deliverySchema } from '@mailyard/service-delivery';
 import { mtaInboundSchema } from '@mailyard/service-mta-inbound';
+import { msaSchema } from '@mailyard/service-msa';
+import { outboundRelaySchema } from '@mailyard/service-outbound-relay';
+import { policySchema } from '@mailyard/service-policy';
 import { retrievalSchema } from '@mailyard/service-retrieval';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -28,10 +31,18 @@ const read = (path: string) => readFileSync(join(root, path), 'utf8');
 /** Config schema of each service built from deploy/Dockerfile, by its directory in services/. */
 const serviceSchemas: Record<
   string,
-  typeof mtaInboundSchema | typeof deliverySchema | typeof retrievalSchema
+  | typeof mtaInboundSchema
+  | typeof deliverySchema
+  | typeof msaSchema
+  | typeof outboundRelaySchema
+  | typeof policySchema
+  | typeof retrievalSchema
 > = {
   'mta-inbound': mtaInboundSchema,
   delivery: deliverySchema,
+  msa: msaSchema,
+  'outbound-relay': outboundRelaySchema,
+  policy: policySchema,
   retrieval: retrievalSchema,
 };
 
@@ -285,9 +296,19 @@ describe('deploy/ configuration', () => {
 
   test('Prometheus scrapes each Mailyard service on its HTTP_PORT', () => {
     const prom = parseYaml(read('deploy/prometheus/prometheus.yml')) as {
-      scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[];
+      scrape_configs: {
+        job_name: string;
+        static_configs?: { targets: string[] }[];
+        // scaled services: every replica, found through Docker's DNS
+        dns_sd_configs?: { names: string[]; port: number }[];
+      }[];
     };
-    const targets = new Set(prom.scrape_configs.flatMap((c) => c.static_configs.flatMap((s) => s.targets)));
+    const targets = new Set(
+      prom.scrape_configs.flatMap((c) => [
+        ...(c.static_configs ?? []).flatMap((s) => s.targets),
+        ...(c.dns_sd_configs ?? []).flatMap((d) => d.names.map((n) => `${n}:${d.port}`)),
+      ]),
+    );
     for (const [name, svc] of mailyardServices) {
       const target = `${name}:${envOf(svc).HTTP_PORT}`;
       assert.ok(targets.has(target), `prometheus.yml has no target ${target}`);

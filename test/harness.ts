@@ -5,6 +5,7 @@ import { MaildirStore, folderDir } from '@mailyard/mailstore';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import { buildDelivery, deliverySchema, type DeliveryService } from '@mailyard/service-delivery';
 import { buildMtaInbound, mtaInboundSchema, type MtaInbound } from '@mailyard/service-mta-inbound';
+import { buildPolicy, policySchema, type PolicyService } from '@mailyard/service-policy';
 import {
   createTestRedis,
   createVhost,
@@ -27,6 +28,9 @@ export interface Platform {
   inboundRt: Runtime;
   delivery: DeliveryService | null;
   deliveryRt: Runtime | null;
+  /** The policy service, when started with `policy`. */
+  policy: PolicyService | null;
+  policyRt: Runtime | null;
   /** Common config values every service of this platform shares. */
   env: Record<string, string>;
   inbox(account: string, folder?: string): string[];
@@ -38,6 +42,10 @@ export interface Platform {
 export interface PlatformOptions {
   inbound?: Record<string, unknown>;
   delivery?: Record<string, unknown>;
+  /** Start the policy service with this config and turn policy on in mta-inbound (default: policy off). */
+  policy?: Record<string, unknown>;
+  /** Clock of the policy service (greylisting, rate limits). */
+  policyNow?: () => number;
   /** Start the delivery service too (default true). */
   withDelivery?: boolean;
   zone?: Zone;
@@ -63,8 +71,28 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
   };
   const inboundConfig = loadConfig(mtaInboundSchema, {
     env: {},
-    overrides: { ...common, smtp_port: 0, ...(opts.inbound ?? {}) },
+    overrides: { ...common, smtp_port: 0, policy_enabled: !!opts.policy, ...(opts.inbound ?? {}) },
   });
+  let policy: PolicyService | null = null;
+  let policyRt: Runtime | null = null;
+  if (opts.policy) {
+    const cfg = loadConfig(policySchema, {
+      env: {},
+      overrides: { ...common, policy_delegation_port: 0, ...opts.policy },
+    });
+    policyRt = await createRuntime('policy', cfg);
+    policy = buildPolicy(cfg, {
+      bus: policyRt.bus,
+      redis: policyRt.redis,
+      directory: new Directory(policyRt.redis),
+      resolver: policyRt.resolver,
+      logger: policyRt.logger,
+      registry: policyRt.registry,
+      ...(opts.policyNow ? { now: opts.policyNow } : {}),
+    });
+    await policyRt.bus.waitConnected();
+    await policy.start();
+  }
   const inboundRt = await createRuntime('mta-inbound', inboundConfig);
   const directory = new Directory(redis.redis);
   const inbound = buildMtaInbound(inboundConfig, {
@@ -87,6 +115,8 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
     inboundRt,
     delivery: null,
     deliveryRt: null,
+    policy,
+    policyRt,
     env: {
       AMQP_URL: vhost.url,
       REDIS_URL: common.redis_url,
@@ -125,6 +155,8 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
       await p.stopDelivery();
       await inbound.stop();
       await inboundRt.close();
+      await policy?.stop();
+      await policyRt?.close();
       await dns.close();
       await redis.cleanup();
       await vhost.delete();

@@ -5,6 +5,7 @@ import {
   MAIL_EXCHANGE,
   Queues,
   RoutingKeys,
+  outboundDelayQueue,
 } from '@mailyard/contracts';
 
 /**
@@ -13,7 +14,10 @@ import {
  *
  *   exchange `mail` (direct) --delivery--> quorum queue `delivery`
  *                            --outbound--> quorum queue `outbound`
+ *                            --outbound.delay.<d>--> classic queue `outbound.delay.<d>`
+ *                                   (TTL <d>, then dead-lettered to `mail`/`outbound`)
  *   exchange `mail.dlx` (fanout) --------> quorum queue `dead-letter`
+ *   default exchange --policy--> classic queue `policy` (RPC, replies by direct reply-to)
  *   exchange `events` (topic): `mailbox.changed`; subscribers bind their own
  *                              exclusive queues.
  *
@@ -58,16 +62,56 @@ export const QUEUES: QueueSpec[] = [
     }),
   },
   {
+    // Policy RPC: requests are transient (non-persistent, short TTL: an answer
+    // nobody waits for any more is useless), so a classic queue, not a quorum one.
+    name: Queues.policy,
+    bindings: [],
+    arguments: { 'x-queue-type': 'classic', 'x-message-ttl': 30_000 },
+  },
+  {
     name: Queues.deadLetter,
     bindings: [{ exchange: DEAD_LETTER_EXCHANGE, key: '' }],
     arguments: quorum(),
   },
 ];
 
+/**
+ * Outbound retry delays (Postfix-like back-off: 1m, 5m, 15m, 30m, 1h, 2h, 4h, then every
+ * 4h). services/outbound-relay may be configured with another schedule; it declares
+ * the queues of that schedule with `outboundDelayQueueSpec` at start.
+ */
+export const DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS = [
+  60_000, 300_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000,
+];
+
+/**
+ * A delay queue: messages wait for the queue's TTL, then are dead-lettered back to
+ * `outbound`. Classic, not quorum, on purpose: a message that the queue inspection
+ * tool takes with basic.get and returns keeps its place and its expiry, and returns
+ * do not count towards a delivery limit. Durable, and messages are persistent.
+ */
+export function outboundDelayQueueSpec(delayMs: number): QueueSpec {
+  const name = outboundDelayQueue(delayMs);
+  return {
+    name,
+    bindings: [{ exchange: MAIL_EXCHANGE, key: name }],
+    arguments: {
+      'x-queue-type': 'classic',
+      'x-message-ttl': delayMs,
+      'x-dead-letter-exchange': MAIL_EXCHANGE,
+      'x-dead-letter-routing-key': RoutingKeys.outbound,
+    },
+  };
+}
+
+QUEUES.push(...DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS.map(outboundDelayQueueSpec));
+
+export async function declareQueue(ch: Channel, q: QueueSpec): Promise<void> {
+  await ch.assertQueue(q.name, { durable: true, arguments: q.arguments });
+  for (const b of q.bindings) await ch.bindQueue(q.name, b.exchange, b.key);
+}
+
 export async function declareTopology(ch: Channel): Promise<void> {
   for (const ex of EXCHANGES) await ch.assertExchange(ex.name, ex.type, { durable: true });
-  for (const q of QUEUES) {
-    await ch.assertQueue(q.name, { durable: true, arguments: q.arguments });
-    for (const b of q.bindings) await ch.bindQueue(q.name, b.exchange, b.key);
-  }
+  for (const q of QUEUES) await declareQueue(ch, q);
 }

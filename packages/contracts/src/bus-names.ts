@@ -15,6 +15,8 @@ export const Queues = {
   outbound: 'outbound',
   /** Poison messages: failed processing N times, or failed contract validation. */
   deadLetter: 'dead-letter',
+  /** Policy RPC requests (stage decisions), consumed by services/policy; replies use direct reply-to. */
+  policy: 'policy',
 } as const;
 export type QueueName = (typeof Queues)[keyof typeof Queues];
 
@@ -27,9 +29,9 @@ export type MailRoutingKey = (typeof RoutingKeys)[keyof typeof RoutingKeys];
 
 export const EventKeys = {
   mailboxChanged: 'mailbox.changed',
-  /** A user moved messages into Junk (published by retrieval, consumed by policy). */
+  /** A user filed a message into Junk: train the spam filter (payload: LearnEvent). */
   learnSpam: 'learn.spam',
-  /** A user moved messages out of Junk. */
+  /** A user moved a message out of Junk: train as ham (payload: LearnEvent). */
   learnHam: 'learn.ham',
 } as const;
 
@@ -40,3 +42,24 @@ export const Headers = {
   /** Contract version of the envelope in this message. */
   envelopeVersion: 'x-mailyard-envelope-version',
 } as const;
+
+/**
+ * Delay queues of outbound retries: one queue per delay, named after it
+ * (`outbound.delay.5m`), bound to MAIL_EXCHANGE under its own name. A message waits
+ * there for the queue's TTL and is dead-lettered back to `outbound`.
+ */
+export const OUTBOUND_DELAY_QUEUE_PREFIX = 'outbound.delay.';
+
+/** `outbound.delay.200ms`, `outbound.delay.90s`, `outbound.delay.5m`, `outbound.delay.4h`. */
+export function outboundDelayQueue(delayMs: number): string {
+  const units: [number, string][] = [
+    [3_600_000, 'h'],
+    [60_000, 'm'],
+    [1000, 's'],
+  ];
+  for (const [size, unit] of units) {
+    if (delayMs >= size && delayMs % size === 0)
+      return `${OUTBOUND_DELAY_QUEUE_PREFIX}${delayMs / size}${unit}`;
+  }
+  return `${OUTBOUND_DELAY_QUEUE_PREFIX}${delayMs}ms`;
+}

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { Filing } from './policy.js';
 
 /**
  * The envelope of one queued message: what SMTP said about it, kept apart from the
@@ -43,6 +44,8 @@ export const Envelope = z.object({
   smtputf8: z.boolean().default(false),
   /** Last temporary error, when a retry is queued. */
   lastError: z.string().nullable().default(null),
+  /** Policy verdict on filing (Junk, promotions); absent means INBOX. */
+  filing: Filing.optional(),
 });
 export type Envelope = z.infer<typeof Envelope>;
 export type EnvelopeInput = z.input<typeof Envelope>;

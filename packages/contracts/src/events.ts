@@ -10,20 +10,3 @@ export const MailboxChanged = z.object({
   at: z.string().datetime(),
 });
 export type MailboxChanged = z.infer<typeof MailboxChanged>;
-
-/**
- * Published when a user moves messages into Junk (`learn.spam`) or out of it
- * (`learn.ham`), for the spam filter to learn from. The copies are in `folderDir`
- * (on the shared mail store) under the given UIDs.
- */
-export const LearnMessages = z.object({
-  v: z.literal(1),
-  account: z.string(),
-  from: z.string(),
-  to: z.string(),
-  folderDir: z.string(),
-  uids: z.array(z.number().int().positive()),
-  sourceUids: z.array(z.number().int().positive()),
-  at: z.string().datetime(),
-});
-export type LearnMessages = z.infer<typeof LearnMessages>;

@@ -1,3 +1,4 @@
 export * from './bus-names.js';
 export * from './envelope.js';
 export * from './events.js';
+export * from './policy.js';

@@ -203,30 +203,64 @@ export class Directory {
   }
 
   /**
+   * The addresses an account may send as (Postfix: smtpd_sender_login_maps): the account
+   * itself and every alias that leads to it, directly or through other aliases. A
+   * catch-all does not count: it receives for a domain, it does not own its addresses.
+   */
+  async addressesOf(account: string): Promise<string[]> {
+    const a = account.toLowerCase();
+    const owned = new Set<string>([a]);
+    const aliases = (await this.listAliases()).filter((x) => !x.source.startsWith('@'));
+    // grow the set until no alias adds a new owned address (nested aliases, loops end)
+    for (let changed = true; changed;) {
+      changed = false;
+      for (const { source, targets } of aliases) {
+        if (!owned.has(source) && targets.some((t) => owned.has(t))) {
+          owned.add(source);
+          changed = true;
+        }
+      }
+    }
+    return [...owned].sort();
+  }
+
+  /**
    * Decides whether a local-domain address exists (RCPT TO). Order as Postfix's
    * virtual alias and mailbox maps: exact alias, account, then the plus-address base
    * (`user+tag@` -> `user@`), then the domain's catch-all.
    */
   async resolve(address: string): Promise<RecipientMatch | null> {
+    return (await this.lookup(address)).match;
+  }
+
+  /**
+   * One Redis round trip for a recipient: is its domain local, and if so what does the
+   * address resolve to. `match` is null for a remote domain or an unknown local address.
+   */
+  async lookup(address: string): Promise<{ localDomain: boolean; match: RecipientMatch | null }> {
     const a = address.toLowerCase();
     const at = a.lastIndexOf('@');
     const local = a.slice(0, at);
     const domain = a.slice(at + 1);
     const { base, tag } = splitPlus(local, this.recipientDelimiter);
     const candidates = [a, ...(tag !== null ? [`${base}@${domain}`] : [])];
-    const pipe = this.redis.pipeline();
+    const pipe = this.redis.pipeline().sismember('domains', domain);
     for (const c of candidates) pipe.smembers(`alias:${c}`).exists(`account:${c}`);
     pipe.smembers(`alias:@${domain}`);
     const res = (await pipe.exec()) ?? [];
+    const localDomain = res[0]?.[1] === 1;
+    if (!localDomain) return { localDomain, match: null };
     for (let i = 0; i < candidates.length; i++) {
-      const aliasTargets = res[i * 2]?.[1] as string[] | undefined;
-      const exists = res[i * 2 + 1]?.[1] as number | undefined;
-      if (aliasTargets?.length) return { kind: 'alias', source: candidates[i]!, targets: aliasTargets };
-      if (exists) return { kind: 'account', account: candidates[i]! };
+      const aliasTargets = res[1 + i * 2]?.[1] as string[] | undefined;
+      const exists = res[2 + i * 2]?.[1] as number | undefined;
+      if (aliasTargets?.length)
+        return { localDomain, match: { kind: 'alias', source: candidates[i]!, targets: aliasTargets } };
+      if (exists) return { localDomain, match: { kind: 'account', account: candidates[i]! } };
     }
-    const catchall = res[candidates.length * 2]?.[1] as string[] | undefined;
-    if (catchall?.length) return { kind: 'catchall', source: `@${domain}`, targets: catchall };
-    return null;
+    const catchall = res[1 + candidates.length * 2]?.[1] as string[] | undefined;
+    if (catchall?.length)
+      return { localDomain, match: { kind: 'catchall', source: `@${domain}`, targets: catchall } };
+    return { localDomain, match: null };
   }
 
   /**
@@ -242,12 +276,11 @@ export class Directory {
       const a = addr.toLowerCase();
       if (seen.has(a) || depth > ALIAS_RECURSION_LIMIT) return;
       seen.add(a);
-      const domain = a.slice(a.lastIndexOf('@') + 1);
-      if (!(await this.isLocalDomain(domain))) {
+      const { localDomain, match: m } = await this.lookup(a);
+      if (!localDomain) {
         remote.add(a);
         return;
       }
-      const m = await this.resolve(a);
       if (!m) return;
       if (m.kind === 'account') {
         if (!local.has(m.account)) local.set(m.account, address.toLowerCase());

@@ -51,6 +51,8 @@ export async function createRuntime(
   const redis = new Redis(config.redis_url, {
     keyPrefix: config.redis_prefix,
     lazyConnect: true,
+    // commands issued in the same tick leave in one write (fewer syscalls per message)
+    enableAutoPipelining: true,
     maxRetriesPerRequest: 2,
     enableOfflineQueue: true,
     retryStrategy: (times) => Math.min(times * 200, 5000),

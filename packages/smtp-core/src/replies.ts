@@ -39,6 +39,45 @@ export const reply = {
     r(501, '5.1.3', `<${rcpt}>: Recipient address rejected: bad address syntax`, 'bad_rcpt_syntax'),
   badSenderSyntax: (from: string) =>
     r(501, '5.1.7', `<${from}>: Sender address rejected: bad address syntax`, 'bad_sender_syntax'),
+  // Submission (RFC 6409, RFC 4954). X.7.1: Postfix's reject_sender_login_mismatch
+  senderLoginMismatch: (from: string, user: string) =>
+    r(553, '5.7.1', `<${from}>: Sender address rejected: not owned by user ${user}`, 'sender_login_mismatch'),
+  headerFromMismatch: (from: string, user: string) =>
+    r(
+      553,
+      '5.7.1',
+      `<${from}>: From: header address rejected: not owned by user ${user}`,
+      'header_from_mismatch',
+    ),
+  // RFC 4954 §6: 530 5.7.0 Authentication required
+  authRequired: () => r(530, '5.7.0', 'Authentication required', 'auth_required'),
+  // RFC 4954 §6: 535 5.7.8 Authentication credentials invalid (never says which part was wrong)
+  authInvalid: () => r(535, '5.7.8', 'Authentication credentials invalid', 'auth_invalid'),
+  // RFC 4954 §6: 454 4.7.0 Temporary authentication failure
+  authLocked: (retryAfterSeconds: number) =>
+    r(
+      454,
+      '4.7.0',
+      `Too many failed login attempts, try again in ${retryAfterSeconds} seconds`,
+      'auth_locked',
+    ),
+  authTempFail: () => r(454, '4.7.0', 'Temporary authentication failure, try again later', 'auth_temp_fail'),
+  // X.1.2 bad destination system address: no MX and no A/AAAA, or a null MX (RFC 7505 §4.2)
+  noMxDomain: (rcpt: string, domain: string) =>
+    r(
+      550,
+      '5.1.2',
+      `<${rcpt}>: Recipient address rejected: domain ${domain} does not accept mail`,
+      'no_mx_domain',
+    ),
+  // X.4.3 directory server failure: DNS could not answer now; the client should retry
+  dnsTempFail: (rcpt: string) =>
+    r(
+      450,
+      '4.4.3',
+      `<${rcpt}>: Recipient address rejected: domain lookup failed, try again later`,
+      'dns_temp_fail',
+    ),
   // RFC 5321 §4.5.3.1.8: 452 for too many recipients; X.5.3 too many recipients
   tooManyRecipients: () => r(452, '4.5.3', 'Error: too many recipients', 'too_many_recipients'),
   // X.3.4 message too big for system

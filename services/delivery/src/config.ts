@@ -11,6 +11,10 @@ export const deliverySchema = z.object({
   delivery_max_attempts: positiveInt(5),
   /** How long the "already delivered" markers are kept, in seconds (covers any redelivery). */
   delivery_dedupe_ttl: positiveInt(14 * 24 * 3600),
+  /** Folder for mail the policy service holds as spam (quarantine). */
+  junk_folder: z.string().min(1).default('Junk'),
+  /** Folder for bulk/advertising mail marked by the policy service; INBOX leaves it there (e.g. Promotions). */
+  bulk_folder: z.string().min(1).default('INBOX'),
   /** Plus-addressing separator (Postfix: recipient_delimiter). */
   recipient_delimiter: z.string().min(1).max(1).default('+'),
   /** Storage quota per account (512M, 2G...) unless Redis holds an override (hash quota:storage); unset: unlimited. */

@@ -73,7 +73,16 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   const markerKey = (queueId: string, account: string) =>
     `delivered:${queueId}:${createHash('sha256').update(account).digest('hex').slice(0, 16)}`;
 
+  /** Junk for recipients the policy held, the bulk folder for bulk mail, else INBOX. */
+  const folderFor = (env: Envelope, via: string): string => {
+    const f = env.filing;
+    if (!f) return 'INBOX';
+    if (f.junk.some((j) => j.toLowerCase() === via.toLowerCase())) return config.junk_folder;
+    return f.bulk ? config.bulk_folder : 'INBOX';
+  };
+
   const fileCopy = async (env: Envelope, message: Buffer, account: string, via: string): Promise<void> => {
+    const folder = folderFor(env, via);
     const key = markerKey(env.queueId, account);
     if (await redis.exists(key)) {
       metrics.deliveries.inc({ result: 'duplicate' });
@@ -94,7 +103,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     }
     const res = await store.deliver({
       account,
-      folder: 'INBOX',
+      folder,
       data,
       queueId: env.queueId,
       recipient: account,
@@ -103,11 +112,14 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     await redis.set(key, '1', 'EX', config.delivery_dedupe_ttl);
     metrics.deliveries.inc({ result: res.written ? 'written' : 'duplicate' });
     metrics.latency.observe((Date.now() - Date.parse(env.receivedAt)) / 1000);
-    logger.info({ queueId: env.queueId, account, via, path: res.path, written: res.written }, 'delivered');
+    logger.info(
+      { queueId: env.queueId, account, via, folder, path: res.path, written: res.written },
+      'delivered',
+    );
     const event: MailboxChanged = {
       v: 1,
       account,
-      folder: 'INBOX',
+      folder,
       queueId: env.queueId,
       at: new Date().toISOString(),
     };

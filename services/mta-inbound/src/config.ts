@@ -41,6 +41,18 @@ export const mtaInboundSchema = z.object({
   proxy_protocol_trusted_networks: cidrList([]),
   /** Plus-addressing separator (Postfix: recipient_delimiter). */
   recipient_delimiter: z.string().min(1).max(1).default('+'),
+  /**
+   * Ask services/policy at each SMTP stage (RPC over RabbitMQ). Off by default so that a
+   * deployment without the policy service keeps working as before (only the built-in
+   * relay and syntax checks); turn it on wherever the policy service runs.
+   */
+  policy_enabled: bool(false),
+  /** How long to wait for a policy decision before connect, MAIL and RCPT. */
+  policy_timeout: duration('5s'),
+  /** How long to wait for the end-of-DATA decision (virus and spam scanning included). */
+  policy_data_timeout: duration('60s'),
+  /** No decision in time: tempfail (451 4.7.1, the sender retries) or continue without policy. */
+  policy_timeout_action: z.enum(['tempfail', 'continue']).default('tempfail'),
   /** Seconds to wait for connections to finish at shutdown. */
   shutdown_grace: duration('10s'),
 });

@@ -3,10 +3,17 @@ import type { Readable } from 'node:stream';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
 import { ipInNetworks, loadTlsMaterial } from '@mailyard/config';
-import { ENVELOPE_VERSION, RoutingKeys, type Envelope } from '@mailyard/contracts';
+import {
+  ENVELOPE_VERSION,
+  RoutingKeys,
+  type Envelope,
+  type PolicyDecision,
+  type PolicyRequestInput,
+} from '@mailyard/contracts';
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
+import { PolicyClient, applyHeaderEdits } from '@mailyard/policy-client';
 import {
   SmtpReject,
   inspectLineEndings,
@@ -27,6 +34,23 @@ export interface MtaInboundDeps {
   resolver: MailResolver;
   logger: Logger;
   registry: Registry;
+  /** Policy RPC client; by default one is built from the config when POLICY_ENABLED is on. */
+  policy?: PolicyAsker | null;
+}
+
+/** What mta-inbound needs from a policy client (PolicyClient, or a stub in tests). */
+export interface PolicyAsker {
+  ask(request: Omit<PolicyRequestInput, 'v'>, message?: Buffer, timeoutMs?: number): Promise<PolicyDecision>;
+  start(): void;
+  stop(): Promise<void>;
+}
+
+/** Policy verdicts that outlive one stage: held for Junk, to be discarded, or accepted early. */
+interface PolicyState {
+  junk: Set<string>;
+  junkAll: boolean;
+  discard: boolean;
+  accepted: boolean;
 }
 
 type Route = 'delivery' | 'outbound';
@@ -69,15 +93,83 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
 
   const rcptCounts = new WeakMap<object, number>();
 
+  const policy: PolicyAsker | null =
+    deps.policy !== undefined
+      ? deps.policy
+      : config.policy_enabled
+        ? new PolicyClient({
+            amqpUrl: config.amqp_url,
+            logger,
+            name: 'mailyard-mta-inbound-policy',
+            timeoutMs: config.policy_timeout,
+            onTimeout: config.policy_timeout_action,
+            observe: (stage, seconds, outcome) => metrics.policyLatency.observe({ stage, outcome }, seconds),
+          })
+        : null;
+  // per session (connect verdicts) and per transaction (envelope: MAIL, RCPT verdicts)
+  const sessionPolicy = new WeakMap<object, PolicyState>();
+  const txPolicy = new WeakMap<object, PolicyState>();
+  const newState = (): PolicyState => ({ junk: new Set(), junkAll: false, discard: false, accepted: false });
+  const txState = (session: SMTPServerSession): PolicyState => {
+    let st = txPolicy.get(session.envelope);
+    if (!st) {
+      st = newState();
+      const s = sessionPolicy.get(session);
+      if (s) {
+        st.junkAll = s.junkAll;
+        st.discard = s.discard;
+      }
+      txPolicy.set(session.envelope, st);
+    }
+    return st;
+  };
+  const policyRequest = (session: SMTPServerSession, stage: PolicyRequestInput['stage']) => ({
+    stage,
+    origin: 'mta-inbound' as const,
+    sessionId: session.id,
+    client: {
+      ip: session.remoteAddress,
+      hostname:
+        session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null,
+      // false before HELO
+      helo: typeof session.hostNameAppearsAs === 'string' ? session.hostNameAppearsAs : '',
+    },
+    sender: session.envelope.mailFrom ? session.envelope.mailFrom.address : null,
+    recipients: session.envelope.rcptTo.map((r) => r.address),
+    tls: !!session.secure,
+  });
+  /** Turns a refusing decision into the SmtpReject to send; null when the transaction goes on. */
+  const policyReject = (d: PolicyDecision, stage: string): SmtpReject | null => {
+    if ((d.action !== 'reject' && d.action !== 'tempfail') || !d.reply) return null;
+    let { code, enhanced } = d.reply;
+    // RFC 5321 §3.1: at connect only 554 (refused) or 421 (try later) make sense
+    if (stage === 'connect') {
+      code = code >= 500 ? 554 : 421;
+      enhanced = code >= 500 ? enhanced : enhanced.replace(/^5/, '4');
+    }
+    return new SmtpReject(code, enhanced, d.reply.text, `policy_${stage}`);
+  };
+  const applyVerdict = (st: PolicyState, d: PolicyDecision, rcpt?: string) => {
+    if (d.action === 'discard') st.discard = true;
+    if (d.action === 'accept') st.accepted = true;
+    if (d.action === 'quarantine') {
+      if (rcpt && d.junk.length) for (const j of d.junk) st.junk.add(j);
+      else st.junkAll = true;
+    }
+  };
+
   const routeRecipient = async (address: string, session: SMTPServerSession): Promise<Route> => {
     const parsed = parseMailAddress(address);
     if (!parsed.ok) {
       throw parsed.kind === 'relay_trick' ? reply.relayDenied(address) : reply.badRecipientSyntax(address);
     }
     const { domain } = parsed.value;
-    if (!domain.startsWith('[') && (await directory.isLocalDomain(domain))) {
-      if (!(await directory.resolve(parsed.value.address))) throw reply.noSuchUser(address);
-      return 'delivery';
+    if (!domain.startsWith('[')) {
+      const { localDomain, match } = await directory.lookup(parsed.value.address);
+      if (localDomain) {
+        if (!match) throw reply.noSuchUser(address);
+        return 'delivery';
+      }
     }
     if (ipInNetworks(session.remoteAddress, config.mynetworks) || relayDomains.has(domain)) return 'outbound';
     throw reply.relayDenied(address);
@@ -118,7 +210,21 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
 
     onConnect(session, cb) {
       metrics.sessions.inc();
-      cb();
+      if (!policy) return cb();
+      policy.ask(policyRequest(session, 'connect')).then(
+        (d) => {
+          const rej = policyReject(d, 'connect');
+          if (rej) return cb(rejectWith(rej, session));
+          const st = newState();
+          applyVerdict(st, d);
+          sessionPolicy.set(session, st);
+          cb();
+        },
+        (err: unknown) => {
+          logger.error({ sid: session.id, err: String(err) }, 'policy check failed');
+          cb(rejectWith(reply.localError(), session));
+        },
+      );
     },
 
     onMailFrom(address, session, cb) {
@@ -128,7 +234,27 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       }
       const declared = address.args && typeof address.args.SIZE === 'string' ? Number(address.args.SIZE) : 0;
       if (declared > limit) return cb(rejectWith(reply.messageTooBig(limit), session));
-      cb();
+      if (!policy) return cb();
+      const st = txState(session);
+      if (st.accepted) return cb();
+      policy
+        .ask({
+          ...policyRequest(session, 'mail'),
+          sender: address.address,
+          size: declared || null,
+        })
+        .then(
+          (d) => {
+            const rej = policyReject(d, 'mail');
+            if (rej) return cb(rejectWith(rej, session, { from: address.address }));
+            applyVerdict(st, d);
+            cb();
+          },
+          (err: unknown) => {
+            logger.error({ sid: session.id, err: String(err) }, 'policy check failed');
+            cb(rejectWith(reply.localError(), session));
+          },
+        );
     },
 
     onRcptTo(address: RoutedRecipient, session, cb) {
@@ -136,17 +262,25 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       const count = (rcptCounts.get(session.envelope) ?? 0) + 1;
       rcptCounts.set(session.envelope, count);
       if (count > config.smtpd_recipient_limit) return cb(rejectWith(reply.tooManyRecipients(), session));
-      routeRecipient(address.address, session).then(
-        (route) => {
+      routeRecipient(address.address, session)
+        .then(async (route) => {
           address.route = route;
-          cb();
-        },
-        (err: unknown) => {
-          if (err instanceof SmtpReject) return cb(rejectWith(err, session, { rcpt: address.address }));
-          logger.error({ sid: session.id, err: String(err) }, 'recipient lookup failed');
-          cb(rejectWith(reply.localError(), session));
-        },
-      );
+          if (!policy) return;
+          const st = txState(session);
+          if (st.accepted) return;
+          const d = await policy.ask({ ...policyRequest(session, 'rcpt'), recipient: address.address });
+          const rej = policyReject(d, 'rcpt');
+          if (rej) throw rej;
+          applyVerdict(st, d, address.address);
+        })
+        .then(
+          () => cb(),
+          (err: unknown) => {
+            if (err instanceof SmtpReject) return cb(rejectWith(err, session, { rcpt: address.address }));
+            logger.error({ sid: session.id, err: String(err) }, 'recipient lookup failed');
+            cb(rejectWith(reply.localError(), session));
+          },
+        );
     },
 
     onData(stream: SMTPServerDataStream, session, cb) {
@@ -173,9 +307,34 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     const lines = inspectLineEndings(input);
     if (lines.smuggling) throw rejectWith(reply.bareLineEnding(), session);
     // Other bare CR/LF are rewritten to CRLF, so no later hop can read them differently.
-    const body = lines.bare ? normalizeLineEndings(input) : input;
+    let body = lines.bare ? normalizeLineEndings(input) : input;
     const queueId = newQueueId();
     const rcpts = session.envelope.rcptTo as RoutedRecipient[];
+    const st = txState(session);
+    let filing: Envelope['filing'];
+    if (policy && st.discard) {
+      metrics.messages.inc({ result: 'discarded', reason: 'policy' });
+      logger.info({ queueId, sid: session.id, client: session.remoteAddress }, 'discarded by policy');
+      return queueId;
+    }
+    if (policy) {
+      const d = await policy.ask(
+        { ...policyRequest(session, 'data'), queueId, size: body.length },
+        body,
+        config.policy_data_timeout,
+      );
+      const rej = policyReject(d, 'data');
+      if (rej) throw rejectWith(rej, session, { queueId });
+      if (d.action === 'discard') {
+        metrics.messages.inc({ result: 'discarded', reason: 'policy' });
+        logger.info({ queueId, sid: session.id, client: session.remoteAddress }, 'discarded by policy');
+        return queueId;
+      }
+      body = applyHeaderEdits(body, d);
+      const junk = new Set([...st.junk, ...d.junk]);
+      if (st.junkAll) for (const r of rcpts) junk.add(r.address);
+      if (junk.size || d.bulk) filing = { junk: [...junk], bulk: d.bulk };
+    }
     const cipher = session.secure
       ? (session as unknown as { tlsOptions?: { version?: string; name?: string } }).tlsOptions
       : undefined;
@@ -211,6 +370,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       body: bodyType(session),
       smtputf8: !!(session.envelope as { smtpUtf8?: boolean }).smtpUtf8,
       lastError: null,
+      ...(filing ? { filing } : {}),
     };
     const byRoute = new Map<Route, string[]>();
     for (const r of rcpts) {
@@ -259,6 +419,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       return port;
     },
     async start() {
+      policy?.start();
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(config.smtp_port, config.listen_address, () => {
@@ -270,7 +431,10 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       server.on('error', (err: Error) => logger.warn({ err: err.message }, 'smtp server error'));
       logger.info({ port }, 'mta-inbound listening');
     },
-    stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    async stop() {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await policy?.stop();
+    },
   };
 }
 

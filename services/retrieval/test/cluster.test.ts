@@ -114,7 +114,8 @@ void describe('two retrieval instances', () => {
     const bus = new Bus({ url: p.vhost.url, logger: createLogger('test', 'silent'), name: 'test-learn' });
     bus.start();
     await bus.waitConnected();
-    const events: { key: string; payload: { account: string; uids: number[] } }[] = [];
+    const events: { key: string; payload: { account: string; message: string; queueId: string | null } }[] =
+      [];
     await bus.subscribe('learn.*', (payload, key) => {
       events.push({ key, payload: payload as never });
     });
@@ -129,6 +130,8 @@ void describe('two retrieval instances', () => {
     await waitFor(() => events.length >= 2, { what: 'learn events' });
     assert.equal(events[0]!.key, EventKeys.learnSpam);
     assert.equal(events[0]!.payload.account, USER);
+    assert.match(Buffer.from(events[0]!.payload.message, 'base64').toString(), /^Return-Path: /);
+    assert.ok(events[0]!.payload.queueId, 'the queue id is taken from the file name');
     assert.equal(events[1]!.key, EventKeys.learnHam);
     await bus.stop();
   });

@@ -1,7 +1,11 @@
 import type { Command } from 'commander';
 import type { CommandContext } from '../context.js';
 import { registerAliasCommands } from './alias.js';
+import { registerAppPasswordCommands } from './app-password.js';
+import { registerDkimCommands } from './dkim.js';
 import { registerDomainCommands } from './domain.js';
+import { registerPolicyCommands } from './policy.js';
+import { registerQueueGroup } from './queue.js';
 import { registerUserCommands } from './user.js';
 
 /** Adds one command group (`mailyard <group> <verb>`) to the program. */
@@ -15,4 +19,8 @@ export const commandGroups: readonly CommandGroup[] = [
   registerDomainCommands,
   registerUserCommands,
   registerAliasCommands,
+  registerAppPasswordCommands,
+  registerDkimCommands,
+  registerPolicyCommands,
+  registerQueueGroup,
 ];

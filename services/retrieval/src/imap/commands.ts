@@ -21,8 +21,14 @@ import {
   type SequenceSet,
   type Token,
 } from '@mailyard/imap-core';
-import { FolderError, SPECIAL_USE, type FlagChange, type MailFolder } from '@mailyard/mailstore';
-import { EventKeys, type LearnMessages } from '@mailyard/contracts';
+import {
+  FolderError,
+  SPECIAL_USE,
+  type FlagChange,
+  type MailFolder,
+  type MessageInfo,
+} from '@mailyard/mailstore';
+import { EventKeys, type LearnEvent } from '@mailyard/contracts';
 import { renderFetch, parseImapDate, SectionError } from './fetch.js';
 import { ImapReply, reply } from './replies.js';
 import { SearchEvaluator } from './search.js';
@@ -639,14 +645,14 @@ async function expungeDeleted(s: ImapSession, uids: Set<number> | null): Promise
   return removed;
 }
 
-function learnEvent(
+/** Moving into Junk trains the spam filter; out of Junk (except to Trash), as ham. One LearnEvent per message. */
+async function learnEvents(
   s: ImapSession,
   from: string,
   to: string,
-  uids: number[],
-  dest: MailFolder,
-  pairs: [number, number][],
-): void {
+  msgs: MessageInfo[],
+  src: MailFolder,
+): Promise<void> {
   const isJunk = (n: string) => SPECIAL_USE[n] === '\\Junk';
   const kind =
     isJunk(to) && !isJunk(from)
@@ -655,19 +661,23 @@ function learnEvent(
         ? 'ham'
         : null;
   if (!kind) return;
-  const payload: LearnMessages = {
-    v: 1,
-    account: s.user!,
-    from,
-    to,
-    folderDir: dest.dir,
-    uids: pairs.map(([, d]) => d),
-    sourceUids: uids,
-    at: new Date().toISOString(),
-  };
   const key = kind === 'spam' ? EventKeys.learnSpam : EventKeys.learnHam;
-  s.deps.bus.publishEvent(key, payload).catch(() => undefined);
-  s.log.info({ account: s.user, kind, count: uids.length }, 'learn event published');
+  for (const m of msgs) {
+    try {
+      const data = await src.read(m);
+      const ev: LearnEvent = {
+        v: 1,
+        account: s.user!,
+        // delivery's file names carry the queue id: <sec>.Q<queueid>R<hash>.<host>
+        queueId: /\.Q([^R.]+)R/.exec(m.base)?.[1] ?? null,
+        message: data.toString('base64'),
+      };
+      await s.deps.bus.publishEvent(key, ev);
+    } catch (err) {
+      s.log.warn({ err: String(err), kind }, 'learn event not published');
+    }
+  }
+  s.log.info({ account: s.user, kind, count: msgs.length }, 'learn events published');
 }
 
 interface CopyArgs {
@@ -695,13 +705,12 @@ async function runCopy(s: ImapSession, tag: string, a: CopyArgs, name: string): 
   );
   const code = `COPYUID ${res.validity} ${res.pairs.map(([x]) => x).join(',')} ${res.pairs.map(([, y]) => y).join(',')}`;
   s.changed(a.dest);
-  learnEvent(
+  await learnEvents(
     s,
     view.name,
     a.dest,
-    msgs.map(({ m }) => m.uid),
-    dest,
-    res.pairs,
+    msgs.map(({ m }) => m),
+    view.folder,
   );
   if (!move) return s.ok(tag, `${name} completed`, { allowExpunge: byUid, code });
   // RFC 6851 §4.3: COPYUID in an untagged OK before the expunges

@@ -1,0 +1,18 @@
+import type { Command } from 'commander';
+import { registerQueueCommands } from '@mailyard/queue-admin/cli';
+import type { CommandContext } from '../context.js';
+import { CliError } from '../errors.js';
+
+/**
+ * `mailyard queue list|show|retry|delete`: deferred outbound mail. The commands live in
+ * @mailyard/queue-admin, next to the index outbound-relay writes; this only hands them
+ * the CLI's environment, output and Redis connection.
+ */
+export function registerQueueGroup(program: Command, ctx: CommandContext): void {
+  registerQueueCommands(program, {
+    env: ctx.deps.env,
+    print: (line) => ctx.print(line),
+    withRedis: (fn) => ctx.withRedis(fn),
+    fail: (message) => new CliError(message),
+  });
+}

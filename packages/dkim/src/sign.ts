@@ -1,0 +1,86 @@
+import { dkimSign } from 'mailauth/lib/dkim/sign.js';
+import { checkPrivateKey } from './keys.js';
+import type { DkimKeyStore, StoredDkimKey } from './store.js';
+
+export interface DkimSignature {
+  domain: string;
+  selector: string;
+  algorithm: 'rsa-sha256' | 'ed25519-sha256';
+}
+
+export interface SignResult {
+  /** DKIM-Signature header fields (CRLF-terminated) to prepend to the message; '' when not signed. */
+  headers: string;
+  signatures: DkimSignature[];
+  /** Keys that could not be used (corrupt entry, signing error), for the log. */
+  errors: string[];
+}
+
+export interface DkimSignerOptions {
+  /** How long a domain's keys are cached; keys added with the CLI are used after at most this long. */
+  cacheMs?: number;
+}
+
+/**
+ * Signs outgoing mail with every signing key of the author's domain (relaxed/relaxed,
+ * SHA-256; rsa-sha256 and ed25519-sha256). Keys are read from the store and cached
+ * briefly, so a key added with `mailyard dkim generate` is picked up without a restart.
+ */
+export class DkimSigner {
+  private cache = new Map<string, { at: number; keys: StoredDkimKey[] }>();
+  private readonly cacheMs: number;
+
+  constructor(
+    private readonly store: DkimKeyStore,
+    opts: DkimSignerOptions = {},
+  ) {
+    this.cacheMs = opts.cacheMs ?? 30_000;
+  }
+
+  private async keysFor(domain: string): Promise<StoredDkimKey[]> {
+    const hit = this.cache.get(domain);
+    if (hit && Date.now() - hit.at < this.cacheMs) return hit.keys;
+    const keys = await this.store.signingKeys(domain);
+    this.cache.set(domain, { at: Date.now(), keys });
+    return keys;
+  }
+
+  /** Signs `message` (complete RFC 5322 bytes, CRLF line endings) for `domain` (d=). */
+  async sign(message: Buffer, domain: string, signTime = new Date()): Promise<SignResult> {
+    const errors: string[] = [];
+    const keys = (await this.keysFor(domain.toLowerCase())).filter((k) => {
+      if (checkPrivateKey(k)) return true;
+      errors.push(
+        `DKIM key ${k.selector}._domainkey.${k.domain} is unusable (not a valid ${k.algorithm} private key)`,
+      );
+      return false;
+    });
+    if (!keys.length) return { headers: '', signatures: [], errors };
+    const signatures: DkimSignature[] = keys.map((k) => ({
+      domain: k.domain,
+      selector: k.selector,
+      algorithm: k.algorithm === 'rsa' ? 'rsa-sha256' : 'ed25519-sha256',
+    }));
+    const res = await dkimSign(message, {
+      canonicalization: 'relaxed/relaxed',
+      signTime,
+      signingDomain: domain,
+      selector: keys[0]!.selector,
+      privateKey: keys[0]!.privateKey,
+      signatureData: keys.map((k, i) => ({
+        signingDomain: k.domain,
+        selector: k.selector,
+        privateKey: k.privateKey,
+        algorithm: signatures[i]!.algorithm,
+        canonicalization: 'relaxed/relaxed',
+      })),
+    });
+    for (const e of res.errors ?? []) errors.push(e instanceof Error ? e.message : String(e));
+    const headers = res.signatures.trim() ? res.signatures.replace(/^(?:\r\n)+/, '') : '';
+    // report what was actually signed: a key the library refused leaves no header
+    const made = signatures.filter((sig) =>
+      new RegExp(`\\bs=${sig.selector.replace(/[.-]/g, '\\$&')};`).test(headers.replace(/\r\n[ \t]+/g, ' ')),
+    );
+    return { headers, signatures: made, errors };
+  }
+}

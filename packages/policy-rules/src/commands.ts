@@ -1,0 +1,121 @@
+import { isIP } from 'node:net';
+import { CHECKS, RESTRICTION_LISTS } from './restrictions.js';
+import type { PolicyRules, TableKind } from './store.js';
+
+/**
+ * What `mailyard policy ...` does, as functions returning the lines to print, so the
+ * CLI stays a thin command table and these are tested without a process. Errors are
+ * thrown (RestrictionError, AccessError) with one sentence naming what was wrong.
+ */
+
+/** An operator mistake the CLI reports in one sentence (nothing recorded, etc.). */
+export class PolicyCommandError extends Error {
+  override readonly name = 'PolicyCommandError';
+}
+
+/** Postfix writes lists with commas: "permit_mynetworks, reject_rbl_client zen.example". */
+export function splitEntries(words: string[]): string[] {
+  return words
+    .join(' ')
+    .split(',')
+    .map((e) => e.trim())
+    .filter(Boolean);
+}
+
+export async function showLists(rules: PolicyRules, list?: string): Promise<string[]> {
+  const names = list ? [list] : [...RESTRICTION_LISTS];
+  const out: string[] = [];
+  for (const n of names) {
+    const entries = await rules.list(n);
+    out.push(`${n} =${entries.length ? '' : ' (empty)'}`);
+    for (const e of entries) out.push(`    ${e}`);
+  }
+  return out;
+}
+
+export async function setList(rules: PolicyRules, list: string, words: string[]): Promise<string[]> {
+  const entries = await rules.set(list, splitEntries(words));
+  return [`${list} = ${entries.join(', ') || '(empty)'}`];
+}
+
+export async function addEntry(
+  rules: PolicyRules,
+  list: string,
+  words: string[],
+  position?: number,
+): Promise<string[]> {
+  const entries = await rules.add(list, words.join(' '), position);
+  return [`${list} = ${entries.join(', ')}`];
+}
+
+export async function removeEntry(rules: PolicyRules, list: string, words: string[]): Promise<string[]> {
+  const entries = await rules.remove(list, words.join(' '));
+  return [`${list} = ${entries.join(', ') || '(empty)'}`];
+}
+
+export async function resetList(rules: PolicyRules, list: string): Promise<string[]> {
+  const entries = await rules.reset(list);
+  return [`${list} = ${entries.join(', ')} (default)`];
+}
+
+export function listChecks(): string[] {
+  const width = Math.max(...Object.keys(CHECKS).map((k) => k.length));
+  return Object.entries(CHECKS).map(([name, c]) => `${name.padEnd(width)}  ${c.help}`);
+}
+
+/** Client tables hold IPs and networks; the key says which kind of table it is. */
+export function tableKind(key: string): TableKind {
+  return isIP(key.split('/')[0] ?? '') ? 'client' : 'address';
+}
+
+export async function accessSet(
+  rules: PolicyRules,
+  table: string,
+  key: string,
+  action: string[],
+): Promise<string[]> {
+  const k = await rules.accessSet(table, tableKind(key), key, action.join(' '));
+  return [`${table}: ${k} ${action.join(' ')}`];
+}
+
+export async function accessDel(rules: PolicyRules, table: string, key: string): Promise<string[]> {
+  await rules.accessDel(table, tableKind(key), key);
+  return [`${table}: ${key} removed`];
+}
+
+export async function accessList(rules: PolicyRules, table: string): Promise<string[]> {
+  const entries = Object.entries(await rules.accessList(table)).sort(([a], [b]) => a.localeCompare(b));
+  return entries.length ? entries.map(([k, v]) => `${k}\t${v}`) : [`${table}: (empty)`];
+}
+
+export async function userList(
+  rules: PolicyRules,
+  op: 'add' | 'del' | 'show',
+  kind: 'allow' | 'block',
+  account: string,
+  sender?: string,
+): Promise<string[]> {
+  if (op === 'add' && sender) await rules.userListAdd(account, kind, sender);
+  if (op === 'del' && sender) await rules.userListDel(account, kind, sender);
+  const list = await rules.userList(account, kind);
+  return [`${account} ${kind}: ${list.join(', ') || '(empty)'}`];
+}
+
+export async function explain(rules: PolicyRules, id: string): Promise<string[]> {
+  const rec = await rules.explain(id);
+  if (!rec)
+    throw new PolicyCommandError(
+      `nothing recorded for ${id} (refusals are kept for EXPLAIN_TTL, 7 days by default)`,
+    );
+  const out = [
+    `${rec.id}: ${rec.action} at ${rec.stage} stage, ${rec.at}`,
+    `  client ${rec.client}${rec.sender !== null ? `, from <${rec.sender}>` : ''}${rec.recipient ? `, to <${rec.recipient}>` : ''}`,
+  ];
+  if (rec.reply) out.push(`  reply: ${rec.reply}`);
+  out.push('  reasons:');
+  for (const r of rec.reasons)
+    out.push(
+      `    ${r.check} = ${r.result}${r.score !== undefined ? ` (score ${r.score})` : ''}${r.detail ? `: ${r.detail}` : ''}`,
+    );
+  return out;
+}

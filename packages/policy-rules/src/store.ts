@@ -1,0 +1,165 @@
+import type { Redis } from 'ioredis';
+import { AccessError, normalizeAddressKey, normalizeClientKey, parseAccessAction } from './access.js';
+import { PolicyKeys } from './keys.js';
+import {
+  DEFAULT_RESTRICTIONS,
+  RESTRICTION_LISTS,
+  RestrictionError,
+  formatRestriction,
+  isRestrictionList,
+  parseRestriction,
+  type Restriction,
+  type RestrictionListName,
+} from './restrictions.js';
+
+export type RuleSet = Record<RestrictionListName, Restriction[]>;
+
+/** What `mailyard policy explain` shows. */
+export interface ExplainRecord {
+  id: string;
+  stage: string;
+  action: string;
+  reply: string | null;
+  client: string;
+  sender: string | null;
+  recipient: string | null;
+  reasons: { check: string; result: string; detail?: string; score?: number }[];
+  at: string;
+}
+
+/** Which kind of keys a table holds: chosen from the check that names it. */
+export type TableKind = 'client' | 'address';
+
+function assertList(name: string): RestrictionListName {
+  if (!isRestrictionList(name))
+    throw new RestrictionError(`unknown restriction list "${name}" (one of ${RESTRICTION_LISTS.join(', ')})`);
+  return name;
+}
+
+/**
+ * Reads and edits the policy rules in Redis. Every change bumps the version key and
+ * publishes on the change channel, so every policy instance reloads at once.
+ * Used by the policy service and by the `mailyard policy` commands.
+ */
+export class PolicyRules {
+  constructor(
+    private readonly redis: Redis,
+    /** The Redis key prefix (ioredis does not apply it to pub/sub channels). */
+    private readonly prefix: string,
+  ) {}
+
+  get channel(): string {
+    return PolicyKeys.changedChannel(this.prefix);
+  }
+
+  /** All lists in one round trip; a list never set falls back to the default set. */
+  async load(): Promise<{ rules: RuleSet; version: number }> {
+    const p = this.redis.pipeline();
+    for (const l of RESTRICTION_LISTS) p.lrange(PolicyKeys.restrictions(l), 0, -1);
+    p.get(PolicyKeys.version);
+    const res = (await p.exec()) ?? [];
+    const rules = {} as RuleSet;
+    RESTRICTION_LISTS.forEach((l, i) => {
+      const [err, entries] = res[i] ?? [null, []];
+      if (err) throw err;
+      const list = (entries as string[]).length ? (entries as string[]) : DEFAULT_RESTRICTIONS[l];
+      rules[l] = list.filter((e) => e !== 'dunno').map((e) => parseRestriction(e));
+    });
+    const version = Number(res[RESTRICTION_LISTS.length]?.[1] ?? 0);
+    return { rules, version };
+  }
+
+  async list(name: string): Promise<string[]> {
+    const l = assertList(name);
+    const entries = await this.redis.lrange(PolicyKeys.restrictions(l), 0, -1);
+    if (!entries.length) return [...DEFAULT_RESTRICTIONS[l]];
+    return entries.filter((e) => e !== 'dunno');
+  }
+
+  /** Replaces a list (validating every entry first); an empty list is kept empty, not reset to the default. */
+  async set(name: string, entries: string[]): Promise<string[]> {
+    const l = assertList(name);
+    const parsed = entries.map((e) => formatRestriction(parseRestriction(e)));
+    const key = PolicyKeys.restrictions(l);
+    const m = this.redis.multi().del(key);
+    // a stored placeholder keeps an emptied list from falling back to the defaults
+    m.rpush(key, ...(parsed.length ? parsed : ['dunno']));
+    await m.exec();
+    await this.changed();
+    return parsed;
+  }
+
+  /** Inserts an entry at a 1-based position (default: the end). */
+  async add(name: string, entry: string, position?: number): Promise<string[]> {
+    const current = await this.list(name);
+    const e = formatRestriction(parseRestriction(entry));
+    const at = position === undefined ? current.length : Math.max(0, Math.min(current.length, position - 1));
+    current.splice(at, 0, e);
+    return this.set(name, current);
+  }
+
+  async remove(name: string, entry: string): Promise<string[]> {
+    const current = await this.list(name);
+    const e = formatRestriction(parseRestriction(entry));
+    const i = current.indexOf(e);
+    if (i === -1) throw new RestrictionError(`"${e}" is not in ${name}`);
+    current.splice(i, 1);
+    return this.set(name, current);
+  }
+
+  async reset(name: string): Promise<string[]> {
+    const l = assertList(name);
+    await this.redis.del(PolicyKeys.restrictions(l));
+    await this.changed();
+    return [...DEFAULT_RESTRICTIONS[l]];
+  }
+
+  async accessSet(table: string, kind: TableKind, key: string, action: string): Promise<string> {
+    checkTable(table);
+    parseAccessAction(action);
+    const k = kind === 'client' ? normalizeClientKey(key) : normalizeAddressKey(key);
+    await this.redis.hset(PolicyKeys.access(table), k, action.trim());
+    await this.changed();
+    return k;
+  }
+
+  async accessDel(table: string, kind: TableKind, key: string): Promise<void> {
+    checkTable(table);
+    const k = kind === 'client' ? normalizeClientKey(key) : normalizeAddressKey(key);
+    if (!(await this.redis.hdel(PolicyKeys.access(table), k)))
+      throw new AccessError(`${k} is not in ${table}`);
+    await this.changed();
+  }
+
+  async accessList(table: string): Promise<Record<string, string>> {
+    checkTable(table);
+    return this.redis.hgetall(PolicyKeys.access(table));
+  }
+
+  async userListAdd(account: string, kind: 'allow' | 'block', sender: string): Promise<void> {
+    await this.redis.sadd(PolicyKeys.userList(account, kind), normalizeAddressKey(sender));
+  }
+
+  async userListDel(account: string, kind: 'allow' | 'block', sender: string): Promise<void> {
+    await this.redis.srem(PolicyKeys.userList(account, kind), normalizeAddressKey(sender));
+  }
+
+  async userList(account: string, kind: 'allow' | 'block'): Promise<string[]> {
+    return (await this.redis.smembers(PolicyKeys.userList(account, kind))).sort();
+  }
+
+  async explain(id: string): Promise<ExplainRecord | null> {
+    const raw = await this.redis.get(PolicyKeys.explain(id));
+    return raw ? (JSON.parse(raw) as ExplainRecord) : null;
+  }
+
+  private async changed(): Promise<void> {
+    const v = await this.redis.incr(PolicyKeys.version);
+    await this.redis.publish(this.channel, String(v));
+  }
+}
+
+function checkTable(table: string): void {
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(table))
+    throw new AccessError(`bad table name "${table}" (letters, digits, _ . - only)`);
+}

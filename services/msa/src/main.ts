@@ -1,0 +1,23 @@
+import { AppPasswords, LoginGuard, createAuthenticator } from '@mailyard/auth';
+import { Directory } from '@mailyard/directory';
+import { DkimKeyStore, DkimSigner } from '@mailyard/dkim';
+import { runMain } from '@mailyard/runtime';
+import { msaSchema } from './config.js';
+import { buildMsa } from './msa.js';
+
+await runMain('msa', msaSchema, (config, rt) => {
+  const directory = new Directory(rt.redis, config.recipient_delimiter);
+  return buildMsa(config, {
+    bus: rt.bus,
+    directory,
+    authenticator: createAuthenticator({
+      directory,
+      guard: new LoginGuard(rt.redis),
+      appPasswords: new AppPasswords(rt.redis),
+    }),
+    resolver: rt.resolver,
+    dkim: config.dkim_signing ? new DkimSigner(new DkimKeyStore(rt.redis)) : null,
+    logger: rt.logger,
+    registry: rt.registry,
+  });
+});

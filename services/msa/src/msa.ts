@@ -1,0 +1,486 @@
+import { randomBytes } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import type { Readable } from 'node:stream';
+import type {
+  SMTPServerAddress,
+  SMTPServerAuthentication,
+  SMTPServerDataStream,
+  SMTPServerSession,
+} from 'smtp-server';
+import type { Authenticator } from '@mailyard/auth';
+import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
+import { loadTlsMaterial } from '@mailyard/config';
+import { ENVELOPE_VERSION, RoutingKeys, type Envelope } from '@mailyard/contracts';
+import type { Directory } from '@mailyard/directory';
+import type { DkimSigner } from '@mailyard/dkim';
+import type { MailResolver } from '@mailyard/dns';
+import type { Logger, Registry } from '@mailyard/observability';
+import {
+  SmtpReject,
+  inspectLineEndings,
+  newQueueId,
+  normalizeLineEndings,
+  parseMailAddress,
+  receivedHeader,
+  reply,
+  rfc5322Date,
+} from '@mailyard/smtp-core';
+import type { MsaConfig } from './config.js';
+import { applySubmissionFixups, fieldValue, fieldsNamed, mailboxAddresses, splitMessage } from './headers.js';
+import { createMetrics } from './metrics.js';
+import { checkRecipientDomain } from './recipient-domain.js';
+import { ownsAddress } from './sender.js';
+import { SubmissionSmtpServer } from './submission-server.js';
+
+export interface MsaDeps {
+  bus: Bus;
+  directory: Directory;
+  authenticator: Authenticator;
+  resolver: MailResolver;
+  /** Null when DKIM signing is off. */
+  dkim: DkimSigner | null;
+  logger: Logger;
+  registry: Registry;
+}
+
+type Route = 'delivery' | 'outbound';
+interface RoutedRecipient extends SMTPServerAddress {
+  route?: Route;
+}
+
+export interface Msa {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Bound ports (useful with port 0). */
+  readonly ports: { submission: number; submissions: number };
+}
+
+type Listener = 'submission' | 'submissions';
+
+/** The account a session logged in as (set by onAuth), or null. */
+function accountOf(session: SMTPServerSession): string | null {
+  return typeof session.user === 'string' && session.user ? session.user : null;
+}
+
+/**
+ * Message submission (RFC 6409): port 587 with STARTTLS and 465 with implicit TLS
+ * (RFC 8314). Only authenticated users may send, only as their own addresses; the
+ * message is fixed up, signed (DKIM) and published to `delivery` (local recipients)
+ * and `outbound` (remote ones); 250 only once the broker confirmed.
+ */
+export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
+  const { bus, directory, resolver, logger, authenticator } = deps;
+  const metrics = createMetrics(deps.registry);
+  const tls = loadTlsMaterial({
+    certFile: config.tls_cert_file,
+    keyFile: config.tls_key_file,
+    hostname: config.myhostname,
+  });
+  if (tls.selfSigned)
+    logger.warn('no TLS_CERT_FILE/TLS_KEY_FILE configured: submission uses a self-signed certificate');
+  const limit = config.message_size_limit;
+  const delimiter = config.recipient_delimiter;
+
+  const rejectWith = (err: SmtpReject, session: SMTPServerSession, extra: Record<string, unknown> = {}) => {
+    metrics.rejections.inc({ reason: err.reason });
+    logger.info(
+      {
+        sid: session.id,
+        client: session.remoteAddress,
+        user: accountOf(session),
+        reason: err.reason,
+        reply: err.line,
+        ...extra,
+      },
+      'rejected',
+    );
+    return err;
+  };
+
+  // per transaction (the envelope object is replaced on RSET/EHLO/end of message)
+  const rcptCounts = new WeakMap<object, number>();
+  const ownedBy = new WeakMap<object, Set<string>>();
+
+  const ownedAddresses = async (session: SMTPServerSession, account: string): Promise<Set<string>> => {
+    let owned = ownedBy.get(session.envelope);
+    if (!owned) {
+      owned = new Set(await directory.addressesOf(account));
+      ownedBy.set(session.envelope, owned);
+    }
+    return owned;
+  };
+
+  const checkSender = async (address: string, session: SMTPServerSession): Promise<void> => {
+    const account = accountOf(session);
+    if (!account) throw reply.authRequired();
+    // the null sender is for bounces (RFC 5321 §4.5.5), which users do not send
+    if (address === '') throw reply.senderLoginMismatch('', account);
+    if (!parseMailAddress(address).ok) throw reply.badSenderSyntax(address);
+    if (!ownsAddress(await ownedAddresses(session, account), address, delimiter))
+      throw reply.senderLoginMismatch(address, account);
+  };
+
+  const routeRecipient = async (address: string): Promise<Route> => {
+    const parsed = parseMailAddress(address);
+    // relay tricks (%-hack, quoted @, source routes) are malformed addresses here
+    if (!parsed.ok) throw reply.badRecipientSyntax(address);
+    const { domain } = parsed.value;
+    if (domain.startsWith('[')) return 'outbound';
+    if (await directory.isLocalDomain(domain)) {
+      if (!(await directory.resolve(parsed.value.address))) throw reply.noSuchUser(address);
+      return 'delivery';
+    }
+    switch (await checkRecipientDomain(resolver, domain)) {
+      case 'ok':
+        return 'outbound';
+      case 'no_mail':
+        throw reply.noMxDomain(address, domain);
+      case 'temp_fail':
+        throw reply.dnsTempFail(address);
+    }
+  };
+
+  const onAuth = (
+    auth: SMTPServerAuthentication,
+    session: SMTPServerSession,
+    cb: (err: Error | null | undefined, response?: { user: string }) => void,
+  ) => {
+    const username = (auth.username ?? '').trim();
+    const password = auth.password ?? '';
+    const fail = (err: SmtpReject, extra: Record<string, unknown> = {}) => {
+      metrics.authFailures.inc({ reason: err.reason });
+      // the attempted user name is logged (fail2ban needs it), never the password
+      logger.info(
+        {
+          sid: session.id,
+          client: session.remoteAddress,
+          username,
+          method: auth.method,
+          reason: err.reason,
+          ...extra,
+        },
+        'login refused',
+      );
+      cb(err);
+    };
+    // RFC 4616 §2: an authorization identity other than the login is a request to act
+    // as someone else, which we do not offer
+    if (auth.method === 'PLAIN' && auth.authzid && auth.authzid.toLowerCase() !== username.toLowerCase()) {
+      return fail(reply.authInvalid(), { authzid: auth.authzid });
+    }
+    authenticator.authenticate({ ip: session.remoteAddress, username, password }).then(
+      (res) => {
+        if (res.ok) {
+          metrics.logins.inc({ via: res.via });
+          logger.info(
+            {
+              sid: session.id,
+              client: session.remoteAddress,
+              user: res.account,
+              method: auth.method,
+              via: res.via,
+            },
+            'login',
+          );
+          return cb(null, { user: res.account });
+        }
+        // same reply for an unknown account and a wrong password (RFC 4954 §6)
+        if (res.reason === 'locked') return fail(reply.authLocked(res.retryAfterSeconds));
+        return fail(reply.authInvalid());
+      },
+      (err: unknown) => fail(reply.authTempFail(), { err: String(err) }),
+    );
+  };
+
+  const acceptMessage = async (input: Buffer, session: SMTPServerSession): Promise<string> => {
+    const account = accountOf(session);
+    if (!account) throw rejectWith(reply.authRequired(), session);
+    const lines = inspectLineEndings(input);
+    if (lines.smuggling) throw rejectWith(reply.bareLineEnding(), session);
+    const normalized = lines.bare ? normalizeLineEndings(input) : input;
+    const queueId = newQueueId();
+    const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+    const split = splitMessage(normalized);
+
+    // reject_sender_login_mismatch applies to the author too: From: and Sender: must be ours
+    const owned = await ownedAddresses(session, account);
+    const authors = [...fieldsNamed(split, 'from'), ...fieldsNamed(split, 'sender')];
+    const envelopeSender = parseMailAddress(mailFrom);
+    let authorDomain = envelopeSender.ok ? envelopeSender.value.domain : null;
+    for (const field of authors) {
+      const addresses = mailboxAddresses(fieldValue(field));
+      if (!addresses.length) throw rejectWith(reply.headerFromMismatch(fieldValue(field), account), session);
+      for (const a of addresses) {
+        if (!ownsAddress(owned, a, delimiter))
+          throw rejectWith(reply.headerFromMismatch(a, account), session);
+      }
+    }
+    const fromField = fieldsNamed(split, 'from')[0];
+    if (fromField) {
+      const first = parseMailAddress(mailboxAddresses(fieldValue(fromField))[0] ?? '');
+      if (first.ok) authorDomain = first.value.domain;
+    }
+
+    const fixed = applySubmissionFixups(split, {
+      from: `<${mailFrom}>`,
+      date: rfc5322Date(),
+      messageId: `<${queueId}.${randomBytes(6).toString('hex')}@${config.myhostname}>`,
+    });
+
+    const rcpts = session.envelope.rcptTo as RoutedRecipient[];
+    const cipher = session.secure
+      ? (session as unknown as { tlsOptions?: { version?: string; name?: string } }).tlsOptions
+      : undefined;
+    const tlsInfo = cipher ? { protocol: cipher.version ?? 'TLS', cipher: cipher.name ?? 'unknown' } : null;
+    const clientHostname =
+      session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null;
+    const hideClient = !config.submission_received_client;
+    const received = receivedHeader({
+      // the EHLO name is often the machine's name or its LAN address ("[192.168.1.20]"),
+      // so it is hidden along with the address and the reverse name
+      helo: hideClient ? '' : session.hostNameAppearsAs,
+      clientHostname,
+      clientIp: session.remoteAddress,
+      myhostname: config.myhostname,
+      queueId,
+      tls: tlsInfo,
+      authenticated: true,
+      smtputf8: !!(session.envelope as { utf8?: boolean; smtpUtf8?: boolean }).smtpUtf8,
+      recipient: rcpts.length === 1 ? rcpts[0]!.address : null,
+      hideClient,
+    });
+    let message = Buffer.concat([Buffer.from(received), fixed.message]);
+
+    if (deps.dkim && authorDomain) {
+      try {
+        const signed = await deps.dkim.sign(message, authorDomain);
+        for (const e of signed.errors)
+          logger.warn({ queueId, domain: authorDomain, err: e }, 'DKIM key problem');
+        if (signed.headers) message = Buffer.concat([Buffer.from(signed.headers), message]);
+        for (const s of signed.signatures) metrics.dkim.inc({ algorithm: s.algorithm });
+        if (!signed.signatures.length) metrics.dkim.inc({ algorithm: 'none' });
+      } catch (err) {
+        // an unsigned message is still better than a refused one; the log says why
+        metrics.dkim.inc({ algorithm: 'none' });
+        logger.warn(
+          { queueId, domain: authorDomain, err: String(err) },
+          'DKIM signing failed, sending unsigned',
+        );
+      }
+    }
+
+    const base: Omit<Envelope, 'recipients'> = {
+      v: ENVELOPE_VERSION,
+      queueId,
+      mailFrom,
+      client: {
+        ip: session.remoteAddress,
+        hostname: clientHostname,
+        helo: session.hostNameAppearsAs,
+        tls: tlsInfo,
+        user: account,
+      },
+      receivedAt: new Date().toISOString(),
+      attempts: 0,
+      body: bodyType(session),
+      smtputf8: !!(session.envelope as { smtpUtf8?: boolean }).smtpUtf8,
+      lastError: null,
+    };
+    const byRoute = new Map<Route, string[]>();
+    for (const r of rcpts) {
+      const route = r.route ?? 'outbound';
+      byRoute.set(route, [...(byRoute.get(route) ?? []), r.address]);
+    }
+    try {
+      await Promise.all(
+        [...byRoute].map(([route, recipients]) =>
+          bus.publishMail(route === 'delivery' ? RoutingKeys.delivery : RoutingKeys.outbound, message, {
+            ...base,
+            recipients,
+          }),
+        ),
+      );
+    } catch (err) {
+      if (err instanceof BusUnavailableError || err instanceof UnroutableError) {
+        logger.warn(
+          { sid: session.id, queueId, err: err.message },
+          'queue unavailable, message not accepted',
+        );
+        throw rejectWith(reply.queueUnavailable(), session, { queueId });
+      }
+      throw err;
+    }
+    metrics.submissions.inc();
+    for (const [route, list] of byRoute) metrics.recipients.inc({ route }, list.length);
+    metrics.bytes.inc(message.length);
+    logger.info(
+      {
+        queueId,
+        sid: session.id,
+        user: account,
+        from: mailFrom,
+        rcpts: rcpts.length,
+        size: message.length,
+        added: fixed.added,
+        bccRemoved: fixed.removedBcc,
+      },
+      'accepted',
+    );
+    return queueId;
+  };
+
+  const makeServer = (listener: Listener) =>
+    new SubmissionSmtpServer({
+      name: config.myhostname,
+      banner: 'ESMTP Mailyard submission',
+      key: tls.key,
+      cert: tls.cert,
+      minVersion: 'TLSv1.2',
+      secure: listener === 'submissions',
+      size: limit,
+      authMethods: ['PLAIN', 'LOGIN'],
+      // our onMailFrom answers 530 5.7.0 itself, so the refusal is counted and logged
+      authOptional: true,
+      hideSTARTTLS: false,
+      hidePIPELINING: false,
+      hide8BITMIME: false,
+      hideSMTPUTF8: false,
+      hideENHANCEDSTATUSCODES: false,
+      hideDSN: true,
+      hideREQUIRETLS: true,
+      maxClients: config.smtpd_max_clients,
+      socketTimeout: config.smtpd_timeout,
+      closeTimeout: config.shutdown_grace,
+      maxCommandLength: config.line_length_limit,
+      // the reverse name is only used in the Received header, and only when asked for
+      disableReverseLookup: !config.submission_received_client,
+      resolver: {
+        reverse: (ip: string, cb: (err: Error | null, names?: string[]) => void) =>
+          void resolver.reverse(ip).then(
+            (n) => cb(null, n),
+            (e: Error) => cb(e),
+          ),
+      },
+      logger: false,
+      proxyTrusted: config.proxy_protocol_trusted_networks,
+      hardErrorLimit: config.smtpd_hard_error_limit,
+      greetingDelay: 0,
+      onErrorReply: (code) => metrics.errorReplies.inc({ code: String(code) }),
+
+      onConnect(session, cb) {
+        metrics.sessions.inc({ listener });
+        cb();
+      },
+
+      onAuth,
+
+      onMailFrom(address, session, cb) {
+        const declared =
+          address.args && typeof address.args.SIZE === 'string' ? Number(address.args.SIZE) : 0;
+        if (accountOf(session) && declared > limit)
+          return cb(rejectWith(reply.messageTooBig(limit), session));
+        checkSender(address.address, session).then(
+          () => cb(),
+          (err: unknown) => {
+            if (err instanceof SmtpReject) return cb(rejectWith(err, session, { from: address.address }));
+            logger.error({ sid: session.id, err: String(err) }, 'sender check failed');
+            cb(rejectWith(reply.localError(), session));
+          },
+        );
+      },
+
+      onRcptTo(address: RoutedRecipient, session, cb) {
+        if (!accountOf(session)) return cb(rejectWith(reply.authRequired(), session));
+        // count RCPT commands, not distinct addresses (smtp-server folds duplicates)
+        const count = (rcptCounts.get(session.envelope) ?? 0) + 1;
+        rcptCounts.set(session.envelope, count);
+        if (count > config.smtpd_recipient_limit) return cb(rejectWith(reply.tooManyRecipients(), session));
+        routeRecipient(address.address).then(
+          (route) => {
+            address.route = route;
+            cb();
+          },
+          (err: unknown) => {
+            if (err instanceof SmtpReject) return cb(rejectWith(err, session, { rcpt: address.address }));
+            logger.error({ sid: session.id, err: String(err) }, 'recipient lookup failed');
+            cb(rejectWith(reply.localError(), session));
+          },
+        );
+      },
+
+      onData(stream: SMTPServerDataStream, session, cb) {
+        const run = async (): Promise<string> => {
+          const raw = await readMessage(stream, limit);
+          if (stream.sizeExceeded || raw === null) throw rejectWith(reply.messageTooBig(limit), session);
+          const started = process.hrtime.bigint();
+          const queueId = await acceptMessage(raw, session);
+          metrics.acceptLatency.observe(Number(process.hrtime.bigint() - started) / 1e9);
+          return queueId;
+        };
+        run().then(
+          (queueId) => cb(null, `2.0.0 Ok: queued as ${queueId}`),
+          (err: unknown) => {
+            if (err instanceof SmtpReject) return cb(err);
+            logger.error({ sid: session.id, err: String(err) }, 'accepting the message failed');
+            cb(rejectWith(reply.localError(), session));
+          },
+        );
+      },
+    });
+
+  const servers: Record<Listener, SubmissionSmtpServer> = {
+    submission: makeServer('submission'),
+    submissions: makeServer('submissions'),
+  };
+  const ports = { submission: 0, submissions: 0 };
+
+  const listen = (listener: Listener, port: number) =>
+    new Promise<void>((resolve, reject) => {
+      const server = servers[listener];
+      server.once('error', reject);
+      server.listen(port, config.listen_address, () => {
+        server.removeListener('error', reject);
+        ports[listener] = (server.server.address() as AddressInfo).port;
+        server.on('error', (err: Error) => logger.warn({ listener, err: err.message }, 'smtp server error'));
+        resolve();
+      });
+    });
+
+  return {
+    ports,
+    async start() {
+      await listen('submission', config.submission_port);
+      await listen('submissions', config.submissions_port);
+      logger.info(ports, 'msa listening');
+    },
+    async stop() {
+      await Promise.all(
+        Object.values(servers).map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
+      );
+    },
+  };
+}
+
+function bodyType(session: SMTPServerSession): Envelope['body'] {
+  const b =
+    session.envelope.mailFrom && session.envelope.mailFrom.args
+      ? session.envelope.mailFrom.args.BODY
+      : undefined;
+  return b === '8BITMIME' ? '8BITMIME' : b === 'BINARYMIME' ? 'BINARYMIME' : '7BIT';
+}
+
+/** Reads the DATA stream; stops buffering (returns null) once the size limit is passed. */
+function readMessage(stream: Readable, limit: number): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    stream.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limit) over = true;
+      if (!over) chunks.push(c);
+    });
+    stream.on('end', () => resolve(over ? null : Buffer.concat(chunks, size)));
+    stream.on('error', reject);
+  });
+}

@@ -1,0 +1,90 @@
+import { z } from 'zod';
+import { DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS } from '@mailyard/bus';
+import {
+  bool,
+  commonSchema,
+  duration,
+  nonNegativeInt,
+  port,
+  positiveInt,
+  stringList,
+} from '@mailyard/config';
+
+const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/;
+const MULT: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** A comma/space separated list of durations (`1m,5m,15m`), in milliseconds. */
+const durationList = (def: number[]) =>
+  z
+    .union([z.string(), z.array(z.union([z.string(), z.number()]))])
+    .transform((v, ctx) => {
+      const items = typeof v === 'string' ? v.split(/[\s,]+/).filter(Boolean) : v.map(String);
+      const out: number[] = [];
+      for (const item of items) {
+        const m = DURATION_RE.exec(item.trim());
+        if (!m) {
+          ctx.addIssue({ code: 'custom', message: `expected durations such as 1m,5m,4h, got "${item}"` });
+          return z.NEVER;
+        }
+        out.push(Math.round(Number(m[1]) * (MULT[m[2] ?? 's'] ?? 1000)));
+      }
+      if (!out.length || out.some((n) => n <= 0)) {
+        ctx.addIssue({ code: 'custom', message: 'expected at least one delay above 0' });
+        return z.NEVER;
+      }
+      return out;
+    })
+    .default(def);
+
+export const outboundRelaySchema = z.object({
+  ...commonSchema,
+  /** Port of the destination MTAs (25; tests and networks where 25 is filtered use another). */
+  outbound_port: port(25),
+  /**
+   * Send everything through this smarthost (Postfix: relayhost). `[host]:port` skips the
+   * MX lookup, `host` or `host:port` looks up its MX. Empty: deliver to each domain's MX.
+   */
+  relayhost: z.string().default(''),
+  /** SASL credentials for the relayhost (AUTH PLAIN or LOGIN; only ever sent over TLS). */
+  relayhost_username: z.string().default(''),
+  relayhost_password: z.string().default(''),
+  /** PEM file of extra CAs trusted when verifying certificates (MTA-STS, relayhost). */
+  smtp_tls_ca_file: z.string().optional(),
+  /** Per-recipient-domain simultaneous connections, shared by all instances (Postfix: default_destination_concurrency_limit). */
+  default_destination_concurrency_limit: positiveInt(20),
+  /** Messages per minute per recipient domain, shared by all instances; 0 = unlimited. */
+  default_destination_rate_limit: nonNegativeInt(0),
+  /** A message waiting this long for a free slot of its destination goes back to the first delay queue. */
+  destination_slot_wait: duration('30s'),
+  /** Messages delivered at once by one instance (AMQP prefetch). */
+  outbound_prefetch: positiveInt(32),
+  /**
+   * Delays between attempts; after the last one, its value repeats. Each delay is a delay
+   * queue `outbound.delay.<d>` (declared at start).
+   */
+  outbound_retry_schedule: durationList(DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS),
+  /** Give up on a message this long after it was accepted and bounce it (Postfix: maximal_queue_lifetime). */
+  maximal_queue_lifetime: duration('5d'),
+  /** Warn the sender once when a message is still undelivered after this long; 0 disables (Postfix: delay_warning_time). */
+  delay_warning_time: duration('4h'),
+  /** Connect timeout per address (Postfix: smtp_connect_timeout). */
+  smtp_connect_timeout: duration('30s'),
+  /** Timeout for each reply of the remote server (Postfix: smtp_*_timeout, simplified). */
+  smtp_reply_timeout: duration('300s'),
+  /** Address families to deliver over (Postfix: inet_protocols). */
+  inet_protocols: z.enum(['all', 'ipv4', 'ipv6']).default('all'),
+  /** Which family is tried first when an MX host has both (Postfix: smtp_address_preference). */
+  smtp_address_preference: z.enum(['any', 'ipv4', 'ipv6']).default('any'),
+  /** At most this many addresses are tried per delivery (Postfix: smtp_mx_address_limit). */
+  smtp_mx_address_limit: positiveInt(5),
+  /** Use STARTTLS when offered (Postfix: smtp_tls_security_level=may). */
+  smtp_tls_opportunistic: bool(true),
+  /** Domains whose MTA-STS policy is never fetched (e.g. internal domains). */
+  mta_sts_ignore_domains: stringList([]),
+  /** Failed processing attempts (broker/Redis trouble, not SMTP errors) before a message is dead-lettered. */
+  outbound_max_attempts: positiveInt(10),
+  /** Local source address for outbound connections (Postfix: smtp_bind_address); empty: the system picks. */
+  smtp_bind_address: z.string().default(''),
+  smtp_bind_address6: z.string().default(''),
+});
+export type OutboundRelayConfig = z.infer<typeof outboundRelaySchema>;

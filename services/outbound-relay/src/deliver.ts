@@ -1,0 +1,270 @@
+import type { ConnectionOptions } from 'node:tls';
+import { isIP } from 'node:net';
+import type { Logger } from '@mailyard/observability';
+import {
+  replyText,
+  SmtpClient,
+  SmtpConnectionError,
+  TlsHandshakeError,
+  type SmtpReply,
+} from './smtp-client.js';
+import type { Target } from './mx.js';
+
+/** What happened to one recipient in one attempt: a tagged outcome with the reply that decided it. */
+export type RecipientOutcome =
+  | { kind: 'delivered'; recipient: string; reply: string; remoteMta: string; tls: boolean }
+  | { kind: 'deferred'; recipient: string; status: string; reason: string; remoteMta: string | null }
+  | { kind: 'bounced'; recipient: string; status: string; reason: string; remoteMta: string | null };
+
+/** How to treat TLS with this destination. */
+export type TlsPolicy =
+  /** STARTTLS when offered, certificate not checked (RFC 7435 opportunistic security). */
+  | { mode: 'may' }
+  /** TLS required and the certificate must verify for the MX host name (MTA-STS enforce, relayhost). */
+  | { mode: 'verify'; reason: string }
+  | { mode: 'none' };
+
+export interface AttemptOptions {
+  myhostname: string;
+  targets: Target[];
+  tls: TlsPolicy;
+  ca?: (string | Buffer)[] | undefined;
+  auth?: { user: string; pass: string } | undefined;
+  connectTimeoutMs: number;
+  replyTimeoutMs: number;
+  bindAddress?: string | undefined;
+  bindAddress6?: string | undefined;
+  logger: Logger;
+}
+
+export interface Message {
+  mailFrom: string;
+  recipients: string[];
+  data: Buffer;
+  smtputf8: boolean;
+}
+
+const statusOf = (r: SmtpReply) => r.enhanced ?? `${String(r.code)[0]}.0.0`;
+
+function hasNonAscii(buf: Buffer | string): boolean {
+  if (typeof buf === 'string') return /[^\x00-\x7f]/.test(buf);
+  for (const b of buf) if (b > 0x7f) return true;
+  return false;
+}
+
+function headerEnd(buf: Buffer): number {
+  const i = buf.indexOf('\r\n\r\n');
+  const j = buf.indexOf('\n\n');
+  if (i === -1) return j === -1 ? buf.length : j;
+  return j === -1 ? i : Math.min(i, j);
+}
+
+/** A failure that moves on to the next address, remembered for the final deferral reason. */
+class NextTarget extends Error {
+  constructor(
+    readonly status: string,
+    message: string,
+    readonly remoteMta: string | null = null,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * One delivery attempt of one message to one destination: the targets in order until
+ * one of them gives a verdict per recipient. Connection failures, 4xx/5xx greetings
+ * and TLS policy failures move to the next address; every reply after EHLO is a
+ * verdict. When no address works, every recipient is deferred with the last reason.
+ */
+export async function attemptDelivery(msg: Message, opts: AttemptOptions): Promise<RecipientOutcome[]> {
+  let last = new NextTarget('4.4.1', 'no address to deliver to');
+  for (const target of opts.targets) {
+    try {
+      return await deliverTo(msg, target, opts, opts.tls);
+    } catch (err) {
+      if (err instanceof TlsHandshakeError && opts.tls.mode === 'may') {
+        // RFC 7435: opportunistic TLS that fails falls back to cleartext with this host
+        opts.logger.info(
+          { host: target.host, ip: target.ip, err: err.message },
+          'TLS failed, retrying without TLS',
+        );
+        try {
+          return await deliverTo(msg, target, opts, { mode: 'none' });
+        } catch (err2) {
+          last = toNext(err2);
+          continue;
+        }
+      }
+      last = toNext(err);
+      opts.logger.info({ host: target.host, ip: target.ip, err: last.message }, 'trying next address');
+    }
+  }
+  return msg.recipients.map((recipient) => ({
+    kind: 'deferred',
+    recipient,
+    status: last.status,
+    reason: last.message,
+    remoteMta: last.remoteMta,
+  }));
+}
+
+function toNext(err: unknown): NextTarget {
+  if (err instanceof NextTarget) return err;
+  if (err instanceof TlsHandshakeError) return new NextTarget('4.7.5', err.message);
+  if (err instanceof SmtpConnectionError) return new NextTarget('4.4.1', err.message);
+  return new NextTarget('4.3.0', `local error: ${(err as Error).message}`);
+}
+
+async function deliverTo(
+  msg: Message,
+  target: Target,
+  opts: AttemptOptions,
+  tls: TlsPolicy,
+): Promise<RecipientOutcome[]> {
+  const v6 = isIP(target.ip) === 6;
+  const localAddress = (v6 ? opts.bindAddress6 : opts.bindAddress) || undefined;
+  const c = await SmtpClient.open({
+    host: target.host,
+    ip: target.ip,
+    port: target.port,
+    connectTimeoutMs: opts.connectTimeoutMs,
+    replyTimeoutMs: opts.replyTimeoutMs,
+    localAddress,
+  });
+  const mta = target.host;
+  try {
+    // RFC 5321 §3.1: a 554 (or 4xx) greeting: this host will not talk to us; try the next
+    if (c.greeting.code !== 220) {
+      throw new NextTarget(
+        c.greeting.code >= 500 ? '4.4.1' : statusOf(c.greeting),
+        `host ${c.peer} refused to talk to me: ${replyText(c.greeting)}`,
+        mta,
+      );
+    }
+    let r = await c.ehlo(opts.myhostname);
+    if (r.code !== 250)
+      throw new NextTarget(statusOf(r), `host ${c.peer} said: ${replyText(r)} (in reply to EHLO)`, mta);
+    if (tls.mode !== 'none' && c.has('STARTTLS')) {
+      const tlsOpts: ConnectionOptions = {
+        servername: isIP(target.host) ? undefined : target.host,
+        minVersion: 'TLSv1.2',
+        rejectUnauthorized: tls.mode === 'verify',
+        ...(opts.ca ? { ca: opts.ca } : {}),
+      };
+      r = await c.startTls(tlsOpts);
+      if (r.code !== 220) {
+        if (tls.mode === 'verify')
+          throw new NextTarget('4.7.5', `host ${c.peer} refused STARTTLS: ${replyText(r)}`, mta);
+      } else {
+        r = await c.ehlo(opts.myhostname);
+        if (r.code !== 250)
+          throw new NextTarget(statusOf(r), `host ${c.peer} said: ${replyText(r)} (in reply to EHLO)`, mta);
+      }
+    }
+    if (tls.mode === 'verify' && !c.tls?.verified) {
+      // RFC 8461 §5: with an enforce policy, no delivery without a verified TLS session
+      throw new NextTarget(
+        '4.7.5',
+        `TLS is required (${tls.reason}), but was not offered by host ${c.peer}`,
+        mta,
+      );
+    }
+    if (opts.auth) {
+      if (!c.tls) throw new NextTarget('4.7.5', `not sending credentials to ${c.peer} without TLS`, mta);
+      const a = await c.auth(opts.auth.user, opts.auth.pass);
+      if (a.code !== 235)
+        throw new NextTarget('4.7.0', `SASL authentication failed with ${c.peer}: ${replyText(a)}`, mta);
+    }
+
+    const all = (kind: 'bounced' | 'deferred', status: string, reason: string): RecipientOutcome[] =>
+      msg.recipients.map((recipient) => ({ kind, recipient, status, reason, remoteMta: mta }));
+
+    // Checks that make sending pointless: better one clear bounce now than a refusal
+    // after the whole message went over the wire.
+    const size = Number(c.extensions.get('SIZE') ?? 0);
+    if (c.has('SIZE') && size > 0 && msg.data.length > size) {
+      await c.quit();
+      // RFC 1870 §6.2 / RFC 3463 X.3.4
+      return all(
+        'bounced',
+        '5.3.4',
+        `message size ${msg.data.length} exceeds size limit ${size} of server ${c.peer}`,
+      );
+    }
+    const headers = msg.data.subarray(0, headerEnd(msg.data));
+    const needsUtf8 =
+      msg.smtputf8 && (hasNonAscii(msg.mailFrom) || msg.recipients.some(hasNonAscii) || hasNonAscii(headers));
+    if (needsUtf8 && !c.has('SMTPUTF8')) {
+      await c.quit();
+      // RFC 6531 §3.2: never send an internationalized message to a server without SMTPUTF8
+      return all('bounced', '5.6.7', `SMTPUTF8 is required, but was not offered by host ${c.peer}`);
+    }
+    const eightBit = hasNonAscii(msg.data);
+    if (eightBit && !c.has('8BITMIME')) {
+      await c.quit();
+      // RFC 6152 §3: 8-bit data only to servers that offer 8BITMIME; we do not downgrade
+      return all('bounced', '5.6.3', `8-bit message, but 8BITMIME was not offered by host ${c.peer}`);
+    }
+    const params: string[] = [];
+    if (c.has('SIZE')) params.push(`SIZE=${msg.data.length}`);
+    if (eightBit) params.push('BODY=8BITMIME');
+    if (needsUtf8) params.push('SMTPUTF8');
+
+    const res = await c.transaction({
+      from: msg.mailFrom,
+      mailParams: params,
+      recipients: msg.recipients,
+      data: msg.data,
+    });
+    await c.quit();
+    const tlsUsed = c.tls !== null;
+    if (res.mail.code !== 250) {
+      const kind = res.mail.code >= 500 ? 'bounced' : 'deferred';
+      return all(
+        kind,
+        statusOf(res.mail),
+        `host ${c.peer} said: ${replyText(res.mail)} (in reply to MAIL FROM command)`,
+      );
+    }
+    return msg.recipients.map((recipient, i): RecipientOutcome => {
+      const rr = res.rcpts[i];
+      if (!rr)
+        return {
+          kind: 'deferred',
+          recipient,
+          status: '4.4.2',
+          reason: `lost connection with ${c.peer}`,
+          remoteMta: mta,
+        };
+      if (rr.code >= 300) {
+        return {
+          kind: rr.code >= 500 ? 'bounced' : 'deferred',
+          recipient,
+          status: statusOf(rr),
+          reason: `host ${c.peer} said: ${replyText(rr)} (in reply to RCPT TO command)`,
+          remoteMta: mta,
+        };
+      }
+      const d = res.data;
+      if (!d)
+        return {
+          kind: 'deferred',
+          recipient,
+          status: '4.4.2',
+          reason: `lost connection with ${c.peer}`,
+          remoteMta: mta,
+        };
+      if (d.code >= 200 && d.code < 300)
+        return { kind: 'delivered', recipient, reply: replyText(d), remoteMta: mta, tls: tlsUsed };
+      return {
+        kind: d.code >= 500 ? 'bounced' : 'deferred',
+        recipient,
+        status: statusOf(d),
+        reason: `host ${c.peer} said: ${replyText(d)} (in reply to end of DATA command)`,
+        remoteMta: mta,
+      };
+    });
+  } finally {
+    c.close();
+  }
+}

@@ -1,0 +1,113 @@
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+
+// A counting semaphore per destination in Redis, shared by every instance. Each holder
+// is a member of a sorted set scored by its lease expiry, so the slots of an instance
+// that died (SIGKILL, lost host) free themselves when the lease runs out; a live
+// holder renews its lease while the delivery runs.
+const ACQUIRE = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0`;
+
+// Fixed one-minute windows: simple, shared, and good enough to keep a burst from
+// tripping a receiver's own rate limits.
+const RATE = `
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], 120000) end
+if n > tonumber(ARGV[1]) then return 0 end
+return 1`;
+
+export interface DestinationLimitsOptions {
+  concurrency: number;
+  /** Messages per minute per destination; 0 = unlimited. */
+  ratePerMinute: number;
+  leaseMs?: number;
+}
+
+export class DestinationLimits {
+  private readonly leaseMs: number;
+  /** Local waiters per destination, woken when a slot of this instance is released. */
+  private readonly waiting = new Map<string, Set<() => void>>();
+  constructor(
+    private readonly redis: Redis,
+    private readonly opts: DestinationLimitsOptions,
+  ) {
+    this.leaseMs = opts.leaseMs ?? 60_000;
+  }
+
+  /**
+   * Waits for a slot of `destination` (and its rate budget) until `deadline`; returns
+   * the release function, or null when none came free in time.
+   */
+  async acquire(destination: string, deadline: number): Promise<(() => Promise<void>) | null> {
+    const token = randomBytes(8).toString('hex');
+    const slotKey = `outbound:slots:${destination}`;
+    let wait = 20;
+    for (;;) {
+      if (await this.rateAllows(destination)) {
+        const got = await this.redis.eval(
+          ACQUIRE,
+          1,
+          slotKey,
+          Date.now(),
+          this.leaseMs,
+          this.opts.concurrency,
+          token,
+        );
+        if (got === 1) return this.holder(destination, slotKey, token);
+      }
+      if (Date.now() + wait > deadline) return null;
+      // woken at once by a release in this process; slots freed by other instances are
+      // found by polling
+      await new Promise<void>((resolve) => {
+        const set = this.waiting.get(destination) ?? new Set();
+        this.waiting.set(destination, set);
+        const wake = () => {
+          clearTimeout(timer);
+          set.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, wait + Math.random() * wait);
+        set.add(wake);
+      });
+      wait = Math.min(wait * 2, 200);
+    }
+  }
+
+  private async rateAllows(destination: string): Promise<boolean> {
+    if (!this.opts.ratePerMinute) return true;
+    const window = Math.floor(Date.now() / 60_000);
+    const ok = await this.redis.eval(
+      RATE,
+      1,
+      `outbound:rate:${destination}:${window}`,
+      this.opts.ratePerMinute,
+    );
+    return ok === 1;
+  }
+
+  private holder(destination: string, slotKey: string, token: string): () => Promise<void> {
+    const renew = setInterval(
+      () => {
+        this.redis.zadd(slotKey, 'XX', Date.now() + this.leaseMs, token).catch(() => undefined);
+      },
+      Math.max(this.leaseMs / 3, 10),
+    );
+    renew.unref();
+    let released = false;
+    return async () => {
+      if (released) return;
+      released = true;
+      clearInterval(renew);
+      await this.redis.zrem(slotKey, token).catch(() => undefined);
+      const next = this.waiting.get(destination)?.values().next();
+      if (next && !next.done) next.value();
+      if (!this.waiting.get(destination)?.size) this.waiting.delete(destination);
+    };
+  }
+}

@@ -1,0 +1,463 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { rootCertificates } from 'node:tls';
+import { connect, type ChannelModel } from 'amqplib';
+import type { Redis } from 'ioredis';
+import {
+  PoisonMessageError,
+  UnroutableError,
+  declareQueue,
+  outboundDelayQueueSpec,
+  type Bus,
+  type Delivery,
+} from '@mailyard/bus';
+import {
+  ContractError,
+  ENVELOPE_HEADER,
+  ENVELOPE_VERSION,
+  Headers,
+  MAIL_EXCHANGE,
+  Queues,
+  RoutingKeys,
+  outboundDelayQueue,
+  parseEnvelope,
+  type Envelope,
+} from '@mailyard/contracts';
+import type { MailResolver } from '@mailyard/dns';
+import type { Logger, Registry } from '@mailyard/observability';
+import { DeferredIndex } from '@mailyard/queue-admin';
+import { parseHostPort } from '@mailyard/config';
+import { normalizeDomain } from '@mailyard/smtp-core';
+import type { OutboundRelayConfig } from './config.js';
+import { attemptDelivery, type RecipientOutcome, type TlsPolicy } from './deliver.js';
+import { DestinationLimits } from './destination-limits.js';
+import { buildDsn, type RecipientReport } from './dsn.js';
+import { createMetrics } from './metrics.js';
+import { routeDomain, routeHost, type Target } from './mx.js';
+import { MtaSts, httpsPolicyFetcher, mxMatches, type PolicyFetcher } from './mta-sts.js';
+
+export interface OutboundRelayDeps {
+  bus: Bus;
+  redis: Redis;
+  resolver: MailResolver;
+  /** Decides where a bounce goes: local senders get it through `delivery`. */
+  directory: { isLocalDomain(domain: string): Promise<boolean> };
+  logger: Logger;
+  registry: Registry;
+  /** MTA-STS policy fetcher; the default fetches over HTTPS (tests pass a local one). */
+  mtaStsFetcher?: PolicyFetcher;
+  now?: () => number;
+}
+
+export interface OutboundRelay {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** The relayhost setting in Postfix syntax: `[host]:port` (no MX lookup), `host:port`, `host`. */
+export function parseRelayhost(
+  text: string,
+  defaultPort: number,
+): { host: string; port: number; mx: boolean } | null {
+  const t = text.trim();
+  if (!t) return null;
+  const bracket = /^\[([^\]]+)\](?::(\d+))?$/.exec(t);
+  if (bracket) return { host: bracket[1]!.toLowerCase(), port: Number(bracket[2] ?? defaultPort), mx: false };
+  const hp = parseHostPort(t, defaultPort);
+  if (!hp) throw new Error(`RELAYHOST: expected host, host:port or [host]:port, got "${text}"`);
+  return { host: hp.host.toLowerCase(), port: hp.port, mx: true };
+}
+
+const sha = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 16);
+
+function domainOf(address: string): string {
+  const at = address.lastIndexOf('@');
+  const d = at === -1 ? '' : address.slice(at + 1);
+  return normalizeDomain(d) ?? d.toLowerCase();
+}
+
+/**
+ * MTA (sending): competing consumers on `outbound`. Each message is grouped by
+ * recipient domain, routed (MX, MTA-STS, relayhost) and delivered; the remote verdict
+ * per recipient decides: delivered, deferred (back through a delay queue with the
+ * attempt count and the last error) or bounced (one DSN to the sender). The message is
+ * acked only after every retry and DSN publish is confirmed. Redelivery is harmless:
+ * recipients that were delivered or bounced are remembered in Redis per queue id.
+ */
+export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRelayDeps): OutboundRelay {
+  const { bus, redis, resolver, logger, directory } = deps;
+  const now = deps.now ?? Date.now;
+  const schedule = config.outbound_retry_schedule;
+  const delayQueues = [...new Set(schedule)].map(outboundDelayQueueSpec);
+  const index = new DeferredIndex(redis);
+  const limits = new DestinationLimits(redis, {
+    concurrency: config.default_destination_concurrency_limit,
+    ratePerMinute: config.default_destination_rate_limit,
+  });
+  const ca = config.smtp_tls_ca_file
+    ? [...rootCertificates, readFileSync(config.smtp_tls_ca_file, 'utf8')]
+    : undefined;
+  const relayhost = parseRelayhost(config.relayhost, config.outbound_port);
+  const mtaSts = new MtaSts({
+    resolver,
+    fetcher: deps.mtaStsFetcher ?? httpsPolicyFetcher({ resolver, ...(ca ? { ca } : {}) }),
+    ignore: config.mta_sts_ignore_domains.map((d) => d.toLowerCase()),
+    onError: (domain, err) => logger.info({ domain, err: String(err) }, 'MTA-STS policy lookup failed'),
+  });
+  // What markers and the index must outlive: the longest a message can stay queued.
+  const markerTtlSec = Math.ceil(config.maximal_queue_lifetime / 1000) + 86_400;
+
+  // A connection of our own for declaring the delay queues of our schedule and for
+  // reading queue depths (Bus keeps its channels to publishing and consuming).
+  let admin: ChannelModel | null = null;
+  let stopped = false;
+  const adminConn = async (): Promise<ChannelModel> => {
+    if (!admin) {
+      const conn = await connect(config.amqp_url, { timeout: 5000 });
+      conn.on('error', () => undefined);
+      conn.on('close', () => {
+        if (admin === conn) admin = null;
+      });
+      admin = conn;
+    }
+    return admin;
+  };
+  const declareDelayQueues = async (): Promise<void> => {
+    const ch = await (await adminConn()).createChannel();
+    try {
+      await ch.assertExchange(MAIL_EXCHANGE, 'direct', { durable: true });
+      for (const q of delayQueues) await declareQueue(ch, q);
+    } finally {
+      await ch.close().catch(() => undefined);
+    }
+  };
+  const queueDepth = async (): Promise<Map<string, number>> => {
+    const out = new Map<string, number>();
+    const conn = await adminConn();
+    for (const name of [Queues.outbound, ...delayQueues.map((q) => q.name)]) {
+      const ch = await conn.createChannel();
+      ch.on('error', () => undefined);
+      try {
+        out.set(name, (await ch.checkQueue(name)).messageCount);
+      } catch {
+        // not declared yet
+      } finally {
+        await ch.close().catch(() => undefined);
+      }
+    }
+    return out;
+  };
+  const metrics = createMetrics(deps.registry, queueDepth);
+
+  const doneKey = (queueId: string, rcpt: string) => `outbound:done:${queueId}:${sha(rcpt.toLowerCase())}`;
+
+  /** Publishes to a delay queue; declares the queues once more if the broker lost them. */
+  const publishDelayed = async (delayMs: number, body: Buffer, env: Envelope): Promise<void> => {
+    const item = {
+      routingKey: outboundDelayQueue(delayMs),
+      body,
+      headers: { [ENVELOPE_HEADER]: JSON.stringify(env), [Headers.envelopeVersion]: ENVELOPE_VERSION },
+    };
+    try {
+      await bus.publish(item);
+    } catch (err) {
+      if (!(err instanceof UnroutableError)) throw err;
+      await declareDelayQueues();
+      await bus.publish(item);
+    }
+  };
+
+  const sendDsn = async (env: Envelope, body: Buffer, reports: RecipientReport[], willRetryUntil?: Date) => {
+    const dsn = buildDsn({
+      myhostname: config.myhostname,
+      original: env,
+      message: body,
+      reports,
+      ...(willRetryUntil ? { willRetryUntil } : {}),
+      now: new Date(now()),
+    });
+    const local = await directory.isLocalDomain(domainOf(env.mailFrom));
+    await bus.publishMail(local ? RoutingKeys.delivery : RoutingKeys.outbound, dsn.message, dsn.envelope);
+    const kind = willRetryUntil ? 'delay' : 'failure';
+    metrics.bounces.inc({ kind });
+    logger.info(
+      {
+        queueId: env.queueId,
+        dsnQueueId: dsn.envelope.queueId,
+        to: env.mailFrom,
+        kind,
+        via: local ? 'delivery' : 'outbound',
+      },
+      kind === 'delay' ? 'delay warning sent' : 'bounce sent',
+    );
+  };
+
+  /** Routing and TLS policy for one destination domain (or the relayhost). */
+  const resolveTargets = async (
+    domain: string,
+  ): Promise<
+    | { kind: 'targets'; targets: Target[]; tls: TlsPolicy; auth?: { user: string; pass: string } }
+    | { kind: 'permanent' | 'temporary'; status: string; text: string }
+  > => {
+    const routeOpts = {
+      port: config.outbound_port,
+      families: config.inet_protocols,
+      preference: config.smtp_address_preference,
+      addressLimit: config.smtp_mx_address_limit,
+    };
+    if (relayhost) {
+      const opts = { ...routeOpts, port: relayhost.port };
+      const route = relayhost.mx
+        ? await routeDomain(resolver, relayhost.host, opts)
+        : await routeHost(resolver, relayhost.host, opts);
+      // a broken relayhost setting is ours to fix, not the sender's: defer, never bounce
+      if (route.kind !== 'targets')
+        return { ...route, kind: 'temporary', status: route.status.replace(/^5/, '4') };
+      const auth = config.relayhost_username
+        ? { user: config.relayhost_username, pass: config.relayhost_password }
+        : undefined;
+      return {
+        kind: 'targets',
+        targets: route.targets,
+        tls: { mode: 'verify', reason: 'relayhost' },
+        ...(auth ? { auth } : {}),
+      };
+    }
+    const policy = await mtaSts.policyFor(domain);
+    const enforce = policy?.mode === 'enforce';
+    const route = await routeDomain(resolver, domain, {
+      ...routeOpts,
+      ...(enforce ? { hostFilter: (h: string) => mxMatches(h, policy.mx) } : {}),
+    });
+    if (route.kind !== 'targets') return route;
+    const tls: TlsPolicy = enforce
+      ? { mode: 'verify', reason: `MTA-STS policy of ${domain}` }
+      : config.smtp_tls_opportunistic
+        ? { mode: 'may' }
+        : { mode: 'none' };
+    return { kind: 'targets', targets: route.targets, tls };
+  };
+
+  const deliverDomain = async (
+    env: Envelope,
+    body: Buffer,
+    domain: string,
+    rcpts: string[],
+  ): Promise<RecipientOutcome[]> => {
+    const all = (kind: 'deferred' | 'bounced', status: string, reason: string): RecipientOutcome[] =>
+      rcpts.map((recipient) => ({ kind, recipient, status, reason, remoteMta: null }));
+    const slotKey = relayhost ? `[${relayhost.host}]` : domain;
+    const release = await limits.acquire(slotKey, now() + config.destination_slot_wait);
+    if (!release) return all('deferred', '4.4.5', `destination ${slotKey} busy (concurrency or rate limit)`);
+    try {
+      const dest = await resolveTargets(domain);
+      if (dest.kind !== 'targets')
+        return all(dest.kind === 'permanent' ? 'bounced' : 'deferred', dest.status, dest.text);
+      return await attemptDelivery(
+        { mailFrom: env.mailFrom, recipients: rcpts, data: body, smtputf8: env.smtputf8 },
+        {
+          myhostname: config.myhostname,
+          targets: dest.targets,
+          tls: dest.tls,
+          ca,
+          auth: dest.auth,
+          connectTimeoutMs: config.smtp_connect_timeout,
+          replyTimeoutMs: config.smtp_reply_timeout,
+          bindAddress: config.smtp_bind_address,
+          bindAddress6: config.smtp_bind_address6,
+          logger: logger.child({ queueId: env.queueId, domain }),
+        },
+      );
+    } catch (err) {
+      // A local failure with this domain must not undo what other domains of the same
+      // message already got: defer these recipients, settle the rest.
+      logger.warn({ queueId: env.queueId, domain, err: String(err) }, 'local error while delivering');
+      return all('deferred', '4.3.0', `local error: ${(err as Error).message}`);
+    } finally {
+      await release();
+    }
+  };
+
+  const handle = async (d: Delivery): Promise<void> => {
+    let env: Envelope;
+    try {
+      env = parseEnvelope(d.headers[ENVELOPE_HEADER]);
+    } catch (err) {
+      if (err instanceof ContractError) throw new PoisonMessageError(err.message);
+      throw err;
+    }
+    const log = logger.child({ queueId: env.queueId });
+    if (env.attempts > 0) await index.remove(env.queueId);
+
+    // Redelivery (a killed instance, a broker restart): skip recipients already settled.
+    const done = await redis.mget(env.recipients.map((r) => doneKey(env.queueId, r)));
+    const pending = env.recipients.filter((_, i) => !done[i]);
+    if (!pending.length) {
+      log.info('every recipient already settled, nothing to do');
+      return;
+    }
+    const byDomain = new Map<string, string[]>();
+    for (const r of pending) {
+      const domain = domainOf(r);
+      byDomain.set(domain, [...(byDomain.get(domain) ?? []), r]);
+    }
+    const outcomes = (
+      await Promise.all([...byDomain].map(([domain, rcpts]) => deliverDomain(env, d.body, domain, rcpts)))
+    ).flat();
+
+    const delivered = outcomes.filter((o) => o.kind === 'delivered');
+    const bounced = outcomes.filter((o) => o.kind === 'bounced');
+    let deferred = outcomes.filter((o) => o.kind === 'deferred');
+    for (const o of outcomes) {
+      metrics.attempts.inc({ result: o.kind, domain: domainOf(o.recipient) });
+      switch (o.kind) {
+        case 'delivered':
+          log.info({ rcpt: o.recipient, relay: o.remoteMta, tls: o.tls, reply: o.reply }, 'delivered');
+          break;
+        case 'deferred':
+          log.info({ rcpt: o.recipient, status: o.status, reason: o.reason }, 'deferred');
+          break;
+        case 'bounced':
+          log.info({ rcpt: o.recipient, status: o.status, reason: o.reason }, 'bounced');
+          break;
+        default: {
+          const never: never = o;
+          throw new Error(`unexpected outcome ${String(never)}`);
+        }
+      }
+    }
+    if (delivered.length) {
+      const pipe = redis.multi();
+      for (const o of delivered) pipe.set(doneKey(env.queueId, o.recipient), 'delivered', 'EX', markerTtlSec);
+      await pipe.exec();
+      metrics.latency.observe((now() - Date.parse(env.receivedAt)) / 1000);
+      for (const o of delivered) metrics.connections.inc({ tls: o.tls ? 'yes' : 'no' });
+    }
+
+    // RFC 5321 §4.5.4.1: give up after the queue lifetime. RFC 3463 X.4.7 "delivery time
+    // expired"; the last temporary reason goes in the diagnostic.
+    const age = now() - Date.parse(env.receivedAt);
+    const expired = deferred.length > 0 && age >= config.maximal_queue_lifetime;
+    const failed: RecipientReport[] = bounced.map((o) => ({
+      recipient: o.recipient,
+      action: 'failed',
+      status: o.status,
+      diagnostic: o.reason,
+      remoteMta: o.remoteMta,
+    }));
+    if (expired) {
+      for (const o of deferred) {
+        failed.push({
+          recipient: o.recipient,
+          action: 'failed',
+          status: '4.4.7',
+          diagnostic: `${o.reason} (message expired after ${Math.round(age / 3_600_000)} hours in the queue)`,
+          remoteMta: o.remoteMta,
+        });
+      }
+      log.info({ rcpts: deferred.map((o) => o.recipient) }, 'expired, bouncing');
+      deferred = [];
+    }
+    if (failed.length) {
+      // RFC 5321 §4.5.5 / RFC 3464: never answer a bounce with a bounce
+      if (env.mailFrom === '')
+        log.info({ rcpts: failed.map((f) => f.recipient) }, 'null sender: no bounce sent');
+      else await sendDsn(env, d.body, failed);
+      const pipe = redis.multi();
+      for (const f of failed) pipe.set(doneKey(env.queueId, f.recipient), 'bounced', 'EX', markerTtlSec);
+      await pipe.exec();
+    }
+
+    if (deferred.length) {
+      // A destination that was only busy was not tried: no attempt is counted.
+      const tried = deferred.some((o) => o.status !== '4.4.5');
+      const attempts = env.attempts + (tried ? 1 : 0);
+      const delay = tried ? schedule[Math.min(attempts - 1, schedule.length - 1)]! : schedule[0]!;
+      const lastError = deferred.find((o) => o.status !== '4.4.5')?.reason ?? deferred[0]!.reason;
+      const retryEnv: Envelope = {
+        ...env,
+        recipients: deferred.map((o) => o.recipient),
+        attempts,
+        lastError: lastError.slice(0, 1000),
+      };
+      await publishDelayed(delay, d.body, retryEnv);
+      await index
+        .add({
+          queueId: env.queueId,
+          mailFrom: env.mailFrom,
+          recipients: retryEnv.recipients,
+          attempts,
+          lastError: retryEnv.lastError,
+          receivedAt: env.receivedAt,
+          nextTry: new Date(now() + delay).toISOString(),
+          queue: outboundDelayQueue(delay),
+          size: d.body.length,
+        })
+        .catch((err: unknown) => log.warn({ err: String(err) }, 'could not index the deferred message'));
+      log.info({ attempts, delayMs: delay, rcpts: retryEnv.recipients }, 'retry scheduled');
+
+      // Postfix's delay_warning_time: one warning per message, whichever instance sees it first
+      if (config.delay_warning_time > 0 && env.mailFrom !== '' && age >= config.delay_warning_time) {
+        const key = `outbound:warned:${env.queueId}`;
+        if ((await redis.set(key, '1', 'EX', markerTtlSec, 'NX')) === 'OK') {
+          try {
+            await sendDsn(
+              env,
+              d.body,
+              deferred.map((o) => ({
+                recipient: o.recipient,
+                action: 'delayed',
+                status: o.status,
+                diagnostic: o.reason,
+                remoteMta: o.remoteMta,
+              })),
+              new Date(Date.parse(env.receivedAt) + config.maximal_queue_lifetime),
+            );
+          } catch (err) {
+            await redis.del(key).catch(() => undefined);
+            throw err;
+          }
+        }
+      }
+    }
+  };
+
+  return {
+    async start() {
+      // The broker may still be starting: declare in the background until it works
+      // (a publish to a missing delay queue declares them again itself).
+      const declareLoop = async () => {
+        for (let warned = false; !stopped;) {
+          try {
+            await declareDelayQueues();
+            return;
+          } catch (err) {
+            if (!warned) logger.warn({ err: String(err) }, 'cannot declare the delay queues yet, retrying');
+            warned = true;
+            await new Promise((r) => setTimeout(r, 2000));
+          }
+        }
+      };
+      void declareLoop();
+      await bus.consume(Queues.outbound, handle, {
+        prefetch: config.outbound_prefetch,
+        maxAttempts: config.outbound_max_attempts,
+      });
+      logger.info(
+        {
+          relayhost: config.relayhost || null,
+          port: config.outbound_port,
+          schedule: delayQueues.map((q) => q.name),
+        },
+        'outbound-relay consuming',
+      );
+    },
+    async stop() {
+      stopped = true;
+      await bus.stop();
+      const a = admin;
+      admin = null;
+      await a?.close().catch(() => undefined);
+    },
+  };
+}

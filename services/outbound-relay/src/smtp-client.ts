@@ -1,0 +1,346 @@
+import { connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import { normalizeLineEndings } from '@mailyard/smtp-core';
+
+/** One (possibly multi-line) reply of the remote server. */
+export interface SmtpReply {
+  code: number;
+  /** RFC 3463 enhanced status code, when the server sent one. */
+  enhanced: string | null;
+  /** Reply lines without their codes. */
+  lines: string[];
+}
+
+/** `550 5.1.1 <x>: user unknown` (first and last line only, for DSNs and logs). */
+export function replyText(r: SmtpReply): string {
+  const text = r.lines.length > 1 ? `${r.lines[0]} ... ${r.lines[r.lines.length - 1]}` : (r.lines[0] ?? '');
+  return `${r.code} ${r.enhanced ? r.enhanced + ' ' : ''}${text}`.trim();
+}
+
+/** The connection failed or broke, or the server did not answer in time: try the next address. */
+export class SmtpConnectionError extends Error {
+  override readonly name: string = 'SmtpConnectionError';
+}
+
+export interface TlsInfo {
+  protocol: string;
+  cipher: string;
+  /** The certificate chain verified and matched the name we asked for. */
+  verified: boolean;
+}
+
+export interface OpenOptions {
+  host: string;
+  ip: string;
+  port: number;
+  connectTimeoutMs: number;
+  replyTimeoutMs: number;
+  localAddress?: string | undefined;
+}
+
+export interface MailTransaction {
+  from: string;
+  mailParams: string[];
+  recipients: string[];
+  /** The message as stored; line endings and dot-stuffing are handled here. */
+  data: Buffer;
+}
+
+export interface TransactionResult {
+  mail: SmtpReply;
+  /** One reply per recipient, in order. */
+  rcpts: SmtpReply[];
+  /** Final reply after the data; null when DATA was not reached (no recipient accepted, MAIL refused). */
+  data: SmtpReply | null;
+}
+
+const REPLY_LINE = /^(\d{3})([ -])(.*)$/;
+const ENHANCED = /^([245]\.\d{1,3}\.\d{1,3})\s+/;
+
+/**
+ * Prepares message bytes for DATA: every bare LF and bare CR becomes CRLF (RFC 5321
+ * §2.3.8, so no downstream parser can be made to see a different end of data), lines
+ * that start with "." get a second one (RFC 5321 §4.5.2), and the message ends with
+ * CRLF "." CRLF.
+ */
+export function encodeData(message: Buffer): Buffer {
+  let body = normalizeLineEndings(message);
+  const parts: Buffer[] = [];
+  let start = 0;
+  if (body[0] === 0x2e) {
+    parts.push(Buffer.from('.'));
+  }
+  for (let i = body.indexOf('\r\n.'); i !== -1; i = body.indexOf('\r\n.', i + 3)) {
+    parts.push(body.subarray(start, i + 2), Buffer.from('.'));
+    start = i + 2;
+  }
+  parts.push(body.subarray(start));
+  body = Buffer.concat(parts);
+  const tail =
+    body.length && !(body[body.length - 2] === 0x0d && body[body.length - 1] === 0x0a) ? '\r\n' : '';
+  return Buffer.concat([body, Buffer.from(`${tail}.\r\n`)]);
+}
+
+/**
+ * A minimal ESMTP client for relaying: greeting, EHLO (HELO fallback), STARTTLS, AUTH,
+ * one pipelined transaction per call (RFC 2920), QUIT. Everything that breaks the
+ * connection is an SmtpConnectionError; everything the server says is a reply.
+ */
+export class SmtpClient {
+  private socket: Socket | TLSSocket;
+  private buf: Buffer = Buffer.alloc(0);
+  private pendingLines: string[] = [];
+  private replies: SmtpReply[] = [];
+  private waiters: { resolve: (r: SmtpReply) => void; reject: (e: Error) => void }[] = [];
+  private failure: Error | null = null;
+  greeting!: SmtpReply;
+  extensions = new Map<string, string>();
+  tls: TlsInfo | null = null;
+
+  private constructor(
+    socket: Socket,
+    readonly opts: OpenOptions,
+  ) {
+    this.socket = socket;
+    this.attach(socket);
+  }
+
+  /** Connects and reads the greeting (any code: the caller decides what a 4xx/5xx greeting means). */
+  static async open(opts: OpenOptions): Promise<SmtpClient> {
+    const socket = netConnect({
+      host: opts.ip,
+      port: opts.port,
+      ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+    });
+    socket.setNoDelay(true);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new SmtpConnectionError(`connect to ${opts.host}[${opts.ip}]:${opts.port}: timed out`));
+      }, opts.connectTimeoutMs);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      socket.once('error', (err: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        reject(
+          new SmtpConnectionError(
+            `connect to ${opts.host}[${opts.ip}]:${opts.port}: ${err.code ?? err.message}`,
+          ),
+        );
+      });
+    });
+    const c = new SmtpClient(socket, opts);
+    c.greeting = await c.read();
+    return c;
+  }
+
+  get peer(): string {
+    return `${this.opts.host}[${this.opts.ip}]`;
+  }
+
+  private attach(socket: Socket | TLSSocket): void {
+    socket.on('data', (d: Buffer) => this.onData(d));
+    socket.on('error', (err: NodeJS.ErrnoException) =>
+      this.fail(new SmtpConnectionError(`${this.peer}: ${err.code ?? err.message}`)),
+    );
+    socket.on('close', () => this.fail(new SmtpConnectionError(`${this.peer}: connection closed by server`)));
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    for (const w of this.waiters.splice(0)) w.reject(this.failure);
+  }
+
+  private onData(d: Buffer): void {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
+    for (let i = this.buf.indexOf(0x0a); i !== -1; i = this.buf.indexOf(0x0a)) {
+      const line = this.buf.subarray(0, i).toString('utf8').replace(/\r$/, '');
+      this.buf = this.buf.subarray(i + 1);
+      const m = REPLY_LINE.exec(line);
+      if (!m) {
+        this.fail(
+          new SmtpConnectionError(`${this.peer}: malformed reply line ${JSON.stringify(line.slice(0, 100))}`),
+        );
+        this.socket.destroy();
+        return;
+      }
+      this.pendingLines.push(line);
+      if (m[2] === ' ') {
+        const lines = this.pendingLines.splice(0);
+        const code = Number(m[1]);
+        const texts = lines.map((l) => l.slice(4));
+        const enh = ENHANCED.exec(texts[0] ?? '');
+        const reply: SmtpReply = {
+          code,
+          enhanced: enh && enh[1]![0] === String(code)[0] ? enh[1]! : null,
+          lines: enh ? texts.map((t) => t.replace(ENHANCED, '')) : texts,
+        };
+        const w = this.waiters.shift();
+        if (w) w.resolve(reply);
+        else this.replies.push(reply);
+      }
+    }
+  }
+
+  /** Reads the next reply, or fails after the reply timeout. */
+  read(): Promise<SmtpReply> {
+    const ready = this.replies.shift();
+    if (ready) return Promise.resolve(ready);
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.fail(new SmtpConnectionError(`${this.peer}: no reply within ${this.opts.replyTimeoutMs} ms`));
+        this.socket.destroy();
+      }, this.opts.replyTimeoutMs);
+      this.waiters.push({
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+    });
+  }
+
+  write(data: string | Buffer): void {
+    if (this.failure) return;
+    this.socket.write(data);
+  }
+
+  async command(line: string): Promise<SmtpReply> {
+    this.write(line + '\r\n');
+    return this.read();
+  }
+
+  /** EHLO, falling back to HELO when the server does not know it (RFC 5321 §3.2). */
+  async ehlo(name: string): Promise<SmtpReply> {
+    this.extensions.clear();
+    const r = await this.command(`EHLO ${name}`);
+    if (r.code === 250) {
+      for (const line of r.lines.slice(1)) {
+        const [kw, ...rest] = line.trim().split(/\s+/);
+        if (kw) this.extensions.set(kw.toUpperCase(), rest.join(' '));
+      }
+      return r;
+    }
+    if (r.code >= 500) return this.command(`HELO ${name}`);
+    return r;
+  }
+
+  has(ext: string): boolean {
+    return this.extensions.has(ext);
+  }
+
+  /** RFC 3207: upgrade to TLS after 220. Data the server sent before the handshake is discarded. */
+  async startTls(tlsOpts: ConnectionOptions): Promise<SmtpReply> {
+    const r = await this.command('STARTTLS');
+    if (r.code !== 220) return r;
+    const plain = this.socket;
+    plain.removeAllListeners('data');
+    plain.removeAllListeners('close');
+    plain.removeAllListeners('error');
+    this.buf = Buffer.alloc(0);
+    this.pendingLines = [];
+    this.replies = [];
+    const secure = tlsConnect({ ...tlsOpts, socket: plain });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        secure.destroy();
+        reject(new SmtpConnectionError(`${this.peer}: TLS handshake timed out`));
+      }, this.opts.replyTimeoutMs);
+      secure.once('secureConnect', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      secure.once('error', (err: Error) => {
+        clearTimeout(timer);
+        plain.destroy();
+        const e = new TlsHandshakeError(`${this.peer}: TLS handshake failed: ${err.message}`);
+        this.fail(e);
+        reject(e);
+      });
+    });
+    this.socket = secure;
+    this.attach(secure);
+    const cipher = secure.getCipher();
+    this.tls = {
+      protocol: secure.getProtocol() ?? 'TLS',
+      cipher: cipher?.standardName ?? cipher?.name ?? 'unknown',
+      verified: secure.authorized,
+    };
+    return r;
+  }
+
+  /** AUTH PLAIN (RFC 4616) or LOGIN, whichever the server offers (PLAIN first). */
+  async auth(user: string, pass: string): Promise<SmtpReply> {
+    const mechs = (this.extensions.get('AUTH') ?? '').toUpperCase().split(/\s+/);
+    if (mechs.includes('PLAIN') || !mechs.includes('LOGIN')) {
+      const token = Buffer.from(`\0${user}\0${pass}`).toString('base64');
+      return this.command(`AUTH PLAIN ${token}`);
+    }
+    let r = await this.command('AUTH LOGIN');
+    if (r.code !== 334) return r;
+    r = await this.command(Buffer.from(user).toString('base64'));
+    if (r.code !== 334) return r;
+    return this.command(Buffer.from(pass).toString('base64'));
+  }
+
+  /**
+   * One mail transaction. With PIPELINING (RFC 2920) MAIL, every RCPT and DATA go out in
+   * one write and the replies are read in order; without it, one command at a time.
+   */
+  async transaction(t: MailTransaction): Promise<TransactionResult> {
+    const mailCmd = `MAIL FROM:<${t.from}>${t.mailParams.length ? ' ' + t.mailParams.join(' ') : ''}`;
+    const rcptCmds = t.recipients.map((r) => `RCPT TO:<${r}>`);
+    const payload = encodeData(t.data);
+    if (this.has('PIPELINING')) {
+      this.write([mailCmd, ...rcptCmds, 'DATA'].map((l) => l + '\r\n').join(''));
+      const mail = await this.read();
+      const rcpts: SmtpReply[] = [];
+      for (let i = 0; i < rcptCmds.length; i++) rcpts.push(await this.read());
+      const dataReply = await this.read();
+      const accepted = mail.code === 250 && rcpts.some((r) => r.code >= 200 && r.code < 300);
+      if (dataReply.code !== 354) return { mail, rcpts, data: accepted ? dataReply : null };
+      if (!accepted) {
+        // RFC 2920 §3.1: DATA accepted although no recipient was: send an empty message's end
+        this.write('.\r\n');
+        await this.read();
+        return { mail, rcpts, data: null };
+      }
+      this.write(payload);
+      return { mail, rcpts, data: await this.read() };
+    }
+    const mail = await this.command(mailCmd);
+    if (mail.code !== 250) return { mail, rcpts: [], data: null };
+    const rcpts: SmtpReply[] = [];
+    for (const cmd of rcptCmds) rcpts.push(await this.command(cmd));
+    if (!rcpts.some((r) => r.code >= 200 && r.code < 300)) return { mail, rcpts, data: null };
+    const go = await this.command('DATA');
+    if (go.code !== 354) return { mail, rcpts, data: go };
+    this.write(payload);
+    return { mail, rcpts, data: await this.read() };
+  }
+
+  /** QUIT politely (without waiting long for the answer), then close. */
+  async quit(): Promise<void> {
+    if (!this.failure) {
+      this.write('QUIT\r\n');
+      await Promise.race([this.read().catch(() => undefined), new Promise((r) => setTimeout(r, 1000))]);
+    }
+    this.close();
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** The TLS handshake failed: the caller may retry the host without TLS when TLS was only opportunistic. */
+export class TlsHandshakeError extends SmtpConnectionError {
+  override readonly name = 'TlsHandshakeError';
+}

@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { after, before, test } from 'node:test';
+import { waitFor } from '@mailyard/testkit';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import {
+  envelope,
+  freePort,
+  queueOutbound,
+  simpleMessage,
+  startRelay,
+  startRemoteMta,
+  type RelayHandle,
+  type RemoteMta,
+} from './helpers.js';
+
+// A receiver that always answers 4xx, a queue lifetime of 2 s and a delay warning
+// after 0.5 s: one warning, then one bounce, both in the local sender's INBOX.
+let p: Platform;
+let relay: RelayHandle;
+let mx: RemoteMta;
+
+before(async () => {
+  const port = await freePort();
+  p = await startPlatform({
+    zone: {
+      'stuck.test': { MX: [{ priority: 10, exchange: 'mx.stuck.test' }] },
+      'mx.stuck.test': { A: ['127.0.0.12'] },
+    },
+  });
+  await addAccount(p.directory, 'alice@example.test');
+  mx = await startRemoteMta('127.0.0.12', port, {
+    rcpt: () => ({ code: 451, message: '4.3.0 Temporary local problem' }),
+  });
+  relay = await startRelay(p, {
+    outbound_port: port,
+    outbound_retry_schedule: '200ms',
+    maximal_queue_lifetime: '2s',
+    delay_warning_time: '500ms',
+  });
+});
+
+after(async () => {
+  await relay?.stop();
+  await mx?.close();
+  await p?.close();
+});
+
+test('one delay warning, then one bounce at expiry', async () => {
+  const env = envelope('alice@example.test', ['stuck@stuck.test']);
+  await queueOutbound(p, env, simpleMessage('alice@example.test', 'stuck@stuck.test', 'never-arrives'));
+  const mine = () =>
+    p
+      .inbox('alice@example.test')
+      .map((f) => readFileSync(f, 'utf8'))
+      .filter((m) => m.includes(`X-Mailyard-Queue-ID: ${env.queueId}`));
+  await waitFor(() => mine().some((m) => m.includes('Action: failed')), {
+    timeoutMs: 20_000,
+    what: 'the bounce',
+  });
+  const dsns = mine();
+  const warnings = dsns.filter((m) => m.includes('Action: delayed'));
+  const failures = dsns.filter((m) => m.includes('Action: failed'));
+  assert.equal(warnings.length, 1, 'exactly one delay warning');
+  assert.equal(failures.length, 1, 'exactly one bounce');
+  assert.match(warnings[0]!, /Subject: Delayed Mail \(still being retried\)/);
+  assert.match(warnings[0]!, /Status: 4\.3\.0\r\n/);
+  assert.match(warnings[0]!, /Will-Retry-Until: /);
+  assert.match(failures[0]!, /Status: 4\.4\.7\r\n/);
+  assert.match(failures[0]!, /Diagnostic-Code: smtp; .*451 4\.3\.0 Temporary local problem.*message expired/);
+  assert.ok((mx.rcptAttempts.get('stuck@stuck.test') ?? 0) >= 3, 'retried before giving up');
+  assert.equal(mx.received.length, 0);
+});

@@ -1,0 +1,243 @@
+import { createServer as createNetServer } from 'node:net';
+import type { Readable } from 'node:stream';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { loadConfig, selfSignedCertificate } from '@mailyard/config';
+import { ENVELOPE_VERSION, RoutingKeys, type Envelope } from '@mailyard/contracts';
+import { Directory } from '@mailyard/directory';
+import { createRuntime, type Runtime } from '@mailyard/runtime';
+import { newQueueId } from '@mailyard/smtp-core';
+import type { Platform } from '../../../test/harness.js';
+import {
+  buildOutboundRelay,
+  outboundRelaySchema,
+  type OutboundRelay,
+  type PolicyFetcher,
+} from '../src/index.js';
+
+/** A free TCP port on loopback, used by every remote MTA of a test file (each on its own 127.0.0.x). */
+export async function freePort(): Promise<number> {
+  const s = createNetServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const addr = s.address();
+  const port = typeof addr === 'object' && addr ? addr.port : 0;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+export interface Received {
+  from: string;
+  to: string[];
+  data: Buffer;
+  secure: boolean;
+  user: string | null;
+  params: Record<string, unknown>;
+}
+
+type Verdict = { code: number; message: string } | undefined;
+
+export interface RemoteBehaviour {
+  /** Called for each RCPT TO; a verdict refuses the recipient. */
+  rcpt?: (address: string, attempt: number) => Verdict;
+  /** Refuse the connection at the greeting with this reply. */
+  greeting?: Verdict;
+  /** Called after the data arrived; a verdict refuses the message. */
+  data?: (msg: Received) => Verdict | Promise<Verdict>;
+  noStartTls?: boolean;
+  hide8BitMime?: boolean;
+  hideSmtpUtf8?: boolean;
+  size?: number;
+  /** Certificate for STARTTLS; smtp-server's built-in self-signed one otherwise. */
+  tls?: { key: string; cert: string };
+  /** Require AUTH with these credentials. */
+  auth?: { user: string; pass: string };
+}
+
+export interface RemoteMta {
+  ip: string;
+  port: number;
+  received: Received[];
+  /** RCPT TO commands seen, per address (to count retries). */
+  rcptAttempts: Map<string, number>;
+  sessions: number;
+  /** Most sessions open at the same time. */
+  maxConcurrent: number;
+  behaviour: RemoteBehaviour;
+  close(): Promise<void>;
+}
+
+/** A real SMTP server (smtp-server) on `ip:port` that records what it was sent. */
+export async function startRemoteMta(
+  ip: string,
+  port: number,
+  behaviour: RemoteBehaviour = {},
+): Promise<RemoteMta> {
+  const mta: RemoteMta = {
+    ip,
+    port,
+    received: [],
+    rcptAttempts: new Map(),
+    sessions: 0,
+    maxConcurrent: 0,
+    behaviour,
+    close: async () => undefined,
+  };
+  let open = 0;
+  const err = (v: NonNullable<Verdict>) => Object.assign(new Error(v.message), { responseCode: v.code });
+  const opts: SMTPServerOptions = {
+    name: `mx-${ip}`,
+    banner: 'test MTA',
+    logger: false,
+    disabledCommands: behaviour.auth ? [] : ['AUTH'],
+    authOptional: !behaviour.auth,
+    hideSTARTTLS: !!behaviour.noStartTls,
+    hide8BITMIME: !!behaviour.hide8BitMime,
+    hideSMTPUTF8: !!behaviour.hideSmtpUtf8,
+    ...(behaviour.size ? { size: behaviour.size } : {}),
+    ...(behaviour.tls ? { key: behaviour.tls.key, cert: behaviour.tls.cert } : {}),
+    onConnect(_session, cb) {
+      mta.sessions++;
+      open++;
+      mta.maxConcurrent = Math.max(mta.maxConcurrent, open);
+      if (mta.behaviour.greeting) return cb(err(mta.behaviour.greeting));
+      cb();
+    },
+    onClose() {
+      open--;
+    },
+    onAuth(auth, _session, cb) {
+      const want = mta.behaviour.auth;
+      if (want && auth.username === want.user && auth.password === want.pass)
+        return cb(null, { user: auth.username });
+      cb(err({ code: 535, message: '5.7.8 Authentication credentials invalid' }));
+    },
+    onRcptTo(address, _session, cb) {
+      const n = (mta.rcptAttempts.get(address.address) ?? 0) + 1;
+      mta.rcptAttempts.set(address.address, n);
+      const v = mta.behaviour.rcpt?.(address.address, n);
+      if (v) return cb(err(v));
+      cb();
+    },
+    onData(stream: Readable, session: SMTPServerSession, cb) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        const msg: Received = {
+          from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+          to: session.envelope.rcptTo.map((r) => r.address),
+          data: Buffer.concat(chunks),
+          secure: session.secure,
+          user: (session.user as string | undefined) ?? null,
+          params: (session.envelope.mailFrom && session.envelope.mailFrom.args) || {},
+        };
+        void Promise.resolve(mta.behaviour.data?.(msg)).then((v) => {
+          if (v) return cb(err(v));
+          mta.received.push(msg);
+          cb(null, 'Ok: queued');
+        });
+      });
+    },
+  };
+  const server = new SMTPServer(opts);
+  server.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, ip, () => resolve());
+  });
+  mta.close = () => new Promise<void>((r) => server.close(() => r()));
+  return mta;
+}
+
+export function tlsPair(hostname: string): { key: string; cert: string } {
+  return selfSignedCertificate(hostname);
+}
+
+export interface RelayHandle {
+  relay: OutboundRelay;
+  rt: Runtime;
+  stop(): Promise<void>;
+}
+
+/** Builds an outbound-relay in this process on the platform's vhost, Redis prefix and DNS. */
+export async function startRelay(
+  p: Platform,
+  overrides: Record<string, unknown> = {},
+  extra: { mtaStsFetcher?: PolicyFetcher } = {},
+): Promise<RelayHandle> {
+  const cfg = loadConfig(outboundRelaySchema, {
+    env: {},
+    overrides: {
+      amqp_url: p.env.AMQP_URL,
+      redis_url: p.env.REDIS_URL,
+      redis_prefix: p.env.REDIS_PREFIX,
+      http_port: 0,
+      listen_address: '127.0.0.1',
+      log_level: process.env.TEST_LOG_LEVEL ?? 'silent',
+      myhostname: 'mx.mailyard.test',
+      dns_servers: p.env.DNS_SERVERS,
+      smtp_connect_timeout: '3s',
+      smtp_reply_timeout: '10s',
+      ...overrides,
+    },
+  });
+  const rt = await createRuntime('outbound-relay', cfg);
+  const relay = buildOutboundRelay(cfg, {
+    bus: rt.bus,
+    redis: rt.redis,
+    resolver: rt.resolver,
+    directory: new Directory(rt.redis),
+    logger: rt.logger,
+    registry: rt.registry,
+    ...extra,
+  });
+  await relay.start();
+  return {
+    relay,
+    rt,
+    async stop() {
+      await relay.stop();
+      await rt.close();
+    },
+  };
+}
+
+export function envelope(from: string, to: string[], extra: Partial<Envelope> = {}): Envelope {
+  return {
+    v: ENVELOPE_VERSION,
+    queueId: newQueueId(),
+    mailFrom: from,
+    recipients: to,
+    client: { ip: '127.0.0.1', hostname: 'localhost', helo: 'localhost', tls: null, user: null },
+    receivedAt: new Date().toISOString(),
+    attempts: 0,
+    body: '7BIT',
+    smtputf8: false,
+    lastError: null,
+    ...extra,
+  };
+}
+
+/** Queues a message for outbound the way mta-inbound and msa do (confirmed publish). */
+export async function queueOutbound(p: Platform, env: Envelope, message: string | Buffer): Promise<Envelope> {
+  await p.inboundRt.bus.publishMail(RoutingKeys.outbound, Buffer.from(message), env);
+  return env;
+}
+
+export function simpleMessage(from: string, to: string, subject: string, body = 'Hello.\r\n'): string {
+  return `From: <${from}>\r\nTo: <${to}>\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@test>\r\n\r\n${body}`;
+}
+
+/** Sum of a counter's values whose labels include `labels`. */
+export async function counterValue(
+  rt: Runtime,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number> {
+  const m = rt.registry.getSingleMetric(name);
+  if (!m) return 0;
+  const data = await m.get();
+  return data.values
+    .filter((v) =>
+      Object.entries(labels).every(([k, val]) => String((v.labels as Record<string, unknown>)[k]) === val),
+    )
+    .reduce((a, v) => a + v.value, 0);
+}

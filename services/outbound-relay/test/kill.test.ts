@@ -1,0 +1,105 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { after, before, test } from 'node:test';
+import { queueDepth, waitFor } from '@mailyard/testkit';
+import { startPlatform, type Platform } from '../../../test/harness.js';
+import {
+  envelope,
+  freePort,
+  queueOutbound,
+  simpleMessage,
+  startRelay,
+  startRemoteMta,
+  type RelayHandle,
+  type RemoteMta,
+} from './helpers.js';
+
+const root = new URL('../../../', import.meta.url).pathname;
+let p: Platform;
+let mx: RemoteMta;
+let port: number;
+let child: ChildProcess | null = null;
+let second: RelayHandle | null = null;
+
+before(async () => {
+  port = await freePort();
+  p = await startPlatform({
+    withDelivery: false,
+    zone: {
+      'kill.test': { MX: [{ priority: 10, exchange: 'mx.kill.test' }] },
+      'mx.kill.test': { A: ['127.0.0.10'] },
+    },
+  });
+});
+
+after(async () => {
+  child?.kill('SIGKILL');
+  await second?.stop();
+  await mx?.close();
+  await p?.close();
+});
+
+/** outbound-relay as its own process, the way it runs in production. */
+function spawnRelay(): Promise<ChildProcess> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', 'services/outbound-relay/src/main.ts'], {
+    cwd: root,
+    env: {
+      ...process.env,
+      ...p.env,
+      OUTBOUND_PORT: String(port),
+      OUTBOUND_RETRY_SCHEDULE: '200ms',
+      HTTP_PORT: '0',
+      LISTEN_ADDRESS: '127.0.0.1',
+      LOG_LEVEL: 'info',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    proc.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('outbound-relay consuming')) resolve(proc);
+    });
+    proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    proc.once('exit', (code) => reject(new Error(`outbound-relay exited with ${code}: ${out}`)));
+  });
+}
+
+test('an instance killed with SIGKILL mid-delivery: the message is still delivered, once', async () => {
+  let release: () => void = () => undefined;
+  const stalled = new Promise<void>((r) => (release = r));
+  let sawData = false;
+  mx = await startRemoteMta('127.0.0.10', port, {
+    // first attempt: the whole message arrives, then the receiver stalls before its reply
+    data: async () => {
+      if (sawData) return undefined;
+      sawData = true;
+      await stalled;
+      return { code: 451, message: '4.3.0 connection lost before the reply' };
+    },
+  });
+  child = await spawnRelay();
+  const env = envelope('sender@example.test', ['victim@kill.test']);
+  await queueOutbound(
+    p,
+    env,
+    simpleMessage('sender@example.test', 'victim@kill.test', 'killed-mid-delivery'),
+  );
+  await waitFor(() => sawData, { what: 'the message in flight at the receiver' });
+  child.kill('SIGKILL');
+  await new Promise((r) => child!.once('exit', r));
+  child = null;
+  release();
+
+  // the unacked message went back to `outbound`; another instance picks it up
+  second = await startRelay(p, { outbound_port: port, outbound_retry_schedule: '200ms' });
+  await waitFor(() => mx.received.some((m) => m.data.toString().includes('Subject: killed-mid-delivery')), {
+    timeoutMs: 20_000,
+    what: 'delivery after the kill',
+  });
+  await waitFor(async () => (await queueDepth(p.vhost.name, 'outbound')) === 0);
+  assert.equal(
+    mx.received.filter((m) => m.data.toString().includes('Subject: killed-mid-delivery')).length,
+    1,
+  );
+});

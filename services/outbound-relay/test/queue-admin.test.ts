@@ -1,0 +1,118 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Command } from 'commander';
+import { registerQueueCommands } from '@mailyard/queue-admin/cli';
+import { queueDepth, waitFor } from '@mailyard/testkit';
+import { startPlatform, type Platform } from '../../../test/harness.js';
+import {
+  envelope,
+  freePort,
+  queueOutbound,
+  simpleMessage,
+  startRelay,
+  startRemoteMta,
+  type RelayHandle,
+  type RemoteMta,
+} from './helpers.js';
+
+// `mailyard queue list|show|retry|delete` against messages really deferred by a relay
+// whose schedule is one hour: only the queue commands can bring them back early.
+let p: Platform;
+let relay: RelayHandle;
+let mx: RemoteMta;
+let accept = false;
+
+before(async () => {
+  const port = await freePort();
+  p = await startPlatform({
+    withDelivery: false,
+    zone: {
+      'later.test': { MX: [{ priority: 10, exchange: 'mx.later.test' }] },
+      'mx.later.test': { A: ['127.0.0.11'] },
+    },
+  });
+  mx = await startRemoteMta('127.0.0.11', port, {
+    rcpt: () => (accept ? undefined : { code: 452, message: '4.2.2 Mailbox full' }),
+  });
+  relay = await startRelay(p, { outbound_port: port, outbound_retry_schedule: '1h', delay_warning_time: 0 });
+});
+
+after(async () => {
+  await relay?.stop();
+  await mx?.close();
+  await p?.close();
+});
+
+/** Runs `mailyard queue ...` in-process; returns stdout and the error, if any. */
+async function queueCmd(...args: string[]): Promise<{ out: string; err: Error | null }> {
+  let out = '';
+  const program = new Command('mailyard').exitOverride();
+  registerQueueCommands(program, {
+    env: { AMQP_URL: p.env.AMQP_URL, OUTBOUND_RETRY_SCHEDULE: '1h' },
+    print: (line) => (out += line + '\n'),
+    withRedis: (fn) => fn(p.redis.redis),
+    fail: (m) => new Error(m),
+  });
+  try {
+    await program.parseAsync(['queue', ...args], { from: 'user' });
+    return { out, err: null };
+  } catch (err) {
+    return { out, err: err as Error };
+  }
+}
+
+test('list, show, delete and retry deferred messages', async () => {
+  const one = envelope('ann@example.test', ['full@later.test']);
+  const two = envelope('ben@example.test', ['full@later.test']);
+  await queueOutbound(p, one, simpleMessage('ann@example.test', 'full@later.test', 'deferred-one'));
+  await queueOutbound(p, two, simpleMessage('ben@example.test', 'full@later.test', 'deferred-two'));
+  await waitFor(async () => (await queueDepth(p.vhost.name, 'outbound.delay.1h')) === 2, {
+    what: 'two deferred',
+  });
+
+  const list = await queueCmd('list');
+  assert.equal(list.err, null);
+  assert.match(list.out, new RegExp(`${one.queueId} .* from <ann@example\\.test>`));
+  assert.match(list.out, new RegExp(`${two.queueId} .* from <ben@example\\.test>`));
+  assert.match(list.out, /attempts 1, next try .* \(in (59|60)m\)/);
+  assert.match(list.out, /452 4\.2\.2 Mailbox full/);
+  assert.match(list.out, /-- 2 deferred messages/);
+
+  const show = await queueCmd('show', one.queueId);
+  assert.equal(show.err, null);
+  assert.match(show.out, /Subject: deferred-one/);
+  assert.equal(await queueDepth(p.vhost.name, 'outbound.delay.1h'), 2, 'show leaves the message in place');
+
+  const del = await queueCmd('delete', two.queueId);
+  assert.equal(del.err, null);
+  assert.equal(await queueDepth(p.vhost.name, 'outbound.delay.1h'), 1);
+  assert.doesNotMatch((await queueCmd('list')).out, new RegExp(two.queueId));
+
+  accept = true;
+  const retry = await queueCmd('retry', one.queueId);
+  assert.equal(retry.err, null);
+  assert.match(retry.out, /1 message queued for delivery/);
+  await waitFor(() => mx.received.some((m) => m.data.toString().includes('Subject: deferred-one')), {
+    what: 'delivery after retry',
+  });
+  assert.ok(
+    !mx.received.some((m) => m.data.toString().includes('Subject: deferred-two')),
+    'deleted stays deleted',
+  );
+  assert.match((await queueCmd('list')).out, /Mail queue is empty/);
+});
+
+test('unknown ids and bad usage are one clear error', async () => {
+  assert.match(
+    (await queueCmd('show', 'NoSuchId1234')).err?.message ?? '',
+    /no deferred message with queue id/,
+  );
+  assert.match(
+    (await queueCmd('delete', 'NoSuchId1234')).err?.message ?? '',
+    /no deferred message with queue id/,
+  );
+  assert.match((await queueCmd('retry')).err?.message ?? '', /name a queue id or use --all/);
+  const all = await queueCmd('retry', '--all');
+  assert.equal(all.err, null);
+  assert.match(all.out, /0 messages queued/);
+});

@@ -1,0 +1,375 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpsServer, type Server } from 'node:https';
+import { after, before, describe, test } from 'node:test';
+import { createResolver } from '@mailyard/dns';
+import { DeferredIndex } from '@mailyard/queue-admin';
+import { waitFor } from '@mailyard/testkit';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import { httpsPolicyFetcher } from '../src/index.js';
+import {
+  counterValue,
+  envelope,
+  freePort,
+  queueOutbound,
+  simpleMessage,
+  startRelay,
+  startRemoteMta,
+  tlsPair,
+  type RelayHandle,
+  type RemoteMta,
+} from './helpers.js';
+
+// Remote MTAs: 127.0.0.2 (mx1.remote.test, pref 10), 127.0.0.3 (mx2.remote.test, pref 20),
+// 127.0.0.4 (strict.test: no SMTPUTF8/8BITMIME, SIZE 2000), 127.0.0.5 (mx.secure.test,
+// MTA-STS enforce, certificate nobody trusts), 127.0.0.6 (mx.flaky.test: 421 greeting),
+// all on one port.
+let p: Platform;
+let relay: RelayHandle;
+let port: number;
+let mx1: RemoteMta;
+let mx2: RemoteMta;
+let strict: RemoteMta;
+let secure: RemoteMta;
+let flaky: RemoteMta;
+let v6: RemoteMta;
+let plain: RemoteMta;
+let https: Server;
+
+before(async () => {
+  port = await freePort();
+  const stsCert = tlsPair('mta-sts.secure.test');
+  https = createHttpsServer({ key: stsCert.key, cert: stsCert.cert }, (req, res) => {
+    if (req.url === '/.well-known/mta-sts.txt') {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('version: STSv1\r\nmode: enforce\r\nmx: mx.secure.test\r\nmax_age: 86400\r\n');
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise<void>((r) => https.listen(0, '127.0.0.1', () => r()));
+  const httpsPort = (https.address() as { port: number }).port;
+
+  p = await startPlatform({
+    zone: {
+      'remote.test': {
+        MX: [
+          { priority: 10, exchange: 'mx1.remote.test' },
+          { priority: 20, exchange: 'mx2.remote.test' },
+        ],
+      },
+      'mx1.remote.test': { A: ['127.0.0.2'] },
+      'mx2.remote.test': { A: ['127.0.0.3'] },
+      'second.test': {
+        MX: [
+          { priority: 10, exchange: 'mx.flaky.test' },
+          { priority: 20, exchange: 'mx2.remote.test' },
+        ],
+      },
+      'mx.flaky.test': { A: ['127.0.0.6'] },
+      // no MX: the domain's own address is the implicit MX (RFC 5321 §5.1)
+      'implicit.test': { A: ['127.0.0.3'] },
+      'strict.test': { MX: [{ priority: 0, exchange: 'mx.strict.test' }] },
+      'mx.strict.test': { A: ['127.0.0.4'] },
+      'nullmx.test': { MX: [{ priority: 0, exchange: '.' }] },
+      'secure.test': { MX: [{ priority: 10, exchange: 'mx.secure.test' }] },
+      'mx.secure.test': { A: ['127.0.0.5'] },
+      '_mta-sts.secure.test': { TXT: ['v=STSv1; id=20260101'] },
+      'mta-sts.secure.test': { A: ['127.0.0.1'] },
+      'v6.test': { MX: [{ priority: 10, exchange: 'mx.v6.test' }] },
+      'mx.v6.test': { AAAA: ['::1'] },
+      'plain.test': { MX: [{ priority: 10, exchange: 'mx.plain.test' }] },
+      'mx.plain.test': { A: ['127.0.0.13'] },
+    },
+  });
+  await addAccount(p.directory, 'alice@example.test');
+  mx1 = await startRemoteMta('127.0.0.2', port);
+  mx2 = await startRemoteMta('127.0.0.3', port);
+  strict = await startRemoteMta('127.0.0.4', port, { hideSmtpUtf8: true, hide8BitMime: true, size: 2000 });
+  secure = await startRemoteMta('127.0.0.5', port, { tls: tlsPair('mx.secure.test') });
+  flaky = await startRemoteMta('127.0.0.6', port, {
+    greeting: { code: 421, message: '4.3.2 Service shutting down' },
+  });
+  v6 = await startRemoteMta('::1', port);
+  plain = await startRemoteMta('127.0.0.13', port, { noStartTls: true });
+  const resolver = createResolver({ servers: [p.env.DNS_SERVERS!] });
+  relay = await startRelay(
+    p,
+    { outbound_port: port, outbound_retry_schedule: '200ms,400ms', delay_warning_time: 0 },
+    { mtaStsFetcher: httpsPolicyFetcher({ resolver, ca: stsCert.cert, port: httpsPort }) },
+  );
+});
+
+after(async () => {
+  await relay?.stop();
+  for (const m of [mx1, mx2, strict, secure, flaky, v6, plain]) await m?.close();
+  await new Promise<void>((r) => https?.close(() => r()));
+  await p?.close();
+});
+
+const receivedBy = (mta: RemoteMta, subject: string) =>
+  mta.received.find((m) => m.data.toString().includes(`Subject: ${subject}\r\n`));
+
+/** The DSNs in alice's INBOX, newest last. */
+const bounces = () => p.inbox('alice@example.test').map((f) => readFileSync(f, 'utf8'));
+const bounceFor = (subject: string) => bounces().find((b) => b.includes(`Subject: ${subject}\r\n`));
+
+describe('delivery', () => {
+  test('delivered to the preferred MX over TLS, line endings and dots intact', async () => {
+    const body = 'line one\nline two\r\n.leading dot\r\n..two dots\r\n.\nend\r\n';
+    const env = envelope('alice@example.test', ['bob@remote.test']);
+    await queueOutbound(
+      p,
+      env,
+      simpleMessage('alice@example.test', 'bob@remote.test', 'plain-delivery', body),
+    );
+    const got = await waitFor(() => receivedBy(mx1, 'plain-delivery'), { what: 'delivery at mx1' });
+    assert.deepEqual(got.to, ['bob@remote.test']);
+    assert.equal(got.from, 'alice@example.test');
+    assert.ok(got.secure, 'opportunistic STARTTLS was used');
+    const text = got.data.toString();
+    assert.ok(
+      text.endsWith('line one\r\nline two\r\n.leading dot\r\n..two dots\r\n.\r\nend\r\n'),
+      JSON.stringify(text),
+    );
+    assert.ok(!/[^\r]\n/.test(text), 'no bare LF reached the remote server');
+    await waitFor(
+      async () =>
+        (await counterValue(relay.rt, 'mailyard_outbound_relay_deliveries_total', { tls: 'yes' })) >= 1,
+    );
+    assert.ok(
+      (await counterValue(relay.rt, 'mailyard_outbound_relay_attempts_total', {
+        result: 'delivered',
+        domain: 'remote.test',
+      })) >= 1,
+    );
+  });
+
+  test('without STARTTLS on offer the message goes in clear, and the TLS share says so', async () => {
+    const before = await counterValue(relay.rt, 'mailyard_outbound_relay_deliveries_total', { tls: 'no' });
+    await queueOutbound(
+      p,
+      envelope('alice@example.test', ['hal@plain.test']),
+      simpleMessage('alice@example.test', 'hal@plain.test', 'no-starttls'),
+    );
+    const got = await waitFor(() => receivedBy(plain, 'no-starttls'), { what: 'delivery in clear' });
+    assert.equal(got.secure, false);
+    await waitFor(
+      async () =>
+        (await counterValue(relay.rt, 'mailyard_outbound_relay_deliveries_total', { tls: 'no' })) > before,
+      { what: 'the cleartext delivery counted' },
+    );
+  });
+
+  test('queue depths are exported per queue', async () => {
+    const text = await relay.rt.registry.metrics();
+    assert.match(text, /mailyard_outbound_relay_queue_depth_messages\{queue="outbound"\} \d+/);
+    assert.match(text, /mailyard_outbound_relay_queue_depth_messages\{queue="outbound\.delay\.200ms"\} \d+/);
+    assert.match(text, /mailyard_outbound_relay_queue_depth_messages\{queue="outbound\.delay\.400ms"\} \d+/);
+  });
+
+  test('a domain without MX gets mail at its own address', async () => {
+    await queueOutbound(
+      p,
+      envelope('alice@example.test', ['carol@implicit.test']),
+      simpleMessage('alice@example.test', 'carol@implicit.test', 'implicit-mx'),
+    );
+    await waitFor(() => receivedBy(mx2, 'implicit-mx'), { what: 'delivery at the implicit MX' });
+  });
+
+  test('an MX with only an IPv6 address is reached over IPv6', async () => {
+    await queueOutbound(
+      p,
+      envelope('alice@example.test', ['gil@v6.test']),
+      simpleMessage('alice@example.test', 'gil@v6.test', 'over-ipv6'),
+    );
+    await waitFor(() => receivedBy(v6, 'over-ipv6'), { what: 'delivery over IPv6' });
+  });
+
+  test('next MX is used when the first greets with 421', async () => {
+    await queueOutbound(
+      p,
+      envelope('alice@example.test', ['dave@second.test']),
+      simpleMessage('alice@example.test', 'dave@second.test', 'next-mx'),
+    );
+    await waitFor(() => receivedBy(mx2, 'next-mx'), { what: 'delivery at the second MX' });
+    assert.ok(flaky.sessions >= 1, 'the first MX was tried');
+  });
+
+  test('next MX is used when the first refuses the connection', async () => {
+    await mx1.close();
+    try {
+      await queueOutbound(
+        p,
+        envelope('alice@example.test', ['erin@remote.test']),
+        simpleMessage('alice@example.test', 'erin@remote.test', 'mx1-down'),
+      );
+      await waitFor(() => receivedBy(mx2, 'mx1-down'), { what: 'delivery at mx2' });
+    } finally {
+      mx1 = await startRemoteMta('127.0.0.2', port);
+    }
+  });
+});
+
+describe('retries', () => {
+  test('4xx is retried on the schedule until the remote accepts', async () => {
+    mx1.behaviour.rcpt = (addr, n) =>
+      addr === 'retry@remote.test' && n <= 2
+        ? { code: 451, message: '4.7.1 Greylisted, try again later' }
+        : undefined;
+    const env = envelope('alice@example.test', ['retry@remote.test']);
+    const index = new DeferredIndex(p.redis.redis);
+    await queueOutbound(p, env, simpleMessage('alice@example.test', 'retry@remote.test', 'greylisted'));
+    const entry = await waitFor(() => index.get(env.queueId), { what: 'deferred index entry' });
+    // (a slow poll may first see the second deferral)
+    assert.ok(entry.attempts === 1 || entry.attempts === 2);
+    assert.match(entry.lastError ?? '', /451 4\.7\.1 Greylisted/);
+    assert.equal(entry.queue, entry.attempts === 1 ? 'outbound.delay.200ms' : 'outbound.delay.400ms');
+    const got = await waitFor(() => receivedBy(mx1, 'greylisted'), { what: 'delivery after retries' });
+    assert.deepEqual(got.to, ['retry@remote.test']);
+    assert.equal(mx1.rcptAttempts.get('retry@remote.test'), 3);
+    assert.equal(await index.get(env.queueId), null, 'index entry removed once the message came back');
+    assert.equal(bounceFor('greylisted'), undefined);
+  });
+
+  test('only the deferred recipient is retried; the delivered one is not sent twice', async () => {
+    mx1.behaviour.rcpt = (addr, n) =>
+      addr === 'later@remote.test' && n === 1 ? { code: 450, message: '4.2.0 Mailbox busy' } : undefined;
+    await queueOutbound(
+      p,
+      envelope('alice@example.test', ['now@remote.test', 'later@remote.test']),
+      simpleMessage('alice@example.test', 'now@remote.test', 'split-retry'),
+    );
+    await waitFor(
+      () => mx1.received.filter((m) => m.data.toString().includes('Subject: split-retry')).length === 2,
+      {
+        what: 'two deliveries',
+      },
+    );
+    const copies = mx1.received.filter((m) => m.data.toString().includes('Subject: split-retry'));
+    assert.deepEqual(
+      copies.map((c) => c.to),
+      [['now@remote.test'], ['later@remote.test']],
+    );
+  });
+});
+
+describe('bounces', () => {
+  test('5xx: one DSN in the local sender’s Maildir, with the remote status', async () => {
+    mx1.behaviour.rcpt = (addr) =>
+      addr === 'nobody@remote.test' ? { code: 550, message: '5.1.1 No such user here' } : undefined;
+    const env = envelope('alice@example.test', ['nobody@remote.test']);
+    await queueOutbound(p, env, simpleMessage('alice@example.test', 'nobody@remote.test', 'to-nobody'));
+    const dsn = await waitFor(
+      () => bounces().find((b) => b.includes(`X-Mailyard-Queue-ID: ${env.queueId}`)),
+      { what: 'DSN in the Maildir' },
+    );
+    assert.match(dsn, /^Return-Path: <>\r\n/);
+    assert.match(dsn, /^From: Mail Delivery System <MAILER-DAEMON@mx\.mailyard\.test>\r$/m);
+    assert.match(dsn, /Content-Type: multipart\/report; report-type=delivery-status;/);
+    assert.match(dsn, /Content-Type: message\/delivery-status\r\n/);
+    assert.match(
+      dsn,
+      /Final-Recipient: rfc822; nobody@remote\.test\r\nOriginal-Recipient: rfc822; nobody@remote\.test\r\nAction: failed\r\nStatus: 5\.1\.1\r\n/,
+    );
+    assert.match(dsn, /Remote-MTA: dns; mx1\.remote\.test\r\n/);
+    assert.match(dsn, /Diagnostic-Code: smtp; .*550 5\.1\.1 No such user here/);
+    assert.match(
+      dsn,
+      /Content-Type: text\/rfc822-headers\r\n(.*\r\n)*?\r\nFrom: <alice@example\.test>\r\nTo: <nobody@remote\.test>\r\nSubject: to-nobody\r\n/,
+    );
+    assert.ok(!dsn.includes('Hello.'), 'only the headers of the original are returned');
+    assert.equal(bounces().filter((b) => b.includes(`X-Mailyard-Queue-ID: ${env.queueId}`)).length, 1);
+  });
+
+  test('a null-sender message is never bounced', async () => {
+    mx1.behaviour.rcpt = (addr) =>
+      addr === 'gone@remote.test' ? { code: 550, message: '5.1.1 No such user here' } : undefined;
+    const before = await counterValue(relay.rt, 'mailyard_outbound_relay_attempts_total', {
+      result: 'bounced',
+    });
+    const dsnBefore = await counterValue(relay.rt, 'mailyard_outbound_relay_dsn_total');
+    await queueOutbound(
+      p,
+      envelope('', ['gone@remote.test']),
+      simpleMessage('', 'gone@remote.test', 'null-sender'),
+    );
+    await waitFor(
+      async () =>
+        (await counterValue(relay.rt, 'mailyard_outbound_relay_attempts_total', { result: 'bounced' })) >
+        before,
+      { what: 'the bounce verdict' },
+    );
+    assert.equal(await counterValue(relay.rt, 'mailyard_outbound_relay_dsn_total'), dsnBefore);
+    assert.equal(bounceFor('null-sender'), undefined);
+  });
+
+  test('null MX and NXDOMAIN bounce at once, without a connection', async () => {
+    const a = envelope('alice@example.test', ['x@nullmx.test']);
+    const b = envelope('alice@example.test', ['y@nxdomain.test']);
+    await queueOutbound(p, a, simpleMessage('alice@example.test', 'x@nullmx.test', 'null-mx'));
+    await queueOutbound(p, b, simpleMessage('alice@example.test', 'y@nxdomain.test', 'nx-domain'));
+    const da = await waitFor(() => bounces().find((m) => m.includes(`X-Mailyard-Queue-ID: ${a.queueId}`)));
+    const db = await waitFor(() => bounces().find((m) => m.includes(`X-Mailyard-Queue-ID: ${b.queueId}`)));
+    assert.match(da, /Status: 5\.1\.10\r\n/);
+    assert.match(db, /Status: 5\.1\.2\r\n/);
+  });
+
+  test('UTF-8 message to a server without SMTPUTF8: bounced with 5.6.7', async () => {
+    const env = envelope('alice@example.test', ['jörg@strict.test'], { smtputf8: true, body: '8BITMIME' });
+    await queueOutbound(
+      p,
+      env,
+      simpleMessage('alice@example.test', 'jörg@strict.test', 'utf8-needed', 'Grüße\r\n'),
+    );
+    const dsn = await waitFor(() => bounces().find((m) => m.includes(`X-Mailyard-Queue-ID: ${env.queueId}`)));
+    assert.match(dsn, /Status: 5\.6\.7\r\n/);
+    assert.equal(strict.received.length, 0);
+  });
+
+  test('8-bit message to a server without 8BITMIME: bounced with 5.6.3', async () => {
+    const env = envelope('alice@example.test', ['kim@strict.test'], { body: '8BITMIME' });
+    await queueOutbound(
+      p,
+      env,
+      simpleMessage('alice@example.test', 'kim@strict.test', 'eight-bit', 'Grüße\r\n'),
+    );
+    const dsn = await waitFor(() => bounces().find((m) => m.includes(`X-Mailyard-Queue-ID: ${env.queueId}`)));
+    assert.match(dsn, /Status: 5\.6\.3\r\n/);
+  });
+
+  test('larger than the SIZE the server announces: bounced with 5.3.4', async () => {
+    const env = envelope('alice@example.test', ['kim@strict.test']);
+    await queueOutbound(
+      p,
+      env,
+      simpleMessage(
+        'alice@example.test',
+        'kim@strict.test',
+        'too-big',
+        'x'.repeat(70) + '\r\n' + 'y'.repeat(3000) + '\r\n',
+      ),
+    );
+    const dsn = await waitFor(() => bounces().find((m) => m.includes(`X-Mailyard-Queue-ID: ${env.queueId}`)));
+    assert.match(dsn, /Status: 5\.3\.4\r\n/);
+    assert.equal(strict.received.length, 0);
+  });
+});
+
+describe('MTA-STS', () => {
+  test('enforce policy and a certificate that does not verify: deferred, never sent in clear', async () => {
+    const env = envelope('alice@example.test', ['frank@secure.test']);
+    const index = new DeferredIndex(p.redis.redis);
+    await queueOutbound(p, env, simpleMessage('alice@example.test', 'frank@secure.test', 'sts-enforce'));
+    const entry = await waitFor(
+      async () => {
+        const e = await index.get(env.queueId);
+        return e && e.attempts >= 2 ? e : null;
+      },
+      { what: 'two deferred attempts' },
+    );
+    assert.match(entry.lastError ?? '', /TLS/);
+    assert.ok(secure.sessions >= 2, 'the MX was contacted');
+    assert.equal(secure.received.length, 0, 'nothing delivered without verified TLS');
+  });
+});

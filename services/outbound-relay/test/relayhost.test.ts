@@ -1,0 +1,99 @@
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { DeferredIndex } from '@mailyard/queue-admin';
+import { tempDir, waitFor } from '@mailyard/testkit';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import {
+  envelope,
+  freePort,
+  queueOutbound,
+  simpleMessage,
+  startRelay,
+  startRemoteMta,
+  tlsPair,
+  type RelayHandle,
+  type RemoteMta,
+} from './helpers.js';
+
+// Everything goes through the smarthost (127.0.0.7, certificate for smarthost.test that
+// the relay trusts through SMTP_TLS_CA_FILE), never to the recipient domain's MX
+// (127.0.0.8).
+let p: Platform;
+let relay: RelayHandle;
+let smarthost: RemoteMta;
+let directMx: RemoteMta;
+const tmp = tempDir();
+
+before(async () => {
+  const port = await freePort();
+  p = await startPlatform({
+    zone: {
+      'smarthost.test': { A: ['127.0.0.7'] },
+      'faraway.test': { MX: [{ priority: 10, exchange: 'mx.faraway.test' }] },
+      'mx.faraway.test': { A: ['127.0.0.8'] },
+    },
+  });
+  await addAccount(p.directory, 'alice@example.test');
+  const pair = tlsPair('smarthost.test');
+  const caFile = join(tmp.path, 'ca.pem');
+  writeFileSync(caFile, pair.cert);
+  smarthost = await startRemoteMta('127.0.0.7', port, {
+    tls: pair,
+    auth: { user: 'relayuser', pass: 's3cret pass' },
+  });
+  directMx = await startRemoteMta('127.0.0.8', port);
+  relay = await startRelay(p, {
+    relayhost: `[smarthost.test]:${port}`,
+    relayhost_username: 'relayuser',
+    relayhost_password: 's3cret pass',
+    smtp_tls_ca_file: caFile,
+    outbound_port: port,
+    outbound_retry_schedule: '200ms',
+    delay_warning_time: 0,
+  });
+});
+
+after(async () => {
+  await relay?.stop();
+  await smarthost?.close();
+  await directMx?.close();
+  await p?.close();
+  tmp.cleanup();
+});
+
+test('mail goes through the relayhost, over verified TLS, authenticated', async () => {
+  await queueOutbound(
+    p,
+    envelope('alice@example.test', ['zoe@faraway.test']),
+    simpleMessage('alice@example.test', 'zoe@faraway.test', 'via-smarthost'),
+  );
+  const got = await waitFor(() =>
+    smarthost.received.find((m) => m.data.toString().includes('Subject: via-smarthost')),
+  );
+  assert.ok(got.secure);
+  assert.equal(got.user, 'relayuser');
+  assert.deepEqual(got.to, ['zoe@faraway.test']);
+  assert.equal(directMx.sessions, 0, 'the MX of the recipient domain was never contacted');
+});
+
+test('refused credentials defer (never bounce), and nothing is sent', async () => {
+  smarthost.behaviour.auth = { user: 'relayuser', pass: 'rotated' };
+  try {
+    const env = envelope('alice@example.test', ['yan@faraway.test']);
+    await queueOutbound(p, env, simpleMessage('alice@example.test', 'yan@faraway.test', 'bad-credentials'));
+    const index = new DeferredIndex(p.redis.redis);
+    const entry = await waitFor(() => index.get(env.queueId));
+    assert.match(entry.lastError ?? '', /SASL authentication failed.*535/);
+    assert.equal(p.inbox('alice@example.test').length, 0, 'no bounce');
+  } finally {
+    smarthost.behaviour.auth = { user: 'relayuser', pass: 's3cret pass' };
+  }
+  await waitFor(
+    () => smarthost.received.find((m) => m.data.toString().includes('Subject: bad-credentials')),
+    {
+      what: 'delivery once the credentials match again',
+    },
+  );
+});

@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import fc from 'fast-check';
+import { outboundDelayQueue } from '@mailyard/contracts';
+import type { MailResolver } from '@mailyard/dns';
+import { encodeData, lookupMx, mxMatches, parsePolicy, parseRelayhost } from '../src/index.js';
+
+/** Reverses encodeData the way a receiving SMTP server does (RFC 5321 §4.5.2). */
+function decodeData(wire: Buffer): string {
+  const text = wire.toString('utf8');
+  if (text === '.\r\n') return '';
+  assert.ok(text.endsWith('\r\n.\r\n'), 'ends with CRLF.CRLF');
+  const body = text.slice(0, -3);
+  return body
+    .split('\r\n')
+    .map((l) => (l.startsWith('.') ? l.slice(1) : l))
+    .join('\r\n');
+}
+
+describe('encodeData', () => {
+  test('bare LF and bare CR become CRLF; dots are stuffed', () => {
+    const wire = encodeData(Buffer.from('.first\nsecond\r.\r\n..x\r\nlast'));
+    assert.equal(wire.toString(), '..first\r\nsecond\r\n..\r\n...x\r\nlast\r\n.\r\n');
+  });
+
+  test('no input can end the data early or carry a bare LF (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.constantFrom('a', '.', '\r', '\n', '\r\n', ' ', 'ü'), { maxLength: 60 }),
+        (parts) => {
+          const input = parts.join('');
+          const wire = encodeData(Buffer.from(input)).toString('latin1');
+          // the only <CRLF>.<CRLF> is the terminator
+          const end = wire.indexOf('\r\n.\r\n');
+          assert.ok(end === -1 ? wire === '.\r\n' : end === wire.length - 5, JSON.stringify(wire));
+          assert.ok(!/[^\r]\n|\r[^\n]/.test(wire), 'no bare CR/LF');
+          const normalized = input.replace(/\r\n|\r|\n/g, '\r\n');
+          const expected =
+            normalized === '' || normalized.endsWith('\r\n') ? normalized : normalized + '\r\n';
+          assert.equal(decodeData(Buffer.from(wire, 'latin1')), expected);
+        },
+      ),
+    );
+  });
+});
+
+describe('lookupMx', () => {
+  const resolver = (mx: { exchange: string; priority: number }[]): MailResolver =>
+    ({ resolveMx: async () => mx }) as unknown as MailResolver;
+
+  test('by preference, every order of equals occurs', async () => {
+    const r = resolver([
+      { exchange: 'c.test', priority: 20 },
+      { exchange: 'a.test', priority: 10 },
+      { exchange: 'b.test', priority: 10 },
+    ]);
+    const seen = new Set<string>();
+    for (let i = 0; i < 50; i++) {
+      const res = await lookupMx(r, 'x.test');
+      assert.equal(res.kind, 'mx');
+      if (res.kind !== 'mx') return;
+      assert.equal(res.hosts[2]!.host, 'c.test');
+      seen.add(res.hosts.map((h) => h.host).join(','));
+    }
+    assert.deepEqual([...seen].sort(), ['a.test,b.test,c.test', 'b.test,a.test,c.test']);
+  });
+
+  test('null MX (RFC 7505)', async () => {
+    assert.equal((await lookupMx(resolver([{ exchange: '', priority: 0 }]), 'x.test')).kind, 'null');
+  });
+});
+
+describe('MTA-STS', () => {
+  test('policy parsing', () => {
+    assert.deepEqual(
+      parsePolicy(
+        'version: STSv1\nmode: enforce\nmx: mail.example.com\nmx: *.example.net\nmax_age: 604800\n',
+      ),
+      {
+        mode: 'enforce',
+        mx: ['mail.example.com', '*.example.net'],
+        maxAge: 604800,
+      },
+    );
+    assert.equal(parsePolicy('version: STSv2\nmode: enforce\nmx: a\nmax_age: 1'), null);
+    assert.equal(parsePolicy('version: STSv1\nmode: enforce\nmax_age: 1'), null);
+  });
+
+  test('MX patterns: a wildcard covers exactly one label (RFC 8461 §4.1)', () => {
+    assert.ok(mxMatches('mx1.example.net', ['*.example.net']));
+    assert.ok(!mxMatches('a.b.example.net', ['*.example.net']));
+    assert.ok(!mxMatches('example.net', ['*.example.net']));
+    assert.ok(mxMatches('MAIL.example.com.', ['mail.example.com']));
+  });
+});
+
+test('relayhost syntax (Postfix)', () => {
+  assert.deepEqual(parseRelayhost('[smtp.example.com]:587', 25), {
+    host: 'smtp.example.com',
+    port: 587,
+    mx: false,
+  });
+  assert.deepEqual(parseRelayhost('example.com', 25), { host: 'example.com', port: 25, mx: true });
+  assert.equal(parseRelayhost('', 25), null);
+});
+
+test('delay queue names', () => {
+  assert.equal(outboundDelayQueue(60_000), 'outbound.delay.1m');
+  assert.equal(outboundDelayQueue(14_400_000), 'outbound.delay.4h');
+  assert.equal(outboundDelayQueue(90_000), 'outbound.delay.90s');
+  assert.equal(outboundDelayQueue(200), 'outbound.delay.200ms');
+});

@@ -1,0 +1,52 @@
+import { connect } from 'node:net';
+
+export type ScanResult = { infected: false } | { infected: true; signature: string };
+
+/**
+ * clamd's INSTREAM command over TCP (clamd(8)): `zINSTREAM\0`, then chunks each
+ * prefixed with a 4-byte big-endian length, then a zero length; the answer is
+ * `stream: OK` or `stream: <signature> FOUND`, NUL-terminated.
+ */
+export async function clamdScan(url: string, data: Buffer, timeoutMs: number): Promise<ScanResult> {
+  const u = new URL(url);
+  const port = Number(u.port || 3310);
+  const host = u.hostname.replace(/^\[|\]$/g, '');
+  return new Promise<ScanResult>((resolve, reject) => {
+    const sock = connect({ host, port });
+    const chunks: Buffer[] = [];
+    let done = false;
+    const finish = (err: Error | null, res?: ScanResult) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.destroy();
+      if (err) reject(err);
+      else resolve(res!);
+    };
+    const timer = setTimeout(
+      () => finish(new Error(`clamd did not answer within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    sock.on('error', (err) => finish(new Error(`clamd: ${err.message}`)));
+    sock.on('data', (d: Buffer) => chunks.push(d));
+    sock.on('end', () => {
+      const answer = Buffer.concat(chunks).toString('utf8').replace(/\0/g, '').trim();
+      const m = /^stream: (.+) FOUND$/.exec(answer);
+      if (m) return finish(null, { infected: true, signature: m[1]! });
+      if (answer === 'stream: OK') return finish(null, { infected: false });
+      finish(new Error(`clamd: unexpected answer "${answer.slice(0, 200)}"`));
+    });
+    sock.on('connect', () => {
+      sock.write('zINSTREAM\0');
+      const CHUNK = 64 * 1024;
+      for (let i = 0; i < data.length; i += CHUNK) {
+        const part = data.subarray(i, i + CHUNK);
+        const len = Buffer.alloc(4);
+        len.writeUInt32BE(part.length);
+        sock.write(len);
+        sock.write(part);
+      }
+      sock.write(Buffer.alloc(4));
+    });
+  });
+}

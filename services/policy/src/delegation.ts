@@ -1,0 +1,133 @@
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { PolicyDecision, PolicyRequestInput, PolicyStage } from '@mailyard/contracts';
+import type { Logger } from '@mailyard/observability';
+
+/**
+ * The Postfix policy delegation protocol (SMTPD_POLICY_README): the client sends
+ * `name=value` lines and an empty line; we answer `action=...` and an empty line,
+ * on the same connection as often as asked. Lets an existing Postfix use our rules
+ * with `check_policy_service inet:HOST:PORT`.
+ */
+const STAGES: Record<string, PolicyStage> = {
+  CONNECT: 'connect',
+  EHLO: 'mail',
+  HELO: 'mail',
+  MAIL: 'mail',
+  RCPT: 'rcpt',
+  DATA: 'rcpt',
+  'END-OF-MESSAGE': 'data',
+  VRFY: 'rcpt',
+  ETRN: 'connect',
+};
+
+const MAX_REQUEST_BYTES = 64 * 1024;
+
+export function toPolicyRequest(attrs: Map<string, string>): Omit<PolicyRequestInput, 'v'> | string {
+  if (attrs.get('request') !== 'smtpd_access_policy') return 'request=smtpd_access_policy is required';
+  const state = (attrs.get('protocol_state') ?? 'RCPT').toUpperCase();
+  const stage = STAGES[state];
+  if (!stage) return `unknown protocol_state ${state}`;
+  const ip = attrs.get('client_address');
+  if (!ip) return 'client_address is required';
+  const name = attrs.get('client_name');
+  const sender = attrs.get('sender');
+  const recipient = attrs.get('recipient');
+  const stageForRcpt = stage === 'rcpt' && !recipient ? 'mail' : stage;
+  return {
+    stage: stageForRcpt,
+    origin: 'postfix',
+    sessionId: `pf-${attrs.get('instance') ?? Math.random().toString(36).slice(2)}`,
+    queueId: attrs.get('queue_id') || null,
+    client: { ip, hostname: name && name !== 'unknown' ? name : null, helo: attrs.get('helo_name') ?? '' },
+    user: attrs.get('sasl_username') || null,
+    sender: sender ?? null,
+    recipient: recipient || null,
+    recipients: [],
+    size: attrs.get('size') ? Number(attrs.get('size')) || null : null,
+    tls: !!attrs.get('encryption_protocol'),
+  };
+}
+
+/** Postfix access(5) action for a decision. */
+export function toPostfixAction(d: PolicyDecision): string {
+  const text = (t: string) => t.replace(/[\r\n]/g, ' ');
+  switch (d.action) {
+    case 'continue':
+      return 'DUNNO';
+    case 'accept':
+      return 'OK';
+    case 'reject':
+    case 'tempfail':
+      return d.reply
+        ? `${d.reply.code} ${d.reply.enhanced} ${text(d.reply.text)}`
+        : d.action === 'reject'
+          ? 'REJECT'
+          : 'DEFER';
+    case 'quarantine':
+      return 'HOLD';
+    case 'discard':
+      return 'DISCARD';
+  }
+}
+
+export function startDelegationServer(opts: {
+  port: number;
+  host: string;
+  logger: Logger;
+  decide: (req: Omit<PolicyRequestInput, 'v'>) => Promise<PolicyDecision>;
+}): Promise<{ server: Server; port: number; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server = createServer((sock) => {
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => undefined);
+    sock.setEncoding('utf8');
+    let buf = '';
+    let busy = Promise.resolve();
+    sock.on('data', (chunk: string) => {
+      buf += chunk;
+      if (buf.length > MAX_REQUEST_BYTES) {
+        sock.end('action=DEFER_IF_PERMIT request too large\n\n');
+        return;
+      }
+      let end: number;
+      while ((end = buf.search(/\r?\n\r?\n/)) !== -1) {
+        const block = buf.slice(0, end);
+        buf = buf.slice(end).replace(/^\r?\n\r?\n/, '');
+        const attrs = new Map<string, string>();
+        for (const line of block.split(/\r?\n/)) {
+          const i = line.indexOf('=');
+          if (i > 0) attrs.set(line.slice(0, i).trim(), line.slice(i + 1));
+        }
+        busy = busy.then(async () => {
+          const req = toPolicyRequest(attrs);
+          if (typeof req === 'string') {
+            sock.write(`action=DEFER_IF_PERMIT ${req}\n\n`);
+            return;
+          }
+          try {
+            sock.write(`action=${toPostfixAction(await opts.decide(req))}\n\n`);
+          } catch (err) {
+            opts.logger.warn({ err: String(err) }, 'policy delegation request failed');
+            sock.write('action=DEFER_IF_PERMIT policy service error\n\n');
+          }
+        });
+      }
+    });
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.removeListener('error', reject);
+      resolve({
+        server,
+        port: (server.address() as AddressInfo).port,
+        close: () =>
+          new Promise<void>((r) => {
+            for (const s of sockets) s.destroy();
+            server.close(() => r());
+          }),
+      });
+    });
+  });
+}

@@ -1,0 +1,111 @@
+import { isIP } from 'node:net';
+import { forwardConfirmedReverse, isNotFound, type MailResolver } from '@mailyard/dns';
+import type { PolicyMetrics } from './metrics.js';
+
+/** A DNS lookup failed in a way that says nothing about the name: timeout, SERVFAIL, garbage. */
+export class DnsTempError extends Error {
+  override readonly name = 'DnsTempError';
+}
+
+/** Wraps the resolver so every lookup is timed and counted; temporary failures become DnsTempError. */
+export function measuredResolver(resolver: MailResolver, metrics: PolicyMetrics): MailResolver {
+  const wrap =
+    <A extends unknown[], T>(type: string, fn: (...a: A) => Promise<T>) =>
+    async (...a: A): Promise<T> => {
+      const end = metrics.dnsLatency.startTimer({ type });
+      try {
+        return await fn(...a);
+      } catch (err) {
+        if (isNotFound(err)) throw err;
+        metrics.dnsFailures.inc({ type });
+        const e = new DnsTempError(
+          `${type} lookup failed: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+        );
+        (e as NodeJS.ErrnoException).code = (err as NodeJS.ErrnoException).code ?? 'ESERVFAIL';
+        throw e;
+      } finally {
+        end();
+      }
+    };
+  return {
+    raw: resolver.raw,
+    resolveMx: wrap('MX', (n: string) => resolver.resolveMx(n)),
+    resolve4: wrap('A', (n: string) => resolver.resolve4(n)),
+    resolve6: wrap('AAAA', (n: string) => resolver.resolve6(n)),
+    resolveTxt: wrap('TXT', (n: string) => resolver.resolveTxt(n)),
+    // node's reverse() reports SERVFAIL as ENOTFOUND (a definite "no"); asking for the
+    // PTR record by name keeps the difference between "no name" and "DNS broken"
+    reverse: wrap('PTR', (ip: string) => {
+      const plain = ip.replace(/^::ffff:/i, '');
+      const name = dnsblName(plain, isIP(plain) === 6 ? 'ip6.arpa' : 'in-addr.arpa');
+      return name ? resolver.raw.resolvePtr(name) : resolver.reverse(ip);
+    }),
+  };
+}
+
+export type Lookup<T> = { kind: 'found'; value: T } | { kind: 'none' } | { kind: 'temp'; error: string };
+
+async function classify<T>(p: Promise<T>, empty: (v: T) => boolean): Promise<Lookup<T>> {
+  try {
+    const v = await p;
+    return empty(v) ? { kind: 'none' } : { kind: 'found', value: v };
+  } catch (err) {
+    if (isNotFound(err)) return { kind: 'none' };
+    return { kind: 'temp', error: String((err as Error).message ?? err) };
+  }
+}
+
+export async function lookupPtr(resolver: MailResolver, ip: string): Promise<Lookup<string[]>> {
+  return classify(resolver.reverse(ip), (v) => v.length === 0);
+}
+
+export async function lookupFcrdns(
+  resolver: MailResolver,
+  ip: string,
+): Promise<Lookup<{ ptr: string[]; confirmed: string | null }>> {
+  return classify(forwardConfirmedReverse(resolver, ip), () => false);
+}
+
+/**
+ * Whether a sender domain can receive mail: an MX, else an A or AAAA (RFC 5321 §5.1).
+ * A null MX (RFC 7505) counts as "cannot".
+ */
+export async function domainResolves(resolver: MailResolver, domain: string): Promise<Lookup<true>> {
+  const [mx, a, aaaa] = await Promise.all([
+    classify(resolver.resolveMx(domain), (v) => v.length === 0),
+    classify(resolver.resolve4(domain), (v) => v.length === 0),
+    classify(resolver.resolve6(domain), (v) => v.length === 0),
+  ]);
+  if (mx.kind === 'found') {
+    const real = mx.value.filter((m) => m.exchange !== '' && m.exchange !== '.');
+    return real.length ? { kind: 'found', value: true } : { kind: 'none' };
+  }
+  if (a.kind === 'found' || aaaa.kind === 'found') return { kind: 'found', value: true };
+  const temp = [mx, a, aaaa].find((l) => l.kind === 'temp');
+  if (temp && temp.kind === 'temp') return temp;
+  return { kind: 'none' };
+}
+
+/** The DNSBL query name for an IP: reversed octets (or nibbles) under the zone. */
+export function dnsblName(ip: string, zone: string): string | null {
+  const plain = ip.replace(/^::ffff:/i, '');
+  if (isIP(plain) === 4) return `${plain.split('.').reverse().join('.')}.${zone}`;
+  if (isIP(plain) === 6) {
+    const [h, t] = plain.split('::') as [string, string | undefined];
+    const hs = h ? h.split(':') : [];
+    const ts = t ? t.split(':') : [];
+    const groups =
+      t === undefined ? hs : [...hs, ...Array<string>(8 - hs.length - ts.length).fill('0'), ...ts];
+    const hex = groups.map((g) => g.padStart(4, '0')).join('');
+    return `${[...hex].reverse().join('.')}.${zone}`;
+  }
+  return null;
+}
+
+/** A DNSBL answer: the 127.0.0.x codes, or none; answers outside 127/8 are garbage (temp). */
+export async function dnsblLookup(resolver: MailResolver, name: string): Promise<Lookup<string[]>> {
+  const r = await classify(resolver.resolve4(name), (v) => v.length === 0);
+  if (r.kind === 'found' && !r.value.every((a) => a.startsWith('127.')))
+    return { kind: 'temp', error: `DNSBL answered outside 127.0.0.0/8: ${r.value.join(',')}` };
+  return r;
+}

@@ -1,0 +1,4 @@
+export * from './config.js';
+export * from './policy.js';
+export { toPolicyRequest, toPostfixAction } from './delegation.js';
+export { clamdScan } from './clamd.js';

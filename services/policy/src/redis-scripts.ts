@@ -1,0 +1,69 @@
+import type { Redis } from 'ioredis';
+
+// Each script is one Redis round trip that reads and updates a counter atomically,
+// so instances sharing Redis never race each other.
+
+/**
+ * Sliding-window log: drop entries older than the window, refuse when `limit` are
+ * left, else record this event. Returns -1 when allowed, else the current count.
+ * KEYS[1] counter; ARGV now, window ms, limit, unique member.
+ */
+const RATE = `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+local n = redis.call('ZCARD', KEYS[1])
+if n >= tonumber(ARGV[3]) then return n end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return -1
+`;
+
+/**
+ * Greylisting. KEYS[1] triplet, KEYS[2] client network.
+ * ARGV now, delay, pass ttl, retry window, auto-allow (1/0).
+ * Returns {state, wait ms}: state 1 known triplet, 2 auto-allowed network, 3 passed
+ * now (retried after the delay), 0 deferred.
+ */
+const GREYLIST = `
+local now = tonumber(ARGV[1])
+local delay = tonumber(ARGV[2])
+local passTtl = tonumber(ARGV[3])
+local v = redis.call('GET', KEYS[1])
+if v == 'pass' then
+  redis.call('PEXPIRE', KEYS[1], passTtl)
+  return {1, 0}
+end
+if ARGV[5] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return {2, 0} end
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+  return {0, delay}
+end
+local first = tonumber(v)
+if now - first >= delay then
+  redis.call('SET', KEYS[1], 'pass', 'PX', passTtl)
+  redis.call('SET', KEYS[2], '1', 'PX', passTtl)
+  return {3, 0}
+end
+return {0, delay - (now - first)}
+`;
+
+export interface PolicyRedis extends Redis {
+  policyRate(key: string, now: number, windowMs: number, limit: number, member: string): Promise<number>;
+  policyGreylist(
+    triplet: string,
+    client: string,
+    now: number,
+    delay: number,
+    passTtl: number,
+    retryWindow: number,
+    autoAllow: '0' | '1',
+  ): Promise<[number, number]>;
+}
+
+export function withPolicyScripts(redis: Redis): PolicyRedis {
+  const r = redis as PolicyRedis;
+  if (typeof r.policyRate !== 'function') {
+    redis.defineCommand('policyRate', { numberOfKeys: 1, lua: RATE });
+    redis.defineCommand('policyGreylist', { numberOfKeys: 2, lua: GREYLIST });
+  }
+  return r;
+}

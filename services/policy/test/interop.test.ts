@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { connect } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { PolicyRules } from '@mailyard/policy-rules';
+import { RawSmtp, waitFor } from '@mailyard/testkit';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+
+// The Postfix policy delegation protocol, spoken by a raw client as Postfix's smtpd does.
+
+let p: Platform;
+
+before(async () => {
+  p = await startPlatform({
+    inbound: { mynetworks: '127.0.0.1/32' },
+    policy: { mynetworks: '127.0.0.1/32' },
+    withDelivery: false,
+    zone: { 'sender.test': { MX: [{ priority: 10, exchange: 'mx.sender.test' }] } },
+  });
+  await addAccount(p.directory, 'alice@example.test');
+  const rules = new PolicyRules(p.redis.redis, p.redis.prefix);
+  await rules.accessSet('sender_access', 'address', 'bad.test', 'REJECT not welcome');
+  await rules.accessSet('recipient_access', 'address', 'alice+hold@example.test', 'HOLD');
+  // the default set without greylisting (a Postfix in front usually greylists itself)
+  await rules.remove('smtpd_recipient_restrictions', 'check_policy_greylist');
+  const v = Number(await p.redis.redis.get('policy:version'));
+  await waitFor(() => p.policy!.rulesVersion >= v);
+});
+after(() => p.close());
+
+/** One connection, several requests, as Postfix reuses its policy connections. */
+async function delegate(requests: Record<string, string>[]): Promise<string[]> {
+  const sock = connect({ port: p.policy!.delegationPort, host: '127.0.0.1' });
+  let buf = '';
+  sock.on('data', (d: Buffer) => (buf += d.toString()));
+  await new Promise<void>((r) => sock.once('connect', () => r()));
+  const answers: string[] = [];
+  try {
+    for (const req of requests) {
+      sock.write(
+        Object.entries(req)
+          .map(([k, v]) => `${k}=${v}\n`)
+          .join('') + '\n',
+      );
+      const block = await waitFor(() => {
+        const i = buf.indexOf('\n\n');
+        if (i === -1) return null;
+        const b = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        return b;
+      });
+      answers.push(block);
+    }
+  } finally {
+    sock.destroy();
+  }
+  return answers;
+}
+
+const base = {
+  request: 'smtpd_access_policy',
+  protocol_state: 'RCPT',
+  protocol_name: 'ESMTP',
+  client_address: '192.0.2.10',
+  client_name: 'unknown',
+  helo_name: 'mail.sender.test',
+  queue_id: '',
+  instance: '123.456.7',
+  size: '0',
+};
+
+describe('policy delegation protocol', () => {
+  test('answers DUNNO, REJECT with code and text, and HOLD on one connection', async () => {
+    const [ok, rejected, held, relay] = await delegate([
+      { ...base, sender: 'a@sender.test', recipient: 'alice@example.test' },
+      { ...base, sender: 'a@bad.test', recipient: 'alice@example.test' },
+      { ...base, sender: 'a@sender.test', recipient: 'alice+hold@example.test' },
+      { ...base, sender: 'a@sender.test', recipient: 'victim@elsewhere.test' },
+    ]);
+    assert.equal(ok, 'action=DUNNO');
+    assert.match(rejected!, /^action=554 5\.7\.1 <a@bad\.test>: Sender address rejected: not welcome/);
+    assert.equal(held, 'action=HOLD');
+    assert.match(relay!, /^action=554 5\.7\.1 <victim@elsewhere\.test>: Relay access denied/);
+  });
+
+  test('a malformed request gets DEFER_IF_PERMIT, and the connection keeps working', async () => {
+    const [bad, good] = await delegate([
+      { request: 'nonsense' },
+      { ...base, sender: 'a@sender.test', recipient: 'alice@example.test' },
+    ]);
+    assert.match(bad!, /^action=DEFER_IF_PERMIT /);
+    assert.equal(good, 'action=DUNNO');
+  });
+});
+
+describe('policy service unavailable', () => {
+  test('no answer in time: 421 4.7.1 at connect (451 4.7.1 later), never an accept', async () => {
+    const q = await startPlatform({
+      inbound: { mynetworks: '127.0.0.1/32', policy_enabled: true, policy_timeout: '300ms' },
+      withDelivery: false,
+    });
+    try {
+      const c = await RawSmtp.connect(q.inbound.port, '127.0.0.1', { localAddress: '127.0.0.5' });
+      const r = await c.read(5000);
+      assert.match(r.text, /^421 4\.7\.1 Service temporarily unavailable: policy check did not answer/);
+      c.close();
+    } finally {
+      await q.close();
+    }
+  });
+
+  test('POLICY_TIMEOUT_ACTION=continue lets the session go on without policy', async () => {
+    const q = await startPlatform({
+      inbound: {
+        mynetworks: '127.0.0.1/32',
+        policy_enabled: true,
+        policy_timeout: '300ms',
+        policy_data_timeout: '300ms',
+        policy_timeout_action: 'continue',
+      },
+      withDelivery: false,
+    });
+    try {
+      await addAccount(q.directory, 'alice@example.test');
+      const c = await RawSmtp.connect(q.inbound.port, '127.0.0.1', { localAddress: '127.0.0.5' });
+      assert.equal((await c.read(5000)).code, 220);
+      await c.cmd('EHLO client.example.net');
+      assert.equal((await c.cmd('MAIL FROM:<a@sender.test>')).code, 250);
+      const rc = await c.cmd('RCPT TO:<alice@example.test>');
+      assert.equal(rc.code, 250);
+      assert.equal((await c.cmd('DATA')).code, 354);
+      c.write('Subject: x\r\n\r\nhi\r\n.\r\n');
+      const r = await c.read(5000);
+      assert.equal(r.code, 250, r.text);
+      c.close();
+    } finally {
+      await q.close();
+    }
+  });
+});

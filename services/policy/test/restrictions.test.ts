@@ -1,0 +1,407 @@
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, test } from 'node:test';
+import { loadConfig } from '@mailyard/config';
+import { Directory } from '@mailyard/directory';
+import { PolicyRules } from '@mailyard/policy-rules';
+import { createRuntime } from '@mailyard/runtime';
+import { buildMtaInbound, mtaInboundSchema } from '@mailyard/service-mta-inbound';
+import { RawSmtp, waitFor } from '@mailyard/testkit';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+
+// Every check through a real SMTP session: mta-inbound (port 0) asks the policy
+// service over the test's RabbitMQ vhost; rules live under the test's Redis prefix.
+
+let p: Platform;
+let rules: PolicyRules;
+const clock = { now: Date.parse('2026-01-01T00:00:00Z') };
+
+before(async () => {
+  p = await startPlatform({
+    inbound: { mynetworks: '127.0.0.1/32', policy_timeout: '20s' },
+    policy: { mynetworks: '127.0.0.1/32', greylist_delay: '300s' },
+    policyNow: () => clock.now,
+    zone: {
+      // FCrDNS: PTR and A agree
+      '5.0.0.127.in-addr.arpa': { PTR: ['client.example.net'] },
+      'client.example.net': { A: ['127.0.0.5'] },
+      // PTR whose name points elsewhere
+      '6.0.0.127.in-addr.arpa': { PTR: ['liar.example.net'] },
+      'liar.example.net': { A: ['192.0.2.99'] },
+      '5.1.0.127.in-addr.arpa': { PTR: ['c2.example.net'] },
+      'c2.example.net': { A: ['127.0.1.5'] },
+      // 127.0.0.7 has no PTR at all
+      '10.0.0.127.in-addr.arpa': { SERVFAIL: true },
+      'sender.test': { MX: [{ priority: 10, exchange: 'mx.sender.test' }] },
+      'aonly.test': { A: ['192.0.2.1'] },
+      'nullmx.test': { MX: [{ priority: 0, exchange: '' }] },
+      'servfail.test': { SERVFAIL: true },
+      'timeout.test': { TIMEOUT: true },
+      'spammer.test': { MX: [{ priority: 10, exchange: 'mx.spammer.test' }] },
+      '8.0.0.127.dnsbl.test': { A: ['127.0.0.2'] },
+      '9.0.0.127.dnsbl.test': { A: ['127.0.0.4'] },
+      'spammer.test.rhsbl.test': { A: ['127.0.0.2'] },
+    },
+  });
+  await addAccount(p.directory, 'alice@example.test');
+  await addAccount(p.directory, 'bob@example.test');
+  rules = new PolicyRules(p.redis.redis, p.redis.prefix);
+});
+after(() => p.close());
+
+/** Replaces the given lists (the others keep whatever they had) and waits for the live reload. */
+async function setRules(lists: Record<string, string[]>): Promise<void> {
+  for (const [name, entries] of Object.entries(lists)) await rules.set(name, entries);
+  const v = Number(await p.redis.redis.get('policy:version'));
+  await waitFor(() => p.policy!.rulesVersion >= v, { what: 'policy rules reload' });
+}
+
+const NONE = {
+  smtpd_client_restrictions: [],
+  smtpd_helo_restrictions: [],
+  smtpd_sender_restrictions: [],
+  smtpd_relay_restrictions: ['permit_mynetworks', 'reject_unauth_destination'],
+  smtpd_recipient_restrictions: [],
+  smtpd_data_restrictions: [],
+};
+
+interface Attempt {
+  from?: string;
+  ip?: string;
+  helo?: string;
+  rcpt?: string;
+}
+
+/** Runs a transaction as far as it goes; returns the first refusal, or the DATA reply. */
+async function attempt(a: Attempt = {}): Promise<{ stage: string; code: number; text: string }> {
+  const c = await RawSmtp.connect(p.inbound.port, '127.0.0.1', { localAddress: a.ip ?? '127.0.0.5' });
+  try {
+    const steps: [string, string | null][] = [
+      ['connect', null],
+      ['helo', `EHLO ${a.helo ?? 'client.example.net'}`],
+      ['mail', `MAIL FROM:<${a.from ?? 'someone@sender.test'}>`],
+      ['rcpt', `RCPT TO:<${a.rcpt ?? 'alice@example.test'}>`],
+      ['data', 'DATA'],
+    ];
+    for (const [stage, line] of steps) {
+      const r = line === null ? await c.read(15_000) : await c.cmd(line);
+      if (r.code >= 400) return { stage, code: r.code, text: r.text };
+    }
+    c.write('From: someone@sender.test\r\nTo: alice@example.test\r\nSubject: hi\r\n\r\nhello\r\n.\r\n');
+    const r = await c.read(15_000);
+    return { stage: 'end', code: r.code, text: r.text };
+  } finally {
+    c.close();
+  }
+}
+
+describe('client restrictions', () => {
+  beforeEach(() => setRules(NONE));
+
+  test('reject_unknown_reverse_client_hostname: no PTR refused at connect, PTR accepted', async () => {
+    await setRules({ smtpd_client_restrictions: ['reject_unknown_reverse_client_hostname'] });
+    const bad = await attempt({ ip: '127.0.0.7' });
+    assert.equal(bad.stage, 'connect');
+    assert.match(
+      bad.text,
+      /^554 5\.7\.25 Client host rejected: cannot find your reverse hostname, \[127\.0\.0\.7\]/,
+    );
+    assert.equal((await attempt({ ip: '127.0.0.6' })).code, 250, 'a PTR without FCrDNS passes this check');
+  });
+
+  test('reject_unknown_client_hostname: PTR that does not resolve back is refused (FCrDNS)', async () => {
+    await setRules({ smtpd_client_restrictions: ['reject_unknown_client_hostname'] });
+    const bad = await attempt({ ip: '127.0.0.6' });
+    assert.equal(bad.stage, 'connect');
+    assert.match(bad.text, /cannot find your hostname, \[127\.0\.0\.6\]/);
+    assert.equal((await attempt({ ip: '127.0.0.5' })).code, 250);
+  });
+
+  test('DNS SERVFAIL on the PTR gives a temporary failure, never an accept or a crash', async () => {
+    await setRules({ smtpd_client_restrictions: ['reject_unknown_client_hostname'] });
+    const r = await attempt({ ip: '127.0.0.10' });
+    assert.equal(r.stage, 'connect');
+    assert.equal(r.code, 421);
+  });
+
+  test('check_client_access: CIDR entries, REJECT text and OK', async () => {
+    await rules.accessSet('client_access', 'client', '127.0.0.16/29', 'REJECT go away');
+    await rules.accessSet('client_access', 'client', '127.0.0.17', 'OK');
+    await setRules({ smtpd_client_restrictions: ['check_client_access client_access', 'reject'] });
+    const r = await attempt({ ip: '127.0.0.18' });
+    assert.match(r.text, /^554 5\.7\.1 unknown\[127\.0\.0\.18\]: Client host rejected: go away/);
+    assert.equal((await attempt({ ip: '127.0.0.17' })).code, 250, 'the more specific OK wins');
+  });
+
+  test('reject_rbl_client: a listed client is refused naming the zone and the code', async () => {
+    await setRules({ smtpd_client_restrictions: ['reject_rbl_client dnsbl.test'] });
+    const r = await attempt({ ip: '127.0.0.8' });
+    assert.match(
+      r.text,
+      /^554 5\.7\.1 Service unavailable; Client host \[127\.0\.0\.8\] blocked using dnsbl\.test \(127\.0\.0\.2\)/,
+    );
+    assert.equal((await attempt({ ip: '127.0.0.5' })).code, 250);
+  });
+
+  test('reject_rbl_client ZONE=CODE only refuses that return code', async () => {
+    await setRules({ smtpd_client_restrictions: ['reject_rbl_client dnsbl.test=127.0.0.2'] });
+    assert.equal((await attempt({ ip: '127.0.0.9' })).code, 250, '127.0.0.4 is not the code asked for');
+    assert.equal((await attempt({ ip: '127.0.0.8' })).code, 554);
+  });
+});
+
+describe('HELO and sender restrictions', () => {
+  beforeEach(() => setRules(NONE));
+
+  test('reject_invalid_helo_hostname and reject_non_fqdn_helo_hostname', async () => {
+    await setRules({
+      smtpd_helo_restrictions: ['reject_invalid_helo_hostname', 'reject_non_fqdn_helo_hostname'],
+    });
+    const bad = await attempt({ helo: 'bad_name!' });
+    assert.equal(bad.stage, 'mail');
+    assert.match(bad.text, /^501 5\.5\.2 <bad_name!>: Helo command rejected: Invalid name/);
+    const short = await attempt({ helo: 'localhost' });
+    assert.match(
+      short.text,
+      /^504 5\.5\.2 <localhost>: Helo command rejected: need fully-qualified hostname/,
+    );
+    assert.equal((await attempt({ helo: '[127.0.0.5]' })).code, 250, 'an address literal is valid');
+    assert.equal((await attempt({ helo: 'client.example.net' })).code, 250);
+  });
+
+  test('reject_non_fqdn_sender', async () => {
+    await setRules({ smtpd_sender_restrictions: ['reject_non_fqdn_sender'] });
+    const r = await attempt({ from: 'someone@localhost' });
+    assert.match(
+      r.text,
+      /^504 5\.5\.2 <someone@localhost>: Sender address rejected: need fully-qualified address/,
+    );
+    assert.equal((await attempt({ from: 'someone@sender.test' })).code, 250);
+  });
+
+  test('reject_unknown_sender_domain: NXDOMAIN and null MX refused, MX or A accepted, DNS failure deferred', async () => {
+    await setRules({ smtpd_sender_restrictions: ['reject_unknown_sender_domain'] });
+    const nx = await attempt({ from: 'x@nowhere.test' });
+    assert.match(nx.text, /^550 5\.1\.8 <x@nowhere\.test>: Sender address rejected: Domain not found/);
+    assert.equal((await attempt({ from: 'x@nullmx.test' })).code, 550);
+    assert.equal((await attempt({ from: 'x@sender.test' })).code, 250);
+    assert.equal((await attempt({ from: 'x@aonly.test' })).code, 250);
+    const sf = await attempt({ from: 'x@servfail.test' });
+    assert.match(sf.text, /^450 4\.1\.8 /);
+  });
+
+  test('a DNS server that never answers gives a temporary failure', async () => {
+    await setRules({ smtpd_sender_restrictions: ['reject_unknown_sender_domain'] });
+    const r = await attempt({ from: 'x@timeout.test' });
+    assert.equal(r.stage, 'mail');
+    assert.equal(r.code, 450);
+  });
+
+  test('check_sender_access: address, domain and subdomain keys; the null sender is <>', async () => {
+    await rules.accessSet('sender_access', 'address', 'spammer.test', '550 5.7.1 we do not want your mail');
+    await rules.accessSet('sender_access', 'address', 'friend@spammer.test', 'OK');
+    await setRules({ smtpd_sender_restrictions: ['check_sender_access sender_access'] });
+    const r = await attempt({ from: 'x@spammer.test' });
+    assert.match(r.text, /^550 5\.7\.1 <x@spammer\.test>: Sender address rejected: we do not want your mail/);
+    assert.equal((await attempt({ from: 'x@sub.spammer.test' })).code, 550, 'parent domain matches');
+    assert.equal((await attempt({ from: 'friend@spammer.test' })).code, 250);
+  });
+
+  test('reject_rhsbl_sender', async () => {
+    await setRules({ smtpd_sender_restrictions: ['reject_rhsbl_sender rhsbl.test'] });
+    const r = await attempt({ from: 'x@spammer.test' });
+    assert.match(
+      r.text,
+      /^554 5\.7\.1 Service unavailable; Sender address <x@spammer\.test> blocked using rhsbl\.test/,
+    );
+    assert.equal((await attempt({ from: 'x@sender.test' })).code, 250);
+  });
+});
+
+describe('recipient restrictions', () => {
+  beforeEach(() => setRules(NONE));
+
+  test('check_recipient_access: REJECT, DEFER and HOLD (filed into Junk)', async () => {
+    await rules.accessSet('recipient_access', 'address', 'bob@example.test', 'REJECT no mail for bob');
+    await rules.accessSet('recipient_access', 'address', 'alice+later@example.test', 'DEFER not now');
+    await rules.accessSet('recipient_access', 'address', 'alice+hold@example.test', 'HOLD');
+    await setRules({ smtpd_recipient_restrictions: ['check_recipient_access recipient_access'] });
+    const r = await attempt({ rcpt: 'bob@example.test' });
+    assert.match(r.text, /^554 5\.7\.1 <bob@example\.test>: Recipient address rejected: no mail for bob/);
+    assert.match((await attempt({ rcpt: 'alice+later@example.test' })).text, /^450 4\.7\.1 /);
+    const before = p.inbox('alice@example.test', 'Junk').length;
+    assert.equal((await attempt({ rcpt: 'alice+hold@example.test' })).code, 250);
+    await waitFor(() => p.inbox('alice@example.test', 'Junk').length === before + 1, {
+      what: 'held mail in Junk',
+    });
+  });
+
+  test('check_recipient_access DISCARD: 250 to the client, nothing queued', async () => {
+    await rules.accessSet('recipient_access', 'address', 'alice+drop@example.test', 'DISCARD');
+    await setRules({ smtpd_recipient_restrictions: ['check_recipient_access recipient_access'] });
+    const discarded = async () => {
+      const m = (await p.inboundRt.registry.getMetricsAsJSON()).find(
+        (x) => x.name === 'mailyard_mta_inbound_messages_total',
+      );
+      return (m?.values ?? []).find((v) => v.labels.result === 'discarded')?.value ?? 0;
+    };
+    const before = await discarded();
+    const r = await attempt({ rcpt: 'alice+drop@example.test' });
+    assert.equal(r.code, 250);
+    assert.equal(await discarded(), before + 1);
+  });
+
+  test('reject_unauth_destination refuses relaying even when the listener would route it', async () => {
+    const d = await p.policy!.decide({
+      stage: 'rcpt',
+      origin: 'postfix',
+      sessionId: 's1',
+      client: { ip: '192.0.2.1', helo: 'x.example' },
+      sender: 'a@sender.test',
+      recipient: 'victim@elsewhere.test',
+    });
+    assert.equal(d.action, 'reject');
+    assert.match(d.reply!.text, /Relay access denied/);
+  });
+
+  test('reject_non_fqdn_recipient', async () => {
+    await setRules({ smtpd_recipient_restrictions: ['reject_non_fqdn_recipient'] });
+    const d = await p.policy!.decide({
+      stage: 'rcpt',
+      origin: 'postfix',
+      sessionId: 's2',
+      client: { ip: '127.0.0.1', helo: 'x.example' },
+      sender: 'a@sender.test',
+      recipient: 'root@localhost',
+    });
+    assert.equal(d.reply?.code, 504);
+  });
+
+  test("per-user lists: a recipient's blocked sender is refused, an allowed one skips greylisting", async () => {
+    await rules.userListAdd('alice@example.test', 'block', 'pest.test');
+    await rules.userListAdd('alice@example.test', 'allow', 'friend@sender.test');
+    await setRules({ smtpd_recipient_restrictions: ['check_user_lists', 'check_policy_greylist'] });
+    const r = await attempt({ from: 'x@pest.test', rcpt: 'alice@example.test' });
+    assert.match(
+      r.text,
+      /^550 5\.7\.1 <alice@example\.test>: Recipient address rejected: sender blocked by the recipient/,
+    );
+    assert.equal((await attempt({ from: 'friend@sender.test' })).code, 250, 'allowed: not greylisted');
+    assert.equal((await attempt({ from: 'stranger@sender.test', ip: '127.0.0.6' })).code, 450, 'others are');
+  });
+});
+
+describe('greylisting (controllable clock)', () => {
+  beforeEach(() => setRules({ ...NONE, smtpd_recipient_restrictions: ['check_policy_greylist'] }));
+
+  test('unknown triplet deferred, retry before the delay deferred, after it accepted and remembered', async () => {
+    const t = { ip: '127.0.0.6', from: 'grey1@sender.test' };
+    const first = await attempt(t);
+    assert.equal(first.stage, 'rcpt');
+    assert.match(
+      first.text,
+      /^450 4\.7\.1 <alice@example\.test>: Recipient address rejected: Greylisted, try again in 300 seconds/,
+    );
+    clock.now += 240_000;
+    assert.match((await attempt(t)).text, /try again in 60 seconds/);
+    clock.now += 61_000;
+    assert.equal((await attempt(t)).code, 250, 'retried after the delay');
+    clock.now += 30 * 86_400_000;
+    assert.equal((await attempt(t)).code, 250, 'still known after 30 days');
+    clock.now += 36 * 86_400_000;
+    // a pass not seen for longer than 35 days is forgotten: Redis expiry runs on real time,
+    // so the test checks the TTL instead of waiting a month
+    const keys = await p.redis.redis.keys(`${p.redis.prefix}policy:grey:t:*`);
+    const ttls = await Promise.all(keys.map((k) => p.redis.redis.pttl(k.slice(p.redis.prefix.length))));
+    assert.ok(
+      ttls.some((ms) => ms > 34 * 86_400_000 && ms <= 35 * 86_400_000),
+      `TTLs ${ttls.join(',')}`,
+    );
+  });
+
+  test('a client with FCrDNS whose network passed before is let through at once', async () => {
+    // a network of its own (127.0.1.0/24): 127.0.0.0/24 passed in the test before
+    const t = { ip: '127.0.1.5', from: 'grey2@sender.test' };
+    assert.equal((await attempt(t)).code, 450);
+    clock.now += 301_000;
+    assert.equal((await attempt(t)).code, 250);
+    // new sender, same FCrDNS client network: auto-allowed
+    assert.equal(
+      (await attempt({ ip: '127.0.1.5', from: 'other@sender.test', rcpt: 'bob@example.test' })).code,
+      250,
+    );
+  });
+});
+
+describe('rate limits shared across instances', () => {
+  beforeEach(() => setRules({ ...NONE, smtpd_client_restrictions: ['check_rate client_connections 3/1h'] }));
+
+  test('connections from one IP are counted across two mta-inbound instances', async () => {
+    const cfg = loadConfig(mtaInboundSchema, {
+      env: {},
+      overrides: {
+        amqp_url: p.env.AMQP_URL,
+        redis_url: p.env.REDIS_URL,
+        redis_prefix: p.env.REDIS_PREFIX,
+        http_port: 0,
+        listen_address: '127.0.0.1',
+        log_level: 'silent',
+        myhostname: 'mx2.mailyard.test',
+        dns_servers: p.env.DNS_SERVERS,
+        smtp_port: 0,
+        mynetworks: '127.0.0.1/32',
+        policy_enabled: true,
+      },
+    });
+    const rt = await createRuntime('mta-inbound', cfg);
+    const second = buildMtaInbound(cfg, {
+      bus: rt.bus,
+      directory: new Directory(rt.redis),
+      resolver: rt.resolver,
+      logger: rt.logger,
+      registry: rt.registry,
+    });
+    await second.start();
+    try {
+      const greet = async (port: number) => {
+        const c = await RawSmtp.connect(port, '127.0.0.1', { localAddress: '127.0.0.30' });
+        const r = await c.read(10_000);
+        c.close();
+        return r;
+      };
+      assert.equal((await greet(p.inbound.port)).code, 220);
+      assert.equal((await greet(second.port)).code, 220);
+      assert.equal((await greet(p.inbound.port)).code, 220);
+      const r = await greet(second.port);
+      assert.equal(r.code, 421);
+      assert.match(r.text, /too many connections from \[127\.0\.0\.30\]/);
+      assert.equal((await greet(p.inbound.port)).code, 421);
+      const other = await RawSmtp.connect(second.port, '127.0.0.1', { localAddress: '127.0.0.31' });
+      assert.equal((await other.read(10_000)).code, 220, 'another IP has its own counter');
+      other.close();
+    } finally {
+      await second.stop();
+      await rt.close();
+    }
+  });
+});
+
+describe('live rules and explain', () => {
+  test('a rule added with the CLI functions takes effect without restart; explain shows why', async () => {
+    await setRules(NONE);
+    assert.equal((await attempt({ ip: '127.0.0.7' })).code, 250);
+    await rules.add('smtpd_client_restrictions', 'reject_unknown_reverse_client_hostname');
+    const v = Number(await p.redis.redis.get('policy:version'));
+    await waitFor(() => p.policy!.rulesVersion >= v);
+    const r = await attempt({ ip: '127.0.0.7' });
+    assert.equal(r.code, 554);
+    const ref = /\(ref ([^)]+)\)/.exec(r.text)?.[1];
+    assert.ok(ref, r.text);
+    const why = await rules.explain(ref);
+    assert.equal(why?.action, 'reject');
+    assert.equal(why?.client, '127.0.0.7');
+    assert.deepEqual(
+      why?.reasons.map((x) => `${x.check}=${x.result}`),
+      ['reject_unknown_reverse_client_hostname=reject'],
+    );
+  });
+});
