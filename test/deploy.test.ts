@@ -23,6 +23,7 @@ import { mtaInboundSchema } from '@mailyard/service-mta-inbound';
 import { msaSchema } from '@mailyard/service-msa';
 import { outboundRelaySchema } from '@mailyard/service-outbound-relay';
 import { policySchema } from '@mailyard/service-policy';
+import { retrievalSchema } from '@mailyard/service-retrieval';
 
 const root = new URL('..', import.meta.url).pathname;
 const read = (path: string) => readFileSync(join(root, path), 'utf8');
@@ -35,12 +36,14 @@ const serviceSchemas: Record<
   | typeof msaSchema
   | typeof outboundRelaySchema
   | typeof policySchema
+  | typeof retrievalSchema
 > = {
   'mta-inbound': mtaInboundSchema,
   delivery: deliverySchema,
   msa: msaSchema,
   'outbound-relay': outboundRelaySchema,
   policy: policySchema,
+  retrieval: retrievalSchema,
 };
 
 type Env = Record<string, string | number | boolean | null>;

@@ -1,1 +1,5 @@
 export * from './maildir.js';
+export * from './uidlist.js';
+export * from './lock.js';
+export * from './folder.js';
+export * from './account.js';

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { commonSchema, positiveInt } from '@mailyard/config';
+import { bytes, commonSchema, positiveInt } from '@mailyard/config';
 
 export const deliverySchema = z.object({
   ...commonSchema,
@@ -17,5 +17,7 @@ export const deliverySchema = z.object({
   bulk_folder: z.string().min(1).default('INBOX'),
   /** Plus-addressing separator (Postfix: recipient_delimiter). */
   recipient_delimiter: z.string().min(1).max(1).default('+'),
+  /** Storage quota per account (512M, 2G...) unless Redis holds an override (hash quota:storage); unset: unlimited. */
+  quota_storage: bytes(0),
 });
 export type DeliveryConfig = z.infer<typeof deliverySchema>;

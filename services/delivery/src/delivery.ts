@@ -13,7 +13,7 @@ import {
   type MailboxChanged,
 } from '@mailyard/contracts';
 import type { Directory } from '@mailyard/directory';
-import type { MaildirStore } from '@mailyard/mailstore';
+import { MailAccount, Quotas, type MaildirStore } from '@mailyard/mailstore';
 import { Counter, Histogram, type Logger, type Registry } from '@mailyard/observability';
 import { deliveredToHeader, returnPathHeader } from '@mailyard/smtp-core';
 import type { DeliveryConfig } from './config.js';
@@ -25,6 +25,8 @@ export interface DeliveryDeps {
   store: MaildirStore;
   logger: Logger;
   registry: Registry;
+  /** Storage quota per account; default: config quota_storage, overridden per account in Redis. */
+  quotas?: Quotas;
 }
 
 export interface DeliveryService {
@@ -68,6 +70,7 @@ function createMetrics(registry: Registry) {
 export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): DeliveryService {
   const { bus, redis, directory, store, logger } = deps;
   const metrics = createMetrics(deps.registry);
+  const quotas = deps.quotas ?? new Quotas(redis, config.quota_storage);
   const markerKey = (queueId: string, account: string) =>
     `delivered:${queueId}:${createHash('sha256').update(account).digest('hex').slice(0, 16)}`;
 
@@ -91,6 +94,14 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       Buffer.from(returnPathHeader(env.mailFrom) + deliveredToHeader(account)),
       message,
     ]);
+    const limit = await quotas.limit(account);
+    if (limit && (await new MailAccount(store.root, account).usage()).bytes + data.length > limit) {
+      // 452 4.2.2 (RFC 3463 mailbox full): kept in the dead-letter queue with this reason
+      // instead of being dropped; requeue it once the user has made room.
+      metrics.deliveries.inc({ result: 'over-quota' });
+      logger.warn({ queueId: env.queueId, account, limit }, 'mailbox over quota, not delivered');
+      throw new PoisonMessageError(`452 4.2.2 Mailbox full: ${account} is over its storage quota`);
+    }
     const res = await store.deliver({
       account,
       folder,

@@ -1,0 +1,330 @@
+// `pnpm bench:imap`: the same IMAP workload against Mailyard's retrieval service and
+// Dovecot (Debian's dovecot-imapd), both reading one Maildir on this machine.
+//   logins per second with 10 parallel clients (plaintext and STARTTLS),
+//   SELECT + FETCH 1:* (FLAGS ENVELOPE) of an N-message INBOX, cold and warm,
+//   FETCH of 200 full bodies.
+// Options: --messages 10000  --seconds 5  --only mailyard|dovecot
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync, rmSync, chmodSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import { Redis } from 'ioredis';
+import { selfSignedCertificate } from '@mailyard/config';
+import { Directory } from '@mailyard/directory';
+import { accountDir } from '@mailyard/mailstore';
+
+const arg = (name: string, def: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1]! : def;
+};
+const N = Number(arg('messages', '10000'));
+const SECONDS = Number(arg('seconds', '5'));
+const ONLY = arg('only', '');
+const ACCOUNT = 'bench@bench.test';
+const PASSWORD = 'correct-horse-battery-staple-42';
+const root = join(tmpdir(), `mailyard-bench-${process.pid}`);
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+function fillMaildir(): void {
+  const dir = accountDir(root, ACCOUNT);
+  for (const d of ['cur', 'new', 'tmp']) mkdirSync(join(dir, d), { recursive: true });
+  const t0 = 1_700_000_000;
+  for (let i = 1; i <= N; i++) {
+    const body = `Hello ${i},\r\n\r\n${'This is line of a typical message body. '.repeat(20)}\r\n`;
+    const msg = Buffer.from(
+      [
+        `Return-Path: <sender${i % 50}@example.net>`,
+        `Received: from mx.example.net by mail.bench.test; Tue, 14 Nov 2023 22:13:20 +0000`,
+        `From: "Sender ${i % 50}" <sender${i % 50}@example.net>`,
+        `To: Bench <${ACCOUNT}>`,
+        `Subject: Benchmark message number ${i}`,
+        `Date: Tue, 14 Nov 2023 22:13:20 +0000`,
+        `Message-ID: <bench-${i}@example.net>`,
+        'MIME-Version: 1.0',
+        'Content-Type: text/plain; charset=utf-8',
+        '',
+        body,
+      ].join('\r\n'),
+    );
+    writeFileSync(join(dir, 'cur', `${t0 + i}.M${i}P1.bench,S=${msg.length}:2,${i % 3 ? 'S' : ''}`), msg);
+  }
+}
+
+/** Minimal client: sends a command and waits for its tagged reply. */
+class Client {
+  private buf = '';
+  private wake: (() => void) | null = null;
+  private n = 0;
+  constructor(public sock: Socket) {
+    this.listen();
+  }
+  private listen(): void {
+    this.sock.on('error', () => undefined);
+    this.sock.on('data', (d: Buffer) => {
+      this.buf += d.toString('latin1');
+      this.wake?.();
+    });
+  }
+  static async open(port: number): Promise<Client> {
+    const s = connect(port, '127.0.0.1');
+    s.setNoDelay(true);
+    await new Promise((r) => s.once('connect', r));
+    const c = new Client(s);
+    await c.waitFor(/^\* OK.*\r\n/m);
+    return c;
+  }
+  async waitFor(re: RegExp): Promise<string> {
+    for (;;) {
+      const m = re.exec(this.buf);
+      if (m) {
+        const out = this.buf.slice(0, m.index + m[0].length);
+        this.buf = this.buf.slice(m.index + m[0].length);
+        return out;
+      }
+      await new Promise<void>((r) => (this.wake = r));
+    }
+  }
+  async cmd(text: string): Promise<string> {
+    const tag = `t${++this.n}`;
+    this.sock.write(`${tag} ${text}\r\n`);
+    const out = await this.waitFor(new RegExp(`(^|\\r\\n)${tag} (OK|NO|BAD)[^\\r]*\\r\\n`));
+    const last = out.slice(out.lastIndexOf(`${tag} `));
+    if (!last.startsWith(`${tag} OK`)) throw new Error(`${text}: ${last}`);
+    return out;
+  }
+  async startTls(): Promise<void> {
+    await this.cmd('STARTTLS');
+    const t = tlsConnect({ socket: this.sock, rejectUnauthorized: false });
+    await new Promise((r) => t.once('secureConnect', r));
+    this.sock = t;
+    this.listen();
+  }
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+async function loginRate(port: number, tls: boolean): Promise<number> {
+  let count = 0;
+  const end = Date.now() + SECONDS * 1000;
+  await Promise.all(
+    Array.from({ length: 10 }, async () => {
+      while (Date.now() < end) {
+        const c = await Client.open(port);
+        if (tls) await c.startTls();
+        await c.cmd(`LOGIN ${ACCOUNT} ${PASSWORD}`);
+        await c.cmd('LOGOUT').catch(() => undefined);
+        c.close();
+        count++;
+      }
+    }),
+  );
+  return count / SECONDS;
+}
+
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const t = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t) / 1e6;
+}
+
+async function workload(name: string, port: number): Promise<Record<string, number>> {
+  const c = await Client.open(port);
+  await c.cmd(`LOGIN ${ACCOUNT} ${PASSWORD}`);
+  const cold = await timed(async () => {
+    await c.cmd('SELECT INBOX');
+    await c.cmd('FETCH 1:* (FLAGS ENVELOPE)');
+  });
+  await c.cmd('UNSELECT');
+  const warm = await timed(async () => {
+    await c.cmd('SELECT INBOX');
+    await c.cmd('FETCH 1:* (FLAGS ENVELOPE)');
+  });
+  const fetchOnly = await timed(() => c.cmd('FETCH 1:* (FLAGS ENVELOPE)'));
+  await c.cmd('FETCH 1:200 BODY.PEEK[]');
+  const bodies = await timed(() => c.cmd('FETCH 1:200 BODY.PEEK[]'));
+  c.close();
+  const logins = await loginRate(port, false);
+  const tlsLogins = await loginRate(port, true);
+  const r = {
+    'SELECT+FETCH ENVELOPE cold (ms)': cold,
+    'SELECT+FETCH ENVELOPE warm (ms)': warm,
+    'FETCH 1:* (FLAGS ENVELOPE) warm (ms)': fetchOnly,
+    'FETCH 200 bodies (ms)': bodies,
+    'logins/s, 10 clients': logins,
+    'STARTTLS logins/s, 10 clients': tlsLogins,
+  };
+  console.error(`${name}: done`);
+  return r;
+}
+
+async function startMailyard(): Promise<{ port: number; stop: () => void }> {
+  const prefix = `bench-${process.pid}:`;
+  const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { keyPrefix: prefix });
+  const dir = new Directory(redis);
+  await dir.addDomain('bench.test');
+  await dir.addUser(ACCOUNT, PASSWORD);
+  redis.disconnect();
+  const [imap, imaps, pop3, pop3s] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const child = spawn(
+    process.execPath,
+    ['--conditions=development', '--import', 'tsx', 'services/retrieval/src/main.ts'],
+    {
+      env: {
+        ...process.env,
+        REDIS_PREFIX: prefix,
+        MAILDIR_ROOT: root,
+        IMAP_PORT: String(imap),
+        IMAPS_PORT: String(imaps),
+        POP3_PORT: String(pop3),
+        POP3S_PORT: String(pop3s),
+        LISTEN_ADDRESS: '127.0.0.1',
+        PLAINTEXT_AUTH_NETWORKS: '127.0.0.1/32',
+        MAIL_MAX_USER_CONNECTIONS: '1000',
+        LOG_LEVEL: 'warn',
+        MYHOSTNAME: 'imap.bench.test',
+      },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    },
+  );
+  await waitPort(imap);
+  return {
+    port: imap,
+    stop: () => {
+      child.kill('SIGTERM');
+      const r = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+      void r
+        .keys(prefix + '*')
+        .then((ks) => (ks.length ? r.del(...ks) : 0))
+        .finally(() => r.disconnect());
+    },
+  };
+}
+
+async function startDovecot(): Promise<{ port: number; stop: () => void } | null> {
+  if (spawnSync('sh', ['-c', 'command -v dovecot']).status !== 0) {
+    console.error('dovecot not installed (apt-get install dovecot-imapd): skipped');
+    return null;
+  }
+  const port = await freePort();
+  const base = join(root, '..', `dovecot-${process.pid}`);
+  mkdirSync(join(base, 'run'), { recursive: true });
+  const { key, cert } = selfSignedCertificate('imap.bench.test');
+  writeFileSync(join(base, 'key.pem'), key);
+  chmodSync(join(base, 'key.pem'), 0o600);
+  writeFileSync(join(base, 'cert.pem'), cert);
+  writeFileSync(join(base, 'passwd'), `${ACCOUNT}:{PLAIN}${PASSWORD}::::::\n`);
+  // the mail processes run as the dovecot user: give it the Maildir
+  spawnSync('chown', ['-R', 'dovecot:dovecot', root]);
+  writeFileSync(
+    join(base, 'dovecot.conf'),
+    `
+protocols = imap
+listen = 127.0.0.1
+base_dir = ${base}/run
+state_dir = ${base}/state
+log_path = ${base}/log
+ssl = yes
+ssl_cert = <${base}/cert.pem
+ssl_key = <${base}/key.pem
+disable_plaintext_auth = no
+auth_mechanisms = plain
+default_internal_user = dovecot
+default_login_user = dovenull
+first_valid_uid = 1
+mail_location = maildir:${accountDir(root, ACCOUNT).replace(/%/g, '%%')}
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN ${base}/passwd
+}
+userdb {
+  driver = static
+  args = uid=dovecot gid=dovecot home=${base}/home/%u
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = ${port}
+  }
+  inet_listener imaps {
+    port = 0
+  }
+  process_min_avail = 4
+}
+`,
+  );
+  const child: ChildProcess = spawn('dovecot', ['-F', '-c', join(base, 'dovecot.conf')], {
+    stdio: 'inherit',
+  });
+  await waitPort(port);
+  return {
+    port,
+    stop: () => {
+      child.kill('SIGTERM');
+      if (!process.env.BENCH_KEEP)
+        setTimeout(() => rmSync(base, { recursive: true, force: true, maxRetries: 5 }), 500);
+    },
+  };
+}
+
+async function waitPort(port: number): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const ok = await new Promise<boolean>((r) => {
+      const s = connect(port, '127.0.0.1');
+      s.once('connect', () => (s.destroy(), r(true)));
+      s.once('error', () => r(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+console.error(`filling ${N} messages into ${root}`);
+fillMaildir();
+const results: Record<string, Record<string, number>> = {};
+try {
+  if (ONLY !== 'dovecot') {
+    const m = await startMailyard();
+    try {
+      results.mailyard = await workload('mailyard', m.port);
+    } finally {
+      m.stop();
+    }
+  }
+  if (ONLY !== 'mailyard') {
+    const d = await startDovecot();
+    if (d) {
+      try {
+        results.dovecot = await workload('dovecot', d.port);
+      } finally {
+        d.stop();
+      }
+    }
+  }
+} finally {
+  if (!process.env.BENCH_KEEP) rmSync(root, { recursive: true, force: true });
+}
+const rows = Object.keys(results.mailyard ?? results.dovecot ?? {});
+console.log(
+  `\nIMAP benchmark, ${N}-message INBOX, ${SECONDS}s login runs (password hash: see packages/directory)`,
+);
+console.log(['metric', 'mailyard', 'dovecot', 'mailyard/dovecot'].join(' | '));
+for (const r of rows) {
+  const a = results.mailyard?.[r];
+  const b = results.dovecot?.[r];
+  const f = (x?: number) => (x === undefined ? '-' : x.toFixed(1));
+  console.log([r, f(a), f(b), a !== undefined && b ? (a / b).toFixed(2) : '-'].join(' | '));
+}
+setTimeout(() => process.exit(0), 1000);

@@ -1,0 +1,119 @@
+// Splits the client's byte stream into command lines and the literals they announce
+// (RFC 9051 §4.3, RFC 7888 LITERAL+). No I/O: the session feeds bytes and acts on the
+// events, so literal limits are enforced before a single literal byte is read.
+
+/** A complete command: text lines, each but the last followed by one literal. */
+export interface FramedCommand {
+  lines: string[];
+  literals: Buffer[];
+}
+
+export type FramerEvent =
+  | { type: 'command'; command: FramedCommand }
+  /** A synchronising literal was announced and accepted: send `+ ...` now. */
+  | { type: 'continue'; size: number }
+  /** The command was dropped; `fatal` means the connection cannot continue. */
+  | { type: 'error'; reason: 'line-too-long' | 'literal-too-large'; tag: string | null; fatal: boolean };
+
+export interface FramerLimits {
+  /** Longest line in bytes (without literals). */
+  maxLine: number;
+  /** Largest literal accepted. */
+  maxLiteral: number;
+}
+
+const LITERAL_AT_END = /(~?)\{(\d{1,12})(\+?)\}$/;
+
+export class CommandFramer {
+  private buf: Buffer = Buffer.alloc(0);
+  private lines: string[] = [];
+  private literals: Buffer[] = [];
+  private literalLeft = 0;
+  private literalChunks: Buffer[] = [];
+  /** Skipping the rest of an over-long line. */
+  private discarding = false;
+  /** Raw mode: each line is a command with no literal parsing (IDLE DONE, SASL responses). */
+  raw = false;
+
+  constructor(private readonly limits: FramerLimits) {}
+
+  push(chunk: Buffer): FramerEvent[] {
+    const events: FramerEvent[] = [];
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    for (;;) {
+      if (this.literalLeft > 0) {
+        if (!this.buf.length) break;
+        const take = Math.min(this.literalLeft, this.buf.length);
+        this.literalChunks.push(this.buf.subarray(0, take));
+        this.buf = this.buf.subarray(take);
+        this.literalLeft -= take;
+        if (this.literalLeft > 0) break;
+        this.literals.push(Buffer.concat(this.literalChunks));
+        this.literalChunks = [];
+        continue;
+      }
+      const nl = this.buf.indexOf(10);
+      if (nl < 0) {
+        if (this.buf.length > this.limits.maxLine) {
+          if (!this.discarding) {
+            events.push({ type: 'error', reason: 'line-too-long', tag: this.tagOf(), fatal: false });
+          }
+          this.discarding = true;
+          this.buf = Buffer.alloc(0);
+          this.reset();
+        }
+        break;
+      }
+      const lineBuf = this.buf.subarray(0, nl > 0 && this.buf[nl - 1] === 13 ? nl - 1 : nl);
+      this.buf = this.buf.subarray(nl + 1);
+      if (this.discarding) {
+        this.discarding = false;
+        continue;
+      }
+      if (lineBuf.length > this.limits.maxLine) {
+        events.push({ type: 'error', reason: 'line-too-long', tag: this.tagOf(lineBuf), fatal: false });
+        this.reset();
+        continue;
+      }
+      const line = lineBuf.toString('utf8');
+      this.lines.push(line);
+      const m = this.raw ? null : LITERAL_AT_END.exec(line);
+      if (!m) {
+        events.push({ type: 'command', command: { lines: this.lines, literals: this.literals } });
+        this.lines = [];
+        this.literals = [];
+        continue;
+      }
+      const size = Number(m[2]);
+      const nonSync = m[3] === '+';
+      if (size > this.limits.maxLiteral) {
+        // RFC 7888 §4: a non-synchronising literal cannot be refused without reading it
+        events.push({ type: 'error', reason: 'literal-too-large', tag: this.tagOf(), fatal: nonSync });
+        this.reset();
+        continue;
+      }
+      if (!nonSync) events.push({ type: 'continue', size });
+      if (size === 0) this.literals.push(Buffer.alloc(0));
+      this.literalLeft = size;
+    }
+    return events;
+  }
+
+  /** Bytes received but not yet consumed (for STARTTLS: must be none). */
+  get pending(): number {
+    return this.buf.length + this.lines.length;
+  }
+
+  private tagOf(line?: Buffer): string | null {
+    const first = this.lines[0] ?? line?.toString('utf8') ?? this.buf.toString('utf8');
+    const m = /^([^\s(){%*"\\\]]+) /.exec(first);
+    return m ? m[1]! : null;
+  }
+
+  private reset(): void {
+    this.lines = [];
+    this.literals = [];
+    this.literalChunks = [];
+    this.literalLeft = 0;
+  }
+}

@@ -1,0 +1,271 @@
+// MIME structure of a stored message, with byte offsets, for BODYSTRUCTURE, ENVELOPE
+// and BODY[section] (RFC 9051 §6.4.5, §7.5.2; RFC 2045/2046). Pure: works on a Buffer.
+
+export interface HeaderField {
+  /** Lower-cased name. */
+  name: string;
+  /** Unfolded value, raw (encoded words kept). */
+  value: string;
+}
+
+export interface MimePart {
+  /** Offsets into the message buffer. */
+  start: number;
+  bodyStart: number;
+  end: number;
+  headers: HeaderField[];
+  type: string;
+  subtype: string;
+  params: Record<string, string>;
+  encoding: string;
+  id: string | null;
+  description: string | null;
+  md5: string | null;
+  disposition: { type: string; params: Record<string, string> } | null;
+  language: string[] | null;
+  location: string | null;
+  /** Body lines (text/* and message/rfc822). */
+  lines: number;
+  children: MimePart[];
+  /** The encapsulated message of a message/rfc822 part. */
+  message: MimePart | null;
+}
+
+/** Offset just past the header block (after the empty line), or the end. */
+function headerEnd(buf: Buffer, start: number, end: number): { bodyStart: number; headerStop: number } {
+  if (start >= end) return { bodyStart: end, headerStop: end };
+  // a part that starts with an empty line has no headers
+  if (buf[start] === 10) return { bodyStart: start + 1, headerStop: start };
+  if (buf[start] === 13 && buf[start + 1] === 10) return { bodyStart: start + 2, headerStop: start };
+  let i = start;
+  for (;;) {
+    const nl = buf.indexOf(10, i);
+    if (nl < 0 || nl >= end) return { bodyStart: end, headerStop: end };
+    const next = nl + 1;
+    if (buf[next] === 10) return { bodyStart: next + 1, headerStop: next };
+    if (buf[next] === 13 && buf[next + 1] === 10) return { bodyStart: next + 2, headerStop: next };
+    i = next;
+  }
+}
+
+export function parseHeaderBlock(text: string): HeaderField[] {
+  const out: HeaderField[] = [];
+  for (const line of text.split(/\r?\n/)) {
+    if (!line) continue;
+    if ((line[0] === ' ' || line[0] === '\t') && out.length) {
+      out[out.length - 1]!.value += ' ' + line.trim();
+      continue;
+    }
+    const colon = line.indexOf(':');
+    if (colon <= 0) continue;
+    out.push({ name: line.slice(0, colon).trim().toLowerCase(), value: line.slice(colon + 1).trim() });
+  }
+  return out;
+}
+
+export function header(h: HeaderField[], name: string): string | null {
+  for (const f of h) if (f.name === name) return f.value;
+  return null;
+}
+
+/** `type/sub; a=b; c="d"` -> value and parameters (RFC 2045 §5.1, RFC 2231 continuations). */
+export function parseParamHeader(value: string): { value: string; params: Record<string, string> } {
+  const parts: string[] = [];
+  let cur = '';
+  let q = false;
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i]!;
+    if (c === '"') q = !q;
+    if (c === '\\' && q) {
+      cur += c + (value[++i] ?? '');
+      continue;
+    }
+    if (c === ';' && !q) {
+      parts.push(cur);
+      cur = '';
+    } else cur += c;
+  }
+  parts.push(cur);
+  const params: Record<string, string> = {};
+  const continued: Record<string, string[]> = {};
+  for (const p of parts.slice(1)) {
+    const eq = p.indexOf('=');
+    if (eq < 0) continue;
+    const k = p.slice(0, eq).trim().toLowerCase();
+    let v = p.slice(eq + 1).trim();
+    if (v.startsWith('"')) v = v.slice(1, v.endsWith('"') ? -1 : undefined).replace(/\\(.)/g, '$1');
+    const m = /^(.+?)\*(\d+)?\*?$/.exec(k);
+    if (m && k.includes('*')) {
+      (continued[m[1]!] ??= [])[Number(m[2] ?? 0)] = v;
+    } else params[k] = v;
+  }
+  for (const [k, vs] of Object.entries(continued)) {
+    let v = vs.join('');
+    const m = /^([^']*)'[^']*'(.*)$/.exec(v);
+    if (m) {
+      try {
+        v = new TextDecoder(m[1] || 'utf-8').decode(
+          Buffer.from(
+            m[2]!.replace(/%([0-9a-f]{2})/gi, (_, h: string) => String.fromCharCode(parseInt(h, 16))),
+            'latin1',
+          ),
+        );
+      } catch {
+        v = m[2]!;
+      }
+    }
+    params[k] ??= v;
+  }
+  return { value: (parts[0] ?? '').trim(), params };
+}
+
+function countLines(buf: Buffer, start: number, end: number): number {
+  let n = 0;
+  for (let i = buf.indexOf(10, start); i >= 0 && i < end; i = buf.indexOf(10, i + 1)) n++;
+  if (end > start && buf[end - 1] !== 10) n++;
+  return n;
+}
+
+export function parseMime(
+  buf: Buffer,
+  start = 0,
+  end = buf.length,
+  defaultType = 'text/plain',
+  depth = 0,
+): MimePart {
+  const { bodyStart, headerStop } = headerEnd(buf, start, end);
+  const headers = parseHeaderBlock(buf.toString('latin1', start, headerStop));
+  const ct = parseParamHeader(header(headers, 'content-type') ?? defaultType);
+  let [type, subtype] = ct.value
+    .toLowerCase()
+    .split('/')
+    .map((s) => s.trim());
+  if (!type || !subtype) {
+    [type, subtype] = ['text', 'plain'];
+    if (!ct.params.charset) ct.params.charset = 'us-ascii';
+  }
+  if (type === 'text' && !ct.params.charset) ct.params.charset = 'us-ascii';
+  const disp = header(headers, 'content-disposition');
+  const dp = disp ? parseParamHeader(disp) : null;
+  const lang = header(headers, 'content-language');
+  const part: MimePart = {
+    start,
+    bodyStart,
+    end,
+    headers,
+    type,
+    subtype,
+    params: ct.params,
+    encoding: (header(headers, 'content-transfer-encoding') ?? '7bit').trim().toLowerCase(),
+    id: header(headers, 'content-id'),
+    description: header(headers, 'content-description'),
+    md5: header(headers, 'content-md5'),
+    disposition: dp ? { type: dp.value.toLowerCase(), params: dp.params } : null,
+    language: lang ? lang.split(/[\s,]+/).filter(Boolean) : null,
+    location: header(headers, 'content-location'),
+    lines: 0,
+    children: [],
+    message: null,
+  };
+  if (depth > 50) return part;
+  if (type === 'multipart' && ct.params.boundary) {
+    const delim = Buffer.from('--' + ct.params.boundary);
+    const bounds: { lineStart: number; after: number; close: boolean }[] = [];
+    let i = bodyStart;
+    while (i < end) {
+      let nl = buf.indexOf(10, i);
+      if (nl < 0 || nl >= end) nl = end;
+      if (buf.compare(delim, 0, delim.length, i, Math.min(i + delim.length, end)) === 0) {
+        const tail = buf.toString('latin1', i + delim.length, nl).trimEnd();
+        if (tail === '' || tail === '--') {
+          bounds.push({ lineStart: i, after: Math.min(nl + 1, end), close: tail === '--' });
+          if (tail === '--') break;
+        }
+      }
+      i = nl + 1;
+    }
+    for (let k = 0; k < bounds.length; k++) {
+      const b = bounds[k]!;
+      if (b.close) break;
+      const next = bounds[k + 1];
+      let pEnd = next ? next.lineStart : end;
+      // the CRLF before a delimiter belongs to the delimiter (RFC 2046 §5.1.1)
+      if (next) {
+        if (buf[pEnd - 1] === 10) pEnd--;
+        if (buf[pEnd - 1] === 13) pEnd--;
+      }
+      pEnd = Math.max(pEnd, b.after);
+      const childDefault = subtype === 'digest' ? 'message/rfc822' : 'text/plain';
+      part.children.push(parseMime(buf, b.after, pEnd, childDefault, depth + 1));
+    }
+  } else if (type === 'message' && (subtype === 'rfc822' || subtype === 'global')) {
+    part.message = parseMime(buf, bodyStart, end, 'text/plain', depth + 1);
+    part.lines = countLines(buf, bodyStart, end);
+  } else if (type === 'text') {
+    part.lines = countLines(buf, bodyStart, end);
+  }
+  return part;
+}
+
+/** Finds the part a section number path (`1.2.3`) names, RFC 9051 §6.4.5. */
+export function findPart(root: MimePart, path: number[]): MimePart | null {
+  let cur = root;
+  for (const n of path) {
+    if (cur.message && !cur.children.length) cur = cur.message;
+    if (cur.type === 'multipart') {
+      const c = cur.children[n - 1];
+      if (!c) return null;
+      cur = c;
+    } else if (n === 1) {
+      // part 1 of a non-multipart is its body
+    } else return null;
+  }
+  return cur;
+}
+
+/** Decodes RFC 2047 encoded words, for SEARCH and SORT. */
+export function decodeWords(text: string): string {
+  return text
+    .replace(/(=\?[^?]+\?[bBqQ]\?[^?]*\?=)\s+(?==\?)/g, '$1')
+    .replace(
+      /=\?([^?*]+)(?:\*[^?]*)?\?([bBqQ])\?([^?]*)\?=/g,
+      (all, cs: string, enc: string, data: string) => {
+        try {
+          const bytes =
+            enc.toUpperCase() === 'B'
+              ? Buffer.from(data, 'base64')
+              : Buffer.from(
+                  data
+                    .replace(/_/g, ' ')
+                    .replace(/=([0-9a-fA-F]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16))),
+                  'latin1',
+                );
+          return new TextDecoder(cs).decode(bytes);
+        } catch {
+          return all;
+        }
+      },
+    );
+}
+
+/** Content of a body after transfer decoding. */
+export function decodeTransfer(data: Buffer, encoding: string): Buffer {
+  if (encoding === 'base64')
+    return Buffer.from(data.toString('latin1').replace(/[^A-Za-z0-9+/=]/g, ''), 'base64');
+  if (encoding === 'quoted-printable') {
+    const s = data
+      .toString('latin1')
+      .replace(/=\r?\n/g, '')
+      .replace(/=([0-9a-fA-F]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16)));
+    return Buffer.from(s, 'latin1');
+  }
+  return data;
+}
+
+export function decodeText(data: Buffer, charset: string | undefined): string {
+  try {
+    return new TextDecoder(charset || 'utf-8').decode(data);
+  } catch {
+    return data.toString('latin1');
+  }
+}

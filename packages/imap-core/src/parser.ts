@@ -1,0 +1,275 @@
+// IMAP command grammar, RFC 9051 §9. Turns a framed command into tokens; each
+// command's argument shape is then read through an ArgReader, so every syntax error
+// becomes a ParseError (answered `BAD` with the tag) and never reaches a handler.
+import type { FramedCommand } from './framer.js';
+import { decodeMutf7 } from './mutf7.js';
+import { parseSequenceSet, type SequenceSet } from './sequence.js';
+
+export type Token =
+  | { t: 'atom'; v: string }
+  | { t: 'string'; v: Buffer; literal: boolean }
+  | { t: 'list'; v: Token[] }
+  | { t: 'nil' };
+
+export interface ParsedCommand {
+  tag: string;
+  /** Upper-cased; `UID FETCH` is `UID FETCH`. */
+  name: string;
+  args: Token[];
+}
+
+export class ParseError extends Error {
+  constructor(
+    message: string,
+    readonly tag: string | null = null,
+  ) {
+    super(message);
+  }
+}
+
+const ATOM_SPECIALS = new Set([...'(){ "\\]'].map((c) => c.charCodeAt(0)));
+
+class Tokenizer {
+  private li = 0;
+  private pos = 0;
+  constructor(private readonly cmd: FramedCommand) {}
+
+  private get line(): string {
+    return this.cmd.lines[this.li] ?? '';
+  }
+
+  atEnd(): boolean {
+    return this.pos >= this.line.length && this.li >= this.cmd.lines.length - 1;
+  }
+
+  peek(): string {
+    return this.line[this.pos] ?? '';
+  }
+
+  space(): void {
+    if (this.line[this.pos] !== ' ') throw new ParseError('expected a space');
+    this.pos++;
+  }
+
+  rest(): string {
+    const r = this.line.slice(this.pos);
+    this.pos = this.line.length;
+    return r;
+  }
+
+  atomText(allowBrackets: boolean): string {
+    const start = this.pos;
+    const line = this.line;
+    while (this.pos < line.length) {
+      const c = line.charCodeAt(this.pos);
+      if (c <= 0x1f || c === 0x7f) throw new ParseError('control character in command');
+      if (c === 0x5b /* [ */ && allowBrackets) {
+        const close = line.indexOf(']', this.pos);
+        if (close < 0) throw new ParseError('unterminated [');
+        this.pos = close + 1;
+        continue;
+      }
+      if (ATOM_SPECIALS.has(c)) break;
+      this.pos++;
+    }
+    if (this.pos === start) throw new ParseError('expected an atom');
+    return line.slice(start, this.pos);
+  }
+
+  token(): Token {
+    const c = this.peek();
+    if (c === '(') {
+      this.pos++;
+      const items: Token[] = [];
+      for (;;) {
+        if (this.peek() === ')') {
+          this.pos++;
+          return { t: 'list', v: items };
+        }
+        if (items.length) this.space();
+        if (this.pos >= this.line.length) throw new ParseError('unterminated list');
+        items.push(this.token());
+      }
+    }
+    if (c === '"') return this.quoted();
+    if (c === '{' || (c === '~' && this.line[this.pos + 1] === '{')) return this.literal();
+    if (c === '\\') {
+      // flag = "\" atom (and "\*" in PERMANENTFLAGS-style lists)
+      this.pos++;
+      if (this.peek() === '*') {
+        this.pos++;
+        return { t: 'atom', v: '\\*' };
+      }
+      return { t: 'atom', v: '\\' + this.atomText(false) };
+    }
+    const a = this.atomText(true);
+    if (a.toUpperCase() === 'NIL') return { t: 'nil' };
+    return { t: 'atom', v: a };
+  }
+
+  private quoted(): Token {
+    this.pos++;
+    let out = '';
+    const line = this.line;
+    for (;;) {
+      if (this.pos >= line.length) throw new ParseError('unterminated quoted string');
+      const ch = line[this.pos++]!;
+      if (ch === '"') break;
+      if (ch === '\\') {
+        const n = line[this.pos++];
+        if (n !== '\\' && n !== '"') throw new ParseError('bad escape in quoted string');
+        out += n;
+      } else {
+        out += ch;
+      }
+    }
+    return { t: 'string', v: Buffer.from(out, 'utf8'), literal: false };
+  }
+
+  private literal(): Token {
+    const rest = this.line.slice(this.pos);
+    if (!/^~?\{\d+\+?\}$/.test(rest)) throw new ParseError('literal must end the line');
+    if (this.li >= this.cmd.lines.length - 1) throw new ParseError('missing literal data');
+    const data = this.cmd.literals[this.li]!;
+    this.li++;
+    this.pos = 0;
+    return { t: 'string', v: data, literal: true };
+  }
+}
+
+/** Tag, command name and the raw tokens of the arguments. */
+export function parseCommand(cmd: FramedCommand): ParsedCommand {
+  const first = cmd.lines[0] ?? '';
+  const tm = /^([^\s(){%*"\\\]\x00-\x1f\x7f+]+) /.exec(first);
+  if (!tm) throw new ParseError(first.trim() ? 'missing or bad tag' : 'empty command');
+  const tag = tm[1]!;
+  const tk = new Tokenizer(cmd);
+  try {
+    tk.atomText(false); // tag
+    tk.space();
+    let name = tk.atomText(false).toUpperCase();
+    if (name === 'UID') {
+      tk.space();
+      name = 'UID ' + tk.atomText(false).toUpperCase();
+    }
+    const args: Token[] = [];
+    while (!tk.atEnd()) {
+      tk.space();
+      args.push(tk.token());
+    }
+    return { tag, name, args };
+  } catch (err) {
+    if (err instanceof ParseError) throw new ParseError(err.message, tag);
+    throw err;
+  }
+}
+
+/** Reads one command's arguments by shape; any mismatch is a ParseError. */
+export class ArgReader {
+  private i = 0;
+  constructor(
+    private readonly args: Token[],
+    readonly utf8Names = false,
+  ) {}
+
+  get remaining(): number {
+    return this.args.length - this.i;
+  }
+
+  peek(): Token | undefined {
+    return this.args[this.i];
+  }
+
+  next(what = 'argument'): Token {
+    const t = this.args[this.i++];
+    if (!t) throw new ParseError(`missing ${what}`);
+    return t;
+  }
+
+  end(): void {
+    if (this.i < this.args.length) throw new ParseError('too many arguments');
+  }
+
+  atom(what = 'atom'): string {
+    const t = this.next(what);
+    if (t.t !== 'atom') throw new ParseError(`expected ${what}`);
+    return t.v;
+  }
+
+  /** astring: atom or string. */
+  astring(what = 'string'): string {
+    const t = this.next(what);
+    if (t.t === 'atom') return t.v;
+    if (t.t === 'string') return t.v.toString('utf8');
+    throw new ParseError(`expected ${what}`);
+  }
+
+  bytes(what = 'string'): Buffer {
+    const t = this.next(what);
+    if (t.t === 'string') return t.v;
+    if (t.t === 'atom') return Buffer.from(t.v);
+    throw new ParseError(`expected ${what}`);
+  }
+
+  /** A mailbox name: INBOX is case-insensitive; modified UTF-7 unless UTF8=ACCEPT. */
+  mailbox(): string {
+    const raw = this.astring('mailbox name');
+    return normaliseMailbox(raw, this.utf8Names);
+  }
+
+  number(what = 'number'): number {
+    const a = this.atom(what);
+    if (!/^\d{1,20}$/.test(a)) throw new ParseError(`expected ${what}`);
+    return Number(a);
+  }
+
+  seqSet(): SequenceSet {
+    const a = this.atom('sequence set');
+    try {
+      return parseSequenceSet(a);
+    } catch (err) {
+      throw new ParseError((err as Error).message);
+    }
+  }
+
+  list(what = 'list'): Token[] {
+    const t = this.next(what);
+    if (t.t !== 'list') throw new ParseError(`expected ${what}`);
+    return t.v;
+  }
+
+  optionalList(): Token[] | null {
+    const t = this.peek();
+    if (t?.t !== 'list') return null;
+    this.i++;
+    return t.v;
+  }
+}
+
+export function normaliseMailbox(raw: string, utf8: boolean): string {
+  let name: string;
+  if (utf8) name = raw;
+  else {
+    try {
+      name = decodeMutf7(raw);
+    } catch (err) {
+      throw new ParseError((err as Error).message);
+    }
+  }
+  if (/^inbox$/i.test(name)) return 'INBOX';
+  if (/^inbox\//i.test(name)) return 'INBOX' + name.slice(5);
+  return name;
+}
+
+export function tokenText(t: Token): string {
+  switch (t.t) {
+    case 'atom':
+      return t.v;
+    case 'string':
+      return t.v.toString('utf8');
+    case 'nil':
+      return 'NIL';
+    case 'list':
+      return '(' + t.v.map(tokenText).join(' ') + ')';
+  }
+}

@@ -1,0 +1,171 @@
+// SEARCH keys, RFC 9051 §6.4.4 (and RFC 7162 MODSEQ). Parsing only; the service evaluates.
+import { ArgReader, ParseError } from './parser.js';
+import type { SequenceSet } from './sequence.js';
+import { parseSequenceSet } from './sequence.js';
+
+export type SearchKey =
+  | { k: 'all' }
+  | { k: 'flag'; flag: string; set: boolean }
+  | { k: 'new' }
+  | { k: 'old' }
+  | { k: 'recent' }
+  | { k: 'seq'; set: SequenceSet }
+  | { k: 'uid'; set: SequenceSet }
+  | { k: 'header'; field: string; value: string }
+  | { k: 'body'; value: string }
+  | { k: 'text'; value: string }
+  | { k: 'date'; field: 'internal' | 'sent'; op: 'before' | 'on' | 'since'; day: number }
+  | { k: 'size'; op: 'larger' | 'smaller'; n: number }
+  | { k: 'modseq'; n: number }
+  | { k: 'not'; key: SearchKey }
+  | { k: 'or'; a: SearchKey; b: SearchKey }
+  | { k: 'and'; keys: SearchKey[] };
+
+const MONTHS = ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'];
+
+/** `1-Feb-1994` -> days since the epoch (UTC), RFC 9051 date. */
+export function parseSearchDate(text: string): number {
+  const m = /^(\d{1,2})-([A-Za-z]{3})-(\d{4})$/.exec(text);
+  const mon = m ? MONTHS.indexOf(m[2]!.toLowerCase()) : -1;
+  if (!m || mon < 0) throw new ParseError(`bad date ${text}`);
+  return Math.floor(Date.UTC(Number(m[3]), mon, Number(m[1])) / 86400000);
+}
+
+const FLAG_KEYS: Record<string, [string, boolean]> = {
+  ANSWERED: ['\\Answered', true],
+  DELETED: ['\\Deleted', true],
+  DRAFT: ['\\Draft', true],
+  FLAGGED: ['\\Flagged', true],
+  SEEN: ['\\Seen', true],
+  UNANSWERED: ['\\Answered', false],
+  UNDELETED: ['\\Deleted', false],
+  UNDRAFT: ['\\Draft', false],
+  UNFLAGGED: ['\\Flagged', false],
+  UNSEEN: ['\\Seen', false],
+};
+const HEADER_KEYS = new Set(['BCC', 'CC', 'FROM', 'SUBJECT', 'TO']);
+const DATE_KEYS: Record<string, ['internal' | 'sent', 'before' | 'on' | 'since']> = {
+  BEFORE: ['internal', 'before'],
+  ON: ['internal', 'on'],
+  SINCE: ['internal', 'since'],
+  SENTBEFORE: ['sent', 'before'],
+  SENTON: ['sent', 'on'],
+  SENTSINCE: ['sent', 'since'],
+};
+
+export const SUPPORTED_CHARSETS = ['UTF-8', 'US-ASCII'];
+
+export class BadCharsetError extends Error {}
+
+function one(r: ArgReader, depth: number): SearchKey {
+  if (depth > 100) throw new ParseError('search keys nested too deeply');
+  const t = r.next('search key');
+  if (t.t === 'list') {
+    if (!t.v.length) throw new ParseError('empty search list');
+    const inner = new ArgReader(t.v, r.utf8Names);
+    const keys: SearchKey[] = [];
+    while (inner.remaining) keys.push(one(inner, depth + 1));
+    return keys.length === 1 ? keys[0]! : { k: 'and', keys };
+  }
+  if (t.t !== 'atom') throw new ParseError('expected a search key');
+  const up = t.v.toUpperCase();
+  if (FLAG_KEYS[up]) return { k: 'flag', flag: FLAG_KEYS[up][0], set: FLAG_KEYS[up][1] };
+  if (HEADER_KEYS.has(up)) return { k: 'header', field: up.toLowerCase(), value: r.astring() };
+  if (DATE_KEYS[up])
+    return {
+      k: 'date',
+      field: DATE_KEYS[up][0],
+      op: DATE_KEYS[up][1],
+      day: parseSearchDate(r.astring('date')),
+    };
+  switch (up) {
+    case 'ALL':
+      return { k: 'all' };
+    case 'NEW':
+      return { k: 'new' };
+    case 'OLD':
+      return { k: 'old' };
+    case 'RECENT':
+      return { k: 'recent' };
+    case 'KEYWORD':
+      return { k: 'flag', flag: r.atom('keyword'), set: true };
+    case 'UNKEYWORD':
+      return { k: 'flag', flag: r.atom('keyword'), set: false };
+    case 'HEADER':
+      return { k: 'header', field: r.astring('header name').toLowerCase(), value: r.astring() };
+    case 'BODY':
+      return { k: 'body', value: r.astring() };
+    case 'TEXT':
+      return { k: 'text', value: r.astring() };
+    case 'LARGER':
+      return { k: 'size', op: 'larger', n: r.number() };
+    case 'SMALLER':
+      return { k: 'size', op: 'smaller', n: r.number() };
+    case 'UID':
+      return { k: 'uid', set: r.seqSet() };
+    case 'NOT':
+      return { k: 'not', key: one(r, depth + 1) };
+    case 'OR': {
+      const a = one(r, depth + 1);
+      return { k: 'or', a, b: one(r, depth + 1) };
+    }
+    case 'MODSEQ': {
+      // RFC 7162 §3.1.5: optional entry name and type before the number
+      const t2 = r.peek();
+      if (t2?.t === 'string' || (t2?.t === 'atom' && !/^\d+$/.test(t2.v))) {
+        r.next();
+        r.atom('entry type');
+      }
+      return { k: 'modseq', n: r.number('mod-sequence') };
+    }
+    default:
+      if (/^[\d*$]/.test(up)) {
+        try {
+          return { k: 'seq', set: parseSequenceSet(t.v) };
+        } catch (err) {
+          throw new ParseError((err as Error).message);
+        }
+      }
+      throw new ParseError(`unknown search key ${t.v}`);
+  }
+}
+
+/** Reads `[CHARSET x] key...`; throws BadCharsetError for charsets we do not decode. */
+export function parseSearch(r: ArgReader): SearchKey {
+  const first = r.peek();
+  if (first?.t === 'atom' && first.v.toUpperCase() === 'CHARSET') {
+    r.next();
+    const cs = r.astring('charset').toUpperCase();
+    if (!SUPPORTED_CHARSETS.includes(cs)) throw new BadCharsetError(cs);
+  }
+  const keys: SearchKey[] = [];
+  while (r.remaining) keys.push(one(r, 0));
+  if (!keys.length) throw new ParseError('missing search key');
+  return keys.length === 1 ? keys[0]! : { k: 'and', keys };
+}
+
+export function usesModseq(key: SearchKey): boolean {
+  switch (key.k) {
+    case 'modseq':
+      return true;
+    case 'not':
+      return usesModseq(key.key);
+    case 'or':
+      return usesModseq(key.a) || usesModseq(key.b);
+    case 'and':
+      return key.keys.some(usesModseq);
+    case 'all':
+    case 'body':
+    case 'date':
+    case 'flag':
+    case 'header':
+    case 'new':
+    case 'old':
+    case 'recent':
+    case 'seq':
+    case 'size':
+    case 'text':
+    case 'uid':
+      return false;
+  }
+}

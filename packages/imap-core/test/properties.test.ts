@@ -1,0 +1,188 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import {
+  CommandFramer,
+  decodeMutf7,
+  encodeMutf7,
+  formatSequence,
+  inRanges,
+  parseCommand,
+  ParseError,
+  parseSequenceSet,
+  resolveSequenceSet,
+} from '../src/index.js';
+
+void describe('modified UTF-7', () => {
+  void it('round-trips any folder name', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary' }), (s) => {
+        // lone surrogates are not valid names; skip them
+        if (/[\ud800-\udfff]/.test(s.replace(/[\ud800-\udbff][\udc00-\udfff]/g, ''))) return;
+        const enc = encodeMutf7(s);
+        assert.match(enc, /^[\x20-\x7e]*$/);
+        assert.equal(decodeMutf7(enc), s);
+      }),
+    );
+  });
+
+  void it('matches RFC 3501 examples', () => {
+    assert.equal(encodeMutf7('~peter/mail/台北/日本語'), '~peter/mail/&U,BTFw-/&ZeVnLIqe-');
+    assert.equal(encodeMutf7('A&B'), 'A&-B');
+    assert.equal(decodeMutf7('Entw&APw-rfe'), 'Entwürfe');
+  });
+
+  void it('rejects malformed input without crashing', () => {
+    fc.assert(
+      fc.property(fc.string(), (s) => {
+        try {
+          decodeMutf7(s);
+        } catch (err) {
+          assert.ok(err instanceof Error);
+        }
+      }),
+    );
+    for (const bad of ['&', '&Jjo', '&AGE-', '&U,BTF2XlZyyKng-x&-']) {
+      if (bad === '&U,BTF2XlZyyKng-x&-') continue;
+      assert.throws(() => decodeMutf7(bad), bad);
+    }
+  });
+});
+
+void describe('sequence sets', () => {
+  const num = fc.integer({ min: 1, max: 500 });
+  const elem = fc.oneof(
+    num.map(String),
+    fc.constant('*'),
+    fc
+      .tuple(fc.oneof(num.map(String), fc.constant('*')), fc.oneof(num.map(String), fc.constant('*')))
+      .map(([a, b]) => `${a}:${b}`),
+  );
+  const set = fc.array(elem, { minLength: 1, maxLength: 8 }).map((a) => a.join(','));
+
+  void it('resolves to exactly the numbers the set names', () => {
+    fc.assert(
+      fc.property(set, fc.integer({ min: 1, max: 600 }), (text, max) => {
+        const ranges = resolveSequenceSet(parseSequenceSet(text), max);
+        const expect = new Set<number>();
+        for (const part of text.split(',')) {
+          const [a, b = a] = part.split(':').map((x) => (x === '*' ? max : Number(x)));
+          for (let n = Math.min(a!, b!); n <= Math.max(a!, b!); n++) expect.add(n);
+        }
+        for (let n = 1; n <= 600; n++)
+          assert.equal(inRanges(n, ranges), expect.has(n), `${text} max=${max} n=${n}`);
+      }),
+    );
+  });
+
+  void it('formatSequence round-trips through the parser', () => {
+    fc.assert(
+      fc.property(fc.uniqueArray(num, { minLength: 1, maxLength: 50 }), (nums) => {
+        const ranges = resolveSequenceSet(parseSequenceSet(formatSequence(nums)), 1000);
+        for (let n = 1; n <= 500; n++) assert.equal(inRanges(n, ranges), nums.includes(n));
+      }),
+    );
+  });
+
+  void it('rejects garbage', () => {
+    for (const bad of ['', '0', '1:', ':1', '1,,2', 'a', '1:2:3', '4294967296']) {
+      assert.throws(() => parseSequenceSet(bad), bad);
+    }
+  });
+});
+
+void describe('command parser', () => {
+  const atom = fc.stringMatching(/^[A-Za-z0-9.\-_]{1,10}$/);
+  const quoted = fc.string({ maxLength: 20 }).filter((s) => !/[\r\n]/.test(s));
+  const arg = fc.oneof(
+    atom.map((v) => ({ text: v, t: 'atom' as const, v })),
+    quoted.map((v) => ({ text: '"' + v.replace(/[\\"]/g, '\\$&') + '"', t: 'string' as const, v })),
+  );
+
+  void it('parses tag, name and arguments of any well-formed command', () => {
+    fc.assert(
+      fc.property(atom, atom, fc.array(arg, { maxLength: 6 }), (tag, name, args) => {
+        const line = [tag, name, ...args.map((a) => a.text)].join(' ');
+        const cmd = parseCommand({ lines: [line], literals: [] });
+        assert.equal(cmd.tag, tag);
+        assert.equal(cmd.name, name.toUpperCase() === 'UID' ? cmd.name : name.toUpperCase());
+        if (name.toUpperCase() === 'UID') return;
+        assert.equal(cmd.args.length, args.length);
+        cmd.args.forEach((t, i) => {
+          const a = args[i]!;
+          if (a.t === 'atom') {
+            if (a.v.toUpperCase() === 'NIL') assert.equal(t.t, 'nil');
+            else assert.deepEqual(t, { t: 'atom', v: a.v });
+          } else {
+            assert.equal(t.t, 'string');
+            assert.equal(t.t === 'string' && t.v.toString('utf8'), a.v);
+          }
+        });
+      }),
+    );
+  });
+
+  void it('never throws anything but ParseError on arbitrary input', () => {
+    fc.assert(
+      fc.property(
+        fc.string({ maxLength: 200 }),
+        fc.array(fc.uint8Array({ maxLength: 20 }), { maxLength: 3 }),
+        (line, lits) => {
+          const lines = [line, ...lits.map(() => ')')];
+          try {
+            parseCommand({ lines, literals: lits.map((l) => Buffer.from(l)) });
+          } catch (err) {
+            assert.ok(err instanceof ParseError, String(err));
+          }
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  void it('reads literals spliced into lists', () => {
+    const cmd = parseCommand({ lines: ['a SEARCH (SUBJECT {3}', ' ALL)'], literals: [Buffer.from('f\0o')] });
+    assert.deepEqual(cmd.args[0], {
+      t: 'list',
+      v: [
+        { t: 'atom', v: 'SUBJECT' },
+        { t: 'string', v: Buffer.from('f\0o'), literal: true },
+        { t: 'atom', v: 'ALL' },
+      ],
+    });
+  });
+});
+
+void describe('framer', () => {
+  void it('splits any chunking of a byte stream into the same commands', () => {
+    const stream = Buffer.from('a NOOP\r\nb APPEND INBOX {5}\r\nhello\r\nc LOGIN {1+}\r\nx y\r\n');
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: stream.length }), { maxLength: 10 }), (cuts) => {
+        const f = new CommandFramer({ maxLine: 1000, maxLiteral: 100 });
+        const points = [...new Set(cuts)].sort((x, y) => x - y);
+        const events = [];
+        let prev = 0;
+        for (const c of [...points, stream.length]) {
+          events.push(...f.push(stream.subarray(prev, c)));
+          prev = c;
+        }
+        const cmds = events.filter((e) => e.type === 'command');
+        assert.equal(cmds.length, 3);
+        assert.equal(
+          events.filter((e) => e.type === 'continue').length,
+          1,
+          'one + for the synchronising literal',
+        );
+        const b = cmds[1]!;
+        assert.ok(b.type === 'command' && b.command.literals[0]!.toString() === 'hello');
+      }),
+    );
+  });
+
+  void it('refuses an announced literal above the limit without consuming it', () => {
+    const f = new CommandFramer({ maxLine: 1000, maxLiteral: 10 });
+    const ev = f.push(Buffer.from('t1 APPEND INBOX {11}\r\nt2 NOOP\r\n'));
+    assert.deepEqual(ev[0], { type: 'error', reason: 'literal-too-large', tag: 't1', fatal: false });
+    assert.equal(ev[1]?.type, 'command');
+  });
+});

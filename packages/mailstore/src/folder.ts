@@ -1,0 +1,619 @@
+import { randomBytes } from 'node:crypto';
+import { constants, promises as fs } from 'node:fs';
+import { hostname as osHostname } from 'node:os';
+import { join } from 'node:path';
+import { DotLock } from './lock.js';
+import { formatKeywords, formatUidList, parseKeywords, parseUidList, type UidList } from './uidlist.js';
+
+/** One message as a folder snapshot sees it. */
+export interface MessageInfo {
+  uid: number;
+  /** Maildir unique name, without the `:2,` info. */
+  base: string;
+  /** Path relative to the folder: `new/<base>` or `cur/<base>:2,<letters>`. */
+  rel: string;
+  /** IMAP flags (`\Seen`, keywords). */
+  flags: string[];
+  /** Size in bytes (from `,S=` when present). */
+  size: number;
+  modseq: number;
+}
+
+export interface FolderSnapshot {
+  validity: number;
+  uidNext: number;
+  highestModseq: number;
+  /** In UID order. */
+  messages: MessageInfo[];
+}
+
+export interface FlagChange {
+  uid: number;
+  op: 'add' | 'remove' | 'set';
+  flags: string[];
+}
+
+// Maildir info letters (https://cr.yp.to/proto/maildir.html) <-> IMAP system flags.
+const LETTER_TO_FLAG: Record<string, string> = {
+  D: '\\Draft',
+  F: '\\Flagged',
+  R: '\\Answered',
+  S: '\\Seen',
+  T: '\\Deleted',
+};
+const FLAG_TO_LETTER = Object.fromEntries(
+  Object.entries(LETTER_TO_FLAG).map(([l, f]) => [f.toLowerCase(), l]),
+);
+
+export const UIDLIST = 'dovecot-uidlist';
+const KEYWORDS = 'dovecot-keywords';
+/** Our own per-folder state: MODSEQ per message, and expunged UIDs for QRESYNC. */
+const MODSEQ = 'mailyard-modseq';
+const EXPUNGED_KEPT = 20_000;
+
+interface ModseqState {
+  highest: number;
+  /** uid -> [modseq, info letters last seen]. */
+  msgs: Record<string, [number, string]>;
+  /** [uid, modseq at which it was expunged], oldest first. */
+  expunged: [number, number][];
+}
+
+interface Scanned {
+  rel: string;
+  letters: string;
+}
+
+function splitName(name: string): { base: string; letters: string } {
+  const i = name.indexOf(':2,');
+  if (i < 0) return { base: name.includes(':') ? name.slice(0, name.indexOf(':')) : name, letters: '' };
+  return { base: name.slice(0, i), letters: name.slice(i + 3) };
+}
+
+function sizeOf(base: string): number | null {
+  const m = /,S=(\d+)/.exec(base);
+  return m ? Number(m[1]) : null;
+}
+
+async function readText(path: string): Promise<string | null> {
+  try {
+    return await fs.readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+async function writeAtomic(path: string, content: string): Promise<void> {
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  await fs.writeFile(tmp, content, { mode: 0o600 });
+  await fs.rename(tmp, path);
+}
+
+let counter = 0;
+/** A new Maildir unique name: `<sec>.M<usec>P<pid>Q<n>R<rand>.<host>,S=<size>`. */
+export function uniqueName(size: number, host = osHostname(), date = new Date()): string {
+  const sec = Math.floor(date.getTime() / 1000);
+  const usec = Math.floor((performance.now() * 1000) % 1_000_000);
+  const h = host.replace(/[/:]/g, '_');
+  return `${sec}.M${usec}P${process.pid}Q${++counter}R${randomBytes(4).toString('hex')}.${h},S=${size}`;
+}
+
+/**
+ * One Maildir++ folder with Dovecot-compatible UIDs. Every change to the UID list,
+ * flags or MODSEQ state happens under the `dovecot-uidlist.lock` dot-lock, so
+ * deliveries, sessions of every instance, and a Dovecot on the same files agree.
+ * Snapshots are cached per process and revalidated by directory timestamps.
+ */
+export class MailFolder {
+  private cache: { sig: string; snap: FolderSnapshot; keywords: string[] } | null = null;
+  private readonly dates = new Map<string, Date>();
+
+  constructor(
+    readonly dir: string,
+    readonly name: string,
+    private readonly host: string = osHostname(),
+  ) {}
+
+  async exists(): Promise<boolean> {
+    try {
+      await fs.access(join(this.dir, 'cur'));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async ensure(): Promise<void> {
+    await Promise.all(
+      ['tmp', 'new', 'cur'].map((d) => fs.mkdir(join(this.dir, d), { recursive: true, mode: 0o700 })),
+    );
+    if (this.name !== 'INBOX') await fs.writeFile(join(this.dir, 'maildirfolder'), '', { flag: 'a' });
+  }
+
+  private async signature(): Promise<string | null> {
+    const now = Date.now();
+    const parts: string[] = [];
+    for (const p of ['new', 'cur', UIDLIST, MODSEQ, KEYWORDS]) {
+      try {
+        const st = await fs.stat(join(this.dir, p), { bigint: true });
+        // a change within the same clock tick leaves mtime unchanged: distrust recent ones
+        if (now - Number(st.mtimeMs) < 2000) return null;
+        parts.push(`${st.ino}:${st.mtimeNs}:${st.size}`);
+      } catch {
+        parts.push('-');
+      }
+    }
+    return parts.join('|');
+  }
+
+  private async scan(): Promise<Map<string, Scanned>> {
+    const out = new Map<string, Scanned>();
+    for (const sub of ['new', 'cur']) {
+      let names: string[];
+      try {
+        names = await fs.readdir(join(this.dir, sub));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new FolderGoneError(this.name);
+        throw err;
+      }
+      for (const n of names) {
+        if (n.startsWith('.')) continue;
+        const { base, letters } = splitName(n);
+        // the same base in new/ and cur/ (a rename raced a scan): cur wins
+        if (sub === 'new' && out.has(base)) continue;
+        out.set(base, { rel: `${sub}/${n}`, letters: sub === 'new' ? '' : letters });
+      }
+    }
+    return out;
+  }
+
+  private async readState(): Promise<{
+    list: UidList | null;
+    state: ModseqState | null;
+    keywords: string[];
+  }> {
+    const [l, s, k] = await Promise.all([
+      readText(join(this.dir, UIDLIST)),
+      readText(join(this.dir, MODSEQ)),
+      readText(join(this.dir, KEYWORDS)),
+    ]);
+    let state: ModseqState | null = null;
+    try {
+      state = s ? (JSON.parse(s) as ModseqState) : null;
+    } catch {
+      state = null;
+    }
+    return { list: l ? parseUidList(l) : null, state, keywords: k ? parseKeywords(k) : [] };
+  }
+
+  private lettersToFlags(letters: string, keywords: string[]): string[] {
+    const flags: string[] = [];
+    for (const c of letters) {
+      if (LETTER_TO_FLAG[c]) flags.push(LETTER_TO_FLAG[c]);
+      else if (c >= 'a' && c <= 'z') {
+        const kw = keywords[c.charCodeAt(0) - 97];
+        if (kw) flags.push(kw);
+      }
+    }
+    return flags;
+  }
+
+  /** Current state; assigns UIDs to new files and records external flag changes. */
+  async snapshot(): Promise<FolderSnapshot> {
+    const sig = await this.signature();
+    if (sig && this.cache?.sig === sig) return this.cache.snap;
+    const files = await this.scan();
+    const { list, state, keywords } = await this.readState();
+    if (!list || !state || this.needsUpdate(files, list, state)) {
+      return this.withLock(async (ctx) => ctx.snap);
+    }
+    const snap = this.build(files, list, state, keywords);
+    this.cache = sig ? { sig, snap, keywords } : null;
+    return snap;
+  }
+
+  private needsUpdate(files: Map<string, Scanned>, list: UidList, state: ModseqState): boolean {
+    if (files.size !== list.entries.size) return true;
+    for (const [base, f] of files) {
+      const uid = list.entries.get(base);
+      if (uid === undefined) return true;
+      const st = state.msgs[uid];
+      if (!st || st[1] !== f.letters) return true;
+    }
+    return false;
+  }
+
+  private build(
+    files: Map<string, Scanned>,
+    list: UidList,
+    state: ModseqState,
+    keywords: string[],
+  ): FolderSnapshot {
+    const messages: MessageInfo[] = [];
+    for (const [base, uid] of list.entries) {
+      const f = files.get(base);
+      if (!f) continue;
+      messages.push({
+        uid,
+        base,
+        rel: f.rel,
+        flags: this.lettersToFlags(f.letters, keywords),
+        size: sizeOf(base) ?? -1,
+        modseq: state.msgs[uid]?.[0] ?? 1,
+      });
+    }
+    messages.sort((a, b) => a.uid - b.uid);
+    return { validity: list.validity, uidNext: list.next, highestModseq: state.highest, messages };
+  }
+
+  /**
+   * Runs `fn` under the folder lock with a freshly reconciled state, then writes the
+   * UID list, keywords and MODSEQ state back if they changed.
+   */
+  private async withLock<T>(fn: (ctx: LockedFolder) => Promise<T>): Promise<T> {
+    const lock = await DotLock.acquire(join(this.dir, UIDLIST));
+    try {
+      const files = await this.scan();
+      const { list: oldList, state: oldState, keywords } = await this.readState();
+      const list: UidList = oldList ?? {
+        validity: Math.floor(Date.now() / 1000),
+        next: 1,
+        guid: randomBytes(16).toString('hex'),
+        entries: new Map(),
+      };
+      const state: ModseqState = oldState ?? { highest: 1, msgs: {}, expunged: [] };
+      let listDirty = !oldList;
+      let stateDirty = !oldState;
+      const kwBefore = keywords.join('\n');
+      // reconcile: files gone, new files, flag letters changed by someone else
+      const gone = [...list.entries].filter(([base]) => !files.has(base));
+      const fresh = [...files.keys()].filter((b) => !list.entries.has(b)).sort(compareNames);
+      let bumped = false;
+      const bump = () => {
+        if (!bumped) state.highest++;
+        bumped = true;
+        return state.highest;
+      };
+      for (const [base, uid] of gone) {
+        list.entries.delete(base);
+        delete state.msgs[uid];
+        state.expunged.push([uid, bump()]);
+        listDirty = stateDirty = true;
+      }
+      for (const base of fresh) {
+        const uid = list.next++;
+        list.entries.set(base, uid);
+        state.msgs[uid] = [bump(), files.get(base)!.letters];
+        listDirty = stateDirty = true;
+      }
+      for (const [base, uid] of list.entries) {
+        const f = files.get(base)!;
+        const st = state.msgs[uid];
+        if (!st || st[1] !== f.letters) {
+          state.msgs[uid] = [bump(), f.letters];
+          stateDirty = true;
+        }
+      }
+      const ctx = new LockedFolder(this, files, list, state, keywords);
+      ctx.snap = this.build(files, list, state, keywords);
+      const result = await fn(ctx);
+      if (ctx.dirty) {
+        listDirty ||= ctx.listDirty;
+        stateDirty = true;
+      }
+      if (state.expunged.length > EXPUNGED_KEPT)
+        state.expunged.splice(0, state.expunged.length - EXPUNGED_KEPT);
+      if (keywords.join('\n') !== kwBefore)
+        await writeAtomic(join(this.dir, KEYWORDS), formatKeywords(keywords));
+      if (stateDirty) await writeAtomic(join(this.dir, MODSEQ), JSON.stringify(state));
+      if (listDirty) await lock.commit(formatUidList(list));
+      this.cache = null;
+      return result;
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /** Applies flag changes; with `unchangedSince`, messages modified later are not changed (RFC 7162 §3.1.3). */
+  async store(
+    changes: FlagChange[],
+    unchangedSince?: number,
+  ): Promise<{ changed: MessageInfo[]; failed: number[]; snapshot: FolderSnapshot }> {
+    return this.withLock(async (ctx) => {
+      const failed: number[] = [];
+      const changedUids: number[] = [];
+      const modseq = ctx.state.highest + 1;
+      for (const c of changes) {
+        const m = ctx.byUid(c.uid);
+        if (!m) continue;
+        if (unchangedSince !== undefined && m.modseq > unchangedSince) {
+          failed.push(c.uid);
+          continue;
+        }
+        const cur = new Map(m.flags.map((f) => [f.toLowerCase(), f]));
+        const next = c.op === 'set' ? new Map<string, string>() : new Map(cur);
+        for (const f of c.flags) {
+          if (c.op === 'remove') next.delete(f.toLowerCase());
+          else next.set(f.toLowerCase(), f);
+        }
+        const same = next.size === cur.size && [...next.keys()].every((k) => cur.has(k));
+        if (same) continue;
+        await ctx.rename(m, [...next.values()], modseq);
+        changedUids.push(c.uid);
+      }
+      if (changedUids.length) ctx.state.highest = modseq;
+      const snap = ctx.rebuild();
+      const set = new Set(changedUids);
+      return { changed: snap.messages.filter((m) => set.has(m.uid)), failed, snapshot: snap };
+    });
+  }
+
+  /** Removes messages; returns the UIDs removed. */
+  async expunge(uids: number[]): Promise<number[]> {
+    return this.withLock(async (ctx) => {
+      const removed: number[] = [];
+      const modseq = ctx.state.highest + 1;
+      for (const uid of uids) {
+        const m = ctx.byUid(uid);
+        if (!m) continue;
+        await fs.unlink(join(this.dir, m.rel)).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT') throw err;
+        });
+        ctx.remove(m, modseq);
+        removed.push(uid);
+      }
+      if (removed.length) ctx.state.highest = modseq;
+      return removed;
+    });
+  }
+
+  /** Writes a new message (tmp -> fsync -> cur) and returns its UID (UIDPLUS). */
+  async append(data: Buffer, flags: string[], date: Date): Promise<{ uid: number; validity: number }> {
+    const base = uniqueName(data.length, this.host, date);
+    const tmp = join(this.dir, 'tmp', base);
+    await writeDurable(tmp, data);
+    await fs.utimes(tmp, date, date);
+    const r = await this.withLock(async (ctx) => {
+      const uid = await ctx.add(tmp, base, flags);
+      return { uid, validity: ctx.list.validity };
+    });
+    await fsyncDir(join(this.dir, 'cur'));
+    return r;
+  }
+
+  /** Copies messages from `src` (hard links where possible); returns [srcUid, dstUid] pairs. */
+  async copyFrom(
+    src: MailFolder,
+    msgs: MessageInfo[],
+  ): Promise<{ validity: number; pairs: [number, number][] }> {
+    const staged: { tmp: string; base: string; flags: string[]; uid: number }[] = [];
+    try {
+      for (const m of msgs) {
+        const size = m.size >= 0 ? m.size : (await fs.stat(join(src.dir, m.rel))).size;
+        const base = uniqueName(size, this.host);
+        const tmp = join(this.dir, 'tmp', base);
+        const from = await src.resolvePath(m);
+        try {
+          await fs.link(from, tmp);
+        } catch {
+          await fs.copyFile(from, tmp);
+        }
+        staged.push({ tmp, base, flags: m.flags, uid: m.uid });
+      }
+      const r = await this.withLock(async (ctx) => {
+        const pairs: [number, number][] = [];
+        for (const s of staged) pairs.push([s.uid, await ctx.add(s.tmp, s.base, s.flags)]);
+        return { validity: ctx.list.validity, pairs };
+      });
+      await fsyncDir(join(this.dir, 'cur'));
+      return r;
+    } catch (err) {
+      await Promise.all(staged.map((s) => fs.unlink(s.tmp).catch(() => undefined)));
+      throw err;
+    }
+  }
+
+  /** Current path of a message, following a rename by another session. */
+  async resolvePath(m: MessageInfo): Promise<string> {
+    const p = join(this.dir, m.rel);
+    try {
+      await fs.access(p);
+      return p;
+    } catch {
+      this.cache = null;
+      const snap = await this.snapshot();
+      const now = snap.messages.find((x) => x.uid === m.uid);
+      if (!now) throw new MessageGoneError(m.uid);
+      return join(this.dir, now.rel);
+    }
+  }
+
+  async read(m: MessageInfo): Promise<Buffer> {
+    try {
+      return await fs.readFile(join(this.dir, m.rel));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      return fs.readFile(await this.resolvePath(m));
+    }
+  }
+
+  /** INTERNALDATE: the file's mtime, as Dovecot keeps it. */
+  async internalDate(m: MessageInfo): Promise<Date> {
+    const hit = this.dates.get(m.base);
+    if (hit) return hit;
+    let d: Date;
+    try {
+      d = (await fs.stat(await this.resolvePath(m))).mtime;
+    } catch {
+      d = new Date(Number(m.base.split('.')[0]) * 1000 || 0);
+    }
+    this.dates.set(m.base, d);
+    return d;
+  }
+
+  async sizeOf(m: MessageInfo): Promise<number> {
+    if (m.size >= 0) return m.size;
+    return (await fs.stat(await this.resolvePath(m))).size;
+  }
+
+  /** UIDs expunged after `modseq` (QRESYNC VANISHED (EARLIER)); null if no longer known. */
+  async vanishedSince(modseq: number): Promise<number[] | null> {
+    const s = await readText(join(this.dir, MODSEQ));
+    if (!s) return null;
+    const state = JSON.parse(s) as ModseqState;
+    if (state.expunged.length >= EXPUNGED_KEPT && (state.expunged[0]?.[1] ?? 0) > modseq) return null;
+    return state.expunged.filter(([, ms]) => ms > modseq).map(([uid]) => uid);
+  }
+
+  /** @internal letters for flags; allocates keyword letters (max 26, as Dovecot). */
+  flagsToLetters(flags: string[], keywords: string[], keep: string): string {
+    const letters = new Set<string>([...keep].filter((c) => !LETTER_TO_FLAG[c] && !(c >= 'a' && c <= 'z')));
+    for (const f of flags) {
+      const l = FLAG_TO_LETTER[f.toLowerCase()];
+      if (l) {
+        letters.add(l);
+        continue;
+      }
+      if (f.startsWith('\\')) continue;
+      let i = keywords.findIndex((k) => k?.toLowerCase() === f.toLowerCase());
+      if (i < 0) {
+        i = keywords.length < 26 ? keywords.length : -1;
+        if (i < 0) continue;
+        keywords[i] = f;
+      }
+      letters.add(String.fromCharCode(97 + i));
+    }
+    return [...letters].sort().join('');
+  }
+}
+
+/** The reconciled state seen while holding the lock. */
+class LockedFolder {
+  snap!: FolderSnapshot;
+  dirty = false;
+  listDirty = false;
+  constructor(
+    private readonly folder: MailFolder,
+    private readonly files: Map<string, Scanned>,
+    readonly list: UidList,
+    readonly state: ModseqState,
+    private readonly keywords: string[],
+  ) {}
+
+  private index: Map<number, MessageInfo> | null = null;
+
+  byUid(uid: number): MessageInfo | undefined {
+    this.index ??= new Map(this.snap.messages.map((m) => [m.uid, m]));
+    return this.index.get(uid);
+  }
+
+  rebuild(): FolderSnapshot {
+    const messages: MessageInfo[] = [];
+    for (const [base, uid] of this.list.entries) {
+      const f = this.files.get(base);
+      if (!f) continue;
+      const prev = this.byUid(uid);
+      messages.push({
+        uid,
+        base,
+        rel: f.rel,
+        flags: lettersFlags(f.letters, this.keywords),
+        size: prev?.size ?? sizeOf(base) ?? -1,
+        modseq: this.state.msgs[uid]?.[0] ?? 1,
+      });
+    }
+    messages.sort((a, b) => a.uid - b.uid);
+    this.snap = {
+      validity: this.list.validity,
+      uidNext: this.list.next,
+      highestModseq: this.state.highest,
+      messages,
+    };
+    this.index = null;
+    return this.snap;
+  }
+
+  async rename(m: MessageInfo, flags: string[], modseq: number): Promise<void> {
+    const f = this.files.get(m.base)!;
+    const letters = this.folder.flagsToLetters(flags, this.keywords, f.letters);
+    const rel = `cur/${m.base}:2,${letters}`;
+    if (rel !== f.rel) await fs.rename(join(this.folder.dir, f.rel), join(this.folder.dir, rel));
+    this.files.set(m.base, { rel, letters });
+    this.state.msgs[m.uid] = [modseq, letters];
+    m.flags = flags;
+    m.rel = rel;
+    m.modseq = modseq;
+    this.dirty = true;
+  }
+
+  remove(m: MessageInfo, modseq: number): void {
+    this.files.delete(m.base);
+    this.list.entries.delete(m.base);
+    delete this.state.msgs[m.uid];
+    this.state.expunged.push([m.uid, modseq]);
+    this.index?.delete(m.uid);
+    this.dirty = this.listDirty = true;
+  }
+
+  async add(tmpPath: string, base: string, flags: string[]): Promise<number> {
+    const letters = this.folder.flagsToLetters(flags, this.keywords, '');
+    const rel = `cur/${base}:2,${letters}`;
+    await fs.rename(tmpPath, join(this.folder.dir, rel));
+    const uid = this.list.next++;
+    this.list.entries.set(base, uid);
+    this.state.highest++;
+    this.state.msgs[uid] = [this.state.highest, letters];
+    this.files.set(base, { rel, letters });
+    this.dirty = this.listDirty = true;
+    return uid;
+  }
+}
+
+function lettersFlags(letters: string, keywords: string[]): string[] {
+  const flags: string[] = [];
+  for (const c of letters) {
+    if (LETTER_TO_FLAG[c]) flags.push(LETTER_TO_FLAG[c]);
+    else if (c >= 'a' && c <= 'z' && keywords[c.charCodeAt(0) - 97])
+      flags.push(keywords[c.charCodeAt(0) - 97]!);
+  }
+  return flags;
+}
+
+/** Maildir names start with the delivery second: order by it, then by name. */
+function compareNames(a: string, b: string): number {
+  const sa = parseInt(a, 10) || 0;
+  const sb = parseInt(b, 10) || 0;
+  return sa - sb || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+async function writeDurable(path: string, data: Buffer): Promise<void> {
+  const fh = await fs.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fs.open(dir, constants.O_RDONLY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export class FolderGoneError extends Error {
+  constructor(name: string) {
+    super(`folder ${name} no longer exists`);
+  }
+}
+
+export class MessageGoneError extends Error {
+  constructor(readonly uid: number) {
+    super(`message ${uid} no longer exists`);
+  }
+}

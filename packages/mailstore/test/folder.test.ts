@@ -1,0 +1,178 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { promises as fs, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { tempDir } from '@mailyard/testkit';
+import { MailAccount, MailFolder, MaildirStore, parseUidList, UIDLIST } from '../src/index.js';
+
+const tmp = tempDir('mailstore-');
+after(() => tmp.cleanup());
+let n = 0;
+const fresh = () => join(tmp.path, `r${++n}`);
+const msg = (i: number) => Buffer.from(`Subject: m${i}\r\n\r\nbody ${i}\r\n`);
+
+void describe('MailFolder', () => {
+  void it('assigns UIDs to delivered files, stable across new instances (restart)', async () => {
+    const root = fresh();
+    const store = new MaildirStore({ root, hostname: 'h' });
+    for (let i = 0; i < 5; i++) {
+      await store.deliver({
+        account: 'a@x.test',
+        folder: 'INBOX',
+        data: msg(i),
+        queueId: `Q${i}`,
+        recipient: 'a@x.test',
+        receivedAt: new Date(1700000000000 + i * 1000),
+      });
+    }
+    const acct = new MailAccount(root, 'a@x.test');
+    const s1 = await acct.folder('INBOX').snapshot();
+    assert.deepEqual(
+      s1.messages.map((m) => m.uid),
+      [1, 2, 3, 4, 5],
+    );
+    assert.equal(s1.uidNext, 6);
+    const s2 = await new MailAccount(root, 'a@x.test').folder('INBOX').snapshot();
+    assert.equal(s2.validity, s1.validity);
+    assert.deepEqual(
+      s2.messages.map((m) => [m.uid, m.base]),
+      s1.messages.map((m) => [m.uid, m.base]),
+    );
+    // Dovecot-readable uidlist
+    const list = parseUidList(readFileSync(join(acct.folder('INBOX').dir, UIDLIST), 'utf8'))!;
+    assert.equal(list.next, 6);
+    assert.equal(list.entries.size, 5);
+  });
+
+  void it('keeps flags in file names and bumps MODSEQ', async () => {
+    const root = fresh();
+    const f = new MailFolder(join(root, 'a'), 'INBOX', 'h');
+    await f.ensure();
+    const { uid } = await f.append(msg(1), ['\\Seen'], new Date('2024-01-02T03:04:05Z'));
+    let s = await f.snapshot();
+    assert.deepEqual(s.messages[0]!.flags, ['\\Seen']);
+    assert.match(s.messages[0]!.rel, /^cur\/.*:2,S$/);
+    const before = s.highestModseq;
+    const r = await f.store([{ uid, op: 'add', flags: ['\\Flagged', '$Junk'] }]);
+    assert.equal(r.changed.length, 1);
+    s = await f.snapshot();
+    assert.deepEqual(new Set(s.messages[0]!.flags), new Set(['\\Seen', '\\Flagged', '$Junk']));
+    assert.match(s.messages[0]!.rel, /:2,FSa$/);
+    assert.ok(s.highestModseq > before);
+    assert.ok(s.messages[0]!.modseq > before);
+    // conditional store refused for a stale modseq
+    const r2 = await f.store([{ uid, op: 'remove', flags: ['\\Seen'] }], before);
+    assert.deepEqual(r2.failed, [uid]);
+    assert.equal((await f.internalDate(s.messages[0]!)).toISOString(), '2024-01-02T03:04:05.000Z');
+    // an external flag change (another tool renaming the file) is noticed and gets a MODSEQ
+    const m = s.messages[0]!;
+    await fs.rename(join(f.dir, m.rel), join(f.dir, m.rel.replace(/:2,.*$/, ':2,S')));
+    const s3 = await new MailFolder(f.dir, 'INBOX', 'h').snapshot();
+    assert.deepEqual(s3.messages[0]!.flags, ['\\Seen']);
+    assert.ok(s3.highestModseq > s.highestModseq);
+  });
+
+  void it('expunge removes files and records vanished UIDs', async () => {
+    const f = new MailFolder(join(fresh(), 'a'), 'INBOX', 'h');
+    await f.ensure();
+    for (let i = 0; i < 3; i++) await f.append(msg(i), [], new Date());
+    const s = await f.snapshot();
+    const removed = await f.expunge([2]);
+    assert.deepEqual(removed, [2]);
+    const s2 = await f.snapshot();
+    assert.deepEqual(
+      s2.messages.map((m) => m.uid),
+      [1, 3],
+    );
+    assert.deepEqual(await f.vanishedSince(s.highestModseq), [2]);
+    const { uid } = await f.append(msg(9), [], new Date());
+    assert.equal(uid, 4, 'UIDs are never reused');
+  });
+
+  void it('copies between folders', async () => {
+    const acct = new MailAccount(fresh(), 'b@x.test', 'h');
+    await acct.ensureDefaults();
+    const names = (await acct.list()).map((f) => f.name);
+    for (const n of ['INBOX', 'Sent', 'Drafts', 'Junk', 'Trash', 'Archive']) assert.ok(names.includes(n), n);
+    const inbox = acct.folder('INBOX');
+    await inbox.append(msg(1), ['\\Seen'], new Date());
+    const s = await inbox.snapshot();
+    const r = await acct.folder('Junk').copyFrom(inbox, s.messages);
+    assert.deepEqual(r.pairs, [[1, 1]]);
+    const j = await acct.folder('Junk').snapshot();
+    assert.deepEqual(j.messages[0]!.flags, ['\\Seen']);
+    assert.deepEqual(await acct.folder('Junk').read(j.messages[0]!), msg(1));
+    assert.deepEqual(await acct.usage(), { bytes: msg(1).length * 2, messages: 2 });
+  });
+
+  void it('folders: create, nested, rename with children, delete', async () => {
+    const acct = new MailAccount(fresh(), 'c@x.test', 'h');
+    await acct.ensureDefaults();
+    await acct.create('Work');
+    await acct.create('Work/Projects');
+    await acct.create('Ünïcödé.dots');
+    await assert.rejects(acct.create('Work'), /exists/);
+    await acct.rename('Work', 'Job');
+    let names = (await acct.list()).map((f) => f.name);
+    assert.ok(names.includes('Job') && names.includes('Job/Projects') && !names.includes('Work'));
+    assert.ok(names.includes('Ünïcödé.dots'));
+    await acct.delete('Job/Projects');
+    names = (await acct.list()).map((f) => f.name);
+    assert.ok(!names.includes('Job/Projects'));
+    await assert.rejects(acct.delete('INBOX'));
+  });
+
+  void it('allocates unique UIDs under concurrent delivery, appends and sessions in several processes', async () => {
+    const root = fresh();
+    const account = 'd@x.test';
+    const acct = new MailAccount(root, account, 'h');
+    await acct.ensureDefaults();
+    const worker = `
+      import { MaildirStore, MailAccount } from './packages/mailstore/src/index.ts';
+      const [root, account, id] = process.argv.slice(1);
+      const store = new MaildirStore({ root, hostname: 'w' + id });
+      const acct = new MailAccount(root, account, 'w' + id);
+      const f = acct.folder('INBOX');
+      for (let i = 0; i < 20; i++) {
+        await store.deliver({ account, folder: 'INBOX', data: Buffer.from('Subject: ' + id + '-' + i + '\\r\\n\\r\\nx\\r\\n'),
+          queueId: 'W' + id + 'N' + i, recipient: account, receivedAt: new Date() });
+        await f.append(Buffer.from('Subject: a' + id + '-' + i + '\\r\\n\\r\\nx\\r\\n'), [], new Date());
+        const s = await f.snapshot();
+        if (s.messages.length) await f.store([{ uid: s.messages[s.messages.length - 1].uid, op: 'add', flags: ['\\\\Seen'] }]);
+      }
+    `;
+    const procs = [1, 2, 3].map(
+      (id) =>
+        new Promise<void>((resolve, reject) => {
+          const p = spawn(
+            process.execPath,
+            ['--import', 'tsx', '--input-type=module', '-e', worker, root, account, String(id)],
+            {
+              cwd: join(import.meta.dirname, '../../..'),
+              stdio: ['ignore', 'inherit', 'inherit'],
+            },
+          );
+          p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`worker exit ${code}`))));
+        }),
+    );
+    // this process keeps taking snapshots meanwhile, as an IMAP session would
+    const seen = new Map<string, number>();
+    let done = false;
+    const all = Promise.all(procs).finally(() => (done = true));
+    while (!done) {
+      const s = await new MailFolder(acct.folder('INBOX').dir, 'INBOX', 'h').snapshot();
+      for (const m of s.messages) {
+        const prev = seen.get(m.base);
+        if (prev !== undefined) assert.equal(prev, m.uid, 'a message kept its UID');
+        seen.set(m.base, m.uid);
+      }
+    }
+    await all;
+    const s = await new MailFolder(acct.folder('INBOX').dir, 'INBOX', 'h').snapshot();
+    assert.equal(s.messages.length, 120);
+    assert.equal(new Set(s.messages.map((m) => m.uid)).size, 120);
+    for (const m of s.messages) if (seen.has(m.base)) assert.equal(seen.get(m.base), m.uid);
+    assert.equal(s.uidNext, 121);
+  });
+});

@@ -1,0 +1,47 @@
+import { z } from 'zod';
+import { bool, bytes, cidrList, commonSchema, duration, port, positiveInt } from '@mailyard/config';
+
+export const retrievalSchema = z.object({
+  ...commonSchema,
+  /** Root of the mailboxes, shared with services/delivery: <root>/<domain>/<local-part>/. */
+  maildir_root: z.string().min(1).default('/var/mail/mailyard'),
+  /** IMAP with STARTTLS (RFC 9051). */
+  imap_port: port(143),
+  /** IMAP over implicit TLS (RFC 8314). */
+  imaps_port: port(993),
+  /** POP3 with STLS (RFC 1939, 2595). */
+  pop3_port: port(110),
+  /** POP3 over implicit TLS. */
+  pop3s_port: port(995),
+  /** PEM certificate and key; when unset a self-signed pair is generated at start. */
+  tls_cert_file: z.string().optional(),
+  tls_key_file: z.string().optional(),
+  /**
+   * Clients allowed to log in before TLS on 143/110 (Dovecot: login_trusted_networks with
+   * disable_plaintext_auth). Empty: LOGINDISABLED until STARTTLS for everyone.
+   */
+  plaintext_auth_networks: cidrList([]),
+  /** Largest APPEND (and any literal) accepted, in bytes; announced as APPENDLIMIT. */
+  message_size_limit: bytes(25 * 1024 * 1024),
+  /** Longest command line in bytes, literals excluded (Dovecot: imap_max_line_length). */
+  imap_max_line_length: positiveInt(65536),
+  /** Errors (BAD, NO for bad input) in a row before the session is closed. */
+  imap_max_bad_commands: positiveInt(20),
+  /** Idle time before autologout; at least 30 minutes for IMAP per RFC 9051 §5.4. */
+  imap_autologout: duration('30m'),
+  /** POP3 idle time before the session is closed; at least 10 minutes per RFC 1939 §3. */
+  pop3_autologout: duration('10m'),
+  /** Sessions of one account at once, over all IPs (Dovecot: mail_max_userip_connections is per IP). */
+  mail_max_user_connections: positiveInt(50),
+  /** Sessions from one IP address at once. */
+  mail_max_ip_connections: positiveInt(100),
+  /** Sessions this instance serves at once. */
+  max_connections: positiveInt(5000),
+  /** Storage quota per account (512M, 2G...) when Redis holds no override; unset: unlimited. */
+  quota_storage: bytes(0),
+  /** Announce our own changes (flags, expunges, appends) to other instances' IDLE sessions. */
+  publish_changes: bool(true),
+  /** Seconds to wait for sessions to end at shutdown. */
+  shutdown_grace: duration('10s'),
+});
+export type RetrievalConfig = z.infer<typeof retrievalSchema>;

@@ -1,0 +1,176 @@
+import {
+  decodeTransfer,
+  findPart,
+  str,
+  type Chunk,
+  type FetchItem,
+  type MimePart,
+  type Section,
+} from '@mailyard/imap-core';
+import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
+import type { MessageCache } from '../message-cache.js';
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** date-time, RFC 9051 §9: "dd-Mon-yyyy hh:mm:ss +zzzz" (we answer in UTC). */
+export function imapDate(d: Date): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `"${p(d.getUTCDate())}-${MONTHS[d.getUTCMonth()]}-${d.getUTCFullYear()} ${p(d.getUTCHours())}:${p(
+    d.getUTCMinutes(),
+  )}:${p(d.getUTCSeconds())} +0000"`;
+}
+
+export function parseImapDate(text: string): Date | null {
+  const m = /^\s?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})$/.exec(text);
+  if (!m) return null;
+  const mon = MONTHS.findIndex((x) => x.toLowerCase() === m[2]!.toLowerCase());
+  if (mon < 0) return null;
+  const offset = (Number(m[8]) * 60 + Number(m[9])) * (m[7] === '-' ? -1 : 1);
+  const t =
+    Date.UTC(Number(m[3]), mon, Number(m[1]), Number(m[4]), Number(m[5]), Number(m[6])) - offset * 60000;
+  return new Date(t);
+}
+
+/** Raw header lines of a header block, keeping folding, for HEADER.FIELDS. */
+function filterHeaders(block: Buffer, fields: string[], not: boolean): Buffer {
+  const text = block.toString('latin1');
+  const lines = text.split(/(?<=\n)/);
+  const out: string[] = [];
+  let keep = false;
+  for (const line of lines) {
+    if (line === '\r\n' || line === '\n') break;
+    if (line[0] === ' ' || line[0] === '\t') {
+      if (keep) out.push(line);
+      continue;
+    }
+    const name = line.slice(0, line.indexOf(':')).trim().toLowerCase();
+    keep = fields.includes(name) !== not;
+    if (keep) out.push(line);
+  }
+  out.push('\r\n');
+  return Buffer.from(out.join(''), 'latin1');
+}
+
+export class SectionError extends Error {}
+
+/** The bytes a BODY[section] names, RFC 9051 §6.4.5. */
+export function sectionBytes(data: Buffer, root: MimePart, s: Section): Buffer | null {
+  let part: MimePart | null = root;
+  if (s.path.length) part = findPart(root, s.path);
+  if (!part) return null;
+  const headerOf = (p: MimePart) => data.subarray(p.start, p.bodyStart);
+  switch (s.spec) {
+    case null:
+      return s.path.length ? data.subarray(part.bodyStart, part.end) : data;
+    case 'MIME':
+      return headerOf(part);
+    case 'HEADER':
+    case 'TEXT':
+    case 'HEADER.FIELDS':
+    case 'HEADER.FIELDS.NOT': {
+      // on a part, these apply to the encapsulated message (message/rfc822)
+      const msg = s.path.length ? part.message : root;
+      if (!msg) return null;
+      if (s.spec === 'TEXT') return data.subarray(msg.bodyStart, msg.end);
+      if (s.spec === 'HEADER') return headerOf(msg);
+      return filterHeaders(headerOf(msg), s.fields, s.spec === 'HEADER.FIELDS.NOT');
+    }
+  }
+}
+
+export interface FetchContext {
+  folder: MailFolder;
+  cache: MessageCache;
+  utf8: boolean;
+  condstore: boolean;
+  byUid: boolean;
+}
+
+/** Renders one message's FETCH response body (without `* n FETCH`). */
+export async function renderFetch(ctx: FetchContext, m: MessageInfo, items: FetchItem[]): Promise<Chunk[]> {
+  const out: Chunk[][] = [];
+  const hasUid = items.some((i) => i.k === 'UID');
+  if (ctx.byUid && !hasUid) out.push([`UID ${m.uid}`]);
+  const needFull = items.some(
+    (i) =>
+      i.k === 'SECTION' ||
+      i.k === 'BODYSTRUCTURE' ||
+      i.k === 'BODY' ||
+      i.k.startsWith('RFC822.') ||
+      i.k === 'RFC822',
+  );
+  const full = needFull ? await ctx.cache.message(ctx.folder, m) : null;
+  for (const it of items) {
+    switch (it.k) {
+      case 'UID':
+        out.push([`UID ${m.uid}`]);
+        break;
+      case 'FLAGS':
+        out.push([`FLAGS (${m.flags.join(' ')})`]);
+        break;
+      case 'MODSEQ':
+        out.push([`MODSEQ (${m.modseq})`]);
+        break;
+      case 'RFC822.SIZE':
+        out.push([`RFC822.SIZE ${full ? full.data.length : await ctx.folder.sizeOf(m)}`]);
+        break;
+      case 'INTERNALDATE':
+        out.push([`INTERNALDATE ${imapDate(await ctx.folder.internalDate(m))}`]);
+        break;
+      case 'ENVELOPE':
+        out.push(['ENVELOPE ', (await ctx.cache.header(ctx.folder, m)).envelope]);
+        break;
+      case 'BODYSTRUCTURE':
+        out.push(['BODYSTRUCTURE ', full!.bodyStructure]);
+        break;
+      case 'BODY':
+        out.push(['BODY ', full!.body]);
+        break;
+      case 'RFC822':
+        out.push(['RFC822 ', ...str(full!.data)]);
+        break;
+      case 'RFC822.HEADER':
+        out.push(['RFC822.HEADER ', ...str(full!.data.subarray(0, full!.mime.bodyStart))]);
+        break;
+      case 'RFC822.TEXT':
+        out.push(['RFC822.TEXT ', ...str(full!.data.subarray(full!.mime.bodyStart))]);
+        break;
+      case 'SECTION': {
+        let bytes = sectionBytes(full!.data, full!.mime, it.section);
+        if (it.kind !== 'BODY' && bytes) {
+          const part = it.section.path.length ? findPart(full!.mime, it.section.path) : full!.mime;
+          if (part?.type === 'multipart') throw new SectionError('BINARY of a multipart');
+          const enc = part?.encoding ?? '7bit';
+          if (!['7bit', '8bit', 'binary', 'base64', 'quoted-printable'].includes(enc)) {
+            throw new SectionError('UNKNOWN-CTE');
+          }
+          bytes = decodeTransfer(bytes, enc);
+        }
+        if (it.kind === 'BINARY.SIZE') {
+          out.push([`BINARY.SIZE[${it.text}] ${bytes ? bytes.length : 0}`]);
+          break;
+        }
+        let origin = '';
+        if (bytes && it.partial) {
+          const { start, length } = it.partial;
+          bytes = bytes.subarray(start, length === null ? undefined : start + length);
+          origin = `<${start}>`;
+        }
+        const label = `${it.kind}[${it.text}]${origin} `;
+        if (!bytes) out.push([label, 'NIL']);
+        else if (it.kind === 'BINARY' && bytes.includes(0))
+          out.push([label, `~{${bytes.length}}\r\n`, bytes]);
+        else out.push([label, `{${bytes.length}}\r\n`, bytes]);
+        break;
+      }
+    }
+  }
+  if (ctx.condstore && !items.some((i) => i.k === 'MODSEQ')) out.push([`MODSEQ (${m.modseq})`]);
+  const chunks: Chunk[] = ['('];
+  out.forEach((c, i) => {
+    if (i) chunks.push(' ');
+    chunks.push(...c);
+  });
+  chunks.push(')');
+  return chunks;
+}

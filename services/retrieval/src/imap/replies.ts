@@ -1,0 +1,33 @@
+// Tagged NO/BAD replies, thrown by handlers as ImapReply and rendered in one place.
+// Response codes: RFC 9051 §7.1, RFC 5530.
+
+export class ImapReply extends Error {
+  constructor(
+    readonly status: 'NO' | 'BAD',
+    readonly code: string | null,
+    text: string,
+  ) {
+    super(text);
+  }
+}
+
+export const reply = {
+  bad: (text: string) => new ImapReply('BAD', null, text),
+  /** RFC 9051 §7.1: LOGINDISABLED / plaintext refused before TLS. */
+  privacyRequired: () =>
+    new ImapReply('NO', 'PRIVACYREQUIRED', 'Use STARTTLS (or port 993) before logging in'),
+  authFailed: () => new ImapReply('NO', 'AUTHENTICATIONFAILED', 'Authentication failed'),
+  locked: () => new ImapReply('NO', 'UNAVAILABLE', 'Too many failed logins; try again later'),
+  tooManySessions: () => new ImapReply('NO', 'LIMIT', 'Too many sessions for this account'),
+  nonexistent: () => new ImapReply('NO', 'NONEXISTENT', 'No such mailbox'),
+  tryCreate: () => new ImapReply('NO', 'TRYCREATE', 'No such mailbox'),
+  alreadyExists: () => new ImapReply('NO', 'ALREADYEXISTS', 'Mailbox already exists'),
+  cannot: (text: string) => new ImapReply('NO', 'CANNOT', text),
+  readOnly: () => new ImapReply('NO', 'READ-ONLY', 'Mailbox is read-only'),
+  overQuota: () => new ImapReply('NO', 'OVERQUOTA', 'Quota exceeded'),
+  tooBig: () => new ImapReply('NO', 'TOOBIG', 'Message too large'),
+  badCharset: (list: string[]) =>
+    new ImapReply('NO', `BADCHARSET (${list.join(' ')})`, 'Charset not supported'),
+  noPerm: (text: string) => new ImapReply('NO', 'NOPERM', text),
+  notSelected: () => new ImapReply('BAD', null, 'No mailbox selected'),
+};

@@ -1,0 +1,141 @@
+import {
+  decodeText,
+  decodeTransfer,
+  decodeWords,
+  header,
+  inRanges,
+  resolveSequenceSet,
+  type MimePart,
+  type SearchKey,
+} from '@mailyard/imap-core';
+import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
+import type { MessageCache } from '../message-cache.js';
+import type { SelectedMailbox } from './selected.js';
+
+function norm(s: string): string {
+  return s.normalize('NFC').toLowerCase();
+}
+
+function needsBody(k: SearchKey): boolean {
+  switch (k.k) {
+    case 'body':
+    case 'text':
+      return true;
+    case 'not':
+      return needsBody(k.key);
+    case 'or':
+      return needsBody(k.a) || needsBody(k.b);
+    case 'and':
+      return k.keys.some(needsBody);
+    case 'all':
+    case 'date':
+    case 'flag':
+    case 'header':
+    case 'modseq':
+    case 'new':
+    case 'old':
+    case 'recent':
+    case 'seq':
+    case 'size':
+    case 'uid':
+      return false;
+  }
+}
+
+function textParts(data: Buffer, p: MimePart, out: string[]): void {
+  if (p.children.length) {
+    for (const c of p.children) textParts(data, c, out);
+    return;
+  }
+  if (p.message) {
+    out.push(decodeWords(data.toString('utf8', p.message.start, p.message.bodyStart)));
+    textParts(data, p.message, out);
+    return;
+  }
+  if (p.type === 'text' || p.type === 'message') {
+    out.push(decodeText(decodeTransfer(data.subarray(p.bodyStart, p.end), p.encoding), p.params.charset));
+  }
+}
+
+/** Evaluates SEARCH keys against messages (RFC 9051 §6.4.4); strings match case-insensitively as UTF-8. */
+export class SearchEvaluator {
+  constructor(
+    private readonly view: SelectedMailbox,
+    private readonly folder: MailFolder,
+    private readonly cache: MessageCache,
+  ) {}
+
+  async matches(key: SearchKey, seq: number, m: MessageInfo): Promise<boolean> {
+    const body = needsBody(key) ? await this.bodyText(m) : null;
+    return this.eval(key, seq, m, body);
+  }
+
+  private async bodyText(m: MessageInfo): Promise<{ body: string; headers: string }> {
+    const full = await this.cache.message(this.folder, m);
+    const parts: string[] = [];
+    textParts(full.data, full.mime, parts);
+    return {
+      body: norm(parts.join('\n')),
+      headers: norm(decodeWords(full.data.toString('utf8', 0, full.mime.bodyStart))),
+    };
+  }
+
+  private async eval(
+    k: SearchKey,
+    seq: number,
+    m: MessageInfo,
+    body: { body: string; headers: string } | null,
+  ): Promise<boolean> {
+    const has = (f: string) => m.flags.some((x) => x.toLowerCase() === f.toLowerCase());
+    switch (k.k) {
+      case 'all':
+        return true;
+      case 'flag':
+        return has(k.flag) === k.set;
+      case 'new':
+        return false;
+      case 'recent':
+        return false;
+      case 'old':
+        return true;
+      case 'seq':
+        return inRanges(seq, resolveSequenceSet(k.set, this.view.exists));
+      case 'uid':
+        return inRanges(m.uid, resolveSequenceSet(k.set, this.view.uids[this.view.uids.length - 1] ?? 0));
+      case 'header': {
+        const h = (await this.cache.header(this.folder, m)).headers;
+        const values = h.filter((f) => f.name === k.field).map((f) => norm(decodeWords(f.value)));
+        if (!values.length) return false;
+        return values.some((v) => v.includes(norm(k.value)));
+      }
+      case 'body':
+        return body!.body.includes(norm(k.value));
+      case 'text':
+        return body!.body.includes(norm(k.value)) || body!.headers.includes(norm(k.value));
+      case 'date': {
+        let t: number;
+        if (k.field === 'internal') t = (await this.folder.internalDate(m)).getTime();
+        else {
+          const d = header((await this.cache.header(this.folder, m)).headers, 'date');
+          t = d ? Date.parse(d.replace(/\s*\([^)]*\)\s*$/, '')) : NaN;
+          if (Number.isNaN(t)) return false;
+        }
+        const day = Math.floor(t / 86400000);
+        return k.op === 'before' ? day < k.day : k.op === 'on' ? day === k.day : day >= k.day;
+      }
+      case 'size': {
+        const size = await this.folder.sizeOf(m);
+        return k.op === 'larger' ? size > k.n : size < k.n;
+      }
+      case 'modseq':
+        return m.modseq >= k.n;
+      case 'not':
+        return !(await this.eval(k.key, seq, m, body));
+      case 'or':
+        return (await this.eval(k.a, seq, m, body)) || (await this.eval(k.b, seq, m, body));
+      case 'and':
+        for (const x of k.keys) if (!(await this.eval(x, seq, m, body))) return false;
+        return true;
+    }
+  }
+}

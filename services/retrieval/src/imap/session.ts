@@ -1,0 +1,452 @@
+import { randomBytes } from 'node:crypto';
+import type { SecureContext } from 'node:tls';
+import type { Authenticator } from '@mailyard/auth';
+import type { Bus } from '@mailyard/bus';
+import { ipInNetworks } from '@mailyard/config';
+import {
+  ArgReader,
+  CommandFramer,
+  ParseError,
+  parseCommand,
+  type Chunk,
+  type FramedCommand,
+  type FramerEvent,
+} from '@mailyard/imap-core';
+import type { MailAccount, Quotas } from '@mailyard/mailstore';
+import type { Logger } from '@mailyard/observability';
+import type { RetrievalConfig } from '../config.js';
+import type { ClientConnection, SessionLimits } from '../connection.js';
+import type { MessageCache } from '../message-cache.js';
+import type { RetrievalMetrics } from '../metrics.js';
+import type { ChangeNotifier } from '../notifier.js';
+import { COMMANDS } from './commands.js';
+import { ImapReply, reply } from './replies.js';
+import type { SelectedMailbox } from './selected.js';
+
+export type ImapState = 'not-authenticated' | 'authenticated' | 'selected' | 'logout';
+
+/** What the session does with the next input line (STYLE: input mode as a union). */
+export type InputMode =
+  | { m: 'command' }
+  | { m: 'idle'; tag: string; stop: () => void }
+  | { m: 'sasl'; tag: string; mechanism: 'PLAIN' }
+  | { m: 'closed' };
+
+export interface ImapDeps {
+  config: RetrievalConfig;
+  auth: Authenticator;
+  account: (name: string) => MailAccount;
+  quotas: Quotas;
+  notifier: ChangeNotifier;
+  cache: MessageCache;
+  bus: Bus;
+  limits: SessionLimits;
+  tls: SecureContext;
+  logger: Logger;
+  metrics: RetrievalMetrics;
+}
+
+export class ImapSession {
+  readonly id = randomBytes(6).toString('base64url');
+  state: ImapState = 'not-authenticated';
+  mode: InputMode = { m: 'command' };
+  user: string | null = null;
+  mailbox: MailAccount | null = null;
+  selected: SelectedMailbox | null = null;
+  readonly enabled = new Set<string>();
+  readonly log: Logger;
+  private framer: CommandFramer;
+  private queue: FramerEvent[] = [];
+  private running = false;
+  private badCount = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private unsubscribe: (() => void) | null = null;
+  private notifyPending = false;
+
+  constructor(
+    readonly conn: ClientConnection,
+    readonly deps: ImapDeps,
+  ) {
+    this.log = deps.logger.child({ session: this.id, ip: conn.ip });
+    this.framer = new CommandFramer({
+      maxLine: deps.config.imap_max_line_length,
+      maxLiteral: deps.config.message_size_limit,
+    });
+  }
+
+  start(): void {
+    this.conn.onData = (chunk) => this.onData(chunk);
+    this.conn.onClose = () => this.cleanup();
+    this.touch();
+    this.send(
+      `* OK [CAPABILITY ${this.capabilities()}] ${this.deps.config.myhostname} Mailyard IMAP ready\r\n`,
+    );
+  }
+
+  get utf8(): boolean {
+    return this.enabled.has('UTF8=ACCEPT');
+  }
+
+  get condstore(): boolean {
+    return this.enabled.has('CONDSTORE') || this.enabled.has('QRESYNC');
+  }
+
+  get qresync(): boolean {
+    return this.enabled.has('QRESYNC');
+  }
+
+  get rev2(): boolean {
+    return this.enabled.has('IMAP4REV2');
+  }
+
+  plaintextAllowed(): boolean {
+    return this.conn.secure || ipInNetworks(this.conn.ip, this.deps.config.plaintext_auth_networks);
+  }
+
+  capabilities(): string {
+    const caps = ['IMAP4rev1', 'IMAP4rev2', 'SASL-IR', 'LITERAL+', 'ID', 'ENABLE', 'IDLE'];
+    if (this.state === 'not-authenticated') {
+      if (!this.conn.secure) caps.push('STARTTLS');
+      if (this.plaintextAllowed()) caps.push('AUTH=PLAIN');
+      else caps.push('LOGINDISABLED');
+      return caps.join(' ');
+    }
+    caps.push(
+      'NAMESPACE',
+      'UIDPLUS',
+      'MOVE',
+      'UNSELECT',
+      'CHILDREN',
+      'SPECIAL-USE',
+      'LIST-EXTENDED',
+      'LIST-STATUS',
+      'CONDSTORE',
+      'QRESYNC',
+      'QUOTA',
+      'QUOTA=RES-STORAGE',
+      'UTF8=ACCEPT',
+      'ESEARCH',
+      'SORT',
+      'STATUS=SIZE',
+      'BINARY',
+      `APPENDLIMIT=${this.deps.config.message_size_limit}`,
+    );
+    return caps.join(' ');
+  }
+
+  send(data: string | Buffer): void {
+    this.conn.write(data);
+  }
+
+  sendChunks(chunks: Chunk[]): void {
+    let text = '';
+    for (const c of chunks) {
+      if (typeof c === 'string') text += c;
+      else {
+        if (text) this.conn.write(text);
+        text = '';
+        this.conn.write(c);
+      }
+    }
+    if (text) this.conn.write(text);
+  }
+
+  private touch(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      // RFC 9051 §5.4 autologout
+      this.log.info('autologout');
+      this.deps.metrics.limitRejections.inc({ limit: 'autologout' });
+      this.close('* BYE Autologout; idle for too long\r\n');
+    }, this.deps.config.imap_autologout);
+    this.timer.unref();
+  }
+
+  private onData(chunk: Buffer): void {
+    this.touch();
+    let events: FramerEvent[];
+    try {
+      events = this.framer.push(chunk);
+    } catch (err) {
+      this.log.error({ err: String(err) }, 'framer failed');
+      this.close('* BYE Internal error\r\n');
+      return;
+    }
+    for (const ev of events) {
+      if (ev.type === 'continue') {
+        // a synchronising literal: the client waits for this before sending it
+        this.send('+ Ready for literal data\r\n');
+      } else this.queue.push(ev);
+    }
+    void this.drainQueue();
+  }
+
+  private async drainQueue(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      while (this.queue.length && this.mode.m !== 'closed') {
+        const ev = this.queue.shift()!;
+        await this.handleEvent(ev);
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async handleEvent(ev: FramerEvent): Promise<void> {
+    if (ev.type === 'continue') return;
+    if (ev.type === 'error') {
+      this.deps.metrics.limitRejections.inc({ limit: ev.reason });
+      if (ev.fatal) {
+        this.close(`* BYE [TOOBIG] Literal too large\r\n`);
+        return;
+      }
+      const text = ev.reason === 'line-too-long' ? 'Command line too long' : '[TOOBIG] Literal too large';
+      this.send(`${ev.tag ?? '*'} ${ev.reason === 'line-too-long' ? 'BAD' : 'NO'} ${text}\r\n`);
+      this.countBad();
+      return;
+    }
+    const mode = this.mode;
+    switch (mode.m) {
+      case 'closed':
+        return;
+      case 'idle':
+        return this.idleInput(mode, ev.command);
+      case 'sasl':
+        return this.saslInput(mode, ev.command);
+      case 'command':
+        return this.command(ev.command);
+    }
+  }
+
+  private countBad(): void {
+    if (++this.badCount >= this.deps.config.imap_max_bad_commands) {
+      this.deps.metrics.limitRejections.inc({ limit: 'bad-commands' });
+      this.close('* BYE Too many invalid commands\r\n');
+    }
+  }
+
+  private async command(cmd: FramedCommand): Promise<void> {
+    const started = process.hrtime.bigint();
+    let tag = '*';
+    let name = 'UNKNOWN';
+    try {
+      const parsed = parseCommand(cmd);
+      tag = parsed.tag;
+      name = parsed.name;
+      const def = COMMANDS[name];
+      if (!def) throw reply.bad(`Unknown command ${name.slice(0, 30)}`);
+      if (!def.states.includes(this.state)) {
+        if (this.state === 'not-authenticated') throw reply.bad('Log in first');
+        if (def.states.includes('selected')) throw reply.notSelected();
+        throw reply.bad(`${name} not allowed now`);
+      }
+      const args = def.parse(new ArgReader(parsed.args, this.utf8), this);
+      await def.run(this, tag, args, name);
+      this.badCount = 0;
+      this.deps.metrics.commands.inc({ protocol: 'imap', command: name, result: 'ok' });
+    } catch (err) {
+      let status: 'NO' | 'BAD';
+      let code: string | null = null;
+      let text: string;
+      if (err instanceof ParseError) {
+        status = 'BAD';
+        text = `Syntax error: ${err.message}`;
+        if (err.tag) tag = err.tag;
+      } else if (err instanceof ImapReply) {
+        status = err.status;
+        code = err.code;
+        text = err.message;
+      } else {
+        status = 'NO';
+        code = 'SERVERBUG';
+        text = 'Internal error; the incident is logged';
+        this.log.error({ err: (err as Error).stack ?? String(err), command: name }, 'command failed');
+      }
+      // updates before the tagged reply, as after any command
+      if (this.selected && status === 'NO') await this.flushUpdates(false).catch(() => undefined);
+      this.send(`${tag} ${status} ${code ? `[${code}] ` : ''}${text}\r\n`);
+      this.deps.metrics.commands.inc({
+        protocol: 'imap',
+        command: COMMANDS[name] ? name : 'UNKNOWN',
+        result: status.toLowerCase(),
+      });
+      if (status === 'BAD' || code === 'AUTHENTICATIONFAILED') this.countBad();
+    } finally {
+      this.deps.metrics.commandLatency.observe(
+        { protocol: 'imap', command: COMMANDS[name] ? name : 'UNKNOWN' },
+        Number(process.hrtime.bigint() - started) / 1e9,
+      );
+    }
+  }
+
+  /** Sends pending EXPUNGE / EXISTS / FETCH FLAGS updates for the selected folder. */
+  async flushUpdates(allowExpunge: boolean): Promise<void> {
+    if (!this.selected) return;
+    const lines = await this.selected.update({
+      allowExpunge,
+      condstore: this.condstore,
+      qresync: this.qresync,
+    });
+    if (lines.length) this.send(lines.join('\r\n') + '\r\n');
+  }
+
+  /** Tagged OK, after the untagged updates the client should see first. */
+  async ok(tag: string, text: string, opts: { allowExpunge?: boolean; code?: string } = {}): Promise<void> {
+    if (this.selected) await this.flushUpdates(opts.allowExpunge ?? true);
+    this.send(`${tag} OK ${opts.code ? `[${opts.code}] ` : ''}${text}\r\n`);
+  }
+
+  // --- login -------------------------------------------------------------------
+
+  async login(username: string, password: string): Promise<void> {
+    if (!this.plaintextAllowed()) {
+      this.deps.metrics.logins.inc({ protocol: 'imap', result: 'refused' });
+      throw reply.privacyRequired();
+    }
+    const res = await this.deps.auth.authenticate({ ip: this.conn.ip, username, password });
+    if (!res.ok) {
+      this.deps.metrics.logins.inc({ protocol: 'imap', result: res.reason });
+      this.log.info({ user: username.slice(0, 100), reason: res.reason }, 'login failed');
+      throw res.reason === 'locked' ? reply.locked() : reply.authFailed();
+    }
+    if (!this.deps.limits.openAccount(res.account)) {
+      this.deps.metrics.limitRejections.inc({ limit: 'sessions-per-account' });
+      throw reply.tooManySessions();
+    }
+    this.user = res.account;
+    this.mailbox = this.deps.account(res.account);
+    await this.mailbox.ensureDefaults();
+    this.state = 'authenticated';
+    this.deps.metrics.logins.inc({ protocol: 'imap', result: 'ok' });
+    this.log.info({ account: res.account, via: res.via }, 'logged in');
+    this.unsubscribe = this.deps.notifier.on(res.account, (folder) => this.onChange(folder));
+  }
+
+  startSasl(tag: string, initial: string | null): Promise<void> | void {
+    if (initial !== null) return this.saslResponse(tag, initial);
+    this.mode = { m: 'sasl', tag, mechanism: 'PLAIN' };
+    this.framer.raw = true;
+    this.send('+ \r\n');
+  }
+
+  private async saslInput(mode: Extract<InputMode, { m: 'sasl' }>, cmd: FramedCommand): Promise<void> {
+    this.mode = { m: 'command' };
+    this.framer.raw = false;
+    const line = cmd.lines.join('');
+    if (line === '*') {
+      this.send(`${mode.tag} BAD Authentication cancelled\r\n`);
+      return;
+    }
+    try {
+      await this.saslResponse(mode.tag, line);
+    } catch (err) {
+      if (!(err instanceof ImapReply)) throw err;
+      this.send(`${mode.tag} ${err.status} ${err.code ? `[${err.code}] ` : ''}${err.message}\r\n`);
+      this.countBad();
+    }
+  }
+
+  /** SASL PLAIN (RFC 4616): [authzid] NUL authcid NUL password. */
+  private async saslResponse(tag: string, b64: string): Promise<void> {
+    if (b64 !== '=' && !/^[A-Za-z0-9+/]*={0,2}$/.test(b64)) throw reply.bad('Invalid base64');
+    const parts = Buffer.from(b64 === '=' ? '' : b64, 'base64')
+      .toString('utf8')
+      .split('\0');
+    if (parts.length !== 3) throw reply.bad('Invalid SASL PLAIN response');
+    const [authz, user, pass] = parts as [string, string, string];
+    if (authz && authz.toLowerCase() !== user.toLowerCase()) throw reply.authFailed();
+    await this.login(user, pass);
+    this.send(`${tag} OK [CAPABILITY ${this.capabilities()}] Logged in\r\n`);
+  }
+
+  async startTls(): Promise<void> {
+    // RFC 9051 §6.2.1: anything pipelined after STARTTLS is discarded
+    this.framer = new CommandFramer({
+      maxLine: this.deps.config.imap_max_line_length,
+      maxLiteral: this.deps.config.message_size_limit,
+    });
+    this.queue = [];
+    try {
+      await this.conn.startTls(this.deps.tls);
+    } catch (err) {
+      this.log.info({ err: String(err) }, 'TLS handshake failed');
+      this.close();
+    }
+  }
+
+  // --- IDLE (RFC 2177) -----------------------------------------------------------
+
+  startIdle(tag: string): void {
+    let poll: NodeJS.Timeout | null = null;
+    const stop = () => {
+      if (poll) clearInterval(poll);
+    };
+    this.mode = { m: 'idle', tag, stop };
+    this.framer.raw = true;
+    this.send('+ idling\r\n');
+    // a fallback for changes made by tools that do not publish events
+    poll = setInterval(() => this.onChange(this.selected?.name ?? ''), 30_000);
+    poll.unref();
+    void this.pushUpdates();
+  }
+
+  private async idleInput(mode: Extract<InputMode, { m: 'idle' }>, cmd: FramedCommand): Promise<void> {
+    mode.stop();
+    this.mode = { m: 'command' };
+    this.framer.raw = false;
+    if (cmd.lines.join('').toUpperCase() !== 'DONE') {
+      this.send(`${mode.tag} BAD Expected DONE\r\n`);
+      return;
+    }
+    await this.ok(mode.tag, 'IDLE terminated');
+  }
+
+  private onChange(folder: string): void {
+    if (this.mode.m !== 'idle' || !this.selected) return;
+    if (folder !== this.selected.name && folder !== '') return;
+    this.deps.metrics.idleNotifications.inc();
+    void this.pushUpdates();
+  }
+
+  private async pushUpdates(): Promise<void> {
+    if (this.notifyPending) return;
+    this.notifyPending = true;
+    try {
+      // serialised with command handling so updates never interleave with a reply
+      while (this.running) await new Promise((r) => setImmediate(r));
+      if (this.mode.m === 'idle') await this.flushUpdates(true);
+    } catch (err) {
+      this.log.warn({ err: String(err) }, 'IDLE update failed');
+    } finally {
+      this.notifyPending = false;
+    }
+  }
+
+  /** Our own change: wake our other sessions and other instances. */
+  changed(folder: string): void {
+    if (this.user) this.deps.notifier.changed(this.user, folder);
+  }
+
+  close(last?: string): void {
+    if (this.mode.m === 'idle') this.mode.stop();
+    this.mode = { m: 'closed' };
+    this.conn.end(last);
+    this.cleanup();
+  }
+
+  private cleaned = false;
+  private cleanup(): void {
+    if (this.cleaned) return;
+    this.cleaned = true;
+    if (this.mode.m === 'idle') this.mode.stop();
+    this.mode = { m: 'closed' };
+    if (this.timer) clearTimeout(this.timer);
+    this.unsubscribe?.();
+    if (this.user) this.deps.limits.closeAccount(this.user);
+    this.deps.limits.closeIp(this.conn.ip);
+    this.deps.metrics.activeSessions.dec({ protocol: 'imap' });
+    this.deps.metrics.sentBytes.inc({ protocol: 'imap' }, this.conn.sent);
+  }
+}

@@ -1,0 +1,19 @@
+import { AppPasswords, createAuthenticator, LoginGuard } from '@mailyard/auth';
+import { Directory } from '@mailyard/directory';
+import { runMain } from '@mailyard/runtime';
+import { retrievalSchema } from './config.js';
+import { buildRetrieval } from './retrieval.js';
+
+await runMain('retrieval', retrievalSchema, (config, rt) =>
+  buildRetrieval(config, {
+    bus: rt.bus,
+    redis: rt.redis,
+    auth: createAuthenticator({
+      directory: new Directory(rt.redis),
+      guard: new LoginGuard(rt.redis),
+      appPasswords: new AppPasswords(rt.redis),
+    }),
+    logger: rt.logger,
+    registry: rt.registry,
+  }),
+);

@@ -1,0 +1,57 @@
+import { EventKeys, MailboxChanged } from '@mailyard/contracts';
+import type { Bus } from '@mailyard/bus';
+import type { Logger } from '@mailyard/observability';
+
+export type ChangeListener = (folder: string) => void;
+
+/**
+ * Fans `mailbox.changed` events out to this instance's sessions. Every retrieval
+ * instance has its own auto-delete queue (Bus.subscribe), so a delivery or a change
+ * made through another instance reaches every idling session everywhere.
+ */
+export class ChangeNotifier {
+  private readonly listeners = new Map<string, Set<ChangeListener>>();
+
+  constructor(
+    private readonly bus: Bus,
+    private readonly logger: Logger,
+    private readonly publishOwn: boolean,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.bus.subscribe(EventKeys.mailboxChanged, (payload) => {
+      const ev = MailboxChanged.safeParse(payload);
+      if (!ev.success) {
+        this.logger.warn({ err: ev.error.message }, 'invalid mailbox.changed event ignored');
+        return;
+      }
+      this.emit(ev.data.account, ev.data.folder);
+    });
+  }
+
+  on(account: string, fn: ChangeListener): () => void {
+    const key = account.toLowerCase();
+    let set = this.listeners.get(key);
+    if (!set) {
+      set = new Set();
+      this.listeners.set(key, set);
+    }
+    set.add(fn);
+    return () => {
+      set.delete(fn);
+      if (!set.size) this.listeners.delete(key);
+    };
+  }
+
+  private emit(account: string, folder: string): void {
+    for (const fn of this.listeners.get(account.toLowerCase()) ?? []) fn(folder);
+  }
+
+  /** A change made by one of our sessions: tell local sessions now, other instances via the bus. */
+  changed(account: string, folder: string): void {
+    this.emit(account, folder);
+    if (!this.publishOwn) return;
+    const ev: MailboxChanged = { v: 1, account, folder, queueId: null, at: new Date().toISOString() };
+    this.bus.publishEvent(EventKeys.mailboxChanged, ev).catch(() => undefined);
+  }
+}

@@ -1,0 +1,423 @@
+// POP3, RFC 1939 with CAPA, RESP-CODES (RFC 2449), AUTH-RESP-CODE (RFC 3206), SASL PLAIN
+// (RFC 5034) and STLS (RFC 2595). Deletions happen only in the UPDATE state after QUIT.
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { ipInNetworks } from '@mailyard/config';
+import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
+import type { Logger } from '@mailyard/observability';
+import type { ClientConnection } from '../connection.js';
+import type { ImapDeps } from '../imap/session.js';
+
+type Pop3State = 'authorization' | 'transaction' | 'update';
+
+/** One POP3 session per mailbox at a time, across every instance (RFC 1939 §8 exclusive lock). */
+export class Pop3Locks {
+  constructor(private readonly redis: Redis) {}
+
+  async acquire(account: string): Promise<(() => Promise<void>) | null> {
+    const key = `pop3:lock:${account.toLowerCase()}`;
+    const token = randomBytes(8).toString('hex');
+    const ok = await this.redis.set(key, token, 'EX', 120, 'NX');
+    if (ok !== 'OK') return null;
+    // refreshed while the session lives; expires by itself if the instance dies
+    const timer = setInterval(() => {
+      void this.redis.expire(key, 120).catch(() => undefined);
+    }, 30_000);
+    timer.unref();
+    return async () => {
+      clearInterval(timer);
+      await this.redis
+        .eval(
+          `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0`,
+          1,
+          key,
+          token,
+        )
+        .catch(() => undefined);
+    };
+  }
+}
+
+export type Pop3Deps = ImapDeps & { locks: Pop3Locks };
+
+class Pop3Error extends Error {
+  constructor(
+    readonly code: string | null,
+    text: string,
+  ) {
+    super(text);
+  }
+}
+
+interface Pop3Command {
+  states: Pop3State[];
+  run(s: Pop3Session, args: string[]): Promise<void> | void;
+}
+
+const MAX_LINE = 1024;
+
+export class Pop3Session {
+  readonly id = randomBytes(6).toString('base64url');
+  state: Pop3State = 'authorization';
+  private buf = '';
+  private user: string | null = null;
+  private pendingUser: string | null = null;
+  private folder: MailFolder | null = null;
+  private messages: MessageInfo[] = [];
+  private sizes: number[] = [];
+  private deleted = new Set<number>();
+  private validity = 0;
+  private release: (() => Promise<void>) | null = null;
+  private sasl = false;
+  private busy = false;
+  private queue: string[] = [];
+  private bad = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+  readonly log: Logger;
+
+  constructor(
+    readonly conn: ClientConnection,
+    readonly deps: Pop3Deps,
+  ) {
+    this.log = deps.logger.child({ session: this.id, ip: conn.ip, protocol: 'pop3' });
+  }
+
+  start(): void {
+    this.conn.onData = (c) => this.onData(c);
+    this.conn.onClose = () => void this.cleanup();
+    this.touch();
+    this.send(`+OK ${this.deps.config.myhostname} Mailyard POP3 ready`);
+  }
+
+  send(line: string): void {
+    this.conn.write(line + '\r\n');
+  }
+
+  private touch(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.deps.metrics.limitRejections.inc({ limit: 'autologout' });
+      this.close('-ERR Autologout; idle for too long');
+    }, this.deps.config.pop3_autologout);
+    this.timer.unref();
+  }
+
+  private onData(chunk: Buffer): void {
+    this.touch();
+    this.buf += chunk.toString('latin1');
+    for (;;) {
+      const nl = this.buf.indexOf('\n');
+      if (nl < 0) {
+        if (this.buf.length > MAX_LINE) {
+          this.buf = '';
+          this.send('-ERR Line too long');
+          this.countBad();
+        }
+        break;
+      }
+      const line = this.buf.slice(0, nl).replace(/\r$/, '');
+      this.buf = this.buf.slice(nl + 1);
+      if (line.length > MAX_LINE) {
+        this.send('-ERR Line too long');
+        this.countBad();
+        continue;
+      }
+      this.queue.push(line);
+    }
+    void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      while (this.queue.length && !this.closed) await this.handle(this.queue.shift()!);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private countBad(): void {
+    if (++this.bad >= this.deps.config.imap_max_bad_commands) this.close('-ERR Too many invalid commands');
+  }
+
+  private async handle(line: string): Promise<void> {
+    if (this.sasl) {
+      this.sasl = false;
+      if (line === '*') return this.send('-ERR Authentication cancelled');
+      return this.wrap(() => this.saslPlain(line));
+    }
+    const [verb = '', ...args] = line.split(' ');
+    const name = verb.toUpperCase();
+    const cmd = COMMANDS[name];
+    if (!cmd) {
+      this.countBad();
+      return this.send('-ERR Unknown command');
+    }
+    if (!cmd.states.includes(this.state)) {
+      this.countBad();
+      return this.send(`-ERR ${name} not allowed now`);
+    }
+    const started = process.hrtime.bigint();
+    await this.wrap(() => cmd.run(this, args));
+    this.deps.metrics.commandLatency.observe(
+      { protocol: 'pop3', command: name },
+      Number(process.hrtime.bigint() - started) / 1e9,
+    );
+  }
+
+  private async wrap(fn: () => Promise<void> | void): Promise<void> {
+    try {
+      await fn();
+      this.bad = 0;
+    } catch (err) {
+      if (err instanceof Pop3Error) {
+        this.send(`-ERR ${err.code ? `[${err.code}] ` : ''}${err.message}`);
+        this.countBad();
+      } else {
+        this.log.error({ err: (err as Error).stack ?? String(err) }, 'pop3 command failed');
+        this.send('-ERR [SYS/TEMP] Internal error');
+      }
+    }
+  }
+
+  plaintextAllowed(): boolean {
+    return this.conn.secure || ipInNetworks(this.conn.ip, this.deps.config.plaintext_auth_networks);
+  }
+
+  capa(): string[] {
+    const caps = [
+      'TOP',
+      'UIDL',
+      'RESP-CODES',
+      'AUTH-RESP-CODE',
+      'PIPELINING',
+      'USER',
+      'SASL PLAIN',
+      'IMPLEMENTATION Mailyard',
+    ];
+    if (!this.conn.secure) caps.push('STLS');
+    if (this.state === 'authorization' && !this.plaintextAllowed()) {
+      // RFC 2595 §4: no USER/SASL before TLS when plaintext is refused
+      return caps.filter((c) => c !== 'USER' && c !== 'SASL PLAIN');
+    }
+    return caps;
+  }
+
+  userCmd(name: string): void {
+    if (!this.plaintextAllowed())
+      throw new Pop3Error('AUTH', 'Plaintext authentication disallowed; use STLS');
+    this.pendingUser = name;
+    this.send('+OK');
+  }
+
+  async pass(password: string): Promise<void> {
+    if (!this.pendingUser) throw new Pop3Error(null, 'USER first');
+    const user = this.pendingUser;
+    this.pendingUser = null;
+    await this.login(user, password);
+  }
+
+  startSasl(mech: string | undefined, ir: string | undefined): Promise<void> | void {
+    if ((mech ?? '').toUpperCase() !== 'PLAIN') throw new Pop3Error(null, 'Unsupported mechanism');
+    if (!this.plaintextAllowed())
+      throw new Pop3Error('AUTH', 'Plaintext authentication disallowed; use STLS');
+    if (ir !== undefined) return this.saslPlain(ir);
+    this.sasl = true;
+    this.send('+ ');
+  }
+
+  private async saslPlain(b64: string): Promise<void> {
+    const parts = Buffer.from(b64 === '=' ? '' : b64, 'base64')
+      .toString('utf8')
+      .split('\0');
+    if (parts.length !== 3) throw new Pop3Error(null, 'Invalid SASL PLAIN response');
+    const [authz, user, pass] = parts as [string, string, string];
+    if (authz && authz.toLowerCase() !== user.toLowerCase())
+      throw new Pop3Error('AUTH', 'Authentication failed');
+    await this.login(user, pass);
+  }
+
+  private async login(username: string, password: string): Promise<void> {
+    const res = await this.deps.auth.authenticate({ ip: this.conn.ip, username, password });
+    if (!res.ok) {
+      this.deps.metrics.logins.inc({ protocol: 'pop3', result: res.reason });
+      throw new Pop3Error(
+        'AUTH',
+        res.reason === 'locked' ? 'Too many failed logins; try again later' : 'Authentication failed',
+      );
+    }
+    const release = await this.deps.locks.acquire(res.account);
+    if (!release) throw new Pop3Error('IN-USE', 'Mailbox is in use by another POP3 session');
+    if (!this.deps.limits.openAccount(res.account)) {
+      await release();
+      throw new Pop3Error('SYS/TEMP', 'Too many sessions for this account');
+    }
+    this.release = release;
+    this.user = res.account;
+    const acct = this.deps.account(res.account);
+    await acct.ensureDefaults();
+    this.folder = acct.folder('INBOX');
+    const snap = await this.folder.snapshot();
+    this.messages = snap.messages;
+    this.validity = snap.validity;
+    this.sizes = await Promise.all(this.messages.map((m) => this.folder!.sizeOf(m)));
+    this.state = 'transaction';
+    this.deps.metrics.logins.inc({ protocol: 'pop3', result: 'ok' });
+    this.log.info({ account: res.account }, 'logged in');
+    this.send(`+OK Logged in, ${this.messages.length} messages`);
+  }
+
+  msg(arg: string | undefined): number {
+    if (!arg || !/^\d+$/.test(arg)) throw new Pop3Error(null, 'Message number required');
+    const n = Number(arg);
+    if (n < 1 || n > this.messages.length || this.deleted.has(n))
+      throw new Pop3Error(null, 'No such message');
+    return n;
+  }
+
+  stat(): void {
+    let count = 0;
+    let size = 0;
+    this.messages.forEach((_, i) => {
+      if (!this.deleted.has(i + 1)) {
+        count++;
+        size += this.sizes[i]!;
+      }
+    });
+    this.send(`+OK ${count} ${size}`);
+  }
+
+  list(arg: string | undefined, uidl: boolean): void {
+    const val = (i: number) =>
+      uidl
+        ? // Dovecot's default pop3_uidl_format %08Xu%08Xv: same UIDLs as a Dovecot on this store
+          this.messages[i]!.uid.toString(16).toUpperCase().padStart(8, '0') +
+          this.validity.toString(16).toUpperCase().padStart(8, '0')
+        : String(this.sizes[i]);
+    if (arg !== undefined) {
+      const n = this.msg(arg);
+      return this.send(`+OK ${n} ${val(n - 1)}`);
+    }
+    const lines = ['+OK'];
+    this.messages.forEach((_, i) => {
+      if (!this.deleted.has(i + 1)) lines.push(`${i + 1} ${val(i)}`);
+    });
+    lines.push('.');
+    this.conn.write(lines.join('\r\n') + '\r\n');
+  }
+
+  async retr(arg: string | undefined, topLines: number | null): Promise<void> {
+    const n = this.msg(arg);
+    let data = await this.folder!.read(this.messages[n - 1]!);
+    if (topLines !== null) {
+      const text = data.toString('latin1');
+      const sep = text.search(/\r?\n\r?\n/);
+      if (sep >= 0) {
+        const bodyStart = text.indexOf('\n', text.indexOf('\n', sep) + 1) + 1;
+        const body = text
+          .slice(bodyStart)
+          .split(/(?<=\n)/)
+          .slice(0, topLines)
+          .join('');
+        data = Buffer.from(text.slice(0, bodyStart) + body, 'latin1');
+      }
+    }
+    // RFC 1939 §3: dot-stuffing and the terminating line
+    let text = data.toString('latin1').replace(/\r?\n/g, '\r\n').replace(/^\./gm, '..');
+    if (!text.endsWith('\r\n')) text += '\r\n';
+    this.conn.write(`+OK ${topLines === null ? this.sizes[n - 1] + ' octets' : ''}\r\n`);
+    this.conn.write(Buffer.from(text + '.\r\n', 'latin1'));
+    await this.conn.drain();
+  }
+
+  dele(arg: string | undefined): void {
+    const n = this.msg(arg);
+    this.deleted.add(n);
+    this.send(`+OK Message ${n} deleted`);
+  }
+
+  rset(): void {
+    this.deleted.clear();
+    this.send('+OK');
+  }
+
+  async quit(): Promise<void> {
+    if (this.state === 'transaction') {
+      // RFC 1939 §6: the UPDATE state, entered only by QUIT
+      this.state = 'update';
+      const uids = [...this.deleted].map((n) => this.messages[n - 1]!.uid);
+      try {
+        if (uids.length) {
+          await this.folder!.expunge(uids);
+          this.deps.notifier.changed(this.user!, 'INBOX');
+        }
+      } catch (err) {
+        this.log.error({ err: String(err) }, 'POP3 update failed');
+        return this.close('-ERR [SYS/TEMP] Some deleted messages were not removed');
+      }
+      return this.close(`+OK Logging out, ${uids.length} messages deleted`);
+    }
+    this.close('+OK Logging out');
+  }
+
+  async stls(): Promise<void> {
+    if (this.conn.secure) throw new Pop3Error(null, 'TLS already active');
+    this.send('+OK Begin TLS negotiation');
+    this.buf = '';
+    this.queue = [];
+    try {
+      await this.conn.startTls(this.deps.tls);
+    } catch {
+      this.close();
+    }
+  }
+
+  close(last?: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.conn.end(last ? last + '\r\n' : undefined);
+    void this.cleanup();
+  }
+
+  private cleaned = false;
+  private async cleanup(): Promise<void> {
+    if (this.cleaned) return;
+    this.cleaned = true;
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.user) this.deps.limits.closeAccount(this.user);
+    this.deps.limits.closeIp(this.conn.ip);
+    this.deps.metrics.activeSessions.dec({ protocol: 'pop3' });
+    this.deps.metrics.sentBytes.inc({ protocol: 'pop3' }, this.conn.sent);
+    await this.release?.();
+  }
+}
+
+const AUTH: Pop3State[] = ['authorization'];
+const TRANS: Pop3State[] = ['transaction'];
+const BOTH: Pop3State[] = ['authorization', 'transaction'];
+
+const COMMANDS: Record<string, Pop3Command> = {
+  CAPA: { states: BOTH, run: (s) => s.conn.write(['+OK', ...s.capa(), '.'].join('\r\n') + '\r\n') },
+  STLS: { states: AUTH, run: (s) => s.stls() },
+  USER: { states: AUTH, run: (s, a) => s.userCmd(a.join(' ')) },
+  PASS: { states: AUTH, run: (s, a) => s.pass(a.join(' ')) },
+  AUTH: { states: AUTH, run: (s, a) => s.startSasl(a[0], a[1]) },
+  QUIT: { states: BOTH, run: (s) => s.quit() },
+  NOOP: { states: TRANS, run: (s) => s.send('+OK') },
+  STAT: { states: TRANS, run: (s) => s.stat() },
+  LIST: { states: TRANS, run: (s, a) => s.list(a[0], false) },
+  UIDL: { states: TRANS, run: (s, a) => s.list(a[0], true) },
+  RETR: { states: TRANS, run: (s, a) => s.retr(a[0], null) },
+  TOP: {
+    states: TRANS,
+    run: (s, a) => {
+      if (!a[1] || !/^\d+$/.test(a[1])) throw new Pop3Error(null, 'TOP needs a line count');
+      return s.retr(a[0], Number(a[1]));
+    },
+  },
+  DELE: { states: TRANS, run: (s, a) => s.dele(a[0]) },
+  RSET: { states: TRANS, run: (s) => s.rset() },
+};

@@ -1,0 +1,227 @@
+// Real clients other than imapflow: Python's imaplib and poplib, curl's imap:// and pop3://.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { Quotas } from '@mailyard/mailstore';
+import { waitFor } from '@mailyard/testkit';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import { PASSWORD, sampleMessage, sendRaw, startRetrieval, type Retrieval } from './helpers.js';
+
+const run = promisify(execFile);
+let p: Platform;
+let r: Retrieval;
+const PYUSER = 'py@example.test';
+const POPUSER = 'pop@example.test';
+const CURLUSER = 'curl@example.test';
+const QUSER = 'quota@example.test';
+
+before(async () => {
+  p = await startPlatform();
+  for (const u of [PYUSER, POPUSER, CURLUSER, QUSER]) await addAccount(p.directory, u);
+  r = await startRetrieval(p);
+  await sendRaw(p, PYUSER, sampleMessage(1, ' Grüße aus Köln'));
+  for (let i = 1; i <= 3; i++) await sendRaw(p, POPUSER, sampleMessage(i, '\r\n.a line starting with a dot'));
+  await sendRaw(p, CURLUSER, sampleMessage(7));
+});
+after(async () => {
+  await r?.stop();
+  await p?.close();
+});
+
+async function python(script: string, ...args: string[]): Promise<string> {
+  const { stdout } = await run('python3', ['-c', script, ...args], { timeout: 30_000 });
+  return stdout;
+}
+
+const stored = (account: string) => p.inbox(account).map((f) => readFileSync(f));
+
+void describe('Python imaplib', () => {
+  void it('logs in after STARTTLS, fetches the exact body, searches UTF-8, stores, expunges', async () => {
+    const expectedBody = stored(PYUSER)[0]!.toString('latin1');
+    const out = await python(
+      `
+import imaplib, ssl, sys, json
+port, user, pw = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+m = imaplib.IMAP4('127.0.0.1', port)
+res = {'pre': m.capabilities}
+m.starttls(ssl_context=ctx)
+m.login(user, pw)
+typ, data = m.select('INBOX')
+res['exists'] = data[0].decode()
+typ, data = m.fetch('1', '(BODY.PEEK[] FLAGS)')
+res['body'] = data[0][1].decode('latin1')
+typ, data = m.search('UTF-8', 'BODY', 'Grüße'.encode())
+res['search'] = data[0].decode()
+typ, data = m.uid('STORE', '1', '+FLAGS', '(\\\\Deleted)')
+res['store'] = typ
+m.expunge()
+typ, data = m.select('INBOX')
+res['after'] = data[0].decode()
+typ, data = m.list()
+res['list'] = [d.decode() for d in data]
+m.create('Projekte/&ANw-bersicht')
+typ, data = m.list('""', 'Projekte/*')
+res['nested'] = [d.decode() for d in data]
+m.logout()
+print(json.dumps(res))
+`,
+      String(r.ports.imap),
+      PYUSER,
+      PASSWORD,
+    );
+    const res = JSON.parse(out) as Record<string, unknown>;
+    // r.ports.imap allows plaintext from 127.0.0.1 in this suite, so LOGINDISABLED is tested elsewhere
+    assert.equal(res.exists, '1');
+    assert.equal(res.body, expectedBody);
+    assert.equal(res.search, '1');
+    assert.equal(res.store, 'OK');
+    assert.equal(res.after, '0');
+    assert.ok((res.list as string[]).some((l) => l.includes('\\Junk') && l.includes('"Junk"')));
+    // modified UTF-7 on the wire for a client that did not enable UTF8=ACCEPT
+    assert.deepEqual(res.nested, ['(\\HasNoChildren) "/" "Projekte/&ANw-bersicht"']);
+  });
+});
+
+void describe('POP3 (Python poplib)', () => {
+  void it('lists, retrieves dot-stuffed mail byte-exactly, deletes only at QUIT, one session per mailbox', async () => {
+    const files = stored(POPUSER).map((b) => b.toString('latin1'));
+    const script = `
+import poplib, ssl, sys, json
+port, user, pw, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+res = {}
+if mode == 'tls':
+    p = poplib.POP3_SSL('127.0.0.1', port, context=ctx)
+else:
+    p = poplib.POP3('127.0.0.1', port)
+    res['capa'] = sorted(p.capa().keys())
+    p.stls(context=ctx)
+p.user(user); p.pass_(pw)
+res['stat'] = p.stat()
+res['uidl'] = [u.decode() for u in p.uidl()[1]]
+resp, lines, octets = p.retr(1)
+res['msg1'] = b'\\r\\n'.join(lines).decode('latin1') + '\\r\\n'
+res['octets'] = octets
+res['top'] = [l.decode('latin1') for l in p.top(1, 0)[1]]
+try:
+    q = poplib.POP3_SSL('127.0.0.1', int(sys.argv[5]), context=ctx)
+    q.user(user); q.pass_(pw)
+    res['second'] = 'logged in'
+except poplib.error_proto as e:
+    res['second'] = e.args[0].decode()
+if mode != 'tls':
+    p.dele(1)
+    res['stat_after_dele'] = p.stat()
+    p.quit()
+else:
+    p.quit()
+print(json.dumps(res))
+`;
+    const out = JSON.parse(
+      await python(script, String(r.ports.pop3), POPUSER, PASSWORD, 'stls', String(r.ports.pop3s)),
+    ) as Record<string, unknown>;
+    assert.ok((out.capa as string[]).includes('STLS'));
+    assert.ok((out.capa as string[]).includes('UIDL'));
+    assert.ok((out.capa as string[]).includes('RESP-CODES'));
+    assert.equal((out.stat as number[])[0], 3);
+    assert.equal((out.uidl as string[]).length, 3);
+    assert.match((out.uidl as string[])[0]!, /^1 [0-9A-F]{16}$/);
+    assert.ok(files.includes(out.msg1 as string), 'RETR returns the stored message after un-stuffing');
+    assert.ok((out.top as string[]).some((l) => l.startsWith('Subject: ')));
+    assert.match(out.second as string, /^-ERR \[IN-USE\]/);
+    assert.equal((out.stat_after_dele as number[])[0], 2);
+    // QUIT removed the message; a new session (implicit TLS, port 995 role) sees two
+    await waitFor(async () => {
+      const o = JSON.parse(
+        await python(script, String(r.ports.pop3s), POPUSER, PASSWORD, 'tls', String(r.ports.pop3s)),
+      ) as { stat: number[] };
+      return o.stat[0] === 2;
+    });
+  });
+
+  void it('keeps messages when the connection drops without QUIT', async () => {
+    const out = await python(
+      `
+import poplib, sys, socket
+p = poplib.POP3('127.0.0.1', int(sys.argv[1]))
+p.user(sys.argv[2]); p.pass_(sys.argv[3])
+p.dele(1)
+p.sock.shutdown(socket.SHUT_RDWR)
+p.sock.close()
+q = None
+import time
+for i in range(50):
+    try:
+        q = poplib.POP3('127.0.0.1', int(sys.argv[1])); q.user(sys.argv[2]); q.pass_(sys.argv[3]); break
+    except poplib.error_proto:
+        time.sleep(0.1)
+print(q.stat()[0]); q.quit()
+`,
+      String(r.ports.pop3),
+      POPUSER,
+      PASSWORD,
+    );
+    assert.equal(out.trim(), '2');
+  });
+});
+
+void describe('curl', () => {
+  void it('fetches a message over imap:// and pop3:// with STARTTLS', async () => {
+    const expected = stored(CURLUSER)[0]!.toString();
+    const common = ['-s', '--ssl-reqd', '-k', '-u', `${CURLUSER}:${PASSWORD}`];
+    const imap = await run('curl', [...common, `imap://127.0.0.1:${r.ports.imap}/INBOX;UID=1`]);
+    assert.equal(imap.stdout, expected);
+    const pop = await run('curl', [...common, `pop3://127.0.0.1:${r.ports.pop3}/1`]);
+    assert.equal(pop.stdout, expected);
+    const imaps = await run('curl', [
+      '-s',
+      '-k',
+      '-u',
+      `${CURLUSER}:${PASSWORD}`,
+      `imaps://127.0.0.1:${r.ports.imaps}/INBOX;UID=1`,
+    ]);
+    assert.equal(imaps.stdout, expected);
+  });
+});
+
+void describe('quota', () => {
+  void it('reports usage over IMAP QUOTA and refuses delivery beyond the limit', async () => {
+    await sendRaw(p, QUSER, sampleMessage(1));
+    const used = stored(QUSER)[0]!.length;
+    await new Quotas(p.redis.redis, 0).set(QUSER, used + 100);
+    const out = await python(
+      `
+import imaplib, sys
+m = imaplib.IMAP4('127.0.0.1', int(sys.argv[1]))
+m.login(sys.argv[2], sys.argv[3])
+print(m.getquotaroot('INBOX')[1])
+typ, data = m.append('INBOX', None, None, b'Subject: big\\r\\n\\r\\n' + b'x' * 500 + b'\\r\\n')
+print(typ, data)
+`,
+      String(r.ports.imap),
+      QUSER,
+      PASSWORD,
+    );
+    assert.match(out, /STORAGE 1 0\)|STORAGE \d+ \d+\)/);
+    assert.match(out, /NO \[b'\[OVERQUOTA\]/);
+    // delivery: the copy is not filed; the message waits in the dead-letter queue with 452 4.2.2
+    const t = (await import('nodemailer')).default.createTransport({
+      host: '127.0.0.1',
+      port: p.inbound.port,
+      ignoreTLS: true,
+    });
+    await t.sendMail({
+      envelope: { from: 'x@remote.example', to: [QUSER] },
+      raw: sampleMessage(2, 'y'.repeat(500)),
+    });
+    t.close();
+    await waitFor(async () => {
+      const m = await p.deliveryRt!.registry.getSingleMetricAsString('mailyard_delivery_deliveries_total');
+      return m.includes('result="over-quota"');
+    });
+    assert.equal(stored(QUSER).length, 1);
+  });
+});

@@ -1,0 +1,95 @@
+import { loadConfig } from '@mailyard/config';
+import { AppPasswords, createAuthenticator, LoginGuard } from '@mailyard/auth';
+import { Directory } from '@mailyard/directory';
+import { createRuntime, type Runtime } from '@mailyard/runtime';
+import nodemailer from 'nodemailer';
+import { waitFor } from '@mailyard/testkit';
+import type { Platform } from '../../../test/harness.js';
+import { buildRetrieval, retrievalSchema, type RetrievalService } from '../src/index.js';
+
+export const PASSWORD = 'correct horse battery staple';
+
+export interface Retrieval {
+  svc: RetrievalService;
+  rt: Runtime;
+  ports: ReturnType<RetrievalService['ports']>;
+  stop(): Promise<void>;
+}
+
+/** Builds a retrieval instance on port 0 over the platform's store, broker and Redis. */
+export async function startRetrieval(
+  p: Platform,
+  overrides: Record<string, unknown> = {},
+): Promise<Retrieval> {
+  const config = loadConfig(retrievalSchema, {
+    env: {},
+    overrides: {
+      amqp_url: p.vhost.url,
+      redis_url: p.env.REDIS_URL,
+      redis_prefix: p.redis.prefix,
+      http_port: 0,
+      listen_address: '127.0.0.1',
+      log_level: process.env.TEST_LOG_LEVEL ?? 'silent',
+      myhostname: 'imap.mailyard.test',
+      maildir_root: p.maildir,
+      imap_port: 0,
+      imaps_port: 0,
+      pop3_port: 0,
+      pop3s_port: 0,
+      plaintext_auth_networks: '127.0.0.1/32',
+      ...overrides,
+    },
+  });
+  const rt = await createRuntime('retrieval', config);
+  await rt.bus.waitConnected();
+  const svc = buildRetrieval(config, {
+    bus: rt.bus,
+    redis: rt.redis,
+    auth: createAuthenticator({
+      directory: new Directory(rt.redis),
+      guard: new LoginGuard(rt.redis),
+      appPasswords: new AppPasswords(rt.redis),
+    }),
+    logger: rt.logger,
+    registry: rt.registry,
+  });
+  await svc.start();
+  return {
+    svc,
+    rt,
+    ports: svc.ports(),
+    async stop() {
+      await svc.stop();
+      await rt.close();
+    },
+  };
+}
+
+/** Sends a raw message through mta-inbound; the real delivery service files it. */
+export async function sendRaw(p: Platform, to: string, raw: string | Buffer): Promise<void> {
+  const before = p.inbox(to).length;
+  const t = nodemailer.createTransport({
+    host: '127.0.0.1',
+    port: p.inbound.port,
+    secure: false,
+    ignoreTLS: true,
+  });
+  await t.sendMail({ envelope: { from: 'sender@remote.example', to: [to] }, raw });
+  t.close();
+  await waitFor(() => p.inbox(to).length > before, { what: `delivery to ${to}` });
+}
+
+export function sampleMessage(i: number, extra = ''): string {
+  return [
+    'From: "Sender Name" <sender@remote.example>',
+    `To: user@example.test`,
+    `Subject: Test message ${i}`,
+    'Date: Mon, 6 Jan 2025 10:00:00 +0000',
+    `Message-ID: <m${i}@remote.example>`,
+    'MIME-Version: 1.0',
+    'Content-Type: text/plain; charset=utf-8',
+    '',
+    `Body of message ${i}.${extra}`,
+    '',
+  ].join('\r\n');
+}

@@ -1,0 +1,159 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { ImapFlow } from 'imapflow';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import { PASSWORD, sampleMessage, sendRaw, startRetrieval, type Retrieval } from './helpers.js';
+
+let p: Platform;
+let r: Retrieval;
+const USER = 'user@example.test';
+
+before(async () => {
+  p = await startPlatform();
+  await addAccount(p.directory, USER);
+  r = await startRetrieval(p);
+  for (let i = 1; i <= 3; i++) await sendRaw(p, USER, sampleMessage(i));
+});
+after(async () => {
+  await r?.stop();
+  await p?.close();
+});
+
+function client(port = r.ports.imap, secure = false): ImapFlow {
+  return new ImapFlow({
+    host: '127.0.0.1',
+    port,
+    secure,
+    doSTARTTLS: false,
+    auth: { user: USER, pass: PASSWORD },
+    logger: process.env.IMAP_DEBUG
+      ? (Object.fromEntries(
+          ['debug', 'info', 'warn', 'error'].map((k) => [
+            k,
+            (o: unknown) => console.error(JSON.stringify(o)),
+          ]),
+        ) as never)
+      : false,
+    tls: { rejectUnauthorized: false },
+  });
+}
+
+void describe('IMAP with imapflow', () => {
+  void it('lists folders with special-use attributes', async () => {
+    const c = client();
+    await c.connect();
+    const list = await c.list();
+    const byPath = new Map(list.map((f) => [f.path, f]));
+    for (const [name, use] of [
+      ['Sent', '\\Sent'],
+      ['Drafts', '\\Drafts'],
+      ['Junk', '\\Junk'],
+      ['Trash', '\\Trash'],
+      ['Archive', '\\Archive'],
+    ]) {
+      assert.equal(byPath.get(name!)?.specialUse, use, name);
+    }
+    assert.ok(byPath.has('INBOX'));
+    await c.logout();
+  });
+
+  void it('selects INBOX and fetches byte-exact bodies, envelope, structure', async () => {
+    const c = client();
+    await c.connect();
+    const mb = await c.mailboxOpen('INBOX');
+    assert.equal(mb.exists, 3);
+    const msgs = [];
+    for await (const m of c.fetch('1:*', {
+      uid: true,
+      envelope: true,
+      flags: true,
+      source: true,
+      bodyStructure: true,
+      size: true,
+      internalDate: true,
+    })) {
+      msgs.push(m);
+    }
+    assert.equal(msgs.length, 3);
+    const m = msgs[0]!;
+    assert.equal(m.envelope!.subject, 'Test message 1');
+    assert.equal(m.envelope!.from![0]!.address, 'sender@remote.example');
+    assert.equal(m.envelope!.from![0]!.name, 'Sender Name');
+    assert.equal(m.bodyStructure!.type, 'text/plain');
+    const files = p.inbox(USER).map((f) => require_('node:fs').readFileSync(f));
+    assert.ok(
+      files.some((f: Buffer) => f.equals(m.source!)),
+      'source is the stored file byte for byte',
+    );
+    assert.equal(m.size, m.source!.length);
+    assert.ok(m.internalDate instanceof Date);
+    await c.logout();
+  });
+
+  void it('stores flags, searches, copies, moves, expunges and appends', async () => {
+    const c = client();
+    await c.connect();
+    await c.mailboxOpen('INBOX');
+    await c.messageFlagsAdd('1', ['\\Seen', '\\Flagged']);
+    const f = await c.fetchOne('1', { flags: true });
+    assert.ok(f && f.flags!.has('\\Seen') && f.flags!.has('\\Flagged'));
+    assert.deepEqual(await c.search({ seen: false }), [2, 3]);
+    assert.deepEqual(await c.search({ subject: 'message 2' }), [2]);
+    assert.deepEqual(await c.search({ body: 'OF MESSAGE 3' }), [3]);
+    const copy = await c.messageCopy('1', 'Archive');
+    assert.ok(copy && copy.uidMap!.size === 1);
+    const move = await c.messageMove('2', 'Junk');
+    assert.ok(move);
+    assert.equal(c.mailbox && (c.mailbox as { exists: number }).exists, 2);
+    await c.messageFlagsAdd('1', ['\\Deleted']);
+    await c.messageDelete('1');
+    const st = (await c.status('INBOX', { messages: true, unseen: true })) as { messages: number };
+    assert.equal(st.messages, 1);
+    const app = await c.append('Drafts', Buffer.from(sampleMessage(99)), ['\\Draft']);
+    assert.ok(app && app.uid === 1);
+    const junk = (await c.status('Junk', { messages: true })) as { messages: number };
+    assert.equal(junk.messages, 1);
+    await c.logout();
+  });
+
+  void it('keeps UIDs across a restart of the service', async () => {
+    const c = client();
+    await c.connect();
+    const mb = await c.mailboxOpen('INBOX');
+    const uids = await c.search({ all: true }, { uid: true });
+    await c.logout();
+    await r.stop();
+    r = await startRetrieval(p);
+    const c2 = client();
+    await c2.connect();
+    const mb2 = await c2.mailboxOpen('INBOX');
+    assert.equal(mb2.uidValidity, mb.uidValidity);
+    assert.deepEqual(await c2.search({ all: true }, { uid: true }), uids);
+    await c2.logout();
+  });
+
+  void it('announces new delivery to an idling session', async () => {
+    const c = client();
+    await c.connect();
+    await c.mailboxOpen('INBOX');
+    const before = (c.mailbox as { exists: number }).exists;
+    const seen = new Promise<number>((resolve) => c.on('exists', (d: { count: number }) => resolve(d.count)));
+    void c.idle();
+    const t0 = Date.now();
+    await sendRaw(p, USER, sampleMessage(50));
+    const count = await seen;
+    assert.equal(count, before + 1);
+    assert.ok(Date.now() - t0 < 5000);
+    await c.logout();
+  });
+
+  void it('works over implicit TLS on the IMAPS port', async () => {
+    const c = client(r.ports.imaps, true);
+    await c.connect();
+    await c.mailboxOpen('INBOX');
+    await c.logout();
+  });
+});
+
+import { createRequire } from 'node:module';
+const require_ = createRequire(import.meta.url);

@@ -1,0 +1,225 @@
+// Bad input and limits: nothing a client sends crashes the service or reads past a limit.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import { PASSWORD, sampleMessage, sendRaw, startRetrieval, type Retrieval } from './helpers.js';
+import { RawImap } from './raw-imap.js';
+
+let p: Platform;
+let r: Retrieval;
+const USER = 'limits@example.test';
+const LOCKED = 'victim@example.test';
+
+before(async () => {
+  p = await startPlatform();
+  await addAccount(p.directory, USER);
+  await addAccount(p.directory, LOCKED);
+  // no plaintext networks: LOGINDISABLED until STARTTLS, as in production
+  r = await startRetrieval(p, {
+    plaintext_auth_networks: '',
+    message_size_limit: 1000,
+    imap_max_line_length: 2000,
+    imap_max_bad_commands: 5,
+    mail_max_ip_connections: 8,
+    mail_max_user_connections: 2,
+    imap_autologout: '1s',
+  });
+  await sendRaw(p, USER, sampleMessage(1));
+});
+after(async () => {
+  await r?.stop();
+  await p?.close();
+});
+
+async function loggedIn(): Promise<RawImap> {
+  const c = await RawImap.connect(r.ports.imaps, { tls: true });
+  await c.until(/^\* OK/m);
+  const res = await c.cmd('l', `LOGIN ${USER} "${PASSWORD}"`);
+  assert.match(res, /^l OK/m);
+  return c;
+}
+
+void describe('TLS policy', () => {
+  void it('advertises LOGINDISABLED before STARTTLS and refuses LOGIN; logs in after STARTTLS', async () => {
+    const c = await RawImap.connect(r.ports.imap);
+    const greet = await c.until(/^\* OK/m);
+    assert.match(greet, /STARTTLS/);
+    assert.match(greet, /LOGINDISABLED/);
+    assert.doesNotMatch(greet, /AUTH=PLAIN/);
+    assert.match(await c.cmd('a', `LOGIN ${USER} "${PASSWORD}"`), /^a NO \[PRIVACYREQUIRED\]/m);
+    assert.match(await c.cmd('b', 'AUTHENTICATE PLAIN AGZvbwBiYXI='), /^b NO \[PRIVACYREQUIRED\]/m);
+    // pipelined after STARTTLS: must be discarded
+    c.send('c STARTTLS\r\nd NOOP\r\n');
+    await c.until(/^c OK/m);
+    await c.startTls();
+    const caps = await c.cmd('e', 'CAPABILITY');
+    assert.match(caps, /AUTH=PLAIN/);
+    assert.doesNotMatch(caps, /STARTTLS|LOGINDISABLED/);
+    assert.doesNotMatch(caps, /^d /m, 'the pipelined command was not executed');
+    const b64 = Buffer.from(`\0${USER}\0${PASSWORD}`).toString('base64');
+    assert.match(await c.cmd('f', `AUTHENTICATE PLAIN ${b64}`), /^f OK/m);
+    c.close();
+  });
+});
+
+void describe('bad input', () => {
+  void it('answers syntax errors with a tagged BAD and continues', async () => {
+    const c = await loggedIn();
+    assert.match(await c.cmd('a1', 'FROBNICATE'), /^a1 BAD/m);
+    assert.match(await c.cmd('a2', 'SELECT'), /^a2 BAD/m);
+    assert.match(await c.cmd('a3', 'FETCH 1 FLAGS'), /^a3 BAD/m);
+    assert.match(await c.cmd('a4', 'SELECT "unterminated'), /^a4 BAD/m);
+    assert.match(await c.cmd('a5', 'SELECT INBOX'), /^a5 OK/m);
+    assert.match(await c.cmd('a6', 'FETCH 0:x (FLAGS)'), /^a6 BAD/m);
+    assert.match(await c.cmd('a7', 'FETCH 1 (BODY[1.HEADER.FIELDS] FLAGS)'), /^a7 BAD/m);
+    assert.match(await c.cmd('a8', 'SEARCH CHARSET KOI8-R TEXT x'), /^a8 NO \[BADCHARSET/m);
+    assert.match(await c.cmd('a9', 'FETCH 1 (FLAGS)'), /^a9 OK/m);
+    c.close();
+  });
+
+  void it('refuses a literal above the limit before reading it, and keeps the session', async () => {
+    const c = await loggedIn();
+    c.send('b1 APPEND INBOX {5000}\r\n');
+    const res = await c.until(/^b1 (NO|BAD|OK)/m);
+    assert.match(res, /^b1 NO \[TOOBIG\]/m);
+    assert.doesNotMatch(res, /^\+/m, 'no continuation was offered');
+    assert.match(await c.cmd('b2', 'NOOP'), /^b2 OK/m);
+    // a non-synchronising literal above the limit cannot be skipped: BYE
+    c.send('b3 APPEND INBOX {5000+}\r\n');
+    await c.until(/^\* BYE/m);
+    await c.waitClosed();
+  });
+
+  void it('answers an over-long line with BAD and continues', async () => {
+    const c = await loggedIn();
+    c.send(`c1 NOOP ${'x'.repeat(5000)}\r\n`);
+    await c.until(/BAD/m);
+    assert.match(await c.cmd('c2', 'NOOP'), /^c2 OK/m);
+    c.close();
+  });
+
+  void it('closes the session after too many bad commands', async () => {
+    const c = await loggedIn();
+    for (let i = 0; i < 4; i++) assert.match(await c.cmd(`d${i}`, 'BOGUS'), /BAD/);
+    c.send('d9 BOGUS\r\n');
+    await c.until(/^\* BYE/m);
+    await c.waitClosed();
+  });
+
+  void it('survives random garbage', async () => {
+    for (let i = 0; i < 20; i++) {
+      const c = await RawImap.connect(r.ports.imaps, { tls: true });
+      const junk = Buffer.from(Array.from({ length: 300 }, () => Math.floor(Math.random() * 256)));
+      c.socket.write(junk);
+      c.socket.write('\r\nz NOOP\r\n');
+      c.close();
+    }
+    const c = await loggedIn();
+    assert.match(await c.cmd('e1', 'NOOP'), /^e1 OK/m);
+    c.close();
+  });
+});
+
+void describe('limits', () => {
+  void it('limits sessions per account', async () => {
+    const a = await loggedIn();
+    const b = await loggedIn();
+    const c = await RawImap.connect(r.ports.imaps, { tls: true });
+    await c.until(/^\* OK/m);
+    assert.match(await c.cmd('x', `LOGIN ${USER} "${PASSWORD}"`), /^x NO \[LIMIT\]/m);
+    a.close();
+    b.close();
+    c.close();
+  });
+
+  void it('limits sessions per IP', async () => {
+    await new Promise((res) => setTimeout(res, 200));
+    const conns: RawImap[] = [];
+    let refused = false;
+    for (let i = 0; i < 12 && !refused; i++) {
+      const c = await RawImap.connect(r.ports.imap);
+      const first = await c.until(/^\* (OK|BYE)/m);
+      if (first.startsWith('* BYE')) refused = true;
+      conns.push(c);
+    }
+    assert.ok(refused, 'a connection beyond the per-IP limit was refused');
+    for (const c of conns) c.close();
+  });
+
+  void it('logs out an idle session (autologout)', async () => {
+    const c = await RawImap.connect(r.ports.imaps, { tls: true });
+    await c.until(/^\* OK/m);
+    await c.until(/^\* BYE Autologout/m, 3000);
+    await c.waitClosed();
+  });
+
+  void it('counts failed logins in the shared lockout', async () => {
+    let locked = false;
+    for (let i = 0; i < 15 && !locked; i++) {
+      const c = await RawImap.connect(r.ports.imaps, { tls: true });
+      await c.until(/^\* OK/m);
+      const res = await c.cmd('f', `LOGIN ${LOCKED} wrong-password`);
+      if (/\[UNAVAILABLE\]/.test(res)) locked = true;
+      else assert.match(res, /^f NO \[AUTHENTICATIONFAILED\]/m);
+      c.close();
+    }
+    assert.ok(locked, 'the account was locked after repeated failures');
+    // even the right password is refused while locked
+    const c = await RawImap.connect(r.ports.imaps, { tls: true });
+    await c.until(/^\* OK/m);
+    assert.match(await c.cmd('g', `LOGIN ${LOCKED} "${PASSWORD}"`), /^g NO \[UNAVAILABLE\]/m);
+    c.close();
+  });
+});
+
+void describe('protocol details (raw)', () => {
+  void it('answers FETCH sections, BINARY, partials, ESEARCH, STATUS=SIZE, LIST-STATUS, NAMESPACE, ID', async () => {
+    const c = await loggedIn();
+    assert.match(await c.cmd('p1', 'ID ("name" "raw")'), /^\* ID \("name" "Mailyard"/m);
+    assert.match(await c.cmd('p2', 'NAMESPACE'), /^\* NAMESPACE \(\("" "\/"\)\) NIL NIL/m);
+    assert.match(await c.cmd('p3', 'ENABLE CONDSTORE'), /^\* ENABLED CONDSTORE/m);
+    assert.match(
+      await c.cmd('p4', 'STATUS INBOX (MESSAGES SIZE UIDNEXT HIGHESTMODSEQ)'),
+      /^\* STATUS "INBOX" \(MESSAGES 1 SIZE \d+ UIDNEXT 2 HIGHESTMODSEQ \d+\)/m,
+    );
+    const ls = await c.cmd('p5', 'LIST "" "%" RETURN (SPECIAL-USE STATUS (MESSAGES))');
+    assert.match(ls, /^\* LIST \(\\HasNoChildren \\Junk\) "\/" "Junk"\r\n\* STATUS "Junk" \(MESSAGES 0\)/m);
+    await c.cmd('p6', 'SELECT INBOX');
+    const f = await c.cmd(
+      'p7',
+      'FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[1]<0.4> BINARY.PEEK[1] BINARY.SIZE[1] BODY.PEEK[TEXT])',
+    );
+    assert.match(f, /BODY\[HEADER\.FIELDS \(SUBJECT\)\] \{27\}\r\nSubject: Test message 1\r\n\r\n/);
+    assert.match(f, /BODY\[1\]<0> \{4\}\r\nBody/);
+    assert.match(f, /BINARY\[1\] \{\d+\}\r\nBody of message 1\./);
+    assert.match(f, /BINARY\.SIZE\[1\] \d+/);
+    assert.match(f, /MODSEQ \(\d+\)/);
+    assert.doesNotMatch(f, /\\Seen/, 'PEEK does not set \\Seen');
+    const s = await c.cmd('p8', 'UID SEARCH RETURN (MIN MAX COUNT) SUBJECT "message 1"');
+    assert.match(s, /^\* ESEARCH \(TAG "p8"\) UID MIN 1 MAX 1 COUNT 1/m);
+    const f2 = await c.cmd('p9', 'FETCH 1 (BODY[TEXT])');
+    assert.match(f2, /FLAGS \(\\Seen\)/, 'BODY[] sets \\Seen and reports it');
+    assert.match(await c.cmd('p10', 'GETQUOTAROOT INBOX'), /^\* QUOTAROOT "INBOX" ""\r\n\* QUOTA "" \(\)/m);
+    c.close();
+  });
+});
+
+void describe('SORT (RFC 5256)', () => {
+  void it('sorts by base subject, sender and size', async () => {
+    const c = await loggedIn();
+    const add = async (t: string, subject: string, from: string, pad: number) => {
+      const msg = `From: ${from}\r\nSubject: ${subject}\r\n\r\n${'x'.repeat(pad)}\r\n`;
+      c.send(`${t} APPEND INBOX {${Buffer.byteLength(msg)}+}\r\n${msg}\r\n`);
+      assert.match(await c.until(new RegExp(`^${t} (OK|NO|BAD)`, 'm')), new RegExp(`^${t} OK`, 'm'));
+    };
+    // INBOX already holds "Test message 1" from sender@remote.example
+    await add('s1', 'Re: [list] Apples', 'zed@example.test', 10);
+    await add('s2', 'Fwd: Bananas', 'adam@example.test', 300);
+    await c.cmd('s3', 'SELECT INBOX');
+    assert.match(await c.cmd('s4', 'SORT (SUBJECT) UTF-8 ALL'), /^\* SORT 2 3 1\r\n/m);
+    assert.match(await c.cmd('s5', 'SORT (FROM) UTF-8 ALL'), /^\* SORT 3 1 2\r\n/m);
+    assert.match(await c.cmd('s6', 'UID SORT (REVERSE SIZE) UTF-8 ALL'), /^\* SORT 1 3 2\r\n/m);
+    assert.match(await c.cmd('s7', 'SORT (SUBJECT) KOI8-R ALL'), /^s7 NO \[BADCHARSET/m);
+    c.close();
+  });
+});
