@@ -107,6 +107,27 @@ describe('msa asks the policy service', () => {
     }
   });
 
+  test('messages per hour per sender domain, listed before permit_sasl_authenticated', async () => {
+    await addEntry(rules, 'smtpd_sender_restrictions', ['check_rate', 'sender_domain_messages', '2/1h'], 1);
+    await reloaded();
+    try {
+      const a = await session('alice@example.test', t.msa.ports.submission);
+      for (let i = 0; i < 2; i++) {
+        assert.equal((await a.cmd('MAIL FROM:<alice@example.test>')).code, 250);
+        assert.equal((await a.cmd('RSET')).code, 250);
+      }
+      await a.cmd('QUIT');
+      // another user of the same domain, on the other instance
+      const b = await session('bob@example.test', second.ports.submission);
+      const over = await b.cmd('MAIL FROM:<bob@example.test>');
+      assert.match(over.text, /^450 4\.7\.1 Error: too many messages from example\.test, try again later/);
+      await b.cmd('QUIT');
+    } finally {
+      await resetList(rules, 'smtpd_sender_restrictions');
+      await reloaded();
+    }
+  });
+
   test('EICAR is refused at end of DATA with 554 5.7.1 naming the signature, nothing queued', async () => {
     const c = await session('carol@example.test', t.msa.ports.submission);
     assert.equal((await c.cmd('MAIL FROM:<carol@example.test>')).code, 250);
