@@ -1,1 +1,2 @@
 export * from './policy-client.js';
+export * from './smtp-policy.js';

@@ -117,8 +117,9 @@ export function parseRate(text: string): { limit: number; windowMs: number } | n
 /**
  * The default set. Conservative enough for a small organisation's port 25: syntax
  * checks, DNS existence of the sender domain, relay refusal, greylisting, and the
- * content checks at DATA. FCrDNS and DNSBL checks are available but not on by
- * default (they refuse too much legitimate mail without local tuning).
+ * content checks at DATA; for submission (a SASL user), a per-user recipient rate.
+ * FCrDNS and DNSBL checks are available but not on by default (they refuse too much
+ * legitimate mail without local tuning).
  */
 export const DEFAULT_RESTRICTIONS: Record<RestrictionListName, string[]> = {
   smtpd_client_restrictions: [
@@ -142,6 +143,8 @@ export const DEFAULT_RESTRICTIONS: Record<RestrictionListName, string[]> = {
   ],
   smtpd_relay_restrictions: ['permit_mynetworks', 'permit_sasl_authenticated', 'reject_unauth_destination'],
   smtpd_recipient_restrictions: [
+    // authenticated users only (nothing to count without a SASL user), so before the permits
+    'check_rate user_recipients 1000/1h',
     'permit_mynetworks',
     'permit_sasl_authenticated',
     'reject_non_fqdn_recipient',

@@ -5,3 +5,4 @@ export * from './tcp-proxy.js';
 export * from './wait.js';
 export * from './smtp-raw.js';
 export * from './files.js';
+export * from './scanners.js';

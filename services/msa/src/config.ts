@@ -33,6 +33,21 @@ export const msaSchema = z.object({
   submission_received_client: bool(false),
   /** Sign with the DKIM keys of the From: domain (keys are managed with `mailyard dkim`). */
   dkim_signing: bool(true),
+  /**
+   * Ask services/policy at connect, MAIL FROM, RCPT TO and end of DATA (per-user and
+   * per-domain rate limits, virus scanning). Off by default like mta-inbound's, so a
+   * deployment without the policy service keeps working; docker-compose.yml turns it on.
+   */
+  policy_enabled: bool(false),
+  /** How long to wait for a policy decision before connect, MAIL and RCPT. */
+  policy_timeout: duration('5s'),
+  /** How long to wait for the end-of-DATA decision (virus scanning included). */
+  policy_data_timeout: duration('60s'),
+  /**
+   * No decision in time: tempfail (451 4.7.1; the user's client keeps the message and
+   * retries) or continue without policy (mail leaves unscanned and unlimited).
+   */
+  policy_timeout_action: z.enum(['tempfail', 'continue']).default('tempfail'),
   /** Seconds to wait for connections to finish at shutdown. */
   shutdown_grace: duration('10s'),
 });

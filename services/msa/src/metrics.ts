@@ -54,6 +54,13 @@ export function createMetrics(registry: Registry) {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers: [registry],
     }),
+    policyLatency: new Histogram({
+      name: 'mailyard_msa_policy_seconds',
+      help: 'Policy RPC round trip by stage and outcome (answered, timeout, error)',
+      labelNames: ['stage', 'outcome'] as const,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
     errorReplies: new Counter({
       name: 'mailyard_msa_error_replies_total',
       help: 'Error replies sent, by SMTP code',

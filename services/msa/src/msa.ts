@@ -10,11 +10,19 @@ import type {
 import type { Authenticator } from '@mailyard/auth';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
 import { loadTlsMaterial } from '@mailyard/config';
-import { ENVELOPE_VERSION, type Envelope } from '@mailyard/contracts';
+import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@mailyard/contracts';
 import type { Directory } from '@mailyard/directory';
 import type { DkimSigner } from '@mailyard/dkim';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
+import {
+  PolicyClient,
+  PolicyVerdicts,
+  applyHeaderEdits,
+  applyVerdict,
+  policyReject,
+  type PolicyAsker,
+} from '@mailyard/policy-client';
 import {
   SmtpReject,
   inspectLineEndings,
@@ -41,6 +49,8 @@ export interface MsaDeps {
   dkim: DkimSigner | null;
   logger: Logger;
   registry: Registry;
+  /** Policy RPC client; by default one is built from the config when POLICY_ENABLED is on. */
+  policy?: PolicyAsker | null;
 }
 
 type Route = 'delivery' | 'outbound';
@@ -101,6 +111,40 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
   const rcptCounts = new WeakMap<object, number>();
   const ownedBy = new WeakMap<object, Set<string>>();
 
+  const policy: PolicyAsker | null =
+    deps.policy !== undefined
+      ? deps.policy
+      : config.policy_enabled
+        ? new PolicyClient({
+            amqpUrl: config.amqp_url,
+            logger,
+            name: 'mailyard-msa-policy',
+            timeoutMs: config.policy_timeout,
+            onTimeout: config.policy_timeout_action,
+            observe: (stage, seconds, outcome) => metrics.policyLatency.observe({ stage, outcome }, seconds),
+          })
+        : null;
+  const verdicts = new PolicyVerdicts();
+  const clientHostnameOf = (session: SMTPServerSession) =>
+    session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null;
+  // the SASL user travels with every request: permit_sasl_authenticated and the
+  // per-user rate limits key on it
+  const policyRequest = (session: SMTPServerSession, stage: PolicyRequestInput['stage']) => ({
+    stage,
+    origin: 'msa' as const,
+    sessionId: session.id,
+    client: {
+      ip: session.remoteAddress,
+      hostname: clientHostnameOf(session),
+      // false before EHLO
+      helo: typeof session.hostNameAppearsAs === 'string' ? session.hostNameAppearsAs : '',
+    },
+    user: accountOf(session),
+    sender: session.envelope.mailFrom ? session.envelope.mailFrom.address : null,
+    recipients: session.envelope.rcptTo.map((r) => r.address),
+    tls: !!session.secure,
+  });
+
   const ownedAddresses = async (session: SMTPServerSession, account: string): Promise<Set<string>> => {
     let owned = ownedBy.get(session.envelope);
     if (!owned) {
@@ -110,7 +154,11 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
     return owned;
   };
 
-  const checkSender = async (address: string, session: SMTPServerSession): Promise<void> => {
+  const checkSender = async (
+    address: string,
+    session: SMTPServerSession,
+    declared: number,
+  ): Promise<void> => {
     const account = accountOf(session);
     if (!account) throw reply.authRequired();
     // the null sender is for bounces (RFC 5321 §4.5.5), which users do not send
@@ -118,6 +166,30 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
     if (!parseMailAddress(address).ok) throw reply.badSenderSyntax(address);
     if (!ownsAddress(await ownedAddresses(session, account), address, delimiter))
       throw reply.senderLoginMismatch(address, account);
+    // our own checks first: the policy service only counts senders we would accept
+    if (!policy) return;
+    const st = verdicts.tx(session);
+    if (st.accepted) return;
+    const d = await policy.ask({
+      ...policyRequest(session, 'mail'),
+      sender: address,
+      size: declared || null,
+    });
+    const rej = policyReject(d, 'mail');
+    if (rej) throw rej;
+    applyVerdict(st, d);
+  };
+
+  /** Routes the recipient, then asks the policy service (per-user recipient limits count only routable ones). */
+  const checkRecipient = async (address: RoutedRecipient, session: SMTPServerSession): Promise<void> => {
+    address.route = await routeRecipient(address.address);
+    if (!policy) return;
+    const st = verdicts.tx(session);
+    if (st.accepted) return;
+    const d = await policy.ask({ ...policyRequest(session, 'rcpt'), recipient: address.address });
+    const rej = policyReject(d, 'rcpt');
+    if (rej) throw rej;
+    applyVerdict(st, d, address.address);
   };
 
   const routeRecipient = async (address: string): Promise<Route> => {
@@ -221,13 +293,45 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       if (first.ok) authorDomain = first.value.domain;
     }
 
-    const fixed = applySubmissionFixups(split, {
+    const rcpts = session.envelope.rcptTo as RoutedRecipient[];
+    let submitted = split;
+    let junk: string[] = [];
+    let bulk = false;
+    if (policy) {
+      const st = verdicts.tx(session);
+      if (st.discard) {
+        metrics.rejections.inc({ reason: 'policy_discard' });
+        logger.info({ queueId, sid: session.id, user: account }, 'discarded by policy');
+        return queueId;
+      }
+      // the message as the user sent it is scanned, before our fix-ups and signature
+      const d = await policy.ask(
+        { ...policyRequest(session, 'data'), queueId, size: normalized.length },
+        normalized,
+        config.policy_data_timeout,
+      );
+      const rej = policyReject(d, 'data');
+      if (rej) throw rejectWith(rej, session, { queueId });
+      if (d.action === 'discard') {
+        metrics.rejections.inc({ reason: 'policy_discard' });
+        logger.info({ queueId, sid: session.id, user: account }, 'discarded by policy');
+        return queueId;
+      }
+      const edited = applyHeaderEdits(normalized, d);
+      if (edited !== normalized) submitted = splitMessage(edited);
+      // Junk only means something for our own users' copies; remote ones leave as they are
+      const held = new Set([...st.junk, ...d.junk]);
+      if (st.junkAll) for (const r of rcpts) held.add(r.address);
+      junk = rcpts.filter((r) => r.route === 'delivery' && held.has(r.address)).map((r) => r.address);
+      bulk = d.bulk;
+    }
+
+    const fixed = applySubmissionFixups(submitted, {
       from: `<${mailFrom}>`,
       date: rfc5322Date(),
       messageId: `<${queueId}.${randomBytes(6).toString('hex')}@${config.myhostname}>`,
     });
 
-    const rcpts = session.envelope.rcptTo as RoutedRecipient[];
     const cipher = session.secure
       ? (session as unknown as { tlsOptions?: { version?: string; name?: string } }).tlsOptions
       : undefined;
@@ -289,8 +393,17 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
     const routes = { delivery: [] as string[], outbound: [] as string[] };
     for (const r of rcpts) routes[r.route ?? 'outbound'].push(r.address);
     try {
-      // one message, one confirm, for local and remote recipients together
-      await bus.publishMailRouted(message, { ...base, recipients: rcpts.map((r) => r.address) }, routes);
+      // one message, one confirm, for local and remote recipients together; the filing
+      // verdict (Junk, bulk) concerns only the local copies and outbound ignores it
+      await bus.publishMailRouted(
+        message,
+        {
+          ...base,
+          recipients: rcpts.map((r) => r.address),
+          ...(junk.length || bulk ? { filing: { junk, bulk } } : {}),
+        },
+        routes,
+      );
     } catch (err) {
       if (err instanceof BusUnavailableError || err instanceof UnroutableError) {
         logger.warn(
@@ -361,7 +474,19 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
 
       onConnect(session, cb) {
         metrics.sessions.inc({ listener });
-        cb();
+        if (!policy) return cb();
+        policy.ask(policyRequest(session, 'connect')).then(
+          (d) => {
+            const rej = policyReject(d, 'connect');
+            if (rej) return cb(rejectWith(rej, session));
+            verdicts.connected(session, d);
+            cb();
+          },
+          (err: unknown) => {
+            logger.error({ sid: session.id, err: String(err) }, 'policy check failed');
+            cb(rejectWith(reply.localError(), session));
+          },
+        );
       },
 
       onAuth,
@@ -371,7 +496,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
           address.args && typeof address.args.SIZE === 'string' ? Number(address.args.SIZE) : 0;
         if (accountOf(session) && declared > limit)
           return cb(rejectWith(reply.messageTooBig(limit), session));
-        checkSender(address.address, session).then(
+        checkSender(address.address, session, declared).then(
           () => cb(),
           (err: unknown) => {
             if (err instanceof SmtpReject) return cb(rejectWith(err, session, { from: address.address }));
@@ -387,11 +512,8 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
         const count = (rcptCounts.get(session.envelope) ?? 0) + 1;
         rcptCounts.set(session.envelope, count);
         if (count > config.smtpd_recipient_limit) return cb(rejectWith(reply.tooManyRecipients(), session));
-        routeRecipient(address.address).then(
-          (route) => {
-            address.route = route;
-            cb();
-          },
+        checkRecipient(address, session).then(
+          () => cb(),
           (err: unknown) => {
             if (err instanceof SmtpReject) return cb(rejectWith(err, session, { rcpt: address.address }));
             logger.error({ sid: session.id, err: String(err) }, 'recipient lookup failed');
@@ -441,6 +563,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
   return {
     ports,
     async start() {
+      policy?.start();
       await listen('submission', config.submission_port);
       await listen('submissions', config.submissions_port);
       logger.info(ports, 'msa listening');
@@ -449,6 +572,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       await Promise.all(
         Object.values(servers).map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
       );
+      await policy?.stop();
     },
   };
 }

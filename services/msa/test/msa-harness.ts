@@ -58,6 +58,8 @@ export async function startMsaTestbed(
         dns_servers: p.env.DNS_SERVERS,
         submission_port: 0,
         submissions_port: 0,
+        // like mta-inbound: asks the policy service when the platform runs one
+        policy_enabled: !!opts.platform?.policy,
         ...(opts.msa ?? {}),
         ...overrides,
       },

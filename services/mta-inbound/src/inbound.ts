@@ -3,16 +3,18 @@ import type { Readable } from 'node:stream';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
 import { ipInNetworks, loadTlsMaterial } from '@mailyard/config';
-import {
-  ENVELOPE_VERSION,
-  type Envelope,
-  type PolicyDecision,
-  type PolicyRequestInput,
-} from '@mailyard/contracts';
+import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@mailyard/contracts';
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
-import { PolicyClient, applyHeaderEdits } from '@mailyard/policy-client';
+import {
+  PolicyClient,
+  PolicyVerdicts,
+  applyHeaderEdits,
+  applyVerdict,
+  policyReject,
+  type PolicyAsker,
+} from '@mailyard/policy-client';
 import {
   SmtpReject,
   inspectLineEndings,
@@ -37,20 +39,7 @@ export interface MtaInboundDeps {
   policy?: PolicyAsker | null;
 }
 
-/** What mta-inbound needs from a policy client (PolicyClient, or a stub in tests). */
-export interface PolicyAsker {
-  ask(request: Omit<PolicyRequestInput, 'v'>, message?: Buffer, timeoutMs?: number): Promise<PolicyDecision>;
-  start(): void;
-  stop(): Promise<void>;
-}
-
-/** Policy verdicts that outlive one stage: held for Junk, to be discarded, or accepted early. */
-interface PolicyState {
-  junk: Set<string>;
-  junkAll: boolean;
-  discard: boolean;
-  accepted: boolean;
-}
+export type { PolicyAsker };
 
 type Route = 'delivery' | 'outbound';
 interface RoutedRecipient extends SMTPServerAddress {
@@ -106,22 +95,8 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
           })
         : null;
   // per session (connect verdicts) and per transaction (envelope: MAIL, RCPT verdicts)
-  const sessionPolicy = new WeakMap<object, PolicyState>();
-  const txPolicy = new WeakMap<object, PolicyState>();
-  const newState = (): PolicyState => ({ junk: new Set(), junkAll: false, discard: false, accepted: false });
-  const txState = (session: SMTPServerSession): PolicyState => {
-    let st = txPolicy.get(session.envelope);
-    if (!st) {
-      st = newState();
-      const s = sessionPolicy.get(session);
-      if (s) {
-        st.junkAll = s.junkAll;
-        st.discard = s.discard;
-      }
-      txPolicy.set(session.envelope, st);
-    }
-    return st;
-  };
+  const verdicts = new PolicyVerdicts();
+  const txState = (session: SMTPServerSession) => verdicts.tx(session);
   const policyRequest = (session: SMTPServerSession, stage: PolicyRequestInput['stage']) => ({
     stage,
     origin: 'mta-inbound' as const,
@@ -137,26 +112,6 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     recipients: session.envelope.rcptTo.map((r) => r.address),
     tls: !!session.secure,
   });
-  /** Turns a refusing decision into the SmtpReject to send; null when the transaction goes on. */
-  const policyReject = (d: PolicyDecision, stage: string): SmtpReject | null => {
-    if ((d.action !== 'reject' && d.action !== 'tempfail') || !d.reply) return null;
-    let { code, enhanced } = d.reply;
-    // RFC 5321 §3.1: at connect only 554 (refused) or 421 (try later) make sense
-    if (stage === 'connect') {
-      code = code >= 500 ? 554 : 421;
-      enhanced = code >= 500 ? enhanced : enhanced.replace(/^5/, '4');
-    }
-    return new SmtpReject(code, enhanced, d.reply.text, `policy_${stage}`);
-  };
-  const applyVerdict = (st: PolicyState, d: PolicyDecision, rcpt?: string) => {
-    if (d.action === 'discard') st.discard = true;
-    if (d.action === 'accept') st.accepted = true;
-    if (d.action === 'quarantine') {
-      if (rcpt && d.junk.length) for (const j of d.junk) st.junk.add(j);
-      else st.junkAll = true;
-    }
-  };
-
   const routeRecipient = async (address: string, session: SMTPServerSession): Promise<Route> => {
     const parsed = parseMailAddress(address);
     if (!parsed.ok) {
@@ -214,9 +169,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
         (d) => {
           const rej = policyReject(d, 'connect');
           if (rej) return cb(rejectWith(rej, session));
-          const st = newState();
-          applyVerdict(st, d);
-          sessionPolicy.set(session, st);
+          verdicts.connected(session, d);
           cb();
         },
         (err: unknown) => {

@@ -602,6 +602,9 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
       case 'check_virus':
         return req.stage === 'data' ? checkVirus(ctx) : DUNNO;
       case 'check_authentication':
+        // SPF/DMARC judge the path from the sender's domain to us; a submitting user's
+        // own IP says nothing about that (their home address would fail their domain's SPF)
+        if (req.user) return DUNNO;
         return req.stage === 'data' ? checkAuthentication(ctx) : DUNNO;
       case 'reject_spf_fail':
         if (ctx.spf !== 'fail') return DUNNO;

@@ -4,9 +4,8 @@ import { createServer, type Server } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { EventKeys } from '@mailyard/contracts';
 import { PolicyRules } from '@mailyard/policy-rules';
-import { RawSmtp, waitFor } from '@mailyard/testkit';
+import { EICAR, GTUBE, RawSmtp, startClamd, startRspamd, waitFor, type Scanner } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
-import { EICAR, GTUBE, startClamd, startRspamd, type Scanner } from './scanners.js';
 
 // Content checks with real clamd and rspamd processes: viruses refused at DATA, spam
 // into Junk, newsletters into Promotions, learn events train rspamd.

@@ -2,9 +2,10 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
-import { tempDir, waitFor } from '@mailyard/testkit';
+import { tempDir } from './files.js';
+import { waitFor } from './wait.js';
 
-// Real clamd and rspamd processes for the content tests, each on loopback ports of
+// Real clamd and rspamd processes for the content tests (policy, msa), each on loopback ports of
 // its own with a configuration written here. A missing binary fails the test with the
 // package to install: these tests are never skipped.
 
