@@ -18,7 +18,9 @@ export interface MaildirStoreOptions {
 
 /** Encodes one path component so nothing a client chose can walk the file tree. */
 export function safeComponent(text: string): string {
-  const enc = text.replace(/[^A-Za-z0-9!#$&'*+=?^_`{|}~@-]|^\.|%/g, (c) =>
+  // dots stay (domains and dotted local parts read as they are, as Dovecot's %d/%n expect);
+  // only a leading dot is encoded, so no component is "." or ".." or a hidden file
+  const enc = text.replace(/[^A-Za-z0-9.!#$&'*+=?^_`{|}~@-]|^\.|%/g, (c) =>
     [...Buffer.from(c)].map((b) => '%' + b.toString(16).padStart(2, '0')).join(''),
   );
   return enc || '%00';

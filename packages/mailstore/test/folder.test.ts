@@ -4,7 +4,7 @@ import { promises as fs, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { tempDir } from '@mailyard/testkit';
-import { MailAccount, MailFolder, MaildirStore, parseUidList, UIDLIST } from '../src/index.js';
+import { MailAccount, MailFolder, MaildirStore, accountDir, parseUidList, UIDLIST } from '../src/index.js';
 
 const tmp = tempDir('mailstore-');
 after(() => tmp.cleanup());
@@ -175,4 +175,10 @@ void describe('MailFolder', () => {
     for (const m of s.messages) if (seen.has(m.base)) assert.equal(seen.get(m.base), m.uid);
     assert.equal(s.uidNext, 121);
   });
+});
+
+it('account directories are <root>/<domain>/<local>, as Dovecot %d/%n expects, and never escape the root', () => {
+  assert.equal(accountDir('/srv/mail', 'alice.smith@example.org'), '/srv/mail/example.org/alice.smith');
+  assert.equal(accountDir('/srv/mail', '..@example.org'), '/srv/mail/example.org/%2e.');
+  assert.equal(accountDir('/srv/mail', 'a/b@example.org'), '/srv/mail/example.org/a%2fb');
 });
