@@ -1,2 +1,3 @@
 export * from './proxy-protocol.js';
 export * from './listener.js';
+export * from './session.js';

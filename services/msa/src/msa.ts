@@ -1,12 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import type { Readable } from 'node:stream';
 import type {
   SMTPServerAddress,
   SMTPServerAuthentication,
   SMTPServerDataStream,
   SMTPServerSession,
 } from 'smtp-server';
+import {
+  readMessage,
+  sessionBodyType,
+  sessionHostname,
+  sessionSmtpUtf8,
+  sessionTls,
+} from '@mailyard/smtp-listener';
 import type { Authenticator } from '@mailyard/auth';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
 import { loadTlsMaterial } from '@mailyard/config';
@@ -125,8 +131,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
           })
         : null;
   const verdicts = new PolicyVerdicts();
-  const clientHostnameOf = (session: SMTPServerSession) =>
-    session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null;
+  const clientHostnameOf = (session: SMTPServerSession) => sessionHostname(session);
   // the SASL user travels with every request: permit_sasl_authenticated and the
   // per-user rate limits key on it
   const policyRequest = (session: SMTPServerSession, stage: PolicyRequestInput['stage']) => ({
@@ -332,12 +337,8 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       messageId: `<${queueId}.${randomBytes(6).toString('hex')}@${config.myhostname}>`,
     });
 
-    const cipher = session.secure
-      ? (session as unknown as { tlsOptions?: { version?: string; name?: string } }).tlsOptions
-      : undefined;
-    const tlsInfo = cipher ? { protocol: cipher.version ?? 'TLS', cipher: cipher.name ?? 'unknown' } : null;
-    const clientHostname =
-      session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null;
+    const tlsInfo = sessionTls(session);
+    const clientHostname = sessionHostname(session);
     const hideClient = !config.submission_received_client;
     const received = receivedHeader({
       // the EHLO name is often the machine's name or its LAN address ("[192.168.1.20]"),
@@ -349,7 +350,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       queueId,
       tls: tlsInfo,
       authenticated: true,
-      smtputf8: !!(session.envelope as { utf8?: boolean; smtpUtf8?: boolean }).smtpUtf8,
+      smtputf8: sessionSmtpUtf8(session),
       recipient: rcpts.length === 1 ? rcpts[0]!.address : null,
       hideClient,
     });
@@ -386,8 +387,8 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       },
       receivedAt: new Date().toISOString(),
       attempts: 0,
-      body: bodyType(session),
-      smtputf8: !!(session.envelope as { smtpUtf8?: boolean }).smtpUtf8,
+      body: sessionBodyType(session),
+      smtputf8: sessionSmtpUtf8(session),
       lastError: null,
     };
     const routes = { delivery: [] as string[], outbound: [] as string[] };
@@ -575,28 +576,4 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       await policy?.stop();
     },
   };
-}
-
-function bodyType(session: SMTPServerSession): Envelope['body'] {
-  const b =
-    session.envelope.mailFrom && session.envelope.mailFrom.args
-      ? session.envelope.mailFrom.args.BODY
-      : undefined;
-  return b === '8BITMIME' ? '8BITMIME' : b === 'BINARYMIME' ? 'BINARYMIME' : '7BIT';
-}
-
-/** Reads the DATA stream; stops buffering (returns null) once the size limit is passed. */
-function readMessage(stream: Readable, limit: number): Promise<Buffer | null> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let over = false;
-    stream.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > limit) over = true;
-      if (!over) chunks.push(c);
-    });
-    stream.on('end', () => resolve(over ? null : Buffer.concat(chunks, size)));
-    stream.on('error', reject);
-  });
 }

@@ -1,5 +1,4 @@
 import type { AddressInfo } from 'node:net';
-import type { Readable } from 'node:stream';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
 import { ipInNetworks, loadTlsMaterial } from '@mailyard/config';
@@ -25,7 +24,14 @@ import {
   receivedHeader,
   reply,
 } from '@mailyard/smtp-core';
-import { MailyardSmtpServer } from '@mailyard/smtp-listener';
+import {
+  MailyardSmtpServer,
+  readMessage,
+  sessionBodyType,
+  sessionHostname,
+  sessionSmtpUtf8,
+  sessionTls,
+} from '@mailyard/smtp-listener';
 import type { MtaInboundConfig } from './config.js';
 import { createMetrics } from './metrics.js';
 
@@ -103,8 +109,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     sessionId: session.id,
     client: {
       ip: session.remoteAddress,
-      hostname:
-        session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null,
+      hostname: sessionHostname(session),
       // false before HELO
       helo: typeof session.hostNameAppearsAs === 'string' ? session.hostNameAppearsAs : '',
     },
@@ -287,20 +292,16 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       if (st.junkAll) for (const r of rcpts) junk.add(r.address);
       if (junk.size || d.bulk) filing = { junk: [...junk], bulk: d.bulk };
     }
-    const cipher = session.secure
-      ? (session as unknown as { tlsOptions?: { version?: string; name?: string } }).tlsOptions
-      : undefined;
-    const tlsInfo = cipher ? { protocol: cipher.version ?? 'TLS', cipher: cipher.name ?? 'unknown' } : null;
+    const tlsInfo = sessionTls(session);
     const received = receivedHeader({
       helo: session.hostNameAppearsAs,
-      clientHostname:
-        session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null,
+      clientHostname: sessionHostname(session),
       clientIp: session.remoteAddress,
       myhostname: config.myhostname,
       queueId,
       tls: tlsInfo,
       authenticated: false,
-      smtputf8: !!(session.envelope as { smtpUtf8?: boolean }).smtpUtf8,
+      smtputf8: sessionSmtpUtf8(session),
       recipient: rcpts.length === 1 ? rcpts[0]!.address : null,
     });
     const message = Buffer.concat([Buffer.from(received), body]);
@@ -311,16 +312,15 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       mailFrom,
       client: {
         ip: session.remoteAddress,
-        hostname:
-          session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null,
+        hostname: sessionHostname(session),
         helo: session.hostNameAppearsAs,
         tls: tlsInfo,
         user: null,
       },
       receivedAt: new Date().toISOString(),
       attempts: 0,
-      body: bodyType(session),
-      smtputf8: !!(session.envelope as { smtpUtf8?: boolean }).smtpUtf8,
+      body: sessionBodyType(session),
+      smtputf8: sessionSmtpUtf8(session),
       lastError: null,
       ...(filing ? { filing } : {}),
     };
@@ -379,28 +379,4 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       await policy?.stop();
     },
   };
-}
-
-function bodyType(session: SMTPServerSession): Envelope['body'] {
-  const b =
-    session.envelope.mailFrom && session.envelope.mailFrom.args
-      ? session.envelope.mailFrom.args.BODY
-      : undefined;
-  return b === '8BITMIME' ? '8BITMIME' : b === 'BINARYMIME' ? 'BINARYMIME' : '7BIT';
-}
-
-/** Reads the DATA stream; stops buffering (returns null) once the size limit is passed. */
-function readMessage(stream: Readable, limit: number): Promise<Buffer | null> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let over = false;
-    stream.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > limit) over = true;
-      if (!over) chunks.push(c);
-    });
-    stream.on('end', () => resolve(over ? null : Buffer.concat(chunks, size)));
-    stream.on('error', reject);
-  });
 }
