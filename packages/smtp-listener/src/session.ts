@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
-import type { SMTPServerSession } from 'smtp-server';
+import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { ClientInfo, Envelope } from '@mailyard/contracts';
+import { SmtpReject } from '@mailyard/smtp-core';
 
 /** What smtp-server records about a session that both of our SMTP listeners put in envelopes. */
 
@@ -44,4 +45,53 @@ export function readMessage(stream: Readable, limit: number): Promise<Buffer | n
     stream.on('end', () => resolve(over ? null : Buffer.concat(chunks, size)));
     stream.on('error', reject);
   });
+}
+
+/**
+ * Counts RCPT commands per transaction. smtp-server folds duplicate addresses in
+ * `envelope.rcptTo`; Postfix's smtpd_recipient_limit counts commands, and so do we.
+ */
+export function rcptCounter(): (session: SMTPServerSession) => number {
+  const counts = new WeakMap<object, number>();
+  return (session) => {
+    const n = (counts.get(session.envelope) ?? 0) + 1;
+    counts.set(session.envelope, n);
+    return n;
+  };
+}
+
+export interface DataStage {
+  limit: number;
+  /** Queues the message; resolves to its queue id once the broker confirmed it. */
+  accept(raw: Buffer): Promise<string>;
+  /** The refusal for a message over the limit (the service counts and logs it). */
+  tooBig(): Error;
+  /** Anything thrown that is not an SmtpReject: log it, return the 451 to send. */
+  failed(err: unknown): Error;
+  /** Seconds from end of DATA to the confirm. */
+  observe(seconds: number): void;
+}
+
+/**
+ * The end of DATA for both SMTP listeners: read the message within the size limit, queue
+ * it, and answer `250 2.0.0 Ok: queued as <id>` only after the confirm. A refusal thrown
+ * by `accept` (an SmtpReject) is sent as it is.
+ */
+export function answerData(
+  stream: SMTPServerDataStream,
+  stage: DataStage,
+  cb: (err?: Error | null, message?: string) => void,
+): void {
+  const run = async (): Promise<string> => {
+    const raw = await readMessage(stream, stage.limit);
+    if (stream.sizeExceeded || raw === null) throw stage.tooBig();
+    const started = process.hrtime.bigint();
+    const queueId = await stage.accept(raw);
+    stage.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    return queueId;
+  };
+  run().then(
+    (queueId) => cb(null, `2.0.0 Ok: queued as ${queueId}`),
+    (err: unknown) => cb(err instanceof SmtpReject ? err : stage.failed(err)),
+  );
 }

@@ -7,7 +7,8 @@ import type {
   SMTPServerSession,
 } from 'smtp-server';
 import {
-  readMessage,
+  answerData,
+  rcptCounter,
   sessionBodyType,
   sessionHostname,
   sessionSmtpUtf8,
@@ -114,7 +115,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
   };
 
   // per transaction (the envelope object is replaced on RSET/EHLO/end of message)
-  const rcptCounts = new WeakMap<object, number>();
+  const countRcpt = rcptCounter();
   const ownedBy = new WeakMap<object, Set<string>>();
 
   const policy: PolicyAsker | null =
@@ -509,10 +510,8 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
 
       onRcptTo(address: RoutedRecipient, session, cb) {
         if (!accountOf(session)) return cb(rejectWith(reply.authRequired(), session));
-        // count RCPT commands, not distinct addresses (smtp-server folds duplicates)
-        const count = (rcptCounts.get(session.envelope) ?? 0) + 1;
-        rcptCounts.set(session.envelope, count);
-        if (count > config.smtpd_recipient_limit) return cb(rejectWith(reply.tooManyRecipients(), session));
+        if (countRcpt(session) > config.smtpd_recipient_limit)
+          return cb(rejectWith(reply.tooManyRecipients(), session));
         checkRecipient(address, session).then(
           () => cb(),
           (err: unknown) => {
@@ -524,21 +523,19 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       },
 
       onData(stream: SMTPServerDataStream, session, cb) {
-        const run = async (): Promise<string> => {
-          const raw = await readMessage(stream, limit);
-          if (stream.sizeExceeded || raw === null) throw rejectWith(reply.messageTooBig(limit), session);
-          const started = process.hrtime.bigint();
-          const queueId = await acceptMessage(raw, session);
-          metrics.acceptLatency.observe(Number(process.hrtime.bigint() - started) / 1e9);
-          return queueId;
-        };
-        run().then(
-          (queueId) => cb(null, `2.0.0 Ok: queued as ${queueId}`),
-          (err: unknown) => {
-            if (err instanceof SmtpReject) return cb(err);
-            logger.error({ sid: session.id, err: String(err) }, 'accepting the message failed');
-            cb(rejectWith(reply.localError(), session));
+        answerData(
+          stream,
+          {
+            limit,
+            accept: (raw) => acceptMessage(raw, session),
+            tooBig: () => rejectWith(reply.messageTooBig(limit), session),
+            failed: (err) => {
+              logger.error({ sid: session.id, err: String(err) }, 'accepting the message failed');
+              return rejectWith(reply.localError(), session);
+            },
+            observe: (seconds) => metrics.acceptLatency.observe(seconds),
           },
+          cb,
         );
       },
     });

@@ -25,8 +25,9 @@ import {
   reply,
 } from '@mailyard/smtp-core';
 import {
+  answerData,
   MailyardSmtpServer,
-  readMessage,
+  rcptCounter,
   sessionBodyType,
   sessionHostname,
   sessionSmtpUtf8,
@@ -85,7 +86,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     return err;
   };
 
-  const rcptCounts = new WeakMap<object, number>();
+  const countRcpt = rcptCounter();
 
   const policy: PolicyAsker | null =
     deps.policy !== undefined
@@ -215,10 +216,8 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     },
 
     onRcptTo(address: RoutedRecipient, session, cb) {
-      // count RCPT commands, not distinct addresses (smtp-server folds duplicates)
-      const count = (rcptCounts.get(session.envelope) ?? 0) + 1;
-      rcptCounts.set(session.envelope, count);
-      if (count > config.smtpd_recipient_limit) return cb(rejectWith(reply.tooManyRecipients(), session));
+      if (countRcpt(session) > config.smtpd_recipient_limit)
+        return cb(rejectWith(reply.tooManyRecipients(), session));
       routeRecipient(address.address, session)
         .then(async (route) => {
           address.route = route;
@@ -241,21 +240,19 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     },
 
     onData(stream: SMTPServerDataStream, session, cb) {
-      const run = async (): Promise<string> => {
-        const raw = await readMessage(stream, limit);
-        if (stream.sizeExceeded || raw === null) throw rejectWith(reply.messageTooBig(limit), session);
-        const started = process.hrtime.bigint();
-        const queueId = await acceptMessage(raw, session);
-        metrics.acceptLatency.observe(Number(process.hrtime.bigint() - started) / 1e9);
-        return queueId;
-      };
-      run().then(
-        (queueId) => cb(null, `2.0.0 Ok: queued as ${queueId}`),
-        (err: unknown) => {
-          if (err instanceof SmtpReject) return cb(err);
-          logger.error({ sid: session.id, err: String(err) }, 'accepting the message failed');
-          cb(rejectWith(reply.localError(), session));
+      answerData(
+        stream,
+        {
+          limit,
+          accept: (raw) => acceptMessage(raw, session),
+          tooBig: () => rejectWith(reply.messageTooBig(limit), session),
+          failed: (err) => {
+            logger.error({ sid: session.id, err: String(err) }, 'accepting the message failed');
+            return rejectWith(reply.localError(), session);
+          },
+          observe: (seconds) => metrics.acceptLatency.observe(seconds),
         },
+        cb,
       );
     },
   });
