@@ -35,11 +35,36 @@ export const ALIAS_RECURSION_LIMIT = 100;
 //   accounts:<domain>        SET   account addresses of a domain
 //   alias:<source>           SET   targets; source `@domain` is the catch-all
 //   aliases:<domain>         SET   alias sources of a domain
+//   directory:changed        pub/sub channel (prefixed by hand), announced on every change
 export class Directory {
+  private readonly cache: LookupCache | null;
+
+  /**
+   * `cacheTtlMs` > 0 keeps recipient lookups in process for that long, as Postfix's
+   * proxymap or Dovecot's auth cache do; every change made through this class is
+   * announced on a Redis channel and empties the cache of every instance at once, so
+   * the TTL only bounds staleness when that announcement is missed.
+   */
   constructor(
     private readonly redis: Redis,
     private readonly recipientDelimiter = '+',
-  ) {}
+    opts: { cacheTtlMs?: number; cacheMaxEntries?: number } = {},
+  ) {
+    this.cache = opts.cacheTtlMs
+      ? new LookupCache(redis, opts.cacheTtlMs, opts.cacheMaxEntries ?? 50_000)
+      : null;
+  }
+
+  /** Stops listening for change announcements (only started when the cache is on). */
+  close(): void {
+    this.cache?.close();
+  }
+
+  /** Tells every instance's lookup cache that the directory changed. */
+  private async changed(): Promise<void> {
+    this.cache?.clear();
+    await this.redis.publish(changedChannel(this.redis), String(Date.now()));
+  }
 
   // ---- domains
   async addDomain(domain: string): Promise<string> {
@@ -47,6 +72,7 @@ export class Directory {
     if (!d) throw new DirectoryError('invalid_address', `"${domain}" is not a valid domain name`);
     if (!(await this.redis.sadd('domains', d)))
       throw new DirectoryError('duplicate', `domain ${d} already exists`);
+    await this.changed();
     return d;
   }
   async listDomains(): Promise<string[]> {
@@ -70,6 +96,7 @@ export class Directory {
       );
     }
     await this.redis.srem('domains', d);
+    await this.changed();
   }
 
   // ---- accounts
@@ -100,6 +127,7 @@ export class Directory {
       .hset(`account:${a}`, 'created', new Date().toISOString())
       .sadd(`accounts:${a.split('@')[1]}`, a)
       .exec();
+    await this.changed();
     return a;
   }
 
@@ -117,6 +145,7 @@ export class Directory {
       .del(`account:${a}`)
       .srem(`accounts:${a.split('@')[1]}`, a)
       .exec();
+    await this.changed();
   }
 
   async listUsers(domain?: string): Promise<string[]> {
@@ -173,6 +202,7 @@ export class Directory {
       .sadd(`alias:${src}`, ...normalized)
       .sadd(`aliases:${src.split('@')[1]}`, src)
       .exec();
+    await this.changed();
     return src;
   }
 
@@ -184,13 +214,14 @@ export class Directory {
       if (!(await this.redis.srem(`alias:${src}`, target.toLowerCase()))) {
         throw new DirectoryError('not_found', `alias ${src} has no target ${target}`);
       }
-      if ((await this.redis.scard(`alias:${src}`)) > 0) return;
+      if ((await this.redis.scard(`alias:${src}`)) > 0) return this.changed();
     }
     await this.redis
       .multi()
       .del(`alias:${src}`)
       .srem(`aliases:${src.split('@')[1]}`, src)
       .exec();
+    await this.changed();
   }
 
   async listAliases(domain?: string): Promise<{ source: string; targets: string[] }[]> {
@@ -237,8 +268,18 @@ export class Directory {
    * One Redis round trip for a recipient: is its domain local, and if so what does the
    * address resolve to. `match` is null for a remote domain or an unknown local address.
    */
-  async lookup(address: string): Promise<{ localDomain: boolean; match: RecipientMatch | null }> {
+  async lookup(address: string): Promise<Lookup> {
     const a = address.toLowerCase();
+    if (!this.cache) return this.lookupInRedis(a);
+    const hit = this.cache.get(a);
+    if (hit) return hit;
+    const generation = this.cache.generation;
+    const res = await this.lookupInRedis(a);
+    this.cache.set(a, res, generation);
+    return res;
+  }
+
+  private async lookupInRedis(a: string): Promise<Lookup> {
     const at = a.lastIndexOf('@');
     const local = a.slice(0, at);
     const domain = a.slice(at + 1);
@@ -290,6 +331,85 @@ export class Directory {
     };
     await walk(address, 0);
     return { local: [...local].map(([account, via]) => ({ account, via })), remote: [...remote] };
+  }
+}
+
+export interface Lookup {
+  localDomain: boolean;
+  match: RecipientMatch | null;
+}
+
+const changedChannel = (redis: Redis) => `${redis.options.keyPrefix ?? ''}directory:changed`;
+
+/**
+ * Recipient lookups kept for a while, emptied whenever any instance announces a change.
+ * A lookup that started before a change is not stored (its answer may be the old one).
+ */
+class LookupCache {
+  private readonly entries = new Map<string, { value: Lookup; expires: number }>();
+  private sub: Redis | null = null;
+  /** True while the change channel is subscribed; nothing is stored otherwise. */
+  private subscribed = false;
+  /** Bumped on every clear, so an answer read before a change is not cached after it. */
+  generation = 0;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly ttlMs: number,
+    private readonly maxEntries: number,
+  ) {}
+
+  get(address: string): Lookup | undefined {
+    this.listen();
+    const e = this.entries.get(address);
+    if (!e) return undefined;
+    if (e.expires > Date.now()) return e.value;
+    this.entries.delete(address);
+    return undefined;
+  }
+
+  set(address: string, value: Lookup, generation: number): void {
+    if (generation !== this.generation || !this.subscribed) return;
+    if (this.entries.size >= this.maxEntries) this.entries.clear();
+    this.entries.set(address, { value, expires: Date.now() + this.ttlMs });
+  }
+
+  clear(): void {
+    this.generation++;
+    this.entries.clear();
+  }
+
+  private listen(): void {
+    if (this.sub) return;
+    const sub = this.redis.duplicate({
+      keyPrefix: '',
+      lazyConnect: false,
+      enableAutoPipelining: false,
+      autoResubscribe: false,
+    });
+    this.sub = sub;
+    sub.on('message', () => this.clear());
+    sub.on('close', () => {
+      this.subscribed = false;
+      this.clear();
+    });
+    // (re)subscribe on every connect; announcements missed meanwhile: start again from Redis
+    sub.on('ready', () => {
+      sub.subscribe(changedChannel(this.redis)).then(
+        () => {
+          this.clear();
+          this.subscribed = true;
+        },
+        () => undefined,
+      );
+    });
+    sub.on('error', () => undefined);
+  }
+
+  close(): void {
+    this.sub?.disconnect();
+    this.subscribed = false;
+    this.entries.clear();
   }
 }
 

@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Redis } from 'ioredis';
+import { createTestRedis, waitFor, type TestRedis } from '@mailyard/testkit';
+import { Directory } from '../src/index.js';
+
+// Two instances as in production: `cached` is a service's directory (mta-inbound,
+// delivery), `admin` is the CLI making changes from another process.
+let r: TestRedis;
+let admin: Directory;
+let cached: Directory;
+let serviceRedis: Redis;
+const PASSWORD = 'correct horse battery staple';
+
+before(async () => {
+  r = createTestRedis();
+  admin = new Directory(r.redis);
+  serviceRedis = r.redis.duplicate();
+  cached = new Directory(serviceRedis, '+', { cacheTtlMs: 1500 });
+  await admin.addDomain('example.test');
+  await admin.addUser('alice@example.test', PASSWORD);
+  // the first lookup starts listening for changes; answers are cached once subscribed
+  await cached.lookup('alice@example.test');
+  await sleep(200);
+});
+after(async () => {
+  cached.close();
+  serviceRedis.disconnect();
+  await r.cleanup();
+});
+
+test('a cached answer is served without Redis until the TTL ends', async () => {
+  assert.equal((await cached.lookup('alice@example.test')).match?.kind, 'account');
+  // removed behind the directory's back (no announcement): the cache still answers...
+  await r.redis.del('account:alice@example.test');
+  assert.equal((await cached.lookup('alice@example.test')).match?.kind, 'account');
+  // ...until the entry expires
+  await waitFor(async () => (await cached.lookup('alice@example.test')).match === null, {
+    timeoutMs: 5000,
+    what: 'cache entry expiry',
+  });
+  await r.redis.hset('account:alice@example.test', 'password', 'x');
+});
+
+test('a new account, alias or domain is seen at once by a cache that had answered "unknown"', async () => {
+  assert.equal((await cached.lookup('carol@example.test')).match, null);
+  await admin.addUser('carol@example.test', PASSWORD);
+  await waitFor(async () => (await cached.lookup('carol@example.test')).match?.kind === 'account', {
+    timeoutMs: 1000,
+    what: 'new account visible',
+  });
+
+  assert.equal((await cached.lookup('team@example.test')).match, null);
+  await admin.addAlias('team@example.test', ['carol@example.test']);
+  await waitFor(async () => (await cached.lookup('team@example.test')).match?.kind === 'alias', {
+    timeoutMs: 1000,
+    what: 'new alias visible',
+  });
+
+  assert.equal((await cached.lookup('dave@new.test')).localDomain, false);
+  await admin.addDomain('new.test');
+  await waitFor(async () => (await cached.lookup('dave@new.test')).localDomain, {
+    timeoutMs: 1000,
+    what: 'new domain visible',
+  });
+});
+
+test('a deleted account or a removed alias target stops resolving at once', async () => {
+  await admin.addUser('erin@example.test', PASSWORD);
+  await admin.addAlias('pair@example.test', ['erin@example.test', 'carol@example.test']);
+  await waitFor(async () => (await cached.lookup('erin@example.test')).match?.kind === 'account');
+  await waitFor(async () => (await cached.expand('pair@example.test')).local.length === 2);
+
+  await admin.delAlias('pair@example.test', 'erin@example.test');
+  await waitFor(
+    async () =>
+      JSON.stringify((await cached.expand('pair@example.test')).local.map((l) => l.account)) ===
+      '["carol@example.test"]',
+    { timeoutMs: 1000, what: 'alias target removal visible' },
+  );
+  await admin.delUser('erin@example.test');
+  await waitFor(async () => (await cached.lookup('erin@example.test')).match === null, {
+    timeoutMs: 1000,
+    what: 'account removal visible',
+  });
+});
+
+test('without a TTL nothing is cached', async () => {
+  const plain = new Directory(r.redis);
+  await admin.addUser('frank@example.test', PASSWORD);
+  assert.equal((await plain.lookup('frank@example.test')).match?.kind, 'account');
+  await r.redis.del('account:frank@example.test');
+  assert.equal((await plain.lookup('frank@example.test')).match, null);
+});
