@@ -127,6 +127,8 @@ export class ImapSession {
       'UTF8=ACCEPT',
       'ESEARCH',
       'SORT',
+      'THREAD=REFERENCES',
+      'THREAD=ORDEREDSUBJECT',
       'STATUS=SIZE',
       'BINARY',
       `APPENDLIMIT=${this.deps.config.message_size_limit}`,
