@@ -49,13 +49,23 @@ export class AppPasswords {
 
   /** Returns the name of the matching app password, or null. */
   async verify(account: string, secret: string): Promise<string | null> {
-    const all = await this.redis.hgetall(`apppw:${account.toLowerCase()}`);
+    return (await this.match(account, secret))?.name ?? null;
+  }
+
+  /** The matching app password's name and stored record (as `records` returns it), or null. */
+  async match(account: string, secret: string): Promise<{ name: string; record: string } | null> {
+    const all = await this.records(account);
     const want = Buffer.from(sha256(secret.replace(/[\s-]/g, '')), 'hex');
     for (const [name, v] of Object.entries(all)) {
       const have = Buffer.from((JSON.parse(v) as { hash: string }).hash, 'hex');
-      if (have.length === want.length && timingSafeEqual(have, want)) return name;
+      if (have.length === want.length && timingSafeEqual(have, want)) return { name, record: v };
     }
     return null;
+  }
+
+  /** Every app password of an account as stored: name -> record (hash and creation time). */
+  async records(account: string): Promise<Record<string, string>> {
+    return this.redis.hgetall(`apppw:${account.toLowerCase()}`);
   }
 }
 

@@ -1,9 +1,10 @@
-import type { Directory } from '@mailyard/directory';
+import type { AccountRecord, Directory } from '@mailyard/directory';
 import type { AppPasswords } from './app-passwords.js';
+import type { CachedCredential, CredentialCache } from './credential-cache.js';
 import type { LoginGuard } from './lockout.js';
 
 export type AuthResult =
-  | { ok: true; account: string; via: 'password' | 'app-password' }
+  | { ok: true; account: string; via: 'password' | 'app-password'; cached: boolean }
   | { ok: false; reason: 'invalid' }
   | { ok: false; reason: 'locked'; retryAfterSeconds: number };
 
@@ -12,32 +13,80 @@ export interface Authenticator {
 }
 
 /**
+ * What a cached login is checked against: the whole account record (so a changed
+ * password hash, or any other change to the account, invalidates it) and, for an app
+ * password, that app password's stored record.
+ */
+function storedCredential(account: AccountRecord, app: string | null): string {
+  const fields = Object.entries(account).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return JSON.stringify([fields, app]);
+}
+
+/**
  * The one login check of every protocol: lockout first (a locked account or IP is
  * refused without touching the password), then the account password, then app
  * passwords. Failures and successes are recorded for the shared lockout.
+ *
+ * With a `cache`, a login verified in the last few seconds is accepted without hashing
+ * again, after the lockout check and after re-reading the stored credential it was
+ * verified against (see CredentialCache).
  */
 export function createAuthenticator(deps: {
   directory: Directory;
   guard: LoginGuard;
   appPasswords: AppPasswords;
+  cache?: CredentialCache;
 }): Authenticator {
+  const { directory, guard, appPasswords, cache } = deps;
+
+  const storedNow = async (user: string, c: CachedCredential): Promise<string | null> => {
+    if (c.via === 'password') {
+      const rec = await directory.accountRecord(user);
+      return rec && storedCredential(rec, null);
+    }
+    const [rec, apps] = await Promise.all([directory.accountRecord(user), appPasswords.records(user)]);
+    const app = apps[c.name];
+    return rec && app !== undefined ? storedCredential(rec, app) : null;
+  };
+
   return {
     async authenticate({ ip, username, password }) {
       const user = username.trim().toLowerCase();
-      const lock = await deps.guard.check(ip, user);
+      const lock = await guard.check(ip, user);
       if (lock.locked) return { ok: false, reason: 'locked', retryAfterSeconds: lock.retryAfterSeconds };
       if (user && password) {
-        const account = await deps.directory.authenticate(user, password);
-        if (account) {
-          await deps.guard.recordSuccess(ip, account);
-          return { ok: true, account, via: 'password' };
+        const hit = await cache?.get(user, password, (c) => storedNow(user, c));
+        if (hit) {
+          await guard.recordSuccess(ip, hit.account);
+          return { ok: true, account: hit.account, via: hit.credential.via, cached: true };
         }
-        if ((await deps.directory.accountExists(user)) && (await deps.appPasswords.verify(user, password))) {
-          await deps.guard.recordSuccess(ip, user);
-          return { ok: true, account: user, via: 'app-password' };
+        const checked = await directory.checkPassword(user, password);
+        if (checked) {
+          cache?.remember(
+            user,
+            password,
+            checked.account,
+            { via: 'password' },
+            storedCredential(checked.record, null),
+          );
+          await guard.recordSuccess(ip, checked.account);
+          return { ok: true, account: checked.account, via: 'password', cached: false };
+        }
+        const rec = await directory.accountRecord(user);
+        const app = rec ? await appPasswords.match(user, password) : null;
+        if (rec && app) {
+          cache?.remember(
+            user,
+            password,
+            user,
+            { via: 'app-password', name: app.name },
+            storedCredential(rec, app.record),
+          );
+          await guard.recordSuccess(ip, user);
+          return { ok: true, account: user, via: 'app-password', cached: false };
         }
       }
-      await deps.guard.recordFailure(ip, user || '(none)');
+      await guard.recordFailure(ip, user || '(none)');
       return { ok: false, reason: 'invalid' };
     },
   };

@@ -1,3 +1,4 @@
 export * from './lockout.js';
 export * from './app-passwords.js';
 export * from './authenticate.js';
+export * from './credential-cache.js';

@@ -27,6 +27,7 @@ test('account password and app passwords both log in; a revoked app password doe
       ok: true,
       account: 'carol@example.test',
       via: 'password',
+      cached: false,
     },
   );
   const secret = await apps.create('carol@example.test', 'phone');

@@ -14,6 +14,9 @@ export class DirectoryError extends Error {
   }
 }
 
+/** The Redis hash `account:<address>`: every field, so any change to the account shows. */
+export type AccountRecord = Record<string, string> & { password: string };
+
 export type RecipientMatch =
   | { kind: 'account'; account: string }
   | { kind: 'alias'; source: string; targets: string[] }
@@ -168,13 +171,30 @@ export class Directory {
 
   /** Checks a password; the same work is done for unknown accounts, so timing does not tell which exist. */
   async authenticate(address: string, password: string): Promise<string | null> {
+    return (await this.checkPassword(address, password))?.account ?? null;
+  }
+
+  /**
+   * As authenticate, and also returns the account record the password was checked
+   * against, so a cache of verified credentials can tell later whether it still holds.
+   */
+  async checkPassword(
+    address: string,
+    password: string,
+  ): Promise<{ account: string; record: AccountRecord } | null> {
     const a = address.trim().toLowerCase();
-    const stored = await this.redis.hget(`account:${a}`, 'password');
-    if (!stored) {
+    const record = await this.accountRecord(a);
+    if (!record) {
       await hashPassword(password);
       return null;
     }
-    return (await verifyPassword(stored, password)) ? a : null;
+    return (await verifyPassword(record.password, password)) ? { account: a, record } : null;
+  }
+
+  /** The stored fields of an account (the password hash among them), or null when it does not exist. */
+  async accountRecord(address: string): Promise<AccountRecord | null> {
+    const r = await this.redis.hgetall(`account:${address.trim().toLowerCase()}`);
+    return r.password ? (r as AccountRecord) : null;
   }
 
   // ---- aliases and catch-all

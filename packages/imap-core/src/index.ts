@@ -6,3 +6,5 @@ export * from './mime.js';
 export * from './render.js';
 export * from './fetch-items.js';
 export * from './search-keys.js';
+export * from './base-subject.js';
+export * from './thread.js';

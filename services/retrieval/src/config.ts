@@ -39,6 +39,15 @@ export const retrievalSchema = z.object({
   max_connections: positiveInt(5000),
   /** Storage quota per account (512M, 2G...) when Redis holds no override; unset: unlimited. */
   quota_storage: bytes(0),
+  /**
+   * How long a verified login is remembered so that the next one skips argon2id
+   * (Dovecot: auth_cache_ttl); 0 disables. Every use re-reads the stored password and
+   * app passwords, so a changed password, a deleted account or a revoked app password
+   * is refused at once; the TTL only bounds how long a login stays recognised.
+   */
+  auth_cache_ttl: duration('60s'),
+  /** Most remembered logins per process; the oldest go first (Dovecot: auth_cache_size). */
+  auth_cache_size: positiveInt(10000),
   /** Announce our own changes (flags, expunges, appends) to other instances' IDLE sessions. */
   publish_changes: bool(true),
   /** Seconds to wait for sessions to end at shutdown. */

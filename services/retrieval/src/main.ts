@@ -1,4 +1,4 @@
-import { AppPasswords, createAuthenticator, LoginGuard } from '@mailyard/auth';
+import { AppPasswords, createAuthenticator, CredentialCache, LoginGuard } from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import { runMain } from '@mailyard/runtime';
 import { retrievalSchema } from './config.js';
@@ -12,6 +12,7 @@ await runMain('retrieval', retrievalSchema, (config, rt) =>
       directory: new Directory(rt.redis),
       guard: new LoginGuard(rt.redis),
       appPasswords: new AppPasswords(rt.redis),
+      cache: new CredentialCache({ ttlMs: config.auth_cache_ttl, maxEntries: config.auth_cache_size }),
     }),
     logger: rt.logger,
     registry: rt.registry,

@@ -20,6 +20,12 @@ export function createMetrics(registry: Registry) {
       labelNames: ['protocol', 'result'] as const,
       registers: [registry],
     }),
+    loginCacheHits: new Counter({
+      name: 'mailyard_retrieval_login_cache_hits_total',
+      help: 'Successful logins answered from the cache of verified credentials, by protocol',
+      labelNames: ['protocol'] as const,
+      registers: [registry],
+    }),
     commands: new Counter({
       name: 'mailyard_retrieval_commands_total',
       help: 'Commands handled, by protocol, command and result (ok, no, bad)',

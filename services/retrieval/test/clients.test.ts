@@ -16,10 +16,11 @@ const PYUSER = 'py@example.test';
 const POPUSER = 'pop@example.test';
 const CURLUSER = 'curl@example.test';
 const QUSER = 'quota@example.test';
+const THREADUSER = 'thread@example.test';
 
 before(async () => {
   p = await startPlatform();
-  for (const u of [PYUSER, POPUSER, CURLUSER, QUSER]) await addAccount(p.directory, u);
+  for (const u of [PYUSER, POPUSER, CURLUSER, QUSER, THREADUSER]) await addAccount(p.directory, u);
   r = await startRetrieval(p);
   await sendRaw(p, PYUSER, sampleMessage(1, ' Grüße aus Köln'));
   for (let i = 1; i <= 3; i++) await sendRaw(p, POPUSER, sampleMessage(i, '\r\n.a line starting with a dot'));
@@ -82,6 +83,89 @@ print(json.dumps(res))
     assert.ok((res.list as string[]).some((l) => l.includes('\\Junk') && l.includes('"Junk"')));
     // modified UTF-7 on the wire for a client that did not enable UTF8=ACCEPT
     assert.deepEqual(res.nested, ['(\\HasNoChildren) "/" "Projekte/&ANw-bersicht"']);
+  });
+});
+
+/** A message of the THREAD conversation, sent at 2025-01-06 <hour>:<minute> UTC. */
+function threadMessage(id: string, subject: string, time: string, refs: string[] = []): string {
+  return [
+    'From: "Sender Name" <sender@remote.example>',
+    `To: ${THREADUSER}`,
+    `Subject: ${subject}`,
+    `Date: Mon, 6 Jan 2025 ${time}:00 +0000`,
+    `Message-ID: <${id}@remote.example>`,
+    ...(refs.length
+      ? [
+          `In-Reply-To: <${refs[refs.length - 1]}@remote.example>`,
+          `References: ${refs.map((r) => `<${r}@remote.example>`).join(' ')}`,
+        ]
+      : []),
+    '',
+    'Body.',
+    '',
+  ].join('\r\n');
+}
+
+void describe('THREAD (RFC 5256) with Python imaplib', () => {
+  void it('threads a conversation by references and by subject, with sequence numbers and UIDs', async () => {
+    // a first message, expunged below, so that UIDs are not sequence numbers
+    await sendRaw(p, THREADUSER, sampleMessage(1));
+    const conversation = [
+      threadMessage('kickoff', 'Project kickoff', '10:00'),
+      threadMessage('reply', 'Re: Project kickoff', '11:00', ['kickoff']),
+      threadMessage('reply2', 'Re: Re: Project kickoff', '12:00', ['kickoff', 'reply']),
+      threadMessage('lunch', 'Lunch on Friday', '10:30'),
+      // its parent never reached this mailbox
+      threadMessage('budget2', 'Re: Budget figures', '13:00', ['budget-missing']),
+      // sent before reply2 but delivered after it
+      threadMessage('reply3', 'RE: Project kickoff', '11:30', ['kickoff']),
+    ];
+    for (const m of conversation) await sendRaw(p, THREADUSER, m);
+    const out = await python(
+      `
+import imaplib, sys, json
+m = imaplib.IMAP4('127.0.0.1', int(sys.argv[1]))
+m.login(sys.argv[2], sys.argv[3])
+res = {'caps': m.capability()[1][0].decode()}
+m.select('INBOX')
+m.store('1', '+FLAGS', '(\\Deleted)')
+m.expunge()
+res['refs'] = m.thread('REFERENCES', 'UTF-8', 'ALL')[1][0].decode()
+res['uid_refs'] = m.uid('THREAD', 'REFERENCES', 'UTF-8', 'ALL')[1][0].decode()
+res['subject'] = m.thread('ORDEREDSUBJECT', 'UTF-8', 'ALL')[1][0].decode()
+res['uid_subject'] = m.uid('THREAD', 'ORDEREDSUBJECT', 'US-ASCII', 'ALL')[1][0].decode()
+res['searched'] = m.thread('REFERENCES', 'UTF-8', '1,3:6', 'SUBJECT', 'kickoff')[1][0].decode()
+res['none'] = m.thread('REFERENCES', 'UTF-8', 'SUBJECT', '"no such subject"')[1][0] in (None, b'')
+try:
+    m.thread('JWZ', 'UTF-8', 'ALL')
+    res['unknown'] = 'OK'
+except imaplib.IMAP4.error as e:
+    res['unknown'] = str(e)
+typ, data = m.thread('REFERENCES', 'KOI8-R', 'ALL')
+res['charset'] = typ + ' ' + data[0].decode()
+m.logout()
+print(json.dumps(res))
+`,
+      String(r.ports.imap),
+      THREADUSER,
+      PASSWORD,
+    );
+    const res = JSON.parse(out) as Record<'caps' | 'refs' | 'uid_refs' | 'subject' | 'uid_subject', string> &
+      Record<'searched' | 'unknown' | 'charset', string> & { none: boolean };
+    assert.match(res.caps, /\bTHREAD=REFERENCES\b/);
+    assert.match(res.caps, /\bTHREAD=ORDEREDSUBJECT\b/);
+    // kickoff (1) with reply (2) -> reply2 (3) and reply3 (6); lunch (4); the budget
+    // reply (5) stands alone once its missing parent's dummy is pruned
+    assert.equal(res.refs, '(1 (2 3)(6))(4)(5)');
+    assert.equal(res.uid_refs, '(2 (3 4)(7))(5)(6)');
+    assert.equal(res.subject, '(1 (2)(6)(3))(4)(5)');
+    assert.equal(res.uid_subject, '(2 (3)(7)(4))(5)(6)');
+    // only the searched messages take part: without reply (2), reply2 (3) refers to a
+    // dummy that is pruned, so it becomes reply3's sibling under kickoff
+    assert.equal(res.searched, '(1 (6)(3))');
+    assert.equal(res.none, true, 'a bare "* THREAD" when nothing matches');
+    assert.match(res.unknown, /THREAD command error: BAD .*unknown threading algorithm JWZ/);
+    assert.match(res.charset, /^NO \[BADCHARSET \(UTF-8 US-ASCII\)\]/);
   });
 });
 

@@ -1,5 +1,5 @@
 import { loadConfig } from '@mailyard/config';
-import { AppPasswords, createAuthenticator, LoginGuard } from '@mailyard/auth';
+import { AppPasswords, createAuthenticator, CredentialCache, LoginGuard } from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import nodemailer from 'nodemailer';
@@ -49,6 +49,7 @@ export async function startRetrieval(
       directory: new Directory(rt.redis),
       guard: new LoginGuard(rt.redis),
       appPasswords: new AppPasswords(rt.redis),
+      cache: new CredentialCache({ ttlMs: config.auth_cache_ttl, maxEntries: config.auth_cache_size }),
     }),
     logger: rt.logger,
     registry: rt.registry,

@@ -153,6 +153,30 @@ void describe('IMAP with imapflow', () => {
     await c.mailboxOpen('INBOX');
     await c.logout();
   });
+
+  void it('answers repeated logins from the cache of verified credentials, unless AUTH_CACHE_TTL is 0', async () => {
+    const hits = async (x: Retrieval) => {
+      const text = await x.rt.registry.getSingleMetricAsString('mailyard_retrieval_login_cache_hits_total');
+      return Number(/protocol="imap"} (\d+)/.exec(text)?.[1] ?? 0);
+    };
+    const loginTwice = async (port: number) => {
+      for (let i = 0; i < 2; i++) {
+        const c = client(port);
+        await c.connect();
+        await c.logout();
+      }
+    };
+    const before = await hits(r);
+    await loginTwice(r.ports.imap);
+    assert.ok((await hits(r)) >= before + 1, 'the second login at least came from the cache');
+    const off = await startRetrieval(p, { auth_cache_ttl: 0 });
+    try {
+      await loginTwice(off.ports.imap);
+      assert.equal(await hits(off), 0);
+    } finally {
+      await off.stop();
+    }
+  });
 });
 
 import { createRequire } from 'node:module';

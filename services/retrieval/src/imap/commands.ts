@@ -4,7 +4,7 @@
 import {
   ArgReader,
   BadCharsetError,
-  decodeWords,
+  baseSubject,
   header,
   parseAddressList,
   encodeMutf7,
@@ -14,9 +14,15 @@ import {
   parseSearch,
   SUPPORTED_CHARSETS,
   str,
+  renderThreads,
+  thread,
+  THREAD_ALGORITHMS,
   tokenText,
   usesModseq,
   type FetchItem,
+  type HeaderField,
+  type ThreadAlgorithm,
+  type ThreadMessage,
   type SearchKey,
   type SequenceSet,
   type Token,
@@ -544,7 +550,13 @@ async function runSearch(s: ImapSession, tag: string, a: SearchArgs, name: strin
   await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
 }
 
-// --- SORT (RFC 5256) ------------------------------------------------------------------
+// --- SORT and THREAD (RFC 5256) --------------------------------------------------------
+
+/** RFC 5256 §2.2: the Date header, or INTERNALDATE when it is missing or unparsable. */
+async function sentDate(folder: MailFolder, m: MessageInfo, h: HeaderField[]): Promise<number> {
+  const d = Date.parse((header(h, 'date') ?? '').replace(/\s*\([^)]*\)\s*$/, ''));
+  return Number.isNaN(d) ? (await folder.internalDate(m)).getTime() : d;
+}
 
 const SORT_KEYS = ['ARRIVAL', 'CC', 'DATE', 'FROM', 'SIZE', 'SUBJECT', 'TO'];
 
@@ -569,20 +581,6 @@ function parseSort(r: ArgReader): SortArgs {
   return { criteria, search: { ret: null, key: parseSearch(r), badCharset: false } };
 }
 
-/** RFC 5256 §2.1 base subject, simplified: no Re:/Fwd:/[tag] prefixes, no (fwd) trailer. */
-function baseSubject(subject: string): string {
-  let s = decodeWords(subject).toLowerCase().replace(/\s+/g, ' ').trim();
-  for (let prev = ''; prev !== s;) {
-    prev = s;
-    s = s
-      .replace(/^(re|fwd?|aw|sv)\s*(\[[^\]]*\])?\s*:\s*/, '')
-      .replace(/^\[[^\]]*\]\s*/, '')
-      .replace(/\s*\(fwd\)$/, '')
-      .trim();
-  }
-  return s;
-}
-
 async function runSort(s: ImapSession, tag: string, a: SortArgs, name: string): Promise<void> {
   if (a.search.badCharset || !a.search.key) throw reply.badCharset(SUPPORTED_CHARSETS);
   const view = s.selected!;
@@ -599,11 +597,9 @@ async function runSort(s: ImapSession, tag: string, a: SortArgs, name: string): 
         case 'ARRIVAL':
           keys.push((await view.folder.internalDate(m)).getTime());
           break;
-        case 'DATE': {
-          const d = Date.parse((header(h, 'date') ?? '').replace(/\s*\([^)]*\)\s*$/, ''));
-          keys.push(Number.isNaN(d) ? (await view.folder.internalDate(m)).getTime() : d);
+        case 'DATE':
+          keys.push(await sentDate(view.folder, m, h));
           break;
-        }
         case 'SIZE':
           keys.push(await view.folder.sizeOf(m));
           break;
@@ -628,6 +624,46 @@ async function runSort(s: ImapSession, tag: string, a: SortArgs, name: string): 
     return x.seq - y.seq;
   });
   s.send(`* SORT${rows.map((r) => ' ' + (byUid ? r.uid : r.seq)).join('')}\r\n`);
+  await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
+}
+
+interface ThreadArgs {
+  algorithm: ThreadAlgorithm;
+  search: SearchArgs;
+}
+
+function parseThread(r: ArgReader): ThreadArgs {
+  const name = r.atom('threading algorithm').toUpperCase();
+  const algorithm = THREAD_ALGORITHMS.find((a) => a === name);
+  if (!algorithm) throw new ParseError(`unknown threading algorithm ${name.slice(0, 30)}`);
+  // RFC 5256 §3: the charset is required (no CHARSET keyword, unlike SEARCH)
+  const charset = r.astring('charset').toUpperCase();
+  if (!SUPPORTED_CHARSETS.includes(charset))
+    return { algorithm, search: { ret: null, key: null, badCharset: true } };
+  return { algorithm, search: { ret: null, key: parseSearch(r), badCharset: false } };
+}
+
+async function runThread(s: ImapSession, tag: string, a: ThreadArgs, name: string): Promise<void> {
+  if (a.search.badCharset || !a.search.key) throw reply.badCharset(SUPPORTED_CHARSETS);
+  const view = s.selected!;
+  const byUid = name.startsWith('UID');
+  const ev = new SearchEvaluator(view, view.folder, s.deps.cache);
+  const msgs: ThreadMessage[] = [];
+  for (let i = 0; i < view.uids.length; i++) {
+    const m = view.info(view.uids[i]!);
+    if (!m || !(await ev.matches(a.search.key, i + 1, m))) continue;
+    const h = (await s.deps.cache.header(view.folder, m)).headers;
+    msgs.push({
+      n: byUid ? m.uid : i + 1,
+      messageId: header(h, 'message-id'),
+      references: header(h, 'references'),
+      inReplyTo: header(h, 'in-reply-to'),
+      subject: header(h, 'subject'),
+      date: await sentDate(view.folder, m, h),
+    });
+  }
+  const threads = renderThreads(thread(a.algorithm, msgs));
+  s.send(`* THREAD${threads ? ' ' + threads : ''}\r\n`);
   await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
 }
 
@@ -1044,6 +1080,8 @@ export const COMMANDS: Record<string, CommandDef<unknown>> = {
   'UID SEARCH': def({ states: SELECTED, parse: parseSearchArgs, run: runSearch }),
   SORT: def({ states: SELECTED, parse: parseSort, run: runSort }),
   'UID SORT': def({ states: SELECTED, parse: parseSort, run: runSort }),
+  THREAD: def({ states: SELECTED, parse: parseThread, run: runThread }),
+  'UID THREAD': def({ states: SELECTED, parse: parseThread, run: runThread }),
   ...Object.fromEntries(
     ['COPY', 'UID COPY', 'MOVE', 'UID MOVE'].map((n) => [
       n,

@@ -127,6 +127,8 @@ export class ImapSession {
       'UTF8=ACCEPT',
       'ESEARCH',
       'SORT',
+      'THREAD=REFERENCES',
+      'THREAD=ORDEREDSUBJECT',
       'STATUS=SIZE',
       'BINARY',
       `APPENDLIMIT=${this.deps.config.message_size_limit}`,
@@ -320,7 +322,8 @@ export class ImapSession {
     await this.mailbox.ensureDefaults();
     this.state = 'authenticated';
     this.deps.metrics.logins.inc({ protocol: 'imap', result: 'ok' });
-    this.log.info({ account: res.account, via: res.via }, 'logged in');
+    if (res.cached) this.deps.metrics.loginCacheHits.inc({ protocol: 'imap' });
+    this.log.info({ account: res.account, via: res.via, cached: res.cached }, 'logged in');
     this.unsubscribe = this.deps.notifier.on(res.account, (folder) => this.onChange(folder));
   }
 

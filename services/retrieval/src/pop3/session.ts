@@ -265,7 +265,8 @@ export class Pop3Session {
     this.sizes = await Promise.all(this.messages.map((m) => this.folder!.sizeOf(m)));
     this.state = 'transaction';
     this.deps.metrics.logins.inc({ protocol: 'pop3', result: 'ok' });
-    this.log.info({ account: res.account }, 'logged in');
+    if (res.cached) this.deps.metrics.loginCacheHits.inc({ protocol: 'pop3' });
+    this.log.info({ account: res.account, via: res.via, cached: res.cached }, 'logged in');
     this.send(`+OK Logged in, ${this.messages.length} messages`);
   }
 
