@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { bytes, commonSchema, positiveInt } from '@mailyard/config';
+import { bytes, commonSchema, duration, positiveInt } from '@mailyard/config';
 
 export const deliverySchema = z.object({
   ...commonSchema,
@@ -17,6 +17,11 @@ export const deliverySchema = z.object({
   bulk_folder: z.string().min(1).default('INBOX'),
   /** Plus-addressing separator (Postfix: recipient_delimiter). */
   recipient_delimiter: z.string().min(1).max(1).default('+'),
+  /**
+   * How long recipient lookups are kept in process (0: not at all). Changes made with
+   * `mailyard` reach every instance at once; the TTL bounds staleness otherwise.
+   */
+  directory_cache_ttl: duration('60s'),
   /** Storage quota per account (512M, 2G...) unless Redis holds an override (hash quota:storage); unset: unlimited. */
   quota_storage: bytes(0),
 });

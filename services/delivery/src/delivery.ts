@@ -74,6 +74,10 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   const markerKey = (queueId: string, account: string) =>
     `delivered:${queueId}:${createHash('sha256').update(account).digest('hex').slice(0, 16)}`;
 
+  const announce = changeAnnouncer((ev) => {
+    bus.publishEvent(EventKeys.mailboxChanged, ev).catch(() => undefined);
+  }, EVENT_WINDOW_MS);
+
   /** Junk for recipients the policy held, the bulk folder for bulk mail, else INBOX. */
   const folderFor = (env: Envelope, via: string): string => {
     const f = env.filing;
@@ -85,7 +89,9 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   const fileCopy = async (env: Envelope, message: Buffer, account: string, via: string): Promise<void> => {
     const folder = folderFor(env, via);
     const key = markerKey(env.queueId, account);
-    if (await redis.exists(key)) {
+    // one round trip for both (autopipelined)
+    const [delivered, limit] = await Promise.all([redis.exists(key), quotas.limit(account)]);
+    if (delivered) {
       metrics.deliveries.inc({ result: 'duplicate' });
       logger.info({ queueId: env.queueId, account }, 'already delivered, skipped');
       return;
@@ -94,7 +100,6 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       Buffer.from(returnPathHeader(env.mailFrom) + deliveredToHeader(account)),
       message,
     ]);
-    const limit = await quotas.limit(account);
     if (limit && (await new MailAccount(store.root, account).usage()).bytes + data.length > limit) {
       // 452 4.2.2 (RFC 3463 mailbox full): kept in the dead-letter queue with this reason
       // instead of being dropped; requeue it once the user has made room.
@@ -117,14 +122,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       { queueId: env.queueId, account, via, folder, path: res.path, written: res.written },
       'delivered',
     );
-    const event: MailboxChanged = {
-      v: 1,
-      account,
-      folder,
-      queueId: env.queueId,
-      at: new Date().toISOString(),
-    };
-    await bus.publishEvent(EventKeys.mailboxChanged, event).catch(() => undefined);
+    announce({ v: 1, account, folder, queueId: env.queueId, at: new Date().toISOString() });
   };
 
   const handle = async (d: Delivery): Promise<void> => {
@@ -174,6 +172,51 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       );
       logger.info({ root: store.root }, 'delivery consuming');
     },
-    stop: () => bus.stop(),
+    async stop() {
+      announce.flush();
+      await bus.stop();
+    },
   };
+}
+
+/** Changes to one folder within this window are announced together. */
+const EVENT_WINDOW_MS = 100;
+
+/**
+ * `mailbox.changed` at most once per folder per window: the first change is announced
+ * at once, the later ones of the window in one event at its end. An IDLE client still
+ * hears of every new message within the window, and a burst into one mailbox costs one
+ * event per window instead of one per message.
+ */
+function changeAnnouncer(publish: (ev: MailboxChanged) => void, windowMs: number) {
+  const windows = new Map<string, { pending: MailboxChanged | null; timer: NodeJS.Timeout }>();
+  const close = (key: string) => {
+    const w = windows.get(key);
+    if (!w) return;
+    if (!w.pending) {
+      windows.delete(key);
+      return;
+    }
+    publish(w.pending);
+    w.pending = null;
+    w.timer = setTimeout(() => close(key), windowMs).unref();
+  };
+  const announce = (ev: MailboxChanged) => {
+    const key = `${ev.account}\0${ev.folder}`;
+    const w = windows.get(key);
+    if (w) {
+      w.pending = ev;
+      return;
+    }
+    publish(ev);
+    windows.set(key, { pending: null, timer: setTimeout(() => close(key), windowMs).unref() });
+  };
+  announce.flush = () => {
+    for (const [key, w] of windows) {
+      clearTimeout(w.timer);
+      if (w.pending) publish(w.pending);
+      windows.delete(key);
+    }
+  };
+  return announce;
 }

@@ -8,7 +8,9 @@ await runMain('delivery', deliverySchema, (config, rt) =>
   buildDelivery(config, {
     bus: rt.bus,
     redis: rt.redis,
-    directory: new Directory(rt.redis, config.recipient_delimiter),
+    directory: new Directory(rt.redis, config.recipient_delimiter, {
+      cacheTtlMs: config.directory_cache_ttl,
+    }),
     store: new MaildirStore({ root: config.maildir_root, hostname: config.myhostname }),
     logger: rt.logger,
     registry: rt.registry,

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { connect } from 'amqplib';
 import {
@@ -109,6 +109,34 @@ test('each filed copy is announced as a mailbox.changed event', async () => {
   });
   assert.equal(e.account, 'erin@example.test');
   assert.equal(e.folder, 'INBOX');
+  await listener.stop();
+});
+
+test('a burst into one mailbox is announced in a few events, the last one after the last copy', async () => {
+  const { Bus } = await import('@mailyard/bus');
+  const { createLogger } = await import('@mailyard/observability');
+  await addAccount(p.directory, 'burst@example.test');
+  const listener = new Bus({ url: p.vhost.url, logger: createLogger('listener', 'silent'), name: 'burst' });
+  const events: { account: string; at: number }[] = [];
+  await listener.subscribe('mailbox.changed', (e) => {
+    const ev = e as { account: string };
+    if (ev.account === 'burst@example.test') events.push({ account: ev.account, at: Date.now() });
+  });
+  listener.start();
+  await listener.waitConnected();
+  const count = 30;
+  await Promise.all(
+    Array.from({ length: count }, (_, i) =>
+      p.inboundRt.bus.publishMail(RoutingKeys.delivery, msg(`burst ${i}`), envelope(['burst@example.test'])),
+    ),
+  );
+  await waitFor(() => p.inbox('burst@example.test').length === count, { what: `${count} copies filed` });
+  const lastWrite = Math.max(...p.inbox('burst@example.test').map((f) => statSync(f).ctimeMs));
+  await new Promise((r) => setTimeout(r, 400));
+  assert.ok(events.length >= 1 && events.length < count / 2, `${events.length} events for ${count} copies`);
+  // the trailing event of the window follows the last copy, well within IDLE's one second
+  const last = events.at(-1)!.at;
+  assert.ok(last >= Math.floor(lastWrite) - 1 && last - lastWrite < 1000, 'last event after the last copy');
   await listener.stop();
 });
 

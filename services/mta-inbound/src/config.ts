@@ -42,6 +42,11 @@ export const mtaInboundSchema = z.object({
   /** Plus-addressing separator (Postfix: recipient_delimiter). */
   recipient_delimiter: z.string().min(1).max(1).default('+'),
   /**
+   * How long recipient lookups are kept in process (0: not at all). Changes made with
+   * `mailyard` reach every instance at once; the TTL bounds staleness otherwise.
+   */
+  directory_cache_ttl: duration('60s'),
+  /**
    * Ask services/policy at each SMTP stage (RPC over RabbitMQ). Off by default so that a
    * deployment without the policy service keeps working as before (only the built-in
    * relay and syntax checks); turn it on wherever the policy service runs.

@@ -6,7 +6,9 @@ import { buildMtaInbound } from './inbound.js';
 await runMain('mta-inbound', mtaInboundSchema, (config, rt) =>
   buildMtaInbound(config, {
     bus: rt.bus,
-    directory: new Directory(rt.redis, config.recipient_delimiter),
+    directory: new Directory(rt.redis, config.recipient_delimiter, {
+      cacheTtlMs: config.directory_cache_ttl,
+    }),
     resolver: rt.resolver,
     logger: rt.logger,
     registry: rt.registry,
