@@ -87,23 +87,23 @@ export const hostPortList = (def: string[]) =>
     .default(def);
 
 const SIZE_RE = /^(\d+)\s*([kmg]i?b?|b)?$/i;
+const sizeText = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  if (typeof v === 'number') return v;
+  const m = SIZE_RE.exec(v.trim());
+  if (!m) {
+    ctx.addIssue({ code: 'custom', message: 'expected a size such as 10240, 512k or 25M' });
+    return z.NEVER;
+  }
+  const unit = (m[2] ?? '').toLowerCase()[0];
+  const mult = unit === 'k' ? 1024 : unit === 'm' ? 1024 ** 2 : unit === 'g' ? 1024 ** 3 : 1;
+  return Number(m[1]) * mult;
+});
 /** A size in bytes; accepts plain numbers and 10k/25M/1G suffixes (binary multiples). */
 export const bytes = (def: number) =>
-  z
-    .union([z.number(), z.string()])
-    .transform((v, ctx) => {
-      if (typeof v === 'number') return v;
-      const m = SIZE_RE.exec(v.trim());
-      if (!m) {
-        ctx.addIssue({ code: 'custom', message: 'expected a size such as 10240, 512k or 25M' });
-        return z.NEVER;
-      }
-      const unit = (m[2] ?? '').toLowerCase()[0];
-      const mult = unit === 'k' ? 1024 : unit === 'm' ? 1024 ** 2 : unit === 'g' ? 1024 ** 3 : 1;
-      return Number(m[1]) * mult;
-    })
-    .pipe(z.number().int().positive('expected a size above 0'))
-    .default(def);
+  sizeText.pipe(z.number().int().positive('expected a size above 0')).default(def);
+/** A size limit where 0 means "no limit" (quotas): otherwise as `bytes`. */
+export const bytesOrUnlimited = (def: number) =>
+  sizeText.pipe(z.number().int().nonnegative('expected a size, or 0 for no limit')).default(def);
 
 const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?$/;
 /** A duration in milliseconds; accepts Postfix-style 300s, 5m, 4h, 5d (bare numbers are seconds). */

@@ -5,7 +5,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { z } from 'zod';
-import { ConfigError, bytes, cidrList, duration, ipInNetworks, loadConfig, port } from '../src/index.js';
+import {
+  ConfigError,
+  bytes,
+  bytesOrUnlimited,
+  cidrList,
+  duration,
+  ipInNetworks,
+  loadConfig,
+  port,
+} from '../src/index.js';
 
 const schema = z.object({
   smtp_port: port(25),
@@ -99,4 +108,18 @@ test('a tool reading a shared file may ignore the keys of other services', () =>
   writeFileSync(file, 'smtp_port: 2525\nmaildir_root: /srv/mail\n');
   assert.equal(loadConfig(schema, { env: {}, file, ignoreUnknownFileKeys: true }).smtp_port, 2525);
   t.cleanup();
+});
+
+test('a quota of 0 means no limit; a message size limit of 0 is refused naming the key', () => {
+  const s = z.object({ quota_storage: bytesOrUnlimited(0), message_size_limit: bytes(1024) });
+  assert.equal(loadConfig(s, { env: { QUOTA_STORAGE: '0' } }).quota_storage, 0);
+  assert.equal(loadConfig(s, { env: { QUOTA_STORAGE: '2G' } }).quota_storage, 2 * 1024 ** 3);
+  assert.throws(
+    () => loadConfig(s, { env: { QUOTA_STORAGE: '-1' } }),
+    (e: unknown) => e instanceof ConfigError && /quota_storage/i.test(e.message),
+  );
+  assert.throws(
+    () => loadConfig(s, { env: { MESSAGE_SIZE_LIMIT: '0' } }),
+    (e: unknown) => e instanceof ConfigError && /message_size_limit.*above 0/i.test(e.message),
+  );
 });

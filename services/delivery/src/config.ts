@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { bytes, commonSchema, duration, positiveInt } from '@mailyard/config';
+import { bytesOrUnlimited, commonSchema, duration, positiveInt } from '@mailyard/config';
 
 export const deliverySchema = z.object({
   ...commonSchema,
@@ -23,6 +23,6 @@ export const deliverySchema = z.object({
    */
   directory_cache_ttl: duration('60s'),
   /** Storage quota per account (512M, 2G...) unless Redis holds an override (hash quota:storage); unset: unlimited. */
-  quota_storage: bytes(0),
+  quota_storage: bytesOrUnlimited(0),
 });
 export type DeliveryConfig = z.infer<typeof deliverySchema>;

@@ -1,5 +1,14 @@
 import { z } from 'zod';
-import { bool, bytes, cidrList, commonSchema, duration, port, positiveInt } from '@mailyard/config';
+import {
+  bool,
+  bytes,
+  bytesOrUnlimited,
+  cidrList,
+  commonSchema,
+  duration,
+  port,
+  positiveInt,
+} from '@mailyard/config';
 
 export const retrievalSchema = z.object({
   ...commonSchema,
@@ -38,7 +47,7 @@ export const retrievalSchema = z.object({
   /** Sessions this instance serves at once. */
   max_connections: positiveInt(5000),
   /** Storage quota per account (512M, 2G...) when Redis holds no override; unset: unlimited. */
-  quota_storage: bytes(0),
+  quota_storage: bytesOrUnlimited(0),
   /**
    * How long a verified login is remembered so that the next one skips argon2id
    * (Dovecot: auth_cache_ttl); 0 disables. Every use re-reads the stored password and
