@@ -28,6 +28,7 @@ import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
 import { DeferredIndex } from '@mailyard/queue-admin';
 import { parseHostPort } from '@mailyard/config';
+import { applyHeaderEdits } from '@mailyard/policy-client';
 import { normalizeDomain } from '@mailyard/smtp-core';
 import type { OutboundRelayConfig } from './config.js';
 import { attemptDelivery, type RecipientOutcome, type TlsPolicy } from './deliver.js';
@@ -36,6 +37,9 @@ import { buildDsn, type RecipientReport } from './dsn.js';
 import { createMetrics } from './metrics.js';
 import { routeDomain, routeHost, type Target } from './mx.js';
 import { MtaSts, httpsPolicyFetcher, mxMatches, type PolicyFetcher } from './mta-sts.js';
+
+/** Header fields the policy service adds for local filing; removed before mail leaves. */
+const INTERNAL_HEADERS = [{ name: 'X-Mailyard-Policy' }, { name: 'X-Mailyard-Bulk' }];
 
 export interface OutboundRelayDeps {
   bus: Bus;
@@ -302,8 +306,10 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       const domain = domainOf(r);
       byDomain.set(domain, [...(byDomain.get(domain) ?? []), r]);
     }
+    // our own verdict headers are for our users' copies, not for other servers
+    const wire = applyHeaderEdits(d.body, { headers: [], removeHeaders: INTERNAL_HEADERS });
     const outcomes = (
-      await Promise.all([...byDomain].map(([domain, rcpts]) => deliverDomain(env, d.body, domain, rcpts)))
+      await Promise.all([...byDomain].map(([domain, rcpts]) => deliverDomain(env, wire, domain, rcpts)))
     ).flat();
 
     const delivered = outcomes.filter((o) => o.kind === 'delivered');

@@ -145,6 +145,16 @@ describe('delivery', () => {
     );
   });
 
+  test('our verdict headers stay home: X-Mailyard-Policy and X-Mailyard-Bulk are not sent', async () => {
+    const msg = simpleMessage('alice@example.test', 'bob@remote.test', 'verdict-headers');
+    const withVerdicts = `X-Mailyard-Policy: inbox; check_virus=clean\r\nX-Mailyard-Bulk: yes\r\n${msg}`;
+    await queueOutbound(p, envelope('alice@example.test', ['bob@remote.test']), withVerdicts);
+    const got = await waitFor(() => receivedBy(mx1, 'verdict-headers'), { what: 'delivery at mx1' });
+    const text = got.data.toString();
+    assert.doesNotMatch(text, /X-Mailyard-/i);
+    assert.ok(text.endsWith(msg), 'the rest of the message intact');
+  });
+
   test('without STARTTLS on offer the message goes in clear, and the TLS share says so', async () => {
     const before = await counterValue(relay.rt, 'mailyard_outbound_relay_deliveries_total', { tls: 'no' });
     await queueOutbound(
