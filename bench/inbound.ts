@@ -4,7 +4,7 @@
  *
  *   pnpm bench:inbound [--messages 5000] [--concurrency 20] [--size 10240]
  *                      [--per-connection 1] [--accounts 10] [--warmup 500]
- *                      [--smtp-source] [--profile DIR] [--keep] [--uv-threadpool N]
+ *                      [--smtp-source] [--profile DIR] [--keep] [--uv-threadpool N] [--dist]
  *
  * What is printed, and how it is measured:
  *  - accepted msgs/s: measured messages / (last `250` after DATA - start of the run).
@@ -68,6 +68,8 @@ interface Options {
   keep: boolean;
   /** UV_THREADPOOL_SIZE for the delivery process (its fsyncs occupy libuv's pool; default 4). */
   uvThreadpool: number | undefined;
+  /** Run the built bundles (services/X/dist/main.js) as the container image does. */
+  dist: boolean;
 }
 
 function parseOptions(): Options {
@@ -83,6 +85,7 @@ function parseOptions(): Options {
       profile: { type: 'string' },
       keep: { type: 'boolean', default: false },
       'uv-threadpool': { type: 'string' },
+      dist: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -90,7 +93,7 @@ function parseOptions(): Options {
     process.stdout.write(
       'usage: pnpm bench:inbound [--messages N] [--concurrency C] [--size BYTES] [--per-connection K]\n' +
         '                          [--accounts A] [--warmup W] [--smtp-source] [--profile DIR] [--keep]\n' +
-        '                          [--uv-threadpool N]\n',
+        '                          [--uv-threadpool N] [--dist]\n',
     );
     process.exit(0);
   }
@@ -116,6 +119,7 @@ function parseOptions(): Options {
     keep: values.keep,
     uvThreadpool:
       values['uv-threadpool'] === undefined ? undefined : int('uv-threadpool', values['uv-threadpool'], 1),
+    dist: values.dist,
   };
 }
 
@@ -149,11 +153,13 @@ function startService(
   env: Record<string, string>,
   httpPort: number,
   profile: string | undefined,
+  dist: boolean,
 ): Child {
-  const args = ['--conditions=development', '--import', 'tsx'];
+  // --dist: the esbuild bundle, run as the container image runs it (pnpm build first)
+  const args = dist ? ['--enable-source-maps'] : ['--conditions=development', '--import', 'tsx'];
   // one directory per service: the loader thread writes a profile of its own
   if (profile) args.push('--cpu-prof', '--cpu-prof-dir', join(profile, name));
-  args.push(join(ROOT, 'services', name, 'src', 'main.ts'));
+  args.push(join(ROOT, 'services', name, ...(dist ? ['dist', 'main.js'] : ['src', 'main.ts'])));
   const proc = spawn(process.execPath, args, {
     cwd: ROOT,
     env: { ...process.env, ...env, HTTP_PORT: String(httpPort) },
@@ -539,8 +545,8 @@ async function main(): Promise<void> {
     };
     // delivery first, so the queue has its consumer before mail arrives
     const deliveryEnv = opts.uvThreadpool ? { ...env, UV_THREADPOOL_SIZE: String(opts.uvThreadpool) } : env;
-    children.push(startService('delivery', deliveryEnv, deliveryHttp, opts.profile));
-    children.push(startService('mta-inbound', env, inboundHttp, opts.profile));
+    children.push(startService('delivery', deliveryEnv, deliveryHttp, opts.profile, opts.dist));
+    children.push(startService('mta-inbound', env, inboundHttp, opts.profile, opts.dist));
     for (const c of children) await waitReady(c);
 
     const greet = await greetingLatency(smtpPort);
