@@ -4,8 +4,12 @@
 //   SELECT + FETCH 1:* (FLAGS ENVELOPE) of an N-message INBOX, cold and warm,
 //   FETCH of 200 full bodies.
 // Options: --messages 10000  --seconds 5  --only mailyard|dovecot
+//   --cpu-prof <dir>  write a V8 CPU profile of the retrieval process into <dir>
+//   --skip-logins     only the mailbox workload (keeps a profile on the FETCH paths)
+// Next to wall-clock times, the CPU time the server's processes used in each phase
+// (user + system, from /proc) is printed: on a shared machine it moves far less.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync, rmSync, chmodSync } from 'node:fs';
+import { mkdirSync, writeFileSync, readFileSync, readdirSync, rmSync, chmodSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +26,8 @@ const arg = (name: string, def: string) => {
 const N = Number(arg('messages', '10000'));
 const SECONDS = Number(arg('seconds', '5'));
 const ONLY = arg('only', '');
+const CPU_PROF = arg('cpu-prof', '');
+const SKIP_LOGINS = process.argv.includes('--skip-logins');
 const ACCOUNT = 'bench@bench.test';
 const PASSWORD = 'correct-horse-battery-staple-42';
 const root = join(tmpdir(), `mailyard-bench-${process.pid}`);
@@ -132,43 +138,82 @@ async function loginRate(port: number, tls: boolean): Promise<number> {
   return count / SECONDS;
 }
 
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const t = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - t) / 1e6;
+const TICK_MS = 1000 / Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim() || 100);
+
+/** CPU time (user + system, ms) of a process and its live descendants, from /proc. */
+function cpuMs(pid: number): number {
+  let total = 0;
+  const visit = (p: number) => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'latin1');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      total += (Number(f[11]) + Number(f[12])) * TICK_MS;
+      for (const t of readdirSync(`/proc/${p}/task`)) {
+        const kids = readFileSync(`/proc/${p}/task/${t}/children`, 'latin1').trim();
+        for (const k of kids ? kids.split(' ') : []) visit(Number(k));
+      }
+    } catch {
+      // the process ended meanwhile
+    }
+  };
+  visit(pid);
+  return total;
 }
 
-async function workload(name: string, port: number): Promise<Record<string, number>> {
-  const c = await Client.open(port);
+/** Wall-clock and server CPU time of one phase, in ms. */
+async function timed(server: Server, fn: () => Promise<unknown>): Promise<[number, number]> {
+  const c = cpuMs(server.pid);
+  const t = process.hrtime.bigint();
+  await fn();
+  return [Number(process.hrtime.bigint() - t) / 1e6, cpuMs(server.pid) - c];
+}
+
+interface Server {
+  port: number;
+  /** Root of the server's process tree, for CPU time. */
+  pid: number;
+  stop: () => Promise<void>;
+}
+
+async function workload(name: string, server: Server): Promise<Record<string, number>> {
+  const c = await Client.open(server.port);
   await c.cmd(`LOGIN ${ACCOUNT} ${PASSWORD}`);
-  const cold = await timed(async () => {
+  const cold = await timed(server, async () => {
     await c.cmd('SELECT INBOX');
     await c.cmd('FETCH 1:* (FLAGS ENVELOPE)');
   });
   await c.cmd('UNSELECT');
-  const warm = await timed(async () => {
+  const warm = await timed(server, async () => {
     await c.cmd('SELECT INBOX');
     await c.cmd('FETCH 1:* (FLAGS ENVELOPE)');
   });
-  const fetchOnly = await timed(() => c.cmd('FETCH 1:* (FLAGS ENVELOPE)'));
+  const fetchOnly = await timed(server, () => c.cmd('FETCH 1:* (FLAGS ENVELOPE)'));
   await c.cmd('FETCH 1:200 BODY.PEEK[]');
-  const bodies = await timed(() => c.cmd('FETCH 1:200 BODY.PEEK[]'));
+  const [bodies] = await timed(server, () => c.cmd('FETCH 1:200 BODY.PEEK[]'));
   c.close();
-  const logins = await loginRate(port, false);
-  const tlsLogins = await loginRate(port, true);
-  const r = {
-    'SELECT+FETCH ENVELOPE cold (ms)': cold,
-    'SELECT+FETCH ENVELOPE warm (ms)': warm,
-    'FETCH 1:* (FLAGS ENVELOPE) warm (ms)': fetchOnly,
+  const r: Record<string, number> = {
+    'SELECT+FETCH ENVELOPE cold (ms)': cold[0],
+    'SELECT+FETCH ENVELOPE warm (ms)': warm[0],
+    'FETCH 1:* (FLAGS ENVELOPE) warm (ms)': fetchOnly[0],
     'FETCH 200 bodies (ms)': bodies,
-    'logins/s, 10 clients': logins,
-    'STARTTLS logins/s, 10 clients': tlsLogins,
+    'SELECT+FETCH ENVELOPE cold, server CPU (ms)': cold[1],
+    'SELECT+FETCH ENVELOPE warm, server CPU (ms)': warm[1],
+    'FETCH 1:* (FLAGS ENVELOPE) warm, server CPU (ms)': fetchOnly[1],
   };
+  if (!SKIP_LOGINS) {
+    r['logins/s, 10 clients'] = await loginRate(server.port, false);
+    r['STARTTLS logins/s, 10 clients'] = await loginRate(server.port, true);
+  }
   console.error(`${name}: done`);
   return r;
 }
 
-async function startMailyard(): Promise<{ port: number; stop: () => void }> {
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((r) => child.once('exit', () => r()));
+}
+
+async function startMailyard(): Promise<Server> {
   const prefix = `bench-${process.pid}:`;
   const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { keyPrefix: prefix });
   const dir = new Directory(redis);
@@ -176,9 +221,10 @@ async function startMailyard(): Promise<{ port: number; stop: () => void }> {
   await dir.addUser(ACCOUNT, PASSWORD);
   redis.disconnect();
   const [imap, imaps, pop3, pop3s] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const prof = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : [];
   const child = spawn(
     process.execPath,
-    ['--conditions=development', '--import', 'tsx', 'services/retrieval/src/main.ts'],
+    [...prof, '--conditions=development', '--import', 'tsx', 'services/retrieval/src/main.ts'],
     {
       env: {
         ...process.env,
@@ -200,10 +246,13 @@ async function startMailyard(): Promise<{ port: number; stop: () => void }> {
   await waitPort(imap);
   return {
     port: imap,
-    stop: () => {
+    pid: child.pid!,
+    stop: async () => {
       child.kill('SIGTERM');
+      // the CPU profile is written at exit
+      await exited(child);
       const r = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
-      void r
+      await r
         .keys(prefix + '*')
         .then((ks) => (ks.length ? r.del(...ks) : 0))
         .finally(() => r.disconnect());
@@ -211,7 +260,7 @@ async function startMailyard(): Promise<{ port: number; stop: () => void }> {
   };
 }
 
-async function startDovecot(): Promise<{ port: number; stop: () => void } | null> {
+async function startDovecot(): Promise<Server | null> {
   if (spawnSync('sh', ['-c', 'command -v dovecot']).status !== 0) {
     console.error('dovecot not installed (apt-get install dovecot-imapd): skipped');
     return null;
@@ -269,10 +318,11 @@ service imap-login {
   await waitPort(port);
   return {
     port,
-    stop: () => {
+    pid: child.pid!,
+    stop: async () => {
       child.kill('SIGTERM');
-      if (!process.env.BENCH_KEEP)
-        setTimeout(() => rmSync(base, { recursive: true, force: true, maxRetries: 5 }), 500);
+      await exited(child);
+      if (!process.env.BENCH_KEEP) rmSync(base, { recursive: true, force: true, maxRetries: 5 });
     },
   };
 }
@@ -298,18 +348,18 @@ try {
   if (ONLY !== 'dovecot') {
     const m = await startMailyard();
     try {
-      results.mailyard = await workload('mailyard', m.port);
+      results.mailyard = await workload('mailyard', m);
     } finally {
-      m.stop();
+      await m.stop();
     }
   }
   if (ONLY !== 'mailyard') {
     const d = await startDovecot();
     if (d) {
       try {
-        results.dovecot = await workload('dovecot', d.port);
+        results.dovecot = await workload('dovecot', d);
       } finally {
-        d.stop();
+        await d.stop();
       }
     }
   }
