@@ -1,7 +1,7 @@
 // Rendering of response data, RFC 9051 §9: strings as quoted or literal, ENVELOPE and
 // BODYSTRUCTURE from a parsed MIME tree. Output is a list of chunks (string | Buffer)
 // so message bytes are never re-encoded.
-import { header, type MimePart } from './mime.js';
+import { header, type HeaderField, type MimePart } from './mime.js';
 
 export type Chunk = string | Buffer;
 
@@ -48,40 +48,69 @@ export interface Address {
   group?: 'start' | 'end';
 }
 
+/** `<>,:;@`, the specials that separate address tokens. */
+function isSpecial(c: number): boolean {
+  return c === 60 || c === 62 || c === 44 || c === 58 || c === 59 || c === 64;
+}
+
+/** What `\s` matches in a regular expression. */
+function isSpace(c: number): boolean {
+  if (c <= 32) return c === 32 || (c >= 9 && c <= 13);
+  if (c < 0xa0) return false;
+  return (
+    c === 0xa0 ||
+    c === 0x1680 ||
+    (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 ||
+    c === 0x2029 ||
+    c === 0x202f ||
+    c === 0x205f ||
+    c === 0x3000 ||
+    c === 0xfeff
+  );
+}
+
 /** RFC 5322 address-list, tolerant of what real mail contains. */
 export function parseAddressList(value: string): Address[] {
   const out: Address[] = [];
   const toks: string[] = [];
-  // tokenise: quoted strings, comments dropped, specials
+  // tokenise: quoted strings, comments dropped, specials (by char code: this runs for
+  // every address of every message a client lists)
+  const n = value.length;
   let i = 0;
-  while (i < value.length) {
-    const c = value[i]!;
-    if (c === '"') {
+  while (i < n) {
+    const c = value.charCodeAt(i);
+    if (c === 34 /* " */) {
       let j = i + 1;
       let s = '';
-      while (j < value.length && value[j] !== '"') {
-        if (value[j] === '\\') j++;
+      while (j < n && value.charCodeAt(j) !== 34) {
+        if (value.charCodeAt(j) === 92 /* \\ */) j++;
         s += value[j] ?? '';
         j++;
       }
       toks.push('"' + s);
       i = j + 1;
-    } else if (c === '(') {
+    } else if (c === 40 /* ( */) {
       let depth = 1;
       i++;
-      while (i < value.length && depth) {
-        if (value[i] === '\\') i++;
-        else if (value[i] === '(') depth++;
-        else if (value[i] === ')') depth--;
+      while (i < n && depth) {
+        const d = value.charCodeAt(i);
+        if (d === 92) i++;
+        else if (d === 40) depth++;
+        else if (d === 41) depth--;
         i++;
       }
-    } else if ('<>,:;@'.includes(c)) {
-      toks.push(c);
+    } else if (isSpecial(c)) {
+      toks.push(value[i]!);
       i++;
-    } else if (/\s/.test(c)) i++;
+    } else if (isSpace(c)) i++;
     else {
       let j = i;
-      while (j < value.length && !/[\s"(<>,:;@]/.test(value[j]!)) j++;
+      while (j < n) {
+        const d = value.charCodeAt(j);
+        if (isSpace(d) || isSpecial(d) || d === 34 || d === 40) break;
+        j++;
+      }
       toks.push(value.slice(i, j));
       i = j;
     }
@@ -129,37 +158,86 @@ export function parseAddressList(value: string): Address[] {
   return out;
 }
 
-function addresses(value: string | null, utf8: boolean): Chunk[] {
-  if (!value) return ['NIL'];
+const QUOTABLE = /^[\x20-\x7e]*$/;
+const QUOTABLE_UTF8 = /^[^\r\n\0]*$/;
+
+/**
+ * nstring of a header value read as latin1 (one char per byte), rendered the same way:
+ * a literal counts bytes, and 8-bit header bytes go out as they were received.
+ */
+function nstringBytes(value: string | null, utf8: boolean): string {
+  if (value === null) return 'NIL';
+  if (value.length < 200 && (utf8 ? QUOTABLE_UTF8 : QUOTABLE).test(value)) {
+    return (
+      '"' + (value.includes('"') || value.includes('\\') ? value.replace(/[\\"]/g, '\\$&') : value) + '"'
+    );
+  }
+  return `{${value.length}}\r\n${value}`;
+}
+
+function addresses(value: string | null, utf8: boolean): string {
+  if (!value) return 'NIL';
   const list = parseAddressList(value);
-  if (!list.length) return ['NIL'];
+  if (!list.length) return 'NIL';
   // RFC 9051 §9 env-from: "(" 1*address ")", addresses not separated by spaces
-  const out: Chunk[] = ['('];
-  for (const a of list)
-    out.push(...paren([str(a.name, utf8), ['NIL'], str(a.mailbox, utf8), str(a.host, utf8)]));
-  out.push(')');
-  return out;
+  let out = '(';
+  for (const a of list) {
+    out += `(${nstringBytes(a.name, utf8)} NIL ${nstringBytes(a.mailbox, utf8)} ${nstringBytes(a.host, utf8)})`;
+  }
+  return out + ')';
+}
+
+/**
+ * ENVELOPE, RFC 9051 §7.5.2, from header fields whose values were read as latin1; the
+ * result has one char per byte (write it with `Buffer.from(text, 'latin1')`).
+ */
+export function envelopeText(h: HeaderField[], utf8 = false): string {
+  const from = header(h, 'from');
+  const addrs = (name: string, fallback?: string | null) =>
+    addresses(header(h, name) ?? fallback ?? null, utf8);
+  return (
+    '(' +
+    nstringBytes(header(h, 'date'), utf8) +
+    ' ' +
+    nstringBytes(header(h, 'subject'), utf8) +
+    ' ' +
+    addrs('from') +
+    ' ' +
+    addrs('sender', from) +
+    ' ' +
+    addrs('reply-to', from) +
+    ' ' +
+    addrs('to') +
+    ' ' +
+    addrs('cc') +
+    ' ' +
+    addrs('bcc') +
+    ' ' +
+    nstringBytes(header(h, 'in-reply-to'), utf8) +
+    ' ' +
+    nstringBytes(header(h, 'message-id'), utf8) +
+    ')'
+  );
 }
 
 /** ENVELOPE, RFC 9051 §7.5.2. */
 export function envelope(root: MimePart, utf8 = false): Chunk[] {
-  const h = root.headers;
-  const from = header(h, 'from');
-  const addrs = (name: string, fallback?: string | null) =>
-    addresses(header(h, name) ?? fallback ?? null, utf8);
-  return paren([
-    str(header(h, 'date'), utf8),
-    str(header(h, 'subject'), utf8),
-    addrs('from'),
-    addrs('sender', from),
-    addrs('reply-to', from),
-    addrs('to'),
-    addrs('cc'),
-    addrs('bcc'),
-    str(header(h, 'in-reply-to'), utf8),
-    str(header(h, 'message-id'), utf8),
-  ]);
+  return [Buffer.from(envelopeText(root.headers, utf8), 'latin1')];
 }
+
+/** The header fields ENVELOPE is made of. */
+export const ENVELOPE_FIELDS: readonly string[] = [
+  'date',
+  'subject',
+  'from',
+  'sender',
+  'reply-to',
+  'to',
+  'cc',
+  'bcc',
+  'in-reply-to',
+  'message-id',
+];
 
 function params(p: Record<string, string>): Chunk[] {
   const keys = Object.keys(p);
