@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import * as fsc from 'node:fs';
 import { constants, promises as fs } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { DotLock } from './lock.js';
 import { formatKeywords, formatUidList, parseKeywords, parseUidList, type UidList } from './uidlist.js';
 
@@ -25,6 +27,15 @@ export interface FolderSnapshot {
   highestModseq: number;
   /** In UID order. */
   messages: MessageInfo[];
+}
+
+/** The header block of a message file, read without its body. */
+export interface HeaderBlock {
+  /** Header lines up to the empty line (excluded), one char per byte. */
+  text: string;
+  /** File size and modification time (INTERNALDATE), from the open file. */
+  size: number;
+  mtimeMs: number;
 }
 
 export interface FlagChange {
@@ -429,6 +440,62 @@ export class MailFolder {
     }
   }
 
+  /**
+   * Header blocks of many messages, in order; null for a message that is gone. Reads
+   * only the first bytes of each file. Files in the page cache (mail that arrived
+   * lately, or was read lately) are read with blocking calls in slices of a few
+   * milliseconds: that costs a tenth of the CPU time of going through libuv's thread
+   * pool, and the event loop still turns between slices. As soon as one read is slow
+   * (the data came from the disk), the rest go through the thread pool, a bounded
+   * number at a time, so a cold disk neither blocks the process nor is read serially.
+   */
+  async readHeaders(msgs: MessageInfo[]): Promise<(HeaderBlock | null)[]> {
+    const out: (HeaderBlock | null)[] = new Array<HeaderBlock | null>(msgs.length).fill(null);
+    const buf = Buffer.allocUnsafe(HEAD_READ);
+    let i = 0;
+    let slow = false;
+    while (i < msgs.length && !slow) {
+      const sliceEnd = performance.now() + SYNC_SLICE_MS;
+      for (; i < msgs.length && !slow; i++) {
+        const t = performance.now();
+        if (t > sliceEnd) break;
+        try {
+          out[i] = readHeadSync(join(this.dir, msgs[i]!.rel), buf);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          out[i] = await this.readHeadMoved(msgs[i]!, buf);
+        }
+        slow = performance.now() - t > SLOW_READ_MS;
+      }
+      if (i < msgs.length && !slow) await new Promise((r) => setImmediate(r));
+    }
+    let next = i;
+    const worker = async () => {
+      const wbuf = Buffer.allocUnsafe(HEAD_READ);
+      while (next < msgs.length) {
+        const k = next++;
+        try {
+          out[k] = await readHeadAsync(join(this.dir, msgs[k]!.rel), wbuf);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          out[k] = await this.readHeadMoved(msgs[k]!, wbuf);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(READ_CONCURRENCY, msgs.length - i) }, worker));
+    return out;
+  }
+
+  /** The file was renamed (flags changed elsewhere) or removed since the snapshot. */
+  private async readHeadMoved(m: MessageInfo, buf: Buffer): Promise<HeaderBlock | null> {
+    try {
+      return await readHeadAsync(await this.resolvePath(m), buf);
+    } catch (err) {
+      if (err instanceof MessageGoneError || (err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
   async read(m: MessageInfo): Promise<Buffer> {
     try {
       return await fs.readFile(join(this.dir, m.rel));
@@ -585,6 +652,76 @@ function compareNames(a: string, b: string): number {
   const sa = parseInt(a, 10) || 0;
   const sb = parseInt(b, 10) || 0;
   return sa - sb || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+/** First read of a message file; most header blocks fit. */
+const HEAD_READ = 8192;
+/** A header block larger than this is cut here (as before: the rest is never parsed). */
+const HEAD_MAX = 1024 * 1024;
+const SYNC_SLICE_MS = 4;
+const SLOW_READ_MS = 1;
+const READ_CONCURRENCY = 16;
+
+/** End of the header block in `buf[0..n)`: offset of the empty line, or -1. */
+function headerEnd(buf: Buffer, n: number): number {
+  if (n > 0 && buf[0] === 10) return 0;
+  if (n > 1 && buf[0] === 13 && buf[1] === 10) return 0;
+  for (let i = buf.indexOf(10); i >= 0 && i < n; i = buf.indexOf(10, i + 1)) {
+    const c = buf[i + 1];
+    if (i + 1 >= n) return -1;
+    if (c === 10) return i + 1;
+    if (c === 13 && i + 2 < n && buf[i + 2] === 10) return i + 1;
+  }
+  return -1;
+}
+
+function headBlock(buf: Buffer, n: number, end: number, st: { size: number; mtimeMs: number }): HeaderBlock {
+  return { text: buf.toString('latin1', 0, end < 0 ? n : end), size: st.size, mtimeMs: st.mtimeMs };
+}
+
+function readHeadSync(path: string, first: Buffer): HeaderBlock {
+  const fd = fsc.openSync(path, 'r');
+  try {
+    const st = fsc.fstatSync(fd);
+    let buf = first;
+    let n = fsc.readSync(fd, buf, 0, buf.length, 0);
+    let end = headerEnd(buf, n);
+    while (end < 0 && n === buf.length && n < HEAD_MAX) {
+      const bigger = Buffer.allocUnsafe(buf.length * 4);
+      buf.copy(bigger, 0, 0, n);
+      buf = bigger;
+      n += fsc.readSync(fd, buf, n, buf.length - n, n);
+      end = headerEnd(buf, n);
+    }
+    return headBlock(buf, n, end, st);
+  } finally {
+    fsc.closeSync(fd);
+  }
+}
+
+const openP = promisify(fsc.open);
+const fstatP = promisify(fsc.fstat);
+const readP = promisify(fsc.read);
+const closeP = promisify(fsc.close);
+
+async function readHeadAsync(path: string, first: Buffer): Promise<HeaderBlock> {
+  const fd = await openP(path, 'r');
+  try {
+    const st = await fstatP(fd);
+    let buf = first;
+    let n = (await readP(fd, buf, 0, buf.length, 0)).bytesRead;
+    let end = headerEnd(buf, n);
+    while (end < 0 && n === buf.length && n < HEAD_MAX) {
+      const bigger = Buffer.allocUnsafe(buf.length * 4);
+      buf.copy(bigger, 0, 0, n);
+      buf = bigger;
+      n += (await readP(fd, buf, n, buf.length - n, n)).bytesRead;
+      end = headerEnd(buf, n);
+    }
+    return headBlock(buf, n, end, st);
+  } finally {
+    await closeP(fd);
+  }
 }
 
 async function writeDurable(path: string, data: Buffer): Promise<void> {

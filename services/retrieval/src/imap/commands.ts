@@ -35,7 +35,7 @@ import {
   type MessageInfo,
 } from '@mailyard/mailstore';
 import { EventKeys, type LearnEvent } from '@mailyard/contracts';
-import { renderFetch, parseImapDate, SectionError } from './fetch.js';
+import { renderFetch, parseImapDate, SectionError, type Piece } from './fetch.js';
 import { ImapReply, reply } from './replies.js';
 import { SearchEvaluator } from './search.js';
 import { SelectedMailbox } from './selected.js';
@@ -51,6 +51,9 @@ const ANY: ImapState[] = ['not-authenticated', 'authenticated', 'selected'];
 const AUTHED: ImapState[] = ['authenticated', 'selected'];
 const SELECTED: ImapState[] = ['selected'];
 const NOAUTH: ImapState[] = ['not-authenticated'];
+
+/** Messages whose headers are read together during FETCH. */
+const FETCH_CHUNK = 500;
 
 const def = <A>(d: CommandDef<A>): CommandDef<unknown> => d;
 const none = (r: ArgReader) => r.end();
@@ -283,6 +286,7 @@ async function runSelect(s: ImapSession, tag: string, a: SelectArgs, name: strin
   if (a.condstore) s.enabled.add('CONDSTORE');
   const f = await requireFolder(s, a.name);
   const snap = await f.snapshot();
+  void s.deps.cache.select(f, snap.messages);
   const view = new SelectedMailbox(f, a.name, readOnly, snap);
   const kws = new Set<string>();
   for (const m of snap.messages) for (const fl of m.flags) if (!fl.startsWith('\\')) kws.add(fl);
@@ -391,37 +395,61 @@ async function runFetch(s: ImapSession, tag: string, a: FetchArgs, name: string)
     }
   }
   const ctx = { folder: view.folder, cache: s.deps.cache, utf8: s.utf8, condstore: s.condstore, byUid };
-  // responses are gathered and written in batches: one socket write per message costs
-  // more than rendering it
+  // responses are gathered and written in batches of about 256 KiB with one writev:
+  // one socket write per message costs more than rendering it. Small pieces are joined
+  // as one-char-per-byte text and encoded once per batch; message bodies of 16 KiB and
+  // more go to the socket as they are, without a copy.
+  let text = '';
   let batch: Buffer[] = [];
   let batchBytes = 0;
+  const push = (p: Piece) => {
+    if (typeof p === 'string') text += p;
+    else if (p.length < 16384) text += p.toString('latin1');
+    else {
+      if (text) batch.push(Buffer.from(text, 'latin1'));
+      text = '';
+      batch.push(p);
+    }
+    batchBytes += p.length;
+  };
   const flush = async () => {
+    if (text) batch.push(Buffer.from(text, 'latin1'));
+    text = '';
     if (!batch.length) return;
-    s.send(batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes));
+    s.conn.writeMany(batch);
     batch = [];
     batchBytes = 0;
     await s.conn.drain();
   };
-  for (const { seq, m } of msgs) {
-    let body;
-    try {
-      body = await renderFetch(ctx, m, items);
-    } catch (err) {
-      if (err instanceof SectionError) {
+  // headers for ENVELOPE are read (or found in the index) a few hundred messages at a
+  // time: the files are read together, and the first responses leave early
+  const wantsHeaders = items.some((i) => i.k === 'ENVELOPE' || i.k === 'INTERNALDATE');
+  for (let k = 0; k < msgs.length; k += FETCH_CHUNK) {
+    const part = msgs.slice(k, k + FETCH_CHUNK);
+    if (wantsHeaders)
+      await ctx.cache.headers(
+        view.folder,
+        part.map((x) => x.m),
+      );
+    for (const { seq, m } of part) {
+      let body;
+      try {
+        body = await renderFetch(ctx, m, items);
+      } catch (err) {
+        if (err instanceof SectionError) {
+          await flush();
+          throw new ImapReply('NO', err.message === 'UNKNOWN-CTE' ? 'UNKNOWN-CTE' : null, err.message);
+        }
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as Error).name === 'MessageGoneError')
+          continue;
         await flush();
-        throw new ImapReply('NO', err.message === 'UNKNOWN-CTE' ? 'UNKNOWN-CTE' : null, err.message);
+        throw err;
       }
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as Error).name === 'MessageGoneError')
-        continue;
-      await flush();
-      throw err;
+      push(`* ${seq} FETCH `);
+      for (const c of body) push(c);
+      push('\r\n');
+      if (batchBytes > 256 * 1024) await flush();
     }
-    for (const c of [`* ${seq} FETCH `, ...body, '\r\n']) {
-      const buf = typeof c === 'string' ? Buffer.from(c, 'utf8') : c;
-      batch.push(buf);
-      batchBytes += buf.length;
-    }
-    if (batchBytes > 256 * 1024) await flush();
   }
   await flush();
   await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
@@ -590,7 +618,7 @@ async function runSort(s: ImapSession, tag: string, a: SortArgs, name: string): 
   for (let i = 0; i < view.uids.length; i++) {
     const m = view.info(view.uids[i]!);
     if (!m || !(await ev.matches(a.search.key, i + 1, m))) continue;
-    const h = (await s.deps.cache.header(view.folder, m)).headers;
+    const h = (await s.deps.cache.header(view.folder, m)).fields;
     const keys: (string | number)[] = [];
     for (const c of a.criteria) {
       switch (c.key) {
@@ -652,7 +680,7 @@ async function runThread(s: ImapSession, tag: string, a: ThreadArgs, name: strin
   for (let i = 0; i < view.uids.length; i++) {
     const m = view.info(view.uids[i]!);
     if (!m || !(await ev.matches(a.search.key, i + 1, m))) continue;
-    const h = (await s.deps.cache.header(view.folder, m)).headers;
+    const h = (await s.deps.cache.header(view.folder, m)).fields;
     msgs.push({
       n: byUid ? m.uid : i + 1,
       messageId: header(h, 'message-id'),

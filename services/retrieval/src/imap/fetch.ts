@@ -1,8 +1,7 @@
 import {
   decodeTransfer,
   findPart,
-  str,
-  type Chunk,
+  literal,
   type FetchItem,
   type MimePart,
   type Section,
@@ -86,57 +85,71 @@ export interface FetchContext {
   byUid: boolean;
 }
 
+/** A piece of a response: strings hold one char per byte (latin1), as header text is read. */
+export type Piece = string | Buffer;
+
+/** A JS (UTF-16) string as one char per byte of its UTF-8 encoding. */
+export function utf8Bytes(s: string): string {
+  return /[^\x00-\x7f]/.test(s) ? Buffer.from(s, 'utf8').toString('latin1') : s;
+}
+
 /** Renders one message's FETCH response body (without `* n FETCH`). */
-export async function renderFetch(ctx: FetchContext, m: MessageInfo, items: FetchItem[]): Promise<Chunk[]> {
-  const out: Chunk[][] = [];
+export async function renderFetch(ctx: FetchContext, m: MessageInfo, items: FetchItem[]): Promise<Piece[]> {
+  const out: Piece[][] = [];
   const hasUid = items.some((i) => i.k === 'UID');
   if (ctx.byUid && !hasUid) out.push([`UID ${m.uid}`]);
-  const needFull = items.some(
+  // BODY[] and RFC822 need only the bytes; sections, BINARY and the header/text parts
+  // need the MIME structure; BODYSTRUCTURE comes from the index once known
+  const needMime = items.some(
     (i) =>
-      i.k === 'SECTION' ||
-      i.k === 'BODYSTRUCTURE' ||
-      i.k === 'BODY' ||
-      i.k.startsWith('RFC822.') ||
-      i.k === 'RFC822',
+      (i.k === 'SECTION' && (i.kind !== 'BODY' || i.section.path.length > 0 || i.section.spec !== null)) ||
+      i.k === 'RFC822.HEADER' ||
+      i.k === 'RFC822.TEXT',
   );
-  const full = needFull ? await ctx.cache.message(ctx.folder, m) : null;
+  const needRaw = items.some((i) => i.k === 'SECTION' || i.k === 'RFC822');
+  const full = needMime ? await ctx.cache.message(ctx.folder, m) : null;
+  const raw = full ? full.data : needRaw ? await ctx.cache.raw(ctx.folder, m) : null;
   for (const it of items) {
     switch (it.k) {
       case 'UID':
         out.push([`UID ${m.uid}`]);
         break;
       case 'FLAGS':
-        out.push([`FLAGS (${m.flags.join(' ')})`]);
+        out.push([utf8Bytes(`FLAGS (${m.flags.join(' ')})`)]);
         break;
       case 'MODSEQ':
         out.push([`MODSEQ (${m.modseq})`]);
         break;
       case 'RFC822.SIZE':
-        out.push([`RFC822.SIZE ${full ? full.data.length : await ctx.folder.sizeOf(m)}`]);
+        out.push([
+          `RFC822.SIZE ${raw ? raw.length : (ctx.cache.peek(ctx.folder, m)?.size ?? (await ctx.folder.sizeOf(m)))}`,
+        ]);
         break;
-      case 'INTERNALDATE':
-        out.push([`INTERNALDATE ${imapDate(await ctx.folder.internalDate(m))}`]);
+      case 'INTERNALDATE': {
+        const known = ctx.cache.peek(ctx.folder, m)?.date;
+        out.push([`INTERNALDATE ${imapDate(known ? new Date(known) : await ctx.folder.internalDate(m))}`]);
         break;
+      }
       case 'ENVELOPE':
         out.push(['ENVELOPE ', (await ctx.cache.header(ctx.folder, m)).envelope]);
         break;
       case 'BODYSTRUCTURE':
-        out.push(['BODYSTRUCTURE ', full!.bodyStructure]);
+        out.push(['BODYSTRUCTURE ', await ctx.cache.structure(ctx.folder, m, true)]);
         break;
       case 'BODY':
-        out.push(['BODY ', full!.body]);
+        out.push(['BODY ', await ctx.cache.structure(ctx.folder, m, false)]);
         break;
       case 'RFC822':
-        out.push(['RFC822 ', ...str(full!.data)]);
+        out.push(['RFC822 ', ...literal(raw!)]);
         break;
       case 'RFC822.HEADER':
-        out.push(['RFC822.HEADER ', ...str(full!.data.subarray(0, full!.mime.bodyStart))]);
+        out.push(['RFC822.HEADER ', ...literal(full!.data.subarray(0, full!.mime.bodyStart))]);
         break;
       case 'RFC822.TEXT':
-        out.push(['RFC822.TEXT ', ...str(full!.data.subarray(full!.mime.bodyStart))]);
+        out.push(['RFC822.TEXT ', ...literal(full!.data.subarray(full!.mime.bodyStart))]);
         break;
       case 'SECTION': {
-        let bytes = sectionBytes(full!.data, full!.mime, it.section);
+        let bytes = full ? sectionBytes(full.data, full.mime, it.section) : raw!;
         if (it.kind !== 'BODY' && bytes) {
           const part = it.section.path.length ? findPart(full!.mime, it.section.path) : full!.mime;
           if (part?.type === 'multipart') throw new SectionError('BINARY of a multipart');
@@ -156,7 +169,7 @@ export async function renderFetch(ctx: FetchContext, m: MessageInfo, items: Fetc
           bytes = bytes.subarray(start, length === null ? undefined : start + length);
           origin = `<${start}>`;
         }
-        const label = `${it.kind}[${it.text}]${origin} `;
+        const label = utf8Bytes(`${it.kind}[${it.text}]${origin} `);
         if (!bytes) out.push([label, 'NIL']);
         else if (it.kind === 'BINARY' && bytes.includes(0))
           out.push([label, `~{${bytes.length}}\r\n`, bytes]);
@@ -166,7 +179,7 @@ export async function renderFetch(ctx: FetchContext, m: MessageInfo, items: Fetc
     }
   }
   if (ctx.condstore && !items.some((i) => i.k === 'MODSEQ')) out.push([`MODSEQ (${m.modseq})`]);
-  const chunks: Chunk[] = ['('];
+  const chunks: Piece[] = ['('];
   out.forEach((c, i) => {
     if (i) chunks.push(' ');
     chunks.push(...c);
