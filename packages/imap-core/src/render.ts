@@ -70,9 +70,64 @@ function isSpace(c: number): boolean {
   );
 }
 
+/** Display text of tokens: quoted strings unquoted, words joined by one space. */
+function tokenText(ts: string[], from: number, to: number): string {
+  let out = '';
+  for (let i = from; i < to; i++) {
+    const t = ts[i]!;
+    if (i > from) out += ' ';
+    out += t.charCodeAt(0) === 34 ? t.slice(1) : t;
+  }
+  return out;
+}
+
+/** addr-spec from tokens `from..to`: mailbox before the last `@`, host after it. */
+function addrOf(ts: string[], from: number, to: number, name: string | null): Address | null {
+  let at = -1;
+  for (let i = to - 1; i >= from; i--) {
+    if (ts[i] === '@') {
+      at = i;
+      break;
+    }
+  }
+  let mailbox = '';
+  for (let i = from; i < (at >= 0 ? at : to); i++) {
+    const t = ts[i]!;
+    mailbox += t.charCodeAt(0) === 34 ? t.slice(1) : t;
+  }
+  let host = '';
+  if (at >= 0) for (let i = at + 1; i < to; i++) host += ts[i]!;
+  if (!mailbox && !host) return null;
+  return { name, mailbox: mailbox || null, host: host || null };
+}
+
+/** One address from the tokens `from..to` (between commas), appended to `out`. */
+function pushAddress(ts: string[], from: number, to: number, out: Address[]): void {
+  if (from >= to) return;
+  let lt = -1;
+  for (let i = from; i < to; i++) {
+    if (ts[i] === '<') {
+      lt = i;
+      break;
+    }
+  }
+  let a: Address | null;
+  if (lt >= 0) {
+    let gt = -1;
+    for (let i = lt; i < to; i++) {
+      if (ts[i] === '>') {
+        gt = i;
+        break;
+      }
+    }
+    const name = tokenText(ts, from, lt).trim() || null;
+    a = addrOf(ts, lt + 1, gt < 0 ? to : gt, name);
+  } else a = addrOf(ts, from, to, null);
+  if (a) out.push(a);
+}
+
 /** RFC 5322 address-list, tolerant of what real mail contains. */
 export function parseAddressList(value: string): Address[] {
-  const out: Address[] = [];
   const toks: string[] = [];
   // tokenise: quoted strings, comments dropped, specials (by char code: this runs for
   // every address of every message a client lists)
@@ -83,11 +138,16 @@ export function parseAddressList(value: string): Address[] {
     if (c === 34 /* " */) {
       let j = i + 1;
       let s = '';
+      let from = j;
       while (j < n && value.charCodeAt(j) !== 34) {
-        if (value.charCodeAt(j) === 92 /* \\ */) j++;
-        s += value[j] ?? '';
+        if (value.charCodeAt(j) === 92 /* \\ */) {
+          s += value.slice(from, j);
+          j++;
+          from = j;
+        }
         j++;
       }
+      s += value.slice(from, Math.min(j, n));
       toks.push('"' + s);
       i = j + 1;
     } else if (c === 40 /* ( */) {
@@ -115,45 +175,29 @@ export function parseAddressList(value: string): Address[] {
       i = j;
     }
   }
-  const text = (ts: string[]) => ts.map((t) => (t.startsWith('"') ? t.slice(1) : t)).join(' ');
-  const addrOf = (ts: string[], name: string | null): Address | null => {
-    const at = ts.lastIndexOf('@');
-    const mailbox = (at >= 0 ? ts.slice(0, at) : ts)
-      .map((t) => (t.startsWith('"') ? t.slice(1) : t))
-      .join('');
-    const host = at >= 0 ? ts.slice(at + 1).join('') : null;
-    if (!mailbox && !host) return null;
-    return { name, mailbox: mailbox || null, host: host || null };
-  };
-  let cur: string[] = [];
+  const out: Address[] = [];
+  let start = 0;
+  let hasLt = false;
   let inGroup = false;
-  const flush = () => {
-    if (!cur.length) return;
-    const lt = cur.indexOf('<');
-    if (lt >= 0) {
-      const gt = cur.indexOf('>', lt);
-      const name = text(cur.slice(0, lt)).trim() || null;
-      const a = addrOf(cur.slice(lt + 1, gt < 0 ? undefined : gt), name);
-      if (a) out.push(a);
-    } else {
-      const a = addrOf(cur, null);
-      if (a) out.push(a);
-    }
-    cur = [];
-  };
-  for (const t of toks) {
-    if (t === ',') flush();
-    else if (t === ':' && !inGroup && !cur.includes('<')) {
-      out.push({ name: null, mailbox: text(cur), host: null, group: 'start' });
-      cur = [];
+  for (let k = 0; k < toks.length; k++) {
+    const t = toks[k]!;
+    if (t === ',') {
+      pushAddress(toks, start, k, out);
+      start = k + 1;
+      hasLt = false;
+    } else if (t === ':' && !inGroup && !hasLt) {
+      out.push({ name: null, mailbox: tokenText(toks, start, k), host: null, group: 'start' });
+      start = k + 1;
       inGroup = true;
     } else if (t === ';' && inGroup) {
-      flush();
+      pushAddress(toks, start, k, out);
+      start = k + 1;
+      hasLt = false;
       out.push({ name: null, mailbox: null, host: null, group: 'end' });
       inGroup = false;
-    } else cur.push(t);
+    } else if (t === '<') hasLt = true;
   }
-  flush();
+  pushAddress(toks, start, toks.length, out);
   if (inGroup) out.push({ name: null, mailbox: null, host: null, group: 'end' });
   return out;
 }
@@ -193,25 +237,27 @@ function addresses(value: string | null, utf8: boolean): string {
  */
 export function envelopeText(h: HeaderField[], utf8 = false): string {
   const from = header(h, 'from');
-  const addrs = (name: string, fallback?: string | null) =>
-    addresses(header(h, name) ?? fallback ?? null, utf8);
+  const fromList = addresses(from, utf8);
+  // Sender and Reply-To default to From (RFC 9051 §7.5.2): rendered once
+  const sender = header(h, 'sender');
+  const replyTo = header(h, 'reply-to');
   return (
     '(' +
     nstringBytes(header(h, 'date'), utf8) +
     ' ' +
     nstringBytes(header(h, 'subject'), utf8) +
     ' ' +
-    addrs('from') +
+    fromList +
     ' ' +
-    addrs('sender', from) +
+    (sender === null ? fromList : addresses(sender, utf8)) +
     ' ' +
-    addrs('reply-to', from) +
+    (replyTo === null ? fromList : addresses(replyTo, utf8)) +
     ' ' +
-    addrs('to') +
+    addresses(header(h, 'to'), utf8) +
     ' ' +
-    addrs('cc') +
+    addresses(header(h, 'cc'), utf8) +
     ' ' +
-    addrs('bcc') +
+    addresses(header(h, 'bcc'), utf8) +
     ' ' +
     nstringBytes(header(h, 'in-reply-to'), utf8) +
     ' ' +

@@ -33,9 +33,9 @@ export interface FolderSnapshot {
 export interface HeaderBlock {
   /** Header lines up to the empty line (excluded), one char per byte. */
   text: string;
-  /** File size and modification time (INTERNALDATE), from the open file. */
+  /** File size; and modification time (INTERNALDATE) when the size was not in the name. */
   size: number;
-  mtimeMs: number;
+  mtimeMs?: number;
 }
 
 export interface FlagChange {
@@ -61,6 +61,8 @@ const KEYWORDS = 'dovecot-keywords';
 /** Our own per-folder state: MODSEQ per message, and expunged UIDs for QRESYNC. */
 const MODSEQ = 'mailyard-modseq';
 const EXPUNGED_KEPT = 20_000;
+/** How long a sub-second mtime is distrusted: well above the kernel's clock tick (1-10 ms). */
+const FINE_MTIME_MS = 50;
 
 interface ModseqState {
   highest: number;
@@ -148,8 +150,12 @@ export class MailFolder {
     for (const p of ['new', 'cur', UIDLIST, MODSEQ, KEYWORDS]) {
       try {
         const st = await fs.stat(join(this.dir, p), { bigint: true });
-        // a change within the same clock tick leaves mtime unchanged: distrust recent ones
-        if (now - Number(st.mtimeMs) < 2000) return null;
+        // a change within the same clock tick leaves mtime unchanged: distrust recent
+        // ones. A file system that keeps sub-second times ticks with the kernel's coarse
+        // clock (a few ms); one that keeps whole seconds (or an mtime that happens to
+        // fall on a whole second) gets two seconds, as before.
+        const fine = st.mtimeNs % 1_000_000_000n !== 0n;
+        if (now - Number(st.mtimeMs) < (fine ? FINE_MTIME_MS : 2000)) return null;
         parts.push(`${st.ino}:${st.mtimeNs}:${st.size}`);
       } catch {
         parts.push('-');
@@ -442,7 +448,7 @@ export class MailFolder {
 
   /**
    * Header blocks of many messages, in order; null for a message that is gone. Reads
-   * only the first bytes of each file. Files in the page cache (mail that arrived
+   * only the first bytes of each file (and its size when the name does not carry it). Files in the page cache (mail that arrived
    * lately, or was read lately) are read with blocking calls in slices of a few
    * milliseconds: that costs a tenth of the CPU time of going through libuv's thread
    * pool, and the event loop still turns between slices. As soon as one read is slow
@@ -460,7 +466,7 @@ export class MailFolder {
         const t = performance.now();
         if (t > sliceEnd) break;
         try {
-          out[i] = readHeadSync(join(this.dir, msgs[i]!.rel), buf);
+          out[i] = readHeadSync(join(this.dir, msgs[i]!.rel), buf, msgs[i]!.size);
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
           out[i] = await this.readHeadMoved(msgs[i]!, buf);
@@ -475,7 +481,7 @@ export class MailFolder {
       while (next < msgs.length) {
         const k = next++;
         try {
-          out[k] = await readHeadAsync(join(this.dir, msgs[k]!.rel), wbuf);
+          out[k] = await readHeadAsync(join(this.dir, msgs[k]!.rel), wbuf, msgs[k]!.size);
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
           out[k] = await this.readHeadMoved(msgs[k]!, wbuf);
@@ -489,7 +495,7 @@ export class MailFolder {
   /** The file was renamed (flags changed elsewhere) or removed since the snapshot. */
   private async readHeadMoved(m: MessageInfo, buf: Buffer): Promise<HeaderBlock | null> {
     try {
-      return await readHeadAsync(await this.resolvePath(m), buf);
+      return await readHeadAsync(await this.resolvePath(m), buf, m.size);
     } catch (err) {
       if (err instanceof MessageGoneError || (err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw err;
@@ -675,14 +681,22 @@ function headerEnd(buf: Buffer, n: number): number {
   return -1;
 }
 
-function headBlock(buf: Buffer, n: number, end: number, st: { size: number; mtimeMs: number }): HeaderBlock {
-  return { text: buf.toString('latin1', 0, end < 0 ? n : end), size: st.size, mtimeMs: st.mtimeMs };
+function headBlock(
+  buf: Buffer,
+  n: number,
+  end: number,
+  size: number,
+  st: { size: number; mtimeMs: number } | null,
+): HeaderBlock {
+  const text = buf.toString('latin1', 0, end < 0 ? n : end);
+  return st ? { text, size: st.size, mtimeMs: st.mtimeMs } : { text, size };
 }
 
-function readHeadSync(path: string, first: Buffer): HeaderBlock {
+/** `size` from the file name (-1: unknown, then the file is stat'ed). */
+function readHeadSync(path: string, first: Buffer, size: number): HeaderBlock {
   const fd = fsc.openSync(path, 'r');
   try {
-    const st = fsc.fstatSync(fd);
+    const st = size < 0 ? fsc.fstatSync(fd) : null;
     let buf = first;
     let n = fsc.readSync(fd, buf, 0, buf.length, 0);
     let end = headerEnd(buf, n);
@@ -693,7 +707,7 @@ function readHeadSync(path: string, first: Buffer): HeaderBlock {
       n += fsc.readSync(fd, buf, n, buf.length - n, n);
       end = headerEnd(buf, n);
     }
-    return headBlock(buf, n, end, st);
+    return headBlock(buf, n, end, size, st);
   } finally {
     fsc.closeSync(fd);
   }
@@ -704,10 +718,10 @@ const fstatP = promisify(fsc.fstat);
 const readP = promisify(fsc.read);
 const closeP = promisify(fsc.close);
 
-async function readHeadAsync(path: string, first: Buffer): Promise<HeaderBlock> {
+async function readHeadAsync(path: string, first: Buffer, size: number): Promise<HeaderBlock> {
   const fd = await openP(path, 'r');
   try {
-    const st = await fstatP(fd);
+    const st = size < 0 ? await fstatP(fd) : null;
     let buf = first;
     let n = (await readP(fd, buf, 0, buf.length, 0)).bytesRead;
     let end = headerEnd(buf, n);
@@ -718,7 +732,7 @@ async function readHeadAsync(path: string, first: Buffer): Promise<HeaderBlock> 
       n += (await readP(fd, buf, n, buf.length - n, n)).bytesRead;
       end = headerEnd(buf, n);
     }
-    return headBlock(buf, n, end, st);
+    return headBlock(buf, n, end, size, st);
   } finally {
     await closeP(fd);
   }

@@ -22,9 +22,9 @@ export interface CachedMessage {
   envelope: string;
   /** The INDEXED_FIELDS present in the header, in header order, values raw (one char per byte). */
   fields: HeaderField[];
-  /** File size in bytes and modification time (INTERNALDATE), ms. */
+  /** File size in bytes; modification time (INTERNALDATE, ms) when it was read. */
   size: number;
-  date: number;
+  date?: number;
   /** BODYSTRUCTURE and BODY (one char per byte), once the whole message was parsed. */
   bodyStructure?: string;
   body?: string;
@@ -81,14 +81,14 @@ const codec = { encode: encodeRecord, decode: decodeRecord };
 function decodeRecord(v: unknown): CachedMessage | null {
   if (typeof v !== 'object' || v === null) return null;
   const r = v as Record<string, unknown>;
-  if (typeof r.e !== 'string' || !Array.isArray(r.h) || typeof r.s !== 'number' || typeof r.t !== 'number')
-    return null;
+  if (typeof r.e !== 'string' || !Array.isArray(r.h) || typeof r.s !== 'number') return null;
   const fields: HeaderField[] = [];
   for (const f of r.h as unknown[]) {
     if (!Array.isArray(f) || typeof f[0] !== 'string' || typeof f[1] !== 'string') return null;
     fields.push({ name: f[0], value: f[1] });
   }
-  const m: CachedMessage = { envelope: r.e, fields, size: r.s, date: r.t };
+  const m: CachedMessage = { envelope: r.e, fields, size: r.s };
+  if (typeof r.t === 'number') m.date = r.t;
   if (typeof r.bs === 'string' && typeof r.b === 'string') {
     m.bodyStructure = r.bs;
     m.body = r.b;
@@ -102,8 +102,8 @@ function encodeRecord(m: CachedMessage): unknown {
     e: m.envelope,
     h: m.fields.map((f) => [f.name, f.value]),
     s: m.size,
-    t: m.date,
   };
+  if (m.date !== undefined) r.t = m.date;
   if (m.bodyStructure !== undefined) {
     r.bs = m.bodyStructure;
     r.b = m.body;
@@ -232,7 +232,9 @@ export class MessageCache {
       const b = blocks[i];
       if (!b) return;
       const fields = parseHeaderFields(b.text, INDEXED_FIELDS);
-      added.push([m.base, { envelope: envelopeText(fields), fields, size: b.size, date: b.mtimeMs }]);
+      const c: CachedMessage = { envelope: envelopeText(fields), fields, size: b.size };
+      if (b.mtimeMs !== undefined) c.date = b.mtimeMs;
+      added.push([m.base, c]);
     });
     this.add(fi, added);
     return msgs.map((m) => fi.entries.get(m.base) ?? null);

@@ -131,7 +131,10 @@ export async function renderFetch(ctx: FetchContext, m: MessageInfo, items: Fetc
         break;
       }
       case 'ENVELOPE':
-        out.push(['ENVELOPE ', (await ctx.cache.header(ctx.folder, m)).envelope]);
+        out.push([
+          'ENVELOPE ',
+          (ctx.cache.peek(ctx.folder, m) ?? (await ctx.cache.header(ctx.folder, m))).envelope,
+        ]);
         break;
       case 'BODYSTRUCTURE':
         out.push(['BODYSTRUCTURE ', await ctx.cache.structure(ctx.folder, m, true)]);
