@@ -37,6 +37,7 @@ import {
 import { EventKeys, type LearnEvent } from '@mailyard/contracts';
 import { renderFetch, parseImapDate, SectionError, type Piece } from './fetch.js';
 import { ImapReply, reply } from './replies.js';
+import { ResponseBatch } from './response-batch.js';
 import { SearchEvaluator } from './search.js';
 import { SelectedMailbox } from './selected.js';
 import type { ImapSession, ImapState } from './session.js';
@@ -396,29 +397,13 @@ async function runFetch(s: ImapSession, tag: string, a: FetchArgs, name: string)
   }
   const ctx = { folder: view.folder, cache: s.deps.cache, utf8: s.utf8, condstore: s.condstore, byUid };
   // responses are gathered and written in batches of about 256 KiB with one writev:
-  // one socket write per message costs more than rendering it. Small pieces are joined
-  // as one-char-per-byte text and encoded once per batch; message bodies of 16 KiB and
-  // more go to the socket as they are, without a copy.
-  let text = '';
-  let batch: Buffer[] = [];
-  let batchBytes = 0;
-  const push = (p: Piece) => {
-    if (typeof p === 'string') text += p;
-    else if (p.length < 16384) text += p.toString('latin1');
-    else {
-      if (text) batch.push(Buffer.from(text, 'latin1'));
-      text = '';
-      batch.push(p);
-    }
-    batchBytes += p.length;
-  };
+  // one socket write per message costs more than rendering it
+  const batch = new ResponseBatch();
+  const push = (p: Piece) => batch.push(p);
   const flush = async () => {
-    if (text) batch.push(Buffer.from(text, 'latin1'));
-    text = '';
-    if (!batch.length) return;
-    s.conn.writeMany(batch);
-    batch = [];
-    batchBytes = 0;
+    const bufs = batch.take();
+    if (!bufs.length) return;
+    s.conn.writeMany(bufs);
     await s.conn.drain();
   };
   // headers for ENVELOPE are read (or found in the index) a few hundred messages at a
@@ -448,7 +433,7 @@ async function runFetch(s: ImapSession, tag: string, a: FetchArgs, name: string)
       push(`* ${seq} FETCH `);
       for (const c of body) push(c);
       push('\r\n');
-      if (batchBytes > 256 * 1024) await flush();
+      if (batch.length >= 256 * 1024) await flush();
     }
   }
   await flush();
