@@ -145,10 +145,12 @@ export class IndexCacheFile<T> {
     try {
       // a new file gets its first line; two instances creating it at once both write
       // one, and the second counts as one damaged line
-      let batch = (await fh.stat()).size === 0 ? MAGIC : '';
+      let batch = '';
+      let head = (await fh.stat()).size === 0 ? MAGIC : '\n';
       const write = async () => {
-        const data = Buffer.from('\n' + batch, 'utf8');
+        const data = Buffer.from(head + batch, 'utf8');
         batch = '';
+        head = '\n';
         const { bytesWritten } = await fh.write(data, 0, data.length, null);
         return bytesWritten === data.length;
       };
