@@ -451,18 +451,20 @@ export class MailFolder {
    * only the first bytes of each file (and its size when the name does not carry it). Files in the page cache (mail that arrived
    * lately, or was read lately) are read with blocking calls in slices of a few
    * milliseconds: that costs a tenth of the CPU time of going through libuv's thread
-   * pool, and the event loop still turns between slices. As soon as one read is slow
-   * (the data came from the disk), the rest go through the thread pool, a bounded
+   * pool, and the event loop still turns between slices. As soon as reads are slow
+   * (the data comes from the disk), the rest go through the thread pool, a bounded
    * number at a time, so a cold disk neither blocks the process nor is read serially.
    */
   async readHeaders(msgs: MessageInfo[]): Promise<(HeaderBlock | null)[]> {
     const out: (HeaderBlock | null)[] = new Array<HeaderBlock | null>(msgs.length).fill(null);
     const buf = Buffer.allocUnsafe(HEAD_READ);
     let i = 0;
-    let slow = false;
-    while (i < msgs.length && !slow) {
+    // reads in a row that took long; one alone is the scheduler (a busy machine), a run
+    // of them is the disk
+    let slowRun = 0;
+    while (i < msgs.length && slowRun < SLOW_READS) {
       const sliceEnd = performance.now() + SYNC_SLICE_MS;
-      for (; i < msgs.length && !slow; i++) {
+      for (; i < msgs.length && slowRun < SLOW_READS; i++) {
         const t = performance.now();
         if (t > sliceEnd) break;
         try {
@@ -471,9 +473,9 @@ export class MailFolder {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
           out[i] = await this.readHeadMoved(msgs[i]!, buf);
         }
-        slow = performance.now() - t > SLOW_READ_MS;
+        slowRun = performance.now() - t > SLOW_READ_MS ? slowRun + 1 : 0;
       }
-      if (i < msgs.length && !slow) await new Promise((r) => setImmediate(r));
+      if (i < msgs.length && slowRun < SLOW_READS) await new Promise((r) => setImmediate(r));
     }
     let next = i;
     const worker = async () => {
@@ -666,6 +668,7 @@ const HEAD_READ = 8192;
 const HEAD_MAX = 1024 * 1024;
 const SYNC_SLICE_MS = 4;
 const SLOW_READ_MS = 1;
+const SLOW_READS = 3;
 const READ_CONCURRENCY = 16;
 
 /** End of the header block in `buf[0..n)`: offset of the empty line, or -1. */

@@ -344,6 +344,16 @@ export class MessageCache {
     return folder.dir + '\0' + m.base;
   }
 
+  /** The message's bytes if they are in memory (no I/O). */
+  peekRaw(folder: MailFolder, m: MessageInfo): Buffer | undefined {
+    const k = this.key(folder, m);
+    const hit = this.full.get(k);
+    if (!hit) return undefined;
+    this.full.delete(k);
+    this.full.set(k, hit);
+    return hit.data;
+  }
+
   /** The message's bytes, for BODY[] and RFC822: no MIME parsing. */
   async raw(folder: MailFolder, m: MessageInfo): Promise<Buffer> {
     const k = this.key(folder, m);

@@ -35,7 +35,7 @@ import {
   type MessageInfo,
 } from '@mailyard/mailstore';
 import { EventKeys, type LearnEvent } from '@mailyard/contracts';
-import { renderFetch, parseImapDate, SectionError, type Piece } from './fetch.js';
+import { gatherFetch, planFetch, renderFetch, parseImapDate, SectionError, type Piece } from './fetch.js';
 import { ImapReply, reply } from './replies.js';
 import { ResponseBatch } from './response-batch.js';
 import { SearchEvaluator } from './search.js';
@@ -396,6 +396,7 @@ async function runFetch(s: ImapSession, tag: string, a: FetchArgs, name: string)
     }
   }
   const ctx = { folder: view.folder, cache: s.deps.cache, utf8: s.utf8, condstore: s.condstore, byUid };
+  const plan = planFetch(items);
   // responses are gathered and written in batches of about 256 KiB with one writev:
   // one socket write per message costs more than rendering it
   const batch = new ResponseBatch();
@@ -419,7 +420,8 @@ async function runFetch(s: ImapSession, tag: string, a: FetchArgs, name: string)
     for (const { seq, m } of part) {
       let body;
       try {
-        body = await renderFetch(ctx, m, items);
+        const got = gatherFetch(ctx, plan, m);
+        body = renderFetch(ctx, plan, m, items, got instanceof Promise ? await got : got);
       } catch (err) {
         if (err instanceof SectionError) {
           await flush();
@@ -430,9 +432,17 @@ async function runFetch(s: ImapSession, tag: string, a: FetchArgs, name: string)
         await flush();
         throw err;
       }
-      push(`* ${seq} FETCH `);
-      for (const c of body) push(c);
-      push('\r\n');
+      // text pieces joined first: one copy into the batch per message, not per item
+      let line = `* ${seq} FETCH `;
+      for (const c of body) {
+        if (typeof c === 'string') line += c;
+        else {
+          push(line);
+          line = '';
+          push(c);
+        }
+      }
+      push(line + '\r\n');
       if (batch.length >= 256 * 1024) await flush();
     }
   }

@@ -7,7 +7,7 @@ import {
   type Section,
 } from '@mailyard/imap-core';
 import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
-import type { MessageCache } from '../message-cache.js';
+import type { CachedMessage, FullMessage, MessageCache } from '../message-cache.js';
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
@@ -93,63 +93,166 @@ export function utf8Bytes(s: string): string {
   return /[^\x00-\x7f]/.test(s) ? Buffer.from(s, 'utf8').toString('latin1') : s;
 }
 
-/** Renders one message's FETCH response body (without `* n FETCH`). */
-export async function renderFetch(ctx: FetchContext, m: MessageInfo, items: FetchItem[]): Promise<Piece[]> {
-  const out: Piece[][] = [];
-  const hasUid = items.some((i) => i.k === 'UID');
-  if (ctx.byUid && !hasUid) out.push([`UID ${m.uid}`]);
-  // BODY[] and RFC822 need only the bytes; sections, BINARY and the header/text parts
-  // need the MIME structure; BODYSTRUCTURE comes from the index once known
-  const needMime = items.some(
+/** What a FETCH's items need of each message, decided once per command. */
+export interface FetchPlan {
+  /** Sections, BINARY, RFC822.HEADER/TEXT: bytes and MIME structure. */
+  mime: boolean;
+  /** BODY[] and RFC822: bytes only, no MIME parsing. */
+  raw: boolean;
+  envelope: boolean;
+  size: boolean;
+  date: boolean;
+  structure: boolean;
+  uid: boolean;
+  modseq: boolean;
+}
+
+export function planFetch(items: FetchItem[]): FetchPlan {
+  const has = (k: FetchItem['k']) => items.some((i) => i.k === k);
+  const mime = items.some(
     (i) =>
       (i.k === 'SECTION' && (i.kind !== 'BODY' || i.section.path.length > 0 || i.section.spec !== null)) ||
       i.k === 'RFC822.HEADER' ||
       i.k === 'RFC822.TEXT',
   );
-  const needRaw = items.some((i) => i.k === 'SECTION' || i.k === 'RFC822');
-  const full = needMime ? await ctx.cache.message(ctx.folder, m) : null;
-  const raw = full ? full.data : needRaw ? await ctx.cache.raw(ctx.folder, m) : null;
+  return {
+    mime,
+    raw: !mime && (has('SECTION') || has('RFC822')),
+    envelope: has('ENVELOPE'),
+    size: has('RFC822.SIZE'),
+    date: has('INTERNALDATE'),
+    structure: has('BODYSTRUCTURE') || has('BODY'),
+    uid: has('UID'),
+    modseq: has('MODSEQ'),
+  };
+}
+
+/** Everything rendering one message needs beyond its MessageInfo. */
+export interface FetchData {
+  cached: CachedMessage | null;
+  /** The message bytes (BODY[], RFC822, sections). */
+  raw: Buffer | null;
+  full: FullMessage | null;
+  size: number;
+  date: Date | null;
+  bodyStructure: string | null;
+  body: string | null;
+}
+
+/**
+ * The data for one message: a plain object when all of it is in memory (a folder
+ * listing from the index, repeated body fetches), else a promise. A listing of
+ * thousands of messages then renders without a promise per message.
+ */
+export function gatherFetch(
+  ctx: FetchContext,
+  plan: FetchPlan,
+  m: MessageInfo,
+): FetchData | Promise<FetchData> {
+  const cached = ctx.cache.peek(ctx.folder, m) ?? null;
+  const d: FetchData = {
+    cached,
+    raw: null,
+    full: null,
+    size: -1,
+    date: null,
+    bodyStructure: null,
+    body: null,
+  };
+  if (plan.mime) return gatherSlow(ctx, plan, m, d);
+  if (plan.raw) {
+    const hit = ctx.cache.peekRaw(ctx.folder, m);
+    if (!hit) return gatherSlow(ctx, plan, m, d);
+    d.raw = hit;
+  }
+  if ((plan.envelope || plan.structure) && !cached) return gatherSlow(ctx, plan, m, d);
+  if (plan.size) {
+    d.size = d.raw ? d.raw.length : (cached?.size ?? m.size);
+    if (d.size < 0) return gatherSlow(ctx, plan, m, d);
+  }
+  if (plan.date) {
+    if (cached?.date === undefined) return gatherSlow(ctx, plan, m, d);
+    d.date = new Date(cached.date);
+  }
+  if (plan.structure) {
+    if (cached?.bodyStructure === undefined) return gatherSlow(ctx, plan, m, d);
+    d.bodyStructure = cached.bodyStructure;
+    d.body = cached.body ?? null;
+  }
+  return d;
+}
+
+async function gatherSlow(
+  ctx: FetchContext,
+  plan: FetchPlan,
+  m: MessageInfo,
+  d: FetchData,
+): Promise<FetchData> {
+  if (plan.mime) {
+    d.full = await ctx.cache.message(ctx.folder, m);
+    d.raw = d.full.data;
+  } else if (plan.raw && !d.raw) d.raw = await ctx.cache.raw(ctx.folder, m);
+  if (plan.envelope && !d.cached) d.cached = await ctx.cache.header(ctx.folder, m);
+  if (plan.structure) {
+    d.bodyStructure = await ctx.cache.structure(ctx.folder, m, true);
+    d.body = await ctx.cache.structure(ctx.folder, m, false);
+    d.cached = ctx.cache.peek(ctx.folder, m) ?? d.cached;
+  }
+  if (plan.size) d.size = d.raw ? d.raw.length : (d.cached?.size ?? (await ctx.folder.sizeOf(m)));
+  if (plan.date)
+    d.date = d.cached?.date !== undefined ? new Date(d.cached.date) : await ctx.folder.internalDate(m);
+  return d;
+}
+
+/** Renders one message's FETCH response body (without `* n FETCH`). */
+export function renderFetch(
+  ctx: FetchContext,
+  plan: FetchPlan,
+  m: MessageInfo,
+  items: FetchItem[],
+  d: FetchData,
+): Piece[] {
+  const out: Piece[] = ['('];
+  const sep = () => {
+    if (out.length > 1) out.push(' ');
+  };
+  if (ctx.byUid && !plan.uid) out.push(`UID ${m.uid}`);
+  const { full, raw } = d;
   for (const it of items) {
+    sep();
     switch (it.k) {
       case 'UID':
-        out.push([`UID ${m.uid}`]);
+        out.push(`UID ${m.uid}`);
         break;
       case 'FLAGS':
-        out.push([utf8Bytes(`FLAGS (${m.flags.join(' ')})`)]);
+        out.push(utf8Bytes(`FLAGS (${m.flags.join(' ')})`));
         break;
       case 'MODSEQ':
-        out.push([`MODSEQ (${m.modseq})`]);
+        out.push(`MODSEQ (${m.modseq})`);
         break;
       case 'RFC822.SIZE':
-        out.push([
-          `RFC822.SIZE ${raw ? raw.length : (ctx.cache.peek(ctx.folder, m)?.size ?? (await ctx.folder.sizeOf(m)))}`,
-        ]);
+        out.push(`RFC822.SIZE ${d.size}`);
         break;
-      case 'INTERNALDATE': {
-        const known = ctx.cache.peek(ctx.folder, m)?.date;
-        out.push([`INTERNALDATE ${imapDate(known ? new Date(known) : await ctx.folder.internalDate(m))}`]);
+      case 'INTERNALDATE':
+        out.push(`INTERNALDATE ${imapDate(d.date!)}`);
         break;
-      }
       case 'ENVELOPE':
-        out.push([
-          'ENVELOPE ',
-          (ctx.cache.peek(ctx.folder, m) ?? (await ctx.cache.header(ctx.folder, m))).envelope,
-        ]);
+        out.push('ENVELOPE ', d.cached!.envelope);
         break;
       case 'BODYSTRUCTURE':
-        out.push(['BODYSTRUCTURE ', await ctx.cache.structure(ctx.folder, m, true)]);
+        out.push('BODYSTRUCTURE ', d.bodyStructure!);
         break;
       case 'BODY':
-        out.push(['BODY ', await ctx.cache.structure(ctx.folder, m, false)]);
+        out.push('BODY ', d.body!);
         break;
       case 'RFC822':
-        out.push(['RFC822 ', ...literal(raw!)]);
+        out.push('RFC822 ', ...literal(raw!));
         break;
       case 'RFC822.HEADER':
-        out.push(['RFC822.HEADER ', ...literal(full!.data.subarray(0, full!.mime.bodyStart))]);
+        out.push('RFC822.HEADER ', ...literal(full!.data.subarray(0, full!.mime.bodyStart)));
         break;
       case 'RFC822.TEXT':
-        out.push(['RFC822.TEXT ', ...literal(full!.data.subarray(full!.mime.bodyStart))]);
+        out.push('RFC822.TEXT ', ...literal(full!.data.subarray(full!.mime.bodyStart)));
         break;
       case 'SECTION': {
         let bytes = full ? sectionBytes(full.data, full.mime, it.section) : raw!;
@@ -163,7 +266,7 @@ export async function renderFetch(ctx: FetchContext, m: MessageInfo, items: Fetc
           bytes = decodeTransfer(bytes, enc);
         }
         if (it.kind === 'BINARY.SIZE') {
-          out.push([`BINARY.SIZE[${it.text}] ${bytes ? bytes.length : 0}`]);
+          out.push(`BINARY.SIZE[${it.text}] ${bytes ? bytes.length : 0}`);
           break;
         }
         let origin = '';
@@ -173,20 +276,17 @@ export async function renderFetch(ctx: FetchContext, m: MessageInfo, items: Fetc
           origin = `<${start}>`;
         }
         const label = utf8Bytes(`${it.kind}[${it.text}]${origin} `);
-        if (!bytes) out.push([label, 'NIL']);
-        else if (it.kind === 'BINARY' && bytes.includes(0))
-          out.push([label, `~{${bytes.length}}\r\n`, bytes]);
-        else out.push([label, `{${bytes.length}}\r\n`, bytes]);
+        if (!bytes) out.push(label, 'NIL');
+        else if (it.kind === 'BINARY' && bytes.includes(0)) out.push(label, `~{${bytes.length}}\r\n`, bytes);
+        else out.push(label, `{${bytes.length}}\r\n`, bytes);
         break;
       }
     }
   }
-  if (ctx.condstore && !items.some((i) => i.k === 'MODSEQ')) out.push([`MODSEQ (${m.modseq})`]);
-  const chunks: Piece[] = ['('];
-  out.forEach((c, i) => {
-    if (i) chunks.push(' ');
-    chunks.push(...c);
-  });
-  chunks.push(')');
-  return chunks;
+  if (ctx.condstore && !plan.modseq) {
+    sep();
+    out.push(`MODSEQ (${m.modseq})`);
+  }
+  out.push(')');
+  return out;
 }
