@@ -61,6 +61,8 @@ const KEYWORDS = 'dovecot-keywords';
 /** Our own per-folder state: MODSEQ per message, and expunged UIDs for QRESYNC. */
 const MODSEQ = 'mailyard-modseq';
 const EXPUNGED_KEPT = 20_000;
+/** What a cached snapshot is validated by. */
+const SIGNATURE_FILES = ['new', 'cur', UIDLIST, MODSEQ, KEYWORDS];
 /** How long a sub-second mtime is distrusted: well above the kernel's clock tick (1-10 ms). */
 const FINE_MTIME_MS = 50;
 
@@ -144,22 +146,31 @@ export class MailFolder {
     if (this.name !== 'INBOX') await fs.writeFile(join(this.dir, 'maildirfolder'), '', { flag: 'a' });
   }
 
-  private async signature(): Promise<string | null> {
+  private signature(): string | null {
     const now = Date.now();
-    const parts: string[] = [];
-    for (const p of ['new', 'cur', UIDLIST, MODSEQ, KEYWORDS]) {
+    // this runs after every IMAP command: five blocking stat() of the folder's own
+    // entries (always in the dentry cache, as Dovecot stats them) answer in
+    // microseconds, where a round trip through the thread pool costs two wake-ups
+    const stats = SIGNATURE_FILES.map((p) => {
       try {
-        const st = await fs.stat(join(this.dir, p), { bigint: true });
-        // a change within the same clock tick leaves mtime unchanged: distrust recent
-        // ones. A file system that keeps sub-second times ticks with the kernel's coarse
-        // clock (a few ms); one that keeps whole seconds (or an mtime that happens to
-        // fall on a whole second) gets two seconds, as before.
-        const fine = st.mtimeNs % 1_000_000_000n !== 0n;
-        if (now - Number(st.mtimeMs) < (fine ? FINE_MTIME_MS : 2000)) return null;
-        parts.push(`${st.ino}:${st.mtimeNs}:${st.size}`);
+        return fsc.statSync(join(this.dir, p), { bigint: true, throwIfNoEntry: false });
       } catch {
-        parts.push('-');
+        return undefined;
       }
+    });
+    const parts: string[] = [];
+    for (const st of stats) {
+      if (!st) {
+        parts.push('-');
+        continue;
+      }
+      // a change within the same clock tick leaves mtime unchanged: distrust recent
+      // ones. A file system that keeps sub-second times ticks with the kernel's coarse
+      // clock (a few ms); one that keeps whole seconds (or an mtime that happens to
+      // fall on a whole second) gets two seconds, as before.
+      const fine = st.mtimeNs % 1_000_000_000n !== 0n;
+      if (now - Number(st.mtimeMs) < (fine ? FINE_MTIME_MS : 2000)) return null;
+      parts.push(`${st.ino}:${st.mtimeNs}:${st.size}`);
     }
     return parts.join('|');
   }
@@ -218,7 +229,7 @@ export class MailFolder {
 
   /** Current state; assigns UIDs to new files and records external flag changes. */
   async snapshot(): Promise<FolderSnapshot> {
-    const sig = await this.signature();
+    const sig = this.signature();
     if (sig && this.cache?.sig === sig) return this.cache.snap;
     const files = await this.scan();
     const { list, state, keywords } = await this.readState();

@@ -55,6 +55,12 @@ const NOAUTH: ImapState[] = ['not-authenticated'];
 
 /** Messages whose headers are read together during FETCH. */
 const FETCH_CHUNK = 500;
+/**
+ * FETCH output is written once this much is gathered: large enough that a listing
+ * costs few syscalls, small enough that the client parses the first messages while
+ * the next ones are rendered.
+ */
+const FETCH_FLUSH = 64 * 1024;
 
 const def = <A>(d: CommandDef<A>): CommandDef<unknown> => d;
 const none = (r: ArgReader) => r.end();
@@ -397,7 +403,7 @@ async function runFetch(s: ImapSession, tag: string, a: FetchArgs, name: string)
   }
   const ctx = { folder: view.folder, cache: s.deps.cache, utf8: s.utf8, condstore: s.condstore, byUid };
   const plan = planFetch(items);
-  // responses are gathered and written in batches of about 256 KiB with one writev:
+  // responses are gathered and written in batches of FETCH_FLUSH bytes with one writev:
   // one socket write per message costs more than rendering it
   const batch = new ResponseBatch();
   const push = (p: Piece) => batch.push(p);
@@ -443,7 +449,7 @@ async function runFetch(s: ImapSession, tag: string, a: FetchArgs, name: string)
         }
       }
       push(line + '\r\n');
-      if (batch.length >= 256 * 1024) await flush();
+      if (batch.length >= FETCH_FLUSH) await flush();
     }
   }
   await flush();

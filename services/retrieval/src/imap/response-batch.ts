@@ -16,7 +16,7 @@ export class ResponseBatch {
   private out: Buffer[] = [];
   private queued = 0;
 
-  constructor(private readonly size = 256 * 1024) {
+  constructor(private readonly size = 80 * 1024) {
     this.buf = Buffer.allocUnsafe(size);
   }
 
