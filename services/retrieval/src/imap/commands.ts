@@ -581,6 +581,18 @@ async function runSearch(s: ImapSession, tag: string, a: SearchArgs, name: strin
 
 // --- SORT and THREAD (RFC 5256) --------------------------------------------------------
 
+/** Headers of the whole folder in one pass (from the index, else the files read together). */
+async function prefetchHeaders(s: ImapSession, view: SelectedMailbox): Promise<void> {
+  const all: MessageInfo[] = [];
+  for (const uid of view.uids) {
+    const m = view.info(uid);
+    if (m) all.push(m);
+  }
+  for (let k = 0; k < all.length; k += FETCH_CHUNK) {
+    await s.deps.cache.headers(view.folder, all.slice(k, k + FETCH_CHUNK));
+  }
+}
+
 /** RFC 5256 §2.2: the Date header, or INTERNALDATE when it is missing or unparsable. */
 async function sentDate(folder: MailFolder, m: MessageInfo, h: HeaderField[]): Promise<number> {
   const d = Date.parse((header(h, 'date') ?? '').replace(/\s*\([^)]*\)\s*$/, ''));
@@ -615,6 +627,7 @@ async function runSort(s: ImapSession, tag: string, a: SortArgs, name: string): 
   const view = s.selected!;
   const byUid = name.startsWith('UID');
   const ev = new SearchEvaluator(view, view.folder, s.deps.cache);
+  await prefetchHeaders(s, view);
   const rows: { seq: number; uid: number; keys: (string | number)[] }[] = [];
   for (let i = 0; i < view.uids.length; i++) {
     const m = view.info(view.uids[i]!);
@@ -677,6 +690,7 @@ async function runThread(s: ImapSession, tag: string, a: ThreadArgs, name: strin
   const view = s.selected!;
   const byUid = name.startsWith('UID');
   const ev = new SearchEvaluator(view, view.folder, s.deps.cache);
+  await prefetchHeaders(s, view);
   const msgs: ThreadMessage[] = [];
   for (let i = 0; i < view.uids.length; i++) {
     const m = view.info(view.uids[i]!);
