@@ -68,7 +68,11 @@ function fillMaildir(): void {
 
 /** Minimal client: sends a command and waits for its tagged reply. */
 class Client {
-  private buf = '';
+  /** Text received and not consumed yet; the first `scanned` chunks were searched already. */
+  private chunks: string[] = [];
+  private scanned = 0;
+  /** The end of the searched text, for a line that spans two chunks. */
+  private tail = '';
   private wake: (() => void) | null = null;
   private n = 0;
   constructor(public sock: Socket) {
@@ -77,7 +81,7 @@ class Client {
   private listen(): void {
     this.sock.on('error', () => undefined);
     this.sock.on('data', (d: Buffer) => {
-      this.buf += d.toString('latin1');
+      this.chunks.push(d.toString('latin1'));
       this.wake?.();
     });
   }
@@ -89,13 +93,30 @@ class Client {
     await c.waitFor(/^\* OK.*\r\n/m);
     return c;
   }
+  /**
+   * Waits for `re` and returns the text up to the end of its match. Each chunk is
+   * searched once, so finding the end of a 5 MB response costs the client the same
+   * however the server splits its writes (searching all of it again on every read grew
+   * with the square of its size, and with the number of writes).
+   */
   async waitFor(re: RegExp): Promise<string> {
     for (;;) {
-      const m = re.exec(this.buf);
-      if (m) {
-        const out = this.buf.slice(0, m.index + m[0].length);
-        this.buf = this.buf.slice(m.index + m[0].length);
-        return out;
+      while (this.scanned < this.chunks.length) {
+        const chunk = this.chunks[this.scanned]!;
+        const text = this.tail + chunk;
+        const m = re.exec(text);
+        if (m) {
+          const end = m.index + m[0].length - this.tail.length;
+          const out = this.chunks.slice(0, this.scanned).join('') + chunk.slice(0, end);
+          const rest = chunk.slice(end);
+          this.chunks = this.chunks.slice(this.scanned + 1);
+          if (rest) this.chunks.unshift(rest);
+          this.scanned = 0;
+          this.tail = '';
+          return out;
+        }
+        this.tail = text.slice(-512);
+        this.scanned++;
       }
       await new Promise<void>((r) => (this.wake = r));
     }
