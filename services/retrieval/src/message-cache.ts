@@ -16,18 +16,61 @@ import { IndexCacheFile, MessageGoneError, type MailFolder, type MessageInfo } f
  */
 export const INDEXED_FIELDS: ReadonlySet<string> = new Set([...ENVELOPE_FIELDS, 'references']);
 
-/** What is known about one message file without reading it again. */
-export interface CachedMessage {
-  /** ENVELOPE, one char per byte. */
-  envelope: string;
-  /** The INDEXED_FIELDS present in the header, in header order, values raw (one char per byte). */
-  fields: HeaderField[];
-  /** File size in bytes; modification time (INTERNALDATE, ms) when it was read. */
-  size: number;
-  date?: number;
-  /** BODYSTRUCTURE and BODY (one char per byte), once the whole message was parsed. */
-  bodyStructure?: string;
-  body?: string;
+/**
+ * What is known about one message file without reading it again. The header fields
+ * are kept as one string (`name:value` lines) and split on first use: a listing after
+ * a restart needs only the ENVELOPE of each message, and ten thousand small arrays
+ * less make loading the index file twice as fast.
+ */
+export class CachedMessage {
+  private parsed: HeaderField[] | null;
+
+  constructor(
+    /** ENVELOPE, one char per byte. */
+    readonly envelope: string,
+    /** INDEXED_FIELDS present in the header, in header order: `name:value` lines, values raw. */
+    readonly fieldText: string,
+    /** File size in bytes. */
+    readonly size: number,
+    /** Modification time (INTERNALDATE, ms), when it was read. */
+    readonly date?: number,
+    /** BODYSTRUCTURE and BODY (one char per byte), once the whole message was parsed. */
+    readonly bodyStructure?: string,
+    readonly body?: string,
+    fields?: HeaderField[],
+  ) {
+    this.parsed = fields ?? null;
+  }
+
+  static fromHeader(fields: HeaderField[], size: number, date?: number): CachedMessage {
+    // values are unfolded: a newline never occurs in one
+    const text = fields.map((f) => `${f.name}:${f.value}`).join('\n');
+    return new CachedMessage(envelopeText(fields), text, size, date, undefined, undefined, fields);
+  }
+
+  /** The indexed header fields, values raw (one char per byte). */
+  get fields(): HeaderField[] {
+    if (!this.parsed) {
+      this.parsed = [];
+      for (const line of this.fieldText ? this.fieldText.split('\n') : []) {
+        const colon = line.indexOf(':');
+        if (colon > 0) this.parsed.push({ name: line.slice(0, colon), value: line.slice(colon + 1) });
+      }
+    }
+    return this.parsed;
+  }
+
+  withStructure(bodyStructure: string, body: string): CachedMessage {
+    return new CachedMessage(
+      this.envelope,
+      this.fieldText,
+      this.size,
+      this.date,
+      bodyStructure,
+      body,
+      this.parsed ?? undefined,
+    );
+  }
 }
 
 export interface FullMessage {
@@ -78,36 +121,23 @@ interface FolderIndex {
 
 const codec = { encode: encodeRecord, decode: decodeRecord };
 
+/**
+ * On disk, an array: [envelope, fields, size, date or null, BODYSTRUCTURE, BODY] (the
+ * last two only once known). Strings, numbers and nulls only: JSON.parse makes no
+ * object per record.
+ */
 function decodeRecord(v: unknown): CachedMessage | null {
-  if (typeof v !== 'object' || v === null) return null;
-  const r = v as Record<string, unknown>;
-  if (typeof r.e !== 'string' || !Array.isArray(r.h) || typeof r.s !== 'number') return null;
-  const fields: HeaderField[] = [];
-  for (const f of r.h as unknown[]) {
-    if (!Array.isArray(f) || typeof f[0] !== 'string' || typeof f[1] !== 'string') return null;
-    fields.push({ name: f[0], value: f[1] });
-  }
-  const m: CachedMessage = { envelope: r.e, fields, size: r.s };
-  if (typeof r.t === 'number') m.date = r.t;
-  if (typeof r.bs === 'string' && typeof r.b === 'string') {
-    m.bodyStructure = r.bs;
-    m.body = r.b;
-  }
-  return m;
+  if (!Array.isArray(v) || v.length < 4) return null;
+  const [e, h, size, date, bs, b] = v as unknown[];
+  if (typeof e !== 'string' || typeof h !== 'string' || typeof size !== 'number') return null;
+  if (date !== null && typeof date !== 'number') return null;
+  const withBs = typeof bs === 'string' && typeof b === 'string';
+  return new CachedMessage(e, h, size, date ?? undefined, withBs ? bs : undefined, withBs ? b : undefined);
 }
 
-/** On disk, short keys: the file holds one of these per message. */
 function encodeRecord(m: CachedMessage): unknown {
-  const r: Record<string, unknown> = {
-    e: m.envelope,
-    h: m.fields.map((f) => [f.name, f.value]),
-    s: m.size,
-  };
-  if (m.date !== undefined) r.t = m.date;
-  if (m.bodyStructure !== undefined) {
-    r.bs = m.bodyStructure;
-    r.b = m.body;
-  }
+  const r: unknown[] = [m.envelope, m.fieldText, m.size, m.date ?? null];
+  if (m.bodyStructure !== undefined) r.push(m.bodyStructure, m.body);
   return r;
 }
 
@@ -203,6 +233,12 @@ export class MessageCache {
     await this.compactIfStale(folder, live);
   }
 
+  /** Makes sure the folder's index file was read (peek() answers from it afterwards). */
+  async ready(folder: MailFolder): Promise<void> {
+    const fi = this.folderIndex(folder.dir);
+    if (!fi.loaded) await this.readIndex(fi);
+  }
+
   /** The cached entry, if there is one (no I/O). */
   peek(folder: MailFolder, m: MessageInfo): CachedMessage | undefined {
     return this.folders.get(folder.dir)?.entries.get(m.base);
@@ -232,9 +268,7 @@ export class MessageCache {
       const b = blocks[i];
       if (!b) return;
       const fields = parseHeaderFields(b.text, INDEXED_FIELDS);
-      const c: CachedMessage = { envelope: envelopeText(fields), fields, size: b.size };
-      if (b.mtimeMs !== undefined) c.date = b.mtimeMs;
-      added.push([m.base, c]);
+      added.push([m.base, CachedMessage.fromHeader(fields, b.size, b.mtimeMs)]);
     });
     this.add(fi, added);
     return msgs.map((m) => fi.entries.get(m.base) ?? null);
@@ -385,10 +419,16 @@ export class MessageCache {
   async structure(folder: MailFolder, m: MessageInfo, extended: boolean): Promise<string> {
     const c = this.peek(folder, m);
     if (c?.bodyStructure !== undefined) return extended ? c.bodyStructure : c.body!;
-    const { mime } = await this.message(folder, m);
+    const { data, mime } = await this.message(folder, m);
     const bs = flatten(bodyStructure(mime, true));
     const body = flatten(bodyStructure(mime, false));
-    const next: CachedMessage = { ...(c ?? (await this.header(folder, m))), bodyStructure: bs, body };
+    const base =
+      c ??
+      CachedMessage.fromHeader(
+        parseHeaderFields(data.toString('latin1', 0, mime.bodyStart), INDEXED_FIELDS),
+        data.length,
+      );
+    const next = base.withStructure(bs, body);
     const fi = this.folderIndex(folder.dir);
     this.add(fi, [[m.base, next]]);
     return extended ? bs : body;

@@ -292,6 +292,8 @@ async function runSelect(s: ImapSession, tag: string, a: SelectArgs, name: strin
   if (a.qresync && !s.qresync) throw reply.bad('QRESYNC is not enabled');
   if (a.condstore) s.enabled.add('CONDSTORE');
   const f = await requireFolder(s, a.name);
+  // the folder's index file is read while the directories are
+  void s.deps.cache.ready(f);
   const snap = await f.snapshot();
   void s.deps.cache.select(f, snap.messages);
   const view = new SelectedMailbox(f, a.name, readOnly, snap);
@@ -403,6 +405,7 @@ async function runFetch(s: ImapSession, tag: string, a: FetchArgs, name: string)
   }
   const ctx = { folder: view.folder, cache: s.deps.cache, utf8: s.utf8, condstore: s.condstore, byUid };
   const plan = planFetch(items);
+  await ctx.cache.ready(view.folder);
   // responses are gathered and written in batches of FETCH_FLUSH bytes with one writev:
   // one socket write per message costs more than rendering it
   const batch = new ResponseBatch();
