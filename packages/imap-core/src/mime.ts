@@ -49,16 +49,42 @@ function headerEnd(buf: Buffer, start: number, end: number): { bodyStart: number
 }
 
 export function parseHeaderBlock(text: string): HeaderField[] {
+  return parseHeaderFields(text);
+}
+
+/**
+ * Header fields of a header block, unfolded; with `wanted` (lower-case names), only
+ * those, which skips the Received and DKIM lines that make up most of a real header.
+ */
+export function parseHeaderFields(text: string, wanted?: ReadonlySet<string>): HeaderField[] {
   const out: HeaderField[] = [];
-  for (const line of text.split(/\r?\n/)) {
-    if (!line) continue;
-    if ((line[0] === ' ' || line[0] === '\t') && out.length) {
-      out[out.length - 1]!.value += ' ' + line.trim();
+  // the field that continuation lines extend; null after a field that was not wanted
+  let last: HeaderField | null = null;
+  let any = false;
+  const n = text.length;
+  let pos = 0;
+  while (pos <= n) {
+    let nl = text.indexOf('\n', pos);
+    if (nl < 0) nl = n;
+    const end = nl > pos && text.charCodeAt(nl - 1) === 13 ? nl - 1 : nl;
+    const start = pos;
+    pos = nl + 1;
+    if (end === start) continue;
+    const c = text.charCodeAt(start);
+    if ((c === 32 || c === 9) && any) {
+      if (last) last.value += ' ' + text.slice(start, end).trim();
       continue;
     }
-    const colon = line.indexOf(':');
-    if (colon <= 0) continue;
-    out.push({ name: line.slice(0, colon).trim().toLowerCase(), value: line.slice(colon + 1).trim() });
+    const colon = text.indexOf(':', start);
+    if (colon <= start || colon >= end) continue;
+    const name = text.slice(start, colon).trim().toLowerCase();
+    any = true;
+    if (wanted && !wanted.has(name)) {
+      last = null;
+      continue;
+    }
+    last = { name, value: text.slice(colon + 1, end).trim() };
+    out.push(last);
   }
   return out;
 }

@@ -1,7 +1,7 @@
 // Rendering of response data, RFC 9051 §9: strings as quoted or literal, ENVELOPE and
 // BODYSTRUCTURE from a parsed MIME tree. Output is a list of chunks (string | Buffer)
 // so message bytes are never re-encoded.
-import { header, type MimePart } from './mime.js';
+import { header, type HeaderField, type MimePart } from './mime.js';
 
 export type Chunk = string | Buffer;
 
@@ -48,118 +48,242 @@ export interface Address {
   group?: 'start' | 'end';
 }
 
+/** `<>,:;@`, the specials that separate address tokens. */
+function isSpecial(c: number): boolean {
+  return c === 60 || c === 62 || c === 44 || c === 58 || c === 59 || c === 64;
+}
+
+/** What `\s` matches in a regular expression. */
+function isSpace(c: number): boolean {
+  if (c <= 32) return c === 32 || (c >= 9 && c <= 13);
+  if (c < 0xa0) return false;
+  return (
+    c === 0xa0 ||
+    c === 0x1680 ||
+    (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 ||
+    c === 0x2029 ||
+    c === 0x202f ||
+    c === 0x205f ||
+    c === 0x3000 ||
+    c === 0xfeff
+  );
+}
+
+/** Display text of tokens: quoted strings unquoted, words joined by one space. */
+function tokenText(ts: string[], from: number, to: number): string {
+  let out = '';
+  for (let i = from; i < to; i++) {
+    const t = ts[i]!;
+    if (i > from) out += ' ';
+    out += t.charCodeAt(0) === 34 ? t.slice(1) : t;
+  }
+  return out;
+}
+
+/** addr-spec from tokens `from..to`: mailbox before the last `@`, host after it. */
+function addrOf(ts: string[], from: number, to: number, name: string | null): Address | null {
+  let at = -1;
+  for (let i = to - 1; i >= from; i--) {
+    if (ts[i] === '@') {
+      at = i;
+      break;
+    }
+  }
+  let mailbox = '';
+  for (let i = from; i < (at >= 0 ? at : to); i++) {
+    const t = ts[i]!;
+    mailbox += t.charCodeAt(0) === 34 ? t.slice(1) : t;
+  }
+  let host = '';
+  if (at >= 0) for (let i = at + 1; i < to; i++) host += ts[i]!;
+  if (!mailbox && !host) return null;
+  return { name, mailbox: mailbox || null, host: host || null };
+}
+
+/** One address from the tokens `from..to` (between commas), appended to `out`. */
+function pushAddress(ts: string[], from: number, to: number, out: Address[]): void {
+  if (from >= to) return;
+  let lt = -1;
+  for (let i = from; i < to; i++) {
+    if (ts[i] === '<') {
+      lt = i;
+      break;
+    }
+  }
+  let a: Address | null;
+  if (lt >= 0) {
+    let gt = -1;
+    for (let i = lt; i < to; i++) {
+      if (ts[i] === '>') {
+        gt = i;
+        break;
+      }
+    }
+    const name = tokenText(ts, from, lt).trim() || null;
+    a = addrOf(ts, lt + 1, gt < 0 ? to : gt, name);
+  } else a = addrOf(ts, from, to, null);
+  if (a) out.push(a);
+}
+
 /** RFC 5322 address-list, tolerant of what real mail contains. */
 export function parseAddressList(value: string): Address[] {
-  const out: Address[] = [];
   const toks: string[] = [];
-  // tokenise: quoted strings, comments dropped, specials
+  // tokenise: quoted strings, comments dropped, specials (by char code: this runs for
+  // every address of every message a client lists)
+  const n = value.length;
   let i = 0;
-  while (i < value.length) {
-    const c = value[i]!;
-    if (c === '"') {
+  while (i < n) {
+    const c = value.charCodeAt(i);
+    if (c === 34 /* " */) {
       let j = i + 1;
       let s = '';
-      while (j < value.length && value[j] !== '"') {
-        if (value[j] === '\\') j++;
-        s += value[j] ?? '';
+      let from = j;
+      while (j < n && value.charCodeAt(j) !== 34) {
+        if (value.charCodeAt(j) === 92 /* \\ */) {
+          s += value.slice(from, j);
+          j++;
+          from = j;
+        }
         j++;
       }
+      s += value.slice(from, Math.min(j, n));
       toks.push('"' + s);
       i = j + 1;
-    } else if (c === '(') {
+    } else if (c === 40 /* ( */) {
       let depth = 1;
       i++;
-      while (i < value.length && depth) {
-        if (value[i] === '\\') i++;
-        else if (value[i] === '(') depth++;
-        else if (value[i] === ')') depth--;
+      while (i < n && depth) {
+        const d = value.charCodeAt(i);
+        if (d === 92) i++;
+        else if (d === 40) depth++;
+        else if (d === 41) depth--;
         i++;
       }
-    } else if ('<>,:;@'.includes(c)) {
-      toks.push(c);
+    } else if (isSpecial(c)) {
+      toks.push(value[i]!);
       i++;
-    } else if (/\s/.test(c)) i++;
+    } else if (isSpace(c)) i++;
     else {
       let j = i;
-      while (j < value.length && !/[\s"(<>,:;@]/.test(value[j]!)) j++;
+      while (j < n) {
+        const d = value.charCodeAt(j);
+        if (isSpace(d) || isSpecial(d) || d === 34 || d === 40) break;
+        j++;
+      }
       toks.push(value.slice(i, j));
       i = j;
     }
   }
-  const text = (ts: string[]) => ts.map((t) => (t.startsWith('"') ? t.slice(1) : t)).join(' ');
-  const addrOf = (ts: string[], name: string | null): Address | null => {
-    const at = ts.lastIndexOf('@');
-    const mailbox = (at >= 0 ? ts.slice(0, at) : ts)
-      .map((t) => (t.startsWith('"') ? t.slice(1) : t))
-      .join('');
-    const host = at >= 0 ? ts.slice(at + 1).join('') : null;
-    if (!mailbox && !host) return null;
-    return { name, mailbox: mailbox || null, host: host || null };
-  };
-  let cur: string[] = [];
+  const out: Address[] = [];
+  let start = 0;
+  let hasLt = false;
   let inGroup = false;
-  const flush = () => {
-    if (!cur.length) return;
-    const lt = cur.indexOf('<');
-    if (lt >= 0) {
-      const gt = cur.indexOf('>', lt);
-      const name = text(cur.slice(0, lt)).trim() || null;
-      const a = addrOf(cur.slice(lt + 1, gt < 0 ? undefined : gt), name);
-      if (a) out.push(a);
-    } else {
-      const a = addrOf(cur, null);
-      if (a) out.push(a);
-    }
-    cur = [];
-  };
-  for (const t of toks) {
-    if (t === ',') flush();
-    else if (t === ':' && !inGroup && !cur.includes('<')) {
-      out.push({ name: null, mailbox: text(cur), host: null, group: 'start' });
-      cur = [];
+  for (let k = 0; k < toks.length; k++) {
+    const t = toks[k]!;
+    if (t === ',') {
+      pushAddress(toks, start, k, out);
+      start = k + 1;
+      hasLt = false;
+    } else if (t === ':' && !inGroup && !hasLt) {
+      out.push({ name: null, mailbox: tokenText(toks, start, k), host: null, group: 'start' });
+      start = k + 1;
       inGroup = true;
     } else if (t === ';' && inGroup) {
-      flush();
+      pushAddress(toks, start, k, out);
+      start = k + 1;
+      hasLt = false;
       out.push({ name: null, mailbox: null, host: null, group: 'end' });
       inGroup = false;
-    } else cur.push(t);
+    } else if (t === '<') hasLt = true;
   }
-  flush();
+  pushAddress(toks, start, toks.length, out);
   if (inGroup) out.push({ name: null, mailbox: null, host: null, group: 'end' });
   return out;
 }
 
-function addresses(value: string | null, utf8: boolean): Chunk[] {
-  if (!value) return ['NIL'];
+const QUOTABLE = /^[\x20-\x7e]*$/;
+const QUOTABLE_UTF8 = /^[^\r\n\0]*$/;
+
+/**
+ * nstring of a header value read as latin1 (one char per byte), rendered the same way:
+ * a literal counts bytes, and 8-bit header bytes go out as they were received.
+ */
+function nstringBytes(value: string | null, utf8: boolean): string {
+  if (value === null) return 'NIL';
+  if (value.length < 200 && (utf8 ? QUOTABLE_UTF8 : QUOTABLE).test(value)) {
+    return (
+      '"' + (value.includes('"') || value.includes('\\') ? value.replace(/[\\"]/g, '\\$&') : value) + '"'
+    );
+  }
+  return `{${value.length}}\r\n${value}`;
+}
+
+function addresses(value: string | null, utf8: boolean): string {
+  if (!value) return 'NIL';
   const list = parseAddressList(value);
-  if (!list.length) return ['NIL'];
+  if (!list.length) return 'NIL';
   // RFC 9051 §9 env-from: "(" 1*address ")", addresses not separated by spaces
-  const out: Chunk[] = ['('];
-  for (const a of list)
-    out.push(...paren([str(a.name, utf8), ['NIL'], str(a.mailbox, utf8), str(a.host, utf8)]));
-  out.push(')');
-  return out;
+  let out = '(';
+  for (const a of list) {
+    out += `(${nstringBytes(a.name, utf8)} NIL ${nstringBytes(a.mailbox, utf8)} ${nstringBytes(a.host, utf8)})`;
+  }
+  return out + ')';
+}
+
+/**
+ * ENVELOPE, RFC 9051 §7.5.2, from header fields whose values were read as latin1; the
+ * result has one char per byte (write it with `Buffer.from(text, 'latin1')`).
+ */
+export function envelopeText(h: HeaderField[], utf8 = false): string {
+  const from = header(h, 'from');
+  const fromList = addresses(from, utf8);
+  // Sender and Reply-To default to From (RFC 9051 §7.5.2): rendered once
+  const sender = header(h, 'sender');
+  const replyTo = header(h, 'reply-to');
+  return (
+    '(' +
+    nstringBytes(header(h, 'date'), utf8) +
+    ' ' +
+    nstringBytes(header(h, 'subject'), utf8) +
+    ' ' +
+    fromList +
+    ' ' +
+    (sender === null ? fromList : addresses(sender, utf8)) +
+    ' ' +
+    (replyTo === null ? fromList : addresses(replyTo, utf8)) +
+    ' ' +
+    addresses(header(h, 'to'), utf8) +
+    ' ' +
+    addresses(header(h, 'cc'), utf8) +
+    ' ' +
+    addresses(header(h, 'bcc'), utf8) +
+    ' ' +
+    nstringBytes(header(h, 'in-reply-to'), utf8) +
+    ' ' +
+    nstringBytes(header(h, 'message-id'), utf8) +
+    ')'
+  );
 }
 
 /** ENVELOPE, RFC 9051 §7.5.2. */
 export function envelope(root: MimePart, utf8 = false): Chunk[] {
-  const h = root.headers;
-  const from = header(h, 'from');
-  const addrs = (name: string, fallback?: string | null) =>
-    addresses(header(h, name) ?? fallback ?? null, utf8);
-  return paren([
-    str(header(h, 'date'), utf8),
-    str(header(h, 'subject'), utf8),
-    addrs('from'),
-    addrs('sender', from),
-    addrs('reply-to', from),
-    addrs('to'),
-    addrs('cc'),
-    addrs('bcc'),
-    str(header(h, 'in-reply-to'), utf8),
-    str(header(h, 'message-id'), utf8),
-  ]);
+  return [Buffer.from(envelopeText(root.headers, utf8), 'latin1')];
 }
+
+/** The header fields ENVELOPE is made of. */
+export const ENVELOPE_FIELDS: readonly string[] = [
+  'date',
+  'subject',
+  'from',
+  'sender',
+  'reply-to',
+  'to',
+  'cc',
+  'bcc',
+  'in-reply-to',
+  'message-id',
+];
 
 function params(p: Record<string, string>): Chunk[] {
   const keys = Object.keys(p);

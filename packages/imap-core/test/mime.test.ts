@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { bodyStructure, envelope, parseAddressList, parseMime, type Chunk } from '../src/index.js';
+import {
+  bodyStructure,
+  envelope,
+  envelopeText,
+  parseAddressList,
+  parseHeaderFields,
+  parseMime,
+  type Chunk,
+} from '../src/index.js';
 
 const flat = (c: Chunk[]) =>
   Buffer.concat(c.map((x) => (typeof x === 'string' ? Buffer.from(x) : x))).toString();
@@ -72,5 +80,26 @@ void describe('MIME structure', () => {
       { name: null, mailbox: 'undisclosed-recipients', host: null, group: 'start' },
       { name: null, mailbox: null, host: null, group: 'end' },
     ]);
+  });
+
+  void it('keeps 8-bit header bytes as they are in ENVELOPE literals', () => {
+    // raw UTF-8 in a header (RFC 6532), read as latin1: the literal counts bytes
+    const subject = Buffer.from('Grüße', 'utf8');
+    const raw = Buffer.concat([Buffer.from('Subject: '), subject, Buffer.from('\r\n\r\nbody')]);
+    const env = Buffer.concat(envelope(parseMime(raw)) as Buffer[]);
+    assert.ok(env.includes(Buffer.concat([Buffer.from(`{${subject.length}}\r\n`), subject])));
+  });
+
+  void it('parses only the wanted header fields, unfolded', () => {
+    const text =
+      'Received: from a\r\n by b\r\nSubject: one\r\n two\r\nX-Other: x\r\n\tfolded\r\nFrom: f@x\r\n';
+    assert.deepEqual(parseHeaderFields(text, new Set(['subject', 'from'])), [
+      { name: 'subject', value: 'one two' },
+      { name: 'from', value: 'f@x' },
+    ]);
+    assert.equal(
+      envelopeText(parseHeaderFields(text)),
+      '(NIL "one two" ((NIL NIL "f" "x")) ((NIL NIL "f" "x")) ((NIL NIL "f" "x")) NIL NIL NIL NIL NIL)',
+    );
   });
 });

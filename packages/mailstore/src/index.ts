@@ -3,3 +3,4 @@ export * from './uidlist.js';
 export * from './lock.js';
 export * from './folder.js';
 export * from './account.js';
+export * from './index-cache.js';

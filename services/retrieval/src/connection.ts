@@ -41,6 +41,18 @@ export class ClientConnection {
     this.socket.write(data);
   }
 
+  /** Several buffers in one writev (the socket is corked while they are queued). */
+  writeMany(data: Buffer[]): void {
+    if (this.isClosed) return;
+    if (data.length === 1) return this.write(data[0]!);
+    this.socket.cork();
+    for (const d of data) {
+      this.sent += d.length;
+      this.socket.write(d);
+    }
+    this.socket.uncork();
+  }
+
   async drain(): Promise<void> {
     if (this.isClosed || this.socket.writableLength < 1 << 20) return;
     await new Promise<void>((resolve) => {

@@ -1,143 +1,447 @@
-import { promises as fs } from 'node:fs';
-
 import {
   bodyStructure,
-  envelope,
-  parseHeaderBlock,
+  ENVELOPE_FIELDS,
+  envelopeText,
+  parseHeaderFields,
   parseMime,
   type Chunk,
   type HeaderField,
   type MimePart,
 } from '@mailyard/imap-core';
-import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
+import { IndexCacheFile, MessageGoneError, type MailFolder, type MessageInfo } from '@mailyard/mailstore';
 
-export interface HeaderMeta {
-  headers: HeaderField[];
-  /** ENVELOPE, rendered once. */
-  envelope: Buffer;
+/**
+ * Header fields kept for every message: ENVELOPE's, and References for THREAD. SEARCH
+ * HEADER on any other field reads the message file.
+ */
+export const INDEXED_FIELDS: ReadonlySet<string> = new Set([...ENVELOPE_FIELDS, 'references']);
+
+/**
+ * What is known about one message file without reading it again. The header fields
+ * are kept as one string (`name:value` lines) and split on first use: a listing after
+ * a restart needs only the ENVELOPE of each message, and ten thousand small arrays
+ * less make loading the index file twice as fast.
+ */
+export class CachedMessage {
+  private parsed: HeaderField[] | null;
+
+  constructor(
+    /** ENVELOPE, one char per byte. */
+    readonly envelope: string,
+    /** INDEXED_FIELDS present in the header, in header order: `name:value` lines, values raw. */
+    readonly fieldText: string,
+    /** File size in bytes. */
+    readonly size: number,
+    /** Modification time (INTERNALDATE, ms), when it was read. */
+    readonly date?: number,
+    /** BODYSTRUCTURE and BODY (one char per byte), once the whole message was parsed. */
+    readonly bodyStructure?: string,
+    readonly body?: string,
+    fields?: HeaderField[],
+  ) {
+    this.parsed = fields ?? null;
+  }
+
+  static fromHeader(fields: HeaderField[], size: number, date?: number): CachedMessage {
+    // values are unfolded: a newline never occurs in one
+    const text = fields.map((f) => `${f.name}:${f.value}`).join('\n');
+    return new CachedMessage(envelopeText(fields), text, size, date, undefined, undefined, fields);
+  }
+
+  /** The indexed header fields, values raw (one char per byte). */
+  get fields(): HeaderField[] {
+    if (!this.parsed) {
+      this.parsed = [];
+      for (const line of this.fieldText ? this.fieldText.split('\n') : []) {
+        const colon = line.indexOf(':');
+        if (colon > 0) this.parsed.push({ name: line.slice(0, colon), value: line.slice(colon + 1) });
+      }
+    }
+    return this.parsed;
+  }
+
+  withStructure(bodyStructure: string, body: string): CachedMessage {
+    return new CachedMessage(
+      this.envelope,
+      this.fieldText,
+      this.size,
+      this.date,
+      bodyStructure,
+      body,
+      this.parsed ?? undefined,
+    );
+  }
 }
 
 export interface FullMessage {
   data: Buffer;
   mime: MimePart;
-  bodyStructure: Buffer;
-  body: Buffer;
 }
 
-function flatten(chunks: Chunk[]): Buffer {
-  return Buffer.concat(chunks.map((c) => (typeof c === 'string' ? Buffer.from(c, 'utf8') : c)));
+export interface MessageCacheMetrics {
+  /** Message files opened for their header block, or read whole. */
+  fileReads: { inc(labels: { part: 'header' | 'full' }, n?: number): void };
+  /** Records written to index files. */
+  indexAppends: { inc(n?: number): void };
+  /** Index files rewritten (mostly stale, damaged, or not ours). */
+  indexRewrites: { inc(): void };
+}
+
+export interface MessageCacheOptions {
+  metrics?: MessageCacheMetrics;
+  /** Most messages kept in memory across folders; least recently used folders go first. */
+  maxEntries?: number;
+  /** Bytes of whole messages kept for repeated body fetches. */
+  maxFullBytes?: number;
+  /** Keep the index file of each folder (`mailyard.index.cache`); off: memory only. */
+  persist?: boolean;
+  onError?: (err: unknown, dir: string) => void;
+}
+
+/** Records in the file before a rewrite is considered, and how many dead ones per live one. */
+const REWRITE_MIN_RECORDS = 256;
+/** How often the index file is read again for other instances' records, at most. */
+const TAIL_READ_INTERVAL_MS = 2000;
+
+interface FolderIndex {
+  dir: string;
+  entries: Map<string, CachedMessage>;
+  file: IndexCacheFile<CachedMessage>;
+  loading: Promise<void> | null;
+  loaded: boolean;
+  lastRead: number;
+  /** Records and damaged lines in the file as last read. */
+  fileRecords: number;
+  fileBad: number;
+  /** The file is not ours or mostly dead: the next write replaces it. */
+  replace: boolean;
+  pending: [string, CachedMessage][];
+  writes: Promise<void>;
+}
+
+const codec = { encode: encodeRecord, decode: decodeRecord };
+
+/**
+ * On disk, an array: [envelope, fields, size, date or null, BODYSTRUCTURE, BODY] (the
+ * last two only once known). Strings, numbers and nulls only: JSON.parse makes no
+ * object per record.
+ */
+function decodeRecord(v: unknown): CachedMessage | null {
+  if (!Array.isArray(v) || v.length < 4) return null;
+  const [e, h, size, date, bs, b] = v as unknown[];
+  if (typeof e !== 'string' || typeof h !== 'string' || typeof size !== 'number') return null;
+  if (date !== null && typeof date !== 'number') return null;
+  const withBs = typeof bs === 'string' && typeof b === 'string';
+  return new CachedMessage(e, h, size, date ?? undefined, withBs ? bs : undefined, withBs ? b : undefined);
+}
+
+function encodeRecord(m: CachedMessage): unknown {
+  const r: unknown[] = [m.envelope, m.fieldText, m.size, m.date ?? null];
+  if (m.bodyStructure !== undefined) r.push(m.bodyStructure, m.body);
+  return r;
+}
+
+function flatten(chunks: Chunk[]): string {
+  let out = '';
+  for (const c of chunks)
+    out += typeof c === 'string' ? Buffer.from(c, 'utf8').toString('latin1') : c.toString('latin1');
+  return out;
 }
 
 /**
- * Parsed headers (ENVELOPE) and MIME structure of messages, keyed by file identity
- * (a Maildir file's content never changes), as Dovecot's dovecot.index.cache: FETCH
- * ENVELOPE of a whole folder reads each file once per process, then never again.
+ * Parsed headers, ENVELOPE and BODYSTRUCTURE of message files, as Dovecot's
+ * dovecot.index.cache: kept in memory, and in each folder's `mailyard.index.cache` so a
+ * restarted process (or another instance) does not read the files again. Keyed by
+ * Maildir base name: a message file's content never changes, so nothing is ever
+ * invalidated, and a record of a message that is gone is simply never asked for (the
+ * folder snapshot, read from the directories, decides which messages exist).
  */
 export class MessageCache {
-  private readonly headers = new Map<string, HeaderMeta>();
-  private readonly full = new Map<string, FullMessage>();
+  private readonly folders = new Map<string, FolderIndex>();
+  private entryCount = 0;
+  private readonly full = new Map<string, { data: Buffer; mime: MimePart | null }>();
   private fullBytes = 0;
+  private readonly maxEntries: number;
+  private readonly maxFullBytes: number;
+  private readonly persist: boolean;
 
-  constructor(
-    private readonly maxHeaderEntries = 200_000,
-    private readonly maxFullBytes = 64 * 1024 * 1024,
-  ) {}
+  constructor(private readonly opts: MessageCacheOptions = {}) {
+    this.maxEntries = opts.maxEntries ?? 200_000;
+    this.maxFullBytes = opts.maxFullBytes ?? 64 * 1024 * 1024;
+    this.persist = opts.persist ?? true;
+  }
+
+  private folderIndex(dir: string): FolderIndex {
+    let fi = this.folders.get(dir);
+    if (fi) {
+      // least recently used folders are dropped first
+      this.folders.delete(dir);
+      this.folders.set(dir, fi);
+      return fi;
+    }
+    fi = {
+      dir,
+      entries: new Map(),
+      file: new IndexCacheFile(dir, codec),
+      loading: null,
+      loaded: !this.persist,
+      lastRead: 0,
+      fileRecords: 0,
+      fileBad: 0,
+      replace: false,
+      pending: [],
+      writes: Promise.resolve(),
+    };
+    this.folders.set(dir, fi);
+    return fi;
+  }
+
+  /** Reads the folder's index file: all of it the first time, then what others appended. */
+  private readIndex(fi: FolderIndex): Promise<void> {
+    fi.loading ??= (async () => {
+      try {
+        const r = await fi.file.read();
+        if (r.fromStart) {
+          fi.fileRecords = 0;
+          fi.fileBad = 0;
+        }
+        fi.fileRecords += r.records.length;
+        fi.fileBad += r.bad;
+        if (r.foreign) fi.replace = true;
+        for (const [base, m] of r.records) {
+          if (!fi.entries.has(base)) this.entryCount++;
+          fi.entries.set(base, m);
+        }
+      } catch (err) {
+        this.opts.onError?.(err, fi.dir);
+      } finally {
+        fi.loaded = true;
+        fi.lastRead = Date.now();
+        fi.loading = null;
+      }
+    })();
+    return fi.loading;
+  }
+
+  /**
+   * At SELECT: reads the folder's index file while the client reads the SELECT
+   * response, and rewrites the file when most of it is dead. Never fails.
+   */
+  async select(folder: MailFolder, live: MessageInfo[]): Promise<void> {
+    const fi = this.folderIndex(folder.dir);
+    if (!fi.loaded) await this.readIndex(fi);
+    await this.compactIfStale(folder, live);
+  }
+
+  /** Makes sure the folder's index file was read (peek() answers from it afterwards). */
+  async ready(folder: MailFolder): Promise<void> {
+    const fi = this.folderIndex(folder.dir);
+    if (!fi.loaded) await this.readIndex(fi);
+  }
+
+  /** The cached entry, if there is one (no I/O). */
+  peek(folder: MailFolder, m: MessageInfo): CachedMessage | undefined {
+    return this.folders.get(folder.dir)?.entries.get(m.base);
+  }
+
+  /**
+   * Facts for many messages at once, in order (null: the message is gone): from
+   * memory, else from the index file, else from the header blocks of the files, read
+   * together (see MailFolder.readHeaders) and appended to the index file.
+   */
+  async headers(folder: MailFolder, msgs: MessageInfo[]): Promise<(CachedMessage | null)[]> {
+    const fi = this.folderIndex(folder.dir);
+    if (!fi.loaded) await this.readIndex(fi);
+    let out = msgs.map((m) => fi.entries.get(m.base) ?? null);
+    let misses = msgs.filter((_, i) => !out[i]);
+    if (!misses.length) return out;
+    if (this.persist && Date.now() - fi.lastRead > TAIL_READ_INTERVAL_MS) {
+      await this.readIndex(fi);
+      out = msgs.map((m) => fi.entries.get(m.base) ?? null);
+      misses = msgs.filter((_, i) => !out[i]);
+      if (!misses.length) return out;
+    }
+    const blocks = await folder.readHeaders(misses);
+    this.opts.metrics?.fileReads.inc({ part: 'header' }, misses.length);
+    const added: [string, CachedMessage][] = [];
+    misses.forEach((m, i) => {
+      const b = blocks[i];
+      if (!b) return;
+      const fields = parseHeaderFields(b.text, INDEXED_FIELDS);
+      added.push([m.base, CachedMessage.fromHeader(fields, b.size, b.mtimeMs)]);
+    });
+    this.add(fi, added);
+    return msgs.map((m) => fi.entries.get(m.base) ?? null);
+  }
+
+  async header(folder: MailFolder, m: MessageInfo): Promise<CachedMessage> {
+    const [c] = await this.headers(folder, [m]);
+    if (!c) throw new MessageGoneError(m.uid);
+    return c;
+  }
+
+  /** Values of one header field, unfolded and raw; fields outside INDEXED_FIELDS are read from the file. */
+  async headerValues(folder: MailFolder, m: MessageInfo, name: string): Promise<string[]> {
+    const fields = INDEXED_FIELDS.has(name)
+      ? (await this.header(folder, m)).fields
+      : await this.readFields(folder, m, name);
+    return fields.filter((f) => f.name === name).map((f) => f.value);
+  }
+
+  private async readFields(folder: MailFolder, m: MessageInfo, name: string): Promise<HeaderField[]> {
+    const hit = this.full.get(this.key(folder, m));
+    if (hit?.mime) return hit.mime.headers;
+    const [b] = await folder.readHeaders([m]);
+    this.opts.metrics?.fileReads.inc({ part: 'header' });
+    if (!b) throw new MessageGoneError(m.uid);
+    return parseHeaderFields(b.text, new Set([name]));
+  }
+
+  private add(fi: FolderIndex, added: [string, CachedMessage][]): void {
+    if (!added.length) return;
+    for (const [base, c] of added) {
+      if (!fi.entries.has(base)) this.entryCount++;
+      fi.entries.set(base, c);
+    }
+    if (this.persist) {
+      for (const a of added) fi.pending.push(a);
+      void this.write(fi);
+    }
+    this.evict(fi);
+  }
+
+  /** Drops whole folders, least recently used first, down to maxEntries (their files stay). */
+  private evict(keep: FolderIndex): void {
+    for (const [dir, fi] of this.folders) {
+      if (this.entryCount <= this.maxEntries) return;
+      if (fi === keep) continue;
+      this.folders.delete(dir);
+      this.entryCount -= fi.entries.size;
+    }
+  }
+
+  /** Appends pending records (or replaces the file), one write at a time per folder. */
+  private write(fi: FolderIndex): Promise<void> {
+    fi.writes = fi.writes.then(async () => {
+      try {
+        if (fi.replace) {
+          fi.replace = false;
+          fi.pending = [];
+          await fi.file.rewrite(fi.entries);
+          this.opts.metrics?.indexRewrites.inc();
+          this.opts.metrics?.indexAppends.inc(fi.entries.size);
+          return;
+        }
+        const batch = fi.pending;
+        fi.pending = [];
+        if (!batch.length) return;
+        await fi.file.append(batch);
+        this.opts.metrics?.indexAppends.inc(batch.length);
+      } catch (err) {
+        this.opts.onError?.(err, fi.dir);
+      }
+    });
+    return fi.writes;
+  }
+
+  /**
+   * Rewrites the folder's index file with only the messages that still exist when
+   * most of its records are dead (expunged, written twice by racing instances, or
+   * damaged). `live` is the folder's current snapshot.
+   */
+  compactIfStale(folder: MailFolder, live: MessageInfo[]): Promise<void> {
+    const fi = this.folders.get(folder.dir);
+    if (!fi || !this.persist || !fi.loaded || fi.replace) return Promise.resolve();
+    const total = fi.fileRecords + fi.fileBad;
+    if (total < REWRITE_MIN_RECORDS) return Promise.resolve();
+    const bases = new Set(live.map((m) => m.base));
+    let alive = 0;
+    for (const base of fi.entries.keys()) if (bases.has(base)) alive++;
+    if (total - alive <= alive) return Promise.resolve();
+    for (const base of [...fi.entries.keys()]) {
+      if (bases.has(base)) continue;
+      fi.entries.delete(base);
+      this.entryCount--;
+    }
+    fi.replace = true;
+    fi.fileRecords = alive;
+    fi.fileBad = 0;
+    return this.write(fi);
+  }
+
+  /** Waits for pending index writes (at shutdown, and in tests). */
+  async flush(): Promise<void> {
+    await Promise.all([...this.folders.values()].map((fi) => fi.writes));
+  }
 
   private key(folder: MailFolder, m: MessageInfo): string {
     return folder.dir + '\0' + m.base;
   }
 
-  async header(folder: MailFolder, m: MessageInfo): Promise<HeaderMeta> {
+  /** The message's bytes if they are in memory (no I/O). */
+  peekRaw(folder: MailFolder, m: MessageInfo): Buffer | undefined {
     const k = this.key(folder, m);
-    const hit = this.headers.get(k);
-    if (hit) return hit;
-    const full = this.full.get(k);
-    let headerText: string;
-    if (full) headerText = full.data.toString('latin1', 0, full.mime.bodyStart);
-    else headerText = await readHeader(await folder.resolvePath(m));
-    const headers = parseHeaderBlock(headerText);
-    const meta = { headers, envelope: flatten(envelope(headersOnly(headers))) };
-    if (this.headers.size >= this.maxHeaderEntries) this.headers.delete(this.headers.keys().next().value!);
-    this.headers.set(k, meta);
-    return meta;
+    const hit = this.full.get(k);
+    if (!hit) return undefined;
+    this.full.delete(k);
+    this.full.set(k, hit);
+    return hit.data;
   }
 
-  async message(folder: MailFolder, m: MessageInfo): Promise<FullMessage> {
+  /** The message's bytes, for BODY[] and RFC822: no MIME parsing. */
+  async raw(folder: MailFolder, m: MessageInfo): Promise<Buffer> {
     const k = this.key(folder, m);
     const hit = this.full.get(k);
     if (hit) {
-      // LRU: move to the end
       this.full.delete(k);
       this.full.set(k, hit);
-      return hit;
+      return hit.data;
     }
     const data = await folder.read(m);
+    this.opts.metrics?.fileReads.inc({ part: 'full' });
+    this.keepFull(k, { data, mime: null });
+    return data;
+  }
+
+  /** The message's bytes and MIME structure, for sections, BINARY and SEARCH TEXT. */
+  async message(folder: MailFolder, m: MessageInfo): Promise<FullMessage> {
+    const k = this.key(folder, m);
+    const hit = this.full.get(k);
+    const data = hit ? hit.data : await this.raw(folder, m);
+    const entry = this.full.get(k);
+    if (entry?.mime) return { data, mime: entry.mime };
     const mime = parseMime(data);
-    const fm: FullMessage = {
-      data,
-      mime,
-      bodyStructure: flatten(bodyStructure(mime, true)),
-      body: flatten(bodyStructure(mime, false)),
-    };
-    if (data.length < this.maxFullBytes / 8) {
-      this.full.set(k, fm);
-      this.fullBytes += data.length;
-      while (this.fullBytes > this.maxFullBytes) {
-        const [oldKey, old] = this.full.entries().next().value!;
-        this.full.delete(oldKey);
-        this.fullBytes -= old.data.length;
-      }
-    }
-    return fm;
+    if (entry) entry.mime = mime;
+    return { data, mime };
   }
-}
 
-function headersOnly(headers: HeaderField[]): MimePart {
-  return {
-    start: 0,
-    bodyStart: 0,
-    end: 0,
-    headers,
-    type: 'text',
-    subtype: 'plain',
-    params: {},
-    encoding: '7bit',
-    id: null,
-    description: null,
-    md5: null,
-    disposition: null,
-    language: null,
-    location: null,
-    lines: 0,
-    children: [],
-    message: null,
-  };
-}
-
-/** Reads up to the end of the header block without reading the whole file. */
-async function readHeader(path: string): Promise<string> {
-  const fh = await fs.open(path, 'r');
-  try {
-    let buf = Buffer.alloc(0);
-    const chunk = Buffer.alloc(16384);
-    for (;;) {
-      const { bytesRead } = await fh.read(chunk, 0, chunk.length, buf.length);
-      if (!bytesRead) return buf.toString('latin1');
-      buf = Buffer.concat([buf, chunk.subarray(0, bytesRead)]);
-      const end = findHeaderEnd(buf);
-      if (end >= 0) return buf.toString('latin1', 0, end);
-      if (buf.length > 1024 * 1024) return buf.toString('latin1');
-    }
-  } finally {
-    await fh.close();
+  /** BODYSTRUCTURE (extended) or BODY, one char per byte; from the index once known. */
+  async structure(folder: MailFolder, m: MessageInfo, extended: boolean): Promise<string> {
+    const c = this.peek(folder, m);
+    if (c?.bodyStructure !== undefined) return extended ? c.bodyStructure : c.body!;
+    const { data, mime } = await this.message(folder, m);
+    const bs = flatten(bodyStructure(mime, true));
+    const body = flatten(bodyStructure(mime, false));
+    const base =
+      c ??
+      CachedMessage.fromHeader(
+        parseHeaderFields(data.toString('latin1', 0, mime.bodyStart), INDEXED_FIELDS),
+        data.length,
+      );
+    const next = base.withStructure(bs, body);
+    const fi = this.folderIndex(folder.dir);
+    this.add(fi, [[m.base, next]]);
+    return extended ? bs : body;
   }
-}
 
-function findHeaderEnd(buf: Buffer): number {
-  if (buf[0] === 10 || (buf[0] === 13 && buf[1] === 10)) return 0;
-  const a = buf.indexOf('\r\n\r\n');
-  const b = buf.indexOf('\n\n');
-  if (a < 0) return b < 0 ? -1 : b + 1;
-  if (b < 0) return a + 2;
-  return Math.min(a + 2, b + 1);
+  private keepFull(k: string, e: { data: Buffer; mime: MimePart | null }): void {
+    if (e.data.length >= this.maxFullBytes / 8) return;
+    this.full.set(k, e);
+    this.fullBytes += e.data.length;
+    while (this.fullBytes > this.maxFullBytes) {
+      const [oldKey, old] = this.full.entries().next().value!;
+      this.full.delete(oldKey);
+      this.fullBytes -= old.data.length;
+    }
+  }
 }

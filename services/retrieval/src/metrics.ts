@@ -56,6 +56,22 @@ export function createMetrics(registry: Registry) {
       labelNames: ['limit'] as const,
       registers: [registry],
     }),
+    messageFileReads: new Counter({
+      name: 'mailyard_retrieval_message_file_reads_total',
+      help: 'Message files read, by part (header: the header block only; full: the whole file)',
+      labelNames: ['part'] as const,
+      registers: [registry],
+    }),
+    indexAppends: new Counter({
+      name: 'mailyard_retrieval_index_cache_records_written_total',
+      help: "Records written to the folders' mailyard.index.cache files",
+      registers: [registry],
+    }),
+    indexRewrites: new Counter({
+      name: 'mailyard_retrieval_index_cache_rewrites_total',
+      help: 'mailyard.index.cache files rewritten because most records were dead, damaged or not ours',
+      registers: [registry],
+    }),
   };
 }
 export type RetrievalMetrics = ReturnType<typeof createMetrics>;

@@ -52,6 +52,14 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
     }
     return a;
   };
+  const cache = new MessageCache({
+    metrics: {
+      fileReads: metrics.messageFileReads,
+      indexAppends: metrics.indexAppends,
+      indexRewrites: metrics.indexRewrites,
+    },
+    onError: (err, dir) => logger.warn({ err: (err as Error).message, dir }, 'index cache not written'),
+  });
   const limits = new SessionLimits(config.mail_max_ip_connections, config.mail_max_user_connections);
   const imapDeps: ImapDeps = {
     config,
@@ -59,7 +67,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
     account,
     quotas: new Quotas(deps.redis, config.quota_storage),
     notifier,
-    cache: new MessageCache(),
+    cache,
     bus: deps.bus,
     limits,
     tls: secureContext,
@@ -120,6 +128,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
       const deadline = Date.now() + config.shutdown_grace;
       while (sockets.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       for (const s of sockets) s.destroy();
+      await cache.flush();
     },
     ports() {
       const p = (i: number) => (servers[i]!.server.address() as AddressInfo | null)?.port ?? 0;

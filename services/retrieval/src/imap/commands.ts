@@ -35,8 +35,9 @@ import {
   type MessageInfo,
 } from '@mailyard/mailstore';
 import { EventKeys, type LearnEvent } from '@mailyard/contracts';
-import { renderFetch, parseImapDate, SectionError } from './fetch.js';
+import { gatherFetch, planFetch, renderFetch, parseImapDate, SectionError, type Piece } from './fetch.js';
 import { ImapReply, reply } from './replies.js';
+import { ResponseBatch } from './response-batch.js';
 import { SearchEvaluator } from './search.js';
 import { SelectedMailbox } from './selected.js';
 import type { ImapSession, ImapState } from './session.js';
@@ -51,6 +52,15 @@ const ANY: ImapState[] = ['not-authenticated', 'authenticated', 'selected'];
 const AUTHED: ImapState[] = ['authenticated', 'selected'];
 const SELECTED: ImapState[] = ['selected'];
 const NOAUTH: ImapState[] = ['not-authenticated'];
+
+/** Messages whose headers are read together during FETCH. */
+const FETCH_CHUNK = 500;
+/**
+ * FETCH output is written once this much is gathered: large enough that a listing
+ * costs few syscalls, small enough that the client parses the first messages while
+ * the next ones are rendered.
+ */
+const FETCH_FLUSH = 64 * 1024;
 
 const def = <A>(d: CommandDef<A>): CommandDef<unknown> => d;
 const none = (r: ArgReader) => r.end();
@@ -282,7 +292,10 @@ async function runSelect(s: ImapSession, tag: string, a: SelectArgs, name: strin
   if (a.qresync && !s.qresync) throw reply.bad('QRESYNC is not enabled');
   if (a.condstore) s.enabled.add('CONDSTORE');
   const f = await requireFolder(s, a.name);
+  // the folder's index file is read while the directories are
+  void s.deps.cache.ready(f);
   const snap = await f.snapshot();
+  void s.deps.cache.select(f, snap.messages);
   const view = new SelectedMailbox(f, a.name, readOnly, snap);
   const kws = new Set<string>();
   for (const m of snap.messages) for (const fl of m.flags) if (!fl.startsWith('\\')) kws.add(fl);
@@ -391,37 +404,56 @@ async function runFetch(s: ImapSession, tag: string, a: FetchArgs, name: string)
     }
   }
   const ctx = { folder: view.folder, cache: s.deps.cache, utf8: s.utf8, condstore: s.condstore, byUid };
-  // responses are gathered and written in batches: one socket write per message costs
-  // more than rendering it
-  let batch: Buffer[] = [];
-  let batchBytes = 0;
+  const plan = planFetch(items);
+  await ctx.cache.ready(view.folder);
+  // responses are gathered and written in batches of FETCH_FLUSH bytes with one writev:
+  // one socket write per message costs more than rendering it
+  const batch = new ResponseBatch();
+  const push = (p: Piece) => batch.push(p);
   const flush = async () => {
-    if (!batch.length) return;
-    s.send(batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes));
-    batch = [];
-    batchBytes = 0;
+    const bufs = batch.take();
+    if (!bufs.length) return;
+    s.conn.writeMany(bufs);
     await s.conn.drain();
   };
-  for (const { seq, m } of msgs) {
-    let body;
-    try {
-      body = await renderFetch(ctx, m, items);
-    } catch (err) {
-      if (err instanceof SectionError) {
+  // headers for ENVELOPE are read (or found in the index) a few hundred messages at a
+  // time: the files are read together, and the first responses leave early
+  const wantsHeaders = items.some((i) => i.k === 'ENVELOPE' || i.k === 'INTERNALDATE');
+  for (let k = 0; k < msgs.length; k += FETCH_CHUNK) {
+    const part = msgs.slice(k, k + FETCH_CHUNK);
+    if (wantsHeaders)
+      await ctx.cache.headers(
+        view.folder,
+        part.map((x) => x.m),
+      );
+    for (const { seq, m } of part) {
+      let body;
+      try {
+        const got = gatherFetch(ctx, plan, m);
+        body = renderFetch(ctx, plan, m, items, got instanceof Promise ? await got : got);
+      } catch (err) {
+        if (err instanceof SectionError) {
+          await flush();
+          throw new ImapReply('NO', err.message === 'UNKNOWN-CTE' ? 'UNKNOWN-CTE' : null, err.message);
+        }
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as Error).name === 'MessageGoneError')
+          continue;
         await flush();
-        throw new ImapReply('NO', err.message === 'UNKNOWN-CTE' ? 'UNKNOWN-CTE' : null, err.message);
+        throw err;
       }
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as Error).name === 'MessageGoneError')
-        continue;
-      await flush();
-      throw err;
+      // text pieces joined first: one copy into the batch per message, not per item
+      let line = `* ${seq} FETCH `;
+      for (const c of body) {
+        if (typeof c === 'string') line += c;
+        else {
+          push(line);
+          line = '';
+          push(c);
+        }
+      }
+      push(line + '\r\n');
+      if (batch.length >= FETCH_FLUSH) await flush();
     }
-    for (const c of [`* ${seq} FETCH `, ...body, '\r\n']) {
-      const buf = typeof c === 'string' ? Buffer.from(c, 'utf8') : c;
-      batch.push(buf);
-      batchBytes += buf.length;
-    }
-    if (batchBytes > 256 * 1024) await flush();
   }
   await flush();
   await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
@@ -552,6 +584,18 @@ async function runSearch(s: ImapSession, tag: string, a: SearchArgs, name: strin
 
 // --- SORT and THREAD (RFC 5256) --------------------------------------------------------
 
+/** Headers of the whole folder in one pass (from the index, else the files read together). */
+async function prefetchHeaders(s: ImapSession, view: SelectedMailbox): Promise<void> {
+  const all: MessageInfo[] = [];
+  for (const uid of view.uids) {
+    const m = view.info(uid);
+    if (m) all.push(m);
+  }
+  for (let k = 0; k < all.length; k += FETCH_CHUNK) {
+    await s.deps.cache.headers(view.folder, all.slice(k, k + FETCH_CHUNK));
+  }
+}
+
 /** RFC 5256 §2.2: the Date header, or INTERNALDATE when it is missing or unparsable. */
 async function sentDate(folder: MailFolder, m: MessageInfo, h: HeaderField[]): Promise<number> {
   const d = Date.parse((header(h, 'date') ?? '').replace(/\s*\([^)]*\)\s*$/, ''));
@@ -586,11 +630,12 @@ async function runSort(s: ImapSession, tag: string, a: SortArgs, name: string): 
   const view = s.selected!;
   const byUid = name.startsWith('UID');
   const ev = new SearchEvaluator(view, view.folder, s.deps.cache);
+  await prefetchHeaders(s, view);
   const rows: { seq: number; uid: number; keys: (string | number)[] }[] = [];
   for (let i = 0; i < view.uids.length; i++) {
     const m = view.info(view.uids[i]!);
     if (!m || !(await ev.matches(a.search.key, i + 1, m))) continue;
-    const h = (await s.deps.cache.header(view.folder, m)).headers;
+    const h = (await s.deps.cache.header(view.folder, m)).fields;
     const keys: (string | number)[] = [];
     for (const c of a.criteria) {
       switch (c.key) {
@@ -648,11 +693,12 @@ async function runThread(s: ImapSession, tag: string, a: ThreadArgs, name: strin
   const view = s.selected!;
   const byUid = name.startsWith('UID');
   const ev = new SearchEvaluator(view, view.folder, s.deps.cache);
+  await prefetchHeaders(s, view);
   const msgs: ThreadMessage[] = [];
   for (let i = 0; i < view.uids.length; i++) {
     const m = view.info(view.uids[i]!);
     if (!m || !(await ev.matches(a.search.key, i + 1, m))) continue;
-    const h = (await s.deps.cache.header(view.folder, m)).headers;
+    const h = (await s.deps.cache.header(view.folder, m)).fields;
     msgs.push({
       n: byUid ? m.uid : i + 1,
       messageId: header(h, 'message-id'),

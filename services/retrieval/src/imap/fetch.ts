@@ -1,14 +1,13 @@
 import {
   decodeTransfer,
   findPart,
-  str,
-  type Chunk,
+  literal,
   type FetchItem,
   type MimePart,
   type Section,
 } from '@mailyard/imap-core';
 import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
-import type { MessageCache } from '../message-cache.js';
+import type { CachedMessage, FullMessage, MessageCache } from '../message-cache.js';
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
@@ -86,57 +85,177 @@ export interface FetchContext {
   byUid: boolean;
 }
 
-/** Renders one message's FETCH response body (without `* n FETCH`). */
-export async function renderFetch(ctx: FetchContext, m: MessageInfo, items: FetchItem[]): Promise<Chunk[]> {
-  const out: Chunk[][] = [];
-  const hasUid = items.some((i) => i.k === 'UID');
-  if (ctx.byUid && !hasUid) out.push([`UID ${m.uid}`]);
-  const needFull = items.some(
+/** A piece of a response: strings hold one char per byte (latin1), as header text is read. */
+export type Piece = string | Buffer;
+
+/** A JS (UTF-16) string as one char per byte of its UTF-8 encoding. */
+export function utf8Bytes(s: string): string {
+  return /[^\x00-\x7f]/.test(s) ? Buffer.from(s, 'utf8').toString('latin1') : s;
+}
+
+/** What a FETCH's items need of each message, decided once per command. */
+export interface FetchPlan {
+  /** Sections, BINARY, RFC822.HEADER/TEXT: bytes and MIME structure. */
+  mime: boolean;
+  /** BODY[] and RFC822: bytes only, no MIME parsing. */
+  raw: boolean;
+  envelope: boolean;
+  size: boolean;
+  date: boolean;
+  structure: boolean;
+  uid: boolean;
+  modseq: boolean;
+}
+
+export function planFetch(items: FetchItem[]): FetchPlan {
+  const has = (k: FetchItem['k']) => items.some((i) => i.k === k);
+  const mime = items.some(
     (i) =>
-      i.k === 'SECTION' ||
-      i.k === 'BODYSTRUCTURE' ||
-      i.k === 'BODY' ||
-      i.k.startsWith('RFC822.') ||
-      i.k === 'RFC822',
+      (i.k === 'SECTION' && (i.kind !== 'BODY' || i.section.path.length > 0 || i.section.spec !== null)) ||
+      i.k === 'RFC822.HEADER' ||
+      i.k === 'RFC822.TEXT',
   );
-  const full = needFull ? await ctx.cache.message(ctx.folder, m) : null;
+  return {
+    mime,
+    raw: !mime && (has('SECTION') || has('RFC822')),
+    envelope: has('ENVELOPE'),
+    size: has('RFC822.SIZE'),
+    date: has('INTERNALDATE'),
+    structure: has('BODYSTRUCTURE') || has('BODY'),
+    uid: has('UID'),
+    modseq: has('MODSEQ'),
+  };
+}
+
+/** Everything rendering one message needs beyond its MessageInfo. */
+export interface FetchData {
+  cached: CachedMessage | null;
+  /** The message bytes (BODY[], RFC822, sections). */
+  raw: Buffer | null;
+  full: FullMessage | null;
+  size: number;
+  date: Date | null;
+  bodyStructure: string | null;
+  body: string | null;
+}
+
+/**
+ * The data for one message: a plain object when all of it is in memory (a folder
+ * listing from the index, repeated body fetches), else a promise. A listing of
+ * thousands of messages then renders without a promise per message.
+ */
+export function gatherFetch(
+  ctx: FetchContext,
+  plan: FetchPlan,
+  m: MessageInfo,
+): FetchData | Promise<FetchData> {
+  const cached = ctx.cache.peek(ctx.folder, m) ?? null;
+  const d: FetchData = {
+    cached,
+    raw: null,
+    full: null,
+    size: -1,
+    date: null,
+    bodyStructure: null,
+    body: null,
+  };
+  if (plan.mime) return gatherSlow(ctx, plan, m, d);
+  if (plan.raw) {
+    const hit = ctx.cache.peekRaw(ctx.folder, m);
+    if (!hit) return gatherSlow(ctx, plan, m, d);
+    d.raw = hit;
+  }
+  if ((plan.envelope || plan.structure) && !cached) return gatherSlow(ctx, plan, m, d);
+  if (plan.size) {
+    d.size = d.raw ? d.raw.length : (cached?.size ?? m.size);
+    if (d.size < 0) return gatherSlow(ctx, plan, m, d);
+  }
+  if (plan.date) {
+    if (cached?.date === undefined) return gatherSlow(ctx, plan, m, d);
+    d.date = new Date(cached.date);
+  }
+  if (plan.structure) {
+    if (cached?.bodyStructure === undefined) return gatherSlow(ctx, plan, m, d);
+    d.bodyStructure = cached.bodyStructure;
+    d.body = cached.body ?? null;
+  }
+  return d;
+}
+
+async function gatherSlow(
+  ctx: FetchContext,
+  plan: FetchPlan,
+  m: MessageInfo,
+  d: FetchData,
+): Promise<FetchData> {
+  if (plan.mime) {
+    d.full = await ctx.cache.message(ctx.folder, m);
+    d.raw = d.full.data;
+  } else if (plan.raw && !d.raw) d.raw = await ctx.cache.raw(ctx.folder, m);
+  if (plan.envelope && !d.cached) d.cached = await ctx.cache.header(ctx.folder, m);
+  if (plan.structure) {
+    d.bodyStructure = await ctx.cache.structure(ctx.folder, m, true);
+    d.body = await ctx.cache.structure(ctx.folder, m, false);
+    d.cached = ctx.cache.peek(ctx.folder, m) ?? d.cached;
+  }
+  if (plan.size) d.size = d.raw ? d.raw.length : (d.cached?.size ?? (await ctx.folder.sizeOf(m)));
+  if (plan.date)
+    d.date = d.cached?.date !== undefined ? new Date(d.cached.date) : await ctx.folder.internalDate(m);
+  return d;
+}
+
+/** Renders one message's FETCH response body (without `* n FETCH`). */
+export function renderFetch(
+  ctx: FetchContext,
+  plan: FetchPlan,
+  m: MessageInfo,
+  items: FetchItem[],
+  d: FetchData,
+): Piece[] {
+  const out: Piece[] = ['('];
+  const sep = () => {
+    if (out.length > 1) out.push(' ');
+  };
+  if (ctx.byUid && !plan.uid) out.push(`UID ${m.uid}`);
+  const { full, raw } = d;
   for (const it of items) {
+    sep();
     switch (it.k) {
       case 'UID':
-        out.push([`UID ${m.uid}`]);
+        out.push(`UID ${m.uid}`);
         break;
       case 'FLAGS':
-        out.push([`FLAGS (${m.flags.join(' ')})`]);
+        out.push(utf8Bytes(`FLAGS (${m.flags.join(' ')})`));
         break;
       case 'MODSEQ':
-        out.push([`MODSEQ (${m.modseq})`]);
+        out.push(`MODSEQ (${m.modseq})`);
         break;
       case 'RFC822.SIZE':
-        out.push([`RFC822.SIZE ${full ? full.data.length : await ctx.folder.sizeOf(m)}`]);
+        out.push(`RFC822.SIZE ${d.size}`);
         break;
       case 'INTERNALDATE':
-        out.push([`INTERNALDATE ${imapDate(await ctx.folder.internalDate(m))}`]);
+        out.push(`INTERNALDATE ${imapDate(d.date!)}`);
         break;
       case 'ENVELOPE':
-        out.push(['ENVELOPE ', (await ctx.cache.header(ctx.folder, m)).envelope]);
+        out.push('ENVELOPE ', d.cached!.envelope);
         break;
       case 'BODYSTRUCTURE':
-        out.push(['BODYSTRUCTURE ', full!.bodyStructure]);
+        out.push('BODYSTRUCTURE ', d.bodyStructure!);
         break;
       case 'BODY':
-        out.push(['BODY ', full!.body]);
+        out.push('BODY ', d.body!);
         break;
       case 'RFC822':
-        out.push(['RFC822 ', ...str(full!.data)]);
+        out.push('RFC822 ', ...literal(raw!));
         break;
       case 'RFC822.HEADER':
-        out.push(['RFC822.HEADER ', ...str(full!.data.subarray(0, full!.mime.bodyStart))]);
+        out.push('RFC822.HEADER ', ...literal(full!.data.subarray(0, full!.mime.bodyStart)));
         break;
       case 'RFC822.TEXT':
-        out.push(['RFC822.TEXT ', ...str(full!.data.subarray(full!.mime.bodyStart))]);
+        out.push('RFC822.TEXT ', ...literal(full!.data.subarray(full!.mime.bodyStart)));
         break;
       case 'SECTION': {
-        let bytes = sectionBytes(full!.data, full!.mime, it.section);
+        let bytes = full ? sectionBytes(full.data, full.mime, it.section) : raw!;
         if (it.kind !== 'BODY' && bytes) {
           const part = it.section.path.length ? findPart(full!.mime, it.section.path) : full!.mime;
           if (part?.type === 'multipart') throw new SectionError('BINARY of a multipart');
@@ -147,7 +266,7 @@ export async function renderFetch(ctx: FetchContext, m: MessageInfo, items: Fetc
           bytes = decodeTransfer(bytes, enc);
         }
         if (it.kind === 'BINARY.SIZE') {
-          out.push([`BINARY.SIZE[${it.text}] ${bytes ? bytes.length : 0}`]);
+          out.push(`BINARY.SIZE[${it.text}] ${bytes ? bytes.length : 0}`);
           break;
         }
         let origin = '';
@@ -156,21 +275,18 @@ export async function renderFetch(ctx: FetchContext, m: MessageInfo, items: Fetc
           bytes = bytes.subarray(start, length === null ? undefined : start + length);
           origin = `<${start}>`;
         }
-        const label = `${it.kind}[${it.text}]${origin} `;
-        if (!bytes) out.push([label, 'NIL']);
-        else if (it.kind === 'BINARY' && bytes.includes(0))
-          out.push([label, `~{${bytes.length}}\r\n`, bytes]);
-        else out.push([label, `{${bytes.length}}\r\n`, bytes]);
+        const label = utf8Bytes(`${it.kind}[${it.text}]${origin} `);
+        if (!bytes) out.push(label, 'NIL');
+        else if (it.kind === 'BINARY' && bytes.includes(0)) out.push(label, `~{${bytes.length}}\r\n`, bytes);
+        else out.push(label, `{${bytes.length}}\r\n`, bytes);
         break;
       }
     }
   }
-  if (ctx.condstore && !items.some((i) => i.k === 'MODSEQ')) out.push([`MODSEQ (${m.modseq})`]);
-  const chunks: Chunk[] = ['('];
-  out.forEach((c, i) => {
-    if (i) chunks.push(' ');
-    chunks.push(...c);
-  });
-  chunks.push(')');
-  return chunks;
+  if (ctx.condstore && !plan.modseq) {
+    sep();
+    out.push(`MODSEQ (${m.modseq})`);
+  }
+  out.push(')');
+  return out;
 }

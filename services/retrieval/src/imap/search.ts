@@ -103,8 +103,9 @@ export class SearchEvaluator {
       case 'uid':
         return inRanges(m.uid, resolveSequenceSet(k.set, this.view.uids[this.view.uids.length - 1] ?? 0));
       case 'header': {
-        const h = (await this.cache.header(this.folder, m)).headers;
-        const values = h.filter((f) => f.name === k.field).map((f) => norm(decodeWords(f.value)));
+        const values = (await this.cache.headerValues(this.folder, m, k.field)).map((v) =>
+          norm(decodeWords(v)),
+        );
         if (!values.length) return false;
         return values.some((v) => v.includes(norm(k.value)));
       }
@@ -116,7 +117,7 @@ export class SearchEvaluator {
         let t: number;
         if (k.field === 'internal') t = (await this.folder.internalDate(m)).getTime();
         else {
-          const d = header((await this.cache.header(this.folder, m)).headers, 'date');
+          const d = header((await this.cache.header(this.folder, m)).fields, 'date');
           t = d ? Date.parse(d.replace(/\s*\([^)]*\)\s*$/, '')) : NaN;
           if (Number.isNaN(t)) return false;
         }

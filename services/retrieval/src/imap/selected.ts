@@ -22,6 +22,8 @@ export class SelectedMailbox {
   highestModseq: number;
   /** UIDs gone from the store that the client has not been told about. */
   private gone = new Set<number>();
+  /** The folder snapshot this view was last brought up to date with. */
+  private synced: FolderSnapshot;
 
   constructor(
     readonly folder: MailFolder,
@@ -32,6 +34,7 @@ export class SelectedMailbox {
     this.validity = snap.validity;
     this.uidNext = snap.uidNext;
     this.highestModseq = snap.highestModseq;
+    this.synced = snap;
     for (const m of snap.messages) {
       this.uids.push(m.uid);
       this.infos.set(m.uid, m);
@@ -101,6 +104,10 @@ export class SelectedMailbox {
   /** Re-reads the folder and returns the untagged lines that bring the client up to date. */
   async update(opts: UpdateOptions): Promise<string[]> {
     const snap = await this.folder.snapshot();
+    // the folder keeps returning the same snapshot object while nothing changed on disk:
+    // then there is nothing to tell (this runs after every command, on every message)
+    if (snap === this.synced && (!this.gone.size || !opts.allowExpunge)) return [];
+    this.synced = snap;
     const lines: string[] = [];
     const now = new Map(snap.messages.map((m) => [m.uid, m]));
     for (const uid of this.uids) if (!now.has(uid)) this.gone.add(uid);

@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { tempDir } from '@mailyard/testkit';
+import { INDEX_CACHE, IndexCacheFile, MailFolder } from '../src/index.js';
+
+const tmp = tempDir('index-cache-');
+after(() => tmp.cleanup());
+let n = 0;
+const fresh = async () => {
+  const dir = join(tmp.path, `f${++n}`);
+  await fs.mkdir(dir, { recursive: true });
+  return dir;
+};
+
+interface Rec {
+  subject: string;
+}
+const codec = {
+  encode: (r: Rec) => ({ s: r.subject }),
+  decode: (v: unknown) =>
+    typeof v === 'object' && v !== null && typeof (v as { s?: unknown }).s === 'string'
+      ? { subject: (v as { s: string }).s }
+      : null,
+};
+const recs = (from: number, to: number): [string, Rec][] =>
+  Array.from({ length: to - from }, (_, i) => [`base${from + i}`, { subject: `subject "${from + i}" é\n` }]);
+
+void describe('IndexCacheFile', () => {
+  void it('reads back what was appended, then only what others appended since', async () => {
+    const dir = await fresh();
+    const w = new IndexCacheFile(dir, codec);
+    const r = new IndexCacheFile(dir, codec);
+    await w.append(recs(0, 3));
+    const first = await r.read();
+    assert.deepEqual(first.records, recs(0, 3));
+    assert.equal(first.fromStart, true);
+    await w.append(recs(3, 5));
+    const next = await r.read();
+    assert.deepEqual(next.records, recs(3, 5));
+    assert.equal(next.fromStart, false);
+  });
+
+  void it('skips a torn last record and a damaged one, and keeps appending after them', async () => {
+    const dir = await fresh();
+    const f = new IndexCacheFile(dir, codec);
+    await f.append(recs(0, 4));
+    const path = join(dir, INDEX_CACHE);
+    const text = await fs.readFile(path, 'utf8');
+    // damage record 1 (checksum no longer matches) and cut record 3 in half
+    const lines = text.split('\n');
+    const i1 = lines.findIndex((l) => l.includes('base1'));
+    lines[i1] = lines[i1]!.replace('subject', 'subjecT');
+    const damaged = lines.join('\n');
+    await fs.writeFile(path, damaged.slice(0, damaged.lastIndexOf('base3') + 10));
+    const r = new IndexCacheFile(dir, codec);
+    const got = await r.read();
+    assert.deepEqual(
+      got.records.map(([k]) => k),
+      ['base0', 'base2'],
+    );
+    assert.equal(got.bad, 1);
+    // the next batch starts on a line of its own: the torn record does not swallow it
+    await f.append(recs(4, 5));
+    const after = await new IndexCacheFile(dir, codec).read();
+    assert.deepEqual(
+      after.records.map(([k]) => k),
+      ['base0', 'base2', 'base4'],
+    );
+  });
+
+  void it('reports a file that is not ours, and a rewrite replaces it', async () => {
+    const dir = await fresh();
+    await fs.writeFile(join(dir, INDEX_CACHE), Buffer.from([0, 1, 2, 255, 10, 10, 65]));
+    const f = new IndexCacheFile(dir, codec);
+    const got = await f.read();
+    assert.equal(got.foreign, true);
+    assert.equal(got.records.length, 0);
+    await f.rewrite(recs(0, 2));
+    const again = await f.read();
+    assert.equal(again.fromStart, true);
+    assert.deepEqual(again.records, recs(0, 2));
+  });
+
+  void it('keeps every record whole when many writers append at once', async () => {
+    const dir = await fresh();
+    const writers = Array.from({ length: 8 }, () => new IndexCacheFile(dir, codec));
+    // batches larger than one write() (256 KiB) from eight writers at the same time
+    const big = (w: number): [string, Rec][] =>
+      Array.from({ length: 3000 }, (_, i) => [`w${w}-${i}`, { subject: 'x'.repeat(100) + i }]);
+    await Promise.all(writers.map((w, i) => w.append(big(i))));
+    const got = await new IndexCacheFile(dir, codec).read();
+    assert.equal(got.records.length, 8 * 3000);
+    // two writers may both have created the file and written its first line
+    assert.ok(got.bad <= writers.length - 1, `bad lines: ${got.bad}`);
+  });
+});
+
+void describe('MailFolder.readHeaders', () => {
+  void it('reads header blocks only, follows renamed files, and reports removed ones', async () => {
+    const dir = await fresh();
+    const folder = new MailFolder(dir, 'INBOX');
+    await folder.ensure();
+    const long = 'X-Long: ' + 'y'.repeat(20000) + '\r\n';
+    const bodies = [
+      'Subject: one\r\n\r\nbody one\r\n',
+      'Subject: two\r\n' + long + '\r\nbody two\r\n',
+      'Subject: three\n\nbody three\n',
+      'Subject: four\r\n\r\nbody four\r\n',
+    ];
+    for (const [i, b] of bodies.entries())
+      await fs.writeFile(join(dir, 'new', `${1700000000 + i}.M${i}.h`), b);
+    const snap = await folder.snapshot();
+    // another session renames one (a flag change) and removes another
+    await fs.rename(join(dir, snap.messages[0]!.rel), join(dir, 'cur', `${snap.messages[0]!.base}:2,S`));
+    await fs.unlink(join(dir, snap.messages[3]!.rel));
+    const blocks = await folder.readHeaders(snap.messages);
+    assert.equal(blocks[0]!.text, 'Subject: one\r\n');
+    assert.equal(blocks[1]!.text, 'Subject: two\r\n' + long);
+    assert.equal(blocks[2]!.text, 'Subject: three\n');
+    assert.equal(blocks[3], null);
+    // no ,S= in these names: the size comes from the file
+    assert.equal(blocks[2]!.size, Buffer.byteLength(bodies[2]!));
+  });
+});

@@ -1,0 +1,260 @@
+// The persisted header index (mailyard.index.cache): written while FETCH reads headers,
+// used after a restart and by other instances, robust to damage and to expunges made
+// elsewhere. Message files are written straight into the Maildir, as a delivery would.
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ImapFlow } from 'imapflow';
+import { accountDir, INDEX_CACHE, IndexCacheFile } from '@mailyard/mailstore';
+import { waitFor } from '@mailyard/testkit';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import { PASSWORD, startRetrieval, type Retrieval } from './helpers.js';
+
+let p: Platform;
+const running = new Set<Retrieval>();
+
+before(async () => {
+  p = await startPlatform({ withDelivery: false });
+});
+after(async () => {
+  for (const r of running) await r.stop();
+  await p?.close();
+});
+
+async function start(): Promise<Retrieval> {
+  const r = await startRetrieval(p);
+  running.add(r);
+  return r;
+}
+
+async function stop(r: Retrieval): Promise<void> {
+  running.delete(r);
+  await r.stop();
+}
+
+async function counter(r: Retrieval, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const m = r.rt.registry.getSingleMetric(name);
+  if (!m) return 0;
+  const { values } = await m.get();
+  return values
+    .filter((v) => Object.entries(labels).every(([k, x]) => v.labels[k] === x))
+    .reduce((a, v) => a + v.value, 0);
+}
+
+const headerReads = (r: Retrieval) =>
+  counter(r, 'mailyard_retrieval_message_file_reads_total', { part: 'header' });
+const fullReads = (r: Retrieval) =>
+  counter(r, 'mailyard_retrieval_message_file_reads_total', { part: 'full' });
+
+/** A new account whose INBOX holds `n` messages, written as files. */
+async function mailbox(user: string, n: number): Promise<string> {
+  await addAccount(p.directory, user);
+  const dir = accountDir(p.maildir, user);
+  for (const d of ['cur', 'new', 'tmp']) await fs.mkdir(join(dir, d), { recursive: true });
+  for (let i = 1; i <= n; i++) {
+    const msg = Buffer.from(
+      [
+        'Received: from mx.remote.example by mx.mailyard.test; Mon, 6 Jan 2025 10:00:00 +0000',
+        `From: "Sender ${i}" <sender${i}@remote.example>`,
+        `To: ${user}`,
+        `Subject: Indexed message ${i}`,
+        'Date: Mon, 6 Jan 2025 10:00:00 +0000',
+        `Message-ID: <idx${i}@remote.example>`,
+        'Content-Type: text/plain; charset=utf-8',
+        '',
+        `Body ${i}`,
+        '',
+      ].join('\r\n'),
+    );
+    await fs.writeFile(join(dir, 'new', `${1736157600 + i}.M${i}P1.test,S=${msg.length}`), msg);
+  }
+  return dir;
+}
+
+function client(r: Retrieval, user: string): ImapFlow {
+  return new ImapFlow({
+    host: '127.0.0.1',
+    port: r.ports.imap,
+    secure: false,
+    doSTARTTLS: false,
+    auth: { user, pass: PASSWORD },
+    logger: false,
+  });
+}
+
+/** Subjects by UID, from FETCH 1:* (UID ENVELOPE), and BODYSTRUCTURE types when asked. */
+async function fetchAll(
+  r: Retrieval,
+  user: string,
+  opts: { bodyStructure?: boolean } = {},
+): Promise<Map<number, string>> {
+  const c = client(r, user);
+  await c.connect();
+  await c.mailboxOpen('INBOX');
+  const out = new Map<number, string>();
+  for await (const m of c.fetch('1:*', { uid: true, envelope: true, bodyStructure: opts.bodyStructure })) {
+    out.set(m.uid, `${m.envelope!.subject} from ${m.envelope!.from![0]!.address}`);
+    if (opts.bodyStructure) assert.equal(m.bodyStructure!.type, 'text/plain');
+  }
+  await c.logout();
+  return out;
+}
+
+/** Records and damaged lines in a folder's index file. */
+async function indexFile(dir: string): Promise<{ keys: Set<string>; bad: number; foreign: boolean }> {
+  const f = new IndexCacheFile<unknown>(dir, { encode: (v) => v, decode: (v) => v });
+  const r = await f.read();
+  return { keys: new Set(r.records.map(([k]) => k)), bad: r.bad, foreign: r.foreign };
+}
+
+void describe('mailyard.index.cache', () => {
+  const USER = 'index@example.test';
+  const N = 30;
+  let dir: string;
+  let expected: Map<number, string>;
+
+  void it('is written while FETCH reads headers, and a restart reads no message file for ENVELOPE or BODYSTRUCTURE', async () => {
+    dir = await mailbox(USER, N);
+    const a = await start();
+    expected = await fetchAll(a, USER, { bodyStructure: true });
+    assert.equal(expected.size, N);
+    assert.equal(expected.get(1), 'Indexed message 1 from sender1@remote.example');
+    assert.equal(await headerReads(a), N);
+    await stop(a);
+    const idx = await indexFile(dir);
+    assert.equal(idx.keys.size, N);
+    assert.equal(idx.bad, 0);
+    // the restarted service answers from the index
+    const b = await start();
+    assert.deepEqual(await fetchAll(b, USER, { bodyStructure: true }), expected);
+    assert.equal(await headerReads(b), 0);
+    assert.equal(await fullReads(b), 0);
+    await stop(b);
+  });
+
+  void it('ignores a truncated tail and a damaged record, and reads those messages again', async () => {
+    const path = join(dir, INDEX_CACHE);
+    const text = await fs.readFile(path, 'latin1');
+    // damage the records of message 7 (their checksums no longer match); cut the file
+    // in the middle of its last record, whose message (30) loses its other record too.
+    // (Test 1 left two records per message: headers, then with BODYSTRUCTURE.)
+    const lines = text
+      .split('\n')
+      .map((l) => (/Indexed message (7|30)\b/.test(l) ? l.replace(/Indexed/g, 'Indexxd') : l));
+    const damaged = lines.join('\n');
+    await fs.writeFile(path, damaged.slice(0, damaged.lastIndexOf('Indexxd message 30')), 'latin1');
+    const a = await start();
+    assert.deepEqual(await fetchAll(a, USER), expected);
+    assert.equal(await headerReads(a), 2);
+    await stop(a);
+    const b = await start();
+    assert.deepEqual(await fetchAll(b, USER), expected);
+    assert.equal(await headerReads(b), 0);
+    await stop(b);
+  });
+
+  void it('replaces a file that is not an index, and uses the new one after a restart', async () => {
+    await fs.writeFile(join(dir, INDEX_CACHE), Buffer.from('\x00\xff garbage\nmore garbage\n', 'latin1'));
+    const a = await start();
+    assert.deepEqual(await fetchAll(a, USER), expected);
+    assert.equal(await headerReads(a), N);
+    await stop(a);
+    const idx = await indexFile(dir);
+    assert.equal(idx.foreign, false);
+    assert.equal(idx.keys.size, N);
+    const b = await start();
+    assert.deepEqual(await fetchAll(b, USER), expected);
+    assert.equal(await headerReads(b), 0);
+    await stop(b);
+  });
+
+  void it('does not serve a message another instance expunged, though its record stays in the file', async () => {
+    const a = await start();
+    const b = await start();
+    assert.deepEqual(await fetchAll(a, USER), expected);
+    // a session on A stays in the folder while B expunges UID 5
+    const ca = client(a, USER);
+    await ca.connect();
+    await ca.mailboxOpen('INBOX');
+    const cb = client(b, USER);
+    await cb.connect();
+    await cb.mailboxOpen('INBOX');
+    await cb.messageFlagsAdd('5', ['\\Deleted'], { uid: true });
+    await cb.mailboxClose();
+    await cb.logout();
+    const gone = expected.get(5)!;
+    const rest = new Map([...expected].filter(([uid]) => uid !== 5));
+    // the open session learns of it at its next command and does not list it
+    await ca.noop();
+    const seen = new Map<number, string>();
+    for await (const m of ca.fetch('1:*', { uid: true, envelope: true }))
+      seen.set(m.uid, `${m.envelope!.subject} from ${m.envelope!.from![0]!.address}`);
+    assert.deepEqual(seen, rest);
+    await ca.logout();
+    // a new session on A, and A after a restart, do not list it either
+    assert.deepEqual(await fetchAll(a, USER), rest);
+    await stop(a);
+    const idx = await indexFile(dir);
+    assert.ok([...idx.keys].length === N, 'the record of the expunged message is still in the file');
+    const c = await start();
+    const after = await fetchAll(c, USER);
+    assert.deepEqual(after, rest);
+    assert.ok(![...after.values()].includes(gone));
+    assert.equal(await headerReads(c), 0);
+    await stop(b);
+    await stop(c);
+  });
+
+  void it('two instances reading a new folder at the same time leave a readable index', async () => {
+    const user = 'index-race@example.test';
+    const n = 1200;
+    const raceDir = await mailbox(user, n);
+    const a = await start();
+    const b = await start();
+    // number the messages first, so both instances see the same UIDs
+    const c0 = client(a, user);
+    await c0.connect();
+    await c0.mailboxOpen('INBOX');
+    await c0.logout();
+    const [ra, rb] = await Promise.all([fetchAll(a, user), fetchAll(b, user)]);
+    assert.equal(ra.size, n);
+    assert.deepEqual(ra, rb);
+    await stop(a);
+    await stop(b);
+    const idx = await indexFile(raceDir);
+    assert.equal(idx.keys.size, n);
+    assert.ok(idx.bad <= 1, `damaged lines: ${idx.bad}`);
+    const c = await start();
+    assert.deepEqual(await fetchAll(c, user), ra);
+    assert.equal(await headerReads(c), 0);
+    await stop(c);
+  });
+
+  void it('rewrites the file with the live records when most of it is dead', async () => {
+    const user = 'index-compact@example.test';
+    const n = 300;
+    const cDir = await mailbox(user, n);
+    const a = await start();
+    await fetchAll(a, user);
+    await stop(a);
+    // another tool (or a Dovecot on the same Maildir) removes two thirds of the messages
+    const names = (await fs.readdir(join(cDir, 'cur'))).concat(await fs.readdir(join(cDir, 'new')));
+    for (const name of names.filter((_, i) => i % 3 !== 0)) {
+      await fs.unlink(join(cDir, 'cur', name)).catch(() => fs.unlink(join(cDir, 'new', name)));
+    }
+    const b = await start();
+    const left = await fetchAll(b, user);
+    assert.equal(left.size, n / 3);
+    await waitFor(async () => (await counter(b, 'mailyard_retrieval_index_cache_rewrites_total')) === 1, {
+      what: 'index rewrite',
+    });
+    await stop(b);
+    const idx = await indexFile(cDir);
+    assert.equal(idx.keys.size, n / 3);
+    const c = await start();
+    assert.deepEqual(await fetchAll(c, user), left);
+    assert.equal(await headerReads(c), 0);
+    await stop(c);
+  });
+});
