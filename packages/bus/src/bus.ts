@@ -71,6 +71,7 @@ interface ConsumerReg {
   handler: (d: Delivery) => Promise<void>;
   opts: ConsumeOptions;
   channel?: Channel;
+  acks?: AckBatcher;
   tag?: string;
   exclusiveBinding?: { exchange: string; pattern: string };
 }
@@ -385,6 +386,7 @@ export class Bus {
       this.log.warn({ err: err.message, queue: reg.queue }, 'consumer channel error'),
     );
     await ch.prefetch(reg.opts.prefetch);
+    const acks = new AckBatcher(ch);
     let queue = reg.queue;
     if (reg.exclusiveBinding) {
       const q = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
@@ -395,16 +397,18 @@ export class Bus {
       queue,
       (msg) => {
         if (!msg) return;
-        const p = this.handle(reg, ch, msg).finally(() => this.inFlight.delete(p));
+        if (!reg.exclusiveBinding) acks.received(msg);
+        const p = this.handle(reg, acks, msg).finally(() => this.inFlight.delete(p));
         this.inFlight.add(p);
       },
       { noAck: !!reg.exclusiveBinding },
     );
     reg.channel = ch;
+    reg.acks = acks;
     reg.tag = consumerTag;
   }
 
-  private async handle(reg: ConsumerReg, ch: Channel, msg: ConsumeMessage): Promise<void> {
+  private async handle(reg: ConsumerReg, acks: AckBatcher, msg: ConsumeMessage): Promise<void> {
     const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
     const redeliveries = Number(headers['x-delivery-count'] ?? 0);
     const delivery: Delivery = {
@@ -429,7 +433,7 @@ export class Bus {
         throw new PoisonMessageError(`redelivered ${redeliveries} times without being acknowledged`);
       }
       await reg.handler(delivery);
-      safe(() => ch.ack(msg));
+      acks.ack(msg);
     } catch (err) {
       const reason = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
       const attempt = redeliveries + 1;
@@ -447,10 +451,10 @@ export class Bus {
             },
           });
           this.log.error({ queue: reg.queue, reason, attempt }, 'message dead-lettered');
-          safe(() => ch.ack(msg));
+          acks.ack(msg);
         } catch (pubErr) {
           this.log.warn({ err: String(pubErr) }, 'could not dead-letter, returning message to the queue');
-          safe(() => ch.nack(msg, false, true));
+          acks.nack(msg);
         }
         return;
       }
@@ -459,7 +463,7 @@ export class Bus {
         'processing failed, message returned to the queue',
       );
       await sleep(Math.min((reg.opts.retryDelayMs ?? 500) * attempt, 10_000));
-      safe(() => ch.nack(msg, false, true));
+      acks.nack(msg);
     }
   }
 
@@ -470,9 +474,61 @@ export class Bus {
       if (c.channel && c.tag) await c.channel.cancel(c.tag).catch(() => undefined);
     }
     await Promise.allSettled([...this.inFlight]);
+    // acks still waiting for the end of the turn go out before the channel closes
+    for (const c of this.consumers) c.acks?.flush();
     this.failPending(new BusUnavailableError('bus stopped'));
     await this.teardown();
     this.consumers = [];
+  }
+}
+
+/**
+ * Settles one channel's deliveries. Acks wait for the end of the current turn of the
+ * event loop; then the run of finished deliveries at the head of the channel's
+ * outstanding ones goes as one `multiple` ack (one frame, one settle in the quorum
+ * queue's log instead of one each), and finished ones behind a delivery still being
+ * processed are acked one by one, so a slow message never holds the prefetch window.
+ * A `multiple` ack only ever covers deliveries that are finished: every delivery of the
+ * channel is in `outstanding` from its arrival until it is settled.
+ */
+class AckBatcher {
+  private outstanding: ConsumeMessage[] = [];
+  private readonly done = new Set<ConsumeMessage>();
+  private scheduled = false;
+
+  constructor(private readonly ch: Channel) {}
+
+  received(msg: ConsumeMessage): void {
+    this.outstanding.push(msg);
+  }
+
+  ack(msg: ConsumeMessage): void {
+    this.done.add(msg);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  /** Returns a delivery to the queue at once (never covered by a later `multiple` ack). */
+  nack(msg: ConsumeMessage): void {
+    this.outstanding = this.outstanding.filter((m) => m !== msg);
+    safe(() => this.ch.nack(msg, false, true));
+  }
+
+  flush(): void {
+    this.scheduled = false;
+    let run = 0;
+    while (run < this.outstanding.length && this.done.has(this.outstanding[run]!)) run++;
+    if (run > 0) {
+      const last = this.outstanding[run - 1]!;
+      safe(() => this.ch.ack(last, run > 1));
+      for (const m of this.outstanding.slice(0, run)) this.done.delete(m);
+      this.outstanding = this.outstanding.slice(run);
+    }
+    if (!this.done.size) return;
+    for (const m of this.done) safe(() => this.ch.ack(m));
+    this.outstanding = this.outstanding.filter((m) => !this.done.has(m));
+    this.done.clear();
   }
 }
 

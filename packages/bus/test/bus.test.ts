@@ -136,3 +136,36 @@ test('PoisonMessageError dead-letters at once', async () => {
   await conn.close();
   await bus.stop();
 });
+
+test('acks: a slow message does not hold the prefetch window, and every finished one is settled by stop()', async () => {
+  const bus = new Bus({ url: vhost.url, logger, name: 'test' });
+  bus.start();
+  await bus.waitConnected();
+  const count = 40;
+  for (let i = 0; i < count; i++)
+    await bus.publish({ routingKey: RoutingKeys.delivery, body: Buffer.from(`m${i}`) });
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  const done = new Set<string>();
+  await bus.consume(
+    Queues.delivery,
+    async (d) => {
+      const body = d.body.toString();
+      if (body === 'm0') await held;
+      done.add(body);
+    },
+    { prefetch: 3, maxAttempts: 3 },
+  );
+  // with only 3 unacked allowed, the other 39 can only arrive if their acks went out
+  // while m0 is still being processed
+  await waitFor(() => done.size === count - 1, { what: 'the messages behind the slow one' });
+  assert.ok(!done.has('m0'));
+  release();
+  await waitFor(() => done.size === count);
+  await bus.stop();
+  const conn = await connect(vhost.url);
+  const ch = await conn.createChannel();
+  // nothing went back to the queue when the consumer's channel closed: all were acked
+  assert.equal((await ch.checkQueue(Queues.delivery)).messageCount, 0);
+  await conn.close();
+});
