@@ -49,16 +49,20 @@ if (!ok) process.exit(1);
 const pretty = `${root}node_modules/.bin/pino-pretty`;
 const children = [];
 for (const name of wanted) {
-  const child = spawn(process.execPath, ['--import', 'tsx', `services/${name}/src/main.ts`], {
-    cwd: root,
-    // mta-inbound (and msa) ask the policy service only when it runs too
-    env: {
-      HTTP_PORT: String(SERVICES[name]),
-      ...(wanted.includes('policy') ? { POLICY_ENABLED: 'yes' } : {}),
-      ...process.env,
+  const child = spawn(
+    process.execPath,
+    ['--max-semi-space-size=32', '--import', 'tsx', `services/${name}/src/main.ts`],
+    {
+      cwd: root,
+      // mta-inbound (and msa) ask the policy service only when it runs too
+      env: {
+        HTTP_PORT: String(SERVICES[name]),
+        ...(wanted.includes('policy') ? { POLICY_ENABLED: 'yes' } : {}),
+        ...process.env,
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
     },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  );
   const fmt = spawn(pretty, ['--colorize', '--translateTime', 'SYS:HH:MM:ss.l', '--ignore', 'pid,hostname'], {
     stdio: ['pipe', 'inherit', 'inherit'],
   });
