@@ -14,6 +14,11 @@ export const INDEX_CACHE = 'mailyard.index.cache';
 const MAGIC = 'mailyard index cache 1\n';
 /** Most bytes given to one write(): whole records only, so a short write loses a tail. */
 const WRITE_MAX = 256 * 1024;
+/**
+ * A larger file is not read but replaced: the index is a cache, and its size must not
+ * decide how much memory the service takes (~1 KiB a message: 256 MiB is ~250,000).
+ */
+const READ_MAX = 256 * 1024 * 1024;
 
 /** How the caller's records look on disk: `encode` must give something JSON can hold. */
 export interface IndexCodec<T> {
@@ -65,8 +70,11 @@ export class IndexCacheFile<T> {
   async read(): Promise<IndexRead<T>> {
     let fh: fs.FileHandle;
     try {
-      fh = await fs.open(this.path, 'r');
+      fh = await fs.open(this.path, constants.O_RDONLY | constants.O_NOFOLLOW);
     } catch (err) {
+      // a symbolic link is never followed: replaced like any file that is not an index
+      if ((err as NodeJS.ErrnoException).code === 'ELOOP')
+        return { records: [], bad: 0, fromStart: true, foreign: true };
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       const fromStart = this.ino !== 0;
       this.ino = 0;
@@ -82,6 +90,7 @@ export class IndexCacheFile<T> {
       }
       const length = st.size - this.offset;
       if (length <= 0) return { records: [], bad: 0, fromStart, foreign: false };
+      if (!st.isFile() || st.size > READ_MAX) return { records: [], bad: 0, fromStart, foreign: true };
       const buf = Buffer.allocUnsafe(length);
       let got = 0;
       while (got < length) {
@@ -89,6 +98,8 @@ export class IndexCacheFile<T> {
         if (!bytesRead) break;
         got += bytesRead;
       }
+      // the file shrank since fstat: start again next time
+      if (!got) return { records: [], bad: 0, fromStart, foreign: false };
       let pos = 0;
       if (this.offset === 0) {
         if (got < MAGIC.length) return { records: [], bad: 0, fromStart, foreign: got > 0 };
@@ -96,7 +107,7 @@ export class IndexCacheFile<T> {
           return { records: [], bad: 0, fromStart, foreign: true };
         pos = MAGIC.length;
       }
-      const end = buf.lastIndexOf(10, got - 1) + 1;
+      const end = buf.subarray(0, got).lastIndexOf(10) + 1;
       const { records, bad } = this.parse(buf, Math.min(pos, end), end);
       this.offset += Math.max(end, pos);
       return { records, bad, fromStart, foreign: false };
@@ -141,7 +152,11 @@ export class IndexCacheFile<T> {
 
   /** Appends records; each batch of up to 256 KiB is one write(). */
   async append(records: Iterable<[string, T]>): Promise<void> {
-    const fh = await fs.open(this.path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, 0o600);
+    const fh = await fs.open(
+      this.path,
+      constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
+      0o600,
+    );
     try {
       // a new file gets its first line; two instances creating it at once both write
       // one, and the second counts as one damaged line

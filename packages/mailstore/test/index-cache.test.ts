@@ -98,6 +98,31 @@ void describe('IndexCacheFile', () => {
 });
 
 void describe('MailFolder.readHeaders', () => {
+  void it('never follows a symbolic link, and replaces it without touching its target', async () => {
+    const dir = await fresh();
+    const target = join(dir, 'elsewhere');
+    await fs.writeFile(target, 'precious\n');
+    await fs.symlink(target, join(dir, INDEX_CACHE));
+    const f = new IndexCacheFile(dir, codec);
+    const r = await f.read();
+    assert.equal(r.foreign, true);
+    await assert.rejects(f.append(recs(0, 1)), /ELOOP/);
+    await f.rewrite(recs(0, 2));
+    assert.equal(await fs.readFile(target, 'utf8'), 'precious\n');
+    assert.ok((await fs.lstat(join(dir, INDEX_CACHE))).isFile());
+    assert.deepEqual((await new IndexCacheFile(dir, codec).read()).records, recs(0, 2));
+  });
+
+  void it('does not read a file beyond the size limit (sparse 300 MiB): it is replaced instead', async () => {
+    const dir = await fresh();
+    const w = new IndexCacheFile(dir, codec);
+    await w.append(recs(0, 2));
+    await fs.truncate(join(dir, INDEX_CACHE), 300 * 1024 * 1024);
+    const r = await new IndexCacheFile(dir, codec).read();
+    assert.deepEqual(r.records, []);
+    assert.equal(r.foreign, true);
+  });
+
   void it('reads header blocks only, follows renamed files, and reports removed ones', async () => {
     const dir = await fresh();
     const folder = new MailFolder(dir, 'INBOX');

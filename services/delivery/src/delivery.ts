@@ -173,7 +173,9 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       logger.info({ root: store.root }, 'delivery consuming');
     },
     async stop() {
-      announce.flush();
+      // copies finished while the bus drains are announced at once, not in a window
+      // whose end would come after the connection is gone
+      announce.close();
       await bus.stop();
     },
   };
@@ -201,7 +203,9 @@ function changeAnnouncer(publish: (ev: MailboxChanged) => void, windowMs: number
     w.pending = null;
     w.timer = setTimeout(() => close(key), windowMs).unref();
   };
+  let closed = false;
   const announce = (ev: MailboxChanged) => {
+    if (closed) return publish(ev);
     const key = `${ev.account}\0${ev.folder}`;
     const w = windows.get(key);
     if (w) {
@@ -211,7 +215,8 @@ function changeAnnouncer(publish: (ev: MailboxChanged) => void, windowMs: number
     publish(ev);
     windows.set(key, { pending: null, timer: setTimeout(() => close(key), windowMs).unref() });
   };
-  announce.flush = () => {
+  announce.close = () => {
+    closed = true;
     for (const [key, w] of windows) {
       clearTimeout(w.timer);
       if (w.pending) publish(w.pending);

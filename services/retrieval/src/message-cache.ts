@@ -208,10 +208,13 @@ export class MessageCache {
         fi.fileRecords += r.records.length;
         fi.fileBad += r.bad;
         if (r.foreign) fi.replace = true;
+        // a folder evicted while its file was read is no longer counted
+        const live = this.folders.get(fi.dir) === fi;
         for (const [base, m] of r.records) {
-          if (!fi.entries.has(base)) this.entryCount++;
+          if (live && !fi.entries.has(base)) this.entryCount++;
           fi.entries.set(base, m);
         }
+        if (live) this.evict(fi);
       } catch (err) {
         this.opts.onError?.(err, fi.dir);
       } finally {
@@ -299,8 +302,9 @@ export class MessageCache {
 
   private add(fi: FolderIndex, added: [string, CachedMessage][]): void {
     if (!added.length) return;
+    const live = this.folders.get(fi.dir) === fi;
     for (const [base, c] of added) {
-      if (!fi.entries.has(base)) this.entryCount++;
+      if (live && !fi.entries.has(base)) this.entryCount++;
       fi.entries.set(base, c);
     }
     if (this.persist) {
