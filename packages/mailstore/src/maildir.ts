@@ -95,22 +95,33 @@ export class MaildirStore {
    * survives a crash. A copy already in new/ under the same name is not written again.
    */
   async deliver(req: DeliverRequest): Promise<DeliverResult> {
-    const dir = await this.ensureFolder(req.account, req.folder);
+    let dir = await this.ensureFolder(req.account, req.folder);
     const name = this.fileName(req);
-    const finalPath = join(dir, 'new', name);
-    if (await exists(finalPath)) return { path: finalPath, written: false };
-    const tmpPath = join(dir, 'tmp', `${name}.${process.pid}`);
+    const finalPath = () => join(dir, 'new', name);
+    if (await exists(finalPath())) return { path: finalPath(), written: false };
+    const tmpPath = () => join(dir, 'tmp', `${name}.${process.pid}`);
+    const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC;
     // the callback API: a third less CPU per file than FileHandle promises
-    const fd = await cb.open(tmpPath, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+    let fd: number;
+    try {
+      fd = await cb.open(tmpPath(), flags, 0o600);
+    } catch (err) {
+      // the folder was deleted since we created it (a user removed Junk over IMAP):
+      // create it again rather than fail every delivery to it
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      this.ready.delete(dir);
+      dir = await this.ensureFolder(req.account, req.folder);
+      fd = await cb.open(tmpPath(), flags, 0o600);
+    }
     try {
       for (let off = 0; off < req.data.length;) off += await cb.write(fd, req.data, off);
       await cb.fsync(fd);
     } finally {
       await cb.close(fd);
     }
-    await cb.rename(tmpPath, finalPath);
+    await cb.rename(tmpPath(), finalPath());
     await this.syncDir(join(dir, 'new'));
-    return { path: finalPath, written: true };
+    return { path: finalPath(), written: true };
   }
 
   /**

@@ -13,6 +13,27 @@ const fresh = () => join(tmp.path, `r${++n}`);
 const msg = (i: number) => Buffer.from(`Subject: m${i}\r\n\r\nbody ${i}\r\n`);
 
 void describe('MailFolder', () => {
+  void it('a folder deleted after a delivery is created again by the next one', async () => {
+    const root = fresh();
+    const store = new MaildirStore({ root, hostname: 'h' });
+    const deliver = (i: number) =>
+      store.deliver({
+        account: 'a@x.test',
+        folder: 'Junk',
+        data: msg(i),
+        queueId: `J${i}`,
+        recipient: 'a@x.test',
+        receivedAt: new Date(1700000000000 + i * 1000),
+      });
+    const first = await deliver(1);
+    // the user deletes Junk over IMAP (the folder goes, the store still remembers it)
+    await fs.rm(join(first.path, '..', '..'), { recursive: true });
+    const second = await deliver(2);
+    assert.equal(second.written, true);
+    assert.equal(readFileSync(second.path, 'utf8'), msg(2).toString());
+    await fs.access(join(second.path, '..', '..', 'maildirfolder'));
+  });
+
   void it('assigns UIDs to delivered files, stable across new instances (restart)', async () => {
     const root = fresh();
     const store = new MaildirStore({ root, hostname: 'h' });
