@@ -15,6 +15,7 @@ import {
 import type { Directory } from '@mailyard/directory';
 import { MailAccount, Quotas, type MaildirStore } from '@mailyard/mailstore';
 import { Counter, Histogram, type Logger, type Registry } from '@mailyard/observability';
+import { buildDsn, type RecipientReport } from '@mailyard/dsn';
 import { deliveredToHeader, returnPathHeader } from '@mailyard/smtp-core';
 import type { DeliveryConfig } from './config.js';
 
@@ -45,6 +46,11 @@ function createMetrics(registry: Registry) {
     failures: new Counter({
       name: 'mailyard_delivery_failures_total',
       help: 'Messages whose processing failed (retried or dead-lettered)',
+      registers: [registry],
+    }),
+    bounces: new Counter({
+      name: 'mailyard_delivery_bounces_total',
+      help: 'Copies returned to their sender with a DSN (mailbox over quota)',
       registers: [registry],
     }),
     forwarded: new Counter({
@@ -78,6 +84,19 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     bus.publishEvent(EventKeys.mailboxChanged, ev).catch(() => undefined);
   }, EVENT_WINDOW_MS);
 
+  /** A DSN to the sender (none for the null sender: a bounce never bounces). */
+  const bounce = async (env: Envelope, message: Buffer, report: RecipientReport): Promise<void> => {
+    if (!env.mailFrom) {
+      logger.warn({ queueId: env.queueId, rcpt: report.recipient }, 'null sender: nothing returned');
+      return;
+    }
+    const dsn = buildDsn({ myhostname: config.myhostname, original: env, message, reports: [report] });
+    const local = (await directory.lookup(env.mailFrom)).localDomain;
+    await bus.publishMail(local ? RoutingKeys.delivery : RoutingKeys.outbound, dsn.message, dsn.envelope);
+    metrics.bounces.inc();
+    logger.info({ queueId: env.queueId, dsnQueueId: dsn.envelope.queueId, to: env.mailFrom }, 'bounce sent');
+  };
+
   /** Junk for recipients the policy held, the bulk folder for bulk mail, else INBOX. */
   const folderFor = (env: Envelope, via: string): string => {
     const f = env.filing;
@@ -101,11 +120,19 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       message,
     ]);
     if (limit && (await new MailAccount(store.root, account).usage()).bytes + data.length > limit) {
-      // 452 4.2.2 (RFC 3463 mailbox full): kept in the dead-letter queue with this reason
-      // instead of being dropped; requeue it once the user has made room.
+      // as Dovecot's LDA by default (quota_full_tempfail = no): the copy is returned to
+      // the sender with 5.2.2 at once; the other recipients still get theirs
       metrics.deliveries.inc({ result: 'over-quota' });
-      logger.warn({ queueId: env.queueId, account, limit }, 'mailbox over quota, not delivered');
-      throw new PoisonMessageError(`452 4.2.2 Mailbox full: ${account} is over its storage quota`);
+      logger.warn({ queueId: env.queueId, account, limit }, 'mailbox over quota, returned to the sender');
+      await bounce(env, message, {
+        recipient: via,
+        action: 'failed',
+        status: '5.2.2',
+        diagnostic: `x-mailyard; 552 5.2.2 Mailbox full: ${via} is over its storage quota`,
+        remoteMta: null,
+      });
+      await redis.set(key, 'bounced', 'EX', config.delivery_dedupe_ttl);
+      return;
     }
     const res = await store.deliver({
       account,

@@ -1,6 +1,6 @@
 export * from './config.js';
 export * from './relay.js';
-export * from './dsn.js';
+export * from '@mailyard/dsn';
 export * from './mx.js';
 export * from './mta-sts.js';
 export * from './smtp-client.js';

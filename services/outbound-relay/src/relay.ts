@@ -33,7 +33,7 @@ import { normalizeDomain } from '@mailyard/smtp-core';
 import type { OutboundRelayConfig } from './config.js';
 import { attemptDelivery, type RecipientOutcome, type TlsPolicy } from './deliver.js';
 import { DestinationLimits } from './destination-limits.js';
-import { buildDsn, type RecipientReport } from './dsn.js';
+import { buildDsn, type RecipientReport } from '@mailyard/dsn';
 import { createMetrics } from './metrics.js';
 import { routeDomain, routeHost, type Target } from './mx.js';
 import { MtaSts, httpsPolicyFetcher, mxMatches, type PolicyFetcher } from './mta-sts.js';

@@ -291,21 +291,29 @@ print(typ, data)
     );
     assert.match(out, /STORAGE 1 0\)|STORAGE \d+ \d+\)/);
     assert.match(out, /NO \[b'\[OVERQUOTA\]/);
-    // delivery: the copy is not filed; the message waits in the dead-letter queue with 452 4.2.2
+    // delivery: the copy is not filed; the sender gets a DSN with 5.2.2 (Dovecot's default)
     const t = (await import('nodemailer')).default.createTransport({
       host: '127.0.0.1',
       port: p.inbound.port,
       ignoreTLS: true,
     });
     await t.sendMail({
-      envelope: { from: 'x@remote.example', to: [QUSER] },
+      envelope: { from: CURLUSER, to: [QUSER] },
       raw: sampleMessage(2, 'y'.repeat(500)),
     });
     t.close();
-    await waitFor(async () => {
-      const m = await p.deliveryRt!.registry.getSingleMetricAsString('mailyard_delivery_deliveries_total');
-      return m.includes('result="over-quota"');
-    });
+    const dsn = await waitFor(
+      () => stored(CURLUSER).find((m) => m.toString().includes('Undelivered Mail Returned to Sender')),
+      { what: "the over-quota DSN in the sender's INBOX" },
+    );
+    const text = dsn.toString();
+    assert.match(text, /Status: 5\.2\.2/);
+    assert.match(text, new RegExp(`Final-Recipient: rfc822; ?${QUSER}`));
+    assert.match(text, /Mailbox full/);
+    assert.match(
+      await p.deliveryRt!.registry.getSingleMetricAsString('mailyard_delivery_deliveries_total'),
+      /result="over-quota"/,
+    );
     assert.equal(stored(QUSER).length, 1);
   });
 });
