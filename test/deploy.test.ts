@@ -5,6 +5,7 @@
 // closed, Prometheus scrapes the ports the services listen on, and the dashboard asks for
 // metrics that exist. The image's build step (scripts/build-service.mjs) is run for real.
 import assert from 'node:assert/strict';
+import { createTestRedis } from '@mailyard/testkit';
 import { spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -253,11 +254,26 @@ describe('deploy/Dockerfile', () => {
     assert.match(dockerfile, /^ARG SERVICE$/m);
     assert.match(dockerfile, /^FROM node:20-bookworm-slim|^ARG NODE_IMAGE=node:20-bookworm-slim$/m);
     assert.match(dockerfile, /pnpm install --frozen-lockfile/);
-    assert.match(dockerfile, /pnpm --filter "@mailyard\/service-\$\{SERVICE\}" run build/);
+    assert.match(
+      dockerfile,
+      /pnpm --filter "@mailyard\/service-\$\{SERVICE\}" --filter @mailyard\/cli run build/,
+    );
     assert.match(dockerfile, /services\/\$\{SERVICE\}\/dist\/main\.js/);
     const users = [...dockerfile.matchAll(/^USER\s+(\S+)/gm)].map((m) => m[1]);
     assert.ok(users.length > 0 && users.at(-1) !== 'root' && users.at(-1) !== '0', 'runs as a non-root user');
     assert.match(dockerfile, /^HEALTHCHECK .*\n?.*\/healthz/m);
+  });
+
+  test('puts the admin CLI on the PATH of every image, built from the same workspace', () => {
+    assert.match(dockerfile, /COPY --from=build \/app\/packages\/cli\/dist \/app\/packages\/cli\/dist/);
+    assert.match(
+      dockerfile,
+      /exec node \/app\/packages\/cli\/dist\/main\.js "\$@"\\n' >\/usr\/local\/bin\/mailyard/,
+    );
+    // checked as the service user at build time, as the service's own bundle is
+    assert.match(dockerfile, /--check-config && mailyard --help/);
+    const pkg = JSON.parse(read('packages/cli/package.json')) as { scripts?: Record<string, string> };
+    assert.equal(pkg.scripts?.build, 'node ../../scripts/build-service.mjs');
   });
 
   test('documents the build of every service', () => {
@@ -430,6 +446,28 @@ describe('scripts/build-service.mjs', () => {
     const res = node([bundle('delivery'), '--check-config']);
     assert.equal(res.status, 0, res.stderr);
     assert.equal(res.stdout, 'delivery: configuration is valid\n');
+  });
+
+  test('the CLI bundle (as in every image) adds a domain to Redis and lists it', async () => {
+    const dir = join(out, 'cli');
+    const res = spawnSync(process.execPath, [join(root, 'scripts', 'build-service.mjs'), '--outdir', dir], {
+      cwd: join(root, 'packages', 'cli'),
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    assert.equal(res.status, 0, res.stderr);
+    const r = createTestRedis();
+    try {
+      const env = { REDIS_URL: 'redis://127.0.0.1:6379', REDIS_PREFIX: r.prefix };
+      const add = node([join(dir, 'main.js'), 'domain', 'add', 'bundle.test'], env);
+      assert.equal(add.status, 0, add.stderr);
+      const list = node([join(dir, 'main.js'), 'domain', 'list'], env);
+      assert.match(list.stdout, /^bundle\.test$/m);
+      const bad = node([join(dir, 'main.js'), 'domain', 'add', 'not a domain'], env);
+      assert.notEqual(bad.status, 0);
+    } finally {
+      await r.cleanup();
+    }
   });
 
   test('the mta-inbound bundle exits 78 with one line naming a bad setting', () => {
