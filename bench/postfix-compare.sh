@@ -196,6 +196,11 @@ run_postfix() {
   done
 }
 
+settle() {
+  sync
+  sleep 3
+}
+
 run_mailyard() {
   local out
   out=$(cd "$ROOT" && node --conditions=development --import tsx bench/inbound.ts --smtp-source \
@@ -208,13 +213,15 @@ run_mailyard() {
 echo "smtp-source -s $SESSIONS -l $SIZE -m $MESSAGES (warm-up $WARMUP), $(nproc) CPUs, files in $SCRATCH$([ -n "$JOURNALED" ] && echo ' (fresh journaled ext4)'), $(date -u +%Y-%m-%dT%H:%MZ)"
 for round in $(seq "$ROUNDS"); do
   [ "$ROUNDS" -gt 1 ] && echo "--- round $round"
-  # alternate who goes first, so neither always runs right after the other's clean-up
+  # alternate who goes first, so neither always runs right after the other's clean-up;
+  # and before each run the previous one's dirty pages are written out (sync), so no run
+  # competes with the writeback of the one before it
   if [ $((round % 2)) -eq 1 ]; then
-    run_postfix
-    run_mailyard
+    settle; run_postfix
+    settle; run_mailyard
   else
-    run_mailyard
-    run_postfix
+    settle; run_mailyard
+    settle; run_postfix
   fi
   echo "end to end: Mailyard $MY_DELIVERED msgs/s, Postfix $PF_DELIVERED msgs/s, ratio $(awk -v a="$MY_DELIVERED" -v b="$PF_DELIVERED" 'BEGIN { printf "%.2f", a / b }')"
 done
