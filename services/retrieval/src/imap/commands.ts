@@ -602,6 +602,29 @@ async function sentDate(folder: MailFolder, m: MessageInfo, h: HeaderField[]): P
   return Number.isNaN(d) ? (await folder.internalDate(m)).getTime() : d;
 }
 
+/** `<charset> <search-key>...` of SORT and THREAD (RFC 5256: the charset is required). */
+function parseCharsetSearch(r: ArgReader): SearchArgs {
+  const charset = r.astring('charset').toUpperCase();
+  if (!SUPPORTED_CHARSETS.includes(charset)) return { ret: null, key: null, badCharset: true };
+  return { ret: null, key: parseSearch(r), badCharset: false };
+}
+
+/** The selected messages matching SORT's or THREAD's search keys, with their header fields. */
+async function* matchingWithHeaders(
+  s: ImapSession,
+  search: SearchArgs,
+): AsyncGenerator<{ seq: number; m: MessageInfo; h: HeaderField[] }> {
+  if (search.badCharset || !search.key) throw reply.badCharset(SUPPORTED_CHARSETS);
+  const view = s.selected!;
+  const ev = new SearchEvaluator(view, view.folder, s.deps.cache);
+  await prefetchHeaders(s, view);
+  for (let i = 0; i < view.uids.length; i++) {
+    const m = view.info(view.uids[i]!);
+    if (!m || !(await ev.matches(search.key, i + 1, m))) continue;
+    yield { seq: i + 1, m, h: (await s.deps.cache.header(view.folder, m)).fields };
+  }
+}
+
 const SORT_KEYS = ['ARRIVAL', 'CC', 'DATE', 'FROM', 'SIZE', 'SUBJECT', 'TO'];
 
 interface SortArgs {
@@ -619,23 +642,14 @@ function parseSort(r: ArgReader): SortArgs {
     criteria.push({ key, reverse });
   }
   if (!criteria.length) throw new ParseError('empty sort criteria');
-  const charset = r.astring('charset').toUpperCase();
-  if (!SUPPORTED_CHARSETS.includes(charset))
-    return { criteria, search: { ret: null, key: null, badCharset: true } };
-  return { criteria, search: { ret: null, key: parseSearch(r), badCharset: false } };
+  return { criteria, search: parseCharsetSearch(r) };
 }
 
 async function runSort(s: ImapSession, tag: string, a: SortArgs, name: string): Promise<void> {
-  if (a.search.badCharset || !a.search.key) throw reply.badCharset(SUPPORTED_CHARSETS);
   const view = s.selected!;
   const byUid = name.startsWith('UID');
-  const ev = new SearchEvaluator(view, view.folder, s.deps.cache);
-  await prefetchHeaders(s, view);
   const rows: { seq: number; uid: number; keys: (string | number)[] }[] = [];
-  for (let i = 0; i < view.uids.length; i++) {
-    const m = view.info(view.uids[i]!);
-    if (!m || !(await ev.matches(a.search.key, i + 1, m))) continue;
-    const h = (await s.deps.cache.header(view.folder, m)).fields;
+  for await (const { seq, m, h } of matchingWithHeaders(s, a.search)) {
     const keys: (string | number)[] = [];
     for (const c of a.criteria) {
       switch (c.key) {
@@ -657,7 +671,7 @@ async function runSort(s: ImapSession, tag: string, a: SortArgs, name: string): 
         }
       }
     }
-    rows.push({ seq: i + 1, uid: m.uid, keys });
+    rows.push({ seq, uid: m.uid, keys });
   }
   rows.sort((x, y) => {
     for (let k = 0; k < a.criteria.length; k++) {
@@ -681,26 +695,16 @@ function parseThread(r: ArgReader): ThreadArgs {
   const name = r.atom('threading algorithm').toUpperCase();
   const algorithm = THREAD_ALGORITHMS.find((a) => a === name);
   if (!algorithm) throw new ParseError(`unknown threading algorithm ${name.slice(0, 30)}`);
-  // RFC 5256 §3: the charset is required (no CHARSET keyword, unlike SEARCH)
-  const charset = r.astring('charset').toUpperCase();
-  if (!SUPPORTED_CHARSETS.includes(charset))
-    return { algorithm, search: { ret: null, key: null, badCharset: true } };
-  return { algorithm, search: { ret: null, key: parseSearch(r), badCharset: false } };
+  return { algorithm, search: parseCharsetSearch(r) };
 }
 
 async function runThread(s: ImapSession, tag: string, a: ThreadArgs, name: string): Promise<void> {
-  if (a.search.badCharset || !a.search.key) throw reply.badCharset(SUPPORTED_CHARSETS);
   const view = s.selected!;
   const byUid = name.startsWith('UID');
-  const ev = new SearchEvaluator(view, view.folder, s.deps.cache);
-  await prefetchHeaders(s, view);
   const msgs: ThreadMessage[] = [];
-  for (let i = 0; i < view.uids.length; i++) {
-    const m = view.info(view.uids[i]!);
-    if (!m || !(await ev.matches(a.search.key, i + 1, m))) continue;
-    const h = (await s.deps.cache.header(view.folder, m)).fields;
+  for await (const { seq, m, h } of matchingWithHeaders(s, a.search)) {
     msgs.push({
-      n: byUid ? m.uid : i + 1,
+      n: byUid ? m.uid : seq,
       messageId: header(h, 'message-id'),
       references: header(h, 'references'),
       inReplyTo: header(h, 'in-reply-to'),
