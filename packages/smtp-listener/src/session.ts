@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { ClientInfo, Envelope } from '@mailyard/contracts';
-import { SmtpReject } from '@mailyard/smtp-core';
+import { SmtpReject, reply } from '@mailyard/smtp-core';
 
 /** What smtp-server records about a session that both of our SMTP listeners put in envelopes. */
 
@@ -64,10 +64,10 @@ export interface DataStage {
   limit: number;
   /** Queues the message; resolves to its queue id once the broker confirmed it. */
   accept(raw: Buffer): Promise<string>;
-  /** The refusal for a message over the limit (the service counts and logs it). */
-  tooBig(): Error;
-  /** Anything thrown that is not an SmtpReject: log it, return the 451 to send. */
-  failed(err: unknown): Error;
+  /** Counts and logs a refusal made here (over the limit, local error); returns what to send. */
+  refuse(err: SmtpReject): Error;
+  /** Logs a failure of `accept` that is not an SmtpReject (answered with 451). */
+  failed(err: unknown): void;
   /** Seconds from end of DATA to the confirm. */
   observe(seconds: number): void;
 }
@@ -84,7 +84,7 @@ export function answerData(
 ): void {
   const run = async (): Promise<string> => {
     const raw = await readMessage(stream, stage.limit);
-    if (stream.sizeExceeded || raw === null) throw stage.tooBig();
+    if (stream.sizeExceeded || raw === null) throw stage.refuse(reply.messageTooBig(stage.limit));
     const started = process.hrtime.bigint();
     const queueId = await stage.accept(raw);
     stage.observe(Number(process.hrtime.bigint() - started) / 1e9);
@@ -92,6 +92,10 @@ export function answerData(
   };
   run().then(
     (queueId) => cb(null, `2.0.0 Ok: queued as ${queueId}`),
-    (err: unknown) => cb(err instanceof SmtpReject ? err : stage.failed(err)),
+    (err: unknown) => {
+      if (err instanceof SmtpReject) return cb(err);
+      stage.failed(err);
+      cb(stage.refuse(reply.localError()));
+    },
   );
 }

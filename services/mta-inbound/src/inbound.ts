@@ -245,11 +245,9 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
         {
           limit,
           accept: (raw) => acceptMessage(raw, session),
-          tooBig: () => rejectWith(reply.messageTooBig(limit), session),
-          failed: (err) => {
-            logger.error({ sid: session.id, err: String(err) }, 'accepting the message failed');
-            return rejectWith(reply.localError(), session);
-          },
+          refuse: (err) => rejectWith(err, session),
+          failed: (err) =>
+            logger.error({ sid: session.id, err: String(err) }, 'accepting the message failed'),
           observe: (seconds) => metrics.acceptLatency.observe(seconds),
         },
         cb,
