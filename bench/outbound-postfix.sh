@@ -35,71 +35,30 @@ for cmd in postfix smtp-source smtp-sink; do
   command -v $cmd >/dev/null || die "$cmd not found (Debian: apt-get install postfix)"
 done
 
-free_port() {
-  local p
-  for _ in $(seq 50); do
-    p=$((20000 + RANDOM % 20000))
-    ss -Hltn "sport = :$p" | grep -q . || { echo "$p"; return; }
-  done
-  die "no free port found"
-}
-PORT=$(free_port)
-SINK_PORT=$(free_port)
 DIR=$(mktemp -d /tmp/postfix-outbound.XXXXXX)
 chmod 755 "$DIR"
-CF=$DIR/etc
+# shellcheck source=bench/postfix-instance.sh
+. "$(dirname "$0")/postfix-instance.sh"
+PORT=$(free_port)
+SINK_PORT=$(free_port)
 SINK_PID=
 
 cleanup() {
-  postfix -c "$CF" stop >/dev/null 2>&1 || true
-  for _ in $(seq 50); do
-    [ -e "$DIR/spool/pid/master.pid" ] && kill -0 "$(tr -d ' ' <"$DIR/spool/pid/master.pid")" 2>/dev/null || break
-    sleep 0.1
-  done
+  postfix_remove
   [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null || true
-  rm -rf "$DIR"
 }
 trap cleanup EXIT
 
 smtp-sink -u nobody -c "127.0.0.1:$SINK_PORT" 1024 >/dev/null 2>&1 &
 SINK_PID=$!
 
-mkdir -p "$CF" "$DIR/spool" "$DIR/data"
-chown postfix "$DIR/data"
-cp /etc/postfix/master.cf "$CF/master.cf"
-[ -e /etc/postfix/dynamicmaps.cf ] && cp -r /etc/postfix/dynamicmaps.cf /etc/postfix/dynamicmaps.cf.d "$CF/" 2>/dev/null || true
-cat >"$CF/main.cf" <<EOF
-compatibility_level = 3.6
-queue_directory = $DIR/spool
-data_directory = $DIR/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = pf.bench.test
-mydomain = pf.bench.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-alias_maps =
-alias_database =
+postfix_configure "$PORT" <<EOF
 relayhost = [127.0.0.1]:$SINK_PORT
-smtp_dns_support_level = disabled
-smtp_host_lookup = native
-smtpd_peername_lookup = no
 smtp_destination_concurrency_limit = $CONCURRENCY
 default_process_limit = 200
 defer_transports = smtp
-maillog_file = $DIR/maillog
-maillog_file_prefixes = $DIR
-biff = no
-append_dot_mydomain = no
 EOF
-postconf -c "$CF" -M# smtp/inet
-postconf -c "$CF" -Me "127.0.0.1:$PORT/inet = 127.0.0.1:$PORT inet n - n - - smtpd"
-postconf -c "$CF" -F '*/*/chroot = n'
-
-postfix -c "$CF" start >"$DIR/start.log" 2>&1 || { cat "$DIR/start.log"; die "postfix did not start"; }
-for _ in $(seq 50); do ss -Hltn "sport = :$PORT" | grep -q . && break; sleep 0.1; done
+postfix_start "$PORT"
 
 queued() { find "$DIR/spool/deferred" "$DIR/spool/active" "$DIR/spool/incoming" -type f 2>/dev/null | wc -l; }
 

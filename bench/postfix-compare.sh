@@ -64,27 +64,14 @@ fi
 export TMPDIR=$SCRATCH
 DIR=$(mktemp -d "$SCRATCH/postfix-bench.XXXXXX")
 chmod 755 "$DIR"
-CF=$DIR/etc
+# shellcheck source=bench/postfix-instance.sh
+. "$ROOT/bench/postfix-instance.sh"
 VUID=5000 # owner of the virtual mailboxes; needs no passwd entry
 
-free_port() {
-  local p
-  for _ in $(seq 50); do
-    p=$((20000 + RANDOM % 20000))
-    ss -Hltn "sport = :$p" | grep -q . || { echo "$p"; return; }
-  done
-  die "no free port found"
-}
 PORT=$(free_port)
 
 cleanup() {
-  postfix -c "$CF" stop >/dev/null 2>&1 || true
-  # master exits after its children; wait so the queue directory can go
-  for _ in $(seq 50); do
-    [ -e "$DIR/spool/pid/master.pid" ] && kill -0 "$(tr -d ' ' <"$DIR/spool/pid/master.pid")" 2>/dev/null || break
-    sleep 0.1
-  done
-  rm -rf "$DIR"
+  postfix_remove
   if [ -n "$JOURNALED" ]; then
     umount "$SCRATCH" && rmdir "$SCRATCH"
     rm -f "$IMG"
@@ -92,44 +79,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$CF" "$DIR/spool" "$DIR/data" "$DIR/vmail"
+mkdir -p "$DIR/vmail" "$CF"
 chown "$VUID:$VUID" "$DIR/vmail"
-chown postfix "$DIR/data"
-cp /etc/postfix/master.cf "$CF/master.cf"
-[ -e /etc/postfix/dynamicmaps.cf ] && cp -r /etc/postfix/dynamicmaps.cf /etc/postfix/dynamicmaps.cf.d "$CF/" 2>/dev/null || true
 echo "user@bench.test bench.test/user/" >"$CF/vmailbox"
-cat >"$CF/main.cf" <<EOF
-compatibility_level = 3.6
-queue_directory = $DIR/spool
-data_directory = $DIR/data
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = pf.bench.test
-mydomain = pf.bench.test
-mydestination =
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mynetworks = 127.0.0.0/8
-alias_maps =
-alias_database =
+postfix_configure "$PORT" <<EOF
 virtual_mailbox_domains = bench.test
 virtual_mailbox_base = $DIR/vmail
 virtual_mailbox_maps = texthash:$CF/vmailbox
 virtual_uid_maps = static:$VUID
 virtual_gid_maps = static:$VUID
-# no DNS: no reverse lookup of the client, no MX lookups
-smtpd_peername_lookup = no
-smtp_dns_support_level = disabled
-smtp_host_lookup = native
-maillog_file = $DIR/maillog
-maillog_file_prefixes = $DIR
-biff = no
-append_dot_mydomain = no
 EOF
-# smtpd on a loopback high port only; no chroot (the queue is a temporary directory)
-postconf -c "$CF" -M# smtp/inet
-postconf -c "$CF" -Me "127.0.0.1:$PORT/inet = 127.0.0.1:$PORT inet n - n - - smtpd"
-postconf -c "$CF" -F '*/*/chroot = n'
 
 MAILDIR_NEW=$DIR/vmail/bench.test/user/new
 
@@ -157,11 +116,7 @@ postfix_cpu() {
 machine_cpu() { awk '/^cpu /{ b = $2+$3+$4+$7+$8+$9; print b, b + $5 + $6 }' /proc/stat; }
 
 run_postfix() {
-  postfix -c "$CF" start >"$DIR/start.log" 2>&1 || {
-    cat "$DIR/start.log" "$DIR/maillog" 2>/dev/null || true
-    die "postfix did not start"
-  }
-  for _ in $(seq 50); do ss -Hltn "sport = :$PORT" | grep -q . && break; sleep 0.1; done
+  postfix_start "$PORT"
   if [ "$WARMUP" -gt 0 ]; then
     local base0
     base0=$(count_new)
