@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { MailFolder } from './folder.js';
 import { accountDir, folderDir } from './maildir.js';
+import { forgetUsage, readUsage, type Usage } from './maildirsize.js';
 
 /** RFC 6154 special-use folders every account gets, by name. */
 export const SPECIAL_USE: Record<string, string> = {
@@ -61,7 +62,7 @@ export class MailAccount {
     const key = name.toUpperCase() === 'INBOX' ? 'INBOX' : name;
     let f = this.folders.get(key);
     if (!f) {
-      f = new MailFolder(folderDir(this.root, this.account, key), key, this.host);
+      f = new MailFolder(folderDir(this.root, this.account, key), key, this.host, this.dir);
       this.folders.set(key, f);
     }
     return f;
@@ -123,6 +124,8 @@ export class MailAccount {
     await fs.rename(f.dir, trash);
     await fs.rm(trash, { recursive: true, force: true });
     this.folders.delete(name);
+    // its messages no longer count: the next read of the usage counts again
+    await forgetUsage(this.dir);
   }
 
   /** Renames a folder and its children (RFC 9051 §6.3.6); renaming INBOX moves its messages. */
@@ -174,8 +177,16 @@ export class MailAccount {
     await fs.rename(tmp, join(this.dir, 'subscriptions'));
   }
 
-  /** Bytes and messages stored in every folder (from the `,S=` sizes in file names). */
-  async usage(): Promise<{ bytes: number; messages: number }> {
+  /**
+   * Bytes and messages stored in every folder. With a quota `limit`, from the Maildir++
+   * `maildirsize` file (created on first use, kept up to date by every delivery, APPEND,
+   * COPY and expunge); without one, counted from the `,S=` sizes in the file names.
+   */
+  async usage(limit = 0): Promise<Usage> {
+    return limit > 0 ? readUsage(this.dir, limit, () => this.count()) : this.count();
+  }
+
+  private async count(): Promise<Usage> {
     let bytes = 0;
     let messages = 0;
     const folders = await this.list();

@@ -5,6 +5,7 @@ import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DotLock } from './lock.js';
+import { recordUsage } from './maildirsize.js';
 import { formatKeywords, formatUidList, parseKeywords, parseUidList, type UidList } from './uidlist.js';
 
 /** One message as a folder snapshot sees it. */
@@ -128,7 +129,13 @@ export class MailFolder {
     readonly dir: string,
     readonly name: string,
     private readonly host: string = osHostname(),
+    /** The account's root, where its quota file is kept (Maildir++ `maildirsize`). */
+    private readonly quotaDir?: string,
   ) {}
+
+  private recordUsage(bytes: number, messages: number): void {
+    if (this.quotaDir) recordUsage(this.quotaDir, bytes, messages);
+  }
 
   async exists(): Promise<boolean> {
     try {
@@ -379,21 +386,41 @@ export class MailFolder {
 
   /** Removes messages; returns the UIDs removed. */
   async expunge(uids: number[]): Promise<number[]> {
-    return this.withLock(async (ctx) => {
+    let bytes = 0;
+    let count = 0;
+    const removed = await this.withLock(async (ctx) => {
       const removed: number[] = [];
       const modseq = ctx.state.highest + 1;
       for (const uid of uids) {
         const m = ctx.byUid(uid);
         if (!m) continue;
-        await fs.unlink(join(this.dir, m.rel)).catch((err: NodeJS.ErrnoException) => {
-          if (err.code !== 'ENOENT') throw err;
-        });
+        const path = join(this.dir, m.rel);
+        const size =
+          m.size >= 0
+            ? m.size
+            : await fs.stat(path).then(
+                (st) => st.size,
+                () => -1,
+              );
+        const gone = await fs.unlink(path).then(
+          () => true,
+          (err: NodeJS.ErrnoException) => {
+            if (err.code !== 'ENOENT') throw err;
+            return false;
+          },
+        );
+        if (gone && size >= 0) {
+          bytes += size;
+          count++;
+        }
         ctx.remove(m, modseq);
         removed.push(uid);
       }
       if (removed.length) ctx.state.highest = modseq;
       return removed;
     });
+    this.recordUsage(-bytes, -count);
+    return removed;
   }
 
   /** Writes a new message (tmp -> fsync -> cur) and returns its UID (UIDPLUS). */
@@ -407,6 +434,7 @@ export class MailFolder {
       return { uid, validity: ctx.list.validity };
     });
     await fsyncDir(join(this.dir, 'cur'));
+    this.recordUsage(data.length, 1);
     return r;
   }
 
@@ -415,7 +443,7 @@ export class MailFolder {
     src: MailFolder,
     msgs: MessageInfo[],
   ): Promise<{ validity: number; pairs: [number, number][] }> {
-    const staged: { tmp: string; base: string; flags: string[]; uid: number }[] = [];
+    const staged: { tmp: string; base: string; flags: string[]; uid: number; size: number }[] = [];
     try {
       for (const m of msgs) {
         const size = m.size >= 0 ? m.size : (await fs.stat(join(src.dir, m.rel))).size;
@@ -427,7 +455,7 @@ export class MailFolder {
         } catch {
           await fs.copyFile(from, tmp);
         }
-        staged.push({ tmp, base, flags: m.flags, uid: m.uid });
+        staged.push({ tmp, base, flags: m.flags, uid: m.uid, size });
       }
       const r = await this.withLock(async (ctx) => {
         const pairs: [number, number][] = [];
@@ -435,6 +463,10 @@ export class MailFolder {
         return { validity: ctx.list.validity, pairs };
       });
       await fsyncDir(join(this.dir, 'cur'));
+      this.recordUsage(
+        staged.reduce((sum, x) => sum + x.size, 0),
+        staged.length,
+      );
       return r;
     } catch (err) {
       await Promise.all(staged.map((s) => fs.unlink(s.tmp).catch(() => undefined)));

@@ -4,3 +4,4 @@ export * from './lock.js';
 export * from './folder.js';
 export * from './account.js';
 export * from './index-cache.js';
+export * from './maildirsize.js';

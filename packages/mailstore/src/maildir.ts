@@ -3,6 +3,7 @@ import * as fsc from 'node:fs';
 import { constants, promises as fs } from 'node:fs';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
+import { recordUsage } from './maildirsize.js';
 
 /**
  * Maildir++ store, write side. Layout under the configured root:
@@ -121,6 +122,7 @@ export class MaildirStore {
     }
     await cb.rename(tmpPath(), finalPath());
     await this.syncDir(join(dir, 'new'));
+    recordUsage(accountDir(this.opts.root, req.account), req.data.length, 1);
     return { path: finalPath(), written: true };
   }
 

@@ -119,7 +119,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       Buffer.from(returnPathHeader(env.mailFrom) + deliveredToHeader(account)),
       message,
     ]);
-    if (limit && (await new MailAccount(store.root, account).usage()).bytes + data.length > limit) {
+    if (limit && (await new MailAccount(store.root, account).usage(limit)).bytes + data.length > limit) {
       // as Dovecot's LDA by default (quota_full_tempfail = no): the copy is returned to
       // the sender with 5.2.2 at once; the other recipients still get theirs
       metrics.deliveries.inc({ result: 'over-quota' });

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { Quotas } from '@mailyard/mailstore';
@@ -315,5 +316,33 @@ print(typ, data)
       /result="over-quota"/,
     );
     assert.equal(stored(QUSER).length, 1);
+
+    // an expunge over IMAP frees the space at once (maildirsize is kept by both services)
+    const after = await python(
+      `
+import imaplib, sys
+m = imaplib.IMAP4('127.0.0.1', int(sys.argv[1]))
+m.login(sys.argv[2], sys.argv[3])
+m.select('INBOX')
+m.store('1', '+FLAGS', '\\\\Deleted')
+m.expunge()
+print(m.getquotaroot('INBOX')[1])
+`,
+      String(r.ports.imap),
+      QUSER,
+      PASSWORD,
+    );
+    assert.match(after, /STORAGE 0 \d+\)/);
+    const t2 = (await import('nodemailer')).default.createTransport({
+      host: '127.0.0.1',
+      port: p.inbound.port,
+      ignoreTLS: true,
+    });
+    await t2.sendMail({ envelope: { from: CURLUSER, to: [QUSER] }, raw: sampleMessage(3) });
+    t2.close();
+    await waitFor(() => stored(QUSER).find((m) => m.toString().includes('Test message 3')), {
+      what: 'the next message filed once space was freed',
+    });
+    assert.match(readFileSync(join(p.inbox(QUSER)[0]!, '..', '..', 'maildirsize'), 'utf8'), /^\d+S\n/);
   });
 });

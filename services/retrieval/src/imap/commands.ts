@@ -809,7 +809,7 @@ async function runCopy(s: ImapSession, tag: string, a: CopyArgs, name: string): 
 async function quotaCheck(s: ImapSession, adding: number): Promise<void> {
   const limit = await s.deps.quotas.limit(s.user!);
   if (!limit) return;
-  const { bytes } = await s.mailbox!.usage();
+  const { bytes } = await s.mailbox!.usage(limit);
   if (bytes + adding > limit) throw reply.overQuota();
 }
 
@@ -1152,7 +1152,7 @@ export const COMMANDS: Record<string, CommandDef<unknown>> = {
 async function quotaLine(s: ImapSession): Promise<string> {
   const limit = await s.deps.quotas.limit(s.user!);
   if (!limit) return '* QUOTA "" ()';
-  const { bytes } = await s.mailbox!.usage();
+  const { bytes } = await s.mailbox!.usage(limit);
   // RFC 9208 §5.1: STORAGE in units of 1024 octets
   return `* QUOTA "" (STORAGE ${Math.ceil(bytes / 1024)} ${Math.floor(limit / 1024)})`;
 }

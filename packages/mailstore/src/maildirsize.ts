@@ -1,0 +1,118 @@
+import * as fsc from 'node:fs';
+import { constants, promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+/**
+ * The Maildir++ quota file, `maildirsize` in the account's root, as Courier and Dovecot's
+ * maildir quota backend keep it: the first line is the limit (`<bytes>S`), every further
+ * line one change, `<bytes> <messages>` (negative for removals), appended with O_APPEND.
+ * Reading the usage is then one small file instead of a walk over every message of the
+ * account. The file is rebuilt from the folders when it is missing, names another limit,
+ * does not parse, grows past 5120 bytes, or says "over quota" and is older than 15
+ * minutes (the rules of the Maildir++ specification), so changes made behind our back
+ * (a file removed by hand) are corrected.
+ */
+export const MAILDIRSIZE = 'maildirsize';
+const RECALC_SIZE = 5120;
+const RECALC_AGE_MS = 15 * 60_000;
+
+export interface Usage {
+  bytes: number;
+  messages: number;
+}
+
+const open = promisify(fsc.open);
+const close = promisify(fsc.close);
+const fstat = promisify(fsc.fstat);
+const readFd = promisify(fsc.readFile) as (fd: number) => Promise<Buffer>;
+
+/**
+ * Records a change in the account's quota file, if it has one (only an account with a
+ * limit has): one `write` with O_APPEND, so concurrent writers never interleave. Blocking
+ * calls on purpose: a missing file (no quota) is one failed open of a cached directory
+ * entry, and an append lands in the page cache; both take microseconds, less than a
+ * round trip through the thread pool.
+ */
+export function recordUsage(accountDir: string, bytes: number, messages: number): void {
+  if (!bytes && !messages) return;
+  const path = join(accountDir, MAILDIRSIZE);
+  let fd: number;
+  try {
+    fd = fsc.openSync(path, constants.O_WRONLY | constants.O_APPEND | constants.O_NOFOLLOW);
+  } catch {
+    return; // no quota file (ENOENT), or one we may not use: nothing to keep up to date
+  }
+  try {
+    fsc.writeSync(fd, `${bytes} ${messages}\n`);
+  } catch {
+    // the change is already made and must not be reported as failed; a file that missed
+    // it would be wrong from now on, so it goes and the next read counts again
+    fsc.rmSync(path, { force: true });
+  } finally {
+    fsc.closeSync(fd);
+  }
+}
+
+/** Drops the quota file, so the next read counts the folders again. */
+export async function forgetUsage(accountDir: string): Promise<void> {
+  await fs.unlink(join(accountDir, MAILDIRSIZE)).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+  });
+}
+
+/** Parses a quota file for `limit`; null when it must be rebuilt. */
+export function parseMaildirSize(text: string, limit: number): Usage | null {
+  const lines = text.split('\n');
+  if (lines.pop() !== '') return null; // a torn last line
+  if (lines[0] !== `${limit}S`) return null;
+  let bytes = 0;
+  let messages = 0;
+  for (let i = 1; i < lines.length; i++) {
+    const m = /^\s*(-?\d+)\s+(-?\d+)\s*$/.exec(lines[i]!);
+    if (!m) return null;
+    bytes += Number(m[1]);
+    messages += Number(m[2]);
+  }
+  if (bytes < 0 || messages < 0 || !Number.isSafeInteger(bytes)) return null;
+  return { bytes, messages };
+}
+
+/**
+ * The account's usage from its quota file, rebuilt with `count` (a walk over the
+ * folders) when the file cannot be trusted.
+ */
+export async function readUsage(
+  accountDir: string,
+  limit: number,
+  count: () => Promise<Usage>,
+): Promise<Usage> {
+  const path = join(accountDir, MAILDIRSIZE);
+  let text: string | null = null;
+  let st: fsc.Stats | null = null;
+  try {
+    const fd = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      st = await fstat(fd);
+      if (st.isFile() && st.size <= RECALC_SIZE) text = (await readFd(fd)).toString('latin1');
+    } finally {
+      await close(fd);
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && (err as NodeJS.ErrnoException).code !== 'ELOOP')
+      throw err;
+  }
+  const parsed = text === null ? null : parseMaildirSize(text, limit);
+  const stale = parsed && parsed.bytes > limit && Date.now() - st!.mtimeMs > RECALC_AGE_MS;
+  if (parsed && !stale) return parsed;
+  const usage = await count();
+  await fs.mkdir(join(accountDir, 'tmp'), { recursive: true, mode: 0o700 });
+  const tmp = join(
+    accountDir,
+    'tmp',
+    `${MAILDIRSIZE}.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2)}`,
+  );
+  await fs.writeFile(tmp, `${limit}S\n${usage.bytes} ${usage.messages}\n`, { mode: 0o600 });
+  await fs.rename(tmp, path);
+  return usage;
+}

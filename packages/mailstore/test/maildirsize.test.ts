@@ -1,0 +1,121 @@
+import assert from 'node:assert/strict';
+import { promises as fs, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { tempDir } from '@mailyard/testkit';
+import { MAILDIRSIZE, MailAccount, MaildirStore, parseMaildirSize } from '../src/index.js';
+
+const tmp = tempDir('maildirsize-');
+after(() => tmp.cleanup());
+let n = 0;
+const fresh = () => join(tmp.path, `r${++n}`);
+const msg = (i: number, pad = 0) => Buffer.from(`Subject: m${i}\r\n\r\nbody ${i}${'x'.repeat(pad)}\r\n`);
+const LIMIT = 1_000_000;
+
+/** The usage counted from the files themselves, as a check on the quota file. */
+async function counted(acct: MailAccount): Promise<{ bytes: number; messages: number }> {
+  return acct.usage(0);
+}
+
+void describe('maildirsize (Maildir++ quota)', () => {
+  void it('is created on first read and kept right by deliveries, APPEND, COPY, expunge', async () => {
+    const root = fresh();
+    const store = new MaildirStore({ root, hostname: 'h' });
+    const acct = new MailAccount(root, 'q@x.test', 'h');
+    const deliver = (i: number) =>
+      store.deliver({
+        account: 'q@x.test',
+        folder: 'INBOX',
+        data: msg(i, i * 10),
+        queueId: `Q${i}`,
+        recipient: 'q@x.test',
+        receivedAt: new Date(1700000000000 + i * 1000),
+      });
+    await deliver(1);
+    assert.deepEqual(await acct.usage(LIMIT), { bytes: msg(1, 10).length, messages: 1 });
+    const file = join(acct.dir, MAILDIRSIZE);
+    assert.match(readFileSync(file, 'utf8'), new RegExp(`^${LIMIT}S\\n${msg(1, 10).length} 1\\n$`));
+
+    await deliver(2);
+    await deliver(2); // a redelivery writes nothing and counts nothing
+    const inbox = acct.folder('INBOX');
+    await inbox.append(msg(3, 5), [], new Date());
+    await acct.create('Work');
+    const snap = await inbox.snapshot();
+    await acct.folder('Work').copyFrom(inbox, snap.messages.slice(0, 2));
+    await inbox.expunge([snap.messages[0]!.uid]);
+    const want = await counted(acct);
+    assert.equal(want.messages, 4);
+    assert.deepEqual(await acct.usage(LIMIT), want);
+    // one line per change after the first: 2 deliveries, APPEND, COPY, expunge
+    assert.equal(readFileSync(file, 'utf8').trim().split('\n').length, 2 + 4);
+  });
+
+  void it('is trusted without walking the folders, until it names another limit', async () => {
+    const root = fresh();
+    const acct = new MailAccount(root, 'r@x.test', 'h');
+    await acct.ensureDefaults();
+    await acct.folder('INBOX').append(msg(1), [], new Date());
+    assert.equal((await acct.usage(LIMIT)).messages, 1);
+    // a message put there by hand is not seen: the file is read, the folders are not
+    const byHand = join(acct.folder('INBOX').dir, 'cur', '1700000000.hand.h,S=5000:2,');
+    writeFileSync(byHand, 'x'.repeat(5000));
+    assert.deepEqual(await acct.usage(LIMIT), { bytes: msg(1).length, messages: 1 });
+    // a new limit rebuilds it from the folders
+    assert.deepEqual(await acct.usage(LIMIT * 2), { bytes: msg(1).length + 5000, messages: 2 });
+    assert.match(readFileSync(join(acct.dir, MAILDIRSIZE), 'utf8'), new RegExp(`^${LIMIT * 2}S\\n`));
+  });
+
+  void it('is rebuilt when damaged, too long, or over quota for 15 minutes', async () => {
+    const root = fresh();
+    const acct = new MailAccount(root, 's@x.test', 'h');
+    await acct.ensureDefaults();
+    const f = acct.folder('INBOX');
+    await f.append(msg(1), [], new Date());
+    const file = join(acct.dir, MAILDIRSIZE);
+    const right = { bytes: msg(1).length, messages: 1 };
+
+    writeFileSync(file, `${LIMIT}S\n12 1\ngarbage\n`);
+    assert.deepEqual(await acct.usage(LIMIT), right);
+
+    writeFileSync(file, `${LIMIT}S\n12 1\n-20 -1\n`); // negative total
+    assert.deepEqual(await acct.usage(LIMIT), right);
+
+    writeFileSync(file, `${LIMIT}S\n12 1\n5`); // torn last line
+    assert.deepEqual(await acct.usage(LIMIT), right);
+
+    // past 5120 bytes the file is folded back into one line (and a drift corrected)
+    for (let i = 0; i < 3; i++) await f.append(msg(i), [], new Date());
+    writeFileSync(file, `${LIMIT}S\n` + '1 0\n'.repeat(1300));
+    const all = await counted(acct);
+    assert.equal(all.messages, 4);
+    assert.deepEqual(await acct.usage(LIMIT), all);
+    assert.equal(readFileSync(file, 'utf8'), `${LIMIT}S\n${all.bytes} ${all.messages}\n`);
+
+    // "over quota" is believed for 15 minutes, then counted again
+    writeFileSync(file, `${LIMIT}S\n${LIMIT + 1} 1\n`);
+    assert.equal((await acct.usage(LIMIT)).bytes, LIMIT + 1);
+    const old = new Date(Date.now() - 16 * 60_000);
+    await fs.utimes(file, old, old);
+    assert.deepEqual(await acct.usage(LIMIT), all);
+  });
+
+  void it('deleting a folder takes its messages off the usage', async () => {
+    const acct = new MailAccount(fresh(), 't@x.test', 'h');
+    await acct.ensureDefaults();
+    await acct.folder('INBOX').append(msg(1), [], new Date());
+    await acct.create('Old');
+    for (let i = 0; i < 3; i++) await acct.folder('Old').append(msg(i, 100), [], new Date());
+    assert.equal((await acct.usage(LIMIT)).messages, 4);
+    await acct.delete('Old');
+    assert.deepEqual(await acct.usage(LIMIT), { bytes: msg(1).length, messages: 1 });
+  });
+
+  void it('parses the Maildir++ format, and nothing else', () => {
+    assert.deepEqual(parseMaildirSize('100S\n10 1\n  20   2\n-5 -1\n', 100), { bytes: 25, messages: 2 });
+    assert.equal(parseMaildirSize('100S\n10 1\n', 200), null);
+    assert.equal(parseMaildirSize('100S,10C\n10 1\n', 100), null);
+    assert.equal(parseMaildirSize('100S\n10\n', 100), null);
+    assert.equal(parseMaildirSize('', 100), null);
+  });
+});
