@@ -5,9 +5,19 @@
 // closed, Prometheus scrapes the ports the services listen on, and the dashboard asks for
 // metrics that exist. The image's build step (scripts/build-service.mjs) is run for real.
 import assert from 'node:assert/strict';
-import { createTestRedis } from '@mailyard/testkit';
-import { spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createResolver } from '@mailyard/dns';
+import { createTestRedis, startDnsServer, waitFor } from '@mailyard/testkit';
+import { spawn, spawnSync } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import {
+  existsSync,
+  lstatSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -50,6 +60,8 @@ const serviceSchemas: Record<
 type Env = Record<string, string | number | boolean | null>;
 interface ComposeService {
   image?: string;
+  networks?: string[] | Record<string, { ipv4_address?: string } | null>;
+  dns?: string | string[];
   build?: string | { context?: string; dockerfile?: string; args?: Record<string, string> | string[] };
   environment?: Env | string[];
   healthcheck?: { test?: string | string[]; disable?: boolean };
@@ -59,6 +71,7 @@ interface ComposeService {
 }
 interface Compose {
   services: Record<string, ComposeService>;
+  networks?: Record<string, { ipam?: { config?: { subnet?: string }[] } } | null>;
   volumes?: Record<string, unknown>;
 }
 
@@ -93,6 +106,9 @@ function builtService(svc: ComposeService): string | undefined {
   if (Array.isArray(args)) return args.find((a) => a.startsWith('SERVICE='))?.slice('SERVICE='.length);
   return args?.SERVICE;
 }
+
+/** `${VAR:-default}` as compose reads it with VAR unset. */
+const withDefaults = (text: string) => text.replace(/\$\{[A-Z_]+:-([^}]*)\}/g, '$1');
 
 const mailyardServices = Object.entries(compose.services).filter(([, svc]) => builtService(svc));
 
@@ -185,7 +201,9 @@ describe('docker-compose.yml', () => {
       }
     }
     for (const [name, svc] of mailyardServices) {
-      assert.deepEqual(healthyDependencies(svc).sort(), ['rabbitmq', 'redis'], name);
+      // and the resolver, for those that look names up (checked below)
+      const deps = healthyDependencies(svc).filter((d) => d !== 'unbound');
+      assert.deepEqual(deps.sort(), ['rabbitmq', 'redis'], name);
       const env = envOf(svc);
       assert.match(env.AMQP_URL ?? '', /^amqp:\/\/.*@rabbitmq:5672/, `${name}: AMQP_URL`);
       assert.match(env.REDIS_URL ?? '', /^redis:\/\/redis:6379/, `${name}: REDIS_URL`);
@@ -246,6 +264,95 @@ describe('docker-compose.yml', () => {
         }
       }
     }
+  });
+});
+
+describe('the resolver (deploy/unbound)', () => {
+  test('every service that looks names up asks it, at its fixed address on the compose network', () => {
+    const unbound = compose.services.unbound;
+    assert.ok(unbound, 'no unbound service');
+    assert.ok(typeof unbound.build === 'object' && unbound.build.context === 'deploy/unbound');
+    assert.ok(unbound.healthcheck?.test, 'the resolver has a health check');
+    assert.equal(unbound.ports, undefined, 'the resolver is not published');
+    const nets = unbound.networks as Record<string, { ipv4_address?: string }>;
+    const ip = withDefaults(nets.default?.ipv4_address ?? '');
+    const subnet = withDefaults(compose.networks?.default?.ipam?.config?.[0]?.subnet ?? '');
+    assert.ok(ipInNetworks(ip, [parseCidr(subnet)!]), `${ip} is inside the compose subnet ${subnet}`);
+
+    // a service whose code makes DNS lookups (through the shared resolver) must be told
+    // to use this one, and must wait for it
+    let users = 0;
+    for (const [name, svc] of mailyardServices) {
+      const srcDir = join(root, 'services', builtService(svc)!, 'src');
+      const usesDns = readdirSync(srcDir, { recursive: true, encoding: 'utf8' }).some(
+        (f) => f.endsWith('.ts') && /\bresolver\b/.test(readFileSync(join(srcDir, f), 'utf8')),
+      );
+      if (!usesDns) continue;
+      users++;
+      assert.equal(envOf(svc).DNS_SERVERS, `${ip}:53`, `${name}: DNS_SERVERS`);
+      assert.ok(healthyDependencies(svc).includes('unbound'), `${name} waits for the resolver`);
+    }
+    assert.ok(users >= 4, `${users} services look names up`);
+    // rspamd's DNSBL and URIBL lookups too (through Docker's DNS, which forwards there)
+    const rspamdDns = [compose.services.rspamd?.dns ?? []].flat().map(withDefaults);
+    assert.deepEqual(rspamdDns, [ip]);
+  });
+
+  test('its configuration is valid, and answers come from its cache for their TTL', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'mailyard-unbound-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const dns = await startDnsServer({
+      'example.test': {
+        MX: [{ priority: 10, exchange: 'mx.example.test' }],
+        TXT: ['v=spf1 ip4:192.0.2.0/24 -all'],
+      },
+      'mx.example.test': { A: ['192.0.2.25'] },
+    });
+    t.after(() => dns.close());
+    const free = createSocket('udp4');
+    await new Promise<void>((resolve) => free.bind(0, '127.0.0.1', resolve));
+    const port = free.address().port;
+    free.close();
+
+    // the deployed file, changed only where a test must: loopback and a free port, no
+    // user switch, no root trust anchor (no Internet here), and our test zone as a stub
+    // (unbound answers the special-use name test. itself unless told otherwise)
+    let conf = read('deploy/unbound/unbound.conf');
+    const change = (re: RegExp, by: string) => {
+      assert.match(conf, re);
+      conf = conf.replace(re, by);
+    };
+    change(/^ {2}interface: 0\.0\.0\.0$/m, '  interface: 127.0.0.1');
+    change(/^ {2}port: 53$/m, `  port: ${port}`);
+    change(/^ {2}username: .*$/m, '  username: ""');
+    change(
+      /^ {2}auto-trust-anchor-file: .*$/m,
+      '  domain-insecure: "test"\n  local-zone: "test." nodefault\n  do-not-query-localhost: no',
+    );
+    change(/^ {2}control-interface: .*$/m, `  control-interface: ${join(dir, 'ctl')}`);
+    conf += `\nstub-zone:\n  name: "test"\n  stub-addr: ${dns.address.replace(':', '@')}\n`;
+    writeFileSync(join(dir, 'unbound.conf'), conf);
+    const check = spawnSync('unbound-checkconf', [join(dir, 'unbound.conf')], { encoding: 'utf8' });
+    assert.equal(check.status, 0, check.stderr + check.stdout);
+
+    const unbound = spawn('unbound', ['-d', '-p', '-c', join(dir, 'unbound.conf')], { stdio: 'ignore' });
+    t.after(() => unbound.kill());
+    const resolver = createResolver({ servers: [`127.0.0.1:${port}`], timeoutMs: 500, tries: 1 });
+    const mx = await waitFor(() => resolver.resolveMx('example.test').catch(() => undefined), {
+      what: 'unbound answering',
+    });
+    assert.deepEqual(mx, [{ exchange: 'mx.example.test', priority: 10 }]);
+    const ask = async () => [
+      await resolver.resolveMx('example.test'),
+      await resolver.resolveTxt('example.test'),
+      await resolver.resolve4('mx.example.test'),
+      await resolver.resolve4('nowhere.example.test').catch((err: NodeJS.ErrnoException) => err.code),
+    ];
+    const first = await ask();
+    assert.deepEqual(first.slice(1), [[['v=spf1 ip4:192.0.2.0/24 -all']], ['192.0.2.25'], 'ENOTFOUND']);
+    const asked = dns.queries.length;
+    for (let i = 0; i < 5; i++) assert.deepEqual(await ask(), first);
+    assert.equal(dns.queries.length, asked, 'the same questions again are answered from the cache');
   });
 });
 
