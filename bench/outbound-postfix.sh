@@ -12,9 +12,9 @@
 # the smtp transport is held (defer_transports = smtp); then the hold is lifted, the
 # queue flushed, and the rate is MESSAGES / (time until the queue is empty).
 # CONCURRENCY (default 32, one outbound-relay instance's prefetch) is Postfix's
-# smtp_destination_concurrency_limit for the one destination. Postfix reuses SMTP
-# connections when a destination is backlogged (smtp_connection_cache_on_demand);
-# outbound-relay opens one session per message.
+# smtp_destination_concurrency_limit for the one destination. Both reuse SMTP
+# connections: Postfix when a destination is backlogged (smtp_connection_cache_on_demand),
+# outbound-relay for any destination (its own smtp_connection_cache_on_demand).
 set -euo pipefail
 
 MESSAGES=2000

@@ -2,7 +2,7 @@
  * Outbound benchmark: messages/s that outbound-relay delivers to Postfix's smtp-sink,
  * with 1 and with 2 instances, each instance its own process as in production.
  *
- *   pnpm bench:outbound [--messages 2000] [--size 10240] [--domains 10] [--instances 1,2]
+ *   pnpm bench:outbound [--messages 2000] [--size 10240] [--domains 10] [--instances 1,2] [--no-reuse]
  *
  * Each round: a fresh RabbitMQ vhost and Redis prefix; `--messages` messages of `--size`
  * bytes, one recipient each, spread over `--domains` recipient domains whose MX (from a
@@ -12,7 +12,8 @@
  * from then until the last, read from the instances' own counters
  * (mailyard_outbound_relay_attempts_total{result="delivered"}), polled every 50 ms.
  * smtp-sink offers PIPELINING and 8BITMIME but no STARTTLS, so the sessions are in clear;
- * one SMTP session per message (the relay does not reuse connections).
+ * sessions are kept open between messages to the same server (as Postfix's connection
+ * cache; `--no-reuse`: one session per message) and the number opened is printed.
  *
  * Needs smtp-sink (Debian: apt-get install postfix), RabbitMQ and Redis as for the tests.
  */
@@ -34,6 +35,7 @@ const { values } = parseArgs({
     size: { type: 'string', default: '10240' },
     domains: { type: 'string', default: '10' },
     instances: { type: 'string', default: '1,2' },
+    'no-reuse': { type: 'boolean', default: false },
   },
 });
 const MESSAGES = Number(values.messages);
@@ -73,14 +75,13 @@ async function sinkListening(sink: ChildProcess, port: number): Promise<void> {
   throw new Error('smtp-sink did not start listening');
 }
 
-async function delivered(ports: number[]): Promise<number> {
+/** Sum over the instances of a counter's series that match `labels` (a regex on the label text). */
+async function counter(ports: number[], name: string, labels: string): Promise<number> {
   let sum = 0;
   for (const port of ports) {
     try {
       const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-      for (const m of text.matchAll(
-        /^mailyard_outbound_relay_attempts_total\{[^}]*result="delivered"[^}]*\} (\d+)/gm,
-      ))
+      for (const m of text.matchAll(new RegExp(`^${name}\\{[^}]*${labels}[^}]*\\} (\\d+)`, 'gm')))
         sum += Number(m[1]);
     } catch {
       // not listening yet
@@ -89,7 +90,10 @@ async function delivered(ports: number[]): Promise<number> {
   return sum;
 }
 
-async function round(instances: number): Promise<number> {
+const delivered = (ports: number[]) =>
+  counter(ports, 'mailyard_outbound_relay_attempts_total', 'result="delivered"');
+
+async function round(instances: number): Promise<{ rate: number; sessions: number }> {
   const vhost = await createVhost('bench');
   const redis = createTestRedis();
   const sinkPort = await freePort();
@@ -153,6 +157,7 @@ async function round(instances: number): Promise<number> {
             LISTEN_ADDRESS: '127.0.0.1',
             LOG_LEVEL: 'warn',
             DELAY_WARNING_TIME: '0',
+            SMTP_CONNECTION_CACHE_ON_DEMAND: values['no-reuse'] ? 'no' : 'yes',
           },
           stdio: ['ignore', 'ignore', 'inherit'],
         }),
@@ -166,7 +171,10 @@ async function round(instances: number): Promise<number> {
       if (!first && n > 0) first = { t, n };
       if (n >= MESSAGES && first) {
         const rate = (n - first.n) / ((t - first.t) / 1000);
-        return rate;
+        return {
+          rate,
+          sessions: await counter(ports, 'mailyard_outbound_relay_sessions_total', 'reused="no"'),
+        };
       }
       if (Date.now() > deadline) throw new Error(`only ${n} of ${MESSAGES} delivered in 10 minutes`);
       await new Promise((r) => setTimeout(r, 50));
@@ -184,9 +192,10 @@ async function round(instances: number): Promise<number> {
 }
 
 console.log(
-  `outbound-relay -> smtp-sink: ${MESSAGES} messages of ${SIZE} bytes, ${DOMAINS} destination domains, one session per message`,
+  `outbound-relay -> smtp-sink: ${MESSAGES} messages of ${SIZE} bytes, ${DOMAINS} destination domains, ` +
+    (values['no-reuse'] ? 'one session per message' : 'sessions reused'),
 );
 for (const n of ROUNDS) {
-  const rate = await round(n);
-  console.log(`${n} instance${n === 1 ? ' ' : 's'}: ${rate.toFixed(0)} msgs/s`);
+  const { rate, sessions } = await round(n);
+  console.log(`${n} instance${n === 1 ? ' ' : 's'}: ${rate.toFixed(0)} msgs/s, ${sessions} sessions opened`);
 }

@@ -71,6 +71,17 @@ export const outboundRelaySchema = z.object({
   smtp_connect_timeout: duration('30s'),
   /** Timeout for each reply of the remote server (Postfix: smtp_*_timeout, simplified). */
   smtp_reply_timeout: duration('300s'),
+  /**
+   * Keep an SMTP session open after a message, for the next one to the same server
+   * (Postfix: smtp_connection_cache_on_demand, here for every destination).
+   */
+  smtp_connection_cache_on_demand: bool(true),
+  /** An unused cached session is closed after this long (Postfix: smtp_connection_cache_time_limit). */
+  smtp_connection_cache_time_limit: duration('2s'),
+  /** A session is not reused once it is this old (Postfix: smtp_connection_reuse_time_limit). */
+  smtp_connection_reuse_time_limit: duration('300s'),
+  /** A session carries at most this many messages; 0: no limit (Postfix: smtp_connection_reuse_count_limit). */
+  smtp_connection_reuse_count_limit: nonNegativeInt(0),
   /** Address families to deliver over (Postfix: inet_protocols). */
   inet_protocols: z.enum(['all', 'ipv4', 'ipv6']).default('all'),
   /** Which family is tried first when an MX host has both (Postfix: smtp_address_preference). */

@@ -35,6 +35,12 @@ export interface AttemptOptions {
   bindAddress?: string | undefined;
   bindAddress6?: string | undefined;
   logger: Logger;
+  /** A session an earlier message to this destination left open. */
+  parked?: ParkedSession | null;
+  /** Hand the session back for the next message instead of QUIT. */
+  keepSession?: boolean;
+  /** Told for each session used: whether it was a parked one. */
+  onSession?: (reused: boolean) => void;
 }
 
 export interface Message {
@@ -70,42 +76,64 @@ class NextTarget extends Error {
   }
 }
 
+/** A finished session that may carry the next message to its destination, and what it may carry. */
+export interface ParkedSession {
+  client: SmtpClient;
+  key: string;
+}
+
+export interface AttemptResult {
+  outcomes: RecipientOutcome[];
+  /** The session, still open, when it may be reused (`keepSession`); the caller parks or QUITs it. */
+  session: ParkedSession | null;
+}
+
 /**
  * One delivery attempt of one message to one destination: the targets in order until
  * one of them gives a verdict per recipient. Connection failures, 4xx/5xx greetings
  * and TLS policy failures move to the next address; every reply after EHLO is a
  * verdict. When no address works, every recipient is deferred with the last reason.
+ * A `parked` session of an earlier message is used for the target it is connected to,
+ * once RSET shows it is still alive; one that fits no target is closed.
  */
-export async function attemptDelivery(msg: Message, opts: AttemptOptions): Promise<RecipientOutcome[]> {
+export async function attemptDelivery(msg: Message, opts: AttemptOptions): Promise<AttemptResult> {
+  const parked = { current: opts.parked ?? null };
   let last = new NextTarget('4.4.1', 'no address to deliver to');
-  for (const target of opts.targets) {
-    try {
-      return await deliverTo(msg, target, opts, opts.tls);
-    } catch (err) {
-      if (err instanceof TlsHandshakeError && opts.tls.mode === 'may') {
-        // RFC 7435: opportunistic TLS that fails falls back to cleartext with this host
-        opts.logger.info(
-          { host: target.host, ip: target.ip, err: err.message },
-          'TLS failed, retrying without TLS',
-        );
-        try {
-          return await deliverTo(msg, target, opts, { mode: 'none' });
-        } catch (err2) {
-          last = toNext(err2);
-          continue;
+  try {
+    for (const target of opts.targets) {
+      try {
+        return await deliverTo(msg, target, opts, opts.tls, parked);
+      } catch (err) {
+        if (err instanceof TlsHandshakeError && opts.tls.mode === 'may') {
+          // RFC 7435: opportunistic TLS that fails falls back to cleartext with this host
+          opts.logger.info(
+            { host: target.host, ip: target.ip, err: err.message },
+            'TLS failed, retrying without TLS',
+          );
+          try {
+            return await deliverTo(msg, target, opts, { mode: 'none' }, parked);
+          } catch (err2) {
+            last = toNext(err2);
+            continue;
+          }
         }
+        last = toNext(err);
+        opts.logger.info({ host: target.host, ip: target.ip, err: last.message }, 'trying next address');
       }
-      last = toNext(err);
-      opts.logger.info({ host: target.host, ip: target.ip, err: last.message }, 'trying next address');
     }
+  } finally {
+    if (parked.current) await parked.current.client.quit();
   }
-  return msg.recipients.map((recipient) => ({
-    kind: 'deferred',
-    recipient,
-    status: last.status,
-    reason: last.message,
-    remoteMta: last.remoteMta,
-  }));
+  return {
+    outcomes: msg.recipients.map((recipient) => ({
+      kind: 'deferred',
+      recipient,
+      status: last.status,
+      reason: last.message,
+      remoteMta: last.remoteMta,
+    })),
+    session: null,
+  };
 }
 
 function toNext(err: unknown): NextTarget {
@@ -115,14 +143,37 @@ function toNext(err: unknown): NextTarget {
   return new NextTarget('4.3.0', `local error: ${(err as Error).message}`);
 }
 
-async function deliverTo(
-  msg: Message,
+/** Which sessions may carry a message: same server, TLS policy, credentials and source address. */
+function sessionKey(
   target: Target,
-  opts: AttemptOptions,
   tls: TlsPolicy,
-): Promise<RecipientOutcome[]> {
-  const v6 = isIP(target.ip) === 6;
-  const localAddress = (v6 ? opts.bindAddress6 : opts.bindAddress) || undefined;
+  opts: AttemptOptions,
+  localAddress: string | undefined,
+): string {
+  const who = [target.ip, target.port, target.host.toLowerCase(), opts.auth?.user ?? '', localAddress ?? ''];
+  return [tls.mode, ...who].join('|');
+}
+
+/**
+ * The parked session when it is connected to this target under this TLS policy (with
+ * opportunistic TLS, also one that fell back to cleartext) and still answers RSET.
+ */
+async function takeParked(
+  parked: { current: ParkedSession | null },
+  keys: string[],
+): Promise<SmtpClient | null> {
+  const p = parked.current;
+  if (!p || !keys.includes(p.key)) return null;
+  parked.current = null;
+  // the server may have timed the idle session out: RSET tells before the message is sent
+  const r = p.client.usable ? await p.client.command('RSET').catch(() => null) : null;
+  if (r?.code === 250) return p.client;
+  p.client.close();
+  return null;
+}
+
+/** Connects, reads the greeting, EHLO, STARTTLS as the policy says, AUTH: a session ready for MAIL FROM. */
+async function openSession(target: Target, opts: AttemptOptions, tls: TlsPolicy, localAddress?: string) {
   const c = await SmtpClient.open({
     host: target.host,
     ip: target.ip,
@@ -175,15 +226,44 @@ async function deliverTo(
       if (a.code !== 235)
         throw new NextTarget('4.7.0', `SASL authentication failed with ${c.peer}: ${replyText(a)}`, mta);
     }
+    return c;
+  } catch (err) {
+    c.close();
+    throw err;
+  }
+}
 
-    const all = (kind: 'bounced' | 'deferred', status: string, reason: string): RecipientOutcome[] =>
-      msg.recipients.map((recipient) => ({ kind, recipient, status, reason, remoteMta: mta }));
+async function deliverTo(
+  msg: Message,
+  target: Target,
+  opts: AttemptOptions,
+  tls: TlsPolicy,
+  parked: { current: ParkedSession | null },
+): Promise<AttemptResult> {
+  const v6 = isIP(target.ip) === 6;
+  const localAddress = (v6 ? opts.bindAddress6 : opts.bindAddress) || undefined;
+  const key = sessionKey(target, tls, opts, localAddress);
+  const keys = tls.mode === 'may' ? [key, sessionKey(target, { mode: 'none' }, opts, localAddress)] : [key];
+  const reused = await takeParked(parked, keys);
+  const c = reused ?? (await openSession(target, opts, tls, localAddress));
+  opts.onSession?.(reused !== null);
+  const mta = target.host;
+  // the session ended normally: it is QUIT, or handed back when it may carry another message
+  let finished = false;
+  let reusable = false;
+  const result = (outcomes: RecipientOutcome[]): AttemptResult => ({
+    outcomes,
+    session: reusable && opts.keepSession && c.usable ? { client: c, key } : null,
+  });
+  try {
+    const all = (kind: 'bounced' | 'deferred', status: string, reason: string): AttemptResult =>
+      result(msg.recipients.map((recipient) => ({ kind, recipient, status, reason, remoteMta: mta })));
 
     // Checks that make sending pointless: better one clear bounce now than a refusal
     // after the whole message went over the wire.
     const size = Number(c.extensions.get('SIZE') ?? 0);
     if (c.has('SIZE') && size > 0 && msg.data.length > size) {
-      await c.quit();
+      finished = reusable = true; // nothing was sent
       // RFC 1870 §6.2 / RFC 3463 X.3.4
       return all(
         'bounced',
@@ -195,13 +275,13 @@ async function deliverTo(
     const needsUtf8 =
       msg.smtputf8 && (hasNonAscii(msg.mailFrom) || msg.recipients.some(hasNonAscii) || hasNonAscii(headers));
     if (needsUtf8 && !c.has('SMTPUTF8')) {
-      await c.quit();
+      finished = reusable = true; // nothing was sent
       // RFC 6531 §3.2: never send an internationalized message to a server without SMTPUTF8
       return all('bounced', '5.6.7', `SMTPUTF8 is required, but was not offered by host ${c.peer}`);
     }
     const eightBit = hasNonAscii(msg.data);
     if (eightBit && !c.has('8BITMIME')) {
-      await c.quit();
+      finished = reusable = true; // nothing was sent
       // RFC 6152 §3: 8-bit data only to servers that offer 8BITMIME; we do not downgrade
       return all('bounced', '5.6.3', `8-bit message, but 8BITMIME was not offered by host ${c.peer}`);
     }
@@ -216,8 +296,17 @@ async function deliverTo(
       recipients: msg.recipients,
       data: msg.data,
     });
-    await c.quit();
+    // 421: the server is closing the session (RFC 5321 §3.8)
+    finished = true;
+    reusable = ![res.mail, ...res.rcpts, res.data].some((r) => r?.code === 421);
     const tlsUsed = c.tls !== null;
+    const lost = (recipient: string): RecipientOutcome => ({
+      kind: 'deferred',
+      recipient,
+      status: '4.4.2',
+      reason: `lost connection with ${c.peer}`,
+      remoteMta: mta,
+    });
     if (res.mail.code !== 250) {
       const kind = res.mail.code >= 500 ? 'bounced' : 'deferred';
       return all(
@@ -226,45 +315,34 @@ async function deliverTo(
         `host ${c.peer} said: ${replyText(res.mail)} (in reply to MAIL FROM command)`,
       );
     }
-    return msg.recipients.map((recipient, i): RecipientOutcome => {
-      const rr = res.rcpts[i];
-      if (!rr)
+    return result(
+      msg.recipients.map((recipient, i): RecipientOutcome => {
+        const rr = res.rcpts[i];
+        if (!rr) return lost(recipient);
+        if (rr.code >= 300) {
+          return {
+            kind: rr.code >= 500 ? 'bounced' : 'deferred',
+            recipient,
+            status: statusOf(rr),
+            reason: `host ${c.peer} said: ${replyText(rr)} (in reply to RCPT TO command)`,
+            remoteMta: mta,
+          };
+        }
+        const d = res.data;
+        if (!d) return lost(recipient);
+        if (d.code >= 200 && d.code < 300)
+          return { kind: 'delivered', recipient, reply: replyText(d), remoteMta: mta, tls: tlsUsed };
         return {
-          kind: 'deferred',
+          kind: d.code >= 500 ? 'bounced' : 'deferred',
           recipient,
-          status: '4.4.2',
-          reason: `lost connection with ${c.peer}`,
+          status: statusOf(d),
+          reason: `host ${c.peer} said: ${replyText(d)} (in reply to end of DATA command)`,
           remoteMta: mta,
         };
-      if (rr.code >= 300) {
-        return {
-          kind: rr.code >= 500 ? 'bounced' : 'deferred',
-          recipient,
-          status: statusOf(rr),
-          reason: `host ${c.peer} said: ${replyText(rr)} (in reply to RCPT TO command)`,
-          remoteMta: mta,
-        };
-      }
-      const d = res.data;
-      if (!d)
-        return {
-          kind: 'deferred',
-          recipient,
-          status: '4.4.2',
-          reason: `lost connection with ${c.peer}`,
-          remoteMta: mta,
-        };
-      if (d.code >= 200 && d.code < 300)
-        return { kind: 'delivered', recipient, reply: replyText(d), remoteMta: mta, tls: tlsUsed };
-      return {
-        kind: d.code >= 500 ? 'bounced' : 'deferred',
-        recipient,
-        status: statusOf(d),
-        reason: `host ${c.peer} said: ${replyText(d)} (in reply to end of DATA command)`,
-        remoteMta: mta,
-      };
-    });
+      }),
+    );
   } finally {
-    c.close();
+    if (!finished) c.close();
+    else if (!(reusable && opts.keepSession && c.usable)) await c.quit();
   }
 }

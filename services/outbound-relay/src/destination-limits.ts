@@ -61,6 +61,9 @@ export class DestinationLimits {
         );
         if (got === 1) return this.holder(destination, slotKey, token);
       }
+      // tells every instance that this destination has mail waiting for a slot, so that
+      // none keeps an idle session (and its slot) parked meanwhile
+      this.redis.set(`outbound:slotwait:${destination}`, '1', 'PX', 1000).catch(() => undefined);
       if (Date.now() + wait > deadline) return null;
       // woken at once by a release in this process; slots freed by other instances are
       // found by polling
@@ -76,6 +79,24 @@ export class DestinationLimits {
         set.add(wake);
       });
       wait = Math.min(wait * 2, 200);
+    }
+  }
+
+  /**
+   * Whether a message of any instance waits for a slot of `destination` (an idle session
+   * must then give its slot up rather than be parked).
+   */
+  async contended(destination: string): Promise<boolean> {
+    if (this.waiting.get(destination)?.size) return true;
+    return (await this.redis.exists(`outbound:slotwait:${destination}`)) === 1;
+  }
+
+  /** Waits for the rate budget alone, for a message that reuses a session and so already has a slot. */
+  async rateWait(destination: string, deadline: number): Promise<boolean> {
+    for (let wait = 20; ; wait = Math.min(wait * 2, 200)) {
+      if (await this.rateAllows(destination)) return true;
+      if (Date.now() + wait > deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, wait + Math.random() * wait));
     }
   }
 

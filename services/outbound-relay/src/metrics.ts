@@ -20,6 +20,12 @@ export function createMetrics(registry: Registry, queueDepth: () => Promise<Map<
       labelNames: ['tls'] as const,
       registers: [registry],
     }),
+    sessions: new Counter({
+      name: 'mailyard_outbound_relay_sessions_total',
+      help: 'SMTP sessions used for a delivery, by whether it was a cached one (reused="yes") or newly opened',
+      labelNames: ['reused'] as const,
+      registers: [registry],
+    }),
     bounces: new Counter({
       name: 'mailyard_outbound_relay_dsn_total',
       help: 'Delivery status notifications sent, by kind (failure, delay)',

@@ -31,7 +31,8 @@ import { parseHostPort } from '@mailyard/config';
 import { applyHeaderEdits } from '@mailyard/policy-client';
 import { normalizeDomain } from '@mailyard/smtp-core';
 import type { OutboundRelayConfig } from './config.js';
-import { attemptDelivery, type RecipientOutcome, type TlsPolicy } from './deliver.js';
+import { ConnectionCache } from './connection-cache.js';
+import { attemptDelivery, type ParkedSession, type RecipientOutcome, type TlsPolicy } from './deliver.js';
 import { DestinationLimits } from './destination-limits.js';
 import { buildDsn, type RecipientReport } from '@mailyard/dsn';
 import { createMetrics } from './metrics.js';
@@ -103,6 +104,11 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     ? [...rootCertificates, readFileSync(config.smtp_tls_ca_file, 'utf8')]
     : undefined;
   const relayhost = parseRelayhost(config.relayhost, config.outbound_port);
+  const sessions = new ConnectionCache({
+    idleMs: config.smtp_connection_cache_on_demand ? config.smtp_connection_cache_time_limit : 0,
+    reuseTimeMs: config.smtp_connection_reuse_time_limit,
+    reuseCount: config.smtp_connection_reuse_count_limit,
+  });
   const mtaSts = new MtaSts({
     resolver,
     fetcher: deps.mtaStsFetcher ?? httpsPolicyFetcher({ resolver, ...(ca ? { ca } : {}) }),
@@ -252,13 +258,30 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     const all = (kind: 'deferred' | 'bounced', status: string, reason: string): RecipientOutcome[] =>
       rcpts.map((recipient) => ({ kind, recipient, status, reason, remoteMta: null }));
     const slotKey = relayhost ? `[${relayhost.host}]` : domain;
-    const release = await limits.acquire(slotKey, now() + config.destination_slot_wait);
-    if (!release) return all('deferred', '4.4.5', `destination ${slotKey} busy (concurrency or rate limit)`);
+    const deadline = now() + config.destination_slot_wait;
+    // a session the previous message to this destination left open comes with its slot
+    const parked = sessions.take(slotKey);
+    let release: (() => Promise<void>) | null;
+    if (parked) {
+      release = parked.release;
+      if (!(await limits.rateWait(slotKey, deadline))) {
+        await parked.session.client.quit();
+        await release();
+        return all('deferred', '4.4.5', `destination ${slotKey} busy (rate limit)`);
+      }
+    } else {
+      release = await limits.acquire(slotKey, deadline);
+      if (!release)
+        return all('deferred', '4.4.5', `destination ${slotKey} busy (concurrency or rate limit)`);
+    }
+    let unused = parked?.session ?? null;
+    let keep: ParkedSession | null = null;
     try {
       const dest = await resolveTargets(domain);
       if (dest.kind !== 'targets')
         return all(dest.kind === 'permanent' ? 'bounced' : 'deferred', dest.status, dest.text);
-      return await attemptDelivery(
+      unused = null; // attemptDelivery uses or closes it
+      const r = await attemptDelivery(
         { mailFrom: env.mailFrom, recipients: rcpts, data: body, smtputf8: env.smtputf8 },
         {
           myhostname: config.myhostname,
@@ -271,15 +294,29 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
           bindAddress: config.smtp_bind_address,
           bindAddress6: config.smtp_bind_address6,
           logger: logger.child({ queueId: env.queueId, domain }),
+          parked: parked?.session ?? null,
+          keepSession: sessions.enabled,
+          onSession: (reused) => metrics.sessions.inc({ reused: reused ? 'yes' : 'no' }),
         },
       );
+      keep = r.session;
+      return r.outcomes;
     } catch (err) {
       // A local failure with this domain must not undo what other domains of the same
       // message already got: defer these recipients, settle the rest.
       logger.warn({ queueId: env.queueId, domain, err: String(err) }, 'local error while delivering');
       return all('deferred', '4.3.0', `local error: ${(err as Error).message}`);
     } finally {
-      await release();
+      await unused?.client.quit();
+      // parked with its slot for the next message, unless mail of any instance waits for one
+      const parkedAgain =
+        keep !== null &&
+        !(await limits.contended(slotKey).catch(() => true)) &&
+        sessions.put(slotKey, { session: keep, release });
+      if (!parkedAgain) {
+        await keep?.client.quit();
+        await release();
+      }
     }
   };
 
@@ -462,6 +499,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     async stop() {
       stopped = true;
       await bus.stop();
+      await sessions.close();
       const a = admin;
       admin = null;
       await a?.close().catch(() => undefined);

@@ -96,6 +96,9 @@ export class SmtpClient {
   greeting!: SmtpReply;
   extensions = new Map<string, string>();
   tls: TlsInfo | null = null;
+  /** When the connection was opened, and the mail transactions it carried (for reuse limits). */
+  readonly openedAt = Date.now();
+  transactions = 0;
 
   private constructor(
     socket: Socket,
@@ -134,6 +137,11 @@ export class SmtpClient {
     const c = new SmtpClient(socket, opts);
     c.greeting = await c.read();
     return c;
+  }
+
+  /** Connected, not failed, and nothing unasked-for from the server (such as a 421 before it hangs up). */
+  get usable(): boolean {
+    return !this.failure && !this.socket.destroyed && !this.replies.length && !this.buf.length;
   }
 
   get peer(): string {
@@ -295,6 +303,7 @@ export class SmtpClient {
    * one write and the replies are read in order; without it, one command at a time.
    */
   async transaction(t: MailTransaction): Promise<TransactionResult> {
+    this.transactions++;
     const mailCmd = `MAIL FROM:<${t.from}>${t.mailParams.length ? ' ' + t.mailParams.join(' ') : ''}`;
     const rcptCmds = t.recipients.map((r) => `RCPT TO:<${r}>`);
     const payload = encodeData(t.data);

@@ -50,6 +50,8 @@ export interface RemoteBehaviour {
   tls?: { key: string; cert: string };
   /** Require AUTH with these credentials. */
   auth?: { user: string; pass: string };
+  /** Close a session idle this long (smtp-server's socketTimeout: 421, then close). */
+  idleTimeoutMs?: number;
 }
 
 export interface RemoteMta {
@@ -59,8 +61,11 @@ export interface RemoteMta {
   /** RCPT TO commands seen, per address (to count retries). */
   rcptAttempts: Map<string, number>;
   sessions: number;
-  /** Most sessions open at the same time. */
+  /** Sessions open now, and the most open at the same time. */
+  open: number;
   maxConcurrent: number;
+  /** Mail transactions per session, in the order the sessions ended. */
+  transactionsPerSession: number[];
   behaviour: RemoteBehaviour;
   close(): Promise<void>;
 }
@@ -77,11 +82,12 @@ export async function startRemoteMta(
     received: [],
     rcptAttempts: new Map(),
     sessions: 0,
+    open: 0,
     maxConcurrent: 0,
+    transactionsPerSession: [],
     behaviour,
     close: async () => undefined,
   };
-  let open = 0;
   const err = (v: NonNullable<Verdict>) => Object.assign(new Error(v.message), { responseCode: v.code });
   const opts: SMTPServerOptions = {
     name: `mx-${ip}`,
@@ -93,16 +99,18 @@ export async function startRemoteMta(
     hide8BITMIME: !!behaviour.hide8BitMime,
     hideSMTPUTF8: !!behaviour.hideSmtpUtf8,
     ...(behaviour.size ? { size: behaviour.size } : {}),
+    ...(behaviour.idleTimeoutMs ? { socketTimeout: behaviour.idleTimeoutMs } : {}),
     ...(behaviour.tls ? { key: behaviour.tls.key, cert: behaviour.tls.cert } : {}),
     onConnect(_session, cb) {
       mta.sessions++;
-      open++;
-      mta.maxConcurrent = Math.max(mta.maxConcurrent, open);
+      mta.open++;
+      mta.maxConcurrent = Math.max(mta.maxConcurrent, mta.open);
       if (mta.behaviour.greeting) return cb(err(mta.behaviour.greeting));
       cb();
     },
-    onClose() {
-      open--;
+    onClose(session) {
+      mta.open--;
+      mta.transactionsPerSession.push(session.transaction - 1);
     },
     onAuth(auth, _session, cb) {
       const want = mta.behaviour.auth;

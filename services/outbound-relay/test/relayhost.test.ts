@@ -52,6 +52,7 @@ before(async () => {
     outbound_port: port,
     outbound_retry_schedule: '200ms',
     delay_warning_time: 0,
+    smtp_connection_cache_time_limit: '200ms',
   });
 });
 
@@ -79,6 +80,8 @@ test('mail goes through the relayhost, over verified TLS, authenticated', async 
 });
 
 test('refused credentials defer (never bounce), and nothing is sent', async () => {
+  // a session authenticated earlier stays good until it is closed: wait for that
+  await waitFor(() => smarthost.open === 0, { what: 'the idle session to close' });
   smarthost.behaviour.auth = { user: 'relayuser', pass: 'rotated' };
   try {
     const env = envelope('alice@example.test', ['yan@faraway.test']);

@@ -1,0 +1,127 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { waitFor } from '@mailyard/testkit';
+import { startPlatform, type Platform } from '../../../test/harness.js';
+import {
+  counterValue,
+  envelope,
+  freePort,
+  queueOutbound,
+  simpleMessage,
+  startRelay,
+  startRemoteMta,
+  type RelayHandle,
+  type RemoteMta,
+} from './helpers.js';
+
+// Sessions kept open between messages (Postfix's connection cache). Remote MTAs:
+// 127.0.0.10 (cache.test), 127.0.0.11 (hangup.test: closes sessions idle for 150 ms),
+// 127.0.0.12 (narrow.test: the relay may hold one session at a time).
+let p: Platform;
+let relay: RelayHandle;
+let cached: RemoteMta;
+let hangup: RemoteMta;
+let narrow: RemoteMta;
+const IDLE_MS = 1500;
+// shorter than the idle limit: a message that had to wait for an idle session to time
+// out would be deferred
+const SLOT_WAIT_MS = 1000;
+
+before(async () => {
+  const port = await freePort();
+  p = await startPlatform({
+    withDelivery: false,
+    zone: {
+      'cache.test': { MX: [{ priority: 10, exchange: 'mx.cache.test' }] },
+      'mx.cache.test': { A: ['127.0.0.10'] },
+      'hangup.test': { MX: [{ priority: 10, exchange: 'mx.hangup.test' }] },
+      'mx.hangup.test': { A: ['127.0.0.11'] },
+      'narrow.test': { MX: [{ priority: 10, exchange: 'mx.narrow.test' }] },
+      'mx.narrow.test': { A: ['127.0.0.12'] },
+    },
+  });
+  cached = await startRemoteMta('127.0.0.10', port);
+  hangup = await startRemoteMta('127.0.0.11', port, { idleTimeoutMs: 150 });
+  // slow enough that a burst queues up behind the one slot
+  narrow = await startRemoteMta('127.0.0.12', port, {
+    data: () => new Promise((r) => setTimeout(() => r(undefined), 20)),
+  });
+  relay = await startRelay(p, {
+    outbound_port: port,
+    outbound_retry_schedule: '200ms',
+    smtp_connection_cache_time_limit: `${IDLE_MS}ms`,
+    default_destination_concurrency_limit: 1,
+    destination_slot_wait: `${SLOT_WAIT_MS}ms`,
+  });
+});
+
+after(async () => {
+  await relay?.stop();
+  await Promise.all([cached, hangup, narrow].map((m) => m?.close()));
+  await p?.close();
+});
+
+const send = async (domain: string, subject: string) => {
+  const to = `user@${domain}`;
+  await queueOutbound(
+    p,
+    envelope('sender@example.test', [to]),
+    simpleMessage('sender@example.test', to, subject),
+  );
+};
+const arrived = (mta: RemoteMta, subject: string) =>
+  waitFor(() => mta.received.find((m) => m.data.toString().includes(`Subject: ${subject}\r\n`)), {
+    what: subject,
+  });
+
+test('messages one after another share one session, closed after the idle limit', async () => {
+  for (let i = 0; i < 5; i++) {
+    await send('cache.test', `reuse-${i}`);
+    await arrived(cached, `reuse-${i}`);
+  }
+  assert.equal(cached.sessions, 1, 'one connection for five messages');
+  assert.equal(cached.open, 1, 'still open while idle');
+  assert.equal(await counterValue(relay.rt, 'mailyard_outbound_relay_sessions_total', { reused: 'yes' }), 4);
+  // QUIT after the idle limit, not kept forever
+  const start = Date.now();
+  await waitFor(() => cached.open === 0, { what: 'the idle session to close' });
+  assert.ok(Date.now() - start < IDLE_MS + 1000);
+  assert.deepEqual(cached.transactionsPerSession, [5]);
+  // the next message opens a new one
+  await send('cache.test', 'after-idle');
+  await arrived(cached, 'after-idle');
+  assert.equal(cached.sessions, 2);
+});
+
+test('a session the server closed while idle is replaced, and the message still goes out', async () => {
+  await send('hangup.test', 'first');
+  await arrived(hangup, 'first');
+  // the server times the idle session out (421, then close) before the relay does
+  await waitFor(() => hangup.open === 0, { what: 'the server to close the idle session' });
+  await send('hangup.test', 'second');
+  await arrived(hangup, 'second');
+  assert.equal(hangup.sessions, 2);
+  assert.equal(
+    await counterValue(relay.rt, 'mailyard_outbound_relay_attempts_total', {
+      domain: 'hangup.test',
+      result: 'deferred',
+    }),
+    0,
+    'nothing deferred',
+  );
+});
+
+test('mail waiting for a slot is not starved by idle sessions; the limit holds', async () => {
+  const N = 6;
+  await Promise.all(Array.from({ length: N }, (_, i) => send('narrow.test', `burst-${i}`)));
+  for (let i = 0; i < N; i++) await arrived(narrow, `burst-${i}`);
+  assert.equal(narrow.maxConcurrent, 1, 'never two sessions to a destination limited to one');
+  assert.equal(
+    await counterValue(relay.rt, 'mailyard_outbound_relay_attempts_total', {
+      domain: 'narrow.test',
+      result: 'deferred',
+    }),
+    0,
+    'nothing deferred for want of a slot',
+  );
+});
