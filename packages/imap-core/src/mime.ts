@@ -48,6 +48,31 @@ function headerEnd(buf: Buffer, start: number, end: number): { bodyStart: number
   }
 }
 
+/**
+ * The raw lines (folding and line ends kept, one char per byte) of the fields of a
+ * header block whose lower-case name `keep` accepts, up to the empty line: what
+ * BODY[HEADER.FIELDS (...)] returns, without its closing empty line.
+ */
+export function headerLines(text: string, keep: (name: string) => boolean): string {
+  let out = '';
+  let kept = false;
+  let pos = 0;
+  while (pos < text.length) {
+    let nl = text.indexOf('\n', pos);
+    nl = nl < 0 ? text.length : nl + 1;
+    const line = text.slice(pos, nl);
+    pos = nl;
+    if (line === '\r\n' || line === '\n') break;
+    if (line[0] === ' ' || line[0] === '\t') {
+      if (kept) out += line;
+      continue;
+    }
+    kept = keep(line.slice(0, line.indexOf(':')).trim().toLowerCase());
+    if (kept) out += line;
+  }
+  return out;
+}
+
 export function parseHeaderBlock(text: string): HeaderField[] {
   return parseHeaderFields(text);
 }

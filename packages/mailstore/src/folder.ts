@@ -34,9 +34,9 @@ export interface FolderSnapshot {
 export interface HeaderBlock {
   /** Header lines up to the empty line (excluded), one char per byte. */
   text: string;
-  /** File size; and modification time (INTERNALDATE) when the size was not in the name. */
+  /** Size (from the name when it carries one, as RFC822.SIZE is), and modification time (INTERNALDATE). */
   size: number;
-  mtimeMs?: number;
+  mtimeMs: number;
 }
 
 export interface FlagChange {
@@ -732,17 +732,17 @@ function headBlock(
   n: number,
   end: number,
   size: number,
-  st: { size: number; mtimeMs: number } | null,
+  st: { size: number; mtimeMs: number },
 ): HeaderBlock {
   const text = buf.toString('latin1', 0, end < 0 ? n : end);
-  return st ? { text, size: st.size, mtimeMs: st.mtimeMs } : { text, size };
+  return { text, size: size >= 0 ? size : st.size, mtimeMs: st.mtimeMs };
 }
 
-/** `size` from the file name (-1: unknown, then the file is stat'ed). */
+/** `size` from the file name (-1: unknown, then the file's); the file is stat'ed for its mtime. */
 function readHeadSync(path: string, first: Buffer, size: number): HeaderBlock {
   const fd = fsc.openSync(path, 'r');
   try {
-    const st = size < 0 ? fsc.fstatSync(fd) : null;
+    const st = fsc.fstatSync(fd);
     let buf = first;
     let n = fsc.readSync(fd, buf, 0, buf.length, 0);
     let end = headerEnd(buf, n);
@@ -767,7 +767,7 @@ const closeP = promisify(fsc.close);
 async function readHeadAsync(path: string, first: Buffer, size: number): Promise<HeaderBlock> {
   const fd = await openP(path, 'r');
   try {
-    const st = size < 0 ? await fstatP(fd) : null;
+    const st = await fstatP(fd);
     let buf = first;
     let n = (await readP(fd, buf, 0, buf.length, 0)).bytesRead;
     let end = headerEnd(buf, n);

@@ -10,8 +10,11 @@ import { crc32 } from 'node:zlib';
  */
 export const INDEX_CACHE = 'mailyard.index.cache';
 
-/** First line of the file; a file that starts otherwise is not read and gets replaced. */
-const MAGIC = 'mailyard index cache 1\n';
+/**
+ * First line of the file, with the codec's format; a file that starts otherwise (another
+ * format of the records, or not ours) is not read and gets replaced.
+ */
+const MAGIC = 'mailyard index cache 1';
 /** Most bytes given to one write(): whole records only, so a short write loses a tail. */
 const WRITE_MAX = 256 * 1024;
 /**
@@ -25,6 +28,8 @@ export interface IndexCodec<T> {
   encode(value: T): unknown;
   /** null: not a record this version understands (counted as damaged). */
   decode(value: unknown): T | null;
+  /** Names the records' layout in the first line: a file of another layout is replaced whole. */
+  format?: string;
 }
 
 export interface IndexRead<T> {
@@ -58,12 +63,14 @@ export class IndexCacheFile<T> {
   /** Bytes consumed so far (up to the last complete line) and the inode they came from. */
   private offset = 0;
   private ino = -1;
+  private readonly magic: string;
 
   constructor(
     dir: string,
     private readonly codec: IndexCodec<T>,
   ) {
     this.path = join(dir, INDEX_CACHE);
+    this.magic = `${MAGIC}${codec.format ? ' ' + codec.format : ''}\n`;
   }
 
   /** Records added since the last read, or all of them when the file is new to us. */
@@ -102,10 +109,10 @@ export class IndexCacheFile<T> {
       if (!got) return { records: [], bad: 0, fromStart, foreign: false };
       let pos = 0;
       if (this.offset === 0) {
-        if (got < MAGIC.length) return { records: [], bad: 0, fromStart, foreign: got > 0 };
-        if (buf.toString('latin1', 0, MAGIC.length) !== MAGIC)
+        if (got < this.magic.length) return { records: [], bad: 0, fromStart, foreign: got > 0 };
+        if (buf.toString('latin1', 0, this.magic.length) !== this.magic)
           return { records: [], bad: 0, fromStart, foreign: true };
-        pos = MAGIC.length;
+        pos = this.magic.length;
       }
       const end = buf.subarray(0, got).lastIndexOf(10) + 1;
       const { records, bad } = this.parse(buf, Math.min(pos, end), end);
@@ -161,7 +168,7 @@ export class IndexCacheFile<T> {
       // a new file gets its first line; two instances creating it at once both write
       // one, and the second counts as one damaged line
       let batch = '';
-      let head = (await fh.stat()).size === 0 ? MAGIC : '\n';
+      let head = (await fh.stat()).size === 0 ? this.magic : '\n';
       const write = async () => {
         const data = Buffer.from(head + batch, 'utf8');
         batch = '';
@@ -182,7 +189,7 @@ export class IndexCacheFile<T> {
   /** Replaces the file with exactly these records (compaction, or a file that was not ours). */
   async rewrite(records: Iterable<[string, T]>): Promise<void> {
     const tmp = `${this.path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-    const parts: string[] = [MAGIC];
+    const parts: string[] = [this.magic];
     for (const [key, value] of records) parts.push(this.encode(key, value));
     try {
       await fs.writeFile(tmp, parts.join(''), { mode: 0o600 });

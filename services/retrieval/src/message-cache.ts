@@ -2,6 +2,7 @@ import {
   bodyStructure,
   ENVELOPE_FIELDS,
   envelopeText,
+  headerLines,
   parseHeaderFields,
   parseMime,
   type Chunk,
@@ -11,16 +12,39 @@ import {
 import { IndexCacheFile, MessageGoneError, type MailFolder, type MessageInfo } from '@mailyard/mailstore';
 
 /**
- * Header fields kept for every message: ENVELOPE's, and References for THREAD. SEARCH
- * HEADER on any other field reads the message file.
+ * Header fields kept for every message, as raw lines: ENVELOPE's, References for THREAD,
+ * and the fields mail clients ask for in their listings with BODY.PEEK[HEADER.FIELDS
+ * (...)] (Thunderbird, K-9 Mail, Apple Mail), so that a listing, even after a restart,
+ * reads no message file. HEADER.FIELDS and SEARCH HEADER on any other field read it.
  */
-export const INDEXED_FIELDS: ReadonlySet<string> = new Set([...ENVELOPE_FIELDS, 'references']);
+export const INDEXED_FIELDS: ReadonlySet<string> = new Set([
+  ...ENVELOPE_FIELDS,
+  'references',
+  'content-type',
+  'priority',
+  'x-priority',
+  'importance',
+  'x-msmail-priority',
+  'newsgroups',
+  'list-id',
+  'list-post',
+  'list-unsubscribe',
+  'list-unsubscribe-post',
+  'disposition-notification-to',
+  'auto-submitted',
+  'x-uniform-type-identifier',
+  'x-universally-unique-identifier',
+  'chat-version',
+  'x-k9mail-identity',
+]);
+
+const indexed = (name: string) => INDEXED_FIELDS.has(name);
 
 /**
  * What is known about one message file without reading it again. The header fields
- * are kept as one string (`name:value` lines) and split on first use: a listing after
- * a restart needs only the ENVELOPE of each message, and ten thousand small arrays
- * less make loading the index file twice as fast.
+ * are kept as their raw lines and parsed on first use: a listing after a restart needs
+ * only the ENVELOPE of each message, and ten thousand small arrays less make loading the
+ * index file twice as fast.
  */
 export class CachedMessage {
   private parsed: HeaderField[] | null;
@@ -28,8 +52,8 @@ export class CachedMessage {
   constructor(
     /** ENVELOPE, one char per byte. */
     readonly envelope: string,
-    /** INDEXED_FIELDS present in the header, in header order: `name:value` lines, values raw. */
-    readonly fieldText: string,
+    /** The lines of the INDEXED_FIELDS in the header, raw (folding, line ends), in header order. */
+    readonly header: string,
     /** File size in bytes. */
     readonly size: number,
     /** Modification time (INTERNALDATE, ms), when it was read. */
@@ -42,28 +66,28 @@ export class CachedMessage {
     this.parsed = fields ?? null;
   }
 
-  static fromHeader(fields: HeaderField[], size: number, date?: number): CachedMessage {
-    // values are unfolded: a newline never occurs in one
-    const text = fields.map((f) => `${f.name}:${f.value}`).join('\n');
-    return new CachedMessage(envelopeText(fields), text, size, date, undefined, undefined, fields);
+  /** From a message's header block (one char per byte). */
+  static fromHeader(block: string, size: number, date?: number): CachedMessage {
+    const header = headerLines(block, indexed);
+    const fields = parseHeaderFields(header);
+    return new CachedMessage(envelopeText(fields), header, size, date, undefined, undefined, fields);
   }
 
-  /** The indexed header fields, values raw (one char per byte). */
+  /** The indexed header fields, unfolded, values raw (one char per byte). */
   get fields(): HeaderField[] {
-    if (!this.parsed) {
-      this.parsed = [];
-      for (const line of this.fieldText ? this.fieldText.split('\n') : []) {
-        const colon = line.indexOf(':');
-        if (colon > 0) this.parsed.push({ name: line.slice(0, colon), value: line.slice(colon + 1) });
-      }
-    }
+    this.parsed ??= parseHeaderFields(this.header);
     return this.parsed;
+  }
+
+  /** BODY[HEADER.FIELDS (names)] when every name is one of INDEXED_FIELDS: the same bytes as from the file. */
+  headerFields(names: string[]): string {
+    return headerLines(this.header, (n) => names.includes(n)) + '\r\n';
   }
 
   withStructure(bodyStructure: string, body: string): CachedMessage {
     return new CachedMessage(
       this.envelope,
-      this.fieldText,
+      this.header,
       this.size,
       this.date,
       bodyStructure,
@@ -119,10 +143,12 @@ interface FolderIndex {
   writes: Promise<void>;
 }
 
-const codec = { encode: encodeRecord, decode: decodeRecord };
+/** Layout of the records (m2: the header as raw lines of the INDEXED_FIELDS; files of m1, with unfolded values, are replaced). */
+export const INDEX_FORMAT = 'm2';
+const codec = { encode: encodeRecord, decode: decodeRecord, format: INDEX_FORMAT };
 
 /**
- * On disk, an array: [envelope, fields, size, date or null, BODYSTRUCTURE, BODY] (the
+ * On disk, an array: [envelope, header lines, size, date or null, BODYSTRUCTURE, BODY] (the
  * last two only once known). Strings, numbers and nulls only: JSON.parse makes no
  * object per record.
  */
@@ -136,7 +162,7 @@ function decodeRecord(v: unknown): CachedMessage | null {
 }
 
 function encodeRecord(m: CachedMessage): unknown {
-  const r: unknown[] = [m.envelope, m.fieldText, m.size, m.date ?? null];
+  const r: unknown[] = [m.envelope, m.header, m.size, m.date ?? null];
   if (m.bodyStructure !== undefined) r.push(m.bodyStructure, m.body);
   return r;
 }
@@ -270,11 +296,15 @@ export class MessageCache {
     misses.forEach((m, i) => {
       const b = blocks[i];
       if (!b) return;
-      const fields = parseHeaderFields(b.text, INDEXED_FIELDS);
-      added.push([m.base, CachedMessage.fromHeader(fields, b.size, b.mtimeMs)]);
+      added.push([m.base, CachedMessage.fromHeader(b.text, b.size, b.mtimeMs)]);
     });
     this.add(fi, added);
     return msgs.map((m) => fi.entries.get(m.base) ?? null);
+  }
+
+  /** INTERNALDATE (ms): from the index when it was read with the header, else the file's mtime. */
+  async internalDate(folder: MailFolder, m: MessageInfo): Promise<number> {
+    return this.peek(folder, m)?.date ?? (await folder.internalDate(m)).getTime();
   }
 
   async header(folder: MailFolder, m: MessageInfo): Promise<CachedMessage> {
@@ -426,12 +456,7 @@ export class MessageCache {
     const { data, mime } = await this.message(folder, m);
     const bs = flatten(bodyStructure(mime, true));
     const body = flatten(bodyStructure(mime, false));
-    const base =
-      c ??
-      CachedMessage.fromHeader(
-        parseHeaderFields(data.toString('latin1', 0, mime.bodyStart), INDEXED_FIELDS),
-        data.length,
-      );
+    const base = c ?? CachedMessage.fromHeader(data.toString('latin1', 0, mime.bodyStart), data.length);
     const next = base.withStructure(bs, body);
     const fi = this.folderIndex(folder.dir);
     this.add(fi, [[m.base, next]]);

@@ -10,6 +10,7 @@ import { accountDir, INDEX_CACHE, IndexCacheFile } from '@mailyard/mailstore';
 import { waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import { PASSWORD, startRetrieval, type Retrieval } from './helpers.js';
+import { INDEX_FORMAT } from '../src/message-cache.js';
 
 let p: Platform;
 const running = new Set<Retrieval>();
@@ -103,7 +104,7 @@ async function fetchAll(
 
 /** Records and damaged lines in a folder's index file. */
 async function indexFile(dir: string): Promise<{ keys: Set<string>; bad: number; foreign: boolean }> {
-  const f = new IndexCacheFile<unknown>(dir, { encode: (v) => v, decode: (v) => v });
+  const f = new IndexCacheFile<unknown>(dir, { encode: (v) => v, decode: (v) => v, format: INDEX_FORMAT });
   const r = await f.read();
   return { keys: new Set(r.records.map(([k]) => k)), bad: r.bad, foreign: r.foreign };
 }
@@ -256,5 +257,85 @@ void describe('mailyard.index.cache', () => {
     assert.deepEqual(await fetchAll(c, user), left);
     assert.equal(await headerReads(c), 0);
     await stop(c);
+  });
+});
+
+void describe('a mail client listing from the index', () => {
+  void it('answers BODY.PEEK[HEADER.FIELDS] of kept fields and INTERNALDATE after a restart without reading a file', async () => {
+    const user = 'listing@example.test';
+    await addAccount(p.directory, user);
+    const dir = accountDir(p.maildir, user);
+    for (const d of ['cur', 'new', 'tmp']) await fs.mkdir(join(dir, d), { recursive: true });
+    // folded fields, a repeated field, LF line ends in one message, a field no index keeps
+    const crlf = [
+      'Received: from mx.remote.example by mx.mailyard.test; Mon, 6 Jan 2025 10:00:00 +0000',
+      'Subject: a folded',
+      '  subject line',
+      'From: A <a@remote.example>',
+      'X-Priority: 1',
+      'To: b@example.test',
+      'X-Other: not indexed',
+      'to: c@example.test',
+      'Content-Type: text/plain;',
+      '\tcharset=utf-8',
+      '',
+      'Body',
+      '',
+    ].join('\r\n');
+    const lf = crlf.replace(/\r\n/g, '\n');
+    const when = new Date('2025-01-06T10:00:00Z');
+    for (const [i, text] of [crlf, lf].entries()) {
+      const path = join(dir, 'new', `${1736157600 + i}.M${i}P1.test,S=${text.length}`);
+      await fs.writeFile(path, text);
+      await fs.utimes(path, when, when);
+    }
+    const listing = async (r: Retrieval, fields: string[]) => {
+      const c = client(r, user);
+      await c.connect();
+      await c.mailboxOpen('INBOX');
+      const out: { headers: string; date: string }[] = [];
+      for await (const m of c.fetch('1:*', { uid: true, size: true, internalDate: true, headers: fields }))
+        out.push({ headers: m.headers!.toString('latin1'), date: new Date(m.internalDate!).toISOString() });
+      await c.logout();
+      return out;
+    };
+    // what Thunderbird asks for
+    const thunderbird = [
+      'From',
+      'To',
+      'Cc',
+      'Bcc',
+      'Subject',
+      'Date',
+      'Message-ID',
+      'Priority',
+      'X-Priority',
+    ];
+    thunderbird.push('References', 'Newsgroups', 'In-Reply-To', 'Content-Type', 'Reply-To');
+    const want = (nl: string) =>
+      ['Subject: a folded', '  subject line', 'From: A <a@remote.example>', 'X-Priority: 1'].join(nl) +
+      nl +
+      ['To: b@example.test', 'to: c@example.test', 'Content-Type: text/plain;', '\tcharset=utf-8'].join(nl) +
+      nl +
+      '\r\n';
+
+    const a = await start();
+    const first = await listing(a, thunderbird);
+    assert.deepEqual(first, [
+      { headers: want('\r\n'), date: when.toISOString() },
+      { headers: want('\n'), date: when.toISOString() },
+    ]);
+    assert.equal(await headerReads(a), 2);
+    await stop(a);
+
+    const b = await start();
+    assert.deepEqual(await listing(b, thunderbird), first, 'the same bytes from the index');
+    assert.equal(await headerReads(b), 0, 'no message file read after the restart');
+    assert.equal(await fullReads(b), 0);
+    // a field the index does not keep is read from the file
+    const other = await listing(b, ['X-Other', 'Subject']);
+    assert.equal(other[0]!.headers, 'Subject: a folded\r\n  subject line\r\nX-Other: not indexed\r\n\r\n');
+    assert.ok((await headerReads(b)) + (await fullReads(b)) > 0);
+    await stop(b);
   });
 });

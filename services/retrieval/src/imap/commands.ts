@@ -597,9 +597,14 @@ async function prefetchHeaders(s: ImapSession, view: SelectedMailbox): Promise<v
 }
 
 /** RFC 5256 §2.2: the Date header, or INTERNALDATE when it is missing or unparsable. */
-async function sentDate(folder: MailFolder, m: MessageInfo, h: HeaderField[]): Promise<number> {
+async function sentDate(
+  s: ImapSession,
+  folder: MailFolder,
+  m: MessageInfo,
+  h: HeaderField[],
+): Promise<number> {
   const d = Date.parse((header(h, 'date') ?? '').replace(/\s*\([^)]*\)\s*$/, ''));
-  return Number.isNaN(d) ? (await folder.internalDate(m)).getTime() : d;
+  return Number.isNaN(d) ? s.deps.cache.internalDate(folder, m) : d;
 }
 
 /** `<charset> <search-key>...` of SORT and THREAD (RFC 5256: the charset is required). */
@@ -654,10 +659,10 @@ async function runSort(s: ImapSession, tag: string, a: SortArgs, name: string): 
     for (const c of a.criteria) {
       switch (c.key) {
         case 'ARRIVAL':
-          keys.push((await view.folder.internalDate(m)).getTime());
+          keys.push(await s.deps.cache.internalDate(view.folder, m));
           break;
         case 'DATE':
-          keys.push(await sentDate(view.folder, m, h));
+          keys.push(await sentDate(s, view.folder, m, h));
           break;
         case 'SIZE':
           keys.push(await view.folder.sizeOf(m));
@@ -709,7 +714,7 @@ async function runThread(s: ImapSession, tag: string, a: ThreadArgs, name: strin
       references: header(h, 'references'),
       inReplyTo: header(h, 'in-reply-to'),
       subject: header(h, 'subject'),
-      date: await sentDate(view.folder, m, h),
+      date: await sentDate(s, view.folder, m, h),
     });
   }
   const threads = renderThreads(thread(a.algorithm, msgs));

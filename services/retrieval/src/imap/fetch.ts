@@ -1,13 +1,14 @@
 import {
   decodeTransfer,
   findPart,
+  headerLines,
   literal,
   type FetchItem,
   type MimePart,
   type Section,
 } from '@mailyard/imap-core';
 import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
-import type { CachedMessage, FullMessage, MessageCache } from '../message-cache.js';
+import { INDEXED_FIELDS, type CachedMessage, type FullMessage, type MessageCache } from '../message-cache.js';
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
@@ -32,22 +33,19 @@ export function parseImapDate(text: string): Date | null {
 
 /** Raw header lines of a header block, keeping folding, for HEADER.FIELDS. */
 function filterHeaders(block: Buffer, fields: string[], not: boolean): Buffer {
-  const text = block.toString('latin1');
-  const lines = text.split(/(?<=\n)/);
-  const out: string[] = [];
-  let keep = false;
-  for (const line of lines) {
-    if (line === '\r\n' || line === '\n') break;
-    if (line[0] === ' ' || line[0] === '\t') {
-      if (keep) out.push(line);
-      continue;
-    }
-    const name = line.slice(0, line.indexOf(':')).trim().toLowerCase();
-    keep = fields.includes(name) !== not;
-    if (keep) out.push(line);
-  }
-  out.push('\r\n');
-  return Buffer.from(out.join(''), 'latin1');
+  const lines = headerLines(block.toString('latin1'), (name) => fields.includes(name) !== not);
+  return Buffer.from(lines + '\r\n', 'latin1');
+}
+
+/** BODY[HEADER.FIELDS (...)] of the message itself, every field one the index keeps. */
+function fromIndex(i: FetchItem): boolean {
+  return (
+    i.k === 'SECTION' &&
+    i.kind === 'BODY' &&
+    !i.section.path.length &&
+    i.section.spec === 'HEADER.FIELDS' &&
+    i.section.fields.every((f) => INDEXED_FIELDS.has(f))
+  );
 }
 
 export class SectionError extends Error {}
@@ -99,6 +97,8 @@ export interface FetchPlan {
   mime: boolean;
   /** BODY[] and RFC822: bytes only, no MIME parsing. */
   raw: boolean;
+  /** BODY[HEADER.FIELDS (...)] of fields the index keeps: from the index. */
+  headerFields: boolean;
   envelope: boolean;
   size: boolean;
   date: boolean;
@@ -111,13 +111,16 @@ export function planFetch(items: FetchItem[]): FetchPlan {
   const has = (k: FetchItem['k']) => items.some((i) => i.k === k);
   const mime = items.some(
     (i) =>
-      (i.k === 'SECTION' && (i.kind !== 'BODY' || i.section.path.length > 0 || i.section.spec !== null)) ||
+      (i.k === 'SECTION' &&
+        !fromIndex(i) &&
+        (i.kind !== 'BODY' || i.section.path.length > 0 || i.section.spec !== null)) ||
       i.k === 'RFC822.HEADER' ||
       i.k === 'RFC822.TEXT',
   );
   return {
     mime,
-    raw: !mime && (has('SECTION') || has('RFC822')),
+    raw: !mime && items.some((i) => (i.k === 'SECTION' && !fromIndex(i)) || i.k === 'RFC822'),
+    headerFields: items.some(fromIndex),
     envelope: has('ENVELOPE'),
     size: has('RFC822.SIZE'),
     date: has('INTERNALDATE'),
@@ -165,7 +168,7 @@ export function gatherFetch(
     if (!hit) return gatherSlow(ctx, plan, m, d);
     d.raw = hit;
   }
-  if ((plan.envelope || plan.structure) && !cached) return gatherSlow(ctx, plan, m, d);
+  if ((plan.envelope || plan.structure || plan.headerFields) && !cached) return gatherSlow(ctx, plan, m, d);
   if (plan.size) {
     d.size = d.raw ? d.raw.length : (cached?.size ?? m.size);
     if (d.size < 0) return gatherSlow(ctx, plan, m, d);
@@ -192,7 +195,7 @@ async function gatherSlow(
     d.full = await ctx.cache.message(ctx.folder, m);
     d.raw = d.full.data;
   } else if (plan.raw && !d.raw) d.raw = await ctx.cache.raw(ctx.folder, m);
-  if (plan.envelope && !d.cached) d.cached = await ctx.cache.header(ctx.folder, m);
+  if ((plan.envelope || plan.headerFields) && !d.cached) d.cached = await ctx.cache.header(ctx.folder, m);
   if (plan.structure) {
     d.bodyStructure = await ctx.cache.structure(ctx.folder, m, true);
     d.body = await ctx.cache.structure(ctx.folder, m, false);
@@ -255,7 +258,12 @@ export function renderFetch(
         out.push('RFC822.TEXT ', ...literal(full!.data.subarray(full!.mime.bodyStart)));
         break;
       case 'SECTION': {
-        let bytes = full ? sectionBytes(full.data, full.mime, it.section) : raw!;
+        let bytes =
+          fromIndex(it) && d.cached
+            ? Buffer.from(d.cached.headerFields(it.section.fields), 'latin1')
+            : full
+              ? sectionBytes(full.data, full.mime, it.section)
+              : raw!;
         if (it.kind !== 'BODY' && bytes) {
           const part = it.section.path.length ? findPart(full!.mime, it.section.path) : full!.mime;
           if (part?.type === 'multipart') throw new SectionError('BINARY of a multipart');

@@ -115,7 +115,7 @@ export class SearchEvaluator {
         return body!.body.includes(norm(k.value)) || body!.headers.includes(norm(k.value));
       case 'date': {
         let t: number;
-        if (k.field === 'internal') t = (await this.folder.internalDate(m)).getTime();
+        if (k.field === 'internal') t = await this.cache.internalDate(this.folder, m);
         else {
           const d = header((await this.cache.header(this.folder, m)).fields, 'date');
           t = d ? Date.parse(d.replace(/\s*\([^)]*\)\s*$/, '')) : NaN;
