@@ -71,7 +71,7 @@ interface ComposeService {
 }
 interface Compose {
   services: Record<string, ComposeService>;
-  networks?: Record<string, { ipam?: { config?: { subnet?: string }[] } } | null>;
+  networks?: Record<string, { ipam?: { config?: { subnet?: string; ip_range?: string }[] } } | null>;
   volumes?: Record<string, unknown>;
 }
 
@@ -276,8 +276,13 @@ describe('the resolver (deploy/unbound)', () => {
     assert.equal(unbound.ports, undefined, 'the resolver is not published');
     const nets = unbound.networks as Record<string, { ipv4_address?: string }>;
     const ip = withDefaults(nets.default?.ipv4_address ?? '');
-    const subnet = withDefaults(compose.networks?.default?.ipam?.config?.[0]?.subnet ?? '');
+    const ipam = compose.networks?.default?.ipam?.config?.[0];
+    const subnet = withDefaults(ipam?.subnet ?? '');
+    const range = withDefaults(ipam?.ip_range ?? '');
     assert.ok(ipInNetworks(ip, [parseCidr(subnet)!]), `${ip} is inside the compose subnet ${subnet}`);
+    // Docker hands out addresses from ip_range only: no other container can take this one
+    assert.ok(ipInNetworks(range.split('/')[0]!, [parseCidr(subnet)!]), `${range} is inside ${subnet}`);
+    assert.ok(!ipInNetworks(ip, [parseCidr(range)!]), `${ip} is outside the dynamic range ${range}`);
 
     // a service whose code makes DNS lookups (through the shared resolver) must be told
     // to use this one, and must wait for it

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { MailFolder } from './folder.js';
 import { accountDir, folderDir } from './maildir.js';
-import { forgetUsage, readUsage, type Usage } from './maildirsize.js';
+import { forgetUsage, readUsage, type Counted, type Usage } from './maildirsize.js';
 
 /** RFC 6154 special-use folders every account gets, by name. */
 export const SPECIAL_USE: Record<string, string> = {
@@ -183,31 +183,35 @@ export class MailAccount {
    * COPY and expunge); without one, counted from the `,S=` sizes in the file names.
    */
   async usage(limit = 0): Promise<Usage> {
-    return limit > 0 ? readUsage(this.dir, limit, () => this.count()) : this.count();
+    if (limit > 0) return readUsage(this.dir, limit, () => this.count());
+    return (await this.count()).usage;
   }
 
-  private async count(): Promise<Usage> {
+  private async count(): Promise<Counted> {
     let bytes = 0;
     let messages = 0;
-    const folders = await this.list();
-    for (const f of folders) {
-      const dir = folderDir(this.root, this.account, f.name);
+    const dirs: Counted['dirs'] = [];
+    for (const f of await this.list()) {
       for (const sub of ['new', 'cur']) {
+        const dir = join(folderDir(this.root, this.account, f.name), sub);
         let names: string[] = [];
         try {
-          names = await fs.readdir(join(dir, sub));
+          // the time first: a change during the walk shows as a newer one afterwards
+          const statAt = BigInt(Date.now()) * 1_000_000n;
+          dirs.push([dir, (await fs.stat(dir, { bigint: true })).mtimeNs, statAt]);
+          names = await fs.readdir(dir);
         } catch {
           continue;
         }
         for (const n of names) {
           const m = /,S=(\d+)/.exec(n);
           if (m) bytes += Number(m[1]);
-          else bytes += (await fs.stat(join(dir, sub, n)).catch(() => ({ size: 0 }))).size;
+          else bytes += (await fs.stat(join(dir, n)).catch(() => ({ size: 0 }))).size;
           messages++;
         }
       }
     }
-    return { bytes, messages };
+    return { usage: { bytes, messages }, dirs };
   }
 }
 

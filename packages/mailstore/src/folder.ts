@@ -433,8 +433,8 @@ export class MailFolder {
       const uid = await ctx.add(tmp, base, flags);
       return { uid, validity: ctx.list.validity };
     });
-    await fsyncDir(join(this.dir, 'cur'));
     this.recordUsage(data.length, 1);
+    await fsyncDir(join(this.dir, 'cur'));
     return r;
   }
 
@@ -462,11 +462,11 @@ export class MailFolder {
         for (const s of staged) pairs.push([s.uid, await ctx.add(s.tmp, s.base, s.flags)]);
         return { validity: ctx.list.validity, pairs };
       });
-      await fsyncDir(join(this.dir, 'cur'));
       this.recordUsage(
         staged.reduce((sum, x) => sum + x.size, 0),
         staged.length,
       );
+      await fsyncDir(join(this.dir, 'cur'));
       return r;
     } catch (err) {
       await Promise.all(staged.map((s) => fs.unlink(s.tmp).catch(() => undefined)));

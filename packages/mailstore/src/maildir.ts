@@ -121,8 +121,10 @@ export class MaildirStore {
       await cb.close(fd);
     }
     await cb.rename(tmpPath(), finalPath());
-    await this.syncDir(join(dir, 'new'));
+    // counted as soon as it is there: a redelivery after a failed sync finds the file and
+    // would not count it
     recordUsage(accountDir(this.opts.root, req.account), req.data.length, 1);
+    await this.syncDir(join(dir, 'new'));
     return { path: finalPath(), written: true };
   }
 

@@ -37,20 +37,22 @@ const readFd = promisify(fsc.readFile) as (fd: number) => Promise<Buffer>;
 export function recordUsage(accountDir: string, bytes: number, messages: number): void {
   if (!bytes && !messages) return;
   const path = join(accountDir, MAILDIRSIZE);
-  let fd: number;
+  // the change is already made and must never be reported as failed: whatever goes
+  // wrong here, the file goes and the next read counts again
   try {
-    fd = fsc.openSync(path, constants.O_WRONLY | constants.O_APPEND | constants.O_NOFOLLOW);
+    const fd = fsc.openSync(path, constants.O_WRONLY | constants.O_APPEND | constants.O_NOFOLLOW);
+    try {
+      // past this size the next read rebuilds it anyway: drop it rather than let it grow
+      // (a quota that was removed leaves a file nobody reads)
+      if (fsc.fstatSync(fd).size > RECALC_SIZE) throw new Error('rebuilt on the next read');
+      fsc.writeSync(fd, `${bytes} ${messages}\n`);
+    } catch {
+      fsc.rmSync(path, { force: true });
+    } finally {
+      fsc.closeSync(fd);
+    }
   } catch {
-    return; // no quota file (ENOENT), or one we may not use: nothing to keep up to date
-  }
-  try {
-    fsc.writeSync(fd, `${bytes} ${messages}\n`);
-  } catch {
-    // the change is already made and must not be reported as failed; a file that missed
-    // it would be wrong from now on, so it goes and the next read counts again
-    fsc.rmSync(path, { force: true });
-  } finally {
-    fsc.closeSync(fd);
+    // no quota file (ENOENT: no quota), or one we cannot use: nothing to keep up to date
   }
 }
 
@@ -65,7 +67,9 @@ export async function forgetUsage(accountDir: string): Promise<void> {
 export function parseMaildirSize(text: string, limit: number): Usage | null {
   const lines = text.split('\n');
   if (lines.pop() !== '') return null; // a torn last line
-  if (lines[0] !== `${limit}S`) return null;
+  // `<bytes>S`, and a message limit (`,<n>C`) as Dovecot may write it, which we keep
+  const def = /^(\d+)S(?:,\d+C)?$/.exec(lines[0] ?? '');
+  if (!def || Number(def[1]) !== limit) return null;
   let bytes = 0;
   let messages = 0;
   for (let i = 1; i < lines.length; i++) {
@@ -78,14 +82,29 @@ export function parseMaildirSize(text: string, limit: number): Usage | null {
   return { bytes, messages };
 }
 
+/** A count of the folders, with each directory's modification time and when that was read, before it was read. */
+export interface Counted {
+  usage: Usage;
+  dirs: [path: string, mtimeNs: bigint, statAtNs: bigint][];
+}
+
+/**
+ * A directory time this close to when it was read may be followed by another change in
+ * the same clock tick, which would leave it unchanged (see MailFolder's signature).
+ */
+const TICK_NS = 10_000_000n;
+const COUNT_TRIES = 3;
+
 /**
  * The account's usage from its quota file, rebuilt with `count` (a walk over the
- * folders) when the file cannot be trusted.
+ * folders) when the file cannot be trusted. A count during which a directory changed (a
+ * delivery, an expunge) is done again, as Dovecot does: the file would otherwise keep a
+ * figure that misses that change until its next rebuild.
  */
 export async function readUsage(
   accountDir: string,
   limit: number,
-  count: () => Promise<Usage>,
+  count: () => Promise<Counted>,
 ): Promise<Usage> {
   const path = join(accountDir, MAILDIRSIZE);
   let text: string | null = null;
@@ -105,14 +124,32 @@ export async function readUsage(
   const parsed = text === null ? null : parseMaildirSize(text, limit);
   const stale = parsed && parsed.bytes > limit && Date.now() - st!.mtimeMs > RECALC_AGE_MS;
   if (parsed && !stale) return parsed;
-  const usage = await count();
-  await fs.mkdir(join(accountDir, 'tmp'), { recursive: true, mode: 0o700 });
+  // a count during which a directory changed is done again; the last one is written
+  // whatever happened, since under steady deliveries none may be quiet (the error is
+  // bounded by the few changes that raced it, and the file is rebuilt once it grows)
+  let counted = await count();
+  for (let i = 1; i < COUNT_TRIES && !(await unchangedSince(counted.dirs)); i++) counted = await count();
+  const { usage } = counted;
   const tmp = join(
     accountDir,
     'tmp',
     `${MAILDIRSIZE}.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2)}`,
   );
-  await fs.writeFile(tmp, `${limit}S\n${usage.bytes} ${usage.messages}\n`, { mode: 0o600 });
-  await fs.rename(tmp, path);
+  try {
+    await fs.writeFile(tmp, `${limit}S\n${usage.bytes} ${usage.messages}\n`, { mode: 0o600 });
+    await fs.rename(tmp, path);
+  } catch {
+    // the count stands; the file is written by a later read (a full disk, say)
+    await fs.rm(tmp, { force: true });
+  }
   return usage;
+}
+
+async function unchangedSince(dirs: Counted['dirs']): Promise<boolean> {
+  for (const [dir, before, statAt] of dirs) {
+    if (statAt - before < TICK_NS) return false;
+    const st = await fs.stat(dir, { bigint: true }).catch(() => null);
+    if (!st || st.mtimeNs !== before) return false;
+  }
+  return true;
 }

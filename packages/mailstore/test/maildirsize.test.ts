@@ -1,9 +1,18 @@
 import assert from 'node:assert/strict';
-import { promises as fs, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, promises as fs, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { tempDir } from '@mailyard/testkit';
-import { MAILDIRSIZE, MailAccount, MaildirStore, parseMaildirSize } from '../src/index.js';
+import {
+  MAILDIRSIZE,
+  MailAccount,
+  MaildirStore,
+  parseMaildirSize,
+  readUsage,
+  recordUsage,
+  type Counted,
+} from '../src/index.js';
 
 const tmp = tempDir('maildirsize-');
 after(() => tmp.cleanup());
@@ -111,10 +120,53 @@ void describe('maildirsize (Maildir++ quota)', () => {
     assert.deepEqual(await acct.usage(LIMIT), { bytes: msg(1).length, messages: 1 });
   });
 
+  void it('a count that a delivery raced is done again, so the file does not miss it', async () => {
+    const dir = fresh();
+    const newDir = join(dir, 'new');
+    await fs.mkdir(newDir, { recursive: true });
+    await fs.mkdir(join(dir, 'tmp'));
+    await sleep(30); // the directory's time is not of this clock tick
+    let calls = 0;
+    const count = async (): Promise<Counted> => {
+      calls++;
+      const statAt = BigInt(Date.now()) * 1_000_000n;
+      const before = (await fs.stat(newDir, { bigint: true })).mtimeNs;
+      const names = await fs.readdir(newDir);
+      if (calls === 1) {
+        // a delivery lands after the directory was read
+        await sleep(30);
+        writeFileSync(join(newDir, '1700000000.d.h,S=10'), 'x'.repeat(10));
+      }
+      return {
+        usage: { bytes: names.length * 10, messages: names.length },
+        dirs: [[newDir, before, statAt]],
+      };
+    };
+    assert.deepEqual(await readUsage(dir, LIMIT, count), { bytes: 10, messages: 1 });
+    assert.ok(calls >= 2, `counted ${calls} times`);
+    assert.equal(readFileSync(join(dir, MAILDIRSIZE), 'utf8'), `${LIMIT}S\n10 1\n`);
+  });
+
+  void it('a removed quota leaves no file that grows without end', () => {
+    const dir = fresh();
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, MAILDIRSIZE), `${LIMIT}S\n` + '10 1\n'.repeat(1030));
+    recordUsage(dir, 10, 1);
+    assert.equal(
+      existsSync(join(dir, MAILDIRSIZE)),
+      false,
+      'dropped: the next read with a limit rebuilds it',
+    );
+    recordUsage(dir, 10, 1); // and no file is created
+    assert.equal(existsSync(join(dir, MAILDIRSIZE)), false);
+  });
+
   void it('parses the Maildir++ format, and nothing else', () => {
     assert.deepEqual(parseMaildirSize('100S\n10 1\n  20   2\n-5 -1\n', 100), { bytes: 25, messages: 2 });
     assert.equal(parseMaildirSize('100S\n10 1\n', 200), null);
-    assert.equal(parseMaildirSize('100S,10C\n10 1\n', 100), null);
+    // Dovecot's definition with a message limit
+    assert.deepEqual(parseMaildirSize('100S,10C\n10 1\n', 100), { bytes: 10, messages: 1 });
+    assert.equal(parseMaildirSize('10C\n10 1\n', 100), null);
     assert.equal(parseMaildirSize('100S\n10\n', 100), null);
     assert.equal(parseMaildirSize('', 100), null);
   });

@@ -98,6 +98,11 @@ export interface AttemptResult {
  */
 export async function attemptDelivery(msg: Message, opts: AttemptOptions): Promise<AttemptResult> {
   const parked = { current: opts.parked ?? null };
+  if (parked.current && !opts.targets.some((t) => keysFor(t, opts.tls, opts).includes(parked.current!.key))) {
+    // connected to a host that is no longer among the targets: not kept beside a new one
+    await parked.current.client.quit();
+    parked.current = null;
+  }
   let last = new NextTarget('4.4.1', 'no address to deliver to');
   try {
     for (const target of opts.targets) {
@@ -152,6 +157,20 @@ function sessionKey(
 ): string {
   const who = [target.ip, target.port, target.host.toLowerCase(), opts.auth?.user ?? '', localAddress ?? ''];
   return [tls.mode, ...who].join('|');
+}
+
+function sourceAddress(target: Target, opts: AttemptOptions): string | undefined {
+  return (isIP(target.ip) === 6 ? opts.bindAddress6 : opts.bindAddress) || undefined;
+}
+
+/**
+ * Keys of the sessions that may carry a message to `target` under `tls`, its own first;
+ * with opportunistic TLS also one that fell back to cleartext.
+ */
+function keysFor(target: Target, tls: TlsPolicy, opts: AttemptOptions): string[] {
+  const local = sourceAddress(target, opts);
+  const key = sessionKey(target, tls, opts, local);
+  return tls.mode === 'may' ? [key, sessionKey(target, { mode: 'none' }, opts, local)] : [key];
 }
 
 /**
@@ -240,10 +259,9 @@ async function deliverTo(
   tls: TlsPolicy,
   parked: { current: ParkedSession | null },
 ): Promise<AttemptResult> {
-  const v6 = isIP(target.ip) === 6;
-  const localAddress = (v6 ? opts.bindAddress6 : opts.bindAddress) || undefined;
-  const key = sessionKey(target, tls, opts, localAddress);
-  const keys = tls.mode === 'may' ? [key, sessionKey(target, { mode: 'none' }, opts, localAddress)] : [key];
+  const localAddress = sourceAddress(target, opts);
+  const keys = keysFor(target, tls, opts);
+  const key = keys[0]!;
   const reused = await takeParked(parked, keys);
   const c = reused ?? (await openSession(target, opts, tls, localAddress));
   opts.onSession?.(reused !== null);
@@ -251,10 +269,11 @@ async function deliverTo(
   // the session ended normally: it is QUIT, or handed back when it may carry another message
   let finished = false;
   let reusable = false;
-  const result = (outcomes: RecipientOutcome[]): AttemptResult => ({
-    outcomes,
-    session: reusable && opts.keepSession && c.usable ? { client: c, key } : null,
-  });
+  let handedBack = false;
+  const result = (outcomes: RecipientOutcome[]): AttemptResult => {
+    handedBack = reusable && !!opts.keepSession && c.usable;
+    return { outcomes, session: handedBack ? { client: c, key } : null };
+  };
   try {
     const all = (kind: 'bounced' | 'deferred', status: string, reason: string): AttemptResult =>
       result(msg.recipients.map((recipient) => ({ kind, recipient, status, reason, remoteMta: mta })));
@@ -343,6 +362,6 @@ async function deliverTo(
     );
   } finally {
     if (!finished) c.close();
-    else if (!(reusable && opts.keepSession && c.usable)) await c.quit();
+    else if (!handedBack) await c.quit();
   }
 }

@@ -115,7 +115,14 @@ export class DestinationLimits {
   private holder(destination: string, slotKey: string, token: string): () => Promise<void> {
     const renew = setInterval(
       () => {
-        this.redis.zadd(slotKey, 'XX', Date.now() + this.leaseMs, token).catch(() => undefined);
+        // the key's own expiry too: a slot held longer than one lease (a reused session)
+        // must not vanish with the key
+        this.redis
+          .multi()
+          .zadd(slotKey, 'XX', Date.now() + this.leaseMs, token)
+          .pexpire(slotKey, this.leaseMs)
+          .exec()
+          .catch(() => undefined);
       },
       Math.max(this.leaseMs / 3, 10),
     );

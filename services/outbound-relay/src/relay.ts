@@ -261,22 +261,14 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     const deadline = now() + config.destination_slot_wait;
     // a session the previous message to this destination left open comes with its slot
     const parked = sessions.take(slotKey);
-    let release: (() => Promise<void>) | null;
-    if (parked) {
-      release = parked.release;
-      if (!(await limits.rateWait(slotKey, deadline))) {
-        await parked.session.client.quit();
-        await release();
-        return all('deferred', '4.4.5', `destination ${slotKey} busy (rate limit)`);
-      }
-    } else {
-      release = await limits.acquire(slotKey, deadline);
-      if (!release)
-        return all('deferred', '4.4.5', `destination ${slotKey} busy (concurrency or rate limit)`);
-    }
+    const release = parked?.release ?? (await limits.acquire(slotKey, deadline));
+    if (!release) return all('deferred', '4.4.5', `destination ${slotKey} busy (concurrency or rate limit)`);
     let unused = parked?.session ?? null;
     let keep: ParkedSession | null = null;
     try {
+      // the slot came with the session; the rate budget is still to be had
+      if (parked && !(await limits.rateWait(slotKey, deadline)))
+        return all('deferred', '4.4.5', `destination ${slotKey} busy (rate limit)`);
       const dest = await resolveTargets(domain);
       if (dest.kind !== 'targets')
         return all(dest.kind === 'permanent' ? 'bounced' : 'deferred', dest.status, dest.text);

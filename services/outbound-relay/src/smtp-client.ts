@@ -141,7 +141,13 @@ export class SmtpClient {
 
   /** Connected, not failed, and nothing unasked-for from the server (such as a 421 before it hangs up). */
   get usable(): boolean {
-    return !this.failure && !this.socket.destroyed && !this.replies.length && !this.buf.length;
+    return (
+      !this.failure &&
+      !this.socket.destroyed &&
+      !this.replies.length &&
+      !this.pendingLines.length &&
+      !this.buf.length
+    );
   }
 
   get peer(): string {
