@@ -56,19 +56,23 @@ function headerEnd(buf: Buffer, start: number, end: number): { bodyStart: number
 export function headerLines(text: string, keep: (name: string) => boolean): string {
   let out = '';
   let kept = false;
-  let pos = 0;
-  while (pos < text.length) {
-    let nl = text.indexOf('\n', pos);
-    nl = nl < 0 ? text.length : nl + 1;
-    const line = text.slice(pos, nl);
-    pos = nl;
-    if (line === '\r\n' || line === '\n') break;
-    if (line[0] === ' ' || line[0] === '\t') {
-      if (kept) out += line;
-      continue;
+  const n = text.length;
+  for (let pos = 0; pos < n;) {
+    const lf = text.indexOf('\n', pos);
+    const next = lf < 0 ? n : lf + 1;
+    const c = text.charCodeAt(pos);
+    // the empty line ends the header
+    if (c === 10 || (c === 13 && next === pos + 2 && lf === pos + 1)) break;
+    if (c === 32 || c === 9) {
+      if (kept) out += text.slice(pos, next);
+    } else {
+      // the name ends at the colon; a line without one is taken whole, less its last char
+      const colon = text.indexOf(':', pos);
+      const end = colon >= 0 && colon < next ? colon : next - 1;
+      kept = keep(text.slice(pos, end).trim().toLowerCase());
+      if (kept) out += text.slice(pos, next);
     }
-    kept = keep(line.slice(0, line.indexOf(':')).trim().toLowerCase());
-    if (kept) out += line;
+    pos = next;
   }
   return out;
 }

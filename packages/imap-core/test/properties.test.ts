@@ -6,6 +6,7 @@ import {
   decodeMutf7,
   encodeMutf7,
   formatSequence,
+  headerLines,
   inRanges,
   parseCommand,
   ParseError,
@@ -184,5 +185,59 @@ void describe('framer', () => {
     const ev = f.push(Buffer.from('t1 APPEND INBOX {11}\r\nt2 NOOP\r\n'));
     assert.deepEqual(ev[0], { type: 'error', reason: 'literal-too-large', tag: 't1', fatal: false });
     assert.equal(ev[1]?.type, 'command');
+  });
+});
+
+void describe('headerLines (HEADER.FIELDS)', () => {
+  /** The plain statement of what it does: split into lines, keep fields and their folding. */
+  const reference = (text: string, names: string[]) => {
+    let out = '';
+    let kept = false;
+    for (const line of text.split(/(?<=\n)/)) {
+      if (line === '\r\n' || line === '\n') break;
+      if (line[0] === ' ' || line[0] === '\t') {
+        if (kept) out += line;
+        continue;
+      }
+      kept = names.includes(line.slice(0, line.indexOf(':')).trim().toLowerCase());
+      if (kept) out += line;
+    }
+    return out;
+  };
+  const line = fc.oneof(
+    fc.constantFrom(
+      'Subject: a',
+      'To: b',
+      'X-Priority: 1',
+      'subject : c',
+      '\tfolded',
+      '  more',
+      'no colon',
+      '',
+    ),
+    fc.string({ maxLength: 12 }),
+  );
+  const header = fc
+    .tuple(fc.array(fc.tuple(line, fc.constantFrom('\r\n', '\n')), { maxLength: 12 }), fc.boolean())
+    .map(([ls, tail]) => ls.map(([l, nl]) => l + nl).join('') + (tail ? 'Subject: no newline' : ''));
+
+  void it('keeps exactly the lines of the named fields, folding and line ends included, up to the empty line', () => {
+    fc.assert(
+      fc.property(header, fc.subarray(['subject', 'to', 'x-priority', 'no colo']), (text, names) => {
+        assert.equal(
+          headerLines(text, (n) => names.includes(n)),
+          reference(text, names),
+        );
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  void it('on a real header', () => {
+    const text = 'Received: x\r\n y\r\nSubject: a\r\n\tb\r\nTo: c\r\n\r\nTo: body\r\n';
+    assert.equal(
+      headerLines(text, (n) => n === 'subject' || n === 'to'),
+      'Subject: a\r\n\tb\r\nTo: c\r\n',
+    );
   });
 });
