@@ -66,15 +66,23 @@ export function headerLines(text: string, keep: (name: string) => boolean): stri
     if (c === 32 || c === 9) {
       if (kept) out += text.slice(pos, next);
     } else {
-      // the name ends at the colon; a line without one is taken whole, less its last char
-      const colon = text.indexOf(':', pos);
-      const end = colon >= 0 && colon < next ? colon : next - 1;
+      // the name ends at the colon; a line without one is taken whole, less its last
+      // char. The search stops at the line's end: one through the rest of the header
+      // would make a long run of lines without a colon quadratic
+      const colon = indexInLine(text, 58, pos, next);
+      const end = colon >= 0 ? colon : next - 1;
       kept = keep(text.slice(pos, end).trim().toLowerCase());
       if (kept) out += text.slice(pos, next);
     }
     pos = next;
   }
   return out;
+}
+
+/** Index of the char code `c` in `text[from, to)`, or -1. */
+function indexInLine(text: string, c: number, from: number, to: number): number {
+  for (let i = from; i < to; i++) if (text.charCodeAt(i) === c) return i;
+  return -1;
 }
 
 export function parseHeaderBlock(text: string): HeaderField[] {
@@ -104,8 +112,8 @@ export function parseHeaderFields(text: string, wanted?: ReadonlySet<string>): H
       if (last) last.value += ' ' + text.slice(start, end).trim();
       continue;
     }
-    const colon = text.indexOf(':', start);
-    if (colon <= start || colon >= end) continue;
+    const colon = indexInLine(text, 58, start, end);
+    if (colon <= start) continue;
     const name = text.slice(start, colon).trim().toLowerCase();
     any = true;
     if (wanted && !wanted.has(name)) {

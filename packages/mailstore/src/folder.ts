@@ -34,9 +34,11 @@ export interface FolderSnapshot {
 export interface HeaderBlock {
   /** Header lines up to the empty line (excluded), one char per byte. */
   text: string;
-  /** Size (from the name when it carries one, as RFC822.SIZE is), and modification time (INTERNALDATE). */
+  /** Size (from the name when it carries one, as RFC822.SIZE is), and modification time (INTERNALDATE, whole ms). */
   size: number;
   mtimeMs: number;
+  /** The header block was longer than the most that is read (about 2 MiB): `text` is its start. */
+  cut: boolean;
 }
 
 export interface FlagChange {
@@ -707,7 +709,10 @@ function compareNames(a: string, b: string): number {
 
 /** First read of a message file; most header blocks fit. */
 const HEAD_READ = 8192;
-/** A header block larger than this is cut here (as before: the rest is never parsed). */
+/**
+ * A header block is read in a buffer growing fourfold from HEAD_READ until it holds the
+ * block or has passed this size (2 MiB then); a longer one is cut there.
+ */
 const HEAD_MAX = 1024 * 1024;
 const SYNC_SLICE_MS = 4;
 const SLOW_READ_MS = 1;
@@ -735,7 +740,9 @@ function headBlock(
   st: { size: number; mtimeMs: number },
 ): HeaderBlock {
   const text = buf.toString('latin1', 0, end < 0 ? n : end);
-  return { text, size: size >= 0 ? size : st.size, mtimeMs: st.mtimeMs };
+  // whole milliseconds, as stat().mtime (Date) gives them where the index is not used
+  const mtimeMs = Math.trunc(st.mtimeMs);
+  return { text, size: size >= 0 ? size : st.size, mtimeMs, cut: end < 0 && n === buf.length };
 }
 
 /** `size` from the file name (-1: unknown, then the file's); the file is stat'ed for its mtime. */

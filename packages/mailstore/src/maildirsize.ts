@@ -90,9 +90,12 @@ export interface Counted {
 
 /**
  * A directory time this close to when it was read may be followed by another change in
- * the same clock tick, which would leave it unchanged (see MailFolder's signature).
+ * the same clock tick, which would leave it unchanged: the kernel's coarse clock ticks
+ * every few ms, and a file system that keeps whole seconds ticks every second (the same
+ * rule as MailFolder's signature).
  */
-const TICK_NS = 10_000_000n;
+const TICK_NS = 50_000_000n;
+const TICK_WHOLE_SECONDS_NS = 2_000_000_000n;
 const COUNT_TRIES = 3;
 
 /**
@@ -138,6 +141,9 @@ export async function readUsage(
   try {
     await fs.writeFile(tmp, `${limit}S\n${usage.bytes} ${usage.messages}\n`, { mode: 0o600 });
     await fs.rename(tmp, path);
+    // a change between the last look and the rename appended to the file just replaced
+    // (or found none): this one would miss it, so it goes and the next read counts again
+    if (!(await unchangedSince(counted.dirs, false))) await fs.rm(path, { force: true });
   } catch {
     // the count stands; the file is written by a later read (a full disk, say)
     await fs.rm(tmp, { force: true });
@@ -145,9 +151,11 @@ export async function readUsage(
   return usage;
 }
 
-async function unchangedSince(dirs: Counted['dirs']): Promise<boolean> {
+/** The directories still have the times the count saw (and, with `tick`, none was too fresh to trust). */
+async function unchangedSince(dirs: Counted['dirs'], tick = true): Promise<boolean> {
   for (const [dir, before, statAt] of dirs) {
-    if (statAt - before < TICK_NS) return false;
+    const whole = before % 1_000_000_000n === 0n;
+    if (tick && statAt - before < (whole ? TICK_WHOLE_SECONDS_NS : TICK_NS)) return false;
     const st = await fs.stat(dir, { bigint: true }).catch(() => null);
     if (!st || st.mtimeNs !== before) return false;
   }

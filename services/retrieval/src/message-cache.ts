@@ -58,6 +58,8 @@ export class CachedMessage {
     readonly size: number,
     /** Modification time (INTERNALDATE, ms), when it was read. */
     readonly date?: number,
+    /** The header was longer than what is read of it: `header` may miss fields, HEADER.FIELDS reads the file. */
+    readonly headerCut = false,
     /** BODYSTRUCTURE and BODY (one char per byte), once the whole message was parsed. */
     readonly bodyStructure?: string,
     readonly body?: string,
@@ -67,10 +69,10 @@ export class CachedMessage {
   }
 
   /** From a message's header block (one char per byte). */
-  static fromHeader(block: string, size: number, date?: number): CachedMessage {
+  static fromHeader(block: string, size: number, date?: number, cut = false): CachedMessage {
     const header = headerLines(block, indexed);
     const fields = parseHeaderFields(header);
-    return new CachedMessage(envelopeText(fields), header, size, date, undefined, undefined, fields);
+    return new CachedMessage(envelopeText(fields), header, size, date, cut, undefined, undefined, fields);
   }
 
   /** The indexed header fields, unfolded, values raw (one char per byte). */
@@ -79,7 +81,10 @@ export class CachedMessage {
     return this.parsed;
   }
 
-  /** BODY[HEADER.FIELDS (names)] when every name is one of INDEXED_FIELDS: the same bytes as from the file. */
+  /**
+   * BODY[HEADER.FIELDS (names)] when every name is one of INDEXED_FIELDS and the header
+   * was not cut: the same bytes as from the file.
+   */
   headerFields(names: string[]): string {
     return headerLines(this.header, (n) => names.includes(n)) + '\r\n';
   }
@@ -90,6 +95,7 @@ export class CachedMessage {
       this.header,
       this.size,
       this.date,
+      this.headerCut,
       bodyStructure,
       body,
       this.parsed ?? undefined,
@@ -147,22 +153,33 @@ interface FolderIndex {
 export const INDEX_FORMAT = 'm2';
 const codec = { encode: encodeRecord, decode: decodeRecord, format: INDEX_FORMAT };
 
+/** First element of every record: records of an older layout (appended by an instance not yet updated) are refused. */
+const RECORD_TAG = 2;
+
 /**
- * On disk, an array: [envelope, header lines, size, date or null, BODYSTRUCTURE, BODY] (the
- * last two only once known). Strings, numbers and nulls only: JSON.parse makes no
- * object per record.
+ * On disk, an array: [2, envelope, header lines, size, date or null, 1 if the header was
+ * cut else 0, BODYSTRUCTURE, BODY] (the last two only once known). Strings, numbers and
+ * nulls only: JSON.parse makes no object per record.
  */
 function decodeRecord(v: unknown): CachedMessage | null {
-  if (!Array.isArray(v) || v.length < 4) return null;
-  const [e, h, size, date, bs, b] = v as unknown[];
+  if (!Array.isArray(v) || v.length < 6 || v[0] !== RECORD_TAG) return null;
+  const [, e, h, size, date, cut, bs, b] = v as unknown[];
   if (typeof e !== 'string' || typeof h !== 'string' || typeof size !== 'number') return null;
-  if (date !== null && typeof date !== 'number') return null;
+  if ((date !== null && typeof date !== 'number') || (cut !== 0 && cut !== 1)) return null;
   const withBs = typeof bs === 'string' && typeof b === 'string';
-  return new CachedMessage(e, h, size, date ?? undefined, withBs ? bs : undefined, withBs ? b : undefined);
+  return new CachedMessage(
+    e,
+    h,
+    size,
+    date ?? undefined,
+    cut === 1,
+    withBs ? bs : undefined,
+    withBs ? b : undefined,
+  );
 }
 
 function encodeRecord(m: CachedMessage): unknown {
-  const r: unknown[] = [m.envelope, m.header, m.size, m.date ?? null];
+  const r: unknown[] = [RECORD_TAG, m.envelope, m.header, m.size, m.date ?? null, m.headerCut ? 1 : 0];
   if (m.bodyStructure !== undefined) r.push(m.bodyStructure, m.body);
   return r;
 }
@@ -296,7 +313,7 @@ export class MessageCache {
     misses.forEach((m, i) => {
       const b = blocks[i];
       if (!b) return;
-      added.push([m.base, CachedMessage.fromHeader(b.text, b.size, b.mtimeMs)]);
+      added.push([m.base, CachedMessage.fromHeader(b.text, b.size, b.mtimeMs, b.cut)]);
     });
     this.add(fi, added);
     return msgs.map((m) => fi.entries.get(m.base) ?? null);
@@ -456,7 +473,15 @@ export class MessageCache {
     const { data, mime } = await this.message(folder, m);
     const bs = flatten(bodyStructure(mime, true));
     const body = flatten(bodyStructure(mime, false));
-    const base = c ?? CachedMessage.fromHeader(data.toString('latin1', 0, mime.bodyStart), data.length);
+    // the whole header is at hand here: it replaces a record whose header was cut
+    const base =
+      c && !c.headerCut
+        ? c
+        : CachedMessage.fromHeader(
+            data.toString('latin1', 0, mime.bodyStart),
+            c?.size ?? data.length,
+            c?.date,
+          );
     const next = base.withStructure(bs, body);
     const fi = this.folderIndex(folder.dir);
     this.add(fi, [[m.base, next]]);

@@ -338,4 +338,44 @@ void describe('a mail client listing from the index', () => {
     assert.ok((await headerReads(b)) + (await fullReads(b)) > 0);
     await stop(b);
   });
+
+  void it('a header too long to keep whole, and a record an older version appended, are answered from the file', async () => {
+    const user = 'longheader@example.test';
+    await addAccount(p.directory, user);
+    const dir = accountDir(p.maildir, user);
+    for (const d of ['cur', 'new', 'tmp']) await fs.mkdir(join(dir, d), { recursive: true });
+    // 2.5 MiB of header before the Subject: past what is read of a header block
+    const long = 'X-Filler: ' + 'y'.repeat(70) + '\r\n';
+    const big =
+      'From: a@remote.example\r\n' +
+      long.repeat(Math.ceil((2.5 * 1024 * 1024) / long.length)) +
+      'Subject: at the end\r\n\r\nBody\r\n';
+    await fs.writeFile(join(dir, 'new', `1736157600.M1P1.test,S=${big.length}`), big);
+    const small = 'From: b@remote.example\r\nSubject: small\r\n\r\nBody\r\n';
+    const smallBase = `1736157601.M2P1.test,S=${small.length}`;
+    await fs.writeFile(join(dir, 'new', smallBase), small);
+    // an instance of the previous version appended a record in its own layout to our file
+    const file = new IndexCacheFile<unknown>(join(dir), {
+      encode: (v) => v,
+      decode: (v) => v,
+      format: INDEX_FORMAT,
+    });
+    await file.append([
+      [smallBase, ['("x" "wrong" NIL NIL NIL NIL NIL NIL NIL NIL)', 'subject:wrong', small.length, null]],
+    ]);
+
+    const r = await start();
+    const c = client(r, user);
+    await c.connect();
+    await c.mailboxOpen('INBOX');
+    const got: string[] = [];
+    for await (const m of c.fetch('1:*', { uid: true, headers: ['Subject', 'From'] }))
+      got.push(m.headers!.toString());
+    await c.logout();
+    assert.deepEqual(got, [
+      'From: a@remote.example\r\nSubject: at the end\r\n\r\n',
+      'From: b@remote.example\r\nSubject: small\r\n\r\n',
+    ]);
+    await stop(r);
+  });
 });

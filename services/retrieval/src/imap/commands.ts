@@ -416,9 +416,10 @@ async function runFetch(s: ImapSession, tag: string, a: FetchArgs, name: string)
     s.conn.writeMany(bufs);
     await s.conn.drain();
   };
-  // headers for ENVELOPE are read (or found in the index) a few hundred messages at a
-  // time: the files are read together, and the first responses leave early
-  const wantsHeaders = items.some((i) => i.k === 'ENVELOPE' || i.k === 'INTERNALDATE');
+  // headers for ENVELOPE (and INTERNALDATE, HEADER.FIELDS the index keeps) are read, or
+  // found in the index, a few hundred messages at a time: the files are read together,
+  // and the first responses leave early
+  const wantsHeaders = plan.envelope || plan.date || plan.headerFields;
   for (let k = 0; k < msgs.length; k += FETCH_CHUNK) {
     const part = msgs.slice(k, k + FETCH_CHUNK);
     if (wantsHeaders)

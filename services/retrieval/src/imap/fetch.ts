@@ -169,6 +169,7 @@ export function gatherFetch(
     d.raw = hit;
   }
   if ((plan.envelope || plan.structure || plan.headerFields) && !cached) return gatherSlow(ctx, plan, m, d);
+  if (plan.headerFields && cached?.headerCut) return gatherSlow(ctx, plan, m, d);
   if (plan.size) {
     d.size = d.raw ? d.raw.length : (cached?.size ?? m.size);
     if (d.size < 0) return gatherSlow(ctx, plan, m, d);
@@ -196,6 +197,8 @@ async function gatherSlow(
     d.raw = d.full.data;
   } else if (plan.raw && !d.raw) d.raw = await ctx.cache.raw(ctx.folder, m);
   if ((plan.envelope || plan.headerFields) && !d.cached) d.cached = await ctx.cache.header(ctx.folder, m);
+  // a header too long for the index: HEADER.FIELDS from the file
+  if (plan.headerFields && d.cached?.headerCut && !d.full) d.full = await ctx.cache.message(ctx.folder, m);
   if (plan.structure) {
     d.bodyStructure = await ctx.cache.structure(ctx.folder, m, true);
     d.body = await ctx.cache.structure(ctx.folder, m, false);
@@ -259,7 +262,7 @@ export function renderFetch(
         break;
       case 'SECTION': {
         let bytes =
-          fromIndex(it) && d.cached
+          fromIndex(it) && d.cached && !d.cached.headerCut
             ? Buffer.from(d.cached.headerFields(it.section.fields), 'latin1')
             : full
               ? sectionBytes(full.data, full.mime, it.section)
