@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
+import { constants as zc, createDeflateRaw, createInflateRaw, type DeflateRaw } from 'node:zlib';
 
 /**
  * A client connection, plain or TLS, that can be upgraded in place (STARTTLS, STLS).
@@ -38,13 +39,17 @@ export class ClientConnection {
   write(data: string | Buffer): void {
     if (this.isClosed) return;
     this.sent += typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+    if (this.deflate) return this.compress(data);
     this.socket.write(data);
   }
 
   /** Several buffers in one writev (the socket is corked while they are queued). */
   writeMany(data: Buffer[]): void {
     if (this.isClosed) return;
-    if (data.length === 1) return this.write(data[0]!);
+    if (data.length === 1 || this.deflate) {
+      for (const d of data) this.write(d);
+      return;
+    }
     this.socket.cork();
     for (const d of data) {
       this.sent += d.length;
@@ -54,15 +59,63 @@ export class ClientConnection {
   }
 
   async drain(): Promise<void> {
-    if (this.isClosed || this.socket.writableLength < 1 << 20) return;
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        this.socket.off('drain', done);
-        this.socket.off('close', done);
-        resolve();
-      };
-      this.socket.on('drain', done);
-      this.socket.on('close', done);
+    const queued = () => this.socket.writableLength + (this.deflate?.writableLength ?? 0);
+    if (this.isClosed || queued() < 1 << 20) return;
+    // with compression the socket drains as the compressor catches up: wait for the socket
+    while (!this.isClosed && queued() >= 1 << 20) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          this.socket.off('drain', done);
+          this.socket.off('close', done);
+          this.deflate?.off('drain', done);
+          resolve();
+        };
+        this.socket.on('drain', done);
+        this.socket.on('close', done);
+        this.deflate?.on('drain', done);
+      });
+    }
+  }
+
+  /** COMPRESS=DEFLATE is on: everything after the command's OK, both ways, is raw deflate. */
+  get compressed(): boolean {
+    return this.deflate !== null;
+  }
+
+  private deflate: DeflateRaw | null = null;
+  private flushQueued = false;
+
+  /**
+   * RFC 4978: from now on the client's bytes are inflated before the session sees them,
+   * and what the session writes is deflated, flushed (Z_SYNC_FLUSH) once per turn of the
+   * event loop so that every response leaves at once. Call it right after writing the
+   * tagged OK, in the same turn, so no later byte is read uncompressed.
+   */
+  startCompression(): void {
+    const socket = this.socket;
+    const inflate = createInflateRaw();
+    const deflate = createDeflateRaw();
+    socket.removeAllListeners('data');
+    socket.on('data', (c: Buffer) => inflate.write(c));
+    inflate.on('data', (c: Buffer) => this.onData(c));
+    // a stream that does not inflate, or a compressor failing: nothing more can be said
+    inflate.on('error', () => socket.destroy());
+    deflate.on('data', (c: Buffer) => socket.write(c));
+    deflate.on('error', () => socket.destroy());
+    socket.on('close', () => {
+      inflate.destroy();
+      deflate.destroy();
+    });
+    this.deflate = deflate;
+  }
+
+  private compress(data: string | Buffer): void {
+    this.deflate!.write(data);
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    process.nextTick(() => {
+      this.flushQueued = false;
+      if (!this.deflate!.destroyed) this.deflate!.flush(zc.Z_SYNC_FLUSH);
     });
   }
 
@@ -87,7 +140,12 @@ export class ClientConnection {
   end(last?: string): void {
     if (this.isClosed) return;
     if (last) this.write(last);
-    this.socket.end();
+    if (this.deflate) {
+      // the compressed stream is finished first, then the connection
+      const socket = this.socket;
+      this.deflate.once('end', () => socket.end());
+      this.deflate.end();
+    } else this.socket.end();
     setTimeout(() => this.socket.destroy(), 2000).unref();
   }
 

@@ -26,6 +26,11 @@ export function createMetrics(registry: Registry) {
       labelNames: ['protocol'] as const,
       registers: [registry],
     }),
+    compressedSessions: new Counter({
+      name: 'mailyard_retrieval_compressed_sessions_total',
+      help: 'IMAP sessions that turned on COMPRESS=DEFLATE (RFC 4978)',
+      registers: [registry],
+    }),
     commands: new Counter({
       name: 'mailyard_retrieval_commands_total',
       help: 'Commands handled, by protocol, command and result (ok, no, bad)',

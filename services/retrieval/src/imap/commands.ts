@@ -895,6 +895,21 @@ export const COMMANDS: Record<string, CommandDef<unknown>> = {
       await s.startTls();
     },
   }),
+  COMPRESS: def({
+    states: AUTHED,
+    parse: (r) => {
+      const mech = r.atom('mechanism').toUpperCase();
+      r.end();
+      return mech;
+    },
+    run(s, tag, mech: string) {
+      // RFC 4978 §3
+      if (mech !== 'DEFLATE') throw reply.bad(`Unsupported compression mechanism ${mech}`);
+      if (s.conn.compressed) throw new ImapReply('NO', 'COMPRESSIONACTIVE', 'DEFLATE active via COMPRESS');
+      s.startCompression(tag);
+      return Promise.resolve();
+    },
+  }),
   LOGIN: def({
     states: NOAUTH,
     parse: (r) => {

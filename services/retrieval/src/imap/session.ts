@@ -133,6 +133,7 @@ export class ImapSession {
       'BINARY',
       `APPENDLIMIT=${this.deps.config.message_size_limit}`,
     );
+    if (!this.conn.compressed) caps.push('COMPRESS=DEFLATE');
     return caps.join(' ');
   }
 
@@ -362,6 +363,18 @@ export class ImapSession {
     if (authz && authz.toLowerCase() !== user.toLowerCase()) throw reply.authFailed();
     await this.login(user, pass);
     this.send(`${tag} OK [CAPABILITY ${this.capabilities()}] Logged in\r\n`);
+  }
+
+  /** COMPRESS DEFLATE: the OK, then compression from the next byte on; pipelined commands are dropped. */
+  startCompression(tag: string): void {
+    this.framer = new CommandFramer({
+      maxLine: this.deps.config.imap_max_line_length,
+      maxLiteral: this.deps.config.message_size_limit,
+    });
+    this.queue = [];
+    this.send(`${tag} OK DEFLATE active\r\n`);
+    this.conn.startCompression();
+    this.deps.metrics.compressedSessions.inc();
   }
 
   async startTls(): Promise<void> {

@@ -1,0 +1,126 @@
+// COMPRESS=DEFLATE (RFC 4978): a raw client that compresses both ways, and imapflow.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { constants as zc, createDeflateRaw, createInflateRaw } from 'node:zlib';
+import { ImapFlow } from 'imapflow';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import { PASSWORD, sendRaw, startRetrieval, type Retrieval } from './helpers.js';
+import { RawImap } from './raw-imap.js';
+
+let p: Platform;
+let r: Retrieval;
+const USER = 'compress@example.test';
+// compressible, as mail text is
+const BODY = 'The same sentence of a long newsletter, again and again.\r\n'.repeat(2000);
+
+before(async () => {
+  p = await startPlatform();
+  await addAccount(p.directory, USER);
+  r = await startRetrieval(p);
+  await sendRaw(p, USER, `From: a@remote.example\r\nTo: ${USER}\r\nSubject: big\r\n\r\n${BODY}`);
+});
+after(async () => {
+  await r?.stop();
+  await p?.close();
+});
+
+/** Reads the inflated stream after COMPRESS until `re` matches. */
+function compressedClient(c: RawImap) {
+  const inflate = createInflateRaw();
+  const deflate = createDeflateRaw();
+  let text = '';
+  let wire = 0;
+  const waiters: (() => void)[] = [];
+  c.socket.removeAllListeners('data');
+  c.socket.on('data', (d: Buffer) => {
+    wire += d.length;
+    inflate.write(d);
+  });
+  inflate.on('data', (d: Buffer) => {
+    text += d.toString('latin1');
+    for (const w of waiters.splice(0)) w();
+  });
+  deflate.on('data', (d: Buffer) => c.socket.write(d));
+  return {
+    get wire() {
+      return wire;
+    },
+    async cmd(tag: string, line: string): Promise<string> {
+      deflate.write(`${tag} ${line}\r\n`);
+      deflate.flush(zc.Z_SYNC_FLUSH);
+      const re = new RegExp(`^${tag} (OK|NO|BAD)[^\\r]*\\r\\n`, 'm');
+      const deadline = Date.now() + 5000;
+      for (;;) {
+        const m = re.exec(text);
+        if (m) {
+          const out = text.slice(0, m.index + m[0].length);
+          text = text.slice(m.index + m[0].length);
+          return out;
+        }
+        if (Date.now() > deadline) throw new Error(`no ${tag} reply; got ${text.slice(0, 200)}`);
+        await new Promise<void>((res) => {
+          const t = setTimeout(res, 50);
+          waiters.push(() => {
+            clearTimeout(t);
+            res();
+          });
+        });
+      }
+    },
+  };
+}
+
+void describe('COMPRESS=DEFLATE', () => {
+  void it('is offered once logged in, refuses other mechanisms and a second COMPRESS, and compresses both ways', async () => {
+    const c = await RawImap.connect(r.ports.imaps, { tls: true });
+    const greeting = await c.until(/^\* OK/m);
+    assert.doesNotMatch(greeting, /COMPRESS/);
+    assert.match(await c.cmd('a', 'COMPRESS DEFLATE'), /^a BAD/m, 'not before login');
+    assert.match(await c.cmd('b', `LOGIN ${USER} "${PASSWORD}"`), /^b OK .*COMPRESS=DEFLATE/m);
+    assert.match(await c.cmd('c', 'COMPRESS LZW'), /^c BAD/m);
+    assert.match(await c.cmd('d', 'COMPRESS DEFLATE'), /^d OK/m);
+
+    const z = compressedClient(c);
+    assert.match(await z.cmd('e', 'SELECT INBOX'), /^\* 1 EXISTS/m);
+    const before = z.wire;
+    const fetched = await z.cmd('f', 'FETCH 1 (BODY.PEEK[])');
+    const stored = readFileSync(p.inbox(USER)[0]!);
+    assert.ok(
+      fetched.includes(`BODY[] {${stored.length}}\r\n${stored.toString('latin1')})`),
+      'the message, byte for byte',
+    );
+    // the wire carried far less than the message itself
+    assert.ok(
+      z.wire - before < stored.length / 10,
+      `${z.wire - before} bytes on the wire for ${stored.length}`,
+    );
+    assert.match(await z.cmd('g', 'COMPRESS DEFLATE'), /^g NO \[COMPRESSIONACTIVE\]/m);
+    const caps = await z.cmd('h', 'CAPABILITY');
+    assert.doesNotMatch(caps, /COMPRESS=DEFLATE/);
+    assert.match(await z.cmd('i', 'LOGOUT'), /^\* BYE/m);
+    await c.waitClosed();
+  });
+
+  void it('imapflow turns it on by itself', async () => {
+    const client = new ImapFlow({
+      host: '127.0.0.1',
+      port: r.ports.imap,
+      secure: false,
+      doSTARTTLS: false,
+      auth: { user: USER, pass: PASSWORD },
+      logger: false,
+    });
+    const counted = async () =>
+      (await r.rt.registry.getSingleMetric('mailyard_retrieval_compressed_sessions_total')!.get()).values[0]
+        ?.value ?? 0;
+    const beforeCount = await counted();
+    await client.connect();
+    const lock = await client.getMailboxLock('INBOX');
+    const msg = await client.fetchOne('1', { source: true });
+    lock.release();
+    await client.logout();
+    assert.ok(msg && msg.source!.toString('latin1').endsWith(BODY));
+    assert.equal(await counted(), beforeCount + 1);
+  });
+});
