@@ -123,4 +123,20 @@ void describe('COMPRESS=DEFLATE', () => {
     assert.ok(msg && msg.source!.toString('latin1').endsWith(BODY));
     assert.equal(await counted(), beforeCount + 1);
   });
+
+  void it('is not offered, and refused, with IMAP_COMPRESS=no', async () => {
+    const off = await startRetrieval(p, { imap_compress: 'no' });
+    try {
+      const c = await RawImap.connect(off.ports.imap);
+      await c.until(/^\* OK/m);
+      const login = await c.cmd('a', `LOGIN ${USER} "${PASSWORD}"`);
+      assert.match(login, /^a OK/m);
+      assert.doesNotMatch(login, /COMPRESS/);
+      assert.match(await c.cmd('b', 'COMPRESS DEFLATE'), /^b BAD/m);
+      assert.match(await c.cmd('c', 'NOOP'), /^c OK/m, 'and the session goes on uncompressed');
+      c.socket.destroy();
+    } finally {
+      await off.stop();
+    }
+  });
 });

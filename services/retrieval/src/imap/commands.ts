@@ -904,7 +904,8 @@ export const COMMANDS: Record<string, CommandDef<unknown>> = {
     },
     run(s, tag, mech: string) {
       // RFC 4978 §3
-      if (mech !== 'DEFLATE') throw reply.bad(`Unsupported compression mechanism ${mech}`);
+      if (mech !== 'DEFLATE' || !s.deps.config.imap_compress)
+        throw reply.bad(`Unsupported compression mechanism ${mech}`);
       if (s.conn.compressed) throw new ImapReply('NO', 'COMPRESSIONACTIVE', 'DEFLATE active via COMPRESS');
       s.startCompression(tag);
       return Promise.resolve();

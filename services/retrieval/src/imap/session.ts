@@ -133,7 +133,7 @@ export class ImapSession {
       'BINARY',
       `APPENDLIMIT=${this.deps.config.message_size_limit}`,
     );
-    if (!this.conn.compressed) caps.push('COMPRESS=DEFLATE');
+    if (this.deps.config.imap_compress && !this.conn.compressed) caps.push('COMPRESS=DEFLATE');
     return caps.join(' ');
   }
 
