@@ -80,6 +80,10 @@ test('messages one after another share one session, closed after the idle limit'
     await arrived(cached, `reuse-${i}`);
   }
   assert.equal(cached.sessions, 1, 'one connection for five messages');
+  assert.ok(
+    cached.received.every((m) => m.secure),
+    'every message over the STARTTLS of the kept session',
+  );
   assert.equal(cached.open, 1, 'still open while idle');
   assert.equal(await counterValue(relay.rt, 'mailyard_outbound_relay_sessions_total', { reused: 'yes' }), 4);
   // QUIT after the idle limit, not kept forever
