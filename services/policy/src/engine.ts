@@ -373,6 +373,10 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
     if (dmarcResult === 'temperror')
       return refuse(451, '4.7.1', 'Error: temporary DMARC validation error, try again later');
     if (dmarc && dmarcResult === 'fail') {
+      // a signature whose key could not be looked up may well have passed: a DNS hiccup
+      // must not turn into a permanent refusal (or Junk) of mail the sender signed
+      if ((dmarc.policy === 'reject' || dmarc.policy === 'quarantine') && dkim.includes('temperror'))
+        return refuse(451, '4.7.5', 'Error: temporary DKIM validation error, try again later');
       if (dmarc.policy === 'reject')
         return refuse(
           550,

@@ -36,6 +36,10 @@ before(async () => {
       'signed.test': { TXT: ['v=spf1 -all'] },
       '_dmarc.signed.test': { TXT: ['v=DMARC1; p=reject'] },
       'sel._domainkey.signed.test': { TXT: [`v=DKIM1; k=rsa; p=${publicKey.toString('base64')}`] },
+      // the key's DNS server is failing
+      'signed-temp.test': { TXT: ['v=spf1 -all'] },
+      '_dmarc.signed-temp.test': { TXT: ['v=DMARC1; p=reject'] },
+      'sel._domainkey.signed-temp.test': { SERVFAIL: true },
       'dmarc-reject.test': { TXT: ['v=spf1 ip4:192.0.2.1 -all'] },
       '_dmarc.dmarc-reject.test': { TXT: ['v=DMARC1; p=reject'] },
       'dmarc-quarantine.test': { TXT: ['v=spf1 ip4:192.0.2.1 -all'] },
@@ -128,6 +132,16 @@ describe('SPF', () => {
 });
 
 describe('DKIM and DMARC', () => {
+  test('a signature whose key lookup fails gives 451 under DMARC p=reject, not a refusal', async () => {
+    const body = msg('news@signed-temp.test', 'X-Marker: signed-temp\n').replace(/\r?\n/g, '\r\n');
+    const sig = await dkimSign(body, {
+      canonicalization: 'relaxed/relaxed',
+      signatureData: [{ signingDomain: 'signed-temp.test', selector: 'sel', privateKey }],
+    } as never);
+    const r = await send('news@signed-temp.test', sig.signatures + body);
+    assert.match(r.text, /^451 4\.7\.5 /);
+  });
+
   test('a correctly signed message gets dkim=pass and dmarc=pass', async () => {
     const body = msg('news@signed.test', 'X-Marker: signed\n').replace(/\r?\n/g, '\r\n');
     const sig = await dkimSign(body, {
