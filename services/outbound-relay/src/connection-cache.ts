@@ -52,6 +52,25 @@ export class ConnectionCache {
   }
 
   /**
+   * A parked session of any destination whose key is one of `keys`: the same server
+   * under the same TLS policy, credentials and source address (domains that share an
+   * MX). It comes with its own destination's slot, which the caller releases.
+   */
+  takeMatching(keys: ReadonlySet<string>): Parked | null {
+    for (const [destination, list] of this.idle) {
+      for (let i = list.length - 1; i >= 0; i--) {
+        const entry = list[i]!;
+        if (!keys.has(entry.session.key)) continue;
+        list.splice(i, 1);
+        if (!list.length) this.idle.delete(destination);
+        clearTimeout(entry.timer);
+        return { session: entry.session, release: entry.release };
+      }
+    }
+    return null;
+  }
+
+  /**
    * Parks a session after a message, with the slot it holds; false when it is not kept
    * (too old, too many messages, broken, or the cache is off or closed): the caller
    * QUITs it and releases the slot.

@@ -152,14 +152,26 @@ function toNext(err: unknown): NextTarget {
 function sessionKey(
   target: Target,
   tls: TlsPolicy,
-  opts: AttemptOptions,
+  opts: Pick<AttemptOptions, 'auth'>,
   localAddress: string | undefined,
 ): string {
   const who = [target.ip, target.port, target.host.toLowerCase(), opts.auth?.user ?? '', localAddress ?? ''];
   return [tls.mode, ...who].join('|');
 }
 
-function sourceAddress(target: Target, opts: AttemptOptions): string | undefined {
+/** Keys of the sessions that may carry a message to any of `targets` (see keysFor). */
+export function sessionKeysFor(
+  targets: Target[],
+  tls: TlsPolicy,
+  opts: Pick<AttemptOptions, 'auth' | 'bindAddress' | 'bindAddress6'>,
+): Set<string> {
+  return new Set(targets.flatMap((t) => keysFor(t, tls, opts)));
+}
+
+function sourceAddress(
+  target: Target,
+  opts: Pick<AttemptOptions, 'bindAddress' | 'bindAddress6'>,
+): string | undefined {
   return (isIP(target.ip) === 6 ? opts.bindAddress6 : opts.bindAddress) || undefined;
 }
 
@@ -167,7 +179,11 @@ function sourceAddress(target: Target, opts: AttemptOptions): string | undefined
  * Keys of the sessions that may carry a message to `target` under `tls`, its own first;
  * with opportunistic TLS also one that fell back to cleartext.
  */
-function keysFor(target: Target, tls: TlsPolicy, opts: AttemptOptions): string[] {
+function keysFor(
+  target: Target,
+  tls: TlsPolicy,
+  opts: Pick<AttemptOptions, 'auth' | 'bindAddress' | 'bindAddress6'>,
+): string[] {
   const local = sourceAddress(target, opts);
   const key = sessionKey(target, tls, opts, local);
   return tls.mode === 'may' ? [key, sessionKey(target, { mode: 'none' }, opts, local)] : [key];

@@ -32,7 +32,13 @@ import { applyHeaderEdits } from '@mailyard/policy-client';
 import { normalizeDomain } from '@mailyard/smtp-core';
 import type { OutboundRelayConfig } from './config.js';
 import { ConnectionCache } from './connection-cache.js';
-import { attemptDelivery, type ParkedSession, type RecipientOutcome, type TlsPolicy } from './deliver.js';
+import {
+  attemptDelivery,
+  sessionKeysFor,
+  type ParkedSession,
+  type RecipientOutcome,
+  type TlsPolicy,
+} from './deliver.js';
 import { DestinationLimits } from './destination-limits.js';
 import { buildDsn, type RecipientReport } from '@mailyard/dsn';
 import { createMetrics } from './metrics.js';
@@ -263,7 +269,8 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     const parked = sessions.take(slotKey);
     const release = parked?.release ?? (await limits.acquire(slotKey, deadline));
     if (!release) return all('deferred', '4.4.5', `destination ${slotKey} busy (concurrency or rate limit)`);
-    let unused = parked?.session ?? null;
+    let session = parked?.session ?? null;
+    let unused = session;
     let keep: ParkedSession | null = null;
     try {
       // the slot came with the session; the rate budget is still to be had
@@ -272,6 +279,21 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       const dest = await resolveTargets(domain);
       if (dest.kind !== 'targets')
         return all(dest.kind === 'permanent' ? 'bounced' : 'deferred', dest.status, dest.text);
+      if (!session) {
+        // another domain's kept session to the same server (domains hosted together):
+        // this message holds its own slot, so that one's goes back
+        const other = sessions.takeMatching(
+          sessionKeysFor(dest.targets, dest.tls, {
+            auth: dest.auth,
+            bindAddress: config.smtp_bind_address,
+            bindAddress6: config.smtp_bind_address6,
+          }),
+        );
+        if (other) {
+          session = other.session;
+          await other.release();
+        }
+      }
       unused = null; // attemptDelivery uses or closes it
       const r = await attemptDelivery(
         { mailFrom: env.mailFrom, recipients: rcpts, data: body, smtputf8: env.smtputf8 },
@@ -286,7 +308,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
           bindAddress: config.smtp_bind_address,
           bindAddress6: config.smtp_bind_address6,
           logger: logger.child({ queueId: env.queueId, domain }),
-          parked: parked?.session ?? null,
+          parked: session,
           keepSession: sessions.enabled,
           onSession: (reused) => metrics.sessions.inc({ reused: reused ? 'yes' : 'no' }),
         },

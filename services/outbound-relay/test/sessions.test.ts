@@ -16,12 +16,14 @@ import {
 
 // Sessions kept open between messages (Postfix's connection cache). Remote MTAs:
 // 127.0.0.10 (cache.test), 127.0.0.11 (hangup.test: closes sessions idle for 150 ms),
-// 127.0.0.12 (narrow.test: the relay may hold one session at a time).
+// 127.0.0.12 (narrow.test: the relay may hold one session at a time), 127.0.0.13
+// (mx.shared.test, the MX of both one.test and two.test).
 let p: Platform;
 let relay: RelayHandle;
 let cached: RemoteMta;
 let hangup: RemoteMta;
 let narrow: RemoteMta;
+let shared: RemoteMta;
 const IDLE_MS = 1500;
 // shorter than the idle limit: a message that had to wait for an idle session to time
 // out would be deferred
@@ -38,6 +40,9 @@ before(async () => {
       'mx.hangup.test': { A: ['127.0.0.11'] },
       'narrow.test': { MX: [{ priority: 10, exchange: 'mx.narrow.test' }] },
       'mx.narrow.test': { A: ['127.0.0.12'] },
+      'one.test': { MX: [{ priority: 10, exchange: 'mx.shared.test' }] },
+      'two.test': { MX: [{ priority: 10, exchange: 'mx.shared.test' }] },
+      'mx.shared.test': { A: ['127.0.0.13'] },
     },
   });
   cached = await startRemoteMta('127.0.0.10', port);
@@ -46,6 +51,7 @@ before(async () => {
   narrow = await startRemoteMta('127.0.0.12', port, {
     data: () => new Promise((r) => setTimeout(() => r(undefined), 20)),
   });
+  shared = await startRemoteMta('127.0.0.13', port);
   relay = await startRelay(p, {
     outbound_port: port,
     outbound_retry_schedule: '200ms',
@@ -57,7 +63,7 @@ before(async () => {
 
 after(async () => {
   await relay?.stop();
-  await Promise.all([cached, hangup, narrow].map((m) => m?.close()));
+  await Promise.all([cached, hangup, narrow, shared].map((m) => m?.close()));
   await p?.close();
 });
 
@@ -127,5 +133,17 @@ test('mail waiting for a slot is not starved by idle sessions; the limit holds',
     }),
     0,
     'nothing deferred for want of a slot',
+  );
+});
+
+test('domains hosted on the same MX share a kept session', async () => {
+  await send('one.test', 'for-one');
+  await arrived(shared, 'for-one');
+  await send('two.test', 'for-two');
+  await arrived(shared, 'for-two');
+  assert.equal(shared.sessions, 1, 'the session kept after one.test carried the message for two.test');
+  assert.deepEqual(
+    shared.received.map((m) => m.to),
+    [['user@one.test'], ['user@two.test']],
   );
 });
