@@ -119,6 +119,17 @@ export class Bus {
     return this.pub !== null;
   }
 
+  /**
+   * Why RabbitMQ refuses publishes right now (a memory or disk alarm: `Connection.Blocked`),
+   * or null. A publish meanwhile fails at once instead of waiting for a confirm that
+   * cannot come; the SMTP services refuse new mail with 452 4.3.1 while it lasts.
+   */
+  get blocked(): string | null {
+    return this.blockedReason;
+  }
+
+  private blockedReason: string | null = null;
+
   /** Starts connecting in the background; resolves at once. */
   start(): void {
     this.stopping = false;
@@ -185,7 +196,17 @@ export class Bus {
     this.conn = conn;
     conn.on('error', (err: Error) => this.log.warn({ err: err.message }, 'RabbitMQ connection error'));
     conn.on('close', () => this.onConnectionLost(conn));
-    conn.on('blocked', (reason: string) => this.log.warn({ reason }, 'RabbitMQ blocked publishing'));
+    this.blockedReason = null;
+    conn.on('blocked', (reason: string) => {
+      if (this.conn !== conn) return;
+      this.blockedReason = reason || 'resource alarm';
+      this.log.warn({ reason }, 'RabbitMQ blocked publishing');
+    });
+    conn.on('unblocked', () => {
+      if (this.conn !== conn) return;
+      this.blockedReason = null;
+      this.log.info('RabbitMQ accepts publishing again');
+    });
     // A failed declaration closes its channel, so declare on a throwaway one.
     const setup = await conn.createChannel();
     await declareTopology(setup);
@@ -243,6 +264,8 @@ export class Bus {
     const pub = this.pub;
     if (!pub)
       return Promise.reject(new BusUnavailableError(`RabbitMQ unreachable at ${redactUrl(this.opts.url)}`));
+    if (this.blockedReason)
+      return Promise.reject(new BusUnavailableError(`RabbitMQ refuses publishing: ${this.blockedReason}`));
     const messageId = randomUUID();
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -437,6 +460,15 @@ export class Bus {
     } catch (err) {
       const reason = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
       const attempt = redeliveries + 1;
+      if (err instanceof BusUnavailableError && (this.blockedReason || !this.pub) && !this.stopping) {
+        // the broker refuses or lost our publishes (a resource alarm, a restart): not the
+        // message's fault. It is held until publishing works again, so that the outage
+        // neither spins it through the queue nor counts toward the dead-letter queue.
+        this.log.warn({ queue: reg.queue, reason }, 'publishing unavailable, holding the message');
+        while ((this.blockedReason || !this.pub) && !this.stopping && reg.acks === acks) await sleep(200);
+        acks.nack(msg);
+        return;
+      }
       if (err instanceof PoisonMessageError || attempt >= reg.opts.maxAttempts) {
         try {
           await this.publish({

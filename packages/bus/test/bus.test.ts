@@ -3,7 +3,14 @@ import { after, before, test } from 'node:test';
 import { connect } from 'amqplib';
 import { ENVELOPE_HEADER, Headers, Queues, RoutingKeys } from '@mailyard/contracts';
 import { createLogger } from '@mailyard/observability';
-import { createVhost, startTcpProxy, waitFor, type TcpProxy, type TestVhost } from '@mailyard/testkit';
+import {
+  amqpFrames,
+  createVhost,
+  startTcpProxy,
+  waitFor,
+  type TcpProxy,
+  type TestVhost,
+} from '@mailyard/testkit';
 import { Bus, BusUnavailableError, PoisonMessageError, UnroutableError } from '../src/index.js';
 
 let vhost: TestVhost;
@@ -110,6 +117,56 @@ test('a poison message goes to the dead-letter queue with its reason after N att
   assert.equal(attempts, 3);
   await conn.close();
   await bus.stop();
+});
+
+test('while RabbitMQ blocks publishers, a handler that publishes is held, not spun into the dead-letter queue', async () => {
+  const framed = await startTcpProxy({ host: '127.0.0.1', port: 5672 }, { amqpFrames: true });
+  const bus = new Bus({
+    url: `amqp://guest:guest@127.0.0.1:${framed.port}/${encodeURIComponent(vhost.name)}`,
+    logger,
+    name: 'test',
+  });
+  const feeder = new Bus({ url: vhost.url, logger, name: 'feeder' });
+  bus.start();
+  feeder.start();
+  await Promise.all([bus.waitConnected(), feeder.waitConnected()]);
+  const conn = await connect(vhost.url);
+  const ch = await conn.createChannel();
+  try {
+    let attempts = 0;
+    // as delivery does for an alias to an external address: a publish inside the handler
+    await bus.consume(
+      Queues.delivery,
+      async (d) => {
+        attempts++;
+        await bus.publish({ routingKey: RoutingKeys.outbound, body: d.body });
+      },
+      { prefetch: 1, maxAttempts: 2, retryDelayMs: 10 },
+    );
+    framed.toClients(amqpFrames.blocked('low on memory'));
+    await waitFor(() => bus.blocked === 'low on memory');
+    await assert.rejects(
+      bus.publish({ routingKey: RoutingKeys.outbound, body: Buffer.from('x') }),
+      (err: Error) => err instanceof BusUnavailableError && /low on memory/.test(err.message),
+    );
+    await feeder.publish({ routingKey: RoutingKeys.delivery, body: Buffer.from('held') });
+    await waitFor(() => attempts >= 1);
+    // counted as a failure, two attempts would have dead-lettered it within milliseconds
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(attempts, 1, 'held, not retried while publishing is refused');
+    assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0);
+    framed.toClients(amqpFrames.unblocked());
+    const out = await waitFor(async () => ch.get(Queues.outbound, { noAck: true }), {
+      what: 'the message forwarded once publishing works again',
+    });
+    assert.equal(out.content.toString(), 'held');
+    assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0);
+  } finally {
+    await conn.close();
+    await bus.stop();
+    await feeder.stop();
+    await framed.close();
+  }
 });
 
 test('PoisonMessageError dead-letters at once', async () => {

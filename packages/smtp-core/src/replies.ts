@@ -87,6 +87,9 @@ export const reply = {
   queueUnavailable: () =>
     r(451, '4.3.0', 'Error: queue file write error, try again later', 'queue_unavailable'),
   localError: () => r(451, '4.3.0', 'Error: local error in processing, try again later', 'local_error'),
+  // X.3.1 mail system full (Postfix's answer when its queue file system is short of space):
+  // RabbitMQ refuses publishes under a memory or disk alarm
+  insufficientStorage: () => r(452, '4.3.1', 'Insufficient system storage', 'insufficient_storage'),
   // RFC 5321 §2.3.8 and the 2023 SMTP smuggling disclosures: refuse bare CR/LF before a dot line
   bareLineEnding: () =>
     r(

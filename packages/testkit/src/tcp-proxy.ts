@@ -8,16 +8,46 @@ export interface TcpProxy {
   restore(): void;
   /** Bytes written to upstream before the client's data, e.g. a PROXY protocol header. */
   preamble?: (client: Socket) => Buffer | null;
+  /**
+   * Writes `data` to every client as if the upstream had sent it. With `amqpFrames` the
+   * upstream's bytes are passed on in whole AMQP frames, so this lands between two.
+   */
+  toClients(data: Buffer): void;
   close(): Promise<void>;
 }
+
+/** AMQP 0-9-1 method frames on channel 0 that RabbitMQ sends under a resource alarm. */
+export const amqpFrames = {
+  method(classId: number, methodId: number, args: Buffer = Buffer.alloc(0)): Buffer {
+    const payload = Buffer.concat([
+      Buffer.from([classId >> 8, classId & 255, methodId >> 8, methodId & 255]),
+      args,
+    ]);
+    const head = Buffer.alloc(7);
+    head.writeUInt8(1, 0); // method frame
+    head.writeUInt16BE(0, 1);
+    head.writeUInt32BE(payload.length, 3);
+    return Buffer.concat([head, payload, Buffer.from([0xce])]);
+  },
+  /** Connection.Blocked (10, 60) with a reason. */
+  blocked(reason: string): Buffer {
+    const r = Buffer.from(reason, 'utf8');
+    return amqpFrames.method(10, 60, Buffer.concat([Buffer.from([r.length]), r]));
+  },
+  /** Connection.Unblocked (10, 61). */
+  unblocked(): Buffer {
+    return amqpFrames.method(10, 61);
+  },
+};
 
 /** A TCP proxy on 127.0.0.1 in front of host:port that a test can cut and restore. */
 export async function startTcpProxy(
   target: { host: string; port: number },
-  opts: { preamble?: (client: Socket) => Buffer | null; bindHost?: string } = {},
+  opts: { preamble?: (client: Socket) => Buffer | null; bindHost?: string; amqpFrames?: boolean } = {},
 ): Promise<TcpProxy> {
   let down = false;
   const sockets = new Set<Socket>();
+  const clients = new Set<Socket>();
   const server: Server = createServer((client) => {
     if (down) {
       client.destroy();
@@ -29,12 +59,31 @@ export async function startTcpProxy(
     const pre = opts.preamble?.(client);
     if (pre) upstream.write(pre);
     client.pipe(upstream);
-    upstream.pipe(client);
+    clients.add(client);
+    if (opts.amqpFrames) {
+      // whole frames only (7-byte header, payload, frame end), so that toClients() never
+      // splits one
+      let pending: Buffer = Buffer.alloc(0);
+      upstream.on('data', (d: Buffer) => {
+        pending = pending.length ? Buffer.concat([pending, d]) : d;
+        let off = 0;
+        while (pending.length - off >= 7) {
+          const total = 7 + pending.readUInt32BE(off + 3) + 1;
+          if (pending.length - off < total) break;
+          off += total;
+        }
+        if (off) {
+          client.write(pending.subarray(0, off));
+          pending = pending.subarray(off);
+        }
+      });
+    } else upstream.pipe(client);
     const end = () => {
       client.destroy();
       upstream.destroy();
       sockets.delete(client);
       sockets.delete(upstream);
+      clients.delete(client);
     };
     client.on('error', end);
     upstream.on('error', end);
@@ -52,6 +101,9 @@ export async function startTcpProxy(
     },
     restore() {
       down = false;
+    },
+    toClients(data) {
+      for (const c of clients) c.write(data);
     },
     async close() {
       down = true;

@@ -498,6 +498,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
           address.args && typeof address.args.SIZE === 'string' ? Number(address.args.SIZE) : 0;
         if (accountOf(session) && declared > limit)
           return cb(rejectWith(reply.messageTooBig(limit), session));
+        if (accountOf(session) && bus.blocked) return cb(rejectWith(reply.insufficientStorage(), session));
         checkSender(address.address, session, declared).then(
           () => cb(),
           (err: unknown) => {

@@ -192,6 +192,8 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       }
       const declared = address.args && typeof address.args.SIZE === 'string' ? Number(address.args.SIZE) : 0;
       if (declared > limit) return cb(rejectWith(reply.messageTooBig(limit), session));
+      // refused before the client sends the message the queue could not take
+      if (bus.blocked) return cb(rejectWith(reply.insufficientStorage(), session));
       if (!policy) return cb();
       const st = txState(session);
       if (st.accepted) return cb();

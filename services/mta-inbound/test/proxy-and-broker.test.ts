@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { buildProxyV2 } from '@mailyard/smtp-listener';
-import { RawSmtp, startTcpProxy, waitFor, type TcpProxy } from '@mailyard/testkit';
+import { amqpFrames, RawSmtp, startTcpProxy, waitFor, type TcpProxy } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 
 describe('PROXY protocol', () => {
@@ -90,7 +90,7 @@ describe('broker outage', () => {
   let p: Platform;
   let amqp: TcpProxy;
   before(async () => {
-    amqp = await startTcpProxy({ host: '127.0.0.1', port: 5672 });
+    amqp = await startTcpProxy({ host: '127.0.0.1', port: 5672 }, { amqpFrames: true });
     p = await startPlatform({
       withDelivery: true,
       amqpUrl: (url) => url.replace('127.0.0.1:5672', `127.0.0.1:${amqp.port}`),
@@ -129,6 +129,22 @@ describe('broker outage', () => {
       .inbox('gus@example.test')
       .map((f) => /Subject: (\w+)/.exec(readFileSync(f, 'utf8'))?.[1]);
     assert.deepEqual(subjects.sort(), ['after', 'before']);
+  });
+
+  test('while RabbitMQ blocks publishers (a resource alarm) MAIL FROM gets 452 4.3.1; afterwards mail flows', async () => {
+    // what RabbitMQ sends to every connection when its disk or memory alarm goes off
+    amqp.toClients(amqpFrames.blocked('low on disk'));
+    await waitFor(() => p.inboundRt.bus.blocked === 'low on disk');
+    const c = await RawSmtp.connect(p.inbound.port);
+    await c.read();
+    await c.cmd('EHLO client.example.net');
+    assert.match((await c.cmd('MAIL FROM:<x@remote.test>')).text, /^452 4\.3\.1 Insufficient system storage/);
+    c.close();
+    amqp.toClients(amqpFrames.unblocked());
+    await waitFor(() => p.inboundRt.bus.blocked === null);
+    const before = p.inbox('gus@example.test').length;
+    assert.match(await send('after-alarm'), /^250 2\.0\.0 /);
+    await waitFor(() => p.inbox('gus@example.test').length === before + 1, { timeoutMs: 20_000 });
   });
 
   test('a queue that disappeared (unroutable) also gives 451, never 250', async () => {
