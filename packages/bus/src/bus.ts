@@ -232,6 +232,8 @@ export class Bus {
     if (this.conn !== conn) return;
     this.conn = null;
     this.pub = null;
+    // an outage, not an alarm: "unreachable" is the truth until the next connection says otherwise
+    this.blockedReason = null;
     for (const c of this.consumers) {
       c.channel = undefined;
       c.tag = undefined;
@@ -364,6 +366,10 @@ export class Bus {
   async publishEvent(key: string, payload: unknown): Promise<void> {
     const pub = this.pub;
     if (!pub) throw new BusUnavailableError('RabbitMQ unreachable');
+    // under a resource alarm RabbitMQ stops reading a connection that publishes, and the
+    // acks of its consumers would wait behind the event
+    if (this.blockedReason)
+      throw new BusUnavailableError(`RabbitMQ refuses publishing: ${this.blockedReason}`);
     pub.publish(EVENTS_EXCHANGE, key, Buffer.from(JSON.stringify(payload)), {
       persistent: false,
       contentType: 'application/json',
@@ -460,12 +466,12 @@ export class Bus {
     } catch (err) {
       const reason = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
       const attempt = redeliveries + 1;
-      if (err instanceof BusUnavailableError && (this.blockedReason || !this.pub) && !this.stopping) {
+      if (this.unpublishable(err)) {
         // the broker refuses or lost our publishes (a resource alarm, a restart): not the
-        // message's fault. It is held until publishing works again, so that the outage
-        // neither spins it through the queue nor counts toward the dead-letter queue.
+        // message's fault. It is held until publishing works again and then run again in
+        // place, so the outage neither spins it through the queue nor uses up its attempts.
         this.log.warn({ queue: reg.queue, reason }, 'publishing unavailable, holding the message');
-        while ((this.blockedReason || !this.pub) && !this.stopping && reg.acks === acks) await sleep(200);
+        if (await this.holdWhileUnpublishable(reg, acks)) return this.handle(reg, acks, msg);
         acks.nack(msg);
         return;
       }
@@ -486,6 +492,8 @@ export class Bus {
           acks.ack(msg);
         } catch (pubErr) {
           this.log.warn({ err: String(pubErr) }, 'could not dead-letter, returning message to the queue');
+          // not straight back while the broker refuses publishes: that would spin it
+          if (this.unpublishable(pubErr)) await this.holdWhileUnpublishable(reg, acks);
           acks.nack(msg);
         }
         return;
@@ -497,6 +505,21 @@ export class Bus {
       await sleep(Math.min((reg.opts.retryDelayMs ?? 500) * attempt, 10_000));
       acks.nack(msg);
     }
+  }
+
+  /** A publish failed because the broker refuses or lost publishing, not because of the message. */
+  private unpublishable(err: unknown): boolean {
+    return err instanceof BusUnavailableError && (this.blockedReason !== null || !this.pub) && !this.stopping;
+  }
+
+  /**
+   * Waits while publishing is refused or the connection is down. True when publishing
+   * works again on the channel the message came from; false when the bus stops or that
+   * channel is gone (the broker redelivers the message then).
+   */
+  private async holdWhileUnpublishable(reg: ConsumerReg, acks: AckBatcher): Promise<boolean> {
+    while ((this.blockedReason || !this.pub) && !this.stopping && reg.acks === acks) await sleep(200);
+    return !this.stopping && reg.acks === acks;
   }
 
   /** Stops consuming, waits for handlers in flight, closes the connection. */

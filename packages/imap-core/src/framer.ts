@@ -18,7 +18,7 @@ export type FramerEvent =
 export interface FramerLimits {
   /** Longest line in bytes (without literals). */
   maxLine: number;
-  /** Largest literal accepted. */
+  /** Largest literal accepted, and the most literal bytes one command may carry in all. */
   maxLiteral: number;
 }
 
@@ -30,6 +30,8 @@ export class CommandFramer {
   private literals: Buffer[] = [];
   private literalLeft = 0;
   private literalChunks: Buffer[] = [];
+  /** Literal bytes announced by the command being read: many literals may not add up past maxLiteral. */
+  private literalBytes = 0;
   /** Skipping the rest of an over-long line. */
   private discarding = false;
   /** Raw mode: each line is a command with no literal parsing (IDLE DONE, SASL responses). */
@@ -82,16 +84,18 @@ export class CommandFramer {
         events.push({ type: 'command', command: { lines: this.lines, literals: this.literals } });
         this.lines = [];
         this.literals = [];
+        this.literalBytes = 0;
         continue;
       }
       const size = Number(m[2]);
       const nonSync = m[3] === '+';
-      if (size > this.limits.maxLiteral) {
+      if (size > this.limits.maxLiteral - this.literalBytes) {
         // RFC 7888 §4: a non-synchronising literal cannot be refused without reading it
         events.push({ type: 'error', reason: 'literal-too-large', tag: this.tagOf(), fatal: nonSync });
         this.reset();
         continue;
       }
+      this.literalBytes += size;
       if (!nonSync) events.push({ type: 'continue', size });
       if (size === 0) this.literals.push(Buffer.alloc(0));
       this.literalLeft = size;
@@ -115,5 +119,6 @@ export class CommandFramer {
     this.literals = [];
     this.literalChunks = [];
     this.literalLeft = 0;
+    this.literalBytes = 0;
   }
 }

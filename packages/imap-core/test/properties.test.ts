@@ -186,6 +186,17 @@ void describe('framer', () => {
     assert.deepEqual(ev[0], { type: 'error', reason: 'literal-too-large', tag: 't1', fatal: false });
     assert.equal(ev[1]?.type, 'command');
   });
+
+  void it('refuses literals that add up past the limit in one command, however small each is', () => {
+    const f = new CommandFramer({ maxLine: 1000, maxLiteral: 10 });
+    const ev = f.push(
+      Buffer.from('t1 SEARCH TEXT {6+}\r\nabcdef TEXT {6+}\r\nabcdef\r\nt2 X {4+}\r\nabcd\r\n'),
+    );
+    assert.deepEqual(ev[0], { type: 'error', reason: 'literal-too-large', tag: 't1', fatal: true });
+    // a later command starts again from zero
+    const ok = ev.find((e) => e.type === 'command' && e.command.lines[0]!.startsWith('t2'));
+    assert.ok(ok, JSON.stringify(ev));
+  });
 });
 
 void describe('headerLines (HEADER.FIELDS)', () => {

@@ -282,8 +282,9 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       if (!session) {
         // another domain's kept session to the same server (domains hosted together):
         // this message holds its own slot, so that one's goes back
+        // only for the server tried first: one that is not would be closed unused
         const other = sessions.takeMatching(
-          sessionKeysFor(dest.targets, dest.tls, {
+          sessionKeysFor(dest.targets.slice(0, 1), dest.tls, {
             auth: dest.auth,
             bindAddress: config.smtp_bind_address,
             bindAddress6: config.smtp_bind_address6,

@@ -1,6 +1,12 @@
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
-import { constants as zc, createDeflateRaw, createInflateRaw, type DeflateRaw } from 'node:zlib';
+import {
+  constants as zc,
+  createDeflateRaw,
+  createInflateRaw,
+  type DeflateRaw,
+  type InflateRaw,
+} from 'node:zlib';
 
 /**
  * A client connection, plain or TLS, that can be upgraded in place (STARTTLS, STLS).
@@ -37,7 +43,7 @@ export class ClientConnection {
   }
 
   write(data: string | Buffer): void {
-    if (this.isClosed) return;
+    if (this.isClosed || this.ending) return;
     this.sent += typeof data === 'string' ? Buffer.byteLength(data) : data.length;
     if (this.deflate) return this.compress(data);
     this.socket.write(data);
@@ -45,7 +51,7 @@ export class ClientConnection {
 
   /** Several buffers in one writev (the socket is corked while they are queued). */
   writeMany(data: Buffer[]): void {
-    if (this.isClosed) return;
+    if (this.isClosed || this.ending) return;
     if (data.length === 1 || this.deflate) {
       for (const d of data) this.write(d);
       return;
@@ -83,6 +89,20 @@ export class ClientConnection {
   }
 
   private deflate: DeflateRaw | null = null;
+  private inflate: InflateRaw | null = null;
+  /** end() was called: nothing more is written (a compressor that finished takes no more input). */
+  private ending = false;
+
+  /** Stops reading the client (and inflating what was read) until resumeInput(): the session has enough queued. */
+  pauseInput(): void {
+    this.socket.pause();
+    this.inflate?.pause();
+  }
+
+  resumeInput(): void {
+    this.socket.resume();
+    this.inflate?.resume();
+  }
   private flushQueued = false;
 
   /**
@@ -102,6 +122,7 @@ export class ClientConnection {
     inflate.on('error', () => socket.destroy());
     deflate.on('data', (c: Buffer) => socket.write(c));
     deflate.on('error', () => socket.destroy());
+    this.inflate = inflate;
     socket.on('close', () => {
       inflate.destroy();
       deflate.destroy();
@@ -138,8 +159,9 @@ export class ClientConnection {
   }
 
   end(last?: string): void {
-    if (this.isClosed) return;
+    if (this.isClosed || this.ending) return;
     if (last) this.write(last);
+    this.ending = true;
     if (this.deflate) {
       // the compressed stream is finished first, then the connection
       const socket = this.socket;

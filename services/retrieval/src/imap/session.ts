@@ -23,6 +23,9 @@ import { COMMANDS } from './commands.js';
 import { ImapReply, reply } from './replies.js';
 import type { SelectedMailbox } from './selected.js';
 
+/** Commands read ahead of the one running; past this many the client is not read until they are done. */
+const MAX_QUEUED = 64;
+
 export type ImapState = 'not-authenticated' | 'authenticated' | 'selected' | 'logout';
 
 /** What the session does with the next input line (STYLE: input mode as a union). */
@@ -56,6 +59,7 @@ export class ImapSession {
   readonly enabled = new Set<string>();
   readonly log: Logger;
   private framer: CommandFramer;
+  private inputPaused = false;
   private queue: FramerEvent[] = [];
   private running = false;
   private badCount = 0;
@@ -181,7 +185,19 @@ export class ImapSession {
         this.send('+ Ready for literal data\r\n');
       } else this.queue.push(ev);
     }
+    // a client that sends faster than its commands run (pipelining, or a few bytes of
+    // COMPRESS input that inflate to millions of commands) is not read meanwhile
+    if (!this.inputPaused && this.queue.length >= MAX_QUEUED) {
+      this.inputPaused = true;
+      this.conn.pauseInput();
+    }
     void this.drainQueue();
+  }
+
+  private resumeInput(): void {
+    if (!this.inputPaused) return;
+    this.inputPaused = false;
+    this.conn.resumeInput();
   }
 
   private async drainQueue(): Promise<void> {
@@ -191,6 +207,7 @@ export class ImapSession {
       while (this.queue.length && this.mode.m !== 'closed') {
         const ev = this.queue.shift()!;
         await this.handleEvent(ev);
+        if (this.queue.length < MAX_QUEUED / 2) this.resumeInput();
       }
     } finally {
       this.running = false;
@@ -374,6 +391,7 @@ export class ImapSession {
     this.queue = [];
     this.send(`${tag} OK DEFLATE active\r\n`);
     this.conn.startCompression();
+    this.resumeInput();
     this.deps.metrics.compressedSessions.inc();
   }
 
@@ -384,6 +402,7 @@ export class ImapSession {
       maxLiteral: this.deps.config.message_size_limit,
     });
     this.queue = [];
+    this.resumeInput();
     try {
       await this.conn.startTls(this.deps.tls);
     } catch (err) {
