@@ -9,6 +9,13 @@ import {
 } from 'node:zlib';
 
 /**
+ * Commands read ahead of the one running (IMAP and POP3): past this many the client is not
+ * read until they are done, so one that sends faster than its commands run (pipelining,
+ * or a few bytes of COMPRESS input that inflate to millions of commands) cannot fill memory.
+ */
+export const READ_AHEAD_COMMANDS = 64;
+
+/**
  * A client connection, plain or TLS, that can be upgraded in place (STARTTLS, STLS).
  * Writes respect backpressure through `drain()`.
  */

@@ -147,3 +147,27 @@ void describe('COMPRESS=DEFLATE', () => {
     }
   });
 });
+
+void describe('reading ahead', () => {
+  void it('POP3: 2,000 pipelined commands are all answered, in order, though the client is read in steps', async () => {
+    const { connect } = await import('node:net');
+    const s = connect({ host: '127.0.0.1', port: r.ports.pop3 });
+    let text = '';
+    s.on('data', (d: Buffer) => (text += d.toString('latin1')));
+    const until = async (re: RegExp) => {
+      const deadline = Date.now() + 10_000;
+      while (!re.test(text)) {
+        if (Date.now() > deadline) throw new Error(`timed out; got ${text.slice(-200)}`);
+        await new Promise((res) => setTimeout(res, 20));
+      }
+    };
+    await until(/^\+OK/m);
+    s.write(`USER ${USER}\r\nPASS ${PASSWORD}\r\n`);
+    await until(/^\+OK.*\r\n\+OK.*\r\n/m);
+    text = '';
+    s.write('NOOP\r\n'.repeat(2000) + 'STAT\r\n');
+    await until(/^\+OK 1 \d+\r\n/m);
+    assert.equal((text.match(/^\+OK\r\n/gm) ?? []).length, 2000);
+    s.destroy();
+  });
+});

@@ -15,16 +15,13 @@ import {
 import type { MailAccount, Quotas } from '@mailyard/mailstore';
 import type { Logger } from '@mailyard/observability';
 import type { RetrievalConfig } from '../config.js';
-import type { ClientConnection, SessionLimits } from '../connection.js';
+import { READ_AHEAD_COMMANDS, type ClientConnection, type SessionLimits } from '../connection.js';
 import type { MessageCache } from '../message-cache.js';
 import type { RetrievalMetrics } from '../metrics.js';
 import type { ChangeNotifier } from '../notifier.js';
 import { COMMANDS } from './commands.js';
 import { ImapReply, reply } from './replies.js';
 import type { SelectedMailbox } from './selected.js';
-
-/** Commands read ahead of the one running; past this many the client is not read until they are done. */
-const MAX_QUEUED = 64;
 
 export type ImapState = 'not-authenticated' | 'authenticated' | 'selected' | 'logout';
 
@@ -185,9 +182,7 @@ export class ImapSession {
         this.send('+ Ready for literal data\r\n');
       } else this.queue.push(ev);
     }
-    // a client that sends faster than its commands run (pipelining, or a few bytes of
-    // COMPRESS input that inflate to millions of commands) is not read meanwhile
-    if (!this.inputPaused && this.queue.length >= MAX_QUEUED) {
+    if (!this.inputPaused && this.queue.length >= READ_AHEAD_COMMANDS) {
       this.inputPaused = true;
       this.conn.pauseInput();
     }
@@ -207,7 +202,7 @@ export class ImapSession {
       while (this.queue.length && this.mode.m !== 'closed') {
         const ev = this.queue.shift()!;
         await this.handleEvent(ev);
-        if (this.queue.length < MAX_QUEUED / 2) this.resumeInput();
+        if (this.queue.length < READ_AHEAD_COMMANDS / 2) this.resumeInput();
       }
     } finally {
       this.running = false;

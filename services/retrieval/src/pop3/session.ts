@@ -5,7 +5,7 @@ import type { Redis } from 'ioredis';
 import { ipInNetworks } from '@mailyard/config';
 import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
 import type { Logger } from '@mailyard/observability';
-import type { ClientConnection } from '../connection.js';
+import { READ_AHEAD_COMMANDS, type ClientConnection } from '../connection.js';
 import type { ImapDeps } from '../imap/session.js';
 
 type Pop3State = 'authorization' | 'transaction' | 'update';
@@ -71,6 +71,7 @@ export class Pop3Session {
   private sasl = false;
   private busy = false;
   private queue: string[] = [];
+  private inputPaused = false;
   private bad = 0;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -125,14 +126,27 @@ export class Pop3Session {
       }
       this.queue.push(line);
     }
+    if (!this.inputPaused && this.queue.length >= READ_AHEAD_COMMANDS) {
+      this.inputPaused = true;
+      this.conn.pauseInput();
+    }
     void this.drain();
+  }
+
+  private resumeInput(): void {
+    if (!this.inputPaused) return;
+    this.inputPaused = false;
+    this.conn.resumeInput();
   }
 
   private async drain(): Promise<void> {
     if (this.busy) return;
     this.busy = true;
     try {
-      while (this.queue.length && !this.closed) await this.handle(this.queue.shift()!);
+      while (this.queue.length && !this.closed) {
+        await this.handle(this.queue.shift()!);
+        if (this.queue.length < READ_AHEAD_COMMANDS / 2) this.resumeInput();
+      }
     } finally {
       this.busy = false;
     }
@@ -368,6 +382,7 @@ export class Pop3Session {
     this.send('+OK Begin TLS negotiation');
     this.buf = '';
     this.queue = [];
+    this.resumeInput();
     try {
       await this.conn.startTls(this.deps.tls);
     } catch {
