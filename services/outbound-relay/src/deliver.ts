@@ -9,6 +9,7 @@ import {
   type SmtpReply,
 } from './smtp-client.js';
 import type { Target } from './mx.js';
+import type { TlsSessionCache } from './tls-sessions.js';
 
 /** What happened to one recipient in one attempt: a tagged outcome with the reply that decided it. */
 export type RecipientOutcome =
@@ -41,6 +42,10 @@ export interface AttemptOptions {
   keepSession?: boolean;
   /** Told for each session used: whether it was a parked one. */
   onSession?: (reused: boolean) => void;
+  /** TLS sessions to resume, for opportunistic TLS. */
+  tlsSessions?: TlsSessionCache | undefined;
+  /** Told for each TLS handshake: whether an earlier session was resumed. */
+  onTls?: (resumed: boolean) => void;
 }
 
 export interface Message {
@@ -237,7 +242,17 @@ async function openSession(target: Target, opts: AttemptOptions, tls: TlsPolicy,
         rejectUnauthorized: tls.mode === 'verify',
         ...(opts.ca ? { ca: opts.ca } : {}),
       };
-      r = await c.startTls(tlsOpts);
+      // opportunistic TLS resumes an earlier session with this server (see TlsSessionCache)
+      const resumeKey = `${target.ip}|${target.port}|${target.host.toLowerCase()}`;
+      const resume =
+        tls.mode === 'may' && opts.tlsSessions
+          ? {
+              session: opts.tlsSessions.get(resumeKey),
+              save: (session: Buffer) => opts.tlsSessions!.set(resumeKey, session),
+            }
+          : undefined;
+      r = await c.startTls(tlsOpts, resume);
+      if (r.code === 220) opts.onTls?.(c.tls?.resumed ?? false);
       if (r.code !== 220) {
         if (tls.mode === 'verify')
           throw new NextTarget('4.7.5', `host ${c.peer} refused STARTTLS: ${replyText(r)}`, mta);

@@ -26,6 +26,12 @@ export function createMetrics(registry: Registry, queueDepth: () => Promise<Map<
       labelNames: ['reused'] as const,
       registers: [registry],
     }),
+    tlsHandshakes: new Counter({
+      name: 'mailyard_outbound_relay_tls_handshakes_total',
+      help: 'STARTTLS handshakes, by whether an earlier TLS session was resumed',
+      labelNames: ['resumed'] as const,
+      registers: [registry],
+    }),
     bounces: new Counter({
       name: 'mailyard_outbound_relay_dsn_total',
       help: 'Delivery status notifications sent, by kind (failure, delay)',

@@ -32,6 +32,7 @@ import { applyHeaderEdits } from '@mailyard/policy-client';
 import { normalizeDomain } from '@mailyard/smtp-core';
 import type { OutboundRelayConfig } from './config.js';
 import { ConnectionCache } from './connection-cache.js';
+import { TlsSessionCache } from './tls-sessions.js';
 import {
   attemptDelivery,
   sessionKeysFor,
@@ -110,6 +111,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     ? [...rootCertificates, readFileSync(config.smtp_tls_ca_file, 'utf8')]
     : undefined;
   const relayhost = parseRelayhost(config.relayhost, config.outbound_port);
+  const tlsSessions = new TlsSessionCache();
   const sessions = new ConnectionCache({
     idleMs: config.smtp_connection_cache_on_demand ? config.smtp_connection_cache_time_limit : 0,
     reuseTimeMs: config.smtp_connection_reuse_time_limit,
@@ -312,6 +314,8 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
           parked: session,
           keepSession: sessions.enabled,
           onSession: (reused) => metrics.sessions.inc({ reused: reused ? 'yes' : 'no' }),
+          tlsSessions,
+          onTls: (resumed) => metrics.tlsHandshakes.inc({ resumed: resumed ? 'yes' : 'no' }),
         },
       );
       keep = r.session;

@@ -27,6 +27,8 @@ export interface TlsInfo {
   cipher: string;
   /** The certificate chain verified and matched the name we asked for. */
   verified: boolean;
+  /** An earlier session was resumed (no full handshake). */
+  resumed: boolean;
 }
 
 export interface OpenOptions {
@@ -251,7 +253,11 @@ export class SmtpClient {
   }
 
   /** RFC 3207: upgrade to TLS after 220. Data the server sent before the handshake is discarded. */
-  async startTls(tlsOpts: ConnectionOptions): Promise<SmtpReply> {
+  /** `resume`: a session to offer the server, and where to keep the one it issues. */
+  async startTls(
+    tlsOpts: ConnectionOptions,
+    resume?: { session: Buffer | undefined; save: (session: Buffer) => void },
+  ): Promise<SmtpReply> {
     const r = await this.command('STARTTLS');
     if (r.code !== 220) return r;
     const plain = this.socket;
@@ -261,7 +267,13 @@ export class SmtpClient {
     this.buf = Buffer.alloc(0);
     this.pendingLines = [];
     this.replies = [];
-    const secure = tlsConnect({ ...tlsOpts, socket: plain });
+    const secure = tlsConnect({
+      ...tlsOpts,
+      socket: plain,
+      ...(resume?.session ? { session: resume.session } : {}),
+    });
+    // TLS 1.3 tickets arrive after the handshake
+    if (resume) secure.on('session', (s: Buffer) => resume.save(s));
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         secure.destroy();
@@ -286,6 +298,7 @@ export class SmtpClient {
       protocol: secure.getProtocol() ?? 'TLS',
       cipher: cipher?.standardName ?? cipher?.name ?? 'unknown',
       verified: secure.authorized,
+      resumed: secure.isSessionReused(),
     };
     return r;
   }

@@ -101,6 +101,15 @@ test('messages one after another share one session, closed after the idle limit'
   await send('cache.test', 'after-idle');
   await arrived(cached, 'after-idle');
   assert.equal(cached.sessions, 2);
+  // and resumes the TLS session of the first: no full handshake
+  assert.equal(
+    await counterValue(relay.rt, 'mailyard_outbound_relay_tls_handshakes_total', { resumed: 'no' }),
+    1,
+  );
+  assert.equal(
+    await counterValue(relay.rt, 'mailyard_outbound_relay_tls_handshakes_total', { resumed: 'yes' }),
+    1,
+  );
 });
 
 test('a session the server closed while idle is replaced, and the message still goes out', async () => {
