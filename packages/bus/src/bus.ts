@@ -130,6 +130,14 @@ export class Bus {
 
   private blockedReason: string | null = null;
 
+  /** Why a publish cannot be made now (no connection, or the broker blocks publishers), or null. */
+  private publishRefusal(): BusUnavailableError | null {
+    if (!this.pub) return new BusUnavailableError(`RabbitMQ unreachable at ${redactUrl(this.opts.url)}`);
+    if (this.blockedReason)
+      return new BusUnavailableError(`RabbitMQ refuses publishing: ${this.blockedReason}`);
+    return null;
+  }
+
   /** Starts connecting in the background; resolves at once. */
   start(): void {
     this.stopping = false;
@@ -263,11 +271,9 @@ export class Bus {
 
   /** Publishes with persistence, mandatory routing and a publisher confirm. */
   publish(item: PublishItem): Promise<void> {
-    const pub = this.pub;
-    if (!pub)
-      return Promise.reject(new BusUnavailableError(`RabbitMQ unreachable at ${redactUrl(this.opts.url)}`));
-    if (this.blockedReason)
-      return Promise.reject(new BusUnavailableError(`RabbitMQ refuses publishing: ${this.blockedReason}`));
+    const refusal = this.publishRefusal();
+    if (refusal) return Promise.reject(refusal);
+    const pub = this.pub!;
     const messageId = randomUUID();
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -364,13 +370,11 @@ export class Bus {
 
   /** Publishes an event (best effort, not persistent: events describe state already on disk). */
   async publishEvent(key: string, payload: unknown): Promise<void> {
-    const pub = this.pub;
-    if (!pub) throw new BusUnavailableError('RabbitMQ unreachable');
     // under a resource alarm RabbitMQ stops reading a connection that publishes, and the
     // acks of its consumers would wait behind the event
-    if (this.blockedReason)
-      throw new BusUnavailableError(`RabbitMQ refuses publishing: ${this.blockedReason}`);
-    pub.publish(EVENTS_EXCHANGE, key, Buffer.from(JSON.stringify(payload)), {
+    const refusal = this.publishRefusal();
+    if (refusal) throw refusal;
+    this.pub!.publish(EVENTS_EXCHANGE, key, Buffer.from(JSON.stringify(payload)), {
       persistent: false,
       contentType: 'application/json',
     });
@@ -509,7 +513,7 @@ export class Bus {
 
   /** A publish failed because the broker refuses or lost publishing, not because of the message. */
   private unpublishable(err: unknown): boolean {
-    return err instanceof BusUnavailableError && (this.blockedReason !== null || !this.pub) && !this.stopping;
+    return err instanceof BusUnavailableError && this.publishRefusal() !== null && !this.stopping;
   }
 
   /**
@@ -518,7 +522,7 @@ export class Bus {
    * channel is gone (the broker redelivers the message then).
    */
   private async holdWhileUnpublishable(reg: ConsumerReg, acks: AckBatcher): Promise<boolean> {
-    while ((this.blockedReason || !this.pub) && !this.stopping && reg.acks === acks) await sleep(200);
+    while (this.publishRefusal() && !this.stopping && reg.acks === acks) await sleep(200);
     return !this.stopping && reg.acks === acks;
   }
 

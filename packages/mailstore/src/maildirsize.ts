@@ -52,16 +52,14 @@ export function recordUsage(accountDir: string, bytes: number, messages: number)
 
 /** Drops the quota file, so the next read counts the folders again. */
 export async function forgetUsage(accountDir: string): Promise<void> {
-  await fs.unlink(join(accountDir, MAILDIRSIZE)).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== 'ENOENT') throw err;
-  });
+  await fs.rm(join(accountDir, MAILDIRSIZE), { force: true });
 }
 
 /** Parses a quota file for `limit`; null when it must be rebuilt. */
 export function parseMaildirSize(text: string, limit: number): Usage | null {
   const lines = text.split('\n');
   if (lines.pop() !== '') return null; // a torn last line
-  // `<bytes>S`, and a message limit (`,<n>C`) as Dovecot may write it, which we keep
+  // `<bytes>S`, with a message limit (`,<n>C`) as Dovecot may write it (not enforced here)
   const def = /^(\d+)S(?:,\d+C)?$/.exec(lines[0] ?? '');
   if (!def || Number(def[1]) !== limit) return null;
   let bytes = 0;

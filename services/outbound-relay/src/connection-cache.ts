@@ -43,12 +43,8 @@ export class ConnectionCache {
 
   /** The most recently parked session of `destination`, with its slot, or null. */
   take(destination: string): Parked | null {
-    const list = this.idle.get(destination);
-    const entry = list?.pop();
-    if (!entry) return null;
-    if (!list!.length) this.idle.delete(destination);
-    clearTimeout(entry.timer);
-    return { session: entry.session, release: entry.release };
+    const entry = this.idle.get(destination)?.at(-1);
+    return entry ? this.unpark(destination, entry) : null;
   }
 
   /**
@@ -58,16 +54,19 @@ export class ConnectionCache {
    */
   takeMatching(keys: ReadonlySet<string>): Parked | null {
     for (const [destination, list] of this.idle) {
-      for (let i = list.length - 1; i >= 0; i--) {
-        const entry = list[i]!;
-        if (!keys.has(entry.session.key)) continue;
-        list.splice(i, 1);
-        if (!list.length) this.idle.delete(destination);
-        clearTimeout(entry.timer);
-        return { session: entry.session, release: entry.release };
-      }
+      const entry = list.findLast((e) => keys.has(e.session.key));
+      if (entry) return this.unpark(destination, entry);
     }
     return null;
+  }
+
+  /** Takes an entry out of the idle list, its timer stopped. */
+  private unpark(destination: string, entry: Idle): Parked {
+    const list = this.idle.get(destination)!;
+    list.splice(list.indexOf(entry), 1);
+    if (!list.length) this.idle.delete(destination);
+    clearTimeout(entry.timer);
+    return { session: entry.session, release: entry.release };
   }
 
   /**
@@ -82,26 +81,13 @@ export class ConnectionCache {
     if (this.limits.reuseCount > 0 && client.transactions >= this.limits.reuseCount) return false;
     const entry: Idle = {
       ...parked,
-      timer: setTimeout(() => {
-        const list = this.idle.get(destination);
-        const i = list?.indexOf(entry) ?? -1;
-        if (i >= 0) list!.splice(i, 1);
-        if (list && !list.length) this.idle.delete(destination);
-        void expire(entry);
-      }, this.limits.idleMs),
+      timer: setTimeout(() => void expire(this.unpark(destination, entry)), this.limits.idleMs),
     };
     entry.timer.unref();
     let list = this.idle.get(destination);
     if (!list) this.idle.set(destination, (list = []));
     list.push(entry);
     return true;
-  }
-
-  /** Idle sessions (for the metrics). */
-  get size(): number {
-    let n = 0;
-    for (const list of this.idle.values()) n += list.length;
-    return n;
   }
 
   /** QUITs every idle session and releases its slot; nothing is parked afterwards. */

@@ -188,8 +188,8 @@ function keysFor(
   target: Target,
   tls: TlsPolicy,
   opts: Pick<AttemptOptions, 'auth' | 'bindAddress' | 'bindAddress6'>,
+  local = sourceAddress(target, opts),
 ): string[] {
-  const local = sourceAddress(target, opts);
   const key = sessionKey(target, tls, opts, local);
   return tls.mode === 'may' ? [key, sessionKey(target, { mode: 'none' }, opts, local)] : [key];
 }
@@ -252,11 +252,11 @@ async function openSession(target: Target, opts: AttemptOptions, tls: TlsPolicy,
             }
           : undefined;
       r = await c.startTls(tlsOpts, resume);
-      if (r.code === 220) opts.onTls?.(c.tls?.resumed ?? false);
       if (r.code !== 220) {
         if (tls.mode === 'verify')
           throw new NextTarget('4.7.5', `host ${c.peer} refused STARTTLS: ${replyText(r)}`, mta);
       } else {
+        opts.onTls?.(c.tls?.resumed ?? false);
         r = await c.ehlo(opts.myhostname);
         if (r.code !== 250)
           throw new NextTarget(statusOf(r), `host ${c.peer} said: ${replyText(r)} (in reply to EHLO)`, mta);
@@ -291,7 +291,7 @@ async function deliverTo(
   parked: { current: ParkedSession | null },
 ): Promise<AttemptResult> {
   const localAddress = sourceAddress(target, opts);
-  const keys = keysFor(target, tls, opts);
+  const keys = keysFor(target, tls, opts, localAddress);
   const key = keys[0]!;
   const reused = await takeParked(parked, keys);
   const c = reused ?? (await openSession(target, opts, tls, localAddress));

@@ -252,8 +252,10 @@ export class SmtpClient {
     return this.extensions.has(ext);
   }
 
-  /** RFC 3207: upgrade to TLS after 220. Data the server sent before the handshake is discarded. */
-  /** `resume`: a session to offer the server, and where to keep the one it issues. */
+  /**
+   * RFC 3207: upgrade to TLS after 220. Data the server sent before the handshake is
+   * discarded. `resume`: a session to offer the server, and where to keep the one it issues.
+   */
   async startTls(
     tlsOpts: ConnectionOptions,
     resume?: { session: Buffer | undefined; save: (session: Buffer) => void },

@@ -27,6 +27,14 @@ export class ClientConnection {
   onData: (chunk: Buffer) => void = () => undefined;
   onClose: () => void = () => undefined;
   sent = 0;
+  /** COMPRESS=DEFLATE: the compressor of what is written and the inflater of what is read. */
+  private deflate: DeflateRaw | null = null;
+  private inflate: InflateRaw | null = null;
+  private flushQueued = false;
+  /** end() was called: nothing more is written (a compressor that finished takes no more input). */
+  private ending = false;
+  /** Reading is paused because the session has READ_AHEAD_COMMANDS commands waiting. */
+  private readPaused = false;
 
   constructor(socket: Socket, secure: boolean) {
     this.socket = socket;
@@ -73,8 +81,7 @@ export class ClientConnection {
 
   async drain(): Promise<void> {
     const queued = () => this.socket.writableLength + (this.deflate?.writableLength ?? 0);
-    if (this.isClosed || queued() < 1 << 20) return;
-    // with compression the socket drains as the compressor catches up: wait for the socket
+    // with compression the socket drains as the compressor catches up: wait for either
     while (!this.isClosed && queued() >= 1 << 20) {
       await new Promise<void>((resolve) => {
         const done = () => {
@@ -95,22 +102,21 @@ export class ClientConnection {
     return this.deflate !== null;
   }
 
-  private deflate: DeflateRaw | null = null;
-  private inflate: InflateRaw | null = null;
-  /** end() was called: nothing more is written (a compressor that finished takes no more input). */
-  private ending = false;
-
-  /** Stops reading the client (and inflating what was read) until resumeInput(): the session has enough queued. */
-  pauseInput(): void {
-    this.socket.pause();
-    this.inflate?.pause();
+  /**
+   * Told how many commands the session has waiting: at READ_AHEAD_COMMANDS the client is
+   * no longer read (nor what was read inflated), below half of it reading goes on.
+   */
+  readAhead(waiting: number): void {
+    if (!this.readPaused && waiting >= READ_AHEAD_COMMANDS) {
+      this.readPaused = true;
+      this.socket.pause();
+      this.inflate?.pause();
+    } else if (this.readPaused && waiting < READ_AHEAD_COMMANDS / 2) {
+      this.readPaused = false;
+      this.socket.resume();
+      this.inflate?.resume();
+    }
   }
-
-  resumeInput(): void {
-    this.socket.resume();
-    this.inflate?.resume();
-  }
-  private flushQueued = false;
 
   /**
    * RFC 4978: from now on the client's bytes are inflated before the session sees them,

@@ -15,7 +15,7 @@ import {
 import type { MailAccount, Quotas } from '@mailyard/mailstore';
 import type { Logger } from '@mailyard/observability';
 import type { RetrievalConfig } from '../config.js';
-import { READ_AHEAD_COMMANDS, type ClientConnection, type SessionLimits } from '../connection.js';
+import type { ClientConnection, SessionLimits } from '../connection.js';
 import type { MessageCache } from '../message-cache.js';
 import type { RetrievalMetrics } from '../metrics.js';
 import type { ChangeNotifier } from '../notifier.js';
@@ -56,7 +56,6 @@ export class ImapSession {
   readonly enabled = new Set<string>();
   readonly log: Logger;
   private framer: CommandFramer;
-  private inputPaused = false;
   private queue: FramerEvent[] = [];
   private running = false;
   private badCount = 0;
@@ -69,9 +68,13 @@ export class ImapSession {
     readonly deps: ImapDeps,
   ) {
     this.log = deps.logger.child({ session: this.id, ip: conn.ip });
-    this.framer = new CommandFramer({
-      maxLine: deps.config.imap_max_line_length,
-      maxLiteral: deps.config.message_size_limit,
+    this.framer = this.newFramer();
+  }
+
+  private newFramer(): CommandFramer {
+    return new CommandFramer({
+      maxLine: this.deps.config.imap_max_line_length,
+      maxLiteral: this.deps.config.message_size_limit,
     });
   }
 
@@ -182,17 +185,15 @@ export class ImapSession {
         this.send('+ Ready for literal data\r\n');
       } else this.queue.push(ev);
     }
-    if (!this.inputPaused && this.queue.length >= READ_AHEAD_COMMANDS) {
-      this.inputPaused = true;
-      this.conn.pauseInput();
-    }
+    this.conn.readAhead(this.queue.length);
     void this.drainQueue();
   }
 
-  private resumeInput(): void {
-    if (!this.inputPaused) return;
-    this.inputPaused = false;
-    this.conn.resumeInput();
+  /** A new framer and no queued commands: after STARTTLS and COMPRESS, anything pipelined is dropped. */
+  private freshInput(): void {
+    this.framer = this.newFramer();
+    this.queue = [];
+    this.conn.readAhead(0);
   }
 
   private async drainQueue(): Promise<void> {
@@ -202,7 +203,7 @@ export class ImapSession {
       while (this.queue.length && this.mode.m !== 'closed') {
         const ev = this.queue.shift()!;
         await this.handleEvent(ev);
-        if (this.queue.length < READ_AHEAD_COMMANDS / 2) this.resumeInput();
+        this.conn.readAhead(this.queue.length);
       }
     } finally {
       this.running = false;
@@ -379,25 +380,15 @@ export class ImapSession {
 
   /** COMPRESS DEFLATE: the OK, then compression from the next byte on; pipelined commands are dropped. */
   startCompression(tag: string): void {
-    this.framer = new CommandFramer({
-      maxLine: this.deps.config.imap_max_line_length,
-      maxLiteral: this.deps.config.message_size_limit,
-    });
-    this.queue = [];
+    this.freshInput();
     this.send(`${tag} OK DEFLATE active\r\n`);
     this.conn.startCompression();
-    this.resumeInput();
     this.deps.metrics.compressedSessions.inc();
   }
 
   async startTls(): Promise<void> {
     // RFC 9051 §6.2.1: anything pipelined after STARTTLS is discarded
-    this.framer = new CommandFramer({
-      maxLine: this.deps.config.imap_max_line_length,
-      maxLiteral: this.deps.config.message_size_limit,
-    });
-    this.queue = [];
-    this.resumeInput();
+    this.freshInput();
     try {
       await this.conn.startTls(this.deps.tls);
     } catch (err) {

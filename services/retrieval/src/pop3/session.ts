@@ -5,7 +5,7 @@ import type { Redis } from 'ioredis';
 import { ipInNetworks } from '@mailyard/config';
 import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
 import type { Logger } from '@mailyard/observability';
-import { READ_AHEAD_COMMANDS, type ClientConnection } from '../connection.js';
+import type { ClientConnection } from '../connection.js';
 import type { ImapDeps } from '../imap/session.js';
 
 type Pop3State = 'authorization' | 'transaction' | 'update';
@@ -71,7 +71,6 @@ export class Pop3Session {
   private sasl = false;
   private busy = false;
   private queue: string[] = [];
-  private inputPaused = false;
   private bad = 0;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -126,17 +125,8 @@ export class Pop3Session {
       }
       this.queue.push(line);
     }
-    if (!this.inputPaused && this.queue.length >= READ_AHEAD_COMMANDS) {
-      this.inputPaused = true;
-      this.conn.pauseInput();
-    }
+    this.conn.readAhead(this.queue.length);
     void this.drain();
-  }
-
-  private resumeInput(): void {
-    if (!this.inputPaused) return;
-    this.inputPaused = false;
-    this.conn.resumeInput();
   }
 
   private async drain(): Promise<void> {
@@ -145,7 +135,7 @@ export class Pop3Session {
     try {
       while (this.queue.length && !this.closed) {
         await this.handle(this.queue.shift()!);
-        if (this.queue.length < READ_AHEAD_COMMANDS / 2) this.resumeInput();
+        this.conn.readAhead(this.queue.length);
       }
     } finally {
       this.busy = false;
@@ -382,7 +372,7 @@ export class Pop3Session {
     this.send('+OK Begin TLS negotiation');
     this.buf = '';
     this.queue = [];
-    this.resumeInput();
+    this.conn.readAhead(0);
     try {
       await this.conn.startTls(this.deps.tls);
     } catch {
