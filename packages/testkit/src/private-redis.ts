@@ -44,3 +44,18 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
   });
   return { ...server, port, url: `redis://127.0.0.1:${port}` };
 }
+
+/**
+ * The boot settings of a service built in a test's process against a given broker and
+ * Redis (port 0 for metrics, loopback, quiet unless TEST_LOG_LEVEL says otherwise).
+ */
+export function testBootSettings(amqpUrl: string, redisUrl: string): Record<string, unknown> {
+  return {
+    amqp_url: amqpUrl,
+    redis_url: redisUrl,
+    http_port: 0,
+    listen_address: '127.0.0.1',
+    log_level: process.env.TEST_LOG_LEVEL ?? 'silent',
+    myhostname: 'mx.example.test',
+  };
+}

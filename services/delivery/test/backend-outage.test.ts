@@ -11,6 +11,7 @@ import {
   createVhost,
   maildirNew,
   startPrivateRedis,
+  testBootSettings,
   tempDir,
   waitFor,
   type PrivateRedis,
@@ -41,12 +42,7 @@ before(async () => {
   const cfg = loadConfig(deliverySchema, {
     env: {},
     overrides: {
-      amqp_url: vhost.url,
-      redis_url: redis.url,
-      http_port: 0,
-      listen_address: '127.0.0.1',
-      log_level: process.env.TEST_LOG_LEVEL ?? 'silent',
-      myhostname: 'mx.example.test',
+      ...testBootSettings(vhost.url, redis.url),
       maildir_root: maildir.path,
       delivery_max_attempts: 2,
     },

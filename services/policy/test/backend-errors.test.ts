@@ -6,7 +6,13 @@ import type { PolicyRequestInput } from '@mailyard/contracts';
 import { Directory } from '@mailyard/directory';
 import { PolicyRules } from '@mailyard/policy-rules';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
-import { createVhost, startPrivateRedis, type PrivateRedis, type TestVhost } from '@mailyard/testkit';
+import {
+  createVhost,
+  startPrivateRedis,
+  testBootSettings,
+  type PrivateRedis,
+  type TestVhost,
+} from '@mailyard/testkit';
 import { buildPolicy, policySchema, type PolicyService } from '../src/index.js';
 
 // The policy service's Redis (rules, access tables, per-user lists, greylisting, rate
@@ -39,12 +45,7 @@ before(async () => {
   const cfg = loadConfig(policySchema, {
     env: {},
     overrides: {
-      amqp_url: vhost.url,
-      redis_url: redis.url,
-      http_port: 0,
-      listen_address: '127.0.0.1',
-      log_level: process.env.TEST_LOG_LEVEL ?? 'silent',
-      myhostname: 'mx.example.test',
+      ...testBootSettings(vhost.url, redis.url),
       policy_delegation_enabled: false,
       greylist_auto_allow_fcrdns: false,
     },
