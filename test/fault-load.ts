@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import nodemailer from 'nodemailer';
 import { folderDir } from '@mailyard/mailstore';
@@ -149,4 +150,23 @@ export function describeTally(name: string, t: Tally): string {
   return `${name}: ${Object.entries(t)
     .map(([k, v]) => `${k}=${v}`)
     .join(' ')}`;
+}
+
+/**
+ * Settles, prints the tally (for the issue note) and checks the promise: no client got
+ * a 5xx, every message was accepted in the end, none lost, none filed twice.
+ */
+export async function assertNothingLost(
+  t: { diagnostic(message: string): void },
+  name: string,
+  load: Load,
+  opts: { maildir: string; recipients: string[]; from: string; count: number },
+): Promise<Tally> {
+  const tally = await settle(load, opts);
+  t.diagnostic(describeTally(name, tally));
+  assert.deepEqual(load.refusals, [], 'no 5xx for a valid recipient');
+  assert.equal(tally.accepted, opts.count, 'every message accepted in the end');
+  assert.equal(tally.lost, 0, 'lost');
+  assert.equal(tally.duplicated, 0, 'duplicated');
+  return tally;
 }
