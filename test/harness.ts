@@ -97,7 +97,7 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
   const directory = new Directory(redis.redis);
   const inbound = buildMtaInbound(inboundConfig, {
     bus: inboundRt.bus,
-    directory: new Directory(inboundRt.redis),
+    directory: new Directory(inboundRt.redis, inboundConfig.recipient_delimiter),
     resolver: inboundRt.resolver,
     logger: inboundRt.logger,
     registry: inboundRt.registry,
@@ -135,7 +135,7 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
       const svc = buildDelivery(cfg, {
         bus: rt.bus,
         redis: rt.redis,
-        directory: new Directory(rt.redis),
+        directory: new Directory(rt.redis, cfg.recipient_delimiter),
         store: new MaildirStore({ root: tmp.path, hostname: cfg.myhostname }),
         logger: rt.logger,
         registry: rt.registry,

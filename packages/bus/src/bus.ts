@@ -27,6 +27,16 @@ export class PoisonMessageError extends Error {
   override readonly name = 'PoisonMessageError';
 }
 
+/**
+ * Thrown by a consumer handler when a backend it needs (Redis) failed: the message is
+ * not at fault and no answer was had. The bus holds the message and runs the handler
+ * again after a growing pause, without returning it to the queue or counting an
+ * attempt, so an outage of any length never dead-letters it.
+ */
+export class BackendUnavailableError extends Error {
+  override readonly name = 'BackendUnavailableError';
+}
+
 export interface PublishItem {
   exchange?: string;
   routingKey: string;
@@ -465,11 +475,16 @@ export class Bus {
       if (redeliveries >= reg.opts.maxAttempts * 2) {
         throw new PoisonMessageError(`redelivered ${redeliveries} times without being acknowledged`);
       }
-      await reg.handler(delivery);
+      await this.runHolding(reg, acks, delivery);
       acks.ack(msg);
     } catch (err) {
       const reason = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
       const attempt = redeliveries + 1;
+      if (err instanceof BackendUnavailableError) {
+        // held until the bus stopped or the channel went: the broker keeps the message
+        acks.nack(msg);
+        return;
+      }
       if (this.unpublishable(err)) {
         // the broker refuses or lost our publishes (a resource alarm, a restart): not the
         // message's fault. It is held until publishing works again and then run again in
@@ -508,6 +523,30 @@ export class Bus {
       );
       await sleep(Math.min((reg.opts.retryDelayMs ?? 500) * attempt, 10_000));
       acks.nack(msg);
+    }
+  }
+
+  /**
+   * Runs the handler; while it fails with BackendUnavailableError the message is held
+   * and run again, until it succeeds, fails otherwise, the bus stops or its channel goes.
+   */
+  private async runHolding(reg: ConsumerReg, acks: AckBatcher, delivery: Delivery): Promise<void> {
+    for (let held = 0; ; held++) {
+      try {
+        await reg.handler(delivery);
+        if (held)
+          this.log.info({ queue: reg.queue, held }, 'backend available again, held message processed');
+        return;
+      } catch (err) {
+        if (!(err instanceof BackendUnavailableError) || this.stopping || reg.acks !== acks) throw err;
+        if (!held)
+          this.log.warn(
+            { queue: reg.queue, reason: err.message },
+            'backend unavailable, holding the message',
+          );
+        await sleep(Math.min(250 * 2 ** held, 2000));
+        if (this.stopping || reg.acks !== acks) throw err;
+      }
     }
   }
 

@@ -11,7 +11,13 @@ import {
   type TcpProxy,
   type TestVhost,
 } from '@mailyard/testkit';
-import { Bus, BusUnavailableError, PoisonMessageError, UnroutableError } from '../src/index.js';
+import {
+  BackendUnavailableError,
+  Bus,
+  BusUnavailableError,
+  PoisonMessageError,
+  UnroutableError,
+} from '../src/index.js';
 
 let vhost: TestVhost;
 let proxy: TcpProxy;
@@ -168,6 +174,65 @@ test('while RabbitMQ blocks publishers, a handler that publishes is held, not sp
     await framed.close();
   }
 });
+
+test(
+  'a handler failing for a backend outage holds the message: never dead-lettered, run again until it works',
+  { timeout: 30_000 },
+  async () => {
+    const bus = new Bus({ url: vhost.url, logger, name: 'test' });
+    bus.start();
+    await bus.waitConnected();
+    const conn = await connect(vhost.url);
+    const ch = await conn.createChannel();
+    try {
+      const deadBefore = (await ch.checkQueue(Queues.deadLetter)).messageCount;
+      const outage = { on: true };
+      const calls: number[] = [];
+      await bus.consume(
+        Queues.delivery,
+        async (d) => {
+          calls.push(d.redeliveries);
+          if (outage.on) throw new BackendUnavailableError('Redis: connection refused');
+        },
+        { prefetch: 1, maxAttempts: 2, retryDelayMs: 10 },
+      );
+      await bus.publish({ routingKey: RoutingKeys.delivery, body: Buffer.from('held-for-redis') });
+      // far more runs than maxAttempts allows for ordinary failures
+      await waitFor(() => calls.length >= 4, { what: 'the held message run again' });
+      assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, deadBefore, 'not dead-lettered');
+      assert.ok(
+        calls.every((n) => n === 0),
+        'held in place, not returned to the queue',
+      );
+      outage.on = false;
+      const n = calls.length;
+      await waitFor(
+        async () => calls.length > n && (await ch.checkQueue(Queues.delivery)).messageCount === 0,
+        {
+          what: 'processed once the backend is back',
+        },
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(calls.length, n + 1, 'acked after the run that worked');
+      assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, deadBefore);
+
+      // a bus that stops while holding gives the message back to the queue
+      outage.on = true;
+      await bus.publish({ routingKey: RoutingKeys.delivery, body: Buffer.from('held-at-stop') });
+      const m = calls.length;
+      await waitFor(() => calls.length > m, { what: 'second message held' });
+      await bus.stop();
+      const back = await waitFor(async () => ch.get(Queues.delivery, { noAck: true }), {
+        what: 'the held message back in its queue',
+      });
+      assert.equal(back.content.toString(), 'held-at-stop');
+      assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, deadBefore);
+    } finally {
+      await conn.close();
+      await bus.stop();
+    }
+  },
+);
 
 test('PoisonMessageError dead-letters at once', async () => {
   const bus = new Bus({ url: vhost.url, logger, name: 'test' });

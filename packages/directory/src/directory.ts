@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import { normalizeDomain, parseMailAddress, splitPlus } from '@mailyard/smtp-core';
 import { hashPassword, passwordWeakness, verifyPassword } from './passwords.js';
 
@@ -12,6 +12,38 @@ export class DirectoryError extends Error {
   ) {
     super(message);
   }
+}
+
+/**
+ * Redis did not answer a read (down, timed out, refused the command). Never an answer
+ * such as "not local" or "no such user": SMTP says 451 4.3.0, delivery holds the
+ * message, a login is refused as temporarily unavailable.
+ */
+export class DirectoryUnavailableError extends Error {
+  override readonly name = 'DirectoryUnavailableError';
+  constructor(cause: unknown) {
+    super(`directory unavailable: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+  }
+}
+
+/** A Redis read whose failure is a DirectoryUnavailableError. */
+function read<T>(p: Promise<T>): Promise<T> {
+  return p.catch((err: unknown) => {
+    throw new DirectoryUnavailableError(err);
+  });
+}
+
+/**
+ * The answers of a pipeline. ioredis reports a failed command inside the results, not
+ * by rejecting: one that failed must not read as an empty set or a missing key.
+ */
+async function answers(pipe: ChainableCommander): Promise<unknown[]> {
+  const res = await read(pipe.exec());
+  if (!res) throw new DirectoryUnavailableError(new Error('pipeline discarded'));
+  return res.map(([err, value]) => {
+    if (err) throw new DirectoryUnavailableError(err);
+    return value;
+  });
 }
 
 /** The Redis hash `account:<address>`: every field, so any change to the account shows. */
@@ -79,10 +111,10 @@ export class Directory {
     return d;
   }
   async listDomains(): Promise<string[]> {
-    return (await this.redis.smembers('domains')).sort();
+    return (await read(this.redis.smembers('domains'))).sort();
   }
   async isLocalDomain(domain: string): Promise<boolean> {
-    return (await this.redis.sismember('domains', domain.toLowerCase())) === 1;
+    return (await read(this.redis.sismember('domains', domain.toLowerCase()))) === 1;
   }
   async delDomain(domain: string): Promise<void> {
     const d = normalizeDomain(domain) ?? domain;
@@ -155,12 +187,12 @@ export class Directory {
     const domains = domain ? [normalizeDomain(domain) ?? domain] : await this.listDomains();
     if (domain && !(await this.isLocalDomain(domains[0]!)))
       throw new DirectoryError('unknown_domain', `domain ${domain} does not exist`);
-    const all = await Promise.all(domains.map((d) => this.redis.smembers(`accounts:${d}`)));
+    const all = await Promise.all(domains.map((d) => read(this.redis.smembers(`accounts:${d}`))));
     return all.flat().sort();
   }
 
   async accountExists(address: string): Promise<boolean> {
-    return (await this.redis.exists(`account:${address.toLowerCase()}`)) === 1;
+    return (await read(this.redis.exists(`account:${address.toLowerCase()}`))) === 1;
   }
 
   private async requireAccount(address: string): Promise<string> {
@@ -193,7 +225,7 @@ export class Directory {
 
   /** The stored fields of an account (the password hash among them), or null when it does not exist. */
   async accountRecord(address: string): Promise<AccountRecord | null> {
-    const r = await this.redis.hgetall(`account:${address.trim().toLowerCase()}`);
+    const r = await read(this.redis.hgetall(`account:${address.trim().toLowerCase()}`));
     return r.password ? (r as AccountRecord) : null;
   }
 
@@ -246,10 +278,10 @@ export class Directory {
 
   async listAliases(domain?: string): Promise<{ source: string; targets: string[] }[]> {
     const domains = domain ? [domain.toLowerCase()] : await this.listDomains();
-    const sources = (await Promise.all(domains.map((d) => this.redis.smembers(`aliases:${d}`))))
+    const sources = (await Promise.all(domains.map((d) => read(this.redis.smembers(`aliases:${d}`)))))
       .flat()
       .sort();
-    const targets = await Promise.all(sources.map((s) => this.redis.smembers(`alias:${s}`)));
+    const targets = await Promise.all(sources.map((s) => read(this.redis.smembers(`alias:${s}`))));
     return sources.map((source, i) => ({ source, targets: (targets[i] ?? []).sort() }));
   }
 
@@ -287,6 +319,7 @@ export class Directory {
   /**
    * One Redis round trip for a recipient: is its domain local, and if so what does the
    * address resolve to. `match` is null for a remote domain or an unknown local address.
+   * Throws DirectoryUnavailableError when Redis fails any part of the question.
    */
   async lookup(address: string): Promise<Lookup> {
     const a = address.toLowerCase();
@@ -308,17 +341,17 @@ export class Directory {
     const pipe = this.redis.pipeline().sismember('domains', domain);
     for (const c of candidates) pipe.smembers(`alias:${c}`).exists(`account:${c}`);
     pipe.smembers(`alias:@${domain}`);
-    const res = (await pipe.exec()) ?? [];
-    const localDomain = res[0]?.[1] === 1;
+    const res = await answers(pipe);
+    const localDomain = res[0] === 1;
     if (!localDomain) return { localDomain, match: null };
     for (let i = 0; i < candidates.length; i++) {
-      const aliasTargets = res[1 + i * 2]?.[1] as string[] | undefined;
-      const exists = res[2 + i * 2]?.[1] as number | undefined;
+      const aliasTargets = res[1 + i * 2] as string[] | undefined;
+      const exists = res[2 + i * 2] as number | undefined;
       if (aliasTargets?.length)
         return { localDomain, match: { kind: 'alias', source: candidates[i]!, targets: aliasTargets } };
       if (exists) return { localDomain, match: { kind: 'account', account: candidates[i]! } };
     }
-    const catchall = res[1 + candidates.length * 2]?.[1] as string[] | undefined;
+    const catchall = res[1 + candidates.length * 2] as string[] | undefined;
     if (catchall?.length)
       return { localDomain, match: { kind: 'catchall', source: `@${domain}`, targets: catchall } };
     return { localDomain, match: null };

@@ -57,15 +57,20 @@ export class PolicyRules {
     const p = this.redis.pipeline();
     for (const l of RESTRICTION_LISTS) p.lrange(PolicyKeys.restrictions(l), 0, -1);
     p.get(PolicyKeys.version);
-    const res = (await p.exec()) ?? [];
+    const res = await p.exec();
+    // a missing or failed answer is an error, never an empty list (the defaults)
+    if (res?.length !== RESTRICTION_LISTS.length + 1)
+      throw new Error('policy rules: incomplete answer from Redis');
     const rules = {} as RuleSet;
     RESTRICTION_LISTS.forEach((l, i) => {
-      const [err, entries] = res[i] ?? [null, []];
+      const [err, entries] = res[i]!;
       if (err) throw err;
       const list = (entries as string[]).length ? (entries as string[]) : DEFAULT_RESTRICTIONS[l];
       rules[l] = list.filter((e) => e !== 'dunno').map((e) => parseRestriction(e));
     });
-    const version = Number(res[RESTRICTION_LISTS.length]?.[1] ?? 0);
+    const [verr, v] = res[RESTRICTION_LISTS.length]!;
+    if (verr) throw verr;
+    const version = Number(v ?? 0);
     return { rules, version };
   }
 

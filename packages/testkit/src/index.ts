@@ -6,3 +6,6 @@ export * from './wait.js';
 export * from './smtp-raw.js';
 export * from './files.js';
 export * from './scanners.js';
+export * from './private-redis.js';
+export * from './private-rabbit.js';
+export * from './restartable.js';

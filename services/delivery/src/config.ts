@@ -1,10 +1,17 @@
 import { z } from 'zod';
-import { bytesOrUnlimited, commonSchema, duration, positiveInt } from '@mailyard/config';
+import {
+  addressingSchema,
+  bytesOrUnlimited,
+  commonSchema,
+  duration,
+  mailStoreSchema,
+  positiveInt,
+} from '@mailyard/config';
 
 export const deliverySchema = z.object({
   ...commonSchema,
-  /** Root of the mailboxes: <root>/<domain>/<local-part>/ is an account's Maildir. */
-  maildir_root: z.string().min(1).default('/var/mail/mailyard'),
+  ...mailStoreSchema,
+  ...addressingSchema,
   /** Messages processed at once (AMQP prefetch). */
   delivery_prefetch: positiveInt(64),
   /** Failed attempts before a message goes to the dead-letter queue with its reason. */
@@ -15,8 +22,6 @@ export const deliverySchema = z.object({
   junk_folder: z.string().min(1).default('Junk'),
   /** Folder for bulk/advertising mail marked by the policy service; INBOX leaves it there (e.g. Promotions). */
   bulk_folder: z.string().min(1).default('INBOX'),
-  /** Plus-addressing separator (Postfix: recipient_delimiter). */
-  recipient_delimiter: z.string().min(1).max(1).default('+'),
   /**
    * How long recipient lookups are kept in process (0: not at all). Changes made with
    * `mailyard` reach every instance at once; the TTL bounds staleness otherwise.

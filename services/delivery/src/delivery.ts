@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { PoisonMessageError, type Bus, type Delivery } from '@mailyard/bus';
+import { BackendUnavailableError, PoisonMessageError, type Bus, type Delivery } from '@mailyard/bus';
 import {
   ContractError,
   ENVELOPE_HEADER,
@@ -12,7 +12,7 @@ import {
   type Envelope,
   type MailboxChanged,
 } from '@mailyard/contracts';
-import type { Directory } from '@mailyard/directory';
+import { DirectoryUnavailableError, type Directory } from '@mailyard/directory';
 import { MailAccount, Quotas, type MaildirStore } from '@mailyard/mailstore';
 import { Counter, Histogram, type Logger, type Registry } from '@mailyard/observability';
 import { buildDsn, type RecipientReport } from '@mailyard/dsn';
@@ -39,18 +39,18 @@ function createMetrics(registry: Registry) {
   return {
     deliveries: new Counter({
       name: 'mailyard_delivery_deliveries_total',
-      help: 'Copies filed into mailboxes (written) or skipped as already delivered (duplicate)',
+      help: 'Copies filed (written), skipped as already delivered (duplicate), returned (over-quota, unknown-user)',
       labelNames: ['result'] as const,
       registers: [registry],
     }),
     failures: new Counter({
       name: 'mailyard_delivery_failures_total',
-      help: 'Messages whose processing failed (retried or dead-lettered)',
+      help: 'Runs of a message that failed (held for a backend, retried or dead-lettered)',
       registers: [registry],
     }),
     bounces: new Counter({
       name: 'mailyard_delivery_bounces_total',
-      help: 'Copies returned to their sender with a DSN (mailbox over quota)',
+      help: 'DSNs returned to senders (mailbox over quota, recipient gone since acceptance)',
       registers: [registry],
     }),
     forwarded: new Counter({
@@ -65,6 +65,13 @@ function createMetrics(registry: Registry) {
       registers: [registry],
     }),
   };
+}
+
+/** A Redis call whose failure holds the message (the bus runs it again), never fails it. */
+function fromRedis<T>(p: Promise<T>): Promise<T> {
+  return p.catch((err: unknown) => {
+    throw new BackendUnavailableError(`Redis: ${err instanceof Error ? err.message : String(err)}`);
+  });
 }
 
 /**
@@ -85,12 +92,13 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   }, EVENT_WINDOW_MS);
 
   /** A DSN to the sender (none for the null sender: a bounce never bounces). */
-  const bounce = async (env: Envelope, message: Buffer, report: RecipientReport): Promise<void> => {
+  const bounce = async (env: Envelope, message: Buffer, reports: RecipientReport[]): Promise<void> => {
     if (!env.mailFrom) {
-      logger.warn({ queueId: env.queueId, rcpt: report.recipient }, 'null sender: nothing returned');
+      const rcpts = reports.map((r) => r.recipient);
+      logger.warn({ queueId: env.queueId, rcpts }, 'null sender: nothing returned');
       return;
     }
-    const dsn = buildDsn({ myhostname: config.myhostname, original: env, message, reports: [report] });
+    const dsn = buildDsn({ myhostname: config.myhostname, original: env, message, reports });
     const local = (await directory.lookup(env.mailFrom)).localDomain;
     await bus.publishMail(local ? RoutingKeys.delivery : RoutingKeys.outbound, dsn.message, dsn.envelope);
     metrics.bounces.inc();
@@ -109,7 +117,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     const folder = folderFor(env, via);
     const key = markerKey(env.queueId, account);
     // one round trip for both (autopipelined)
-    const [delivered, limit] = await Promise.all([redis.exists(key), quotas.limit(account)]);
+    const [delivered, limit] = await fromRedis(Promise.all([redis.exists(key), quotas.limit(account)]));
     if (delivered) {
       metrics.deliveries.inc({ result: 'duplicate' });
       logger.info({ queueId: env.queueId, account }, 'already delivered, skipped');
@@ -124,14 +132,16 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       // the sender with 5.2.2 at once; the other recipients still get theirs
       metrics.deliveries.inc({ result: 'over-quota' });
       logger.warn({ queueId: env.queueId, account, limit }, 'mailbox over quota, returned to the sender');
-      await bounce(env, message, {
-        recipient: via,
-        action: 'failed',
-        status: '5.2.2',
-        diagnostic: `x-mailyard; 552 5.2.2 Mailbox full: ${via} is over its storage quota`,
-        remoteMta: null,
-      });
-      await redis.set(key, 'bounced', 'EX', config.delivery_dedupe_ttl);
+      await bounce(env, message, [
+        {
+          recipient: via,
+          action: 'failed',
+          status: '5.2.2',
+          diagnostic: `x-mailyard; 552 5.2.2 Mailbox full: ${via} is over its storage quota`,
+          remoteMta: null,
+        },
+      ]);
+      await fromRedis(redis.set(key, 'bounced', 'EX', config.delivery_dedupe_ttl));
       return;
     }
     const res = await store.deliver({
@@ -142,7 +152,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       recipient: account,
       receivedAt: new Date(env.receivedAt),
     });
-    await redis.set(key, '1', 'EX', config.delivery_dedupe_ttl);
+    await fromRedis(redis.set(key, '1', 'EX', config.delivery_dedupe_ttl));
     metrics.deliveries.inc({ result: res.written ? 'written' : 'duplicate' });
     metrics.latency.observe((Date.now() - Date.parse(env.receivedAt)) / 1000);
     logger.info(
@@ -150,6 +160,33 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       'delivered',
     );
     announce({ v: 1, account, folder, queueId: env.queueId, at: new Date().toISOString() });
+  };
+
+  /**
+   * Recipients that were valid at RCPT TO and are gone now (account or alias deleted
+   * since): returned to the sender with 5.1.1, as Postfix's virtual(8) does for an
+   * unknown user. One DSN for all of them; a rerun does not send it again.
+   */
+  const returnGone = async (env: Envelope, message: Buffer, gone: string[]): Promise<void> => {
+    const keys = gone.map((rcpt) => markerKey(env.queueId, `gone:${rcpt}`));
+    const done = await fromRedis(Promise.all(keys.map((k) => redis.exists(k))));
+    const reports: RecipientReport[] = gone
+      .filter((_, i) => !done[i])
+      .map((rcpt) => ({
+        recipient: rcpt,
+        action: 'failed',
+        status: '5.1.1',
+        diagnostic: `x-mailyard; 550 5.1.1 <${rcpt}>: unknown user (removed after the message was accepted)`,
+        remoteMta: null,
+      }));
+    if (!reports.length) return;
+    logger.warn(
+      { queueId: env.queueId, rcpts: reports.map((r) => r.recipient) },
+      'recipient no longer exists, returned to the sender',
+    );
+    metrics.deliveries.inc({ result: 'unknown-user' }, reports.length);
+    await bounce(env, message, reports);
+    await fromRedis(Promise.all(keys.map((k) => redis.set(k, 'bounced', 'EX', config.delivery_dedupe_ttl))));
   };
 
   const handle = async (d: Delivery): Promise<void> => {
@@ -160,19 +197,29 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       if (err instanceof ContractError) throw new PoisonMessageError(err.message);
       throw err;
     }
+    try {
+      await deliver(env, d.body);
+    } catch (err) {
+      // the directory could not say where the mail goes: hold it, never guess
+      if (err instanceof DirectoryUnavailableError) throw new BackendUnavailableError(err.message);
+      throw err;
+    }
+  };
+
+  const deliver = async (env: Envelope, body: Buffer): Promise<void> => {
     const local = new Map<string, string>();
     const remote = new Set<string>();
+    const gone: string[] = [];
     for (const rcpt of env.recipients) {
       const x = await directory.expand(rcpt);
-      if (!x.local.length && !x.remote.length) {
-        logger.warn({ queueId: env.queueId, rcpt }, 'recipient no longer exists, not delivered');
-      }
+      if (!x.local.length && !x.remote.length) gone.push(rcpt);
       for (const l of x.local) if (!local.has(l.account)) local.set(l.account, rcpt);
       for (const r of x.remote) remote.add(r);
     }
-    await Promise.all([...local].map(([account, via]) => fileCopy(env, d.body, account, via)));
+    await Promise.all([...local].map(([account, via]) => fileCopy(env, body, account, via)));
+    if (gone.length) await returnGone(env, body, gone);
     if (remote.size) {
-      await bus.publishMail(RoutingKeys.outbound, d.body, {
+      await bus.publishMail(RoutingKeys.outbound, body, {
         ...env,
         recipients: [...remote],
         attempts: 0,

@@ -2,17 +2,10 @@ import assert from 'node:assert/strict';
 import { readFileSync, statSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { connect } from 'amqplib';
-import {
-  ENVELOPE_HEADER,
-  ENVELOPE_VERSION,
-  Headers,
-  Queues,
-  RoutingKeys,
-  type Envelope,
-} from '@mailyard/contracts';
-import { newQueueId } from '@mailyard/smtp-core';
+import { ENVELOPE_HEADER, Headers, Queues, RoutingKeys, type Envelope } from '@mailyard/contracts';
 import { waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import { envelope } from './envelope.js';
 
 let p: Platform;
 before(async () => {
@@ -21,19 +14,6 @@ before(async () => {
   await addAccount(p.directory, 'erin@example.test');
 });
 after(() => p.close());
-
-const envelope = (recipients: string[], queueId = newQueueId()): Envelope => ({
-  v: ENVELOPE_VERSION,
-  queueId,
-  mailFrom: 'sender@remote.test',
-  recipients,
-  client: { ip: '192.0.2.1', hostname: null, helo: 'remote.test', tls: null, user: null },
-  receivedAt: new Date().toISOString(),
-  attempts: 0,
-  body: '7BIT',
-  smtputf8: false,
-  lastError: null,
-});
 
 const msg = (subject: string) =>
   Buffer.from(`Subject: ${subject}\r\nFrom: sender@remote.test\r\n\r\nbody of ${subject}\r\n`);
@@ -86,6 +66,60 @@ test('a message with an invalid envelope goes to the dead-letter queue with the 
   assert.match(String(dead.properties.headers?.[Headers.deadLetterReason]), /invalid envelope/);
   await conn.close();
 });
+
+test(
+  'a recipient removed after acceptance is returned to the sender with 5.1.1, the others still get theirs',
+  { timeout: 30_000 },
+  async () => {
+    await addAccount(p.directory, 'gone@example.test');
+    await addAccount(p.directory, 'writer@example.test');
+    await p.directory.delUser('gone@example.test');
+    const env = { ...envelope(['gone@example.test', 'dora@example.test']), mailFrom: 'writer@example.test' };
+    const before = p.inbox('dora@example.test').length;
+    await p.inboundRt.bus.publishMail(RoutingKeys.delivery, msg('to-the-departed'), env);
+    const dsn = await waitFor(
+      () =>
+        p
+          .inbox('writer@example.test')
+          .map((f) => readFileSync(f, 'utf8'))
+          .find((t) => t.includes(env.queueId)),
+      { what: "the DSN in the sender's INBOX" },
+    );
+    assert.match(dsn, /Status: 5\.1\.1/);
+    assert.match(dsn, /Final-Recipient: rfc822; ?gone@example\.test/);
+    assert.match(dsn, /unknown user/);
+    assert.doesNotMatch(dsn, /Final-Recipient: rfc822; ?dora@/);
+    assert.equal(p.inbox('dora@example.test').length, before + 1);
+    const res = await fetch(`http://127.0.0.1:${p.deliveryRt!.httpPort}/metrics`);
+    assert.match(await res.text(), /mailyard_delivery_deliveries_total\{result="unknown-user"\} 1/);
+  },
+);
+
+test(
+  'a bounce (null sender) to a removed recipient returns nothing and is not retried',
+  { timeout: 30_000 },
+  async () => {
+    await addAccount(p.directory, 'gone2@example.test');
+    await p.directory.delUser('gone2@example.test');
+    const env = { ...envelope(['gone2@example.test']), mailFrom: '' };
+    await p.inboundRt.bus.publishMail(RoutingKeys.delivery, msg('bounce-to-the-departed'), env);
+    const conn = await connect(p.vhost.url);
+    const ch = await conn.createChannel();
+    await waitFor(async () => (await ch.checkQueue(Queues.delivery)).messageCount === 0, {
+      what: 'consumed',
+    });
+    await waitFor(
+      async () => {
+        const res = await fetch(`http://127.0.0.1:${p.deliveryRt!.httpPort}/metrics`);
+        return /mailyard_delivery_deliveries_total\{result="unknown-user"\} 2/.test(await res.text());
+      },
+      { what: 'the removed recipient noticed' },
+    );
+    assert.equal((await ch.checkQueue(Queues.outbound)).messageCount, 0, 'no DSN to anyone');
+    assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
+    await conn.close();
+  },
+);
 
 test('each filed copy is announced as a mailbox.changed event', async () => {
   const { Bus } = await import('@mailyard/bus');

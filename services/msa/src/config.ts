@@ -1,5 +1,14 @@
 import { z } from 'zod';
-import { bool, bytes, cidrList, commonSchema, duration, port, positiveInt } from '@mailyard/config';
+import {
+  addressingSchema,
+  bool,
+  bytes,
+  cidrList,
+  commonSchema,
+  duration,
+  port,
+  positiveInt,
+} from '@mailyard/config';
 
 export const msaSchema = z.object({
   ...commonSchema,
@@ -24,8 +33,7 @@ export const msaSchema = z.object({
   smtpd_max_clients: positiveInt(500),
   /** Load balancers allowed to send a PROXY protocol header (v1/v2); empty: nobody. */
   proxy_protocol_trusted_networks: cidrList([]),
-  /** Plus-addressing separator (Postfix: recipient_delimiter); alice+tag@ may send as alice@. */
-  recipient_delimiter: z.string().min(1).max(1).default('+'),
+  ...addressingSchema,
   /**
    * Name the client's IP address and host name in the Received header we add. Off by
    * default: the submitting user's address is nobody else's business.

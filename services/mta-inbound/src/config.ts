@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import {
+  addressingSchema,
   bool,
   bytes,
   cidrList,
@@ -39,8 +40,7 @@ export const mtaInboundSchema = z.object({
   postscreen_greet_wait: duration('0s'),
   /** Load balancers allowed to send a PROXY protocol header (v1/v2); empty: nobody. */
   proxy_protocol_trusted_networks: cidrList([]),
-  /** Plus-addressing separator (Postfix: recipient_delimiter). */
-  recipient_delimiter: z.string().min(1).max(1).default('+'),
+  ...addressingSchema,
   /**
    * How long recipient lookups are kept in process (0: not at all). Changes made with
    * `mailyard` reach every instance at once; the TTL bounds staleness otherwise.

@@ -154,8 +154,10 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
       }
     }
     if (!reads.length) return;
-    const res = (await p.exec()) ?? [];
+    const res = await p.exec();
     ctx.roundTrips++;
+    // an answer missing is a failure, never "no entry" (which reads as DUNNO)
+    if (res?.length !== reads.length) throw new Error('incomplete answer from Redis');
     res.forEach(([err, v], i) => {
       if (err) throw err;
       reads[i]!(v);

@@ -6,14 +6,14 @@ import {
   cidrList,
   commonSchema,
   duration,
+  mailStoreSchema,
   port,
   positiveInt,
 } from '@mailyard/config';
 
 export const retrievalSchema = z.object({
   ...commonSchema,
-  /** Root of the mailboxes, shared with services/delivery: <root>/<domain>/<local-part>/. */
-  maildir_root: z.string().min(1).default('/var/mail/mailyard'),
+  ...mailStoreSchema,
   /** IMAP with STARTTLS (RFC 9051). */
   imap_port: port(143),
   /** IMAP over implicit TLS (RFC 8314). */

@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { connect } from 'amqplib';
+import { Redis } from 'ioredis';
+import { loadConfig } from '@mailyard/config';
+import { Queues, RoutingKeys } from '@mailyard/contracts';
+import { Directory } from '@mailyard/directory';
+import { MaildirStore, folderDir } from '@mailyard/mailstore';
+import { createRuntime, type Runtime } from '@mailyard/runtime';
+import {
+  createVhost,
+  maildirNew,
+  startPrivateRedis,
+  testBootSettings,
+  tempDir,
+  waitFor,
+  type PrivateRedis,
+  type TestVhost,
+} from '@mailyard/testkit';
+import { buildDelivery, deliverySchema, type DeliveryService } from '../src/index.js';
+import { envelope } from './envelope.js';
+
+// Delivery with its Redis (directory, markers) on a redis-server the test kills: the
+// message must be held, neither forwarded as if the address were remote, nor
+// dead-lettered after delivery_max_attempts, and filed once when Redis is back.
+let vhost: TestVhost;
+let redis: PrivateRedis;
+let maildir: ReturnType<typeof tempDir>;
+let rt: Runtime;
+let svc: DeliveryService;
+let directory: Directory;
+
+before(async () => {
+  vhost = await createVhost();
+  redis = await startPrivateRedis();
+  maildir = tempDir();
+  const admin = new Redis(redis.port, '127.0.0.1', { keyPrefix: 'mailyard:' });
+  const dir = new Directory(admin);
+  await dir.addDomain('example.test');
+  await dir.addUser('alice@example.test', 'correct horse battery staple');
+  admin.disconnect();
+  const cfg = loadConfig(deliverySchema, {
+    env: {},
+    overrides: {
+      ...testBootSettings(vhost.url, redis.url),
+      maildir_root: maildir.path,
+      delivery_max_attempts: 2,
+    },
+  });
+  rt = await createRuntime('delivery', cfg);
+  // with the lookup cache on, as in production
+  directory = new Directory(rt.redis, cfg.recipient_delimiter, { cacheTtlMs: cfg.directory_cache_ttl });
+  svc = buildDelivery(cfg, {
+    bus: rt.bus,
+    redis: rt.redis,
+    directory,
+    store: new MaildirStore({ root: maildir.path, hostname: cfg.myhostname }),
+    logger: rt.logger,
+    registry: rt.registry,
+  });
+  await rt.bus.waitConnected();
+  await svc.start();
+});
+after(async () => {
+  await svc?.stop();
+  directory?.close();
+  await rt?.close();
+  await redis?.close();
+  await vhost?.delete();
+  maildir?.cleanup();
+});
+
+const failures = async () => {
+  const text = await rt.registry.getSingleMetricAsString('mailyard_delivery_failures_total');
+  return Number(/mailyard_delivery_failures_total (\d+)/.exec(text)?.[1] ?? 0);
+};
+
+test(
+  'Redis down: the message is held (not forwarded, not dead-lettered) and filed once Redis is back',
+  { timeout: 60_000 },
+  async () => {
+    const conn = await connect(vhost.url);
+    const ch = await conn.createChannel();
+    try {
+      await redis.kill();
+      const env = envelope(['alice@example.test']);
+      await rt.bus.publishMail(RoutingKeys.delivery, Buffer.from('Subject: held\r\n\r\nbody\r\n'), env);
+      // far more failed runs than delivery_max_attempts (2) would allow for other failures
+      await waitFor(async () => (await failures()) >= 4, { timeoutMs: 30_000, what: 'the message held' });
+      assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
+      assert.equal((await ch.checkQueue(Queues.outbound)).messageCount, 0, 'not sent out as remote');
+      const inbox = folderDir(maildir.path, 'alice@example.test', 'INBOX');
+      assert.equal(maildirNew(inbox).length, 0);
+
+      await redis.start();
+      await waitFor(() => maildirNew(inbox).length === 1, {
+        timeoutMs: 20_000,
+        what: 'filed after Redis is back',
+      });
+      await waitFor(async () => (await ch.checkQueue(Queues.delivery)).messageCount === 0, { what: 'acked' });
+      assert.equal(maildirNew(inbox).length, 1);
+      assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0);
+      assert.equal((await ch.checkQueue(Queues.outbound)).messageCount, 0);
+    } finally {
+      await conn.close();
+    }
+  },
+);
