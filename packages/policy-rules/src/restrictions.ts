@@ -47,7 +47,10 @@ export const CHECKS: Record<string, { args: number; help: string }> = {
   reject_non_fqdn_helo_hostname: { args: 0, help: 'refuse HELO names that are not fully qualified' },
   reject_non_fqdn_sender: { args: 0, help: 'refuse MAIL FROM without a fully-qualified domain' },
   reject_non_fqdn_recipient: { args: 0, help: 'refuse RCPT TO without a fully-qualified domain' },
-  reject_unknown_sender_domain: { args: 0, help: 'refuse sender domains without MX/A/AAAA' },
+  reject_unknown_sender_domain: {
+    args: 0,
+    help: 'refuse sender domains without MX/A/AAAA (not our own domains)',
+  },
   check_client_access: { args: 1, help: 'look the client IP up in access TABLE' },
   check_sender_access: { args: 1, help: 'look the sender up in access TABLE' },
   check_recipient_access: { args: 1, help: 'look the recipient up in access TABLE' },

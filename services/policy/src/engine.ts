@@ -530,6 +530,11 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
         );
       case 'reject_unknown_sender_domain': {
         if (!req.sender || domainOf(req.sender).startsWith('[')) return DUNNO;
+        // as Postfix: not for the domains we are final destination for, whose mail must
+        // keep flowing when their own DNS is broken or not published yet
+        const own = await directory.isLocalDomain(domainOf(req.sender));
+        ctx.roundTrips++;
+        if (own) return DUNNO;
         const l = await domainResolves(resolver, domainOf(req.sender));
         const s = req.sender;
         if (l.kind === 'temp') {

@@ -35,6 +35,8 @@ before(async () => {
       'aonly.test': { A: ['192.0.2.1'] },
       'nullmx.test': { MX: [{ priority: 0, exchange: '' }] },
       'servfail.test': { SERVFAIL: true },
+      // one of our own domains whose DNS is broken
+      'own.test': { SERVFAIL: true },
       'timeout.test': { TIMEOUT: true },
       'spammer.test': { MX: [{ priority: 10, exchange: 'mx.spammer.test' }] },
       '8.0.0.127.dnsbl.test': { A: ['127.0.0.2'] },
@@ -187,6 +189,15 @@ describe('HELO and sender restrictions', () => {
     assert.equal((await attempt({ from: 'x@aonly.test' })).code, 250);
     const sf = await attempt({ from: 'x@servfail.test' });
     assert.match(sf.text, /^450 4\.1\.8 /);
+  });
+
+  test('reject_unknown_sender_domain skips the domains we are final destination for', async () => {
+    await p.directory.addDomain('own.test');
+    await setRules({ smtpd_sender_restrictions: ['reject_unknown_sender_domain'] });
+    // example.test has no DNS at all (NXDOMAIN), own.test's DNS fails (SERVFAIL): both are ours
+    assert.equal((await attempt({ from: 'bob@example.test' })).code, 250);
+    assert.equal((await attempt({ from: 'carol@own.test' })).code, 250);
+    assert.equal((await attempt({ from: 'x@sub.example.test' })).code, 550, 'a subdomain is not ours');
   });
 
   test('a DNS server that never answers gives a temporary failure', async () => {
