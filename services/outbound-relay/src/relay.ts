@@ -327,10 +327,13 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       return all('deferred', '4.3.0', `local error: ${(err as Error).message}`);
     } finally {
       await unused?.client.quit();
-      // parked with its slot for the next message, unless mail of any instance waits for one
+      // parked with its slot for the next message, unless mail of any instance waits for one;
+      // this instance's waiters are checked again with no await before the put: one that
+      // began waiting meanwhile found nothing parked, and would wait for the idle limit
       const parkedAgain =
         keep !== null &&
         !(await limits.contended(slotKey).catch(() => true)) &&
+        !limits.waitingHere(slotKey) &&
         sessions.put(slotKey, { session: keep, release });
       if (!parkedAgain) {
         await keep?.client.quit();
