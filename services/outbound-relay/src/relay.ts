@@ -351,7 +351,9 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       throw err;
     }
     const log = logger.child({ queueId: env.queueId });
-    if (env.attempts > 0) await index.remove(env.queueId);
+    // back from a delay queue: deferred after an attempt, or only because the destination
+    // was busy (no attempt counted, but a lastError and an index entry all the same)
+    if (env.attempts > 0 || env.lastError !== null) await index.remove(env.queueId);
 
     // Redelivery (a killed instance, a broker restart): skip recipients already settled.
     const done = await redis.mget(env.recipients.map((r) => doneKey(env.queueId, r)));
