@@ -10,6 +10,8 @@ export default tseslint.config(
       '**/.turbo/**',
       'patches/**',
       'scripts/**',
+      // plain node launchers, like scripts/
+      'packages/*/bin/**',
       'eslint.config.js',
     ],
   },

@@ -37,11 +37,15 @@ const amqp = process.env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const redis = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 let ok = true;
 if (!(await reachable(amqp, 5672))) {
-  console.error(`mailyard: RabbitMQ is unreachable at ${redact(amqp)} (start it, or set AMQP_URL)`);
+  console.error(
+    `mailyard: RabbitMQ is unreachable at ${redact(amqp)} (install and start rabbitmq-server, or set AMQP_URL)`,
+  );
   ok = false;
 }
 if (!(await reachable(redis, 6379))) {
-  console.error(`mailyard: Redis is unreachable at ${redact(redis)} (start it, or set REDIS_URL)`);
+  console.error(
+    `mailyard: Redis is unreachable at ${redact(redis)} (install and start redis-server, or set REDIS_URL)`,
+  );
   ok = false;
 }
 if (!ok) process.exit(1);

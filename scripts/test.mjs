@@ -1,13 +1,34 @@
 #!/usr/bin/env node
 // Runs every test file (unit, service and system tiers) with node's test runner.
 // Each file runs in its own process, isolated by RabbitMQ vhost and Redis key prefix.
-// Usage: pnpm test [path-filter...]
+// Usage: pnpm test [path-filter...]   (an argument naming a file runs that file as is)
+//
+// No single hang may hold CI: every test has a deadline (TEST_TIMEOUT, node's
+// --test-timeout, default 5m; a test's own `timeout` wins), and every file one more
+// (TEST_FILE_TIMEOUT, default 10m), after which its process group, with whatever it
+// started, is killed and the file counts as failed. TEST_CONCURRENCY files run at once
+// (default 3); the output of each is printed whole when it ends, then a summary naming
+// every file that failed. The exit status is 1 when any did.
 import { spawn } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
-const filters = process.argv.slice(2);
+
+/** `90s`, `10m`, `1h`, or a bare number of minutes → milliseconds. */
+function duration(name, fallback) {
+  const text = process.env[name] || fallback;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) {
+    console.error(`${name}: expected minutes or a duration like 90s or 10m, got "${text}"`);
+    process.exit(2);
+  }
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 'm'];
+}
+const fileTimeout = duration('TEST_FILE_TIMEOUT', '10m');
+const testTimeout = duration('TEST_TIMEOUT', '5m');
+const concurrency = Math.max(1, Number(process.env.TEST_CONCURRENCY ?? 3) || 1);
+
 const files = [];
 const walk = (dir) => {
   for (const name of readdirSync(dir)) {
@@ -18,21 +39,92 @@ const walk = (dir) => {
   }
 };
 for (const d of ['packages', 'services', 'test']) walk(join(root, d));
-const selected = filters.length ? files.filter((f) => filters.some((x) => f.includes(x))) : files;
+const args = process.argv.slice(2);
+const explicit = args.filter(
+  (a) => a.endsWith('.ts') && existsSync(join(root, a)) && statSync(join(root, a)).isFile(),
+);
+const filters = args.filter((a) => !explicit.includes(a));
+const selected = args.length
+  ? [...new Set([...explicit, ...files.filter((f) => filters.some((x) => f.includes(x)))])]
+  : files;
 if (!selected.length) {
-  console.error(`no test files match ${filters.join(' ')}`);
+  console.error(`no test files match ${args.join(' ')}`);
   process.exit(1);
 }
-const child = spawn(
-  process.execPath,
-  [
-    '--import',
-    'tsx',
-    '--test',
-    `--test-concurrency=${process.env.TEST_CONCURRENCY ?? 3}`,
-    '--test-reporter=spec',
-    ...selected,
-  ],
-  { cwd: root, stdio: 'inherit' },
+
+const fmtMs = (ms) => (ms >= 60_000 ? `${(ms / 60_000).toFixed(1)} min` : `${(ms / 1000).toFixed(1)} s`);
+// With one file at a time its output streams as it comes; otherwise it would interleave.
+const stream = concurrency === 1 || selected.length === 1;
+const running = new Set();
+const results = [];
+
+function runFile(file) {
+  const started = Date.now();
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', '--test', `--test-timeout=${testTimeout}`, '--test-reporter=spec', file],
+    // its own process group, so the watchdog can kill what the file started too
+    { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  running.add(child);
+  const chunks = [];
+  const out = (c) => (stream ? process.stdout.write(c) : chunks.push(c));
+  child.stdout.on('data', out);
+  child.stderr.on('data', out);
+  let timedOut = false;
+  const watchdog = setTimeout(() => {
+    timedOut = true;
+    killGroup(child, 'SIGTERM');
+    setTimeout(() => killGroup(child, 'SIGKILL'), 5000).unref();
+  }, fileTimeout);
+  if (stream) console.log(`▶ ${file}`);
+  return new Promise((resolve) => {
+    // whatever the file left behind (a server it started) goes with it, and with it
+    // any copy of our pipes that would keep 'close' from coming
+    child.on('exit', () => killGroup(child, 'SIGKILL'));
+    child.on('close', (code, signal) => {
+      clearTimeout(watchdog);
+      running.delete(child);
+      const ms = Date.now() - started;
+      const why = timedOut
+        ? `timed out after ${fmtMs(fileTimeout)} (TEST_FILE_TIMEOUT), killed`
+        : code === 0
+          ? null
+          : `exit ${code ?? signal}`;
+      if (!stream) process.stdout.write(Buffer.concat(chunks));
+      console.log(`${why ? '✖' : '✔'} ${file} (${fmtMs(ms)})${why ? `: ${why}` : ''}\n`);
+      results.push({ file, why, ms });
+      resolve();
+    });
+  });
+}
+
+function killGroup(child, signal) {
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    // the group is gone already
+  }
+}
+
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    for (const c of running) killGroup(c, 'SIGKILL');
+    process.exit(130);
+  });
+}
+
+const queue = [...selected];
+await Promise.all(
+  Array.from({ length: Math.min(concurrency, queue.length) }, async () => {
+    while (queue.length) await runFile(queue.shift());
+  }),
 );
-child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+
+const failed = results.filter((r) => r.why);
+console.log(`${results.length - failed.length} of ${results.length} test files passed`);
+if (failed.length) {
+  console.log(`${failed.length} failed:`);
+  for (const r of failed) console.log(`  ✖ ${r.file}: ${r.why}`);
+  process.exit(1);
+}

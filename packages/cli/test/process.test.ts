@@ -75,12 +75,24 @@ test('process: Redis unreachable fails fast with one line naming the URL, passwo
   assert.ok(r.ms < 20_000, `took ${r.ms} ms`);
 });
 
-test('process: `pnpm mailyard` runs the CLI from a checkout', () => {
-  const r = spawnSync('pnpm', ['--silent', 'mailyard', 'domain', '--help'], {
-    cwd: repoRoot,
-    encoding: 'utf8',
-    timeout: 60_000,
-  });
-  assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stdout, /^Usage: mailyard domain \[options\] \[command\]/);
+test('process: `pnpm mailyard` runs the CLI from a checkout, with nothing of pnpm around it', () => {
+  const pnpm = (...args: string[]) =>
+    spawnSync('pnpm', args, {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, MAILYARD_CONFIG: '' },
+    });
+  const help = pnpm('mailyard', 'domain', '--help');
+  assert.equal(help.status, 0, help.stderr);
+  assert.match(help.stdout, /^Usage: mailyard domain \[options\] \[command\]/);
+  // an error is the CLI's one line and its exit status: no banner, no ELIFECYCLE
+  for (const args of [['mailyard'], ['exec', 'mailyard']]) {
+    const bad = pnpm(...args, 'domain', 'frob');
+    assert.deepEqual(
+      [bad.status, bad.stdout, bad.stderr],
+      [2, '', "mailyard: unknown command 'frob'\n"],
+      args.join(' '),
+    );
+  }
 });

@@ -47,13 +47,20 @@ export const CHECKS: Record<string, { args: number; help: string }> = {
   reject_non_fqdn_helo_hostname: { args: 0, help: 'refuse HELO names that are not fully qualified' },
   reject_non_fqdn_sender: { args: 0, help: 'refuse MAIL FROM without a fully-qualified domain' },
   reject_non_fqdn_recipient: { args: 0, help: 'refuse RCPT TO without a fully-qualified domain' },
-  reject_unknown_sender_domain: { args: 0, help: 'refuse sender domains without MX/A/AAAA' },
+  reject_unknown_sender_domain: {
+    args: 0,
+    help: 'refuse sender domains without MX/A/AAAA (not our own domains)',
+  },
   check_client_access: { args: 1, help: 'look the client IP up in access TABLE' },
   check_sender_access: { args: 1, help: 'look the sender up in access TABLE' },
   check_recipient_access: { args: 1, help: 'look the recipient up in access TABLE' },
   reject_rbl_client: { args: 1, help: 'refuse clients listed in DNSBL ZONE[=127.0.0.N]' },
   reject_rhsbl_sender: { args: 1, help: 'refuse sender domains listed in RHSBL ZONE[=127.0.0.N]' },
-  check_policy_greylist: { args: 0, help: 'greylist unknown (client, sender, recipient) triplets' },
+  check_policy_greylist: { args: 0, help: 'greylist every unknown (client, sender, recipient) triplet' },
+  check_policy_greylist_suspicious: {
+    args: 0,
+    help: 'greylist unknown triplets from clients without FCrDNS or listed in GREYLIST_DNSBL',
+  },
   check_rate: { args: 2, help: 'rate limit: check_rate COUNTER LIMIT/WINDOW' },
   check_user_lists: { args: 0, help: "recipients' own allow/block lists of senders" },
   check_virus: { args: 0, help: 'scan with clamd (CLAMD_URL)' },
@@ -65,7 +72,10 @@ export const CHECKS: Record<string, { args: number; help: string }> = {
     args: 0,
     help: 'refuse mail whose SPF result is fail (needs check_authentication first)',
   },
-  check_spam: { args: 0, help: 'classify with rspamd (RSPAMD_URL)' },
+  check_spam: {
+    args: 0,
+    help: 'classify with rspamd (RSPAMD_URL); its greylist band greylists the message (451 4.7.1)',
+  },
   check_bulk: { args: 0, help: 'mark bulk/advertising mail for the promotions folder' },
 };
 
@@ -116,9 +126,13 @@ export function parseRate(text: string): { limit: number; windowMs: number } | n
 
 /**
  * The default set. Conservative enough for a small organisation's port 25: syntax
- * checks, DNS existence of the sender domain, relay refusal, greylisting, and the
- * content checks at DATA; for submission (a SASL user), a per-user recipient rate.
- * FCrDNS and DNSBL checks are available but not on by default (they refuse too much
+ * checks, DNS existence of the sender domain, relay refusal, greylisting of suspicious
+ * clients only, and the content checks at DATA; for submission (a SASL user), a
+ * per-user recipient rate. Greylisting every first-time sender would delay all new
+ * correspondence by GREYLIST_DELAY, so only clients without forward-confirmed reverse
+ * DNS or listed in GREYLIST_DNSBL are greylisted at RCPT, and mail in rspamd's greylist
+ * band at the end of DATA (check_spam); a client with FCrDNS and SPF pass never is.
+ * Refusing on FCrDNS or DNSBL is available but not on by default (it refuses too much
  * legitimate mail without local tuning).
  */
 export const DEFAULT_RESTRICTIONS: Record<RestrictionListName, string[]> = {
@@ -150,7 +164,7 @@ export const DEFAULT_RESTRICTIONS: Record<RestrictionListName, string[]> = {
     'reject_non_fqdn_recipient',
     'check_recipient_access recipient_access',
     'check_user_lists',
-    'check_policy_greylist',
+    'check_policy_greylist_suspicious',
   ],
   smtpd_data_restrictions: ['check_virus', 'check_authentication', 'check_spam', 'check_bulk'],
 };

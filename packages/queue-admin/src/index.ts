@@ -30,6 +30,11 @@ import {
 
 export const DEFERRED_INDEX_KEY = 'outbound:deferred';
 
+/** HDEL of one field only while it still holds the value that was read. */
+const REMOVE_IF_UNCHANGED = `
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0`;
+
 export interface DeferredEntry {
   queueId: string;
   mailFrom: string;
@@ -63,10 +68,20 @@ export class DeferredIndex {
 
   /** Every deferred message, soonest next try first. */
   async list(): Promise<DeferredEntry[]> {
+    return (await this.entries()).map((e) => e.entry);
+  }
+
+  /** The entries with the text they were read as (for removeIfUnchanged). */
+  async entries(): Promise<{ entry: DeferredEntry; raw: string }[]> {
     const all = await this.redis.hgetall(DEFERRED_INDEX_KEY);
     return Object.values(all)
-      .map((v) => JSON.parse(v) as DeferredEntry)
-      .sort((a, b) => a.nextTry.localeCompare(b.nextTry));
+      .map((raw) => ({ entry: JSON.parse(raw) as DeferredEntry, raw }))
+      .sort((a, b) => a.entry.nextTry.localeCompare(b.entry.nextTry));
+  }
+
+  /** Removes an entry unless it changed since it was read as `raw` (deferred again meanwhile). */
+  async removeIfUnchanged(queueId: string, raw: string): Promise<void> {
+    await this.redis.eval(REMOVE_IF_UNCHANGED, 1, DEFERRED_INDEX_KEY, queueId, raw);
   }
 }
 
@@ -90,8 +105,27 @@ export class QueueAdmin {
     this.index = new DeferredIndex(opts.redis);
   }
 
-  list(): Promise<DeferredEntry[]> {
-    return this.index.list();
+  /**
+   * The deferred messages that are in their delay queue now, which show, retry and
+   * delete can act on. An index entry whose message is not there any more (delivered or
+   * bounced while the entry was left behind, or due and taken back into `outbound`) is
+   * not listed, and removed from the index unless it changed meanwhile.
+   */
+  async list(): Promise<DeferredEntry[]> {
+    const indexed = await this.index.entries();
+    const present = new Set<string>();
+    for (const queue of new Set(indexed.map((e) => e.entry.queue))) {
+      await this.scan([queue], (_msg, env) => {
+        if (env) present.add(`${queue}\0${env.queueId}`);
+        return Promise.resolve('keep' as const);
+      });
+    }
+    const out: DeferredEntry[] = [];
+    for (const { entry, raw } of indexed) {
+      if (present.has(`${entry.queue}\0${entry.queueId}`)) out.push(entry);
+      else await this.index.removeIfUnchanged(entry.queueId, raw);
+    }
+    return out;
   }
 
   /** The index entry plus the message's headers, read from the delay queue without removing it. */
@@ -174,6 +208,7 @@ export class QueueAdmin {
     queues: string[],
     visit: (msg: GetMessage, env: Envelope | null, pub: ConfirmChannel) => Promise<'ack' | 'keep'>,
   ): Promise<void> {
+    if (!queues.length) return;
     const conn = await this.connection();
     for (const queue of queues) {
       const ch = await conn.createConfirmChannel();

@@ -123,8 +123,11 @@ export async function startClamd(): Promise<Scanner> {
   return { url: `tcp://127.0.0.1:${port}`, stop: stopper(child, () => dir.cleanup()), log };
 }
 
-/** rspamd on loopback ports with GTUBE test patterns on, no Redis, DNS through the test server. */
-export async function startRspamd(dnsServer: string): Promise<Scanner> {
+/**
+ * rspamd on loopback ports with GTUBE test patterns on, no Redis, DNS through the test server.
+ * `localD`: more files for its local.d (name → content), e.g. a multimap rule for one test.
+ */
+export async function startRspamd(dnsServer: string, localD: Record<string, string> = {}): Promise<Scanner> {
   const bin = requireBinary('rspamd', 'rspamd');
   const dir = tempDir('mailyard-rspamd-');
   const local = join(dir.path, 'local.d');
@@ -143,6 +146,7 @@ export async function startRspamd(dnsServer: string): Promise<Scanner> {
     `enable_test_patterns = true;\ndns { nameserver = ["${dnsServer}"]; timeout = 1s; retransmits = 1; }\n`,
   );
   writeFileSync(join(override, 'logging.inc'), `type = "console";\nlevel = "error";\n`);
+  for (const [name, content] of Object.entries(localD)) writeFileSync(join(local, name), content);
   // the Bayes classifier keeps its data in sqlite here (no Redis in the tests)
   writeFileSync(
     join(override, 'classifier-bayes.conf'),

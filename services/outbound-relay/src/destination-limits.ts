@@ -33,6 +33,12 @@ export class DestinationLimits {
   private readonly leaseMs: number;
   /** Local waiters per destination, woken when a slot of this instance is released. */
   private readonly waiting = new Map<string, Set<() => void>>();
+  /**
+   * Messages of this instance inside acquire() per destination, from its first line: a
+   * waiter is also between polls, and its first attempt is in flight before it has
+   * told anyone it waits.
+   */
+  private readonly wanting = new Map<string, number>();
   constructor(
     private readonly redis: Redis,
     private readonly opts: DestinationLimitsOptions,
@@ -45,6 +51,17 @@ export class DestinationLimits {
    * the release function, or null when none came free in time.
    */
   async acquire(destination: string, deadline: number): Promise<(() => Promise<void>) | null> {
+    this.wanting.set(destination, (this.wanting.get(destination) ?? 0) + 1);
+    try {
+      return await this.waitForSlot(destination, deadline);
+    } finally {
+      const n = this.wanting.get(destination)! - 1;
+      if (n) this.wanting.set(destination, n);
+      else this.wanting.delete(destination);
+    }
+  }
+
+  private async waitForSlot(destination: string, deadline: number): Promise<(() => Promise<void>) | null> {
     const token = randomBytes(8).toString('hex');
     const slotKey = `outbound:slots:${destination}`;
     let wait = 20;
@@ -87,8 +104,13 @@ export class DestinationLimits {
    * must then give its slot up rather than be parked).
    */
   async contended(destination: string): Promise<boolean> {
-    if (this.waiting.get(destination)?.size) return true;
+    if (this.waitingHere(destination)) return true;
     return (await this.redis.exists(`outbound:slotwait:${destination}`)) === 1;
+  }
+
+  /** Whether a message of this instance waits for a slot of `destination`, now (no I/O). */
+  waitingHere(destination: string): boolean {
+    return this.wanting.has(destination);
   }
 
   /** Waits for the rate budget alone, for a message that reuses a session and so already has a slot. */

@@ -327,10 +327,13 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       return all('deferred', '4.3.0', `local error: ${(err as Error).message}`);
     } finally {
       await unused?.client.quit();
-      // parked with its slot for the next message, unless mail of any instance waits for one
+      // parked with its slot for the next message, unless mail of any instance waits for one;
+      // this instance's waiters are checked again with no await before the put: one that
+      // began waiting meanwhile found nothing parked, and would wait for the idle limit
       const parkedAgain =
         keep !== null &&
         !(await limits.contended(slotKey).catch(() => true)) &&
+        !limits.waitingHere(slotKey) &&
         sessions.put(slotKey, { session: keep, release });
       if (!parkedAgain) {
         await keep?.client.quit();
@@ -348,7 +351,9 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       throw err;
     }
     const log = logger.child({ queueId: env.queueId });
-    if (env.attempts > 0) await index.remove(env.queueId);
+    // back from a delay queue: deferred after an attempt, or only because the destination
+    // was busy (no attempt counted, but a lastError and an index entry all the same)
+    if (env.attempts > 0 || env.lastError !== null) await index.remove(env.queueId);
 
     // Redelivery (a killed instance, a broker restart): skip recipients already settled.
     const done = await redis.mget(env.recipients.map((r) => doneKey(env.queueId, r)));

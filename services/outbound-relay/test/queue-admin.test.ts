@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Command } from 'commander';
 import { registerQueueCommands } from '@mailyard/queue-admin/cli';
+import { DeferredIndex } from '@mailyard/queue-admin';
 import { queueDepth, waitFor } from '@mailyard/testkit';
 import { startPlatform, type Platform } from '../../../test/harness.js';
 import {
@@ -45,12 +46,20 @@ after(async () => {
 
 /** Runs `mailyard queue ...` in-process; returns stdout and the error, if any. */
 async function queueCmd(...args: string[]): Promise<{ out: string; err: Error | null }> {
+  return queueCmdOn(p, '1h', ...args);
+}
+
+async function queueCmdOn(
+  on: Platform,
+  schedule: string,
+  ...args: string[]
+): Promise<{ out: string; err: Error | null }> {
   let out = '';
   const program = new Command('mailyard').exitOverride();
   registerQueueCommands(program, {
-    env: { AMQP_URL: p.env.AMQP_URL, OUTBOUND_RETRY_SCHEDULE: '1h' },
+    env: { AMQP_URL: on.env.AMQP_URL, OUTBOUND_RETRY_SCHEDULE: schedule },
     print: (line) => (out += line + '\n'),
-    withRedis: (fn) => fn(p.redis.redis),
+    withRedis: (fn) => fn(on.redis.redis),
     fail: (m) => new Error(m),
   });
   try {
@@ -116,3 +125,69 @@ test('unknown ids and bad usage are one clear error', async () => {
   assert.equal(all.err, null);
   assert.match(all.out, /0 messages queued/);
 });
+
+test('list shows only what show, delete and retry find: a stale index entry is not listed', async () => {
+  // as a relay that died between taking the message back and clearing its entry leaves it
+  const index = new DeferredIndex(p.redis.redis);
+  await index.add({
+    queueId: 'GoneAway12345678',
+    mailFrom: 'gone@example.test',
+    recipients: ['full@later.test'],
+    attempts: 2,
+    lastError: '452 4.2.2 Mailbox full',
+    receivedAt: new Date().toISOString(),
+    nextTry: new Date().toISOString(),
+    queue: 'outbound.delay.1h',
+    size: 100,
+  });
+  const list = await queueCmd('list');
+  assert.equal(list.err, null);
+  assert.doesNotMatch(list.out, /GoneAway12345678/);
+  assert.match((await queueCmd('show', 'GoneAway12345678')).err?.message ?? '', /no deferred message/);
+  assert.equal(await index.get('GoneAway12345678'), null, 'the stale entry is dropped from the index');
+});
+
+test(
+  'a message deferred only because its destination was busy leaves the list once delivered',
+  { timeout: 120_000 },
+  async (t) => {
+    const port = await freePort();
+    const q = await startPlatform({
+      withDelivery: false,
+      zone: {
+        'busy.test': { MX: [{ priority: 10, exchange: 'mx.busy.test' }] },
+        'mx.busy.test': { A: ['127.0.0.14'] },
+      },
+    });
+    t.after(() => q.close());
+    // one message at a time, each slow: the second finds the destination busy (4.4.5)
+    let hold: (() => void) | null = null;
+    const busy = await startRemoteMta('127.0.0.14', port, {
+      data: () => new Promise<undefined>((r) => (hold = () => r(undefined))),
+    });
+    t.after(() => busy.close());
+    const own = await startRelay(q, {
+      outbound_port: port,
+      outbound_retry_schedule: '200ms',
+      default_destination_concurrency_limit: 1,
+      destination_slot_wait: '100ms',
+      smtp_connection_cache_time_limit: '0s',
+    });
+    t.after(() => own.stop());
+    const first = envelope('a@example.test', ['x@busy.test']);
+    const second = envelope('b@example.test', ['x@busy.test']);
+    await queueOutbound(q, first, simpleMessage('a@example.test', 'x@busy.test', 'busy-one'));
+    await waitFor(() => hold, { what: 'the first message in DATA' });
+    await queueOutbound(q, second, simpleMessage('b@example.test', 'x@busy.test', 'busy-two'));
+    const index = new DeferredIndex(q.redis.redis);
+    await waitFor(() => index.get(second.queueId), { what: 'the second message deferred' });
+    // let every DATA through from now on
+    busy.behaviour.data = undefined;
+    hold!();
+    await waitFor(() => busy.received.length === 2, { what: 'both delivered', timeoutMs: 60_000 });
+    await waitFor(async () => (await index.get(second.queueId)) === null, {
+      what: 'the index entry cleared',
+    });
+    assert.match((await queueCmdOn(q, '200ms', 'list')).out, /Mail queue is empty/);
+  },
+);

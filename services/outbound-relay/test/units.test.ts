@@ -3,6 +3,8 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { outboundDelayQueue } from '@mailyard/contracts';
 import type { MailResolver } from '@mailyard/dns';
+import { createTestRedis } from '@mailyard/testkit';
+import { DestinationLimits } from '../src/destination-limits.js';
 import { encodeData, lookupMx, mxMatches, parsePolicy, parseRelayhost } from '../src/index.js';
 
 /** Reverses encodeData the way a receiving SMTP server does (RFC 5321 §4.5.2). */
@@ -109,4 +111,23 @@ test('delay queue names', () => {
   assert.equal(outboundDelayQueue(14_400_000), 'outbound.delay.4h');
   assert.equal(outboundDelayQueue(90_000), 'outbound.delay.90s');
   assert.equal(outboundDelayQueue(200), 'outbound.delay.200ms');
+});
+
+test('a message is waiting for a slot from the moment it asks, before its first attempt returns', async (t) => {
+  const tr = createTestRedis();
+  t.after(() => tr.cleanup());
+  const limits = new DestinationLimits(tr.redis, { concurrency: 1, ratePerMinute: 0 });
+  const release = await limits.acquire('one.test', Date.now() + 5000);
+  assert.ok(release);
+  assert.equal(await limits.contended('one.test'), false, 'the holder alone');
+  // the second message's first attempt is in flight: a holder finishing now must not
+  // park its session (and keep the slot) as if nobody waited
+  const waiter = limits.acquire('one.test', Date.now() + 10_000);
+  assert.equal(limits.waitingHere('one.test'), true);
+  assert.equal(await limits.contended('one.test'), true);
+  await release();
+  const second = await waiter;
+  assert.ok(second, 'the slot passed to the waiter');
+  assert.equal(limits.waitingHere('one.test'), false);
+  await second();
 });

@@ -39,6 +39,9 @@ export const policySchema = z.object({
   /** Greylisting: let a sender domain through once its mail was accepted authenticated (SPF or DKIM),
    *  when the new attempt passes SPF. */
   greylist_auto_allow_authenticated: bool(false),
+  /** Greylisting (check_policy_greylist_suspicious): DNSBL zones whose listed clients are greylisted
+   *  even with forward-confirmed reverse DNS, unless the sender's SPF passes. */
+  greylist_dnsbl: stringList([]),
   /** rspamd's normal worker, e.g. http://127.0.0.1:11333 (unset: no spam filter). */
   rspamd_url: optionalUrl(['http', 'https']),
   /** rspamd's controller worker for learning, e.g. http://127.0.0.1:11334 (unset: no learning). */

@@ -231,37 +231,38 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
     return refuse(450, '4.7.1', text);
   };
 
-  const greylist = async (ctx: Ctx): Promise<CheckResult> => {
-    const { req } = ctx;
-    if (req.stage !== 'rcpt' || !req.recipient || req.sender === null) return DUNNO;
-    const net = clientNetwork(req.client.ip);
-    const triplet = createHash('sha256')
-      .update(`${net}\0${req.sender.toLowerCase()}\0${req.recipient.toLowerCase()}`)
-      .digest('hex')
-      .slice(0, 32);
-    if (config.greylist_auto_allow_authenticated && req.sender) {
-      const domain = domainOf(req.sender);
-      const known = await redis.exists(PolicyKeys.greylistAuthenticated(domain));
-      ctx.roundTrips++;
-      if (known) {
-        const r = await spfCheck({
-          sender: req.sender,
-          ip: req.client.ip.replace(/^::ffff:/i, ''),
-          helo: req.client.helo || req.client.ip,
-          mta: authservId,
-          resolver: (name: string, type: string) => resolver.raw.resolve(name, type as 'TXT'),
-        });
-        if (resultOf(r) === 'pass') {
-          note(ctx, 'check_policy_greylist', 'auto-allowed-authenticated', domain);
-          return DUNNO;
-        }
-      }
-    }
-    let autoAllow: '0' | '1' = '0';
-    if (config.greylist_auto_allow_fcrdns) {
-      const f = await lookupFcrdns(resolver, req.client.ip);
-      if (f.kind === 'found' && f.value.confirmed) autoAllow = '1';
-    }
+  /** SPF for the envelope sender and this client, without the message (before DATA). */
+  const spfOf = async (req: PolicyRequest): Promise<string | undefined> => {
+    if (!req.sender) return undefined;
+    const r = await spfCheck({
+      sender: req.sender,
+      ip: req.client.ip.replace(/^::ffff:/i, ''),
+      helo: req.client.helo || req.client.ip,
+      mta: authservId,
+      resolver: (name: string, type: string) => resolver.raw.resolve(name, type as 'TXT'),
+    });
+    return resultOf(r);
+  };
+
+  /** Forward-confirmed reverse DNS; a failed lookup counts as not confirmed. */
+  const hasFcrdns = async (ip: string): Promise<boolean> => {
+    const f = await lookupFcrdns(resolver, ip);
+    return f.kind === 'found' && f.value.confirmed !== null;
+  };
+
+  /**
+   * One greylisting decision in Redis for `material` (what makes a retry "the same
+   * mail"), noted under `check`: 0 deferred (with the wait), else let through.
+   */
+  const tripletState = async (
+    ctx: Ctx,
+    check: string,
+    material: string,
+    autoAllow: boolean,
+    detail?: string,
+  ): Promise<[number, number]> => {
+    const net = clientNetwork(ctx.req.client.ip);
+    const triplet = createHash('sha256').update(`${net}\0${material}`).digest('hex').slice(0, 32);
     const [state, wait] = await redis.policyGreylist(
       PolicyKeys.greylistTriplet(triplet),
       PolicyKeys.greylistClient(net),
@@ -269,17 +270,89 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
       config.greylist_delay,
       config.greylist_pass_ttl,
       config.greylist_retry_window,
-      autoAllow,
+      autoAllow ? '1' : '0',
     );
     ctx.roundTrips++;
-    const result = ['deferred', 'known', 'auto-allowed', 'passed'][state] ?? 'unknown';
-    note(ctx, 'check_policy_greylist', result);
+    note(ctx, check, ['deferred', 'known', 'auto-allowed', 'passed'][state] ?? 'unknown', detail);
+    return [state, wait];
+  };
+
+  const greylist = async (ctx: Ctx, check: string, suspicious?: string): Promise<CheckResult> => {
+    const { req } = ctx;
+    if (req.stage !== 'rcpt' || !req.recipient || req.sender === null) return DUNNO;
+    if (config.greylist_auto_allow_authenticated && req.sender) {
+      const domain = domainOf(req.sender);
+      const known = await redis.exists(PolicyKeys.greylistAuthenticated(domain));
+      ctx.roundTrips++;
+      if (known && (await spfOf(req)) === 'pass') {
+        note(ctx, check, 'auto-allowed-authenticated', domain);
+        return DUNNO;
+      }
+    }
+    // a known network lets FCrDNS clients through, but never past what made one suspicious
+    const autoAllow =
+      suspicious === undefined && config.greylist_auto_allow_fcrdns && (await hasFcrdns(req.client.ip));
+    const [state, wait] = await tripletState(
+      ctx,
+      check,
+      `${req.sender.toLowerCase()}\0${req.recipient.toLowerCase()}`,
+      autoAllow,
+      suspicious,
+    );
     if (state !== 0) return DUNNO;
-    const secs = Math.ceil(wait / 1000);
     return refuse(
       450,
       '4.7.1',
-      `<${req.recipient}>: Recipient address rejected: Greylisted, try again in ${secs} seconds`,
+      `<${req.recipient}>: Recipient address rejected: Greylisted, try again in ${Math.ceil(wait / 1000)} seconds`,
+    );
+  };
+
+  /**
+   * Why this client should be greylisted, or null: no forward-confirmed reverse DNS (or
+   * its lookup failed), or listed in one of GREYLIST_DNSBL. A client with FCrDNS whose
+   * sender passes SPF is a real mail server sending its own domain's mail: never.
+   */
+  const suspicion = async (ctx: Ctx): Promise<string | null> => {
+    const ip = ctx.req.client.ip;
+    const f = await lookupFcrdns(resolver, ip);
+    if (f.kind === 'temp') return 'FCrDNS lookup failed';
+    if (f.kind === 'none' || f.value.confirmed === null) return 'no FCrDNS';
+    for (const zone of config.greylist_dnsbl) {
+      const name = dnsblName(ip, zone);
+      const l = name ? await dnsblLookup(resolver, name) : null;
+      if (!l || l.kind === 'none') continue;
+      if ((await spfOf(ctx.req)) === 'pass') return null;
+      return l.kind === 'temp' ? `${zone} lookup failed` : `listed in ${zone}`;
+    }
+    return null;
+  };
+
+  /**
+   * rspamd's greylist band (its `greylist` action) at end of DATA: the same greylisting,
+   * keyed by client network, sender and recipients, answered 451 4.7.1 since DATA is
+   * over. Our own users and networks, and clients with FCrDNS and SPF pass, are let
+   * through (rspamd's own greylist module skips the first two as well).
+   */
+  const greylistBand = async (ctx: Ctx): Promise<CheckResult> => {
+    const { req } = ctx;
+    if (req.user || ipInNetworks(req.client.ip, config.mynetworks) || req.sender === null) return DUNNO;
+    if ((await hasFcrdns(req.client.ip)) && (ctx.spf ?? (await spfOf(req))) === 'pass') {
+      note(ctx, 'greylist', 'skipped', 'rspamd band, FCrDNS and SPF pass');
+      return DUNNO;
+    }
+    const rcpts = req.recipients.map((r) => r.toLowerCase()).sort();
+    const [state, wait] = await tripletState(
+      ctx,
+      'greylist',
+      `data\0${req.sender.toLowerCase()}\0${rcpts.join('\0')}`,
+      false,
+      'rspamd band',
+    );
+    if (state !== 0) return DUNNO;
+    return refuse(
+      451,
+      '4.7.1',
+      `Error: greylisted by the spam filter, try again in ${Math.ceil(wait / 1000)} seconds`,
     );
   };
 
@@ -437,7 +510,7 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
       case 'soft reject':
         return refuse(451, '4.7.1', 'Error: try again later');
       case 'greylist':
-        return refuse(451, '4.7.1', 'Error: greylisted by the spam filter, try again later');
+        return greylistBand(ctx);
       case 'add header':
       case 'rewrite subject':
         return { kind: 'hold' };
@@ -532,6 +605,11 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
         );
       case 'reject_unknown_sender_domain': {
         if (!req.sender || domainOf(req.sender).startsWith('[')) return DUNNO;
+        // as Postfix: not for the domains we are final destination for, whose mail must
+        // keep flowing when their own DNS is broken or not published yet
+        const own = await directory.isLocalDomain(domainOf(req.sender));
+        ctx.roundTrips++;
+        if (own) return DUNNO;
         const l = await domainResolves(resolver, domainOf(req.sender));
         const s = req.sender;
         if (l.kind === 'temp') {
@@ -586,7 +664,14 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
         );
       }
       case 'check_policy_greylist':
-        return greylist(ctx);
+        return greylist(ctx, r.name);
+      case 'check_policy_greylist_suspicious': {
+        if (req.stage !== 'rcpt' || !req.recipient || req.sender === null) return DUNNO;
+        const why = await suspicion(ctx);
+        if (why) return greylist(ctx, r.name, why);
+        note(ctx, r.name, 'trusted');
+        return DUNNO;
+      }
       case 'check_rate':
         return rate(ctx, r.args[0]!, r.args[1]!);
       case 'check_user_lists': {

@@ -16,10 +16,23 @@ let rspamd: Scanner;
 /** Sits between the policy service and rspamd's controller and records what was learned. */
 let spy: Server;
 const learnCalls: { path: string; status: number; body: string }[] = [];
+const clock = { now: Date.parse('2026-01-01T00:00:00Z') };
+/** rspamd puts a message with this header into its greylist band (its `greylist` action). */
+const GREYLIST_BAND = 'X-Test-Band: greylist';
 
 before(
   async () => {
-    [clamd, rspamd] = await Promise.all([startClamd(), startRspamd('127.0.0.1:9')]);
+    [clamd, rspamd] = await Promise.all([
+      startClamd(),
+      startRspamd('127.0.0.1:9', {
+        'band.map': '/greylist/\n',
+        'multimap.conf':
+          'TEST_GREYLIST_BAND { type = "header"; header = "X-Test-Band"; regexp = true; ' +
+          'map = "$LOCAL_CONFDIR/local.d/band.map"; score = 0.0; }\n',
+        'force_actions.conf':
+          'rules { TEST_GREYLIST_BAND { action = "greylist"; expression = "TEST_GREYLIST_BAND"; } }\n',
+      }),
+    ]);
     spy = createServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
@@ -49,9 +62,11 @@ before(
         content_filter_timeout: '20s',
       },
       delivery: { bulk_folder: 'Promotions' },
+      policyNow: () => clock.now,
       zone: {
         '5.0.0.127.in-addr.arpa': { PTR: ['client.example.net'] },
         'client.example.net': { A: ['127.0.0.5'] },
+        'spf-pass.example': { TXT: ['v=spf1 ip4:127.0.0.5 -all'] },
       },
     });
     await addAccount(p.directory, 'alice@example.test');
@@ -76,12 +91,12 @@ after(async () => {
   await rspamd?.stop();
 });
 
-async function send(message: string): Promise<{ code: number; text: string }> {
+async function send(message: string, from = 'news@sender.example'): Promise<{ code: number; text: string }> {
   const c = await RawSmtp.connect(p.inbound.port, '127.0.0.1', { localAddress: '127.0.0.5' });
   try {
     await c.read();
     await c.cmd('EHLO client.example.net');
-    assert.equal((await c.cmd('MAIL FROM:<news@sender.example>')).code, 250);
+    assert.equal((await c.cmd(`MAIL FROM:<${from}>`)).code, 250);
     assert.equal((await c.cmd('RCPT TO:<alice@example.test>')).code, 250);
     assert.equal((await c.cmd('DATA')).code, 354);
     c.write(message.replace(/\r?\n/g, '\r\n') + '\r\n.\r\n');
@@ -129,6 +144,31 @@ describe('spam (rspamd)', () => {
     const text = await delivered('gtube1', 'Junk');
     assert.match(text, /^X-Spam: Yes/m);
     assert.match(text, /X-Mailyard-Policy: junk; .*check_spam=reject \(.*GTUBE/);
+  });
+});
+
+describe("rspamd's greylist band", () => {
+  test('greylisted at the end of DATA with 451 4.7.1, accepted when retried after the delay', async () => {
+    const m = message('band1', 'Hello again', `${GREYLIST_BAND}\n`);
+    const first = await send(m);
+    assert.match(first.text, /^451 4\.7\.1 Error: greylisted by the spam filter, try again in 300 seconds/);
+    clock.now += 301_000;
+    const retry = await send(m);
+    assert.equal(retry.code, 250, retry.text);
+    assert.match(await delivered('band1', 'INBOX'), /X-Mailyard-Policy: inbox; .*greylist=passed/);
+  });
+
+  test('a client with FCrDNS whose sender passes SPF is not greylisted', async () => {
+    const m = message('band2', 'Hello', `${GREYLIST_BAND}\n`).replace(
+      /news@sender\.example/g,
+      'news@spf-pass.example',
+    );
+    const r = await send(m, 'news@spf-pass.example');
+    assert.equal(r.code, 250, r.text);
+    assert.match(
+      await delivered('band2', 'INBOX'),
+      /spf=pass; .*greylist=skipped \(rspamd band, FCrDNS and SPF pass\)/,
+    );
   });
 });
 

@@ -21,7 +21,7 @@ before(async () => {
   await rules.accessSet('sender_access', 'address', 'bad.test', 'REJECT not welcome');
   await rules.accessSet('recipient_access', 'address', 'alice+hold@example.test', 'HOLD');
   // the default set without greylisting (a Postfix in front usually greylists itself)
-  await rules.remove('smtpd_recipient_restrictions', 'check_policy_greylist');
+  await rules.remove('smtpd_recipient_restrictions', 'check_policy_greylist_suspicious');
   const v = Number(await p.redis.redis.get('policy:version'));
   await waitFor(() => p.policy!.rulesVersion >= v);
 });

@@ -18,7 +18,7 @@ const clock = { now: Date.parse('2026-01-01T00:00:00Z') };
 before(async () => {
   p = await startPlatform({
     inbound: { mynetworks: '127.0.0.1/32', policy_timeout: '20s' },
-    policy: { mynetworks: '127.0.0.1/32', greylist_delay: '300s' },
+    policy: { mynetworks: '127.0.0.1/32', greylist_delay: '300s', greylist_dnsbl: 'dnsbl.test' },
     policyNow: () => clock.now,
     zone: {
       // FCrDNS: PTR and A agree
@@ -35,9 +35,21 @@ before(async () => {
       'aonly.test': { A: ['192.0.2.1'] },
       'nullmx.test': { MX: [{ priority: 0, exchange: '' }] },
       'servfail.test': { SERVFAIL: true },
+      // one of our own domains whose DNS is broken
+      'own.test': { SERVFAIL: true },
       'timeout.test': { TIMEOUT: true },
       'spammer.test': { MX: [{ priority: 10, exchange: 'mx.spammer.test' }] },
       '8.0.0.127.dnsbl.test': { A: ['127.0.0.2'] },
+      // listed, but with FCrDNS; spf8.test publishes it as its mail server
+      '8.0.0.127.in-addr.arpa': { PTR: ['listed.example.net'] },
+      'listed.example.net': { A: ['127.0.0.8'] },
+      // FCrDNS in a network of its own, which never passed greylisting before
+      '5.2.0.127.in-addr.arpa': { PTR: ['fresh.example.net'] },
+      'fresh.example.net': { A: ['127.0.2.5'] },
+      'spf8.test': {
+        MX: [{ priority: 10, exchange: 'listed.example.net' }],
+        TXT: ['v=spf1 ip4:127.0.0.8 -all'],
+      },
       '9.0.0.127.dnsbl.test': { A: ['127.0.0.4'] },
       'spammer.test.rhsbl.test': { A: ['127.0.0.2'] },
     },
@@ -189,6 +201,15 @@ describe('HELO and sender restrictions', () => {
     assert.match(sf.text, /^450 4\.1\.8 /);
   });
 
+  test('reject_unknown_sender_domain skips the domains we are final destination for', async () => {
+    await p.directory.addDomain('own.test');
+    await setRules({ smtpd_sender_restrictions: ['reject_unknown_sender_domain'] });
+    // example.test has no DNS at all (NXDOMAIN), own.test's DNS fails (SERVFAIL): both are ours
+    assert.equal((await attempt({ from: 'bob@example.test' })).code, 250);
+    assert.equal((await attempt({ from: 'carol@own.test' })).code, 250);
+    assert.equal((await attempt({ from: 'x@sub.example.test' })).code, 550, 'a subdomain is not ours');
+  });
+
   test('a DNS server that never answers gives a temporary failure', async () => {
     await setRules({ smtpd_sender_restrictions: ['reject_unknown_sender_domain'] });
     const r = await attempt({ from: 'x@timeout.test' });
@@ -329,6 +350,35 @@ describe('greylisting (controllable clock)', () => {
       (await attempt({ ip: '127.0.1.5', from: 'other@sender.test', rcpt: 'bob@example.test' })).code,
       250,
     );
+  });
+});
+
+describe('greylisting suspicious clients only (the default recipient list)', () => {
+  beforeEach(async () => {
+    await setRules(NONE);
+    await rules.reset('smtpd_recipient_restrictions');
+    const v = Number(await p.redis.redis.get('policy:version'));
+    await waitFor(() => p.policy!.rulesVersion >= v, { what: 'policy rules reload' });
+  });
+
+  test('a first-time sender on a client with FCrDNS is not delayed; a client without FCrDNS is greylisted', async () => {
+    assert.equal((await attempt({ ip: '127.0.2.5', from: 'first@sender.test' })).code, 250);
+    const t = { ip: '127.0.0.6', from: 'first@sender.test' };
+    const r = await attempt(t);
+    assert.equal(r.stage, 'rcpt');
+    assert.match(
+      r.text,
+      /^450 4\.7\.1 <alice@example\.test>: Recipient address rejected: Greylisted, try again in 300 seconds/,
+    );
+    clock.now += 301_000;
+    assert.equal((await attempt(t)).code, 250, 'retried after the delay');
+    assert.equal((await attempt({ ip: '127.0.0.7', from: 'second@sender.test' })).code, 450, 'no PTR at all');
+  });
+
+  test('a client listed in GREYLIST_DNSBL is greylisted despite FCrDNS, unless the sender passes SPF', async () => {
+    const r = await attempt({ ip: '127.0.0.8', from: 'x@sender.test' });
+    assert.match(r.text, /^450 4\.7\.1 .*Greylisted/);
+    assert.equal((await attempt({ ip: '127.0.0.8', from: 'x@spf8.test' })).code, 250, 'FCrDNS and SPF pass');
   });
 });
 

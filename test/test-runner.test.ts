@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { tempDir, waitFor } from '@mailyard/testkit';
+
+// `pnpm test` (scripts/test.mjs) as CI runs it: a file that hangs must fail within its
+// deadline, take what it started with it, and be named; the run must exit non-zero.
+
+const root = new URL('..', import.meta.url).pathname;
+
+function runTests(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; out: string }> {
+  // without the variable that tells node's runner it is inside a test file already
+  const { NODE_TEST_CONTEXT: _, ...outer } = process.env;
+  const child = spawn(process.execPath, ['scripts/test.mjs', ...args], {
+    cwd: root,
+    env: { ...outer, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, out })));
+}
+
+/** A process that exists and is not a zombie waiting to be reaped. */
+function alive(pid: number): boolean {
+  const status = `/proc/${pid}/status`;
+  if (!existsSync(status)) return false;
+  return !/^State:\s+Z/m.test(readFileSync(status, 'utf8'));
+}
+
+test(
+  'a hanging file is killed at TEST_FILE_TIMEOUT and named; the run exits 1',
+  { timeout: 180_000 },
+  async (t) => {
+    const tmp = tempDir();
+    t.after(() => tmp.cleanup());
+    const pidFile = join(tmp.path, 'pid');
+    const started = Date.now();
+    const r = await runTests(
+      ['test/fixtures/runner/hang.ts', 'test/fixtures/runner/fail.ts', 'test/fixtures/runner/pass.ts'],
+      { TEST_FILE_TIMEOUT: '5s', TEST_CONCURRENCY: '3', FIXTURE_PID_FILE: pidFile },
+    );
+    assert.equal(r.code, 1, r.out);
+    assert.match(
+      r.out,
+      /✖ test\/fixtures\/runner\/hang\.ts: timed out after 5\.0 s \(TEST_FILE_TIMEOUT\), killed/,
+    );
+    assert.match(r.out, /✖ test\/fixtures\/runner\/fail\.ts: exit 1/);
+    assert.match(r.out, /✔ test\/fixtures\/runner\/pass\.ts/);
+    assert.match(r.out, /1 of 3 test files passed/);
+    assert.ok(Date.now() - started < 120_000, 'the hang held the run');
+    // the process the hanging file started went with it
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    await waitFor(() => !alive(pid), { what: `process ${pid} of the killed file to end`, timeoutMs: 10_000 });
+  },
+);
+
+test('a run where every file passes exits 0', { timeout: 120_000 }, async () => {
+  const r = await runTests(['test/fixtures/runner/pass.ts'], {});
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /1 of 1 test files passed/);
+});
+
+test('a bad TEST_FILE_TIMEOUT is refused naming the variable', { timeout: 60_000 }, async () => {
+  const r = await runTests(['test/fixtures/runner/pass.ts'], { TEST_FILE_TIMEOUT: 'soon' });
+  assert.equal(r.code, 2);
+  assert.match(r.out, /^TEST_FILE_TIMEOUT: expected minutes or a duration like 90s or 10m, got "soon"/);
+});
