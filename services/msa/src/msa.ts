@@ -439,7 +439,8 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
   const makeServer = (listener: Listener) =>
     new SubmissionSmtpServer({
       name: config.myhostname,
-      banner: 'ESMTP Mailyard submission',
+      // smtp-server writes "<name> ESMTP <banner>": the banner is what follows ESMTP
+      banner: 'Mailyard submission',
       key: tls.key,
       cert: tls.cert,
       minVersion: 'TLSv1.2',

@@ -137,7 +137,8 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
 
   const server = new MailyardSmtpServer({
     name: config.myhostname,
-    banner: 'ESMTP Mailyard',
+    // smtp-server writes "<name> ESMTP <banner>": the banner is what follows ESMTP
+    banner: 'Mailyard',
     key: tls.key,
     cert: tls.cert,
     minVersion: 'TLSv1.2',
