@@ -180,10 +180,7 @@ export class Bus {
       } catch (err) {
         await this.teardown();
         if (!this.warnedDown) {
-          this.log.warn(
-            { url: redactUrl(this.opts.url), err: String(err) },
-            'RabbitMQ unreachable, retrying',
-          );
+          this.log.warn({ url: redactUrl(this.opts.url), err }, 'RabbitMQ unreachable, retrying');
           this.warnedDown = true;
         }
         await sleep(delay);
@@ -202,7 +199,7 @@ export class Bus {
       clientProperties: { connection_name: this.opts.name },
     });
     this.conn = conn;
-    conn.on('error', (err: Error) => this.log.warn({ err: err.message }, 'RabbitMQ connection error'));
+    conn.on('error', (err: Error) => this.log.warn({ err }, 'RabbitMQ connection error'));
     conn.on('close', () => this.onConnectionLost(conn));
     this.blockedReason = null;
     conn.on('blocked', (reason: string) => {
@@ -220,7 +217,7 @@ export class Bus {
     await declareTopology(setup);
     await setup.close();
     const pub = await conn.createConfirmChannel();
-    pub.on('error', (err: Error) => this.log.warn({ err: err.message }, 'publish channel error'));
+    pub.on('error', (err: Error) => this.log.warn({ err }, 'publish channel error'));
     pub.on('close', () => {
       if (this.pub === pub) {
         this.pub = null;
@@ -415,9 +412,7 @@ export class Bus {
 
   private async attach(conn: ChannelModel, reg: ConsumerReg): Promise<void> {
     const ch = await conn.createChannel();
-    ch.on('error', (err: Error) =>
-      this.log.warn({ err: err.message, queue: reg.queue }, 'consumer channel error'),
-    );
+    ch.on('error', (err: Error) => this.log.warn({ err, queue: reg.queue }, 'consumer channel error'));
     await ch.prefetch(reg.opts.prefetch);
     const acks = new AckBatcher(ch);
     let queue = reg.queue;
@@ -455,7 +450,7 @@ export class Bus {
       try {
         await reg.handler(delivery);
       } catch (err) {
-        this.log.warn({ err: String(err) }, 'event handler failed');
+        this.log.warn({ err }, 'event handler failed');
       }
       return;
     }
@@ -474,7 +469,7 @@ export class Bus {
         // the broker refuses or lost our publishes (a resource alarm, a restart): not the
         // message's fault. It is held until publishing works again and then run again in
         // place, so the outage neither spins it through the queue nor uses up its attempts.
-        this.log.warn({ queue: reg.queue, reason }, 'publishing unavailable, holding the message');
+        this.log.warn({ queue: reg.queue, err }, 'publishing unavailable, holding the message');
         if (await this.holdWhileUnpublishable(reg, acks)) return this.handle(reg, acks, msg);
         acks.nack(msg);
         return;
@@ -492,20 +487,17 @@ export class Bus {
               'x-mailyard-attempts': attempt,
             },
           });
-          this.log.error({ queue: reg.queue, reason, attempt }, 'message dead-lettered');
+          this.log.error({ queue: reg.queue, err, attempt }, 'message dead-lettered');
           acks.ack(msg);
         } catch (pubErr) {
-          this.log.warn({ err: String(pubErr) }, 'could not dead-letter, returning message to the queue');
+          this.log.warn({ err: pubErr }, 'could not dead-letter, returning message to the queue');
           // not straight back while the broker refuses publishes: that would spin it
           if (this.unpublishable(pubErr)) await this.holdWhileUnpublishable(reg, acks);
           acks.nack(msg);
         }
         return;
       }
-      this.log.warn(
-        { queue: reg.queue, reason, attempt },
-        'processing failed, message returned to the queue',
-      );
+      this.log.warn({ queue: reg.queue, err, attempt }, 'processing failed, message returned to the queue');
       await sleep(Math.min((reg.opts.retryDelayMs ?? 500) * attempt, 10_000));
       acks.nack(msg);
     }

@@ -55,9 +55,7 @@ export class PolicyClient {
   /** Connects in the background; ask() also connects on demand. */
   start(): void {
     this.stopped = false;
-    this.channel().catch((err: unknown) =>
-      this.log.warn({ err: String(err) }, 'policy RPC channel not ready yet'),
-    );
+    this.channel().catch((err: unknown) => this.log.warn({ err }, 'policy RPC channel not ready yet'));
   }
 
   private fallback(reason: string): PolicyDecision {
@@ -96,10 +94,10 @@ export class PolicyClient {
       timeout: Math.max(1000, this.opts.timeoutMs),
       clientProperties: { connection_name: this.opts.name },
     });
-    conn.on('error', (err: Error) => this.log.warn({ err: err.message }, 'policy RPC connection error'));
+    conn.on('error', (err: Error) => this.log.warn({ err }, 'policy RPC connection error'));
     conn.on('close', () => this.lost(conn));
     const ch = await conn.createChannel();
-    ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'policy RPC channel error'));
+    ch.on('error', (err: Error) => this.log.warn({ err }, 'policy RPC channel error'));
     ch.on('close', () => this.lost(conn));
     // direct reply-to: consume the pseudo-queue (no-ack) before publishing on this channel
     await ch.consume(REPLY_TO, (msg) => this.onReply(msg), { noAck: true });
@@ -131,7 +129,7 @@ export class PolicyClient {
     try {
       p.resolve(PolicyDecision.parse(JSON.parse(msg.content.toString())));
     } catch (err) {
-      this.log.warn({ err: String(err) }, 'policy service sent an invalid decision');
+      this.log.warn({ err }, 'policy service sent an invalid decision');
       p.resolve(this.fallback('invalid decision'));
     }
   }
@@ -151,7 +149,7 @@ export class PolicyClient {
       ch = await this.channel();
     } catch (err) {
       this.opts.observe?.(req.stage, seconds(), 'error');
-      this.log.warn({ err: String(err), sid: req.sessionId }, 'policy service unreachable');
+      this.log.warn({ err, sid: req.sessionId }, 'policy service unreachable');
       return this.fallback('broker unreachable');
     }
     const id = randomUUID();

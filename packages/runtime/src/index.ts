@@ -58,8 +58,7 @@ export async function createRuntime(
     retryStrategy: (times) => Math.min(times * 200, 5000),
   });
   redis.on('error', (err: Error) => {
-    if (!redisWarned)
-      logger.warn({ url: redactUrl(config.redis_url), err: err.message }, 'Redis unreachable, retrying');
+    if (!redisWarned) logger.warn({ url: redactUrl(config.redis_url), err }, 'Redis unreachable, retrying');
     redisWarned = true;
   });
   redis.on('ready', () => {
@@ -113,7 +112,7 @@ export async function runMain<S extends z.ZodObject>(
     svc = await build(config, rt);
     await svc.start();
   } catch (err) {
-    rt.logger.fatal({ err: String(err) }, `${service} failed to start`);
+    rt.logger.fatal({ err }, `${service} failed to start`);
     process.stderr.write(`${service}: ${(err as Error).message}\n`);
     process.exit(1);
   }

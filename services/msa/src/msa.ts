@@ -266,7 +266,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
         if (res.reason === 'locked') return fail(reply.authLocked(res.retryAfterSeconds));
         return fail(reply.authInvalid());
       },
-      (err: unknown) => fail(reply.authTempFail(), { err: String(err) }),
+      (err: unknown) => fail(reply.authTempFail(), { err }),
     );
   };
 
@@ -368,10 +368,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       } catch (err) {
         // an unsigned message is still better than a refused one; the log says why
         metrics.dkim.inc({ algorithm: 'none' });
-        logger.warn(
-          { queueId, domain: authorDomain, err: String(err) },
-          'DKIM signing failed, sending unsigned',
-        );
+        logger.warn({ queueId, domain: authorDomain, err }, 'DKIM signing failed, sending unsigned');
       }
     }
 
@@ -408,10 +405,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       );
     } catch (err) {
       if (err instanceof BusUnavailableError || err instanceof UnroutableError) {
-        logger.warn(
-          { sid: session.id, queueId, err: err.message },
-          'queue unavailable, message not accepted',
-        );
+        logger.warn({ sid: session.id, queueId, err }, 'queue unavailable, message not accepted');
         throw rejectWith(reply.queueUnavailable(), session, { queueId });
       }
       throw err;
@@ -486,7 +480,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
             cb();
           },
           (err: unknown) => {
-            logger.error({ sid: session.id, err: String(err) }, 'policy check failed');
+            logger.error({ sid: session.id, err }, 'policy check failed');
             cb(rejectWith(reply.localError(), session));
           },
         );
@@ -504,7 +498,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
           () => cb(),
           (err: unknown) => {
             if (err instanceof SmtpReject) return cb(rejectWith(err, session, { from: address.address }));
-            logger.error({ sid: session.id, err: String(err) }, 'sender check failed');
+            logger.error({ sid: session.id, err }, 'sender check failed');
             cb(rejectWith(reply.localError(), session));
           },
         );
@@ -518,7 +512,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
           () => cb(),
           (err: unknown) => {
             if (err instanceof SmtpReject) return cb(rejectWith(err, session, { rcpt: address.address }));
-            logger.error({ sid: session.id, err: String(err) }, 'recipient lookup failed');
+            logger.error({ sid: session.id, err }, 'recipient lookup failed');
             cb(rejectWith(reply.localError(), session));
           },
         );
@@ -531,8 +525,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
             limit,
             accept: (raw) => acceptMessage(raw, session),
             refuse: (err) => rejectWith(err, session),
-            failed: (err) =>
-              logger.error({ sid: session.id, err: String(err) }, 'accepting the message failed'),
+            failed: (err) => logger.error({ sid: session.id, err }, 'accepting the message failed'),
             observe: (seconds) => metrics.acceptLatency.observe(seconds),
           },
           cb,
@@ -553,7 +546,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       server.listen(port, config.listen_address, () => {
         server.removeListener('error', reject);
         ports[listener] = (server.server.address() as AddressInfo).port;
-        server.on('error', (err: Error) => logger.warn({ listener, err: err.message }, 'smtp server error'));
+        server.on('error', (err: Error) => logger.warn({ listener, err }, 'smtp server error'));
         resolve();
       });
     });

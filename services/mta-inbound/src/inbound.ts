@@ -180,7 +180,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
           cb();
         },
         (err: unknown) => {
-          logger.error({ sid: session.id, err: String(err) }, 'policy check failed');
+          logger.error({ sid: session.id, err }, 'policy check failed');
           cb(rejectWith(reply.localError(), session));
         },
       );
@@ -212,7 +212,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
             cb();
           },
           (err: unknown) => {
-            logger.error({ sid: session.id, err: String(err) }, 'policy check failed');
+            logger.error({ sid: session.id, err }, 'policy check failed');
             cb(rejectWith(reply.localError(), session));
           },
         );
@@ -236,7 +236,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
           () => cb(),
           (err: unknown) => {
             if (err instanceof SmtpReject) return cb(rejectWith(err, session, { rcpt: address.address }));
-            logger.error({ sid: session.id, err: String(err) }, 'recipient lookup failed');
+            logger.error({ sid: session.id, err }, 'recipient lookup failed');
             cb(rejectWith(reply.localError(), session));
           },
         );
@@ -249,8 +249,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
           limit,
           accept: (raw) => acceptMessage(raw, session),
           refuse: (err) => rejectWith(err, session),
-          failed: (err) =>
-            logger.error({ sid: session.id, err: String(err) }, 'accepting the message failed'),
+          failed: (err) => logger.error({ sid: session.id, err }, 'accepting the message failed'),
           observe: (seconds) => metrics.acceptLatency.observe(seconds),
         },
         cb,
@@ -329,10 +328,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       await bus.publishMailRouted(message, { ...base, recipients: rcpts.map((r) => r.address) }, routes);
     } catch (err) {
       if (err instanceof BusUnavailableError || err instanceof UnroutableError) {
-        logger.warn(
-          { sid: session.id, queueId, err: err.message },
-          'queue unavailable, message not accepted',
-        );
+        logger.warn({ sid: session.id, queueId, err }, 'queue unavailable, message not accepted');
         throw rejectWith(reply.queueUnavailable(), session, { queueId });
       }
       throw err;
@@ -369,7 +365,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
           resolve();
         });
       });
-      server.on('error', (err: Error) => logger.warn({ err: err.message }, 'smtp server error'));
+      server.on('error', (err: Error) => logger.warn({ err }, 'smtp server error'));
       logger.info({ port }, 'mta-inbound listening');
     },
     async stop() {

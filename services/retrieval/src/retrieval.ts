@@ -58,7 +58,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
       indexAppends: metrics.indexAppends,
       indexRewrites: metrics.indexRewrites,
     },
-    onError: (err, dir) => logger.warn({ err: (err as Error).message, dir }, 'index cache not written'),
+    onError: (err, dir) => logger.warn({ err, dir }, 'index cache not written'),
   });
   const limits = new SessionLimits(config.mail_max_ip_connections, config.mail_max_user_connections);
   const imapDeps: ImapDeps = {
@@ -106,7 +106,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
   ];
   for (const s of servers) {
     s.server.on('tlsClientError', () => undefined);
-    s.server.on('error', (err) => logger.error({ err: err.message, listener: s.name }, 'listener error'));
+    s.server.on('error', (err) => logger.error({ err, listener: s.name }, 'listener error'));
   }
 
   return {

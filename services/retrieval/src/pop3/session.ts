@@ -180,7 +180,7 @@ export class Pop3Session {
         this.send(`-ERR ${err.code ? `[${err.code}] ` : ''}${err.message}`);
         this.countBad();
       } else {
-        this.log.error({ err: (err as Error).stack ?? String(err) }, 'pop3 command failed');
+        this.log.error({ err }, 'pop3 command failed');
         this.send('-ERR [SYS/TEMP] Internal error');
       }
     }
@@ -359,7 +359,7 @@ export class Pop3Session {
           this.deps.notifier.changed(this.user!, 'INBOX');
         }
       } catch (err) {
-        this.log.error({ err: String(err) }, 'POP3 update failed');
+        this.log.error({ err }, 'POP3 update failed');
         return this.close('-ERR [SYS/TEMP] Some deleted messages were not removed');
       }
       return this.close(`+OK Logging out, ${uids.length} messages deleted`);
