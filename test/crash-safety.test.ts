@@ -2,61 +2,29 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import nodemailer from 'nodemailer';
-import { Directory } from '@mailyard/directory';
 import { folderDir } from '@mailyard/mailstore';
-import {
-  createTestRedis,
-  createVhost,
-  maildirNew,
-  tempDir,
-  waitFor,
-  type TestRedis,
-  type TestVhost,
-} from '@mailyard/testkit';
-import { freePort, startServiceProcess, type ServiceProcess } from './processes.js';
+import { maildirNew, waitFor } from '@mailyard/testkit';
+import { freePort, startProcessTestbed, type ProcessTestbed } from './processes.js';
 
 // Promise 3 of the design: any service may be SIGKILLed at any moment and every
 // accepted message still arrives exactly once in each mailbox.
 const MESSAGES = 1000;
 const ACCOUNTS = ['u0', 'u1', 'u2', 'u3', 'u4'].map((u) => `${u}@crash.test`);
 
-let vhost: TestVhost;
-let redis: TestRedis;
-let dir: ReturnType<typeof tempDir>;
-let env: Record<string, string>;
-const procs: ServiceProcess[] = [];
+let bed: ProcessTestbed;
 
 before(async () => {
-  vhost = await createVhost();
-  redis = createTestRedis();
-  dir = tempDir();
-  const d = new Directory(redis.redis);
-  await d.addDomain('crash.test');
-  for (const a of ACCOUNTS) await d.addUser(a, 'correct horse battery staple');
-  env = {
-    AMQP_URL: vhost.url,
-    REDIS_PREFIX: redis.prefix,
-    MAILDIR_ROOT: dir.path,
-    MYHOSTNAME: 'mx.crash.test',
-    SMTPD_PEERNAME_LOOKUP: 'no',
-  };
+  bed = await startProcessTestbed('crash.test', ACCOUNTS);
 });
-after(async () => {
-  for (const p of procs) await p.stop().catch(() => undefined);
-  await redis.cleanup();
-  await vhost.delete();
-  dir.cleanup();
-});
+after(() => bed.close());
 
 test(
   `${MESSAGES} messages, delivery SIGKILLed repeatedly: each arrives exactly once`,
   { timeout: 240_000 },
   async () => {
     const smtpPort = await freePort();
-    const inbound = await startServiceProcess('mta-inbound', { ...env, SMTP_PORT: String(smtpPort) });
-    procs.push(inbound);
-    let delivery = await startServiceProcess('delivery', env);
-    procs.push(delivery);
+    await bed.start('mta-inbound', { SMTP_PORT: String(smtpPort) });
+    let delivery = await bed.start('delivery');
 
     const transport = nodemailer.createTransport({
       host: '127.0.0.1',
@@ -92,14 +60,13 @@ test(
       });
       await delivery.kill();
       kills++;
-      delivery = await startServiceProcess('delivery', env);
-      procs.push(delivery);
+      delivery = await bed.start('delivery');
     }
     await sending;
     transport.close();
     assert.equal(sent, MESSAGES);
 
-    const files = () => ACCOUNTS.flatMap((a) => maildirNew(folderDir(dir.path, a, 'INBOX')));
+    const files = () => ACCOUNTS.flatMap((a) => maildirNew(folderDir(bed.maildir, a, 'INBOX')));
     await waitFor(() => files().length >= MESSAGES, {
       timeoutMs: 120_000,
       what: `all ${MESSAGES} messages filed`,

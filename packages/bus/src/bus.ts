@@ -64,6 +64,11 @@ export interface BusOptions {
   publishTimeoutMs?: number;
   /** Events: called with true/false when the connection comes up or goes down. */
   onStateChange?: (connected: boolean) => void;
+  /**
+   * At stop, how long handlers in flight may finish; what is not finished by then goes
+   * back to its queue unacknowledged (redelivered elsewhere). Unbounded when unset.
+   */
+  drainMs?: number;
 }
 
 interface ConsumerReg {
@@ -105,6 +110,8 @@ export class Bus {
   private pending = new Map<string, Pending>();
   private returned = new Set<string>();
   private stopping = false;
+  /** The stop under way or done (until the next start). */
+  private stopped: Promise<void> | null = null;
   private connecting: Promise<void> | null = null;
   private inFlight = new Set<Promise<void>>();
   private waiters: (() => void)[] = [];
@@ -141,6 +148,7 @@ export class Bus {
   /** Starts connecting in the background; resolves at once. */
   start(): void {
     this.stopping = false;
+    this.stopped = null;
     void this.ensureConnecting();
   }
 
@@ -518,13 +526,34 @@ export class Bus {
     return !this.stopping && reg.acks === acks;
   }
 
-  /** Stops consuming, waits for handlers in flight, closes the connection. */
-  async stop(): Promise<void> {
+  /**
+   * Stops consuming, waits for handlers in flight (up to `drainMs`), closes the
+   * connection. Stopping again (until the next start) waits for the same stop.
+   */
+  stop(): Promise<void> {
+    this.stopped ??= this.shutdown();
+    return this.stopped;
+  }
+
+  private async shutdown(): Promise<void> {
     this.stopping = true;
     for (const c of this.consumers) {
       if (c.channel && c.tag) await c.channel.cancel(c.tag).catch(() => undefined);
     }
-    await Promise.allSettled([...this.inFlight]);
+    const drained = Promise.allSettled([...this.inFlight]).then(() => true);
+    const limit = this.opts.drainMs;
+    let timer: NodeJS.Timeout | undefined;
+    const finished =
+      limit === undefined
+        ? await drained
+        : await Promise.race([
+            drained,
+            new Promise<false>((r) => (timer = setTimeout(() => r(false), limit))),
+          ]);
+    clearTimeout(timer);
+    // closing the connection returns them to their queues: redelivered, never lost
+    if (!finished)
+      this.log.warn({ inFlight: this.inFlight.size }, 'messages unfinished at shutdown go back to the queue');
     // acks still waiting for the end of the turn go out before the channel closes
     for (const c of this.consumers) c.acks?.flush();
     this.failPending(new BusUnavailableError('bus stopped'));

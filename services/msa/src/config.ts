@@ -48,7 +48,5 @@ export const msaSchema = z.object({
    * retries) or continue without policy (mail leaves unscanned and unlimited).
    */
   policy_timeout_action: z.enum(['tempfail', 'continue']).default('tempfail'),
-  /** Seconds to wait for connections to finish at shutdown. */
-  shutdown_grace: duration('10s'),
 });
 export type MsaConfig = z.infer<typeof msaSchema>;

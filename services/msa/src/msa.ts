@@ -16,7 +16,7 @@ import {
 } from '@mailyard/smtp-listener';
 import type { Authenticator } from '@mailyard/auth';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
-import { loadTlsMaterial } from '@mailyard/config';
+import { drainTime, loadTlsMaterial } from '@mailyard/config';
 import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@mailyard/contracts';
 import type { Directory } from '@mailyard/directory';
 import type { DkimSigner } from '@mailyard/dkim';
@@ -452,7 +452,6 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       hideREQUIRETLS: true,
       maxClients: config.smtpd_max_clients,
       socketTimeout: config.smtpd_timeout,
-      closeTimeout: config.shutdown_grace,
       maxCommandLength: config.line_length_limit,
       // the reverse name is only used in the Received header, and only when asked for
       disableReverseLookup: !config.submission_received_client,
@@ -560,9 +559,8 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       logger.info(ports, 'msa listening');
     },
     async stop() {
-      await Promise.all(
-        Object.values(servers).map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
-      );
+      const drain = drainTime(config.shutdown_grace);
+      await Promise.all(Object.values(servers).map((s) => s.shutdown(drain)));
       await policy?.stop();
     },
   };

@@ -58,7 +58,5 @@ export const mtaInboundSchema = z.object({
   policy_data_timeout: duration('60s'),
   /** No decision in time: tempfail (451 4.7.1, the sender retries) or continue without policy. */
   policy_timeout_action: z.enum(['tempfail', 'continue']).default('tempfail'),
-  /** Seconds to wait for connections to finish at shutdown. */
-  shutdown_grace: duration('10s'),
 });
 export type MtaInboundConfig = z.infer<typeof mtaInboundSchema>;

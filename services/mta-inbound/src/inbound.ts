@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
-import { ipInNetworks, loadTlsMaterial } from '@mailyard/config';
+import { drainTime, ipInNetworks, loadTlsMaterial } from '@mailyard/config';
 import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@mailyard/contracts';
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
@@ -153,7 +153,6 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     hideDSN: true,
     maxClients: config.smtpd_max_clients,
     socketTimeout: config.smtpd_timeout,
-    closeTimeout: config.shutdown_grace,
     maxCommandLength: config.line_length_limit,
     disableReverseLookup: !config.smtpd_peername_lookup,
     resolver: {
@@ -369,7 +368,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       logger.info({ port }, 'mta-inbound listening');
     },
     async stop() {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await server.shutdown(drainTime(config.shutdown_grace));
       await policy?.stop();
     },
   };

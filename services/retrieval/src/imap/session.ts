@@ -207,7 +207,20 @@ export class ImapSession {
       }
     } finally {
       this.running = false;
+      if (this.stopping) this.shutdown();
     }
+  }
+
+  private stopping = false;
+
+  /**
+   * The server stops: BYE now if the client is between commands (IDLE included), else
+   * once the command being read or run is done; `now` cuts that short.
+   */
+  shutdown(now = false): void {
+    this.stopping = true;
+    if (now || (!this.running && !this.queue.length && !this.framer.pending))
+      this.close('* BYE [UNAVAILABLE] Server shutting down\r\n');
   }
 
   private async handleEvent(ev: FramerEvent): Promise<void> {

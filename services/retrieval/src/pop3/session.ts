@@ -139,7 +139,20 @@ export class Pop3Session {
       }
     } finally {
       this.busy = false;
+      if (this.stopping) this.shutdown();
     }
+  }
+
+  private stopping = false;
+
+  /**
+   * The server stops: -ERR now if the client is between commands, else once the command
+   * being read or run is done; `now` cuts that short. Without QUIT nothing is deleted.
+   */
+  shutdown(now = false): void {
+    this.stopping = true;
+    if (now || (!this.busy && !this.queue.length && !this.buf))
+      this.close('-ERR [SYS/TEMP] Server shutting down');
   }
 
   private countBad(): void {
