@@ -126,6 +126,28 @@ export class Bus {
     return this.pub !== null;
   }
 
+  /** Every registered consumer is attached to its queue (true when there are none). */
+  get consuming(): boolean {
+    return this.consumers.every((c) => c.tag !== undefined);
+  }
+
+  /**
+   * How many consumers `queue` has now (a passive declare, on a channel of its own: a
+   * missing queue closes the channel it is asked on). Rejects when not connected.
+   */
+  async consumerCount(queue: string): Promise<number> {
+    const conn = this.conn;
+    if (!conn || !this.pub)
+      throw new BusUnavailableError(`RabbitMQ unreachable at ${redactUrl(this.opts.url)}`);
+    const ch = await conn.createChannel();
+    ch.on('error', () => undefined);
+    try {
+      return (await ch.checkQueue(queue)).consumerCount;
+    } finally {
+      await ch.close().catch(() => undefined);
+    }
+  }
+
   /**
    * Why RabbitMQ refuses publishes right now (a memory or disk alarm: `Connection.Blocked`),
    * or null. A publish meanwhile fails at once instead of waiting for a confirm that

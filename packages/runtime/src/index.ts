@@ -9,6 +9,7 @@ import {
   createRegistry,
   type Logger,
   type OpsServer,
+  type ReadinessCheck,
   type Registry,
 } from '@mailyard/observability';
 
@@ -30,6 +31,8 @@ export interface Runtime {
 export interface Service {
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** What /readyz checks beyond the broker and Redis (a listener, the consumers it needs). */
+  readiness?: ReadinessCheck[];
 }
 
 export function redisUrlForLog(url: string): string {
@@ -73,6 +76,8 @@ export async function createRuntime(
   const ops = createOpsServer(registry, [
     { name: 'rabbitmq', ok: () => bus.connected },
     { name: 'redis', ok: () => redis.status === 'ready' },
+    // every consumer the service registered is attached (a channel and a consumer tag)
+    { name: 'consumers', ok: () => bus.consuming },
   ]);
   const resolver = createResolver({ servers: config.dns_servers });
   bus.start();
@@ -114,9 +119,11 @@ export async function runMain<S extends z.ZodObject>(
   }, 3000);
   startupCheck.unref();
   let phase: 'starting' | 'running' | 'stopping' = 'starting';
+  rt.ops.addCheck({ name: 'running', ok: () => phase === 'running' });
   let svc: Service;
   try {
     svc = await build(config, rt);
+    for (const check of svc.readiness ?? []) rt.ops.addCheck(check);
     await svc.start();
   } catch (err) {
     rt.logger.fatal({ err }, `${service} failed to start`);

@@ -21,13 +21,14 @@ import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@maily
 import type { Directory } from '@mailyard/directory';
 import type { DkimSigner } from '@mailyard/dkim';
 import type { MailResolver } from '@mailyard/dns';
-import type { Logger, Registry } from '@mailyard/observability';
+import type { Logger, ReadinessCheck, Registry } from '@mailyard/observability';
 import {
   PolicyClient,
   PolicyVerdicts,
   applyHeaderEdits,
   applyVerdict,
   policyReject,
+  policyServiceCheck,
   type PolicyAsker,
 } from '@mailyard/policy-client';
 import {
@@ -68,6 +69,8 @@ interface RoutedRecipient extends SMTPServerAddress {
 export interface Msa {
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** Beyond the broker and Redis: the policy service has a consumer (with POLICY_ENABLED). */
+  readiness: ReadinessCheck[];
   /** Bound ports (useful with port 0). */
   readonly ports: { submission: number; submissions: number };
 }
@@ -552,6 +555,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
 
   return {
     ports,
+    readiness: config.policy_enabled ? [policyServiceCheck((q) => bus.consumerCount(q))] : [],
     async start() {
       policy?.start();
       await listen('submission', config.submission_port);

@@ -5,13 +5,14 @@ import { drainTime, ipInNetworks, loadTlsMaterial } from '@mailyard/config';
 import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@mailyard/contracts';
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
-import type { Logger, Registry } from '@mailyard/observability';
+import type { Logger, ReadinessCheck, Registry } from '@mailyard/observability';
 import {
   PolicyClient,
   PolicyVerdicts,
   applyHeaderEdits,
   applyVerdict,
   policyReject,
+  policyServiceCheck,
   type PolicyAsker,
 } from '@mailyard/policy-client';
 import {
@@ -56,6 +57,8 @@ interface RoutedRecipient extends SMTPServerAddress {
 export interface MtaInbound {
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** Beyond the broker and Redis: the policy service has a consumer (with POLICY_ENABLED). */
+  readiness: ReadinessCheck[];
   /** The bound SMTP port (useful with port 0). */
   readonly port: number;
 }
@@ -354,6 +357,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     get port() {
       return port;
     },
+    readiness: config.policy_enabled ? [policyServiceCheck((q) => bus.consumerCount(q))] : [],
     async start() {
       policy?.start();
       await new Promise<void>((resolve, reject) => {
