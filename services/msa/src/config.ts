@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { bool, bytes, cidrList, commonSchema, duration, port, positiveInt } from '@mailyard/config';
+import { policyClientSchema } from '@mailyard/policy-client';
 
 export const msaSchema = z.object({
   ...commonSchema,
@@ -43,10 +44,7 @@ export const msaSchema = z.object({
   policy_timeout: duration('5s'),
   /** How long to wait for the end-of-DATA decision (virus scanning included). */
   policy_data_timeout: duration('60s'),
-  /**
-   * No decision in time: tempfail (451 4.7.1; the user's client keeps the message and
-   * retries) or continue without policy (mail leaves unscanned and unlimited).
-   */
-  policy_timeout_action: z.enum(['tempfail', 'continue']).default('tempfail'),
+  /** No decision: smtpd_policy_service_default_action and the circuit breaker (policy-client). */
+  ...policyClientSchema,
 });
 export type MsaConfig = z.infer<typeof msaSchema>;

@@ -23,7 +23,7 @@ import type { DkimSigner } from '@mailyard/dkim';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, ReadinessCheck, Registry } from '@mailyard/observability';
 import {
-  PolicyClient,
+  createPolicyClient,
   PolicyVerdicts,
   applyHeaderEdits,
   applyVerdict,
@@ -125,12 +125,9 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
     deps.policy !== undefined
       ? deps.policy
       : config.policy_enabled
-        ? new PolicyClient({
-            amqpUrl: config.amqp_url,
+        ? createPolicyClient('msa', config, {
             logger,
-            name: 'mailyard-msa-policy',
-            timeoutMs: config.policy_timeout,
-            onTimeout: config.policy_timeout_action,
+            registry: deps.registry,
             observe: (stage, seconds, outcome) => metrics.policyLatency.observe({ stage, outcome }, seconds),
           })
         : null;

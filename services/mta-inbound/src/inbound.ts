@@ -7,7 +7,7 @@ import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, ReadinessCheck, Registry } from '@mailyard/observability';
 import {
-  PolicyClient,
+  createPolicyClient,
   PolicyVerdicts,
   applyHeaderEdits,
   applyVerdict,
@@ -95,12 +95,9 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     deps.policy !== undefined
       ? deps.policy
       : config.policy_enabled
-        ? new PolicyClient({
-            amqpUrl: config.amqp_url,
+        ? createPolicyClient('mta-inbound', config, {
             logger,
-            name: 'mailyard-mta-inbound-policy',
-            timeoutMs: config.policy_timeout,
-            onTimeout: config.policy_timeout_action,
+            registry: deps.registry,
             observe: (stage, seconds, outcome) => metrics.policyLatency.observe({ stage, outcome }, seconds),
           })
         : null;
