@@ -2,6 +2,9 @@
 // hurt a mail server most (floating promises lose errors, misused promises lose mail).
 import tseslint from 'typescript-eslint';
 
+/** A call of a pino log method (logger.warn(...), this.log.error(...)). */
+const LOG_CALL = 'CallExpression[callee.property.name=/^(trace|debug|info|warn|error|fatal)$/]';
+
 export default tseslint.config(
   {
     ignores: [
@@ -48,6 +51,28 @@ export default tseslint.config(
       '@typescript-eslint/no-unsafe-return': 'off',
       '@typescript-eslint/require-await': 'off',
       '@typescript-eslint/restrict-template-expressions': 'off',
+    },
+  },
+  {
+    // An error is logged as itself under pino's `err` key, which keeps its type and stack;
+    // String(err) or err.message keeps one line and loses where it came from.
+    files: ['services/*/src/**/*.ts', 'packages/*/src/**/*.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        ...[
+          "Property[key.name='err'] > CallExpression[callee.name='String']",
+          "Property[key.name='err'] > MemberExpression[property.name=/^(message|stack)$/]",
+          "Property[key.name='err'] > LogicalExpression",
+          "Property[key.name='err'] > TemplateLiteral",
+          `${LOG_CALL} > ObjectExpression > Property[key.name!='err'] > MemberExpression[property.name=/^(message|stack)$/]`,
+          `${LOG_CALL} TemplateLiteral > Identifier[name=/^(e|err|error)$/]`,
+          `${LOG_CALL} TemplateLiteral > MemberExpression[property.name='message']`,
+        ].map((selector) => ({
+          selector,
+          message: 'log the error object itself: logger.warn({ err }, ...) (pino keeps its stack)',
+        })),
+      ],
     },
   },
   {

@@ -82,7 +82,10 @@ const client = new PolicyClient({
   logger: on.platform.inboundRt.logger,
   name: 'bench',
   timeoutMs: 10_000,
-  onTimeout: 'tempfail',
+  defaultAction: {
+    action: 'tempfail',
+    reply: { code: 451, enhanced: '4.3.5', text: 'Server configuration problem' },
+  },
 });
 client.start();
 const total = 5000;

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // `pnpm start`: every service built so far, one process each (as in production), in the
-// foreground, with readable logs. Ctrl-C stops them all (SIGTERM: drain, then exit).
+// foreground, with readable logs. Ctrl-C stops them all (SIGTERM: goodbye to the
+// clients, drain, exit, within SHUTDOWN_GRACE).
 // Settings come from the environment (see docs/configuration.md); e.g.
 //   SMTP_PORT=2525 MAILDIR_ROOT=./data/mail pnpm start
 import { spawn } from 'node:child_process';
@@ -79,14 +80,25 @@ for (const name of wanted) {
 }
 console.error(`mailyard: started ${wanted.join(', ')}`);
 
+// Each service exits by itself within SHUTDOWN_GRACE; one that has not by a little after
+// is killed, so that nothing outlives `pnpm start` holding its ports.
+const grace = /^(\d+)(ms|s|m)?$/.exec(process.env.SHUTDOWN_GRACE ?? '');
+const graceMs = grace ? Number(grace[1]) * { ms: 1, s: 1000, m: 60_000 }[grace[2] ?? 's'] : 5000;
+const running = () => children.filter((c) => c.exitCode === null && c.signalCode === null);
 let stopping = false;
 function stop(code = 0) {
+  // Ctrl-C may arrive twice (from the terminal and forwarded by pnpm): once is enough
+  if (stopping) return;
   stopping = true;
-  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
-  setTimeout(() => process.exit(code), 12_000).unref();
-  Promise.all(children.map((c) => (c.exitCode !== null ? null : new Promise((r) => c.once('exit', r))))).then(
-    () => process.exit(code),
-  );
+  for (const c of running()) c.kill('SIGTERM');
+  setTimeout(() => {
+    for (const c of running()) {
+      console.error(`mailyard: ${c.spawnargs.at(-1)} did not stop in time, killing it`);
+      c.kill('SIGKILL');
+    }
+    process.exit(code || 1);
+  }, graceMs + 2000).unref();
+  Promise.all(running().map((c) => new Promise((r) => c.once('exit', r)))).then(() => process.exit(code));
 }
 process.on('SIGINT', () => stop(0));
 process.on('SIGTERM', () => stop(0));

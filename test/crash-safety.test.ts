@@ -1,15 +1,7 @@
 import { after, before, test } from 'node:test';
-import { Directory } from '@mailyard/directory';
-import {
-  createTestRedis,
-  createVhost,
-  tempDir,
-  waitFor,
-  type TestRedis,
-  type TestVhost,
-} from '@mailyard/testkit';
+import { waitFor } from '@mailyard/testkit';
 import { assertNothingLost, startLoad } from './fault-load.js';
-import { freePort, startServiceProcess, type ServiceProcess } from './processes.js';
+import { freePort, startProcessTestbed, type ProcessTestbed } from './processes.js';
 
 // Promise 3 of the design, and fault (c): mta-inbound and delivery are SIGKILLed at
 // any moment while 1,000 messages arrive; every message that got 250 arrives exactly
@@ -18,46 +10,20 @@ const COUNT = 1000;
 const RECIPIENTS = ['u0', 'u1', 'u2', 'u3', 'u4'].map((u) => `${u}@crash.test`);
 const FROM = 'sender@crash.test';
 
-let vhost: TestVhost;
-let redis: TestRedis;
-let dir: ReturnType<typeof tempDir>;
-const procs: ServiceProcess[] = [];
+let bed: ProcessTestbed;
 
 before(async () => {
-  vhost = await createVhost();
-  redis = createTestRedis();
-  dir = tempDir();
-  const d = new Directory(redis.redis);
-  await d.addDomain('crash.test');
-  for (const a of [...RECIPIENTS, FROM]) await d.addUser(a, 'correct horse battery staple');
+  bed = await startProcessTestbed('crash.test', [...RECIPIENTS, FROM]);
 });
-after(async () => {
-  for (const p of procs) await p.stop().catch(() => undefined);
-  await redis?.cleanup();
-  await vhost?.delete();
-  dir?.cleanup();
-});
+after(() => bed.close());
 
 test(
   `${COUNT} messages, mta-inbound and delivery SIGKILLed repeatedly: each arrives exactly once`,
   { timeout: 240_000 },
   async (t) => {
     const port = await freePort();
-    const env = {
-      AMQP_URL: vhost.url,
-      REDIS_PREFIX: redis.prefix,
-      MAILDIR_ROOT: dir.path,
-      MYHOSTNAME: 'mx.crash.test',
-      SMTPD_PEERNAME_LOOKUP: 'no',
-    };
-    const start = async (service: 'mta-inbound' | 'delivery') => {
-      const p = await startServiceProcess(
-        service,
-        service === 'mta-inbound' ? { ...env, SMTP_PORT: String(port) } : env,
-      );
-      procs.push(p);
-      return p;
-    };
+    const start = (service: 'mta-inbound' | 'delivery') =>
+      bed.start(service, service === 'mta-inbound' ? { SMTP_PORT: String(port) } : {});
     const running = { 'mta-inbound': await start('mta-inbound'), delivery: await start('delivery') };
 
     const load = startLoad({ port, count: COUNT, from: FROM, recipients: RECIPIENTS, deadlineMs: 180_000 });
@@ -74,7 +40,7 @@ test(
     await load.done;
 
     await assertNothingLost(t, 'mta-inbound and delivery killed', load, {
-      maildir: dir.path,
+      maildir: bed.maildir,
       recipients: RECIPIENTS,
       from: FROM,
       count: COUNT,

@@ -65,6 +65,7 @@ interface ComposeService {
   build?: string | { context?: string; dockerfile?: string; args?: Record<string, string> | string[] };
   environment?: Env | string[];
   healthcheck?: { test?: string | string[]; disable?: boolean };
+  stop_grace_period?: string;
   depends_on?: string[] | Record<string, { condition: string }>;
   volumes?: (string | { type?: string; source?: string })[];
   ports?: (string | number | object)[];
@@ -183,6 +184,32 @@ describe('docker-compose.yml', () => {
         result.success,
         `${name}: ${result.error?.issues.map((i) => i.path.join('.') + ': ' + i.message).join('; ')}`,
       );
+    }
+  });
+
+  test('counts a Mailyard service healthy only when its /readyz on HTTP_PORT says ready', () => {
+    for (const [name, svc] of mailyardServices) {
+      const probe = [svc.healthcheck?.test ?? []].flat().join(' ');
+      assert.match(probe, /process\.env\.HTTP_PORT \+ '\/readyz'/, `${name}: health check ${probe}`);
+      assert.match(probe, /r\.ok \? 0 : 1/, `${name}: healthy only on a 2xx answer`);
+    }
+  });
+
+  test('lets each Mailyard service stop by itself: stop_grace_period above its SHUTDOWN_GRACE', () => {
+    const ms = (d: string) => {
+      const parts = [...d.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)];
+      assert.ok(parts.length && parts.map((p) => p[0]).join('') === d, `a compose duration: ${d}`);
+      const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+      return parts.reduce((sum, p) => sum + Number(p[1]) * unit[p[2] as keyof typeof unit], 0);
+    };
+    for (const [name, svc] of mailyardServices) {
+      const schema = serviceSchemas[builtService(svc)!]!;
+      const env = Object.fromEntries(Object.entries(envOf(svc)).map(([k, v]) => [k.toLowerCase(), v]));
+      const grace = schema.parse(env).shutdown_grace;
+      // docker's own default when the key is absent
+      const stop = ms(svc.stop_grace_period ?? '10s');
+      // the process exits at the end of the grace period; SIGKILL would cut its goodbyes short
+      assert.ok(stop >= grace + 2000, `${name}: stop_grace_period ${stop} ms, SHUTDOWN_GRACE ${grace} ms`);
     }
   });
 

@@ -1,6 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
-import { waitFor } from '@mailyard/testkit';
+import { Directory } from '@mailyard/directory';
+import {
+  createTestRedis,
+  createVhost,
+  tempDir,
+  waitFor,
+  type TestRedis,
+  type TestVhost,
+} from '@mailyard/testkit';
 
 const root = new URL('..', import.meta.url).pathname;
 
@@ -17,15 +25,23 @@ export interface ServiceProcess {
   child: ChildProcess;
   httpPort: number;
   output(): string;
+  /** GET /readyz: its status code and body. */
+  readyz(): Promise<{ status: number; body: { status: string; failing?: string[] } }>;
   /** SIGKILL, as a crash would. */
   kill(): Promise<void>;
   stop(): Promise<void>;
+  /** SIGTERM, as docker stop sends it: how the process ended, and how long after the signal. */
+  terminate(): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
 }
 
-/** Runs a service's main.ts as its own process (the production shape) and waits for /readyz. */
+/**
+ * Runs a service's main.ts as its own process (the production shape) and waits for
+ * /readyz to say ready (or, with `ready: false`, only for /readyz to answer).
+ */
 export async function startServiceProcess(
   service: string,
   env: Record<string, string>,
+  opts: { ready?: boolean } = {},
 ): Promise<ServiceProcess> {
   const httpPort = await freePort();
   let out = '';
@@ -42,19 +58,34 @@ export async function startServiceProcess(
   });
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  await waitFor(
-    async () => {
-      if (child.exitCode !== null) throw new Error(`${service} exited: ${out}`);
-      const res = await fetch(`http://127.0.0.1:${httpPort}/readyz`).catch(() => null);
-      return res?.status === 200;
-    },
-    { timeoutMs: 30_000, what: `${service} ready` },
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.once('exit', (code, signal) => r({ code, signal })),
   );
+  const wantReady = opts.ready ?? true;
+  await Promise.race([
+    waitFor(
+      async () => {
+        const res = await fetch(`http://127.0.0.1:${httpPort}/readyz`).catch(() => null);
+        return wantReady ? res?.status === 200 : !!res;
+      },
+      { timeoutMs: 30_000, what: `${service} ready` },
+    ),
+    exited.then(() => Promise.reject(new Error(`${service} exited: ${out}`))),
+  ]);
   return {
     child,
     httpPort,
     output: () => out,
+    async readyz() {
+      const res = await fetch(`http://127.0.0.1:${httpPort}/readyz`);
+      return { status: res.status, body: (await res.json()) as { status: string; failing?: string[] } };
+    },
+    async terminate() {
+      const started = Date.now();
+      child.kill('SIGTERM');
+      const end = await exited;
+      return { ...end, ms: Date.now() - started };
+    },
     async kill() {
       child.kill('SIGKILL');
       await exited;
@@ -62,6 +93,58 @@ export async function startServiceProcess(
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
       await exited;
+    },
+  };
+}
+
+/** Services as processes over one vhost, Redis prefix and Maildir, with accounts of one domain. */
+export interface ProcessTestbed {
+  vhost: TestVhost;
+  redis: TestRedis;
+  /** The Maildir root every process gets. */
+  maildir: string;
+  /** What every process gets in its environment. */
+  env: Record<string, string>;
+  /** Starts a service process (see startServiceProcess), killed by close() if still running. */
+  start(service: string, extra?: Record<string, string>, opts?: { ready?: boolean }): Promise<ServiceProcess>;
+  close(): Promise<void>;
+}
+
+export async function startProcessTestbed(
+  domain: string,
+  accounts: string[],
+  env: Record<string, string> = {},
+): Promise<ProcessTestbed> {
+  const vhost = await createVhost();
+  const redis = createTestRedis();
+  const dir = tempDir();
+  const directory = new Directory(redis.redis);
+  await directory.addDomain(domain);
+  for (const a of accounts) await directory.addUser(a, 'correct horse battery staple');
+  const procs: ServiceProcess[] = [];
+  const common = {
+    AMQP_URL: vhost.url,
+    REDIS_PREFIX: redis.prefix,
+    MAILDIR_ROOT: dir.path,
+    MYHOSTNAME: `mx.${domain}`,
+    SMTPD_PEERNAME_LOOKUP: 'no',
+    ...env,
+  };
+  return {
+    vhost,
+    redis,
+    maildir: dir.path,
+    env: common,
+    async start(service, extra = {}, opts = {}) {
+      const p = await startServiceProcess(service, { ...common, ...extra }, opts);
+      procs.push(p);
+      return p;
+    },
+    async close() {
+      for (const p of procs) await p.kill().catch(() => undefined);
+      await redis.cleanup();
+      await vhost.delete();
+      dir.cleanup();
     },
   };
 }

@@ -74,6 +74,11 @@ export interface BusOptions {
   publishTimeoutMs?: number;
   /** Events: called with true/false when the connection comes up or goes down. */
   onStateChange?: (connected: boolean) => void;
+  /**
+   * At stop, how long handlers in flight may finish; what is not finished by then goes
+   * back to its queue unacknowledged (redelivered elsewhere). Unbounded when unset.
+   */
+  drainMs?: number;
 }
 
 interface ConsumerReg {
@@ -115,6 +120,8 @@ export class Bus {
   private pending = new Map<string, Pending>();
   private returned = new Set<string>();
   private stopping = false;
+  /** The stop under way or done (until the next start). */
+  private stopped: Promise<void> | null = null;
   private connecting: Promise<void> | null = null;
   private inFlight = new Set<Promise<void>>();
   private waiters: (() => void)[] = [];
@@ -127,6 +134,28 @@ export class Bus {
 
   get connected(): boolean {
     return this.pub !== null;
+  }
+
+  /** Every registered consumer is attached to its queue (true when there are none). */
+  get consuming(): boolean {
+    return this.consumers.every((c) => c.tag !== undefined);
+  }
+
+  /**
+   * How many consumers `queue` has now (a passive declare, on a channel of its own: a
+   * missing queue closes the channel it is asked on). Rejects when not connected.
+   */
+  async consumerCount(queue: string): Promise<number> {
+    const conn = this.conn;
+    if (!conn || !this.pub)
+      throw new BusUnavailableError(`RabbitMQ unreachable at ${redactUrl(this.opts.url)}`);
+    const ch = await conn.createChannel();
+    ch.on('error', () => undefined);
+    try {
+      return (await ch.checkQueue(queue)).consumerCount;
+    } finally {
+      await ch.close().catch(() => undefined);
+    }
   }
 
   /**
@@ -151,6 +180,7 @@ export class Bus {
   /** Starts connecting in the background; resolves at once. */
   start(): void {
     this.stopping = false;
+    this.stopped = null;
     void this.ensureConnecting();
   }
 
@@ -190,10 +220,7 @@ export class Bus {
       } catch (err) {
         await this.teardown();
         if (!this.warnedDown) {
-          this.log.warn(
-            { url: redactUrl(this.opts.url), err: String(err) },
-            'RabbitMQ unreachable, retrying',
-          );
+          this.log.warn({ url: redactUrl(this.opts.url), err }, 'RabbitMQ unreachable, retrying');
           this.warnedDown = true;
         }
         await sleep(delay);
@@ -212,7 +239,7 @@ export class Bus {
       clientProperties: { connection_name: this.opts.name },
     });
     this.conn = conn;
-    conn.on('error', (err: Error) => this.log.warn({ err: err.message }, 'RabbitMQ connection error'));
+    conn.on('error', (err: Error) => this.log.warn({ err }, 'RabbitMQ connection error'));
     conn.on('close', () => this.onConnectionLost(conn));
     this.blockedReason = null;
     conn.on('blocked', (reason: string) => {
@@ -230,7 +257,7 @@ export class Bus {
     await declareTopology(setup);
     await setup.close();
     const pub = await conn.createConfirmChannel();
-    pub.on('error', (err: Error) => this.log.warn({ err: err.message }, 'publish channel error'));
+    pub.on('error', (err: Error) => this.log.warn({ err }, 'publish channel error'));
     pub.on('close', () => {
       if (this.pub === pub) {
         this.pub = null;
@@ -425,9 +452,7 @@ export class Bus {
 
   private async attach(conn: ChannelModel, reg: ConsumerReg): Promise<void> {
     const ch = await conn.createChannel();
-    ch.on('error', (err: Error) =>
-      this.log.warn({ err: err.message, queue: reg.queue }, 'consumer channel error'),
-    );
+    ch.on('error', (err: Error) => this.log.warn({ err, queue: reg.queue }, 'consumer channel error'));
     await ch.prefetch(reg.opts.prefetch);
     const acks = new AckBatcher(ch);
     let queue = reg.queue;
@@ -465,7 +490,7 @@ export class Bus {
       try {
         await reg.handler(delivery);
       } catch (err) {
-        this.log.warn({ err: String(err) }, 'event handler failed');
+        this.log.warn({ err }, 'event handler failed');
       }
       return;
     }
@@ -489,7 +514,7 @@ export class Bus {
         // the broker refuses or lost our publishes (a resource alarm, a restart): not the
         // message's fault. It is held until publishing works again and then run again in
         // place, so the outage neither spins it through the queue nor uses up its attempts.
-        this.log.warn({ queue: reg.queue, reason }, 'publishing unavailable, holding the message');
+        this.log.warn({ queue: reg.queue, err }, 'publishing unavailable, holding the message');
         if (await this.holdWhileUnpublishable(reg, acks)) return this.handle(reg, acks, msg);
         acks.nack(msg);
         return;
@@ -507,20 +532,17 @@ export class Bus {
               'x-mailyard-attempts': attempt,
             },
           });
-          this.log.error({ queue: reg.queue, reason, attempt }, 'message dead-lettered');
+          this.log.error({ queue: reg.queue, err, attempt }, 'message dead-lettered');
           acks.ack(msg);
         } catch (pubErr) {
-          this.log.warn({ err: String(pubErr) }, 'could not dead-letter, returning message to the queue');
+          this.log.warn({ err: pubErr }, 'could not dead-letter, returning message to the queue');
           // not straight back while the broker refuses publishes: that would spin it
           if (this.unpublishable(pubErr)) await this.holdWhileUnpublishable(reg, acks);
           acks.nack(msg);
         }
         return;
       }
-      this.log.warn(
-        { queue: reg.queue, reason, attempt },
-        'processing failed, message returned to the queue',
-      );
+      this.log.warn({ queue: reg.queue, err, attempt }, 'processing failed, message returned to the queue');
       await sleep(Math.min((reg.opts.retryDelayMs ?? 500) * attempt, 10_000));
       acks.nack(msg);
     }
@@ -565,13 +587,34 @@ export class Bus {
     return !this.stopping && reg.acks === acks;
   }
 
-  /** Stops consuming, waits for handlers in flight, closes the connection. */
-  async stop(): Promise<void> {
+  /**
+   * Stops consuming, waits for handlers in flight (up to `drainMs`), closes the
+   * connection. Stopping again (until the next start) waits for the same stop.
+   */
+  stop(): Promise<void> {
+    this.stopped ??= this.shutdown();
+    return this.stopped;
+  }
+
+  private async shutdown(): Promise<void> {
     this.stopping = true;
     for (const c of this.consumers) {
       if (c.channel && c.tag) await c.channel.cancel(c.tag).catch(() => undefined);
     }
-    await Promise.allSettled([...this.inFlight]);
+    const drained = Promise.allSettled([...this.inFlight]).then(() => true);
+    const limit = this.opts.drainMs;
+    let timer: NodeJS.Timeout | undefined;
+    const finished =
+      limit === undefined
+        ? await drained
+        : await Promise.race([
+            drained,
+            new Promise<false>((r) => (timer = setTimeout(() => r(false), limit))),
+          ]);
+    clearTimeout(timer);
+    // closing the connection returns them to their queues: redelivered, never lost
+    if (!finished)
+      this.log.warn({ inFlight: this.inFlight.size }, 'messages unfinished at shutdown go back to the queue');
     // acks still waiting for the end of the turn go out before the channel closes
     for (const c of this.consumers) c.acks?.flush();
     this.failPending(new BusUnavailableError('bus stopped'));

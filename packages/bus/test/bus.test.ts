@@ -291,3 +291,28 @@ test('acks: a slow message does not hold the prefetch window, and every finished
   assert.equal((await ch.checkQueue(Queues.delivery)).messageCount, 0);
   await conn.close();
 });
+
+// what /readyz asks of the bus
+test(
+  'consuming: false until every registered consumer is attached, and while the broker is away',
+  { timeout: 30_000 },
+  async () => {
+    const url = `amqp://guest:guest@127.0.0.1:${proxy.port}/${encodeURIComponent(vhost.name)}`;
+    const bus = new Bus({ url, logger, name: 'readiness' });
+    proxy.cut();
+    bus.start();
+    assert.equal(bus.consuming, true, 'nothing registered: nothing missing');
+    await bus.consume(Queues.delivery, async () => undefined, { prefetch: 1, maxAttempts: 1 });
+    assert.equal(bus.consuming, false);
+    await assert.rejects(bus.consumerCount(Queues.delivery), BusUnavailableError);
+    proxy.restore();
+    await waitFor(() => bus.consuming, { timeoutMs: 15_000, what: 'consumer attached after connecting' });
+    assert.equal(await bus.consumerCount(Queues.delivery), 1);
+    assert.equal(await bus.consumerCount(Queues.policy), 0);
+    proxy.cut();
+    await waitFor(() => !bus.consuming, { what: 'consumer lost with the connection' });
+    proxy.restore();
+    await waitFor(() => bus.consuming, { timeoutMs: 15_000, what: 'consumer attached again' });
+    await bus.stop();
+  },
+);

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { hostPortList, port, url } from './fields.js';
+import { duration, hostPortList, port, url } from './fields.js';
 
 /** Boot settings every service has: where the broker and Redis are, logging, metrics. */
 export const commonSchema = {
@@ -19,4 +19,19 @@ export const commonSchema = {
   myhostname: z.string().min(1).default(hostname()),
   /** DNS servers (host:port) that every lookup uses instead of the system's resolvers. */
   dns_servers: hostPortList([]),
+  /**
+   * From SIGTERM to exit, at most: clients and messages in flight get this much less the
+   * last second (see drainTime), then are told goodbye (SMTP 421, IMAP BYE, POP3 -ERR) and
+   * disconnected, and unfinished messages go back to their queue. Keep it below the stop
+   * timeout of whatever stops the service (docker: stop_grace_period, 10s by default).
+   */
+  shutdown_grace: duration('5s'),
 };
+
+/**
+ * How long clients and consumers may finish at shutdown: the grace period less the time
+ * kept for closing the broker and Redis connections (a second, or half a short grace).
+ */
+export function drainTime(graceMs: number): number {
+  return graceMs - Math.min(1000, graceMs / 2);
+}

@@ -7,10 +7,11 @@ import {
   PolicyDecision,
   PolicyRequest,
   Queues,
-  type PolicyReply,
   type PolicyRequestInput,
 } from '@mailyard/contracts';
-import type { Logger } from '@mailyard/observability';
+import { Counter, Gauge, type Logger, type Registry } from '@mailyard/observability';
+import { CircuitBreaker, type BreakerState } from './circuit-breaker.js';
+import type { PolicyDefaultAction } from './default-action.js';
 
 const REPLY_TO = 'amq.rabbitmq.reply-to';
 
@@ -21,24 +22,27 @@ export interface PolicyClientOptions {
   name: string;
   /** How long to wait for a decision. */
   timeoutMs: number;
-  /** What to do when no decision arrives in time (or the broker is unreachable). */
-  onTimeout: 'tempfail' | 'continue';
-  /** Reply used for `tempfail` on timeout (default 451 4.7.1). */
-  timeoutReply?: PolicyReply;
-  /** Called with the round-trip time of every answered request, in seconds (metrics). */
+  /** The decision when none arrives in time or the broker is unreachable. */
+  defaultAction: PolicyDefaultAction;
+  /** Failures in a row that open the circuit, and how long it stays open (default 3, 5 s). */
+  breaker?: { threshold: number; openMs: number };
+  /** Called with the round-trip time of every request, in seconds (metrics). */
   observe?: (stage: string, seconds: number, outcome: 'answered' | 'timeout' | 'error') => void;
+  /** Called when the circuit opens, half-opens or closes, and for every request answered without asking. */
+  breakerEvents?: { state(state: BreakerState): void; shortCircuit(): void };
 }
 
 interface Pending {
-  resolve: (d: PolicyDecision) => void;
+  /** `answered`: false when the request failed without an answer (connection lost). */
+  resolve: (d: PolicyDecision, answered?: boolean) => void;
   timer: NodeJS.Timeout;
 }
 
 /**
  * Asks services/policy for a decision over RabbitMQ RPC with direct reply-to: no reply
- * queue to declare or clean up, one channel per process. Never throws: a timeout or
- * an unreachable broker yields the configured fallback decision, so an SMTP session
- * always gets an answer.
+ * queue to declare or clean up, one channel per process. Never throws: a timeout or an
+ * unreachable broker yields the default action, so an SMTP session always gets an
+ * answer; and while the service keeps not answering, the circuit breaker gives it at once.
  */
 export class PolicyClient {
   private conn: ChannelModel | null = null;
@@ -47,35 +51,36 @@ export class PolicyClient {
   private pending = new Map<string, Pending>();
   private stopped = false;
   private readonly log: Logger;
+  private readonly breaker: CircuitBreaker;
 
   constructor(private readonly opts: PolicyClientOptions) {
     this.log = opts.logger.child({ component: 'policy-client' });
+    this.breaker = new CircuitBreaker({
+      ...(opts.breaker ?? { threshold: 3, openMs: 5000 }),
+      onChange: (state) => {
+        if (state === 'open') this.log.warn('policy service not answering: default action without asking');
+        else if (state === 'closed') this.log.info('policy service answering again');
+        opts.breakerEvents?.state(state);
+      },
+    });
+  }
+
+  /** closed (asking), open (answering with the default action), half-open (probing). */
+  get breakerState(): BreakerState {
+    return this.breaker.state;
   }
 
   /** Connects in the background; ask() also connects on demand. */
   start(): void {
     this.stopped = false;
-    this.channel().catch((err: unknown) =>
-      this.log.warn({ err: String(err) }, 'policy RPC channel not ready yet'),
-    );
+    this.channel().catch((err: unknown) => this.log.warn({ err }, 'policy RPC channel not ready yet'));
   }
 
   private fallback(reason: string): PolicyDecision {
-    if (this.opts.onTimeout === 'continue') {
-      return PolicyDecision.parse({
-        v: POLICY_VERSION,
-        action: 'continue',
-        reasons: [{ check: 'policy_service', result: 'unavailable', detail: reason }],
-      });
-    }
+    const d = this.opts.defaultAction;
     return PolicyDecision.parse({
       v: POLICY_VERSION,
-      action: 'tempfail',
-      reply: this.opts.timeoutReply ?? {
-        code: 451,
-        enhanced: '4.7.1',
-        text: 'Service temporarily unavailable: policy check did not answer, try again later',
-      },
+      ...d,
       reasons: [{ check: 'policy_service', result: 'unavailable', detail: reason }],
     });
   }
@@ -96,10 +101,10 @@ export class PolicyClient {
       timeout: Math.max(1000, this.opts.timeoutMs),
       clientProperties: { connection_name: this.opts.name },
     });
-    conn.on('error', (err: Error) => this.log.warn({ err: err.message }, 'policy RPC connection error'));
+    conn.on('error', (err: Error) => this.log.warn({ err }, 'policy RPC connection error'));
     conn.on('close', () => this.lost(conn));
     const ch = await conn.createChannel();
-    ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'policy RPC channel error'));
+    ch.on('error', (err: Error) => this.log.warn({ err }, 'policy RPC channel error'));
     ch.on('close', () => this.lost(conn));
     // direct reply-to: consume the pseudo-queue (no-ack) before publishing on this channel
     await ch.consume(REPLY_TO, (msg) => this.onReply(msg), { noAck: true });
@@ -114,7 +119,7 @@ export class PolicyClient {
     this.ch = null;
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
-      p.resolve(this.fallback('connection to the broker lost'));
+      p.resolve(this.fallback('connection to the broker lost'), false);
       this.pending.delete(id);
     }
     void conn.close().catch(() => undefined);
@@ -131,7 +136,7 @@ export class PolicyClient {
     try {
       p.resolve(PolicyDecision.parse(JSON.parse(msg.content.toString())));
     } catch (err) {
-      this.log.warn({ err: String(err) }, 'policy service sent an invalid decision');
+      this.log.warn({ err }, 'policy service sent an invalid decision');
       p.resolve(this.fallback('invalid decision'));
     }
   }
@@ -146,26 +151,34 @@ export class PolicyClient {
     const started = process.hrtime.bigint();
     const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
     if (this.stopped) return this.fallback('client stopped');
+    if (!this.breaker.allow()) {
+      this.opts.breakerEvents?.shortCircuit();
+      return this.fallback('policy service not answering (circuit open)');
+    }
     let ch: Channel;
     try {
       ch = await this.channel();
     } catch (err) {
+      this.breaker.failure();
       this.opts.observe?.(req.stage, seconds(), 'error');
-      this.log.warn({ err: String(err), sid: req.sessionId }, 'policy service unreachable');
+      this.log.warn({ err, sid: req.sessionId }, 'policy service unreachable');
       return this.fallback('broker unreachable');
     }
     const id = randomUUID();
     return new Promise<PolicyDecision>((resolve) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
+        this.breaker.failure();
         this.opts.observe?.(req.stage, seconds(), 'timeout');
         this.log.warn({ sid: req.sessionId, stage: req.stage }, 'policy service did not answer in time');
         resolve(this.fallback('timeout'));
       }, timeoutMs);
       this.pending.set(id, {
         timer,
-        resolve: (d) => {
-          this.opts.observe?.(req.stage, seconds(), 'answered');
+        resolve: (d, answered = true) => {
+          if (answered) this.breaker.success();
+          else this.breaker.failure();
+          this.opts.observe?.(req.stage, seconds(), answered ? 'answered' : 'error');
           resolve(d);
         },
       });
@@ -180,8 +193,10 @@ export class PolicyClient {
       } catch (err) {
         clearTimeout(timer);
         this.pending.delete(id);
+        this.breaker.failure();
         this.opts.observe?.(req.stage, seconds(), 'error');
-        resolve(this.fallback(`publish failed: ${String(err)}`));
+        this.log.warn({ err, sid: req.sessionId }, 'policy request not sent');
+        resolve(this.fallback('publish failed'));
       }
     });
   }
@@ -190,7 +205,7 @@ export class PolicyClient {
     this.stopped = true;
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
-      p.resolve(this.fallback('client stopped'));
+      p.resolve(this.fallback('client stopped'), false);
       this.pending.delete(id);
     }
     const conn = this.conn;
@@ -198,6 +213,55 @@ export class PolicyClient {
     this.ch = null;
     if (conn) await conn.close().catch(() => undefined);
   }
+}
+
+/** The config a listener (mta-inbound, msa) builds its policy client from. */
+export interface PolicyClientConfig {
+  amqp_url: string;
+  policy_timeout: number;
+  smtpd_policy_service_default_action: PolicyDefaultAction;
+  policy_breaker_threshold: number;
+  policy_breaker_open_time: number;
+}
+
+const BREAKER_STATES = ['closed', 'open', 'half-open'] as const satisfies BreakerState[];
+
+/**
+ * The policy client of a listener, with its circuit breaker's metrics:
+ * `mailyard_<service>_policy_breaker_state{state}` (1 for the current state) and
+ * `mailyard_<service>_policy_short_circuits_total`.
+ */
+export function createPolicyClient(
+  service: string,
+  config: PolicyClientConfig,
+  deps: { logger: Logger; registry: Registry; observe?: PolicyClientOptions['observe'] },
+): PolicyClient {
+  const prefix = `mailyard_${service.replace(/-/g, '_')}_policy`;
+  const state = new Gauge({
+    name: `${prefix}_breaker_state`,
+    help: 'Policy RPC circuit breaker: 1 for the current state (closed: asking; open: default action without asking; half-open: one request probing)',
+    labelNames: ['state'] as const,
+    registers: [deps.registry],
+  });
+  const shortCircuits = new Counter({
+    name: `${prefix}_short_circuits_total`,
+    help: 'Policy requests answered with smtpd_policy_service_default_action at once, the circuit being open',
+    registers: [deps.registry],
+  });
+  const setState = (current: BreakerState) => {
+    for (const s of BREAKER_STATES) state.set({ state: s }, s === current ? 1 : 0);
+  };
+  setState('closed');
+  return new PolicyClient({
+    amqpUrl: config.amqp_url,
+    logger: deps.logger,
+    name: `mailyard-${service}-policy`,
+    timeoutMs: config.policy_timeout,
+    defaultAction: config.smtpd_policy_service_default_action,
+    breaker: { threshold: config.policy_breaker_threshold, openMs: config.policy_breaker_open_time },
+    ...(deps.observe ? { observe: deps.observe } : {}),
+    breakerEvents: { state: setState, shortCircuit: () => shortCircuits.inc() },
+  });
 }
 
 /** Applies a data-stage decision's header edits to a raw message (header block only). */

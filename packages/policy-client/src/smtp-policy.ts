@@ -1,4 +1,5 @@
-import type { PolicyDecision, PolicyRequestInput } from '@mailyard/contracts';
+import { Queues, type PolicyDecision, type PolicyRequestInput } from '@mailyard/contracts';
+import { cachedCheck, type ReadinessCheck } from '@mailyard/observability';
 import { SmtpReject } from '@mailyard/smtp-core';
 
 /**
@@ -83,4 +84,18 @@ export function policyReject(d: PolicyDecision, stage: string): SmtpReject | nul
     enhanced = code >= 500 ? enhanced : enhanced.replace(/^5/, '4');
   }
   return new SmtpReject(code, enhanced, d.reply.text, `policy_${stage}`);
+}
+
+/** How long /readyz trusts the broker's count of policy consumers. */
+const POLICY_CONSUMERS_TTL_MS = 1500;
+
+/**
+ * Readiness of a listener that asks the policy service: something consumes the policy
+ * queue. Without a consumer every request would wait for its timeout and be refused.
+ */
+export function policyServiceCheck(consumerCount: (queue: string) => Promise<number>): ReadinessCheck {
+  return {
+    name: 'policy-service',
+    ok: cachedCheck(POLICY_CONSUMERS_TTL_MS, async () => (await consumerCount(Queues.policy)) > 0),
+  };
 }

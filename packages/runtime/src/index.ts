@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import type { z } from 'zod';
 import { Bus, redactUrl } from '@mailyard/bus';
-import { loadConfigOrExit, type commonSchema } from '@mailyard/config';
+import { drainTime, loadConfigOrExit, type commonSchema } from '@mailyard/config';
 import { createResolver, type MailResolver } from '@mailyard/dns';
 import {
   createLogger,
@@ -9,6 +9,7 @@ import {
   createRegistry,
   type Logger,
   type OpsServer,
+  type ReadinessCheck,
   type Registry,
 } from '@mailyard/observability';
 
@@ -30,6 +31,8 @@ export interface Runtime {
 export interface Service {
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** What /readyz checks beyond the broker and Redis (a listener, the consumers it needs). */
+  readiness?: ReadinessCheck[];
 }
 
 export function redisUrlForLog(url: string): string {
@@ -46,7 +49,12 @@ export async function createRuntime(
   logger = createLogger(service, config.log_level),
 ): Promise<Runtime> {
   const registry = createRegistry(service);
-  const bus = new Bus({ url: config.amqp_url, logger, name: `mailyard-${service}` });
+  const bus = new Bus({
+    url: config.amqp_url,
+    logger,
+    name: `mailyard-${service}`,
+    drainMs: drainTime(config.shutdown_grace),
+  });
   let redisWarned = false;
   const redis = new Redis(config.redis_url, {
     keyPrefix: config.redis_prefix,
@@ -58,8 +66,7 @@ export async function createRuntime(
     retryStrategy: (times) => Math.min(times * 200, 5000),
   });
   redis.on('error', (err: Error) => {
-    if (!redisWarned)
-      logger.warn({ url: redactUrl(config.redis_url), err: err.message }, 'Redis unreachable, retrying');
+    if (!redisWarned) logger.warn({ url: redactUrl(config.redis_url), err }, 'Redis unreachable, retrying');
     redisWarned = true;
   });
   redis.on('ready', () => {
@@ -69,6 +76,8 @@ export async function createRuntime(
   const ops = createOpsServer(registry, [
     { name: 'rabbitmq', ok: () => bus.connected },
     { name: 'redis', ok: () => redis.status === 'ready' },
+    // every consumer the service registered is attached (a channel and a consumer tag)
+    { name: 'consumers', ok: () => bus.consuming },
   ]);
   const resolver = createResolver({ servers: config.dns_servers });
   bus.start();
@@ -92,7 +101,8 @@ export async function createRuntime(
 
 /**
  * The whole of a service's main.ts: load config (exit 78 naming the key on error),
- * build, start, and on SIGTERM/SIGINT stop accepting, drain, close.
+ * build, start, and on SIGTERM/SIGINT stop accepting, drain, close, within
+ * SHUTDOWN_GRACE: the process exits then whatever is left.
  */
 export async function runMain<S extends z.ZodObject>(
   service: string,
@@ -108,27 +118,39 @@ export async function runMain<S extends z.ZodObject>(
       rt.logger.error(`Redis unreachable at ${redactUrl(config.redis_url)}; still retrying`);
   }, 3000);
   startupCheck.unref();
+  let phase: 'starting' | 'running' | 'stopping' = 'starting';
+  rt.ops.addCheck({ name: 'running', ok: () => phase === 'running' });
   let svc: Service;
   try {
     svc = await build(config, rt);
+    for (const check of svc.readiness ?? []) rt.ops.addCheck(check);
     await svc.start();
   } catch (err) {
-    rt.logger.fatal({ err: String(err) }, `${service} failed to start`);
+    rt.logger.fatal({ err }, `${service} failed to start`);
     process.stderr.write(`${service}: ${(err as Error).message}\n`);
     process.exit(1);
   }
+  phase = 'running';
   rt.logger.info({ metrics: rt.httpPort }, `${service} started`);
-  let stopping = false;
   const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    rt.logger.info({ signal }, 'shutting down');
+    if (phase === 'stopping') return;
+    phase = 'stopping';
+    clearTimeout(startupCheck);
+    rt.logger.info({ signal, graceMs: config.shutdown_grace }, 'shutting down');
+    // whatever a stop waits for, the process is gone at the end of the grace period
+    setTimeout(() => {
+      rt.logger.error({ graceMs: config.shutdown_grace }, 'not stopped within the grace period, exiting');
+      process.exit(1);
+    }, config.shutdown_grace).unref();
     void svc
       .stop()
       .then(() => rt.close())
       .then(
         () => process.exit(0),
-        () => process.exit(1),
+        (err: unknown) => {
+          rt.logger.error({ err }, 'stop failed');
+          process.exit(1);
+        },
       );
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));

@@ -100,6 +100,8 @@ export const reply = {
     ),
   proxyRefused: () => r(421, '4.7.0', 'Error: PROXY header refused, closing connection', 'proxy_refused'),
   tooManyErrors: () => r(421, '4.7.0', 'Error: too many errors, closing connection', 'too_many_errors'),
+  // X.3.2 system not accepting network messages: the server stops (Postfix's answer too)
+  shuttingDown: () => r(421, '4.3.2', 'Service shutting down, closing connection', 'shutting_down'),
   lineTooLong: (limit: number) =>
     r(500, '5.5.2', `Error: line longer than ${limit} characters`, 'line_too_long'),
   overQuota: (rcpt: string) => r(452, '4.2.2', `<${rcpt}>: Mailbox full`, 'over_quota'),

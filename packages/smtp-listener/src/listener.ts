@@ -1,8 +1,9 @@
-import type { Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { ipInNetworks } from '@mailyard/config';
 import { reply } from '@mailyard/smtp-core';
 import { parseProxyHeader } from './proxy-protocol.js';
+import { SessionTracker, type SessionLike } from './shutdown.js';
 
 export interface ListenerOptions extends SMTPServerOptions {
   /** Peers allowed to send a PROXY header (v1 or v2); from anyone else it is an unknown command. */
@@ -22,9 +23,7 @@ interface SocketOptions {
   ignore?: boolean;
 }
 
-interface ConnectionLike {
-  send(code: number, data?: string | string[], context?: string | false): void;
-}
+type ConnectionLike = SessionLike;
 
 const PROXY_HEADER_TIMEOUT_MS = 10_000;
 
@@ -33,12 +32,14 @@ const PROXY_HEADER_TIMEOUT_MS = 10_000;
  *  - PROXY protocol v1 and v2, only from trusted proxies (smtp-server reads v1 only);
  *    a header without a client address (v2 LOCAL, v1 UNKNOWN) is refused, so traffic
  *    through a proxy is never mistaken for the proxy's own (trusted) address;
- *  - a hard error limit: after N error replies the client gets 421 and is disconnected.
+ *  - a hard error limit: after N error replies the client gets 421 and is disconnected;
+ *  - a shutdown that tells every client 421 4.3.2 within a deadline (`shutdown()`).
  */
 export class MailyardSmtpServer extends SMTPServer {
   private readonly proxyTrusted: string[];
   private readonly hardErrorLimit: number;
   private readonly onErrorReply: ((code: number) => void) | undefined;
+  private readonly tracker = new SessionTracker();
 
   constructor(options: ListenerOptions) {
     const { proxyTrusted, hardErrorLimit, greetingDelay, onErrorReply, ...rest } = options;
@@ -111,6 +112,13 @@ export class MailyardSmtpServer extends SMTPServer {
       }
       return send(code, data, context);
     };
+    this.tracker.track(conn, socket);
+  }
+
+  /** Stops the listener within `drainMs` (see SessionTracker.shutdown); use instead of close(). */
+  shutdown(drainMs: number): Promise<void> {
+    const self = this as unknown as { server: Server; _pendingSockets: Map<unknown, Socket> };
+    return this.tracker.shutdown(self.server, self._pendingSockets.values(), drainMs);
   }
 }
 

@@ -6,6 +6,9 @@ export interface TcpProxy {
   cut(): void;
   /** Accept and forward again. */
   restore(): void;
+  /** Keeps what the upstream sends (replies, publisher confirms) from the clients until release(). */
+  hold(): void;
+  release(): void;
   /** Bytes written to upstream before the client's data, e.g. a PROXY protocol header. */
   preamble?: (client: Socket) => Buffer | null;
   /**
@@ -46,6 +49,8 @@ export async function startTcpProxy(
   opts: { preamble?: (client: Socket) => Buffer | null; bindHost?: string; amqpFrames?: boolean } = {},
 ): Promise<TcpProxy> {
   let down = false;
+  let held = false;
+  const upstreams = new Set<Socket>();
   const sockets = new Set<Socket>();
   const clients = new Set<Socket>();
   const server: Server = createServer((client) => {
@@ -54,6 +59,7 @@ export async function startTcpProxy(
       return;
     }
     const upstream = createConnection(target);
+    upstreams.add(upstream);
     sockets.add(client);
     sockets.add(upstream);
     const pre = opts.preamble?.(client);
@@ -78,11 +84,13 @@ export async function startTcpProxy(
         }
       });
     } else upstream.pipe(client);
+    if (held) upstream.pause();
     const end = () => {
       client.destroy();
       upstream.destroy();
       sockets.delete(client);
       sockets.delete(upstream);
+      upstreams.delete(upstream);
       clients.delete(client);
     };
     client.on('error', end);
@@ -101,6 +109,14 @@ export async function startTcpProxy(
     },
     restore() {
       down = false;
+    },
+    hold() {
+      held = true;
+      for (const u of upstreams) u.pause();
+    },
+    release() {
+      held = false;
+      for (const u of upstreams) u.resume();
     },
     toClients(data) {
       for (const c of clients) c.write(data);

@@ -9,6 +9,7 @@ import {
   port,
   positiveInt,
 } from '@mailyard/config';
+import { policyClientSchema } from '@mailyard/policy-client';
 
 export const msaSchema = z.object({
   ...commonSchema,
@@ -51,12 +52,7 @@ export const msaSchema = z.object({
   policy_timeout: duration('5s'),
   /** How long to wait for the end-of-DATA decision (virus scanning included). */
   policy_data_timeout: duration('60s'),
-  /**
-   * No decision in time: tempfail (451 4.7.1; the user's client keeps the message and
-   * retries) or continue without policy (mail leaves unscanned and unlimited).
-   */
-  policy_timeout_action: z.enum(['tempfail', 'continue']).default('tempfail'),
-  /** Seconds to wait for connections to finish at shutdown. */
-  shutdown_grace: duration('10s'),
+  /** No decision: smtpd_policy_service_default_action and the circuit breaker (policy-client). */
+  ...policyClientSchema,
 });
 export type MsaConfig = z.infer<typeof msaSchema>;

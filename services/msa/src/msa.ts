@@ -16,18 +16,19 @@ import {
 } from '@mailyard/smtp-listener';
 import type { Authenticator } from '@mailyard/auth';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
-import { loadTlsMaterial } from '@mailyard/config';
+import { drainTime, loadTlsMaterial } from '@mailyard/config';
 import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@mailyard/contracts';
 import type { Directory } from '@mailyard/directory';
 import type { DkimSigner } from '@mailyard/dkim';
 import type { MailResolver } from '@mailyard/dns';
-import type { Logger, Registry } from '@mailyard/observability';
+import type { Logger, ReadinessCheck, Registry } from '@mailyard/observability';
 import {
-  PolicyClient,
+  createPolicyClient,
   PolicyVerdicts,
   applyHeaderEdits,
   applyVerdict,
   policyReject,
+  policyServiceCheck,
   type PolicyAsker,
 } from '@mailyard/policy-client';
 import {
@@ -68,6 +69,8 @@ interface RoutedRecipient extends SMTPServerAddress {
 export interface Msa {
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** Beyond the broker and Redis: the policy service has a consumer (with POLICY_ENABLED). */
+  readiness: ReadinessCheck[];
   /** Bound ports (useful with port 0). */
   readonly ports: { submission: number; submissions: number };
 }
@@ -122,12 +125,9 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
     deps.policy !== undefined
       ? deps.policy
       : config.policy_enabled
-        ? new PolicyClient({
-            amqpUrl: config.amqp_url,
+        ? createPolicyClient('msa', config, {
             logger,
-            name: 'mailyard-msa-policy',
-            timeoutMs: config.policy_timeout,
-            onTimeout: config.policy_timeout_action,
+            registry: deps.registry,
             observe: (stage, seconds, outcome) => metrics.policyLatency.observe({ stage, outcome }, seconds),
           })
         : null;
@@ -266,7 +266,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
         if (res.reason === 'locked') return fail(reply.authLocked(res.retryAfterSeconds));
         return fail(reply.authInvalid());
       },
-      (err: unknown) => fail(reply.authTempFail(), { err: String(err) }),
+      (err: unknown) => fail(reply.authTempFail(), { err }),
     );
   };
 
@@ -368,10 +368,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       } catch (err) {
         // an unsigned message is still better than a refused one; the log says why
         metrics.dkim.inc({ algorithm: 'none' });
-        logger.warn(
-          { queueId, domain: authorDomain, err: String(err) },
-          'DKIM signing failed, sending unsigned',
-        );
+        logger.warn({ queueId, domain: authorDomain, err }, 'DKIM signing failed, sending unsigned');
       }
     }
 
@@ -408,10 +405,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       );
     } catch (err) {
       if (err instanceof BusUnavailableError || err instanceof UnroutableError) {
-        logger.warn(
-          { sid: session.id, queueId, err: err.message },
-          'queue unavailable, message not accepted',
-        );
+        logger.warn({ sid: session.id, queueId, err }, 'queue unavailable, message not accepted');
         throw rejectWith(reply.queueUnavailable(), session, { queueId });
       }
       throw err;
@@ -439,7 +433,8 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
   const makeServer = (listener: Listener) =>
     new SubmissionSmtpServer({
       name: config.myhostname,
-      banner: 'ESMTP Mailyard submission',
+      // smtp-server writes "<name> ESMTP <banner>": the banner is what follows ESMTP
+      banner: 'Mailyard submission',
       key: tls.key,
       cert: tls.cert,
       minVersion: 'TLSv1.2',
@@ -457,7 +452,6 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       hideREQUIRETLS: true,
       maxClients: config.smtpd_max_clients,
       socketTimeout: config.smtpd_timeout,
-      closeTimeout: config.shutdown_grace,
       maxCommandLength: config.line_length_limit,
       // the reverse name is only used in the Received header, and only when asked for
       disableReverseLookup: !config.submission_received_client,
@@ -485,7 +479,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
             cb();
           },
           (err: unknown) => {
-            logger.error({ sid: session.id, err: String(err) }, 'policy check failed');
+            logger.error({ sid: session.id, err }, 'policy check failed');
             cb(rejectWith(reply.localError(), session));
           },
         );
@@ -503,7 +497,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
           () => cb(),
           (err: unknown) => {
             if (err instanceof SmtpReject) return cb(rejectWith(err, session, { from: address.address }));
-            logger.error({ sid: session.id, err: String(err) }, 'sender check failed');
+            logger.error({ sid: session.id, err }, 'sender check failed');
             cb(rejectWith(reply.localError(), session));
           },
         );
@@ -517,7 +511,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
           () => cb(),
           (err: unknown) => {
             if (err instanceof SmtpReject) return cb(rejectWith(err, session, { rcpt: address.address }));
-            logger.error({ sid: session.id, err: String(err) }, 'recipient lookup failed');
+            logger.error({ sid: session.id, err }, 'recipient lookup failed');
             cb(rejectWith(reply.localError(), session));
           },
         );
@@ -530,8 +524,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
             limit,
             accept: (raw) => acceptMessage(raw, session),
             refuse: (err) => rejectWith(err, session),
-            failed: (err) =>
-              logger.error({ sid: session.id, err: String(err) }, 'accepting the message failed'),
+            failed: (err) => logger.error({ sid: session.id, err }, 'accepting the message failed'),
             observe: (seconds) => metrics.acceptLatency.observe(seconds),
           },
           cb,
@@ -552,13 +545,14 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       server.listen(port, config.listen_address, () => {
         server.removeListener('error', reject);
         ports[listener] = (server.server.address() as AddressInfo).port;
-        server.on('error', (err: Error) => logger.warn({ listener, err: err.message }, 'smtp server error'));
+        server.on('error', (err: Error) => logger.warn({ listener, err }, 'smtp server error'));
         resolve();
       });
     });
 
   return {
     ports,
+    readiness: config.policy_enabled ? [policyServiceCheck((q) => bus.consumerCount(q))] : [],
     async start() {
       policy?.start();
       await listen('submission', config.submission_port);
@@ -566,9 +560,8 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       logger.info(ports, 'msa listening');
     },
     async stop() {
-      await Promise.all(
-        Object.values(servers).map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
-      );
+      const drain = drainTime(config.shutdown_grace);
+      await Promise.all(Object.values(servers).map((s) => s.shutdown(drain)));
       await policy?.stop();
     },
   };

@@ -56,6 +56,18 @@ async function data(c: RawSmtp, raw: string) {
   return c.read();
 }
 
+describe('greeting', () => {
+  test('says ESMTP once, on 587 and on 465', { timeout: 10_000 }, async () => {
+    for (const c of [
+      await RawSmtp.connect(t.msa.ports.submission),
+      await RawSmtp.connectTls(t.msa.ports.submissions),
+    ]) {
+      assert.equal((await c.read()).text, '220 submit.mailyard.test ESMTP Mailyard submission');
+      c.close();
+    }
+  });
+});
+
 describe('sender restrictions', () => {
   test("MAIL FROM another user's address: 553 5.7.1", async () => {
     const c = await session();

@@ -10,6 +10,7 @@ import {
   positiveInt,
   stringList,
 } from '@mailyard/config';
+import { policyClientSchema } from '@mailyard/policy-client';
 
 export const mtaInboundSchema = z.object({
   ...commonSchema,
@@ -56,9 +57,7 @@ export const mtaInboundSchema = z.object({
   policy_timeout: duration('5s'),
   /** How long to wait for the end-of-DATA decision (virus and spam scanning included). */
   policy_data_timeout: duration('60s'),
-  /** No decision in time: tempfail (451 4.7.1, the sender retries) or continue without policy. */
-  policy_timeout_action: z.enum(['tempfail', 'continue']).default('tempfail'),
-  /** Seconds to wait for connections to finish at shutdown. */
-  shutdown_grace: duration('10s'),
+  /** No decision: smtpd_policy_service_default_action and the circuit breaker (policy-client). */
+  ...policyClientSchema,
 });
 export type MtaInboundConfig = z.infer<typeof mtaInboundSchema>;

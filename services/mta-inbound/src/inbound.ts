@@ -1,17 +1,18 @@
 import type { AddressInfo } from 'node:net';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
-import { ipInNetworks, loadTlsMaterial } from '@mailyard/config';
+import { drainTime, ipInNetworks, loadTlsMaterial } from '@mailyard/config';
 import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@mailyard/contracts';
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
-import type { Logger, Registry } from '@mailyard/observability';
+import type { Logger, ReadinessCheck, Registry } from '@mailyard/observability';
 import {
-  PolicyClient,
+  createPolicyClient,
   PolicyVerdicts,
   applyHeaderEdits,
   applyVerdict,
   policyReject,
+  policyServiceCheck,
   type PolicyAsker,
 } from '@mailyard/policy-client';
 import {
@@ -56,6 +57,8 @@ interface RoutedRecipient extends SMTPServerAddress {
 export interface MtaInbound {
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** Beyond the broker and Redis: the policy service has a consumer (with POLICY_ENABLED). */
+  readiness: ReadinessCheck[];
   /** The bound SMTP port (useful with port 0). */
   readonly port: number;
 }
@@ -92,12 +95,9 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     deps.policy !== undefined
       ? deps.policy
       : config.policy_enabled
-        ? new PolicyClient({
-            amqpUrl: config.amqp_url,
+        ? createPolicyClient('mta-inbound', config, {
             logger,
-            name: 'mailyard-mta-inbound-policy',
-            timeoutMs: config.policy_timeout,
-            onTimeout: config.policy_timeout_action,
+            registry: deps.registry,
             observe: (stage, seconds, outcome) => metrics.policyLatency.observe({ stage, outcome }, seconds),
           })
         : null;
@@ -137,7 +137,8 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
 
   const server = new MailyardSmtpServer({
     name: config.myhostname,
-    banner: 'ESMTP Mailyard',
+    // smtp-server writes "<name> ESMTP <banner>": the banner is what follows ESMTP
+    banner: 'Mailyard',
     key: tls.key,
     cert: tls.cert,
     minVersion: 'TLSv1.2',
@@ -152,7 +153,6 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     hideDSN: true,
     maxClients: config.smtpd_max_clients,
     socketTimeout: config.smtpd_timeout,
-    closeTimeout: config.shutdown_grace,
     maxCommandLength: config.line_length_limit,
     disableReverseLookup: !config.smtpd_peername_lookup,
     resolver: {
@@ -179,7 +179,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
           cb();
         },
         (err: unknown) => {
-          logger.error({ sid: session.id, err: String(err) }, 'policy check failed');
+          logger.error({ sid: session.id, err }, 'policy check failed');
           cb(rejectWith(reply.localError(), session));
         },
       );
@@ -211,7 +211,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
             cb();
           },
           (err: unknown) => {
-            logger.error({ sid: session.id, err: String(err) }, 'policy check failed');
+            logger.error({ sid: session.id, err }, 'policy check failed');
             cb(rejectWith(reply.localError(), session));
           },
         );
@@ -235,7 +235,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
           () => cb(),
           (err: unknown) => {
             if (err instanceof SmtpReject) return cb(rejectWith(err, session, { rcpt: address.address }));
-            logger.error({ sid: session.id, err: String(err) }, 'recipient lookup failed');
+            logger.error({ sid: session.id, err }, 'recipient lookup failed');
             cb(rejectWith(reply.localError(), session));
           },
         );
@@ -248,8 +248,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
           limit,
           accept: (raw) => acceptMessage(raw, session),
           refuse: (err) => rejectWith(err, session),
-          failed: (err) =>
-            logger.error({ sid: session.id, err: String(err) }, 'accepting the message failed'),
+          failed: (err) => logger.error({ sid: session.id, err }, 'accepting the message failed'),
           observe: (seconds) => metrics.acceptLatency.observe(seconds),
         },
         cb,
@@ -328,10 +327,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       await bus.publishMailRouted(message, { ...base, recipients: rcpts.map((r) => r.address) }, routes);
     } catch (err) {
       if (err instanceof BusUnavailableError || err instanceof UnroutableError) {
-        logger.warn(
-          { sid: session.id, queueId, err: err.message },
-          'queue unavailable, message not accepted',
-        );
+        logger.warn({ sid: session.id, queueId, err }, 'queue unavailable, message not accepted');
         throw rejectWith(reply.queueUnavailable(), session, { queueId });
       }
       throw err;
@@ -358,6 +354,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     get port() {
       return port;
     },
+    readiness: config.policy_enabled ? [policyServiceCheck((q) => bus.consumerCount(q))] : [],
     async start() {
       policy?.start();
       await new Promise<void>((resolve, reject) => {
@@ -368,11 +365,11 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
           resolve();
         });
       });
-      server.on('error', (err: Error) => logger.warn({ err: err.message }, 'smtp server error'));
+      server.on('error', (err: Error) => logger.warn({ err }, 'smtp server error'));
       logger.info({ port }, 'mta-inbound listening');
     },
     async stop() {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await server.shutdown(drainTime(config.shutdown_grace));
       await policy?.stop();
     },
   };

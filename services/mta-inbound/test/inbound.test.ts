@@ -37,6 +37,16 @@ async function session(outside = false): Promise<RawSmtp> {
 }
 
 describe('EHLO', () => {
+  test(
+    'greets as "<myhostname> ESMTP Mailyard", ESMTP said once (RFC 5321 §4.2)',
+    { timeout: 10_000 },
+    async () => {
+      const c = await RawSmtp.connect(port());
+      assert.equal((await c.read()).text, '220 mx.mailyard.test ESMTP Mailyard');
+      c.close();
+    },
+  );
+
   test('advertises the extensions of a modern MTA', async () => {
     const c = await RawSmtp.connect(port());
     await c.read();

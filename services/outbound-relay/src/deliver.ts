@@ -116,10 +116,7 @@ export async function attemptDelivery(msg: Message, opts: AttemptOptions): Promi
       } catch (err) {
         if (err instanceof TlsHandshakeError && opts.tls.mode === 'may') {
           // RFC 7435: opportunistic TLS that fails falls back to cleartext with this host
-          opts.logger.info(
-            { host: target.host, ip: target.ip, err: err.message },
-            'TLS failed, retrying without TLS',
-          );
+          opts.logger.info({ host: target.host, ip: target.ip, err }, 'TLS failed, retrying without TLS');
           try {
             return await deliverTo(msg, target, opts, { mode: 'none' }, parked);
           } catch (err2) {
@@ -128,7 +125,7 @@ export async function attemptDelivery(msg: Message, opts: AttemptOptions): Promi
           }
         }
         last = toNext(err);
-        opts.logger.info({ host: target.host, ip: target.ip, err: last.message }, 'trying next address');
+        opts.logger.info({ host: target.host, ip: target.ip, err: last }, 'trying next address');
       }
     }
   } finally {

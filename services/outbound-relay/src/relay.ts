@@ -121,7 +121,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     resolver,
     fetcher: deps.mtaStsFetcher ?? httpsPolicyFetcher({ resolver, ...(ca ? { ca } : {}) }),
     ignore: config.mta_sts_ignore_domains.map((d) => d.toLowerCase()),
-    onError: (domain, err) => logger.info({ domain, err: String(err) }, 'MTA-STS policy lookup failed'),
+    onError: (domain, err) => logger.info({ domain, err }, 'MTA-STS policy lookup failed'),
   });
   // What markers and the index must outlive: the longest a message can stay queued.
   const markerTtlSec = Math.ceil(config.maximal_queue_lifetime / 1000) + 86_400;
@@ -323,7 +323,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     } catch (err) {
       // A local failure with this domain must not undo what other domains of the same
       // message already got: defer these recipients, settle the rest.
-      logger.warn({ queueId: env.queueId, domain, err: String(err) }, 'local error while delivering');
+      logger.warn({ queueId: env.queueId, domain, err }, 'local error while delivering');
       return all('deferred', '4.3.0', `local error: ${(err as Error).message}`);
     } finally {
       await unused?.client.quit();
@@ -461,7 +461,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
           queue: outboundDelayQueue(delay),
           size: d.body.length,
         })
-        .catch((err: unknown) => log.warn({ err: String(err) }, 'could not index the deferred message'));
+        .catch((err: unknown) => log.warn({ err }, 'could not index the deferred message'));
       log.info({ attempts, delayMs: delay, rcpts: retryEnv.recipients }, 'retry scheduled');
 
       // Postfix's delay_warning_time: one warning per message, whichever instance sees it first
@@ -500,7 +500,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
             await declareDelayQueues();
             return;
           } catch (err) {
-            if (!warned) logger.warn({ err: String(err) }, 'cannot declare the delay queues yet, retrying');
+            if (!warned) logger.warn({ err }, 'cannot declare the delay queues yet, retrying');
             warned = true;
             await new Promise((r) => setTimeout(r, 2000));
           }

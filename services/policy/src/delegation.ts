@@ -108,7 +108,7 @@ export function startDelegationServer(opts: {
           try {
             sock.write(`action=${toPostfixAction(await opts.decide(req))}\n\n`);
           } catch (err) {
-            opts.logger.warn({ err: String(err) }, 'policy delegation request failed');
+            opts.logger.warn({ err }, 'policy delegation request failed');
             sock.write('action=DEFER_IF_PERMIT policy service error\n\n');
           }
         });

@@ -358,7 +358,7 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
 
   const filterFailed = (ctx: Ctx, scanner: 'clamd' | 'rspamd', err: unknown): CheckResult => {
     metrics.scannerErrors.inc({ scanner });
-    logger.warn({ sid: ctx.req.sessionId, queueId: ctx.req.queueId, err: String(err) }, `${scanner} failed`);
+    logger.warn({ sid: ctx.req.sessionId, queueId: ctx.req.queueId, err }, `${scanner} failed`);
     note(
       ctx,
       scanner === 'clamd' ? 'check_virus' : 'check_spam',
@@ -773,10 +773,7 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
         }
       }
     } catch (err) {
-      logger.error(
-        { sid: req.sessionId, queueId: req.queueId, err: String(err), stack: (err as Error).stack },
-        'policy check failed',
-      );
+      logger.error({ sid: req.sessionId, queueId: req.queueId, err }, 'policy check failed');
       note(ctx, 'policy', 'error', String((err as Error).message ?? err));
       verdict = refuse(451, '4.3.0', 'Error: local error in policy processing, try again later');
     }

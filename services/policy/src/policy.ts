@@ -75,7 +75,7 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
       version = loaded.version;
     } catch (err) {
       // keep the rules in force; a bad entry written behind the CLI's back must not open the gates
-      logger.error({ err: String(err) }, 'could not load policy rules, keeping the previous ones');
+      logger.error({ err }, 'could not load policy rules, keeping the previous ones');
       if (!rules) throw err;
     }
   };
@@ -130,7 +130,7 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
       'policy decision',
     );
     await explain(req, decision).catch((err: unknown) =>
-      logger.warn({ err: String(err) }, 'could not store the explanation'),
+      logger.warn({ err }, 'could not store the explanation'),
     );
     return decision;
   };
@@ -148,7 +148,7 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
       const req = PolicyRequest.parse(JSON.parse(Buffer.isBuffer(raw) ? raw.toString() : String(raw)));
       decision = await decide(req, req.stage === 'data' ? d.body : null);
     } catch (err) {
-      logger.warn({ err: String(err) }, 'invalid policy request');
+      logger.warn({ err }, 'invalid policy request');
       decision = {
         v: POLICY_VERSION,
         action: 'tempfail',
@@ -168,7 +168,7 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
         persistent: false,
         headers: { [POLICY_CORRELATION_HEADER]: String(id) },
       })
-      .catch((err: unknown) => logger.debug({ err: String(err) }, 'requester went away before the answer'));
+      .catch((err: unknown) => logger.debug({ err }, 'requester went away before the answer'));
   };
 
   const onLearn = async (payload: unknown, key: string): Promise<void> => {
@@ -191,7 +191,7 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
       logger.info({ account: ev.data.account, queueId: ev.data.queueId, kind }, 'rspamd trained');
     } catch (err) {
       metrics.scannerErrors.inc({ scanner: 'rspamd' });
-      logger.warn({ err: String(err), queueId: ev.data.queueId }, 'rspamd learning failed');
+      logger.warn({ err, queueId: ev.data.queueId }, 'rspamd learning failed');
     } finally {
       end();
     }

@@ -61,7 +61,5 @@ export const retrievalSchema = z.object({
   auth_cache_size: positiveInt(10000),
   /** Announce our own changes (flags, expunges, appends) to other instances' IDLE sessions. */
   publish_changes: bool(true),
-  /** Seconds to wait for sessions to end at shutdown. */
-  shutdown_grace: duration('10s'),
 });
 export type RetrievalConfig = z.infer<typeof retrievalSchema>;

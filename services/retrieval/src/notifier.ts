@@ -22,7 +22,7 @@ export class ChangeNotifier {
     await this.bus.subscribe(EventKeys.mailboxChanged, (payload) => {
       const ev = MailboxChanged.safeParse(payload);
       if (!ev.success) {
-        this.logger.warn({ err: ev.error.message }, 'invalid mailbox.changed event ignored');
+        this.logger.warn({ err: ev.error }, 'invalid mailbox.changed event ignored');
         return;
       }
       this.emit(ev.data.account, ev.data.folder);

@@ -3,7 +3,7 @@ import { createSecureContext, createServer as createTlsServer } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { Authenticator } from '@mailyard/auth';
 import type { Bus } from '@mailyard/bus';
-import { loadTlsMaterial } from '@mailyard/config';
+import { drainTime, loadTlsMaterial } from '@mailyard/config';
 import { MailAccount, Quotas } from '@mailyard/mailstore';
 import type { Logger, Registry } from '@mailyard/observability';
 import type { Redis } from 'ioredis';
@@ -29,6 +29,9 @@ export interface RetrievalService {
   /** Bound ports (after start), for tests that listen on port 0. */
   ports(): { imap: number; imaps: number; pop3: number; pop3s: number };
 }
+
+/** How long a client has to read its goodbye before the connection is cut. */
+const LAST_WORD_MS = 250;
 
 /** MRA: IMAP (143/993) and POP3 (110/995) over the Maildir store; IDLE through mailbox.changed events. */
 export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): RetrievalService {
@@ -58,7 +61,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
       indexAppends: metrics.indexAppends,
       indexRewrites: metrics.indexRewrites,
     },
-    onError: (err, dir) => logger.warn({ err: (err as Error).message, dir }, 'index cache not written'),
+    onError: (err, dir) => logger.warn({ err, dir }, 'index cache not written'),
   });
   const limits = new SessionLimits(config.mail_max_ip_connections, config.mail_max_user_connections);
   const imapDeps: ImapDeps = {
@@ -76,11 +79,17 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
   };
   const pop3Locks = new Pop3Locks(deps.redis);
   const sockets = new Set<Socket>();
+  const sessions = new Set<ImapSession | Pop3Session>();
+  /** Called when the last socket has closed (set at shutdown). */
+  let onEmpty: (() => void) | null = null;
   let total = 0;
 
   const accept = (protocol: 'imap' | 'pop3', secure: boolean) => (socket: Socket) => {
     sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
+    socket.on('close', () => {
+      sockets.delete(socket);
+      if (!sockets.size) onEmpty?.();
+    });
     socket.setNoDelay(true);
     const conn = new ClientConnection(socket, secure);
     if (total >= config.max_connections || !limits.openIp(conn.ip)) {
@@ -94,9 +103,25 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
     socket.on('close', () => total--);
     metrics.sessions.inc({ protocol });
     metrics.activeSessions.inc({ protocol });
-    if (protocol === 'imap') new ImapSession(conn, imapDeps).start();
-    else new Pop3Session(conn, { ...imapDeps, locks: pop3Locks }).start();
+    const session =
+      protocol === 'imap'
+        ? new ImapSession(conn, imapDeps)
+        : new Pop3Session(conn, { ...imapDeps, locks: pop3Locks });
+    sessions.add(session);
+    socket.on('close', () => sessions.delete(session));
+    session.start();
   };
+
+  /** Resolves true when every client socket has closed, false after `ms`. */
+  const allClosed = (ms: number) =>
+    new Promise<boolean>((resolve) => {
+      if (!sockets.size) return resolve(true);
+      const timer = setTimeout(() => resolve(false), ms);
+      onEmpty = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+    });
 
   const servers: { name: string; server: Server; port: number }[] = [
     { name: 'imap', server: createServer(accept('imap', false)), port: config.imap_port },
@@ -106,7 +131,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
   ];
   for (const s of servers) {
     s.server.on('tlsClientError', () => undefined);
-    s.server.on('error', (err) => logger.error({ err: err.message, listener: s.name }, 'listener error'));
+    s.server.on('error', (err) => logger.error({ err, listener: s.name }, 'listener error'));
   }
 
   return {
@@ -124,10 +149,14 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
       logger.info({ ports: this.ports(), root: config.maildir_root }, 'retrieval listening');
     },
     async stop() {
-      await Promise.all(servers.map((s) => new Promise<void>((r) => s.server.close(() => r()))));
-      const deadline = Date.now() + config.shutdown_grace;
-      while (sockets.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      for (const s of sockets) s.destroy();
+      // no more clients; net.Server's close callback would wait for the connected ones
+      for (const s of servers) s.server.close();
+      // BYE / -ERR to every client between commands now, to the others after their command
+      for (const s of sessions) s.shutdown();
+      if (!(await allClosed(drainTime(config.shutdown_grace)))) {
+        for (const s of sessions) s.shutdown(true);
+        if (!(await allClosed(LAST_WORD_MS))) for (const s of sockets) s.destroy();
+      }
       await cache.flush();
     },
     ports() {

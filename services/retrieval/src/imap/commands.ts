@@ -766,7 +766,7 @@ async function learnEvents(
       };
       await s.deps.bus.publishEvent(key, ev);
     } catch (err) {
-      s.log.warn({ err: String(err), kind }, 'learn event not published');
+      s.log.warn({ err, kind }, 'learn event not published');
     }
   }
   s.log.info({ account: s.user, kind, count: msgs.length }, 'learn events published');

@@ -175,7 +175,7 @@ export class ImapSession {
     try {
       events = this.framer.push(chunk);
     } catch (err) {
-      this.log.error({ err: String(err) }, 'framer failed');
+      this.log.error({ err }, 'framer failed');
       this.close('* BYE Internal error\r\n');
       return;
     }
@@ -207,7 +207,20 @@ export class ImapSession {
       }
     } finally {
       this.running = false;
+      if (this.stopping) this.shutdown();
     }
+  }
+
+  private stopping = false;
+
+  /**
+   * The server stops: BYE now if the client is between commands (IDLE included), else
+   * once the command being read or run is done; `now` cuts that short.
+   */
+  shutdown(now = false): void {
+    this.stopping = true;
+    if (now || (!this.running && !this.queue.length && !this.framer.pending))
+      this.close('* BYE [UNAVAILABLE] Server shutting down\r\n');
   }
 
   private async handleEvent(ev: FramerEvent): Promise<void> {
@@ -278,7 +291,7 @@ export class ImapSession {
         status = 'NO';
         code = 'SERVERBUG';
         text = 'Internal error; the incident is logged';
-        this.log.error({ err: (err as Error).stack ?? String(err), command: name }, 'command failed');
+        this.log.error({ err, command: name }, 'command failed');
       }
       // updates before the tagged reply, as after any command
       if (this.selected && status === 'NO') await this.flushUpdates(false).catch(() => undefined);
@@ -392,7 +405,7 @@ export class ImapSession {
     try {
       await this.conn.startTls(this.deps.tls);
     } catch (err) {
-      this.log.info({ err: String(err) }, 'TLS handshake failed');
+      this.log.info({ err }, 'TLS handshake failed');
       this.close();
     }
   }
@@ -439,7 +452,7 @@ export class ImapSession {
       while (this.running) await new Promise((r) => setImmediate(r));
       if (this.mode.m === 'idle') await this.flushUpdates(true);
     } catch (err) {
-      this.log.warn({ err: String(err) }, 'IDLE update failed');
+      this.log.warn({ err }, 'IDLE update failed');
     } finally {
       this.notifyPending = false;
     }

@@ -139,7 +139,20 @@ export class Pop3Session {
       }
     } finally {
       this.busy = false;
+      if (this.stopping) this.shutdown();
     }
+  }
+
+  private stopping = false;
+
+  /**
+   * The server stops: -ERR now if the client is between commands, else once the command
+   * being read or run is done; `now` cuts that short. Without QUIT nothing is deleted.
+   */
+  shutdown(now = false): void {
+    this.stopping = true;
+    if (now || (!this.busy && !this.queue.length && !this.buf))
+      this.close('-ERR [SYS/TEMP] Server shutting down');
   }
 
   private countBad(): void {
@@ -180,7 +193,7 @@ export class Pop3Session {
         this.send(`-ERR ${err.code ? `[${err.code}] ` : ''}${err.message}`);
         this.countBad();
       } else {
-        this.log.error({ err: (err as Error).stack ?? String(err) }, 'pop3 command failed');
+        this.log.error({ err }, 'pop3 command failed');
         this.send('-ERR [SYS/TEMP] Internal error');
       }
     }
@@ -359,7 +372,7 @@ export class Pop3Session {
           this.deps.notifier.changed(this.user!, 'INBOX');
         }
       } catch (err) {
-        this.log.error({ err: String(err) }, 'POP3 update failed');
+        this.log.error({ err }, 'POP3 update failed');
         return this.close('-ERR [SYS/TEMP] Some deleted messages were not removed');
       }
       return this.close(`+OK Logging out, ${uids.length} messages deleted`);

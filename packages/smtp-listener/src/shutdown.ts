@@ -1,0 +1,80 @@
+import type { Server, Socket } from 'node:net';
+import { reply } from '@mailyard/smtp-core';
+
+/** The parts of smtp-server's SMTPConnection a shutdown needs. */
+export interface SessionLike {
+  send(code: number, data?: string | string[], context?: string | false): void;
+  _onCommand(command: Buffer, callback: () => void): void;
+  /** The socket the session talks on (the TLS one after STARTTLS). */
+  _socket: Socket;
+}
+
+/** Replies after which the client goes on within the same command (DATA, AUTH). */
+const INTERMEDIATE = new Set([334, 354]);
+
+/** How long a client has to read the last reply before its connection is cut. */
+const LAST_WORD_MS = 250;
+
+/**
+ * The sessions of one listener and whether each waits for its client's next command,
+ * so that a shutdown can say goodbye at once to those that wait and let the others
+ * finish. smtp-server's own close() waits for every client to leave by itself, which
+ * an idle client never does.
+ */
+export class SessionTracker {
+  private readonly sessions = new Map<SessionLike, { waiting: boolean }>();
+  private stopping = false;
+
+  track(conn: SessionLike, socket: Socket): void {
+    const state = { waiting: false };
+    this.sessions.set(conn, state);
+    socket.once('close', () => this.sessions.delete(conn));
+    const onCommand = conn._onCommand.bind(conn);
+    conn._onCommand = (command, callback) => {
+      state.waiting = false;
+      onCommand(command, callback);
+    };
+    const send = conn.send.bind(conn);
+    conn.send = (code, data, context) => {
+      send(code, data, context);
+      if (code === 421 || INTERMEDIATE.has(code)) return;
+      // a final reply (the greeting included): the session waits for the client now
+      state.waiting = true;
+      // once the command's handler is done with the connection
+      if (this.stopping) setImmediate(() => state.waiting && this.goodbye(conn));
+    };
+  }
+
+  /** 421 4.3.2; smtp-server closes the connection after a 421. */
+  private goodbye(conn: SessionLike): void {
+    if (this.sessions.has(conn)) conn.send(421, reply.shuttingDown().message);
+  }
+
+  /**
+   * Stops `listener` accepting and destroys `pending` sockets (in the PROXY header or the
+   * TLS handshake: no session yet). Sessions waiting for a command get `421 4.3.2` at
+   * once; the others may finish (a message being received or queued gets its real
+   * answer, then 421) for up to `drainMs`; then every session left gets 421 and is cut.
+   */
+  async shutdown(listener: Server, pending: Iterable<Socket>, drainMs: number): Promise<void> {
+    this.stopping = true;
+    const closed = new Promise<void>((resolve) => listener.close(() => resolve()));
+    for (const s of pending) s.destroy();
+    for (const [conn, state] of this.sessions) if (state.waiting) this.goodbye(conn);
+    if (await settledWithin(closed, drainMs)) return;
+    for (const conn of this.sessions.keys()) this.goodbye(conn);
+    if (await settledWithin(closed, LAST_WORD_MS)) return;
+    for (const conn of this.sessions.keys()) conn._socket.destroy();
+  }
+}
+
+/** True when `p` settled within `ms`. */
+async function settledWithin(p: Promise<void>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([p.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
