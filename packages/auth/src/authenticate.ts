@@ -6,7 +6,13 @@ import type { LoginGuard } from './lockout.js';
 export type AuthResult =
   | { ok: true; account: string; via: 'password' | 'app-password'; cached: boolean }
   | { ok: false; reason: 'invalid' }
-  | { ok: false; reason: 'locked'; retryAfterSeconds: number };
+  | { ok: false; reason: 'locked'; retryAfterSeconds: number }
+  /**
+   * Redis (or anything else the check needs) failed: a temporary failure, to be
+   * answered as one (SMTP 454 4.7.0, IMAP NO [UNAVAILABLE], POP3 -ERR [SYS/TEMP]),
+   * never as a wrong password and never as a login. Nothing was counted.
+   */
+  | { ok: false; reason: 'unavailable'; error: unknown };
 
 export interface Authenticator {
   authenticate(req: { ip: string; username: string; password: string }): Promise<AuthResult>;
@@ -49,45 +55,53 @@ export function createAuthenticator(deps: {
     return rec && app !== undefined ? storedCredential(rec, app) : null;
   };
 
+  const check = async (ip: string, username: string, password: string): Promise<AuthResult> => {
+    const user = username.trim().toLowerCase();
+    const lock = await guard.check(ip, user);
+    if (lock.locked) return { ok: false, reason: 'locked', retryAfterSeconds: lock.retryAfterSeconds };
+    if (user && password) {
+      const hit = await cache?.get(user, password, (c) => storedNow(user, c));
+      if (hit) {
+        await guard.recordSuccess(ip, hit.account);
+        return { ok: true, account: hit.account, via: hit.credential.via, cached: true };
+      }
+      const checked = await directory.checkPassword(user, password);
+      if (checked) {
+        cache?.remember(
+          user,
+          password,
+          checked.account,
+          { via: 'password' },
+          storedCredential(checked.record, null),
+        );
+        await guard.recordSuccess(ip, checked.account);
+        return { ok: true, account: checked.account, via: 'password', cached: false };
+      }
+      const rec = await directory.accountRecord(user);
+      const app = rec ? await appPasswords.match(user, password) : null;
+      if (rec && app) {
+        cache?.remember(
+          user,
+          password,
+          user,
+          { via: 'app-password', name: app.name },
+          storedCredential(rec, app.record),
+        );
+        await guard.recordSuccess(ip, user);
+        return { ok: true, account: user, via: 'app-password', cached: false };
+      }
+    }
+    await guard.recordFailure(ip, user || '(none)');
+    return { ok: false, reason: 'invalid' };
+  };
+
   return {
     async authenticate({ ip, username, password }) {
-      const user = username.trim().toLowerCase();
-      const lock = await guard.check(ip, user);
-      if (lock.locked) return { ok: false, reason: 'locked', retryAfterSeconds: lock.retryAfterSeconds };
-      if (user && password) {
-        const hit = await cache?.get(user, password, (c) => storedNow(user, c));
-        if (hit) {
-          await guard.recordSuccess(ip, hit.account);
-          return { ok: true, account: hit.account, via: hit.credential.via, cached: true };
-        }
-        const checked = await directory.checkPassword(user, password);
-        if (checked) {
-          cache?.remember(
-            user,
-            password,
-            checked.account,
-            { via: 'password' },
-            storedCredential(checked.record, null),
-          );
-          await guard.recordSuccess(ip, checked.account);
-          return { ok: true, account: checked.account, via: 'password', cached: false };
-        }
-        const rec = await directory.accountRecord(user);
-        const app = rec ? await appPasswords.match(user, password) : null;
-        if (rec && app) {
-          cache?.remember(
-            user,
-            password,
-            user,
-            { via: 'app-password', name: app.name },
-            storedCredential(rec, app.record),
-          );
-          await guard.recordSuccess(ip, user);
-          return { ok: true, account: user, via: 'app-password', cached: false };
-        }
+      try {
+        return await check(ip, username, password);
+      } catch (error) {
+        return { ok: false, reason: 'unavailable', error };
       }
-      await guard.recordFailure(ip, user || '(none)');
-      return { ok: false, reason: 'invalid' };
     },
   };
 }

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 
 export interface LockoutPolicy {
   /** Failures per account within the window before it is locked. */
@@ -46,9 +46,9 @@ export class LoginGuard {
 
   async check(ip: string, account: string): Promise<LockState> {
     const k = this.keys(ip, account);
-    const res = await this.redis.pipeline().pttl(k.ipLock).pttl(k.acctLock).exec();
-    const ipTtl = Number(res?.[0]?.[1] ?? -2);
-    const acctTtl = Number(res?.[1]?.[1] ?? -2);
+    const [ipTtl = -2, acctTtl = -2] = (
+      await pipelineResults(this.redis.pipeline().pttl(k.ipLock).pttl(k.acctLock))
+    ).map(Number);
     if (acctTtl > 0) return { locked: true, scope: 'account', retryAfterSeconds: Math.ceil(acctTtl / 1000) };
     if (ipTtl > 0) return { locked: true, scope: 'ip', retryAfterSeconds: Math.ceil(ipTtl / 1000) };
     return { locked: false };
@@ -57,21 +57,22 @@ export class LoginGuard {
   async recordFailure(ip: string, account: string): Promise<void> {
     const k = this.keys(ip, account);
     const p = this.policy;
-    const res = await this.redis
-      .pipeline()
-      .incr(k.ipFail)
-      .expire(k.ipFail, p.windowSeconds)
-      .incr(k.acctFail)
-      .expire(k.acctFail, p.windowSeconds)
-      .exec();
-    const ipCount = Number(res?.[0]?.[1] ?? 0);
-    const acctCount = Number(res?.[2]?.[1] ?? 0);
+    const res = await pipelineResults(
+      this.redis
+        .pipeline()
+        .incr(k.ipFail)
+        .expire(k.ipFail, p.windowSeconds)
+        .incr(k.acctFail)
+        .expire(k.acctFail, p.windowSeconds),
+    );
+    const ipCount = Number(res[0]);
+    const acctCount = Number(res[2]);
     const lockFor = (over: number) => Math.min(p.baseLockSeconds * 2 ** Math.min(over, 20), p.maxLockSeconds);
     const pipe = this.redis.pipeline();
     if (acctCount >= p.accountThreshold)
       pipe.set(k.acctLock, '1', 'EX', lockFor(acctCount - p.accountThreshold));
     if (ipCount >= p.ipThreshold) pipe.set(k.ipLock, '1', 'EX', lockFor(ipCount - p.ipThreshold));
-    await pipe.exec();
+    await pipelineResults(pipe);
   }
 
   /** A successful login clears the account's failure count (not the IP's). */
@@ -84,4 +85,19 @@ export class LoginGuard {
     const k = this.keys('', account);
     await this.redis.del(k.acctFail, k.acctLock);
   }
+}
+
+/**
+ * Runs a pipeline and returns its results, throwing the first error. `exec()` resolves
+ * even when commands fail (a pair [error, result] each): taking only the results would
+ * read a refused PTTL as "no lock" and a refused INCR as "no failure", letting every
+ * guess through while Redis fails.
+ */
+export async function pipelineResults(pipeline: ChainableCommander): Promise<unknown[]> {
+  const res = await pipeline.exec();
+  if (!res) throw new Error('Redis pipeline discarded');
+  return res.map(([err, value]) => {
+    if (err) throw err;
+    return value;
+  });
 }

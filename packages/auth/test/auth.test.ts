@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Directory } from '@mailyard/directory';
-import { createTestRedis, type TestRedis } from '@mailyard/testkit';
+import { createTestRedis, startPrivateRedis, type TestRedis } from '@mailyard/testkit';
 import { AppPasswords, LoginGuard, createAuthenticator } from '../src/index.js';
 
 let r: TestRedis;
@@ -96,3 +96,38 @@ test('failures from one IP across many accounts lock that IP', async () => {
   assert.ok(s.locked && s.scope === 'ip');
   assert.equal((await guard.check('203.0.113.6', 'someone-else@example.test')).locked, false);
 });
+
+test(
+  'a Redis that fails commands makes a login a temporary failure: never a login, never a wrong password',
+  {
+    timeout: 20_000,
+  },
+  async (t) => {
+    // the lockout state on a Redis of its own that can be made to fail; accounts stay on the shared one
+    const failing = await startPrivateRedis();
+    t.after(() => failing.stop());
+    const guard = new LoginGuard(failing.client(), {
+      accountThreshold: 3,
+      ipThreshold: 100,
+      windowSeconds: 60,
+      baseLockSeconds: 60,
+      maxLockSeconds: 100,
+    });
+    const auth = createAuthenticator({ directory: dir, guard, appPasswords: new AppPasswords(r.redis) });
+    const login = (password: string) =>
+      auth.authenticate({ ip: '192.0.2.77', username: 'carol@example.test', password });
+    for (let i = 0; i < 3; i++) assert.equal((await login('wrong')).ok, false);
+    assert.equal(!(await login('correct horse battery staple')).ok && 'locked', 'locked');
+
+    // the lock cannot be read: the right password is not let in
+    await failing.refuse(['pttl', 'get', 'mget']);
+    const unreadable = await login('correct horse battery staple');
+    assert.equal(unreadable.ok, false);
+    assert.equal(!unreadable.ok && unreadable.reason, 'unavailable');
+
+    // a failure cannot be counted: a guess is not answered as a wrong password (it would be free)
+    await failing.refuse(['incr', 'incrby', 'set', 'expire', 'eval', 'evalsha']);
+    const uncounted = await login('another guess');
+    assert.equal(!uncounted.ok && uncounted.reason, 'unavailable');
+  },
+);

@@ -262,9 +262,15 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
           );
           return cb(null, { user: res.account });
         }
-        // same reply for an unknown account and a wrong password (RFC 4954 §6)
-        if (res.reason === 'locked') return fail(reply.authLocked(res.retryAfterSeconds));
-        return fail(reply.authInvalid());
+        switch (res.reason) {
+          // same reply for an unknown account and a wrong password (RFC 4954 §6)
+          case 'invalid':
+            return fail(reply.authInvalid());
+          case 'locked':
+            return fail(reply.authLocked(res.retryAfterSeconds));
+          case 'unavailable':
+            return fail(reply.authTempFail(), { err: String(res.error) });
+        }
       },
       (err: unknown) => fail(reply.authTempFail(), { err: String(err) }),
     );

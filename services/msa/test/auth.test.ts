@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
 import { RawSmtp } from '@mailyard/testkit';
 import { addAccount } from '../../../test/harness.js';
-import { PASSWORD, python, startMsaTestbed, type MsaTestbed } from './msa-harness.js';
+import { PASSWORD, python, startMsaTestbed, tlsSession as startTls, type MsaTestbed } from './msa-harness.js';
 
 let t: MsaTestbed;
 const submission = () => t.msa.ports.submission;
@@ -20,15 +20,7 @@ after(() => t.close());
 const plain = (user: string, pass: string) => Buffer.from(`\0${user}\0${pass}`).toString('base64');
 
 /** A session on 587 after STARTTLS and a second EHLO; `from` picks the client address. */
-async function tlsSession(from = '127.0.0.1'): Promise<RawSmtp> {
-  const c = await RawSmtp.connect(submission(), '127.0.0.1', { localAddress: from });
-  assert.equal((await c.read()).code, 220);
-  await c.cmd('EHLO client.example.net');
-  assert.equal((await c.cmd('STARTTLS')).code, 220);
-  await c.startTls();
-  assert.equal((await c.cmd('EHLO client.example.net')).code, 250);
-  return c;
-}
+const tlsSession = (from = '127.0.0.1') => startTls(submission(), from);
 
 describe('AUTH only after TLS', () => {
   test('587 before STARTTLS: AUTH not advertised, the AUTH command refused', async () => {

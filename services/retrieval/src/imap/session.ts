@@ -324,8 +324,18 @@ export class ImapSession {
     const res = await this.deps.auth.authenticate({ ip: this.conn.ip, username, password });
     if (!res.ok) {
       this.deps.metrics.logins.inc({ protocol: 'imap', result: res.reason });
-      this.log.info({ user: username.slice(0, 100), reason: res.reason }, 'login failed');
-      throw res.reason === 'locked' ? reply.locked() : reply.authFailed();
+      const user = username.slice(0, 100);
+      switch (res.reason) {
+        case 'invalid':
+          this.log.info({ user, reason: res.reason }, 'login failed');
+          throw reply.authFailed();
+        case 'locked':
+          this.log.info({ user, reason: res.reason }, 'login failed');
+          throw reply.locked();
+        case 'unavailable':
+          this.log.warn({ user, err: String(res.error) }, 'login could not be checked');
+          throw reply.authUnavailable();
+      }
     }
     if (!this.deps.limits.openAccount(res.account)) {
       this.deps.metrics.limitRejections.inc({ limit: 'sessions-per-account' });

@@ -247,10 +247,19 @@ export class Pop3Session {
     const res = await this.deps.auth.authenticate({ ip: this.conn.ip, username, password });
     if (!res.ok) {
       this.deps.metrics.logins.inc({ protocol: 'pop3', result: res.reason });
-      throw new Pop3Error(
-        'AUTH',
-        res.reason === 'locked' ? 'Too many failed logins; try again later' : 'Authentication failed',
-      );
+      switch (res.reason) {
+        case 'invalid':
+          throw new Pop3Error('AUTH', 'Authentication failed');
+        case 'locked':
+          throw new Pop3Error('AUTH', 'Too many failed logins; try again later');
+        case 'unavailable':
+          // RFC 3206 §4: SYS/TEMP, a problem that is likely temporary; not the credentials
+          this.log.warn(
+            { user: username.slice(0, 100), err: String(res.error) },
+            'login could not be checked',
+          );
+          throw new Pop3Error('SYS/TEMP', 'Temporary authentication failure; try again later');
+      }
     }
     const release = await this.deps.locks.acquire(res.account);
     if (!release) throw new Pop3Error('IN-USE', 'Mailbox is in use by another POP3 session');

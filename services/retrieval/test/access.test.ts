@@ -1,0 +1,81 @@
+// Who gets in: a failing backend is a temporary failure; wrong passwords lock the address
+// that sent them, not the account; a revoked app password ends its sessions; limits per
+// client address; clients that never log in are cut off.
+import assert from 'node:assert/strict';
+import { after, afterEach, before, describe, it } from 'node:test';
+import { startPrivateRedis, type PrivateRedis } from '@mailyard/testkit';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import { PASSWORD, startRetrieval, type Retrieval } from './helpers.js';
+import { RawImap } from './raw-imap.js';
+
+let p: Platform;
+/** Every client socket a test opened, closed after it whatever happened (a service stops only once its clients are gone). */
+const open: { close(): void }[] = [];
+
+before(async () => {
+  p = await startPlatform();
+});
+afterEach(() => {
+  for (const c of open.splice(0)) c.close();
+});
+after(async () => {
+  await p?.close();
+});
+
+async function connect(port: number, from: string): Promise<RawImap> {
+  const c = await RawImap.connect(port, { localAddress: from });
+  open.push(c);
+  return c;
+}
+
+/** An IMAP session from `from` (a 127.0.0.x address) that answered its greeting. */
+async function imap(port: number, from = '127.0.0.1'): Promise<RawImap> {
+  const c = await connect(port, from);
+  await c.until(/^\* OK/m);
+  return c;
+}
+
+/** A POP3 session from `from` that answered its greeting. */
+async function pop3(port: number, from = '127.0.0.1'): Promise<RawImap> {
+  const c = await connect(port, from);
+  await c.until(/^\+OK/m);
+  return c;
+}
+
+async function pop3Login(c: RawImap, user: string, password: string): Promise<string> {
+  c.send(`USER ${user}\r\n`);
+  await c.until(/^(\+OK|-ERR)/m);
+  c.send(`PASS ${password}\r\n`);
+  return c.until(/^(\+OK|-ERR)/m);
+}
+
+void describe('a failing backend during login', () => {
+  const USER = 'backend@example.test';
+  let failing: PrivateRedis;
+  let r: Retrieval;
+  before(async () => {
+    await addAccount(p.directory, USER);
+    failing = await startPrivateRedis();
+    r = await startRetrieval(p, { plaintext_auth_networks: '127.0.0.0/8' }, { guardRedis: failing.client() });
+    // the lockout cannot be read or counted; the accounts (on the shared Redis) can
+    await failing.refuse(['pttl', 'get', 'mget', 'incr', 'set']);
+  });
+  after(async () => {
+    await r?.stop();
+    await failing?.stop();
+  });
+
+  void it('IMAP: NO [UNAVAILABLE] for the right password and a wrong one', { timeout: 20_000 }, async () => {
+    const c = await imap(r.ports.imap);
+    assert.match(await c.cmd('a', `LOGIN ${USER} "${PASSWORD}"`), /^a NO \[UNAVAILABLE\] /m);
+    assert.match(await c.cmd('b', `LOGIN ${USER} wrong`), /^b NO \[UNAVAILABLE\] /m);
+    const b64 = Buffer.from(`\0${USER}\0${PASSWORD}`).toString('base64');
+    assert.match(await c.cmd('c', `AUTHENTICATE PLAIN ${b64}`), /^c NO \[UNAVAILABLE\] /m);
+  });
+
+  void it('POP3: -ERR [SYS/TEMP] for the right password and a wrong one', { timeout: 20_000 }, async () => {
+    const c = await pop3(r.ports.pop3);
+    assert.match(await pop3Login(c, USER, PASSWORD), /^-ERR \[SYS\/TEMP\] /m);
+    assert.match(await pop3Login(c, USER, 'wrong'), /^-ERR \[SYS\/TEMP\] /m);
+  });
+});
