@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { AccountRecord, Directory } from '@mailyard/directory';
 import type { AppPasswords } from './app-passwords.js';
 import type { CachedCredential, CredentialCache } from './credential-cache.js';
@@ -6,6 +7,7 @@ import type { LoginGuard } from './lockout.js';
 export type AuthResult =
   | { ok: true; account: string; via: 'password' | 'app-password'; cached: boolean }
   | { ok: false; reason: 'invalid' }
+  /** The client's address is locked for this account (or for all), or held back during an attack on it. */
   | { ok: false; reason: 'locked'; retryAfterSeconds: number }
   /**
    * Redis (or anything else the check needs) failed: a temporary failure, to be
@@ -29,9 +31,10 @@ function storedCredential(account: AccountRecord, app: string | null): string {
 }
 
 /**
- * The one login check of every protocol: lockout first (a locked account or IP is
- * refused without touching the password), then the account password, then app
- * passwords. Failures and successes are recorded for the shared lockout.
+ * The one login check of every protocol: the lockout first (an address locked for the
+ * account, or held back while the account is under attack, is refused without
+ * touching the password; see LoginGuard for the rule), then the account password,
+ * then app passwords. Failures and successes are recorded for the shared lockout.
  *
  * With a `cache`, a login verified in the last few seconds is accepted without hashing
  * again, after the lockout check and after re-reading the stored credential it was
@@ -57,8 +60,9 @@ export function createAuthenticator(deps: {
 
   const check = async (ip: string, username: string, password: string): Promise<AuthResult> => {
     const user = username.trim().toLowerCase();
-    const lock = await guard.check(ip, user);
-    if (lock.locked) return { ok: false, reason: 'locked', retryAfterSeconds: lock.retryAfterSeconds };
+    const verdict = await guard.check(ip, user);
+    if (verdict.verdict === 'refuse')
+      return { ok: false, reason: 'locked', retryAfterSeconds: verdict.retryAfterSeconds };
     if (user && password) {
       const hit = await cache?.get(user, password, (c) => storedNow(user, c));
       if (hit) {
@@ -91,7 +95,9 @@ export function createAuthenticator(deps: {
         return { ok: true, account: user, via: 'app-password', cached: false };
       }
     }
-    await guard.recordFailure(ip, user || '(none)');
+    const { delayMs } = await guard.recordFailure(ip, user || '(none)');
+    // an account under attack answers failures slowly (the right password at once)
+    if (delayMs) await sleep(delayMs);
     return { ok: false, reason: 'invalid' };
   };
 

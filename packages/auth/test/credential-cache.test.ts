@@ -7,6 +7,7 @@ import { createTestRedis, type TestRedis } from '@mailyard/testkit';
 import {
   AppPasswords,
   CredentialCache,
+  DEFAULT_LOCKOUT,
   LoginGuard,
   createAuthenticator,
   type LockoutPolicy,
@@ -16,8 +17,10 @@ const PASSWORD = 'correct horse battery staple';
 const NEW_PASSWORD = 'another long passphrase 42';
 const IP = '192.0.2.10';
 const LENIENT: LockoutPolicy = {
-  accountThreshold: 100,
+  ...DEFAULT_LOCKOUT,
+  accountIpThreshold: 100,
   ipThreshold: 1000,
+  accountThreshold: 1000,
   windowSeconds: 60,
   baseLockSeconds: 10,
   maxLockSeconds: 100,
@@ -90,7 +93,7 @@ void describe('cache of verified credentials', () => {
 
   void it('refuses a wrong password after a cached success, and counts it for the lockout', async () => {
     const a = await account();
-    const { cache, login } = setup({ policy: { ...LENIENT, accountThreshold: 3 } });
+    const { cache, login } = setup({ policy: { ...LENIENT, accountIpThreshold: 3 } });
     assert.equal((await login(a, PASSWORD)).ok, true);
     for (let i = 0; i < 3; i++)
       assert.deepEqual(await login(a, 'wrong password'), { ok: false, reason: 'invalid' });

@@ -79,3 +79,46 @@ void describe('a failing backend during login', () => {
     assert.match(await pop3Login(c, USER, 'wrong'), /^-ERR \[SYS\/TEMP\] /m);
   });
 });
+
+void describe('wrong passwords lock the address that sent them, not the account', () => {
+  const IMAPUSER = 'imap-victim@example.test';
+  const POPUSER = 'pop-victim@example.test';
+  let r: Retrieval;
+  before(async () => {
+    for (const u of [IMAPUSER, POPUSER]) await addAccount(p.directory, u);
+    r = await startRetrieval(p, { plaintext_auth_networks: '127.0.0.0/8' });
+  });
+  after(() => r?.stop());
+
+  void it(
+    'IMAP: five wrong from 127.0.0.2, then the right one from 127.0.0.3 logs in',
+    { timeout: 30_000 },
+    async () => {
+      const guesser = await imap(r.ports.imap, '127.0.0.2');
+      for (let i = 0; i < 5; i++)
+        assert.match(
+          await guesser.cmd(`g${i}`, `LOGIN ${IMAPUSER} wrong${i}`),
+          /NO \[AUTHENTICATIONFAILED\]/,
+        );
+      assert.match(await guesser.cmd('g9', `LOGIN ${IMAPUSER} "${PASSWORD}"`), /^g9 NO \[UNAVAILABLE\] /m);
+      const owner = await imap(r.ports.imap, '127.0.0.3');
+      assert.match(await owner.cmd('o', `LOGIN ${IMAPUSER} "${PASSWORD}"`), /^o OK /m);
+    },
+  );
+
+  void it(
+    'POP3: five wrong from 127.0.0.2, then the right one from 127.0.0.3 logs in',
+    { timeout: 30_000 },
+    async () => {
+      for (let i = 0; i < 5; i++) {
+        // a client gets one PASS per USER; several sessions, as a guesser would
+        const g = await pop3(r.ports.pop3, '127.0.0.2');
+        assert.match(await pop3Login(g, POPUSER, `wrong${i}`), /^-ERR \[AUTH\] Authentication failed/m);
+      }
+      const g = await pop3(r.ports.pop3, '127.0.0.2');
+      assert.match(await pop3Login(g, POPUSER, PASSWORD), /^-ERR \[AUTH\] Too many failed logins/m);
+      const owner = await pop3(r.ports.pop3, '127.0.0.3');
+      assert.match(await pop3Login(owner, POPUSER, PASSWORD), /^\+OK Logged in/m);
+    },
+  );
+});
