@@ -3,9 +3,17 @@ import type { AccountRecord, Directory } from '@mailyard/directory';
 import type { AppPasswords } from './app-passwords.js';
 import type { CachedCredential, CredentialCache } from './credential-cache.js';
 import type { LoginGuard } from './lockout.js';
+import type { AppPasswordCredential } from './revocations.js';
 
 export type AuthResult =
-  | { ok: true; account: string; via: 'password' | 'app-password'; cached: boolean }
+  | {
+      ok: true;
+      account: string;
+      via: 'password' | 'app-password';
+      cached: boolean;
+      /** With an app password: which one, for CredentialRevocations.watch (the session ends when it is revoked). */
+      appPassword?: AppPasswordCredential;
+    }
   | { ok: false; reason: 'invalid' }
   /** The client's address is locked for this account (or for all), or held back during an attack on it. */
   | { ok: false; reason: 'locked'; retryAfterSeconds: number }
@@ -48,14 +56,20 @@ export function createAuthenticator(deps: {
 }): Authenticator {
   const { directory, guard, appPasswords, cache } = deps;
 
-  const storedNow = async (user: string, c: CachedCredential): Promise<string | null> => {
+  /** The stored credential a cached login stands for, and the app password's record when it is one. */
+  const storedNow = async (
+    user: string,
+    c: CachedCredential,
+  ): Promise<{ stored: string; app: AppPasswordCredential | null } | null> => {
     if (c.via === 'password') {
       const rec = await directory.accountRecord(user);
-      return rec && storedCredential(rec, null);
+      return rec && { stored: storedCredential(rec, null), app: null };
     }
     const [rec, apps] = await Promise.all([directory.accountRecord(user), appPasswords.records(user)]);
     const app = apps[c.name];
-    return rec && app !== undefined ? storedCredential(rec, app) : null;
+    return rec && app !== undefined
+      ? { stored: storedCredential(rec, app), app: { name: c.name, record: app } }
+      : null;
   };
 
   const check = async (ip: string, username: string, password: string): Promise<AuthResult> => {
@@ -64,10 +78,21 @@ export function createAuthenticator(deps: {
     if (verdict.verdict === 'refuse')
       return { ok: false, reason: 'locked', retryAfterSeconds: verdict.retryAfterSeconds };
     if (user && password) {
-      const hit = await cache?.get(user, password, (c) => storedNow(user, c));
+      let app: AppPasswordCredential | null = null;
+      const hit = await cache?.get(user, password, async (c) => {
+        const now = await storedNow(user, c);
+        app = now?.app ?? null;
+        return now?.stored ?? null;
+      });
       if (hit) {
         await guard.recordSuccess(ip, hit.account);
-        return { ok: true, account: hit.account, via: hit.credential.via, cached: true };
+        return {
+          ok: true,
+          account: hit.account,
+          via: hit.credential.via,
+          cached: true,
+          ...(app ? { appPassword: app } : {}),
+        };
       }
       const checked = await directory.checkPassword(user, password);
       if (checked) {
@@ -82,17 +107,17 @@ export function createAuthenticator(deps: {
         return { ok: true, account: checked.account, via: 'password', cached: false };
       }
       const rec = await directory.accountRecord(user);
-      const app = rec ? await appPasswords.match(user, password) : null;
-      if (rec && app) {
+      const matched = rec ? await appPasswords.match(user, password) : null;
+      if (rec && matched) {
         cache?.remember(
           user,
           password,
           user,
-          { via: 'app-password', name: app.name },
-          storedCredential(rec, app.record),
+          { via: 'app-password', name: matched.name },
+          storedCredential(rec, matched.record),
         );
         await guard.recordSuccess(ip, user);
-        return { ok: true, account: user, via: 'app-password', cached: false };
+        return { ok: true, account: user, via: 'app-password', cached: false, appPassword: matched };
       }
     }
     const { delayMs } = await guard.recordFailure(ip, user || '(none)');

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Directory } from '@mailyard/directory';
-import { createTestRedis, startPrivateRedis, type TestRedis } from '@mailyard/testkit';
+import { createTestRedis, startPrivateRedis, waitFor, type TestRedis } from '@mailyard/testkit';
 import {
   AppPasswords,
+  CredentialRevocations,
   DEFAULT_LOCKOUT,
   LoginGuard,
   createAuthenticator,
@@ -171,5 +172,39 @@ test(
     await failing.refuse(['incr', 'incrby', 'set', 'expire', 'eval', 'evalsha']);
     const uncounted = await login('another guess');
     assert.equal(!uncounted.ok && uncounted.reason, 'unavailable');
+  },
+);
+
+test(
+  'a revoked app password ends the sessions that logged in with it, and only those',
+  { timeout: 20_000 },
+  async (t) => {
+    const a = await account();
+    const apps = new AppPasswords(r.redis);
+    const revocations = new CredentialRevocations(r.redis, apps);
+    revocations.start();
+    t.after(() => revocations.close());
+    const auth = createAuthenticator({
+      directory: dir,
+      guard: new LoginGuard(r.redis, policy()),
+      appPasswords: apps,
+    });
+    const ended = new Set<string>();
+    const session = async (label: string, secret: string) => {
+      const res = await auth.authenticate({ ip: '192.0.2.50', username: a, password: secret });
+      assert.ok(res.ok && res.appPassword);
+      revocations.watch(a, res.appPassword, () => ended.add(label));
+    };
+    const phone = await apps.create(a, 'phone');
+    await session('phone 1', phone);
+    await session('phone 2', phone);
+    await session('laptop', await apps.create(a, 'laptop'));
+    await apps.revoke(a, 'phone');
+    await waitFor(() => ended.size === 2, { what: 'both phone sessions ended' });
+    // a new app password of the same name, logged in right away, is not taken for the old one
+    await session('new phone', await apps.create(a, 'phone'));
+    await apps.revoke(a, 'laptop');
+    await waitFor(() => ended.has('laptop'), { what: 'the laptop session ended' });
+    assert.deepEqual([...ended].sort(), ['laptop', 'phone 1', 'phone 2']);
   },
 );

@@ -46,6 +46,11 @@ async function account(): Promise<string> {
   return a;
 }
 
+/** An app password as the authenticator names it: its name and stored record. */
+async function credential(a: string, name: string) {
+  return { name, record: (await apps.records(a))[name]! };
+}
+
 function setup(opts: { ttlMs?: number; maxEntries?: number; policy?: LockoutPolicy } = {}) {
   let clock = 1_000_000;
   const cache = new CredentialCache({
@@ -120,8 +125,22 @@ void describe('cache of verified credentials', () => {
     const a = await account();
     const { cache, login } = setup();
     const secret = await apps.create(a, 'phone');
-    assert.deepEqual(await login(a, secret), { ok: true, account: a, via: 'app-password', cached: false });
-    assert.deepEqual(await login(a, secret), { ok: true, account: a, via: 'app-password', cached: true });
+    // the app password it logged in with comes back, for the session to watch
+    const appPassword = await credential(a, 'phone');
+    assert.deepEqual(await login(a, secret), {
+      ok: true,
+      account: a,
+      via: 'app-password',
+      cached: false,
+      appPassword,
+    });
+    assert.deepEqual(await login(a, secret), {
+      ok: true,
+      account: a,
+      via: 'app-password',
+      cached: true,
+      appPassword,
+    });
     await apps.revoke(a, 'phone');
     assert.deepEqual(await login(a, secret), { ok: false, reason: 'invalid' });
     const again = await apps.create(a, 'phone');
@@ -137,7 +156,13 @@ void describe('cache of verified credentials', () => {
     const laptop = await apps.create(a, 'laptop');
     for (const s of [phone, laptop]) assert.equal((await login(a, s)).ok, true);
     await apps.revoke(a, 'phone');
-    assert.deepEqual(await login(a, laptop), { ok: true, account: a, via: 'app-password', cached: true });
+    assert.deepEqual(await login(a, laptop), {
+      ok: true,
+      account: a,
+      via: 'app-password',
+      cached: true,
+      appPassword: await credential(a, 'laptop'),
+    });
     assert.deepEqual(await login(a, phone), { ok: false, reason: 'invalid' });
   });
 

@@ -100,6 +100,14 @@ export const reply = {
     ),
   proxyRefused: () => r(421, '4.7.0', 'Error: PROXY header refused, closing connection', 'proxy_refused'),
   tooManyErrors: () => r(421, '4.7.0', 'Error: too many errors, closing connection', 'too_many_errors'),
+  // the session's credential stopped being valid (an app password revoked): X.7.0 other security status
+  credentialRevoked: () =>
+    r(
+      421,
+      '4.7.0',
+      'Error: the app password of this session was revoked, closing connection',
+      'credential_revoked',
+    ),
   lineTooLong: (limit: number) =>
     r(500, '5.5.2', `Error: line longer than ${limit} characters`, 'line_too_long'),
   overQuota: (rcpt: string) => r(452, '4.2.2', `<${rcpt}>: Mailbox full`, 'over_quota'),

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { ipInNetworks } from '@mailyard/config';
-import { reply } from '@mailyard/smtp-core';
+import { reply, type SmtpReject } from '@mailyard/smtp-core';
 import { parseProxyHeader } from './proxy-protocol.js';
 
 export interface ListenerOptions extends SMTPServerOptions {
@@ -23,6 +23,8 @@ interface SocketOptions {
 }
 
 interface ConnectionLike {
+  /** The session id (session.id). */
+  id: string;
   send(code: number, data?: string | string[], context?: string | false): void;
 }
 
@@ -92,6 +94,19 @@ export class MailyardSmtpServer extends SMTPServer {
     socket.on('data', onData);
     socket.once('error', onFail);
     socket.once('close', onFail);
+  }
+
+  /**
+   * Ends the session `id` (smtp-server's session.id) with a 421 reply, if it is on this
+   * server; true when it was. The reply is sent whatever the session is doing.
+   */
+  closeSession(id: string, err: SmtpReject): boolean {
+    for (const conn of (this as unknown as { connections: Set<ConnectionLike> }).connections) {
+      if (conn.id !== id) continue;
+      conn.send(err.code, err.message);
+      return true;
+    }
+    return false;
   }
 
   override connect(socket: Socket, socketOptions: SocketOptions): void {

@@ -14,7 +14,7 @@ import {
   sessionSmtpUtf8,
   sessionTls,
 } from '@mailyard/smtp-listener';
-import type { Authenticator } from '@mailyard/auth';
+import type { Authenticator, CredentialRevocations } from '@mailyard/auth';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
 import { loadTlsMaterial } from '@mailyard/config';
 import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@mailyard/contracts';
@@ -51,6 +51,8 @@ export interface MsaDeps {
   bus: Bus;
   directory: Directory;
   authenticator: Authenticator;
+  /** Ends sessions whose app password is revoked; started and closed with the service. */
+  revocations: CredentialRevocations;
   resolver: MailResolver;
   /** Null when DKIM signing is off. */
   dkim: DkimSigner | null;
@@ -218,6 +220,9 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
     }
   };
 
+  // sessions logged in with an app password: session id -> stop watching it
+  const unwatchCredential = new Map<string, () => void>();
+
   const onAuth = (
     auth: SMTPServerAuthentication,
     session: SMTPServerSession,
@@ -260,6 +265,14 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
             },
             'login',
           );
+          if (res.appPassword) {
+            const unwatch = deps.revocations.watch(res.account, res.appPassword, () => {
+              logger.info({ sid: session.id, user: res.account }, 'app password revoked: session ended');
+              for (const server of Object.values(servers))
+                if (server.closeSession(session.id, reply.credentialRevoked())) break;
+            });
+            unwatchCredential.set(session.id, unwatch);
+          }
           return cb(null, { user: res.account });
         }
         switch (res.reason) {
@@ -499,6 +512,11 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
 
       onAuth,
 
+      onClose(session) {
+        unwatchCredential.get(session.id)?.();
+        unwatchCredential.delete(session.id);
+      },
+
       onMailFrom(address, session, cb) {
         const declared =
           address.args && typeof address.args.SIZE === 'string' ? Number(address.args.SIZE) : 0;
@@ -567,6 +585,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
     ports,
     async start() {
       policy?.start();
+      deps.revocations.start();
       await listen('submission', config.submission_port);
       await listen('submissions', config.submissions_port);
       logger.info(ports, 'msa listening');
@@ -576,6 +595,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
         Object.values(servers).map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
       );
       await policy?.stop();
+      deps.revocations.close();
     },
   };
 }

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
 import type { RawSmtp } from '@mailyard/testkit';
 import { startPrivateRedis, type PrivateRedis } from '@mailyard/testkit';
-import { addAccount } from '../../../test/harness.js';
+import { addAccount, runMailyard } from '../../../test/harness.js';
 import { PASSWORD, startMsaTestbed, tlsSession as startTls, type MsaTestbed } from './msa-harness.js';
 
 const plain = (user: string, pass: string) => Buffer.from(`\0${user}\0${pass}`).toString('base64');
@@ -41,4 +41,35 @@ describe('a failing backend during AUTH', () => {
     const wrong = await c.cmd(`AUTH PLAIN ${plain('alice@example.test', 'not the password')}`);
     assert.equal(wrong.text, right.text);
   });
+});
+
+describe('a revoked app password', () => {
+  let t: MsaTestbed;
+  before(async () => {
+    t = await startMsaTestbed();
+    await addAccount(t.p.directory, 'bob@example.test');
+  });
+  after(() => t?.close());
+
+  test(
+    '`mailyard app-password revoke` ends a submission session that logged in with it',
+    { timeout: 60_000 },
+    async () => {
+      const secret = await t.apps.create('bob@example.test', 'laptop');
+      const c = await tlsSession(t.msa.ports.submission);
+      assert.match((await c.cmd(`AUTH PLAIN ${plain('bob@example.test', secret)}`)).text, /^235 /);
+      assert.match((await c.cmd('MAIL FROM:<bob@example.test>')).text, /^250 /);
+      const other = await tlsSession(t.msa.ports.submission);
+      assert.match((await other.cmd(`AUTH PLAIN ${plain('bob@example.test', PASSWORD)}`)).text, /^235 /);
+      await runMailyard(t.p, ['app-password', 'revoke', 'bob@example.test', 'laptop']);
+      const bye = await c.read(10_000);
+      assert.equal(
+        bye.text,
+        '421 4.7.0 Error: the app password of this session was revoked, closing connection',
+      );
+      await c.waitClosed();
+      // the session that logged in with the account password goes on
+      assert.match((await other.cmd('NOOP')).text, /^250 /);
+    },
+  );
 });

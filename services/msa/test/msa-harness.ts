@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { connect, type ChannelModel } from 'amqplib';
 import type { Redis } from 'ioredis';
-import { AppPasswords, LoginGuard, createAuthenticator } from '@mailyard/auth';
+import { AppPasswords, CredentialRevocations, LoginGuard, createAuthenticator } from '@mailyard/auth';
 import { loadConfig } from '@mailyard/config';
 import { ENVELOPE_HEADER, Queues, envelopeFor, parseEnvelope, type Envelope } from '@mailyard/contracts';
 import { Directory } from '@mailyard/directory';
@@ -81,6 +81,7 @@ export async function startMsaTestbed(
         guard: new LoginGuard(opts.guardRedis ?? rt.redis),
         appPasswords: new AppPasswords(rt.redis),
       }),
+      revocations: new CredentialRevocations(rt.redis, new AppPasswords(rt.redis)),
       resolver: rt.resolver,
       dkim: config.dkim_signing ? new DkimSigner(new DkimKeyStore(rt.redis), { cacheMs: 0 }) : null,
       logger: rt.logger,

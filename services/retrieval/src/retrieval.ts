@@ -1,7 +1,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext, createServer as createTlsServer } from 'node:tls';
 import type { AddressInfo } from 'node:net';
-import type { Authenticator } from '@mailyard/auth';
+import type { Authenticator, CredentialRevocations } from '@mailyard/auth';
 import type { Bus } from '@mailyard/bus';
 import { loadTlsMaterial } from '@mailyard/config';
 import { MailAccount, Quotas } from '@mailyard/mailstore';
@@ -19,6 +19,8 @@ export interface RetrievalDeps {
   bus: Bus;
   redis: Redis;
   auth: Authenticator;
+  /** Ends sessions whose app password is revoked; started and closed with the service. */
+  revocations: CredentialRevocations;
   logger: Logger;
   registry: Registry;
 }
@@ -64,6 +66,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
   const imapDeps: ImapDeps = {
     config,
     auth: deps.auth,
+    revocations: deps.revocations,
     account,
     quotas: new Quotas(deps.redis, config.quota_storage),
     notifier,
@@ -112,6 +115,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
   return {
     async start() {
       await notifier.start();
+      deps.revocations.start();
       for (const s of servers) {
         await new Promise<void>((resolve, reject) => {
           s.server.once('error', reject);
@@ -128,6 +132,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
       const deadline = Date.now() + config.shutdown_grace;
       while (sockets.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       for (const s of sockets) s.destroy();
+      deps.revocations.close();
       await cache.flush();
     },
     ports() {

@@ -3,8 +3,10 @@
 // client address; clients that never log in are cut off.
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { startPrivateRedis, type PrivateRedis } from '@mailyard/testkit';
-import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import { ImapFlow } from 'imapflow';
+import { AppPasswords } from '@mailyard/auth';
+import { startPrivateRedis, waitFor, type PrivateRedis } from '@mailyard/testkit';
+import { addAccount, runMailyard, startPlatform, type Platform } from '../../../test/harness.js';
 import { PASSWORD, startRetrieval, type Retrieval } from './helpers.js';
 import { RawImap } from './raw-imap.js';
 
@@ -119,6 +121,54 @@ void describe('wrong passwords lock the address that sent them, not the account'
       assert.match(await pop3Login(g, POPUSER, PASSWORD), /^-ERR \[AUTH\] Too many failed logins/m);
       const owner = await pop3(r.ports.pop3, '127.0.0.3');
       assert.match(await pop3Login(owner, POPUSER, PASSWORD), /^\+OK Logged in/m);
+    },
+  );
+});
+
+void describe('a revoked app password ends its sessions', () => {
+  const USER = 'revoked@example.test';
+  let r: Retrieval;
+  before(async () => {
+    await addAccount(p.directory, USER);
+    r = await startRetrieval(p, { plaintext_auth_networks: '127.0.0.0/8' });
+  });
+  after(() => r?.stop());
+
+  void it(
+    '`mailyard app-password revoke` ends an IDLE session (imapflow) and a POP3 session within seconds; the password session stays',
+    { timeout: 60_000 },
+    async () => {
+      const secret = await new AppPasswords(p.redis.redis).create(USER, 'phone');
+      const client = new ImapFlow({
+        host: '127.0.0.1',
+        port: r.ports.imap,
+        secure: false,
+        doSTARTTLS: false,
+        auth: { user: USER, pass: secret },
+        logger: false,
+      });
+      open.push({ close: () => client.close() });
+      let closed = false;
+      client.on('close', () => (closed = true));
+      client.on('error', () => undefined);
+      await client.connect();
+      await client.mailboxOpen('INBOX');
+      const idling = client.idle();
+      const popper = await pop3(r.ports.pop3);
+      assert.match(await pop3Login(popper, USER, secret), /^\+OK Logged in/m);
+      const owner = await imap(r.ports.imap);
+      assert.match(await owner.cmd('o', `LOGIN ${USER} "${PASSWORD}"`), /^o OK /m);
+
+      await runMailyard(p, ['app-password', 'revoke', USER, 'phone']);
+      await waitFor(() => closed, { timeoutMs: 10_000, what: 'the IDLE session to end' });
+      await idling.catch(() => undefined);
+      assert.match(await popper.until(/^-ERR/m, 10_000), /^-ERR \[AUTH\] .*revoked/m);
+      await popper.waitClosed();
+      // the session that logged in with the account password goes on
+      assert.match(await owner.cmd('n', 'NOOP'), /^n OK /m);
+      // and the revoked app password logs in no more, though a login with it was just cached
+      const again = await imap(r.ports.imap, '127.0.0.9');
+      assert.match(await again.cmd('a', `LOGIN ${USER} ${secret}`), /^a NO \[AUTHENTICATIONFAILED\] /m);
     },
   );
 });

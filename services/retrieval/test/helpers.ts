@@ -1,5 +1,11 @@
 import { loadConfig } from '@mailyard/config';
-import { AppPasswords, createAuthenticator, CredentialCache, LoginGuard } from '@mailyard/auth';
+import {
+  AppPasswords,
+  createAuthenticator,
+  CredentialCache,
+  CredentialRevocations,
+  LoginGuard,
+} from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import type { Redis } from 'ioredis';
@@ -47,13 +53,15 @@ export async function startRetrieval(
   });
   const rt = await createRuntime('retrieval', config);
   await rt.bus.waitConnected();
+  const appPasswords = new AppPasswords(rt.redis);
   const svc = buildRetrieval(config, {
     bus: rt.bus,
     redis: rt.redis,
+    revocations: new CredentialRevocations(rt.redis, appPasswords),
     auth: createAuthenticator({
       directory: new Directory(rt.redis),
       guard: new LoginGuard(opts.guardRedis ?? rt.redis),
-      appPasswords: new AppPasswords(rt.redis),
+      appPasswords,
       cache: new CredentialCache({ ttlMs: config.auth_cache_ttl, maxEntries: config.auth_cache_size }),
     }),
     logger: rt.logger,

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { SecureContext } from 'node:tls';
-import type { Authenticator } from '@mailyard/auth';
+import type { Authenticator, CredentialRevocations } from '@mailyard/auth';
 import type { Bus } from '@mailyard/bus';
 import { ipInNetworks } from '@mailyard/config';
 import {
@@ -35,6 +35,7 @@ export type InputMode =
 export interface ImapDeps {
   config: RetrievalConfig;
   auth: Authenticator;
+  revocations: CredentialRevocations;
   account: (name: string) => MailAccount;
   quotas: Quotas;
   notifier: ChangeNotifier;
@@ -61,6 +62,8 @@ export class ImapSession {
   private badCount = 0;
   private timer: NodeJS.Timeout | null = null;
   private unsubscribe: (() => void) | null = null;
+  /** Stops watching the app password this session logged in with. */
+  private unwatchCredential: (() => void) | null = null;
   private notifyPending = false;
 
   constructor(
@@ -349,6 +352,13 @@ export class ImapSession {
     if (res.cached) this.deps.metrics.loginCacheHits.inc({ protocol: 'imap' });
     this.log.info({ account: res.account, via: res.via, cached: res.cached }, 'logged in');
     this.unsubscribe = this.deps.notifier.on(res.account, (folder) => this.onChange(folder));
+    if (res.appPassword) {
+      this.unwatchCredential = this.deps.revocations.watch(res.account, res.appPassword, () => {
+        this.log.info({ account: res.account }, 'app password revoked: session ended');
+        // RFC 5530 EXPIRED: access is no longer permitted with this passphrase
+        this.close('* BYE [EXPIRED] The app password of this session was revoked\r\n');
+      });
+    }
   }
 
   startSasl(tag: string, initial: string | null): Promise<void> | void {
@@ -475,6 +485,7 @@ export class ImapSession {
     this.mode = { m: 'closed' };
     if (this.timer) clearTimeout(this.timer);
     this.unsubscribe?.();
+    this.unwatchCredential?.();
     if (this.user) this.deps.limits.closeAccount(this.user);
     this.deps.limits.closeIp(this.conn.ip);
     this.deps.metrics.activeSessions.dec({ protocol: 'imap' });

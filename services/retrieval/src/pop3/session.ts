@@ -74,6 +74,8 @@ export class Pop3Session {
   private bad = 0;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
+  /** Stops watching the app password this session logged in with. */
+  private unwatchCredential: (() => void) | null = null;
   readonly log: Logger;
 
   constructor(
@@ -277,6 +279,13 @@ export class Pop3Session {
     this.validity = snap.validity;
     this.sizes = await Promise.all(this.messages.map((m) => this.folder!.sizeOf(m)));
     this.state = 'transaction';
+    if (res.appPassword) {
+      this.unwatchCredential = this.deps.revocations.watch(res.account, res.appPassword, () => {
+        this.log.info({ account: res.account }, 'app password revoked: session ended');
+        // nothing marked for deletion is deleted: that happens only after QUIT
+        this.close('-ERR [AUTH] The app password of this session was revoked');
+      });
+    }
     this.deps.metrics.logins.inc({ protocol: 'pop3', result: 'ok' });
     if (res.cached) this.deps.metrics.loginCacheHits.inc({ protocol: 'pop3' });
     this.log.info({ account: res.account, via: res.via, cached: res.cached }, 'logged in');
@@ -402,6 +411,7 @@ export class Pop3Session {
     this.cleaned = true;
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
+    this.unwatchCredential?.();
     if (this.user) this.deps.limits.closeAccount(this.user);
     this.deps.limits.closeIp(this.conn.ip);
     this.deps.metrics.activeSessions.dec({ protocol: 'pop3' });
