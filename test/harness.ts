@@ -100,6 +100,7 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
     bus: inboundRt.bus,
     directory: new Directory(inboundRt.redis),
     resolver: inboundRt.resolver,
+    redis: inboundRt.redis,
     logger: inboundRt.logger,
     registry: inboundRt.registry,
   });

@@ -3,3 +3,4 @@ export * from './app-passwords.js';
 export * from './authenticate.js';
 export * from './credential-cache.js';
 export * from './revocations.js';
+export * from './client-limits.js';

@@ -99,6 +99,9 @@ export const reply = {
       'bare_lf_dot',
     ),
   proxyRefused: () => r(421, '4.7.0', 'Error: PROXY header refused, closing connection', 'proxy_refused'),
+  // Postfix's answer over smtpd_client_connection_count_limit or _rate_limit
+  tooManyConnections: (ip: string) =>
+    r(421, '4.7.0', `Error: too many connections from ${ip}`, 'too_many_connections'),
   tooManyErrors: () => r(421, '4.7.0', 'Error: too many errors, closing connection', 'too_many_errors'),
   // the session's credential stopped being valid (an app password revoked): X.7.0 other security status
   credentialRevoked: () =>

@@ -13,6 +13,15 @@ export interface ListenerOptions extends SMTPServerOptions {
   greetingDelay: number;
   /** Called for every error reply, for metrics. */
   onErrorReply?: (code: number) => void;
+  /** Per-client connection limits (ClientLimits of @mailyard/auth); none when absent. */
+  clientLimits?: ConnectionGate;
+  /** A connection refused by clientLimits, for metrics and the log. */
+  onClientRefused?: (ip: string, limit: string) => void;
+}
+
+/** Admits a client's connection or says which limit it is over; an admitted one holds its slot until release(). */
+export interface ConnectionGate {
+  admit(ip: string): Promise<{ ok: true; release: () => void } | { ok: false; limit: string }>;
 }
 
 interface SocketOptions {
@@ -20,6 +29,8 @@ interface SocketOptions {
   remoteAddress?: string;
   remotePort?: number;
   ignore?: boolean;
+  /** Over a client limit on an implicit-TLS listener: answered once the handshake is done. */
+  refusal?: SmtpReject;
 }
 
 interface ConnectionLike {
@@ -29,29 +40,87 @@ interface ConnectionLike {
 }
 
 const PROXY_HEADER_TIMEOUT_MS = 10_000;
+/** How long a client refused on an implicit-TLS listener has to finish its handshake and read the 421. */
+const REFUSED_HANDSHAKE_MS = 10_000;
 
 /**
  * smtp-server with what a port-25/587 listener needs beyond it:
  *  - PROXY protocol v1 and v2, only from trusted proxies (smtp-server reads v1 only);
  *    a header without a client address (v2 LOCAL, v1 UNKNOWN) is refused, so traffic
  *    through a proxy is never mistaken for the proxy's own (trusted) address;
- *  - a hard error limit: after N error replies the client gets 421 and is disconnected.
+ *  - a hard error limit: after N error replies the client gets 421 and is disconnected;
+ *  - per-client connection limits (count and rate, see `admit`).
  */
 export class MailyardSmtpServer extends SMTPServer {
   private readonly proxyTrusted: string[];
   private readonly hardErrorLimit: number;
   private readonly onErrorReply: ((code: number) => void) | undefined;
 
+  private readonly clientLimits: ConnectionGate | undefined;
+  private readonly onClientRefused: ((ip: string, limit: string) => void) | undefined;
+  /** TLS from the first byte (465): nothing can be said before the handshake. */
+  private readonly implicitTls: boolean;
+  private readonly refusedHandshakes = new WeakMap<object, NodeJS.Timeout>();
+
   constructor(options: ListenerOptions) {
-    const { proxyTrusted, hardErrorLimit, greetingDelay, onErrorReply, ...rest } = options;
+    const {
+      proxyTrusted,
+      hardErrorLimit,
+      greetingDelay,
+      onErrorReply,
+      clientLimits,
+      onClientRefused,
+      ...rest
+    } = options;
     super({ ...rest, useProxy: false, greetingDelay } as SMTPServerOptions);
     this.proxyTrusted = proxyTrusted;
     this.hardErrorLimit = hardErrorLimit;
     this.onErrorReply = onErrorReply;
+    this.clientLimits = clientLimits;
+    this.onClientRefused = onClientRefused;
+    this.implicitTls = !!rest.secure && !rest.needsUpgrade;
+  }
+
+  /**
+   * Per-client limits, once the client's address is known (after a PROXY header): over
+   * a limit, 421 4.7.0 and close (Postfix: "too many connections from"). On an
+   * implicit-TLS listener the 421 waits for the handshake, which must be done within
+   * REFUSED_HANDSHAKE_MS. The slot is held until the socket closes.
+   */
+  private admit(
+    socket: Socket,
+    opts: SocketOptions,
+    callback: (err: Error | null, opts?: SocketOptions) => void,
+  ): void {
+    const gate = this.clientLimits;
+    if (!gate) return callback(null, opts);
+    const ip = (opts.remoteAddress ?? socket.remoteAddress ?? '').replace(/^::ffff:/i, '');
+    void gate.admit(ip).then((a) => {
+      if (a.ok) {
+        if (socket.destroyed) a.release();
+        else socket.once('close', a.release);
+        return callback(null, opts);
+      }
+      this.onClientRefused?.(ip, a.limit);
+      const refusal = reply.tooManyConnections(ip);
+      if (this.implicitTls) {
+        opts.refusal = refusal;
+        const timer = setTimeout(() => socket.destroy(), REFUSED_HANDSHAKE_MS);
+        timer.unref();
+        this.refusedHandshakes.set(opts, timer);
+        return callback(null, opts);
+      }
+      socket.on('error', () => undefined);
+      socket.end(`${refusal.line}\r\n`);
+      setTimeout(() => socket.destroy(), 1000).unref();
+      callback(new Error(`${ip}: over the ${a.limit} limit`));
+    });
   }
 
   // Replaces smtp-server's v1-only reader (same contract: callback(err, socketOptions)).
-  override _handleProxy(socket: Socket, callback: (err: Error | null, opts?: SocketOptions) => void): void {
+  override _handleProxy(socket: Socket, done: (err: Error | null, opts?: SocketOptions) => void): void {
+    const callback = (err: Error | null, o?: SocketOptions) =>
+      err || !o ? done(err, o) : this.admit(socket, o, done);
     const opts: SocketOptions = { id: randomId() };
     const peer = socket.remoteAddress ?? '';
     if (!this.proxyTrusted.length || !ipInNetworks(peer, this.proxyTrusted)) {
@@ -113,6 +182,11 @@ export class MailyardSmtpServer extends SMTPServer {
     super.connect(socket, socketOptions);
     const conn = [...(this as unknown as { connections: Set<ConnectionLike> }).connections].at(-1);
     if (!conn) return;
+    if (socketOptions.refusal) {
+      clearTimeout(this.refusedHandshakes.get(socketOptions));
+      conn.send(421, socketOptions.refusal.message);
+      return;
+    }
     const send = conn.send.bind(conn);
     let errors = 0;
     conn.send = (code, data, context) => {

@@ -1,5 +1,14 @@
 import { z } from 'zod';
-import { bool, bytes, cidrList, commonSchema, duration, port, positiveInt } from '@mailyard/config';
+import {
+  bool,
+  bytes,
+  cidrList,
+  commonSchema,
+  duration,
+  nonNegativeInt,
+  port,
+  positiveInt,
+} from '@mailyard/config';
 
 export const msaSchema = z.object({
   ...commonSchema,
@@ -22,6 +31,19 @@ export const msaSchema = z.object({
   smtpd_timeout: duration('300s'),
   /** Simultaneous sessions over both ports. */
   smtpd_max_clients: positiveInt(500),
+  /** Simultaneous sessions from one client address (IPv6: one /64), per port, in this process; 0: no limit. */
+  smtpd_client_connection_count_limit: nonNegativeInt(50),
+  /**
+   * New connections per minute from one client address, per port, over all instances
+   * (Redis); 0: no limit. 300 as on port 25 (mox's default): far above what mail
+   * clients behind one address need, a bound on the TLS handshakes one address costs.
+   */
+  smtpd_client_connection_rate_limit: nonNegativeInt(300),
+  /**
+   * Clients the two limits above do not apply to (Postfix: smtpd_client_event_limit_exceptions,
+   * $mynetworks there); loopback by default, where a webmail on the same host submits from.
+   */
+  smtpd_client_event_limit_exceptions: cidrList(['127.0.0.0/8', '::1/128']),
   /** Load balancers allowed to send a PROXY protocol header (v1/v2); empty: nobody. */
   proxy_protocol_trusted_networks: cidrList([]),
   /** Plus-addressing separator (Postfix: recipient_delimiter); alice+tag@ may send as alice@. */

@@ -16,6 +16,7 @@ await runMain('msa', msaSchema, (config, rt) => {
       rt.logger.warn({ err: String(err) }, 'app password revocations not checked'),
     ),
     resolver: rt.resolver,
+    redis: rt.redis,
     dkim: config.dkim_signing ? new DkimSigner(new DkimKeyStore(rt.redis)) : null,
     logger: rt.logger,
     registry: rt.registry,

@@ -14,7 +14,8 @@ import {
   sessionSmtpUtf8,
   sessionTls,
 } from '@mailyard/smtp-listener';
-import type { Authenticator, CredentialRevocations } from '@mailyard/auth';
+import { ClientLimits, type Authenticator, type CredentialRevocations } from '@mailyard/auth';
+import type { Redis } from 'ioredis';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
 import { loadTlsMaterial } from '@mailyard/config';
 import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@mailyard/contracts';
@@ -60,6 +61,8 @@ export interface MsaDeps {
   registry: Registry;
   /** Policy RPC client; by default one is built from the config when POLICY_ENABLED is on. */
   policy?: PolicyAsker | null;
+  /** Where the per-client connection rate is counted across instances; without it, in this process. */
+  redis?: Redis;
 }
 
 type Route = 'delivery' | 'outbound';
@@ -455,6 +458,17 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
     return queueId;
   };
 
+  // per port, as Postfix counts per master.cf service
+  const clientLimits = (listener: Listener) =>
+    new ClientLimits({
+      service: listener,
+      maxConnections: config.smtpd_client_connection_count_limit,
+      ratePerMinute: config.smtpd_client_connection_rate_limit,
+      exceptions: config.smtpd_client_event_limit_exceptions,
+      redis: deps.redis,
+      onError: (err) => logger.warn({ err: String(err) }, 'connection rate counted in this process only'),
+    });
+
   const makeServer = (listener: Listener) =>
     new SubmissionSmtpServer({
       name: config.myhostname,
@@ -492,6 +506,11 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       hardErrorLimit: config.smtpd_hard_error_limit,
       greetingDelay: 0,
       onErrorReply: (code) => metrics.errorReplies.inc({ code: String(code) }),
+      clientLimits: clientLimits(listener),
+      onClientRefused: (ip, limit) => {
+        metrics.rejections.inc({ reason: limit.replace('-', '_') });
+        logger.info({ client: ip, listener, limit }, 'too many connections');
+      },
 
       onConnect(session, cb) {
         metrics.sessions.inc({ listener });

@@ -2,8 +2,7 @@
 // the address that sent them, not the account.
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
-import type { RawSmtp } from '@mailyard/testkit';
-import { startPrivateRedis, type PrivateRedis } from '@mailyard/testkit';
+import { RawSmtp, startPrivateRedis, type PrivateRedis } from '@mailyard/testkit';
 import { addAccount, runMailyard } from '../../../test/harness.js';
 import { PASSWORD, startMsaTestbed, tlsSession as startTls, type MsaTestbed } from './msa-harness.js';
 
@@ -43,10 +42,16 @@ describe('a failing backend during AUTH', () => {
   });
 });
 
-describe('a revoked app password', () => {
+describe('a revoked app password; per-client limits', () => {
   let t: MsaTestbed;
   before(async () => {
-    t = await startMsaTestbed();
+    t = await startMsaTestbed({
+      msa: {
+        smtpd_client_connection_count_limit: 2,
+        smtpd_client_connection_rate_limit: 5,
+        smtpd_client_event_limit_exceptions: '127.0.0.1/32',
+      },
+    });
     await addAccount(t.p.directory, 'bob@example.test');
   });
   after(() => t?.close());
@@ -70,6 +75,48 @@ describe('a revoked app password', () => {
       await c.waitClosed();
       // the session that logged in with the account password goes on
       assert.match((await other.cmd('NOOP')).text, /^250 /);
+    },
+  );
+
+  test(
+    '465: connections past smtpd_client_connection_count_limit get 421 4.7.0 over TLS, and close',
+    { timeout: 30_000 },
+    async () => {
+      const greet = async () => {
+        const c = await RawSmtp.connectTls(t.msa.ports.submissions, '127.0.0.1', {
+          localAddress: '127.0.0.21',
+        });
+        open.push(c);
+        return (await c.read()).text;
+      };
+      assert.match(await greet(), /^220 /);
+      assert.match(await greet(), /^220 /);
+      assert.equal(await greet(), '421 4.7.0 Error: too many connections from 127.0.0.21');
+      await open.at(-1)!.waitClosed();
+      // from another address
+      const c = await RawSmtp.connectTls(t.msa.ports.submissions, '127.0.0.1', {
+        localAddress: '127.0.0.23',
+      });
+      open.push(c);
+      assert.match((await c.read()).text, /^220 /);
+    },
+  );
+
+  test(
+    '587: connections past smtpd_client_connection_rate_limit in a minute get 421 4.7.0',
+    { timeout: 30_000 },
+    async () => {
+      const greet = async () => {
+        const c = await RawSmtp.connect(t.msa.ports.submission, '127.0.0.1', { localAddress: '127.0.0.22' });
+        const text = (await c.read()).text;
+        c.close();
+        return text;
+      };
+      // the counts are per minute of the clock: a minute may turn during the test
+      const replies: string[] = [];
+      while (replies.length < 11 && !replies.at(-1)?.startsWith('421')) replies.push(await greet());
+      assert.equal(replies.at(-1), '421 4.7.0 Error: too many connections from 127.0.0.22');
+      assert.ok(replies.length > 5, `refused after ${replies.length - 1}`);
     },
   );
 });

@@ -83,6 +83,7 @@ export async function startMsaTestbed(
       }),
       revocations: new CredentialRevocations(rt.redis, new AppPasswords(rt.redis)),
       resolver: rt.resolver,
+      redis: rt.redis,
       dkim: config.dkim_signing ? new DkimSigner(new DkimKeyStore(rt.redis), { cacheMs: 0 }) : null,
       logger: rt.logger,
       registry: rt.registry,

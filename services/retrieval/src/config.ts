@@ -6,6 +6,7 @@ import {
   cidrList,
   commonSchema,
   duration,
+  nonNegativeInt,
   port,
   positiveInt,
 } from '@mailyard/config';
@@ -44,8 +45,19 @@ export const retrievalSchema = z.object({
   pop3_autologout: duration('10m'),
   /** Sessions of one account at once, over all IPs (Dovecot: mail_max_userip_connections is per IP). */
   mail_max_user_connections: positiveInt(50),
-  /** Sessions from one IP address at once. */
+  /** Sessions from one client address (IPv6: one /64) at once, IMAP and POP3 together, on this instance. */
   mail_max_ip_connections: positiveInt(100),
+  /**
+   * New IMAP and POP3 connections per minute from one client address, over all
+   * instances (Redis); 0: no limit. 300, as for SMTP (mox's default): clients open a
+   * few connections per folder at most.
+   */
+  mail_max_ip_connection_rate: nonNegativeInt(300),
+  /**
+   * Clients the two limits above do not apply to (Postfix: smtpd_client_event_limit_exceptions);
+   * loopback by default, where a webmail on the same host opens its sessions from.
+   */
+  mail_ip_limit_exceptions: cidrList(['127.0.0.0/8', '::1/128']),
   /** Sessions this instance serves at once. */
   max_connections: positiveInt(5000),
   /** Storage quota per account (512M, 2G...) when Redis holds no override; unset: unlimited. */

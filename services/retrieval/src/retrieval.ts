@@ -1,7 +1,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext, createServer as createTlsServer } from 'node:tls';
 import type { AddressInfo } from 'node:net';
-import type { Authenticator, CredentialRevocations } from '@mailyard/auth';
+import { ClientLimits, type Authenticator, type CredentialRevocations } from '@mailyard/auth';
 import type { Bus } from '@mailyard/bus';
 import { loadTlsMaterial } from '@mailyard/config';
 import { MailAccount, Quotas } from '@mailyard/mailstore';
@@ -62,7 +62,15 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
     },
     onError: (err, dir) => logger.warn({ err: (err as Error).message, dir }, 'index cache not written'),
   });
-  const limits = new SessionLimits(config.mail_max_ip_connections, config.mail_max_user_connections);
+  const limits = new SessionLimits(config.mail_max_user_connections);
+  const clientLimits = new ClientLimits({
+    service: 'retrieval',
+    maxConnections: config.mail_max_ip_connections,
+    ratePerMinute: config.mail_max_ip_connection_rate,
+    exceptions: config.mail_ip_limit_exceptions,
+    redis: deps.redis,
+    onError: (err) => logger.warn({ err: String(err) }, 'connection rate counted in this process only'),
+  });
   const imapDeps: ImapDeps = {
     config,
     auth: deps.auth,
@@ -81,24 +89,37 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
   const sockets = new Set<Socket>();
   let total = 0;
 
+  const refuse = (protocol: 'imap' | 'pop3', socket: Socket, secure: boolean, limit: string) => {
+    metrics.limitRejections.inc({ limit });
+    // RFC 9051 §7.1.5 BYE; RFC 2449 / RFC 3206 SYS/TEMP: try again later
+    new ClientConnection(socket, secure).end(
+      protocol === 'imap'
+        ? '* BYE [UNAVAILABLE] Too many connections from your address\r\n'
+        : '-ERR [SYS/TEMP] Too many connections from your address\r\n',
+    );
+  };
+
   const accept = (protocol: 'imap' | 'pop3', secure: boolean) => (socket: Socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
     socket.setNoDelay(true);
-    const conn = new ClientConnection(socket, secure);
-    if (total >= config.max_connections || !limits.openIp(conn.ip)) {
-      metrics.limitRejections.inc({ limit: 'sessions-per-ip' });
-      conn.end(
-        protocol === 'imap' ? '* BYE Too many connections\r\n' : '-ERR [SYS/TEMP] Too many connections\r\n',
-      );
-      return;
-    }
-    total++;
-    socket.on('close', () => total--);
-    metrics.sessions.inc({ protocol });
-    metrics.activeSessions.inc({ protocol });
-    if (protocol === 'imap') new ImapSession(conn, imapDeps).start();
-    else new Pop3Session(conn, { ...imapDeps, locks: pop3Locks }).start();
+    if (total >= config.max_connections) return refuse(protocol, socket, secure, 'sessions');
+    // the socket is not read (no data listener) until the session starts
+    void clientLimits.admit((socket.remoteAddress ?? '').replace(/^::ffff:/i, '')).then((a) => {
+      if (!a.ok)
+        return refuse(protocol, socket, secure, a.limit === 'connection-count' ? 'sessions-per-ip' : a.limit);
+      if (socket.destroyed) return a.release();
+      socket.on('close', a.release);
+      if (total >= config.max_connections) return refuse(protocol, socket, secure, 'sessions');
+      total++;
+      socket.on('close', () => total--);
+      metrics.sessions.inc({ protocol });
+      metrics.activeSessions.inc({ protocol });
+      const conn = new ClientConnection(socket, secure);
+      if (protocol === 'imap') new ImapSession(conn, imapDeps).start();
+      else new Pop3Session(conn, { ...imapDeps, locks: pop3Locks }).start();
+    });
   };
 
   const servers: { name: string; server: Server; port: number }[] = [

@@ -172,3 +172,52 @@ void describe('a revoked app password ends its sessions', () => {
     },
   );
 });
+
+void describe('per-client limits', () => {
+  let r: Retrieval;
+  let other: Retrieval;
+  before(async () => {
+    const limits = {
+      plaintext_auth_networks: '127.0.0.0/8',
+      mail_max_ip_connections: 3,
+      mail_max_ip_connection_rate: 8,
+      mail_ip_limit_exceptions: '127.0.0.1/32',
+    };
+    r = await startRetrieval(p, limits);
+    other = await startRetrieval(p, limits);
+  });
+  after(async () => {
+    await r?.stop();
+    await other?.stop();
+  });
+
+  void it(
+    'IMAP and POP3 together: past mail_max_ip_connections, BYE and -ERR [SYS/TEMP]; another address still gets in',
+    { timeout: 30_000 },
+    async () => {
+      for (let i = 0; i < 3; i++) await imap(r.ports.imap, '127.0.0.30');
+      const over = await connect(r.ports.imap, '127.0.0.30');
+      assert.match(await over.until(/^\* (OK|BYE)/m), /^\* BYE \[UNAVAILABLE\] Too many connections/m);
+      await over.waitClosed();
+      const pop = await connect(r.ports.pop3, '127.0.0.30');
+      assert.match(await pop.until(/^(\+OK|-ERR)/m), /^-ERR \[SYS\/TEMP\] Too many connections/m);
+      await pop.waitClosed();
+      await imap(r.ports.imap, '127.0.0.31');
+      await pop3(r.ports.pop3, '127.0.0.31');
+      // an exception is not counted
+      for (let i = 0; i < 5; i++) await imap(r.ports.imap, '127.0.0.1');
+    },
+  );
+
+  void it('the connection rate is counted over every instance', { timeout: 30_000 }, async () => {
+    const replies: string[] = [];
+    // the counts are per minute of the clock: a minute may turn during the test
+    while (replies.length < 17 && !replies.at(-1)?.startsWith('* BYE')) {
+      const c = await connect((replies.length % 2 ? other : r).ports.imap, '127.0.0.32');
+      replies.push(await c.until(/^\* (OK|BYE)/m));
+      c.close();
+    }
+    assert.match(replies.at(-1)!, /^\* BYE \[UNAVAILABLE\] Too many connections/);
+    assert.ok(replies.length > 8, `refused after ${replies.length - 1}`);
+  });
+});

@@ -487,7 +487,6 @@ export class ImapSession {
     this.unsubscribe?.();
     this.unwatchCredential?.();
     if (this.user) this.deps.limits.closeAccount(this.user);
-    this.deps.limits.closeIp(this.conn.ip);
     this.deps.metrics.activeSessions.dec({ protocol: 'imap' });
     this.deps.metrics.sentBytes.inc({ protocol: 'imap' }, this.conn.sent);
   }

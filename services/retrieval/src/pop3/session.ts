@@ -413,7 +413,6 @@ export class Pop3Session {
     if (this.timer) clearTimeout(this.timer);
     this.unwatchCredential?.();
     if (this.user) this.deps.limits.closeAccount(this.user);
-    this.deps.limits.closeIp(this.conn.ip);
     this.deps.metrics.activeSessions.dec({ protocol: 'pop3' });
     this.deps.metrics.sentBytes.inc({ protocol: 'pop3' }, this.conn.sent);
     await this.release?.();
