@@ -123,6 +123,10 @@ export const duration = (def: string) =>
     })
     .prefault(def);
 
+/** A duration above 0 (a timeout that must not be off). */
+export const positiveDuration = (def: string) =>
+  duration(def).pipe(z.number().positive('expected a duration above 0, such as 30s or 3m'));
+
 export interface Cidr {
   family: 4 | 6;
   /** Network address as a big integer. */

@@ -99,6 +99,11 @@ export const reply = {
       'bare_lf_dot',
     ),
   proxyRefused: () => r(421, '4.7.0', 'Error: PROXY header refused, closing connection', 'proxy_refused'),
+  // Postfix's answer when smtpd_timeout (or the per-request deadline) passes; X.4.2 bad connection
+  timeoutExceeded: () => r(421, '4.4.2', 'Error: timeout exceeded', 'timeout'),
+  // no successful AUTH within the time allowed before authentication (submission)
+  loginTimeout: () =>
+    r(421, '4.7.0', 'Error: not authenticated in time, closing connection', 'login_timeout'),
   // Postfix's answer over smtpd_client_connection_count_limit or _rate_limit
   tooManyConnections: (ip: string) =>
     r(421, '4.7.0', `Error: too many connections from ${ip}`, 'too_many_connections'),

@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { ipInNetworks } from '@mailyard/config';
 import { reply, type SmtpReject } from '@mailyard/smtp-core';
+import { watchDeadlines, type ConnectionState, type DeadlineOptions } from './deadlines.js';
 import { parseProxyHeader } from './proxy-protocol.js';
 
 export interface ListenerOptions extends SMTPServerOptions {
@@ -17,6 +18,8 @@ export interface ListenerOptions extends SMTPServerOptions {
   clientLimits?: ConnectionGate;
   /** A connection refused by clientLimits, for metrics and the log. */
   onClientRefused?: (ip: string, limit: string) => void;
+  /** Request and login deadlines (see watchDeadlines); none when absent. */
+  deadlines?: DeadlineOptions;
 }
 
 /** Admits a client's connection or says which limit it is over; an admitted one holds its slot until release(). */
@@ -49,7 +52,8 @@ const REFUSED_HANDSHAKE_MS = 10_000;
  *    a header without a client address (v2 LOCAL, v1 UNKNOWN) is refused, so traffic
  *    through a proxy is never mistaken for the proxy's own (trusted) address;
  *  - a hard error limit: after N error replies the client gets 421 and is disconnected;
- *  - per-client connection limits (count and rate, see `admit`).
+ *  - per-client connection limits (count and rate, see `admit`);
+ *  - deadlines for a whole command line, the message and the login (watchDeadlines).
  */
 export class MailyardSmtpServer extends SMTPServer {
   private readonly proxyTrusted: string[];
@@ -57,6 +61,7 @@ export class MailyardSmtpServer extends SMTPServer {
   private readonly onErrorReply: ((code: number) => void) | undefined;
 
   private readonly clientLimits: ConnectionGate | undefined;
+  private readonly deadlines: DeadlineOptions | undefined;
   private readonly onClientRefused: ((ip: string, limit: string) => void) | undefined;
   /** TLS from the first byte (465): nothing can be said before the handshake. */
   private readonly implicitTls: boolean;
@@ -70,6 +75,7 @@ export class MailyardSmtpServer extends SMTPServer {
       onErrorReply,
       clientLimits,
       onClientRefused,
+      deadlines,
       ...rest
     } = options;
     super({ ...rest, useProxy: false, greetingDelay } as SMTPServerOptions);
@@ -78,6 +84,7 @@ export class MailyardSmtpServer extends SMTPServer {
     this.onErrorReply = onErrorReply;
     this.clientLimits = clientLimits;
     this.onClientRefused = onClientRefused;
+    this.deadlines = deadlines;
     this.implicitTls = !!rest.secure && !rest.needsUpgrade;
   }
 
@@ -200,6 +207,7 @@ export class MailyardSmtpServer extends SMTPServer {
       }
       return send(code, data, context);
     };
+    if (this.deadlines) watchDeadlines(conn as unknown as ConnectionState, this.deadlines);
   }
 }
 

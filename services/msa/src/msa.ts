@@ -511,6 +511,12 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
         metrics.rejections.inc({ reason: limit.replace('-', '_') });
         logger.info({ client: ip, listener, limit }, 'too many connections');
       },
+      deadlines: {
+        requestMs: config.smtpd_per_request_deadline ? config.smtpd_timeout : 0,
+        minDataRate: config.smtpd_min_data_rate,
+        loginMs: config.login_timeout,
+        onTimeout: (kind) => metrics.rejections.inc({ reason: `${kind}_timeout` }),
+      },
 
       onConnect(session, cb) {
         metrics.sessions.inc({ listener });

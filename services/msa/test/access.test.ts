@@ -23,7 +23,7 @@ describe('a failing backend during AUTH', () => {
   let failing: PrivateRedis;
   before(async () => {
     failing = await startPrivateRedis();
-    t = await startMsaTestbed({ guardRedis: failing.client() });
+    t = await startMsaTestbed({ guardRedis: failing.client(), msa: { login_timeout: '3s' } });
     await addAccount(t.p.directory, 'alice@example.test');
     // the lockout cannot be read or counted; the accounts (on the shared Redis) can
     await failing.refuse(['pttl', 'get', 'mget', 'incr', 'set']);
@@ -40,6 +40,22 @@ describe('a failing backend during AUTH', () => {
     const wrong = await c.cmd(`AUTH PLAIN ${plain('alice@example.test', 'not the password')}`);
     assert.equal(wrong.text, right.text);
   });
+
+  test(
+    'a session that does not authenticate within login_timeout gets 421 4.7.0, however busy it keeps',
+    { timeout: 30_000 },
+    async () => {
+      const c = await tlsSession(t.msa.ports.submission);
+      const started = Date.now();
+      let last = await c.cmd('NOOP');
+      while (last.code === 250 && Date.now() - started < 15_000) {
+        await new Promise((r) => setTimeout(r, 300));
+        last = await c.cmd('NOOP');
+      }
+      assert.equal(last.text, '421 4.7.0 Error: not authenticated in time, closing connection');
+      await c.waitClosed();
+    },
+  );
 });
 
 describe('a revoked app password; per-client limits', () => {

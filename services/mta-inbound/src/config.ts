@@ -33,6 +33,15 @@ export const mtaInboundSchema = z.object({
   smtpd_hard_error_limit: positiveInt(20),
   /** Idle time before the session is closed (Postfix: smtpd_timeout). */
   smtpd_timeout: duration('300s'),
+  /**
+   * smtpd_timeout bounds a whole command line, and the message at smtpd_min_data_rate,
+   * not only the gaps between bytes (Postfix 3.7's smtpd_per_request_deadline, which
+   * Postfix turns on under stress). On by default: otherwise a client sending a byte
+   * every few seconds holds its slot forever, and no client needs smtpd_timeout for a line.
+   */
+  smtpd_per_request_deadline: bool(true),
+  /** Bytes a second a message must arrive at under the per-request deadline (Postfix: smtpd_min_data_rate). */
+  smtpd_min_data_rate: positiveInt(500),
   /** Simultaneous sessions over all clients (Postfix: the smtpd process limit). */
   smtpd_max_clients: positiveInt(500),
   /** Simultaneous sessions from one client address (IPv6: one /64), in this process; 0: no limit. */

@@ -185,6 +185,12 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       metrics.refusedConnections.inc({ limit });
       logger.info({ client: ip, limit }, 'too many connections');
     },
+    deadlines: {
+      requestMs: config.smtpd_per_request_deadline ? config.smtpd_timeout : 0,
+      minDataRate: config.smtpd_min_data_rate,
+      loginMs: 0,
+      onTimeout: (kind) => metrics.timeouts.inc({ kind }),
+    },
 
     onConnect(session, cb) {
       metrics.sessions.inc();

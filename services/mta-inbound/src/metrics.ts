@@ -37,6 +37,12 @@ export function createMetrics(registry: Registry) {
       labelNames: ['limit'] as const,
       registers: [registry],
     }),
+    timeouts: new Counter({
+      name: 'mailyard_mta_inbound_timeouts_total',
+      help: 'Sessions ended with 421 because a command line or the message did not arrive in time',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
     errorReplies: new Counter({
       name: 'mailyard_mta_inbound_error_replies_total',
       help: 'Error replies sent, by SMTP code',

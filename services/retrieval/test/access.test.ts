@@ -221,3 +221,69 @@ void describe('per-client limits', () => {
     assert.ok(replies.length > 8, `refused after ${replies.length - 1}`);
   });
 });
+
+void describe('clients that do not log in are cut off', () => {
+  const USER = 'slow@example.test';
+  let r: Retrieval;
+  before(async () => {
+    await addAccount(p.directory, USER);
+    r = await startRetrieval(p, {
+      plaintext_auth_networks: '127.0.0.0/8',
+      login_idle_timeout: '1s',
+      login_timeout: '3s',
+    });
+  });
+  after(() => r?.stop());
+
+  /** Sends `line` every 300 ms until the server says `until` (or 15 s pass); returns what it said. */
+  async function keepBusy(c: RawImap, line: () => string, until: RegExp): Promise<string> {
+    const started = Date.now();
+    let out = '';
+    while (!until.test(out) && !c.closed && Date.now() - started < 15_000) {
+      c.send(line());
+      out += await c.until(/\r\n/, 5000).catch(() => '');
+      await new Promise((res) => setTimeout(res, 300));
+    }
+    return out + (await c.until(until, 1000).catch(() => ''));
+  }
+
+  void it(
+    'IMAP: idle before login, BYE after login_idle_timeout (not the 30 min autologout)',
+    { timeout: 30_000 },
+    async () => {
+      const c = await imap(r.ports.imap);
+      assert.match(await c.until(/^\* BYE/m, 10_000), /^\* BYE Autologout/m);
+      await c.waitClosed();
+    },
+  );
+
+  void it('IMAP: busy but never logging in, BYE after login_timeout', { timeout: 30_000 }, async () => {
+    const c = await imap(r.ports.imap);
+    let n = 0;
+    assert.match(await keepBusy(c, () => `n${++n} NOOP\r\n`, /^\* BYE/m), /^\* BYE Not logged in in time/m);
+    await c.waitClosed();
+  });
+
+  void it('POP3: idle before login, then busy before login, cut both ways', { timeout: 30_000 }, async () => {
+    const idle = await pop3(r.ports.pop3);
+    assert.match(await idle.until(/^-ERR/m, 10_000), /^-ERR Autologout/m);
+    const busy = await pop3(r.ports.pop3);
+    assert.match(
+      await keepBusy(busy, () => 'USER someone@example.test\r\n', /^-ERR Not logged/m),
+      /^-ERR Not logged in in time/m,
+    );
+    await busy.waitClosed();
+  });
+
+  void it('IMAP: once logged in, neither limit applies', { timeout: 30_000 }, async () => {
+    const c = await imap(r.ports.imap);
+    assert.match(await c.cmd('l', `LOGIN ${USER} "${PASSWORD}"`), /^l OK /m);
+    // idle longer than login_idle_timeout, then busy past login_timeout
+    await new Promise((res) => setTimeout(res, 1500));
+    const started = Date.now();
+    for (let i = 0; Date.now() - started < 3500; i++) {
+      assert.match(await c.cmd(`k${i}`, 'NOOP'), new RegExp(`^k${i} OK`, 'm'));
+      await new Promise((res) => setTimeout(res, 300));
+    }
+  });
+});

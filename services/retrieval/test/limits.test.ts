@@ -149,8 +149,7 @@ void describe('limits', () => {
   });
 
   void it('logs out an idle session (autologout)', async () => {
-    const c = await RawImap.connect(r.ports.imaps, { tls: true });
-    await c.until(/^\* OK/m);
+    const c = await loggedIn();
     await c.until(/^\* BYE Autologout/m, 3000);
     await c.waitClosed();
   });

@@ -61,6 +61,8 @@ export class ImapSession {
   private running = false;
   private badCount = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** login_timeout: the whole time allowed before login. */
+  private loginTimer: NodeJS.Timeout | null = null;
   private unsubscribe: (() => void) | null = null;
   /** Stops watching the app password this session logged in with. */
   private unwatchCredential: (() => void) | null = null;
@@ -85,6 +87,13 @@ export class ImapSession {
     this.conn.onData = (chunk) => this.onData(chunk);
     this.conn.onClose = () => this.cleanup();
     this.touch();
+    this.loginTimer = setTimeout(() => {
+      if (this.state !== 'not-authenticated') return;
+      this.log.info('not logged in in time');
+      this.deps.metrics.limitRejections.inc({ limit: 'login-timeout' });
+      this.close('* BYE Not logged in in time\r\n');
+    }, this.deps.config.login_timeout);
+    this.loginTimer.unref();
     this.send(
       `* OK [CAPABILITY ${this.capabilities()}] ${this.deps.config.myhostname} Mailyard IMAP ready\r\n`,
     );
@@ -161,14 +170,18 @@ export class ImapSession {
     if (text) this.conn.write(text);
   }
 
+  /** Restarts the idle timer: login_idle_timeout before login, the RFC 9051 §5.4 autologout after. */
   private touch(): void {
     if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      // RFC 9051 §5.4 autologout
-      this.log.info('autologout');
-      this.deps.metrics.limitRejections.inc({ limit: 'autologout' });
-      this.close('* BYE Autologout; idle for too long\r\n');
-    }, this.deps.config.imap_autologout);
+    const loggedIn = this.state !== 'not-authenticated';
+    this.timer = setTimeout(
+      () => {
+        this.log.info({ loggedIn }, 'autologout');
+        this.deps.metrics.limitRejections.inc({ limit: loggedIn ? 'autologout' : 'login-idle' });
+        this.close('* BYE Autologout; idle for too long\r\n');
+      },
+      loggedIn ? this.deps.config.imap_autologout : this.deps.config.login_idle_timeout,
+    );
     this.timer.unref();
   }
 
@@ -348,6 +361,9 @@ export class ImapSession {
     this.mailbox = this.deps.account(res.account);
     await this.mailbox.ensureDefaults();
     this.state = 'authenticated';
+    if (this.loginTimer) clearTimeout(this.loginTimer);
+    // from now on the autologout timer
+    this.touch();
     this.deps.metrics.logins.inc({ protocol: 'imap', result: 'ok' });
     if (res.cached) this.deps.metrics.loginCacheHits.inc({ protocol: 'imap' });
     this.log.info({ account: res.account, via: res.via, cached: res.cached }, 'logged in');
@@ -484,6 +500,7 @@ export class ImapSession {
     if (this.mode.m === 'idle') this.mode.stop();
     this.mode = { m: 'closed' };
     if (this.timer) clearTimeout(this.timer);
+    if (this.loginTimer) clearTimeout(this.loginTimer);
     this.unsubscribe?.();
     this.unwatchCredential?.();
     if (this.user) this.deps.limits.closeAccount(this.user);

@@ -73,6 +73,8 @@ export class Pop3Session {
   private queue: string[] = [];
   private bad = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** login_timeout: the whole time allowed before login. */
+  private loginTimer: NodeJS.Timeout | null = null;
   private closed = false;
   /** Stops watching the app password this session logged in with. */
   private unwatchCredential: (() => void) | null = null;
@@ -89,6 +91,12 @@ export class Pop3Session {
     this.conn.onData = (c) => this.onData(c);
     this.conn.onClose = () => void this.cleanup();
     this.touch();
+    this.loginTimer = setTimeout(() => {
+      if (this.state !== 'authorization') return;
+      this.deps.metrics.limitRejections.inc({ limit: 'login-timeout' });
+      this.close('-ERR Not logged in in time');
+    }, this.deps.config.login_timeout);
+    this.loginTimer.unref();
     this.send(`+OK ${this.deps.config.myhostname} Mailyard POP3 ready`);
   }
 
@@ -96,12 +104,17 @@ export class Pop3Session {
     this.conn.write(line + '\r\n');
   }
 
+  /** Restarts the idle timer: login_idle_timeout before login, the RFC 1939 §3 autologout after. */
   private touch(): void {
     if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.deps.metrics.limitRejections.inc({ limit: 'autologout' });
-      this.close('-ERR Autologout; idle for too long');
-    }, this.deps.config.pop3_autologout);
+    const loggedIn = this.state !== 'authorization';
+    this.timer = setTimeout(
+      () => {
+        this.deps.metrics.limitRejections.inc({ limit: loggedIn ? 'autologout' : 'login-idle' });
+        this.close('-ERR Autologout; idle for too long');
+      },
+      loggedIn ? this.deps.config.pop3_autologout : this.deps.config.login_idle_timeout,
+    );
     this.timer.unref();
   }
 
@@ -279,6 +292,9 @@ export class Pop3Session {
     this.validity = snap.validity;
     this.sizes = await Promise.all(this.messages.map((m) => this.folder!.sizeOf(m)));
     this.state = 'transaction';
+    if (this.loginTimer) clearTimeout(this.loginTimer);
+    // from now on the autologout timer
+    this.touch();
     if (res.appPassword) {
       this.unwatchCredential = this.deps.revocations.watch(res.account, res.appPassword, () => {
         this.log.info({ account: res.account }, 'app password revoked: session ended');
@@ -411,6 +427,7 @@ export class Pop3Session {
     this.cleaned = true;
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.loginTimer) clearTimeout(this.loginTimer);
     this.unwatchCredential?.();
     if (this.user) this.deps.limits.closeAccount(this.user);
     this.deps.metrics.activeSessions.dec({ protocol: 'pop3' });
