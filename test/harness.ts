@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { loadConfig } from '@mailyard/config';
 import { Directory } from '@mailyard/directory';
@@ -99,6 +100,7 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
     bus: inboundRt.bus,
     directory: new Directory(inboundRt.redis, inboundConfig.recipient_delimiter),
     resolver: inboundRt.resolver,
+    redis: inboundRt.redis,
     logger: inboundRt.logger,
     registry: inboundRt.registry,
   });
@@ -175,3 +177,29 @@ export async function addAccount(dir: Directory, address: string): Promise<void>
 }
 
 export { Redis };
+
+/**
+ * Runs the `mailyard` command as the operator does (its own node process) against the
+ * platform's Redis; rejects unless it exits 0.
+ */
+export function runMailyard(p: Platform, args: string[]): Promise<string> {
+  const root = new URL('..', import.meta.url).pathname;
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', 'packages/cli/src/main.ts', ...args],
+      {
+        cwd: root,
+        env: {
+          ...process.env,
+          MAILYARD_CONFIG: '',
+          REDIS_URL: p.env.REDIS_URL,
+          REDIS_PREFIX: p.redis.prefix,
+        },
+        timeout: 60_000,
+      },
+      (err, stdout, stderr) =>
+        err ? reject(new Error(`mailyard ${args.join(' ')}: ${stderr}`)) : resolve(stdout),
+    );
+  });
+}

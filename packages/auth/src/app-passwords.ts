@@ -1,5 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { announceRevocation } from './revocations.js';
 
 export const MAX_APP_PASSWORDS = 50;
 const ALPHABET = 'abcdefghijkmnpqrstuvwxyz23456789';
@@ -41,10 +42,12 @@ export class AppPasswords {
       .sort((x, y) => x.name.localeCompare(y.name));
   }
 
+  /** Deletes it, and tells every instance, whose sessions logged in with it end (CredentialRevocations). */
   async revoke(account: string, name: string): Promise<void> {
     if (!(await this.redis.hdel(`apppw:${account.toLowerCase()}`, name))) {
       throw new Error(`no app password "${name}" for ${account.toLowerCase()}`);
     }
+    await announceRevocation(this.redis, account, name);
   }
 
   /** Returns the name of the matching app password, or null. */

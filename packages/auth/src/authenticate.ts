@@ -1,12 +1,28 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { AccountRecord, Directory } from '@mailyard/directory';
 import type { AppPasswords } from './app-passwords.js';
 import type { CachedCredential, CredentialCache } from './credential-cache.js';
 import type { LoginGuard } from './lockout.js';
+import type { AppPasswordCredential } from './revocations.js';
 
 export type AuthResult =
-  | { ok: true; account: string; via: 'password' | 'app-password'; cached: boolean }
+  | {
+      ok: true;
+      account: string;
+      via: 'password' | 'app-password';
+      cached: boolean;
+      /** With an app password: which one, for CredentialRevocations.watch (the session ends when it is revoked). */
+      appPassword?: AppPasswordCredential;
+    }
   | { ok: false; reason: 'invalid' }
-  | { ok: false; reason: 'locked'; retryAfterSeconds: number };
+  /** The client's address is locked for this account (or for all), or held back during an attack on it. */
+  | { ok: false; reason: 'locked'; retryAfterSeconds: number }
+  /**
+   * Redis (or anything else the check needs) failed: a temporary failure, to be
+   * answered as one (SMTP 454 4.7.0, IMAP NO [UNAVAILABLE], POP3 -ERR [SYS/TEMP]),
+   * never as a wrong password and never as a login. Nothing was counted.
+   */
+  | { ok: false; reason: 'unavailable'; error: unknown };
 
 export interface Authenticator {
   authenticate(req: { ip: string; username: string; password: string }): Promise<AuthResult>;
@@ -23,9 +39,10 @@ function storedCredential(account: AccountRecord, app: string | null): string {
 }
 
 /**
- * The one login check of every protocol: lockout first (a locked account or IP is
- * refused without touching the password), then the account password, then app
- * passwords. Failures and successes are recorded for the shared lockout.
+ * The one login check of every protocol: the lockout first (an address locked for the
+ * account, or held back while the account is under attack, is refused without
+ * touching the password; see LoginGuard for the rule), then the account password,
+ * then app passwords. Failures and successes are recorded for the shared lockout.
  *
  * With a `cache`, a login verified in the last few seconds is accepted without hashing
  * again, after the lockout check and after re-reading the stored credential it was
@@ -39,55 +56,83 @@ export function createAuthenticator(deps: {
 }): Authenticator {
   const { directory, guard, appPasswords, cache } = deps;
 
-  const storedNow = async (user: string, c: CachedCredential): Promise<string | null> => {
+  /** The stored credential a cached login stands for, and the app password's record when it is one. */
+  const storedNow = async (
+    user: string,
+    c: CachedCredential,
+  ): Promise<{ stored: string; app: AppPasswordCredential | null } | null> => {
     if (c.via === 'password') {
       const rec = await directory.accountRecord(user);
-      return rec && storedCredential(rec, null);
+      return rec && { stored: storedCredential(rec, null), app: null };
     }
     const [rec, apps] = await Promise.all([directory.accountRecord(user), appPasswords.records(user)]);
     const app = apps[c.name];
-    return rec && app !== undefined ? storedCredential(rec, app) : null;
+    return rec && app !== undefined
+      ? { stored: storedCredential(rec, app), app: { name: c.name, record: app } }
+      : null;
+  };
+
+  const check = async (ip: string, username: string, password: string): Promise<AuthResult> => {
+    const user = username.trim().toLowerCase();
+    const verdict = await guard.check(ip, user);
+    if (verdict.verdict === 'refuse')
+      return { ok: false, reason: 'locked', retryAfterSeconds: verdict.retryAfterSeconds };
+    if (user && password) {
+      let app: AppPasswordCredential | null = null;
+      const hit = await cache?.get(user, password, async (c) => {
+        const now = await storedNow(user, c);
+        app = now?.app ?? null;
+        return now?.stored ?? null;
+      });
+      if (hit) {
+        await guard.recordSuccess(ip, hit.account);
+        return {
+          ok: true,
+          account: hit.account,
+          via: hit.credential.via,
+          cached: true,
+          ...(app ? { appPassword: app } : {}),
+        };
+      }
+      const checked = await directory.checkPassword(user, password);
+      if (checked) {
+        cache?.remember(
+          user,
+          password,
+          checked.account,
+          { via: 'password' },
+          storedCredential(checked.record, null),
+        );
+        await guard.recordSuccess(ip, checked.account);
+        return { ok: true, account: checked.account, via: 'password', cached: false };
+      }
+      const rec = await directory.accountRecord(user);
+      const matched = rec ? await appPasswords.match(user, password) : null;
+      if (rec && matched) {
+        cache?.remember(
+          user,
+          password,
+          user,
+          { via: 'app-password', name: matched.name },
+          storedCredential(rec, matched.record),
+        );
+        await guard.recordSuccess(ip, user);
+        return { ok: true, account: user, via: 'app-password', cached: false, appPassword: matched };
+      }
+    }
+    const { delayMs } = await guard.recordFailure(ip, user || '(none)');
+    // an account under attack answers failures slowly (the right password at once)
+    if (delayMs) await sleep(delayMs);
+    return { ok: false, reason: 'invalid' };
   };
 
   return {
     async authenticate({ ip, username, password }) {
-      const user = username.trim().toLowerCase();
-      const lock = await guard.check(ip, user);
-      if (lock.locked) return { ok: false, reason: 'locked', retryAfterSeconds: lock.retryAfterSeconds };
-      if (user && password) {
-        const hit = await cache?.get(user, password, (c) => storedNow(user, c));
-        if (hit) {
-          await guard.recordSuccess(ip, hit.account);
-          return { ok: true, account: hit.account, via: hit.credential.via, cached: true };
-        }
-        const checked = await directory.checkPassword(user, password);
-        if (checked) {
-          cache?.remember(
-            user,
-            password,
-            checked.account,
-            { via: 'password' },
-            storedCredential(checked.record, null),
-          );
-          await guard.recordSuccess(ip, checked.account);
-          return { ok: true, account: checked.account, via: 'password', cached: false };
-        }
-        const rec = await directory.accountRecord(user);
-        const app = rec ? await appPasswords.match(user, password) : null;
-        if (rec && app) {
-          cache?.remember(
-            user,
-            password,
-            user,
-            { via: 'app-password', name: app.name },
-            storedCredential(rec, app.record),
-          );
-          await guard.recordSuccess(ip, user);
-          return { ok: true, account: user, via: 'app-password', cached: false };
-        }
+      try {
+        return await check(ip, username, password);
+      } catch (error) {
+        return { ok: false, reason: 'unavailable', error };
       }
-      await guard.recordFailure(ip, user || '(none)');
-      return { ok: false, reason: 'invalid' };
     },
   };
 }

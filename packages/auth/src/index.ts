@@ -2,3 +2,5 @@ export * from './lockout.js';
 export * from './app-passwords.js';
 export * from './authenticate.js';
 export * from './credential-cache.js';
+export * from './revocations.js';
+export * from './client-limits.js';

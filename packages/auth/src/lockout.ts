@@ -1,10 +1,21 @@
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
+import { ipToBigInt } from '@mailyard/config';
 
 export interface LockoutPolicy {
-  /** Failures per account within the window before it is locked. */
-  accountThreshold: number;
-  /** Failures per client IP within the window before it is locked. */
+  /** Failures for one account from one client address before that pair is locked. */
+  accountIpThreshold: number;
+  /** Failures from one client address, over all accounts, before the address is locked. */
   ipThreshold: number;
+  /** Failures for one account from all addresses together from which it counts as under attack. */
+  accountThreshold: number;
+  /**
+   * While the account is under attack: attempts per minute at it, together, from
+   * addresses that have failed before (an address without failures is never held back).
+   */
+  accountAttemptsPerMinute: number;
+  /** While under attack, a failure is answered after this delay, doubled for every further `accountThreshold` failures. */
+  failureDelayMs: number;
+  maxFailureDelayMs: number;
   /** Failures are forgotten after this many seconds without a new one. */
   windowSeconds: number;
   /** First lock duration; each further failure while over the threshold doubles it. */
@@ -13,20 +24,66 @@ export interface LockoutPolicy {
 }
 
 export const DEFAULT_LOCKOUT: LockoutPolicy = {
-  accountThreshold: 5,
+  accountIpThreshold: 5,
   ipThreshold: 20,
+  accountThreshold: 20,
+  accountAttemptsPerMinute: 10,
+  failureDelayMs: 1000,
+  maxFailureDelayMs: 15_000,
   windowSeconds: 15 * 60,
   baseLockSeconds: 30,
   maxLockSeconds: 3600,
 };
 
-export type LockState =
-  { locked: false } | { locked: true; scope: 'ip' | 'account'; retryAfterSeconds: number };
+/** What the guard says before a password is checked. */
+export type LoginVerdict =
+  | { verdict: 'check' }
+  /** Refused without looking at the password: locked, or held back while the account is under attack. */
+  | { verdict: 'refuse'; scope: 'ip' | 'account-ip' | 'account-rate'; retryAfterSeconds: number };
 
 /**
- * Failed-login counting shared by every service (SMTP submission, IMAP, POP3, webmail)
- * through Redis: per client IP and per account, with lockouts that grow while the
- * failures go on (Dovecot's auth penalty and fail2ban, in one place).
+ * The client address as the lockout counts it: an IPv4 address as it is, an IPv6 one
+ * by its /64, the smallest network a site gets (RFC 6177), since one client can use
+ * any of its 2^64 addresses (mox counts failures per /64 too).
+ */
+export function clientKey(ip: string): string {
+  const a = ipToBigInt(ip);
+  if (!a) return ip;
+  if (a.family === 4) return [24n, 16n, 8n, 0n].map((s) => (a.value >> s) & 255n).join('.');
+  const groups = [112n, 96n, 80n, 64n].map((s) => ((a.value >> s) & 0xffffn).toString(16));
+  return `${groups.join(':')}::/64`;
+}
+
+/**
+ * Failed logins, counted in Redis for every service (SMTP submission, IMAP, POP3,
+ * webmail), so that the right user always gets in and a guesser does not.
+ *
+ * The rule (DESIGN.md promise 8): abuse is throttled where it comes from.
+ *  - An address that fails `accountIpThreshold` times for one account is locked for
+ *    that account (account + address); one that fails `ipThreshold` times over any
+ *    accounts is locked for all. Locks double with every further failure, up to
+ *    `maxLockSeconds`. Nobody else is affected: the same account from another address
+ *    logs in.
+ *  - An account that failed `accountThreshold` times from anywhere is under attack,
+ *    most likely from many addresses at once. Addresses that have failed before (for
+ *    any account) then share `accountAttemptsPerMinute` attempts at it, and every
+ *    failure is answered after a delay that grows with the attack; an address without
+ *    failures is never held back, and a right password is answered at once. So a
+ *    distributed attack gets about one guess per fresh address, and the user, whose
+ *    address has not been guessing, is let in.
+ *  - Nothing locks an account for everyone: that would hand every attacker a way to
+ *    keep its owner out.
+ *
+ * Compared with the models: Dovecot (auth_penalty, through anvil) delays the next
+ * attempt of a failing IP by 2, 4, 8, up to 15 seconds and never locks anything;
+ * Postfix has only smtpd_client_auth_rate_limit, AUTH commands per client per minute;
+ * mox limits failures per IP (and per /26, /21; /64, /48, /32 for IPv6) per minute and
+ * day and sleeps a second after each; Stalwart bans the IP address (fail2ban-like,
+ * failures tracked per address and login name). None locks an account; ours adds the
+ * per-account slowdown for attacks spread over many addresses.
+ *
+ * Every Redis error is thrown (see pipelineResults): a login that cannot be checked is
+ * a temporary failure, never a login and never a failure that was not counted.
  */
 export class LoginGuard {
   constructor(
@@ -36,52 +93,105 @@ export class LoginGuard {
 
   private keys(ip: string, account: string) {
     const a = account.trim().toLowerCase();
+    const c = clientKey(ip);
     return {
-      ipFail: `auth:fail:ip:${ip}`,
+      ipFail: `auth:fail:ip:${c}`,
+      ipLock: `auth:lock:ip:${c}`,
+      pairFail: `auth:fail:ip-acct:${c} ${a}`,
+      pairLock: `auth:lock:ip-acct:${c} ${a}`,
       acctFail: `auth:fail:acct:${a}`,
-      ipLock: `auth:lock:ip:${ip}`,
-      acctLock: `auth:lock:acct:${a}`,
+      acctRate: `auth:rate:acct:${a}`,
     };
   }
 
-  async check(ip: string, account: string): Promise<LockState> {
-    const k = this.keys(ip, account);
-    const res = await this.redis.pipeline().pttl(k.ipLock).pttl(k.acctLock).exec();
-    const ipTtl = Number(res?.[0]?.[1] ?? -2);
-    const acctTtl = Number(res?.[1]?.[1] ?? -2);
-    if (acctTtl > 0) return { locked: true, scope: 'account', retryAfterSeconds: Math.ceil(acctTtl / 1000) };
-    if (ipTtl > 0) return { locked: true, scope: 'ip', retryAfterSeconds: Math.ceil(ipTtl / 1000) };
-    return { locked: false };
-  }
-
-  async recordFailure(ip: string, account: string): Promise<void> {
+  async check(ip: string, account: string): Promise<LoginVerdict> {
     const k = this.keys(ip, account);
     const p = this.policy;
-    const res = await this.redis
-      .pipeline()
-      .incr(k.ipFail)
-      .expire(k.ipFail, p.windowSeconds)
-      .incr(k.acctFail)
-      .expire(k.acctFail, p.windowSeconds)
-      .exec();
-    const ipCount = Number(res?.[0]?.[1] ?? 0);
-    const acctCount = Number(res?.[2]?.[1] ?? 0);
+    const [ipTtl, pairTtl, ipFails, acctFails] = (
+      await pipelineResults(
+        this.redis.pipeline().pttl(k.ipLock).pttl(k.pairLock).get(k.ipFail).get(k.acctFail),
+      )
+    ).map(Number) as [number, number, number, number];
+    const retry = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
+    if (ipTtl > 0) return { verdict: 'refuse', scope: 'ip', retryAfterSeconds: retry(ipTtl) };
+    if (pairTtl > 0) return { verdict: 'refuse', scope: 'account-ip', retryAfterSeconds: retry(pairTtl) };
+    if (acctFails >= p.accountThreshold && ipFails > 0) {
+      const [attempts, , ttl] = (
+        await pipelineResults(
+          this.redis.pipeline().incr(k.acctRate).expire(k.acctRate, 60, 'NX').pttl(k.acctRate),
+        )
+      ).map(Number) as [number, number, number];
+      if (attempts > p.accountAttemptsPerMinute)
+        return { verdict: 'refuse', scope: 'account-rate', retryAfterSeconds: retry(ttl) };
+    }
+    return { verdict: 'check' };
+  }
+
+  /** Counts a failure; returns how long to wait before answering it. */
+  async recordFailure(ip: string, account: string): Promise<{ delayMs: number }> {
+    const k = this.keys(ip, account);
+    const p = this.policy;
+    const w = p.windowSeconds;
+    const res = await pipelineResults(
+      this.redis
+        .pipeline()
+        .incr(k.ipFail)
+        .expire(k.ipFail, w)
+        .incr(k.pairFail)
+        .expire(k.pairFail, w)
+        .incr(k.acctFail)
+        .expire(k.acctFail, w),
+    );
+    const [ipCount, pairCount, acctCount] = [res[0], res[2], res[4]].map(Number) as [number, number, number];
     const lockFor = (over: number) => Math.min(p.baseLockSeconds * 2 ** Math.min(over, 20), p.maxLockSeconds);
     const pipe = this.redis.pipeline();
-    if (acctCount >= p.accountThreshold)
-      pipe.set(k.acctLock, '1', 'EX', lockFor(acctCount - p.accountThreshold));
+    if (pairCount >= p.accountIpThreshold)
+      pipe.set(k.pairLock, '1', 'EX', lockFor(pairCount - p.accountIpThreshold));
     if (ipCount >= p.ipThreshold) pipe.set(k.ipLock, '1', 'EX', lockFor(ipCount - p.ipThreshold));
-    await pipe.exec();
+    if (pipe.length) await pipelineResults(pipe);
+    if (acctCount < p.accountThreshold) return { delayMs: 0 };
+    const doublings = Math.min(Math.floor((acctCount - p.accountThreshold) / p.accountThreshold), 20);
+    return { delayMs: Math.min(p.failureDelayMs * 2 ** doublings, p.maxFailureDelayMs) };
   }
 
-  /** A successful login clears the account's failure count (not the IP's). */
+  /**
+   * A successful login forgives the failures of this address for this account (it
+   * knew the password). The address's failures for other accounts and the account's
+   * failures from elsewhere stay: they are someone else's.
+   */
   async recordSuccess(ip: string, account: string): Promise<void> {
-    await this.redis.del(this.keys(ip, account).acctFail);
+    await this.redis.del(this.keys(ip, account).pairFail);
   }
 
-  /** Lifts the locks of an account (administrator action). */
+  /** Lifts every lock and count of an account, from every address (administrator action). */
   async unlock(account: string): Promise<void> {
     const k = this.keys('', account);
-    await this.redis.del(k.acctFail, k.acctLock);
+    const a = account.trim().toLowerCase();
+    const prefix = this.redis.options.keyPrefix ?? '';
+    const keys = [k.acctFail, k.acctRate];
+    // SCAN sees the stored names: the prefix is added to the pattern and taken off the results
+    const pattern = `${prefix}auth:*:ip-acct:* ${a.replace(/[*?[\]\\]/g, '\\$&')}`;
+    let cursor = '0';
+    do {
+      const [next, found] = await this.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      for (const f of found) keys.push(f.slice(prefix.length));
+      cursor = next;
+    } while (cursor !== '0');
+    await this.redis.del(...keys);
   }
+}
+
+/**
+ * Runs a pipeline and returns its results, throwing the first error. `exec()` resolves
+ * even when commands fail (a pair [error, result] each): taking only the results would
+ * read a refused PTTL as "no lock" and a refused INCR as "no failure", letting every
+ * guess through while Redis fails.
+ */
+export async function pipelineResults(pipeline: ChainableCommander): Promise<unknown[]> {
+  const res = await pipeline.exec();
+  if (!res) throw new Error('Redis pipeline discarded');
+  return res.map(([err, value]) => {
+    if (err) throw err;
+    return value;
+  });
 }

@@ -1,8 +1,15 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Directory } from '@mailyard/directory';
-import { createTestRedis, type TestRedis } from '@mailyard/testkit';
-import { AppPasswords, LoginGuard, createAuthenticator } from '../src/index.js';
+import { createTestRedis, startPrivateRedis, waitFor, type TestRedis } from '@mailyard/testkit';
+import {
+  AppPasswords,
+  CredentialRevocations,
+  DEFAULT_LOCKOUT,
+  LoginGuard,
+  createAuthenticator,
+  type LockoutPolicy,
+} from '../src/index.js';
 
 let r: TestRedis;
 let dir: Directory;
@@ -43,56 +50,161 @@ test('account password and app passwords both log in; a revoked app password doe
   );
 });
 
-test('repeated failures lock the account, with the right password refused too, and locks grow', async () => {
-  const guard = new LoginGuard(r.redis, {
-    accountThreshold: 3,
+/** A policy for tests: small numbers, no delay unless asked for. */
+function policy(over: Partial<LockoutPolicy> = {}): LockoutPolicy {
+  return {
+    ...DEFAULT_LOCKOUT,
+    accountIpThreshold: 3,
     ipThreshold: 100,
+    accountThreshold: 100,
+    failureDelayMs: 0,
     windowSeconds: 60,
     baseLockSeconds: 10,
     maxLockSeconds: 100,
-  });
+    ...over,
+  };
+}
+
+let n = 0;
+/** A fresh account, so tests do not share counters. */
+async function account(): Promise<string> {
+  const a = `user${++n}@example.test`;
+  await dir.addUser(a, 'correct horse battery staple');
+  return a;
+}
+
+test('failures lock the address that sent them for that account, not the account; locks grow', async () => {
+  const a = await account();
+  const guard = new LoginGuard(r.redis, policy());
   const auth = createAuthenticator({ directory: dir, guard, appPasswords: new AppPasswords(r.redis) });
-  await guard.unlock('carol@example.test'); // forget the failure of the previous test
-  for (let i = 0; i < 3; i++) {
-    assert.deepEqual(
-      await auth.authenticate({ ip: '192.0.2.9', username: 'carol@example.test', password: 'wrong' }),
-      { ok: false, reason: 'invalid' },
-    );
-  }
-  const locked = await auth.authenticate({
-    ip: '198.51.100.7',
-    username: 'carol@example.test',
-    password: 'correct horse battery staple',
-  });
-  assert.equal(locked.ok, false);
+  const login = (ip: string, password: string) => auth.authenticate({ ip, username: a, password });
+  for (let i = 0; i < 3; i++)
+    assert.deepEqual(await login('192.0.2.9', 'wrong'), { ok: false, reason: 'invalid' });
+  // the guessing address is refused even with the right password...
+  const locked = await login('192.0.2.9', 'correct horse battery staple');
   assert.equal(!locked.ok && locked.reason, 'locked');
-  const first = await guard.check('x', 'carol@example.test');
-  await guard.recordFailure('192.0.2.9', 'carol@example.test');
-  const second = await guard.check('x', 'carol@example.test');
-  assert.ok(first.locked && second.locked && second.retryAfterSeconds > first.retryAfterSeconds);
-  await guard.unlock('carol@example.test');
-  assert.equal(
-    (
-      await auth.authenticate({
-        ip: '192.0.2.9',
-        username: 'carol@example.test',
-        password: 'correct horse battery staple',
-      })
-    ).ok,
-    true,
-  );
+  // ...the owner, from another address, is not
+  assert.equal((await login('198.51.100.7', 'correct horse battery staple')).ok, true);
+  const first = await guard.check('192.0.2.9', a);
+  await guard.recordFailure('192.0.2.9', a);
+  const second = await guard.check('192.0.2.9', a);
+  assert.ok(first.verdict === 'refuse' && second.verdict === 'refuse');
+  assert.equal(first.scope, 'account-ip');
+  assert.ok(second.retryAfterSeconds > first.retryAfterSeconds, 'the lock grew');
+  await guard.unlock(a);
+  assert.equal((await login('192.0.2.9', 'correct horse battery staple')).ok, true);
 });
 
-test('failures from one IP across many accounts lock that IP', async () => {
-  const guard = new LoginGuard(r.redis, {
-    accountThreshold: 100,
-    ipThreshold: 4,
-    windowSeconds: 60,
-    baseLockSeconds: 10,
-    maxLockSeconds: 100,
-  });
+test('failures from one IP across many accounts lock that IP, for every account', async () => {
+  const guard = new LoginGuard(r.redis, policy({ ipThreshold: 4 }));
   for (let i = 0; i < 4; i++) await guard.recordFailure('203.0.113.5', `user${i}@example.test`);
   const s = await guard.check('203.0.113.5', 'someone-else@example.test');
-  assert.ok(s.locked && s.scope === 'ip');
-  assert.equal((await guard.check('203.0.113.6', 'someone-else@example.test')).locked, false);
+  assert.ok(s.verdict === 'refuse' && s.scope === 'ip');
+  assert.equal((await guard.check('203.0.113.6', 'someone-else@example.test')).verdict, 'check');
 });
+
+test('an IPv6 client is counted by its /64', async () => {
+  const a = await account();
+  const guard = new LoginGuard(r.redis, policy());
+  for (const host of ['1', '2', 'abcd:1']) await guard.recordFailure(`2001:db8:7:9::${host}`, a);
+  assert.equal((await guard.check('2001:db8:7:9:ffff::1', a)).verdict, 'refuse');
+  assert.equal((await guard.check('2001:db8:7:a::1', a)).verdict, 'check');
+});
+
+test('an account attacked from many addresses: guessers are held back and answered slowly, the owner gets in at once', async () => {
+  const a = await account();
+  const guard = new LoginGuard(
+    r.redis,
+    policy({
+      accountThreshold: 6,
+      accountAttemptsPerMinute: 2,
+      failureDelayMs: 300,
+      maxFailureDelayMs: 1000,
+    }),
+  );
+  const auth = createAuthenticator({ directory: dir, guard, appPasswords: new AppPasswords(r.redis) });
+  const login = async (ip: string, password: string) => {
+    const t = Date.now();
+    const res = await auth.authenticate({ ip, username: a, password });
+    return { res, ms: Date.now() - t };
+  };
+  // six addresses guess once each: none is locked, but the account is now under attack
+  for (let i = 1; i <= 6; i++) assert.equal((await login(`192.0.2.${i}`, 'guess 1')).res.ok, false);
+  // addresses that failed before share two attempts a minute: the others are refused unchecked
+  const held = await Promise.all([1, 2, 3, 4].map((i) => login(`192.0.2.${i}`, 'guess 2')));
+  const reasons = held.map((h) => (h.res.ok ? 'ok' : h.res.reason)).sort();
+  assert.deepEqual(reasons, ['invalid', 'invalid', 'locked', 'locked']);
+  // and the failures that were checked are answered after the delay
+  for (const h of held) if (!h.res.ok && h.res.reason === 'invalid') assert.ok(h.ms >= 250, `${h.ms} ms`);
+  // a guessing address stays held back even with the right password
+  assert.equal((await login('192.0.2.5', 'correct horse battery staple')).res.ok, false);
+  // a fresh address is checked: a wrong password is slowed, the right one let in at once
+  const fresh = await login('198.51.100.1', 'guess 3');
+  assert.deepEqual(fresh.res, { ok: false, reason: 'invalid' });
+  assert.ok(fresh.ms >= 250, `${fresh.ms} ms`);
+  const owner = await login('198.51.100.200', 'correct horse battery staple');
+  assert.equal(owner.res.ok, true);
+});
+
+test(
+  'a Redis that fails commands makes a login a temporary failure: never a login, never a wrong password',
+  {
+    timeout: 20_000,
+  },
+  async (t) => {
+    // the lockout state on a Redis of its own that can be made to fail; accounts stay on the shared one
+    const failing = await startPrivateRedis();
+    t.after(() => failing.close());
+    const guard = new LoginGuard(failing.client(), policy({ baseLockSeconds: 60 }));
+    const auth = createAuthenticator({ directory: dir, guard, appPasswords: new AppPasswords(r.redis) });
+    const login = (password: string) =>
+      auth.authenticate({ ip: '192.0.2.77', username: 'carol@example.test', password });
+    for (let i = 0; i < 3; i++) assert.equal((await login('wrong')).ok, false);
+    assert.equal(!(await login('correct horse battery staple')).ok && 'locked', 'locked');
+
+    // the lock cannot be read: the right password is not let in
+    await failing.refuse(['pttl', 'get', 'mget']);
+    const unreadable = await login('correct horse battery staple');
+    assert.equal(unreadable.ok, false);
+    assert.equal(!unreadable.ok && unreadable.reason, 'unavailable');
+
+    // a failure cannot be counted: a guess is not answered as a wrong password (it would be free)
+    await failing.refuse(['incr', 'incrby', 'set', 'expire', 'eval', 'evalsha']);
+    const uncounted = await login('another guess');
+    assert.equal(!uncounted.ok && uncounted.reason, 'unavailable');
+  },
+);
+
+test(
+  'a revoked app password ends the sessions that logged in with it, and only those',
+  { timeout: 20_000 },
+  async (t) => {
+    const a = await account();
+    const apps = new AppPasswords(r.redis);
+    const revocations = new CredentialRevocations(r.redis, apps);
+    revocations.start();
+    t.after(() => revocations.close());
+    const auth = createAuthenticator({
+      directory: dir,
+      guard: new LoginGuard(r.redis, policy()),
+      appPasswords: apps,
+    });
+    const ended = new Set<string>();
+    const session = async (label: string, secret: string) => {
+      const res = await auth.authenticate({ ip: '192.0.2.50', username: a, password: secret });
+      assert.ok(res.ok && res.appPassword);
+      revocations.watch(a, res.appPassword, () => ended.add(label));
+    };
+    const phone = await apps.create(a, 'phone');
+    await session('phone 1', phone);
+    await session('phone 2', phone);
+    await session('laptop', await apps.create(a, 'laptop'));
+    await apps.revoke(a, 'phone');
+    await waitFor(() => ended.size === 2, { what: 'both phone sessions ended' });
+    // a new app password of the same name, logged in right away, is not taken for the old one
+    await session('new phone', await apps.create(a, 'phone'));
+    await apps.revoke(a, 'laptop');
+    await waitFor(() => ended.has('laptop'), { what: 'the laptop session ended' });
+    assert.deepEqual([...ended].sort(), ['laptop', 'phone 1', 'phone 2']);
+  },
+);

@@ -7,6 +7,7 @@ import { createTestRedis, type TestRedis } from '@mailyard/testkit';
 import {
   AppPasswords,
   CredentialCache,
+  DEFAULT_LOCKOUT,
   LoginGuard,
   createAuthenticator,
   type LockoutPolicy,
@@ -16,8 +17,10 @@ const PASSWORD = 'correct horse battery staple';
 const NEW_PASSWORD = 'another long passphrase 42';
 const IP = '192.0.2.10';
 const LENIENT: LockoutPolicy = {
-  accountThreshold: 100,
+  ...DEFAULT_LOCKOUT,
+  accountIpThreshold: 100,
   ipThreshold: 1000,
+  accountThreshold: 1000,
   windowSeconds: 60,
   baseLockSeconds: 10,
   maxLockSeconds: 100,
@@ -41,6 +44,11 @@ async function account(): Promise<string> {
   const a = `user${++n}@example.test`;
   await dir.addUser(a, PASSWORD);
   return a;
+}
+
+/** An app password as the authenticator names it: its name and stored record. */
+async function credential(a: string, name: string) {
+  return { name, record: (await apps.records(a))[name]! };
 }
 
 function setup(opts: { ttlMs?: number; maxEntries?: number; policy?: LockoutPolicy } = {}) {
@@ -90,7 +98,7 @@ void describe('cache of verified credentials', () => {
 
   void it('refuses a wrong password after a cached success, and counts it for the lockout', async () => {
     const a = await account();
-    const { cache, login } = setup({ policy: { ...LENIENT, accountThreshold: 3 } });
+    const { cache, login } = setup({ policy: { ...LENIENT, accountIpThreshold: 3 } });
     assert.equal((await login(a, PASSWORD)).ok, true);
     for (let i = 0; i < 3; i++)
       assert.deepEqual(await login(a, 'wrong password'), { ok: false, reason: 'invalid' });
@@ -117,8 +125,22 @@ void describe('cache of verified credentials', () => {
     const a = await account();
     const { cache, login } = setup();
     const secret = await apps.create(a, 'phone');
-    assert.deepEqual(await login(a, secret), { ok: true, account: a, via: 'app-password', cached: false });
-    assert.deepEqual(await login(a, secret), { ok: true, account: a, via: 'app-password', cached: true });
+    // the app password it logged in with comes back, for the session to watch
+    const appPassword = await credential(a, 'phone');
+    assert.deepEqual(await login(a, secret), {
+      ok: true,
+      account: a,
+      via: 'app-password',
+      cached: false,
+      appPassword,
+    });
+    assert.deepEqual(await login(a, secret), {
+      ok: true,
+      account: a,
+      via: 'app-password',
+      cached: true,
+      appPassword,
+    });
     await apps.revoke(a, 'phone');
     assert.deepEqual(await login(a, secret), { ok: false, reason: 'invalid' });
     const again = await apps.create(a, 'phone');
@@ -134,7 +156,13 @@ void describe('cache of verified credentials', () => {
     const laptop = await apps.create(a, 'laptop');
     for (const s of [phone, laptop]) assert.equal((await login(a, s)).ok, true);
     await apps.revoke(a, 'phone');
-    assert.deepEqual(await login(a, laptop), { ok: true, account: a, via: 'app-password', cached: true });
+    assert.deepEqual(await login(a, laptop), {
+      ok: true,
+      account: a,
+      via: 'app-password',
+      cached: true,
+      appPassword: await credential(a, 'laptop'),
+    });
     assert.deepEqual(await login(a, phone), { ok: false, reason: 'invalid' });
   });
 

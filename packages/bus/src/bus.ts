@@ -561,11 +561,7 @@ export class Bus {
         return;
       } catch (err) {
         if (!(err instanceof BackendUnavailableError) || this.stopping || reg.acks !== acks) throw err;
-        if (!held)
-          this.log.warn(
-            { queue: reg.queue, reason: err.message },
-            'backend unavailable, holding the message',
-          );
+        if (!held) this.log.warn({ queue: reg.queue, err }, 'backend unavailable, holding the message');
         await sleep(Math.min(250 * 2 ** held, 2000));
         if (this.stopping || reg.acks !== acks) throw err;
       }

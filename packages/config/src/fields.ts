@@ -60,18 +60,18 @@ export const url = (protocols: string[], def: string) =>
 
 export const stringList = (def: string[]) => z.preprocess(splitList, z.array(z.string())).default(def);
 
+const cidrArray = z.preprocess(
+  splitList,
+  z.array(
+    z.string().refine((v) => parseCidr(v) !== null, {
+      message: 'expected IP networks like 127.0.0.0/8 or ::1/128',
+    }),
+  ),
+);
 /** A list of IP networks in CIDR notation (a bare address means a single host). */
-export const cidrList = (def: string[]) =>
-  z
-    .preprocess(
-      splitList,
-      z.array(
-        z.string().refine((v) => parseCidr(v) !== null, {
-          message: 'expected IP networks like 127.0.0.0/8 or ::1/128',
-        }),
-      ),
-    )
-    .default(def);
+export const cidrList = (def: string[]) => cidrArray.default(def);
+/** As cidrList, but undefined when not set, for a default taken from another key (Postfix's `$mynetworks`). */
+export const optionalCidrList = () => cidrArray.optional();
 
 /** host:port pairs, e.g. DNS servers. */
 export const hostPortList = (def: string[]) =>
@@ -122,6 +122,10 @@ export const duration = (def: string) =>
       return Math.round(n * mult);
     })
     .prefault(def);
+
+/** A duration above 0 (a timeout that must not be off). */
+export const positiveDuration = (def: string) =>
+  duration(def).pipe(z.number().positive('expected a duration above 0, such as 30s or 3m'));
 
 export interface Cidr {
   family: 4 | 6;

@@ -99,9 +99,25 @@ export const reply = {
       'bare_lf_dot',
     ),
   proxyRefused: () => r(421, '4.7.0', 'Error: PROXY header refused, closing connection', 'proxy_refused'),
+  // Postfix's answer when smtpd_timeout (or the per-request deadline) passes; X.4.2 bad connection
+  timeoutExceeded: () => r(421, '4.4.2', 'Error: timeout exceeded', 'timeout'),
+  // no successful AUTH within the time allowed before authentication (submission)
+  loginTimeout: () =>
+    r(421, '4.7.0', 'Error: not authenticated in time, closing connection', 'login_timeout'),
+  // Postfix's answer over smtpd_client_connection_count_limit or _rate_limit
+  tooManyConnections: (ip: string) =>
+    r(421, '4.7.0', `Error: too many connections from ${ip}`, 'too_many_connections'),
   tooManyErrors: () => r(421, '4.7.0', 'Error: too many errors, closing connection', 'too_many_errors'),
   // X.3.2 system not accepting network messages: the server stops (Postfix's answer too)
   shuttingDown: () => r(421, '4.3.2', 'Service shutting down, closing connection', 'shutting_down'),
+  // the session's credential stopped being valid (an app password revoked): X.7.0 other security status
+  credentialRevoked: () =>
+    r(
+      421,
+      '4.7.0',
+      'Error: the app password of this session was revoked, closing connection',
+      'credential_revoked',
+    ),
   lineTooLong: (limit: number) =>
     r(500, '5.5.2', `Error: line longer than ${limit} characters`, 'line_too_long'),
   overQuota: (rcpt: string) => r(452, '4.2.2', `<${rcpt}>: Mailbox full`, 'over_quota'),

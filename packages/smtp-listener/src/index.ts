@@ -1,3 +1,4 @@
 export * from './proxy-protocol.js';
 export * from './listener.js';
 export * from './session.js';
+export * from './deadlines.js';

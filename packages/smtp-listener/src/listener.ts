@@ -1,7 +1,8 @@
 import type { Server, Socket } from 'node:net';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { ipInNetworks } from '@mailyard/config';
-import { reply } from '@mailyard/smtp-core';
+import { reply, type SmtpReject } from '@mailyard/smtp-core';
+import { watchDeadlines, type ConnectionState, type DeadlineOptions } from './deadlines.js';
 import { parseProxyHeader } from './proxy-protocol.js';
 import { SessionTracker, type SessionLike } from './shutdown.js';
 
@@ -14,6 +15,17 @@ export interface ListenerOptions extends SMTPServerOptions {
   greetingDelay: number;
   /** Called for every error reply, for metrics. */
   onErrorReply?: (code: number) => void;
+  /** Per-client connection limits (ClientLimits of @mailyard/auth); none when absent. */
+  clientLimits?: ConnectionGate;
+  /** A connection refused by clientLimits, for metrics and the log. */
+  onClientRefused?: (ip: string, limit: string) => void;
+  /** Request and login deadlines (see watchDeadlines); none when absent. */
+  deadlines?: DeadlineOptions;
+}
+
+/** Admits a client's connection or says which limit it is over; an admitted one holds its slot until release(). */
+export interface ConnectionGate {
+  admit(ip: string): Promise<{ ok: true; release: () => void } | { ok: false; limit: string }>;
 }
 
 interface SocketOptions {
@@ -21,11 +33,18 @@ interface SocketOptions {
   remoteAddress?: string;
   remotePort?: number;
   ignore?: boolean;
+  /** Over a client limit on an implicit-TLS listener: answered once the handshake is done. */
+  refusal?: SmtpReject;
 }
 
-type ConnectionLike = SessionLike;
+interface ConnectionLike extends SessionLike {
+  /** The session id (session.id). */
+  id: string;
+}
 
 const PROXY_HEADER_TIMEOUT_MS = 10_000;
+/** How long a client refused on an implicit-TLS listener has to finish its handshake and read the 421. */
+const REFUSED_HANDSHAKE_MS = 10_000;
 
 /**
  * smtp-server with what a port-25/587 listener needs beyond it:
@@ -33,6 +52,8 @@ const PROXY_HEADER_TIMEOUT_MS = 10_000;
  *    a header without a client address (v2 LOCAL, v1 UNKNOWN) is refused, so traffic
  *    through a proxy is never mistaken for the proxy's own (trusted) address;
  *  - a hard error limit: after N error replies the client gets 421 and is disconnected;
+ *  - per-client connection limits (count and rate, see `admit`);
+ *  - deadlines for a whole command line, the message and the login (watchDeadlines);
  *  - a shutdown that tells every client 421 4.3.2 within a deadline (`shutdown()`).
  */
 export class MailyardSmtpServer extends SMTPServer {
@@ -41,16 +62,74 @@ export class MailyardSmtpServer extends SMTPServer {
   private readonly onErrorReply: ((code: number) => void) | undefined;
   private readonly tracker = new SessionTracker();
 
+  private readonly clientLimits: ConnectionGate | undefined;
+  private readonly deadlines: DeadlineOptions | undefined;
+  private readonly onClientRefused: ((ip: string, limit: string) => void) | undefined;
+  /** TLS from the first byte (465): nothing can be said before the handshake. */
+  private readonly implicitTls: boolean;
+  private readonly refusedHandshakes = new WeakMap<object, NodeJS.Timeout>();
+
   constructor(options: ListenerOptions) {
-    const { proxyTrusted, hardErrorLimit, greetingDelay, onErrorReply, ...rest } = options;
+    const {
+      proxyTrusted,
+      hardErrorLimit,
+      greetingDelay,
+      onErrorReply,
+      clientLimits,
+      onClientRefused,
+      deadlines,
+      ...rest
+    } = options;
     super({ ...rest, useProxy: false, greetingDelay } as SMTPServerOptions);
     this.proxyTrusted = proxyTrusted;
     this.hardErrorLimit = hardErrorLimit;
     this.onErrorReply = onErrorReply;
+    this.clientLimits = clientLimits;
+    this.onClientRefused = onClientRefused;
+    this.deadlines = deadlines;
+    this.implicitTls = !!rest.secure && !rest.needsUpgrade;
+  }
+
+  /**
+   * Per-client limits, once the client's address is known (after a PROXY header): over
+   * a limit, 421 4.7.0 and close (Postfix: "too many connections from"). On an
+   * implicit-TLS listener the 421 waits for the handshake, which must be done within
+   * REFUSED_HANDSHAKE_MS. The slot is held until the socket closes.
+   */
+  private admit(
+    socket: Socket,
+    opts: SocketOptions,
+    callback: (err: Error | null, opts?: SocketOptions) => void,
+  ): void {
+    const gate = this.clientLimits;
+    if (!gate) return callback(null, opts);
+    const ip = (opts.remoteAddress ?? socket.remoteAddress ?? '').replace(/^::ffff:/i, '');
+    void gate.admit(ip).then((a) => {
+      if (a.ok) {
+        if (socket.destroyed) a.release();
+        else socket.once('close', a.release);
+        return callback(null, opts);
+      }
+      this.onClientRefused?.(ip, a.limit);
+      const refusal = reply.tooManyConnections(ip);
+      if (this.implicitTls) {
+        opts.refusal = refusal;
+        const timer = setTimeout(() => socket.destroy(), REFUSED_HANDSHAKE_MS);
+        timer.unref();
+        this.refusedHandshakes.set(opts, timer);
+        return callback(null, opts);
+      }
+      socket.on('error', () => undefined);
+      socket.end(`${refusal.line}\r\n`);
+      setTimeout(() => socket.destroy(), 1000).unref();
+      callback(new Error(`${ip}: over the ${a.limit} limit`));
+    });
   }
 
   // Replaces smtp-server's v1-only reader (same contract: callback(err, socketOptions)).
-  override _handleProxy(socket: Socket, callback: (err: Error | null, opts?: SocketOptions) => void): void {
+  override _handleProxy(socket: Socket, done: (err: Error | null, opts?: SocketOptions) => void): void {
+    const callback = (err: Error | null, o?: SocketOptions) =>
+      err || !o ? done(err, o) : this.admit(socket, o, done);
     const opts: SocketOptions = { id: randomId() };
     const peer = socket.remoteAddress ?? '';
     if (!this.proxyTrusted.length || !ipInNetworks(peer, this.proxyTrusted)) {
@@ -95,10 +174,28 @@ export class MailyardSmtpServer extends SMTPServer {
     socket.once('close', onFail);
   }
 
+  /**
+   * Ends the session `id` (smtp-server's session.id) with a 421 reply, if it is on this
+   * server; true when it was. The reply is sent whatever the session is doing.
+   */
+  closeSession(id: string, err: SmtpReject): boolean {
+    for (const conn of (this as unknown as { connections: Set<ConnectionLike> }).connections) {
+      if (conn.id !== id) continue;
+      conn.send(err.code, err.message);
+      return true;
+    }
+    return false;
+  }
+
   override connect(socket: Socket, socketOptions: SocketOptions): void {
     super.connect(socket, socketOptions);
     const conn = [...(this as unknown as { connections: Set<ConnectionLike> }).connections].at(-1);
     if (!conn) return;
+    if (socketOptions.refusal) {
+      clearTimeout(this.refusedHandshakes.get(socketOptions));
+      conn.send(421, socketOptions.refusal.message);
+      return;
+    }
     const send = conn.send.bind(conn);
     let errors = 0;
     conn.send = (code, data, context) => {
@@ -112,6 +209,7 @@ export class MailyardSmtpServer extends SMTPServer {
       }
       return send(code, data, context);
     };
+    if (this.deadlines) watchDeadlines(conn as unknown as ConnectionState, this.deadlines);
     this.tracker.track(conn, socket);
   }
 

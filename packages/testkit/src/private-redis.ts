@@ -12,6 +12,15 @@ import { freePort } from './scanners.js';
 export interface PrivateRedis extends Restartable {
   port: number;
   url: string;
+  /** A client of its own, errors swallowed (disconnected by close()). */
+  client(opts?: { keyPrefix?: string }): Redis;
+  /**
+   * Makes the server answer the named commands (or ACL categories, `@write`) with an
+   * error (NOPERM), on connections already open too: Redis up but failing some
+   * commands, as it does while it loads its dataset (LOADING) or refuses writes
+   * (MISCONF, READONLY).
+   */
+  refuse(commands: string[]): Promise<void>;
 }
 
 export async function startPrivateRedis(): Promise<PrivateRedis> {
@@ -42,7 +51,32 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
       }
     },
   });
-  return { ...server, port, url: `redis://127.0.0.1:${port}` };
+  const url = `redis://127.0.0.1:${port}`;
+  const clients: Redis[] = [];
+  const client = (opts: { keyPrefix?: string } = {}) => {
+    const c = new Redis(url, { ...opts, maxRetriesPerRequest: 1 });
+    c.on('error', () => undefined);
+    clients.push(c);
+    return c;
+  };
+  return {
+    ...server,
+    port,
+    url,
+    client,
+    async refuse(commands) {
+      const admin = client();
+      try {
+        await admin.call('ACL', 'SETUSER', 'default', ...commands.map((c) => `-${c}`));
+      } finally {
+        admin.disconnect();
+      }
+    },
+    async close() {
+      for (const c of clients) c.disconnect();
+      await server.close();
+    },
+  };
 }
 
 /**

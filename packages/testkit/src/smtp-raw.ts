@@ -51,8 +51,17 @@ export class RawSmtp {
     return new RawSmtp(socket);
   }
 
-  static async connectTls(port: number, host = '127.0.0.1'): Promise<RawSmtp> {
-    const socket = tlsConnect({ port, host, rejectUnauthorized: false });
+  static async connectTls(
+    port: number,
+    host = '127.0.0.1',
+    opts: { localAddress?: string } = {},
+  ): Promise<RawSmtp> {
+    const socket = tlsConnect({
+      port,
+      host,
+      rejectUnauthorized: false,
+      ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+    });
     await new Promise<void>((resolve, reject) => {
       socket.once('secureConnect', () => resolve());
       socket.once('error', reject);

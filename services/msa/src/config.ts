@@ -6,7 +6,9 @@ import {
   cidrList,
   commonSchema,
   duration,
+  nonNegativeInt,
   port,
+  positiveDuration,
   positiveInt,
 } from '@mailyard/config';
 import { policyClientSchema } from '@mailyard/policy-client';
@@ -30,8 +32,35 @@ export const msaSchema = z.object({
   smtpd_hard_error_limit: positiveInt(20),
   /** Idle time before the session is closed (Postfix: smtpd_timeout). */
   smtpd_timeout: duration('300s'),
+  /**
+   * smtpd_timeout bounds a whole command line, and the message at smtpd_min_data_rate,
+   * not only the gaps between bytes (Postfix 3.7's smtpd_per_request_deadline, which
+   * Postfix turns on under stress). On by default: otherwise a client sending a byte
+   * every few seconds holds its slot forever, and no client needs smtpd_timeout for a line.
+   */
+  smtpd_per_request_deadline: bool(true),
+  /** Bytes a second a message must arrive at under the per-request deadline (Postfix: smtpd_min_data_rate). */
+  smtpd_min_data_rate: positiveInt(500),
+  /**
+   * Time from connect to a successful AUTH, however active the client is; past it
+   * 421 4.7.0 (Dovecot gives its login processes 3 minutes, CLIENT_LOGIN_TIMEOUT_MSECS).
+   */
+  login_timeout: positiveDuration('3m'),
   /** Simultaneous sessions over both ports. */
   smtpd_max_clients: positiveInt(500),
+  /** Simultaneous sessions from one client address (IPv6: one /64), per port, in this process; 0: no limit. */
+  smtpd_client_connection_count_limit: nonNegativeInt(50),
+  /**
+   * New connections per minute from one client address, per port, over all instances
+   * (Redis); 0: no limit. 300 as on port 25 (mox's default): far above what mail
+   * clients behind one address need, a bound on the TLS handshakes one address costs.
+   */
+  smtpd_client_connection_rate_limit: nonNegativeInt(300),
+  /**
+   * Clients the two limits above do not apply to (Postfix: smtpd_client_event_limit_exceptions,
+   * $mynetworks there); loopback by default, where a webmail on the same host submits from.
+   */
+  smtpd_client_event_limit_exceptions: cidrList(['127.0.0.0/8', '::1/128']),
   /** Load balancers allowed to send a PROXY protocol header (v1/v2); empty: nobody. */
   proxy_protocol_trusted_networks: cidrList([]),
   ...addressingSchema,

@@ -14,7 +14,8 @@ import {
   sessionSmtpUtf8,
   sessionTls,
 } from '@mailyard/smtp-listener';
-import type { Authenticator } from '@mailyard/auth';
+import { ClientLimits, type Authenticator, type CredentialRevocations } from '@mailyard/auth';
+import type { Redis } from 'ioredis';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
 import { drainTime, loadTlsMaterial } from '@mailyard/config';
 import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@mailyard/contracts';
@@ -52,6 +53,8 @@ export interface MsaDeps {
   bus: Bus;
   directory: Directory;
   authenticator: Authenticator;
+  /** Ends sessions whose app password is revoked; started and closed with the service. */
+  revocations: CredentialRevocations;
   resolver: MailResolver;
   /** Null when DKIM signing is off. */
   dkim: DkimSigner | null;
@@ -59,6 +62,8 @@ export interface MsaDeps {
   registry: Registry;
   /** Policy RPC client; by default one is built from the config when POLICY_ENABLED is on. */
   policy?: PolicyAsker | null;
+  /** Where the per-client connection rate is counted across instances; without it, in this process. */
+  redis?: Redis;
 }
 
 type Route = 'delivery' | 'outbound';
@@ -218,6 +223,9 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
     }
   };
 
+  // sessions logged in with an app password: session id -> stop watching it
+  const unwatchCredential = new Map<string, () => void>();
+
   const onAuth = (
     auth: SMTPServerAuthentication,
     session: SMTPServerSession,
@@ -260,11 +268,25 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
             },
             'login',
           );
+          if (res.appPassword) {
+            const unwatch = deps.revocations.watch(res.account, res.appPassword, () => {
+              logger.info({ sid: session.id, user: res.account }, 'app password revoked: session ended');
+              for (const server of Object.values(servers))
+                if (server.closeSession(session.id, reply.credentialRevoked())) break;
+            });
+            unwatchCredential.set(session.id, unwatch);
+          }
           return cb(null, { user: res.account });
         }
-        // same reply for an unknown account and a wrong password (RFC 4954 §6)
-        if (res.reason === 'locked') return fail(reply.authLocked(res.retryAfterSeconds));
-        return fail(reply.authInvalid());
+        switch (res.reason) {
+          // same reply for an unknown account and a wrong password (RFC 4954 §6)
+          case 'invalid':
+            return fail(reply.authInvalid());
+          case 'locked':
+            return fail(reply.authLocked(res.retryAfterSeconds));
+          case 'unavailable':
+            return fail(reply.authTempFail(), { err: res.error });
+        }
       },
       (err: unknown) => fail(reply.authTempFail(), { err }),
     );
@@ -430,6 +452,17 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
     return queueId;
   };
 
+  // per port, as Postfix counts per master.cf service
+  const clientLimits = (listener: Listener) =>
+    new ClientLimits({
+      service: listener,
+      maxConnections: config.smtpd_client_connection_count_limit,
+      ratePerMinute: config.smtpd_client_connection_rate_limit,
+      exceptions: config.smtpd_client_event_limit_exceptions,
+      redis: deps.redis,
+      onError: (err) => logger.warn({ err }, 'connection rate counted in this process only'),
+    });
+
   const makeServer = (listener: Listener) =>
     new SubmissionSmtpServer({
       name: config.myhostname,
@@ -467,6 +500,17 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       hardErrorLimit: config.smtpd_hard_error_limit,
       greetingDelay: 0,
       onErrorReply: (code) => metrics.errorReplies.inc({ code: String(code) }),
+      clientLimits: clientLimits(listener),
+      onClientRefused: (ip, limit) => {
+        metrics.rejections.inc({ reason: limit.replace('-', '_') });
+        logger.info({ client: ip, listener, limit }, 'too many connections');
+      },
+      deadlines: {
+        requestMs: config.smtpd_per_request_deadline ? config.smtpd_timeout : 0,
+        minDataRate: config.smtpd_min_data_rate,
+        loginMs: config.login_timeout,
+        onTimeout: (kind) => metrics.rejections.inc({ reason: `${kind}_timeout` }),
+      },
 
       onConnect(session, cb) {
         metrics.sessions.inc({ listener });
@@ -486,6 +530,11 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       },
 
       onAuth,
+
+      onClose(session) {
+        unwatchCredential.get(session.id)?.();
+        unwatchCredential.delete(session.id);
+      },
 
       onMailFrom(address, session, cb) {
         const declared =
@@ -555,6 +604,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
     readiness: config.policy_enabled ? [policyServiceCheck((q) => bus.consumerCount(q))] : [],
     async start() {
       policy?.start();
+      deps.revocations.start();
       await listen('submission', config.submission_port);
       await listen('submissions', config.submissions_port);
       logger.info(ports, 'msa listening');
@@ -563,6 +613,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       const drain = drainTime(config.shutdown_grace);
       await Promise.all(Object.values(servers).map((s) => s.shutdown(drain)));
       await policy?.stop();
+      deps.revocations.close();
     },
   };
 }

@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
 import { RawSmtp } from '@mailyard/testkit';
 import { addAccount } from '../../../test/harness.js';
-import { PASSWORD, python, startMsaTestbed, type MsaTestbed } from './msa-harness.js';
+import { PASSWORD, python, startMsaTestbed, tlsSession as startTls, type MsaTestbed } from './msa-harness.js';
 
 let t: MsaTestbed;
 const submission = () => t.msa.ports.submission;
@@ -20,15 +20,7 @@ after(() => t.close());
 const plain = (user: string, pass: string) => Buffer.from(`\0${user}\0${pass}`).toString('base64');
 
 /** A session on 587 after STARTTLS and a second EHLO; `from` picks the client address. */
-async function tlsSession(from = '127.0.0.1'): Promise<RawSmtp> {
-  const c = await RawSmtp.connect(submission(), '127.0.0.1', { localAddress: from });
-  assert.equal((await c.read()).code, 220);
-  await c.cmd('EHLO client.example.net');
-  assert.equal((await c.cmd('STARTTLS')).code, 220);
-  await c.startTls();
-  assert.equal((await c.cmd('EHLO client.example.net')).code, 250);
-  return c;
-}
+const tlsSession = (from = '127.0.0.1') => startTls(submission(), from);
 
 describe('AUTH only after TLS', () => {
   test('587 before STARTTLS: AUTH not advertised, the AUTH command refused', async () => {
@@ -158,7 +150,7 @@ describe('credentials', () => {
     c.close();
   });
 
-  test('lockout after repeated failures refuses even the right password', async () => {
+  test('wrong passwords lock the address that sent them, not the account', { timeout: 30_000 }, async () => {
     const c = await tlsSession('127.0.0.4');
     for (let i = 0; i < 5; i++) {
       assert.match(
@@ -166,14 +158,19 @@ describe('credentials', () => {
         /^535 5\.7\.8 /,
       );
     }
-    c.close();
-    const d = await tlsSession('127.0.0.5');
-    const r = await d.cmd(`AUTH PLAIN ${plain('locked@example.test', PASSWORD)}`);
+    // the guessing address is refused, even with the right password
+    const r = await c.cmd(`AUTH PLAIN ${plain('locked@example.test', PASSWORD)}`);
     assert.match(r.text, /^454 4\.7\.0 Too many failed login attempts, try again in \d+ seconds$/);
-    // the same answer whether or not the account exists
-    for (let i = 0; i < 5; i++) await d.cmd(`AUTH PLAIN ${plain('ghost@example.test', `wrong ${i}`)}`);
-    assert.match((await d.cmd(`AUTH PLAIN ${plain('ghost@example.test', 'x')}`)).text, /^454 4\.7\.0 /);
+    c.close();
+    // the owner, from another address, logs in
+    const d = await tlsSession('127.0.0.5');
+    assert.match((await d.cmd(`AUTH PLAIN ${plain('locked@example.test', PASSWORD)}`)).text, /^235 /);
     d.close();
+    // the same answer whether or not the account exists
+    const e = await tlsSession('127.0.0.7');
+    for (let i = 0; i < 5; i++) await e.cmd(`AUTH PLAIN ${plain('ghost@example.test', `wrong ${i}`)}`);
+    assert.match((await e.cmd(`AUTH PLAIN ${plain('ghost@example.test', 'x')}`)).text, /^454 4\.7\.0 /);
+    e.close();
   });
 
   test('MAIL without AUTH: 530 5.7.0', async () => {

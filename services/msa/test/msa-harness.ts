@@ -1,12 +1,13 @@
 import { execFile } from 'node:child_process';
 import { connect, type ChannelModel } from 'amqplib';
-import { AppPasswords, LoginGuard, createAuthenticator } from '@mailyard/auth';
+import type { Redis } from 'ioredis';
+import { AppPasswords, CredentialRevocations, LoginGuard, createAuthenticator } from '@mailyard/auth';
 import { loadConfig } from '@mailyard/config';
 import { ENVELOPE_HEADER, Queues, envelopeFor, parseEnvelope, type Envelope } from '@mailyard/contracts';
 import { Directory } from '@mailyard/directory';
 import { DkimKeyStore, DkimSigner } from '@mailyard/dkim';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
-import { startTcpProxy, waitFor, type TcpProxy } from '@mailyard/testkit';
+import { RawSmtp, startTcpProxy, waitFor, type TcpProxy } from '@mailyard/testkit';
 import { startPlatform, type Platform, type PlatformOptions } from '../../../test/harness.js';
 import { buildMsa, msaSchema, type Msa } from '../src/index.js';
 
@@ -32,7 +33,13 @@ export interface MsaTestbed {
  * same composition function main.ts uses.
  */
 export async function startMsaTestbed(
-  opts: { platform?: PlatformOptions; msa?: Record<string, unknown>; proxyBroker?: boolean } = {},
+  opts: {
+    platform?: PlatformOptions;
+    msa?: Record<string, unknown>;
+    proxyBroker?: boolean;
+    /** Keeps the login lockout on another Redis (one a test can make fail). */
+    guardRedis?: Redis;
+  } = {},
 ): Promise<MsaTestbed> {
   const p = await startPlatform(opts.platform);
   let brokerProxy: TcpProxy | null = null;
@@ -71,10 +78,12 @@ export async function startMsaTestbed(
       directory,
       authenticator: createAuthenticator({
         directory,
-        guard: new LoginGuard(rt.redis),
+        guard: new LoginGuard(opts.guardRedis ?? rt.redis),
         appPasswords: new AppPasswords(rt.redis),
       }),
+      revocations: new CredentialRevocations(rt.redis, new AppPasswords(rt.redis)),
       resolver: rt.resolver,
+      redis: rt.redis,
       dkim: config.dkim_signing ? new DkimSigner(new DkimKeyStore(rt.redis), { cacheMs: 0 }) : null,
       logger: rt.logger,
       registry: rt.registry,
@@ -128,6 +137,17 @@ export async function startMsaTestbed(
       await p.close();
     },
   };
+}
+
+/** A raw session on 587 from `from` (a 127.0.0.x address) after STARTTLS and a second EHLO. */
+export async function tlsSession(port: number, from = '127.0.0.1'): Promise<RawSmtp> {
+  const c = await RawSmtp.connect(port, '127.0.0.1', { localAddress: from });
+  if ((await c.read()).code !== 220) throw new Error('no greeting');
+  await c.cmd('EHLO client.example.net');
+  if ((await c.cmd('STARTTLS')).code !== 220) throw new Error('STARTTLS refused');
+  await c.startTls();
+  if ((await c.cmd('EHLO client.example.net')).code !== 250) throw new Error('EHLO refused after STARTTLS');
+  return c;
 }
 
 /** The queue id from a `250 2.0.0 Ok: queued as ID` reply. */

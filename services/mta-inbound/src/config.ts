@@ -6,6 +6,8 @@ import {
   cidrList,
   commonSchema,
   duration,
+  nonNegativeInt,
+  optionalCidrList,
   port,
   positiveInt,
   stringList,
@@ -33,8 +35,29 @@ export const mtaInboundSchema = z.object({
   smtpd_hard_error_limit: positiveInt(20),
   /** Idle time before the session is closed (Postfix: smtpd_timeout). */
   smtpd_timeout: duration('300s'),
-  /** Simultaneous sessions (Postfix: smtpd_client_connection_count_limit is per client; this is the total). */
+  /**
+   * smtpd_timeout bounds a whole command line, and the message at smtpd_min_data_rate,
+   * not only the gaps between bytes (Postfix 3.7's smtpd_per_request_deadline, which
+   * Postfix turns on under stress). On by default: otherwise a client sending a byte
+   * every few seconds holds its slot forever, and no client needs smtpd_timeout for a line.
+   */
+  smtpd_per_request_deadline: bool(true),
+  /** Bytes a second a message must arrive at under the per-request deadline (Postfix: smtpd_min_data_rate). */
+  smtpd_min_data_rate: positiveInt(500),
+  /** Simultaneous sessions over all clients (Postfix: the smtpd process limit). */
   smtpd_max_clients: positiveInt(500),
+  /** Simultaneous sessions from one client address (IPv6: one /64), in this process; 0: no limit. */
+  smtpd_client_connection_count_limit: nonNegativeInt(50),
+  /**
+   * New connections per minute from one client address, over all instances (Redis);
+   * 0: no limit. Postfix has none by default; 300 (mox's default) is five a second,
+   * far above what a sending server or an office behind one address needs (they keep
+   * their connections for several messages), yet it bounds the TLS handshakes,
+   * reverse lookups and policy requests one address can cost us.
+   */
+  smtpd_client_connection_rate_limit: nonNegativeInt(300),
+  /** Clients the two limits above do not apply to; unset: mynetworks (Postfix: smtpd_client_event_limit_exceptions). */
+  smtpd_client_event_limit_exceptions: optionalCidrList(),
   /** Look up the client's reverse DNS name (Postfix: smtpd_peername_lookup). */
   smtpd_peername_lookup: bool(true),
   /** Wait before the greeting; clients that talk early are disconnected. 0 disables (Postfix: postscreen_greet_wait). */

@@ -1,5 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
+import type { Redis } from 'ioredis';
+import { ClientLimits } from '@mailyard/auth';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
 import { drainTime, ipInNetworks, loadTlsMaterial } from '@mailyard/config';
 import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@mailyard/contracts';
@@ -45,6 +47,8 @@ export interface MtaInboundDeps {
   registry: Registry;
   /** Policy RPC client; by default one is built from the config when POLICY_ENABLED is on. */
   policy?: PolicyAsker | null;
+  /** Where the per-client connection rate is counted across instances; without it, in this process. */
+  redis?: Redis;
 }
 
 export type { PolicyAsker };
@@ -135,6 +139,15 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     throw reply.relayDenied(address);
   };
 
+  const clientLimits = new ClientLimits({
+    service: 'smtpd',
+    maxConnections: config.smtpd_client_connection_count_limit,
+    ratePerMinute: config.smtpd_client_connection_rate_limit,
+    exceptions: config.smtpd_client_event_limit_exceptions ?? config.mynetworks,
+    redis: deps.redis,
+    onError: (err) => logger.warn({ err }, 'connection rate counted in this process only'),
+  });
+
   const server = new MailyardSmtpServer({
     name: config.myhostname,
     // smtp-server writes "<name> ESMTP <banner>": the banner is what follows ESMTP
@@ -167,6 +180,17 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     hardErrorLimit: config.smtpd_hard_error_limit,
     greetingDelay: config.postscreen_greet_wait,
     onErrorReply: (code) => metrics.errorReplies.inc({ code: String(code) }),
+    clientLimits,
+    onClientRefused: (ip, limit) => {
+      metrics.refusedConnections.inc({ limit });
+      logger.info({ client: ip, limit }, 'too many connections');
+    },
+    deadlines: {
+      requestMs: config.smtpd_per_request_deadline ? config.smtpd_timeout : 0,
+      minDataRate: config.smtpd_min_data_rate,
+      loginMs: 0,
+      onTimeout: (kind) => metrics.timeouts.inc({ kind }),
+    },
 
     onConnect(session, cb) {
       metrics.sessions.inc();

@@ -10,6 +10,7 @@ await runMain('mta-inbound', mtaInboundSchema, (config, rt) =>
       cacheTtlMs: config.directory_cache_ttl,
     }),
     resolver: rt.resolver,
+    redis: rt.redis,
     logger: rt.logger,
     registry: rt.registry,
   }),

@@ -31,6 +31,18 @@ export function createMetrics(registry: Registry) {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [registry],
     }),
+    refusedConnections: new Counter({
+      name: 'mailyard_mta_inbound_refused_connections_total',
+      help: 'Connections refused with 421 for being over a per-client limit (connection-count, connection-rate)',
+      labelNames: ['limit'] as const,
+      registers: [registry],
+    }),
+    timeouts: new Counter({
+      name: 'mailyard_mta_inbound_timeouts_total',
+      help: 'Sessions ended with 421 because a command line or the message did not arrive in time',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
     errorReplies: new Counter({
       name: 'mailyard_mta_inbound_error_replies_total',
       help: 'Error replies sent, by SMTP code',

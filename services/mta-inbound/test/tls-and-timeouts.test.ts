@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import { selfSignedCertificate } from '@mailyard/config';
 import { RawSmtp, tempDir } from '@mailyard/testkit';
-import { startPlatform, type Platform } from '../../../test/harness.js';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 
 let p: Platform;
 const dir = tempDir();
@@ -75,4 +75,61 @@ test('an idle session is closed after smtpd_timeout with 421', async () => {
   const r = await c.read(5000);
   assert.match(r.text, /^421 /);
   await c.waitClosed();
+});
+
+/** Writes `text` a byte every `everyMs` until it is all sent or the server closed; returns the bytes sent. */
+async function trickle(c: RawSmtp, text: string, everyMs: number): Promise<number> {
+  let sent = 0;
+  while (sent < text.length && !c.closed) {
+    c.write(text[sent++]!);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  return sent;
+}
+
+test(
+  'a command line trickled a byte at a time is cut at the deadline, not kept alive by each byte',
+  { timeout: 30_000 },
+  async () => {
+    const c = await RawSmtp.connect(p.inbound.port);
+    await c.read();
+    const line = `EHLO ${'slow'.repeat(20)}.example.net\r\n`;
+    const [sent, r] = await Promise.all([trickle(c, line, 100), c.read(20_000)]);
+    assert.equal(r.text, '421 4.4.2 Error: timeout exceeded');
+    assert.ok(sent < line.length, `the whole line went through (${sent} bytes)`);
+    await c.waitClosed();
+  },
+);
+
+test(
+  'a message trickled a byte at a time is cut at the deadline (smtpd_min_data_rate)',
+  { timeout: 30_000 },
+  async () => {
+    await addAccount(p.directory, 'trickle@example.test');
+    const c = await RawSmtp.connect(p.inbound.port);
+    await c.read();
+    assert.equal((await c.cmd('EHLO client.example.net')).code, 250);
+    assert.equal((await c.cmd('MAIL FROM:<sender@remote.example>')).code, 250);
+    assert.equal((await c.cmd('RCPT TO:<trickle@example.test>')).code, 250);
+    assert.equal((await c.cmd('DATA')).code, 354);
+    const message = `Subject: slow\r\n\r\n${'x'.repeat(200)}\r\n.\r\n`;
+    const [sent, r] = await Promise.all([trickle(c, message, 100), c.read(20_000)]);
+    assert.equal(r.text, '421 4.4.2 Error: timeout exceeded');
+    assert.ok(sent < message.length, `the whole message went through (${sent} bytes)`);
+    await c.waitClosed();
+  },
+);
+
+test('a message sent at a normal rate is not cut by the deadline', { timeout: 30_000 }, async () => {
+  await addAccount(p.directory, 'fast@example.test');
+  const c = await RawSmtp.connect(p.inbound.port);
+  await c.read();
+  await c.cmd('EHLO client.example.net');
+  await c.cmd('MAIL FROM:<sender@remote.example>');
+  assert.equal((await c.cmd('RCPT TO:<fast@example.test>')).code, 250);
+  assert.equal((await c.cmd('DATA')).code, 354);
+  const line = `${'y'.repeat(998)}\r\n`;
+  c.write(`Subject: big\r\n\r\n${line.repeat(2000)}.\r\n`);
+  assert.match((await c.read(20_000)).text, /^250 /);
+  c.close();
 });

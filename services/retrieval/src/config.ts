@@ -7,7 +7,9 @@ import {
   commonSchema,
   duration,
   mailStoreSchema,
+  nonNegativeInt,
   port,
+  positiveDuration,
   positiveInt,
 } from '@mailyard/config';
 
@@ -36,16 +38,39 @@ export const retrievalSchema = z.object({
   imap_max_line_length: positiveInt(65536),
   /** Errors (BAD, NO for bad input) in a row before the session is closed. */
   imap_max_bad_commands: positiveInt(20),
-  /** Idle time before autologout; at least 30 minutes for IMAP per RFC 9051 §5.4. */
+  /** Idle time before autologout once logged in; at least 30 minutes for IMAP per RFC 9051 §5.4. */
   imap_autologout: duration('30m'),
+  /**
+   * Idle time allowed before login, IMAP and POP3. The autologout timers of RFC 9051
+   * §5.4 and RFC 1939 §3 are for logged-in sessions; before login a client has nothing
+   * to wait for, and a minute is plenty for a user to answer a password prompt.
+   */
+  login_idle_timeout: positiveDuration('60s'),
+  /**
+   * Time from connect to a successful login, however active the client is (Dovecot:
+   * CLIENT_LOGIN_TIMEOUT_MSECS, 3 minutes), so a client trickling bytes or repeating
+   * NOOP cannot hold a session without logging in.
+   */
+  login_timeout: positiveDuration('3m'),
   /** Offer COMPRESS=DEFLATE (RFC 4978): less traffic for mobile clients, some CPU per byte sent. */
   imap_compress: bool(true),
-  /** POP3 idle time before the session is closed; at least 10 minutes per RFC 1939 §3. */
+  /** POP3 idle time before the session is closed once logged in; at least 10 minutes per RFC 1939 §3. */
   pop3_autologout: duration('10m'),
   /** Sessions of one account at once, over all IPs (Dovecot: mail_max_userip_connections is per IP). */
   mail_max_user_connections: positiveInt(50),
-  /** Sessions from one IP address at once. */
+  /** Sessions from one client address (IPv6: one /64) at once, IMAP and POP3 together, on this instance. */
   mail_max_ip_connections: positiveInt(100),
+  /**
+   * New IMAP and POP3 connections per minute from one client address, over all
+   * instances (Redis); 0: no limit. 300, as for SMTP (mox's default): clients open a
+   * few connections per folder at most.
+   */
+  mail_max_ip_connection_rate: nonNegativeInt(300),
+  /**
+   * Clients the two limits above do not apply to (Postfix: smtpd_client_event_limit_exceptions);
+   * loopback by default, where a webmail on the same host opens its sessions from.
+   */
+  mail_ip_limit_exceptions: cidrList(['127.0.0.0/8', '::1/128']),
   /** Sessions this instance serves at once. */
   max_connections: positiveInt(5000),
   /** Storage quota per account (512M, 2G...) when Redis holds no override; unset: unlimited. */

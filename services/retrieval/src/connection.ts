@@ -189,38 +189,24 @@ export class ClientConnection {
   }
 }
 
-/** Sessions per IP and per account, counted on this instance. */
+/**
+ * Sessions per account, counted on this instance (per client address: ClientLimits of
+ * @mailyard/auth, shared with the SMTP listeners).
+ */
 export class SessionLimits {
-  private readonly byIp = new Map<string, number>();
   private readonly byAccount = new Map<string, number>();
-  constructor(
-    private readonly maxPerIp: number,
-    private readonly maxPerAccount: number,
-  ) {}
-
-  private static inc(m: Map<string, number>, k: string, d: number): void {
-    const v = (m.get(k) ?? 0) + d;
-    if (v <= 0) m.delete(k);
-    else m.set(k, v);
-  }
-
-  openIp(ip: string): boolean {
-    if ((this.byIp.get(ip) ?? 0) >= this.maxPerIp) return false;
-    SessionLimits.inc(this.byIp, ip, 1);
-    return true;
-  }
-
-  closeIp(ip: string): void {
-    SessionLimits.inc(this.byIp, ip, -1);
-  }
+  constructor(private readonly maxPerAccount: number) {}
 
   openAccount(account: string): boolean {
-    if ((this.byAccount.get(account) ?? 0) >= this.maxPerAccount) return false;
-    SessionLimits.inc(this.byAccount, account, 1);
+    const n = this.byAccount.get(account) ?? 0;
+    if (n >= this.maxPerAccount) return false;
+    this.byAccount.set(account, n + 1);
     return true;
   }
 
   closeAccount(account: string): void {
-    SessionLimits.inc(this.byAccount, account, -1);
+    const n = (this.byAccount.get(account) ?? 1) - 1;
+    if (n <= 0) this.byAccount.delete(account);
+    else this.byAccount.set(account, n);
   }
 }

@@ -1,7 +1,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext, createServer as createTlsServer } from 'node:tls';
 import type { AddressInfo } from 'node:net';
-import type { Authenticator } from '@mailyard/auth';
+import { ClientLimits, type Authenticator, type CredentialRevocations } from '@mailyard/auth';
 import type { Bus } from '@mailyard/bus';
 import { drainTime, loadTlsMaterial } from '@mailyard/config';
 import { MailAccount, Quotas } from '@mailyard/mailstore';
@@ -19,6 +19,8 @@ export interface RetrievalDeps {
   bus: Bus;
   redis: Redis;
   auth: Authenticator;
+  /** Ends sessions whose app password is revoked; started and closed with the service. */
+  revocations: CredentialRevocations;
   logger: Logger;
   registry: Registry;
 }
@@ -63,10 +65,19 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
     },
     onError: (err, dir) => logger.warn({ err, dir }, 'index cache not written'),
   });
-  const limits = new SessionLimits(config.mail_max_ip_connections, config.mail_max_user_connections);
+  const limits = new SessionLimits(config.mail_max_user_connections);
+  const clientLimits = new ClientLimits({
+    service: 'retrieval',
+    maxConnections: config.mail_max_ip_connections,
+    ratePerMinute: config.mail_max_ip_connection_rate,
+    exceptions: config.mail_ip_limit_exceptions,
+    redis: deps.redis,
+    onError: (err) => logger.warn({ err }, 'connection rate counted in this process only'),
+  });
   const imapDeps: ImapDeps = {
     config,
     auth: deps.auth,
+    revocations: deps.revocations,
     account,
     quotas: new Quotas(deps.redis, config.quota_storage),
     notifier,
@@ -84,32 +95,45 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
   let onEmpty: (() => void) | null = null;
   let total = 0;
 
+  const refuse = (protocol: 'imap' | 'pop3', socket: Socket, secure: boolean, limit: string) => {
+    metrics.limitRejections.inc({ limit });
+    // RFC 9051 §7.1.5 BYE; RFC 2449 / RFC 3206 SYS/TEMP: try again later
+    new ClientConnection(socket, secure).end(
+      protocol === 'imap'
+        ? '* BYE [UNAVAILABLE] Too many connections from your address\r\n'
+        : '-ERR [SYS/TEMP] Too many connections from your address\r\n',
+    );
+  };
+
   const accept = (protocol: 'imap' | 'pop3', secure: boolean) => (socket: Socket) => {
     sockets.add(socket);
     socket.on('close', () => {
       sockets.delete(socket);
       if (!sockets.size) onEmpty?.();
     });
+    socket.on('error', () => socket.destroy());
     socket.setNoDelay(true);
-    const conn = new ClientConnection(socket, secure);
-    if (total >= config.max_connections || !limits.openIp(conn.ip)) {
-      metrics.limitRejections.inc({ limit: 'sessions-per-ip' });
-      conn.end(
-        protocol === 'imap' ? '* BYE Too many connections\r\n' : '-ERR [SYS/TEMP] Too many connections\r\n',
-      );
-      return;
-    }
-    total++;
-    socket.on('close', () => total--);
-    metrics.sessions.inc({ protocol });
-    metrics.activeSessions.inc({ protocol });
-    const session =
-      protocol === 'imap'
-        ? new ImapSession(conn, imapDeps)
-        : new Pop3Session(conn, { ...imapDeps, locks: pop3Locks });
-    sessions.add(session);
-    socket.on('close', () => sessions.delete(session));
-    session.start();
+    if (total >= config.max_connections) return refuse(protocol, socket, secure, 'sessions');
+    // the socket is not read (no data listener) until the session starts
+    void clientLimits.admit((socket.remoteAddress ?? '').replace(/^::ffff:/i, '')).then((a) => {
+      if (!a.ok)
+        return refuse(protocol, socket, secure, a.limit === 'connection-count' ? 'sessions-per-ip' : a.limit);
+      if (socket.destroyed) return a.release();
+      socket.on('close', a.release);
+      if (total >= config.max_connections) return refuse(protocol, socket, secure, 'sessions');
+      total++;
+      socket.on('close', () => total--);
+      metrics.sessions.inc({ protocol });
+      metrics.activeSessions.inc({ protocol });
+      const conn = new ClientConnection(socket, secure);
+      const session =
+        protocol === 'imap'
+          ? new ImapSession(conn, imapDeps)
+          : new Pop3Session(conn, { ...imapDeps, locks: pop3Locks });
+      sessions.add(session);
+      socket.on('close', () => sessions.delete(session));
+      session.start();
+    });
   };
 
   /** Resolves true when every client socket has closed, false after `ms`. */
@@ -137,6 +161,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
   return {
     async start() {
       await notifier.start();
+      deps.revocations.start();
       for (const s of servers) {
         await new Promise<void>((resolve, reject) => {
           s.server.once('error', reject);
@@ -157,6 +182,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
         for (const s of sessions) s.shutdown(true);
         if (!(await allClosed(LAST_WORD_MS))) for (const s of sockets) s.destroy();
       }
+      deps.revocations.close();
       await cache.flush();
     },
     ports() {

@@ -1,7 +1,14 @@
 import { loadConfig } from '@mailyard/config';
-import { AppPasswords, createAuthenticator, CredentialCache, LoginGuard } from '@mailyard/auth';
+import {
+  AppPasswords,
+  createAuthenticator,
+  CredentialCache,
+  CredentialRevocations,
+  LoginGuard,
+} from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
+import type { Redis } from 'ioredis';
 import nodemailer from 'nodemailer';
 import { waitFor } from '@mailyard/testkit';
 import type { Platform } from '../../../test/harness.js';
@@ -16,10 +23,14 @@ export interface Retrieval {
   stop(): Promise<void>;
 }
 
-/** Builds a retrieval instance on port 0 over the platform's store, broker and Redis. */
+/**
+ * Builds a retrieval instance on port 0 over the platform's store, broker and Redis;
+ * `guardRedis` keeps the login lockout on another Redis (one a test can make fail).
+ */
 export async function startRetrieval(
   p: Platform,
   overrides: Record<string, unknown> = {},
+  opts: { guardRedis?: Redis } = {},
 ): Promise<Retrieval> {
   const config = loadConfig(retrievalSchema, {
     env: {},
@@ -42,13 +53,15 @@ export async function startRetrieval(
   });
   const rt = await createRuntime('retrieval', config);
   await rt.bus.waitConnected();
+  const appPasswords = new AppPasswords(rt.redis);
   const svc = buildRetrieval(config, {
     bus: rt.bus,
     redis: rt.redis,
+    revocations: new CredentialRevocations(rt.redis, appPasswords),
     auth: createAuthenticator({
       directory: new Directory(rt.redis),
-      guard: new LoginGuard(rt.redis),
-      appPasswords: new AppPasswords(rt.redis),
+      guard: new LoginGuard(opts.guardRedis ?? rt.redis),
+      appPasswords,
       cache: new CredentialCache({ ttlMs: config.auth_cache_ttl, maxEntries: config.auth_cache_size }),
     }),
     logger: rt.logger,

@@ -50,7 +50,9 @@ export function registerAppPasswordCommands(program: Command, ctx: CommandContex
 
   group
     .command('revoke')
-    .description('revoke an app password: the client using it can no longer log in')
+    .description(
+      'revoke an app password: the client using it can no longer log in, and its open sessions end',
+    )
     .argument('<account>', 'account address')
     .argument('<name>', 'the name given at create')
     .action((account: string, name: string) =>

@@ -18,6 +18,9 @@ export const reply = {
     new ImapReply('NO', 'PRIVACYREQUIRED', 'Use STARTTLS (or port 993) before logging in'),
   authFailed: () => new ImapReply('NO', 'AUTHENTICATIONFAILED', 'Authentication failed'),
   locked: () => new ImapReply('NO', 'UNAVAILABLE', 'Too many failed logins; try again later'),
+  /** RFC 5530 UNAVAILABLE: the login could not be checked now (a backend failed). */
+  authUnavailable: () =>
+    new ImapReply('NO', 'UNAVAILABLE', 'Temporary authentication failure; try again later'),
   tooManySessions: () => new ImapReply('NO', 'LIMIT', 'Too many sessions for this account'),
   nonexistent: () => new ImapReply('NO', 'NONEXISTENT', 'No such mailbox'),
   tryCreate: () => new ImapReply('NO', 'TRYCREATE', 'No such mailbox'),

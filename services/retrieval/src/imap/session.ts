@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { SecureContext } from 'node:tls';
-import type { Authenticator } from '@mailyard/auth';
+import type { Authenticator, CredentialRevocations } from '@mailyard/auth';
 import type { Bus } from '@mailyard/bus';
 import { ipInNetworks } from '@mailyard/config';
 import {
@@ -35,6 +35,7 @@ export type InputMode =
 export interface ImapDeps {
   config: RetrievalConfig;
   auth: Authenticator;
+  revocations: CredentialRevocations;
   account: (name: string) => MailAccount;
   quotas: Quotas;
   notifier: ChangeNotifier;
@@ -60,7 +61,11 @@ export class ImapSession {
   private running = false;
   private badCount = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** login_timeout: the whole time allowed before login. */
+  private loginTimer: NodeJS.Timeout | null = null;
   private unsubscribe: (() => void) | null = null;
+  /** Stops watching the app password this session logged in with. */
+  private unwatchCredential: (() => void) | null = null;
   private notifyPending = false;
 
   constructor(
@@ -82,6 +87,13 @@ export class ImapSession {
     this.conn.onData = (chunk) => this.onData(chunk);
     this.conn.onClose = () => this.cleanup();
     this.touch();
+    this.loginTimer = setTimeout(() => {
+      if (this.state !== 'not-authenticated') return;
+      this.log.info('not logged in in time');
+      this.deps.metrics.limitRejections.inc({ limit: 'login-timeout' });
+      this.close('* BYE Not logged in in time\r\n');
+    }, this.deps.config.login_timeout);
+    this.loginTimer.unref();
     this.send(
       `* OK [CAPABILITY ${this.capabilities()}] ${this.deps.config.myhostname} Mailyard IMAP ready\r\n`,
     );
@@ -158,14 +170,18 @@ export class ImapSession {
     if (text) this.conn.write(text);
   }
 
+  /** Restarts the idle timer: login_idle_timeout before login, the RFC 9051 §5.4 autologout after. */
   private touch(): void {
     if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      // RFC 9051 §5.4 autologout
-      this.log.info('autologout');
-      this.deps.metrics.limitRejections.inc({ limit: 'autologout' });
-      this.close('* BYE Autologout; idle for too long\r\n');
-    }, this.deps.config.imap_autologout);
+    const loggedIn = this.state !== 'not-authenticated';
+    this.timer = setTimeout(
+      () => {
+        this.log.info({ loggedIn }, 'autologout');
+        this.deps.metrics.limitRejections.inc({ limit: loggedIn ? 'autologout' : 'login-idle' });
+        this.close('* BYE Autologout; idle for too long\r\n');
+      },
+      loggedIn ? this.deps.config.imap_autologout : this.deps.config.login_idle_timeout,
+    );
     this.timer.unref();
   }
 
@@ -337,8 +353,18 @@ export class ImapSession {
     const res = await this.deps.auth.authenticate({ ip: this.conn.ip, username, password });
     if (!res.ok) {
       this.deps.metrics.logins.inc({ protocol: 'imap', result: res.reason });
-      this.log.info({ user: username.slice(0, 100), reason: res.reason }, 'login failed');
-      throw res.reason === 'locked' ? reply.locked() : reply.authFailed();
+      const user = username.slice(0, 100);
+      switch (res.reason) {
+        case 'invalid':
+          this.log.info({ user, reason: res.reason }, 'login failed');
+          throw reply.authFailed();
+        case 'locked':
+          this.log.info({ user, reason: res.reason }, 'login failed');
+          throw reply.locked();
+        case 'unavailable':
+          this.log.warn({ user, err: res.error }, 'login could not be checked');
+          throw reply.authUnavailable();
+      }
     }
     if (!this.deps.limits.openAccount(res.account)) {
       this.deps.metrics.limitRejections.inc({ limit: 'sessions-per-account' });
@@ -348,10 +374,20 @@ export class ImapSession {
     this.mailbox = this.deps.account(res.account);
     await this.mailbox.ensureDefaults();
     this.state = 'authenticated';
+    if (this.loginTimer) clearTimeout(this.loginTimer);
+    // from now on the autologout timer
+    this.touch();
     this.deps.metrics.logins.inc({ protocol: 'imap', result: 'ok' });
     if (res.cached) this.deps.metrics.loginCacheHits.inc({ protocol: 'imap' });
     this.log.info({ account: res.account, via: res.via, cached: res.cached }, 'logged in');
     this.unsubscribe = this.deps.notifier.on(res.account, (folder) => this.onChange(folder));
+    if (res.appPassword) {
+      this.unwatchCredential = this.deps.revocations.watch(res.account, res.appPassword, () => {
+        this.log.info({ account: res.account }, 'app password revoked: session ended');
+        // RFC 5530 EXPIRED: access is no longer permitted with this passphrase
+        this.close('* BYE [EXPIRED] The app password of this session was revoked\r\n');
+      });
+    }
   }
 
   startSasl(tag: string, initial: string | null): Promise<void> | void {
@@ -477,9 +513,10 @@ export class ImapSession {
     if (this.mode.m === 'idle') this.mode.stop();
     this.mode = { m: 'closed' };
     if (this.timer) clearTimeout(this.timer);
+    if (this.loginTimer) clearTimeout(this.loginTimer);
     this.unsubscribe?.();
+    this.unwatchCredential?.();
     if (this.user) this.deps.limits.closeAccount(this.user);
-    this.deps.limits.closeIp(this.conn.ip);
     this.deps.metrics.activeSessions.dec({ protocol: 'imap' });
     this.deps.metrics.sentBytes.inc({ protocol: 'imap' }, this.conn.sent);
   }

@@ -73,7 +73,11 @@ export class Pop3Session {
   private queue: string[] = [];
   private bad = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** login_timeout: the whole time allowed before login. */
+  private loginTimer: NodeJS.Timeout | null = null;
   private closed = false;
+  /** Stops watching the app password this session logged in with. */
+  private unwatchCredential: (() => void) | null = null;
   readonly log: Logger;
 
   constructor(
@@ -87,6 +91,12 @@ export class Pop3Session {
     this.conn.onData = (c) => this.onData(c);
     this.conn.onClose = () => void this.cleanup();
     this.touch();
+    this.loginTimer = setTimeout(() => {
+      if (this.state !== 'authorization') return;
+      this.deps.metrics.limitRejections.inc({ limit: 'login-timeout' });
+      this.close('-ERR Not logged in in time');
+    }, this.deps.config.login_timeout);
+    this.loginTimer.unref();
     this.send(`+OK ${this.deps.config.myhostname} Mailyard POP3 ready`);
   }
 
@@ -94,12 +104,17 @@ export class Pop3Session {
     this.conn.write(line + '\r\n');
   }
 
+  /** Restarts the idle timer: login_idle_timeout before login, the RFC 1939 §3 autologout after. */
   private touch(): void {
     if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.deps.metrics.limitRejections.inc({ limit: 'autologout' });
-      this.close('-ERR Autologout; idle for too long');
-    }, this.deps.config.pop3_autologout);
+    const loggedIn = this.state !== 'authorization';
+    this.timer = setTimeout(
+      () => {
+        this.deps.metrics.limitRejections.inc({ limit: loggedIn ? 'autologout' : 'login-idle' });
+        this.close('-ERR Autologout; idle for too long');
+      },
+      loggedIn ? this.deps.config.pop3_autologout : this.deps.config.login_idle_timeout,
+    );
     this.timer.unref();
   }
 
@@ -260,10 +275,16 @@ export class Pop3Session {
     const res = await this.deps.auth.authenticate({ ip: this.conn.ip, username, password });
     if (!res.ok) {
       this.deps.metrics.logins.inc({ protocol: 'pop3', result: res.reason });
-      throw new Pop3Error(
-        'AUTH',
-        res.reason === 'locked' ? 'Too many failed logins; try again later' : 'Authentication failed',
-      );
+      switch (res.reason) {
+        case 'invalid':
+          throw new Pop3Error('AUTH', 'Authentication failed');
+        case 'locked':
+          throw new Pop3Error('AUTH', 'Too many failed logins; try again later');
+        case 'unavailable':
+          // RFC 3206 §4: SYS/TEMP, a problem that is likely temporary; not the credentials
+          this.log.warn({ user: username.slice(0, 100), err: res.error }, 'login could not be checked');
+          throw new Pop3Error('SYS/TEMP', 'Temporary authentication failure; try again later');
+      }
     }
     const release = await this.deps.locks.acquire(res.account);
     if (!release) throw new Pop3Error('IN-USE', 'Mailbox is in use by another POP3 session');
@@ -281,6 +302,16 @@ export class Pop3Session {
     this.validity = snap.validity;
     this.sizes = await Promise.all(this.messages.map((m) => this.folder!.sizeOf(m)));
     this.state = 'transaction';
+    if (this.loginTimer) clearTimeout(this.loginTimer);
+    // from now on the autologout timer
+    this.touch();
+    if (res.appPassword) {
+      this.unwatchCredential = this.deps.revocations.watch(res.account, res.appPassword, () => {
+        this.log.info({ account: res.account }, 'app password revoked: session ended');
+        // nothing marked for deletion is deleted: that happens only after QUIT
+        this.close('-ERR [AUTH] The app password of this session was revoked');
+      });
+    }
     this.deps.metrics.logins.inc({ protocol: 'pop3', result: 'ok' });
     if (res.cached) this.deps.metrics.loginCacheHits.inc({ protocol: 'pop3' });
     this.log.info({ account: res.account, via: res.via, cached: res.cached }, 'logged in');
@@ -406,8 +437,9 @@ export class Pop3Session {
     this.cleaned = true;
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.loginTimer) clearTimeout(this.loginTimer);
+    this.unwatchCredential?.();
     if (this.user) this.deps.limits.closeAccount(this.user);
-    this.deps.limits.closeIp(this.conn.ip);
     this.deps.metrics.activeSessions.dec({ protocol: 'pop3' });
     this.deps.metrics.sentBytes.inc({ protocol: 'pop3' }, this.conn.sent);
     await this.release?.();
