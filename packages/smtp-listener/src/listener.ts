@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
-import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { ipInNetworks } from '@mailyard/config';
-import { reply } from '@mailyard/smtp-core';
+import { reply, type SmtpReject } from '@mailyard/smtp-core';
 import { parseProxyHeader } from './proxy-protocol.js';
 
 export interface ListenerOptions extends SMTPServerOptions {
@@ -13,6 +13,8 @@ export interface ListenerOptions extends SMTPServerOptions {
   greetingDelay: number;
   /** Called for every error reply, for metrics. */
   onErrorReply?: (code: number) => void;
+  /** Called for a refusal made here rather than in a hook (improper pipelining), to count and log it. */
+  onReject?: (err: SmtpReject, session: SMTPServerSession, extra: Record<string, unknown>) => void;
 }
 
 interface SocketOptions {
@@ -23,7 +25,12 @@ interface SocketOptions {
 }
 
 interface ConnectionLike {
+  session: SMTPServerSession;
+  /** smtp-server's SMTPStream: a Writable the socket is piped into. */
+  _parser?: { pipelinedInput?: string; writableBuffer?: unknown[] } | false;
   send(code: number, data?: string | string[], context?: string | false): void;
+  close(): void;
+  handler_DATA(command: Buffer, callback: () => void): void;
 }
 
 const PROXY_HEADER_TIMEOUT_MS = 10_000;
@@ -33,19 +40,23 @@ const PROXY_HEADER_TIMEOUT_MS = 10_000;
  *  - PROXY protocol v1 and v2, only from trusted proxies (smtp-server reads v1 only);
  *    a header without a client address (v2 LOCAL, v1 UNKNOWN) is refused, so traffic
  *    through a proxy is never mistaken for the proxy's own (trusted) address;
- *  - a hard error limit: after N error replies the client gets 421 and is disconnected.
+ *  - a hard error limit: after N error replies the client gets 421 and is disconnected;
+ *  - message content sent before the 354 (Postfix's smtpd_forbid_unauth_pipelining): 554
+ *    and disconnect, nothing queued.
  */
 export class MailyardSmtpServer extends SMTPServer {
   private readonly proxyTrusted: string[];
   private readonly hardErrorLimit: number;
   private readonly onErrorReply: ((code: number) => void) | undefined;
+  private readonly onReject: ListenerOptions['onReject'];
 
   constructor(options: ListenerOptions) {
-    const { proxyTrusted, hardErrorLimit, greetingDelay, onErrorReply, ...rest } = options;
+    const { proxyTrusted, hardErrorLimit, greetingDelay, onErrorReply, onReject, ...rest } = options;
     super({ ...rest, useProxy: false, greetingDelay } as SMTPServerOptions);
     this.proxyTrusted = proxyTrusted;
     this.hardErrorLimit = hardErrorLimit;
     this.onErrorReply = onErrorReply;
+    this.onReject = onReject;
   }
 
   // Replaces smtp-server's v1-only reader (same contract: callback(err, socketOptions)).
@@ -111,7 +122,31 @@ export class MailyardSmtpServer extends SMTPServer {
       }
       return send(code, data, context);
     };
+    const data = conn.handler_DATA.bind(conn);
+    conn.handler_DATA = (command, callback) => {
+      const early = pipelinedAfter(conn);
+      // RFC 2920 §3.1: DATA ends a pipelined group; content before the 354 is a client that
+      // does not wait for replies (a spam engine, or a smuggling attempt). Postfix >= 3.9
+      // (smtpd_forbid_unauth_pipelining) answers 554 5.5.0 and disconnects; a client that
+      // logged in is trusted to know what it does.
+      if (early === null || conn.session.user) return data(command, callback);
+      const err = reply.improperPipelining();
+      this.onReject?.(err, conn.session, { after: 'DATA', input: early });
+      this.onErrorReply?.(err.code);
+      send(err.code, err.message);
+      conn.close();
+      callback();
+    };
   }
+}
+
+/** What the client sent after the command being handled without waiting for its reply; null if nothing. */
+function pipelinedAfter(conn: ConnectionLike): string | null {
+  const parser = conn._parser;
+  if (!parser) return null;
+  if (parser.pipelinedInput) return parser.pipelinedInput;
+  // later reads, queued (beyond the read being parsed) while this command waited its turn
+  return parser.writableBuffer?.length ? '' : null;
 }
 
 function randomId(): string {

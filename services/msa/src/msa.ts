@@ -8,6 +8,7 @@ import type {
 } from 'smtp-server';
 import {
   answerData,
+  forwardPath,
   rcptCounter,
   sessionBodyType,
   sessionHostname,
@@ -188,7 +189,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
 
   /** Routes the recipient, then asks the policy service (per-user recipient limits count only routable ones). */
   const checkRecipient = async (address: RoutedRecipient, session: SMTPServerSession): Promise<void> => {
-    address.route = await routeRecipient(address.address);
+    address.route = await routeRecipient(forwardPath(address));
     if (!policy) return;
     const st = verdicts.tx(session);
     if (st.accepted) return;
@@ -473,6 +474,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       hardErrorLimit: config.smtpd_hard_error_limit,
       greetingDelay: 0,
       onErrorReply: (code) => metrics.errorReplies.inc({ code: String(code) }),
+      onReject: rejectWith,
 
       onConnect(session, cb) {
         metrics.sessions.inc({ listener });

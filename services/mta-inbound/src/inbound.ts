@@ -26,6 +26,7 @@ import {
 } from '@mailyard/smtp-core';
 import {
   answerData,
+  forwardPath,
   MailyardSmtpServer,
   rcptCounter,
   sessionBodyType,
@@ -167,6 +168,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     hardErrorLimit: config.smtpd_hard_error_limit,
     greetingDelay: config.postscreen_greet_wait,
     onErrorReply: (code) => metrics.errorReplies.inc({ code: String(code) }),
+    onReject: rejectWith,
 
     onConnect(session, cb) {
       metrics.sessions.inc();
@@ -220,7 +222,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     onRcptTo(address: RoutedRecipient, session, cb) {
       if (countRcpt(session) > config.smtpd_recipient_limit)
         return cb(rejectWith(reply.tooManyRecipients(), session));
-      routeRecipient(address.address, session)
+      routeRecipient(forwardPath(address), session)
         .then(async (route) => {
           address.route = route;
           if (!policy) return;
