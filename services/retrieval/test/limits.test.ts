@@ -120,6 +120,51 @@ void describe('bad input', () => {
   });
 });
 
+void describe('mailbox names', () => {
+  void it('refuses a name longer than the store can hold with NO [LIMIT], and takes the longest it can', async () => {
+    const c = await loggedIn();
+    // Maildir++: the whole hierarchy is one directory ".a.b", at most 255 bytes on disk
+    assert.match(await c.cmd('m1', `CREATE ${'a'.repeat(300)}`), /^m1 NO \[LIMIT\]/m);
+    assert.match(await c.cmd('m2', `CREATE ${'b'.repeat(255)}`), /^m2 NO \[LIMIT\]/m);
+    assert.match(await c.cmd('m3', `CREATE ${'b'.repeat(254)}`), /^m3 OK/m);
+    // a dot is stored as %2e: three bytes
+    assert.match(await c.cmd('m4', `CREATE ${'c.'.repeat(64)}c`), /^m4 NO \[LIMIT\]/m);
+    // 127 times U+00E9 (two bytes each in UTF-8, the store's encoding) fit; 128 do not
+    const e = (n: number) =>
+      `"&${Buffer.from('\u00e9'.repeat(n), 'utf16le').swap16().toString('base64').replace(/=+$/, '').replace(/\//g, ',')}-"`;
+    assert.match(await c.cmd('m5', `CREATE ${e(128)}`), /^m5 NO \[LIMIT\]/m);
+    assert.match(await c.cmd('m6', `CREATE ${e(127)}`), /^m6 OK/m);
+    assert.match(await c.cmd('m7', `CREATE ${Array(21).fill('d').join('/')}`), /^m7 NO \[LIMIT\]/m);
+    assert.match(await c.cmd('m8', `CREATE ${Array(20).fill('d').join('/')}`), /^m8 OK/m);
+    const list = await c.cmd('m9', 'LIST "" *');
+    assert.ok(list.includes('b'.repeat(254)), list);
+    assert.doesNotMatch(list, /a{300}/);
+    c.close();
+  });
+
+  void it('refuses a rename that would make a child too long, and moves nothing', async () => {
+    const c = await loggedIn();
+    assert.match(await c.cmd('r0', 'CREATE p'), /^r0 OK/m);
+    assert.match(await c.cmd('r1', `CREATE p/${'k'.repeat(200)}`), /^r1 OK/m);
+    assert.match(await c.cmd('r2', `RENAME p ${'q'.repeat(60)}`), /^r2 NO \[LIMIT\]/m);
+    const list = await c.cmd('r3', 'LIST "" p*');
+    assert.match(list, /^\* LIST .* "p"\r$/m);
+    assert.ok(list.includes(`p/${'k'.repeat(200)}`), list);
+    assert.match(await c.cmd('r4', `RENAME p ${'q'.repeat(40)}`), /^r4 OK/m);
+    c.close();
+  });
+
+  void it('refuses the LIST wildcards % and * in a new name', async () => {
+    const c = await loggedIn();
+    assert.match(await c.cmd('w1', 'CREATE "50% off"'), /^w1 NO \[CANNOT\]/m);
+    assert.match(await c.cmd('w2', 'CREATE a*b'), /^w2 NO \[CANNOT\]/m);
+    assert.match(await c.cmd('w3', 'CREATE wild'), /^w3 OK/m);
+    assert.match(await c.cmd('w4', 'RENAME wild wild%'), /^w4 NO \[CANNOT\]/m);
+    assert.match(await c.cmd('w5', 'LIST "" wild*'), /^\* LIST \(\\HasNoChildren\) "\/" "?wild"?\r$/m);
+    c.close();
+  });
+});
+
 void describe('limits', () => {
   void it('limits sessions per account', async () => {
     const a = await loggedIn();

@@ -86,9 +86,17 @@ function folderErr(err: unknown): never {
         throw reply.cannot(err.message);
       case 'invalid':
         throw reply.cannot(err.message);
+      case 'limit':
+        throw reply.limit(err.message);
     }
   }
   throw err;
+}
+
+/** A name a client wants to give a folder (CREATE, RENAME): no LIST wildcards in it. */
+function newFolderName(name: string): string {
+  if (/[%*]/.test(name)) throw reply.wildcardName();
+  return name;
 }
 
 function flagList(r: ArgReader): string[] {
@@ -975,7 +983,7 @@ export const COMMANDS: Record<string, CommandDef<unknown>> = {
       return n;
     },
     async run(s, tag, name: string) {
-      await s.mailbox!.create(name).catch(folderErr);
+      await s.mailbox!.create(newFolderName(name)).catch(folderErr);
       await s.ok(tag, 'CREATE completed');
     },
   }),
@@ -1003,7 +1011,7 @@ export const COMMANDS: Record<string, CommandDef<unknown>> = {
       return { from, to };
     },
     async run(s, tag, a: { from: string; to: string }) {
-      await s.mailbox!.rename(a.from, a.to).catch(folderErr);
+      await s.mailbox!.rename(a.from, newFolderName(a.to)).catch(folderErr);
       await s.ok(tag, 'RENAME completed');
     },
   }),
