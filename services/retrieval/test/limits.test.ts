@@ -2,7 +2,18 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
-import { PASSWORD, sampleMessage, sendRaw, startRetrieval, type Retrieval } from './helpers.js';
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { folderDir } from '@mailyard/mailstore';
+import {
+  capturingLogger,
+  PASSWORD,
+  sampleMessage,
+  sendRaw,
+  startRetrieval,
+  type Retrieval,
+} from './helpers.js';
+import { waitFor } from '@mailyard/testkit';
 import { RawImap } from './raw-imap.js';
 
 let p: Platform;
@@ -18,7 +29,8 @@ before(async () => {
   r = await startRetrieval(p, {
     plaintext_auth_networks: '',
     message_size_limit: 1000,
-    imap_max_line_length: 2000,
+    // room for 10,000 nested parentheses on one line
+    imap_max_line_length: 30_000,
     imap_max_bad_commands: 5,
     mail_max_ip_connections: 8,
     mail_max_user_connections: 2,
@@ -92,8 +104,8 @@ void describe('bad input', () => {
 
   void it('answers an over-long line with BAD and continues', async () => {
     const c = await loggedIn();
-    c.send(`c1 NOOP ${'x'.repeat(5000)}\r\n`);
-    await c.until(/BAD/m);
+    c.send(`c1 NOOP ${'x'.repeat(40_000)}\r\n`);
+    await c.until(/^c1 BAD/m);
     assert.match(await c.cmd('c2', 'NOOP'), /^c2 OK/m);
     c.close();
   });
@@ -102,8 +114,67 @@ void describe('bad input', () => {
     const c = await loggedIn();
     for (let i = 0; i < 4; i++) assert.match(await c.cmd(`d${i}`, 'BOGUS'), /BAD/);
     c.send('d9 BOGUS\r\n');
-    await c.until(/^\* BYE/m);
+    await c.until(/^\* BYE Too many invalid IMAP commands/m);
     await c.waitClosed();
+  });
+
+  void it('counts every bad command before login, however many good ones come between', async () => {
+    const c = await RawImap.connect(r.ports.imaps, { tls: true });
+    await c.until(/^\* OK/m);
+    for (let i = 0; i < 4; i++) {
+      assert.match(await c.cmd(`g${i}`, 'BOGUS'), new RegExp(`^g${i} BAD`, 'm'));
+      assert.match(await c.cmd(`n${i}`, 'NOOP'), new RegExp(`^n${i} OK`, 'm'));
+    }
+    c.send('g9 BOGUS\r\n');
+    await c.until(/^\* BYE Too many invalid IMAP commands/m);
+    await c.waitClosed();
+  });
+
+  void it('answers 10,000 nested parentheses with a tagged BAD, in any state, and carries on', async () => {
+    const deep = '('.repeat(10_000) + ')'.repeat(10_000);
+    const c = await RawImap.connect(r.ports.imaps, { tls: true });
+    await c.until(/^\* OK/m);
+    assert.match(await c.cmd('h1', `LOGIN ${deep}`), /^h1 BAD /m);
+    assert.match(await c.cmd('h2', `LOGIN ${USER} "${PASSWORD}"`), /^h2 OK/m);
+    assert.match(await c.cmd('h3', 'SELECT INBOX'), /^h3 OK/m);
+    for (const [tag, cmd] of [
+      ['h4', `FETCH 1 ${deep}`],
+      ['h5', `SEARCH ${deep}`],
+      ['h6', `SEARCH ${'('.repeat(10_000)}ALL${')'.repeat(10_000)}`],
+      ['h7', `STATUS INBOX ${deep}`],
+    ]) {
+      const res = await c.cmd(tag!, cmd!);
+      assert.match(res, new RegExp(`^${tag} BAD `, 'm'));
+      assert.doesNotMatch(res, /^\* (NO|BAD)/m, 'no untagged error');
+    }
+    assert.match(await c.cmd('h8', 'NOOP'), /^h8 OK/m);
+    c.close();
+  });
+
+  void it('answers every error with the tag when there is one, and * BAD only without', async () => {
+    const c = await loggedIn();
+    const cases: [string, string][] = [
+      ['t1', 't1'],
+      ['t2 ', 't2'],
+      ['t3 NOOP (', 't3'],
+      ['t4 FETCH', 't4'],
+      ['t5 UID', 't5'],
+      ['t6 "x"', 't6'],
+      [`t7 NOOP ${'x'.repeat(40_000)}`, 't7'],
+      ['t+8 NOOP', '\\*'],
+      ['(t9) NOOP', '\\*'],
+      ['\u00e9 NOOP', '\\*'],
+    ];
+    for (const [line, tag] of cases) {
+      c.send(`${line}\r\n`);
+      const res = await c.until(/^\S+ (OK|NO|BAD) /m);
+      assert.match(res, new RegExp(`^${tag} BAD `, 'm'), `${line.slice(0, 20)}: ${res}`);
+      // after login a good command ends a run of errors
+      assert.match(await c.cmd('ok', 'NOOP'), /^ok OK/m);
+    }
+    c.send('t10 APPEND INBOX {5000}\r\n');
+    assert.match(await c.until(/^t10 /m), /^t10 NO \[TOOBIG\]/m);
+    c.close();
   });
 
   void it('survives random garbage', async () => {
@@ -266,5 +337,72 @@ void describe('SORT (RFC 5256)', () => {
     assert.match(await c.cmd('s6', 'UID SORT (REVERSE SIZE) UTF-8 ALL'), /^\* SORT 1 3 2\r\n/m);
     assert.match(await c.cmd('s7', 'SORT (SUBJECT) KOI8-R ALL'), /^s7 NO \[BADCHARSET/m);
     c.close();
+  });
+});
+
+void describe('POP3 bad input', () => {
+  const pop3 = async () => {
+    const c = await RawImap.connect(r.ports.pop3s, { tls: true });
+    await c.until(/^\+OK/m);
+    return c;
+  };
+
+  void it('counts every bad command before login, however many good ones come between', async () => {
+    const c = await pop3();
+    for (let i = 0; i < 4; i++) {
+      c.send('BOGUS\r\n');
+      assert.match(await c.until(/^[-+]/m), /^-ERR/);
+      c.send('CAPA\r\n');
+      assert.match(await c.until(/^\.\r$/m), /^\+OK/);
+    }
+    c.send('BOGUS\r\n');
+    assert.match(await c.until(/^-ERR Too many invalid commands/m), /^-ERR Unknown command\r\n-ERR Too/);
+    await c.waitClosed();
+  });
+
+  void it('answers a line over the limit once, in its turn, however many reads it takes', async () => {
+    const c = await pop3();
+    c.send(`USER ${USER}\r\nPASS wrong\r\n${'x'.repeat(2000)}`);
+    const first = await c.until(/Line too long/m);
+    assert.match(first, /^\+OK\r\n-ERR \[AUTH\] [^\r]*\r\n-ERR Line too long\r\n$/);
+    c.send('x'.repeat(2000));
+    c.send(`${'x'.repeat(2000)}\r\nCAPA\r\n`);
+    assert.match(await c.until(/^\.\r$/m), /^\+OK/, 'the next reply is the one to CAPA');
+    c.close();
+  });
+});
+
+void describe('error logging', () => {
+  void it('logs a few errors of a connection that fails command after command, then one count', async () => {
+    const { logger, lines } = capturingLogger();
+    const r2 = await startRetrieval(p, { plaintext_auth_networks: '127.0.0.1/32' }, { logger });
+    try {
+      const c = await RawImap.connect(r2.ports.imap);
+      await c.until(/^\* OK/m);
+      assert.match(await c.cmd('l', `LOGIN ${USER} "${PASSWORD}"`), /^l OK/m);
+      assert.match(await c.cmd('c', 'CREATE damaged'), /^c OK/m);
+      // a folder damaged on disk: every STATUS of it is an internal error
+      const dir = folderDir(p.maildir, USER, 'damaged');
+      rmSync(join(dir, 'new'), { recursive: true });
+      mkdirSync(join(dir, 'dovecot-uidlist'));
+      for (let i = 0; i < 30; i++) {
+        assert.match(
+          await c.cmd(`s${i}`, 'STATUS damaged (MESSAGES)'),
+          new RegExp(`^s${i} NO \\[SERVERBUG\\]`, 'm'),
+        );
+        assert.match(await c.cmd(`n${i}`, 'NOOP'), new RegExp(`^n${i} OK`, 'm'));
+      }
+      c.send('z LOGOUT\r\n');
+      await c.waitClosed();
+      const failed = () => lines.filter((l) => l.msg === 'command failed');
+      await waitFor(() => lines.some((l) => l.fields.unlogged !== undefined), {
+        what: 'the count at the end',
+      });
+      assert.equal(failed().length, 5);
+      assert.equal(lines.find((l) => l.fields.unlogged !== undefined)?.fields.unlogged, 25);
+      assert.ok(lines.length < 15, `${lines.length} lines logged`);
+    } finally {
+      await r2.stop();
+    }
   });
 });
