@@ -72,8 +72,18 @@ export function checkFolderName(name: string): void {
     );
 }
 
+/**
+ * MailFolder objects an account keeps (each about a kilobyte, and its snapshot): more than
+ * any real account has folders. Past it the least recently asked for goes, so names a
+ * client asks about and never creates (STATUS, SELECT of anything) do not pile up for the
+ * life of the process. A folder dropped while a session still holds it is safe: a second
+ * MailFolder on the same directory coordinates through the files, as another process does.
+ */
+const FOLDERS_KEPT = 1000;
+
 /** One account's folders: listing, create/rename/delete, subscriptions (Dovecot's `subscriptions` file). */
 export class MailAccount {
+  /** In least recently used order. */
   private readonly folders = new Map<string, MailFolder>();
 
   constructor(
@@ -89,10 +99,10 @@ export class MailAccount {
   folder(name: string): MailFolder {
     const key = name.toUpperCase() === 'INBOX' ? 'INBOX' : name;
     let f = this.folders.get(key);
-    if (!f) {
-      f = new MailFolder(folderDir(this.root, this.account, key), key, this.host, this.dir);
-      this.folders.set(key, f);
-    }
+    if (f) this.folders.delete(key);
+    else f = new MailFolder(folderDir(this.root, this.account, key), key, this.host, this.dir);
+    this.folders.set(key, f);
+    if (this.folders.size > FOLDERS_KEPT) this.folders.delete(this.folders.keys().next().value!);
     return f;
   }
 

@@ -6,3 +6,4 @@ export * from './wait.js';
 export * from './smtp-raw.js';
 export * from './files.js';
 export * from './scanners.js';
+export * from './fuzz.js';
