@@ -89,6 +89,16 @@ void describe('bad input', () => {
     c.close();
   });
 
+  void it('answers a CHARSET among the search keys of SORT and THREAD with BAD', async () => {
+    const c = await loggedIn();
+    assert.match(await c.cmd('k1', 'SELECT INBOX'), /^k1 OK/m);
+    // RFC 5256 names the charset before the keys; this was an internal error
+    assert.match(await c.cmd('k2', 'THREAD REFERENCES UTF-8 CHARSET KOI8-R ALL'), /^k2 BAD /m);
+    assert.match(await c.cmd('k3', 'SORT (DATE) UTF-8 CHARSET UTF-8 ALL'), /^k3 BAD /m);
+    assert.match(await c.cmd('k4', 'SEARCH CHARSET UTF-8 ALL'), /^k4 OK/m);
+    c.close();
+  });
+
   void it('refuses a literal above the limit before reading it, and keeps the session', async () => {
     const c = await loggedIn();
     c.send('b1 APPEND INBOX {5000}\r\n');

@@ -12,6 +12,7 @@ import {
   ParseError,
   parseFetchItems,
   parseSearch,
+  parseSearchKeys,
   SUPPORTED_CHARSETS,
   str,
   renderThreads,
@@ -620,7 +621,7 @@ async function sentDate(
 function parseCharsetSearch(r: ArgReader): SearchArgs {
   const charset = r.astring('charset').toUpperCase();
   if (!SUPPORTED_CHARSETS.includes(charset)) return { ret: null, key: null, badCharset: true };
-  return { ret: null, key: parseSearch(r), badCharset: false };
+  return { ret: null, key: parseSearchKeys(r), badCharset: false };
 }
 
 /** The selected messages matching SORT's or THREAD's search keys, with their header fields. */
