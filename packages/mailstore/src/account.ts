@@ -96,8 +96,14 @@ export class MailAccount {
     return accountDir(this.root, this.account);
   }
 
+  /**
+   * The folder of that name, which may not exist yet. A name no folder can have is
+   * FolderError('nonexistent'): "" would otherwise be the account's own directory (INBOX),
+   * "/" the domain's.
+   */
   folder(name: string): MailFolder {
     const key = name.toUpperCase() === 'INBOX' ? 'INBOX' : name;
+    if (key !== 'INBOX' && !validFolderName(key)) throw new FolderError('nonexistent', 'no such folder');
     let f = this.folders.get(key);
     if (f) this.folders.delete(key);
     else f = new MailFolder(folderDir(this.root, this.account, key), key, this.host, this.dir);

@@ -235,6 +235,18 @@ void describe('mailbox names', () => {
     c.close();
   });
 
+  void it('finds no folder by the empty name, and DELETE "" leaves the account alone', async () => {
+    const c = await loggedIn();
+    // "" was the account's own directory: DELETE "" tried to move INBOX and every folder away
+    assert.match(await c.cmd('e1', 'DELETE ""'), /^e1 NO \[NONEXISTENT\]/m);
+    assert.match(await c.cmd('e2', 'DELETE "/"'), /^e2 NO \[NONEXISTENT\]/m);
+    assert.match(await c.cmd('e3', 'RENAME "" elsewhere'), /^e3 NO \[NONEXISTENT\]/m);
+    assert.match(await c.cmd('e4', 'SELECT ""'), /^e4 NO \[NONEXISTENT\]/m);
+    assert.match(await c.cmd('e5', 'STATUS "" (MESSAGES)'), /^e5 NO \[NONEXISTENT\]/m);
+    assert.match(await c.cmd('e6', 'STATUS INBOX (MESSAGES)'), /^\* STATUS "INBOX" \(MESSAGES [1-9]/m);
+    c.close();
+  });
+
   void it('refuses the LIST wildcards % and * in a new name', async () => {
     const c = await loggedIn();
     assert.match(await c.cmd('w1', 'CREATE "50% off"'), /^w1 NO \[CANNOT\]/m);

@@ -117,7 +117,12 @@ function flagList(r: ArgReader): string[] {
 }
 
 async function requireFolder(s: ImapSession, name: string, tryCreate = false): Promise<MailFolder> {
-  const f = s.mailbox!.folder(name);
+  let f: MailFolder;
+  try {
+    f = s.mailbox!.folder(name);
+  } catch (err) {
+    folderErr(err);
+  }
   if (!(await f.exists())) throw tryCreate ? reply.tryCreate() : reply.nonexistent();
   return f;
 }
