@@ -89,6 +89,23 @@ void describe('bad input', () => {
     c.close();
   });
 
+  void it('echoes no input a client could misread in an error: no control or 8-bit bytes, no literal at the end', async () => {
+    const c = await loggedIn();
+    assert.match(await c.cmd('j1', 'SELECT INBOX'), /^j1 OK/m);
+    for (const [tag, arg] of [
+      ['j2', '"1-Jan-2020{5}"'],
+      ['j3', '"x\u0001y\u001bz"'],
+      ['j4', '"\u00e9t\u00e9"'],
+    ]) {
+      const res = await c.cmd(tag!, `SEARCH SINCE ${arg}`);
+      const line = res.split('\r\n').find((l) => l.startsWith(`${tag} `))!;
+      assert.match(line, new RegExp(`^${tag} BAD `));
+      assert.match(line, /^[\x20-\x7e]*$/, JSON.stringify(line));
+      assert.doesNotMatch(line, /\{\d+\}$/);
+    }
+    c.close();
+  });
+
   void it('answers a CHARSET among the search keys of SORT and THREAD with BAD', async () => {
     const c = await loggedIn();
     assert.match(await c.cmd('k1', 'SELECT INBOX'), /^k1 OK/m);

@@ -310,6 +310,9 @@ export class ImapSession {
       text = 'Internal error; the incident is logged';
       this.errors.error({ err: (err as Error).stack ?? String(err), command: name }, 'command failed');
     }
+    // what a message echoes of the input stays readable: resp-text is 7-bit text (RFC 9051
+    // §9), and a line that ends in "{5}" reads as a literal announcement to a client
+    text = text.replace(/[^\x20-\x7e]/g, '?').replace(/(\{\d*\+?\})$/, '$1.');
     // updates before the tagged reply, as after any command
     if (this.selected && status === 'NO') await this.flushUpdates(false).catch(() => undefined);
     this.send(`${tag} ${status} ${code ? `[${code}] ` : ''}${text}\r\n`);
