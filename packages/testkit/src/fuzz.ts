@@ -25,6 +25,38 @@ export function heapAfterGc(): number {
   return process.memoryUsage().heapUsed;
 }
 
+/** The heap check of a fuzz suite: the heap after a collection before the runs, and after them. */
+export class HeapWatch {
+  private before = 0;
+
+  start(): void {
+    this.before = heapAfterGc();
+  }
+
+  /** The growth allowed is generous: caches fill as the runs go; a leak per command does not fit. */
+  assertBounded(limitBytes = 64 * 1024 * 1024): void {
+    const grown = heapAfterGc() - this.before;
+    if (grown > limitBytes) throw new Error(`heap grew by ${Math.round(grown / 1024 / 1024)} MiB`);
+  }
+}
+
+/**
+ * One fuzz run: a session on a fresh connection, closed whatever happens, then a new
+ * connection that must still be greeted (the service is up).
+ */
+export async function fuzzSession(
+  greeted: () => Promise<LineClient>,
+  run: (c: LineClient) => Promise<void>,
+): Promise<void> {
+  const c = await greeted();
+  try {
+    await run(c);
+  } finally {
+    c.close();
+  }
+  (await greeted()).close();
+}
+
 /** A raw client: writes bytes, reads CRLF-terminated lines (latin1) and counted bytes. */
 export class LineClient {
   private buf = Buffer.alloc(0);
