@@ -1,6 +1,7 @@
 // Splits the client's byte stream into command lines and the literals they announce
 // (RFC 9051 §4.3, RFC 7888 LITERAL+). No I/O: the session feeds bytes and acts on the
 // events, so literal limits are enforced before a single literal byte is read.
+import { readTag } from './parser.js';
 
 /** A complete command: text lines, each but the last followed by one literal. */
 export interface FramedCommand {
@@ -110,8 +111,9 @@ export class CommandFramer {
 
   private tagOf(line?: Buffer): string | null {
     const first = this.lines[0] ?? line?.toString('utf8') ?? this.buf.toString('utf8');
-    const m = /^([^\s(){%*"\\\]]+) /.exec(first);
-    return m ? m[1]! : null;
+    // the tag of a line cut short is only known when a space follows it
+    const tag = readTag(first);
+    return tag !== null && first.length > tag.length ? tag : null;
   }
 
   private reset(): void {

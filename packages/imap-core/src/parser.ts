@@ -29,6 +29,25 @@ export class ParseError extends Error {
 
 const ATOM_SPECIALS = new Set([...'(){ "\\]'].map((c) => c.charCodeAt(0)));
 
+/**
+ * Deepest parenthesised list read. Real commands nest a few levels (SEARCH, FETCH items,
+ * SELECT parameters); the bound keeps a client from taking the parser's stack
+ * (10,000 nested parentheses) and matches how deep search keys may nest.
+ */
+export const MAX_LIST_DEPTH = 100;
+
+/**
+ * The tag of a command line (RFC 9051 §9: tag = 1*<any ASTRING-CHAR except "+">, so
+ * printable ASCII but specials, wildcards, "+" and, here, "]"), when the line starts with
+ * one followed by a space or the line's end; null otherwise, and the error is then
+ * answered untagged (`* BAD`), as Dovecot does. 8-bit bytes are no tag: echoed back after
+ * decoding they would not be the bytes the client sent.
+ */
+export function readTag(line: string): string | null {
+  const m = /^([^\x00-\x20\x7f-\uffff(){%*"\\\]+]+)(?: |$)/.exec(line);
+  return m ? m[1]! : null;
+}
+
 class Tokenizer {
   private li = 0;
   private pos = 0;
@@ -76,9 +95,10 @@ class Tokenizer {
     return line.slice(start, this.pos);
   }
 
-  token(): Token {
+  token(depth = 0): Token {
     const c = this.peek();
     if (c === '(') {
+      if (depth >= MAX_LIST_DEPTH) throw new ParseError('lists nested too deeply');
       this.pos++;
       const items: Token[] = [];
       for (;;) {
@@ -88,7 +108,7 @@ class Tokenizer {
         }
         if (items.length) this.space();
         if (this.pos >= this.line.length) throw new ParseError('unterminated list');
-        items.push(this.token());
+        items.push(this.token(depth + 1));
       }
     }
     if (c === '"') return this.quoted();
@@ -140,12 +160,12 @@ class Tokenizer {
 /** Tag, command name and the raw tokens of the arguments. */
 export function parseCommand(cmd: FramedCommand): ParsedCommand {
   const first = cmd.lines[0] ?? '';
-  const tm = /^([^\s(){%*"\\\]\x00-\x1f\x7f+]+) /.exec(first);
-  if (!tm) throw new ParseError(first.trim() ? 'missing or bad tag' : 'empty command');
-  const tag = tm[1]!;
+  const tag = readTag(first);
+  if (tag === null) throw new ParseError(first.trim() ? 'missing or bad tag' : 'empty command');
   const tk = new Tokenizer(cmd);
   try {
     tk.atomText(false); // tag
+    if (tk.atEnd()) throw new ParseError('missing command name');
     tk.space();
     let name = tk.atomText(false).toUpperCase();
     if (name === 'UID') {

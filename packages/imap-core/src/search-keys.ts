@@ -138,6 +138,11 @@ export function parseSearch(r: ArgReader): SearchKey {
     const cs = r.astring('charset').toUpperCase();
     if (!SUPPORTED_CHARSETS.includes(cs)) throw new BadCharsetError(cs);
   }
+  return parseSearchKeys(r);
+}
+
+/** Reads `key...` alone: SORT and THREAD name their charset before the keys (RFC 5256), so a CHARSET there is a bad key. */
+export function parseSearchKeys(r: ArgReader): SearchKey {
   const keys: SearchKey[] = [];
   while (r.remaining) keys.push(one(r, 0));
   if (!keys.length) throw new ParseError('missing search key');

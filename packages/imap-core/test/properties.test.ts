@@ -8,9 +8,11 @@ import {
   formatSequence,
   headerLines,
   inRanges,
+  MAX_LIST_DEPTH,
   parseCommand,
   ParseError,
   parseSequenceSet,
+  readTag,
   resolveSequenceSet,
 } from '../src/index.js';
 
@@ -139,6 +141,38 @@ void describe('command parser', () => {
       ),
       { numRuns: 2000 },
     );
+  });
+
+  void it('refuses lists nested past MAX_LIST_DEPTH with a ParseError that carries the tag', () => {
+    const ok = parseCommand({
+      lines: [`a X ${'('.repeat(MAX_LIST_DEPTH)}${')'.repeat(MAX_LIST_DEPTH)}`],
+      literals: [],
+    });
+    assert.equal(ok.args.length, 1);
+    for (const depth of [MAX_LIST_DEPTH + 1, 10_000, 200_000]) {
+      assert.throws(
+        () => parseCommand({ lines: [`a1 FETCH 1 ${'('.repeat(depth)}${')'.repeat(depth)}`], literals: [] }),
+        (err: unknown) => err instanceof ParseError && err.tag === 'a1',
+      );
+    }
+  });
+
+  void it('gives every ParseError the tag of a line that starts with one', () => {
+    fc.assert(
+      fc.property(atom, fc.string({ maxLength: 60 }), (tag, rest) => {
+        for (const line of [tag, `${tag} ${rest}`]) {
+          try {
+            parseCommand({ lines: [line], literals: [] });
+          } catch (err) {
+            assert.ok(err instanceof ParseError && err.tag === tag, `${line}: ${String(err)}`);
+          }
+        }
+      }),
+      { numRuns: 2000 },
+    );
+    assert.equal(readTag('a+b NOOP'), null);
+    assert.equal(readTag('\u00e9 NOOP'), null);
+    assert.equal(readTag('x1'), 'x1');
   });
 
   void it('reads literals spliced into lists', () => {

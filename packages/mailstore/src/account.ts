@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { MailFolder } from './folder.js';
-import { accountDir, folderDir } from './maildir.js';
+import { accountDir, folderDir, folderDirName } from './maildir.js';
 import { forgetUsage, readUsage, type Counted, type Usage } from './maildirsize.js';
 
 /** RFC 6154 special-use folders every account gets, by name. */
@@ -21,7 +21,8 @@ export interface FolderEntry {
 
 export class FolderError extends Error {
   constructor(
-    readonly code: 'exists' | 'nonexistent' | 'inbox' | 'invalid',
+    /** `limit`: a valid name the store cannot hold (too long, too deep). */
+    readonly code: 'exists' | 'nonexistent' | 'inbox' | 'invalid' | 'limit',
     message: string,
   ) {
     super(message);
@@ -38,14 +39,51 @@ export function folderNameFromDir(dirName: string): string | null {
     .join('/');
 }
 
+/**
+ * Longest Maildir++ directory name, in bytes once encoded (UTF-8, `%2e` for a dot...). The
+ * whole hierarchy is one directory (`.Work.Projects`), so this is also the bound on a
+ * name's total length: file systems cap a path component at 255 bytes.
+ */
+export const MAX_FOLDER_DIR_BYTES = 255;
+/**
+ * Deepest folder hierarchy (Dovecot's MAILBOX_MAX_HIERARCHY_LEVELS): no client builds a
+ * name of hundreds of one-letter levels and no renaming of a parent makes its children
+ * deeper than a client could create.
+ */
+export const MAX_FOLDER_DEPTH = 20;
+
 export function validFolderName(name: string): boolean {
-  if (!name || name.length > 512) return false;
+  if (!name) return false;
+  // a lone surrogate would be written to disk as U+FFFD: two names, one directory
+  if (/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(name)) return false;
   const parts = name.split('/');
   return parts.every((p) => p.length > 0 && !/[\x00-\x1f\x7f]/.test(p) && p !== '.' && p !== '..');
 }
 
+/** Throws the FolderError a name to be created gets: `invalid` for a malformed one, `limit` past the store's bounds. */
+export function checkFolderName(name: string): void {
+  if (!validFolderName(name)) throw new FolderError('invalid', 'invalid folder name');
+  if (name.split('/').length > MAX_FOLDER_DEPTH)
+    throw new FolderError('limit', `folder hierarchy deeper than ${MAX_FOLDER_DEPTH} levels`);
+  if (Buffer.byteLength(folderDirName(name)) > MAX_FOLDER_DIR_BYTES)
+    throw new FolderError(
+      'limit',
+      `folder name longer than the store can hold (${MAX_FOLDER_DIR_BYTES} bytes)`,
+    );
+}
+
+/**
+ * MailFolder objects an account keeps (each about a kilobyte, and its snapshot): more than
+ * any real account has folders. Past it the least recently asked for goes, so names a
+ * client asks about and never creates (STATUS, SELECT of anything) do not pile up for the
+ * life of the process. A folder dropped while a session still holds it is safe: a second
+ * MailFolder on the same directory coordinates through the files, as another process does.
+ */
+const FOLDERS_KEPT = 1000;
+
 /** One account's folders: listing, create/rename/delete, subscriptions (Dovecot's `subscriptions` file). */
 export class MailAccount {
+  /** In least recently used order. */
   private readonly folders = new Map<string, MailFolder>();
 
   constructor(
@@ -58,13 +96,19 @@ export class MailAccount {
     return accountDir(this.root, this.account);
   }
 
+  /**
+   * The folder of that name, which may not exist yet. A name no folder can have is
+   * FolderError('nonexistent'): "" would otherwise be the account's own directory (INBOX),
+   * "/" the domain's.
+   */
   folder(name: string): MailFolder {
     const key = name.toUpperCase() === 'INBOX' ? 'INBOX' : name;
+    if (key !== 'INBOX' && !validFolderName(key)) throw new FolderError('nonexistent', 'no such folder');
     let f = this.folders.get(key);
-    if (!f) {
-      f = new MailFolder(folderDir(this.root, this.account, key), key, this.host, this.dir);
-      this.folders.set(key, f);
-    }
+    if (f) this.folders.delete(key);
+    else f = new MailFolder(folderDir(this.root, this.account, key), key, this.host, this.dir);
+    this.folders.set(key, f);
+    if (this.folders.size > FOLDERS_KEPT) this.folders.delete(this.folders.keys().next().value!);
     return f;
   }
 
@@ -109,7 +153,7 @@ export class MailAccount {
 
   async create(name: string): Promise<void> {
     if (name.toUpperCase() === 'INBOX') throw new FolderError('exists', 'INBOX always exists');
-    if (!validFolderName(name)) throw new FolderError('invalid', 'invalid folder name');
+    checkFolderName(name);
     const f = this.folder(name);
     if (await f.exists()) throw new FolderError('exists', 'folder already exists');
     await f.ensure();
@@ -130,7 +174,7 @@ export class MailAccount {
 
   /** Renames a folder and its children (RFC 9051 §6.3.6); renaming INBOX moves its messages. */
   async rename(from: string, to: string): Promise<void> {
-    if (!validFolderName(to)) throw new FolderError('invalid', 'invalid folder name');
+    checkFolderName(to);
     const src = this.folder(from);
     if (!(await src.exists())) throw new FolderError('nonexistent', 'no such folder');
     if (await this.folder(to).exists()) throw new FolderError('exists', 'target folder already exists');
@@ -143,6 +187,8 @@ export class MailAccount {
     }
     const all = await this.list();
     const moves = all.filter((f) => f.name === from || f.name.startsWith(from + '/'));
+    // every new name is checked before anything moves: a child that would not fit leaves the tree as it was
+    for (const f of moves) checkFolderName(to + f.name.slice(from.length));
     for (const f of moves) {
       const target = to + f.name.slice(from.length);
       await fs.rename(folderDir(this.root, this.account, f.name), folderDir(this.root, this.account, target));

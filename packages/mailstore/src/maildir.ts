@@ -34,15 +34,20 @@ export function accountDir(root: string, account: string): string {
   return join(root, safeComponent(account.slice(at + 1)), safeComponent(account.slice(0, at)));
 }
 
-/** Maildir++ folder directory: INBOX is the account root; `Work/Projects` is `.Work.Projects`. */
-export function folderDir(root: string, account: string, folder: string): string {
-  const base = accountDir(root, account);
-  if (folder.toUpperCase() === 'INBOX') return base;
+/** Maildir++ directory name of a folder other than INBOX: `Work/Projects` is `.Work.Projects`. */
+export function folderDirName(folder: string): string {
   const name = folder
     .split('/')
     .map((p) => p.replace(/[%./]/g, (c) => '%' + c.charCodeAt(0).toString(16)))
     .join('.');
-  return join(base, '.' + name);
+  return '.' + name;
+}
+
+/** Maildir++ folder directory: INBOX is the account root, every other folder one directory in it. */
+export function folderDir(root: string, account: string, folder: string): string {
+  const base = accountDir(root, account);
+  if (folder.toUpperCase() === 'INBOX') return base;
+  return join(base, folderDirName(folder));
 }
 
 export interface DeliverRequest {

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { promises as fs, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { tempDir } from '@mailyard/testkit';
+import { heapAfterGc, tempDir } from '@mailyard/testkit';
 import { MailAccount, MailFolder, MaildirStore, accountDir, parseUidList, UIDLIST } from '../src/index.js';
 
 const tmp = tempDir('mailstore-');
@@ -202,4 +202,18 @@ it('account directories are <root>/<domain>/<local>, as Dovecot %d/%n expects, a
   assert.equal(accountDir('/srv/mail', 'alice.smith@example.org'), '/srv/mail/example.org/alice.smith');
   assert.equal(accountDir('/srv/mail', '..@example.org'), '/srv/mail/example.org/%2e.');
   assert.equal(accountDir('/srv/mail', 'a/b@example.org'), '/srv/mail/example.org/a%2fb');
+});
+
+void describe('MailAccount', () => {
+  void it('does not keep an object for every folder name ever asked about', () => {
+    const account = new MailAccount(fresh(), 'a@x.test');
+    const before = heapAfterGc();
+    // a client asking STATUS of 50,000 names that do not exist
+    for (let i = 0; i < 50_000; i++) account.folder(`never-created-${i}`);
+    const grown = heapAfterGc() - before;
+    assert.equal(account.account, 'a@x.test');
+    assert.ok(grown < 8 * 1024 * 1024, `heap grew by ${Math.round(grown / 1024 / 1024)} MiB`);
+    // and a folder in use is the same object each time
+    assert.equal(account.folder('INBOX'), account.folder('inbox'));
+  });
 });

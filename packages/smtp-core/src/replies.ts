@@ -98,6 +98,8 @@ export const reply = {
       'Message refused: bare <CR> or <LF> before a "." line (RFC 5321 section 2.3.8)',
       'bare_lf_dot',
     ),
+  // RFC 2920 §3.1 (Postfix's smtpd_forbid_unauth_pipelining): input before the reply it needed
+  improperPipelining: () => r(554, '5.5.0', 'Error: SMTP protocol synchronization', 'improper_pipelining'),
   proxyRefused: () => r(421, '4.7.0', 'Error: PROXY header refused, closing connection', 'proxy_refused'),
   // Postfix's answer when smtpd_timeout (or the per-request deadline) passes; X.4.2 bad connection
   timeoutExceeded: () => r(421, '4.4.2', 'Error: timeout exceeded', 'timeout'),

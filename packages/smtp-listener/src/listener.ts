@@ -1,5 +1,5 @@
 import type { Server, Socket } from 'node:net';
-import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { ipInNetworks } from '@mailyard/config';
 import { reply, type SmtpReject } from '@mailyard/smtp-core';
 import { watchDeadlines, type ConnectionState, type DeadlineOptions } from './deadlines.js';
@@ -21,6 +21,8 @@ export interface ListenerOptions extends SMTPServerOptions {
   onClientRefused?: (ip: string, limit: string) => void;
   /** Request and login deadlines (see watchDeadlines); none when absent. */
   deadlines?: DeadlineOptions;
+  /** Called for a refusal made here rather than in a hook (improper pipelining), to count and log it. */
+  onReject?: (err: SmtpReject, session: SMTPServerSession, extra: Record<string, unknown>) => void;
 }
 
 /** Admits a client's connection or says which limit it is over; an admitted one holds its slot until release(). */
@@ -40,6 +42,11 @@ interface SocketOptions {
 interface ConnectionLike extends SessionLike {
   /** The session id (session.id). */
   id: string;
+  session: SMTPServerSession;
+  /** smtp-server's SMTPStream: a Writable the socket is piped into. */
+  _parser?: { pipelinedInput?: string; writableBuffer?: unknown[] } | false;
+  close(): void;
+  handler_DATA(command: Buffer, callback: () => void): void;
 }
 
 const PROXY_HEADER_TIMEOUT_MS = 10_000;
@@ -54,6 +61,8 @@ const REFUSED_HANDSHAKE_MS = 10_000;
  *  - a hard error limit: after N error replies the client gets 421 and is disconnected;
  *  - per-client connection limits (count and rate, see `admit`);
  *  - deadlines for a whole command line, the message and the login (watchDeadlines);
+ *  - message content sent before the 354 (Postfix's smtpd_forbid_unauth_pipelining): 554
+ *    and disconnect, nothing queued;
  *  - a shutdown that tells every client 421 4.3.2 within a deadline (`shutdown()`).
  */
 export class MailyardSmtpServer extends SMTPServer {
@@ -65,6 +74,7 @@ export class MailyardSmtpServer extends SMTPServer {
   private readonly clientLimits: ConnectionGate | undefined;
   private readonly deadlines: DeadlineOptions | undefined;
   private readonly onClientRefused: ((ip: string, limit: string) => void) | undefined;
+  private readonly onReject: ListenerOptions['onReject'];
   /** TLS from the first byte (465): nothing can be said before the handshake. */
   private readonly implicitTls: boolean;
   private readonly refusedHandshakes = new WeakMap<object, NodeJS.Timeout>();
@@ -78,12 +88,14 @@ export class MailyardSmtpServer extends SMTPServer {
       clientLimits,
       onClientRefused,
       deadlines,
+      onReject,
       ...rest
     } = options;
     super({ ...rest, useProxy: false, greetingDelay } as SMTPServerOptions);
     this.proxyTrusted = proxyTrusted;
     this.hardErrorLimit = hardErrorLimit;
     this.onErrorReply = onErrorReply;
+    this.onReject = onReject;
     this.clientLimits = clientLimits;
     this.onClientRefused = onClientRefused;
     this.deadlines = deadlines;
@@ -209,6 +221,21 @@ export class MailyardSmtpServer extends SMTPServer {
       }
       return send(code, data, context);
     };
+    const data = conn.handler_DATA.bind(conn);
+    conn.handler_DATA = (command, callback) => {
+      const early = pipelinedAfter(conn);
+      // RFC 2920 §3.1: DATA ends a pipelined group; content before the 354 is a client that
+      // does not wait for replies (a spam engine, or a smuggling attempt). Postfix >= 3.9
+      // (smtpd_forbid_unauth_pipelining) answers 554 5.5.0 and disconnects; a client that
+      // logged in is trusted to know what it does.
+      if (early === null || conn.session.user) return data(command, callback);
+      const err = reply.improperPipelining();
+      this.onReject?.(err, conn.session, { after: 'DATA', input: early });
+      this.onErrorReply?.(err.code);
+      send(err.code, err.message);
+      conn.close();
+      callback();
+    };
     if (this.deadlines) watchDeadlines(conn as unknown as ConnectionState, this.deadlines);
     this.tracker.track(conn, socket);
   }
@@ -218,6 +245,15 @@ export class MailyardSmtpServer extends SMTPServer {
     const self = this as unknown as { server: Server; _pendingSockets: Map<unknown, Socket> };
     return this.tracker.shutdown(self.server, self._pendingSockets.values(), drainMs);
   }
+}
+
+/** What the client sent after the command being handled without waiting for its reply; null if nothing. */
+function pipelinedAfter(conn: ConnectionLike): string | null {
+  const parser = conn._parser;
+  if (!parser) return null;
+  if (parser.pipelinedInput) return parser.pipelinedInput;
+  // later reads, queued (beyond the read being parsed) while this command waited its turn
+  return parser.writableBuffer?.length ? '' : null;
 }
 
 function randomId(): string {

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
+import type { SMTPServerAddress, SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
 import type { ClientInfo, Envelope } from '@mailyard/contracts';
 import { SmtpReject, reply } from '@mailyard/smtp-core';
 
@@ -15,6 +15,15 @@ export function sessionTls(session: SMTPServerSession): ClientInfo['tls'] {
 /** The client's reverse DNS name; null when it had none (smtp-server then gives "[ip]"). */
 export function sessionHostname(session: SMTPServerSession): string | null {
   return session.clientHostname && !session.clientHostname.startsWith('[') ? session.clientHostname : null;
+}
+
+/**
+ * A RCPT TO path as the client wrote it: smtp-server drops a source route
+ * (`<@a.example,@b.example:user@c.example>`) from the address, and the route is a relay
+ * trick we refuse (RFC 5321 §3.6.1 allows it; DESIGN promise 4), whoever the client is.
+ */
+export function forwardPath(address: SMTPServerAddress): string {
+  return address.sourceRoute ? `${address.sourceRoute}:${address.address}` : address.address;
 }
 
 /** MAIL FROM carried SMTPUTF8 (RFC 6531). */

@@ -9,3 +9,4 @@ export * from './scanners.js';
 export * from './private-redis.js';
 export * from './private-rabbit.js';
 export * from './restartable.js';
+export * from './fuzz.js';

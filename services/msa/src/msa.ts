@@ -8,6 +8,7 @@ import type {
 } from 'smtp-server';
 import {
   answerData,
+  forwardPath,
   rcptCounter,
   sessionBodyType,
   sessionHostname,
@@ -193,7 +194,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
 
   /** Routes the recipient, then asks the policy service (per-user recipient limits count only routable ones). */
   const checkRecipient = async (address: RoutedRecipient, session: SMTPServerSession): Promise<void> => {
-    address.route = await routeRecipient(address.address);
+    address.route = await routeRecipient(forwardPath(address));
     if (!policy) return;
     const st = verdicts.tx(session);
     if (st.accepted) return;
@@ -511,6 +512,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
         loginMs: config.login_timeout,
         onTimeout: (kind) => metrics.rejections.inc({ reason: `${kind}_timeout` }),
       },
+      onReject: rejectWith,
 
       onConnect(session, cb) {
         metrics.sessions.inc({ listener });

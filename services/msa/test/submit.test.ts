@@ -133,6 +133,7 @@ describe('recipient checks', () => {
     ['someone@bad..domain', /^501 5\.1\.3 /],
     ['no-at-sign', /^501 5\.1\.3 /],
     ['user%other.test@remote.test', /^501 5\.1\.3 /],
+    ['@relay.test,@other.test:someone@remote.test', /^501 5\.1\.3 /], // source route
     ['ghost@signed.test', /^550 5\.1\.1 /],
     ['anyone@example.test', /^250 /], // catch-all
   ];

@@ -29,6 +29,7 @@ import {
 } from '@mailyard/smtp-core';
 import {
   answerData,
+  forwardPath,
   MailyardSmtpServer,
   rcptCounter,
   sessionBodyType,
@@ -191,6 +192,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       loginMs: 0,
       onTimeout: (kind) => metrics.timeouts.inc({ kind }),
     },
+    onReject: rejectWith,
 
     onConnect(session, cb) {
       metrics.sessions.inc();
@@ -244,7 +246,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
     onRcptTo(address: RoutedRecipient, session, cb) {
       if (countRcpt(session) > config.smtpd_recipient_limit)
         return cb(rejectWith(reply.tooManyRecipients(), session));
-      routeRecipient(address.address, session)
+      routeRecipient(forwardPath(address), session)
         .then(async (route) => {
           address.route = route;
           if (!policy) return;

@@ -222,6 +222,19 @@ describe('relay', () => {
     c.close();
   });
 
+  test('a source route is refused from mynetworks too', async () => {
+    const c = await session();
+    await c.cmd('MAIL FROM:<x@example.test>');
+    // smtp-server strips the route; the address behind it is one this client may relay to
+    assert.match(
+      (await c.cmd('RCPT TO:<@a.example.test,@b.example.test:someone@elsewhere.test>')).text,
+      /^554 5\.7\.1 /,
+    );
+    assert.match((await c.cmd('RCPT TO:<@example.test:alice@example.test>')).text, /^554 5\.7\.1 /);
+    assert.equal((await c.cmd('RCPT TO:<someone@elsewhere.test>')).code, 250);
+    c.close();
+  });
+
   for (const trick of [
     'user%other.test@example.test',
     '"user@other.test"@example.test',
@@ -338,6 +351,46 @@ describe('smuggling', () => {
     );
     const text = files.map((f) => readFileSync(f, 'latin1')).find((t) => t.includes('Subject: lf'))!;
     assert.ok(text.includes('line one\r\nline two\r\n'));
+  });
+
+  test('message content sent with DATA, before the 354: 554 5.5.0, disconnected, nothing queued', async () => {
+    const before = p.inbox('alice@example.test').length;
+    const c = await session();
+    c.write(
+      'MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: early\r\n\r\nx\r\n.\r\n',
+    );
+    assert.equal((await c.read()).code, 250);
+    assert.equal((await c.read()).code, 250);
+    assert.match((await c.read()).text, /^554 5\.5\.0 /);
+    await c.waitClosed();
+    // a message sent the proper way right after is filed, and nothing of the early one
+    const d = await session();
+    await d.cmd('MAIL FROM:<x@remote.test>');
+    await d.cmd('RCPT TO:<alice@example.test>');
+    assert.equal((await d.cmd('DATA')).code, 354);
+    assert.equal((await d.cmd('Subject: proper\r\n\r\nhello\r\n.')).code, 250);
+    d.close();
+    const files = await waitFor(() =>
+      p.inbox('alice@example.test').length > before ? p.inbox('alice@example.test') : null,
+    );
+    assert.equal(files.length, before + 1);
+    assert.ok(!files.some((f) => readFileSync(f, 'latin1').includes('Subject: early')));
+  });
+
+  test('content pipelined after the end of a message, with the next transaction, is allowed', async () => {
+    const before = p.inbox('bob@example.test').length;
+    const c = await session();
+    await c.cmd('MAIL FROM:<x@remote.test>');
+    await c.cmd('RCPT TO:<bob@example.test>');
+    assert.equal((await c.cmd('DATA')).code, 354);
+    // RFC 2920 §3.1: the message may be followed by the next MAIL/RCPT/DATA group
+    c.write(
+      'Subject: first\r\n\r\nx\r\n.\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n',
+    );
+    for (const code of [250, 250, 250, 354]) assert.equal((await c.read()).code, code);
+    assert.equal((await c.cmd('Subject: second\r\n\r\ny\r\n.')).code, 250);
+    c.close();
+    await waitFor(() => p.inbox('bob@example.test').length === before + 2);
   });
 
   test('commands pipelined after STARTTLS are discarded', async () => {

@@ -36,9 +36,13 @@ export const retrievalSchema = z.object({
   message_size_limit: bytes(25 * 1024 * 1024),
   /** Longest command line in bytes, literals excluded (Dovecot: imap_max_line_length). */
   imap_max_line_length: positiveInt(65536),
-  /** Errors (BAD, NO for bad input) in a row before the session is closed. */
-  imap_max_bad_commands: positiveInt(20),
-  /** Idle time before autologout once logged in; at least 30 minutes for IMAP per RFC 9051 §5.4. */
+  /**
+   * Bad commands (BAD, failed logins, internal errors) before the session is closed, IMAP
+   * and POP3 alike: every one counts before login, a run of them in a row after it
+   * (Dovecot: 10 in imap-login, then 20 in a row; both "Too many invalid IMAP commands").
+   */
+  imap_max_bad_commands: positiveInt(10),
+  /** Idle time before autologout; at least 30 minutes for IMAP per RFC 9051 §5.4. */
   imap_autologout: duration('30m'),
   /**
    * Idle time allowed before login, IMAP and POP3. The autologout timers of RFC 9051

@@ -1,4 +1,5 @@
 import { loadConfig } from '@mailyard/config';
+import type { Logger } from '@mailyard/observability';
 import {
   AppPasswords,
   createAuthenticator,
@@ -30,7 +31,7 @@ export interface Retrieval {
 export async function startRetrieval(
   p: Platform,
   overrides: Record<string, unknown> = {},
-  opts: { guardRedis?: Redis } = {},
+  opts: { guardRedis?: Redis; logger?: Logger } = {},
 ): Promise<Retrieval> {
   const config = loadConfig(retrievalSchema, {
     env: {},
@@ -64,7 +65,7 @@ export async function startRetrieval(
       appPasswords,
       cache: new CredentialCache({ ttlMs: config.auth_cache_ttl, maxEntries: config.auth_cache_size }),
     }),
-    logger: rt.logger,
+    logger: opts.logger ?? rt.logger,
     registry: rt.registry,
   });
   await svc.start();
@@ -106,4 +107,34 @@ export function sampleMessage(i: number, extra = ''): string {
     `Body of message ${i}.${extra}`,
     '',
   ].join('\r\n');
+}
+
+export interface LogLine {
+  level: 'info' | 'warn' | 'error';
+  msg: string;
+  fields: Record<string, unknown>;
+}
+
+/** A logger that keeps what the service logs (the level, message and fields of each line). */
+export function capturingLogger(): { logger: Logger; lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const make = (bound: Record<string, unknown>): Logger => {
+    const at =
+      (level: LogLine['level']) =>
+      (a: unknown, b?: string): void => {
+        const [fields, msg] = typeof a === 'string' ? [{}, a] : [a as Record<string, unknown>, b ?? ''];
+        lines.push({ level, msg, fields: { ...bound, ...fields } });
+      };
+    const log = {
+      child: (more: Record<string, unknown>) => make({ ...bound, ...more }),
+      debug: () => undefined,
+      trace: () => undefined,
+      info: at('info'),
+      warn: at('warn'),
+      error: at('error'),
+      fatal: at('error'),
+    };
+    return log as unknown as Logger;
+  };
+  return { logger: make({}), lines };
 }

@@ -2,7 +2,18 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
-import { PASSWORD, sampleMessage, sendRaw, startRetrieval, type Retrieval } from './helpers.js';
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { folderDir } from '@mailyard/mailstore';
+import {
+  capturingLogger,
+  PASSWORD,
+  sampleMessage,
+  sendRaw,
+  startRetrieval,
+  type Retrieval,
+} from './helpers.js';
+import { waitFor } from '@mailyard/testkit';
 import { RawImap } from './raw-imap.js';
 
 let p: Platform;
@@ -18,7 +29,8 @@ before(async () => {
   r = await startRetrieval(p, {
     plaintext_auth_networks: '',
     message_size_limit: 1000,
-    imap_max_line_length: 2000,
+    // room for 10,000 nested parentheses on one line
+    imap_max_line_length: 30_000,
     imap_max_bad_commands: 5,
     mail_max_ip_connections: 8,
     // loopback is spared by default (a webmail on the same host): not here
@@ -79,6 +91,33 @@ void describe('bad input', () => {
     c.close();
   });
 
+  void it('echoes no input a client could misread in an error: no control or 8-bit bytes, no literal at the end', async () => {
+    const c = await loggedIn();
+    assert.match(await c.cmd('j1', 'SELECT INBOX'), /^j1 OK/m);
+    for (const [tag, arg] of [
+      ['j2', '"1-Jan-2020{5}"'],
+      ['j3', '"x\u0001y\u001bz"'],
+      ['j4', '"\u00e9t\u00e9"'],
+    ]) {
+      const res = await c.cmd(tag!, `SEARCH SINCE ${arg}`);
+      const line = res.split('\r\n').find((l) => l.startsWith(`${tag} `))!;
+      assert.match(line, new RegExp(`^${tag} BAD `));
+      assert.match(line, /^[\x20-\x7e]*$/, JSON.stringify(line));
+      assert.doesNotMatch(line, /\{\d+\}$/);
+    }
+    c.close();
+  });
+
+  void it('answers a CHARSET among the search keys of SORT and THREAD with BAD', async () => {
+    const c = await loggedIn();
+    assert.match(await c.cmd('k1', 'SELECT INBOX'), /^k1 OK/m);
+    // RFC 5256 names the charset before the keys; this was an internal error
+    assert.match(await c.cmd('k2', 'THREAD REFERENCES UTF-8 CHARSET KOI8-R ALL'), /^k2 BAD /m);
+    assert.match(await c.cmd('k3', 'SORT (DATE) UTF-8 CHARSET UTF-8 ALL'), /^k3 BAD /m);
+    assert.match(await c.cmd('k4', 'SEARCH CHARSET UTF-8 ALL'), /^k4 OK/m);
+    c.close();
+  });
+
   void it('refuses a literal above the limit before reading it, and keeps the session', async () => {
     const c = await loggedIn();
     c.send('b1 APPEND INBOX {5000}\r\n');
@@ -94,8 +133,8 @@ void describe('bad input', () => {
 
   void it('answers an over-long line with BAD and continues', async () => {
     const c = await loggedIn();
-    c.send(`c1 NOOP ${'x'.repeat(5000)}\r\n`);
-    await c.until(/BAD/m);
+    c.send(`c1 NOOP ${'x'.repeat(40_000)}\r\n`);
+    await c.until(/^c1 BAD/m);
     assert.match(await c.cmd('c2', 'NOOP'), /^c2 OK/m);
     c.close();
   });
@@ -104,8 +143,67 @@ void describe('bad input', () => {
     const c = await loggedIn();
     for (let i = 0; i < 4; i++) assert.match(await c.cmd(`d${i}`, 'BOGUS'), /BAD/);
     c.send('d9 BOGUS\r\n');
-    await c.until(/^\* BYE/m);
+    await c.until(/^\* BYE Too many invalid IMAP commands/m);
     await c.waitClosed();
+  });
+
+  void it('counts every bad command before login, however many good ones come between', async () => {
+    const c = await RawImap.connect(r.ports.imaps, { tls: true });
+    await c.until(/^\* OK/m);
+    for (let i = 0; i < 4; i++) {
+      assert.match(await c.cmd(`g${i}`, 'BOGUS'), new RegExp(`^g${i} BAD`, 'm'));
+      assert.match(await c.cmd(`n${i}`, 'NOOP'), new RegExp(`^n${i} OK`, 'm'));
+    }
+    c.send('g9 BOGUS\r\n');
+    await c.until(/^\* BYE Too many invalid IMAP commands/m);
+    await c.waitClosed();
+  });
+
+  void it('answers 10,000 nested parentheses with a tagged BAD, in any state, and carries on', async () => {
+    const deep = '('.repeat(10_000) + ')'.repeat(10_000);
+    const c = await RawImap.connect(r.ports.imaps, { tls: true });
+    await c.until(/^\* OK/m);
+    assert.match(await c.cmd('h1', `LOGIN ${deep}`), /^h1 BAD /m);
+    assert.match(await c.cmd('h2', `LOGIN ${USER} "${PASSWORD}"`), /^h2 OK/m);
+    assert.match(await c.cmd('h3', 'SELECT INBOX'), /^h3 OK/m);
+    for (const [tag, cmd] of [
+      ['h4', `FETCH 1 ${deep}`],
+      ['h5', `SEARCH ${deep}`],
+      ['h6', `SEARCH ${'('.repeat(10_000)}ALL${')'.repeat(10_000)}`],
+      ['h7', `STATUS INBOX ${deep}`],
+    ]) {
+      const res = await c.cmd(tag!, cmd!);
+      assert.match(res, new RegExp(`^${tag} BAD `, 'm'));
+      assert.doesNotMatch(res, /^\* (NO|BAD)/m, 'no untagged error');
+    }
+    assert.match(await c.cmd('h8', 'NOOP'), /^h8 OK/m);
+    c.close();
+  });
+
+  void it('answers every error with the tag when there is one, and * BAD only without', async () => {
+    const c = await loggedIn();
+    const cases: [string, string][] = [
+      ['t1', 't1'],
+      ['t2 ', 't2'],
+      ['t3 NOOP (', 't3'],
+      ['t4 FETCH', 't4'],
+      ['t5 UID', 't5'],
+      ['t6 "x"', 't6'],
+      [`t7 NOOP ${'x'.repeat(40_000)}`, 't7'],
+      ['t+8 NOOP', '\\*'],
+      ['(t9) NOOP', '\\*'],
+      ['\u00e9 NOOP', '\\*'],
+    ];
+    for (const [line, tag] of cases) {
+      c.send(`${line}\r\n`);
+      const res = await c.until(/^\S+ (OK|NO|BAD) /m);
+      assert.match(res, new RegExp(`^${tag} BAD `, 'm'), `${line.slice(0, 20)}: ${res}`);
+      // after login a good command ends a run of errors
+      assert.match(await c.cmd('ok', 'NOOP'), /^ok OK/m);
+    }
+    c.send('t10 APPEND INBOX {5000}\r\n');
+    assert.match(await c.until(/^t10 /m), /^t10 NO \[TOOBIG\]/m);
+    c.close();
   });
 
   void it('survives random garbage', async () => {
@@ -118,6 +216,63 @@ void describe('bad input', () => {
     }
     const c = await loggedIn();
     assert.match(await c.cmd('e1', 'NOOP'), /^e1 OK/m);
+    c.close();
+  });
+});
+
+void describe('mailbox names', () => {
+  void it('refuses a name longer than the store can hold with NO [LIMIT], and takes the longest it can', async () => {
+    const c = await loggedIn();
+    // Maildir++: the whole hierarchy is one directory ".a.b", at most 255 bytes on disk
+    assert.match(await c.cmd('m1', `CREATE ${'a'.repeat(300)}`), /^m1 NO \[LIMIT\]/m);
+    assert.match(await c.cmd('m2', `CREATE ${'b'.repeat(255)}`), /^m2 NO \[LIMIT\]/m);
+    assert.match(await c.cmd('m3', `CREATE ${'b'.repeat(254)}`), /^m3 OK/m);
+    // a dot is stored as %2e: three bytes
+    assert.match(await c.cmd('m4', `CREATE ${'c.'.repeat(64)}c`), /^m4 NO \[LIMIT\]/m);
+    // 127 times U+00E9 (two bytes each in UTF-8, the store's encoding) fit; 128 do not
+    const e = (n: number) =>
+      `"&${Buffer.from('\u00e9'.repeat(n), 'utf16le').swap16().toString('base64').replace(/=+$/, '').replace(/\//g, ',')}-"`;
+    assert.match(await c.cmd('m5', `CREATE ${e(128)}`), /^m5 NO \[LIMIT\]/m);
+    assert.match(await c.cmd('m6', `CREATE ${e(127)}`), /^m6 OK/m);
+    assert.match(await c.cmd('m7', `CREATE ${Array(21).fill('d').join('/')}`), /^m7 NO \[LIMIT\]/m);
+    assert.match(await c.cmd('m8', `CREATE ${Array(20).fill('d').join('/')}`), /^m8 OK/m);
+    const list = await c.cmd('m9', 'LIST "" *');
+    assert.ok(list.includes('b'.repeat(254)), list);
+    assert.doesNotMatch(list, /a{300}/);
+    c.close();
+  });
+
+  void it('refuses a rename that would make a child too long, and moves nothing', async () => {
+    const c = await loggedIn();
+    assert.match(await c.cmd('r0', 'CREATE p'), /^r0 OK/m);
+    assert.match(await c.cmd('r1', `CREATE p/${'k'.repeat(200)}`), /^r1 OK/m);
+    assert.match(await c.cmd('r2', `RENAME p ${'q'.repeat(60)}`), /^r2 NO \[LIMIT\]/m);
+    const list = await c.cmd('r3', 'LIST "" p*');
+    assert.match(list, /^\* LIST .* "p"\r$/m);
+    assert.ok(list.includes(`p/${'k'.repeat(200)}`), list);
+    assert.match(await c.cmd('r4', `RENAME p ${'q'.repeat(40)}`), /^r4 OK/m);
+    c.close();
+  });
+
+  void it('finds no folder by the empty name, and DELETE "" leaves the account alone', async () => {
+    const c = await loggedIn();
+    // "" was the account's own directory: DELETE "" tried to move INBOX and every folder away
+    assert.match(await c.cmd('e1', 'DELETE ""'), /^e1 NO \[NONEXISTENT\]/m);
+    assert.match(await c.cmd('e2', 'DELETE "/"'), /^e2 NO \[NONEXISTENT\]/m);
+    assert.match(await c.cmd('e3', 'RENAME "" elsewhere'), /^e3 NO \[NONEXISTENT\]/m);
+    assert.match(await c.cmd('e4', 'SELECT ""'), /^e4 NO \[NONEXISTENT\]/m);
+    assert.match(await c.cmd('e5', 'STATUS "" (MESSAGES)'), /^e5 NO \[NONEXISTENT\]/m);
+    assert.match(await c.cmd('e6', 'STATUS INBOX (MESSAGES)'), /^\* STATUS "INBOX" \(MESSAGES [1-9]/m);
+    c.close();
+  });
+
+  void it('refuses the LIST wildcards % and * in a new name', async () => {
+    const c = await loggedIn();
+    assert.match(await c.cmd('w1', 'CREATE "50% off"'), /^w1 NO \[CANNOT\]/m);
+    assert.match(await c.cmd('w2', 'CREATE a*b'), /^w2 NO \[CANNOT\]/m);
+    assert.match(await c.cmd('w3', 'CREATE wild'), /^w3 OK/m);
+    assert.match(await c.cmd('w4', 'RENAME wild wild%'), /^w4 NO \[CANNOT\]/m);
+    assert.match(await c.cmd('w5', 'LIST "" wild*'), /^\* LIST \(\\HasNoChildren\) "\/" "?wild"?\r$/m);
     c.close();
   });
 });
@@ -222,5 +377,72 @@ void describe('SORT (RFC 5256)', () => {
     assert.match(await c.cmd('s6', 'UID SORT (REVERSE SIZE) UTF-8 ALL'), /^\* SORT 1 3 2\r\n/m);
     assert.match(await c.cmd('s7', 'SORT (SUBJECT) KOI8-R ALL'), /^s7 NO \[BADCHARSET/m);
     c.close();
+  });
+});
+
+void describe('POP3 bad input', () => {
+  const pop3 = async () => {
+    const c = await RawImap.connect(r.ports.pop3s, { tls: true });
+    await c.until(/^\+OK/m);
+    return c;
+  };
+
+  void it('counts every bad command before login, however many good ones come between', async () => {
+    const c = await pop3();
+    for (let i = 0; i < 4; i++) {
+      c.send('BOGUS\r\n');
+      assert.match(await c.until(/^[-+]/m), /^-ERR/);
+      c.send('CAPA\r\n');
+      assert.match(await c.until(/^\.\r$/m), /^\+OK/);
+    }
+    c.send('BOGUS\r\n');
+    assert.match(await c.until(/^-ERR Too many invalid commands/m), /^-ERR Unknown command\r\n-ERR Too/);
+    await c.waitClosed();
+  });
+
+  void it('answers a line over the limit once, in its turn, however many reads it takes', async () => {
+    const c = await pop3();
+    c.send(`USER ${USER}\r\nPASS wrong\r\n${'x'.repeat(2000)}`);
+    const first = await c.until(/Line too long/m);
+    assert.match(first, /^\+OK\r\n-ERR \[AUTH\] [^\r]*\r\n-ERR Line too long\r\n$/);
+    c.send('x'.repeat(2000));
+    c.send(`${'x'.repeat(2000)}\r\nCAPA\r\n`);
+    assert.match(await c.until(/^\.\r$/m), /^\+OK/, 'the next reply is the one to CAPA');
+    c.close();
+  });
+});
+
+void describe('error logging', () => {
+  void it('logs a few errors of a connection that fails command after command, then one count', async () => {
+    const { logger, lines } = capturingLogger();
+    const r2 = await startRetrieval(p, { plaintext_auth_networks: '127.0.0.1/32' }, { logger });
+    try {
+      const c = await RawImap.connect(r2.ports.imap);
+      await c.until(/^\* OK/m);
+      assert.match(await c.cmd('l', `LOGIN ${USER} "${PASSWORD}"`), /^l OK/m);
+      assert.match(await c.cmd('c', 'CREATE damaged'), /^c OK/m);
+      // a folder damaged on disk: every STATUS of it is an internal error
+      const dir = folderDir(p.maildir, USER, 'damaged');
+      rmSync(join(dir, 'new'), { recursive: true });
+      mkdirSync(join(dir, 'dovecot-uidlist'));
+      for (let i = 0; i < 30; i++) {
+        assert.match(
+          await c.cmd(`s${i}`, 'STATUS damaged (MESSAGES)'),
+          new RegExp(`^s${i} NO \\[SERVERBUG\\]`, 'm'),
+        );
+        assert.match(await c.cmd(`n${i}`, 'NOOP'), new RegExp(`^n${i} OK`, 'm'));
+      }
+      c.send('z LOGOUT\r\n');
+      await c.waitClosed();
+      const failed = () => lines.filter((l) => l.msg === 'command failed');
+      await waitFor(() => lines.some((l) => l.fields.unlogged !== undefined), {
+        what: 'the count at the end',
+      });
+      assert.equal(failed().length, 5);
+      assert.equal(lines.find((l) => l.fields.unlogged !== undefined)?.fields.unlogged, 25);
+      assert.ok(lines.length < 15, `${lines.length} lines logged`);
+    } finally {
+      await r2.stop();
+    }
   });
 });

@@ -12,6 +12,7 @@ import {
   ParseError,
   parseFetchItems,
   parseSearch,
+  parseSearchKeys,
   SUPPORTED_CHARSETS,
   str,
   renderThreads,
@@ -86,9 +87,17 @@ function folderErr(err: unknown): never {
         throw reply.cannot(err.message);
       case 'invalid':
         throw reply.cannot(err.message);
+      case 'limit':
+        throw reply.limit(err.message);
     }
   }
   throw err;
+}
+
+/** A name a client wants to give a folder (CREATE, RENAME): no LIST wildcards in it. */
+function newFolderName(name: string): string {
+  if (/[%*]/.test(name)) throw reply.wildcardName();
+  return name;
 }
 
 function flagList(r: ArgReader): string[] {
@@ -108,7 +117,12 @@ function flagList(r: ArgReader): string[] {
 }
 
 async function requireFolder(s: ImapSession, name: string, tryCreate = false): Promise<MailFolder> {
-  const f = s.mailbox!.folder(name);
+  let f: MailFolder;
+  try {
+    f = s.mailbox!.folder(name);
+  } catch (err) {
+    folderErr(err);
+  }
   if (!(await f.exists())) throw tryCreate ? reply.tryCreate() : reply.nonexistent();
   return f;
 }
@@ -612,7 +626,7 @@ async function sentDate(
 function parseCharsetSearch(r: ArgReader): SearchArgs {
   const charset = r.astring('charset').toUpperCase();
   if (!SUPPORTED_CHARSETS.includes(charset)) return { ret: null, key: null, badCharset: true };
-  return { ret: null, key: parseSearch(r), badCharset: false };
+  return { ret: null, key: parseSearchKeys(r), badCharset: false };
 }
 
 /** The selected messages matching SORT's or THREAD's search keys, with their header fields. */
@@ -975,7 +989,7 @@ export const COMMANDS: Record<string, CommandDef<unknown>> = {
       return n;
     },
     async run(s, tag, name: string) {
-      await s.mailbox!.create(name).catch(folderErr);
+      await s.mailbox!.create(newFolderName(name)).catch(folderErr);
       await s.ok(tag, 'CREATE completed');
     },
   }),
@@ -1003,7 +1017,7 @@ export const COMMANDS: Record<string, CommandDef<unknown>> = {
       return { from, to };
     },
     async run(s, tag, a: { from: string; to: string }) {
-      await s.mailbox!.rename(a.from, a.to).catch(folderErr);
+      await s.mailbox!.rename(a.from, newFolderName(a.to)).catch(folderErr);
       await s.ok(tag, 'RENAME completed');
     },
   }),

@@ -26,6 +26,11 @@ export const reply = {
   tryCreate: () => new ImapReply('NO', 'TRYCREATE', 'No such mailbox'),
   alreadyExists: () => new ImapReply('NO', 'ALREADYEXISTS', 'Mailbox already exists'),
   cannot: (text: string) => new ImapReply('NO', 'CANNOT', text),
+  /** RFC 5530 LIMIT: a valid request past an implementation limit (a name the store cannot hold). */
+  limit: (text: string) => new ImapReply('NO', 'LIMIT', text),
+  /** RFC 9051 §5.1: "%" and "*" are valid in names but cannot be listed apart from the wildcards. */
+  wildcardName: () =>
+    new ImapReply('NO', 'CANNOT', 'Mailbox names cannot contain the LIST wildcards % and *'),
   readOnly: () => new ImapReply('NO', 'READ-ONLY', 'Mailbox is read-only'),
   overQuota: () => new ImapReply('NO', 'OVERQUOTA', 'Quota exceeded'),
   tooBig: () => new ImapReply('NO', 'TOOBIG', 'Message too large'),

@@ -8,6 +8,7 @@ import {
   CommandFramer,
   ParseError,
   parseCommand,
+  readTag,
   type Chunk,
   type FramedCommand,
   type FramerEvent,
@@ -19,6 +20,7 @@ import type { ClientConnection, SessionLimits } from '../connection.js';
 import type { MessageCache } from '../message-cache.js';
 import type { RetrievalMetrics } from '../metrics.js';
 import type { ChangeNotifier } from '../notifier.js';
+import { BadCommands, ErrorLog } from '../session-errors.js';
 import { COMMANDS } from './commands.js';
 import { ImapReply, reply } from './replies.js';
 import type { SelectedMailbox } from './selected.js';
@@ -59,7 +61,8 @@ export class ImapSession {
   private framer: CommandFramer;
   private queue: FramerEvent[] = [];
   private running = false;
-  private badCount = 0;
+  private readonly badCommands: BadCommands;
+  private readonly errors: ErrorLog;
   private timer: NodeJS.Timeout | null = null;
   /** login_timeout: the whole time allowed before login. */
   private loginTimer: NodeJS.Timeout | null = null;
@@ -73,6 +76,8 @@ export class ImapSession {
     readonly deps: ImapDeps,
   ) {
     this.log = deps.logger.child({ session: this.id, ip: conn.ip });
+    this.errors = new ErrorLog(this.log);
+    this.badCommands = new BadCommands(deps.config.imap_max_bad_commands);
     this.framer = this.newFramer();
   }
 
@@ -191,7 +196,7 @@ export class ImapSession {
     try {
       events = this.framer.push(chunk);
     } catch (err) {
-      this.log.error({ err }, 'framer failed');
+      this.errors.error({ err }, 'framer failed');
       this.close('* BYE Internal error\r\n');
       return;
     }
@@ -218,7 +223,13 @@ export class ImapSession {
     try {
       while (this.queue.length && this.mode.m !== 'closed') {
         const ev = this.queue.shift()!;
-        await this.handleEvent(ev);
+        try {
+          await this.handleEvent(ev);
+        } catch (err) {
+          // every reply path catches its own errors; one that escapes ends the session, not the process
+          this.errors.error({ err }, 'session failed');
+          this.close('* BYE Internal error\r\n');
+        }
         this.conn.readAhead(this.queue.length);
       }
     } finally {
@@ -266,19 +277,19 @@ export class ImapSession {
   }
 
   private countBad(): void {
-    if (++this.badCount >= this.deps.config.imap_max_bad_commands) {
+    if (this.badCommands.bad()) {
       this.deps.metrics.limitRejections.inc({ limit: 'bad-commands' });
-      this.close('* BYE Too many invalid commands\r\n');
+      this.close('* BYE Too many invalid IMAP commands\r\n');
     }
   }
 
   private async command(cmd: FramedCommand): Promise<void> {
     const started = process.hrtime.bigint();
-    let tag = '*';
+    // known before parsing, so that even a failure of the parser is answered with it
+    const tag = readTag(cmd.lines[0] ?? '') ?? '*';
     let name = 'UNKNOWN';
     try {
       const parsed = parseCommand(cmd);
-      tag = parsed.tag;
       name = parsed.name;
       const def = COMMANDS[name];
       if (!def) throw reply.bad(`Unknown command ${name.slice(0, 30)}`);
@@ -289,41 +300,53 @@ export class ImapSession {
       }
       const args = def.parse(new ArgReader(parsed.args, this.utf8), this);
       await def.run(this, tag, args, name);
-      this.badCount = 0;
+      this.badCommands.ok(this.state !== 'not-authenticated');
       this.deps.metrics.commands.inc({ protocol: 'imap', command: name, result: 'ok' });
     } catch (err) {
-      let status: 'NO' | 'BAD';
-      let code: string | null = null;
-      let text: string;
-      if (err instanceof ParseError) {
-        status = 'BAD';
-        text = `Syntax error: ${err.message}`;
-        if (err.tag) tag = err.tag;
-      } else if (err instanceof ImapReply) {
-        status = err.status;
-        code = err.code;
-        text = err.message;
-      } else {
-        status = 'NO';
-        code = 'SERVERBUG';
-        text = 'Internal error; the incident is logged';
-        this.log.error({ err, command: name }, 'command failed');
-      }
-      // updates before the tagged reply, as after any command
-      if (this.selected && status === 'NO') await this.flushUpdates(false).catch(() => undefined);
-      this.send(`${tag} ${status} ${code ? `[${code}] ` : ''}${text}\r\n`);
+      const status = await this.refuse(tag, name, err);
       this.deps.metrics.commands.inc({
         protocol: 'imap',
         command: COMMANDS[name] ? name : 'UNKNOWN',
         result: status.toLowerCase(),
       });
-      if (status === 'BAD' || code === 'AUTHENTICATIONFAILED') this.countBad();
     } finally {
       this.deps.metrics.commandLatency.observe(
         { protocol: 'imap', command: COMMANDS[name] ? name : 'UNKNOWN' },
         Number(process.hrtime.bigint() - started) / 1e9,
       );
     }
+  }
+
+  /**
+   * The tagged NO or BAD for a command that failed, rendered in one place: a ParseError
+   * is BAD, an ImapReply says what it is, anything else is a bug (NO [SERVERBUG], logged).
+   * Errors, failed logins and bugs count toward the disconnect.
+   */
+  private async refuse(tag: string, name: string, err: unknown): Promise<'NO' | 'BAD'> {
+    let status: 'NO' | 'BAD';
+    let code: string | null = null;
+    let text: string;
+    if (err instanceof ParseError) {
+      status = 'BAD';
+      text = `Syntax error: ${err.message}`;
+    } else if (err instanceof ImapReply) {
+      status = err.status;
+      code = err.code;
+      text = err.message;
+    } else {
+      status = 'NO';
+      code = 'SERVERBUG';
+      text = 'Internal error; the incident is logged';
+      this.errors.error({ err, command: name }, 'command failed');
+    }
+    // what a message echoes of the input stays readable: resp-text is 7-bit text (RFC 9051
+    // §9), and a line that ends in "{5}" reads as a literal announcement to a client
+    text = text.replace(/[^\x20-\x7e]/g, '?').replace(/(\{\d*\+?\})$/, '$1.');
+    // updates before the tagged reply, as after any command
+    if (this.selected && status === 'NO') await this.flushUpdates(false).catch(() => undefined);
+    this.send(`${tag} ${status} ${code ? `[${code}] ` : ''}${text}\r\n`);
+    if (status === 'BAD' || code === 'AUTHENTICATIONFAILED' || code === 'SERVERBUG') this.countBad();
+    return status;
   }
 
   /** Sends pending EXPUNGE / EXISTS / FETCH FLAGS updates for the selected folder. */
@@ -408,9 +431,7 @@ export class ImapSession {
     try {
       await this.saslResponse(mode.tag, line);
     } catch (err) {
-      if (!(err instanceof ImapReply)) throw err;
-      this.send(`${mode.tag} ${err.status} ${err.code ? `[${err.code}] ` : ''}${err.message}\r\n`);
-      this.countBad();
+      await this.refuse(mode.tag, 'AUTHENTICATE', err);
     }
   }
 
@@ -466,11 +487,12 @@ export class ImapSession {
     mode.stop();
     this.mode = { m: 'command' };
     this.framer.raw = false;
-    if (cmd.lines.join('').toUpperCase() !== 'DONE') {
-      this.send(`${mode.tag} BAD Expected DONE\r\n`);
-      return;
+    try {
+      if (cmd.lines.join('').toUpperCase() !== 'DONE') throw reply.bad('Expected DONE');
+      await this.ok(mode.tag, 'IDLE terminated');
+    } catch (err) {
+      await this.refuse(mode.tag, 'IDLE', err);
     }
-    await this.ok(mode.tag, 'IDLE terminated');
   }
 
   private onChange(folder: string): void {
@@ -514,6 +536,7 @@ export class ImapSession {
     this.mode = { m: 'closed' };
     if (this.timer) clearTimeout(this.timer);
     if (this.loginTimer) clearTimeout(this.loginTimer);
+    this.errors.close();
     this.unsubscribe?.();
     this.unwatchCredential?.();
     if (this.user) this.deps.limits.closeAccount(this.user);

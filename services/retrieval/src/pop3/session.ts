@@ -7,6 +7,7 @@ import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
 import type { Logger } from '@mailyard/observability';
 import type { ClientConnection } from '../connection.js';
 import type { ImapDeps } from '../imap/session.js';
+import { BadCommands, ErrorLog } from '../session-errors.js';
 
 type Pop3State = 'authorization' | 'transaction' | 'update';
 
@@ -70,8 +71,12 @@ export class Pop3Session {
   private release: (() => Promise<void>) | null = null;
   private sasl = false;
   private busy = false;
-  private queue: string[] = [];
-  private bad = 0;
+  /** Lines waiting for the command before them; null: a line refused as too long, answered in its turn. */
+  private queue: (string | null)[] = [];
+  /** Skipping the rest of a line that was already refused as too long. */
+  private discarding = false;
+  private readonly badCommands: BadCommands;
+  private readonly errors: ErrorLog;
   private timer: NodeJS.Timeout | null = null;
   /** login_timeout: the whole time allowed before login. */
   private loginTimer: NodeJS.Timeout | null = null;
@@ -85,6 +90,8 @@ export class Pop3Session {
     readonly deps: Pop3Deps,
   ) {
     this.log = deps.logger.child({ session: this.id, ip: conn.ip, protocol: 'pop3' });
+    this.errors = new ErrorLog(this.log);
+    this.badCommands = new BadCommands(deps.config.imap_max_bad_commands);
   }
 
   start(): void {
@@ -126,19 +133,19 @@ export class Pop3Session {
       if (nl < 0) {
         if (this.buf.length > MAX_LINE) {
           this.buf = '';
-          this.send('-ERR Line too long');
-          this.countBad();
+          // one answer per line, however many reads it takes to reach its end
+          if (!this.discarding) this.queue.push(null);
+          this.discarding = true;
         }
         break;
       }
       const line = this.buf.slice(0, nl).replace(/\r$/, '');
       this.buf = this.buf.slice(nl + 1);
-      if (line.length > MAX_LINE) {
-        this.send('-ERR Line too long');
-        this.countBad();
+      if (this.discarding) {
+        this.discarding = false;
         continue;
       }
-      this.queue.push(line);
+      this.queue.push(line.length > MAX_LINE ? null : line);
     }
     this.conn.readAhead(this.queue.length);
     void this.drain();
@@ -171,10 +178,18 @@ export class Pop3Session {
   }
 
   private countBad(): void {
-    if (++this.bad >= this.deps.config.imap_max_bad_commands) this.close('-ERR Too many invalid commands');
+    if (this.badCommands.bad()) {
+      this.deps.metrics.limitRejections.inc({ limit: 'bad-commands' });
+      this.close('-ERR Too many invalid commands');
+    }
   }
 
-  private async handle(line: string): Promise<void> {
+  private async handle(line: string | null): Promise<void> {
+    if (line === null) {
+      this.sasl = false;
+      this.send('-ERR Line too long');
+      return this.countBad();
+    }
     if (this.sasl) {
       this.sasl = false;
       if (line === '*') return this.send('-ERR Authentication cancelled');
@@ -184,12 +199,12 @@ export class Pop3Session {
     const name = verb.toUpperCase();
     const cmd = COMMANDS[name];
     if (!cmd) {
-      this.countBad();
-      return this.send('-ERR Unknown command');
+      this.send('-ERR Unknown command');
+      return this.countBad();
     }
     if (!cmd.states.includes(this.state)) {
-      this.countBad();
-      return this.send(`-ERR ${name} not allowed now`);
+      this.send(`-ERR ${name} not allowed now`);
+      return this.countBad();
     }
     const started = process.hrtime.bigint();
     await this.wrap(() => cmd.run(this, args));
@@ -202,15 +217,15 @@ export class Pop3Session {
   private async wrap(fn: () => Promise<void> | void): Promise<void> {
     try {
       await fn();
-      this.bad = 0;
+      this.badCommands.ok(this.state !== 'authorization');
     } catch (err) {
       if (err instanceof Pop3Error) {
         this.send(`-ERR ${err.code ? `[${err.code}] ` : ''}${err.message}`);
-        this.countBad();
       } else {
-        this.log.error({ err }, 'pop3 command failed');
+        this.errors.error({ err }, 'pop3 command failed');
         this.send('-ERR [SYS/TEMP] Internal error');
       }
+      this.countBad();
     }
   }
 
@@ -439,6 +454,7 @@ export class Pop3Session {
     if (this.timer) clearTimeout(this.timer);
     if (this.loginTimer) clearTimeout(this.loginTimer);
     this.unwatchCredential?.();
+    this.errors.close();
     if (this.user) this.deps.limits.closeAccount(this.user);
     this.deps.metrics.activeSessions.dec({ protocol: 'pop3' });
     this.deps.metrics.sentBytes.inc({ protocol: 'pop3' }, this.conn.sent);

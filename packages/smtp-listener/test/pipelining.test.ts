@@ -1,0 +1,185 @@
+// RFC 2920 §3.1 on the listener both SMTP services share: message content sent before the
+// 354 is refused (Postfix's smtpd_forbid_unauth_pipelining), whatever the packets were.
+import assert from 'node:assert/strict';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import { after, before, test } from 'node:test';
+import type { SmtpReject } from '@mailyard/smtp-core';
+import { MailyardSmtpServer } from '../src/index.js';
+
+let server: MailyardSmtpServer;
+let port: number;
+/** Server-side sockets, to see when the server has read what the client sent. */
+const accepted: Socket[] = [];
+/** RCPT TO answers wait for this, when set: lets a test queue input behind a pending command. */
+let rcptGate: Promise<void> | null = null;
+let rcptSeen: (() => void) | null = null;
+const received: string[] = [];
+const refused: SmtpReject[] = [];
+
+before(async () => {
+  server = new MailyardSmtpServer({
+    proxyTrusted: [],
+    hardErrorLimit: 20,
+    greetingDelay: 0,
+    logger: false,
+    authOptional: true,
+    allowInsecureAuth: true,
+    authMethods: ['PLAIN'],
+    hideSTARTTLS: true,
+    onAuth: (auth, _session, cb) => cb(null, { user: auth.username }),
+    onRcptTo(_address, _session, cb) {
+      rcptSeen?.();
+      if (!rcptGate) return cb();
+      void rcptGate.then(() => cb());
+    },
+    onData(stream, _session, cb) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        received.push(Buffer.concat(chunks).toString());
+        cb(null, 'Ok: queued');
+      });
+    },
+    onReject: (err) => refused.push(err),
+  });
+  (server as unknown as { server: { on(e: 'connection', f: (s: Socket) => void): void } }).server.on(
+    'connection',
+    (s) => accepted.push(s),
+  );
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  port = (server.server.address() as AddressInfo).port;
+});
+after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+/** A raw client reading whole replies, past the greeting and EHLO. */
+async function client(): Promise<{
+  write(s: string): void;
+  reply(): Promise<string>;
+  closed(): Promise<void>;
+  sent: number;
+}> {
+  const s = connect(port, '127.0.0.1');
+  let buf = '';
+  let ended = false;
+  const waiters: (() => void)[] = [];
+  s.on('data', (d: Buffer) => {
+    buf += d.toString('latin1');
+    for (const w of waiters.splice(0)) w();
+  });
+  s.on('close', () => {
+    ended = true;
+    for (const w of waiters.splice(0)) w();
+  });
+  s.on('error', () => undefined);
+  const wait = () => new Promise<void>((r) => waiters.push(r));
+  const c = {
+    sent: 0,
+    write(text: string) {
+      c.sent += Buffer.byteLength(text);
+      s.write(text);
+    },
+    async reply(): Promise<string> {
+      for (;;) {
+        const m = /^(?:\d{3}-[^\r\n]*\r\n)*\d{3} [^\r\n]*\r\n/.exec(buf);
+        if (m) {
+          buf = buf.slice(m[0].length);
+          return m[0];
+        }
+        if (ended) throw new Error(`closed; unread: ${buf}`);
+        await wait();
+      }
+    },
+    async closed(): Promise<void> {
+      while (!ended) await wait();
+    },
+  };
+  await new Promise<void>((r) => s.once('connect', () => r()));
+  assert.match(await c.reply(), /^220 /);
+  c.write('EHLO client.test\r\n');
+  assert.match(await c.reply(), /^250[ -]/);
+  return c;
+}
+
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+test(
+  'content in the same packet as DATA: 554 5.5.0 instead of 354, disconnected, nothing received',
+  { timeout: 10_000 },
+  async () => {
+    const before = received.length;
+    const c = await client();
+    c.write('MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\nSubject: early\r\n\r\nx\r\n.\r\n');
+    assert.match(await c.reply(), /^250 /);
+    assert.match(await c.reply(), /^250 /);
+    assert.match(await c.reply(), /^554 5\.5\.0 Error: SMTP protocol synchronization\r\n$/);
+    await c.closed();
+    assert.equal(received.length, before);
+    assert.equal(refused.at(-1)?.reason, 'improper_pipelining');
+  },
+);
+
+test(
+  'content read while DATA waited behind a pending RCPT: refused the same way',
+  { timeout: 10_000 },
+  async () => {
+    const before = received.length;
+    let release!: () => void;
+    rcptGate = new Promise<void>((r) => (release = r));
+    const seen = new Promise<void>((r) => (rcptSeen = r));
+    try {
+      const c = await client();
+      c.write('MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n');
+      await seen;
+      c.write('Subject: early\r\n\r\nx\r\n.\r\n');
+      // the server has read the content (queued behind the RCPT) before DATA is handled
+      const sock = accepted.at(-1)!;
+      await until(() => sock.bytesRead >= c.sent, 'the server to read the content');
+      release();
+      assert.match(await c.reply(), /^250 /);
+      assert.match(await c.reply(), /^250 /);
+      assert.match(await c.reply(), /^554 5\.5\.0 /);
+      await c.closed();
+      assert.equal(received.length, before);
+    } finally {
+      rcptGate = null;
+      rcptSeen = null;
+    }
+  },
+);
+
+test(
+  'DATA as the last command of a group, content after the 354, and the next group after the dot',
+  { timeout: 10_000 },
+  async () => {
+    const before = received.length;
+    const c = await client();
+    c.write('MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n');
+    for (const code of ['250', '250', '354']) assert.ok((await c.reply()).startsWith(code));
+    // RFC 2920 §3.1: the message may be followed by the next transaction in one group
+    c.write('Subject: one\r\n\r\nx\r\n.\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n');
+    for (const code of ['250', '250', '250', '354']) assert.ok((await c.reply()).startsWith(code));
+    c.write('Subject: two\r\n\r\ny\r\n.\r\n');
+    assert.match(await c.reply(), /^250 /);
+    assert.equal(received.length, before + 2);
+    c.write('QUIT\r\n');
+    await c.closed();
+  },
+);
+
+test('a client that logged in may send its content with DATA', { timeout: 10_000 }, async () => {
+  const before = received.length;
+  const c = await client();
+  c.write(`AUTH PLAIN ${Buffer.from('\0user\0pw').toString('base64')}\r\n`);
+  assert.match(await c.reply(), /^235 /);
+  c.write('MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\nSubject: s\r\n\r\nx\r\n.\r\n');
+  for (const code of ['250', '250', '354', '250']) assert.ok((await c.reply()).startsWith(code));
+  assert.equal(received.length, before + 1);
+  c.write('QUIT\r\n');
+  await c.closed();
+});
