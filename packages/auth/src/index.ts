@@ -2,3 +2,4 @@ export * from './lockout.js';
 export * from './app-passwords.js';
 export * from './authenticate.js';
 export * from './credential-cache.js';
+export * from './service-login.js';

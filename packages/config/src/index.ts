@@ -2,3 +2,4 @@ export * from './load.js';
 export * from './fields.js';
 export * from './common.js';
 export * from './tls.js';
+export * from './service-login.js';
