@@ -8,6 +8,8 @@ import {
   duration,
   port,
   positiveInt,
+  serviceLoginNetworksSchema,
+  serviceLoginSchema,
 } from '@mailyard/config';
 
 export const retrievalSchema = z.object({
@@ -61,6 +63,9 @@ export const retrievalSchema = z.object({
   auth_cache_size: positiveInt(10000),
   /** Announce our own changes (flags, expunges, appends) to other instances' IDLE sessions. */
   publish_changes: bool(true),
+  /** The webmail's login acting for users (SASL PLAIN with an authzid): name, secret, networks. */
+  ...serviceLoginSchema,
+  ...serviceLoginNetworksSchema,
   /** Seconds to wait for sessions to end at shutdown. */
   shutdown_grace: duration('10s'),
 });

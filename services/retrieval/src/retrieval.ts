@@ -1,7 +1,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext, createServer as createTlsServer } from 'node:tls';
 import type { AddressInfo } from 'node:net';
-import type { Authenticator } from '@mailyard/auth';
+import type { Authenticator, ServiceAuthorizer } from '@mailyard/auth';
 import type { Bus } from '@mailyard/bus';
 import { loadTlsMaterial } from '@mailyard/config';
 import { MailAccount, Quotas } from '@mailyard/mailstore';
@@ -19,6 +19,8 @@ export interface RetrievalDeps {
   bus: Bus;
   redis: Redis;
   auth: Authenticator;
+  /** The webmail's login acting for users (SASL PLAIN authzid); without it, refused. */
+  serviceAuth?: ServiceAuthorizer;
   logger: Logger;
   registry: Registry;
 }
@@ -64,6 +66,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
   const imapDeps: ImapDeps = {
     config,
     auth: deps.auth,
+    ...(deps.serviceAuth ? { serviceAuth: deps.serviceAuth } : {}),
     account,
     quotas: new Quotas(deps.redis, config.quota_storage),
     notifier,

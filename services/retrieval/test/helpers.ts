@@ -1,6 +1,14 @@
 import { loadConfig } from '@mailyard/config';
-import { AppPasswords, createAuthenticator, CredentialCache, LoginGuard } from '@mailyard/auth';
+import {
+  AppPasswords,
+  createAuthenticator,
+  createServiceAuthorizer,
+  CredentialCache,
+  LoginGuard,
+  serviceLoginFromConfig,
+} from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
+import type { Logger } from '@mailyard/observability';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import nodemailer from 'nodemailer';
 import { waitFor } from '@mailyard/testkit';
@@ -20,6 +28,7 @@ export interface Retrieval {
 export async function startRetrieval(
   p: Platform,
   overrides: Record<string, unknown> = {},
+  opts: { logger?: Logger } = {},
 ): Promise<Retrieval> {
   const config = loadConfig(retrievalSchema, {
     env: {},
@@ -40,7 +49,7 @@ export async function startRetrieval(
       ...overrides,
     },
   });
-  const rt = await createRuntime('retrieval', config);
+  const rt = await createRuntime('retrieval', config, opts.logger);
   await rt.bus.waitConnected();
   const svc = buildRetrieval(config, {
     bus: rt.bus,
@@ -50,6 +59,11 @@ export async function startRetrieval(
       guard: new LoginGuard(rt.redis),
       appPasswords: new AppPasswords(rt.redis),
       cache: new CredentialCache({ ttlMs: config.auth_cache_ttl, maxEntries: config.auth_cache_size }),
+    }),
+    serviceAuth: createServiceAuthorizer({
+      directory: new Directory(rt.redis),
+      guard: new LoginGuard(rt.redis),
+      login: serviceLoginFromConfig(config),
     }),
     logger: rt.logger,
     registry: rt.registry,
