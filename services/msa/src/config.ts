@@ -1,5 +1,15 @@
 import { z } from 'zod';
-import { bool, bytes, cidrList, commonSchema, duration, port, positiveInt } from '@mailyard/config';
+import {
+  bool,
+  bytes,
+  cidrList,
+  commonSchema,
+  duration,
+  port,
+  positiveInt,
+  serviceLoginNetworksSchema,
+  serviceLoginSchema,
+} from '@mailyard/config';
 
 export const msaSchema = z.object({
   ...commonSchema,
@@ -48,6 +58,9 @@ export const msaSchema = z.object({
    * retries) or continue without policy (mail leaves unscanned and unlimited).
    */
   policy_timeout_action: z.enum(['tempfail', 'continue']).default('tempfail'),
+  /** The webmail's login acting for users (SASL PLAIN with an authzid): name, secret, networks. */
+  ...serviceLoginSchema,
+  ...serviceLoginNetworksSchema,
   /** Seconds to wait for connections to finish at shutdown. */
   shutdown_grace: duration('10s'),
 });

@@ -1,4 +1,10 @@
-import { AppPasswords, LoginGuard, createAuthenticator } from '@mailyard/auth';
+import {
+  AppPasswords,
+  LoginGuard,
+  createAuthenticator,
+  createServiceAuthorizer,
+  serviceLoginFromConfig,
+} from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import { DkimKeyStore, DkimSigner } from '@mailyard/dkim';
 import { runMain } from '@mailyard/runtime';
@@ -14,6 +20,11 @@ await runMain('msa', msaSchema, (config, rt) => {
       directory,
       guard: new LoginGuard(rt.redis),
       appPasswords: new AppPasswords(rt.redis),
+    }),
+    serviceAuth: createServiceAuthorizer({
+      directory,
+      guard: new LoginGuard(rt.redis),
+      login: serviceLoginFromConfig(config),
     }),
     resolver: rt.resolver,
     dkim: config.dkim_signing ? new DkimSigner(new DkimKeyStore(rt.redis)) : null,

@@ -14,7 +14,7 @@ import {
   sessionSmtpUtf8,
   sessionTls,
 } from '@mailyard/smtp-listener';
-import type { Authenticator } from '@mailyard/auth';
+import { actingFor, logIn, type Authenticator, type ServiceAuthorizer } from '@mailyard/auth';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
 import { loadTlsMaterial } from '@mailyard/config';
 import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@mailyard/contracts';
@@ -51,6 +51,8 @@ export interface MsaDeps {
   bus: Bus;
   directory: Directory;
   authenticator: Authenticator;
+  /** Accepts the webmail's login acting for a user (SASL PLAIN authzid); without it, refused. */
+  serviceAuth?: ServiceAuthorizer;
   resolver: MailResolver;
   /** Null when DKIM signing is off. */
   dkim: DkimSigner | null;
@@ -242,11 +244,9 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       cb(err);
     };
     // RFC 4616 §2: an authorization identity other than the login is a request to act
-    // as someone else, which we do not offer
-    if (auth.method === 'PLAIN' && auth.authzid && auth.authzid.toLowerCase() !== username.toLowerCase()) {
-      return fail(reply.authInvalid(), { authzid: auth.authzid });
-    }
-    authenticator.authenticate({ ip: session.remoteAddress, username, password }).then(
+    // as someone else, which only the webmail's service login may make
+    const authzid = auth.method === 'PLAIN' ? (auth.authzid ?? '') : '';
+    logIn(authenticator, deps.serviceAuth, { ip: session.remoteAddress, username, password, authzid }).then(
       (res) => {
         if (res.ok) {
           metrics.logins.inc({ via: res.via });
@@ -258,7 +258,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
               method: auth.method,
               via: res.via,
             },
-            'login',
+            res.service ? `login: ${actingFor(res.service, res.account)}` : 'login',
           );
           return cb(null, { user: res.account });
         }

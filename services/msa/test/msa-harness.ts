@@ -1,6 +1,12 @@
 import { execFile } from 'node:child_process';
 import { connect, type ChannelModel } from 'amqplib';
-import { AppPasswords, LoginGuard, createAuthenticator } from '@mailyard/auth';
+import {
+  AppPasswords,
+  LoginGuard,
+  createAuthenticator,
+  createServiceAuthorizer,
+  serviceLoginFromConfig,
+} from '@mailyard/auth';
 import { loadConfig } from '@mailyard/config';
 import { ENVELOPE_HEADER, Queues, envelopeFor, parseEnvelope, type Envelope } from '@mailyard/contracts';
 import { Directory } from '@mailyard/directory';
@@ -73,6 +79,11 @@ export async function startMsaTestbed(
         directory,
         guard: new LoginGuard(rt.redis),
         appPasswords: new AppPasswords(rt.redis),
+      }),
+      serviceAuth: createServiceAuthorizer({
+        directory,
+        guard: new LoginGuard(rt.redis),
+        login: serviceLoginFromConfig(config),
       }),
       resolver: rt.resolver,
       dkim: config.dkim_signing ? new DkimSigner(new DkimKeyStore(rt.redis), { cacheMs: 0 }) : null,
