@@ -369,7 +369,12 @@ export class ImapSession {
     try {
       await this.saslResponse(mode.tag, line);
     } catch (err) {
-      if (!(err instanceof ImapReply)) throw err;
+      if (!(err instanceof ImapReply)) {
+        // as command() does: the client gets its tagged answer, the stack goes to the log
+        this.log.error({ err: (err as Error).stack ?? String(err) }, 'AUTHENTICATE failed');
+        this.send(`${mode.tag} NO [SERVERBUG] Internal error; the incident is logged\r\n`);
+        return;
+      }
       this.send(`${mode.tag} ${err.status} ${err.code ? `[${err.code}] ` : ''}${err.message}\r\n`);
       this.countBad();
     }
