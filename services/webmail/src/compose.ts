@@ -7,7 +7,7 @@ import addressparser from 'nodemailer/lib/addressparser';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import type { SubmitTarget } from './context.js';
 import { errors, UpstreamError } from './errors.js';
-import type { Address } from './mailbox.js';
+import type { Address } from './api-types.js';
 import { htmlToText, sanitizeComposeHtml } from './sanitize.js';
 
 export interface OutgoingAttachment {

@@ -2,25 +2,8 @@
 // a folder's list (sorted, searched or threaded on the server: SORT and THREAD, RFC 5256),
 // flags, moves and appends. Nothing here keeps state between requests.
 import type { FetchMessageObject, FetchQueryObject, ImapFlow, MessageAddressObject } from 'imapflow';
+import type { Address, Flags, FolderInfo, ListPage, ListRow } from './api-types.js';
 import { errors } from './errors.js';
-
-export interface Address {
-  name: string;
-  address: string;
-}
-
-export interface FolderInfo {
-  path: string;
-  name: string;
-  /** Parent path ("" at the top) and separator, for the tree. */
-  parent: string;
-  delimiter: string;
-  specialUse: string | null;
-  total: number;
-  unseen: number;
-  /** \Noselect: a parent only, holds no messages. */
-  selectable: boolean;
-}
 
 /** Special-use folders first, in the order people expect them; then the rest by name. */
 const SPECIAL_ORDER = ['\\Inbox', '\\Drafts', '\\Sent', '\\Archive', '\\Junk', '\\Trash'];
@@ -80,37 +63,6 @@ export interface ListQuery {
   flagged: boolean;
   /** One row per conversation (THREAD=REFERENCES). */
   threads: boolean;
-}
-
-export interface Flags {
-  seen: boolean;
-  flagged: boolean;
-  answered: boolean;
-  forwarded: boolean;
-  draft: boolean;
-  /** $Junk: the user marked it as spam. */
-  junk: boolean;
-}
-
-export interface ListRow {
-  uid: number;
-  subject: string;
-  from: Address | null;
-  to: Address[];
-  date: string;
-  size: number;
-  flags: Flags;
-  /** multipart/mixed: carries attachments. */
-  attachment: boolean;
-  /** With threads: the conversation's messages (this row is its newest) and how many are unread. */
-  thread?: { uids: number[]; count: number; unread: number };
-}
-
-export interface ListPage {
-  /** Rows (or conversations) matching, in all. */
-  total: number;
-  offset: number;
-  rows: ListRow[];
 }
 
 const ROW_QUERY: FetchQueryObject = {

@@ -3,50 +3,9 @@
 // reasons it carries, and its HTML sanitised (sanitize.ts).
 import type { ImapFlow, MessageStructureObject } from 'imapflow';
 import { errors } from './errors.js';
-import { flagsOf, toAddresses, type Address, type Flags } from './mailbox.js';
+import type { AttachmentInfo, MessageView, PolicyReason } from './api-types.js';
+import { flagsOf, toAddresses } from './mailbox.js';
 import { htmlToText, sanitizeMailHtml, type SanitizedHtml } from './sanitize.js';
-
-export interface AttachmentInfo {
-  /** IMAP body part number: the id of /parts/:part. */
-  part: string;
-  filename: string;
-  type: string;
-  size: number;
-  /** An image shown inside the HTML (by Content-ID); listed, but not as an attachment to download first. */
-  inline: boolean;
-}
-
-export interface PolicyReason {
-  check: string;
-  result: string;
-  detail: string | null;
-}
-
-export interface MessageView {
-  uid: number;
-  folder: string;
-  subject: string;
-  from: Address[];
-  to: Address[];
-  cc: Address[];
-  bcc: Address[];
-  replyTo: Address[];
-  date: string;
-  flags: Flags;
-  messageId: string | null;
-  inReplyTo: string | null;
-  references: string | null;
-  /** The text to show when there is no HTML, and to quote in a reply. */
-  text: string;
-  /** There is an HTML body: shown from /body in a sandboxed iframe. */
-  html: boolean;
-  /** Remote resources blocked in the HTML, tracking pixels removed, redirects unwrapped. */
-  privacy: { blocked: number; trackers: number; unwrapped: number; remoteAllowed: boolean };
-  attachments: AttachmentInfo[];
-  /** Why the policy service filed it where it did (X-Mailyard-Policy), if it says. */
-  policy: { verdict: string; reasons: PolicyReason[] } | null;
-  listUnsubscribe: string | null;
-}
 
 export interface ParsedStructure {
   html: string[];

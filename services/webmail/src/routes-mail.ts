@@ -4,8 +4,9 @@ import type { ImapFlow } from 'imapflow';
 import { z } from 'zod';
 import { folderSchema, parse, sessionOf, uidListSchema, uidParam, type Ctx } from './context.js';
 import { errors } from './errors.js';
-import { existingUids, listPage, specialFolder, type FolderInfo } from './mailbox.js';
-import { loadMessage, parseStructure, sanitizeLoaded, type MessageView } from './message-view.js';
+import type { FolderInfo, MessageView } from './api-types.js';
+import { existingUids, listPage, specialFolder } from './mailbox.js';
+import { loadMessage, parseStructure, sanitizeLoaded } from './message-view.js';
 import { bodyCsp, bodyDocument, sanitizeComposeHtml } from './sanitize.js';
 
 const bool = z

@@ -1,78 +1,22 @@
 // The JSON API as the front end sees it: typed calls, the CSRF token on every change,
 // errors as ApiError with the server's stable code and its sentence for the user.
 
-export interface Address {
-  name: string;
-  address: string;
-}
+import type {
+  Address,
+  AttachmentInfo,
+  Flags,
+  FolderInfo,
+  ListPage,
+  ListRow,
+  MessageView,
+} from '../../src/api-types.ts';
 
-export interface Flags {
-  seen: boolean;
-  flagged: boolean;
-  answered: boolean;
-  forwarded: boolean;
-  draft: boolean;
-  junk: boolean;
-}
-
-export interface Folder {
-  path: string;
-  name: string;
-  parent: string;
-  delimiter: string;
-  specialUse: string | null;
-  total: number;
-  unseen: number;
-  selectable: boolean;
-}
-
-export interface Row {
-  uid: number;
-  subject: string;
-  from: Address | null;
-  to: Address[];
-  date: string;
-  size: number;
-  flags: Flags;
-  attachment: boolean;
-  thread?: { uids: number[]; count: number; unread: number };
-}
-
-export interface Page {
-  total: number;
-  offset: number;
-  rows: Row[];
-}
-
-export interface Attachment {
-  part: string;
-  filename: string;
-  type: string;
-  size: number;
-  inline: boolean;
-}
-
-export interface Message {
-  uid: number;
-  folder: string;
-  subject: string;
-  from: Address[];
-  to: Address[];
-  cc: Address[];
-  bcc: Address[];
-  replyTo: Address[];
-  date: string;
-  flags: Flags;
-  messageId: string | null;
-  inReplyTo: string | null;
-  references: string | null;
-  text: string;
-  html: boolean;
-  privacy: { blocked: number; trackers: number; unwrapped: number; remoteAllowed: boolean };
-  attachments: Attachment[];
-  policy: { verdict: string; reasons: { check: string; result: string; detail: string | null }[] } | null;
-  listUnsubscribe: string | null;
-}
+export type { Address, Flags };
+export type Folder = FolderInfo;
+export type Row = ListRow;
+export type Page = ListPage;
+export type Attachment = AttachmentInfo;
+export type Message = MessageView;
 
 export interface SessionInfo {
   authenticated: boolean;
