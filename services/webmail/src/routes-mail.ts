@@ -7,7 +7,7 @@ import { errors } from './errors.js';
 import type { FolderInfo, MessageView } from './api-types.js';
 import { existingUids, listPage, specialFolder } from './mailbox.js';
 import { loadMessage, parseStructure, sanitizeLoaded } from './message-view.js';
-import { bodyCsp, bodyDocument, sanitizeComposeHtml } from './sanitize.js';
+import { bodyCsp, bodyDocument, sanitizeComposeHtml, textToHtmlBody } from './sanitize.js';
 
 const bool = z
   .enum(['1', '0', 'true', 'false', 'yes', 'no'], { message: 'expected 1 or 0' })
@@ -111,7 +111,7 @@ export function registerMailRoutes(app: FastifyInstance, ctx: Ctx): void {
     const msg = await ctx.inFolder(account, q.folder, (c, f) => loadMessage(c, f.path, uid));
     const allow = q.remote === true || (await remoteAllowedFor(account, msg.view));
     const clean = sanitizeLoaded(msg, allow);
-    const body = clean ? clean.html : `<pre>${escapeHtml(msg.view.text)}</pre>`;
+    const body = clean ? clean.html : textToHtmlBody(msg.view.text);
     return reply
       .header('content-type', 'text/html; charset=utf-8')
       .header('content-security-policy', bodyCsp(allow))
@@ -301,8 +301,4 @@ async function loadStructureOnly(c: ImapFlow, uid: number) {
   const m = await c.fetchOne(String(uid), { uid: true, bodyStructure: true }, { uid: true });
   if (!m || m.uid !== uid || !m.bodyStructure) throw errors.noSuchMessage();
   return parseStructure(m.bodyStructure).attachments;
-}
-
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }

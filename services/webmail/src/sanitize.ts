@@ -47,7 +47,7 @@ const TRACKER_PATTERNS = [
   /mandrillapp\.com\/track\//i,
   /\/e\/open\b|\/open\.php\b|\/open\.gif\b|\/o\.gif\b/i,
   /\/(pixel|beacon|tracking)[./?_-]/i,
-  /(^|\.)(mailtrack\.io|mailstat\.us|mailfoogae\.appspot\.com|t\.sidekickopen\d*\.com|bl-1\.com|email\.mg\.|trk\.klclick\d?\.com|pixel\.watch|ad\.doubleclick\.net)/i,
+  /(^|[./])(mailtrack\.io|mailstat\.us|mailfoogae\.appspot\.com|t\.sidekickopen\d*\.com|bl-1\.com|email\.mg\.|trk\.klclick\d?\.com|pixel\.watch|ad\.doubleclick\.net)/i,
   /google-analytics\.com\/collect/i,
   /\/e2t\/to\//i, // HubSpot
 ];
@@ -190,9 +190,10 @@ export function sanitizeMailHtml(html: string, opts: SanitizeOptions): Sanitized
       frame.tag === 'span' && !frame.text.trim() && !Object.keys(frame.attribs).length,
   });
   // the text of <style> reaches the output as it was written: cleaned here
-  const html2 = out.replace(/<style>([\s\S]*?)<\/style>/gi, (_m, css: string) => {
-    return `<style>${cleanCss(css, opts.allowRemote, count).replace(/<\/?style/gi, '')}</style>`;
-  });
+  // (a sheet with markup in it is not CSS but a parser trick: dropped whole)
+  const html2 = out.replace(/<style>([\s\S]*?)<\/style>/gi, (_m, css: string) =>
+    css.includes('<') ? '' : `<style>${cleanCss(css, opts.allowRemote, count)}</style>`,
+  );
   return { html: html2, ...count };
 }
 
@@ -239,7 +240,7 @@ export function htmlToText(html: string): string {
       .replace(/<(br|\/p|\/div|\/li|\/h[1-6]|\/tr|\/blockquote)\b[^>]*>/gi, '$&\n')
       .replace(/<li\b[^>]*>/gi, '$&- ')
       .replace(/<a\b[^>]*href="(https?:[^"]+)"[^>]*>([\s\S]*?)<\/a>/gi, (m, href: string, inner: string) =>
-        inner.includes(href) ? m : `${m} <${href}>`,
+        inner.includes(href) ? m : `${m} &lt;${href}&gt;`,
       ),
     {
       allowedTags: [],
@@ -248,6 +249,7 @@ export function htmlToText(html: string): string {
     },
   );
   return decodeEntities(text)
+    .replace(/\u00a0/g, ' ')
     .replace(/[ \t\u00a0]+\n/g, '\n')
     .replace(/\n{3,}/g, '\n\n')
     .trim();
@@ -262,4 +264,19 @@ function decodeEntities(s: string): string {
     .replace(/&#(\d+);/g, (_m, n: string) => String.fromCodePoint(Number(n)))
     .replace(/&#x([0-9a-f]+);/gi, (_m, n: string) => String.fromCodePoint(parseInt(n, 16)))
     .replace(/&amp;/g, '&');
+}
+
+/** A plain-text message as the body document shows it: escaped, its http(s) links clickable. */
+export function textToHtmlBody(text: string): string {
+  const esc = (t: string) => t.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const url = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]]/g;
+  let out = '';
+  let last = 0;
+  for (const m of text.matchAll(url)) {
+    out +=
+      esc(text.slice(last, m.index)) +
+      `<a href="${esc(m[0])}" target="_blank" rel="noopener noreferrer">${esc(m[0])}</a>`;
+    last = m.index + m[0].length;
+  }
+  return `<pre>${out + esc(text.slice(last))}</pre>`;
 }
