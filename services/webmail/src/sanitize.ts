@@ -216,7 +216,7 @@ export function bodyCsp(allowRemote: boolean): string {
 }
 
 const BASE_STYLE =
-  'html{color-scheme:light}body{margin:0;padding:12px 16px;font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d1d1f;background:#fff;overflow-wrap:anywhere}img{max-width:100%;height:auto}table{max-width:100%}pre{white-space:pre-wrap}blockquote{margin:0 0 0 .5em;padding-left:.8em;border-left:3px solid #c8ccd4;color:#4a4f57}';
+  'html{color-scheme:light}body{margin:0;padding:12px 16px;font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d1d1f;background:#fff;overflow-wrap:anywhere}img{max-width:100%;height:auto}table{max-width:100%}pre{white-space:pre-wrap}pre.text{font:inherit}blockquote{margin:0 0 0 .5em;padding-left:.8em;border-left:3px solid #c8ccd4;color:#4a4f57}';
 
 /** The whole iframe document around sanitised HTML. */
 export function bodyDocument(sanitized: string): string {
@@ -278,5 +278,5 @@ export function textToHtmlBody(text: string): string {
       `<a href="${esc(m[0])}" target="_blank" rel="noopener noreferrer">${esc(m[0])}</a>`;
     last = m.index + m[0].length;
   }
-  return `<pre>${out + esc(text.slice(last))}</pre>`;
+  return `<pre class="text">${out + esc(text.slice(last))}</pre>`;
 }

@@ -156,6 +156,6 @@ test('compose HTML keeps simple formatting only; text comes out readable', () =>
 test('plain text is escaped, its links made clickable', () => {
   assert.equal(
     textToHtmlBody('See https://example.org/a?b=1&c=2. <b>not bold</b> "javascript:alert(1)"'),
-    '<pre>See <a href="https://example.org/a?b=1&#38;c=2" target="_blank" rel="noopener noreferrer">https://example.org/a?b=1&#38;c=2</a>. &#60;b&#62;not bold&#60;/b&#62; &#34;javascript:alert(1)&#34;</pre>',
+    '<pre class="text">See <a href="https://example.org/a?b=1&#38;c=2" target="_blank" rel="noopener noreferrer">https://example.org/a?b=1&#38;c=2</a>. &#60;b&#62;not bold&#60;/b&#62; &#34;javascript:alert(1)&#34;</pre>',
   );
 });

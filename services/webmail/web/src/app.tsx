@@ -346,7 +346,7 @@ function Mail(props: { account: string; attachmentLimit: number; onLoggedOut: ()
       s: () => void act('flag'),
       U: () => void act('unread'),
       u: () => setOpen(null),
-      Escape: () => (help ? setHelp(false) : setOpen(null)),
+      Escape: () => (help ? setHelp(false) : drawer ? setDrawer(false) : setOpen(null)),
       '/': () => searchBox.current?.focus(),
       '?': () => setHelp((h) => !h),
       g: () => {
@@ -424,6 +424,9 @@ function Mail(props: { account: string; attachmentLimit: number; onLoggedOut: ()
       </header>
 
       <aside class="sidebar" aria-label="Mail folders">
+        <button class="drawer-close" onClick={() => setDrawer(false)} aria-label="Close the folder list">
+          <Icon name="close" />
+        </button>
         <FolderList
           folders={folders}
           current={folder}
