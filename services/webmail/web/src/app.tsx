@@ -135,8 +135,17 @@ function Mail(props: { account: string; attachmentLimit: number; onLoggedOut: ()
     );
   }, [say]);
 
+  // the folders (with counts) once the list is on screen: one after the other, the
+  // mail server reads the folder once, on one connection
+  const listShown = list.state.total !== null || list.state.error !== null;
+  const foldersAsked = useRef(false);
   useEffect(() => {
+    if (!listShown || foldersAsked.current) return;
+    foldersAsked.current = true;
     loadFolders();
+  }, [listShown, loadFolders]);
+
+  useEffect(() => {
     api.identities().then(
       (r) => setIdentities(r.identities.map((i) => i.address)),
       () => undefined,
