@@ -11,9 +11,11 @@ import {
   serviceLoginSchema,
 } from '@mailyard/config';
 
-/** One host:port, validated like DNS_SERVERS' entries. */
+/** One host:port, the port written out (there is no default worth guessing). */
 const server = (def: string) =>
-  hostPortList([def]).refine((v) => v.length === 1, { message: 'expected one host:port' });
+  hostPortList([def]).refine((v) => v.length === 1 && /(^\[.*\]|[^:]):\d+$/.test(v[0]!), {
+    message: 'expected one host:port, e.g. 127.0.0.1:993',
+  });
 
 export const webmailSchema = z.object({
   ...commonSchema,
