@@ -4,7 +4,8 @@
 // clients, drain, exit, within SHUTDOWN_GRACE).
 // Settings come from the environment (see docs/configuration.md); e.g.
 //   SMTP_PORT=2525 MAILDIR_ROOT=./data/mail pnpm start
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { connect } from 'node:net';
 
@@ -17,6 +18,7 @@ const SERVICES = {
   'outbound-relay': 9104,
   policy: 9105,
   retrieval: 9106,
+  webmail: 9107,
 };
 const wanted = (process.env.SERVICES ?? Object.keys(SERVICES).join(','))
   .split(',')
@@ -51,6 +53,27 @@ if (!(await reachable(redis, 6379))) {
 }
 if (!ok) process.exit(1);
 
+// The webmail's service login to retrieval and msa: a fresh secret for this run, unless set.
+const serviceLogin =
+  process.env.SERVICE_LOGIN_PASSWORD || process.env.SERVICE_LOGIN_PASSWORD_FILE
+    ? {}
+    : { SERVICE_LOGIN_PASSWORD: randomBytes(24).toString('base64url') };
+/** The webmail reaches retrieval and msa on their implicit-TLS ports, wherever they are. */
+const webmailEnv = {
+  IMAP_SERVER: `127.0.0.1:${process.env.IMAPS_PORT || 993}`,
+  SUBMISSION_SERVER: `127.0.0.1:${process.env.SUBMISSIONS_PORT || 465}`,
+  // without certificate files every service makes its own self-signed one
+  ...(process.env.TLS_CERT_FILE ? {} : { UPSTREAM_TLS_VERIFY: 'no' }),
+};
+if (wanted.includes('webmail') && !existsSync(`${root}services/webmail/dist/public/index.html`)) {
+  console.error('mailyard: building the webmail front end (once)');
+  const built = spawnSync('pnpm', ['--filter', '@mailyard/service-webmail', 'run', 'build:web'], {
+    cwd: root,
+    stdio: 'inherit',
+  });
+  if (built.status !== 0) process.exit(1);
+}
+
 const pretty = `${root}node_modules/.bin/pino-pretty`;
 const children = [];
 for (const name of wanted) {
@@ -63,6 +86,8 @@ for (const name of wanted) {
       env: {
         HTTP_PORT: String(SERVICES[name]),
         ...(wanted.includes('policy') ? { POLICY_ENABLED: 'yes' } : {}),
+        ...(name === 'webmail' ? webmailEnv : {}),
+        ...serviceLogin,
         ...process.env,
       },
       stdio: ['ignore', 'pipe', 'inherit'],

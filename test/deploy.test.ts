@@ -35,6 +35,7 @@ import { msaSchema } from '@mailyard/service-msa';
 import { outboundRelaySchema } from '@mailyard/service-outbound-relay';
 import { policySchema } from '@mailyard/service-policy';
 import { retrievalSchema } from '@mailyard/service-retrieval';
+import { webmailSchema } from '@mailyard/service-webmail';
 
 const root = new URL('..', import.meta.url).pathname;
 const read = (path: string) => readFileSync(join(root, path), 'utf8');
@@ -48,6 +49,7 @@ const serviceSchemas: Record<
   | typeof outboundRelaySchema
   | typeof policySchema
   | typeof retrievalSchema
+  | typeof webmailSchema
 > = {
   'mta-inbound': mtaInboundSchema,
   delivery: deliverySchema,
@@ -55,6 +57,7 @@ const serviceSchemas: Record<
   'outbound-relay': outboundRelaySchema,
   policy: policySchema,
   retrieval: retrievalSchema,
+  webmail: webmailSchema,
 };
 
 type Env = Record<string, string | number | boolean | null>;
@@ -254,6 +257,41 @@ describe('docker-compose.yml', () => {
           : cidr.prefix === 128 && ipInNetworks(address, ['::1/128']);
       assert.ok(loopback, `MYNETWORKS must not trust ${net}: clients there could relay to any domain`);
     }
+  });
+
+  test("the webmail's service login: a secret made at the first start, taken only from the containers' range", () => {
+    const byDir = (dir: string) => mailyardServices.find(([, svc]) => builtService(svc) === dir)![1];
+    const subnet = parseCidr(withDefaults(compose.networks?.default?.ipam?.config?.[0]?.subnet ?? ''))!;
+    // the bridge gateway: the subnet's first host, which outside connections can come from
+    const gateway = `${subnet.base >> 24n}.${(subnet.base >> 16n) & 255n}.${(subnet.base >> 8n) & 255n}.${(subnet.base & 255n) + 1n}`;
+    for (const dir of ['webmail', 'retrieval', 'msa']) {
+      const env = envOf(byDir(dir));
+      assert.equal(
+        env.SERVICE_LOGIN_PASSWORD,
+        undefined,
+        `${dir}: no password written into the compose file`,
+      );
+      assert.match(env.SERVICE_LOGIN_PASSWORD_FILE ?? '', /^\/run\/mailyard-secrets\//, dir);
+      if (dir === 'webmail') continue;
+      const networks = retrievalSchema.shape.service_login_networks.parse(
+        env.SERVICE_LOGIN_NETWORKS || undefined,
+      );
+      for (const n of networks)
+        assert.ok(ipInNetworks(n.split('/')[0]!, [subnet]), `${dir}: ${n} inside the compose subnet`);
+      assert.ok(
+        !ipInNetworks(gateway, networks),
+        `${dir}: the gateway ${gateway} may not use the service login`,
+      );
+    }
+    // the secret's volume: the container that writes it and the three that read it
+    const mounting = Object.entries(compose.services)
+      .filter(([, svc]) =>
+        (svc.volumes ?? []).some((v) => typeof v === 'string' && v.startsWith('service-secrets:')),
+      )
+      .map(([name]) => name)
+      .sort();
+    assert.deepEqual(mounting, ['msa', 'retrieval', 'service-secret', 'webmail']);
+    assert.match(String(compose.services['service-secret']?.healthcheck?.test), /webmail-service-login/);
   });
 
   test('publishes SMTP on port 25 and gives every service a fixed, distinct metrics port', () => {

@@ -4,3 +4,4 @@ export * from './authenticate.js';
 export * from './credential-cache.js';
 export * from './revocations.js';
 export * from './client-limits.js';
+export * from './service-login.js';

@@ -3,3 +3,4 @@ export * from './fields.js';
 export * from './common.js';
 export * from './tls.js';
 export * from './shared.js';
+export * from './service-login.js';

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
@@ -218,7 +219,8 @@ export class MailAccount {
 
   async setSubscriptions(names: string[]): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true });
-    const tmp = join(this.dir, `subscriptions.${process.pid}.tmp`);
+    // unique per call: two sessions of one process may write at once (first logins)
+    const tmp = join(this.dir, `subscriptions.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
     await fs.writeFile(tmp, [...new Set(names)].map((n) => n + '\n').join(''));
     await fs.rename(tmp, join(this.dir, 'subscriptions'));
   }

@@ -1,4 +1,4 @@
-import { pino, type Logger, type LoggerOptions } from 'pino';
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 
 export type { Logger };
 
@@ -6,8 +6,13 @@ export type { Logger };
  * JSON logs (pino). Anything that could carry a secret is redacted by path, so a
  * password or an AUTH line can never reach a log even when an object is logged whole.
  */
-export function createLogger(service: string, level: LoggerOptions['level'] = 'info'): Logger {
-  return pino({
+export function createLogger(
+  service: string,
+  level: LoggerOptions['level'] = 'info',
+  /** Where the lines go (stdout by default; tests read them from a stream). */
+  destination?: DestinationStream,
+): Logger {
+  const options: LoggerOptions = {
     name: service,
     level,
     base: { service },
@@ -24,5 +29,6 @@ export function createLogger(service: string, level: LoggerOptions['level'] = 'i
       ],
       censor: '[redacted]',
     },
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }

@@ -10,6 +10,8 @@ import {
   port,
   positiveDuration,
   positiveInt,
+  serviceLoginNetworksSchema,
+  serviceLoginSchema,
 } from '@mailyard/config';
 import { policyClientSchema } from '@mailyard/policy-client';
 
@@ -83,5 +85,8 @@ export const msaSchema = z.object({
   policy_data_timeout: duration('60s'),
   /** No decision: smtpd_policy_service_default_action and the circuit breaker (policy-client). */
   ...policyClientSchema,
+  /** The webmail's login acting for users (SASL PLAIN with an authzid): name, secret, networks. */
+  ...serviceLoginSchema,
+  ...serviceLoginNetworksSchema,
 });
 export type MsaConfig = z.infer<typeof msaSchema>;

@@ -1,4 +1,11 @@
-import { AppPasswords, CredentialRevocations, LoginGuard, createAuthenticator } from '@mailyard/auth';
+import {
+  AppPasswords,
+  CredentialRevocations,
+  LoginGuard,
+  createAuthenticator,
+  createServiceAuthorizer,
+  serviceLoginFromConfig,
+} from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import { DkimKeyStore, DkimSigner } from '@mailyard/dkim';
 import { runMain } from '@mailyard/runtime';
@@ -15,6 +22,11 @@ await runMain('msa', msaSchema, (config, rt) => {
     revocations: new CredentialRevocations(rt.redis, appPasswords, (err) =>
       rt.logger.warn({ err }, 'app password revocations not checked'),
     ),
+    serviceAuth: createServiceAuthorizer({
+      directory,
+      guard: new LoginGuard(rt.redis),
+      login: serviceLoginFromConfig(config),
+    }),
     resolver: rt.resolver,
     redis: rt.redis,
     dkim: config.dkim_signing ? new DkimSigner(new DkimKeyStore(rt.redis)) : null,

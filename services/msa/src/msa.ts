@@ -15,7 +15,14 @@ import {
   sessionSmtpUtf8,
   sessionTls,
 } from '@mailyard/smtp-listener';
-import { ClientLimits, type Authenticator, type CredentialRevocations } from '@mailyard/auth';
+import {
+  ClientLimits,
+  actingFor,
+  logIn,
+  type Authenticator,
+  type CredentialRevocations,
+  type ServiceAuthorizer,
+} from '@mailyard/auth';
 import type { Redis } from 'ioredis';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
 import { drainTime, loadTlsMaterial } from '@mailyard/config';
@@ -56,6 +63,8 @@ export interface MsaDeps {
   authenticator: Authenticator;
   /** Ends sessions whose app password is revoked; started and closed with the service. */
   revocations: CredentialRevocations;
+  /** Accepts the webmail's login acting for a user (SASL PLAIN authzid); without it, refused. */
+  serviceAuth?: ServiceAuthorizer;
   resolver: MailResolver;
   /** Null when DKIM signing is off. */
   dkim: DkimSigner | null;
@@ -251,11 +260,9 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       cb(err);
     };
     // RFC 4616 §2: an authorization identity other than the login is a request to act
-    // as someone else, which we do not offer
-    if (auth.method === 'PLAIN' && auth.authzid && auth.authzid.toLowerCase() !== username.toLowerCase()) {
-      return fail(reply.authInvalid(), { authzid: auth.authzid });
-    }
-    authenticator.authenticate({ ip: session.remoteAddress, username, password }).then(
+    // as someone else, which only the webmail's service login may make
+    const authzid = auth.method === 'PLAIN' ? (auth.authzid ?? '') : '';
+    logIn(authenticator, deps.serviceAuth, { ip: session.remoteAddress, username, password, authzid }).then(
       (res) => {
         if (res.ok) {
           metrics.logins.inc({ via: res.via });
@@ -267,7 +274,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
               method: auth.method,
               via: res.via,
             },
-            'login',
+            res.service ? `login: ${actingFor(res.service, res.account)}` : 'login',
           );
           if (res.appPassword) {
             const unwatch = deps.revocations.watch(res.account, res.appPassword, () => {

@@ -1,7 +1,14 @@
 import { execFile } from 'node:child_process';
 import { connect, type ChannelModel } from 'amqplib';
 import type { Redis } from 'ioredis';
-import { AppPasswords, CredentialRevocations, LoginGuard, createAuthenticator } from '@mailyard/auth';
+import {
+  AppPasswords,
+  CredentialRevocations,
+  LoginGuard,
+  createAuthenticator,
+  createServiceAuthorizer,
+  serviceLoginFromConfig,
+} from '@mailyard/auth';
 import { loadConfig } from '@mailyard/config';
 import { ENVELOPE_HEADER, Queues, envelopeFor, parseEnvelope, type Envelope } from '@mailyard/contracts';
 import { Directory } from '@mailyard/directory';
@@ -82,6 +89,11 @@ export async function startMsaTestbed(
         appPasswords: new AppPasswords(rt.redis),
       }),
       revocations: new CredentialRevocations(rt.redis, new AppPasswords(rt.redis)),
+      serviceAuth: createServiceAuthorizer({
+        directory,
+        guard: new LoginGuard(rt.redis),
+        login: serviceLoginFromConfig(config),
+      }),
       resolver: rt.resolver,
       redis: rt.redis,
       dkim: config.dkim_signing ? new DkimSigner(new DkimKeyStore(rt.redis), { cacheMs: 0 }) : null,

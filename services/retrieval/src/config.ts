@@ -11,6 +11,8 @@ import {
   port,
   positiveDuration,
   positiveInt,
+  serviceLoginNetworksSchema,
+  serviceLoginSchema,
 } from '@mailyard/config';
 
 export const retrievalSchema = z.object({
@@ -90,5 +92,8 @@ export const retrievalSchema = z.object({
   auth_cache_size: positiveInt(10000),
   /** Announce our own changes (flags, expunges, appends) to other instances' IDLE sessions. */
   publish_changes: bool(true),
+  /** The webmail's login acting for users (SASL PLAIN with an authzid): name, secret, networks. */
+  ...serviceLoginSchema,
+  ...serviceLoginNetworksSchema,
 });
 export type RetrievalConfig = z.infer<typeof retrievalSchema>;

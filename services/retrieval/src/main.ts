@@ -1,9 +1,11 @@
 import {
   AppPasswords,
   createAuthenticator,
+  createServiceAuthorizer,
   CredentialCache,
   CredentialRevocations,
   LoginGuard,
+  serviceLoginFromConfig,
 } from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import { runMain } from '@mailyard/runtime';
@@ -24,6 +26,11 @@ await runMain('retrieval', retrievalSchema, (config, rt) => {
     revocations: new CredentialRevocations(rt.redis, appPasswords, (err) =>
       rt.logger.warn({ err }, 'app password revocations not checked'),
     ),
+    serviceAuth: createServiceAuthorizer({
+      directory: new Directory(rt.redis),
+      guard: new LoginGuard(rt.redis),
+      login: serviceLoginFromConfig(config),
+    }),
     logger: rt.logger,
     registry: rt.registry,
   });

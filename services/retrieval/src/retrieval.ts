@@ -1,7 +1,12 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext, createServer as createTlsServer } from 'node:tls';
 import type { AddressInfo } from 'node:net';
-import { ClientLimits, type Authenticator, type CredentialRevocations } from '@mailyard/auth';
+import {
+  ClientLimits,
+  type Authenticator,
+  type CredentialRevocations,
+  type ServiceAuthorizer,
+} from '@mailyard/auth';
 import type { Bus } from '@mailyard/bus';
 import { drainTime, loadTlsMaterial } from '@mailyard/config';
 import { MailAccount, Quotas } from '@mailyard/mailstore';
@@ -21,6 +26,8 @@ export interface RetrievalDeps {
   auth: Authenticator;
   /** Ends sessions whose app password is revoked; started and closed with the service. */
   revocations: CredentialRevocations;
+  /** The webmail's login acting for users (SASL PLAIN authzid); without it, refused. */
+  serviceAuth?: ServiceAuthorizer;
   logger: Logger;
   registry: Registry;
 }
@@ -78,6 +85,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
     config,
     auth: deps.auth,
     revocations: deps.revocations,
+    ...(deps.serviceAuth ? { serviceAuth: deps.serviceAuth } : {}),
     account,
     quotas: new Quotas(deps.redis, config.quota_storage),
     notifier,

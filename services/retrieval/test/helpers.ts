@@ -1,13 +1,15 @@
 import { loadConfig } from '@mailyard/config';
-import type { Logger } from '@mailyard/observability';
 import {
   AppPasswords,
   createAuthenticator,
+  createServiceAuthorizer,
   CredentialCache,
   CredentialRevocations,
   LoginGuard,
+  serviceLoginFromConfig,
 } from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
+import type { Logger } from '@mailyard/observability';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import type { Redis } from 'ioredis';
 import nodemailer from 'nodemailer';
@@ -52,7 +54,7 @@ export async function startRetrieval(
       ...overrides,
     },
   });
-  const rt = await createRuntime('retrieval', config);
+  const rt = await createRuntime('retrieval', config, opts.logger);
   await rt.bus.waitConnected();
   const appPasswords = new AppPasswords(rt.redis);
   const svc = buildRetrieval(config, {
@@ -64,6 +66,11 @@ export async function startRetrieval(
       guard: new LoginGuard(opts.guardRedis ?? rt.redis),
       appPasswords,
       cache: new CredentialCache({ ttlMs: config.auth_cache_ttl, maxEntries: config.auth_cache_size }),
+    }),
+    serviceAuth: createServiceAuthorizer({
+      directory: new Directory(rt.redis),
+      guard: new LoginGuard(rt.redis),
+      login: serviceLoginFromConfig(config),
     }),
     logger: opts.logger ?? rt.logger,
     registry: rt.registry,

@@ -25,7 +25,12 @@ export class RawImap {
 
   static async connect(port: number, opts: { tls?: boolean; localAddress?: string } = {}): Promise<RawImap> {
     const s = opts.tls
-      ? tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false })
+      ? tlsConnect({
+          port,
+          host: '127.0.0.1',
+          rejectUnauthorized: false,
+          ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+        })
       : connect({
           port,
           host: '127.0.0.1',

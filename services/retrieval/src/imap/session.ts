@@ -1,6 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import type { SecureContext } from 'node:tls';
-import type { Authenticator, CredentialRevocations } from '@mailyard/auth';
+import {
+  actingFor,
+  logIn,
+  type Authenticator,
+  type CredentialRevocations,
+  type ServiceAuthorizer,
+} from '@mailyard/auth';
 import type { Bus } from '@mailyard/bus';
 import { ipInNetworks } from '@mailyard/config';
 import {
@@ -38,6 +44,8 @@ export interface ImapDeps {
   config: RetrievalConfig;
   auth: Authenticator;
   revocations: CredentialRevocations;
+  /** Accepts the webmail's login acting for a user (SASL PLAIN authzid); none: refused. */
+  serviceAuth?: ServiceAuthorizer;
   account: (name: string) => MailAccount;
   quotas: Quotas;
   notifier: ChangeNotifier;
@@ -368,12 +376,17 @@ export class ImapSession {
 
   // --- login -------------------------------------------------------------------
 
-  async login(username: string, password: string): Promise<void> {
+  async login(username: string, password: string, authzid = ''): Promise<void> {
     if (!this.plaintextAllowed()) {
       this.deps.metrics.logins.inc({ protocol: 'imap', result: 'refused' });
       throw reply.privacyRequired();
     }
-    const res = await this.deps.auth.authenticate({ ip: this.conn.ip, username, password });
+    const res = await logIn(this.deps.auth, this.deps.serviceAuth, {
+      ip: this.conn.ip,
+      username,
+      password,
+      authzid,
+    });
     if (!res.ok) {
       this.deps.metrics.logins.inc({ protocol: 'imap', result: res.reason });
       const user = username.slice(0, 100);
@@ -402,7 +415,10 @@ export class ImapSession {
     this.touch();
     this.deps.metrics.logins.inc({ protocol: 'imap', result: 'ok' });
     if (res.cached) this.deps.metrics.loginCacheHits.inc({ protocol: 'imap' });
-    this.log.info({ account: res.account, via: res.via, cached: res.cached }, 'logged in');
+    this.log.info(
+      { account: res.account, via: res.via, cached: res.cached },
+      res.service ? `logged in: ${actingFor(res.service, res.account)}` : 'logged in',
+    );
     this.unsubscribe = this.deps.notifier.on(res.account, (folder) => this.onChange(folder));
     if (res.appPassword) {
       this.unwatchCredential = this.deps.revocations.watch(res.account, res.appPassword, () => {
@@ -443,8 +459,7 @@ export class ImapSession {
       .split('\0');
     if (parts.length !== 3) throw reply.bad('Invalid SASL PLAIN response');
     const [authz, user, pass] = parts as [string, string, string];
-    if (authz && authz.toLowerCase() !== user.toLowerCase()) throw reply.authFailed();
-    await this.login(user, pass);
+    await this.login(user, pass, authz);
     this.send(`${tag} OK [CAPABILITY ${this.capabilities()}] Logged in\r\n`);
   }
 

@@ -2,6 +2,7 @@
 // (RFC 5034) and STLS (RFC 2595). Deletions happen only in the UPDATE state after QUIT.
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { actingFor, logIn } from '@mailyard/auth';
 import { ipInNetworks } from '@mailyard/config';
 import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
 import type { Logger } from '@mailyard/observability';
@@ -281,13 +282,16 @@ export class Pop3Session {
       .split('\0');
     if (parts.length !== 3) throw new Pop3Error(null, 'Invalid SASL PLAIN response');
     const [authz, user, pass] = parts as [string, string, string];
-    if (authz && authz.toLowerCase() !== user.toLowerCase())
-      throw new Pop3Error('AUTH', 'Authentication failed');
-    await this.login(user, pass);
+    await this.login(user, pass, authz);
   }
 
-  private async login(username: string, password: string): Promise<void> {
-    const res = await this.deps.auth.authenticate({ ip: this.conn.ip, username, password });
+  private async login(username: string, password: string, authzid = ''): Promise<void> {
+    const res = await logIn(this.deps.auth, this.deps.serviceAuth, {
+      ip: this.conn.ip,
+      username,
+      password,
+      authzid,
+    });
     if (!res.ok) {
       this.deps.metrics.logins.inc({ protocol: 'pop3', result: res.reason });
       switch (res.reason) {
@@ -329,7 +333,10 @@ export class Pop3Session {
     }
     this.deps.metrics.logins.inc({ protocol: 'pop3', result: 'ok' });
     if (res.cached) this.deps.metrics.loginCacheHits.inc({ protocol: 'pop3' });
-    this.log.info({ account: res.account, via: res.via, cached: res.cached }, 'logged in');
+    this.log.info(
+      { account: res.account, via: res.via, cached: res.cached },
+      res.service ? `logged in: ${actingFor(res.service, res.account)}` : 'logged in',
+    );
     this.send(`+OK Logged in, ${this.messages.length} messages`);
   }
 

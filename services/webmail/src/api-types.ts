@@ -1,0 +1,93 @@
+// The shapes the JSON API answers with: written by the server, read by the front end
+// (web/src/api.ts imports this file), so both sides agree by construction. No imports.
+
+export interface Address {
+  name: string;
+  address: string;
+}
+
+export interface FolderInfo {
+  path: string;
+  name: string;
+  /** Parent path ("" at the top) and separator, for the tree. */
+  parent: string;
+  delimiter: string;
+  specialUse: string | null;
+  total: number;
+  unseen: number;
+  /** \Noselect: a parent only, holds no messages. */
+  selectable: boolean;
+}
+
+export interface Flags {
+  seen: boolean;
+  flagged: boolean;
+  answered: boolean;
+  forwarded: boolean;
+  draft: boolean;
+  /** $Junk: the user marked it as spam. */
+  junk: boolean;
+}
+
+export interface ListRow {
+  uid: number;
+  subject: string;
+  from: Address | null;
+  to: Address[];
+  date: string;
+  size: number;
+  flags: Flags;
+  /** multipart/mixed: carries attachments. */
+  attachment: boolean;
+  /** With threads: the conversation's messages (this row is its newest) and how many are unread. */
+  thread?: { uids: number[]; count: number; unread: number };
+}
+
+export interface ListPage {
+  /** Rows (or conversations) matching, in all. */
+  total: number;
+  offset: number;
+  rows: ListRow[];
+}
+
+export interface AttachmentInfo {
+  /** IMAP body part number: the id of /parts/:part. */
+  part: string;
+  filename: string;
+  type: string;
+  size: number;
+  /** An image shown inside the HTML (by Content-ID); listed, but not as an attachment to download first. */
+  inline: boolean;
+}
+
+export interface PolicyReason {
+  check: string;
+  result: string;
+  detail: string | null;
+}
+
+export interface MessageView {
+  uid: number;
+  folder: string;
+  subject: string;
+  from: Address[];
+  to: Address[];
+  cc: Address[];
+  bcc: Address[];
+  replyTo: Address[];
+  date: string;
+  flags: Flags;
+  messageId: string | null;
+  inReplyTo: string | null;
+  references: string | null;
+  /** The text to show when there is no HTML, and to quote in a reply. */
+  text: string;
+  /** There is an HTML body: shown from /body in a sandboxed iframe. */
+  html: boolean;
+  /** Remote resources blocked in the HTML, tracking pixels removed, redirects unwrapped. */
+  privacy: { blocked: number; trackers: number; unwrapped: number; remoteAllowed: boolean };
+  attachments: AttachmentInfo[];
+  /** Why the policy service filed it where it did (X-Mailyard-Policy), if it says. */
+  policy: { verdict: string; reasons: PolicyReason[] } | null;
+  listUnsubscribe: string | null;
+}

@@ -1,0 +1,140 @@
+// Writing mail: the message built with nodemailer's MailComposer (only from values we
+// hold in memory: never a path or URL it would read itself), submitted through the msa
+// with the service login acting for the user, and kept in Sent or Drafts over IMAP.
+import { randomBytes } from 'node:crypto';
+import nodemailer from 'nodemailer';
+import addressparser from 'nodemailer/lib/addressparser';
+import MailComposer from 'nodemailer/lib/mail-composer';
+import type { SubmitTarget } from './context.js';
+import { errors, UpstreamError } from './errors.js';
+import type { Address } from './api-types.js';
+import { htmlToText, sanitizeComposeHtml } from './sanitize.js';
+
+export interface OutgoingAttachment {
+  filename: string;
+  contentType: string;
+  content: Buffer;
+}
+
+export interface Outgoing {
+  from: Address;
+  to: Address[];
+  cc: Address[];
+  bcc: Address[];
+  subject: string;
+  text: string;
+  /** Rich text from the editor (sanitised again here), or null for plain text. */
+  html: string | null;
+  attachments: OutgoingAttachment[];
+  inReplyTo: string | null;
+  references: string | null;
+}
+
+/** A plausible mailbox address: local@domain, no spaces or brackets (the msa checks the rest). */
+const ADDRESS = /^[^\s@<>()[\]",;:\\]+@[^\s@<>()[\]",;:\\]+$/;
+
+/** Addresses as typed ("Ann <ann@x>, bob@y"); a malformed one is a 400 naming it. */
+export function parseAddressList(text: string, field: string): Address[] {
+  const out: Address[] = [];
+  const flat = (list: ReturnType<typeof addressparser>) => {
+    for (const a of list) {
+      if ('group' in a && a.group) flat(a.group);
+      else if (a.address || a.name) {
+        const address = (a.address ?? '').trim();
+        if (!ADDRESS.test(address))
+          throw errors.badRequest(`${field}: not an address: ${a.address || a.name}`);
+        out.push({ name: (a.name ?? '').trim(), address });
+      }
+    }
+  };
+  flat(addressparser(text ?? ''));
+  return out;
+}
+
+/** Our Message-ID for a message we write: random, at the sender's domain. */
+export function newMessageId(from: string): string {
+  const domain = from.split('@')[1] || 'localhost';
+  return `<${randomBytes(12).toString('base64url')}@${domain}>`;
+}
+
+/** The message's RFC 5322 bytes. Bcc stays in (for the copy in Sent; the msa removes it before sending). */
+export async function buildMessage(
+  m: Outgoing,
+  opts: { messageId: string; date: Date; draft?: boolean },
+): Promise<Buffer> {
+  const html = m.html === null ? null : sanitizeComposeHtml(m.html);
+  const node = new MailComposer({
+    from: m.from,
+    to: m.to,
+    cc: m.cc,
+    bcc: m.bcc,
+    subject: m.subject,
+    text: html === null ? m.text : m.text || htmlToText(html),
+    ...(html === null ? {} : { html }),
+    attachments: m.attachments.map((a) => ({
+      filename: a.filename,
+      contentType: a.contentType,
+      content: a.content,
+    })),
+    messageId: opts.messageId,
+    date: opts.date,
+    ...(m.inReplyTo ? { inReplyTo: m.inReplyTo } : {}),
+    ...(m.references ? { references: m.references } : {}),
+    headers: { 'User-Agent': 'Mailyard webmail', ...(opts.draft ? { 'X-Mailyard-Draft': 'yes' } : {}) },
+    // nothing the composer would fetch by itself: no file paths, no URLs, no data: images to attach
+    disableFileAccess: true,
+    disableUrlAccess: true,
+  }).compile();
+  node.keepBcc = true;
+  return node.build();
+}
+
+/**
+ * Submits through the msa (submission over TLS), authenticated with the service login
+ * and authorised as the user (SASL PLAIN authzid): the msa applies every rule it applies
+ * to a desktop client, sender addresses included.
+ */
+export async function submit(
+  target: SubmitTarget,
+  account: string,
+  envelope: { from: string; to: string[] },
+  raw: Buffer,
+): Promise<{ response: string }> {
+  const plain = Buffer.from([account, target.service.name, target.service.password].join('\0')).toString(
+    'base64',
+  );
+  const transport = nodemailer.createTransport({
+    host: target.host,
+    port: target.port,
+    secure: true,
+    tls: {
+      servername: target.servername,
+      rejectUnauthorized: target.rejectUnauthorized,
+      minVersion: 'TLSv1.2',
+      ...(target.ca ? { ca: target.ca } : {}),
+    },
+    auth: { type: 'custom', method: 'PLAIN', user: target.service.name, pass: target.service.password },
+    customAuth: {
+      PLAIN: async (ctx) => {
+        const r = await ctx.sendCommand(`AUTH PLAIN ${plain}`);
+        if (r.status !== 235)
+          throw Object.assign(new Error(r.text ?? 'AUTH refused'), { responseCode: r.status });
+      },
+    },
+    connectionTimeout: 15_000,
+    greetingTimeout: 15_000,
+    socketTimeout: 120_000,
+  });
+  try {
+    const info = await transport.sendMail({ envelope, raw });
+    return { response: info.response };
+  } catch (err) {
+    const e = err as { responseCode?: number; response?: string; message: string };
+    // a permanent refusal is the user's to read (553 not your address, 550 no such user...)
+    if (e.responseCode && e.responseCode >= 500 && e.responseCode !== 535)
+      throw errors.sendRefused(e.response ?? e.message);
+    throw new UpstreamError('submission failed', err);
+  } finally {
+    transport.close();
+  }
+}

@@ -1,0 +1,63 @@
+import { z } from 'zod';
+import {
+  bool,
+  bytes,
+  cidrList,
+  commonSchema,
+  duration,
+  hostPortList,
+  port,
+  positiveInt,
+  serviceLoginSchema,
+} from '@mailyard/config';
+
+/** One host:port, the port written out (there is no default worth guessing). */
+const server = (def: string) =>
+  hostPortList([def]).refine((v) => v.length === 1 && /(^\[.*\]|[^:]):\d+$/.test(v[0]!), {
+    message: 'expected one host:port, e.g. 127.0.0.1:993',
+  });
+
+export const webmailSchema = z.object({
+  ...commonSchema,
+  /** HTTPS port of the web client (pages, JSON API, event stream). */
+  webmail_port: port(443),
+  /** PEM certificate and key (the platform's); when unset a self-signed pair is generated at start. */
+  tls_cert_file: z.string().optional(),
+  tls_key_file: z.string().optional(),
+  /** The retrieval service's IMAP over implicit TLS (its IMAPS_PORT). */
+  imap_server: server('127.0.0.1:993'),
+  /** The msa's submission over implicit TLS (its SUBMISSIONS_PORT). */
+  submission_server: server('127.0.0.1:465'),
+  /**
+   * Verify the certificates of IMAP and submission (the name below). Off only where each
+   * service makes its own self-signed certificate (`pnpm start` without TLS_CERT_FILE):
+   * the service login's secret crosses these connections.
+   */
+  upstream_tls_verify: bool(true),
+  /** Name the IMAP and submission certificates are checked against (default: MYHOSTNAME). */
+  upstream_tls_servername: z.string().optional(),
+  /** Extra CA certificate (PEM file) for IMAP and submission, e.g. a private CA. */
+  upstream_tls_ca_file: z.string().optional(),
+  /** The webmail's own login to IMAP and submission, acting for each user (see retrieval and msa). */
+  ...serviceLoginSchema,
+  /** IMAP connections one account may have open from this instance (requests queue beyond it). */
+  imap_connections_per_user: positiveInt(3),
+  /** An unused IMAP connection is logged out after this long. */
+  imap_idle_timeout: duration('5m'),
+  /** A session ends after this long without a request. */
+  session_idle_timeout: duration('30m'),
+  /** A session ends this long after login, however active. */
+  session_absolute_timeout: duration('12h'),
+  /** Login attempts per client address per minute (besides the shared lockout, which counts failures). */
+  login_rate_limit: positiveInt(10),
+  /**
+   * Largest message sent, in bytes (keep equal to msa's MESSAGE_SIZE_LIMIT): attachments
+   * may add up to about 73% of it, the rest is their base64 encoding.
+   */
+  message_size_limit: bytes(25 * 1024 * 1024),
+  /** Reverse proxies whose X-Forwarded-For names the client (for the lockout and rate limit); empty: none. */
+  trusted_proxies: cidrList([]),
+  /** Directory with the built front end (index.html, assets/); default: dist/public beside the service. */
+  webmail_assets_dir: z.string().optional(),
+});
+export type WebmailConfig = z.infer<typeof webmailSchema>;

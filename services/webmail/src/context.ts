@@ -1,0 +1,140 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { ImapFlow } from 'imapflow';
+import type { Redis } from 'ioredis';
+import { z } from 'zod';
+import type { Authenticator } from '@mailyard/auth';
+import type { Directory } from '@mailyard/directory';
+import type { Logger } from '@mailyard/observability';
+import type { WebmailConfig } from './config.js';
+import { errors } from './errors.js';
+import type { ImapPool, ImapTarget } from './imap-pool.js';
+import type { FolderInfo } from './api-types.js';
+import { listFolders, selectFolder } from './mailbox.js';
+import type { WebmailMetrics } from './metrics.js';
+import type { MailNotifier } from './notifier.js';
+import type { Session, SessionStore } from './sessions.js';
+
+/**
+ * A second step of the login (TOTP, another issue): asked after the password, before the
+ * session may do anything but answer it.
+ */
+export interface SecondFactor {
+  required(account: string): Promise<boolean>;
+  verify(account: string, code: string, ip: string): Promise<boolean>;
+}
+
+/** The msa's submission port, reached as IMAP is (TLS, the service login). */
+export type SubmitTarget = ImapTarget;
+
+/** What every route has: config, the stores, the IMAP pool and a few helpers. */
+export interface Ctx {
+  config: WebmailConfig;
+  redis: Redis;
+  directory: Directory;
+  authenticator: Authenticator;
+  secondFactor: SecondFactor | null;
+  sessions: SessionStore;
+  pool: ImapPool;
+  imap: ImapTarget;
+  submit: SubmitTarget;
+  notifier: MailNotifier;
+  logger: Logger;
+  metrics: WebmailMetrics;
+  /** Bytes of attachments one message may carry (from message_size_limit). */
+  attachmentLimit: number;
+  now: () => number;
+  /** The session's account's folders, checked: a name not among them is 404, never passed to IMAP. */
+  folder(account: string, name: string): Promise<FolderInfo>;
+  folders(account: string): Promise<FolderInfo[]>;
+  /** Runs `fn` on a connection of `account` with `folder` selected (validated first). */
+  inFolder<T>(account: string, folder: string, fn: (c: ImapFlow, f: FolderInfo) => Promise<T>): Promise<T>;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    session: Session | null;
+    sessionId: string | null;
+  }
+  interface FastifyContextConfig {
+    /** Who may call: anyone, a session in any stage, or a complete session (the default). */
+    access?: 'public' | 'login' | 'partial' | 'session';
+    /** An event stream: does not count as activity for the idle timeout. */
+    passive?: boolean;
+  }
+}
+
+/** The session of a route that requires one (the hook has checked it). */
+export function sessionOf(req: FastifyRequest): Session {
+  if (!req.session) throw errors.notLoggedIn();
+  return req.session;
+}
+
+/** Validates input with a zod schema; the first problem becomes a 400 naming the field. */
+export function parse<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
+  const r = schema.safeParse(value ?? {});
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  const where = issue.path.length ? `${issue.path.join('.')}: ` : '';
+  throw errors.badRequest(`${where}${issue.message}`);
+}
+
+export const uidSchema = z.coerce
+  .number({ message: 'expected a message id' })
+  .int('expected a message id')
+  .min(1, 'expected a message id')
+  .max(4294967295, 'expected a message id');
+/** A message id in a URL: digits only (no 1e3, no 0x10). */
+export const uidParam = z
+  .string()
+  .regex(/^[1-9]\d{0,9}$/, 'expected a message id')
+  .transform(Number)
+  .refine((n) => n <= 4294967295, 'expected a message id');
+export const folderSchema = z
+  .string({ message: 'expected a folder name' })
+  .min(1, 'expected a folder name')
+  .max(1000, 'folder name too long')
+  .refine((v) => !/[\u0000-\u001f\u007f]/.test(v), 'folder name with control characters');
+export const uidListSchema = z
+  .array(uidSchema)
+  .min(1, 'expected message ids')
+  .max(5000, 'at most 5000 messages at once');
+
+/** Builds the folder helpers of Ctx: the list is kept a few seconds per account, for checking names. */
+export function folderHelpers(pool: ImapPool, now: () => number) {
+  const cache = new Map<string, { at: number; list: FolderInfo[] }>();
+  const folders = async (account: string, fresh = false): Promise<FolderInfo[]> => {
+    const hit = cache.get(account);
+    if (!fresh && hit && now() - hit.at < 5000) return hit.list;
+    const list = await pool.run(account, listFolders);
+    cache.set(account, { at: now(), list });
+    if (cache.size > 10_000) cache.delete(cache.keys().next().value!);
+    return list;
+  };
+  const folder = async (account: string, name: string): Promise<FolderInfo> => {
+    const find = (list: FolderInfo[]) => list.find((f) => f.path === name && f.selectable);
+    const f = find(await folders(account)) ?? find(await folders(account, true));
+    if (!f) throw errors.noSuchFolder();
+    return f;
+  };
+  return {
+    folders: (account: string) => folders(account, true),
+    folder,
+    async inFolder<T>(
+      account: string,
+      name: string,
+      fn: (c: ImapFlow, f: FolderInfo) => Promise<T>,
+    ): Promise<T> {
+      const f = await folder(account, name);
+      return pool.run(
+        account,
+        async (c) => {
+          await selectFolder(c, f.path);
+          return fn(c, f);
+        },
+        f.path,
+      );
+    },
+  };
+}
+
+export type Reply = FastifyReply;

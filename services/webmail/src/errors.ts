@@ -1,0 +1,60 @@
+/**
+ * Every error the API answers with: an HTTP status, a stable code the front end (and
+ * scripts) can rely on, and one sentence for a person. Anything else thrown becomes
+ * `500 internal` and is logged with its stack.
+ */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}
+
+/** IMAP or submission failed or is unreachable: a temporary failure, never "not found". */
+export class UpstreamError extends Error {
+  constructor(message: string, cause?: unknown) {
+    super(message, { cause });
+  }
+}
+
+export const errors = {
+  badRequest: (message: string) => new ApiError(400, 'bad_request', message),
+  notLoggedIn: () => new ApiError(401, 'not_logged_in', 'Not logged in, or the session has expired'),
+  invalidCredentials: () => new ApiError(401, 'invalid_credentials', 'Wrong address or password'),
+  secondFactorRequired: () =>
+    new ApiError(401, 'second_factor_required', 'The second step of the login is still missing'),
+  csrf: () => new ApiError(403, 'csrf', 'Missing or wrong CSRF token; reload the page'),
+  crossSite: () => new ApiError(403, 'cross_site', 'Request from another site refused'),
+  notFound: () => new ApiError(404, 'not_found', 'No such page'),
+  noSuchFolder: () => new ApiError(404, 'no_such_folder', 'No such folder'),
+  noSuchMessage: () => new ApiError(404, 'no_such_message', 'No such message in this folder'),
+  noSuchPart: () => new ApiError(404, 'no_such_part', 'No such part in this message'),
+  noSuchUpload: () => new ApiError(404, 'no_such_upload', 'No such attachment; upload it again'),
+  tooLarge: (limit: number) =>
+    new ApiError(413, 'too_large', `Too large: at most ${formatBytes(limit)} of attachments per message`, {
+      limit,
+    }),
+  badSender: (address: string) =>
+    new ApiError(400, 'bad_sender', `You cannot send as ${address}: not one of your addresses`),
+  locked: (seconds: number) =>
+    new ApiError(429, 'locked', `Too many failed login attempts, try again in ${seconds} seconds`, {
+      retryAfter: seconds,
+    }),
+  rateLimited: (seconds: number) =>
+    new ApiError(429, 'rate_limited', `Too many login attempts, try again in ${seconds} seconds`, {
+      retryAfter: seconds,
+    }),
+  sendRefused: (reply: string) => new ApiError(422, 'send_refused', `The mail server refused: ${reply}`),
+  unavailable: () =>
+    new ApiError(503, 'unavailable', 'The mail service is temporarily unavailable; try again shortly'),
+};
+
+export function formatBytes(n: number): string {
+  if (n >= 1024 * 1024) return `${Math.floor((n / (1024 * 1024)) * 10) / 10} MB`;
+  if (n >= 1024) return `${Math.floor(n / 1024)} KB`;
+  return `${n} bytes`;
+}

@@ -1,0 +1,3 @@
+export * from './config.js';
+export * from './webmail.js';
+export type { SecondFactor } from './context.js';

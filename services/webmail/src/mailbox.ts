@@ -1,0 +1,297 @@
+// What the API needs of IMAP, on one connection of the pool: folders with counts, pages of
+// a folder's list (sorted, searched or threaded on the server: SORT and THREAD, RFC 5256),
+// flags, moves and appends. Nothing here keeps state between requests.
+import type { FetchMessageObject, FetchQueryObject, ImapFlow, MessageAddressObject } from 'imapflow';
+import type { Address, Flags, FolderInfo, ListPage, ListRow } from './api-types.js';
+import { errors } from './errors.js';
+
+/** Special-use folders first, in the order people expect them; then the rest by name. */
+const SPECIAL_ORDER = ['\\Inbox', '\\Drafts', '\\Sent', '\\Archive', '\\Junk', '\\Trash'];
+
+export async function listFolders(c: ImapFlow): Promise<FolderInfo[]> {
+  const list = await c.list({ statusQuery: { messages: true, unseen: true } });
+  const rank = (f: FolderInfo) => {
+    const i = f.specialUse ? SPECIAL_ORDER.indexOf(f.specialUse) : -1;
+    return i < 0 ? SPECIAL_ORDER.length : i;
+  };
+  return list
+    .map((l): FolderInfo => ({
+      path: l.path,
+      name: l.name,
+      parent: l.parentPath,
+      delimiter: l.delimiter,
+      specialUse: l.specialUse ?? null,
+      total: l.status?.messages ?? 0,
+      unseen: l.status?.unseen ?? 0,
+      selectable: !l.flags.has('\\Noselect') && !l.flags.has('\\NonExistent'),
+    }))
+    .sort((a, b) => rank(a) - rank(b) || a.path.localeCompare(b.path));
+}
+
+/** The folder of a special use (\Sent, \Trash...), else one of that name, else the name itself. */
+export function specialFolder(folders: FolderInfo[], use: string, fallback: string): string {
+  return (
+    folders.find((f) => f.specialUse === use)?.path ??
+    folders.find((f) => f.path.toLowerCase() === fallback.toLowerCase())?.path ??
+    fallback
+  );
+}
+
+/** Selects the folder (or refreshes it, so EXISTS is current when it is already selected). */
+export async function selectFolder(
+  c: ImapFlow,
+  folder: string,
+): Promise<{ exists: number; uidValidity: bigint }> {
+  if (c.mailbox && c.mailbox.path === folder) await c.noop();
+  else await c.mailboxOpen(folder);
+  const mb = c.mailbox;
+  if (!mb) throw errors.noSuchFolder();
+  return { exists: mb.exists, uidValidity: mb.uidValidity };
+}
+
+// --- the list ------------------------------------------------------------------------
+
+export type SortKey = 'arrival' | 'date' | 'from' | 'subject' | 'size';
+export interface ListQuery {
+  offset: number;
+  limit: number;
+  sort: SortKey;
+  reverse: boolean;
+  /** Search text (see searchCriteria); empty for all. */
+  q: string;
+  unread: boolean;
+  flagged: boolean;
+  /** One row per conversation (THREAD=REFERENCES). */
+  threads: boolean;
+}
+
+const ROW_QUERY: FetchQueryObject = {
+  uid: true,
+  flags: true,
+  envelope: true,
+  size: true,
+  internalDate: true,
+  // answered from the header index on the server: no message file is opened
+  headers: ['content-type'],
+};
+
+/** IMAP flags in the shape the front end uses. */
+export function flagsOf(set: Set<string> | undefined): Flags {
+  const has = (f: string) => !!set?.has(f);
+  return {
+    seen: has('\\Seen'),
+    flagged: has('\\Flagged'),
+    answered: has('\\Answered'),
+    forwarded: has('$Forwarded'),
+    draft: has('\\Draft'),
+    junk: has('$Junk'),
+  };
+}
+
+export const toAddress = (a: MessageAddressObject | undefined): Address | null =>
+  a && (a.address || a.name) ? { name: a.name ?? '', address: a.address ?? '' } : null;
+export const toAddresses = (list: MessageAddressObject[] | undefined): Address[] =>
+  (list ?? []).map(toAddress).filter((a): a is Address => a !== null);
+
+function rowOf(m: FetchMessageObject): ListRow {
+  const env = m.envelope;
+  const date = env?.date ?? m.internalDate;
+  return {
+    uid: m.uid,
+    subject: env?.subject ?? '',
+    from: toAddress(env?.from?.[0] ?? env?.sender?.[0]),
+    to: toAddresses(env?.to),
+    date: date ? new Date(date).toISOString() : new Date(0).toISOString(),
+    size: m.size ?? 0,
+    flags: flagsOf(m.flags),
+    attachment: /^content-type:\s*multipart\/mixed/im.test(m.headers?.toString('latin1') ?? ''),
+  };
+}
+
+async function fetchRows(c: ImapFlow, range: string, byUid: boolean): Promise<ListRow[]> {
+  const rows: ListRow[] = [];
+  for await (const m of c.fetch(range, ROW_QUERY, { uid: byUid })) rows.push(rowOf(m));
+  return rows;
+}
+
+/**
+ * A page of the selected folder's list. The plain newest-first view pages by sequence
+ * number (no SORT): its cost does not grow with the folder.
+ */
+export async function listPage(c: ImapFlow, q: ListQuery): Promise<ListPage> {
+  const exists = c.mailbox ? c.mailbox.exists : 0;
+  const criteria = searchCriteria(q);
+  if (q.threads) return threadPage(c, q, criteria);
+  if (q.sort === 'arrival' && !criteria.length) {
+    // sequence numbers are arrival order: the page is a range, whatever the folder's size
+    const [lo, hi] = q.reverse
+      ? [Math.max(1, exists - q.offset - q.limit + 1), exists - q.offset]
+      : [q.offset + 1, Math.min(exists, q.offset + q.limit)];
+    const rows = hi >= lo && exists ? await fetchRows(c, `${lo}:${hi}`, false) : [];
+    rows.sort((a, b) => (q.reverse ? b.uid - a.uid : a.uid - b.uid));
+    return { total: exists, offset: q.offset, rows };
+  }
+  const uids = exists ? await sortUids(c, q.sort, q.reverse, criteria) : [];
+  const page = uids.slice(q.offset, q.offset + q.limit);
+  const rows = page.length ? await fetchRows(c, page.join(','), true) : [];
+  const byUid = new Map(rows.map((r) => [r.uid, r]));
+  return {
+    total: uids.length,
+    offset: q.offset,
+    rows: page.map((u) => byUid.get(u)).filter((r): r is ListRow => !!r),
+  };
+}
+
+async function threadPage(c: ImapFlow, q: ListQuery, criteria: Attr[]): Promise<ListPage> {
+  const threads = (await threadUids(c, criteria.length ? criteria : [atom('ALL')]))
+    // newest activity first: UIDs grow with arrival
+    .map((uids) => uids.sort((a, b) => a - b))
+    .sort((a, b) => (q.reverse ? b.at(-1)! - a.at(-1)! : a.at(-1)! - b.at(-1)!));
+  const page = threads.slice(q.offset, q.offset + q.limit);
+  const all = page.flat();
+  const flags = new Map<number, Flags>();
+  const rows = new Map<number, ListRow>();
+  if (all.length) {
+    const newest = new Set(page.map((t) => t.at(-1)!));
+    for await (const m of c.fetch(all.join(','), { uid: true, flags: true }, { uid: true }))
+      flags.set(m.uid, flagsOf(m.flags));
+    for (const r of await fetchRows(c, [...newest].join(','), true)) rows.set(r.uid, r);
+  }
+  return {
+    total: threads.length,
+    offset: q.offset,
+    rows: page
+      .map((uids): ListRow | null => {
+        const row = rows.get(uids.at(-1)!);
+        if (!row) return null;
+        const unread = uids.filter((u) => flags.get(u) && !flags.get(u)!.seen).length;
+        return { ...row, thread: { uids, count: uids.length, unread } };
+      })
+      .filter((r): r is ListRow => r !== null),
+  };
+}
+
+// --- SORT, THREAD and SEARCH keys ---------------------------------------------------------
+
+type Attr = { type: 'ATOM' | 'STRING'; value: string } | Attr[];
+const atom = (value: string): Attr => ({ type: 'ATOM', value });
+const str = (value: string): Attr => ({ type: 'STRING', value });
+
+interface Untagged {
+  attributes?: unknown[];
+  numbers?: number[];
+}
+/** imapflow's command runner; SORT and THREAD have no method of their own there. */
+type Exec = (
+  command: string,
+  attributes: Attr[],
+  options: { untagged: Record<string, (u: Untagged) => Promise<void>> },
+) => Promise<{ next(): void }>;
+const execOf = (c: ImapFlow): Exec => (c as unknown as { exec: Exec }).exec.bind(c);
+
+/** Numbers in a parsed response, depth first (a THREAD tree flattens to its members). */
+function numbersIn(items: unknown[], out: number[] = []): number[] {
+  for (const a of items) {
+    if (Array.isArray(a)) numbersIn(a, out);
+    else if (a && typeof a === 'object' && 'value' in a) {
+      const n = Number(a.value);
+      if (Number.isInteger(n) && n > 0) out.push(n);
+    }
+  }
+  return out;
+}
+
+/** UID SORT (RFC 5256): every matching UID in order, computed by the server from its header index. */
+export async function sortUids(
+  c: ImapFlow,
+  key: SortKey,
+  reverse: boolean,
+  criteria: Attr[],
+): Promise<number[]> {
+  const keys = [...(reverse ? [atom('REVERSE')] : []), atom(key.toUpperCase())];
+  const uids: number[] = [];
+  const res = await execOf(c)(
+    'UID SORT',
+    [keys, atom('UTF-8'), ...(criteria.length ? criteria : [atom('ALL')])],
+    {
+      untagged: {
+        SORT: async (u) => {
+          if (u.numbers) uids.push(...u.numbers);
+          else numbersIn(u.attributes ?? [], uids);
+        },
+      },
+    },
+  );
+  res.next();
+  return uids;
+}
+
+/** UID THREAD REFERENCES (RFC 5256 §3): each conversation as the UIDs in it. */
+export async function threadUids(c: ImapFlow, criteria: Attr[]): Promise<number[][]> {
+  const threads: number[][] = [];
+  const res = await execOf(c)('UID THREAD', [atom('REFERENCES'), atom('UTF-8'), ...criteria], {
+    untagged: {
+      THREAD: async (u) => {
+        for (const t of u.attributes ?? []) {
+          const uids = Array.isArray(t) ? numbersIn(t) : numbersIn([t]);
+          if (uids.length) threads.push(uids);
+        }
+      },
+    },
+  });
+  res.next();
+  return threads;
+}
+
+/**
+ * Search keys from the search box: words (each in subject, from, to or body), "quoted
+ * phrases", and `from:` `to:` `subject:` `is:unread` `is:read` `is:flagged`, all of which
+ * must match; plus the unread and flagged filters.
+ */
+export function searchCriteria(q: Pick<ListQuery, 'q' | 'unread' | 'flagged'>): Attr[] {
+  const out: Attr[] = [];
+  if (q.unread) out.push(atom('UNSEEN'));
+  if (q.flagged) out.push(atom('FLAGGED'));
+  for (const m of q.q.matchAll(/(\w+:)?(?:"([^"]*)"|(\S+))/g)) {
+    const field = m[1]?.toLowerCase();
+    const value = (m[2] ?? m[3] ?? '').trim();
+    if (!value) continue;
+    if (field === 'is:') {
+      const is = { unread: 'UNSEEN', read: 'SEEN', flagged: 'FLAGGED', answered: 'ANSWERED' }[
+        value.toLowerCase()
+      ];
+      if (is) out.push(atom(is));
+      continue;
+    }
+    if (field === 'from:' || field === 'to:' || field === 'subject:' || field === 'cc:') {
+      out.push(atom(field.slice(0, -1).toUpperCase()), str(value));
+      continue;
+    }
+    const word = field ? `${field}${value}` : value;
+    // OR takes two keys: (((SUBJECT w OR FROM w) OR TO w) OR BODY w)
+    out.push(
+      atom('OR'),
+      atom('OR'),
+      atom('OR'),
+      atom('SUBJECT'),
+      str(word),
+      atom('FROM'),
+      str(word),
+      atom('TO'),
+      str(word),
+      atom('BODY'),
+      str(word),
+    );
+  }
+  return out;
+}
+
+// --- changes ------------------------------------------------------------------------------
+
+/** The UIDs of `uids` that exist in the selected folder (others are someone's guess or gone). */
+export async function existingUids(c: ImapFlow, uids: number[]): Promise<number[]> {
+  if (!uids.length) return [];
+  const found: number[] = [];
+  for await (const m of c.fetch(uids.join(','), { uid: true }, { uid: true })) found.push(m.uid);
+  return found;
+}

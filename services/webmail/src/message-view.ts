@@ -1,0 +1,180 @@
+// Reading one message: its structure from BODYSTRUCTURE, only the text parts and the
+// inline images downloaded (attachments stay on the server until asked for), the policy
+// reasons it carries, and its HTML sanitised (sanitize.ts).
+import type { ImapFlow, MessageStructureObject } from 'imapflow';
+import { errors } from './errors.js';
+import type { AttachmentInfo, MessageView, PolicyReason } from './api-types.js';
+import { flagsOf, toAddresses } from './mailbox.js';
+import { htmlToText, sanitizeMailHtml, type SanitizedHtml } from './sanitize.js';
+
+export interface ParsedStructure {
+  html: string[];
+  text: string[];
+  attachments: AttachmentInfo[];
+  /** Content-ID -> part, of inline images. */
+  cids: Map<string, { part: string; type: string; size: number }>;
+}
+
+const filenameOf = (n: MessageStructureObject) =>
+  n.dispositionParameters?.filename ?? n.parameters?.name ?? '';
+
+/** Walks BODYSTRUCTURE: which parts are the body (HTML and text) and which are attachments. */
+export function parseStructure(root: MessageStructureObject): ParsedStructure {
+  const out: ParsedStructure = { html: [], text: [], attachments: [], cids: new Map() };
+  const walk = (n: MessageStructureObject, inAlternative: boolean) => {
+    const type = (n.type || 'text/plain').toLowerCase();
+    if (type.startsWith('multipart/')) {
+      const alt = type === 'multipart/alternative';
+      const children = n.childNodes ?? [];
+      if (alt) {
+        // RFC 2046 §5.1.4: the last alternative is the richest; take one HTML and one text
+        const html = [...children].reverse().find((c) => (c.type || '').toLowerCase() === 'text/html');
+        const text = [...children].reverse().find((c) => (c.type || '').toLowerCase() === 'text/plain');
+        const richest = children.at(-1);
+        for (const c of children) {
+          if (c === html || c === text) walk(c, true);
+          else if (c === richest && !html && !text) walk(c, true);
+          else if ((c.type || '').toLowerCase().startsWith('multipart/')) walk(c, true);
+        }
+        return;
+      }
+      for (const c of children) walk(c, inAlternative);
+      return;
+    }
+    const part = n.part ?? '1';
+    const filename = filenameOf(n);
+    const attachment = n.disposition?.toLowerCase() === 'attachment';
+    const size = n.size ?? 0;
+    if (!attachment && !filename && (type === 'text/html' || type === 'text/plain')) {
+      (type === 'text/html' ? out.html : out.text).push(part);
+      return;
+    }
+    const cid = n.id?.replace(/^<|>$/g, '');
+    const inline = !attachment && !!cid && type.startsWith('image/');
+    if (inline && cid) out.cids.set(cid, { part, type, size });
+    out.attachments.push({
+      part,
+      filename: filename || (type === 'message/rfc822' ? 'message.eml' : `part-${part}`),
+      type,
+      size,
+      inline,
+    });
+  };
+  walk(root, false);
+  return out;
+}
+
+/** X-Mailyard-Policy: `junk; rspamd=spam (score 12.3); spf=fail (...)`. */
+export function parsePolicyHeader(value: string): { verdict: string; reasons: PolicyReason[] } | null {
+  const v = value.replace(/\r?\n[ \t]+/g, ' ').trim();
+  if (!v) return null;
+  const [verdict, ...items] = v.split(/;\s*/);
+  const reasons: PolicyReason[] = [];
+  for (const item of items) {
+    const m = /^([\w.:-]+)=(\S+?)(?:\s+\((.*)\))?$/.exec(item.trim());
+    if (m) reasons.push({ check: m[1]!, result: m[2]!, detail: m[3] ?? null });
+    else if (item.trim() && item.trim() !== 'no checks fired')
+      reasons.push({ check: item.trim(), result: '', detail: null });
+  }
+  return { verdict: (verdict ?? '').toLowerCase(), reasons };
+}
+
+/** A header's first value from a HEADER.FIELDS answer, unfolded. */
+export function headerValue(block: string, name: string): string | null {
+  const m = new RegExp(`^${name}:[ \\t]*((?:.*)(?:\\r?\\n[ \\t].*)*)`, 'im').exec(block);
+  return m ? m[1]!.replace(/\r?\n[ \t]+/g, ' ').trim() : null;
+}
+
+/** Largest text part read (a bigger body is cut there). */
+const TEXT_LIMIT = 4 * 1024 * 1024;
+/** Inline images become data: URIs up to this many bytes in all. */
+const INLINE_LIMIT = 10 * 1024 * 1024;
+
+async function downloadText(c: ImapFlow, uid: number, part: string): Promise<string> {
+  const res = await c.download(String(uid), part, { uid: true, maxBytes: TEXT_LIMIT });
+  if (!res.content) return '';
+  const chunks: Buffer[] = [];
+  for await (const chunk of res.content) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export interface LoadedMessage {
+  view: Omit<MessageView, 'privacy' | 'html'>;
+  /** The raw (unsanitised) HTML, for sanitising with or without remote content. */
+  rawHtml: string | null;
+  inline: Map<string, string>;
+  structure: ParsedStructure;
+}
+
+/** Fetches a message of the selected folder; throws noSuchMessage when the UID is not there. */
+export async function loadMessage(c: ImapFlow, folder: string, uid: number): Promise<LoadedMessage> {
+  const m = await c.fetchOne(
+    String(uid),
+    {
+      uid: true,
+      flags: true,
+      envelope: true,
+      bodyStructure: true,
+      internalDate: true,
+      headers: ['x-mailyard-policy', 'list-unsubscribe', 'references'],
+    },
+    { uid: true },
+  );
+  if (!m || m.uid !== uid || !m.bodyStructure) throw errors.noSuchMessage();
+  const structure = parseStructure(m.bodyStructure);
+  const htmlParts = await Promise.all(structure.html.map((p) => downloadText(c, uid, p)));
+  const textParts = await Promise.all(structure.text.map((p) => downloadText(c, uid, p)));
+  const inline = new Map<string, string>();
+  const inlined = new Set<string>();
+  const wanted = [...structure.cids].filter(([, v]) => v.size <= INLINE_LIMIT);
+  if (htmlParts.length && wanted.length) {
+    let budget = INLINE_LIMIT;
+    const parts = await c.downloadMany(
+      String(uid),
+      wanted.map(([, v]) => v.part),
+      { uid: true },
+    );
+    for (const [cid, info] of wanted) {
+      const content = parts[info.part]?.content;
+      if (!content || content.length > budget || !/^image\/(png|jpe?g|gif|webp|bmp)$/.test(info.type))
+        continue;
+      budget -= content.length;
+      inline.set(cid, `data:${info.type};base64,${content.toString('base64')}`);
+      inlined.add(info.part);
+    }
+  }
+  const env = m.envelope;
+  const headers = m.headers?.toString('utf8') ?? '';
+  const policyHeader = headerValue(headers, 'x-mailyard-policy');
+  const rawHtml = htmlParts.length ? htmlParts.join('\n<hr>\n') : null;
+  const text = textParts.length ? textParts.join('\n\n') : rawHtml ? htmlToText(rawHtml) : '';
+  const date = env?.date ?? m.internalDate;
+  return {
+    view: {
+      uid,
+      folder,
+      subject: env?.subject ?? '',
+      from: toAddresses(env?.from),
+      to: toAddresses(env?.to),
+      cc: toAddresses(env?.cc),
+      bcc: toAddresses(env?.bcc),
+      replyTo: toAddresses(env?.replyTo),
+      date: date ? new Date(date).toISOString() : new Date(0).toISOString(),
+      flags: flagsOf(m.flags),
+      messageId: env?.messageId ?? null,
+      inReplyTo: env?.inReplyTo ?? null,
+      references: headerValue(headers, 'references'),
+      text,
+      attachments: structure.attachments.map((a) => ({ ...a, inline: inlined.has(a.part) })),
+      policy: policyHeader ? parsePolicyHeader(policyHeader) : null,
+      listUnsubscribe: headerValue(headers, 'list-unsubscribe'),
+    },
+    rawHtml,
+    inline,
+    structure,
+  };
+}
+
+export function sanitizeLoaded(msg: LoadedMessage, allowRemote: boolean): SanitizedHtml | null {
+  return msg.rawHtml === null ? null : sanitizeMailHtml(msg.rawHtml, { allowRemote, inline: msg.inline });
+}

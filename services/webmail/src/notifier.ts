@@ -1,0 +1,144 @@
+import type { ImapFlow } from 'imapflow';
+import type { Logger } from '@mailyard/observability';
+import { connectImap, type ImapTarget } from './imap-pool.js';
+import type { WebmailMetrics } from './metrics.js';
+
+/** What an event stream tells the browser. */
+export type MailEvent =
+  | { type: 'new'; folder: string; count: number }
+  | { type: 'changed'; folder: string }
+  | { type: 'reconnected' };
+
+interface Watch {
+  listeners: Set<(e: MailEvent) => void>;
+  client: ImapFlow | null;
+  closeTimer: NodeJS.Timeout | null;
+  retryTimer: NodeJS.Timeout | null;
+  backoff: number;
+  /** Connected at least once: a later connection tells the browsers to catch up. */
+  opened: boolean;
+}
+
+/** After the last browser tab of an account goes away, its IDLE session stays this long (a reload comes back). */
+const LINGER_MS = 30_000;
+
+/**
+ * New mail without reload: one IMAP session per account with browsers listening (on this
+ * instance), idling on INBOX (RFC 2177 IDLE, through imapflow), whose EXISTS, EXPUNGE and
+ * FETCH FLAGS updates are passed on to every event stream of that account. The retrieval
+ * service wakes it within a fraction of a second of a delivery on any instance.
+ */
+export class MailNotifier {
+  private readonly watches = new Map<string, Watch>();
+  private stopped = false;
+
+  constructor(
+    private readonly target: ImapTarget,
+    private readonly logger: Logger,
+    private readonly metrics: WebmailMetrics,
+  ) {}
+
+  subscribe(account: string, listener: (e: MailEvent) => void): () => void {
+    let w = this.watches.get(account);
+    if (!w) {
+      w = {
+        listeners: new Set(),
+        client: null,
+        closeTimer: null,
+        retryTimer: null,
+        backoff: 1000,
+        opened: false,
+      };
+      this.watches.set(account, w);
+      this.open(account, w);
+    }
+    if (w.closeTimer) {
+      clearTimeout(w.closeTimer);
+      w.closeTimer = null;
+    }
+    w.listeners.add(listener);
+    const watch = w;
+    return () => {
+      watch.listeners.delete(listener);
+      if (watch.listeners.size || this.stopped) return;
+      watch.closeTimer = setTimeout(() => this.drop(account, watch), LINGER_MS);
+      watch.closeTimer.unref();
+    };
+  }
+
+  /** The account's IDLE session is in place (tests). */
+  watching(account: string): boolean {
+    const c = this.watches.get(account)?.client;
+    return !!c && c.usable && c.idling;
+  }
+
+  private emit(w: Watch, e: MailEvent): void {
+    for (const l of w.listeners) l(e);
+  }
+
+  private open(account: string, w: Watch): void {
+    if (this.stopped || this.watches.get(account) !== w) return;
+    const client = connectImap(this.target, account, { idle: true, logger: this.logger });
+    w.client = client;
+    client.on('exists', (e: { path: string; count: number; prevCount: number }) => {
+      if (e.count > e.prevCount) this.emit(w, { type: 'new', folder: e.path, count: e.count });
+      else this.emit(w, { type: 'changed', folder: e.path });
+    });
+    client.on('expunge', (e: { path: string }) => this.emit(w, { type: 'changed', folder: e.path }));
+    client.on('flags', (e: { path: string }) => this.emit(w, { type: 'changed', folder: e.path }));
+    client.on('close', () => {
+      this.metrics.imapConnections.dec();
+      if (w.client !== client || this.stopped || this.watches.get(account) !== w) return;
+      w.client = null;
+      // the server went away (restart, shutdown): try again, less often each time
+      w.retryTimer = setTimeout(() => {
+        w.retryTimer = null;
+        this.open(account, w);
+      }, w.backoff);
+      w.retryTimer.unref();
+      w.backoff = Math.min(w.backoff * 2, 30_000);
+    });
+    this.metrics.imapConnections.inc();
+    client
+      .connect()
+      .then(() => client.mailboxOpen('INBOX'))
+      .then(() => {
+        if (w.opened) this.emit(w, { type: 'reconnected' });
+        w.opened = true;
+        w.backoff = 1000;
+      })
+      .catch((err: Error) => {
+        this.logger.warn({ account, err: err.message }, 'IMAP IDLE session failed');
+        client.close();
+      });
+  }
+
+  private drop(account: string, w: Watch): void {
+    if (this.watches.get(account) !== w || w.listeners.size) return;
+    this.watches.delete(account);
+    if (w.retryTimer) clearTimeout(w.retryTimer);
+    const c = w.client;
+    w.client = null;
+    c?.logout().catch(() => c.close());
+  }
+
+  /** Ends every listener (the streams close themselves); the sessions go in stop(). */
+  closeAll(): void {
+    this.stopped = true;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    const all = [...this.watches.values()];
+    this.watches.clear();
+    await Promise.all(
+      all.map(async (w) => {
+        if (w.closeTimer) clearTimeout(w.closeTimer);
+        if (w.retryTimer) clearTimeout(w.retryTimer);
+        const c = w.client;
+        w.client = null;
+        if (c) await c.logout().catch(() => c.close());
+      }),
+    );
+  }
+}

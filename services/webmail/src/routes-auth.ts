@@ -1,0 +1,112 @@
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { parse, sessionOf, type Ctx } from './context.js';
+import { errors } from './errors.js';
+import { LOGIN_COOKIE, SESSION_COOKIE, newToken } from './sessions.js';
+
+const COOKIE = { path: '/', httpOnly: true, secure: true, sameSite: 'strict' } as const;
+
+const loginSchema = z.object({
+  username: z.string({ message: 'expected your address' }).min(1, 'expected your address').max(320),
+  password: z.string({ message: 'expected your password' }).min(1, 'expected your password').max(1024),
+});
+
+/**
+ * Logins per client address per minute, whatever their outcome (the shared lockout in
+ * packages/auth counts only failures, per address and per account, across every protocol).
+ */
+async function rateLimited(ctx: Ctx, ip: string): Promise<number> {
+  const key = `webmail:login-rate:${ip}`;
+  const [[, count], [, ttl]] = (await ctx.redis.multi().incr(key).pttl(key).exec()) as [
+    [null, number],
+    [null, number],
+  ];
+  if (ttl < 0) await ctx.redis.pexpire(key, 60_000);
+  return count > ctx.config.login_rate_limit ? Math.max(1, Math.ceil((ttl < 0 ? 60_000 : ttl) / 1000)) : 0;
+}
+
+export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
+  const { sessions, metrics, logger } = ctx;
+  const limits = () => ({ attachments: ctx.attachmentLimit });
+
+  /** Who is logged in; before login, the token the login form must send back (double submit). */
+  app.get('/api/session', { config: { access: 'public' } }, async (req, reply) => {
+    const session = await sessions.get(req.cookies[SESSION_COOKIE]);
+    // a logged-in page may log in again (as someone else): it gets the token too
+    const existing = req.cookies[LOGIN_COOKIE];
+    const loginToken = existing && /^[\w-]{43}$/.test(existing) ? existing : newToken();
+    void reply.setCookie(LOGIN_COOKIE, loginToken, COOKIE);
+    if (session?.stage === 'complete') {
+      return {
+        authenticated: true,
+        account: session.account,
+        csrf: session.csrf,
+        loginToken,
+        limits: limits(),
+      };
+    }
+    if (session?.stage === 'second-factor') {
+      return {
+        authenticated: false,
+        next: 'second-factor',
+        account: session.account,
+        csrf: session.csrf,
+        loginToken,
+      };
+    }
+    return { authenticated: false, loginToken };
+  });
+
+  app.post('/api/login', { config: { access: 'login' } }, async (req, reply) => {
+    const { username, password } = parse(loginSchema, req.body);
+    const wait = await rateLimited(ctx, req.ip);
+    if (wait) {
+      metrics.logins.inc({ result: 'rate_limited' });
+      throw errors.rateLimited(wait);
+    }
+    const res = await ctx.authenticator.authenticate({ ip: req.ip, username, password });
+    // app passwords are for mail clients; the webmail asks for the account's own password
+    // (so that a second step, when an account has one, cannot be skipped with one)
+    if (!res.ok || res.via !== 'password') {
+      const reason = res.ok ? 'invalid' : res.reason;
+      metrics.logins.inc({ result: reason });
+      logger.info({ user: username.slice(0, 100), ip: req.ip, reason }, 'webmail login refused');
+      if (!res.ok && res.reason === 'locked') throw errors.locked(res.retryAfterSeconds);
+      throw errors.invalidCredentials();
+    }
+    const second = ctx.secondFactor ? await ctx.secondFactor.required(res.account) : false;
+    const { id, session } = await sessions.create(res.account, second ? 'second-factor' : 'complete');
+    void reply.setCookie(SESSION_COOKIE, id, COOKIE).clearCookie(LOGIN_COOKIE, COOKIE);
+    metrics.logins.inc({ result: second ? 'second_factor' : 'ok' });
+    logger.info({ account: res.account, ip: req.ip }, second ? 'webmail password accepted' : 'webmail login');
+    if (second)
+      return { authenticated: false, next: 'second-factor', account: res.account, csrf: session.csrf };
+    // the first screen needs an IMAP connection: open it while the page loads
+    ctx.pool.run(res.account, async () => undefined).catch(() => undefined);
+    return { authenticated: true, account: res.account, csrf: session.csrf, limits: limits() };
+  });
+
+  /** The second step (a TOTP code, another issue); present only when the platform has one. */
+  app.post('/api/login/second-factor', { config: { access: 'partial' } }, async (req, reply) => {
+    const session = sessionOf(req);
+    if (!ctx.secondFactor || session.stage !== 'second-factor') throw errors.notFound();
+    const { code } = parse(z.object({ code: z.string().min(1, 'expected the code').max(64) }), req.body);
+    const wait = await rateLimited(ctx, req.ip);
+    if (wait) throw errors.rateLimited(wait);
+    if (!(await ctx.secondFactor.verify(session.account, code, req.ip))) {
+      metrics.logins.inc({ result: 'invalid' });
+      throw errors.invalidCredentials();
+    }
+    const fresh = await sessions.complete(req.sessionId!, session);
+    void reply.setCookie(SESSION_COOKIE, fresh.id, COOKIE);
+    metrics.logins.inc({ result: 'ok' });
+    return { authenticated: true, account: session.account, csrf: fresh.session.csrf, limits: limits() };
+  });
+
+  app.post('/api/logout', { config: { access: 'partial' } }, async (req, reply) => {
+    await sessions.destroy(req.sessionId ?? undefined);
+    void reply.clearCookie(SESSION_COOKIE, COOKIE);
+    logger.info({ account: sessionOf(req).account }, 'webmail logout');
+    return { authenticated: false };
+  });
+}

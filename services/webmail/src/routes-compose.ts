@@ -1,0 +1,243 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import type { ImapFlow } from 'imapflow';
+import { z } from 'zod';
+import { folderSchema, parse, sessionOf, uidParam, uidSchema, type Ctx } from './context.js';
+import {
+  buildMessage,
+  newMessageId,
+  parseAddressList,
+  submit,
+  type Outgoing,
+  type OutgoingAttachment,
+} from './compose.js';
+import { errors } from './errors.js';
+import { existingUids, selectFolder, specialFolder } from './mailbox.js';
+import { parseStructure } from './message-view.js';
+
+/** Uploaded attachments wait in Redis (any instance may send the message) for a day. */
+const UPLOAD_TTL_SECONDS = 24 * 3600;
+const uploadKey = (account: string, id: string) =>
+  `webmail:upload:${createHash('sha256').update(account).digest('base64url')}:${id}`;
+const uploadId = z.string().regex(/^[A-Za-z0-9_-]{22}$/, 'expected an upload id');
+
+const attachmentRef = z.union([
+  z.object({ upload: uploadId }),
+  z.object({
+    folder: folderSchema,
+    uid: uidSchema,
+    part: z.string().regex(/^[1-9]\d{0,3}(\.[1-9]\d{0,3}){0,20}$/, 'expected a part number'),
+  }),
+]);
+
+const draftSchema = z.object({
+  from: z.string({ message: 'expected a sender address' }).min(3).max(320),
+  fromName: z.string().max(200).default(''),
+  to: z.string().max(20_000).default(''),
+  cc: z.string().max(20_000).default(''),
+  bcc: z.string().max(20_000).default(''),
+  subject: z.string().max(2000).default(''),
+  text: z.string().max(4_000_000).default(''),
+  html: z.string().max(6_000_000).nullable().default(null),
+  attachments: z.array(attachmentRef).max(100, 'at most 100 attachments').default([]),
+  inReplyTo: z.string().max(1000).nullable().default(null),
+  references: z.string().max(20_000).nullable().default(null),
+  /** The message this answers or forwards: marked \Answered or $Forwarded once sent. */
+  origin: z
+    .object({ folder: folderSchema, uid: uidSchema, kind: z.enum(['reply', 'forward']) })
+    .nullable()
+    .default(null),
+  /** The draft this replaces (removed once the new one is saved, or the message sent). */
+  draftUid: uidSchema.nullable().default(null),
+});
+type DraftInput = z.infer<typeof draftSchema>;
+
+export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
+  const { pool, redis, logger, metrics } = ctx;
+
+  /** The addresses the account may send as: itself and the aliases that lead to it. */
+  const identities = async (account: string) => ctx.directory.addressesOf(account);
+
+  app.get('/api/identities', async (req) => {
+    const { account } = sessionOf(req);
+    return { identities: (await identities(account)).map((address) => ({ address })), primary: account };
+  });
+
+  // --- uploads ------------------------------------------------------------------------
+
+  void app.register(async (scope) => {
+    // the body is the file itself, whatever its type; its name comes in X-Filename
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser(
+      '*',
+      { parseAs: 'buffer', bodyLimit: ctx.attachmentLimit },
+      (_req, body, done) => done(null, body),
+    );
+    scope.post('/api/uploads', { bodyLimit: ctx.attachmentLimit }, async (req) => {
+      const { account } = sessionOf(req);
+      const data = req.body;
+      if (!Buffer.isBuffer(data)) throw errors.badRequest('expected the file as the request body');
+      let filename = 'attachment';
+      try {
+        filename = decodeURIComponent(String(req.headers['x-filename'] ?? 'attachment'));
+      } catch {
+        throw errors.badRequest('X-Filename: expected a URI-encoded file name');
+      }
+      filename = filename.replace(/[\u0000-\u001f\u007f/\\]/g, '_').slice(0, 200) || 'attachment';
+      const type = String(req.headers['x-content-type'] ?? 'application/octet-stream');
+      const contentType = /^[\w.+-]+\/[\w.+-]+$/.test(type) ? type.toLowerCase() : 'application/octet-stream';
+      const id = randomBytes(16).toString('base64url');
+      const key = uploadKey(account, id);
+      await redis
+        .multi()
+        .hset(key, { name: filename, type: contentType, size: String(data.length), data })
+        .expire(key, UPLOAD_TTL_SECONDS)
+        .exec();
+      return { id, filename, type: contentType, size: data.length };
+    });
+  });
+
+  app.delete('/api/uploads/:id', async (req) => {
+    const id = parse(uploadId, (req.params as { id: string }).id);
+    const { account } = sessionOf(req);
+    if (!(await redis.del(uploadKey(account, id)))) throw errors.noSuchUpload();
+    return { id, deleted: true };
+  });
+
+  // --- building a message from what the editor sent ----------------------------------------
+
+  const loadAttachments = async (
+    account: string,
+    refs: DraftInput['attachments'],
+  ): Promise<OutgoingAttachment[]> => {
+    const out: OutgoingAttachment[] = [];
+    for (const ref of refs) {
+      if ('upload' in ref) {
+        const h = await redis.hgetallBuffer(uploadKey(account, ref.upload));
+        if (!h.data) throw errors.noSuchUpload();
+        out.push({ filename: h.name!.toString(), contentType: h.type!.toString(), content: h.data });
+        continue;
+      }
+      // an attachment of a message of the user's own (forwarding, reopening a draft)
+      out.push(
+        await ctx.inFolder(account, ref.folder, async (c) => {
+          const m = await c.fetchOne(String(ref.uid), { uid: true, bodyStructure: true }, { uid: true });
+          if (!m || m.uid !== ref.uid || !m.bodyStructure) throw errors.noSuchMessage();
+          const att = parseStructure(m.bodyStructure).attachments.find((a) => a.part === ref.part);
+          if (!att) throw errors.noSuchPart();
+          const dl = await c.download(String(ref.uid), ref.part, { uid: true });
+          if (!dl.content) throw errors.noSuchPart();
+          const chunks: Buffer[] = [];
+          for await (const chunk of dl.content) chunks.push(chunk as Buffer);
+          return { filename: att.filename, contentType: att.type, content: Buffer.concat(chunks) };
+        }),
+      );
+    }
+    const total = out.reduce((n, a) => n + a.content.length, 0);
+    if (total > ctx.attachmentLimit) throw errors.tooLarge(ctx.attachmentLimit);
+    return out;
+  };
+
+  const outgoing = async (account: string, d: DraftInput, forSending: boolean): Promise<Outgoing> => {
+    const from = d.from.trim().toLowerCase();
+    const owned = await identities(account);
+    // plus-addresses of an own address count too (the msa accepts them)
+    const base = from.replace(/\+[^@]*@/, '@');
+    if (!owned.includes(from) && !owned.includes(base)) throw errors.badSender(d.from);
+    const to = parseAddressList(d.to, 'to');
+    const cc = parseAddressList(d.cc, 'cc');
+    const bcc = parseAddressList(d.bcc, 'bcc');
+    if (forSending && !to.length && !cc.length && !bcc.length)
+      throw errors.badRequest('to: expected a recipient');
+    return {
+      from: { name: d.fromName.trim(), address: from },
+      to,
+      cc,
+      bcc,
+      subject: d.subject,
+      text: d.text,
+      html: d.html,
+      attachments: await loadAttachments(account, d.attachments),
+      inReplyTo: d.inReplyTo,
+      references: d.references,
+    };
+  };
+
+  const folderPath = async (account: string, use: string, name: string) =>
+    specialFolder(await ctx.folders(account), use, name);
+
+  /** Removes a draft (after it was replaced or sent); a draft already gone is fine. */
+  const dropDraft = async (c: ImapFlow, drafts: string, uid: number) => {
+    await selectFolder(c, drafts);
+    const found = await existingUids(c, [uid]);
+    if (found.length) await c.messageDelete(found, { uid: true });
+  };
+
+  /** Saves the editor's state in Drafts (the front end calls this while the user types). */
+  app.put('/api/drafts', async (req) => {
+    const d = parse(draftSchema, req.body);
+    const { account } = sessionOf(req);
+    const m = await outgoing(account, d, false);
+    const raw = await buildMessage(m, {
+      messageId: newMessageId(m.from.address),
+      date: new Date(ctx.now()),
+      draft: true,
+    });
+    const drafts = await folderPath(account, '\\Drafts', 'Drafts');
+    return pool.run(account, async (c) => {
+      const res = await c.append(drafts, raw, ['\\Draft', '\\Seen']);
+      if (!res) throw errors.unavailable();
+      if (d.draftUid) await dropDraft(c, drafts, d.draftUid);
+      return { uid: res.uid ?? null, folder: drafts };
+    });
+  });
+
+  app.delete('/api/drafts/:uid', async (req) => {
+    const uid = parse(uidParam, (req.params as { uid: string }).uid);
+    const { account } = sessionOf(req);
+    const drafts = await folderPath(account, '\\Drafts', 'Drafts');
+    await pool.run(account, (c) => dropDraft(c, drafts, uid));
+    return { uid, deleted: true };
+  });
+
+  /** Sends through the msa, files a copy in Sent, drops the draft, marks the original answered. */
+  app.post('/api/send', async (req) => {
+    const d = parse(draftSchema, req.body);
+    const { account } = sessionOf(req);
+    const m = await outgoing(account, d, true);
+    const messageId = newMessageId(m.from.address);
+    const raw = await buildMessage(m, { messageId, date: new Date(ctx.now()) });
+    const rcpts = [...m.to, ...m.cc, ...m.bcc].map((a) => a.address);
+    try {
+      await submit(ctx.submit, account, { from: m.from.address, to: rcpts }, raw);
+    } catch (err) {
+      metrics.sent.inc({ result: (err as { code?: string }).code === 'send_refused' ? 'refused' : 'failed' });
+      throw err;
+    }
+    metrics.sent.inc({ result: 'ok' });
+    logger.info({ account, messageId, recipients: rcpts.length }, 'webmail sent a message');
+    // the message has left: what follows is bookkeeping, and its failure must not say otherwise
+    const sent = await folderPath(account, '\\Sent', 'Sent');
+    const drafts = await folderPath(account, '\\Drafts', 'Drafts');
+    const warnings: string[] = [];
+    await pool
+      .run(account, async (c) => {
+        await c.append(sent, raw, ['\\Seen']);
+        if (d.draftUid) await dropDraft(c, drafts, d.draftUid);
+        if (d.origin) {
+          const origin = await ctx.folder(account, d.origin.folder);
+          await selectFolder(c, origin.path);
+          const found = await existingUids(c, [d.origin.uid]);
+          if (found.length)
+            await c.messageFlagsAdd(found, [d.origin.kind === 'reply' ? '\\Answered' : '$Forwarded'], {
+              uid: true,
+            });
+        }
+      })
+      .catch((err: Error) => {
+        logger.warn({ account, messageId, err: err.message }, 'sent, but not filed in Sent');
+        warnings.push('Sent, but the copy could not be saved in Sent');
+      });
+    return { messageId, sent: true, warnings };
+  });
+}

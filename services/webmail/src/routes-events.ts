@@ -1,0 +1,65 @@
+import type { FastifyInstance } from 'fastify';
+import { sessionOf, type Ctx } from './context.js';
+import { SESSION_COOKIE } from './sessions.js';
+
+/** Comment lines keep proxies from closing a quiet stream. */
+const HEARTBEAT_MS = 25_000;
+/** How often a stream checks that its session still lives (idle, absolute timeout, logout). */
+const SESSION_CHECK_MS = 15_000;
+
+/**
+ * GET /api/events: a text/event-stream of the account's mail events (MailNotifier). It does
+ * not keep the session alive: only requests the user makes do. It ends with `logout` when
+ * the session does.
+ */
+export function registerEventRoutes(app: FastifyInstance, ctx: Ctx): void {
+  const streams = new Set<() => void>();
+  // before the server waits for its connections to end: streams never end by themselves
+  app.addHook('preClose', async () => {
+    for (const end of [...streams]) end();
+  });
+
+  app.get('/api/events', { config: { passive: true } }, (req, reply) => {
+    const { account } = sessionOf(req);
+    const sessionId = req.cookies[SESSION_COOKIE];
+    const res = reply.raw;
+    reply.hijack();
+    res.writeHead(200, {
+      ...(reply.getHeaders() as Record<string, string>),
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      'x-accel-buffering': 'no',
+    });
+    const send = (event: string, data: unknown) =>
+      res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    res.write('retry: 3000\n\n');
+    send('ready', { account });
+    const unsubscribe = ctx.notifier.subscribe(account, (e) => send(e.type, e));
+    ctx.metrics.eventStreams.inc();
+    const heartbeat = setInterval(() => res.write(': ping\n\n'), HEARTBEAT_MS);
+    const check = setInterval(() => {
+      ctx.sessions.get(sessionId, false).then(
+        (s) => {
+          if (!s) {
+            send('logout', {});
+            end();
+          }
+        },
+        () => undefined,
+      );
+    }, SESSION_CHECK_MS);
+    let ended = false;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      clearInterval(heartbeat);
+      clearInterval(check);
+      unsubscribe();
+      streams.delete(end);
+      ctx.metrics.eventStreams.dec();
+      res.end();
+    };
+    streams.add(end);
+    req.raw.on('close', end);
+  });
+}

@@ -1,0 +1,282 @@
+// HTML mail as the reader sees it: sanitised on the server (sanitize-html, an allow list
+// of tags, attributes and URL schemes), remote content blocked until allowed, tracking
+// pixels removed, click-tracking redirects replaced by where they lead. The result is
+// shown in a sandboxed iframe (no scripts, no same origin) under its own strict CSP
+// (see bodyDocument), so even what slipped through could not run or load anything.
+import sanitizeHtml from 'sanitize-html';
+
+export interface SanitizeOptions {
+  /** Load remote images and styles (the user allowed it for this message or sender). */
+  allowRemote: boolean;
+  /** Content-ID (without <>) -> data: URI of an inline part. */
+  inline?: Map<string, string>;
+}
+
+export interface SanitizedHtml {
+  html: string;
+  /** Remote images, backgrounds and style sheets not loaded. */
+  blocked: number;
+  /** Tracking pixels removed (also when remote content is allowed). */
+  trackers: number;
+  /** Links whose tracking redirect was replaced by the real destination. */
+  unwrapped: number;
+}
+
+const TAGS = [
+  'a', 'abbr', 'address', 'article', 'aside', 'b', 'bdi', 'bdo', 'big', 'blockquote', 'br', 'caption',
+  'center', 'cite', 'code', 'col', 'colgroup', 'dd', 'del', 'details', 'dfn', 'div', 'dl', 'dt', 'em',
+  'figcaption', 'figure', 'font', 'footer', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'header', 'hr', 'i', 'img',
+  'ins', 'kbd', 'li', 'main', 'mark', 'nav', 'ol', 'p', 'pre', 'q', 's', 'samp', 'section', 'small', 'span',
+  'strike', 'strong', 'style', 'sub', 'summary', 'sup', 'table', 'tbody', 'td', 'tfoot', 'th', 'thead',
+  'time', 'tr', 'tt', 'u', 'ul', 'var', 'wbr',
+]; // prettier-ignore
+
+const LAYOUT = [
+  'align', 'valign', 'width', 'height', 'bgcolor', 'color', 'dir', 'lang', 'title', 'border', 'cellpadding',
+  'cellspacing', 'colspan', 'rowspan', 'style', 'class', 'id', 'role', 'aria-label', 'aria-hidden',
+]; // prettier-ignore
+
+/**
+ * Open-tracking pixels of common mailing services and trackers, by URL (besides any image
+ * of 1x1 or hidden, which is removed whatever its URL). A URL listed here is never loaded.
+ */
+const TRACKER_PATTERNS = [
+  /\/track\/open/i,
+  /\/wf\/open\b/i, // SendGrid
+  /list-manage\.com\/track\//i, // Mailchimp
+  /mandrillapp\.com\/track\//i,
+  /\/e\/open\b|\/open\.php\b|\/open\.gif\b|\/o\.gif\b/i,
+  /\/(pixel|beacon|tracking)[./?_-]/i,
+  /(^|[./])(mailtrack\.io|mailstat\.us|mailfoogae\.appspot\.com|t\.sidekickopen\d*\.com|bl-1\.com|email\.mg\.|trk\.klclick\d?\.com|pixel\.watch|ad\.doubleclick\.net)/i,
+  /google-analytics\.com\/collect/i,
+  /\/e2t\/to\//i, // HubSpot
+];
+
+/** Query parameters click-tracking redirects keep the destination in. */
+const REDIRECT_PARAMS = ['url', 'u', 'redirect', 'redirect_url', 'redirect_uri', 'r', 'target', 'dest', 'destination', 'link', 'l', 'q', 'goto', 'to']; // prettier-ignore
+
+const isRemote = (url: string) => /^\s*(https?:)?\/\//i.test(url);
+
+/** The destination a click-tracking redirect leads to, when the link says it; null otherwise. */
+export function redirectTarget(href: string): string | null {
+  let url: URL;
+  try {
+    url = new URL(href);
+  } catch {
+    return null;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return null;
+  for (const name of REDIRECT_PARAMS) {
+    const v = url.searchParams.get(name);
+    if (!v) continue;
+    for (const candidate of [v, safeDecode(v)]) {
+      if (/^https?:\/\/[^\s/]+/i.test(candidate)) {
+        try {
+          const dest = new URL(candidate);
+          if (dest.host !== url.host) return dest.toString();
+        } catch {
+          // not a URL after all
+        }
+      }
+    }
+  }
+  return null;
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+/** A pixel-sized or hidden image, from its attributes or inline style. */
+function looksInvisible(attribs: Record<string, string>): boolean {
+  const tiny = (v: string | undefined) => v !== undefined && /^\s*[01](px)?\s*$/i.test(v);
+  const style = (attribs.style ?? '').toLowerCase();
+  const styleSize = (prop: string) => new RegExp(`(^|;)\\s*${prop}\\s*:\\s*[01](px)?\\s*(;|$)`).test(style);
+  return (
+    (tiny(attribs.width) && tiny(attribs.height)) ||
+    (styleSize('width') && styleSize('height')) ||
+    /(^|;)\s*display\s*:\s*none/.test(style) ||
+    /(^|;)\s*visibility\s*:\s*hidden/.test(style)
+  );
+}
+
+/**
+ * CSS (style attributes and <style> sheets) without anything that loads or runs: no
+ * @import, no expression()/behavior/binding, and url() only for data: images or, when
+ * remote content is allowed, http(s).
+ */
+function cleanCss(css: string, allowRemote: boolean, count: { blocked: number }): string {
+  return css
+    .replace(/@import[^;]*;?/gi, () => {
+      count.blocked++;
+      return '';
+    })
+    .replace(/expression\s*\(|behavior\s*:|-moz-binding|javascript:/gi, '')
+    .replace(/url\s*\(\s*(['"]?)(.*?)\1\s*\)/gi, (_m, _q, target: string) => {
+      if (/^data:image\//i.test(target)) return `url("${target.replace(/["\\\n]/g, '')}")`;
+      if (isRemote(target) && allowRemote && /^https?:/i.test(target))
+        return `url("${target.replace(/["\\\n]/g, '')}")`;
+      count.blocked++;
+      return 'none';
+    });
+}
+
+export function sanitizeMailHtml(html: string, opts: SanitizeOptions): SanitizedHtml {
+  const count = { blocked: 0, trackers: 0, unwrapped: 0 };
+  const out = sanitizeHtml(html, {
+    allowedTags: TAGS,
+    allowVulnerableTags: true, // <style>: its sheet is cleaned below, and the iframe's CSP forbids loads and scripts
+    // (not head: mail puts its <style> there)
+    nonTextTags: ['script', 'textarea', 'option', 'noscript', 'title', 'xmp', 'template'],
+    allowedAttributes: {
+      '*': LAYOUT,
+      a: ['href', 'name', 'target', 'rel'],
+      img: ['src', 'alt', 'width', 'height'],
+      font: ['face', 'size', 'color'],
+      ol: ['start', 'type'],
+      td: ['nowrap'],
+    },
+    allowedSchemes: ['http', 'https', 'mailto', 'tel'],
+    allowedSchemesByTag: { img: ['http', 'https', 'data'] },
+    allowProtocolRelative: false,
+    parseStyleAttributes: false,
+    transformTags: {
+      // runs after the tag's own transform below
+      '*': (tagName, attribs) => {
+        if (attribs.style) attribs.style = cleanCss(attribs.style, opts.allowRemote, count);
+        return { tagName, attribs };
+      },
+      a: (tagName, attribs) => {
+        const href = attribs.href ?? '';
+        const real = redirectTarget(href);
+        if (real) {
+          count.unwrapped++;
+          attribs.href = real;
+          attribs.title = `${real} (tracking redirect removed)`;
+        } else if (/^(https?|mailto):/i.test(href) && !attribs.title) {
+          // where a link goes, readable before it is followed
+          attribs.title = href;
+        }
+        return { tagName, attribs: { ...attribs, target: '_blank', rel: 'noopener noreferrer' } };
+      },
+      img: (tagName, attribs) => {
+        const src = (attribs.src ?? '').trim();
+        const rest = { ...attribs };
+        delete rest.src;
+        const cid = /^cid:(.+)$/i.exec(src)?.[1];
+        if (cid) {
+          const data = opts.inline?.get(safeDecode(cid).replace(/^<|>$/g, ''));
+          return { tagName, attribs: data ? { ...rest, src: data } : rest };
+        }
+        if (/^data:image\/(png|jpe?g|gif|webp|bmp);/i.test(src))
+          return { tagName, attribs: { ...rest, src } };
+        if (isRemote(src)) {
+          if (looksInvisible(attribs) || TRACKER_PATTERNS.some((p) => p.test(src))) {
+            count.trackers++;
+            return { tagName: 'span', attribs: {} };
+          }
+          if (opts.allowRemote && /^https?:/i.test(src)) return { tagName, attribs: { ...rest, src } };
+          count.blocked++;
+          return { tagName, attribs: { ...rest, alt: rest.alt || 'Remote image blocked' } };
+        }
+        return { tagName, attribs: rest };
+      },
+    },
+    exclusiveFilter: (frame) =>
+      frame.tag === 'span' && !frame.text.trim() && !Object.keys(frame.attribs).length,
+  });
+  // the text of <style> reaches the output as it was written: cleaned here
+  // (a sheet with markup in it is not CSS but a parser trick: dropped whole)
+  const html2 = out.replace(/<style>([\s\S]*?)<\/style>/gi, (_m, css: string) =>
+    css.includes('<') ? '' : `<style>${cleanCss(css, opts.allowRemote, count)}</style>`,
+  );
+  return { html: html2, ...count };
+}
+
+/**
+ * The iframe document's CSP: nothing but inline styles and images from the message
+ * itself (data: URIs), remote images only when allowed; never scripts, frames, forms,
+ * fonts from elsewhere or connections. Applies even if sanitising missed something.
+ */
+export function bodyCsp(allowRemote: boolean): string {
+  return [
+    "default-src 'none'",
+    `img-src data:${allowRemote ? ' https: http:' : ''}`,
+    "style-src 'unsafe-inline'",
+    'font-src data:',
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'self'",
+    'sandbox allow-popups allow-popups-to-escape-sandbox',
+  ].join('; ');
+}
+
+const BASE_STYLE =
+  'html{color-scheme:light}body{margin:0;padding:12px 16px;font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d1d1f;background:#fff;overflow-wrap:anywhere}img{max-width:100%;height:auto}table{max-width:100%}pre{white-space:pre-wrap}pre.text{font:inherit}blockquote{margin:0 0 0 .5em;padding-left:.8em;border-left:3px solid #c8ccd4;color:#4a4f57}';
+
+/** The whole iframe document around sanitised HTML. */
+export function bodyDocument(sanitized: string): string {
+  return `<!doctype html><html><head><meta charset="utf-8"><meta name="referrer" content="no-referrer"><base target="_blank"><style>${BASE_STYLE}</style></head><body>${sanitized}</body></html>`;
+}
+
+/** What a user may put into a message with the rich-text editor. */
+export function sanitizeComposeHtml(html: string): string {
+  return sanitizeHtml(html, {
+    allowedTags: ['p', 'br', 'div', 'span', 'b', 'strong', 'i', 'em', 'u', 's', 'ul', 'ol', 'li', 'a', 'blockquote', 'pre', 'code', 'h1', 'h2', 'h3'], // prettier-ignore
+    allowedAttributes: { a: ['href'] },
+    allowedSchemes: ['http', 'https', 'mailto'],
+    allowProtocolRelative: false,
+  });
+}
+
+/** Plain text from HTML, for the text/plain alternative and for quoting a reply. */
+export function htmlToText(html: string): string {
+  const text = sanitizeHtml(
+    html
+      .replace(/<(br|\/p|\/div|\/li|\/h[1-6]|\/tr|\/blockquote)\b[^>]*>/gi, '$&\n')
+      .replace(/<li\b[^>]*>/gi, '$&- ')
+      .replace(/<a\b[^>]*href="(https?:[^"]+)"[^>]*>([\s\S]*?)<\/a>/gi, (m, href: string, inner: string) =>
+        inner.includes(href) ? m : `${m} &lt;${href}&gt;`,
+      ),
+    {
+      allowedTags: [],
+      allowedAttributes: {},
+      nonTextTags: ['style', 'script', 'textarea', 'option', 'noscript', 'title', 'head'],
+    },
+  );
+  return decodeEntities(text)
+    .replace(/\u00a0/g, ' ')
+    .replace(/[ \t\u00a0]+\n/g, '\n')
+    .replace(/\n{3,}/g, '\n\n')
+    .trim();
+}
+
+function decodeEntities(s: string): string {
+  return s
+    .replace(/&nbsp;/g, ' ')
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&#(\d+);/g, (_m, n: string) => String.fromCodePoint(Number(n)))
+    .replace(/&#x([0-9a-f]+);/gi, (_m, n: string) => String.fromCodePoint(parseInt(n, 16)))
+    .replace(/&amp;/g, '&');
+}
+
+/** A plain-text message as the body document shows it: escaped, its http(s) links clickable. */
+export function textToHtmlBody(text: string): string {
+  const esc = (t: string) => t.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const url = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]]/g;
+  let out = '';
+  let last = 0;
+  for (const m of text.matchAll(url)) {
+    out +=
+      esc(text.slice(last, m.index)) +
+      `<a href="${esc(m[0])}" target="_blank" rel="noopener noreferrer">${esc(m[0])}</a>`;
+    last = m.index + m[0].length;
+  }
+  return `<pre class="text">${out + esc(text.slice(last))}</pre>`;
+}

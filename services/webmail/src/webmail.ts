@@ -1,0 +1,287 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import fastifyCookie from '@fastify/cookie';
+import fastifyHelmet from '@fastify/helmet';
+import fastifyStatic from '@fastify/static';
+import type { Redis } from 'ioredis';
+import { serviceLoginFromConfig, type Authenticator } from '@mailyard/auth';
+import {
+  drainTime,
+  ipInNetworks,
+  loadTlsMaterial,
+  parseCidr,
+  parseHostPort,
+  type Cidr,
+} from '@mailyard/config';
+import type { Directory } from '@mailyard/directory';
+import type { Logger, Registry } from '@mailyard/observability';
+import type { WebmailConfig } from './config.js';
+import { folderHelpers, type Ctx, type SecondFactor } from './context.js';
+import { ApiError, UpstreamError, errors } from './errors.js';
+import { ImapPool } from './imap-pool.js';
+import { createMetrics } from './metrics.js';
+import { MailNotifier } from './notifier.js';
+import { registerAuthRoutes } from './routes-auth.js';
+import { registerComposeRoutes } from './routes-compose.js';
+import { registerEventRoutes } from './routes-events.js';
+import { registerMailRoutes } from './routes-mail.js';
+import { SESSION_COOKIE, SessionStore, sameToken } from './sessions.js';
+
+export interface WebmailDeps {
+  redis: Redis;
+  directory: Directory;
+  /** The shared login check (packages/auth): lockout counted across every service. */
+  authenticator: Authenticator;
+  logger: Logger;
+  registry: Registry;
+  /** The second step of the login, when there is one (TOTP is another issue). */
+  secondFactor?: SecondFactor;
+  now?: () => number;
+}
+
+export interface Webmail {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** The HTTPS port (after start). */
+  readonly port: number;
+  readonly app: FastifyInstance;
+  /** The session's IMAP connections, per account (tests). */
+  imapConnections(account: string): number;
+  /** New mail of the account is being watched (IDLE in place) for its event streams (tests). */
+  watching(account: string): boolean;
+}
+
+/** Where `pnpm build` puts the front end: dist/public beside the bundle, or beside src/ in development. */
+function defaultAssetsDir(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  return here.endsWith('dist') ? join(here, 'public') : join(here, '..', 'dist', 'public');
+}
+
+/** The page CSP: our own scripts, styles and images only, never inline script or another site. */
+const PAGE_CSP = {
+  defaultSrc: ["'self'"],
+  scriptSrc: ["'self'"],
+  styleSrc: ["'self'"],
+  imgSrc: ["'self'", 'data:', 'blob:'],
+  fontSrc: ["'self'"],
+  connectSrc: ["'self'"],
+  frameSrc: ["'self'"],
+  frameAncestors: ["'none'"],
+  objectSrc: ["'none'"],
+  baseUri: ["'none'"],
+  formAction: ["'self'"],
+  workerSrc: ["'none'"],
+  manifestSrc: ["'self'"],
+};
+
+/**
+ * The web client: a fastify app on WEBMAIL_PORT (HTTPS with the platform's certificate)
+ * serving the single-page front end and its JSON API. It reads through IMAP and sends
+ * through submission like any mail client, with its own service login acting for the
+ * logged-in user; sessions live in Redis, so any number of instances serve the same users.
+ */
+export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail {
+  const { logger } = deps;
+  const now = deps.now ?? Date.now;
+  const service = serviceLoginFromConfig(config);
+  if (!service) {
+    throw new Error(
+      'SERVICE_LOGIN_PASSWORD: the webmail needs the service login secret that retrieval and msa accept (or SERVICE_LOGIN_PASSWORD_FILE)',
+    );
+  }
+  const tls = loadTlsMaterial({
+    certFile: config.tls_cert_file,
+    keyFile: config.tls_key_file,
+    hostname: config.myhostname,
+  });
+  if (tls.selfSigned)
+    logger.warn('no TLS_CERT_FILE/TLS_KEY_FILE: the webmail uses a self-signed certificate');
+  const ca = config.upstream_tls_ca_file ? readFileSync(config.upstream_tls_ca_file) : undefined;
+  const upstream = (text: string) => {
+    const hp = parseHostPort(text, 0);
+    if (!hp) throw new Error(`bad host:port ${text}`);
+    return {
+      host: hp.host,
+      port: hp.port,
+      servername: config.upstream_tls_servername ?? config.myhostname,
+      rejectUnauthorized: config.upstream_tls_verify,
+      ...(ca ? { ca } : {}),
+      service: { name: service.name, password: service.password },
+    };
+  };
+  const metrics = createMetrics(deps.registry);
+  const imap = upstream(config.imap_server[0]!);
+  const pool = new ImapPool({
+    target: imap,
+    maxPerAccount: config.imap_connections_per_user,
+    idleMs: config.imap_idle_timeout,
+    logger,
+    metrics,
+  });
+  const sessions = new SessionStore(
+    deps.redis,
+    { idleMs: config.session_idle_timeout, absoluteMs: config.session_absolute_timeout },
+    now,
+  );
+  const notifier = new MailNotifier(imap, logger, metrics);
+  const ctx: Ctx = {
+    config,
+    redis: deps.redis,
+    directory: deps.directory,
+    authenticator: deps.authenticator,
+    secondFactor: deps.secondFactor ?? null,
+    sessions,
+    pool,
+    imap,
+    submit: upstream(config.submission_server[0]!),
+    notifier,
+    logger,
+    metrics,
+    // base64 and line breaks make attachments ~1.37 times larger; leave room for the text
+    attachmentLimit: Math.max(0, Math.floor((config.message_size_limit - 256 * 1024) / 1.37)),
+    now,
+    ...folderHelpers(pool, now),
+  };
+
+  const proxies: Cidr[] = config.trusted_proxies.map((n) => parseCidr(n)).filter((c) => c !== null);
+  const app = Fastify({
+    logger: false,
+    https: { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' },
+    trustProxy: proxies.length ? (addr: string) => ipInNetworks(addr, proxies) : false,
+    bodyLimit: 8 * 1024 * 1024,
+    // ids come from us; a request id in logs ties a browser report to a line
+    requestIdHeader: false,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  });
+
+  void app.register(fastifyCookie);
+  void app.register(fastifyHelmet, {
+    contentSecurityPolicy: { useDefaults: false, directives: PAGE_CSP },
+    referrerPolicy: { policy: 'no-referrer' },
+    crossOriginResourcePolicy: { policy: 'same-origin' },
+    crossOriginOpenerPolicy: { policy: 'same-origin' },
+    crossOriginEmbedderPolicy: false,
+    strictTransportSecurity: { maxAge: 15552000, includeSubDomains: false },
+  });
+
+  app.decorateRequest('session', null);
+  app.decorateRequest('sessionId', null);
+
+  // Sessions and CSRF for every API route, before its body is even read.
+  app.addHook('preParsing', async (req) => {
+    if (!req.url.startsWith('/api/') || req.is404) return;
+    // Fetch metadata (every current browser): a request another site made is refused outright
+    const site = req.headers['sec-fetch-site'];
+    if (site !== undefined && site !== 'same-origin' && site !== 'none') throw errors.crossSite();
+    const access = req.routeOptions.config.access ?? 'session';
+    const changes = req.method !== 'GET' && req.method !== 'HEAD';
+    if (access === 'public') return;
+    if (access === 'login') {
+      if (
+        changes &&
+        !sameToken(req.headers['x-csrf-token'] as string | undefined, req.cookies['__Host-mailyard_login'])
+      )
+        throw errors.csrf();
+      return;
+    }
+    const id = req.cookies[SESSION_COOKIE];
+    const session = await sessions.get(id, !req.routeOptions.config.passive);
+    if (!session) throw errors.notLoggedIn();
+    if (access === 'session' && session.stage !== 'complete') throw errors.secondFactorRequired();
+    if (changes && !sameToken(req.headers['x-csrf-token'] as string | undefined, session.csrf))
+      throw errors.csrf();
+    req.session = session;
+    req.sessionId = id ?? null;
+  });
+
+  app.addHook('onSend', async (req, reply) => {
+    if (req.url.startsWith('/api/')) reply.header('cache-control', 'no-store');
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    if (!req.url.startsWith('/api/')) return;
+    metrics.requests.observe(
+      { route: req.routeOptions.url ?? 'unknown', status: `${Math.floor(reply.statusCode / 100)}xx` },
+      reply.elapsedTime / 1000,
+    );
+  });
+
+  app.setErrorHandler((err: FastifyError | ApiError | UpstreamError, req, reply) => {
+    let e: ApiError;
+    if (err instanceof ApiError) e = err;
+    else if (err instanceof UpstreamError) {
+      logger.warn(
+        { err: err.message, cause: String((err.cause as Error | undefined)?.message ?? '') },
+        'upstream failure',
+      );
+      e = errors.unavailable();
+    } else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') e = errors.tooLarge(ctx.attachmentLimit);
+    else if (err.statusCode && err.statusCode < 500)
+      e = new ApiError(err.statusCode, 'bad_request', err.message);
+    else {
+      logger.error({ err: err.message, stack: err.stack, url: req.url }, 'request failed');
+      e = new ApiError(500, 'internal', 'Something went wrong on the server; try again');
+    }
+    if (typeof e.extra.retryAfter === 'number') void reply.header('retry-after', String(e.extra.retryAfter));
+    return reply.code(e.status).send({ error: e.code, message: e.message, ...e.extra });
+  });
+
+  registerAuthRoutes(app, ctx);
+  registerMailRoutes(app, ctx);
+  registerComposeRoutes(app, ctx);
+  registerEventRoutes(app, ctx);
+
+  const assets = config.webmail_assets_dir ?? defaultAssetsDir();
+  if (existsSync(join(assets, 'index.html'))) {
+    void app.register(fastifyStatic, {
+      root: assets,
+      index: ['index.html'],
+      wildcard: false,
+      setHeaders: (res, path) => {
+        // file names under assets/ carry a content hash
+        void res.header(
+          'cache-control',
+          path.includes(`${join(assets, 'assets')}/`) ? 'public, max-age=31536000, immutable' : 'no-cache',
+        );
+      },
+    });
+  } else {
+    logger.warn({ assets }, 'front end not built (pnpm build): only the API is served');
+  }
+  app.setNotFoundHandler((req, reply) => {
+    if (req.url.startsWith('/api/') || req.method !== 'GET' || !existsSync(join(assets, 'index.html')))
+      return reply.code(404).send({ error: 'not_found', message: errors.notFound().message });
+    // the single page answers every other path (deep links such as /folder/Archive)
+    return reply.header('cache-control', 'no-cache').sendFile('index.html');
+  });
+
+  let port = 0;
+  return {
+    app,
+    get port() {
+      return port;
+    },
+    imapConnections: (account) => pool.size(account),
+    watching: (account) => notifier.watching(account),
+    async start() {
+      await app.listen({ port: config.webmail_port, host: config.listen_address });
+      const addr = app.server.address();
+      port = typeof addr === 'object' && addr ? addr.port : config.webmail_port;
+      logger.info(
+        { port, imap: config.imap_server[0], submission: config.submission_server[0] },
+        'webmail listening',
+      );
+    },
+    async stop() {
+      notifier.closeAll();
+      const closing = app.close();
+      const timer = setTimeout(() => app.server.closeAllConnections(), drainTime(config.shutdown_grace));
+      await closing;
+      clearTimeout(timer);
+      await notifier.stop();
+      await pool.close();
+    },
+  };
+}

@@ -1,0 +1,291 @@
+// Writing mail through the API: identities, uploads (and their limit), drafts, sending
+// through the msa as the user (never as someone else), the copy in Sent.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import { waitFor } from '@mailyard/testkit';
+import { sendRaw } from '../../retrieval/test/helpers.js';
+import { newsletter, plainMessage } from './messages.js';
+import { ALICE, BOB, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { WebClient, q } from './web-client.js';
+
+let t: WebmailTestbed;
+let alice: WebClient;
+
+before(async () => {
+  t = await startWebmailTestbed();
+  await t.p.directory.addAlias('team@example.test', [ALICE, BOB]);
+  await sendRaw(
+    t.p,
+    ALICE,
+    plainMessage({ subject: 'Question', from: `"Bob" <${BOB}>`, messageId: '<q1@example.test>' }),
+  );
+  await sendRaw(t.p, ALICE, newsletter('http://127.0.0.5:1'));
+  alice = new WebClient(t.webmail.port, t.ca);
+  assert.equal((await alice.login(ALICE)).status, 200);
+});
+after(() => t?.close());
+
+const upload = (c: WebClient, name: string, data: Buffer, type = 'application/octet-stream') =>
+  c.req('POST', '/api/uploads', {
+    body: data,
+    headers: {
+      'content-type': 'application/octet-stream',
+      'x-filename': encodeURIComponent(name),
+      'x-content-type': type,
+    },
+  });
+const messagesIn = async (folder: string) =>
+  (await alice.get('/api/messages' + q({ folder, limit: 200 }))).json.rows as {
+    uid: number;
+    subject: string;
+    flags: Record<string, boolean>;
+  }[];
+const bobsMail = (subject: string) =>
+  waitFor(
+    () =>
+      t.p
+        .inbox(BOB)
+        .map((f) => readFileSync(f, 'utf8'))
+        .find((m) => m.includes(`Subject: ${subject}`)),
+    {
+      what: `"${subject}" in bob's mailbox`,
+    },
+  );
+
+const draft = (extra: Record<string, unknown> = {}) => ({
+  from: ALICE,
+  to: `"Bob" <${BOB}>`,
+  subject: 'Hello',
+  text: 'Hi Bob',
+  ...extra,
+});
+
+describe('identities', () => {
+  test("the account's addresses and its aliases", { timeout: 30_000 }, async () => {
+    const res = await alice.get('/api/identities');
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.json.identities, [{ address: ALICE }, { address: 'team@example.test' }]);
+    assert.equal(res.json.primary, ALICE);
+  });
+});
+
+describe('uploads', () => {
+  test('a file is kept until sent; its name and type come back', { timeout: 30_000 }, async () => {
+    const res = await upload(alice, 'Übersicht 2025.pdf', Buffer.from('%PDF-1.4'), 'application/pdf');
+    assert.equal(res.status, 200, res.text);
+    assert.deepEqual(
+      [res.json.filename, res.json.type, res.json.size],
+      ['Übersicht 2025.pdf', 'application/pdf', 8],
+    );
+    assert.match(res.json.id, /^[\w-]{22}$/);
+    assert.equal((await alice.req('DELETE', `/api/uploads/${res.json.id}`)).status, 200);
+    assert.equal((await alice.req('DELETE', `/api/uploads/${res.json.id}`)).status, 404);
+    assert.equal((await alice.req('DELETE', '/api/uploads/../../etc')).status, 404);
+    assert.equal((await alice.req('DELETE', '/api/uploads/short')).status, 400);
+  });
+
+  test(
+    'bad names are cleaned or refused; an odd type becomes application/octet-stream',
+    { timeout: 30_000 },
+    async () => {
+      const res = await upload(
+        alice,
+        '../../etc/passwd\r\n',
+        Buffer.from('x'),
+        'text/html; charset=utf-8<script>',
+      );
+      assert.equal(res.json.filename, '.._.._etc_passwd__');
+      assert.equal(res.json.type, 'application/octet-stream');
+      const bad = await alice.req('POST', '/api/uploads', {
+        body: Buffer.from('x'),
+        headers: { 'content-type': 'application/octet-stream', 'x-filename': '%E0%A4%A' },
+      });
+      assert.deepEqual([bad.status, bad.json.error], [400, 'bad_request']);
+    },
+  );
+
+  test('an upload over the limit is refused with the limit in the answer', { timeout: 60_000 }, async () => {
+    const small = await t.another({ message_size_limit: '1M' });
+    const c = new WebClient(small.port, t.ca);
+    const session = await c.login(ALICE);
+    const limit = session.json.limits.attachments as number;
+    assert.ok(limit > 500_000 && limit < 600_000, String(limit));
+    const res = await upload(c, 'big.bin', Buffer.alloc(limit + 1));
+    assert.deepEqual([res.status, res.json.error, res.json.limit], [413, 'too_large', limit]);
+    assert.match(res.json.message, /at most 5\d\d KB/);
+    // each under the limit, together over it: the message is refused
+    const a = await upload(c, 'a.bin', Buffer.alloc(Math.floor(limit * 0.6)));
+    const b = await upload(c, 'b.bin', Buffer.alloc(Math.floor(limit * 0.6)));
+    assert.equal(a.status, 200);
+    const send = await c.post(
+      '/api/send',
+      draft({ attachments: [{ upload: a.json.id }, { upload: b.json.id }] }),
+    );
+    assert.deepEqual([send.status, send.json.error], [413, 'too_large']);
+  });
+});
+
+describe('drafts', () => {
+  test('saved, replaced while typing, read back, discarded', { timeout: 30_000 }, async () => {
+    const up = await upload(alice, 'notes.txt', Buffer.from('some notes'), 'text/plain');
+    const first = await alice.req('PUT', '/api/drafts', {
+      json: draft({ subject: 'Draft 1', attachments: [{ upload: up.json.id }] }),
+    });
+    assert.equal(first.status, 200, first.text);
+    assert.equal(first.json.folder, 'Drafts');
+    const second = await alice.req('PUT', '/api/drafts', {
+      json: draft({
+        subject: 'Draft 2',
+        html: '<p>Hi <b>Bob</b><script>x()</script></p>',
+        draftUid: first.json.uid,
+        attachments: [{ upload: up.json.id }],
+      }),
+    });
+    assert.equal(second.status, 200);
+    const drafts = await messagesIn('Drafts');
+    assert.deepEqual(
+      drafts.map((m) => m.subject),
+      ['Draft 2'],
+      'the first draft was replaced',
+    );
+    assert.equal(drafts[0]!.flags.draft, true);
+    const back = await alice.get(`/api/messages/${second.json.uid}/draft` + q({ folder: 'Drafts' }));
+    assert.equal(back.status, 200);
+    assert.equal(back.json.subject, 'Draft 2');
+    assert.equal(back.json.to, `"Bob" <${BOB}>`);
+    assert.equal(back.json.html, '<p>Hi <b>Bob</b></p>');
+    assert.deepEqual(
+      back.json.attachments.map((a: { filename: string }) => a.filename),
+      ['notes.txt'],
+    );
+    assert.equal((await alice.req('DELETE', `/api/drafts/${second.json.uid}`)).status, 200);
+    assert.equal((await messagesIn('Drafts')).length, 0);
+    // a draft need not have recipients yet, but what it has must parse
+    assert.equal((await alice.req('PUT', '/api/drafts', { json: draft({ to: '' }) })).status, 200);
+    const bad = await alice.req('PUT', '/api/drafts', { json: draft({ to: 'bob at example' }) });
+    assert.deepEqual([bad.status, bad.json.error], [400, 'bad_request']);
+    assert.match(bad.json.message, /^to: /);
+  });
+});
+
+describe('sending', () => {
+  test(
+    'a reply with an attachment reaches the recipient; a copy with Bcc lands in Sent',
+    { timeout: 30_000 },
+    async () => {
+      const original = (await messagesIn('INBOX')).find((m) => m.subject === 'Question')!;
+      const up = await upload(alice, 'answer.txt', Buffer.from('the answer is 42'), 'text/plain');
+      const saved = await alice.req('PUT', '/api/drafts', { json: draft({ subject: 'Re: Question' }) });
+      const res = await alice.post(
+        '/api/send',
+        draft({
+          subject: 'Re: Question',
+          text: 'See attached.\n\n> the question',
+          bcc: 'team@example.test',
+          attachments: [{ upload: up.json.id }],
+          inReplyTo: '<q1@example.test>',
+          references: '<q1@example.test>',
+          origin: { folder: 'INBOX', uid: original.uid, kind: 'reply' },
+          draftUid: saved.json.uid,
+        }),
+      );
+      assert.equal(res.status, 200, res.text);
+      assert.match(res.json.messageId, /^<[\w-]+@example\.test>$/);
+      assert.deepEqual(res.json.warnings, []);
+      const mail = await bobsMail('Re: Question');
+      assert.match(mail, /^From: alice@example\.test$/m);
+      assert.match(mail, /^In-Reply-To: <q1@example\.test>$/m);
+      assert.match(mail, new RegExp(`^Message-ID: ${res.json.messageId}`, 'mi'));
+      assert.match(mail, /filename=answer\.txt/);
+      assert.doesNotMatch(mail, /^Bcc:/m, 'the msa removed Bcc');
+      const sent = await messagesIn('Sent');
+      assert.equal(sent[0]!.subject, 'Re: Question');
+      const copy = await alice.get(`/api/messages/${sent[0]!.uid}` + q({ folder: 'Sent' }));
+      assert.deepEqual(copy.json.bcc, [{ name: '', address: 'team@example.test' }]);
+      assert.ok(!(await messagesIn('Drafts')).some((m) => m.uid === saved.json.uid), 'the draft is gone');
+      const answered = (await messagesIn('INBOX')).find((m) => m.uid === original.uid)!;
+      assert.equal(answered.flags.answered, true);
+    },
+  );
+
+  test(
+    'forwarding takes the attachments of the original; rich text is sanitised',
+    { timeout: 30_000 },
+    async () => {
+      const spring = (await messagesIn('INBOX')).find((m) => m.subject === 'Spring offers')!;
+      const view = (await alice.get(`/api/messages/${spring.uid}` + q({ folder: 'INBOX' }))).json;
+      const pdf = view.attachments.find((a: { filename: string }) => a.filename === 'report.pdf');
+      const res = await alice.post(
+        '/api/send',
+        draft({
+          subject: 'Fwd: Spring offers',
+          html: '<p>Look at <a href="https://shop.example/">this</a></p><img src="https://tracker.example/x.gif"><script>steal()</script>',
+          text: '',
+          attachments: [{ folder: 'INBOX', uid: spring.uid, part: pdf.part }],
+          origin: { folder: 'INBOX', uid: spring.uid, kind: 'forward' },
+        }),
+      );
+      assert.equal(res.status, 200, res.text);
+      const mail = await bobsMail('Fwd: Spring offers');
+      assert.match(mail, /filename=report\.pdf/);
+      assert.match(mail, /Content-Type: text\/plain/);
+      assert.doesNotMatch(mail, /steal\(\)|tracker\.example/);
+      assert.equal((await messagesIn('INBOX')).find((m) => m.uid === spring.uid)!.flags.forwarded, true);
+    },
+  );
+
+  test('from an alias and a plus-address, never from someone else', { timeout: 30_000 }, async () => {
+    assert.equal(
+      (await alice.post('/api/send', draft({ from: 'team@example.test', subject: 'As the team' }))).status,
+      200,
+    );
+    await bobsMail('As the team');
+    assert.equal(
+      (await alice.post('/api/send', draft({ from: 'alice+lists@example.test', subject: 'Plus' }))).status,
+      200,
+    );
+    const forged = await alice.post('/api/send', draft({ from: BOB, subject: 'Forged' }));
+    assert.deepEqual([forged.status, forged.json.error], [400, 'bad_sender']);
+    assert.match(forged.json.message, /bob@example\.test/);
+    assert.equal((await alice.post('/api/send', draft({ from: 'postmaster@example.test' }))).status, 400);
+  });
+
+  test('bad recipients, none at all, and a refusal by the mail server', { timeout: 30_000 }, async () => {
+    const bad = await alice.post('/api/send', draft({ to: 'Bob, <not an address>' }));
+    assert.deepEqual([bad.status, bad.json.error], [400, 'bad_request']);
+    const none = await alice.post('/api/send', draft({ to: '', cc: '', bcc: '' }));
+    assert.deepEqual([none.status, none.json.message], [400, 'to: expected a recipient']);
+    const refused = await alice.post('/api/send', draft({ to: 'nobody@example.test' }));
+    assert.deepEqual([refused.status, refused.json.error], [422, 'send_refused']);
+    assert.match(refused.json.message, /550 5\.1\.1/);
+    const gone = await alice.post(
+      '/api/send',
+      draft({ attachments: [{ upload: 'aaaaaaaaaaaaaaaaaaaaaa' }] }),
+    );
+    assert.deepEqual([gone.status, gone.json.error], [404, 'no_such_upload']);
+    const foreign = await alice.post(
+      '/api/send',
+      draft({ attachments: [{ folder: '../bob', uid: 1, part: '2' }] }),
+    );
+    assert.deepEqual([foreign.status, foreign.json.error], [404, 'no_such_folder']);
+    const notJson = await alice.req('POST', '/api/send', {
+      body: Buffer.from('{'),
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.equal(notJson.status, 400);
+  });
+
+  test('a mail server that is down is a temporary failure', { timeout: 30_000 }, async () => {
+    const down = await t.another({ submission_server: '127.0.0.1:1' });
+    const c = new WebClient(down.port, t.ca);
+    await c.login(ALICE);
+    const res = await c.post('/api/send', draft({ subject: 'Nowhere' }));
+    assert.deepEqual([res.status, res.json.error], [503, 'unavailable']);
+    const noImap = await t.another({ imap_server: '127.0.0.1:1' });
+    const d = new WebClient(noImap.port, t.ca);
+    await d.login(ALICE);
+    const folders = await d.get('/api/folders');
+    assert.deepEqual([folders.status, folders.json.error], [503, 'unavailable']);
+  });
+});

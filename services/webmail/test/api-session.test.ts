@@ -1,0 +1,304 @@
+// Logging in and out, sessions, CSRF, timeouts, the login rate limit and the shared
+// lockout, the second step of the login, security headers.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { ImapFlow } from 'imapflow';
+import { AppPasswords } from '@mailyard/auth';
+import { waitFor } from '@mailyard/testkit';
+import { addAccount } from '../../../test/harness.js';
+import { ALICE, BOB, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { WebClient, q } from './web-client.js';
+
+let t: WebmailTestbed;
+before(async () => {
+  t = await startWebmailTestbed();
+});
+after(() => t?.close());
+const client = (port = t.webmail.port) => new WebClient(port, t.ca);
+
+describe('login', () => {
+  test('the right password logs in, with a cookie only this site can send', { timeout: 30_000 }, async () => {
+    const c = client();
+    const anon = await c.get('/api/session');
+    assert.equal(anon.status, 200);
+    assert.equal(anon.json.authenticated, false);
+    assert.match(anon.json.loginToken, /^[\w-]{43}$/);
+    const res = await c.login(ALICE);
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json.account, ALICE);
+    assert.match(res.json.csrf, /^[\w-]{43}$/);
+    assert.ok(res.json.limits.attachments > 10 * 1024 * 1024);
+    const cookie = [res.headers['set-cookie'] ?? []]
+      .flat()
+      .find((h) => h.startsWith('__Host-mailyard_session='));
+    assert.ok(cookie, 'session cookie set');
+    for (const attr of ['HttpOnly', 'Secure', 'SameSite=Strict', 'Path=/'])
+      assert.ok(cookie.includes(attr), attr);
+    assert.doesNotMatch(cookie, /Domain=/i);
+    const me = await c.get('/api/session');
+    assert.deepEqual([me.json.authenticated, me.json.account], [true, ALICE]);
+    // nothing of the password is in what the browser keeps
+    assert.ok(!JSON.stringify([...c.cookies.values()]).includes(PASSWORD));
+  });
+
+  test(
+    'a wrong password, an unknown account and bad input get clear answers',
+    { timeout: 30_000 },
+    async () => {
+      const c = client();
+      const wrong = await c.login(ALICE, 'not the password');
+      assert.equal(wrong.status, 401);
+      assert.equal(wrong.json.error, 'invalid_credentials');
+      const unknown = await c.login('nobody@example.test', 'whatever it is');
+      assert.deepEqual([unknown.status, unknown.json.error], [401, 'invalid_credentials']);
+      assert.equal(unknown.json.message, wrong.json.message, 'the answer does not tell which accounts exist');
+      const empty = await c.post('/api/login', { username: '', password: '' });
+      assert.equal(empty.status, 400);
+      assert.match(empty.json.message, /username/);
+      const notJson = await c.req('POST', '/api/login', {
+        body: Buffer.from('username=alice'),
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      });
+      assert.ok(notJson.status === 415 || notJson.status === 400, String(notJson.status));
+    },
+  );
+
+  test('an app password does not log in to the webmail', { timeout: 30_000 }, async () => {
+    const secret = await new AppPasswords(t.p.redis.redis).create(BOB, 'phone');
+    const res = await client().login(BOB, secret);
+    assert.deepEqual([res.status, res.json.error], [401, 'invalid_credentials']);
+  });
+
+  test(
+    'failures count in the shared lockout: IMAP refuses the account too',
+    { timeout: 30_000 },
+    async () => {
+      const carol = 'carol@example.test';
+      await addAccount(t.p.directory, carol);
+      const c = client();
+      for (let i = 0; i < 5; i++) assert.equal((await c.login(carol, `wrong ${i}`)).status, 401);
+      const locked = await c.login(carol);
+      assert.equal(locked.status, 429);
+      assert.equal(locked.json.error, 'locked');
+      assert.match(locked.json.message, /try again in \d+ seconds/);
+      assert.ok(Number(locked.headers['retry-after']) > 0);
+      // the same lock holds for a mail client
+      const imap = new ImapFlow({
+        host: '127.0.0.1',
+        port: t.retrieval.ports.imaps,
+        secure: true,
+        tls: { rejectUnauthorized: false },
+        auth: { user: carol, pass: PASSWORD },
+        logger: false,
+      });
+      await assert.rejects(imap.connect());
+      imap.close();
+    },
+  );
+
+  test('logins from one address are rate limited, whatever their outcome', { timeout: 30_000 }, async () => {
+    const c = client();
+    let res;
+    for (let i = 0; i < 10; i++) {
+      res = await c.login(i % 2 ? ALICE : `nobody${i}@example.test`, i % 2 ? PASSWORD : 'x');
+      assert.notEqual(res.status, 429, `attempt ${i + 1}`);
+    }
+    res = await c.login(ALICE);
+    assert.equal(res.status, 429);
+    assert.equal(res.json.error, 'rate_limited');
+    assert.ok(Number(res.headers['retry-after']) >= 1);
+    // another address is not affected
+    assert.equal((await client().login(ALICE)).status, 200);
+  });
+});
+
+describe('CSRF', () => {
+  test('a login without the token from the login page is refused', { timeout: 30_000 }, async () => {
+    const c = client();
+    await c.get('/api/session');
+    const res = await c.req('POST', '/api/login', {
+      json: { username: ALICE, password: PASSWORD },
+      csrf: false,
+    });
+    assert.deepEqual([res.status, res.json.error], [403, 'csrf']);
+    const forged = await c.req('POST', '/api/login', {
+      json: { username: ALICE, password: PASSWORD },
+      headers: { 'x-csrf-token': 'x'.repeat(43) },
+    });
+    assert.equal(forged.status, 403);
+  });
+
+  test('every state-changing request needs the session token', { timeout: 30_000 }, async () => {
+    const c = client();
+    assert.equal((await c.login(ALICE)).status, 200);
+    const body = { folder: 'INBOX', uids: [1], add: ['seen'] };
+    const missing = await c.req('POST', '/api/messages/flags', { json: body, csrf: false });
+    assert.deepEqual([missing.status, missing.json.error], [403, 'csrf']);
+    const wrong = await c.req('POST', '/api/messages/flags', {
+      json: body,
+      headers: { 'x-csrf-token': 'nope' },
+    });
+    assert.equal(wrong.status, 403);
+    // another session's token is no good either
+    const other = client();
+    await other.login(ALICE);
+    const crossed = await c.req('POST', '/api/logout', { headers: { 'x-csrf-token': other.csrf } });
+    assert.equal(crossed.status, 403);
+    for (const [method, path] of [
+      ['POST', '/api/logout'],
+      ['PUT', '/api/drafts'],
+      ['POST', '/api/send'],
+      ['POST', '/api/uploads'],
+      ['DELETE', '/api/uploads/aaaaaaaaaaaaaaaaaaaaaa'],
+      ['POST', '/api/messages/move'],
+      ['POST', '/api/messages/delete'],
+      ['POST', '/api/messages/archive'],
+      ['POST', '/api/messages/spam'],
+      ['POST', '/api/remote-senders'],
+      ['DELETE', '/api/drafts/1'],
+    ] as const) {
+      const res = await c.req(method, path, { json: {}, csrf: false });
+      assert.equal(res.status, 403, `${method} ${path}: ${res.text}`);
+    }
+    assert.equal((await c.get('/api/session')).json.authenticated, true, 'still logged in');
+  });
+
+  test('a request another site made is refused, even a read', { timeout: 30_000 }, async () => {
+    const c = client();
+    await c.login(ALICE);
+    const res = await c.req('GET', '/api/folders', { headers: { 'sec-fetch-site': 'cross-site' } });
+    assert.deepEqual([res.status, res.json.error], [403, 'cross_site']);
+    assert.equal(
+      (await c.req('GET', '/api/folders', { headers: { 'sec-fetch-site': 'same-origin' } })).status,
+      200,
+    );
+  });
+});
+
+describe('sessions', () => {
+  test('logout ends the session; the old cookie is worthless', { timeout: 30_000 }, async () => {
+    const c = client();
+    await c.login(ALICE);
+    const cookie = c.cookies.get('__Host-mailyard_session')!;
+    const out = await c.post('/api/logout');
+    assert.equal(out.status, 200);
+    assert.equal(c.cookies.has('__Host-mailyard_session'), false, 'cookie cleared');
+    c.cookies.set('__Host-mailyard_session', cookie);
+    const res = await c.get('/api/folders');
+    assert.deepEqual([res.status, res.json.error], [401, 'not_logged_in']);
+  });
+
+  test('no session, a made-up one: 401 everywhere', { timeout: 30_000 }, async () => {
+    const c = client();
+    for (const path of [
+      '/api/folders',
+      '/api/messages' + q({ folder: 'INBOX' }),
+      '/api/identities',
+      '/api/events',
+    ]) {
+      assert.equal((await c.get(path)).status, 401, path);
+    }
+    c.cookies.set('__Host-mailyard_session', 'A'.repeat(43));
+    assert.equal((await c.get('/api/folders')).status, 401);
+  });
+
+  test(
+    'a session ends after the idle timeout, and after the absolute one however active',
+    { timeout: 60_000 },
+    async () => {
+      const idle = await t.another({ session_idle_timeout: '1s' });
+      const c = client(idle.port);
+      await c.login(ALICE);
+      assert.equal((await c.get('/api/identities')).status, 200);
+      await waitFor(async () => (await c.get('/api/identities')).status === 401 || null, {
+        timeoutMs: 10_000,
+        intervalMs: 1200,
+        what: 'the idle session to end',
+      });
+      const absolute = await t.another({ session_absolute_timeout: '2s' });
+      const d = client(absolute.port);
+      await d.login(ALICE);
+      const start = Date.now();
+      // requests every 200 ms keep it from idling; it ends anyway
+      await waitFor(async () => (await d.get('/api/identities')).status === 401 || null, {
+        timeoutMs: 10_000,
+        intervalMs: 200,
+        what: 'the absolute timeout',
+      });
+      assert.ok(Date.now() - start >= 1500, 'not before the timeout');
+      const res = await d.get('/api/folders');
+      assert.deepEqual([res.status, res.json.error], [401, 'not_logged_in']);
+    },
+  );
+
+  test('sessions live in Redis: another instance serves the same session', { timeout: 30_000 }, async () => {
+    const c = client();
+    await c.login(ALICE);
+    const second = await t.another({});
+    const d = client(second.port);
+    for (const [k, v] of c.cookies) d.cookies.set(k, v);
+    d.csrf = c.csrf;
+    const res = await d.get('/api/folders');
+    assert.equal(res.status, 200);
+    assert.ok(res.json.folders.some((f: { path: string }) => f.path === 'INBOX'));
+  });
+});
+
+describe('second step of the login', () => {
+  test(
+    'a session waits for the second step before it may do anything else',
+    { timeout: 30_000 },
+    async () => {
+      const codes = new Map([[ALICE, '123456']]);
+      const wm = await t.another(
+        {},
+        {
+          secondFactor: {
+            required: async (account) => codes.has(account),
+            verify: async (account, code) => codes.get(account) === code,
+          },
+        },
+      );
+      const c = client(wm.port);
+      const first = await c.login(ALICE);
+      assert.equal(first.status, 200);
+      assert.deepEqual([first.json.authenticated, first.json.next], [false, 'second-factor']);
+      c.csrf = first.json.csrf;
+      const early = await c.get('/api/folders');
+      assert.deepEqual([early.status, early.json.error], [401, 'second_factor_required']);
+      assert.equal((await c.get('/api/session')).json.next, 'second-factor');
+      const bad = await c.post('/api/login/second-factor', { code: '000000' });
+      assert.deepEqual([bad.status, bad.json.error], [401, 'invalid_credentials']);
+      const ok = await c.post('/api/login/second-factor', { code: '123456' });
+      assert.equal(ok.status, 200);
+      assert.equal(ok.json.authenticated, true);
+      c.csrf = ok.json.csrf;
+      assert.equal((await c.get('/api/folders')).status, 200);
+      // bob has none: straight in
+      assert.equal((await client(wm.port).login(BOB)).json.authenticated, true);
+      // without a second step configured, the endpoint does not exist
+      const plain = client();
+      await plain.login(ALICE);
+      assert.equal((await plain.post('/api/login/second-factor', { code: '1' })).status, 404);
+    },
+  );
+});
+
+describe('headers', () => {
+  test('a strict CSP and the usual protections on every response', { timeout: 30_000 }, async () => {
+    const c = client();
+    const res = await c.get('/api/session');
+    const csp = String(res.headers['content-security-policy']);
+    assert.match(csp, /default-src 'self'/);
+    assert.match(csp, /script-src 'self'(;|$)/);
+    assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+    assert.match(csp, /frame-ancestors 'none'/);
+    assert.match(csp, /object-src 'none'/);
+    assert.match(String(res.headers['strict-transport-security']), /max-age=\d+/);
+    assert.equal(res.headers['x-content-type-options'], 'nosniff');
+    assert.equal(res.headers['referrer-policy'], 'no-referrer');
+    assert.equal(res.headers['cache-control'], 'no-store');
+    const missing = await c.get('/api/nothing-here');
+    assert.deepEqual([missing.status, missing.json.error], [404, 'not_found']);
+  });
+});

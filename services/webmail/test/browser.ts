@@ -1,0 +1,81 @@
+// A real browser for the end-to-end tests: Debian's Chromium driven by playwright-core
+// (no browser download), headless, with a new empty profile, and the front end built.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type BrowserContext } from 'playwright-core';
+import { HOST } from './webmail-harness.js';
+
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const serviceDir = new URL('..', import.meta.url).pathname;
+
+function newest(dir: string): number {
+  let t = 0;
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    const st = statSync(p);
+    t = Math.max(t, st.isDirectory() ? newest(p) : st.mtimeMs);
+  }
+  return t;
+}
+
+/** Builds the front end (vite) when dist/public is missing or older than its sources. */
+export function ensureFrontEnd(): void {
+  const index = join(serviceDir, 'dist', 'public', 'index.html');
+  const sources = Math.max(
+    newest(join(serviceDir, 'web')),
+    statSync(join(serviceDir, 'src', 'api-types.ts')).mtimeMs,
+  );
+  if (existsSync(index) && statSync(index).mtimeMs >= sources) return;
+  const res = spawnSync(
+    process.execPath,
+    [
+      join(serviceDir, 'node_modules', 'vite', 'bin', 'vite.js'),
+      'build',
+      '--config',
+      'web/vite.config.ts',
+      '--logLevel',
+      'warn',
+    ],
+    { cwd: serviceDir, encoding: 'utf8', timeout: 120_000 },
+  );
+  if (res.status !== 0) throw new Error(`the front end did not build: ${res.stderr}${res.stdout}`);
+}
+
+/** A browser with a fresh profile; `close` removes the profile too. */
+export async function launchBrowser(
+  viewport = { width: 1280, height: 800 },
+): Promise<{ context: BrowserContext; close(): Promise<void> }> {
+  const profile = mkdtempSync(join(tmpdir(), 'mailyard-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport,
+    // the platform's certificate is a test one, for mail.mailyard.test
+    ignoreHTTPSErrors: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      `--host-resolver-rules=MAP ${HOST} 127.0.0.1`,
+    ],
+  });
+  return {
+    context,
+    async close() {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Where screenshots go: WEBMAIL_SCREENSHOTS_DIR (docs/screenshots to refresh the docs), else a temporary directory. */
+export function screenshotDir(): string {
+  const dir = process.env.WEBMAIL_SCREENSHOTS_DIR ?? join(tmpdir(), 'mailyard-webmail-screenshots');
+  return dir;
+}

@@ -1,0 +1,161 @@
+// The HTML sanitiser on its own: what may stay, what goes, what is counted.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+  bodyCsp,
+  htmlToText,
+  redirectTarget,
+  sanitizeComposeHtml,
+  sanitizeMailHtml,
+  textToHtmlBody,
+} from '../src/sanitize.js';
+
+const clean = (html: string, allowRemote = false, inline?: Map<string, string>) =>
+  sanitizeMailHtml(html, { allowRemote, ...(inline ? { inline } : {}) });
+
+test('scripts, handlers, forms, frames and dangerous URLs never survive', () => {
+  const attacks = [
+    '<script>alert(1)</script>',
+    '<img src=x onerror=alert(1)>',
+    '<a href="javascript:alert(1)">x</a>',
+    '<a href="JaVaScRiPt:alert(1)">x</a>',
+    '<a href="  javascript:alert(1)">x</a>',
+    '<a href="data:text/html,<script>alert(1)</script>">x</a>',
+    '<iframe src="https://evil.example"></iframe>',
+    '<object data="x.swf"></object><embed src="x.swf">',
+    '<form action="https://evil.example"><input name=p><button>go</button></form>',
+    '<svg><script>alert(1)</script></svg>',
+    '<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>',
+    '<meta http-equiv="refresh" content="0;url=https://evil.example">',
+    '<base href="https://evil.example/">',
+    '<link rel="stylesheet" href="https://evil.example/x.css">',
+    '<div style="background:url(javascript:alert(1))">x</div>',
+    '<div style="width: expression(alert(1))">x</div>',
+    '<style>@import url(https://evil.example/x.css); body { behavior: url(x.htc) }</style>',
+    '<noscript><p title="</noscript><img src=x onerror=alert(1)>"></noscript>',
+    '<textarea></textarea><img src=x onerror=alert(1)></textarea>',
+  ];
+  for (const a of attacks) {
+    const out = clean(a).html;
+    assert.doesNotMatch(
+      out,
+      /<script|onerror|javascript:|<iframe|<object|<embed|<form|<input|<meta|<base|<link|expression\(|@import|evil\.example|<svg|behavior/i,
+      `${a} -> ${out}`,
+    );
+  }
+});
+
+test('remote images, backgrounds and sheets are blocked and counted until allowed', () => {
+  const html =
+    '<img src="https://cdn.example/a.png" width="300" height="100" alt="A">' +
+    '<table background="https://cdn.example/t.png"><tr><td style="background-image:url(\'https://cdn.example/b.png\')">x</td></tr></table>' +
+    '<style>.x{background:url(https://cdn.example/c.png)}</style>' +
+    '<img srcset="https://cdn.example/d.png 2x" src="data:image/png;base64,AAAA">';
+  const blocked = clean(html);
+  assert.equal(blocked.blocked, 3);
+  assert.doesNotMatch(blocked.html, /cdn\.example/);
+  assert.match(blocked.html, /alt="A"/);
+  assert.match(blocked.html, /src="data:image\/png;base64,AAAA"/, 'data: images are part of the message');
+  const allowed = clean(html, true);
+  assert.equal(allowed.blocked, 0);
+  assert.match(allowed.html, /src="https:\/\/cdn\.example\/a\.png"/);
+  assert.match(allowed.html, /url\("https:\/\/cdn\.example\/c\.png"\)/);
+  assert.doesNotMatch(allowed.html, /srcset|background=/, 'srcset and background= are not kept either way');
+});
+
+test('tracking pixels are removed even when remote content is allowed', () => {
+  for (const pixel of [
+    '<img src="https://t.example/x.gif" width="1" height="1">',
+    '<img src="https://t.example/x.gif" width="0" height="0">',
+    '<img src="https://t.example/x.gif" style="width:1px;height:1px">',
+    '<img src="https://t.example/x.gif" style="display:none">',
+    '<img src="https://u123.ct.sendgrid.net/wf/open?upn=abc">',
+    '<img src="https://shop.us1.list-manage.com/track/open.php?u=1">',
+    '<img src="https://mailtrack.io/trace/mail/abc.png">',
+  ]) {
+    const out = clean(pixel, true);
+    assert.equal(out.trackers, 1, pixel);
+    assert.doesNotMatch(out.html, /<img/, pixel);
+  }
+  assert.equal(clean('<img src="https://cdn.example/photo.jpg" width="640" height="480">', true).trackers, 0);
+});
+
+test('click-tracking redirects are replaced by their destination', () => {
+  assert.equal(
+    redirectTarget('https://click.example/r?url=https%3A%2F%2Fshop.example%2Fa%3Fb%3D1'),
+    'https://shop.example/a?b=1',
+  );
+  assert.equal(
+    redirectTarget('https://www.google.com/url?q=https://news.example/story&sa=D'),
+    'https://news.example/story',
+  );
+  assert.equal(
+    redirectTarget('https://click.example/r?u=https://click.example/other'),
+    null,
+    'same host: not a redirect out',
+  );
+  assert.equal(redirectTarget('https://shop.example/search?q=shoes'), null);
+  assert.equal(redirectTarget('https://click.example/r?url=javascript:alert(1)'), null);
+  const out = clean('<a href="https://click.example/r?url=https%3A%2F%2Fshop.example%2F">Shop</a>');
+  assert.equal(out.unwrapped, 1);
+  assert.match(out.html, /href="https:\/\/shop\.example\/"/);
+  assert.match(out.html, /target="_blank"/);
+  assert.match(out.html, /rel="noopener noreferrer"/);
+  assert.match(out.html, /title="https:\/\/shop\.example\/ \(tracking redirect removed\)"/);
+});
+
+test('inline images (cid:) become data: URIs; unknown ones lose their src', () => {
+  const inline = new Map([['logo@x', 'data:image/png;base64,QUJD']]);
+  const out = clean('<img src="cid:logo@x"><img src="cid:missing@x" alt="m">', false, inline);
+  assert.match(out.html, /<img src="data:image\/png;base64,QUJD"/);
+  assert.match(out.html, /<img alt="m"/);
+  assert.equal(out.blocked, 0);
+});
+
+test('ordinary mail formatting stays', () => {
+  const html =
+    '<table width="600" cellpadding="4"><tr><td align="center" style="color:#333;font-size:14px">Hi <b>there</b></td></tr></table>' +
+    '<ul><li>one</li></ul><blockquote>quoted</blockquote><a href="mailto:a@example.org">mail me</a>';
+  const out = clean(html).html;
+  for (const kept of [
+    'width="600"',
+    'align="center"',
+    'style="color:#333;font-size:14px"',
+    '<b>there</b>',
+    '<li>one</li>',
+    '<blockquote>',
+    'href="mailto:a@example.org"',
+  ])
+    assert.ok(out.includes(kept), `${kept} in ${out}`);
+});
+
+test('the body CSP allows nothing to load or run but what was allowed', () => {
+  const strict = bodyCsp(false);
+  assert.match(strict, /default-src 'none'/);
+  assert.match(strict, /img-src data:;/);
+  assert.match(strict, /sandbox allow-popups/);
+  assert.doesNotMatch(strict, /script|allow-scripts|allow-same-origin/);
+  assert.match(bodyCsp(true), /img-src data: https: http:/);
+});
+
+test('compose HTML keeps simple formatting only; text comes out readable', () => {
+  assert.equal(
+    sanitizeComposeHtml(
+      '<p style="color:red">Hi <b>Bob</b> <img src="https://t.example/x"><a href="javascript:x" onclick="y">z</a></p>',
+    ),
+    '<p>Hi <b>Bob</b> <a>z</a></p>',
+  );
+  assert.equal(
+    htmlToText(
+      '<p>Hello&nbsp;<b>Bob</b></p><ul><li>one</li><li>two</li></ul><a href="https://x.example/">site</a><style>p{}</style>',
+    ),
+    'Hello Bob\n- one\n- two\nsite <https://x.example/>',
+  );
+});
+
+test('plain text is escaped, its links made clickable', () => {
+  assert.equal(
+    textToHtmlBody('See https://example.org/a?b=1&c=2. <b>not bold</b> "javascript:alert(1)"'),
+    '<pre class="text">See <a href="https://example.org/a?b=1&#38;c=2" target="_blank" rel="noopener noreferrer">https://example.org/a?b=1&#38;c=2</a>. &#60;b&#62;not bold&#60;/b&#62; &#34;javascript:alert(1)&#34;</pre>',
+  );
+});

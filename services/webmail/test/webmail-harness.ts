@@ -1,0 +1,160 @@
+// The platform of test/harness.ts (mta-inbound, delivery, RabbitMQ vhost, Redis prefix,
+// temporary Maildir) with retrieval and msa accepting the webmail's service login, and
+// the webmail on top: every service built with the composition function its main.ts uses.
+// All three share one certificate for mail.mailyard.test, which the webmail verifies.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  AppPasswords,
+  createAuthenticator,
+  createServiceAuthorizer,
+  CredentialRevocations,
+  LoginGuard,
+  serviceLoginFromConfig,
+} from '@mailyard/auth';
+import { loadConfig, selfSignedCertificate } from '@mailyard/config';
+import { Directory } from '@mailyard/directory';
+import { createRuntime, type Runtime } from '@mailyard/runtime';
+import { buildMsa, msaSchema, type Msa } from '@mailyard/service-msa';
+import { tempDir } from '@mailyard/testkit';
+import { addAccount, startPlatform, type Platform, type PlatformOptions } from '../../../test/harness.js';
+import { startRetrieval, type Retrieval } from '../../retrieval/test/helpers.js';
+import { buildWebmail, webmailSchema, type SecondFactor, type Webmail } from '../src/index.js';
+
+export const PASSWORD = 'correct horse battery staple';
+export const SECRET = 'the-webmail-service-secret-for-tests';
+export const HOST = 'mail.mailyard.test';
+export const ALICE = 'alice@example.test';
+export const BOB = 'bob@example.test';
+
+export interface WebmailTestbed {
+  p: Platform;
+  retrieval: Retrieval;
+  msa: Msa;
+  webmail: Webmail;
+  /** The certificate every client trusts (the platform's). */
+  ca: string;
+  /** Builds another webmail on the same platform (other settings); stopped with the testbed. */
+  another(overrides: Record<string, unknown>, deps?: { secondFactor?: SecondFactor }): Promise<Webmail>;
+  close(): Promise<void>;
+}
+
+export async function startWebmailTestbed(
+  opts: { platform?: PlatformOptions; webmail?: Record<string, unknown> } = {},
+): Promise<WebmailTestbed> {
+  const p = await startPlatform(opts.platform);
+  await addAccount(p.directory, ALICE);
+  await addAccount(p.directory, BOB);
+  const tmp = tempDir('mailyard-webmail-');
+  const pair = selfSignedCertificate(HOST);
+  writeFileSync(join(tmp.path, 'cert.pem'), pair.cert);
+  writeFileSync(join(tmp.path, 'key.pem'), pair.key);
+  const tls = { tls_cert_file: join(tmp.path, 'cert.pem'), tls_key_file: join(tmp.path, 'key.pem') };
+  const serviceLogin = { service_login_password: SECRET, service_login_networks: '127.0.0.0/8' };
+  const common = {
+    amqp_url: p.env.AMQP_URL,
+    redis_url: p.env.REDIS_URL,
+    redis_prefix: p.env.REDIS_PREFIX,
+    http_port: 0,
+    listen_address: '127.0.0.1',
+    log_level: process.env.TEST_LOG_LEVEL ?? 'silent',
+    myhostname: HOST,
+    dns_servers: p.env.DNS_SERVERS,
+  };
+
+  const retrieval = await startRetrieval(p, { ...tls, ...serviceLogin, myhostname: HOST });
+
+  const msaConfig = loadConfig(msaSchema, {
+    env: {},
+    overrides: {
+      ...common,
+      ...tls,
+      ...serviceLogin,
+      submission_port: 0,
+      submissions_port: 0,
+      policy_enabled: !!opts.platform?.policy,
+    },
+  });
+  const msaRt = await createRuntime('msa', msaConfig);
+  const msaDirectory = new Directory(msaRt.redis);
+  const msa = buildMsa(msaConfig, {
+    bus: msaRt.bus,
+    directory: msaDirectory,
+    authenticator: createAuthenticator({
+      directory: msaDirectory,
+      guard: new LoginGuard(msaRt.redis),
+      appPasswords: new AppPasswords(msaRt.redis),
+    }),
+    serviceAuth: createServiceAuthorizer({
+      directory: msaDirectory,
+      guard: new LoginGuard(msaRt.redis),
+      login: serviceLoginFromConfig(msaConfig),
+    }),
+    revocations: new CredentialRevocations(msaRt.redis, new AppPasswords(msaRt.redis)),
+    resolver: msaRt.resolver,
+    dkim: null,
+    logger: msaRt.logger,
+    registry: msaRt.registry,
+  });
+  await msa.start();
+  await msaRt.bus.waitConnected();
+
+  const built: { webmail: Webmail; rt: Runtime }[] = [];
+  const build = async (overrides: Record<string, unknown>, deps: { secondFactor?: SecondFactor } = {}) => {
+    const config = loadConfig(webmailSchema, {
+      env: {},
+      overrides: {
+        ...common,
+        ...tls,
+        service_login_password: SECRET,
+        webmail_port: 0,
+        imap_server: `127.0.0.1:${retrieval.ports.imaps}`,
+        submission_server: `127.0.0.1:${msa.ports.submissions}`,
+        upstream_tls_ca_file: tls.tls_cert_file,
+        // each test client comes from an address of its own (X-Forwarded-For), so the
+        // login rate limit and lockout of one test do not reach another
+        trusted_proxies: '127.0.0.0/8',
+        ...(opts.webmail ?? {}),
+        ...overrides,
+      },
+    });
+    const rt = await createRuntime('webmail', config);
+    const directory = new Directory(rt.redis);
+    const webmail = buildWebmail(config, {
+      redis: rt.redis,
+      directory,
+      authenticator: createAuthenticator({
+        directory,
+        guard: new LoginGuard(rt.redis),
+        appPasswords: new AppPasswords(rt.redis),
+      }),
+      logger: rt.logger,
+      registry: rt.registry,
+      ...deps,
+    });
+    await webmail.start();
+    built.push({ webmail, rt });
+    return webmail;
+  };
+  const webmail = await build({});
+
+  return {
+    p,
+    retrieval,
+    msa,
+    webmail,
+    ca: pair.cert,
+    another: build,
+    async close() {
+      for (const b of built) {
+        await b.webmail.stop();
+        await b.rt.close();
+      }
+      await msa.stop();
+      await msaRt.close();
+      await retrieval.stop();
+      await p.close();
+      tmp.cleanup();
+    },
+  };
+}

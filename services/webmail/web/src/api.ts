@@ -1,0 +1,187 @@
+// The JSON API as the front end sees it: typed calls, the CSRF token on every change,
+// errors as ApiError with the server's stable code and its sentence for the user.
+
+import type {
+  Address,
+  AttachmentInfo,
+  Flags,
+  FolderInfo,
+  ListPage,
+  ListRow,
+  MessageView,
+} from '../../src/api-types.ts';
+
+export type { Address, Flags };
+export type Folder = FolderInfo;
+export type Row = ListRow;
+export type Page = ListPage;
+export type Attachment = AttachmentInfo;
+export type Message = MessageView;
+
+export interface SessionInfo {
+  authenticated: boolean;
+  account?: string;
+  csrf?: string;
+  loginToken?: string;
+  next?: 'second-factor';
+  limits?: { attachments: number };
+}
+
+export interface DraftBody {
+  from: string;
+  fromName: string;
+  to: string;
+  cc: string;
+  bcc: string;
+  subject: string;
+  text: string;
+  html: string | null;
+  attachments: ({ upload: string } | { folder: string; uid: number; part: string })[];
+  inReplyTo: string | null;
+  references: string | null;
+  origin: { folder: string; uid: number; kind: 'reply' | 'forward' } | null;
+  draftUid: number | null;
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}
+
+let csrf = '';
+/** Called when the server says the session is gone: the app shows the login again. */
+let onLoggedOut: (why: string) => void = () => undefined;
+
+export function setCsrf(token: string): void {
+  csrf = token;
+}
+export function onSessionEnd(fn: (why: string) => void): void {
+  onLoggedOut = fn;
+}
+
+async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  let res: Response;
+  try {
+    res = await fetch(path, {
+      method,
+      credentials: 'same-origin',
+      headers: {
+        accept: 'application/json',
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...(method !== 'GET' && csrf ? { 'x-csrf-token': csrf } : {}),
+      },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+  } catch {
+    throw new ApiError(0, 'offline', 'The server cannot be reached; check the connection');
+  }
+  const data = (await res.json().catch(() => ({}))) as Record<string, unknown>;
+  if (!res.ok) {
+    const code = typeof data.error === 'string' ? data.error : 'error';
+    const message = typeof data.message === 'string' ? data.message : `Request failed (${res.status})`;
+    if (res.status === 401 && (code === 'not_logged_in' || code === 'second_factor_required'))
+      onLoggedOut(message);
+    throw new ApiError(res.status, code, message, data);
+  }
+  return data as T;
+}
+
+const qs = (params: Record<string, string | number | boolean | undefined>) =>
+  '?' +
+  new URLSearchParams(
+    Object.entries(params)
+      .filter(([, v]) => v !== undefined && v !== false && v !== '')
+      .map(([k, v]): [string, string] => [k, v === true ? '1' : String(v)]),
+  ).toString();
+
+export const api = {
+  session: () => call<SessionInfo>('GET', '/api/session'),
+  login: (username: string, password: string) =>
+    call<SessionInfo>('POST', '/api/login', { username, password }),
+  secondFactor: (code: string) => call<SessionInfo>('POST', '/api/login/second-factor', { code }),
+  logout: () => call<SessionInfo>('POST', '/api/logout', {}),
+  folders: () => call<{ folders: Folder[] }>('GET', '/api/folders'),
+  list: (p: {
+    folder: string;
+    offset: number;
+    limit: number;
+    sort: string;
+    order: string;
+    q: string;
+    threads: boolean;
+    unread: boolean;
+  }) => call<Page>('GET', '/api/messages' + qs(p)),
+  message: (folder: string, uid: number) => call<Message>('GET', `/api/messages/${uid}` + qs({ folder })),
+  draft: (folder: string, uid: number) =>
+    call<Omit<DraftBody, 'attachments' | 'origin' | 'draftUid'> & { uid: number; attachments: Attachment[] }>(
+      'GET',
+      `/api/messages/${uid}/draft` + qs({ folder }),
+    ),
+  flags: (folder: string, uids: number[], add: string[], remove: string[] = []) =>
+    call<{ uids: number[] }>('POST', '/api/messages/flags', { folder, uids, add, remove }),
+  move: (folder: string, uids: number[], to: string) =>
+    call<{ to: string }>('POST', '/api/messages/move', { folder, uids, to }),
+  archive: (folder: string, uids: number[]) =>
+    call<{ to: string }>('POST', '/api/messages/archive', { folder, uids }),
+  remove: (folder: string, uids: number[]) =>
+    call<{ to?: string; deleted?: boolean }>('POST', '/api/messages/delete', { folder, uids }),
+  spam: (folder: string, uids: number[], spam: boolean) =>
+    call<{ to: string }>('POST', '/api/messages/spam', { folder, uids, spam }),
+  allowSender: (address: string, allow: boolean) =>
+    call<{ allow: boolean }>('POST', '/api/remote-senders', { address, allow }),
+  identities: () => call<{ identities: { address: string }[]; primary: string }>('GET', '/api/identities'),
+  saveDraft: (d: DraftBody) => call<{ uid: number | null; folder: string }>('PUT', '/api/drafts', d),
+  deleteDraft: (uid: number) => call<{ deleted: boolean }>('DELETE', `/api/drafts/${uid}`),
+  deleteUpload: (id: string) => call<{ deleted: boolean }>('DELETE', `/api/uploads/${id}`),
+  send: (d: DraftBody) => call<{ messageId: string; warnings: string[] }>('POST', '/api/send', d),
+};
+
+export const bodyUrl = (folder: string, uid: number, remote: boolean) =>
+  `/api/messages/${uid}/body` + qs({ folder, remote });
+export const partUrl = (folder: string, uid: number, part: string, inline = false) =>
+  `/api/messages/${uid}/parts/${part}` + qs({ folder, inline });
+
+/** An upload with progress (fetch cannot report it): resolves with the server's description. */
+export function upload(
+  file: File,
+  onProgress: (sent: number, total: number) => void,
+): { done: Promise<{ id: string; filename: string; type: string; size: number }>; abort: () => void } {
+  const xhr = new XMLHttpRequest();
+  const done = new Promise<{ id: string; filename: string; type: string; size: number }>(
+    (resolve, reject) => {
+      xhr.open('POST', '/api/uploads');
+      xhr.setRequestHeader('content-type', 'application/octet-stream');
+      xhr.setRequestHeader('x-filename', encodeURIComponent(file.name));
+      xhr.setRequestHeader('x-content-type', file.type || 'application/octet-stream');
+      xhr.setRequestHeader('x-csrf-token', csrf);
+      xhr.upload.onprogress = (e) => onProgress(e.loaded, e.total || file.size);
+      xhr.onload = () => {
+        let data: Record<string, unknown> = {};
+        try {
+          data = JSON.parse(xhr.responseText) as Record<string, unknown>;
+        } catch {
+          // not JSON: the status says enough
+        }
+        if (xhr.status === 200) resolve(data as never);
+        else
+          reject(
+            new ApiError(
+              xhr.status,
+              typeof data.error === 'string' ? data.error : 'error',
+              typeof data.message === 'string' ? data.message : `Upload failed (${xhr.status})`,
+            ),
+          );
+      };
+      xhr.onerror = () => reject(new ApiError(0, 'offline', 'The upload failed; check the connection'));
+      xhr.onabort = () => reject(new ApiError(0, 'aborted', 'Upload cancelled'));
+      xhr.send(file);
+    },
+  );
+  return { done, abort: () => xhr.abort() };
+}

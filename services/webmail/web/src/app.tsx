@@ -1,0 +1,582 @@
+import { useCallback, useEffect, useMemo, useRef, useState } from 'preact/hooks';
+import {
+  api,
+  onSessionEnd,
+  setCsrf,
+  type ApiError,
+  type DraftBody,
+  type Folder,
+  type Message,
+} from './api.ts';
+import { Compose } from './compose.tsx';
+import { FolderList } from './folders.tsx';
+import { emptyDraft, folderLabel, forwardDraft, replyDraft } from './format.ts';
+import { Icon } from './icons.tsx';
+import { Login } from './login.tsx';
+import { MessageList, useMessageList, type ListQuery } from './message-list.tsx';
+import { Reader, type ReaderAction } from './reader.tsx';
+
+type Screen =
+  | { kind: 'loading' }
+  | { kind: 'login'; notice?: string; secondFactorFor?: string }
+  | { kind: 'mail'; account: string; attachmentLimit: number };
+
+export function App() {
+  const [screen, setScreen] = useState<Screen>({ kind: 'loading' });
+
+  useEffect(() => {
+    onSessionEnd((why) => setScreen({ kind: 'login', notice: why }));
+    api.session().then(
+      (s) => {
+        if (s.authenticated) {
+          setCsrf(s.csrf ?? '');
+          setScreen({ kind: 'mail', account: s.account!, attachmentLimit: s.limits?.attachments ?? 0 });
+        } else if (s.next === 'second-factor') {
+          setCsrf(s.csrf ?? '');
+          setScreen({ kind: 'login', secondFactorFor: s.account ?? '' });
+        } else setScreen({ kind: 'login' });
+      },
+      () => setScreen({ kind: 'login', notice: 'The server cannot be reached; try again shortly' }),
+    );
+  }, []);
+
+  switch (screen.kind) {
+    case 'loading':
+      return (
+        <p class="loading" role="status">
+          Loading…
+        </p>
+      );
+    case 'login':
+      return (
+        <Login
+          notice={screen.notice}
+          secondFactorFor={screen.secondFactorFor}
+          onDone={(s) =>
+            setScreen({ kind: 'mail', account: s.account!, attachmentLimit: s.limits?.attachments ?? 0 })
+          }
+        />
+      );
+    case 'mail':
+      return (
+        <Mail
+          account={screen.account}
+          attachmentLimit={screen.attachmentLimit}
+          onLoggedOut={() => setScreen({ kind: 'login', notice: 'You are logged out.' })}
+        />
+      );
+  }
+}
+
+/** The folder in the address (#folder=...), so a reload or a link keeps it. */
+const folderFromHash = () => new URLSearchParams(location.hash.slice(1)).get('folder') ?? 'INBOX';
+
+interface ComposeState {
+  draft: DraftBody;
+  files: { name: string; size: number }[];
+  key: number;
+}
+
+const isTyping = (t: EventTarget | null) =>
+  t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName));
+
+function useMedia(query: string): boolean {
+  const [match, setMatch] = useState(() => window.matchMedia(query).matches);
+  useEffect(() => {
+    const mq = window.matchMedia(query);
+    const on = () => setMatch(mq.matches);
+    mq.addEventListener('change', on);
+    return () => mq.removeEventListener('change', on);
+  }, [query]);
+  return match;
+}
+
+function Mail(props: { account: string; attachmentLimit: number; onLoggedOut: () => void }) {
+  const [folders, setFolders] = useState<Folder[]>([]);
+  const [folder, setFolder] = useState(folderFromHash);
+  const [search, setSearch] = useState('');
+  const [q, setQ] = useState('');
+  const [sort, setSort] = useState('arrival');
+  const [threads, setThreads] = useState(false);
+  const [unreadOnly, setUnreadOnly] = useState(false);
+  const [selected, setSelected] = useState<{ uid: number; index: number } | null>(null);
+  const [open, setOpen] = useState<Message | null>(null);
+  const [openThread, setOpenThread] = useState<number[]>([]);
+  const [compose, setCompose] = useState<ComposeState | null>(null);
+  const [identities, setIdentities] = useState<string[]>([props.account]);
+  const [toast, setToast] = useState<string>('');
+  const [drawer, setDrawer] = useState(false);
+  const [help, setHelp] = useState(false);
+  const phone = useMedia('(max-width: 720px)');
+  const searchBox = useRef<HTMLInputElement>(null);
+
+  const query: ListQuery = useMemo(
+    () => ({
+      folder,
+      sort: sort.replace(/-asc$/, ''),
+      order: sort.endsWith('-asc') ? 'asc' : 'desc',
+      q,
+      threads,
+      unread: unreadOnly,
+    }),
+    [folder, sort, q, threads, unreadOnly],
+  );
+  const list = useMessageList(query);
+
+  const say = useCallback((text: string) => {
+    setToast(text);
+    window.setTimeout(() => setToast((t) => (t === text ? '' : t)), 5000);
+  }, []);
+
+  const loadFolders = useCallback(() => {
+    api.folders().then(
+      (r) => setFolders(r.folders),
+      (err: ApiError) => say(err.message),
+    );
+  }, [say]);
+
+  // the folders (with counts) once the list is on screen: one after the other, the
+  // mail server reads the folder once, on one connection
+  const listShown = list.state.total !== null || list.state.error !== null;
+  const foldersAsked = useRef(false);
+  useEffect(() => {
+    if (!listShown || foldersAsked.current) return;
+    foldersAsked.current = true;
+    loadFolders();
+  }, [listShown, loadFolders]);
+
+  useEffect(() => {
+    api.identities().then(
+      (r) => setIdentities(r.identities.map((i) => i.address)),
+      () => undefined,
+    );
+  }, [loadFolders]);
+
+  useEffect(() => {
+    const on = () => setFolder(folderFromHash());
+    window.addEventListener('hashchange', on);
+    return () => window.removeEventListener('hashchange', on);
+  }, []);
+
+  // new mail without reload: the server's IDLE session, pushed as events
+  const refreshRef = useRef(() => undefined as void);
+  refreshRef.current = () => {
+    list.refresh();
+    loadFolders();
+  };
+  useEffect(() => {
+    const es = new EventSource('/api/events');
+    es.addEventListener('new', (e) => {
+      const data = JSON.parse((e as MessageEvent<string>).data) as { folder: string };
+      say(`New mail in ${data.folder === 'INBOX' ? 'Inbox' : data.folder}`);
+      refreshRef.current();
+    });
+    es.addEventListener('changed', () => refreshRef.current());
+    es.addEventListener('reconnected', () => refreshRef.current());
+    es.addEventListener('logout', () => {
+      es.close();
+      void api.session().catch(() => undefined);
+    });
+    es.onerror = () => {
+      // closed for good (a 401): find out why
+      if (es.readyState === EventSource.CLOSED) void api.session().catch(() => undefined);
+    };
+    return () => es.close();
+  }, [say]);
+
+  const specialOf = useCallback(
+    (path: string) => folders.find((f) => f.path === path)?.specialUse ?? null,
+    [folders],
+  );
+  const currentFolder = folders.find((f) => f.path === folder);
+
+  const openFolder = (path: string) => {
+    location.hash = `folder=${encodeURIComponent(path)}`;
+    setFolder(path);
+    setOpen(null);
+    setSelected(null);
+    setDrawer(false);
+  };
+
+  const openMessage = async (uid: number, thread?: number[]) => {
+    try {
+      const m = await api.message(folder, uid);
+      setOpen(m);
+      const row = list.state.pages.size
+        ? [...list.state.pages.values()].flat().find((r) => r.uid === uid)
+        : undefined;
+      setOpenThread(thread ?? row?.thread?.uids ?? [uid]);
+      if (!m.flags.seen) {
+        await api.flags(folder, [uid], ['seen']);
+        list.patch([uid], (r) => ({ ...r, flags: { ...r.flags, seen: true } }));
+        setFolders((fs) =>
+          fs.map((f) => (f.path === folder ? { ...f, unseen: Math.max(0, f.unseen - 1) } : f)),
+        );
+      }
+    } catch (err) {
+      say((err as Error).message);
+    }
+  };
+
+  const openDraft = async (uid: number) => {
+    try {
+      const d = await api.draft(folder, uid);
+      setCompose({
+        key: Date.now(),
+        draft: {
+          ...emptyDraft(d.from),
+          ...d,
+          attachments: d.attachments.map((a) => ({ folder, uid, part: a.part })),
+          origin: null,
+          draftUid: uid,
+        },
+        files: d.attachments.map((a) => ({ name: a.filename, size: a.size })),
+      });
+    } catch (err) {
+      say((err as Error).message);
+    }
+  };
+
+  const moveAway = async (
+    uids: number[],
+    how: () => Promise<{ to?: string; deleted?: boolean }>,
+    done: string,
+  ) => {
+    list.drop(uids);
+    if (open && uids.includes(open.uid)) setOpen(null);
+    try {
+      const res = await how();
+      const target = folders.find((f) => f.path === res.to);
+      say(res.deleted ? 'Deleted for good' : `${done}${target ? ` to ${folderLabel(target)}` : ''}`);
+    } catch (err) {
+      say((err as Error).message);
+    }
+    list.refresh();
+    loadFolders();
+  };
+
+  const act = async (a: ReaderAction, m: Message | null = open) => {
+    const target = m ?? null;
+    const uids = target ? [target.uid] : selected ? [selected.uid] : [];
+    if (!uids.length) return;
+    const mine = identities;
+    switch (a) {
+      case 'reply':
+      case 'replyAll':
+      case 'forward':
+        if (!target) return;
+        setCompose({
+          key: Date.now(),
+          draft:
+            a === 'forward'
+              ? forwardDraft(target, mine, props.account)
+              : replyDraft(target, a === 'replyAll', mine, props.account),
+          files:
+            a === 'forward'
+              ? target.attachments.filter((x) => !x.inline).map((x) => ({ name: x.filename, size: x.size }))
+              : [],
+        });
+        return;
+      case 'editDraft':
+        if (target) await openDraft(target.uid);
+        return;
+      case 'archive':
+        return moveAway(uids, () => api.archive(folder, uids), 'Archived');
+      case 'delete':
+        return moveAway(uids, () => api.remove(folder, uids), 'Moved');
+      case 'spam':
+        return moveAway(uids, () => api.spam(folder, uids, true), 'Marked as spam and moved');
+      case 'notSpam':
+        return moveAway(uids, () => api.spam(folder, uids, false), 'Marked as not spam and moved');
+      case 'unread': {
+        await api.flags(folder, uids, [], ['seen']).catch((err: Error) => say(err.message));
+        list.patch(uids, (r) => ({ ...r, flags: { ...r.flags, seen: false } }));
+        if (open) setOpen(null);
+        loadFolders();
+        return;
+      }
+      case 'flag': {
+        const row = [...list.state.pages.values()].flat().find((r) => r.uid === uids[0]);
+        const on = !(target?.flags.flagged ?? row?.flags.flagged ?? false);
+        await api
+          .flags(folder, uids, on ? ['flagged'] : [], on ? [] : ['flagged'])
+          .catch((err: Error) => say(err.message));
+        list.patch(uids, (r) => ({ ...r, flags: { ...r.flags, flagged: on } }));
+        if (target) setOpen({ ...target, flags: { ...target.flags, flagged: on } });
+        return;
+      }
+    }
+  };
+
+  const move = (from: string, uids: number[], to: string) =>
+    moveAway(uids, () => api.move(from, uids, to), 'Moved');
+
+  // keyboard shortcuts (shown with ?); none while typing
+  const keys = useRef<(e: KeyboardEvent) => void>(() => undefined);
+  const pendingG = useRef(false);
+  keys.current = (e: KeyboardEvent) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || isTyping(e.target) || compose) return;
+    const total = list.state.total ?? 0;
+    const go = (delta: number) => {
+      const index = Math.min(total - 1, Math.max(0, (selected?.index ?? -1) + delta));
+      const row = list.rowAt(index);
+      if (row) {
+        setSelected({ uid: row.uid, index });
+        document.getElementById(`msg-${row.uid}`)?.focus();
+      }
+    };
+    if (pendingG.current) {
+      pendingG.current = false;
+      const to = { i: '\\Inbox', s: '\\Sent', d: '\\Drafts', a: '\\Archive', j: '\\Junk', t: '\\Trash' }[
+        e.key
+      ];
+      const f = to && folders.find((x) => x.specialUse === to);
+      if (f) {
+        e.preventDefault();
+        openFolder(f.path);
+      }
+      return;
+    }
+    const byKey: Record<string, () => void> = {
+      j: () => go(1),
+      ArrowDown: () => go(1),
+      k: () => go(-1),
+      ArrowUp: () => go(-1),
+      o: () => selected && void openMessage(selected.uid),
+      Enter: () => selected && void openMessage(selected.uid),
+      c: () => setCompose({ key: Date.now(), draft: emptyDraft(props.account), files: [] }),
+      r: () => void act('reply'),
+      a: () => void act('replyAll'),
+      f: () => void act('forward'),
+      e: () => void act('archive'),
+      '#': () => void act('delete'),
+      Delete: () => void act('delete'),
+      '!': () => void act(specialOf(folder) === '\\Junk' ? 'notSpam' : 'spam'),
+      s: () => void act('flag'),
+      U: () => void act('unread'),
+      u: () => setOpen(null),
+      Escape: () => (help ? setHelp(false) : drawer ? setDrawer(false) : setOpen(null)),
+      '/': () => searchBox.current?.focus(),
+      '?': () => setHelp((h) => !h),
+      g: () => {
+        pendingG.current = true;
+      },
+    };
+    const fn = byKey[e.key];
+    if (fn) {
+      e.preventDefault();
+      fn();
+    }
+  };
+  useEffect(() => {
+    const on = (e: KeyboardEvent) => keys.current(e);
+    document.addEventListener('keydown', on);
+    return () => document.removeEventListener('keydown', on);
+  }, []);
+
+  const logout = async () => {
+    await api.logout().catch(() => undefined);
+    props.onLoggedOut();
+  };
+
+  const pane = open ? 'reader' : 'list';
+  const sentFolder = specialOf(folder) === '\\Sent' || specialOf(folder) === '\\Drafts';
+
+  return (
+    <div class={`mail pane-${pane}${drawer ? ' drawer-open' : ''}${compose ? ' composing' : ''}`}>
+      <a class="skip" href="#message-list">
+        Skip to messages
+      </a>
+      <header class="topbar">
+        <button class="menu" aria-label="Folders" aria-expanded={drawer} onClick={() => setDrawer((x) => !x)}>
+          <Icon name="menu" />
+        </button>
+        <span class="brand">
+          <Icon name="mail" class="brand-mark" />
+          Mailyard
+        </span>
+        <form
+          class="search"
+          role="search"
+          onSubmit={(e) => {
+            e.preventDefault();
+            setQ(search.trim());
+            setOpen(null);
+          }}
+        >
+          <label for="search" class="sr-only">
+            Search mail
+          </label>
+          <input
+            id="search"
+            ref={searchBox}
+            type="search"
+            placeholder="Search (from:, subject:, is:unread)"
+            value={search}
+            onInput={(e) => {
+              setSearch(e.currentTarget.value);
+              if (!e.currentTarget.value) setQ('');
+            }}
+          />
+        </form>
+        <button
+          class="primary compose-button"
+          onClick={() => setCompose({ key: Date.now(), draft: emptyDraft(props.account), files: [] })}
+          title="Compose (c)"
+        >
+          Compose
+        </button>
+        <span class="account" title={props.account}>
+          {props.account}
+        </span>
+        <button onClick={() => void logout()}>Log out</button>
+      </header>
+
+      <aside class="sidebar" aria-label="Mail folders">
+        <button class="drawer-close" onClick={() => setDrawer(false)} aria-label="Close the folder list">
+          <Icon name="close" />
+        </button>
+        <FolderList
+          folders={folders}
+          current={folder}
+          onOpen={openFolder}
+          onDrop={(to, from) => void move(from.folder, from.uids, to)}
+        />
+        <p class="shortcuts-hint">
+          <button class="link" onClick={() => setHelp(true)}>
+            Keyboard shortcuts (?)
+          </button>
+        </p>
+      </aside>
+
+      <main
+        class="listpane"
+        id="message-list"
+        aria-label={currentFolder ? folderLabel(currentFolder) : folder}
+      >
+        <div class="list-head">
+          <h1>
+            {q ? `Search: ${q}` : currentFolder ? folderLabel(currentFolder) : folder}
+            {list.state.total !== null && <span class="total"> {list.state.total}</span>}
+          </h1>
+          <div class="list-controls">
+            <label>
+              <span class="sr-only">Sort by</span>
+              <select value={sort} onChange={(e) => setSort(e.currentTarget.value)}>
+                <option value="arrival">Newest first</option>
+                <option value="arrival-asc">Oldest first</option>
+                <option value="date">By date</option>
+                <option value="from-asc">By sender</option>
+                <option value="subject-asc">By subject</option>
+                <option value="size">By size</option>
+              </select>
+            </label>
+            <label class="check">
+              <input
+                type="checkbox"
+                checked={threads}
+                onChange={(e) => setThreads(e.currentTarget.checked)}
+              />
+              Conversations
+            </label>
+            <label class="check">
+              <input
+                type="checkbox"
+                checked={unreadOnly}
+                onChange={(e) => setUnreadOnly(e.currentTarget.checked)}
+              />
+              Unread
+            </label>
+          </div>
+        </div>
+        <MessageList
+          list={list}
+          folder={folder}
+          selected={selected?.uid ?? null}
+          sentFolder={sentFolder}
+          rowHeight={phone ? 76 : 64}
+          onSelect={(uid, index) => setSelected({ uid, index })}
+          onOpen={(uid) => {
+            const row = list.rowAt(selected?.index ?? -1);
+            void openMessage(uid, row?.uid === uid ? row.thread?.uids : undefined);
+          }}
+        />
+      </main>
+
+      <section class="readpane" aria-label="Message">
+        {open ? (
+          <Reader
+            m={open}
+            folders={folders}
+            specialOf={specialOf}
+            onAction={(a) => void act(a)}
+            onMove={(to) => void move(open.folder, [open.uid], to)}
+            onBack={() => setOpen(null)}
+            onSenderAllowed={() =>
+              say(`Images from ${open.from[0]?.address ?? 'this sender'} will show from now on`)
+            }
+            thread={openThread}
+            onOpenUid={(uid) => void openMessage(uid, openThread)}
+          />
+        ) : (
+          <p class="nothing">Select a message to read it.</p>
+        )}
+      </section>
+
+      {compose && (
+        <Compose
+          key={compose.key}
+          initial={compose.draft}
+          initialFiles={compose.files}
+          identities={identities}
+          attachmentLimit={props.attachmentLimit}
+          onClose={(result, info) => {
+            setCompose(null);
+            if (result === 'sent') say(info ?? 'Message sent');
+            else if (result === 'saved') say('Draft saved');
+            else if (result === 'discarded') say('Draft discarded');
+            list.refresh();
+            loadFolders();
+          }}
+        />
+      )}
+
+      {help && (
+        <div class="help" role="dialog" aria-modal="true" aria-labelledby="help-title">
+          <h2 id="help-title">Keyboard shortcuts</h2>
+          <dl>
+            {[
+              ['j / k', 'next / previous message'],
+              ['o or Enter', 'open'],
+              ['u or Esc', 'back to the list'],
+              ['c', 'compose'],
+              ['r / a / f', 'reply / reply all / forward'],
+              ['e', 'archive'],
+              ['# or Delete', 'delete'],
+              ['!', 'spam / not spam'],
+              ['s', 'flag'],
+              ['Shift+U', 'mark unread'],
+              ['/', 'search'],
+              ['g then i, s, d, a, j, t', 'go to Inbox, Sent, Drafts, Archive, Junk, Trash'],
+              ['Ctrl+Enter', 'send (while writing)'],
+            ].map(([k, v]) => (
+              <div key={k}>
+                <dt>
+                  <kbd>{k}</kbd>
+                </dt>
+                <dd>{v}</dd>
+              </div>
+            ))}
+          </dl>
+          <button onClick={() => setHelp(false)} autoFocus>
+            Close
+          </button>
+        </div>
+      )}
+
+      <div class="toast" role="status" aria-live="polite">
+        {toast}
+      </div>
+    </div>
+  );
+}

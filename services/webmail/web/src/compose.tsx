@@ -1,0 +1,400 @@
+// Writing a message: identities, recipients, plain or simple rich text, attachments with
+// progress and the size limit in sight, the draft saved in Drafts while typing.
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { api, ApiError, upload, type DraftBody } from './api.ts';
+import { formatSize, htmlToPlain, textToHtml } from './format.ts';
+
+interface FileItem {
+  key: string;
+  name: string;
+  size: number;
+  /** Upload id once uploaded, or a part of an existing message (forward, reopened draft). */
+  ref: DraftBody['attachments'][number] | null;
+  progress: number;
+  error: string | null;
+  abort?: () => void;
+}
+
+const SAVE_AFTER_MS = 1500;
+
+export function Compose(props: {
+  initial: DraftBody;
+  /** Attachments the draft already has (forwarded or reopened), with their names and sizes. */
+  initialFiles: { name: string; size: number }[];
+  identities: string[];
+  attachmentLimit: number;
+  onClose: (result: 'sent' | 'discarded' | 'saved' | 'closed', info?: string) => void;
+}) {
+  const [d, setD] = useState<DraftBody>(props.initial);
+  const [rich, setRich] = useState(props.initial.html !== null);
+  const [showBcc, setShowBcc] = useState(!!props.initial.bcc);
+  const [files, setFiles] = useState<FileItem[]>(() =>
+    props.initial.attachments.map((ref, i) => ({
+      key: `i${i}`,
+      name: props.initialFiles[i]?.name ?? 'attachment',
+      size: props.initialFiles[i]?.size ?? 0,
+      ref,
+      progress: 1,
+      error: null,
+    })),
+  );
+  const [status, setStatus] = useState('');
+  const [error, setError] = useState<string | null>(null);
+  const [sending, setSending] = useState(false);
+  const editor = useRef<HTMLDivElement>(null);
+  const dirty = useRef(false);
+  const saving = useRef<Promise<void> | null>(null);
+  const draftUid = useRef<number | null>(props.initial.draftUid);
+  const latest = useRef({ d, files, rich });
+  latest.current = { d, files, rich };
+  const to = useRef<HTMLInputElement>(null);
+
+  useEffect(() => {
+    if (rich && editor.current && !editor.current.innerHTML)
+      editor.current.innerHTML = d.html ?? textToHtml(d.text);
+    // a reply starts above the quote; a new message in To
+    if (!d.to) to.current?.focus();
+    else if (rich) editor.current?.focus();
+    else document.getElementById('compose-text')?.focus();
+  }, []);
+
+  const used = files.reduce((n, f) => n + f.size, 0);
+
+  /** The body the server gets: what is typed, and attachments that finished uploading. */
+  const body = (): DraftBody => {
+    const { d: cur, files: fs, rich: isRich } = latest.current;
+    const html = isRich && editor.current ? editor.current.innerHTML : null;
+    return {
+      ...cur,
+      html,
+      text: isRich && editor.current ? htmlToPlain(editor.current) : cur.text,
+      attachments: fs.filter((f) => f.ref).map((f) => f.ref!),
+      draftUid: draftUid.current,
+    };
+  };
+
+  const save = async () => {
+    if (saving.current) await saving.current;
+    if (!dirty.current) return;
+    dirty.current = false;
+    const run = (async () => {
+      try {
+        setStatus('Saving…');
+        const res = await api.saveDraft(body());
+        draftUid.current = res.uid;
+        setStatus(
+          `Draft saved ${new Date().toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' })}`,
+        );
+      } catch (err) {
+        dirty.current = true;
+        setStatus(err instanceof ApiError ? `Draft not saved: ${err.message}` : 'Draft not saved');
+      }
+    })();
+    saving.current = run;
+    await run;
+    saving.current = null;
+  };
+
+  // drafts saved while typing: a while after the last change
+  const timer = useRef<number | undefined>(undefined);
+  const changed = () => {
+    dirty.current = true;
+    window.clearTimeout(timer.current);
+    timer.current = window.setTimeout(() => void save(), SAVE_AFTER_MS);
+  };
+  useEffect(() => () => window.clearTimeout(timer.current), []);
+
+  const set = (k: keyof DraftBody) => (e: Event) => {
+    const v = (e.currentTarget as HTMLInputElement).value;
+    setD((cur) => ({ ...cur, [k]: v }));
+    changed();
+  };
+
+  const addFiles = (list: FileList | null) => {
+    if (!list) return;
+    let budget = props.attachmentLimit - used;
+    for (const file of [...list]) {
+      const key = `${Date.now()}-${Math.random()}`;
+      if (file.size > budget) {
+        setFiles((fs) => [
+          ...fs,
+          {
+            key,
+            name: file.name,
+            size: 0,
+            ref: null,
+            progress: 0,
+            error: `Too large: attachments may add up to ${formatSize(props.attachmentLimit)}`,
+          },
+        ]);
+        continue;
+      }
+      budget -= file.size;
+      const up = upload(file, (sent, total) =>
+        setFiles((fs) => fs.map((f) => (f.key === key ? { ...f, progress: total ? sent / total : 0 } : f))),
+      );
+      setFiles((fs) => [
+        ...fs,
+        { key, name: file.name, size: file.size, ref: null, progress: 0, error: null, abort: up.abort },
+      ]);
+      up.done.then(
+        (res) => {
+          setFiles((fs) =>
+            fs.map((f) => (f.key === key ? { ...f, ref: { upload: res.id }, progress: 1 } : f)),
+          );
+          changed();
+        },
+        (err: Error) =>
+          setFiles((fs) => fs.map((f) => (f.key === key ? { ...f, error: err.message, size: 0 } : f))),
+      );
+    }
+  };
+
+  const removeFile = (f: FileItem) => {
+    f.abort?.();
+    if (f.ref && 'upload' in f.ref) void api.deleteUpload(f.ref.upload).catch(() => undefined);
+    setFiles((fs) => fs.filter((x) => x.key !== f.key));
+    changed();
+  };
+
+  const send = async () => {
+    if (files.some((f) => !f.ref && !f.error)) {
+      setError('Wait for the attachments to finish uploading');
+      return;
+    }
+    setSending(true);
+    setError(null);
+    window.clearTimeout(timer.current);
+    if (saving.current) await saving.current;
+    try {
+      const res = await api.send(body());
+      props.onClose('sent', res.warnings[0]);
+    } catch (err) {
+      setError(err instanceof ApiError ? err.message : 'Not sent');
+      setSending(false);
+    }
+  };
+
+  const discard = async () => {
+    window.clearTimeout(timer.current);
+    if (saving.current) await saving.current;
+    if (draftUid.current) await api.deleteDraft(draftUid.current).catch(() => undefined);
+    for (const f of files)
+      if (f.ref && 'upload' in f.ref) void api.deleteUpload(f.ref.upload).catch(() => undefined);
+    props.onClose('discarded');
+  };
+
+  const close = async () => {
+    window.clearTimeout(timer.current);
+    await save();
+    props.onClose(draftUid.current ? 'saved' : 'closed');
+  };
+
+  const toggleRich = () => {
+    if (rich && editor.current) {
+      const text = htmlToPlain(editor.current);
+      setD((cur) => ({ ...cur, text, html: null }));
+      setRich(false);
+    } else {
+      setD((cur) => ({ ...cur, html: textToHtml(cur.text) }));
+      setRich(true);
+      window.setTimeout(() => {
+        if (editor.current) editor.current.innerHTML = textToHtml(latest.current.d.text);
+      }, 0);
+    }
+    changed();
+  };
+
+  const cmd = (name: string, value?: string) => {
+    editor.current?.focus();
+    document.execCommand(name, false, value);
+    changed();
+  };
+
+  return (
+    <section
+      class="compose"
+      role="dialog"
+      aria-modal="false"
+      aria-labelledby="compose-title"
+      onKeyDown={(e) => {
+        if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
+          e.preventDefault();
+          void send();
+        } else if (e.key === 'Escape') {
+          e.preventDefault();
+          void close();
+        }
+      }}
+    >
+      <header class="compose-head">
+        <h2 id="compose-title">{d.subject || 'New message'}</h2>
+        <span class="compose-status" role="status" aria-live="polite">
+          {status}
+        </span>
+        <button class="icon-button" onClick={() => void close()} aria-label="Close and keep the draft">
+          ✕
+        </button>
+      </header>
+      <form
+        class="compose-form"
+        onSubmit={(e) => {
+          e.preventDefault();
+          void send();
+        }}
+        onDragOver={(e) => {
+          if (e.dataTransfer?.types.includes('Files')) e.preventDefault();
+        }}
+        onDrop={(e) => {
+          if (!e.dataTransfer?.files.length) return;
+          e.preventDefault();
+          addFiles(e.dataTransfer.files);
+        }}
+      >
+        <div class="field">
+          <label for="compose-from">From</label>
+          <select id="compose-from" value={d.from} onChange={set('from')}>
+            {props.identities.map((a) => (
+              <option key={a} value={a}>
+                {a}
+              </option>
+            ))}
+          </select>
+        </div>
+        <div class="field">
+          <label for="compose-to">To</label>
+          <input id="compose-to" ref={to} value={d.to} onInput={set('to')} autoComplete="off" multiple />
+          {!showBcc && (
+            <button type="button" class="link" onClick={() => setShowBcc(true)}>
+              Cc/Bcc
+            </button>
+          )}
+        </div>
+        {showBcc && (
+          <>
+            <div class="field">
+              <label for="compose-cc">Cc</label>
+              <input id="compose-cc" value={d.cc} onInput={set('cc')} autoComplete="off" />
+            </div>
+            <div class="field">
+              <label for="compose-bcc">Bcc</label>
+              <input id="compose-bcc" value={d.bcc} onInput={set('bcc')} autoComplete="off" />
+            </div>
+          </>
+        )}
+        <div class="field">
+          <label for="compose-subject">Subject</label>
+          <input id="compose-subject" value={d.subject} onInput={set('subject')} />
+        </div>
+        <div class="editor-bar" role="toolbar" aria-label="Formatting">
+          <button type="button" onClick={toggleRich} aria-pressed={rich}>
+            {rich ? 'Rich text' : 'Plain text'}
+          </button>
+          {rich && (
+            <>
+              <button type="button" onClick={() => cmd('bold')} aria-label="Bold">
+                <b>B</b>
+              </button>
+              <button type="button" onClick={() => cmd('italic')} aria-label="Italic">
+                <i>I</i>
+              </button>
+              <button type="button" onClick={() => cmd('underline')} aria-label="Underline">
+                <u>U</u>
+              </button>
+              <button type="button" onClick={() => cmd('insertUnorderedList')} aria-label="Bulleted list">
+                •
+              </button>
+              <button type="button" onClick={() => cmd('insertOrderedList')} aria-label="Numbered list">
+                1.
+              </button>
+              <button
+                type="button"
+                onClick={() => {
+                  const url = window.prompt('Link to (https://…)');
+                  if (url && /^(https?:|mailto:)/i.test(url)) cmd('createLink', url);
+                }}
+              >
+                Link
+              </button>
+            </>
+          )}
+        </div>
+        {rich ? (
+          <div
+            class="editor"
+            ref={editor}
+            contentEditable
+            role="textbox"
+            aria-multiline="true"
+            aria-label="Message"
+            onInput={changed}
+          />
+        ) : (
+          <textarea
+            id="compose-text"
+            class="editor"
+            aria-label="Message"
+            value={d.text}
+            onInput={set('text')}
+          />
+        )}
+        <div class="attach">
+          <label class="button">
+            Attach files
+            <input
+              type="file"
+              multiple
+              class="sr-only"
+              onChange={(e) => {
+                addFiles(e.currentTarget.files);
+                e.currentTarget.value = '';
+              }}
+            />
+          </label>
+          <span class="limit">
+            {formatSize(used)} of {formatSize(props.attachmentLimit)} for attachments
+          </span>
+        </div>
+        {files.length > 0 && (
+          <ul class="files" aria-label="Attachments">
+            {files.map((f) => (
+              <li key={f.key} class={f.error ? 'failed' : ''}>
+                <span class="file-name">{f.name}</span>
+                {f.error ? (
+                  <span class="error" role="alert">
+                    {f.error}
+                  </span>
+                ) : f.ref ? (
+                  <span class="file-size">{formatSize(f.size)}</span>
+                ) : (
+                  <progress max={1} value={f.progress} aria-label={`Uploading ${f.name}`} />
+                )}
+                <button
+                  type="button"
+                  class="icon-button"
+                  onClick={() => removeFile(f)}
+                  aria-label={`Remove ${f.name}`}
+                >
+                  ✕
+                </button>
+              </li>
+            ))}
+          </ul>
+        )}
+        {error && (
+          <p class="error" role="alert">
+            {error}
+          </p>
+        )}
+        <div class="compose-actions">
+          <button type="submit" class="primary" disabled={sending} title="Send (Ctrl+Enter)">
+            {sending ? 'Sending…' : 'Send'}
+          </button>
+          <button type="button" onClick={() => void discard()}>
+            Discard
+          </button>
+        </div>
+      </form>
+    </section>
+  );
+}

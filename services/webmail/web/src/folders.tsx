@@ -1,0 +1,74 @@
+import { useState } from 'preact/hooks';
+import type { Folder } from './api.ts';
+import { folderLabel } from './format.ts';
+import { Icon } from './icons.tsx';
+
+const ICONS: Record<string, string> = {
+  '\\Inbox': 'inbox',
+  '\\Drafts': 'drafts',
+  '\\Sent': 'sent',
+  '\\Archive': 'archive',
+  '\\Junk': 'junk',
+  '\\Trash': 'trash',
+};
+
+export const DRAG_TYPE = 'application/x-mailyard-message';
+
+/** The folder list: a navigation landmark; each folder is a drop target for dragged messages. */
+export function FolderList(props: {
+  folders: Folder[];
+  current: string;
+  onOpen: (path: string) => void;
+  onDrop: (to: string, from: { folder: string; uids: number[] }) => void;
+}) {
+  const [over, setOver] = useState<string | null>(null);
+  return (
+    <nav class="folders" aria-label="Folders">
+      <ul>
+        {props.folders
+          .filter((f) => f.selectable)
+          .map((f) => {
+            const depth = f.parent ? f.path.split(f.delimiter || '/').length - 1 : 0;
+            const label = folderLabel(f);
+            const current = f.path === props.current;
+            return (
+              <li key={f.path}>
+                <a
+                  href={`#folder=${encodeURIComponent(f.path)}`}
+                  class={`folder${current ? ' current' : ''}${over === f.path ? ' drop' : ''}`}
+                  style={{ paddingLeft: `${0.75 + depth}rem` }}
+                  aria-current={current ? 'page' : undefined}
+                  data-folder={f.path}
+                  onClick={(e) => {
+                    e.preventDefault();
+                    props.onOpen(f.path);
+                  }}
+                  onDragOver={(e) => {
+                    if (!e.dataTransfer?.types.includes(DRAG_TYPE)) return;
+                    e.preventDefault();
+                    e.dataTransfer.dropEffect = 'move';
+                    setOver(f.path);
+                  }}
+                  onDragLeave={() => setOver((o) => (o === f.path ? null : o))}
+                  onDrop={(e) => {
+                    e.preventDefault();
+                    setOver(null);
+                    const data = e.dataTransfer?.getData(DRAG_TYPE);
+                    if (data) props.onDrop(f.path, JSON.parse(data) as { folder: string; uids: number[] });
+                  }}
+                >
+                  <Icon name={ICONS[f.specialUse ?? ''] ?? 'folder'} />
+                  <span class="name">{label}</span>
+                  {f.unseen > 0 && (
+                    <span class="count" aria-label={`${f.unseen} unread`}>
+                      {f.unseen}
+                    </span>
+                  )}
+                </a>
+              </li>
+            );
+          })}
+      </ul>
+    </nav>
+  );
+}

@@ -1,0 +1,245 @@
+// The message list, virtually scrolled: the server says how many rows there are, the list
+// is as tall as all of them, and only the pages of 50 around what is on screen are fetched
+// and drawn. A folder of 10,000 messages costs what one of 50 does.
+import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
+import { api, type Row } from './api.ts';
+import { DRAG_TYPE } from './folders.tsx';
+import { displayName, formatDate, formatSize } from './format.ts';
+import { Icon } from './icons.tsx';
+
+export const PAGE = 50;
+
+export interface ListQuery {
+  folder: string;
+  sort: string;
+  order: string;
+  q: string;
+  threads: boolean;
+  unread: boolean;
+}
+
+export interface ListState {
+  key: string;
+  total: number | null;
+  pages: Map<number, Row[]>;
+  error: string | null;
+}
+
+const keyOf = (q: ListQuery) => JSON.stringify(q);
+
+/** Pages of the list for a query; `refresh` fetches the loaded pages again (new mail, a move). */
+export function useMessageList(q: ListQuery) {
+  const key = keyOf(q);
+  const [state, setState] = useState<ListState>({ key, total: null, pages: new Map(), error: null });
+  const loading = useRef(new Set<number>());
+  const current = useRef(key);
+  current.current = key;
+
+  const load = useCallback(
+    async (page: number, force = false) => {
+      const k = key;
+      if (loading.current.has(page) && !force) return;
+      loading.current.add(page);
+      try {
+        const res = await api.list({ ...q, offset: page * PAGE, limit: PAGE });
+        if (current.current !== k) return;
+        setState((s) => {
+          const pages = new Map(s.key === k ? s.pages : []);
+          pages.set(page, res.rows);
+          return { key: k, total: res.total, pages, error: null };
+        });
+      } catch (err) {
+        if (current.current === k) setState((s) => ({ ...s, key: k, error: (err as Error).message }));
+      } finally {
+        loading.current.delete(page);
+      }
+    },
+    // one query per key: q has the same content whenever key is the same
+    [key],
+  );
+
+  useEffect(() => {
+    loading.current.clear();
+    setState({ key, total: null, pages: new Map(), error: null });
+    void load(0);
+  }, [key, load]);
+
+  const ensure = useCallback(
+    (first: number, last: number) => {
+      for (let p = Math.floor(first / PAGE); p <= Math.floor(last / PAGE); p++) {
+        if (!state.pages.has(p) && state.key === key) void load(p);
+      }
+    },
+    [state, key, load],
+  );
+
+  const refresh = useCallback(() => {
+    const pages = state.key === key && state.pages.size ? [...state.pages.keys()] : [0];
+    for (const p of pages) void load(p, true);
+  }, [state, key, load]);
+
+  /** Changes rows in place at once (flags), before the server's answer. */
+  const patch = useCallback((uids: number[], change: (r: Row) => Row) => {
+    setState((s) => {
+      const pages = new Map(s.pages);
+      for (const [p, rows] of pages)
+        pages.set(
+          p,
+          rows.map((r) => (uids.includes(r.uid) ? change(r) : r)),
+        );
+      return { ...s, pages };
+    });
+  }, []);
+
+  /** Takes rows out at once (moved, deleted); the next refresh puts the list right. */
+  const drop = useCallback((uids: number[]) => {
+    setState((s) => {
+      const rows = [...s.pages.entries()].sort(([a], [b]) => a - b).flatMap(([, r]) => r);
+      const kept = rows.filter((r) => !uids.includes(r.uid));
+      const pages = new Map<number, Row[]>();
+      for (let i = 0; i * PAGE < kept.length; i++) pages.set(i, kept.slice(i * PAGE, (i + 1) * PAGE));
+      return { ...s, pages, total: s.total === null ? null : s.total - (rows.length - kept.length) };
+    });
+  }, []);
+
+  const rowAt = (i: number): Row | undefined => state.pages.get(Math.floor(i / PAGE))?.[i % PAGE];
+  return { state, ensure, refresh, patch, drop, rowAt };
+}
+
+export type MessageListApi = ReturnType<typeof useMessageList>;
+
+export function MessageList(props: {
+  list: MessageListApi;
+  folder: string;
+  selected: number | null;
+  sentFolder: boolean;
+  onSelect: (uid: number, index: number) => void;
+  onOpen: (uid: number) => void;
+  rowHeight: number;
+}) {
+  const { list } = props;
+  const ref = useRef<HTMLDivElement>(null);
+  const [view, setView] = useState({ top: 0, height: 600 });
+  const total = list.state.total ?? 0;
+  const rh = props.rowHeight;
+
+  useLayoutEffect(() => {
+    const el = ref.current;
+    if (!el) return;
+    const measure = () => setView({ top: el.scrollTop, height: el.clientHeight });
+    measure();
+    const ro = new ResizeObserver(measure);
+    ro.observe(el);
+    return () => ro.disconnect();
+  }, []);
+
+  // a new folder or search starts at the top
+  useEffect(() => {
+    if (ref.current) ref.current.scrollTop = 0;
+  }, [list.state.key]);
+
+  const first = Math.max(0, Math.floor(view.top / rh) - 10);
+  const last = Math.min(total - 1, Math.ceil((view.top + view.height) / rh) + 10);
+  useEffect(() => {
+    if (total) list.ensure(first, last);
+  }, [first, last, total, list]);
+
+  // keep the selected row in view when the keyboard moves it
+  useEffect(() => {
+    const el = ref.current;
+    if (!el || props.selected === null) return;
+    const row = el.querySelector<HTMLElement>(`[data-uid="${props.selected}"]`);
+    if (row && el.contains(document.activeElement)) row.focus({ preventScroll: false });
+  }, [props.selected]);
+
+  const items = [];
+  for (let i = first; i <= last; i++) {
+    const r = list.rowAt(i);
+    const top = i * rh;
+    if (!r) {
+      items.push(
+        <div
+          key={`p${i}`}
+          class="row placeholder"
+          style={{ transform: `translateY(${top}px)`, height: `${rh}px` }}
+          aria-hidden="true"
+        />,
+      );
+      continue;
+    }
+    const who = props.sentFolder ? (r.to[0] ? `To: ${displayName(r.to[0])}` : '') : displayName(r.from);
+    const unread = r.thread ? r.thread.unread > 0 : !r.flags.seen;
+    const selected = r.uid === props.selected;
+    items.push(
+      <div
+        key={r.uid}
+        role="option"
+        id={`msg-${r.uid}`}
+        data-uid={r.uid}
+        aria-selected={selected}
+        aria-setsize={total}
+        aria-posinset={i + 1}
+        aria-label={`${unread ? 'Unread, ' : ''}${r.flags.flagged ? 'flagged, ' : ''}${who}, ${r.subject || '(no subject)'}, ${formatDate(r.date)}`}
+        tabIndex={selected || (props.selected === null && i === 0) ? 0 : -1}
+        class={`row${unread ? ' unread' : ''}${selected ? ' selected' : ''}`}
+        style={{ transform: `translateY(${top}px)`, height: `${rh}px` }}
+        draggable
+        onDragStart={(e) => {
+          e.dataTransfer?.setData(DRAG_TYPE, JSON.stringify({ folder: props.folder, uids: [r.uid] }));
+          if (e.dataTransfer) e.dataTransfer.effectAllowed = 'move';
+        }}
+        onClick={() => {
+          props.onSelect(r.uid, i);
+          props.onOpen(r.uid);
+        }}
+        onKeyDown={(e) => {
+          if (e.key === 'Enter' || e.key === ' ') {
+            e.preventDefault();
+            props.onOpen(r.uid);
+          }
+        }}
+      >
+        <span class="who">{who || '(unknown sender)'}</span>
+        <span class="date">{formatDate(r.date)}</span>
+        <span class="subject">
+          {r.thread && r.thread.count > 1 && (
+            <span class="thread-count" aria-label={`${r.thread.count} messages`}>
+              {r.thread.count}
+            </span>
+          )}
+          {r.subject || '(no subject)'}
+        </span>
+        <span class="marks" aria-hidden="true">
+          {r.attachment && <Icon name="clip" />}
+          {r.flags.answered && <Icon name="reply" />}
+          {r.flags.flagged && <Icon name="star" class="flag" filled />}
+          <span class="size">{formatSize(r.size)}</span>
+        </span>
+      </div>,
+    );
+  }
+
+  return (
+    <div
+      class="list-scroll"
+      ref={ref}
+      onScroll={(e) => setView({ top: e.currentTarget.scrollTop, height: e.currentTarget.clientHeight })}
+    >
+      {list.state.error && (
+        <p class="list-error" role="alert">
+          {list.state.error}
+        </p>
+      )}
+      {list.state.total === 0 && <p class="empty">No messages here.</p>}
+      <div
+        role="listbox"
+        aria-label="Messages"
+        aria-activedescendant={props.selected !== null ? `msg-${props.selected}` : undefined}
+        class="list-space"
+        style={{ height: `${total * rh}px` }}
+      >
+        {items}
+      </div>
+    </div>
+  );
+}
