@@ -59,9 +59,7 @@ export function connectImap(
     // the services sit on one network: deflate would only cost CPU on both ends
     disableCompression: true,
   });
-  client.on('error', (err: Error) =>
-    opts.logger.debug({ account, err: err.message }, 'IMAP connection error'),
-  );
+  client.on('error', (err: Error) => opts.logger.debug({ account, err }, 'IMAP connection error'));
   return client;
 }
 
@@ -155,7 +153,7 @@ export class ImapPool {
     } catch (err) {
       this.opts.metrics.imapConnects.inc({ result: 'failed' });
       this.opts.logger.warn(
-        { account, err: (err as Error).message, response: (err as { response?: string }).response },
+        { account, err, response: (err as { response?: string }).response },
         'IMAP login failed',
       );
       client.close();

@@ -108,7 +108,7 @@ export class MailNotifier {
         w.backoff = 1000;
       })
       .catch((err: Error) => {
-        this.logger.warn({ account, err: err.message }, 'IMAP IDLE session failed');
+        this.logger.warn({ account, err }, 'IMAP IDLE session failed');
         client.close();
       });
   }

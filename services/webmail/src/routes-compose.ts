@@ -235,7 +235,7 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
         }
       })
       .catch((err: Error) => {
-        logger.warn({ account, messageId, err: err.message }, 'sent, but not filed in Sent');
+        logger.warn({ account, messageId, err }, 'sent, but not filed in Sent');
         warnings.push('Sent, but the copy could not be saved in Sent');
       });
     return { messageId, sent: true, warnings };

@@ -212,16 +212,13 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
     let e: ApiError;
     if (err instanceof ApiError) e = err;
     else if (err instanceof UpstreamError) {
-      logger.warn(
-        { err: err.message, cause: String((err.cause as Error | undefined)?.message ?? '') },
-        'upstream failure',
-      );
+      logger.warn({ err }, 'upstream failure');
       e = errors.unavailable();
     } else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') e = errors.tooLarge(ctx.attachmentLimit);
     else if (err.statusCode && err.statusCode < 500)
       e = new ApiError(err.statusCode, 'bad_request', err.message);
     else {
-      logger.error({ err: err.message, stack: err.stack, url: req.url }, 'request failed');
+      logger.error({ err, url: req.url }, 'request failed');
       e = new ApiError(500, 'internal', 'Something went wrong on the server; try again');
     }
     if (typeof e.extra.retryAfter === 'number') void reply.header('retry-after', String(e.extra.retryAfter));
