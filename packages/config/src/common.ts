@@ -10,6 +10,13 @@ export const commonSchema = {
   redis_url: url(['redis', 'rediss'], 'redis://127.0.0.1:6379'),
   /** Prefix of every Redis key, so several installations (or tests) can share one Redis. */
   redis_prefix: z.string().default('mailyard:'),
+  /**
+   * A Redis command without an answer in this time fails (and with it the login, lookup
+   * or decision that needed it: a temporary failure). Without it, a Redis that accepts
+   * connections and never answers (hung, or a proxy in front of a dead one) would hold
+   * every session that asks it, for ever.
+   */
+  redis_command_timeout: duration('5s'),
   /** Port of the /metrics, /healthz and /readyz endpoints (0 picks a free port). */
   http_port: port(0),
   /** Address the service listens on. */

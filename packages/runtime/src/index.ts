@@ -62,6 +62,7 @@ export async function createRuntime(
     // commands issued in the same tick leave in one write (fewer syscalls per message)
     enableAutoPipelining: true,
     maxRetriesPerRequest: 2,
+    commandTimeout: config.redis_command_timeout,
     enableOfflineQueue: true,
     retryStrategy: (times) => Math.min(times * 200, 5000),
   });

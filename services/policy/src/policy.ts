@@ -209,6 +209,8 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
       await reload('start');
       // every change to the rules is announced on the channel; reload on each
       sub = redis.duplicate({ keyPrefix: '' });
+      // reconnects by itself; the main connection's handler already says Redis is unreachable
+      sub.on('error', () => undefined);
       sub.on('message', () => void reload('changed'));
       sub.on('ready', () => void reload('resubscribed'));
       await sub.subscribe(store.channel);
