@@ -3,10 +3,11 @@
 // Each file runs in its own process, isolated by RabbitMQ vhost and Redis key prefix.
 // Usage: pnpm test [path-filter...]   (an argument naming a file runs that file as is)
 //
-// No single hang may hold CI: every test has a deadline (TEST_TIMEOUT, node's
-// --test-timeout, default 5m; a test's own `timeout` wins), and every file one more
-// (TEST_FILE_TIMEOUT, default 10m), after which its process group, with whatever it
-// started, is killed and the file counts as failed. TEST_CONCURRENCY files run at once
+// No single hang may hold CI: every file has a deadline (TEST_FILE_TIMEOUT, default 10m),
+// after which its process group, with whatever it started, is killed and the file counts
+// as failed; each test sets its own `timeout` besides. TEST_TIMEOUT (node's
+// --test-timeout) sets a default for tests without one, off unless given: node applies
+// it to the file as a whole too, so a long file of short tests would be cut by it. TEST_CONCURRENCY files run at once
 // (default 3); the output of each is printed whole when it ends, then a summary naming
 // every file that failed. The exit status is 1 when any did.
 import { spawn } from 'node:child_process';
@@ -26,7 +27,7 @@ function duration(name, fallback) {
   return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 'm'];
 }
 const fileTimeout = duration('TEST_FILE_TIMEOUT', '10m');
-const testTimeout = duration('TEST_TIMEOUT', '5m');
+const testTimeout = process.env.TEST_TIMEOUT ? duration('TEST_TIMEOUT', '5m') : null;
 const concurrency = Math.max(1, Number(process.env.TEST_CONCURRENCY ?? 3) || 1);
 
 const files = [];
@@ -62,7 +63,14 @@ function runFile(file) {
   const started = Date.now();
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', '--test', `--test-timeout=${testTimeout}`, '--test-reporter=spec', file],
+    [
+      '--import',
+      'tsx',
+      '--test',
+      ...(testTimeout ? [`--test-timeout=${testTimeout}`] : []),
+      '--test-reporter=spec',
+      file,
+    ],
     // its own process group, so the watchdog can kill what the file started too
     { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'pipe'] },
   );

@@ -171,7 +171,7 @@ describe('the mailyard commands', () => {
   /** The prompting command: without a terminal its password comes on standard input. */
   const prompts = /user add (\S+)$/;
 
-  test('each block, in order, against a prefix and vhost of its own', { timeout: 300_000 }, async () => {
+  test('each block, in order, against a prefix and vhost of its own', { timeout: 480_000 }, async () => {
     assert.ok(cliBlocks.length >= 4, `${cliBlocks.length} blocks`);
     const env = { REDIS_URL, REDIS_PREFIX: redis.prefix, AMQP_URL: vhost.url };
     for (const block of cliBlocks) {
