@@ -335,11 +335,7 @@ async function runSelect(s: ImapSession, tag: string, a: SelectArgs, name: strin
     const { modseq, known } = a.qresync;
     const vanished = await f.vanishedSince(modseq);
     let gone = vanished ?? [];
-    if (known) {
-      const k = view.resolve(known, true).map((x) => x.m.uid);
-      void k;
-      gone = gone.filter((u) => !view.seqOf(u));
-    }
+    if (known) gone = gone.filter((u) => !view.seqOf(u));
     if (gone.length) lines.push(`* VANISHED (EARLIER) ${formatSequence(gone)}`);
     for (const m of snap.messages) {
       if (m.modseq > modseq) {
@@ -395,8 +391,6 @@ async function runFetch(s: ImapSession, tag: string, a: FetchArgs, name: string)
   if (a.changedSince !== null) msgs = msgs.filter(({ m }) => m.modseq > a.changedSince!);
   if (a.vanished) {
     const gone = (await view.folder.vanishedSince(a.changedSince!)) ?? [];
-    const inSet = gone.filter((u) => view.resolve({ ranges: [{ from: u, to: u }] }, true).length === 0);
-    void inSet;
     if (gone.length) s.send(`* VANISHED (EARLIER) ${formatSequence(gone)}\r\n`);
   }
   // RFC 9051 §6.4.5: BODY[] (not PEEK) sets \Seen
