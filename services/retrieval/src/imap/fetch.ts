@@ -10,6 +10,9 @@ import {
 import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
 import { INDEXED_FIELDS, type CachedMessage, type FullMessage, type MessageCache } from '../message-cache.js';
 
+/** Messages whose headers are read together (FETCH, SORT, THREAD). */
+export const FETCH_CHUNK = 500;
+
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
 /** date-time, RFC 9051 §9: "dd-Mon-yyyy hh:mm:ss +zzzz" (we answer in UTC). */

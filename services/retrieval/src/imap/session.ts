@@ -27,11 +27,12 @@ import type { MessageCache } from '../message-cache.js';
 import type { RetrievalMetrics } from '../metrics.js';
 import type { ChangeNotifier } from '../notifier.js';
 import { BadCommands, ErrorLog } from '../session-errors.js';
-import { COMMANDS } from './commands.js';
+import { capabilities } from './capabilities.js';
+import { COMMANDS } from './commands/index.js';
+import type { ImapContext, ImapState, OkOptions } from './context.js';
+import { EnabledExtensions } from './enabled.js';
 import { ImapReply, reply } from './replies.js';
 import type { SelectedMailbox } from './selected.js';
-
-export type ImapState = 'not-authenticated' | 'authenticated' | 'selected' | 'logout';
 
 /** What the session does with the next input line (STYLE: input mode as a union). */
 export type InputMode =
@@ -57,14 +58,15 @@ export interface ImapDeps {
   metrics: RetrievalMetrics;
 }
 
-export class ImapSession {
+/** One IMAP connection: input modes, states, login, IDLE. Commands see it as an ImapContext. */
+export class ImapSession implements ImapContext {
   readonly id = randomBytes(6).toString('base64url');
   state: ImapState = 'not-authenticated';
   mode: InputMode = { m: 'command' };
   user: string | null = null;
   mailbox: MailAccount | null = null;
   selected: SelectedMailbox | null = null;
-  readonly enabled = new Set<string>();
+  readonly enabled = new EnabledExtensions();
   readonly log: Logger;
   private framer: CommandFramer;
   private queue: FramerEvent[] = [];
@@ -112,58 +114,18 @@ export class ImapSession {
     );
   }
 
-  get utf8(): boolean {
-    return this.enabled.has('UTF8=ACCEPT');
-  }
-
-  get condstore(): boolean {
-    return this.enabled.has('CONDSTORE') || this.enabled.has('QRESYNC');
-  }
-
-  get qresync(): boolean {
-    return this.enabled.has('QRESYNC');
-  }
-
-  get rev2(): boolean {
-    return this.enabled.has('IMAP4REV2');
-  }
-
   plaintextAllowed(): boolean {
     return this.conn.secure || ipInNetworks(this.conn.ip, this.deps.config.plaintext_auth_networks);
   }
 
   capabilities(): string {
-    const caps = ['IMAP4rev1', 'IMAP4rev2', 'SASL-IR', 'LITERAL+', 'ID', 'ENABLE', 'IDLE'];
-    if (this.state === 'not-authenticated') {
-      if (!this.conn.secure) caps.push('STARTTLS');
-      if (this.plaintextAllowed()) caps.push('AUTH=PLAIN');
-      else caps.push('LOGINDISABLED');
-      return caps.join(' ');
-    }
-    caps.push(
-      'NAMESPACE',
-      'UIDPLUS',
-      'MOVE',
-      'UNSELECT',
-      'CHILDREN',
-      'SPECIAL-USE',
-      'LIST-EXTENDED',
-      'LIST-STATUS',
-      'CONDSTORE',
-      'QRESYNC',
-      'QUOTA',
-      'QUOTA=RES-STORAGE',
-      'UTF8=ACCEPT',
-      'ESEARCH',
-      'SORT',
-      'THREAD=REFERENCES',
-      'THREAD=ORDEREDSUBJECT',
-      'STATUS=SIZE',
-      'BINARY',
-      `APPENDLIMIT=${this.deps.config.message_size_limit}`,
-    );
-    if (this.deps.config.imap_compress && !this.conn.compressed) caps.push('COMPRESS=DEFLATE');
-    return caps.join(' ');
+    return capabilities({
+      loggedIn: this.state !== 'not-authenticated',
+      secure: this.conn.secure,
+      plaintextAllowed: this.plaintextAllowed(),
+      compressed: this.conn.compressed,
+      config: this.deps.config,
+    });
   }
 
   send(data: string | Buffer): void {
@@ -181,6 +143,27 @@ export class ImapSession {
       }
     }
     if (text) this.conn.write(text);
+  }
+
+  async sendBatch(bufs: Buffer[]): Promise<void> {
+    this.conn.writeMany(bufs);
+    await this.conn.drain();
+  }
+
+  select(view: SelectedMailbox): void {
+    this.selected = view;
+    this.state = 'selected';
+  }
+
+  unselect(): void {
+    if (this.state !== 'selected') return;
+    this.selected = null;
+    this.state = 'authenticated';
+  }
+
+  logout(farewell: string): void {
+    this.state = 'logout';
+    this.close(farewell);
   }
 
   /** Restarts the idle timer: login_idle_timeout before login, the RFC 9051 §5.4 autologout after. */
@@ -299,14 +282,14 @@ export class ImapSession {
     try {
       const parsed = parseCommand(cmd);
       name = parsed.name;
-      const def = COMMANDS[name];
+      const def = COMMANDS.get(name);
       if (!def) throw reply.bad(`Unknown command ${name.slice(0, 30)}`);
       if (!def.states.includes(this.state)) {
         if (this.state === 'not-authenticated') throw reply.bad('Log in first');
         if (def.states.includes('selected')) throw reply.notSelected();
         throw reply.bad(`${name} not allowed now`);
       }
-      const args = def.parse(new ArgReader(parsed.args, this.utf8), this);
+      const args = def.parse(new ArgReader(parsed.args, this.enabled.utf8), this);
       await def.run(this, tag, args, name);
       this.badCommands.ok(this.state !== 'not-authenticated');
       this.deps.metrics.commands.inc({ protocol: 'imap', command: name, result: 'ok' });
@@ -314,12 +297,12 @@ export class ImapSession {
       const status = await this.refuse(tag, name, err);
       this.deps.metrics.commands.inc({
         protocol: 'imap',
-        command: COMMANDS[name] ? name : 'UNKNOWN',
+        command: COMMANDS.has(name) ? name : 'UNKNOWN',
         result: status.toLowerCase(),
       });
     } finally {
       this.deps.metrics.commandLatency.observe(
-        { protocol: 'imap', command: COMMANDS[name] ? name : 'UNKNOWN' },
+        { protocol: 'imap', command: COMMANDS.has(name) ? name : 'UNKNOWN' },
         Number(process.hrtime.bigint() - started) / 1e9,
       );
     }
@@ -362,14 +345,14 @@ export class ImapSession {
     if (!this.selected) return;
     const lines = await this.selected.update({
       allowExpunge,
-      condstore: this.condstore,
-      qresync: this.qresync,
+      condstore: this.enabled.condstore,
+      qresync: this.enabled.qresync,
     });
     if (lines.length) this.send(lines.join('\r\n') + '\r\n');
   }
 
   /** Tagged OK, after the untagged updates the client should see first. */
-  async ok(tag: string, text: string, opts: { allowExpunge?: boolean; code?: string } = {}): Promise<void> {
+  async ok(tag: string, text: string, opts: OkOptions = {}): Promise<void> {
     if (this.selected) await this.flushUpdates(opts.allowExpunge ?? true);
     this.send(`${tag} OK ${opts.code ? `[${opts.code}] ` : ''}${text}\r\n`);
   }

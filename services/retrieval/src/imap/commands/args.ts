@@ -1,0 +1,31 @@
+// Argument shapes more than one command reads.
+import { ParseError, type ArgReader } from '@mailyard/imap-core';
+
+export const SYSTEM_FLAGS = ['\\Answered', '\\Flagged', '\\Deleted', '\\Seen', '\\Draft'];
+
+/** No arguments. */
+export const none = (r: ArgReader): void => r.end();
+
+/** One mailbox name and nothing else (DELETE, SUBSCRIBE, GETQUOTAROOT...). */
+export function oneMailbox(r: ArgReader): string {
+  const name = r.mailbox();
+  r.end();
+  return name;
+}
+
+/** A flag list, or one flag (STORE, APPEND): system flags spelled as RFC 9051 §2.3.2 does. */
+export function flagList(r: ArgReader): string[] {
+  const t = r.next('flag list');
+  const items = t.t === 'list' ? t.v : [t];
+  return items.map((x) => {
+    if (x.t !== 'atom') throw new ParseError('bad flag');
+    const f = x.v;
+    if (f.startsWith('\\')) {
+      const sys = SYSTEM_FLAGS.find((s) => s.toLowerCase() === f.toLowerCase());
+      if (!sys) throw new ParseError(`cannot set flag ${f}`);
+      return sys;
+    }
+    if (!/^[^\s(){%*"\\\]]+$/.test(f)) throw new ParseError('bad keyword');
+    return f;
+  });
+}

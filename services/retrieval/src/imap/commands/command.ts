@@ -1,0 +1,47 @@
+// What a command is: the states it is allowed in, how its arguments are read (before it
+// runs), and what it does. The session checks the state, parses, then runs; handlers
+// throw ImapReply for NO/BAD, rendered in one place by the session.
+import type { ArgReader } from '@mailyard/imap-core';
+import type { AuthedContext, ImapContext, ImapState, SelectedContext } from '../context.js';
+
+export const ANY = ['not-authenticated', 'authenticated', 'selected'] as const;
+export const NOAUTH = ['not-authenticated'] as const;
+export const AUTHED = ['authenticated', 'selected'] as const;
+export const SELECTED = ['selected'] as const;
+
+/** The context a command allowed in the states S is given: the narrowest all of them hold. */
+export type ContextIn<S extends ImapState> = 'not-authenticated' extends S
+  ? ImapContext
+  : 'authenticated' extends S
+    ? AuthedContext
+    : SelectedContext;
+
+export interface CommandDef<A, S extends ImapState> {
+  states: readonly S[];
+  parse(r: ArgReader, s: ImapContext): A;
+  /** `name` is the command as the client named it (FETCH or UID FETCH, COPY or MOVE...). */
+  run(s: ContextIn<S>, tag: string, args: A, name: string): Promise<void>;
+}
+
+/** A command as the table holds it, its argument type forgotten. */
+export interface Command {
+  states: readonly ImapState[];
+  parse(r: ArgReader, s: ImapContext): unknown;
+  run(s: ImapContext, tag: string, args: unknown, name: string): Promise<void>;
+}
+
+export type CommandGroup = Readonly<Record<string, Command>>;
+
+/** A command under its own name and as `UID <name>` (RFC 9051 §6.4.9); run tells them apart by name. */
+export function withUid(name: string, cmd: Command): CommandGroup {
+  return { [name]: cmd, [`UID ${name}`]: cmd };
+}
+
+/**
+ * Types a command by its states, and files it in a table. The session runs a command
+ * only in one of its states, where the context holds what ContextIn<S> says (a user once
+ * logged in, a view once selected), and hands run what parse returned.
+ */
+export function command<A, S extends ImapState>(d: CommandDef<A, S>): Command {
+  return d;
+}

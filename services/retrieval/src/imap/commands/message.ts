@@ -1,0 +1,424 @@
+// Commands on messages (RFC 9051 §6.3.12, §6.4): APPEND, FETCH, STORE, COPY, MOVE,
+// EXPUNGE, and leaving the selected state (CLOSE, UNSELECT).
+import {
+  formatSequence,
+  ParseError,
+  parseFetchItems,
+  tokenText,
+  type ArgReader,
+  type FetchItem,
+  type SequenceSet,
+} from '@mailyard/imap-core';
+import { SPECIAL_USE, type FlagChange, type MailFolder, type MessageInfo } from '@mailyard/mailstore';
+import { EventKeys, type LearnEvent } from '@mailyard/contracts';
+import type { AuthedContext, SelectedContext } from '../context.js';
+import {
+  FETCH_CHUNK,
+  gatherFetch,
+  parseImapDate,
+  planFetch,
+  renderFetch,
+  SectionError,
+  type Piece,
+} from '../fetch.js';
+import { ImapReply, reply } from '../replies.js';
+import { ResponseBatch } from '../response-batch.js';
+import { flagList, none } from './args.js';
+import { AUTHED, SELECTED, command, withUid, type CommandGroup } from './command.js';
+import { requireFolder } from './folders.js';
+
+/**
+ * FETCH output is written once this much is gathered: large enough that a listing
+ * costs few syscalls, small enough that the client parses the first messages while
+ * the next ones are rendered.
+ */
+const FETCH_FLUSH = 64 * 1024;
+
+// --- FETCH / STORE ------------------------------------------------------------------
+
+interface FetchArgs {
+  set: SequenceSet;
+  items: FetchItem[];
+  changedSince: number | null;
+  vanished: boolean;
+}
+
+function parseFetch(r: ArgReader): FetchArgs {
+  const set = r.seqSet();
+  const items = parseFetchItems(r.next('FETCH items'));
+  let changedSince: number | null = null;
+  let vanished = false;
+  const mods = r.optionalList();
+  for (let i = 0; mods && i < mods.length; i++) {
+    const m = tokenText(mods[i]!).toUpperCase();
+    if (m === 'CHANGEDSINCE') {
+      const n = mods[++i];
+      if (n?.t !== 'atom' || !/^\d+$/.test(n.v)) throw new ParseError('CHANGEDSINCE needs a number');
+      changedSince = Number(n.v);
+    } else if (m === 'VANISHED') vanished = true;
+    else throw new ParseError(`unknown FETCH modifier ${m}`);
+  }
+  r.end();
+  return { set, items, changedSince, vanished };
+}
+
+async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: string): Promise<void> {
+  const byUid = name.startsWith('UID');
+  const view = s.selected;
+  if (a.vanished && (!byUid || !s.enabled.qresync || a.changedSince === null))
+    throw reply.bad('VANISHED needs UID FETCH, QRESYNC and CHANGEDSINCE');
+  if (a.changedSince !== null) s.enabled.add('CONDSTORE');
+  const items = [...a.items];
+  if (a.changedSince !== null && !items.some((i) => i.k === 'MODSEQ')) items.push({ k: 'MODSEQ' });
+  let msgs = view.resolve(a.set, byUid);
+  if (a.changedSince !== null) msgs = msgs.filter(({ m }) => m.modseq > a.changedSince!);
+  if (a.vanished) {
+    const gone = (await view.folder.vanishedSince(a.changedSince!)) ?? [];
+    if (gone.length) s.send(`* VANISHED (EARLIER) ${formatSequence(gone)}\r\n`);
+  }
+  // RFC 9051 §6.4.5: BODY[] (not PEEK) sets \Seen
+  const setsSeen = items.some(
+    (i) =>
+      (i.k === 'SECTION' && !i.peek && i.kind !== 'BINARY.SIZE') || i.k === 'RFC822' || i.k === 'RFC822.TEXT',
+  );
+  if (setsSeen && !view.readOnly) {
+    const unseen = msgs.filter(({ m }) => !m.flags.includes('\\Seen'));
+    if (unseen.length) {
+      const res = await view.folder.store(
+        unseen.map(({ m }) => ({ uid: m.uid, op: 'add', flags: ['\\Seen'] })),
+      );
+      const byUidMap = new Map(res.snapshot.messages.map((m) => [m.uid, m]));
+      msgs = msgs.map(({ seq, m }) => ({ seq, m: byUidMap.get(m.uid) ?? m }));
+      if (!items.some((i) => i.k === 'FLAGS')) items.push({ k: 'FLAGS' });
+      for (const { m } of msgs) view.told_(m);
+      s.changed(view.name);
+    }
+  }
+  const ctx = {
+    folder: view.folder,
+    cache: s.deps.cache,
+    utf8: s.enabled.utf8,
+    condstore: s.enabled.condstore,
+    byUid,
+  };
+  const plan = planFetch(items);
+  await ctx.cache.ready(view.folder);
+  // responses are gathered and written in batches of FETCH_FLUSH bytes with one writev:
+  // one socket write per message costs more than rendering it
+  const batch = new ResponseBatch();
+  const push = (p: Piece) => batch.push(p);
+  const flush = async () => {
+    const bufs = batch.take();
+    if (bufs.length) await s.sendBatch(bufs);
+  };
+  // headers for ENVELOPE (and INTERNALDATE, HEADER.FIELDS the index keeps) are read, or
+  // found in the index, a few hundred messages at a time: the files are read together,
+  // and the first responses leave early
+  const wantsHeaders = plan.envelope || plan.date || plan.headerFields;
+  for (let k = 0; k < msgs.length; k += FETCH_CHUNK) {
+    const part = msgs.slice(k, k + FETCH_CHUNK);
+    if (wantsHeaders)
+      await ctx.cache.headers(
+        view.folder,
+        part.map((x) => x.m),
+      );
+    for (const { seq, m } of part) {
+      let body;
+      try {
+        const got = gatherFetch(ctx, plan, m);
+        body = renderFetch(ctx, plan, m, items, got instanceof Promise ? await got : got);
+      } catch (err) {
+        if (err instanceof SectionError) {
+          await flush();
+          throw new ImapReply('NO', err.message === 'UNKNOWN-CTE' ? 'UNKNOWN-CTE' : null, err.message);
+        }
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as Error).name === 'MessageGoneError')
+          continue;
+        await flush();
+        throw err;
+      }
+      // text pieces joined first: one copy into the batch per message, not per item
+      let line = `* ${seq} FETCH `;
+      for (const c of body) {
+        if (typeof c === 'string') line += c;
+        else {
+          push(line);
+          line = '';
+          push(c);
+        }
+      }
+      push(line + '\r\n');
+      if (batch.length >= FETCH_FLUSH) await flush();
+    }
+  }
+  await flush();
+  await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
+}
+
+interface StoreArgs {
+  set: SequenceSet;
+  unchangedSince: number | null;
+  op: 'add' | 'remove' | 'set';
+  silent: boolean;
+  flags: string[];
+}
+
+function parseStore(r: ArgReader): StoreArgs {
+  const set = r.seqSet();
+  let unchangedSince: number | null = null;
+  const mods = r.optionalList();
+  if (mods) {
+    if (mods.length !== 2 || tokenText(mods[0]!).toUpperCase() !== 'UNCHANGEDSINCE')
+      throw new ParseError('bad STORE modifier');
+    const n = tokenText(mods[1]!);
+    if (!/^\d+$/.test(n)) throw new ParseError('bad UNCHANGEDSINCE');
+    unchangedSince = Number(n);
+  }
+  const item = r.atom('STORE item').toUpperCase();
+  const m = /^([+-]?)FLAGS(\.SILENT)?$/.exec(item);
+  if (!m) throw new ParseError('bad STORE item');
+  const flags = flagList(r);
+  r.end();
+  return {
+    set,
+    unchangedSince,
+    op: m[1] === '+' ? 'add' : m[1] === '-' ? 'remove' : 'set',
+    silent: !!m[2],
+    flags,
+  };
+}
+
+async function runStore(s: SelectedContext, tag: string, a: StoreArgs, name: string): Promise<void> {
+  const view = s.selected;
+  const byUid = name.startsWith('UID');
+  if (view.readOnly) throw reply.readOnly();
+  if (a.unchangedSince !== null) s.enabled.add('CONDSTORE');
+  const msgs = view.resolve(a.set, byUid);
+  const changes: FlagChange[] = msgs.map(({ m }) => ({ uid: m.uid, op: a.op, flags: a.flags }));
+  const res = await view.folder.store(changes, a.unchangedSince ?? undefined);
+  const now = new Map(res.snapshot.messages.map((m) => [m.uid, m]));
+  const changed = new Set(res.changed.map((m) => m.uid));
+  const lines: string[] = [];
+  for (const { seq, m: old } of msgs) {
+    const m = now.get(old.uid);
+    if (!m) continue;
+    const wasChanged = changed.has(m.uid);
+    // RFC 7162 §3.2: with UNCHANGEDSINCE, the MODSEQ of changed messages is reported even when SILENT
+    if (!a.silent || (wasChanged && a.unchangedSince !== null)) {
+      const parts = [];
+      if (byUid) parts.push(`UID ${m.uid}`);
+      if (!a.silent) parts.push(`FLAGS (${m.flags.join(' ')})`);
+      if (s.enabled.condstore) parts.push(`MODSEQ (${m.modseq})`);
+      lines.push(`* ${seq} FETCH (${parts.join(' ')})`);
+    }
+    view.told_(m);
+  }
+  if (lines.length) s.send(lines.join('\r\n') + '\r\n');
+  if (changed.size) s.changed(view.name);
+  const code = res.failed.length
+    ? `MODIFIED ${formatSequence(byUid ? res.failed : res.failed.map((u) => view.seqOf(u)))}`
+    : undefined;
+  await s.ok(tag, `${name} completed`, { allowExpunge: byUid, code });
+}
+
+// --- COPY / MOVE / EXPUNGE ----------------------------------------------------------
+
+async function expungeDeleted(s: SelectedContext, uids: Set<number> | null): Promise<number[]> {
+  const view = s.selected;
+  const snap = await view.folder.snapshot();
+  const del = snap.messages
+    .filter((m) => m.flags.includes('\\Deleted') && (!uids || uids.has(m.uid)))
+    .map((m) => m.uid);
+  if (!del.length) return [];
+  const removed = await view.folder.expunge(del);
+  if (removed.length) s.changed(view.name);
+  return removed;
+}
+
+/** Moving into Junk trains the spam filter; out of Junk (except to Trash), as ham. One LearnEvent per message. */
+async function learnEvents(
+  s: AuthedContext,
+  from: string,
+  to: string,
+  msgs: MessageInfo[],
+  src: MailFolder,
+): Promise<void> {
+  const isJunk = (n: string) => SPECIAL_USE[n] === '\\Junk';
+  const kind =
+    isJunk(to) && !isJunk(from)
+      ? 'spam'
+      : isJunk(from) && !isJunk(to) && SPECIAL_USE[to] !== '\\Trash'
+        ? 'ham'
+        : null;
+  if (!kind) return;
+  const key = kind === 'spam' ? EventKeys.learnSpam : EventKeys.learnHam;
+  for (const m of msgs) {
+    try {
+      const data = await src.read(m);
+      const ev: LearnEvent = {
+        v: 1,
+        account: s.user,
+        // delivery's file names carry the queue id: <sec>.Q<queueid>R<hash>.<host>
+        queueId: /\.Q([^R.]+)R/.exec(m.base)?.[1] ?? null,
+        message: data.toString('base64'),
+      };
+      await s.deps.bus.publishEvent(key, ev);
+    } catch (err) {
+      s.log.warn({ err, kind }, 'learn event not published');
+    }
+  }
+  s.log.info({ account: s.user, kind, count: msgs.length }, 'learn events published');
+}
+
+interface CopyArgs {
+  set: SequenceSet;
+  dest: string;
+}
+
+async function runCopy(s: SelectedContext, tag: string, a: CopyArgs, name: string): Promise<void> {
+  const view = s.selected;
+  const byUid = name.startsWith('UID');
+  const move = name.endsWith('MOVE');
+  if (move && view.readOnly) throw reply.readOnly();
+  const dest = await requireFolder(s, a.dest, true);
+  const msgs = view.resolve(a.set, byUid);
+  if (!msgs.length) {
+    return s.ok(tag, `${name} completed, nothing to do`, { allowExpunge: byUid });
+  }
+  await quotaCheck(
+    s,
+    msgs.reduce((x, { m }) => x + Math.max(m.size, 0), 0),
+  );
+  const res = await dest.copyFrom(
+    view.folder,
+    msgs.map(({ m }) => m),
+  );
+  const code = `COPYUID ${res.validity} ${res.pairs.map(([x]) => x).join(',')} ${res.pairs.map(([, y]) => y).join(',')}`;
+  s.changed(a.dest);
+  await learnEvents(
+    s,
+    view.name,
+    a.dest,
+    msgs.map(({ m }) => m),
+    view.folder,
+  );
+  if (!move) return s.ok(tag, `${name} completed`, { allowExpunge: byUid, code });
+  // RFC 6851 §4.3: COPYUID in an untagged OK before the expunges
+  s.send(`* OK [${code}] Moved\r\n`);
+  await view.folder.expunge(msgs.map(({ m }) => m.uid));
+  s.changed(view.name);
+  await s.ok(tag, `${name} completed`, { allowExpunge: true });
+}
+
+async function quotaCheck(s: AuthedContext, adding: number): Promise<void> {
+  const limit = await s.deps.quotas.limit(s.user);
+  if (!limit) return;
+  const { bytes } = await s.mailbox.usage(limit);
+  if (bytes + adding > limit) throw reply.overQuota();
+}
+
+// --- APPEND -------------------------------------------------------------------------
+
+interface AppendArgs {
+  name: string;
+  flags: string[];
+  date: Date;
+  data: Buffer;
+}
+
+function parseAppend(r: ArgReader): AppendArgs {
+  const name = r.mailbox();
+  let flags: string[] = [];
+  if (r.peek()?.t === 'list') flags = flagList(r);
+  let date = new Date();
+  const t = r.peek();
+  if (t?.t === 'string' && !t.literal) {
+    r.next();
+    const d = parseImapDate(t.v.toString());
+    if (!d) throw new ParseError('bad date-time');
+    date = d;
+  }
+  const lit = r.next('message literal');
+  if (lit.t !== 'string' || !lit.literal) throw new ParseError('APPEND needs a literal');
+  r.end();
+  return { name, flags, date, data: lit.v };
+}
+
+// --- the group ----------------------------------------------------------------------
+
+/** COPY and MOVE (RFC 6851), by sequence number or UID. */
+const copy = command({
+  states: SELECTED,
+  parse: (r): CopyArgs => {
+    const set = r.seqSet();
+    const dest = r.mailbox();
+    r.end();
+    return { set, dest };
+  },
+  run: runCopy,
+});
+
+export const messageCommands: CommandGroup = {
+  APPEND: command({
+    states: AUTHED,
+    parse: parseAppend,
+    async run(s, tag, a) {
+      if (a.data.length > s.deps.config.message_size_limit) throw reply.tooBig();
+      const f = await requireFolder(s, a.name, true);
+      await quotaCheck(s, a.data.length);
+      const r = await f.append(a.data, a.flags, a.date);
+      s.changed(a.name);
+      await s.ok(tag, 'APPEND completed', { code: `APPENDUID ${r.validity} ${r.uid}` });
+    },
+  }),
+  CHECK: command({
+    states: SELECTED,
+    parse: none,
+    run: (s, tag) => s.ok(tag, 'CHECK completed'),
+  }),
+  CLOSE: command({
+    states: SELECTED,
+    parse: none,
+    async run(s, tag) {
+      // RFC 9051 §6.4.1: silently expunge \Deleted, no EXPUNGE responses
+      if (!s.selected.readOnly) await expungeDeleted(s, null);
+      s.unselect();
+      await s.ok(tag, 'CLOSE completed');
+    },
+  }),
+  UNSELECT: command({
+    states: SELECTED,
+    parse: none,
+    async run(s, tag) {
+      s.unselect();
+      await s.ok(tag, 'UNSELECT completed');
+    },
+  }),
+  EXPUNGE: command({
+    states: SELECTED,
+    parse: none,
+    async run(s, tag) {
+      if (s.selected.readOnly) throw reply.readOnly();
+      await expungeDeleted(s, null);
+      await s.ok(tag, 'EXPUNGE completed');
+    },
+  }),
+  'UID EXPUNGE': command({
+    states: SELECTED,
+    parse: (r) => {
+      const set = r.seqSet();
+      r.end();
+      return set;
+    },
+    async run(s, tag, set) {
+      if (s.selected.readOnly) throw reply.readOnly();
+      const uids = new Set(s.selected.resolve(set, true).map(({ m }) => m.uid));
+      await expungeDeleted(s, uids);
+      await s.ok(tag, 'UID EXPUNGE completed');
+    },
+  }),
+  ...withUid('FETCH', command({ states: SELECTED, parse: parseFetch, run: runFetch })),
+  ...withUid('STORE', command({ states: SELECTED, parse: parseStore, run: runStore })),
+  ...withUid('COPY', copy),
+  ...withUid('MOVE', copy),
+};

@@ -1,0 +1,235 @@
+// SEARCH (RFC 9051 §6.4.4, ESEARCH RETURN options, CONDSTORE MODSEQ), SORT and THREAD
+// (RFC 5256).
+import {
+  BadCharsetError,
+  baseSubject,
+  formatSequence,
+  header,
+  ParseError,
+  parseAddressList,
+  parseSearch,
+  parseSearchKeys,
+  renderThreads,
+  SUPPORTED_CHARSETS,
+  thread,
+  THREAD_ALGORITHMS,
+  tokenText,
+  usesModseq,
+  type ArgReader,
+  type HeaderField,
+  type SearchKey,
+  type ThreadAlgorithm,
+  type ThreadMessage,
+} from '@mailyard/imap-core';
+import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
+import type { SelectedContext } from '../context.js';
+import { FETCH_CHUNK } from '../fetch.js';
+import { reply } from '../replies.js';
+import { SearchEvaluator } from '../search.js';
+import type { SelectedMailbox } from '../selected.js';
+import { SELECTED, command, withUid, type CommandGroup } from './command.js';
+
+interface SearchArgs {
+  ret: string[] | null;
+  key: SearchKey | null;
+  badCharset: boolean;
+}
+
+function parseSearchArgs(r: ArgReader): SearchArgs {
+  let ret: string[] | null = null;
+  const first = r.peek();
+  if (first?.t === 'atom' && first.v.toUpperCase() === 'RETURN') {
+    r.next();
+    ret = r.list('return options').map((t) => tokenText(t).toUpperCase());
+    if (ret.some((o) => !['MIN', 'MAX', 'ALL', 'COUNT', 'SAVE'].includes(o)))
+      throw new ParseError('bad RETURN option');
+    if (!ret.length) ret = ['ALL'];
+  }
+  try {
+    return { ret, key: parseSearch(r), badCharset: false };
+  } catch (err) {
+    if (err instanceof BadCharsetError) return { ret, key: null, badCharset: true };
+    throw err;
+  }
+}
+
+async function runSearch(s: SelectedContext, tag: string, a: SearchArgs, name: string): Promise<void> {
+  if (a.badCharset || !a.key) throw reply.badCharset(SUPPORTED_CHARSETS);
+  const view = s.selected;
+  const byUid = name.startsWith('UID');
+  const key = a.key;
+  const modseq = usesModseq(key);
+  if (modseq) s.enabled.add('CONDSTORE');
+  const ev = new SearchEvaluator(view, view.folder, s.deps.cache);
+  const hits: { seq: number; uid: number; modseq: number }[] = [];
+  for (let i = 0; i < view.uids.length; i++) {
+    const m = view.info(view.uids[i]!);
+    if (!m) continue;
+    if (await ev.matches(key, i + 1, m)) hits.push({ seq: i + 1, uid: m.uid, modseq: m.modseq });
+  }
+  const nums = hits.map((h) => (byUid ? h.uid : h.seq));
+  const maxMod = hits.reduce((x, h) => Math.max(x, h.modseq), 0);
+  if (a.ret || s.enabled.rev2) {
+    const ret = a.ret ?? ['ALL'];
+    const parts = [`* ESEARCH (TAG "${tag}")${byUid ? ' UID' : ''}`];
+    if (ret.includes('MIN') && nums.length) parts.push(`MIN ${Math.min(...nums)}`);
+    if (ret.includes('MAX') && nums.length) parts.push(`MAX ${Math.max(...nums)}`);
+    if (ret.includes('COUNT')) parts.push(`COUNT ${nums.length}`);
+    if (ret.includes('ALL') && nums.length) parts.push(`ALL ${formatSequence(nums)}`);
+    if (modseq && nums.length) parts.push(`MODSEQ ${maxMod}`);
+    s.send(parts.join(' ') + '\r\n');
+  } else {
+    s.send(
+      `* SEARCH${nums.length ? ' ' + nums.join(' ') : ''}${modseq && nums.length ? ` (MODSEQ ${maxMod})` : ''}\r\n`,
+    );
+  }
+  await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
+}
+
+// --- SORT and THREAD (RFC 5256) --------------------------------------------------------
+
+/** Headers of the whole folder in one pass (from the index, else the files read together). */
+async function prefetchHeaders(s: SelectedContext, view: SelectedMailbox): Promise<void> {
+  const all: MessageInfo[] = [];
+  for (const uid of view.uids) {
+    const m = view.info(uid);
+    if (m) all.push(m);
+  }
+  for (let k = 0; k < all.length; k += FETCH_CHUNK) {
+    await s.deps.cache.headers(view.folder, all.slice(k, k + FETCH_CHUNK));
+  }
+}
+
+/** RFC 5256 §2.2: the Date header, or INTERNALDATE when it is missing or unparsable. */
+async function sentDate(
+  s: SelectedContext,
+  folder: MailFolder,
+  m: MessageInfo,
+  h: HeaderField[],
+): Promise<number> {
+  const d = Date.parse((header(h, 'date') ?? '').replace(/\s*\([^)]*\)\s*$/, ''));
+  return Number.isNaN(d) ? s.deps.cache.internalDate(folder, m) : d;
+}
+
+/** `<charset> <search-key>...` of SORT and THREAD (RFC 5256: the charset is required). */
+function parseCharsetSearch(r: ArgReader): SearchArgs {
+  const charset = r.astring('charset').toUpperCase();
+  if (!SUPPORTED_CHARSETS.includes(charset)) return { ret: null, key: null, badCharset: true };
+  return { ret: null, key: parseSearchKeys(r), badCharset: false };
+}
+
+/** The selected messages matching SORT's or THREAD's search keys, with their header fields. */
+async function* matchingWithHeaders(
+  s: SelectedContext,
+  search: SearchArgs,
+): AsyncGenerator<{ seq: number; m: MessageInfo; h: HeaderField[] }> {
+  if (search.badCharset || !search.key) throw reply.badCharset(SUPPORTED_CHARSETS);
+  const view = s.selected;
+  const ev = new SearchEvaluator(view, view.folder, s.deps.cache);
+  await prefetchHeaders(s, view);
+  for (let i = 0; i < view.uids.length; i++) {
+    const m = view.info(view.uids[i]!);
+    if (!m || !(await ev.matches(search.key, i + 1, m))) continue;
+    yield { seq: i + 1, m, h: (await s.deps.cache.header(view.folder, m)).fields };
+  }
+}
+
+const SORT_KEYS = ['ARRIVAL', 'CC', 'DATE', 'FROM', 'SIZE', 'SUBJECT', 'TO'];
+
+interface SortArgs {
+  criteria: { key: string; reverse: boolean }[];
+  search: SearchArgs;
+}
+
+function parseSort(r: ArgReader): SortArgs {
+  const list = r.list('sort criteria').map((t) => tokenText(t).toUpperCase());
+  const criteria: SortArgs['criteria'] = [];
+  for (let i = 0; i < list.length; i++) {
+    const reverse = list[i] === 'REVERSE';
+    const key = reverse ? list[++i] : list[i];
+    if (!key || !SORT_KEYS.includes(key)) throw new ParseError('bad sort criterion');
+    criteria.push({ key, reverse });
+  }
+  if (!criteria.length) throw new ParseError('empty sort criteria');
+  return { criteria, search: parseCharsetSearch(r) };
+}
+
+async function runSort(s: SelectedContext, tag: string, a: SortArgs, name: string): Promise<void> {
+  const view = s.selected;
+  const byUid = name.startsWith('UID');
+  const rows: { seq: number; uid: number; keys: (string | number)[] }[] = [];
+  for await (const { seq, m, h } of matchingWithHeaders(s, a.search)) {
+    const keys: (string | number)[] = [];
+    for (const c of a.criteria) {
+      switch (c.key) {
+        case 'ARRIVAL':
+          keys.push(await s.deps.cache.internalDate(view.folder, m));
+          break;
+        case 'DATE':
+          keys.push(await sentDate(s, view.folder, m, h));
+          break;
+        case 'SIZE':
+          keys.push(await view.folder.sizeOf(m));
+          break;
+        case 'SUBJECT':
+          keys.push(baseSubject(header(h, 'subject') ?? ''));
+          break;
+        default: {
+          const first = parseAddressList(header(h, c.key.toLowerCase()) ?? '').find((x) => !x.group);
+          keys.push((first?.mailbox ?? '').toLowerCase());
+        }
+      }
+    }
+    rows.push({ seq, uid: m.uid, keys });
+  }
+  rows.sort((x, y) => {
+    for (let k = 0; k < a.criteria.length; k++) {
+      const p = x.keys[k]!;
+      const q = y.keys[k]!;
+      const cmp = p < q ? -1 : p > q ? 1 : 0;
+      if (cmp) return a.criteria[k]!.reverse ? -cmp : cmp;
+    }
+    return x.seq - y.seq;
+  });
+  s.send(`* SORT${rows.map((r) => ' ' + (byUid ? r.uid : r.seq)).join('')}\r\n`);
+  await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
+}
+
+interface ThreadArgs {
+  algorithm: ThreadAlgorithm;
+  search: SearchArgs;
+}
+
+function parseThread(r: ArgReader): ThreadArgs {
+  const name = r.atom('threading algorithm').toUpperCase();
+  const algorithm = THREAD_ALGORITHMS.find((a) => a === name);
+  if (!algorithm) throw new ParseError(`unknown threading algorithm ${name.slice(0, 30)}`);
+  return { algorithm, search: parseCharsetSearch(r) };
+}
+
+async function runThread(s: SelectedContext, tag: string, a: ThreadArgs, name: string): Promise<void> {
+  const view = s.selected;
+  const byUid = name.startsWith('UID');
+  const msgs: ThreadMessage[] = [];
+  for await (const { seq, m, h } of matchingWithHeaders(s, a.search)) {
+    msgs.push({
+      n: byUid ? m.uid : seq,
+      messageId: header(h, 'message-id'),
+      references: header(h, 'references'),
+      inReplyTo: header(h, 'in-reply-to'),
+      subject: header(h, 'subject'),
+      date: await sentDate(s, view.folder, m, h),
+    });
+  }
+  const threads = renderThreads(thread(a.algorithm, msgs));
+  s.send(`* THREAD${threads ? ' ' + threads : ''}\r\n`);
+  await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
+}
+
+// --- the group ----------------------------------------------------------------------
+
+export const searchCommands: CommandGroup = {
+  ...withUid('SEARCH', command({ states: SELECTED, parse: parseSearchArgs, run: runSearch })),
+  ...withUid('SORT', command({ states: SELECTED, parse: parseSort, run: runSort })),
+  ...withUid('THREAD', command({ states: SELECTED, parse: parseThread, run: runThread })),
+};

@@ -1,0 +1,76 @@
+// What an IMAP command sees of its session: the state it runs in, the extensions the
+// client enabled, the account and the selected mailbox, and the few actions that change
+// the session (log in, select, start TLS or compression, idle, log out). Commands get
+// this type, never the session class: the session imports the command table, and the
+// commands import only this.
+import type { Bus } from '@mailyard/bus';
+import type { MailAccount, Quotas } from '@mailyard/mailstore';
+import type { Logger } from '@mailyard/observability';
+import type { RetrievalConfig } from '../config.js';
+import type { ClientConnection } from '../connection.js';
+import type { MessageCache } from '../message-cache.js';
+import type { EnabledExtensions } from './enabled.js';
+import type { SelectedMailbox } from './selected.js';
+
+export type ImapState = 'not-authenticated' | 'authenticated' | 'selected' | 'logout';
+
+/** What the service lends the commands: storage, the header cache, the bus. */
+export interface CommandDeps {
+  config: Pick<RetrievalConfig, 'message_size_limit' | 'imap_compress'>;
+  cache: MessageCache;
+  quotas: Quotas;
+  bus: Bus;
+}
+
+export interface OkOptions {
+  /** RFC 9051 §7.5.1: false during FETCH, STORE, SEARCH by sequence number. */
+  allowExpunge?: boolean;
+  /** A response code for the tagged OK (COPYUID, APPENDUID, MODIFIED...). */
+  code?: string;
+}
+
+export interface ImapContext {
+  readonly state: ImapState;
+  readonly log: Logger;
+  readonly deps: CommandDeps;
+  readonly enabled: EnabledExtensions;
+  readonly conn: Readonly<Pick<ClientConnection, 'secure' | 'compressed'>>;
+  /** The account logged in, and its mailbox store: set together with the authenticated state. */
+  readonly user: string | null;
+  readonly mailbox: MailAccount | null;
+  /** The client's view of the selected folder: set together with the selected state. */
+  readonly selected: SelectedMailbox | null;
+
+  /** The CAPABILITY list for the session as it is now. */
+  capabilities(): string;
+  /** Whether a password may be sent in the clear here (TLS, or a trusted network). */
+  plaintextAllowed(): boolean;
+  send(data: string): void;
+  /** Writes buffers with one writev and waits until the socket has taken them. */
+  sendBatch(bufs: Buffer[]): Promise<void>;
+  /** Tagged OK, after the untagged updates of the selected folder. */
+  ok(tag: string, text: string, opts?: OkOptions): Promise<void>;
+  /** Our own change to a folder: wake our other sessions and other instances. */
+  changed(folder: string): void;
+
+  /** Checks the credentials and enters the authenticated state; throws ImapReply when refused. */
+  login(user: string, password: string): Promise<void>;
+  /** AUTHENTICATE PLAIN: answers the initial response, or asks for it. */
+  startSasl(tag: string, initial: string | null): Promise<void> | void;
+  /** STARTTLS, after its tagged OK: the handshake, anything pipelined dropped. */
+  startTls(): Promise<void>;
+  startCompression(tag: string): void;
+  startIdle(tag: string): void;
+  /** Enters the selected state with this view of a folder. */
+  select(view: SelectedMailbox): void;
+  /** Back to the authenticated state. */
+  unselect(): void;
+  /** Sends the farewell (BYE and the tagged OK) and ends the session. */
+  logout(farewell: string): void;
+}
+
+/** The context of a command allowed only once logged in. */
+export type AuthedContext = ImapContext & { readonly user: string; readonly mailbox: MailAccount };
+
+/** The context of a command allowed only with a folder selected. */
+export type SelectedContext = AuthedContext & { readonly selected: SelectedMailbox };
