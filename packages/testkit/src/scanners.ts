@@ -113,7 +113,7 @@ export async function startClamd(): Promise<Scanner> {
         if (child.exitCode !== null) throw new Error(`clamd exited with ${child.exitCode}: ${log()}`);
         return (await tcpAsk(port, 'zPING\0')).startsWith('PONG');
       },
-      { timeoutMs: 60_000, intervalMs: 200, what: 'clamd to answer PING' },
+      { timeoutMs: 180_000, intervalMs: 200, what: 'clamd to answer PING' },
     );
   } catch (err) {
     child.kill('SIGKILL');
@@ -189,7 +189,7 @@ export async function startRspamd(dnsServer: string, localD: Record<string, stri
         const r = await fetch(`${url}/ping`);
         return r.ok;
       },
-      { timeoutMs: 90_000, intervalMs: 250, what: 'rspamd /ping' },
+      { timeoutMs: 180_000, intervalMs: 250, what: 'rspamd /ping' },
     );
   } catch (err) {
     child.kill('SIGKILL');

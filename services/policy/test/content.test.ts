@@ -22,8 +22,9 @@ const GREYLIST_BAND = 'X-Test-Band: greylist';
 
 before(
   async () => {
-    [clamd, rspamd] = await Promise.all([
-      startClamd(),
+    // each kept as soon as it runs, so after() stops it even when the other fails to start
+    await Promise.all([
+      startClamd().then((s) => (clamd = s)),
       startRspamd('127.0.0.1:9', {
         'band.map': '/greylist/\n',
         'multimap.conf':
@@ -31,7 +32,7 @@ before(
           'map = "$LOCAL_CONFDIR/local.d/band.map"; score = 0.0; }\n',
         'force_actions.conf':
           'rules { TEST_GREYLIST_BAND { action = "greylist"; expression = "TEST_GREYLIST_BAND"; } }\n',
-      }),
+      }).then((s) => (rspamd = s)),
     ]);
     spy = createServer((req, res) => {
       const chunks: Buffer[] = [];
@@ -82,7 +83,7 @@ before(
     const v = Number(await p.redis.redis.get('policy:version'));
     await waitFor(() => p.policy!.rulesVersion >= v);
   },
-  { timeout: 180_000 },
+  { timeout: 300_000 },
 );
 after(async () => {
   await p?.close();
