@@ -228,15 +228,16 @@ describe('the try-out', () => {
   /** The README's try-out ports, moved to free ones (another test or a try-out may use them). */
   const local = (command: string) =>
     command
-      .replace(/\b2\d{3}\b/g, (p) => String(ports.get(p) ?? p))
+      .replace(/\b(?:2\d{3}|8443)\b/g, (p) => String(ports.get(p) ?? p))
       .replace('MAILDIR_ROOT=./data/mail', `MAILDIR_ROOT=${maildir.path}`);
 
   test(
     'pnpm start with the try-out settings, then the checks the README shows',
     { timeout: 300_000 },
     async () => {
-      for (const p of startCommand!.command.match(/\b2\d{3}\b/g) ?? []) ports.set(p, await freePort());
-      assert.equal(ports.size, 7, 'the seven listener ports');
+      for (const p of startCommand!.command.match(/\b(?:2\d{3}|8443)\b/g) ?? [])
+        ports.set(p, await freePort());
+      assert.equal(ports.size, 8, 'the eight listener ports');
       platform = spawn('bash', ['-c', local(startCommand!.command)], {
         cwd: root,
         detached: true,
@@ -250,6 +251,7 @@ describe('the try-out', () => {
           // the fixed ports `pnpm start` would otherwise take: metrics, policy delegation
           HTTP_PORT: '0',
           POLICY_DELEGATION_PORT: '0',
+
           LOG_LEVEL: 'info',
         },
       });
