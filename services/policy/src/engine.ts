@@ -706,7 +706,7 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
       case 'check_bulk':
         return req.stage === 'data' ? checkBulk(ctx) : DUNNO;
       default:
-        logger.warn({ restriction: r.name }, 'restriction not applicable, ignored');
+        logger.warn({ restriction: (r as Restriction).name }, 'restriction not applicable, ignored');
         return DUNNO;
     }
   };
