@@ -15,7 +15,7 @@ import {
   showLists,
   userList,
 } from './commands.js';
-import { RestrictionError } from './restrictions.js';
+import { RestrictionError } from './checks.js';
 import { PolicyRules } from './store.js';
 
 /** What the command group needs from the CLI (the `mailyard` CommandContext has it all but `fail`). */

@@ -1,5 +1,12 @@
 import { isIP } from 'node:net';
-import { CHECKS, RESTRICTION_LISTS } from './restrictions.js';
+import { CHECKS, RestrictionError, checkUsage, type CheckDefinition, type CheckName } from './checks.js';
+import {
+  LIST_STAGE,
+  RESTRICTION_LISTS,
+  isRestrictionList,
+  misplacement,
+  parseRestriction,
+} from './restrictions.js';
 import type { PolicyRules, TableKind } from './store.js';
 
 /**
@@ -22,15 +29,27 @@ export function splitEntries(words: string[]): string[] {
     .filter(Boolean);
 }
 
+/** The lists, one entry a line; an entry that can decide nothing where it is says so. */
 export async function showLists(rules: PolicyRules, list?: string): Promise<string[]> {
   const names = list ? [list] : [...RESTRICTION_LISTS];
   const out: string[] = [];
   for (const n of names) {
     const entries = await rules.list(n);
     out.push(`${n} =${entries.length ? '' : ' (empty)'}`);
-    for (const e of entries) out.push(`    ${e}`);
+    for (const e of entries) out.push(`    ${e}${isRestrictionList(n) ? inertNote(n, e) : ''}`);
   }
   return out;
+}
+
+function inertNote(list: (typeof RESTRICTION_LISTS)[number], entry: string): string {
+  try {
+    return misplacement(list, parseRestriction(entry))
+      ? `    (can decide nothing at the ${LIST_STAGE[list]} stage)`
+      : '';
+  } catch (err) {
+    if (err instanceof RestrictionError) return `    (refused by the policy service: ${err.message})`;
+    throw err;
+  }
 }
 
 export async function setList(rules: PolicyRules, list: string, words: string[]): Promise<string[]> {
@@ -58,9 +77,15 @@ export async function resetList(rules: PolicyRules, list: string): Promise<strin
   return [`${list} = ${entries.join(', ')} (default)`];
 }
 
+/** The table of checks: how each is written, where it can stand, what it does. */
 export function listChecks(): string[] {
-  const width = Math.max(...Object.keys(CHECKS).map((k) => k.length));
-  return Object.entries(CHECKS).map(([name, c]) => `${name.padEnd(width)}  ${c.help}`);
+  const names = Object.keys(CHECKS) as CheckName[];
+  const width = Math.max(...names.map((n) => checkUsage(n).length));
+  return names.map((n) => {
+    const c: CheckDefinition = CHECKS[n];
+    const stages = c.stages.length === 4 ? 'any stage' : c.stages.join(', ');
+    return `${checkUsage(n).padEnd(width)}  ${c.help} [${stages}]`;
+  });
 }
 
 /** Client tables hold IPs and networks; the key says which kind of table it is. */

@@ -1,3 +1,5 @@
+export * from './checks.js';
+export * from './replies.js';
 export * from './restrictions.js';
 export * from './access.js';
 export * from './keys.js';

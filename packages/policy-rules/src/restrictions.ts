@@ -1,3 +1,15 @@
+import type { PolicyStage } from '@mailyard/contracts';
+import {
+  CHECKS,
+  RestrictionError,
+  checkStages,
+  checkUsage,
+  isCheckName,
+  type ArgSpec,
+  type CheckArgs,
+  type CheckName,
+} from './checks.js';
+
 /**
  * Restriction lists: ordered per SMTP stage, named after Postfix's parameters, each
  * entry a check name and its arguments (`reject_rbl_client zen.example.org`). The
@@ -18,110 +30,65 @@ export function isRestrictionList(name: string): name is RestrictionListName {
   return (RESTRICTION_LISTS as readonly string[]).includes(name);
 }
 
-/** Rate counters (`check_rate NAME LIMIT/WINDOW`), shared across instances through Redis. */
-export const RATE_COUNTERS = {
-  /** connections per client IP (connect stage) */
-  client_connections: 'connections per client IP',
-  /** messages (MAIL FROM transactions) per client IP */
-  client_messages: 'messages per client IP',
-  /** messages per sender domain */
-  sender_domain_messages: 'messages per sender domain',
-  /** recipients per authenticated user over the window */
-  user_recipients: 'recipients per authenticated user',
-  /** recipients in one message (window ignored; no Redis) */
-  message_recipients: 'recipients per message',
-} as const;
-export type RateCounter = keyof typeof RATE_COUNTERS;
+/** One entry of a list: a check, its arguments as written and as parsed. */
+export type Restriction = {
+  [N in CheckName]: { name: N; args: string[]; value: CheckArgs<N> };
+}[CheckName];
 
-/** Built-in checks: name → number of arguments, and the stages where they make sense. */
-export const CHECKS: Record<string, { args: number; help: string }> = {
-  permit: { args: 0, help: 'stop this list, accept' },
-  reject: { args: 0, help: 'stop this list, refuse (554 5.7.1)' },
-  defer: { args: 0, help: 'stop this list, try again later (450 4.7.1)' },
-  permit_mynetworks: { args: 0, help: 'permit clients in mynetworks' },
-  permit_sasl_authenticated: { args: 0, help: 'permit authenticated (submission) clients' },
-  reject_unauth_destination: { args: 0, help: 'refuse recipients outside our and relay domains' },
-  reject_unknown_reverse_client_hostname: { args: 0, help: 'refuse clients without a PTR record' },
-  reject_unknown_client_hostname: { args: 0, help: 'refuse clients without forward-confirmed reverse DNS' },
-  reject_invalid_helo_hostname: { args: 0, help: 'refuse HELO names with bad syntax' },
-  reject_non_fqdn_helo_hostname: { args: 0, help: 'refuse HELO names that are not fully qualified' },
-  reject_non_fqdn_sender: { args: 0, help: 'refuse MAIL FROM without a fully-qualified domain' },
-  reject_non_fqdn_recipient: { args: 0, help: 'refuse RCPT TO without a fully-qualified domain' },
-  reject_unknown_sender_domain: {
-    args: 0,
-    help: 'refuse sender domains without MX/A/AAAA (not our own domains)',
-  },
-  check_client_access: { args: 1, help: 'look the client IP up in access TABLE' },
-  check_sender_access: { args: 1, help: 'look the sender up in access TABLE' },
-  check_recipient_access: { args: 1, help: 'look the recipient up in access TABLE' },
-  reject_rbl_client: { args: 1, help: 'refuse clients listed in DNSBL ZONE[=127.0.0.N]' },
-  reject_rhsbl_sender: { args: 1, help: 'refuse sender domains listed in RHSBL ZONE[=127.0.0.N]' },
-  check_policy_greylist: { args: 0, help: 'greylist every unknown (client, sender, recipient) triplet' },
-  check_policy_greylist_suspicious: {
-    args: 0,
-    help: 'greylist unknown triplets from clients without FCrDNS or listed in GREYLIST_DNSBL',
-  },
-  check_rate: { args: 2, help: 'rate limit: check_rate COUNTER LIMIT/WINDOW' },
-  check_user_lists: { args: 0, help: "recipients' own allow/block lists of senders" },
-  check_virus: { args: 0, help: 'scan with clamd (CLAMD_URL)' },
-  check_authentication: {
-    args: 0,
-    help: 'SPF, DKIM, DMARC and ARC; apply the DMARC policy; add Authentication-Results',
-  },
-  reject_spf_fail: {
-    args: 0,
-    help: 'refuse mail whose SPF result is fail (needs check_authentication first)',
-  },
-  check_spam: {
-    args: 0,
-    help: 'classify with rspamd (RSPAMD_URL); its greylist band greylists the message (451 4.7.1)',
-  },
-  check_bulk: { args: 0, help: 'mark bulk/advertising mail for the promotions folder' },
-};
-
-export interface Restriction {
-  name: string;
-  args: string[];
-}
-
-export class RestrictionError extends Error {
-  override readonly name = 'RestrictionError';
-}
-
-/** Parses one entry; throws RestrictionError with one sentence naming the problem. */
+/**
+ * Parses one entry against the table of checks: the name, then each argument by its
+ * schema. Throws RestrictionError with one sentence naming the problem. Used when a
+ * list is written and when the service reads it, so an entry the table does not know
+ * never reaches the engine.
+ */
 export function parseRestriction(text: string): Restriction {
   const parts = text.trim().split(/\s+/).filter(Boolean);
   const name = parts[0]?.toLowerCase();
   if (!name) throw new RestrictionError('empty restriction');
-  const spec = CHECKS[name];
-  if (!spec) throw new RestrictionError(`unknown restriction "${name}"`);
+  if (!isCheckName(name))
+    throw new RestrictionError(`unknown restriction "${name}" (mailyard policy checks lists the known ones)`);
+  const spec: readonly ArgSpec<unknown>[] = CHECKS[name].args;
   const args = parts.slice(1);
-  if (args.length !== spec.args)
-    throw new RestrictionError(`${name} takes ${spec.args} argument(s), got ${args.length}`);
-  if (name === 'check_rate') {
-    if (!(args[0]! in RATE_COUNTERS))
-      throw new RestrictionError(
-        `unknown rate counter "${args[0]}" (one of ${Object.keys(RATE_COUNTERS).join(', ')})`,
-      );
-    if (!parseRate(args[1]!)) throw new RestrictionError(`bad rate "${args[1]}", expected e.g. 30/1m`);
-  }
-  return { name, args };
+  if (args.length !== spec.length)
+    throw new RestrictionError(
+      `${name} takes ${spec.length} argument(s), got ${args.length} (${checkUsage(name)})`,
+    );
+  const value = args.map((a, i) => {
+    try {
+      return spec[i]!.parse(a);
+    } catch (err) {
+      if (err instanceof RestrictionError) throw new RestrictionError(`${name}: ${err.message}`);
+      throw err;
+    }
+  });
+  return { name, args, value } as Restriction;
 }
 
-export function formatRestriction(r: Restriction): string {
+/**
+ * Why an entry can decide nothing in a list, or null. An entry is written only where
+ * the request of that list's stage carries what it looks at.
+ */
+export function misplacement(list: RestrictionListName, r: Restriction): string | null {
+  const stages = checkStages(r.name, r.value as never);
+  if (stages.includes(LIST_STAGE[list])) return null;
+  const stage = LIST_STAGE[list];
+  const where =
+    stages.length === 1
+      ? `the ${stages[0]} stage (${STAGE_LISTS[stages[0]!].join(', ')})`
+      : `the ${stages.slice(0, -1).join(', ')} and ${stages.at(-1)} stages`;
+  return `${formatRestriction(r)} can decide nothing in ${list}, which runs at the ${stage} stage; it works at ${where}`;
+}
+
+/** Parses an entry to be written into `list`: a known check, valid arguments, a stage where it works. */
+export function parseEntry(list: RestrictionListName, text: string): Restriction {
+  const r = parseRestriction(text);
+  const why = misplacement(list, r);
+  if (why) throw new RestrictionError(why);
+  return r;
+}
+
+export function formatRestriction(r: { name: string; args: string[] }): string {
   return [r.name, ...r.args].join(' ');
-}
-
-const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** `30/1m` → 30 per minute; `100/1h`; a bare number is per hour. */
-export function parseRate(text: string): { limit: number; windowMs: number } | null {
-  const m = /^(\d+)(?:\/(\d*)([smhd]))?$/.exec(text);
-  if (!m) return null;
-  const limit = Number(m[1]);
-  const windowMs = m[3] ? Number(m[2] || 1) * UNIT_MS[m[3]]! : 3_600_000;
-  if (!(limit > 0) || !(windowMs > 0)) return null;
-  return { limit, windowMs };
 }
 
 /**
@@ -170,9 +137,19 @@ export const DEFAULT_RESTRICTIONS: Record<RestrictionListName, string[]> = {
 };
 
 /** Lists evaluated at each stage of the policy RPC, in order. */
-export const STAGE_LISTS: Record<'connect' | 'mail' | 'rcpt' | 'data', RestrictionListName[]> = {
+export const STAGE_LISTS: Record<PolicyStage, RestrictionListName[]> = {
   connect: ['smtpd_client_restrictions'],
   mail: ['smtpd_helo_restrictions', 'smtpd_sender_restrictions'],
   rcpt: ['smtpd_relay_restrictions', 'smtpd_recipient_restrictions'],
   data: ['smtpd_data_restrictions'],
+};
+
+/** The stage each list runs at. */
+export const LIST_STAGE: Record<RestrictionListName, PolicyStage> = {
+  smtpd_client_restrictions: 'connect',
+  smtpd_helo_restrictions: 'mail',
+  smtpd_sender_restrictions: 'mail',
+  smtpd_relay_restrictions: 'rcpt',
+  smtpd_recipient_restrictions: 'rcpt',
+  smtpd_data_restrictions: 'data',
 };

@@ -1,12 +1,14 @@
 import type { Redis } from 'ioredis';
 import { AccessError, normalizeAddressKey, normalizeClientKey, parseAccessAction } from './access.js';
+import { RestrictionError } from './checks.js';
 import { PolicyKeys } from './keys.js';
 import {
   DEFAULT_RESTRICTIONS,
   RESTRICTION_LISTS,
-  RestrictionError,
   formatRestriction,
   isRestrictionList,
+  misplacement,
+  parseEntry,
   parseRestriction,
   type Restriction,
   type RestrictionListName,
@@ -52,8 +54,13 @@ export class PolicyRules {
     return PolicyKeys.changedChannel(this.prefix);
   }
 
-  /** All lists in one round trip; a list never set falls back to the default set. */
-  async load(): Promise<{ rules: RuleSet; version: number }> {
+  /**
+   * All lists in one round trip; a list never set falls back to the default set. An
+   * entry the table of checks refuses fails the load (the service keeps the rules in
+   * force); `misplaced` names entries written before lists were checked for their
+   * stage, which can decide nothing where they are.
+   */
+  async load(): Promise<{ rules: RuleSet; version: number; misplaced: string[] }> {
     const p = this.redis.pipeline();
     for (const l of RESTRICTION_LISTS) p.lrange(PolicyKeys.restrictions(l), 0, -1);
     p.get(PolicyKeys.version);
@@ -62,16 +69,21 @@ export class PolicyRules {
     if (res?.length !== RESTRICTION_LISTS.length + 1)
       throw new Error('policy rules: incomplete answer from Redis');
     const rules = {} as RuleSet;
+    const misplaced: string[] = [];
     RESTRICTION_LISTS.forEach((l, i) => {
       const [err, entries] = res[i]!;
       if (err) throw err;
       const list = (entries as string[]).length ? (entries as string[]) : DEFAULT_RESTRICTIONS[l];
       rules[l] = list.filter((e) => e !== 'dunno').map((e) => parseRestriction(e));
+      for (const r of rules[l]) {
+        const why = misplacement(l, r);
+        if (why) misplaced.push(why);
+      }
     });
     const [verr, v] = res[RESTRICTION_LISTS.length]!;
     if (verr) throw verr;
     const version = Number(v ?? 0);
-    return { rules, version };
+    return { rules, version, misplaced };
   }
 
   async list(name: string): Promise<string[]> {
@@ -81,9 +93,42 @@ export class PolicyRules {
     return entries.filter((e) => e !== 'dunno');
   }
 
-  /** Replaces a list (validating every entry first); an empty list is kept empty, not reset to the default. */
+  /**
+   * Replaces a list, validating every entry first (a known check, valid arguments, a
+   * list of a stage where it can decide something); an empty list is kept empty, not
+   * reset to the default.
+   */
   async set(name: string, entries: string[]): Promise<string[]> {
     const l = assertList(name);
+    return this.write(
+      l,
+      entries.map((e) => formatRestriction(parseEntry(l, e))),
+    );
+  }
+
+  /** Inserts an entry at a 1-based position (default: the end). */
+  async add(name: string, entry: string, position?: number): Promise<string[]> {
+    const l = assertList(name);
+    const current = await this.list(l);
+    const e = formatRestriction(parseEntry(l, entry));
+    const at = position === undefined ? current.length : Math.max(0, Math.min(current.length, position - 1));
+    current.splice(at, 0, e);
+    return this.write(l, current);
+  }
+
+  /** Removes an entry; one written where it can decide nothing can be removed too. */
+  async remove(name: string, entry: string): Promise<string[]> {
+    const l = assertList(name);
+    const current = await this.list(l);
+    const e = formatRestriction(parseRestriction(entry));
+    const i = current.indexOf(e);
+    if (i === -1) throw new RestrictionError(`"${e}" is not in ${name}`);
+    current.splice(i, 1);
+    return this.write(l, current);
+  }
+
+  /** Stores a list; entries already in it are checked against the table, not moved. */
+  private async write(l: RestrictionListName, entries: string[]): Promise<string[]> {
     const parsed = entries.map((e) => formatRestriction(parseRestriction(e)));
     const key = PolicyKeys.restrictions(l);
     const m = this.redis.multi().del(key);
@@ -92,24 +137,6 @@ export class PolicyRules {
     await m.exec();
     await this.changed();
     return parsed;
-  }
-
-  /** Inserts an entry at a 1-based position (default: the end). */
-  async add(name: string, entry: string, position?: number): Promise<string[]> {
-    const current = await this.list(name);
-    const e = formatRestriction(parseRestriction(entry));
-    const at = position === undefined ? current.length : Math.max(0, Math.min(current.length, position - 1));
-    current.splice(at, 0, e);
-    return this.set(name, current);
-  }
-
-  async remove(name: string, entry: string): Promise<string[]> {
-    const current = await this.list(name);
-    const e = formatRestriction(parseRestriction(entry));
-    const i = current.indexOf(e);
-    if (i === -1) throw new RestrictionError(`"${e}" is not in ${name}`);
-    current.splice(i, 1);
-    return this.set(name, current);
   }
 
   async reset(name: string): Promise<string[]> {

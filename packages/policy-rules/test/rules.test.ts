@@ -4,6 +4,7 @@ import fc from 'fast-check';
 import { createTestRedis } from '@mailyard/testkit';
 import {
   AccessError,
+  CHECKS,
   DEFAULT_RESTRICTIONS,
   PolicyRules,
   RESTRICTION_LISTS,
@@ -12,8 +13,11 @@ import {
   clientKeys,
   normalizeClientKey,
   parseAccessAction,
+  listChecks,
+  parseEntry,
   parseRate,
   parseRestriction,
+  policyReply,
   showLists,
   splitEntries,
 } from '@mailyard/policy-rules';
@@ -23,15 +27,84 @@ describe('restriction entries', () => {
     assert.deepEqual(parseRestriction('reject_rbl_client  zen.example'), {
       name: 'reject_rbl_client',
       args: ['zen.example'],
+      value: [{ zone: 'zen.example', code: null }],
     });
-    assert.throws(() => parseRestriction('reject_everything'), /unknown restriction "reject_everything"/);
-    assert.throws(() => parseRestriction('reject_rbl_client'), /takes 1 argument\(s\), got 0/);
-    assert.throws(() => parseRestriction('check_rate client_connections lots'), /bad rate "lots"/);
-    assert.throws(() => parseRestriction('check_rate nonsense 1/1m'), RestrictionError);
+    assert.deepEqual(parseRestriction('check_rate client_messages 30/1m').value, [
+      'client_messages',
+      { limit: 30, windowMs: 60_000, spec: '30/1m' },
+    ]);
+    const refusals: [string, RegExp][] = [
+      ['reject_everything', /^unknown restriction "reject_everything" \(/],
+      [
+        'reject_rbl_client',
+        /^reject_rbl_client takes 1 argument\(s\), got 0 \(reject_rbl_client ZONE\[=127\.0\.0\.N\]\)$/,
+      ],
+      ['permit_mynetworks 10.0.0.0/8', /^permit_mynetworks takes 0 argument\(s\), got 1/],
+      ['check_rate client_connections lots', /^check_rate: bad rate "lots", expected e\.g\. 30\/1m$/],
+      [
+        'check_rate nonsense 1/1m',
+        /^check_rate: unknown rate counter "nonsense" \(one of client_connections, /,
+      ],
+      ['check_client_access no/such', /^check_client_access: bad table name "no\/such"/],
+      ['reject_rbl_client zen..example', /^reject_rbl_client: "zen\.\.example" is not a DNS zone name$/],
+      [
+        'reject_rbl_client zen.example=10.0.0.1',
+        /^reject_rbl_client: bad list answer "10\.0\.0\.1", expected 127\.0\.0\.N$/,
+      ],
+    ];
+    for (const [entry, why] of refusals)
+      assert.throws(
+        () => parseRestriction(entry),
+        (e) => e instanceof RestrictionError && why.test(e.message) && !e.message.includes('\n'),
+        entry,
+      );
   });
 
-  test('every default entry is valid', () => {
-    for (const l of RESTRICTION_LISTS) for (const e of DEFAULT_RESTRICTIONS[l]) parseRestriction(e);
+  test('an entry is written only into a list of a stage where it can decide something', () => {
+    assert.equal(parseEntry('smtpd_data_restrictions', 'check_virus').name, 'check_virus');
+    assert.throws(
+      () => parseEntry('smtpd_client_restrictions', 'check_virus'),
+      /check_virus can decide nothing in smtpd_client_restrictions, which runs at the connect stage; it works at the data stage \(smtpd_data_restrictions\)$/,
+    );
+    // a rate counter counts at one stage
+    parseEntry('smtpd_sender_restrictions', 'check_rate client_messages 10/1m');
+    assert.throws(
+      () => parseEntry('smtpd_recipient_restrictions', 'check_rate client_messages 10/1m'),
+      /it works at the mail stage \(smtpd_helo_restrictions, smtpd_sender_restrictions\)$/,
+    );
+    assert.throws(
+      () => parseEntry('smtpd_client_restrictions', 'permit_sasl_authenticated'),
+      /it works at the mail, rcpt and data stages$/,
+    );
+    for (const l of RESTRICTION_LISTS) parseEntry(l, 'permit_mynetworks');
+  });
+
+  test('every default entry is valid where it stands', () => {
+    for (const l of RESTRICTION_LISTS) for (const e of DEFAULT_RESTRICTIONS[l]) parseEntry(l, e);
+  });
+
+  test('the table: each check declares its stages, needs and replies consistently', () => {
+    for (const [name, c] of Object.entries(CHECKS)) {
+      assert.ok(c.stages.length, name);
+      for (const r of c.replies) assert.equal(typeof policyReply[r], 'function', `${name}: ${r}`);
+      // state every instance shares lives in Redis counters or the greylist
+      if (c.sharedState)
+        assert.ok(
+          c.needs.includes('rate-counters') || c.needs.includes('greylist'),
+          `${name} shares state it does not declare`,
+        );
+      else assert.ok(!c.needs.includes('rate-counters'), name);
+    }
+    const lines = listChecks();
+    assert.equal(lines.length, Object.keys(CHECKS).length);
+    assert.ok(
+      lines.some((l) =>
+        /^check_rate COUNTER LIMIT\/WINDOW +at most LIMIT per WINDOW .* \[connect, mail, rcpt\]$/.test(l),
+      ),
+    );
+    assert.ok(
+      lines.some((l) => /^reject_rbl_client ZONE\[=127\.0\.0\.N\] +refuse .* \[any stage\]$/.test(l)),
+    );
   });
 
   test('rates', () => {
@@ -130,8 +203,50 @@ describe('rules in Redis', () => {
 
   test('a bad entry is refused and changes nothing', async () => {
     const before = await rules.list('smtpd_helo_restrictions');
+    const version = (await rules.load()).version;
     await assert.rejects(rules.add('smtpd_helo_restrictions', 'reject_whatever'), /unknown restriction/);
+    await assert.rejects(rules.add('smtpd_helo_restrictions', 'reject_rbl_client'), /takes 1 argument/);
+    await assert.rejects(rules.add('smtpd_helo_restrictions', 'check_virus'), /can decide nothing/);
+    await assert.rejects(
+      rules.set('smtpd_helo_restrictions', ['permit_mynetworks', 'check_rate client_messages x']),
+      /bad rate "x"/,
+    );
     await assert.rejects(rules.set('smtpd_bogus_restrictions', []), /unknown restriction list/);
     assert.deepEqual(await rules.list('smtpd_helo_restrictions'), before);
+    assert.equal((await rules.load()).version, version, 'nothing was announced');
+  });
+
+  test('an entry written behind the store: unknown fails the load, misplaced is named and removable', async () => {
+    const key = 'policy:restrictions:smtpd_data_restrictions';
+    await r.redis.rpush(key, 'check_virus', 'check_rate client_connections 5/1m');
+    const { rules: loaded, misplaced } = await rules.load();
+    assert.deepEqual(
+      loaded.smtpd_data_restrictions.map((x) => x.name),
+      ['check_virus', 'check_rate'],
+    );
+    assert.equal(misplaced.length, 1);
+    assert.match(
+      misplaced[0]!,
+      /^check_rate client_connections 5\/1m can decide nothing in smtpd_data_restrictions/,
+    );
+    assert.deepEqual(await showLists(rules, 'smtpd_data_restrictions'), [
+      'smtpd_data_restrictions =',
+      '    check_virus',
+      '    check_rate client_connections 5/1m    (can decide nothing at the data stage)',
+    ]);
+    // other changes to the list keep it (it is not moved), removing it works
+    await rules.add('smtpd_data_restrictions', 'check_bulk');
+    assert.deepEqual(await rules.remove('smtpd_data_restrictions', 'check_rate client_connections 5/1m'), [
+      'check_virus',
+      'check_bulk',
+    ]);
+
+    await r.redis.rpush(key, 'reject_all_the_things');
+    await assert.rejects(rules.load(), /unknown restriction "reject_all_the_things"/);
+    assert.match(
+      (await showLists(rules, 'smtpd_data_restrictions')).at(-1)!,
+      /^ {4}reject_all_the_things {4}\(refused by the policy service: unknown restriction "reject_all_the_things"/,
+    );
+    await rules.reset('smtpd_data_restrictions');
   });
 });

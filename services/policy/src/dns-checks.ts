@@ -1,5 +1,8 @@
 import { isIP } from 'node:net';
+import type { PolicyReply } from '@mailyard/contracts';
 import { forwardConfirmedReverse, isNotFound, type MailResolver } from '@mailyard/dns';
+import type { PolicyReplies } from '@mailyard/policy-rules';
+import { DUNNO, note, refuse, type CheckContext, type Verdict } from './check-context.js';
 import type { PolicyMetrics } from './metrics.js';
 
 /** A DNS lookup failed in a way that says nothing about the name: timeout, SERVFAIL, garbage. */
@@ -108,4 +111,56 @@ export async function dnsblLookup(resolver: MailResolver, name: string): Promise
   if (r.kind === 'found' && !r.value.every((a) => a.startsWith('127.')))
     return { kind: 'temp', error: `DNSBL answered outside 127.0.0.0/8: ${r.value.join(',')}` };
   return r;
+}
+
+/** Forward-confirmed reverse DNS; a failed lookup counts as not confirmed. */
+export async function hasFcrdns(resolver: MailResolver, ip: string): Promise<boolean> {
+  const f = await lookupFcrdns(resolver, ip);
+  return f.kind === 'found' && f.value.confirmed !== null;
+}
+
+/**
+ * A lookup about the client as a verdict: found passes, a temporary failure defers
+ * (never an accept), nothing found refuses with `onNone`.
+ */
+export function clientDnsVerdict(
+  ctx: CheckContext,
+  check: string,
+  l: Lookup<unknown>,
+  onNone: () => PolicyReply,
+  onTemp: (ip: string) => PolicyReply,
+): Verdict {
+  if (l.kind === 'found') return DUNNO;
+  if (l.kind === 'temp') {
+    note(ctx, check, 'temperror', l.error);
+    return refuse(onTemp(ctx.req.client.ip));
+  }
+  note(ctx, check, 'reject');
+  return refuse(onNone());
+}
+
+/**
+ * A DNSBL/RHSBL entry as a verdict: listed (with the answer asked for, if any) refuses
+ * naming the zone and the codes; a failed lookup defers.
+ */
+export async function dnsListVerdict(
+  ctx: CheckContext,
+  check: string,
+  list: { zone: string; code: string | null },
+  name: string | null,
+  subject: string,
+  reply: Pick<PolicyReplies, 'dnsblListed' | 'dnsblTempFail'>,
+): Promise<Verdict> {
+  if (!name) return DUNNO;
+  const { zone, code } = list;
+  const l = await dnsblLookup(ctx.env.resolver, name);
+  if (l.kind === 'none') return DUNNO;
+  if (l.kind === 'temp') {
+    note(ctx, check, 'temperror', `${zone}: ${l.error}`);
+    return refuse(reply.dnsblTempFail(zone));
+  }
+  const codes = code ? l.value.filter((c) => c === code) : l.value;
+  if (!codes.length) return DUNNO;
+  note(ctx, check, 'listed', `${zone}=${codes.join(',')}`);
+  return refuse(reply.dnsblListed(subject, zone, codes));
 }

@@ -14,7 +14,13 @@ import {
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
-import { PolicyKeys, PolicyRules, type ExplainRecord, type RuleSet } from '@mailyard/policy-rules';
+import {
+  PolicyKeys,
+  PolicyRules,
+  policyReply,
+  type ExplainRecord,
+  type RuleSet,
+} from '@mailyard/policy-rules';
 import type { PolicyConfig } from './config.js';
 import { startDelegationServer } from './delegation.js';
 import { measuredResolver } from './dns-checks.js';
@@ -71,7 +77,12 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
     try {
       const loaded = await store.load();
       rules = loaded.rules;
-      if (loaded.version !== version) logger.info({ version: loaded.version, why }, 'policy rules loaded');
+      if (loaded.version !== version) {
+        logger.info({ version: loaded.version, why }, 'policy rules loaded');
+        // written before lists were checked for their stage; they run, and decide nothing
+        for (const entry of loaded.misplaced)
+          logger.warn({ entry }, 'restriction can decide nothing in its list');
+      }
       version = loaded.version;
     } catch (err) {
       // keep the rules in force; a bad entry written behind the CLI's back must not open the gates
@@ -152,7 +163,7 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
       decision = {
         v: POLICY_VERSION,
         action: 'tempfail',
-        reply: { code: 451, enhanced: '4.3.0', text: 'Error: invalid policy request' },
+        reply: policyReply.invalidRequest(),
         headers: [],
         removeHeaders: [],
         junk: [],

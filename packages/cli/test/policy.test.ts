@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { cliHarness } from './harness.js';
+
+// `mailyard policy`: a list is checked against the table of checks before anything is
+// written; a refusal is one sentence on stderr and exit status 1.
+
+test(
+  'policy add of an unknown restriction is refused and changes nothing',
+  { timeout: 30_000 },
+  async (t) => {
+    const cli = cliHarness(t);
+    const before = await cli.ok(['policy', 'show', 'smtpd_client_restrictions']);
+    assert.deepEqual(await cli.run(['policy', 'add', 'smtpd_client_restrictions', 'reject_all_the_things']), {
+      code: 1,
+      stdout: '',
+      stderr:
+        'mailyard: unknown restriction "reject_all_the_things" (mailyard policy checks lists the known ones)\n',
+    });
+    assert.equal(await cli.ok(['policy', 'show', 'smtpd_client_restrictions']), before);
+  },
+);
+
+test(
+  'policy set with bad arguments or a check in the wrong list is refused',
+  { timeout: 30_000 },
+  async (t) => {
+    const cli = cliHarness(t);
+    const refusals: [string[], string][] = [
+      [
+        [
+          'policy',
+          'set',
+          'smtpd_sender_restrictions',
+          'permit_mynetworks,',
+          'check_rate',
+          'client_messages',
+          'lots',
+        ],
+        'check_rate: bad rate "lots", expected e.g. 30/1m',
+      ],
+      [
+        ['policy', 'add', 'smtpd_client_restrictions', 'reject_rbl_client'],
+        'reject_rbl_client takes 1 argument(s), got 0 (reject_rbl_client ZONE[=127.0.0.N])',
+      ],
+      [
+        ['policy', 'add', 'smtpd_client_restrictions', 'check_virus'],
+        'check_virus can decide nothing in smtpd_client_restrictions, which runs at the connect stage; ' +
+          'it works at the data stage (smtpd_data_restrictions)',
+      ],
+    ];
+    for (const [argv, sentence] of refusals)
+      assert.deepEqual(
+        await cli.run(argv),
+        { code: 1, stdout: '', stderr: `mailyard: ${sentence}\n` },
+        argv.join(' '),
+      );
+    assert.match(
+      await cli.ok(['policy', 'show', 'smtpd_sender_restrictions']),
+      /^smtpd_sender_restrictions =\n {4}permit_mynetworks\n {4}permit_sasl_authenticated\n/,
+    );
+  },
+);
+
+test('policy checks lists every check with its arguments and stages', { timeout: 30_000 }, async (t) => {
+  const cli = cliHarness(t);
+  const out = await cli.ok(['policy', 'checks']);
+  assert.match(
+    out,
+    /^check_rate COUNTER LIMIT\/WINDOW +at most LIMIT per WINDOW of a COUNTER \(client_connections, .*\) \[connect, mail, rcpt\]$/m,
+  );
+  assert.match(out, /^check_virus +scan with clamd \(CLAMD_URL\) \[data\]$/m);
+  assert.match(out, /^permit +stop this list, accept \[any stage\]$/m);
+});

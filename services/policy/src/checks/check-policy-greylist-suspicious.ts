@@ -1,0 +1,17 @@
+import { DUNNO, note, type CheckImplementation } from '../check-context.js';
+import { greylist, suspicion } from '../greylisting.js';
+
+/**
+ * `check_policy_greylist_suspicious` (the default): greylists unknown triplets only from
+ * clients without forward-confirmed reverse DNS or listed in GREYLIST_DNSBL.
+ */
+export const checkPolicyGreylistSuspicious: CheckImplementation<'check_policy_greylist_suspicious'> = {
+  async run(ctx, _args, reply) {
+    const { req } = ctx;
+    if (req.stage !== 'rcpt' || !req.recipient || req.sender === null) return DUNNO;
+    const why = await suspicion(ctx);
+    if (why) return greylist(ctx, 'check_policy_greylist_suspicious', reply.greylisted, why);
+    note(ctx, 'check_policy_greylist_suspicious', 'trusted');
+    return DUNNO;
+  },
+};

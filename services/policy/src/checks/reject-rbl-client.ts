@@ -1,0 +1,17 @@
+import type { CheckImplementation } from '../check-context.js';
+import { dnsListVerdict, dnsblName } from '../dns-checks.js';
+
+/** `reject_rbl_client ZONE[=127.0.0.N]`: the client's address listed in a DNSBL. */
+export const rejectRblClient: CheckImplementation<'reject_rbl_client'> = {
+  run(ctx, [list], reply) {
+    const ip = ctx.req.client.ip;
+    return dnsListVerdict(
+      ctx,
+      'reject_rbl_client',
+      list,
+      dnsblName(ip, list.zone),
+      `Client host [${ip}]`,
+      reply,
+    );
+  },
+};

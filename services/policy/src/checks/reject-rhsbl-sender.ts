@@ -1,0 +1,18 @@
+import { DUNNO, domainOf, type CheckImplementation } from '../check-context.js';
+import { dnsListVerdict } from '../dns-checks.js';
+
+/** `reject_rhsbl_sender ZONE[=127.0.0.N]`: the sender's domain listed in an RHSBL. */
+export const rejectRhsblSender: CheckImplementation<'reject_rhsbl_sender'> = {
+  run(ctx, [list], reply) {
+    const { sender } = ctx.req;
+    if (!sender) return DUNNO;
+    return dnsListVerdict(
+      ctx,
+      'reject_rhsbl_sender',
+      list,
+      `${domainOf(sender)}.${list.zone}`,
+      `Sender address <${sender}>`,
+      reply,
+    );
+  },
+};

@@ -1,0 +1,135 @@
+import { createHash } from 'node:crypto';
+import { ipInNetworks, ipToBigInt } from '@mailyard/config';
+import type { PolicyReply } from '@mailyard/contracts';
+import { PolicyKeys } from '@mailyard/policy-rules';
+import { DUNNO, domainOf, note, refuse, type CheckContext, type Verdict } from './check-context.js';
+import { dnsblLookup, dnsblName, hasFcrdns, lookupFcrdns } from './dns-checks.js';
+import { spfOf } from './spf.js';
+
+// Greylisting (postgrey's scheme over Redis, shared by every instance): the RCPT-stage
+// checks check_policy_greylist and check_policy_greylist_suspicious, and the greylist
+// band of check_spam at the end of DATA.
+
+/** The /24 (IPv4) or /64 (IPv6) a client belongs to: greylisting treats a pool of senders as one. */
+export function clientNetwork(ip: string): string {
+  const a = ipToBigInt(ip);
+  if (!a) return ip;
+  const bits = a.family === 4 ? 8n : 64n;
+  return `${a.family}:${((a.value >> bits) << bits).toString(16)}`;
+}
+
+/**
+ * One greylisting decision in Redis for `material` (what makes a retry "the same
+ * mail"), noted under `check`: 0 deferred (with the wait), else let through.
+ */
+async function tripletState(
+  ctx: CheckContext,
+  check: string,
+  material: string,
+  autoAllow: boolean,
+  detail?: string,
+): Promise<[number, number]> {
+  const { config, redis } = ctx.env;
+  const net = clientNetwork(ctx.req.client.ip);
+  const triplet = createHash('sha256').update(`${net}\0${material}`).digest('hex').slice(0, 32);
+  const [state, wait] = await redis.policyGreylist(
+    PolicyKeys.greylistTriplet(triplet),
+    PolicyKeys.greylistClient(net),
+    ctx.env.now(),
+    config.greylist_delay,
+    config.greylist_pass_ttl,
+    config.greylist_retry_window,
+    autoAllow ? '1' : '0',
+  );
+  ctx.roundTrips++;
+  note(ctx, check, ['deferred', 'known', 'auto-allowed', 'passed'][state] ?? 'unknown', detail);
+  return [state, wait];
+}
+
+/**
+ * Greylists the (client network, sender, recipient) triplet of a RCPT request;
+ * `suspicious` says why the client was picked (check_policy_greylist_suspicious).
+ */
+export async function greylist(
+  ctx: CheckContext,
+  check: string,
+  greylisted: (rcpt: string, seconds: number) => PolicyReply,
+  suspicious?: string,
+): Promise<Verdict> {
+  const { req } = ctx;
+  const { config, redis, resolver } = ctx.env;
+  if (req.stage !== 'rcpt' || !req.recipient || req.sender === null) return DUNNO;
+  if (config.greylist_auto_allow_authenticated && req.sender) {
+    const domain = domainOf(req.sender);
+    const known = await redis.exists(PolicyKeys.greylistAuthenticated(domain));
+    ctx.roundTrips++;
+    if (known && (await spfOf(ctx.env, req)) === 'pass') {
+      note(ctx, check, 'auto-allowed-authenticated', domain);
+      return DUNNO;
+    }
+  }
+  // a known network lets FCrDNS clients through, but never past what made one suspicious
+  const autoAllow =
+    suspicious === undefined &&
+    config.greylist_auto_allow_fcrdns &&
+    (await hasFcrdns(resolver, req.client.ip));
+  const [state, wait] = await tripletState(
+    ctx,
+    check,
+    `${req.sender.toLowerCase()}\0${req.recipient.toLowerCase()}`,
+    autoAllow,
+    suspicious,
+  );
+  if (state !== 0) return DUNNO;
+  return refuse(greylisted(req.recipient, Math.ceil(wait / 1000)));
+}
+
+/**
+ * Why this client should be greylisted, or null: no forward-confirmed reverse DNS (or
+ * its lookup failed), or listed in one of GREYLIST_DNSBL. A client with FCrDNS whose
+ * sender passes SPF is a real mail server sending its own domain's mail: never.
+ */
+export async function suspicion(ctx: CheckContext): Promise<string | null> {
+  const { resolver, config } = ctx.env;
+  const ip = ctx.req.client.ip;
+  const f = await lookupFcrdns(resolver, ip);
+  if (f.kind === 'temp') return 'FCrDNS lookup failed';
+  if (f.kind === 'none' || f.value.confirmed === null) return 'no FCrDNS';
+  for (const zone of config.greylist_dnsbl) {
+    const name = dnsblName(ip, zone);
+    const l = name ? await dnsblLookup(resolver, name) : null;
+    if (!l || l.kind === 'none') continue;
+    if ((await spfOf(ctx.env, ctx.req)) === 'pass') return null;
+    return l.kind === 'temp' ? `${zone} lookup failed` : `listed in ${zone}`;
+  }
+  return null;
+}
+
+/**
+ * rspamd's greylist band (its `greylist` action) at end of DATA: the same greylisting,
+ * keyed by client network, sender and recipients, answered 451 4.7.1 since DATA is
+ * over. Our own users and networks, and clients with FCrDNS and SPF pass, are let
+ * through (rspamd's own greylist module skips the first two as well).
+ */
+export async function greylistBand(
+  ctx: CheckContext,
+  greylisted: (seconds: number) => PolicyReply,
+): Promise<Verdict> {
+  const { req } = ctx;
+  const { config, resolver } = ctx.env;
+  if (req.user || ipInNetworks(req.client.ip, config.mynetworks) || req.sender === null) return DUNNO;
+  if ((await hasFcrdns(resolver, req.client.ip)) && (ctx.spf ?? (await spfOf(ctx.env, req))) === 'pass') {
+    note(ctx, 'greylist', 'skipped', 'rspamd band, FCrDNS and SPF pass');
+    return DUNNO;
+  }
+  const rcpts = req.recipients.map((r) => r.toLowerCase()).sort();
+  const [state, wait] = await tripletState(
+    ctx,
+    'greylist',
+    `data\0${req.sender.toLowerCase()}\0${rcpts.join('\0')}`,
+    false,
+    'rspamd band',
+  );
+  if (state !== 0) return DUNNO;
+  return refuse(greylisted(Math.ceil(wait / 1000)));
+}
