@@ -15,7 +15,7 @@ import {
 import { DirectoryUnavailableError, type Directory } from '@mailyard/directory';
 import { MailAccount, Quotas, type MaildirStore } from '@mailyard/mailstore';
 import { Counter, Histogram, type Logger, type Registry } from '@mailyard/observability';
-import { buildDsn, type RecipientReport } from '@mailyard/dsn';
+import { returnToSender, type RecipientReport } from '@mailyard/dsn';
 import { deliveredToHeader, returnPathHeader } from '@mailyard/smtp-core';
 import type { DeliveryConfig } from './config.js';
 
@@ -93,16 +93,17 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
 
   /** A DSN to the sender (none for the null sender: a bounce never bounces). */
   const bounce = async (env: Envelope, message: Buffer, reports: RecipientReport[]): Promise<void> => {
-    if (!env.mailFrom) {
+    const sent = await returnToSender(
+      { myhostname: config.myhostname, original: env, message, reports },
+      { bus, directory },
+    );
+    if (!sent) {
       const rcpts = reports.map((r) => r.recipient);
       logger.warn({ queueId: env.queueId, rcpts }, 'null sender: nothing returned');
       return;
     }
-    const dsn = buildDsn({ myhostname: config.myhostname, original: env, message, reports });
-    const local = (await directory.lookup(env.mailFrom)).localDomain;
-    await bus.publishMail(local ? RoutingKeys.delivery : RoutingKeys.outbound, dsn.message, dsn.envelope);
     metrics.bounces.inc();
-    logger.info({ queueId: env.queueId, dsnQueueId: dsn.envelope.queueId, to: env.mailFrom }, 'bounce sent');
+    logger.info({ queueId: env.queueId, dsnQueueId: sent.envelope.queueId, to: env.mailFrom }, 'bounce sent');
   };
 
   /** Junk for recipients the policy held, the bulk folder for bulk mail, else INBOX. */

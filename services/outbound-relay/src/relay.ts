@@ -18,7 +18,6 @@ import {
   Headers,
   MAIL_EXCHANGE,
   Queues,
-  RoutingKeys,
   outboundDelayQueue,
   envelopeFor,
   parseEnvelope,
@@ -29,7 +28,7 @@ import type { Logger, Registry } from '@mailyard/observability';
 import { DeferredIndex } from '@mailyard/queue-admin';
 import { parseHostPort } from '@mailyard/config';
 import { applyHeaderEdits } from '@mailyard/policy-client';
-import { normalizeDomain } from '@mailyard/smtp-core';
+import { domainOf } from '@mailyard/smtp-core';
 import type { OutboundRelayConfig } from './config.js';
 import { ConnectionCache } from './connection-cache.js';
 import { TlsSessionCache } from './tls-sessions.js';
@@ -41,7 +40,7 @@ import {
   type TlsPolicy,
 } from './deliver.js';
 import { DestinationLimits } from './destination-limits.js';
-import { buildDsn, type RecipientReport } from '@mailyard/dsn';
+import { returnToSender, type RecipientReport } from '@mailyard/dsn';
 import { createMetrics } from './metrics.js';
 import { routeDomain, routeHost, type Target } from './mx.js';
 import { MtaSts, httpsPolicyFetcher, mxMatches, type PolicyFetcher } from './mta-sts.js';
@@ -82,12 +81,6 @@ export function parseRelayhost(
 }
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 16);
-
-function domainOf(address: string): string {
-  const at = address.lastIndexOf('@');
-  const d = at === -1 ? '' : address.slice(at + 1);
-  return normalizeDomain(d) ?? d.toLowerCase();
-}
 
 /**
  * MTA (sending): competing consumers on `outbound`. Each message is grouped by
@@ -187,25 +180,27 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
   };
 
   const sendDsn = async (env: Envelope, body: Buffer, reports: RecipientReport[], willRetryUntil?: Date) => {
-    const dsn = buildDsn({
-      myhostname: config.myhostname,
-      original: env,
-      message: body,
-      reports,
-      ...(willRetryUntil ? { willRetryUntil } : {}),
-      now: new Date(now()),
-    });
-    const local = await directory.isLocalDomain(domainOf(env.mailFrom));
-    await bus.publishMail(local ? RoutingKeys.delivery : RoutingKeys.outbound, dsn.message, dsn.envelope);
+    const sent = await returnToSender(
+      {
+        myhostname: config.myhostname,
+        original: env,
+        message: body,
+        reports,
+        ...(willRetryUntil ? { willRetryUntil } : {}),
+        now: new Date(now()),
+      },
+      { bus, directory },
+    );
+    if (!sent) return;
     const kind = willRetryUntil ? 'delay' : 'failure';
     metrics.bounces.inc({ kind });
     logger.info(
       {
         queueId: env.queueId,
-        dsnQueueId: dsn.envelope.queueId,
+        dsnQueueId: sent.envelope.queueId,
         to: env.mailFrom,
         kind,
-        via: local ? 'delivery' : 'outbound',
+        via: sent.via,
       },
       kind === 'delay' ? 'delay warning sent' : 'bounce sent',
     );
