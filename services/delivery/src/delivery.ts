@@ -1,14 +1,10 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { BackendUnavailableError, PoisonMessageError, type Bus, type Delivery } from '@mailyard/bus';
+import { BackendUnavailableError, type Bus, type Delivery } from '@mailyard/bus';
 import {
-  ContractError,
-  ENVELOPE_HEADER,
   EventKeys,
-  Queues,
+  MailMessages,
   RoutingKeys,
-  envelopeFor,
-  parseEnvelope,
   type Envelope,
   type MailboxChanged,
 } from '@mailyard/contracts';
@@ -190,14 +186,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     await fromRedis(Promise.all(keys.map((k) => redis.set(k, 'bounced', 'EX', config.delivery_dedupe_ttl))));
   };
 
-  const handle = async (d: Delivery): Promise<void> => {
-    let env: Envelope;
-    try {
-      env = envelopeFor(parseEnvelope(d.headers[ENVELOPE_HEADER]), 'delivery');
-    } catch (err) {
-      if (err instanceof ContractError) throw new PoisonMessageError(err.message);
-      throw err;
-    }
+  const handle = async (env: Envelope, d: Delivery): Promise<void> => {
     try {
       await deliver(env, d.body);
     } catch (err) {
@@ -233,11 +222,12 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
 
   return {
     async start() {
-      await bus.consume(
-        Queues.delivery,
-        async (d) => {
+      // envelopes are validated by the bus (a bad one is dead-lettered as poison)
+      await bus.consumeMail(
+        MailMessages.delivery,
+        async (env, d) => {
           try {
-            await handle(d);
+            await handle(env, d);
           } catch (err) {
             metrics.failures.inc();
             throw err;

@@ -4,7 +4,6 @@ import { rootCertificates } from 'node:tls';
 import { connect, type ChannelModel } from 'amqplib';
 import type { Redis } from 'ioredis';
 import {
-  PoisonMessageError,
   UnroutableError,
   declareQueue,
   outboundDelayQueueSpec,
@@ -12,15 +11,13 @@ import {
   type Delivery,
 } from '@mailyard/bus';
 import {
-  ContractError,
   ENVELOPE_HEADER,
   ENVELOPE_VERSION,
   Headers,
   MAIL_EXCHANGE,
+  MailMessages,
   Queues,
   outboundDelayQueue,
-  envelopeFor,
-  parseEnvelope,
   type Envelope,
 } from '@mailyard/contracts';
 import type { MailResolver } from '@mailyard/dns';
@@ -337,14 +334,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     }
   };
 
-  const handle = async (d: Delivery): Promise<void> => {
-    let env: Envelope;
-    try {
-      env = envelopeFor(parseEnvelope(d.headers[ENVELOPE_HEADER]), 'outbound');
-    } catch (err) {
-      if (err instanceof ContractError) throw new PoisonMessageError(err.message);
-      throw err;
-    }
+  const handle = async (env: Envelope, d: Delivery): Promise<void> => {
     const log = logger.child({ queueId: env.queueId });
     // back from a delay queue: deferred after an attempt, or only because the destination
     // was busy (no attempt counted, but a lastError and an index entry all the same)
@@ -502,7 +492,8 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
         }
       };
       void declareLoop();
-      await bus.consume(Queues.outbound, handle, {
+      // envelopes are validated by the bus (a bad one is dead-lettered as poison)
+      await bus.consumeMail(MailMessages.outbound, handle, {
         prefetch: config.outbound_prefetch,
         maxAttempts: config.outbound_max_attempts,
       });
