@@ -1,28 +1,12 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
-import { connect, type ChannelModel } from 'amqplib';
 import type { Redis } from 'ioredis';
-import {
-  UnroutableError,
-  declareQueue,
-  outboundDelayQueueSpec,
-  type Bus,
-  type Delivery,
-} from '@mailyard/bus';
-import {
-  ENVELOPE_HEADER,
-  ENVELOPE_VERSION,
-  Headers,
-  MAIL_EXCHANGE,
-  MailMessages,
-  Queues,
-  outboundDelayQueue,
-  type Envelope,
-} from '@mailyard/contracts';
+import { outboundDelayQueueSpec, type Bus, type Delivery } from '@mailyard/bus';
+import { MailMessages, Queues, outboundDelayQueue, type Envelope } from '@mailyard/contracts';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
-import { DeferredIndex } from '@mailyard/queue-admin';
+import { DeferredIndex } from '@mailyard/queue-admin/deferred-index';
 import { parseHostPort } from '@mailyard/config';
 import { applyHeaderEdits } from '@mailyard/policy-client';
 import { domainOf } from '@mailyard/smtp-core';
@@ -116,65 +100,18 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
   // What markers and the index must outlive: the longest a message can stay queued.
   const markerTtlSec = Math.ceil(config.maximal_queue_lifetime / 1000) + 86_400;
 
-  // A connection of our own for declaring the delay queues of our schedule and for
-  // reading queue depths (Bus keeps its channels to publishing and consuming).
-  let admin: ChannelModel | null = null;
-  let stopped = false;
-  const adminConn = async (): Promise<ChannelModel> => {
-    if (!admin) {
-      const conn = await connect(config.amqp_url, { timeout: 5000 });
-      conn.on('error', () => undefined);
-      conn.on('close', () => {
-        if (admin === conn) admin = null;
-      });
-      admin = conn;
-    }
-    return admin;
-  };
-  const declareDelayQueues = async (): Promise<void> => {
-    const ch = await (await adminConn()).createChannel();
-    try {
-      await ch.assertExchange(MAIL_EXCHANGE, 'direct', { durable: true });
-      for (const q of delayQueues) await declareQueue(ch, q);
-    } finally {
-      await ch.close().catch(() => undefined);
-    }
-  };
+  /** Ready messages in `outbound` and each delay queue of the schedule (those declared). */
   const queueDepth = async (): Promise<Map<string, number>> => {
     const out = new Map<string, number>();
-    const conn = await adminConn();
     for (const name of [Queues.outbound, ...delayQueues.map((q) => q.name)]) {
-      const ch = await conn.createChannel();
-      ch.on('error', () => undefined);
-      try {
-        out.set(name, (await ch.checkQueue(name)).messageCount);
-      } catch {
-        // not declared yet
-      } finally {
-        await ch.close().catch(() => undefined);
-      }
+      const info = await bus.inspectQueue(name);
+      if (info) out.set(name, info.messages);
     }
     return out;
   };
   const metrics = createMetrics(deps.registry, queueDepth);
 
   const doneKey = (queueId: string, rcpt: string) => `outbound:done:${queueId}:${sha(rcpt.toLowerCase())}`;
-
-  /** Publishes to a delay queue; declares the queues once more if the broker lost them. */
-  const publishDelayed = async (delayMs: number, body: Buffer, env: Envelope): Promise<void> => {
-    const item = {
-      routingKey: outboundDelayQueue(delayMs),
-      body,
-      headers: { [ENVELOPE_HEADER]: JSON.stringify(env), [Headers.envelopeVersion]: ENVELOPE_VERSION },
-    };
-    try {
-      await bus.publish(item);
-    } catch (err) {
-      if (!(err instanceof UnroutableError)) throw err;
-      await declareDelayQueues();
-      await bus.publish(item);
-    }
-  };
 
   const sendDsn = async (env: Envelope, body: Buffer, reports: RecipientReport[], willRetryUntil?: Date) => {
     const sent = await returnToSender(
@@ -433,7 +370,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
         attempts,
         lastError: lastError.slice(0, 1000),
       };
-      await publishDelayed(delay, d.body, retryEnv);
+      await bus.publishDelayed(delay, d.body, retryEnv);
       await index
         .add({
           queueId: env.queueId,
@@ -477,21 +414,11 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
 
   return {
     async start() {
-      // The broker may still be starting: declare in the background until it works
-      // (a publish to a missing delay queue declares them again itself).
-      const declareLoop = async () => {
-        for (let warned = false; !stopped;) {
-          try {
-            await declareDelayQueues();
-            return;
-          } catch (err) {
-            if (!warned) logger.warn({ err }, 'cannot declare the delay queues yet, retrying');
-            warned = true;
-            await new Promise((r) => setTimeout(r, 2000));
-          }
-        }
-      };
-      void declareLoop();
+      // Declared now if the broker is there, else at connect, and at every reconnect; a
+      // publish to a delay queue the broker lost declares it again itself.
+      await bus
+        .declareQueues(delayQueues)
+        .catch((err: unknown) => logger.warn({ err }, 'cannot declare the delay queues yet'));
       // envelopes are validated by the bus (a bad one is dead-lettered as poison)
       await bus.consumeMail(MailMessages.outbound, handle, {
         prefetch: config.outbound_prefetch,
@@ -507,12 +434,8 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       );
     },
     async stop() {
-      stopped = true;
       await bus.stop();
       await sessions.close();
-      const a = admin;
-      admin = null;
-      await a?.close().catch(() => undefined);
     },
   };
 }
