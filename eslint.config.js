@@ -2,6 +2,12 @@
 // hurt a mail server most (floating promises lose errors, misused promises lose mail).
 import tseslint from 'typescript-eslint';
 
+const SERVICES_APART = { group: ['@mailyard/service-*'], message: 'services never import each other' };
+const AMQP_THROUGH_BUS = {
+  name: 'amqplib',
+  message: 'RabbitMQ only through @mailyard/bus (publish, consume, call/serve, inspect)',
+};
+
 /** A call of a pino log method (logger.warn(...), this.log.error(...)). */
 const LOG_CALL = 'CallExpression[callee.property.name=/^(trace|debug|info|warn|error|fatal)$/]';
 
@@ -76,13 +82,19 @@ export default tseslint.config(
     },
   },
   {
-    // Services meet on the bus; they never import each other, and packages never import services.
+    // Services meet on the bus; they never import each other, and packages never import
+    // services. RabbitMQ is reached only through @mailyard/bus: one connection per process,
+    // and every payload checked against the catalogue in @mailyard/contracts.
     files: ['services/*/src/**/*.ts', 'packages/*/src/**/*.ts'],
     rules: {
-      'no-restricted-imports': [
-        'error',
-        { patterns: [{ group: ['@mailyard/service-*'], message: 'services never import each other' }] },
-      ],
+      'no-restricted-imports': ['error', { paths: [AMQP_THROUGH_BUS], patterns: [SERVICES_APART] }],
+    },
+  },
+  {
+    // the bus owns the AMQP client; testkit may drive the broker as a test's raw client does
+    files: ['packages/bus/src/**/*.ts', 'packages/testkit/src/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [SERVICES_APART] }],
     },
   },
 );

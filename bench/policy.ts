@@ -78,9 +78,9 @@ const msgs = (await counter('mailyard_policy_decisions_total'))
 
 // decisions per second: rcpt-stage RPCs straight to the service
 const client = new PolicyClient({
-  amqpUrl: on.platform.env.AMQP_URL!,
+  // the listener's own bus, as mta-inbound's client uses it
+  bus: on.platform.inboundRt.bus,
   logger: on.platform.inboundRt.logger,
-  name: 'bench',
   timeoutMs: 10_000,
   defaultAction: {
     action: 'tempfail',

@@ -1,41 +1,40 @@
 import { randomUUID } from 'node:crypto';
 import { connect, type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import {
+  ContractError,
   DEAD_LETTER_EXCHANGE,
-  ENVELOPE_HEADER,
-  ENVELOPE_VERSION,
   EVENTS_EXCHANGE,
+  Events,
   Headers,
   MAIL_EXCHANGE,
+  MailMessages,
   RoutingKeys,
+  envelopeFor,
+  eventType,
+  parsePayload,
   type Envelope,
+  type EventInput,
+  type EventKey,
+  type EventPayload,
+  type MailMessageType,
   type MailRoutingKey,
+  type RpcReply,
+  type RpcRequest,
+  type RpcRequestInput,
+  type RpcType,
 } from '@mailyard/contracts';
+import type { z } from 'zod';
 import type { Logger } from '@mailyard/observability';
-import { declareTopology } from './topology.js';
-
-/** The broker cannot be reached, or the connection dropped before the confirm. */
-export class BusUnavailableError extends Error {
-  override readonly name = 'BusUnavailableError';
-}
-/** The broker confirmed but could not route the message to any queue (mandatory flag). */
-export class UnroutableError extends Error {
-  override readonly name = 'UnroutableError';
-}
-/** Thrown by a consumer handler for a message that can never be processed: dead-letter it now. */
-export class PoisonMessageError extends Error {
-  override readonly name = 'PoisonMessageError';
-}
-
-/**
- * Thrown by a consumer handler when a backend it needs (Redis) failed: the message is
- * not at fault and no answer was had. The bus holds the message and runs the handler
- * again after a growing pause, without returning it to the queue or counting an
- * attempt, so an outage of any length never dead-letters it.
- */
-export class BackendUnavailableError extends Error {
-  override readonly name = 'BackendUnavailableError';
-}
+import {
+  BackendUnavailableError,
+  BusUnavailableError,
+  PoisonMessageError,
+  RpcReplyError,
+  UnroutableError,
+} from './errors.js';
+import { browseQueue, inspectQueue, withoutDeathHeaders } from './inspect.js';
+import { RpcChannel } from './rpc.js';
+import { declareQueue, declareTopology, outboundDelayQueueSpec, type QueueSpec } from './topology.js';
 
 export interface PublishItem {
   exchange?: string;
@@ -54,7 +53,22 @@ export interface Delivery {
   /** How many times the broker delivered this message before (quorum queues count returns). */
   redeliveries: number;
   routingKey: string;
-  raw: ConsumeMessage;
+  /** Where an RPC request wants its answer (direct reply-to), and the id to answer with. */
+  replyTo?: string;
+  correlationId?: string;
+}
+
+/** A queue's depth and consumers, as a passive declare reports them. */
+export interface QueueInfo {
+  /** Messages ready (not counting those delivered and not yet acknowledged). */
+  messages: number;
+  consumers: number;
+}
+
+/** A message taken from a queue by `browse`. */
+export interface BrowsedMessage {
+  body: Buffer;
+  headers: Record<string, unknown>;
 }
 
 export interface ConsumeOptions {
@@ -79,6 +93,11 @@ export interface BusOptions {
    * back to its queue unacknowledged (redelivered elsewhere). Unbounded when unset.
    */
   drainMs?: number;
+  /**
+   * Declare the topology at connect (default). A tool that only inspects (the `mailyard
+   * queue` commands) passes false: the services own the topology.
+   */
+  declareTopology?: boolean;
 }
 
 interface ConsumerReg {
@@ -110,8 +129,11 @@ export function redactUrl(url: string): string {
 
 /**
  * One AMQP connection per process: a confirm channel for publishing (many publishes
- * in flight, each resolved by its own confirm) and a channel per consumer. Reconnects
- * with backoff after the broker restarts and re-attaches every consumer.
+ * in flight, each resolved by its own confirm), a channel per consumer, one for RPC
+ * requests once there is one, and short-lived ones for declarations and inspection.
+ * Reconnects with backoff after the broker restarts and re-attaches every consumer.
+ * The typed methods (mail, events, call/serve) take the catalogue's entries from
+ * @mailyard/contracts and validate what they consume against them.
  */
 export class Bus {
   private conn: ChannelModel | null = null;
@@ -126,6 +148,10 @@ export class Bus {
   private inFlight = new Set<Promise<void>>();
   private waiters: (() => void)[] = [];
   private warnedDown = false;
+  /** Queues declared besides the topology (a relay's delay queues), again at every connect. */
+  private extraQueues = new Map<string, QueueSpec>();
+  /** This connection's RPC channel, opened at the first request. */
+  private rpc: { conn: ChannelModel; channel: Promise<RpcChannel> } | null = null;
   private readonly log: Logger;
 
   constructor(private readonly opts: BusOptions) {
@@ -141,18 +167,56 @@ export class Bus {
     return this.consumers.every((c) => c.tag !== undefined);
   }
 
-  /**
-   * How many consumers `queue` has now (a passive declare, on a channel of its own: a
-   * missing queue closes the channel it is asked on). Rejects when not connected.
-   */
+  private unreachable(): BusUnavailableError {
+    return new BusUnavailableError(`RabbitMQ unreachable at ${redactUrl(this.opts.url)}`);
+  }
+
+  /** The connection, when it is up with its publish channel; else BusUnavailableError. */
+  private connection(): ChannelModel {
+    if (!this.conn || !this.pub) throw this.unreachable();
+    return this.conn;
+  }
+
+  // ---- inspection (readiness, metrics, `mailyard queue`) ----
+
+  /** Depth and consumers of `queue` now (a passive declare); null when it is not declared. */
+  async inspectQueue(queue: string): Promise<QueueInfo | null> {
+    return inspectQueue(this.connection(), queue);
+  }
+
+  /** How many consumers `queue` has now (0 when it is not declared). Rejects when not connected. */
   async consumerCount(queue: string): Promise<number> {
-    const conn = this.conn;
-    if (!conn || !this.pub)
-      throw new BusUnavailableError(`RabbitMQ unreachable at ${redactUrl(this.opts.url)}`);
-    const ch = await conn.createChannel();
+    return (await this.inspectQueue(queue))?.consumers ?? 0;
+  }
+
+  /**
+   * Takes every message of `queue` once; `visit` says whether to acknowledge it (done
+   * with: published again or dropped) or keep it in place, with its expiry. For classic
+   * queues (the delay queues). False when the queue is not declared.
+   */
+  async browse(queue: string, visit: (m: BrowsedMessage) => Promise<'ack' | 'keep'>): Promise<boolean> {
+    return browseQueue(this.connection(), queue, visit);
+  }
+
+  /**
+   * Publishes a browsed mail message again, to `routingKey` on `mail`, without the
+   * broker's record of its earlier dead-lettering; resolves when confirmed.
+   */
+  republish(m: BrowsedMessage, routingKey: MailRoutingKey): Promise<void> {
+    return this.publish({ routingKey, body: m.body, headers: withoutDeathHeaders(m.headers) });
+  }
+
+  /**
+   * Declares queues besides the topology (a relay's delay queues of its own schedule),
+   * now when connected and again at every connect.
+   */
+  async declareQueues(specs: QueueSpec[]): Promise<void> {
+    for (const q of specs) this.extraQueues.set(q.name, q);
+    if (!this.conn || !this.pub) return;
+    const ch = await this.conn.createChannel();
     ch.on('error', () => undefined);
     try {
-      return (await ch.checkQueue(queue)).consumerCount;
+      for (const q of specs) await declareQueue(ch, q);
     } finally {
       await ch.close().catch(() => undefined);
     }
@@ -171,7 +235,7 @@ export class Bus {
 
   /** Why a publish cannot be made now (no connection, or the broker blocks publishers), or null. */
   private publishRefusal(): BusUnavailableError | null {
-    if (!this.pub) return new BusUnavailableError(`RabbitMQ unreachable at ${redactUrl(this.opts.url)}`);
+    if (!this.pub) return this.unreachable();
     if (this.blockedReason)
       return new BusUnavailableError(`RabbitMQ refuses publishing: ${this.blockedReason}`);
     return null;
@@ -190,7 +254,7 @@ export class Bus {
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {
         this.waiters = this.waiters.filter((w) => w !== done);
-        reject(new BusUnavailableError(`RabbitMQ unreachable at ${redactUrl(this.opts.url)}`));
+        reject(this.unreachable());
       }, timeoutMs);
       const done = () => {
         clearTimeout(t);
@@ -253,9 +317,23 @@ export class Bus {
       this.log.info('RabbitMQ accepts publishing again');
     });
     // A failed declaration closes its channel, so declare on a throwaway one.
-    const setup = await conn.createChannel();
-    await declareTopology(setup);
-    await setup.close();
+    if (this.opts.declareTopology !== false) {
+      const setup = await conn.createChannel();
+      await declareTopology(setup);
+      await setup.close();
+    }
+    if (this.extraQueues.size) {
+      // not fatal: a publish to a queue that is missing declares it again (publishDelayed)
+      const setup = await conn.createChannel();
+      setup.on('error', () => undefined);
+      try {
+        for (const q of this.extraQueues.values()) await declareQueue(setup, q);
+      } catch (err) {
+        this.log.warn({ err }, 'could not declare queues beyond the topology');
+      } finally {
+        await setup.close().catch(() => undefined);
+      }
+    }
     const pub = await conn.createConfirmChannel();
     pub.on('error', (err: Error) => this.log.warn({ err }, 'publish channel error'));
     pub.on('close', () => {
@@ -359,19 +437,23 @@ export class Bus {
     await Promise.all(items.map((i) => this.publish(i)));
   }
 
-  /** Publishes a mail message: raw RFC 5322 bytes as the body, the envelope as a header. */
-  publishMail(
-    routingKey: MailRoutingKey,
-    body: Buffer,
-    envelope: Envelope,
-    expiration?: number,
-  ): Promise<void> {
-    return this.publish({
+  // ---- mail messages (catalogue: MailMessages) ----
+
+  /** A mail message: raw RFC 5322 bytes as the body, the envelope as a JSON header. */
+  private mailItem(routingKey: string, body: Buffer, envelope: Envelope): PublishItem {
+    return {
       routingKey,
       body,
-      headers: { [ENVELOPE_HEADER]: JSON.stringify(envelope), [Headers.envelopeVersion]: ENVELOPE_VERSION },
-      ...(expiration !== undefined ? { expiration } : {}),
-    });
+      headers: {
+        [MailMessages.delivery.header]: JSON.stringify(envelope),
+        [MailMessages.delivery.versionHeader]: envelope.v,
+      },
+    };
+  }
+
+  /** Publishes a mail message to `delivery` or `outbound`; resolves when confirmed. */
+  publishMail(routingKey: MailRoutingKey, body: Buffer, envelope: Envelope): Promise<void> {
+    return this.publish(this.mailItem(routingKey, body, envelope));
   }
 
   /**
@@ -394,58 +476,211 @@ export class Bus {
       });
     }
     const env: Envelope = { ...envelope, recipients: [...routes.delivery, ...routes.outbound], routes };
-    return this.publish({
-      routingKey: RoutingKeys.delivery,
-      body,
-      headers: {
-        [ENVELOPE_HEADER]: JSON.stringify(env),
-        [Headers.envelopeVersion]: ENVELOPE_VERSION,
-        BCC: [RoutingKeys.outbound],
-      },
-    });
+    const item = this.mailItem(RoutingKeys.delivery, body, env);
+    return this.publish({ ...item, headers: { ...item.headers, BCC: [RoutingKeys.outbound] } });
   }
 
-  /** Publishes an event (best effort, not persistent: events describe state already on disk). */
-  async publishEvent(key: string, payload: unknown): Promise<void> {
+  /**
+   * Publishes a deferred message to the delay queue of `delayMs` (`outbound.delay.<d>`),
+   * where it waits out the delay and goes back to `outbound`. A delay queue the broker
+   * has lost is declared again and the publish repeated.
+   */
+  async publishDelayed(delayMs: number, body: Buffer, envelope: Envelope): Promise<void> {
+    const spec = outboundDelayQueueSpec(delayMs);
+    const item = this.mailItem(spec.name, body, envelope);
+    try {
+      await this.publish(item);
+    } catch (err) {
+      if (!(err instanceof UnroutableError)) throw err;
+      await this.declareQueues([spec]);
+      await this.publish(item);
+    }
+  }
+
+  /**
+   * Consumes a mail queue: every envelope is validated against the catalogue entry and
+   * narrowed to this queue's recipients (`envelopeFor`) before `handler` sees it; one that
+   * fails is dead-lettered at once as poison. Attempts default to the entry's policy.
+   */
+  async consumeMail(
+    type: MailMessageType,
+    handler: (envelope: Envelope, d: Delivery) => Promise<void>,
+    opts: Omit<ConsumeOptions, 'maxAttempts'> & { maxAttempts?: number },
+  ): Promise<void> {
+    await this.consume(
+      type.queue,
+      async (d) => {
+        let env: Envelope;
+        try {
+          env = envelopeFor(parsePayload(type.schema, d.headers[type.header], 'envelope'), type.queue);
+        } catch (err) {
+          if (err instanceof ContractError) throw new PoisonMessageError(err.message);
+          throw err;
+        }
+        await handler(env, d);
+      },
+      { ...opts, maxAttempts: opts.maxAttempts ?? type.failure.maxAttempts },
+    );
+  }
+
+  // ---- events (catalogue: Events) ----
+
+  /**
+   * Publishes an event (best effort, not persistent: events describe state already on
+   * disk). The payload is checked against the catalogue here too, so one forced past the
+   * compiler fails its publisher, not every subscriber.
+   */
+  async publishEvent<K extends EventKey>(key: K, payload: EventInput<K>): Promise<void> {
     // under a resource alarm RabbitMQ stops reading a connection that publishes, and the
     // acks of its consumers would wait behind the event
     const refusal = this.publishRefusal();
     if (refusal) throw refusal;
-    this.pub!.publish(EVENTS_EXCHANGE, key, Buffer.from(JSON.stringify(payload)), {
+    const body = parsePayload(Events[key].schema, payload, `${key} event`);
+    this.pub!.publish(EVENTS_EXCHANGE, key, Buffer.from(JSON.stringify(body)), {
       persistent: false,
       contentType: 'application/json',
     });
   }
 
-  /** Registers a consumer; it is attached now if connected and again after every reconnect. */
-  async consume(queue: string, handler: (d: Delivery) => Promise<void>, opts: ConsumeOptions): Promise<void> {
-    const reg: ConsumerReg = { queue, handler, opts };
-    this.consumers.push(reg);
-    if (this.conn && this.pub) await this.attach(this.conn, reg);
-  }
-
   /**
-   * Subscribes to events matching `pattern` with a private, auto-deleted queue: every
-   * subscriber (every instance of a service) sees every event.
+   * Subscribes to events with a private, auto-deleted queue: every subscriber (every
+   * instance of a service) sees every event. Each payload is validated against the
+   * catalogue entry of its routing key first; one that fails, or whose key the catalogue
+   * does not know, is dead-lettered with the reason instead of handed over.
    */
+  async subscribe<K extends EventKey>(
+    key: K,
+    handler: (payload: EventPayload<K>, key: K) => Promise<void> | void,
+  ): Promise<void>;
+  /** The same for a topic pattern (`learn.*`). */
   async subscribe(
     pattern: string,
-    handler: (payload: unknown, key: string) => Promise<void> | void,
+    handler: (payload: EventPayload<EventKey>, key: EventKey) => Promise<void> | void,
+  ): Promise<void>;
+  async subscribe(
+    pattern: string,
+    handler: (payload: EventPayload<EventKey>, key: EventKey) => Promise<void> | void,
   ): Promise<void> {
     const reg: ConsumerReg = {
       queue: '',
       exclusiveBinding: { exchange: EVENTS_EXCHANGE, pattern },
       handler: async (d) => {
-        let payload: unknown;
+        const type = eventType(d.routingKey);
+        let payload: EventPayload<EventKey>;
         try {
-          payload = JSON.parse(d.body.toString());
-        } catch {
+          if (!type) throw new ContractError(`event ${d.routingKey} is not in the catalogue`);
+          payload = parsePayload(type.schema, d.body, `${d.routingKey} event`) as EventPayload<EventKey>;
+        } catch (err) {
+          await this.deadLetter(`events/${d.routingKey}`, d, err, 1).catch((pubErr: unknown) =>
+            this.log.warn({ err: pubErr }, 'could not dead-letter an invalid event'),
+          );
           return;
         }
-        await handler(payload, d.routingKey);
+        await handler(payload, d.routingKey as EventKey);
       },
       opts: { prefetch: 100, maxAttempts: 1 },
     };
+    this.consumers.push(reg);
+    if (this.conn && this.pub) await this.attach(this.conn, reg);
+  }
+
+  // ---- request/reply (catalogue: PolicyRpc) ----
+
+  /**
+   * Sends a request of `rpc` and resolves with its validated answer. The timeout covers
+   * the whole call, a wait for the connection included. Rejects with RpcTimeoutError (no
+   * answer in time), RpcLostError (the connection went after the request was sent),
+   * BusUnavailableError (not sent: no connection, or the broker refuses publishing) or
+   * RpcReplyError (an answer that breaks the contract).
+   */
+  async call<R extends RpcType>(
+    rpc: R,
+    request: RpcRequestInput<R>,
+    opts: { timeoutMs: number; body?: Buffer },
+  ): Promise<RpcReply<R>> {
+    const req = parsePayload(rpc.request, request, `${rpc.name} request`);
+    const deadline = Date.now() + opts.timeoutMs;
+    if (this.stopping) throw new BusUnavailableError('bus stopped');
+    if (!this.connected) await this.waitConnected(Math.max(0, deadline - Date.now()));
+    const refusal = this.publishRefusal();
+    if (refusal) throw refusal;
+    const channel = await this.rpcChannel(this.connection());
+    const answer = await channel.send(
+      rpc.queue,
+      opts.body ?? Buffer.alloc(0),
+      { [rpc.requestHeader]: JSON.stringify(req) },
+      Math.max(1, deadline - Date.now()),
+    );
+    try {
+      return parsePayload(rpc.reply, answer.body, `${rpc.name} reply`) as RpcReply<R>;
+    } catch (err) {
+      throw new RpcReplyError((err as Error).message);
+    }
+  }
+
+  private rpcChannel(conn: ChannelModel): Promise<RpcChannel> {
+    if (this.rpc?.conn !== conn) {
+      const entry: { conn: ChannelModel; channel: Promise<RpcChannel> } = {
+        conn,
+        channel: Promise.resolve(null as unknown as RpcChannel),
+      };
+      const drop = () => {
+        if (this.rpc === entry) this.rpc = null;
+      };
+      entry.channel = RpcChannel.open(conn, this.log, drop).catch((err: unknown) => {
+        drop();
+        throw new BusUnavailableError(`RPC channel not opened: ${(err as Error).message}`);
+      });
+      this.rpc = entry;
+    }
+    return this.rpc.channel;
+  }
+
+  /**
+   * Serves `rpc`: consumes its queue and answers each request through direct reply-to.
+   * A request that fails validation, or that `handler` throws on, gets the catalogue's
+   * `unanswerable()` answer; nothing is run twice or dead-lettered.
+   */
+  async serve<R extends RpcType>(
+    rpc: R,
+    handler: (request: RpcRequest<R>, body: Buffer) => Promise<z.input<R['reply']>>,
+    opts: { prefetch: number },
+  ): Promise<void> {
+    await this.consume(
+      rpc.queue,
+      async (d) => {
+        const id = headerText(d.headers[Headers.correlationId]) ?? d.correlationId;
+        if (!d.replyTo || !id) {
+          this.log.warn({ queue: rpc.queue }, 'request without reply-to or correlation id, dropped');
+          return;
+        }
+        let answer: unknown;
+        try {
+          answer = await handler(
+            parsePayload(rpc.request, d.headers[rpc.requestHeader], `${rpc.name} request`) as RpcRequest<R>,
+            d.body,
+          );
+        } catch (err) {
+          this.log.warn({ err, queue: rpc.queue }, 'request not answerable');
+          answer = rpc.unanswerable();
+        }
+        await this.publish({
+          exchange: '',
+          routingKey: d.replyTo,
+          body: Buffer.from(JSON.stringify(answer)),
+          persistent: false,
+          headers: { [Headers.correlationId]: id },
+        }).catch((err: unknown) => this.log.debug({ err }, 'requester went away before the answer'));
+      },
+      { prefetch: opts.prefetch, maxAttempts: rpc.failure.maxAttempts },
+    );
+  }
+
+  // ---- consuming ----
+
+  /** Registers a consumer; it is attached now if connected and again after every reconnect. */
+  async consume(queue: string, handler: (d: Delivery) => Promise<void>, opts: ConsumeOptions): Promise<void> {
+    const reg: ConsumerReg = { queue, handler, opts };
     this.consumers.push(reg);
     if (this.conn && this.pub) await this.attach(this.conn, reg);
   }
@@ -484,7 +719,8 @@ export class Bus {
       headers,
       redeliveries,
       routingKey: msg.fields.routingKey,
-      raw: msg,
+      ...(msg.properties.replyTo ? { replyTo: String(msg.properties.replyTo) } : {}),
+      ...(msg.properties.correlationId ? { correlationId: String(msg.properties.correlationId) } : {}),
     };
     if (reg.exclusiveBinding) {
       try {
@@ -503,7 +739,6 @@ export class Bus {
       await this.runHolding(reg, acks, delivery);
       acks.ack(msg);
     } catch (err) {
-      const reason = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
       const attempt = redeliveries + 1;
       if (err instanceof BackendUnavailableError) {
         // held until the bus stopped or the channel went: the broker keeps the message
@@ -521,18 +756,7 @@ export class Bus {
       }
       if (err instanceof PoisonMessageError || attempt >= reg.opts.maxAttempts) {
         try {
-          await this.publish({
-            exchange: DEAD_LETTER_EXCHANGE,
-            routingKey: reg.queue,
-            body: msg.content,
-            headers: {
-              ...headers,
-              [Headers.deadLetterReason]: reason.slice(0, 1000),
-              'x-mailyard-original-queue': reg.queue,
-              'x-mailyard-attempts': attempt,
-            },
-          });
-          this.log.error({ queue: reg.queue, err, attempt }, 'message dead-lettered');
+          await this.deadLetter(reg.queue, delivery, err, attempt);
           acks.ack(msg);
         } catch (pubErr) {
           this.log.warn({ err: pubErr }, 'could not dead-letter, returning message to the queue');
@@ -546,6 +770,23 @@ export class Bus {
       await sleep(Math.min((reg.opts.retryDelayMs ?? 500) * attempt, 10_000));
       acks.nack(msg);
     }
+  }
+
+  /** Publishes a message that cannot be processed to the dead-letter exchange, with the reason. */
+  private async deadLetter(queue: string, d: Delivery, err: unknown, attempt: number): Promise<void> {
+    const reason = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    await this.publish({
+      exchange: DEAD_LETTER_EXCHANGE,
+      routingKey: queue,
+      body: d.body,
+      headers: {
+        ...d.headers,
+        [Headers.deadLetterReason]: reason.slice(0, 1000),
+        [Headers.deadLetterQueue]: queue,
+        [Headers.deadLetterAttempts]: attempt,
+      },
+    });
+    this.log.error({ queue, err, attempt }, 'message dead-lettered');
   }
 
   /**
@@ -675,6 +916,13 @@ function safe(fn: () => void): void {
   } catch {
     // channel already closed: the broker returns the message to the queue itself
   }
+}
+
+/** A header's text (AMQP long strings may arrive as bytes), or undefined. */
+function headerText(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if (Buffer.isBuffer(v)) return v.toString();
+  return undefined;
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

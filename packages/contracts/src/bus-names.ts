@@ -3,7 +3,7 @@
 
 /** Direct exchange every message is published to; the routing key picks the queue. */
 export const MAIL_EXCHANGE = 'mail';
-/** Topic exchange for events (`mailbox.changed`, later learn-spam/learn-ham). */
+/** Topic exchange for events (`mailbox.changed`, `learn.spam`, `learn.ham`). */
 export const EVENTS_EXCHANGE = 'events';
 /** Exchange that messages which could not be processed are dead-lettered to. */
 export const DEAD_LETTER_EXCHANGE = 'mail.dlx';
@@ -27,20 +27,29 @@ export const RoutingKeys = {
 } as const;
 export type MailRoutingKey = (typeof RoutingKeys)[keyof typeof RoutingKeys];
 
+/** Routing keys on EVENTS_EXCHANGE; the payload of each is in the catalogue (`Events`). */
 export const EventKeys = {
+  /** A message was filed into a folder or a folder changed (payload: MailboxChanged). */
   mailboxChanged: 'mailbox.changed',
   /** A user filed a message into Junk: train the spam filter (payload: LearnEvent). */
   learnSpam: 'learn.spam',
   /** A user moved a message out of Junk: train as ham (payload: LearnEvent). */
   learnHam: 'learn.ham',
 } as const;
+export type EventKey = (typeof EventKeys)[keyof typeof EventKeys];
 
-/** AMQP header names we set on mail messages. */
+/** AMQP header names we set on messages. */
 export const Headers = {
   /** Why a message was dead-lettered (last processing error). */
   deadLetterReason: 'x-mailyard-dead-letter-reason',
+  /** The queue (or `events/<key>` for an event) a dead-lettered message was taken from. */
+  deadLetterQueue: 'x-mailyard-original-queue',
+  /** How many times it was run before it was dead-lettered. */
+  deadLetterAttempts: 'x-mailyard-attempts',
   /** Contract version of the envelope in this message. */
   envelopeVersion: 'x-mailyard-envelope-version',
+  /** Matches an RPC reply to its request (set on both; the Bus sets its own message ids). */
+  correlationId: 'x-mailyard-correlation-id',
 } as const;
 
 /**

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { Filing } from './policy.js';
+import { ContractError, parsePayload } from './parse.js';
 
 /**
  * The envelope of one queued message: what SMTP said about it, kept apart from the
@@ -63,26 +64,9 @@ export type EnvelopeInput = z.input<typeof Envelope>;
 
 export const ENVELOPE_HEADER = 'x-mailyard-envelope';
 
-export class ContractError extends Error {
-  override readonly name = 'ContractError';
-}
-
 /** Validates an envelope from the bus; throws ContractError naming the first bad field. */
 export function parseEnvelope(raw: unknown): Envelope {
-  let value = raw;
-  if (typeof raw === 'string' || Buffer.isBuffer(raw)) {
-    try {
-      value = JSON.parse(raw.toString());
-    } catch {
-      throw new ContractError('envelope is not JSON');
-    }
-  }
-  const result = Envelope.safeParse(value);
-  if (!result.success) {
-    const issue = result.error.issues[0];
-    throw new ContractError(`invalid envelope: ${issue?.path.join('.') || '(root)'}: ${issue?.message}`);
-  }
-  return result.data;
+  return parsePayload(Envelope, raw, 'envelope');
 }
 
 /**

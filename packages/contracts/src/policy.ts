@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { Headers } from './bus-names.js';
 
 /**
  * The policy RPC: mta-inbound and msa ask services/policy at each SMTP stage over
@@ -10,7 +11,7 @@ import { z } from 'zod';
 export const POLICY_VERSION = 1;
 export const POLICY_REQUEST_HEADER = 'x-mailyard-policy-request';
 /** Matches a reply to its request (the Bus sets its own message ids). */
-export const POLICY_CORRELATION_HEADER = 'x-mailyard-correlation-id';
+export const POLICY_CORRELATION_HEADER = Headers.correlationId;
 
 /**
  * SMTP stages. HELO restrictions are evaluated with MAIL FROM (smtp-server has no

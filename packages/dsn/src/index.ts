@@ -1,1 +1,2 @@
 export * from './dsn.js';
+export * from './return.js';

@@ -1,25 +1,22 @@
-import { randomUUID } from 'node:crypto';
-import { connect, type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
+import { BusUnavailableError, RpcLostError, RpcReplyError, RpcTimeoutError, type Bus } from '@mailyard/bus';
 import {
-  POLICY_CORRELATION_HEADER,
-  POLICY_REQUEST_HEADER,
   POLICY_VERSION,
   PolicyDecision,
   PolicyRequest,
-  Queues,
+  PolicyRpc,
   type PolicyRequestInput,
 } from '@mailyard/contracts';
 import { Counter, Gauge, type Logger, type Registry } from '@mailyard/observability';
 import { CircuitBreaker, type BreakerState } from './circuit-breaker.js';
 import type { PolicyDefaultAction } from './default-action.js';
 
-const REPLY_TO = 'amq.rabbitmq.reply-to';
+/** What the client needs of the bus: its request/reply. */
+export type PolicyBus = Pick<Bus, 'call'>;
 
 export interface PolicyClientOptions {
-  amqpUrl: string;
+  /** The process's bus: requests go over its connection (RPC with direct reply-to). */
+  bus: PolicyBus;
   logger: Logger;
-  /** Shown in the broker's connection list. */
-  name: string;
   /** How long to wait for a decision. */
   timeoutMs: number;
   /** The decision when none arrives in time or the broker is unreachable. */
@@ -32,23 +29,17 @@ export interface PolicyClientOptions {
   breakerEvents?: { state(state: BreakerState): void; shortCircuit(): void };
 }
 
-interface Pending {
-  /** `answered`: false when the request failed without an answer (connection lost). */
-  resolve: (d: PolicyDecision, answered?: boolean) => void;
-  timer: NodeJS.Timeout;
-}
+type Outcome = 'answered' | 'timeout' | 'error';
 
 /**
- * Asks services/policy for a decision over RabbitMQ RPC with direct reply-to: no reply
- * queue to declare or clean up, one channel per process. Never throws: a timeout or an
- * unreachable broker yields the default action, so an SMTP session always gets an
- * answer; and while the service keeps not answering, the circuit breaker gives it at once.
+ * Asks services/policy for a decision over the bus's RPC (queue `policy`, direct
+ * reply-to). Never throws: a timeout or an unreachable broker yields the default action,
+ * so an SMTP session always gets an answer; and while the service keeps not answering,
+ * the circuit breaker gives it at once.
  */
 export class PolicyClient {
-  private conn: ChannelModel | null = null;
-  private ch: Channel | null = null;
-  private connecting: Promise<Channel> | null = null;
-  private pending = new Map<string, Pending>();
+  /** Requests waiting for an answer, each settled with the default action by stop(). */
+  private readonly waiting = new Set<() => void>();
   private stopped = false;
   private readonly log: Logger;
   private readonly breaker: CircuitBreaker;
@@ -70,10 +61,9 @@ export class PolicyClient {
     return this.breaker.state;
   }
 
-  /** Connects in the background; ask() also connects on demand. */
+  /** Asks from now on (the bus connects by itself). */
   start(): void {
     this.stopped = false;
-    this.channel().catch((err: unknown) => this.log.warn({ err }, 'policy RPC channel not ready yet'));
   }
 
   private fallback(reason: string): PolicyDecision {
@@ -83,62 +73,6 @@ export class PolicyClient {
       ...d,
       reasons: [{ check: 'policy_service', result: 'unavailable', detail: reason }],
     });
-  }
-
-  private channel(): Promise<Channel> {
-    if (this.ch) return Promise.resolve(this.ch);
-    this.connecting ??= this.open().finally(() => {
-      this.connecting = null;
-    });
-    return this.connecting;
-  }
-
-  private async open(): Promise<Channel> {
-    const u = new URL(this.opts.amqpUrl);
-    if (!u.searchParams.has('heartbeat')) u.searchParams.set('heartbeat', '10');
-    const conn = await connect(u.toString(), {
-      noDelay: true,
-      timeout: Math.max(1000, this.opts.timeoutMs),
-      clientProperties: { connection_name: this.opts.name },
-    });
-    conn.on('error', (err: Error) => this.log.warn({ err }, 'policy RPC connection error'));
-    conn.on('close', () => this.lost(conn));
-    const ch = await conn.createChannel();
-    ch.on('error', (err: Error) => this.log.warn({ err }, 'policy RPC channel error'));
-    ch.on('close', () => this.lost(conn));
-    // direct reply-to: consume the pseudo-queue (no-ack) before publishing on this channel
-    await ch.consume(REPLY_TO, (msg) => this.onReply(msg), { noAck: true });
-    this.conn = conn;
-    this.ch = ch;
-    return ch;
-  }
-
-  private lost(conn: ChannelModel): void {
-    if (this.conn !== conn) return;
-    this.conn = null;
-    this.ch = null;
-    for (const [id, p] of this.pending) {
-      clearTimeout(p.timer);
-      p.resolve(this.fallback('connection to the broker lost'), false);
-      this.pending.delete(id);
-    }
-    void conn.close().catch(() => undefined);
-  }
-
-  private onReply(msg: ConsumeMessage | null): void {
-    if (!msg) return;
-    const id = (msg.properties.headers?.[POLICY_CORRELATION_HEADER] ?? msg.properties.correlationId) as
-      string | undefined;
-    const p = id ? this.pending.get(id) : undefined;
-    if (!p || !id) return;
-    this.pending.delete(id);
-    clearTimeout(p.timer);
-    try {
-      p.resolve(PolicyDecision.parse(JSON.parse(msg.content.toString())));
-    } catch (err) {
-      this.log.warn({ err }, 'policy service sent an invalid decision');
-      p.resolve(this.fallback('invalid decision'));
-    }
   }
 
   /** Asks for a decision; `message` is the raw message at the data stage. */
@@ -155,69 +89,51 @@ export class PolicyClient {
       this.opts.breakerEvents?.shortCircuit();
       return this.fallback('policy service not answering (circuit open)');
     }
-    let ch: Channel;
-    try {
-      ch = await this.channel();
-    } catch (err) {
-      this.breaker.failure();
-      this.opts.observe?.(req.stage, seconds(), 'error');
-      this.log.warn({ err, sid: req.sessionId }, 'policy service unreachable');
-      return this.fallback('broker unreachable');
-    }
-    const id = randomUUID();
     return new Promise<PolicyDecision>((resolve) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        this.breaker.failure();
-        this.opts.observe?.(req.stage, seconds(), 'timeout');
-        this.log.warn({ sid: req.sessionId, stage: req.stage }, 'policy service did not answer in time');
-        resolve(this.fallback('timeout'));
-      }, timeoutMs);
-      this.pending.set(id, {
-        timer,
-        resolve: (d, answered = true) => {
-          if (answered) this.breaker.success();
-          else this.breaker.failure();
-          this.opts.observe?.(req.stage, seconds(), answered ? 'answered' : 'error');
-          resolve(d);
+      let settled = false;
+      // an answer (even one that breaks the contract) means the service works
+      const settle = (d: PolicyDecision, outcome: Outcome) => {
+        if (settled) return;
+        settled = true;
+        this.waiting.delete(stop);
+        if (outcome === 'answered') this.breaker.success();
+        else this.breaker.failure();
+        this.opts.observe?.(req.stage, seconds(), outcome);
+        resolve(d);
+      };
+      const stop = () => settle(this.fallback('client stopped'), 'error');
+      this.waiting.add(stop);
+      this.opts.bus.call(PolicyRpc, req, { timeoutMs, ...(message ? { body: message } : {}) }).then(
+        (d) => settle(d, 'answered'),
+        (err: unknown) => {
+          const sid = req.sessionId;
+          if (err instanceof RpcReplyError) {
+            this.log.warn({ err, sid }, 'policy service sent an invalid decision');
+            settle(this.fallback('invalid decision'), 'answered');
+          } else if (err instanceof RpcTimeoutError) {
+            this.log.warn({ sid, stage: req.stage }, 'policy service did not answer in time');
+            settle(this.fallback('timeout'), 'timeout');
+          } else if (err instanceof RpcLostError) {
+            settle(this.fallback('connection to the broker lost'), 'error');
+          } else {
+            if (!(err instanceof BusUnavailableError)) this.log.error({ err, sid }, 'policy request failed');
+            else this.log.warn({ err, sid }, 'policy service unreachable');
+            settle(this.fallback('broker unreachable'), 'error');
+          }
         },
-      });
-      try {
-        ch.sendToQueue(Queues.policy, message ?? Buffer.alloc(0), {
-          replyTo: REPLY_TO,
-          correlationId: id,
-          persistent: false,
-          expiration: String(timeoutMs),
-          headers: { [POLICY_REQUEST_HEADER]: JSON.stringify(req), [POLICY_CORRELATION_HEADER]: id },
-        });
-      } catch (err) {
-        clearTimeout(timer);
-        this.pending.delete(id);
-        this.breaker.failure();
-        this.opts.observe?.(req.stage, seconds(), 'error');
-        this.log.warn({ err, sid: req.sessionId }, 'policy request not sent');
-        resolve(this.fallback('publish failed'));
-      }
+      );
     });
   }
 
+  /** Answers the requests still waiting with the default action; later ones get it at once. */
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const [id, p] of this.pending) {
-      clearTimeout(p.timer);
-      p.resolve(this.fallback('client stopped'), false);
-      this.pending.delete(id);
-    }
-    const conn = this.conn;
-    this.conn = null;
-    this.ch = null;
-    if (conn) await conn.close().catch(() => undefined);
+    for (const stop of [...this.waiting]) stop();
   }
 }
 
 /** The config a listener (mta-inbound, msa) builds its policy client from. */
 export interface PolicyClientConfig {
-  amqp_url: string;
   policy_timeout: number;
   smtpd_policy_service_default_action: PolicyDefaultAction;
   policy_breaker_threshold: number;
@@ -234,7 +150,7 @@ const BREAKER_STATES = ['closed', 'open', 'half-open'] as const satisfies Breake
 export function createPolicyClient(
   service: string,
   config: PolicyClientConfig,
-  deps: { logger: Logger; registry: Registry; observe?: PolicyClientOptions['observe'] },
+  deps: { bus: PolicyBus; logger: Logger; registry: Registry; observe?: PolicyClientOptions['observe'] },
 ): PolicyClient {
   const prefix = `mailyard_${service.replace(/-/g, '_')}_policy`;
   const state = new Gauge({
@@ -253,9 +169,8 @@ export function createPolicyClient(
   };
   setState('closed');
   return new PolicyClient({
-    amqpUrl: config.amqp_url,
+    bus: deps.bus,
     logger: deps.logger,
-    name: `mailyard-${service}-policy`,
     timeoutMs: config.policy_timeout,
     defaultAction: config.smtpd_policy_service_default_action,
     breaker: { threshold: config.policy_breaker_threshold, openMs: config.policy_breaker_open_time },

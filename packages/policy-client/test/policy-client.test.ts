@@ -1,6 +1,8 @@
 // The policy client against a real RabbitMQ vhost: one where nothing consumes the policy
 // queue, and one where the consumer stops answering. Either way a session must get
 // smtpd_policy_service_default_action, and once the service is known not to answer, at once.
+// The stand-in service speaks raw AMQP as the policy service did before its requests and
+// replies went through the bus: the wire format must not have changed.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { connect, type ChannelModel } from 'amqplib';
@@ -15,18 +17,19 @@ const OPEN_MS = 1500;
 const logger = createLogger('test', 'silent');
 let vhost: TestVhost;
 let amqp: ChannelModel;
+/** The asking process's bus (it declares the topology, the policy queue among it). */
+let bus: Bus;
 
 before(async () => {
   vhost = await createVhost();
-  // the topology (the policy queue among it), as every service declares it
-  const bus = new Bus({ url: vhost.url, logger, name: 'topology' });
+  bus = new Bus({ url: vhost.url, logger, name: 'asker' });
   bus.start();
   await bus.waitConnected();
-  await bus.stop();
   amqp = await connect(vhost.url);
 });
 after(async () => {
   await amqp.close();
+  await bus.stop();
   await vhost.delete();
 });
 
@@ -45,13 +48,12 @@ function client(): { policy: PolicyClient; registry: Registry } {
   const policy = createPolicyClient(
     'breaker-test',
     {
-      amqp_url: vhost.url,
       policy_timeout: TIMEOUT_MS,
       smtpd_policy_service_default_action: parseDefaultAction('451 4.3.5 Server configuration problem')!,
       policy_breaker_threshold: 2,
       policy_breaker_open_time: OPEN_MS,
     },
-    { logger, registry },
+    { bus, logger, registry },
   );
   policy.start();
   return { policy, registry };

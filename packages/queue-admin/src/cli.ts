@@ -1,9 +1,19 @@
 import type { Command } from 'commander';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import { Bus } from '@mailyard/bus';
 import { ConfigError, commonSchema, loadConfig, stringList } from '@mailyard/config';
 import { outboundDelayQueue } from '@mailyard/contracts';
-import { QueueAdmin, QueueAdminError, type DeferredEntry } from './index.js';
+import { createLogger } from '@mailyard/observability';
+import {
+  QueueAdminError,
+  deleteDeferred,
+  listDeferred,
+  retryDeferred,
+  showDeferred,
+  type QueueAdminDeps,
+} from './admin.js';
+import type { DeferredEntry } from './deferred-index.js';
 
 /**
  * What the `queue` group needs from the CLI that registers it; the `mailyard` CLI's
@@ -34,6 +44,9 @@ function ago(iso: string, now = Date.now()): string {
   return s >= 0 ? `in ${text}` : `${text} ago`;
 }
 
+/** How long the commands wait for RabbitMQ before saying it cannot be reached. */
+const CONNECT_TIMEOUT_MS = 5000;
+
 /** mailq-like: one block per message, queue id first. */
 export function formatEntry(e: DeferredEntry): string[] {
   return [
@@ -45,7 +58,7 @@ export function formatEntry(e: DeferredEntry): string[] {
 }
 
 export function registerQueueCommands(program: Command, ctx: QueueCommandContext): void {
-  const withAdmin = <T>(fn: (admin: QueueAdmin) => Promise<T>): Promise<T> =>
+  const withAdmin = <T>(fn: (admin: QueueAdminDeps) => Promise<T>): Promise<T> =>
     ctx.withRedis(async (redis) => {
       let cfg: z.infer<typeof queueConfigSchema>;
       try {
@@ -58,18 +71,26 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
         const m = DURATION.exec(d);
         return m ? [outboundDelayQueue(Math.round(Number(m[1]) * (UNIT[m[2] ?? 's'] ?? 1000)))] : [];
       });
-      const admin = new QueueAdmin({
-        amqpUrl: cfg.amqp_url,
-        redis,
-        ...(delayQueues.length ? { delayQueues } : {}),
+      // inspects only: the services declare the topology
+      const bus = new Bus({
+        url: cfg.amqp_url,
+        logger: createLogger('mailyard-queue', 'silent'),
+        name: 'mailyard-queue',
+        declareTopology: false,
       });
+      bus.start();
       try {
-        return await fn(admin);
+        try {
+          await bus.waitConnected(CONNECT_TIMEOUT_MS);
+        } catch (err) {
+          throw new QueueAdminError((err as Error).message);
+        }
+        return await fn({ bus, redis, ...(delayQueues.length ? { delayQueues } : {}) });
       } catch (err) {
         if (err instanceof QueueAdminError) throw ctx.fail(err.message);
         throw err;
       } finally {
-        await admin.close();
+        await bus.stop();
       }
     });
 
@@ -83,7 +104,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
     .option('--json', 'one JSON object a line')
     .action((opts: { json?: boolean }) =>
       withAdmin(async (admin) => {
-        const entries = await admin.list();
+        const entries = await listDeferred(admin);
         if (opts.json) {
           for (const e of entries) ctx.print(JSON.stringify(e));
           return;
@@ -103,7 +124,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
     .argument('<queue-id>', 'queue id, as `queue list` prints it')
     .action((id: string) =>
       withAdmin(async (admin) => {
-        const found = await admin.show(id);
+        const found = await showDeferred(admin, id);
         if (!found) throw ctx.fail(`no deferred message with queue id ${id}`);
         for (const line of formatEntry(found.entry)) ctx.print(line);
         ctx.print('');
@@ -120,7 +141,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
       withAdmin(async (admin) => {
         if (!id && !opts.all) throw ctx.fail('name a queue id or use --all');
         if (id && opts.all) throw ctx.fail('use either a queue id or --all, not both');
-        const n = await admin.retry(id ? { queueId: id } : { all: true });
+        const n = await retryDeferred(admin, id ? { queueId: id } : { all: true });
         if (id && !n) throw ctx.fail(`no deferred message with queue id ${id}`);
         ctx.print(`${n} message${n === 1 ? '' : 's'} queued for delivery`);
       }),
@@ -132,7 +153,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
     .argument('<queue-id>', 'queue id')
     .action((id: string) =>
       withAdmin(async (admin) => {
-        if (!(await admin.delete(id))) throw ctx.fail(`no deferred message with queue id ${id}`);
+        if (!(await deleteDeferred(admin, id))) throw ctx.fail(`no deferred message with queue id ${id}`);
         ctx.print(`deleted ${id}`);
       }),
     );

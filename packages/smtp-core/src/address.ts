@@ -26,6 +26,13 @@ export function normalizeDomain(domain: string): string | null {
   return ascii;
 }
 
+/** The domain of an address already accepted (after the last `@`), normalized when it can be. */
+export function domainOf(address: string): string {
+  const at = address.lastIndexOf('@');
+  const d = at === -1 ? '' : address.slice(at + 1);
+  return normalizeDomain(d) ?? d.toLowerCase();
+}
+
 /**
  * Parses a forward- or reverse-path address as given in RCPT TO / MAIL FROM and
  * refuses the classic tricks that make a naive server relay (Postfix's

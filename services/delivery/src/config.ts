@@ -7,6 +7,7 @@ import {
   mailStoreSchema,
   positiveInt,
 } from '@mailyard/config';
+import { MailMessages } from '@mailyard/contracts';
 
 export const deliverySchema = z.object({
   ...commonSchema,
@@ -14,8 +15,8 @@ export const deliverySchema = z.object({
   ...addressingSchema,
   /** Messages processed at once (AMQP prefetch). */
   delivery_prefetch: positiveInt(64),
-  /** Failed attempts before a message goes to the dead-letter queue with its reason. */
-  delivery_max_attempts: positiveInt(5),
+  /** Failed attempts before a message goes to the dead-letter queue with its reason (catalogue default). */
+  delivery_max_attempts: positiveInt(MailMessages.delivery.failure.maxAttempts),
   /** How long the "already delivered" markers are kept, in seconds (covers any redelivery). */
   delivery_dedupe_ttl: positiveInt(14 * 24 * 3600),
   /** Folder for mail the policy service holds as spam (quarantine). */

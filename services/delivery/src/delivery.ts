@@ -1,21 +1,17 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { BackendUnavailableError, PoisonMessageError, type Bus, type Delivery } from '@mailyard/bus';
+import { BackendUnavailableError, type Bus, type Delivery } from '@mailyard/bus';
 import {
-  ContractError,
-  ENVELOPE_HEADER,
   EventKeys,
-  Queues,
+  MailMessages,
   RoutingKeys,
-  envelopeFor,
-  parseEnvelope,
   type Envelope,
   type MailboxChanged,
 } from '@mailyard/contracts';
 import { DirectoryUnavailableError, type Directory } from '@mailyard/directory';
 import { MailAccount, Quotas, type MaildirStore } from '@mailyard/mailstore';
 import { Counter, Histogram, type Logger, type Registry } from '@mailyard/observability';
-import { buildDsn, type RecipientReport } from '@mailyard/dsn';
+import { returnToSender, type RecipientReport } from '@mailyard/dsn';
 import { deliveredToHeader, returnPathHeader } from '@mailyard/smtp-core';
 import type { DeliveryConfig } from './config.js';
 
@@ -93,16 +89,17 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
 
   /** A DSN to the sender (none for the null sender: a bounce never bounces). */
   const bounce = async (env: Envelope, message: Buffer, reports: RecipientReport[]): Promise<void> => {
-    if (!env.mailFrom) {
+    const sent = await returnToSender(
+      { myhostname: config.myhostname, original: env, message, reports },
+      { bus, directory },
+    );
+    if (!sent) {
       const rcpts = reports.map((r) => r.recipient);
       logger.warn({ queueId: env.queueId, rcpts }, 'null sender: nothing returned');
       return;
     }
-    const dsn = buildDsn({ myhostname: config.myhostname, original: env, message, reports });
-    const local = (await directory.lookup(env.mailFrom)).localDomain;
-    await bus.publishMail(local ? RoutingKeys.delivery : RoutingKeys.outbound, dsn.message, dsn.envelope);
     metrics.bounces.inc();
-    logger.info({ queueId: env.queueId, dsnQueueId: dsn.envelope.queueId, to: env.mailFrom }, 'bounce sent');
+    logger.info({ queueId: env.queueId, dsnQueueId: sent.envelope.queueId, to: env.mailFrom }, 'bounce sent');
   };
 
   /** Junk for recipients the policy held, the bulk folder for bulk mail, else INBOX. */
@@ -189,14 +186,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     await fromRedis(Promise.all(keys.map((k) => redis.set(k, 'bounced', 'EX', config.delivery_dedupe_ttl))));
   };
 
-  const handle = async (d: Delivery): Promise<void> => {
-    let env: Envelope;
-    try {
-      env = envelopeFor(parseEnvelope(d.headers[ENVELOPE_HEADER]), 'delivery');
-    } catch (err) {
-      if (err instanceof ContractError) throw new PoisonMessageError(err.message);
-      throw err;
-    }
+  const handle = async (env: Envelope, d: Delivery): Promise<void> => {
     try {
       await deliver(env, d.body);
     } catch (err) {
@@ -232,11 +222,12 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
 
   return {
     async start() {
-      await bus.consume(
-        Queues.delivery,
-        async (d) => {
+      // envelopes are validated by the bus (a bad one is dead-lettered as poison)
+      await bus.consumeMail(
+        MailMessages.delivery,
+        async (env, d) => {
           try {
-            await handle(d);
+            await handle(env, d);
           } catch (err) {
             metrics.failures.inc();
             throw err;

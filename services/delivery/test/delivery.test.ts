@@ -131,7 +131,7 @@ test('each filed copy is announced as a mailbox.changed event', async () => {
   });
   const events: { account: string; folder: string; queueId: string | null }[] = [];
   await listener.subscribe('mailbox.changed', (e) => {
-    events.push(e as (typeof events)[number]);
+    events.push(e);
   });
   listener.start();
   // resolves once connected with every subscription attached

@@ -141,6 +141,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
       ? deps.policy
       : config.policy_enabled
         ? createPolicyClient('msa', config, {
+            bus,
             logger,
             registry: deps.registry,
             observe: (stage, seconds, outcome) => metrics.policyLatency.observe({ stage, outcome }, seconds),

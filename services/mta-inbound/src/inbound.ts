@@ -101,6 +101,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       ? deps.policy
       : config.policy_enabled
         ? createPolicyClient('mta-inbound', config, {
+            bus,
             logger,
             registry: deps.registry,
             observe: (stage, seconds, outcome) => metrics.policyLatency.observe({ stage, outcome }, seconds),

@@ -9,6 +9,7 @@ import {
   positiveInt,
   stringList,
 } from '@mailyard/config';
+import { MailMessages } from '@mailyard/contracts';
 
 const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/;
 const MULT: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -92,8 +93,8 @@ export const outboundRelaySchema = z.object({
   smtp_tls_opportunistic: bool(true),
   /** Domains whose MTA-STS policy is never fetched (e.g. internal domains). */
   mta_sts_ignore_domains: stringList([]),
-  /** Failed processing attempts (broker/Redis trouble, not SMTP errors) before a message is dead-lettered. */
-  outbound_max_attempts: positiveInt(10),
+  /** Failed processing attempts (broker/Redis trouble, not SMTP errors) before a message is dead-lettered (catalogue default). */
+  outbound_max_attempts: positiveInt(MailMessages.outbound.failure.maxAttempts),
   /** Local source address for outbound connections (Postfix: smtp_bind_address); empty: the system picks. */
   smtp_bind_address: z.string().default(''),
   smtp_bind_address6: z.string().default(''),

@@ -1,35 +1,15 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
-import { connect, type ChannelModel } from 'amqplib';
 import type { Redis } from 'ioredis';
-import {
-  PoisonMessageError,
-  UnroutableError,
-  declareQueue,
-  outboundDelayQueueSpec,
-  type Bus,
-  type Delivery,
-} from '@mailyard/bus';
-import {
-  ContractError,
-  ENVELOPE_HEADER,
-  ENVELOPE_VERSION,
-  Headers,
-  MAIL_EXCHANGE,
-  Queues,
-  RoutingKeys,
-  outboundDelayQueue,
-  envelopeFor,
-  parseEnvelope,
-  type Envelope,
-} from '@mailyard/contracts';
+import { outboundDelayQueueSpec, type Bus, type Delivery } from '@mailyard/bus';
+import { MailMessages, Queues, outboundDelayQueue, type Envelope } from '@mailyard/contracts';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
-import { DeferredIndex } from '@mailyard/queue-admin';
+import { DeferredIndex } from '@mailyard/queue-admin/deferred-index';
 import { parseHostPort } from '@mailyard/config';
 import { applyHeaderEdits } from '@mailyard/policy-client';
-import { normalizeDomain } from '@mailyard/smtp-core';
+import { domainOf } from '@mailyard/smtp-core';
 import type { OutboundRelayConfig } from './config.js';
 import { ConnectionCache } from './connection-cache.js';
 import { TlsSessionCache } from './tls-sessions.js';
@@ -41,7 +21,7 @@ import {
   type TlsPolicy,
 } from './deliver.js';
 import { DestinationLimits } from './destination-limits.js';
-import { buildDsn, type RecipientReport } from '@mailyard/dsn';
+import { returnToSender, type RecipientReport } from '@mailyard/dsn';
 import { createMetrics } from './metrics.js';
 import { routeDomain, routeHost, type Target } from './mx.js';
 import { MtaSts, httpsPolicyFetcher, mxMatches, type PolicyFetcher } from './mta-sts.js';
@@ -83,12 +63,6 @@ export function parseRelayhost(
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 16);
 
-function domainOf(address: string): string {
-  const at = address.lastIndexOf('@');
-  const d = at === -1 ? '' : address.slice(at + 1);
-  return normalizeDomain(d) ?? d.toLowerCase();
-}
-
 /**
  * MTA (sending): competing consumers on `outbound`. Each message is grouped by
  * recipient domain, routed (MX, MTA-STS, relayhost) and delivered; the remote verdict
@@ -126,43 +100,12 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
   // What markers and the index must outlive: the longest a message can stay queued.
   const markerTtlSec = Math.ceil(config.maximal_queue_lifetime / 1000) + 86_400;
 
-  // A connection of our own for declaring the delay queues of our schedule and for
-  // reading queue depths (Bus keeps its channels to publishing and consuming).
-  let admin: ChannelModel | null = null;
-  let stopped = false;
-  const adminConn = async (): Promise<ChannelModel> => {
-    if (!admin) {
-      const conn = await connect(config.amqp_url, { timeout: 5000 });
-      conn.on('error', () => undefined);
-      conn.on('close', () => {
-        if (admin === conn) admin = null;
-      });
-      admin = conn;
-    }
-    return admin;
-  };
-  const declareDelayQueues = async (): Promise<void> => {
-    const ch = await (await adminConn()).createChannel();
-    try {
-      await ch.assertExchange(MAIL_EXCHANGE, 'direct', { durable: true });
-      for (const q of delayQueues) await declareQueue(ch, q);
-    } finally {
-      await ch.close().catch(() => undefined);
-    }
-  };
+  /** Ready messages in `outbound` and each delay queue of the schedule (those declared). */
   const queueDepth = async (): Promise<Map<string, number>> => {
     const out = new Map<string, number>();
-    const conn = await adminConn();
     for (const name of [Queues.outbound, ...delayQueues.map((q) => q.name)]) {
-      const ch = await conn.createChannel();
-      ch.on('error', () => undefined);
-      try {
-        out.set(name, (await ch.checkQueue(name)).messageCount);
-      } catch {
-        // not declared yet
-      } finally {
-        await ch.close().catch(() => undefined);
-      }
+      const info = await bus.inspectQueue(name);
+      if (info) out.set(name, info.messages);
     }
     return out;
   };
@@ -170,42 +113,28 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
 
   const doneKey = (queueId: string, rcpt: string) => `outbound:done:${queueId}:${sha(rcpt.toLowerCase())}`;
 
-  /** Publishes to a delay queue; declares the queues once more if the broker lost them. */
-  const publishDelayed = async (delayMs: number, body: Buffer, env: Envelope): Promise<void> => {
-    const item = {
-      routingKey: outboundDelayQueue(delayMs),
-      body,
-      headers: { [ENVELOPE_HEADER]: JSON.stringify(env), [Headers.envelopeVersion]: ENVELOPE_VERSION },
-    };
-    try {
-      await bus.publish(item);
-    } catch (err) {
-      if (!(err instanceof UnroutableError)) throw err;
-      await declareDelayQueues();
-      await bus.publish(item);
-    }
-  };
-
   const sendDsn = async (env: Envelope, body: Buffer, reports: RecipientReport[], willRetryUntil?: Date) => {
-    const dsn = buildDsn({
-      myhostname: config.myhostname,
-      original: env,
-      message: body,
-      reports,
-      ...(willRetryUntil ? { willRetryUntil } : {}),
-      now: new Date(now()),
-    });
-    const local = await directory.isLocalDomain(domainOf(env.mailFrom));
-    await bus.publishMail(local ? RoutingKeys.delivery : RoutingKeys.outbound, dsn.message, dsn.envelope);
+    const sent = await returnToSender(
+      {
+        myhostname: config.myhostname,
+        original: env,
+        message: body,
+        reports,
+        ...(willRetryUntil ? { willRetryUntil } : {}),
+        now: new Date(now()),
+      },
+      { bus, directory },
+    );
+    if (!sent) return;
     const kind = willRetryUntil ? 'delay' : 'failure';
     metrics.bounces.inc({ kind });
     logger.info(
       {
         queueId: env.queueId,
-        dsnQueueId: dsn.envelope.queueId,
+        dsnQueueId: sent.envelope.queueId,
         to: env.mailFrom,
         kind,
-        via: local ? 'delivery' : 'outbound',
+        via: sent.via,
       },
       kind === 'delay' ? 'delay warning sent' : 'bounce sent',
     );
@@ -342,14 +271,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     }
   };
 
-  const handle = async (d: Delivery): Promise<void> => {
-    let env: Envelope;
-    try {
-      env = envelopeFor(parseEnvelope(d.headers[ENVELOPE_HEADER]), 'outbound');
-    } catch (err) {
-      if (err instanceof ContractError) throw new PoisonMessageError(err.message);
-      throw err;
-    }
+  const handle = async (env: Envelope, d: Delivery): Promise<void> => {
     const log = logger.child({ queueId: env.queueId });
     // back from a delay queue: deferred after an attempt, or only because the destination
     // was busy (no attempt counted, but a lastError and an index entry all the same)
@@ -448,7 +370,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
         attempts,
         lastError: lastError.slice(0, 1000),
       };
-      await publishDelayed(delay, d.body, retryEnv);
+      await bus.publishDelayed(delay, d.body, retryEnv);
       await index
         .add({
           queueId: env.queueId,
@@ -492,22 +414,13 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
 
   return {
     async start() {
-      // The broker may still be starting: declare in the background until it works
-      // (a publish to a missing delay queue declares them again itself).
-      const declareLoop = async () => {
-        for (let warned = false; !stopped;) {
-          try {
-            await declareDelayQueues();
-            return;
-          } catch (err) {
-            if (!warned) logger.warn({ err }, 'cannot declare the delay queues yet, retrying');
-            warned = true;
-            await new Promise((r) => setTimeout(r, 2000));
-          }
-        }
-      };
-      void declareLoop();
-      await bus.consume(Queues.outbound, handle, {
+      // Declared now if the broker is there, else at connect, and at every reconnect; a
+      // publish to a delay queue the broker lost declares it again itself.
+      await bus
+        .declareQueues(delayQueues)
+        .catch((err: unknown) => logger.warn({ err }, 'cannot declare the delay queues yet'));
+      // envelopes are validated by the bus (a bad one is dead-lettered as poison)
+      await bus.consumeMail(MailMessages.outbound, handle, {
         prefetch: config.outbound_prefetch,
         maxAttempts: config.outbound_max_attempts,
       });
@@ -521,12 +434,8 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       );
     },
     async stop() {
-      stopped = true;
       await bus.stop();
       await sessions.close();
-      const a = admin;
-      admin = null;
-      await a?.close().catch(() => undefined);
     },
   };
 }

@@ -1,13 +1,11 @@
 import type { Redis } from 'ioredis';
-import type { Bus, Delivery } from '@mailyard/bus';
+import type { Bus } from '@mailyard/bus';
 import {
   EventKeys,
-  LearnEvent,
-  POLICY_CORRELATION_HEADER,
-  POLICY_REQUEST_HEADER,
   POLICY_VERSION,
   PolicyRequest,
-  Queues,
+  PolicyRpc,
+  type LearnEvent,
   type PolicyDecision,
   type PolicyRequestInput,
 } from '@mailyard/contracts';
@@ -146,63 +144,22 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
     return decision;
   };
 
-  const onRequest = async (d: Delivery): Promise<void> => {
-    const replyTo = d.raw.properties.replyTo as string | undefined;
-    const id = d.headers[POLICY_CORRELATION_HEADER] ?? d.raw.properties.correlationId;
-    if (!replyTo || !id) {
-      logger.warn('policy request without reply-to or correlation id, dropped');
-      return;
-    }
-    let decision: PolicyDecision;
-    try {
-      const raw = d.headers[POLICY_REQUEST_HEADER];
-      const req = PolicyRequest.parse(JSON.parse(Buffer.isBuffer(raw) ? raw.toString() : String(raw)));
-      decision = await decide(req, req.stage === 'data' ? d.body : null);
-    } catch (err) {
-      logger.warn({ err }, 'invalid policy request');
-      decision = {
-        v: POLICY_VERSION,
-        action: 'tempfail',
-        reply: policyReply.invalidRequest(),
-        headers: [],
-        removeHeaders: [],
-        junk: [],
-        bulk: false,
-        reasons: [{ check: 'policy', result: 'bad_request' }],
-      };
-    }
-    await bus
-      .publish({
-        exchange: '',
-        routingKey: replyTo,
-        body: Buffer.from(JSON.stringify(decision)),
-        persistent: false,
-        headers: { [POLICY_CORRELATION_HEADER]: String(id) },
-      })
-      .catch((err: unknown) => logger.debug({ err }, 'requester went away before the answer'));
-  };
-
-  const onLearn = async (payload: unknown, key: string): Promise<void> => {
+  const onLearn = async (ev: LearnEvent, key: string): Promise<void> => {
     if (!config.rspamd_controller_url) return;
-    const ev = LearnEvent.safeParse(payload);
-    if (!ev.success) {
-      logger.warn({ key }, 'invalid learn event ignored');
-      return;
-    }
     const kind = key === EventKeys.learnSpam ? 'spam' : 'ham';
     const end = metrics.scannerLatency.startTimer({ scanner: 'rspamd' });
     try {
       await rspamdLearn(
         config.rspamd_controller_url,
         kind,
-        Buffer.from(ev.data.message, 'base64'),
+        Buffer.from(ev.message, 'base64'),
         config.rspamd_password,
         config.content_filter_timeout,
       );
-      logger.info({ account: ev.data.account, queueId: ev.data.queueId, kind }, 'rspamd trained');
+      logger.info({ account: ev.account, queueId: ev.queueId, kind }, 'rspamd trained');
     } catch (err) {
       metrics.scannerErrors.inc({ scanner: 'rspamd' });
-      logger.warn({ err, queueId: ev.data.queueId }, 'rspamd learning failed');
+      logger.warn({ err, queueId: ev.queueId }, 'rspamd learning failed');
     } finally {
       end();
     }
@@ -225,7 +182,10 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
       sub.on('message', () => void reload('changed'));
       sub.on('ready', () => void reload('resubscribed'));
       await sub.subscribe(store.channel);
-      await bus.consume(Queues.policy, onRequest, { prefetch: config.policy_prefetch, maxAttempts: 1 });
+      // the stage RPC: a request it cannot read is answered 451 4.3.0 by the bus
+      await bus.serve(PolicyRpc, (req, body) => decide(req, req.stage === 'data' ? body : null), {
+        prefetch: config.policy_prefetch,
+      });
       await bus.subscribe(EventKeys.learnSpam, onLearn);
       await bus.subscribe(EventKeys.learnHam, onLearn);
       if (config.policy_delegation_enabled) {

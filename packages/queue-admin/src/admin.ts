@@ -1,0 +1,166 @@
+import type { Redis } from 'ioredis';
+import {
+  BusUnavailableError,
+  DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS,
+  UnroutableError,
+  type Bus,
+  type BrowsedMessage,
+} from '@mailyard/bus';
+import {
+  ENVELOPE_HEADER,
+  OUTBOUND_DELAY_QUEUE_PREFIX,
+  RoutingKeys,
+  outboundDelayQueue,
+  parseEnvelope,
+  type Envelope,
+} from '@mailyard/contracts';
+import { DeferredIndex, type DeferredEntry } from './deferred-index.js';
+
+/**
+ * The operations on deferred outbound mail behind `mailyard queue` (the equivalents of
+ * mailq, postqueue -f / -i and postsuper -d), for any caller: the CLI, an admin API.
+ * They print nothing and exit nothing; a problem to report is a QueueAdminError whose
+ * message is one sentence.
+ *
+ * How they work with RabbitMQ: a deferred message waits in a delay queue
+ * (`outbound.delay.<d>`), which AMQP cannot browse or index. So:
+ *  - listing reads the index outbound-relay keeps in Redis (./deferred-index.ts) and
+ *    looks for each message in the delay queue its entry names;
+ *  - retry and delete take the messages of a delay queue one by one through the bus's
+ *    inspect API (`browse`), republish (retry, confirmed) or drop (delete) the ones
+ *    asked for, and keep the rest, which go back at their old position with their old
+ *    expiry (delay queues are classic queues for exactly this reason).
+ */
+
+export class QueueAdminError extends Error {
+  override readonly name = 'QueueAdminError';
+}
+
+export interface QueueAdminDeps {
+  /** The broker, through the bus: its inspect API and a confirmed republish. */
+  bus: Pick<Bus, 'browse' | 'republish'>;
+  /** Where outbound-relay keeps the index of deferred messages (with its key prefix). */
+  redis: Redis;
+  /**
+   * Delay queues that `retry --all`, and an id the index does not know, scan besides
+   * those the index names (default: the default retry schedule's).
+   */
+  delayQueues?: string[];
+}
+
+/** A deferred message as `show` finds it in its delay queue. */
+export interface DeferredMessage {
+  entry: DeferredEntry;
+  envelope: Envelope;
+  /** The message's header block. */
+  headers: string;
+}
+
+export type RetryTarget = { queueId: string } | { all: true };
+
+/**
+ * The deferred messages that are in their delay queue now, soonest next try first: the
+ * ones show, retry and delete can act on. An index entry whose message is not there any
+ * more (delivered or bounced while the entry was left behind, or due and taken back into
+ * `outbound`) is not listed, and removed from the index unless it changed meanwhile.
+ */
+export async function listDeferred(deps: QueueAdminDeps): Promise<DeferredEntry[]> {
+  const index = new DeferredIndex(deps.redis);
+  const indexed = await index.entries();
+  const present = new Set<string>();
+  for (const queue of new Set(indexed.map((e) => e.entry.queue))) {
+    await scan(deps, [queue], async (_m, env) => {
+      if (env) present.add(`${queue}\0${env.queueId}`);
+      return 'keep';
+    });
+  }
+  const out: DeferredEntry[] = [];
+  for (const { entry, raw } of indexed) {
+    if (present.has(`${entry.queue}\0${entry.queueId}`)) out.push(entry);
+    else await index.removeIfUnchanged(entry.queueId, raw);
+  }
+  return out;
+}
+
+/** The index entry plus the message's envelope and headers, read from its delay queue without removing it. */
+export async function showDeferred(deps: QueueAdminDeps, queueId: string): Promise<DeferredMessage | null> {
+  const entry = await new DeferredIndex(deps.redis).get(queueId);
+  if (!entry) return null;
+  let found: DeferredMessage | null = null;
+  await scan(deps, [entry.queue], async (m, env) => {
+    if (env?.queueId !== queueId || found) return 'keep';
+    const end = m.body.indexOf('\r\n\r\n');
+    found = {
+      entry,
+      envelope: env,
+      headers: m.body.subarray(0, end === -1 ? m.body.length : end).toString('utf8'),
+    };
+    return 'keep';
+  });
+  return found;
+}
+
+/** Sends deferred messages back to `outbound` now (postqueue -i / -f); returns how many. */
+export async function retryDeferred(deps: QueueAdminDeps, target: RetryTarget): Promise<number> {
+  const index = new DeferredIndex(deps.redis);
+  let n = 0;
+  await scan(deps, await queuesFor(deps, index, target), async (m, env) => {
+    if ('queueId' in target && env?.queueId !== target.queueId) return 'keep';
+    await deps.bus.republish(m, RoutingKeys.outbound);
+    if (env) await index.remove(env.queueId);
+    n++;
+    return 'ack';
+  });
+  return n;
+}
+
+/** Deletes a deferred message without a bounce (postsuper -d); returns whether it was found. */
+export async function deleteDeferred(deps: QueueAdminDeps, queueId: string): Promise<boolean> {
+  const index = new DeferredIndex(deps.redis);
+  let n = 0;
+  await scan(deps, await queuesFor(deps, index, { queueId }), async (_m, env) => {
+    if (env?.queueId !== queueId) return 'keep';
+    n++;
+    return 'ack';
+  });
+  if (n) await index.remove(queueId);
+  return n > 0;
+}
+
+async function queuesFor(deps: QueueAdminDeps, index: DeferredIndex, target: RetryTarget): Promise<string[]> {
+  if ('queueId' in target) {
+    const entry = await index.get(target.queueId);
+    if (entry) return [entry.queue];
+  }
+  const names = new Set([
+    ...(deps.delayQueues ?? DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS.map(outboundDelayQueue)),
+    ...(await index.list()).map((e) => e.queue),
+  ]);
+  return [...names].filter((q) => q.startsWith(OUTBOUND_DELAY_QUEUE_PREFIX));
+}
+
+/**
+ * Takes every message of each queue once; `visit` says whether it is done with (acked:
+ * republished or deleted) or kept. A queue that is not declared holds nothing.
+ */
+async function scan(
+  deps: QueueAdminDeps,
+  queues: string[],
+  visit: (m: BrowsedMessage, env: Envelope | null) => Promise<'ack' | 'keep'>,
+): Promise<void> {
+  try {
+    for (const queue of queues) await deps.bus.browse(queue, (m) => visit(m, envelopeOf(m)));
+  } catch (err) {
+    if (err instanceof BusUnavailableError || err instanceof UnroutableError)
+      throw new QueueAdminError(err.message);
+    throw err;
+  }
+}
+
+function envelopeOf(m: BrowsedMessage): Envelope | null {
+  try {
+    return parseEnvelope(m.headers[ENVELOPE_HEADER]);
+  } catch {
+    return null;
+  }
+}
