@@ -12,13 +12,7 @@ import {
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
-import {
-  PolicyKeys,
-  PolicyRules,
-  policyReply,
-  type ExplainRecord,
-  type RuleSet,
-} from '@mailyard/policy-rules';
+import { PolicyKeys, PolicyRules, type ExplainRecord, type RuleSet } from '@mailyard/policy-rules';
 import type { PolicyConfig } from './config.js';
 import { startDelegationServer } from './delegation.js';
 import { measuredResolver } from './dns-checks.js';
