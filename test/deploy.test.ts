@@ -28,6 +28,7 @@ import { parse as parseYaml } from 'yaml';
 import { ipInNetworks, parseCidr } from '@mailyard/config';
 // Not a dependency of the repository root; the registry each service's process creates.
 import { createRegistry } from '../packages/observability/src/index.ts';
+import { createIntakeMetrics } from '@mailyard/smtp-intake';
 // This test is not a service: it checks the deployment against every service's config schema.
 import { deliverySchema } from '@mailyard/service-delivery';
 import { mtaInboundSchema } from '@mailyard/service-mta-inbound';
@@ -519,8 +520,8 @@ describe('deploy/ configuration', () => {
     const files = readdirSync(join(root, dashboardDir)).filter((f) => f.endsWith('.json'));
     assert.ok(files.length > 0);
 
-    // Metric names each service registers: its own (declared in its source) and Node's
-    // default metrics under its prefix.
+    // Metric names each service registers: its own (declared in its source), those of the
+    // SMTP intake for the services built on it, and Node's default metrics under its prefix.
     const known = new Set<string>();
     for (const dir of Object.keys(serviceSchemas)) {
       const srcDir = join(root, 'services', dir, 'src');
@@ -529,7 +530,9 @@ describe('deploy/ configuration', () => {
         for (const m of readFileSync(join(srcDir, f), 'utf8').matchAll(/name: '(mailyard_[a-z0-9_]+)'/g))
           known.add(m[1]!);
       }
-      for (const metric of createRegistry(dir).getMetricsAsArray()) known.add(metric.name);
+      const registry = createRegistry(dir);
+      if (dir === 'mta-inbound' || dir === 'msa') createIntakeMetrics(registry, dir);
+      for (const metric of registry.getMetricsAsArray()) known.add(metric.name);
     }
 
     const used = new Set<string>();

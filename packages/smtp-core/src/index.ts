@@ -3,3 +3,4 @@ export * from './address.js';
 export * from './trace.js';
 export * from './line-endings.js';
 export * from './queue-id.js';
+export * from './header-edits.js';

@@ -56,19 +56,6 @@ export function readMessage(stream: Readable, limit: number): Promise<Buffer | n
   });
 }
 
-/**
- * Counts RCPT commands per transaction. smtp-server folds duplicate addresses in
- * `envelope.rcptTo`; Postfix's smtpd_recipient_limit counts commands, and so do we.
- */
-export function rcptCounter(): (session: SMTPServerSession) => number {
-  const counts = new WeakMap<object, number>();
-  return (session) => {
-    const n = (counts.get(session.envelope) ?? 0) + 1;
-    counts.set(session.envelope, n);
-    return n;
-  };
-}
-
 export interface DataStage {
   limit: number;
   /** Queues the message; resolves to its queue id once the broker confirmed it. */

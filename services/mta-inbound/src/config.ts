@@ -2,85 +2,36 @@ import { z } from 'zod';
 import {
   addressingSchema,
   bool,
-  bytes,
   cidrList,
   commonSchema,
   duration,
-  nonNegativeInt,
   optionalCidrList,
   port,
-  positiveInt,
   stringList,
 } from '@mailyard/config';
-import { policyClientSchema } from '@mailyard/policy-client';
+import { intakeSchema } from '@mailyard/smtp-intake';
 
 export const mtaInboundSchema = z.object({
   ...commonSchema,
-  /** Port 25 listener. */
+  /** Port 25 listener (STARTTLS). */
   smtp_port: port(25),
-  /** PEM certificate and key for STARTTLS; when unset a self-signed pair is generated at start. */
-  tls_cert_file: z.string().optional(),
-  tls_key_file: z.string().optional(),
+  /** The SMTP settings both intakes share: limits, deadlines, TLS files, the policy service. */
+  ...intakeSchema,
   /** Clients that may relay without authentication (Postfix: mynetworks). Loopback only by default. */
   mynetworks: cidrList(['127.0.0.0/8', '::1/128']),
   /** Remote domains we relay to from anyone (backup MX for them; Postfix: relay_domains). */
   relay_domains: stringList([]),
-  /** Largest message accepted, in bytes (Postfix: message_size_limit). Keep below the broker's max_message_size. */
-  message_size_limit: bytes(25 * 1024 * 1024),
-  /** Recipients per message (Postfix: smtpd_recipient_limit). */
-  smtpd_recipient_limit: positiveInt(1000),
-  /** Longest SMTP command line in bytes (Postfix: line_length_limit). */
-  line_length_limit: positiveInt(2048),
-  /** Error replies before 421 and disconnect (Postfix: smtpd_hard_error_limit). */
-  smtpd_hard_error_limit: positiveInt(20),
-  /** Idle time before the session is closed (Postfix: smtpd_timeout). */
-  smtpd_timeout: duration('300s'),
-  /**
-   * smtpd_timeout bounds a whole command line, and the message at smtpd_min_data_rate,
-   * not only the gaps between bytes (Postfix 3.7's smtpd_per_request_deadline, which
-   * Postfix turns on under stress). On by default: otherwise a client sending a byte
-   * every few seconds holds its slot forever, and no client needs smtpd_timeout for a line.
-   */
-  smtpd_per_request_deadline: bool(true),
-  /** Bytes a second a message must arrive at under the per-request deadline (Postfix: smtpd_min_data_rate). */
-  smtpd_min_data_rate: positiveInt(500),
-  /** Simultaneous sessions over all clients (Postfix: the smtpd process limit). */
-  smtpd_max_clients: positiveInt(500),
-  /** Simultaneous sessions from one client address (IPv6: one /64), in this process; 0: no limit. */
-  smtpd_client_connection_count_limit: nonNegativeInt(50),
-  /**
-   * New connections per minute from one client address, over all instances (Redis);
-   * 0: no limit. Postfix has none by default; 300 (mox's default) is five a second,
-   * far above what a sending server or an office behind one address needs (they keep
-   * their connections for several messages), yet it bounds the TLS handshakes,
-   * reverse lookups and policy requests one address can cost us.
-   */
-  smtpd_client_connection_rate_limit: nonNegativeInt(300),
-  /** Clients the two limits above do not apply to; unset: mynetworks (Postfix: smtpd_client_event_limit_exceptions). */
+  /** Clients the per-client connection limits do not apply to; unset: mynetworks (Postfix: smtpd_client_event_limit_exceptions). */
   smtpd_client_event_limit_exceptions: optionalCidrList(),
   /** Look up the client's reverse DNS name (Postfix: smtpd_peername_lookup). */
   smtpd_peername_lookup: bool(true),
   /** Wait before the greeting; clients that talk early are disconnected. 0 disables (Postfix: postscreen_greet_wait). */
   postscreen_greet_wait: duration('0s'),
-  /** Load balancers allowed to send a PROXY protocol header (v1/v2); empty: nobody. */
-  proxy_protocol_trusted_networks: cidrList([]),
   ...addressingSchema,
   /**
    * How long recipient lookups are kept in process (0: not at all). Changes made with
    * `mailyard` reach every instance at once; the TTL bounds staleness otherwise.
    */
   directory_cache_ttl: duration('60s'),
-  /**
-   * Ask services/policy at each SMTP stage (RPC over RabbitMQ). Off by default so that a
-   * deployment without the policy service keeps working as before (only the built-in
-   * relay and syntax checks); turn it on wherever the policy service runs.
-   */
-  policy_enabled: bool(false),
-  /** How long to wait for a policy decision before connect, MAIL and RCPT. */
-  policy_timeout: duration('5s'),
-  /** How long to wait for the end-of-DATA decision (virus and spam scanning included). */
-  policy_data_timeout: duration('60s'),
-  /** No decision: smtpd_policy_service_default_action and the circuit breaker (policy-client). */
-  ...policyClientSchema,
 });
 export type MtaInboundConfig = z.infer<typeof mtaInboundSchema>;

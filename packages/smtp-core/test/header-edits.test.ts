@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { applyHeaderEdits } from '@mailyard/policy-client';
+import { applyHeaderEdits } from '../src/index.js';
 
 test('removes our forged Authentication-Results (folded too), keeps others, prepends ours', () => {
   const msg = Buffer.from(

@@ -1,0 +1,68 @@
+import { z } from 'zod';
+import { bool, bytes, cidrList, duration, nonNegativeInt, positiveInt } from '@mailyard/config';
+import { policyClientSchema } from '@mailyard/policy-client';
+
+/**
+ * The settings of an SMTP intake, the same keys and defaults on port 25 (mta-inbound)
+ * and on submission (msa): spread into each service's schema. Names follow Postfix's
+ * smtpd where it has one.
+ */
+export const intakeSchema = {
+  /** PEM certificate and key for TLS; when unset a self-signed pair is generated at start (clients will warn). */
+  tls_cert_file: z.string().optional(),
+  tls_key_file: z.string().optional(),
+  /** Largest message accepted, in bytes (Postfix: message_size_limit). Keep below the broker's max_message_size. */
+  message_size_limit: bytes(25 * 1024 * 1024),
+  /** Recipients per message (Postfix: smtpd_recipient_limit). */
+  smtpd_recipient_limit: positiveInt(1000),
+  /** Longest SMTP command line in bytes (Postfix: line_length_limit). */
+  line_length_limit: positiveInt(2048),
+  /** Error replies before 421 and disconnect (Postfix: smtpd_hard_error_limit). */
+  smtpd_hard_error_limit: positiveInt(20),
+  /** Idle time before the session is closed (Postfix: smtpd_timeout). */
+  smtpd_timeout: duration('300s'),
+  /**
+   * smtpd_timeout bounds a whole command line, and the message at smtpd_min_data_rate,
+   * not only the gaps between bytes (Postfix 3.7's smtpd_per_request_deadline, which
+   * Postfix turns on under stress). On by default: otherwise a client sending a byte
+   * every few seconds holds its slot forever, and no client needs smtpd_timeout for a line.
+   */
+  smtpd_per_request_deadline: bool(true),
+  /** Bytes a second a message must arrive at under the per-request deadline (Postfix: smtpd_min_data_rate). */
+  smtpd_min_data_rate: positiveInt(500),
+  /** Simultaneous sessions over all clients, per port (Postfix: the smtpd process limit). */
+  smtpd_max_clients: positiveInt(500),
+  /** Simultaneous sessions from one client address (IPv6: one /64), per port, in this process; 0: no limit. */
+  smtpd_client_connection_count_limit: nonNegativeInt(50),
+  /**
+   * New connections per minute from one client address, per port, over all instances
+   * (Redis); 0: no limit. Postfix has none by default; 300 (mox's default) is five a
+   * second, far above what a sending server, an office behind one address or its mail
+   * clients need (they keep their connections for several messages), yet it bounds the
+   * TLS handshakes, reverse lookups and policy requests one address can cost us.
+   */
+  smtpd_client_connection_rate_limit: nonNegativeInt(300),
+  /** Load balancers allowed to send a PROXY protocol header (v1/v2); empty: nobody. */
+  proxy_protocol_trusted_networks: cidrList([]),
+  /**
+   * Ask services/policy at connect, MAIL FROM, RCPT TO and end of DATA (RPC over
+   * RabbitMQ). Off by default, so that a deployment without the policy service keeps
+   * working (only the built-in checks); docker-compose.yml turns it on wherever the
+   * policy service runs.
+   */
+  policy_enabled: bool(false),
+  /** How long to wait for a policy decision before connect, MAIL and RCPT. */
+  policy_timeout: duration('5s'),
+  /** How long to wait for the end-of-DATA decision (virus and spam scanning included). */
+  policy_data_timeout: duration('60s'),
+  /** No decision: smtpd_policy_service_default_action and the circuit breaker (policy-client). */
+  ...policyClientSchema,
+};
+
+/** What the intake reads from a service's config: its own keys and a few common ones. */
+export type IntakeConfig = z.infer<z.ZodObject<typeof intakeSchema>> & {
+  amqp_url: string;
+  myhostname: string;
+  listen_address: string;
+  shutdown_grace: number;
+};

@@ -1,0 +1,442 @@
+import type { AddressInfo } from 'node:net';
+import type { SMTPServerSession } from 'smtp-server';
+import type { Redis } from 'ioredis';
+import { ClientLimits } from '@mailyard/auth';
+import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
+import { drainTime, loadTlsMaterial } from '@mailyard/config';
+import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@mailyard/contracts';
+import type { MailResolver } from '@mailyard/dns';
+import type { Logger, ReadinessCheck, Registry } from '@mailyard/observability';
+import {
+  createPolicyClient,
+  PolicyVerdicts,
+  applyVerdict,
+  policyReject,
+  policyServiceCheck,
+  type PolicyAsker,
+} from '@mailyard/policy-client';
+import {
+  SmtpReject,
+  applyHeaderEdits,
+  inspectLineEndings,
+  newQueueId,
+  normalizeLineEndings,
+  parseMailAddress,
+  receivedHeader,
+  reply,
+} from '@mailyard/smtp-core';
+import {
+  MailyardSmtpServer,
+  answerData,
+  forwardPath,
+  sessionBodyType,
+  sessionHostname,
+  sessionSmtpUtf8,
+  sessionTls,
+  type ListenerOptions,
+} from '@mailyard/smtp-listener';
+import type { IntakeConfig } from './config.js';
+import { createIntakeMetrics } from './metrics.js';
+import type { Finished, IntakeRole, ListenerSpec } from './role.js';
+import { SubmissionSmtpServer } from './submission-listener.js';
+import { Transactions, routesOf } from './transaction.js';
+
+export interface IntakeDeps {
+  bus: Bus;
+  resolver: MailResolver;
+  logger: Logger;
+  registry: Registry;
+  /** Policy RPC client; by default one is built from the config when POLICY_ENABLED is on. */
+  policy?: PolicyAsker | null;
+  /** Where the per-client connection rate is counted across instances; without it, in this process. */
+  redis?: Redis;
+}
+
+export interface Intake<L extends string> {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Beyond the broker and Redis: the policy service has a consumer (with POLICY_ENABLED). */
+  readiness: ReadinessCheck[];
+  /** Bound ports by listener (useful with port 0); filled in by start(). */
+  readonly ports: Record<L, number>;
+  /** Ends session `id` with `err` (a 421), whichever listener it is on; false when there is none. */
+  closeSession(id: string, err: SmtpReject): boolean;
+}
+
+/** The account a session logged in as (smtp-server's session.user, set by AUTH), or null. */
+export function sessionUser(session: SMTPServerSession): string | null {
+  return typeof session.user === 'string' && session.user ? session.user : null;
+}
+
+/**
+ * The SMTP intake both mail-accepting services are built on: the listeners (limits,
+ * deadlines, shutdown, PROXY protocol), the policy service asked at every stage, the
+ * common checks, reject logging and metrics, the envelope, and one confirmed publish
+ * per message: `250` only once the broker has the message, `451 4.3.0` when it cannot
+ * take it (DESIGN promise 1). The role decides who may send what to whom, and how the
+ * message is changed on the way.
+ */
+export function createIntake<L extends string>(
+  config: IntakeConfig,
+  role: IntakeRole<L>,
+  deps: IntakeDeps,
+): Intake<L> {
+  const { bus, logger } = deps;
+  const metrics = createIntakeMetrics(deps.registry, role.service);
+  const tls = loadTlsMaterial({
+    certFile: config.tls_cert_file,
+    keyFile: config.tls_key_file,
+    hostname: config.myhostname,
+  });
+  if (tls.selfSigned)
+    logger.warn(`no TLS_CERT_FILE/TLS_KEY_FILE configured: ${role.service} uses a self-signed certificate`);
+  const limit = config.message_size_limit;
+
+  /** Counts and logs a refusal; returns it to be sent. */
+  const rejectWith = (err: SmtpReject, session: SMTPServerSession, extra: Record<string, unknown> = {}) => {
+    metrics.rejected(err.reason);
+    logger.info(
+      {
+        sid: session.id,
+        client: session.remoteAddress,
+        user: sessionUser(session),
+        reason: err.reason,
+        reply: err.line,
+        ...extra,
+      },
+      'rejected',
+    );
+    return err;
+  };
+
+  /** Runs a stage's checks and answers: a refusal as itself, any other failure as 451 4.3.0. */
+  const settle = (
+    session: SMTPServerSession,
+    cb: (err?: Error | null) => void,
+    failure: { extra: Record<string, unknown>; log: string },
+    checks: () => Promise<void>,
+  ): void =>
+    void checks().then(
+      () => cb(),
+      (err: unknown) => {
+        if (err instanceof SmtpReject) return cb(rejectWith(err, session, failure.extra));
+        logger.error({ sid: session.id, err }, failure.log);
+        cb(rejectWith(reply.localError(), session));
+      },
+    );
+
+  const policy: PolicyAsker | null =
+    deps.policy !== undefined
+      ? deps.policy
+      : config.policy_enabled
+        ? createPolicyClient(role.service, config, {
+            bus,
+            logger,
+            registry: deps.registry,
+            observe: (stage, seconds, outcome) => metrics.policyLatency(stage, outcome, seconds),
+          })
+        : null;
+  // per session (connect verdicts) and per transaction (MAIL, RCPT verdicts)
+  const verdicts = new PolicyVerdicts();
+  const transactions = new Transactions();
+  // the SASL user travels with every request: permit_sasl_authenticated and the
+  // per-user rate limits key on it
+  const policyRequest = (session: SMTPServerSession, stage: PolicyRequestInput['stage']) => ({
+    stage,
+    origin: role.service,
+    sessionId: session.id,
+    client: {
+      ip: session.remoteAddress,
+      hostname: sessionHostname(session),
+      // false before HELO/EHLO
+      helo: typeof session.hostNameAppearsAs === 'string' ? session.hostNameAppearsAs : '',
+    },
+    user: sessionUser(session),
+    sender: session.envelope.mailFrom ? session.envelope.mailFrom.address : null,
+    recipients: session.envelope.rcptTo.map((r) => r.address),
+    tls: !!session.secure,
+  });
+  /** Asks at MAIL or RCPT, unless an earlier stage accepted the transaction. */
+  const askPolicy = async (
+    session: SMTPServerSession,
+    stage: 'mail' | 'rcpt',
+    facts: Pick<PolicyRequestInput, 'sender' | 'size' | 'recipient'>,
+  ) => {
+    if (!policy) return;
+    const st = verdicts.tx(session);
+    if (st.accepted) return;
+    const d = await policy.ask({ ...policyRequest(session, stage), ...facts });
+    const rej = policyReject(d, stage);
+    if (rej) throw rej;
+    applyVerdict(st, d, facts.recipient ?? undefined);
+  };
+  const mayTransact = (session: SMTPServerSession) => {
+    const refusal = role.mayTransact?.(session);
+    if (refusal) throw refusal;
+  };
+
+  const acceptMessage = async (input: Buffer, session: SMTPServerSession): Promise<string> => {
+    const queueId = newQueueId();
+    try {
+      return await queueMessage(input, session, queueId);
+    } catch (err) {
+      if (err instanceof SmtpReject) throw rejectWith(err, session, { queueId });
+      throw err;
+    }
+  };
+
+  const queueMessage = async (input: Buffer, session: SMTPServerSession, queueId: string) => {
+    mayTransact(session);
+    const lines = inspectLineEndings(input);
+    if (lines.smuggling) throw reply.bareLineEnding();
+    // Other bare CR/LF are rewritten to CRLF, so no later hop can read them differently.
+    let message = lines.bare ? normalizeLineEndings(input) : input;
+    await role.checkMessage?.(message, session);
+    const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+    const recipients = session.envelope.rcptTo.map((r) => r.address);
+    const routes = routesOf(transactions.of(session), recipients);
+    const discarded = () => {
+      metrics.discarded();
+      logger.info(
+        { queueId, sid: session.id, client: session.remoteAddress, user: sessionUser(session) },
+        'discarded by policy',
+      );
+      return queueId;
+    };
+    let filing: Envelope['filing'];
+    if (policy) {
+      const st = verdicts.tx(session);
+      if (st.discard) return discarded();
+      // the message as the client sent it is scanned, before the role changes or signs it
+      const d = await policy.ask(
+        { ...policyRequest(session, 'data'), queueId, size: message.length },
+        message,
+        config.policy_data_timeout,
+      );
+      const rej = policyReject(d, 'data');
+      if (rej) throw rej;
+      if (d.action === 'discard') return discarded();
+      message = applyHeaderEdits(message, d);
+      // Junk only means something for our own users' copies; remote ones leave as they are
+      const held = new Set([...st.junk, ...d.junk]);
+      const junk = routes.delivery.filter((r) => st.junkAll || held.has(r));
+      if (junk.length || d.bulk) filing = { junk, bulk: d.bulk };
+    }
+
+    const tlsInfo = sessionTls(session);
+    const { hideClient, authenticated } = role.received;
+    const trace = receivedHeader({
+      // the EHLO name is often the machine's name or its LAN address ("[192.168.1.20]"),
+      // so it is hidden along with the address and the reverse name
+      helo: hideClient ? '' : session.hostNameAppearsAs,
+      clientHostname: sessionHostname(session),
+      clientIp: session.remoteAddress,
+      myhostname: config.myhostname,
+      queueId,
+      tls: tlsInfo,
+      authenticated,
+      smtputf8: sessionSmtpUtf8(session),
+      recipient: recipients.length === 1 ? recipients[0]! : null,
+      hideClient,
+    });
+    const finished: Finished = role.finish
+      ? await role.finish(message, { session, queueId, mailFrom, trace, routes })
+      : { message: Buffer.concat([Buffer.from(trace), message]) };
+
+    const envelope: Envelope = {
+      v: ENVELOPE_VERSION,
+      queueId,
+      mailFrom,
+      recipients,
+      client: {
+        ip: session.remoteAddress,
+        hostname: sessionHostname(session),
+        helo: session.hostNameAppearsAs,
+        tls: tlsInfo,
+        user: sessionUser(session),
+      },
+      receivedAt: new Date().toISOString(),
+      attempts: 0,
+      body: sessionBodyType(session),
+      smtputf8: sessionSmtpUtf8(session),
+      lastError: null,
+      // the filing verdict (Junk, bulk) concerns only the local copies; outbound ignores it
+      ...(filing ? { filing } : {}),
+    };
+    try {
+      // one message, one confirm, for local and remote recipients together
+      await bus.publishMailRouted(finished.message, envelope, routes);
+    } catch (err) {
+      if (err instanceof BusUnavailableError || err instanceof UnroutableError) {
+        logger.warn({ sid: session.id, queueId, err }, 'queue unavailable, message not accepted');
+        throw reply.queueUnavailable();
+      }
+      throw err;
+    }
+    metrics.accepted(finished.message.length, routes);
+    logger.info(
+      {
+        queueId,
+        sid: session.id,
+        client: session.remoteAddress,
+        user: sessionUser(session),
+        from: mailFrom,
+        rcpts: recipients.length,
+        size: finished.message.length,
+        tls: !!tlsInfo,
+        ...finished.log,
+      },
+      'accepted',
+    );
+    return queueId;
+  };
+
+  const makeServer = (listener: L, spec: ListenerSpec): MailyardSmtpServer => {
+    const options: ListenerOptions = {
+      name: config.myhostname,
+      // smtp-server writes "<name> ESMTP <banner>": the banner is what follows ESMTP
+      banner: role.banner,
+      key: tls.key,
+      cert: tls.cert,
+      minVersion: 'TLSv1.2',
+      secure: spec.implicitTls,
+      size: limit,
+      // MAIL FROM answers 530 5.7.0 itself (mayTransact), so the refusal is counted and logged
+      authOptional: true,
+      ...(role.auth
+        ? { authMethods: role.auth.methods, onAuth: role.auth.onAuth }
+        : { disabledCommands: ['AUTH'] }),
+      hideSTARTTLS: false,
+      hidePIPELINING: false,
+      hide8BITMIME: false,
+      hideSMTPUTF8: false,
+      hideENHANCEDSTATUSCODES: false,
+      hideDSN: true,
+      hideREQUIRETLS: true,
+      maxClients: config.smtpd_max_clients,
+      socketTimeout: config.smtpd_timeout,
+      maxCommandLength: config.line_length_limit,
+      disableReverseLookup: !role.reverseLookup,
+      resolver: {
+        reverse: (ip: string, cb: (err: Error | null, names?: string[]) => void) =>
+          void deps.resolver.reverse(ip).then(
+            (n) => cb(null, n),
+            (e: Error) => cb(e),
+          ),
+      },
+      logger: false,
+      proxyTrusted: config.proxy_protocol_trusted_networks,
+      hardErrorLimit: config.smtpd_hard_error_limit,
+      greetingDelay: role.greetingDelay,
+      onErrorReply: (code) => metrics.errorReply(code),
+      // per listener, as Postfix counts per master.cf service
+      clientLimits: new ClientLimits({
+        service: listener,
+        maxConnections: config.smtpd_client_connection_count_limit,
+        ratePerMinute: config.smtpd_client_connection_rate_limit,
+        exceptions: role.limitExceptions,
+        redis: deps.redis,
+        onError: (err) => logger.warn({ err }, 'connection rate counted in this process only'),
+      }),
+      onClientRefused: (ip, limit) => {
+        metrics.clientRefused(limit);
+        logger.info({ client: ip, listener, limit }, 'too many connections');
+      },
+      deadlines: {
+        requestMs: config.smtpd_per_request_deadline ? config.smtpd_timeout : 0,
+        minDataRate: config.smtpd_min_data_rate,
+        loginMs: role.auth?.loginDeadlineMs ?? 0,
+        onTimeout: (kind) => metrics.timedOut(kind),
+      },
+      onReject: rejectWith,
+
+      onConnect(session, cb) {
+        metrics.sessionOpened(listener);
+        if (!policy) return cb();
+        settle(session, cb, { extra: {}, log: 'policy check failed' }, async () => {
+          const d = await policy.ask(policyRequest(session, 'connect'));
+          const rej = policyReject(d, 'connect');
+          if (rej) throw rej;
+          verdicts.connected(session, d);
+        });
+      },
+
+      ...(role.onClose ? { onClose: role.onClose } : {}),
+
+      onMailFrom(address, session, cb) {
+        const sender = address.address;
+        settle(session, cb, { extra: { from: sender }, log: 'sender check failed' }, async () => {
+          mayTransact(session);
+          if (sender !== '' && !parseMailAddress(sender).ok) throw reply.badSenderSyntax(sender);
+          const declared =
+            address.args && typeof address.args.SIZE === 'string' ? Number(address.args.SIZE) : 0;
+          if (declared > limit) throw reply.messageTooBig(limit);
+          // refused before the client sends the message the queue could not take
+          if (bus.blocked) throw reply.insufficientStorage();
+          // our own checks first: the policy service only counts senders we would accept
+          await role.checkSender?.(sender, session);
+          await askPolicy(session, 'mail', { sender, size: declared || null });
+        });
+      },
+
+      onRcptTo(address, session, cb) {
+        const rcpt = address.address;
+        settle(session, cb, { extra: { rcpt }, log: 'recipient lookup failed' }, async () => {
+          mayTransact(session);
+          const tx = transactions.of(session);
+          if (++tx.rcptCommands > config.smtpd_recipient_limit) throw reply.tooManyRecipients();
+          // routed first: the policy service (per-user recipient limits) counts only routable ones
+          const route = await role.routeRecipient(forwardPath(address), session);
+          await askPolicy(session, 'rcpt', { recipient: rcpt });
+          tx.routes.set(rcpt.toLowerCase(), route);
+        });
+      },
+
+      onData(stream, session, cb) {
+        answerData(
+          stream,
+          {
+            limit,
+            accept: (raw) => acceptMessage(raw, session),
+            refuse: (err) => rejectWith(err, session),
+            failed: (err) => logger.error({ sid: session.id, err }, 'accepting the message failed'),
+            observe: (seconds) => metrics.acceptLatency(seconds),
+          },
+          cb,
+        );
+      },
+    };
+    return role.auth ? new SubmissionSmtpServer(options) : new MailyardSmtpServer(options);
+  };
+
+  const listeners = Object.entries(role.listeners) as [L, ListenerSpec][];
+  const servers = listeners.map(([name, spec]) => ({ name, spec, server: makeServer(name, spec) }));
+  const ports = Object.fromEntries(listeners.map(([name]) => [name, 0])) as Record<L, number>;
+
+  const listen = ({ name, spec, server }: (typeof servers)[number]) =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(spec.port, config.listen_address, () => {
+        server.removeListener('error', reject);
+        ports[name] = (server.server.address() as AddressInfo).port;
+        server.on('error', (err: Error) => logger.warn({ listener: name, err }, 'smtp server error'));
+        resolve();
+      });
+    });
+
+  return {
+    ports,
+    readiness: config.policy_enabled ? [policyServiceCheck((q) => bus.consumerCount(q))] : [],
+    closeSession: (id, err) => servers.some(({ server }) => server.closeSession(id, err)),
+    async start() {
+      policy?.start();
+      for (const s of servers) await listen(s);
+      logger.info({ ...(ports as Record<string, number>) }, `${role.service} listening`);
+    },
+    async stop() {
+      const drain = drainTime(config.shutdown_grace);
+      await Promise.all(servers.map(({ server }) => server.shutdown(drain)));
+      await policy?.stop();
+    },
+  };
+}

@@ -1,0 +1,50 @@
+/** Where a recipient's copy goes: the local mailboxes, or another server. */
+export type Route = 'delivery' | 'outbound';
+
+/**
+ * What the intake has learnt about the transaction in progress, MAIL FROM to the end
+ * of DATA, as plain data of its own: smtp-server's session and address objects are
+ * read, never written to.
+ */
+export interface Transaction {
+  /**
+   * RCPT commands so far. smtp-server folds duplicate addresses in `envelope.rcptTo`;
+   * Postfix's smtpd_recipient_limit counts commands, and so do we.
+   */
+  rcptCommands: number;
+  /** The route of each accepted recipient, by address in lower case (smtp-server folds case too). */
+  routes: Map<string, Route>;
+}
+
+/**
+ * Transactions keyed weakly on the session's envelope object, which smtp-server
+ * replaces on RSET, HELO/EHLO and at the end of a message: a new envelope, a new
+ * transaction, and nothing to clean up.
+ */
+export class Transactions {
+  private readonly byEnvelope = new WeakMap<object, Transaction>();
+
+  /** The transaction of an smtp-server session (only its envelope is read), created on first use. */
+  of(session: { envelope: object }): Transaction {
+    let tx = this.byEnvelope.get(session.envelope);
+    if (!tx) {
+      tx = { rcptCommands: 0, routes: new Map() };
+      this.byEnvelope.set(session.envelope, tx);
+    }
+    return tx;
+  }
+}
+
+/**
+ * The recipients of the transaction by route, in the order smtp-server kept them. A
+ * recipient without a route never passed RCPT here: an error, not a default.
+ */
+export function routesOf(tx: Transaction, recipients: string[]): Record<Route, string[]> {
+  const routes: Record<Route, string[]> = { delivery: [], outbound: [] };
+  for (const r of recipients) {
+    const route = tx.routes.get(r.toLowerCase());
+    if (!route) throw new Error(`recipient ${r} has no route`);
+    routes[route].push(r);
+  }
+  return routes;
+}

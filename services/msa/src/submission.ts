@@ -1,0 +1,164 @@
+import { randomBytes } from 'node:crypto';
+import type { SMTPServerSession } from 'smtp-server';
+import type { Directory } from '@mailyard/directory';
+import type { DkimSigner } from '@mailyard/dkim';
+import type { MailResolver } from '@mailyard/dns';
+import { Counter, type Logger, type Registry } from '@mailyard/observability';
+import { parseMailAddress, reply, rfc5322Date } from '@mailyard/smtp-core';
+import { sessionUser, type FinishContext, type IntakeRole, type Route } from '@mailyard/smtp-intake';
+import type { MsaConfig } from './config.js';
+import { applySubmissionFixups, fieldValue, fieldsNamed, mailboxAddresses, splitMessage } from './headers.js';
+import type { SubmissionLogin } from './login.js';
+import { checkRecipientDomain } from './recipient-domain.js';
+import { ownsAddress } from './sender.js';
+
+export type Listener = 'submission' | 'submissions';
+
+export interface SubmissionDeps {
+  directory: Directory;
+  resolver: MailResolver;
+  /** Null when DKIM signing is off. */
+  dkim: DkimSigner | null;
+  logger: Logger;
+  registry: Registry;
+}
+
+/**
+ * The MSA's part of the intake (RFC 6409): only logged-in users send, only as their
+ * own addresses, to local accounts or to domains that take mail; the message gets the
+ * fix-ups of RFC 6409 §8, a Received header that keeps the user's address private, and
+ * a DKIM signature for the author's domain.
+ */
+export function submissionRole(
+  config: MsaConfig,
+  deps: SubmissionDeps,
+  login: SubmissionLogin,
+): IntakeRole<Listener> {
+  const { directory, logger } = deps;
+  const delimiter = config.recipient_delimiter;
+  const dkimSignatures = new Counter({
+    name: 'mailyard_msa_dkim_signatures_total',
+    help: 'DKIM signatures added, by algorithm; algorithm="none" counts messages sent unsigned',
+    labelNames: ['algorithm'] as const,
+    registers: [deps.registry],
+  });
+
+  // per transaction (the envelope object is replaced on RSET/EHLO/end of message)
+  const ownedBy = new WeakMap<object, Set<string>>();
+  const ownedAddresses = async (session: SMTPServerSession, account: string): Promise<Set<string>> => {
+    let owned = ownedBy.get(session.envelope);
+    if (!owned) {
+      owned = new Set(await directory.addressesOf(account));
+      ownedBy.set(session.envelope, owned);
+    }
+    return owned;
+  };
+  /** The logged-in account; mayTransact has made sure there is one. */
+  const accountOf = (session: SMTPServerSession): string => {
+    const account = sessionUser(session);
+    if (!account) throw reply.authRequired();
+    return account;
+  };
+
+  const sign = async (message: Buffer, domain: string, queueId: string): Promise<Buffer> => {
+    if (!deps.dkim) return message;
+    try {
+      const signed = await deps.dkim.sign(message, domain);
+      for (const e of signed.errors) logger.warn({ queueId, domain, err: e }, 'DKIM key problem');
+      for (const s of signed.signatures) dkimSignatures.inc({ algorithm: s.algorithm });
+      if (!signed.signatures.length) dkimSignatures.inc({ algorithm: 'none' });
+      return signed.headers ? Buffer.concat([Buffer.from(signed.headers), message]) : message;
+    } catch (err) {
+      // an unsigned message is still better than a refused one; the log says why
+      dkimSignatures.inc({ algorithm: 'none' });
+      logger.warn({ queueId, domain, err }, 'DKIM signing failed, sending unsigned');
+      return message;
+    }
+  };
+
+  return {
+    service: 'msa',
+    banner: 'Mailyard submission',
+    listeners: {
+      submission: { port: config.submission_port, implicitTls: false },
+      submissions: { port: config.submissions_port, implicitTls: true },
+    },
+    // the reverse name is only used in the Received header, and only when asked for
+    reverseLookup: config.submission_received_client,
+    greetingDelay: 0,
+    limitExceptions: config.smtpd_client_event_limit_exceptions,
+    auth: login.auth,
+    onClose: login.onClose,
+    received: { authenticated: true, hideClient: !config.submission_received_client },
+
+    mayTransact: (session) => (sessionUser(session) ? null : reply.authRequired()),
+
+    /** Postfix's reject_sender_login_mismatch: the user's addresses and plus-addresses of them. */
+    async checkSender(address, session) {
+      const account = accountOf(session);
+      // the null sender is for bounces (RFC 5321 §4.5.5), which users do not send
+      if (address === '') throw reply.senderLoginMismatch('', account);
+      if (!ownsAddress(await ownedAddresses(session, account), address, delimiter))
+        throw reply.senderLoginMismatch(address, account);
+    },
+
+    async routeRecipient(address): Promise<Route> {
+      const parsed = parseMailAddress(address);
+      // relay tricks (%-hack, quoted @, source routes) are malformed addresses here
+      if (!parsed.ok) throw reply.badRecipientSyntax(address);
+      const { domain } = parsed.value;
+      if (domain.startsWith('[')) return 'outbound';
+      if (await directory.isLocalDomain(domain)) {
+        if (!(await directory.resolve(parsed.value.address))) throw reply.noSuchUser(address);
+        return 'delivery';
+      }
+      switch (await checkRecipientDomain(deps.resolver, domain)) {
+        case 'ok':
+          return 'outbound';
+        case 'no_mail':
+          throw reply.noMxDomain(address, domain);
+        case 'temp_fail':
+          throw reply.dnsTempFail(address);
+      }
+    },
+
+    /** reject_sender_login_mismatch applies to the author too: From: and Sender: must be ours. */
+    async checkMessage(message, session) {
+      const account = accountOf(session);
+      const owned = await ownedAddresses(session, account);
+      const split = splitMessage(message);
+      for (const field of [...fieldsNamed(split, 'from'), ...fieldsNamed(split, 'sender')]) {
+        const addresses = mailboxAddresses(fieldValue(field));
+        if (!addresses.length) throw reply.headerFromMismatch(fieldValue(field), account);
+        for (const a of addresses)
+          if (!ownsAddress(owned, a, delimiter)) throw reply.headerFromMismatch(a, account);
+      }
+    },
+
+    async finish(message: Buffer, ctx: FinishContext) {
+      const split = splitMessage(message);
+      const fixed = applySubmissionFixups(split, {
+        from: `<${ctx.mailFrom}>`,
+        date: rfc5322Date(),
+        messageId: `<${ctx.queueId}.${randomBytes(6).toString('hex')}@${config.myhostname}>`,
+      });
+      const traced = Buffer.concat([Buffer.from(ctx.trace), fixed.message]);
+      const domain = authorDomain(split, ctx.mailFrom);
+      return {
+        message: domain ? await sign(traced, domain, ctx.queueId) : traced,
+        log: { added: fixed.added, bccRemoved: fixed.removedBcc },
+      };
+    },
+  };
+}
+
+/** The domain to sign for: the first From: address's, else the envelope sender's. */
+function authorDomain(split: ReturnType<typeof splitMessage>, mailFrom: string): string | null {
+  const fromField = fieldsNamed(split, 'from')[0];
+  if (fromField) {
+    const first = parseMailAddress(mailboxAddresses(fieldValue(fromField))[0] ?? '');
+    if (first.ok) return first.value.domain;
+  }
+  const sender = parseMailAddress(mailFrom);
+  return sender.ok ? sender.value.domain : null;
+}
