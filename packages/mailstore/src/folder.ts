@@ -139,12 +139,19 @@ export class MailFolder {
     if (this.quotaDir) recordUsage(this.quotaDir, bytes, messages);
   }
 
+  /**
+   * Whether the folder is there. Only "no such file" means no: any other error (EIO,
+   * ELOOP, EACCES) is the store failing and is thrown, so a caller never creates,
+   * refuses or reports a folder as missing because the disk did not answer.
+   */
   async exists(): Promise<boolean> {
     try {
       await fs.access(join(this.dir, 'cur'));
       return true;
-    } catch {
-      return false;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+      throw err;
     }
   }
 

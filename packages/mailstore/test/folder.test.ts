@@ -216,4 +216,20 @@ void describe('MailAccount', () => {
     // and a folder in use is the same object each time
     assert.equal(account.folder('INBOX'), account.folder('inbox'));
   });
+
+  void it('a folder the disk cannot read is an error, never "no such folder"', async () => {
+    const account = new MailAccount(fresh(), 'a@x.test');
+    await account.create('Projects');
+    const folder = account.folder('Projects');
+    // the store fails (a symlink loop gives ELOOP, as a failing disk gives EIO)
+    const cur = join(folder.dir, 'cur');
+    await fs.rm(cur, { recursive: true });
+    await fs.symlink(cur, cur);
+    await assert.rejects(folder.exists(), { code: 'ELOOP' });
+    // neither "already exists" nor "no such folder": the error itself reaches the caller
+    await assert.rejects(account.delete('Projects'), { code: 'ELOOP' });
+    await assert.rejects(account.create('Projects'), { code: 'ELOOP' });
+    // and a folder that is simply not there is still a plain no
+    assert.equal(await account.folder('Nothing').exists(), false);
+  });
 });
