@@ -154,6 +154,8 @@ export class Bus {
   private rpc: { conn: ChannelModel; channel: Promise<RpcChannel> } | null = null;
   private readonly log: Logger;
 
+  private readonly held = new Map<string, number>();
+
   constructor(private readonly opts: BusOptions) {
     this.log = opts.logger.child({ component: 'bus' });
   }
@@ -794,19 +796,36 @@ export class Bus {
    * and run again, until it succeeds, fails otherwise, the bus stops or its channel goes.
    */
   private async runHolding(reg: ConsumerReg, acks: AckBatcher, delivery: Delivery): Promise<void> {
-    for (let held = 0; ; held++) {
-      try {
-        await reg.handler(delivery);
-        if (held)
-          this.log.info({ queue: reg.queue, held }, 'backend available again, held message processed');
-        return;
-      } catch (err) {
-        if (!(err instanceof BackendUnavailableError) || this.stopping || reg.acks !== acks) throw err;
-        if (!held) this.log.warn({ queue: reg.queue, err }, 'backend unavailable, holding the message');
-        await sleep(Math.min(250 * 2 ** held, 2000));
-        if (this.stopping || reg.acks !== acks) throw err;
+    let held = 0;
+    try {
+      for (; ; held++) {
+        try {
+          await reg.handler(delivery);
+          if (held)
+            this.log.info({ queue: reg.queue, held }, 'backend available again, held message processed');
+          return;
+        } catch (err) {
+          if (!(err instanceof BackendUnavailableError) || this.stopping || reg.acks !== acks) throw err;
+          if (!held) {
+            this.log.warn({ queue: reg.queue, err }, 'backend unavailable, holding the message');
+            this.held.set(reg.queue, (this.held.get(reg.queue) ?? 0) + 1);
+          }
+          await sleep(Math.min(250 * 2 ** held, 2000));
+          if (this.stopping || reg.acks !== acks) throw err;
+        }
+      }
+    } finally {
+      if (held) {
+        const n = this.held.get(reg.queue)! - 1;
+        if (n) this.held.set(reg.queue, n);
+        else this.held.delete(reg.queue);
       }
     }
+  }
+
+  /** Messages held now, per queue, because a backend their handler needs is unavailable. */
+  heldMessages(): ReadonlyMap<string, number> {
+    return this.held;
   }
 
   /** A publish failed because the broker refuses or lost publishing, not because of the message. */

@@ -23,6 +23,15 @@ export class BackendUnavailableError extends Error {
   override readonly name = 'BackendUnavailableError';
 }
 
+/** A backend call (`backend` names it: "Redis") whose failure holds the message, never fails it. */
+export function holdOnFailure<T>(backend: string, p: Promise<T>): Promise<T> {
+  return p.catch((err: unknown) => {
+    throw new BackendUnavailableError(`${backend}: ${err instanceof Error ? err.message : String(err)}`, {
+      cause: err,
+    });
+  });
+}
+
 /** An RPC request got no answer within its timeout (it expires unread, or was answered too late). */
 export class RpcTimeoutError extends Error {
   override readonly name = 'RpcTimeoutError';

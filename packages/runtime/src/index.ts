@@ -7,6 +7,7 @@ import {
   createLogger,
   createOpsServer,
   createRegistry,
+  Gauge,
   type Logger,
   type OpsServer,
   type ReadinessCheck,
@@ -54,6 +55,16 @@ export async function createRuntime(
     logger,
     name: `mailyard-${service}`,
     drainMs: drainTime(config.shutdown_grace),
+  });
+  new Gauge({
+    name: 'mailyard_bus_held_messages',
+    help: 'Messages held unacknowledged because a backend their handler needs (Redis, the store) is unavailable',
+    labelNames: ['queue'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [queue, n] of bus.heldMessages()) this.set({ queue }, n);
+    },
   });
   let redisWarned = false;
   const redis = new Redis(config.redis_url, {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { BackendUnavailableError, type Bus, type Delivery } from '@mailyard/bus';
+import { BackendUnavailableError, holdOnFailure, type Bus, type Delivery } from '@mailyard/bus';
 import {
   EventKeys,
   MailMessages,
@@ -64,11 +64,7 @@ function createMetrics(registry: Registry) {
 }
 
 /** A Redis call whose failure holds the message (the bus runs it again), never fails it. */
-function fromRedis<T>(p: Promise<T>): Promise<T> {
-  return p.catch((err: unknown) => {
-    throw new BackendUnavailableError(`Redis: ${err instanceof Error ? err.message : String(err)}`);
-  });
-}
+const fromRedis = <T>(p: Promise<T>): Promise<T> => holdOnFailure('Redis', p);
 
 /**
  * MDA: consumes `delivery`, expands each recipient (account, aliases with nesting and
