@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import type { Redis } from 'ioredis';
-import { outboundDelayQueueSpec, type Bus, type Delivery } from '@mailyard/bus';
+import { holdOnFailure, outboundDelayQueueSpec, type Bus, type Delivery } from '@mailyard/bus';
 import { MailMessages, Queues, outboundDelayQueue, type Envelope } from '@mailyard/contracts';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
@@ -112,6 +112,18 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
 
   const doneKey = (queueId: string, rcpt: string) => `outbound:done:${queueId}:${sha(rcpt.toLowerCase())}`;
 
+  /**
+   * Remembers recipients that are settled, so a redelivery skips them. After the attempt
+   * this is best effort: failing the message now would send it again to those who have it.
+   */
+  const settle = async (log: Logger, queueId: string, rcpts: string[], how: 'delivered' | 'bounced') => {
+    const pipe = redis.multi();
+    for (const r of rcpts) pipe.set(doneKey(queueId, r), how, 'EX', markerTtlSec);
+    await pipe
+      .exec()
+      .catch((err: unknown) => log.warn({ err, rcpts }, `Redis unavailable: ${how} not recorded`));
+  };
+
   const sendDsn = async (env: Envelope, body: Buffer, reports: RecipientReport[], willRetryUntil?: Date) => {
     const sent = await returnToSender(
       {
@@ -197,14 +209,20 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     const deadline = now() + config.destination_slot_wait;
     // a session the previous message to this destination left open comes with its slot
     const parked = sessions.take(slotKey);
-    const release = parked?.release ?? (await limits.acquire(slotKey, deadline));
+    // the shared limits live in Redis: without them this destination is not tried now
+    // (deferred as busy, no attempt counted), the other destinations still are
+    const unavailable = (err: unknown) => {
+      logger.warn({ queueId: env.queueId, destination: slotKey, err }, 'destination limits unavailable');
+      return null;
+    };
+    const release = parked?.release ?? (await limits.acquire(slotKey, deadline).catch(unavailable));
     if (!release) return all('deferred', '4.4.5', `destination ${slotKey} busy (concurrency or rate limit)`);
     let session = parked?.session ?? null;
     let unused = session;
     let keep: ParkedSession | null = null;
     try {
       // the slot came with the session; the rate budget is still to be had
-      if (parked && !(await limits.rateWait(slotKey, deadline)))
+      if (parked && !(await limits.rateWait(slotKey, deadline).catch(unavailable)))
         return all('deferred', '4.4.5', `destination ${slotKey} busy (rate limit)`);
       const dest = await resolveTargets(domain);
       if (dest.kind !== 'targets')
@@ -274,10 +292,12 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     const log = logger.child({ queueId: env.queueId });
     // back from a delay queue: deferred after an attempt, or only because the destination
     // was busy (no attempt counted, but a lastError and an index entry all the same)
-    if (env.attempts > 0 || env.lastError !== null) await index.remove(env.queueId);
+    // Before any attempt, Redis failing holds the message (the bus runs it again when
+    // Redis answers): sending without knowing what was settled could send twice.
+    if (env.attempts > 0 || env.lastError !== null) await holdOnFailure('Redis', index.remove(env.queueId));
 
     // Redelivery (a killed instance, a broker restart): skip recipients already settled.
-    const done = await redis.mget(env.recipients.map((r) => doneKey(env.queueId, r)));
+    const done = await holdOnFailure('Redis', redis.mget(env.recipients.map((r) => doneKey(env.queueId, r))));
     const pending = env.recipients.filter((_, i) => !done[i]);
     if (!pending.length) {
       log.info('every recipient already settled, nothing to do');
@@ -316,9 +336,12 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       }
     }
     if (delivered.length) {
-      const pipe = redis.multi();
-      for (const o of delivered) pipe.set(doneKey(env.queueId, o.recipient), 'delivered', 'EX', markerTtlSec);
-      await pipe.exec();
+      await settle(
+        log,
+        env.queueId,
+        delivered.map((o) => o.recipient),
+        'delivered',
+      );
       metrics.latency.observe((now() - Date.parse(env.receivedAt)) / 1000);
       for (const o of delivered) metrics.connections.inc({ tls: o.tls ? 'yes' : 'no' });
     }
@@ -352,9 +375,12 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       if (env.mailFrom === '')
         log.info({ rcpts: failed.map((f) => f.recipient) }, 'null sender: no bounce sent');
       else await sendDsn(env, d.body, failed);
-      const pipe = redis.multi();
-      for (const f of failed) pipe.set(doneKey(env.queueId, f.recipient), 'bounced', 'EX', markerTtlSec);
-      await pipe.exec();
+      await settle(
+        log,
+        env.queueId,
+        failed.map((f) => f.recipient),
+        'bounced',
+      );
     }
 
     if (deferred.length) {
@@ -388,7 +414,11 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       // Postfix's delay_warning_time: one warning per message, whichever instance sees it first
       if (config.delay_warning_time > 0 && env.mailFrom !== '' && age >= config.delay_warning_time) {
         const key = `outbound:warned:${env.queueId}`;
-        if ((await redis.set(key, '1', 'EX', markerTtlSec, 'NX')) === 'OK') {
+        const first = await redis.set(key, '1', 'EX', markerTtlSec, 'NX').catch((err: unknown) => {
+          log.warn({ err }, 'Redis unavailable: the delay warning waits for the next attempt');
+          return null;
+        });
+        if (first === 'OK') {
           try {
             await sendDsn(
               env,

@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Queues } from '@mailyard/contracts';
+import { queueDepth, startPrivateRedis, waitFor, type PrivateRedis } from '@mailyard/testkit';
+import { startPlatform, type Platform } from '../../../test/harness.js';
+import {
+  envelope,
+  freePort,
+  queueOutbound,
+  simpleMessage,
+  startRelay,
+  startRemoteMta,
+  type RelayHandle,
+  type RemoteMta,
+} from './helpers.js';
+
+// outbound-relay with its Redis (what was settled, the destination limits, the deferred
+// index) on a redis-server the test stops: a message must wait for Redis, neither sent
+// without knowing what was already delivered nor dead-lettered as if it were at fault.
+let p: Platform;
+let redis: PrivateRedis;
+let mx: RemoteMta;
+let relay: RelayHandle;
+
+before(async () => {
+  const port = await freePort();
+  p = await startPlatform({
+    withDelivery: false,
+    zone: {
+      'outage.test': { MX: [{ priority: 10, exchange: 'mx.outage.test' }] },
+      'mx.outage.test': { A: ['127.0.0.12'] },
+    },
+  });
+  redis = await startPrivateRedis();
+  mx = await startRemoteMta('127.0.0.12', port);
+  relay = await startRelay(p, {
+    redis_url: redis.url,
+    outbound_port: port,
+    // one failed run would dead-letter a message that was not held
+    outbound_max_attempts: 1,
+    redis_command_timeout: '300ms',
+    outbound_retry_schedule: '200ms',
+  });
+});
+
+after(async () => {
+  await relay?.stop();
+  await mx?.close();
+  await redis?.close();
+  await p?.close();
+});
+
+const held = () => relay.rt.bus.heldMessages().get(Queues.outbound) ?? 0;
+
+test('Redis down: the message is held, then sent once when Redis is back', { timeout: 90_000 }, async () => {
+  await redis.kill();
+  const env = envelope('alice@mailyard.test', ['bob@outage.test']);
+  await queueOutbound(p, env, simpleMessage('alice@mailyard.test', 'bob@outage.test', 'held for Redis'));
+
+  await waitFor(() => held() === 1, { timeoutMs: 30_000, what: 'the message held by the relay' });
+  // the metric operators alert on says so too
+  const metrics = await relay.rt.registry.getSingleMetricAsString('mailyard_bus_held_messages');
+  assert.match(metrics, /mailyard_bus_held_messages\{queue="outbound"\} 1/);
+  assert.equal(mx.received.length, 0, 'nothing sent while Redis cannot say what was settled');
+  assert.equal(await queueDepth(p.vhost.name, Queues.deadLetter), 0, 'not dead-lettered');
+
+  await redis.start();
+  await waitFor(() => mx.received.length === 1, { timeoutMs: 30_000, what: 'sent after Redis is back' });
+  await waitFor(() => held() === 0, { timeoutMs: 10_000, what: 'no message held any more' });
+  await waitFor(async () => (await queueDepth(p.vhost.name, Queues.outbound)) === 0, { what: 'acked' });
+  assert.deepEqual(mx.received[0]!.to, ['bob@outage.test']);
+  assert.equal(mx.received.length, 1, 'sent once');
+  assert.equal(await queueDepth(p.vhost.name, Queues.deadLetter), 0);
+});
