@@ -825,6 +825,7 @@ export class FolderGoneError extends Error {
 }
 
 export class MessageGoneError extends Error {
+  override readonly name = 'MessageGoneError';
   constructor(readonly uid: number) {
     super(`message ${uid} no longer exists`);
   }

@@ -257,8 +257,7 @@ export const mailboxCommands: CommandGroup = {
     async run(s, tag, name) {
       if (s.selected?.name === name) throw reply.cannot('Mailbox is selected');
       await s.mailbox.delete(name).catch(folderErr);
-      const subs = await s.mailbox.subscriptions();
-      if (subs.includes(name)) await s.mailbox.setSubscriptions(subs.filter((x) => x !== name));
+      await s.mailbox.unsubscribe(name);
       await s.ok(tag, 'DELETE completed');
     },
   }),
@@ -280,8 +279,7 @@ export const mailboxCommands: CommandGroup = {
     parse: oneMailbox,
     async run(s, tag, name) {
       await requireFolder(s, name);
-      const subs = await s.mailbox.subscriptions();
-      if (!subs.includes(name)) await s.mailbox.setSubscriptions([...subs, name]);
+      await s.mailbox.subscribe(name);
       await s.ok(tag, 'SUBSCRIBE completed');
     },
   }),
@@ -289,8 +287,7 @@ export const mailboxCommands: CommandGroup = {
     states: AUTHED,
     parse: oneMailbox,
     async run(s, tag, name) {
-      const subs = await s.mailbox.subscriptions();
-      await s.mailbox.setSubscriptions(subs.filter((x) => x !== name));
+      await s.mailbox.unsubscribe(name);
       await s.ok(tag, 'UNSUBSCRIBE completed');
     },
   }),
