@@ -93,11 +93,11 @@ export class SearchEvaluator {
       case 'flag':
         return has(k.flag) === k.set;
       case 'new':
-        return false;
+        return this.view.recent.has(m.uid) && !has('\\Seen');
       case 'recent':
-        return false;
+        return this.view.recent.has(m.uid);
       case 'old':
-        return true;
+        return !this.view.recent.has(m.uid);
       case 'seq':
         return inRanges(seq, resolveSequenceSet(k.set, this.view.exists));
       case 'uid':
