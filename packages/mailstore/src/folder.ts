@@ -158,7 +158,8 @@ export class MailFolder {
       return true;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+      // a name longer than the file system holds cannot exist either
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return false;
       throw err;
     }
   }
