@@ -16,6 +16,20 @@ export interface ZoneRecords {
 }
 export type Zone = Record<string, ZoneRecords>;
 
+/** `1.2.0.192.in-addr.arpa` / nibble form for IPv6: the name a PTR lookup asks for. */
+export function reverseName(ip: string): string {
+  if (ip.includes(':')) {
+    const [h, t] = ip.split('::') as [string, string | undefined];
+    const hs = h ? h.split(':') : [];
+    const ts = t ? t.split(':') : [];
+    const groups =
+      t === undefined ? hs : [...hs, ...Array<string>(8 - hs.length - ts.length).fill('0'), ...ts];
+    const hex = groups.map((g) => g.padStart(4, '0')).join('');
+    return [...hex].reverse().join('.') + '.ip6.arpa';
+  }
+  return ip.split('.').reverse().join('.') + '.in-addr.arpa';
+}
+
 export interface TestDnsServer {
   /** host:port for DNS_SERVERS. */
   address: string;
