@@ -4,5 +4,4 @@ export * from './restrictions.js';
 export * from './access.js';
 export * from './keys.js';
 export * from './store.js';
-export * from './access-cache.js';
 export * from './commands.js';

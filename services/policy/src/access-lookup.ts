@@ -17,7 +17,7 @@ import {
 
 const lookupKey = (check: string, table: string) => `${check}:${table}`;
 
-/** Queues the table lookup of `keys` (most specific first), unless the in-process copy answers it. */
+/** Queues the table lookup of `keys` (most specific first). */
 export function queueAccessLookup(
   ctx: CheckContext,
   batch: RedisBatch,
@@ -27,11 +27,6 @@ export function queueAccessLookup(
 ): void {
   if (!keys.length) return;
   const k = lookupKey(check, table);
-  const cached = ctx.env.accessTables?.lookup(table, keys);
-  if (cached !== undefined) {
-    ctx.access.set(k, cached);
-    return;
-  }
   batch.read(
     `access:${k}`,
     (p) => p.hmget(PolicyKeys.access(table), ...keys),

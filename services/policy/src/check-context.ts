@@ -3,13 +3,7 @@ import type { PolicyReason, PolicyReply, PolicyRequest } from '@mailyard/contrac
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger } from '@mailyard/observability';
-import type {
-  AccessTableCache,
-  CheckArgs,
-  CheckName,
-  CheckReplyName,
-  PolicyReplies,
-} from '@mailyard/policy-rules';
+import type { CheckArgs, CheckName, CheckReplyName, PolicyReplies } from '@mailyard/policy-rules';
 import type { PolicyConfig } from './config.js';
 import type { PolicyMetrics } from './metrics.js';
 import type { PolicyRedis } from './redis-scripts.js';
@@ -51,8 +45,6 @@ export interface CheckEnv {
   authservId: string;
   /** RELAY_DOMAINS, lower-case. */
   relayDomains: ReadonlySet<string>;
-  /** The access tables in process (reloaded with the rules); absent: every lookup reads Redis. */
-  accessTables?: Pick<AccessTableCache, 'lookup'>;
 }
 
 /** One request being decided: what checks read, and what they leave for later ones. */

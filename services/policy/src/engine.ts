@@ -6,7 +6,6 @@ import type { Logger } from '@mailyard/observability';
 import {
   STAGE_LISTS,
   policyReply,
-  type AccessTableCache,
   type CheckName,
   type Restriction,
   type RuleSet,
@@ -35,8 +34,6 @@ export interface EngineDeps {
   metrics: PolicyMetrics;
   /** Current rules (reloaded live by the service). */
   rules: () => RuleSet;
-  /** The access tables in process, reloaded with the rules. */
-  accessTables?: Pick<AccessTableCache, 'lookup'>;
   /** Milliseconds since the epoch; tests pass a controllable clock. */
   now: () => number;
 }
@@ -50,9 +47,9 @@ function implementation<N extends CheckName>(name: N): CheckImplementation<N> {
  * Runs the restriction lists of one stage in order, Haraka-style: each entry is a
  * check module that returns a verdict, and the first decisive one wins; `permit` ends
  * the current list; HOLD marks the message for Junk and goes on. Redis reads the
- * entries declare (user lists, access tables when the in-process copy cannot answer)
- * are fetched in one pipeline before the first check, so a stage costs at most one
- * round trip plus one per greylist or rate-limit check that is reached.
+ * entries declare (access tables, user lists) are fetched in one pipeline before the
+ * first check, so a stage costs one round trip plus one per greylist or rate-limit
+ * check that is reached.
  */
 export function createEngine(config: PolicyConfig, deps: EngineDeps) {
   const { logger } = deps;
@@ -66,7 +63,6 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
     now: deps.now,
     authservId: config.authserv_id ?? config.myhostname,
     relayDomains: new Set(config.relay_domains.map((d) => d.toLowerCase())),
-    ...(deps.accessTables ? { accessTables: deps.accessTables } : {}),
   };
 
   /** One pipeline with everything the entries of this stage will read. */

@@ -12,14 +12,7 @@ import {
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
-import {
-  AccessTableCache,
-  PolicyKeys,
-  PolicyRules,
-  tablesOf,
-  type ExplainRecord,
-  type RuleSet,
-} from '@mailyard/policy-rules';
+import { PolicyKeys, PolicyRules, type ExplainRecord, type RuleSet } from '@mailyard/policy-rules';
 import type { PolicyConfig } from './config.js';
 import { startDelegationServer } from './delegation.js';
 import { measuredResolver } from './dns-checks.js';
@@ -60,10 +53,6 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
   const store = new PolicyRules(redis, config.redis_prefix);
   let rules: RuleSet | null = null;
   let version = -1;
-  let sub: Redis | null = null;
-  // answers only while the change channel is subscribed and Redis reachable: a copy that
-  // may have missed a change never decides
-  const accessTables = new AccessTableCache(redis, () => sub?.status === 'ready' && redis.status === 'ready');
   const engine = createEngine(config, {
     redis,
     directory: deps.directory,
@@ -71,19 +60,12 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
     logger,
     metrics,
     rules: () => rules!,
-    accessTables,
     now: deps.now ?? Date.now,
   });
+  let sub: Redis | null = null;
   let delegation: { port: number; close(): Promise<void> } | null = null;
 
-  // one reload at a time, in the order asked: a slow one never puts older rules back
-  let reloading = Promise.resolve();
-  const reload = (why: string): Promise<void> => {
-    const p = reloading.then(() => load(why));
-    reloading = p.catch(() => undefined);
-    return p;
-  };
-  const load = async (why: string): Promise<void> => {
+  const reload = async (why: string): Promise<void> => {
     try {
       const loaded = await store.load();
       rules = loaded.rules;
@@ -93,12 +75,6 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
         for (const entry of loaded.misplaced)
           logger.warn({ entry }, 'restriction can decide nothing in its list');
       }
-      // the tables with the rules: a change to either is announced on the same channel;
-      // the version says both are in force
-      await accessTables.load(tablesOf(loaded.rules)).catch((err: unknown) => {
-        accessTables.invalidate();
-        logger.warn({ err }, 'could not load the access tables, reading them from Redis');
-      });
       version = loaded.version;
     } catch (err) {
       // keep the rules in force; a bad entry written behind the CLI's back must not open the gates
@@ -197,8 +173,6 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
       sub = redis.duplicate({ keyPrefix: '' });
       // reconnects by itself; the main connection's handler already says Redis is unreachable
       sub.on('error', () => undefined);
-      // announcements may be missed until it subscribes again (and reloads)
-      sub.on('close', () => accessTables.invalidate());
       sub.on('message', () => void reload('changed'));
       sub.on('ready', () => void reload('resubscribed'));
       await sub.subscribe(store.channel);
