@@ -586,11 +586,15 @@ async function startPolicyWorld(
   env: Record<string, string>;
   inboundEnv: Record<string, string>;
 }> {
-  const dns = await startDnsServer({
-    [reverseName('127.0.0.1')]: { PTR: [POLICY_HELO] },
-    [POLICY_HELO]: { A: ['127.0.0.1'] },
-    'sender.test': { MX: [{ priority: 10, exchange: POLICY_HELO }], TXT: ['v=spf1 ip4:127.0.0.1 -all'] },
-  });
+  const dns = await startDnsServer(
+    {
+      [reverseName('127.0.0.1')]: { PTR: [POLICY_HELO] },
+      [POLICY_HELO]: { A: ['127.0.0.1'] },
+      'sender.test': { MX: [{ priority: 10, exchange: POLICY_HELO }], TXT: ['v=spf1 ip4:127.0.0.1 -all'] },
+      // negative answers carry an SOA, as every real zone's do, so resolvers may keep them
+    },
+    { negativeTtl: 300 },
+  );
   const scanners: Scanner[] = [];
   const scannerEnv: Record<string, string> = {};
   if (!opts.noScanners) {
@@ -659,9 +663,7 @@ async function policyFigures(
     );
   return {
     requests: await counterSum(policyHttp, 'mailyard_policy_decisions_total'),
-    redisRoundTrips:
-      (await counterSum(policyHttp, 'mailyard_policy_redis_round_trips_total')) +
-      (await counterSum(inboundHttp, 'mailyard_mta_inbound_policy_redis_round_trips_total')),
+    redisRoundTrips: await counterSum(policyHttp, 'mailyard_policy_redis_round_trips_total'),
     dnsQueries: dns?.queries.length ?? 0,
     decision: await histogram(policyHttp, 'mailyard_policy_decision_seconds', 'stage="rcpt"'),
     rpc,

@@ -92,7 +92,10 @@ export async function createRuntime(
     // every consumer the service registered is attached (a channel and a consumer tag)
     { name: 'consumers', ok: () => bus.consuming },
   ]);
-  const resolver = createResolver({ servers: config.dns_servers });
+  const resolver = createResolver({
+    servers: config.dns_servers,
+    cache: { maxEntries: config.dns_cache_size },
+  });
   bus.start();
   redis.connect().catch(() => undefined);
   const httpPort = await ops.listen(config.http_port, config.listen_address);
