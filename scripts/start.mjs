@@ -2,7 +2,8 @@
 // `pnpm start`: every service built so far, one process each (as in production), in the
 // foreground, with readable logs. Ctrl-C stops them all (SIGTERM: goodbye to the
 // clients, drain, exit, within SHUTDOWN_GRACE).
-// Settings come from the environment (see docs/configuration.md); e.g.
+// Settings come from the environment (README.md, "Configuration"; every key with its
+// comment in services/<name>/src/config.ts); e.g.
 //   SMTP_PORT=2525 MAILDIR_ROOT=./data/mail pnpm start
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

@@ -1,4 +1,4 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync } from 'node:crypto';
 
 export type DkimAlgorithm = 'rsa' | 'ed25519';
 export const DKIM_ALGORITHMS: readonly DkimAlgorithm[] = ['rsa', 'ed25519'];
@@ -54,12 +54,6 @@ export function checkPrivateKey(key: Pick<DkimKey, 'algorithm' | 'privateKey'>):
   } catch {
     return false;
   }
-}
-
-/** The public half, recomputed from the private key (for `dkim show` of an imported key). */
-export function publicKeyFor(key: Pick<DkimKey, 'algorithm' | 'privateKey'>): string {
-  const spki = createPublicKey(createPrivateKey(key.privateKey)).export({ type: 'spki', format: 'der' });
-  return (key.algorithm === 'ed25519' ? rawEd25519(spki) : spki).toString('base64');
 }
 
 export interface DkimDnsRecord {

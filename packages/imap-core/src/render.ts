@@ -34,12 +34,6 @@ export function paren(items: Chunk[][]): Chunk[] {
   return ['(', ...join(items), ')'];
 }
 
-export function chunksLength(chunks: Chunk[]): number {
-  let n = 0;
-  for (const c of chunks) n += typeof c === 'string' ? Buffer.byteLength(c) : c.length;
-  return n;
-}
-
 export interface Address {
   name: string | null;
   mailbox: string | null;

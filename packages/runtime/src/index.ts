@@ -41,10 +41,6 @@ export interface Service {
   readiness?: ReadinessCheck[];
 }
 
-export function redisUrlForLog(url: string): string {
-  return redactUrl(url);
-}
-
 /**
  * Builds the shared dependencies of a service. Broker and Redis connect in the
  * background and reconnect by themselves; /readyz reports ready only when both are up.

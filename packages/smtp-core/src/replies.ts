@@ -124,8 +124,3 @@ export const reply = {
     r(500, '5.5.2', `Error: line longer than ${limit} characters`, 'line_too_long'),
   overQuota: (rcpt: string) => r(452, '4.2.2', `<${rcpt}>: Mailbox full`, 'over_quota'),
 } as const;
-
-/** Anything thrown that is not an SmtpReject becomes a temporary local error. */
-export function toSmtpReject(err: unknown): SmtpReject {
-  return err instanceof SmtpReject ? err : reply.localError();
-}

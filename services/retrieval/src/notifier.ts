@@ -1,6 +1,5 @@
-import { EventKeys, MailboxChanged } from '@mailyard/contracts';
+import { EventKeys, type MailboxChanged } from '@mailyard/contracts';
 import type { Bus } from '@mailyard/bus';
-import type { Logger } from '@mailyard/observability';
 
 export type ChangeListener = (folder: string) => void;
 
@@ -14,19 +13,12 @@ export class ChangeNotifier {
 
   constructor(
     private readonly bus: Bus,
-    private readonly logger: Logger,
     private readonly publishOwn: boolean,
   ) {}
 
+  /** The bus hands over only events its catalogue validated (others are dead-lettered). */
   async start(): Promise<void> {
-    await this.bus.subscribe(EventKeys.mailboxChanged, (payload) => {
-      const ev = MailboxChanged.safeParse(payload);
-      if (!ev.success) {
-        this.logger.warn({ err: ev.error }, 'invalid mailbox.changed event ignored');
-        return;
-      }
-      this.emit(ev.data.account, ev.data.folder);
-    });
+    await this.bus.subscribe(EventKeys.mailboxChanged, (ev) => this.emit(ev.account, ev.folder));
   }
 
   on(account: string, fn: ChangeListener): () => void {

@@ -54,7 +54,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
   if (tlsMaterial.selfSigned) logger.warn('no TLS_CERT_FILE/TLS_KEY_FILE: using a self-signed certificate');
   const tlsOpts = { key: tlsMaterial.key, cert: tlsMaterial.cert, minVersion: 'TLSv1.2' as const };
   const secureContext = createSecureContext(tlsOpts);
-  const notifier = new ChangeNotifier(deps.bus, logger, config.publish_changes);
+  const notifier = new ChangeNotifier(deps.bus, config.publish_changes);
   const accounts = new Map<string, MailAccount>();
   const account = (name: string) => {
     let a = accounts.get(name);
