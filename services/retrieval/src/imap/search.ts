@@ -3,6 +3,7 @@ import {
   decodeTransfer,
   decodeWords,
   header,
+  headerDateDay,
   inRanges,
   parseAddressList,
   resolveSequenceSet,
@@ -127,14 +128,15 @@ export class SearchEvaluator {
       case 'text':
         return body!.body.includes(norm(k.value)) || body!.headers.includes(norm(k.value));
       case 'date': {
-        let t: number;
-        if (k.field === 'internal') t = await this.cache.internalDate(this.folder, m);
+        let day: number;
+        if (k.field === 'internal')
+          day = Math.floor((await this.cache.internalDate(this.folder, m)) / 86400000);
         else {
           const d = header((await this.cache.header(this.folder, m)).fields, 'date');
-          t = d ? Date.parse(d.replace(/\s*\([^)]*\)\s*$/, '')) : NaN;
-          if (Number.isNaN(t)) return false;
+          const sent = d ? headerDateDay(d) : null;
+          if (sent === null) return false;
+          day = sent;
         }
-        const day = Math.floor(t / 86400000);
         return k.op === 'before' ? day < k.day : k.op === 'on' ? day === k.day : day >= k.day;
       }
       case 'size': {
