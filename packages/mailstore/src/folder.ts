@@ -32,6 +32,8 @@ export interface FolderSnapshot {
    * read-write (RFC 3501 §2.3.2).
    */
   firstRecent: number;
+  /** Every keyword the folder has defined (`dovecot-keywords`), in use or not. */
+  keywords: string[];
   /** In UID order. */
   messages: MessageInfo[];
 }
@@ -302,6 +304,7 @@ export class MailFolder {
       uidNext: list.next,
       highestModseq: state.highest,
       firstRecent: state.recent ?? 1,
+      keywords: keywords.filter(Boolean),
       messages,
     };
   }
@@ -687,6 +690,7 @@ class LockedFolder {
       uidNext: this.list.next,
       highestModseq: this.state.highest,
       firstRecent: this.state.recent ?? 1,
+      keywords: this.keywords.filter(Boolean),
       messages,
     };
     this.index = null;

@@ -199,7 +199,8 @@ async function runStore(s: SelectedContext, tag: string, a: StoreArgs, name: str
   const res = await view.folder.store(changes, a.unchangedSince ?? undefined);
   const now = new Map(res.snapshot.messages.map((m) => [m.uid, m]));
   const changed = new Set(res.changed.map((m) => m.uid));
-  const lines: string[] = [];
+  // a keyword this STORE defined is announced before the FETCH that shows it
+  const lines: string[] = view.keywordLines(res.snapshot);
   for (const { seq, m: old } of msgs) {
     const m = now.get(old.uid);
     if (!m) continue;
