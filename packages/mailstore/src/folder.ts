@@ -71,6 +71,8 @@ export const UIDLIST = 'dovecot-uidlist';
 const KEYWORDS = 'dovecot-keywords';
 /** Our own per-folder state: MODSEQ per message, and expunged UIDs for QRESYNC. */
 const MODSEQ = 'mailyard-modseq';
+/** In the account's root: the last UIDVALIDITY issued to one of its folders. */
+const VALIDITY = 'mailyard-uidvalidity';
 const EXPUNGED_KEPT = 20_000;
 /** What a cached snapshot is validated by. */
 const SIGNATURE_FILES = ['new', 'cur', UIDLIST, MODSEQ, KEYWORDS];
@@ -254,6 +256,22 @@ export class MailFolder {
     return flags;
   }
 
+  /**
+   * The UIDVALIDITY of a folder being numbered for the first time: the time in seconds,
+   * but above any the account issued before, so a folder deleted and created again
+   * within a second gets a new one (RFC 3501 §2.3.1.1). The last one issued is kept in
+   * the account's root (as Dovecot keeps `dovecot-uidvalidity`).
+   */
+  private async nextValidity(): Promise<number> {
+    const now = Math.floor(Date.now() / 1000);
+    if (!this.quotaDir) return now;
+    const file = join(this.quotaDir, VALIDITY);
+    const last = Number((await readText(file))?.trim()) || 0;
+    const next = Math.max(now, last + 1);
+    await writeAtomic(file, `${next}\n`);
+    return next;
+  }
+
   /** Current state; assigns UIDs to new files and records external flag changes. */
   async snapshot(): Promise<FolderSnapshot> {
     const sig = this.signature();
@@ -319,7 +337,7 @@ export class MailFolder {
       const files = await this.scan();
       const { list: oldList, state: oldState, keywords } = await this.readState();
       const list: UidList = oldList ?? {
-        validity: Math.floor(Date.now() / 1000),
+        validity: await this.nextValidity(),
         next: 1,
         guid: randomBytes(16).toString('hex'),
         entries: new Map(),
