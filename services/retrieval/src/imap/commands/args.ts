@@ -1,5 +1,6 @@
 // Argument shapes more than one command reads.
 import { ParseError, type ArgReader } from '@mailyard/imap-core';
+import type { SelectedContext } from '../context.js';
 
 export const SYSTEM_FLAGS = ['\\Answered', '\\Flagged', '\\Deleted', '\\Seen', '\\Draft'];
 
@@ -28,4 +29,15 @@ export function flagList(r: ArgReader): string[] {
     if (!/^[^\s(){%*"\\\]]+$/.test(f)) throw new ParseError('bad keyword');
     return f;
   });
+}
+
+/**
+ * A CONDSTORE enabling command (RFC 7162 §3.1: FETCH or SEARCH with MODSEQ, STORE with
+ * UNCHANGEDSINCE) turns CONDSTORE on; the first one is answered with the mailbox's
+ * HIGHESTMODSEQ before its tagged OK: that line, or null.
+ */
+export function enableCondstore(s: SelectedContext): string | null {
+  if (s.enabled.condstore) return null;
+  s.enabled.add('CONDSTORE');
+  return `* OK [HIGHESTMODSEQ ${s.selected.highestModseq}] Highest\r\n`;
 }

@@ -23,7 +23,7 @@ import {
 } from '../fetch.js';
 import { ImapReply, reply } from '../replies.js';
 import { ResponseBatch } from '../response-batch.js';
-import { flagList, none } from './args.js';
+import { enableCondstore, flagList, none } from './args.js';
 import { AUTHED, SELECTED, command, withUid, type CommandGroup } from './command.js';
 import { requireFolder } from './folders.js';
 
@@ -67,7 +67,8 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
   const view = s.selected;
   if (a.vanished && (!byUid || !s.enabled.qresync || a.changedSince === null))
     throw reply.bad('VANISHED needs UID FETCH, QRESYNC and CHANGEDSINCE');
-  if (a.changedSince !== null) s.enabled.add('CONDSTORE');
+  const announce =
+    a.changedSince !== null || a.items.some((i) => i.k === 'MODSEQ') ? enableCondstore(s) : null;
   const items = [...a.items];
   if (a.changedSince !== null && !items.some((i) => i.k === 'MODSEQ')) items.push({ k: 'MODSEQ' });
   let msgs = view.resolve(a.set, byUid);
@@ -153,6 +154,7 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
     }
   }
   await flush();
+  if (announce) s.send(announce);
   await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
 }
 
@@ -193,7 +195,7 @@ async function runStore(s: SelectedContext, tag: string, a: StoreArgs, name: str
   const view = s.selected;
   const byUid = name.startsWith('UID');
   if (view.readOnly) throw reply.readOnly();
-  if (a.unchangedSince !== null) s.enabled.add('CONDSTORE');
+  const announce = a.unchangedSince !== null ? enableCondstore(s) : null;
   const msgs = view.resolve(a.set, byUid);
   const changes: FlagChange[] = msgs.map(({ m }) => ({ uid: m.uid, op: a.op, flags: a.flags }));
   const res = await view.folder.store(changes, a.unchangedSince ?? undefined);
@@ -205,8 +207,8 @@ async function runStore(s: SelectedContext, tag: string, a: StoreArgs, name: str
     const m = now.get(old.uid);
     if (!m) continue;
     const wasChanged = changed.has(m.uid);
-    // RFC 7162 §3.2: with UNCHANGEDSINCE, the MODSEQ of changed messages is reported even when SILENT
-    if (!a.silent || (wasChanged && a.unchangedSince !== null)) {
+    // RFC 7162 §3.2: with CONDSTORE on, the MODSEQ of changed messages is reported even when SILENT
+    if (!a.silent || (wasChanged && s.enabled.condstore)) {
       const parts = [];
       if (byUid) parts.push(`UID ${m.uid}`);
       if (!a.silent) parts.push(`FLAGS (${view.flags(m)})`);
@@ -215,6 +217,7 @@ async function runStore(s: SelectedContext, tag: string, a: StoreArgs, name: str
     }
     view.told_(m);
   }
+  if (announce) lines.push(announce.trimEnd());
   if (lines.length) s.send(lines.join('\r\n') + '\r\n');
   if (changed.size) s.changed(view.name);
   const code = res.failed.length
