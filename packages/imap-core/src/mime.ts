@@ -287,6 +287,24 @@ export function findPart(root: MimePart, path: number[]): MimePart | null {
 }
 
 /** Decodes RFC 2047 encoded words, for SEARCH and SORT. */
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * A header value read one char per byte (latin1), as text: raw UTF-8 (RFC 6532) decoded
+ * first when the bytes are valid UTF-8, then the RFC 2047 encoded words. A string that
+ * holds wider chars was decoded already and only has its encoded words decoded.
+ */
+export function decodeHeader(raw: string): string {
+  if (/[\x80-\xff]/.test(raw) && !/[^\x00-\xff]/.test(raw)) {
+    try {
+      raw = strictUtf8.decode(Buffer.from(raw, 'latin1'));
+    } catch {
+      // 8-bit bytes that are not UTF-8: left as latin1, as before
+    }
+  }
+  return decodeWords(raw);
+}
+
 export function decodeWords(text: string): string {
   return text
     .replace(/(=\?[^?]+\?[bBqQ]\?[^?]*\?=)\s+(?==\?)/g, '$1')

@@ -1,5 +1,6 @@
 import {
   decodeText,
+  decodeHeader,
   decodeTransfer,
   decodeWords,
   header,
@@ -20,7 +21,7 @@ const ADDRESS_FIELDS = new Set(['from', 'to', 'cc', 'bcc']);
 /** An address as a search sees it: `Name <mailbox@host>`. */
 function addressText(a: Address): string {
   const spec = a.host ? `${a.mailbox ?? ''}@${a.host}` : (a.mailbox ?? '');
-  return a.name ? `${decodeWords(a.name)} <${spec}>` : spec;
+  return a.name ? `${decodeHeader(a.name)} <${spec}>` : spec;
 }
 
 function norm(s: string): string {
@@ -115,7 +116,7 @@ export class SearchEvaluator {
         return inRanges(m.uid, resolveSequenceSet(k.set, this.view.uids[this.view.uids.length - 1] ?? 0));
       case 'header': {
         const raw = await this.cache.headerValues(this.folder, m, k.field);
-        const values = raw.map((v) => norm(decodeWords(v)));
+        const values = raw.map((v) => norm(decodeHeader(v)));
         // FROM, TO, CC, BCC also match the addresses as parsed, comments taken out
         // (`jane(the boss)@example.com` is jane@example.com; RFC 5322 §3.2.2)
         if (ADDRESS_FIELDS.has(k.field))
