@@ -272,10 +272,11 @@ export function renderFetch(
             : full
               ? sectionBytes(full.data, full.mime, it.section)
               : raw!;
-        if (it.kind !== 'BODY' && bytes) {
-          const part = it.section.path.length ? findPart(full!.mime, it.section.path) : full!.mime;
-          if (part?.type === 'multipart') throw new SectionError('BINARY of a multipart');
-          const enc = part?.encoding ?? '7bit';
+        // RFC 3516 §4.2: BINARY decodes a leaf part's content-transfer-encoding; the whole
+        // message, a multipart or an encapsulated message has none to decode and is sent as is
+        const part = it.section.path.length ? findPart(full!.mime, it.section.path) : null;
+        if (it.kind !== 'BODY' && bytes && part && part.type !== 'multipart' && !part.message) {
+          const enc = part.encoding ?? '7bit';
           if (!['7bit', '8bit', 'binary', 'base64', 'quoted-printable'].includes(enc)) {
             throw new SectionError('UNKNOWN-CTE');
           }
@@ -293,7 +294,9 @@ export function renderFetch(
         }
         const label = utf8Bytes(`${it.kind}[${it.text}]${origin} `);
         if (!bytes) out.push(label, 'NIL');
-        else if (it.kind === 'BINARY' && bytes.includes(0)) out.push(label, `~{${bytes.length}}\r\n`, bytes);
+        // literal8 for any BINARY content, as Dovecot sends it (RFC 3516 §4.3 requires it
+        // only for content with NUL); an empty one as {0}
+        else if (it.kind === 'BINARY' && bytes.length) out.push(label, `~{${bytes.length}}\r\n`, bytes);
         else out.push(label, `{${bytes.length}}\r\n`, bytes);
         break;
       }
