@@ -347,7 +347,7 @@ void describe('protocol details (raw)', () => {
     );
     assert.match(f, /BODY\[HEADER\.FIELDS \(SUBJECT\)\] \{27\}\r\nSubject: Test message 1\r\n\r\n/);
     assert.match(f, /BODY\[1\]<0> \{4\}\r\nBody/);
-    assert.match(f, /BINARY\[1\] ~\{\d+\}\r\nBody of message 1\./);
+    assert.match(f, /BINARY\[1\] \{\d+\}\r\nBody of message 1\./);
     assert.match(f, /BINARY\.SIZE\[1\] \d+/);
     assert.match(f, /MODSEQ \(\d+\)/);
     assert.doesNotMatch(f, /\\Seen/, 'PEEK does not set \\Seen');

@@ -53,6 +53,9 @@ function fromIndex(i: FetchItem): boolean {
 
 export class SectionError extends Error {}
 
+/** Bytes a literal carries as 7-bit text: no NUL, no 8-bit byte. */
+const SEVEN_BIT = /^[\x01-\x7f]*$/;
+
 /** The bytes a BODY[section] names, RFC 9051 §6.4.5. */
 export function sectionBytes(data: Buffer, root: MimePart, s: Section): Buffer | null {
   let part: MimePart | null = root;
@@ -294,9 +297,10 @@ export function renderFetch(
         }
         const label = utf8Bytes(`${it.kind}[${it.text}]${origin} `);
         if (!bytes) out.push(label, 'NIL');
-        // literal8 for any BINARY content, as Dovecot sends it (RFC 3516 §4.3 requires it
-        // only for content with NUL); an empty one as {0}
-        else if (it.kind === 'BINARY' && bytes.length) out.push(label, `~{${bytes.length}}\r\n`, bytes);
+        // literal8 for content that is not 7-bit text, as Dovecot sends it (RFC 3516 §4.3
+        // requires it for NUL; a client that asked for BINARY reads it either way)
+        else if (it.kind === 'BINARY' && !SEVEN_BIT.test(bytes.toString('latin1')))
+          out.push(label, `~{${bytes.length}}\r\n`, bytes);
         else out.push(label, `{${bytes.length}}\r\n`, bytes);
         break;
       }
