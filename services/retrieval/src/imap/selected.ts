@@ -1,6 +1,6 @@
 import { formatSequence, inRanges, resolveSequenceSet, type SequenceSet } from '@mailyard/imap-core';
 import type { FolderSnapshot, MailFolder, MessageInfo } from '@mailyard/mailstore';
-import { SYSTEM_FLAGS } from './commands/args.js';
+import { SYSTEM_FLAGS } from './flags.js';
 
 export interface UpdateOptions {
   /** RFC 9051 §7.5.1: no EXPUNGE during FETCH, STORE, SEARCH (non-UID). */

@@ -1,8 +1,7 @@
 // Argument shapes more than one command reads.
 import { ParseError, type ArgReader } from '@mailyard/imap-core';
 import type { SelectedContext } from '../context.js';
-
-export const SYSTEM_FLAGS = ['\\Answered', '\\Flagged', '\\Deleted', '\\Seen', '\\Draft'];
+import { SYSTEM_FLAGS } from '../flags.js';
 
 /** No arguments. */
 export const none = (r: ArgReader): void => r.end();
