@@ -1,6 +1,6 @@
 // Base subject extraction, RFC 5256 §2.1: what SORT SUBJECT and THREAD compare.
 import { casemap } from './collation.js';
-import { decodeWords } from './mime.js';
+import { decodeHeader } from './mime.js';
 
 export interface ExtractedSubject {
   /** The base subject in i;unicode-casemap form (RFC 5256 §2.1 compares subjects by it). */
@@ -31,7 +31,7 @@ const FWD_TRAILER = /\(fwd\)$/i;
 export function extractSubject(raw: string): ExtractedSubject {
   let isReply = false;
   // (1) encoded words to UTF-8; tabs and continuations to a space; runs of spaces to one
-  let s = decodeWords(raw)
+  let s = decodeHeader(raw)
     .replace(/\r?\n/g, '')
     .replace(/[ \t]+/g, ' ');
   for (;;) {

@@ -270,23 +270,47 @@ export function parseMime(
   return part;
 }
 
-/** Finds the part a section number path (`1.2.3`) names, RFC 9051 §6.4.5. */
+/**
+ * Finds the part a section number path (`1.2.3`) names, RFC 9051 §6.4.5. Each number
+ * indexes the body of what the previous one named: the parts of a multipart, or of the
+ * message a message/rfc822 part encapsulates; a body that is not multipart has only a
+ * part 1, itself. So BODY[1] of a message that is itself message/rfc822 is the embedded
+ * message, and 1.1 the first part inside it.
+ */
 export function findPart(root: MimePart, path: number[]): MimePart | null {
   let cur = root;
+  let body = root;
   for (const n of path) {
-    if (cur.message && !cur.children.length) cur = cur.message;
-    if (cur.type === 'multipart') {
-      const c = cur.children[n - 1];
+    if (body.type === 'multipart') {
+      const c = body.children[n - 1];
       if (!c) return null;
       cur = c;
-    } else if (n === 1) {
-      // part 1 of a non-multipart is its body
-    } else return null;
+    } else if (n === 1) cur = body;
+    else return null;
+    body = cur.message ?? cur;
   }
   return cur;
 }
 
 /** Decodes RFC 2047 encoded words, for SEARCH and SORT. */
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * A header value read one char per byte (latin1), as text: raw UTF-8 (RFC 6532) decoded
+ * first when the bytes are valid UTF-8, then the RFC 2047 encoded words. A string that
+ * holds wider chars was decoded already and only has its encoded words decoded.
+ */
+export function decodeHeader(raw: string): string {
+  if (/[\x80-\xff]/.test(raw) && !/[^\x00-\xff]/.test(raw)) {
+    try {
+      raw = strictUtf8.decode(Buffer.from(raw, 'latin1'));
+    } catch {
+      // 8-bit bytes that are not UTF-8: left as latin1, as before
+    }
+  }
+  return decodeWords(raw);
+}
+
 export function decodeWords(text: string): string {
   return text
     .replace(/(=\?[^?]+\?[bBqQ]\?[^?]*\?=)\s+(?==\?)/g, '$1')

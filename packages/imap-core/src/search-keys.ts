@@ -31,6 +31,22 @@ export function parseSearchDate(text: string): number {
   return Math.floor(Date.UTC(Number(m[3]), mon, Number(m[1])) / 86400000);
 }
 
+/**
+ * The day (days since 1970-01-01) a `Date:` header names in its own zone, time and zone
+ * disregarded (RFC 3501 §6.4.4 SENTBEFORE/SENTON/SENTSINCE); null when it names none.
+ */
+export function headerDateDay(value: string): number | null {
+  // RFC 5322 §3.3 date = day month year, after an optional "Www,"; two- and three-digit
+  // years are the obsolete forms (§4.3)
+  const m = /(?:^|[\s,])(\d{1,2})\s+([A-Za-z]{3})[a-z]*\.?\s+(\d{2,4})(?!\d)/.exec(value);
+  const mon = m ? MONTHS.indexOf(m[2]!.toLowerCase()) : -1;
+  if (!m || mon < 0) return null;
+  let year = Number(m[3]);
+  if (m[3]!.length === 2) year += year < 50 ? 2000 : 1900;
+  else if (m[3]!.length === 3) year += 1900;
+  return Math.floor(Date.UTC(year, mon, Number(m[1])) / 86400000);
+}
+
 const FLAG_KEYS: Record<string, [string, boolean]> = {
   ANSWERED: ['\\Answered', true],
   DELETED: ['\\Deleted', true],

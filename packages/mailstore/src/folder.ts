@@ -32,6 +32,8 @@ export interface FolderSnapshot {
    * read-write (RFC 3501 §2.3.2).
    */
   firstRecent: number;
+  /** Every keyword the folder has defined (`dovecot-keywords`), in use or not. */
+  keywords: string[];
   /** In UID order. */
   messages: MessageInfo[];
 }
@@ -69,6 +71,8 @@ export const UIDLIST = 'dovecot-uidlist';
 const KEYWORDS = 'dovecot-keywords';
 /** Our own per-folder state: MODSEQ per message, and expunged UIDs for QRESYNC. */
 const MODSEQ = 'mailyard-modseq';
+/** In the account's root: the last UIDVALIDITY issued to one of its folders. */
+const VALIDITY = 'mailyard-uidvalidity';
 const EXPUNGED_KEPT = 20_000;
 /** What a cached snapshot is validated by. */
 const SIGNATURE_FILES = ['new', 'cur', UIDLIST, MODSEQ, KEYWORDS];
@@ -252,6 +256,22 @@ export class MailFolder {
     return flags;
   }
 
+  /**
+   * The UIDVALIDITY of a folder being numbered for the first time: the time in seconds,
+   * but above any the account issued before, so a folder deleted and created again
+   * within a second gets a new one (RFC 3501 §2.3.1.1). The last one issued is kept in
+   * the account's root (as Dovecot keeps `dovecot-uidvalidity`).
+   */
+  private async nextValidity(): Promise<number> {
+    const now = Math.floor(Date.now() / 1000);
+    if (!this.quotaDir) return now;
+    const file = join(this.quotaDir, VALIDITY);
+    const last = Number((await readText(file))?.trim()) || 0;
+    const next = Math.max(now, last + 1);
+    await writeAtomic(file, `${next}\n`);
+    return next;
+  }
+
   /** Current state; assigns UIDs to new files and records external flag changes. */
   async snapshot(): Promise<FolderSnapshot> {
     const sig = this.signature();
@@ -302,6 +322,7 @@ export class MailFolder {
       uidNext: list.next,
       highestModseq: state.highest,
       firstRecent: state.recent ?? 1,
+      keywords: keywords.filter(Boolean),
       messages,
     };
   }
@@ -316,7 +337,7 @@ export class MailFolder {
       const files = await this.scan();
       const { list: oldList, state: oldState, keywords } = await this.readState();
       const list: UidList = oldList ?? {
-        validity: Math.floor(Date.now() / 1000),
+        validity: await this.nextValidity(),
         next: 1,
         guid: randomBytes(16).toString('hex'),
         entries: new Map(),
@@ -687,6 +708,7 @@ class LockedFolder {
       uidNext: this.list.next,
       highestModseq: this.state.highest,
       firstRecent: this.state.recent ?? 1,
+      keywords: this.keywords.filter(Boolean),
       messages,
     };
     this.index = null;

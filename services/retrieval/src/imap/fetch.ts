@@ -53,6 +53,9 @@ function fromIndex(i: FetchItem): boolean {
 
 export class SectionError extends Error {}
 
+/** Bytes a literal carries as 7-bit text: no NUL, no 8-bit byte. */
+const SEVEN_BIT = /^[\x01-\x7f]*$/;
+
 /** The bytes a BODY[section] names, RFC 9051 §6.4.5. */
 export function sectionBytes(data: Buffer, root: MimePart, s: Section): Buffer | null {
   let part: MimePart | null = root;
@@ -272,10 +275,11 @@ export function renderFetch(
             : full
               ? sectionBytes(full.data, full.mime, it.section)
               : raw!;
-        if (it.kind !== 'BODY' && bytes) {
-          const part = it.section.path.length ? findPart(full!.mime, it.section.path) : full!.mime;
-          if (part?.type === 'multipart') throw new SectionError('BINARY of a multipart');
-          const enc = part?.encoding ?? '7bit';
+        // RFC 3516 §4.2: BINARY decodes a leaf part's content-transfer-encoding; the whole
+        // message, a multipart or an encapsulated message has none to decode and is sent as is
+        const part = it.section.path.length ? findPart(full!.mime, it.section.path) : null;
+        if (it.kind !== 'BODY' && bytes && part && part.type !== 'multipart' && !part.message) {
+          const enc = part.encoding ?? '7bit';
           if (!['7bit', '8bit', 'binary', 'base64', 'quoted-printable'].includes(enc)) {
             throw new SectionError('UNKNOWN-CTE');
           }
@@ -293,7 +297,10 @@ export function renderFetch(
         }
         const label = utf8Bytes(`${it.kind}[${it.text}]${origin} `);
         if (!bytes) out.push(label, 'NIL');
-        else if (it.kind === 'BINARY' && bytes.includes(0)) out.push(label, `~{${bytes.length}}\r\n`, bytes);
+        // literal8 for content that is not 7-bit text, as Dovecot sends it (RFC 3516 §4.3
+        // requires it for NUL; a client that asked for BINARY reads it either way)
+        else if (it.kind === 'BINARY' && !SEVEN_BIT.test(bytes.toString('latin1')))
+          out.push(label, `~{${bytes.length}}\r\n`, bytes);
         else out.push(label, `{${bytes.length}}\r\n`, bytes);
         break;
       }

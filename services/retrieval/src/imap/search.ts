@@ -1,8 +1,10 @@
 import {
   decodeText,
+  decodeHeader,
   decodeTransfer,
   decodeWords,
   header,
+  headerDateDay,
   inRanges,
   parseAddressList,
   resolveSequenceSet,
@@ -19,7 +21,7 @@ const ADDRESS_FIELDS = new Set(['from', 'to', 'cc', 'bcc']);
 /** An address as a search sees it: `Name <mailbox@host>`. */
 function addressText(a: Address): string {
   const spec = a.host ? `${a.mailbox ?? ''}@${a.host}` : (a.mailbox ?? '');
-  return a.name ? `${decodeWords(a.name)} <${spec}>` : spec;
+  return a.name ? `${decodeHeader(a.name)} <${spec}>` : spec;
 }
 
 function norm(s: string): string {
@@ -114,7 +116,7 @@ export class SearchEvaluator {
         return inRanges(m.uid, resolveSequenceSet(k.set, this.view.uids[this.view.uids.length - 1] ?? 0));
       case 'header': {
         const raw = await this.cache.headerValues(this.folder, m, k.field);
-        const values = raw.map((v) => norm(decodeWords(v)));
+        const values = raw.map((v) => norm(decodeHeader(v)));
         // FROM, TO, CC, BCC also match the addresses as parsed, comments taken out
         // (`jane(the boss)@example.com` is jane@example.com; RFC 5322 §3.2.2)
         if (ADDRESS_FIELDS.has(k.field))
@@ -127,14 +129,15 @@ export class SearchEvaluator {
       case 'text':
         return body!.body.includes(norm(k.value)) || body!.headers.includes(norm(k.value));
       case 'date': {
-        let t: number;
-        if (k.field === 'internal') t = await this.cache.internalDate(this.folder, m);
+        let day: number;
+        if (k.field === 'internal')
+          day = Math.floor((await this.cache.internalDate(this.folder, m)) / 86400000);
         else {
           const d = header((await this.cache.header(this.folder, m)).fields, 'date');
-          t = d ? Date.parse(d.replace(/\s*\([^)]*\)\s*$/, '')) : NaN;
-          if (Number.isNaN(t)) return false;
+          const sent = d ? headerDateDay(d) : null;
+          if (sent === null) return false;
+          day = sent;
         }
-        const day = Math.floor(t / 86400000);
         return k.op === 'before' ? day < k.day : k.op === 'on' ? day === k.day : day >= k.day;
       }
       case 'size': {

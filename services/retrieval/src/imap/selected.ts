@@ -1,5 +1,6 @@
 import { formatSequence, inRanges, resolveSequenceSet, type SequenceSet } from '@mailyard/imap-core';
 import type { FolderSnapshot, MailFolder, MessageInfo } from '@mailyard/mailstore';
+import { SYSTEM_FLAGS } from './flags.js';
 
 export interface UpdateOptions {
   /** RFC 9051 §7.5.1: no EXPUNGE during FETCH, STORE, SEARCH (non-UID). */
@@ -28,6 +29,8 @@ export class SelectedMailbox {
   readonly recent = new Set<number>();
   /** The RECENT count the client was last told. */
   private toldRecent = 0;
+  /** The keywords the client was last told in FLAGS (RFC 3501 §7.2.6). */
+  private toldKeywords: string;
 
   /**
    * `recentFrom`: the first UID this session may show as \Recent (what it claimed, or what
@@ -51,6 +54,25 @@ export class SelectedMailbox {
       if (recentFrom !== null && m.uid >= recentFrom) this.recent.add(m.uid);
     }
     this.toldRecent = this.recent.size;
+    this.toldKeywords = snap.keywords.join(' ');
+  }
+
+  /** The FLAGS and PERMANENTFLAGS lines for the folder's flags as they are in `snap`. */
+  flagLines(snap: FolderSnapshot): string[] {
+    this.toldKeywords = snap.keywords.join(' ');
+    const flags = [...SYSTEM_FLAGS, ...snap.keywords].join(' ');
+    return [
+      `* FLAGS (${flags})`,
+      `* OK [PERMANENTFLAGS (${this.readOnly ? '' : flags + ' \\*'})] Flags permitted`,
+    ];
+  }
+
+  /**
+   * FLAGS and PERMANENTFLAGS again when a keyword was defined since the client was told:
+   * sent before any FETCH that shows it (RFC 3501 §7.2.6).
+   */
+  keywordLines(snap: FolderSnapshot): string[] {
+    return snap.keywords.join(' ') === this.toldKeywords ? [] : this.flagLines(snap);
   }
 
   /** The flags of a message as this session shows them: with \Recent for an IMAP4rev1 session. */
@@ -164,6 +186,7 @@ export class SelectedMailbox {
         added = true;
       }
     }
+    lines.push(...this.keywordLines(snap));
     if (added) lines.push(`* ${this.uids.length} EXISTS`);
     // RFC 3501 §7.3.2: sent when the number of recent messages changes
     if (this.recentFrom !== null && this.recent.size !== this.toldRecent) {
@@ -178,8 +201,11 @@ export class SelectedMailbox {
       const st = stamp(m);
       if (this.told.get(uid) !== st) {
         this.told.set(uid, st);
-        const ms = opts.condstore ? ` MODSEQ (${m.modseq})` : '';
-        lines.push(`* ${i + 1} FETCH (UID ${uid} FLAGS (${this.flags(m)})${ms})`);
+        // RFC 7162 §3.2.4: with CONDSTORE the UID and MODSEQ go with every flag change
+        const items = opts.condstore
+          ? `UID ${uid} FLAGS (${this.flags(m)}) MODSEQ (${m.modseq})`
+          : `FLAGS (${this.flags(m)})`;
+        lines.push(`* ${i + 1} FETCH (${items})`);
       }
     }
     this.uidNext = snap.uidNext;

@@ -65,18 +65,20 @@ export class ScriptClient {
   }
 
   /**
-   * Runs one command: `{name}` parts become synchronising literals of `messages`.
+   * Runs one command: `{name}` parts become synchronising literals of `messages`
+   * (`~{name}` literal8).
    * Returns every response up to and including the tagged one.
    */
   async run(command: string, messages: Map<string, Buffer>, timeoutMs = 15_000): Promise<string[]> {
     const deadline = Date.now() + timeoutMs;
     const tag = `${this.prefix}${++this.n}`;
-    const parts = command.split(/\{([a-z][\w-]*)\}/);
+    // `~{name}`: the message as a literal8 (RFC 3516 §4.4, APPEND of binary content)
+    const parts = command.split(/(~?)\{([a-z][\w-]*)\}/);
     const out: string[] = [];
     let text = `${tag} ${parts[0]}`;
-    for (let i = 1; i < parts.length; i += 2) {
-      const body = messages.get(parts[i]!)!;
-      this.sock.write(Buffer.from(`${text}{${body.length}}\r\n`, 'utf8'));
+    for (let i = 1; i < parts.length; i += 3) {
+      const body = messages.get(parts[i + 1]!)!;
+      this.sock.write(Buffer.from(`${text}${parts[i]}{${body.length}}\r\n`, 'utf8'));
       for (;;) {
         const r = await this.next(deadline);
         if (r.startsWith('+')) break;
@@ -84,7 +86,7 @@ export class ScriptClient {
         if (r.startsWith(`${tag} `)) return out; // refused before the literal
       }
       this.sock.write(body);
-      text = parts[i + 1]!;
+      text = parts[i + 2]!;
     }
     this.sock.write(Buffer.from(`${text}\r\n`, 'utf8'));
     for (;;) {

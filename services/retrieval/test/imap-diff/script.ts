@@ -14,7 +14,8 @@
 //   rfc> OK                       instead (normalised form, untagged lines then tagged);
 //                                 say why in a comment above
 //
-// `{name}` in a command is the named message, sent as a synchronising literal. Each
+// `{name}` in a command is the named message, sent as a synchronising literal (`~{name}`
+// as a literal8, RFC 3516). Each
 // session logs in first (not compared) and the script runs in the order written.
 
 export interface Step {

@@ -1,7 +1,7 @@
 // Argument shapes more than one command reads.
 import { ParseError, type ArgReader } from '@mailyard/imap-core';
-
-export const SYSTEM_FLAGS = ['\\Answered', '\\Flagged', '\\Deleted', '\\Seen', '\\Draft'];
+import type { SelectedContext } from '../context.js';
+import { SYSTEM_FLAGS } from '../flags.js';
 
 /** No arguments. */
 export const none = (r: ArgReader): void => r.end();
@@ -28,4 +28,15 @@ export function flagList(r: ArgReader): string[] {
     if (!/^[^\s(){%*"\\\]]+$/.test(f)) throw new ParseError('bad keyword');
     return f;
   });
+}
+
+/**
+ * A CONDSTORE enabling command (RFC 7162 §3.1: FETCH or SEARCH with MODSEQ, STORE with
+ * UNCHANGEDSINCE) turns CONDSTORE on; the first one is answered with the mailbox's
+ * HIGHESTMODSEQ before its tagged OK: that line, or null.
+ */
+export function enableCondstore(s: SelectedContext): string | null {
+  if (s.enabled.condstore) return null;
+  s.enabled.add('CONDSTORE');
+  return `* OK [HIGHESTMODSEQ ${s.selected.highestModseq}] Highest\r\n`;
 }

@@ -11,7 +11,7 @@ import {
 import type { AuthedContext } from '../context.js';
 import { reply } from '../replies.js';
 import { SelectedMailbox } from '../selected.js';
-import { oneMailbox, SYSTEM_FLAGS } from './args.js';
+import { oneMailbox } from './args.js';
 import { AUTHED, command, type CommandGroup } from './command.js';
 import { folderErr, newFolderName, quoteName, requireFolder } from './folders.js';
 
@@ -205,14 +205,7 @@ async function runSelect(s: AuthedContext, tag: string, a: SelectArgs, name: str
     ({ from: recentFrom, snapshot: snap } = await f.claimRecent());
   void s.deps.cache.select(f, snap.messages);
   const view = new SelectedMailbox(f, a.name, readOnly, snap, recentFrom);
-  const kws = new Set<string>();
-  for (const m of snap.messages) for (const fl of m.flags) if (!fl.startsWith('\\')) kws.add(fl);
-  const flags = [...SYSTEM_FLAGS, ...kws].join(' ');
-  const lines = [
-    `* FLAGS (${flags})`,
-    `* OK [PERMANENTFLAGS (${readOnly ? '' : flags + ' \\*'})] Flags permitted`,
-    `* ${snap.messages.length} EXISTS`,
-  ];
+  const lines = [...view.flagLines(snap), `* ${snap.messages.length} EXISTS`];
   if (!s.enabled.rev2) {
     lines.push(`* ${view.recent.size} RECENT`);
     const unseen = snap.messages.findIndex((m) => !m.flags.includes('\\Seen'));

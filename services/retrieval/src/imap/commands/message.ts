@@ -29,7 +29,7 @@ import {
 } from '../fetch.js';
 import { ImapReply, reply } from '../replies.js';
 import { ResponseBatch } from '../response-batch.js';
-import { flagList, none } from './args.js';
+import { enableCondstore, flagList, none } from './args.js';
 import { AUTHED, SELECTED, command, withUid, type CommandGroup } from './command.js';
 import { requireFolder } from './folders.js';
 
@@ -73,7 +73,8 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
   const view = s.selected;
   if (a.vanished && (!byUid || !s.enabled.qresync || a.changedSince === null))
     throw reply.bad('VANISHED needs UID FETCH, QRESYNC and CHANGEDSINCE');
-  if (a.changedSince !== null) s.enabled.add('CONDSTORE');
+  const announce =
+    a.changedSince !== null || a.items.some((i) => i.k === 'MODSEQ') ? enableCondstore(s) : null;
   const items = [...a.items];
   if (a.changedSince !== null && !items.some((i) => i.k === 'MODSEQ')) items.push({ k: 'MODSEQ' });
   let msgs = view.resolve(a.set, byUid);
@@ -165,6 +166,7 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
     }
   }
   await flush();
+  if (announce) s.send(announce);
   await s.ok(tag, skipped ? `Some messages were expunged; ${name} completed` : `${name} completed`, {
     allowExpunge: byUid,
     ...(skipped ? { code: 'EXPUNGEISSUED' } : {}),
@@ -208,19 +210,20 @@ async function runStore(s: SelectedContext, tag: string, a: StoreArgs, name: str
   const view = s.selected;
   const byUid = name.startsWith('UID');
   if (view.readOnly) throw reply.readOnly();
-  if (a.unchangedSince !== null) s.enabled.add('CONDSTORE');
+  const announce = a.unchangedSince !== null ? enableCondstore(s) : null;
   const msgs = view.resolve(a.set, byUid);
   const changes: FlagChange[] = msgs.map(({ m }) => ({ uid: m.uid, op: a.op, flags: a.flags }));
   const res = await view.folder.store(changes, a.unchangedSince ?? undefined);
   const now = new Map(res.snapshot.messages.map((m) => [m.uid, m]));
   const changed = new Set(res.changed.map((m) => m.uid));
-  const lines: string[] = [];
+  // a keyword this STORE defined is announced before the FETCH that shows it
+  const lines: string[] = view.keywordLines(res.snapshot);
   for (const { seq, m: old } of msgs) {
     const m = now.get(old.uid);
     if (!m) continue;
     const wasChanged = changed.has(m.uid);
-    // RFC 7162 §3.2: with UNCHANGEDSINCE, the MODSEQ of changed messages is reported even when SILENT
-    if (!a.silent || (wasChanged && a.unchangedSince !== null)) {
+    // RFC 7162 §3.2: with CONDSTORE on, the MODSEQ of changed messages is reported even when SILENT
+    if (!a.silent || (wasChanged && s.enabled.condstore)) {
       const parts = [];
       if (byUid) parts.push(`UID ${m.uid}`);
       if (!a.silent) parts.push(`FLAGS (${view.flags(m)})`);
@@ -229,6 +232,7 @@ async function runStore(s: SelectedContext, tag: string, a: StoreArgs, name: str
     }
     view.told_(m);
   }
+  if (announce) lines.push(announce.trimEnd());
   if (lines.length) s.send(lines.join('\r\n') + '\r\n');
   if (changed.size) s.changed(view.name);
   const code = res.failed.length

@@ -32,6 +32,7 @@ import { reply } from '../replies.js';
 import { SearchEvaluator } from '../search.js';
 import type { SelectedMailbox } from '../selected.js';
 import { SELECTED, command, withUid, type CommandGroup } from './command.js';
+import { enableCondstore } from './args.js';
 
 interface SearchArgs {
   ret: string[] | null;
@@ -63,7 +64,7 @@ async function runSearch(s: SelectedContext, tag: string, a: SearchArgs, name: s
   const byUid = name.startsWith('UID');
   const key = a.key;
   const modseq = usesModseq(key);
-  if (modseq) s.enabled.add('CONDSTORE');
+  const announce = modseq ? enableCondstore(s) : null;
   const ev = new SearchEvaluator(view, view.folder, s.deps.cache);
   const hits: { seq: number; uid: number; modseq: number }[] = [];
   for (let i = 0; i < view.uids.length; i++) {
@@ -87,6 +88,7 @@ async function runSearch(s: SelectedContext, tag: string, a: SearchArgs, name: s
       `* SEARCH${nums.length ? ' ' + nums.join(' ') : ''}${modseq && nums.length ? ` (MODSEQ ${maxMod})` : ''}\r\n`,
     );
   }
+  if (announce) s.send(announce);
   await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
 }
 
