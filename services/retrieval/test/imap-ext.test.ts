@@ -119,3 +119,70 @@ void describe('THREAD (RFC 5256, THREAD=REFS)', { timeout: 60_000 }, () => {
     c.close();
   });
 });
+
+void describe('LIST-EXTENDED (RFC 5258) and LSUB', { timeout: 60_000 }, () => {
+  void it('lists levels that are no folder, subscriptions that no longer exist, and CHILDINFO', async () => {
+    const c = await freshAccount();
+    for (const n of ['Fruit/Apple', 'Fruit/Banana', 'Veg', 'Veg/Leek', 'Nut', 'Tmp/Sub'])
+      assert.match(await c.cmd('c', `CREATE ${n}`), /^c OK/m);
+    for (const n of ['Fruit/Banana', 'Veg', 'Veg/Leek', 'Tmp/Sub'])
+      assert.match(await c.cmd('s', `SUBSCRIBE ${n}`), /^s OK/m);
+    // the subscription outlives the folder (RFC 3501 §6.3.9)
+    assert.match(await c.cmd('d', 'DELETE Tmp/Sub'), /^d OK/m);
+
+    assert.match(await c.cmd('b1', 'LIST (BOGUS) "" "*"'), /^b1 BAD /m);
+    assert.match(await c.cmd('b2', 'LIST "" "*" RETURN (BOGUS)'), /^b2 BAD /m);
+    assert.match(await c.cmd('b3', 'LIST (RECURSIVEMATCH) "" "%"'), /^b3 BAD /m);
+    assert.match(await c.cmd('b4', 'LIST (RECURSIVEMATCH REMOTE) "" "%"'), /^b4 BAD /m);
+    assert.match(await c.cmd('b5', 'LIST (REMOTE) "" "Nut"'), /^\* LIST \(\\HasNoChildren\) "\/" "Nut"\r\n/m);
+
+    const subscribed = await c.cmd('l1', 'LIST (SUBSCRIBED) "" "*"');
+    assert.match(subscribed, /^\* LIST \(\\Subscribed \\NonExistent \\HasNoChildren\) "\/" "Tmp\/Sub"\r\n/m);
+    assert.match(subscribed, /^\* LIST \(\\Subscribed \\HasChildren\) "\/" "Veg"\r\n/m);
+    assert.doesNotMatch(subscribed, /"Nut"|"Fruit"/);
+
+    const rec = await c.cmd('l2', 'LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"');
+    assert.match(
+      rec,
+      /^\* LIST \(\\NonExistent \\HasChildren\) "\/" "Fruit" \(CHILDINFO \("SUBSCRIBED"\)\)\r\n/m,
+    );
+    assert.match(
+      rec,
+      /^\* LIST \(\\Subscribed \\HasChildren\) "\/" "Veg" \(CHILDINFO \("SUBSCRIBED"\)\)\r\n/m,
+    );
+    assert.match(
+      rec,
+      /^\* LIST \(\\NonExistent \\HasChildren\) "\/" "Tmp" \(CHILDINFO \("SUBSCRIBED"\)\)\r\n/m,
+    );
+    assert.doesNotMatch(rec, /"Nut"/);
+    // with "*" the subscribed children match themselves: no entry for the level above
+    const recAll = await c.cmd('l3', 'LIST (SUBSCRIBED RECURSIVEMATCH) "" "*"');
+    assert.doesNotMatch(recAll, /"Fruit" /);
+    assert.match(recAll, /"Veg" \(CHILDINFO \("SUBSCRIBED"\)\)\r\n/);
+
+    // a level above folders that is no folder itself: \Noselect, \NonExistent when extended
+    assert.match(
+      await c.cmd('l4', 'LIST "" "F%"'),
+      /^\* LIST \(\\Noselect \\HasChildren\) "\/" "Fruit"\r\n/m,
+    );
+    const ext = await c.cmd('l5', 'LIST "" "%" RETURN (SUBSCRIBED STATUS (MESSAGES))');
+    assert.match(ext, /^\* LIST \(\\NonExistent \\HasChildren\) "\/" "Fruit"\r\n\* LIST/m);
+    assert.doesNotMatch(ext, /STATUS "Fruit"/);
+    assert.match(
+      ext,
+      /^\* LIST \(\\Subscribed \\HasChildren\) "\/" "Veg"\r\n\* STATUS "Veg" \(MESSAGES 0\)/m,
+    );
+
+    // LSUB "%" shows the unsubscribed level above a subscribed name as \Noselect
+    const lsub = await c.cmd('l6', 'LSUB "" "%"');
+    assert.match(lsub, /^\* LSUB \(\\Noselect\) "\/" "Fruit"\r\n/m);
+    assert.match(lsub, /^\* LSUB \(\\Noselect\) "\/" "Tmp"\r\n/m);
+    assert.match(lsub, /^\* LSUB \(\) "\/" "Veg"\r\n/m);
+    assert.doesNotMatch(lsub, /"Nut"/);
+    const lsubAll = await c.cmd('l7', 'LSUB "" "*"');
+    assert.match(lsubAll, /^\* LSUB \(\) "\/" "Tmp\/Sub"\r\n/m);
+    assert.doesNotMatch(lsubAll, /"Fruit" /);
+    assert.doesNotMatch(await c.cmd('l8', 'LSUB "" "Tmp"'), /\* LSUB/);
+    c.close();
+  });
+});
