@@ -186,3 +186,37 @@ void describe('LIST-EXTENDED (RFC 5258) and LSUB', { timeout: 60_000 }, () => {
     c.close();
   });
 });
+
+void describe('MULTIAPPEND (RFC 3502)', { timeout: 60_000 }, () => {
+  void it('appends several messages in one command, all or none', async () => {
+    const c = await freshAccount();
+    assert.match(await c.cmd('c', 'CAPABILITY'), /\bMULTIAPPEND\b/);
+    const m = (i: number) => `Subject: part ${i}\r\n\r\nbody ${i}\r\n`;
+    const lit = (i: number) => `{${Buffer.byteLength(m(i))}}`;
+    // synchronising literals: each waits for the server's continuation
+    c.send(`a1 APPEND INBOX (\\Seen) ${lit(1)}\r\n`);
+    await c.until(/^\+ /m);
+    c.send(`${m(1)} "06-Jan-2025 10:00:00 +0000" ${lit(2)}\r\n`);
+    await c.until(/^\+ /m);
+    c.send(`${m(2)} (\\Flagged $Work) ${lit(3)}\r\n`);
+    await c.until(/^\+ /m);
+    c.send(`${m(3)}\r\n`);
+    assert.match(await c.until(/^a1 (OK|NO|BAD)/m), /^a1 OK \[APPENDUID \d+ 1:3\] /m);
+    await c.cmd('s', 'SELECT INBOX');
+    const f = await c.cmd('f', 'FETCH 1:* (FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])');
+    assert.match(f, /^\* 1 FETCH \(FLAGS \(\\Seen\) .*part 1/ms);
+    assert.match(f, /^\* 2 FETCH \(FLAGS \(\) INTERNALDATE "06-Jan-2025 10:00:00 \+0000"/m);
+    assert.match(f, /^\* 3 FETCH \(FLAGS \(\\Flagged \$Work\)/m);
+
+    // a bad second message: nothing of the command is appended
+    const good = m(4);
+    c.send(`a2 APPEND INBOX {${good.length}+}\r\n${good} "not a date" {${good.length}+}\r\n${good}\r\n`);
+    assert.match(await c.until(/^a2 (OK|NO|BAD)/m), /^a2 BAD /m);
+    // a missing folder: NO [TRYCREATE], nothing appended anywhere
+    c.send(`a3 APPEND Nowhere {${good.length}+}\r\n${good} {${good.length}+}\r\n${good}\r\n`);
+    assert.match(await c.until(/^a3 (OK|NO|BAD)/m), /^a3 NO \[TRYCREATE\]/m);
+    assert.match(await c.cmd('n', 'NOOP'), /^n OK/m);
+    assert.match(await c.cmd('st', 'STATUS INBOX (MESSAGES)'), /MESSAGES 3\)/);
+    c.close();
+  });
+});

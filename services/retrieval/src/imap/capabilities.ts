@@ -24,6 +24,7 @@ export function capabilities(f: CapabilityFacts): string {
   caps.push(
     'NAMESPACE',
     'UIDPLUS',
+    'MULTIAPPEND',
     'MOVE',
     'UNSELECT',
     'CHILDREN',
