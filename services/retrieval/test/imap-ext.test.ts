@@ -220,3 +220,55 @@ void describe('MULTIAPPEND (RFC 3502)', { timeout: 60_000 }, () => {
     c.close();
   });
 });
+
+void describe('ESORT and PARTIAL (RFC 5267)', { timeout: 60_000 }, () => {
+  void it('answers SORT RETURN with ESEARCH in sort order, and pages with PARTIAL', async () => {
+    const c = await freshAccount();
+    assert.match(await c.cmd('c', 'CAPABILITY'), /\bESORT\b/);
+    for (const [i, subject] of ['c', 'a', 'b', 'd', 'e'].entries())
+      await append(c, `a${i}`, 'INBOX', msg([`Subject: ${subject}`]));
+    await c.cmd('s', 'SELECT INBOX');
+    // MIN and MAX are the first and last in sort order; ALL keeps the order
+    assert.match(
+      await c.cmd('e1', 'SORT RETURN (MIN MAX COUNT ALL) (SUBJECT) UTF-8 ALL'),
+      /^\* ESEARCH \(TAG "e1"\) MIN 2 MAX 5 COUNT 5 ALL 2:3,1,4:5\r\n/m,
+    );
+    assert.match(
+      await c.cmd('e2', 'UID SORT RETURN () (SUBJECT) UTF-8 ALL'),
+      /^\* ESEARCH \(TAG "e2"\) UID ALL 2:3,1,4:5\r\n/m,
+    );
+    assert.match(
+      await c.cmd('e3', 'SORT RETURN (MIN MAX) (REVERSE SUBJECT) UTF-8 ALL'),
+      /^\* ESEARCH \(TAG "e3"\) MIN 5 MAX 2\r\n/m,
+    );
+    assert.match(
+      await c.cmd('e4', 'SORT RETURN (MIN COUNT) (SUBJECT) UTF-8 SUBJECT zzz'),
+      /^\* ESEARCH \(TAG "e4"\) COUNT 0\r\n/m,
+    );
+    assert.match(
+      await c.cmd('p1', 'SORT RETURN (PARTIAL 2:3) (SUBJECT) UTF-8 ALL'),
+      /^\* ESEARCH \(TAG "p1"\) PARTIAL \(2:3 3,1\)\r\n/m,
+    );
+    assert.match(
+      await c.cmd('p2', 'SORT RETURN (PARTIAL 9:4) (SUBJECT) UTF-8 ALL'),
+      /^\* ESEARCH \(TAG "p2"\) PARTIAL \(4:9 4:5\)\r\n/m,
+    );
+    assert.match(
+      await c.cmd('p3', 'SEARCH RETURN (PARTIAL 7:9) ALL'),
+      /^\* ESEARCH \(TAG "p3"\) PARTIAL \(7:9 NIL\)\r\n/m,
+    );
+    assert.match(
+      await c.cmd('p4', 'UID SEARCH RETURN (COUNT PARTIAL 2:3) ALL'),
+      /^\* ESEARCH \(TAG "p4"\) UID COUNT 5 PARTIAL \(2:3 2:3\)\r\n/m,
+    );
+    for (const bad of [
+      'SEARCH RETURN (PARTIAL 0:2) ALL',
+      'SEARCH RETURN (PARTIAL -1:-2) ALL',
+      'SORT RETURN (PARTIAL 1:2 ALL) (SUBJECT) UTF-8 ALL',
+      'SORT RETURN (BOGUS) (SUBJECT) UTF-8 ALL',
+      'SORT RETURN (SAVE) (SUBJECT) UTF-8 ALL',
+    ])
+      assert.match(await c.cmd('b', bad), /^b BAD /m, bad);
+    c.close();
+  });
+});

@@ -37,6 +37,7 @@ export function capabilities(f: CapabilityFacts): string {
     'QUOTA=RES-STORAGE',
     'UTF8=ACCEPT',
     'ESEARCH',
+    'ESORT',
     'SORT',
     'SORT=DISPLAY',
     'THREAD=REFERENCES',
