@@ -204,9 +204,9 @@ void describe('MULTIAPPEND (RFC 3502)', { timeout: 60_000 }, () => {
     assert.match(await c.until(/^a1 (OK|NO|BAD)/m), /^a1 OK \[APPENDUID \d+ 1:3\] /m);
     await c.cmd('s', 'SELECT INBOX');
     const f = await c.cmd('f', 'FETCH 1:* (FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])');
-    assert.match(f, /^\* 1 FETCH \(FLAGS \(\\Seen\) .*part 1/ms);
-    assert.match(f, /^\* 2 FETCH \(FLAGS \(\) INTERNALDATE "06-Jan-2025 10:00:00 \+0000"/m);
-    assert.match(f, /^\* 3 FETCH \(FLAGS \(\\Flagged \$Work\)/m);
+    assert.match(f, /^\* 1 FETCH \(FLAGS \(\\Seen \\Recent\) .*part 1/ms);
+    assert.match(f, /^\* 2 FETCH \(FLAGS \(\\Recent\) INTERNALDATE "06-Jan-2025 10:00:00 \+0000"/m);
+    assert.match(f, /^\* 3 FETCH \(FLAGS \(\\Flagged \$Work \\Recent\)/m);
 
     // a bad second message: nothing of the command is appended
     const good = m(4);
