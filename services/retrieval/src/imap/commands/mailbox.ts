@@ -195,6 +195,7 @@ async function runList(s: AuthedContext, tag: string, a: ListArgs): Promise<void
     const attrs: string[] = [];
     if (a.lsub) {
       if (!subs.has(name)) attrs.push('\\Noselect');
+      if (f?.specialUse) attrs.push(f.specialUse);
       lines.push(`* LSUB (${attrs.join(' ')}) "/" ${quoteName(s, name)}`);
       continue;
     }
@@ -202,7 +203,8 @@ async function runList(s: AuthedContext, tag: string, a: ListArgs): Promise<void
     if (!f) attrs.push(a.extended ? '\\NonExistent' : '\\Noselect');
     const kids = (onlySubscribed ? under : under.filter((n) => existing.has(n))).length > 0;
     attrs.push(kids ? '\\HasChildren' : '\\HasNoChildren');
-    if (f?.specialUse) attrs.push(f.specialUse);
+    // RFC 6154 §5.2: in the extended syntax only when asked for (as Dovecot)
+    if (f?.specialUse && (!a.extended || onlySpecial || a.ret.has('SPECIAL-USE'))) attrs.push(f.specialUse);
     const info = childInfo ? ' (CHILDINFO ("SUBSCRIBED"))' : '';
     lines.push(`* LIST (${attrs.join(' ')}) "/" ${quoteName(s, name)}${info}`);
     if (a.status && f) {

@@ -100,13 +100,14 @@ function esearch(
   const parts = [`* ESEARCH (TAG "${tag}")${byUid ? ' UID' : ''}`];
   if (o.includes('MIN') && nums.length) parts.push(`MIN ${nums[0]}`);
   if (o.includes('MAX') && nums.length) parts.push(`MAX ${nums[nums.length - 1]}`);
-  if (o.includes('COUNT')) parts.push(`COUNT ${nums.length}`);
   if (o.includes('ALL') && nums.length) parts.push(`ALL ${formatOrderedSequence(nums)}`);
   if (ret.partial) {
     const [from, to] = ret.partial;
     const slice = nums.slice(from - 1, to);
     parts.push(`PARTIAL (${from}:${to} ${slice.length ? formatOrderedSequence(slice) : 'NIL'})`);
   }
+  // the order is free (RFC 4731 §3.1); this is Dovecot's
+  if (o.includes('COUNT')) parts.push(`COUNT ${nums.length}`);
   if (modseq !== null && nums.length) parts.push(`MODSEQ ${modseq}`);
   return parts.join(' ') + '\r\n';
 }
