@@ -66,3 +66,18 @@ export function formatSequence(nums: readonly number[]): string {
   }
   return parts.join(',');
 }
+
+/**
+ * A list of numbers in the order given (ESORT's ALL, RFC 5267 §3): only ascending runs
+ * become ranges, so `2:3,1,4:5` keeps the sort order.
+ */
+export function formatOrderedSequence(nums: readonly number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < nums.length;) {
+    let j = i;
+    while (j + 1 < nums.length && nums[j + 1] === nums[j]! + 1) j++;
+    parts.push(i === j ? String(nums[i]) : `${nums[i]}:${nums[j]}`);
+    i = j + 1;
+  }
+  return parts.join(',');
+}

@@ -486,15 +486,41 @@ export class MailFolder {
 
   /** Writes a new message (tmp -> fsync -> cur) and returns its UID (UIDPLUS). */
   async append(data: Buffer, flags: string[], date: Date): Promise<{ uid: number; validity: number }> {
-    const base = uniqueName(data.length, this.host, date);
-    const tmp = join(this.dir, 'tmp', base);
-    await writeDurable(tmp, data);
-    await fs.utimes(tmp, date, date);
-    const r = await this.withLock(async (ctx) => {
-      const uid = await ctx.add(tmp, base, flags);
-      return { uid, validity: ctx.list.validity };
-    });
-    this.recordUsage(data.length, 1);
+    const r = await this.appendMany([{ data, flags, date }]);
+    return { uid: r.uids[0]!, validity: r.validity };
+  }
+
+  /**
+   * Writes several messages at once (MULTIAPPEND, RFC 3502): each is written and synced
+   * in tmp/ first, then all get their UIDs under one lock, so a failure leaves none of
+   * them in the folder and other sessions see them arrive together.
+   */
+  async appendMany(
+    msgs: readonly { data: Buffer; flags: string[]; date: Date }[],
+  ): Promise<{ uids: number[]; validity: number }> {
+    const staged: { tmp: string; base: string; flags: string[] }[] = [];
+    let r: { uids: number[]; validity: number };
+    try {
+      for (const m of msgs) {
+        const base = uniqueName(m.data.length, this.host, m.date);
+        const tmp = join(this.dir, 'tmp', base);
+        staged.push({ tmp, base, flags: m.flags });
+        await writeDurable(tmp, m.data);
+        await fs.utimes(tmp, m.date, m.date);
+      }
+      r = await this.withLock(async (ctx) => {
+        const uids: number[] = [];
+        for (const x of staged) uids.push(await ctx.add(x.tmp, x.base, x.flags));
+        return { uids, validity: ctx.list.validity };
+      });
+    } catch (err) {
+      await Promise.all(staged.map((x) => fs.unlink(x.tmp).catch(() => undefined)));
+      throw err;
+    }
+    this.recordUsage(
+      msgs.reduce((sum, m) => sum + m.data.length, 0),
+      msgs.length,
+    );
     await fsyncDir(join(this.dir, 'cur'));
     return r;
   }

@@ -119,3 +119,156 @@ void describe('THREAD (RFC 5256, THREAD=REFS)', { timeout: 60_000 }, () => {
     c.close();
   });
 });
+
+void describe('LIST-EXTENDED (RFC 5258) and LSUB', { timeout: 60_000 }, () => {
+  void it('lists levels that are no folder, subscriptions that no longer exist, and CHILDINFO', async () => {
+    const c = await freshAccount();
+    for (const n of ['Fruit/Apple', 'Fruit/Banana', 'Veg', 'Veg/Leek', 'Nut', 'Tmp/Sub'])
+      assert.match(await c.cmd('c', `CREATE ${n}`), /^c OK/m);
+    for (const n of ['Fruit/Banana', 'Veg', 'Veg/Leek', 'Tmp/Sub'])
+      assert.match(await c.cmd('s', `SUBSCRIBE ${n}`), /^s OK/m);
+    // the subscription outlives the folder (RFC 3501 §6.3.9)
+    assert.match(await c.cmd('d', 'DELETE Tmp/Sub'), /^d OK/m);
+
+    assert.match(await c.cmd('b1', 'LIST (BOGUS) "" "*"'), /^b1 BAD /m);
+    assert.match(await c.cmd('b2', 'LIST "" "*" RETURN (BOGUS)'), /^b2 BAD /m);
+    assert.match(await c.cmd('b3', 'LIST (RECURSIVEMATCH) "" "%"'), /^b3 BAD /m);
+    assert.match(await c.cmd('b4', 'LIST (RECURSIVEMATCH REMOTE) "" "%"'), /^b4 BAD /m);
+    assert.match(await c.cmd('b5', 'LIST (REMOTE) "" "Nut"'), /^\* LIST \(\\HasNoChildren\) "\/" "Nut"\r\n/m);
+
+    const subscribed = await c.cmd('l1', 'LIST (SUBSCRIBED) "" "*"');
+    assert.match(subscribed, /^\* LIST \(\\Subscribed \\NonExistent \\HasNoChildren\) "\/" "Tmp\/Sub"\r\n/m);
+    assert.match(subscribed, /^\* LIST \(\\Subscribed \\HasChildren\) "\/" "Veg"\r\n/m);
+    assert.doesNotMatch(subscribed, /"Nut"|"Fruit"/);
+
+    const rec = await c.cmd('l2', 'LIST (SUBSCRIBED RECURSIVEMATCH) "" "%"');
+    assert.match(
+      rec,
+      /^\* LIST \(\\NonExistent \\HasChildren\) "\/" "Fruit" \(CHILDINFO \("SUBSCRIBED"\)\)\r\n/m,
+    );
+    assert.match(
+      rec,
+      /^\* LIST \(\\Subscribed \\HasChildren\) "\/" "Veg" \(CHILDINFO \("SUBSCRIBED"\)\)\r\n/m,
+    );
+    assert.match(
+      rec,
+      /^\* LIST \(\\NonExistent \\HasChildren\) "\/" "Tmp" \(CHILDINFO \("SUBSCRIBED"\)\)\r\n/m,
+    );
+    assert.doesNotMatch(rec, /"Nut"/);
+    // with "*" the subscribed children match themselves: no entry for the level above
+    const recAll = await c.cmd('l3', 'LIST (SUBSCRIBED RECURSIVEMATCH) "" "*"');
+    assert.doesNotMatch(recAll, /"Fruit" /);
+    assert.match(recAll, /"Veg" \(CHILDINFO \("SUBSCRIBED"\)\)\r\n/);
+
+    // a level above folders that is no folder itself: \Noselect, \NonExistent when extended
+    assert.match(
+      await c.cmd('l4', 'LIST "" "F%"'),
+      /^\* LIST \(\\Noselect \\HasChildren\) "\/" "Fruit"\r\n/m,
+    );
+    const ext = await c.cmd('l5', 'LIST "" "%" RETURN (SUBSCRIBED STATUS (MESSAGES))');
+    assert.match(ext, /^\* LIST \(\\NonExistent \\HasChildren\) "\/" "Fruit"\r\n\* LIST/m);
+    assert.doesNotMatch(ext, /STATUS "Fruit"/);
+    assert.match(
+      ext,
+      /^\* LIST \(\\Subscribed \\HasChildren\) "\/" "Veg"\r\n\* STATUS "Veg" \(MESSAGES 0\)/m,
+    );
+
+    // LSUB "%" shows the unsubscribed level above a subscribed name as \Noselect
+    const lsub = await c.cmd('l6', 'LSUB "" "%"');
+    assert.match(lsub, /^\* LSUB \(\\Noselect\) "\/" "Fruit"\r\n/m);
+    assert.match(lsub, /^\* LSUB \(\\Noselect\) "\/" "Tmp"\r\n/m);
+    assert.match(lsub, /^\* LSUB \(\) "\/" "Veg"\r\n/m);
+    assert.doesNotMatch(lsub, /"Nut"/);
+    const lsubAll = await c.cmd('l7', 'LSUB "" "*"');
+    assert.match(lsubAll, /^\* LSUB \(\) "\/" "Tmp\/Sub"\r\n/m);
+    assert.doesNotMatch(lsubAll, /"Fruit" /);
+    assert.doesNotMatch(await c.cmd('l8', 'LSUB "" "Tmp"'), /\* LSUB/);
+    c.close();
+  });
+});
+
+void describe('MULTIAPPEND (RFC 3502)', { timeout: 60_000 }, () => {
+  void it('appends several messages in one command, all or none', async () => {
+    const c = await freshAccount();
+    assert.match(await c.cmd('c', 'CAPABILITY'), /\bMULTIAPPEND\b/);
+    const m = (i: number) => `Subject: part ${i}\r\n\r\nbody ${i}\r\n`;
+    const lit = (i: number) => `{${Buffer.byteLength(m(i))}}`;
+    // synchronising literals: each waits for the server's continuation
+    c.send(`a1 APPEND INBOX (\\Seen) ${lit(1)}\r\n`);
+    await c.until(/^\+ /m);
+    c.send(`${m(1)} "06-Jan-2025 10:00:00 +0000" ${lit(2)}\r\n`);
+    await c.until(/^\+ /m);
+    c.send(`${m(2)} (\\Flagged $Work) ${lit(3)}\r\n`);
+    await c.until(/^\+ /m);
+    c.send(`${m(3)}\r\n`);
+    assert.match(await c.until(/^a1 (OK|NO|BAD)/m), /^a1 OK \[APPENDUID \d+ 1:3\] /m);
+    await c.cmd('s', 'SELECT INBOX');
+    const f = await c.cmd('f', 'FETCH 1:* (FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])');
+    assert.match(f, /^\* 1 FETCH \(FLAGS \(\\Seen \\Recent\) .*part 1/ms);
+    assert.match(f, /^\* 2 FETCH \(FLAGS \(\\Recent\) INTERNALDATE "06-Jan-2025 10:00:00 \+0000"/m);
+    assert.match(f, /^\* 3 FETCH \(FLAGS \(\\Flagged \$Work \\Recent\)/m);
+
+    // a bad second message: nothing of the command is appended
+    const good = m(4);
+    c.send(`a2 APPEND INBOX {${good.length}+}\r\n${good} "not a date" {${good.length}+}\r\n${good}\r\n`);
+    assert.match(await c.until(/^a2 (OK|NO|BAD)/m), /^a2 BAD /m);
+    // a missing folder: NO [TRYCREATE], nothing appended anywhere
+    c.send(`a3 APPEND Nowhere {${good.length}+}\r\n${good} {${good.length}+}\r\n${good}\r\n`);
+    assert.match(await c.until(/^a3 (OK|NO|BAD)/m), /^a3 NO \[TRYCREATE\]/m);
+    assert.match(await c.cmd('n', 'NOOP'), /^n OK/m);
+    assert.match(await c.cmd('st', 'STATUS INBOX (MESSAGES)'), /MESSAGES 3\)/);
+    c.close();
+  });
+});
+
+void describe('ESORT and PARTIAL (RFC 5267)', { timeout: 60_000 }, () => {
+  void it('answers SORT RETURN with ESEARCH in sort order, and pages with PARTIAL', async () => {
+    const c = await freshAccount();
+    assert.match(await c.cmd('c', 'CAPABILITY'), /\bESORT\b/);
+    for (const [i, subject] of ['c', 'a', 'b', 'd', 'e'].entries())
+      await append(c, `a${i}`, 'INBOX', msg([`Subject: ${subject}`]));
+    await c.cmd('s', 'SELECT INBOX');
+    // MIN and MAX are the first and last in sort order; ALL keeps the order
+    assert.match(
+      await c.cmd('e1', 'SORT RETURN (MIN MAX COUNT ALL) (SUBJECT) UTF-8 ALL'),
+      /^\* ESEARCH \(TAG "e1"\) MIN 2 MAX 5 ALL 2:3,1,4:5 COUNT 5\r\n/m,
+    );
+    assert.match(
+      await c.cmd('e2', 'UID SORT RETURN () (SUBJECT) UTF-8 ALL'),
+      /^\* ESEARCH \(TAG "e2"\) UID ALL 2:3,1,4:5\r\n/m,
+    );
+    assert.match(
+      await c.cmd('e3', 'SORT RETURN (MIN MAX) (REVERSE SUBJECT) UTF-8 ALL'),
+      /^\* ESEARCH \(TAG "e3"\) MIN 5 MAX 2\r\n/m,
+    );
+    assert.match(
+      await c.cmd('e4', 'SORT RETURN (MIN COUNT) (SUBJECT) UTF-8 SUBJECT zzz'),
+      /^\* ESEARCH \(TAG "e4"\) COUNT 0\r\n/m,
+    );
+    assert.match(
+      await c.cmd('p1', 'SORT RETURN (PARTIAL 2:3) (SUBJECT) UTF-8 ALL'),
+      /^\* ESEARCH \(TAG "p1"\) PARTIAL \(2:3 3,1\)\r\n/m,
+    );
+    assert.match(
+      await c.cmd('p2', 'SORT RETURN (PARTIAL 9:4) (SUBJECT) UTF-8 ALL'),
+      /^\* ESEARCH \(TAG "p2"\) PARTIAL \(4:9 4:5\)\r\n/m,
+    );
+    assert.match(
+      await c.cmd('p3', 'SEARCH RETURN (PARTIAL 7:9) ALL'),
+      /^\* ESEARCH \(TAG "p3"\) PARTIAL \(7:9 NIL\)\r\n/m,
+    );
+    assert.match(
+      await c.cmd('p4', 'UID SEARCH RETURN (COUNT PARTIAL 2:3) ALL'),
+      /^\* ESEARCH \(TAG "p4"\) UID PARTIAL \(2:3 2:3\) COUNT 5\r\n/m,
+    );
+    for (const bad of [
+      'SEARCH RETURN (PARTIAL 0:2) ALL',
+      'SEARCH RETURN (PARTIAL -1:-2) ALL',
+      'SORT RETURN (PARTIAL 1:2 ALL) (SUBJECT) UTF-8 ALL',
+      'SORT RETURN (BOGUS) (SUBJECT) UTF-8 ALL',
+      'SORT RETURN (SAVE) (SUBJECT) UTF-8 ALL',
+    ])
+      assert.match(await c.cmd('b', bad), /^b BAD /m, bad);
+    c.close();
+  });
+});

@@ -24,6 +24,7 @@ export function capabilities(f: CapabilityFacts): string {
   caps.push(
     'NAMESPACE',
     'UIDPLUS',
+    'MULTIAPPEND',
     'MOVE',
     'UNSELECT',
     'CHILDREN',
@@ -36,6 +37,7 @@ export function capabilities(f: CapabilityFacts): string {
     'QUOTA=RES-STORAGE',
     'UTF8=ACCEPT',
     'ESEARCH',
+    'ESORT',
     'SORT',
     'SORT=DISPLAY',
     'THREAD=REFERENCES',

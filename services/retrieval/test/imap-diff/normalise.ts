@@ -223,9 +223,13 @@ function kind(line: string): string {
   return m ? `${m[1]!.toUpperCase()} ${m[2] ?? ''}` : line;
 }
 
+/** Kinds whose responses come in no defined order (RFC 9051 §6.3.9: LIST names any way round). */
+const UNORDERED = new Set(['LIST ', 'LSUB ', 'STATUS ']);
+
 /**
  * The responses to one command, compared form: untagged ones grouped by kind (a stable
- * sort, so FETCH and EXPUNGE keep their order), the tagged one last.
+ * sort, so FETCH and EXPUNGE keep their order; LIST, LSUB and STATUS lines sorted), the
+ * tagged one last.
  */
 export function normaliseCommand(n: Normaliser, responses: string[]): string[] {
   const lines = responses.map((r) => normaliseResponse(n, r));
@@ -233,7 +237,7 @@ export function normaliseCommand(n: Normaliser, responses: string[]): string[] {
   const untagged = lines
     .filter((l) => l.startsWith('*'))
     .map((l, i) => ({ l, i, k: kind(l) }))
-    .sort((x, y) => x.k.localeCompare(y.k) || x.i - y.i)
+    .sort((x, y) => x.k.localeCompare(y.k) || (UNORDERED.has(x.k) ? x.l.localeCompare(y.l) : 0) || x.i - y.i)
     .map((x) => x.l);
   return [...untagged, tagged];
 }

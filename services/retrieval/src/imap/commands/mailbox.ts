@@ -69,7 +69,14 @@ interface ListArgs {
   ret: Set<string>;
   status: string[] | null;
   lsub: boolean;
+  /** Selection options or RETURN were given, if empty (RFC 5258's extended LIST). */
+  extended: boolean;
 }
+
+// RFC 5258 §3.1 (and RFC 6154 §5.1): selection options; an unknown one is BAD (§3)
+const SELECTION_OPTIONS = ['SUBSCRIBED', 'REMOTE', 'RECURSIVEMATCH', 'SPECIAL-USE'];
+// RFC 5258 §3.2, RFC 6154 §5.2, RFC 5819 (STATUS, read apart)
+const RETURN_OPTIONS = ['SUBSCRIBED', 'CHILDREN', 'SPECIAL-USE'];
 
 function patternRegex(p: string): RegExp {
   const re = p
@@ -82,9 +89,19 @@ function patternRegex(p: string): RegExp {
 
 function parseList(r: ArgReader, lsub: boolean): ListArgs {
   const select = new Set<string>();
+  let extended = false;
   if (!lsub) {
     const sel = r.optionalList();
-    for (const t of sel ?? []) select.add(tokenText(t).toUpperCase());
+    extended = sel !== null;
+    for (const t of sel ?? []) {
+      const o = tokenText(t).toUpperCase();
+      if (!SELECTION_OPTIONS.includes(o))
+        throw new ParseError(`unknown LIST selection option ${o.slice(0, 30)}`);
+      select.add(o);
+    }
+    // RFC 5258 §3.1: RECURSIVEMATCH only qualifies another selection option
+    if (select.has('RECURSIVEMATCH') && ![...select].some((o) => o !== 'RECURSIVEMATCH' && o !== 'REMOTE'))
+      throw new ParseError('RECURSIVEMATCH needs another selection option');
   }
   const ref = r.astring('reference');
   const pt = r.next('mailbox pattern');
@@ -97,8 +114,9 @@ function parseList(r: ArgReader, lsub: boolean): ListArgs {
   const patterns = rawPatterns.map((p) => (r.utf8Names ? p : decodeName(p)));
   const ret = new Set<string>();
   let status: string[] | null = null;
-  if (r.remaining) {
+  if (r.remaining && !lsub) {
     if (r.atom('RETURN').toUpperCase() !== 'RETURN') throw new ParseError('expected RETURN');
+    extended = true;
     const opts = r.list('return options');
     for (let i = 0; i < opts.length; i++) {
       const o = tokenText(opts[i]!).toUpperCase();
@@ -106,12 +124,13 @@ function parseList(r: ArgReader, lsub: boolean): ListArgs {
         const next = opts[++i];
         if (next?.t !== 'list') throw new ParseError('STATUS needs a list');
         status = statusItems(next.v);
-      } else ret.add(o);
+      } else if (RETURN_OPTIONS.includes(o)) ret.add(o);
+      else throw new ParseError(`unknown LIST return option ${o.slice(0, 30)}`);
     }
   }
   r.end();
   if (select.has('SUBSCRIBED')) ret.add('SUBSCRIBED');
-  return { select, ref, patterns, ret, status, lsub };
+  return { select, ref, patterns, ret, status, lsub, extended };
 }
 
 function decodeName(p: string): string {
@@ -122,6 +141,19 @@ function decodeName(p: string): string {
   }
 }
 
+/** The name and every level above it: `a/b/c` → `a`, `a/b`, `a/b/c`. */
+function withParents(name: string): string[] {
+  const parts = name.split('/');
+  return parts.map((_p, i) => parts.slice(0, i + 1).join('/'));
+}
+
+/**
+ * LIST and LSUB (RFC 9051 §6.3.9, RFC 5258, RFC 3501 §6.3.9). The names listed are the
+ * folders, the levels above them that are no folder (Maildir++ creates `a/b` without
+ * `a`), and, when subscriptions are asked for, the subscribed names, which may no longer
+ * exist (DELETE keeps the subscription, RFC 3501 §6.3.9). A name that is no folder is
+ * `\NonExistent` in the extended syntax and `\Noselect` otherwise (as Dovecot answers).
+ */
 async function runList(s: AuthedContext, tag: string, a: ListArgs): Promise<void> {
   const cmd = a.lsub ? 'LSUB' : 'LIST';
   if (a.patterns.length === 1 && a.patterns[0] === '' && !a.lsub) {
@@ -129,25 +161,55 @@ async function runList(s: AuthedContext, tag: string, a: ListArgs): Promise<void
     return s.ok(tag, 'LIST completed');
   }
   const folders = await s.mailbox.list();
-  const subs = new Set(await s.mailbox.subscriptions());
-  const names = folders.map((f) => f.name);
-  const regs = a.patterns.map((p) => patternRegex(a.ref + p));
-  const lines: string[] = [];
+  const subList = await s.mailbox.subscriptions();
+  const subs = new Set(subList);
+  const existing = new Map(folders.map((f) => [f.name, f]));
   const onlySubscribed = a.lsub || a.select.has('SUBSCRIBED');
   const onlySpecial = a.select.has('SPECIAL-USE');
-  for (const f of folders) {
-    if (!regs.some((re) => re.test(f.name))) continue;
-    if (onlySubscribed && !subs.has(f.name)) continue;
-    if (onlySpecial && !f.specialUse) continue;
+  const recursive = a.select.has('RECURSIVEMATCH');
+  const names = new Set<string>();
+  for (const f of folders) for (const n of withParents(f.name)) names.add(n);
+  if (onlySubscribed) for (const n of subList) for (const p of withParents(n)) names.add(p);
+  const all = [...names];
+  const regs = a.patterns.map((p) => patternRegex(a.ref + p));
+  const matches = (n: string) => regs.some((re) => re.test(n));
+  // RFC 3501 §6.3.9: LSUB shows an unsubscribed level above a subscribed name when a
+  // pattern ending in "%" stops at it
+  const percentRegs = a.patterns.filter((p) => p.endsWith('%')).map((p) => patternRegex(a.ref + p));
+  const selected = (n: string): boolean =>
+    onlySubscribed ? subs.has(n) : onlySpecial ? !!existing.get(n)?.specialUse : true;
+  const lines: string[] = [];
+  for (const name of all) {
+    if (!matches(name)) continue;
+    const under = all.filter((n) => n.startsWith(name + '/'));
+    const selectedBelow = onlySubscribed ? under.filter((n) => subs.has(n)) : [];
+    let childInfo = false;
+    if (!selected(name)) {
+      // RFC 5258 §3.5: a level whose subscribed descendants the pattern does not reach
+      // is listed for them
+      if (a.lsub ? !percentRegs.some((re) => re.test(name)) : !recursive) continue;
+      if (!selectedBelow.some((n) => !matches(n))) continue;
+      childInfo = recursive;
+    } else childInfo = recursive && selectedBelow.length > 0;
+    const f = existing.get(name);
     const attrs: string[] = [];
-    const kids = names.some((n) => n.startsWith(f.name + '/'));
+    if (a.lsub) {
+      if (!subs.has(name)) attrs.push('\\Noselect');
+      if (f?.specialUse) attrs.push(f.specialUse);
+      lines.push(`* LSUB (${attrs.join(' ')}) "/" ${quoteName(s, name)}`);
+      continue;
+    }
+    if (a.ret.has('SUBSCRIBED') && subs.has(name)) attrs.push('\\Subscribed');
+    if (!f) attrs.push(a.extended ? '\\NonExistent' : '\\Noselect');
+    const kids = (onlySubscribed ? under : under.filter((n) => existing.has(n))).length > 0;
     attrs.push(kids ? '\\HasChildren' : '\\HasNoChildren');
-    if (f.specialUse && (!a.lsub || a.ret.has('SPECIAL-USE'))) attrs.push(f.specialUse);
-    if (a.ret.has('SUBSCRIBED') && subs.has(f.name)) attrs.push('\\Subscribed');
-    lines.push(`* ${cmd} (${attrs.join(' ')}) "/" ${quoteName(s, f.name)}`);
-    if (a.status) {
+    // RFC 6154 §5.2: in the extended syntax only when asked for (as Dovecot)
+    if (f?.specialUse && (!a.extended || onlySpecial || a.ret.has('SPECIAL-USE'))) attrs.push(f.specialUse);
+    const info = childInfo ? ' (CHILDINFO ("SUBSCRIBED"))' : '';
+    lines.push(`* LIST (${attrs.join(' ')}) "/" ${quoteName(s, name)}${info}`);
+    if (a.status && f) {
       try {
-        lines.push(await statusLine(s, f.name, a.status));
+        lines.push(await statusLine(s, name, a.status));
       } catch {
         // a folder deleted meanwhile: no STATUS for it
       }
@@ -256,8 +318,9 @@ export const mailboxCommands: CommandGroup = {
     parse: oneMailbox,
     async run(s, tag, name) {
       if (s.selected?.name === name) throw reply.cannot('Mailbox is selected');
+      // the subscription stays (RFC 3501 §6.3.9: never removed unilaterally); LIST
+      // (SUBSCRIBED) shows it \NonExistent
       await s.mailbox.delete(name).catch(folderErr);
-      await s.mailbox.unsubscribe(name);
       await s.ok(tag, 'DELETE completed');
     },
   }),

@@ -339,29 +339,54 @@ async function quotaCheck(s: AuthedContext, adding: number): Promise<void> {
 
 // --- APPEND -------------------------------------------------------------------------
 
-interface AppendArgs {
-  name: string;
+interface AppendMessage {
   flags: string[];
   date: Date;
   data: Buffer;
 }
 
+interface AppendArgs {
+  name: string;
+  /** One, or several with MULTIAPPEND (RFC 3502 §6: append = "APPEND" SP mailbox 1*append-message). */
+  messages: AppendMessage[];
+}
+
 function parseAppend(r: ArgReader): AppendArgs {
   const name = r.mailbox();
-  let flags: string[] = [];
-  if (r.peek()?.t === 'list') flags = flagList(r);
-  let date = new Date();
-  const t = r.peek();
-  if (t?.t === 'string' && !t.literal) {
-    r.next();
-    const d = parseImapDate(t.v.toString());
-    if (!d) throw new ParseError('bad date-time');
-    date = d;
-  }
-  const lit = r.next('message literal');
-  if (lit.t !== 'string' || !lit.literal) throw new ParseError('APPEND needs a literal');
-  r.end();
-  return { name, flags, date, data: lit.v };
+  const messages: AppendMessage[] = [];
+  do {
+    let flags: string[] = [];
+    if (r.peek()?.t === 'list') flags = flagList(r);
+    let date = new Date();
+    const t = r.peek();
+    if (t?.t === 'string' && !t.literal) {
+      r.next();
+      const d = parseImapDate(t.v.toString());
+      if (!d) throw new ParseError('bad date-time');
+      date = d;
+    }
+    const lit = r.next('message literal');
+    if (lit.t !== 'string' || !lit.literal) throw new ParseError('APPEND needs a literal');
+    messages.push({ flags, date, data: lit.v });
+  } while (r.remaining);
+  return { name, messages };
+}
+
+/**
+ * APPEND, and MULTIAPPEND (RFC 3502): all the messages or none (§3), their UIDs in one
+ * APPENDUID (RFC 4315 §3). The framer already bounds the literal bytes of one command by
+ * the message size limit.
+ */
+async function runAppend(s: AuthedContext, tag: string, a: AppendArgs): Promise<void> {
+  if (a.messages.some((m) => m.data.length > s.deps.config.message_size_limit)) throw reply.tooBig();
+  const f = await requireFolder(s, a.name, true);
+  await quotaCheck(
+    s,
+    a.messages.reduce((sum, m) => sum + m.data.length, 0),
+  );
+  const r = await f.appendMany(a.messages);
+  s.changed(a.name);
+  await s.ok(tag, 'APPEND completed', { code: `APPENDUID ${r.validity} ${formatSequence(r.uids)}` });
 }
 
 // --- the group ----------------------------------------------------------------------
@@ -379,18 +404,7 @@ const copy = command({
 });
 
 export const messageCommands: CommandGroup = {
-  APPEND: command({
-    states: AUTHED,
-    parse: parseAppend,
-    async run(s, tag, a) {
-      if (a.data.length > s.deps.config.message_size_limit) throw reply.tooBig();
-      const f = await requireFolder(s, a.name, true);
-      await quotaCheck(s, a.data.length);
-      const r = await f.append(a.data, a.flags, a.date);
-      s.changed(a.name);
-      await s.ok(tag, 'APPEND completed', { code: `APPENDUID ${r.validity} ${r.uid}` });
-    },
-  }),
+  APPEND: command({ states: AUTHED, parse: parseAppend, run: runAppend }),
   CHECK: command({
     states: SELECTED,
     parse: none,

@@ -6,7 +6,7 @@ import {
   casemap,
   compareOctets,
   decodeWords,
-  formatSequence,
+  formatOrderedSequence,
   header,
   ParseError,
   parseAddressList,
@@ -34,28 +34,83 @@ import type { SelectedMailbox } from '../selected.js';
 import { SELECTED, command, withUid, type CommandGroup } from './command.js';
 import { enableCondstore } from './args.js';
 
+/** ESEARCH return options (RFC 4731 §3.1, PARTIAL from RFC 5267 §4.4). */
+interface ReturnOptions {
+  options: string[];
+  /** PARTIAL's range of positions in the result, 1-based, inclusive. */
+  partial: [number, number] | null;
+}
+
 interface SearchArgs {
-  ret: string[] | null;
+  ret: ReturnOptions | null;
   key: SearchKey | null;
   badCharset: boolean;
 }
 
-function parseSearchArgs(r: ArgReader): SearchArgs {
-  let ret: string[] | null = null;
+const RETURN_OPTIONS = ['MIN', 'MAX', 'ALL', 'COUNT', 'SAVE', 'PARTIAL'];
+
+/** `RETURN (...)` before SEARCH's or SORT's other arguments, if there; none → null. */
+function parseReturn(r: ArgReader, allowed: readonly string[]): ReturnOptions | null {
   const first = r.peek();
-  if (first?.t === 'atom' && first.v.toUpperCase() === 'RETURN') {
-    r.next();
-    ret = r.list('return options').map((t) => tokenText(t).toUpperCase());
-    if (ret.some((o) => !['MIN', 'MAX', 'ALL', 'COUNT', 'SAVE'].includes(o)))
-      throw new ParseError('bad RETURN option');
-    if (!ret.length) ret = ['ALL'];
+  if (first?.t !== 'atom' || first.v.toUpperCase() !== 'RETURN') return null;
+  r.next();
+  const list = r.list('return options');
+  const options: string[] = [];
+  let partial: [number, number] | null = null;
+  for (let i = 0; i < list.length; i++) {
+    const o = tokenText(list[i]!).toUpperCase();
+    if (!allowed.includes(o)) throw new ParseError(`unknown RETURN option ${o.slice(0, 30)}`);
+    if (o === 'PARTIAL') {
+      // partial-range = number ":" number, both nz-number (RFC 5267 §4.4)
+      const m = /^(\d{1,10}):(\d{1,10})$/.exec(tokenText(list[++i] ?? { t: 'nil' }));
+      const a = Number(m?.[1]);
+      const b = Number(m?.[2]);
+      if (!m || !a || !b || a > 0xffffffff || b > 0xffffffff) throw new ParseError('bad PARTIAL range');
+      partial = [Math.min(a, b), Math.max(a, b)];
+    }
+    options.push(o);
   }
+  if (partial && options.includes('ALL')) throw new ParseError('PARTIAL and ALL together');
+  if (!options.length) options.push('ALL');
+  return { options, partial };
+}
+
+function parseSearchArgs(r: ArgReader): SearchArgs {
+  const ret = parseReturn(r, RETURN_OPTIONS);
   try {
     return { ret, key: parseSearch(r), badCharset: false };
   } catch (err) {
     if (err instanceof BadCharsetError) return { ret, key: null, badCharset: true };
     throw err;
   }
+}
+
+/**
+ * `* ESEARCH` (RFC 4731 §3.1, RFC 5267 §3 and §4.4) for a result in its order: SEARCH's
+ * ascending, SORT's sorted, so MIN and MAX are its first and last, and ALL and PARTIAL
+ * keep the order.
+ */
+function esearch(
+  tag: string,
+  byUid: boolean,
+  nums: number[],
+  ret: ReturnOptions,
+  modseq: number | null,
+): string {
+  const o = ret.options;
+  const parts = [`* ESEARCH (TAG "${tag}")${byUid ? ' UID' : ''}`];
+  if (o.includes('MIN') && nums.length) parts.push(`MIN ${nums[0]}`);
+  if (o.includes('MAX') && nums.length) parts.push(`MAX ${nums[nums.length - 1]}`);
+  if (o.includes('ALL') && nums.length) parts.push(`ALL ${formatOrderedSequence(nums)}`);
+  if (ret.partial) {
+    const [from, to] = ret.partial;
+    const slice = nums.slice(from - 1, to);
+    parts.push(`PARTIAL (${from}:${to} ${slice.length ? formatOrderedSequence(slice) : 'NIL'})`);
+  }
+  // the order is free (RFC 4731 §3.1); this is Dovecot's
+  if (o.includes('COUNT')) parts.push(`COUNT ${nums.length}`);
+  if (modseq !== null && nums.length) parts.push(`MODSEQ ${modseq}`);
+  return parts.join(' ') + '\r\n';
 }
 
 async function runSearch(s: SelectedContext, tag: string, a: SearchArgs, name: string): Promise<void> {
@@ -75,14 +130,7 @@ async function runSearch(s: SelectedContext, tag: string, a: SearchArgs, name: s
   const nums = hits.map((h) => (byUid ? h.uid : h.seq));
   const maxMod = hits.reduce((x, h) => Math.max(x, h.modseq), 0);
   if (a.ret || s.enabled.rev2) {
-    const ret = a.ret ?? ['ALL'];
-    const parts = [`* ESEARCH (TAG "${tag}")${byUid ? ' UID' : ''}`];
-    if (ret.includes('MIN') && nums.length) parts.push(`MIN ${Math.min(...nums)}`);
-    if (ret.includes('MAX') && nums.length) parts.push(`MAX ${Math.max(...nums)}`);
-    if (ret.includes('COUNT')) parts.push(`COUNT ${nums.length}`);
-    if (ret.includes('ALL') && nums.length) parts.push(`ALL ${formatSequence(nums)}`);
-    if (modseq && nums.length) parts.push(`MODSEQ ${maxMod}`);
-    s.send(parts.join(' ') + '\r\n');
+    s.send(esearch(tag, byUid, nums, a.ret ?? { options: ['ALL'], partial: null }, modseq ? maxMod : null));
   } else {
     s.send(
       `* SEARCH${nums.length ? ' ' + nums.join(' ') : ''}${modseq && nums.length ? ` (MODSEQ ${maxMod})` : ''}\r\n`,
@@ -144,11 +192,17 @@ async function* matchingWithHeaders(
 const SORT_KEYS = ['ARRIVAL', 'CC', 'DATE', 'FROM', 'SIZE', 'SUBJECT', 'TO', 'DISPLAYFROM', 'DISPLAYTO'];
 
 interface SortArgs {
+  /** ESORT (RFC 5267 §3): the result as ESEARCH. */
+  ret: ReturnOptions | null;
   criteria: { key: string; reverse: boolean }[];
   search: SearchArgs;
 }
 
 function parseSort(r: ArgReader): SortArgs {
+  const ret = parseReturn(
+    r,
+    RETURN_OPTIONS.filter((o) => o !== 'SAVE'),
+  );
   const list = r.list('sort criteria').map((t) => tokenText(t).toUpperCase());
   const criteria: SortArgs['criteria'] = [];
   for (let i = 0; i < list.length; i++) {
@@ -158,7 +212,7 @@ function parseSort(r: ArgReader): SortArgs {
     criteria.push({ key, reverse });
   }
   if (!criteria.length) throw new ParseError('empty sort criteria');
-  return { criteria, search: parseCharsetSearch(r) };
+  return { ret, criteria, search: parseCharsetSearch(r) };
 }
 
 /**
@@ -239,7 +293,9 @@ async function sortedMatches(s: SelectedContext, a: SortArgs): Promise<{ seq: nu
 async function runSort(s: SelectedContext, tag: string, a: SortArgs, name: string): Promise<void> {
   const byUid = name.startsWith('UID');
   const rows = await sortedMatches(s, a);
-  s.send(`* SORT${rows.map((r) => ' ' + (byUid ? r.uid : r.seq)).join('')}\r\n`);
+  const nums = rows.map((r) => (byUid ? r.uid : r.seq));
+  if (a.ret) s.send(esearch(tag, byUid, nums, a.ret, null));
+  else s.send(`* SORT${nums.map((n) => ' ' + n).join('')}\r\n`);
   await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
 }
 
