@@ -34,6 +34,13 @@ export interface ServiceProcess {
   terminate(): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
 }
 
+/** How to run a service other than its main.ts under tsx (the image's command, say). */
+export interface ServiceCommand {
+  file: string;
+  args: string[];
+  cwd: string;
+}
+
 /**
  * Runs a service's main.ts as its own process (the production shape) and waits for
  * /readyz to say ready (or, with `ready: false`, only for /readyz to answer).
@@ -41,12 +48,17 @@ export interface ServiceProcess {
 export async function startServiceProcess(
   service: string,
   env: Record<string, string>,
-  opts: { ready?: boolean } = {},
+  opts: { ready?: boolean; command?: ServiceCommand } = {},
 ): Promise<ServiceProcess> {
   const httpPort = await freePort();
   let out = '';
-  const child = spawn(process.execPath, ['--import', 'tsx', `services/${service}/src/main.ts`], {
+  const command = opts.command ?? {
+    file: process.execPath,
+    args: ['--import', 'tsx', `services/${service}/src/main.ts`],
     cwd: root,
+  };
+  const child = spawn(command.file, command.args, {
+    cwd: command.cwd,
     env: {
       ...process.env,
       LOG_LEVEL: 'warn',
@@ -106,7 +118,11 @@ export interface ProcessTestbed {
   /** What every process gets in its environment. */
   env: Record<string, string>;
   /** Starts a service process (see startServiceProcess), killed by close() if still running. */
-  start(service: string, extra?: Record<string, string>, opts?: { ready?: boolean }): Promise<ServiceProcess>;
+  start(
+    service: string,
+    extra?: Record<string, string>,
+    opts?: { ready?: boolean; command?: ServiceCommand },
+  ): Promise<ServiceProcess>;
   close(): Promise<void>;
 }
 

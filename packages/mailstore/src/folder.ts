@@ -26,6 +26,12 @@ export interface FolderSnapshot {
   validity: number;
   uidNext: number;
   highestModseq: number;
+  /**
+   * The lowest UID no session has claimed as \Recent yet (Dovecot's first_recent_uid):
+   * messages from it on are recent to the next session that selects the folder
+   * read-write (RFC 3501 §2.3.2).
+   */
+  firstRecent: number;
   /** In UID order. */
   messages: MessageInfo[];
 }
@@ -77,6 +83,8 @@ interface ModseqState {
   msgs: Record<string, [number, string]>;
   /** [uid, modseq at which it was expunged], oldest first. */
   expunged: [number, number][];
+  /** FolderSnapshot.firstRecent (absent in state written before it was kept: 1). */
+  recent?: number;
 }
 
 interface Scanned {
@@ -187,7 +195,8 @@ export class MailFolder {
       return true;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+      // a name longer than the file system holds cannot exist either
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return false;
       throw err;
     }
   }
@@ -276,7 +285,7 @@ export class MailFolder {
     return {
       list: list && { ...list, entries: new Map(list.entries) },
       // values are replaced, never changed in place
-      state: state && { highest: state.highest, msgs: { ...state.msgs }, expunged: [...state.expunged] },
+      state: state && { ...state, msgs: { ...state.msgs }, expunged: [...state.expunged] },
       keywords: [...keywords],
     };
   }
@@ -369,7 +378,13 @@ export class MailFolder {
       });
     }
     messages.sort((a, b) => a.uid - b.uid);
-    return { validity: list.validity, uidNext: list.next, highestModseq: state.highest, messages };
+    return {
+      validity: list.validity,
+      uidNext: list.next,
+      highestModseq: state.highest,
+      firstRecent: state.recent ?? 1,
+      messages,
+    };
   }
 
   /**
@@ -512,6 +527,22 @@ export class MailFolder {
       const snap = ctx.rebuild();
       const set = new Set(changedUids);
       return { changed: snap.messages.filter((m) => set.has(m.uid)), failed, snapshot: snap };
+    });
+  }
+
+  /**
+   * Claims the messages no session has seen as \Recent yet (RFC 3501 §2.3.2: one session
+   * sees a message as recent): returns the first UID this caller may show as recent and
+   * moves the folder's mark past every UID assigned so far.
+   */
+  async claimRecent(): Promise<{ from: number; snapshot: FolderSnapshot }> {
+    return this.withLock(async (ctx) => {
+      const from = ctx.state.recent ?? 1;
+      if (from < ctx.list.next) {
+        ctx.state.recent = ctx.list.next;
+        ctx.dirty = true;
+      }
+      return { from, snapshot: ctx.rebuild() };
     });
   }
 
@@ -777,6 +808,7 @@ class LockedFolder {
       validity: this.list.validity,
       uidNext: this.list.next,
       highestModseq: this.state.highest,
+      firstRecent: this.state.recent ?? 1,
       messages,
     };
     this.index = null;

@@ -1,5 +1,5 @@
 import Fastify, { type FastifyInstance } from 'fastify';
-import { collectDefaultMetrics, Registry } from 'prom-client';
+import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 
 export interface ReadinessCheck {
   name: string;
@@ -17,11 +17,34 @@ export interface OpsServer {
 }
 
 const CHECK_TIMEOUT_MS = 1000;
+const READINESS_METRIC = 'mailyard_readiness_check';
 
-/** One registry per process, with Node's default metrics under the service's prefix. */
-export function createRegistry(service: string): Registry {
+/** What `mailyard_build_info` says: set at image build (deploy/Dockerfile), else `dev`/`unknown`. */
+export interface BuildInfo {
+  version: string;
+  commit: string;
+}
+
+export function buildInfo(env: NodeJS.ProcessEnv = process.env): BuildInfo {
+  return { version: env.MAILYARD_VERSION || 'dev', commit: env.MAILYARD_COMMIT || 'unknown' };
+}
+
+/**
+ * One registry per service, with Node's default metrics under their standard names
+ * (`process_resident_memory_bytes`, `nodejs_heap_size_used_bytes`...) and a `service`
+ * label, so that stock Node.js dashboards work and services sharing a process stay apart,
+ * and `mailyard_build_info{service,version,commit}` = 1.
+ */
+export function createRegistry(service: string, build: BuildInfo = buildInfo()): Registry {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: `mailyard_${service.replace(/-/g, '_')}_` });
+  collectDefaultMetrics({ register: registry, labels: { service } });
+  const info = new Gauge({
+    name: 'mailyard_build_info',
+    help: 'Always 1; the running version and the commit it was built from',
+    labelNames: ['service', 'version', 'commit'] as const,
+    registers: [registry],
+  });
+  info.set({ service, ...build }, 1);
   return registry;
 }
 
@@ -31,6 +54,20 @@ export function createRegistry(service: string): Registry {
  */
 export function createOpsServer(registry: Registry, checks: ReadinessCheck[]): OpsServer {
   const all = [...checks];
+  // What /readyz says, for alerting on a service that runs but cannot work (evaluated
+  // at scrape time, each check with the same deadline as for /readyz).
+  if (!registry.getSingleMetric(READINESS_METRIC))
+    new Gauge({
+      name: READINESS_METRIC,
+      help: 'Each readiness check of /readyz: 1 passing, 0 failing',
+      labelNames: ['check'] as const,
+      registers: [registry],
+      async collect() {
+        const results = await Promise.all(all.map(passes));
+        this.reset();
+        all.forEach((c, i) => this.set({ check: c.name }, results[i] ? 1 : 0));
+      },
+    });
   const app = Fastify({ logger: false });
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', registry.contentType);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { cachedCheck, createOpsServer, createRegistry } from '../src/index.js';
+import { buildInfo, cachedCheck, createOpsServer, createRegistry } from '../src/index.js';
 
 test('/readyz names every failing check: false, thrown, or too slow', { timeout: 10_000 }, async () => {
   const ops = createOpsServer(createRegistry('ready-test'), [{ name: 'sync', ok: () => true }]);
@@ -39,4 +39,37 @@ test('cachedCheck asks once per period, whatever the answer', { timeout: 10_000 
   now += 600;
   assert.equal(await check(), true);
   assert.equal(asked, 2);
+});
+
+test(
+  "Node's metrics under their standard names with a service label, and the build's version",
+  { timeout: 10_000 },
+  async () => {
+    const registry = createRegistry('delivery', { version: '1.2.3', commit: 'abc123' });
+    const text = await registry.metrics();
+    assert.match(text, /^process_resident_memory_bytes\{service="delivery"\} \d+/m);
+    assert.match(text, /^nodejs_heap_size_used_bytes\{service="delivery"\} \d+/m);
+    assert.doesNotMatch(text, /^mailyard_delivery_process_/m, 'no per-service prefix');
+    assert.match(text, /^mailyard_build_info\{service="delivery",version="1.2.3",commit="abc123"\} 1$/m);
+    assert.deepEqual(buildInfo({ MAILYARD_VERSION: '2.0.0', MAILYARD_COMMIT: 'f00' }), {
+      version: '2.0.0',
+      commit: 'f00',
+    });
+    assert.deepEqual(buildInfo({}), { version: 'dev', commit: 'unknown' });
+  },
+);
+
+test('/metrics says what /readyz says, one series per check', { timeout: 10_000 }, async () => {
+  let redis = true;
+  const registry = createRegistry('ready-metric-test');
+  const ops = createOpsServer(registry, [{ name: 'redis', ok: () => redis }]);
+  ops.addCheck({ name: 'hangs', ok: () => new Promise<boolean>(() => undefined) });
+  const scrape = async () => (await ops.app.inject({ method: 'GET', url: '/metrics' })).body;
+  let text = await scrape();
+  assert.match(text, /^mailyard_readiness_check\{check="redis"\} 1$/m);
+  assert.match(text, /^mailyard_readiness_check\{check="hangs"\} 0$/m);
+  redis = false;
+  text = await scrape();
+  assert.match(text, /^mailyard_readiness_check\{check="redis"\} 0$/m);
+  await ops.close();
 });

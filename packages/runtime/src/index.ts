@@ -26,6 +26,11 @@ export interface Runtime {
   ops: OpsServer;
   /** Port of /metrics, /healthz, /readyz once started. */
   httpPort: number;
+  /**
+   * Closes `fn`'s resource with the runtime, before the broker and Redis: for what a
+   * service's wiring opens on them (a second Redis connection listening for changes).
+   */
+  onClose(fn: () => void | Promise<void>): void;
   close(): Promise<void>;
 }
 
@@ -95,6 +100,7 @@ export async function createRuntime(
   bus.start();
   redis.connect().catch(() => undefined);
   const httpPort = await ops.listen(config.http_port, config.listen_address);
+  const closers: (() => void | Promise<void>)[] = [];
   return {
     logger,
     registry,
@@ -103,8 +109,12 @@ export async function createRuntime(
     resolver,
     ops,
     httpPort,
+    onClose(fn) {
+      closers.push(fn);
+    },
     async close() {
       await ops.close();
+      for (const fn of closers.splice(0)) await fn();
       await bus.stop();
       redis.disconnect();
     },

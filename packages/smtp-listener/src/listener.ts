@@ -205,17 +205,21 @@ export class MailyardSmtpServer extends SMTPServer {
     if (!conn) return;
     if (socketOptions.refusal) {
       clearTimeout(this.refusedHandshakes.get(socketOptions));
+      this.onErrorReply?.(421);
       conn.send(421, socketOptions.refusal.message);
       return;
     }
     const send = conn.send.bind(conn);
     let errors = 0;
     conn.send = (code, data, context) => {
+      // every error reply is counted, temporary ones (421, 451) too; only those that
+      // answer the client's commands count towards the hard error limit
+      if (code >= 400) this.onErrorReply?.(code);
       if (code >= 400 && code !== 421) {
-        this.onErrorReply?.(code);
         errors++;
         if (errors >= this.hardErrorLimit) {
           send(code, data, context);
+          this.onErrorReply?.(421);
           return send(421, reply.tooManyErrors().message);
         }
       }

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { loadConfig } from '@mailyard/config';
-import { Directory } from '@mailyard/directory';
 import { PolicyRules } from '@mailyard/policy-rules';
 import { createRuntime } from '@mailyard/runtime';
-import { buildMtaInbound, mtaInboundSchema } from '@mailyard/service-mta-inbound';
+import { buildMtaInbound, defaultDeps, mtaInboundSchema } from '@mailyard/service-mta-inbound';
 import { RawSmtp, waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 
@@ -400,16 +399,11 @@ describe('rate limits shared across instances', () => {
         smtp_port: 0,
         mynetworks: '127.0.0.1/32',
         policy_enabled: true,
+        directory_cache_ttl: 0,
       },
     });
     const rt = await createRuntime('mta-inbound', cfg);
-    const second = buildMtaInbound(cfg, {
-      bus: rt.bus,
-      directory: new Directory(rt.redis),
-      resolver: rt.resolver,
-      logger: rt.logger,
-      registry: rt.registry,
-    });
+    const second = buildMtaInbound(cfg, defaultDeps(cfg, rt));
     await second.start();
     try {
       const greet = async (port: number) => {

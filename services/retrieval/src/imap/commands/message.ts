@@ -106,6 +106,7 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
     utf8: s.enabled.utf8,
     condstore: s.enabled.condstore,
     byUid,
+    flags: (m: MessageInfo) => view.flags(m),
   };
   const plan = planFetch(items);
   await ctx.cache.ready(view.folder);
@@ -222,7 +223,7 @@ async function runStore(s: SelectedContext, tag: string, a: StoreArgs, name: str
     if (!a.silent || (wasChanged && a.unchangedSince !== null)) {
       const parts = [];
       if (byUid) parts.push(`UID ${m.uid}`);
-      if (!a.silent) parts.push(`FLAGS (${m.flags.join(' ')})`);
+      if (!a.silent) parts.push(`FLAGS (${view.flags(m)})`);
       if (s.enabled.condstore) parts.push(`MODSEQ (${m.modseq})`);
       lines.push(`* ${seq} FETCH (${parts.join(' ')})`);
     }
