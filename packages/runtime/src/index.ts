@@ -178,3 +178,4 @@ export async function runMain<S extends z.ZodObject>(
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
 }
+export * from './cluster.js';

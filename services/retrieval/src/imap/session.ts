@@ -392,10 +392,12 @@ export class ImapSession implements ImapContext {
           throw reply.authUnavailable();
       }
     }
-    if (!this.deps.limits.openAccount(res.account)) {
+    if (!(await this.deps.limits.openAccount(res.account))) {
       this.deps.metrics.limitRejections.inc({ limit: 'sessions-per-account' });
       throw reply.tooManySessions();
     }
+    // the connection ended while the slot was counted: nothing else gives it back
+    if (this.cleaned) return this.deps.limits.closeAccount(res.account);
     this.user = res.account;
     this.mailbox = this.deps.account(res.account);
     await this.mailbox.ensureDefaults();
