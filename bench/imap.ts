@@ -5,31 +5,41 @@
 //   restarted server (which finds the index it wrote),
 //   FETCH of 200 full bodies (BODY.PEEK[]), repeated.
 // Options: --messages 10000  --seconds 5  --only mailyard|dovecot
+//   --concurrent 50   instead: that many clients on --accounts 10 accounts (of --messages
+//                     1000 each) doing a mail client's mix of SELECT, FETCH, STORE, APPEND,
+//                     IDLE and EXPUNGE for --seconds 30: commands/s, latency per command
+//                     (p50, p99, max) and errors
 //   --cpu-prof <dir>  write a V8 CPU profile of the retrieval process into <dir>
 //   --skip-logins     only the mailbox workload (keeps a profile on the FETCH paths)
 // Next to wall-clock times, the CPU time the server's processes used in each phase
 // (user + system, from /proc) is printed: on a shared machine it moves far less.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { connect, createServer, type Socket } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect as tlsConnect } from 'node:tls';
 import { Redis } from 'ioredis';
 import { Directory } from '@mailyard/directory';
 import { accountDir } from '@mailyard/mailstore';
+import { Client } from './imap-client.js';
+import { percentile, runLoad } from './imap-load.js';
 import { dovecotInstalled, dovecotPath, startDovecot as startDovecotServer } from '@mailyard/testkit';
 
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? process.argv[i + 1]! : def;
 };
-const N = Number(arg('messages', '10000'));
-const SECONDS = Number(arg('seconds', '5'));
+const CONCURRENT = Number(arg('concurrent', '0'));
+const N = Number(arg('messages', CONCURRENT ? '1000' : '10000'));
+const SECONDS = Number(arg('seconds', CONCURRENT ? '30' : '5'));
 const ONLY = arg('only', '');
 const CPU_PROF = arg('cpu-prof', '');
 const SKIP_LOGINS = process.argv.includes('--skip-logins');
 const ACCOUNT = 'bench@bench.test';
+/** Every account the run uses: one, or --accounts of them under --concurrent. */
+const ACCOUNTS = CONCURRENT
+  ? Array.from({ length: Number(arg('accounts', '10')) }, (_, i) => `bench${i}@bench.test`)
+  : [ACCOUNT];
 const PASSWORD = 'correct-horse-battery-staple-42';
 const root = join(tmpdir(), `mailyard-bench-${process.pid}`);
 
@@ -43,7 +53,11 @@ function freePort(): Promise<number> {
 }
 
 function fillMaildir(): void {
-  const dir = accountDir(root, ACCOUNT);
+  for (const a of ACCOUNTS) fillAccount(a);
+}
+
+function fillAccount(account: string): void {
+  const dir = accountDir(root, account);
   for (const d of ['cur', 'new', 'tmp']) mkdirSync(join(dir, d), { recursive: true });
   const t0 = 1_700_000_000;
   for (let i = 1; i <= N; i++) {
@@ -53,7 +67,7 @@ function fillMaildir(): void {
         `Return-Path: <sender${i % 50}@example.net>`,
         `Received: from mx.example.net by mail.bench.test; Tue, 14 Nov 2023 22:13:20 +0000`,
         `From: "Sender ${i % 50}" <sender${i % 50}@example.net>`,
-        `To: Bench <${ACCOUNT}>`,
+        `To: Bench <${account}>`,
         `Subject: Benchmark message number ${i}`,
         `Date: Tue, 14 Nov 2023 22:13:20 +0000`,
         `Message-ID: <bench-${i}@example.net>`,
@@ -64,81 +78,6 @@ function fillMaildir(): void {
       ].join('\r\n'),
     );
     writeFileSync(join(dir, 'cur', `${t0 + i}.M${i}P1.bench,S=${msg.length}:2,${i % 3 ? 'S' : ''}`), msg);
-  }
-}
-
-/** Minimal client: sends a command and waits for its tagged reply. */
-class Client {
-  /** Text received and not consumed yet; the first `scanned` chunks were searched already. */
-  private chunks: string[] = [];
-  private scanned = 0;
-  /** The end of the searched text, for a line that spans two chunks. */
-  private tail = '';
-  private wake: (() => void) | null = null;
-  private n = 0;
-  constructor(public sock: Socket) {
-    this.listen();
-  }
-  private listen(): void {
-    this.sock.on('error', () => undefined);
-    this.sock.on('data', (d: Buffer) => {
-      this.chunks.push(d.toString('latin1'));
-      this.wake?.();
-    });
-  }
-  static async open(port: number): Promise<Client> {
-    const s = connect(port, '127.0.0.1');
-    s.setNoDelay(true);
-    await new Promise((r) => s.once('connect', r));
-    const c = new Client(s);
-    await c.waitFor(/^\* OK.*\r\n/m);
-    return c;
-  }
-  /**
-   * Waits for `re` and returns the text up to the end of its match. Each chunk is
-   * searched once, so finding the end of a 5 MB response costs the client the same
-   * however the server splits its writes (searching all of it again on every read grew
-   * with the square of its size, and with the number of writes).
-   */
-  async waitFor(re: RegExp): Promise<string> {
-    for (;;) {
-      while (this.scanned < this.chunks.length) {
-        const chunk = this.chunks[this.scanned]!;
-        const text = this.tail + chunk;
-        const m = re.exec(text);
-        if (m) {
-          const end = m.index + m[0].length - this.tail.length;
-          const out = this.chunks.slice(0, this.scanned).join('') + chunk.slice(0, end);
-          const rest = chunk.slice(end);
-          this.chunks = this.chunks.slice(this.scanned + 1);
-          if (rest) this.chunks.unshift(rest);
-          this.scanned = 0;
-          this.tail = '';
-          return out;
-        }
-        this.tail = text.slice(-512);
-        this.scanned++;
-      }
-      await new Promise<void>((r) => (this.wake = r));
-    }
-  }
-  async cmd(text: string): Promise<string> {
-    const tag = `t${++this.n}`;
-    this.sock.write(`${tag} ${text}\r\n`);
-    const out = await this.waitFor(new RegExp(`(^|\\r\\n)${tag} (OK|NO|BAD)[^\\r]*\\r\\n`));
-    const last = out.slice(out.lastIndexOf(`${tag} `));
-    if (!last.startsWith(`${tag} OK`)) throw new Error(`${text}: ${last}`);
-    return out;
-  }
-  async startTls(): Promise<void> {
-    await this.cmd('STARTTLS');
-    const t = tlsConnect({ socket: this.sock, rejectUnauthorized: false });
-    await new Promise((r) => t.once('secureConnect', r));
-    this.sock = t;
-    this.listen();
-  }
-  close(): void {
-    this.sock.destroy();
   }
 }
 
@@ -162,14 +101,15 @@ async function loginRate(port: number, tls: boolean): Promise<number> {
 
 const TICK_MS = 1000 / Number(spawnSync('getconf', ['CLK_TCK']).stdout?.toString().trim() || 100);
 
-/** CPU time (user + system, ms) of a process and its live descendants, from /proc. */
+/** CPU time (user + system, ms) of a process and its descendants, from /proc. */
 function cpuMs(pid: number): number {
   let total = 0;
   const visit = (p: number) => {
     try {
       const stat = readFileSync(`/proc/${p}/stat`, 'latin1');
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      total += (Number(f[11]) + Number(f[12])) * TICK_MS;
+      // utime, stime, and those of reaped children (Dovecot's imap processes that ended)
+      total += (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * TICK_MS;
       for (const t of readdirSync(`/proc/${p}/task`)) {
         const kids = readFileSync(`/proc/${p}/task/${t}/children`, 'latin1').trim();
         for (const k of kids ? kids.split(' ') : []) visit(Number(k));
@@ -249,7 +189,7 @@ async function startMailyard(): Promise<Server> {
   const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { keyPrefix: prefix });
   const dir = new Directory(redis);
   await dir.addDomain('bench.test');
-  await dir.addUser(ACCOUNT, PASSWORD);
+  for (const a of ACCOUNTS) await dir.addUser(a, PASSWORD);
   redis.disconnect();
   const [imap, imaps, pop3, pop3s] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
   const prof = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : [];
@@ -298,9 +238,11 @@ async function startDovecot(): Promise<Server | null> {
   }
   const d = await startDovecotServer({
     dir: join(root, '..', `dovecot-${process.pid}`),
-    mailLocation: `maildir:${dovecotPath(accountDir(root, ACCOUNT))}`,
+    // <root>/<domain>/<local>, as accountDir lays them out
+    mailLocation: `maildir:${dovecotPath(root)}/%d/%n`,
     mailRoots: [root],
-    users: [{ user: ACCOUNT, password: PASSWORD }],
+    users: ACCOUNTS.map((user) => ({ user, password: PASSWORD })),
+    extraConfig: 'mail_max_userip_connections = 1000',
     loginProcesses: 4,
     keep: !!process.env.BENCH_KEEP,
   });
@@ -322,7 +264,7 @@ async function waitPort(port: number): Promise<void> {
 }
 
 console.error(`filling ${N} messages into ${root}`);
-fillMaildir();
+if (!CONCURRENT) fillMaildir();
 const results: Record<string, Record<string, number>> = {};
 
 /** Thunderbird's listing of a folder it has not seen (its first sync). */
@@ -364,15 +306,57 @@ async function run(name: string, start: () => Promise<Server | null>): Promise<v
   results[name]['SELECT+Thunderbird listing after a restart, server CPU (ms)'] = tbCpu;
 }
 
+/** The concurrent mix on a freshly filled store and a fresh server. */
+async function runConcurrent(name: string, start: () => Promise<Server | null>): Promise<void> {
+  rmSync(root, { recursive: true, force: true });
+  fillMaildir();
+  const server = await start();
+  if (!server) return;
+  try {
+    const cpu = cpuMs(server.pid);
+    const r = await runLoad({
+      port: server.port,
+      clients: CONCURRENT,
+      accounts: ACCOUNTS,
+      password: PASSWORD,
+      seconds: SECONDS,
+    });
+    const out: Record<string, number> = {
+      'commands/s': r.commands / r.seconds,
+      'server CPU (ms per command)': (cpuMs(server.pid) - cpu) / r.commands,
+      errors: Object.values(r.errors).reduce((a, b) => a + b, 0),
+    };
+    for (const [k, xs] of Object.entries(r.latency).sort()) {
+      out[`${k}: count`] = xs.length;
+      out[`${k}: p50 (ms)`] = percentile(xs, 50);
+      out[`${k}: p99 (ms)`] = percentile(xs, 99);
+      out[`${k}: max (ms)`] = percentile(xs, 100);
+    }
+    for (const [k, n] of Object.entries(r.errors)) out[`errors: ${k}`] = n;
+    for (const e of r.examples) console.error(`${name}: ${e}`);
+    results[name] = out;
+    console.error(`${name}: done`);
+  } finally {
+    await server.stop();
+  }
+}
+
 try {
-  if (ONLY !== 'dovecot') await run('mailyard', startMailyard);
-  if (ONLY !== 'mailyard') await run('dovecot', startDovecot);
+  if (CONCURRENT) {
+    if (ONLY !== 'dovecot') await runConcurrent('mailyard', startMailyard);
+    if (ONLY !== 'mailyard') await runConcurrent('dovecot', startDovecot);
+  } else {
+    if (ONLY !== 'dovecot') await run('mailyard', startMailyard);
+    if (ONLY !== 'mailyard') await run('dovecot', startDovecot);
+  }
 } finally {
   if (!process.env.BENCH_KEEP) rmSync(root, { recursive: true, force: true });
 }
-const rows = Object.keys(results.mailyard ?? results.dovecot ?? {});
+const rows = [...new Set([...Object.keys(results.mailyard ?? {}), ...Object.keys(results.dovecot ?? {})])];
 console.log(
-  `\nIMAP benchmark, ${N}-message INBOX, ${SECONDS}s login runs (password hash: see packages/directory)`,
+  CONCURRENT
+    ? `\nIMAP benchmark, ${CONCURRENT} clients on ${ACCOUNTS.length} accounts of ${N} messages, ${SECONDS}s`
+    : `\nIMAP benchmark, ${N}-message INBOX, ${SECONDS}s login runs (password hash: see packages/directory)`,
 );
 console.log(['metric', 'mailyard', 'dovecot', 'mailyard/dovecot'].join(' | '));
 for (const r of rows) {

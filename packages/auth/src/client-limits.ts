@@ -18,6 +18,40 @@ export interface ClientLimitsOptions {
   /** A Redis failure, for the log (the limit still holds, counted in this process). */
   onError?: (err: unknown) => void;
   now?: () => number;
+  /**
+   * Where connections at once are counted; by default in this process. Processes that
+   * share one listener (workers of one instance) count in their primary.
+   */
+  slots?: ConnectionSlots;
+}
+
+/** Counted slots (connections at once) shared by the processes of one instance. */
+export interface ConnectionSlots {
+  /** Takes a slot of `key` when fewer than `max` are taken; false when full. */
+  take(key: string, max: number): Promise<boolean>;
+  give(key: string): void;
+}
+
+/** Slots counted in this process. */
+export class LocalSlots implements ConnectionSlots {
+  private readonly taken = new Map<string, number>();
+
+  take(key: string, max: number): Promise<boolean> {
+    return Promise.resolve(this.takeNow(key, max));
+  }
+
+  takeNow(key: string, max: number): boolean {
+    const n = this.taken.get(key) ?? 0;
+    if (max && n >= max) return false;
+    this.taken.set(key, n + 1);
+    return true;
+  }
+
+  give(key: string): void {
+    const n = (this.taken.get(key) ?? 1) - 1;
+    if (n <= 0) this.taken.delete(key);
+    else this.taken.set(key, n);
+  }
 }
 
 export type Admission =
@@ -32,15 +66,16 @@ const WINDOW_MS = 60_000;
  * smtpd_client_event_limit_exceptions. A client is its address, an IPv6 one its /64
  * (as the login lockout counts it).
  *
- * Connections at once are counted in this process: a slot is held by a socket, which
- * only this process sees close, and counting them in Redis would need a lease per
- * connection (an instance that dies would leave its slots taken). The rate is counted
+ * Connections at once are counted in this instance (ConnectionSlots: this process, or
+ * the primary of its workers): a slot is held by a socket, which only this instance
+ * sees close, and counting them in Redis would need a lease per connection (an
+ * instance that dies would leave its slots taken). The rate is counted
  * in Redis, one counter per client and minute for all instances, which is one INCR per
  * connection. When Redis fails or is slow, the rate is counted in this process
  * instead: the limit never turns into "allowed".
  */
 export class ClientLimits {
-  private readonly open = new Map<string, number>();
+  private readonly slots: ConnectionSlots;
   private readonly local = new Map<string, number>();
   private localWindow = -1;
   private readonly exceptions: Cidr[];
@@ -49,6 +84,7 @@ export class ClientLimits {
   constructor(private readonly opts: ClientLimitsOptions) {
     this.exceptions = opts.exceptions.map((c) => parseCidr(c)).filter((c): c is Cidr => c !== null);
     this.now = opts.now ?? Date.now;
+    this.slots = opts.slots ?? new LocalSlots();
   }
 
   /** Admits a connection from `ip` or says which limit it is over; an admitted one holds its slot until release(). */
@@ -56,19 +92,16 @@ export class ClientLimits {
     if (ipInNetworks(ip, this.exceptions)) return { ok: true, release: () => undefined };
     const key = clientKey(ip);
     const { maxConnections, ratePerMinute } = this.opts;
-    const count = this.open.get(key) ?? 0;
     // every attempt counts toward the rate, as in anvil, refused or not
     const rate = ratePerMinute ? this.countAttempt(key) : null;
     // (a refused attempt's rate count goes on by itself; countAttempt never rejects)
-    if (maxConnections && count >= maxConnections) return { ok: false, limit: 'connection-count' };
-    this.open.set(key, count + 1);
+    if (!(await this.slots.take(`ip:${key}`, maxConnections)))
+      return { ok: false, limit: 'connection-count' };
     let released = false;
     const release = () => {
       if (released) return;
       released = true;
-      const n = (this.open.get(key) ?? 1) - 1;
-      if (n <= 0) this.open.delete(key);
-      else this.open.set(key, n);
+      this.slots.give(`ip:${key}`);
     };
     if (rate && (await rate) > ratePerMinute) {
       release();

@@ -74,6 +74,8 @@ const MODSEQ = 'mailyard-modseq';
 /** In the account's root: the last UIDVALIDITY issued to one of its folders. */
 const VALIDITY = 'mailyard-uidvalidity';
 const EXPUNGED_KEPT = 20_000;
+/** Most calls run under one hold of the folder lock. */
+const LOCK_BATCH = 64;
 /** What a cached snapshot is validated by. */
 const SIGNATURE_FILES = ['new', 'cur', UIDLIST, MODSEQ, KEYWORDS];
 /** How long a sub-second mtime is distrusted: well above the kernel's clock tick (1-10 ms). */
@@ -114,6 +116,23 @@ async function readText(path: string): Promise<string | null> {
   }
 }
 
+function readTextSync(path: string): string | null {
+  try {
+    return fsc.readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+function parseModseq(text: string): ModseqState | null {
+  try {
+    return JSON.parse(text) as ModseqState;
+  } catch {
+    return null;
+  }
+}
+
 async function writeAtomic(path: string, content: string): Promise<void> {
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   await fs.writeFile(tmp, content, { mode: 0o600 });
@@ -137,6 +156,24 @@ export function uniqueName(size: number, host = osHostname(), date = new Date())
  */
 export class MailFolder {
   private cache: { sig: string; snap: FolderSnapshot; keywords: string[] } | null = null;
+  /** Calls waiting for the folder lock in this process, and whether a batch is running. */
+  private waiting: {
+    fn: (ctx: LockedFolder) => Promise<unknown>;
+    resolve: (v: unknown) => void;
+    reject: (err: unknown) => void;
+  }[] = [];
+  private locking = false;
+  /** Changes made under the lock by this process; a snapshot read is shared only within one. */
+  private generation = 0;
+  private reading: { generation: number; snap: Promise<FolderSnapshot> } | null = null;
+  /** The last snapshot read outside the lock, with the keywords it was built under. */
+  private last: { snap: FolderSnapshot; keywords: string } | null = null;
+  /** The state files as last read, and what they parsed to. */
+  private readonly parsed: {
+    list: { text: string; value: UidList | null } | null;
+    state: { text: string; value: ModseqState | null } | null;
+    keywords: { text: string; value: string[] } | null;
+  } = { list: null, state: null, keywords: null };
   private readonly dates = new Map<string, Date>();
 
   constructor(
@@ -225,23 +262,36 @@ export class MailFolder {
     return out;
   }
 
-  private async readState(): Promise<{
+  /**
+   * The UID list, MODSEQ state and keywords as on disk. The files are small, written
+   * often and read after every change by every session of the folder: they are read
+   * with blocking calls (always in the page cache, as signature() stats them), and a
+   * file whose text is the same as last time is not parsed again. The objects returned
+   * are this process's copies: `writable` ones may be changed by the caller.
+   */
+  private readState(writable = false): {
     list: UidList | null;
     state: ModseqState | null;
     keywords: string[];
-  }> {
-    const [l, s, k] = await Promise.all([
-      readText(join(this.dir, UIDLIST)),
-      readText(join(this.dir, MODSEQ)),
-      readText(join(this.dir, KEYWORDS)),
-    ]);
-    let state: ModseqState | null = null;
-    try {
-      state = s ? (JSON.parse(s) as ModseqState) : null;
-    } catch {
-      state = null;
-    }
-    return { list: l ? parseUidList(l) : null, state, keywords: k ? parseKeywords(k) : [] };
+  } {
+    const l = readTextSync(join(this.dir, UIDLIST));
+    const s = readTextSync(join(this.dir, MODSEQ));
+    const k = readTextSync(join(this.dir, KEYWORDS));
+    const parsed = this.parsed;
+    if (parsed.list?.text !== l) parsed.list = l === null ? null : { text: l, value: parseUidList(l) };
+    if (parsed.state?.text !== s) parsed.state = s === null ? null : { text: s, value: parseModseq(s) };
+    if (parsed.keywords?.text !== k)
+      parsed.keywords = k === null ? null : { text: k, value: parseKeywords(k) };
+    const list = parsed.list?.value ?? null;
+    const state = parsed.state?.value ?? null;
+    const keywords = parsed.keywords?.value ?? [];
+    if (!writable) return { list, state, keywords: [...keywords] };
+    return {
+      list: list && { ...list, entries: new Map(list.entries) },
+      // values are replaced, never changed in place
+      state: state && { ...state, msgs: { ...state.msgs }, expunged: [...state.expunged] },
+      keywords: [...keywords],
+    };
   }
 
   private lettersToFlags(letters: string, keywords: string[]): string[] {
@@ -276,13 +326,28 @@ export class MailFolder {
   async snapshot(): Promise<FolderSnapshot> {
     const sig = this.signature();
     if (sig && this.cache?.sig === sig) return this.cache.snap;
+    // sessions of one folder ask after every command: while one read is under way and
+    // this process changed nothing since it began, they share it
+    if (this.reading?.generation === this.generation) return this.reading.snap;
+    const reading = { generation: this.generation, snap: this.readSnapshot(sig) };
+    this.reading = reading;
+    try {
+      return await reading.snap;
+    } finally {
+      if (this.reading === reading) this.reading = null;
+    }
+  }
+
+  private async readSnapshot(sig: string | null): Promise<FolderSnapshot> {
     const files = await this.scan();
-    const { list, state, keywords } = await this.readState();
+    const { list, state, keywords } = this.readState();
     if (!list || !state || this.needsUpdate(files, list, state)) {
       return this.withLock(async (ctx) => ctx.snap);
     }
-    const snap = this.build(files, list, state, keywords);
+    const kw = keywords.join('\n');
+    const snap = this.build(files, list, state, keywords, this.last?.keywords === kw ? this.last.snap : null);
     this.cache = sig ? { sig, snap, keywords } : null;
+    this.last = { snap, keywords: kw };
     return snap;
   }
 
@@ -297,16 +362,32 @@ export class MailFolder {
     return false;
   }
 
+  /**
+   * A snapshot of the reconciled state. With `prev` (a snapshot handed out before, under
+   * the same keywords), a message whose file and MODSEQ are unchanged keeps its object:
+   * a busy folder is read again after every change, and sessions then compare objects
+   * instead of flags. Snapshots handed out are never changed afterwards.
+   */
   private build(
     files: Map<string, Scanned>,
     list: UidList,
     state: ModseqState,
     keywords: string[],
+    prev: FolderSnapshot | null = null,
   ): FolderSnapshot {
     const messages: MessageInfo[] = [];
+    const old = prev?.messages ?? [];
+    let j = 0;
     for (const [base, uid] of list.entries) {
       const f = files.get(base);
       if (!f) continue;
+      const modseq = state.msgs[uid]?.[0] ?? 1;
+      while (j < old.length && old[j]!.uid < uid) j++;
+      const o = old[j];
+      if (o && o.uid === uid && o.base === base && o.rel === f.rel && o.modseq === modseq) {
+        messages.push(o);
+        continue;
+      }
       messages.push({
         uid,
         base,
@@ -329,13 +410,54 @@ export class MailFolder {
 
   /**
    * Runs `fn` under the folder lock with a freshly reconciled state, then writes the
-   * UID list, keywords and MODSEQ state back if they changed.
+   * UID list, keywords and MODSEQ state back if they changed. Calls that arrive while
+   * the lock is held in this process wait in line and then run together under one
+   * hold (group commit): one scan and one write for all of them, each answered once
+   * the write is done. Sessions of one process thus never poll the dot-lock against
+   * each other, and a busy folder costs a scan per batch, not per change.
    */
-  private async withLock<T>(fn: (ctx: LockedFolder) => Promise<T>): Promise<T> {
+  private withLock<T>(fn: (ctx: LockedFolder) => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.locking) void this.drainLocked();
+    });
+  }
+
+  private async drainLocked(): Promise<void> {
+    this.locking = true;
+    try {
+      while (this.waiting.length) {
+        const batch = this.waiting.splice(0, LOCK_BATCH);
+        const settled: (() => void)[] = [];
+        try {
+          await this.lockedRun(async (ctx) => {
+            for (let i = 0; i < batch.length; i++) {
+              const { fn, resolve, reject } = batch[i]!;
+              // each call sees the changes of those before it, in objects of its own
+              if (i > 0) ctx.rebuild();
+              try {
+                const v = await fn(ctx);
+                settled.push(() => resolve(v));
+              } catch (err) {
+                settled.push(() => reject(err));
+              }
+            }
+          });
+          for (const done of settled) done();
+        } catch (err) {
+          for (const b of batch) b.reject(err);
+        }
+      }
+    } finally {
+      this.locking = false;
+    }
+  }
+
+  private async lockedRun(fn: (ctx: LockedFolder) => Promise<void>): Promise<void> {
     const lock = await DotLock.acquire(join(this.dir, UIDLIST));
     try {
       const files = await this.scan();
-      const { list: oldList, state: oldState, keywords } = await this.readState();
+      const { list: oldList, state: oldState, keywords } = this.readState(true);
       const list: UidList = oldList ?? {
         validity: await this.nextValidity(),
         next: 1,
@@ -377,7 +499,7 @@ export class MailFolder {
       }
       const ctx = new LockedFolder(this, files, list, state, keywords);
       ctx.snap = this.build(files, list, state, keywords);
-      const result = await fn(ctx);
+      await fn(ctx);
       if (ctx.dirty) {
         listDirty ||= ctx.listDirty;
         stateDirty = true;
@@ -389,7 +511,7 @@ export class MailFolder {
       if (stateDirty) await writeAtomic(join(this.dir, MODSEQ), JSON.stringify(state));
       if (listDirty) await lock.commit(formatUidList(list));
       this.cache = null;
-      return result;
+      this.generation++;
     } finally {
       await lock.release();
     }

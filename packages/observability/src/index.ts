@@ -1,3 +1,3 @@
 export * from './logger.js';
 export * from './http.js';
-export { Registry, Counter, Histogram, Gauge } from 'prom-client';
+export { AggregatorRegistry, Registry, Counter, Histogram, Gauge } from 'prom-client';

@@ -177,3 +177,4 @@ export async function runMain<S extends z.ZodObject>(
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
 }
+export * from './cluster.js';

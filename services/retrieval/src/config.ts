@@ -74,6 +74,11 @@ export const retrievalSchema = z.object({
   mail_ip_limit_exceptions: cidrList(['127.0.0.0/8', '::1/128']),
   /** Sessions this instance serves at once. */
   max_connections: positiveInt(5000),
+  /**
+   * Processes of this instance sharing its listening sockets (node:cluster), each with
+   * its own event loop; 0: one per core. The connection limits above stay per instance.
+   */
+  retrieval_workers: nonNegativeInt(0),
   ...quotaSchema,
   /**
    * How long a verified login is remembered so that the next one skips argon2id

@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { LocalSlots, type ConnectionSlots } from '@mailyard/auth';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import {
   constants as zc,
@@ -190,23 +191,21 @@ export class ClientConnection {
 }
 
 /**
- * Sessions per account, counted on this instance (per client address: ClientLimits of
- * @mailyard/auth, shared with the SMTP listeners).
+ * Sessions per account, counted on this instance (its processes count in one place, see
+ * ConnectionSlots; per client address: ClientLimits of @mailyard/auth, shared with the
+ * SMTP listeners).
  */
 export class SessionLimits {
-  private readonly byAccount = new Map<string, number>();
-  constructor(private readonly maxPerAccount: number) {}
+  constructor(
+    private readonly maxPerAccount: number,
+    private readonly slots: ConnectionSlots = new LocalSlots(),
+  ) {}
 
-  openAccount(account: string): boolean {
-    const n = this.byAccount.get(account) ?? 0;
-    if (n >= this.maxPerAccount) return false;
-    this.byAccount.set(account, n + 1);
-    return true;
+  openAccount(account: string): Promise<boolean> {
+    return this.slots.take(`account:${account}`, this.maxPerAccount);
   }
 
   closeAccount(account: string): void {
-    const n = (this.byAccount.get(account) ?? 1) - 1;
-    if (n <= 0) this.byAccount.delete(account);
-    else this.byAccount.set(account, n);
+    this.slots.give(`account:${account}`);
   }
 }

@@ -1,6 +1,25 @@
-import { runMain } from '@mailyard/runtime';
+import { loadConfigOrExit } from '@mailyard/config';
+import { createLogger } from '@mailyard/observability';
+import { ClusterSlots, isWorker, runMain, runPrimary, serveWorker, workerCount } from '@mailyard/runtime';
 import { retrievalSchema } from './config.js';
 import { defaultDeps } from './deps.js';
 import { buildRetrieval } from './retrieval.js';
 
-await runMain('retrieval', retrievalSchema, (config, rt) => buildRetrieval(config, defaultDeps(config, rt)));
+// RETRIEVAL_WORKERS processes share the listeners; this one is their primary, or the only one
+const config = isWorker() ? null : loadConfigOrExit('retrieval', retrievalSchema);
+const workers = config ? workerCount(config.retrieval_workers) : 1;
+if (config && workers > 1) {
+  await runPrimary({
+    workers,
+    httpPort: config.http_port,
+    listenAddress: config.listen_address,
+    shutdownGraceMs: config.shutdown_grace,
+    logger: createLogger('retrieval', config.log_level),
+  });
+} else {
+  await runMain('retrieval', retrievalSchema, (config, rt) => {
+    if (!isWorker()) return buildRetrieval(config, defaultDeps(config, rt));
+    serveWorker(rt);
+    return buildRetrieval(config, { ...defaultDeps(config, rt), slots: new ClusterSlots() });
+  });
+}

@@ -6,6 +6,8 @@ import {
   type Authenticator,
   type CredentialRevocations,
   type ServiceAuthorizer,
+  LocalSlots,
+  type ConnectionSlots,
 } from '@mailyard/auth';
 import type { Bus } from '@mailyard/bus';
 import { drainTime, loadTlsMaterial } from '@mailyard/config';
@@ -30,6 +32,8 @@ export interface RetrievalDeps {
   serviceAuth?: ServiceAuthorizer;
   logger: Logger;
   registry: Registry;
+  /** Where connections at once are counted (per client address, per account, in all); default: this process. */
+  slots?: ConnectionSlots;
 }
 
 export interface RetrievalService {
@@ -72,8 +76,10 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
     },
     onError: (err, dir) => logger.warn({ err, dir }, 'index cache not written'),
   });
-  const limits = new SessionLimits(config.mail_max_user_connections);
+  const slots = deps.slots ?? new LocalSlots();
+  const limits = new SessionLimits(config.mail_max_user_connections, slots);
   const clientLimits = new ClientLimits({
+    slots,
     service: 'retrieval',
     maxConnections: config.mail_max_ip_connections,
     ratePerMinute: config.mail_max_ip_connection_rate,
@@ -101,7 +107,6 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
   const sessions = new Set<ImapSession | Pop3Session>();
   /** Called when the last socket has closed (set at shutdown). */
   let onEmpty: (() => void) | null = null;
-  let total = 0;
 
   const refuse = (protocol: 'imap' | 'pop3', socket: Socket, secure: boolean, limit: string) => {
     metrics.limitRejections.inc({ limit });
@@ -121,16 +126,16 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
     });
     socket.on('error', () => socket.destroy());
     socket.setNoDelay(true);
-    if (total >= config.max_connections) return refuse(protocol, socket, secure, 'sessions');
     // the socket is not read (no data listener) until the session starts
-    void clientLimits.admit((socket.remoteAddress ?? '').replace(/^::ffff:/i, '')).then((a) => {
+    void clientLimits.admit((socket.remoteAddress ?? '').replace(/^::ffff:/i, '')).then(async (a) => {
       if (!a.ok)
         return refuse(protocol, socket, secure, a.limit === 'connection-count' ? 'sessions-per-ip' : a.limit);
       if (socket.destroyed) return a.release();
       socket.on('close', a.release);
-      if (total >= config.max_connections) return refuse(protocol, socket, secure, 'sessions');
-      total++;
-      socket.on('close', () => total--);
+      if (!(await slots.take('sessions', config.max_connections)))
+        return refuse(protocol, socket, secure, 'sessions');
+      socket.on('close', () => slots.give('sessions'));
+      if (socket.destroyed) return;
       metrics.sessions.inc({ protocol });
       metrics.activeSessions.inc({ protocol });
       const conn = new ClientConnection(socket, secure);

@@ -152,22 +152,27 @@ export class SelectedMailbox {
     if (snap === this.synced && (!this.gone.size || !opts.allowExpunge)) return [];
     this.synced = snap;
     const lines: string[] = [];
-    const now = new Map(snap.messages.map((m) => [m.uid, m]));
-    for (const uid of this.uids) if (!now.has(uid)) this.gone.add(uid);
+    // both in UID order: one walk finds what is gone and what each known UID is now
+    const now: (MessageInfo | undefined)[] = new Array<MessageInfo | undefined>(this.uids.length);
+    for (let i = 0, j = 0; i < this.uids.length; i++) {
+      const uid = this.uids[i]!;
+      while (j < snap.messages.length && snap.messages[j]!.uid < uid) j++;
+      const m = snap.messages[j];
+      if (m?.uid === uid) now[i] = m;
+      else this.gone.add(uid);
+    }
     if (this.gone.size && opts.allowExpunge) {
       const gone = [...this.gone];
-      if (opts.qresync) {
-        lines.push(`* VANISHED ${formatSequence(gone)}`);
-        this.uids = this.uids.filter((u) => !this.gone.has(u));
-      } else {
+      if (opts.qresync) lines.push(`* VANISHED ${formatSequence(gone)}`);
+      else {
         // highest first: each EXPUNGE leaves the lower sequence numbers unchanged
-        for (let i = this.uids.length - 1; i >= 0; i--) {
-          if (this.gone.has(this.uids[i]!)) {
-            lines.push(`* ${i + 1} EXPUNGE`);
-            this.uids.splice(i, 1);
-          }
-        }
+        for (let i = this.uids.length - 1; i >= 0; i--)
+          if (this.gone.has(this.uids[i]!)) lines.push(`* ${i + 1} EXPUNGE`);
       }
+      const keep = this.uids.map((u) => !this.gone.has(u));
+      this.uids = this.uids.filter((_, i) => keep[i]);
+      for (let i = 0, k = 0; i < keep.length; i++) if (keep[i]) now[k++] = now[i];
+      now.length = this.uids.length;
       for (const u of gone) {
         this.infos.delete(u);
         this.told.delete(u);
@@ -177,8 +182,10 @@ export class SelectedMailbox {
     }
     const last = this.uids[this.uids.length - 1] ?? 0;
     let added = false;
-    for (const m of snap.messages) {
-      if (m.uid > last && !this.infos.has(m.uid)) {
+    let from = snap.messages.length;
+    while (from > 0 && snap.messages[from - 1]!.uid > last) from--;
+    for (const m of snap.messages.slice(from)) {
+      if (!this.infos.has(m.uid)) {
         this.uids.push(m.uid);
         this.infos.set(m.uid, m);
         this.told.set(m.uid, stamp(m));
@@ -193,10 +200,11 @@ export class SelectedMailbox {
       this.toldRecent = this.recent.size;
       lines.push(`* ${this.recent.size} RECENT`);
     }
-    for (let i = 0; i < this.uids.length; i++) {
+    for (let i = 0; i < now.length; i++) {
       const uid = this.uids[i]!;
-      const m = now.get(uid);
-      if (!m) continue;
+      const m = now[i];
+      // the folder keeps the object of a message that did not change
+      if (!m || this.infos.get(uid) === m) continue;
       this.infos.set(uid, m);
       const st = stamp(m);
       if (this.told.get(uid) !== st) {

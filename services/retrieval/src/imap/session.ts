@@ -353,8 +353,15 @@ export class ImapSession implements ImapContext {
 
   /** Tagged OK, after the untagged updates the client should see first. */
   async ok(tag: string, text: string, opts: OkOptions = {}): Promise<void> {
-    if (this.selected) await this.flushUpdates(opts.allowExpunge ?? true);
-    this.send(`${tag} OK ${opts.code ? `[${opts.code}] ` : ''}${text}\r\n`);
+    const done = `${tag} OK ${opts.code ? `[${opts.code}] ` : ''}${text}\r\n`;
+    if (!this.selected) return this.send(done);
+    // the updates and the tagged reply in one write: one wake-up of the client, not two
+    const lines = await this.selected.update({
+      allowExpunge: opts.allowExpunge ?? true,
+      condstore: this.enabled.condstore,
+      qresync: this.enabled.qresync,
+    });
+    this.send(lines.length ? lines.join('\r\n') + '\r\n' + done : done);
   }
 
   // --- login -------------------------------------------------------------------
@@ -385,10 +392,12 @@ export class ImapSession implements ImapContext {
           throw reply.authUnavailable();
       }
     }
-    if (!this.deps.limits.openAccount(res.account)) {
+    if (!(await this.deps.limits.openAccount(res.account))) {
       this.deps.metrics.limitRejections.inc({ limit: 'sessions-per-account' });
       throw reply.tooManySessions();
     }
+    // the connection ended while the slot was counted: nothing else gives it back
+    if (this.cleaned) return this.deps.limits.closeAccount(res.account);
     this.user = res.account;
     this.mailbox = this.deps.account(res.account);
     await this.mailbox.ensureDefaults();

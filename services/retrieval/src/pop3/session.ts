@@ -307,9 +307,15 @@ export class Pop3Session {
     }
     const release = await this.deps.locks.acquire(res.account);
     if (!release) throw new Pop3Error('IN-USE', 'Mailbox is in use by another POP3 session');
-    if (!this.deps.limits.openAccount(res.account)) {
+    if (!(await this.deps.limits.openAccount(res.account))) {
       await release();
       throw new Pop3Error('SYS/TEMP', 'Too many sessions for this account');
+    }
+    // the connection ended while the slot was counted: nothing else gives it back
+    if (this.cleaned) {
+      this.deps.limits.closeAccount(res.account);
+      await release();
+      return;
     }
     this.release = release;
     this.user = res.account;
