@@ -551,15 +551,26 @@ describe('deploy/ configuration', () => {
         type: string;
         datasource?: { uid: string };
         targets?: { expr: string; datasource?: { uid: string } }[];
+        fieldConfig?: {
+          defaults?: { unit?: string };
+          overrides?: { properties: { id: string }[] }[];
+        };
       }
       const dashboard = JSON.parse(read(join(dashboardDir, f))) as { panels: Panel[] };
       const panels = dashboard.panels.filter((p) => p.type !== 'row');
       assert.ok(panels.length > 0, `${f} has panels`);
-      for (const panel of panels)
+      for (const panel of panels) {
+        // one unit per axis: set for the panel, and no series given another
+        assert.ok(panel.fieldConfig?.defaults?.unit, `${f} / ${panel.title}: no unit`);
+        const units = (panel.fieldConfig.overrides ?? [])
+          .flatMap((o) => o.properties)
+          .filter((p) => p.id === 'unit');
+        assert.equal(units.length, 0, `${f} / ${panel.title}: a second unit`);
         for (const t of panel.targets ?? []) {
           const uid = t.datasource?.uid ?? panel.datasource?.uid;
           assert.ok(uid && uids.has(uid), `${f} / ${panel.title}: data source ${uid} is not provisioned`);
         }
+      }
     }
   });
 });
