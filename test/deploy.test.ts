@@ -70,6 +70,8 @@ interface ComposeService {
   depends_on?: string[] | Record<string, { condition: string }>;
   volumes?: (string | { type?: string; source?: string })[];
   ports?: (string | number | object)[];
+  secrets?: (string | { source: string; target?: string })[];
+  command?: string | string[];
 }
 interface Compose {
   services: Record<string, ComposeService>;
@@ -264,6 +266,30 @@ describe('docker-compose.yml', () => {
       assert.match(env.AMQP_URL ?? '', /^amqp:\/\/.*@rabbitmq:5672/, `${name}: AMQP_URL`);
       assert.match(env.REDIS_URL ?? '', /^redis:\/\/redis:6379/, `${name}: REDIS_URL`);
     }
+  });
+
+  test('has no default password: every one is a generated secret, passed as a file', () => {
+    // none in the file, none as a default of a variable, no credentials in a URL
+    const settings = composeText.replace(/^\s*#.*$/gm, '');
+    assert.doesNotMatch(settings, /PASSWORD:-|PASS:-|_PASSWORD:|_PASS:/);
+    assert.doesNotMatch(settings, /:\/\/[^/@\s]*:[^/@\s]*@/);
+    const secrets = (parseYaml(composeText) as { secrets: Record<string, { file: string }> }).secrets;
+    for (const [name, s] of Object.entries(secrets)) assert.match(s.file, /^\.\/secrets\//, name);
+    const mounted = (svc: ComposeService) =>
+      (svc.secrets ?? []).map((s) => (typeof s === 'string' ? s : s.source));
+    for (const [name, svc] of mailyardServices) {
+      const env = envOf(svc);
+      assert.equal(env.AMQP_PASSWORD_FILE, '/run/secrets/rabbitmq-password', name);
+      assert.equal(env.REDIS_PASSWORD_FILE, '/run/secrets/redis-password', name);
+      assert.deepEqual(mounted(svc).sort(), ['rabbitmq-password', 'redis-password'], name);
+    }
+    assert.match(String(compose.services.redis?.command), /--include,\/run\/secrets\/redis-conf/);
+    assert.equal(
+      envOf(compose.services.grafana!).GF_SECURITY_ADMIN_PASSWORD__FILE,
+      '/run/secrets/grafana-admin-password',
+    );
+    // the settings every service needs from setup are required, not defaulted
+    assert.match(composeText, /MYHOSTNAME: \$\{MYHOSTNAME:\?/);
   });
 
   test('keeps mynetworks (who may relay) on loopback', () => {

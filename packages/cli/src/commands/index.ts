@@ -6,6 +6,7 @@ import { registerDkimCommands } from './dkim.js';
 import { registerDomainCommands } from './domain.js';
 import { registerPolicyCommands } from './policy.js';
 import { registerQueueGroup } from './queue.js';
+import { registerSetupCommand } from './setup.js';
 import { registerUserCommands } from './user.js';
 
 /** Adds one command group (`mailyard <group> <verb>`) to the program. */
@@ -23,4 +24,5 @@ export const commandGroups: readonly CommandGroup[] = [
   registerDkimCommands,
   registerPolicyCommands,
   registerQueueGroup,
+  registerSetupCommand,
 ];
