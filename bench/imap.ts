@@ -10,15 +10,15 @@
 // Next to wall-clock times, the CPU time the server's processes used in each phase
 // (user + system, from /proc) is printed: on a shared machine it moves far less.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync, readFileSync, readdirSync, rmSync, chmodSync } from 'node:fs';
+import { mkdirSync, writeFileSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { Redis } from 'ioredis';
-import { selfSignedCertificate } from '@mailyard/config';
 import { Directory } from '@mailyard/directory';
 import { accountDir } from '@mailyard/mailstore';
+import { dovecotInstalled, dovecotPath, startDovecot as startDovecotServer } from '@mailyard/testkit';
 
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -292,70 +292,19 @@ async function startMailyard(): Promise<Server> {
 }
 
 async function startDovecot(): Promise<Server | null> {
-  if (spawnSync('sh', ['-c', 'command -v dovecot']).status !== 0) {
+  if (!dovecotInstalled()) {
     console.error('dovecot not installed (apt-get install dovecot-imapd): skipped');
     return null;
   }
-  const port = await freePort();
-  const base = join(root, '..', `dovecot-${process.pid}`);
-  mkdirSync(join(base, 'run'), { recursive: true });
-  const { key, cert } = selfSignedCertificate('imap.bench.test');
-  writeFileSync(join(base, 'key.pem'), key);
-  chmodSync(join(base, 'key.pem'), 0o600);
-  writeFileSync(join(base, 'cert.pem'), cert);
-  writeFileSync(join(base, 'passwd'), `${ACCOUNT}:{PLAIN}${PASSWORD}::::::\n`);
-  // the mail processes run as the dovecot user: give it the Maildir
-  spawnSync('chown', ['-R', 'dovecot:dovecot', root]);
-  writeFileSync(
-    join(base, 'dovecot.conf'),
-    `
-protocols = imap
-listen = 127.0.0.1
-base_dir = ${base}/run
-state_dir = ${base}/state
-log_path = ${base}/log
-ssl = yes
-ssl_cert = <${base}/cert.pem
-ssl_key = <${base}/key.pem
-disable_plaintext_auth = no
-auth_mechanisms = plain
-default_internal_user = dovecot
-default_login_user = dovenull
-first_valid_uid = 1
-mail_location = maildir:${accountDir(root, ACCOUNT).replace(/%/g, '%%')}
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN ${base}/passwd
-}
-userdb {
-  driver = static
-  args = uid=dovecot gid=dovecot home=${base}/home/%u
-}
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = ${port}
-  }
-  inet_listener imaps {
-    port = 0
-  }
-  process_min_avail = 4
-}
-`,
-  );
-  const child: ChildProcess = spawn('dovecot', ['-F', '-c', join(base, 'dovecot.conf')], {
-    stdio: 'inherit',
+  const d = await startDovecotServer({
+    dir: join(root, '..', `dovecot-${process.pid}`),
+    mailLocation: `maildir:${dovecotPath(accountDir(root, ACCOUNT))}`,
+    mailRoots: [root],
+    users: [{ user: ACCOUNT, password: PASSWORD }],
+    loginProcesses: 4,
+    keep: !!process.env.BENCH_KEEP,
   });
-  await waitPort(port);
-  return {
-    port,
-    pid: child.pid!,
-    stop: async () => {
-      child.kill('SIGTERM');
-      await exited(child);
-      if (!process.env.BENCH_KEEP) rmSync(base, { recursive: true, force: true, maxRetries: 5 });
-    },
-  };
+  return { port: d.port, pid: d.pid, stop: () => d.stop() };
 }
 
 async function waitPort(port: number): Promise<void> {

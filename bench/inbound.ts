@@ -5,6 +5,18 @@
  *   pnpm bench:inbound [--messages 5000] [--concurrency 20] [--size 10240]
  *                      [--per-connection 1] [--accounts 10] [--warmup 500]
  *                      [--smtp-source] [--profile DIR] [--keep] [--uv-threadpool N] [--dist]
+ *                      [--policy [--no-rate-limits] [--no-scanners]]
+ *
+ * --policy runs the platform as `pnpm start` does: the policy service as a third process,
+ * mta-inbound asking it at every stage, the default restriction lists, DNS answered by the
+ * testkit's loopback DNS server (the client has forward-confirmed reverse DNS, the sender
+ * domain resolves), and rspamd and clamd on loopback as the tests start them when they
+ * are installed (--no-scanners leaves them out). The client then is not in MYNETWORKS,
+ * greets as mx.sender.test and sends as sender@sender.test. --no-rate-limits removes the
+ * check_rate entries from the lists (the defaults before they exempted FCrDNS clients
+ * refused the load after a minute). It also prints the policy figures: requests per
+ * message, Redis round trips per message, DNS queries per message and the policy
+ * service's decision latency.
  *
  * What is printed, and how it is measured:
  *  - accepted msgs/s: measured messages / (last `250` after DATA - start of the run).
@@ -45,12 +57,24 @@ import { parseArgs, promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { Directory } from '@mailyard/directory';
 import { folderDir } from '@mailyard/mailstore';
-import { createVhost } from '@mailyard/testkit';
+import { DEFAULT_RESTRICTIONS, PolicyRules, RESTRICTION_LISTS } from '@mailyard/policy-rules';
+import {
+  createVhost,
+  reverseName,
+  startClamd,
+  startDnsServer,
+  startRspamd,
+  type Scanner,
+  type TestDnsServer,
+} from '@mailyard/testkit';
 
 const run = promisify(execFile);
 const ROOT = resolve(import.meta.dirname, '..');
 const DOMAIN = 'bench.test';
 const SENDER = `sender@${DOMAIN}`;
+/** With --policy: a sender domain that resolves, and the client's FCrDNS name. */
+const POLICY_SENDER = 'sender@sender.test';
+const POLICY_HELO = 'mx.sender.test';
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 /** Wall clock in ms with sub-ms resolution (same clock as file timestamps). */
@@ -70,6 +94,10 @@ interface Options {
   uvThreadpool: number | undefined;
   /** Run the built bundles (services/X/dist/main.js) as the container image does. */
   dist: boolean;
+  /** The policy service with the default lists, DNS and (unless noScanners) rspamd and clamd. */
+  policy: boolean;
+  noRateLimits: boolean;
+  noScanners: boolean;
 }
 
 function parseOptions(): Options {
@@ -86,6 +114,9 @@ function parseOptions(): Options {
       keep: { type: 'boolean', default: false },
       'uv-threadpool': { type: 'string' },
       dist: { type: 'boolean', default: false },
+      policy: { type: 'boolean', default: false },
+      'no-rate-limits': { type: 'boolean', default: false },
+      'no-scanners': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -93,7 +124,7 @@ function parseOptions(): Options {
     process.stdout.write(
       'usage: pnpm bench:inbound [--messages N] [--concurrency C] [--size BYTES] [--per-connection K]\n' +
         '                          [--accounts A] [--warmup W] [--smtp-source] [--profile DIR] [--keep]\n' +
-        '                          [--uv-threadpool N] [--dist]\n',
+        '                          [--uv-threadpool N] [--dist] [--policy [--no-rate-limits] [--no-scanners]]\n',
     );
     process.exit(0);
   }
@@ -120,6 +151,9 @@ function parseOptions(): Options {
     uvThreadpool:
       values['uv-threadpool'] === undefined ? undefined : int('uv-threadpool', values['uv-threadpool'], 1),
     dist: values.dist,
+    policy: values.policy,
+    noRateLimits: values['no-rate-limits'],
+    noScanners: values['no-scanners'],
   };
 }
 
@@ -149,7 +183,7 @@ interface Child {
 }
 
 function startService(
-  name: 'mta-inbound' | 'delivery',
+  name: 'mta-inbound' | 'delivery' | 'policy',
   env: Record<string, string>,
   httpPort: number,
   profile: string | undefined,
@@ -303,11 +337,21 @@ interface ClientResult {
   failures: string[];
 }
 
+/** Who the client says it is: the sender and the EHLO name (null: client<N>.bench.test). */
+interface Identity {
+  sender: string;
+  helo: string | null;
+}
+
+const identityOf = (opts: Pick<Options, 'policy'>): Identity =>
+  opts.policy ? { sender: POLICY_SENDER, helo: POLICY_HELO } : { sender: SENDER, helo: null };
+
 async function runClient(
   port: number,
-  opts: Pick<Options, 'concurrency' | 'perConnection' | 'size' | 'accounts'>,
+  opts: Pick<Options, 'concurrency' | 'perConnection' | 'size' | 'accounts' | 'policy'>,
   count: number,
 ): Promise<ClientResult> {
+  const { sender, helo } = identityOf(opts);
   const body = messageBody(opts.size);
   const result: ClientResult = { endOfData: new Map(), lastAccepted: 0, failures: [] };
   let next = 0;
@@ -317,15 +361,15 @@ async function runClient(
       try {
         s = await SmtpSession.open(port);
         await s.expect(220);
-        await s.expect(250, `EHLO client${w}.bench.test\r\n`);
+        await s.expect(250, `EHLO ${helo ?? `client${w}.bench.test`}\r\n`);
         for (let k = 0; k < opts.perConnection && next < count; k++) {
           const i = next++;
           const rcpt = accountName(i % opts.accounts, opts.accounts);
-          await s.expect(250, `MAIL FROM:<${SENDER}>\r\n`);
+          await s.expect(250, `MAIL FROM:<${sender}>\r\n`);
           await s.expect(250, `RCPT TO:<${rcpt}>\r\n`);
           await s.expect(354, 'DATA\r\n');
           const head =
-            `From: <${SENDER}>\r\nTo: <${rcpt}>\r\nSubject: bench ${i}\r\n` +
+            `From: <${sender}>\r\nTo: <${rcpt}>\r\nSubject: bench ${i}\r\n` +
             `Message-ID: <bench.${i}.${w}@client.bench.test>\r\nDate: ${new Date().toUTCString()}\r\n\r\n`;
           s.write(head + body);
           const eod = now();
@@ -352,7 +396,9 @@ async function runClient(
 async function runSmtpSource(port: number, opts: Options, count: number): Promise<void> {
   const args = ['-s', String(opts.concurrency), '-l', String(opts.size), '-m', String(count)];
   if (opts.perConnection > 1) args.push('-d');
-  args.push('-f', SENDER, '-t', accountName(0, 1), `127.0.0.1:${port}`);
+  const { sender, helo } = identityOf(opts);
+  if (helo) args.push('-M', helo);
+  args.push('-f', sender, '-t', accountName(0, 1), `127.0.0.1:${port}`);
   const p = spawn('smtp-source', args, { stdio: ['ignore', 'inherit', 'inherit'] });
   const code = await new Promise<number | null>((res, rej) => {
     p.once('error', rej);
@@ -479,12 +525,26 @@ function quantile(sorted: number[], q: number): number {
 type Buckets = Map<number, number>;
 
 /** Cumulative bucket counts of a histogram from a Prometheus text exposition. */
-async function histogram(port: number, name: string): Promise<Buckets> {
-  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+async function histogram(port: number, name: string, labels = ''): Promise<Buckets> {
+  const text = await metricsText(port);
   const out: Buckets = new Map();
-  const re = new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\d+)`, 'gm');
+  // the series whose other labels (after le, as prom-client writes them) are exactly `labels`
+  const re = new RegExp(`^${name}_bucket\\{le="([^"]+)"${labels ? `,${labels}` : ''}\\} (\\d+)`, 'gm');
   for (const m of text.matchAll(re)) out.set(m[1] === '+Inf' ? Infinity : Number(m[1]), Number(m[2]));
   return out;
+}
+
+async function metricsText(port: number): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+}
+
+/** The sum of every series of a counter (or a histogram's _count) whose labels contain `match`. */
+async function counterSum(port: number, name: string, match = ''): Promise<number> {
+  const text = await metricsText(port);
+  let sum = 0;
+  const re = new RegExp(`^${name}(?:\\{([^}]*)\\})? (\\S+)$`, 'gm');
+  for (const m of text.matchAll(re)) if ((m[1] ?? '').includes(match)) sum += Number(m[2]);
+  return sum;
 }
 
 /** Quantile of the difference of two cumulative histograms, linear within a bucket. */
@@ -508,6 +568,129 @@ function histogramQuantile(before: Buckets, after: Buckets, q: number): number {
 
 const fmt = (n: number, digits = 1): string => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
 
+// ---------------------------------------------------------------- --policy
+
+/**
+ * The world of a --policy run: a loopback DNS server where the client (127.0.0.1) has
+ * forward-confirmed reverse DNS and the sender domain has an MX, rspamd and clamd when
+ * installed, the default lists (less check_rate with --no-rate-limits), and the
+ * settings of the policy service and of mta-inbound.
+ */
+async function startPolicyWorld(
+  redis: Redis,
+  prefix: string,
+  opts: Options,
+): Promise<{
+  dns: TestDnsServer;
+  scanners: Scanner[];
+  env: Record<string, string>;
+  inboundEnv: Record<string, string>;
+}> {
+  const dns = await startDnsServer(
+    {
+      [reverseName('127.0.0.1')]: { PTR: [POLICY_HELO] },
+      [POLICY_HELO]: { A: ['127.0.0.1'] },
+      'sender.test': { MX: [{ priority: 10, exchange: POLICY_HELO }], TXT: ['v=spf1 ip4:127.0.0.1 -all'] },
+      // negative answers carry an SOA, as every real zone's do, so resolvers may keep them
+    },
+    { negativeTtl: 300 },
+  );
+  const scanners: Scanner[] = [];
+  const scannerEnv: Record<string, string> = {};
+  if (!opts.noScanners) {
+    const [clamd, rspamd] = await Promise.allSettled([startClamd(), startRspamd(dns.address)]);
+    if (clamd.status === 'fulfilled') {
+      scanners.push(clamd.value);
+      scannerEnv.CLAMD_URL = clamd.value.url;
+    } else process.stdout.write(`no clamd: ${(clamd.reason as Error).message.split('\n')[0]}\n`);
+    if (rspamd.status === 'fulfilled') {
+      scanners.push(rspamd.value);
+      scannerEnv.RSPAMD_URL = rspamd.value.url;
+    } else process.stdout.write(`no rspamd: ${(rspamd.reason as Error).message.split('\n')[0]}\n`);
+  }
+  const rules = new PolicyRules(redis, prefix);
+  if (opts.noRateLimits) {
+    for (const l of RESTRICTION_LISTS) {
+      const entries = DEFAULT_RESTRICTIONS[l].filter((e) => !e.startsWith('check_rate '));
+      if (entries.length !== DEFAULT_RESTRICTIONS[l].length) await rules.set(l, entries);
+    }
+  }
+  process.stdout.write(
+    `policy: default lists${opts.noRateLimits ? ' without check_rate' : ''}, ` +
+      `DNS ${dns.address}, scanners: ${Object.keys(scannerEnv).join(', ') || 'none'}\n`,
+  );
+  // the client is not one of ours: every restriction applies to it
+  const common = { DNS_SERVERS: dns.address, MYNETWORKS: '192.0.2.0/24' };
+  return {
+    dns,
+    scanners,
+    env: { ...common, ...scannerEnv, POLICY_DELEGATION_ENABLED: 'no' },
+    inboundEnv: {
+      ...common,
+      POLICY_ENABLED: 'yes',
+      SMTPD_PEERNAME_LOOKUP: 'yes',
+      // one address sends everything here; Postfix has no connection rate limit by default
+      SMTPD_CLIENT_CONNECTION_RATE_LIMIT: '0',
+    },
+  };
+}
+
+interface PolicyFigures {
+  requests: number;
+  redisRoundTrips: number;
+  dnsQueries: number;
+  decision: Buckets;
+  rpc: Map<string, Buckets>;
+  transaction: Buckets;
+}
+
+const STAGES = ['connect', 'mail', 'rcpt', 'data'];
+
+async function policyFigures(
+  inboundHttp: number,
+  policyHttp: number,
+  dns: TestDnsServer | null,
+): Promise<PolicyFigures> {
+  const rpc = new Map<string, Buckets>();
+  for (const stage of STAGES)
+    rpc.set(
+      stage,
+      await histogram(
+        inboundHttp,
+        'mailyard_mta_inbound_policy_seconds',
+        `stage="${stage}",outcome="answered"`,
+      ),
+    );
+  return {
+    requests: await counterSum(policyHttp, 'mailyard_policy_decisions_total'),
+    redisRoundTrips: await counterSum(policyHttp, 'mailyard_policy_redis_round_trips_total'),
+    dnsQueries: dns?.queries.length ?? 0,
+    decision: await histogram(policyHttp, 'mailyard_policy_decision_seconds', 'stage="rcpt"'),
+    rpc,
+    transaction: await histogram(inboundHttp, 'mailyard_mta_inbound_policy_transaction_seconds'),
+  };
+}
+
+function printPolicyFigures(a: PolicyFigures, b: PolicyFigures, messages: number): void {
+  const per = (x: number, y: number) => fmt((y - x) / messages, 2);
+  process.stdout.write(
+    `policy per message: ${per(a.requests, b.requests)} requests to the policy service, ` +
+      `${per(a.redisRoundTrips, b.redisRoundTrips)} Redis round trips (policy decisions), ` +
+      `${per(a.dnsQueries, b.dnsQueries)} DNS queries\n`,
+  );
+  const ms = (x: Buckets, y: Buckets, q: number) => fmt(histogramQuantile(x, y, q) * 1000, 2);
+  const stages = STAGES.map((st) => {
+    const [x, y] = [a.rpc.get(st)!, b.rpc.get(st)!];
+    return `${st} p50 ${ms(x, y, 0.5)} p99 ${ms(x, y, 0.99)}`;
+  });
+  process.stdout.write(`policy RPC as mta-inbound waits for it (ms): ${stages.join(', ')}\n`);
+  if (b.transaction.size)
+    process.stdout.write(
+      `policy time per transaction in mta-inbound (ms, connect to end of DATA): ` +
+        `p50 ${ms(a.transaction, b.transaction, 0.5)}, p99 ${ms(a.transaction, b.transaction, 0.99)}\n`,
+    );
+}
+
 // ---------------------------------------------------------------- the run
 
 async function main(): Promise<void> {
@@ -525,6 +708,8 @@ async function main(): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), 'mailyard-bench-'));
   const maildirRoot = join(tmp, 'maildir');
   const children: Child[] = [];
+  const scanners: Scanner[] = [];
+  let dns: TestDnsServer | null = null;
   try {
     const directory = new Directory(redis);
     await directory.addDomain(DOMAIN);
@@ -532,8 +717,13 @@ async function main(): Promise<void> {
     for (const a of accounts) await directory.addUser(a, 'correct horse battery staple');
     const dirs = accounts.map((a) => folderDir(maildirRoot, a, 'INBOX'));
 
-    const [smtpPort, inboundHttp, deliveryHttp] = [await freePort(), await freePort(), await freePort()];
-    const env = {
+    const [smtpPort, inboundHttp, deliveryHttp, policyHttp] = [
+      await freePort(),
+      await freePort(),
+      await freePort(),
+      await freePort(),
+    ];
+    const env: Record<string, string> = {
       AMQP_URL: vhost.url,
       REDIS_URL,
       REDIS_PREFIX: prefix,
@@ -545,11 +735,25 @@ async function main(): Promise<void> {
       // no DNS in the loop: the Received header shows the client's address only
       SMTPD_PEERNAME_LOOKUP: 'no',
     };
+    let policyEnv: Record<string, string> | null = null;
+    if (opts.policy) {
+      const p = await startPolicyWorld(redis, prefix, opts);
+      dns = p.dns;
+      scanners.push(...p.scanners);
+      policyEnv = { ...env, ...p.env };
+      Object.assign(env, p.inboundEnv);
+    }
     // delivery first, so the queue has its consumer before mail arrives
     const deliveryEnv = opts.uvThreadpool ? { ...env, UV_THREADPOOL_SIZE: String(opts.uvThreadpool) } : env;
-    children.push(startService('delivery', deliveryEnv, deliveryHttp, opts.profile, opts.dist));
-    children.push(startService('mta-inbound', env, inboundHttp, opts.profile, opts.dist));
+    const delivery = startService('delivery', deliveryEnv, deliveryHttp, opts.profile, opts.dist);
+    children.push(delivery);
+    const policy = policyEnv ? startService('policy', policyEnv, policyHttp, opts.profile, opts.dist) : null;
+    if (policy) children.push(policy);
     for (const c of children) await waitReady(c);
+    // mta-inbound is ready once the policy service consumes its queue
+    const inbound = startService('mta-inbound', env, inboundHttp, opts.profile, opts.dist);
+    children.push(inbound);
+    await waitReady(inbound);
 
     const greet = await greetingLatency(smtpPort);
     process.stdout.write(`greeting after connect: ${fmt(greet, 2)} ms (median of 5)\n`);
@@ -581,13 +785,15 @@ async function main(): Promise<void> {
     );
     const histBefore = await histogram(deliveryHttp, 'mailyard_delivery_latency_seconds');
     const acceptBefore = await histogram(inboundHttp, 'mailyard_mta_inbound_accept_latency_seconds');
-    const cpuNames = ['mta-inbound', 'delivery', 'rabbitmq', 'redis'];
+    const cpuNames = ['mta-inbound', 'delivery', ...(policy ? ['policy'] : []), 'rabbitmq', 'redis'];
     const pids = [
-      children[1]!.proc.pid,
-      children[0]!.proc.pid,
+      inbound.proc.pid,
+      delivery.proc.pid,
+      ...(policy ? [policy.proc.pid] : []),
       await pidOf('beam.smp'),
       await pidOf('redis-server'),
     ];
+    const policyBefore = policy ? await policyFigures(inboundHttp, policyHttp, dns) : null;
     const cpuBefore = cpuSnapshot(pids);
     const start = now();
     const client = await send(opts.messages);
@@ -603,6 +809,7 @@ async function main(): Promise<void> {
       (await waitForFiles(dirs, warm.size + expected, 120_000)).filter((f) => !warm.has(f)),
     );
     const cpuAfter = cpuSnapshot(pids);
+    const policyAfter = policy ? await policyFigures(inboundHttp, policyHttp, dns) : null;
     const histAfter = await histogram(deliveryHttp, 'mailyard_delivery_latency_seconds');
     const acceptAfter = await histogram(inboundHttp, 'mailyard_mta_inbound_accept_latency_seconds');
     const lastFile = Math.max(...files.map((f) => f.ctimeMs));
@@ -650,6 +857,7 @@ async function main(): Promise<void> {
     const busy = cpuAfter.machine.busy - cpuBefore.machine.busy;
     const total = cpuAfter.machine.total - cpuBefore.machine.total;
     process.stdout.write(`machine CPU busy during the run: ${fmt((100 * busy) / total, 0)}% of all cores\n`);
+    if (policyBefore && policyAfter) printPolicyFigures(policyBefore, policyAfter, files.length);
     // one line for scripts (bench/postfix-compare.sh)
     process.stdout.write(
       `RESULT accepted_per_s=${fmt(acceptedRate, 0)} delivered_per_s=${fmt(deliveredRate, 0)} ` +
@@ -658,6 +866,8 @@ async function main(): Promise<void> {
     if (opts.keep) process.stdout.write(`Maildir kept in ${maildirRoot}\n`);
   } finally {
     await Promise.all(children.map(stopService));
+    await Promise.all(scanners.map((sc) => sc.stop()));
+    await dns?.close();
     if (opts.profile) process.stdout.write(`CPU profiles in ${opts.profile}\n`);
     await cleanupRedis(prefix);
     redis.disconnect();

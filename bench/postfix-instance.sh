@@ -4,6 +4,8 @@
 # and defines die().
 
 CF=$DIR/etc
+# the address smtpd listens on (and smtp-source's connections come from, on loopback)
+PF_ADDR=${PF_ADDR:-127.0.0.1}
 
 free_port() {
   local p
@@ -14,18 +16,19 @@ free_port() {
   die "no free port found"
 }
 
-# Stops the instance, waits for its master (and so its children) to exit, removes DIR.
+# Stops the instance, waits for its master (and so its children) to exit, removes DIR
+# (KEEP_DIR=1 keeps it, with its maillog, for a look at what went wrong).
 postfix_remove() {
   postfix -c "$CF" stop >/dev/null 2>&1 || true
   for _ in $(seq 50); do
     [ -e "$DIR/spool/pid/master.pid" ] && kill -0 "$(tr -d ' ' <"$DIR/spool/pid/master.pid")" 2>/dev/null || break
     sleep 0.1
   done
-  rm -rf "$DIR"
+  [ -n "${KEEP_DIR:-}" ] || rm -rf "$DIR"
 }
 
 # postfix_configure PORT: writes main.cf (the common settings, then stdin's lines) and
-# master.cf with smtpd on 127.0.0.1:PORT only.
+# master.cf with smtpd on $PF_ADDR:PORT only.
 postfix_configure() {
   local port=$1
   mkdir -p "$CF" "$DIR/spool" "$DIR/data"
@@ -42,7 +45,7 @@ setgid_group = postdrop
 myhostname = pf.bench.test
 mydomain = pf.bench.test
 mydestination =
-inet_interfaces = 127.0.0.1
+inet_interfaces = $PF_ADDR
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 alias_maps =
@@ -60,7 +63,7 @@ CONF
   } >"$CF/main.cf"
   # smtpd on a loopback high port only; no chroot (the queue is a temporary directory)
   postconf -c "$CF" -M# smtp/inet
-  postconf -c "$CF" -Me "127.0.0.1:$port/inet = 127.0.0.1:$port inet n - n - - smtpd"
+  postconf -c "$CF" -Me "$PF_ADDR:$port/inet = $PF_ADDR:$port inet n - n - - smtpd"
   postconf -c "$CF" -F '*/*/chroot = n'
 }
 

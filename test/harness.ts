@@ -2,11 +2,26 @@ import { execFile } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { loadConfig } from '@mailyard/config';
 import { Directory } from '@mailyard/directory';
-import { MaildirStore, folderDir } from '@mailyard/mailstore';
+import { folderDir } from '@mailyard/mailstore';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
-import { buildDelivery, deliverySchema, type DeliveryService } from '@mailyard/service-delivery';
-import { buildMtaInbound, mtaInboundSchema, type MtaInbound } from '@mailyard/service-mta-inbound';
-import { buildPolicy, policySchema, type PolicyService } from '@mailyard/service-policy';
+import {
+  buildDelivery,
+  defaultDeps as deliveryDeps,
+  deliverySchema,
+  type DeliveryService,
+} from '@mailyard/service-delivery';
+import {
+  buildMtaInbound,
+  defaultDeps as mtaInboundDeps,
+  mtaInboundSchema,
+  type MtaInbound,
+} from '@mailyard/service-mta-inbound';
+import {
+  buildPolicy,
+  defaultDeps as policyDeps,
+  policySchema,
+  type PolicyService,
+} from '@mailyard/service-policy';
 import {
   createTestRedis,
   createVhost,
@@ -54,7 +69,12 @@ export interface PlatformOptions {
   amqpUrl?: (vhostUrl: string) => string;
 }
 
-/** Builds mta-inbound and delivery in this process, isolated by vhost, Redis prefix and temp Maildir. */
+/**
+ * Builds mta-inbound and delivery (and policy) in this process with the wiring their
+ * main.ts uses, isolated by vhost, Redis prefix and temp Maildir. Recipient lookups are
+ * not cached (DIRECTORY_CACHE_TTL 0) unless a test asks: a test changes the directory
+ * and sends at once, faster than the change announcement reaches the cache.
+ */
 export async function startPlatform(opts: PlatformOptions = {}): Promise<Platform> {
   const vhost = await createVhost();
   const redis = createTestRedis();
@@ -72,7 +92,13 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
   };
   const inboundConfig = loadConfig(mtaInboundSchema, {
     env: {},
-    overrides: { ...common, smtp_port: 0, policy_enabled: !!opts.policy, ...(opts.inbound ?? {}) },
+    overrides: {
+      ...common,
+      smtp_port: 0,
+      policy_enabled: !!opts.policy,
+      directory_cache_ttl: 0,
+      ...(opts.inbound ?? {}),
+    },
   });
   let policy: PolicyService | null = null;
   let policyRt: Runtime | null = null;
@@ -83,12 +109,7 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
     });
     policyRt = await createRuntime('policy', cfg);
     policy = buildPolicy(cfg, {
-      bus: policyRt.bus,
-      redis: policyRt.redis,
-      directory: new Directory(policyRt.redis),
-      resolver: policyRt.resolver,
-      logger: policyRt.logger,
-      registry: policyRt.registry,
+      ...policyDeps(cfg, policyRt),
       ...(opts.policyNow ? { now: opts.policyNow } : {}),
     });
     await policyRt.bus.waitConnected();
@@ -96,14 +117,7 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
   }
   const inboundRt = await createRuntime('mta-inbound', inboundConfig);
   const directory = new Directory(redis.redis);
-  const inbound = buildMtaInbound(inboundConfig, {
-    bus: inboundRt.bus,
-    directory: new Directory(inboundRt.redis, inboundConfig.recipient_delimiter),
-    resolver: inboundRt.resolver,
-    redis: inboundRt.redis,
-    logger: inboundRt.logger,
-    registry: inboundRt.registry,
-  });
+  const inbound = buildMtaInbound(inboundConfig, mtaInboundDeps(inboundConfig, inboundRt));
   await inbound.start();
   await inboundRt.bus.waitConnected();
 
@@ -131,17 +145,10 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
     async startDelivery() {
       const cfg = loadConfig(deliverySchema, {
         env: {},
-        overrides: { ...common, maildir_root: tmp.path, ...(opts.delivery ?? {}) },
+        overrides: { ...common, maildir_root: tmp.path, directory_cache_ttl: 0, ...(opts.delivery ?? {}) },
       });
       const rt = await createRuntime('delivery', cfg);
-      const svc = buildDelivery(cfg, {
-        bus: rt.bus,
-        redis: rt.redis,
-        directory: new Directory(rt.redis, cfg.recipient_delimiter),
-        store: new MaildirStore({ root: tmp.path, hostname: cfg.myhostname }),
-        logger: rt.logger,
-        registry: rt.registry,
-      });
+      const svc = buildDelivery(cfg, deliveryDeps(cfg, rt));
       await rt.bus.waitConnected();
       await svc.start();
       p.delivery = svc;

@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { OperationError } from '@mailyard/admin';
 import { DirectoryError } from '@mailyard/directory';
 import { commandGroups } from './commands/index.js';
 import { type CliDeps, type TextSink, createContext, createRedisClient } from './context.js';
@@ -11,7 +12,9 @@ import { CliError, ExitCode } from './errors.js';
  */
 export function buildCli(deps: CliDeps): Command {
   const program = new Command('mailyard')
-    .description('Administer a Mailyard installation: domains, accounts and aliases, kept in Redis.')
+    .description(
+      'Administer a Mailyard installation: domains, accounts and aliases, kept in Redis.\nEvery change is written to the audit log (mailyard audit).',
+    )
     .addHelpText(
       'after',
       '\nConnects to Redis at $REDIS_URL (default redis://127.0.0.1:6379), keys under $REDIS_PREFIX.',
@@ -59,7 +62,7 @@ function reportError(err: unknown, stderr: TextSink): number {
     stderr.write(`mailyard: ${err.message}\n`);
     return err.exitCode;
   }
-  if (err instanceof DirectoryError) {
+  if (err instanceof DirectoryError || err instanceof OperationError) {
     stderr.write(`mailyard: ${err.message}\n`);
     return ExitCode.failure;
   }

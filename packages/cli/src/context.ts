@@ -1,7 +1,9 @@
+import { userInfo } from 'node:os';
 import type { Readable } from 'node:stream';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { redactUrl } from '@mailyard/bus';
+import { OperationError, Operations } from '@mailyard/admin';
 import { ConfigError, commonSchema, loadConfig } from '@mailyard/config';
 import { Directory, DirectoryError } from '@mailyard/directory';
 import { CliError, ExitCode } from './errors.js';
@@ -71,6 +73,21 @@ export interface CommandContext {
   withRedis<T>(fn: (redis: Redis) => Promise<T>): Promise<T>;
   /** `withRedis` with the directory over that connection. */
   withDirectory<T>(fn: (directory: Directory) => Promise<T>): Promise<T>;
+  /** `withRedis` with the administrative operations (audited as `cli:<system user>`). */
+  withOperations<T>(fn: (ops: Operations) => Promise<T>): Promise<T>;
+}
+
+/** Who the audit log names for a CLI run: the system user, as `cli:root`. */
+export function cliActor(env: NodeJS.ProcessEnv): string {
+  let user = env.SUDO_USER || env.USER || env.LOGNAME;
+  if (!user) {
+    try {
+      user = userInfo().username;
+    } catch {
+      user = 'unknown';
+    }
+  }
+  return `cli:${user}`;
 }
 
 export function createContext(deps: CliDeps): CommandContext {
@@ -92,7 +109,13 @@ export function createContext(deps: CliDeps): CommandContext {
       try {
         return await fn(redis);
       } catch (err) {
-        if (err instanceof CliError || err instanceof DirectoryError || redis.status === 'ready') throw err;
+        if (
+          err instanceof CliError ||
+          err instanceof DirectoryError ||
+          err instanceof OperationError ||
+          redis.status === 'ready'
+        )
+          throw err;
         throw new CliError(`lost the connection to Redis at ${where} (${reason(lastError ?? err)})`);
       }
     } finally {
@@ -104,6 +127,7 @@ export function createContext(deps: CliDeps): CommandContext {
     print: (line) => void deps.stdout.write(`${line}\n`),
     withRedis,
     withDirectory: (fn) => withRedis((redis) => fn(new Directory(redis))),
+    withOperations: (fn) => withRedis((redis) => fn(new Operations(redis, cliActor(deps.env)))),
   };
 }
 

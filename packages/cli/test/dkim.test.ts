@@ -1,5 +1,10 @@
 import assert from 'node:assert/strict';
+import { Resolver } from 'node:dns/promises';
 import { test } from 'node:test';
+import { Redis } from 'ioredis';
+import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
+import { DkimKeyStore, DkimSigner } from '@mailyard/dkim';
+import { REDIS_URL, startDnsServer } from '@mailyard/testkit';
 import { cliHarness } from './harness.js';
 
 test('dkim generate, list, show and delete through mailyard', async (t) => {
@@ -34,4 +39,45 @@ test('dkim generate, list, show and delete through mailyard', async (t) => {
     'deleted DKIM key ed1 of example.org\n',
   );
   assert.equal((await cli.run(['dkim', 'delete', 'example.org', 'ed1'])).code, 1);
+});
+
+test('a key from dkim generate signs mail that verifies against its printed record', async (t) => {
+  const cli = cliHarness(t);
+  const dns = await startDnsServer({});
+  t.after(() => dns.close());
+  await cli.ok(['domain', 'add', 'cli.test']);
+  const printed = await cli.ok(['dkim', 'generate', 'cli.test', '--selector', 'mail', '--algo', 'ed25519']);
+  const name = /^name: +(\S+)$/m.exec(printed)?.[1];
+  const value = /^value: +(.+)$/m.exec(printed)?.[1];
+  assert.equal(name, 'mail._domainkey.cli.test');
+  assert.match(value ?? '', /^v=DKIM1; k=ed25519; p=[A-Za-z0-9+/]{43}=$/);
+  dns.set(name, { TXT: [value!] });
+  const redis = new Redis(REDIS_URL, { keyPrefix: cli.prefix });
+  t.after(() => redis.disconnect());
+  const msg = Buffer.from(
+    'From: Alice <alice@cli.test>\r\nTo: bob@remote.test\r\nSubject: signed\r\n' +
+      'Date: Fri, 27 Nov 2026 20:00:00 +0000\r\nMessage-ID: <1@cli.test>\r\n\r\nHello\r\n',
+  );
+  const signed = await new DkimSigner(new DkimKeyStore(redis)).sign(msg, 'cli.test');
+  const res = new Resolver();
+  res.setServers([dns.address]);
+  const result = await dkimVerify(Buffer.concat([Buffer.from(signed.headers), msg]), {
+    resolver: (n: string, type: string) => res.resolve(n, type) as Promise<string[][]>,
+  });
+  assert.equal(result.results[0]?.status.result, 'pass', JSON.stringify(result.results[0]?.status));
+
+  // an RSA key with the default selector: 2048 bits, split in 255-byte strings in the zone line
+  assert.match(
+    await cli.ok(['dkim', 'generate', 'cli.test']),
+    /rsa-\d{6}\._domainkey\.cli\.test\. IN TXT \( "v=DKIM1; k=rsa; p=[^"]{200,}" "[^"]+" \)/,
+  );
+  for (const [argv, want] of [
+    [['dkim', 'generate', 'cli.test', '--bits', '1024', '-s', 'x'], /RSA key size must be between 2048/],
+    [['dkim', 'generate', 'cli.test', '--selector', 'a_b'], /"a_b" is not a valid selector/],
+    [['dkim', 'show', 'cli.test', 'gone'], /^mailyard: no DKIM key with selector gone for cli\.test\n$/],
+  ] as const) {
+    const r = await cli.run([...argv]);
+    assert.equal(r.code, 1, argv.join(' '));
+    assert.match(r.stderr, want);
+  }
 });

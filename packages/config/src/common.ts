@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { duration, hostPortList, port, url } from './fields.js';
+import { duration, hostPortList, nonNegativeInt, port, url } from './fields.js';
 
 /** Boot settings every service has: where the broker and Redis are, logging, metrics. */
 export const commonSchema = {
@@ -33,6 +33,13 @@ export const commonSchema = {
   myhostname: z.string().min(1).default(hostname()),
   /** DNS servers (host:port) that every lookup uses instead of the system's resolvers. */
   dns_servers: hostPortList([]),
+  /**
+   * DNS answers kept in process, each for its TTL (negative ones for the zone's negative
+   * TTL); 0 keeps none. Every connection of a busy sender asks the same reverse name,
+   * HELO name and sender domain again, and a round trip to even a local resolver costs
+   * more than the check it answers.
+   */
+  dns_cache_size: nonNegativeInt(10_000),
   /**
    * From SIGTERM to exit, at most: clients and messages in flight get this much less the
    * last second (see drainTime), then are told goodbye (SMTP 421, IMAP BYE, POP3 -ERR) and

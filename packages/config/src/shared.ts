@@ -1,8 +1,10 @@
 import { z } from 'zod';
+import { bytes, bytesOrUnlimited, cidrList, duration, positiveDuration, stringList } from './fields.js';
 
 // Settings that several services must agree on, each declared once. A service schema
 // spreads the fragment it needs, so the key, its environment variable, its default
-// and its validation cannot differ from one service to the next.
+// and its validation cannot differ from one service to the next
+// (test/shared-settings.test.ts refuses a key declared twice).
 
 /** Recipient addressing: every service that resolves recipients (mta-inbound, msa, delivery). */
 export const addressingSchema = {
@@ -18,4 +20,61 @@ export const addressingSchema = {
 export const mailStoreSchema = {
   /** Root of the mailboxes: <root>/<domain>/<local-part>/ is an account's Maildir. */
   maildir_root: z.string().min(1).default('/var/mail/mailyard'),
+};
+
+/** The storage quota: delivery refuses by it, retrieval reports it and refuses APPEND by it. */
+export const quotaSchema = {
+  /** Storage quota per account (512M, 2G...) unless Redis holds an override (hash quota:storage); unset: unlimited. */
+  quota_storage: bytesOrUnlimited(0),
+};
+
+/** The in-process cache of recipient lookups (mta-inbound, delivery). */
+export const directoryCacheSchema = {
+  /**
+   * How long recipient lookups are kept in process (0: not at all). Changes made with
+   * `mailyard` reach every instance at once; the TTL bounds staleness otherwise.
+   */
+  directory_cache_ttl: duration('60s'),
+};
+
+/**
+ * Who may relay (mta-inbound enforces it, the policy service's permit_mynetworks and
+ * reject_unauth_destination decide by it): two values would make a client trusted by
+ * one and not the other.
+ */
+export const relaySchema = {
+  /** Clients that may relay without authentication (Postfix: mynetworks). Loopback only by default. */
+  mynetworks: cidrList(['127.0.0.0/8', '::1/128']),
+  /** Remote domains we relay to from anyone (backup MX for them; Postfix: relay_domains). */
+  relay_domains: stringList([]),
+};
+
+/** The certificate of every TLS listener (mta-inbound, msa, retrieval, webmail). */
+export const tlsFilesSchema = {
+  /** PEM certificate and key; when unset a self-signed pair is generated at start (clients will warn). */
+  tls_cert_file: z.string().optional(),
+  tls_key_file: z.string().optional(),
+};
+
+/**
+ * The largest message: accepted by SMTP (mta-inbound, msa; Postfix: message_size_limit),
+ * by IMAP APPEND (retrieval, announced as APPENDLIMIT) and sent by the webmail (its
+ * attachments may add up to about 73% of it, the rest is their base64 encoding). One
+ * value, so a message one service takes is not refused by the next. Keep below the
+ * broker's max_message_size.
+ */
+export const messageSizeSchema = {
+  /** In bytes (25M, 50M...). */
+  message_size_limit: bytes(25 * 1024 * 1024),
+};
+
+/** The services where a client logs in (msa, retrieval). */
+export const loginSchema = {
+  /**
+   * Time from connect to a successful login, however active the client is (Dovecot:
+   * CLIENT_LOGIN_TIMEOUT_MSECS, 3 minutes), so a client trickling bytes or repeating
+   * NOOP cannot hold a session without logging in; then SMTP 421 4.7.0, IMAP BYE,
+   * POP3 -ERR.
+   */
+  login_timeout: positiveDuration('3m'),
 };

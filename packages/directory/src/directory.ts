@@ -66,7 +66,7 @@ export const ALIAS_RECURSION_LIMIT = 100;
 
 // Redis layout (every key under the configured prefix):
 //   domains                  SET   local domains (ASCII, lower case)
-//   account:<address>        HASH  password (argon2id), created
+//   account:<address>        HASH  password (argon2id), created, role (`admin` or absent)
 //   accounts:<domain>        SET   account addresses of a domain
 //   alias:<source>           SET   targets; source `@domain` is the catch-all
 //   aliases:<domain>         SET   alias sources of a domain
@@ -181,6 +181,18 @@ export class Directory {
       .srem(`accounts:${a.split('@')[1]}`, a)
       .exec();
     await this.changed();
+  }
+
+  /** Gives or takes the admin role (the admin console); the CLI needs no role, it has Redis. */
+  async setAdmin(address: string, admin: boolean): Promise<string> {
+    const a = await this.requireAccount(address);
+    if (admin) await this.redis.hset(`account:${a}`, 'role', 'admin');
+    else await this.redis.hdel(`account:${a}`, 'role');
+    return a;
+  }
+
+  async isAdmin(address: string): Promise<boolean> {
+    return (await read(this.redis.hget(`account:${address.toLowerCase()}`, 'role'))) === 'admin';
   }
 
   async listUsers(domain?: string): Promise<string[]> {

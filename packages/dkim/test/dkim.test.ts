@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
 import { Resolver } from 'node:dns/promises';
 import { after, before, test } from 'node:test';
-import { Command } from 'commander';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { createTestRedis, startDnsServer, type TestDnsServer, type TestRedis } from '@mailyard/testkit';
-import { Directory } from '@mailyard/directory';
-import { registerDkimCommands } from '../src/command.js';
 import { DkimKeyStore, DkimSigner, dnsRecord, generateDkimKey } from '../src/index.js';
 
 let r: TestRedis;
@@ -88,68 +85,4 @@ test('a domain without keys is not signed; the newest key per algorithm is used'
     store.add('rot.test', 'bad_selector', generateDkimKey('ed25519')),
     /not a valid selector/,
   );
-});
-
-test('dkim generate stores a key and prints a TXT record that verifies', async () => {
-  await new Directory(r.redis).addDomain('cli.test');
-  let printed = '';
-  const cli = () => {
-    const program = new Command('mailyard').exitOverride().configureOutput({ writeErr: () => undefined });
-    registerDkimCommands(program, {
-      print: (line) => (printed += line + '\n'),
-      withRedis: (fn) => fn(r.redis),
-      fail: (message) => new Error(`refused: ${message}`),
-    });
-    return program;
-  };
-  await cli().parseAsync(['dkim', 'generate', 'cli.test', '--selector', 'mail', '--algo', 'ed25519'], {
-    from: 'user',
-  });
-  const name = /^name: +(\S+)$/m.exec(printed)?.[1];
-  const value = /^value: +(.+)$/m.exec(printed)?.[1];
-  assert.equal(name, 'mail._domainkey.cli.test');
-  assert.match(value ?? '', /^v=DKIM1; k=ed25519; p=[A-Za-z0-9+/]{43}=$/);
-  assert.ok(printed.includes('mail._domainkey.cli.test. IN TXT ( "v=DKIM1; k=ed25519; p='));
-  dns.set(name, { TXT: [value!] });
-  const msg = Buffer.from(message.toString().replace('alice@example.test', 'alice@cli.test'));
-  const signed = await new DkimSigner(new DkimKeyStore(r.redis)).sign(msg, 'cli.test');
-  const result = await dkimVerify(Buffer.concat([Buffer.from(signed.headers), msg]), {
-    resolver: verifier(),
-  });
-  assert.equal(result.results[0]?.status.result, 'pass', JSON.stringify(result.results[0]?.status));
-
-  // an RSA key with the default selector: a 2048-bit key, split in 255-byte strings in the zone line
-  printed = '';
-  await cli().parseAsync(['dkim', 'generate', 'cli.test'], { from: 'user' });
-  assert.match(
-    printed,
-    /rsa-\d{6}\._domainkey\.cli\.test\. IN TXT \( "v=DKIM1; k=rsa; p=[^"]{200,}" "[^"]+" \)/,
-  );
-
-  printed = '';
-  await cli().parseAsync(['dkim', 'list', 'cli.test'], { from: 'user' });
-  assert.match(printed, /^cli\.test\tmail\ted25519\t\S+\ncli\.test\trsa-\d{6}\trsa\t\S+\n$/);
-
-  // refusals come back as the CLI's error, one sentence each
-  for (const [argv, want] of [
-    [['dkim', 'generate', 'nope.test'], /^Error: refused: domain nope\.test is not a local domain/],
-    [
-      ['dkim', 'generate', 'cli.test', '--selector', 'mail'],
-      /^Error: refused: selector mail already exists for cli\.test/,
-    ],
-    [
-      ['dkim', 'generate', 'cli.test', '--bits', '1024', '-s', 'x'],
-      /^Error: refused: RSA key size must be between 2048/,
-    ],
-    [['dkim', 'generate', 'cli.test', '--selector', 'a_b'], /^Error: refused: "a_b" is not a valid selector/],
-    [['dkim', 'show', 'cli.test', 'gone'], /^Error: refused: no DKIM key with selector gone for cli\.test$/],
-    [
-      ['dkim', 'delete', 'cli.test', 'gone'],
-      /^Error: refused: no DKIM key with selector gone for cli\.test$/,
-    ],
-  ] as const) {
-    await assert.rejects(cli().parseAsync([...argv], { from: 'user' }), want);
-  }
-  await cli().parseAsync(['dkim', 'delete', 'cli.test', 'mail'], { from: 'user' });
-  assert.equal((await new DkimKeyStore(r.redis).list('cli.test')).length, 1);
 });

@@ -1,8 +1,9 @@
 // Base subject extraction, RFC 5256 §2.1: what SORT SUBJECT and THREAD compare.
+import { casemap } from './collation.js';
 import { decodeWords } from './mime.js';
 
 export interface ExtractedSubject {
-  /** The base subject, lower-cased (subject comparisons are case-insensitive). */
+  /** The base subject in i;unicode-casemap form (RFC 5256 §2.1 compares subjects by it). */
   base: string;
   /**
    * The extraction removed a subj-refwd ("Re:", "Fwd:"), a "(fwd)" trailer or a
@@ -69,7 +70,7 @@ export function extractSubject(raw: string): ExtractedSubject {
       continue;
     }
     // (7)
-    return { base: s.toLowerCase(), isReply };
+    return { base: casemap(s), isReply };
   }
 }
 

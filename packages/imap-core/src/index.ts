@@ -8,3 +8,4 @@ export * from './fetch-items.js';
 export * from './search-keys.js';
 export * from './base-subject.js';
 export * from './thread.js';
+export * from './collation.js';

@@ -27,7 +27,12 @@ export class ParseError extends Error {
   }
 }
 
-const ATOM_SPECIALS = new Set([...'(){ "\\]'].map((c) => c.charCodeAt(0)));
+// RFC 3501/9051 §9: "]" is not an ATOM-CHAR but is an ASTRING-CHAR, and arguments are
+// astrings wherever a bare "]" can stand; so it is read as part of an atom ("[" is an
+// ATOM-CHAR anyway). Tags exclude it (readTag).
+const ATOM_SPECIALS = new Set([...'(){ "\\'].map((c) => c.charCodeAt(0)));
+/** The fetch attributes whose `[section]` may hold spaces: `BODY[HEADER.FIELDS (A B)]`. */
+const SECTIONED = /^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)$/i;
 
 /**
  * Deepest parenthesised list read. Real commands nest a few levels (SEARCH, FETCH items,
@@ -82,7 +87,7 @@ class Tokenizer {
     while (this.pos < line.length) {
       const c = line.charCodeAt(this.pos);
       if (c <= 0x1f || c === 0x7f) throw new ParseError('control character in command');
-      if (c === 0x5b /* [ */ && allowBrackets) {
+      if (c === 0x5b /* [ */ && allowBrackets && SECTIONED.test(line.slice(start, this.pos))) {
         const close = line.indexOf(']', this.pos);
         if (close < 0) throw new ParseError('unterminated [');
         this.pos = close + 1;
@@ -216,10 +221,11 @@ export class ArgReader {
     return t.v;
   }
 
-  /** astring: atom or string. */
+  /** astring: atom or string; NIL is an atom too (RFC 9051 §9), here the string "NIL". */
   astring(what = 'string'): string {
     const t = this.next(what);
     if (t.t === 'atom') return t.v;
+    if (t.t === 'nil') return 'NIL';
     if (t.t === 'string') return t.v.toString('utf8');
     throw new ParseError(`expected ${what}`);
   }

@@ -70,12 +70,13 @@ function isSpace(c: number): boolean {
   );
 }
 
-/** Display text of tokens: quoted strings unquoted, words joined by one space. */
+/** Display text of tokens: quoted strings unquoted, words joined by one space, comments left out. */
 function tokenText(ts: string[], from: number, to: number): string {
   let out = '';
   for (let i = from; i < to; i++) {
     const t = ts[i]!;
-    if (i > from) out += ' ';
+    if (t.charCodeAt(0) === 40) continue;
+    if (out) out += ' ';
     out += t.charCodeAt(0) === 34 ? t.slice(1) : t;
   }
   return out;
@@ -91,12 +92,24 @@ function addrOf(ts: string[], from: number, to: number, name: string | null): Ad
     }
   }
   let mailbox = '';
+  let comment: string | null = null;
   for (let i = from; i < (at >= 0 ? at : to); i++) {
     const t = ts[i]!;
-    mailbox += t.charCodeAt(0) === 34 ? t.slice(1) : t;
+    // a comment after the local part began (`jane(the boss)@x`, `user@x (Name)`)
+    if (t.charCodeAt(0) === 40) {
+      if (mailbox) comment ??= t.slice(1);
+    } else mailbox += t.charCodeAt(0) === 34 ? t.slice(1) : t;
   }
   let host = '';
-  if (at >= 0) for (let i = at + 1; i < to; i++) host += ts[i]!;
+  if (at >= 0)
+    for (let i = at + 1; i < to; i++) {
+      const t = ts[i]!;
+      if (t.charCodeAt(0) === 40) comment ??= t.slice(1);
+      else host += t;
+    }
+  // `user@domain (Real Name)`: the comment is the display name (RFC 5322 §3.4, obsolete
+  // but common; Dovecot and most clients show it so)
+  if (name === null && comment !== null) name = comment.trim().replace(/\s+/g, ' ') || null;
   if (!mailbox && !host) return null;
   return { name, mailbox: mailbox || null, host: host || null };
 }
@@ -151,8 +164,9 @@ export function parseAddressList(value: string): Address[] {
       toks.push('"' + s);
       i = j + 1;
     } else if (c === 40 /* ( */) {
+      // a comment: kept as "(text" for the display name of a bare addr-spec
       let depth = 1;
-      i++;
+      const from = ++i;
       while (i < n && depth) {
         const d = value.charCodeAt(i);
         if (d === 92) i++;
@@ -160,6 +174,7 @@ export function parseAddressList(value: string): Address[] {
         else if (d === 41) depth--;
         i++;
       }
+      toks.push('(' + value.slice(from, depth ? i : i - 1).replace(/\\(.)/g, '$1'));
     } else if (isSpecial(c)) {
       toks.push(value[i]!);
       i++;

@@ -21,7 +21,7 @@ export interface ThreadNode {
   children: ThreadNode[];
 }
 
-export const THREAD_ALGORITHMS = ['REFERENCES', 'ORDEREDSUBJECT'] as const;
+export const THREAD_ALGORITHMS = ['REFERENCES', 'REFS', 'ORDEREDSUBJECT'] as const;
 export type ThreadAlgorithm = (typeof THREAD_ALGORITHMS)[number];
 
 /**
@@ -83,6 +83,8 @@ interface Container {
   children: Container[];
   base: string;
   isReply: boolean;
+  /** Heads the top level in place of a pruned dummy whose only child it was (REFS orders by it). */
+  promoted?: boolean;
 }
 
 function container(msg: ThreadMessage | null, seq: number): Container {
@@ -130,15 +132,19 @@ function prune(c: Container, atRoot: boolean): Container[] {
   for (const k of c.children) k.parent = c;
   if (c.msg) return [c];
   if (!c.children.length) return [];
-  if (!atRoot || c.children.length === 1) return c.children;
+  if (!atRoot) return c.children;
+  if (c.children.length === 1) {
+    c.children[0]!.promoted = true;
+    return c.children;
+  }
   return [c];
 }
 
 /**
- * THREAD=REFERENCES, RFC 5256 §3, step by step. `msgs` are the searched messages in
- * sequence order. Returns the top-level threads, each sibling set sorted by sent date.
+ * Steps (1) to (3) of RFC 5256 §3, shared by REFERENCES and REFS: the message tree from
+ * the reference chains, its dummies pruned. Returns the root.
  */
-export function threadReferences(msgs: readonly ThreadMessage[]): ThreadNode[] {
+function referenceTree(msgs: readonly ThreadMessage[]): Container {
   const idTable = new Map<string, Container>();
   const all: Container[] = [];
   const lookup = (id: string): Container => {
@@ -176,11 +182,12 @@ export function threadReferences(msgs: readonly ThreadMessage[]): ThreadNode[] {
       const child = refs[i + 1]!;
       if (!child.parent && !isDescendant(parent, child)) link(parent, child);
     }
-    // (1B) the last reference is the parent of this message, replacing any parent it
-    // got from other messages' references; no reference, no parent
+    // (1B) the last reference is the parent of this message. Any parent it got from other
+    // messages' references goes first, even when the new link is then refused as a loop
+    // (as Dovecot reads the RFC): no reference, or a loop, leaves it without a parent
+    unlink(self);
     const last = refs[refs.length - 1];
-    if (!last) unlink(self);
-    else if (!isDescendant(last, self)) link(last, self);
+    if (last && !isDescendant(last, self)) link(last, self);
   });
 
   // (2) everything without a parent is a child of the root
@@ -190,6 +197,25 @@ export function threadReferences(msgs: readonly ThreadMessage[]): ThreadNode[] {
   // (3) prune dummies
   root.children = root.children.flatMap((c) => prune(c, true));
   for (const c of root.children) c.parent = root;
+  return root;
+}
+
+/** Sorts every sibling set by sent date, deepest first (RFC 5256 §3 step 6). */
+function sortTree(c: Container): void {
+  for (const k of c.children) sortTree(k);
+  c.children.sort(byDate);
+}
+
+function toNode(c: Container): ThreadNode {
+  return { n: c.msg?.n ?? null, children: c.children.map(toNode) };
+}
+
+/**
+ * THREAD=REFERENCES, RFC 5256 §3, step by step. `msgs` are the searched messages in
+ * sequence order. Returns the top-level threads, each sibling set sorted by sent date.
+ */
+export function threadReferences(msgs: readonly ThreadMessage[]): ThreadNode[] {
+  const root = referenceTree(msgs);
 
   // (4) sort the top level by sent date (a dummy by its earliest child)
   for (const c of root.children) if (!c.msg) c.children.sort(byDate);
@@ -237,13 +263,28 @@ export function threadReferences(msgs: readonly ThreadMessage[]): ThreadNode[] {
   root.children = top;
 
   // (6) sort every sibling set, deepest first
-  const sortTree = (c: Container): void => {
-    for (const k of c.children) sortTree(k);
-    c.children.sort(byDate);
-  };
   sortTree(root);
-  const out = (c: Container): ThreadNode => ({ n: c.msg?.n ?? null, children: c.children.map(out) });
-  return root.children.map(out);
+  return root.children.map(toNode);
+}
+
+// --- REFS -----------------------------------------------------------------------------
+
+/**
+ * THREAD=REFS (draft-ietf-morg-inthread §4): the tree of REFERENCES steps (1) to (3)
+ * without gathering threads by subject (a new conversation that reuses a subject stays
+ * apart), and the threads ordered by their most recent message, so the thread that was
+ * last active comes last. Siblings are sorted by sent date as in REFERENCES; threads
+ * whose latest dates tie go by their first message, a thread whose head is missing first
+ * (as Dovecot orders them).
+ */
+export function threadRefs(msgs: readonly ThreadMessage[]): ThreadNode[] {
+  const root = referenceTree(msgs);
+  sortTree(root);
+  const latest = (c: Container): number =>
+    c.children.reduce((max, k) => Math.max(max, latest(k)), c.msg?.date ?? -Infinity);
+  const keyed = root.children.map((c) => ({ c, latest: latest(c), head: c.msg && !c.promoted ? c.seq : -1 }));
+  keyed.sort((a, b) => a.latest - b.latest || a.head - b.head || sortKey(a.c).seq - sortKey(b.c).seq);
+  return keyed.map(({ c }) => toNode(c));
 }
 
 // --- ORDEREDSUBJECT ---------------------------------------------------------------
@@ -274,6 +315,8 @@ export function thread(algorithm: ThreadAlgorithm, msgs: readonly ThreadMessage[
   switch (algorithm) {
     case 'REFERENCES':
       return threadReferences(msgs);
+    case 'REFS':
+      return threadRefs(msgs);
     case 'ORDEREDSUBJECT':
       return threadOrderedSubject(msgs);
   }

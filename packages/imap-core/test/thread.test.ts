@@ -3,12 +3,14 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import {
   baseSubject,
+  casemap,
   extractSubject,
   messageReferences,
   parseMsgIds,
   renderThreads,
   threadOrderedSubject,
   threadReferences,
+  threadRefs,
   type ThreadMessage,
   type ThreadNode,
 } from '../src/index.js';
@@ -35,8 +37,10 @@ function msgs(...specs: Spec[]): ThreadMessage[] {
 
 const refs = (...specs: Spec[]) => renderThreads(threadReferences(msgs(...specs)));
 const ordered = (...specs: Spec[]) => renderThreads(threadOrderedSubject(msgs(...specs)));
+const refs2 = (...specs: Spec[]) => renderThreads(threadRefs(msgs(...specs)));
 
 void describe('base subject (RFC 5256 §2.1)', () => {
+  // written lower-case here; compared in i;unicode-casemap form
   const cases: [string, string, boolean][] = [
     ['Hello', 'hello', false],
     ['Re: Hello', 'hello', true],
@@ -64,8 +68,8 @@ void describe('base subject (RFC 5256 §2.1)', () => {
   ];
   for (const [raw, base, isReply] of cases) {
     void it(JSON.stringify(raw), () => {
-      assert.deepEqual(extractSubject(raw), { base, isReply });
-      assert.equal(baseSubject(raw), base);
+      assert.deepEqual(extractSubject(raw), { base: casemap(base), isReply });
+      assert.equal(baseSubject(raw), casemap(base));
     });
   }
 });
@@ -195,6 +199,28 @@ void describe('THREAD=REFERENCES (RFC 5256 §3)', () => {
     assert.equal(refs({ id: '<a@x>' }, { id: '<c@x>', refs: '<a@x> <b@x>' }, { id: '<b@x>' }), '(1)(3 2)');
   });
 
+  void it('drops the parent others gave a message even when its own link would loop', () => {
+    // RFC 5256 §3 (1B): B's old parent (A, from C's References) goes; B's own reference
+    // (C) is its descendant, so B ends without a parent (Dovecot builds the same tree)
+    assert.equal(
+      refs(
+        { id: '<c@x>', refs: '<a@x> <b@x>', subject: 'x' },
+        { id: '<b@x>', refs: '<a@x> <c@x>', subject: 'y' },
+        { id: '<d@x>', refs: '<b@x> <e@x> <a@x>', irt: '<c@x>', subject: 'z' },
+      ),
+      '(2 (1)(3))',
+    );
+    // a References list that ends with the message's own id leaves it on its own
+    assert.equal(
+      refs(
+        { id: '<d@x>', refs: '<a@x> <b@x> <d@x>', irt: '<c@x>', subject: 'x', date: 1 },
+        { id: '<e@x>', irt: '<a@x>', subject: 'y', date: 5 },
+        { id: '<c@x>', subject: 'z', date: 4 },
+      ),
+      '(1)(3)(2)',
+    );
+  });
+
   void it('puts a reply with the same base subject under the original', () => {
     assert.equal(refs({ id: '<a@x>', subject: 'Lunch' }, { id: '<b@x>', subject: 'Re: lunch' }), '(1 2)');
     // also when the reply is older than the original
@@ -259,7 +285,7 @@ void describe('THREAD=REFERENCES (RFC 5256 §3)', () => {
     });
     fc.assert(
       fc.property(fc.array(spec, { maxLength: 12 }), (specs) => {
-        for (const out of [refs(...specs), ordered(...specs)]) {
+        for (const out of [refs(...specs), refs2(...specs), ordered(...specs)]) {
           const nums = (out.match(/\d+/g) ?? []).map(Number).sort((a, b) => a - b);
           assert.deepEqual(
             nums,
@@ -291,6 +317,57 @@ void describe('THREAD=ORDEREDSUBJECT (RFC 5256 §3)', () => {
         { subject: 'C', date: 6000 },
       ),
       '(2 (3)(5))(1 4)(6)',
+    );
+  });
+});
+
+void describe('THREAD=REFS (draft-ietf-morg-inthread)', () => {
+  void it('does not gather threads by subject', () => {
+    const specs: Spec[] = [
+      { id: '<b@x>', refs: '<m@x>', subject: 'Re: same', date: 2 },
+      { id: '<c@x>', refs: '<m@x>', subject: 'Re: same', date: 3 },
+      { id: '<d@x>', subject: 'same', date: 1 },
+    ];
+    assert.equal(refs(...specs), '((3)(1)(2))');
+    assert.equal(refs2(...specs), '(3)((1)(2))');
+  });
+
+  void it('orders threads by their most recent message', () => {
+    // the thread of 1 began first but 3 is its latest; the lone 2 came in between
+    assert.equal(
+      refs2({ id: '<a@x>', date: 1 }, { id: '<b@x>', date: 2 }, { id: '<c@x>', refs: '<a@x>', date: 3 }),
+      '(2)(1 3)',
+    );
+    assert.equal(
+      refs2(
+        { id: '<a@x>', subject: 's', date: 5 },
+        { id: '<b@x>', refs: '<a@x>', subject: 'Re: s', date: 1 },
+        { id: '<c@x>', refs: '<zz@x>', irt: '<a@x>', subject: 'Re: s', date: 3 },
+      ),
+      '(3)(1 2)',
+    );
+  });
+
+  void it('sorts siblings by sent date, as REFERENCES does', () => {
+    assert.equal(
+      refs2(
+        { id: '<b@x>', refs: '<m@x>', date: 2 },
+        { id: '<c@x>', refs: '<m@x>', date: 3 },
+        { id: '<d@x>', irt: '<m@x>', date: 1 },
+        { id: '<e@x>', date: 4 },
+      ),
+      '((3)(1)(2))(4)',
+    );
+  });
+
+  void it('puts a thread whose head is missing first when the latest dates tie', () => {
+    assert.equal(
+      refs2(
+        { id: '<a@x>', date: 4 },
+        { id: '<b@x>', refs: '<a@x>', date: 5 },
+        { id: '<c@x>', refs: '<gone@x>', date: 5 },
+      ),
+      '(3)(1 2)',
     );
   });
 });

@@ -1,8 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { MailFolder } from './folder.js';
+import { DotLock } from './lock.js';
 import { accountDir, folderDir, folderDirName } from './maildir.js';
 import { forgetUsage, readUsage, type Counted, type Usage } from './maildirsize.js';
 
@@ -113,22 +113,21 @@ export class MailAccount {
     return f;
   }
 
-  /** INBOX and the special-use folders, created on first use. */
+  /**
+   * INBOX and the special-use folders, created on first use. Several first logins may
+   * run this at once, in one process or many: each subscribes the folders it created.
+   */
   async ensureDefaults(): Promise<void> {
     await this.folder('INBOX').ensure();
-    const subs = await this.subscriptions();
-    let changed = false;
+    const created: string[] = [];
     for (const name of Object.keys(SPECIAL_USE)) {
       const f = this.folder(name);
       if (!(await f.exists())) {
         await f.ensure();
-        if (!subs.includes(name)) {
-          subs.push(name);
-          changed = true;
-        }
+        created.push(name);
       }
     }
-    if (changed) await this.setSubscriptions(subs);
+    if (created.length) await this.updateSubscriptions((subs) => [...subs, ...created]);
   }
 
   async list(): Promise<FolderEntry[]> {
@@ -195,9 +194,9 @@ export class MailAccount {
       await fs.rename(folderDir(this.root, this.account, f.name), folderDir(this.root, this.account, target));
       this.folders.delete(f.name);
     }
-    const subs = await this.subscriptions();
-    const renamed = subs.map((s) => (s === from || s.startsWith(from + '/') ? to + s.slice(from.length) : s));
-    if (renamed.join('\n') !== subs.join('\n')) await this.setSubscriptions(renamed);
+    await this.updateSubscriptions((subs) =>
+      subs.map((s) => (s === from || s.startsWith(from + '/') ? to + s.slice(from.length) : s)),
+    );
   }
 
   async subscriptions(): Promise<string[]> {
@@ -217,12 +216,34 @@ export class MailAccount {
     }
   }
 
-  async setSubscriptions(names: string[]): Promise<void> {
+  /**
+   * Changes the subscriptions under `subscriptions.lock`, Dovecot's dot-lock on the same
+   * file: sessions in other processes (workers, instances, a Dovecot) subscribing at once
+   * each add their name instead of the last writer's list replacing the others'. The new
+   * list is written into the lock file and renamed over the old one.
+   */
+  async updateSubscriptions(change: (subs: string[]) => string[]): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true });
-    // unique per call: two sessions of one process may write at once (first logins)
-    const tmp = join(this.dir, `subscriptions.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-    await fs.writeFile(tmp, [...new Set(names)].map((n) => n + '\n').join(''));
-    await fs.rename(tmp, join(this.dir, 'subscriptions'));
+    const lock = await DotLock.acquire(join(this.dir, 'subscriptions'), {
+      timeoutMs: 10_000,
+      staleMs: 30_000,
+    });
+    try {
+      const before = await this.subscriptions();
+      const after = [...new Set(change(before))];
+      if (after.join('\n') === before.join('\n')) return;
+      await lock.commit(after.map((n) => n + '\n').join(''));
+    } finally {
+      await lock.release();
+    }
+  }
+
+  async subscribe(name: string): Promise<void> {
+    await this.updateSubscriptions((subs) => [...subs, name]);
+  }
+
+  async unsubscribe(name: string): Promise<void> {
+    await this.updateSubscriptions((subs) => subs.filter((x) => x !== name));
   }
 
   /**

@@ -26,6 +26,12 @@ export interface FolderSnapshot {
   validity: number;
   uidNext: number;
   highestModseq: number;
+  /**
+   * The lowest UID no session has claimed as \Recent yet (Dovecot's first_recent_uid):
+   * messages from it on are recent to the next session that selects the folder
+   * read-write (RFC 3501 §2.3.2).
+   */
+  firstRecent: number;
   /** In UID order. */
   messages: MessageInfo[];
 }
@@ -75,6 +81,8 @@ interface ModseqState {
   msgs: Record<string, [number, string]>;
   /** [uid, modseq at which it was expunged], oldest first. */
   expunged: [number, number][];
+  /** FolderSnapshot.firstRecent (absent in state written before it was kept: 1). */
+  recent?: number;
 }
 
 interface Scanned {
@@ -150,7 +158,8 @@ export class MailFolder {
       return true;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+      // a name longer than the file system holds cannot exist either
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENAMETOOLONG') return false;
       throw err;
     }
   }
@@ -288,7 +297,13 @@ export class MailFolder {
       });
     }
     messages.sort((a, b) => a.uid - b.uid);
-    return { validity: list.validity, uidNext: list.next, highestModseq: state.highest, messages };
+    return {
+      validity: list.validity,
+      uidNext: list.next,
+      highestModseq: state.highest,
+      firstRecent: state.recent ?? 1,
+      messages,
+    };
   }
 
   /**
@@ -390,6 +405,22 @@ export class MailFolder {
       const snap = ctx.rebuild();
       const set = new Set(changedUids);
       return { changed: snap.messages.filter((m) => set.has(m.uid)), failed, snapshot: snap };
+    });
+  }
+
+  /**
+   * Claims the messages no session has seen as \Recent yet (RFC 3501 §2.3.2: one session
+   * sees a message as recent): returns the first UID this caller may show as recent and
+   * moves the folder's mark past every UID assigned so far.
+   */
+  async claimRecent(): Promise<{ from: number; snapshot: FolderSnapshot }> {
+    return this.withLock(async (ctx) => {
+      const from = ctx.state.recent ?? 1;
+      if (from < ctx.list.next) {
+        ctx.state.recent = ctx.list.next;
+        ctx.dirty = true;
+      }
+      return { from, snapshot: ctx.rebuild() };
     });
   }
 
@@ -655,6 +686,7 @@ class LockedFolder {
       validity: this.list.validity,
       uidNext: this.list.next,
       highestModseq: this.state.highest,
+      firstRecent: this.state.recent ?? 1,
       messages,
     };
     this.index = null;
@@ -824,6 +856,7 @@ export class FolderGoneError extends Error {
 }
 
 export class MessageGoneError extends Error {
+  override readonly name = 'MessageGoneError';
   constructor(readonly uid: number) {
     super(`message ${uid} no longer exists`);
   }

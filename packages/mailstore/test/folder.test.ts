@@ -231,5 +231,6 @@ void describe('MailAccount', () => {
     await assert.rejects(account.create('Projects'), { code: 'ELOOP' });
     // and a folder that is simply not there is still a plain no
     assert.equal(await account.folder('Nothing').exists(), false);
+    assert.equal(await account.folder('n'.repeat(300)).exists(), false);
   });
 });

@@ -191,6 +191,14 @@ export const CHECKS = {
     sharedState: false,
     replies: [],
   }),
+  permit_fcrdns_client: def({
+    help: 'permit clients with forward-confirmed reverse DNS (a failed lookup does not permit)',
+    args: [],
+    stages: ALL,
+    needs: ['dns'],
+    sharedState: false,
+    replies: [],
+  }),
   permit_sasl_authenticated: def({
     help: 'permit authenticated (submission) clients',
     args: [],

@@ -101,11 +101,20 @@ export function formatRestriction(r: { name: string; args: string[] }): string {
  * band at the end of DATA (check_spam); a client with FCrDNS and SPF pass never is.
  * Refusing on FCrDNS or DNSBL is available but not on by default (it refuses too much
  * legitimate mail without local tuning).
+ *
+ * The per-client rates (connections, messages) apply only to clients without
+ * forward-confirmed reverse DNS: `permit_fcrdns_client` ends the list just before them.
+ * A mailing list or a large provider's outbound pool sends far more than 60 connections
+ * a minute or 200 messages an hour from one address, and Postfix has no such limit by
+ * default; what the rates are for (a compromised host, a botnet) rarely has FCrDNS, and
+ * a real mail server's own name is there to complain to.
  */
 export const DEFAULT_RESTRICTIONS: Record<RestrictionListName, string[]> = {
   smtpd_client_restrictions: [
     'permit_mynetworks',
     'check_client_access client_access',
+    // the rates below are for clients without FCrDNS (see above); nothing follows them
+    'permit_fcrdns_client',
     'check_rate client_connections 60/1m',
   ],
   smtpd_helo_restrictions: [
@@ -120,6 +129,7 @@ export const DEFAULT_RESTRICTIONS: Record<RestrictionListName, string[]> = {
     'reject_non_fqdn_sender',
     'check_sender_access sender_access',
     'reject_unknown_sender_domain',
+    'permit_fcrdns_client',
     'check_rate client_messages 200/1h',
   ],
   smtpd_relay_restrictions: ['permit_mynetworks', 'permit_sasl_authenticated', 'reject_unauth_destination'],

@@ -26,6 +26,11 @@ export interface Runtime {
   ops: OpsServer;
   /** Port of /metrics, /healthz, /readyz once started. */
   httpPort: number;
+  /**
+   * Closes `fn`'s resource with the runtime, before the broker and Redis: for what a
+   * service's wiring opens on them (a second Redis connection listening for changes).
+   */
+  onClose(fn: () => void | Promise<void>): void;
   close(): Promise<void>;
 }
 
@@ -91,10 +96,14 @@ export async function createRuntime(
     // every consumer the service registered is attached (a channel and a consumer tag)
     { name: 'consumers', ok: () => bus.consuming },
   ]);
-  const resolver = createResolver({ servers: config.dns_servers });
+  const resolver = createResolver({
+    servers: config.dns_servers,
+    cache: { maxEntries: config.dns_cache_size },
+  });
   bus.start();
   redis.connect().catch(() => undefined);
   const httpPort = await ops.listen(config.http_port, config.listen_address);
+  const closers: (() => void | Promise<void>)[] = [];
   return {
     logger,
     registry,
@@ -103,8 +112,12 @@ export async function createRuntime(
     resolver,
     ops,
     httpPort,
+    onClose(fn) {
+      closers.push(fn);
+    },
     async close() {
       await ops.close();
+      for (const fn of closers.splice(0)) await fn();
       await bus.stop();
       redis.disconnect();
     },

@@ -1,5 +1,13 @@
-import { z } from 'zod';
-import { bool, bytes, cidrList, duration, nonNegativeInt, positiveInt } from '@mailyard/config';
+import type { z } from 'zod';
+import {
+  bool,
+  cidrList,
+  duration,
+  messageSizeSchema,
+  nonNegativeInt,
+  positiveInt,
+  tlsFilesSchema,
+} from '@mailyard/config';
 import { policyClientSchema } from '@mailyard/policy-client';
 
 /**
@@ -8,11 +16,8 @@ import { policyClientSchema } from '@mailyard/policy-client';
  * smtpd where it has one.
  */
 export const intakeSchema = {
-  /** PEM certificate and key for TLS; when unset a self-signed pair is generated at start (clients will warn). */
-  tls_cert_file: z.string().optional(),
-  tls_key_file: z.string().optional(),
-  /** Largest message accepted, in bytes (Postfix: message_size_limit). Keep below the broker's max_message_size. */
-  message_size_limit: bytes(25 * 1024 * 1024),
+  ...tlsFilesSchema,
+  ...messageSizeSchema,
   /** Recipients per message (Postfix: smtpd_recipient_limit). */
   smtpd_recipient_limit: positiveInt(1000),
   /** Longest SMTP command line in bytes (Postfix: line_length_limit). */

@@ -138,6 +138,21 @@ export function createIntake<L extends string>(
         : null;
   // per session (connect verdicts) and per transaction (MAIL, RCPT verdicts)
   const verdicts = new PolicyVerdicts();
+  // seconds each session waited for the policy service since its last accepted message
+  const policyWaits = new WeakMap<SMTPServerSession, number>();
+  const ask = async (
+    asker: PolicyAsker,
+    session: SMTPServerSession,
+    ...args: Parameters<PolicyAsker['ask']>
+  ) => {
+    const started = process.hrtime.bigint();
+    try {
+      return await asker.ask(...args);
+    } finally {
+      const waited = Number(process.hrtime.bigint() - started) / 1e9;
+      policyWaits.set(session, (policyWaits.get(session) ?? 0) + waited);
+    }
+  };
   const transactions = new Transactions();
   // the SASL user travels with every request: permit_sasl_authenticated and the
   // per-user rate limits key on it
@@ -165,7 +180,7 @@ export function createIntake<L extends string>(
     if (!policy) return;
     const st = verdicts.tx(session);
     if (st.accepted) return;
-    const d = await policy.ask({ ...policyRequest(session, stage), ...facts });
+    const d = await ask(policy, session, { ...policyRequest(session, stage), ...facts });
     const rej = policyReject(d, stage);
     if (rej) throw rej;
     applyVerdict(st, d, facts.recipient ?? undefined);
@@ -208,7 +223,9 @@ export function createIntake<L extends string>(
       const st = verdicts.tx(session);
       if (st.discard) return discarded();
       // the message as the client sent it is scanned, before the role changes or signs it
-      const d = await policy.ask(
+      const d = await ask(
+        policy,
+        session,
         { ...policyRequest(session, 'data'), queueId, size: message.length },
         message,
         config.policy_data_timeout,
@@ -274,6 +291,10 @@ export function createIntake<L extends string>(
       throw err;
     }
     metrics.accepted(finished.message.length, routes);
+    if (policy) {
+      metrics.policyTransaction(policyWaits.get(session) ?? 0);
+      policyWaits.set(session, 0);
+    }
     logger.info(
       {
         queueId,
@@ -354,7 +375,7 @@ export function createIntake<L extends string>(
         metrics.sessionOpened(listener);
         if (!policy) return cb();
         settle(session, cb, { extra: {}, log: 'policy check failed' }, async () => {
-          const d = await policy.ask(policyRequest(session, 'connect'));
+          const d = await ask(policy, session, policyRequest(session, 'connect'));
           const rej = policyReject(d, 'connect');
           if (rej) throw rej;
           verdicts.connected(session, d);

@@ -27,6 +27,11 @@ export interface IntakeMetrics {
   acceptLatency(seconds: number): void;
   /** Seconds of one policy RPC round trip. */
   policyLatency(stage: string, outcome: string, seconds: number): void;
+  /**
+   * Seconds an accepted message waited for the policy service in all: its MAIL, RCPT and
+   * DATA decisions, and the connect decision for the first message of a session.
+   */
+  policyTransaction(seconds: number): void;
 }
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
@@ -59,6 +64,12 @@ export function createIntakeMetrics(registry: Registry, service: IntakeService):
     ['stage', 'outcome'],
     [...LATENCY_BUCKETS, 10, 30],
   );
+  const policyTransaction = histogram(
+    'policy_transaction_seconds',
+    'Time an accepted message waited for policy decisions in all (connect for the first of a session, MAIL, RCPT, DATA)',
+    [],
+    [0.0005, 0.001, 0.002, ...LATENCY_BUCKETS.slice(2), 10, 30],
+  );
   const outcomes = outcomeCounters(service, counter);
   return {
     ...outcomes,
@@ -69,6 +80,7 @@ export function createIntakeMetrics(registry: Registry, service: IntakeService):
     errorReply: (code) => errorReplies.inc({ code: String(code) }),
     acceptLatency: (seconds) => accept.observe(seconds),
     policyLatency: (stage, outcome, seconds) => policy.observe({ stage, outcome }, seconds),
+    policyTransaction: (seconds) => policyTransaction.observe(seconds),
   };
 }
 

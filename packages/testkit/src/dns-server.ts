@@ -40,12 +40,24 @@ export interface TestDnsServer {
   close(): Promise<void>;
 }
 
+export interface DnsServerOptions {
+  /** TTL of every record, in seconds (default 60). */
+  ttl?: number;
+  /**
+   * With a number, NXDOMAIN and NODATA answers carry an SOA whose TTL and MINIMUM are
+   * this many seconds, as an authoritative server's do (RFC 2308 §3), so resolvers keep
+   * them that long. Default: no SOA, so no resolver keeps a negative answer (a name a
+   * test adds later is found at once).
+   */
+  negativeTtl?: number;
+}
+
 /**
  * A real DNS server on 127.0.0.1 (UDP and TCP, same port), answering from a zone
  * description. Names not in the zone get NXDOMAIN; names in it without the asked
  * type get an empty NOERROR answer (NODATA), as a real authoritative server does.
  */
-export async function startDnsServer(zone: Zone = {}): Promise<TestDnsServer> {
+export async function startDnsServer(zone: Zone = {}, opts: DnsServerOptions = {}): Promise<TestDnsServer> {
   const z: Zone = {};
   for (const [k, v] of Object.entries(zone)) z[k.toLowerCase().replace(/\.$/, '')] = v;
   const queries: { name: string; type: string }[] = [];
@@ -70,9 +82,29 @@ export async function startDnsServer(zone: Zone = {}): Promise<TestDnsServer> {
       questions: q.questions,
     };
     if (rec?.SERVFAIL) return dnsPacket.encode({ ...base, flags: base.flags | 2 });
-    if (!rec) return dnsPacket.encode({ ...base, flags: base.flags | 3 }); // rcode 3: NXDOMAIN
+    const neg = opts.negativeTtl;
+    const authorities: dnsPacket.Answer[] =
+      neg === undefined
+        ? []
+        : [
+            {
+              type: 'SOA',
+              name: question.name.split('.').slice(-1).join('.') || '.',
+              ttl: neg,
+              data: {
+                mname: 'ns.test',
+                rname: 'hostmaster.test',
+                serial: 1,
+                refresh: 3600,
+                retry: 600,
+                expire: 86400,
+                minimum: neg,
+              },
+            },
+          ];
+    if (!rec) return dnsPacket.encode({ ...base, flags: base.flags | 3, authorities }); // rcode 3: NXDOMAIN
     const answers: dnsPacket.Answer[] = [];
-    const ttl = 60;
+    const ttl = opts.ttl ?? 60;
     if (rec.CNAME) answers.push({ type: 'CNAME', name: question.name, ttl, data: rec.CNAME });
     switch (question.type) {
       case 'A':
@@ -104,7 +136,7 @@ export async function startDnsServer(zone: Zone = {}): Promise<TestDnsServer> {
       default:
         break;
     }
-    return dnsPacket.encode({ ...base, answers });
+    return dnsPacket.encode({ ...base, answers, ...(answers.length ? {} : { authorities }) });
   };
 
   const udp: Socket = createSocket('udp4');

@@ -10,3 +10,4 @@ export * from './private-redis.js';
 export * from './private-rabbit.js';
 export * from './restartable.js';
 export * from './fuzz.js';
+export * from './dovecot.js';

@@ -17,6 +17,8 @@ export const GTUBE = 'XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-E
 export interface Scanner {
   url: string;
   controllerUrl?: string;
+  /** rspamd's milter (its proxy worker), `inet:127.0.0.1:PORT` for Postfix's smtpd_milters. */
+  milter?: string;
   stop(): Promise<void>;
   log(): string;
 }
@@ -126,8 +128,13 @@ export async function startClamd(): Promise<Scanner> {
 /**
  * rspamd on loopback ports with GTUBE test patterns on, no Redis, DNS through the test server.
  * `localD`: more files for its local.d (name → content), e.g. a multimap rule for one test.
+ * `milter`: also its proxy worker as a milter scanning by itself (for Postfix in the benches).
  */
-export async function startRspamd(dnsServer: string, localD: Record<string, string> = {}): Promise<Scanner> {
+export async function startRspamd(
+  dnsServer: string,
+  localD: Record<string, string> = {},
+  opts: { milter?: boolean } = {},
+): Promise<Scanner> {
   const bin = requireBinary('rspamd', 'rspamd');
   const dir = tempDir('mailyard-rspamd-');
   const local = join(dir.path, 'local.d');
@@ -139,7 +146,14 @@ export async function startRspamd(dnsServer: string, localD: Record<string, stri
     join(override, 'worker-controller.inc'),
     `bind_socket = "127.0.0.1:${controller}";\ncount = 1;\nsecure_ip = "127.0.0.1";\n`,
   );
-  writeFileSync(join(override, 'worker-proxy.inc'), 'enabled = false;\n');
+  const milter = opts.milter ? await freePort() : 0;
+  writeFileSync(
+    join(override, 'worker-proxy.inc'),
+    milter
+      ? `bind_socket = "127.0.0.1:${milter}";\ncount = 1;\nmilter = yes;\ntimeout = 120s;\n` +
+          'upstream "local" {\n  default = yes;\n  self_scan = yes;\n}\n'
+      : 'enabled = false;\n',
+  );
   writeFileSync(join(override, 'worker-fuzzy.inc'), 'enabled = false;\n');
   writeFileSync(
     join(local, 'options.inc'),
@@ -199,6 +213,7 @@ export async function startRspamd(dnsServer: string, localD: Record<string, stri
   return {
     url,
     controllerUrl: `http://127.0.0.1:${controller}`,
+    ...(milter ? { milter: `inet:127.0.0.1:${milter}` } : {}),
     stop: stopper(child, () => dir.cleanup()),
     log: () => output,
   };

@@ -1,11 +1,11 @@
 import { z } from 'zod';
 import {
   addressingSchema,
-  bytesOrUnlimited,
   commonSchema,
-  duration,
+  directoryCacheSchema,
   mailStoreSchema,
   positiveInt,
+  quotaSchema,
 } from '@mailyard/config';
 import { MailMessages } from '@mailyard/contracts';
 
@@ -23,12 +23,7 @@ export const deliverySchema = z.object({
   junk_folder: z.string().min(1).default('Junk'),
   /** Folder for bulk/advertising mail marked by the policy service; INBOX leaves it there (e.g. Promotions). */
   bulk_folder: z.string().min(1).default('INBOX'),
-  /**
-   * How long recipient lookups are kept in process (0: not at all). Changes made with
-   * `mailyard` reach every instance at once; the TTL bounds staleness otherwise.
-   */
-  directory_cache_ttl: duration('60s'),
-  /** Storage quota per account (512M, 2G...) unless Redis holds an override (hash quota:storage); unset: unlimited. */
-  quota_storage: bytesOrUnlimited(0),
+  ...directoryCacheSchema,
+  ...quotaSchema,
 });
 export type DeliveryConfig = z.infer<typeof deliverySchema>;

@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { loadConfig } from '@mailyard/config';
 import { Queues, RoutingKeys } from '@mailyard/contracts';
 import { Directory } from '@mailyard/directory';
-import { MaildirStore, folderDir } from '@mailyard/mailstore';
+import { folderDir } from '@mailyard/mailstore';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import {
   createVhost,
@@ -17,7 +17,7 @@ import {
   type PrivateRedis,
   type TestVhost,
 } from '@mailyard/testkit';
-import { buildDelivery, deliverySchema, type DeliveryService } from '../src/index.js';
+import { buildDelivery, defaultDeps, deliverySchema, type DeliveryService } from '../src/index.js';
 import { envelope } from './envelope.js';
 
 // Delivery with its Redis (directory, markers) on a redis-server the test kills: the
@@ -28,7 +28,6 @@ let redis: PrivateRedis;
 let maildir: ReturnType<typeof tempDir>;
 let rt: Runtime;
 let svc: DeliveryService;
-let directory: Directory;
 
 before(async () => {
   vhost = await createVhost();
@@ -48,22 +47,13 @@ before(async () => {
     },
   });
   rt = await createRuntime('delivery', cfg);
-  // with the lookup cache on, as in production
-  directory = new Directory(rt.redis, cfg.recipient_delimiter, { cacheTtlMs: cfg.directory_cache_ttl });
-  svc = buildDelivery(cfg, {
-    bus: rt.bus,
-    redis: rt.redis,
-    directory,
-    store: new MaildirStore({ root: maildir.path, hostname: cfg.myhostname }),
-    logger: rt.logger,
-    registry: rt.registry,
-  });
+  // the wiring of production: the lookup cache on
+  svc = buildDelivery(cfg, defaultDeps(cfg, rt));
   await rt.bus.waitConnected();
   await svc.start();
 });
 after(async () => {
   await svc?.stop();
-  directory?.close();
   await rt?.close();
   await redis?.close();
   await vhost?.delete();

@@ -4,8 +4,8 @@ import {
   bool,
   cidrList,
   commonSchema,
+  loginSchema,
   port,
-  positiveDuration,
   serviceLoginNetworksSchema,
   serviceLoginSchema,
 } from '@mailyard/config';
@@ -19,11 +19,8 @@ export const msaSchema = z.object({
   submissions_port: port(465),
   /** The SMTP settings both intakes share: limits, deadlines, TLS files, the policy service. */
   ...intakeSchema,
-  /**
-   * Time from connect to a successful AUTH, however active the client is; past it
-   * 421 4.7.0 (Dovecot gives its login processes 3 minutes, CLIENT_LOGIN_TIMEOUT_MSECS).
-   */
-  login_timeout: positiveDuration('3m'),
+  /** Time from connect to a successful AUTH; past it 421 4.7.0. */
+  ...loginSchema,
   /**
    * Clients the per-client connection limits do not apply to (Postfix:
    * smtpd_client_event_limit_exceptions, $mynetworks there); loopback by default, where

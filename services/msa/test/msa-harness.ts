@@ -1,22 +1,14 @@
 import { execFile } from 'node:child_process';
 import { connect, type ChannelModel } from 'amqplib';
 import type { Redis } from 'ioredis';
-import {
-  AppPasswords,
-  CredentialRevocations,
-  LoginGuard,
-  createAuthenticator,
-  createServiceAuthorizer,
-  serviceLoginFromConfig,
-} from '@mailyard/auth';
+import { AppPasswords, LoginGuard } from '@mailyard/auth';
 import { loadConfig } from '@mailyard/config';
 import { ENVELOPE_HEADER, Queues, envelopeFor, parseEnvelope, type Envelope } from '@mailyard/contracts';
-import { Directory } from '@mailyard/directory';
 import { DkimKeyStore, DkimSigner } from '@mailyard/dkim';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import { RawSmtp, startTcpProxy, waitFor, type TcpProxy } from '@mailyard/testkit';
 import { startPlatform, type Platform, type PlatformOptions } from '../../../test/harness.js';
-import { buildMsa, msaSchema, type Msa } from '../src/index.js';
+import { buildMsa, defaultDeps, msaSchema, type Msa } from '../src/index.js';
 
 export const PASSWORD = 'correct horse battery staple';
 
@@ -79,26 +71,10 @@ export async function startMsaTestbed(
       },
     });
     const rt = await createRuntime('msa', config);
-    const directory = new Directory(rt.redis, config.recipient_delimiter);
     const msa = buildMsa(config, {
-      bus: rt.bus,
-      directory,
-      authenticator: createAuthenticator({
-        directory,
-        guard: new LoginGuard(opts.guardRedis ?? rt.redis),
-        appPasswords: new AppPasswords(rt.redis),
-      }),
-      revocations: new CredentialRevocations(rt.redis, new AppPasswords(rt.redis)),
-      serviceAuth: createServiceAuthorizer({
-        directory,
-        guard: new LoginGuard(rt.redis),
-        login: serviceLoginFromConfig(config),
-      }),
-      resolver: rt.resolver,
-      redis: rt.redis,
+      ...defaultDeps(config, rt, opts.guardRedis ? { guard: new LoginGuard(opts.guardRedis) } : {}),
+      // keys a test adds are used at once (production caches a domain's keys for 30 s)
       dkim: config.dkim_signing ? new DkimSigner(new DkimKeyStore(rt.redis), { cacheMs: 0 }) : null,
-      logger: rt.logger,
-      registry: rt.registry,
     });
     await msa.start();
     await rt.bus.waitConnected();

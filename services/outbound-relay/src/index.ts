@@ -1,5 +1,6 @@
 export * from './config.js';
 export * from './relay.js';
+export * from './deps.js';
 export * from '@mailyard/dsn';
 export * from './mx.js';
 export * from './mta-sts.js';

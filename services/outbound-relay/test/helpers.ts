@@ -3,12 +3,12 @@ import type { Readable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { loadConfig, selfSignedCertificate } from '@mailyard/config';
 import { ENVELOPE_VERSION, RoutingKeys, type Envelope } from '@mailyard/contracts';
-import { Directory } from '@mailyard/directory';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import { newQueueId } from '@mailyard/smtp-core';
 import type { Platform } from '../../../test/harness.js';
 import {
   buildOutboundRelay,
+  defaultDeps,
   outboundRelaySchema,
   type OutboundRelay,
   type PolicyFetcher,
@@ -188,15 +188,7 @@ export async function startRelay(
     },
   });
   const rt = await createRuntime('outbound-relay', cfg);
-  const relay = buildOutboundRelay(cfg, {
-    bus: rt.bus,
-    redis: rt.redis,
-    resolver: rt.resolver,
-    directory: new Directory(rt.redis),
-    logger: rt.logger,
-    registry: rt.registry,
-    ...extra,
-  });
+  const relay = buildOutboundRelay(cfg, { ...defaultDeps(cfg, rt), ...extra });
   await relay.start();
   return {
     relay,

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { bool, cidrList, commonSchema, duration, port, positiveInt, stringList } from '@mailyard/config';
+import { bool, commonSchema, duration, port, positiveInt, relaySchema, stringList } from '@mailyard/config';
 
 /** A URL with one of `protocols`, or empty for "not used". */
 const optionalUrl = (protocols: string[]) =>
@@ -20,10 +20,8 @@ const optionalUrl = (protocols: string[]) =>
 
 export const policySchema = z.object({
   ...commonSchema,
-  /** Clients that permit_mynetworks lets through (Postfix: mynetworks). Keep equal to mta-inbound's. */
-  mynetworks: cidrList(['127.0.0.0/8', '::1/128']),
-  /** Remote domains reject_unauth_destination lets through (Postfix: relay_domains). */
-  relay_domains: stringList([]),
+  /** Who permit_mynetworks and reject_unauth_destination let through: mta-inbound's mynetworks, relay_domains. */
+  ...relaySchema,
   /** authserv-id of our Authentication-Results headers (RFC 8601 §2.5); defaults to myhostname. */
   authserv_id: z.string().optional(),
   /** Requests handled at once (AMQP prefetch of the policy queue). */

@@ -1,6 +1,5 @@
-import { isIP } from 'node:net';
 import type { PolicyReply } from '@mailyard/contracts';
-import { forwardConfirmedReverse, isNotFound, type MailResolver } from '@mailyard/dns';
+import { forwardConfirmedReverse, isNotFound, reverseName, type MailResolver } from '@mailyard/dns';
 import type { PolicyReplies } from '@mailyard/policy-rules';
 import { DUNNO, note, refuse, type CheckContext, type Verdict } from './check-context.js';
 import type { PolicyMetrics } from './metrics.js';
@@ -36,13 +35,19 @@ export function measuredResolver(resolver: MailResolver, metrics: PolicyMetrics)
     resolve4: wrap('A', (n: string) => resolver.resolve4(n)),
     resolve6: wrap('AAAA', (n: string) => resolver.resolve6(n)),
     resolveTxt: wrap('TXT', (n: string) => resolver.resolveTxt(n)),
-    // node's reverse() reports SERVFAIL as ENOTFOUND (a definite "no"); asking for the
-    // PTR record by name keeps the difference between "no name" and "DNS broken"
-    reverse: wrap('PTR', (ip: string) => {
-      const plain = ip.replace(/^::ffff:/i, '');
-      const name = dnsblName(plain, isIP(plain) === 6 ? 'ip6.arpa' : 'in-addr.arpa');
-      return name ? resolver.raw.resolvePtr(name) : resolver.reverse(ip);
-    }),
+    reverse: wrap('PTR', (ip: string) => resolver.reverse(ip)),
+    // mailauth's lookups: its own code reads ENOTFOUND/ENODATA, so errors pass unchanged
+    resolve: async (name: string, type: string) => {
+      const end = metrics.dnsLatency.startTimer({ type });
+      try {
+        return await resolver.resolve(name, type);
+      } catch (err) {
+        if (!isNotFound(err)) metrics.dnsFailures.inc({ type });
+        throw err;
+      } finally {
+        end();
+      }
+    },
   };
 }
 
@@ -91,18 +96,7 @@ export async function domainResolves(resolver: MailResolver, domain: string): Pr
 
 /** The DNSBL query name for an IP: reversed octets (or nibbles) under the zone. */
 export function dnsblName(ip: string, zone: string): string | null {
-  const plain = ip.replace(/^::ffff:/i, '');
-  if (isIP(plain) === 4) return `${plain.split('.').reverse().join('.')}.${zone}`;
-  if (isIP(plain) === 6) {
-    const [h, t] = plain.split('::') as [string, string | undefined];
-    const hs = h ? h.split(':') : [];
-    const ts = t ? t.split(':') : [];
-    const groups =
-      t === undefined ? hs : [...hs, ...Array<string>(8 - hs.length - ts.length).fill('0'), ...ts];
-    const hex = groups.map((g) => g.padStart(4, '0')).join('');
-    return `${[...hex].reverse().join('.')}.${zone}`;
-  }
-  return null;
+  return reverseName(ip, zone);
 }
 
 /** A DNSBL answer: the 127.0.0.x codes, or none; answers outside 127/8 are garbage (temp). */

@@ -1,4 +1,5 @@
 export * from './config.js';
 export * from './policy.js';
+export * from './deps.js';
 export { toPolicyRequest, toPostfixAction } from './delegation.js';
 export { clamdScan } from './clamd.js';

@@ -10,7 +10,7 @@ export async function spfOf(env: CheckEnv, req: PolicyRequest): Promise<string |
     ip: req.client.ip.replace(/^::ffff:/i, ''),
     helo: req.client.helo || req.client.ip,
     mta: env.authservId,
-    resolver: (name: string, type: string) => env.resolver.raw.resolve(name, type as 'TXT'),
+    resolver: (name: string, type: string) => env.resolver.resolve(name, type),
   });
   return resultOf(r);
 }

@@ -13,7 +13,7 @@ import {
   type PrivateRedis,
   type TestVhost,
 } from '@mailyard/testkit';
-import { buildPolicy, policySchema, type PolicyService } from '../src/index.js';
+import { buildPolicy, defaultDeps, policySchema, type PolicyService } from '../src/index.js';
 
 // The policy service's Redis (rules, access tables, per-user lists, greylisting, rate
 // counters) on a redis-server the test kills: every answer is then a temporary failure,
@@ -51,14 +51,7 @@ before(async () => {
     },
   });
   rt = await createRuntime('policy', cfg);
-  policy = buildPolicy(cfg, {
-    bus: rt.bus,
-    redis: rt.redis,
-    directory: new Directory(rt.redis),
-    resolver: rt.resolver,
-    logger: rt.logger,
-    registry: rt.registry,
-  });
+  policy = buildPolicy(cfg, defaultDeps(cfg, rt));
   await rt.bus.waitConnected();
   await policy.start();
 });

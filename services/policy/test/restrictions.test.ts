@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { loadConfig } from '@mailyard/config';
-import { Directory } from '@mailyard/directory';
-import { PolicyRules } from '@mailyard/policy-rules';
+import { DEFAULT_RESTRICTIONS, PolicyRules } from '@mailyard/policy-rules';
 import { createRuntime } from '@mailyard/runtime';
-import { buildMtaInbound, mtaInboundSchema } from '@mailyard/service-mta-inbound';
+import { buildMtaInbound, defaultDeps, mtaInboundSchema } from '@mailyard/service-mta-inbound';
 import { RawSmtp, waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 
@@ -400,16 +399,11 @@ describe('rate limits shared across instances', () => {
         smtp_port: 0,
         mynetworks: '127.0.0.1/32',
         policy_enabled: true,
+        directory_cache_ttl: 0,
       },
     });
     const rt = await createRuntime('mta-inbound', cfg);
-    const second = buildMtaInbound(cfg, {
-      bus: rt.bus,
-      directory: new Directory(rt.redis),
-      resolver: rt.resolver,
-      logger: rt.logger,
-      registry: rt.registry,
-    });
+    const second = buildMtaInbound(cfg, defaultDeps(cfg, rt));
     await second.start();
     try {
       const greet = async (port: number) => {
@@ -432,6 +426,57 @@ describe('rate limits shared across instances', () => {
       await second.stop();
       await rt.close();
     }
+  });
+});
+
+describe('default per-client rates spare clients with forward-confirmed reverse DNS', () => {
+  const T = { timeout: 120_000 };
+
+  test(
+    'the default lists put permit_fcrdns_client just before each per-client rate, and nothing after it',
+    T,
+    () => {
+      for (const [list, counter] of [
+        ['smtpd_client_restrictions', 'client_connections'],
+        ['smtpd_sender_restrictions', 'client_messages'],
+      ] as const) {
+        const l = DEFAULT_RESTRICTIONS[list];
+        const i = l.findIndex((e) => e.startsWith(`check_rate ${counter} `));
+        assert.ok(i > 0, `${list} has check_rate ${counter}`);
+        assert.equal(l[i - 1], 'permit_fcrdns_client', list);
+        assert.equal(i, l.length - 1, `nothing in ${list} after the rate, which the permit would skip`);
+      }
+    },
+  );
+
+  test(
+    'connections: a client with FCrDNS is never counted; one without is refused over the limit',
+    T,
+    async () => {
+      await setRules({
+        ...NONE,
+        smtpd_client_restrictions: ['permit_fcrdns_client', 'check_rate client_connections 2/1h'],
+      });
+      for (let i = 0; i < 4; i++) assert.equal((await attempt({ ip: '127.0.0.5' })).code, 250, 'FCrDNS');
+      // a PTR that does not resolve back is not FCrDNS
+      assert.equal((await attempt({ ip: '127.0.0.6' })).code, 250);
+      assert.equal((await attempt({ ip: '127.0.0.6' })).code, 250);
+      const r = await attempt({ ip: '127.0.0.6' });
+      assert.equal(r.stage, 'connect');
+      assert.match(r.text, /^421 4\.7\.1 Error: too many connections from \[127\.0\.0\.6\]/);
+    },
+  );
+
+  test('messages: a failed reverse lookup does not spare a client from the rate', T, async () => {
+    await setRules({
+      ...NONE,
+      smtpd_sender_restrictions: ['permit_fcrdns_client', 'check_rate client_messages 1/1h'],
+    });
+    for (let i = 0; i < 3; i++) assert.equal((await attempt({ ip: '127.0.1.5' })).code, 250, 'FCrDNS');
+    assert.equal((await attempt({ ip: '127.0.0.10' })).code, 250);
+    const r = await attempt({ ip: '127.0.0.10' });
+    assert.equal(r.stage, 'mail');
+    assert.equal(r.code, 450);
   });
 });
 

@@ -1,18 +1,20 @@
 import { z } from 'zod';
 import {
   bool,
-  bytes,
-  bytesOrUnlimited,
   cidrList,
   commonSchema,
   duration,
+  loginSchema,
   mailStoreSchema,
+  messageSizeSchema,
   nonNegativeInt,
   port,
   positiveDuration,
   positiveInt,
+  quotaSchema,
   serviceLoginNetworksSchema,
   serviceLoginSchema,
+  tlsFilesSchema,
 } from '@mailyard/config';
 
 export const retrievalSchema = z.object({
@@ -26,16 +28,14 @@ export const retrievalSchema = z.object({
   pop3_port: port(110),
   /** POP3 over implicit TLS. */
   pop3s_port: port(995),
-  /** PEM certificate and key; when unset a self-signed pair is generated at start. */
-  tls_cert_file: z.string().optional(),
-  tls_key_file: z.string().optional(),
+  ...tlsFilesSchema,
   /**
    * Clients allowed to log in before TLS on 143/110 (Dovecot: login_trusted_networks with
    * disable_plaintext_auth). Empty: LOGINDISABLED until STARTTLS for everyone.
    */
   plaintext_auth_networks: cidrList([]),
-  /** Largest APPEND (and any literal) accepted, in bytes; announced as APPENDLIMIT. */
-  message_size_limit: bytes(25 * 1024 * 1024),
+  /** Largest APPEND (and any literal) accepted; announced as APPENDLIMIT. */
+  ...messageSizeSchema,
   /** Longest command line in bytes, literals excluded (Dovecot: imap_max_line_length). */
   imap_max_line_length: positiveInt(65536),
   /**
@@ -52,12 +52,7 @@ export const retrievalSchema = z.object({
    * to wait for, and a minute is plenty for a user to answer a password prompt.
    */
   login_idle_timeout: positiveDuration('60s'),
-  /**
-   * Time from connect to a successful login, however active the client is (Dovecot:
-   * CLIENT_LOGIN_TIMEOUT_MSECS, 3 minutes), so a client trickling bytes or repeating
-   * NOOP cannot hold a session without logging in.
-   */
-  login_timeout: positiveDuration('3m'),
+  ...loginSchema,
   /** Offer COMPRESS=DEFLATE (RFC 4978): less traffic for mobile clients, some CPU per byte sent. */
   imap_compress: bool(true),
   /** POP3 idle time before the session is closed once logged in; at least 10 minutes per RFC 1939 §3. */
@@ -79,8 +74,7 @@ export const retrievalSchema = z.object({
   mail_ip_limit_exceptions: cidrList(['127.0.0.0/8', '::1/128']),
   /** Sessions this instance serves at once. */
   max_connections: positiveInt(5000),
-  /** Storage quota per account (512M, 2G...) when Redis holds no override; unset: unlimited. */
-  quota_storage: bytesOrUnlimited(0),
+  ...quotaSchema,
   /**
    * How long a verified login is remembered so that the next one skips argon2id
    * (Dovecot: auth_cache_ttl); 0 disables. Every use re-reads the stored password and

@@ -1,2 +1,3 @@
 export * from './config.js';
 export * from './retrieval.js';
+export * from './deps.js';

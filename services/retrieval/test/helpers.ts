@@ -1,21 +1,12 @@
 import { loadConfig } from '@mailyard/config';
-import {
-  AppPasswords,
-  createAuthenticator,
-  createServiceAuthorizer,
-  CredentialCache,
-  CredentialRevocations,
-  LoginGuard,
-  serviceLoginFromConfig,
-} from '@mailyard/auth';
-import { Directory } from '@mailyard/directory';
+import { LoginGuard } from '@mailyard/auth';
 import type { Logger } from '@mailyard/observability';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import type { Redis } from 'ioredis';
 import nodemailer from 'nodemailer';
 import { waitFor } from '@mailyard/testkit';
 import type { Platform } from '../../../test/harness.js';
-import { buildRetrieval, retrievalSchema, type RetrievalService } from '../src/index.js';
+import { buildRetrieval, defaultDeps, retrievalSchema, type RetrievalService } from '../src/index.js';
 
 export const PASSWORD = 'correct horse battery staple';
 
@@ -56,25 +47,10 @@ export async function startRetrieval(
   });
   const rt = await createRuntime('retrieval', config, opts.logger);
   await rt.bus.waitConnected();
-  const appPasswords = new AppPasswords(rt.redis);
-  const svc = buildRetrieval(config, {
-    bus: rt.bus,
-    redis: rt.redis,
-    revocations: new CredentialRevocations(rt.redis, appPasswords),
-    auth: createAuthenticator({
-      directory: new Directory(rt.redis),
-      guard: new LoginGuard(opts.guardRedis ?? rt.redis),
-      appPasswords,
-      cache: new CredentialCache({ ttlMs: config.auth_cache_ttl, maxEntries: config.auth_cache_size }),
-    }),
-    serviceAuth: createServiceAuthorizer({
-      directory: new Directory(rt.redis),
-      guard: new LoginGuard(rt.redis),
-      login: serviceLoginFromConfig(config),
-    }),
-    logger: opts.logger ?? rt.logger,
-    registry: rt.registry,
-  });
+  const svc = buildRetrieval(
+    config,
+    defaultDeps(config, rt, opts.guardRedis ? { guard: new LoginGuard(opts.guardRedis) } : {}),
+  );
   await svc.start();
   return {
     svc,

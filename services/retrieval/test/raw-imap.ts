@@ -71,9 +71,9 @@ export class RawImap {
     this.socket.write(text);
   }
 
-  async cmd(tag: string, text: string): Promise<string> {
+  async cmd(tag: string, text: string, timeoutMs?: number): Promise<string> {
     this.send(`${tag} ${text}\r\n`);
-    return this.until(new RegExp(`^${tag} (OK|NO|BAD)`, 'm'));
+    return this.until(new RegExp(`^${tag} (OK|NO|BAD)`, 'm'), timeoutMs);
   }
 
   async waitClosed(timeoutMs = 5000): Promise<void> {

@@ -1,14 +1,15 @@
 import { z } from 'zod';
 import {
   bool,
-  bytes,
   cidrList,
   commonSchema,
   duration,
   hostPortList,
+  messageSizeSchema,
   port,
   positiveInt,
   serviceLoginSchema,
+  tlsFilesSchema,
 } from '@mailyard/config';
 
 /** One host:port, the port written out (there is no default worth guessing). */
@@ -21,9 +22,8 @@ export const webmailSchema = z.object({
   ...commonSchema,
   /** HTTPS port of the web client (pages, JSON API, event stream). */
   webmail_port: port(443),
-  /** PEM certificate and key (the platform's); when unset a self-signed pair is generated at start. */
-  tls_cert_file: z.string().optional(),
-  tls_key_file: z.string().optional(),
+  /** The platform's certificate. */
+  ...tlsFilesSchema,
   /** The retrieval service's IMAP over implicit TLS (its IMAPS_PORT). */
   imap_server: server('127.0.0.1:993'),
   /** The msa's submission over implicit TLS (its SUBMISSIONS_PORT). */
@@ -50,11 +50,8 @@ export const webmailSchema = z.object({
   session_absolute_timeout: duration('12h'),
   /** Login attempts per client address per minute (besides the shared lockout, which counts failures). */
   login_rate_limit: positiveInt(10),
-  /**
-   * Largest message sent, in bytes (keep equal to msa's MESSAGE_SIZE_LIMIT): attachments
-   * may add up to about 73% of it, the rest is their base64 encoding.
-   */
-  message_size_limit: bytes(25 * 1024 * 1024),
+  /** Largest message sent, the msa's own limit. */
+  ...messageSizeSchema,
   /** Reverse proxies whose X-Forwarded-For names the client (for the lockout and rate limit); empty: none. */
   trusted_proxies: cidrList([]),
   /** Directory with the built front end (index.html, assets/); default: dist/public beside the service. */

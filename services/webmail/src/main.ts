@@ -1,20 +1,6 @@
-import { AppPasswords, createAuthenticator, LoginGuard } from '@mailyard/auth';
-import { Directory } from '@mailyard/directory';
 import { runMain } from '@mailyard/runtime';
 import { webmailSchema } from './config.js';
+import { defaultDeps } from './deps.js';
 import { buildWebmail } from './webmail.js';
 
-await runMain('webmail', webmailSchema, (config, rt) => {
-  const directory = new Directory(rt.redis);
-  return buildWebmail(config, {
-    redis: rt.redis,
-    directory,
-    authenticator: createAuthenticator({
-      directory,
-      guard: new LoginGuard(rt.redis),
-      appPasswords: new AppPasswords(rt.redis),
-    }),
-    logger: rt.logger,
-    registry: rt.registry,
-  });
-});
+await runMain('webmail', webmailSchema, (config, rt) => buildWebmail(config, defaultDeps(config, rt)));

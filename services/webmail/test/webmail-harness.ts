@@ -4,22 +4,13 @@
 // All three share one certificate for mail.mailyard.test, which the webmail verifies.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  AppPasswords,
-  createAuthenticator,
-  createServiceAuthorizer,
-  CredentialRevocations,
-  LoginGuard,
-  serviceLoginFromConfig,
-} from '@mailyard/auth';
 import { loadConfig, selfSignedCertificate } from '@mailyard/config';
-import { Directory } from '@mailyard/directory';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
-import { buildMsa, msaSchema, type Msa } from '@mailyard/service-msa';
+import { buildMsa, defaultDeps as msaDeps, msaSchema, type Msa } from '@mailyard/service-msa';
 import { tempDir } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform, type PlatformOptions } from '../../../test/harness.js';
 import { startRetrieval, type Retrieval } from '../../retrieval/test/helpers.js';
-import { buildWebmail, webmailSchema, type SecondFactor, type Webmail } from '../src/index.js';
+import { buildWebmail, defaultDeps, webmailSchema, type SecondFactor, type Webmail } from '../src/index.js';
 
 export const PASSWORD = 'correct horse battery staple';
 export const SECRET = 'the-webmail-service-secret-for-tests';
@@ -73,29 +64,11 @@ export async function startWebmailTestbed(
       submission_port: 0,
       submissions_port: 0,
       policy_enabled: !!opts.platform?.policy,
+      dkim_signing: false,
     },
   });
   const msaRt = await createRuntime('msa', msaConfig);
-  const msaDirectory = new Directory(msaRt.redis);
-  const msa = buildMsa(msaConfig, {
-    bus: msaRt.bus,
-    directory: msaDirectory,
-    authenticator: createAuthenticator({
-      directory: msaDirectory,
-      guard: new LoginGuard(msaRt.redis),
-      appPasswords: new AppPasswords(msaRt.redis),
-    }),
-    serviceAuth: createServiceAuthorizer({
-      directory: msaDirectory,
-      guard: new LoginGuard(msaRt.redis),
-      login: serviceLoginFromConfig(msaConfig),
-    }),
-    revocations: new CredentialRevocations(msaRt.redis, new AppPasswords(msaRt.redis)),
-    resolver: msaRt.resolver,
-    dkim: null,
-    logger: msaRt.logger,
-    registry: msaRt.registry,
-  });
+  const msa = buildMsa(msaConfig, msaDeps(msaConfig, msaRt));
   await msa.start();
   await msaRt.bus.waitConnected();
 
@@ -119,19 +92,7 @@ export async function startWebmailTestbed(
       },
     });
     const rt = await createRuntime('webmail', config);
-    const directory = new Directory(rt.redis);
-    const webmail = buildWebmail(config, {
-      redis: rt.redis,
-      directory,
-      authenticator: createAuthenticator({
-        directory,
-        guard: new LoginGuard(rt.redis),
-        appPasswords: new AppPasswords(rt.redis),
-      }),
-      logger: rt.logger,
-      registry: rt.registry,
-      ...deps,
-    });
+    const webmail = buildWebmail(config, { ...defaultDeps(config, rt), ...deps });
     await webmail.start();
     built.push({ webmail, rt });
     return webmail;

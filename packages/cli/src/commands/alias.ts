@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { normalizeAliasSource, normalizeTarget, requireLocalDomain } from '../addresses.js';
 import type { CommandContext } from '../context.js';
 
 export function registerAliasCommands(program: Command, ctx: CommandContext): void {
@@ -11,9 +10,9 @@ export function registerAliasCommands(program: Command, ctx: CommandContext): vo
     .argument('<source>', 'address of a local domain, or @domain for the catch-all')
     .argument('<target...>', 'addresses to deliver to, local or external')
     .action((source: string, targets: string[]) =>
-      ctx.withDirectory(async (dir) => {
-        const src = await dir.addAlias(source, targets);
-        ctx.print(`added alias ${src} -> ${targets.map(normalizeTarget).join(', ')}`);
+      ctx.withOperations(async (ops) => {
+        const added = await ops.addAlias(source, targets);
+        ctx.print(`added alias ${added.source} -> ${added.targets.join(', ')}`);
       }),
     );
 
@@ -23,11 +22,9 @@ export function registerAliasCommands(program: Command, ctx: CommandContext): vo
     .argument('<source>', 'alias address or @domain')
     .argument('[target]', 'remove only this target; the alias goes when its last target does')
     .action((source: string, target: string | undefined) =>
-      ctx.withDirectory(async (dir) => {
-        const src = normalizeAliasSource(source);
-        const tgt = target === undefined ? undefined : normalizeTarget(target);
-        await dir.delAlias(src, tgt);
-        ctx.print(tgt ? `removed ${tgt} from alias ${src}` : `deleted alias ${src}`);
+      ctx.withOperations(async (ops) => {
+        const d = await ops.delAlias(source, target);
+        ctx.print(d.target ? `removed ${d.target} from alias ${d.source}` : `deleted alias ${d.source}`);
       }),
     );
 
@@ -36,9 +33,8 @@ export function registerAliasCommands(program: Command, ctx: CommandContext): vo
     .description('list aliases as "source<TAB>target, target"')
     .argument('[domain]', 'only the aliases of this domain')
     .action((domain: string | undefined) =>
-      ctx.withDirectory(async (dir) => {
-        const d = domain === undefined ? undefined : await requireLocalDomain(dir, domain);
-        for (const { source, targets } of await dir.listAliases(d))
+      ctx.withOperations(async (ops) => {
+        for (const { source, targets } of await ops.listAliases(domain))
           ctx.print(`${source}\t${targets.join(', ')}`);
       }),
     );

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { normalizeDomainArg } from '../addresses.js';
 import type { CommandContext } from '../context.js';
 
 export function registerDomainCommands(program: Command, ctx: CommandContext): void {
@@ -10,8 +9,9 @@ export function registerDomainCommands(program: Command, ctx: CommandContext): v
     .description('add a local domain: mail for it is accepted and delivered here')
     .argument('<domain>', 'domain name (internationalised names are stored in ASCII form)')
     .action((name: string) =>
-      ctx.withDirectory(async (dir) => {
-        ctx.print(`added domain ${await dir.addDomain(name)}`);
+      ctx.withOperations(async (ops) => {
+        const { domain } = await ops.addDomain(name);
+        ctx.print(`added domain ${domain}`);
       }),
     );
 
@@ -19,8 +19,8 @@ export function registerDomainCommands(program: Command, ctx: CommandContext): v
     .command('list')
     .description('list the local domains, one a line')
     .action(() =>
-      ctx.withDirectory(async (dir) => {
-        for (const d of await dir.listDomains()) ctx.print(d);
+      ctx.withOperations(async (ops) => {
+        for (const d of await ops.listDomains()) ctx.print(d);
       }),
     );
 
@@ -29,10 +29,8 @@ export function registerDomainCommands(program: Command, ctx: CommandContext): v
     .description('delete a local domain that has no accounts or aliases left')
     .argument('<domain>', 'domain name')
     .action((name: string) =>
-      ctx.withDirectory(async (dir) => {
-        const d = normalizeDomainArg(name);
-        await dir.delDomain(d);
-        ctx.print(`deleted domain ${d}`);
+      ctx.withOperations(async (ops) => {
+        ctx.print(`deleted domain ${await ops.delDomain(name)}`);
       }),
     );
 }

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import type { CommandContext } from '../context.js';
 import { registerAliasCommands } from './alias.js';
 import { registerAppPasswordCommands } from './app-password.js';
+import { registerAuditCommands } from './audit.js';
 import { registerDkimCommands } from './dkim.js';
 import { registerDomainCommands } from './domain.js';
 import { registerPolicyCommands } from './policy.js';
@@ -24,5 +25,6 @@ export const commandGroups: readonly CommandGroup[] = [
   registerDkimCommands,
   registerPolicyCommands,
   registerQueueGroup,
+  registerAuditCommands,
   registerSetupCommand,
 ];

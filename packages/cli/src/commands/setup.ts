@@ -3,7 +3,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { normalizeDomainArg } from '../addresses.js';
+import { normalizeDomainArg } from '@mailyard/admin';
 import type { CommandContext } from '../context.js';
 import { CliError, usageError } from '../errors.js';
 

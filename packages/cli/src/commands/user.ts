@@ -1,5 +1,4 @@
 import { type Command, Option } from 'commander';
-import { checkAccount, requireLocalDomain } from '../addresses.js';
 import type { CommandContext } from '../context.js';
 import { usageError } from '../errors.js';
 import { obtainPassword } from '../password.js';
@@ -7,6 +6,7 @@ import { obtainPassword } from '../password.js';
 interface PasswordOptions {
   passwordStdin?: boolean;
   password?: string;
+  admin?: boolean;
 }
 
 const passwordStdinHelp = 'read the password from standard input (one line) instead of prompting';
@@ -34,17 +34,31 @@ export function registerUserCommands(program: Command, ctx: CommandContext): voi
     .description('create an account; its domain must be local')
     .argument('<address>', 'account address, e.g. alice@example.org')
     .option('--password-stdin', passwordStdinHelp)
+    .option('--admin', 'give the account the admin role (the admin console of the webmail)')
     .addOption(passwordInArgv())
     .action((address: string, opts: PasswordOptions) => {
       refusePasswordInArgv(opts);
-      return ctx.withDirectory(async (dir) => {
-        const created = await dir.addUser(
+      return ctx.withOperations(async (ops) => {
+        const created = await ops.addUser(
           address,
-          await password(opts, () => checkAccount(dir, address, 'absent')),
+          await password(opts, () => ops.checkAccount(address, 'absent')),
+          { admin: opts.admin === true },
         );
-        ctx.print(`added account ${created}`);
+        ctx.print(`added ${opts.admin ? 'admin ' : ''}account ${created}`);
       });
     });
+
+  user
+    .command('admin')
+    .description('give an account the admin role, or take it away with --remove')
+    .argument('<address>', 'account address')
+    .option('--remove', 'take the admin role away')
+    .action((address: string, opts: { remove?: boolean }) =>
+      ctx.withOperations(async (ops) => {
+        const a = await ops.setAdmin(address, opts.remove !== true);
+        ctx.print(opts.remove ? `${a} is no longer an admin` : `${a} is an admin`);
+      }),
+    );
 
   user
     .command('passwd')
@@ -54,9 +68,9 @@ export function registerUserCommands(program: Command, ctx: CommandContext): voi
     .addOption(passwordInArgv())
     .action((address: string, opts: PasswordOptions) => {
       refusePasswordInArgv(opts);
-      return ctx.withDirectory(async (dir) => {
-        const a = await checkAccount(dir, address, 'present');
-        await dir.setPassword(a, await password(opts, async () => a));
+      return ctx.withOperations(async (ops) => {
+        const a = await ops.checkAccount(address, 'present');
+        await ops.setPassword(a, await password(opts, async () => a));
         ctx.print(`changed the password of ${a}`);
       });
     });
@@ -66,10 +80,8 @@ export function registerUserCommands(program: Command, ctx: CommandContext): voi
     .description('delete an account (its mailbox on disk is left in place)')
     .argument('<address>', 'account address')
     .action((address: string) =>
-      ctx.withDirectory(async (dir) => {
-        const a = await checkAccount(dir, address, 'present');
-        await dir.delUser(a);
-        ctx.print(`deleted account ${a}`);
+      ctx.withOperations(async (ops) => {
+        ctx.print(`deleted account ${await ops.delUser(address)}`);
       }),
     );
 
@@ -78,9 +90,8 @@ export function registerUserCommands(program: Command, ctx: CommandContext): voi
     .description('list accounts, one a line, of one domain or of all')
     .argument('[domain]', 'only the accounts of this domain')
     .action((domain: string | undefined) =>
-      ctx.withDirectory(async (dir) => {
-        const d = domain === undefined ? undefined : await requireLocalDomain(dir, domain);
-        for (const a of await dir.listUsers(d)) ctx.print(a);
+      ctx.withOperations(async (ops) => {
+        for (const a of await ops.listUsers(domain)) ctx.print(a);
       }),
     );
 }

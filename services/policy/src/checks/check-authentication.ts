@@ -11,29 +11,17 @@ import { resultOf } from '../spf.js';
 export const checkAuthentication: CheckImplementation<'check_authentication'> = {
   async run(ctx, _args, reply) {
     const { req } = ctx;
-    const { config, metrics, redis, authservId } = ctx.env;
+    const { config, redis, authservId } = ctx.env;
     // SPF/DMARC judge the path from the sender's domain to us; a submitting user's
     // own IP says nothing about that (their home address would fail their domain's SPF)
     if (req.user || req.stage !== 'data' || !ctx.message) return DUNNO;
-    const raw = ctx.env.resolver.raw;
     const res = await authenticate(ctx.message, {
       ip: req.client.ip.replace(/^::ffff:/i, ''),
       helo: req.client.helo || undefined,
       sender: req.sender ?? '',
       mta: authservId,
-      // mailauth's lookups go through our resolver too, timed and counted like the others
-      resolver: async (name: string, type: string) => {
-        const end = metrics.dnsLatency.startTimer({ type });
-        try {
-          return await raw.resolve(name, type as 'TXT');
-        } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code;
-          if (code !== 'ENOTFOUND' && code !== 'ENODATA') metrics.dnsFailures.inc({ type });
-          throw err;
-        } finally {
-          end();
-        }
-      },
+      // mailauth's lookups go through our resolver too (cached, timed and counted like the others)
+      resolver: (name: string, type: string) => ctx.env.resolver.resolve(name, type),
       disableBimi: true,
     });
     // forged results under our own name are removed (RFC 8601 §5); ours replace them

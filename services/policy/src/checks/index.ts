@@ -12,6 +12,7 @@ import { checkSpam } from './check-spam.js';
 import { checkUserLists } from './check-user-lists.js';
 import { checkVirus } from './check-virus.js';
 import { defer } from './defer.js';
+import { permitFcrdnsClient } from './permit-fcrdns-client.js';
 import { permitMynetworks } from './permit-mynetworks.js';
 import { permitSaslAuthenticated } from './permit-sasl-authenticated.js';
 import { permit } from './permit.js';
@@ -38,6 +39,7 @@ export const CHECK_IMPLEMENTATIONS: { readonly [N in CheckName]: CheckImplementa
   reject,
   defer,
   permit_mynetworks: permitMynetworks,
+  permit_fcrdns_client: permitFcrdnsClient,
   permit_sasl_authenticated: permitSaslAuthenticated,
   reject_unauth_destination: rejectUnauthDestination,
   reject_unknown_reverse_client_hostname: rejectUnknownReverseClientHostname,

@@ -84,6 +84,8 @@ export interface FetchContext {
   utf8: boolean;
   condstore: boolean;
   byUid: boolean;
+  /** A message's flags as the session shows them (with \Recent to an IMAP4rev1 session). */
+  flags: (m: MessageInfo) => string;
 }
 
 /** A piece of a response: strings hold one char per byte (latin1), as header text is read. */
@@ -234,7 +236,7 @@ export function renderFetch(
         out.push(`UID ${m.uid}`);
         break;
       case 'FLAGS':
-        out.push(utf8Bytes(`FLAGS (${m.flags.join(' ')})`));
+        out.push(utf8Bytes(`FLAGS (${ctx.flags(m)})`));
         break;
       case 'MODSEQ':
         out.push(`MODSEQ (${m.modseq})`);

@@ -4,13 +4,23 @@ import {
   decodeWords,
   header,
   inRanges,
+  parseAddressList,
   resolveSequenceSet,
+  type Address,
   type MimePart,
   type SearchKey,
 } from '@mailyard/imap-core';
 import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
 import type { MessageCache } from '../message-cache.js';
 import type { SelectedMailbox } from './selected.js';
+
+const ADDRESS_FIELDS = new Set(['from', 'to', 'cc', 'bcc']);
+
+/** An address as a search sees it: `Name <mailbox@host>`. */
+function addressText(a: Address): string {
+  const spec = a.host ? `${a.mailbox ?? ''}@${a.host}` : (a.mailbox ?? '');
+  return a.name ? `${decodeWords(a.name)} <${spec}>` : spec;
+}
 
 function norm(s: string): string {
   return s.normalize('NFC').toLowerCase();
@@ -93,19 +103,22 @@ export class SearchEvaluator {
       case 'flag':
         return has(k.flag) === k.set;
       case 'new':
-        return false;
+        return this.view.recent.has(m.uid) && !has('\\Seen');
       case 'recent':
-        return false;
+        return this.view.recent.has(m.uid);
       case 'old':
-        return true;
+        return !this.view.recent.has(m.uid);
       case 'seq':
         return inRanges(seq, resolveSequenceSet(k.set, this.view.exists));
       case 'uid':
         return inRanges(m.uid, resolveSequenceSet(k.set, this.view.uids[this.view.uids.length - 1] ?? 0));
       case 'header': {
-        const values = (await this.cache.headerValues(this.folder, m, k.field)).map((v) =>
-          norm(decodeWords(v)),
-        );
+        const raw = await this.cache.headerValues(this.folder, m, k.field);
+        const values = raw.map((v) => norm(decodeWords(v)));
+        // FROM, TO, CC, BCC also match the addresses as parsed, comments taken out
+        // (`jane(the boss)@example.com` is jane@example.com; RFC 5322 §3.2.2)
+        if (ADDRESS_FIELDS.has(k.field))
+          for (const v of raw) for (const a of parseAddressList(v)) values.push(norm(addressText(a)));
         if (!values.length) return false;
         return values.some((v) => v.includes(norm(k.value)));
       }

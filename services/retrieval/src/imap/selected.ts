@@ -24,12 +24,21 @@ export class SelectedMailbox {
   private gone = new Set<number>();
   /** The folder snapshot this view was last brought up to date with. */
   private synced: FolderSnapshot;
+  /** UIDs this session sees as \Recent (RFC 3501 §2.3.2; IMAP4rev1 sessions only). */
+  readonly recent = new Set<number>();
+  /** The RECENT count the client was last told. */
+  private toldRecent = 0;
 
+  /**
+   * `recentFrom`: the first UID this session may show as \Recent (what it claimed, or what
+   * nobody claimed yet when read-only); null in an IMAP4rev2 session, which has no \Recent.
+   */
   constructor(
     readonly folder: MailFolder,
     readonly name: string,
     readonly readOnly: boolean,
     snap: FolderSnapshot,
+    private readonly recentFrom: number | null = null,
   ) {
     this.validity = snap.validity;
     this.uidNext = snap.uidNext;
@@ -39,7 +48,14 @@ export class SelectedMailbox {
       this.uids.push(m.uid);
       this.infos.set(m.uid, m);
       this.told.set(m.uid, stamp(m));
+      if (recentFrom !== null && m.uid >= recentFrom) this.recent.add(m.uid);
     }
+    this.toldRecent = this.recent.size;
+  }
+
+  /** The flags of a message as this session shows them: with \Recent for an IMAP4rev1 session. */
+  flags(m: MessageInfo): string {
+    return this.recent.has(m.uid) ? [...m.flags, '\\Recent'].join(' ') : m.flags.join(' ');
   }
 
   get exists(): number {
@@ -103,7 +119,12 @@ export class SelectedMailbox {
 
   /** Re-reads the folder and returns the untagged lines that bring the client up to date. */
   async update(opts: UpdateOptions): Promise<string[]> {
-    const snap = await this.folder.snapshot();
+    let snap = await this.folder.snapshot();
+    let recentFrom = this.recentFrom === null ? null : snap.firstRecent;
+    if (recentFrom !== null && !this.readOnly && snap.firstRecent < snap.uidNext) {
+      // new messages nobody has seen as recent: this session is the first told of them
+      ({ from: recentFrom, snapshot: snap } = await this.folder.claimRecent());
+    }
     // the folder keeps returning the same snapshot object while nothing changed on disk:
     // then there is nothing to tell (this runs after every command, on every message)
     if (snap === this.synced && (!this.gone.size || !opts.allowExpunge)) return [];
@@ -128,6 +149,7 @@ export class SelectedMailbox {
       for (const u of gone) {
         this.infos.delete(u);
         this.told.delete(u);
+        this.recent.delete(u);
       }
       this.gone.clear();
     }
@@ -138,10 +160,16 @@ export class SelectedMailbox {
         this.uids.push(m.uid);
         this.infos.set(m.uid, m);
         this.told.set(m.uid, stamp(m));
+        if (recentFrom !== null && m.uid >= recentFrom) this.recent.add(m.uid);
         added = true;
       }
     }
     if (added) lines.push(`* ${this.uids.length} EXISTS`);
+    // RFC 3501 §7.3.2: sent when the number of recent messages changes
+    if (this.recentFrom !== null && this.recent.size !== this.toldRecent) {
+      this.toldRecent = this.recent.size;
+      lines.push(`* ${this.recent.size} RECENT`);
+    }
     for (let i = 0; i < this.uids.length; i++) {
       const uid = this.uids[i]!;
       const m = now.get(uid);
@@ -151,7 +179,7 @@ export class SelectedMailbox {
       if (this.told.get(uid) !== st) {
         this.told.set(uid, st);
         const ms = opts.condstore ? ` MODSEQ (${m.modseq})` : '';
-        lines.push(`* ${i + 1} FETCH (UID ${uid} FLAGS (${m.flags.join(' ')})${ms})`);
+        lines.push(`* ${i + 1} FETCH (UID ${uid} FLAGS (${this.flags(m)})${ms})`);
       }
     }
     this.uidNext = snap.uidNext;

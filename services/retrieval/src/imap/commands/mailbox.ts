@@ -46,7 +46,7 @@ async function statusLine(s: AuthedContext, name: string, items: string[]): Prom
       case 'SIZE':
         return `SIZE ${snap.messages.reduce((a, m) => a + Math.max(m.size, 0), 0)}`;
       case 'RECENT':
-        return 'RECENT 0';
+        return `RECENT ${snap.messages.filter((m) => m.uid >= snap.firstRecent).length}`;
       default:
         return `HIGHESTMODSEQ ${snap.highestModseq}`;
     }
@@ -188,16 +188,23 @@ function parseSelect(r: ArgReader): SelectArgs {
 
 async function runSelect(s: AuthedContext, tag: string, a: SelectArgs, name: string): Promise<void> {
   const readOnly = name === 'EXAMINE';
-  if (s.selected && s.enabled.qresync) s.send('* OK [CLOSED] Previous mailbox closed\r\n');
+  // RFC 7162 §3.2.11, RFC 9051 §7.1: the boundary between the two mailboxes' responses;
+  // required with QRESYNC and in IMAP4rev2, harmless before (Dovecot sends it always)
+  if (s.selected) s.send('* OK [CLOSED] Previous mailbox closed\r\n');
   s.unselect();
   if (a.qresync && !s.enabled.qresync) throw reply.bad('QRESYNC is not enabled');
   if (a.condstore) s.enabled.add('CONDSTORE');
   const f = await requireFolder(s, a.name);
   // the folder's index file is read while the directories are
   void s.deps.cache.ready(f);
-  const snap = await f.snapshot();
+  let snap = await f.snapshot();
+  // RFC 3501 §2.3.2: an IMAP4rev1 session selecting read-write claims the messages no
+  // session has seen as \Recent; EXAMINE shows them without claiming them (§6.3.2)
+  let recentFrom: number | null = s.enabled.rev2 ? null : snap.firstRecent;
+  if (recentFrom !== null && !readOnly && snap.firstRecent < snap.uidNext)
+    ({ from: recentFrom, snapshot: snap } = await f.claimRecent());
   void s.deps.cache.select(f, snap.messages);
-  const view = new SelectedMailbox(f, a.name, readOnly, snap);
+  const view = new SelectedMailbox(f, a.name, readOnly, snap, recentFrom);
   const kws = new Set<string>();
   for (const m of snap.messages) for (const fl of m.flags) if (!fl.startsWith('\\')) kws.add(fl);
   const flags = [...SYSTEM_FLAGS, ...kws].join(' ');
@@ -207,7 +214,7 @@ async function runSelect(s: AuthedContext, tag: string, a: SelectArgs, name: str
     `* ${snap.messages.length} EXISTS`,
   ];
   if (!s.enabled.rev2) {
-    lines.push('* 0 RECENT');
+    lines.push(`* ${view.recent.size} RECENT`);
     const unseen = snap.messages.findIndex((m) => !m.flags.includes('\\Seen'));
     if (unseen >= 0) lines.push(`* OK [UNSEEN ${unseen + 1}] First unseen`);
   }
@@ -227,7 +234,7 @@ async function runSelect(s: AuthedContext, tag: string, a: SelectArgs, name: str
     for (const m of snap.messages) {
       if (m.modseq > modseq) {
         lines.push(
-          `* ${view.seqOf(m.uid)} FETCH (UID ${m.uid} FLAGS (${m.flags.join(' ')}) MODSEQ (${m.modseq}))`,
+          `* ${view.seqOf(m.uid)} FETCH (UID ${m.uid} FLAGS (${view.flags(m)}) MODSEQ (${m.modseq}))`,
         );
       }
     }
@@ -257,8 +264,7 @@ export const mailboxCommands: CommandGroup = {
     async run(s, tag, name) {
       if (s.selected?.name === name) throw reply.cannot('Mailbox is selected');
       await s.mailbox.delete(name).catch(folderErr);
-      const subs = await s.mailbox.subscriptions();
-      if (subs.includes(name)) await s.mailbox.setSubscriptions(subs.filter((x) => x !== name));
+      await s.mailbox.unsubscribe(name);
       await s.ok(tag, 'DELETE completed');
     },
   }),
@@ -280,8 +286,7 @@ export const mailboxCommands: CommandGroup = {
     parse: oneMailbox,
     async run(s, tag, name) {
       await requireFolder(s, name);
-      const subs = await s.mailbox.subscriptions();
-      if (!subs.includes(name)) await s.mailbox.setSubscriptions([...subs, name]);
+      await s.mailbox.subscribe(name);
       await s.ok(tag, 'SUBSCRIBE completed');
     },
   }),
@@ -289,8 +294,7 @@ export const mailboxCommands: CommandGroup = {
     states: AUTHED,
     parse: oneMailbox,
     async run(s, tag, name) {
-      const subs = await s.mailbox.subscriptions();
-      await s.mailbox.setSubscriptions(subs.filter((x) => x !== name));
+      await s.mailbox.unsubscribe(name);
       await s.ok(tag, 'UNSUBSCRIBE completed');
     },
   }),

@@ -9,7 +9,13 @@ import {
   type FetchItem,
   type SequenceSet,
 } from '@mailyard/imap-core';
-import { SPECIAL_USE, type FlagChange, type MailFolder, type MessageInfo } from '@mailyard/mailstore';
+import {
+  MessageGoneError,
+  SPECIAL_USE,
+  type FlagChange,
+  type MailFolder,
+  type MessageInfo,
+} from '@mailyard/mailstore';
 import { EventKeys, type LearnEvent } from '@mailyard/contracts';
 import type { AuthedContext, SelectedContext } from '../context.js';
 import {
@@ -100,6 +106,7 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
     utf8: s.enabled.utf8,
     condstore: s.enabled.condstore,
     byUid,
+    flags: (m: MessageInfo) => view.flags(m),
   };
   const plan = planFetch(items);
   await ctx.cache.ready(view.folder);
@@ -115,6 +122,7 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
   // found in the index, a few hundred messages at a time: the files are read together,
   // and the first responses leave early
   const wantsHeaders = plan.envelope || plan.date || plan.headerFields;
+  let skipped = false;
   for (let k = 0; k < msgs.length; k += FETCH_CHUNK) {
     const part = msgs.slice(k, k + FETCH_CHUNK);
     if (wantsHeaders)
@@ -132,8 +140,13 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
           await flush();
           throw new ImapReply('NO', err.message === 'UNKNOWN-CTE' ? 'UNKNOWN-CTE' : null, err.message);
         }
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as Error).name === 'MessageGoneError')
+        // expunged by another session since this one last heard: RFC 2180 §4.1.3 lets
+        // the others be answered; the tagged reply says some were left out (RFC 5530
+        // EXPUNGEISSUED), as Dovecot's does
+        if (err instanceof MessageGoneError || (err as NodeJS.ErrnoException).code === 'ENOENT') {
+          skipped = true;
           continue;
+        }
         await flush();
         throw err;
       }
@@ -152,7 +165,10 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
     }
   }
   await flush();
-  await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
+  await s.ok(tag, skipped ? `Some messages were expunged; ${name} completed` : `${name} completed`, {
+    allowExpunge: byUid,
+    ...(skipped ? { code: 'EXPUNGEISSUED' } : {}),
+  });
 }
 
 interface StoreArgs {
@@ -207,7 +223,7 @@ async function runStore(s: SelectedContext, tag: string, a: StoreArgs, name: str
     if (!a.silent || (wasChanged && a.unchangedSince !== null)) {
       const parts = [];
       if (byUid) parts.push(`UID ${m.uid}`);
-      if (!a.silent) parts.push(`FLAGS (${m.flags.join(' ')})`);
+      if (!a.silent) parts.push(`FLAGS (${view.flags(m)})`);
       if (s.enabled.condstore) parts.push(`MODSEQ (${m.modseq})`);
       lines.push(`* ${seq} FETCH (${parts.join(' ')})`);
     }

@@ -3,6 +3,9 @@
 import {
   BadCharsetError,
   baseSubject,
+  casemap,
+  compareOctets,
+  decodeWords,
   formatSequence,
   header,
   ParseError,
@@ -15,6 +18,7 @@ import {
   THREAD_ALGORITHMS,
   tokenText,
   usesModseq,
+  type Address,
   type ArgReader,
   type HeaderField,
   type SearchKey,
@@ -134,7 +138,8 @@ async function* matchingWithHeaders(
   }
 }
 
-const SORT_KEYS = ['ARRIVAL', 'CC', 'DATE', 'FROM', 'SIZE', 'SUBJECT', 'TO'];
+// RFC 5256 §3 and SORT=DISPLAY (RFC 5957 §3)
+const SORT_KEYS = ['ARRIVAL', 'CC', 'DATE', 'FROM', 'SIZE', 'SUBJECT', 'TO', 'DISPLAYFROM', 'DISPLAYTO'];
 
 interface SortArgs {
   criteria: { key: string; reverse: boolean }[];
@@ -154,43 +159,84 @@ function parseSort(r: ArgReader): SortArgs {
   return { criteria, search: parseCharsetSearch(r) };
 }
 
-async function runSort(s: SelectedContext, tag: string, a: SortArgs, name: string): Promise<void> {
-  const view = s.selected;
-  const byUid = name.startsWith('UID');
+/**
+ * The first address of an address header as the ENVELOPE shows it: a group's start
+ * counts, its name as the mailbox (RFC 5256 §3 sorts by "the addr-mailbox of the first
+ * address", which for a group is the group name).
+ */
+function firstAddress(h: HeaderField[], name: string): Address | undefined {
+  return parseAddressList(header(h, name) ?? '')[0];
+}
+
+/** FROM, TO, CC: the first address's mailbox (local part), RFC 5256 §3. */
+function addressKey(h: HeaderField[], name: string): string {
+  return casemap(firstAddress(h, name)?.mailbox ?? '');
+}
+
+/**
+ * DISPLAYFROM, DISPLAYTO (RFC 5957 §3): the first address's display name, decoded;
+ * without one (absent or empty) its addr-spec.
+ */
+function displayKey(h: HeaderField[], name: string): string {
+  const a = firstAddress(h, name);
+  if (!a) return '';
+  const display = a.name === null ? '' : decodeWords(a.name);
+  if (display) return casemap(display);
+  return casemap(a.host === null ? (a.mailbox ?? '') : `${a.mailbox ?? ''}@${a.host}`);
+}
+
+async function sortKey(
+  s: SelectedContext,
+  key: string,
+  m: MessageInfo,
+  h: HeaderField[],
+): Promise<string | number> {
+  const folder = s.selected.folder;
+  switch (key) {
+    case 'ARRIVAL':
+      return s.deps.cache.internalDate(folder, m);
+    case 'DATE':
+      return sentDate(s, folder, m, h);
+    case 'SIZE':
+      return folder.sizeOf(m);
+    case 'SUBJECT':
+      return baseSubject(header(h, 'subject') ?? '');
+    case 'DISPLAYFROM':
+      return displayKey(h, 'from');
+    case 'DISPLAYTO':
+      return displayKey(h, 'to');
+    default:
+      return addressKey(h, key.toLowerCase());
+  }
+}
+
+/**
+ * The messages matching SORT's search keys, in the order of its criteria (RFC 5256 §3:
+ * strings by i;unicode-casemap, ties by sequence number, REVERSE turning one criterion
+ * only).
+ */
+async function sortedMatches(s: SelectedContext, a: SortArgs): Promise<{ seq: number; uid: number }[]> {
   const rows: { seq: number; uid: number; keys: (string | number)[] }[] = [];
   for await (const { seq, m, h } of matchingWithHeaders(s, a.search)) {
     const keys: (string | number)[] = [];
-    for (const c of a.criteria) {
-      switch (c.key) {
-        case 'ARRIVAL':
-          keys.push(await s.deps.cache.internalDate(view.folder, m));
-          break;
-        case 'DATE':
-          keys.push(await sentDate(s, view.folder, m, h));
-          break;
-        case 'SIZE':
-          keys.push(await view.folder.sizeOf(m));
-          break;
-        case 'SUBJECT':
-          keys.push(baseSubject(header(h, 'subject') ?? ''));
-          break;
-        default: {
-          const first = parseAddressList(header(h, c.key.toLowerCase()) ?? '').find((x) => !x.group);
-          keys.push((first?.mailbox ?? '').toLowerCase());
-        }
-      }
-    }
+    for (const c of a.criteria) keys.push(await sortKey(s, c.key, m, h));
     rows.push({ seq, uid: m.uid, keys });
   }
   rows.sort((x, y) => {
     for (let k = 0; k < a.criteria.length; k++) {
       const p = x.keys[k]!;
       const q = y.keys[k]!;
-      const cmp = p < q ? -1 : p > q ? 1 : 0;
+      const cmp = typeof p === 'number' ? p - (q as number) : compareOctets(p, q as string);
       if (cmp) return a.criteria[k]!.reverse ? -cmp : cmp;
     }
     return x.seq - y.seq;
   });
+  return rows;
+}
+
+async function runSort(s: SelectedContext, tag: string, a: SortArgs, name: string): Promise<void> {
+  const byUid = name.startsWith('UID');
+  const rows = await sortedMatches(s, a);
   s.send(`* SORT${rows.map((r) => ' ' + (byUid ? r.uid : r.seq)).join('')}\r\n`);
   await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
 }

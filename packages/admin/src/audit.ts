@@ -1,0 +1,62 @@
+import type { Redis } from 'ioredis';
+
+/** One administrative action: who did what to what, and when. */
+export interface AuditEntry {
+  /** ISO 8601. */
+  at: string;
+  /** Who: `cli:<system user>` for the CLI, the admin's account address for the console. */
+  actor: string;
+  /** Dotted verb, e.g. `domain.add`, `account.lock`, `dkim.generate`. */
+  action: string;
+  /** What it acted on: a domain, an address, `domain/selector`, a queue id. */
+  target: string;
+  /** Facts worth keeping (never a secret): the alias targets, the key algorithm, the client address. */
+  detail?: Record<string, string | number | boolean | string[]>;
+}
+
+/** How many entries are kept; older ones fall off (the log is for reading, not archiving). */
+export const AUDIT_LOG_LIMIT = 10_000;
+
+/**
+ * The audit log of administrative actions, newest first, in Redis next to the data the
+ * actions change, so every instance of the console and every CLI run writes one log.
+ *   audit:log  LIST  JSON AuditEntry, newest at the head, trimmed to AUDIT_LOG_LIMIT
+ */
+export class AuditLog {
+  constructor(
+    private readonly redis: Redis,
+    private readonly now: () => Date = () => new Date(),
+  ) {}
+
+  async record(entry: Omit<AuditEntry, 'at'>): Promise<AuditEntry> {
+    const full: AuditEntry = { at: this.now().toISOString(), ...entry };
+    await this.redis
+      .multi()
+      .lpush('audit:log', JSON.stringify(full))
+      .ltrim('audit:log', 0, AUDIT_LOG_LIMIT - 1)
+      .exec();
+    return full;
+  }
+
+  /** The newest `limit` entries (after skipping `offset`), newest first. */
+  async list(opts: { offset?: number; limit?: number } = {}): Promise<AuditEntry[]> {
+    const offset = Math.max(0, opts.offset ?? 0);
+    const limit = Math.min(Math.max(1, opts.limit ?? 100), 1000);
+    const raw = await this.redis.lrange('audit:log', offset, offset + limit - 1);
+    return raw.flatMap((r) => {
+      try {
+        return [JSON.parse(r) as AuditEntry];
+      } catch {
+        return [];
+      }
+    });
+  }
+}
+
+/** One line of `mailyard audit`: time, actor, action, target, details. */
+export function formatAuditEntry(e: AuditEntry): string {
+  const detail = Object.entries(e.detail ?? {})
+    .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : String(v)}`)
+    .join(' ');
+  return [e.at, e.actor, e.action, e.target, detail].join('\t').trimEnd();
+}

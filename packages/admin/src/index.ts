@@ -1,0 +1,4 @@
+export * from './addresses.js';
+export * from './audit.js';
+export * from './errors.js';
+export * from './operations.js';

@@ -1,0 +1,44 @@
+import {
+  AppPasswords,
+  CredentialRevocations,
+  LoginGuard,
+  createAuthenticator,
+  createServiceAuthorizer,
+  serviceLoginFromConfig,
+} from '@mailyard/auth';
+import { Directory } from '@mailyard/directory';
+import { DkimKeyStore, DkimSigner } from '@mailyard/dkim';
+import type { Runtime } from '@mailyard/runtime';
+import type { MsaConfig } from './config.js';
+import type { MsaDeps } from './msa.js';
+
+/** Parts of the default wiring a caller may supply instead. */
+export interface MsaParts {
+  /** The login lockout (default: on the runtime's Redis). */
+  guard?: LoginGuard;
+}
+
+/**
+ * The production wiring of the MSA, used by main.ts and by the tests (which replace
+ * only what they must): the shared login check with the lockout and app passwords, the
+ * webmail's service login, DKIM signing with keys from Redis when DKIM_SIGNING is on.
+ */
+export function defaultDeps(config: MsaConfig, rt: Runtime, parts: MsaParts = {}): MsaDeps {
+  const directory = new Directory(rt.redis, config.recipient_delimiter);
+  const appPasswords = new AppPasswords(rt.redis);
+  const guard = parts.guard ?? new LoginGuard(rt.redis);
+  return {
+    bus: rt.bus,
+    directory,
+    authenticator: createAuthenticator({ directory, guard, appPasswords }),
+    revocations: new CredentialRevocations(rt.redis, appPasswords, (err) =>
+      rt.logger.warn({ err }, 'app password revocations not checked'),
+    ),
+    serviceAuth: createServiceAuthorizer({ directory, guard, login: serviceLoginFromConfig(config) }),
+    resolver: rt.resolver,
+    redis: rt.redis,
+    dkim: config.dkim_signing ? new DkimSigner(new DkimKeyStore(rt.redis)) : null,
+    logger: rt.logger,
+    registry: rt.registry,
+  };
+}

@@ -1,0 +1,146 @@
+// Differential IMAP test: every script in fixtures/ runs against Dovecot (Debian's
+// dovecot-imapd) and against Mailyard, each user with an empty Maildir of its own, and
+// the responses to each compared command must be the same once normalised (see
+// normalise.ts), or what the script's `rfc>` lines say where Dovecot departs from the
+// RFC. The script format is described in script.ts.
+import assert from 'node:assert/strict';
+import { chmodSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { dovecotInstalled, dovecotPath, startDovecot, tempDir, type DovecotServer } from '@mailyard/testkit';
+import { addAccount, startPlatform, type Platform } from '../../../../test/harness.js';
+import { PASSWORD, startRetrieval, type Retrieval } from '../helpers.js';
+import { ScriptClient } from './client.js';
+import { newNormaliser, normaliseCommand } from './normalise.js';
+import { parseScript, type Script } from './script.js';
+
+const FIXTURES = join(import.meta.dirname, 'fixtures');
+const only = process.env.IMAP_DIFF_ONLY;
+const scripts = readdirSync(FIXTURES)
+  .filter((f) => f.endsWith('.imap') && (!only || f.includes(only)))
+  .sort()
+  .map((f) => parseScript(f.replace(/\.imap$/, ''), readFileSync(join(FIXTURES, f), 'utf8')));
+
+// Dovecot with Mailyard's hierarchy separator and default folders, so LIST can be compared.
+const DOVECOT_CONFIG = `
+namespace inbox {
+  inbox = yes
+  separator = /
+  mailbox Sent {
+    auto = subscribe
+    special_use = \\Sent
+  }
+  mailbox Drafts {
+    auto = subscribe
+    special_use = \\Drafts
+  }
+  mailbox Junk {
+    auto = subscribe
+    special_use = \\Junk
+  }
+  mailbox Trash {
+    auto = subscribe
+    special_use = \\Trash
+  }
+  mailbox Archive {
+    auto = subscribe
+    special_use = \\Archive
+  }
+}
+`;
+
+/** Each script has a user (and empty Maildirs) of its own on both servers. */
+const userOf = (script: Script) => `${script.name}@example.test`;
+
+let p: Platform;
+let r: Retrieval;
+let dovecot: DovecotServer;
+const dovecotDir = tempDir('mailyard-imap-diff-');
+
+before(async () => {
+  p = await startPlatform({ withDelivery: false });
+  r = await startRetrieval(p);
+  chmodSync(dovecotDir.path, 0o755); // Dovecot's processes run as the dovecot user
+  const mail = join(dovecotDir.path, 'mail');
+  dovecot = await startDovecot({
+    dir: join(dovecotDir.path, 'dovecot'),
+    mailLocation: `maildir:${dovecotPath(mail)}/%u`,
+    mailRoots: [mail],
+    users: scripts.map((sc) => ({ user: userOf(sc), password: PASSWORD })),
+    extraConfig: DOVECOT_CONFIG,
+  });
+});
+after(async () => {
+  await dovecot?.stop();
+  dovecotDir.cleanup();
+  await r?.stop();
+  await p?.close();
+});
+
+/**
+ * RFC 7162 §3.1.2.1: a server that keeps mod-sequences sends HIGHESTMODSEQ on every
+ * SELECT and EXAMINE; Dovecot sends it only once CONDSTORE is enabled. Where only Mailyard
+ * sends it, it is not compared.
+ */
+function selectHighestModseq(command: string, ours: string[], theirs: string[]): string[] {
+  const code = (l: string) => l.startsWith('* OK [HIGHESTMODSEQ ');
+  if (!/^(SELECT|EXAMINE) /i.test(command) || theirs.some(code)) return ours;
+  return ours.filter((l) => !code(l));
+}
+
+/** Runs a script on one server; the normalised responses of each compared step. */
+async function runScript(port: number, user: string, script: Script): Promise<string[][]> {
+  const sessions = new Map<string, ScriptClient>();
+  const n = newNormaliser();
+  const out: string[][] = [];
+  try {
+    for (const step of script.steps) {
+      let c = sessions.get(step.session);
+      if (!c) {
+        c = await ScriptClient.open(port, step.session);
+        sessions.set(step.session, c);
+        const login = await c.run(`LOGIN ${user} "${PASSWORD}"`, script.messages);
+        assert.match(login[login.length - 1]!, / OK/, `login of ${user}`);
+      }
+      const responses = await c.run(step.command, script.messages);
+      if (step.compare)
+        out.push(normaliseCommand(n, responses).map((l) => Buffer.from(l, 'latin1').toString('utf8')));
+    }
+  } finally {
+    for (const c of sessions.values()) c.close();
+  }
+  return out;
+}
+
+void describe(
+  'IMAP compared with Dovecot',
+  { skip: !dovecotInstalled() && 'dovecot-imapd not installed' },
+  () => {
+    for (const script of scripts) {
+      void it(script.name, { timeout: 60_000 }, async () => {
+        const user = userOf(script);
+        await addAccount(p.directory, user);
+        const [ours, theirs] = await Promise.all([
+          runScript(r.ports.imap, user, script),
+          runScript(dovecot.port, user, script),
+        ]);
+        const diffs: string[] = [];
+        script.steps
+          .filter((s) => s.compare)
+          .forEach((step, i) => {
+            const want = step.rfc ?? theirs[i]!;
+            const got = selectHighestModseq(step.command, ours[i]!, theirs[i]!);
+            if (JSON.stringify(want) === JSON.stringify(got)) return;
+            diffs.push(
+              [
+                `line ${step.line}: ${step.session}> ${step.command}`,
+                ...want.map((l) => `  ${step.rfc ? 'rfc' : 'dovecot'}:  ${l}`),
+                ...got.map((l) => `  mailyard: ${l}`),
+              ].join('\n'),
+            );
+          });
+        assert.equal(diffs.length, 0, `${script.name}: answers differ\n${diffs.join('\n')}`);
+      });
+    }
+  },
+);

@@ -1,0 +1,64 @@
+// A session script (`fixtures/*.imap`), readable on its own:
+//
+//   # What the script checks and why, with the RFC section.
+//   message plain                 a fixture message, up to a line holding only "."
+//   From: a@example.net           (LF line ends become CRLF; a line starting with "."
+//   Subject: hello                 is written "..")
+//
+//   body
+//   .
+//   a- APPEND INBOX {plain}       session "a" runs it; responses not compared
+//   a> SELECT INBOX               session "a" runs it; responses compared
+//   b> STATUS INBOX (MESSAGES)    session "b", a second connection of the same user
+//   rfc> * 1 FETCH (...)          where RFC and Dovecot differ: what Mailyard must answer
+//   rfc> OK                       instead (normalised form, untagged lines then tagged);
+//                                 say why in a comment above
+//
+// `{name}` in a command is the named message, sent as a synchronising literal. Each
+// session logs in first (not compared) and the script runs in the order written.
+
+export interface Step {
+  session: string;
+  command: string;
+  compare: boolean;
+  /** What Mailyard must answer where the RFC and Dovecot differ. */
+  rfc: string[] | null;
+  line: number;
+}
+
+export interface Script {
+  name: string;
+  messages: Map<string, Buffer>;
+  steps: Step[];
+}
+
+export function parseScript(name: string, text: string): Script {
+  const messages = new Map<string, Buffer>();
+  const steps: Step[] = [];
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.replace(/\r$/, '');
+    if (!line.trim() || line.startsWith('#')) continue;
+    const msg = /^message (\S+)$/.exec(line);
+    if (msg) {
+      const body: string[] = [];
+      for (i++; i < lines.length && lines[i] !== '.'; i++) body.push(lines[i]!.replace(/^\.\./, '.'));
+      if (i >= lines.length) throw new Error(`${name}:${i}: message ${msg[1]} has no closing "."`);
+      messages.set(msg[1]!, Buffer.from(body.map((l) => `${l}\r\n`).join(''), 'utf8'));
+      continue;
+    }
+    const rfc = /^rfc> (.*)$/.exec(line);
+    if (rfc) {
+      const last = steps[steps.length - 1];
+      if (!last?.compare) throw new Error(`${name}:${i + 1}: rfc> must follow a compared command`);
+      (last.rfc ??= []).push(rfc[1]!);
+      continue;
+    }
+    const step = /^([a-z])([>-]) (.+)$/.exec(line);
+    if (!step) throw new Error(`${name}:${i + 1}: cannot read ${JSON.stringify(line)}`);
+    for (const ref of step[3]!.matchAll(/\{([a-z][\w-]*)\}/g))
+      if (!messages.has(ref[1]!)) throw new Error(`${name}:${i + 1}: no message ${ref[1]}`);
+    steps.push({ session: step[1]!, command: step[3]!, compare: step[2] === '>', rfc: null, line: i + 1 });
+  }
+  return { name, messages, steps };
+}
