@@ -181,6 +181,7 @@ describe('dashboards and alerts name only exported metrics', () => {
     const files = readdirSync(join(root, dir)).filter((f) => f.endsWith('.json'));
     assert.ok(files.length > 0);
     let queries = 0;
+    const used = new Set<string>();
     for (const f of files) {
       interface Panel {
         title: string;
@@ -203,6 +204,10 @@ describe('dashboards and alerts name only exported metrics', () => {
       }
       for (const { where, expr } of exprs) {
         queries++;
+        used.add(expr);
+        // scaled services are told apart by the instance variable
+        if (/\b(mailyard|process|nodejs)_/.test(expr) && !where.includes('variable'))
+          assert.match(expr, /instance=~"\$instance"/, `${where}: no instance filter in ${expr}`);
         const { names, patterns } = metricNames(expr);
         assert.ok(names.length > 0 && patterns.length === 0, `${where}: no metric named in ${expr}`);
         for (const n of names)
@@ -210,6 +215,40 @@ describe('dashboards and alerts name only exported metrics', () => {
       }
     }
     assert.ok(queries >= 30, `${queries} queries`);
+    // what an operator looks for first
+    const all = [...used].join('\n');
+    for (const needed of [
+      /mailyard_mta_inbound_error_replies_total/,
+      /mailyard_mta_inbound_policy_seconds_count\{outcome!="answered"/,
+      /mailyard_outbound_relay_dsn_total/,
+      /mailyard_delivery_bounces_total/,
+      /mailyard_outbound_relay_attempts_total\{result!="delivered"/,
+      /mailyard_mta_inbound_refused_connections_total/,
+      /mailyard_retrieval_limit_rejections_total/,
+      /sum by \(service, instance\) \(process_resident_memory_bytes/,
+      /rabbitmq_detailed_queue_messages_ready/,
+      /mailyard_readiness_check/,
+    ])
+      assert.match(all, needed);
+  });
+
+  test('every query is valid PromQL (promtool parses each as a recording rule)', { timeout: 60_000 }, () => {
+    const dir = 'deploy/grafana/dashboards';
+    const rules: { record: string; expr: string }[] = [];
+    for (const f of readdirSync(join(root, dir)).filter((n) => n.endsWith('.json'))) {
+      const dashboard = JSON.parse(read(join(dir, f))) as { panels: { targets?: { expr: string }[] }[] };
+      for (const p of dashboard.panels)
+        for (const t of p.targets ?? [])
+          rules.push({
+            record: `dashboard:query_${rules.length}`,
+            // Grafana's variables, as it substitutes them
+            expr: t.expr.replaceAll('$__rate_interval', '1m').replaceAll('$instance', '.*'),
+          });
+    }
+    const file = join(image.path, 'dashboard-rules.yml');
+    writeFileSync(file, JSON.stringify({ groups: [{ name: 'dashboard', rules }] }));
+    const res = spawnSync('promtool', ['check', 'rules', file], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(res.status, 0, res.stdout + res.stderr);
   });
 
   test('every alert rule, except the identity checks still to come', () => {

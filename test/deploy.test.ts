@@ -70,6 +70,8 @@ interface ComposeService {
   depends_on?: string[] | Record<string, { condition: string }>;
   volumes?: (string | { type?: string; source?: string })[];
   ports?: (string | number | object)[];
+  secrets?: (string | { source: string; target?: string })[];
+  command?: string | string[];
 }
 interface Compose {
   services: Record<string, ComposeService>;
@@ -264,6 +266,30 @@ describe('docker-compose.yml', () => {
       assert.match(env.AMQP_URL ?? '', /^amqp:\/\/.*@rabbitmq:5672/, `${name}: AMQP_URL`);
       assert.match(env.REDIS_URL ?? '', /^redis:\/\/redis:6379/, `${name}: REDIS_URL`);
     }
+  });
+
+  test('has no default password: every one is a generated secret, passed as a file', () => {
+    // none in the file, none as a default of a variable, no credentials in a URL
+    const settings = composeText.replace(/^\s*#.*$/gm, '');
+    assert.doesNotMatch(settings, /PASSWORD:-|PASS:-|_PASSWORD:|_PASS:/);
+    assert.doesNotMatch(settings, /:\/\/[^/@\s]*:[^/@\s]*@/);
+    const secrets = (parseYaml(composeText) as { secrets: Record<string, { file: string }> }).secrets;
+    for (const [name, s] of Object.entries(secrets)) assert.match(s.file, /^\.\/secrets\//, name);
+    const mounted = (svc: ComposeService) =>
+      (svc.secrets ?? []).map((s) => (typeof s === 'string' ? s : s.source));
+    for (const [name, svc] of mailyardServices) {
+      const env = envOf(svc);
+      assert.equal(env.AMQP_PASSWORD_FILE, '/run/secrets/rabbitmq-password', name);
+      assert.equal(env.REDIS_PASSWORD_FILE, '/run/secrets/redis-password', name);
+      assert.deepEqual(mounted(svc).sort(), ['rabbitmq-password', 'redis-password'], name);
+    }
+    assert.match(String(compose.services.redis?.command), /--include,\/run\/secrets\/redis-conf/);
+    assert.equal(
+      envOf(compose.services.grafana!).GF_SECURITY_ADMIN_PASSWORD__FILE,
+      '/run/secrets/grafana-admin-password',
+    );
+    // the settings every service needs from setup are required, not defaulted
+    assert.match(composeText, /MYHOSTNAME: \$\{MYHOSTNAME:\?/);
   });
 
   test('keeps mynetworks (who may relay) on loopback', () => {
@@ -557,15 +583,26 @@ describe('deploy/ configuration', () => {
         type: string;
         datasource?: { uid: string };
         targets?: { expr: string; datasource?: { uid: string } }[];
+        fieldConfig?: {
+          defaults?: { unit?: string };
+          overrides?: { properties: { id: string }[] }[];
+        };
       }
       const dashboard = JSON.parse(read(join(dashboardDir, f))) as { panels: Panel[] };
       const panels = dashboard.panels.filter((p) => p.type !== 'row');
       assert.ok(panels.length > 0, `${f} has panels`);
-      for (const panel of panels)
+      for (const panel of panels) {
+        // one unit per axis: set for the panel, and no series given another
+        assert.ok(panel.fieldConfig?.defaults?.unit, `${f} / ${panel.title}: no unit`);
+        const units = (panel.fieldConfig.overrides ?? [])
+          .flatMap((o) => o.properties)
+          .filter((p) => p.id === 'unit');
+        assert.equal(units.length, 0, `${f} / ${panel.title}: a second unit`);
         for (const t of panel.targets ?? []) {
           const uid = t.datasource?.uid ?? panel.datasource?.uid;
           assert.ok(uid && uids.has(uid), `${f} / ${panel.title}: data source ${uid} is not provisioned`);
         }
+      }
     }
   });
 });

@@ -19,6 +19,7 @@ export type CliInput = Readable & { isTTY?: boolean; setRawMode?: (raw: boolean)
 /** What the CLI needs from Redis to connect; the subset of the boot config it reads. */
 export const cliConfigSchema = z.object({
   redis_url: commonSchema.redis_url,
+  redis_password_file: commonSchema.redis_password_file,
   redis_prefix: commonSchema.redis_prefix,
 });
 export type CliConfig = z.infer<typeof cliConfigSchema>;

@@ -6,8 +6,15 @@ import { duration, hostPortList, nonNegativeInt, port, url } from './fields.js';
 export const commonSchema = {
   /** RabbitMQ connection URL. */
   amqp_url: url(['amqp', 'amqps'], 'amqp://guest:guest@127.0.0.1:5672'),
+  /**
+   * A file holding the broker password, put into AMQP_URL at load (so the URL in the
+   * environment, which `docker inspect` and logs show, carries none). Compose: a secret.
+   */
+  amqp_password_file: z.string().min(1).optional(),
   /** Redis connection URL (directory, policy data, counters). */
   redis_url: url(['redis', 'rediss'], 'redis://127.0.0.1:6379'),
+  /** A file holding the Redis password (`requirepass`), put into REDIS_URL at load. */
+  redis_password_file: z.string().min(1).optional(),
   /** Prefix of every Redis key, so several installations (or tests) can share one Redis. */
   redis_prefix: z.string().default('mailyard:'),
   /**

@@ -85,8 +85,32 @@ export function loadConfig<S extends z.ZodObject>(schema: S, opts: LoadOptions =
     }
   }
   if (problems.length) throw new ConfigError(problems);
-  return result.data as z.infer<S>;
+  const data = result.data as Record<string, unknown>;
+  for (const [urlKey, fileKey] of PASSWORD_FILES) {
+    const path = data[fileKey];
+    if (typeof path !== 'string' || typeof data[urlKey] !== 'string') continue;
+    const name = origin[fileKey] ?? fileKey.toUpperCase();
+    let password: string;
+    try {
+      password = readFileSync(path, 'utf8').replace(/\r?\n$/, '');
+    } catch (err) {
+      throw new ConfigError([
+        `${name}: cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      ]);
+    }
+    if (!password) throw new ConfigError([`${name}: ${path} is empty`]);
+    const url = new URL(data[urlKey]);
+    url.password = encodeURIComponent(password);
+    data[urlKey] = url.toString().replace(/\/$/, '');
+  }
+  return data as z.infer<S>;
 }
+
+/** Connection URLs whose password may come from a file (a compose or Kubernetes secret). */
+const PASSWORD_FILES = [
+  ['amqp_url', 'amqp_password_file'],
+  ['redis_url', 'redis_password_file'],
+] as const;
 
 /** Loads config for a main.ts: on error prints each problem on its own line and exits 78 (EX_CONFIG). */
 export function loadConfigOrExit<S extends z.ZodObject>(

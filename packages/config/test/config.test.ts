@@ -9,6 +9,7 @@ import {
   ConfigError,
   bytes,
   bytesOrUnlimited,
+  commonSchema,
   cidrList,
   duration,
   ipInNetworks,
@@ -122,4 +123,45 @@ test('a quota of 0 means no limit; a message size limit of 0 is refused naming t
     () => loadConfig(s, { env: { MESSAGE_SIZE_LIMIT: '0' } }),
     (e: unknown) => e instanceof ConfigError && /message_size_limit.*above 0/i.test(e.message),
   );
+});
+
+test('passwords from files go into the connection URLs; an unreadable file is an error naming its key', () => {
+  const dir = tempDir();
+  try {
+    const urls = z.object({
+      amqp_url: commonSchema.amqp_url,
+      amqp_password_file: commonSchema.amqp_password_file,
+      redis_url: commonSchema.redis_url,
+      redis_password_file: commonSchema.redis_password_file,
+    });
+    writeFileSync(join(dir.path, 'amqp'), 'p@ss/w:rd\n');
+    writeFileSync(join(dir.path, 'redis'), 's3cret');
+    const config = loadConfig(urls, {
+      env: {
+        AMQP_URL: 'amqp://mailyard@rabbitmq:5672',
+        AMQP_PASSWORD_FILE: join(dir.path, 'amqp'),
+        REDIS_URL: 'redis://redis:6379',
+        REDIS_PASSWORD_FILE: join(dir.path, 'redis'),
+      },
+    });
+    assert.equal(config.amqp_url, 'amqp://mailyard:p%40ss%2Fw%3Ard@rabbitmq:5672');
+    assert.equal(decodeURIComponent(new URL(config.amqp_url).password), 'p@ss/w:rd');
+    assert.equal(config.redis_url, 'redis://:s3cret@redis:6379');
+    // without the files, the URLs as given
+    assert.equal(
+      loadConfig(urls, { env: { REDIS_URL: 'redis://redis:6379' } }).redis_url,
+      'redis://redis:6379',
+    );
+    assert.throws(
+      () => loadConfig(urls, { env: { REDIS_PASSWORD_FILE: join(dir.path, 'missing') } }),
+      (err: ConfigError) => /^REDIS_PASSWORD_FILE: cannot read .*missing: ENOENT$/.test(err.problems[0]!),
+    );
+    writeFileSync(join(dir.path, 'empty'), '\n');
+    assert.throws(
+      () => loadConfig(urls, { env: { AMQP_PASSWORD_FILE: join(dir.path, 'empty') } }),
+      (err: ConfigError) => /^AMQP_PASSWORD_FILE: .*empty is empty$/.test(err.problems[0]!),
+    );
+  } finally {
+    dir.cleanup();
+  }
 });

@@ -30,6 +30,7 @@ export interface QueueCommandContext {
 
 const queueConfigSchema = z.object({
   amqp_url: commonSchema.amqp_url,
+  amqp_password_file: commonSchema.amqp_password_file,
   /** Only the names matter here: which delay queues `retry --all` scans. */
   outbound_retry_schedule: stringList([]),
 });

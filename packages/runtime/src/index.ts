@@ -14,7 +14,7 @@ import {
   type Registry,
 } from '@mailyard/observability';
 
-type Common = { [K in keyof typeof commonSchema]: z.infer<(typeof commonSchema)[K]> };
+type Common = z.infer<z.ZodObject<typeof commonSchema>>;
 
 /** What every service gets from its process: logger, metrics, broker, Redis, DNS, ops endpoints. */
 export interface Runtime {

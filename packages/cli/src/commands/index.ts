@@ -7,6 +7,7 @@ import { registerDkimCommands } from './dkim.js';
 import { registerDomainCommands } from './domain.js';
 import { registerPolicyCommands } from './policy.js';
 import { registerQueueGroup } from './queue.js';
+import { registerSetupCommand } from './setup.js';
 import { registerUserCommands } from './user.js';
 
 /** Adds one command group (`mailyard <group> <verb>`) to the program. */
@@ -25,4 +26,5 @@ export const commandGroups: readonly CommandGroup[] = [
   registerPolicyCommands,
   registerQueueGroup,
   registerAuditCommands,
+  registerSetupCommand,
 ];
