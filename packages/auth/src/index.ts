@@ -5,3 +5,4 @@ export * from './credential-cache.js';
 export * from './revocations.js';
 export * from './client-limits.js';
 export * from './service-login.js';
+export * from './two-factor.js';

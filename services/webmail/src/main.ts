@@ -1,4 +1,4 @@
-import { AppPasswords, createAuthenticator, LoginGuard } from '@mailyard/auth';
+import { AppPasswords, createAuthenticator, LoginGuard, TwoFactor } from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import { runMain } from '@mailyard/runtime';
 import { webmailSchema } from './config.js';
@@ -14,6 +14,7 @@ await runMain('webmail', webmailSchema, (config, rt) => {
       guard: new LoginGuard(rt.redis),
       appPasswords: new AppPasswords(rt.redis),
     }),
+    twoFactor: new TwoFactor(rt.redis, new LoginGuard(rt.redis), { issuer: config.myhostname }),
     logger: rt.logger,
     registry: rt.registry,
   });
