@@ -3,6 +3,7 @@ import type { AccountRecord, Directory } from '@mailyard/directory';
 import type { AppPasswords } from './app-passwords.js';
 import type { CachedCredential, CredentialCache } from './credential-cache.js';
 import type { LoginGuard } from './lockout.js';
+import type { LoginHistory, LoginProtocol } from './login-history.js';
 import type { AppPasswordCredential } from './revocations.js';
 
 export type AuthResult =
@@ -34,6 +35,10 @@ export interface AuthRequest {
    * take only its app passwords, so a phished password alone opens nothing.
    */
   secondFactorFollows?: boolean;
+  /** Where the login comes from; with it, a successful login is kept in the LoginHistory. */
+  protocol?: LoginProtocol;
+  /** What the client says it is (recorded with the login). */
+  client?: string;
 }
 
 export interface Authenticator {
@@ -68,8 +73,11 @@ export function createAuthenticator(deps: {
   guard: LoginGuard;
   appPasswords: AppPasswords;
   cache?: CredentialCache;
+  /** Where successful logins that name their protocol are kept (the account page's list). */
+  history?: LoginHistory;
 }): Authenticator {
   const { directory, guard, appPasswords, cache } = deps;
+  const history = deps.history;
 
   /** The stored credential a cached login stands for, and the app password's record when it is one. */
   const storedNow = async (
@@ -151,7 +159,20 @@ export function createAuthenticator(deps: {
   return {
     async authenticate(req) {
       try {
-        return await check(req);
+        const res = await check(req);
+        if (res.ok && history && req.protocol) {
+          // best effort: a login is not refused because its record could not be written
+          history
+            .record(res.account, {
+              protocol: req.protocol,
+              ip: req.ip,
+              via: res.via,
+              ...(req.client ? { client: req.client.slice(0, 200) } : {}),
+              ...(res.appPassword ? { appPassword: res.appPassword.name } : {}),
+            })
+            .catch(() => undefined);
+        }
+        return res;
       } catch (error) {
         return { ok: false, reason: 'unavailable', error };
       }

@@ -6,3 +6,4 @@ export * from './revocations.js';
 export * from './client-limits.js';
 export * from './service-login.js';
 export * from './two-factor.js';
+export * from './login-history.js';

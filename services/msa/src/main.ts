@@ -5,6 +5,7 @@ import {
   createAuthenticator,
   createServiceAuthorizer,
   serviceLoginFromConfig,
+  LoginHistory,
 } from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import { DkimKeyStore, DkimSigner } from '@mailyard/dkim';
@@ -18,7 +19,12 @@ await runMain('msa', msaSchema, (config, rt) => {
   return buildMsa(config, {
     bus: rt.bus,
     directory,
-    authenticator: createAuthenticator({ directory, guard: new LoginGuard(rt.redis), appPasswords }),
+    authenticator: createAuthenticator({
+      directory,
+      guard: new LoginGuard(rt.redis),
+      appPasswords,
+      history: new LoginHistory(rt.redis),
+    }),
     revocations: new CredentialRevocations(rt.redis, appPasswords, (err) =>
       rt.logger.warn({ err }, 'app password revocations not checked'),
     ),

@@ -6,6 +6,7 @@ import {
   CredentialRevocations,
   LoginGuard,
   serviceLoginFromConfig,
+  LoginHistory,
 } from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import { runMain } from '@mailyard/runtime';
@@ -21,6 +22,7 @@ await runMain('retrieval', retrievalSchema, (config, rt) => {
       directory: new Directory(rt.redis),
       guard: new LoginGuard(rt.redis),
       appPasswords,
+      history: new LoginHistory(rt.redis),
       cache: new CredentialCache({ ttlMs: config.auth_cache_ttl, maxEntries: config.auth_cache_size }),
     }),
     revocations: new CredentialRevocations(rt.redis, appPasswords, (err) =>

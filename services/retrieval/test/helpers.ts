@@ -7,6 +7,7 @@ import {
   CredentialRevocations,
   LoginGuard,
   serviceLoginFromConfig,
+  LoginHistory,
 } from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import type { Logger } from '@mailyard/observability';
@@ -65,6 +66,7 @@ export async function startRetrieval(
       directory: new Directory(rt.redis),
       guard: new LoginGuard(opts.guardRedis ?? rt.redis),
       appPasswords,
+      history: new LoginHistory(rt.redis),
       cache: new CredentialCache({ ttlMs: config.auth_cache_ttl, maxEntries: config.auth_cache_size }),
     }),
     serviceAuth: createServiceAuthorizer({

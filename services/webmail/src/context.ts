@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ImapFlow } from 'imapflow';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import type { AppPasswords, Authenticator, TwoFactor } from '@mailyard/auth';
+import type { AppPasswords, Authenticator, LoginHistory, TwoFactor } from '@mailyard/auth';
 import type { Directory } from '@mailyard/directory';
 import type { Logger } from '@mailyard/observability';
 import type { WebmailConfig } from './config.js';
@@ -31,6 +31,7 @@ export interface Ctx {
   authenticator: Authenticator;
   secondFactor: SecondFactor | null;
   appPasswords: AppPasswords;
+  history: LoginHistory;
   /** Two-factor enrolment on the account page (null: the platform offers none). */
   twoFactor: TwoFactor | null;
   sessions: SessionStore;

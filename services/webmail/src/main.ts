@@ -1,4 +1,4 @@
-import { AppPasswords, createAuthenticator, LoginGuard, TwoFactor } from '@mailyard/auth';
+import { AppPasswords, createAuthenticator, LoginGuard, TwoFactor, LoginHistory } from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import { runMain } from '@mailyard/runtime';
 import { webmailSchema } from './config.js';
@@ -13,6 +13,7 @@ await runMain('webmail', webmailSchema, (config, rt) => {
       directory,
       guard: new LoginGuard(rt.redis),
       appPasswords: new AppPasswords(rt.redis),
+      history: new LoginHistory(rt.redis),
     }),
     twoFactor: new TwoFactor(rt.redis, new LoginGuard(rt.redis), { issuer: config.myhostname }),
     logger: rt.logger,

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import QRCode from 'qrcode';
 import { z } from 'zod';
+import { DirectoryError } from '@mailyard/directory';
 import type { AccountInfo, TwoFactorEnrolment } from './api-types.js';
 import { parse, sessionOf, type Ctx } from './context.js';
 import { ApiError, errors } from './errors.js';
@@ -21,6 +22,18 @@ const appPasswordName = z.object({
 /** The account page of every user: two-factor login, app passwords. */
 export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
   const { logger } = ctx;
+  /** The account's current password, asked again before a change that matters. */
+  const checkPassword = async (ip: string, account: string, password: string) => {
+    const res = await ctx.authenticator.authenticate({
+      ip,
+      username: account,
+      password,
+      secondFactorFollows: true,
+    });
+    if (!res.ok && res.reason === 'locked') throw errors.locked(res.retryAfterSeconds);
+    if (!res.ok && res.reason === 'unavailable') throw errors.unavailable();
+    if (!res.ok || res.via !== 'password') throw errors.wrongPassword();
+  };
   const twoFactor = () => {
     if (!ctx.twoFactor) throw errors.notFound();
     return ctx.twoFactor;
@@ -47,6 +60,37 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     await refused(() => ctx.appPasswords.revoke(account, name));
     logger.info({ account, name }, 'app password revoked');
     return { revoked: name };
+  });
+
+  app.get('/api/account/logins', async (req) => {
+    const { account } = sessionOf(req);
+    return { logins: await ctx.history.list(account, 20) };
+  });
+
+  /** A new password, with the CLI's strength rules (the directory's), after the current one. */
+  app.post('/api/account/password', async (req) => {
+    const { account } = sessionOf(req);
+    const body = parse(
+      z.object({ current: passwordSchema.shape.password, password: passwordSchema.shape.password }),
+      req.body,
+    );
+    await checkPassword(req.ip, account, body.current);
+    try {
+      await ctx.directory.setPassword(account, body.password);
+    } catch (err) {
+      if (err instanceof DirectoryError) throw errors.badRequest(capitalize(err.message));
+      throw err;
+    }
+    logger.info({ account }, 'password changed');
+    return { changed: true };
+  });
+
+  /** Ends every webmail session of the account, this one too. */
+  app.post('/api/account/sign-out-everywhere', async (req) => {
+    const { account } = sessionOf(req);
+    const ended = await ctx.sessions.destroyAll(account);
+    logger.info({ account, ended }, 'signed out everywhere');
+    return { ended };
   });
 
   app.get('/api/account', async (req): Promise<AccountInfo> => {
@@ -88,15 +132,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
   app.post('/api/account/two-factor/disable', async (req) => {
     const { account } = sessionOf(req);
     const { password } = parse(passwordSchema, req.body);
-    const res = await ctx.authenticator.authenticate({
-      ip: req.ip,
-      username: account,
-      password,
-      secondFactorFollows: true,
-    });
-    if (!res.ok && res.reason === 'locked') throw errors.locked(res.retryAfterSeconds);
-    if (!res.ok && res.reason === 'unavailable') throw errors.unavailable();
-    if (!res.ok || res.via !== 'password') throw errors.wrongPassword();
+    await checkPassword(req.ip, account, password);
     await twoFactor().disable(account);
     logger.info({ account }, 'two-factor login turned off');
     return { enabled: false };
@@ -115,3 +151,5 @@ async function refused<T>(fn: () => Promise<T>): Promise<T> {
     throw err;
   }
 }
+
+const capitalize = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);

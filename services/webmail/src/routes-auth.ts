@@ -70,6 +70,8 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
       username,
       password,
       secondFactorFollows: true,
+      protocol: 'webmail',
+      client: String(req.headers['user-agent'] ?? ''),
     });
     // app passwords are for mail clients; the webmail asks for the account's own password
     // (so that a second step, when an account has one, cannot be skipped with one)

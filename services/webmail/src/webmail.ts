@@ -6,7 +6,13 @@ import fastifyCookie from '@fastify/cookie';
 import fastifyHelmet from '@fastify/helmet';
 import fastifyStatic from '@fastify/static';
 import type { Redis } from 'ioredis';
-import { AppPasswords, serviceLoginFromConfig, type Authenticator, type TwoFactor } from '@mailyard/auth';
+import {
+  AppPasswords,
+  LoginHistory,
+  serviceLoginFromConfig,
+  type Authenticator,
+  type TwoFactor,
+} from '@mailyard/auth';
 import {
   drainTime,
   ipInNetworks,
@@ -137,6 +143,7 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
     secondFactor: deps.secondFactor ?? deps.twoFactor ?? null,
     twoFactor: deps.twoFactor ?? null,
     appPasswords: new AppPasswords(deps.redis),
+    history: new LoginHistory(deps.redis),
     sessions,
     pool,
     imap,

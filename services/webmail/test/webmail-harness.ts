@@ -12,6 +12,7 @@ import {
   LoginGuard,
   serviceLoginFromConfig,
   TwoFactor,
+  LoginHistory,
 } from '@mailyard/auth';
 import { loadConfig, selfSignedCertificate } from '@mailyard/config';
 import { Directory } from '@mailyard/directory';
@@ -88,6 +89,7 @@ export async function startWebmailTestbed(
       directory: msaDirectory,
       guard: new LoginGuard(msaRt.redis),
       appPasswords: new AppPasswords(msaRt.redis),
+      history: new LoginHistory(msaRt.redis),
     }),
     serviceAuth: createServiceAuthorizer({
       directory: msaDirectory,
@@ -131,6 +133,7 @@ export async function startWebmailTestbed(
         directory,
         guard: new LoginGuard(rt.redis),
         appPasswords: new AppPasswords(rt.redis),
+        history: new LoginHistory(rt.redis),
       }),
       twoFactor: new TwoFactor(rt.redis, new LoginGuard(rt.redis), { issuer: HOST }),
       logger: rt.logger,

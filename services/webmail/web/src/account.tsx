@@ -200,6 +200,7 @@ function AppPasswords() {
           <tr>
             <th scope="col">Name</th>
             <th scope="col">Created</th>
+            <th scope="col">Last used</th>
             <th scope="col">
               <span class="sr-only">Revoke</span>
             </th>
@@ -210,6 +211,9 @@ function AppPasswords() {
             <tr key={p.name}>
               <td>{p.name}</td>
               <td>{new Date(p.created).toLocaleString()}</td>
+              <td>
+                {p.lastUsed ? `${new Date(p.lastUsed).toLocaleString()} from ${p.lastIp ?? '?'}` : 'never'}
+              </td>
               <td>
                 <button onClick={() => void revoke(p.name)} aria-label={`Revoke ${p.name}`}>
                   Revoke

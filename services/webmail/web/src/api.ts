@@ -18,6 +18,8 @@ export type { AccountInfo, Address, Flags, TwoFactorEnrolment };
 export interface AppPassword {
   name: string;
   created: string;
+  lastUsed?: string;
+  lastIp?: string;
 }
 export type Folder = FolderInfo;
 export type Row = ListRow;
