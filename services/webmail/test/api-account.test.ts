@@ -2,9 +2,9 @@
 // their last use, changing the password with the CLI's rules, signing out everywhere.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { ImapFlow } from 'imapflow';
 import { addAccount } from '../../../test/harness.js';
-import { HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { imapLogin as imapLoginAs } from './mail-clients.js';
 import { WebClient } from './web-client.js';
 
 let t: WebmailTestbed;
@@ -14,25 +14,7 @@ before(async () => {
 after(() => t?.close());
 const client = () => new WebClient(t.webmail.port, t.ca);
 
-async function imapLogin(user: string, pass: string): Promise<boolean> {
-  const c = new ImapFlow({
-    host: '127.0.0.1',
-    port: t.retrieval.ports.imaps,
-    secure: true,
-    tls: { rejectUnauthorized: false, servername: HOST },
-    auth: { user, pass },
-    logger: false,
-  });
-  c.on('error', () => undefined);
-  try {
-    await c.connect();
-    await c.logout();
-    return true;
-  } catch (err) {
-    if ((err as { authenticationFailed?: boolean }).authenticationFailed) return false;
-    throw err;
-  }
-}
+const imapLogin = (user: string, pass: string) => imapLoginAs(t, user, pass);
 
 test('recent logins and the last use of an app password', { timeout: 60_000 }, async () => {
   const account = 'eve@example.test';

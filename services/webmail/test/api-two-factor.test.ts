@@ -6,12 +6,12 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
-import { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
 import { generate } from 'otplib';
 import { LoginGuard, TwoFactor } from '@mailyard/auth';
 import { addAccount } from '../../../test/harness.js';
-import { HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { imapLogin as imapLoginAs } from './mail-clients.js';
 import { WebClient } from './web-client.js';
 import type { Webmail } from '../src/index.js';
 
@@ -46,25 +46,7 @@ async function enrol(account: string): Promise<{ c: WebClient; secret: string; r
   return { c, secret, recovery: ok.json.recoveryCodes };
 }
 
-async function imapLogin(user: string, pass: string): Promise<boolean> {
-  const c = new ImapFlow({
-    host: '127.0.0.1',
-    port: t.retrieval.ports.imaps,
-    secure: true,
-    tls: { rejectUnauthorized: false, servername: HOST },
-    auth: { user, pass },
-    logger: false,
-  });
-  c.on('error', () => undefined);
-  try {
-    await c.connect();
-    await c.logout();
-    return true;
-  } catch (err) {
-    if ((err as { authenticationFailed?: boolean }).authenticationFailed) return false;
-    throw err;
-  }
-}
+const imapLogin = (user: string, pass: string) => imapLoginAs(t, user, pass);
 
 async function submissionLogin(user: string, pass: string): Promise<boolean> {
   const tr = nodemailer.createTransport({

@@ -6,11 +6,11 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { ImapFlow } from 'imapflow';
 import { generate } from 'otplib';
 import { LoginGuard, TwoFactor } from '@mailyard/auth';
 import { addAccount } from '../../../test/harness.js';
 import { ensureFrontEnd, launchBrowser, screenshotDir } from './browser.js';
+import { imapLogin as imapLoginAs } from './mail-clients.js';
 import { HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 
 const ACCOUNT = 'dora@example.test';
@@ -33,25 +33,7 @@ before(async () => {
 });
 after(() => t?.close());
 
-async function imapLogin(pass: string): Promise<boolean> {
-  const c = new ImapFlow({
-    host: '127.0.0.1',
-    port: t.retrieval.ports.imaps,
-    secure: true,
-    tls: { rejectUnauthorized: false },
-    auth: { user: ACCOUNT, pass },
-    logger: false,
-  });
-  c.on('error', () => undefined);
-  try {
-    await c.connect();
-    await c.logout();
-    return true;
-  } catch (err) {
-    if ((err as { authenticationFailed?: boolean }).authenticationFailed) return false;
-    throw err;
-  }
-}
+const imapLogin = (pass: string) => imapLoginAs(t, ACCOUNT, pass);
 
 test('two-factor login and an app password, set up in the browser', { timeout: 180_000 }, async () => {
   const browser = await launchBrowser();
