@@ -2,3 +2,4 @@ export * from './addresses.js';
 export * from './audit.js';
 export * from './errors.js';
 export * from './operations.js';
+export * from './dns-records.js';

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { AppPasswords, type AppPasswordInfo } from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import {
+  DKIM_ALGORITHMS,
   DkimError,
   DkimKeyStore,
   dnsRecord,
@@ -18,6 +19,7 @@ import {
   requireLocalDomain,
 } from './addresses.js';
 import { AuditLog, type AuditEntry } from './audit.js';
+import { requiredRecords, type RequiredRecord } from './dns-records.js';
 import { OperationError } from './errors.js';
 
 /** Default selector: the algorithm and the month, so a rotation gets a fresh name (`rsa-202611`). */
@@ -81,10 +83,34 @@ export class Operations {
 
   // ---- domains
 
-  async addDomain(name: string): Promise<{ domain: string }> {
+  /**
+   * Adds a local domain and, unless `dkim` is false, its DKIM keys (RSA 2048 and
+   * Ed25519, RFC 8463 §5: receivers that know Ed25519 check it, the rest RSA), so that a
+   * new domain's mail is signed from the start. A key of an algorithm the domain
+   * already has (it was deleted and added again) is kept, not doubled.
+   */
+  async addDomain(
+    name: string,
+    opts: { dkim?: boolean } = {},
+  ): Promise<{ domain: string; dkim: DkimKeyView[] }> {
     const domain = await this.directory.addDomain(name);
     await this.log('domain.add', domain);
-    return { domain };
+    if (opts.dkim === false) return { domain, dkim: [] };
+    const have = new Set((await this.dkim.list(domain)).map((k) => k.algorithm));
+    for (const algorithm of DKIM_ALGORITHMS)
+      if (!have.has(algorithm)) await this.generateDkimKey(domain, { algorithm });
+    return { domain, dkim: (await this.dkim.list(domain)).map(view) };
+  }
+
+  /** The DNS records a local domain needs, with `hostname` (MYHOSTNAME) as its mail server. */
+  async domainRecords(name: string, hostname: string): Promise<RequiredRecord[]> {
+    const d = await requireLocalDomain(this.directory, name);
+    const keys = await this.dkim.signingKeys(d);
+    return requiredRecords(
+      d,
+      hostname,
+      keys.map((k) => ({ ...dnsRecord(k.domain, k.selector, k), selector: k.selector })),
+    );
   }
 
   listDomains(): Promise<string[]> {

@@ -8,6 +8,9 @@ const ALPHABET = 'abcdefghijkmnpqrstuvwxyz23456789';
 export interface AppPasswordInfo {
   name: string;
   created: string;
+  /** The last login with it (ISO 8601) and the client's address, when it has been used. */
+  lastUsed?: string;
+  lastIp?: string;
 }
 
 /**
@@ -36,9 +39,20 @@ export class AppPasswords {
   }
 
   async list(account: string): Promise<AppPasswordInfo[]> {
-    const all = await this.redis.hgetall(`apppw:${account.toLowerCase()}`);
+    const a = account.toLowerCase();
+    const [all, used] = await Promise.all([
+      this.redis.hgetall(`apppw:${a}`),
+      this.redis.hgetall(`apppw:used:${a}`),
+    ]);
     return Object.entries(all)
-      .map(([name, v]) => ({ name, created: (JSON.parse(v) as { created: string }).created }))
+      .map(([name, v]): AppPasswordInfo => {
+        const u = used[name] ? (JSON.parse(used[name]) as { at: string; ip: string }) : null;
+        return {
+          name,
+          created: (JSON.parse(v) as { created: string }).created,
+          ...(u ? { lastUsed: u.at, lastIp: u.ip } : {}),
+        };
+      })
       .sort((x, y) => x.name.localeCompare(y.name));
   }
 
@@ -47,6 +61,7 @@ export class AppPasswords {
     if (!(await this.redis.hdel(`apppw:${account.toLowerCase()}`, name))) {
       throw new Error(`no app password "${name}" for ${account.toLowerCase()}`);
     }
+    await this.redis.hdel(`apppw:used:${account.toLowerCase()}`, name);
     await announceRevocation(this.redis, account, name);
   }
 

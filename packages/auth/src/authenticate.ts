@@ -3,6 +3,7 @@ import type { AccountRecord, Directory } from '@mailyard/directory';
 import type { AppPasswords } from './app-passwords.js';
 import type { CachedCredential, CredentialCache } from './credential-cache.js';
 import type { LoginGuard } from './lockout.js';
+import type { LoginHistory, LoginProtocol } from './login-history.js';
 import type { AppPasswordCredential } from './revocations.js';
 
 export type AuthResult =
@@ -24,9 +25,28 @@ export type AuthResult =
    */
   | { ok: false; reason: 'unavailable'; error: unknown };
 
-export interface Authenticator {
-  authenticate(req: { ip: string; username: string; password: string }): Promise<AuthResult>;
+export interface AuthRequest {
+  ip: string;
+  username: string;
+  password: string;
+  /**
+   * The caller asks for the second factor itself after the password (the webmail). Without
+   * it, an account with two-factor on is refused its password: IMAP, POP3 and submission
+   * take only its app passwords, so a phished password alone opens nothing.
+   */
+  secondFactorFollows?: boolean;
+  /** Where the login comes from; with it, a successful login is kept in the LoginHistory. */
+  protocol?: LoginProtocol;
+  /** What the client says it is (recorded with the login). */
+  client?: string;
 }
+
+export interface Authenticator {
+  authenticate(req: AuthRequest): Promise<AuthResult>;
+}
+
+/** Two-factor is on for the account whose record this is (TwoFactor keeps the secret there). */
+const twoFactorOn = (record: AccountRecord | null | undefined) => !!record?.totp;
 
 /**
  * What a cached login is checked against: the whole account record (so a changed
@@ -53,38 +73,48 @@ export function createAuthenticator(deps: {
   guard: LoginGuard;
   appPasswords: AppPasswords;
   cache?: CredentialCache;
+  /** Where successful logins that name their protocol are kept (the account page's list). */
+  history?: LoginHistory;
 }): Authenticator {
   const { directory, guard, appPasswords, cache } = deps;
+  const history = deps.history;
 
   /** The stored credential a cached login stands for, and the app password's record when it is one. */
   const storedNow = async (
     user: string,
     c: CachedCredential,
-  ): Promise<{ stored: string; app: AppPasswordCredential | null } | null> => {
+  ): Promise<{ stored: string; app: AppPasswordCredential | null; record: AccountRecord } | null> => {
     if (c.via === 'password') {
       const rec = await directory.accountRecord(user);
-      return rec && { stored: storedCredential(rec, null), app: null };
+      return rec && { stored: storedCredential(rec, null), app: null, record: rec };
     }
     const [rec, apps] = await Promise.all([directory.accountRecord(user), appPasswords.records(user)]);
     const app = apps[c.name];
     return rec && app !== undefined
-      ? { stored: storedCredential(rec, app), app: { name: c.name, record: app } }
+      ? { stored: storedCredential(rec, app), app: { name: c.name, record: app }, record: rec }
       : null;
   };
 
-  const check = async (ip: string, username: string, password: string): Promise<AuthResult> => {
-    const user = username.trim().toLowerCase();
+  const check = async (req: AuthRequest): Promise<AuthResult> => {
+    const { ip, password } = req;
+    const user = req.username.trim().toLowerCase();
     const verdict = await guard.check(ip, user);
     if (verdict.verdict === 'refuse')
       return { ok: false, reason: 'locked', retryAfterSeconds: verdict.retryAfterSeconds };
+    // the account password of an account with two-factor on, where no second step follows:
+    // refused exactly as a wrong password is (counted, same answer), so it tells nothing
+    const passwordRefused = (record: AccountRecord | null | undefined) =>
+      twoFactorOn(record) && !req.secondFactorFollows;
     if (user && password) {
       let app: AppPasswordCredential | null = null;
+      let refused = false;
       const hit = await cache?.get(user, password, async (c) => {
         const now = await storedNow(user, c);
         app = now?.app ?? null;
+        if (c.via === 'password' && now && passwordRefused(now.record)) refused = true;
         return now?.stored ?? null;
       });
-      if (hit) {
+      if (hit && !refused) {
         await guard.recordSuccess(ip, hit.account);
         return {
           ok: true,
@@ -94,8 +124,8 @@ export function createAuthenticator(deps: {
           ...(app ? { appPassword: app } : {}),
         };
       }
-      const checked = await directory.checkPassword(user, password);
-      if (checked) {
+      const checked = hit ? null : await directory.checkPassword(user, password);
+      if (checked && !passwordRefused(checked.record)) {
         cache?.remember(
           user,
           password,
@@ -106,7 +136,7 @@ export function createAuthenticator(deps: {
         await guard.recordSuccess(ip, checked.account);
         return { ok: true, account: checked.account, via: 'password', cached: false };
       }
-      const rec = await directory.accountRecord(user);
+      const rec = checked ? null : await directory.accountRecord(user);
       const matched = rec ? await appPasswords.match(user, password) : null;
       if (rec && matched) {
         cache?.remember(
@@ -127,9 +157,22 @@ export function createAuthenticator(deps: {
   };
 
   return {
-    async authenticate({ ip, username, password }) {
+    async authenticate(req) {
       try {
-        return await check(ip, username, password);
+        const res = await check(req);
+        if (res.ok && history && req.protocol) {
+          // best effort: a login is not refused because its record could not be written
+          history
+            .record(res.account, {
+              protocol: req.protocol,
+              ip: req.ip,
+              via: res.via,
+              ...(req.client ? { client: req.client.slice(0, 200) } : {}),
+              ...(res.appPassword ? { appPassword: res.appPassword.name } : {}),
+            })
+            .catch(() => undefined);
+        }
+        return res;
       } catch (error) {
         return { ok: false, reason: 'unavailable', error };
       }

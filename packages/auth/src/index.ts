@@ -5,3 +5,5 @@ export * from './credential-cache.js';
 export * from './revocations.js';
 export * from './client-limits.js';
 export * from './service-login.js';
+export * from './two-factor.js';
+export * from './login-history.js';

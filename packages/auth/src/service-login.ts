@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ipInNetworks, parseCidr, type Cidr } from '@mailyard/config';
 import type { Directory } from '@mailyard/directory';
-import type { AuthResult, Authenticator } from './authenticate.js';
+import type { AuthRequest, AuthResult, Authenticator } from './authenticate.js';
 import type { LoginGuard } from './lockout.js';
 import type { AppPasswordCredential } from './revocations.js';
 
@@ -129,7 +129,7 @@ export type LoginResult =
 export async function logIn(
   auth: Authenticator,
   services: ServiceAuthorizer | undefined,
-  req: { ip: string; username: string; password: string; authzid?: string },
+  req: AuthRequest & { authzid?: string },
 ): Promise<LoginResult> {
   const authzid = (req.authzid ?? '').trim();
   if (!authzid || authzid.toLowerCase() === req.username.trim().toLowerCase()) return auth.authenticate(req);

@@ -21,6 +21,8 @@ export const cliConfigSchema = z.object({
   redis_url: commonSchema.redis_url,
   redis_password_file: commonSchema.redis_password_file,
   redis_prefix: commonSchema.redis_prefix,
+  /** The mail server's name, for the DNS records `domain add` prints. */
+  myhostname: commonSchema.myhostname,
 });
 export type CliConfig = z.infer<typeof cliConfigSchema>;
 
@@ -74,7 +76,7 @@ export interface CommandContext {
   /** `withRedis` with the directory over that connection. */
   withDirectory<T>(fn: (directory: Directory) => Promise<T>): Promise<T>;
   /** `withRedis` with the administrative operations (audited as `cli:<system user>`). */
-  withOperations<T>(fn: (ops: Operations) => Promise<T>): Promise<T>;
+  withOperations<T>(fn: (ops: Operations, config: CliConfig) => Promise<T>): Promise<T>;
 }
 
 /** Who the audit log names for a CLI run: the system user, as `cli:root`. */
@@ -91,7 +93,7 @@ export function cliActor(env: NodeJS.ProcessEnv): string {
 }
 
 export function createContext(deps: CliDeps): CommandContext {
-  const withRedis = async <T>(fn: (redis: Redis) => Promise<T>): Promise<T> => {
+  const withRedis = async <T>(fn: (redis: Redis, config: CliConfig) => Promise<T>): Promise<T> => {
     const config = loadCliConfig(deps.env);
     const where = redactUrl(config.redis_url);
     const redis = deps.createRedis(config);
@@ -107,7 +109,7 @@ export function createContext(deps: CliDeps): CommandContext {
         throw new CliError(`Redis unreachable at ${where} (${reason(cause)})`);
       }
       try {
-        return await fn(redis);
+        return await fn(redis, config);
       } catch (err) {
         if (
           err instanceof CliError ||
@@ -127,7 +129,8 @@ export function createContext(deps: CliDeps): CommandContext {
     print: (line) => void deps.stdout.write(`${line}\n`),
     withRedis,
     withDirectory: (fn) => withRedis((redis) => fn(new Directory(redis))),
-    withOperations: (fn) => withRedis((redis) => fn(new Operations(redis, cliActor(deps.env)))),
+    withOperations: (fn) =>
+      withRedis((redis, config) => fn(new Operations(redis, cliActor(deps.env)), config)),
   };
 }
 

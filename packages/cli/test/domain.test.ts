@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { REDIS_URL } from '@mailyard/testkit';
 import { cliHarness } from './harness.js';
 
 test('domain add, list and del', async (t) => {
   const cli = cliHarness(t);
-  assert.equal(await cli.ok(['domain', 'add', 'Example.ORG']), 'added domain example.org\n');
-  await cli.ok(['domain', 'add', 'bücher.example']);
-  await cli.ok(['domain', 'add', 'a.test']);
+  assert.match(await cli.ok(['domain', 'add', 'Example.ORG', '--no-dkim']), /^added domain example\.org\n/);
+  await cli.ok(['domain', 'add', 'bücher.example', '--no-dkim']);
+  await cli.ok(['domain', 'add', 'a.test', '--no-dkim']);
   assert.equal(await cli.ok(['domain', 'list']), 'a.test\nexample.org\nxn--bcher-kva.example\n');
   assert.equal(await cli.ok(['domain', 'del', 'EXAMPLE.org']), 'deleted domain example.org\n');
   assert.equal(await cli.ok(['domain', 'del', 'bücher.example']), 'deleted domain xn--bcher-kva.example\n');
@@ -70,4 +71,33 @@ test('domain del refuses a domain that still has accounts or aliases', async (t)
   await cli.ok(['user', 'del', 'alice@example.org']);
   await cli.ok(['domain', 'del', 'example.org']);
   assert.deepEqual(await cli.directory.listDomains(), []);
+});
+
+test('domain add makes RSA and Ed25519 DKIM keys and prints every record to publish', async (t) => {
+  const cli = cliHarness(t);
+  const out = await cli.ok(['domain', 'add', 'example.org'], {
+    env: { REDIS_URL, REDIS_PREFIX: cli.prefix, MYHOSTNAME: 'mail.example.org' },
+  });
+  const [first] = out.split('\n');
+  assert.match(first!, /^added domain example\.org with DKIM keys rsa-\d{6} and ed25519-\d{6}$/);
+  for (const line of [
+    /^example\.org\. IN MX 10 mail\.example\.org\.$/m,
+    /^example\.org\. IN TXT "v=spf1 mx -all"$/m,
+    /^rsa-\d{6}\._domainkey\.example\.org\. IN TXT \( "v=DKIM1; k=rsa; p=[^"]{200,}" "[^"]+" \)$/m,
+    /^ed25519-\d{6}\._domainkey\.example\.org\. IN TXT "v=DKIM1; k=ed25519; p=[A-Za-z0-9+/]{43}="$/m,
+    /^_dmarc\.example\.org\. IN TXT "v=DMARC1; p=quarantine; rua=mailto:postmaster@example\.org"$/m,
+    /^_submissions\._tcp\.example\.org\. IN SRV 0 1 465 mail\.example\.org\.$/m,
+  ])
+    assert.match(out, line);
+  const keys = await cli.ok(['dkim', 'list', 'example.org']);
+  assert.match(keys, /^example\.org\trsa-\d{6}\trsa\t\S+\nexample\.org\ted25519-\d{6}\ted25519\t\S+\n$/);
+  // deleted and added again: the keys it still has are kept, none doubled
+  await cli.ok(['domain', 'del', 'example.org']);
+  assert.match(
+    await cli.ok(['domain', 'add', 'example.org']),
+    /with DKIM keys rsa-\d{6} and ed25519-\d{6}\n/,
+  );
+  assert.equal(await cli.ok(['dkim', 'list', 'example.org']), keys);
+  assert.equal((await cli.ok(['domain', 'records', 'example.org'])).split('\n').filter(Boolean).length, 10);
+  assert.equal((await cli.run(['domain', 'records', 'nope.test'])).code, 1);
 });

@@ -10,8 +10,9 @@ import { GOOD_PASSWORD, cliHarness, repoRoot, runProcess } from './harness.js';
 test('process: a session of domain, user and alias commands', async (t) => {
   const cli = cliHarness(t);
   const env = { REDIS_PREFIX: cli.prefix };
-  const add = runProcess(['domain', 'add', 'example.org'], { env });
-  assert.deepEqual([add.code, add.stdout, add.stderr], [0, 'added domain example.org\n', '']);
+  const add = runProcess(['domain', 'add', 'example.org', '--no-dkim'], { env });
+  assert.deepEqual([add.code, add.stderr], [0, '']);
+  assert.match(add.stdout, /^added domain example\.org\n/);
   const user = runProcess(['user', 'add', 'alice@example.org', '--password-stdin'], {
     env,
     input: `${GOOD_PASSWORD}\n`,

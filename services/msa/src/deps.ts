@@ -3,6 +3,7 @@ import {
   CredentialRevocations,
   LoginGuard,
   createAuthenticator,
+  LoginHistory,
   createServiceAuthorizer,
   serviceLoginFromConfig,
 } from '@mailyard/auth';
@@ -30,7 +31,12 @@ export function defaultDeps(config: MsaConfig, rt: Runtime, parts: MsaParts = {}
   return {
     bus: rt.bus,
     directory,
-    authenticator: createAuthenticator({ directory, guard, appPasswords }),
+    authenticator: createAuthenticator({
+      directory,
+      guard,
+      appPasswords,
+      history: new LoginHistory(rt.redis),
+    }),
     revocations: new CredentialRevocations(rt.redis, appPasswords, (err) =>
       rt.logger.warn({ err }, 'app password revocations not checked'),
     ),

@@ -77,6 +77,7 @@ export function submissionLogin(deps: LoginDeps, loginDeadlineMs: number): Submi
       username,
       password,
       authzid,
+      protocol: 'submission',
     }).then(
       (res) => {
         if (res.ok) {

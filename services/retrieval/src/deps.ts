@@ -4,6 +4,7 @@ import {
   CredentialRevocations,
   LoginGuard,
   createAuthenticator,
+  LoginHistory,
   createServiceAuthorizer,
   serviceLoginFromConfig,
 } from '@mailyard/auth';
@@ -35,6 +36,7 @@ export function defaultDeps(config: RetrievalConfig, rt: Runtime, parts: Retriev
       directory,
       guard,
       appPasswords,
+      history: new LoginHistory(rt.redis),
       cache: new CredentialCache({ ttlMs: config.auth_cache_ttl, maxEntries: config.auth_cache_size }),
     }),
     revocations: new CredentialRevocations(rt.redis, appPasswords, (err) =>

@@ -91,3 +91,23 @@ export interface MessageView {
   policy: { verdict: string; reasons: PolicyReason[] } | null;
   listUnsubscribe: string | null;
 }
+
+/** GET /api/account: the account page. */
+export interface AccountInfo {
+  account: string;
+  admin: boolean;
+  twoFactor: {
+    /** The platform offers two-factor login. */
+    available: boolean;
+    enabled: boolean;
+    recoveryCodesLeft: number;
+  };
+}
+
+/** POST /api/account/two-factor/begin: what the authenticator app needs. */
+export interface TwoFactorEnrolment {
+  secret: string;
+  uri: string;
+  /** The URI as a QR code, a PNG data: URL. */
+  qr: string;
+}

@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ImapFlow } from 'imapflow';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import type { Authenticator } from '@mailyard/auth';
+import type { AppPasswords, Authenticator, LoginHistory, TwoFactor } from '@mailyard/auth';
 import type { Directory } from '@mailyard/directory';
 import type { Logger } from '@mailyard/observability';
 import type { WebmailConfig } from './config.js';
@@ -15,13 +15,10 @@ import type { MailNotifier } from './notifier.js';
 import type { Session, SessionStore } from './sessions.js';
 
 /**
- * A second step of the login (TOTP, another issue): asked after the password, before the
- * session may do anything but answer it.
+ * The second step of the login (TOTP, packages/auth's TwoFactor): asked after the
+ * password, before the session may do anything but answer it.
  */
-export interface SecondFactor {
-  required(account: string): Promise<boolean>;
-  verify(account: string, code: string, ip: string): Promise<boolean>;
-}
+export type SecondFactor = Pick<TwoFactor, 'enabled' | 'verify'>;
 
 /** The msa's submission port, reached as IMAP is (TLS, the service login). */
 export type SubmitTarget = ImapTarget;
@@ -33,6 +30,10 @@ export interface Ctx {
   directory: Directory;
   authenticator: Authenticator;
   secondFactor: SecondFactor | null;
+  appPasswords: AppPasswords;
+  history: LoginHistory;
+  /** Two-factor enrolment on the account page (null: the platform offers none). */
+  twoFactor: TwoFactor | null;
   sessions: SessionStore;
   pool: ImapPool;
   imap: ImapTarget;

@@ -1,4 +1,4 @@
-import { AppPasswords, LoginGuard, createAuthenticator } from '@mailyard/auth';
+import { AppPasswords, LoginGuard, LoginHistory, TwoFactor, createAuthenticator } from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import type { Runtime } from '@mailyard/runtime';
 import type { WebmailConfig } from './config.js';
@@ -9,7 +9,7 @@ import type { WebmailDeps } from './webmail.js';
  * only what they must, e.g. a second factor): the shared login check, whose lockout
  * counts across every service.
  */
-export function defaultDeps(_config: WebmailConfig, rt: Runtime): WebmailDeps {
+export function defaultDeps(config: WebmailConfig, rt: Runtime): WebmailDeps {
   const directory = new Directory(rt.redis);
   return {
     redis: rt.redis,
@@ -18,7 +18,9 @@ export function defaultDeps(_config: WebmailConfig, rt: Runtime): WebmailDeps {
       directory,
       guard: new LoginGuard(rt.redis),
       appPasswords: new AppPasswords(rt.redis),
+      history: new LoginHistory(rt.redis),
     }),
+    twoFactor: new TwoFactor(rt.redis, new LoginGuard(rt.redis), { issuer: config.myhostname }),
     logger: rt.logger,
     registry: rt.registry,
   };

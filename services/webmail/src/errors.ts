@@ -25,6 +25,9 @@ export const errors = {
   badRequest: (message: string) => new ApiError(400, 'bad_request', message),
   notLoggedIn: () => new ApiError(401, 'not_logged_in', 'Not logged in, or the session has expired'),
   invalidCredentials: () => new ApiError(401, 'invalid_credentials', 'Wrong address or password'),
+  wrongPassword: () => new ApiError(403, 'wrong_password', 'That is not your current password'),
+  conflict: (message: string) => new ApiError(409, 'conflict', message),
+  invalidCode: () => new ApiError(401, 'invalid_code', 'Wrong or already used code'),
   secondFactorRequired: () =>
     new ApiError(401, 'second_factor_required', 'The second step of the login is still missing'),
   csrf: () => new ApiError(403, 'csrf', 'Missing or wrong CSRF token; reload the page'),

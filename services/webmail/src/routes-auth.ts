@@ -64,7 +64,15 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
       metrics.logins.inc({ result: 'rate_limited' });
       throw errors.rateLimited(wait);
     }
-    const res = await ctx.authenticator.authenticate({ ip: req.ip, username, password });
+    // the second step, when the account has one, is asked below
+    const res = await ctx.authenticator.authenticate({
+      ip: req.ip,
+      username,
+      password,
+      secondFactorFollows: true,
+      protocol: 'webmail',
+      client: String(req.headers['user-agent'] ?? ''),
+    });
     // app passwords are for mail clients; the webmail asks for the account's own password
     // (so that a second step, when an account has one, cannot be skipped with one)
     if (!res.ok || res.via !== 'password') {
@@ -74,7 +82,7 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
       if (!res.ok && res.reason === 'locked') throw errors.locked(res.retryAfterSeconds);
       throw errors.invalidCredentials();
     }
-    const second = ctx.secondFactor ? await ctx.secondFactor.required(res.account) : false;
+    const second = ctx.secondFactor ? await ctx.secondFactor.enabled(res.account) : false;
     const { id, session } = await sessions.create(res.account, second ? 'second-factor' : 'complete');
     void reply.setCookie(SESSION_COOKIE, id, COOKIE).clearCookie(LOGIN_COOKIE, COOKIE);
     metrics.logins.inc({ result: second ? 'second_factor' : 'ok' });
@@ -86,17 +94,24 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
     return { authenticated: true, account: res.account, csrf: session.csrf, limits: limits() };
   });
 
-  /** The second step (a TOTP code, another issue); present only when the platform has one. */
+  /** The second step: a TOTP code or a recovery code; present only when the platform has one. */
   app.post('/api/login/second-factor', { config: { access: 'partial' } }, async (req, reply) => {
     const session = sessionOf(req);
     if (!ctx.secondFactor || session.stage !== 'second-factor') throw errors.notFound();
     const { code } = parse(z.object({ code: z.string().min(1, 'expected the code').max(64) }), req.body);
     const wait = await rateLimited(ctx, req.ip);
     if (wait) throw errors.rateLimited(wait);
-    if (!(await ctx.secondFactor.verify(session.account, code, req.ip))) {
-      metrics.logins.inc({ result: 'invalid' });
-      throw errors.invalidCredentials();
+    const res = await ctx.secondFactor.verify(session.account, code, req.ip);
+    if (!res.ok) {
+      metrics.logins.inc({ result: res.reason });
+      logger.info(
+        { account: session.account, ip: req.ip, reason: res.reason },
+        'webmail second step refused',
+      );
+      if (res.reason === 'locked') throw errors.locked(res.retryAfterSeconds);
+      throw errors.invalidCode();
     }
+    logger.info({ account: session.account, ip: req.ip, via: res.via }, 'webmail login');
     const fresh = await sessions.complete(req.sessionId!, session);
     void reply.setCookie(SESSION_COOKIE, fresh.id, COOKIE);
     metrics.logins.inc({ result: 'ok' });

@@ -49,11 +49,27 @@ export class SessionStore {
     return `webmail:session:${createHash('sha256').update(id).digest('base64url')}`;
   }
 
+  /** The account's session keys (`webmail:sessions:<account>`), for signing out everywhere. */
+  private async track(account: string, key: string): Promise<void> {
+    const set = `webmail:sessions:${account}`;
+    await this.redis.multi().sadd(set, key).pexpire(set, this.timeouts.absoluteMs).exec();
+  }
+
   async create(account: string, stage: SessionStage): Promise<{ id: string; session: Session }> {
     const id = newToken();
     const session: Session = { account, stage, created: this.now(), csrf: newToken() };
     await this.redis.set(this.key(id), JSON.stringify(session), 'PX', this.timeouts.idleMs);
+    await this.track(account, this.key(id));
     return { id, session };
+  }
+
+  /** Ends every session of the account, on every instance (sign out everywhere); returns how many were live. */
+  async destroyAll(account: string): Promise<number> {
+    const set = `webmail:sessions:${account}`;
+    const keys = await this.redis.smembers(set);
+    const ended = keys.length ? await this.redis.del(...keys) : 0;
+    await this.redis.del(set);
+    return ended;
   }
 
   /** The live session for a cookie value, its idle time pushed back (unless `touch` is false); null if none. */
@@ -76,6 +92,7 @@ export class SessionStore {
     const fresh = newToken();
     const done: Session = { ...session, stage: 'complete', csrf: newToken() };
     await this.redis.set(this.key(fresh), JSON.stringify(done), 'PX', this.timeouts.idleMs);
+    await this.track(session.account, this.key(fresh));
     return { id: fresh, session: done };
   }
 

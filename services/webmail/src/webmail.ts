@@ -6,7 +6,13 @@ import fastifyCookie from '@fastify/cookie';
 import fastifyHelmet from '@fastify/helmet';
 import fastifyStatic from '@fastify/static';
 import type { Redis } from 'ioredis';
-import { serviceLoginFromConfig, type Authenticator } from '@mailyard/auth';
+import {
+  AppPasswords,
+  LoginHistory,
+  serviceLoginFromConfig,
+  type Authenticator,
+  type TwoFactor,
+} from '@mailyard/auth';
 import {
   drainTime,
   ipInNetworks,
@@ -23,6 +29,7 @@ import { ApiError, UpstreamError, errors } from './errors.js';
 import { ImapPool } from './imap-pool.js';
 import { createMetrics } from './metrics.js';
 import { MailNotifier } from './notifier.js';
+import { registerAccountRoutes } from './routes-account.js';
 import { registerAuthRoutes } from './routes-auth.js';
 import { registerComposeRoutes } from './routes-compose.js';
 import { registerEventRoutes } from './routes-events.js';
@@ -36,7 +43,9 @@ export interface WebmailDeps {
   authenticator: Authenticator;
   logger: Logger;
   registry: Registry;
-  /** The second step of the login, when there is one (TOTP is another issue). */
+  /** Two-factor login (TOTP): the second step of the login and its enrolment on the account page. */
+  twoFactor?: TwoFactor;
+  /** Another second step instead (tests); default: `twoFactor`. */
   secondFactor?: SecondFactor;
   now?: () => number;
 }
@@ -131,7 +140,10 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
     redis: deps.redis,
     directory: deps.directory,
     authenticator: deps.authenticator,
-    secondFactor: deps.secondFactor ?? null,
+    secondFactor: deps.secondFactor ?? deps.twoFactor ?? null,
+    twoFactor: deps.twoFactor ?? null,
+    appPasswords: new AppPasswords(deps.redis),
+    history: new LoginHistory(deps.redis),
     sessions,
     pool,
     imap,
@@ -229,6 +241,7 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
   registerMailRoutes(app, ctx);
   registerComposeRoutes(app, ctx);
   registerEventRoutes(app, ctx);
+  registerAccountRoutes(app, ctx);
 
   const assets = config.webmail_assets_dir ?? defaultAssetsDir();
   if (existsSync(join(assets, 'index.html'))) {

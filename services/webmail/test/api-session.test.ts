@@ -1,5 +1,5 @@
 // Logging in and out, sessions, CSRF, timeouts, the login rate limit and the shared
-// lockout, the second step of the login, security headers.
+// lockout, security headers (the second step: api-two-factor.test.ts).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { ImapFlow } from 'imapflow';
@@ -250,46 +250,6 @@ describe('sessions', () => {
     assert.equal(res.status, 200);
     assert.ok(res.json.folders.some((f: { path: string }) => f.path === 'INBOX'));
   });
-});
-
-describe('second step of the login', () => {
-  test(
-    'a session waits for the second step before it may do anything else',
-    { timeout: 30_000 },
-    async () => {
-      const codes = new Map([[ALICE, '123456']]);
-      const wm = await t.another(
-        {},
-        {
-          secondFactor: {
-            required: async (account) => codes.has(account),
-            verify: async (account, code) => codes.get(account) === code,
-          },
-        },
-      );
-      const c = client(wm.port);
-      const first = await c.login(ALICE);
-      assert.equal(first.status, 200);
-      assert.deepEqual([first.json.authenticated, first.json.next], [false, 'second-factor']);
-      c.csrf = first.json.csrf;
-      const early = await c.get('/api/folders');
-      assert.deepEqual([early.status, early.json.error], [401, 'second_factor_required']);
-      assert.equal((await c.get('/api/session')).json.next, 'second-factor');
-      const bad = await c.post('/api/login/second-factor', { code: '000000' });
-      assert.deepEqual([bad.status, bad.json.error], [401, 'invalid_credentials']);
-      const ok = await c.post('/api/login/second-factor', { code: '123456' });
-      assert.equal(ok.status, 200);
-      assert.equal(ok.json.authenticated, true);
-      c.csrf = ok.json.csrf;
-      assert.equal((await c.get('/api/folders')).status, 200);
-      // bob has none: straight in
-      assert.equal((await client(wm.port).login(BOB)).json.authenticated, true);
-      // without a second step configured, the endpoint does not exist
-      const plain = client();
-      await plain.login(ALICE);
-      assert.equal((await plain.post('/api/login/second-factor', { code: '1' })).status, 404);
-    },
-  );
 });
 
 describe('headers', () => {

@@ -10,13 +10,16 @@ import { buildMsa, defaultDeps as msaDeps, msaSchema, type Msa } from '@mailyard
 import { tempDir } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform, type PlatformOptions } from '../../../test/harness.js';
 import { startRetrieval, type Retrieval } from '../../retrieval/test/helpers.js';
-import { buildWebmail, defaultDeps, webmailSchema, type SecondFactor, type Webmail } from '../src/index.js';
+import { buildWebmail, defaultDeps, webmailSchema, type Webmail, type WebmailDeps } from '../src/index.js';
 
 export const PASSWORD = 'correct horse battery staple';
 export const SECRET = 'the-webmail-service-secret-for-tests';
 export const HOST = 'mail.mailyard.test';
 export const ALICE = 'alice@example.test';
 export const BOB = 'bob@example.test';
+
+/** Dependencies a test may replace (two-factor with a clock of its own). */
+export type ExtraDeps = Partial<Pick<WebmailDeps, 'twoFactor' | 'secondFactor'>>;
 
 export interface WebmailTestbed {
   p: Platform;
@@ -26,7 +29,7 @@ export interface WebmailTestbed {
   /** The certificate every client trusts (the platform's). */
   ca: string;
   /** Builds another webmail on the same platform (other settings); stopped with the testbed. */
-  another(overrides: Record<string, unknown>, deps?: { secondFactor?: SecondFactor }): Promise<Webmail>;
+  another(overrides: Record<string, unknown>, deps?: ExtraDeps): Promise<Webmail>;
   close(): Promise<void>;
 }
 
@@ -73,7 +76,7 @@ export async function startWebmailTestbed(
   await msaRt.bus.waitConnected();
 
   const built: { webmail: Webmail; rt: Runtime }[] = [];
-  const build = async (overrides: Record<string, unknown>, deps: { secondFactor?: SecondFactor } = {}) => {
+  const build = async (overrides: Record<string, unknown>, deps: ExtraDeps = {}) => {
     const config = loadConfig(webmailSchema, {
       env: {},
       overrides: {

@@ -376,6 +376,7 @@ export class ImapSession implements ImapContext {
       username,
       password,
       authzid,
+      protocol: 'imap',
     });
     if (!res.ok) {
       this.deps.metrics.logins.inc({ protocol: 'imap', result: res.reason });

@@ -291,6 +291,7 @@ export class Pop3Session {
       username,
       password,
       authzid,
+      protocol: 'pop3',
     });
     if (!res.ok) {
       this.deps.metrics.logins.inc({ protocol: 'pop3', result: res.reason });

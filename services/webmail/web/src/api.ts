@@ -2,6 +2,7 @@
 // errors as ApiError with the server's stable code and its sentence for the user.
 
 import type {
+  AccountInfo,
   Address,
   AttachmentInfo,
   Flags,
@@ -9,9 +10,17 @@ import type {
   ListPage,
   ListRow,
   MessageView,
+  TwoFactorEnrolment,
 } from '../../src/api-types.ts';
 
-export type { Address, Flags };
+export type { AccountInfo, Address, Flags, TwoFactorEnrolment };
+
+export interface AppPassword {
+  name: string;
+  created: string;
+  lastUsed?: string;
+  lastIp?: string;
+}
 export type Folder = FolderInfo;
 export type Row = ListRow;
 export type Page = ListPage;
@@ -139,6 +148,17 @@ export const api = {
   saveDraft: (d: DraftBody) => call<{ uid: number | null; folder: string }>('PUT', '/api/drafts', d),
   deleteDraft: (uid: number) => call<{ deleted: boolean }>('DELETE', `/api/drafts/${uid}`),
   deleteUpload: (id: string) => call<{ deleted: boolean }>('DELETE', `/api/uploads/${id}`),
+  account: () => call<AccountInfo>('GET', '/api/account'),
+  twoFactorBegin: () => call<TwoFactorEnrolment>('POST', '/api/account/two-factor/begin', {}),
+  twoFactorConfirm: (code: string) =>
+    call<{ recoveryCodes: string[] }>('POST', '/api/account/two-factor/confirm', { code }),
+  twoFactorDisable: (password: string) =>
+    call<{ enabled: false }>('POST', '/api/account/two-factor/disable', { password }),
+  appPasswords: () => call<{ appPasswords: AppPassword[] }>('GET', '/api/account/app-passwords'),
+  createAppPassword: (name: string) =>
+    call<{ name: string; secret: string }>('POST', '/api/account/app-passwords', { name }),
+  revokeAppPassword: (name: string) =>
+    call<{ revoked: string }>('POST', '/api/account/app-passwords/revoke', { name }),
   send: (d: DraftBody) => call<{ messageId: string; warnings: string[] }>('POST', '/api/send', d),
 };
 

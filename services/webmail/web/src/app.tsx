@@ -8,6 +8,7 @@ import {
   type Folder,
   type Message,
 } from './api.ts';
+import { AccountPage } from './account.tsx';
 import { Compose } from './compose.tsx';
 import { FolderList } from './folders.tsx';
 import { emptyDraft, folderLabel, forwardDraft, replyDraft } from './format.ts';
@@ -19,7 +20,8 @@ import { Reader, type ReaderAction } from './reader.tsx';
 type Screen =
   | { kind: 'loading' }
   | { kind: 'login'; notice?: string; secondFactorFor?: string }
-  | { kind: 'mail'; account: string; attachmentLimit: number };
+  | { kind: 'mail'; account: string; attachmentLimit: number }
+  | { kind: 'account'; account: string; attachmentLimit: number };
 
 export function App() {
   const [screen, setScreen] = useState<Screen>({ kind: 'loading' });
@@ -63,8 +65,11 @@ export function App() {
           account={screen.account}
           attachmentLimit={screen.attachmentLimit}
           onLoggedOut={() => setScreen({ kind: 'login', notice: 'You are logged out.' })}
+          onAccount={() => setScreen({ ...screen, kind: 'account' })}
         />
       );
+    case 'account':
+      return <AccountPage account={screen.account} onBack={() => setScreen({ ...screen, kind: 'mail' })} />;
   }
 }
 
@@ -91,7 +96,12 @@ function useMedia(query: string): boolean {
   return match;
 }
 
-function Mail(props: { account: string; attachmentLimit: number; onLoggedOut: () => void }) {
+function Mail(props: {
+  account: string;
+  attachmentLimit: number;
+  onLoggedOut: () => void;
+  onAccount: () => void;
+}) {
   const [folders, setFolders] = useState<Folder[]>([]);
   const [folder, setFolder] = useState(folderFromHash);
   const [search, setSearch] = useState('');
@@ -429,6 +439,7 @@ function Mail(props: { account: string; attachmentLimit: number; onLoggedOut: ()
         <span class="account" title={props.account}>
           {props.account}
         </span>
+        <button onClick={props.onAccount}>Account</button>
         <button onClick={() => void logout()}>Log out</button>
       </header>
 

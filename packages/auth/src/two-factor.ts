@@ -1,0 +1,156 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { generateSecret, generateURI, verify as verifyTotp } from 'otplib';
+import type { LoginGuard } from './lockout.js';
+
+/** How many recovery codes enrolment hands out; each works once. */
+export const RECOVERY_CODES = 10;
+/** How long a started enrolment waits for its first code. */
+const ENROLMENT_SECONDS = 600;
+/** Codes of the step before and after are accepted too (clocks drift; RFC 6238 §5.2). */
+const TOLERANCE_SECONDS = 30;
+const RECOVERY_ALPHABET = 'abcdefghijkmnpqrstuvwxyz23456789';
+
+export type SecondFactorResult =
+  | { ok: true; via: 'totp' | 'recovery-code' }
+  | { ok: false; reason: 'invalid' }
+  | { ok: false; reason: 'locked'; retryAfterSeconds: number };
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
+/** A recovery code as typed: lower case, without spaces or dashes. */
+const normalizeRecovery = (code: string) => code.toLowerCase().replace(/[\s-]/g, '');
+
+/**
+ * TOTP two-factor login (RFC 6238: SHA-1, 6 digits, 30 s, as every authenticator app) with
+ * single-use recovery codes. The secret lives in the account's own record (field `totp`),
+ * so turning two-factor on or off changes the record, which ends every cached password
+ * login (CredentialCache compares the record) and is what the authenticator reads to
+ * refuse the account password to IMAP, POP3 and submission.
+ *
+ *   account:<a>            HASH field `totp`: the base32 secret, while two-factor is on
+ *   totp:pending:<a>       STRING the secret of an enrolment not yet confirmed (10 min)
+ *   totp:recovery:<a>      SET    SHA-256 of the unused recovery codes
+ *   totp:used:<a>:<step>   STRING a code's time step once used (refuses its replay)
+ *
+ * Wrong codes count in the shared lockout (LoginGuard) under the client address and the
+ * account, as wrong passwords do, so guessing the six digits is throttled the same way.
+ */
+export class TwoFactor {
+  constructor(
+    private readonly redis: Redis,
+    private readonly guard: LoginGuard,
+    private readonly opts: { issuer?: string; now?: () => number } = {},
+  ) {}
+
+  private now(): number {
+    return (this.opts.now ?? Date.now)();
+  }
+
+  async enabled(account: string): Promise<boolean> {
+    return !!(await this.redis.hget(`account:${account.toLowerCase()}`, 'totp'));
+  }
+
+  /** Recovery codes not used yet. */
+  async recoveryCodesLeft(account: string): Promise<number> {
+    return this.redis.scard(`totp:recovery:${account.toLowerCase()}`);
+  }
+
+  /** Starts enrolment: a new secret, and the otpauth:// URI for the QR code. */
+  async begin(account: string): Promise<{ secret: string; uri: string }> {
+    const a = account.toLowerCase();
+    const secret = generateSecret();
+    await this.redis.set(`totp:pending:${a}`, secret, 'EX', ENROLMENT_SECONDS);
+    const uri = generateURI({ issuer: this.opts.issuer ?? 'Mailyard', label: a, secret });
+    return { secret, uri };
+  }
+
+  /**
+   * Ends enrolment with a first code from the app (proof that it has the secret): turns
+   * two-factor on and returns the recovery codes, shown once. Null when the code is wrong
+   * or no enrolment is waiting.
+   */
+  async confirm(account: string, code: string): Promise<string[] | null> {
+    const a = account.toLowerCase();
+    const secret = await this.redis.get(`totp:pending:${a}`);
+    if (!secret || !(await this.checkCode(a, secret, code))) return null;
+    const codes = Array.from({ length: RECOVERY_CODES }, () =>
+      [...randomBytes(10)].map((b) => RECOVERY_ALPHABET[b % RECOVERY_ALPHABET.length]).join(''),
+    );
+    await this.redis
+      .multi()
+      .hset(`account:${a}`, 'totp', secret)
+      .del(`totp:recovery:${a}`, `totp:pending:${a}`)
+      .sadd(`totp:recovery:${a}`, ...codes.map(sha256))
+      .exec();
+    return codes.map((c) => `${c.slice(0, 5)}-${c.slice(5)}`);
+  }
+
+  /** Turns two-factor off (the user, or an administrator's reset). */
+  async disable(account: string): Promise<void> {
+    const a = account.toLowerCase();
+    await this.redis
+      .multi()
+      .hdel(`account:${a}`, 'totp')
+      .del(`totp:recovery:${a}`, `totp:pending:${a}`)
+      .exec();
+  }
+
+  /**
+   * The second step of a login: a current TOTP code not used before, or an unused
+   * recovery code (which is then used up). Refused without looking while the client's
+   * address is locked; a wrong code counts as a failed login.
+   */
+  async verify(account: string, code: string, ip: string): Promise<SecondFactorResult> {
+    const a = account.toLowerCase();
+    const lock = await this.guard.check(ip, a);
+    if (lock.verdict === 'refuse')
+      return { ok: false, reason: 'locked', retryAfterSeconds: lock.retryAfterSeconds };
+    const secret = await this.redis.hget(`account:${a}`, 'totp');
+    if (secret) {
+      if (/^\s*\d{6}\s*$/.test(code)) {
+        if (await this.checkCode(a, secret, code)) {
+          await this.guard.recordSuccess(ip, a);
+          return { ok: true, via: 'totp' };
+        }
+      } else if (await this.useRecoveryCode(a, code)) {
+        await this.guard.recordSuccess(ip, a);
+        return { ok: true, via: 'recovery-code' };
+      }
+    }
+    await this.guard.recordFailure(ip, a);
+    return { ok: false, reason: 'invalid' };
+  }
+
+  /** A right code of a time step not used before; the step is then marked used (RFC 6238 §5.2). */
+  private async checkCode(account: string, secret: string, code: string): Promise<boolean> {
+    const token = code.trim();
+    if (!/^\d{6}$/.test(token)) return false;
+    const epoch = Math.floor(this.now() / 1000);
+    let res;
+    try {
+      res = await verifyTotp({ secret, token, epoch, epochTolerance: TOLERANCE_SECONDS });
+    } catch {
+      return false;
+    }
+    if (!res.valid) return false;
+    // SET NX: of two logins with the same code, only the first gets it
+    const step = Math.floor(epoch / 30) + res.delta;
+    const fresh = await this.redis.set(`totp:used:${account}:${step}`, '1', 'EX', 180, 'NX');
+    return fresh === 'OK';
+  }
+
+  private async useRecoveryCode(account: string, code: string): Promise<boolean> {
+    const c = normalizeRecovery(code);
+    if (!/^[a-z2-9]{10}$/.test(c)) return false;
+    const digest = sha256(c);
+    // compare every stored hash in constant time, then remove the one that matched (SREM: once)
+    const stored = await this.redis.smembers(`totp:recovery:${account}`);
+    const want = Buffer.from(digest, 'hex');
+    const hit = stored.find((h) => {
+      const have = Buffer.from(h, 'hex');
+      return have.length === want.length && timingSafeEqual(have, want);
+    });
+    return !!hit && (await this.redis.srem(`totp:recovery:${account}`, hit)) === 1;
+  }
+}

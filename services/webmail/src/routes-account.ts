@@ -1,0 +1,155 @@
+import type { FastifyInstance } from 'fastify';
+import QRCode from 'qrcode';
+import { z } from 'zod';
+import { DirectoryError } from '@mailyard/directory';
+import type { AccountInfo, TwoFactorEnrolment } from './api-types.js';
+import { parse, sessionOf, type Ctx } from './context.js';
+import { ApiError, errors } from './errors.js';
+
+const codeSchema = z.object({
+  code: z.string({ message: 'expected the code' }).min(1, 'expected the code').max(64),
+});
+const passwordSchema = z.object({
+  password: z.string({ message: 'expected your password' }).min(1, 'expected your password').max(1024),
+});
+
+const appPasswordName = z.object({
+  name: z
+    .string({ message: 'expected a name' })
+    .regex(/^[\w .@-]{1,64}$/, 'a name of 1-64 letters, digits, spaces or ._@-'),
+});
+
+/** The account page of every user: two-factor login, app passwords. */
+export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
+  const { logger } = ctx;
+  /** The account's current password, asked again before a change that matters. */
+  const checkPassword = async (ip: string, account: string, password: string) => {
+    const res = await ctx.authenticator.authenticate({
+      ip,
+      username: account,
+      password,
+      secondFactorFollows: true,
+    });
+    if (!res.ok && res.reason === 'locked') throw errors.locked(res.retryAfterSeconds);
+    if (!res.ok && res.reason === 'unavailable') throw errors.unavailable();
+    if (!res.ok || res.via !== 'password') throw errors.wrongPassword();
+  };
+  const twoFactor = () => {
+    if (!ctx.twoFactor) throw errors.notFound();
+    return ctx.twoFactor;
+  };
+
+  app.get('/api/account/app-passwords', async (req) => {
+    const { account } = sessionOf(req);
+    return { appPasswords: await ctx.appPasswords.list(account) };
+  });
+
+  /** A new app password, shown in this answer only. */
+  app.post('/api/account/app-passwords', async (req) => {
+    const { account } = sessionOf(req);
+    const { name } = parse(appPasswordName, req.body);
+    const secret = await refused(() => ctx.appPasswords.create(account, name));
+    logger.info({ account, name }, 'app password created');
+    return { name, secret };
+  });
+
+  /** Revoked: it logs in nowhere any more, and the sessions that logged in with it end. */
+  app.post('/api/account/app-passwords/revoke', async (req) => {
+    const { account } = sessionOf(req);
+    const { name } = parse(appPasswordName, req.body);
+    await refused(() => ctx.appPasswords.revoke(account, name));
+    logger.info({ account, name }, 'app password revoked');
+    return { revoked: name };
+  });
+
+  app.get('/api/account/logins', async (req) => {
+    const { account } = sessionOf(req);
+    return { logins: await ctx.history.list(account, 20) };
+  });
+
+  /** A new password, with the CLI's strength rules (the directory's), after the current one. */
+  app.post('/api/account/password', async (req) => {
+    const { account } = sessionOf(req);
+    const body = parse(
+      z.object({ current: passwordSchema.shape.password, password: passwordSchema.shape.password }),
+      req.body,
+    );
+    await checkPassword(req.ip, account, body.current);
+    try {
+      await ctx.directory.setPassword(account, body.password);
+    } catch (err) {
+      if (err instanceof DirectoryError) throw errors.badRequest(capitalize(err.message));
+      throw err;
+    }
+    logger.info({ account }, 'password changed');
+    return { changed: true };
+  });
+
+  /** Ends every webmail session of the account, this one too. */
+  app.post('/api/account/sign-out-everywhere', async (req) => {
+    const { account } = sessionOf(req);
+    const ended = await ctx.sessions.destroyAll(account);
+    logger.info({ account, ended }, 'signed out everywhere');
+    return { ended };
+  });
+
+  app.get('/api/account', async (req): Promise<AccountInfo> => {
+    const { account } = sessionOf(req);
+    const tf = ctx.twoFactor;
+    const [admin, enabled, left] = await Promise.all([
+      ctx.directory.isAdmin(account),
+      tf ? tf.enabled(account) : false,
+      tf ? tf.recoveryCodesLeft(account) : 0,
+    ]);
+    return { account, admin, twoFactor: { available: !!tf, enabled, recoveryCodesLeft: left } };
+  });
+
+  /** Starts enrolment: a new secret, shown as a QR code; nothing changes until confirmed. */
+  app.post('/api/account/two-factor/begin', async (req): Promise<TwoFactorEnrolment> => {
+    const { account } = sessionOf(req);
+    const tf = twoFactor();
+    if (await tf.enabled(account))
+      throw errors.conflict('Two-factor login is already on; turn it off first to enrol again');
+    const { secret, uri } = await tf.begin(account);
+    return {
+      secret,
+      uri,
+      qr: await QRCode.toDataURL(uri, { errorCorrectionLevel: 'M', margin: 1, scale: 6 }),
+    };
+  });
+
+  /** The first code from the app turns two-factor on; the recovery codes are shown this once. */
+  app.post('/api/account/two-factor/confirm', async (req) => {
+    const { account } = sessionOf(req);
+    const { code } = parse(codeSchema, req.body);
+    const codes = await twoFactor().confirm(account, code);
+    if (!codes) throw errors.invalidCode();
+    logger.info({ account }, 'two-factor login turned on');
+    return { recoveryCodes: codes };
+  });
+
+  /** Turning it off asks for the password again (a session left open must not do it). */
+  app.post('/api/account/two-factor/disable', async (req) => {
+    const { account } = sessionOf(req);
+    const { password } = parse(passwordSchema, req.body);
+    await checkPassword(req.ip, account, password);
+    await twoFactor().disable(account);
+    logger.info({ account }, 'two-factor login turned off');
+    return { enabled: false };
+  });
+}
+
+/** AppPasswords refuses what the user can fix (duplicate, limit, unknown name) with plain Errors. */
+async function refused<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof Error && err.constructor === Error) {
+      if (/^no app password/.test(err.message)) throw new ApiError(404, 'no_such_app_password', err.message);
+      throw errors.conflict(err.message);
+    }
+    throw err;
+  }
+}
+
+const capitalize = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);

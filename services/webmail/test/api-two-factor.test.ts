@@ -1,0 +1,198 @@
+// Two-factor login against the real platform: enrolment (QR code, recovery codes), the
+// second step of the webmail login with wrong, replayed and recovery codes, the shared
+// lockout, and the account password refused by IMAP, POP3 and submission (real clients)
+// while app passwords keep working. TOTP codes come from otplib on a clock the test moves.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { after, before, describe, test } from 'node:test';
+import nodemailer from 'nodemailer';
+import { generate } from 'otplib';
+import { LoginGuard, TwoFactor } from '@mailyard/auth';
+import { addAccount } from '../../../test/harness.js';
+import { PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { imapLogin as imapLoginAs } from './mail-clients.js';
+import { WebClient } from './web-client.js';
+import type { Webmail } from '../src/index.js';
+
+let t: WebmailTestbed;
+let wm: Webmail;
+/** The webmail's clock for TOTP (ms); codes are made for it, so no test waits for a time step. */
+let clock = Date.now();
+before(async () => {
+  t = await startWebmailTestbed();
+  const redis = t.p.redis.redis;
+  wm = await t.another({}, { twoFactor: new TwoFactor(redis, new LoginGuard(redis), { now: () => clock }) });
+});
+after(() => t?.close());
+const client = () => new WebClient(wm.port, t.ca);
+const code = (secret: string, at = clock) => generate({ secret, epoch: Math.floor(at / 1000) });
+/** Moves the clock to the next time step, so the next code is a new one. */
+const nextStep = () => (clock += 30_000);
+
+async function enrol(account: string): Promise<{ c: WebClient; secret: string; recovery: string[] }> {
+  await addAccount(t.p.directory, account);
+  const c = client();
+  assert.equal((await c.login(account)).status, 200);
+  const begin = await c.post('/api/account/two-factor/begin');
+  assert.equal(begin.status, 200, begin.text);
+  assert.match(begin.json.qr, /^data:image\/png;base64,[A-Za-z0-9+/]+=*$/);
+  assert.match(begin.json.uri, /^otpauth:\/\/totp\//);
+  const secret: string = begin.json.secret;
+  const wrong = await c.post('/api/account/two-factor/confirm', { code: '000000' });
+  assert.deepEqual([wrong.status, wrong.json.error], [401, 'invalid_code']);
+  const ok = await c.post('/api/account/two-factor/confirm', { code: await code(secret) });
+  assert.equal(ok.status, 200, ok.text);
+  return { c, secret, recovery: ok.json.recoveryCodes };
+}
+
+const imapLogin = (user: string, pass: string) => imapLoginAs(t, user, pass);
+
+async function submissionLogin(user: string, pass: string): Promise<boolean> {
+  const tr = nodemailer.createTransport({
+    host: '127.0.0.1',
+    port: t.msa.ports.submissions,
+    secure: true,
+    tls: { rejectUnauthorized: false },
+    auth: { user, pass },
+  });
+  try {
+    await tr.verify();
+    return true;
+  } catch (err) {
+    if ((err as { code?: string }).code === 'EAUTH') return false;
+    throw err;
+  } finally {
+    tr.close();
+  }
+}
+
+/** Python's poplib over implicit TLS: "ok" or "refused" (run asynchronously: the server is in this process). */
+async function pop3Login(user: string, pass: string): Promise<string> {
+  const script = [
+    'import poplib, ssl, sys',
+    'ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE',
+    `p = poplib.POP3_SSL('127.0.0.1', ${t.retrieval.ports.pop3s}, context=ctx, timeout=20)`,
+    'try:',
+    '    p.user(sys.argv[1]); p.pass_(sys.argv[2]); print("ok")',
+    'except poplib.error_proto as e:',
+    '    print("refused", e)',
+    'p.quit()',
+  ].join('\n');
+  const r = await promisify(execFile)('python3', ['-c', script, user, pass], { timeout: 30_000 });
+  return r.stdout.trim().split(' ')[0]!;
+}
+
+describe('two-factor login', () => {
+  test(
+    'enrol, then the login asks for a code; replayed and wrong codes are refused',
+    { timeout: 60_000 },
+    async () => {
+      const { secret, recovery } = await enrol('tf1@example.test');
+      assert.equal(recovery.length, 10);
+      assert.equal(new Set(recovery).size, 10);
+      for (const r of recovery) assert.match(r, /^[a-z2-9]{5}-[a-z2-9]{5}$/);
+
+      const c = client();
+      const first = await c.login('tf1@example.test');
+      assert.deepEqual(
+        [first.status, first.json.authenticated, first.json.next],
+        [200, false, 'second-factor'],
+      );
+      c.csrf = first.json.csrf;
+      assert.equal((await c.get('/api/folders')).json.error, 'second_factor_required');
+      // the code of enrolment was used: the same step's code is a replay
+      const replay = await c.post('/api/login/second-factor', { code: await code(secret) });
+      assert.deepEqual([replay.status, replay.json.error], [401, 'invalid_code']);
+      nextStep();
+      const now = await code(secret);
+      const ok = await c.post('/api/login/second-factor', { code: now });
+      assert.equal(ok.status, 200, ok.text);
+      c.csrf = ok.json.csrf;
+      assert.equal((await c.get('/api/folders')).status, 200);
+      // another login with that same code: refused
+      const other = client();
+      other.csrf = (await other.login('tf1@example.test')).json.csrf;
+      const again = await other.post('/api/login/second-factor', { code: now });
+      assert.deepEqual([again.status, again.json.error], [401, 'invalid_code']);
+      // without the CSRF token, nothing
+      const noCsrf = await other.req('POST', '/api/login/second-factor', {
+        json: { code: now },
+        csrf: false,
+      });
+      assert.deepEqual([noCsrf.status, noCsrf.json.error], [403, 'csrf']);
+      // the account page says it is on
+      const info = await c.get('/api/account');
+      assert.deepEqual(info.json.twoFactor, { available: true, enabled: true, recoveryCodesLeft: 10 });
+    },
+  );
+
+  test('a recovery code works once', { timeout: 60_000 }, async () => {
+    const { recovery } = await enrol('tf2@example.test');
+    const c = client();
+    c.csrf = (await c.login('tf2@example.test')).json.csrf;
+    const ok = await c.post('/api/login/second-factor', { code: recovery[3]!.toUpperCase() });
+    assert.equal(ok.status, 200, ok.text);
+    const d = client();
+    d.csrf = (await d.login('tf2@example.test')).json.csrf;
+    const twice = await d.post('/api/login/second-factor', { code: recovery[3] });
+    assert.deepEqual([twice.status, twice.json.error], [401, 'invalid_code']);
+    c.csrf = ok.json.csrf;
+    assert.equal((await c.get('/api/account')).json.twoFactor.recoveryCodesLeft, 9);
+  });
+
+  test('wrong codes count in the shared lockout', { timeout: 60_000 }, async () => {
+    const { secret } = await enrol('tf3@example.test');
+    const c = client();
+    c.csrf = (await c.login('tf3@example.test')).json.csrf;
+    for (let i = 0; i < 5; i++) {
+      const bad = await c.post('/api/login/second-factor', { code: String(100000 + i) });
+      assert.deepEqual([bad.status, bad.json.error], [401, 'invalid_code']);
+    }
+    nextStep();
+    const locked = await c.post('/api/login/second-factor', { code: await code(secret) });
+    assert.deepEqual([locked.status, locked.json.error], [429, 'locked']);
+    // the address is locked for that account's password too, on every protocol
+    const again = new WebClient(wm.port, t.ca, c.ip);
+    assert.deepEqual([(await again.login('tf3@example.test')).status], [429]);
+  });
+
+  test(
+    'with two-factor on, IMAP, POP3 and submission refuse the password and take app passwords',
+    { timeout: 90_000 },
+    async () => {
+      const account = 'tf4@example.test';
+      await addAccount(t.p.directory, account);
+      // before: the password works everywhere
+      assert.equal(await imapLogin(account, PASSWORD), true);
+      assert.equal(await submissionLogin(account, PASSWORD), true);
+      assert.equal(await pop3Login(account, PASSWORD), 'ok');
+      const { c } = await enrolExisting(account);
+      const app = await c.post('/api/account/app-passwords', { name: 'phone' });
+      assert.equal(app.status, 200, app.text);
+      const secret: string = app.json.secret;
+      assert.equal(await imapLogin(account, PASSWORD), false);
+      assert.equal(await submissionLogin(account, PASSWORD), false);
+      assert.equal(await pop3Login(account, PASSWORD), 'refused');
+      assert.equal(await imapLogin(account, secret), true);
+      assert.equal(await submissionLogin(account, secret), true);
+      assert.equal(await pop3Login(account, secret), 'ok');
+      // turned off (with the password): the password works again
+      const wrong = await c.post('/api/account/two-factor/disable', { password: 'not the password' });
+      assert.deepEqual([wrong.status, wrong.json.error], [403, 'wrong_password']);
+      assert.equal((await c.post('/api/account/two-factor/disable', { password: PASSWORD })).status, 200);
+      assert.equal(await imapLogin(account, PASSWORD), true);
+    },
+  );
+});
+
+/** enrol() for an account that exists already. */
+async function enrolExisting(account: string) {
+  const c = client();
+  assert.equal((await c.login(account)).status, 200);
+  const begin = await c.post('/api/account/two-factor/begin');
+  nextStep();
+  const ok = await c.post('/api/account/two-factor/confirm', { code: await code(begin.json.secret) });
+  assert.equal(ok.status, 200, ok.text);
+  return { c };
+}

@@ -1,0 +1,101 @@
+// The account page in a real browser (Debian's Chromium through playwright-core): turn on
+// two-factor login by the QR code's key, log out, log in again with a code, create an app
+// password, and find IMAP taking the app password and refusing the account password.
+// TOTP codes come from otplib on the webmail's clock, which the test moves a step at a time.
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { generate } from 'otplib';
+import { LoginGuard, TwoFactor } from '@mailyard/auth';
+import { addAccount } from '../../../test/harness.js';
+import { ensureFrontEnd, launchBrowser, screenshotDir } from './browser.js';
+import { imapLogin as imapLoginAs } from './mail-clients.js';
+import { HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+
+const ACCOUNT = 'dora@example.test';
+let t: WebmailTestbed;
+let origin: string;
+let clock = Date.now();
+const shots = screenshotDir();
+
+before(async () => {
+  ensureFrontEnd();
+  mkdirSync(shots, { recursive: true });
+  t = await startWebmailTestbed();
+  await addAccount(t.p.directory, ACCOUNT);
+  const redis = t.p.redis.redis;
+  const wm = await t.another(
+    {},
+    { twoFactor: new TwoFactor(redis, new LoginGuard(redis), { issuer: HOST, now: () => clock }) },
+  );
+  origin = `https://${HOST}:${wm.port}`;
+});
+after(() => t?.close());
+
+const imapLogin = (pass: string) => imapLoginAs(t, ACCOUNT, pass);
+
+test('two-factor login and an app password, set up in the browser', { timeout: 180_000 }, async () => {
+  const browser = await launchBrowser();
+  const errors: string[] = [];
+  try {
+    const page = await browser.context.newPage();
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${origin}/`);
+    await page.getByLabel('Email address').fill(ACCOUNT);
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByRole('button', { name: 'Account' }).click();
+    await page.getByRole('heading', { name: 'Two-factor login' }).waitFor();
+    await page.getByText('your password no longer works in mail apps').waitFor();
+
+    await page.getByRole('button', { name: 'Set up two-factor login' }).click();
+    await page.getByRole('img', { name: 'QR code for your authenticator app' }).waitFor();
+    await page.screenshot({ path: join(shots, 'account-two-factor.png'), animations: 'disabled' });
+    const secret = (await page.locator('code.secret').textContent())!.trim();
+    await page
+      .getByLabel('Code from the app')
+      .fill(await generate({ secret, epoch: Math.floor(clock / 1000) }));
+    await page.getByRole('button', { name: 'Turn on' }).click();
+    const codes = page.getByRole('region', { name: 'Recovery codes' }).or(page.locator('.recovery'));
+    await codes.waitFor();
+    assert.equal(await page.locator('.recovery li').count(), 10);
+    await page.getByText('Two-factor login is on').waitFor();
+
+    // an app password for the phone, shown once
+    await page.getByLabel('Name of the device').fill('phone');
+    await page.getByRole('button', { name: 'Create app password' }).click();
+    const shown = (await page.getByLabel('New app password').textContent())!.replace(/\s/g, '');
+    assert.match(shown, /^[a-z2-9]{20}$/);
+    await page.getByRole('cell', { name: 'phone', exact: true }).waitFor();
+    await page.screenshot({ path: join(shots, 'account-app-passwords.png'), animations: 'disabled' });
+
+    // IMAP: the app password opens the mailbox, the account password no longer does
+    assert.equal(await imapLogin(shown), true);
+    assert.equal(await imapLogin(PASSWORD), false);
+
+    // log out and in again: the code is asked for after the password
+    await page.getByRole('button', { name: 'Back to mail' }).click();
+    await page.getByRole('button', { name: 'Log out' }).click();
+    await page.getByLabel('Email address').fill(ACCOUNT);
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByRole('heading', { name: 'One more step' }).waitFor();
+    clock += 30_000;
+    await page.getByLabel('Code').fill('000000');
+    await page.getByRole('button', { name: 'Verify' }).click();
+    await page.getByRole('alert').filter({ hasText: 'Wrong or already used code' }).waitFor();
+    await page.getByLabel('Code').fill(await generate({ secret, epoch: Math.floor(clock / 1000) }));
+    await page.getByRole('button', { name: 'Verify' }).click();
+    await page.getByRole('button', { name: 'Account' }).waitFor();
+
+    // revoking the app password: IMAP refuses it
+    await page.getByRole('button', { name: 'Account' }).click();
+    await page.getByRole('button', { name: 'Revoke phone' }).click();
+    await page.getByRole('cell', { name: 'phone', exact: true }).waitFor({ state: 'detached' });
+    assert.equal(await imapLogin(shown), false);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});

@@ -1,0 +1,240 @@
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { api, ApiError, type AccountInfo, type AppPassword, type TwoFactorEnrolment } from './api.ts';
+import { Icon } from './icons.tsx';
+
+const message = (err: unknown) => (err instanceof ApiError ? err.message : 'Something went wrong; try again');
+
+/** The account page: two-factor login and app passwords. */
+export function AccountPage(props: { account: string; onBack: () => void }) {
+  const [info, setInfo] = useState<AccountInfo | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const reload = () => api.account().then(setInfo, (e: unknown) => setError(message(e)));
+  useEffect(() => void reload(), []);
+
+  return (
+    <div class="account-page">
+      <header class="topbar">
+        <span class="brand">
+          <Icon name="mail" class="brand-mark" />
+          Mailyard
+        </span>
+        <h1>Your account</h1>
+        <span class="account" title={props.account}>
+          {props.account}
+        </span>
+        <button onClick={props.onBack}>Back to mail</button>
+      </header>
+      <main class="account-main">
+        {error && (
+          <p class="error" role="alert">
+            {error}
+          </p>
+        )}
+        {info && <TwoFactorSection info={info} onChange={() => void reload()} />}
+        <AppPasswords />
+      </main>
+    </div>
+  );
+}
+
+function TwoFactorSection(props: { info: AccountInfo; onChange: () => void }) {
+  const tf = props.info.twoFactor;
+  const [enrolment, setEnrolment] = useState<TwoFactorEnrolment | null>(null);
+  const [codes, setCodes] = useState<string[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const code = useRef<HTMLInputElement>(null);
+  const password = useRef<HTMLInputElement>(null);
+  if (!tf.available) return null;
+
+  const begin = async () => {
+    setError(null);
+    try {
+      setEnrolment(await api.twoFactorBegin());
+    } catch (e) {
+      setError(message(e));
+    }
+  };
+  const confirm = async (e: Event) => {
+    e.preventDefault();
+    setError(null);
+    try {
+      const res = await api.twoFactorConfirm(code.current!.value.trim());
+      setCodes(res.recoveryCodes);
+      setEnrolment(null);
+      props.onChange();
+    } catch (err) {
+      setError(message(err));
+    }
+  };
+  const disable = async (e: Event) => {
+    e.preventDefault();
+    setError(null);
+    try {
+      await api.twoFactorDisable(password.current!.value);
+      setCodes(null);
+      props.onChange();
+    } catch (err) {
+      setError(message(err));
+    }
+  };
+
+  return (
+    <section aria-labelledby="tf-title" class="card">
+      <h2 id="tf-title">Two-factor login</h2>
+      <p class="warning">
+        With two-factor login on, your password no longer works in mail apps (IMAP, POP3, sending from a phone
+        or computer): they need an app password, below. A stolen password alone then opens nothing.
+      </p>
+      {tf.enabled ? (
+        <>
+          <p role="status">
+            Two-factor login is <strong>on</strong>. Recovery codes left: {tf.recoveryCodesLeft}.
+          </p>
+          {codes && (
+            <div class="recovery" aria-label="Recovery codes">
+              <p>
+                Keep these recovery codes somewhere safe. Each works once, instead of a code. They are shown
+                only now.
+              </p>
+              <ul>
+                {codes.map((c) => (
+                  <li key={c}>
+                    <code>{c}</code>
+                  </li>
+                ))}
+              </ul>
+            </div>
+          )}
+          <form onSubmit={(e) => void disable(e)} class="inline-form">
+            <label for="tf-password">Your password, to turn it off</label>
+            <input id="tf-password" ref={password} type="password" autoComplete="current-password" required />
+            <button type="submit">Turn off two-factor login</button>
+          </form>
+        </>
+      ) : enrolment ? (
+        <form onSubmit={(e) => void confirm(e)}>
+          <p>Scan this code with your authenticator app, then type the code it shows.</p>
+          <img
+            class="qr"
+            src={enrolment.qr}
+            alt="QR code for your authenticator app"
+            width={200}
+            height={200}
+          />
+          <p class="fineprint">
+            Or enter this key by hand: <code class="secret">{enrolment.secret}</code>
+          </p>
+          <label for="tf-code">Code from the app</label>
+          <input id="tf-code" ref={code} inputMode="numeric" autoComplete="one-time-code" required />
+          <button type="submit" class="primary">
+            Turn on
+          </button>
+        </form>
+      ) : (
+        <>
+          <p role="status">
+            Two-factor login is <strong>off</strong>.
+          </p>
+          <button class="primary" onClick={() => void begin()}>
+            Set up two-factor login
+          </button>
+        </>
+      )}
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+    </section>
+  );
+}
+
+function AppPasswords() {
+  const [list, setList] = useState<AppPassword[]>([]);
+  const [created, setCreated] = useState<{ name: string; secret: string } | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const name = useRef<HTMLInputElement>(null);
+  const reload = () =>
+    api.appPasswords().then(
+      (r) => setList(r.appPasswords),
+      (e: unknown) => setError(message(e)),
+    );
+  useEffect(() => void reload(), []);
+
+  const create = async (e: Event) => {
+    e.preventDefault();
+    setError(null);
+    try {
+      setCreated(await api.createAppPassword(name.current!.value.trim()));
+      name.current!.value = '';
+      await reload();
+    } catch (err) {
+      setError(message(err));
+    }
+  };
+  const revoke = async (n: string) => {
+    setError(null);
+    try {
+      await api.revokeAppPassword(n);
+      if (created?.name === n) setCreated(null);
+      await reload();
+    } catch (err) {
+      setError(message(err));
+    }
+  };
+
+  return (
+    <section aria-labelledby="ap-title" class="card">
+      <h2 id="ap-title">App passwords</h2>
+      <p>One for each mail app (phone, laptop): revoke one and only that device is logged out.</p>
+      {created && (
+        <p class="created" role="status">
+          App password for “{created.name}” (shown only now):{' '}
+          <code class="secret" aria-label="New app password">
+            {created.secret.replace(/(.{4})(?=.)/g, '$1 ')}
+          </code>
+        </p>
+      )}
+      <table class="app-passwords">
+        <thead>
+          <tr>
+            <th scope="col">Name</th>
+            <th scope="col">Created</th>
+            <th scope="col">Last used</th>
+            <th scope="col">
+              <span class="sr-only">Revoke</span>
+            </th>
+          </tr>
+        </thead>
+        <tbody>
+          {list.map((p) => (
+            <tr key={p.name}>
+              <td>{p.name}</td>
+              <td>{new Date(p.created).toLocaleString()}</td>
+              <td>
+                {p.lastUsed ? `${new Date(p.lastUsed).toLocaleString()} from ${p.lastIp ?? '?'}` : 'never'}
+              </td>
+              <td>
+                <button onClick={() => void revoke(p.name)} aria-label={`Revoke ${p.name}`}>
+                  Revoke
+                </button>
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <form onSubmit={(e) => void create(e)} class="inline-form">
+        <label for="ap-name">Name of the device</label>
+        <input id="ap-name" ref={name} required maxLength={64} placeholder="phone" />
+        <button type="submit" class="primary">
+          Create app password
+        </button>
+      </form>
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+    </section>
+  );
+}
