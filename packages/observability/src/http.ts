@@ -43,6 +43,8 @@ export function createRegistry(service: string, build: BuildInfo = buildInfo()):
     help: 'Always 1; the running version and the commit it was built from',
     labelNames: ['service', 'version', 'commit'] as const,
     registers: [registry],
+    // a service run as several worker processes is still one build
+    aggregator: 'first',
   });
   info.set({ service, ...build }, 1);
   return registry;
@@ -62,6 +64,8 @@ export function createOpsServer(registry: Registry, checks: ReadinessCheck[]): O
       help: 'Each readiness check of /readyz: 1 passing, 0 failing',
       labelNames: ['check'] as const,
       registers: [registry],
+      // across worker processes a check passes when it passes in every one
+      aggregator: 'min',
       async collect() {
         const results = await Promise.all(all.map(passes));
         this.reset();
