@@ -70,6 +70,23 @@ export function sessionOf(req: FastifyRequest): Session {
   return req.session;
 }
 
+/**
+ * The session of an administrator, for the admin console's routes. The role is read from
+ * the directory on every request, so taking it away ends the console access at once.
+ * A directory error is a 503 (a temporary failure), never "not an admin".
+ */
+export async function adminOf(req: FastifyRequest, ctx: Pick<Ctx, 'directory'>): Promise<Session> {
+  const session = sessionOf(req);
+  let admin: boolean;
+  try {
+    admin = await ctx.directory.isAdmin(session.account);
+  } catch {
+    throw errors.unavailable();
+  }
+  if (!admin) throw errors.notAdmin();
+  return session;
+}
+
 /** Validates input with a zod schema; the first problem becomes a 400 naming the field. */
 export function parse<S extends z.ZodType>(schema: S, value: unknown): z.infer<S> {
   const r = schema.safeParse(value ?? {});

@@ -30,6 +30,7 @@ export const errors = {
   invalidCode: () => new ApiError(401, 'invalid_code', 'Wrong or already used code'),
   secondFactorRequired: () =>
     new ApiError(401, 'second_factor_required', 'The second step of the login is still missing'),
+  notAdmin: () => new ApiError(403, 'not_admin', 'Only administrators can do this'),
   csrf: () => new ApiError(403, 'csrf', 'Missing or wrong CSRF token; reload the page'),
   crossSite: () => new ApiError(403, 'cross_site', 'Request from another site refused'),
   notFound: () => new ApiError(404, 'not_found', 'No such page'),
