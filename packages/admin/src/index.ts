@@ -3,3 +3,6 @@ export * from './audit.js';
 export * from './errors.js';
 export * from './operations.js';
 export * from './dns-records.js';
+export * from './policy.js';
+export * from './queue.js';
+export * from './quota.js';

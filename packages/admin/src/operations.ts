@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { AppPasswords, type AppPasswordInfo } from '@mailyard/auth';
+import { AppPasswords, LoginGuard, TwoFactor, type AppPasswordInfo } from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import {
   DKIM_ALGORITHMS,
@@ -18,9 +18,13 @@ import {
   normalizeTarget,
   requireLocalDomain,
 } from './addresses.js';
+import { Quotas } from '@mailyard/mailstore';
+import type { QueueAdminDeps } from '@mailyard/queue-admin';
 import { AuditLog, type AuditEntry } from './audit.js';
 import { requiredRecords, type RequiredRecord } from './dns-records.js';
 import { OperationError } from './errors.js';
+import { AuditedPolicyRules } from './policy.js';
+import { QueueOperations } from './queue.js';
 
 /** Default selector: the algorithm and the month, so a rotation gets a fresh name (`rsa-202611`). */
 export function defaultSelector(algorithm: DkimAlgorithm, now = new Date()): string {
@@ -35,15 +39,34 @@ export interface DkimKeyView {
   algorithm: DkimAlgorithm;
   created: string;
   record: DkimDnsRecord;
+  /**
+   * Mail is signed with it (the newest key of its algorithm). A key that does not sign is
+   * one being retired: its record stays published until `dkim retire`, so mail signed
+   * with it before the rotation still verifies.
+   */
+  signing: boolean;
 }
 
-const view = (k: StoredDkimKey): DkimKeyView => ({
+const view = (k: StoredDkimKey, signing: readonly StoredDkimKey[]): DkimKeyView => ({
   domain: k.domain,
   selector: k.selector,
   algorithm: k.algorithm,
   created: k.created,
   record: dnsRecord(k.domain, k.selector, k),
+  signing: signing.some((s) => s.domain === k.domain && s.selector === k.selector),
 });
+
+/** An account as the console lists it: what an administrator acts on (never a secret). */
+export interface AccountView {
+  address: string;
+  created: string | null;
+  admin: boolean;
+  /** When it was locked; null when it is not. */
+  locked: string | null;
+  twoFactor: boolean;
+  /** The account's own storage quota in bytes (0: unlimited); null: the installation's default (QUOTA_STORAGE). */
+  quota: number | null;
+}
 
 /**
  * The administrative operations, one implementation for every caller: the `mailyard` CLI
@@ -59,6 +82,8 @@ export class Operations {
   readonly audit: AuditLog;
   private readonly appPasswords: AppPasswords;
   private readonly dkim: DkimKeyStore;
+  private readonly quotas: Quotas;
+  private readonly twoFactor: TwoFactor;
 
   constructor(
     readonly redis: Redis,
@@ -70,6 +95,9 @@ export class Operations {
     this.audit = new AuditLog(redis, opts.now);
     this.appPasswords = new AppPasswords(redis);
     this.dkim = new DkimKeyStore(redis);
+    // the default quota is the services' config; only the per-account overrides are ours
+    this.quotas = new Quotas(redis, 0);
+    this.twoFactor = new TwoFactor(redis, new LoginGuard(redis));
   }
 
   /** The same operations for another actor (the console makes one per request). */
@@ -99,13 +127,16 @@ export class Operations {
     const have = new Set((await this.dkim.list(domain)).map((k) => k.algorithm));
     for (const algorithm of DKIM_ALGORITHMS)
       if (!have.has(algorithm)) await this.generateDkimKey(domain, { algorithm });
-    return { domain, dkim: (await this.dkim.list(domain)).map(view) };
+    return { domain, dkim: await this.listDkimKeys(domain) };
   }
 
-  /** The DNS records a local domain needs, with `hostname` (MYHOSTNAME) as its mail server. */
+  /**
+   * The DNS records a local domain needs, with `hostname` (MYHOSTNAME) as its mail server:
+   * one DKIM record per stored key, so during a rotation both selectors are published.
+   */
   async domainRecords(name: string, hostname: string): Promise<RequiredRecord[]> {
     const d = await requireLocalDomain(this.directory, name);
-    const keys = await this.dkim.signingKeys(d);
+    const keys = await this.dkim.list(d);
     return requiredRecords(
       d,
       hostname,
@@ -164,6 +195,68 @@ export class Operations {
     return a;
   }
 
+  /** The accounts of one domain or of all, with their state; one Redis read per account. */
+  async listAccounts(domain?: string): Promise<AccountView[]> {
+    const [addresses, quotas] = await Promise.all([this.listUsers(domain), this.quotas.overrides()]);
+    const records = await Promise.all(addresses.map((a) => this.directory.accountRecord(a)));
+    return addresses.flatMap((address, i) => {
+      const r = records[i];
+      if (!r) return []; // deleted meanwhile
+      return [
+        {
+          address,
+          created: r.created ?? null,
+          admin: r.role === 'admin',
+          locked: r.locked ?? null,
+          twoFactor: !!r.totp,
+          quota: quotas[address] ?? null,
+        },
+      ];
+    });
+  }
+
+  /**
+   * Locks an account: no login of any protocol with its password or app passwords
+   * (mail to it is still delivered), until it is unlocked.
+   */
+  async lockUser(address: string): Promise<string> {
+    const a = await this.checkAccount(address, 'present');
+    await this.directory.setLocked(a, true);
+    await this.log('account.lock', a);
+    return a;
+  }
+
+  async unlockUser(address: string): Promise<string> {
+    const a = await this.checkAccount(address, 'present');
+    await this.directory.setLocked(a, false);
+    await this.log('account.unlock', a);
+    return a;
+  }
+
+  /** Sets the account's storage quota in bytes (0: unlimited), or with null goes back to the default. */
+  async setQuota(address: string, bytes: number | null): Promise<string> {
+    const a = await this.checkAccount(address, 'present');
+    if (bytes !== null && (!Number.isSafeInteger(bytes) || bytes < 0))
+      throw new OperationError('invalid', `a quota is a whole number of bytes, 0 for unlimited`);
+    if (bytes === null) await this.quotas.clear(a);
+    else await this.quotas.set(a, bytes);
+    await this.log('account.quota', a, { bytes: bytes ?? 'default' });
+    return a;
+  }
+
+  /**
+   * Turns two-factor login off for an account that lost its authenticator and its
+   * recovery codes: its password logs in alone again until it enrols anew.
+   */
+  async resetTwoFactor(address: string): Promise<string> {
+    const a = await this.checkAccount(address, 'present');
+    if (!(await this.twoFactor.enabled(a)))
+      throw new OperationError('invalid', `two-factor login is not on for ${a}`);
+    await this.twoFactor.disable(a);
+    await this.log('account.two-factor.reset', a);
+    return a;
+  }
+
   // ---- aliases and catch-alls
 
   async addAlias(source: string, targets: string[]): Promise<{ source: string; targets: string[] }> {
@@ -212,21 +305,79 @@ export class Operations {
     domain: string,
     opts: { algorithm: DkimAlgorithm; selector?: string; bits?: number },
   ): Promise<DkimKeyView> {
+    const stored = await this.storeNewKey(domain, opts);
+    await this.log('dkim.generate', `${stored.domain}/${stored.selector}`, { algorithm: stored.algorithm });
+    return (await this.dkimKeys(stored.domain, stored.selector))[0]!;
+  }
+
+  private async storeNewKey(
+    domain: string,
+    opts: { algorithm: DkimAlgorithm; selector?: string; bits?: number },
+  ): Promise<StoredDkimKey> {
     const n = dkimName(domain, opts.selector ?? defaultSelector(opts.algorithm));
     if (!(await this.directory.isLocalDomain(n.domain)))
       throw new OperationError(
         'not_found',
         `domain ${n.domain} is not a local domain (add it with: mailyard domain add ${n.domain})`,
       );
-    const stored = await dkimRefusals(() =>
+    return dkimRefusals(() =>
       this.dkim.add(n.domain, n.selector, generateDkimKey(opts.algorithm, opts.bits)),
     );
-    await this.log('dkim.generate', `${stored.domain}/${stored.selector}`, { algorithm: stored.algorithm });
-    return view(stored);
   }
 
   async listDkimKeys(domain?: string): Promise<DkimKeyView[]> {
-    return (await this.dkim.list(domain)).map(view);
+    const keys = await this.dkim.list(domain);
+    const domains = [...new Set(keys.map((k) => k.domain))];
+    const signing = (await Promise.all(domains.map((d) => this.dkim.signingKeys(d)))).flat();
+    return keys.map((k) => view(k, signing));
+  }
+
+  /**
+   * Starts a key rotation: a new key of `algorithm` under a new selector, which signs from
+   * now on. The keys it replaces stay stored and their records stay published (mail signed
+   * with them is still on its way or in mailboxes that check again) until `retireDkimKey`.
+   * Returns the new key (its record to publish first) and the keys it replaces.
+   */
+  async rotateDkimKey(
+    domain: string,
+    opts: { algorithm: DkimAlgorithm; selector?: string; bits?: number },
+  ): Promise<{ key: DkimKeyView; replaces: DkimKeyView[] }> {
+    const d = normalizeDomainArg(domain);
+    const before = (await this.listDkimKeys(d)).filter((k) => k.algorithm === opts.algorithm && k.signing);
+    let selector = opts.selector;
+    if (!selector) {
+      // the month's default name, made unique when this month already has one
+      const taken = new Set((await this.dkim.list(d)).map((k) => k.selector));
+      const base = defaultSelector(opts.algorithm);
+      selector = base;
+      for (let i = 2; taken.has(selector); i++) selector = `${base}-${i}`;
+    }
+    const stored = await this.storeNewKey(d, { ...opts, selector });
+    await this.log('dkim.rotate', `${stored.domain}/${stored.selector}`, {
+      algorithm: stored.algorithm,
+      replaces: before.map((k) => k.selector),
+    });
+    const after = await this.listDkimKeys(stored.domain);
+    return {
+      key: after.find((k) => k.selector === stored.selector)!,
+      replaces: after.filter((k) => before.some((b) => b.selector === k.selector)),
+    };
+  }
+
+  /**
+   * Ends a rotation: deletes a key that no longer signs; its DNS record can go once this
+   * returns. The key that signs is refused (rotate first), so mail is never left unsigned.
+   */
+  async retireDkimKey(domain: string, selector: string): Promise<DkimKeyView> {
+    const [k] = await this.dkimKeys(normalizeDomainArg(domain), selector.toLowerCase());
+    if (k!.signing)
+      throw new OperationError(
+        'invalid',
+        `${k!.selector} is the ${k!.algorithm} key that signs mail of ${k!.domain}; rotate first (mailyard dkim rotate ${k!.domain} --algo ${k!.algorithm})`,
+      );
+    await dkimRefusals(() => this.dkim.remove(k!.domain, k!.selector));
+    await this.log('dkim.retire', `${k!.domain}/${k!.selector}`, { algorithm: k!.algorithm });
+    return k!;
   }
 
   /** The keys of a domain, or its one key with `selector`; refused when there is none. */
@@ -239,7 +390,8 @@ export class Operations {
         'not_found',
         selector ? `no DKIM key with selector ${selector} for ${domain}` : `no DKIM keys for ${domain}`,
       );
-    return keys.map(view);
+    const signing = await this.dkim.signingKeys(keys[0]!.domain);
+    return keys.map((k) => view(k, signing));
   }
 
   async deleteDkimKey(domain: string, selector: string): Promise<{ domain: string; selector: string }> {
@@ -247,6 +399,18 @@ export class Operations {
     await dkimRefusals(() => this.dkim.remove(n.domain, n.selector));
     await this.log('dkim.delete', `${n.domain}/${n.selector}`);
     return n;
+  }
+
+  // ---- outbound queue and policy rules
+
+  /** The deferred outbound mail, over the broker and index `queue` reaches; changes are audited. */
+  queue(deps: QueueAdminDeps): QueueOperations {
+    return new QueueOperations(deps, (action, target, detail) => this.log(action, target, detail));
+  }
+
+  /** The policy rules, with every change audited. */
+  policy(): AuditedPolicyRules {
+    return new AuditedPolicyRules(this.redis, (action, target, detail) => this.log(action, target, detail));
   }
 
   // ---- the audit log

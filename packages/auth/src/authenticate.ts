@@ -48,6 +48,9 @@ export interface Authenticator {
 /** Two-factor is on for the account whose record this is (TwoFactor keeps the secret there). */
 const twoFactorOn = (record: AccountRecord | null | undefined) => !!record?.totp;
 
+/** An administrator locked the account (Directory.setLocked): no credential of it logs in. */
+const lockedOut = (record: AccountRecord | null | undefined) => !!record?.locked;
+
 /**
  * What a cached login is checked against: the whole account record (so a changed
  * password hash, or any other change to the account, invalidates it) and, for an app
@@ -103,15 +106,17 @@ export function createAuthenticator(deps: {
       return { ok: false, reason: 'locked', retryAfterSeconds: verdict.retryAfterSeconds };
     // the account password of an account with two-factor on, where no second step follows:
     // refused exactly as a wrong password is (counted, same answer), so it tells nothing
+    // so is every credential of a locked account
     const passwordRefused = (record: AccountRecord | null | undefined) =>
-      twoFactorOn(record) && !req.secondFactorFollows;
+      lockedOut(record) || (twoFactorOn(record) && !req.secondFactorFollows);
     if (user && password) {
       let app: AppPasswordCredential | null = null;
       let refused = false;
       const hit = await cache?.get(user, password, async (c) => {
         const now = await storedNow(user, c);
         app = now?.app ?? null;
-        if (c.via === 'password' && now && passwordRefused(now.record)) refused = true;
+        if (now && (c.via === 'password' ? passwordRefused(now.record) : lockedOut(now.record)))
+          refused = true;
         return now?.stored ?? null;
       });
       if (hit && !refused) {
@@ -137,7 +142,7 @@ export function createAuthenticator(deps: {
         return { ok: true, account: checked.account, via: 'password', cached: false };
       }
       const rec = checked ? null : await directory.accountRecord(user);
-      const matched = rec ? await appPasswords.match(user, password) : null;
+      const matched = rec && !lockedOut(rec) ? await appPasswords.match(user, password) : null;
       if (rec && matched) {
         cache?.remember(
           user,

@@ -71,7 +71,9 @@ export function createServiceAuthorizer(deps: {
           await guard.recordFailure(ip, login.name);
           return { ok: false, reason: 'invalid' };
         }
-        if (!account || !(await directory.accountExists(account))) return { ok: false, reason: 'invalid' };
+        // a locked account is not acted for either (the webmail of a locked user stops too)
+        const record = account ? await directory.accountRecord(account) : null;
+        if (!record || record.locked) return { ok: false, reason: 'invalid' };
       } catch (error) {
         // a lockout or directory that cannot be read is a temporary failure, never a login
         return { ok: false, reason: 'unavailable', error };

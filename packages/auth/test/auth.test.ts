@@ -4,6 +4,7 @@ import { Directory } from '@mailyard/directory';
 import { createTestRedis, startPrivateRedis, waitFor, type TestRedis } from '@mailyard/testkit';
 import {
   AppPasswords,
+  CredentialCache,
   CredentialRevocations,
   DEFAULT_LOCKOUT,
   LoginGuard,
@@ -208,3 +209,27 @@ test(
     assert.deepEqual([...ended].sort(), ['laptop', 'phone 1', 'phone 2']);
   },
 );
+
+test('a locked account logs in with nothing, cached logins included, until it is unlocked', async () => {
+  await dir.addUser('locked@example.test', 'correct horse battery staple');
+  const apps = new AppPasswords(r.redis);
+  const cache = new CredentialCache({ ttlMs: 60_000 });
+  const auth = createAuthenticator({
+    directory: dir,
+    guard: new LoginGuard(r.redis, policy({ accountIpThreshold: 100 })),
+    appPasswords: apps,
+    cache,
+  });
+  const secret = await apps.create('locked@example.test', 'phone');
+  const login = (password: string) =>
+    auth.authenticate({ ip: '192.0.2.9', username: 'locked@example.test', password });
+  // both are remembered by the cache before the lock
+  assert.equal((await login('correct horse battery staple')).ok, true);
+  assert.equal((await login(secret)).ok, true);
+  await dir.setLocked('locked@example.test', true);
+  assert.deepEqual(await login('correct horse battery staple'), { ok: false, reason: 'invalid' });
+  assert.deepEqual(await login(secret), { ok: false, reason: 'invalid' });
+  await dir.setLocked('locked@example.test', false);
+  assert.equal((await login('correct horse battery staple')).ok, true);
+  assert.equal((await login(secret)).ok, true);
+});

@@ -81,3 +81,30 @@ test('a key from dkim generate signs mail that verifies against its printed reco
     assert.match(r.stderr, want);
   }
 });
+
+test('dkim rotate publishes both selectors until the old key is retired', async (t) => {
+  const cli = cliHarness(t);
+  const env = { REDIS_URL, REDIS_PREFIX: cli.prefix, MYHOSTNAME: 'mail.rot.test' };
+  await cli.ok(['domain', 'add', 'rot.test', '--no-dkim']);
+  await cli.ok(['dkim', 'generate', 'rot.test', '--algo', 'ed25519', '-s', 'old']);
+  const out = await cli.ok(['dkim', 'rotate', 'rot.test', '--algo', 'ed25519'], { env });
+  const selector = /^stored ed25519 key (\S+) for rot\.test; it signs from now on\.$/m.exec(out)?.[1];
+  assert.match(selector ?? '', /^ed25519-\d{6}$/);
+  assert.match(out, new RegExp(`^${selector}\\._domainkey\\.rot\\.test\\. IN TXT`, 'm'));
+  assert.match(out, /^old\._domainkey\.rot\.test\. IN TXT/m);
+  assert.match(out, /run: mailyard dkim retire rot\.test old$/m);
+  // both records are among those to publish
+  const records = await cli.ok(['domain', 'records', 'rot.test'], { env });
+  assert.match(records, /^old\._domainkey\.rot\.test\./m);
+  assert.match(records, new RegExp(`^${selector}\\._domainkey\\.rot\\.test\\.`, 'm'));
+  // a second rotation in the same month gets a name of its own
+  const again = await cli.ok(['dkim', 'rotate', 'rot.test', '--algo', 'ed25519'], { env });
+  assert.match(again, new RegExp(`^stored ed25519 key ${selector}-2 for rot\\.test`, 'm'));
+  // the key that signs cannot be retired
+  const refused = await cli.run(['dkim', 'retire', 'rot.test', `${selector}-2`]);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /is the ed25519 key that signs mail of rot\.test; rotate first/);
+  assert.match(await cli.ok(['dkim', 'retire', 'rot.test', 'old']), /^retired DKIM key old of rot\.test;/);
+  assert.doesNotMatch(await cli.ok(['domain', 'records', 'rot.test'], { env }), /^old\._domainkey/m);
+  assert.match(await cli.ok(['audit', '-n', '1']), /\tdkim\.retire\trot\.test\/old\talgorithm=ed25519\n$/);
+});

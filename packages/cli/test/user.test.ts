@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { Redis } from 'ioredis';
+import { REDIS_URL } from '@mailyard/testkit';
 import { GOOD_PASSWORD, cliHarness } from './harness.js';
 
 const NEW_PASSWORD = 'another fine passphrase';
@@ -203,4 +205,60 @@ test('no password ever reaches stdout or stderr', async (t) => {
     }),
   ];
   for (const r of runs) assert.doesNotMatch(r.stdout + r.stderr, /horse|fine passphrase/);
+});
+
+test('user lock refuses every login of the account until unlock; both are audited', async (t) => {
+  const cli = await withDomain(t);
+  await cli.ok(['user', 'add', 'carol@example.org', '--password-stdin'], { input: GOOD_PASSWORD });
+  assert.equal(await cli.ok(['user', 'lock', 'Carol@example.org']), 'locked account carol@example.org\n');
+  assert.ok((await cli.directory.accountRecord('carol@example.org'))?.locked);
+  assert.equal(await cli.ok(['user', 'unlock', 'carol@example.org']), 'unlocked account carol@example.org\n');
+  assert.equal((await cli.directory.accountRecord('carol@example.org'))?.locked, undefined);
+  assert.deepEqual(await cli.run(['user', 'lock', 'nobody@example.org']), {
+    code: 1,
+    stdout: '',
+    stderr: 'mailyard: account nobody@example.org does not exist\n',
+  });
+  const audit = await cli.ok(['audit', '-n', '2']);
+  assert.match(audit, /\taccount\.unlock\tcarol@example\.org\n.*\taccount\.lock\tcarol@example\.org\n$/);
+});
+
+test('user quota sets, removes and refuses quotas in the sizes QUOTA_STORAGE takes', async (t) => {
+  const cli = await withDomain(t);
+  await cli.ok(['user', 'add', 'dave@example.org', '--password-stdin'], { input: GOOD_PASSWORD });
+  assert.equal(
+    await cli.ok(['user', 'quota', 'dave@example.org', '512M']),
+    'quota of dave@example.org: 536870912 bytes\n',
+  );
+  assert.equal(
+    await cli.ok(['user', 'quota', 'dave@example.org', 'unlimited']),
+    'quota of dave@example.org: unlimited\n',
+  );
+  assert.equal(
+    await cli.ok(['user', 'quota', 'dave@example.org', 'default']),
+    'dave@example.org has the default quota again\n',
+  );
+  assert.deepEqual(await cli.run(['user', 'quota', 'dave@example.org', 'lots']), {
+    code: 1,
+    stdout: '',
+    stderr: 'mailyard: "lots" is not a quota (a size such as 512M or 2G, "unlimited", or "default")\n',
+  });
+});
+
+test('user reset-2fa turns two-factor off, and says so when it was not on', async (t) => {
+  const cli = await withDomain(t);
+  await cli.ok(['user', 'add', 'erin@example.org', '--password-stdin'], { input: GOOD_PASSWORD });
+  assert.deepEqual(await cli.run(['user', 'reset-2fa', 'erin@example.org']), {
+    code: 1,
+    stdout: '',
+    stderr: 'mailyard: two-factor login is not on for erin@example.org\n',
+  });
+  const redis = new Redis(REDIS_URL, { keyPrefix: cli.prefix });
+  t.after(() => redis.disconnect());
+  await redis.hset('account:erin@example.org', 'totp', 'JBSWY3DPEHPK3PXP');
+  assert.equal(
+    await cli.ok(['user', 'reset-2fa', 'erin@example.org']),
+    'two-factor login is off for erin@example.org\n',
+  );
+  assert.equal(await redis.hget('account:erin@example.org', 'totp'), null);
 });

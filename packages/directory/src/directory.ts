@@ -66,7 +66,8 @@ export const ALIAS_RECURSION_LIMIT = 100;
 
 // Redis layout (every key under the configured prefix):
 //   domains                  SET   local domains (ASCII, lower case)
-//   account:<address>        HASH  password (argon2id), created, role (`admin` or absent)
+//   account:<address>        HASH  password (argon2id), created, role (`admin` or absent),
+//                                  locked (ISO time of the lock, absent when not locked)
 //   accounts:<domain>        SET   account addresses of a domain
 //   alias:<source>           SET   targets; source `@domain` is the catch-all
 //   aliases:<domain>         SET   alias sources of a domain
@@ -193,6 +194,18 @@ export class Directory {
 
   async isAdmin(address: string): Promise<boolean> {
     return (await read(this.redis.hget(`account:${address.toLowerCase()}`, 'role'))) === 'admin';
+  }
+
+  /**
+   * Locks an account (no login of any protocol, its password and app passwords alike,
+   * while mail to it is still delivered) or unlocks it. The lock is a field of the
+   * account record, so logins cached by the authenticator see it at once.
+   */
+  async setLocked(address: string, locked: boolean): Promise<string> {
+    const a = await this.requireAccount(address);
+    if (locked) await this.redis.hset(`account:${a}`, 'locked', new Date().toISOString());
+    else await this.redis.hdel(`account:${a}`, 'locked');
+    return a;
   }
 
   async listUsers(domain?: string): Promise<string[]> {

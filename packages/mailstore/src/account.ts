@@ -305,4 +305,17 @@ export class Quotas {
   async set(account: string, bytes: number): Promise<void> {
     await this.redis?.hset('quota:storage', account.toLowerCase(), String(bytes));
   }
+
+  /** Drops the account's override: the default applies again. */
+  async clear(account: string): Promise<void> {
+    await this.redis?.hdel('quota:storage', account.toLowerCase());
+  }
+
+  /** Every account's override, in bytes (0: unlimited). */
+  async overrides(): Promise<Record<string, number>> {
+    const all = this.redis ? await this.redis.hgetall('quota:storage') : {};
+    return Object.fromEntries(
+      Object.entries(all).flatMap(([a, v]) => (/^\d+$/.test(v) ? [[a, Number(v)]] : [])),
+    );
+  }
 }

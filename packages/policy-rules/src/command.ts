@@ -26,6 +26,8 @@ export interface PolicyCliContext {
   withRedis<T>(fn: (redis: Redis) => Promise<T>): Promise<T>;
   /** The CLI's own error for a refusal: one sentence on stderr, exit status 1. */
   fail(message: string): Error;
+  /** The rules the commands edit (default: PolicyRules; the `mailyard` CLI passes audited ones). */
+  rules?(redis: Redis): PolicyRules;
 }
 
 /**
@@ -40,7 +42,9 @@ export function registerPolicyCommands(program: Command, ctx: PolicyCliContext):
     async (...args: A): Promise<void> => {
       try {
         const lines = await ctx.withRedis((redis) =>
-          Promise.resolve(fn(new PolicyRules(redis, redis.options.keyPrefix ?? ''), ...args)),
+          Promise.resolve(
+            fn(ctx.rules?.(redis) ?? new PolicyRules(redis, redis.options.keyPrefix ?? ''), ...args),
+          ),
         );
         for (const line of lines) ctx.print(line);
       } catch (err) {

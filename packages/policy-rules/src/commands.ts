@@ -126,12 +126,13 @@ export async function userList(
   return [`${account} ${kind}: ${list.join(', ') || '(empty)'}`];
 }
 
+/** What `policy explain` says of an id it has nothing on. */
+export const nothingRecorded = (id: string) =>
+  new PolicyCommandError(`nothing recorded for ${id} (refusals are kept for EXPLAIN_TTL, 7 days by default)`);
+
 export async function explain(rules: PolicyRules, id: string): Promise<string[]> {
   const rec = await rules.explain(id);
-  if (!rec)
-    throw new PolicyCommandError(
-      `nothing recorded for ${id} (refusals are kept for EXPLAIN_TTL, 7 days by default)`,
-    );
+  if (!rec) throw nothingRecorded(id);
   const out = [
     `${rec.id}: ${rec.action} at ${rec.stage} stage, ${rec.at}`,
     `  client ${rec.client}${rec.sender !== null ? `, from <${rec.sender}>` : ''}${rec.recipient ? `, to <${rec.recipient}>` : ''}`,

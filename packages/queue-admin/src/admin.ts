@@ -58,6 +58,21 @@ export interface DeferredMessage {
 
 export type RetryTarget = { queueId: string } | { all: true };
 
+const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/;
+const UNIT: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * The delay queues of an OUTBOUND_RETRY_SCHEDULE as outbound-relay's config writes it
+ * (`5m, 30m, 2h`; bare numbers are seconds), for QueueAdminDeps.delayQueues; a delay
+ * that does not parse is left out (outbound-relay refuses it at start).
+ */
+export function delayQueuesOf(schedule: readonly string[]): string[] {
+  return schedule.flatMap((d) => {
+    const m = DURATION.exec(d.trim());
+    return m ? [outboundDelayQueue(Math.round(Number(m[1]) * (UNIT[m[2] ?? 's'] ?? 1000)))] : [];
+  });
+}
+
 /**
  * The deferred messages that are in their delay queue now, soonest next try first: the
  * ones show, retry and delete can act on. An index entry whose message is not there any

@@ -3,15 +3,17 @@ import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { Bus } from '@mailyard/bus';
 import { ConfigError, commonSchema, loadConfig, stringList } from '@mailyard/config';
-import { outboundDelayQueue } from '@mailyard/contracts';
 import { createLogger } from '@mailyard/observability';
 import {
   QueueAdminError,
+  delayQueuesOf,
   deleteDeferred,
   listDeferred,
   retryDeferred,
   showDeferred,
+  type DeferredMessage,
   type QueueAdminDeps,
+  type RetryTarget,
 } from './admin.js';
 import type { DeferredEntry } from './deferred-index.js';
 
@@ -26,7 +28,27 @@ export interface QueueCommandContext {
   withRedis<T>(fn: (redis: Redis) => Promise<T>): Promise<T>;
   /** Turns a one-sentence problem into the error the CLI reports (non-zero exit). */
   fail(message: string): Error;
+  /**
+   * The operations the commands call (default: this package's, unaudited); the `mailyard`
+   * CLI passes @mailyard/admin's, which write retries and deletions to the audit log.
+   */
+  operations?(deps: QueueAdminDeps): QueueOps;
 }
+
+/** What the `queue` commands do, over one broker connection and index. */
+export interface QueueOps {
+  list(): Promise<DeferredEntry[]>;
+  show(queueId: string): Promise<DeferredMessage | null>;
+  retry(target: RetryTarget): Promise<number>;
+  delete(queueId: string): Promise<boolean>;
+}
+
+const plainOps = (deps: QueueAdminDeps): QueueOps => ({
+  list: () => listDeferred(deps),
+  show: (id) => showDeferred(deps, id),
+  retry: (target) => retryDeferred(deps, target),
+  delete: (id) => deleteDeferred(deps, id),
+});
 
 const queueConfigSchema = z.object({
   amqp_url: commonSchema.amqp_url,
@@ -34,9 +56,6 @@ const queueConfigSchema = z.object({
   /** Only the names matter here: which delay queues `retry --all` scans. */
   outbound_retry_schedule: stringList([]),
 });
-
-const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/;
-const UNIT: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 function ago(iso: string, now = Date.now()): string {
   const s = Math.round((Date.parse(iso) - now) / 1000);
@@ -59,7 +78,7 @@ export function formatEntry(e: DeferredEntry): string[] {
 }
 
 export function registerQueueCommands(program: Command, ctx: QueueCommandContext): void {
-  const withAdmin = <T>(fn: (admin: QueueAdminDeps) => Promise<T>): Promise<T> =>
+  const withAdmin = <T>(fn: (admin: QueueOps) => Promise<T>): Promise<T> =>
     ctx.withRedis(async (redis) => {
       let cfg: z.infer<typeof queueConfigSchema>;
       try {
@@ -68,10 +87,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
         if (err instanceof ConfigError) throw ctx.fail(`config error: ${err.problems.join('; ')}`);
         throw err;
       }
-      const delayQueues = cfg.outbound_retry_schedule.flatMap((d) => {
-        const m = DURATION.exec(d);
-        return m ? [outboundDelayQueue(Math.round(Number(m[1]) * (UNIT[m[2] ?? 's'] ?? 1000)))] : [];
-      });
+      const delayQueues = delayQueuesOf(cfg.outbound_retry_schedule);
       // inspects only: the services declare the topology
       const bus = new Bus({
         url: cfg.amqp_url,
@@ -86,7 +102,8 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
         } catch (err) {
           throw new QueueAdminError((err as Error).message);
         }
-        return await fn({ bus, redis, ...(delayQueues.length ? { delayQueues } : {}) });
+        const deps = { bus, redis, ...(delayQueues.length ? { delayQueues } : {}) };
+        return await fn((ctx.operations ?? plainOps)(deps));
       } catch (err) {
         if (err instanceof QueueAdminError) throw ctx.fail(err.message);
         throw err;
@@ -105,7 +122,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
     .option('--json', 'one JSON object a line')
     .action((opts: { json?: boolean }) =>
       withAdmin(async (admin) => {
-        const entries = await listDeferred(admin);
+        const entries = await admin.list();
         if (opts.json) {
           for (const e of entries) ctx.print(JSON.stringify(e));
           return;
@@ -125,7 +142,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
     .argument('<queue-id>', 'queue id, as `queue list` prints it')
     .action((id: string) =>
       withAdmin(async (admin) => {
-        const found = await showDeferred(admin, id);
+        const found = await admin.show(id);
         if (!found) throw ctx.fail(`no deferred message with queue id ${id}`);
         for (const line of formatEntry(found.entry)) ctx.print(line);
         ctx.print('');
@@ -142,7 +159,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
       withAdmin(async (admin) => {
         if (!id && !opts.all) throw ctx.fail('name a queue id or use --all');
         if (id && opts.all) throw ctx.fail('use either a queue id or --all, not both');
-        const n = await retryDeferred(admin, id ? { queueId: id } : { all: true });
+        const n = await admin.retry(id ? { queueId: id } : { all: true });
         if (id && !n) throw ctx.fail(`no deferred message with queue id ${id}`);
         ctx.print(`${n} message${n === 1 ? '' : 's'} queued for delivery`);
       }),
@@ -154,7 +171,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
     .argument('<queue-id>', 'queue id')
     .action((id: string) =>
       withAdmin(async (admin) => {
-        if (!(await deleteDeferred(admin, id))) throw ctx.fail(`no deferred message with queue id ${id}`);
+        if (!(await admin.delete(id))) throw ctx.fail(`no deferred message with queue id ${id}`);
         ctx.print(`deleted ${id}`);
       }),
     );

@@ -3,35 +3,85 @@ import { MAX_RSA_BITS, MIN_RSA_BITS, type DkimAlgorithm } from '@mailyard/dkim';
 import type { CommandContext } from '../context.js';
 import { CliError } from '../errors.js';
 
-/** `mailyard dkim generate|list|show|delete`: DKIM signing keys per domain and selector. */
+interface KeyOptions {
+  selector?: string;
+  algo: DkimAlgorithm;
+  bits: string;
+}
+
+/** The key options of `generate` and `rotate`: algorithm and RSA size. */
+const keyOptions = (cmd: Command) =>
+  cmd
+    .addOption(new Option('-a, --algo <algo>', 'key algorithm').choices(['rsa', 'ed25519']).default('rsa'))
+    .option('-b, --bits <bits>', `RSA key size, ${MIN_RSA_BITS}-${MAX_RSA_BITS}`, String(MIN_RSA_BITS));
+
+function keySpec(opts: KeyOptions): { algorithm: DkimAlgorithm; bits: number; selector?: string } {
+  if (!/^\d+$/.test(opts.bits)) throw new CliError(`--bits must be a whole number, got "${opts.bits}"`);
+  return {
+    algorithm: opts.algo,
+    bits: Number(opts.bits),
+    ...(opts.selector ? { selector: opts.selector } : {}),
+  };
+}
+
+/** `mailyard dkim generate|rotate|retire|list|show|delete`: DKIM signing keys per domain and selector. */
 export function registerDkimCommands(program: Command, ctx: CommandContext): void {
   const dkim = program
     .command('dkim')
     .description('DKIM signing keys: the MSA signs with the newest RSA and Ed25519 key of the From: domain');
 
-  dkim
+  const generate = dkim
     .command('generate')
     .description('generate a key, store it, and print the DNS TXT record to publish')
     .argument('<domain>', 'a local domain')
-    .option('-s, --selector <selector>', 'selector (default: <algo>-<yyyymm>)')
-    .addOption(new Option('-a, --algo <algo>', 'key algorithm').choices(['rsa', 'ed25519']).default('rsa'))
-    .option('-b, --bits <bits>', `RSA key size, ${MIN_RSA_BITS}-${MAX_RSA_BITS}`, String(MIN_RSA_BITS))
-    .action((domain: string, opts: { selector?: string; algo: DkimAlgorithm; bits: string }) => {
-      if (!/^\d+$/.test(opts.bits)) throw new CliError(`--bits must be a whole number, got "${opts.bits}"`);
-      return ctx.withOperations(async (ops) => {
-        const k = await ops.generateDkimKey(domain, {
-          algorithm: opts.algo,
-          bits: Number(opts.bits),
-          ...(opts.selector ? { selector: opts.selector } : {}),
-        });
-        ctx.print(`stored ${k.algorithm} key ${k.selector} for ${k.domain}; publish this TXT record:`);
-        ctx.print('');
-        ctx.print(k.record.zoneLine);
-        ctx.print('');
-        ctx.print(`name:  ${k.record.name}`);
-        ctx.print(`value: ${k.record.value}`);
-      });
+    .option('-s, --selector <selector>', 'selector (default: <algo>-<yyyymm>)');
+  keyOptions(generate).action((domain: string, opts: KeyOptions) => {
+    const key = keySpec(opts);
+    return ctx.withOperations(async (ops) => {
+      const k = await ops.generateDkimKey(domain, key);
+      ctx.print(`stored ${k.algorithm} key ${k.selector} for ${k.domain}; publish this TXT record:`);
+      ctx.print('');
+      ctx.print(k.record.zoneLine);
+      ctx.print('');
+      ctx.print(`name:  ${k.record.name}`);
+      ctx.print(`value: ${k.record.value}`);
     });
+  });
+
+  const rotate = dkim
+    .command('rotate')
+    .description(
+      'start a key rotation: a new key under a new selector signs from now on; the old key and its record stay until `dkim retire`',
+    )
+    .argument('<domain>', 'a local domain')
+    .option('-s, --selector <selector>', 'selector of the new key (default: <algo>-<yyyymm>)');
+  keyOptions(rotate).action((domain: string, opts: KeyOptions) => {
+    const spec = keySpec(opts);
+    return ctx.withOperations(async (ops) => {
+      const { key, replaces } = await ops.rotateDkimKey(domain, spec);
+      ctx.print(`stored ${key.algorithm} key ${key.selector} for ${key.domain}; it signs from now on.`);
+      ctx.print('Publish its TXT record now, and keep the old ones published:');
+      ctx.print('');
+      for (const k of [key, ...replaces]) ctx.print(k.record.zoneLine);
+      for (const k of replaces)
+        ctx.print(
+          `\nOnce mail signed with ${k.selector} has been delivered (a few days), run: mailyard dkim retire ${k.domain} ${k.selector}`,
+        );
+    });
+  });
+
+  dkim
+    .command('retire')
+    .description('end a rotation: delete a key that no longer signs; then remove its DNS record')
+    .argument('<domain>')
+    .argument('<selector>')
+    .action((domain: string, selector: string) =>
+      ctx.withOperations(async (ops) => {
+        const k = await ops.retireDkimKey(domain, selector);
+        ctx.print(`retired DKIM key ${k.selector} of ${k.domain}; remove its record from DNS:`);
+        ctx.print(k.record.zoneLine);
+      }),
+    );
 
   dkim
     .command('list')

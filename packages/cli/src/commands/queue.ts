@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { registerQueueCommands } from '@mailyard/queue-admin/cli';
-import type { CommandContext } from '../context.js';
+import { Operations } from '@mailyard/admin';
+import { cliActor, type CommandContext } from '../context.js';
 import { CliError } from '../errors.js';
 
 /**
@@ -14,5 +15,6 @@ export function registerQueueGroup(program: Command, ctx: CommandContext): void 
     print: (line) => ctx.print(line),
     withRedis: (fn) => ctx.withRedis(fn),
     fail: (message) => new CliError(message),
+    operations: (deps) => new Operations(deps.redis, cliActor(ctx.deps.env)).queue(deps),
   });
 }

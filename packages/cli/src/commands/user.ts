@@ -1,4 +1,5 @@
 import { type Command, Option } from 'commander';
+import { parseQuota } from '@mailyard/admin';
 import type { CommandContext } from '../context.js';
 import { usageError } from '../errors.js';
 import { obtainPassword } from '../password.js';
@@ -82,6 +83,55 @@ export function registerUserCommands(program: Command, ctx: CommandContext): voi
     .action((address: string) =>
       ctx.withOperations(async (ops) => {
         ctx.print(`deleted account ${await ops.delUser(address)}`);
+      }),
+    );
+
+  user
+    .command('lock')
+    .description(
+      'lock an account: its password and app passwords log in nowhere (mail to it is still delivered)',
+    )
+    .argument('<address>', 'account address')
+    .action((address: string) =>
+      ctx.withOperations(async (ops) => {
+        ctx.print(`locked account ${await ops.lockUser(address)}`);
+      }),
+    );
+
+  user
+    .command('unlock')
+    .description('unlock a locked account')
+    .argument('<address>', 'account address')
+    .action((address: string) =>
+      ctx.withOperations(async (ops) => {
+        ctx.print(`unlocked account ${await ops.unlockUser(address)}`);
+      }),
+    );
+
+  user
+    .command('quota')
+    .description("set an account's storage quota")
+    .argument('<address>', 'account address')
+    .argument('<size>', 'e.g. 512M or 2G; "unlimited"; or "default" for QUOTA_STORAGE')
+    .action((address: string, size: string) =>
+      ctx.withOperations(async (ops) => {
+        const bytes = parseQuota(size);
+        const a = await ops.setQuota(address, bytes);
+        ctx.print(
+          bytes === null
+            ? `${a} has the default quota again`
+            : `quota of ${a}: ${bytes === 0 ? 'unlimited' : `${bytes} bytes`}`,
+        );
+      }),
+    );
+
+  user
+    .command('reset-2fa')
+    .description('turn two-factor login off for an account that lost its authenticator and recovery codes')
+    .argument('<address>', 'account address')
+    .action((address: string) =>
+      ctx.withOperations(async (ops) => {
+        ctx.print(`two-factor login is off for ${await ops.resetTwoFactor(address)}`);
       }),
     );
 
