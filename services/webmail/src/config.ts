@@ -9,6 +9,7 @@ import {
   port,
   positiveInt,
   serviceLoginSchema,
+  stringList,
   tlsFilesSchema,
 } from '@mailyard/config';
 
@@ -54,6 +55,11 @@ export const webmailSchema = z.object({
   ...messageSizeSchema,
   /** Reverse proxies whose X-Forwarded-For names the client (for the lockout and rate limit); empty: none. */
   trusted_proxies: cidrList([]),
+  /**
+   * The relays' OUTBOUND_RETRY_SCHEDULE when it is not the default: which delay queues the
+   * admin console's queue page looks in (as `mailyard queue` does).
+   */
+  outbound_retry_schedule: stringList([]),
   /** Directory with the built front end (index.html, assets/); default: dist/public beside the service. */
   webmail_assets_dir: z.string().optional(),
 });

@@ -2,9 +2,11 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ImapFlow } from 'imapflow';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import type { Operations } from '@mailyard/admin';
 import type { AppPasswords, Authenticator, LoginHistory, TwoFactor } from '@mailyard/auth';
 import type { Directory } from '@mailyard/directory';
 import type { Logger } from '@mailyard/observability';
+import type { QueueAdminDeps } from '@mailyard/queue-admin';
 import type { WebmailConfig } from './config.js';
 import { errors } from './errors.js';
 import type { ImapPool, ImapTarget } from './imap-pool.js';
@@ -49,6 +51,10 @@ export interface Ctx {
   folders(account: string): Promise<FolderInfo[]>;
   /** Runs `fn` on a connection of `account` with `folder` selected (validated first). */
   inFolder<T>(account: string, folder: string, fn: (c: ImapFlow, f: FolderInfo) => Promise<T>): Promise<T>;
+  /** The administrative operations the CLI calls too; `.as(admin)` for each request (adminOps). */
+  operations: Operations;
+  /** The broker and index of deferred outbound mail (null: no broker, the queue page is unavailable). */
+  queue: QueueAdminDeps | null;
 }
 
 declare module 'fastify' {

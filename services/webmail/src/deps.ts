@@ -21,6 +21,7 @@ export function defaultDeps(config: WebmailConfig, rt: Runtime): WebmailDeps {
       history: new LoginHistory(rt.redis),
     }),
     twoFactor: new TwoFactor(rt.redis, new LoginGuard(rt.redis), { issuer: config.myhostname }),
+    bus: rt.bus,
     logger: rt.logger,
     registry: rt.registry,
   };

@@ -21,7 +21,10 @@ import {
   parseHostPort,
   type Cidr,
 } from '@mailyard/config';
+import { Operations } from '@mailyard/admin';
+import type { Bus } from '@mailyard/bus';
 import type { Directory } from '@mailyard/directory';
+import { delayQueuesOf } from '@mailyard/queue-admin';
 import type { Logger, Registry } from '@mailyard/observability';
 import type { WebmailConfig } from './config.js';
 import { folderHelpers, type Ctx, type SecondFactor } from './context.js';
@@ -30,6 +33,8 @@ import { ImapPool } from './imap-pool.js';
 import { createMetrics } from './metrics.js';
 import { MailNotifier } from './notifier.js';
 import { registerAccountRoutes } from './routes-account.js';
+import { registerAdminRoutes } from './routes-admin.js';
+import { registerAdminMailRoutes } from './routes-admin-mail.js';
 import { registerAuthRoutes } from './routes-auth.js';
 import { registerComposeRoutes } from './routes-compose.js';
 import { registerEventRoutes } from './routes-events.js';
@@ -47,6 +52,8 @@ export interface WebmailDeps {
   twoFactor?: TwoFactor;
   /** Another second step instead (tests); default: `twoFactor`. */
   secondFactor?: SecondFactor;
+  /** The broker, for the admin console's queue page (its inspect API); without it the page says unavailable. */
+  bus?: Pick<Bus, 'browse' | 'republish'>;
   now?: () => number;
 }
 
@@ -155,6 +162,17 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
     attachmentLimit: Math.max(0, Math.floor((config.message_size_limit - 256 * 1024) / 1.37)),
     now,
     ...folderHelpers(pool, now),
+    // the console's actions, audited as the admin who asked (Operations.as per request)
+    operations: new Operations(deps.redis, 'webmail', { directory: deps.directory }),
+    queue: deps.bus
+      ? {
+          bus: deps.bus,
+          redis: deps.redis,
+          ...(config.outbound_retry_schedule.length
+            ? { delayQueues: delayQueuesOf(config.outbound_retry_schedule) }
+            : {}),
+        }
+      : null,
   };
 
   const proxies: Cidr[] = config.trusted_proxies.map((n) => parseCidr(n)).filter((c) => c !== null);
@@ -242,6 +260,8 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
   registerComposeRoutes(app, ctx);
   registerEventRoutes(app, ctx);
   registerAccountRoutes(app, ctx);
+  registerAdminRoutes(app, ctx);
+  registerAdminMailRoutes(app, ctx);
 
   const assets = config.webmail_assets_dir ?? defaultAssetsDir();
   if (existsSync(join(assets, 'index.html'))) {

@@ -18,8 +18,8 @@ export const HOST = 'mail.mailyard.test';
 export const ALICE = 'alice@example.test';
 export const BOB = 'bob@example.test';
 
-/** Dependencies a test may replace (two-factor with a clock of its own). */
-export type ExtraDeps = Partial<Pick<WebmailDeps, 'twoFactor' | 'secondFactor'>>;
+/** Dependencies a test may replace (two-factor with a clock of its own, a directory that fails). */
+export type ExtraDeps = Partial<Pick<WebmailDeps, 'twoFactor' | 'secondFactor' | 'directory'>>;
 
 export interface WebmailTestbed {
   p: Platform;

@@ -1,0 +1,146 @@
+// The admin console's JSON shapes, shared by the routes (src/routes-admin*.ts) and the
+// front end (web/src/admin-api.ts imports this file). No imports: the operations'
+// own types (packages/admin) are checked against these where the routes return them.
+
+/** GET /api/admin/domains */
+export interface AdminDomain {
+  domain: string;
+  accounts: number;
+  aliases: number;
+  /** Selectors of its DKIM keys. */
+  dkim: string[];
+}
+
+/** A DNS record the domain needs, ready to paste (packages/admin's RequiredRecord). */
+export interface AdminRecord {
+  purpose: string;
+  name: string;
+  type: 'MX' | 'TXT' | 'CNAME' | 'SRV';
+  value: string;
+  zoneLine: string;
+}
+
+export interface AdminDkimKey {
+  domain: string;
+  selector: string;
+  algorithm: 'rsa' | 'ed25519';
+  created: string;
+  record: { name: string; value: string; zoneLine: string };
+  /** It signs mail now; false: it is being retired (its record stays published until then). */
+  signing: boolean;
+}
+
+/** POST /api/admin/domains */
+export interface AdminDomainAdded {
+  domain: string;
+  dkim: AdminDkimKey[];
+  records: AdminRecord[];
+}
+
+/** GET /api/admin/accounts */
+export interface AdminAccount {
+  address: string;
+  created: string | null;
+  admin: boolean;
+  locked: string | null;
+  twoFactor: boolean;
+  /** The account's own quota in bytes (0: unlimited); null: the installation's default. */
+  quota: number | null;
+  /**
+   * Storage used and the quota in force, in bytes, as IMAP reports them (both null: no
+   * limit, and IMAP reports usage only against one); null when it could not be read.
+   */
+  usage: { used: number | null; limit: number | null } | null;
+}
+
+export interface AdminAlias {
+  source: string;
+  targets: string[];
+}
+
+export interface AdminAppPassword {
+  name: string;
+  created: string;
+  lastUsed?: string;
+  lastIp?: string;
+}
+
+/** GET /api/admin/queue */
+export interface AdminQueueEntry {
+  queueId: string;
+  mailFrom: string;
+  recipients: string[];
+  attempts: number;
+  lastError: string | null;
+  receivedAt: string;
+  nextTry: string;
+  queue: string;
+  size: number;
+}
+
+/** GET /api/admin/queue/:id */
+export interface AdminQueueMessage {
+  entry: AdminQueueEntry;
+  headers: string;
+}
+
+/** GET /api/admin/policy */
+export interface AdminPolicy {
+  lists: { name: string; stage: string; entries: string[] }[];
+  /** The built-in checks: how each is written, what it does, where it can stand. */
+  checks: string[];
+}
+
+export interface AdminExplain {
+  id: string;
+  stage: string;
+  action: string;
+  reply: string | null;
+  client: string;
+  sender: string | null;
+  recipient: string | null;
+  reasons: { check: string; result: string; detail?: string; score?: number }[];
+  at: string;
+}
+
+export interface AdminAuditEntry {
+  at: string;
+  actor: string;
+  action: string;
+  target: string;
+  detail?: Record<string, string | number | boolean | string[]>;
+}
+
+/** GET /api/admin/audit */
+export interface AdminAuditPage {
+  entries: AdminAuditEntry[];
+  offset: number;
+  limit: number;
+  /** There are older entries after this page. */
+  more: boolean;
+}
+
+// The DNS check (GET /api/admin/dns/...), answered by the DNS check module's routes.
+
+export type DnsStatus = 'ok' | 'wrong' | 'missing';
+
+export interface DnsDomainReport {
+  domain: string;
+  checkedAt: string;
+  records: {
+    kind: 'mx' | 'spf' | 'dkim' | 'dmarc' | 'mta-sts' | 'tls-rpt' | 'srv';
+    name: string;
+    type: string;
+    expected: string[];
+    found: string[];
+    status: DnsStatus;
+    detail?: string;
+  }[];
+}
+
+export interface DnsServerReport {
+  hostname: string;
+  addresses: { address: string; forward: boolean; ptr: string[]; status: DnsStatus }[];
+  dnsbl: { list: string; address: string; listed: boolean }[];
+  tls: { notAfter: string | null; daysLeft: number | null };
+}

@@ -1,0 +1,362 @@
+// The admin console's API: the admin guard on every route, CSRF on every change, and each
+// action through the operations the CLI calls, audited with the admin who did it.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { Directory } from '@mailyard/directory';
+import { addAccount } from '../../../test/harness.js';
+import { imapLogin as imapLoginAs } from './mail-clients.js';
+import { ALICE, BOB, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { WebClient } from './web-client.js';
+
+let t: WebmailTestbed;
+let admin: WebClient;
+before(async () => {
+  t = await startWebmailTestbed();
+  await t.p.directory.setAdmin(ALICE, true);
+  admin = new WebClient(t.webmail.port, t.ca);
+  assert.equal((await admin.login(ALICE)).status, 200);
+});
+after(() => t?.close());
+const client = () => new WebClient(t.webmail.port, t.ca);
+const enc = encodeURIComponent;
+
+test(
+  'a user without the admin role gets 403 from every admin route, and no Admin',
+  { timeout: 60_000 },
+  async () => {
+    const bob = client();
+    assert.equal((await bob.login(BOB)).status, 200);
+    assert.equal((await bob.get('/api/account')).json.admin, false);
+    for (const [method, path] of [
+      ['GET', '/api/admin/domains'],
+      ['POST', '/api/admin/domains'],
+      ['GET', '/api/admin/accounts'],
+      ['POST', `/api/admin/accounts/${enc(ALICE)}/lock`],
+      ['GET', '/api/admin/queue'],
+      ['PUT', '/api/admin/policy/lists/smtpd_client_restrictions'],
+      ['GET', '/api/admin/audit'],
+    ] as const) {
+      const res = await bob.req(method, path, { json: { domain: 'bob.test', entries: [] } });
+      assert.deepEqual([method, path, res.status, res.json.error], [method, path, 403, 'not_admin']);
+    }
+    assert.equal(await t.p.directory.isLocalDomain('bob.test'), false);
+    assert.equal((await client().get('/api/admin/domains')).status, 401);
+  },
+);
+
+test('a change without the CSRF token is refused and changes nothing', { timeout: 60_000 }, async () => {
+  const res = await admin.req('POST', '/api/admin/domains', { json: { domain: 'nocsrf.test' }, csrf: false });
+  assert.deepEqual([res.status, res.json.error], [403, 'csrf']);
+  const lock = await admin.req('POST', `/api/admin/accounts/${enc(BOB)}/lock`, { json: {}, csrf: false });
+  assert.equal(lock.status, 403);
+  assert.equal(await t.p.directory.isLocalDomain('nocsrf.test'), false);
+  assert.equal((await t.p.directory.accountRecord(BOB))?.locked, undefined);
+});
+
+test(
+  'domains: added with DKIM keys and the records to publish; unknown ones are 404 with a sentence',
+  { timeout: 60_000 },
+  async () => {
+    const res = await admin.post('/api/admin/domains', { domain: 'Console.Test' });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json.domain, 'console.test');
+    assert.deepEqual(res.json.dkim.map((k: { algorithm: string }) => k.algorithm).sort(), ['ed25519', 'rsa']);
+    const dkim = res.json.records.filter((r: { purpose: string }) => r.purpose.startsWith('dkim:'));
+    assert.equal(dkim.length, 2);
+    assert.match(dkim[0].zoneLine, /\._domainkey\.console\.test\. IN TXT/);
+    assert.ok(
+      res.json.records.some(
+        (r: { type: string; value: string }) => r.type === 'MX' && r.value === '10 mail.mailyard.test.',
+      ),
+    );
+    const list = (await admin.get('/api/admin/domains')).json.domains;
+    assert.deepEqual(
+      list.find((d: { domain: string }) => d.domain === 'console.test'),
+      {
+        domain: 'console.test',
+        accounts: 0,
+        aliases: 0,
+        dkim: res.json.dkim.map((k: { selector: string }) => k.selector),
+      },
+    );
+    const dup = await admin.post('/api/admin/domains', { domain: 'console.test' });
+    assert.deepEqual([dup.status, dup.json.message], [409, 'Domain console.test already exists']);
+    const bad = await admin.post('/api/admin/domains', { domain: 'not a domain' });
+    assert.deepEqual([bad.status, bad.json.message], [400, '"not a domain" is not a valid domain name']);
+    const unknown = await admin.get('/api/admin/domains/nope.test/records');
+    assert.deepEqual(
+      [unknown.status, unknown.json.error, unknown.json.message],
+      [
+        404,
+        'unknown_domain',
+        'Domain nope.test is not a local domain (add it with: mailyard domain add nope.test)',
+      ],
+    );
+    assert.equal((await admin.req('DELETE', '/api/admin/domains/nope.test')).status, 404);
+    const del = await admin.req('DELETE', '/api/admin/domains/console.test');
+    assert.deepEqual([del.status, del.json.deleted], [200, 'console.test']);
+  },
+);
+
+test(
+  'accounts: add, quota and usage, lock refuses IMAP until unlock, delete',
+  { timeout: 90_000 },
+  async () => {
+    const carol = 'carol@example.test';
+    const weak = await admin.post('/api/admin/accounts', { address: carol, password: 'short' });
+    assert.deepEqual(
+      [weak.status, weak.json.message],
+      [400, 'Password is too short (at least 10 characters)'],
+    );
+    const added = await admin.post('/api/admin/accounts', {
+      address: 'Carol@example.test',
+      password: PASSWORD,
+    });
+    assert.deepEqual([added.status, added.json.account], [200, carol]);
+    const unknownDomain = await admin.post('/api/admin/accounts', {
+      address: 'x@nope.test',
+      password: PASSWORD,
+    });
+    assert.equal(unknownDomain.status, 404);
+
+    const quota = await admin.post(`/api/admin/accounts/${enc(carol)}/quota`, { quota: '10M' });
+    assert.deepEqual([quota.status, quota.json.quota], [200, 10 * 1024 * 1024]);
+    const badQuota = await admin.post(`/api/admin/accounts/${enc(carol)}/quota`, { quota: 'lots' });
+    assert.deepEqual(
+      [badQuota.status, badQuota.json.message],
+      [400, '"lots" is not a quota (a size such as 512M or 2G, "unlimited", or "default")'],
+    );
+    const listed = await admin.get('/api/admin/accounts?q=carol');
+    assert.equal(listed.json.total, 1);
+    const [row] = listed.json.accounts;
+    assert.equal(row.address, carol);
+    assert.equal(row.quota, 10 * 1024 * 1024);
+    assert.equal(row.usage.limit, 10 * 1024 * 1024);
+    assert.equal(typeof row.usage.used, 'number');
+
+    const web = client();
+    assert.equal((await web.login(carol)).status, 200);
+    assert.equal(await imapLoginAs(t, carol, PASSWORD), true);
+    const lock = await admin.post(`/api/admin/accounts/${enc(carol)}/lock`);
+    assert.deepEqual([lock.status, lock.json.locked, lock.json.sessionsEnded], [200, true, 1]);
+    assert.equal(await imapLoginAs(t, carol, PASSWORD), false);
+    assert.equal((await web.get('/api/account')).status, 401);
+    assert.equal((await client().login(carol)).status, 401);
+    assert.ok((await admin.get('/api/admin/accounts?q=carol')).json.accounts[0].locked);
+    assert.equal((await admin.post(`/api/admin/accounts/${enc(carol)}/unlock`)).status, 200);
+    assert.equal(await imapLoginAs(t, carol, PASSWORD), true);
+
+    const self = await admin.post(`/api/admin/accounts/${enc(ALICE)}/lock`);
+    assert.deepEqual(
+      [self.status, self.json.message],
+      [409, 'You cannot lock the account you are logged in with'],
+    );
+    const reset = await admin.post(`/api/admin/accounts/${enc(carol)}/two-factor/reset`);
+    assert.deepEqual(
+      [reset.status, reset.json.message],
+      [400, 'Two-factor login is not on for carol@example.test'],
+    );
+    const missing = await admin.post(`/api/admin/accounts/${enc('nobody@example.test')}/lock`);
+    assert.deepEqual(
+      [missing.status, missing.json.message],
+      [404, 'Account nobody@example.test does not exist'],
+    );
+    assert.equal((await admin.req('DELETE', `/api/admin/accounts/${enc(carol)}`)).status, 200);
+    assert.equal(await t.p.directory.accountExists(carol), false);
+  },
+);
+
+test('aliases and catch-alls, a user’s app passwords', { timeout: 60_000 }, async () => {
+  const add = await admin.post('/api/admin/aliases', { source: 'info@example.test', targets: [BOB] });
+  assert.deepEqual(add.json, { source: 'info@example.test', targets: [BOB] });
+  assert.equal(
+    (await admin.post('/api/admin/aliases', { source: '@example.test', targets: [ALICE] })).status,
+    200,
+  );
+  const list = (await admin.get('/api/admin/aliases?domain=example.test')).json.aliases;
+  assert.deepEqual(
+    list.map((a: { source: string }) => a.source),
+    ['@example.test', 'info@example.test'],
+  );
+  const noTargets = await admin.post('/api/admin/aliases', { source: 'x@example.test', targets: [] });
+  assert.deepEqual(
+    [noTargets.status, noTargets.json.message],
+    [400, 'targets: expected at least one target'],
+  );
+  assert.equal((await admin.post('/api/admin/aliases/delete', { source: '@example.test' })).status, 200);
+  assert.equal((await admin.post('/api/admin/aliases/delete', { source: 'info@example.test' })).status, 200);
+  const gone = await admin.post('/api/admin/aliases/delete', { source: 'info@example.test' });
+  assert.deepEqual([gone.status, gone.json.message], [404, 'Alias info@example.test does not exist']);
+
+  const dave = 'dave@example.test';
+  await addAccount(t.p.directory, dave);
+  const d = client();
+  await d.login(dave);
+  const { secret } = (await d.post('/api/account/app-passwords', { name: 'phone' })).json;
+  assert.equal(await imapLoginAs(t, dave, secret), true);
+  const apps = await admin.get(`/api/admin/accounts/${enc(dave)}/app-passwords`);
+  assert.deepEqual(
+    apps.json.appPasswords.map((p: { name: string }) => p.name),
+    ['phone'],
+  );
+  const revoked = await admin.post(`/api/admin/accounts/${enc(dave)}/app-passwords/revoke`, {
+    name: 'phone',
+  });
+  assert.equal(revoked.status, 200);
+  assert.equal(await imapLoginAs(t, dave, secret), false);
+  const again = await admin.post(`/api/admin/accounts/${enc(dave)}/app-passwords/revoke`, { name: 'phone' });
+  assert.equal(again.status, 404);
+});
+
+test('DKIM: generate, rotate with both selectors published, retire', { timeout: 60_000 }, async () => {
+  await admin.post('/api/admin/domains', { domain: 'rotate.test', dkim: false });
+  const gen = await admin.post('/api/admin/dkim', {
+    domain: 'rotate.test',
+    algorithm: 'ed25519',
+    selector: 'first',
+  });
+  assert.deepEqual([gen.status, gen.json.key.selector, gen.json.key.signing], [200, 'first', true]);
+  const rot = await admin.post('/api/admin/dkim/rotate', { domain: 'rotate.test', algorithm: 'ed25519' });
+  assert.equal(rot.status, 200, rot.text);
+  assert.equal(rot.json.key.signing, true);
+  assert.deepEqual(
+    rot.json.replaces.map((k: { selector: string; signing: boolean }) => [k.selector, k.signing]),
+    [['first', false]],
+  );
+  const records = (await admin.get('/api/admin/domains/rotate.test/records')).json.records;
+  assert.deepEqual(
+    records
+      .filter((r: { purpose: string }) => r.purpose.startsWith('dkim:'))
+      .map((r: { purpose: string }) => r.purpose)
+      .sort(),
+    ['dkim:first', `dkim:${rot.json.key.selector}`].sort(),
+  );
+  const signing = await admin.post('/api/admin/dkim/retire', {
+    domain: 'rotate.test',
+    selector: rot.json.key.selector,
+  });
+  assert.equal(signing.status, 400);
+  assert.match(signing.json.message, /is the ed25519 key that signs mail of rotate\.test; rotate first/);
+  const retired = await admin.post('/api/admin/dkim/retire', { domain: 'rotate.test', selector: 'first' });
+  assert.deepEqual([retired.status, retired.json.retired.selector], [200, 'first']);
+  const algo = await admin.post('/api/admin/dkim', { domain: 'rotate.test', algorithm: 'dsa' });
+  assert.deepEqual([algo.status, algo.json.message], [400, 'algorithm: expected rsa or ed25519']);
+  const keys = (await admin.get('/api/admin/dkim?domain=rotate.test')).json.keys;
+  assert.deepEqual(
+    keys.map((k: { selector: string }) => k.selector),
+    [rot.json.key.selector],
+  );
+});
+
+test(
+  'policy lists and access tables: an unknown restriction is a 400 naming it',
+  { timeout: 60_000 },
+  async () => {
+    const policy = (await admin.get('/api/admin/policy')).json;
+    assert.ok(policy.lists.some((l: { name: string }) => l.name === 'smtpd_client_restrictions'));
+    assert.ok(policy.checks.length > 5);
+    const unknown = await admin.req('PUT', '/api/admin/policy/lists/smtpd_client_restrictions', {
+      json: { entries: ['permit_mynetworks', 'reject_everything_bad'] },
+    });
+    assert.deepEqual(
+      [unknown.status, unknown.json.message],
+      [400, 'Unknown restriction "reject_everything_bad" (mailyard policy checks lists the known ones)'],
+    );
+    const badList = await admin.req('PUT', '/api/admin/policy/lists/smtpd_nothing', {
+      json: { entries: [] },
+    });
+    assert.equal(badList.status, 400);
+    assert.match(badList.json.message, /^Unknown restriction list "smtpd_nothing"/);
+    const set = await admin.req('PUT', '/api/admin/policy/lists/smtpd_client_restrictions', {
+      json: { entries: ['permit_mynetworks', 'check_client_access client_access'] },
+    });
+    assert.deepEqual(set.json.entries, ['permit_mynetworks', 'check_client_access client_access']);
+    const acc = await admin.post('/api/admin/policy/access/client_access', {
+      key: '192.0.2.0/24',
+      action: 'REJECT spam source',
+    });
+    assert.equal(acc.status, 200, acc.text);
+    const badAction = await admin.post('/api/admin/policy/access/client_access', {
+      key: '192.0.2.9',
+      action: 'EXPLODE',
+    });
+    assert.equal(badAction.status, 400);
+    assert.deepEqual((await admin.get('/api/admin/policy/access/client_access')).json.entries, [
+      { key: '192.0.2.0/24', action: 'REJECT spam source' },
+    ]);
+    assert.equal(
+      (await admin.post('/api/admin/policy/access/client_access/delete', { key: '192.0.2.0/24' })).status,
+      200,
+    );
+    assert.equal((await admin.post('/api/admin/policy/lists/smtpd_client_restrictions/reset')).status, 200);
+    const explain = await admin.get('/api/admin/policy/explain/NOPE123');
+    assert.deepEqual(
+      [explain.status, explain.json.message],
+      [404, 'Nothing recorded for NOPE123 (refusals are kept for EXPLAIN_TTL, 7 days by default)'],
+    );
+  },
+);
+
+test(
+  'the outbound queue: empty list; unknown ids are 404 for show, retry and delete',
+  { timeout: 60_000 },
+  async () => {
+    const list = await admin.get('/api/admin/queue');
+    assert.deepEqual([list.status, list.json.messages], [200, []]);
+    for (const [method, path] of [
+      ['GET', '/api/admin/queue/ABC123'],
+      ['POST', '/api/admin/queue/ABC123/retry'],
+      ['DELETE', '/api/admin/queue/ABC123'],
+    ] as const) {
+      const res = await admin.req(method, path, method === 'POST' ? { json: {} } : {});
+      assert.deepEqual(
+        [path, res.status, res.json.message],
+        [path, 404, 'No deferred message with queue id ABC123'],
+      );
+    }
+    assert.equal((await admin.get('/api/admin/queue/bad%20id')).status, 400);
+  },
+);
+
+test(
+  'the audit log names the admin for each action, newest first, in pages',
+  { timeout: 60_000 },
+  async () => {
+    await admin.post('/api/admin/domains', { domain: 'audited.test', dkim: false });
+    await admin.req('DELETE', '/api/admin/domains/audited.test');
+    const page = (await admin.get('/api/admin/audit?limit=2')).json;
+    assert.deepEqual(
+      page.entries.map((e: { actor: string; action: string; target: string }) => [
+        e.actor,
+        e.action,
+        e.target,
+      ]),
+      [
+        [ALICE, 'domain.del', 'audited.test'],
+        [ALICE, 'domain.add', 'audited.test'],
+      ],
+    );
+    assert.equal(page.more, true);
+    const next = (await admin.get('/api/admin/audit?limit=2&offset=2')).json;
+    assert.equal(next.offset, 2);
+    assert.equal((await admin.get('/api/admin/audit?limit=5000')).status, 400);
+  },
+);
+
+test('a directory that cannot be read is a 503, never "not an admin"', { timeout: 60_000 }, async () => {
+  // a real client with nothing listening on its port: every command fails at once
+  const down = new Redis(1, '127.0.0.1', {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  down.on('error', () => undefined);
+  const broken = await t.another({}, { directory: new Directory(down) });
+  const c = new WebClient(broken.port, t.ca);
+  assert.equal((await c.login(ALICE)).status, 200);
+  const res = await c.get('/api/admin/domains');
+  assert.deepEqual([res.status, res.json.error], [503, 'unavailable']);
+  down.disconnect();
+});
