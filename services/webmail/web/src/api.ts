@@ -74,7 +74,7 @@ export function onSessionEnd(fn: (why: string) => void): void {
   onLoggedOut = fn;
 }
 
-async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
   let res: Response;
   try {
     res = await fetch(path, {
@@ -101,7 +101,7 @@ async function call<T>(method: string, path: string, body?: unknown): Promise<T>
   return data as T;
 }
 
-const qs = (params: Record<string, string | number | boolean | undefined>) =>
+export const qs = (params: Record<string, string | number | boolean | undefined>) =>
   '?' +
   new URLSearchParams(
     Object.entries(params)

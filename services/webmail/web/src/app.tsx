@@ -9,6 +9,7 @@ import {
   type Message,
 } from './api.ts';
 import { AccountPage } from './account.tsx';
+import { AdminPage } from './admin.tsx';
 import { Compose } from './compose.tsx';
 import { FolderList } from './folders.tsx';
 import { emptyDraft, folderLabel, forwardDraft, replyDraft } from './format.ts';
@@ -21,7 +22,11 @@ type Screen =
   | { kind: 'loading' }
   | { kind: 'login'; notice?: string; secondFactorFor?: string }
   | { kind: 'mail'; account: string; attachmentLimit: number }
-  | { kind: 'account'; account: string; attachmentLimit: number };
+  | { kind: 'account'; account: string; attachmentLimit: number }
+  | { kind: 'admin'; account: string; attachmentLimit: number };
+
+/** A reload or a link on an admin page (#admin=...) opens the console again. */
+const adminInHash = () => new URLSearchParams(location.hash.slice(1)).has('admin');
 
 export function App() {
   const [screen, setScreen] = useState<Screen>({ kind: 'loading' });
@@ -32,7 +37,11 @@ export function App() {
       (s) => {
         if (s.authenticated) {
           setCsrf(s.csrf ?? '');
-          setScreen({ kind: 'mail', account: s.account!, attachmentLimit: s.limits?.attachments ?? 0 });
+          setScreen({
+            kind: adminInHash() ? 'admin' : 'mail',
+            account: s.account!,
+            attachmentLimit: s.limits?.attachments ?? 0,
+          });
         } else if (s.next === 'second-factor') {
           setCsrf(s.csrf ?? '');
           setScreen({ kind: 'login', secondFactorFor: s.account ?? '' });
@@ -66,8 +75,11 @@ export function App() {
           attachmentLimit={screen.attachmentLimit}
           onLoggedOut={() => setScreen({ kind: 'login', notice: 'You are logged out.' })}
           onAccount={() => setScreen({ ...screen, kind: 'account' })}
+          onAdmin={() => setScreen({ ...screen, kind: 'admin' })}
         />
       );
+    case 'admin':
+      return <AdminPage account={screen.account} onBack={() => setScreen({ ...screen, kind: 'mail' })} />;
     case 'account':
       return <AccountPage account={screen.account} onBack={() => setScreen({ ...screen, kind: 'mail' })} />;
   }
@@ -101,6 +113,7 @@ function Mail(props: {
   attachmentLimit: number;
   onLoggedOut: () => void;
   onAccount: () => void;
+  onAdmin: () => void;
 }) {
   const [folders, setFolders] = useState<Folder[]>([]);
   const [folder, setFolder] = useState(folderFromHash);
@@ -117,6 +130,14 @@ function Mail(props: {
   const [toast, setToast] = useState<string>('');
   const [drawer, setDrawer] = useState(false);
   const [help, setHelp] = useState(false);
+  // the Admin entry, for accounts with the admin role only (the console's routes check it again)
+  const [isAdmin, setIsAdmin] = useState(false);
+  useEffect(() => {
+    api.account().then(
+      (a) => setIsAdmin(a.admin),
+      () => undefined,
+    );
+  }, []);
   const phone = useMedia('(max-width: 720px)');
   const searchBox = useRef<HTMLInputElement>(null);
 
@@ -440,6 +461,7 @@ function Mail(props: {
           {props.account}
         </span>
         <button onClick={props.onAccount}>Account</button>
+        {isAdmin && <button onClick={props.onAdmin}>Admin</button>}
         <button onClick={() => void logout()}>Log out</button>
       </header>
 

@@ -1,0 +1,95 @@
+// Small pieces every admin page uses: loading with an error, an action's outcome, copying.
+import type { ComponentChildren } from 'preact';
+import { useCallback, useEffect, useState } from 'preact/hooks';
+import { ApiError } from './api.ts';
+
+export const errorText = (err: unknown) =>
+  err instanceof ApiError ? err.message : 'Something went wrong; try again';
+
+/** Loads on mount (and when `deps` change); `reload` loads again. */
+export function useLoad<T>(load: () => Promise<T>, deps: unknown[] = []) {
+  const [data, setData] = useState<T | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const reload = useCallback(() => {
+    setError(null);
+    return load().then(setData, (e: unknown) => setError(errorText(e)));
+  }, deps);
+  useEffect(() => void reload(), [reload]);
+  return { data, error, reload };
+}
+
+/** Runs actions one at a time, keeping the last outcome: a sentence of success or the server's refusal. */
+export function useAction() {
+  const [busy, setBusy] = useState(false);
+  const [outcome, setOutcome] = useState<{ ok: boolean; text: string } | null>(null);
+  const run = async (fn: () => Promise<string | void>) => {
+    setBusy(true);
+    setOutcome(null);
+    try {
+      const text = await fn();
+      if (text) setOutcome({ ok: true, text });
+      return true;
+    } catch (e) {
+      setOutcome({ ok: false, text: errorText(e) });
+      return false;
+    } finally {
+      setBusy(false);
+    }
+  };
+  return { busy, outcome, run, clear: () => setOutcome(null) };
+}
+
+export function Outcome(props: { outcome: { ok: boolean; text: string } | null }) {
+  const o = props.outcome;
+  if (!o) return null;
+  return o.ok ? (
+    <p class="notice" role="status">
+      {o.text}
+    </p>
+  ) : (
+    <p class="error" role="alert">
+      {o.text}
+    </p>
+  );
+}
+
+export function LoadError(props: { error: string | null }) {
+  return props.error ? (
+    <p class="error" role="alert">
+      {props.error}
+    </p>
+  ) : null;
+}
+
+/** A value to paste somewhere else, with a button that copies it. */
+export function Copyable(props: { value: string; label: string; children?: ComponentChildren }) {
+  const [done, setDone] = useState(false);
+  const copy = async () => {
+    try {
+      await navigator.clipboard.writeText(props.value);
+      setDone(true);
+      setTimeout(() => setDone(false), 1500);
+    } catch {
+      // no clipboard permission: the text stays selectable
+    }
+  };
+  return (
+    <span class="copyable">
+      <code>{props.children ?? props.value}</code>
+      <button type="button" class="copy" onClick={() => void copy()} aria-label={`Copy ${props.label}`}>
+        {done ? 'Copied' : 'Copy'}
+      </button>
+    </span>
+  );
+}
+
+export function Card(props: { id: string; title: string; children: ComponentChildren }) {
+  return (
+    <section class="card" aria-labelledby={props.id}>
+      <h2 id={props.id}>{props.title}</h2>
+      {props.children}
+    </section>
+  );
+}
+
+export const when = (iso: string | null | undefined) => (iso ? new Date(iso).toLocaleString() : '—');
