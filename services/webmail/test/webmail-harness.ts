@@ -28,8 +28,15 @@ export interface WebmailTestbed {
   webmail: Webmail;
   /** The certificate every client trusts (the platform's). */
   ca: string;
-  /** Builds another webmail on the same platform (other settings); stopped with the testbed. */
-  another(overrides: Record<string, unknown>, deps?: ExtraDeps): Promise<Webmail>;
+  /**
+   * Builds another webmail on the same platform (other settings); stopped with the testbed.
+   * `setup` runs before it starts (routes a test adds to its app).
+   */
+  another(
+    overrides: Record<string, unknown>,
+    deps?: ExtraDeps,
+    setup?: (webmail: Webmail) => void,
+  ): Promise<Webmail>;
   close(): Promise<void>;
 }
 
@@ -76,7 +83,11 @@ export async function startWebmailTestbed(
   await msaRt.bus.waitConnected();
 
   const built: { webmail: Webmail; rt: Runtime }[] = [];
-  const build = async (overrides: Record<string, unknown>, deps: ExtraDeps = {}) => {
+  const build = async (
+    overrides: Record<string, unknown>,
+    deps: ExtraDeps = {},
+    setup?: (webmail: Webmail) => void,
+  ) => {
     const config = loadConfig(webmailSchema, {
       env: {},
       overrides: {
@@ -96,6 +107,7 @@ export async function startWebmailTestbed(
     });
     const rt = await createRuntime('webmail', config);
     const webmail = buildWebmail(config, { ...defaultDeps(config, rt), ...deps });
+    setup?.(webmail);
     await webmail.start();
     built.push({ webmail, rt });
     return webmail;

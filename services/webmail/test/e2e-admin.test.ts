@@ -1,0 +1,204 @@
+// The admin console in a real browser (Debian's Chromium through playwright-core): an admin
+// adds a domain and finds its DKIM records to publish, locks an account and IMAP refuses
+// it, and finds both in the audit log; a user without the role sees no Admin entry.
+// Screenshots of the console on a desktop and a phone (WEBMAIL_SCREENSHOTS_DIR).
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import type { Page } from 'playwright-core';
+import { addAccount } from '../../../test/harness.js';
+import type { DnsDomainReport, DnsServerReport } from '../src/admin-api-types.js';
+import type { Webmail } from '../src/index.js';
+import { ensureFrontEnd, launchBrowser, screenshotDir } from './browser.js';
+import { imapLogin as imapLoginAs } from './mail-clients.js';
+import { ALICE, BOB, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+
+const CAROL = 'carol@example.test';
+let t: WebmailTestbed;
+let origin: string;
+const shots = screenshotDir();
+
+/**
+ * The DNS check's routes answer in their own module; where this build has none, routes
+ * answering their contract (one record right, one wrong, one missing) stand in, so the
+ * page is driven against exactly the shape it reads.
+ */
+function dnsCheckStandIn(w: Webmail): void {
+  if (w.app.hasRoute({ method: 'GET', url: '/api/admin/dns/server' })) return;
+  w.app.get('/api/admin/dns/domains/:domain', async (req): Promise<DnsDomainReport> => {
+    const { domain } = req.params as { domain: string };
+    return {
+      domain,
+      checkedAt: new Date().toISOString(),
+      records: [
+        {
+          kind: 'mx',
+          name: domain,
+          type: 'MX',
+          expected: [`10 ${HOST}.`],
+          found: [`10 ${HOST}.`],
+          status: 'ok',
+        },
+        {
+          kind: 'spf',
+          name: domain,
+          type: 'TXT',
+          expected: ['v=spf1 mx -all'],
+          found: ['v=spf1 a mx ~all'],
+          status: 'wrong',
+          detail: 'softfail (~all) lets forged mail through',
+        },
+        {
+          kind: 'dmarc',
+          name: `_dmarc.${domain}`,
+          type: 'TXT',
+          expected: [`v=DMARC1; p=quarantine; rua=mailto:postmaster@${domain}`],
+          found: [],
+          status: 'missing',
+        },
+      ],
+    };
+  });
+  w.app.get('/api/admin/dns/server', async (): Promise<DnsServerReport> => ({
+    hostname: HOST,
+    addresses: [{ address: '192.0.2.25', forward: true, ptr: [HOST], status: 'ok' }],
+    dnsbl: [{ list: 'zen.spamhaus.org', address: '192.0.2.25', listed: false }],
+    tls: { notAfter: new Date(Date.now() + 60 * 86_400_000).toISOString(), daysLeft: 60 },
+  }));
+}
+
+before(async () => {
+  ensureFrontEnd();
+  mkdirSync(shots, { recursive: true });
+  t = await startWebmailTestbed();
+  await t.p.directory.setAdmin(ALICE, true);
+  await addAccount(t.p.directory, CAROL);
+  const wm = await t.another({}, {}, dnsCheckStandIn);
+  origin = `https://${HOST}:${wm.port}`;
+});
+after(() => t?.close());
+
+async function logIn(page: Page, account: string): Promise<void> {
+  await page.goto(`${origin}/`);
+  await page.getByLabel('Email address').fill(account);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+}
+
+test(
+  'as admin: add a domain, see its DKIM records; lock an account; the audit log',
+  { timeout: 180_000 },
+  async () => {
+    const browser = await launchBrowser();
+    const errors: string[] = [];
+    try {
+      const page = await browser.context.newPage();
+      page.on('pageerror', (e) => errors.push(e.message));
+      page.on('dialog', (d) => void d.accept());
+      await logIn(page, ALICE);
+      await page.getByRole('button', { name: 'Admin' }).click();
+      await page.getByRole('heading', { name: 'Domains' }).waitFor();
+
+      await page.getByLabel('New domain').fill('shop.test');
+      await page.getByRole('button', { name: 'Add domain' }).click();
+      await page
+        .getByRole('status')
+        .filter({ hasText: /^Added shop\.test with DKIM keys rsa-\d{6} and ed25519-\d{6}$/ })
+        .waitFor();
+      const records = page.getByRole('list', { name: 'DNS records of shop.test' });
+      await records.waitFor();
+      const lines = await records.locator('code').allTextContents();
+      assert.ok(
+        lines.some((l) => /^rsa-\d{6}\._domainkey\.shop\.test\. IN TXT \( "v=DKIM1; k=rsa; p=/.test(l)),
+        lines.join('\n'),
+      );
+      assert.ok(
+        lines.some((l) => /^ed25519-\d{6}\._domainkey\.shop\.test\. IN TXT "v=DKIM1; k=ed25519; p=/.test(l)),
+      );
+      assert.ok(lines.includes(`shop.test. IN MX 10 ${HOST}.`));
+      await page.getByRole('button', { name: 'Copy the dkim:', exact: false }).first().waitFor();
+      await page.screenshot({
+        path: join(shots, 'admin-domains.png'),
+        animations: 'disabled',
+        fullPage: true,
+      });
+
+      // lock carol: IMAP refuses her password from now on
+      assert.equal(await imapLoginAs(t, CAROL, PASSWORD), true);
+      await page.getByRole('link', { name: 'Accounts' }).click();
+      await page.getByRole('button', { name: `Lock ${CAROL}` }).click();
+      await page
+        .getByRole('status')
+        .filter({ hasText: `Locked ${CAROL}` })
+        .waitFor();
+      await page.getByRole('button', { name: `Unlock ${CAROL}` }).waitFor();
+      assert.equal(await imapLoginAs(t, CAROL, PASSWORD), false);
+      await page.screenshot({
+        path: join(shots, 'admin-accounts.png'),
+        animations: 'disabled',
+        fullPage: true,
+      });
+
+      // both actions in the audit log, with who did them
+      await page.getByRole('link', { name: 'Audit log' }).click();
+      const lock = page.getByRole('row').filter({ hasText: 'account.lock' });
+      await lock.waitFor();
+      assert.match((await lock.textContent())!, new RegExp(`${ALICE}.*account\\.lock.*${CAROL}`));
+      await page
+        .getByRole('row')
+        .filter({ hasText: 'domain.add' })
+        .filter({ hasText: 'shop.test' })
+        .waitFor();
+      await page.screenshot({ path: join(shots, 'admin-audit.png'), animations: 'disabled' });
+
+      // the DNS page: what is wrong and missing, with what DNS answers and what to publish
+      await page.getByRole('link', { name: 'DNS check' }).click();
+      const report = page.getByRole('region', { name: /^DNS of / });
+      await report.waitFor();
+      await report.getByText('2 of 3 records need attention').waitFor();
+      const spf = report.locator('.dns-record.wrong');
+      assert.match((await spf.textContent())!, /Wrong.*SPF.*v=spf1 mx -all.*DNS answers.*v=spf1 a mx ~all/);
+      assert.match((await report.locator('.dns-record.missing').textContent())!, /Missing.*DMARC.*nothing/);
+      await page.getByText('Not listed').waitFor();
+      await page.screenshot({ path: join(shots, 'admin-dns.png'), animations: 'disabled', fullPage: true });
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  },
+);
+
+test('a user without the admin role sees no Admin entry', { timeout: 120_000 }, async () => {
+  const browser = await launchBrowser();
+  try {
+    const page = await browser.context.newPage();
+    const account = page.waitForResponse((r) => new URL(r.url()).pathname === '/api/account');
+    await logIn(page, BOB);
+    assert.equal(((await (await account).json()) as { admin: boolean }).admin, false);
+    await page.getByRole('button', { name: 'Account' }).waitFor();
+    assert.equal(await page.getByRole('button', { name: 'Admin' }).count(), 0);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('the console on a phone', { timeout: 120_000 }, async () => {
+  const browser = await launchBrowser({ width: 390, height: 844 });
+  try {
+    const page = await browser.context.newPage();
+    await logIn(page, ALICE);
+    await page.getByRole('button', { name: 'Admin' }).click();
+    await page.getByRole('link', { name: 'Accounts' }).click();
+    await page.getByRole('list', { name: 'Accounts' }).getByText(CAROL, { exact: true }).waitFor();
+    // nothing wider than the screen
+    const width = await page.locator('html').evaluate((html) => html.scrollWidth);
+    assert.ok(width <= 390, `the page is ${width}px wide`);
+    await page.screenshot({ path: join(shots, 'phone-admin-accounts.png'), animations: 'disabled' });
+    await page.getByRole('link', { name: 'DNS check' }).click();
+    await page.getByRole('region', { name: /^DNS of / }).waitFor();
+    await page.screenshot({ path: join(shots, 'phone-admin-dns.png'), animations: 'disabled' });
+  } finally {
+    await browser.close();
+  }
+});
