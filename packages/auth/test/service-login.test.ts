@@ -58,6 +58,11 @@ test('acts for an existing account only, with the secret, from its networks', as
     reason: 'invalid',
   });
   assert.deepEqual(await svc.authorizeAs({ ...req, ip: '198.51.100.1' }), { ok: false, reason: 'invalid' });
+  // nor for a locked account, until it is unlocked
+  await dir.setLocked('alice@example.test', true);
+  assert.deepEqual(await svc.authorizeAs(req), { ok: false, reason: 'invalid' });
+  await dir.setLocked('alice@example.test', false);
+  assert.equal((await svc.authorizeAs(req)).ok, true);
 });
 
 test('guessing the secret locks the service out at that address; outsiders cannot lock it', async () => {

@@ -3,6 +3,10 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
+import { Bus, DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS, outboundDelayQueueSpec } from '@mailyard/bus';
+import { createLogger } from '@mailyard/observability';
+import { DeferredIndex } from '@mailyard/queue-admin';
+import { queueDepth, waitFor } from '@mailyard/testkit';
 import { Directory } from '@mailyard/directory';
 import { addAccount } from '../../../test/harness.js';
 import { imapLogin as imapLoginAs } from './mail-clients.js';
@@ -360,3 +364,71 @@ test('a directory that cannot be read is a 503, never "not an admin"', { timeout
   assert.deepEqual([res.status, res.json.error], [503, 'unavailable']);
   down.disconnect();
 });
+
+test(
+  'a deferred message: listed, shown, retried and deleted, each change audited',
+  { timeout: 60_000 },
+  async () => {
+    // deferred as outbound-relay defers: into a delay queue (the longest, so it stays there), and indexed
+    const bus = new Bus({ url: t.p.env.AMQP_URL!, logger: createLogger('test', 'silent'), name: 'test' });
+    bus.start();
+    await bus.waitConnected(10_000);
+    const delay = DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS.at(-1)!;
+    const defer = async (queueId: string) => {
+      const body = Buffer.from(`From: <ann@example.test>\r\nSubject: waiting ${queueId}\r\n\r\nHello\r\n`);
+      await bus.publishDelayed(delay, body, {
+        v: 1,
+        queueId,
+        mailFrom: 'ann@example.test',
+        recipients: ['full@later.test'],
+        client: { ip: '127.0.0.1', hostname: 'localhost', helo: 'localhost', tls: null, user: null },
+        receivedAt: new Date().toISOString(),
+        attempts: 1,
+        body: '7BIT',
+        smtputf8: false,
+        lastError: '452 4.2.2 Mailbox full',
+      });
+      await new DeferredIndex(t.p.redis.redis).add({
+        queueId,
+        mailFrom: 'ann@example.test',
+        recipients: ['full@later.test'],
+        attempts: 1,
+        lastError: '452 4.2.2 Mailbox full',
+        receivedAt: new Date().toISOString(),
+        nextTry: new Date(Date.now() + delay).toISOString(),
+        queue: outboundDelayQueueSpec(delay).name,
+        size: body.length,
+      });
+    };
+    try {
+      await defer('QDELETE1');
+      await defer('QRETRY01');
+      const queue = outboundDelayQueueSpec(delay).name;
+      await waitFor(async () => (await queueDepth(t.p.vhost.name, queue)) === 2, {
+        what: 'two deferred messages in their delay queue',
+      });
+      const list = await admin.get('/api/admin/queue');
+      assert.deepEqual(list.json.messages.map((m: { queueId: string }) => m.queueId).sort(), [
+        'QDELETE1',
+        'QRETRY01',
+      ]);
+      const shown = await admin.get('/api/admin/queue/QDELETE1');
+      assert.equal(shown.status, 200, shown.text);
+      assert.match(shown.json.headers, /^Subject: waiting QDELETE1$/m);
+      assert.equal((await admin.req('DELETE', '/api/admin/queue/QDELETE1')).status, 200);
+      const retried = await admin.post('/api/admin/queue/QRETRY01/retry');
+      assert.deepEqual([retried.status, retried.json.retried], [200, 1]);
+      assert.deepEqual((await admin.get('/api/admin/queue')).json.messages, []);
+      const audit = (await admin.get('/api/admin/audit?limit=2')).json.entries;
+      assert.deepEqual(
+        audit.map((e: { actor: string; action: string; target: string }) => [e.actor, e.action, e.target]),
+        [
+          [ALICE, 'queue.retry', 'QRETRY01'],
+          [ALICE, 'queue.delete', 'QDELETE1'],
+        ],
+      );
+    } finally {
+      await bus.stop();
+    }
+  },
+);
