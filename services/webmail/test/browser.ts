@@ -26,6 +26,7 @@ export function ensureFrontEnd(): void {
   const sources = Math.max(
     newest(join(serviceDir, 'web')),
     statSync(join(serviceDir, 'src', 'api-types.ts')).mtimeMs,
+    statSync(join(serviceDir, 'src', 'admin-api-types.ts')).mtimeMs,
   );
   if (existsSync(index) && statSync(index).mtimeMs >= sources) return;
   const res = spawnSync(
