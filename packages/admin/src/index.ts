@@ -3,3 +3,4 @@ export * from './audit.js';
 export * from './errors.js';
 export * from './operations.js';
 export * from './dns-records.js';
+export * from './dns-check.js';

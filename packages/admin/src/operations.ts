@@ -19,7 +19,9 @@ import {
   requireLocalDomain,
 } from './addresses.js';
 import { AuditLog, type AuditEntry } from './audit.js';
-import { requiredRecords, type RequiredRecord } from './dns-records.js';
+import { PolicyRules } from '@mailyard/policy-rules';
+import type { DnsChecker, DomainReport, ServerReport } from './dns-check.js';
+import { requiredRecords, type ClientEndpoints, type RequiredRecord } from './dns-records.js';
 import { OperationError } from './errors.js';
 
 /** Default selector: the algorithm and the month, so a rotation gets a fresh name (`rsa-202611`). */
@@ -102,15 +104,39 @@ export class Operations {
     return { domain, dkim: (await this.dkim.list(domain)).map(view) };
   }
 
-  /** The DNS records a local domain needs, with `hostname` (MYHOSTNAME) as its mail server. */
-  async domainRecords(name: string, hostname: string): Promise<RequiredRecord[]> {
+  /**
+   * The DNS records a local domain needs, with `hostname` (MYHOSTNAME) as its mail server:
+   * one DKIM record per stored key, since during a rotation both selectors stay published.
+   */
+  async domainRecords(name: string, hostname: string, client?: ClientEndpoints): Promise<RequiredRecord[]> {
     const d = await requireLocalDomain(this.directory, name);
-    const keys = await this.dkim.signingKeys(d);
-    return requiredRecords(
-      d,
-      hostname,
-      keys.map((k) => ({ ...dnsRecord(k.domain, k.selector, k), selector: k.selector })),
-    );
+    return requiredRecords(d, hostname, await this.dkimRecords(d), client);
+  }
+
+  private async dkimRecords(domain: string) {
+    const keys = await this.dkim.list(domain);
+    return keys.map((k) => ({ ...dnsRecord(k.domain, k.selector, k), selector: k.selector }));
+  }
+
+  /** The DNS check of one local domain: every record it needs against what DNS answers now. */
+  async checkDomainDns(name: string, checker: DnsChecker): Promise<DomainReport> {
+    const d = await requireLocalDomain(this.directory, name);
+    return checker.checkDomain(d, await this.dkimRecords(d));
+  }
+
+  /** The server's identity check, against the DNSBLs the policy rules use (reject_rbl_client). */
+  async checkServerDns(checker: DnsChecker): Promise<ServerReport> {
+    return checker.checkServer(await this.dnsblZones());
+  }
+
+  /** The zones of every reject_rbl_client entry in the policy rules, once each. */
+  async dnsblZones(): Promise<string[]> {
+    const { rules } = await new PolicyRules(this.redis, '').load();
+    const zones = new Set<string>();
+    for (const list of Object.values(rules))
+      for (const r of list)
+        if (r.name === 'reject_rbl_client') zones.add(r.value[0].zone.toLowerCase().replace(/\.$/, ''));
+    return [...zones].sort();
   }
 
   listDomains(): Promise<string[]> {

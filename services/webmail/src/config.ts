@@ -2,12 +2,14 @@ import { z } from 'zod';
 import {
   bool,
   cidrList,
+  clientEndpointsSchema,
   commonSchema,
   duration,
   hostPortList,
   messageSizeSchema,
   port,
   positiveInt,
+  sendingAddressSchema,
   serviceLoginSchema,
   tlsFilesSchema,
 } from '@mailyard/config';
@@ -54,6 +56,10 @@ export const webmailSchema = z.object({
   ...messageSizeSchema,
   /** Reverse proxies whose X-Forwarded-For names the client (for the lockout and rate limit); empty: none. */
   trusted_proxies: cidrList([]),
+  /** Where mail clients connect: the autoconfig and autodiscover answers, and the SRV records the admin console checks. */
+  ...clientEndpointsSchema,
+  /** The addresses mail leaves from, for the admin console's forward and reverse DNS check. */
+  ...sendingAddressSchema,
   /** Directory with the built front end (index.html, assets/); default: dist/public beside the service. */
   webmail_assets_dir: z.string().optional(),
 });
