@@ -2,9 +2,14 @@ import { readFile } from 'node:fs/promises';
 import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { spf as spfCheck } from 'mailauth';
-import { isNotFound, reverseName, type MailResolver } from '@mailyard/dns';
+import { createResolver, isNotFound, reverseName, type MailResolver } from '@mailyard/dns';
 import type { DkimDnsRecord } from '@mailyard/dkim';
-import { requiredRecords, type ClientEndpoints, type RequiredRecord } from './dns-records.js';
+import {
+  clientEndpointsOf,
+  requiredRecords,
+  type ClientEndpoints,
+  type RequiredRecord,
+} from './dns-records.js';
 
 /**
  * What a check found: `ok`, `wrong` (published, but not what the server needs), `missing`
@@ -451,4 +456,33 @@ export function serverStatuses(r: ServerReport): (CheckStatus | 'listed')[] {
   for (const l of r.dnsbl) out.push(l.listed ? 'listed' : l.checked ? 'ok' : 'unchecked');
   if (r.tls.daysLeft !== null) out.push(r.tls.daysLeft < 0 ? 'wrong' : 'ok');
   return out;
+}
+
+/** The settings the checks read, as the services' and the CLI's configs carry them. */
+export interface DnsCheckConfig {
+  myhostname: string;
+  dns_servers: string[];
+  smtp_bind_address: string;
+  smtp_bind_address6: string;
+  tls_cert_file?: string | undefined;
+  client_hostname?: string | undefined;
+  client_imap_port: number;
+  client_imaps_port: number;
+  client_pop3s_port: number;
+  client_submission_port: number;
+  client_submissions_port: number;
+}
+
+/**
+ * The checker of a config, on a resolver of its own without a cache: a record the
+ * administrator has just fixed is seen on the next check, not after its TTL.
+ */
+export function dnsCheckerFromConfig(config: DnsCheckConfig, opts: { now?: () => number } = {}): DnsChecker {
+  return new DnsChecker(createResolver({ servers: config.dns_servers, cache: false }), {
+    hostname: config.myhostname,
+    client: clientEndpointsOf(config),
+    sendingAddresses: [config.smtp_bind_address, config.smtp_bind_address6].filter(Boolean),
+    tlsCertFile: config.tls_cert_file,
+    ...opts,
+  });
 }
