@@ -30,6 +30,7 @@ import { ImapPool } from './imap-pool.js';
 import { createMetrics } from './metrics.js';
 import { MailNotifier } from './notifier.js';
 import { registerAccountRoutes } from './routes-account.js';
+import { registerAdminDnsRoutes } from './routes-admin-dns.js';
 import { registerAuthRoutes } from './routes-auth.js';
 import { registerComposeRoutes } from './routes-compose.js';
 import { registerEventRoutes } from './routes-events.js';
@@ -242,6 +243,7 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
   registerComposeRoutes(app, ctx);
   registerEventRoutes(app, ctx);
   registerAccountRoutes(app, ctx);
+  registerAdminDnsRoutes(app, ctx);
 
   const assets = config.webmail_assets_dir ?? defaultAssetsDir();
   if (existsSync(join(assets, 'index.html'))) {
