@@ -31,6 +31,7 @@ import { createMetrics } from './metrics.js';
 import { MailNotifier } from './notifier.js';
 import { registerAccountRoutes } from './routes-account.js';
 import { registerAdminDnsRoutes } from './routes-admin-dns.js';
+import { registerAutoconfigRoutes } from './autoconfig.js';
 import { registerAuthRoutes } from './routes-auth.js';
 import { registerComposeRoutes } from './routes-compose.js';
 import { registerEventRoutes } from './routes-events.js';
@@ -244,6 +245,7 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
   registerEventRoutes(app, ctx);
   registerAccountRoutes(app, ctx);
   registerAdminDnsRoutes(app, ctx);
+  registerAutoconfigRoutes(app, ctx);
 
   const assets = config.webmail_assets_dir ?? defaultAssetsDir();
   if (existsSync(join(assets, 'index.html'))) {
