@@ -58,6 +58,12 @@ export const webmailSchema = z.object({
   trusted_proxies: cidrList([]),
   /** Where mail clients connect: the autoconfig and autodiscover answers, and the SRV records the admin console checks. */
   ...clientEndpointsSchema,
+  /**
+   * The MTA-STS policy served for each local domain on mta-sts.<domain> (RFC 8461):
+   * testing (senders report failures but deliver) until the certificate is one every
+   * sender trusts, then enforce. Publish a new id in `_mta-sts.<domain>` after a change.
+   */
+  mta_sts_mode: z.enum(['testing', 'enforce', 'none']).default('testing'),
   /** The addresses mail leaves from, for the admin console's forward and reverse DNS check. */
   ...sendingAddressSchema,
   /** Directory with the built front end (index.html, assets/); default: dist/public beside the service. */

@@ -32,6 +32,7 @@ import { MailNotifier } from './notifier.js';
 import { registerAccountRoutes } from './routes-account.js';
 import { registerAdminDnsRoutes } from './routes-admin-dns.js';
 import { registerAutoconfigRoutes } from './autoconfig.js';
+import { registerMtaStsRoutes } from './mta-sts.js';
 import { registerAuthRoutes } from './routes-auth.js';
 import { registerComposeRoutes } from './routes-compose.js';
 import { registerEventRoutes } from './routes-events.js';
@@ -246,6 +247,7 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
   registerAccountRoutes(app, ctx);
   registerAdminDnsRoutes(app, ctx);
   registerAutoconfigRoutes(app, ctx);
+  registerMtaStsRoutes(app, ctx);
 
   const assets = config.webmail_assets_dir ?? defaultAssetsDir();
   if (existsSync(join(assets, 'index.html'))) {

@@ -1,11 +1,15 @@
 // Mail clients configuring themselves: Thunderbird's autoconfig and Outlook's
-// autodiscover, fetched with curl as the clients do (by the name they would ask, through
+// autodiscover; other servers finding our MTA-STS policy. The client files are
+// fetched with curl as the clients do (by the name they would ask, through
 // the webmail's HTTPS port), the XML read by a real XML parser (Python's ElementTree).
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { selfSignedCertificate } from '@mailyard/config';
+import { createResolver } from '@mailyard/dns';
+import { httpsPolicyFetcher, parsePolicy } from '@mailyard/service-outbound-relay';
 import { tempDir } from '@mailyard/testkit';
 import { HOST, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 import { WebClient } from './web-client.js';
@@ -205,4 +209,27 @@ test('autodiscover v1.0 JSON points Outlook at the XML endpoint', { timeout: 60_
     '/autodiscover/autodiscover.json/v1.0/eve@elsewhere.example?Protocol=AutodiscoverV1',
   );
   assert.equal(other.status, 404);
+});
+
+test('the MTA-STS policy, fetched as our own outbound relay fetches one', { timeout: 60_000 }, async () => {
+  // a webmail whose certificate names mta-sts.example.test, as the CNAME makes it
+  const pair = selfSignedCertificate('mta-sts.example.test');
+  writeFileSync(join(tmp.path, 'sts.pem'), pair.cert);
+  writeFileSync(join(tmp.path, 'sts.key'), pair.key);
+  const sts = await t.another({
+    tls_cert_file: join(tmp.path, 'sts.pem'),
+    tls_key_file: join(tmp.path, 'sts.key'),
+    mta_sts_mode: 'enforce',
+  });
+  t.p.dns.set('mta-sts.example.test', { A: ['127.0.0.1'] });
+  const fetch = httpsPolicyFetcher({
+    resolver: createResolver({ servers: [t.p.env.DNS_SERVERS!], cache: false }),
+    ca: pair.cert,
+    port: sts.port,
+  });
+  const policy = parsePolicy(await fetch('example.test'));
+  assert.deepEqual(policy, { mode: 'enforce', mx: [HOST], maxAge: 604_800 });
+  // a name that is not one of ours
+  assert.equal((await curl('mta-sts.elsewhere.example', '/.well-known/mta-sts.txt')).status, 404);
+  assert.equal((await curl('example.test', '/.well-known/mta-sts.txt')).status, 404);
 });
