@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { Operations, dnsCheckerFromConfig, type DnsChecker } from '@mailyard/admin';
 import { DirectoryError } from '@mailyard/directory';
+import type { DnsDomainReport, DnsServerReport } from './api-types.js';
 import { adminOf, parse, type Ctx } from './context.js';
 import { ApiError, errors } from './errors.js';
 
@@ -38,7 +39,7 @@ export function registerAdminDnsRoutes(
     }
   };
 
-  app.get('/api/admin/dns/domains/:domain', async (req) => {
+  app.get('/api/admin/dns/domains/:domain', async (req): Promise<DnsDomainReport> => {
     const admin = await adminOf(req, ctx);
     const { domain } = parse(domainParam, req.params);
     const report = await run(() => opsFor(admin.account).checkDomainDns(domain, checker));
@@ -51,7 +52,7 @@ export function registerAdminDnsRoutes(
     return report;
   });
 
-  app.get('/api/admin/dns/server', async (req) => {
+  app.get('/api/admin/dns/server', async (req): Promise<DnsServerReport> => {
     const admin = await adminOf(req, ctx);
     return run(() => opsFor(admin.account).checkServerDns(checker));
   });
