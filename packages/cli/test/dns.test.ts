@@ -1,8 +1,17 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { Operations } from '@mailyard/admin';
-import { REDIS_URL, publishRecords, startDnsServer, type TestDnsServer, type Zone } from '@mailyard/testkit';
+import {
+  REDIS_URL,
+  publishRecords,
+  startDnsServer,
+  tempDir,
+  type TestDnsServer,
+  type Zone,
+} from '@mailyard/testkit';
 import { cliHarness } from './harness.js';
 
 // `mailyard dns check` against a real DNS server on loopback.
@@ -105,3 +114,26 @@ test('dns check of an unknown domain is one sentence, exit 1', { timeout: 30_000
     stderr: 'mailyard: domain nope.test is not a local domain (add it with: mailyard domain add nope.test)\n',
   });
 });
+
+test(
+  'dns check: a certificate expiring within a fortnight fails the check',
+  { timeout: 30_000 },
+  async (t) => {
+    const cli = cliHarness(t);
+    const dir = tempDir();
+    t.after(() => dir.cleanup());
+    const cert = join(dir.path, 'cert.pem');
+    const r0 = spawnSync(
+      'openssl',
+      ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '5'].concat(
+        ['-subj', `/CN=${HOST}`, '-keyout', join(dir.path, 'key.pem'), '-out', cert],
+      ),
+      { encoding: 'utf8' },
+    );
+    assert.equal(r0.status, 0, r0.stderr);
+    const r = await cli.run(['dns', 'check'], { env: { ...envOf(cli.prefix), TLS_CERT_FILE: cert } });
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /^ {2}EXPIRING {2}certificate valid until \S+ \([45] days left\)$/m);
+    assert.equal(r.stderr, 'mailyard: 1 check fails: publish the records shown, fix what is marked\n');
+  },
+);

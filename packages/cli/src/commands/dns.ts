@@ -74,7 +74,9 @@ export function registerDnsCommands(program: Command, ctx: CommandContext): void
         const server = await ops.checkServerDns(checker);
         printServer(ctx, server);
         statuses.push(...serverStatuses(server));
-        if (server.tls.daysLeft !== null && server.tls.daysLeft < 14) statuses.push('wrong');
+        // expiring within the alert rules' fortnight is worth failing for (expired is counted already)
+        const days = server.tls.daysLeft;
+        if (days !== null && days >= 0 && days < 14) statuses.push('wrong');
         const problems = statuses.filter((s) => s === 'wrong' || s === 'missing' || s === 'listed').length;
         const unchecked = statuses.filter((s) => s === 'unchecked').length;
         switch (verdictOf(statuses)) {
