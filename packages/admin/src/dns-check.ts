@@ -97,7 +97,11 @@ async function look<T>(p: Promise<T>): Promise<Lookup<T>> {
 
 const bare = (name: string) => name.toLowerCase().replace(/\.$/, '');
 const sameName = (a: string, b: string) => bare(a) === bare(b);
-const plainIp = (ip: string) => ip.replace(/^::ffff:/i, '').toLowerCase();
+/** An address as resolvers print it (IPv4-mapped as IPv4, IPv6 compressed, RFC 5952), for comparing. */
+const plainIp = (ip: string) => {
+  const a = ip.replace(/^::ffff:(?=\d+\.)/i, '');
+  return isIP(a) === 6 ? new URL(`http://[${a}]/`).hostname.slice(1, -1) : a;
+};
 const unchecked = (error: string) => ({ status: 'unchecked' as const, detail: `could not check: ${error}` });
 
 /** `tag=value` pairs of a DKIM, DMARC, MTA-STS or TLS-RPT record (RFC 6376 §3.2). */

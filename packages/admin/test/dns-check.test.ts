@@ -13,6 +13,7 @@ import {
   type TestDnsServer,
   type TestRedis,
   publishRecords as publish,
+  reverseName,
   type Zone,
 } from '@mailyard/testkit';
 import { DnsChecker, Operations, standardClientEndpoints, type DomainReport } from '../src/index.js';
@@ -48,6 +49,8 @@ before(async () => {
     '25.0.0.127.in-addr.arpa': { PTR: [HOST] },
     '26.0.0.127.in-addr.arpa': { PTR: ['host-26.isp.example'] },
     '28.0.0.127.in-addr.arpa': { SERVFAIL: true },
+    'v6.example.test': { AAAA: ['2001:db8::25'] },
+    [reverseName('2001:db8::25')]: { PTR: ['v6.example.test'] },
     // 127.0.0.26 is listed; 127.0.0.25 is not
     '26.0.0.127.dnsbl.test': { A: ['127.0.0.2'] },
     'broken.test': { SERVFAIL: true },
@@ -231,4 +234,17 @@ describe('the server', { timeout: 30_000 }, () => {
     assert.deepEqual(r.addresses, []);
     assert.equal(r.detail, 'lost.example.test has no A or AAAA record, and no SMTP_BIND_ADDRESS is set');
   });
+});
+
+test('IPv6 sending addresses are compared in their canonical form', { timeout: 30_000 }, async () => {
+  const v6 = new DnsChecker(createResolver({ servers: [dns.address], cache: false }), {
+    ...checker.settings,
+    hostname: 'v6.example.test',
+    sendingAddresses: ['2001:DB8:0:0::25'],
+  });
+  const r = await ops.checkServerDns(v6);
+  assert.deepEqual(
+    r.addresses.map((a) => [a.address, a.forward, a.ptr, a.status]),
+    [['2001:db8::25', true, ['v6.example.test'], 'ok']],
+  );
 });
