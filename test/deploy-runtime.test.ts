@@ -169,9 +169,6 @@ function metricNames(expr: string): { names: string[]; patterns: string[] } {
   return { names: [...names], patterns };
 }
 
-/** The DNS, blocklist and certificate checks of the admin console export these; until they do, the rules wait. */
-const FUTURE = /tls_cert_expiry_seconds|dnsbl_listed|dns_check_ok/;
-
 describe('dashboards and alerts name only exported metrics', () => {
   // Exported by RabbitMQ's Prometheus plugin and by Prometheus itself, not by our services.
   const external = (name: string) => /^rabbitmq_/.test(name) || name === 'up';
@@ -251,7 +248,7 @@ describe('dashboards and alerts name only exported metrics', () => {
     assert.equal(res.status, 0, res.stdout + res.stderr);
   });
 
-  test('every alert rule, except the identity checks still to come', () => {
+  test('every alert rule', () => {
     const rules = (
       parseYaml(read('deploy/prometheus/alerts.yml')) as {
         groups: { rules: { alert: string; expr: string }[] }[];
@@ -263,7 +260,6 @@ describe('dashboards and alerts name only exported metrics', () => {
       for (const n of names)
         assert.ok(exported.has(n) || external(n), `${r.alert}: ${n} is exported by no service`);
       for (const p of patterns) {
-        if (FUTURE.test(p)) continue;
         const re = new RegExp(`^(?:${p})$`);
         assert.ok(
           [...exported.keys()].some((n) => re.test(n)),

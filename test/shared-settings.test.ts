@@ -8,7 +8,9 @@ import {
   mailStoreSchema,
   messageSizeSchema,
   quotaSchema,
+  clientEndpointsSchema,
   relaySchema,
+  sendingAddressSchema,
   tlsFilesSchema,
 } from '@mailyard/config';
 import { deliverySchema } from '@mailyard/service-delivery';
@@ -40,6 +42,8 @@ const shared = {
   ...tlsFilesSchema,
   ...messageSizeSchema,
   ...loginSchema,
+  ...sendingAddressSchema,
+  ...clientEndpointsSchema,
 };
 const needs: Record<keyof typeof shared, Service[]> = {
   recipient_delimiter: ['mta-inbound', 'msa', 'delivery'],
@@ -48,10 +52,18 @@ const needs: Record<keyof typeof shared, Service[]> = {
   directory_cache_ttl: ['mta-inbound', 'delivery'],
   mynetworks: ['mta-inbound', 'policy'],
   relay_domains: ['mta-inbound', 'policy'],
-  tls_cert_file: ['mta-inbound', 'msa', 'retrieval', 'webmail'],
-  tls_key_file: ['mta-inbound', 'msa', 'retrieval', 'webmail'],
+  tls_cert_file: ['mta-inbound', 'msa', 'retrieval', 'webmail', 'policy'],
+  tls_key_file: ['mta-inbound', 'msa', 'retrieval', 'webmail', 'policy'],
   message_size_limit: ['mta-inbound', 'msa', 'retrieval', 'webmail'],
   login_timeout: ['msa', 'retrieval'],
+  smtp_bind_address: ['outbound-relay', 'policy', 'webmail'],
+  smtp_bind_address6: ['outbound-relay', 'policy', 'webmail'],
+  client_hostname: ['policy', 'webmail'],
+  client_imap_port: ['policy', 'webmail'],
+  client_imaps_port: ['policy', 'webmail'],
+  client_pop3s_port: ['policy', 'webmail'],
+  client_submission_port: ['policy', 'webmail'],
+  client_submissions_port: ['policy', 'webmail'],
 };
 /** Keys two services declare apart on purpose, and why. */
 const apart: Record<string, string> = {
@@ -69,6 +81,14 @@ const values: Record<keyof typeof shared, [string, unknown]> = {
   tls_key_file: ['/etc/mailyard/key.pem', '/etc/mailyard/key.pem'],
   message_size_limit: ['10M', 10 * 1024 ** 2],
   login_timeout: ['1m', 60_000],
+  smtp_bind_address: ['192.0.2.25', '192.0.2.25'],
+  smtp_bind_address6: ['2001:db8::25', '2001:db8::25'],
+  client_hostname: ['imap.example.org', 'imap.example.org'],
+  client_imap_port: ['1143', 1143],
+  client_imaps_port: ['1993', 1993],
+  client_pop3s_port: ['1995', 1995],
+  client_submission_port: ['1587', 1587],
+  client_submissions_port: ['1465', 1465],
 };
 
 test('every service that has a shared setting takes it from the one declaration', { timeout: 10_000 }, () => {

@@ -6,3 +6,4 @@ export * from './dns-records.js';
 export * from './policy.js';
 export * from './queue.js';
 export * from './quota.js';
+export * from './dns-check.js';

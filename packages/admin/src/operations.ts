@@ -21,7 +21,9 @@ import {
 import { Quotas } from '@mailyard/mailstore';
 import type { QueueAdminDeps } from '@mailyard/queue-admin';
 import { AuditLog, type AuditEntry } from './audit.js';
-import { requiredRecords, type RequiredRecord } from './dns-records.js';
+import { PolicyRules } from '@mailyard/policy-rules';
+import type { DnsChecker, DomainReport, ServerReport } from './dns-check.js';
+import { requiredRecords, type ClientEndpoints, type RequiredRecord } from './dns-records.js';
 import { OperationError } from './errors.js';
 import { AuditedPolicyRules } from './policy.js';
 import { QueueOperations } from './queue.js';
@@ -132,16 +134,37 @@ export class Operations {
 
   /**
    * The DNS records a local domain needs, with `hostname` (MYHOSTNAME) as its mail server:
-   * one DKIM record per stored key, so during a rotation both selectors are published.
+   * one DKIM record per stored key, since during a rotation both selectors stay published.
    */
-  async domainRecords(name: string, hostname: string): Promise<RequiredRecord[]> {
+  async domainRecords(name: string, hostname: string, client?: ClientEndpoints): Promise<RequiredRecord[]> {
     const d = await requireLocalDomain(this.directory, name);
-    const keys = await this.dkim.list(d);
-    return requiredRecords(
-      d,
-      hostname,
-      keys.map((k) => ({ ...dnsRecord(k.domain, k.selector, k), selector: k.selector })),
-    );
+    return requiredRecords(d, hostname, await this.dkimRecords(d), client);
+  }
+
+  private async dkimRecords(domain: string) {
+    const keys = await this.dkim.list(domain);
+    return keys.map((k) => ({ ...dnsRecord(k.domain, k.selector, k), selector: k.selector }));
+  }
+
+  /** The DNS check of one local domain: every record it needs against what DNS answers now. */
+  async checkDomainDns(name: string, checker: DnsChecker): Promise<DomainReport> {
+    const d = await requireLocalDomain(this.directory, name);
+    return checker.checkDomain(d, await this.dkimRecords(d));
+  }
+
+  /** The server's identity check, against the DNSBLs the policy rules use (reject_rbl_client). */
+  async checkServerDns(checker: DnsChecker): Promise<ServerReport> {
+    return checker.checkServer(await this.dnsblZones());
+  }
+
+  /** The zones of every reject_rbl_client entry in the policy rules, once each. */
+  async dnsblZones(): Promise<string[]> {
+    const { rules } = await new PolicyRules(this.redis, '').load();
+    const zones = new Set<string>();
+    for (const list of Object.values(rules))
+      for (const r of list)
+        if (r.name === 'reject_rbl_client') zones.add(r.value[0].zone.toLowerCase().replace(/\.$/, ''));
+    return [...zones].sort();
   }
 
   listDomains(): Promise<string[]> {

@@ -4,7 +4,14 @@ import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { redactUrl } from '@mailyard/bus';
 import { OperationError, Operations } from '@mailyard/admin';
-import { ConfigError, commonSchema, loadConfig } from '@mailyard/config';
+import {
+  ConfigError,
+  clientEndpointsSchema,
+  commonSchema,
+  loadConfig,
+  sendingAddressSchema,
+  tlsFilesSchema,
+} from '@mailyard/config';
 import { Directory, DirectoryError } from '@mailyard/directory';
 import { CliError, ExitCode } from './errors.js';
 
@@ -23,6 +30,12 @@ export const cliConfigSchema = z.object({
   redis_prefix: commonSchema.redis_prefix,
   /** The mail server's name, for the DNS records `domain add` prints. */
   myhostname: commonSchema.myhostname,
+  /** `dns check`: the resolvers to ask (default: the system's). */
+  dns_servers: commonSchema.dns_servers,
+  /** `dns check`: the addresses mail leaves from, the client ports, the certificate. */
+  ...sendingAddressSchema,
+  ...clientEndpointsSchema,
+  tls_cert_file: tlsFilesSchema.tls_cert_file,
 });
 export type CliConfig = z.infer<typeof cliConfigSchema>;
 

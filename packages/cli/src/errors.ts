@@ -6,6 +6,8 @@ export const ExitCode = {
   ok: 0,
   /** The command was understood but could not be carried out (unknown domain, Redis down...). */
   failure: 1,
+  /** `dns check`: nothing is wrong, but the resolver failed for something (EX_TEMPFAIL): try again. */
+  tempfail: 75,
   /** The command line itself was wrong: unknown command or option, missing argument. */
   usage: 2,
   /** The configuration (environment or MAILYARD_CONFIG file) is invalid; as the services (EX_CONFIG). */

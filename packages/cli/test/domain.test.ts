@@ -98,6 +98,6 @@ test('domain add makes RSA and Ed25519 DKIM keys and prints every record to publ
     /with DKIM keys rsa-\d{6} and ed25519-\d{6}\n/,
   );
   assert.equal(await cli.ok(['dkim', 'list', 'example.org']), keys);
-  assert.equal((await cli.ok(['domain', 'records', 'example.org'])).split('\n').filter(Boolean).length, 10);
+  assert.equal((await cli.ok(['domain', 'records', 'example.org'])).split('\n').filter(Boolean).length, 15);
   assert.equal((await cli.run(['domain', 'records', 'nope.test'])).code, 1);
 });

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { bytes, bytesOrUnlimited, cidrList, duration, positiveDuration, stringList } from './fields.js';
+import { bytes, bytesOrUnlimited, cidrList, duration, port, positiveDuration, stringList } from './fields.js';
 
 // Settings that several services must agree on, each declared once. A service schema
 // spreads the fragment it needs, so the key, its environment variable, its default
@@ -77,4 +77,36 @@ export const loginSchema = {
    * POP3 -ERR.
    */
   login_timeout: positiveDuration('3m'),
+};
+
+/**
+ * The addresses mail leaves from (outbound-relay binds to them); the DNS checks (policy,
+ * webmail, `mailyard dns check`) ask that MYHOSTNAME resolves to each and that each one's
+ * PTR names MYHOSTNAME, since receivers judge us by exactly these.
+ */
+export const sendingAddressSchema = {
+  /** Local IPv4 source address for outbound connections (Postfix: smtp_bind_address); empty: the system picks. */
+  smtp_bind_address: z.string().default(''),
+  /** The same for IPv6 (Postfix: smtp_bind_address6). */
+  smtp_bind_address6: z.string().default(''),
+};
+
+/**
+ * Where mail clients connect, as the autoconfig and autodiscover answers (webmail) and the
+ * SRV records to publish (RFC 6186, RFC 8314) tell them: one value for both, so the DNS
+ * check (policy, webmail, CLI) expects what the autoconfig answers.
+ */
+export const clientEndpointsSchema = {
+  /** Host name clients connect to for IMAP, POP3 and submission (default: MYHOSTNAME). */
+  client_hostname: z.string().optional(),
+  /** IMAP with STARTTLS, as published (retrieval's IMAP_PORT behind any port mapping). */
+  client_imap_port: port(143),
+  /** IMAP over implicit TLS (RFC 8314), as published. */
+  client_imaps_port: port(993),
+  /** POP3 over implicit TLS, as published. */
+  client_pop3s_port: port(995),
+  /** Submission with STARTTLS, as published. */
+  client_submission_port: port(587),
+  /** Submission over implicit TLS (RFC 8314), as published. */
+  client_submissions_port: port(465),
 };

@@ -9,6 +9,8 @@ export interface ZoneRecords {
   TXT?: string[];
   PTR?: string[];
   CNAME?: string;
+  /** Service records (RFC 2782), e.g. `_imaps._tcp.example.org`. */
+  SRV?: { priority: number; weight: number; port: number; target: string }[];
   /** Answer this name with SERVFAIL (a broken authoritative server). */
   SERVFAIL?: boolean;
   /** Never answer queries for this name (a dead server: the client times out). */
@@ -28,6 +30,41 @@ export function reverseName(ip: string): string {
     return [...hex].reverse().join('.') + '.ip6.arpa';
   }
   return ip.split('.').reverse().join('.') + '.in-addr.arpa';
+}
+
+/**
+ * Adds records given as `mailyard domain records` prints them (name, type, value as a
+ * resolver returns it: `10 mx.example.` for MX, `0 1 993 host.` for SRV) to a zone.
+ */
+export function publishRecords(
+  zone: Zone,
+  records: readonly { name: string; type: 'MX' | 'TXT' | 'CNAME' | 'SRV'; value: string }[],
+): Zone {
+  const host = (n: string) => n.replace(/\.$/, '');
+  for (const r of records) {
+    const z: ZoneRecords = (zone[r.name] ??= {});
+    const parts = r.value.split(' ');
+    switch (r.type) {
+      case 'MX':
+        (z.MX ??= []).push({ priority: Number(parts[0]), exchange: host(parts[1]!) });
+        break;
+      case 'TXT':
+        (z.TXT ??= []).push(r.value);
+        break;
+      case 'CNAME':
+        z.CNAME = host(r.value);
+        break;
+      case 'SRV':
+        (z.SRV ??= []).push({
+          priority: Number(parts[0]),
+          weight: Number(parts[1]),
+          port: Number(parts[2]),
+          target: host(parts[3]!),
+        });
+        break;
+    }
+  }
+  return zone;
 }
 
 export interface TestDnsServer {
@@ -132,6 +169,9 @@ export async function startDnsServer(zone: Zone = {}, opts: DnsServerOptions = {
         break;
       case 'PTR':
         for (const p of rec.PTR ?? []) answers.push({ type: 'PTR', name: question.name, ttl, data: p });
+        break;
+      case 'SRV':
+        for (const s of rec.SRV ?? []) answers.push({ type: 'SRV', name: question.name, ttl, data: s });
         break;
       default:
         break;

@@ -7,6 +7,7 @@ import {
   nonNegativeInt,
   port,
   positiveInt,
+  sendingAddressSchema,
   stringList,
 } from '@mailyard/config';
 import { MailMessages } from '@mailyard/contracts';
@@ -95,8 +96,7 @@ export const outboundRelaySchema = z.object({
   mta_sts_ignore_domains: stringList([]),
   /** Failed processing attempts (broker/Redis trouble, not SMTP errors) before a message is dead-lettered (catalogue default). */
   outbound_max_attempts: positiveInt(MailMessages.outbound.failure.maxAttempts),
-  /** Local source address for outbound connections (Postfix: smtp_bind_address); empty: the system picks. */
-  smtp_bind_address: z.string().default(''),
-  smtp_bind_address6: z.string().default(''),
+  /** Local source addresses for outbound connections (Postfix: smtp_bind_address, smtp_bind_address6). */
+  ...sendingAddressSchema,
 });
 export type OutboundRelayConfig = z.infer<typeof outboundRelaySchema>;

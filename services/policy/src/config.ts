@@ -1,5 +1,16 @@
 import { z } from 'zod';
-import { bool, commonSchema, duration, port, positiveInt, relaySchema, stringList } from '@mailyard/config';
+import {
+  bool,
+  clientEndpointsSchema,
+  commonSchema,
+  duration,
+  port,
+  positiveInt,
+  relaySchema,
+  sendingAddressSchema,
+  stringList,
+  tlsFilesSchema,
+} from '@mailyard/config';
 
 /** A URL with one of `protocols`, or empty for "not used". */
 const optionalUrl = (protocols: string[]) =>
@@ -59,5 +70,18 @@ export const policySchema = z.object({
   /** Postfix policy delegation protocol (check_policy_service inet:host:port). */
   policy_delegation_enabled: bool(true),
   policy_delegation_port: port(10040),
+  /**
+   * How often the DNS and deliverability checks run (records of every local domain, the
+   * server's forward and reverse DNS, blocklists, certificate expiry), exported as
+   * metrics for the alert rules; each run is moved by up to a tenth of this at random so
+   * instances do not ask at once. 0: never.
+   */
+  dns_check_interval: duration('5m'),
+  /** The addresses the checks expect MYHOSTNAME to resolve to (outbound-relay's source addresses). */
+  ...sendingAddressSchema,
+  /** The client ports the checks expect in the SRV records (as the webmail's autoconfig gives them). */
+  ...clientEndpointsSchema,
+  /** The certificate whose expiry the checks export (the same file as the listeners'). */
+  ...tlsFilesSchema,
 });
 export type PolicyConfig = z.infer<typeof policySchema>;

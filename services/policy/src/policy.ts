@@ -16,6 +16,7 @@ import { PolicyKeys, PolicyRules, type ExplainRecord, type RuleSet } from '@mail
 import type { PolicyConfig } from './config.js';
 import { startDelegationServer } from './delegation.js';
 import { measuredResolver } from './dns-checks.js';
+import { createDnsMonitor } from './dns-monitor.js';
 import { createEngine } from './engine.js';
 import { createMetrics } from './metrics.js';
 import { rspamdLearn } from './rspamd.js';
@@ -62,6 +63,7 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
     rules: () => rules!,
     now: deps.now ?? Date.now,
   });
+  const dnsMonitor = createDnsMonitor(config, { redis, registry: deps.registry, logger, now: deps.now });
   let sub: Redis | null = null;
   let delegation: { port: number; close(): Promise<void> } | null = null;
 
@@ -196,12 +198,14 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
           },
         });
       }
+      dnsMonitor.start();
       logger.info(
         { delegationPort: delegation?.port ?? null, rulesVersion: version },
         'policy service started',
       );
     },
     async stop() {
+      dnsMonitor.stop();
       await delegation?.close();
       delegation = null;
       await bus.stop();

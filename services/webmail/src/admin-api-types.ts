@@ -120,27 +120,6 @@ export interface AdminAuditPage {
   more: boolean;
 }
 
-// The DNS check (GET /api/admin/dns/...), answered by the DNS check module's routes.
+// The DNS check (GET /api/admin/dns/...), answered by routes-admin-dns.ts: one set of types.
 
-export type DnsStatus = 'ok' | 'wrong' | 'missing';
-
-export interface DnsDomainReport {
-  domain: string;
-  checkedAt: string;
-  records: {
-    kind: 'mx' | 'spf' | 'dkim' | 'dmarc' | 'mta-sts' | 'tls-rpt' | 'srv';
-    name: string;
-    type: string;
-    expected: string[];
-    found: string[];
-    status: DnsStatus;
-    detail?: string;
-  }[];
-}
-
-export interface DnsServerReport {
-  hostname: string;
-  addresses: { address: string; forward: boolean; ptr: string[]; status: DnsStatus }[];
-  dnsbl: { list: string; address: string; listed: boolean }[];
-  tls: { notAfter: string | null; daysLeft: number | null };
-}
+export type { DnsCheckStatus as DnsStatus, DnsDomainReport, DnsServerReport } from './api-types.js';

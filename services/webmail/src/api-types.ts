@@ -111,3 +111,38 @@ export interface TwoFactorEnrolment {
   /** The URI as a QR code, a PNG data: URL. */
   qr: string;
 }
+
+/** A DNS check's status; `unchecked`: the resolver failed, which says nothing about the record. */
+export type DnsCheckStatus = 'ok' | 'wrong' | 'missing' | 'unchecked';
+
+/** `GET /api/admin/dns/domains/:domain` */
+export interface DnsDomainReport {
+  domain: string;
+  checkedAt: string;
+  records: {
+    kind: 'mx' | 'spf' | 'dkim' | 'dmarc' | 'mta-sts' | 'tls-rpt' | 'srv';
+    name: string;
+    type: 'MX' | 'TXT' | 'CNAME' | 'SRV';
+    /** The record to publish, as a resolver returns it. */
+    expected: string[];
+    /** What DNS answers now. */
+    found: string[];
+    status: DnsCheckStatus;
+    /** The difference, or why it could not be checked. */
+    detail?: string;
+    /** The zone-file line to paste. */
+    zoneLine: string;
+  }[];
+}
+
+/** `GET /api/admin/dns/server` */
+export interface DnsServerReport {
+  hostname: string;
+  checkedAt: string;
+  addresses: { address: string; forward: boolean; ptr: string[]; status: DnsCheckStatus; detail?: string }[];
+  /** `checked: false`: the list could not be asked (then `listed` says nothing). */
+  dnsbl: { list: string; address: string; listed: boolean; checked: boolean; detail?: string }[];
+  tls: { notAfter: string | null; daysLeft: number | null; detail?: string };
+  /** Why no address could be checked. */
+  detail?: string;
+}

@@ -2,12 +2,14 @@ import { z } from 'zod';
 import {
   bool,
   cidrList,
+  clientEndpointsSchema,
   commonSchema,
   duration,
   hostPortList,
   messageSizeSchema,
   port,
   positiveInt,
+  sendingAddressSchema,
   serviceLoginSchema,
   stringList,
   tlsFilesSchema,
@@ -60,6 +62,16 @@ export const webmailSchema = z.object({
    * admin console's queue page looks in (as `mailyard queue` does).
    */
   outbound_retry_schedule: stringList([]),
+  /** Where mail clients connect: the autoconfig and autodiscover answers, and the SRV records the admin console checks. */
+  ...clientEndpointsSchema,
+  /**
+   * The MTA-STS policy served for each local domain on mta-sts.<domain> (RFC 8461):
+   * testing (senders report failures but deliver) until the certificate is one every
+   * sender trusts, then enforce. Publish a new id in `_mta-sts.<domain>` after a change.
+   */
+  mta_sts_mode: z.enum(['testing', 'enforce', 'none']).default('testing'),
+  /** The addresses mail leaves from, for the admin console's forward and reverse DNS check. */
+  ...sendingAddressSchema,
   /** Directory with the built front end (index.html, assets/); default: dist/public beside the service. */
   webmail_assets_dir: z.string().optional(),
 });

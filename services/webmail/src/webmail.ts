@@ -35,6 +35,9 @@ import { MailNotifier } from './notifier.js';
 import { registerAccountRoutes } from './routes-account.js';
 import { registerAdminRoutes } from './routes-admin.js';
 import { registerAdminMailRoutes } from './routes-admin-mail.js';
+import { registerAdminDnsRoutes } from './routes-admin-dns.js';
+import { registerAutoconfigRoutes } from './autoconfig.js';
+import { registerMtaStsRoutes } from './mta-sts.js';
 import { registerAuthRoutes } from './routes-auth.js';
 import { registerComposeRoutes } from './routes-compose.js';
 import { registerEventRoutes } from './routes-events.js';
@@ -262,6 +265,9 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
   registerAccountRoutes(app, ctx);
   registerAdminRoutes(app, ctx);
   registerAdminMailRoutes(app, ctx);
+  registerAdminDnsRoutes(app, ctx);
+  registerAutoconfigRoutes(app, ctx);
+  registerMtaStsRoutes(app, ctx);
 
   const assets = config.webmail_assets_dir ?? defaultAssetsDir();
   if (existsSync(join(assets, 'index.html'))) {

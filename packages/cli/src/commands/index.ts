@@ -4,6 +4,7 @@ import { registerAliasCommands } from './alias.js';
 import { registerAppPasswordCommands } from './app-password.js';
 import { registerAuditCommands } from './audit.js';
 import { registerDkimCommands } from './dkim.js';
+import { registerDnsCommands } from './dns.js';
 import { registerDomainCommands } from './domain.js';
 import { registerPolicyCommands } from './policy.js';
 import { registerQueueGroup } from './queue.js';
@@ -23,6 +24,7 @@ export const commandGroups: readonly CommandGroup[] = [
   registerAliasCommands,
   registerAppPasswordCommands,
   registerDkimCommands,
+  registerDnsCommands,
   registerPolicyCommands,
   registerQueueGroup,
   registerAuditCommands,

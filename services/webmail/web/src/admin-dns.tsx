@@ -4,7 +4,12 @@ import { useRef, useState } from 'preact/hooks';
 import { admin, type DnsStatus } from './admin-api.ts';
 import { Card, Copyable, LoadError, useLoad, when } from './admin-ui.tsx';
 
-const STATUS_TEXT: Record<DnsStatus, string> = { ok: 'OK', wrong: 'Wrong', missing: 'Missing' };
+const STATUS_TEXT: Record<DnsStatus, string> = {
+  ok: 'OK',
+  wrong: 'Wrong',
+  missing: 'Missing',
+  unchecked: 'Not checked',
+};
 
 function Status(props: { status: DnsStatus }) {
   return <span class={`badge ${props.status}`}>{STATUS_TEXT[props.status]}</span>;
@@ -165,8 +170,8 @@ function ServerReport() {
             <ul class="dnsbl" aria-label="Blocklists">
               {data.dnsbl.map((b) => (
                 <li key={`${b.list}-${b.address}`}>
-                  <span class={`badge ${b.listed ? 'missing' : 'ok'}`}>
-                    {b.listed ? 'Listed' : 'Not listed'}
+                  <span class={`badge ${!b.checked ? 'unchecked' : b.listed ? 'missing' : 'ok'}`}>
+                    {!b.checked ? 'Not checked' : b.listed ? 'Listed' : 'Not listed'}
                   </span>{' '}
                   {b.address} on {b.list}
                 </li>
