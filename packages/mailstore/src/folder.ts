@@ -1058,34 +1058,35 @@ class LockedFolder {
   ) {}
 
   private index: Map<number, MessageInfo> | null = null;
+  /** Changes since `snap` was made: new objects of changed messages, UIDs removed, messages added (in UID order). */
+  private changed = new Map<number, MessageInfo>();
+  private removed = new Set<number>();
+  private added: MessageInfo[] = [];
 
   byUid(uid: number): MessageInfo | undefined {
     this.index ??= new Map(this.snap.messages.map((m) => [m.uid, m]));
     return this.index.get(uid);
   }
 
+  /**
+   * A snapshot with the changes made since the last one. Message objects are never changed
+   * once made (rename and add make new ones), so the unchanged ones are shared: a batch of
+   * STOREs on a large folder costs a walk of an array, not an object per message.
+   */
   rebuild(): FolderSnapshot {
-    const messages: MessageInfo[] = [];
-    for (const [base, uid] of this.list.entries) {
-      const f = this.files.get(base);
-      if (!f) continue;
-      const prev = this.byUid(uid);
-      const modseq = this.state.msgs[uid]?.[0] ?? 1;
-      // message objects are never changed once made: an unchanged one is kept
-      if (prev && prev.base === base && prev.rel === f.rel && prev.modseq === modseq) {
-        messages.push(prev);
-        continue;
+    let messages = this.snap.messages;
+    if (this.changed.size || this.removed.size || this.added.length) {
+      messages = [];
+      for (const m of this.snap.messages) {
+        if (this.removed.has(m.uid)) continue;
+        messages.push(this.changed.get(m.uid) ?? m);
       }
-      messages.push({
-        uid,
-        base,
-        rel: f.rel,
-        flags: lettersFlags(f.letters, this.keywords),
-        size: prev?.size ?? sizeOf(base) ?? -1,
-        modseq,
-      });
+      // UIDs are given in ascending order, above every one in use
+      for (const m of this.added) messages.push(m);
+      this.changed = new Map();
+      this.removed = new Set();
+      this.added = [];
     }
-    messages.sort((a, b) => a.uid - b.uid);
     this.snap = {
       validity: this.list.validity,
       uidNext: this.list.next,
@@ -1094,7 +1095,6 @@ class LockedFolder {
       keywords: this.keywords.filter(Boolean),
       messages,
     };
-    this.index = null;
     return this.snap;
   }
 
@@ -1114,8 +1114,10 @@ class LockedFolder {
     this.files.set(m.base, { rel, letters });
     this.state.msgs[m.uid] = [modseq, letters];
     // a new object: the old one may be in snapshots already handed out
+    const n: MessageInfo = { ...m, flags: lettersFlags(letters, this.keywords), rel, modseq };
     this.byUid(m.uid);
-    this.index!.set(m.uid, { ...m, flags: lettersFlags(letters, this.keywords), rel, modseq });
+    this.index!.set(m.uid, n);
+    this.changed.set(m.uid, n);
     this.dirty = true;
   }
 
@@ -1124,7 +1126,10 @@ class LockedFolder {
     this.list.entries.delete(m.base);
     delete this.state.msgs[m.uid];
     this.state.expunged.push([m.uid, modseq]);
-    this.index?.delete(m.uid);
+    this.byUid(m.uid);
+    this.index!.delete(m.uid);
+    this.changed.delete(m.uid);
+    this.removed.add(m.uid);
     this.dirty = this.listDirty = true;
   }
 
@@ -1137,6 +1142,17 @@ class LockedFolder {
     this.state.highest++;
     this.state.msgs[uid] = [this.state.highest, letters];
     this.files.set(base, { rel, letters });
+    const m: MessageInfo = {
+      uid,
+      base,
+      rel,
+      flags: lettersFlags(letters, this.keywords),
+      size: sizeOf(base) ?? -1,
+      modseq: this.state.highest,
+    };
+    this.byUid(uid);
+    this.index!.set(uid, m);
+    this.added.push(m);
     this.dirty = this.listDirty = true;
     return uid;
   }
