@@ -191,7 +191,13 @@ async function startMailyard(): Promise<Server> {
   await dir.addDomain('bench.test');
   for (const a of ACCOUNTS) await dir.addUser(a, PASSWORD);
   redis.disconnect();
-  const [imap, imaps, pop3, pop3s] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const [imap, imaps, pop3, pop3s, http] = await Promise.all([
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+  ]);
   const prof = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : [];
   const child = spawn(
     process.execPath,
@@ -205,6 +211,7 @@ async function startMailyard(): Promise<Server> {
         IMAPS_PORT: String(imaps),
         POP3_PORT: String(pop3),
         POP3S_PORT: String(pop3s),
+        HTTP_PORT: String(http),
         LISTEN_ADDRESS: '127.0.0.1',
         PLAINTEXT_AUTH_NETWORKS: '127.0.0.1/32',
         MAIL_MAX_USER_CONNECTIONS: '1000',
@@ -215,6 +222,9 @@ async function startMailyard(): Promise<Server> {
     },
   );
   await waitPort(imap);
+  // the first worker listens while the others still start (and make their TLS keys): a
+  // figure "after a restart" is taken once every worker is ready, or it counts their start
+  await waitReady(http);
   return {
     port: imap,
     pid: child.pid!,
@@ -247,6 +257,20 @@ async function startDovecot(): Promise<Server | null> {
     keep: !!process.env.BENCH_KEEP,
   });
   return { port: d.port, pid: d.pid, stop: () => d.stop() };
+}
+
+/** Until the instance's /readyz (the primary's: every worker ready) answers 200. */
+async function waitReady(port: number): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const ok = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+      (r) => r.status === 200,
+      () => false,
+    );
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`retrieval not ready on ${port}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 async function waitPort(port: number): Promise<void> {

@@ -80,6 +80,12 @@ const LOCK_BATCH = 64;
 const SIGNATURE_FILES = ['new', 'cur', UIDLIST, MODSEQ, KEYWORDS];
 /** How long a sub-second mtime is distrusted: well above the kernel's clock tick (1-10 ms). */
 const FINE_MTIME_MS = 50;
+/**
+ * Longest time a busy folder goes without reading cur/ whole (see MailFolder.files): what
+ * bounds how long a change made behind the lock's back in the same clock tick as one of
+ * ours can stay unseen.
+ */
+const FULL_SCAN_MS = 1000;
 
 interface ModseqState {
   highest: number;
@@ -89,6 +95,16 @@ interface ModseqState {
   expunged: [number, number][];
   /** FolderSnapshot.firstRecent (absent in state written before it was kept: 1). */
   recent?: number;
+  /**
+   * `ino:mtimeNs:size` of cur/ when the writer wrote this state, if every name in cur/ was
+   * `<base>:2,<letters>` as `msgs` and the UID list say; with `inNew`, the bases then in
+   * new/. While cur/ keeps that stat, the folder's files follow from this state and a
+   * listing of new/ alone (MailFolder.files). Absent: read cur/.
+   */
+  cur?: string;
+  inNew?: string[];
+  /** The UID list's next UID when this was written: a list read between the two writes is not paired with it. */
+  next?: number;
 }
 
 interface Scanned {
@@ -175,6 +191,25 @@ export class MailFolder {
     keywords: { text: string; value: string[] } | null;
   } = { list: null, state: null, keywords: null };
   private readonly dates = new Map<string, Date>();
+  /** Settles when this process releases the folder lock it holds now (null: not held). */
+  private lockHeld: Promise<void> | null = null;
+  /** When cur/ was last read whole, and whether the next read must read it whole. */
+  private lastFullScan = 0;
+  private forceScan = false;
+  /** The last file map, whose entries a derived one reuses. */
+  private lastFiles: Map<string, Scanned> | null = null;
+  /**
+   * The state this process last wrote under the lock (the parsed values, compared by
+   * identity after readState), the files it left and the snapshot they make: while
+   * nobody else wrote since, that snapshot is the folder's (see ownSnapshot).
+   */
+  private own: {
+    list: UidList | null;
+    state: ModseqState | null;
+    keywords: string[] | null;
+    files: Map<string, Scanned>;
+    snap: FolderSnapshot;
+  } | null = null;
 
   constructor(
     readonly dir: string,
@@ -241,24 +276,158 @@ export class MailFolder {
     return parts.join('|');
   }
 
-  private async scan(): Promise<Map<string, Scanned>> {
+  private async listDir(sub: 'new' | 'cur'): Promise<string[]> {
+    try {
+      return await fs.readdir(join(this.dir, sub));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new FolderGoneError(this.name);
+      throw err;
+    }
+  }
+
+  /**
+   * Reads new/ and cur/. `regular` tells whether every name in cur/ is `<base>:2,<letters>`
+   * and no base is in both: then the names follow from the UID list and flag letters.
+   */
+  private async scan(): Promise<{ files: Map<string, Scanned>; regular: boolean }> {
+    this.lastFullScan = Date.now();
+    this.forceScan = false;
     const out = new Map<string, Scanned>();
-    for (const sub of ['new', 'cur']) {
-      let names: string[];
-      try {
-        names = await fs.readdir(join(this.dir, sub));
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new FolderGoneError(this.name);
-        throw err;
-      }
-      for (const n of names) {
+    let regular = true;
+    for (const sub of ['new', 'cur'] as const) {
+      for (const n of await this.listDir(sub)) {
         if (n.startsWith('.')) continue;
         const { base, letters } = splitName(n);
+        if (sub === 'cur' && !n.includes(':2,')) regular = false;
         // the same base in new/ and cur/ (a rename raced a scan): cur wins
-        if (sub === 'new' && out.has(base)) continue;
+        if (out.has(base)) {
+          regular = false;
+          if (sub === 'new') continue;
+        }
         out.set(base, { rel: `${sub}/${n}`, letters: sub === 'new' ? '' : letters });
       }
     }
+    this.lastFiles = out;
+    return { files: out, regular };
+  }
+
+  /** `ino:mtimeNs:size` of cur/, or null when it cannot be stat'ed. */
+  private curStat(): string | null {
+    try {
+      const st = fsc.statSync(join(this.dir, 'cur'), { bigint: true, throwIfNoEntry: false });
+      return st ? `${st.ino}:${st.mtimeNs}:${st.size}` : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * The folder's files, reading cur/ only when it must. Every change Mailyard makes to cur/
+   * (APPEND, COPY, STORE, EXPUNGE) is made under the folder lock, and the lock holder writes
+   * into the MODSEQ state each message's flag letters and the stat of cur/ after its changes
+   * (ModseqState.cur). While cur/ still has that stat, its names are `<base>:2,<letters>` of
+   * the state: one stat and a listing of new/ (where deliveries arrive, without the lock)
+   * replace reading a directory of every message after every change of a busy folder.
+   *
+   * Anything else changing cur/ (Dovecot on the same files, a user's tools) changes its
+   * mtime, and is read: except within the clock tick of a lock holder's stat, which the
+   * distrust of recent mtimes cannot cover here (a busy folder's cur/ always changed
+   * recently). Hence cur/ is still read whole at least every FULL_SCAN_MS, whenever the
+   * folder is quiet (`quiet`: its stat signature is trusted), and after a file was not
+   * where the snapshot said (forceScan).
+   */
+  private async files(
+    list: UidList | null,
+    state: ModseqState | null,
+    quiet: boolean,
+  ): Promise<{ files: Map<string, Scanned>; regular: boolean; derived?: boolean; own?: FolderSnapshot }> {
+    if (list && state && !quiet && this.curTrusted(list, state)) {
+      const newNames = await this.listDir('new');
+      const own = this.isOwn(list, state) ? this.own! : null;
+      if (own && sameBases(newNames, state.inNew!)) {
+        this.lastFiles = new Map(own.files);
+        return { files: this.lastFiles, regular: true, derived: true, own: own.snap };
+      }
+      const derived = this.derive(list, state, state.inNew!, newNames);
+      if (derived) {
+        this.lastFiles = derived;
+        return { files: derived, regular: true, derived: true };
+      }
+    }
+    return this.scan();
+  }
+
+  /** Whether cur/ is as the writer of `state` left it (see files()). */
+  private curTrusted(list: UidList, state: ModseqState): boolean {
+    return (
+      !!state.cur &&
+      !!state.inNew &&
+      state.next === list.next &&
+      !this.forceScan &&
+      Date.now() - this.lastFullScan < FULL_SCAN_MS &&
+      this.curStat() === state.cur
+    );
+  }
+
+  /** Whether the state just read is what this process last wrote (parsed values are kept while the text is the same). */
+  private isOwn(list: UidList, state: ModseqState): boolean {
+    const own = this.own;
+    return (
+      !!own &&
+      own.list === list &&
+      own.state === state &&
+      own.keywords === (this.parsed.keywords?.value ?? null)
+    );
+  }
+
+  /**
+   * The snapshot this process made at its last change, when nobody changed the folder
+   * since: a busy folder's sessions ask after every command, and most changes they see
+   * are their own process's.
+   */
+  private async ownSnapshot(list: UidList | null, state: ModseqState | null): Promise<FolderSnapshot | null> {
+    const own = this.own;
+    if (!own || !list || !state || !this.isOwn(list, state) || !this.curTrusted(list, state)) return null;
+    // a change while new/ is listed makes this snapshot older, never wrong
+    return sameBases(await this.listDir('new'), state.inNew!) ? own.snap : null;
+  }
+
+  /** Files from the state and a listing of new/; null when they disagree (then cur/ is read). */
+  private derive(
+    list: UidList,
+    state: ModseqState,
+    inNew: string[],
+    newNames: string[],
+  ): Map<string, Scanned> | null {
+    const fresh = new Map<string, string>();
+    for (const n of newNames) if (!n.startsWith('.')) fresh.set(splitName(n).base, n);
+    // a message that was in new/ and is no longer there went elsewhere: read cur/
+    for (const base of inNew) if (!fresh.has(base)) return null;
+    const wasNew = new Set(inNew);
+    const prev = this.lastFiles;
+    const out = new Map<string, Scanned>();
+    for (const [base, uid] of list.entries) {
+      const st = state.msgs[uid];
+      if (!st) return null;
+      const letters = st[1];
+      const n = fresh.get(base);
+      if (n !== undefined) {
+        // in new/ now, yet in cur/ when the state was written: read both
+        if (letters || !wasNew.has(base)) return null;
+        fresh.delete(base);
+        out.set(base, { rel: `new/${n}`, letters: '' });
+        continue;
+      }
+      const p = prev?.get(base);
+      out.set(
+        base,
+        p && p.letters === letters && p.rel.startsWith('cur/')
+          ? p
+          : { rel: `cur/${base}:2,${letters}`, letters },
+      );
+    }
+    // delivered since: in new/, not yet numbered
+    for (const [base, n] of fresh) out.set(base, { rel: `new/${n}`, letters: '' });
     return out;
   }
 
@@ -338,10 +507,23 @@ export class MailFolder {
     }
   }
 
-  private async readSnapshot(sig: string | null): Promise<FolderSnapshot> {
-    const files = await this.scan();
+  private async readSnapshot(sig: string | null, waited = false): Promise<FolderSnapshot> {
     const { list, state, keywords } = this.readState();
+    const held = this.lockHeld;
+    if (held && !waited) {
+      // this process is changing the folder: its last change is the latest there is (the
+      // lock keeps other writers out), or else the one under way will be in a moment
+      if (this.own && list && state && this.isOwn(list, state)) return this.own.snap;
+      await held;
+      return this.readSnapshot(this.signature(), true);
+    }
+    const own = sig === null ? await this.ownSnapshot(list, state) : null;
+    if (own) return own;
+    const { files, derived } = await this.files(list, state, sig !== null);
     if (!list || !state || this.needsUpdate(files, list, state)) {
+      // cur/ as read disagrees with the state: the lock holder reads it again, whatever
+      // the state says about it
+      if (!derived) this.forceScan = true;
       return this.withLock(async (ctx) => ctx.snap);
     }
     const kw = keywords.join('\n');
@@ -455,9 +637,11 @@ export class MailFolder {
 
   private async lockedRun(fn: (ctx: LockedFolder) => Promise<void>): Promise<void> {
     const lock = await DotLock.acquire(join(this.dir, UIDLIST));
+    let released!: () => void;
+    this.lockHeld = new Promise((r) => (released = r));
     try {
-      const files = await this.scan();
       const { list: oldList, state: oldState, keywords } = this.readState(true);
+      const { files, regular, own } = await this.files(oldList, oldState, false);
       const list: UidList = oldList ?? {
         validity: await this.nextValidity(),
         next: 1,
@@ -498,7 +682,13 @@ export class MailFolder {
         }
       }
       const ctx = new LockedFolder(this, files, list, state, keywords);
-      ctx.snap = this.build(files, list, state, keywords);
+      const kwNow = keywords.join('\n');
+      // message objects are never changed (LockedFolder.rename makes new ones): the
+      // snapshot of this process's last change is the folder's when nothing changed since
+      ctx.snap =
+        own && !listDirty && !stateDirty
+          ? own
+          : this.build(files, list, state, keywords, this.last?.keywords === kwNow ? this.last.snap : null);
       await fn(ctx);
       if (ctx.dirty) {
         listDirty ||= ctx.listDirty;
@@ -506,13 +696,46 @@ export class MailFolder {
       }
       if (state.expunged.length > EXPUNGED_KEPT)
         state.expunged.splice(0, state.expunged.length - EXPUNGED_KEPT);
-      if (keywords.join('\n') !== kwBefore)
-        await writeAtomic(join(this.dir, KEYWORDS), formatKeywords(keywords));
-      if (stateDirty) await writeAtomic(join(this.dir, MODSEQ), JSON.stringify(state));
-      if (listDirty) await lock.commit(formatUidList(list));
+      // what lets the next reader skip cur/ (see files()): the stat after every change in it
+      const cur = regular ? (this.curStat() ?? undefined) : undefined;
+      if (cur !== state.cur || (cur && stateDirty)) {
+        const inNew: string[] = [];
+        for (const [base, f] of files) if (f.rel.startsWith('new/')) inNew.push(base);
+        state.cur = cur;
+        state.inNew = cur ? inNew : undefined;
+        stateDirty = true;
+      }
+      if (state.cur && state.next !== list.next) {
+        state.next = list.next;
+        stateDirty = true;
+      }
+      const kwText = keywords.join('\n') !== kwBefore ? formatKeywords(keywords) : null;
+      const stateText = stateDirty ? JSON.stringify(state) : null;
+      const listText = listDirty ? formatUidList(list) : null;
+      this.own = null;
+      if (kwText !== null) await writeAtomic(join(this.dir, KEYWORDS), kwText);
+      if (stateText !== null) await writeAtomic(join(this.dir, MODSEQ), stateText);
+      if (listText !== null) await lock.commit(listText);
       this.cache = null;
       this.generation++;
+      // what was written is what the next readState finds, unless someone else writes
+      const parsed = this.parsed;
+      if (kwText !== null) parsed.keywords = { text: kwText, value: keywords };
+      if (stateText !== null) parsed.state = { text: stateText, value: state };
+      if (listText !== null) parsed.list = { text: listText, value: list };
+      const kw = keywords.join('\n');
+      const snap = ctx.rebuild();
+      this.last = { snap, keywords: kw };
+      this.own = {
+        list: parsed.list?.value ?? null,
+        state: parsed.state?.value ?? null,
+        keywords: parsed.keywords?.value ?? null,
+        files: new Map(files),
+        snap,
+      };
     } finally {
+      this.lockHeld = null;
+      released();
       await lock.release();
     }
   }
@@ -691,6 +914,7 @@ export class MailFolder {
       return p;
     } catch {
       this.cache = null;
+      this.rescanNext();
       const snap = await this.snapshot();
       const now = snap.messages.find((x) => x.uid === m.uid);
       if (!now) throw new MessageGoneError(m.uid);
@@ -793,6 +1017,11 @@ export class MailFolder {
     return state.expunged.filter(([, ms]) => ms > modseq).map(([uid]) => uid);
   }
 
+  /** @internal a file was not where the state said: the next read lists cur/ whole. */
+  rescanNext(): void {
+    this.forceScan = true;
+  }
+
   /** @internal letters for flags; allocates keyword letters (max 26, as Dovecot). */
   flagsToLetters(flags: string[], keywords: string[], keep: string): string {
     const letters = new Set<string>([...keep].filter((c) => !LETTER_TO_FLAG[c] && !(c >= 'a' && c <= 'z')));
@@ -829,28 +1058,35 @@ class LockedFolder {
   ) {}
 
   private index: Map<number, MessageInfo> | null = null;
+  /** Changes since `snap` was made: new objects of changed messages, UIDs removed, messages added (in UID order). */
+  private changed = new Map<number, MessageInfo>();
+  private removed = new Set<number>();
+  private added: MessageInfo[] = [];
 
   byUid(uid: number): MessageInfo | undefined {
     this.index ??= new Map(this.snap.messages.map((m) => [m.uid, m]));
     return this.index.get(uid);
   }
 
+  /**
+   * A snapshot with the changes made since the last one. Message objects are never changed
+   * once made (rename and add make new ones), so the unchanged ones are shared: a batch of
+   * STOREs on a large folder costs a walk of an array, not an object per message.
+   */
   rebuild(): FolderSnapshot {
-    const messages: MessageInfo[] = [];
-    for (const [base, uid] of this.list.entries) {
-      const f = this.files.get(base);
-      if (!f) continue;
-      const prev = this.byUid(uid);
-      messages.push({
-        uid,
-        base,
-        rel: f.rel,
-        flags: lettersFlags(f.letters, this.keywords),
-        size: prev?.size ?? sizeOf(base) ?? -1,
-        modseq: this.state.msgs[uid]?.[0] ?? 1,
-      });
+    let messages = this.snap.messages;
+    if (this.changed.size || this.removed.size || this.added.length) {
+      messages = [];
+      for (const m of this.snap.messages) {
+        if (this.removed.has(m.uid)) continue;
+        messages.push(this.changed.get(m.uid) ?? m);
+      }
+      // UIDs are given in ascending order, above every one in use
+      for (const m of this.added) messages.push(m);
+      this.changed = new Map();
+      this.removed = new Set();
+      this.added = [];
     }
-    messages.sort((a, b) => a.uid - b.uid);
     this.snap = {
       validity: this.list.validity,
       uidNext: this.list.next,
@@ -859,20 +1095,29 @@ class LockedFolder {
       keywords: this.keywords.filter(Boolean),
       messages,
     };
-    this.index = null;
     return this.snap;
   }
 
+  /** Gives `m` these flags; the message's object in later snapshots is a new one (`m` is not changed). */
   async rename(m: MessageInfo, flags: string[], modseq: number): Promise<void> {
     const f = this.files.get(m.base)!;
     const letters = this.folder.flagsToLetters(flags, this.keywords, f.letters);
     const rel = `cur/${m.base}:2,${letters}`;
-    if (rel !== f.rel) await fs.rename(join(this.folder.dir, f.rel), join(this.folder.dir, rel));
+    if (rel !== f.rel) {
+      try {
+        await fs.rename(join(this.folder.dir, f.rel), join(this.folder.dir, rel));
+      } catch (err) {
+        this.folder.rescanNext();
+        throw err;
+      }
+    }
     this.files.set(m.base, { rel, letters });
     this.state.msgs[m.uid] = [modseq, letters];
-    m.flags = flags;
-    m.rel = rel;
-    m.modseq = modseq;
+    // a new object: the old one may be in snapshots already handed out
+    const n: MessageInfo = { ...m, flags: lettersFlags(letters, this.keywords), rel, modseq };
+    this.byUid(m.uid);
+    this.index!.set(m.uid, n);
+    this.changed.set(m.uid, n);
     this.dirty = true;
   }
 
@@ -881,7 +1126,10 @@ class LockedFolder {
     this.list.entries.delete(m.base);
     delete this.state.msgs[m.uid];
     this.state.expunged.push([m.uid, modseq]);
-    this.index?.delete(m.uid);
+    this.byUid(m.uid);
+    this.index!.delete(m.uid);
+    this.changed.delete(m.uid);
+    this.removed.add(m.uid);
     this.dirty = this.listDirty = true;
   }
 
@@ -894,6 +1142,17 @@ class LockedFolder {
     this.state.highest++;
     this.state.msgs[uid] = [this.state.highest, letters];
     this.files.set(base, { rel, letters });
+    const m: MessageInfo = {
+      uid,
+      base,
+      rel,
+      flags: lettersFlags(letters, this.keywords),
+      size: sizeOf(base) ?? -1,
+      modseq: this.state.highest,
+    };
+    this.byUid(uid);
+    this.index!.set(uid, m);
+    this.added.push(m);
     this.dirty = this.listDirty = true;
     return uid;
   }
@@ -907,6 +1166,18 @@ function lettersFlags(letters: string, keywords: string[]): string[] {
       flags.push(keywords[c.charCodeAt(0) - 97]!);
   }
   return flags;
+}
+
+/** Whether the names in new/ are exactly the messages `bases` says are there. */
+function sameBases(names: string[], bases: string[]): boolean {
+  const set = new Set(bases);
+  let n = 0;
+  for (const name of names) {
+    if (name.startsWith('.')) continue;
+    if (!set.has(splitName(name).base)) return false;
+    n++;
+  }
+  return n === set.size;
 }
 
 /** Maildir names start with the delivery second: order by it, then by name. */

@@ -38,7 +38,7 @@ export class DotLock {
       }
       if (Date.now() > deadline) throw new Error(`timed out waiting for lock ${path}`);
       await new Promise((r) => setTimeout(r, wait));
-      wait = Math.min(wait * 2, 50);
+      wait = Math.min(wait * 2, 5);
     }
   }
 

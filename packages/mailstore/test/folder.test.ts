@@ -94,6 +94,106 @@ void describe('MailFolder', () => {
     assert.ok(s3.highestModseq > s.highestModseq);
   });
 
+  // A busy folder (a state file or directory changed within the last few ms) is read
+  // without listing cur/ when cur/ is as the last lock holder left it. A modification time
+  // in the future keeps the folder "busy" for as long as a test runs.
+  const keepBusy = (f: MailFolder) => {
+    const soon = new Date(Date.now() + 3_600_000);
+    return fs.utimes(join(f.dir, 'new'), soon, soon);
+  };
+
+  void it('a busy folder still notices a message file removed behind its back', async () => {
+    const f = new MailFolder(join(fresh(), 'a'), 'INBOX', 'h');
+    await f.ensure();
+    for (let i = 0; i < 3; i++) await f.append(msg(i), [], new Date());
+    const s1 = await f.snapshot();
+    await keepBusy(f);
+    await fs.unlink(join(f.dir, s1.messages[1]!.rel));
+    const s2 = await f.snapshot();
+    assert.deepEqual(
+      s2.messages.map((m) => m.uid),
+      [1, 3],
+    );
+    assert.deepEqual(await f.vanishedSince(s1.highestModseq), [2]);
+  });
+
+  void it('a busy folder sees the changes another process made under the lock', async () => {
+    const dir = join(fresh(), 'a');
+    const f = new MailFolder(dir, 'INBOX', 'h');
+    await f.ensure();
+    for (let i = 0; i < 3; i++) await f.append(msg(i), [], new Date());
+    await f.snapshot();
+    await keepBusy(f);
+    // another process: its own MailFolder on the same files
+    const other = new MailFolder(dir, 'INBOX', 'h');
+    await other.store([{ uid: 2, op: 'add', flags: ['\\Flagged', '$Work'] }]);
+    await other.expunge([3]);
+    await other.append(msg(9), ['\\Seen'], new Date());
+    const s = await f.snapshot();
+    assert.deepEqual(
+      s.messages.map((m) => [m.uid, m.flags.join(' ')]),
+      [
+        [1, ''],
+        [2, '\\Flagged $Work'],
+        [4, '\\Seen'],
+      ],
+    );
+    // and this process's own next change starts from that state
+    await f.store([{ uid: 1, op: 'add', flags: ['\\Answered'] }]);
+    const again = await new MailFolder(dir, 'INBOX', 'h').snapshot();
+    assert.deepEqual(
+      again.messages.map((m) => [m.uid, m.flags.join(' ')]),
+      [
+        [1, '\\Answered'],
+        [2, '\\Flagged $Work'],
+        [4, '\\Seen'],
+      ],
+    );
+    for (const m of again.messages) assert.ok((await f.read(m)).length > 0);
+  });
+
+  void it('a state file that names files wrongly is corrected once a file is not where it says', async () => {
+    const f = new MailFolder(join(fresh(), 'a'), 'INBOX', 'h');
+    await f.ensure();
+    await f.append(msg(1), [], new Date());
+    await f.append(msg(2), [], new Date());
+    await f.snapshot();
+    await keepBusy(f);
+    // well-formed but wrong: message 1 is said to be \\Seen, its file name says otherwise
+    const path = join(f.dir, 'mailyard-modseq');
+    const state = JSON.parse(readFileSync(path, 'utf8')) as { msgs: Record<string, [number, string]> };
+    state.msgs['1'] = [state.msgs['1']![0], 'S'];
+    await fs.writeFile(path, JSON.stringify(state));
+    const told = (await f.snapshot()).messages[0]!;
+    // reading the message finds the file anyway, and the folder is read whole again
+    assert.equal((await f.read(told)).toString(), msg(1).toString());
+    const s = await f.snapshot();
+    assert.deepEqual(s.messages[0]!.flags, []);
+    assert.match(s.messages[0]!.rel, /:2,$/);
+  });
+
+  void it('a damaged state file is rebuilt from the files, never served', async () => {
+    const dir = join(fresh(), 'a');
+    const f = new MailFolder(dir, 'INBOX', 'h');
+    await f.ensure();
+    await f.append(msg(1), ['\\Seen'], new Date());
+    await f.append(msg(2), ['\\Flagged'], new Date());
+    const before = await f.snapshot();
+    await fs.writeFile(join(dir, 'mailyard-modseq'), '{"highest":9,"msgs":{"1":[3,"T"]'); // cut short
+    for (const g of [f, new MailFolder(dir, 'INBOX', 'h')]) {
+      const s = await g.snapshot();
+      assert.deepEqual(
+        s.messages.map((m) => [m.uid, m.flags.join(' ')]),
+        [
+          [1, '\\Seen'],
+          [2, '\\Flagged'],
+        ],
+      );
+      assert.equal(s.validity, before.validity);
+    }
+    JSON.parse(readFileSync(join(dir, 'mailyard-modseq'), 'utf8'));
+  });
+
   void it('expunge removes files and records vanished UIDs', async () => {
     const f = new MailFolder(join(fresh(), 'a'), 'INBOX', 'h');
     await f.ensure();
