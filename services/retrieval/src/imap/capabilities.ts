@@ -25,6 +25,7 @@ export function capabilities(f: CapabilityFacts): string {
     'NAMESPACE',
     'UIDPLUS',
     'MULTIAPPEND',
+    'CATENATE',
     'MOVE',
     'UNSELECT',
     'CHILDREN',
