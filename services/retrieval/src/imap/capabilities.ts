@@ -39,6 +39,7 @@ export function capabilities(f: CapabilityFacts): string {
     'UTF8=ACCEPT',
     'ESEARCH',
     'ESORT',
+    'CONTEXT=SEARCH',
     'SORT',
     'SORT=DISPLAY',
     'THREAD=REFERENCES',
