@@ -309,7 +309,10 @@ void describe('limits', () => {
     await c.cmd('c', 'CREATE Cat');
     const before = await count();
     // a literal and one byte of a message in another mailbox: the message is put together
-    const ok = await c.cmd('a1', 'APPEND Cat CATENATE (TEXT {9+}\r\nSubject:  URL "/INBOX/;UID=1/;PARTIAL=0.1")');
+    const ok = await c.cmd(
+      'a1',
+      'APPEND Cat CATENATE (TEXT {9+}\r\nSubject:  URL "/INBOX/;UID=1/;PARTIAL=0.1")',
+    );
     assert.match(ok, /^a1 OK \[APPENDUID \d+ \d+\]/m);
     // each URL alone is small; together they pass the 1000-byte message size limit
     const urls = Array.from({ length: 20 }, () => 'URL "/INBOX/;UID=1"').join(' ');

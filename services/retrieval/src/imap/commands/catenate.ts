@@ -4,7 +4,14 @@
 // Dovecot accepts them: `imap://user@host/mailbox/;UID=n...` for the logged-in user, an
 // absolute path `/mailbox[;UIDVALIDITY=v]/;UID=n[/;SECTION=s][/;PARTIAL=o[.l]]`, and,
 // with a mailbox selected, `;UID=n...` relative to it.
-import { parseMime, parseSection, ParseError, type ArgReader, type Section, type Token } from '@mailyard/imap-core';
+import {
+  parseMime,
+  parseSection,
+  ParseError,
+  type ArgReader,
+  type Section,
+  type Token,
+} from '@mailyard/imap-core';
 import { MessageGoneError, type MailFolder } from '@mailyard/mailstore';
 import type { AuthedContext } from '../context.js';
 import { sectionBytes } from '../fetch.js';
@@ -84,7 +91,10 @@ export function parseMessageUrl(url: string, user: string): MessageUrl | null {
     validity = m[2] ? Number(m[2]) : null;
     rest = m[3]!.slice(1);
   }
-  const m = /^;UID=([1-9]\d{0,9})(?:\/;SECTION=([^/;?]*))?(?:\/;PARTIAL=(\d{1,10})(?:\.([1-9]\d{0,9}))?)?$/i.exec(rest);
+  const m =
+    /^;UID=([1-9]\d{0,9})(?:\/;SECTION=([^/;?]*))?(?:\/;PARTIAL=(\d{1,10})(?:\.([1-9]\d{0,9}))?)?$/i.exec(
+      rest,
+    );
   if (!m) return null;
   let section: Section | null = null;
   if (m[2] !== undefined) {
@@ -128,7 +138,8 @@ async function readUrl(s: AuthedContext, url: string): Promise<Buffer> {
   try {
     data = await folder.read(m);
   } catch (err) {
-    if (err instanceof MessageGoneError || (err as NodeJS.ErrnoException).code === 'ENOENT') throw badUrl(url);
+    if (err instanceof MessageGoneError || (err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw badUrl(url);
     throw err;
   }
   // RFC 4469 §5 and RFC 5092 §5: a section the message does not have names nothing
@@ -150,7 +161,8 @@ async function readUrl(s: AuthedContext, url: string): Promise<Buffer> {
  */
 export async function assemble(s: AuthedContext, messages: CatPart[][], budget: number): Promise<Buffer[]> {
   const count = messages.reduce((n, parts) => n + parts.length, 0);
-  if (count > MAX_CATENATE_PARTS) throw reply.limit(`At most ${MAX_CATENATE_PARTS} CATENATE parts per APPEND`);
+  if (count > MAX_CATENATE_PARTS)
+    throw reply.limit(`At most ${MAX_CATENATE_PARTS} CATENATE parts per APPEND`);
   let total = 0;
   const out: Buffer[] = [];
   for (const parts of messages) {
