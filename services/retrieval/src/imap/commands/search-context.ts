@@ -5,7 +5,7 @@
 // other untagged updates, as Dovecot does. CANCELUPDATE closes a context.
 import { formatSequence, ParseError, type ArgReader, type SearchKey } from '@mailyard/imap-core';
 import type { SelectedContext } from '../context.js';
-import type { MessageCache } from '../message-cache.js';
+import type { MessageCache } from '../../message-cache.js';
 import { ImapReply } from '../replies.js';
 import { SearchEvaluator } from '../search.js';
 import type { SelectedMailbox } from '../selected.js';
@@ -26,14 +26,27 @@ interface UpdateContext {
 const open = new WeakMap<SelectedMailbox, Map<string, UpdateContext>>();
 
 /**
+ * What the view looked like when its contexts were last searched: any change to the
+ * folder adds a message, replaces the UID list (an expunge) or raises the modseq (a flag).
+ */
+const seen = new WeakMap<SelectedMailbox, { uids: readonly number[]; count: number; modseq: number }>();
+
+/**
  * Keeps the result of a SEARCH RETURN (UPDATE) up to date from now on. False when the
  * session holds as many as it may (the search is answered, without updates).
  */
-export function openContext(view: SelectedMailbox, tag: string, byUid: boolean, key: SearchKey, uids: number[]): boolean {
+export function openContext(
+  view: SelectedMailbox,
+  tag: string,
+  byUid: boolean,
+  key: SearchKey,
+  uids: number[],
+): boolean {
   let map = open.get(view);
   if (!map) open.set(view, (map = new Map()));
   if (!map.has(tag) && map.size >= MAX_UPDATE_CONTEXTS) return false;
   map.set(tag, { tag, byUid, key, uids: new Set(uids) });
+  seen.set(view, { uids: view.uids, count: view.uids.length, modseq: view.highestModseq });
   return true;
 }
 
@@ -52,6 +65,11 @@ export async function contextUpdates(
 ): Promise<string[]> {
   const map = open.get(view);
   if (!map?.size) return [];
+  // nothing changed since the last search: every command ends here, so this stays cheap
+  const last = seen.get(view);
+  if (last?.uids === view.uids && last.count === view.uids.length && last.modseq === view.highestModseq)
+    return [];
+  seen.set(view, { uids: view.uids, count: view.uids.length, modseq: view.highestModseq });
   const lines: string[] = [];
   const ev = new SearchEvaluator(view, view.folder, cache);
   let numbering: Map<number, number> | null = null;
@@ -67,7 +85,9 @@ export async function contextUpdates(
     c.uids = now;
     let show = (uids: number[]) => formatSequence(uids);
     if (!c.byUid) {
-      numbering ??= new Map([...new Set([...before, ...view.uids])].sort((a, b) => a - b).map((u, i) => [u, i + 1]));
+      numbering ??= new Map(
+        [...new Set([...before, ...view.uids])].sort((a, b) => a - b).map((u, i) => [u, i + 1]),
+      );
       const seqs = numbering;
       show = (uids) => formatSequence(uids.map((u) => seqs.get(u)!));
     }
