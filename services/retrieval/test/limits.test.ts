@@ -319,6 +319,11 @@ void describe('limits', () => {
     assert.match(await c.cmd('a2', `APPEND Cat CATENATE (${urls})`), /^a2 NO \[TOOBIG\]/m);
     const many = Array.from({ length: 257 }, () => 'URL "/INBOX/;UID=1/;PARTIAL=0.1"').join(' ');
     assert.match(await c.cmd('a3', `APPEND Cat CATENATE (${many})`), /^a3 NO \[LIMIT\]/m);
+    // a URL is echoed in BADURL only as text that cannot end the response code
+    assert.match(
+      await c.cmd('a4', 'APPEND Cat CATENATE (URL "/IN]BOX/;UID=1")'),
+      /^a4 NO \[BADURL \/IN\?BOX\/;UID=1\] /m,
+    );
     assert.equal(await count(), String(Number(before) + 1));
     c.close();
   });

@@ -59,7 +59,12 @@ interface MessageUrl {
 }
 
 const badUrl = (url: string) =>
-  new ImapReply('NO', `BADURL ${url.replace(/[\]\r\n]/g, '')}`, 'The URL names no message or part');
+  // echoed as the client sent it, but only as printable 7-bit text that cannot end the code
+  new ImapReply(
+    'NO',
+    `BADURL ${url.replace(/[^\x21-\x5c\x5e-\x7e]/g, '?')}`,
+    'The URL names no message or part',
+  );
 
 function decode(text: string): string | null {
   try {
