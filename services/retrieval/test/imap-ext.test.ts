@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
-import { PASSWORD, startRetrieval, type Retrieval } from './helpers.js';
+import { PASSWORD, sendRaw, startRetrieval, type Retrieval } from './helpers.js';
 import { RawImap } from './raw-imap.js';
 
 let p: Platform;
@@ -269,6 +269,49 @@ void describe('ESORT and PARTIAL (RFC 5267)', { timeout: 60_000 }, () => {
       'SORT RETURN (SAVE) (SUBJECT) UTF-8 ALL',
     ])
       assert.match(await c.cmd('b', bad), /^b BAD /m, bad);
+    c.close();
+  });
+});
+
+void describe('CONTEXT=SEARCH (RFC 5267)', { timeout: 60_000 }, () => {
+  void it('tells an idling client how an open search changes as mail is delivered and flagged elsewhere', async () => {
+    const user = `ext${++accounts}@example.test`;
+    await addAccount(p.directory, user);
+    const login = async () => {
+      const c = await RawImap.connect(r.ports.imap);
+      await c.until(/^\* OK/m);
+      assert.match(await c.cmd('l', `LOGIN ${user} "${PASSWORD}"`), /^l OK/m);
+      assert.match(await c.cmd('s', 'SELECT INBOX'), /^s OK/m);
+      return c;
+    };
+    const c = await login();
+    assert.match(await c.cmd('cap', 'CAPABILITY'), /CONTEXT=SEARCH/);
+    assert.match(
+      await c.cmd('u1', 'UID SEARCH RETURN (UPDATE) SUBJECT urgent'),
+      /^\* ESEARCH \(TAG "u1"\) UID\r\n/m,
+    );
+    assert.match(
+      await c.cmd('u2', 'SEARCH RETURN (UPDATE COUNT) FLAGGED'),
+      /^\* ESEARCH \(TAG "u2"\) COUNT 0\r\n/m,
+    );
+    c.send('i IDLE\r\n');
+    await c.until(/^\+ /m);
+    await sendRaw(p, user, 'From: x@remote.example\r\nSubject: urgent: read me\r\n\r\nnow\r\n');
+    // the new message enters the open search before its EXISTS
+    const arrived = await c.until(/^\* 1 EXISTS/m, 15_000);
+    assert.match(arrived, /^\* ESEARCH \(TAG "u1"\) UID ADDTO \(0 1\)\r\n\* 1 EXISTS/m);
+    // another session flags it: the second context hears of it, by sequence number
+    const other = await login();
+    assert.match(await other.cmd('f', 'STORE 1 +FLAGS.SILENT (\\Flagged)'), /^f OK/m);
+    assert.match(await c.until(/^\* ESEARCH \(TAG "u2"\)/m, 15_000), /ADDTO \(0 1\)/);
+    c.send('DONE\r\n');
+    await c.until(/^i OK/m);
+    other.close();
+    // a cancelled context says nothing more; past the limit, no context is opened
+    assert.match(await c.cmd('x', 'CANCELUPDATE "u1" "u2"'), /^x OK/m);
+    for (let i = 0; i < 10; i++) assert.match(await c.cmd(`k${i}`, 'SEARCH RETURN (UPDATE) ALL'), /OK/);
+    assert.match(await c.cmd('k10', 'SEARCH RETURN (UPDATE) ALL'), /^k10 OK \[NOUPDATE "k10"\]/m);
+    assert.match(await c.cmd('y', 'CANCELUPDATE "u1"'), /^y NO/m);
     c.close();
   });
 });

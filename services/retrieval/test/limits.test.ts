@@ -303,6 +303,31 @@ void describe('limits', () => {
     for (const c of conns) c.close();
   });
 
+  void it('bounds CATENATE: parts per APPEND, and the size of what the URLs pull in', async () => {
+    const c = await loggedIn();
+    const count = async () => /MESSAGES (\d+)/.exec(await c.cmd('s', 'STATUS Cat (MESSAGES)'))![1];
+    await c.cmd('c', 'CREATE Cat');
+    const before = await count();
+    // a literal and one byte of a message in another mailbox: the message is put together
+    const ok = await c.cmd(
+      'a1',
+      'APPEND Cat CATENATE (TEXT {9+}\r\nSubject:  URL "/INBOX/;UID=1/;PARTIAL=0.1")',
+    );
+    assert.match(ok, /^a1 OK \[APPENDUID \d+ \d+\]/m);
+    // each URL alone is small; together they pass the 1000-byte message size limit
+    const urls = Array.from({ length: 20 }, () => 'URL "/INBOX/;UID=1"').join(' ');
+    assert.match(await c.cmd('a2', `APPEND Cat CATENATE (${urls})`), /^a2 NO \[TOOBIG\]/m);
+    const many = Array.from({ length: 257 }, () => 'URL "/INBOX/;UID=1/;PARTIAL=0.1"').join(' ');
+    assert.match(await c.cmd('a3', `APPEND Cat CATENATE (${many})`), /^a3 NO \[LIMIT\]/m);
+    // a URL is echoed in BADURL only as text that cannot end the response code
+    assert.match(
+      await c.cmd('a4', 'APPEND Cat CATENATE (URL "/IN]BOX/;UID=1")'),
+      /^a4 NO \[BADURL \/IN\?BOX\/;UID=1\] /m,
+    );
+    assert.equal(await count(), String(Number(before) + 1));
+    c.close();
+  });
+
   void it('logs out an idle session (autologout)', async () => {
     const c = await loggedIn();
     await c.until(/^\* BYE Autologout/m, 3000);

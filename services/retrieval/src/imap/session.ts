@@ -29,6 +29,7 @@ import type { ChangeNotifier } from '../notifier.js';
 import { BadCommands, ErrorLog } from '../session-errors.js';
 import { capabilities } from './capabilities.js';
 import { COMMANDS } from './commands/index.js';
+import { contextUpdates } from './commands/search-context.js';
 import type { ImapContext, ImapState, OkOptions } from './context.js';
 import { EnabledExtensions } from './enabled.js';
 import { ImapReply, reply } from './replies.js';
@@ -343,11 +344,13 @@ export class ImapSession implements ImapContext {
   /** Sends pending EXPUNGE / EXISTS / FETCH FLAGS updates for the selected folder. */
   async flushUpdates(allowExpunge: boolean): Promise<void> {
     if (!this.selected) return;
+    const before = this.selected.uids;
     const lines = await this.selected.update({
       allowExpunge,
       condstore: this.enabled.condstore,
       qresync: this.enabled.qresync,
     });
+    lines.unshift(...(await contextUpdates(this.selected, this.deps.cache, before)));
     if (lines.length) this.send(lines.join('\r\n') + '\r\n');
   }
 
@@ -356,11 +359,14 @@ export class ImapSession implements ImapContext {
     const done = `${tag} OK ${opts.code ? `[${opts.code}] ` : ''}${text}\r\n`;
     if (!this.selected) return this.send(done);
     // the updates and the tagged reply in one write: one wake-up of the client, not two
+    const before = this.selected.uids;
     const lines = await this.selected.update({
       allowExpunge: opts.allowExpunge ?? true,
       condstore: this.enabled.condstore,
       qresync: this.enabled.qresync,
     });
+    // CONTEXT=SEARCH results first, as Dovecot sends them
+    lines.unshift(...(await contextUpdates(this.selected, this.deps.cache, before)));
     this.send(lines.length ? lines.join('\r\n') + '\r\n' + done : done);
   }
 

@@ -31,6 +31,7 @@ import { ImapReply, reply } from '../replies.js';
 import { ResponseBatch } from '../response-batch.js';
 import { enableCondstore, flagList, none } from './args.js';
 import { AUTHED, SELECTED, command, withUid, type CommandGroup } from './command.js';
+import { assemble, parseCatenate, type CatPart } from './catenate.js';
 import { requireFolder } from './folders.js';
 
 /**
@@ -342,7 +343,8 @@ async function quotaCheck(s: AuthedContext, adding: number): Promise<void> {
 interface AppendMessage {
   flags: string[];
   date: Date;
-  data: Buffer;
+  /** A literal, or the parts of a CATENATE (RFC 4469), put together when the command runs. */
+  data: Buffer | CatPart[];
 }
 
 interface AppendArgs {
@@ -366,6 +368,10 @@ function parseAppend(r: ArgReader): AppendArgs {
       date = d;
     }
     const lit = r.next('message literal');
+    if (lit.t === 'atom' && lit.v.toUpperCase() === 'CATENATE') {
+      messages.push({ flags, date, data: parseCatenate(r) });
+      continue;
+    }
     if (lit.t !== 'string' || !lit.literal) throw new ParseError('APPEND needs a literal');
     messages.push({ flags, date, data: lit.v });
   } while (r.remaining);
@@ -378,13 +384,24 @@ function parseAppend(r: ArgReader): AppendArgs {
  * the message size limit.
  */
 async function runAppend(s: AuthedContext, tag: string, a: AppendArgs): Promise<void> {
-  if (a.messages.some((m) => m.data.length > s.deps.config.message_size_limit)) throw reply.tooBig();
+  const limit = s.deps.config.message_size_limit;
+  const literals = a.messages.filter((m): m is AppendMessage & { data: Buffer } => Buffer.isBuffer(m.data));
+  if (literals.some((m) => m.data.length > limit)) throw reply.tooBig();
   const f = await requireFolder(s, a.name, true);
+  // CATENATE parts are read only once the destination is known to exist; the bytes of
+  // the whole command, literals and parts, stay within the message size limit
+  const catenated = a.messages.filter((m) => !Buffer.isBuffer(m.data));
+  const built = await assemble(
+    s,
+    catenated.map((m) => m.data as CatPart[]),
+    limit,
+  );
+  const messages = a.messages.map((m) => ({ ...m, data: Buffer.isBuffer(m.data) ? m.data : built.shift()! }));
   await quotaCheck(
     s,
-    a.messages.reduce((sum, m) => sum + m.data.length, 0),
+    messages.reduce((sum, m) => sum + m.data.length, 0),
   );
-  const r = await f.appendMany(a.messages);
+  const r = await f.appendMany(messages);
   s.changed(a.name);
   await s.ok(tag, 'APPEND completed', { code: `APPENDUID ${r.validity} ${formatSequence(r.uids)}` });
 }

@@ -33,6 +33,7 @@ import { SearchEvaluator } from '../search.js';
 import type { SelectedMailbox } from '../selected.js';
 import { SELECTED, command, withUid, type CommandGroup } from './command.js';
 import { enableCondstore } from './args.js';
+import { contextCommands, openContext } from './search-context.js';
 
 /** ESEARCH return options (RFC 4731 §3.1, PARTIAL from RFC 5267 §4.4). */
 interface ReturnOptions {
@@ -76,7 +77,8 @@ function parseReturn(r: ArgReader, allowed: readonly string[]): ReturnOptions | 
 }
 
 function parseSearchArgs(r: ArgReader): SearchArgs {
-  const ret = parseReturn(r, RETURN_OPTIONS);
+  // UPDATE (CONTEXT=SEARCH, RFC 5267 §4) for SEARCH only: no CONTEXT=SORT
+  const ret = parseReturn(r, [...RETURN_OPTIONS, 'UPDATE']);
   try {
     return { ret, key: parseSearch(r), badCharset: false };
   } catch (err) {
@@ -137,7 +139,13 @@ async function runSearch(s: SelectedContext, tag: string, a: SearchArgs, name: s
     );
   }
   if (announce) s.send(announce);
-  await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
+  let code: string | undefined;
+  if (a.ret?.options.includes('UPDATE')) {
+    const uids = hits.map((h) => h.uid);
+    // RFC 5267 §4.2: past the limit the search is answered, and the client told no updates follow
+    if (!openContext(view, tag, byUid, key, uids)) code = `NOUPDATE "${tag}"`;
+  }
+  await s.ok(tag, `${name} completed`, { allowExpunge: byUid, code });
 }
 
 // --- SORT and THREAD (RFC 5256) --------------------------------------------------------
@@ -336,4 +344,5 @@ export const searchCommands: CommandGroup = {
   ...withUid('SEARCH', command({ states: SELECTED, parse: parseSearchArgs, run: runSearch })),
   ...withUid('SORT', command({ states: SELECTED, parse: parseSort, run: runSort })),
   ...withUid('THREAD', command({ states: SELECTED, parse: parseThread, run: runThread })),
+  ...contextCommands,
 };
