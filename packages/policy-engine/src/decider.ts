@@ -7,7 +7,7 @@ import {
 import { PolicyKeys, type ExplainRecord } from '@mailyard/policy-rules';
 import type { PolicyEngineConfig } from './config.js';
 import { measuredResolver } from './dns-checks.js';
-import { createEngine, type EngineDecision, type EngineDeps } from './engine.js';
+import { createEngine, type EngineDecision, type EngineDeps, type LocalOptions } from './engine.js';
 
 /** The same as the engine's: the decider wraps one. */
 export type DeciderDeps = EngineDeps;
@@ -82,10 +82,13 @@ export function createDecider(config: PolicyEngineConfig, deps: DeciderDeps) {
   }
 
   /** As decide, or null when an entry reached needs the policy service (see Engine.decide). */
-  async function decideHere(input: PolicyInput): Promise<PolicyDecision | null> {
+  async function decideHere(
+    input: PolicyInput,
+    current?: LocalOptions['current'],
+  ): Promise<PolicyDecision | null> {
     const req = PolicyRequest.parse({ ...input, v: POLICY_VERSION });
     const end = metrics.decisionLatency.startTimer({ stage: req.stage });
-    const decided = await engine.decide(req, null, { local: true });
+    const decided = await engine.decide(req, null, { local: true, ...(current ? { current } : {}) });
     return decided ? finish(req, decided, end) : null;
   }
 

@@ -61,6 +61,12 @@ async function decidableHere(ctx: CheckContext, r: Restriction): Promise<boolean
   return CHECKS[r.name].needs.every((n) => LOCAL_NEEDS.has(n));
 }
 
+/** How an intake asks (see decide). */
+export interface LocalOptions {
+  local: true;
+  current?: (batch: RedisBatch) => () => boolean;
+}
+
 /** A decision, and the Redis round trips it cost. */
 export type EngineDecision = PolicyDecision & { roundTrips: number };
 
@@ -87,7 +93,11 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
   };
 
   /** One pipeline with everything the entries of this stage will read. */
-  const prefetch = async (ctx: CheckContext, entries: Restriction[]): Promise<void> => {
+  const prefetch = async (
+    ctx: CheckContext,
+    entries: Restriction[],
+    extra?: (batch: RedisBatch) => void,
+  ): Promise<void> => {
     const p = env.redis.pipeline();
     const takes: ((v: unknown) => void)[] = [];
     const queued = new Set<string>();
@@ -99,6 +109,7 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
         takes.push(take);
       },
     };
+    extra?.(batch);
     for (const r of entries) implementation(r.name).prefetch?.(ctx, r.value, batch);
     // whose own allow list holds the sender decides who is spared Junk
     if (ctx.req.stage === 'data') queueUserLists(ctx, batch, ctx.req.recipients);
@@ -119,16 +130,18 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
    * With `local`, as an SMTP intake decides: null as soon as an entry reached needs the
    * policy service (shared state, a DNS list, a scanner), which then decides the whole
    * stage again; the entries before it are cheap and give the same answers there.
+   * `current` queues reads into the stage's pipeline and returns whether what was read
+   * still matches the rules in force (null when not).
    */
   async function decide(
     req: PolicyRequest,
     message: Buffer | null,
-    opts: { local: true },
+    opts: LocalOptions,
   ): Promise<EngineDecision | null>;
   async function decide(
     req: PolicyRequest,
     message: Buffer | null,
-    opts?: { local: true },
+    opts?: LocalOptions,
   ): Promise<EngineDecision | null> {
     const ctx: CheckContext = {
       env,
@@ -150,10 +163,13 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
     let verdict: Verdict = DUNNO;
     let junkAll = false;
     try {
+      let current: (() => boolean) | null = null;
       await prefetch(
         ctx,
         lists.flatMap((l) => rules[l]),
+        opts?.current && ((batch) => (current = opts.current!(batch))),
       );
+      if (current && !(current as () => boolean)()) return null;
       outer: for (const l of lists) {
         for (const r of rules[l]) {
           if (opts?.local && !(await decidableHere(ctx, r))) return null;

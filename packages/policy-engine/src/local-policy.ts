@@ -6,6 +6,7 @@ import type { Logger, Registry } from '@mailyard/observability';
 import { PolicyKeys, PolicyRules } from '@mailyard/policy-rules';
 import { parseEngineSettings } from './config.js';
 import { createDecider, type Decider, type PolicyInput } from './decider.js';
+import type { RedisBatch } from './check-context.js';
 import { createMetrics } from './metrics.js';
 
 export interface LocalPolicyDeps {
@@ -39,8 +40,9 @@ export class LocalPolicy {
   private readonly store: PolicyRules;
   private readonly metrics: ReturnType<typeof createMetrics>;
   private readonly log: Logger;
-  /** Bumped by each reload, so an older one finishing late does not win. */
-  private generation = 0;
+  /** Reloads run one after the other, so the last one started is the one in force. */
+  private reloading: Promise<void> = Promise.resolve();
+  private stopped = false;
 
   constructor(private readonly deps: LocalPolicyDeps) {
     this.store = new PolicyRules(deps.redis, deps.prefix);
@@ -55,6 +57,7 @@ export class LocalPolicy {
 
   /** Loads rules and settings, then follows the change channel. Never throws: without them, the service decides. */
   async start(): Promise<void> {
+    this.stopped = false;
     const sub = this.deps.redis.duplicate({ keyPrefix: '' });
     this.sub = sub;
     sub.on('error', () => undefined);
@@ -67,18 +70,23 @@ export class LocalPolicy {
   }
 
   async stop(): Promise<void> {
-    this.generation++;
+    this.stopped = true;
     this.sub?.disconnect();
     this.sub = null;
     this.decider = null;
   }
 
   /** Reloads rules and the service's settings; on failure keeps what is in force. */
-  async reload(): Promise<void> {
-    const gen = ++this.generation;
+  reload(): Promise<void> {
+    this.reloading = this.reloading.then(() => this.load());
+    return this.reloading;
+  }
+
+  private async load(): Promise<void> {
+    if (this.stopped) return;
     try {
       const [loaded, settings] = await Promise.all([this.store.load(), this.published()]);
-      if (gen !== this.generation) return;
+      if (this.stopped) return;
       this.rules = loaded.rules;
       this.version = loaded.version;
       if (!settings) {
@@ -103,21 +111,32 @@ export class LocalPolicy {
     if (!this.decider || input.stage === 'data') return null;
     // a change announced but not yet received here must not be decided with the old
     // rules, nor a stage decided here once the service is gone (it would give the default
-    // action): both are read with each decision, in one round trip (a Redis failure
-    // throws: the intake answers 451 4.3.0)
-    const res = await this.deps.redis
-      .pipeline()
-      .get(PolicyKeys.version)
-      .hgetall(PolicyKeys.engineConfig)
-      .exec();
-    if (res?.length !== 2) throw new Error('incomplete answer from Redis');
-    for (const [err] of res) if (err) throw err;
-    const current = Number((res[0]![1] as string | null) ?? 0);
-    const settings = firstSettings(res[1]![1] as Record<string, string>);
-    if (!settings) return null;
-    if (current !== this.version || settings !== this.settings) await this.reload();
-    if (current !== this.version || settings !== this.settings || !this.decider) return null;
-    return this.decider.decideHere(input);
+    // action): both are read with each decision, in the stage's one pipeline; when they
+    // differ, reload and try once more
+    for (let attempt = 0; attempt < 2; attempt++) {
+      let version: number | null = null;
+      let settings: string | null = null;
+      const current = (batch: RedisBatch) => {
+        batch.read(
+          'local:version',
+          (p) => p.get(PolicyKeys.version),
+          (v) => (version = Number(v ?? 0)),
+        );
+        batch.read(
+          'local:settings',
+          (p) => p.hgetall(PolicyKeys.engineConfig),
+          (v) => (settings = firstSettings(v as Record<string, string>)),
+        );
+        return () => version === this.version && settings !== null && settings === this.settings;
+      };
+      const d = await this.decider.decideHere(input, current);
+      if (d) return d;
+      if (settings === null) return null;
+      if (version === this.version && settings === this.settings) return null; // needs the service
+      await this.reload();
+      if (!this.decider) return null;
+    }
+    return null;
   }
 
   /** The settings a running policy service published, or null. */
