@@ -5,7 +5,7 @@
  *   pnpm bench:inbound [--messages 5000] [--concurrency 20] [--size 10240]
  *                      [--per-connection 1] [--accounts 10] [--warmup 500]
  *                      [--smtp-source] [--profile DIR] [--keep] [--uv-threadpool N] [--dist]
- *                      [--policy [--no-rate-limits] [--no-scanners]]
+ *                      [--policy [--no-rate-limits] [--no-scanners] [--no-local]]
  *
  * --policy runs the platform as `pnpm start` does: the policy service as a third process,
  * mta-inbound asking it at every stage, the default restriction lists, DNS answered by the
@@ -98,6 +98,8 @@ interface Options {
   policy: boolean;
   noRateLimits: boolean;
   noScanners: boolean;
+  /** Every stage asked of the policy service (POLICY_LOCAL_DECISIONS=no), as before. */
+  noLocal: boolean;
 }
 
 function parseOptions(): Options {
@@ -117,6 +119,7 @@ function parseOptions(): Options {
       policy: { type: 'boolean', default: false },
       'no-rate-limits': { type: 'boolean', default: false },
       'no-scanners': { type: 'boolean', default: false },
+      'no-local': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -124,7 +127,7 @@ function parseOptions(): Options {
     process.stdout.write(
       'usage: pnpm bench:inbound [--messages N] [--concurrency C] [--size BYTES] [--per-connection K]\n' +
         '                          [--accounts A] [--warmup W] [--smtp-source] [--profile DIR] [--keep]\n' +
-        '                          [--uv-threadpool N] [--dist] [--policy [--no-rate-limits] [--no-scanners]]\n',
+        '                          [--uv-threadpool N] [--dist] [--policy [--no-rate-limits] [--no-scanners] [--no-local]]\n',
     );
     process.exit(0);
   }
@@ -154,6 +157,7 @@ function parseOptions(): Options {
     policy: values.policy,
     noRateLimits: values['no-rate-limits'],
     noScanners: values['no-scanners'],
+    noLocal: values['no-local'],
   };
 }
 
@@ -628,6 +632,7 @@ async function startPolicyWorld(
     inboundEnv: {
       ...common,
       POLICY_ENABLED: 'yes',
+      POLICY_LOCAL_DECISIONS: opts.noLocal ? 'no' : 'yes',
       SMTPD_PEERNAME_LOOKUP: 'yes',
       // one address sends everything here; Postfix has no connection rate limit by default
       SMTPD_CLIENT_CONNECTION_RATE_LIMIT: '0',
@@ -637,6 +642,7 @@ async function startPolicyWorld(
 
 interface PolicyFigures {
   requests: number;
+  local: number;
   redisRoundTrips: number;
   dnsQueries: number;
   decision: Buckets;
@@ -662,8 +668,12 @@ async function policyFigures(
       ),
     );
   return {
-    requests: await counterSum(policyHttp, 'mailyard_policy_decisions_total'),
-    redisRoundTrips: await counterSum(policyHttp, 'mailyard_policy_redis_round_trips_total'),
+    // RPCs as mta-inbound makes them; stages it decides itself (POLICY_LOCAL_DECISIONS) apart
+    requests: await counterSum(inboundHttp, 'mailyard_mta_inbound_policy_decisions_total', 'where="service"'),
+    local: await counterSum(inboundHttp, 'mailyard_mta_inbound_policy_decisions_total', 'where="local"'),
+    redisRoundTrips:
+      (await counterSum(policyHttp, 'mailyard_policy_redis_round_trips_total')) +
+      (await counterSum(inboundHttp, 'mailyard_mta_inbound_local_policy_redis_round_trips_total')),
     dnsQueries: dns?.queries.length ?? 0,
     decision: await histogram(policyHttp, 'mailyard_policy_decision_seconds', 'stage="rcpt"'),
     rpc,
@@ -675,7 +685,8 @@ function printPolicyFigures(a: PolicyFigures, b: PolicyFigures, messages: number
   const per = (x: number, y: number) => fmt((y - x) / messages, 2);
   process.stdout.write(
     `policy per message: ${per(a.requests, b.requests)} requests to the policy service, ` +
-      `${per(a.redisRoundTrips, b.redisRoundTrips)} Redis round trips (policy decisions), ` +
+      `${per(a.local, b.local)} stages decided in mta-inbound, ` +
+      `${per(a.redisRoundTrips, b.redisRoundTrips)} Redis round trips (policy decisions, both processes), ` +
       `${per(a.dnsQueries, b.dnsQueries)} DNS queries\n`,
   );
   const ms = (x: Buckets, y: Buckets, q: number) => fmt(histogramQuantile(x, y, q) * 1000, 2);

@@ -11,6 +11,12 @@ export const PolicyKeys = {
   version: 'policy:version',
   /** Pub/sub channel (prefixed by hand: ioredis does not prefix channels). */
   changedChannel: (prefix: string) => `${prefix}policy:changed`,
+  /**
+   * HASH instance id → JSON of that policy service instance's check settings (mynetworks,
+   * relay domains, greylisting...), set when it starts and removed when it stops: an
+   * intake decides cheap stages itself, with the same settings, only while one is there.
+   */
+  engineConfig: 'policy:engine-config',
   /** HASH key → action. */
   access: (table: string) => `policy:access:${table}`,
   /** SET of senders (address, domain) a user allows / blocks. */

@@ -56,6 +56,13 @@ export const intakeSchema = {
    * policy service runs.
    */
   policy_enabled: bool(false),
+  /**
+   * Decide connect, MAIL and RCPT here when every entry reached is cheap (syntax,
+   * mynetworks, access tables, user lists, cached DNS), with the policy service's rules
+   * and settings, reloaded live; only stages reaching greylisting, rate counters, DNS
+   * lists or the content checks are asked over the bus. Same verdicts, fewer RPCs.
+   */
+  policy_local_decisions: bool(true),
   /** How long to wait for a policy decision before connect, MAIL and RCPT. */
   policy_timeout: duration('5s'),
   /** How long to wait for the end-of-DATA decision (virus and spam scanning included). */
@@ -67,6 +74,7 @@ export const intakeSchema = {
 /** What the intake reads from a service's config: its own keys and a few common ones. */
 export type IntakeConfig = z.infer<z.ZodObject<typeof intakeSchema>> & {
   amqp_url: string;
+  redis_prefix: string;
   myhostname: string;
   listen_address: string;
   shutdown_grace: number;

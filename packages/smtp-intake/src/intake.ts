@@ -5,8 +5,10 @@ import { ClientLimits } from '@mailyard/auth';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
 import { drainTime, loadTlsMaterial } from '@mailyard/config';
 import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@mailyard/contracts';
+import { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, ReadinessCheck, Registry } from '@mailyard/observability';
+import { LocalPolicy } from '@mailyard/policy-engine';
 import {
   createPolicyClient,
   PolicyVerdicts,
@@ -50,6 +52,11 @@ export interface IntakeDeps {
   policy?: PolicyAsker | null;
   /** Where the per-client connection rate is counted across instances; without it, in this process. */
   redis?: Redis;
+  /**
+   * Cheap stages decided in this process; by default one is built, with the built policy
+   * client, when POLICY_LOCAL_DECISIONS is on and Redis is given.
+   */
+  localPolicy?: LocalPolicy | null;
 }
 
 export interface Intake<L extends string> {
@@ -136,18 +143,36 @@ export function createIntake<L extends string>(
             observe: (stage, seconds, outcome) => metrics.policyLatency(stage, outcome, seconds),
           })
         : null;
+  const local: LocalPolicy | null =
+    deps.localPolicy !== undefined
+      ? deps.localPolicy
+      : policy && deps.policy === undefined && config.policy_local_decisions && deps.redis
+        ? new LocalPolicy({
+            redis: deps.redis,
+            prefix: config.redis_prefix,
+            directory: new Directory(deps.redis),
+            resolver: deps.resolver,
+            logger,
+            registry: deps.registry,
+            service: role.service,
+          })
+        : null;
   // per session (connect verdicts) and per transaction (MAIL, RCPT verdicts)
   const verdicts = new PolicyVerdicts();
   // seconds each session waited for the policy service since its last accepted message
   const policyWaits = new WeakMap<SMTPServerSession, number>();
+  /** A stage's decision: here when its entries are cheap, else from the policy service. */
   const ask = async (
     asker: PolicyAsker,
     session: SMTPServerSession,
     ...args: Parameters<PolicyAsker['ask']>
   ) => {
     const started = process.hrtime.bigint();
+    const [request] = args;
     try {
-      return await asker.ask(...args);
+      const here = local ? await local.decide(request) : null;
+      metrics.policyDecided(request.stage, here ? 'local' : 'service');
+      return here ?? (await asker.ask(...args));
     } finally {
       const waited = Number(process.hrtime.bigint() - started) / 1e9;
       policyWaits.set(session, (policyWaits.get(session) ?? 0) + waited);
@@ -451,6 +476,7 @@ export function createIntake<L extends string>(
     closeSession: (id, err) => servers.some(({ server }) => server.closeSession(id, err)),
     async start() {
       policy?.start();
+      await local?.start();
       for (const s of servers) await listen(s);
       logger.info({ ...(ports as Record<string, number>) }, `${role.service} listening`);
     },
@@ -458,6 +484,7 @@ export function createIntake<L extends string>(
       const drain = drainTime(config.shutdown_grace);
       await Promise.all(servers.map(({ server }) => server.shutdown(drain)));
       await policy?.stop();
+      await local?.stop();
     },
   };
 }

@@ -32,6 +32,8 @@ export interface IntakeMetrics {
    * DATA decisions, and the connect decision for the first message of a session.
    */
   policyTransaction(seconds: number): void;
+  /** One stage's decision, made here (`local`) or asked of the policy service over the bus (`service`). */
+  policyDecided(stage: string, where: 'local' | 'service'): void;
 }
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
@@ -70,6 +72,11 @@ export function createIntakeMetrics(registry: Registry, service: IntakeService):
     [],
     [0.0005, 0.001, 0.002, ...LATENCY_BUCKETS.slice(2), 10, 30],
   );
+  const policyDecisions = counter(
+    'policy_decisions_total',
+    'Policy decisions by stage, made in this process (local) or asked of the policy service (service: one RPC each)',
+    ['stage', 'where'],
+  );
   const outcomes = outcomeCounters(service, counter);
   return {
     ...outcomes,
@@ -81,6 +88,7 @@ export function createIntakeMetrics(registry: Registry, service: IntakeService):
     acceptLatency: (seconds) => accept.observe(seconds),
     policyLatency: (stage, outcome, seconds) => policy.observe({ stage, outcome }, seconds),
     policyTransaction: (seconds) => policyTransaction.observe(seconds),
+    policyDecided: (stage, where) => policyDecisions.inc({ stage, where }),
   };
 }
 

@@ -2,4 +2,4 @@ export * from './config.js';
 export * from './policy.js';
 export * from './deps.js';
 export { toPolicyRequest, toPostfixAction } from './delegation.js';
-export { clamdScan } from './clamd.js';
+export { clamdScan } from '@mailyard/policy-engine';

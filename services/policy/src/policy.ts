@@ -1,9 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Bus } from '@mailyard/bus';
 import {
   EventKeys,
-  POLICY_VERSION,
-  PolicyRequest,
   PolicyRpc,
   type LearnEvent,
   type PolicyDecision,
@@ -12,14 +11,11 @@ import {
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
-import { PolicyKeys, PolicyRules, type ExplainRecord, type RuleSet } from '@mailyard/policy-rules';
+import { createDecider, createMetrics, engineSettings, rspamdLearn } from '@mailyard/policy-engine';
+import { PolicyKeys, PolicyRules, type RuleSet } from '@mailyard/policy-rules';
 import type { PolicyConfig } from './config.js';
 import { startDelegationServer } from './delegation.js';
-import { measuredResolver } from './dns-checks.js';
 import { createDnsMonitor } from './dns-monitor.js';
-import { createEngine } from './engine.js';
-import { createMetrics } from './metrics.js';
-import { rspamdLearn } from './rspamd.js';
 
 export interface PolicyDeps {
   bus: Bus;
@@ -54,10 +50,10 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
   const store = new PolicyRules(redis, config.redis_prefix);
   let rules: RuleSet | null = null;
   let version = -1;
-  const engine = createEngine(config, {
+  const { decide } = createDecider(config, {
     redis,
     directory: deps.directory,
-    resolver: measuredResolver(deps.resolver, metrics),
+    resolver: deps.resolver,
     logger,
     metrics,
     rules: () => rules!,
@@ -65,6 +61,7 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
   });
   const dnsMonitor = createDnsMonitor(config, { redis, registry: deps.registry, logger, now: deps.now });
   let sub: Redis | null = null;
+  const instance = randomUUID();
   let delegation: { port: number; close(): Promise<void> } | null = null;
 
   const reload = async (why: string): Promise<void> => {
@@ -83,61 +80,6 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
       logger.error({ err }, 'could not load policy rules, keeping the previous ones');
       if (!rules) throw err;
     }
-  };
-
-  const explain = async (req: PolicyRequest, d: PolicyDecision): Promise<void> => {
-    if (d.action === 'continue' || d.action === 'accept') return;
-    const rec: ExplainRecord = {
-      id: req.queueId ?? req.sessionId,
-      stage: req.stage,
-      action: d.action,
-      reply: d.reply ? `${d.reply.code} ${d.reply.enhanced} ${d.reply.text}` : null,
-      client: req.client.ip,
-      sender: req.sender,
-      recipient: req.recipient,
-      reasons: d.reasons,
-      at: new Date((deps.now ?? Date.now)()).toISOString(),
-    };
-    const json = JSON.stringify(rec);
-    const ttl = Math.ceil(config.explain_ttl / 1000);
-    const p = redis.pipeline().set(PolicyKeys.explain(req.sessionId), json, 'EX', ttl);
-    if (req.queueId) p.set(PolicyKeys.explain(req.queueId), json, 'EX', ttl);
-    await p.exec();
-  };
-
-  const decide = async (
-    input: Omit<PolicyRequestInput, 'v'>,
-    message: Buffer | null = null,
-  ): Promise<PolicyDecision> => {
-    const req = PolicyRequest.parse({ ...input, v: POLICY_VERSION });
-    const end = metrics.decisionLatency.startTimer({ stage: req.stage });
-    const { roundTrips, ...decision } = await engine.decide(req, message);
-    end();
-    // every refusal names what `mailyard policy explain` and the log know it by
-    if (decision.reply) decision.reply.text += ` (ref ${req.queueId ?? req.sessionId})`;
-    metrics.decisions.inc({ stage: req.stage, action: decision.action });
-    metrics.redisRoundTrips.inc({ stage: req.stage }, roundTrips);
-    const log = decision.action === 'continue' ? logger.debug.bind(logger) : logger.info.bind(logger);
-    log(
-      {
-        sid: req.sessionId,
-        queueId: req.queueId,
-        stage: req.stage,
-        client: req.client.ip,
-        from: req.sender,
-        rcpt: req.recipient,
-        action: decision.action,
-        reply: decision.reply
-          ? `${decision.reply.code} ${decision.reply.enhanced} ${decision.reply.text}`
-          : undefined,
-        reasons: decision.reasons.map((r) => `${r.check}=${r.result}`),
-      },
-      'policy decision',
-    );
-    await explain(req, decision).catch((err: unknown) =>
-      logger.warn({ err }, 'could not store the explanation'),
-    );
-    return decision;
   };
 
   const onLearn = async (ev: LearnEvent, key: string): Promise<void> => {
@@ -171,6 +113,9 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
     },
     async start() {
       await reload('start');
+      // the settings an intake decides cheap stages with; announced like a rule change
+      await redis.hset(PolicyKeys.engineConfig, instance, JSON.stringify(engineSettings(config)));
+      await redis.publish(store.channel, 'engine-config');
       // every change to the rules is announced on the channel; reload on each
       sub = redis.duplicate({ keyPrefix: '' });
       // reconnects by itself; the main connection's handler already says Redis is unreachable
@@ -206,6 +151,11 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
     },
     async stop() {
       dnsMonitor.stop();
+      // intakes stop deciding by these settings, and ask (and get the default action)
+      await redis
+        .hdel(PolicyKeys.engineConfig, instance)
+        .then(() => redis.publish(store.channel, 'engine-config'))
+        .catch((err: unknown) => logger.warn({ err }, 'could not withdraw the published settings'));
       await delegation?.close();
       delegation = null;
       await bus.stop();

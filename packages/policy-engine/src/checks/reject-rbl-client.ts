@@ -3,6 +3,8 @@ import { dnsListVerdict, dnsblName } from '../dns-checks.js';
 
 /** `reject_rbl_client ZONE[=127.0.0.N]`: the client's address listed in a DNSBL. */
 export const rejectRblClient: CheckImplementation<'reject_rbl_client'> = {
+  // a DNS list is asked by the policy service, whose cache every intake shares
+  local: () => false,
   run(ctx, [list], reply) {
     const ip = ctx.req.client.ip;
     return dnsListVerdict(

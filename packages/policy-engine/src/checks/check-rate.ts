@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { PolicyReply, PolicyRequest } from '@mailyard/contracts';
 import {
   PolicyKeys,
+  policyReply,
   type CheckReplyName,
   type PolicyReplies,
   type RateCounter,
@@ -37,6 +38,9 @@ const COUNTED: Record<
  * recipients without Redis.
  */
 export const checkRate: CheckImplementation<'check_rate'> = {
+  // only a counter this request does not count, or this message's recipients, needs no Redis
+  local: (ctx, [counter]) =>
+    counter === 'message_recipients' || COUNTED[counter](ctx.req, policyReply) === null,
   async run(ctx, [counter, rate], reply) {
     const { req } = ctx;
     if (counter === 'message_recipients') {

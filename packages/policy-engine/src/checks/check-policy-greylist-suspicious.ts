@@ -6,6 +6,12 @@ import { greylist, suspicion } from '../greylisting.js';
  * clients without forward-confirmed reverse DNS or listed in GREYLIST_DNSBL.
  */
 export const checkPolicyGreylistSuspicious: CheckImplementation<'check_policy_greylist_suspicious'> = {
+  // a trusted client (the common case) is decided by DNS alone; a suspicious one is greylisted in Redis
+  async local(ctx) {
+    const { req } = ctx;
+    if (req.stage !== 'rcpt' || !req.recipient || req.sender === null) return true;
+    return ctx.env.config.greylist_dnsbl.length === 0 && (await suspicion(ctx)) === null;
+  },
   async run(ctx, _args, reply) {
     const { req } = ctx;
     if (req.stage !== 'rcpt' || !req.recipient || req.sender === null) return DUNNO;

@@ -4,7 +4,7 @@ import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger } from '@mailyard/observability';
 import type { CheckArgs, CheckName, CheckReplyName, PolicyReplies } from '@mailyard/policy-rules';
-import type { PolicyConfig } from './config.js';
+import type { PolicyEngineConfig } from './config.js';
 import type { PolicyMetrics } from './metrics.js';
 import type { PolicyRedis } from './redis-scripts.js';
 
@@ -33,7 +33,7 @@ export const refuse = (reply: PolicyReply): Verdict => ({
 
 /** What checks run with, the same for every request. */
 export interface CheckEnv {
-  config: PolicyConfig;
+  config: PolicyEngineConfig;
   redis: PolicyRedis;
   directory: Directory;
   resolver: MailResolver;
@@ -97,6 +97,12 @@ export interface RedisBatch {
  * `reply` holds only the reply factories the definition declares.
  */
 export interface CheckImplementation<N extends CheckName> {
+  /**
+   * Whether this entry can be decided for this request where the SMTP session runs
+   * (an intake), without shared state or heavy work: cached DNS, access tables and
+   * user lists read in the stage's pipeline. Absent: from the check's `needs` in CHECKS.
+   */
+  local?(ctx: CheckContext, args: CheckArgs<N>): boolean | Promise<boolean>;
   /** Queues the Redis reads the entry will make, so a stage costs one round trip for them all. */
   prefetch?(ctx: CheckContext, args: CheckArgs<N>, batch: RedisBatch): void;
   run(

@@ -3,6 +3,8 @@ import { dnsListVerdict } from '../dns-checks.js';
 
 /** `reject_rhsbl_sender ZONE[=127.0.0.N]`: the sender's domain listed in an RHSBL. */
 export const rejectRhsblSender: CheckImplementation<'reject_rhsbl_sender'> = {
+  // a DNS list is asked by the policy service, whose cache every intake shares
+  local: () => false,
   run(ctx, [list], reply) {
     const { sender } = ctx.req;
     if (!sender) return DUNNO;

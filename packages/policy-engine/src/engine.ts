@@ -4,6 +4,7 @@ import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger } from '@mailyard/observability';
 import {
+  CHECKS,
   STAGE_LISTS,
   policyReply,
   type CheckName,
@@ -22,7 +23,7 @@ import {
 } from './check-context.js';
 import { queueUserLists } from './checks/check-user-lists.js';
 import { CHECK_IMPLEMENTATIONS } from './checks/index.js';
-import type { PolicyConfig } from './config.js';
+import type { PolicyEngineConfig } from './config.js';
 import type { PolicyMetrics } from './metrics.js';
 import { withPolicyScripts } from './redis-scripts.js';
 
@@ -43,6 +44,32 @@ function implementation<N extends CheckName>(name: N): CheckImplementation<N> {
   return CHECK_IMPLEMENTATIONS[name];
 }
 
+/** What an intake has at hand: its cached resolver, the directory, and one Redis pipeline per stage. */
+const LOCAL_NEEDS: ReadonlySet<string> = new Set([
+  'mynetworks',
+  'relay-domains',
+  'directory',
+  'dns',
+  'access-tables',
+  'user-lists',
+]);
+
+/** Whether entry `r` can be decided for this request without the policy service. */
+async function decidableHere(ctx: CheckContext, r: Restriction): Promise<boolean> {
+  const impl: CheckImplementation<CheckName> = implementation(r.name);
+  if (impl.local) return impl.local(ctx, r.value);
+  return CHECKS[r.name].needs.every((n) => LOCAL_NEEDS.has(n));
+}
+
+/** How an intake asks (see decide). */
+export interface LocalOptions {
+  local: true;
+  current?: (batch: RedisBatch) => () => boolean;
+}
+
+/** A decision, and the Redis round trips it cost. */
+export type EngineDecision = PolicyDecision & { roundTrips: number };
+
 /**
  * Runs the restriction lists of one stage in order, Haraka-style: each entry is a
  * check module that returns a verdict, and the first decisive one wins; `permit` ends
@@ -51,7 +78,7 @@ function implementation<N extends CheckName>(name: N): CheckImplementation<N> {
  * first check, so a stage costs one round trip plus one per greylist or rate-limit
  * check that is reached.
  */
-export function createEngine(config: PolicyConfig, deps: EngineDeps) {
+export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
   const { logger } = deps;
   const env: CheckEnv = {
     config,
@@ -66,7 +93,11 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
   };
 
   /** One pipeline with everything the entries of this stage will read. */
-  const prefetch = async (ctx: CheckContext, entries: Restriction[]): Promise<void> => {
+  const prefetch = async (
+    ctx: CheckContext,
+    entries: Restriction[],
+    extra?: (batch: RedisBatch) => void,
+  ): Promise<void> => {
     const p = env.redis.pipeline();
     const takes: ((v: unknown) => void)[] = [];
     const queued = new Set<string>();
@@ -78,6 +109,7 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
         takes.push(take);
       },
     };
+    extra?.(batch);
     for (const r of entries) implementation(r.name).prefetch?.(ctx, r.value, batch);
     // whose own allow list holds the sender decides who is spared Junk
     if (ctx.req.stage === 'data') queueUserLists(ctx, batch, ctx.req.recipients);
@@ -93,10 +125,24 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
   };
 
   /** Decides one request. Never throws: an internal error becomes a tempfail. */
+  async function decide(req: PolicyRequest, message: Buffer | null): Promise<EngineDecision>;
+  /**
+   * With `local`, as an SMTP intake decides: null as soon as an entry reached needs the
+   * policy service (shared state, a DNS list, a scanner), which then decides the whole
+   * stage again; the entries before it are cheap and give the same answers there.
+   * `current` queues reads into the stage's pipeline and returns whether what was read
+   * still matches the rules in force (null when not).
+   */
   async function decide(
     req: PolicyRequest,
     message: Buffer | null,
-  ): Promise<PolicyDecision & { roundTrips: number }> {
+    opts: LocalOptions,
+  ): Promise<EngineDecision | null>;
+  async function decide(
+    req: PolicyRequest,
+    message: Buffer | null,
+    opts?: LocalOptions,
+  ): Promise<EngineDecision | null> {
     const ctx: CheckContext = {
       env,
       req,
@@ -117,12 +163,16 @@ export function createEngine(config: PolicyConfig, deps: EngineDeps) {
     let verdict: Verdict = DUNNO;
     let junkAll = false;
     try {
+      let current: (() => boolean) | null = null;
       await prefetch(
         ctx,
         lists.flatMap((l) => rules[l]),
+        opts?.current && ((batch) => (current = opts.current!(batch))),
       );
+      if (current && !(current as () => boolean)()) return null;
       outer: for (const l of lists) {
         for (const r of rules[l]) {
+          if (opts?.local && !(await decidableHere(ctx, r))) return null;
           const res = await implementation(r.name).run(ctx, r.value, policyReply);
           if (res.kind === 'dunno') continue;
           if (res.kind === 'permit') continue outer;

@@ -1,0 +1,97 @@
+import {
+  POLICY_VERSION,
+  PolicyRequest,
+  type PolicyDecision,
+  type PolicyRequestInput,
+} from '@mailyard/contracts';
+import { PolicyKeys, type ExplainRecord } from '@mailyard/policy-rules';
+import type { PolicyEngineConfig } from './config.js';
+import { measuredResolver } from './dns-checks.js';
+import { createEngine, type EngineDecision, type EngineDeps, type LocalOptions } from './engine.js';
+
+/** The same as the engine's: the decider wraps one. */
+export type DeciderDeps = EngineDeps;
+
+export type PolicyInput = Omit<PolicyRequestInput, 'v'>;
+
+/**
+ * One decision as the policy service gives it, wherever it is made: the engine's
+ * verdict, the reference every refusal names, the metrics, the log line, and the
+ * reasons kept for `mailyard policy explain`. The policy service and an intake
+ * deciding cheap stages itself share this, so a verdict reads the same from both.
+ */
+export function createDecider(config: PolicyEngineConfig, deps: DeciderDeps) {
+  const { redis, logger, metrics } = deps;
+  const engine = createEngine(config, { ...deps, resolver: measuredResolver(deps.resolver, metrics) });
+
+  const explain = async (req: PolicyRequest, d: PolicyDecision): Promise<void> => {
+    if (d.action === 'continue' || d.action === 'accept') return;
+    const rec: ExplainRecord = {
+      id: req.queueId ?? req.sessionId,
+      stage: req.stage,
+      action: d.action,
+      reply: d.reply ? `${d.reply.code} ${d.reply.enhanced} ${d.reply.text}` : null,
+      client: req.client.ip,
+      sender: req.sender,
+      recipient: req.recipient,
+      reasons: d.reasons,
+      at: new Date(deps.now()).toISOString(),
+    };
+    const json = JSON.stringify(rec);
+    const ttl = Math.ceil(config.explain_ttl / 1000);
+    const p = redis.pipeline().set(PolicyKeys.explain(req.sessionId), json, 'EX', ttl);
+    if (req.queueId) p.set(PolicyKeys.explain(req.queueId), json, 'EX', ttl);
+    await p.exec();
+  };
+
+  const finish = async (req: PolicyRequest, decided: EngineDecision, end: () => void) => {
+    const { roundTrips, ...decision } = decided;
+    end();
+    // every refusal names what `mailyard policy explain` and the log know it by
+    if (decision.reply) decision.reply.text += ` (ref ${req.queueId ?? req.sessionId})`;
+    metrics.decisions.inc({ stage: req.stage, action: decision.action });
+    metrics.redisRoundTrips.inc({ stage: req.stage }, roundTrips);
+    const log = decision.action === 'continue' ? logger.debug.bind(logger) : logger.info.bind(logger);
+    log(
+      {
+        sid: req.sessionId,
+        queueId: req.queueId,
+        stage: req.stage,
+        client: req.client.ip,
+        from: req.sender,
+        rcpt: req.recipient,
+        action: decision.action,
+        reply: decision.reply
+          ? `${decision.reply.code} ${decision.reply.enhanced} ${decision.reply.text}`
+          : undefined,
+        reasons: decision.reasons.map((r) => `${r.check}=${r.result}`),
+      },
+      'policy decision',
+    );
+    await explain(req, decision).catch((err: unknown) =>
+      logger.warn({ err }, 'could not store the explanation'),
+    );
+    return decision;
+  };
+
+  /** Decides a request (the RPC handler and the delegation server both use this). */
+  async function decide(input: PolicyInput, message: Buffer | null = null): Promise<PolicyDecision> {
+    const req = PolicyRequest.parse({ ...input, v: POLICY_VERSION });
+    const end = metrics.decisionLatency.startTimer({ stage: req.stage });
+    return finish(req, await engine.decide(req, message), end);
+  }
+
+  /** As decide, or null when an entry reached needs the policy service (see Engine.decide). */
+  async function decideHere(
+    input: PolicyInput,
+    current?: LocalOptions['current'],
+  ): Promise<PolicyDecision | null> {
+    const req = PolicyRequest.parse({ ...input, v: POLICY_VERSION });
+    const end = metrics.decisionLatency.startTimer({ stage: req.stage });
+    const decided = await engine.decide(req, null, { local: true, ...(current ? { current } : {}) });
+    return decided ? finish(req, decided, end) : null;
+  }
+
+  return { decide, decideHere };
+}
+export type Decider = ReturnType<typeof createDecider>;

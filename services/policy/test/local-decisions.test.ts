@@ -1,0 +1,257 @@
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import type { PolicyDecision } from '@mailyard/contracts';
+import { Directory } from '@mailyard/directory';
+import { Registry, createLogger } from '@mailyard/observability';
+import { LocalPolicy, engineSettings, type PolicyInput } from '@mailyard/policy-engine';
+import { policyReject } from '@mailyard/policy-client';
+import { PolicyKeys, PolicyRules } from '@mailyard/policy-rules';
+import { RawSmtp, startPrivateRedis, waitFor } from '@mailyard/testkit';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+
+// The cheap stages decided inside mta-inbound (@mailyard/policy-engine's LocalPolicy)
+// with the policy service's rules and settings: the same verdicts as the service's, the
+// changes followed live, a Redis outage a 4xx, and one RPC per message where the
+// stages before DATA are all cheap.
+
+let p: Platform;
+let rules: PolicyRules;
+
+before(async () => {
+  p = await startPlatform({
+    inbound: { mynetworks: '127.0.0.1/32', policy_timeout: '20s' },
+    policy: { mynetworks: '127.0.0.1/32' },
+    zone: {
+      '5.0.0.127.in-addr.arpa': { PTR: ['client.example.net'] },
+      'client.example.net': { A: ['127.0.0.5'] },
+      'sender.test': { MX: [{ priority: 10, exchange: 'mx.sender.test' }] },
+      'servfail.test': { SERVFAIL: true },
+    },
+  });
+  await addAccount(p.directory, 'alice@example.test');
+  rules = new PolicyRules(p.redis.redis, p.redis.prefix);
+});
+after(() => p.close());
+
+const CHEAP = {
+  smtpd_client_restrictions: [
+    'permit_mynetworks',
+    'check_client_access client_access',
+    'permit_fcrdns_client',
+  ],
+  smtpd_helo_restrictions: ['reject_invalid_helo_hostname', 'reject_non_fqdn_helo_hostname'],
+  smtpd_sender_restrictions: [
+    'reject_non_fqdn_sender',
+    'check_sender_access sender_access',
+    'reject_unknown_sender_domain',
+  ],
+  smtpd_relay_restrictions: ['permit_mynetworks', 'reject_unauth_destination'],
+  smtpd_recipient_restrictions: [
+    'reject_non_fqdn_recipient',
+    'check_recipient_access recipient_access',
+    'check_user_lists',
+    'check_policy_greylist_suspicious',
+  ],
+  smtpd_data_restrictions: [],
+};
+
+async function setRules(lists: Record<string, string[]>): Promise<void> {
+  for (const [name, entries] of Object.entries(lists)) await rules.set(name, entries);
+  const v = Number(await p.redis.redis.get('policy:version'));
+  await waitFor(() => p.policy!.rulesVersion >= v, { what: 'policy rules reload' });
+}
+
+/** mta-inbound's decisions so far, by stage and where they were made. */
+async function decided(): Promise<Record<string, number>> {
+  const m = await p.inboundRt.registry.getSingleMetric('mailyard_mta_inbound_policy_decisions_total')?.get();
+  const out: Record<string, number> = {};
+  for (const v of m?.values ?? []) out[`${v.labels.stage}:${v.labels.where}`] = v.value;
+  return out;
+}
+const delta = (a: Record<string, number>, b: Record<string, number>) =>
+  Object.fromEntries(
+    Object.entries(b)
+      .map(([k, v]) => [k, v - (a[k] ?? 0)] as const)
+      .filter(([, v]) => v > 0),
+  );
+
+async function attempt(from = 'someone@sender.test', rcpt = 'alice@example.test') {
+  const c = await RawSmtp.connect(p.inbound.port, '127.0.0.1', { localAddress: '127.0.0.5' });
+  try {
+    const steps: [string, string | null][] = [
+      ['connect', null],
+      ['helo', 'EHLO client.example.net'],
+      ['mail', `MAIL FROM:<${from}>`],
+      ['rcpt', `RCPT TO:<${rcpt}>`],
+      ['data', 'DATA'],
+    ];
+    for (const [stage, line] of steps) {
+      const r = line === null ? await c.read(15_000) : await c.cmd(line);
+      if (r.code >= 400) return { stage, code: r.code, text: r.text };
+    }
+    c.write(`From: ${from}\r\nTo: ${rcpt}\r\nSubject: hi\r\n\r\nhello\r\n.\r\n`);
+    const r = await c.read(15_000);
+    return { stage: 'end', code: r.code, text: r.text };
+  } finally {
+    c.close();
+  }
+}
+
+describe('stages decided in the intake', { timeout: 120_000 }, () => {
+  beforeEach(() => setRules(CHEAP));
+
+  test('cheap stages need no RPC: one per message, at DATA; greylisting still asks', async () => {
+    const before = await decided();
+    assert.equal((await attempt()).code, 250);
+    assert.deepEqual(delta(before, await decided()), {
+      'connect:local': 1,
+      'mail:local': 1,
+      'rcpt:local': 1,
+      'data:service': 1,
+    });
+    // every triplet greylisted: shared state, so RCPT goes to the policy service
+    await setRules({ smtpd_recipient_restrictions: ['check_policy_greylist'] });
+    const mid = await decided();
+    const r = await attempt();
+    assert.equal(r.stage, 'rcpt');
+    assert.match(r.text, /^450 4\.7\.1 /);
+    assert.equal(delta(mid, await decided())['rcpt:service'], 1);
+  });
+
+  test('an access table entry and a list change take effect in the running intake', async () => {
+    await rules.accessSet('sender_access', 'address', 'someone@sender.test', 'REJECT go away');
+    try {
+      const before = await decided();
+      const r = await attempt();
+      assert.equal(r.stage, 'mail');
+      assert.match(r.text, /^554 5\.7\.1 <someone@sender\.test>: Sender address rejected: go away \(ref /);
+      assert.equal(delta(before, await decided())['mail:local'], 1);
+      const ref = /\(ref ([^)]+)\)/.exec(r.text)![1]!;
+      const why = await rules.explain(ref);
+      assert.deepEqual(
+        why?.reasons.map((x) => `${x.check}=${x.result}`),
+        ['check_sender_access=reject'],
+      );
+    } finally {
+      await rules.accessDel('sender_access', 'address', 'someone@sender.test');
+    }
+    assert.equal((await attempt()).code, 250);
+    // a list change: written, announced, and in force at the next session
+    await rules.set('smtpd_helo_restrictions', ['reject']);
+    const r = await attempt();
+    assert.equal(r.stage, 'mail');
+    assert.match(r.text, /^554 5\.7\.1 /);
+  });
+});
+
+describe('the same verdicts here and in the service', { timeout: 120_000 }, () => {
+  let local: LocalPolicy;
+  before(async () => {
+    await setRules(CHEAP);
+    local = new LocalPolicy({
+      redis: p.redis.redis,
+      prefix: p.redis.prefix,
+      directory: new Directory(p.redis.redis),
+      resolver: p.inboundRt.resolver,
+      logger: createLogger('test', 'silent'),
+      registry: new Registry(),
+      service: 'test',
+    });
+    await local.start();
+  });
+  after(() => local.stop());
+
+  const base = (over: Partial<PolicyInput>): PolicyInput => ({
+    stage: 'mail',
+    origin: 'mta-inbound',
+    sessionId: `agree-${Math.random().toString(36).slice(2)}`,
+    client: { ip: '127.0.0.5', hostname: 'client.example.net', helo: 'client.example.net' },
+    user: null,
+    sender: 'someone@sender.test',
+    recipients: [],
+    tls: false,
+    ...over,
+  });
+  const strip = (d: PolicyDecision) => ({
+    ...d,
+    reply: d.reply ? { ...d.reply, text: d.reply.text.replace(/ \(ref [^)]+\)$/, '') } : null,
+  });
+
+  test('for accepted and refused senders, HELO names, recipients and clients', async () => {
+    await rules.accessSet('client_access', 'client', '127.0.0.9', 'DEFER later');
+    const inputs: PolicyInput[] = [
+      base({ stage: 'connect', sender: null }),
+      base({ stage: 'connect', sender: null, client: { ip: '127.0.0.9', hostname: null, helo: '' } }),
+      base({}),
+      base({ sender: 'someone@servfail.test' }),
+      base({ sender: 'someone@nowhere.invalid' }),
+      base({ sender: 'nodomain' }),
+      base({ client: { ip: '127.0.0.5', hostname: null, helo: 'bad..name' } }),
+      base({ client: { ip: '127.0.0.5', hostname: null, helo: 'single' } }),
+      base({ stage: 'rcpt', recipient: 'alice@example.test', recipients: [] }),
+      base({ stage: 'rcpt', recipient: 'someone@elsewhere.test', recipients: [] }),
+      base({ stage: 'rcpt', recipient: 'someone', recipients: [] }),
+    ];
+    for (const input of inputs) {
+      const here = await local.decide(input);
+      assert.ok(here, `decided here: ${JSON.stringify(input)}`);
+      const there = await p.policy!.decide({ ...input, sessionId: input.sessionId + '-svc' });
+      assert.deepEqual(strip(here), strip(there), JSON.stringify(input));
+    }
+  });
+});
+
+describe('Redis down during a local decision', { timeout: 120_000 }, () => {
+  test('is a temporary failure, never an accept or a 5xx', async () => {
+    const priv = await startPrivateRedis();
+    const redis = new Redis(priv.port, '127.0.0.1', { maxRetriesPerRequest: 1, lazyConnect: false });
+    redis.on('error', () => undefined);
+    const local = new LocalPolicy({
+      redis,
+      prefix: '',
+      directory: new Directory(redis),
+      resolver: p.inboundRt.resolver,
+      logger: createLogger('test', 'silent'),
+      registry: new Registry(),
+      service: 'test',
+    });
+    try {
+      const priv2 = new PolicyRules(redis, '');
+      await priv2.set('smtpd_sender_restrictions', ['check_sender_access sender_access']);
+      await priv2.accessSet('sender_access', 'address', 'spam@sender.test', 'REJECT no');
+      await redis.hset(
+        PolicyKeys.engineConfig,
+        'test',
+        JSON.stringify(
+          engineSettings({
+            ...{ mynetworks: [], relay_domains: [], myhostname: 'mx.test' },
+          } as never),
+        ),
+      );
+      await local.start();
+      const input: PolicyInput = {
+        stage: 'mail',
+        origin: 'mta-inbound',
+        sessionId: 'outage-1',
+        client: { ip: '127.0.0.5', hostname: null, helo: 'client.example.net' },
+        user: null,
+        sender: 'spam@sender.test',
+        recipients: [],
+        tls: false,
+      };
+      const up = await local.decide(input);
+      assert.equal(up?.action, 'reject', 'the rule refuses while Redis answers');
+      await priv.stop();
+      const outcome = await local.decide(input).then(
+        (d) => (d ? policyReject(d, 'mail')?.code : 'asked the service'),
+        () => 451, // the intake answers a thrown error 451 4.3.0
+      );
+      assert.ok(typeof outcome === 'number' && outcome >= 400 && outcome < 500, `got ${outcome}`);
+    } finally {
+      await local.stop();
+      redis.disconnect();
+      await priv.close();
+    }
+  });
+});
