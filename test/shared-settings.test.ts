@@ -50,6 +50,8 @@ const needs: Record<keyof typeof shared, Service[]> = {
   relay_domains: ['mta-inbound', 'policy'],
   tls_cert_file: ['mta-inbound', 'msa', 'retrieval', 'webmail'],
   tls_key_file: ['mta-inbound', 'msa', 'retrieval', 'webmail'],
+  tls_reload_interval: ['mta-inbound', 'msa', 'retrieval', 'webmail'],
+  acme_enabled: ['mta-inbound', 'msa', 'retrieval', 'webmail'],
   message_size_limit: ['mta-inbound', 'msa', 'retrieval', 'webmail'],
   login_timeout: ['msa', 'retrieval'],
 };
@@ -67,6 +69,8 @@ const values: Record<keyof typeof shared, [string, unknown]> = {
   relay_domains: ['example.net', ['example.net']],
   tls_cert_file: ['/etc/mailyard/cert.pem', '/etc/mailyard/cert.pem'],
   tls_key_file: ['/etc/mailyard/key.pem', '/etc/mailyard/key.pem'],
+  tls_reload_interval: ['5m', 300_000],
+  acme_enabled: ['yes', true],
   message_size_limit: ['10M', 10 * 1024 ** 2],
   login_timeout: ['1m', 60_000],
 };
