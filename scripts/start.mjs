@@ -106,6 +106,49 @@ for (const name of wanted) {
 }
 console.error(`mailyard: started ${wanted.join(', ')}`);
 
+// One line once every service answers /readyz, naming where to connect (the ports the
+// services were given, from the environment or their defaults).
+const LISTENS = {
+  'mta-inbound': () => `SMTP ${process.env.SMTP_PORT || 25}`,
+  msa: () => `submission ${process.env.SUBMISSION_PORT || 587}/${process.env.SUBMISSIONS_PORT || 465}`,
+  retrieval: () =>
+    `IMAP ${process.env.IMAP_PORT || 143}/${process.env.IMAPS_PORT || 993}, POP3 ${process.env.POP3_PORT || 110}/${process.env.POP3S_PORT || 995}`,
+  webmail: () => `webmail https ${process.env.WEBMAIL_PORT || 443}`,
+};
+const readyz = async (name) => {
+  try {
+    return (await fetch(`http://127.0.0.1:${SERVICES[name]}/readyz`)).ok;
+  } catch {
+    return false;
+  }
+};
+// (with HTTP_PORT set for all, the services' ops ports are not known here: no such line)
+const pending = new Set(wanted);
+const startedAt = Date.now();
+let polling = false;
+let toldSlow = false;
+const readiness = setInterval(async () => {
+  if (process.env.HTTP_PORT) return clearInterval(readiness);
+  // one round at a time: on a busy machine a round can outlast the interval
+  if (polling) return;
+  polling = true;
+  for (const name of [...pending]) if (await readyz(name)) pending.delete(name);
+  polling = false;
+  if (stopping) return clearInterval(readiness);
+  if (!pending.size) {
+    clearInterval(readiness);
+    const ports = wanted.filter((n) => LISTENS[n]).map((n) => LISTENS[n]());
+    console.error(
+      `mailyard: all services ready: ${ports.join(', ')}; metrics ${wanted.map((n) => SERVICES[n]).join(', ')}`,
+    );
+  } else if (!toldSlow && Date.now() - startedAt > 120_000) {
+    // said once; the ready line still follows if they get there
+    toldSlow = true;
+    console.error(`mailyard: not ready after 2 min: ${[...pending].join(', ')} (see their /readyz)`);
+  }
+}, 500);
+readiness.unref();
+
 // Each service exits by itself within SHUTDOWN_GRACE; one that has not by a little after
 // is killed, so that nothing outlives `pnpm start` holding its ports.
 const grace = /^(\d+)(ms|s|m)?$/.exec(process.env.SHUTDOWN_GRACE ?? '');

@@ -127,6 +127,9 @@ export function redactUrl(url: string): string {
   }
 }
 
+/** How long a service that has never connected retries quietly before it warns. */
+const STARTUP_QUIET_MS = 10_000;
+
 /**
  * One AMQP connection per process: a confirm channel for publishing (many publishes
  * in flight, each resolved by its own confirm), a channel per consumer, one for RPC
@@ -148,6 +151,8 @@ export class Bus {
   private inFlight = new Set<Promise<void>>();
   private waiters: (() => void)[] = [];
   private warnedDown = false;
+  /** Set at the first successful connect: before it, a broker still starting is expected. */
+  private connectedOnce = false;
   /** Queues declared besides the topology (a relay's delay queues), again at every connect. */
   private extraQueues = new Map<string, QueueSpec>();
   /** This connection's RPC channel, opened at the first request. */
@@ -275,19 +280,30 @@ export class Bus {
 
   private async connectLoop(): Promise<void> {
     let delay = 100;
+    const since = Date.now();
     while (!this.stopping) {
       try {
         await this.connectOnce();
+        // the first connection is part of starting (the service's "started" line says so);
+        // a reconnection is news
+        this.log[this.connectedOnce ? 'info' : 'debug'](
+          { url: redactUrl(this.opts.url) },
+          'connected to RabbitMQ',
+        );
+        this.connectedOnce = true;
         this.warnedDown = false;
-        this.log.info({ url: redactUrl(this.opts.url) }, 'connected to RabbitMQ');
         this.opts.onStateChange?.(true);
         for (const w of this.waiters.splice(0)) w();
         return;
       } catch (err) {
         await this.teardown();
-        if (!this.warnedDown) {
+        // at start the broker may still be starting too (pnpm start, compose): quiet for a while
+        const starting = !this.connectedOnce && Date.now() - since < STARTUP_QUIET_MS;
+        if (!this.warnedDown && !starting) {
           this.log.warn({ url: redactUrl(this.opts.url), err }, 'RabbitMQ unreachable, retrying');
           this.warnedDown = true;
+        } else if (starting) {
+          this.log.debug({ url: redactUrl(this.opts.url), err }, 'RabbitMQ not reachable yet, retrying');
         }
         await sleep(delay);
         delay = Math.min(delay * 2, 5000);

@@ -1,5 +1,14 @@
 import { z } from 'zod';
-import { bytes, bytesOrUnlimited, cidrList, duration, port, positiveDuration, stringList } from './fields.js';
+import {
+  bool,
+  bytes,
+  bytesOrUnlimited,
+  cidrList,
+  duration,
+  port,
+  positiveDuration,
+  stringList,
+} from './fields.js';
 
 // Settings that several services must agree on, each declared once. A service schema
 // spreads the fragment it needs, so the key, its environment variable, its default
@@ -54,6 +63,16 @@ export const tlsFilesSchema = {
   /** PEM certificate and key; when unset a self-signed pair is generated at start (clients will warn). */
   tls_cert_file: z.string().optional(),
   tls_key_file: z.string().optional(),
+  /**
+   * How often the two files are checked for a change (0: never). A changed pair (a
+   * renewal) is served to new connections without a restart; open ones keep theirs.
+   */
+  tls_reload_interval: duration('60s'),
+  /**
+   * The files are written by the webmail's ACME issuer (ACME_DOMAINS): until they exist
+   * the listeners serve a self-signed certificate instead of refusing to start.
+   */
+  acme_enabled: bool(false),
 };
 
 /**

@@ -17,6 +17,9 @@ import {
 type Common = z.infer<z.ZodObject<typeof commonSchema>>;
 
 /** What every service gets from its process: logger, metrics, broker, Redis, DNS, ops endpoints. */
+
+/** How long a process that has never reached Redis or RabbitMQ retries quietly before it warns. */
+const REDIS_STARTUP_QUIET_MS = 10_000;
 export interface Runtime {
   logger: Logger;
   registry: Registry;
@@ -78,13 +81,22 @@ export async function createRuntime(
     enableOfflineQueue: true,
     retryStrategy: (times) => Math.min(times * 200, 5000),
   });
+  // before the first connection Redis may still be starting (pnpm start, compose): errors
+  // in the first seconds are retried quietly; the first connection is part of "started"
+  const since = Date.now();
+  let redisReadyOnce = false;
   redis.on('error', (err: Error) => {
+    if (!redisReadyOnce && Date.now() - since < REDIS_STARTUP_QUIET_MS) {
+      logger.debug({ url: redactUrl(config.redis_url), err }, 'Redis not reachable yet, retrying');
+      return;
+    }
     if (!redisWarned) logger.warn({ url: redactUrl(config.redis_url), err }, 'Redis unreachable, retrying');
     redisWarned = true;
   });
   redis.on('ready', () => {
     redisWarned = false;
-    logger.info({ url: redactUrl(config.redis_url) }, 'connected to Redis');
+    logger[redisReadyOnce ? 'info' : 'debug']({ url: redactUrl(config.redis_url) }, 'connected to Redis');
+    redisReadyOnce = true;
   });
   const ops = createOpsServer(registry, [
     { name: 'rabbitmq', ok: () => bus.connected },
@@ -132,12 +144,13 @@ export async function runMain<S extends z.ZodObject>(
 ): Promise<void> {
   const config = loadConfigOrExit(service, schema) as z.infer<S> & Common;
   const rt = await createRuntime(service, config);
+  // a busy machine or a broker still starting beside us takes a few seconds: not an error yet
   const startupCheck = setTimeout(() => {
     if (!rt.bus.connected)
-      rt.logger.error(`RabbitMQ unreachable at ${redactUrl(config.amqp_url)}; still retrying`);
+      rt.logger.warn(`RabbitMQ unreachable at ${redactUrl(config.amqp_url)}; still retrying`);
     if (rt.redis.status !== 'ready')
-      rt.logger.error(`Redis unreachable at ${redactUrl(config.redis_url)}; still retrying`);
-  }, 3000);
+      rt.logger.warn(`Redis unreachable at ${redactUrl(config.redis_url)}; still retrying`);
+  }, REDIS_STARTUP_QUIET_MS);
   startupCheck.unref();
   let phase: 'starting' | 'running' | 'stopping' = 'starting';
   rt.ops.addCheck({ name: 'running', ok: () => phase === 'running' });

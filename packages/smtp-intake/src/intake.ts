@@ -3,7 +3,8 @@ import type { SMTPServerSession } from 'smtp-server';
 import type { Redis } from 'ioredis';
 import { ClientLimits } from '@mailyard/auth';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
-import { drainTime, loadTlsMaterial } from '@mailyard/config';
+import { registerCertificateExpiry, tlsSourceFromConfig, MIN_TLS_VERSION } from '@mailyard/certs';
+import { drainTime } from '@mailyard/config';
 import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@mailyard/contracts';
 import { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
@@ -90,13 +91,8 @@ export function createIntake<L extends string>(
 ): Intake<L> {
   const { bus, logger } = deps;
   const metrics = createIntakeMetrics(deps.registry, role.service);
-  const tls = loadTlsMaterial({
-    certFile: config.tls_cert_file,
-    keyFile: config.tls_key_file,
-    hostname: config.myhostname,
-  });
-  if (tls.selfSigned)
-    logger.warn(`no TLS_CERT_FILE/TLS_KEY_FILE configured: ${role.service} uses a self-signed certificate`);
+  const tls = tlsSourceFromConfig(config, logger, role.service);
+  registerCertificateExpiry(deps.registry, role.service, tls);
   const limit = config.message_size_limit;
 
   /** Counts and logs a refusal; returns it to be sent. */
@@ -342,9 +338,9 @@ export function createIntake<L extends string>(
       name: config.myhostname,
       // smtp-server writes "<name> ESMTP <banner>": the banner is what follows ESMTP
       banner: role.banner,
-      key: tls.key,
-      cert: tls.cert,
-      minVersion: 'TLSv1.2',
+      key: tls.current().key,
+      cert: tls.current().cert,
+      minVersion: MIN_TLS_VERSION,
       secure: spec.implicitTls,
       size: limit,
       // MAIL FROM answers 530 5.7.0 itself (mayTransact), so the refusal is counted and logged
@@ -457,6 +453,10 @@ export function createIntake<L extends string>(
 
   const listeners = Object.entries(role.listeners) as [L, ListenerSpec][];
   const servers = listeners.map(([name, spec]) => ({ name, spec, server: makeServer(name, spec) }));
+  // STARTTLS and implicit TLS alike take the server's context at each handshake
+  tls.onChange((p) => {
+    for (const { server } of servers) server.updateSecureContext({ key: p.key, cert: p.cert });
+  });
   const ports = Object.fromEntries(listeners.map(([name]) => [name, 0])) as Record<L, number>;
 
   const listen = ({ name, spec, server }: (typeof servers)[number]) =>
@@ -485,6 +485,7 @@ export function createIntake<L extends string>(
       await Promise.all(servers.map(({ server }) => server.shutdown(drain)));
       await policy?.stop();
       await local?.stop();
+      tls.close();
     },
   };
 }

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { selfSignedCertificate } from '@mailyard/config';
-import { RawSmtp, tempDir } from '@mailyard/testkit';
+import { RawSmtp, tempDir, waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 
 let p: Platform;
@@ -20,6 +20,7 @@ before(async () => {
     inbound: {
       tls_cert_file: join(dir.path, 'cert.pem'),
       tls_key_file: join(dir.path, 'key.pem'),
+      tls_reload_interval: '100ms',
       smtpd_timeout: '1s',
     },
   });
@@ -29,7 +30,8 @@ after(async () => {
   dir.cleanup();
 });
 
-test('STARTTLS presents the configured certificate, TLS 1.2 or later', async () => {
+/** A session upgraded with STARTTLS. */
+async function startTls() {
   const c = await RawSmtp.connect(p.inbound.port);
   await c.read();
   await c.cmd('EHLO client.example.net');
@@ -41,12 +43,50 @@ test('STARTTLS presents the configured certificate, TLS 1.2 or later', async () 
     tls.once('secureConnect', () => resolve());
     tls.once('error', reject);
   });
+  return tls;
+}
+
+const ask = (tls: TLSSocket, line: string) =>
+  new Promise<string>((resolve) => {
+    tls.once('data', (d: Buffer) => resolve(d.toString()));
+    tls.write(`${line}\r\n`);
+  });
+
+test('STARTTLS presents the configured certificate, TLS 1.2 or later', async () => {
+  const tls = await startTls();
   const peer = tls.getPeerX509Certificate();
   assert.ok(peer);
   assert.equal(peer.fingerprint256, new X509Certificate(pair.cert).fingerprint256);
   assert.match(tls.getProtocol() ?? '', /^TLSv1\.[23]$/);
   tls.destroy();
 });
+
+test(
+  'a certificate file replaced while running is served to the next STARTTLS; an open session keeps its own',
+  { timeout: 30_000 },
+  async () => {
+    const old = await startTls();
+    const renewed = selfSignedCertificate('mx.configured.test');
+    // as certbot or the ACME issuer do: the new files are renamed into place
+    writeFileSync(join(dir.path, 'key.new'), renewed.key);
+    writeFileSync(join(dir.path, 'cert.new'), renewed.cert);
+    renameSync(join(dir.path, 'key.new'), join(dir.path, 'key.pem'));
+    renameSync(join(dir.path, 'cert.new'), join(dir.path, 'cert.pem'));
+    const want = new X509Certificate(renewed.cert).fingerprint256;
+    const next = await waitFor(
+      async () => {
+        const tls = await startTls();
+        if (tls.getPeerX509Certificate()?.fingerprint256 === want) return tls;
+        tls.destroy();
+        return null;
+      },
+      { timeoutMs: 10_000, what: 'the new certificate on STARTTLS' },
+    );
+    assert.match(await ask(old, 'EHLO client.example.net'), /^250[- ]/);
+    assert.equal(old.getPeerX509Certificate()?.fingerprint256, new X509Certificate(pair.cert).fingerprint256);
+    for (const s of [old, next]) s.destroy();
+  },
+);
 
 test('TLS 1.1 is refused', async () => {
   const c = await RawSmtp.connect(p.inbound.port);

@@ -58,6 +58,12 @@ export const outboundRelaySchema = z.object({
   default_destination_rate_limit: nonNegativeInt(0),
   /** A message waiting this long for a free slot of its destination goes back to the first delay queue. */
   destination_slot_wait: duration('30s'),
+  /**
+   * Destination domains with a `domain` label of their own in
+   * mailyard_outbound_relay_attempts_total (those with the most attempts); the others are
+   * counted as `other`, so the metric's series stay bounded.
+   */
+  metrics_top_domains: positiveInt(20),
   /** Messages delivered at once by one instance (AMQP prefetch). */
   outbound_prefetch: positiveInt(32),
   /**

@@ -22,6 +22,7 @@ import {
 import { DestinationLimits } from './destination-limits.js';
 import { returnToSender, type RecipientReport } from '@mailyard/dsn';
 import { createMetrics } from './metrics.js';
+import { OTHER, TopDomains } from './domain-labels.js';
 import { routeDomain, routeHost, type Target } from './mx.js';
 import { MtaSts, httpsPolicyFetcher, mxMatches, type PolicyFetcher } from './mta-sts.js';
 
@@ -109,6 +110,11 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     return out;
   };
   const metrics = createMetrics(deps.registry, queueDepth);
+  const RESULTS = ['delivered', 'deferred', 'bounced'] as const;
+  const topDomains = new TopDomains(config.metrics_top_domains, (domain) => {
+    for (const result of RESULTS) metrics.attempts.remove({ result, domain });
+  });
+  for (const result of RESULTS) metrics.attempts.inc({ result, domain: OTHER }, 0);
 
   const doneKey = (queueId: string, rcpt: string) => `outbound:done:${queueId}:${sha(rcpt.toLowerCase())}`;
 
@@ -318,7 +324,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     const bounced = outcomes.filter((o) => o.kind === 'bounced');
     let deferred = outcomes.filter((o) => o.kind === 'deferred');
     for (const o of outcomes) {
-      metrics.attempts.inc({ result: o.kind, domain: domainOf(o.recipient) });
+      metrics.attempts.inc({ result: o.kind, domain: topDomains.label(domainOf(o.recipient)) });
       switch (o.kind) {
         case 'delivered':
           log.info({ rcpt: o.recipient, relay: o.remoteMta, tls: o.tls, reply: o.reply }, 'delivered');

@@ -1,5 +1,11 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import { createSecureContext, createServer as createTlsServer } from 'node:tls';
+import { createServer as createTlsServer, Server as TlsServer } from 'node:tls';
+import {
+  followCertificate,
+  MIN_TLS_VERSION,
+  registerCertificateExpiry,
+  tlsSourceFromConfig,
+} from '@mailyard/certs';
 import type { AddressInfo } from 'node:net';
 import {
   ClientLimits,
@@ -10,7 +16,7 @@ import {
   type ConnectionSlots,
 } from '@mailyard/auth';
 import type { Bus } from '@mailyard/bus';
-import { drainTime, loadTlsMaterial } from '@mailyard/config';
+import { drainTime } from '@mailyard/config';
 import { MailAccount, Quotas } from '@mailyard/mailstore';
 import type { Logger, Registry } from '@mailyard/observability';
 import type { Redis } from 'ioredis';
@@ -50,14 +56,9 @@ const LAST_WORD_MS = 250;
 export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): RetrievalService {
   const { logger } = deps;
   const metrics = createMetrics(deps.registry);
-  const tlsMaterial = loadTlsMaterial({
-    certFile: config.tls_cert_file,
-    keyFile: config.tls_key_file,
-    hostname: config.myhostname,
-  });
-  if (tlsMaterial.selfSigned) logger.warn('no TLS_CERT_FILE/TLS_KEY_FILE: using a self-signed certificate');
-  const tlsOpts = { key: tlsMaterial.key, cert: tlsMaterial.cert, minVersion: 'TLSv1.2' as const };
-  const secureContext = createSecureContext(tlsOpts);
+  const tls = tlsSourceFromConfig(config, logger, 'retrieval');
+  registerCertificateExpiry(deps.registry, 'retrieval', tls);
+  const tlsOpts = { key: tls.current().key, cert: tls.current().cert, minVersion: MIN_TLS_VERSION };
   const notifier = new ChangeNotifier(deps.bus, config.publish_changes);
   const accounts = new Map<string, MailAccount>();
   const account = (name: string) => {
@@ -98,7 +99,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
     cache,
     bus: deps.bus,
     limits,
-    tls: secureContext,
+    tls: () => tls.context(),
     logger,
     metrics,
   };
@@ -167,6 +168,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
     { name: 'pop3s', server: createTlsServer(tlsOpts, accept('pop3', true)), port: config.pop3s_port },
   ];
   for (const s of servers) {
+    if (s.server instanceof TlsServer) followCertificate(tls, s.server);
     s.server.on('tlsClientError', () => undefined);
     s.server.on('error', (err) => logger.error({ err, listener: s.name }, 'listener error'));
   }
@@ -196,6 +198,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
         if (!(await allClosed(LAST_WORD_MS))) for (const s of sockets) s.destroy();
       }
       deps.revocations.close();
+      tls.close();
       await cache.flush();
     },
     ports() {

@@ -8,11 +8,13 @@ import {
   hostPortList,
   messageSizeSchema,
   port,
+  positiveDuration,
   positiveInt,
   sendingAddressSchema,
   serviceLoginSchema,
   stringList,
   tlsFilesSchema,
+  url,
 } from '@mailyard/config';
 
 /** One host:port, the port written out (there is no default worth guessing). */
@@ -27,6 +29,37 @@ export const webmailSchema = z.object({
   webmail_port: port(443),
   /** The platform's certificate. */
   ...tlsFilesSchema,
+  /**
+   * Plain HTTP port (80 in docker-compose.yml): answers the ACME CA's HTTP-01 challenges
+   * and redirects everything else to HTTPS on MYHOSTNAME; unset: not opened.
+   */
+  webmail_http_port: z.coerce
+    .number({ message: 'expected a port number' })
+    .int('expected a whole port number')
+    .min(0, 'expected a port number 0-65535')
+    .max(65535, 'expected a port number 0-65535')
+    .optional(),
+  /**
+   * Names of the certificate obtained from the ACME CA and renewed automatically (the
+   * first is its subject; usually MYHOSTNAME and the webmail's name); with ACME_ENABLED
+   * and none given, MYHOSTNAME. Written to TLS_CERT_FILE/TLS_KEY_FILE, where every
+   * service reads it.
+   */
+  acme_domains: stringList([]),
+  /** The CA's ACME directory (default Let's Encrypt; its staging directory while trying things out). */
+  acme_directory_url: url(['https'], 'https://acme-v02.api.letsencrypt.org/directory'),
+  /** Contact address given to the CA (expiry warnings). */
+  acme_email: z.string().optional(),
+  /** http-01 (the CA fetches a token from WEBMAIL_HTTP_PORT, reached as port 80) or dns-01 (ACME_DNS_HOOK). */
+  acme_challenge: z.enum(['http-01', 'dns-01']).default('http-01'),
+  /** dns-01: executable run as `HOOK add|remove _acme-challenge.<name> <value>`; returns once the TXT record is published. */
+  acme_dns_hook: z.string().optional(),
+  /** Renew when the certificate has less than this left (Let's Encrypt's last 90 days: 30d). */
+  acme_renew_before: duration('30d'),
+  /** How often the certificate's remaining time is checked. */
+  acme_check_interval: positiveDuration('12h'),
+  /** CA certificate (PEM) that signs the ACME directory's HTTPS, for a private ACME CA. */
+  acme_ca_file: z.string().optional(),
   /** The retrieval service's IMAP over implicit TLS (its IMAPS_PORT). */
   imap_server: server('127.0.0.1:993'),
   /** The msa's submission over implicit TLS (its SUBMISSIONS_PORT). */

@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
@@ -13,14 +14,15 @@ import {
   type Authenticator,
   type TwoFactor,
 } from '@mailyard/auth';
+import { drainTime, ipInNetworks, parseCidr, parseHostPort, type Cidr } from '@mailyard/config';
 import {
-  drainTime,
-  ipInNetworks,
-  loadTlsMaterial,
-  parseCidr,
-  parseHostPort,
-  type Cidr,
-} from '@mailyard/config';
+  createAcmeIssuer,
+  createHttpChallengeServer,
+  followCertificate,
+  MIN_TLS_VERSION,
+  registerCertificateExpiry,
+  tlsSourceFromConfig,
+} from '@mailyard/certs';
 import { Operations } from '@mailyard/admin';
 import type { Bus } from '@mailyard/bus';
 import type { Directory } from '@mailyard/directory';
@@ -110,13 +112,30 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
       'SERVICE_LOGIN_PASSWORD: the webmail needs the service login secret that retrieval and msa accept (or SERVICE_LOGIN_PASSWORD_FILE)',
     );
   }
-  const tls = loadTlsMaterial({
-    certFile: config.tls_cert_file,
-    keyFile: config.tls_key_file,
-    hostname: config.myhostname,
-  });
-  if (tls.selfSigned)
-    logger.warn('no TLS_CERT_FILE/TLS_KEY_FILE: the webmail uses a self-signed certificate');
+  const tls = tlsSourceFromConfig(config, logger, 'webmail');
+  registerCertificateExpiry(deps.registry, 'webmail', tls);
+  // the platform's ACME issuer: it writes TLS_CERT_FILE/TLS_KEY_FILE, which every service reloads
+  const issuer = config.acme_enabled
+    ? createAcmeIssuer(
+        {
+          directoryUrl: config.acme_directory_url,
+          email: config.acme_email,
+          domains: config.acme_domains.length ? config.acme_domains : [config.myhostname],
+          challenge: config.acme_challenge,
+          dnsHook: config.acme_dns_hook,
+          certFile: config.tls_cert_file!,
+          keyFile: config.tls_key_file!,
+          renewBefore: config.acme_renew_before,
+          checkInterval: config.acme_check_interval,
+          caFile: config.acme_ca_file,
+        },
+        { redis: deps.redis, logger },
+      )
+    : null;
+  const challenges =
+    config.webmail_http_port === undefined
+      ? null
+      : createHttpChallengeServer({ redis: deps.redis, hostname: config.myhostname, logger });
   const ca = config.upstream_tls_ca_file ? readFileSync(config.upstream_tls_ca_file) : undefined;
   const upstream = (text: string) => {
     const hp = parseHostPort(text, 0);
@@ -181,7 +200,7 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
   const proxies: Cidr[] = config.trusted_proxies.map((n) => parseCidr(n)).filter((c) => c !== null);
   const app = Fastify({
     logger: false,
-    https: { key: tls.key, cert: tls.cert, minVersion: 'TLSv1.2' },
+    https: { key: tls.current().key, cert: tls.current().cert, minVersion: MIN_TLS_VERSION },
     trustProxy: proxies.length ? (addr: string) => ipInNetworks(addr, proxies) : false,
     bodyLimit: 8 * 1024 * 1024,
     // ids come from us; a request id in logs ties a browser report to a line
@@ -303,14 +322,32 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
     watching: (account) => notifier.watching(account),
     async start() {
       await app.listen({ port: config.webmail_port, host: config.listen_address });
+      followCertificate(tls, app.server);
       const addr = app.server.address();
       port = typeof addr === 'object' && addr ? addr.port : config.webmail_port;
+      if (challenges)
+        await new Promise<void>((resolve, reject) => {
+          challenges.once('error', reject);
+          challenges.listen(config.webmail_http_port, config.listen_address, () => {
+            challenges.removeListener('error', reject);
+            resolve();
+          });
+        });
+      issuer?.start();
       logger.info(
-        { port, imap: config.imap_server[0], submission: config.submission_server[0] },
+        {
+          port,
+          ...(challenges ? { httpPort: (challenges.address() as AddressInfo).port } : {}),
+          imap: config.imap_server[0],
+          submission: config.submission_server[0],
+        },
         'webmail listening',
       );
     },
     async stop() {
+      challenges?.close();
+      await issuer?.stop();
+      tls.close();
       notifier.closeAll();
       const closing = app.close();
       const timer = setTimeout(() => app.server.closeAllConnections(), drainTime(config.shutdown_grace));

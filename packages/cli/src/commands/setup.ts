@@ -77,6 +77,8 @@ export function setup(opts: SetupOptions, print: (line: string) => void): void {
       `MYHOSTNAME=${hostname}`,
       `MAILYARD_DOMAIN=${domain}`,
       `ALERTS_FROM=${alerts}`,
+      // the ACME CA's expiry notices for the platform's certificate
+      `ACME_EMAIL=${admin}`,
       '',
     ].join('\n'),
     { mode: 0o600 },

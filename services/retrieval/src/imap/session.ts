@@ -54,7 +54,8 @@ export interface ImapDeps {
   cache: MessageCache;
   bus: Bus;
   limits: SessionLimits;
-  tls: SecureContext;
+  /** The certificate now in force (renewals reach STARTTLS without a restart). */
+  tls: () => SecureContext;
   logger: Logger;
   metrics: RetrievalMetrics;
 }
@@ -474,7 +475,7 @@ export class ImapSession implements ImapContext {
     // RFC 9051 §6.2.1: anything pipelined after STARTTLS is discarded
     this.freshInput();
     try {
-      await this.conn.startTls(this.deps.tls);
+      await this.conn.startTls(this.deps.tls());
     } catch (err) {
       this.log.info({ err }, 'TLS handshake failed');
       this.close();

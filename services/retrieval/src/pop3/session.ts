@@ -447,7 +447,7 @@ export class Pop3Session {
     this.queue = [];
     this.conn.readAhead(0);
     try {
-      await this.conn.startTls(this.deps.tls);
+      await this.conn.startTls(this.deps.tls());
     } catch {
       this.close();
     }

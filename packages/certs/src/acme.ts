@@ -1,0 +1,221 @@
+import { execFile } from 'node:child_process';
+import { randomBytes, X509Certificate } from 'node:crypto';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { Agent } from 'node:https';
+import * as acme from 'acme-client';
+import type { Redis } from 'ioredis';
+import type { CertLogger } from './tls-source.js';
+
+// Redis keys of the issuer (shared by every instance that runs it).
+/** The ACME account's private key (PEM): one account for the platform. */
+const ACCOUNT_KEY = 'acme:account-key';
+/** Held by the instance that is ordering a certificate, so two never order at once. */
+const LOCK_KEY = 'acme:lock';
+/** `acme:http-01:<token>` → key authorization, while the CA validates the order. */
+const HTTP01_PREFIX = 'acme:http-01:';
+
+/** Longest an order may hold the lock (a stuck one frees it for another instance). */
+const LOCK_MS = 10 * 60_000;
+/** A failed order is tried again after this long, or the check interval if shorter. */
+const RETRY_MS = 15 * 60_000;
+/** Longest a DNS-01 hook may run. */
+const DNS_HOOK_TIMEOUT_MS = 5 * 60_000;
+/** RFC 8555 §8.3: the token is base64url. */
+const TOKEN_RE = /^[A-Za-z0-9_-]{1,256}$/;
+
+export interface AcmeOptions {
+  /** The CA's ACME directory (Let's Encrypt's production or staging, a private CA's). */
+  directoryUrl: string;
+  /** Contact for the account (expiry notices from the CA). */
+  email?: string | undefined;
+  /** Names on the certificate: the first is its subject; all are validated. */
+  domains: string[];
+  challenge: 'http-01' | 'dns-01';
+  /** DNS-01: an executable called `HOOK add|remove <name> <value>` that publishes or removes the TXT record. */
+  dnsHook?: string | undefined;
+  /** Where the certificate (full chain) and key are written; every TLS listener reads them. */
+  certFile: string;
+  keyFile: string;
+  /** Renew when the certificate has less than this left, in ms. */
+  renewBefore: number;
+  /** How often the certificate is checked, in ms. */
+  checkInterval: number;
+  /** PEM of a CA that signs the ACME directory's HTTPS certificate (a private ACME CA). */
+  caFile?: string | undefined;
+}
+
+export interface AcmeIssuer {
+  /** Checks now, then every `checkInterval`; renews when due. */
+  start(): void;
+  stop(): Promise<void>;
+  /** One check: `valid` (nothing to do), `issued` (a new certificate written), `busy` (another instance is ordering). */
+  check(): Promise<'valid' | 'issued' | 'busy'>;
+}
+
+/**
+ * Obtains and renews the platform's certificate from an ACME CA (RFC 8555) and writes it
+ * where every TLS listener reads it (they reload it by themselves). Any number of
+ * instances may run it: a Redis lock lets one order at a time, and HTTP-01 answers live in
+ * Redis so whichever instance port 80 reaches can give them.
+ */
+export function createAcmeIssuer(opts: AcmeOptions, deps: { redis: Redis; logger: CertLogger }): AcmeIssuer {
+  const { redis, logger } = deps;
+  if (opts.challenge === 'dns-01' && !opts.dnsHook)
+    throw new Error('ACME_DNS_HOOK: the dns-01 challenge needs a hook that publishes the TXT record');
+  if (opts.caFile) {
+    // acme-client's own axios instance: only its requests trust this CA
+    acme.axios.defaults.httpsAgent = new Agent({ ca: readFileSync(opts.caFile) });
+  }
+  let timer: NodeJS.Timeout | null = null;
+  let running: Promise<unknown> | null = null;
+  let stopped = false;
+
+  const due = (): boolean => {
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(readFileSync(opts.certFile));
+    } catch {
+      return true;
+    }
+    const left = Date.parse(cert.validTo) - Date.now();
+    const names = (cert.subjectAltName ?? '').split(', ').map((n) => n.replace(/^DNS:/, '').toLowerCase());
+    return left < opts.renewBefore || !opts.domains.every((d) => names.includes(d.toLowerCase()));
+  };
+
+  const accountKey = async (): Promise<string> => {
+    const created = (await acme.crypto.createPrivateKey()).toString();
+    await redis.set(ACCOUNT_KEY, created, 'NX');
+    return (await redis.get(ACCOUNT_KEY)) ?? created;
+  };
+
+  const hook = (action: 'add' | 'remove', name: string, value: string) =>
+    new Promise<void>((resolve, reject) =>
+      execFile(opts.dnsHook!, [action, name, value], { timeout: DNS_HOOK_TIMEOUT_MS }, (err, _out, stderr) =>
+        err
+          ? reject(new Error(`ACME_DNS_HOOK ${action} ${name} failed: ${stderr.trim() || err.message}`))
+          : resolve(),
+      ),
+    );
+
+  const order = async () => {
+    const client = new acme.Client({ directoryUrl: opts.directoryUrl, accountKey: await accountKey() });
+    const [key, csr] = await acme.crypto.createCsr({ commonName: opts.domains[0]!, altNames: opts.domains });
+    const cert = await client.auto({
+      csr,
+      ...(opts.email ? { email: opts.email } : {}),
+      termsOfServiceAgreed: true,
+      challengePriority: [opts.challenge],
+      // acme-client's self-check fetches the token through this host's resolver and
+      // public address, which from inside a container often loops back nowhere (no
+      // hairpin NAT); the CA's own validation is the one that counts
+      skipChallengeVerification: true,
+      challengeCreateFn: async (authz, challenge, keyAuthorization) => {
+        if (challenge.type === 'http-01')
+          await redis.set(HTTP01_PREFIX + challenge.token, keyAuthorization, 'PX', LOCK_MS);
+        else await hook('add', `_acme-challenge.${authz.identifier.value}`, keyAuthorization);
+      },
+      challengeRemoveFn: async (authz, challenge, keyAuthorization) => {
+        if (challenge.type === 'http-01') await redis.del(HTTP01_PREFIX + challenge.token);
+        else await hook('remove', `_acme-challenge.${authz.identifier.value}`, keyAuthorization);
+      },
+    });
+    // key first: a listener that reads between the renames sees a mismatched pair, keeps
+    // the old one and loads the new pair at its next check
+    writeAtomic(opts.keyFile, key, 0o600);
+    writeAtomic(opts.certFile, cert, 0o644);
+    const x = new X509Certificate(cert);
+    logger.info(
+      { domains: opts.domains, serial: x.serialNumber, notAfter: x.validTo },
+      'certificate obtained from the ACME CA',
+    );
+  };
+
+  const check = async (): Promise<'valid' | 'issued' | 'busy'> => {
+    if (!due()) return 'valid';
+    const id = randomBytes(8).toString('hex');
+    if ((await redis.set(LOCK_KEY, id, 'PX', LOCK_MS, 'NX')) !== 'OK') return 'busy';
+    try {
+      // another instance may have renewed between our look and the lock
+      if (!due()) return 'valid';
+      await order();
+      return 'issued';
+    } finally {
+      await redis.eval(
+        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
+        1,
+        LOCK_KEY,
+        id,
+      );
+    }
+  };
+
+  const loop = () => {
+    running = check().then(
+      () => schedule(opts.checkInterval),
+      (err: unknown) => {
+        logger.warn({ err, domains: opts.domains }, 'certificate order failed; trying again later');
+        schedule(Math.min(opts.checkInterval, RETRY_MS));
+      },
+    );
+  };
+  const schedule = (ms: number) => {
+    if (stopped) return;
+    timer = setTimeout(loop, ms);
+    timer.unref();
+  };
+
+  return {
+    start: () => loop(),
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await running;
+    },
+    check,
+  };
+}
+
+function writeAtomic(file: string, data: Buffer | string, mode: number) {
+  const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
+  writeFileSync(tmp, data, { mode });
+  renameSync(tmp, file);
+}
+
+/**
+ * Port 80: answers the CA's HTTP-01 requests (RFC 8555 §8.3) from Redis and sends every
+ * other request to HTTPS on `hostname`.
+ */
+export function createHttpChallengeServer(opts: {
+  redis: Redis;
+  hostname: string;
+  logger: CertLogger;
+}): Server {
+  const handle = async (req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0]!;
+    const m = /^\/\.well-known\/acme-challenge\/([^/]+)$/.exec(path);
+    if (m) {
+      const token = m[1]!;
+      const answer = TOKEN_RE.test(token) ? await opts.redis.get(HTTP01_PREFIX + token) : null;
+      res.writeHead(answer ? 200 : 404, { 'content-type': 'text/plain' });
+      res.end(answer ?? 'no such challenge\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { 'content-type': 'text/plain', allow: 'GET, HEAD' });
+      res.end('use HTTPS\n');
+      return;
+    }
+    res.writeHead(301, { location: `https://${opts.hostname}${path.slice(0, 2048)}` });
+    res.end();
+  };
+  const server = createServer({ requestTimeout: 10_000, headersTimeout: 10_000 }, (req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      opts.logger.warn({ err }, 'ACME challenge not answered');
+      res.writeHead(503, { 'content-type': 'text/plain' });
+      res.end('try again\n');
+    });
+  });
+  server.maxHeadersCount = 50;
+  return server;
+}

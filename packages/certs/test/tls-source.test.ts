@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { selfSignedCertificate } from '@mailyard/config';
+import { tempDir, waitFor } from '@mailyard/testkit';
+import { createTlsSource, tlsSourceFromConfig } from '../src/index.js';
+
+test(
+  'a key that does not match the new certificate leaves the old pair in force, and says so',
+  { timeout: 20_000 },
+  async () => {
+    const dir = tempDir();
+    const certFile = join(dir.path, 'cert.pem');
+    const keyFile = join(dir.path, 'key.pem');
+    const first = selfSignedCertificate('mx.example.test');
+    writeFileSync(certFile, first.cert);
+    writeFileSync(keyFile, first.key);
+    const warnings: string[] = [];
+    const source = createTlsSource({
+      certFile,
+      keyFile,
+      hostname: 'mx.example.test',
+      reloadInterval: 20,
+      logger: { info: () => undefined, warn: (_o, msg) => warnings.push(msg) },
+    });
+    try {
+      writeFileSync(certFile, selfSignedCertificate('mx.example.test').cert);
+      await waitFor(() => warnings.length > 0, { what: 'the refusal logged' });
+      assert.match(warnings[0]!, /previous certificate stays in use/);
+      assert.equal(String(source.current().cert), first.cert);
+      // the matching key arrives: taken
+      const second = selfSignedCertificate('mx.example.test');
+      writeFileSync(keyFile, second.key);
+      writeFileSync(certFile, second.cert);
+      await waitFor(() => String(source.current().cert) === second.cert, { what: 'the new pair' });
+    } finally {
+      source.close();
+      dir.cleanup();
+    }
+  },
+);
+
+test('configuration errors name the key', { timeout: 10_000 }, () => {
+  const logger = { info: () => undefined, warn: () => undefined };
+  const base = { tls_reload_interval: 0, myhostname: 'mx.example.test' };
+  assert.throws(
+    () => tlsSourceFromConfig({ ...base, acme_enabled: true }, logger, 'msa'),
+    /^Error: TLS_CERT_FILE: with ACME_ENABLED/,
+  );
+  assert.throws(
+    () =>
+      tlsSourceFromConfig(
+        {
+          ...base,
+          acme_enabled: false,
+          tls_cert_file: '/nonexistent/cert.pem',
+          tls_key_file: '/nonexistent/key.pem',
+        },
+        logger,
+        'msa',
+      ),
+    /^Error: TLS_CERT_FILE: cannot read \/nonexistent\/cert\.pem: ENOENT/,
+  );
+  // with ACME the files may not exist yet: a self-signed pair until they do
+  const s = tlsSourceFromConfig(
+    {
+      ...base,
+      acme_enabled: true,
+      tls_cert_file: '/nonexistent/cert.pem',
+      tls_key_file: '/nonexistent/key.pem',
+    },
+    logger,
+    'msa',
+  );
+  assert.equal(s.current().selfSigned, true);
+  s.close();
+});
