@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import QRCode from 'qrcode';
 import { z } from 'zod';
+import { announceRevocation, signOutEverywhere } from '@mailyard/auth';
 import { DirectoryError } from '@mailyard/directory';
 import type { AccountInfo, TwoFactorEnrolment } from './api-types.js';
 import { parse, sessionOf, type Ctx } from './context.js';
@@ -81,14 +82,22 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
       if (err instanceof DirectoryError) throw errors.badRequest(capitalize(err.message));
       throw err;
     }
-    logger.info({ account }, 'password changed');
+    // every other session ends: the other webmail sessions here, and on every instance the
+    // IMAP, POP3 and submission sessions that logged in with the old password
+    const ended = await ctx.sessions.destroyAll(account, req.sessionId ?? undefined);
+    await announceRevocation(ctx.redis, account);
+    logger.info({ account, ended }, 'password changed');
     return { changed: true };
   });
 
-  /** Ends every webmail session of the account, this one too. */
+  /**
+   * Ends every session of the account: its webmail sessions (this one too) and, on every
+   * instance, its IMAP, POP3 and submission sessions, whatever they logged in with.
+   */
   app.post('/api/account/sign-out-everywhere', async (req) => {
     const { account } = sessionOf(req);
     const ended = await ctx.sessions.destroyAll(account);
+    await signOutEverywhere(ctx.redis, account);
     logger.info({ account, ended }, 'signed out everywhere');
     return { ended };
   });

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { addAccount } from '../../../test/harness.js';
 import { PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
-import { imapLogin as imapLoginAs } from './mail-clients.js';
+import { holdSessions, imapLogin as imapLoginAs } from './mail-clients.js';
 import { WebClient } from './web-client.js';
 
 let t: WebmailTestbed;
@@ -86,3 +86,89 @@ test('sign out everywhere ends every webmail session of the account only', { tim
   assert.equal((await b.get('/api/account')).status, 401);
   assert.equal((await other.get('/api/account')).status, 200);
 });
+
+test(
+  'sign out everywhere ends the IMAP, POP3 and submission sessions of the account',
+  { timeout: 90_000 },
+  async (t2) => {
+    const account = 'hal@example.test';
+    await addAccount(t.p.directory, account);
+    const c = client();
+    await c.login(account);
+    const { secret } = (await c.post('/api/account/app-passwords', { name: 'phone' })).json;
+    const ports = {
+      imap: t.retrieval.ports.imaps,
+      pop3: t.retrieval.ports.pop3s,
+      smtp: t.msa.ports.submissions,
+    };
+    const held = await holdSessions([
+      { label: 'imap', proto: 'imap', port: ports.imap, user: account, pass: PASSWORD },
+      { label: 'pop3', proto: 'pop3', port: ports.pop3, user: account, pass: secret },
+      { label: 'smtp', proto: 'smtp', port: ports.smtp, user: account, pass: PASSWORD },
+      { label: 'other', proto: 'imap', port: ports.imap, user: 'alice@example.test', pass: PASSWORD },
+    ]);
+    t2.after(() => held.close());
+    const res = await c.post('/api/account/sign-out-everywhere');
+    assert.equal(res.status, 200);
+    assert.equal(await held.next('imap'), '* BYE [EXPIRED] Signed out everywhere by the account owner');
+    assert.equal(await held.next('pop3'), '-ERR [AUTH] Signed out everywhere by the account owner');
+    assert.equal(
+      await held.next('smtp'),
+      '421 4.7.0 Error: signed out everywhere by the account owner, closing connection',
+    );
+    assert.equal(await held.alive('other'), true);
+    assert.equal((await c.get('/api/account')).status, 401);
+    // the credentials still work: a new login after the sign-out is not ended
+    assert.equal(await imapLogin(account, PASSWORD), true);
+  },
+);
+
+test(
+  'revoking an app password ends its sessions; another app password’s stays',
+  { timeout: 90_000 },
+  async (t2) => {
+    const account = 'ivy@example.test';
+    await addAccount(t.p.directory, account);
+    const c = client();
+    await c.login(account);
+    const phone = (await c.post('/api/account/app-passwords', { name: 'phone' })).json.secret as string;
+    const laptop = (await c.post('/api/account/app-passwords', { name: 'laptop' })).json.secret as string;
+    const port = t.retrieval.ports.imaps;
+    const held = await holdSessions([
+      { label: 'phone', proto: 'imap', port, user: account, pass: phone },
+      { label: 'laptop', proto: 'imap', port, user: account, pass: laptop },
+    ]);
+    t2.after(() => held.close());
+    assert.equal((await c.post('/api/account/app-passwords/revoke', { name: 'phone' })).status, 200);
+    assert.equal(await held.next('phone'), '* BYE [EXPIRED] The app password of this session was revoked');
+    assert.equal(await held.alive('laptop'), true);
+  },
+);
+
+test(
+  'a new password ends the other sessions that logged in with the old one',
+  { timeout: 90_000 },
+  async (t2) => {
+    const account = 'jon@example.test';
+    await addAccount(t.p.directory, account);
+    const [c, elsewhere] = [client(), client()];
+    await c.login(account);
+    await elsewhere.login(account);
+    const { secret } = (await c.post('/api/account/app-passwords', { name: 'phone' })).json;
+    const port = t.retrieval.ports.imaps;
+    const held = await holdSessions([
+      { label: 'password', proto: 'imap', port, user: account, pass: PASSWORD },
+      { label: 'app', proto: 'imap', port, user: account, pass: secret },
+    ]);
+    t2.after(() => held.close());
+    const res = await c.post('/api/account/password', {
+      current: PASSWORD,
+      password: 'a new long passphrase',
+    });
+    assert.equal(res.status, 200);
+    assert.equal(await held.next('password'), '* BYE [EXPIRED] The password of this account was changed');
+    assert.equal(await held.alive('app'), true);
+    assert.equal((await c.get('/api/account')).status, 200);
+    assert.equal((await elsewhere.get('/api/account')).status, 401);
+  },
+);

@@ -1,11 +1,18 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, ApiError, type AccountInfo, type AppPassword, type TwoFactorEnrolment } from './api.ts';
+import {
+  api,
+  ApiError,
+  type AccountInfo,
+  type AppPassword,
+  type LoginEntry,
+  type TwoFactorEnrolment,
+} from './api.ts';
 import { Icon } from './icons.tsx';
 
 const message = (err: unknown) => (err instanceof ApiError ? err.message : 'Something went wrong; try again');
 
-/** The account page: two-factor login and app passwords. */
-export function AccountPage(props: { account: string; onBack: () => void }) {
+/** The account page: password, two-factor login, app passwords, recent logins, signing out everywhere. */
+export function AccountPage(props: { account: string; onBack: () => void; onSignedOut: () => void }) {
   const [info, setInfo] = useState<AccountInfo | null>(null);
   const [error, setError] = useState<string | null>(null);
   const reload = () => api.account().then(setInfo, (e: unknown) => setError(message(e)));
@@ -32,6 +39,8 @@ export function AccountPage(props: { account: string; onBack: () => void }) {
         )}
         {info && <TwoFactorSection info={info} onChange={() => void reload()} />}
         <AppPasswords />
+        <PasswordSection />
+        <RecentLogins onSignedOut={props.onSignedOut} />
       </main>
     </div>
   );
@@ -230,6 +239,127 @@ function AppPasswords() {
           Create app password
         </button>
       </form>
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+    </section>
+  );
+}
+
+function PasswordSection() {
+  const [done, setDone] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const current = useRef<HTMLInputElement>(null);
+  const next = useRef<HTMLInputElement>(null);
+  const again = useRef<HTMLInputElement>(null);
+  const change = async (e: Event) => {
+    e.preventDefault();
+    setError(null);
+    setDone(false);
+    if (next.current!.value !== again.current!.value) return setError('The two new passwords differ');
+    try {
+      await api.changePassword(current.current!.value, next.current!.value);
+      for (const r of [current, next, again]) r.current!.value = '';
+      setDone(true);
+    } catch (err) {
+      setError(message(err));
+    }
+  };
+  return (
+    <section aria-labelledby="pw-title" class="card">
+      <h2 id="pw-title">Password</h2>
+      <p>
+        At least 10 characters, not your address. Changing it ends your other sessions: mail apps that use the
+        password must log in again (those with an app password stay).
+      </p>
+      <form onSubmit={(e) => void change(e)} class="stacked-form">
+        <label for="pw-current">Current password</label>
+        <input id="pw-current" ref={current} type="password" autoComplete="current-password" required />
+        <label for="pw-new">New password</label>
+        <input id="pw-new" ref={next} type="password" autoComplete="new-password" minLength={10} required />
+        <label for="pw-again">New password again</label>
+        <input
+          id="pw-again"
+          ref={again}
+          type="password"
+          autoComplete="new-password"
+          minLength={10}
+          required
+        />
+        <button type="submit" class="primary">
+          Change password
+        </button>
+      </form>
+      {done && <p role="status">Password changed; your other sessions were ended.</p>}
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+    </section>
+  );
+}
+
+const PROTOCOLS: Record<LoginEntry['protocol'], string> = {
+  imap: 'IMAP',
+  pop3: 'POP3',
+  submission: 'Sending (SMTP)',
+  webmail: 'Webmail',
+};
+
+function RecentLogins(props: { onSignedOut: () => void }) {
+  const [list, setList] = useState<LoginEntry[]>([]);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(
+    () =>
+      void api.logins().then(
+        (r) => setList(r.logins),
+        (e: unknown) => setError(message(e)),
+      ),
+    [],
+  );
+  const signOut = async () => {
+    setError(null);
+    if (!confirm('Sign out everywhere? Every mail app and browser, this one too, must log in again.')) return;
+    try {
+      await api.signOutEverywhere();
+      props.onSignedOut();
+    } catch (err) {
+      setError(message(err));
+    }
+  };
+  return (
+    <section aria-labelledby="rl-title" class="card">
+      <h2 id="rl-title">Recent logins</h2>
+      <table class="logins">
+        <thead>
+          <tr>
+            <th scope="col">When</th>
+            <th scope="col">How</th>
+            <th scope="col">From</th>
+            <th scope="col">Client</th>
+          </tr>
+        </thead>
+        <tbody>
+          {list.map((l, i) => (
+            <tr key={i}>
+              <td>{new Date(l.at).toLocaleString()}</td>
+              <td>
+                {PROTOCOLS[l.protocol]}
+                {l.appPassword ? `, app password “${l.appPassword}”` : ''}
+              </td>
+              <td>{l.ip}</td>
+              <td>{l.client ?? ''}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <p>Something you do not recognise? Sign out everywhere, then change your password.</p>
+      <button class="danger" onClick={() => void signOut()}>
+        Sign out everywhere
+      </button>
       {error && (
         <p class="error" role="alert">
           {error}

@@ -21,6 +21,15 @@ export interface AppPassword {
   lastUsed?: string;
   lastIp?: string;
 }
+/** One recent login (packages/auth's LoginRecord). */
+export interface LoginEntry {
+  at: string;
+  protocol: 'imap' | 'pop3' | 'submission' | 'webmail';
+  ip: string;
+  client?: string;
+  via: 'password' | 'app-password';
+  appPassword?: string;
+}
 export type Folder = FolderInfo;
 export type Row = ListRow;
 export type Page = ListPage;
@@ -159,6 +168,10 @@ export const api = {
     call<{ name: string; secret: string }>('POST', '/api/account/app-passwords', { name }),
   revokeAppPassword: (name: string) =>
     call<{ revoked: string }>('POST', '/api/account/app-passwords/revoke', { name }),
+  logins: () => call<{ logins: LoginEntry[] }>('GET', '/api/account/logins'),
+  changePassword: (current: string, password: string) =>
+    call<{ changed: true }>('POST', '/api/account/password', { current, password }),
+  signOutEverywhere: () => call<{ ended: number }>('POST', '/api/account/sign-out-everywhere', {}),
   send: (d: DraftBody) => call<{ messageId: string; warnings: string[] }>('POST', '/api/send', d),
 };
 

@@ -69,7 +69,13 @@ export function App() {
         />
       );
     case 'account':
-      return <AccountPage account={screen.account} onBack={() => setScreen({ ...screen, kind: 'mail' })} />;
+      return (
+        <AccountPage
+          account={screen.account}
+          onBack={() => setScreen({ ...screen, kind: 'mail' })}
+          onSignedOut={() => setScreen({ kind: 'login', notice: 'You are signed out everywhere.' })}
+        />
+      );
   }
 }
 
