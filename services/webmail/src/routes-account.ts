@@ -3,6 +3,7 @@ import QRCode from 'qrcode';
 import { z } from 'zod';
 import { announceRevocation, signOutEverywhere } from '@mailyard/auth';
 import { DirectoryError } from '@mailyard/directory';
+import { DEFAULT_REPLY_DAYS, MailRules, vacationSchema, type Vacation } from '@mailyard/mail-rules';
 import type { AccountInfo, TwoFactorEnrolment } from './api-types.js';
 import { parse, sessionOf, type Ctx } from './context.js';
 import { ApiError, errors } from './errors.js';
@@ -35,6 +36,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     if (!res.ok && res.reason === 'unavailable') throw errors.unavailable();
     if (!res.ok || res.via !== 'password') throw errors.wrongPassword();
   };
+  const rules = new MailRules(ctx.redis);
   const twoFactor = () => {
     if (!ctx.twoFactor) throw errors.notFound();
     return ctx.twoFactor;
@@ -100,6 +102,23 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     await signOutEverywhere(ctx.redis, account);
     logger.info({ account, ended }, 'signed out everywhere');
     return { ended };
+  });
+
+  /** The out-of-office reply (delivery sends it; see services/delivery). */
+  app.get('/api/account/vacation', async (req): Promise<Vacation> => {
+    const { account } = sessionOf(req);
+    const { vacation } = await rules.get(account);
+    return (
+      vacation ?? { enabled: false, subject: '', body: '', start: null, end: null, days: DEFAULT_REPLY_DAYS }
+    );
+  });
+
+  app.post('/api/account/vacation', async (req): Promise<Vacation> => {
+    const { account } = sessionOf(req);
+    const vacation = parse(vacationSchema, req.body);
+    await rules.setVacation(account, vacation);
+    logger.info({ account, enabled: vacation.enabled }, 'out-of-office reply set');
+    return vacation;
   });
 
   app.get('/api/account', async (req): Promise<AccountInfo> => {

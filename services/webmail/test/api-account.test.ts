@@ -172,3 +172,46 @@ test(
     assert.equal((await elsewhere.get('/api/account')).status, 401);
   },
 );
+
+test(
+  'the out-of-office reply: stored as set, bad input refused with a reason',
+  { timeout: 60_000 },
+  async () => {
+    const account = 'kim@example.test';
+    await addAccount(t.p.directory, account);
+    const c = client();
+    await c.login(account);
+    assert.deepEqual((await c.get('/api/account/vacation')).json, {
+      enabled: false,
+      subject: '',
+      body: '',
+      start: null,
+      end: null,
+      days: 7,
+    });
+    const v = {
+      enabled: true,
+      subject: 'Away',
+      body: 'Back on Monday.',
+      start: '2026-12-20',
+      end: '2027-01-03',
+    };
+    const ok = await c.post('/api/account/vacation', v);
+    assert.equal(ok.status, 200, ok.text);
+    assert.deepEqual((await c.get('/api/account/vacation')).json, { ...v, days: 7 });
+    const bad: [Record<string, unknown>, string][] = [
+      [{ ...v, body: '' }, 'body: the text of the reply is empty'],
+      [{ ...v, body: 'x'.repeat(8001) }, 'body: at most 8000 characters'],
+      [{ ...v, subject: 'two\r\nlines' }, 'subject: one line only'],
+      [{ ...v, end: '2026-12-01' }, 'end: the last day is before the first'],
+      [{ ...v, start: 'tomorrow' }, 'start: expected a date as YYYY-MM-DD'],
+      [{ ...v, days: 0 }, 'days: at least 1'],
+      [{ ...v, enabled: 'yes' }, 'enabled: expected true or false'],
+    ];
+    for (const [body, message] of bad) {
+      const res = await c.post('/api/account/vacation', body);
+      assert.deepEqual([res.status, res.json.message], [400, message], JSON.stringify(body));
+    }
+    assert.deepEqual((await c.get('/api/account/vacation')).json, { ...v, days: 7 });
+  },
+);

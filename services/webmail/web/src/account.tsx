@@ -6,6 +6,7 @@ import {
   type AppPassword,
   type LoginEntry,
   type TwoFactorEnrolment,
+  type Vacation,
 } from './api.ts';
 import { Icon } from './icons.tsx';
 
@@ -39,6 +40,7 @@ export function AccountPage(props: { account: string; onBack: () => void; onSign
         )}
         {info && <TwoFactorSection info={info} onChange={() => void reload()} />}
         <AppPasswords />
+        <VacationSection />
         <PasswordSection />
         <RecentLogins onSignedOut={props.onSignedOut} />
       </main>
@@ -360,6 +362,93 @@ function RecentLogins(props: { onSignedOut: () => void }) {
       <button class="danger" onClick={() => void signOut()}>
         Sign out everywhere
       </button>
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+    </section>
+  );
+}
+
+function VacationSection() {
+  const [v, setV] = useState<Vacation | null>(null);
+  const [saved, setSaved] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => void api.vacation().then(setV, (e: unknown) => setError(message(e))), []);
+  if (!v) return null;
+  const set = (patch: Partial<Vacation>) => {
+    setSaved(false);
+    setV({ ...v, ...patch });
+  };
+  const save = async (e: Event) => {
+    e.preventDefault();
+    setError(null);
+    try {
+      setV(await api.setVacation(v));
+      setSaved(true);
+    } catch (err) {
+      setError(message(err));
+    }
+  };
+  return (
+    <section aria-labelledby="oo-title" class="card">
+      <h2 id="oo-title">Out of office</h2>
+      <p>
+        An automatic reply, sent once per sender every few days; never to mailing lists, newsletters,
+        automatic mail or spam, nor to mail that does not name you in To or Cc.
+      </p>
+      <form onSubmit={(e) => void save(e)} class="stacked-form">
+        <label class="check">
+          <input
+            type="checkbox"
+            checked={v.enabled}
+            onChange={(e) => set({ enabled: (e.target as HTMLInputElement).checked })}
+          />{' '}
+          Reply automatically
+        </label>
+        <label for="oo-subject">Subject (empty: “Auto:” and the original subject)</label>
+        <input
+          id="oo-subject"
+          value={v.subject}
+          maxLength={200}
+          onInput={(e) => set({ subject: (e.target as HTMLInputElement).value })}
+        />
+        <label for="oo-body">Message</label>
+        <textarea
+          id="oo-body"
+          value={v.body}
+          maxLength={8000}
+          onInput={(e) => set({ body: (e.target as HTMLTextAreaElement).value })}
+        />
+        <label for="oo-start">First day (optional)</label>
+        <input
+          id="oo-start"
+          type="date"
+          value={v.start ?? ''}
+          onInput={(e) => set({ start: (e.target as HTMLInputElement).value || null })}
+        />
+        <label for="oo-end">Last day (optional)</label>
+        <input
+          id="oo-end"
+          type="date"
+          value={v.end ?? ''}
+          onInput={(e) => set({ end: (e.target as HTMLInputElement).value || null })}
+        />
+        <label for="oo-days">Days before the same sender is answered again</label>
+        <input
+          id="oo-days"
+          type="number"
+          min={1}
+          max={30}
+          value={v.days}
+          onInput={(e) => set({ days: Number((e.target as HTMLInputElement).value) })}
+        />
+        <button type="submit" class="primary">
+          Save out-of-office reply
+        </button>
+      </form>
+      {saved && <p role="status">Saved: the reply is {v.enabled ? 'on' : 'off'}.</p>}
       {error && (
         <p class="error" role="alert">
           {error}

@@ -30,6 +30,15 @@ export interface LoginEntry {
   via: 'password' | 'app-password';
   appPassword?: string;
 }
+/** The out-of-office reply (packages/mail-rules' Vacation). */
+export interface Vacation {
+  enabled: boolean;
+  subject: string;
+  body: string;
+  start: string | null;
+  end: string | null;
+  days: number;
+}
 export type Folder = FolderInfo;
 export type Row = ListRow;
 export type Page = ListPage;
@@ -172,6 +181,8 @@ export const api = {
   changePassword: (current: string, password: string) =>
     call<{ changed: true }>('POST', '/api/account/password', { current, password }),
   signOutEverywhere: () => call<{ ended: number }>('POST', '/api/account/sign-out-everywhere', {}),
+  vacation: () => call<Vacation>('GET', '/api/account/vacation'),
+  setVacation: (v: Vacation) => call<Vacation>('POST', '/api/account/vacation', v),
   send: (d: DraftBody) => call<{ messageId: string; warnings: string[] }>('POST', '/api/send', d),
 };
 
