@@ -53,12 +53,35 @@ export const vacationSchema = z
   });
 export type Vacation = z.infer<typeof vacationSchema>;
 
+export const forwardingSchema = z.object({
+  /** Where every message is sent on; empty: no forwarding. */
+  targets: z
+    .array(
+      z
+        .string({ message: 'expected an address' })
+        .max(320, 'address too long')
+        .transform((a, ctx) => {
+          const ok = checkAddress(a);
+          if (!ok) ctx.addIssue({ code: 'custom', message: `"${a.slice(0, 100)}" is not a valid address` });
+          return ok ?? '';
+        }),
+      { message: 'expected a list of addresses' },
+    )
+    .max(LIMITS.forwardTargets, `at most ${LIMITS.forwardTargets} addresses`)
+    .refine((t) => new Set(t).size === t.length, 'an address is listed twice'),
+  /** Keep a copy in the mailbox too. */
+  keepCopy: z.boolean({ message: 'expected true or false' }).default(true),
+});
+export type Forwarding = z.infer<typeof forwardingSchema>;
+
 /** Mail rules of one account, as the account page sets them and delivery applies them. */
 export interface AccountRules {
   vacation: Vacation | null;
+  forwarding: Forwarding | null;
 }
 
 const vacationKey = (account: string) => `rules:vacation:${account.toLowerCase()}`;
+const forwardKey = (account: string) => `rules:forward:${account.toLowerCase()}`;
 // a sender address can be long: a digest keeps the key short
 const repliedKey = (account: string, sender: string) =>
   `rules:replied:${account.toLowerCase()}:${createHash('sha256').update(sender.toLowerCase()).digest('base64url').slice(0, 22)}`;
@@ -66,6 +89,7 @@ const repliedKey = (account: string, sender: string) =>
 /**
  * Forwarding and out-of-office settings in Redis, next to the account:
  *   rules:vacation:<account>   STRING  JSON Vacation
+ *   rules:forward:<account>    STRING  JSON Forwarding
  *   rules:replied:<account>:<digest of the sender>   replied to this sender (TTL: the vacation's days)
  * Writers validate with the schemas; readers take what they find (a value that does not
  * parse is treated as unset, never as an error that holds mail).
@@ -74,8 +98,13 @@ export class MailRules {
   constructor(private readonly redis: Redis) {}
 
   async get(account: string): Promise<AccountRules> {
-    const [vacation] = await this.redis.mget(vacationKey(account));
-    return { vacation: parsed(vacationSchema, vacation) };
+    const [vacation, forwarding] = await this.redis.mget(vacationKey(account), forwardKey(account));
+    const f = parsed(forwardingSchema, forwarding);
+    return { vacation: parsed(vacationSchema, vacation), forwarding: f?.targets.length ? f : null };
+  }
+
+  async setForwarding(account: string, f: Forwarding): Promise<void> {
+    await this.redis.set(forwardKey(account), JSON.stringify(forwardingSchema.parse(f)));
   }
 
   async setVacation(account: string, v: Vacation): Promise<void> {
@@ -89,6 +118,14 @@ export class MailRules {
    */
   async claimReply(account: string, sender: string, days: number): Promise<boolean> {
     return (await this.redis.set(repliedKey(account, sender), '1', 'EX', days * 86400, 'NX')) === 'OK';
+  }
+
+  /** A marker of work done once (delivery's "already forwarded"). */
+  async redisExists(key: string): Promise<boolean> {
+    return (await this.redis.exists(key)) === 1;
+  }
+  async redisMark(key: string, ttlSeconds: number): Promise<void> {
+    await this.redis.set(key, '1', 'EX', ttlSeconds);
   }
 
   /** Gives the claim back (the reply could not be sent). */

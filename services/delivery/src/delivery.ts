@@ -59,6 +59,12 @@ function createMetrics(registry: Registry) {
       help: 'Messages passed to outbound for external alias targets',
       registers: [registry],
     }),
+    userForwards: new Counter({
+      name: 'mailyard_delivery_user_forwards_total',
+      help: "Messages sent on by an account's forwarding (sent), or kept because they looped (loop)",
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
     autoReplies: new Counter({
       name: 'mailyard_delivery_auto_replies_total',
       help: 'Out-of-office replies sent, or skipped (a list, bulk, already answered...)',
@@ -176,6 +182,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     dkim: deps.dkim ?? null,
     logger,
     metrics,
+    markerTtl: config.delivery_dedupe_ttl,
   });
 
   /**
@@ -227,7 +234,15 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     }
     await Promise.all(
       [...local].map(async ([account, via]) => {
-        if (await fileCopy(env, body, account, via)) await rules.afterFiling(env, body, account, via);
+        const own = await rules.read(account);
+        const fwd = own.forwarding ? await rules.forward(env, body, account, own.forwarding.targets) : null;
+        // forwarded without a copy: the forward is the delivery (a loop or spam is filed)
+        const filed =
+          fwd === 'forwarded' || fwd === 'done-before'
+            ? own.forwarding!.keepCopy && (await fileCopy(env, body, account, via))
+            : await fileCopy(env, body, account, via);
+        if (filed || (fwd === 'forwarded' && !own.forwarding!.keepCopy))
+          await rules.afterFiling(env, body, account, own);
       }),
     );
     if (gone.length) await returnGone(env, body, gone);

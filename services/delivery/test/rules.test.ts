@@ -103,3 +103,37 @@ test(
     await ch.get(Queues.outbound, { noAck: true });
   },
 );
+
+test(
+  'forwarding: the user’s address as envelope sender, Delivered-To on top, loops kept',
+  { timeout: 60_000 },
+  async () => {
+    const fay = 'fay@example.test';
+    const gil = 'gil@example.test';
+    await addAccount(p.directory, fay);
+    await addAccount(p.directory, gil);
+    const rules = new MailRules(p.redis.redis);
+    await rules.setForwarding(fay, { targets: ['fay@far.test', gil], keepCopy: false });
+    const env = envelope([fay]);
+    const body = Buffer.from('From: ann@remote.test\r\nTo: fay@example.test\r\nSubject: fwd\r\n\r\nHi\r\n');
+    await p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, env);
+
+    const out = await waitFor(async () => ch.get(Queues.outbound, { noAck: true }), { what: 'the forward' });
+    const fenv = JSON.parse(String(out.properties.headers?.[ENVELOPE_HEADER])) as Envelope;
+    assert.deepEqual(fenv.recipients, ['fay@far.test']);
+    assert.equal(fenv.mailFrom, fay);
+    assert.notEqual(fenv.queueId, env.queueId);
+    assert.ok(out.content.toString().startsWith('Delivered-To: fay@example.test\r\nFrom: ann@remote.test'));
+    // the local target gets its copy through delivery; no copy kept for fay
+    await waitFor(() => p.inbox(gil).length === 1, { what: 'gil’s copy' });
+    assert.equal(p.inbox(fay).length, 0);
+
+    // back again (gil forwards to fay): the loop stops, and fay keeps that copy
+    await rules.setForwarding(gil, { targets: [fay], keepCopy: true });
+    const again = Buffer.concat([Buffer.from('Delivered-To: fay@example.test\r\n'), body]);
+    await p.inboundRt.bus.publishMail(RoutingKeys.delivery, again, { ...envelope([gil]), mailFrom: fay });
+    await waitFor(() => p.inbox(fay).length === 1, { what: 'the looped copy filed for fay' });
+    assert.equal(p.inbox(gil).length, 2);
+    assert.equal(await outboundCount(), 0);
+  },
+);

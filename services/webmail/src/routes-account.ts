@@ -3,7 +3,14 @@ import QRCode from 'qrcode';
 import { z } from 'zod';
 import { announceRevocation, signOutEverywhere } from '@mailyard/auth';
 import { DirectoryError } from '@mailyard/directory';
-import { DEFAULT_REPLY_DAYS, MailRules, vacationSchema, type Vacation } from '@mailyard/mail-rules';
+import {
+  DEFAULT_REPLY_DAYS,
+  MailRules,
+  forwardingSchema,
+  vacationSchema,
+  type Forwarding,
+  type Vacation,
+} from '@mailyard/mail-rules';
 import type { AccountInfo, TwoFactorEnrolment } from './api-types.js';
 import { parse, sessionOf, type Ctx } from './context.js';
 import { ApiError, errors } from './errors.js';
@@ -119,6 +126,24 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     await rules.setVacation(account, vacation);
     logger.info({ account, enabled: vacation.enabled }, 'out-of-office reply set');
     return vacation;
+  });
+
+  /** Forwarding (delivery sends it on; see services/delivery). */
+  app.get('/api/account/forwarding', async (req): Promise<Forwarding> => {
+    const { account } = sessionOf(req);
+    const { forwarding } = await rules.get(account);
+    return forwarding ?? { targets: [], keepCopy: true };
+  });
+
+  app.post('/api/account/forwarding', async (req): Promise<Forwarding> => {
+    const { account } = sessionOf(req);
+    const forwarding = parse(forwardingSchema, req.body);
+    const own = new Set(await ctx.directory.addressesOf(account));
+    const self = forwarding.targets.find((t) => own.has(t));
+    if (self) throw errors.badRequest(`targets: ${self} is this account's own address`);
+    await rules.setForwarding(account, forwarding);
+    logger.info({ account, targets: forwarding.targets.length }, 'forwarding set');
+    return forwarding;
   });
 
   app.get('/api/account', async (req): Promise<AccountInfo> => {

@@ -215,3 +215,36 @@ test(
     assert.deepEqual((await c.get('/api/account/vacation')).json, { ...v, days: 7 });
   },
 );
+
+test('forwarding: stored as set; bad, too many or own addresses refused', { timeout: 60_000 }, async () => {
+  const account = 'lou@example.test';
+  await addAccount(t.p.directory, account);
+  await t.p.directory.addAlias('lou.alias@example.test', [account]);
+  const c = client();
+  await c.login(account);
+  assert.deepEqual((await c.get('/api/account/forwarding')).json, { targets: [], keepCopy: true });
+  const ok = await c.post('/api/account/forwarding', { targets: ['Lou@Elsewhere.test'], keepCopy: false });
+  assert.equal(ok.status, 200, ok.text);
+  assert.deepEqual((await c.get('/api/account/forwarding')).json, {
+    targets: ['Lou@elsewhere.test'],
+    keepCopy: false,
+  });
+  const bad: [Record<string, unknown>, string][] = [
+    [{ targets: ['not an address'] }, 'targets.0: "not an address" is not a valid address'],
+    [{ targets: ['a%b@example.org'] }, 'targets.0: "a%b@example.org" is not a valid address'],
+    [{ targets: Array.from({ length: 11 }, (_, i) => `u${i}@far.test`) }, 'targets: at most 10 addresses'],
+    [{ targets: ['x@far.test', 'x@far.test'] }, 'targets: an address is listed twice'],
+    [{ targets: [account] }, `targets: ${account} is this account's own address`],
+    [
+      { targets: ['lou.alias@example.test'] },
+      "targets: lou.alias@example.test is this account's own address",
+    ],
+    [{ targets: 'x@far.test' }, 'targets: expected a list of addresses'],
+  ];
+  for (const [body, message] of bad) {
+    const res = await c.post('/api/account/forwarding', body);
+    assert.deepEqual([res.status, res.json.message], [400, message], JSON.stringify(body));
+  }
+  const off = await c.post('/api/account/forwarding', { targets: [] });
+  assert.deepEqual(off.json, { targets: [], keepCopy: true });
+});

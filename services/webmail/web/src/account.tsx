@@ -6,6 +6,7 @@ import {
   type AppPassword,
   type LoginEntry,
   type TwoFactorEnrolment,
+  type Forwarding,
   type Vacation,
 } from './api.ts';
 import { Icon } from './icons.tsx';
@@ -41,6 +42,7 @@ export function AccountPage(props: { account: string; onBack: () => void; onSign
         {info && <TwoFactorSection info={info} onChange={() => void reload()} />}
         <AppPasswords />
         <VacationSection />
+        <ForwardingSection />
         <PasswordSection />
         <RecentLogins onSignedOut={props.onSignedOut} />
       </main>
@@ -449,6 +451,77 @@ function VacationSection() {
         </button>
       </form>
       {saved && <p role="status">Saved: the reply is {v.enabled ? 'on' : 'off'}.</p>}
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+    </section>
+  );
+}
+
+function ForwardingSection() {
+  const [f, setF] = useState<Forwarding | null>(null);
+  const [text, setText] = useState('');
+  const [saved, setSaved] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(
+    () =>
+      void api.forwarding().then(
+        (r) => {
+          setF(r);
+          setText(r.targets.join('\n'));
+        },
+        (e: unknown) => setError(message(e)),
+      ),
+    [],
+  );
+  if (!f) return null;
+  const save = async (e: Event) => {
+    e.preventDefault();
+    setError(null);
+    setSaved(false);
+    try {
+      const targets = text
+        .split(/[\s,;]+/)
+        .map((t) => t.trim())
+        .filter(Boolean);
+      const r = await api.setForwarding({ targets, keepCopy: f.keepCopy });
+      setF(r);
+      setText(r.targets.join('\n'));
+      setSaved(true);
+    } catch (err) {
+      setError(message(err));
+    }
+  };
+  return (
+    <section aria-labelledby="fw-title" class="card">
+      <h2 id="fw-title">Forwarding</h2>
+      <p>Send every message on to other addresses (at most 10). Spam is not forwarded.</p>
+      <form onSubmit={(e) => void save(e)} class="stacked-form">
+        <label for="fw-targets">Forward to (one address per line; empty: off)</label>
+        <textarea
+          id="fw-targets"
+          value={text}
+          onInput={(e) => setText((e.target as HTMLTextAreaElement).value)}
+        />
+        <label class="check">
+          <input
+            type="checkbox"
+            checked={f.keepCopy}
+            onChange={(e) => setF({ ...f, keepCopy: (e.target as HTMLInputElement).checked })}
+          />{' '}
+          Keep a copy here
+        </label>
+        <button type="submit" class="primary">
+          Save forwarding
+        </button>
+      </form>
+      {saved && (
+        <p role="status">
+          {f.targets.length ? `Forwarding to ${f.targets.join(', ')}.` : 'Forwarding is off.'}
+        </p>
+      )}
       {error && (
         <p class="error" role="alert">
           {error}

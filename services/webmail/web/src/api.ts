@@ -39,6 +39,10 @@ export interface Vacation {
   end: string | null;
   days: number;
 }
+export interface Forwarding {
+  targets: string[];
+  keepCopy: boolean;
+}
 export type Folder = FolderInfo;
 export type Row = ListRow;
 export type Page = ListPage;
@@ -183,6 +187,8 @@ export const api = {
   signOutEverywhere: () => call<{ ended: number }>('POST', '/api/account/sign-out-everywhere', {}),
   vacation: () => call<Vacation>('GET', '/api/account/vacation'),
   setVacation: (v: Vacation) => call<Vacation>('POST', '/api/account/vacation', v),
+  forwarding: () => call<Forwarding>('GET', '/api/account/forwarding'),
+  setForwarding: (f: Forwarding) => call<Forwarding>('POST', '/api/account/forwarding', f),
   send: (d: DraftBody) => call<{ messageId: string; warnings: string[] }>('POST', '/api/send', d),
 };
 
