@@ -1,5 +1,11 @@
 import type { Redis } from 'ioredis';
-import { AppPasswords, LoginGuard, TwoFactor, type AppPasswordInfo } from '@mailyard/auth';
+import {
+  AppPasswords,
+  LoginGuard,
+  TwoFactor,
+  announceRevocation,
+  type AppPasswordInfo,
+} from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import {
   DKIM_ALGORITHMS,
@@ -195,6 +201,8 @@ export class Operations {
   async setPassword(address: string, password: string): Promise<string> {
     const a = await this.checkAccount(address, 'present');
     await this.directory.setPassword(a, password);
+    // the sessions that logged in with the old password end on every instance
+    await announceRevocation(this.redis, a);
     await this.log('account.passwd', a);
     return a;
   }
@@ -202,6 +210,7 @@ export class Operations {
   async delUser(address: string): Promise<string> {
     const a = await this.checkAccount(address, 'present');
     await this.directory.delUser(a);
+    await announceRevocation(this.redis, a);
     await this.log('account.del', a);
     return a;
   }

@@ -4,7 +4,7 @@ import type { AppPasswords } from './app-passwords.js';
 import type { CachedCredential, CredentialCache } from './credential-cache.js';
 import type { LoginGuard } from './lockout.js';
 import type { LoginHistory, LoginProtocol } from './login-history.js';
-import type { AppPasswordCredential } from './revocations.js';
+import { sessionCredential, type AppPasswordCredential, type SessionCredential } from './revocations.js';
 
 export type AuthResult =
   | {
@@ -12,8 +12,10 @@ export type AuthResult =
       account: string;
       via: 'password' | 'app-password';
       cached: boolean;
-      /** With an app password: which one, for CredentialRevocations.watch (the session ends when it is revoked). */
+      /** With an app password: which one. */
       appPassword?: AppPasswordCredential;
+      /** What the login was checked against, for CredentialRevocations.watch (the session ends when it changes). */
+      credential: SessionCredential;
     }
   | { ok: false; reason: 'invalid' }
   /** The client's address is locked for this account (or for all), or held back during an attack on it. */
@@ -111,15 +113,17 @@ export function createAuthenticator(deps: {
       lockedOut(record) || (twoFactorOn(record) && !req.secondFactorFollows);
     if (user && password) {
       let app: AppPasswordCredential | null = null;
+      let record: AccountRecord | null = null;
       let refused = false;
       const hit = await cache?.get(user, password, async (c) => {
         const now = await storedNow(user, c);
         app = now?.app ?? null;
+        record = now?.record ?? null;
         if (now && (c.via === 'password' ? passwordRefused(now.record) : lockedOut(now.record)))
           refused = true;
         return now?.stored ?? null;
       });
-      if (hit && !refused) {
+      if (hit && !refused && record) {
         await guard.recordSuccess(ip, hit.account);
         return {
           ok: true,
@@ -127,6 +131,7 @@ export function createAuthenticator(deps: {
           via: hit.credential.via,
           cached: true,
           ...(app ? { appPassword: app } : {}),
+          credential: sessionCredential(record, hit.credential.via, app ?? undefined),
         };
       }
       const checked = hit ? null : await directory.checkPassword(user, password);
@@ -139,7 +144,13 @@ export function createAuthenticator(deps: {
           storedCredential(checked.record, null),
         );
         await guard.recordSuccess(ip, checked.account);
-        return { ok: true, account: checked.account, via: 'password', cached: false };
+        return {
+          ok: true,
+          account: checked.account,
+          via: 'password',
+          cached: false,
+          credential: sessionCredential(checked.record, 'password'),
+        };
       }
       const rec = checked ? null : await directory.accountRecord(user);
       const matched = rec && !lockedOut(rec) ? await appPasswords.match(user, password) : null;
@@ -152,7 +163,14 @@ export function createAuthenticator(deps: {
           storedCredential(rec, matched.record),
         );
         await guard.recordSuccess(ip, user);
-        return { ok: true, account: user, via: 'app-password', cached: false, appPassword: matched };
+        return {
+          ok: true,
+          account: user,
+          via: 'app-password',
+          cached: false,
+          appPassword: matched,
+          credential: sessionCredential(rec, 'app-password', matched),
+        };
       }
     }
     const { delayMs } = await guard.recordFailure(ip, user || '(none)');

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import type { AccountRecord } from '@mailyard/directory';
 import type { AppPasswords } from './app-passwords.js';
 
 /** The Redis pub/sub channel of revocations; channels are not prefixed by ioredis, so the key prefix is added here. */
@@ -6,9 +7,39 @@ export function revokedChannel(redis: Redis): string {
   return `${redis.options.keyPrefix ?? ''}auth:revoked`;
 }
 
-/** Tells every instance that an app password of `account` was revoked (message: JSON {account, name}). */
-export async function announceRevocation(redis: Redis, account: string, name: string): Promise<void> {
-  await redis.publish(revokedChannel(redis), JSON.stringify({ account: account.toLowerCase(), name }));
+/**
+ * Tells every instance that credentials of `account` changed (message: JSON {account,
+ * name?}): with a name, one app password was revoked; without, anything may have
+ * changed (a sign-out everywhere, a new password), and every session of the account is
+ * checked against its stored record.
+ */
+export async function announceRevocation(redis: Redis, account: string, name?: string): Promise<void> {
+  await redis.publish(
+    revokedChannel(redis),
+    JSON.stringify({ account: account.toLowerCase(), ...(name !== undefined ? { name } : {}) }),
+  );
+}
+
+/** The account record's field counting sign-outs everywhere (every session older than its value ends). */
+export const SIGN_OUT_FIELD = 'signout';
+
+/**
+ * Ends every session of the account on every protocol and instance (IMAP, POP3,
+ * submission; the webmail ends its own): the account's sign-out count goes up, and each
+ * session logged in under the previous count ends. False when there is no such account.
+ */
+export async function signOutEverywhere(redis: Redis, account: string): Promise<boolean> {
+  const a = account.toLowerCase();
+  // only an existing account: HINCRBY alone would make a hash without a password
+  const bumped = (await redis.eval(
+    "if redis.call('HEXISTS', KEYS[1], 'password') == 1 then return redis.call('HINCRBY', KEYS[1], ARGV[1], 1) end return false",
+    1,
+    `account:${a}`,
+    SIGN_OUT_FIELD,
+  )) as number | null;
+  if (bumped === null) return false;
+  await announceRevocation(redis, a);
+  return true;
 }
 
 /** The app password a session logged in with: its name and stored record (as AppPasswords.records gives it). */
@@ -17,25 +48,54 @@ export interface AppPasswordCredential {
   record: string;
 }
 
+/**
+ * What a session logged in with, as stored when it did, so that a change ends it: the
+ * account's sign-out count, and the password hash (a password login) or the app
+ * password's record (an app password login). A service acting for the user (the
+ * webmail) has neither: only a sign-out everywhere (or the account's removal) ends it.
+ */
+export interface SessionCredential {
+  signOut: string;
+  password?: string;
+  appPassword?: AppPasswordCredential;
+}
+
+/** The credential of a login checked against `record`, the account as read during the check. */
+export function sessionCredential(
+  record: AccountRecord,
+  via: 'password' | 'app-password' | 'service',
+  appPassword?: AppPasswordCredential,
+): SessionCredential {
+  const signOut = record[SIGN_OUT_FIELD] ?? '0';
+  if (via === 'password') return { signOut, password: record.password };
+  if (via === 'app-password' && appPassword) return { signOut, appPassword };
+  return { signOut };
+}
+
+/** Why a watched session ends: its protocol says it in its own words. */
+export type EndReason = 'app-password-revoked' | 'signed-out' | 'password-changed' | 'account-gone';
+
 interface Watch {
-  credential: AppPasswordCredential;
-  onRevoked: () => void;
+  credential: SessionCredential;
+  onEnded: (reason: EndReason) => void;
 }
 
 /**
- * Ends the sessions of a revoked app password within moments, on every instance: each
- * service subscribes to the revocation channel and calls back the sessions logged in
- * with that app password (IMAP, IDLE included, POP3, SMTP submission), which close.
+ * Ends sessions whose credential is no longer good, within moments, on every instance:
+ * each service subscribes to the revocation channel and calls back the sessions of the
+ * account named (IMAP, IDLE included, POP3, SMTP submission), which close. A session
+ * ends when the app password it logged in with is revoked, when the password it logged
+ * in with was changed, when the account signs out everywhere, or when the account is gone.
  *
- * An announcement only says which name was revoked; the stored record is read again
- * before a session is ended, so a session that logged in with a new app password of
- * the same name is left alone. Announcements missed while the subscription was down
- * are made up for by checking every watched session again at each (re)subscription,
- * and a session is checked once as soon as it is watched, so a revocation between its
- * login and its watch is not missed either. When the check cannot be made (Redis
- * failing) the sessions stay: they logged in, and they are checked again when Redis
- * is back. A new login with a revoked app password is refused by the authenticator
- * itself, cache included (CredentialCache re-reads the stored record on every use).
+ * An announcement only names the account (and the app password, when one was revoked);
+ * the stored records are read again before a session is ended, so a session that logged
+ * in with a new app password of the same name, or after the sign-out, is left alone.
+ * Announcements missed while the subscription was down are made up for by checking
+ * every watched session again at each (re)subscription, and a session is checked once
+ * as soon as it is watched, so a change between its login and its watch is not missed
+ * either. When the check cannot be made (Redis failing) the sessions stay: they logged
+ * in, and they are checked again when Redis is back. A new login with a revoked or
+ * changed credential is refused by the authenticator itself, cache included.
  */
 export class CredentialRevocations {
   private readonly watched = new Map<string, Set<Watch>>();
@@ -83,14 +143,14 @@ export class CredentialRevocations {
     this.watched.clear();
   }
 
-  /** Calls `onRevoked` once the app password this session logged in with is revoked; returns the unwatch function. */
-  watch(account: string, credential: AppPasswordCredential, onRevoked: () => void): () => void {
+  /** Calls `onEnded` once the credential this session logged in with no longer holds; returns the unwatch function. */
+  watch(account: string, credential: SessionCredential, onEnded: (reason: EndReason) => void): () => void {
     const a = account.toLowerCase();
     let set = this.watched.get(a);
     if (!set) this.watched.set(a, (set = new Set()));
-    const w: Watch = { credential, onRevoked };
+    const w: Watch = { credential, onEnded };
     set.add(w);
-    void this.verify(a, credential.name);
+    void this.verify(a);
     return () => this.unwatch(a, w);
   }
 
@@ -101,22 +161,58 @@ export class CredentialRevocations {
     if (!set.size) this.watched.delete(account);
   }
 
-  /** Ends the watched sessions of `account` (of one app password name, when given) whose record is gone or replaced. */
+  /**
+   * Ends the watched sessions of `account` whose credential changed. With `name` (one app
+   * password revoked), only the sessions of that app password are looked at.
+   */
   private async verify(account: string, name?: unknown): Promise<void> {
     const set = this.watched.get(account);
     if (!set?.size) return;
-    let records: Record<string, string>;
+    const concerned = [...set].filter((w) => name === undefined || w.credential.appPassword?.name === name);
+    if (!concerned.length) return;
+    let record: Record<string, string>;
+    let apps: Record<string, string> = {};
     try {
-      records = await this.appPasswords.records(account);
+      const needApps = concerned.some((w) => w.credential.appPassword);
+      [record, apps] = await Promise.all([
+        this.redis.hgetall(`account:${account}`),
+        needApps ? this.appPasswords.records(account) : Promise.resolve({}),
+      ]);
     } catch (err) {
       this.onError(err);
       return;
     }
-    for (const w of [...set]) {
-      if (name !== undefined && w.credential.name !== name) continue;
-      if (records[w.credential.name] === w.credential.record) continue;
+    for (const w of concerned) {
+      const reason = endReason(w.credential, record, apps);
+      if (!reason) continue;
       this.unwatch(account, w);
-      w.onRevoked();
+      w.onEnded(reason);
     }
+  }
+}
+
+function endReason(
+  c: SessionCredential,
+  record: Record<string, string>,
+  apps: Record<string, string>,
+): EndReason | null {
+  if (!record.password) return 'account-gone';
+  if ((record[SIGN_OUT_FIELD] ?? '0') !== c.signOut) return 'signed-out';
+  if (c.password !== undefined && record.password !== c.password) return 'password-changed';
+  if (c.appPassword && apps[c.appPassword.name] !== c.appPassword.record) return 'app-password-revoked';
+  return null;
+}
+
+/** The sentence a protocol ends a session with (after its own code: BYE [EXPIRED], -ERR [AUTH], 421 4.7.0). */
+export function endedText(why: EndReason): string {
+  switch (why) {
+    case 'app-password-revoked':
+      return 'The app password of this session was revoked';
+    case 'signed-out':
+      return 'Signed out everywhere by the account owner';
+    case 'password-changed':
+      return 'The password of this account was changed';
+    case 'account-gone':
+      return 'This account no longer exists';
   }
 }

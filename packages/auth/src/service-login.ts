@@ -4,7 +4,7 @@ import { ipInNetworks, parseCidr, type Cidr } from '@mailyard/config';
 import type { Directory } from '@mailyard/directory';
 import type { AuthRequest, AuthResult, Authenticator } from './authenticate.js';
 import type { LoginGuard } from './lockout.js';
-import type { AppPasswordCredential } from './revocations.js';
+import { sessionCredential, type AppPasswordCredential, type SessionCredential } from './revocations.js';
 
 /**
  * A service that logs in with its own secret and then acts for a user: the webmail, which
@@ -21,7 +21,7 @@ export interface ServiceLogin {
 }
 
 export type AuthorizeResult =
-  | { ok: true; account: string; service: string }
+  | { ok: true; account: string; service: string; credential: SessionCredential }
   | { ok: false; reason: 'invalid' }
   | { ok: false; reason: 'locked'; retryAfterSeconds: number }
   | { ok: false; reason: 'unavailable'; error: unknown };
@@ -74,11 +74,11 @@ export function createServiceAuthorizer(deps: {
         // a locked account is not acted for either (the webmail of a locked user stops too)
         const record = account ? await directory.accountRecord(account) : null;
         if (!record || record.locked) return { ok: false, reason: 'invalid' };
+        return { ok: true, account, service: login.name, credential: sessionCredential(record, 'service') };
       } catch (error) {
         // a lockout or directory that cannot be read is a temporary failure, never a login
         return { ok: false, reason: 'unavailable', error };
       }
-      return { ok: true, account, service: login.name };
     },
   };
 }
@@ -120,6 +120,8 @@ export type LoginResult =
       service?: string;
       /** With an app password: which one (see AuthResult). */
       appPassword?: AppPasswordCredential;
+      /** What the login was checked against (see AuthResult). */
+      credential: SessionCredential;
     }
   | Exclude<AuthResult, { ok: true }>;
 
@@ -139,6 +141,13 @@ export async function logIn(
     ? await services.authorizeAs({ ip: req.ip, service: req.username, password: req.password, user: authzid })
     : ({ ok: false, reason: 'invalid' } as const);
   return res.ok
-    ? { ok: true, account: res.account, via: 'service', cached: false, service: res.service }
+    ? {
+        ok: true,
+        account: res.account,
+        via: 'service',
+        cached: false,
+        service: res.service,
+        credential: res.credential,
+      }
     : res;
 }

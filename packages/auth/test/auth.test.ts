@@ -8,9 +8,13 @@ import {
   CredentialRevocations,
   DEFAULT_LOCKOUT,
   LoginGuard,
+  announceRevocation,
   createAuthenticator,
+  signOutEverywhere,
   type LockoutPolicy,
 } from '../src/index.js';
+
+const PASSWORD = 'correct horse battery staple';
 
 let r: TestRedis;
 let dir: Directory;
@@ -36,6 +40,10 @@ test('account password and app passwords both log in; a revoked app password doe
       account: 'carol@example.test',
       via: 'password',
       cached: false,
+      credential: {
+        signOut: '0',
+        password: (await dir.accountRecord('carol@example.test'))!.password,
+      },
     },
   );
   const secret = await apps.create('carol@example.test', 'phone');
@@ -176,26 +184,32 @@ test(
   },
 );
 
+/** Sessions of a fresh account, watched: `ended` maps each session's label to why it ended. */
+async function watchedSessions(t: { after: (fn: () => void) => void }) {
+  const a = await account();
+  const apps = new AppPasswords(r.redis);
+  const revocations = new CredentialRevocations(r.redis, apps);
+  revocations.start();
+  t.after(() => revocations.close());
+  const auth = createAuthenticator({
+    directory: dir,
+    guard: new LoginGuard(r.redis, policy()),
+    appPasswords: apps,
+  });
+  const ended = new Map<string, string>();
+  const session = async (label: string, secret: string) => {
+    const res = await auth.authenticate({ ip: '192.0.2.50', username: a, password: secret });
+    assert.ok(res.ok);
+    revocations.watch(a, res.credential, (why) => ended.set(label, why));
+  };
+  return { a, apps, ended, session };
+}
+
 test(
   'a revoked app password ends the sessions that logged in with it, and only those',
   { timeout: 20_000 },
   async (t) => {
-    const a = await account();
-    const apps = new AppPasswords(r.redis);
-    const revocations = new CredentialRevocations(r.redis, apps);
-    revocations.start();
-    t.after(() => revocations.close());
-    const auth = createAuthenticator({
-      directory: dir,
-      guard: new LoginGuard(r.redis, policy()),
-      appPasswords: apps,
-    });
-    const ended = new Set<string>();
-    const session = async (label: string, secret: string) => {
-      const res = await auth.authenticate({ ip: '192.0.2.50', username: a, password: secret });
-      assert.ok(res.ok && res.appPassword);
-      revocations.watch(a, res.appPassword, () => ended.add(label));
-    };
+    const { a, apps, ended, session } = await watchedSessions(t);
     const phone = await apps.create(a, 'phone');
     await session('phone 1', phone);
     await session('phone 2', phone);
@@ -206,7 +220,31 @@ test(
     await session('new phone', await apps.create(a, 'phone'));
     await apps.revoke(a, 'laptop');
     await waitFor(() => ended.has('laptop'), { what: 'the laptop session ended' });
-    assert.deepEqual([...ended].sort(), ['laptop', 'phone 1', 'phone 2']);
+    assert.deepEqual([...ended.keys()].sort(), ['laptop', 'phone 1', 'phone 2']);
+  },
+);
+
+test(
+  'sign out everywhere ends every session of the account; a new password ends those of the old one',
+  { timeout: 20_000 },
+  async (t) => {
+    const { a, apps, ended, session } = await watchedSessions(t);
+    const phone = await apps.create(a, 'phone');
+    await session('password', PASSWORD);
+    await session('phone', phone);
+    assert.equal(await signOutEverywhere(r.redis, a), true);
+    await waitFor(() => ended.size === 2, { what: 'both sessions ended' });
+    assert.deepEqual(Object.fromEntries(ended), { password: 'signed-out', phone: 'signed-out' });
+    assert.equal(await signOutEverywhere(r.redis, 'nobody@example.test'), false);
+    assert.equal(await dir.accountRecord('nobody@example.test'), null);
+    // logging in again after the sign-out works, and those sessions stay
+    ended.clear();
+    await session('password again', PASSWORD);
+    await session('phone again', phone);
+    await dir.setPassword(a, 'a brand new passphrase');
+    await announceRevocation(r.redis, a);
+    await waitFor(() => ended.size === 1, { what: 'the password session ended' });
+    assert.deepEqual(Object.fromEntries(ended), { 'password again': 'password-changed' });
   },
 );
 

@@ -66,7 +66,13 @@ function setup(opts: { ttlMs?: number; maxEntries?: number; policy?: LockoutPoli
   });
   return {
     cache,
-    login: (username: string, password: string) => auth.authenticate({ ip: IP, username, password }),
+    // what the session would watch is checked in auth.test.ts; here, who logged in and how
+    login: async (username: string, password: string) => {
+      const res = await auth.authenticate({ ip: IP, username, password });
+      if (!res.ok) return res;
+      const { credential: _, ...rest } = res;
+      return rest;
+    },
     advance: (ms: number) => {
       clock += ms;
     },

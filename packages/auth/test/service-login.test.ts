@@ -48,6 +48,7 @@ test('acts for an existing account only, with the secret, from its networks', as
     ok: true,
     account: 'alice@example.test',
     service: 'webmail',
+    credential: { signOut: '0' },
   });
   assert.deepEqual(await svc.authorizeAs({ ...req, user: 'nobody@example.test' }), {
     ok: false,
@@ -120,7 +121,14 @@ test('logIn: no authzid or the own one is a plain login; another one needs the s
   });
   assert.deepEqual(
     await logIn(auth, svc, { ...base, username: 'webmail', password: SECRET, authzid: 'bob@example.test' }),
-    { ok: true, account: 'bob@example.test', via: 'service', cached: false, service: 'webmail' },
+    {
+      ok: true,
+      account: 'bob@example.test',
+      via: 'service',
+      cached: false,
+      service: 'webmail',
+      credential: { signOut: '0' },
+    },
   );
 });
 

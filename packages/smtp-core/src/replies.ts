@@ -112,12 +112,13 @@ export const reply = {
   tooManyErrors: () => r(421, '4.7.0', 'Error: too many errors, closing connection', 'too_many_errors'),
   // X.3.2 system not accepting network messages: the server stops (Postfix's answer too)
   shuttingDown: () => r(421, '4.3.2', 'Service shutting down, closing connection', 'shutting_down'),
-  // the session's credential stopped being valid (an app password revoked): X.7.0 other security status
-  credentialRevoked: () =>
+  // the session's credential stopped being valid (an app password revoked, the password
+  // changed, a sign-out everywhere): X.7.0 other security status
+  credentialRevoked: (why = 'The app password of this session was revoked') =>
     r(
       421,
       '4.7.0',
-      'Error: the app password of this session was revoked, closing connection',
+      `Error: ${why.charAt(0).toLowerCase()}${why.slice(1)}, closing connection`,
       'credential_revoked',
     ),
   lineTooLong: (limit: number) =>

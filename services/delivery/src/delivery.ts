@@ -9,11 +9,14 @@ import {
   type MailboxChanged,
 } from '@mailyard/contracts';
 import { DirectoryUnavailableError, type Directory } from '@mailyard/directory';
+import type { DkimSigner } from '@mailyard/dkim';
 import { MailAccount, Quotas, type MaildirStore } from '@mailyard/mailstore';
+import { MailRules } from '@mailyard/mail-rules';
 import { Counter, Histogram, type Logger, type Registry } from '@mailyard/observability';
 import { returnToSender, type RecipientReport } from '@mailyard/dsn';
 import { deliveredToHeader, returnPathHeader } from '@mailyard/smtp-core';
 import type { DeliveryConfig } from './config.js';
+import { accountRules } from './rules.js';
 
 export interface DeliveryDeps {
   bus: Bus;
@@ -24,6 +27,8 @@ export interface DeliveryDeps {
   registry: Registry;
   /** Storage quota per account; default: config quota_storage, overridden per account in Redis. */
   quotas?: Quotas;
+  /** Signs out-of-office replies with the DKIM keys of the user's domain, when it has some. */
+  dkim?: DkimSigner | null;
 }
 
 export interface DeliveryService {
@@ -52,6 +57,18 @@ function createMetrics(registry: Registry) {
     forwarded: new Counter({
       name: 'mailyard_delivery_forwarded_total',
       help: 'Messages passed to outbound for external alias targets',
+      registers: [registry],
+    }),
+    userForwards: new Counter({
+      name: 'mailyard_delivery_user_forwards_total',
+      help: "Messages sent on by an account's forwarding (sent), or kept because they looped (loop)",
+      labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    autoReplies: new Counter({
+      name: 'mailyard_delivery_auto_replies_total',
+      help: 'Out-of-office replies sent, or skipped (a list, bulk, already answered...)',
+      labelNames: ['result'] as const,
       registers: [registry],
     }),
     latency: new Histogram({
@@ -106,7 +123,8 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     return f.bulk ? config.bulk_folder : 'INBOX';
   };
 
-  const fileCopy = async (env: Envelope, message: Buffer, account: string, via: string): Promise<void> => {
+  /** Files the account's copy; true when it was filed by this run (not before, not returned). */
+  const fileCopy = async (env: Envelope, message: Buffer, account: string, via: string): Promise<boolean> => {
     const folder = folderFor(env, via);
     const key = markerKey(env.queueId, account);
     // one round trip for both (autopipelined)
@@ -114,7 +132,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     if (delivered) {
       metrics.deliveries.inc({ result: 'duplicate' });
       logger.info({ queueId: env.queueId, account }, 'already delivered, skipped');
-      return;
+      return false;
     }
     const data = Buffer.concat([
       Buffer.from(returnPathHeader(env.mailFrom) + deliveredToHeader(account)),
@@ -135,7 +153,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
         },
       ]);
       await fromRedis(redis.set(key, 'bounced', 'EX', config.delivery_dedupe_ttl));
-      return;
+      return false;
     }
     const res = await store.deliver({
       account,
@@ -153,7 +171,19 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       'delivered',
     );
     announce({ v: 1, account, folder, queueId: env.queueId, at: new Date().toISOString() });
+    return res.written;
   };
+
+  const rules = accountRules({
+    config,
+    bus,
+    directory,
+    rules: new MailRules(redis),
+    dkim: deps.dkim ?? null,
+    logger,
+    metrics,
+    markerTtl: config.delivery_dedupe_ttl,
+  });
 
   /**
    * Recipients that were valid at RCPT TO and are gone now (account or alias deleted
@@ -202,7 +232,19 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       for (const l of x.local) if (!local.has(l.account)) local.set(l.account, rcpt);
       for (const r of x.remote) remote.add(r);
     }
-    await Promise.all([...local].map(([account, via]) => fileCopy(env, body, account, via)));
+    await Promise.all(
+      [...local].map(async ([account, via]) => {
+        const own = await rules.read(account);
+        const fwd = own.forwarding ? await rules.forward(env, body, account, own.forwarding.targets) : null;
+        // forwarded without a copy: the forward is the delivery (a loop or spam is filed)
+        const filed =
+          fwd === 'forwarded' || fwd === 'done-before'
+            ? own.forwarding!.keepCopy && (await fileCopy(env, body, account, via))
+            : await fileCopy(env, body, account, via);
+        if (filed || (fwd === 'forwarded' && !own.forwarding!.keepCopy))
+          await rules.afterFiling(env, body, account, own);
+      }),
+    );
     if (gone.length) await returnGone(env, body, gone);
     if (remote.size) {
       await bus.publishMail(RoutingKeys.outbound, body, {

@@ -1,3 +1,4 @@
+import { DkimKeyStore, DkimSigner } from '@mailyard/dkim';
 import { Directory } from '@mailyard/directory';
 import { MaildirStore } from '@mailyard/mailstore';
 import type { Runtime } from '@mailyard/runtime';
@@ -21,5 +22,6 @@ export function defaultDeps(config: DeliveryConfig, rt: Runtime): DeliveryDeps {
     store: new MaildirStore({ root: config.maildir_root, hostname: config.myhostname }),
     logger: rt.logger,
     registry: rt.registry,
+    dkim: new DkimSigner(new DkimKeyStore(rt.redis)),
   };
 }

@@ -1,6 +1,7 @@
 import type { SMTPServerSession } from 'smtp-server';
 import {
   actingFor,
+  endedText,
   logIn,
   type Authenticator,
   type CredentialRevocations,
@@ -92,13 +93,14 @@ export function submissionLogin(deps: LoginDeps, loginDeadlineMs: number): Submi
             },
             res.service ? `login: ${actingFor(res.service, res.account)}` : 'login',
           );
-          if (res.appPassword) {
-            const unwatch = deps.revocations.watch(res.account, res.appPassword, () => {
-              logger.info({ sid: session.id, user: res.account }, 'app password revoked: session ended');
-              deps.closeSession(session.id, reply.credentialRevoked());
-            });
-            unwatchCredential.set(session.id, unwatch);
-          }
+          const unwatch = deps.revocations.watch(res.account, res.credential, (why) => {
+            logger.info(
+              { sid: session.id, user: res.account, why },
+              'credential no longer valid: session ended',
+            );
+            deps.closeSession(session.id, reply.credentialRevoked(endedText(why)));
+          });
+          unwatchCredential.set(session.id, unwatch);
           return cb(null, { user: res.account });
         }
         switch (res.reason) {

@@ -1,7 +1,16 @@
 import type { FastifyInstance } from 'fastify';
 import QRCode from 'qrcode';
 import { z } from 'zod';
+import { announceRevocation, signOutEverywhere } from '@mailyard/auth';
 import { DirectoryError } from '@mailyard/directory';
+import {
+  DEFAULT_REPLY_DAYS,
+  MailRules,
+  forwardingSchema,
+  vacationSchema,
+  type Forwarding,
+  type Vacation,
+} from '@mailyard/mail-rules';
 import type { AccountInfo, TwoFactorEnrolment } from './api-types.js';
 import { parse, sessionOf, type Ctx } from './context.js';
 import { ApiError, errors } from './errors.js';
@@ -34,6 +43,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     if (!res.ok && res.reason === 'unavailable') throw errors.unavailable();
     if (!res.ok || res.via !== 'password') throw errors.wrongPassword();
   };
+  const rules = new MailRules(ctx.redis);
   const twoFactor = () => {
     if (!ctx.twoFactor) throw errors.notFound();
     return ctx.twoFactor;
@@ -81,16 +91,59 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
       if (err instanceof DirectoryError) throw errors.badRequest(capitalize(err.message));
       throw err;
     }
-    logger.info({ account }, 'password changed');
+    // every other session ends: the other webmail sessions here, and on every instance the
+    // IMAP, POP3 and submission sessions that logged in with the old password
+    const ended = await ctx.sessions.destroyAll(account, req.sessionId ?? undefined);
+    await announceRevocation(ctx.redis, account);
+    logger.info({ account, ended }, 'password changed');
     return { changed: true };
   });
 
-  /** Ends every webmail session of the account, this one too. */
+  /**
+   * Ends every session of the account: its webmail sessions (this one too) and, on every
+   * instance, its IMAP, POP3 and submission sessions, whatever they logged in with.
+   */
   app.post('/api/account/sign-out-everywhere', async (req) => {
     const { account } = sessionOf(req);
     const ended = await ctx.sessions.destroyAll(account);
+    await signOutEverywhere(ctx.redis, account);
     logger.info({ account, ended }, 'signed out everywhere');
     return { ended };
+  });
+
+  /** The out-of-office reply (delivery sends it; see services/delivery). */
+  app.get('/api/account/vacation', async (req): Promise<Vacation> => {
+    const { account } = sessionOf(req);
+    const { vacation } = await rules.get(account);
+    return (
+      vacation ?? { enabled: false, subject: '', body: '', start: null, end: null, days: DEFAULT_REPLY_DAYS }
+    );
+  });
+
+  app.post('/api/account/vacation', async (req): Promise<Vacation> => {
+    const { account } = sessionOf(req);
+    const vacation = parse(vacationSchema, req.body);
+    await rules.setVacation(account, vacation);
+    logger.info({ account, enabled: vacation.enabled }, 'out-of-office reply set');
+    return vacation;
+  });
+
+  /** Forwarding (delivery sends it on; see services/delivery). */
+  app.get('/api/account/forwarding', async (req): Promise<Forwarding> => {
+    const { account } = sessionOf(req);
+    const { forwarding } = await rules.get(account);
+    return forwarding ?? { targets: [], keepCopy: true };
+  });
+
+  app.post('/api/account/forwarding', async (req): Promise<Forwarding> => {
+    const { account } = sessionOf(req);
+    const forwarding = parse(forwardingSchema, req.body);
+    const own = new Set(await ctx.directory.addressesOf(account));
+    const self = forwarding.targets.find((t) => own.has(t));
+    if (self) throw errors.badRequest(`targets: ${self} is this account's own address`);
+    await rules.setForwarding(account, forwarding);
+    logger.info({ account, targets: forwarding.targets.length }, 'forwarding set');
+    return forwarding;
   });
 
   app.get('/api/account', async (req): Promise<AccountInfo> => {

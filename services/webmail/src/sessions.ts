@@ -63,12 +63,18 @@ export class SessionStore {
     return { id, session };
   }
 
-  /** Ends every session of the account, on every instance (sign out everywhere); returns how many were live. */
-  async destroyAll(account: string): Promise<number> {
+  /**
+   * Ends every session of the account, on every instance (sign out everywhere), except
+   * the one of cookie value `keep` when given (a password change); returns how many were live.
+   */
+  async destroyAll(account: string, keep?: string): Promise<number> {
     const set = `webmail:sessions:${account}`;
-    const keys = await this.redis.smembers(set);
+    const kept = keep ? this.key(keep) : null;
+    const keys = (await this.redis.smembers(set)).filter((k) => k !== kept);
     const ended = keys.length ? await this.redis.del(...keys) : 0;
-    await this.redis.del(set);
+    if (kept) {
+      if (keys.length) await this.redis.srem(set, ...keys);
+    } else await this.redis.del(set);
     return ended;
   }
 

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { addAccount } from '../../../test/harness.js';
 import { PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
-import { imapLogin as imapLoginAs } from './mail-clients.js';
+import { holdSessions, imapLogin as imapLoginAs } from './mail-clients.js';
 import { WebClient } from './web-client.js';
 
 let t: WebmailTestbed;
@@ -85,4 +85,166 @@ test('sign out everywhere ends every webmail session of the account only', { tim
   assert.equal((await a.get('/api/account')).status, 401);
   assert.equal((await b.get('/api/account')).status, 401);
   assert.equal((await other.get('/api/account')).status, 200);
+});
+
+test(
+  'sign out everywhere ends the IMAP, POP3 and submission sessions of the account',
+  { timeout: 90_000 },
+  async (t2) => {
+    const account = 'hal@example.test';
+    await addAccount(t.p.directory, account);
+    const c = client();
+    await c.login(account);
+    const { secret } = (await c.post('/api/account/app-passwords', { name: 'phone' })).json;
+    const ports = {
+      imap: t.retrieval.ports.imaps,
+      pop3: t.retrieval.ports.pop3s,
+      smtp: t.msa.ports.submissions,
+    };
+    const held = await holdSessions([
+      { label: 'imap', proto: 'imap', port: ports.imap, user: account, pass: PASSWORD },
+      { label: 'pop3', proto: 'pop3', port: ports.pop3, user: account, pass: secret },
+      { label: 'smtp', proto: 'smtp', port: ports.smtp, user: account, pass: PASSWORD },
+      { label: 'other', proto: 'imap', port: ports.imap, user: 'alice@example.test', pass: PASSWORD },
+    ]);
+    t2.after(() => held.close());
+    const res = await c.post('/api/account/sign-out-everywhere');
+    assert.equal(res.status, 200);
+    assert.equal(await held.next('imap'), '* BYE [EXPIRED] Signed out everywhere by the account owner');
+    assert.equal(await held.next('pop3'), '-ERR [AUTH] Signed out everywhere by the account owner');
+    assert.equal(
+      await held.next('smtp'),
+      '421 4.7.0 Error: signed out everywhere by the account owner, closing connection',
+    );
+    assert.equal(await held.alive('other'), true);
+    assert.equal((await c.get('/api/account')).status, 401);
+    // the credentials still work: a new login after the sign-out is not ended
+    assert.equal(await imapLogin(account, PASSWORD), true);
+  },
+);
+
+test(
+  'revoking an app password ends its sessions; another app password’s stays',
+  { timeout: 90_000 },
+  async (t2) => {
+    const account = 'ivy@example.test';
+    await addAccount(t.p.directory, account);
+    const c = client();
+    await c.login(account);
+    const phone = (await c.post('/api/account/app-passwords', { name: 'phone' })).json.secret as string;
+    const laptop = (await c.post('/api/account/app-passwords', { name: 'laptop' })).json.secret as string;
+    const port = t.retrieval.ports.imaps;
+    const held = await holdSessions([
+      { label: 'phone', proto: 'imap', port, user: account, pass: phone },
+      { label: 'laptop', proto: 'imap', port, user: account, pass: laptop },
+    ]);
+    t2.after(() => held.close());
+    assert.equal((await c.post('/api/account/app-passwords/revoke', { name: 'phone' })).status, 200);
+    assert.equal(await held.next('phone'), '* BYE [EXPIRED] The app password of this session was revoked');
+    assert.equal(await held.alive('laptop'), true);
+  },
+);
+
+test(
+  'a new password ends the other sessions that logged in with the old one',
+  { timeout: 90_000 },
+  async (t2) => {
+    const account = 'jon@example.test';
+    await addAccount(t.p.directory, account);
+    const [c, elsewhere] = [client(), client()];
+    await c.login(account);
+    await elsewhere.login(account);
+    const { secret } = (await c.post('/api/account/app-passwords', { name: 'phone' })).json;
+    const port = t.retrieval.ports.imaps;
+    const held = await holdSessions([
+      { label: 'password', proto: 'imap', port, user: account, pass: PASSWORD },
+      { label: 'app', proto: 'imap', port, user: account, pass: secret },
+    ]);
+    t2.after(() => held.close());
+    const res = await c.post('/api/account/password', {
+      current: PASSWORD,
+      password: 'a new long passphrase',
+    });
+    assert.equal(res.status, 200);
+    assert.equal(await held.next('password'), '* BYE [EXPIRED] The password of this account was changed');
+    assert.equal(await held.alive('app'), true);
+    assert.equal((await c.get('/api/account')).status, 200);
+    assert.equal((await elsewhere.get('/api/account')).status, 401);
+  },
+);
+
+test(
+  'the out-of-office reply: stored as set, bad input refused with a reason',
+  { timeout: 60_000 },
+  async () => {
+    const account = 'kim@example.test';
+    await addAccount(t.p.directory, account);
+    const c = client();
+    await c.login(account);
+    assert.deepEqual((await c.get('/api/account/vacation')).json, {
+      enabled: false,
+      subject: '',
+      body: '',
+      start: null,
+      end: null,
+      days: 7,
+    });
+    const v = {
+      enabled: true,
+      subject: 'Away',
+      body: 'Back on Monday.',
+      start: '2026-12-20',
+      end: '2027-01-03',
+    };
+    const ok = await c.post('/api/account/vacation', v);
+    assert.equal(ok.status, 200, ok.text);
+    assert.deepEqual((await c.get('/api/account/vacation')).json, { ...v, days: 7 });
+    const bad: [Record<string, unknown>, string][] = [
+      [{ ...v, body: '' }, 'body: the text of the reply is empty'],
+      [{ ...v, body: 'x'.repeat(8001) }, 'body: at most 8000 characters'],
+      [{ ...v, subject: 'two\r\nlines' }, 'subject: one line only'],
+      [{ ...v, end: '2026-12-01' }, 'end: the last day is before the first'],
+      [{ ...v, start: 'tomorrow' }, 'start: expected a date as YYYY-MM-DD'],
+      [{ ...v, days: 0 }, 'days: at least 1'],
+      [{ ...v, enabled: 'yes' }, 'enabled: expected true or false'],
+    ];
+    for (const [body, message] of bad) {
+      const res = await c.post('/api/account/vacation', body);
+      assert.deepEqual([res.status, res.json.message], [400, message], JSON.stringify(body));
+    }
+    assert.deepEqual((await c.get('/api/account/vacation')).json, { ...v, days: 7 });
+  },
+);
+
+test('forwarding: stored as set; bad, too many or own addresses refused', { timeout: 60_000 }, async () => {
+  const account = 'lou@example.test';
+  await addAccount(t.p.directory, account);
+  await t.p.directory.addAlias('lou.alias@example.test', [account]);
+  const c = client();
+  await c.login(account);
+  assert.deepEqual((await c.get('/api/account/forwarding')).json, { targets: [], keepCopy: true });
+  const ok = await c.post('/api/account/forwarding', { targets: ['Lou@Elsewhere.test'], keepCopy: false });
+  assert.equal(ok.status, 200, ok.text);
+  assert.deepEqual((await c.get('/api/account/forwarding')).json, {
+    targets: ['Lou@elsewhere.test'],
+    keepCopy: false,
+  });
+  const bad: [Record<string, unknown>, string][] = [
+    [{ targets: ['not an address'] }, 'targets.0: "not an address" is not a valid address'],
+    [{ targets: ['a%b@example.org'] }, 'targets.0: "a%b@example.org" is not a valid address'],
+    [{ targets: Array.from({ length: 11 }, (_, i) => `u${i}@far.test`) }, 'targets: at most 10 addresses'],
+    [{ targets: ['x@far.test', 'x@far.test'] }, 'targets: an address is listed twice'],
+    [{ targets: [account] }, `targets: ${account} is this account's own address`],
+    [
+      { targets: ['lou.alias@example.test'] },
+      "targets: lou.alias@example.test is this account's own address",
+    ],
+    [{ targets: 'x@far.test' }, 'targets: expected a list of addresses'],
+  ];
+  for (const [body, message] of bad) {
+    const res = await c.post('/api/account/forwarding', body);
+    assert.deepEqual([res.status, res.json.message], [400, message], JSON.stringify(body));
+  }
+  const off = await c.post('/api/account/forwarding', { targets: [] });
+  assert.deepEqual(off.json, { targets: [], keepCopy: true });
 });

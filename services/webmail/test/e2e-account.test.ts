@@ -10,7 +10,8 @@ import { generate } from 'otplib';
 import { LoginGuard, TwoFactor } from '@mailyard/auth';
 import { addAccount } from '../../../test/harness.js';
 import { ensureFrontEnd, launchBrowser, screenshotDir } from './browser.js';
-import { imapLogin as imapLoginAs } from './mail-clients.js';
+import { MailRules } from '@mailyard/mail-rules';
+import { holdSessions, imapLogin as imapLoginAs } from './mail-clients.js';
 import { HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 
 const ACCOUNT = 'dora@example.test';
@@ -99,3 +100,67 @@ test('two-factor login and an app password, set up in the browser', { timeout: 1
     await browser.close();
   }
 });
+
+test(
+  'an out-of-office reply set on the account page, then signing out everywhere',
+  { timeout: 180_000 },
+  async (t2) => {
+    const account = 'otto@example.test';
+    await addAccount(t.p.directory, account);
+    const held = await holdSessions([
+      { label: 'imap', proto: 'imap', port: t.retrieval.ports.imaps, user: account, pass: PASSWORD },
+    ]);
+    t2.after(() => held.close());
+    const browser = await launchBrowser();
+    const errors: string[] = [];
+    try {
+      const page = await browser.context.newPage();
+      page.on('pageerror', (e) => errors.push(e.message));
+      page.on('dialog', (d) => void d.accept());
+      await page.goto(`${origin}/`);
+      await page.getByLabel('Email address').fill(account);
+      await page.getByLabel('Password').fill(PASSWORD);
+      await page.getByRole('button', { name: 'Log in' }).click();
+      await page.getByRole('button', { name: 'Account' }).click();
+      await page.getByRole('heading', { name: 'Out of office' }).waitFor();
+
+      // a last day before the first is refused with the server's reason
+      await page.getByLabel('Reply automatically').check();
+      await page
+        .getByLabel('Message', { exact: true })
+        .fill('I am away until 4 January; Ada answers urgent mail.');
+      await page.getByLabel('First day (optional)').fill('2026-12-21');
+      await page.getByLabel('Last day (optional)').fill('2026-12-01');
+      await page.getByRole('button', { name: 'Save out-of-office reply' }).click();
+      await page.getByRole('alert').filter({ hasText: 'end: the last day is before the first' }).waitFor();
+      await page.getByLabel('Last day (optional)').fill('2027-01-03');
+      await page.getByLabel('Subject (empty: “Auto:” and the original subject)').fill('Away until 4 January');
+      await page.getByRole('button', { name: 'Save out-of-office reply' }).click();
+      await page.getByText('Saved: the reply is on.').waitFor();
+      const section = page.getByRole('region', { name: 'Out of office' });
+      await section.scrollIntoViewIfNeeded();
+      await section.screenshot({ path: join(shots, 'account-out-of-office.png'), animations: 'disabled' });
+      const { vacation } = await new MailRules(t.p.redis.redis).get(account);
+      assert.deepEqual(vacation, {
+        enabled: true,
+        subject: 'Away until 4 January',
+        body: 'I am away until 4 January; Ada answers urgent mail.',
+        start: '2026-12-21',
+        end: '2027-01-03',
+        days: 7,
+      });
+
+      // the recent logins list this browser's login; sign out everywhere ends it and IMAP
+      const logins = page.getByRole('region', { name: 'Recent logins' });
+      await logins.getByRole('cell', { name: 'Webmail' }).first().waitFor();
+      await logins.screenshot({ path: join(shots, 'account-recent-logins.png'), animations: 'disabled' });
+      await page.getByRole('button', { name: 'Sign out everywhere' }).click();
+      await page.getByText('You are signed out everywhere.').waitFor();
+      await page.getByLabel('Email address').waitFor();
+      assert.equal(await held.next('imap'), '* BYE [EXPIRED] Signed out everywhere by the account owner');
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  },
+);

@@ -1,4 +1,7 @@
 // Real mail clients logging in to the testbed's retrieval, for the account tests.
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { ImapFlow } from 'imapflow';
 import { HOST, type WebmailTestbed } from './webmail-harness.js';
 
@@ -21,4 +24,64 @@ export async function imapLogin(t: WebmailTestbed, user: string, pass: string): 
     if ((err as { authenticationFailed?: boolean }).authenticationFailed) return false;
     throw err;
   }
+}
+
+/** Sessions held open by Python's imaplib, poplib and smtplib (open-sessions.py), driven line by line. */
+export interface HeldSessions {
+  /** The next line the server sends on a session (its goodbye, once it ends it), or "EOF". */
+  next(label: string): Promise<string>;
+  /** Whether a NOOP on the session is still answered. */
+  alive(label: string): Promise<boolean>;
+  close(): void;
+}
+
+export async function holdSessions(
+  specs: { label: string; proto: 'imap' | 'pop3' | 'smtp'; port: number; user: string; pass: string }[],
+): Promise<HeldSessions> {
+  const py = spawn(
+    'python3',
+    [fileURLToPath(new URL('./open-sessions.py', import.meta.url)), JSON.stringify(specs)],
+    {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
+  let stderr = '';
+  py.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const lines = createInterface({ input: py.stdout });
+  const waiting: ((line: string) => void)[] = [];
+  const queued: string[] = [];
+  lines.on('line', (l) => {
+    const w = waiting.shift();
+    if (w) w(l);
+    else queued.push(l);
+  });
+  const line = () =>
+    new Promise<string>((resolve, reject) => {
+      const q = queued.shift();
+      if (q !== undefined) return resolve(q);
+      const timer = setTimeout(
+        () => reject(new Error(`no answer from the clients; stderr: ${stderr}`)),
+        30_000,
+      );
+      waiting.push((l) => {
+        clearTimeout(timer);
+        resolve(l);
+      });
+    });
+  for (const s of specs) {
+    const l = await line();
+    if (l !== `${s.label} ready`) throw new Error(`${s.label} did not log in: ${l} ${stderr}`);
+  }
+  const ask = async (verb: string, label: string) => {
+    py.stdin.write(`${verb} ${label}\n`);
+    const l = await line();
+    const prefix = `${label} ${verb === 'wait' ? 'said' : verb}: `;
+    if (!l.startsWith(prefix)) throw new Error(`unexpected answer ${l}`);
+    return l.slice(prefix.length);
+  };
+  return {
+    next: (label) => ask('wait', label),
+    alive: async (label) => (await ask('noop', label)) === 'ok',
+    close: () => py.kill(),
+  };
 }

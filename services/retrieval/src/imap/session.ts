@@ -4,6 +4,7 @@ import {
   actingFor,
   logIn,
   type Authenticator,
+  endedText,
   type CredentialRevocations,
   type ServiceAuthorizer,
 } from '@mailyard/auth';
@@ -420,13 +421,11 @@ export class ImapSession implements ImapContext {
       res.service ? `logged in: ${actingFor(res.service, res.account)}` : 'logged in',
     );
     this.unsubscribe = this.deps.notifier.on(res.account, (folder) => this.onChange(folder));
-    if (res.appPassword) {
-      this.unwatchCredential = this.deps.revocations.watch(res.account, res.appPassword, () => {
-        this.log.info({ account: res.account }, 'app password revoked: session ended');
-        // RFC 5530 EXPIRED: access is no longer permitted with this passphrase
-        this.close('* BYE [EXPIRED] The app password of this session was revoked\r\n');
-      });
-    }
+    this.unwatchCredential = this.deps.revocations.watch(res.account, res.credential, (why) => {
+      this.log.info({ account: res.account, why }, 'credential no longer valid: session ended');
+      // RFC 5530 EXPIRED: access is no longer permitted with this passphrase
+      this.close(`* BYE [EXPIRED] ${endedText(why)}\r\n`);
+    });
   }
 
   startSasl(tag: string, initial: string | null): Promise<void> | void {

@@ -2,7 +2,7 @@
 // (RFC 5034) and STLS (RFC 2595). Deletions happen only in the UPDATE state after QUIT.
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { actingFor, logIn } from '@mailyard/auth';
+import { actingFor, endedText, logIn } from '@mailyard/auth';
 import { ipInNetworks } from '@mailyard/config';
 import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
 import type { Logger } from '@mailyard/observability';
@@ -331,13 +331,11 @@ export class Pop3Session {
     if (this.loginTimer) clearTimeout(this.loginTimer);
     // from now on the autologout timer
     this.touch();
-    if (res.appPassword) {
-      this.unwatchCredential = this.deps.revocations.watch(res.account, res.appPassword, () => {
-        this.log.info({ account: res.account }, 'app password revoked: session ended');
-        // nothing marked for deletion is deleted: that happens only after QUIT
-        this.close('-ERR [AUTH] The app password of this session was revoked');
-      });
-    }
+    this.unwatchCredential = this.deps.revocations.watch(res.account, res.credential, (why) => {
+      this.log.info({ account: res.account, why }, 'credential no longer valid: session ended');
+      // nothing marked for deletion is deleted: that happens only after QUIT
+      this.close(`-ERR [AUTH] ${endedText(why)}`);
+    });
     this.deps.metrics.logins.inc({ protocol: 'pop3', result: 'ok' });
     if (res.cached) this.deps.metrics.loginCacheHits.inc({ protocol: 'pop3' });
     this.log.info(

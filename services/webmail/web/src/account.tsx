@@ -1,11 +1,20 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, ApiError, type AccountInfo, type AppPassword, type TwoFactorEnrolment } from './api.ts';
+import {
+  api,
+  ApiError,
+  type AccountInfo,
+  type AppPassword,
+  type LoginEntry,
+  type TwoFactorEnrolment,
+  type Forwarding,
+  type Vacation,
+} from './api.ts';
 import { Icon } from './icons.tsx';
 
 const message = (err: unknown) => (err instanceof ApiError ? err.message : 'Something went wrong; try again');
 
-/** The account page: two-factor login and app passwords. */
-export function AccountPage(props: { account: string; onBack: () => void }) {
+/** The account page: password, two-factor login, app passwords, recent logins, signing out everywhere. */
+export function AccountPage(props: { account: string; onBack: () => void; onSignedOut: () => void }) {
   const [info, setInfo] = useState<AccountInfo | null>(null);
   const [error, setError] = useState<string | null>(null);
   const reload = () => api.account().then(setInfo, (e: unknown) => setError(message(e)));
@@ -32,6 +41,10 @@ export function AccountPage(props: { account: string; onBack: () => void }) {
         )}
         {info && <TwoFactorSection info={info} onChange={() => void reload()} />}
         <AppPasswords />
+        <VacationSection />
+        <ForwardingSection />
+        <PasswordSection />
+        <RecentLogins onSignedOut={props.onSignedOut} />
       </main>
     </div>
   );
@@ -230,6 +243,285 @@ function AppPasswords() {
           Create app password
         </button>
       </form>
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+    </section>
+  );
+}
+
+function PasswordSection() {
+  const [done, setDone] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const current = useRef<HTMLInputElement>(null);
+  const next = useRef<HTMLInputElement>(null);
+  const again = useRef<HTMLInputElement>(null);
+  const change = async (e: Event) => {
+    e.preventDefault();
+    setError(null);
+    setDone(false);
+    if (next.current!.value !== again.current!.value) return setError('The two new passwords differ');
+    try {
+      await api.changePassword(current.current!.value, next.current!.value);
+      for (const r of [current, next, again]) r.current!.value = '';
+      setDone(true);
+    } catch (err) {
+      setError(message(err));
+    }
+  };
+  return (
+    <section aria-labelledby="pw-title" class="card">
+      <h2 id="pw-title">Password</h2>
+      <p>
+        At least 10 characters, not your address. Changing it ends your other sessions: mail apps that use the
+        password must log in again (those with an app password stay).
+      </p>
+      <form onSubmit={(e) => void change(e)} class="stacked-form">
+        <label for="pw-current">Current password</label>
+        <input id="pw-current" ref={current} type="password" autoComplete="current-password" required />
+        <label for="pw-new">New password</label>
+        <input id="pw-new" ref={next} type="password" autoComplete="new-password" minLength={10} required />
+        <label for="pw-again">New password again</label>
+        <input
+          id="pw-again"
+          ref={again}
+          type="password"
+          autoComplete="new-password"
+          minLength={10}
+          required
+        />
+        <button type="submit" class="primary">
+          Change password
+        </button>
+      </form>
+      {done && <p role="status">Password changed; your other sessions were ended.</p>}
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+    </section>
+  );
+}
+
+const PROTOCOLS: Record<LoginEntry['protocol'], string> = {
+  imap: 'IMAP',
+  pop3: 'POP3',
+  submission: 'Sending (SMTP)',
+  webmail: 'Webmail',
+};
+
+function RecentLogins(props: { onSignedOut: () => void }) {
+  const [list, setList] = useState<LoginEntry[]>([]);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(
+    () =>
+      void api.logins().then(
+        (r) => setList(r.logins),
+        (e: unknown) => setError(message(e)),
+      ),
+    [],
+  );
+  const signOut = async () => {
+    setError(null);
+    if (!confirm('Sign out everywhere? Every mail app and browser, this one too, must log in again.')) return;
+    try {
+      await api.signOutEverywhere();
+      props.onSignedOut();
+    } catch (err) {
+      setError(message(err));
+    }
+  };
+  return (
+    <section aria-labelledby="rl-title" class="card">
+      <h2 id="rl-title">Recent logins</h2>
+      <table class="logins">
+        <thead>
+          <tr>
+            <th scope="col">When</th>
+            <th scope="col">How</th>
+            <th scope="col">From</th>
+            <th scope="col">Client</th>
+          </tr>
+        </thead>
+        <tbody>
+          {list.map((l, i) => (
+            <tr key={i}>
+              <td>{new Date(l.at).toLocaleString()}</td>
+              <td>
+                {PROTOCOLS[l.protocol]}
+                {l.appPassword ? `, app password “${l.appPassword}”` : ''}
+              </td>
+              <td>{l.ip}</td>
+              <td>{l.client ?? ''}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <p>Something you do not recognise? Sign out everywhere, then change your password.</p>
+      <button class="danger" onClick={() => void signOut()}>
+        Sign out everywhere
+      </button>
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+    </section>
+  );
+}
+
+function VacationSection() {
+  const [v, setV] = useState<Vacation | null>(null);
+  const [saved, setSaved] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => void api.vacation().then(setV, (e: unknown) => setError(message(e))), []);
+  if (!v) return null;
+  const set = (patch: Partial<Vacation>) => {
+    setSaved(false);
+    setV({ ...v, ...patch });
+  };
+  const save = async (e: Event) => {
+    e.preventDefault();
+    setError(null);
+    try {
+      setV(await api.setVacation(v));
+      setSaved(true);
+    } catch (err) {
+      setError(message(err));
+    }
+  };
+  return (
+    <section aria-labelledby="oo-title" class="card">
+      <h2 id="oo-title">Out of office</h2>
+      <p>
+        An automatic reply, sent once per sender every few days; never to mailing lists, newsletters,
+        automatic mail or spam, nor to mail that does not name you in To or Cc.
+      </p>
+      <form onSubmit={(e) => void save(e)} class="stacked-form">
+        <label class="check">
+          <input
+            type="checkbox"
+            checked={v.enabled}
+            onChange={(e) => set({ enabled: (e.target as HTMLInputElement).checked })}
+          />{' '}
+          Reply automatically
+        </label>
+        <label for="oo-subject">Subject (empty: “Auto:” and the original subject)</label>
+        <input
+          id="oo-subject"
+          value={v.subject}
+          maxLength={200}
+          onInput={(e) => set({ subject: (e.target as HTMLInputElement).value })}
+        />
+        <label for="oo-body">Message</label>
+        <textarea
+          id="oo-body"
+          value={v.body}
+          maxLength={8000}
+          onInput={(e) => set({ body: (e.target as HTMLTextAreaElement).value })}
+        />
+        <label for="oo-start">First day (optional)</label>
+        <input
+          id="oo-start"
+          type="date"
+          value={v.start ?? ''}
+          onInput={(e) => set({ start: (e.target as HTMLInputElement).value || null })}
+        />
+        <label for="oo-end">Last day (optional)</label>
+        <input
+          id="oo-end"
+          type="date"
+          value={v.end ?? ''}
+          onInput={(e) => set({ end: (e.target as HTMLInputElement).value || null })}
+        />
+        <label for="oo-days">Days before the same sender is answered again</label>
+        <input
+          id="oo-days"
+          type="number"
+          min={1}
+          max={30}
+          value={v.days}
+          onInput={(e) => set({ days: Number((e.target as HTMLInputElement).value) })}
+        />
+        <button type="submit" class="primary">
+          Save out-of-office reply
+        </button>
+      </form>
+      {saved && <p role="status">Saved: the reply is {v.enabled ? 'on' : 'off'}.</p>}
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+    </section>
+  );
+}
+
+function ForwardingSection() {
+  const [f, setF] = useState<Forwarding | null>(null);
+  const [text, setText] = useState('');
+  const [saved, setSaved] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(
+    () =>
+      void api.forwarding().then(
+        (r) => {
+          setF(r);
+          setText(r.targets.join('\n'));
+        },
+        (e: unknown) => setError(message(e)),
+      ),
+    [],
+  );
+  if (!f) return null;
+  const save = async (e: Event) => {
+    e.preventDefault();
+    setError(null);
+    setSaved(false);
+    try {
+      const targets = text
+        .split(/[\s,;]+/)
+        .map((t) => t.trim())
+        .filter(Boolean);
+      const r = await api.setForwarding({ targets, keepCopy: f.keepCopy });
+      setF(r);
+      setText(r.targets.join('\n'));
+      setSaved(true);
+    } catch (err) {
+      setError(message(err));
+    }
+  };
+  return (
+    <section aria-labelledby="fw-title" class="card">
+      <h2 id="fw-title">Forwarding</h2>
+      <p>Send every message on to other addresses (at most 10). Spam is not forwarded.</p>
+      <form onSubmit={(e) => void save(e)} class="stacked-form">
+        <label for="fw-targets">Forward to (one address per line; empty: off)</label>
+        <textarea
+          id="fw-targets"
+          value={text}
+          onInput={(e) => setText((e.target as HTMLTextAreaElement).value)}
+        />
+        <label class="check">
+          <input
+            type="checkbox"
+            checked={f.keepCopy}
+            onChange={(e) => setF({ ...f, keepCopy: (e.target as HTMLInputElement).checked })}
+          />{' '}
+          Keep a copy here
+        </label>
+        <button type="submit" class="primary">
+          Save forwarding
+        </button>
+      </form>
+      {saved && (
+        <p role="status">
+          {f.targets.length ? `Forwarding to ${f.targets.join(', ')}.` : 'Forwarding is off.'}
+        </p>
+      )}
       {error && (
         <p class="error" role="alert">
           {error}

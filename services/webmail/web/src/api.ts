@@ -21,6 +21,28 @@ export interface AppPassword {
   lastUsed?: string;
   lastIp?: string;
 }
+/** One recent login (packages/auth's LoginRecord). */
+export interface LoginEntry {
+  at: string;
+  protocol: 'imap' | 'pop3' | 'submission' | 'webmail';
+  ip: string;
+  client?: string;
+  via: 'password' | 'app-password';
+  appPassword?: string;
+}
+/** The out-of-office reply (packages/mail-rules' Vacation). */
+export interface Vacation {
+  enabled: boolean;
+  subject: string;
+  body: string;
+  start: string | null;
+  end: string | null;
+  days: number;
+}
+export interface Forwarding {
+  targets: string[];
+  keepCopy: boolean;
+}
 export type Folder = FolderInfo;
 export type Row = ListRow;
 export type Page = ListPage;
@@ -159,6 +181,14 @@ export const api = {
     call<{ name: string; secret: string }>('POST', '/api/account/app-passwords', { name }),
   revokeAppPassword: (name: string) =>
     call<{ revoked: string }>('POST', '/api/account/app-passwords/revoke', { name }),
+  logins: () => call<{ logins: LoginEntry[] }>('GET', '/api/account/logins'),
+  changePassword: (current: string, password: string) =>
+    call<{ changed: true }>('POST', '/api/account/password', { current, password }),
+  signOutEverywhere: () => call<{ ended: number }>('POST', '/api/account/sign-out-everywhere', {}),
+  vacation: () => call<Vacation>('GET', '/api/account/vacation'),
+  setVacation: (v: Vacation) => call<Vacation>('POST', '/api/account/vacation', v),
+  forwarding: () => call<Forwarding>('GET', '/api/account/forwarding'),
+  setForwarding: (f: Forwarding) => call<Forwarding>('POST', '/api/account/forwarding', f),
   send: (d: DraftBody) => call<{ messageId: string; warnings: string[] }>('POST', '/api/send', d),
 };
 

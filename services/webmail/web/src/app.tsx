@@ -81,7 +81,13 @@ export function App() {
     case 'admin':
       return <AdminPage account={screen.account} onBack={() => setScreen({ ...screen, kind: 'mail' })} />;
     case 'account':
-      return <AccountPage account={screen.account} onBack={() => setScreen({ ...screen, kind: 'mail' })} />;
+      return (
+        <AccountPage
+          account={screen.account}
+          onBack={() => setScreen({ ...screen, kind: 'mail' })}
+          onSignedOut={() => setScreen({ kind: 'login', notice: 'You are signed out everywhere.' })}
+        />
+      );
   }
 }
 

@@ -1,0 +1,145 @@
+import type { Envelope } from '@mailyard/contracts';
+import { newQueueId, rfc5322Date, splitPlus } from '@mailyard/smtp-core';
+import { addressesIn, fieldValue } from './headers.js';
+import type { Vacation } from './settings.js';
+
+type Fields = { name: string; value: string }[];
+
+export type ReplyDecision = { reply: true } | { reply: false; reason: string };
+
+/**
+ * Senders that are machines (RFC 3834 §2: never answer a list or a daemon), by local part:
+ * MAILER-DAEMON and postmaster, noreply in its spellings, list software and its
+ * -request/-owner/-bounces addresses, owner-<list>.
+ */
+const MACHINE_SENDER =
+  /^(?:mailer-daemon|postmaster|listserv|majordomo|mailman|bounces?|no[-_.]?reply|do[-_.]?not[-_.]?reply|owner-.+|.+-(?:request|owner|bounces?))$/i;
+
+/**
+ * Whether an out-of-office reply goes to this message (RFC 3834 §2 and §3.1): never to the
+ * null sender or a machine, never to a message that is itself automatic (Auto-Submitted
+ * other than `no`, Precedence bulk/list/junk, X-Auto-Response-Suppress) or from a list
+ * (any List-* field), never to mail the policy filed as spam or bulk, and only to mail
+ * that names one of the user's addresses in To or Cc (not a Bcc, a list, an alias of many).
+ * Once per sender within the vacation's days is the store's part (MailRules.claimReply).
+ */
+export function autoReplyDecision(input: {
+  vacation: Vacation;
+  now: Date;
+  mailFrom: string;
+  /** The account and every address that leads to it (its aliases), lower case. */
+  ownAddresses: string[];
+  fields: Fields;
+  /** The policy filed it in Junk or as bulk mail. */
+  junkOrBulk: boolean;
+  recipientDelimiter?: string;
+}): ReplyDecision {
+  const { vacation: v, fields } = input;
+  const no = (reason: string): ReplyDecision => ({ reply: false, reason });
+  if (!v.enabled) return no('off');
+  const today = input.now.toISOString().slice(0, 10);
+  if ((v.start && today < v.start) || (v.end && today > v.end)) return no('outside its dates');
+  const sender = input.mailFrom.toLowerCase();
+  if (!sender) return no('null sender');
+  const local = sender.slice(0, sender.lastIndexOf('@'));
+  if (MACHINE_SENDER.test(local)) return no('sender is a machine or a list');
+  const own = new Set(input.ownAddresses.map((a) => a.toLowerCase()));
+  if (own.has(sender)) return no('own message');
+  const auto = fieldValue(fields, 'auto-submitted');
+  if (auto !== null && !/^no\b/i.test(auto)) return no('auto-submitted');
+  if (/^(?:bulk|list|junk)\b/i.test(fieldValue(fields, 'precedence') ?? '')) return no('precedence');
+  if (fields.some((f) => f.name.startsWith('list-'))) return no('list message');
+  if (/\b(?:all|oof)\b/i.test(fieldValue(fields, 'x-auto-response-suppress') ?? ''))
+    return no('auto-responses suppressed');
+  if (input.junkOrBulk) return no('spam or bulk');
+  const named = addressesIn(fields.filter((f) => f.name === 'to' || f.name === 'cc').map((f) => f.value));
+  const delimiter = input.recipientDelimiter ?? '+';
+  const direct = named.some((a) => {
+    const at = a.lastIndexOf('@');
+    const base = splitPlus(a.slice(0, at), delimiter).base;
+    return own.has(a) || own.has(`${base}${a.slice(at)}`);
+  });
+  if (!direct) return no('not addressed to the user directly');
+  return { reply: true };
+}
+
+/** RFC 2047 encoded words for a header value that is not ASCII (each word at most 75 characters). */
+function encodeHeader(text: string): string {
+  if (/^[\x20-\x7e]*$/.test(text)) return text;
+  const words: string[] = [];
+  let chunk = '';
+  for (const ch of text) {
+    if (Buffer.byteLength(chunk + ch) > 45) {
+      words.push(chunk);
+      chunk = '';
+    }
+    chunk += ch;
+  }
+  if (chunk) words.push(chunk);
+  return words.map((w) => `=?UTF-8?B?${Buffer.from(w).toString('base64')}?=`).join('\r\n ');
+}
+
+const msgIds = (v: string | null) => (v ?? '').match(/<[^<>\s]+>/g) ?? [];
+
+/**
+ * The out-of-office reply (RFC 3834 §3): from the user's address to the original sender,
+ * `Auto-Submitted: auto-replied`, `In-Reply-To`/`References` of the original, and an
+ * envelope with the null sender (§3.3), so that nothing answers it and a failure to
+ * deliver it bounces nowhere.
+ */
+export function buildAutoReply(input: {
+  vacation: Vacation;
+  account: string;
+  mailFrom: string;
+  fields: Fields;
+  myhostname: string;
+  now?: Date;
+}): { envelope: Envelope; message: Buffer } {
+  const now = input.now ?? new Date();
+  const queueId = newQueueId(now.getTime());
+  const original = fieldValue(input.fields, 'subject') ?? '';
+  // RFC 3834 §3.1.5: "Auto:" and the original subject, unless the user wrote one
+  const subject = input.vacation.subject.trim() || `Auto: ${original || 'out of office'}`.slice(0, 300);
+  const messageId = msgIds(fieldValue(input.fields, 'message-id'))[0];
+  const refs = [...msgIds(fieldValue(input.fields, 'references') ?? fieldValue(input.fields, 'in-reply-to'))];
+  if (messageId) refs.push(messageId);
+  const text = input.vacation.body.replace(/\r?\n/g, '\r\n').replace(/(\r\n)?$/, '\r\n');
+  const plain = /^[\x20-\x7e\r\n\t]*$/.test(text) && text.split('\r\n').every((l) => l.length <= 900);
+  const body = plain
+    ? text
+    : (
+        Buffer.from(text)
+          .toString('base64')
+          .match(/.{1,76}/g) ?? []
+      ).join('\r\n') + '\r\n';
+  const head = [
+    `From: <${input.account}>`,
+    `To: <${input.mailFrom}>`,
+    `Subject: ${encodeHeader(subject)}`,
+    `Date: ${rfc5322Date(now)}`,
+    `Message-ID: <${queueId}@${input.myhostname}>`,
+    ...(messageId ? [`In-Reply-To: ${messageId}`] : []),
+    // the last ten are enough to thread it (RFC 5322 §3.6.4 allows trimming)
+    ...(refs.length ? [`References: ${refs.slice(-10).join('\r\n ')}`] : []),
+    'Auto-Submitted: auto-replied',
+    // Exchange and Outlook's own convention, so their out-of-office does not answer ours
+    'X-Auto-Response-Suppress: All',
+    'MIME-Version: 1.0',
+    'Content-Type: text/plain; charset=utf-8',
+    `Content-Transfer-Encoding: ${plain ? '7bit' : 'base64'}`,
+  ];
+  const message = Buffer.from(`${head.join('\r\n')}\r\n\r\n${body}`);
+  const envelope: Envelope = {
+    v: 1,
+    queueId,
+    mailFrom: '',
+    recipients: [input.mailFrom],
+    client: { ip: '127.0.0.1', hostname: 'localhost', helo: input.myhostname, tls: null, user: null },
+    receivedAt: now.toISOString(),
+    attempts: 0,
+    body: '7BIT',
+    smtputf8: /[^\x00-\x7f]/.test(input.mailFrom),
+    lastError: null,
+  };
+  return { envelope, message };
+}

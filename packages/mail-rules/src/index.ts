@@ -1,0 +1,3 @@
+export * from './settings.js';
+export * from './headers.js';
+export * from './auto-reply.js';

@@ -1,0 +1,139 @@
+// The account's own rules applied by delivery: the out-of-office reply (RFC 3834).
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { connect, type Channel, type ChannelModel } from 'amqplib';
+import { ENVELOPE_HEADER, Queues, RoutingKeys, type Envelope } from '@mailyard/contracts';
+import { MailRules } from '@mailyard/mail-rules';
+import { waitFor } from '@mailyard/testkit';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import { envelope } from './envelope.js';
+
+const VIC = 'vic@example.test';
+let p: Platform;
+let conn: ChannelModel;
+let ch: Channel;
+before(async () => {
+  p = await startPlatform();
+  await addAccount(p.directory, VIC);
+  await new MailRules(p.redis.redis).setVacation(VIC, {
+    enabled: true,
+    subject: '',
+    body: 'Away until Monday.\nÀ lundi !',
+    start: null,
+    end: null,
+    days: 7,
+  });
+  conn = await connect(p.vhost.url);
+  ch = await conn.createChannel();
+});
+after(async () => {
+  await conn?.close();
+  await p?.close();
+});
+
+/** The delivery's count of out-of-office replies with this result. */
+async function replies(result: string): Promise<number> {
+  const metric = await p.deliveryRt!.registry.getSingleMetric('mailyard_delivery_auto_replies_total')?.get();
+  return metric?.values.find((v) => v.labels.result === result)?.value ?? 0;
+}
+
+let n = 0;
+async function deliver(from: string, headers: string, to = VIC): Promise<void> {
+  const id = `<m${++n}@remote.test>`;
+  const body = Buffer.from(
+    `From: ${from || 'someone@remote.test'}\r\nTo: ${to}\r\nSubject: question ${n}\r\nMessage-ID: ${id}\r\n${headers}\r\nHello\r\n`,
+  );
+  await p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, { ...envelope([VIC]), mailFrom: from });
+}
+
+async function outboundCount(): Promise<number> {
+  return (await ch.checkQueue(Queues.outbound)).messageCount;
+}
+
+test(
+  'one out-of-office reply per sender within the days, with RFC 3834 headers',
+  { timeout: 60_000 },
+  async () => {
+    await deliver('ann@remote.test', '');
+    await waitFor(async () => (await replies('sent')) === 1, { what: 'the first reply' });
+    await deliver('ann@remote.test', '');
+    await waitFor(async () => (await replies('already-replied')) === 1, { what: 'the second message seen' });
+    await deliver('bea@remote.test', '');
+    await waitFor(async () => (await replies('sent')) === 2, { what: 'the reply to another sender' });
+    assert.equal(await outboundCount(), 2);
+
+    const first = await ch.get(Queues.outbound, { noAck: true });
+    assert.ok(first);
+    const env = JSON.parse(String(first.properties.headers?.[ENVELOPE_HEADER])) as Envelope;
+    // RFC 3834 §3.3: the null envelope sender
+    assert.equal(env.mailFrom, '');
+    assert.deepEqual(env.recipients, ['ann@remote.test']);
+    const text = first.content.toString();
+    assert.match(text, /^From: <vic@example\.test>$/m);
+    assert.match(text, /^To: <ann@remote\.test>$/m);
+    assert.match(text, /^Subject: Auto: question 1$/m);
+    assert.match(text, /^Auto-Submitted: auto-replied$/m);
+    assert.match(text, /^In-Reply-To: <m1@remote\.test>$/m);
+    assert.match(text, /^References: <m1@remote\.test>$/m);
+    const body = text.slice(text.indexOf('\r\n\r\n') + 4);
+    assert.equal(Buffer.from(body, 'base64').toString(), 'Away until Monday.\r\nÀ lundi !\r\n');
+    await ch.get(Queues.outbound, { noAck: true });
+  },
+);
+
+test(
+  'no reply to lists, bulk, automatic mail, machines or mail not addressed to the user',
+  { timeout: 60_000 },
+  async () => {
+    const skipped = await replies('skipped');
+    const sent = await replies('sent');
+    await deliver('list-member@remote.test', 'List-Id: <talk.lists.remote.test>\r\n');
+    await deliver('news@remote.test', 'Precedence: bulk\r\n');
+    await deliver('robot@remote.test', 'Auto-Submitted: auto-generated\r\n');
+    await deliver('MAILER-DAEMON@remote.test', '');
+    await deliver('noreply@remote.test', '');
+    await deliver('', '');
+    await deliver('cc@remote.test', '', 'everyone@remote.test');
+    await waitFor(async () => (await replies('skipped')) === skipped + 7, { what: 'all seven looked at' });
+    assert.equal(await replies('sent'), sent);
+    assert.equal(await outboundCount(), 0);
+    // the plus-address and the Auto-Submitted "no" of a person's own client are answered
+    await deliver('dan@remote.test', 'Auto-Submitted: no\r\n', 'Vic <vic+work@example.test>');
+    await waitFor(async () => (await replies('sent')) === sent + 1, { what: 'the reply to dan' });
+    await ch.get(Queues.outbound, { noAck: true });
+  },
+);
+
+test(
+  'forwarding: the user’s address as envelope sender, Delivered-To on top, loops kept',
+  { timeout: 60_000 },
+  async () => {
+    const fay = 'fay@example.test';
+    const gil = 'gil@example.test';
+    await addAccount(p.directory, fay);
+    await addAccount(p.directory, gil);
+    const rules = new MailRules(p.redis.redis);
+    await rules.setForwarding(fay, { targets: ['fay@far.test', gil], keepCopy: false });
+    const env = envelope([fay]);
+    const body = Buffer.from('From: ann@remote.test\r\nTo: fay@example.test\r\nSubject: fwd\r\n\r\nHi\r\n');
+    await p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, env);
+
+    const out = await waitFor(async () => ch.get(Queues.outbound, { noAck: true }), { what: 'the forward' });
+    const fenv = JSON.parse(String(out.properties.headers?.[ENVELOPE_HEADER])) as Envelope;
+    assert.deepEqual(fenv.recipients, ['fay@far.test']);
+    assert.equal(fenv.mailFrom, fay);
+    assert.notEqual(fenv.queueId, env.queueId);
+    assert.ok(out.content.toString().startsWith('Delivered-To: fay@example.test\r\nFrom: ann@remote.test'));
+    // the local target gets its copy through delivery; no copy kept for fay
+    await waitFor(() => p.inbox(gil).length === 1, { what: 'gil’s copy' });
+    assert.equal(p.inbox(fay).length, 0);
+
+    // back again (gil forwards to fay): the loop stops, and fay keeps that copy
+    await rules.setForwarding(gil, { targets: [fay], keepCopy: true });
+    const again = Buffer.concat([Buffer.from('Delivered-To: fay@example.test\r\n'), body]);
+    await p.inboundRt.bus.publishMail(RoutingKeys.delivery, again, { ...envelope([gil]), mailFrom: fay });
+    await waitFor(() => p.inbox(fay).length === 1, { what: 'the looped copy filed for fay' });
+    assert.equal(p.inbox(gil).length, 2);
+    assert.equal(await outboundCount(), 0);
+  },
+);
