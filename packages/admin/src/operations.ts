@@ -4,6 +4,7 @@ import {
   LoginGuard,
   TwoFactor,
   announceRevocation,
+  signOutEverywhere,
   type AppPasswordInfo,
 } from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
@@ -254,6 +255,8 @@ export class Operations {
   async lockUser(address: string): Promise<string> {
     const a = await this.checkAccount(address, 'present');
     await this.directory.setLocked(a, true);
+    // a lock that left open IMAP, POP3 and submission sessions running would lock nobody out
+    await signOutEverywhere(this.redis, a);
     await this.log('account.lock', a);
     return a;
   }

@@ -1,6 +1,7 @@
 // The admin console's API: the admin guard on every route, CSRF on every change, and each
 // action through the operations the CLI calls, audited with the admin who did it.
 import assert from 'node:assert/strict';
+import { ImapFlow } from 'imapflow';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { Bus, DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS, outboundDelayQueueSpec } from '@mailyard/bus';
@@ -10,7 +11,7 @@ import { queueDepth, waitFor } from '@mailyard/testkit';
 import { Directory } from '@mailyard/directory';
 import { addAccount } from '../../../test/harness.js';
 import { imapLogin as imapLoginAs } from './mail-clients.js';
-import { ALICE, BOB, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { ALICE, BOB, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 import { WebClient } from './web-client.js';
 
 let t: WebmailTestbed;
@@ -142,8 +143,21 @@ test(
     const web = client();
     assert.equal((await web.login(carol)).status, 200);
     assert.equal(await imapLoginAs(t, carol, PASSWORD), true);
+    // an IMAP session open before the lock is ended by it
+    const open = new ImapFlow({
+      host: '127.0.0.1',
+      port: t.retrieval.ports.imaps,
+      secure: true,
+      tls: { rejectUnauthorized: false, servername: HOST },
+      auth: { user: carol, pass: PASSWORD },
+      logger: false,
+    });
+    open.on('error', () => undefined);
+    await open.connect();
+    const closed = new Promise<void>((resolve) => open.once('close', () => resolve()));
     const lock = await admin.post(`/api/admin/accounts/${enc(carol)}/lock`);
     assert.deepEqual([lock.status, lock.json.locked, lock.json.sessionsEnded], [200, true, 1]);
+    await closed;
     assert.equal(await imapLoginAs(t, carol, PASSWORD), false);
     assert.equal((await web.get('/api/account')).status, 401);
     assert.equal((await client().login(carol)).status, 401);
