@@ -1,5 +1,5 @@
 // The admin console in a real browser (Debian's Chromium through playwright-core): an admin
-// adds a domain and finds its DKIM records to publish, locks an account and IMAP refuses
+// adds a domain and finds its DKIM records to publish and flagged missing in DNS, locks an account and IMAP refuses
 // it, and finds both in the audit log; a user without the role sees no Admin entry.
 // Screenshots of the console on a desktop and a phone (WEBMAIL_SCREENSHOTS_DIR).
 import assert from 'node:assert/strict';
@@ -129,6 +129,13 @@ test(
       assert.match((await dmarc.textContent())!, /Missing.*DMARC.*nothing/);
       assert.equal(await report.locator('.dns-record.ok').filter({ hasText: 'MX' }).count(), 1);
       await page.screenshot({ path: join(shots, 'admin-dns.png'), animations: 'disabled', fullPage: true });
+      // the domain just added: nothing published yet, its MX and DKIM records flagged missing
+      await page.getByLabel('Domain', { exact: true }).selectOption('shop.test');
+      const shop = page.getByRole('region', { name: 'DNS of shop.test' });
+      await shop.waitFor();
+      await shop.locator('.dns-record.missing').filter({ hasText: 'MX' }).first().waitFor();
+      assert.ok((await shop.locator('.dns-record.missing').filter({ hasText: 'DKIM' }).count()) >= 2);
+      assert.equal(await shop.locator('.dns-record.ok').count(), 0);
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();
