@@ -1,6 +1,7 @@
 // The admin console in a real browser (Debian's Chromium through playwright-core): an admin
-// adds a domain and finds its DKIM records to publish and flagged missing in DNS, locks an account and IMAP refuses
-// it, and finds both in the audit log; a user without the role sees no Admin entry.
+// adds a domain and finds its DKIM records to publish and flagged missing in DNS, locks an
+// account and IMAP refuses it, and finds both in the audit log; a user without the role
+// sees no Admin entry.
 // Screenshots of the console on a desktop and a phone (WEBMAIL_SCREENSHOTS_DIR).
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
