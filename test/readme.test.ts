@@ -166,10 +166,10 @@ describe('the mailyard commands', () => {
     await vhost?.delete();
   });
 
-  /** Placeholders the README uses for a queue id or reference: one sentence, exit 1. */
-  const placeholder = /\b(ID|2GvZ3HYb3hDbjfdm)$/;
+  /** Placeholders the README uses for a queue id, a DKIM selector or a reference: one sentence, exit 1. */
+  const placeholder = /\b(ID|SELECTOR|2GvZ3HYb3hDbjfdm)$/;
   /** The prompting command: without a terminal its password comes on standard input. */
-  const prompts = /user add (\S+)$/;
+  const prompts = /user add (\S+)( --admin)?$/;
 
   test('each block, in order, against a prefix and vhost of its own', { timeout: 480_000 }, async () => {
     assert.ok(cliBlocks.length >= 4, `${cliBlocks.length} blocks`);

@@ -71,6 +71,9 @@ const needs: Record<keyof typeof shared, Service[]> = {
 const apart: Record<string, string> = {
   // port 25 exempts mynetworks by default, submission loopback (where a webmail submits from)
   smtpd_client_event_limit_exceptions: 'a default per role',
+  // the relays parse it into delays; the webmail's queue page (as `mailyard queue`) only
+  // needs the names of the delay queues it makes, so a wrong entry there cannot stop a relay
+  outbound_retry_schedule: 'delays for the relay, queue names for the console',
 };
 const values: Record<keyof typeof shared, [string, unknown]> = {
   recipient_delimiter: ['-', '-'],
