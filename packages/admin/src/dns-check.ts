@@ -7,6 +7,7 @@ import type { DkimDnsRecord } from '@mailyard/dkim';
 import {
   clientEndpointsOf,
   requiredRecords,
+  type ClientEndpointSettings,
   type ClientEndpoints,
   type RequiredRecord,
 } from './dns-records.js';
@@ -463,18 +464,11 @@ export function serverStatuses(r: ServerReport): (CheckStatus | 'listed')[] {
 }
 
 /** The settings the checks read, as the services' and the CLI's configs carry them. */
-export interface DnsCheckConfig {
-  myhostname: string;
+export interface DnsCheckConfig extends ClientEndpointSettings {
   dns_servers: string[];
   smtp_bind_address: string;
   smtp_bind_address6: string;
   tls_cert_file?: string | undefined;
-  client_hostname?: string | undefined;
-  client_imap_port: number;
-  client_imaps_port: number;
-  client_pop3s_port: number;
-  client_submission_port: number;
-  client_submissions_port: number;
 }
 
 /**

@@ -46,8 +46,7 @@ export const standardClientEndpoints = (hostname: string): ClientEndpoints => ({
   submissions: 465,
 });
 
-/** The client endpoints of a config carrying clientEndpointsSchema (CLIENT_HOSTNAME defaults to MYHOSTNAME). */
-export function clientEndpointsOf(config: {
+export interface ClientEndpointSettings {
   myhostname: string;
   client_hostname?: string | undefined;
   client_imap_port: number;
@@ -55,7 +54,10 @@ export function clientEndpointsOf(config: {
   client_pop3s_port: number;
   client_submission_port: number;
   client_submissions_port: number;
-}): ClientEndpoints {
+}
+
+/** The client endpoints of a config carrying clientEndpointsSchema (CLIENT_HOSTNAME defaults to MYHOSTNAME). */
+export function clientEndpointsOf(config: ClientEndpointSettings): ClientEndpoints {
   return {
     hostname: config.client_hostname ?? config.myhostname,
     imap: config.client_imap_port,
