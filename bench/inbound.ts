@@ -505,15 +505,42 @@ async function pidOf(name: string): Promise<number | undefined> {
   }
 }
 
+/** The content scanners, named as their processes are: their CPU is counted as a whole. */
+const SCANNER_PROCESSES = ['rspamd', 'clamd'];
+
+/** CPU seconds used so far by every live process with one of these names (all its workers). */
+function namedCpu(names: string[]): number {
+  let sum = 0;
+  for (const dir of readdirSync('/proc')) {
+    if (!/^\d+$/.test(dir)) continue;
+    try {
+      const stat = readFileSync(`/proc/${dir}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      if (!names.includes(comm)) continue;
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      sum += (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+    } catch {
+      // the process ended between the listing and the read
+    }
+  }
+  return sum;
+}
+
 interface CpuSnapshot {
   procs: { all: number; sys: number }[];
+  scanners: number;
   self: number;
   machine: { busy: number; total: number };
 }
 
 function cpuSnapshot(pids: (number | undefined)[]): CpuSnapshot {
   const u = process.cpuUsage();
-  return { procs: pids.map(processCpu), self: (u.user + u.system) / 1e6, machine: machineCpu() };
+  return {
+    procs: pids.map(processCpu),
+    scanners: namedCpu(SCANNER_PROCESSES),
+    self: (u.user + u.system) / 1e6,
+    machine: machineCpu(),
+  };
 }
 
 // ---------------------------------------------------------------- statistics
@@ -864,6 +891,7 @@ async function main(): Promise<void> {
       return `${n} ${perMsg(a.all, b.all)} (sys ${perMsg(a.sys, b.sys)})`;
     });
     if (!opts.smtpSource) parts.push(`client ${perMsg(cpuBefore.self, cpuAfter.self)}`);
+    if (scanners.length) parts.push(`rspamd + clamd ${perMsg(cpuBefore.scanners, cpuAfter.scanners)}`);
     process.stdout.write(`CPU ms per message: ${parts.join(', ')}\n`);
     const busy = cpuAfter.machine.busy - cpuBefore.machine.busy;
     const total = cpuAfter.machine.total - cpuBefore.machine.total;

@@ -253,6 +253,18 @@ postfix_cpu() {
   done
   echo "$sum"
 }
+# CPU clock ticks of every live process with one of these names (the scanners, their milter,
+# postgrey and unbound, with all their workers).
+named_cpu() {
+  local names=" $* " pid comm sum=0
+  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || continue
+    case $names in *" $comm "*) ;; *) continue ;; esac
+    sum=$(awk -v s="$sum" '{ sub(/.*\) /, ""); print s + $12 + $13 }' "/proc/$pid/stat" 2>/dev/null || echo "$sum")
+  done
+  echo "$sum"
+}
+HELPER_PROCESSES="rspamd clamd clamav-milter postgrey unbound"
 machine_cpu() { awk '/^cpu /{ b = $2+$3+$4+$7+$8+$9; print b, b + $5 + $6 }' /proc/stat; }
 
 run_postfix() {
@@ -269,15 +281,17 @@ run_postfix() {
     wait_for $((base0 + WARMUP))
   fi
   : >"$DIR/maillog"
-  local cpu0 m0 start accepted last cpu1 m1 base
+  local cpu0 h0 m0 start accepted last cpu1 h1 m1 base
   base=$(count_new)
   cpu0=$(postfix_cpu)
+  h0=$(named_cpu $HELPER_PROCESSES)
   m0=$(machine_cpu)
   start=$(date +%s.%N)
   smtp-source -s "$SESSIONS" -l "$SIZE" -m "$MESSAGES" "${HELO[@]}" -f "$FROM" -t user@bench.test "$PF_ADDR:$PORT"
   accepted=$(date +%s.%N)
   wait_for $((base + MESSAGES))
   cpu1=$(postfix_cpu)
+  h1=$(named_cpu $HELPER_PROCESSES)
   m1=$(machine_cpu)
   last=$(find "$MAILDIR_NEW" -maxdepth 1 -type f -printf '%C@\n' | sort -n | tail -1)
   PF_ACCEPTED=$(awk -v n="$MESSAGES" -v a="$start" -v b="$accepted" 'BEGIN { printf "%.0f", n / (b - a) }')
@@ -288,6 +302,8 @@ run_postfix() {
     awk '{ v[NR] = $1 } END { if (NR) printf "postfix   queue arrival -> delivered (delays=): p50 %.0f ms, p99 %.0f ms\n", 1000 * v[int(NR * 0.5) + 1], 1000 * v[int(NR * 0.99) + 1] }'
   awk -v a="$cpu0" -v b="$cpu1" -v n="$MESSAGES" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { printf "postfix   CPU ms per message (all Postfix processes): %.2f\n", 1000 * (b - a) / hz / n }'
+  [ -n "$POLICY" ] && awk -v a="$h0" -v b="$h1" -v n="$MESSAGES" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "postfix   CPU ms per message (rspamd, clamd, clamav-milter, postgrey, unbound): %.2f\n", 1000 * (b - a) / hz / n }'
   echo "$m0 $m1" | awk '{ printf "machine CPU busy during the run: %.0f%% of all cores\n", 100 * ($3 - $1) / ($4 - $2) }'
   postfix -c "$CF" stop >/dev/null 2>&1
   for _ in $(seq 50); do
