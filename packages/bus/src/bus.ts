@@ -45,6 +45,8 @@ export interface PublishItem {
   persistent?: boolean;
   /** Delivered to the queue only if it is not consumed within this many ms (delay queues). */
   expiration?: number;
+  /** Returned (and the publish rejected as unroutable) when no queue takes it; true unless false. */
+  mandatory?: boolean;
 }
 
 export interface Delivery {
@@ -421,7 +423,7 @@ export class Bus {
           item.body,
           {
             persistent: item.persistent ?? true,
-            mandatory: true,
+            mandatory: item.mandatory ?? true,
             messageId,
             headers: item.headers ?? {},
             ...(item.expiration !== undefined ? { expiration: String(item.expiration) } : {}),
@@ -687,6 +689,10 @@ export class Bus {
           routingKey: d.replyTo,
           body: Buffer.from(JSON.stringify(answer)),
           persistent: false,
+          // RabbitMQ (3.x) returns a mandatory publish to a direct reply-to address as
+          // unroutable although it delivers it: every answer would come back to us in
+          // full. A requester that went away loses nothing either way.
+          mandatory: false,
           headers: { [Headers.correlationId]: id },
         }).catch((err: unknown) => this.log.debug({ err }, 'requester went away before the answer'));
       },
