@@ -1,3 +1,12 @@
+import { Agent, request } from 'undici';
+
+/**
+ * rspamd is asked once per message: its connections are kept alive and reused (the
+ * global fetch would set up a request/response stream pair and often a connection per
+ * scan, which cost the policy service more CPU than the scan's own answer).
+ */
+const scanner = new Agent({ keepAliveTimeout: 4_000, connections: 64 });
+
 export interface RspamdResult {
   /** reject, soft reject, rewrite subject, add header, greylist or no action */
   action: string;
@@ -23,24 +32,28 @@ export async function rspamdCheck(
   env: RspamdEnvelope,
   timeoutMs: number,
 ): Promise<RspamdResult> {
-  const headers: [string, string][] = [
-    ['IP', env.ip],
-    ['Helo', env.helo || env.ip],
-    ['From', env.from],
-    ['Pass', 'all'],
-  ];
-  if (env.hostname) headers.push(['Hostname', env.hostname]);
-  if (env.queueId) headers.push(['Queue-Id', env.queueId]);
-  if (env.user) headers.push(['User', env.user]);
-  for (const r of env.rcpts) headers.push(['Rcpt', r]);
-  const res = await fetch(new URL('/checkv2', baseUrl), {
+  const headers: Record<string, string | string[]> = {
+    IP: env.ip,
+    Helo: env.helo || env.ip,
+    From: env.from,
+    Pass: 'all',
+  };
+  if (env.hostname) headers.Hostname = env.hostname;
+  if (env.queueId) headers['Queue-Id'] = env.queueId;
+  if (env.user) headers.User = env.user;
+  if (env.rcpts.length) headers.Rcpt = env.rcpts;
+  const res = await request(new URL('/checkv2', baseUrl), {
+    dispatcher: scanner,
     method: 'POST',
     headers,
     body: message,
     signal: AbortSignal.timeout(timeoutMs),
   });
-  if (!res.ok) throw new Error(`rspamd answered HTTP ${res.status}`);
-  const body = (await res.json()) as Partial<RspamdResult>;
+  if (res.statusCode !== 200) {
+    await res.body.dump();
+    throw new Error(`rspamd answered HTTP ${res.statusCode}`);
+  }
+  const body = (await res.body.json()) as Partial<RspamdResult>;
   if (typeof body.action !== 'string' || typeof body.score !== 'number')
     throw new Error('rspamd answered without action/score');
   return {
