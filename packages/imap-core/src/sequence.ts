@@ -54,6 +54,31 @@ export function inRanges(n: number, ranges: readonly SeqRange[]): boolean {
   return false;
 }
 
+/**
+ * The parts of `within` (sorted, merged ranges) that hold none of `present` (ascending):
+ * the UIDs of a set that are not in a mailbox, as ranges however many they are.
+ */
+export function missingRanges(within: readonly SeqRange[], present: readonly number[]): SeqRange[] {
+  const out: SeqRange[] = [];
+  let i = 0;
+  for (const [from, to] of within) {
+    let next = from;
+    while (i < present.length && present[i]! < from) i++;
+    while (i < present.length && present[i]! <= to) {
+      if (present[i]! > next) out.push([next, present[i]! - 1]);
+      next = present[i]! + 1;
+      i++;
+    }
+    if (next <= to) out.push([next, to]);
+  }
+  return out;
+}
+
+/** Text form of sorted ranges: 1:3,7,9:10. */
+export function formatRanges(ranges: readonly SeqRange[]): string {
+  return ranges.map(([a, b]) => (a === b ? String(a) : `${a}:${b}`)).join(',');
+}
+
 /** Compact text form of a sorted list of numbers: 1:3,7,9:10. */
 export function formatSequence(nums: readonly number[]): string {
   const sorted = [...nums].sort((a, b) => a - b);

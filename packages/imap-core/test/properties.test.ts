@@ -5,10 +5,12 @@ import {
   CommandFramer,
   decodeMutf7,
   encodeMutf7,
+  formatRanges,
   formatSequence,
   headerLines,
   inRanges,
   MAX_LIST_DEPTH,
+  missingRanges,
   parseCommand,
   ParseError,
   parseSequenceSet,
@@ -83,6 +85,20 @@ void describe('sequence sets', () => {
       fc.property(fc.uniqueArray(num, { minLength: 1, maxLength: 50 }), (nums) => {
         const ranges = resolveSequenceSet(parseSequenceSet(formatSequence(nums)), 1000);
         for (let n = 1; n <= 500; n++) assert.equal(inRanges(n, ranges), nums.includes(n));
+      }),
+    );
+  });
+
+  void it('missingRanges names exactly the numbers of the set that are absent', () => {
+    fc.assert(
+      fc.property(set, fc.uniqueArray(num, { maxLength: 60 }), (text, present) => {
+        const within = resolveSequenceSet(parseSequenceSet(text), 500);
+        const sorted = [...present].sort((a, b) => a - b);
+        const missing = missingRanges(within, sorted);
+        for (let n = 1; n <= 500; n++)
+          assert.equal(inRanges(n, missing), inRanges(n, within) && !present.includes(n), `${text} n=${n}`);
+        if (missing.length)
+          assert.deepEqual(resolveSequenceSet(parseSequenceSet(formatRanges(missing)), 500), missing);
       }),
     );
   });

@@ -73,7 +73,13 @@ const KEYWORDS = 'dovecot-keywords';
 const MODSEQ = 'mailyard-modseq';
 /** In the account's root: the last UIDVALIDITY issued to one of its folders. */
 const VALIDITY = 'mailyard-uidvalidity';
-const EXPUNGED_KEPT = 20_000;
+/**
+ * How many expunged UIDs the state remembers with their MODSEQ (for QRESYNC). The state is
+ * written at every change and read by every process serving the folder, so the history
+ * is kept short; a client that resynchronises from further back is told every UID that is
+ * no longer there (SelectedMailbox.vanishedEarlier), as Dovecot does once its log rotated.
+ */
+export const EXPUNGED_KEPT = 2_000;
 /** Most calls run under one hold of the folder lock. */
 const LOCK_BATCH = 64;
 /** What a cached snapshot is validated by. */

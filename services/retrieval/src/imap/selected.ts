@@ -1,4 +1,11 @@
-import { formatSequence, inRanges, resolveSequenceSet, type SequenceSet } from '@mailyard/imap-core';
+import {
+  formatRanges,
+  formatSequence,
+  inRanges,
+  missingRanges,
+  resolveSequenceSet,
+  type SequenceSet,
+} from '@mailyard/imap-core';
 import type { FolderSnapshot, MailFolder, MessageInfo } from '@mailyard/mailstore';
 import { SYSTEM_FLAGS } from './flags.js';
 
@@ -125,6 +132,32 @@ export class SelectedMailbox {
       }
     }
     return out;
+  }
+
+  /**
+   * The `* VANISHED (EARLIER)` line for the UIDs of `set` (every UID issued when null)
+   * expunged after `modseq` (QRESYNC, RFC 7162 §3.2.5.1 and §3.2.6), or null when there
+   * are none. When the store's history of expunges no longer reaches back that far, every
+   * UID of the set that is not in the mailbox is reported: a server that cannot tell may
+   * name UIDs the client never had, which the client ignores, but it must not leave out
+   * one the client still holds.
+   */
+  async vanishedEarlier(modseq: number, set: SequenceSet | null): Promise<string | null> {
+    const last = this.uidNext - 1;
+    if (last < 1) return null;
+    const within = (set ? resolveSequenceSet(set, this.uids[this.uids.length - 1] ?? last) : [[1, last]])
+      .map(([a, b]) => [Math.max(1, a), Math.min(b, last)] as const)
+      .filter(([a, b]) => a <= b);
+    const history = await this.folder.vanishedSince(modseq);
+    if (history) {
+      const gone = history.filter((u) => inRanges(u, within));
+      return gone.length ? `* VANISHED (EARLIER) ${formatSequence(gone)}` : null;
+    }
+    const missing = missingRanges(
+      within,
+      this.uids.filter((u) => !this.gone.has(u)),
+    );
+    return missing.length ? `* VANISHED (EARLIER) ${formatRanges(missing)}` : null;
   }
 
   /** True when a non-UID sequence set names numbers beyond what the client knows. */

@@ -2,7 +2,6 @@
 // renaming, subscribing, LIST (with LIST-EXTENDED, SPECIAL-USE, LIST-STATUS) and STATUS.
 import {
   ArgReader,
-  formatSequence,
   ParseError,
   tokenText,
   type SequenceSet,
@@ -282,10 +281,8 @@ async function runSelect(s: AuthedContext, tag: string, a: SelectArgs, name: str
   // RFC 7162 §3.2.5: QRESYNC resynchronisation inside SELECT
   if (a.qresync && a.qresync.validity === snap.validity) {
     const { modseq, known } = a.qresync;
-    const vanished = await f.vanishedSince(modseq);
-    let gone = vanished ?? [];
-    if (known) gone = gone.filter((u) => !view.seqOf(u));
-    if (gone.length) lines.push(`* VANISHED (EARLIER) ${formatSequence(gone)}`);
+    const vanished = await view.vanishedEarlier(modseq, known);
+    if (vanished) lines.push(vanished);
     for (const m of snap.messages) {
       if (m.modseq > modseq) {
         lines.push(

@@ -81,8 +81,8 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
   let msgs = view.resolve(a.set, byUid);
   if (a.changedSince !== null) msgs = msgs.filter(({ m }) => m.modseq > a.changedSince!);
   if (a.vanished) {
-    const gone = (await view.folder.vanishedSince(a.changedSince!)) ?? [];
-    if (gone.length) s.send(`* VANISHED (EARLIER) ${formatSequence(gone)}\r\n`);
+    const vanished = await view.vanishedEarlier(a.changedSince!, a.set);
+    if (vanished) s.send(`${vanished}\r\n`);
   }
   // RFC 9051 §6.4.5: BODY[] (not PEEK) sets \Seen
   const setsSeen = items.some(
