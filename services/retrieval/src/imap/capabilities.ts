@@ -40,6 +40,7 @@ export function capabilities(f: CapabilityFacts): string {
     'ESEARCH',
     'ESORT',
     'CONTEXT=SEARCH',
+    'CONTEXT=SORT',
     'SORT',
     'SORT=DISPLAY',
     'THREAD=REFERENCES',
