@@ -41,6 +41,7 @@ export function capabilities(f: CapabilityFacts): string {
     'ESORT',
     'CONTEXT=SEARCH',
     'CONTEXT=SORT',
+    'NOTIFY',
     'SORT',
     'SORT=DISPLAY',
     'THREAD=REFERENCES',
