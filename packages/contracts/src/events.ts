@@ -8,5 +8,13 @@ export const MailboxChanged = z.object({
   /** Queue id of the delivered message, when the change came from delivery. */
   queueId: z.string().nullable(),
   at: z.string().datetime(),
+  /**
+   * What changed: the messages (also when absent, as every publisher before it sent),
+   * the folder itself (created, deleted or renamed: `folder` is its name now), or the
+   * subscriptions. Optional, so consumers that know only `folder` read it as before.
+   */
+  kind: z.enum(['messages', 'folder', 'subscription']).optional(),
+  /** RENAME: the folder's previous name. */
+  oldFolder: z.string().optional(),
 });
 export type MailboxChanged = z.infer<typeof MailboxChanged>;

@@ -80,8 +80,13 @@ export class ClientConnection {
     this.socket.uncork();
   }
 
+  /** Bytes written and not yet taken by the kernel (nor the compressor). */
+  get queued(): number {
+    return this.socket.writableLength + (this.deflate?.writableLength ?? 0);
+  }
+
   async drain(): Promise<void> {
-    const queued = () => this.socket.writableLength + (this.deflate?.writableLength ?? 0);
+    const queued = () => this.queued;
     // with compression the socket drains as the compressor catches up: wait for either
     while (!this.isClosed && queued() >= 1 << 20) {
       await new Promise<void>((resolve) => {

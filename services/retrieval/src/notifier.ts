@@ -1,7 +1,14 @@
 import { EventKeys, type MailboxChanged } from '@mailyard/contracts';
 import type { Bus } from '@mailyard/bus';
 
-export type ChangeListener = (folder: string) => void;
+/** What changed in a folder (NOTIFY tells these apart; IDLE only needs the folder). */
+export interface FolderChange {
+  kind: 'messages' | 'folder' | 'subscription';
+  /** RENAME: the previous name. */
+  oldFolder?: string;
+}
+
+export type ChangeListener = (folder: string, change: FolderChange) => void;
 
 /**
  * Fans `mailbox.changed` events out to this instance's sessions. Every retrieval
@@ -18,7 +25,12 @@ export class ChangeNotifier {
 
   /** The bus hands over only events its catalogue validated (others are dead-lettered). */
   async start(): Promise<void> {
-    await this.bus.subscribe(EventKeys.mailboxChanged, (ev) => this.emit(ev.account, ev.folder));
+    await this.bus.subscribe(EventKeys.mailboxChanged, (ev) =>
+      this.emit(ev.account, ev.folder, {
+        kind: ev.kind ?? 'messages',
+        ...(ev.oldFolder !== undefined ? { oldFolder: ev.oldFolder } : {}),
+      }),
+    );
   }
 
   on(account: string, fn: ChangeListener): () => void {
@@ -35,15 +47,23 @@ export class ChangeNotifier {
     };
   }
 
-  private emit(account: string, folder: string): void {
-    for (const fn of this.listeners.get(account.toLowerCase()) ?? []) fn(folder);
+  private emit(account: string, folder: string, change: FolderChange): void {
+    for (const fn of this.listeners.get(account.toLowerCase()) ?? []) fn(folder, change);
   }
 
   /** A change made by one of our sessions: tell local sessions now, other instances via the bus. */
-  changed(account: string, folder: string): void {
-    this.emit(account, folder);
+  changed(account: string, folder: string, change: FolderChange = { kind: 'messages' }): void {
+    this.emit(account, folder, change);
     if (!this.publishOwn) return;
-    const ev: MailboxChanged = { v: 1, account, folder, queueId: null, at: new Date().toISOString() };
+    const ev: MailboxChanged = {
+      v: 1,
+      account,
+      folder,
+      queueId: null,
+      at: new Date().toISOString(),
+      kind: change.kind,
+      ...(change.oldFolder !== undefined ? { oldFolder: change.oldFolder } : {}),
+    };
     this.bus.publishEvent(EventKeys.mailboxChanged, ev).catch(() => undefined);
   }
 }

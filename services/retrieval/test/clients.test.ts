@@ -18,10 +18,11 @@ const POPUSER = 'pop@example.test';
 const CURLUSER = 'curl@example.test';
 const QUSER = 'quota@example.test';
 const THREADUSER = 'thread@example.test';
+const SORTUSER = 'sort@example.test';
 
 before(async () => {
   p = await startPlatform();
-  for (const u of [PYUSER, POPUSER, CURLUSER, QUSER, THREADUSER]) await addAccount(p.directory, u);
+  for (const u of [PYUSER, POPUSER, CURLUSER, QUSER, THREADUSER, SORTUSER]) await addAccount(p.directory, u);
   r = await startRetrieval(p);
   await sendRaw(p, PYUSER, sampleMessage(1, ' Grüße aus Köln'));
   for (let i = 1; i <= 3; i++) await sendRaw(p, POPUSER, sampleMessage(i, '\r\n.a line starting with a dot'));
@@ -167,6 +168,74 @@ print(json.dumps(res))
     assert.equal(res.none, true, 'a bare "* THREAD" when nothing matches');
     assert.match(res.unknown, /THREAD command error: BAD .*unknown threading algorithm JWZ/);
     assert.match(res.charset, /^NO \[BADCHARSET \(UTF-8 US-ASCII\)\]/);
+  });
+});
+
+void describe('CONTEXT=SORT (RFC 5267) with Python imaplib', () => {
+  void it('keeps an open sorted result current as another session appends, reads and expunges', async () => {
+    const out = await python(
+      `
+import imaplib, sys, json
+port, user, pw = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+imaplib.Commands['CANCELUPDATE'] = ('SELECTED',)
+def login():
+    c = imaplib.IMAP4('127.0.0.1', port)
+    c.login(user, pw)
+    return c
+m, o = login(), login()
+res = {'caps': m.capability()[1][0].decode()}
+for s in ['delta', 'alpha', 'charlie']:
+    o.append('INBOX', None, None, ('Subject: %s\\r\\n\\r\\nbody\\r\\n' % s).encode())
+m.select('INBOX')
+o.select('INBOX')
+def esearch(c):
+    return [d.decode() for d in (c.response('ESEARCH')[1] or []) if d]
+typ, _ = m.uid('SORT', 'RETURN', '(UPDATE ALL)', '(SUBJECT)', 'UTF-8', 'UNSEEN')
+res['first'] = esearch(m)
+typ, _ = m.uid('SORT', 'RETURN', '(UPDATE PARTIAL 1:2)', '(REVERSE SUBJECT)', 'UTF-8', 'ALL')
+res['partial'] = esearch(m)
+o.append('INBOX', None, None, b'Subject: bravo\\r\\n\\r\\nbody\\r\\n')
+m.noop()
+res['appended'] = esearch(m)
+o.store('3', '+FLAGS', '(\\Seen)')
+m.noop()
+res['seen'] = esearch(m)
+o.store('1', '+FLAGS', '(\\Deleted)')
+o.expunge()
+m.noop()
+res['expunged'] = esearch(m)
+res['cancel'] = m._simple_command('CANCELUPDATE', '"%s"' % 'bogus')[0]
+m.logout(); o.logout()
+print(json.dumps(res))
+`,
+      String(r.ports.imap),
+      SORTUSER,
+      PASSWORD,
+    );
+    const res = JSON.parse(out) as Record<'caps' | 'cancel', string> &
+      Record<'first' | 'partial' | 'appended' | 'seen' | 'expunged', string[]>;
+    assert.match(res.caps, /\bCONTEXT=SORT\b/);
+    // UIDs 1 delta, 2 alpha, 3 charlie: by subject 2, 3, 1
+    assert.match(res.first[0]!, /\(TAG "\w+"\) UID ALL 2:3,1$/);
+    // reversed, the first two: delta, charlie
+    assert.match(res.partial[0]!, /UID PARTIAL \(1:2 1,3\)$/);
+    // bravo (4) is the 2nd unseen by subject; in the reversed window it is 3rd: no change there
+    assert.deepEqual(
+      res.appended.map((l) => l.replace(/^\(TAG "\w+"\) /, '')),
+      ['UID ADDTO (2 4)'],
+    );
+    // charlie read: it leaves the unseen result at position 3
+    assert.deepEqual(
+      res.seen.map((l) => l.replace(/^\(TAG "\w+"\) /, '')),
+      ['UID REMOVEFROM (3 3)'],
+    );
+    // delta expunged: first of the unseen (alpha, bravo, delta → position 3), and the
+    // reversed window 1:2 (delta, charlie) becomes charlie, bravo
+    assert.deepEqual(res.expunged.map((l) => l.replace(/^\(TAG "\w+"\) /, '')).sort(), [
+      'UID REMOVEFROM (1 1) ADDTO (2 4)',
+      'UID REMOVEFROM (3 1)',
+    ]);
+    assert.equal(res.cancel, 'NO');
   });
 });
 

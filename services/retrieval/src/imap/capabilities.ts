@@ -40,6 +40,8 @@ export function capabilities(f: CapabilityFacts): string {
     'ESEARCH',
     'ESORT',
     'CONTEXT=SEARCH',
+    'CONTEXT=SORT',
+    'NOTIFY',
     'SORT',
     'SORT=DISPLAY',
     'THREAD=REFERENCES',

@@ -9,8 +9,26 @@ import type { Logger } from '@mailyard/observability';
 import type { RetrievalConfig } from '../config.js';
 import type { ClientConnection } from '../connection.js';
 import type { MessageCache } from '../message-cache.js';
+import type { FolderChange } from '../notifier.js';
 import type { EnabledExtensions } from './enabled.js';
 import type { SelectedMailbox } from './selected.js';
+
+/**
+ * A session's NOTIFY registration (RFC 5465), as the session drives it: told of every
+ * change on the account, asked for the untagged responses due between commands.
+ */
+export interface NotifyWatcher {
+  /** Events for the selected mailbox: EXPUNGE only when a command allows it (selected-delayed). */
+  readonly selected: { delayed: boolean; fetch: boolean } | null;
+  /** Records a change; false when too many are waiting (the session then ends NOTIFY). */
+  record(folder: string, change: FolderChange): boolean;
+  /** Whether a change of the selected folder (by this name) is waiting. */
+  takeSelected(name: string): boolean;
+  /** LIST and STATUS responses for what changed since the last call. */
+  collect(s: AuthedContext): Promise<string[]>;
+  /** FETCH responses with the requested attributes for messages new in the selected folder. */
+  fetchNew(s: SelectedContext, uids: number[]): Promise<Buffer[]>;
+}
 
 export type ImapState = 'not-authenticated' | 'authenticated' | 'selected' | 'logout';
 
@@ -51,7 +69,9 @@ export interface ImapContext {
   /** Tagged OK, after the untagged updates of the selected folder. */
   ok(tag: string, text: string, opts?: OkOptions): Promise<void>;
   /** Our own change to a folder: wake our other sessions and other instances. */
-  changed(folder: string): void;
+  changed(folder: string, change?: FolderChange): void;
+  /** NOTIFY (RFC 5465): what the client asked to hear of from now on; null: nothing more. */
+  setNotify(watch: NotifyWatcher | null): void;
 
   /** Checks the credentials and enters the authenticated state; throws ImapReply when refused. */
   login(user: string, password: string): Promise<void>;

@@ -26,15 +26,25 @@ import type { RetrievalConfig } from '../config.js';
 import type { ClientConnection, SessionLimits } from '../connection.js';
 import type { MessageCache } from '../message-cache.js';
 import type { RetrievalMetrics } from '../metrics.js';
-import type { ChangeNotifier } from '../notifier.js';
+import type { ChangeNotifier, FolderChange } from '../notifier.js';
 import { BadCommands, ErrorLog } from '../session-errors.js';
 import { capabilities } from './capabilities.js';
 import { COMMANDS } from './commands/index.js';
 import { contextUpdates } from './commands/search-context.js';
-import type { ImapContext, ImapState, OkOptions } from './context.js';
+import type {
+  AuthedContext,
+  ImapContext,
+  ImapState,
+  NotifyWatcher,
+  OkOptions,
+  SelectedContext,
+} from './context.js';
 import { EnabledExtensions } from './enabled.js';
 import { ImapReply, reply } from './replies.js';
 import type { SelectedMailbox } from './selected.js';
+
+/** Unread output past which NOTIFY gives up on a client (NOTIFICATIONOVERFLOW). */
+const NOTIFY_BACKLOG = 1 << 20;
 
 /** What the session does with the next input line (STYLE: input mode as a union). */
 export type InputMode =
@@ -83,6 +93,11 @@ export class ImapSession implements ImapContext {
   /** Stops watching the app password this session logged in with. */
   private unwatchCredential: (() => void) | null = null;
   private notifyPending = false;
+  /** NOTIFY's registration (RFC 5465), while one is set. */
+  private watch: NotifyWatcher | null = null;
+  private notifyScheduled = false;
+  /** Notifications wait for the command being run. */
+  private notifyDeferred = false;
 
   constructor(
     readonly conn: ClientConnection,
@@ -229,6 +244,10 @@ export class ImapSession implements ImapContext {
     } finally {
       this.running = false;
       if (this.stopping) this.shutdown();
+      else if (this.notifyDeferred) {
+        this.notifyDeferred = false;
+        void this.pushNotifications();
+      }
     }
   }
 
@@ -420,7 +439,7 @@ export class ImapSession implements ImapContext {
       { account: res.account, via: res.via, cached: res.cached },
       res.service ? `logged in: ${actingFor(res.service, res.account)}` : 'logged in',
     );
-    this.unsubscribe = this.deps.notifier.on(res.account, (folder) => this.onChange(folder));
+    this.unsubscribe = this.deps.notifier.on(res.account, (folder, change) => this.onChange(folder, change));
     this.unwatchCredential = this.deps.revocations.watch(res.account, res.credential, (why) => {
       this.log.info({ account: res.account, why }, 'credential no longer valid: session ended');
       // RFC 5530 EXPIRED: access is no longer permitted with this passphrase
@@ -509,7 +528,12 @@ export class ImapSession implements ImapContext {
     }
   }
 
-  private onChange(folder: string): void {
+  private onChange(folder: string, change: FolderChange = { kind: 'messages' }): void {
+    if (this.watch) {
+      if (this.watch.record(folder, change)) void this.pushNotifications();
+      else this.notificationOverflow();
+      return;
+    }
     if (this.mode.m !== 'idle' || !this.selected) return;
     if (folder !== this.selected.name && folder !== '') return;
     this.deps.metrics.idleNotifications.inc();
@@ -531,8 +555,67 @@ export class ImapSession implements ImapContext {
   }
 
   /** Our own change: wake our other sessions and other instances. */
-  changed(folder: string): void {
-    if (this.user) this.deps.notifier.changed(this.user, folder);
+  changed(folder: string, change?: FolderChange): void {
+    if (this.user) this.deps.notifier.changed(this.user, folder, change);
+  }
+
+  // --- NOTIFY (RFC 5465) ---------------------------------------------------------
+
+  setNotify(watch: NotifyWatcher | null): void {
+    this.watch = watch;
+  }
+
+  /**
+   * RFC 5465 §5.8: when the client cannot keep up (its unread output past NOTIFY_BACKLOG,
+   * or too many changes waiting) it is told, and NOTIFY ends as after NOTIFY NONE.
+   */
+  private notificationOverflow(): void {
+    this.watch = null;
+    this.deps.metrics.limitRejections.inc({ limit: 'notify-overflow' });
+    this.send('* OK [NOTIFICATIONOVERFLOW] Too many changes to tell; NOTIFY is off\r\n');
+  }
+
+  /**
+   * Sends what NOTIFY asked for, between commands (RFC 5465 §3 lets the server send them
+   * at any time; not inside a command's responses) and in IDLE: STATUS and LIST for other
+   * mailboxes, and the selected mailbox's updates (EXPUNGE held back for
+   * selected-delayed until a command allows it) with FETCH for new messages.
+   */
+  private async pushNotifications(): Promise<void> {
+    if (this.notifyScheduled) return;
+    this.notifyScheduled = true;
+    // the rest of this turn's events first: one read of the store answers them all
+    await new Promise((r) => setImmediate(r));
+    this.notifyScheduled = false;
+    // a command is running: its end sends them (drainQueue)
+    if (this.running) {
+      this.notifyDeferred = true;
+      return;
+    }
+    const w = this.watch;
+    if (!w || this.state === 'not-authenticated' || (this.mode.m !== 'command' && this.mode.m !== 'idle'))
+      return;
+    // commands wait until the responses are out, so that none lands inside a reply
+    this.running = true;
+    try {
+      if (this.conn.queued > NOTIFY_BACKLOG) return this.notificationOverflow();
+      const lines = await w.collect(this as AuthedContext);
+      if (lines.length) this.send(lines.join('\r\n') + '\r\n');
+      const view = this.selected;
+      if (view && w.takeSelected(view.name) && (w.selected || this.mode.m === 'idle')) {
+        this.deps.metrics.idleNotifications.inc();
+        const before = new Set(view.uids);
+        await this.flushUpdates(this.mode.m === 'idle' || !w.selected?.delayed);
+        const fresh = view.uids.filter((u) => !before.has(u));
+        if (fresh.length && w.selected?.fetch && this.selected === view)
+          await this.sendBatch(await w.fetchNew(this as SelectedContext, fresh));
+      }
+    } catch (err) {
+      this.log.warn({ err }, 'NOTIFY update failed');
+    } finally {
+      this.running = false;
+      void this.drainQueue();
+    }
   }
 
   close(last?: string): void {

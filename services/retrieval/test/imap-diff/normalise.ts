@@ -232,6 +232,12 @@ const UNORDERED = new Set(['LIST ', 'LSUB ', 'STATUS ']);
  * tagged one last.
  */
 export function normaliseCommand(n: Normaliser, responses: string[]): string[] {
+  // STATUS lines in order of mailbox name before the numbers the server chose are named:
+  // their order is the server's (NOTIFY's STATUS for many mailboxes), the names must not be
+  const at = responses.flatMap((r, i) => (r.startsWith('* STATUS ') ? [i] : []));
+  const mailbox = (r: string) => render([mailboxName(tokenise(r)[2]!)]);
+  const statuses = at.map((i) => responses[i]!).sort((x, y) => mailbox(x).localeCompare(mailbox(y)));
+  responses = responses.map((r, i) => (at.includes(i) ? statuses[at.indexOf(i)]! : r));
   const lines = responses.map((r) => normaliseResponse(n, r));
   const tagged = lines.pop()!;
   const untagged = lines

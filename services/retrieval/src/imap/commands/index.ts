@@ -5,6 +5,7 @@ import type { Command, CommandGroup } from './command.js';
 import { extensionCommands } from './extensions.js';
 import { mailboxCommands } from './mailbox.js';
 import { messageCommands } from './message.js';
+import { notifyCommands } from './notify.js';
 import { searchCommands } from './search.js';
 
 export type { Command } from './command.js';
@@ -27,4 +28,5 @@ export const COMMANDS = commandTable(
   messageCommands,
   searchCommands,
   extensionCommands,
+  notifyCommands,
 );

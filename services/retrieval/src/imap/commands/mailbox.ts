@@ -307,6 +307,7 @@ export const mailboxCommands: CommandGroup = {
     parse: (r) => oneMailbox(r).replace(/\/$/, ''),
     async run(s, tag, name) {
       await s.mailbox.create(newFolderName(name)).catch(folderErr);
+      s.changed(name, { kind: 'folder' });
       await s.ok(tag, 'CREATE completed');
     },
   }),
@@ -318,6 +319,7 @@ export const mailboxCommands: CommandGroup = {
       // the subscription stays (RFC 3501 §6.3.9: never removed unilaterally); LIST
       // (SUBSCRIBED) shows it \NonExistent
       await s.mailbox.delete(name).catch(folderErr);
+      s.changed(name, { kind: 'folder' });
       await s.ok(tag, 'DELETE completed');
     },
   }),
@@ -331,6 +333,7 @@ export const mailboxCommands: CommandGroup = {
     },
     async run(s, tag, a) {
       await s.mailbox.rename(a.from, newFolderName(a.to)).catch(folderErr);
+      s.changed(a.to, { kind: 'folder', oldFolder: a.from });
       await s.ok(tag, 'RENAME completed');
     },
   }),
@@ -340,6 +343,7 @@ export const mailboxCommands: CommandGroup = {
     async run(s, tag, name) {
       await requireFolder(s, name);
       await s.mailbox.subscribe(name);
+      s.changed(name, { kind: 'subscription' });
       await s.ok(tag, 'SUBSCRIBE completed');
     },
   }),
@@ -348,6 +352,7 @@ export const mailboxCommands: CommandGroup = {
     parse: oneMailbox,
     async run(s, tag, name) {
       await s.mailbox.unsubscribe(name);
+      s.changed(name, { kind: 'subscription' });
       await s.ok(tag, 'UNSUBSCRIBE completed');
     },
   }),

@@ -2,14 +2,9 @@
 // (RFC 5256).
 import {
   BadCharsetError,
-  baseSubject,
-  casemap,
-  compareOctets,
-  decodeWords,
   formatOrderedSequence,
   header,
   ParseError,
-  parseAddressList,
   parseSearch,
   parseSearchKeys,
   renderThreads,
@@ -18,19 +13,15 @@ import {
   THREAD_ALGORITHMS,
   tokenText,
   usesModseq,
-  type Address,
   type ArgReader,
-  type HeaderField,
   type SearchKey,
   type ThreadAlgorithm,
   type ThreadMessage,
 } from '@mailyard/imap-core';
-import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
 import type { SelectedContext } from '../context.js';
-import { FETCH_CHUNK } from '../fetch.js';
 import { reply } from '../replies.js';
 import { SearchEvaluator } from '../search.js';
-import type { SelectedMailbox } from '../selected.js';
+import { matchingWithHeaders, sentDate, SORT_KEYS, sortedMatches, type SortCriterion } from '../sort.js';
 import { SELECTED, command, withUid, type CommandGroup } from './command.js';
 import { enableCondstore } from './args.js';
 import { contextCommands, openContext } from './search-context.js';
@@ -48,7 +39,9 @@ interface SearchArgs {
   badCharset: boolean;
 }
 
-const RETURN_OPTIONS = ['MIN', 'MAX', 'ALL', 'COUNT', 'SAVE', 'PARTIAL'];
+// CONTEXT is RFC 5267 §4.2's hint that the result will be asked for again: taken, and
+// nothing changes for it
+const RETURN_OPTIONS = ['MIN', 'MAX', 'ALL', 'COUNT', 'SAVE', 'PARTIAL', 'CONTEXT'];
 
 /** `RETURN (...)` before SEARCH's or SORT's other arguments, if there; none → null. */
 function parseReturn(r: ArgReader, allowed: readonly string[]): ReturnOptions | null {
@@ -77,7 +70,7 @@ function parseReturn(r: ArgReader, allowed: readonly string[]): ReturnOptions | 
 }
 
 function parseSearchArgs(r: ArgReader): SearchArgs {
-  // UPDATE (CONTEXT=SEARCH, RFC 5267 §4) for SEARCH only: no CONTEXT=SORT
+  // UPDATE: CONTEXT=SEARCH (RFC 5267 §4)
   const ret = parseReturn(r, [...RETURN_OPTIONS, 'UPDATE']);
   try {
     return { ret, key: parseSearch(r), badCharset: false };
@@ -143,35 +136,13 @@ async function runSearch(s: SelectedContext, tag: string, a: SearchArgs, name: s
   if (a.ret?.options.includes('UPDATE')) {
     const uids = hits.map((h) => h.uid);
     // RFC 5267 §4.2: past the limit the search is answered, and the client told no updates follow
-    if (!openContext(view, tag, byUid, key, uids)) code = `NOUPDATE "${tag}"`;
+    if (!openContext(view, { tag, byUid, key, sort: null, partial: a.ret.partial, uids }))
+      code = `NOUPDATE "${tag}"`;
   }
   await s.ok(tag, `${name} completed`, { allowExpunge: byUid, code });
 }
 
 // --- SORT and THREAD (RFC 5256) --------------------------------------------------------
-
-/** Headers of the whole folder in one pass (from the index, else the files read together). */
-async function prefetchHeaders(s: SelectedContext, view: SelectedMailbox): Promise<void> {
-  const all: MessageInfo[] = [];
-  for (const uid of view.uids) {
-    const m = view.info(uid);
-    if (m) all.push(m);
-  }
-  for (let k = 0; k < all.length; k += FETCH_CHUNK) {
-    await s.deps.cache.headers(view.folder, all.slice(k, k + FETCH_CHUNK));
-  }
-}
-
-/** RFC 5256 §2.2: the Date header, or INTERNALDATE when it is missing or unparsable. */
-async function sentDate(
-  s: SelectedContext,
-  folder: MailFolder,
-  m: MessageInfo,
-  h: HeaderField[],
-): Promise<number> {
-  const d = Date.parse((header(h, 'date') ?? '').replace(/\s*\([^)]*\)\s*$/, ''));
-  return Number.isNaN(d) ? s.deps.cache.internalDate(folder, m) : d;
-}
 
 /** `<charset> <search-key>...` of SORT and THREAD (RFC 5256: the charset is required). */
 function parseCharsetSearch(r: ArgReader): SearchArgs {
@@ -180,39 +151,27 @@ function parseCharsetSearch(r: ArgReader): SearchArgs {
   return { ret: null, key: parseSearchKeys(r), badCharset: false };
 }
 
-/** The selected messages matching SORT's or THREAD's search keys, with their header fields. */
-async function* matchingWithHeaders(
-  s: SelectedContext,
-  search: SearchArgs,
-): AsyncGenerator<{ seq: number; m: MessageInfo; h: HeaderField[] }> {
+/** SORT's or THREAD's search keys, once the charset is known to be one we read. */
+function searchKey(search: SearchArgs): SearchKey {
   if (search.badCharset || !search.key) throw reply.badCharset(SUPPORTED_CHARSETS);
-  const view = s.selected;
-  const ev = new SearchEvaluator(view, view.folder, s.deps.cache);
-  await prefetchHeaders(s, view);
-  for (let i = 0; i < view.uids.length; i++) {
-    const m = view.info(view.uids[i]!);
-    if (!m || !(await ev.matches(search.key, i + 1, m))) continue;
-    yield { seq: i + 1, m, h: (await s.deps.cache.header(view.folder, m)).fields };
-  }
+  return search.key;
 }
-
-// RFC 5256 §3 and SORT=DISPLAY (RFC 5957 §3)
-const SORT_KEYS = ['ARRIVAL', 'CC', 'DATE', 'FROM', 'SIZE', 'SUBJECT', 'TO', 'DISPLAYFROM', 'DISPLAYTO'];
 
 interface SortArgs {
   /** ESORT (RFC 5267 §3): the result as ESEARCH. */
   ret: ReturnOptions | null;
-  criteria: { key: string; reverse: boolean }[];
+  criteria: SortCriterion[];
   search: SearchArgs;
 }
 
 function parseSort(r: ArgReader): SortArgs {
+  // CONTEXT=SORT (RFC 5267 §4): UPDATE as for SEARCH; SAVE is SEARCH's only (RFC 5182)
   const ret = parseReturn(
     r,
-    RETURN_OPTIONS.filter((o) => o !== 'SAVE'),
+    [...RETURN_OPTIONS, 'UPDATE'].filter((o) => o !== 'SAVE'),
   );
   const list = r.list('sort criteria').map((t) => tokenText(t).toUpperCase());
-  const criteria: SortArgs['criteria'] = [];
+  const criteria: SortCriterion[] = [];
   for (let i = 0; i < list.length; i++) {
     const reverse = list[i] === 'REVERSE';
     const key = reverse ? list[++i] : list[i];
@@ -223,88 +182,26 @@ function parseSort(r: ArgReader): SortArgs {
   return { ret, criteria, search: parseCharsetSearch(r) };
 }
 
-/**
- * The first address of an address header as the ENVELOPE shows it: a group's start
- * counts, its name as the mailbox (RFC 5256 §3 sorts by "the addr-mailbox of the first
- * address", which for a group is the group name).
- */
-function firstAddress(h: HeaderField[], name: string): Address | undefined {
-  return parseAddressList(header(h, name) ?? '')[0];
-}
-
-/** FROM, TO, CC: the first address's mailbox (local part), RFC 5256 §3. */
-function addressKey(h: HeaderField[], name: string): string {
-  return casemap(firstAddress(h, name)?.mailbox ?? '');
-}
-
-/**
- * DISPLAYFROM, DISPLAYTO (RFC 5957 §3): the first address's display name, decoded;
- * without one (absent or empty) its addr-spec.
- */
-function displayKey(h: HeaderField[], name: string): string {
-  const a = firstAddress(h, name);
-  if (!a) return '';
-  const display = a.name === null ? '' : decodeWords(a.name);
-  if (display) return casemap(display);
-  return casemap(a.host === null ? (a.mailbox ?? '') : `${a.mailbox ?? ''}@${a.host}`);
-}
-
-async function sortKey(
-  s: SelectedContext,
-  key: string,
-  m: MessageInfo,
-  h: HeaderField[],
-): Promise<string | number> {
-  const folder = s.selected.folder;
-  switch (key) {
-    case 'ARRIVAL':
-      return s.deps.cache.internalDate(folder, m);
-    case 'DATE':
-      return sentDate(s, folder, m, h);
-    case 'SIZE':
-      return folder.sizeOf(m);
-    case 'SUBJECT':
-      return baseSubject(header(h, 'subject') ?? '');
-    case 'DISPLAYFROM':
-      return displayKey(h, 'from');
-    case 'DISPLAYTO':
-      return displayKey(h, 'to');
-    default:
-      return addressKey(h, key.toLowerCase());
-  }
-}
-
-/**
- * The messages matching SORT's search keys, in the order of its criteria (RFC 5256 §3:
- * strings by i;unicode-casemap, ties by sequence number, REVERSE turning one criterion
- * only).
- */
-async function sortedMatches(s: SelectedContext, a: SortArgs): Promise<{ seq: number; uid: number }[]> {
-  const rows: { seq: number; uid: number; keys: (string | number)[] }[] = [];
-  for await (const { seq, m, h } of matchingWithHeaders(s, a.search)) {
-    const keys: (string | number)[] = [];
-    for (const c of a.criteria) keys.push(await sortKey(s, c.key, m, h));
-    rows.push({ seq, uid: m.uid, keys });
-  }
-  rows.sort((x, y) => {
-    for (let k = 0; k < a.criteria.length; k++) {
-      const p = x.keys[k]!;
-      const q = y.keys[k]!;
-      const cmp = typeof p === 'number' ? p - (q as number) : compareOctets(p, q as string);
-      if (cmp) return a.criteria[k]!.reverse ? -cmp : cmp;
-    }
-    return x.seq - y.seq;
-  });
-  return rows;
-}
-
 async function runSort(s: SelectedContext, tag: string, a: SortArgs, name: string): Promise<void> {
   const byUid = name.startsWith('UID');
-  const rows = await sortedMatches(s, a);
+  const key = searchKey(a.search);
+  const rows = await sortedMatches(s.selected, s.deps.cache, key, a.criteria);
   const nums = rows.map((r) => (byUid ? r.uid : r.seq));
   if (a.ret) s.send(esearch(tag, byUid, nums, a.ret, null));
   else s.send(`* SORT${nums.map((n) => ' ' + n).join('')}\r\n`);
-  await s.ok(tag, `${name} completed`, { allowExpunge: byUid });
+  let code: string | undefined;
+  if (a.ret?.options.includes('UPDATE')) {
+    const opened = openContext(s.selected, {
+      tag,
+      byUid,
+      key,
+      sort: a.criteria,
+      partial: a.ret.partial,
+      uids: rows.map((r) => r.uid),
+    });
+    if (!opened) code = `NOUPDATE "${tag}"`;
+  }
+  await s.ok(tag, `${name} completed`, { allowExpunge: byUid, code });
 }
 
 interface ThreadArgs {
@@ -323,14 +220,14 @@ async function runThread(s: SelectedContext, tag: string, a: ThreadArgs, name: s
   const view = s.selected;
   const byUid = name.startsWith('UID');
   const msgs: ThreadMessage[] = [];
-  for await (const { seq, m, h } of matchingWithHeaders(s, a.search)) {
+  for await (const { seq, m, h } of matchingWithHeaders(view, s.deps.cache, searchKey(a.search))) {
     msgs.push({
       n: byUid ? m.uid : seq,
       messageId: header(h, 'message-id'),
       references: header(h, 'references'),
       inReplyTo: header(h, 'in-reply-to'),
       subject: header(h, 'subject'),
-      date: await sentDate(s, view.folder, m, h),
+      date: await sentDate(s.deps.cache, view.folder, m, h),
     });
   }
   const threads = renderThreads(thread(a.algorithm, msgs));

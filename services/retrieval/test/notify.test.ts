@@ -1,0 +1,219 @@
+// NOTIFY (RFC 5465) end to end, with two workers (RETRIEVAL_WORKERS=2: node:cluster hands
+// out connections in turn, so the watching session and the one making changes run in
+// different processes and the events cross between them over the broker). The watcher
+// sends no command while it waits: notifications leave between commands (§3), and in IDLE.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { after, before, test } from 'node:test';
+import { promisify } from 'node:util';
+import { ImapFlow } from 'imapflow';
+import { freePort, startProcessTestbed, type ProcessTestbed } from '../../../test/processes.js';
+import { RawImap } from './raw-imap.js';
+
+const PASSWORD = 'correct horse battery staple';
+const USER = 'watcher@notify.test';
+const PYUSER = 'py@notify.test';
+let bed: ProcessTestbed;
+let imap: number;
+
+before(async () => {
+  bed = await startProcessTestbed('notify.test', [USER, PYUSER]);
+  imap = await freePort();
+  await bed.start('retrieval', {
+    RETRIEVAL_WORKERS: '2',
+    IMAP_PORT: String(imap),
+    IMAPS_PORT: String(await freePort()),
+    POP3_PORT: String(await freePort()),
+    POP3S_PORT: String(await freePort()),
+    PLAINTEXT_AUTH_NETWORKS: '127.0.0.1/32',
+  });
+});
+after(() => bed?.close());
+
+async function watcher(user: string): Promise<RawImap> {
+  const c = await RawImap.connect(imap);
+  await c.until(/^\* OK/m);
+  assert.match(await c.cmd('l', `LOGIN ${user} "${PASSWORD}"`, 15_000), /^l OK/m);
+  return c;
+}
+
+function changer(user: string): ImapFlow {
+  return new ImapFlow({
+    host: '127.0.0.1',
+    port: imap,
+    secure: false,
+    doSTARTTLS: false,
+    auth: { user, pass: PASSWORD },
+    logger: false,
+  });
+}
+
+const msg = (subject: string) => `Subject: ${subject}\r\n\r\nbody\r\n`;
+
+test(
+  'another session’s changes reach a NOTIFY session on the other worker',
+  { timeout: 90_000 },
+  async (t) => {
+    const w = await watcher(USER);
+    // the next connection lands on the other worker
+    const other = changer(USER);
+    await other.connect();
+    try {
+      assert.match(await w.cmd('cap', 'CAPABILITY'), /\bNOTIFY\b/);
+      assert.match(await w.cmd('c', 'CREATE Work'), /^c OK/m);
+      assert.match(await w.cmd('s', 'SELECT INBOX'), /^s OK/m);
+      const set = await w.cmd(
+        'n',
+        'NOTIFY SET STATUS (selected (MessageNew (uid flags) MessageExpunge FlagChange)) ' +
+          '(personal (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange))',
+      );
+      assert.match(
+        set,
+        /^\* STATUS "Work" \(MESSAGES 0 UIDNEXT 1 UIDVALIDITY \d+ UNSEEN 0 HIGHESTMODSEQ \d+\)/m,
+      );
+      assert.doesNotMatch(set, /^\* STATUS "INBOX"/m, 'the selected mailbox has no STATUS');
+      assert.match(set, /^n OK/m);
+
+      // a message filed into a folder that is not selected: STATUS, unasked
+      const sent = Date.now();
+      await other.append('Work', msg('to work'));
+      assert.match(
+        await w.until(/^\* STATUS "Work" /m, 15_000),
+        /\(MESSAGES 1 UIDNEXT 2 UNSEEN 1 HIGHESTMODSEQ \d+\)/,
+      );
+      t.diagnostic(`STATUS on the other worker ${Date.now() - sent} ms after APPEND was sent`);
+      // folders and subscriptions: LIST
+      await other.mailboxCreate('Play');
+      await w.until(/^\* LIST \(\) "\/" "Play"\r\n/m, 15_000);
+      await other.mailboxRename('Play', 'Games');
+      await w.until(/^\* LIST \(\) "\/" "Games" \("OLDNAME" \("Play"\)\)\r\n/m, 15_000);
+      // imapflow subscribes what it creates, and RENAME took the subscription along
+      await other.mailboxUnsubscribe('Games');
+      await w.until(/^\* LIST \(\) "\/" "Games"\r\n/m, 15_000);
+      await other.mailboxSubscribe('Games');
+      await w.until(/^\* LIST \(\\Subscribed\) "\/" "Games"\r\n/m, 15_000);
+      await other.mailboxDelete('Games');
+      await w.until(/^\* LIST \(\\NonExistent\) "\/" "Games"\r\n/m, 15_000);
+      // a flag changed elsewhere: the unseen count
+      const lock = await other.getMailboxLock('Work');
+      try {
+        await other.messageFlagsAdd('1', ['\\Seen']);
+      } finally {
+        lock.release();
+      }
+      assert.match(await w.until(/^\* STATUS "Work" /m, 15_000), /\(UNSEEN 0 HIGHESTMODSEQ \d+\)/);
+      // the selected mailbox: EXISTS, then the FETCH MessageNew asked for
+      await other.append('INBOX', msg('to the inbox'));
+      const fresh = await w.until(/^\* 1 FETCH /m, 15_000);
+      assert.match(fresh, /^\* 1 EXISTS\r\n/m);
+      // an IMAP4rev1 session: the new message is \Recent to it; CONDSTORE is on (FlagChange)
+      assert.match(fresh, /^\* 1 FETCH \(UID 1 FLAGS \(\\Recent\) MODSEQ \(\d+\)\)/m);
+      // in IDLE as well
+      w.send('i IDLE\r\n');
+      await w.until(/^\+ /m);
+      await other.append('Work', msg('while idling'));
+      assert.match(await w.until(/^\* STATUS "Work" /m, 15_000), /MESSAGES 2 UIDNEXT 3 UNSEEN 1/);
+      w.send('DONE\r\n');
+      await w.until(/^i OK/m);
+      // NOTIFY NONE: nothing more (the NOOP after a change elsewhere brings no STATUS)
+      assert.match(await w.cmd('x', 'NOTIFY NONE'), /^x OK/m);
+      await other.append('Work', msg('unheard'));
+      assert.doesNotMatch(await w.cmd('y', 'NOOP'), /STATUS/);
+    } finally {
+      w.close();
+      other.close();
+    }
+  },
+);
+
+test('selected-delayed holds EXPUNGE back until a command allows it', { timeout: 60_000 }, async () => {
+  const w = await watcher(PYUSER);
+  const other = changer(PYUSER);
+  await other.connect();
+  try {
+    await other.append('INBOX', msg('first'));
+    await other.append('INBOX', msg('second'));
+    assert.match(await w.cmd('s', 'SELECT INBOX'), /^\* 2 EXISTS/m);
+    assert.match(
+      await w.cmd('n', 'NOTIFY SET (selected-delayed (MessageNew (UID) MessageExpunge))'),
+      /^n OK/m,
+    );
+    const lock = await other.getMailboxLock('INBOX');
+    try {
+      await other.messageDelete('1');
+    } finally {
+      lock.release();
+    }
+    // a new message is told at once, in the numbers the client holds: the expunged one
+    // still counts until its EXPUNGE
+    await other.append('INBOX', msg('third'));
+    const told = await w.until(/^\* 3 FETCH \(UID \d+\)/m, 15_000);
+    assert.match(told, /^\* 3 EXISTS\r\n/m);
+    assert.doesNotMatch(told, /EXPUNGE/);
+    assert.match(await w.cmd('x', 'NOOP'), /^\* 1 EXPUNGE\r\n/m);
+  } finally {
+    w.close();
+    other.close();
+  }
+});
+
+test(
+  'NOTIFY refuses what it cannot keep: too many mailboxes, unsupported events',
+  { timeout: 30_000 },
+  async () => {
+    const w = await watcher(USER);
+    try {
+      const names = Array.from({ length: 101 }, (_, i) => `f${i}`).join(' ');
+      assert.match(
+        await w.cmd('a', `NOTIFY SET (mailboxes (${names}) (MessageNew MessageExpunge))`),
+        /^a NO \[LIMIT\] NOTIFY names at most 100 mailboxes/m,
+      );
+      assert.match(
+        await w.cmd('b', 'NOTIFY SET (personal (MailboxMetadataChange))'),
+        /^b NO \[BADEVENT \(MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange\)\]/m,
+      );
+      assert.match(await w.cmd('c', 'NOTIFY SET (selected (MessageNew))'), /^c BAD /m);
+    } finally {
+      w.close();
+    }
+  },
+);
+
+test('Python imaplib hears of mail filed elsewhere after NOTIFY SET', { timeout: 60_000 }, async () => {
+  const { stdout } = await promisify(execFile)(
+    'python3',
+    [
+      '-c',
+      `
+import imaplib, sys, json
+port, user, pw = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+imaplib.Commands['NOTIFY'] = ('AUTH', 'SELECTED')
+m = imaplib.IMAP4('127.0.0.1', port); m.login(user, pw)
+o = imaplib.IMAP4('127.0.0.1', port); o.login(user, pw)
+o.create('Lists')
+m.select('INBOX')
+res = {'set': m._simple_command('NOTIFY', 'SET', 'STATUS', '(subtree Lists (MessageNew MessageExpunge))')[0]}
+res['initial'] = [d.decode() for d in m.response('STATUS')[1] if d]
+o.append('Lists', None, None, b'Subject: hi\\r\\n\\r\\nbody\\r\\n')
+o.logout()
+# read until the unsolicited STATUS arrives (another process may take a moment)
+m.sock.settimeout(15)
+line = m.readline().decode()
+res['event'] = line.strip()
+m.logout()
+print(json.dumps(res))
+`,
+      String(imap),
+      PYUSER,
+      PASSWORD,
+    ],
+    { timeout: 30_000 },
+  );
+  const res = JSON.parse(stdout) as { set: string; initial: string[]; event: string };
+  assert.equal(res.set, 'OK');
+  assert.deepEqual(
+    res.initial.map((l) => l.replace(/UIDVALIDITY \d+/, 'UIDVALIDITY v')),
+    ['"Lists" (MESSAGES 0 UIDNEXT 1 UIDVALIDITY v UNSEEN 0)'],
+  );
+  assert.equal(res.event, '* STATUS "Lists" (MESSAGES 1 UIDNEXT 2 UNSEEN 1)');
+});
