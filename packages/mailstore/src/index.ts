@@ -5,3 +5,4 @@ export * from './folder.js';
 export * from './account.js';
 export * from './index-cache.js';
 export * from './maildirsize.js';
+export * from './store-walk.js';
