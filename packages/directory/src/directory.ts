@@ -97,7 +97,15 @@ export class Directory {
   }
 
   /** Tells every instance's lookup cache that the directory changed. */
-  private async changed(): Promise<void> {
+  private changed(): Promise<void> {
+    return this.announceChange();
+  }
+
+  /**
+   * Tells every instance's lookup cache that the directory changed, for a change made
+   * behind this class (a restore writes the keys themselves).
+   */
+  async announceChange(): Promise<void> {
     this.cache?.clear();
     await this.redis.publish(changedChannel(this.redis), String(Date.now()));
   }

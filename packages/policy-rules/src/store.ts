@@ -185,7 +185,12 @@ export class PolicyRules {
     return raw ? (JSON.parse(raw) as ExplainRecord) : null;
   }
 
-  private async changed(): Promise<void> {
+  private changed(): Promise<void> {
+    return this.announceChange();
+  }
+
+  /** Makes every instance reload the rules (after a change made behind this class, a restore). */
+  async announceChange(): Promise<void> {
     const v = await this.redis.incr(PolicyKeys.version);
     await this.redis.publish(this.channel, String(v));
   }
