@@ -188,7 +188,7 @@ export { Redis };
 
 /**
  * Runs the `mailyard` command as the operator does (its own node process) against the
- * platform's Redis; rejects unless it exits 0.
+ * platform's Redis and Maildir root; rejects unless it exits 0.
  */
 export function runMailyard(p: Platform, args: string[]): Promise<string> {
   const root = new URL('..', import.meta.url).pathname;
@@ -203,6 +203,7 @@ export function runMailyard(p: Platform, args: string[]): Promise<string> {
           MAILYARD_CONFIG: '',
           REDIS_URL: p.env.REDIS_URL,
           REDIS_PREFIX: p.redis.prefix,
+          MAILDIR_ROOT: p.maildir,
         },
         timeout: 60_000,
       },

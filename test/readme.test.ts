@@ -94,6 +94,10 @@ const NOT_HERE: [RegExp, string][] = [
   [/^pnpm (build|typecheck|lint)$/, 'checked by CI itself (.ci/run)'],
   [/^pnpm bench:/, 'benchmarks are not tests'],
   [/mail\.example\.org/, 'needs the real host; the try-out runs the same checks on localhost'],
+  [
+    /^pnpm mailyard (backup|restore) \/var\/backups\//,
+    'writes and reads an archive outside the checkout; test/backup.test.ts runs both on a running platform',
+  ],
 ];
 
 /** The try-out: the start command, and the block of checks after it. */

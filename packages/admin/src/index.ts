@@ -7,3 +7,4 @@ export * from './policy.js';
 export * from './queue.js';
 export * from './quota.js';
 export * from './dns-check.js';
+export * from './backup.js';

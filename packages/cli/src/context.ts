@@ -9,6 +9,7 @@ import {
   clientEndpointsSchema,
   commonSchema,
   loadConfig,
+  mailStoreSchema,
   sendingAddressSchema,
   tlsFilesSchema,
 } from '@mailyard/config';
@@ -36,6 +37,8 @@ export const cliConfigSchema = z.object({
   ...sendingAddressSchema,
   ...clientEndpointsSchema,
   tls_cert_file: tlsFilesSchema.tls_cert_file,
+  /** `backup` and `restore`: the mail store, as delivery and retrieval have it. */
+  ...mailStoreSchema,
 });
 export type CliConfig = z.infer<typeof cliConfigSchema>;
 
@@ -85,7 +88,7 @@ export interface CommandContext {
   /** Writes one line to stdout. */
   print(line: string): void;
   /** Loads the config, connects to Redis, runs `fn` and always disconnects. */
-  withRedis<T>(fn: (redis: Redis) => Promise<T>): Promise<T>;
+  withRedis<T>(fn: (redis: Redis, config: CliConfig) => Promise<T>): Promise<T>;
   /** `withRedis` with the directory over that connection. */
   withDirectory<T>(fn: (directory: Directory) => Promise<T>): Promise<T>;
   /** `withRedis` with the administrative operations (audited as `cli:<system user>`). */

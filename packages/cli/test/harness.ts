@@ -15,7 +15,7 @@ export interface Run {
 
 export interface RunOptions {
   /** Piped standard input (not a terminal). */
-  input?: string;
+  input?: string | Buffer;
   /** A terminal on standard input instead (see fakeTty). */
   tty?: CliInput;
   /** Environment for the CLI; REDIS_URL and REDIS_PREFIX default to the test's. */

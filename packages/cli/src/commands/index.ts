@@ -3,6 +3,7 @@ import type { CommandContext } from '../context.js';
 import { registerAliasCommands } from './alias.js';
 import { registerAppPasswordCommands } from './app-password.js';
 import { registerAuditCommands } from './audit.js';
+import { registerBackupCommands } from './backup.js';
 import { registerDkimCommands } from './dkim.js';
 import { registerDnsCommands } from './dns.js';
 import { registerDomainCommands } from './domain.js';
@@ -28,5 +29,6 @@ export const commandGroups: readonly CommandGroup[] = [
   registerPolicyCommands,
   registerQueueGroup,
   registerAuditCommands,
+  registerBackupCommands,
   registerSetupCommand,
 ];
