@@ -261,12 +261,12 @@ describe('the try-out', () => {
       });
       platform.stdout!.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-20_000)));
       platform.stderr!.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-20_000)));
-      // ready: every service said it started, and its /readyz (broker and Redis) says so
+      // ready: every service said so in its one line, and its /readyz (broker and Redis) says so
       const metricsPorts = await waitFor(
         () => {
           if (platform!.exitCode !== null) throw new Error(`pnpm start exited:\n${output}`);
           const plain = output.replace(/\x1b\[[0-9;]*m/g, '');
-          const found = [...plain.matchAll(/\(([\w-]+)\): \1 started\n(?: +\w+: .*\n)*? +metrics: (\d+)/g)];
+          const found = [...plain.matchAll(/\(([\w-]+)\): \1 ready\n(?: +\w+: .*\n)*? +metrics: (\d+)/g)];
           return found.length >= 6 ? found.map((m) => Number(m[2])) : null;
         },
         { timeoutMs: 180_000, intervalMs: 250, what: 'six services started' },

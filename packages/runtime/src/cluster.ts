@@ -11,7 +11,8 @@ import type { Runtime } from './index.js';
 type ToPrimary =
   | { mailyard: 'slots-take'; id: number; key: string; max: number }
   | { mailyard: 'slots-give'; key: string }
-  | { mailyard: 'answer'; id: number; value: unknown };
+  | { mailyard: 'answer'; id: number; value: unknown }
+  | { mailyard: 'ready'; listening: Record<string, number> };
 type ToWorker =
   | { mailyard: 'slots-taken'; id: number; ok: boolean }
   | { mailyard: 'ask'; id: number; what: 'metrics' | 'ready' };
@@ -61,6 +62,11 @@ function send(m: ToPrimary): void {
   if (process.connected) process.send!(m);
 }
 
+/** In a worker: tells the primary it has started, and on which ports (for the primary's ready line). */
+export function workerReady(listening: Record<string, number>): void {
+  send({ mailyard: 'ready', listening });
+}
+
 /**
  * In a worker: answers the primary's questions (its metrics, whether it is ready) and
  * stops the service when the primary is gone.
@@ -82,6 +88,8 @@ export function serveWorker(rt: Runtime): void {
 }
 
 export interface PrimaryOptions {
+  /** The service's name, for its ready line. */
+  service: string;
   workers: number;
   /** /metrics, /healthz, /readyz of the whole instance. */
   httpPort: number;
@@ -130,7 +138,24 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
         asked.get(m.id)?.(m.value);
         asked.delete(m.id);
         break;
+      case 'ready':
+        started.add(w);
+        listening = m.listening;
+        announce();
+        break;
     }
+  };
+  // The instance's one ready line, once every first worker has started (one that replaces
+  // a dead worker says nothing more at info): the workers' ports, the primary's metrics.
+  const started = new Set<Worker>();
+  let listening: Record<string, number> = {};
+  let httpPort: number | null = null;
+  let announced = false;
+  const announce = () => {
+    if (announced || httpPort === null || started.size < o.workers) return;
+    announced = true;
+    const { metrics: _workerMetrics, ...ports } = listening;
+    logger.info({ ...ports, workers: o.workers, metrics: httpPort }, `${o.service} ready`);
   };
   const fork = () => {
     const w = cluster.fork({ HTTP_PORT: '0' });
@@ -139,6 +164,7 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
     w.on('exit', (code, signal) => {
       for (const [key, n] of held.get(w) ?? []) count(slots, key, -n);
       held.delete(w);
+      started.delete(w);
       if (stopping) return;
       logger.error({ worker: w.id, code, signal }, 'worker died; starting another');
       setTimeout(() => {
@@ -177,8 +203,9 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
     },
   ]);
   for (let i = 0; i < o.workers; i++) fork();
-  const httpPort = await ops.listen(o.httpPort, o.listenAddress);
-  logger.info({ workers: o.workers, metrics: httpPort }, 'primary started');
+  httpPort = await ops.listen(o.httpPort, o.listenAddress);
+  logger.debug({ workers: o.workers, metrics: httpPort }, 'primary started');
+  announce();
 
   const shutdown = (signal: string) => {
     if (stopping) return;

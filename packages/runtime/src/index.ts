@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import { Bus, redactUrl } from '@mailyard/bus';
 import { drainTime, loadConfigOrExit, type commonSchema } from '@mailyard/config';
 import { createResolver, type MailResolver } from '@mailyard/dns';
+import { isWorker, workerReady } from './cluster.js';
 import {
   createLogger,
   createOpsServer,
@@ -42,6 +43,11 @@ export interface Service {
   stop(): Promise<void>;
   /** What /readyz checks beyond the broker and Redis (a listener, the consumers it needs). */
   readiness?: ReadinessCheck[];
+  /**
+   * The ports it serves clients on once started, by name (`{ smtp: 25 }`): its one
+   * startup line at info says them, with the metrics port.
+   */
+  listening?(): Record<string, number>;
 }
 
 /**
@@ -165,7 +171,13 @@ export async function runMain<S extends z.ZodObject>(
     process.exit(1);
   }
   phase = 'running';
-  rt.logger.info({ metrics: rt.httpPort }, `${service} started`);
+  // One line at info says the service is ready and where; in a worker of a cluster the
+  // primary says it once for all (see runPrimary), and each worker at debug.
+  const ready = { ...svc.listening?.(), metrics: rt.httpPort };
+  if (isWorker()) {
+    rt.logger.debug(ready, `${service} ready`);
+    workerReady(ready);
+  } else rt.logger.info(ready, `${service} ready`);
   const shutdown = (signal: string) => {
     if (phase === 'stopping') return;
     phase = 'stopping';

@@ -478,7 +478,8 @@ export function createIntake<L extends string>(
       policy?.start();
       await local?.start();
       for (const s of servers) await listen(s);
-      logger.info({ ...(ports as Record<string, number>) }, `${role.service} listening`);
+      // the service's one ready line at info says the ports (runtime's runMain)
+      logger.debug({ ...(ports as Record<string, number>) }, `${role.service} listening`);
     },
     async stop() {
       const drain = drainTime(config.shutdown_grace);

@@ -273,7 +273,8 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
         },
         { prefetch: config.delivery_prefetch, maxAttempts: config.delivery_max_attempts },
       );
-      logger.info({ root: store.root }, 'delivery consuming');
+      // the service's one ready line at info follows (runtime's runMain)
+      logger.debug({ root: store.root }, 'delivery consuming');
     },
     async stop() {
       // copies finished while the bus drains are announced at once, not in a window

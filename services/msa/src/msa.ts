@@ -25,6 +25,8 @@ export interface Msa {
   readiness: ReadinessCheck[];
   /** Bound ports (useful with port 0). */
   readonly ports: Record<Listener, number>;
+  /** For the ready line: `{ submission, submissions }`. */
+  listening(): Record<string, number>;
 }
 
 /**
@@ -42,6 +44,7 @@ export function buildMsa(config: MsaConfig, deps: MsaDeps): Msa {
   return {
     ports: intake.ports,
     readiness: intake.readiness,
+    listening: () => ({ ...intake.ports }),
     async start() {
       deps.revocations.start();
       await intake.start();

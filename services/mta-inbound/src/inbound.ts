@@ -17,6 +17,8 @@ export interface MtaInbound {
   readiness: ReadinessCheck[];
   /** The bound SMTP port (useful with port 0). */
   readonly port: number;
+  /** For the ready line: `{ smtp: port }`. */
+  listening(): Record<string, number>;
 }
 
 /**
@@ -31,6 +33,7 @@ export function buildMtaInbound(config: MtaInboundConfig, deps: MtaInboundDeps):
       return intake.ports.smtpd;
     },
     readiness: intake.readiness,
+    listening: () => ({ smtp: intake.ports.smtpd }),
     start: () => intake.start(),
     stop: () => intake.stop(),
   };

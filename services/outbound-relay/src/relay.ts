@@ -459,7 +459,8 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
         prefetch: config.outbound_prefetch,
         maxAttempts: config.outbound_max_attempts,
       });
-      logger.info(
+      // the service's one ready line at info follows (runtime's runMain)
+      logger.debug(
         {
           relayhost: config.relayhost || null,
           port: config.outbound_port,

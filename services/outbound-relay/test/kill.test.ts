@@ -58,7 +58,7 @@ function spawnRelay(): Promise<ChildProcess> {
     let out = '';
     proc.stdout.on('data', (d: Buffer) => {
       out += d.toString();
-      if (out.includes('outbound-relay consuming')) resolve(proc);
+      if (out.includes('outbound-relay ready')) resolve(proc);
     });
     proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
     proc.once('exit', (code) => reject(new Error(`outbound-relay exited with ${code}: ${out}`)));

@@ -37,6 +37,8 @@ export interface PolicyService {
   readonly delegationPort: number;
   /** Rule version currently in force. */
   readonly rulesVersion: number;
+  /** For the ready line: the delegation port, when it listens. */
+  listening(): Record<string, number>;
 }
 
 /**
@@ -69,7 +71,9 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
       const loaded = await store.load();
       rules = loaded.rules;
       if (loaded.version !== version) {
-        logger.info({ version: loaded.version, why }, 'policy rules loaded');
+        // a change of the rules is an event; the first load is part of starting (the ready line)
+        const log = why === 'start' ? logger.debug.bind(logger) : logger.info.bind(logger);
+        log({ version: loaded.version, why }, 'policy rules loaded');
         // written before lists were checked for their stage; they run, and decide nothing
         for (const entry of loaded.misplaced)
           logger.warn({ entry }, 'restriction can decide nothing in its list');
@@ -111,6 +115,7 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
     get rulesVersion() {
       return version;
     },
+    listening: (): Record<string, number> => (delegation ? { delegation: delegation.port } : {}),
     async start() {
       await reload('start');
       // the settings an intake decides cheap stages with; announced like a rule change
@@ -144,7 +149,8 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
         });
       }
       dnsMonitor.start();
-      logger.info(
+      // the service's one ready line at info says the delegation port (runtime's runMain)
+      logger.debug(
         { delegationPort: delegation?.port ?? null, rulesVersion: version },
         'policy service started',
       );

@@ -10,6 +10,7 @@ const config = isWorker() ? null : loadConfigOrExit('retrieval', retrievalSchema
 const workers = config ? workerCount(config.retrieval_workers) : 1;
 if (config && workers > 1) {
   await runPrimary({
+    service: 'retrieval',
     workers,
     httpPort: config.http_port,
     listenAddress: config.listen_address,

@@ -47,6 +47,8 @@ export interface RetrievalService {
   stop(): Promise<void>;
   /** Bound ports (after start), for tests that listen on port 0. */
   ports(): { imap: number; imaps: number; pop3: number; pop3s: number };
+  /** For the ready line: the same ports. */
+  listening(): Record<string, number>;
 }
 
 /** How long a client has to read its goodbye before the connection is cut. */
@@ -186,7 +188,8 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
           });
         });
       }
-      logger.info({ ports: this.ports(), root: config.maildir_root }, 'retrieval listening');
+      // the service's one ready line at info says the ports (runtime's runMain)
+      logger.debug({ ports: this.ports(), root: config.maildir_root }, 'retrieval listening');
     },
     async stop() {
       // no more clients; net.Server's close callback would wait for the connected ones
@@ -200,6 +203,9 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
       deps.revocations.close();
       tls.close();
       await cache.flush();
+    },
+    listening() {
+      return { ...this.ports() };
     },
     ports() {
       const p = (i: number) => (servers[i]!.server.address() as AddressInfo | null)?.port ?? 0;

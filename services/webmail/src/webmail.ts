@@ -67,6 +67,8 @@ export interface Webmail {
   stop(): Promise<void>;
   /** The HTTPS port (after start). */
   readonly port: number;
+  /** For the ready line: `{ https }`, and `http` where it answers ACME challenges. */
+  listening(): Record<string, number>;
   readonly app: FastifyInstance;
   /** The session's IMAP connections, per account (tests). */
   imapConnections(account: string): number;
@@ -318,6 +320,10 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
     get port() {
       return port;
     },
+    listening: () => ({
+      https: port,
+      ...(challenges?.listening ? { http: (challenges.address() as AddressInfo).port } : {}),
+    }),
     imapConnections: (account) => pool.size(account),
     watching: (account) => notifier.watching(account),
     async start() {
@@ -334,7 +340,8 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
           });
         });
       issuer?.start();
-      logger.info(
+      // the service's one ready line at info says the ports (runtime's runMain)
+      logger.debug(
         {
           port,
           ...(challenges ? { httpPort: (challenges.address() as AddressInfo).port } : {}),
