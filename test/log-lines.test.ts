@@ -1,0 +1,179 @@
+// What `pnpm start` shows at LOG_LEVEL=info: each service says once that it is ready,
+// naming its ports, and then one line per event. Every service runs as a process with its
+// real start command (as under `pnpm start`, retrieval with two workers); one message goes
+// through mta-inbound, policy and delivery into the Maildir, and each of them logs at most
+// one line at info about it, carrying its queue id, and the others nothing.
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import nodemailer from 'nodemailer';
+import { startDnsServer, waitFor, type TestDnsServer } from '@mailyard/testkit';
+import { freePort, startProcessTestbed, type ProcessTestbed, type ServiceProcess } from './processes.js';
+
+const DOMAIN = 'loglines.test';
+const USER = `user@${DOMAIN}`;
+
+let bed: ProcessTestbed;
+let dns: TestDnsServer;
+before(async () => {
+  dns = await startDnsServer({ [DOMAIN]: { MX: [{ priority: 10, exchange: `mx.${DOMAIN}` }] } });
+  bed = await startProcessTestbed(DOMAIN, [USER], {
+    LOG_LEVEL: 'info',
+    DNS_SERVERS: dns.address,
+    POLICY_ENABLED: 'yes',
+  });
+});
+after(async () => {
+  await bed?.close();
+  await dns?.close();
+});
+
+interface Line {
+  level: number;
+  msg: string;
+  [field: string]: unknown;
+}
+
+const INFO = 30;
+
+/** The JSON lines a process wrote (pino's format; anything else is not a log line). */
+function lines(p: ServiceProcess): Line[] {
+  return p
+    .output()
+    .split('\n')
+    .flatMap((l) => {
+      try {
+        const v = JSON.parse(l) as Line;
+        return typeof v?.level === 'number' ? [v] : [];
+      } catch {
+        return [];
+      }
+    });
+}
+
+test(
+  'one ready line per service, then at most one info line per service for one delivery',
+  { timeout: 180_000 },
+  async (t) => {
+    const smtpPort = await freePort();
+    const port = async () => String(await freePort());
+    const imapsPort = await port();
+    const submissionsPort = await port();
+    const serviceLogin = { SERVICE_LOGIN_PASSWORD: 'a service login secret for the test' };
+    // every service `pnpm start` runs; the first three handle the message
+    const services: [string, ServiceProcess][] = [
+      ['policy', await bed.start('policy', { POLICY_DELEGATION_ENABLED: 'no' })],
+      ['delivery', await bed.start('delivery')],
+      ['mta-inbound', await bed.start('mta-inbound', { SMTP_PORT: String(smtpPort) })],
+      ['outbound-relay', await bed.start('outbound-relay')],
+      [
+        'msa',
+        await bed.start('msa', {
+          SUBMISSION_PORT: await port(),
+          SUBMISSIONS_PORT: submissionsPort,
+          ...serviceLogin,
+        }),
+      ],
+      [
+        'retrieval',
+        await bed.start('retrieval', {
+          // two worker processes: the primary says ready once for the instance
+          RETRIEVAL_WORKERS: '2',
+          IMAP_PORT: await port(),
+          IMAPS_PORT: imapsPort,
+          POP3_PORT: await port(),
+          POP3S_PORT: await port(),
+          ...serviceLogin,
+        }),
+      ],
+      [
+        'webmail',
+        await bed.start('webmail', {
+          WEBMAIL_PORT: await port(),
+          IMAP_SERVER: `127.0.0.1:${imapsPort}`,
+          SUBMISSION_SERVER: `127.0.0.1:${submissionsPort}`,
+          UPSTREAM_TLS_VERIFY: 'no',
+          ...serviceLogin,
+        }),
+      ],
+    ];
+    const handling = new Set(['policy', 'delivery', 'mta-inbound']);
+
+    // started: exactly one line at info each, "<service> ready" with its ports and metrics port
+    // (a warning about the settings, such as the self-signed certificate, is another matter)
+    for (const [name, p] of services) {
+      const info = lines(p).filter((l) => l.level === INFO);
+      assert.deepEqual(
+        info.map((l) => l.msg),
+        [`${name} ready`],
+        `${name} at startup:\n${p.output()}`,
+      );
+      assert.equal(info[0]!.metrics, p.httpPort, name);
+    }
+    const ready = (name: string) =>
+      lines(services.find(([n]) => n === name)![1]).find((l) => l.msg === `${name} ready`)!;
+    assert.equal(ready('mta-inbound').smtp, smtpPort);
+    assert.equal(ready('msa').submissions, Number(submissionsPort));
+    assert.equal(ready('retrieval').imaps, Number(imapsPort));
+    assert.equal(ready('retrieval').workers, 2);
+    assert.equal(typeof ready('webmail').https, 'number');
+    const startup = new Map(services.map(([name, p]) => [name, lines(p).length]));
+
+    const transport = nodemailer.createTransport({
+      host: '127.0.0.1',
+      port: smtpPort,
+      secure: false,
+      // STARTTLS, as another server sends (self-signed certificate here)
+      requireTLS: true,
+      tls: { rejectUnauthorized: false },
+    });
+    await transport.sendMail({
+      envelope: { from: 'sender@remote.example', to: [USER] },
+      raw: `From: sender@remote.example\r\nTo: ${USER}\r\nSubject: one line each\r\n\r\nHello.\r\n`,
+    });
+    transport.close();
+    const inbox = join(bed.maildir, DOMAIN, 'user', 'new');
+    await waitFor(
+      () => {
+        try {
+          return readdirSync(inbox).length === 1;
+        } catch {
+          return false;
+        }
+      },
+      { timeoutMs: 30_000, what: 'the message delivered' },
+    );
+
+    // stopped, each has written all it had to say about the message; what it says from
+    // the signal on is about stopping
+    const stopAt = Date.now();
+    for (const [, p] of services) await p.terminate();
+    const report: string[] = [];
+    let queueId: unknown = null;
+    for (const [name, p] of services) {
+      const after = lines(p)
+        .slice(startup.get(name))
+        .filter((l) => (l.time as number) < stopAt);
+      // nothing went wrong with it
+      assert.deepEqual(
+        after.filter((l) => l.level > INFO),
+        [],
+        name,
+      );
+      const during = after.filter((l) => l.level === INFO);
+      report.push(`${name}: ${during.length} (${during.map((l) => l.msg).join(' | ')})`);
+      const most = handling.has(name) ? 1 : 0;
+      assert.ok(during.length <= most, `${name} logged ${during.length} lines at info:\n${p.output()}`);
+      for (const l of during) {
+        assert.ok(l.queueId, `${name}: "${l.msg}" has no queue id`);
+        queueId ??= l.queueId;
+        assert.equal(l.queueId, queueId, `${name}: the same message`);
+      }
+    }
+    t.diagnostic(report.join('; '));
+    // the intake and delivery each tell of it (policy may stay silent about mail it lets through)
+    assert.ok(report.includes('delivery: 1 (delivered)'), report.join('\n'));
+    assert.ok(report.includes('mta-inbound: 1 (accepted)'), report.join('\n'));
+  },
+);
