@@ -1,12 +1,6 @@
 // Commands on folders as a whole (RFC 9051 §6.3): selecting one, creating, deleting,
 // renaming, subscribing, LIST (with LIST-EXTENDED, SPECIAL-USE, LIST-STATUS) and STATUS.
-import {
-  ArgReader,
-  ParseError,
-  tokenText,
-  type SequenceSet,
-  type Token,
-} from '@mailyard/imap-core';
+import { ArgReader, ParseError, tokenText, type SequenceSet, type Token } from '@mailyard/imap-core';
 import type { AuthedContext } from '../context.js';
 import { reply } from '../replies.js';
 import { SelectedMailbox } from '../selected.js';
