@@ -94,9 +94,13 @@ for (const name of wanted) {
       stdio: ['ignore', 'pipe', 'inherit'],
     },
   );
-  const fmt = spawn(pretty, ['--colorize', '--translateTime', 'SYS:HH:MM:ss.l', '--ignore', 'pid,hostname'], {
-    stdio: ['pipe', 'inherit', 'inherit'],
-  });
+  // one terminal line per log line: the fields follow the message on the same line
+  // (test/log-lines.test.ts counts them); the service's name is in parentheses already
+  const fmt = spawn(
+    pretty,
+    ['--colorize', '--singleLine', '--translateTime', 'SYS:HH:MM:ss.l', '--ignore', 'pid,hostname,service'],
+    { stdio: ['pipe', 'inherit', 'inherit'] },
+  );
   child.stdout.pipe(fmt.stdin);
   child.on('exit', (code, signal) => {
     console.error(`mailyard: ${name} exited (${signal ?? code})`);

@@ -4,6 +4,7 @@
 // through mta-inbound, policy and delivery into the Maildir, and each of them logs at most
 // one line at info about it, carrying its queue id, and the others nothing.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -13,6 +14,7 @@ import { freePort, startProcessTestbed, type ProcessTestbed, type ServiceProcess
 
 const DOMAIN = 'loglines.test';
 const USER = `user@${DOMAIN}`;
+const root = new URL('..', import.meta.url).pathname;
 
 let bed: ProcessTestbed;
 let dns: TestDnsServer;
@@ -50,6 +52,38 @@ function lines(p: ServiceProcess): Line[] {
         return [];
       }
     });
+}
+
+/** Sends one message to USER through the SMTP port, with STARTTLS as another server would. */
+async function sendOne(port: number, subject: string): Promise<void> {
+  const transport = nodemailer.createTransport({
+    host: '127.0.0.1',
+    port,
+    secure: false,
+    // STARTTLS, as another server sends (self-signed certificate here)
+    requireTLS: true,
+    tls: { rejectUnauthorized: false },
+  });
+  await transport.sendMail({
+    envelope: { from: 'sender@remote.example', to: [USER] },
+    raw: `From: sender@remote.example\r\nTo: ${USER}\r\nSubject: ${subject}\r\n\r\nHello.\r\n`,
+  });
+  transport.close();
+}
+
+/** Waits until USER's new/ holds `count` messages. */
+async function delivered(count: number): Promise<void> {
+  const inbox = join(bed.maildir, DOMAIN, 'user', 'new');
+  await waitFor(
+    () => {
+      try {
+        return readdirSync(inbox).length === count;
+      } catch {
+        return false;
+      }
+    },
+    { timeoutMs: 30_000, what: `message ${count} delivered` },
+  );
 }
 
 test(
@@ -120,30 +154,8 @@ test(
     assert.equal(typeof ready('webmail').https, 'number');
     const startup = new Map(services.map(([name, p]) => [name, lines(p).length]));
 
-    const transport = nodemailer.createTransport({
-      host: '127.0.0.1',
-      port: smtpPort,
-      secure: false,
-      // STARTTLS, as another server sends (self-signed certificate here)
-      requireTLS: true,
-      tls: { rejectUnauthorized: false },
-    });
-    await transport.sendMail({
-      envelope: { from: 'sender@remote.example', to: [USER] },
-      raw: `From: sender@remote.example\r\nTo: ${USER}\r\nSubject: one line each\r\n\r\nHello.\r\n`,
-    });
-    transport.close();
-    const inbox = join(bed.maildir, DOMAIN, 'user', 'new');
-    await waitFor(
-      () => {
-        try {
-          return readdirSync(inbox).length === 1;
-        } catch {
-          return false;
-        }
-      },
-      { timeoutMs: 30_000, what: 'the message delivered' },
-    );
+    await sendOne(smtpPort, 'one line each');
+    await delivered(1);
 
     // stopped, each has written all it had to say about the message; what it says from
     // the signal on is about stopping
@@ -175,5 +187,67 @@ test(
     // the intake and delivery each tell of it (policy may stay silent about mail it lets through)
     assert.ok(report.includes('delivery: 1 (delivered)'), report.join('\n'));
     assert.ok(report.includes('mta-inbound: 1 (accepted)'), report.join('\n'));
+  },
+);
+
+test(
+  '`pnpm start` at LOG_LEVEL=info: one terminal line per service that handled a delivery',
+  { timeout: 180_000 },
+  async (t) => {
+    const smtpPort = await freePort();
+    const start = spawn('pnpm', ['--silent', 'start'], {
+      cwd: root,
+      env: {
+        ...process.env,
+        ...bed.env,
+        SERVICES: 'policy,delivery,mta-inbound',
+        HTTP_PORT: '0',
+        LISTEN_ADDRESS: '127.0.0.1',
+        LOG_LEVEL: 'info',
+        SMTP_PORT: String(smtpPort),
+        POLICY_DELEGATION_ENABLED: 'no',
+      },
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    start.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    start.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise((r) => start.once('exit', r));
+    // what a person reads: colours taken out
+    const terminal = () => out.replace(/\x1b\[[0-9;]*m/g, '').split('\n');
+    const services = ['policy', 'delivery', 'mta-inbound'];
+    try {
+      await waitFor(() => services.every((s) => terminal().some((l) => l.includes(`(${s}): ${s} ready {`))), {
+        timeoutMs: 90_000,
+        what: `the ready lines:\n${out}`,
+      });
+      const before = terminal().length - 1;
+      await sendOne(smtpPort, 'one terminal line each');
+      // the second message of the file's testbed
+      await delivered(2);
+      await waitFor(() => terminal().some((l) => /\(delivery\): delivered \{/.test(l)), {
+        timeoutMs: 10_000,
+        what: 'the delivery line',
+      });
+      process.kill(-start.pid!, 'SIGINT');
+      await exited;
+      const during = terminal().slice(before);
+      const stopping = during.findIndex((l) => l.includes('shutting down'));
+      const shown = during.slice(0, stopping < 0 ? undefined : stopping).filter(Boolean);
+      t.diagnostic(shown.join('\n'));
+      for (const s of services) {
+        const mine = shown.filter((l) => l.includes(`(${s}):`));
+        assert.ok(mine.length <= 1, `${s} printed ${mine.length} lines:\n${mine.join('\n')}`);
+      }
+      // nothing but those lines: no field on a line of its own, nothing from pnpm
+      assert.ok(shown.length <= services.length, shown.join('\n'));
+      assert.ok(
+        shown.every((l) => /^\[[\d:.]+\] INFO \([\w-]+\): \w/.test(l)),
+        shown.join('\n'),
+      );
+    } finally {
+      if (start.exitCode === null && start.signalCode === null) process.kill(-start.pid!, 'SIGKILL');
+    }
   },
 );

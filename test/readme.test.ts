@@ -266,7 +266,7 @@ describe('the try-out', () => {
         () => {
           if (platform!.exitCode !== null) throw new Error(`pnpm start exited:\n${output}`);
           const plain = output.replace(/\x1b\[[0-9;]*m/g, '');
-          const found = [...plain.matchAll(/\(([\w-]+)\): \1 ready\n(?: +\w+: .*\n)*? +metrics: (\d+)/g)];
+          const found = [...plain.matchAll(/\(([\w-]+)\): \1 ready \{.*"metrics":(\d+)[,}]/g)];
           return found.length >= 6 ? found.map((m) => Number(m[2])) : null;
         },
         { timeoutMs: 180_000, intervalMs: 250, what: 'six services started' },
