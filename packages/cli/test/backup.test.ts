@@ -122,6 +122,15 @@ test('backup then restore into an empty platform brings back every key and file'
   assert.match(audit[1]!, /\talias\.add\t/);
 });
 
+test('a backup where MAILDIR_ROOT does not exist says so', TIMEOUT, async (t) => {
+  const a = platform(t);
+  const dir = tempDir();
+  t.after(() => dir.cleanup());
+  const archive = join(dir.path, 'a.tar.gz');
+  const out = await a.ok(['backup', archive], { env: { ...a.env, MAILDIR_ROOT: join(dir.path, 'nowhere') } });
+  assert.match(out, /0 mailboxes.* \(there is no \S+nowhere: set MAILDIR_ROOT to the mail store's\)\n/);
+});
+
 test('backup refuses to overwrite a file, and leaves nothing when it cannot write', TIMEOUT, async (t) => {
   const a = platform(t);
   const dir = tempDir();

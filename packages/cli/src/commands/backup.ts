@@ -71,7 +71,7 @@ export function registerBackupCommands(program: Command, ctx: CommandContext): v
   program
     .command('backup')
     .description(
-      'write the platform’s data (Redis keys: domains, accounts, aliases, DKIM keys, policy; and the Maildirs) to one archive while it runs',
+      "write the platform's data (Redis keys: domains, accounts, aliases, DKIM keys, policy; and the Maildirs) to one archive while it runs",
     )
     .argument(
       '<file>',
@@ -87,8 +87,18 @@ export function registerBackupCommands(program: Command, ctx: CommandContext): v
             'will not write an archive to a terminal; give a file name or redirect standard output',
           );
       }
+      let noStore: string | null = null;
       const totals = await ctx.withRedis(async (redis, config) => {
         const data = { redis, maildirRoot: config.maildir_root };
+        // a backup without mail is right for a platform that has none yet, and wrong for
+        // one whose MAILDIR_ROOT was not set here: the summary says which it was
+        if (
+          !(await fs.stat(config.maildir_root).then(
+            () => true,
+            () => false,
+          ))
+        )
+          noStore = config.maildir_root;
         const t = toStdout
           ? await writeBackup(data, stdout as Writable)
           : await backupToFile(file, (out) => writeBackup(data, out));
@@ -100,7 +110,9 @@ export function registerBackupCommands(program: Command, ctx: CommandContext): v
         });
         return t;
       });
-      const line = `backed up ${describe(totals)}${toStdout ? '' : ` to ${file}`}`;
+      const line =
+        `backed up ${describe(totals)}${toStdout ? '' : ` to ${file}`}` +
+        (noStore ? ` (there is no ${noStore}: set MAILDIR_ROOT to the mail store's)` : '');
       const note =
         'it holds password hashes and DKIM private keys: keep it where only administrators can read it';
       if (toStdout) ctx.deps.stderr.write(`${line}\n${note}\n`);
