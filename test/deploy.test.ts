@@ -681,6 +681,22 @@ describe('scripts/build-service.mjs', () => {
       assert.match(list.stdout, /^bundle\.test$/m);
       const bad = node([join(dir, 'main.js'), 'domain', 'add', 'not a domain'], env);
       assert.notEqual(bad.status, 0);
+      // backup and restore (tar-stream, linked beside the bundle) from one prefix to another
+      const archive = join(out, 'cli-backup.tar.gz');
+      const backup = node([join(dir, 'main.js'), 'backup', archive], {
+        ...env,
+        MAILDIR_ROOT: join(out, 'md1'),
+      });
+      assert.equal(backup.status, 0, backup.stderr);
+      const r2 = createTestRedis();
+      try {
+        const env2 = { ...env, REDIS_PREFIX: r2.prefix, MAILDIR_ROOT: join(out, 'md2') };
+        const restore = node([join(dir, 'main.js'), 'restore', archive], env2);
+        assert.equal(restore.status, 0, restore.stderr);
+        assert.match(node([join(dir, 'main.js'), 'domain', 'list'], env2).stdout, /^bundle\.test$/m);
+      } finally {
+        await r2.cleanup();
+      }
     } finally {
       await r.cleanup();
     }
