@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { Directory } from '@mailyard/directory';
 import {
   createTestRedis,
   createVhost,
+  freePort,
   tempDir,
   waitFor,
   type TestRedis,
@@ -12,14 +12,7 @@ import {
 
 const root = new URL('..', import.meta.url).pathname;
 
-/** A free TCP port on 127.0.0.1 (bound and released). */
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+export { freePort };
 
 export interface ServiceProcess {
   child: ChildProcess;

@@ -1,11 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { selfSignedCertificate } from '@mailyard/config';
-import { waitFor } from '@mailyard/testkit';
+import { freePort, waitFor } from '@mailyard/testkit';
 
 /** Debian's pebble (ACME test CA), run on loopback by the tests. */
 export const PEBBLE_BIN = process.env.PEBBLE_BIN ?? '/usr/bin/pebble';
@@ -19,16 +18,6 @@ export interface Pebble {
   root(): Promise<string>;
   stop(): Promise<void>;
 }
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 
 const get = (url: string, ca: string) =>
   new Promise<{ status: number; body: string }>((resolve, reject) => {

@@ -1,8 +1,9 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { selfSignedCertificate } from '@mailyard/config';
+import { freePort } from './ports.js';
 
 /** A Dovecot (Debian's dovecot-imapd) on a loopback port, for benchmarks and differential tests. */
 export interface DovecotServer {
@@ -40,16 +41,6 @@ export function dovecotPath(path: string): string {
 
 export function dovecotInstalled(): boolean {
   return spawnSync('sh', ['-c', 'command -v dovecot && test -x /usr/lib/dovecot/imap']).status === 0;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-    s.once('error', reject);
-  });
 }
 
 async function waitPort(port: number, child: ChildProcess, log: string): Promise<void> {

@@ -11,3 +11,4 @@ export * from './private-rabbit.js';
 export * from './restartable.js';
 export * from './fuzz.js';
 export * from './dovecot.js';
+export * from './ports.js';

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { tempDir } from './files.js';
 import { startRestartable, type Restartable } from './restartable.js';
-import { freePort } from './scanners.js';
+import { freePort } from './ports.js';
 
 const run = promisify(execFile);
 

@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import { tempDir } from './files.js';
 import { startRestartable, type Restartable } from './restartable.js';
-import { freePort } from './scanners.js';
+import { freePort } from './ports.js';
 
 /**
  * A redis-server of the test's own, for fault tests that stop it (never the shared one).

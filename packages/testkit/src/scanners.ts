@@ -1,9 +1,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { tempDir } from './files.js';
 import { waitFor } from './wait.js';
+import { freePort } from './ports.js';
 
 // Real clamd and rspamd processes for the content tests (policy, msa), each on loopback ports of
 // its own with a configuration written here. A missing binary fails the test with the
@@ -31,17 +32,6 @@ function requireBinary(bin: string, pkg: string): string {
   if (!path)
     throw new Error(`${bin} not found: install the Debian package ${pkg} (apt-get install -y ${pkg})`);
   return path;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 function stopper(child: ChildProcess, cleanup: () => void): () => Promise<void> {

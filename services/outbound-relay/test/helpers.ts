@@ -1,10 +1,10 @@
-import { createServer as createNetServer } from 'node:net';
 import type { Readable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { loadConfig, selfSignedCertificate } from '@mailyard/config';
 import { ENVELOPE_VERSION, RoutingKeys, type Envelope } from '@mailyard/contracts';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import { newQueueId } from '@mailyard/smtp-core';
+import { freePort } from '@mailyard/testkit';
 import type { Platform } from '../../../test/harness.js';
 import {
   buildOutboundRelay,
@@ -15,14 +15,7 @@ import {
 } from '../src/index.js';
 
 /** A free TCP port on loopback, used by every remote MTA of a test file (each on its own 127.0.0.x). */
-export async function freePort(): Promise<number> {
-  const s = createNetServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const addr = s.address();
-  const port = typeof addr === 'object' && addr ? addr.port : 0;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+export { freePort };
 
 export interface Received {
   from: string;
