@@ -8,7 +8,7 @@ import type { Redis } from 'ioredis';
 import { extract as tarExtract, pack as tarPack, type Header, type Pack } from 'tar-stream';
 import { Directory } from '@mailyard/directory';
 import { walkStore } from '@mailyard/mailstore';
-import { PolicyRules } from '@mailyard/policy-rules';
+import { PolicyKeys, PolicyRules } from '@mailyard/policy-rules';
 import { OperationError } from './errors.js';
 
 // A backup is one tar archive (gzip-compressed when written by `writeBackup`):
@@ -427,6 +427,11 @@ export async function restoreBackup(
         `the platform is not empty (${held}); restore into an empty one, or add --force to overwrite`,
       );
   }
+  // this Redis must read the backup's DUMP payloads: found out before any file is written
+  await probeRedis(data.redis, records, manifest);
+  // the restored version must not repeat one the running services already have, or they
+  // would see no change and keep the rules they hold
+  const versionBefore = Number(await data.redis.get(PolicyKeys.version)) || 0;
   await fs.mkdir(data.maildirRoot, { recursive: true, mode: 0o700 });
   const made = new Set<string>();
   const folderDirs = async (folder: string) => {
@@ -458,10 +463,41 @@ export async function restoreBackup(
     await fs.rename(tmp, target);
   });
   await restoreRedis(data.redis, records, manifest, !!opts.force);
+  if ((Number(await data.redis.get(PolicyKeys.version)) || 0) <= versionBefore)
+    await data.redis.set(PolicyKeys.version, String(versionBefore));
   // the services cache lookups and rules: tell them the data changed under them
   await new Directory(data.redis).announceChange();
   await new PolicyRules(data.redis, data.redis.options.keyPrefix ?? '').announceChange();
   return { ...totals, manifest };
+}
+
+/** Restores one record of the backup under a scratch key: this server refuses a newer Redis's payloads. */
+async function probeRedis(redis: Redis, records: RedisRecord[], manifest: BackupManifest): Promise<void> {
+  const r = records[0];
+  if (!r) return;
+  const scratch = `restore-probe:${process.pid}:${Date.now()}`;
+  try {
+    await redis.restore(scratch, 1000, Buffer.from(r.dump, 'base64'), 'REPLACE');
+  } catch (err) {
+    throw restoreError(err as Error, manifest);
+  } finally {
+    await redis.del(scratch).catch(() => undefined);
+  }
+}
+
+/** What a refused RESTORE means, in one sentence. */
+function restoreError(err: Error, manifest: BackupManifest): Error {
+  if (/payload version or checksum/i.test(err.message))
+    return new OperationError(
+      'invalid',
+      `the backup's Redis data comes from Redis ${manifest.redis.server}, newer than this server: restore into Redis ${manifest.redis.server} or later`,
+    );
+  if (/BUSYKEY/.test(err.message))
+    return new OperationError(
+      'duplicate',
+      'a key of the backup was created meanwhile; add --force to overwrite it',
+    );
+  return err;
 }
 
 async function restoreRedis(
@@ -485,20 +521,7 @@ async function restoreRedis(
     }
     if (!queued) continue;
     const replies = (await pipe.exec()) ?? [];
-    for (const [err] of replies) {
-      if (!err) continue;
-      if (/payload version or checksum/i.test(err.message))
-        throw new OperationError(
-          'invalid',
-          `the backup's Redis data comes from Redis ${manifest.redis.server}, newer than this server: restore into Redis ${manifest.redis.server} or later`,
-        );
-      if (/BUSYKEY/.test(err.message))
-        throw new OperationError(
-          'duplicate',
-          'a key of the backup was created meanwhile; add --force to overwrite it',
-        );
-      throw err;
-    }
+    for (const [err] of replies) if (err) throw restoreError(err, manifest);
   }
 }
 

@@ -261,9 +261,14 @@ test('restore refuses a platform that holds data unless --force', TIMEOUT, async
     `mailyard: the platform is not empty (${c.maildir} is not empty); restore into an empty one, or add --force to overwrite\n`,
   );
 
-  // a key of the same name is replaced whole: the set of domains is the backup's
+  // a key of the same name is replaced whole: the set of domains is the backup's. The
+  // rules' version is not: running policy services must see a version they never had
+  const redis = new Redis(REDIS_URL);
+  t.after(() => redis.disconnect());
+  await redis.set(`${b.prefix}policy:version`, '50');
   await b.ok(['restore', '--force', archive]);
   assert.deepEqual(await b.directory.listDomains(), ['example.org']);
+  assert.ok(Number(await redis.get(`${b.prefix}policy:version`)) > 50, 'the rules version went past 50');
   assert.ok(await b.directory.authenticate('alice@example.org', GOOD_PASSWORD));
 });
 

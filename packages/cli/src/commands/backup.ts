@@ -132,12 +132,16 @@ export function registerBackupCommands(program: Command, ctx: CommandContext): v
     .action(async (file: string, opts: { force?: boolean }) => {
       let path = file;
       let spool: string | null = null;
-      if (file === '-') {
-        spool = await fs.mkdtemp(join(tmpdir(), 'mailyard-restore-'));
-        path = join(spool, 'backup');
-        await spoolToFile(ctx.deps.stdin, path);
-      }
       try {
+        if (file === '-') {
+          // read twice (checked whole before anything is written), and removed whatever
+          // happens: it holds password hashes and DKIM private keys
+          spool = await fs.mkdtemp(join(tmpdir(), 'mailyard-restore-'));
+          path = join(spool, 'backup');
+          await spoolToFile(ctx.deps.stdin, path).catch((err: NodeJS.ErrnoException) => {
+            throw new CliError(`cannot keep standard input in ${tmpdir()} (${err.code ?? err.message})`);
+          });
+        }
         const r = await ctx.withRedis(async (redis, config) => {
           const restored = await restoreBackup({ redis, maildirRoot: config.maildir_root }, path, {
             force: !!opts.force,
