@@ -12,6 +12,7 @@ import {
   type SearchKey,
 } from '@mailyard/imap-core';
 import type { SelectedContext } from '../context.js';
+import { MessageGoneError } from '@mailyard/mailstore';
 import type { MessageCache } from '../../message-cache.js';
 import { ImapReply } from '../replies.js';
 import { SearchEvaluator } from '../search.js';
@@ -118,6 +119,25 @@ export async function contextUpdates(
   cache: MessageCache,
   before: readonly number[],
 ): Promise<string[]> {
+  try {
+    return await computeUpdates(view, cache, before);
+  } catch (err) {
+    // a message another session expunged, not yet announced here, can no longer be read:
+    // the command that ends here succeeded all the same, and the updates go with the
+    // next one, once the expunge is told
+    if (err instanceof MessageGoneError || (err as NodeJS.ErrnoException).code === 'ENOENT') {
+      seen.delete(view);
+      return [];
+    }
+    throw err;
+  }
+}
+
+async function computeUpdates(
+  view: SelectedMailbox,
+  cache: MessageCache,
+  before: readonly number[],
+): Promise<string[]> {
   const map = open.get(view);
   if (!map?.size) return [];
   // nothing changed since the last search: every command ends here, so this stays cheap
@@ -136,6 +156,9 @@ export async function contextUpdates(
     const seqs = numbering;
     return (uids) => uids.map((u) => seqs.get(u)!);
   };
+  // every context's new result is worked out before any is kept: a read that fails part
+  // way (see contextUpdates) leaves them all as the client knows them
+  const commits: (() => void)[] = [];
   for (const c of map.values()) {
     let line = `* ESEARCH (TAG "${c.tag}")${c.byUid ? ' UID' : ''}`;
     const show = number(c);
@@ -149,15 +172,17 @@ export async function contextUpdates(
       const removed = c.uids.filter((u) => !nowSet.has(u));
       const added = now.filter((u) => !c.members.has(u));
       if (!removed.length && !added.length) continue;
-      c.uids = now;
-      c.members = new Set(now);
+      commits.push(() => {
+        c.uids = now;
+        c.members = nowSet;
+      });
       // SEARCH results are in UID order: the position is 0 (RFC 5267 §4.3)
       if (removed.length) line += ` REMOVEFROM (0 ${formatSequence(show(removed))})`;
       if (added.length) line += ` ADDTO (0 ${formatSequence(show(added))})`;
     } else {
       const now = (await sortedMatches(view, cache, c.key, c.sort)).map((r) => r.uid);
       const { removed, added } = listChanges(window(c.uids, c.partial), window(now, c.partial));
-      c.uids = now;
+      commits.push(() => (c.uids = now));
       if (!removed.length && !added.length) continue;
       // SORT results keep their own order: each run at its position in the result (with
       // PARTIAL, in the whole result, the window starting at its first position)
@@ -168,6 +193,7 @@ export async function contextUpdates(
     }
     lines.push(line);
   }
+  for (const commit of commits) commit();
   return lines;
 }
 
