@@ -26,8 +26,8 @@ export interface NotifyWatcher {
   takeSelected(name: string): boolean;
   /** LIST and STATUS responses for what changed since the last call. */
   collect(s: AuthedContext): Promise<string[]>;
-  /** FETCH responses with the requested attributes for messages new in the selected folder. */
-  fetchNew(s: SelectedContext, uids: number[]): Promise<Buffer[]>;
+  /** Sends the FETCH responses MessageNew asks for, for messages new in the selected folder. */
+  fetchNew(s: SelectedContext, uids: number[]): Promise<void>;
 }
 
 export type ImapState = 'not-authenticated' | 'authenticated' | 'selected' | 'logout';

@@ -608,7 +608,7 @@ export class ImapSession implements ImapContext {
         await this.flushUpdates(this.mode.m === 'idle' || !w.selected?.delayed);
         const fresh = view.uids.filter((u) => !before.has(u));
         if (fresh.length && w.selected?.fetch && this.selected === view)
-          await this.sendBatch(await w.fetchNew(this as SelectedContext, fresh));
+          await w.fetchNew(this as SelectedContext, fresh);
       }
     } catch (err) {
       this.log.warn({ err }, 'NOTIFY update failed');

@@ -28,6 +28,8 @@ import { quoteName } from './folders.js';
 export const MAX_NOTIFY_MAILBOXES = 100;
 /** Event groups one NOTIFY SET may hold. */
 export const MAX_NOTIFY_GROUPS = 20;
+/** How much of MessageNew's FETCH responses is gathered before it is written out. */
+const FLUSH_BYTES = 64 * 1024;
 /** Mailboxes with changes not yet told; past it the client gets NOTIFICATIONOVERFLOW. */
 export const MAX_PENDING = 1000;
 
@@ -337,7 +339,12 @@ class Watch implements NotifyWatcher {
     return lines;
   }
 
-  async fetchNew(s: SelectedContext, uids: number[]): Promise<Buffer[]> {
+  /**
+   * Sends the FETCH that MessageNew asks for, for each new message of the selected mailbox.
+   * Written out every FLUSH_BYTES and after the client took it (a thousand new messages
+   * with BODY[] are never held at once).
+   */
+  async fetchNew(s: SelectedContext, uids: number[]): Promise<void> {
     const items = this.selectedGroup?.fetch ?? [];
     const view = s.selected;
     const ctx = {
@@ -362,8 +369,9 @@ class Watch implements NotifyWatcher {
       } catch {
         // expunged meanwhile, or a section it lacks: the EXISTS told of it, a FETCH will answer
       }
+      if (batch.length >= FLUSH_BYTES) await s.sendBatch(batch.take());
     }
-    return batch.take();
+    if (batch.length) await s.sendBatch(batch.take());
   }
 }
 
