@@ -48,8 +48,13 @@ async function dirs(path: string): Promise<string[]> {
   return out.sort();
 }
 
+/** A file as listed, with where it was. */
+interface ListedFile extends StoreFile {
+  path: string;
+}
+
 /** Regular files of a directory, skipping what vanished between the listing and the stat. */
-async function files(dir: string, rel: string): Promise<StoreFile[]> {
+async function files(dir: string, rel: string): Promise<ListedFile[]> {
   let names: string[];
   try {
     names = (await fs.readdir(dir)).sort();
@@ -57,7 +62,7 @@ async function files(dir: string, rel: string): Promise<StoreFile[]> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;
   }
-  const out: StoreFile[] = [];
+  const out: ListedFile[] = [];
   for (const name of names) {
     if (transient(name)) continue;
     const path = join(dir, name);
@@ -70,6 +75,7 @@ async function files(dir: string, rel: string): Promise<StoreFile[]> {
     }
     if (!st.isFile()) continue;
     out.push({
+      path,
       rel: rel ? `${rel}/${name}` : name,
       size: st.size,
       mtimeMs: st.mtimeMs,
@@ -95,6 +101,54 @@ async function openFile(path: string): Promise<{ size: number; stream: Readable 
   return { size, stream: Readable.from([]) };
 }
 
+/** The file with its content as it is now (a folder's state files, read under its lock). */
+async function inMemory(f: ListedFile): Promise<StoreFile> {
+  let data: Buffer;
+  try {
+    data = await fs.readFile(f.path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    return { rel: f.rel, size: 0, mtimeMs: f.mtimeMs, mode: f.mode, open: () => Promise.resolve(null) };
+  }
+  return {
+    rel: f.rel,
+    size: data.length,
+    mtimeMs: f.mtimeMs,
+    mode: f.mode,
+    open: () => Promise.resolve({ size: data.length, stream: Readable.from([data]) }),
+  };
+}
+
+/**
+ * Opens message files listed under the folder lock after it was let go: a file renamed
+ * since (its flags changed, or moved from new/ to cur/) is found under its new name by
+ * its base, which never changes, and has the same content. One expunged since is gone.
+ */
+function messagesOf(dir: string): (f: ListedFile) => StoreFile {
+  let now: Promise<Map<string, string>> | null = null;
+  const base = (name: string) => name.split(':')[0]!;
+  const relisted = () =>
+    (now ??= (async () => {
+      const out = new Map<string, string>();
+      for (const sub of ['new', 'cur'])
+        for (const name of await fs.readdir(join(dir, sub)).catch(() => [] as string[]))
+          out.set(base(name), join(dir, sub, name));
+      return out;
+    })());
+  return (f) => ({
+    rel: f.rel,
+    size: f.size,
+    mtimeMs: f.mtimeMs,
+    mode: f.mode,
+    open: async () => {
+      const opened = await f.open();
+      if (opened) return opened;
+      const moved = (await relisted()).get(base(f.path.slice(f.path.lastIndexOf('/') + 1)));
+      return moved ? openFile(moved) : null;
+    },
+  });
+}
+
 /**
  * Runs `fn` while holding the lock that guards `target` (`dovecot-uidlist` of a folder,
  * `subscriptions` of an account), changing nothing: the lock file is removed after. The
@@ -115,13 +169,15 @@ async function holding<T>(target: string, fn: () => Promise<T>): Promise<T> {
 }
 
 /**
- * Hands every file of the store under `root` to `visit`, one at a time, each folder as a
- * whole while its `dovecot-uidlist.lock` is held: no session or Dovecot changes flags,
- * expunges or writes the UID list meanwhile, so the folder's message names (its flags)
- * and its state files (UIDs, MODSEQ, keywords) are of one moment. Deliveries do not take
- * the lock and only add files to `new/`: a message delivered during the copy of its
- * folder is in the copy or not, and either way numbered by the next reader. Files in
- * `tmp/` are not complete messages and are left out.
+ * Hands every file of the store under `root` to `visit`, one at a time. Each folder is
+ * listed, and its state files (UIDs, MODSEQ, keywords) read, while its
+ * `dovecot-uidlist.lock` is held: no session or Dovecot changes flags, expunges or writes
+ * the UID list meanwhile, so the message names (their flags) and the state are of one
+ * moment. The lock is let go before the messages are copied, which may take long: their
+ * content never changes, and one renamed since is found by its base name (see messagesOf);
+ * one expunged since is left out. Deliveries do not take the lock and only add files to
+ * `new/`: a message delivered meanwhile is in the copy or not, and either way numbered by
+ * the next reader. Files in `tmp/` are not complete messages and are left out.
  *
  * Folders are created, renamed and deleted without a lock (as in Dovecot's Maildir), so a
  * folder renamed while the walk runs may be copied under either name or not at all.
@@ -155,21 +211,25 @@ export async function walkStore(
         );
         if (!exists) continue;
         stats.folders++;
-        await holding(join(dir, UIDLIST), async () => {
+        const { state, listed } = await holding(join(dir, UIDLIST), async () => {
           // the state files first, then the listings: all of them of the same moment
-          const state = (await files(dir, rel)).filter(
-            (f) => folder || f.rel.split('/').pop() !== 'subscriptions',
+          const state = await Promise.all(
+            (await files(dir, rel))
+              .filter((f) => folder || f.rel.split('/').pop() !== 'subscriptions')
+              .map(inMemory),
           );
           const cur = await files(join(dir, 'cur'), `${rel}/cur`);
           const fresh = await files(join(dir, 'new'), `${rel}/new`);
-          await visit({ folder: rel });
-          for (const f of state) await visit(f);
-          for (const f of [...cur, ...fresh]) {
-            await visit(f);
-            stats.messages++;
-            stats.bytes += f.size;
-          }
+          return { state, listed: [...cur, ...fresh] };
         });
+        await visit({ folder: rel });
+        for (const f of state) await visit(f);
+        const message = messagesOf(dir);
+        for (const f of listed) {
+          await visit(message(f));
+          stats.messages++;
+          stats.bytes += f.size;
+        }
       }
       // the subscriptions under their own lock, as the account changes them
       await holding(join(accountPath, 'subscriptions'), async () => {
