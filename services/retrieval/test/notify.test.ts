@@ -13,11 +13,12 @@ import { RawImap } from './raw-imap.js';
 const PASSWORD = 'correct horse battery staple';
 const USER = 'watcher@notify.test';
 const PYUSER = 'py@notify.test';
+const RUSER = 'renamer@notify.test';
 let bed: ProcessTestbed;
 let imap: number;
 
 before(async () => {
-  bed = await startProcessTestbed('notify.test', [USER, PYUSER]);
+  bed = await startProcessTestbed('notify.test', [USER, PYUSER, RUSER]);
   imap = await freePort();
   await bed.start('retrieval', {
     RETRIEVAL_WORKERS: '2',
@@ -125,6 +126,22 @@ test(
     }
   },
 );
+
+test('RENAME INBOX is told as the folder it makes', { timeout: 60_000 }, async () => {
+  const w = await watcher(RUSER);
+  const other = changer(RUSER);
+  await other.connect();
+  try {
+    assert.match(await w.cmd('n', 'NOTIFY SET (personal (MailboxName))'), /^n OK/m);
+    // RENAME INBOX moves its messages into a new folder and leaves INBOX (RFC 9051 §6.3.6)
+    await other.append('INBOX', msg('old mail'));
+    await other.mailboxRename('INBOX', 'Old');
+    await w.until(/^\* LIST \(\) "\/" "Old"\r\n/m, 15_000);
+  } finally {
+    w.close();
+    other.close();
+  }
+});
 
 test('selected-delayed holds EXPUNGE back until a command allows it', { timeout: 60_000 }, async () => {
   const w = await watcher(PYUSER);

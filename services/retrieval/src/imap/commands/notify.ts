@@ -315,7 +315,14 @@ class Watch implements NotifyWatcher {
         for (const old of [...this.folders]) {
           if (old !== from && !old.startsWith(from + '/')) continue;
           const now = name + old.slice(from.length);
-          if (folders.has(old) || !folders.has(now) || this.folders.has(now)) continue;
+          if (!folders.has(now) || this.folders.has(now)) continue;
+          if (folders.has(old)) {
+            // the source is still there (RENAME INBOX moves the messages and leaves INBOX):
+            // the new name is a folder created
+            if (tell(now, 'MailboxName')) lines.push(`* LIST () "/" ${quoteName(s, now)}`);
+            await known(now, true);
+            continue;
+          }
           if (tell(now, 'MailboxName') || tell(old, 'MailboxName'))
             lines.push(`* LIST () "/" ${quoteName(s, now)} ("OLDNAME" (${quoteName(s, old)}))`);
           await known(old, false);
