@@ -121,6 +121,20 @@ test(
         runMailyard(b.p, ['restore', archive]),
         /mailyard: the platform is not empty \(Redis has keys under the prefix "[^"]+"\); restore into an empty one, or add --force to overwrite/,
       );
+
+      // from a backup older than what clients saw: the same mail under a new UIDVALIDITY,
+      // so a client throws away what it holds of the folder (UID 4 is not reissued to it)
+      const d = await platform();
+      assert.match(await runMailyard(d.p, ['restore', '--new-uidvalidity', archive]), /^restored /);
+      const c3 = client(d.r);
+      await c3.connect();
+      const renumbered = { inbox: await read(c3, 'INBOX'), archive: await read(c3, 'Archive') };
+      await c3.logout();
+      assert.deepEqual(renumbered.inbox.messages, before.inbox.messages);
+      assert.deepEqual(renumbered.archive.messages, before.archive.messages);
+      assert.notEqual(renumbered.inbox.uidValidity, before.inbox.uidValidity);
+      assert.notEqual(renumbered.archive.uidValidity, before.archive.uidValidity);
+      assert.ok(Number(renumbered.inbox.uidValidity) > Number(before.inbox.uidValidity));
     } finally {
       dir.cleanup();
     }

@@ -7,7 +7,7 @@ import { createGunzip, createGzip } from 'node:zlib';
 import type { Redis } from 'ioredis';
 import { extract as tarExtract, pack as tarPack, type Header, type Pack } from 'tar-stream';
 import { Directory } from '@mailyard/directory';
-import { walkStore } from '@mailyard/mailstore';
+import { UIDLIST, formatUidList, parseUidList, walkStore } from '@mailyard/mailstore';
 import { PolicyKeys, PolicyRules } from '@mailyard/policy-rules';
 import { OperationError } from './errors.js';
 
@@ -415,7 +415,16 @@ export async function platformHoldsData(data: PlatformData): Promise<string | nu
 export async function restoreBackup(
   data: PlatformData,
   path: string,
-  opts: { force?: boolean; /** How errors name the archive (default: its path). */ name?: string } = {},
+  opts: {
+    force?: boolean;
+    /** How errors name the archive (default: its path). */
+    name?: string;
+    /**
+     * Give every folder a new UIDVALIDITY: for a backup older than what clients have seen,
+     * whose UIDs the next deliveries would otherwise issue again (RFC 9051 §2.3.1.1).
+     */
+    newUidValidity?: boolean;
+  } = {},
 ): Promise<BackupTotals & { manifest: BackupManifest }> {
   const label = opts.name ?? path;
   const { manifest, records, totals } = await checkArchive(path, label);
@@ -441,6 +450,9 @@ export async function restoreBackup(
     made.add(folder);
   };
   let n = 0;
+  // with newUidValidity: above every value the folders had and the time now, one apart
+  let validity = Math.floor(Date.now() / 1000);
+  const issued = new Map<string, number>();
   await readArchive(path, label, async (e) => {
     if (!e.name.startsWith('maildir/')) return;
     const rel = e.name.slice('maildir/'.length).replace(/\/$/, '');
@@ -451,8 +463,21 @@ export async function restoreBackup(
     const tmp = join(data.maildirRoot, folder, 'tmp', `restore.${process.pid}.${n++}`);
     const fh = await fs.open(tmp, 'w', e.mode & 0o700 || 0o600);
     try {
-      // not stream.pipeline: it does not see a streamx stream end
-      for await (const chunk of e.stream) await fh.writeFile(chunk as Buffer);
+      if (opts.newUidValidity && rel.split('/').pop() === UIDLIST) {
+        const chunks: Buffer[] = [];
+        for await (const chunk of e.stream) chunks.push(chunk as Buffer);
+        const list = parseUidList(Buffer.concat(chunks).toString('utf8'));
+        if (list) {
+          list.validity = validity = Math.max(validity + 1, list.validity + 1);
+          // the account's record of the last one issued (folder.ts), for folders made later
+          const account = rel.split('/').slice(0, 2).join('/');
+          issued.set(account, Math.max(issued.get(account) ?? 0, list.validity));
+        }
+        await fh.writeFile(list ? formatUidList(list) : Buffer.concat(chunks));
+      } else {
+        // not stream.pipeline: it does not see a streamx stream end
+        for await (const chunk of e.stream) await fh.writeFile(chunk as Buffer);
+      }
       await fh.sync();
     } finally {
       await fh.close();
@@ -462,6 +487,11 @@ export async function restoreBackup(
     await fs.mkdir(dirname(target), { recursive: true, mode: 0o700 });
     await fs.rename(tmp, target);
   });
+  for (const [account, last] of issued) {
+    const file = join(data.maildirRoot, account, 'mailyard-uidvalidity');
+    const before = Number((await fs.readFile(file, 'utf8').catch(() => '')).trim()) || 0;
+    if (last > before) await fs.writeFile(file, `${last}\n`, { mode: 0o600 });
+  }
   await restoreRedis(data.redis, records, manifest, !!opts.force);
   if ((Number(await data.redis.get(PolicyKeys.version)) || 0) <= versionBefore)
     await data.redis.set(PolicyKeys.version, String(versionBefore));

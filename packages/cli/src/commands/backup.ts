@@ -129,7 +129,11 @@ export function registerBackupCommands(program: Command, ctx: CommandContext): v
       '--force',
       'restore into a platform that holds data: keys and files of the same name are replaced',
     )
-    .action(async (file: string, opts: { force?: boolean }) => {
+    .option(
+      '--new-uidvalidity',
+      "give every folder a new UIDVALIDITY, so mail clients that saw later mail than the backup's read the folders again",
+    )
+    .action(async (file: string, opts: { force?: boolean; newUidvalidity?: boolean }) => {
       let path = file;
       let spool: string | null = null;
       try {
@@ -145,6 +149,7 @@ export function registerBackupCommands(program: Command, ctx: CommandContext): v
         const r = await ctx.withRedis(async (redis, config) => {
           const restored = await restoreBackup({ redis, maildirRoot: config.maildir_root }, path, {
             force: !!opts.force,
+            newUidValidity: !!opts.newUidvalidity,
             name: file === '-' ? 'standard input' : file,
           });
           await new AuditLog(redis).record({
