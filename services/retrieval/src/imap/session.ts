@@ -45,6 +45,7 @@ import type { SelectedMailbox } from './selected.js';
 
 /** Unread output past which NOTIFY gives up on a client (NOTIFICATIONOVERFLOW). */
 const NOTIFY_BACKLOG = 1 << 20;
+const NOTIFICATION_OVERFLOW = '* OK [NOTIFICATIONOVERFLOW] Too many changes to tell; NOTIFY is off\r\n';
 
 /** What the session does with the next input line (STYLE: input mode as a union). */
 export type InputMode =
@@ -98,6 +99,8 @@ export class ImapSession implements ImapContext {
   private notifyScheduled = false;
   /** Notifications wait for the command being run. */
   private notifyDeferred = false;
+  /** NOTIFY ended for overflow during a command: the client is told once it is done. */
+  private overflowDue = false;
 
   constructor(
     readonly conn: ClientConnection,
@@ -243,6 +246,10 @@ export class ImapSession implements ImapContext {
       }
     } finally {
       this.running = false;
+      if (this.overflowDue && !this.stopping) {
+        this.overflowDue = false;
+        this.send(NOTIFICATION_OVERFLOW);
+      }
       if (this.stopping) this.shutdown();
       else if (this.notifyDeferred) {
         this.notifyDeferred = false;
@@ -572,7 +579,9 @@ export class ImapSession implements ImapContext {
   private notificationOverflow(): void {
     this.watch = null;
     this.deps.metrics.limitRejections.inc({ limit: 'notify-overflow' });
-    this.send('* OK [NOTIFICATIONOVERFLOW] Too many changes to tell; NOTIFY is off\r\n');
+    // as every notification, never inside a command's responses (drainQueue sends it after)
+    if (this.running) this.overflowDue = true;
+    else this.send(NOTIFICATION_OVERFLOW);
   }
 
   /**

@@ -403,9 +403,11 @@ async function runNotify(s: AuthedContext, tag: string, a: NotifyArgs): Promise<
     s.enabled.add('CONDSTORE');
     if (announce) s.send(announce);
   }
+  // watching from before the baseline is read: a change meanwhile is recorded, and told
+  // after this command if the baseline missed it
+  s.setNotify(watch);
   const lines = await watch.start(s, a.status);
   if (lines.length) s.send(lines.join('\r\n') + '\r\n');
-  s.setNotify(watch);
   await s.ok(tag, 'NOTIFY completed');
 }
 
