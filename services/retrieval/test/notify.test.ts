@@ -34,7 +34,7 @@ after(() => bed?.close());
 async function watcher(user: string): Promise<RawImap> {
   const c = await RawImap.connect(imap);
   await c.until(/^\* OK/m);
-  assert.match(await c.cmd('l', `LOGIN ${user} "${PASSWORD}"`, 15_000), /^l OK/m);
+  assert.match(await c.cmd('l', `LOGIN ${user} "${PASSWORD}"`, 30_000), /^l OK/m);
   return c;
 }
 
@@ -53,7 +53,7 @@ const msg = (subject: string) => `Subject: ${subject}\r\n\r\nbody\r\n`;
 
 test(
   'another session’s changes reach a NOTIFY session on the other worker',
-  { timeout: 90_000 },
+  { timeout: 180_000 },
   async (t) => {
     const w = await watcher(USER);
     // the next connection lands on the other worker
@@ -79,22 +79,22 @@ test(
       const sent = Date.now();
       await other.append('Work', msg('to work'));
       assert.match(
-        await w.until(/^\* STATUS "Work" /m, 15_000),
+        await w.until(/^\* STATUS "Work" /m, 30_000),
         /\(MESSAGES 1 UIDNEXT 2 UNSEEN 1 HIGHESTMODSEQ \d+\)/,
       );
       t.diagnostic(`STATUS on the other worker ${Date.now() - sent} ms after APPEND was sent`);
       // folders and subscriptions: LIST
       await other.mailboxCreate('Play');
-      await w.until(/^\* LIST \(\) "\/" "Play"\r\n/m, 15_000);
+      await w.until(/^\* LIST \(\) "\/" "Play"\r\n/m, 30_000);
       await other.mailboxRename('Play', 'Games');
-      await w.until(/^\* LIST \(\) "\/" "Games" \("OLDNAME" \("Play"\)\)\r\n/m, 15_000);
+      await w.until(/^\* LIST \(\) "\/" "Games" \("OLDNAME" \("Play"\)\)\r\n/m, 30_000);
       // imapflow subscribes what it creates, and RENAME took the subscription along
       await other.mailboxUnsubscribe('Games');
-      await w.until(/^\* LIST \(\) "\/" "Games"\r\n/m, 15_000);
+      await w.until(/^\* LIST \(\) "\/" "Games"\r\n/m, 30_000);
       await other.mailboxSubscribe('Games');
-      await w.until(/^\* LIST \(\\Subscribed\) "\/" "Games"\r\n/m, 15_000);
+      await w.until(/^\* LIST \(\\Subscribed\) "\/" "Games"\r\n/m, 30_000);
       await other.mailboxDelete('Games');
-      await w.until(/^\* LIST \(\\NonExistent\) "\/" "Games"\r\n/m, 15_000);
+      await w.until(/^\* LIST \(\\NonExistent\) "\/" "Games"\r\n/m, 30_000);
       // a flag changed elsewhere: the unseen count
       const lock = await other.getMailboxLock('Work');
       try {
@@ -102,10 +102,10 @@ test(
       } finally {
         lock.release();
       }
-      assert.match(await w.until(/^\* STATUS "Work" /m, 15_000), /\(UNSEEN 0 HIGHESTMODSEQ \d+\)/);
+      assert.match(await w.until(/^\* STATUS "Work" /m, 30_000), /\(UNSEEN 0 HIGHESTMODSEQ \d+\)/);
       // the selected mailbox: EXISTS, then the FETCH MessageNew asked for
       await other.append('INBOX', msg('to the inbox'));
-      const fresh = await w.until(/^\* 1 FETCH /m, 15_000);
+      const fresh = await w.until(/^\* 1 FETCH /m, 30_000);
       assert.match(fresh, /^\* 1 EXISTS\r\n/m);
       // an IMAP4rev1 session: the new message is \Recent to it; CONDSTORE is on (FlagChange)
       assert.match(fresh, /^\* 1 FETCH \(UID 1 FLAGS \(\\Recent\) MODSEQ \(\d+\)\)/m);
@@ -113,7 +113,7 @@ test(
       w.send('i IDLE\r\n');
       await w.until(/^\+ /m);
       await other.append('Work', msg('while idling'));
-      assert.match(await w.until(/^\* STATUS "Work" /m, 15_000), /MESSAGES 2 UIDNEXT 3 UNSEEN 1/);
+      assert.match(await w.until(/^\* STATUS "Work" /m, 30_000), /MESSAGES 2 UIDNEXT 3 UNSEEN 1/);
       w.send('DONE\r\n');
       await w.until(/^i OK/m);
       // NOTIFY NONE: nothing more (the NOOP after a change elsewhere brings no STATUS)
@@ -136,7 +136,7 @@ test('RENAME INBOX is told as the folder it makes', { timeout: 60_000 }, async (
     // RENAME INBOX moves its messages into a new folder and leaves INBOX (RFC 9051 §6.3.6)
     await other.append('INBOX', msg('old mail'));
     await other.mailboxRename('INBOX', 'Old');
-    await w.until(/^\* LIST \(\) "\/" "Old"\r\n/m, 15_000);
+    await w.until(/^\* LIST \(\) "\/" "Old"\r\n/m, 30_000);
   } finally {
     w.close();
     other.close();
@@ -164,7 +164,7 @@ test('selected-delayed holds EXPUNGE back until a command allows it', { timeout:
     // a new message is told at once, in the numbers the client holds: the expunged one
     // still counts until its EXPUNGE
     await other.append('INBOX', msg('third'));
-    const told = await w.until(/^\* 3 FETCH \(UID \d+\)/m, 15_000);
+    const told = await w.until(/^\* 3 FETCH \(UID \d+\)/m, 30_000);
     assert.match(told, /^\* 3 EXISTS\r\n/m);
     assert.doesNotMatch(told, /EXPUNGE/);
     assert.match(await w.cmd('x', 'NOOP'), /^\* 1 EXPUNGE\r\n/m);
