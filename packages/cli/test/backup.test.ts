@@ -147,6 +147,18 @@ test('backup refuses to overwrite a file, and leaves nothing when it cannot writ
   const r = await a.run(['backup', nowhere]);
   assert.deepEqual([r.code, r.stderr], [1, `mailyard: cannot write ${nowhere} (ENOENT)\n`]);
   assert.deepEqual(readdirSync(dir.path), ['old.tar.gz']);
+  // what a backup killed part way leaves is named, and left alone
+  const cut = join(dir.path, '.new.tar.gz.partial');
+  writeFileSync(cut, 'half');
+  const r2 = await a.run(['backup', join(dir.path, 'new.tar.gz')]);
+  assert.deepEqual(
+    [r2.code, r2.stderr],
+    [
+      1,
+      `mailyard: ${cut} exists: another backup to ${join(dir.path, 'new.tar.gz')} is running, or one was cut short (remove it then)\n`,
+    ],
+  );
+  assert.equal(readFileSync(cut, 'utf8'), 'half');
 });
 
 /** `bytes` with the byte at `at` inverted. */

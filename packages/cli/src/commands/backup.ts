@@ -45,6 +45,11 @@ async function backupToFile(
     out.once('error', reject);
   });
   await opened.catch((err: NodeJS.ErrnoException) => {
+    // a backup under way, or one killed before it finished, left its partial file
+    if (err.code === 'EEXIST')
+      throw new CliError(
+        `${partial} exists: another backup to ${file} is running, or one was cut short (remove it then)`,
+      );
     throw new CliError(`cannot write ${file} (${err.code ?? err.message})`);
   });
   let totals: BackupTotals;
