@@ -2,7 +2,7 @@
 // answers now, and the server's own name, reverse DNS, blocklists and certificate.
 import { useRef, useState } from 'preact/hooks';
 import { admin, type DnsStatus } from './admin-api.ts';
-import { Card, Copyable, LoadError, useLoad, when } from './admin-ui.tsx';
+import { AdminTable, Card, Copyable, LoadError, useLoad, when } from './admin-ui.tsx';
 
 const STATUS_TEXT: Record<DnsStatus, string> = {
   ok: 'OK',
@@ -140,31 +140,23 @@ function ServerReport() {
             Sends as <strong>{data.hostname}</strong>. Each address it sends from needs a reverse record (PTR)
             naming it, and the name must point back to the address.
           </p>
-          <table class="admin-table">
-            <caption class="sr-only">Addresses of {data.hostname}</caption>
-            <thead>
-              <tr>
-                <th scope="col">Address</th>
-                <th scope="col">Forward</th>
-                <th scope="col">Reverse (PTR)</th>
-                <th scope="col">Status</th>
+          <AdminTable
+            caption={`Addresses of ${data.hostname}`}
+            columns={['Address', 'Forward', 'Reverse (PTR)', 'Status']}
+          >
+            {data.addresses.map((a) => (
+              <tr key={a.address}>
+                <th scope="row" data-label="Address">
+                  {a.address}
+                </th>
+                <td data-label="Forward">{a.forward ? `${data.hostname} → ${a.address}` : 'not in DNS'}</td>
+                <td data-label="Reverse">{a.ptr.join(', ') || 'none'}</td>
+                <td data-label="Status">
+                  <Status status={a.status} />
+                </td>
               </tr>
-            </thead>
-            <tbody>
-              {data.addresses.map((a) => (
-                <tr key={a.address}>
-                  <th scope="row" data-label="Address">
-                    {a.address}
-                  </th>
-                  <td data-label="Forward">{a.forward ? `${data.hostname} → ${a.address}` : 'not in DNS'}</td>
-                  <td data-label="Reverse">{a.ptr.join(', ') || 'none'}</td>
-                  <td data-label="Status">
-                    <Status status={a.status} />
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
+            ))}
+          </AdminTable>
           <h3>Blocklists</h3>
           {data.dnsbl.length ? (
             <ul class="dnsbl" aria-label="Blocklists">

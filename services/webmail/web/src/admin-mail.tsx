@@ -1,7 +1,7 @@
 // The outbound queue, the policy lists and access tables, explanations, the audit log.
 import { useRef, useState } from 'preact/hooks';
 import { admin, type AdminExplain, type AdminQueueEntry } from './admin-api.ts';
-import { Card, LoadError, Outcome, useAction, useLoad, when } from './admin-ui.tsx';
+import { AdminTable, Card, LoadError, Outcome, useAction, useLoad, when } from './admin-ui.tsx';
 import { formatSize } from './format.ts';
 
 export function QueuePage() {
@@ -187,43 +187,35 @@ function AccessTables(props: { tables: string[] }) {
         <button type="submit">Open</button>
       </form>
       <LoadError error={error} />
-      <table class="admin-table">
-        <caption class="sr-only">Entries of {table}</caption>
-        <thead>
-          <tr>
-            <th scope="col">Client, sender or recipient</th>
-            <th scope="col">Action</th>
-            <th scope="col">
-              <span class="sr-only">Remove</span>
+      <AdminTable
+        caption={`Entries of ${table}`}
+        columns={['Client, sender or recipient', 'Action']}
+        action="Remove"
+      >
+        {data?.entries.map((e) => (
+          <tr key={e.key}>
+            <th scope="row" data-label="Key">
+              {e.key}
             </th>
+            <td data-label="Action">{e.action}</td>
+            <td class="actions">
+              <button
+                class="danger"
+                onClick={() =>
+                  void act.run(async () => {
+                    await admin.accessDel(table, e.key);
+                    await reload();
+                    return `Removed ${e.key} from ${table}`;
+                  })
+                }
+                aria-label={`Remove ${e.key} from ${table}`}
+              >
+                Remove
+              </button>
+            </td>
           </tr>
-        </thead>
-        <tbody>
-          {data?.entries.map((e) => (
-            <tr key={e.key}>
-              <th scope="row" data-label="Key">
-                {e.key}
-              </th>
-              <td data-label="Action">{e.action}</td>
-              <td class="actions">
-                <button
-                  class="danger"
-                  onClick={() =>
-                    void act.run(async () => {
-                      await admin.accessDel(table, e.key);
-                      await reload();
-                      return `Removed ${e.key} from ${table}`;
-                    })
-                  }
-                  aria-label={`Remove ${e.key} from ${table}`}
-                >
-                  Remove
-                </button>
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+        ))}
+      </AdminTable>
       <form
         class="inline-form"
         onSubmit={(e) => {

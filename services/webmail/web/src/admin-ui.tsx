@@ -92,4 +92,36 @@ export function Card(props: { id: string; title: string; children: ComponentChil
   );
 }
 
+/**
+ * A table of the console: its caption for screen readers, the column headers, and with
+ * `action` a last column of buttons whose header only screen readers read.
+ */
+export function AdminTable(props: {
+  caption: ComponentChildren;
+  columns: string[];
+  action?: string;
+  children: ComponentChildren;
+}) {
+  return (
+    <table class="admin-table">
+      <caption class="sr-only">{props.caption}</caption>
+      <thead>
+        <tr>
+          {props.columns.map((c) => (
+            <th scope="col" key={c}>
+              {c}
+            </th>
+          ))}
+          {props.action && (
+            <th scope="col">
+              <span class="sr-only">{props.action}</span>
+            </th>
+          )}
+        </tr>
+      </thead>
+      <tbody>{props.children}</tbody>
+    </table>
+  );
+}
+
 export const when = (iso: string | null | undefined) => (iso ? new Date(iso).toLocaleString() : '—');

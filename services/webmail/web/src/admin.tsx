@@ -4,7 +4,7 @@ import { admin, type AdminDkimKey, type AdminDomainAdded, type AdminRecord } fro
 import { AccountsPage, AliasesPage } from './admin-accounts.tsx';
 import { DnsPage } from './admin-dns.tsx';
 import { AuditPage, PolicyPage, QueuePage } from './admin-mail.tsx';
-import { Card, Copyable, LoadError, Outcome, useAction, useLoad, when } from './admin-ui.tsx';
+import { AdminTable, Card, Copyable, LoadError, Outcome, useAction, useLoad, when } from './admin-ui.tsx';
 import { Icon } from './icons.tsx';
 
 const SECTIONS = [
@@ -142,43 +142,33 @@ function DomainsPage(props: { onCheck: (domain: string) => void }) {
     <>
       <Card id="domains-title" title="Domains">
         <LoadError error={error} />
-        <table class="admin-table">
-          <caption class="sr-only">Local domains</caption>
-          <thead>
-            <tr>
-              <th scope="col">Domain</th>
-              <th scope="col">Accounts</th>
-              <th scope="col">Aliases</th>
-              <th scope="col">DKIM</th>
-              <th scope="col">
-                <span class="sr-only">Actions</span>
+        <AdminTable
+          caption="Local domains"
+          columns={['Domain', 'Accounts', 'Aliases', 'DKIM']}
+          action="Actions"
+        >
+          {data?.domains.map((d) => (
+            <tr key={d.domain}>
+              <th scope="row" data-label="Domain">
+                {d.domain}
               </th>
+              <td data-label="Accounts">{d.accounts}</td>
+              <td data-label="Aliases">{d.aliases}</td>
+              <td data-label="DKIM">{d.dkim.join(', ') || 'none: mail goes out unsigned'}</td>
+              <td class="actions">
+                <button onClick={() => records(d.domain)} aria-label={`DNS records of ${d.domain}`}>
+                  Records
+                </button>
+                <button onClick={() => props.onCheck(d.domain)} aria-label={`Check the DNS of ${d.domain}`}>
+                  Check DNS
+                </button>
+                <button class="danger" onClick={() => remove(d.domain)} aria-label={`Delete ${d.domain}`}>
+                  Delete
+                </button>
+              </td>
             </tr>
-          </thead>
-          <tbody>
-            {data?.domains.map((d) => (
-              <tr key={d.domain}>
-                <th scope="row" data-label="Domain">
-                  {d.domain}
-                </th>
-                <td data-label="Accounts">{d.accounts}</td>
-                <td data-label="Aliases">{d.aliases}</td>
-                <td data-label="DKIM">{d.dkim.join(', ') || 'none: mail goes out unsigned'}</td>
-                <td class="actions">
-                  <button onClick={() => records(d.domain)} aria-label={`DNS records of ${d.domain}`}>
-                    Records
-                  </button>
-                  <button onClick={() => props.onCheck(d.domain)} aria-label={`Check the DNS of ${d.domain}`}>
-                    Check DNS
-                  </button>
-                  <button class="danger" onClick={() => remove(d.domain)} aria-label={`Delete ${d.domain}`}>
-                    Delete
-                  </button>
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
+          ))}
+        </AdminTable>
         <form onSubmit={add} class="inline-form">
           <label for="domain-name">New domain</label>
           <input id="domain-name" ref={name} required maxLength={253} placeholder="example.org" />
@@ -252,59 +242,46 @@ function DkimPage() {
         the old key stays published until you retire it, so mail already on its way still verifies.
       </p>
       <LoadError error={error} />
-      <table class="admin-table">
-        <caption class="sr-only">DKIM keys</caption>
-        <thead>
-          <tr>
-            <th scope="col">Domain</th>
-            <th scope="col">Selector</th>
-            <th scope="col">Algorithm</th>
-            <th scope="col">Created</th>
-            <th scope="col">State</th>
-            <th scope="col">
-              <span class="sr-only">Actions</span>
+      <AdminTable
+        caption="DKIM keys"
+        columns={['Domain', 'Selector', 'Algorithm', 'Created', 'State']}
+        action="Actions"
+      >
+        {data?.keys.map((k) => (
+          <tr key={`${k.domain}/${k.selector}`}>
+            <td data-label="Domain">{k.domain}</td>
+            <th scope="row" data-label="Selector">
+              {k.selector}
             </th>
+            <td data-label="Algorithm">{k.algorithm}</td>
+            <td data-label="Created">{when(k.created)}</td>
+            <td data-label="State">
+              <span class={`badge ${k.signing ? 'ok' : 'wrong'}`}>{k.signing ? 'signing' : 'retiring'}</span>
+            </td>
+            <td class="actions">
+              <Copyable value={k.record.zoneLine} label={`the record of ${k.selector}`}>
+                {k.record.name}
+              </Copyable>
+              {k.signing ? (
+                <button
+                  onClick={() => rotate(k.domain, k.algorithm)}
+                  aria-label={`Rotate the ${k.algorithm} key of ${k.domain}`}
+                >
+                  Rotate
+                </button>
+              ) : (
+                <button
+                  class="danger"
+                  onClick={() => retire(k.domain, k.selector)}
+                  aria-label={`Retire ${k.selector} of ${k.domain}`}
+                >
+                  Retire
+                </button>
+              )}
+            </td>
           </tr>
-        </thead>
-        <tbody>
-          {data?.keys.map((k) => (
-            <tr key={`${k.domain}/${k.selector}`}>
-              <td data-label="Domain">{k.domain}</td>
-              <th scope="row" data-label="Selector">
-                {k.selector}
-              </th>
-              <td data-label="Algorithm">{k.algorithm}</td>
-              <td data-label="Created">{when(k.created)}</td>
-              <td data-label="State">
-                <span class={`badge ${k.signing ? 'ok' : 'wrong'}`}>
-                  {k.signing ? 'signing' : 'retiring'}
-                </span>
-              </td>
-              <td class="actions">
-                <Copyable value={k.record.zoneLine} label={`the record of ${k.selector}`}>
-                  {k.record.name}
-                </Copyable>
-                {k.signing ? (
-                  <button
-                    onClick={() => rotate(k.domain, k.algorithm)}
-                    aria-label={`Rotate the ${k.algorithm} key of ${k.domain}`}
-                  >
-                    Rotate
-                  </button>
-                ) : (
-                  <button
-                    class="danger"
-                    onClick={() => retire(k.domain, k.selector)}
-                    aria-label={`Retire ${k.selector} of ${k.domain}`}
-                  >
-                    Retire
-                  </button>
-                )}
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+        ))}
+      </AdminTable>
       <form onSubmit={generate} class="inline-form">
         <label for="dkim-domain">Domain</label>
         <input id="dkim-domain" ref={domain} required maxLength={253} placeholder="example.org" />
