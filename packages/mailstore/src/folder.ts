@@ -1016,9 +1016,9 @@ export class MailFolder {
 
   /** UIDs expunged after `modseq` (QRESYNC VANISHED (EARLIER)); null if no longer known. */
   async vanishedSince(modseq: number): Promise<number[] | null> {
-    const s = await readText(join(this.dir, MODSEQ));
-    if (!s) return null;
-    const state = JSON.parse(s) as ModseqState;
+    // the state as every snapshot reads it: parsed again only when its text changed
+    const { state } = this.readState();
+    if (!state) return null;
     if (state.expunged.length >= EXPUNGED_KEPT && (state.expunged[0]?.[1] ?? 0) > modseq) return null;
     return state.expunged.filter(([, ms]) => ms > modseq).map(([uid]) => uid);
   }

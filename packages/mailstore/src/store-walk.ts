@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import { Readable } from 'node:stream';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { DotLock } from './lock.js';
 import { UIDLIST } from './folder.js';
 
@@ -143,7 +143,7 @@ function messagesOf(dir: string): (f: ListedFile) => StoreFile {
     open: async () => {
       const opened = await f.open();
       if (opened) return opened;
-      const moved = (await relisted()).get(base(f.path.slice(f.path.lastIndexOf('/') + 1)));
+      const moved = (await relisted()).get(base(basename(f.path)));
       return moved ? openFile(moved) : null;
     },
   });
