@@ -5,7 +5,7 @@ import { loadConfig } from '@mailyard/config';
 import type { PolicyRequestInput } from '@mailyard/contracts';
 import { Directory } from '@mailyard/directory';
 import { PolicyRules } from '@mailyard/policy-rules';
-import { createRuntime, type Runtime } from '@mailyard/runtime';
+import type { Runtime } from '@mailyard/runtime';
 import {
   createVhost,
   startPrivateRedis,
@@ -13,7 +13,8 @@ import {
   type PrivateRedis,
   type TestVhost,
 } from '@mailyard/testkit';
-import { buildPolicy, defaultDeps, policySchema, type PolicyService } from '../src/index.js';
+import { policySchema, type PolicyService } from '../src/index.js';
+import { startPolicyService } from './service.js';
 
 // The policy service's Redis (rules, access tables, per-user lists, greylisting, rate
 // counters) on a redis-server the test kills: every answer is then a temporary failure,
@@ -50,10 +51,7 @@ before(async () => {
       greylist_auto_allow_fcrdns: false,
     },
   });
-  rt = await createRuntime('policy', cfg);
-  policy = buildPolicy(cfg, defaultDeps(cfg, rt));
-  await rt.bus.waitConnected();
-  await policy.start();
+  ({ rt, policy } = await startPolicyService(cfg));
 });
 after(async () => {
   await policy?.stop();

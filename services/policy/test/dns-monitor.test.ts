@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test';
 import { Operations } from '@mailyard/admin';
 import { loadConfig, selfSignedCertificate } from '@mailyard/config';
 import { PolicyRules } from '@mailyard/policy-rules';
-import { createRuntime, type Runtime } from '@mailyard/runtime';
+import type { Runtime } from '@mailyard/runtime';
 import {
   REDIS_URL,
   createTestRedis,
@@ -19,7 +19,8 @@ import {
   type TestVhost,
   type Zone,
 } from '@mailyard/testkit';
-import { buildPolicy, defaultDeps, policySchema, type PolicyService } from '../src/index.js';
+import { policySchema, type PolicyService } from '../src/index.js';
+import { startPolicyService } from './service.js';
 
 // The policy service's scheduled DNS checks, read as Prometheus reads them: from its
 // /metrics endpoint, against a real DNS server on loopback whose answers the test changes.
@@ -91,10 +92,7 @@ before(async () => {
       tls_cert_file: cert,
     },
   });
-  rt = await createRuntime('policy', cfg);
-  policy = buildPolicy(cfg, defaultDeps(cfg, rt));
-  await rt.bus.waitConnected();
-  await policy.start();
+  ({ rt, policy } = await startPolicyService(cfg));
 });
 after(async () => {
   await policy?.stop();
