@@ -69,15 +69,24 @@ const FLAG_TO_LETTER = Object.fromEntries(
 
 export const UIDLIST = 'dovecot-uidlist';
 const KEYWORDS = 'dovecot-keywords';
-/** Our own per-folder state: MODSEQ per message, and expunged UIDs for QRESYNC. */
+/** Our own per-folder state: MODSEQ and flag letters per message. */
 const MODSEQ = 'mailyard-modseq';
+/**
+ * The expunge history for QRESYNC: a line `<uid> <modseq>` per expunged message, oldest
+ * first, appended under the folder lock. A line `- <modseq>` says the history was cut
+ * there: expunges up to that MODSEQ are no longer listed. Apart from the state, which is
+ * written whole at every change and read by every process serving the folder: the history
+ * is only read when a client resynchronises.
+ */
+const EXPUNGES = 'mailyard-expunged';
+/** Past this size the history is cut back to its last EXPUNGED_KEPT entries. */
+export const EXPUNGES_TRIM_BYTES = 32 * 1024;
 /** In the account's root: the last UIDVALIDITY issued to one of its folders. */
 const VALIDITY = 'mailyard-uidvalidity';
 /**
- * How many expunged UIDs the state remembers with their MODSEQ (for QRESYNC). The state is
- * written at every change and read by every process serving the folder, so the history
- * is kept short; a client that resynchronises from further back is told every UID that is
- * no longer there (SelectedMailbox.vanishedEarlier), as Dovecot does once its log rotated.
+ * How many expunged UIDs the history keeps with their MODSEQ (for QRESYNC) once it is cut;
+ * a client that resynchronises from further back is told every UID that is no longer
+ * there (SelectedMailbox.vanishedEarlier), as Dovecot does once its log rotated.
  */
 export const EXPUNGED_KEPT = 2_000;
 /** Most calls run under one hold of the folder lock. */
@@ -97,8 +106,12 @@ interface ModseqState {
   highest: number;
   /** uid -> [modseq, info letters last seen]. */
   msgs: Record<string, [number, string]>;
-  /** [uid, modseq at which it was expunged], oldest first. */
-  expunged: [number, number][];
+  /**
+   * [uid, modseq at which it was expunged], oldest first: where state written before the
+   * history had its own file (EXPUNGES) kept it. Written empty, moved to the file at the
+   * first change.
+   */
+  expunged?: [number, number][];
   /** FolderSnapshot.firstRecent (absent in state written before it was kept: 1). */
   recent?: number;
   /**
@@ -464,7 +477,7 @@ export class MailFolder {
     return {
       list: list && { ...list, entries: new Map(list.entries) },
       // values are replaced, never changed in place
-      state: state && { ...state, msgs: { ...state.msgs }, expunged: [...state.expunged] },
+      state: state && { ...state, msgs: { ...state.msgs } },
       keywords: [...keywords],
     };
   }
@@ -655,6 +668,8 @@ export class MailFolder {
         entries: new Map(),
       };
       const state: ModseqState = oldState ?? { highest: 1, msgs: {}, expunged: [] };
+      /** Expunges recorded under this hold, for the history (EXPUNGES). */
+      const expunged: [number, number][] = [];
       let listDirty = !oldList;
       let stateDirty = !oldState;
       const kwBefore = keywords.join('\n');
@@ -670,7 +685,7 @@ export class MailFolder {
       for (const [base, uid] of gone) {
         list.entries.delete(base);
         delete state.msgs[uid];
-        state.expunged.push([uid, bump()]);
+        expunged.push([uid, bump()]);
         listDirty = stateDirty = true;
       }
       for (const base of fresh) {
@@ -687,7 +702,7 @@ export class MailFolder {
           stateDirty = true;
         }
       }
-      const ctx = new LockedFolder(this, files, list, state, keywords);
+      const ctx = new LockedFolder(this, files, list, state, keywords, expunged);
       const kwNow = keywords.join('\n');
       // message objects are never changed (LockedFolder.rename makes new ones): the
       // snapshot of this process's last change is the folder's when nothing changed since
@@ -700,8 +715,13 @@ export class MailFolder {
         listDirty ||= ctx.listDirty;
         stateDirty = true;
       }
-      if (state.expunged.length > EXPUNGED_KEPT)
-        state.expunged.splice(0, state.expunged.length - EXPUNGED_KEPT);
+      // the history before the state: a MODSEQ a reader sees has its expunges listed
+      const legacy = state.expunged ?? [];
+      if (legacy.length || expunged.length) {
+        await this.appendExpunges(legacy, expunged);
+        state.expunged = [];
+        stateDirty = true;
+      }
       // what lets the next reader skip cur/ (see files()): the stat after every change in it
       const cur = regular ? (this.curStat() ?? undefined) : undefined;
       if (cur !== state.cur || (cur && stateDirty)) {
@@ -1014,13 +1034,48 @@ export class MailFolder {
     return (await fs.stat(await this.resolvePath(m))).size;
   }
 
+  /**
+   * Adds expunges to the history (EXPUNGES), with those an older state still kept (`legacy`),
+   * and cuts it back to the last EXPUNGED_KEPT once it passed EXPUNGES_TRIM_BYTES.
+   */
+  private async appendExpunges(legacy: [number, number][], expunged: [number, number][]): Promise<void> {
+    const path = join(this.dir, EXPUNGES);
+    const lines: string[] = [];
+    // an older state kept only the last EXPUNGED_KEPT: what came before them is not known
+    if (legacy.length >= EXPUNGED_KEPT) lines.push(`- ${legacy[0]![1] - 1}`);
+    for (const [uid, ms] of legacy) lines.push(`${uid} ${ms}`);
+    for (const [uid, ms] of expunged) lines.push(`${uid} ${ms}`);
+    const fh = await fs.open(path, 'a', 0o600);
+    let size: number;
+    try {
+      await fh.write(lines.join('\n') + '\n');
+      size = (await fh.stat()).size;
+    } finally {
+      await fh.close();
+    }
+    if (size <= EXPUNGES_TRIM_BYTES) return;
+    const h = parseExpunges(await fs.readFile(path, 'utf8'));
+    const drop = h.entries.length - EXPUNGED_KEPT;
+    if (drop <= 0) return;
+    const floor = Math.max(h.floor, h.entries[drop - 1]![1]);
+    const kept = h.entries.slice(drop).map(([uid, ms]) => `${uid} ${ms}\n`);
+    await writeAtomic(path, `- ${floor}\n${kept.join('')}`);
+  }
+
   /** UIDs expunged after `modseq` (QRESYNC VANISHED (EARLIER)); null if no longer known. */
   async vanishedSince(modseq: number): Promise<number[] | null> {
     // the state as every snapshot reads it: parsed again only when its text changed
     const { state } = this.readState();
     if (!state) return null;
-    if (state.expunged.length >= EXPUNGED_KEPT && (state.expunged[0]?.[1] ?? 0) > modseq) return null;
-    return state.expunged.filter(([, ms]) => ms > modseq).map(([uid]) => uid);
+    const text = await readText(join(this.dir, EXPUNGES));
+    const h = text === null ? { floor: 0, entries: [] } : parseExpunges(text);
+    // written by an older version and not changed since: its own history
+    const legacy = state.expunged ?? [];
+    if (legacy.length >= EXPUNGED_KEPT) h.floor = Math.max(h.floor, legacy[0]![1] - 1);
+    if (modseq < h.floor) return null;
+    const out = new Set<number>();
+    for (const [uid, ms] of [...h.entries, ...legacy]) if (ms > modseq) out.add(uid);
+    return [...out];
   }
 
   /** @internal a file was not where the state said: the next read lists cur/ whole. */
@@ -1061,6 +1116,8 @@ class LockedFolder {
     readonly list: UidList,
     readonly state: ModseqState,
     private readonly keywords: string[],
+    /** Expunges made under this hold, for the history. */
+    private readonly expunged: [number, number][],
   ) {}
 
   private index: Map<number, MessageInfo> | null = null;
@@ -1131,7 +1188,7 @@ class LockedFolder {
     this.files.delete(m.base);
     this.list.entries.delete(m.base);
     delete this.state.msgs[m.uid];
-    this.state.expunged.push([m.uid, modseq]);
+    this.expunged.push([m.uid, modseq]);
     this.byUid(m.uid);
     this.index!.delete(m.uid);
     this.changed.delete(m.uid);
@@ -1172,6 +1229,25 @@ function lettersFlags(letters: string, keywords: string[]): string[] {
       flags.push(keywords[c.charCodeAt(0) - 97]!);
   }
   return flags;
+}
+
+/** The expunge history file (EXPUNGES): entries up to `floor` are no longer listed. */
+function parseExpunges(text: string): { floor: number; entries: [number, number][] } {
+  let floor = 0;
+  const entries: [number, number][] = [];
+  for (const line of text.split('\n')) {
+    const sp = line.indexOf(' ');
+    if (sp < 0) continue;
+    const ms = Number(line.slice(sp + 1));
+    if (!Number.isSafeInteger(ms)) continue;
+    if (line.startsWith('- ')) floor = Math.max(floor, ms);
+    else {
+      const uid = Number(line.slice(0, sp));
+      // a line cut short by a crash is left out
+      if (Number.isSafeInteger(uid) && uid > 0) entries.push([uid, ms]);
+    }
+  }
+  return { floor, entries };
 }
 
 /** Whether the names in new/ are exactly the messages `bases` says are there. */

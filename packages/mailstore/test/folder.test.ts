@@ -4,7 +4,16 @@ import { promises as fs, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { heapAfterGc, tempDir } from '@mailyard/testkit';
-import { MailAccount, MailFolder, MaildirStore, accountDir, parseUidList, UIDLIST } from '../src/index.js';
+import {
+  EXPUNGED_KEPT,
+  EXPUNGES_TRIM_BYTES,
+  MailAccount,
+  MailFolder,
+  MaildirStore,
+  accountDir,
+  parseUidList,
+  UIDLIST,
+} from '../src/index.js';
 
 const tmp = tempDir('mailstore-');
 after(() => tmp.cleanup());
@@ -209,6 +218,53 @@ void describe('MailFolder', () => {
     assert.deepEqual(await f.vanishedSince(s.highestModseq), [2]);
     const { uid } = await f.append(msg(9), [], new Date());
     assert.equal(uid, 4, 'UIDs are never reused');
+  });
+
+  void it('keeps the expunge history apart, cut back to the last EXPUNGED_KEPT past its size', async () => {
+    const f = new MailFolder(join(fresh(), 'a'), 'INBOX', 'h');
+    await f.ensure();
+    const n = EXPUNGED_KEPT + EXPUNGES_TRIM_BYTES / 8;
+    const date = new Date();
+    await f.appendMany(Array.from({ length: n }, (_, i) => ({ data: msg(i), flags: [], date })));
+    const start = (await f.snapshot()).highestModseq;
+    // in batches, as sessions expunge: each batch with its MODSEQ
+    for (let i = 1; i <= n; i += 500) await f.expunge(Array.from({ length: 500 }, (_, k) => i + k));
+    const end = await f.snapshot();
+    assert.equal(end.messages.length, 0);
+    // the state every process reads at every change does not grow with the history
+    assert.ok(readFileSync(join(f.dir, 'mailyard-modseq'), 'utf8').length < 1000);
+    // from before the cut: not known (the session then names every UID not there)
+    assert.equal(await f.vanishedSince(start), null);
+    // within the last EXPUNGED_KEPT expunges: exactly those after the MODSEQ
+    const last = await f.vanishedSince(end.highestModseq - 1);
+    assert.deepEqual(
+      last?.sort((a, b) => a - b),
+      Array.from({ length: n % 500 || 500 }, (_, k) => n - (n % 500 || 500) + 1 + k),
+    );
+    assert.deepEqual(await f.vanishedSince(end.highestModseq), []);
+  });
+
+  void it('moves the expunge history of an older state into its file at the next change', async () => {
+    const f = new MailFolder(join(fresh(), 'a'), 'INBOX', 'h');
+    await f.ensure();
+    for (let i = 0; i < 3; i++) await f.append(msg(i), [], new Date());
+    const before = await f.snapshot();
+    // as an older version wrote it: UIDs 7 and 8 expunged at MODSEQ 2 and 3
+    const path = join(f.dir, 'mailyard-modseq');
+    const state = JSON.parse(readFileSync(path, 'utf8')) as { expunged?: [number, number][] };
+    state.expunged = [
+      [7, 2],
+      [8, 3],
+    ];
+    await fs.writeFile(path, JSON.stringify(state));
+    assert.deepEqual((await f.vanishedSince(2))?.sort(), [8]);
+    await f.expunge([1]);
+    assert.deepEqual(
+      (await f.vanishedSince(1))?.sort((a, b) => a - b),
+      [1, 7, 8],
+    );
+    assert.deepEqual(await f.vanishedSince(before.highestModseq), [1]);
+    assert.deepEqual((JSON.parse(readFileSync(path, 'utf8')) as { expunged: unknown[] }).expunged, []);
   });
 
   void it('copies between folders', async () => {
