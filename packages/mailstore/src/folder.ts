@@ -26,12 +26,6 @@ export interface FolderSnapshot {
   validity: number;
   uidNext: number;
   highestModseq: number;
-  /**
-   * The lowest UID no session has claimed as \Recent yet (Dovecot's first_recent_uid):
-   * messages from it on are recent to the next session that selects the folder
-   * read-write (RFC 3501 §2.3.2).
-   */
-  firstRecent: number;
   /** Every keyword the folder has defined (`dovecot-keywords`), in use or not. */
   keywords: string[];
   /** In UID order. */
@@ -81,6 +75,12 @@ const MODSEQ = 'mailyard-modseq';
 const EXPUNGES = 'mailyard-expunged';
 /** Past this size the history is cut back to its last EXPUNGED_KEPT entries. */
 export const EXPUNGES_TRIM_BYTES = 32 * 1024;
+/**
+ * The lowest UID no session has claimed as \Recent yet (Dovecot's first_recent_uid), under
+ * its own dot-lock: claims come after every delivery, from every session of the folder,
+ * and are no change to the messages, so they neither wait for nor invalidate the state.
+ */
+const RECENT = 'mailyard-recent';
 /** In the account's root: the last UIDVALIDITY issued to one of its folders. */
 const VALIDITY = 'mailyard-uidvalidity';
 /**
@@ -112,7 +112,7 @@ interface ModseqState {
    * first change.
    */
   expunged?: [number, number][];
-  /** FolderSnapshot.firstRecent (absent in state written before it was kept: 1). */
+  /** Where an older version kept the first recent UID (now RECENT); the higher one counts. */
   recent?: number;
   /**
    * `ino:mtimeNs:size` of cur/ when the writer wrote this state, if every name in cur/ was
@@ -603,7 +603,6 @@ export class MailFolder {
       validity: list.validity,
       uidNext: list.next,
       highestModseq: state.highest,
-      firstRecent: state.recent ?? 1,
       keywords: keywords.filter(Boolean),
       messages,
     };
@@ -801,19 +800,31 @@ export class MailFolder {
   }
 
   /**
-   * Claims the messages no session has seen as \Recent yet (RFC 3501 §2.3.2: one session
-   * sees a message as recent): returns the first UID this caller may show as recent and
-   * moves the folder's mark past every UID assigned so far.
+   * The lowest UID no session has claimed as \Recent yet: messages from it on are recent
+   * to the next session that selects the folder read-write (RFC 3501 §2.3.2).
    */
-  async claimRecent(): Promise<{ from: number; snapshot: FolderSnapshot }> {
-    return this.withLock(async (ctx) => {
-      const from = ctx.state.recent ?? 1;
-      if (from < ctx.list.next) {
-        ctx.state.recent = ctx.list.next;
-        ctx.dirty = true;
-      }
-      return { from, snapshot: ctx.rebuild() };
-    });
+  recentMark(): number {
+    const text = readTextSync(join(this.dir, RECENT));
+    const mark = Number(text?.trim()) || 1;
+    return Math.max(mark, this.parsed.state?.value?.recent ?? 1);
+  }
+
+  /**
+   * Claims the messages below `upTo` that no session has seen as \Recent yet (one session
+   * sees a message as recent): returns the first UID the caller may show as recent.
+   */
+  async claimRecent(upTo: number): Promise<number> {
+    if (this.recentMark() >= upTo) return upTo;
+    const lock = await DotLock.acquire(join(this.dir, RECENT));
+    try {
+      const from = this.recentMark();
+      if (from >= upTo) return upTo;
+      // not synced: after a crash the messages are merely recent once more
+      await lock.commit(`${upTo}\n`, { sync: false });
+      return from;
+    } finally {
+      await lock.release();
+    }
   }
 
   /** Removes messages; returns the UIDs removed. */
@@ -1154,7 +1165,6 @@ class LockedFolder {
       validity: this.list.validity,
       uidNext: this.list.next,
       highestModseq: this.state.highest,
-      firstRecent: this.state.recent ?? 1,
       keywords: this.keywords.filter(Boolean),
       messages,
     };

@@ -42,14 +42,14 @@ export class DotLock {
     }
   }
 
-  /** Replaces the target with `content` and releases the lock. */
-  async commit(content: string): Promise<void> {
+  /** Replaces the target with `content` and releases the lock; `sync: false` when losing it in a crash is harmless. */
+  async commit(content: string, opts: { sync?: boolean } = {}): Promise<void> {
     const fh = this.fh;
     if (!fh) throw new Error('lock already released');
     this.fh = null;
     try {
       await fh.writeFile(content);
-      await fh.sync();
+      if (opts.sync !== false) await fh.sync();
     } finally {
       await fh.close();
     }

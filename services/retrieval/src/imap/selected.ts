@@ -38,6 +38,8 @@ export class SelectedMailbox {
   private toldRecent = 0;
   /** The keywords the client was last told in FLAGS (RFC 3501 §7.2.6). */
   private toldKeywords: string;
+  /** The UIDs below this were claimed (or, read-only, looked at) for \Recent. */
+  private claimedTo: number;
 
   /**
    * `recentFrom`: the first UID this session may show as \Recent (what it claimed, or what
@@ -62,6 +64,7 @@ export class SelectedMailbox {
     }
     this.toldRecent = this.recent.size;
     this.toldKeywords = snap.keywords.join(' ');
+    this.claimedTo = snap.uidNext;
   }
 
   /** The FLAGS and PERMANENTFLAGS lines for the folder's flags as they are in `snap`. */
@@ -174,16 +177,17 @@ export class SelectedMailbox {
 
   /** Re-reads the folder and returns the untagged lines that bring the client up to date. */
   async update(opts: UpdateOptions): Promise<string[]> {
-    let snap = await this.folder.snapshot();
-    let recentFrom = this.recentFrom === null ? null : snap.firstRecent;
-    if (recentFrom !== null && !this.readOnly && snap.firstRecent < snap.uidNext) {
-      // new messages nobody has seen as recent: this session is the first told of them
-      ({ from: recentFrom, snapshot: snap } = await this.folder.claimRecent());
-    }
+    const snap = await this.folder.snapshot();
     // the folder keeps returning the same snapshot object while nothing changed on disk:
     // then there is nothing to tell (this runs after every command, on every message)
     if (snap === this.synced && (!this.gone.size || !opts.allowExpunge)) return [];
     this.synced = snap;
+    let recentFrom: number | null = null;
+    if (this.recentFrom !== null && snap.uidNext > this.claimedTo) {
+      // new messages: recent to this session if nobody has seen them as recent yet
+      recentFrom = this.readOnly ? this.folder.recentMark() : await this.folder.claimRecent(snap.uidNext);
+      this.claimedTo = snap.uidNext;
+    }
     const lines: string[] = [];
     // both in UID order: one walk finds what is gone and what each known UID is now
     const now: (MessageInfo | undefined)[] = new Array<MessageInfo | undefined>(this.uids.length);

@@ -38,8 +38,10 @@ async function statusLine(s: AuthedContext, name: string, items: string[]): Prom
         return `DELETED ${snap.messages.filter((m) => m.flags.includes('\\Deleted')).length}`;
       case 'SIZE':
         return `SIZE ${snap.messages.reduce((a, m) => a + Math.max(m.size, 0), 0)}`;
-      case 'RECENT':
-        return `RECENT ${snap.messages.filter((m) => m.uid >= snap.firstRecent).length}`;
+      case 'RECENT': {
+        const mark = f.recentMark();
+        return `RECENT ${snap.messages.filter((m) => m.uid >= mark).length}`;
+      }
       default:
         return `HIGHESTMODSEQ ${snap.highestModseq}`;
     }
@@ -252,12 +254,10 @@ async function runSelect(s: AuthedContext, tag: string, a: SelectArgs, name: str
   const f = await requireFolder(s, a.name);
   // the folder's index file is read while the directories are
   void s.deps.cache.ready(f);
-  let snap = await f.snapshot();
+  const snap = await f.snapshot();
   // RFC 3501 §2.3.2: an IMAP4rev1 session selecting read-write claims the messages no
   // session has seen as \Recent; EXAMINE shows them without claiming them (§6.3.2)
-  let recentFrom: number | null = s.enabled.rev2 ? null : snap.firstRecent;
-  if (recentFrom !== null && !readOnly && snap.firstRecent < snap.uidNext)
-    ({ from: recentFrom, snapshot: snap } = await f.claimRecent());
+  const recentFrom = s.enabled.rev2 ? null : readOnly ? f.recentMark() : await f.claimRecent(snap.uidNext);
   void s.deps.cache.select(f, snap.messages);
   const view = new SelectedMailbox(f, a.name, readOnly, snap, recentFrom);
   const lines = [...view.flagLines(snap), `* ${snap.messages.length} EXISTS`];
