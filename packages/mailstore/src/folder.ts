@@ -1059,7 +1059,8 @@ export class MailFolder {
     const fh = await fs.open(path, 'a', 0o600);
     let size: number;
     try {
-      await fh.write(lines.join('\n') + '\n');
+      // from a new line: a line a crash cut short stays a line of its own, left out
+      await fh.write('\n' + lines.join('\n') + '\n');
       size = (await fh.stat()).size;
     } finally {
       await fh.close();
