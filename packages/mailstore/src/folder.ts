@@ -103,6 +103,12 @@ const FINE_MTIME_MS = 50;
 const FULL_SCAN_MS = 1000;
 
 interface ModseqState {
+  /**
+   * How many times the state was written, first in the file: with the files' identities
+   * (see MailFolder.stateUnchanged), what tells a reader that nothing changed without
+   * reading the files. Every writer of the UID list or keywords writes the state too.
+   */
+  w?: number;
   highest: number;
   /** uid -> [modseq, info letters last seen]. */
   msgs: Record<string, [number, string]>;
@@ -160,6 +166,52 @@ function readTextSync(path: string): string | null {
   }
 }
 
+/** `ino:size:mtimeNs`: a state file is replaced by a rename, never written in place. */
+function identOf(st: fsc.BigIntStats): string {
+  return `${st.ino}:${st.size}:${st.mtimeNs}`;
+}
+
+function openSyncOrNull(path: string): number | null {
+  try {
+    return fsc.openSync(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+/** A state file's text with the identity of exactly what was read; null when it is not there. */
+function readIdentified(path: string): { text: string; ident: string } | null {
+  const fd = openSyncOrNull(path);
+  if (fd === null) return null;
+  try {
+    const ident = identOf(fsc.fstatSync(fd, { bigint: true }));
+    return { text: fsc.readFileSync(fd, 'utf8'), ident };
+  } finally {
+    fsc.closeSync(fd);
+  }
+}
+
+function identOfPath(path: string): string | null {
+  const st = fsc.statSync(path, { bigint: true, throwIfNoEntry: false });
+  return st ? identOf(st) : null;
+}
+
+const HEAD = Buffer.alloc(64);
+/** The identity of the MODSEQ state file and its write count (ModseqState.w), from its first bytes. */
+function stateHead(path: string): { ident: string; w: number | null } | null {
+  const fd = openSyncOrNull(path);
+  if (fd === null) return null;
+  try {
+    const ident = identOf(fsc.fstatSync(fd, { bigint: true }));
+    const n = fsc.readSync(fd, HEAD, 0, HEAD.length, 0);
+    const m = /^\{"w":(\d+)[,}]/.exec(HEAD.toString('latin1', 0, n));
+    return { ident, w: m ? Number(m[1]) : null };
+  } finally {
+    fsc.closeSync(fd);
+  }
+}
+
 function parseModseq(text: string): ModseqState | null {
   try {
     return JSON.parse(text) as ModseqState;
@@ -168,10 +220,19 @@ function parseModseq(text: string): ModseqState | null {
   }
 }
 
-async function writeAtomic(path: string, content: string): Promise<void> {
+/** Replaces `path` by a rename; returns the identity of the file written (identOf). */
+async function writeAtomic(path: string, content: string): Promise<string> {
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  await fs.writeFile(tmp, content, { mode: 0o600 });
+  const fh = await fs.open(tmp, 'w', 0o600);
+  let ident: string;
+  try {
+    await fh.writeFile(content);
+    ident = identOf(await fh.stat({ bigint: true }));
+  } finally {
+    await fh.close();
+  }
   await fs.rename(tmp, path);
+  return ident;
 }
 
 let counter = 0;
@@ -203,11 +264,11 @@ export class MailFolder {
   private reading: { generation: number; snap: Promise<FolderSnapshot> } | null = null;
   /** The last snapshot read outside the lock, with the keywords it was built under. */
   private last: { snap: FolderSnapshot; keywords: string } | null = null;
-  /** The state files as last read, and what they parsed to. */
+  /** The state files as last read or written, their identity (identOf; null: not known), and what they parsed to. */
   private readonly parsed: {
-    list: { text: string; value: UidList | null } | null;
-    state: { text: string; value: ModseqState | null } | null;
-    keywords: { text: string; value: string[] } | null;
+    list: { text: string; ident: string | null; value: UidList | null } | null;
+    state: { text: string; ident: string | null; value: ModseqState | null } | null;
+    keywords: { text: string; ident: string | null; value: string[] } | null;
   } = { list: null, state: null, keywords: null };
   private readonly dates = new Map<string, Date>();
   /** Settles when this process releases the folder lock it holds now (null: not held). */
@@ -218,9 +279,11 @@ export class MailFolder {
   /** The last file map, whose entries a derived one reuses. */
   private lastFiles: Map<string, Scanned> | null = null;
   /**
-   * The state this process last wrote under the lock (the parsed values, compared by
-   * identity after readState), the files it left and the snapshot they make: while
-   * nobody else wrote since, that snapshot is the folder's (see ownSnapshot).
+   * The state this process last wrote under the lock, or last read and found cur/ and new/
+   * as it says (the parsed values, compared by identity after readState), the files it
+   * describes and the snapshot they make: while nobody wrote since, that snapshot is the
+   * folder's (see ownSnapshot). A busy folder's sessions ask after every command: a change
+   * made by another process is then read and built once, not at every command.
    */
   private own: {
     list: UidList | null;
@@ -359,10 +422,12 @@ export class MailFolder {
     list: UidList | null,
     state: ModseqState | null,
     quiet: boolean,
+    /** Whether `list` and `state` are (copies of) what this process last wrote (isOwn). */
+    mine = !!list && !!state && this.isOwn(list, state),
   ): Promise<{ files: Map<string, Scanned>; regular: boolean; derived?: boolean; own?: FolderSnapshot }> {
     if (list && state && !quiet && this.curTrusted(list, state)) {
       const newNames = await this.listDir('new');
-      const own = this.isOwn(list, state) ? this.own! : null;
+      const own = mine ? this.own! : null;
       if (own && sameBases(newNames, state.inNew!)) {
         this.lastFiles = new Map(own.files);
         return { files: this.lastFiles, regular: true, derived: true, own: own.snap };
@@ -455,21 +520,26 @@ export class MailFolder {
    * often and read after every change by every session of the folder: they are read
    * with blocking calls (always in the page cache, as signature() stats them), and a
    * file whose text is the same as last time is not parsed again. The objects returned
-   * are this process's copies: `writable` ones may be changed by the caller.
+   * are this process's copies: `writable` ones may be changed by the caller, and `mine`
+   * tells whether they are copies of what this process last wrote (isOwn).
    */
   private readState(writable = false): {
     list: UidList | null;
     state: ModseqState | null;
     keywords: string[];
+    mine?: boolean;
   } {
-    const l = readTextSync(join(this.dir, UIDLIST));
-    const s = readTextSync(join(this.dir, MODSEQ));
-    const k = readTextSync(join(this.dir, KEYWORDS));
     const parsed = this.parsed;
-    if (parsed.list?.text !== l) parsed.list = l === null ? null : { text: l, value: parseUidList(l) };
-    if (parsed.state?.text !== s) parsed.state = s === null ? null : { text: s, value: parseModseq(s) };
-    if (parsed.keywords?.text !== k)
-      parsed.keywords = k === null ? null : { text: k, value: parseKeywords(k) };
+    // the lock holder reads the files whatever they look like: a Dovecot on the same
+    // files writes the UID list without the state
+    if (writable || !this.stateUnchanged()) {
+      const l = readIdentified(join(this.dir, UIDLIST));
+      const s = readIdentified(join(this.dir, MODSEQ));
+      const k = readIdentified(join(this.dir, KEYWORDS));
+      parsed.list = reparse(parsed.list, l, parseUidList);
+      parsed.state = reparse(parsed.state, s, parseModseq);
+      parsed.keywords = reparse(parsed.keywords, k, parseKeywords);
+    }
     const list = parsed.list?.value ?? null;
     const state = parsed.state?.value ?? null;
     const keywords = parsed.keywords?.value ?? [];
@@ -479,7 +549,26 @@ export class MailFolder {
       // values are replaced, never changed in place
       state: state && { ...state, msgs: { ...state.msgs } },
       keywords: [...keywords],
+      mine: !!list && !!state && this.isOwn(list, state),
     };
+  }
+
+  /**
+   * Whether the state files are those last read or written here, told without reading
+   * them: the state file has the same identity and write count (a file replaced within one
+   * clock tick by one of the same size can reuse the inode, but not the count), and the
+   * UID list and keywords the same identity.
+   */
+  private stateUnchanged(): boolean {
+    const { list, state, keywords } = this.parsed;
+    const w = state?.value?.w;
+    if (w === undefined || !state?.ident) return false;
+    const head = stateHead(join(this.dir, MODSEQ));
+    if (head?.ident !== state.ident || head.w !== w) return false;
+    return (
+      identOfPath(join(this.dir, UIDLIST)) === (list ? list.ident : null) &&
+      identOfPath(join(this.dir, KEYWORDS)) === (keywords ? keywords.ident : null)
+    );
   }
 
   private lettersToFlags(letters: string, keywords: string[]): string[] {
@@ -549,6 +638,10 @@ export class MailFolder {
     const snap = this.build(files, list, state, keywords, this.last?.keywords === kw ? this.last.snap : null);
     this.cache = sig ? { sig, snap, keywords } : null;
     this.last = { snap, keywords: kw };
+    // derived: cur/ is as the state's writer left it and new/ holds what it says (a
+    // message delivered since would have needed the lock above)
+    if (derived && !this.lockHeld && this.parsed.list?.value === list && this.parsed.state?.value === state)
+      this.own = { list, state, keywords: this.parsed.keywords?.value ?? null, files, snap };
     return snap;
   }
 
@@ -658,8 +751,9 @@ export class MailFolder {
     let released!: () => void;
     this.lockHeld = new Promise((r) => (released = r));
     try {
-      const { list: oldList, state: oldState, keywords } = this.readState(true);
-      const { files, regular, own } = await this.files(oldList, oldState, false);
+      const { list: oldList, state: oldState, keywords, mine } = this.readState(true);
+      // the copies are not what this process wrote: whether they were is asked of the originals
+      const { files, regular, own } = await this.files(oldList, oldState, false, mine);
       const list: UidList = oldList ?? {
         validity: await this.nextValidity(),
         next: 1,
@@ -735,19 +829,22 @@ export class MailFolder {
         stateDirty = true;
       }
       const kwText = keywords.join('\n') !== kwBefore ? formatKeywords(keywords) : null;
-      const stateText = stateDirty ? JSON.stringify(state) : null;
+      // a new write count for every change of any of the three (see stateUnchanged)
+      if (listDirty || kwText !== null) stateDirty = true;
+      if (stateDirty) state.w = (state.w ?? 0) + 1;
+      const stateText = stateDirty ? JSON.stringify({ w: state.w, ...state }) : null;
       const listText = listDirty ? formatUidList(list) : null;
       this.own = null;
-      if (kwText !== null) await writeAtomic(join(this.dir, KEYWORDS), kwText);
-      if (stateText !== null) await writeAtomic(join(this.dir, MODSEQ), stateText);
-      if (listText !== null) await lock.commit(listText);
+      const kwIdent = kwText !== null ? await writeAtomic(join(this.dir, KEYWORDS), kwText) : null;
+      const stateIdent = stateText !== null ? await writeAtomic(join(this.dir, MODSEQ), stateText) : null;
+      const listIdent = listText !== null ? await lock.commit(listText) : null;
       this.cache = null;
       this.generation++;
       // what was written is what the next readState finds, unless someone else writes
       const parsed = this.parsed;
-      if (kwText !== null) parsed.keywords = { text: kwText, value: keywords };
-      if (stateText !== null) parsed.state = { text: stateText, value: state };
-      if (listText !== null) parsed.list = { text: listText, value: list };
+      if (kwText !== null) parsed.keywords = { text: kwText, ident: kwIdent, value: keywords };
+      if (stateText !== null) parsed.state = { text: stateText, ident: stateIdent, value: state };
+      if (listText !== null) parsed.list = { text: listText, ident: listIdent, value: list };
       const kw = keywords.join('\n');
       const snap = ctx.rebuild();
       this.last = { snap, keywords: kw };
@@ -1240,6 +1337,20 @@ function lettersFlags(letters: string, keywords: string[]): string[] {
       flags.push(keywords[c.charCodeAt(0) - 97]!);
   }
   return flags;
+}
+
+/** The parsed file after a read: the same value while the text is the same. */
+function reparse<T>(
+  prev: { text: string; ident: string | null; value: T } | null,
+  read: { text: string; ident: string } | null,
+  parse: (text: string) => T,
+): { text: string; ident: string | null; value: T } | null {
+  if (!read) return null;
+  if (prev?.text === read.text) {
+    prev.ident = read.ident;
+    return prev;
+  }
+  return { text: read.text, ident: read.ident, value: parse(read.text) };
 }
 
 /** The expunge history file (EXPUNGES): entries up to `floor` are no longer listed. */

@@ -42,18 +42,25 @@ export class DotLock {
     }
   }
 
-  /** Replaces the target with `content` and releases the lock; `sync: false` when losing it in a crash is harmless. */
-  async commit(content: string, opts: { sync?: boolean } = {}): Promise<void> {
+  /**
+   * Replaces the target with `content` and releases the lock; `sync: false` when losing it
+   * in a crash is harmless. Returns the new file's `ino:size:mtimeNs`.
+   */
+  async commit(content: string, opts: { sync?: boolean } = {}): Promise<string> {
     const fh = this.fh;
     if (!fh) throw new Error('lock already released');
     this.fh = null;
+    let ident: string;
     try {
       await fh.writeFile(content);
       if (opts.sync !== false) await fh.sync();
+      const st = await fh.stat({ bigint: true });
+      ident = `${st.ino}:${st.size}:${st.mtimeNs}`;
     } finally {
       await fh.close();
     }
     await fs.rename(this.path, this.target);
+    return ident;
   }
 
   async release(): Promise<void> {
