@@ -289,6 +289,10 @@ class Watch implements NotifyWatcher {
    * list then already shows them; a name no event named yet is left for its own event.
    */
   private async listChanges(s: AuthedContext): Promise<string[]> {
+    // events recorded while this one reads the store are for the next call: the store as
+    // read here may not show them yet
+    const pending = this.pending;
+    this.pending = new Map();
     const folders = new Set((await s.mailbox.list()).map((f) => f.name));
     const subs = new Set(await s.mailbox.subscriptions());
     const lines: string[] = [];
@@ -307,7 +311,7 @@ class Watch implements NotifyWatcher {
       const c = await counts(s, name);
       if (c) this.told.set(name, c);
     };
-    for (const [name, p] of this.pending) {
+    for (const [name, p] of pending) {
       if (p.oldFolder !== undefined) {
         const from = p.oldFolder;
         // the folder and every level below it, each with its old name; RENAME takes the
@@ -342,7 +346,6 @@ class Watch implements NotifyWatcher {
         else this.subs.delete(name);
       }
     }
-    this.pending.clear();
     return lines;
   }
 
