@@ -4,7 +4,7 @@ import { constants, promises as fs } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { DotLock } from './lock.js';
+import { DotLock, identOf } from './lock.js';
 import { recordUsage } from './maildirsize.js';
 import { formatKeywords, formatUidList, parseKeywords, parseUidList, type UidList } from './uidlist.js';
 
@@ -164,11 +164,6 @@ function readTextSync(path: string): string | null {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
-}
-
-/** `ino:size:mtimeNs`: a state file is replaced by a rename, never written in place. */
-function identOf(st: fsc.BigIntStats): string {
-  return `${st.ino}:${st.size}:${st.mtimeNs}`;
 }
 
 function openSyncOrNull(path: string): number | null {

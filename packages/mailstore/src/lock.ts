@@ -1,4 +1,12 @@
-import { constants, promises as fs } from 'node:fs';
+import { constants, promises as fs, type BigIntStats } from 'node:fs';
+
+/**
+ * `ino:size:mtimeNs` of a file that is replaced by a rename, never written in place: what a
+ * reader compares to tell whether it is still the file it read.
+ */
+export function identOf(st: BigIntStats): string {
+  return `${st.ino}:${st.size}:${st.mtimeNs}`;
+}
 
 /**
  * Dot-lock as Dovecot takes it on `dovecot-uidlist`: create `<file>.lock` exclusively,
@@ -54,8 +62,7 @@ export class DotLock {
     try {
       await fh.writeFile(content);
       if (opts.sync !== false) await fh.sync();
-      const st = await fh.stat({ bigint: true });
-      ident = `${st.ino}:${st.size}:${st.mtimeNs}`;
+      ident = identOf(await fh.stat({ bigint: true }));
     } finally {
       await fh.close();
     }
