@@ -73,8 +73,11 @@ const MODSEQ = 'mailyard-modseq';
  * is only read when a client resynchronises.
  */
 const EXPUNGES = 'mailyard-expunged';
-/** Past this size the history is cut back to its last EXPUNGED_KEPT entries. */
-export const EXPUNGES_TRIM_BYTES = 32 * 1024;
+/**
+ * Past this size the history is cut back to its last EXPUNGED_KEPT entries, or as many as
+ * fit in half of it (so that the next append does not cut it again).
+ */
+export const EXPUNGES_TRIM_BYTES = 64 * 1024;
 /**
  * The lowest UID no session has claimed as \Recent yet (Dovecot's first_recent_uid), under
  * its own dot-lock: claims come after every delivery, from every session of the folder,
@@ -1159,7 +1162,12 @@ export class MailFolder {
     }
     if (size <= EXPUNGES_TRIM_BYTES) return;
     const h = parseExpunges(await fs.readFile(path, 'utf8'));
-    const drop = h.entries.length - EXPUNGED_KEPT;
+    let keep = 0;
+    for (let i = h.entries.length - 1, bytes = 0; i >= 0 && keep < EXPUNGED_KEPT; i--, keep++) {
+      bytes += `${h.entries[i]![0]} ${h.entries[i]![1]}\n`.length;
+      if (bytes > EXPUNGES_TRIM_BYTES / 2) break;
+    }
+    const drop = h.entries.length - keep;
     if (drop <= 0) return;
     const floor = Math.max(h.floor, h.entries[drop - 1]![1]);
     const kept = h.entries.slice(drop).map(([uid, ms]) => `${uid} ${ms}\n`);
