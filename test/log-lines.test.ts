@@ -156,6 +156,12 @@ test(
 
     await sendOne(smtpPort, 'one line each');
     await delivered(1);
+    // the delivery service tells of it once the folder is synced, after the file is there
+    const delivery = services.find(([name]) => name === 'delivery')![1];
+    await waitFor(() => lines(delivery).some((l) => l.msg === 'delivered'), {
+      timeoutMs: 10_000,
+      what: 'the delivery line',
+    });
 
     // stopped, each has written all it had to say about the message; what it says from
     // the signal on is about stopping
