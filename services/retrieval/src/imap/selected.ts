@@ -181,13 +181,14 @@ export class SelectedMailbox {
     // the folder keeps returning the same snapshot object while nothing changed on disk:
     // then there is nothing to tell (this runs after every command, on every message)
     if (snap === this.synced && (!this.gone.size || !opts.allowExpunge)) return [];
-    this.synced = snap;
     let recentFrom: number | null = null;
     if (this.recentFrom !== null && snap.uidNext > this.claimedTo) {
       // new messages: recent to this session if nobody has seen them as recent yet
       recentFrom = this.readOnly ? this.folder.recentMark() : await this.folder.claimRecent(snap.uidNext);
       this.claimedTo = snap.uidNext;
     }
+    // only now: a claim that failed leaves this snapshot to be told at the next update
+    this.synced = snap;
     const lines: string[] = [];
     // both in UID order: one walk finds what is gone and what each known UID is now
     const now: (MessageInfo | undefined)[] = new Array<MessageInfo | undefined>(this.uids.length);
