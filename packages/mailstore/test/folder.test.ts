@@ -202,6 +202,28 @@ void describe('MailFolder', () => {
     JSON.parse(readFileSync(join(dir, 'mailyard-modseq'), 'utf8'));
   });
 
+  void it('a lock left by a process that died is broken, a live one is waited for', async () => {
+    const f = new MailFolder(join(fresh(), 'a'), 'INBOX', 'h');
+    await f.ensure();
+    await f.append(msg(1), [], new Date());
+    const lock = join(f.dir, `${UIDLIST}.lock`);
+    // a holder that died three minutes ago (locks older than two minutes are stale)
+    await fs.writeFile(lock, '');
+    const old = new Date(Date.now() - 180_000);
+    await fs.utimes(lock, old, old);
+    const { uid } = await f.append(msg(2), [], new Date());
+    assert.equal(uid, 2);
+    await assert.rejects(fs.access(lock), 'the stale lock is gone');
+    // a live holder: the append waits until it lets go
+    await fs.writeFile(lock, '');
+    let done = false;
+    const appended = f.append(msg(3), [], new Date()).then((r) => ((done = true), r));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(done, false, 'waits while the lock is held');
+    await fs.unlink(lock);
+    assert.equal((await appended).uid, 3);
+  });
+
   void it('expunge removes files and records vanished UIDs', async () => {
     const f = new MailFolder(join(fresh(), 'a'), 'INBOX', 'h');
     await f.ensure();
