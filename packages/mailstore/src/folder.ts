@@ -160,15 +160,6 @@ async function readText(path: string): Promise<string | null> {
   }
 }
 
-function readTextSync(path: string): string | null {
-  try {
-    return fsc.readFileSync(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw err;
-  }
-}
-
 function openSyncOrNull(path: string): number | null {
   try {
     return fsc.openSync(path, 'r');
@@ -899,7 +890,7 @@ export class MailFolder {
    * to the next session that selects the folder read-write (RFC 3501 §2.3.2).
    */
   recentMark(): number {
-    const text = readTextSync(join(this.dir, RECENT));
+    const text = readIdentified(join(this.dir, RECENT))?.text;
     const mark = Number(text?.trim()) || 1;
     return Math.max(mark, this.parsed.state?.value?.recent ?? 1);
   }
