@@ -1,5 +1,6 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import selfsigned from 'selfsigned';
 
 export interface TlsMaterial {
@@ -41,6 +42,20 @@ export function loadTlsMaterial(opts: {
 }
 
 export function selfSignedCertificate(hostname: string): { key: string; cert: string } {
+  // node-forge now and then encodes a certificate OpenSSL refuses ("illegal padding" in
+  // its DER): such a one is made again, so no service fails to start on it
+  for (let attempt = 1; ; attempt++) {
+    const pems = generateSelfSigned(hostname);
+    try {
+      createSecureContext(pems);
+      return pems;
+    } catch (err) {
+      if (attempt >= 5) throw err;
+    }
+  }
+}
+
+function generateSelfSigned(hostname: string): { key: string; cert: string } {
   // node's native key generation is fast; selfsigned (node-forge) only signs
   const { privateKey, publicKey } = generateKeyPairSync('rsa', {
     modulusLength: 2048,
