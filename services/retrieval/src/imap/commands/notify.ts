@@ -155,7 +155,7 @@ async function counts(s: AuthedContext, name: string): Promise<Counts | null> {
 }
 
 /** The registration of one session: its groups, what it last told, what waits to be told. */
-class Watch implements NotifyWatcher {
+export class Watch implements NotifyWatcher {
   readonly selected: { delayed: boolean; fetch: boolean } | null;
   private readonly selectedGroup: Group | null;
   private readonly others: Group[];
@@ -334,7 +334,10 @@ class Watch implements NotifyWatcher {
           if (!subs.has(old)) this.subs.delete(old);
           if (subs.has(now)) this.subs.add(now);
         }
-      } else if (p.folder && this.folders.has(name) !== folders.has(name)) {
+      }
+      // also after a rename: the entry may hold a later create or delete of the new name
+      // (or a rename's echo from the bus, which then finds nothing left to tell)
+      if (p.folder && this.folders.has(name) !== folders.has(name)) {
         if (tell(name, 'MailboxName'))
           lines.push(`* LIST (${folders.has(name) ? '' : '\\NonExistent'}) "/" ${quoteName(s, name)}`);
         await known(name, folders.has(name));

@@ -1,0 +1,43 @@
+// A NOTIFY session hears of each folder change once, however its events arrive: a change
+// made in this process is recorded at once, and again when its own event comes back from
+// the bus, which may be after the client was told and after a later change of the same
+// name. Driven against a real Maildir, with the echo placed where the broker may put it.
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { MailAccount } from '@mailyard/mailstore';
+import { tempDir } from '@mailyard/testkit';
+import type { AuthedContext } from '../src/imap/context.js';
+import { Watch } from '../src/imap/commands/notify.js';
+
+const dir = tempDir('mailyard-notify-watch-');
+after(() => dir.cleanup());
+
+test('a delete after a rename’s late echo is told as \\NonExistent', { timeout: 30_000 }, async () => {
+  const mailbox = new MailAccount(dir.path, 'watcher@notify.test');
+  await mailbox.ensureDefaults();
+  await mailbox.create('Play');
+  const s = { mailbox, selected: null, enabled: { utf8: false } } as unknown as AuthedContext;
+  const w = new Watch([{ filter: 'personal', names: [], events: new Set(['MailboxName']), fetch: null }]);
+  await w.start(s, false);
+
+  const rename = { kind: 'folder', oldFolder: 'Play' } as const;
+  await mailbox.rename('Play', 'Games');
+  w.record('Games', rename);
+  assert.deepEqual(await w.collect(s), ['* LIST () "/" "Games" ("OLDNAME" ("Play"))']);
+
+  // the rename's echo alone: already told
+  w.record('Games', rename);
+  assert.deepEqual(await w.collect(s), []);
+
+  // the echo, then the delete, before the client's next command
+  w.record('Games', rename);
+  await mailbox.delete('Games');
+  w.record('Games', { kind: 'folder' });
+  assert.deepEqual(await w.collect(s), ['* LIST (\\NonExistent) "/" "Games"']);
+
+  // and a folder created again under the name
+  await mailbox.create('Games');
+  w.record('Games', { kind: 'folder' });
+  w.record('Games', rename);
+  assert.deepEqual(await w.collect(s), ['* LIST () "/" "Games"']);
+});
