@@ -209,18 +209,21 @@ function parseModseq(text: string): ModseqState | null {
   }
 }
 
-/** Replaces `path` by a rename; returns the identity of the file written (identOf). */
-async function writeAtomic(path: string, content: string): Promise<string> {
+/**
+ * Replaces `path` by a rename (not synced); returns the identity of the file written
+ * (identOf). Synchronous, as everything under the folder lock but its fsync (see DotLock).
+ */
+function writeAtomic(path: string, content: string): string {
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  const fh = await fs.open(tmp, 'w', 0o600);
+  const fd = fsc.openSync(tmp, 'w', 0o600);
   let ident: string;
   try {
-    await fh.writeFile(content);
-    ident = identOf(await fh.stat({ bigint: true }));
+    fsc.writeFileSync(fd, content);
+    ident = identOf(fsc.fstatSync(fd, { bigint: true }));
   } finally {
-    await fh.close();
+    fsc.closeSync(fd);
   }
-  await fs.rename(tmp, path);
+  fsc.renameSync(tmp, path);
   return ident;
 }
 
@@ -301,7 +304,8 @@ export class MailFolder {
    */
   async exists(): Promise<boolean> {
     try {
-      await fs.access(join(this.dir, 'cur'));
+      // a stat of a cached directory: no turn of the event loop (see DotLock)
+      fsc.accessSync(join(this.dir, 'cur'));
       return true;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
@@ -351,9 +355,25 @@ export class MailFolder {
     try {
       return await fs.readdir(join(this.dir, sub));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new FolderGoneError(this.name);
-      throw err;
+      throw this.goneOr(err);
     }
+  }
+
+  /**
+   * new/, listed at every snapshot of a busy folder and under the lock: synchronously, as
+   * a directory that mail only passes through is small (a fourth of the CPU of the
+   * asynchronous call, and no turn of the event loop while the lock is held).
+   */
+  private listNew(): string[] {
+    try {
+      return fsc.readdirSync(join(this.dir, 'new'));
+    } catch (err) {
+      throw this.goneOr(err);
+    }
+  }
+
+  private goneOr(err: unknown): unknown {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? new FolderGoneError(this.name) : err;
   }
 
   /**
@@ -415,7 +435,7 @@ export class MailFolder {
     mine = !!list && !!state && this.isOwn(list, state),
   ): Promise<{ files: Map<string, Scanned>; regular: boolean; derived?: boolean; own?: FolderSnapshot }> {
     if (list && state && !quiet && this.curTrusted(list, state)) {
-      const newNames = await this.listDir('new');
+      const newNames = this.listNew();
       const own = mine ? this.own! : null;
       if (own && sameBases(newNames, state.inNew!)) {
         this.lastFiles = new Map(own.files);
@@ -462,7 +482,7 @@ export class MailFolder {
     const own = this.own;
     if (!own || !list || !state || !this.isOwn(list, state) || !this.curTrusted(list, state)) return null;
     // a change while new/ is listed makes this snapshot older, never wrong
-    return sameBases(await this.listDir('new'), state.inNew!) ? own.snap : null;
+    return sameBases(this.listNew(), state.inNew!) ? own.snap : null;
   }
 
   /** Files from the state and a listing of new/; null when they disagree (then cur/ is read). */
@@ -584,7 +604,7 @@ export class MailFolder {
     const file = join(this.quotaDir, VALIDITY);
     const last = Number((await readText(file))?.trim()) || 0;
     const next = Math.max(now, last + 1);
-    await writeAtomic(file, `${next}\n`);
+    writeAtomic(file, `${next}\n`);
     return next;
   }
 
@@ -800,7 +820,7 @@ export class MailFolder {
       // the history before the state: a MODSEQ a reader sees has its expunges listed
       const legacy = state.expunged ?? [];
       if (legacy.length || expunged.length) {
-        await this.appendExpunges(legacy, expunged);
+        this.appendExpunges(legacy, expunged);
         state.expunged = [];
         stateDirty = true;
       }
@@ -824,8 +844,8 @@ export class MailFolder {
       const stateText = stateDirty ? JSON.stringify({ w: state.w, ...state }) : null;
       const listText = listDirty ? formatUidList(list) : null;
       this.own = null;
-      const kwIdent = kwText !== null ? await writeAtomic(join(this.dir, KEYWORDS), kwText) : null;
-      const stateIdent = stateText !== null ? await writeAtomic(join(this.dir, MODSEQ), stateText) : null;
+      const kwIdent = kwText !== null ? writeAtomic(join(this.dir, KEYWORDS), kwText) : null;
+      const stateIdent = stateText !== null ? writeAtomic(join(this.dir, MODSEQ), stateText) : null;
       const listIdent = listText !== null ? await lock.commit(listText) : null;
       this.cache = null;
       this.generation++;
@@ -875,7 +895,7 @@ export class MailFolder {
         }
         const same = next.size === cur.size && [...next.keys()].every((k) => cur.has(k));
         if (same) continue;
-        await ctx.rename(m, [...next.values()], modseq);
+        ctx.rename(m, [...next.values()], modseq);
         changedUids.push(c.uid);
       }
       if (changedUids.length) ctx.state.highest = modseq;
@@ -924,20 +944,14 @@ export class MailFolder {
         const m = ctx.byUid(uid);
         if (!m) continue;
         const path = join(this.dir, m.rel);
-        const size =
-          m.size >= 0
-            ? m.size
-            : await fs.stat(path).then(
-                (st) => st.size,
-                () => -1,
-              );
-        const gone = await fs.unlink(path).then(
-          () => true,
-          (err: NodeJS.ErrnoException) => {
-            if (err.code !== 'ENOENT') throw err;
-            return false;
-          },
-        );
+        const size = m.size >= 0 ? m.size : (fsc.statSync(path, { throwIfNoEntry: false })?.size ?? -1);
+        let gone = true;
+        try {
+          fsc.unlinkSync(path);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          gone = false;
+        }
         if (gone && size >= 0) {
           bytes += size;
           count++;
@@ -973,12 +987,11 @@ export class MailFolder {
         const base = uniqueName(m.data.length, this.host, m.date);
         const tmp = join(this.dir, 'tmp', base);
         staged.push({ tmp, base, flags: m.flags });
-        await writeDurable(tmp, m.data);
-        await fs.utimes(tmp, m.date, m.date);
+        await writeDurable(tmp, m.data, m.date);
       }
       r = await this.withLock(async (ctx) => {
         const uids: number[] = [];
-        for (const x of staged) uids.push(await ctx.add(x.tmp, x.base, x.flags));
+        for (const x of staged) uids.push(ctx.add(x.tmp, x.base, x.flags));
         return { uids, validity: ctx.list.validity };
       });
     } catch (err) {
@@ -1014,7 +1027,7 @@ export class MailFolder {
       }
       const r = await this.withLock(async (ctx) => {
         const pairs: [number, number][] = [];
-        for (const s of staged) pairs.push([s.uid, await ctx.add(s.tmp, s.base, s.flags)]);
+        for (const s of staged) pairs.push([s.uid, ctx.add(s.tmp, s.base, s.flags)]);
         return { validity: ctx.list.validity, pairs };
       });
       this.recordUsage(
@@ -1135,24 +1148,24 @@ export class MailFolder {
    * Adds expunges to the history (EXPUNGES), with those an older state still kept (`legacy`),
    * and cuts it back to the last EXPUNGED_KEPT once it passed EXPUNGES_TRIM_BYTES.
    */
-  private async appendExpunges(legacy: [number, number][], expunged: [number, number][]): Promise<void> {
+  private appendExpunges(legacy: [number, number][], expunged: [number, number][]): void {
     const path = join(this.dir, EXPUNGES);
     const lines: string[] = [];
     // an older state kept only the last EXPUNGED_KEPT: what came before them is not known
     if (legacy.length >= EXPUNGED_KEPT) lines.push(`- ${legacy[0]![1] - 1}`);
     for (const [uid, ms] of legacy) lines.push(`${uid} ${ms}`);
     for (const [uid, ms] of expunged) lines.push(`${uid} ${ms}`);
-    const fh = await fs.open(path, 'a', 0o600);
+    const fd = fsc.openSync(path, 'a', 0o600);
     let size: number;
     try {
       // from a new line: a line a crash cut short stays a line of its own, left out
-      await fh.write('\n' + lines.join('\n') + '\n');
-      size = (await fh.stat()).size;
+      fsc.writeSync(fd, '\n' + lines.join('\n') + '\n');
+      size = fsc.fstatSync(fd).size;
     } finally {
-      await fh.close();
+      fsc.closeSync(fd);
     }
     if (size <= EXPUNGES_TRIM_BYTES) return;
-    const h = parseExpunges(await fs.readFile(path, 'utf8'));
+    const h = parseExpunges(fsc.readFileSync(path, 'utf8'));
     let keep = 0;
     for (let i = h.entries.length - 1, bytes = 0; i >= 0 && keep < EXPUNGED_KEPT; i--, keep++) {
       bytes += `${h.entries[i]![0]} ${h.entries[i]![1]}\n`.length;
@@ -1162,7 +1175,7 @@ export class MailFolder {
     if (drop <= 0) return;
     const floor = Math.max(h.floor, h.entries[drop - 1]![1]);
     const kept = h.entries.slice(drop).map(([uid, ms]) => `${uid} ${ms}\n`);
-    await writeAtomic(path, `- ${floor}\n${kept.join('')}`);
+    writeAtomic(path, `- ${floor}\n${kept.join('')}`);
   }
 
   /** UIDs expunged after `modseq` (QRESYNC VANISHED (EARLIER)); null if no longer known. */
@@ -1264,13 +1277,13 @@ class LockedFolder {
   }
 
   /** Gives `m` these flags; the message's object in later snapshots is a new one (`m` is not changed). */
-  async rename(m: MessageInfo, flags: string[], modseq: number): Promise<void> {
+  rename(m: MessageInfo, flags: string[], modseq: number): void {
     const f = this.files.get(m.base)!;
     const letters = this.folder.flagsToLetters(flags, this.keywords, f.letters);
     const rel = `cur/${m.base}:2,${letters}`;
     if (rel !== f.rel) {
       try {
-        await fs.rename(join(this.folder.dir, f.rel), join(this.folder.dir, rel));
+        fsc.renameSync(join(this.folder.dir, f.rel), join(this.folder.dir, rel));
       } catch (err) {
         this.folder.rescanNext();
         throw err;
@@ -1298,10 +1311,10 @@ class LockedFolder {
     this.dirty = this.listDirty = true;
   }
 
-  async add(tmpPath: string, base: string, flags: string[]): Promise<number> {
+  add(tmpPath: string, base: string, flags: string[]): number {
     const letters = this.folder.flagsToLetters(flags, this.keywords, '');
     const rel = `cur/${base}:2,${letters}`;
-    await fs.rename(tmpPath, join(this.folder.dir, rel));
+    fsc.renameSync(tmpPath, join(this.folder.dir, rel));
     const uid = this.list.next++;
     this.list.entries.set(base, uid);
     this.state.highest++;
@@ -1448,6 +1461,10 @@ const openP = promisify(fsc.open);
 const fstatP = promisify(fsc.fstat);
 const readP = promisify(fsc.read);
 const closeP = promisify(fsc.close);
+const fsyncP = promisify(fsc.fsync);
+const setImmediateP = promisify(setImmediate);
+/** What writeDurable writes between two turns of the event loop. */
+const WRITE_CHUNK = 1024 * 1024;
 
 async function readHeadAsync(path: string, first: Buffer, size: number): Promise<HeaderBlock> {
   const fd = await openP(path, 'r');
@@ -1469,22 +1486,33 @@ async function readHeadAsync(path: string, first: Buffer, size: number): Promise
   }
 }
 
-async function writeDurable(path: string, data: Buffer): Promise<void> {
-  const fh = await fs.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+/**
+ * Writes a message file and fsyncs it, its mtime set to `date` (INTERNALDATE). The calls
+ * are synchronous but for the fsync, and a big message is written a chunk per turn of the
+ * event loop: every await of a busy process waits for all of its sessions to run once,
+ * which made an APPEND of a few kilobytes take a dozen such turns.
+ */
+async function writeDurable(path: string, data: Buffer, date: Date): Promise<void> {
+  const fd = fsc.openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
   try {
-    await fh.writeFile(data);
-    await fh.sync();
+    for (let off = 0; off < data.length;) {
+      if (off) await setImmediateP();
+      off += fsc.writeSync(fd, data, off, Math.min(WRITE_CHUNK, data.length - off));
+    }
+    fsc.futimesSync(fd, date, date);
+    await fsyncP(fd);
   } finally {
-    await fh.close();
+    fsc.closeSync(fd);
   }
 }
 
+/** Makes the names created in `dir` durable; only the fsync waits (see writeDurable). */
 async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fs.open(dir, constants.O_RDONLY);
+  const fd = fsc.openSync(dir, constants.O_RDONLY);
   try {
-    await fh.sync();
+    await fsyncP(fd);
   } finally {
-    await fh.close();
+    fsc.closeSync(fd);
   }
 }
 

@@ -1,4 +1,9 @@
-import { constants, promises as fs, type BigIntStats } from 'node:fs';
+import * as fsc from 'node:fs';
+import { constants, type BigIntStats } from 'node:fs';
+import { promisify } from 'node:util';
+
+const EXCLUSIVE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL;
+const fdatasync = promisify(fsc.fdatasync);
 
 /**
  * `ino:size:mtimeNs` of a file that is replaced by a rename, never written in place: what a
@@ -12,12 +17,17 @@ export function identOf(st: BigIntStats): string {
  * Dot-lock as Dovecot takes it on `dovecot-uidlist`: create `<file>.lock` exclusively,
  * write the new content into it, rename it over the file (atomic replace), or unlink
  * it to release without change. A lock older than `staleMs` belongs to a dead process.
+ *
+ * Every call but the fsync is synchronous: each is a metadata operation of microseconds on
+ * a local disk, and a holder that gave the event loop a turn at each one would hold the
+ * lock, under load, for as long as every session of the process takes to run once per
+ * call (other processes waiting on it all the while). Only the fsync waits in the thread pool.
  */
 export class DotLock {
   private constructor(
     readonly path: string,
     private readonly target: string,
-    private fh: fs.FileHandle | null,
+    private fd: number | null,
   ) {}
 
   static async acquire(
@@ -30,18 +40,18 @@ export class DotLock {
     let wait = 1;
     for (;;) {
       try {
-        const fh = await fs.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-        return new DotLock(path, target, fh);
+        return new DotLock(path, target, fsc.openSync(path, EXCLUSIVE, 0o600));
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
-      try {
-        const st = await fs.stat(path);
-        if (Date.now() - st.mtimeMs > staleMs) {
-          await fs.unlink(path).catch(() => undefined);
-          continue;
+      const st = fsc.statSync(path, { throwIfNoEntry: false });
+      if (!st) continue;
+      if (Date.now() - st.mtimeMs > staleMs) {
+        try {
+          fsc.unlinkSync(path);
+        } catch {
+          // taken over by another waiter
         }
-      } catch {
         continue;
       }
       if (Date.now() > deadline) throw new Error(`timed out waiting for lock ${path}`);
@@ -55,26 +65,30 @@ export class DotLock {
    * in a crash is harmless. Returns the new file's `ino:size:mtimeNs`.
    */
   async commit(content: string, opts: { sync?: boolean } = {}): Promise<string> {
-    const fh = this.fh;
-    if (!fh) throw new Error('lock already released');
-    this.fh = null;
+    const fd = this.fd;
+    if (fd === null) throw new Error('lock already released');
+    this.fd = null;
     let ident: string;
     try {
-      await fh.writeFile(content);
-      if (opts.sync !== false) await fh.sync();
-      ident = identOf(await fh.stat({ bigint: true }));
+      fsc.writeFileSync(fd, content);
+      if (opts.sync !== false) await fdatasync(fd);
+      ident = identOf(fsc.fstatSync(fd, { bigint: true }));
     } finally {
-      await fh.close();
+      fsc.closeSync(fd);
     }
-    await fs.rename(this.path, this.target);
+    fsc.renameSync(this.path, this.target);
     return ident;
   }
 
   async release(): Promise<void> {
-    const fh = this.fh;
-    if (!fh) return;
-    this.fh = null;
-    await fh.close();
-    await fs.unlink(this.path).catch(() => undefined);
+    const fd = this.fd;
+    if (fd === null) return;
+    this.fd = null;
+    fsc.closeSync(fd);
+    try {
+      fsc.unlinkSync(this.path);
+    } catch {
+      // gone already (broken as stale by another process)
+    }
   }
 }
