@@ -762,7 +762,7 @@ export class MailFolder {
     try {
       const { list: oldList, state: oldState, keywords, mine } = this.readState(true);
       // the copies are not what this process wrote: whether they were is asked of the originals
-      const { files, regular, own } = await this.files(oldList, oldState, false, mine);
+      const { files, regular, own, derived } = await this.files(oldList, oldState, false, mine);
       const list: UidList = oldList ?? {
         validity: await this.nextValidity(),
         next: 1,
@@ -775,9 +775,14 @@ export class MailFolder {
       let listDirty = !oldList;
       let stateDirty = !oldState;
       const kwBefore = keywords.join('\n');
-      // reconcile: files gone, new files, flag letters changed by someone else
-      const gone = [...list.entries].filter(([base]) => !files.has(base));
-      const fresh = [...files.keys()].filter((b) => !list.entries.has(b)).sort(compareNames);
+      // reconcile: files gone, new files, flag letters changed by someone else. Files
+      // derived from the state hold every message of the list with the state's letters
+      // (see derive): only new/ can add to them.
+      const gone = derived ? [] : [...list.entries].filter(([base]) => !files.has(base));
+      const fresh =
+        derived && files.size === list.entries.size
+          ? []
+          : [...files.keys()].filter((b) => !list.entries.has(b)).sort(compareNames);
       let bumped = false;
       const bump = () => {
         if (!bumped) state.highest++;
@@ -796,7 +801,7 @@ export class MailFolder {
         state.msgs[uid] = [bump(), files.get(base)!.letters];
         listDirty = stateDirty = true;
       }
-      for (const [base, uid] of list.entries) {
+      for (const [base, uid] of derived ? [] : list.entries) {
         const f = files.get(base)!;
         const st = state.msgs[uid];
         if (!st || st[1] !== f.letters) {
