@@ -331,8 +331,25 @@ async function runCopy(s: SelectedContext, tag: string, a: CopyArgs, name: strin
   await s.ok(tag, `${name} completed`, { allowExpunge: true });
 }
 
-async function quotaCheck(s: AuthedContext, adding: number): Promise<void> {
+/** How long a session's APPEND and COPY go by the quota limit they last read. */
+const QUOTA_LIMIT_TTL_MS = 60_000;
+const quotaLimits = new WeakMap<AuthedContext, { limit: number; until: number }>();
+
+/**
+ * The account's quota limit for APPEND and COPY, read from Redis once a minute per
+ * session (Dovecot takes it from the user database at login): a round trip is a turn of
+ * the event loop, which a busy worker makes long. GETQUOTA reads it every time.
+ */
+async function quotaLimit(s: AuthedContext): Promise<number> {
+  const hit = quotaLimits.get(s);
+  if (hit && hit.until > performance.now()) return hit.limit;
   const limit = await s.deps.quotas.limit(s.user);
+  quotaLimits.set(s, { limit, until: performance.now() + QUOTA_LIMIT_TTL_MS });
+  return limit;
+}
+
+async function quotaCheck(s: AuthedContext, adding: number): Promise<void> {
+  const limit = await quotaLimit(s);
   if (!limit) return;
   const { bytes } = await s.mailbox.usage(limit);
   if (bytes + adding > limit) throw reply.overQuota();
