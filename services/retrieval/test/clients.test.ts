@@ -9,6 +9,7 @@ import { Quotas } from '@mailyard/mailstore';
 import { waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import { PASSWORD, sampleMessage, sendRaw, startRetrieval, type Retrieval } from './helpers.js';
+import { RawImap } from './raw-imap.js';
 
 const run = promisify(execFile);
 let p: Platform;
@@ -413,5 +414,31 @@ print(m.getquotaroot('INBOX')[1])
       what: 'the next message filed once space was freed',
     });
     assert.match(readFileSync(join(p.inbox(QUSER)[0]!, '..', '..', 'maildirsize'), 'utf8'), /^\d+S\n/);
+  });
+
+  void it('a limit set while a session is open refuses the next session’s APPEND at once', async () => {
+    const user = 'quota-later@example.test';
+    await addAccount(p.directory, user);
+    const msg = `Subject: q\r\n\r\n${'x'.repeat(2000)}\r\n`;
+    const append = (c: RawImap, tag: string) => c.cmd(tag, `APPEND INBOX {${msg.length}+}\r\n${msg}`, 20_000);
+    const session = async () => {
+      const c = await RawImap.connect(r.ports.imap);
+      await c.until(/^\* OK/m);
+      assert.match(await c.cmd('l', `LOGIN ${user} "${PASSWORD}"`, 20_000), /^l OK/m);
+      return c;
+    };
+    const open = await session();
+    try {
+      assert.match(await append(open, 'a1'), /^a1 OK/m);
+      await new Quotas(p.redis.redis, 0).set(user, 1000);
+      const next = await session();
+      try {
+        assert.match(await append(next, 'a2'), /^a2 NO \[OVERQUOTA\]/m);
+      } finally {
+        next.close();
+      }
+    } finally {
+      open.close();
+    }
   });
 });
