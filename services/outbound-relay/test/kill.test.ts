@@ -20,6 +20,8 @@ let mx: RemoteMta;
 let port: number;
 let child: ChildProcess | null = null;
 let second: RelayHandle | null = null;
+/** Lets the stalled receiver answer: before the close too, or a failed test waits on it. */
+let release: () => void = () => undefined;
 
 before(async () => {
   port = await freePort();
@@ -33,11 +35,15 @@ before(async () => {
 });
 
 after(async () => {
+  release();
   child?.kill('SIGKILL');
   await second?.stop();
   await mx?.close();
   await p?.close();
 });
+
+/** How long the spawned relay may take to say it is ready (a busy machine: tsx compiles). */
+const READY_MS = 60_000;
 
 /** outbound-relay as its own process, the way it runs in production. */
 function spawnRelay(): Promise<ChildProcess> {
@@ -56,50 +62,62 @@ function spawnRelay(): Promise<ChildProcess> {
   });
   return new Promise((resolve, reject) => {
     let out = '';
+    const slow = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`outbound-relay not ready within ${READY_MS} ms: ${out}`));
+    }, READY_MS);
     proc.stdout.on('data', (d: Buffer) => {
       out += d.toString();
-      if (out.includes('outbound-relay ready')) resolve(proc);
+      if (!out.includes('outbound-relay ready')) return;
+      clearTimeout(slow);
+      resolve(proc);
     });
     proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    proc.once('exit', (code) => reject(new Error(`outbound-relay exited with ${code}: ${out}`)));
+    proc.once('exit', (code) => {
+      clearTimeout(slow);
+      reject(new Error(`outbound-relay exited with ${code}: ${out}`));
+    });
   });
 }
 
-test('an instance killed with SIGKILL mid-delivery: the message is still delivered, once', async () => {
-  let release: () => void = () => undefined;
-  const stalled = new Promise<void>((r) => (release = r));
-  let sawData = false;
-  mx = await startRemoteMta('127.0.0.10', port, {
-    // first attempt: the whole message arrives, then the receiver stalls before its reply
-    data: async () => {
-      if (sawData) return undefined;
-      sawData = true;
-      await stalled;
-      return { code: 451, message: '4.3.0 connection lost before the reply' };
-    },
-  });
-  child = await spawnRelay();
-  const env = envelope('sender@example.test', ['victim@kill.test']);
-  await queueOutbound(
-    p,
-    env,
-    simpleMessage('sender@example.test', 'victim@kill.test', 'killed-mid-delivery'),
-  );
-  await waitFor(() => sawData, { what: 'the message in flight at the receiver' });
-  child.kill('SIGKILL');
-  await new Promise((r) => child!.once('exit', r));
-  child = null;
-  release();
+test(
+  'an instance killed with SIGKILL mid-delivery: the message is still delivered, once',
+  { timeout: 180_000 },
+  async () => {
+    const stalled = new Promise<void>((r) => (release = r));
+    let sawData = false;
+    mx = await startRemoteMta('127.0.0.10', port, {
+      // first attempt: the whole message arrives, then the receiver stalls before its reply
+      data: async () => {
+        if (sawData) return undefined;
+        sawData = true;
+        await stalled;
+        return { code: 451, message: '4.3.0 connection lost before the reply' };
+      },
+    });
+    child = await spawnRelay();
+    const env = envelope('sender@example.test', ['victim@kill.test']);
+    await queueOutbound(
+      p,
+      env,
+      simpleMessage('sender@example.test', 'victim@kill.test', 'killed-mid-delivery'),
+    );
+    await waitFor(() => sawData, { what: 'the message in flight at the receiver' });
+    child.kill('SIGKILL');
+    await new Promise((r) => child!.once('exit', r));
+    child = null;
+    release();
 
-  // the unacked message went back to `outbound`; another instance picks it up
-  second = await startRelay(p, { outbound_port: port, outbound_retry_schedule: '200ms' });
-  await waitFor(() => mx.received.some((m) => m.data.toString().includes('Subject: killed-mid-delivery')), {
-    timeoutMs: 20_000,
-    what: 'delivery after the kill',
-  });
-  await waitFor(async () => (await queueDepth(p.vhost.name, 'outbound')) === 0);
-  assert.equal(
-    mx.received.filter((m) => m.data.toString().includes('Subject: killed-mid-delivery')).length,
-    1,
-  );
-});
+    // the unacked message went back to `outbound`; another instance picks it up
+    second = await startRelay(p, { outbound_port: port, outbound_retry_schedule: '200ms' });
+    await waitFor(() => mx.received.some((m) => m.data.toString().includes('Subject: killed-mid-delivery')), {
+      timeoutMs: 20_000,
+      what: 'delivery after the kill',
+    });
+    await waitFor(async () => (await queueDepth(p.vhost.name, 'outbound')) === 0);
+    assert.equal(
+      mx.received.filter((m) => m.data.toString().includes('Subject: killed-mid-delivery')).length,
+      1,
+    );
+  },
+);
