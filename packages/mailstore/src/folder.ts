@@ -1422,13 +1422,13 @@ const HEAD_READ = 8192;
 const HEAD_MAX = 1024 * 1024;
 const SYNC_SLICE_MS = 4;
 const SLOW_READ_MS = 1;
+const SLOW_READS = 3;
+const READ_CONCURRENCY = 16;
 /** Messages up to this size are read by MailFolder.read with one blocking call. */
 const SYNC_READ_MAX = 256 * 1024;
 /** How long read() goes through the thread pool after a blocking read was slow. */
 const SLOW_DISK_MS = 1000;
 let slowDiskUntil = 0;
-const SLOW_READS = 3;
-const READ_CONCURRENCY = 16;
 
 /** End of the header block in `buf[0..n)`: offset of the empty line, or -1. */
 function headerEnd(buf: Buffer, n: number): number {

@@ -1,8 +1,8 @@
 import * as fsc from 'node:fs';
-import { constants, type BigIntStats } from 'node:fs';
+import type { BigIntStats } from 'node:fs';
 import { promisify } from 'node:util';
 
-const EXCLUSIVE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL;
+const EXCLUSIVE = fsc.constants.O_WRONLY | fsc.constants.O_CREAT | fsc.constants.O_EXCL;
 const fdatasync = promisify(fsc.fdatasync);
 
 /**
