@@ -24,6 +24,8 @@ export interface NotifyWatcher {
   record(folder: string, change: FolderChange): boolean;
   /** Whether a change of the selected folder (by this name) is waiting. */
   takeSelected(name: string): boolean;
+  /** Whether changes are waiting to be told (`selected`: the selected folder's name, if any). */
+  waiting(selected: string | null): boolean;
   /** LIST and STATUS responses for what changed since the last call. */
   collect(s: AuthedContext): Promise<string[]>;
   /** Sends the FETCH responses MessageNew asks for, for messages new in the selected folder. */

@@ -45,6 +45,8 @@ import type { SelectedMailbox } from './selected.js';
 
 /** Unread output past which NOTIFY gives up on a client (NOTIFICATIONOVERFLOW). */
 const NOTIFY_BACKLOG = 1 << 20;
+/** Collections of NOTIFY's events one push may make before a waiting command runs. */
+const NOTIFY_ROUNDS = 3;
 const NOTIFICATION_OVERFLOW = '* OK [NOTIFICATIONOVERFLOW] Too many changes to tell; NOTIFY is off\r\n';
 
 /** What the session does with the next input line (STYLE: input mode as a union). */
@@ -607,23 +609,34 @@ export class ImapSession implements ImapContext {
     // commands wait until the responses are out, so that none lands inside a reply
     this.running = true;
     try {
-      if (this.conn.queued > NOTIFY_BACKLOG) return this.notificationOverflow();
-      const lines = await w.collect(this as AuthedContext);
-      if (lines.length) this.send(lines.join('\r\n') + '\r\n');
-      const view = this.selected;
-      if (view && w.takeSelected(view.name) && (w.selected || this.mode.m === 'idle')) {
-        this.deps.metrics.idleNotifications.inc();
-        const before = new Set(view.uids);
-        await this.flushUpdates(this.mode.m === 'idle' || !w.selected?.delayed);
-        const fresh = view.uids.filter((u) => !before.has(u));
-        if (fresh.length && w.selected?.fetch && this.selected === view)
-          await w.fetchNew(this as SelectedContext, fresh);
+      // events recorded while a round ran (a command waiting meanwhile was sent after them
+      // by the client) go out in the next, before that command; a few rounds at most, so
+      // that a stream of events does not hold commands back
+      for (let round = 0; round < NOTIFY_ROUNDS; round++) {
+        if (this.watch !== w || (round > 0 && !w.waiting(this.selected?.name ?? null))) break;
+        if (this.conn.queued > NOTIFY_BACKLOG) return this.notificationOverflow();
+        await this.notifyRound(w);
       }
     } catch (err) {
       this.log.warn({ err }, 'NOTIFY update failed');
     } finally {
       this.running = false;
       void this.drainQueue();
+    }
+  }
+
+  /** One collection of NOTIFY's events, and the selected mailbox's updates they call for. */
+  private async notifyRound(w: NotifyWatcher): Promise<void> {
+    const lines = await w.collect(this as AuthedContext);
+    if (lines.length) this.send(lines.join('\r\n') + '\r\n');
+    const view = this.selected;
+    if (view && w.takeSelected(view.name) && (w.selected || this.mode.m === 'idle')) {
+      this.deps.metrics.idleNotifications.inc();
+      const before = new Set(view.uids);
+      await this.flushUpdates(this.mode.m === 'idle' || !w.selected?.delayed);
+      const fresh = view.uids.filter((u) => !before.has(u));
+      if (fresh.length && w.selected?.fetch && this.selected === view)
+        await w.fetchNew(this as SelectedContext, fresh);
     }
   }
 

@@ -256,6 +256,10 @@ export class Watch implements NotifyWatcher {
     return hit;
   }
 
+  waiting(selected: string | null): boolean {
+    return this.listDirty || this.dirty.size > 0 || (selected !== null && this.touched.size > 0);
+  }
+
   async collect(s: AuthedContext): Promise<string[]> {
     const lines: string[] = [];
     if (this.listDirty) {
