@@ -122,8 +122,20 @@ export class Directory {
   async listDomains(): Promise<string[]> {
     return (await read(this.redis.smembers('domains'))).sort();
   }
+  /** Whether we are final destination for `domain`; cached with the recipient lookups. */
   async isLocalDomain(domain: string): Promise<boolean> {
-    return (await read(this.redis.sismember('domains', domain.toLowerCase()))) === 1;
+    const d = domain.toLowerCase();
+    const hit = this.cachedLocalDomain(d);
+    if (hit !== undefined) return hit;
+    const generation = this.cache?.generation ?? 0;
+    const local = (await read(this.redis.sismember('domains', d))) === 1;
+    this.cache?.set(`domain:${d}`, local, generation);
+    return local;
+  }
+  /** isLocalDomain's answer when the lookup cache holds it, without Redis; else undefined. */
+  cachedLocalDomain(domain: string): boolean | undefined {
+    const hit = this.cache?.get(`domain:${domain.toLowerCase()}`);
+    return typeof hit === 'boolean' ? hit : undefined;
   }
   async delDomain(domain: string): Promise<void> {
     const d = normalizeDomain(domain) ?? domain;
@@ -357,11 +369,12 @@ export class Directory {
   async lookup(address: string): Promise<Lookup> {
     const a = address.toLowerCase();
     if (!this.cache) return this.lookupInRedis(a);
-    const hit = this.cache.get(a);
-    if (hit) return hit;
+    const key = `rcpt:${a}`;
+    const hit = this.cache.get(key);
+    if (hit && typeof hit === 'object') return hit;
     const generation = this.cache.generation;
     const res = await this.lookupInRedis(a);
-    this.cache.set(a, res, generation);
+    this.cache.set(key, res, generation);
     return res;
   }
 
@@ -428,11 +441,12 @@ export interface Lookup {
 const changedChannel = (redis: Redis) => `${redis.options.keyPrefix ?? ''}directory:changed`;
 
 /**
- * Recipient lookups kept for a while, emptied whenever any instance announces a change.
- * A lookup that started before a change is not stored (its answer may be the old one).
+ * Recipient lookups (`rcpt:<address>`) and whether a domain is ours (`domain:<name>`),
+ * kept for a while, emptied whenever any instance announces a change. A lookup that
+ * started before a change is not stored (its answer may be the old one).
  */
 class LookupCache {
-  private readonly entries = new Map<string, { value: Lookup; expires: number }>();
+  private readonly entries = new Map<string, { value: Lookup | boolean; expires: number }>();
   private sub: Redis | null = null;
   /** True while the change channel is subscribed; nothing is stored otherwise. */
   private subscribed = false;
@@ -445,19 +459,19 @@ class LookupCache {
     private readonly maxEntries: number,
   ) {}
 
-  get(address: string): Lookup | undefined {
+  get(key: string): Lookup | boolean | undefined {
     this.listen();
-    const e = this.entries.get(address);
+    const e = this.entries.get(key);
     if (!e) return undefined;
     if (e.expires > Date.now()) return e.value;
-    this.entries.delete(address);
+    this.entries.delete(key);
     return undefined;
   }
 
-  set(address: string, value: Lookup, generation: number): void {
+  set(key: string, value: Lookup | boolean, generation: number): void {
     if (generation !== this.generation || !this.subscribed) return;
     if (this.entries.size >= this.maxEntries) this.entries.clear();
-    this.entries.set(address, { value, expires: Date.now() + this.ttlMs });
+    this.entries.set(key, { value, expires: Date.now() + this.ttlMs });
   }
 
   clear(): void {

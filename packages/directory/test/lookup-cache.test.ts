@@ -93,3 +93,21 @@ test('without a TTL nothing is cached', async () => {
   await r.redis.del('account:frank@example.test');
   assert.equal((await plain.lookup('frank@example.test')).match, null);
 });
+
+test('whether a domain is ours: cached, and a new or deleted domain seen at once', async () => {
+  assert.equal(await cached.isLocalDomain('Example.TEST'), true);
+  assert.equal(cached.cachedLocalDomain('example.test'), true, 'answered from the cache');
+  assert.equal(await cached.isLocalDomain('later.test'), false);
+  assert.equal(cached.cachedLocalDomain('later.test'), false);
+  await admin.addDomain('later.test');
+  await waitFor(async () => await cached.isLocalDomain('later.test'), {
+    timeoutMs: 1000,
+    what: 'new domain visible',
+  });
+  await admin.delDomain('later.test');
+  await waitFor(async () => !(await cached.isLocalDomain('later.test')), {
+    timeoutMs: 1000,
+    what: 'deleted domain gone',
+  });
+  assert.equal(new Directory(r.redis).cachedLocalDomain('example.test'), undefined, 'no cache: no answer');
+});
