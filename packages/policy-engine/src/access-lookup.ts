@@ -12,12 +12,12 @@ import {
 } from './check-context.js';
 
 // The access tables of check_client_access, check_sender_access and
-// check_recipient_access (Postfix access(5)): read in the stage's pipeline, most
-// specific key first; the first key found decides.
+// check_recipient_access (Postfix access(5)): read in the stage's pipeline (or from an
+// intake's copy in process), most specific key first; the first key found decides.
 
 const lookupKey = (check: string, table: string) => `${check}:${table}`;
 
-/** Queues the table lookup of `keys` (most specific first). */
+/** Queues the table lookup of `keys` (most specific first), unless the in-process copy answers it. */
 export function queueAccessLookup(
   ctx: CheckContext,
   batch: RedisBatch,
@@ -27,6 +27,11 @@ export function queueAccessLookup(
 ): void {
   if (!keys.length) return;
   const k = lookupKey(check, table);
+  const copy = ctx.env.accessTables?.()?.lookup(table, keys);
+  if (copy !== undefined) {
+    ctx.access.set(k, copy);
+    return;
+  }
   batch.read(
     `access:${k}`,
     (p) => p.hmget(PolicyKeys.access(table), ...keys),

@@ -4,6 +4,7 @@ import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger } from '@mailyard/observability';
 import type { CheckArgs, CheckName, CheckReplyName, PolicyReplies } from '@mailyard/policy-rules';
+import type { AccessTableSource } from './access-copy.js';
 import type { PolicyEngineConfig } from './config.js';
 import type { PolicyMetrics } from './metrics.js';
 import type { PolicyRedis } from './redis-scripts.js';
@@ -45,6 +46,8 @@ export interface CheckEnv {
   authservId: string;
   /** RELAY_DOMAINS, lower-case. */
   relayDomains: ReadonlySet<string>;
+  /** The access tables in process, when the holder trusts its copy now; absent or null: read Redis. */
+  accessTables?: () => AccessTableSource | null;
 }
 
 /** One request being decided: what checks read, and what they leave for later ones. */
@@ -114,3 +117,11 @@ export interface CheckImplementation<N extends CheckName> {
 
 export const domainOf = (address: string): string =>
   address.slice(address.lastIndexOf('@') + 1).toLowerCase();
+
+/** Whether we are final destination for `domain`: from the directory's cache, or one round trip. */
+export async function isLocalDomain(ctx: CheckContext, domain: string): Promise<boolean> {
+  const known = ctx.env.directory.cachedLocalDomain(domain);
+  if (known !== undefined) return known;
+  ctx.roundTrips++;
+  return ctx.env.directory.isLocalDomain(domain);
+}

@@ -23,6 +23,7 @@ import {
 } from './check-context.js';
 import { queueUserLists } from './checks/check-user-lists.js';
 import { CHECK_IMPLEMENTATIONS } from './checks/index.js';
+import type { AccessTableSource } from './access-copy.js';
 import type { PolicyEngineConfig } from './config.js';
 import type { PolicyMetrics } from './metrics.js';
 import { withPolicyScripts } from './redis-scripts.js';
@@ -35,6 +36,8 @@ export interface EngineDeps {
   metrics: PolicyMetrics;
   /** Current rules (reloaded live by the service). */
   rules: () => RuleSet;
+  /** An intake's copy of the access tables, when it may answer; without it every lookup reads Redis. */
+  accessTables?: () => AccessTableSource | null;
   /** Milliseconds since the epoch; tests pass a controllable clock. */
   now: () => number;
 }
@@ -74,9 +77,9 @@ export type EngineDecision = PolicyDecision & { roundTrips: number };
  * Runs the restriction lists of one stage in order, Haraka-style: each entry is a
  * check module that returns a verdict, and the first decisive one wins; `permit` ends
  * the current list; HOLD marks the message for Junk and goes on. Redis reads the
- * entries declare (access tables, user lists) are fetched in one pipeline before the
- * first check, so a stage costs one round trip plus one per greylist or rate-limit
- * check that is reached.
+ * entries declare (user lists, access tables an intake's copy does not answer) are
+ * fetched in one pipeline before the first check, so a stage costs at most one round
+ * trip plus one per greylist or rate-limit check that is reached.
  */
 export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
   const { logger } = deps;
@@ -90,6 +93,7 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
     now: deps.now,
     authservId: config.authserv_id ?? config.myhostname,
     relayDomains: new Set(config.relay_domains.map((d) => d.toLowerCase())),
+    ...(deps.accessTables ? { accessTables: deps.accessTables } : {}),
   };
 
   /** One pipeline with everything the entries of this stage will read. */

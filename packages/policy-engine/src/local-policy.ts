@@ -2,8 +2,9 @@ import type { Redis } from 'ioredis';
 import type { PolicyDecision } from '@mailyard/contracts';
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
-import type { Logger, Registry } from '@mailyard/observability';
+import { Gauge, type Logger, type Registry } from '@mailyard/observability';
 import { PolicyKeys, PolicyRules } from '@mailyard/policy-rules';
+import { AccessTables, tablesOf } from './access-copy.js';
 import { parseEngineSettings } from './config.js';
 import { createDecider, type Decider, type PolicyInput } from './decider.js';
 import type { RedisBatch } from './check-context.js';
@@ -23,22 +24,33 @@ export interface LocalPolicyDeps {
 
 /**
  * The cheap stages of the policy decided where the SMTP session runs (Postfix decides
- * its restriction lists inside smtpd): the rule lists and the policy service's check
- * settings are loaded from Redis and reloaded on every announced change; access tables
- * and user lists are read in the stage's one pipeline, DNS through the process's cache.
- * A stage that reaches a check needing shared state or heavy work (greylisting, rate
- * counters, DNS lists, scanners) is left to the policy service: `decide` answers null.
- * Until the service has published its settings, every stage is left to it.
+ * its restriction lists inside smtpd): the rule lists, the access tables they name and
+ * the policy service's check settings are loaded from Redis and again on every change
+ * announced on the rules' channel; user lists are read in the stage's one pipeline, DNS
+ * through the process's cache. A stage that reaches a check needing shared state or
+ * heavy work (greylisting, rate counters, DNS lists, scanners) is left to the policy
+ * service: `decide` answers null. Until the service has published its settings, every
+ * stage is left to it.
+ *
+ * The copy decides alone only while the change channel is subscribed and the last load
+ * after subscribing succeeded (`following`), so a change made in Redis is in force here
+ * once its announcement arrives, as Postfix's maps are after `postfix reload`. Otherwise
+ * (the channel lost, Redis unreachable) every stage reads the version, the settings and
+ * its tables from Redis again, and fails with Redis: an outage is a temporary failure.
  */
 export class LocalPolicy {
   private decider: Decider | null = null;
   private rules: Awaited<ReturnType<PolicyRules['load']>>['rules'] | null = null;
+  private tables: AccessTables | null = null;
   private settings = '';
   /** policy:version of the rules in force here. */
   private version: number | null = null;
+  /** Subscribed to the change channel, and loaded since: the copy is current. */
+  private following = false;
   private sub: Redis | null = null;
   private readonly store: PolicyRules;
   private readonly metrics: ReturnType<typeof createMetrics>;
+  private readonly versionGauge: Gauge;
   private readonly log: Logger;
   /** Reloads run one after the other, so the last one started is the one in force. */
   private reloading: Promise<void> = Promise.resolve();
@@ -46,7 +58,14 @@ export class LocalPolicy {
 
   constructor(private readonly deps: LocalPolicyDeps) {
     this.store = new PolicyRules(deps.redis, deps.prefix);
-    this.metrics = createMetrics(deps.registry, `mailyard_${deps.service.replace(/-/g, '_')}_local_policy`);
+    const prefix = `mailyard_${deps.service.replace(/-/g, '_')}_local_policy`;
+    this.metrics = createMetrics(deps.registry, prefix);
+    this.versionGauge = new Gauge({
+      name: `${prefix}_rules_version`,
+      help: 'Version of the policy rules this process decides with on its own (-1: none, every stage is read from Redis or asked of the policy service)',
+      registers: [deps.registry],
+    });
+    this.versionGauge.set(-1);
     this.log = deps.logger.child({ component: 'local-policy' });
   }
 
@@ -55,17 +74,30 @@ export class LocalPolicy {
     return this.decider !== null;
   }
 
+  /** The version of the rules this process decides with alone; null when it reads Redis at every stage. */
+  get rulesVersion(): number | null {
+    return this.following && this.decider ? this.version : null;
+  }
+
   /** Loads rules and settings, then follows the change channel. Never throws: without them, the service decides. */
   async start(): Promise<void> {
     this.stopped = false;
-    const sub = this.deps.redis.duplicate({ keyPrefix: '' });
+    // resubscribed by hand on every connect, then loaded again: announcements missed
+    // while the channel was down are caught up by that load
+    const sub = this.deps.redis.duplicate({ keyPrefix: '', lazyConnect: false, autoResubscribe: false });
     this.sub = sub;
     sub.on('error', () => undefined);
     sub.on('message', () => void this.reload());
-    sub.on('ready', () => void this.reload());
-    await sub.subscribe(this.store.channel).catch((err: unknown) => {
-      this.log.warn({ err }, 'cannot follow policy changes; the policy service decides every stage');
-    });
+    sub.on('close', () => this.unfollow());
+    const follow = () =>
+      sub.subscribe(this.store.channel).then(
+        () => this.reload(true),
+        (err: unknown) => {
+          this.log.warn({ err }, 'cannot follow policy changes; every stage reads Redis');
+        },
+      );
+    sub.on('ready', () => void follow());
+    // decided with reads of Redis at every stage until the channel is subscribed
     await this.reload();
   }
 
@@ -74,32 +106,49 @@ export class LocalPolicy {
     this.sub?.disconnect();
     this.sub = null;
     this.decider = null;
+    this.unfollow();
   }
 
-  /** Reloads rules and the service's settings; on failure keeps what is in force. */
-  reload(): Promise<void> {
-    this.reloading = this.reloading.then(() => this.load());
+  private unfollow(): void {
+    this.following = false;
+    this.versionGauge.set(-1);
+  }
+
+  /**
+   * Reloads rules, tables and the service's settings; on failure keeps what is in force.
+   * `subscribed`: the channel was (re)subscribed just before, so the copy is current once
+   * this load succeeds.
+   */
+  reload(subscribed = false): Promise<void> {
+    this.reloading = this.reloading.then(() => this.load(subscribed));
     return this.reloading;
   }
 
-  private async load(): Promise<void> {
+  private async load(subscribed: boolean): Promise<void> {
     if (this.stopped) return;
     try {
       const [loaded, settings] = await Promise.all([this.store.load(), this.published()]);
+      const tables = await AccessTables.load(this.deps.redis, tablesOf(loaded.rules));
       if (this.stopped) return;
       this.rules = loaded.rules;
+      this.tables = tables;
       this.version = loaded.version;
+      if (subscribed && this.sub?.status === 'ready') this.following = true;
       if (!settings) {
         this.decider = null;
         this.settings = '';
-        return;
-      }
-      if (settings !== this.settings || !this.decider) {
+      } else if (settings !== this.settings || !this.decider) {
         const config = parseEngineSettings(settings);
-        const rules = () => this.rules!;
-        this.decider = createDecider(config, { ...this.deps, metrics: this.metrics, rules, now: Date.now });
+        this.decider = createDecider(config, {
+          ...this.deps,
+          metrics: this.metrics,
+          rules: () => this.rules!,
+          accessTables: () => (this.following ? this.tables : null),
+          now: Date.now,
+        });
         this.settings = settings;
       }
+      this.versionGauge.set(this.rulesVersion ?? -1);
     } catch (err) {
       // the rules in force stay; none yet: the service decides
       this.log.warn({ err }, 'could not load the policy rules, keeping the previous ones');
@@ -109,10 +158,12 @@ export class LocalPolicy {
   /** The decision of a connect, MAIL or RCPT request; null: ask the policy service. */
   async decide(input: PolicyInput): Promise<PolicyDecision | null> {
     if (!this.decider || input.stage === 'data') return null;
-    // a change announced but not yet received here must not be decided with the old
-    // rules, nor a stage decided here once the service is gone (it would give the default
-    // action): both are read with each decision, in the stage's one pipeline; when they
-    // differ, reload and try once more
+    // following the channel, the copy is current: no read of the version or settings
+    if (this.following) return this.decider.decideHere(input);
+    // otherwise a change announced but not received here must not be decided with the
+    // old rules, nor a stage decided here once the service is gone (it would give the
+    // default action): both are read with each decision, in the stage's one pipeline;
+    // when they differ, reload and try once more
     for (let attempt = 0; attempt < 2; attempt++) {
       let version: number | null = null;
       let settings: string | null = null;

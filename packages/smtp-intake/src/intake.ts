@@ -53,6 +53,8 @@ export interface IntakeDeps {
   policy?: PolicyAsker | null;
   /** Where the per-client connection rate is counted across instances; without it, in this process. */
   redis?: Redis;
+  /** The service's directory (with its lookup cache), for the stages decided here; by default an uncached one. */
+  directory?: Directory;
   /**
    * Cheap stages decided in this process; by default one is built, with the built policy
    * client, when POLICY_LOCAL_DECISIONS is on and Redis is given.
@@ -146,7 +148,7 @@ export function createIntake<L extends string>(
         ? new LocalPolicy({
             redis: deps.redis,
             prefix: config.redis_prefix,
-            directory: new Directory(deps.redis),
+            directory: deps.directory ?? new Directory(deps.redis),
             resolver: deps.resolver,
             logger,
             registry: deps.registry,

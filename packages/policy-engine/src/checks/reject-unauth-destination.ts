@@ -1,4 +1,4 @@
-import { DUNNO, domainOf, note, refuse, type CheckImplementation } from '../check-context.js';
+import { DUNNO, domainOf, isLocalDomain, note, refuse, type CheckImplementation } from '../check-context.js';
 
 /** `reject_unauth_destination`: a recipient neither in our domains nor in RELAY_DOMAINS. */
 export const rejectUnauthDestination: CheckImplementation<'reject_unauth_destination'> = {
@@ -7,8 +7,7 @@ export const rejectUnauthDestination: CheckImplementation<'reject_unauth_destina
     if (req.stage !== 'rcpt' || !req.recipient) return DUNNO;
     const d = domainOf(req.recipient);
     if (ctx.env.relayDomains.has(d)) return DUNNO;
-    const local = await ctx.env.directory.isLocalDomain(d);
-    ctx.roundTrips++;
+    const local = await isLocalDomain(ctx, d);
     if (local) return DUNNO;
     note(ctx, 'reject_unauth_destination', 'reject', d);
     return refuse(reply.relayDenied(req.recipient));

@@ -1,4 +1,4 @@
-import { DUNNO, domainOf, note, refuse, type CheckImplementation } from '../check-context.js';
+import { DUNNO, domainOf, isLocalDomain, note, refuse, type CheckImplementation } from '../check-context.js';
 import { domainResolves } from '../dns-checks.js';
 
 /**
@@ -11,8 +11,7 @@ export const rejectUnknownSenderDomain: CheckImplementation<'reject_unknown_send
   async run(ctx, _args, reply) {
     const s = ctx.req.sender;
     if (!s || domainOf(s).startsWith('[')) return DUNNO;
-    const own = await ctx.env.directory.isLocalDomain(domainOf(s));
-    ctx.roundTrips++;
+    const own = await isLocalDomain(ctx, domainOf(s));
     if (own) return DUNNO;
     const l = await domainResolves(ctx.env.resolver, domainOf(s));
     if (l.kind === 'found') return DUNNO;
