@@ -670,7 +670,9 @@ async function startPolicyWorld(
 interface PolicyFigures {
   requests: number;
   local: number;
+  /** The policy service's, and mta-inbound's for the stages it decides. */
   redisRoundTrips: number;
+  localRedisRoundTrips: number;
   dnsQueries: number;
   decision: Buckets;
   rpc: Map<string, Buckets>;
@@ -698,9 +700,11 @@ async function policyFigures(
     // RPCs as mta-inbound makes them; stages it decides itself (POLICY_LOCAL_DECISIONS) apart
     requests: await counterSum(inboundHttp, 'mailyard_mta_inbound_policy_decisions_total', 'where="service"'),
     local: await counterSum(inboundHttp, 'mailyard_mta_inbound_policy_decisions_total', 'where="local"'),
-    redisRoundTrips:
-      (await counterSum(policyHttp, 'mailyard_policy_redis_round_trips_total')) +
-      (await counterSum(inboundHttp, 'mailyard_mta_inbound_local_policy_redis_round_trips_total')),
+    redisRoundTrips: await counterSum(policyHttp, 'mailyard_policy_redis_round_trips_total'),
+    localRedisRoundTrips: await counterSum(
+      inboundHttp,
+      'mailyard_mta_inbound_local_policy_redis_round_trips_total',
+    ),
     dnsQueries: dns?.queries.length ?? 0,
     decision: await histogram(policyHttp, 'mailyard_policy_decision_seconds', 'stage="rcpt"'),
     rpc,
@@ -713,7 +717,9 @@ function printPolicyFigures(a: PolicyFigures, b: PolicyFigures, messages: number
   process.stdout.write(
     `policy per message: ${per(a.requests, b.requests)} requests to the policy service, ` +
       `${per(a.local, b.local)} stages decided in mta-inbound, ` +
-      `${per(a.redisRoundTrips, b.redisRoundTrips)} Redis round trips (policy decisions, both processes), ` +
+      `${per(a.redisRoundTrips + a.localRedisRoundTrips, b.redisRoundTrips + b.localRedisRoundTrips)} ` +
+      `Redis round trips (policy decisions: ${per(a.localRedisRoundTrips, b.localRedisRoundTrips)} ` +
+      `in mta-inbound, ${per(a.redisRoundTrips, b.redisRoundTrips)} in the policy service), ` +
       `${per(a.dnsQueries, b.dnsQueries)} DNS queries\n`,
   );
   const ms = (x: Buckets, y: Buckets, q: number) => fmt(histogramQuantile(x, y, q) * 1000, 2);
