@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, test } from 'node:test';
+import { rspamdCheck } from '../src/rspamd.js';
+
+// The rspamd client against an HTTP server on loopback that answers as rspamd does, or
+// fails as a broken one would: every failure is an error (the check then tempfails or
+// applies CONTENT_FILTER_FAILURE), never a verdict.
+
+const T = { timeout: 30_000 };
+const servers: Server[] = [];
+after(() => Promise.all(servers.map((s) => new Promise((r) => s.close(r)))));
+
+async function serve(handler: (req: IncomingMessage, body: Buffer, res: ServerResponse) => void) {
+  const s = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => handler(req, Buffer.concat(chunks), res));
+  });
+  servers.push(s);
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+}
+
+const ENV = {
+  ip: '192.0.2.7',
+  helo: 'mx.sender.test',
+  hostname: 'mx.sender.test',
+  from: 'a@sender.test',
+  rcpts: ['b@example.test', 'c@example.test'],
+  queueId: 'Q1',
+  user: null,
+};
+const MESSAGE = Buffer.from('Subject: hi\r\n\r\nhello\r\n');
+
+test('sends the envelope as rspamd headers and the message as the body; reads the verdict', T, async () => {
+  let seen: { headers: IncomingMessage['headers']; body: string; path?: string } | null = null;
+  const url = await serve((req, body, res) => {
+    seen = { headers: req.headers, body: body.toString(), path: req.url };
+    // as rspamd's normal worker: one reply, then the connection is closed
+    res.setHeader('Connection', 'close');
+    res.end(
+      JSON.stringify({ action: 'add header', score: 7.5, required_score: 15, symbols: { X: { score: 1 } } }),
+    );
+  });
+  const r = await rspamdCheck(url, MESSAGE, ENV, 5000);
+  assert.deepEqual(r, { action: 'add header', score: 7.5, required_score: 15, symbols: { X: { score: 1 } } });
+  assert.equal(seen!.path, '/checkv2');
+  assert.equal(seen!.body, MESSAGE.toString());
+  assert.equal(seen!.headers.ip, '192.0.2.7');
+  assert.equal(seen!.headers.helo, 'mx.sender.test');
+  assert.equal(seen!.headers.from, 'a@sender.test');
+  assert.equal(seen!.headers.rcpt, 'b@example.test, c@example.test');
+  assert.equal(seen!.headers['queue-id'], 'Q1');
+  assert.equal(seen!.headers.user, undefined);
+});
+
+test('an error status, a reply that is not a verdict, or a cut connection is an error', T, async () => {
+  const status = await serve((_q, _b, res) => {
+    res.statusCode = 500;
+    res.end('{"error":"boom"}');
+  });
+  await assert.rejects(rspamdCheck(status, MESSAGE, ENV, 5000), /HTTP 500/);
+  const garbage = await serve((_q, _b, res) => res.end('not json'));
+  await assert.rejects(rspamdCheck(garbage, MESSAGE, ENV, 5000), SyntaxError);
+  const noVerdict = await serve((_q, _b, res) => res.end('{"error":"no"}'));
+  await assert.rejects(rspamdCheck(noVerdict, MESSAGE, ENV, 5000), /without action\/score/);
+  const cut = await serve((req) => req.socket.destroy());
+  await assert.rejects(rspamdCheck(cut, MESSAGE, ENV, 5000));
+});
+
+test('rspamd not listening, or not answering within the timeout, is an error', T, async () => {
+  const closed = await serve(() => undefined);
+  await new Promise((r) => servers.pop()!.close(r));
+  await assert.rejects(rspamdCheck(closed, MESSAGE, ENV, 5000), /ECONNREFUSED/);
+  const silent = await serve(() => undefined);
+  await assert.rejects(rspamdCheck(silent, MESSAGE, ENV, 300), /did not answer within 300 ms/);
+});
+
+test('a reply far larger than any verdict is refused', T, async () => {
+  const huge = await serve((_q, _b, res) => res.end(Buffer.alloc(5 * 1024 * 1024, 0x20)));
+  await assert.rejects(rspamdCheck(huge, MESSAGE, ENV, 5000), /more than/);
+});
