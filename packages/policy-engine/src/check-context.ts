@@ -5,6 +5,7 @@ import type { MailResolver } from '@mailyard/dns';
 import type { Logger } from '@mailyard/observability';
 import type { CheckArgs, CheckName, CheckReplyName, PolicyReplies } from '@mailyard/policy-rules';
 import type { AccessTableSource } from './access-copy.js';
+import type { UserListCopy } from './user-list-copy.js';
 import type { PolicyEngineConfig } from './config.js';
 import type { PolicyMetrics } from './metrics.js';
 import type { PolicyRedis } from './redis-scripts.js';
@@ -48,6 +49,8 @@ export interface CheckEnv {
   relayDomains: ReadonlySet<string>;
   /** The access tables in process, when the holder trusts its copy now; absent or null: read Redis. */
   accessTables?: () => AccessTableSource | null;
+  /** The user lists in process, likewise. */
+  userLists?: () => UserListCopy | null;
 }
 
 /** One request being decided: what checks read, and what they leave for later ones. */

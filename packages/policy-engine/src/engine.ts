@@ -24,6 +24,7 @@ import {
 import { queueUserLists } from './checks/check-user-lists.js';
 import { CHECK_IMPLEMENTATIONS } from './checks/index.js';
 import type { AccessTableSource } from './access-copy.js';
+import type { UserListCopy } from './user-list-copy.js';
 import type { PolicyEngineConfig } from './config.js';
 import type { PolicyMetrics } from './metrics.js';
 import { withPolicyScripts } from './redis-scripts.js';
@@ -38,6 +39,8 @@ export interface EngineDeps {
   rules: () => RuleSet;
   /** An intake's copy of the access tables, when it may answer; without it every lookup reads Redis. */
   accessTables?: () => AccessTableSource | null;
+  /** An intake's copy of the user lists, likewise. */
+  userLists?: () => UserListCopy | null;
   /** Milliseconds since the epoch; tests pass a controllable clock. */
   now: () => number;
 }
@@ -77,7 +80,7 @@ export type EngineDecision = PolicyDecision & { roundTrips: number };
  * Runs the restriction lists of one stage in order, Haraka-style: each entry is a
  * check module that returns a verdict, and the first decisive one wins; `permit` ends
  * the current list; HOLD marks the message for Junk and goes on. Redis reads the
- * entries declare (user lists, access tables an intake's copy does not answer) are
+ * entries declare (user lists and access tables an intake's copy does not answer) are
  * fetched in one pipeline before the first check, so a stage costs at most one round
  * trip plus one per greylist or rate-limit check that is reached.
  */
@@ -94,6 +97,7 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
     authservId: config.authserv_id ?? config.myhostname,
     relayDomains: new Set(config.relay_domains.map((d) => d.toLowerCase())),
     ...(deps.accessTables ? { accessTables: deps.accessTables } : {}),
+    ...(deps.userLists ? { userLists: deps.userLists } : {}),
   };
 
   /** One pipeline with everything the entries of this stage will read. */

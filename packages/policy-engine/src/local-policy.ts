@@ -3,12 +3,13 @@ import type { PolicyDecision } from '@mailyard/contracts';
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import { Gauge, type Logger, type Registry } from '@mailyard/observability';
-import { PolicyKeys, PolicyRules } from '@mailyard/policy-rules';
+import { PolicyKeys, PolicyRules, USER_LISTS_CHANGED } from '@mailyard/policy-rules';
 import { AccessTables, tablesOf } from './access-copy.js';
 import { parseEngineSettings } from './config.js';
 import { createDecider, type Decider, type PolicyInput } from './decider.js';
 import type { RedisBatch } from './check-context.js';
 import { createMetrics } from './metrics.js';
+import { UserListCopy } from './user-list-copy.js';
 
 export interface LocalPolicyDeps {
   redis: Redis;
@@ -26,7 +27,8 @@ export interface LocalPolicyDeps {
  * The cheap stages of the policy decided where the SMTP session runs (Postfix decides
  * its restriction lists inside smtpd): the rule lists, the access tables they name and
  * the policy service's check settings are loaded from Redis and again on every change
- * announced on the rules' channel; user lists are read in the stage's one pipeline, DNS
+ * announced on the rules' channel; a recipient's user lists are read whole in the
+ * stage's one pipeline the first time and kept until the next announcement; DNS goes
  * through the process's cache. A stage that reaches a check needing shared state or
  * heavy work (greylisting, rate counters, DNS lists, scanners) is left to the policy
  * service: `decide` answers null. Until the service has published its settings, every
@@ -42,6 +44,7 @@ export class LocalPolicy {
   private decider: Decider | null = null;
   private rules: Awaited<ReturnType<PolicyRules['load']>>['rules'] | null = null;
   private tables: AccessTables | null = null;
+  private readonly userLists = new UserListCopy();
   private settings = '';
   /** policy:version of the rules in force here. */
   private version: number | null = null;
@@ -87,7 +90,11 @@ export class LocalPolicy {
     const sub = this.deps.redis.duplicate({ keyPrefix: '', lazyConnect: false, autoResubscribe: false });
     this.sub = sub;
     sub.on('error', () => undefined);
-    sub.on('message', () => void this.reload());
+    // every announcement drops the user lists; one of theirs needs no reload of the rules
+    sub.on('message', (_channel: string, what: string) => {
+      this.userLists.clear();
+      if (what !== USER_LISTS_CHANGED) void this.reload();
+    });
     sub.on('close', () => this.unfollow());
     const follow = () =>
       sub.subscribe(this.store.channel).then(
@@ -111,6 +118,7 @@ export class LocalPolicy {
 
   private unfollow(): void {
     this.following = false;
+    this.userLists.clear();
     this.versionGauge.set(-1);
   }
 
@@ -133,7 +141,11 @@ export class LocalPolicy {
       this.rules = loaded.rules;
       this.tables = tables;
       this.version = loaded.version;
-      if (subscribed && this.sub?.status === 'ready') this.following = true;
+      if (subscribed && this.sub?.status === 'ready') {
+        // announcements may have been missed before the channel was subscribed
+        this.userLists.clear();
+        this.following = true;
+      }
       if (!settings) {
         this.decider = null;
         this.settings = '';
@@ -144,6 +156,7 @@ export class LocalPolicy {
           metrics: this.metrics,
           rules: () => this.rules!,
           accessTables: () => (this.following ? this.tables : null),
+          userLists: () => (this.following ? this.userLists : null),
           now: Date.now,
         });
         this.settings = settings;

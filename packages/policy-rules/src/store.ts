@@ -16,6 +16,13 @@ import {
 
 export type RuleSet = Record<RestrictionListName, Restriction[]>;
 
+/**
+ * The announcement of a change to a user's allow or block list, on the rules' channel:
+ * copies of the lists are dropped, the rules need no reload. Any other message on the
+ * channel (a new version, a restore) drops them too.
+ */
+export const USER_LISTS_CHANGED = 'user-lists';
+
 /** What `mailyard policy explain` shows. */
 export interface ExplainRecord {
   id: string;
@@ -170,10 +177,12 @@ export class PolicyRules {
 
   async userListAdd(account: string, kind: 'allow' | 'block', sender: string): Promise<void> {
     await this.redis.sadd(PolicyKeys.userList(account, kind), normalizeAddressKey(sender));
+    await this.redis.publish(this.channel, USER_LISTS_CHANGED);
   }
 
   async userListDel(account: string, kind: 'allow' | 'block', sender: string): Promise<void> {
     await this.redis.srem(PolicyKeys.userList(account, kind), normalizeAddressKey(sender));
+    await this.redis.publish(this.channel, USER_LISTS_CHANGED);
   }
 
   async userList(account: string, kind: 'allow' | 'block'): Promise<string[]> {

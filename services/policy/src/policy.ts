@@ -12,7 +12,7 @@ import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
 import { createDecider, createMetrics, engineSettings, rspamdLearn } from '@mailyard/policy-engine';
-import { PolicyKeys, PolicyRules, type RuleSet } from '@mailyard/policy-rules';
+import { PolicyKeys, PolicyRules, USER_LISTS_CHANGED, type RuleSet } from '@mailyard/policy-rules';
 import type { PolicyConfig } from './config.js';
 import { startDelegationServer } from './delegation.js';
 import { createDnsMonitor } from './dns-monitor.js';
@@ -125,7 +125,9 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
       sub = redis.duplicate({ keyPrefix: '' });
       // reconnects by itself; the main connection's handler already says Redis is unreachable
       sub.on('error', () => undefined);
-      sub.on('message', () => void reload('changed'));
+      sub.on('message', (_channel: string, what: string) => {
+        if (what !== USER_LISTS_CHANGED) void reload('changed');
+      });
       sub.on('ready', () => void reload('resubscribed'));
       await sub.subscribe(store.channel);
       // the stage RPC: a request it cannot read is answered 451 4.3.0 by the bus

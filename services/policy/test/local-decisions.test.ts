@@ -20,7 +20,8 @@ let rules: PolicyRules;
 
 before(async () => {
   p = await startPlatform({
-    inbound: { mynetworks: '127.0.0.1/32', policy_timeout: '20s' },
+    // recipient lookups and domains cached, as mta-inbound runs by default
+    inbound: { mynetworks: '127.0.0.1/32', policy_timeout: '20s', directory_cache_ttl: '60s' },
     policy: { mynetworks: '127.0.0.1/32' },
     zone: {
       '5.0.0.127.in-addr.arpa': { PTR: ['client.example.net'] },
@@ -160,6 +161,36 @@ describe('stages decided in the intake', { timeout: 120_000 }, () => {
     const r = await attempt();
     assert.equal(r.stage, 'mail');
     assert.match(r.text, /^554 5\.7\.1 /);
+  });
+  test('a user list is read once, and its changes are in force at once', async () => {
+    const roundTrips = async () =>
+      (
+        await p.inboundRt.registry
+          .getSingleMetric('mailyard_mta_inbound_local_policy_redis_round_trips_total')
+          ?.get()
+      )?.values.reduce((n, v) => n + v.value, 0) ?? 0;
+    assert.equal((await attempt('friend@sender.test')).code, 250);
+    const before = await roundTrips();
+    assert.equal((await attempt('friend@sender.test')).code, 250);
+    assert.equal(await roundTrips(), before, "alice's lists kept in mta-inbound: no Redis round trip");
+
+    await rules.userListAdd('alice@example.test', 'block', 'friend@sender.test');
+    try {
+      // announced on the rules' channel: the copy is dropped once the announcement arrives
+      const r = await waitFor(
+        async () => {
+          const a = await attempt('friend@sender.test');
+          return a.stage === 'rcpt' ? a : null;
+        },
+        { what: 'the block list in force in mta-inbound' },
+      );
+      assert.match(r.text, /^5\d\d 5\.7\.1 /);
+    } finally {
+      await rules.userListDel('alice@example.test', 'block', 'friend@sender.test');
+    }
+    await waitFor(async () => (await attempt('friend@sender.test')).code === 250, {
+      what: 'the unblocked sender accepted again',
+    });
   });
 });
 

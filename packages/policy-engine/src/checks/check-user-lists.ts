@@ -8,17 +8,47 @@ import {
   type CheckImplementation,
   type RedisBatch,
 } from '../check-context.js';
+import type { UserLists } from '../user-list-copy.js';
 
 /**
  * Queues the reads of each recipient's own allow and block lists for the sender (its
  * address, domain and parent domains). At the data stage the engine reads them for
- * every recipient: an allowed sender's mail is not filed into Junk.
+ * every recipient: an allowed sender's mail is not filed into Junk. An intake's copy
+ * answers for the recipients it holds, and is filled with the whole lists of the others.
  */
 export function queueUserLists(ctx: CheckContext, batch: RedisBatch, rcpts: string[]): void {
   const { sender } = ctx.req;
   if (!sender || !rcpts.length) return;
   const senderKeys = addressKeys(sender).filter((k) => !k.endsWith('@'));
+  const holds = (rcpt: string, lists: UserLists) => {
+    if (senderKeys.some((k) => lists.allow.has(k))) ctx.allowed.add(rcpt);
+    if (senderKeys.some((k) => lists.block.has(k))) ctx.blocked.add(rcpt);
+  };
+  const copy = ctx.env.userLists?.() ?? null;
   for (const rcpt of rcpts) {
+    const known = copy?.get(rcpt);
+    if (known) {
+      holds(rcpt, known);
+      continue;
+    }
+    if (copy) {
+      const generation = copy.generation;
+      const read: Partial<Record<'allow' | 'block', Set<string>>> = {};
+      for (const kind of ['allow', 'block'] as const) {
+        batch.read(
+          `lists:${kind}:${rcpt}`,
+          (p) => p.smembers(PolicyKeys.userList(rcpt, kind)),
+          (v) => {
+            read[kind] = new Set(v as string[]);
+            if (!read.allow || !read.block) return;
+            const lists = { allow: read.allow, block: read.block };
+            copy.set(rcpt, lists, generation);
+            holds(rcpt, lists);
+          },
+        );
+      }
+      continue;
+    }
     for (const kind of ['allow', 'block'] as const) {
       batch.read(
         `lists:${kind}:${rcpt}`,
