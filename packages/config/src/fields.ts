@@ -183,12 +183,25 @@ export function parseCidr(text: string): Cidr | null {
   return { family: ip.family, base: (ip.value >> shift) << shift, prefix };
 }
 
+/** Networks given as text, parsed once: lists such as MYNETWORKS are asked of every session. */
+const parsedNetworks = new Map<string, Cidr | null>();
+
+function cidrOf(text: string): Cidr | null {
+  let c = parsedNetworks.get(text);
+  if (c === undefined) {
+    c = parseCidr(text);
+    if (parsedNetworks.size >= 1000) parsedNetworks.clear();
+    parsedNetworks.set(text, c);
+  }
+  return c;
+}
+
 /** True when `ip` lies in any of the networks. */
 export function ipInNetworks(ip: string, networks: readonly (string | Cidr)[]): boolean {
   const addr = ipToBigInt(ip);
   if (!addr) return false;
   for (const n of networks) {
-    const c = typeof n === 'string' ? parseCidr(n) : n;
+    const c = typeof n === 'string' ? cidrOf(n) : n;
     if (!c || c.family !== addr.family) continue;
     const shift = BigInt((c.family === 4 ? 32 : 128) - c.prefix);
     if ((addr.value >> shift) << shift === c.base) return true;
