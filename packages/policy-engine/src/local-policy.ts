@@ -50,6 +50,8 @@ export class LocalPolicy {
   private version: number | null = null;
   /** Subscribed to the change channel, and loaded since: the copy is current. */
   private following = false;
+  /** Bumped whenever the channel's connection closes: a load begun before is not current. */
+  private connection = 0;
   private sub: Redis | null = null;
   private readonly store: PolicyRules;
   private readonly metrics: ReturnType<typeof createMetrics>;
@@ -96,13 +98,15 @@ export class LocalPolicy {
       if (what !== USER_LISTS_CHANGED) void this.reload();
     });
     sub.on('close', () => this.unfollow());
-    const follow = () =>
-      sub.subscribe(this.store.channel).then(
-        () => this.reload(true),
+    const follow = () => {
+      const connection = this.connection;
+      return sub.subscribe(this.store.channel).then(
+        () => this.reload(connection),
         (err: unknown) => {
           this.log.warn({ err }, 'cannot follow policy changes; every stage reads Redis');
         },
       );
+    };
     sub.on('ready', () => void follow());
     // decided with reads of Redis at every stage until the channel is subscribed
     await this.reload();
@@ -117,6 +121,7 @@ export class LocalPolicy {
   }
 
   private unfollow(): void {
+    this.connection++;
     this.following = false;
     this.userLists.clear();
     this.versionGauge.set(-1);
@@ -124,15 +129,15 @@ export class LocalPolicy {
 
   /**
    * Reloads rules, tables and the service's settings; on failure keeps what is in force.
-   * `subscribed`: the channel was (re)subscribed just before, so the copy is current once
-   * this load succeeds.
+   * `subscribedOn`: the channel was subscribed on that connection of it just before, so
+   * the copy is current once this load succeeds, unless the connection closed meanwhile.
    */
-  reload(subscribed = false): Promise<void> {
-    this.reloading = this.reloading.then(() => this.load(subscribed));
+  reload(subscribedOn?: number): Promise<void> {
+    this.reloading = this.reloading.then(() => this.load(subscribedOn));
     return this.reloading;
   }
 
-  private async load(subscribed: boolean): Promise<void> {
+  private async load(subscribedOn: number | undefined): Promise<void> {
     if (this.stopped) return;
     try {
       const [loaded, settings] = await Promise.all([this.store.load(), this.published()]);
@@ -141,7 +146,7 @@ export class LocalPolicy {
       this.rules = loaded.rules;
       this.tables = tables;
       this.version = loaded.version;
-      if (subscribed && this.sub?.status === 'ready') {
+      if (subscribedOn === this.connection) {
         // announcements may have been missed before the channel was subscribed
         this.userLists.clear();
         this.following = true;
