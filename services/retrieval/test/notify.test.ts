@@ -14,11 +14,12 @@ const PASSWORD = 'correct horse battery staple';
 const USER = 'watcher@notify.test';
 const PYUSER = 'py@notify.test';
 const RUSER = 'renamer@notify.test';
+const OUSER = 'slow@notify.test';
 let bed: ProcessTestbed;
 let imap: number;
 
 before(async () => {
-  bed = await startProcessTestbed('notify.test', [USER, PYUSER, RUSER]);
+  bed = await startProcessTestbed('notify.test', [USER, PYUSER, RUSER, OUSER]);
   imap = await freePort();
   await bed.start('retrieval', {
     RETRIEVAL_WORKERS: '2',
@@ -173,6 +174,45 @@ test('selected-delayed holds EXPUNGE back until a command allows it', { timeout:
     other.close();
   }
 });
+
+test(
+  'a client that falls a thousand mailboxes behind is told NOTIFICATIONOVERFLOW; NOTIFY ends',
+  { timeout: 180_000 },
+  async () => {
+    const w = await watcher(OUSER);
+    const other = changer(OUSER);
+    await other.connect();
+    try {
+      assert.match(await w.cmd('c', 'CREATE Work'), /^c OK/m);
+      assert.match(await w.cmd('s', 'SELECT INBOX'), /^s OK/m);
+      assert.match(
+        await w.cmd(
+          'n',
+          'NOTIFY SET (selected (MessageNew (UID BODY.PEEK[]) MessageExpunge)) (personal (MailboxName))',
+        ),
+        /^n OK/m,
+      );
+      // the watcher stops reading: the bodies MessageNew asks for fill the socket's buffers,
+      // and the server waits for the client before it tells anything more
+      w.socket.pause();
+      const line = `${'x'.repeat(76)}\r\n`;
+      const big = `Subject: big\r\n\r\n${line.repeat(13_000)}`;
+      for (let i = 0; i < 8; i++) await other.append('INBOX', big);
+      // meanwhile changes pile up in more mailboxes than the server keeps for one client
+      for (let i = 0; i < 1001; i++) await other.mailboxCreate(`pile${i}`);
+      w.socket.resume();
+      // told once, after the responses already under way (RFC 5465 §5.8)
+      await w.until(/^\* OK \[NOTIFICATIONOVERFLOW\]/m, 60_000);
+      assert.match(await w.cmd('a', 'NOOP', 60_000), /^a OK/m);
+      // NOTIFY is off: a new folder elsewhere brings nothing unasked
+      await other.mailboxCreate('unheard');
+      assert.doesNotMatch(await w.cmd('b', 'NOOP', 30_000), /LIST/);
+    } finally {
+      w.close();
+      other.close();
+    }
+  },
+);
 
 test(
   'NOTIFY refuses what it cannot keep: too many mailboxes, unsupported events',
