@@ -46,6 +46,13 @@ export const PolicyRequest = z.object({
   /** Declared SIZE or actual size at the data stage. */
   size: z.number().int().nonnegative().nullable().default(null),
   tls: z.boolean().default(false),
+  /**
+   * Stage rcpt: the MAIL stage's lists were left to this request and run first, as
+   * Postfix's smtpd_delay_reject does (a refusal of theirs answers this RCPT). Sent only
+   * to a service that publishes `mail_with_rcpt` in its settings: an older one would
+   * drop the field and skip those lists.
+   */
+  withMail: z.boolean().default(false),
 });
 export type PolicyRequest = z.infer<typeof PolicyRequest>;
 export type PolicyRequestInput = z.input<typeof PolicyRequest>;

@@ -21,6 +21,8 @@ export interface PolicyState {
   junkAll: boolean;
   discard: boolean;
   accepted: boolean;
+  /** The MAIL stage was left to the next RCPT's request (PolicyRequest.withMail). */
+  mailLeft: boolean;
 }
 
 /** The parts of an smtp-server session the state is keyed on. */
@@ -61,7 +63,7 @@ export class PolicyVerdicts {
 }
 
 function newState(): PolicyState {
-  return { junk: new Set(), junkAll: false, discard: false, accepted: false };
+  return { junk: new Set(), junkAll: false, discard: false, accepted: false, mailLeft: false };
 }
 
 /** Folds a non-refusing decision into the state; `rcpt` limits a quarantine to that recipient. */

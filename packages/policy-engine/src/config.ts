@@ -72,7 +72,17 @@ export function engineSettings(config: PolicyEngineConfig): Record<string, strin
     if (v === undefined) continue;
     out[key] = Array.isArray(v) ? v.join(',') : typeof v === 'number' ? `${v}ms` : String(v);
   }
+  // what this service answers beyond the first contract: a RCPT carrying MAIL (withMail)
+  out[MAIL_WITH_RCPT] = 'yes';
   return out;
+}
+
+/** The published setting saying the service decides a RCPT that carries its MAIL stage. */
+export const MAIL_WITH_RCPT = 'mail_with_rcpt';
+
+/** Whether published settings (as engineSettings wrote them) say the service takes withMail. */
+export function takesMailWithRcpt(json: string): boolean {
+  return (JSON.parse(json) as Record<string, unknown>)[MAIL_WITH_RCPT] === 'yes';
 }
 
 /** Reads what engineSettings wrote; throws a ZodError naming the bad keys. */

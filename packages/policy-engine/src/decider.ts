@@ -77,8 +77,25 @@ export function createDecider(config: PolicyEngineConfig, deps: DeciderDeps) {
   /** Decides a request (the RPC handler and the delegation server both use this). */
   async function decide(input: PolicyInput, message: Buffer | null = null): Promise<PolicyDecision> {
     const req = PolicyRequest.parse({ ...input, v: POLICY_VERSION });
+    if (req.withMail && req.stage === 'rcpt') return decideWithMail(req);
     const end = metrics.decisionLatency.startTimer({ stage: req.stage });
     return finish(req, await engine.decide(req, message), end);
+  }
+
+  /**
+   * A RCPT that carries the MAIL stage left to it (smtpd_delay_reject): the helo and
+   * sender lists first, each stage decided, logged and explained as on its own; a
+   * refusal of theirs answers the RCPT, and their Junk verdict covers the transaction.
+   */
+  async function decideWithMail(req: PolicyRequest): Promise<PolicyDecision> {
+    const mail = await decide({ ...req, stage: 'mail', recipient: null, withMail: false });
+    if (mail.action !== 'continue' && mail.action !== 'quarantine') return mail;
+    const rcpt = await decide({ ...req, withMail: false });
+    const joined = { ...rcpt, reasons: [...mail.reasons, ...rcpt.reasons], bulk: mail.bulk || rcpt.bulk };
+    // no recipient named: the intake holds the whole transaction for Junk
+    if (mail.action === 'quarantine' && (rcpt.action === 'continue' || rcpt.action === 'quarantine'))
+      return { ...joined, action: 'quarantine', junk: [] };
+    return joined;
   }
 
   /** As decide, or null when an entry reached needs the policy service (see Engine.decide). */

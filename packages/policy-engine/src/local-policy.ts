@@ -5,7 +5,7 @@ import type { MailResolver } from '@mailyard/dns';
 import { Gauge, type Logger, type Registry } from '@mailyard/observability';
 import { PolicyKeys, PolicyRules, USER_LISTS_CHANGED } from '@mailyard/policy-rules';
 import { AccessTables, tablesOf } from './access-copy.js';
-import { parseEngineSettings } from './config.js';
+import { parseEngineSettings, takesMailWithRcpt } from './config.js';
 import { createDecider, type Decider, type PolicyInput } from './decider.js';
 import type { RedisBatch } from './check-context.js';
 import { createMetrics } from './metrics.js';
@@ -46,6 +46,8 @@ export class LocalPolicy {
   private tables: AccessTables | null = null;
   private readonly userLists = new UserListCopy();
   private settings = '';
+  /** The published settings say the service takes withMail. */
+  private withRcpt = false;
   /** policy:version of the rules in force here. */
   private version: number | null = null;
   /** Subscribed to the change channel, and loaded since: the copy is current. */
@@ -77,6 +79,11 @@ export class LocalPolicy {
   /** Whether rules and settings are loaded (stages can be decided here). */
   get ready(): boolean {
     return this.decider !== null;
+  }
+
+  /** Whether the policy service decides a RCPT carrying its MAIL stage (PolicyRequest.withMail). */
+  get takesMailWithRcpt(): boolean {
+    return this.decider !== null && this.withRcpt;
   }
 
   /** The version of the rules this process decides with alone; null when it reads Redis at every stage. */
@@ -156,6 +163,7 @@ export class LocalPolicy {
         this.settings = '';
       } else if (settings !== this.settings || !this.decider) {
         const config = parseEngineSettings(settings);
+        this.withRcpt = takesMailWithRcpt(settings);
         this.decider = createDecider(config, {
           ...this.deps,
           metrics: this.metrics,
@@ -175,7 +183,8 @@ export class LocalPolicy {
 
   /** The decision of a connect, MAIL or RCPT request; null: ask the policy service. */
   async decide(input: PolicyInput): Promise<PolicyDecision | null> {
-    if (!this.decider || input.stage === 'data') return null;
+    // a RCPT carrying MAIL: the lists MAIL left need the service
+    if (!this.decider || input.stage === 'data' || input.withMail) return null;
     // following the channel, the copy is current: no read of the version or settings
     if (this.following) return this.decider.decideHere(input);
     // otherwise a change announced but not received here must not be decided with the

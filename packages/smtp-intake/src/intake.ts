@@ -5,7 +5,12 @@ import { ClientLimits } from '@mailyard/auth';
 import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
 import { registerCertificateExpiry, tlsSourceFromConfig, MIN_TLS_VERSION } from '@mailyard/certs';
 import { drainTime } from '@mailyard/config';
-import { ENVELOPE_VERSION, type Envelope, type PolicyRequestInput } from '@mailyard/contracts';
+import {
+  ENVELOPE_VERSION,
+  type Envelope,
+  type PolicyDecision,
+  type PolicyRequestInput,
+} from '@mailyard/contracts';
 import { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, ReadinessCheck, Registry } from '@mailyard/observability';
@@ -159,23 +164,41 @@ export function createIntake<L extends string>(
   const verdicts = new PolicyVerdicts();
   // seconds each session waited for the policy service since its last accepted message
   const policyWaits = new WeakMap<SMTPServerSession, number>();
-  /** A stage's decision: here when its entries are cheap, else from the policy service. */
-  const ask = async (
+  /**
+   * A stage's decision: here when its entries are cheap, else from the policy service;
+   * with `leave`, null instead of asking (the stage goes with a later request).
+   */
+  const decideStage = async (
     asker: PolicyAsker,
     session: SMTPServerSession,
-    ...args: Parameters<PolicyAsker['ask']>
-  ) => {
+    request: Omit<PolicyRequestInput, 'v'>,
+    opts: { message?: Buffer; timeoutMs?: number; leave?: boolean } = {},
+  ): Promise<PolicyDecision | null> => {
     const started = process.hrtime.bigint();
-    const [request] = args;
     try {
       const here = local ? await local.decide(request) : null;
+      if (!here && opts.leave) {
+        metrics.policyDecided(request.stage, 'with-rcpt');
+        return null;
+      }
       metrics.policyDecided(request.stage, here ? 'local' : 'service');
-      return here ?? (await asker.ask(...args));
+      return here ?? (await asker.ask(request, opts.message, opts.timeoutMs));
     } finally {
       const waited = Number(process.hrtime.bigint() - started) / 1e9;
       policyWaits.set(session, (policyWaits.get(session) ?? 0) + waited);
     }
   };
+  const ask = async (
+    asker: PolicyAsker,
+    session: SMTPServerSession,
+    request: Omit<PolicyRequestInput, 'v'>,
+    message?: Buffer,
+    timeoutMs?: number,
+  ): Promise<PolicyDecision> =>
+    (await decideStage(asker, session, request, {
+      ...(message ? { message } : {}),
+      ...(timeoutMs ? { timeoutMs } : {}),
+    }))!;
   const transactions = new Transactions();
   // the SASL user travels with every request: permit_sasl_authenticated and the
   // per-user rate limits key on it
@@ -203,9 +226,23 @@ export function createIntake<L extends string>(
     if (!policy) return;
     const st = verdicts.tx(session);
     if (st.accepted) return;
-    const d = await ask(policy, session, { ...policyRequest(session, stage), ...facts });
+    // MAIL's lists needing the service go with the first RCPT, one request for both, when
+    // the service takes them so (Postfix's smtpd_delay_reject); a RCPT refused keeps them
+    // for the next one, as Postfix evaluates the sender restrictions at every RCPT
+    const withMail = stage === 'rcpt' && st.mailLeft;
+    const d = await decideStage(
+      policy,
+      session,
+      { ...policyRequest(session, stage), ...facts, withMail },
+      { leave: stage === 'mail' && !!local?.takesMailWithRcpt },
+    );
+    if (!d) {
+      st.mailLeft = true;
+      return;
+    }
     const rej = policyReject(d, stage);
     if (rej) throw rej;
+    if (withMail) st.mailLeft = false;
     applyVerdict(st, d, facts.recipient ?? undefined);
   };
   const mayTransact = (session: SMTPServerSession) => {

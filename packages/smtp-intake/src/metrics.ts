@@ -33,7 +33,7 @@ export interface IntakeMetrics {
    */
   policyTransaction(seconds: number): void;
   /** One stage's decision, made here (`local`) or asked of the policy service over the bus (`service`). */
-  policyDecided(stage: string, where: 'local' | 'service'): void;
+  policyDecided(stage: string, where: 'local' | 'service' | 'with-rcpt'): void;
 }
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
@@ -74,7 +74,7 @@ export function createIntakeMetrics(registry: Registry, service: IntakeService):
   );
   const policyDecisions = counter(
     'policy_decisions_total',
-    'Policy decisions by stage, made in this process (local) or asked of the policy service (service: one RPC each)',
+    "Policy decisions by stage, made in this process (local), asked of the policy service (service: one RPC each), or a MAIL stage left to the first RCPT's request (with-rcpt)",
     ['stage', 'where'],
   );
   const outcomes = outcomeCounters(service, counter);

@@ -143,11 +143,7 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
           logger,
           // Postfix asks once, usually at RCPT (smtpd_delay_reject): the helo and
           // sender lists run there too, before the relay and recipient lists
-          decide: async (req) => {
-            if (req.stage !== 'rcpt') return decide(req);
-            const first = await decide({ ...req, stage: 'mail' });
-            return first.action === 'continue' ? decide(req) : first;
-          },
+          decide: (req) => decide(req.stage === 'rcpt' ? { ...req, withMail: true } : req),
         });
       }
       dnsMonitor.start();

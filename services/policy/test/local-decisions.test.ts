@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import type { PolicyDecision } from '@mailyard/contracts';
@@ -162,6 +163,50 @@ describe('stages decided in the intake', { timeout: 120_000 }, () => {
     assert.equal(r.stage, 'mail');
     assert.match(r.text, /^554 5\.7\.1 /);
   });
+  test('MAIL needing the service goes with the first RCPT: one request for both', async () => {
+    await setRules({
+      smtpd_sender_restrictions: ['check_rate client_messages 1/1h'],
+      smtpd_recipient_restrictions: ['check_policy_greylist'],
+    });
+    const before = await decided();
+    const first = await attempt();
+    assert.equal(first.stage, 'rcpt');
+    assert.match(first.text, /^450 4\.7\.1 /, 'greylisted');
+    // MAIL's rate and RCPT's greylisting: one RPC, where they were two
+    assert.deepEqual(delta(before, await decided()), {
+      'connect:local': 1,
+      'mail:with-rcpt': 1,
+      'rcpt:service': 1,
+    });
+    // the second message of this client is over MAIL's rate: refused at RCPT, with MAIL's reply
+    const second = await attempt();
+    assert.equal(second.stage, 'rcpt');
+    assert.match(second.text, /^450 4\.7\.1 Error: too many messages from \[127\.0\.0\.5\]/);
+  });
+
+  test("MAIL's Junk verdict, decided with the first RCPT, holds the whole message", async () => {
+    await setRules({
+      smtpd_sender_restrictions: ['check_sender_access sender_access', 'check_rate client_messages 100/1h'],
+      smtpd_recipient_restrictions: ['reject_non_fqdn_recipient'],
+    });
+    await rules.accessSet('sender_access', 'address', 'held@sender.test', 'HOLD suspicious');
+    try {
+      await inForce();
+      const before = await decided();
+      assert.equal((await attempt('held@sender.test')).code, 250);
+      assert.equal(delta(before, await decided())['mail:with-rcpt'], 1);
+      await waitFor(
+        () =>
+          p
+            .inbox('alice@example.test', 'Junk')
+            .some((f) => readFileSync(f, 'latin1').includes('From: held@sender.test')),
+        { what: 'the held message in Junk' },
+      );
+    } finally {
+      await rules.accessDel('sender_access', 'address', 'held@sender.test');
+    }
+  });
+
   test('a user list is read once, and its changes are in force at once', async () => {
     const roundTrips = async () =>
       (
