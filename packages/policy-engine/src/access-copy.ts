@@ -1,18 +1,12 @@
 import type { Redis } from 'ioredis';
-import { PolicyKeys, type RuleSet } from '@mailyard/policy-rules';
+import { CHECKS, PolicyKeys, type RuleSet } from '@mailyard/policy-rules';
 
-/** The checks whose first argument names an access table. */
-const TABLE_CHECKS: ReadonlySet<string> = new Set([
-  'check_client_access',
-  'check_sender_access',
-  'check_recipient_access',
-]);
-
-/** The access tables the lists name, each once. */
+/** The access tables the lists name (the first argument of a check that reads one), each once. */
 export function tablesOf(rules: RuleSet): string[] {
   const names = new Set<string>();
   for (const list of Object.values(rules))
-    for (const r of list) if (TABLE_CHECKS.has(r.name)) names.add((r.value as [string])[0]);
+    for (const r of list)
+      if (CHECKS[r.name].needs.includes('access-tables')) names.add((r.value as [string])[0]);
   return [...names];
 }
 
