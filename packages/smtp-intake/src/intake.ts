@@ -188,17 +188,13 @@ export function createIntake<L extends string>(
       policyWaits.set(session, (policyWaits.get(session) ?? 0) + waited);
     }
   };
+  /** A stage that is never left for later: always a decision. */
   const ask = async (
     asker: PolicyAsker,
     session: SMTPServerSession,
     request: Omit<PolicyRequestInput, 'v'>,
-    message?: Buffer,
-    timeoutMs?: number,
-  ): Promise<PolicyDecision> =>
-    (await decideStage(asker, session, request, {
-      ...(message ? { message } : {}),
-      ...(timeoutMs ? { timeoutMs } : {}),
-    }))!;
+    opts: { message?: Buffer; timeoutMs?: number } = {},
+  ): Promise<PolicyDecision> => (await decideStage(asker, session, request, opts))!;
   const transactions = new Transactions();
   // the SASL user travels with every request: permit_sasl_authenticated and the
   // per-user rate limits key on it
@@ -287,8 +283,7 @@ export function createIntake<L extends string>(
         policy,
         session,
         { ...policyRequest(session, 'data'), queueId, size: message.length },
-        message,
-        config.policy_data_timeout,
+        { message, timeoutMs: config.policy_data_timeout },
       );
       const rej = policyReject(d, 'data');
       if (rej) throw rej;
