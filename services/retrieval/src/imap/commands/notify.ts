@@ -250,14 +250,18 @@ export class Watch implements NotifyWatcher {
   }
 
   takeSelected(name: string): boolean {
-    // '' is IDLE's poll: any folder
-    const hit = this.touched.has(name) || this.touched.has('');
+    const hit = this.touches(name);
     this.touched.clear();
     return hit;
   }
 
   waiting(selected: string | null): boolean {
-    return this.listDirty || this.dirty.size > 0 || (selected !== null && this.touched.size > 0);
+    return this.listDirty || this.dirty.size > 0 || (selected !== null && this.touches(selected));
+  }
+
+  /** Whether a change of folder `name` is waiting; '' is IDLE's poll: any folder. */
+  private touches(name: string): boolean {
+    return this.touched.has(name) || this.touched.has('');
   }
 
   async collect(s: AuthedContext): Promise<string[]> {
