@@ -4,6 +4,7 @@
 // sends no command while it waits: notifications leave between commands (§3), and in IDLE.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { ImapFlow } from 'imapflow';
@@ -48,6 +49,24 @@ function changer(user: string): ImapFlow {
     auth: { user, pass: PASSWORD },
     logger: false,
   });
+}
+
+/**
+ * Waits until the kernel's send queue of the server's end of `c`'s connection satisfies
+ * `ok` (read from /proc/net/tcp: tx_queue of the socket from the IMAP port to `c`'s port).
+ */
+async function serverSendQueue(c: RawImap, ok: (bytes: number) => boolean): Promise<void> {
+  const hex = (n: number) => n.toString(16).toUpperCase().padStart(4, '0');
+  const ends = `:${hex(imap)} 0100007F:${hex(c.socket.localPort!)} `;
+  const deadline = Date.now() + 60_000;
+  let queued = -1;
+  while (Date.now() < deadline) {
+    const row = (await readFile('/proc/net/tcp', 'latin1')).split('\n').find((l) => l.includes(ends));
+    queued = row ? parseInt(row.trim().split(/\s+/)[4]!.split(':')[0]!, 16) : -1;
+    if (ok(queued)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`the server's send queue stayed at ${queued} bytes`);
 }
 
 const msg = (subject: string) => `Subject: ${subject}\r\n\r\nbody\r\n`;
@@ -197,9 +216,15 @@ test(
       w.socket.pause();
       const line = `${'x'.repeat(76)}\r\n`;
       const big = `Subject: big\r\n\r\n${line.repeat(13_000)}`;
-      for (let i = 0; i < 8; i++) await other.append('INBOX', big);
+      // 10 MB of bodies: more than the kernel holds for a client that does not read (the
+      // server's send buffer, 4 MB at most, and the client's receive buffer, small while it
+      // has read little) and the 1 MB the server queues itself
+      for (let i = 0; i < 10; i++) await other.append('INBOX', big);
+      // the server is sending them: from here on it waits for the client
+      await serverSendQueue(w, (queued) => queued >= 1 << 20);
       // meanwhile changes pile up in more mailboxes than the server keeps for one client
-      for (let i = 0; i < 1001; i++) await other.mailboxCreate(`pile${i}`);
+      // (1000; a round that had begun before it blocked may still tell a few)
+      for (let i = 0; i < 1100; i++) await other.mailboxCreate(`pile${i}`);
       w.socket.resume();
       // told once, after the responses already under way (RFC 5465 §5.8)
       await w.until(/^\* OK \[NOTIFICATIONOVERFLOW\]/m, 60_000);
