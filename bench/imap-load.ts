@@ -3,7 +3,7 @@
 import { Client } from './imap-client.js';
 
 /** What one client does next, with its weight in the mix. */
-const MIX: [Kind, number][] = [
+export const MIX: [Kind, number][] = [
   ['SELECT', 10],
   ['FETCH', 25],
   ['FETCH BODY', 15],
@@ -12,8 +12,7 @@ const MIX: [Kind, number][] = [
   ['IDLE', 10],
   ['EXPUNGE', 10],
 ];
-type Kind = 'SELECT' | 'FETCH' | 'FETCH BODY' | 'STORE' | 'APPEND' | 'IDLE' | 'EXPUNGE';
-const TOTAL_WEIGHT = MIX.reduce((s, [, w]) => s + w, 0);
+export type Kind = 'SELECT' | 'FETCH' | 'FETCH BODY' | 'STORE' | 'APPEND' | 'IDLE' | 'EXPUNGE';
 
 export interface LoadResult {
   seconds: number;
@@ -32,6 +31,15 @@ export interface LoadOptions {
   accounts: string[];
   password: string;
   seconds: number;
+  /**
+   * Commands per second each client starts at most (0: each starts the next at once). A
+   * client that starts its next command as soon as one ends offers the server more load
+   * the faster it answers, IDLE's notifications included: latencies of two servers are
+   * comparable only under the same offered load.
+   */
+  pace?: number;
+  /** Another mix than MIX (`--mix STORE:1`: what one kind of command costs). */
+  mix?: [Kind, number][];
 }
 
 function message(i: number, account: string): string {
@@ -57,6 +65,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     res.errors[k] = (res.errors[k] ?? 0) + 1;
     if (res.examples.length < 10) res.examples.push(`${k}: ${line.slice(0, 200)}`);
   };
+  const mix = o.mix ?? MIX;
+  const total = mix.reduce((s, [, w]) => s + w, 0);
   let appended = 0;
   const clients = await Promise.all(
     Array.from({ length: o.clients }, async (_, i) => {
@@ -90,11 +100,20 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
         }
         return r.out;
       };
+      const gap = o.pace ? 1000 / o.pace : 0;
+      // clients start spread over one gap, not all at once
+      let due = performance.now() + Math.random() * gap;
       try {
         await run('SELECT', 'SELECT INBOX');
         while (Date.now() < end) {
-          let pick = Math.random() * TOTAL_WEIGHT;
-          const kind = MIX.find(([, w]) => (pick -= w) < 0)![0];
+          if (gap) {
+            const now = performance.now();
+            if (due > now) await new Promise((r) => setTimeout(r, due - now));
+            // a client that fell behind does not make up for it in a burst
+            due = Math.max(due, performance.now() - gap) + gap;
+          }
+          let pick = Math.random() * total;
+          const kind = mix.find(([, w]) => (pick -= w) < 0)![0];
           const n = Math.max(1, s.exists);
           const some = 1 + Math.floor(Math.random() * n);
           switch (kind) {

@@ -9,10 +9,17 @@
 //                     1000 each) doing a mail client's mix of SELECT, FETCH, STORE, APPEND,
 //                     IDLE and EXPUNGE for --seconds 30: commands/s, latency per command
 //                     (p50, p99, max) and errors
+//   --pace 14         with --concurrent: each client starts at most 14 commands a second,
+//                     so both servers get the same offered load (see imap-load.ts)
+//   --mix STORE:1     with --concurrent: another mix (kinds of imap-load.ts's MIX with
+//                     weights), e.g. one kind alone to see what it costs per command
 //   --cpu-prof <dir>  write a V8 CPU profile of the retrieval process into <dir>
 //   --skip-logins     only the mailbox workload (keeps a profile on the FETCH paths)
 // Next to wall-clock times, the CPU time the server's processes used in each phase
 // (user + system, from /proc) is printed: on a shared machine it moves far less.
+// The Maildir goes under $TMPDIR: on an ext4 without a journal (as some VM images'
+// root), creating files slows down as deleted inodes pile up, and the figures drift
+// within a run; TMPDIR on a freshly made, journaled ext4 gives a mail server's usual case.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
@@ -22,7 +29,7 @@ import { Redis } from 'ioredis';
 import { Directory } from '@mailyard/directory';
 import { accountDir } from '@mailyard/mailstore';
 import { Client } from './imap-client.js';
-import { percentile, runLoad } from './imap-load.js';
+import { MIX, percentile, runLoad, type Kind } from './imap-load.js';
 import { dovecotInstalled, dovecotPath, startDovecot as startDovecotServer } from '@mailyard/testkit';
 
 const arg = (name: string, def: string) => {
@@ -34,6 +41,20 @@ const N = Number(arg('messages', CONCURRENT ? '1000' : '10000'));
 const SECONDS = Number(arg('seconds', CONCURRENT ? '30' : '5'));
 const ONLY = arg('only', '');
 const CPU_PROF = arg('cpu-prof', '');
+const PACE = Number(arg('pace', '0'));
+const KINDS = new Set(MIX.map(([k]) => k));
+const CUSTOM_MIX = arg('mix', '')
+  ? arg('mix', '')
+      .split(',')
+      .map((x): [Kind, number] => {
+        const [k, w] = x.split(':');
+        if (!KINDS.has(k as Kind) || !(Number(w) > 0)) {
+          console.error(`--mix: "${x}" is not KIND:WEIGHT, with KIND one of ${[...KINDS].join(', ')}`);
+          process.exit(2);
+        }
+        return [k as Kind, Number(w)];
+      })
+  : undefined;
 const SKIP_LOGINS = process.argv.includes('--skip-logins');
 const ACCOUNT = 'bench@bench.test';
 /** Every account the run uses: one, or --accounts of them under --concurrent. */
@@ -344,6 +365,8 @@ async function runConcurrent(name: string, start: () => Promise<Server | null>):
       accounts: ACCOUNTS,
       password: PASSWORD,
       seconds: SECONDS,
+      pace: PACE,
+      mix: CUSTOM_MIX,
     });
     const out: Record<string, number> = {
       'commands/s': r.commands / r.seconds,
@@ -379,7 +402,9 @@ try {
 const rows = [...new Set([...Object.keys(results.mailyard ?? {}), ...Object.keys(results.dovecot ?? {})])];
 console.log(
   CONCURRENT
-    ? `\nIMAP benchmark, ${CONCURRENT} clients on ${ACCOUNTS.length} accounts of ${N} messages, ${SECONDS}s`
+    ? `\nIMAP benchmark, ${CONCURRENT} clients on ${ACCOUNTS.length} accounts of ${N} messages, ${SECONDS}s` +
+        (PACE ? `, at most ${PACE} commands/s per client` : '') +
+        (CUSTOM_MIX ? `, mix ${CUSTOM_MIX.map((k) => k.join(':')).join(',')}` : '')
     : `\nIMAP benchmark, ${N}-message INBOX, ${SECONDS}s login runs (password hash: see packages/directory)`,
 );
 console.log(['metric', 'mailyard', 'dovecot', 'mailyard/dovecot'].join(' | '));
