@@ -67,16 +67,29 @@ export async function startServiceProcess(
     child.once('exit', (code, signal) => r({ code, signal })),
   );
   const wantReady = opts.ready ?? true;
-  await Promise.race([
-    waitFor(
-      async () => {
-        const res = await fetch(`http://127.0.0.1:${httpPort}/readyz`).catch(() => null);
-        return wantReady ? res?.status === 200 : !!res;
-      },
-      { timeoutMs: 30_000, what: `${service} ready` },
-    ),
-    exited.then(() => Promise.reject(new Error(`${service} exited: ${out}`))),
-  ]);
+  try {
+    await Promise.race([
+      waitFor(
+        async () => {
+          const res = await fetch(`http://127.0.0.1:${httpPort}/readyz`).catch(() => null);
+          return wantReady ? res?.status === 200 : !!res;
+        },
+        { timeoutMs: 30_000, what: `${service} ready` },
+      ),
+      exited.then(({ code, signal }) => Promise.reject(new Error(`${service} exited (${signal ?? code})`))),
+    ]);
+  } catch (err) {
+    const readyz = await fetch(`http://127.0.0.1:${httpPort}/readyz`)
+      .then((r) => r.text())
+      .catch(() => 'no answer');
+    // a process that never became ready is nobody's to stop later: left running, it
+    // would hold the test file open until its deadline
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    throw new Error(`${(err as Error).message}; /readyz said ${readyz}; its output: ${out}`, { cause: err });
+  }
   return {
     child,
     httpPort,
