@@ -88,6 +88,12 @@ export interface BusOptions {
   name: string;
   /** A confirm that has not arrived after this long counts as the broker being unavailable. */
   publishTimeoutMs?: number;
+  /**
+   * How long the broker may take, once it accepted the connection, to answer everything
+   * the bus sets up on it (topology, channels, consumers); past it the connection is
+   * dropped and made again. Default 30 s.
+   */
+  setupTimeoutMs?: number;
   /** Events: called with true/false when the connection comes up or goes down. */
   onStateChange?: (connected: boolean) => void;
   /**
@@ -131,6 +137,9 @@ export function redactUrl(url: string): string {
 
 /** How long a service that has never connected retries quietly before it warns. */
 const STARTUP_QUIET_MS = 10_000;
+const SETUP_TIMEOUT_MS = 30_000;
+/** How long closing a connection may wait for the broker's Close-Ok. */
+const CLOSE_TIMEOUT_MS = 5000;
 
 /**
  * One AMQP connection per process: a confirm channel for publishing (many publishes
@@ -336,6 +345,24 @@ export class Bus {
       this.blockedReason = null;
       this.log.info('RabbitMQ accepts publishing again');
     });
+    // amqplib waits for an answer for ever: a broker that stalls on one (its heartbeats
+    // still arriving) would leave the service unready, without a word, until restarted
+    const stalled = setTimeout(() => {
+      this.log.warn(
+        { url: redactUrl(this.opts.url) },
+        'RabbitMQ did not finish setting up the connection in time, connecting again',
+      );
+      dropConnection(conn);
+    }, this.opts.setupTimeoutMs ?? SETUP_TIMEOUT_MS);
+    try {
+      await this.setUp(conn);
+    } finally {
+      clearTimeout(stalled);
+    }
+  }
+
+  /** Topology, publish channel and consumers on a new connection. */
+  private async setUp(conn: ChannelModel): Promise<void> {
     // A failed declaration closes its channel, so declare on a throwaway one.
     if (this.opts.declareTopology !== false) {
       const setup = await conn.createChannel();
@@ -368,6 +395,8 @@ export class Bus {
       if (id) this.returned.add(id);
     });
     for (const c of this.consumers) await this.attach(conn, c);
+    // dropped meanwhile (setupTimeoutMs): what was set up belongs to a closed connection
+    if (this.conn !== conn) throw new BusUnavailableError('connection dropped while it was set up');
     this.pub = pub;
   }
 
@@ -401,7 +430,19 @@ export class Bus {
     const conn = this.conn;
     this.conn = null;
     this.pub = null;
-    if (conn) await conn.close().catch(() => undefined);
+    if (!conn) return;
+    // the close handshake needs the broker's answer: one that does not answer is cut off
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      conn.close().catch(() => undefined),
+      new Promise<void>((r) => {
+        timer = setTimeout(() => {
+          dropConnection(conn);
+          r();
+        }, CLOSE_TIMEOUT_MS);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   /** Publishes with persistence, mandatory routing and a publisher confirm. */
@@ -964,6 +1005,16 @@ function headerText(v: unknown): string | undefined {
   if (typeof v === 'string') return v;
   if (Buffer.isBuffer(v)) return v.toString();
   return undefined;
+}
+
+/**
+ * Closes a connection's socket at once: the close handshake would wait for the broker that
+ * is not answering. amqplib hears of it as a socket error (it does not listen for 'close'),
+ * fails what waits on the connection and emits 'close'.
+ */
+function dropConnection(conn: ChannelModel): void {
+  const stream = (conn.connection as unknown as { stream?: { destroy(err?: Error): void } }).stream;
+  stream?.destroy(new Error('RabbitMQ did not answer in time'));
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

@@ -176,6 +176,63 @@ test('while RabbitMQ blocks publishers, a handler that publishes is held, not sp
 });
 
 test(
+  'a broker that stops answering while the connection is set up: the bus connects again, then is ready',
+  { timeout: 60_000 },
+  async () => {
+    let stall = true;
+    // the handshake passes, then nothing more arrives: no answer, no heartbeat
+    const framed = await startTcpProxy(
+      { host: '127.0.0.1', port: 5672 },
+      { amqpFrames: true, holdAfterOpen: () => stall },
+    );
+    const bus = new Bus({
+      // heartbeats off: only the bus's own deadline can tell the connection is stuck
+      url: `amqp://guest:guest@127.0.0.1:${framed.port}/${encodeURIComponent(vhost.name)}?heartbeat=0`,
+      logger,
+      name: 'test',
+      setupTimeoutMs: 1000,
+    });
+    // and one that waits far longer before it gives up
+    const patient = new Bus({
+      url: `amqp://guest:guest@127.0.0.1:${framed.port}/${encodeURIComponent(vhost.name)}?heartbeat=0`,
+      logger,
+      name: 'test-patient',
+      setupTimeoutMs: 600_000,
+    });
+    try {
+      await bus.consume(Queues.delivery, async () => undefined, { prefetch: 1, maxAttempts: 2 });
+      bus.start();
+      await waitFor(() => framed.accepted >= 2, {
+        timeoutMs: 20_000,
+        what: 'a second connection after the first stalled',
+      });
+      assert.equal(bus.connected, false);
+      stall = false;
+      framed.release();
+      await waitFor(() => bus.connected && bus.consuming, {
+        timeoutMs: 30_000,
+        what: 'connected and consuming once the broker answers',
+      });
+      await bus.stop();
+
+      // stopping while the broker does not answer: the close handshake is cut short
+      stall = true;
+      const before = framed.opened;
+      patient.start();
+      await waitFor(() => framed.opened > before, { timeoutMs: 20_000, what: 'the connection opened' });
+      const t = Date.now();
+      await patient.stop();
+      assert.ok(Date.now() - t < 15_000, `stopped after ${Date.now() - t} ms`);
+    } finally {
+      framed.release();
+      await bus.stop();
+      await patient.stop();
+      await framed.close();
+    }
+  },
+);
+
+test(
   'a handler failing for a backend outage holds the message: never dead-lettered, run again until it works',
   { timeout: 30_000 },
   async () => {

@@ -16,6 +16,10 @@ export interface TcpProxy {
    * upstream's bytes are passed on in whole AMQP frames, so this lands between two.
    */
   toClients(data: Buffer): void;
+  /** Connections accepted so far. */
+  readonly accepted: number;
+  /** With `amqpFrames`: connections whose Connection.Open-Ok has passed. */
+  readonly opened: number;
   close(): Promise<void>;
 }
 
@@ -46,10 +50,22 @@ export const amqpFrames = {
 /** A TCP proxy on 127.0.0.1 in front of host:port that a test can cut and restore. */
 export async function startTcpProxy(
   target: { host: string; port: number },
-  opts: { preamble?: (client: Socket) => Buffer | null; bindHost?: string; amqpFrames?: boolean } = {},
+  opts: {
+    preamble?: (client: Socket) => Buffer | null;
+    bindHost?: string;
+    amqpFrames?: boolean;
+    /**
+     * With `amqpFrames`: asked as each connection's Connection.Open-Ok passes; when true, the
+     * upstream's later frames are held (as hold(), until release()): a broker that accepted
+     * the connection and then answers nothing, heartbeats included.
+     */
+    holdAfterOpen?: () => boolean;
+  } = {},
 ): Promise<TcpProxy> {
   let down = false;
   let held = false;
+  let accepted = 0;
+  let openedCount = 0;
   const upstreams = new Set<Socket>();
   const sockets = new Set<Socket>();
   const clients = new Set<Socket>();
@@ -58,6 +74,7 @@ export async function startTcpProxy(
       client.destroy();
       return;
     }
+    accepted++;
     const upstream = createConnection(target);
     upstreams.add(upstream);
     sockets.add(client);
@@ -70,17 +87,29 @@ export async function startTcpProxy(
       // whole frames only (7-byte header, payload, frame end), so that toClients() never
       // splits one
       let pending: Buffer = Buffer.alloc(0);
+      let opened = false;
       upstream.on('data', (d: Buffer) => {
         pending = pending.length ? Buffer.concat([pending, d]) : d;
         let off = 0;
-        while (pending.length - off >= 7) {
+        let holdNow = false;
+        while (pending.length - off >= 7 && !holdNow) {
           const total = 7 + pending.readUInt32BE(off + 3) + 1;
           if (pending.length - off < total) break;
+          // Connection.Open-Ok: a method frame (type 1) on channel 0 of class 10, method 41
+          if (!opened && pending[off] === 1 && pending.readUInt32BE(off + 7) === (10 << 16) + 41) {
+            opened = true;
+            openedCount++;
+            holdNow = !!opts.holdAfterOpen?.();
+          }
           off += total;
         }
         if (off) {
           client.write(pending.subarray(0, off));
           pending = pending.subarray(off);
+        }
+        if (holdNow) {
+          held = true;
+          upstream.pause();
         }
       });
     } else upstream.pipe(client);
@@ -120,6 +149,12 @@ export async function startTcpProxy(
     },
     toClients(data) {
       for (const c of clients) c.write(data);
+    },
+    get accepted() {
+      return accepted;
+    },
+    get opened() {
+      return openedCount;
     },
     async close() {
       down = true;
