@@ -138,7 +138,7 @@ export function redactUrl(url: string): string {
 /** How long a service that has never connected retries quietly before it warns. */
 const STARTUP_QUIET_MS = 10_000;
 const SETUP_TIMEOUT_MS = 30_000;
-/** How long closing a connection may wait for the broker's Close-Ok. */
+/** How long closing a connection, or cancelling a consumer at stop, waits for the broker. */
 const CLOSE_TIMEOUT_MS = 5000;
 
 /**
@@ -432,17 +432,7 @@ export class Bus {
     this.pub = null;
     if (!conn) return;
     // the close handshake needs the broker's answer: one that does not answer is cut off
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      conn.close().catch(() => undefined),
-      new Promise<void>((r) => {
-        timer = setTimeout(() => {
-          dropConnection(conn);
-          r();
-        }, CLOSE_TIMEOUT_MS);
-      }),
-    ]);
-    clearTimeout(timer);
+    if (!(await settlesWithin(conn.close(), CLOSE_TIMEOUT_MS))) dropConnection(conn);
   }
 
   /** Publishes with persistence, mandatory routing and a publisher confirm. */
@@ -918,7 +908,8 @@ export class Bus {
   private async shutdown(): Promise<void> {
     this.stopping = true;
     for (const c of this.consumers) {
-      if (c.channel && c.tag) await c.channel.cancel(c.tag).catch(() => undefined);
+      // a broker that does not answer cannot hold the stop: closing the connection cancels too
+      if (c.channel && c.tag) await settlesWithin(c.channel.cancel(c.tag), CLOSE_TIMEOUT_MS);
     }
     const drained = Promise.allSettled([...this.inFlight]).then(() => true);
     const limit = this.opts.drainMs;
@@ -1005,6 +996,20 @@ function headerText(v: unknown): string | undefined {
   if (typeof v === 'string') return v;
   if (Buffer.isBuffer(v)) return v.toString();
   return undefined;
+}
+
+/** Whether `p` settled (either way) within `ms`; it is not waited for any longer. */
+async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const settled = await Promise.race([
+    p.then(
+      () => true,
+      () => true,
+    ),
+    new Promise<false>((r) => (timer = setTimeout(() => r(false), ms))),
+  ]);
+  clearTimeout(timer);
+  return settled;
 }
 
 /**
