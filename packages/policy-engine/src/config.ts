@@ -80,12 +80,11 @@ export function engineSettings(config: PolicyEngineConfig): Record<string, strin
 /** The published setting saying the service decides a RCPT that carries its MAIL stage. */
 export const MAIL_WITH_RCPT = 'mail_with_rcpt';
 
-/** Whether published settings (as engineSettings wrote them) say the service takes withMail. */
-export function takesMailWithRcpt(json: string): boolean {
-  return (JSON.parse(json) as Record<string, unknown>)[MAIL_WITH_RCPT] === 'yes';
-}
-
-/** Reads what engineSettings wrote; throws a ZodError naming the bad keys. */
-export function parseEngineSettings(json: string): PolicyEngineConfig {
-  return settingsSchema.parse(JSON.parse(json));
+/**
+ * Reads what engineSettings wrote: the check settings (a ZodError naming the bad keys
+ * when they are wrong) and whether the service takes withMail.
+ */
+export function parseEngineSettings(json: string): { config: PolicyEngineConfig; mailWithRcpt: boolean } {
+  const raw = JSON.parse(json) as Record<string, unknown>;
+  return { config: settingsSchema.parse(raw), mailWithRcpt: raw[MAIL_WITH_RCPT] === 'yes' };
 }

@@ -5,7 +5,7 @@ import type { MailResolver } from '@mailyard/dns';
 import { Gauge, type Logger, type Registry } from '@mailyard/observability';
 import { PolicyKeys, PolicyRules, USER_LISTS_CHANGED } from '@mailyard/policy-rules';
 import { AccessTables, tablesOf } from './access-copy.js';
-import { parseEngineSettings, takesMailWithRcpt } from './config.js';
+import { parseEngineSettings } from './config.js';
 import { createDecider, type Decider, type PolicyInput } from './decider.js';
 import type { RedisBatch } from './check-context.js';
 import { createMetrics } from './metrics.js';
@@ -162,8 +162,8 @@ export class LocalPolicy {
         this.decider = null;
         this.settings = '';
       } else if (settings !== this.settings || !this.decider) {
-        const config = parseEngineSettings(settings);
-        this.withRcpt = takesMailWithRcpt(settings);
+        const { config, mailWithRcpt } = parseEngineSettings(settings);
+        this.withRcpt = mailWithRcpt;
         this.decider = createDecider(config, {
           ...this.deps,
           metrics: this.metrics,
