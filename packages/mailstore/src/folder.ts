@@ -243,7 +243,8 @@ export function uniqueName(size: number, host = osHostname(), date = new Date())
  * Snapshots are cached per process and revalidated by directory timestamps.
  */
 export class MailFolder {
-  private cache: { sig: string; snap: FolderSnapshot; keywords: string[] } | null = null;
+  /** The last snapshot read under a trusted signature, good until `until` (ms). */
+  private cache: { sig: string; snap: FolderSnapshot; until: number } | null = null;
   /** Calls waiting for the folder lock in this process, and whether a batch is running. */
   private waiting: {
     fn: (ctx: LockedFolder) => Promise<unknown>;
@@ -268,6 +269,8 @@ export class MailFolder {
   /** When cur/ was last read whole, and whether the next read must read it whole. */
   private lastFullScan = 0;
   private forceScan = false;
+  /** cur/'s stat (curStat) as the last read of it began and ended. */
+  private scanned: { before: string | null; after: string | null } = { before: null, after: null };
   /** The last file map, whose entries a derived one reuses. */
   private lastFiles: Map<string, Scanned> | null = null;
   /**
@@ -383,6 +386,7 @@ export class MailFolder {
   private async scan(): Promise<{ files: Map<string, Scanned>; regular: boolean }> {
     this.lastFullScan = Date.now();
     this.forceScan = false;
+    const before = this.curStat();
     const out = new Map<string, Scanned>();
     let regular = true;
     for (const sub of ['new', 'cur'] as const) {
@@ -399,6 +403,7 @@ export class MailFolder {
       }
     }
     this.lastFiles = out;
+    this.scanned = { before, after: this.curStat() };
     return { files: out, regular };
   }
 
@@ -423,18 +428,17 @@ export class MailFolder {
    * Anything else changing cur/ (Dovecot on the same files, a user's tools) changes its
    * mtime, and is read: except within the clock tick of a lock holder's stat, which the
    * distrust of recent mtimes cannot cover here (a busy folder's cur/ always changed
-   * recently). Hence cur/ is still read whole at least every FULL_SCAN_MS, whenever the
-   * folder is quiet (`quiet`: its stat signature is trusted), and after a file was not
-   * where the snapshot said (forceScan).
+   * recently). Hence cur/ is still read whole at least every FULL_SCAN_MS, and after a
+   * file was not where the snapshot said (forceScan); a snapshot made without reading it
+   * is cached for no longer than that (see readSnapshot).
    */
   private async files(
     list: UidList | null,
     state: ModseqState | null,
-    quiet: boolean,
     /** Whether `list` and `state` are (copies of) what this process last wrote (isOwn). */
     mine = !!list && !!state && this.isOwn(list, state),
   ): Promise<{ files: Map<string, Scanned>; regular: boolean; derived?: boolean; own?: FolderSnapshot }> {
-    if (list && state && !quiet && this.curTrusted(list, state)) {
+    if (list && state && this.curTrusted(list, state)) {
       const newNames = this.listNew();
       const own = mine ? this.own! : null;
       if (own && sameBases(newNames, state.inNew!)) {
@@ -611,7 +615,7 @@ export class MailFolder {
   /** Current state; assigns UIDs to new files and records external flag changes. */
   async snapshot(): Promise<FolderSnapshot> {
     const sig = this.signature();
-    if (sig && this.cache?.sig === sig) return this.cache.snap;
+    if (sig && this.cache?.sig === sig && Date.now() < this.cache.until) return this.cache.snap;
     // sessions of one folder ask after every command: while one read is under way and
     // this process changed nothing since it began, they share it
     if (this.reading?.generation === this.generation) return this.reading.snap;
@@ -624,7 +628,7 @@ export class MailFolder {
     }
   }
 
-  private async readSnapshot(sig: string | null, waited = false): Promise<FolderSnapshot> {
+  private async readSnapshot(sig: string | null, waited = false, again = false): Promise<FolderSnapshot> {
     const { list, state, keywords } = this.readState();
     const held = this.lockHeld;
     if (held && !waited) {
@@ -636,16 +640,24 @@ export class MailFolder {
     }
     const own = sig === null ? await this.ownSnapshot(list, state) : null;
     if (own) return own;
-    const { files, derived } = await this.files(list, state, sig !== null);
+    const { files, derived } = await this.files(list, state);
     if (!list || !state || this.needsUpdate(files, list, state)) {
-      // cur/ as read disagrees with the state: the lock holder reads it again, whatever
-      // the state says about it
-      if (!derived) this.forceScan = true;
+      if (!derived) {
+        // cur/ changed while it was read, or since the state was: most often another
+        // process's change under the lock, which its state tells. Read once more.
+        const { before, after } = this.scanned;
+        if (!again && state && (before !== after || before !== state.cur))
+          return this.readSnapshot(this.signature(), waited, true);
+        // cur/ as read disagrees with the state: the lock holder reads it again, whatever
+        // the state says about it
+        this.forceScan = true;
+      }
       return this.withLock(async (ctx) => ctx.snap);
     }
     const kw = keywords.join('\n');
     const snap = this.build(files, list, state, keywords, this.last?.keywords === kw ? this.last.snap : null);
-    this.cache = sig ? { sig, snap, keywords } : null;
+    // files derived from the state are trusted only until cur/ is due to be read whole
+    this.cache = sig ? { sig, snap, until: derived ? this.lastFullScan + FULL_SCAN_MS : Infinity } : null;
     this.last = { snap, keywords: kw };
     // derived: cur/ is as the state's writer left it and new/ holds what it says (a
     // message delivered since would have needed the lock above)
@@ -762,7 +774,7 @@ export class MailFolder {
     try {
       const { list: oldList, state: oldState, keywords, mine } = this.readState(true);
       // the copies are not what this process wrote: whether they were is asked of the originals
-      const { files, regular, own, derived } = await this.files(oldList, oldState, false, mine);
+      const { files, regular, own, derived } = await this.files(oldList, oldState, mine);
       const list: UidList = oldList ?? {
         validity: await this.nextValidity(),
         next: 1,

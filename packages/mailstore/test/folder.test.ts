@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { promises as fs, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -158,6 +158,35 @@ void describe('MailFolder', () => {
       ],
     );
     for (const m of again.messages) assert.ok((await f.read(m)).length > 0);
+  });
+
+  void it('a rename behind the lock that leaves cur/ as its holder saw it is seen within seconds', async () => {
+    const dir = join(fresh(), 'a');
+    const f = new MailFolder(dir, 'INBOX', 'h');
+    await f.ensure();
+    for (let i = 0; i < 3; i++) await f.append(msg(i), [], new Date());
+    const s1 = await f.snapshot();
+    // another process changes the folder under the lock and records cur/'s stat ...
+    await new MailFolder(dir, 'INBOX', 'h').store([{ uid: 1, op: 'add', flags: ['\\Flagged'] }]);
+    // ... and a tool that takes no lock renames message 2 within the same clock tick:
+    // cur/ keeps the modification time the state recorded
+    const cur = join(dir, 'cur');
+    const ref = join(dir, '..', 'cur-times');
+    execFileSync('touch', ['-r', cur, ref]);
+    const m2 = s1.messages[1]!;
+    await fs.rename(join(dir, m2.rel), join(cur, `${m2.base}:2,S`));
+    execFileSync('touch', ['-r', ref, cur]);
+    // snapshots made from the state alone are trusted for a second at most, the folder
+    // quiet or not: then cur/ is read whole
+    const deadline = Date.now() + 10_000;
+    let flags: string[] = [];
+    while (Date.now() < deadline) {
+      flags = (await f.snapshot()).messages[1]!.flags;
+      if (flags.includes('\\Seen')) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.deepEqual(flags, ['\\Seen']);
+    assert.deepEqual((await f.snapshot()).messages[0]!.flags, ['\\Flagged']);
   });
 
   void it('a state file that names files wrongly is corrected once a file is not where it says', async () => {
