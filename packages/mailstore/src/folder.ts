@@ -1263,15 +1263,17 @@ class LockedFolder {
     private readonly expunged: [number, number][],
   ) {}
 
-  private index: Map<number, MessageInfo> | null = null;
   /** Changes since `snap` was made: new objects of changed messages, UIDs removed, messages added (in UID order). */
   private changed = new Map<number, MessageInfo>();
   private removed = new Set<number>();
   private added: MessageInfo[] = [];
 
+  /** The message as changed so far: a search of the snapshot (in UID order), not an index of every message per hold. */
   byUid(uid: number): MessageInfo | undefined {
-    this.index ??= new Map(this.snap.messages.map((m) => [m.uid, m]));
-    return this.index.get(uid);
+    if (this.removed.has(uid)) return undefined;
+    const m = this.changed.get(uid) ?? findUid(this.snap.messages, uid);
+    if (m) return m;
+    return this.added.length ? findUid(this.added, uid) : undefined;
   }
 
   /**
@@ -1320,8 +1322,6 @@ class LockedFolder {
     this.state.msgs[m.uid] = [modseq, letters];
     // a new object: the old one may be in snapshots already handed out
     const n: MessageInfo = { ...m, flags: lettersFlags(letters, this.keywords), rel, modseq };
-    this.byUid(m.uid);
-    this.index!.set(m.uid, n);
     this.changed.set(m.uid, n);
     this.dirty = true;
   }
@@ -1331,8 +1331,6 @@ class LockedFolder {
     this.list.entries.delete(m.base);
     delete this.state.msgs[m.uid];
     this.expunged.push([m.uid, modseq]);
-    this.byUid(m.uid);
-    this.index!.delete(m.uid);
     this.changed.delete(m.uid);
     this.removed.add(m.uid);
     this.dirty = this.listDirty = true;
@@ -1355,12 +1353,24 @@ class LockedFolder {
       size: sizeOf(base) ?? -1,
       modseq: this.state.highest,
     };
-    this.byUid(uid);
-    this.index!.set(uid, m);
     this.added.push(m);
     this.dirty = this.listDirty = true;
     return uid;
   }
+}
+
+/** The message with this UID in `msgs` (in ascending UID order), by binary search. */
+function findUid(msgs: readonly MessageInfo[], uid: number): MessageInfo | undefined {
+  let lo = 0;
+  let hi = msgs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const m = msgs[mid]!;
+    if (m.uid === uid) return m;
+    if (m.uid < uid) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return undefined;
 }
 
 function lettersFlags(letters: string, keywords: string[]): string[] {
