@@ -21,7 +21,7 @@ before(async () => {
       tls_cert_file: join(dir.path, 'cert.pem'),
       tls_key_file: join(dir.path, 'key.pem'),
       tls_reload_interval: '100ms',
-      smtpd_timeout: '1s',
+      smtpd_timeout: '2s',
     },
   });
 });
@@ -46,9 +46,15 @@ async function startTls() {
   return tls;
 }
 
+/** The server's answer to `line`; rejects when the session ends first. */
 const ask = (tls: TLSSocket, line: string) =>
-  new Promise<string>((resolve) => {
-    tls.once('data', (d: Buffer) => resolve(d.toString()));
+  new Promise<string>((resolve, reject) => {
+    const ended = () => reject(new Error(`the session ended before answering ${line}`));
+    tls.once('close', ended);
+    tls.once('data', (d: Buffer) => {
+      tls.off('close', ended);
+      resolve(d.toString());
+    });
     tls.write(`${line}\r\n`);
   });
 
@@ -65,8 +71,10 @@ test(
   'a certificate file replaced while running is served to the next STARTTLS; an open session keeps its own',
   { timeout: 30_000 },
   async () => {
-    const old = await startTls();
+    // made first: a key pair takes a while on a busy machine, and the open session must
+    // not sit idle past smtpd_timeout meanwhile
     const renewed = selfSignedCertificate('mx.configured.test');
+    const old = await startTls();
     // as certbot or the ACME issuer do: the new files are renamed into place
     writeFileSync(join(dir.path, 'key.new'), renewed.key);
     writeFileSync(join(dir.path, 'cert.new'), renewed.cert);
@@ -75,6 +83,8 @@ test(
     const want = new X509Certificate(renewed.cert).fingerprint256;
     const next = await waitFor(
       async () => {
+        // the open session is kept busy while the new certificate is awaited
+        assert.match(await ask(old, 'NOOP'), /^250 /);
         const tls = await startTls();
         if (tls.getPeerX509Certificate()?.fingerprint256 === want) return tls;
         tls.destroy();
