@@ -98,6 +98,13 @@ export const PolicyDecision = z.object({
   /** Bulk/advertising mail: delivery may file it into the promotions folder. */
   bulk: z.boolean().default(false),
   reasons: z.array(PolicyReason).default([]),
+  /**
+   * A RCPT that carried the MAIL stage (PolicyRequest.withMail): MAIL's lists passed, with
+   * this verdict, whatever the RCPT's own lists said. The intake does not send them again
+   * with the next RCPT of the transaction, so a refused recipient does not count the
+   * message again in MAIL's rate limits.
+   */
+  mailPassed: z.enum(['continue', 'quarantine']).optional(),
 });
 export type PolicyDecision = z.infer<typeof PolicyDecision>;
 export type PolicyDecisionInput = z.input<typeof PolicyDecision>;

@@ -91,7 +91,12 @@ export function createDecider(config: PolicyEngineConfig, deps: DeciderDeps) {
     const mail = await decide({ ...req, stage: 'mail', recipient: null, withMail: false });
     if (mail.action !== 'continue' && mail.action !== 'quarantine') return mail;
     const rcpt = await decide({ ...req, withMail: false });
-    const joined = { ...rcpt, reasons: [...mail.reasons, ...rcpt.reasons], bulk: mail.bulk || rcpt.bulk };
+    const joined = {
+      ...rcpt,
+      reasons: [...mail.reasons, ...rcpt.reasons],
+      bulk: mail.bulk || rcpt.bulk,
+      mailPassed: mail.action,
+    };
     // no recipient named: the intake holds the whole transaction for Junk
     if (mail.action === 'quarantine' && (rcpt.action === 'continue' || rcpt.action === 'quarantine'))
       return { ...joined, action: 'quarantine', junk: [] };

@@ -236,6 +236,11 @@ export function createIntake<L extends string>(
       st.mailLeft = true;
       return;
     }
+    // MAIL's lists passed even when this RCPT is refused: they are not asked again
+    if (withMail && d.mailPassed) {
+      st.mailLeft = false;
+      if (d.mailPassed === 'quarantine') st.junkAll = true;
+    }
     const rej = policyReject(d, stage);
     if (rej) throw rej;
     if (withMail) st.mailLeft = false;

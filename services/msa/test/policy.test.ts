@@ -132,6 +132,38 @@ describe('msa asks the policy service', () => {
     }
   });
 
+  test('a recipient refused in a transaction does not count its message again in the sender limits', async () => {
+    await addEntry(rules, 'smtpd_sender_restrictions', ['check_rate', 'sender_domain_messages', '2/1h'], 1);
+    // a recipient refused before the authenticated user is let through: the RCPT's own lists
+    await addEntry(rules, 'smtpd_recipient_restrictions', ['check_recipient_access', 'recipient_access'], 1);
+    await rules.accessSet('recipient_access', 'address', 'erin@example.test', 'REJECT no mail for erin');
+    await reloaded();
+    // a domain of its own: the counter starts at zero
+    await addAccount(t.p.directory, 'grace@example.org');
+    try {
+      const a = await session('grace@example.org', t.msa.ports.submission);
+      assert.equal((await a.cmd('MAIL FROM:<grace@example.org>')).code, 250);
+      // the sender lists run with the first RCPT and count the message, the recipient's refuse it
+      assert.match((await a.cmd('RCPT TO:<erin@example.test>')).text, /^554 5\.7\.1 .*no mail for erin/);
+      assert.equal((await a.cmd('RCPT TO:<dave@example.test>')).code, 250);
+      assert.equal((await a.cmd('RCPT TO:<erin@example.test>')).code, 554);
+      assert.equal((await a.cmd('RSET')).code, 250);
+      // the second message of the hour is let through, the third is not
+      assert.equal((await a.cmd('MAIL FROM:<grace@example.org>')).code, 250);
+      assert.equal((await a.cmd('RCPT TO:<dave@example.test>')).code, 250);
+      assert.equal((await a.cmd('RSET')).code, 250);
+      assert.equal((await a.cmd('MAIL FROM:<grace@example.org>')).code, 250);
+      const over = await a.cmd('RCPT TO:<dave@example.test>');
+      assert.match(over.text, /^450 4\.7\.1 Error: too many messages from example\.org, try again later/);
+      await a.cmd('QUIT');
+    } finally {
+      await resetList(rules, 'smtpd_sender_restrictions');
+      await resetList(rules, 'smtpd_recipient_restrictions');
+      await rules.accessDel('recipient_access', 'address', 'erin@example.test');
+      await reloaded();
+    }
+  });
+
   test('EICAR is refused at end of DATA with 554 5.7.1 naming the signature, nothing queued', async () => {
     const c = await session('carol@example.test', t.msa.ports.submission);
     assert.equal((await c.cmd('MAIL FROM:<carol@example.test>')).code, 250);
