@@ -13,6 +13,8 @@
 //                     so both servers get the same offered load (see imap-load.ts)
 //   --mix STORE:1     with --concurrent: another mix (kinds of imap-load.ts's MIX with
 //                     weights), e.g. one kind alone to see what it costs per command
+//   --warmup 5        with --concurrent: that many seconds of the mix first, not measured
+//                     (errors still count): the figures of a server past its first seconds
 //   --cpu-prof <dir>  write a V8 CPU profile of the retrieval process into <dir>
 //   --skip-logins     only the mailbox workload (keeps a profile on the FETCH paths)
 // Next to wall-clock times, the CPU time the server's processes used in each phase
@@ -42,6 +44,11 @@ const SECONDS = Number(arg('seconds', CONCURRENT ? '30' : '5'));
 const ONLY = arg('only', '');
 const CPU_PROF = arg('cpu-prof', '');
 const PACE = Number(arg('pace', '0'));
+const WARMUP = Number(arg('warmup', '0'));
+if (!(WARMUP >= 0)) {
+  console.error(`--warmup: "${arg('warmup', '0')}" is not a number of seconds`);
+  process.exit(2);
+}
 const KINDS = new Set(MIX.map(([k]) => k));
 const CUSTOM_MIX = arg('mix', '')
   ? arg('mix', '')
@@ -358,7 +365,7 @@ async function runConcurrent(name: string, start: () => Promise<Server | null>):
   const server = await start();
   if (!server) return;
   try {
-    const cpu = cpuMs(server.pid);
+    let cpu = cpuMs(server.pid);
     const r = await runLoad({
       port: server.port,
       clients: CONCURRENT,
@@ -367,6 +374,8 @@ async function runConcurrent(name: string, start: () => Promise<Server | null>):
       seconds: SECONDS,
       pace: PACE,
       mix: CUSTOM_MIX,
+      warmup: WARMUP,
+      onMeasure: () => (cpu = cpuMs(server.pid)),
     });
     const out: Record<string, number> = {
       'commands/s': r.commands / r.seconds,
@@ -404,6 +413,7 @@ console.log(
   CONCURRENT
     ? `\nIMAP benchmark, ${CONCURRENT} clients on ${ACCOUNTS.length} accounts of ${N} messages, ${SECONDS}s` +
         (PACE ? `, at most ${PACE} commands/s per client` : '') +
+        (WARMUP ? `, after ${WARMUP}s of warm-up` : '') +
         (CUSTOM_MIX ? `, mix ${CUSTOM_MIX.map((k) => k.join(':')).join(',')}` : '')
     : `\nIMAP benchmark, ${N}-message INBOX, ${SECONDS}s login runs (password hash: see packages/directory)`,
 );
