@@ -863,7 +863,12 @@ export class MailFolder {
       this.own = null;
       const kwIdent = kwText !== null ? writeAtomic(join(this.dir, KEYWORDS), kwText) : null;
       const stateIdent = stateText !== null ? writeAtomic(join(this.dir, MODSEQ), stateText) : null;
+      // messages moved into cur/ under this hold: cur/ is synced while the UID list is, one
+      // wait for every call of the batch (their answers wait for both)
+      const curSynced = ctx.intoCur ? fsyncDir(join(this.dir, 'cur')) : null;
+      curSynced?.catch(() => undefined);
       const listIdent = listText !== null ? await lock.commit(listText) : null;
+      await curSynced;
       this.cache = null;
       this.generation++;
       // what was written is what the next readState finds, unless someone else writes
@@ -1019,7 +1024,6 @@ export class MailFolder {
       msgs.reduce((sum, m) => sum + m.data.length, 0),
       msgs.length,
     );
-    await fsyncDir(join(this.dir, 'cur'));
     return r;
   }
 
@@ -1051,7 +1055,6 @@ export class MailFolder {
         staged.reduce((sum, x) => sum + x.size, 0),
         staged.length,
       );
-      await fsyncDir(join(this.dir, 'cur'));
       return r;
     } catch (err) {
       await Promise.all(staged.map((s) => fs.unlink(s.tmp).catch(() => undefined)));
@@ -1253,6 +1256,8 @@ class LockedFolder {
   snap!: FolderSnapshot;
   dirty = false;
   listDirty = false;
+  /** Whether a message was moved into cur/ (add): its name is synced before the lock is released. */
+  intoCur = false;
   constructor(
     private readonly folder: MailFolder,
     private readonly files: Map<string, Scanned>,
@@ -1340,6 +1345,7 @@ class LockedFolder {
     const letters = this.folder.flagsToLetters(flags, this.keywords, '');
     const rel = `cur/${base}:2,${letters}`;
     fsc.renameSync(tmpPath, join(this.folder.dir, rel));
+    this.intoCur = true;
     const uid = this.list.next++;
     this.list.entries.set(base, uid);
     this.state.highest++;
