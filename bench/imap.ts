@@ -16,6 +16,9 @@
 //   --warmup 5        with --concurrent: that many seconds of the mix first, not measured
 //                     (errors still count): the figures of a server past its first seconds
 //   --cpu-prof <dir>  write a V8 CPU profile of the retrieval process into <dir>
+//   --dist            run the esbuild bundle (services/retrieval/dist/main.js) as the
+//                     container image does (`pnpm build` first), not the sources with tsx,
+//                     which compiles each module at its first use
 //   --skip-logins     only the mailbox workload (keeps a profile on the FETCH paths)
 // Next to wall-clock times, the CPU time the server's processes used in each phase
 // (user + system, from /proc) is printed: on a shared machine it moves far less.
@@ -63,6 +66,7 @@ const CUSTOM_MIX = arg('mix', '')
       })
   : undefined;
 const SKIP_LOGINS = process.argv.includes('--skip-logins');
+const DIST = process.argv.includes('--dist');
 const ACCOUNT = 'bench@bench.test';
 /** Every account the run uses: one, or --accounts of them under --concurrent. */
 const ACCOUNTS = CONCURRENT
@@ -229,7 +233,12 @@ async function startMailyard(): Promise<Server> {
   const prof = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${CPU_PROF}`] : [];
   const child = spawn(
     process.execPath,
-    [...prof, '--conditions=development', '--import', 'tsx', 'services/retrieval/src/main.ts'],
+    [
+      ...prof,
+      ...(DIST
+        ? ['--enable-source-maps', '--max-semi-space-size=32', 'services/retrieval/dist/main.js']
+        : ['--conditions=development', '--import', 'tsx', 'services/retrieval/src/main.ts']),
+    ],
     {
       env: {
         ...process.env,
