@@ -269,8 +269,6 @@ export class MailFolder {
   /** When cur/ was last read whole, and whether the next read must read it whole. */
   private lastFullScan = 0;
   private forceScan = false;
-  /** cur/'s stat (curStat) as the last read of it began and ended. */
-  private scanned: { before: string | null; after: string | null } = { before: null, after: null };
   /** The last file map, whose entries a derived one reuses. */
   private lastFiles: Map<string, Scanned> | null = null;
   /**
@@ -382,8 +380,13 @@ export class MailFolder {
   /**
    * Reads new/ and cur/. `regular` tells whether every name in cur/ is `<base>:2,<letters>`
    * and no base is in both: then the names follow from the UID list and flag letters.
+   * `cur` is cur/'s stat (curStat) as the read began and ended.
    */
-  private async scan(): Promise<{ files: Map<string, Scanned>; regular: boolean }> {
+  private async scan(): Promise<{
+    files: Map<string, Scanned>;
+    regular: boolean;
+    cur: { before: string | null; after: string | null };
+  }> {
     this.lastFullScan = Date.now();
     this.forceScan = false;
     const before = this.curStat();
@@ -403,8 +406,7 @@ export class MailFolder {
       }
     }
     this.lastFiles = out;
-    this.scanned = { before, after: this.curStat() };
-    return { files: out, regular };
+    return { files: out, regular, cur: { before, after: this.curStat() } };
   }
 
   /** `ino:mtimeNs:size` of cur/, or null when it cannot be stat'ed. */
@@ -437,7 +439,14 @@ export class MailFolder {
     state: ModseqState | null,
     /** Whether `list` and `state` are (copies of) what this process last wrote (isOwn). */
     mine = !!list && !!state && this.isOwn(list, state),
-  ): Promise<{ files: Map<string, Scanned>; regular: boolean; derived?: boolean; own?: FolderSnapshot }> {
+  ): Promise<{
+    files: Map<string, Scanned>;
+    regular: boolean;
+    derived?: boolean;
+    own?: FolderSnapshot;
+    /** When cur/ was read whole: its stat as the read began and ended (scan). */
+    cur?: { before: string | null; after: string | null };
+  }> {
     if (list && state && this.curTrusted(list, state)) {
       const newNames = this.listNew();
       const own = mine ? this.own! : null;
@@ -640,13 +649,12 @@ export class MailFolder {
     }
     const own = sig === null ? await this.ownSnapshot(list, state) : null;
     if (own) return own;
-    const { files, derived } = await this.files(list, state);
+    const { files, derived, cur } = await this.files(list, state);
     if (!list || !state || this.needsUpdate(files, list, state)) {
       if (!derived) {
         // cur/ changed while it was read, or since the state was: most often another
         // process's change under the lock, which its state tells. Read once more.
-        const { before, after } = this.scanned;
-        if (!again && state && (before !== after || before !== state.cur))
+        if (!again && state && cur && (cur.before !== cur.after || cur.before !== state.cur))
           return this.readSnapshot(this.signature(), waited, true);
         // cur/ as read disagrees with the state: the lock holder reads it again, whatever
         // the state says about it
