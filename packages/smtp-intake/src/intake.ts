@@ -236,14 +236,12 @@ export function createIntake<L extends string>(
       st.mailLeft = true;
       return;
     }
-    // MAIL's lists passed even when this RCPT is refused: they are not asked again
-    if (withMail && d.mailPassed) {
-      st.mailLeft = false;
-      if (d.mailPassed === 'quarantine') st.junkAll = true;
-    }
     const rej = policyReject(d, stage);
+    // MAIL's lists decided: not asked again, even when this RCPT is refused by its own,
+    // and their Junk verdict holds the whole message
+    if (withMail && (d.mailPassed || !rej)) st.mailLeft = false;
+    if (withMail && d.mailPassed === 'quarantine') st.junkAll = true;
     if (rej) throw rej;
-    if (withMail) st.mailLeft = false;
     applyVerdict(st, d, facts.recipient ?? undefined);
   };
   const mayTransact = (session: SMTPServerSession) => {
