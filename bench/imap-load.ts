@@ -85,6 +85,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   );
   const measureFrom = Date.now() + (o.warmup ?? 0) * 1000;
   const end = measureFrom + o.seconds * 1000;
+  /** Whether a command starting now is one of the measured ones (not the warm-up's). */
+  const measured = () => Date.now() >= measureFrom;
   let started = measureFrom;
   const measuring = setTimeout(
     () => {
@@ -104,7 +106,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     clients.map(async (s) => {
       const { c } = s;
       const run = async (kind: string, text: string): Promise<string | null> => {
-        const counted = Date.now() >= measureFrom;
+        const counted = measured();
         const t = performance.now();
         const r = await c.reply(c.send(text));
         if (counted) {
@@ -157,7 +159,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
               break;
             }
             case 'IDLE': {
-              const counted = Date.now() >= measureFrom;
+              const counted = measured();
               const t = performance.now();
               const tag = c.send('IDLE');
               if ((await c.waitFor(/^\+[^\r]*\r\n/m, 10_000)) === null) {
