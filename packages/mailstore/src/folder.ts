@@ -68,9 +68,9 @@ const MODSEQ = 'mailyard-modseq';
 /**
  * The expunge history for QRESYNC: a line `<uid> <modseq>` per expunged message, oldest
  * first, appended under the folder lock. A line `- <modseq>` says the history was cut
- * there: expunges up to that MODSEQ are no longer listed. Apart from the state, which is
- * written whole at every change and read by every process serving the folder: the history
- * is only read when a client resynchronises.
+ * there: expunges up to that MODSEQ are no longer listed. Apart from the state, which
+ * every process serving the folder reads after every change: the history is only read
+ * when a client resynchronises.
  */
 const EXPUNGES = 'mailyard-expunged';
 /**
@@ -160,9 +160,9 @@ async function readText(path: string): Promise<string | null> {
   }
 }
 
-function openSyncOrNull(path: string): number | null {
+function openSyncOrNull(path: string, flags: string | number = 'r'): number | null {
   try {
-    return fsc.openSync(path, 'r');
+    return fsc.openSync(path, flags);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
@@ -201,11 +201,168 @@ function stateHead(path: string): { ident: string; w: number | null } | null {
   }
 }
 
-function parseModseq(text: string): ModseqState | null {
+/**
+ * One change of the MODSEQ state, a line appended to its file: the fields that are set
+ * whole, the messages whose entry changed and the UIDs whose entry went. `w` is the state's
+ * write count after it, one above the line before.
+ */
+interface StateChange {
+  w: number;
+  highest: number;
+  msgs: Record<string, [number, string]>;
+  gone: number[];
+  cur: string | null;
+  inNew: string[] | null;
+  next: number | null;
+}
+
+/**
+ * The MODSEQ state file as read (MODSEQ): a first line with the whole state, then a line
+ * per change (StateChange), appended under the folder lock so that a change costs what it
+ * changed and a reader reads only the lines added since it last looked, as Dovecot's
+ * `dovecot.index.log` beside its index. The lock holder writes the whole state again, by a
+ * rename, once the changes outgrow it (STATE_CHANGES_MIN).
+ */
+interface StateRead {
+  /** identOf the file as read; null when its last line was still being written (read on). */
+  ident: string | null;
+  /** Its inode (from ident): a file renamed over it is read from the start. */
+  ino: string;
+  /** Bytes read, through the last whole line. */
+  offset: number;
+  /** The write count of the first line (what stateHead finds) and that line's length. */
+  baseW: number | undefined;
+  baseLen: number;
+  /** Whether the file as read ended with a whole line, so that a change can follow it. */
+  appendable: boolean;
+  value: ModseqState | null;
+}
+
+/** Appended changes are let grow to the size of the whole state, and at least to this. */
+const STATE_CHANGES_MIN = 16 * 1024;
+
+const inoOf = (ident: string) => ident.slice(0, ident.indexOf(':'));
+
+/**
+ * Applies whole change lines of `text` (what follows `offset` in the file) to a copy of
+ * `prev`; null when one does not parse or does not follow the one before (the file was
+ * rewritten in place: read it whole).
+ */
+function readChanges(
+  prev: StateRead & { value: ModseqState },
+  text: string,
+  ident: string,
+): StateRead | null {
+  const end = text.lastIndexOf('\n') + 1;
+  if (end === 0) {
+    // a line being written: ours begin with the next write count
+    const next = `{"w":${(prev.value.w ?? 0) + 1},`;
+    return next.startsWith(text) || text.startsWith(next) ? { ...prev, ident: null } : null;
+  }
+  const s: ModseqState = { ...prev.value, msgs: { ...prev.value.msgs } };
+  for (const line of text.slice(0, end - 1).split('\n')) {
+    let c: StateChange;
+    try {
+      c = JSON.parse(line) as StateChange;
+    } catch {
+      return null;
+    }
+    if (
+      typeof c?.w !== 'number' ||
+      c.w !== (s.w ?? 0) + 1 ||
+      typeof c.msgs !== 'object' ||
+      !Array.isArray(c.gone)
+    )
+      return null;
+    s.w = c.w;
+    s.highest = c.highest;
+    for (const uid of c.gone) delete s.msgs[uid];
+    Object.assign(s.msgs, c.msgs);
+    s.cur = c.cur ?? undefined;
+    s.inNew = c.inNew ?? undefined;
+    s.next = c.next ?? undefined;
+  }
+  return {
+    ...prev,
+    ident: end === text.length ? ident : null,
+    offset: prev.offset + Buffer.byteLength(text.slice(0, end)),
+    appendable: end === text.length,
+    value: s,
+  };
+}
+
+/** The whole state file: its first line, then the changes after it. A first line that does not parse is no state. */
+export function parseStateFile(text: string, ident: string): StateRead {
+  const nl = text.indexOf('\n');
+  const first = nl < 0 ? text : text.slice(0, nl);
+  let value: ModseqState | null = null;
   try {
-    return JSON.parse(text) as ModseqState;
+    value = JSON.parse(first) as ModseqState;
   } catch {
-    return null;
+    // damaged: rebuilt from the files by the next lock holder
+  }
+  const baseLen = nl < 0 ? Buffer.byteLength(text) : Buffer.byteLength(first) + 1;
+  // an older version's file is one line without a newline: read, never appended to
+  const read: StateRead = {
+    ident,
+    ino: inoOf(ident),
+    offset: baseLen,
+    baseW: value?.w,
+    baseLen,
+    appendable: nl >= 0,
+    value,
+  };
+  if (!value || nl < 0 || nl === text.length - 1) return read;
+  return readChanges({ ...read, value }, text.slice(nl + 1), ident) ?? { ...read, value: null };
+}
+
+/**
+ * The MODSEQ state file, read on from `prev` when lines were appended since, else whole.
+ * Blocking reads, as every read of the state files (see readState).
+ */
+function readStateFile(path: string, prev: StateRead | null): StateRead | null {
+  const fd = openSyncOrNull(path);
+  if (fd === null) return null;
+  try {
+    const st = fsc.fstatSync(fd, { bigint: true });
+    const ident = identOf(st);
+    if (prev?.value && prev.ident === ident) return prev;
+    const size = Number(st.size);
+    if (prev?.value && prev.appendable && prev.ino === String(st.ino) && size > prev.offset) {
+      // from the newline that ended what was read: a file rewritten in place is read whole
+      const buf = Buffer.allocUnsafe(size - prev.offset + 1);
+      let n = 0;
+      while (n < buf.length) {
+        const r = fsc.readSync(fd, buf, n, buf.length - n, prev.offset - 1 + n);
+        if (r === 0) break;
+        n += r;
+      }
+      const read =
+        buf[0] === 0x0a
+          ? readChanges({ ...prev, value: prev.value }, buf.toString('utf8', 1, n), ident)
+          : null;
+      if (read) return read;
+    }
+    return parseStateFile(fsc.readFileSync(fd, 'utf8'), ident);
+  } finally {
+    fsc.closeSync(fd);
+  }
+}
+
+/**
+ * Appends `line` to the state file when it is still the one `read` describes; returns the
+ * identity of the file after it, or null when the file changed (then it is written whole).
+ */
+function appendState(path: string, read: StateRead, line: string): string | null {
+  // not created when missing: then it is written whole
+  const fd = openSyncOrNull(path, constants.O_WRONLY | constants.O_APPEND);
+  if (fd === null) return null;
+  try {
+    if (identOf(fsc.fstatSync(fd, { bigint: true })) !== read.ident) return null;
+    fsc.writeSync(fd, line);
+    return identOf(fsc.fstatSync(fd, { bigint: true }));
+  } finally {
+    fsc.closeSync(fd);
   }
 }
 
@@ -260,7 +417,7 @@ export class MailFolder {
   /** The state files as last read or written, their identity (identOf; null: not known), and what they parsed to. */
   private readonly parsed: {
     list: { text: string; ident: string | null; value: UidList | null } | null;
-    state: { text: string; ident: string | null; value: ModseqState | null } | null;
+    state: StateRead | null;
     keywords: { text: string; ident: string | null; value: string[] } | null;
   } = { list: null, state: null, keywords: null };
   private readonly dates = new Map<string, Date>();
@@ -556,10 +713,9 @@ export class MailFolder {
     // files writes the UID list without the state
     if (writable || !this.stateUnchanged()) {
       const l = readIdentified(join(this.dir, UIDLIST));
-      const s = readIdentified(join(this.dir, MODSEQ));
       const k = readIdentified(join(this.dir, KEYWORDS));
       parsed.list = reparse(parsed.list, l, parseUidList);
-      parsed.state = reparse(parsed.state, s, parseModseq);
+      parsed.state = readStateFile(join(this.dir, MODSEQ), parsed.state);
       parsed.keywords = reparse(parsed.keywords, k, parseKeywords);
     }
     const list = parsed.list?.value ?? null;
@@ -577,13 +733,14 @@ export class MailFolder {
 
   /**
    * Whether the state files are those last read or written here, told without reading
-   * them: the state file has the same identity and write count (a file replaced within one
-   * clock tick by one of the same size can reuse the inode, but not the count), and the
+   * them: the state file has the same identity (a line appended changes its size) and the
+   * same write count in its first line (a file replaced within one clock tick by one of the
+   * same size can reuse the inode, but not the count), and the
    * UID list and keywords the same identity.
    */
   private stateUnchanged(): boolean {
     const { list, state, keywords } = this.parsed;
-    const w = state?.value?.w;
+    const w = state?.baseW;
     if (w === undefined || !state?.ident) return false;
     const head = stateHead(join(this.dir, MODSEQ));
     if (head?.ident !== state.ident || head.w !== w) return false;
@@ -790,6 +947,10 @@ export class MailFolder {
         entries: new Map(),
       };
       const state: ModseqState = oldState ?? { highest: 1, msgs: {}, expunged: [] };
+      /** The state file as read under the lock: where a change line is appended. */
+      const stateRead = this.parsed.state;
+      /** UIDs whose entry in `state.msgs` was set or deleted under this hold (StateChange). */
+      const touched = new Set<number>();
       /** Expunges recorded under this hold, for the history (EXPUNGES). */
       const expunged: [number, number][] = [];
       let listDirty = !oldList;
@@ -812,6 +973,7 @@ export class MailFolder {
       for (const [base, uid] of gone) {
         list.entries.delete(base);
         delete state.msgs[uid];
+        touched.add(uid);
         expunged.push([uid, bump()]);
         listDirty = stateDirty = true;
       }
@@ -819,6 +981,7 @@ export class MailFolder {
         const uid = list.next++;
         list.entries.set(base, uid);
         state.msgs[uid] = [bump(), files.get(base)!.letters];
+        touched.add(uid);
         listDirty = stateDirty = true;
       }
       for (const [base, uid] of derived ? [] : list.entries) {
@@ -826,10 +989,11 @@ export class MailFolder {
         const st = state.msgs[uid];
         if (!st || st[1] !== f.letters) {
           state.msgs[uid] = [bump(), f.letters];
+          touched.add(uid);
           stateDirty = true;
         }
       }
-      const ctx = new LockedFolder(this, files, list, state, keywords, expunged);
+      const ctx = new LockedFolder(this, files, list, state, keywords, expunged, touched);
       const kwNow = keywords.join('\n');
       // message objects are never changed (LockedFolder.rename makes new ones): the
       // snapshot of this process's last change is the folder's when nothing changed since
@@ -866,11 +1030,10 @@ export class MailFolder {
       // a new write count for every change of any of the three (see stateUnchanged)
       if (listDirty || kwText !== null) stateDirty = true;
       if (stateDirty) state.w = (state.w ?? 0) + 1;
-      const stateText = stateDirty ? JSON.stringify({ w: state.w, ...state }) : null;
       const listText = listDirty ? formatUidList(list) : null;
       this.own = null;
       const kwIdent = kwText !== null ? writeAtomic(join(this.dir, KEYWORDS), kwText) : null;
-      const stateIdent = stateText !== null ? writeAtomic(join(this.dir, MODSEQ), stateText) : null;
+      const written = stateDirty ? this.writeState(stateRead, state, touched, legacy.length > 0) : null;
       // messages moved into cur/ under this hold: cur/ is synced while the UID list is, one
       // wait for every call of the batch (their answers wait for both)
       const curSynced = ctx.intoCur ? fsyncDir(join(this.dir, 'cur')) : null;
@@ -882,7 +1045,7 @@ export class MailFolder {
       // what was written is what the next readState finds, unless someone else writes
       const parsed = this.parsed;
       if (kwText !== null) parsed.keywords = { text: kwText, ident: kwIdent, value: keywords };
-      if (stateText !== null) parsed.state = { text: stateText, ident: stateIdent, value: state };
+      if (written) parsed.state = written;
       if (listText !== null) parsed.list = { text: listText, ident: listIdent, value: list };
       const kw = keywords.join('\n');
       const snap = ctx.rebuild();
@@ -899,6 +1062,57 @@ export class MailFolder {
       released();
       await lock.release();
     }
+  }
+
+  /**
+   * Writes the state after a change under the lock: a line with what changed, appended to
+   * the file `read` at the start of the hold, or else the whole state by a rename: when
+   * there was no such file or it changed since, when the first line must change (an older
+   * version's history moved out of it), or when the changes outgrew the state.
+   */
+  private writeState(
+    read: StateRead | null,
+    state: ModseqState,
+    touched: Set<number>,
+    rewrite: boolean,
+  ): StateRead {
+    const path = join(this.dir, MODSEQ);
+    if (read?.value && read.appendable && read.ident && read.value.w === state.w! - 1 && !rewrite) {
+      const msgs: Record<string, [number, string]> = {};
+      const gone: number[] = [];
+      for (const uid of touched) {
+        const m = state.msgs[uid];
+        if (m) msgs[uid] = m;
+        else gone.push(uid);
+      }
+      const change: StateChange = {
+        w: state.w!,
+        highest: state.highest,
+        msgs,
+        gone,
+        cur: state.cur ?? null,
+        inNew: state.inNew ?? null,
+        next: state.next ?? null,
+      };
+      const line = `${JSON.stringify(change)}\n`;
+      const bytes = Buffer.byteLength(line);
+      if (read.offset - read.baseLen + bytes <= Math.max(read.baseLen, STATE_CHANGES_MIN)) {
+        const ident = appendState(path, read, line);
+        if (ident) return { ...read, ident, offset: read.offset + bytes, value: state };
+      }
+    }
+    const text = `${JSON.stringify({ w: state.w, ...state })}\n`;
+    const ident = writeAtomic(path, text);
+    const len = Buffer.byteLength(text);
+    return {
+      ident,
+      ino: inoOf(ident),
+      offset: len,
+      baseW: state.w,
+      baseLen: len,
+      appendable: true,
+      value: state,
+    };
   }
 
   /** Applies flag changes; with `unchangedSince`, messages modified later are not changed (RFC 7162 §3.1.3). */
@@ -1274,6 +1488,8 @@ class LockedFolder {
     private readonly keywords: string[],
     /** Expunges made under this hold, for the history. */
     private readonly expunged: [number, number][],
+    /** UIDs whose MODSEQ entry was set or deleted under this hold. */
+    private readonly touched: Set<number>,
   ) {}
 
   /** Changes since `snap` was made: new objects of changed messages, UIDs removed, messages added (in UID order). */
@@ -1333,6 +1549,7 @@ class LockedFolder {
     }
     this.files.set(m.base, { rel, letters });
     this.state.msgs[m.uid] = [modseq, letters];
+    this.touched.add(m.uid);
     // a new object: the old one may be in snapshots already handed out
     const n: MessageInfo = { ...m, flags: lettersFlags(letters, this.keywords), rel, modseq };
     this.changed.set(m.uid, n);
@@ -1343,6 +1560,7 @@ class LockedFolder {
     this.files.delete(m.base);
     this.list.entries.delete(m.base);
     delete this.state.msgs[m.uid];
+    this.touched.add(m.uid);
     this.expunged.push([m.uid, modseq]);
     this.changed.delete(m.uid);
     this.removed.add(m.uid);
@@ -1358,6 +1576,7 @@ class LockedFolder {
     this.list.entries.set(base, uid);
     this.state.highest++;
     this.state.msgs[uid] = [this.state.highest, letters];
+    this.touched.add(uid);
     this.files.set(base, { rel, letters });
     const m: MessageInfo = {
       uid,

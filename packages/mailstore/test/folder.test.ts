@@ -13,11 +13,14 @@ import {
   parseUidList,
   UIDLIST,
 } from '../src/index.js';
+import { parseStateFile } from '../src/folder.js';
 
 const tmp = tempDir('mailstore-');
 after(() => tmp.cleanup());
 let n = 0;
 const fresh = () => join(tmp.path, `r${++n}`);
+/** The MODSEQ state as its file says, its change lines applied. */
+const stateIn = (path: string) => parseStateFile(readFileSync(path, 'utf8'), '0:0:0').value;
 const msg = (i: number) => Buffer.from(`Subject: m${i}\r\n\r\nbody ${i}\r\n`);
 
 void describe('MailFolder', () => {
@@ -198,7 +201,7 @@ void describe('MailFolder', () => {
     await keepBusy(f);
     // well-formed but wrong: message 1 is said to be \\Seen, its file name says otherwise
     const path = join(f.dir, 'mailyard-modseq');
-    const state = JSON.parse(readFileSync(path, 'utf8')) as { msgs: Record<string, [number, string]> };
+    const state = stateIn(path)!;
     state.msgs['1'] = [state.msgs['1']![0], 'S'];
     await fs.writeFile(path, JSON.stringify(state));
     const told = (await f.snapshot()).messages[0]!;
@@ -207,6 +210,76 @@ void describe('MailFolder', () => {
     const s = await f.snapshot();
     assert.deepEqual(s.messages[0]!.flags, []);
     assert.match(s.messages[0]!.rel, /:2,$/);
+  });
+
+  void it('a change adds a line to the state, which another process reads on from where it stopped', async () => {
+    const dir = join(fresh(), 'a');
+    const f = new MailFolder(dir, 'INBOX', 'h');
+    await f.ensure();
+    const date = new Date();
+    await f.appendMany(Array.from({ length: 20 }, (_, i) => ({ data: msg(i), flags: [], date })));
+    const other = new MailFolder(dir, 'INBOX', 'h');
+    await other.snapshot();
+    const path = join(dir, 'mailyard-modseq');
+    const first = await fs.stat(path);
+    const seen = (s: {
+      messages: { uid: number; flags: string[]; modseq: number }[];
+      highestModseq: number;
+    }) => [s.highestModseq, s.messages.map((m) => `${m.uid} ${m.modseq} ${m.flags.join(' ')}`)];
+    await f.store([{ uid: 2, op: 'add', flags: ['\\Flagged', '$Work'] }]);
+    await f.expunge([3]);
+    const after = await fs.stat(path);
+    assert.equal(after.ino, first.ino, 'the file is added to, not replaced');
+    assert.ok(
+      after.size > first.size && after.size < first.size + 600,
+      `two short lines: ${after.size - first.size} bytes`,
+    );
+    const s = await other.snapshot();
+    assert.deepEqual(seen(s), seen(await f.snapshot()));
+    assert.deepEqual(s.messages[1]!.flags, ['\\Flagged', '$Work']);
+    assert.equal(s.messages.length, 19);
+    // the lines grow to the size of the whole state (16 KiB at least), then it is written whole again
+    let changes = 0;
+    while ((await fs.stat(path)).ino === first.ino) {
+      assert.ok(++changes < 500, 'written whole again within 500 changes');
+      await f.store([
+        { uid: 1 + (changes % 20), op: Math.floor(changes / 20) % 2 ? 'remove' : 'add', flags: ['\\Seen'] },
+      ]);
+      // read on after every few changes, and once after many
+      if (changes % 7 === 0) assert.deepEqual(seen(await other.snapshot()), seen(await f.snapshot()));
+    }
+    assert.ok(changes > 50, `${changes} changes were lines`);
+    assert.ok((await fs.stat(path)).size < 2000, 'the state of 19 messages');
+    assert.deepEqual(seen(await other.snapshot()), seen(await f.snapshot()));
+    assert.deepEqual(seen(await new MailFolder(dir, 'INBOX', 'h').snapshot()), seen(await f.snapshot()));
+  });
+
+  void it('a change line a crash cut short is left out, and the next change writes the state whole', async () => {
+    const dir = join(fresh(), 'a');
+    const f = new MailFolder(dir, 'INBOX', 'h');
+    await f.ensure();
+    for (let i = 0; i < 3; i++) await f.append(msg(i), [], new Date());
+    await f.store([{ uid: 1, op: 'add', flags: ['\\Seen'] }]);
+    const before = await f.snapshot();
+    const path = join(dir, 'mailyard-modseq');
+    const w = stateIn(path)!.w!;
+    // the start of the next line, as a writer that died in the middle of it left it
+    await fs.appendFile(path, `{"w":${w + 1},"highest":${before.highestModseq + 1},"msgs":{"2":[`);
+    for (const g of [f, new MailFolder(dir, 'INBOX', 'h')]) {
+      const s = await g.snapshot();
+      assert.equal(s.highestModseq, before.highestModseq, 'what the whole lines say');
+      assert.deepEqual(
+        s.messages.map((m) => [m.uid, m.modseq, m.flags.join(' ')]),
+        before.messages.map((m) => [m.uid, m.modseq, m.flags.join(' ')]),
+      );
+    }
+    await f.store([{ uid: 2, op: 'add', flags: ['\\Answered'] }]);
+    const text = readFileSync(path, 'utf8');
+    assert.equal(text.split('\n').length, 2, 'one line, the whole state');
+    const s = await new MailFolder(dir, 'INBOX', 'h').snapshot();
+    assert.equal(s.highestModseq, before.highestModseq + 1);
+    assert.deepEqual(s.messages[1]!.flags, ['\\Answered']);
+    assert.deepEqual(s.messages[0]!.flags, ['\\Seen']);
   });
 
   void it('a damaged state file is rebuilt from the files, never served', async () => {
@@ -228,7 +301,7 @@ void describe('MailFolder', () => {
       );
       assert.equal(s.validity, before.validity);
     }
-    JSON.parse(readFileSync(join(dir, 'mailyard-modseq'), 'utf8'));
+    assert.ok(stateIn(join(dir, 'mailyard-modseq')), 'the rebuilt state parses');
   });
 
   void it('a lock left by a process that died is broken, a live one is waited for', async () => {
@@ -306,7 +379,7 @@ void describe('MailFolder', () => {
     const before = await f.snapshot();
     // as an older version wrote it: UIDs 7 and 8 expunged at MODSEQ 2 and 3
     const path = join(f.dir, 'mailyard-modseq');
-    const state = JSON.parse(readFileSync(path, 'utf8')) as { expunged?: [number, number][] };
+    const state = stateIn(path)!;
     state.expunged = [
       [7, 2],
       [8, 3],
@@ -319,7 +392,7 @@ void describe('MailFolder', () => {
       [1, 7, 8],
     );
     assert.deepEqual(await f.vanishedSince(before.highestModseq), [1]);
-    assert.deepEqual((JSON.parse(readFileSync(path, 'utf8')) as { expunged: unknown[] }).expunged, []);
+    assert.deepEqual(stateIn(path)!.expunged, []);
     // a line a crash cut short is left out, and the next expunge is read whole
     await fs.appendFile(join(f.dir, 'mailyard-expunged'), '12');
     await f.expunge([2]);
