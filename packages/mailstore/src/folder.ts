@@ -107,9 +107,9 @@ const FULL_SCAN_MS = 1000;
 
 interface ModseqState {
   /**
-   * How many times the state was written, first in the file: with the files' identities
-   * (see MailFolder.stateUnchanged), what tells a reader that nothing changed without
-   * reading the files. Every writer of the UID list or keywords writes the state too.
+   * How many times the state was written, first in the file: with its identity (see
+   * readStateFile), what tells a reader that nothing changed without reading the file.
+   * Every writer of the UID list or keywords writes the state too.
    */
   w?: number;
   highest: number;
@@ -187,18 +187,25 @@ function identOfPath(path: string): string | null {
 }
 
 const HEAD = Buffer.alloc(64);
-/** The identity of the MODSEQ state file and its write count (ModseqState.w), from its first bytes. */
-function stateHead(path: string): { ident: string; w: number | null } | null {
-  const fd = openSyncOrNull(path);
-  if (fd === null) return null;
-  try {
-    const ident = identOf(fsc.fstatSync(fd, { bigint: true }));
-    const n = fsc.readSync(fd, HEAD, 0, HEAD.length, 0);
-    const m = /^\{"w":(\d+)[,}]/.exec(HEAD.toString('latin1', 0, n));
-    return { ident, w: m ? Number(m[1]) : null };
-  } finally {
-    fsc.closeSync(fd);
-  }
+/** The write count of the state file's first line (ModseqState.w), from its first bytes. */
+function headCount(fd: number): number | undefined {
+  const n = fsc.readSync(fd, HEAD, 0, HEAD.length, 0);
+  const m = /^\{"w":(\d+)[,}]/.exec(HEAD.toString('latin1', 0, n));
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * A small state file (the UID list, the keywords) as read and parsed last time when it has
+ * the same identity, else read again; `always`: read whatever it looks like.
+ */
+function readParsed<T>(
+  path: string,
+  prev: { text: string; ident: string | null; value: T } | null,
+  parse: (text: string) => T,
+  always: boolean,
+): { text: string; ident: string | null; value: T } | null {
+  if (!always && prev?.ident && identOfPath(path) === prev.ident) return prev;
+  return reparse(prev, readIdentified(path), parse);
 }
 
 /**
@@ -230,7 +237,7 @@ interface StateRead {
   ino: string;
   /** Bytes read, through the last whole line. */
   offset: number;
-  /** The write count of the first line (what stateHead finds) and that line's length. */
+  /** The write count of the first line (headCount) and that line's length. */
   baseW: number | undefined;
   baseLen: number;
   /** Whether the file as read ended with a whole line, so that a change can follow it. */
@@ -326,7 +333,10 @@ function readStateFile(path: string, prev: StateRead | null): StateRead | null {
   try {
     const st = fsc.fstatSync(fd, { bigint: true });
     const ident = identOf(st);
-    if (prev?.value && prev.ident === ident) return prev;
+    // the count covers a file replaced within one clock tick by one of the same size on a
+    // reused inode
+    if (prev?.value && prev.ident === ident && prev.baseW !== undefined && headCount(fd) === prev.baseW)
+      return prev;
     const size = Number(st.size);
     if (prev?.value && prev.appendable && prev.ino === String(st.ino) && size > prev.offset) {
       // from the newline that ended what was read: a file rewritten in place is read whole
@@ -594,8 +604,11 @@ export class MailFolder {
   private async files(
     list: UidList | null,
     state: ModseqState | null,
-    /** Whether `list` and `state` are (copies of) what this process last wrote (isOwn). */
-    mine = !!list && !!state && this.isOwn(list, state),
+    /**
+     * For a lock holder, which changes the map returned: whether `list` and `state` are
+     * copies of what this process last wrote (isOwn).
+     */
+    hold?: { mine: boolean },
   ): Promise<{
     files: Map<string, Scanned>;
     regular: boolean;
@@ -606,9 +619,10 @@ export class MailFolder {
   }> {
     if (list && state && this.curTrusted(list, state)) {
       const newNames = this.listNew();
-      const own = mine ? this.own! : null;
+      const own = (hold ? hold.mine : this.isOwn(list, state)) ? this.own! : null;
       if (own && sameBases(newNames, state.inNew!)) {
-        this.lastFiles = new Map(own.files);
+        // the snapshot's files are never changed: a lock holder changes a copy
+        this.lastFiles = hold ? new Map(own.files) : own.files;
         return { files: this.lastFiles, regular: true, derived: true, own: own.snap };
       }
       const derived = this.derive(list, state, state.inNew!, newNames);
@@ -709,15 +723,14 @@ export class MailFolder {
     mine?: boolean;
   } {
     const parsed = this.parsed;
-    // the lock holder reads the files whatever they look like: a Dovecot on the same
-    // files writes the UID list without the state
-    if (writable || !this.stateUnchanged()) {
-      const l = readIdentified(join(this.dir, UIDLIST));
-      const k = readIdentified(join(this.dir, KEYWORDS));
-      parsed.list = reparse(parsed.list, l, parseUidList);
-      parsed.state = readStateFile(join(this.dir, MODSEQ), parsed.state);
-      parsed.keywords = reparse(parsed.keywords, k, parseKeywords);
-    }
+    parsed.state = readStateFile(join(this.dir, MODSEQ), parsed.state);
+    // the lock holder reads the others whatever they look like: a Dovecot on the same files
+    // writes the UID list without the state. Others read it again when its identity changed,
+    // or when the state was written for another list.
+    const next = parsed.state?.value?.next;
+    const stale = next !== undefined && parsed.list?.value && parsed.list.value.next !== next;
+    parsed.list = readParsed(join(this.dir, UIDLIST), parsed.list, parseUidList, writable || !!stale);
+    parsed.keywords = readParsed(join(this.dir, KEYWORDS), parsed.keywords, parseKeywords, writable);
     const list = parsed.list?.value ?? null;
     const state = parsed.state?.value ?? null;
     const keywords = parsed.keywords?.value ?? [];
@@ -729,25 +742,6 @@ export class MailFolder {
       keywords: [...keywords],
       mine: !!list && !!state && this.isOwn(list, state),
     };
-  }
-
-  /**
-   * Whether the state files are those last read or written here, told without reading
-   * them: the state file has the same identity (a line appended changes its size) and the
-   * same write count in its first line (a file replaced within one clock tick by one of the
-   * same size can reuse the inode, but not the count), and the
-   * UID list and keywords the same identity.
-   */
-  private stateUnchanged(): boolean {
-    const { list, state, keywords } = this.parsed;
-    const w = state?.baseW;
-    if (w === undefined || !state?.ident) return false;
-    const head = stateHead(join(this.dir, MODSEQ));
-    if (head?.ident !== state.ident || head.w !== w) return false;
-    return (
-      identOfPath(join(this.dir, UIDLIST)) === (list ? list.ident : null) &&
-      identOfPath(join(this.dir, KEYWORDS)) === (keywords ? keywords.ident : null)
-    );
   }
 
   private lettersToFlags(letters: string, keywords: string[]): string[] {
@@ -939,7 +933,7 @@ export class MailFolder {
     try {
       const { list: oldList, state: oldState, keywords, mine } = this.readState(true);
       // the copies are not what this process wrote: whether they were is asked of the originals
-      const { files, regular, own, derived } = await this.files(oldList, oldState, mine);
+      const { files, regular, own, derived } = await this.files(oldList, oldState, { mine: !!mine });
       const list: UidList = oldList ?? {
         validity: await this.nextValidity(),
         next: 1,
@@ -1027,7 +1021,7 @@ export class MailFolder {
         stateDirty = true;
       }
       const kwText = keywords.join('\n') !== kwBefore ? formatKeywords(keywords) : null;
-      // a new write count for every change of any of the three (see stateUnchanged)
+      // a new write count for every change of any of the three (see readState)
       if (listDirty || kwText !== null) stateDirty = true;
       if (stateDirty) state.w = (state.w ?? 0) + 1;
       const listText = listDirty ? formatUidList(list) : null;
@@ -1054,7 +1048,8 @@ export class MailFolder {
         list: parsed.list?.value ?? null,
         state: parsed.state?.value ?? null,
         keywords: parsed.keywords?.value ?? null,
-        files: new Map(files),
+        // no longer changed: the next hold works on a copy (files())
+        files,
         snap,
       };
     } finally {
