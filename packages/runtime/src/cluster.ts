@@ -96,6 +96,8 @@ export interface PrimaryOptions {
   listenAddress: string;
   shutdownGraceMs: number;
   logger: Logger;
+  /** Node or V8 flags for the workers, after the primary's own. */
+  workerFlags?: string[];
 }
 
 /** How long a worker has to answer the primary. */
@@ -106,6 +108,7 @@ const RESPAWN_MS = 1000;
 /** The primary: forks the workers, keeps them running, and stops them on SIGTERM. */
 export async function runPrimary(o: PrimaryOptions): Promise<void> {
   const { logger } = o;
+  if (o.workerFlags?.length) cluster.setupPrimary({ execArgv: [...process.execArgv, ...o.workerFlags] });
   const slots = new Map<string, number>();
   const held = new Map<Worker, Map<string, number>>();
   const asked = new Map<number, (value: unknown) => void>();
