@@ -41,3 +41,28 @@ test('a delete after a rename’s late echo is told as \\NonExistent', { timeout
   w.record('Games', rename);
   assert.deepEqual(await w.collect(s), ['* LIST () "/" "Games"']);
 });
+
+test(
+  'a subscription’s late echo before a rename is not told as an unsubscribe',
+  { timeout: 30_000 },
+  async () => {
+    const mailbox = new MailAccount(dir.path, 'subs@notify.test');
+    await mailbox.ensureDefaults();
+    await mailbox.create('Play');
+    const s = { mailbox, selected: null, enabled: { utf8: false } } as unknown as AuthedContext;
+    const w = new Watch([
+      { filter: 'personal', names: [], events: new Set(['MailboxName', 'SubscriptionChange']), fetch: null },
+    ]);
+    await w.start(s, false);
+    await mailbox.subscribe('Play');
+    w.record('Play', { kind: 'subscription' });
+    assert.deepEqual(await w.collect(s), ['* LIST (\\Subscribed) "/" "Play"']);
+
+    // the subscription's echo from the bus comes in after RENAME took it along, and before
+    // the rename's own event
+    await mailbox.rename('Play', 'Games');
+    w.record('Play', { kind: 'subscription' });
+    w.record('Games', { kind: 'folder', oldFolder: 'Play' });
+    assert.deepEqual(await w.collect(s), ['* LIST () "/" "Games" ("OLDNAME" ("Play"))']);
+  },
+);

@@ -319,7 +319,13 @@ export class Watch implements NotifyWatcher {
       const c = await counts(s, name);
       if (c) this.told.set(name, c);
     };
-    for (const [name, p] of pending) {
+    // renames first: an event of the old name that arrives late (a subscription's echo
+    // from the bus, before the rename's own event) then finds the name already gone from
+    // what the client was told, not a subscription that went
+    const renamesFirst = [...pending].sort(
+      ([, a], [, b]) => Number(b.oldFolder !== undefined) - Number(a.oldFolder !== undefined),
+    );
+    for (const [name, p] of renamesFirst) {
       if (p.oldFolder !== undefined) {
         const from = p.oldFolder;
         // the folder and every level below it, each with its old name; RENAME takes the
