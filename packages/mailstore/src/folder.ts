@@ -1587,8 +1587,8 @@ class LockedFolder {
   }
 }
 
-/** The message with this UID in `msgs` (in ascending UID order), by binary search. */
-function findUid(msgs: readonly MessageInfo[], uid: number): MessageInfo | undefined {
+/** The message with this UID in `msgs` (in ascending UID order, as a snapshot's), by binary search. */
+export function findUid(msgs: readonly MessageInfo[], uid: number): MessageInfo | undefined {
   let lo = 0;
   let hi = msgs.length - 1;
   while (lo <= hi) {

@@ -47,6 +47,8 @@ export interface OkOptions {
   allowExpunge?: boolean;
   /** A response code for the tagged OK (COPYUID, APPENDUID, MODIFIED...). */
   code?: string;
+  /** The command's own untagged responses (no line ends), sent first in the same write. */
+  untagged?: string[];
 }
 
 export interface ImapContext {

@@ -386,18 +386,26 @@ export class ImapSession implements ImapContext {
 
   /** Tagged OK, after the untagged updates the client should see first. */
   async ok(tag: string, text: string, opts: OkOptions = {}): Promise<void> {
+    const own = opts.untagged?.length ? opts.untagged.join('\r\n') + '\r\n' : '';
     const done = `${tag} OK ${opts.code ? `[${opts.code}] ` : ''}${text}\r\n`;
-    if (!this.selected) return this.send(done);
+    if (!this.selected) return this.send(own + done);
     // the updates and the tagged reply in one write: one wake-up of the client, not two
     const before = this.selected.uids;
-    const lines = await this.selected.update({
-      allowExpunge: opts.allowExpunge ?? true,
-      condstore: this.enabled.condstore,
-      qresync: this.enabled.qresync,
-    });
-    // CONTEXT=SEARCH results first, as Dovecot sends them
-    lines.unshift(...(await contextUpdates(this.selected, this.deps.cache, before)));
-    this.send(lines.length ? lines.join('\r\n') + '\r\n' + done : done);
+    let lines: string[];
+    try {
+      lines = await this.selected.update({
+        allowExpunge: opts.allowExpunge ?? true,
+        condstore: this.enabled.condstore,
+        qresync: this.enabled.qresync,
+      });
+      // CONTEXT=SEARCH results first, as Dovecot sends them
+      lines.unshift(...(await contextUpdates(this.selected, this.deps.cache, before)));
+    } catch (err) {
+      // what the command did is told before its failure
+      if (own) this.send(own);
+      throw err;
+    }
+    this.send(own + (lines.length ? lines.join('\r\n') + '\r\n' : '') + done);
   }
 
   // --- login -------------------------------------------------------------------

@@ -10,6 +10,7 @@ import {
   type SequenceSet,
 } from '@mailyard/imap-core';
 import {
+  findUid,
   MessageGoneError,
   SPECIAL_USE,
   type FlagChange,
@@ -215,12 +216,11 @@ async function runStore(s: SelectedContext, tag: string, a: StoreArgs, name: str
   const msgs = view.resolve(a.set, byUid);
   const changes: FlagChange[] = msgs.map(({ m }) => ({ uid: m.uid, op: a.op, flags: a.flags }));
   const res = await view.folder.store(changes, a.unchangedSince ?? undefined);
-  const now = new Map(res.snapshot.messages.map((m) => [m.uid, m]));
   const changed = new Set(res.changed.map((m) => m.uid));
   // a keyword this STORE defined is announced before the FETCH that shows it
   const lines: string[] = view.keywordLines(res.snapshot);
   for (const { seq, m: old } of msgs) {
-    const m = now.get(old.uid);
+    const m = findUid(res.snapshot.messages, old.uid);
     if (!m) continue;
     const wasChanged = changed.has(m.uid);
     // RFC 7162 §3.2: with CONDSTORE on, the MODSEQ of changed messages is reported even when SILENT
@@ -234,12 +234,12 @@ async function runStore(s: SelectedContext, tag: string, a: StoreArgs, name: str
     view.told_(m);
   }
   if (announce) lines.push(announce.trimEnd());
-  if (lines.length) s.send(lines.join('\r\n') + '\r\n');
   if (changed.size) s.changed(view.name);
   const code = res.failed.length
     ? `MODIFIED ${formatSequence(byUid ? res.failed : res.failed.map((u) => view.seqOf(u)))}`
     : undefined;
-  await s.ok(tag, `${name} completed`, { allowExpunge: byUid, code });
+  // the FETCH responses, the updates and the tagged reply in one write
+  await s.ok(tag, `${name} completed`, { allowExpunge: byUid, code, untagged: lines });
 }
 
 // --- COPY / MOVE / EXPUNGE ----------------------------------------------------------
