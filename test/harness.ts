@@ -25,7 +25,7 @@ import {
 import {
   createTestRedis,
   createVhost,
-  maildirNew,
+  maildirMessages,
   startDnsServer,
   tempDir,
   type TestDnsServer,
@@ -49,6 +49,7 @@ export interface Platform {
   policyRt: Runtime | null;
   /** Common config values every service of this platform shares. */
   env: Record<string, string>;
+  /** The paths of a folder's messages, in new/ and cur/ (testkit's maildirMessages). */
   inbox(account: string, folder?: string): string[];
   startDelivery(): Promise<void>;
   stopDelivery(): Promise<void>;
@@ -142,7 +143,7 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
       DNS_SERVERS: dns.address,
       MYHOSTNAME: common.myhostname,
     },
-    inbox: (account, folder = 'INBOX') => maildirNew(folderDir(tmp.path, account, folder)),
+    inbox: (account, folder = 'INBOX') => maildirMessages(folderDir(tmp.path, account, folder)),
     async startDelivery() {
       const cfg = loadConfig(deliverySchema, {
         env: {},

@@ -94,6 +94,11 @@ const VALIDITY = 'mailyard-uidvalidity';
 export const EXPUNGED_KEPT = 2_000;
 /** Most calls run under one hold of the folder lock. */
 const LOCK_BATCH = 64;
+/**
+ * Most numbered messages moved from new/ to cur/ under one hold (a rename each, blocking):
+ * a folder of thousands of deliveries is moved over several changes.
+ */
+export const MOVE_BATCH = 256;
 /** What a cached snapshot is validated by. */
 const SIGNATURE_FILES = ['new', 'cur', UIDLIST, MODSEQ, KEYWORDS];
 /** How long a sub-second mtime is distrusted: well above the kernel's clock tick (1-10 ms). */
@@ -987,12 +992,13 @@ export class MailFolder {
           stateDirty = true;
         }
       }
+      const moved = this.moveToCur(files, list, !!derived && !fresh.length && !state.inNew?.length);
       const ctx = new LockedFolder(this, files, list, state, keywords, expunged, touched);
       const kwNow = keywords.join('\n');
       // message objects are never changed (LockedFolder.rename makes new ones): the
       // snapshot of this process's last change is the folder's when nothing changed since
       ctx.snap =
-        own && !listDirty && !stateDirty
+        own && !listDirty && !stateDirty && !moved
           ? own
           : this.build(files, list, state, keywords, this.last?.keywords === kwNow ? this.last.snap : null);
       await fn(ctx);
@@ -1057,6 +1063,33 @@ export class MailFolder {
       released();
       await lock.release();
     }
+  }
+
+  /**
+   * Moves numbered messages from new/ to cur/ (at most MOVE_BATCH), as Dovecot does: what
+   * stays in new/ is named in every state written (ModseqState.inNew), so a folder of
+   * deliveries nobody opened would make every change write every name. Not synced: after
+   * a crash a message is found in new/ again, under the same UID. Returns how many moved.
+   */
+  private moveToCur(files: Map<string, Scanned>, list: UidList, noneInNew: boolean): number {
+    let moved = 0;
+    if (noneInNew) return 0;
+    for (const [base, f] of files) {
+      if (moved >= MOVE_BATCH) break;
+      if (!f.rel.startsWith('new/') || !list.entries.has(base)) continue;
+      const rel = `cur/${base}:2,`;
+      try {
+        fsc.renameSync(join(this.dir, f.rel), join(this.dir, rel));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        // moved or removed by someone else: read cur/ next time
+        this.rescanNext();
+        continue;
+      }
+      files.set(base, { rel, letters: '' });
+      moved++;
+    }
+    return moved;
   }
 
   /**

@@ -9,7 +9,9 @@ import {
   MailAccount,
   MailFolder,
   MaildirStore,
+  MOVE_BATCH,
   accountDir,
+  uniqueName,
   parseUidList,
   UIDLIST,
 } from '../src/index.js';
@@ -280,6 +282,44 @@ void describe('MailFolder', () => {
     assert.equal(s.highestModseq, before.highestModseq + 1);
     assert.deepEqual(s.messages[1]!.flags, ['\\Answered']);
     assert.deepEqual(s.messages[0]!.flags, ['\\Seen']);
+  });
+
+  void it('numbered messages leave new/ for cur/, a batch per change, as Dovecot moves them', async () => {
+    const dir = join(fresh(), 'a');
+    const f = new MailFolder(dir, 'INBOX', 'h');
+    await f.ensure();
+    // deliveries: files in new/, as delivery writes them without the lock
+    const count = MOVE_BATCH + 40;
+    for (let i = 0; i < count; i++) {
+      const data = msg(i);
+      await fs.writeFile(
+        join(dir, 'new', uniqueName(data.length, 'h', new Date(1_700_000_000_000 + i * 1000))),
+        data,
+      );
+    }
+    const inNew = async () => (await fs.readdir(join(dir, 'new'))).length;
+    const s1 = await f.snapshot();
+    assert.deepEqual(
+      s1.messages.map((m) => m.uid),
+      Array.from({ length: count }, (_, i) => i + 1),
+    );
+    assert.equal(await inNew(), 40, 'one batch moved when they were numbered');
+    // another process still holding the first snapshot reads every message
+    const other = new MailFolder(dir, 'INBOX', 'h');
+    await other.snapshot();
+    await f.store([{ uid: 1, op: 'add', flags: ['\\Seen'] }]);
+    assert.equal(await inNew(), 0, 'the rest with the next change');
+    assert.equal((await fs.readdir(join(dir, 'cur'))).length, count);
+    for (const m of [s1.messages[0]!, s1.messages[count - 1]!])
+      assert.equal((await other.read(m)).toString(), msg(m.uid - 1).toString());
+    const s2 = await other.snapshot();
+    assert.deepEqual(
+      s2.messages.map((m) => [m.uid, m.flags.join(' ')]),
+      Array.from({ length: count }, (_, i) => [i + 1, i === 0 ? '\\Seen' : '']),
+    );
+    assert.ok(s2.messages.every((m) => m.rel === `cur/${m.base}:2,${m.uid === 1 ? 'S' : ''}`));
+    // the state no longer names what was in new/
+    assert.deepEqual(stateIn(join(dir, 'mailyard-modseq'))!.inNew, []);
   });
 
   void it('a damaged state file is rebuilt from the files, never served', async () => {
