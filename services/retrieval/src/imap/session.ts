@@ -374,14 +374,20 @@ export class ImapSession implements ImapContext {
   /** Sends pending EXPUNGE / EXISTS / FETCH FLAGS updates for the selected folder. */
   async flushUpdates(allowExpunge: boolean): Promise<void> {
     if (!this.selected) return;
-    const before = this.selected.uids;
-    const lines = await this.selected.update({
+    const lines = await this.updates(this.selected, allowExpunge);
+    if (lines.length) this.send(lines.join('\r\n') + '\r\n');
+  }
+
+  /** The untagged updates for the selected folder: CONTEXT=SEARCH results first, as Dovecot sends them. */
+  private async updates(view: SelectedMailbox, allowExpunge: boolean): Promise<string[]> {
+    const before = view.uids;
+    const lines = await view.update({
       allowExpunge,
       condstore: this.enabled.condstore,
       qresync: this.enabled.qresync,
     });
-    lines.unshift(...(await contextUpdates(this.selected, this.deps.cache, before)));
-    if (lines.length) this.send(lines.join('\r\n') + '\r\n');
+    lines.unshift(...(await contextUpdates(view, this.deps.cache, before)));
+    return lines;
   }
 
   /** Tagged OK, after the untagged updates the client should see first. */
@@ -390,16 +396,9 @@ export class ImapSession implements ImapContext {
     const done = `${tag} OK ${opts.code ? `[${opts.code}] ` : ''}${text}\r\n`;
     if (!this.selected) return this.send(own + done);
     // the updates and the tagged reply in one write: one wake-up of the client, not two
-    const before = this.selected.uids;
     let lines: string[];
     try {
-      lines = await this.selected.update({
-        allowExpunge: opts.allowExpunge ?? true,
-        condstore: this.enabled.condstore,
-        qresync: this.enabled.qresync,
-      });
-      // CONTEXT=SEARCH results first, as Dovecot sends them
-      lines.unshift(...(await contextUpdates(this.selected, this.deps.cache, before)));
+      lines = await this.updates(this.selected, opts.allowExpunge ?? true);
     } catch (err) {
       // what the command did is told before its failure
       if (own) this.send(own);
