@@ -11,7 +11,15 @@ import {
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
-import { createDecider, createMetrics, engineSettings, rspamdLearn } from '@mailyard/policy-engine';
+import {
+  AccessTables,
+  UserListCopy,
+  createDecider,
+  createMetrics,
+  engineSettings,
+  rspamdLearn,
+  tablesOf,
+} from '@mailyard/policy-engine';
 import { PolicyKeys, PolicyRules, USER_LISTS_CHANGED, type RuleSet } from '@mailyard/policy-rules';
 import type { PolicyConfig } from './config.js';
 import { startDelegationServer } from './delegation.js';
@@ -52,6 +60,20 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
   const store = new PolicyRules(redis, config.redis_prefix);
   let rules: RuleSet | null = null;
   let version = -1;
+  /**
+   * What the lists read from Redis, kept as an intake keeps them (LocalPolicy): the access
+   * tables they name, loaded with the rules, and recipients' allow and block lists, read
+   * whole on first use and dropped on every announcement. So a decision reads Redis only
+   * for shared state (greylisting, rate counters). They are used only while the change
+   * channel is subscribed and they were loaded since (`following`); otherwise every
+   * decision reads what it needs, so a change is never missed.
+   */
+  let tables: AccessTables | null = null;
+  const userLists = new UserListCopy();
+  let following = false;
+  /** Bumped whenever the channel's connection closes, and the one it is subscribed on. */
+  let connection = 0;
+  let subscribed: number | null = null;
   const { decide } = createDecider(config, {
     redis,
     directory: deps.directory,
@@ -59,6 +81,8 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
     logger,
     metrics,
     rules: () => rules!,
+    accessTables: () => (following ? tables : null),
+    userLists: () => (following ? userLists : null),
     now: deps.now ?? Date.now,
   });
   const dnsMonitor = createDnsMonitor(config, { redis, registry: deps.registry, logger, now: deps.now });
@@ -66,10 +90,15 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
   const instance = randomUUID();
   let delegation: { port: number; close(): Promise<void> } | null = null;
 
-  const reload = async (why: string): Promise<void> => {
+  const load = async (why: string): Promise<void> => {
+    // a load begun before the channel was subscribed may have missed a change
+    const on = subscribed;
     try {
       const loaded = await store.load();
+      const loadedTables = await AccessTables.load(redis, tablesOf(loaded.rules));
       rules = loaded.rules;
+      tables = loadedTables;
+      following = on !== null && on === subscribed;
       if (loaded.version !== version) {
         // a change of the rules is an event; the first load is part of starting (the ready line)
         const log = why === 'start' ? logger.debug.bind(logger) : logger.info.bind(logger);
@@ -82,8 +111,15 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
     } catch (err) {
       // keep the rules in force; a bad entry written behind the CLI's back must not open the gates
       logger.error({ err }, 'could not load policy rules, keeping the previous ones');
+      following = false;
       if (!rules) throw err;
     }
+  };
+  /** Loads run one after the other, so the last one started is the one in force. */
+  let reloading: Promise<void> = Promise.resolve();
+  const reload = (why: string): Promise<void> => {
+    reloading = reloading.catch(() => undefined).then(() => load(why));
+    return reloading;
   };
 
   const onLearn = async (ev: LearnEvent, key: string): Promise<void> => {
@@ -122,14 +158,36 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
       await redis.hset(PolicyKeys.engineConfig, instance, JSON.stringify(engineSettings(config)));
       await redis.publish(store.channel, 'engine-config');
       // every change to the rules is announced on the channel; reload on each
-      sub = redis.duplicate({ keyPrefix: '' });
+      // subscribed by hand on every connect, then loaded again: announcements missed
+      // while the channel was down are caught up by that load
+      const channel = redis.duplicate({ keyPrefix: '', autoResubscribe: false });
+      sub = channel;
       // reconnects by itself; the main connection's handler already says Redis is unreachable
-      sub.on('error', () => undefined);
-      sub.on('message', (_channel: string, what: string) => {
-        if (what !== USER_LISTS_CHANGED) void reload('changed');
+      channel.on('error', () => undefined);
+      channel.on('message', (_channel: string, what: string) => {
+        userLists.clear();
+        if (what !== USER_LISTS_CHANGED) void reload('changed').catch(() => undefined);
       });
-      sub.on('ready', () => void reload('resubscribed'));
-      await sub.subscribe(store.channel);
+      channel.on('close', () => {
+        connection++;
+        subscribed = null;
+        following = false;
+        userLists.clear();
+      });
+      const follow = async (why: string) => {
+        const on = connection;
+        await channel.subscribe(store.channel);
+        if (on !== connection) return;
+        subscribed = on;
+        userLists.clear();
+        await reload(why);
+      };
+      channel.on('ready', () => {
+        follow('resubscribed').catch((err: unknown) =>
+          logger.warn({ err }, 'cannot follow policy changes; every decision reads Redis'),
+        );
+      });
+      await follow('subscribed');
       // the stage RPC: a request it cannot read is answered 451 4.3.0 by the bus
       await bus.serve(PolicyRpc, (req, body) => decide(req, req.stage === 'data' ? body : null), {
         prefetch: config.policy_prefetch,
@@ -165,6 +223,9 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
       await bus.stop();
       sub?.disconnect();
       sub = null;
+      following = false;
+      subscribed = null;
+      userLists.clear();
     },
   };
 }

@@ -10,6 +10,7 @@ import {
   createVhost,
   startPrivateRedis,
   testBootSettings,
+  waitFor,
   type PrivateRedis,
   type TestVhost,
 } from '@mailyard/testkit';
@@ -82,6 +83,11 @@ test(
     assert.equal((await ask('rcpt', 'a@remote.test', 'blocked@example.test')).reply?.code, 554);
     await redis.kill();
     try {
+      // the service answers from its copy of the tables while it follows the rules' channel;
+      // once it has seen the channel's connection go, every stage reads Redis again
+      await waitFor(async () => (await ask('mail', 'spammer@remote.test')).action === 'tempfail', {
+        what: 'the lost channel noticed',
+      });
       const asks = [
         ['mail', 'spammer@remote.test', null],
         ['mail', 'friend@remote.test', null],

@@ -308,6 +308,46 @@ describe('recipient restrictions', () => {
     assert.equal((await attempt({ from: 'friend@sender.test' })).code, 250, 'allowed: not greylisted');
     assert.equal((await attempt({ from: 'stranger@sender.test', ip: '127.0.0.6' })).code, 450, 'others are');
   });
+
+  test('at the end of DATA the lists are read once, and a change is in force once announced', async () => {
+    // every sender held for Junk at DATA, but a recipient's allowed ones
+    await rules.accessSet('client_access', 'client', '127.0.0.9', 'HOLD');
+    await rules.userListAdd('alice@example.test', 'allow', 'friend@sender.test');
+    try {
+      await setRules({ smtpd_data_restrictions: ['check_client_access client_access'] });
+      const data = (n: number) =>
+        p.policy!.decide(
+          {
+            stage: 'data',
+            origin: 'postfix',
+            sessionId: `lists-${n}`,
+            client: { ip: '127.0.0.9', helo: 'x.example' },
+            sender: 'friend@sender.test',
+            recipients: ['alice@example.test', 'bob@example.test'],
+          },
+          Buffer.from('Subject: hi\r\n\r\nhello\r\n'),
+        );
+      const roundTrips = async () =>
+        (await p.policyRt!.registry.getSingleMetric('mailyard_policy_redis_round_trips_total')?.get())?.values
+          .filter((v) => v.labels.stage === 'data')
+          .reduce((n, v) => n + v.value, 0) ?? 0;
+      const first = await data(1);
+      assert.equal(first.action, 'quarantine');
+      assert.deepEqual(first.junk, ['bob@example.test'], "alice's friend is spared Junk");
+      const before = await roundTrips();
+      assert.deepEqual((await data(2)).junk, ['bob@example.test']);
+      assert.equal(await roundTrips(), before, 'the lists kept in the service: no Redis round trip');
+
+      await rules.userListDel('alice@example.test', 'allow', 'friend@sender.test');
+      let n = 3;
+      await waitFor(async () => (await data(n++)).junk.length === 2, {
+        what: 'the removed allow entry no longer sparing Junk',
+      });
+    } finally {
+      await rules.accessDel('client_access', 'client', '127.0.0.9');
+      await rules.userListDel('alice@example.test', 'allow', 'friend@sender.test');
+    }
+  });
 });
 
 describe('greylisting (controllable clock)', () => {
