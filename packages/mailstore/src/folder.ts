@@ -729,13 +729,14 @@ export class MailFolder {
   } {
     const parsed = this.parsed;
     parsed.state = readStateFile(join(this.dir, MODSEQ), parsed.state);
-    // the lock holder reads the others whatever they look like: a Dovecot on the same files
-    // writes the UID list without the state. Others read it again when its identity changed,
-    // or when the state was written for another list.
+    // the list and keywords are read again when their identity changed, as Dovecot reads
+    // dovecot-uidlist again when its inode, size or mtime did (a Dovecot on the same files
+    // writes the list without the state, always by a rename), lock holder or not; and the
+    // list when the state was written for another one
     const next = parsed.state?.value?.next;
     const stale = next !== undefined && parsed.list?.value && parsed.list.value.next !== next;
-    parsed.list = readParsed(join(this.dir, UIDLIST), parsed.list, parseUidList, writable || !!stale);
-    parsed.keywords = readParsed(join(this.dir, KEYWORDS), parsed.keywords, parseKeywords, writable);
+    parsed.list = readParsed(join(this.dir, UIDLIST), parsed.list, parseUidList, !!stale);
+    parsed.keywords = readParsed(join(this.dir, KEYWORDS), parsed.keywords, parseKeywords, false);
     const list = parsed.list?.value ?? null;
     const state = parsed.state?.value ?? null;
     const keywords = parsed.keywords?.value ?? [];
