@@ -22,9 +22,10 @@ export interface UpdateOptions {
  */
 export class SelectedMailbox {
   uids: number[] = [];
-  private infos = new Map<number, MessageInfo>();
-  /** Flags + modseq the client was last told, by UID. */
-  private told = new Map<number, string>();
+  /** The message of each UID in `uids` (same index), as the client was last told of it. */
+  private msgs: MessageInfo[] = [];
+  /** The flags the client was last told, by index in `uids`. */
+  private told: string[] = [];
   validity: number;
   uidNext: number;
   highestModseq: number;
@@ -58,8 +59,8 @@ export class SelectedMailbox {
     this.synced = snap;
     for (const m of snap.messages) {
       this.uids.push(m.uid);
-      this.infos.set(m.uid, m);
-      this.told.set(m.uid, stamp(m));
+      this.msgs.push(m);
+      this.told.push(stamp(m));
       if (recentFrom !== null && m.uid >= recentFrom) this.recent.add(m.uid);
     }
     this.toldRecent = this.recent.size;
@@ -95,7 +96,8 @@ export class SelectedMailbox {
   }
 
   info(uid: number): MessageInfo | undefined {
-    return this.infos.get(uid);
+    const seq = this.seqOf(uid);
+    return seq ? this.msgs[seq - 1] : undefined;
   }
 
   seqOf(uid: number): number {
@@ -121,17 +123,14 @@ export class SelectedMailbox {
       for (let i = 0; i < this.uids.length; i++) {
         const uid = this.uids[i]!;
         if (!inRanges(uid, ranges)) continue;
-        const m = this.infos.get(uid);
-        if (m && !this.gone.has(uid)) out.push({ seq: i + 1, m });
+        if (!this.gone.has(uid)) out.push({ seq: i + 1, m: this.msgs[i]! });
       }
       return out;
     }
     const ranges = resolveSequenceSet(set, this.uids.length);
     for (const [a, b] of ranges) {
       for (let s = a; s <= Math.min(b, this.uids.length); s++) {
-        const uid = this.uids[s - 1]!;
-        const m = this.infos.get(uid);
-        if (m && !this.gone.has(uid)) out.push({ seq: s, m });
+        if (!this.gone.has(this.uids[s - 1]!)) out.push({ seq: s, m: this.msgs[s - 1]! });
       }
     }
     return out;
@@ -170,8 +169,11 @@ export class SelectedMailbox {
 
   /** Records what a command told the client about one message (STORE, FETCH FLAGS). */
   told_(m: MessageInfo): void {
-    this.infos.set(m.uid, m);
-    this.told.set(m.uid, stamp(m));
+    const seq = this.seqOf(m.uid);
+    if (seq) {
+      this.msgs[seq - 1] = m;
+      this.told[seq - 1] = stamp(m);
+    }
     if (m.modseq > this.highestModseq) this.highestModseq = m.modseq;
   }
 
@@ -207,29 +209,35 @@ export class SelectedMailbox {
         for (let i = this.uids.length - 1; i >= 0; i--)
           if (this.gone.has(this.uids[i]!)) lines.push(`* ${i + 1} EXPUNGE`);
       }
-      const keep = this.uids.map((u) => !this.gone.has(u));
-      this.uids = this.uids.filter((_, i) => keep[i]);
-      for (let i = 0, k = 0; i < keep.length; i++) if (keep[i]) now[k++] = now[i];
-      now.length = this.uids.length;
-      for (const u of gone) {
-        this.infos.delete(u);
-        this.told.delete(u);
-        this.recent.delete(u);
+      // new arrays: a caller may hold the numbering from before (contextUpdates)
+      const uids: number[] = [];
+      const msgs: MessageInfo[] = [];
+      const told: string[] = [];
+      for (let i = 0; i < this.uids.length; i++) {
+        if (this.gone.has(this.uids[i]!)) continue;
+        now[uids.length] = now[i];
+        uids.push(this.uids[i]!);
+        msgs.push(this.msgs[i]!);
+        told.push(this.told[i]!);
       }
+      now.length = uids.length;
+      this.uids = uids;
+      this.msgs = msgs;
+      this.told = told;
+      for (const u of gone) this.recent.delete(u);
       this.gone.clear();
     }
     const last = this.uids[this.uids.length - 1] ?? 0;
     let added = false;
     let from = snap.messages.length;
     while (from > 0 && snap.messages[from - 1]!.uid > last) from--;
-    for (const m of snap.messages.slice(from)) {
-      if (!this.infos.has(m.uid)) {
-        this.uids.push(m.uid);
-        this.infos.set(m.uid, m);
-        this.told.set(m.uid, stamp(m));
-        if (recentFrom !== null && m.uid >= recentFrom) this.recent.add(m.uid);
-        added = true;
-      }
+    for (let i = from; i < snap.messages.length; i++) {
+      const m = snap.messages[i]!;
+      this.uids.push(m.uid);
+      this.msgs.push(m);
+      this.told.push(stamp(m));
+      if (recentFrom !== null && m.uid >= recentFrom) this.recent.add(m.uid);
+      added = true;
     }
     lines.push(...this.keywordLines(snap));
     if (added) lines.push(`* ${this.uids.length} EXISTS`);
@@ -239,14 +247,14 @@ export class SelectedMailbox {
       lines.push(`* ${this.recent.size} RECENT`);
     }
     for (let i = 0; i < now.length; i++) {
-      const uid = this.uids[i]!;
       const m = now[i];
       // the folder keeps the object of a message that did not change
-      if (!m || this.infos.get(uid) === m) continue;
-      this.infos.set(uid, m);
+      if (!m || this.msgs[i] === m) continue;
+      const uid = m.uid;
+      this.msgs[i] = m;
       const st = stamp(m);
-      if (this.told.get(uid) !== st) {
-        this.told.set(uid, st);
+      if (this.told[i] !== st) {
+        this.told[i] = st;
         // RFC 7162 §3.2.4: with CONDSTORE the UID and MODSEQ go with every flag change
         const items = opts.condstore
           ? `UID ${uid} FLAGS (${this.flags(m)}) MODSEQ (${m.modseq})`
