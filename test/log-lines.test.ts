@@ -5,11 +5,10 @@
 // one line at info about it, carrying its queue id, and the others nothing.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import nodemailer from 'nodemailer';
-import { startDnsServer, waitFor, type TestDnsServer } from '@mailyard/testkit';
+import { maildirMessages, startDnsServer, waitFor, type TestDnsServer } from '@mailyard/testkit';
 import { freePort, startProcessTestbed, type ProcessTestbed, type ServiceProcess } from './processes.js';
 
 const DOMAIN = 'loglines.test';
@@ -71,19 +70,13 @@ async function sendOne(port: number, subject: string): Promise<void> {
   transport.close();
 }
 
-/** Waits until USER's new/ holds `count` messages. */
+/** Waits until USER's INBOX holds `count` messages (new/ and cur/: a running retrieval moves them). */
 async function delivered(count: number): Promise<void> {
-  const inbox = join(bed.maildir, DOMAIN, 'user', 'new');
-  await waitFor(
-    () => {
-      try {
-        return readdirSync(inbox).length === count;
-      } catch {
-        return false;
-      }
-    },
-    { timeoutMs: 30_000, what: `message ${count} delivered` },
-  );
+  const inbox = join(bed.maildir, DOMAIN, 'user');
+  await waitFor(() => maildirMessages(inbox).length === count, {
+    timeoutMs: 30_000,
+    what: `message ${count} delivered`,
+  });
 }
 
 test(
