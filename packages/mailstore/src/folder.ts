@@ -1073,8 +1073,8 @@ export class MailFolder {
    * a crash a message is found in new/ again, under the same UID. Returns how many moved.
    */
   private moveToCur(files: Map<string, Scanned>, list: UidList, noneInNew: boolean): number {
-    let moved = 0;
     if (noneInNew) return 0;
+    let moved = 0;
     for (const [base, f] of files) {
       if (moved >= MOVE_BATCH) break;
       if (!f.rel.startsWith('new/') || !list.entries.has(base)) continue;
