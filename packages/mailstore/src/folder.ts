@@ -3,6 +3,7 @@ import * as fsc from 'node:fs';
 import { constants, promises as fs } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as setTimeoutP } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { DotLock, identOf } from './lock.js';
 import { recordUsage } from './maildirsize.js';
@@ -109,6 +110,8 @@ const FINE_MTIME_MS = 50;
  * ours can stay unseen.
  */
 const FULL_SCAN_MS = 1000;
+/** How long a snapshot waits for another process's hold of the lock before reading cur/ itself. */
+const HOLDER_WAIT_MS = 100;
 
 interface ModseqState {
   /**
@@ -794,7 +797,16 @@ export class MailFolder {
     }
   }
 
-  private async readSnapshot(sig: string | null, waited = false, again = false): Promise<FolderSnapshot> {
+  /**
+   * `waited`: for this process's hold of the lock; `waitedOthers`: for another process's;
+   * `again`: cur/ was read once already.
+   */
+  private async readSnapshot(
+    sig: string | null,
+    waited = false,
+    again = false,
+    waitedOthers = false,
+  ): Promise<FolderSnapshot> {
     const { list, state, keywords } = this.readState();
     const held = this.lockHeld;
     if (held && !waited) {
@@ -802,17 +814,29 @@ export class MailFolder {
       // lock keeps other writers out), or else the one under way will be in a moment
       if (this.own && list && state && this.isOwn(list, state)) return this.own.snap;
       await held;
-      return this.readSnapshot(this.signature(), true);
+      return this.readSnapshot(this.signature(), true, false, waitedOthers);
     }
     const own = sig === null ? await this.ownSnapshot(list, state) : null;
     if (own) return own;
+    // cur/ is no longer as the state says, or the state was written for another UID list,
+    // and another process holds the lock: it is changing the folder, and writes the state
+    // before the list (whose rename releases the lock). Read now, cur/ would disagree
+    // with the files, and be read again under the lock.
+    if (
+      !waitedOthers &&
+      list &&
+      state?.cur &&
+      (state.next !== list.next || this.curStat() !== state.cur) &&
+      (await this.othersRelease())
+    )
+      return this.readSnapshot(this.signature(), waited, again, true);
     const { files, derived, cur } = await this.files(list, state);
     if (!list || !state || this.needsUpdate(files, list, state)) {
       if (!derived) {
         // cur/ changed while it was read, or since the state was: most often another
         // process's change under the lock, which its state tells. Read once more.
         if (!again && state && cur && (cur.before !== cur.after || cur.before !== state.cur))
-          return this.readSnapshot(this.signature(), waited, true);
+          return this.readSnapshot(this.signature(), waited, true, waitedOthers);
         // cur/ as read disagrees with the state: the lock holder reads it again, whatever
         // the state says about it
         this.forceScan = true;
@@ -829,6 +853,24 @@ export class MailFolder {
     if (derived && !this.lockHeld && this.parsed.list?.value === list && this.parsed.state?.value === state)
       this.own = { list, state, keywords: this.parsed.keywords?.value ?? null, files, snap };
     return snap;
+  }
+
+  /**
+   * Waits while another process holds the folder lock, at most HOLDER_WAIT_MS; true when
+   * it was held and is released now. A lock older than a second is not waited for (a
+   * holder's calls take milliseconds; an older one is most likely left by a crash).
+   */
+  private async othersRelease(): Promise<boolean> {
+    if (this.lockHeld) return false;
+    const lock = join(this.dir, `${UIDLIST}.lock`);
+    const st = fsc.statSync(lock, { throwIfNoEntry: false });
+    if (!st || Date.now() - st.mtimeMs > 1000) return false;
+    const deadline = Date.now() + HOLDER_WAIT_MS;
+    for (let wait = 1; fsc.existsSync(lock); wait = Math.min(wait * 2, 5)) {
+      if (Date.now() > deadline) return false;
+      await setTimeoutP(wait);
+    }
+    return true;
   }
 
   private needsUpdate(files: Map<string, Scanned>, list: UidList, state: ModseqState): boolean {
@@ -1320,12 +1362,17 @@ export class MailFolder {
       await fs.access(p);
       return p;
     } catch {
+      // renamed or expunged by another process: its state says where the file went, and
+      // cur/ is read when the file is not there either
       this.cache = null;
-      this.rescanNext();
-      const snap = await this.snapshot();
-      const now = snap.messages.find((x) => x.uid === m.uid);
-      if (!now) throw new MessageGoneError(m.uid);
-      return join(this.dir, now.rel);
+      for (const force of [false, true]) {
+        if (force) this.rescanNext();
+        const now = findUid((await this.snapshot()).messages, m.uid);
+        if (!now) throw new MessageGoneError(m.uid);
+        if (force || (now.rel !== m.rel && fsc.existsSync(join(this.dir, now.rel))))
+          return join(this.dir, now.rel);
+      }
+      throw new MessageGoneError(m.uid);
     }
   }
 
