@@ -899,6 +899,9 @@ export class MailFolder {
   ): FolderSnapshot {
     const messages: MessageInfo[] = [];
     const old = prev?.messages ?? [];
+    // within one UIDVALIDITY a UID names one file for good: the names need no comparing
+    // (comparing every message's name, a string read anew with each list, was most of this)
+    const sameUids = prev?.validity === list.validity;
     let j = 0;
     for (const [base, uid] of list.entries) {
       const f = files.get(base);
@@ -906,7 +909,7 @@ export class MailFolder {
       const modseq = state.msgs[uid]?.[0] ?? 1;
       while (j < old.length && old[j]!.uid < uid) j++;
       const o = old[j];
-      if (o && o.uid === uid && o.base === base && o.rel === f.rel && o.modseq === modseq) {
+      if (o && o.uid === uid && o.modseq === modseq && (sameUids || o.base === base) && o.rel === f.rel) {
         messages.push(o);
         continue;
       }
