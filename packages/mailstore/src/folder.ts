@@ -209,7 +209,7 @@ function headCount(fd: number): number | undefined {
 function readParsed<T>(
   path: string,
   prev: { text: string; ident: string | null; value: T } | null,
-  parse: (text: string) => T,
+  parse: (text: string, prev: { text: string; value: T } | null) => T,
   always: boolean,
 ): { text: string; ident: string | null; value: T } | null {
   if (!always && prev?.ident && identOfPath(path) === prev.ident) return prev;
@@ -1699,14 +1699,14 @@ function lettersFlags(letters: string, keywords: string[]): string[] {
 function reparse<T>(
   prev: { text: string; ident: string | null; value: T } | null,
   read: { text: string; ident: string } | null,
-  parse: (text: string) => T,
+  parse: (text: string, prev: { text: string; value: T } | null) => T,
 ): { text: string; ident: string | null; value: T } | null {
   if (!read) return null;
   if (prev?.text === read.text) {
     prev.ident = read.ident;
     return prev;
   }
-  return { text: read.text, ident: read.ident, value: parse(read.text) };
+  return { text: read.text, ident: read.ident, value: parse(read.text, prev) };
 }
 
 /** The expunge history file (EXPUNGES): entries up to `floor` are no longer listed. */

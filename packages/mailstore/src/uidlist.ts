@@ -11,9 +11,35 @@ export interface UidList {
   entries: Map<string, number>;
 }
 
-export function parseUidList(text: string): UidList | null {
-  const lines = text.split('\n');
-  const head = lines[0] ?? '';
+/**
+ * Parses a `dovecot-uidlist`. With `prev`, an earlier text of the same file and what it
+ * parsed to: when the new one only adds lines at the end (its header aside), as after an
+ * APPEND, the entries of `prev` are kept and only the lines added are parsed. The names
+ * then stay the same strings, so lookups by name need not hash them again.
+ */
+export function parseUidList(
+  text: string,
+  prev?: { text: string; value: UidList | null } | null,
+): UidList | null {
+  const nl = text.indexOf('\n');
+  const head = parseHeader(nl < 0 ? text : text.slice(0, nl));
+  if (!head) return null;
+  const old = prev?.value;
+  const oldNl = prev ? prev.text.indexOf('\n') : -1;
+  if (old && old.validity === head.validity && nl >= 0 && oldNl >= 0 && prev.text.endsWith('\n')) {
+    const body = prev.text.length - oldNl;
+    if (text.length - nl >= body && text.startsWith(prev.text.slice(oldNl), nl)) {
+      const entries = new Map(old.entries);
+      const next = readEntries(text.slice(nl + body), entries, Math.max(head.next, old.next));
+      return { ...head, next, entries };
+    }
+  }
+  const entries = new Map<string, number>();
+  const next = readEntries(nl < 0 ? '' : text.slice(nl + 1), entries, head.next);
+  return { ...head, next, entries };
+}
+
+function parseHeader(head: string): { validity: number; next: number; guid: string } | null {
   let validity = 0;
   let next = 1;
   let guid = '';
@@ -29,9 +55,12 @@ export function parseUidList(text: string): UidList | null {
     validity = Number(m[1]);
     next = Number(m[2]);
   }
-  if (!validity) return null;
-  const entries = new Map<string, number>();
-  for (const line of lines.slice(1)) {
+  return validity ? { validity, next, guid } : null;
+}
+
+/** Adds the entry lines of `text` to `entries`; returns `next` raised above every UID read. */
+function readEntries(text: string, entries: Map<string, number>, next: number): number {
+  for (const line of text.split('\n')) {
     if (!line) continue;
     const m = /^(\d+)(?: [^:]*)? ?:(.+)$/.exec(line) ?? /^(\d+) (.+)$/.exec(line);
     if (!m) continue;
@@ -39,7 +68,7 @@ export function parseUidList(text: string): UidList | null {
     entries.set(m[2]!, uid);
     if (uid >= next) next = uid + 1;
   }
-  return { validity, next, guid, entries };
+  return next;
 }
 
 export function formatUidList(l: UidList): string {

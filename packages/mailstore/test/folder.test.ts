@@ -25,6 +25,34 @@ const fresh = () => join(tmp.path, `r${++n}`);
 const stateIn = (path: string) => parseStateFile(readFileSync(path, 'utf8'), '0:0:0').value;
 const msg = (i: number) => Buffer.from(`Subject: m${i}\r\n\r\nbody ${i}\r\n`);
 
+void describe('dovecot-uidlist', () => {
+  void it('a list that grew at the end is parsed on from the last text, to what a whole read gives', () => {
+    const lines = (from: number, to: number) =>
+      Array.from({ length: to - from + 1 }, (_, i) => `${from + i} :17000${from + i}.M1P1.h,S=10\n`).join('');
+    const before = `3 V1700000000 N6 Gabc\n${lines(1, 5)}`;
+    const prev = { text: before, value: parseUidList(before) };
+    const cases = {
+      // an APPEND: the header's next UID moves, lines are added
+      grown: `3 V1700000000 N9 Gabc\n${lines(1, 8)}`,
+      // lines added without the header (as Dovecot appends them): the next UID follows them
+      appended: `${before}6 :170006.M1P1.h,S=10\n`,
+      // an EXPUNGE, another UIDVALIDITY, an unchanged body: read whole or the same
+      shrunk: `3 V1700000000 N6 Gabc\n${lines(1, 2)}${lines(4, 5)}`,
+      renumbered: `3 V1700000001 N9 Gabc\n${lines(1, 8)}`,
+      same: before,
+    };
+    for (const [name, text] of Object.entries(cases)) {
+      const whole = parseUidList(text)!;
+      const on = parseUidList(text, prev)!;
+      assert.deepEqual([...on.entries], [...whole.entries], name);
+      assert.deepEqual({ ...on, entries: null }, { ...whole, entries: null }, name);
+    }
+    assert.equal(parseUidList(cases.appended, prev)!.next, 7);
+    // the earlier entries are not changed by a later parse
+    assert.equal(prev.value!.entries.size, 5);
+  });
+});
+
 void describe('MailFolder', () => {
   void it('a folder deleted after a delivery is created again by the next one', async () => {
     const root = fresh();
