@@ -745,7 +745,8 @@ export class MailFolder {
     const keywords = parsed.keywords?.value ?? [];
     if (!writable) return { list, state, keywords: [...keywords] };
     return {
-      list: list && { ...list, entries: new Map(list.entries) },
+      // the entries are copied by the first change under the lock (lockedRun)
+      list: list && { ...list },
       // values are replaced, never changed in place
       state: state && { ...state, msgs: { ...state.msgs } },
       keywords: [...keywords],
@@ -992,6 +993,13 @@ export class MailFolder {
         entries: new Map(),
       };
       const state: ModseqState = oldState ?? { highest: 1, msgs: {}, expunged: [] };
+      // the list's entries are the parsed ones, which readers share, until a change copies them
+      let copied = !oldList;
+      const entries = (): Map<string, number> => {
+        if (!copied) list.entries = new Map(list.entries);
+        copied = true;
+        return list.entries;
+      };
       /** The state file as read under the lock: where a change line is appended. */
       const stateRead = this.parsed.state;
       /** UIDs whose entry in `state.msgs` was set or deleted under this hold (StateChange). */
@@ -1016,7 +1024,7 @@ export class MailFolder {
         return state.highest;
       };
       for (const [base, uid] of gone) {
-        list.entries.delete(base);
+        entries().delete(base);
         delete state.msgs[uid];
         touched.add(uid);
         expunged.push([uid, bump()]);
@@ -1024,7 +1032,7 @@ export class MailFolder {
       }
       for (const base of fresh) {
         const uid = list.next++;
-        list.entries.set(base, uid);
+        entries().set(base, uid);
         state.msgs[uid] = [bump(), files.get(base)!.letters];
         touched.add(uid);
         listDirty = stateDirty = true;
@@ -1039,7 +1047,7 @@ export class MailFolder {
         }
       }
       const moved = this.moveToCur(files, list, !!derived && !fresh.length && !state.inNew?.length);
-      const ctx = new LockedFolder(this, files, list, state, keywords, expunged, touched);
+      const ctx = new LockedFolder(this, files, list, entries, state, keywords, expunged, touched);
       const kwNow = keywords.join('\n');
       // message objects are never changed (LockedFolder.rename makes new ones): the
       // snapshot of this process's last change is the folder's when nothing changed since
@@ -1563,6 +1571,8 @@ class LockedFolder {
     private readonly folder: MailFolder,
     private readonly files: Map<string, Scanned>,
     readonly list: UidList,
+    /** The list's entries to change (copied at the first change: see lockedRun). */
+    private readonly entries: () => Map<string, number>,
     readonly state: ModseqState,
     private readonly keywords: string[],
     /** Expunges made under this hold, for the history. */
@@ -1637,7 +1647,7 @@ class LockedFolder {
 
   remove(m: MessageInfo, modseq: number): void {
     this.files.delete(m.base);
-    this.list.entries.delete(m.base);
+    this.entries().delete(m.base);
     delete this.state.msgs[m.uid];
     this.touched.add(m.uid);
     this.expunged.push([m.uid, modseq]);
@@ -1652,7 +1662,7 @@ class LockedFolder {
     fsc.renameSync(tmpPath, join(this.folder.dir, rel));
     this.intoCur = true;
     const uid = this.list.next++;
-    this.list.entries.set(base, uid);
+    this.entries().set(base, uid);
     this.state.highest++;
     this.state.msgs[uid] = [this.state.highest, letters];
     this.touched.add(uid);
