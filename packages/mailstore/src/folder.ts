@@ -7,7 +7,15 @@ import { setTimeout as setTimeoutP } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { DotLock, identOf } from './lock.js';
 import { recordUsage } from './maildirsize.js';
-import { formatKeywords, formatUidList, parseKeywords, parseUidList, type UidList } from './uidlist.js';
+import {
+  appendedUidList,
+  formatKeywords,
+  formatUidEntries,
+  formatUidList,
+  parseKeywords,
+  parseUidList,
+  type UidList,
+} from './uidlist.js';
 
 /** One message as a folder snapshot sees it. */
 export interface MessageInfo {
@@ -214,6 +222,57 @@ function readParsed<T>(
 ): { text: string; ident: string | null; value: T } | null {
   if (!always && prev?.ident && identOfPath(path) === prev.ident) return prev;
   return reparse(prev, readIdentified(path), parse);
+}
+
+type ParsedList = { text: string; ident: string | null; value: UidList | null };
+
+/**
+ * The UID list, as readParsed reads it; a list that grew on the same inode by whole lines
+ * (records appended under the lock, by us or by Dovecot) is read on from where the last
+ * read ended, and only the lines added are parsed.
+ */
+function readList(path: string, prev: ParsedList | null, always: boolean): ParsedList | null {
+  if (!always && prev?.ident && identOfPath(path) === prev.ident) return prev;
+  const [ino, size] = prev?.ident?.split(':') ?? [];
+  if (prev?.value && ino && prev.text.endsWith('\n')) {
+    const fd = openSyncOrNull(path);
+    if (fd === null) return null;
+    try {
+      const st = fsc.fstatSync(fd, { bigint: true });
+      const from = Number(size);
+      const to = Number(st.size);
+      if (String(st.ino) === ino && to > from) {
+        // from the newline that ended what was read: a file rewritten in place is read whole
+        const buf = Buffer.allocUnsafe(to - from + 1);
+        const n = fsc.readSync(fd, buf, 0, buf.length, from - 1);
+        const tail = buf.toString('utf8', 1, n);
+        if (n === buf.length && buf[0] === 0x0a && tail.endsWith('\n'))
+          return { text: prev.text + tail, ident: identOf(st), value: appendedUidList(prev.value, tail) };
+      }
+    } finally {
+      fsc.closeSync(fd);
+    }
+  }
+  return reparse(prev, readIdentified(path), parseUidList);
+}
+
+/**
+ * Appends `lines` to the UID list when it is still the file `read` describes (checked on
+ * the open file) and ends with a whole line, and syncs it; returns its identity after, or
+ * null when it cannot (then the list is written whole). Dovecot appends its records so.
+ */
+async function appendUidList(path: string, read: ParsedList | null, lines: string): Promise<string | null> {
+  if (!read?.ident || !read.text.endsWith('\n')) return null;
+  const fd = openSyncOrNull(path, constants.O_WRONLY | constants.O_APPEND);
+  if (fd === null) return null;
+  try {
+    if (identOf(fsc.fstatSync(fd, { bigint: true })) !== read.ident) return null;
+    fsc.writeSync(fd, lines);
+    await fdatasyncP(fd);
+    return identOf(fsc.fstatSync(fd, { bigint: true }));
+  } finally {
+    fsc.closeSync(fd);
+  }
 }
 
 /**
@@ -738,7 +797,7 @@ export class MailFolder {
     // list when the state was written for another one
     const next = parsed.state?.value?.next;
     const stale = next !== undefined && parsed.list?.value && parsed.list.value.next !== next;
-    parsed.list = readParsed(join(this.dir, UIDLIST), parsed.list, parseUidList, !!stale);
+    parsed.list = readList(join(this.dir, UIDLIST), parsed.list, !!stale);
     parsed.keywords = readParsed(join(this.dir, KEYWORDS), parsed.keywords, parseKeywords, false);
     const list = parsed.list?.value ?? null;
     const state = parsed.state?.value ?? null;
@@ -993,13 +1052,9 @@ export class MailFolder {
         entries: new Map(),
       };
       const state: ModseqState = oldState ?? { highest: 1, msgs: {}, expunged: [] };
-      // the list's entries are the parsed ones, which readers share, until a change copies them
-      let copied = !oldList;
-      const entries = (): Map<string, number> => {
-        if (!copied) list.entries = new Map(list.entries);
-        copied = true;
-        return list.entries;
-      };
+      const edits = new ListEdits(list, !oldList);
+      /** The list as read under the lock: where numbered messages are appended. */
+      const listRead = this.parsed.list;
       /** The state file as read under the lock: where a change line is appended. */
       const stateRead = this.parsed.state;
       /** UIDs whose entry in `state.msgs` was set or deleted under this hold (StateChange). */
@@ -1024,15 +1079,14 @@ export class MailFolder {
         return state.highest;
       };
       for (const [base, uid] of gone) {
-        entries().delete(base);
+        edits.remove(base);
         delete state.msgs[uid];
         touched.add(uid);
         expunged.push([uid, bump()]);
         listDirty = stateDirty = true;
       }
       for (const base of fresh) {
-        const uid = list.next++;
-        entries().set(base, uid);
+        const uid = edits.add(base);
         state.msgs[uid] = [bump(), files.get(base)!.letters];
         touched.add(uid);
         listDirty = stateDirty = true;
@@ -1047,7 +1101,7 @@ export class MailFolder {
         }
       }
       const moved = this.moveToCur(files, list, !!derived && !fresh.length && !state.inNew?.length);
-      const ctx = new LockedFolder(this, files, list, entries, state, keywords, expunged, touched);
+      const ctx = new LockedFolder(this, files, list, edits, state, keywords, expunged, touched);
       const kwNow = keywords.join('\n');
       // message objects are never changed (LockedFolder.rename makes new ones): the
       // snapshot of this process's last change is the folder's when nothing changed since
@@ -1084,7 +1138,10 @@ export class MailFolder {
       // a new write count for every change of any of the three (see readState)
       if (listDirty || kwText !== null) stateDirty = true;
       if (stateDirty) state.w = (state.w ?? 0) + 1;
-      const listText = listDirty ? formatUidList(list) : null;
+      // messages numbered, none removed: their lines are appended to the list as read, as
+      // Dovecot appends its records (else, or when the file changed, it is written whole)
+      const appended =
+        listDirty && oldList && !edits.removed && edits.added.length ? formatUidEntries(edits.added) : null;
       this.own = null;
       const kwIdent = kwText !== null ? writeAtomic(join(this.dir, KEYWORDS), kwText) : null;
       const written = stateDirty ? this.writeState(stateRead, state, touched, legacy.length > 0) : null;
@@ -1092,7 +1149,19 @@ export class MailFolder {
       // wait for every call of the batch (their answers wait for both)
       const curSynced = ctx.intoCur ? fsyncDir(join(this.dir, 'cur')) : null;
       curSynced?.catch(() => undefined);
-      const listIdent = listText !== null ? await lock.commit(listText) : null;
+      let listText: string | null = null;
+      let listIdent: string | null = null;
+      if (appended !== null) {
+        listIdent = await appendUidList(join(this.dir, UIDLIST), listRead, appended);
+        if (listIdent !== null) {
+          listText = listRead!.text + appended;
+          await lock.release();
+        }
+      }
+      if (listDirty && listIdent === null) {
+        listText = formatUidList(list);
+        listIdent = await lock.commit(listText);
+      }
       await curSynced;
       this.cache = null;
       this.generation++;
@@ -1561,6 +1630,39 @@ export class MailFolder {
 }
 
 /** The reconciled state seen while holding the lock. */
+/**
+ * The changes a lock holder makes to the UID list's entries. The entries are the parsed
+ * ones, which readers share, until the first change copies them; what was added is kept,
+ * so that a hold that only numbered messages appends their lines to the file.
+ */
+class ListEdits {
+  removed = false;
+  readonly added: [string, number][] = [];
+  constructor(
+    private readonly list: UidList,
+    private copied: boolean,
+  ) {}
+
+  private entries(): Map<string, number> {
+    if (!this.copied) this.list.entries = new Map(this.list.entries);
+    this.copied = true;
+    return this.list.entries;
+  }
+
+  /** Numbers `base` with the next UID. */
+  add(base: string): number {
+    const uid = this.list.next++;
+    this.entries().set(base, uid);
+    this.added.push([base, uid]);
+    return uid;
+  }
+
+  remove(base: string): void {
+    this.entries().delete(base);
+    this.removed = true;
+  }
+}
+
 class LockedFolder {
   snap!: FolderSnapshot;
   dirty = false;
@@ -1571,8 +1673,8 @@ class LockedFolder {
     private readonly folder: MailFolder,
     private readonly files: Map<string, Scanned>,
     readonly list: UidList,
-    /** The list's entries to change (copied at the first change: see lockedRun). */
-    private readonly entries: () => Map<string, number>,
+    /** Changes to the list's entries. */
+    private readonly edits: ListEdits,
     readonly state: ModseqState,
     private readonly keywords: string[],
     /** Expunges made under this hold, for the history. */
@@ -1647,7 +1749,7 @@ class LockedFolder {
 
   remove(m: MessageInfo, modseq: number): void {
     this.files.delete(m.base);
-    this.entries().delete(m.base);
+    this.edits.remove(m.base);
     delete this.state.msgs[m.uid];
     this.touched.add(m.uid);
     this.expunged.push([m.uid, modseq]);
@@ -1661,8 +1763,7 @@ class LockedFolder {
     const rel = `cur/${base}:2,${letters}`;
     fsc.renameSync(tmpPath, join(this.folder.dir, rel));
     this.intoCur = true;
-    const uid = this.list.next++;
-    this.entries().set(base, uid);
+    const uid = this.edits.add(base);
     this.state.highest++;
     this.state.msgs[uid] = [this.state.highest, letters];
     this.touched.add(uid);
@@ -1826,6 +1927,7 @@ const fstatP = promisify(fsc.fstat);
 const readP = promisify(fsc.read);
 const closeP = promisify(fsc.close);
 const fsyncP = promisify(fsc.fsync);
+const fdatasyncP = promisify(fsc.fdatasync);
 const setImmediateP = promisify(setImmediate);
 /** What writeDurable writes between two turns of the event loop. */
 const WRITE_CHUNK = 1024 * 1024;

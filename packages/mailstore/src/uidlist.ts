@@ -39,6 +39,22 @@ export function parseUidList(
   return { ...head, next, entries };
 }
 
+/**
+ * The list after `lines` were appended to the file it was parsed from (whole lines, as
+ * `formatUidEntries` writes them, or as Dovecot appends its records).
+ */
+export function appendedUidList(prev: UidList, lines: string): UidList {
+  const entries = new Map(prev.entries);
+  return { ...prev, next: readEntries(lines, entries, prev.next), entries };
+}
+
+/** Entry lines for messages numbered since the list was written, to append to it. */
+export function formatUidEntries(added: readonly (readonly [string, number])[]): string {
+  let out = '';
+  for (const [base, uid] of added) out += `${uid} :${base}\n`;
+  return out;
+}
+
 function parseHeader(head: string): { validity: number; next: number; guid: string } | null {
   let validity = 0;
   let next = 1;
@@ -58,9 +74,15 @@ function parseHeader(head: string): { validity: number; next: number; guid: stri
   return validity ? { validity, next, guid } : null;
 }
 
-/** Adds the entry lines of `text` to `entries`; returns `next` raised above every UID read. */
+/**
+ * Adds the entry lines of `text` to `entries`; returns `next` raised above every UID read.
+ * A last line without its newline is one being appended (or cut short by a crash) and is
+ * left out, as Dovecot reads only whole lines.
+ */
 function readEntries(text: string, entries: Map<string, number>, next: number): number {
-  for (const line of text.split('\n')) {
+  const lines = text.split('\n');
+  lines.pop();
+  for (const line of lines) {
     if (!line) continue;
     const m = /^(\d+)(?: [^:]*)? ?:(.+)$/.exec(line) ?? /^(\d+) (.+)$/.exec(line);
     if (!m) continue;

@@ -284,6 +284,48 @@ void describe('MailFolder', () => {
     assert.deepEqual(seen(await new MailFolder(dir, 'INBOX', 'h').snapshot()), seen(await f.snapshot()));
   });
 
+  void it('an APPEND adds its line to dovecot-uidlist, as Dovecot appends, and others read on', async () => {
+    const dir = join(fresh(), 'a');
+    const f = new MailFolder(dir, 'INBOX', 'h');
+    await f.ensure();
+    const date = new Date();
+    await f.appendMany(Array.from({ length: 5 }, (_, i) => ({ data: msg(i), flags: [], date })));
+    const other = new MailFolder(dir, 'INBOX', 'h');
+    await other.snapshot();
+    const path = join(dir, UIDLIST);
+    const before = readFileSync(path, 'utf8');
+    const first = await fs.stat(path);
+    const uids = (s: { messages: { uid: number; base: string }[]; uidNext: number }) => [
+      s.uidNext,
+      s.messages.map((m) => `${m.uid} ${m.base}`),
+    ];
+
+    const { uid } = await f.append(msg(5), [], date);
+    const text = readFileSync(path, 'utf8');
+    assert.equal((await fs.stat(path)).ino, first.ino, 'added to, not replaced');
+    const base = (await f.snapshot()).messages.find((m) => m.uid === uid)!.base;
+    assert.equal(text, `${before}${uid} :${base}\n`, 'one line at the end; the header as it was');
+    assert.equal(parseUidList(text)!.next, uid + 1, 'the next UID follows the line, as Dovecot reads it');
+    assert.deepEqual(uids(await other.snapshot()), uids(await f.snapshot()));
+    assert.deepEqual(uids(await new MailFolder(dir, 'INBOX', 'h').snapshot()), uids(await f.snapshot()));
+
+    // a line being written, or cut short by a crash, is left out; the next change writes the list whole
+    await fs.appendFile(path, `${uid + 1} :1700000000.M1P1Q1.h,S=`);
+    assert.deepEqual(uids(await new MailFolder(dir, 'INBOX', 'h').snapshot()), uids(await f.snapshot()));
+    const next = await f.append(msg(6), [], date);
+    assert.notEqual((await fs.stat(path)).ino, first.ino, 'written whole');
+    const whole = parseUidList(readFileSync(path, 'utf8'))!;
+    assert.equal(whole.entries.size, 7);
+    assert.ok(!readFileSync(path, 'utf8').includes(',S=\n'), 'the cut line is gone');
+    assert.ok(next.uid > uid);
+    assert.deepEqual(uids(await other.snapshot()), uids(await f.snapshot()));
+
+    // an EXPUNGE writes it whole, with the next UID in its header
+    await f.expunge([1]);
+    assert.match(readFileSync(path, 'utf8'), new RegExp(`^3 V\\d+ N${next.uid + 1} `));
+    assert.deepEqual(uids(await other.snapshot()), uids(await f.snapshot()));
+  });
+
   void it('a change line a crash cut short is left out, and the next change writes the state whole', async () => {
     const dir = join(fresh(), 'a');
     const f = new MailFolder(dir, 'INBOX', 'h');
