@@ -211,23 +211,38 @@ function headCount(fd: number): number | undefined {
 }
 
 /**
- * A small state file (the UID list, the keywords) as read and parsed last time when it has
- * the same identity, else read again; `always`: read whatever it looks like.
+ * A small state file (the keywords; the UID list through readList) as read and parsed
+ * last time when it has the same identity, else read again.
  */
 function readParsed<T>(
   path: string,
   prev: { text: string; ident: string | null; value: T } | null,
   parse: (text: string, prev: { text: string; value: T } | null) => T,
-  always: boolean,
 ): { text: string; ident: string | null; value: T } | null {
-  if (!always && prev?.ident && identOfPath(path) === prev.ident) return prev;
+  if (prev?.ident && identOfPath(path) === prev.ident) return prev;
   return reparse(prev, readIdentified(path), parse);
+}
+
+/**
+ * What a file that grew holds past `offset` (through `size` at most), read on the open file
+ * from the byte before it, which must be the newline that ended what was read last; null
+ * when it is not (the file was rewritten in place: it is read whole).
+ */
+function readOn(fd: number, offset: number, size: number): string | null {
+  const buf = Buffer.allocUnsafe(size - offset + 1);
+  let n = 0;
+  while (n < buf.length) {
+    const r = fsc.readSync(fd, buf, n, buf.length - n, offset - 1 + n);
+    if (r === 0) break;
+    n += r;
+  }
+  return n > 0 && buf[0] === 0x0a ? buf.toString('utf8', 1, n) : null;
 }
 
 type ParsedList = { text: string; ident: string | null; value: UidList | null };
 
 /**
- * The UID list, as readParsed reads it; a list that grew on the same inode by whole lines
+ * The UID list, as readParsed reads it (`always`: whatever its identity); a list that grew on the same inode by whole lines
  * (records appended under the lock, by us or by Dovecot) is read on from where the last
  * read ended, and only the lines added are parsed.
  */
@@ -241,14 +256,10 @@ function readList(path: string, prev: ParsedList | null, always: boolean): Parse
       const st = fsc.fstatSync(fd, { bigint: true });
       const from = Number(size);
       const to = Number(st.size);
-      if (String(st.ino) === ino && to > from) {
-        // from the newline that ended what was read: a file rewritten in place is read whole
-        const buf = Buffer.allocUnsafe(to - from + 1);
-        const n = fsc.readSync(fd, buf, 0, buf.length, from - 1);
-        const tail = buf.toString('utf8', 1, n);
-        if (n === buf.length && buf[0] === 0x0a && tail.endsWith('\n'))
-          return { text: prev.text + tail, ident: identOf(st), value: appendedUidList(prev.value, tail) };
-      }
+      const tail = String(st.ino) === ino && to > from ? readOn(fd, from, to) : null;
+      // whole lines, all of what the identity says (a line being written is read whole later)
+      if (tail?.endsWith('\n') && Buffer.byteLength(tail) === to - from)
+        return { text: prev.text + tail, ident: identOf(st), value: appendedUidList(prev.value, tail) };
     } finally {
       fsc.closeSync(fd);
     }
@@ -406,18 +417,8 @@ function readStateFile(path: string, prev: StateRead | null): StateRead | null {
       return prev;
     const size = Number(st.size);
     if (prev?.value && prev.appendable && prev.ino === String(st.ino) && size > prev.offset) {
-      // from the newline that ended what was read: a file rewritten in place is read whole
-      const buf = Buffer.allocUnsafe(size - prev.offset + 1);
-      let n = 0;
-      while (n < buf.length) {
-        const r = fsc.readSync(fd, buf, n, buf.length - n, prev.offset - 1 + n);
-        if (r === 0) break;
-        n += r;
-      }
-      const read =
-        buf[0] === 0x0a
-          ? readChanges({ ...prev, value: prev.value }, buf.toString('utf8', 1, n), ident)
-          : null;
+      const text = readOn(fd, prev.offset, size);
+      const read = text !== null ? readChanges({ ...prev, value: prev.value }, text, ident) : null;
       if (read) return read;
     }
     return parseStateFile(fsc.readFileSync(fd, 'utf8'), ident);
@@ -798,7 +799,7 @@ export class MailFolder {
     const next = parsed.state?.value?.next;
     const stale = next !== undefined && parsed.list?.value && parsed.list.value.next !== next;
     parsed.list = readList(join(this.dir, UIDLIST), parsed.list, !!stale);
-    parsed.keywords = readParsed(join(this.dir, KEYWORDS), parsed.keywords, parseKeywords, false);
+    parsed.keywords = readParsed(join(this.dir, KEYWORDS), parsed.keywords, parseKeywords);
     const list = parsed.list?.value ?? null;
     const state = parsed.state?.value ?? null;
     const keywords = parsed.keywords?.value ?? [];
@@ -1629,7 +1630,6 @@ export class MailFolder {
   }
 }
 
-/** The reconciled state seen while holding the lock. */
 /**
  * The changes a lock holder makes to the UID list's entries. The entries are the parsed
  * ones, which readers share, until the first change copies them; what was added is kept,
@@ -1663,6 +1663,7 @@ class ListEdits {
   }
 }
 
+/** The reconciled state seen while holding the lock. */
 class LockedFolder {
   snap!: FolderSnapshot;
   dirty = false;
