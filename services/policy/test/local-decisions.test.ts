@@ -289,6 +289,8 @@ describe('the same verdicts here and in the service', { timeout: 120_000 }, () =
     ];
     const v = Number(await p.redis.redis.get('policy:version'));
     await waitFor(() => (local.rulesVersion ?? -1) >= v, { what: 'the access entry loaded here' });
+    // the service holds its own copy of the tables, in force once it has loaded them too
+    await waitFor(() => p.policy!.rulesVersion >= v, { what: 'the access entry loaded in the service' });
     for (const input of inputs) {
       const here = await local.decide(input);
       assert.ok(here, `decided here: ${JSON.stringify(input)}`);
