@@ -28,11 +28,8 @@ export function parseUidList(
   const oldNl = prev ? prev.text.indexOf('\n') : -1;
   if (old && old.validity === head.validity && nl >= 0 && oldNl >= 0 && prev.text.endsWith('\n')) {
     const body = prev.text.length - oldNl;
-    if (text.length - nl >= body && text.startsWith(prev.text.slice(oldNl), nl)) {
-      const entries = new Map(old.entries);
-      const next = readEntries(text.slice(nl + body), entries, Math.max(head.next, old.next));
-      return { ...head, next, entries };
-    }
+    if (text.length - nl >= body && text.startsWith(prev.text.slice(oldNl), nl))
+      return appendedUidList({ ...old, ...head, next: Math.max(head.next, old.next) }, text.slice(nl + body));
   }
   const entries = new Map<string, number>();
   const next = readEntries(nl < 0 ? '' : text.slice(nl + 1), entries, head.next);
