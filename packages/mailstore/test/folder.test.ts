@@ -24,6 +24,20 @@ const fresh = () => join(tmp.path, `r${++n}`);
 /** The MODSEQ state as its file says, its change lines applied. */
 const stateIn = (path: string) => parseStateFile(readFileSync(path, 'utf8'), '0:0:0').value;
 const msg = (i: number) => Buffer.from(`Subject: m${i}\r\n\r\nbody ${i}\r\n`);
+/**
+ * A new folder of `count` messages, as two processes see it: `f`, which appended them, and
+ * `other`, a MailFolder of its own on the same files that has taken its first snapshot.
+ */
+async function twoProcesses(count: number) {
+  const dir = join(fresh(), 'a');
+  const f = new MailFolder(dir, 'INBOX', 'h');
+  await f.ensure();
+  const date = new Date();
+  await f.appendMany(Array.from({ length: count }, (_, i) => ({ data: msg(i), flags: [], date })));
+  const other = new MailFolder(dir, 'INBOX', 'h');
+  await other.snapshot();
+  return { dir, f, other, date };
+}
 
 void describe('dovecot-uidlist', () => {
   void it('a list that grew at the end is parsed on from the last text, to what a whole read gives', () => {
@@ -243,13 +257,7 @@ void describe('MailFolder', () => {
   });
 
   void it('a change adds a line to the state, which another process reads on from where it stopped', async () => {
-    const dir = join(fresh(), 'a');
-    const f = new MailFolder(dir, 'INBOX', 'h');
-    await f.ensure();
-    const date = new Date();
-    await f.appendMany(Array.from({ length: 20 }, (_, i) => ({ data: msg(i), flags: [], date })));
-    const other = new MailFolder(dir, 'INBOX', 'h');
-    await other.snapshot();
+    const { dir, f, other } = await twoProcesses(20);
     const path = join(dir, 'mailyard-modseq');
     const first = await fs.stat(path);
     const seen = (s: {
@@ -285,13 +293,7 @@ void describe('MailFolder', () => {
   });
 
   void it('an APPEND adds its line to dovecot-uidlist, as Dovecot appends, and others read on', async () => {
-    const dir = join(fresh(), 'a');
-    const f = new MailFolder(dir, 'INBOX', 'h');
-    await f.ensure();
-    const date = new Date();
-    await f.appendMany(Array.from({ length: 5 }, (_, i) => ({ data: msg(i), flags: [], date })));
-    const other = new MailFolder(dir, 'INBOX', 'h');
-    await other.snapshot();
+    const { dir, f, other, date } = await twoProcesses(5);
     const path = join(dir, UIDLIST);
     const before = readFileSync(path, 'utf8');
     const first = await fs.stat(path);
