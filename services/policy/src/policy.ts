@@ -115,6 +115,13 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
       if (!rules) throw err;
     }
   };
+  /** The channel is gone (announcements may be missed): the copies no longer answer. */
+  const unfollow = (): void => {
+    connection++;
+    subscribed = null;
+    following = false;
+    userLists.clear();
+  };
   /** Loads run one after the other, so the last one started is the one in force. */
   let reloading: Promise<void> = Promise.resolve();
   const reload = (why: string): Promise<void> => {
@@ -168,12 +175,7 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
         userLists.clear();
         if (what !== USER_LISTS_CHANGED) void reload('changed').catch(() => undefined);
       });
-      channel.on('close', () => {
-        connection++;
-        subscribed = null;
-        following = false;
-        userLists.clear();
-      });
+      channel.on('close', unfollow);
       const follow = async (why: string) => {
         const on = connection;
         await channel.subscribe(store.channel);
@@ -223,9 +225,7 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
       await bus.stop();
       sub?.disconnect();
       sub = null;
-      following = false;
-      subscribed = null;
-      userLists.clear();
+      unfollow();
     },
   };
 }
