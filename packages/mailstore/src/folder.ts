@@ -210,8 +210,10 @@ function headCount(fd: number): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
+const parseRecentMark = (text: string): number => Number(text.trim()) || 1;
+
 /**
- * A small state file (the keywords; the UID list through readList) as read and parsed
+ * A small state file (the keywords, the \Recent mark) as read and parsed
  * last time when it has the same identity, else read again.
  */
 function readParsed<T>(
@@ -219,7 +221,11 @@ function readParsed<T>(
   prev: { text: string; ident: string | null; value: T } | null,
   parse: (text: string, prev: { text: string; value: T } | null) => T,
 ): { text: string; ident: string | null; value: T } | null {
-  if (prev?.ident && identOfPath(path) === prev.ident) return prev;
+  // a file that is not there (a folder without keywords) costs this stat only: an open
+  // that fails throws, and an exception costs more than a read
+  const ident = identOfPath(path);
+  if (ident === null) return null;
+  if (prev?.ident && ident === prev.ident) return prev;
   return reparse(prev, readIdentified(path), parse);
 }
 
@@ -497,7 +503,8 @@ export class MailFolder {
     list: { text: string; ident: string | null; value: UidList | null } | null;
     state: StateRead | null;
     keywords: { text: string; ident: string | null; value: string[] } | null;
-  } = { list: null, state: null, keywords: null };
+    recent: { text: string; ident: string | null; value: number } | null;
+  } = { list: null, state: null, keywords: null, recent: null };
   private readonly dates = new Map<string, Date>();
   /** Settles when this process releases the folder lock it holds now (null: not held). */
   private lockHeld: Promise<void> | null = null;
@@ -1305,10 +1312,12 @@ export class MailFolder {
    * The lowest UID no session has claimed as \Recent yet: messages from it on are recent
    * to the next session that selects the folder read-write (RFC 3501 §2.3.2).
    */
-  recentMark(): number {
-    const text = readIdentified(join(this.dir, RECENT))?.text;
-    const mark = Number(text?.trim()) || 1;
-    return Math.max(mark, this.parsed.state?.value?.recent ?? 1);
+  recentMark(fresh = false): number {
+    // asked by every session at every new message: read again only when it was replaced,
+    // or (`fresh`) under its lock whatever its identity says
+    const parsed = this.parsed;
+    parsed.recent = readParsed(join(this.dir, RECENT), fresh ? null : parsed.recent, parseRecentMark);
+    return Math.max(parsed.recent?.value ?? 1, parsed.state?.value?.recent ?? 1);
   }
 
   /**
@@ -1319,7 +1328,7 @@ export class MailFolder {
     if (this.recentMark() >= upTo) return upTo;
     const lock = await DotLock.acquire(join(this.dir, RECENT));
     try {
-      const from = this.recentMark();
+      const from = this.recentMark(true);
       if (from >= upTo) return upTo;
       // not synced: after a crash the messages are merely recent once more
       await lock.commit(`${upTo}\n`, { sync: false });
