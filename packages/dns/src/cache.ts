@@ -27,6 +27,21 @@ interface Entry {
   error?: DnsError;
 }
 
+/**
+ * A kept negative answer as a new error, without a stack: a sender domain with an MX and
+ * no address is asked for its A and AAAA at every message, and capturing the stack of each
+ * cost more than the lookup.
+ */
+function keptNegative(e: DnsError): DnsError {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return new DnsError(e.code, e.hostname, e.negativeTtl);
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
 /** Failures that say nothing about the name: the next server (or try) is asked. */
 const RETRYABLE = new Set(['ETIMEOUT', 'ESERVFAIL', 'EREFUSED', 'EBADRESP', 'EFORMERR', 'ENOTIMP']);
 
@@ -77,7 +92,7 @@ export class DnsCache {
       this.entries.delete(key);
       if (hit.expires > this.now()) {
         this.entries.set(key, hit);
-        if (hit.error) throw new DnsError(hit.error.code, hit.error.hostname, hit.error.negativeTtl);
+        if (hit.error) throw keptNegative(hit.error);
         return copy(type, hit.answer as Answers[T]);
       }
     }
