@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import { POLICY_VERSION, type PolicyDecision, type PolicyRequest } from '@mailyard/contracts';
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
@@ -106,14 +106,15 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
     entries: Restriction[],
     extra?: (batch: RedisBatch) => void,
   ): Promise<void> => {
-    const p = env.redis.pipeline();
+    // made at the first read: most stages of a running intake read nothing (its copies answer)
+    let p: ChainableCommander | null = null;
     const takes: ((v: unknown) => void)[] = [];
     const queued = new Set<string>();
     const batch: RedisBatch = {
       read(key, queue, take) {
         if (queued.has(key)) return;
         queued.add(key);
-        queue(p);
+        queue((p ??= env.redis.pipeline()));
         takes.push(take);
       },
     };
@@ -121,8 +122,8 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
     for (const r of entries) implementation(r.name).prefetch?.(ctx, r.value, batch);
     // whose own allow list holds the sender decides who is spared Junk
     if (ctx.req.stage === 'data') queueUserLists(ctx, batch, ctx.req.recipients);
-    if (!takes.length) return;
-    const res = await p.exec();
+    if (!p) return;
+    const res = await (p as ChainableCommander).exec();
     ctx.roundTrips++;
     // an answer missing is a failure, never "no entry" (which reads as DUNNO)
     if (res?.length !== takes.length) throw new Error('incomplete answer from Redis');
