@@ -898,8 +898,8 @@ export class MailFolder {
       (await this.othersRelease())
     )
       return this.readSnapshot(this.signature(), waited, again, true);
-    const { files, derived, cur } = await this.files(list, state);
-    if (!list || !state || this.needsUpdate(files, list, state)) {
+    const { files, derived, own: ownFiles, cur } = await this.files(list, state);
+    if (!list || !state || this.needsUpdate(files, list, state, derived && !ownFiles)) {
       if (!derived) {
         // cur/ changed while it was read, or since the state was: most often another
         // process's change under the lock, which its state tells. Read once more.
@@ -941,8 +941,19 @@ export class MailFolder {
     return true;
   }
 
-  private needsUpdate(files: Map<string, Scanned>, list: UidList, state: ModseqState): boolean {
+  /**
+   * Whether the files disagree with the list and state. Files `fromState` (derive) hold
+   * every numbered message with the state's letters: only a delivery not numbered yet can
+   * be there too.
+   */
+  private needsUpdate(
+    files: Map<string, Scanned>,
+    list: UidList,
+    state: ModseqState,
+    fromState = false,
+  ): boolean {
     if (files.size !== list.entries.size) return true;
+    if (fromState) return false;
     for (const [base, f] of files) {
       const uid = list.entries.get(base);
       if (uid === undefined) return true;
