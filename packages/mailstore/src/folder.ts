@@ -982,9 +982,14 @@ export class MailFolder {
     // (comparing every message's name, a string read anew with each list, was most of this)
     const sameUids = prev?.validity === list.validity;
     let j = 0;
+    // the list is in UID order unless a writer appended out of order
+    let last = 0;
+    let sorted = true;
     for (const [base, uid] of list.entries) {
       const f = files.get(base);
       if (!f) continue;
+      if (uid < last) sorted = false;
+      last = uid;
       const modseq = state.msgs[uid]?.[0] ?? 1;
       while (j < old.length && old[j]!.uid < uid) j++;
       const o = old[j];
@@ -1001,7 +1006,7 @@ export class MailFolder {
         modseq: state.msgs[uid]?.[0] ?? 1,
       });
     }
-    messages.sort((a, b) => a.uid - b.uid);
+    if (!sorted) messages.sort((a, b) => a.uid - b.uid);
     return {
       validity: list.validity,
       uidNext: list.next,
