@@ -275,21 +275,32 @@ function readList(path: string, prev: ParsedList | null, always: boolean): Parse
 
 /**
  * Appends `lines` to the UID list when it is still the file `read` describes (checked on
- * the open file) and ends with a whole line, and syncs it; returns its identity after, or
- * null when it cannot (then the list is written whole). Dovecot appends its records so.
+ * the open file) and ends with a whole line; returns its identity after and its sync under
+ * way, or null when it cannot (then the list is written whole). Dovecot appends its
+ * records so.
  */
-async function appendUidList(path: string, read: ParsedList | null, lines: string): Promise<string | null> {
+function appendUidList(
+  path: string,
+  read: ParsedList | null,
+  lines: string,
+): { ident: string; synced: Promise<void> } | null {
   if (!read?.ident || !read.text.endsWith('\n')) return null;
   const fd = openSyncOrNull(path, constants.O_WRONLY | constants.O_APPEND);
   if (fd === null) return null;
+  let ident: string;
   try {
-    if (identOf(fsc.fstatSync(fd, { bigint: true })) !== read.ident) return null;
+    if (identOf(fsc.fstatSync(fd, { bigint: true })) !== read.ident) {
+      fsc.closeSync(fd);
+      return null;
+    }
     fsc.writeSync(fd, lines);
-    await fdatasyncP(fd);
-    return identOf(fsc.fstatSync(fd, { bigint: true }));
-  } finally {
+    // a sync changes neither size nor mtime: the identity after it is this one
+    ident = identOf(fsc.fstatSync(fd, { bigint: true }));
+  } catch (err) {
     fsc.closeSync(fd);
+    throw err;
   }
+  return { ident, synced: fdatasyncP(fd).finally(() => fsc.closeSync(fd)) };
 }
 
 /**
@@ -1038,7 +1049,7 @@ export class MailFolder {
         const batch = this.waiting.splice(0, LOCK_BATCH);
         const settled: (() => void)[] = [];
         try {
-          await this.lockedRun(async (ctx) => {
+          const { durable } = await this.lockedRun(async (ctx) => {
             for (let i = 0; i < batch.length; i++) {
               const { fn, resolve, reject } = batch[i]!;
               // each call sees the changes of those before it, in objects of its own
@@ -1051,7 +1062,15 @@ export class MailFolder {
               }
             }
           });
-          for (const done of settled) done();
+          // the next batch takes the lock while this one's writes are synced
+          void durable.then(
+            () => {
+              for (const done of settled) done();
+            },
+            (err: unknown) => {
+              for (const b of batch) b.reject(err);
+            },
+          );
         } catch (err) {
           for (const b of batch) b.reject(err);
         }
@@ -1061,8 +1080,15 @@ export class MailFolder {
     }
   }
 
-  private async lockedRun(fn: (ctx: LockedFolder) => Promise<void>): Promise<void> {
+  /**
+   * Runs `fn` under the folder lock and writes what it changed. The lock is released once
+   * the files are written, before the UID list and cur/ are synced (another holder's sync
+   * of the same list and directory covers these writes too): `durable` settles when they
+   * are, and the callers' answers wait for it.
+   */
+  private async lockedRun(fn: (ctx: LockedFolder) => Promise<void>): Promise<{ durable: Promise<void> }> {
     const lock = await DotLock.acquire(join(this.dir, UIDLIST));
+    let durable: Promise<void> = Promise.resolve();
     let released!: () => void;
     this.lockHeld = new Promise((r) => (released = r));
     try {
@@ -1175,18 +1201,19 @@ export class MailFolder {
       curSynced?.catch(() => undefined);
       let listText: string | null = null;
       let listIdent: string | null = null;
-      if (appended !== null) {
-        listIdent = await appendUidList(join(this.dir, UIDLIST), listRead, appended);
-        if (listIdent !== null) {
-          listText = listRead!.text + appended;
-          await lock.release();
-        }
+      const a = appended !== null ? appendUidList(join(this.dir, UIDLIST), listRead, appended) : null;
+      if (a) {
+        listIdent = a.ident;
+        listText = listRead!.text + appended;
       }
+      // not done until both syncs are (see drainLocked): caught here, told there
+      durable = Promise.all([curSynced, a?.synced]).then(() => undefined);
+      durable.catch(() => undefined);
       if (listDirty && listIdent === null) {
+        // a whole list replaces the old one by a rename, once synced: under the lock
         listText = formatUidList(list);
         listIdent = await lock.commit(listText);
       }
-      await curSynced;
       this.cache = null;
       this.generation++;
       // what was written is what the next readState finds, unless someone else writes
@@ -1210,6 +1237,7 @@ export class MailFolder {
       released();
       await lock.release();
     }
+    return { durable };
   }
 
   /**
