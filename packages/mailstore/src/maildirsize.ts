@@ -10,10 +10,15 @@ import { join } from 'node:path';
  * account. The file is rebuilt from the folders when it is missing, names another limit,
  * does not parse, grows past 5120 bytes, or says "over quota" and is older than 15
  * minutes (the rules of the Maildir++ specification), so changes made behind our back
- * (a file removed by hand) are corrected.
+ * (a file removed by hand) are corrected. A file grown past 5120 bytes is rebuilt in the
+ * background, its sum answering meanwhile: the walk over every folder would otherwise hold
+ * up the command that found it too long, and under steady changes that is every few
+ * hundred of them.
  */
 export const MAILDIRSIZE = 'maildirsize';
 const RECALC_SIZE = 5120;
+/** Past this size the file is neither read nor appended to: the next read rebuilds it, and waits. */
+const MAX_SIZE = 64 * 1024;
 const RECALC_AGE_MS = 15 * 60_000;
 
 export interface Usage {
@@ -36,9 +41,9 @@ export function recordUsage(accountDir: string, bytes: number, messages: number)
   try {
     const fd = fsc.openSync(path, constants.O_WRONLY | constants.O_APPEND | constants.O_NOFOLLOW);
     try {
-      // past this size the next read rebuilds it anyway: drop it rather than let it grow
-      // (a quota that was removed leaves a file nobody reads)
-      if (fsc.fstatSync(fd).size > RECALC_SIZE) throw new Error('rebuilt on the next read');
+      // a file this long is not read: drop it rather than let it grow (a quota that was
+      // removed leaves a file nobody reads, and nobody rebuilds)
+      if (fsc.fstatSync(fd).size > MAX_SIZE) throw new Error('rebuilt on the next read');
       fsc.writeSync(fd, `${bytes} ${messages}\n`);
     } catch {
       fsc.rmSync(path, { force: true });
@@ -105,12 +110,12 @@ export async function readUsage(
   let text: string | null = null;
   let st: fsc.Stats | null = null;
   try {
-    // blocking calls, as in recordUsage: a file of at most 5120 bytes in the page cache
-    // is read in microseconds, where four trips through the thread pool cost more
+    // blocking calls, as in recordUsage: a file of a few KiB in the page cache is read
+    // in microseconds, where four trips through the thread pool cost more
     const fd = fsc.openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
     try {
       st = fsc.fstatSync(fd);
-      if (st.isFile() && st.size <= RECALC_SIZE) text = fsc.readFileSync(fd).toString('latin1');
+      if (st.isFile() && st.size <= MAX_SIZE) text = fsc.readFileSync(fd).toString('latin1');
     } finally {
       fsc.closeSync(fd);
     }
@@ -120,10 +125,38 @@ export async function readUsage(
   }
   const parsed = text === null ? null : parseMaildirSize(text, limit);
   const stale = parsed && parsed.bytes > limit && Date.now() - st!.mtimeMs > RECALC_AGE_MS;
-  if (parsed && !stale) return parsed;
+  if (parsed && !stale) {
+    if (st!.size > RECALC_SIZE) void rebuild(accountDir, limit, count).catch(() => undefined);
+    return parsed;
+  }
+  return rebuild(accountDir, limit, count);
+}
+
+/** Rebuilds under way, by account directory: the readers of one account share its walk. */
+const rebuilding = new Map<string, Promise<Usage>>();
+
+function rebuild(accountDir: string, limit: number, count: () => Promise<Counted>): Promise<Usage> {
+  let p = rebuilding.get(accountDir);
+  if (!p) {
+    p = countAndWrite(accountDir, limit, count).finally(() => rebuilding.delete(accountDir));
+    rebuilding.set(accountDir, p);
+  }
+  return p;
+}
+
+async function countAndWrite(
+  accountDir: string,
+  limit: number,
+  count: () => Promise<Counted>,
+): Promise<Usage> {
+  const path = join(accountDir, MAILDIRSIZE);
   // a count during which a directory changed is done again; the last one is written
   // whatever happened, since under steady deliveries none may be quiet (the error is
-  // bounded by the few changes that raced it, and the file is rebuilt once it grows)
+  // bounded by the few changes that raced it, and the file is rebuilt once it grows). So
+  // is a change between the last look and the rename, which appended to the file replaced:
+  // removing the file for it made every reader after wait for a walk of every folder, under
+  // steady changes nearly every time. The file is written and renamed at once (blocking
+  // calls of a few bytes) to keep that window short.
   let counted = await count();
   for (let i = 1; i < COUNT_TRIES && !(await unchangedSince(counted.dirs)); i++) counted = await count();
   const { usage } = counted;
@@ -133,23 +166,20 @@ export async function readUsage(
     `${MAILDIRSIZE}.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2)}`,
   );
   try {
-    await fs.writeFile(tmp, `${limit}S\n${usage.bytes} ${usage.messages}\n`, { mode: 0o600 });
-    await fs.rename(tmp, path);
-    // a change between the last look and the rename appended to the file just replaced
-    // (or found none): this one would miss it, so it goes and the next read counts again
-    if (!(await unchangedSince(counted.dirs, false))) await fs.rm(path, { force: true });
+    fsc.writeFileSync(tmp, `${limit}S\n${usage.bytes} ${usage.messages}\n`, { mode: 0o600 });
+    fsc.renameSync(tmp, path);
   } catch {
     // the count stands; the file is written by a later read (a full disk, say)
-    await fs.rm(tmp, { force: true });
+    fsc.rmSync(tmp, { force: true });
   }
   return usage;
 }
 
-/** The directories still have the times the count saw (and, with `tick`, none was too fresh to trust). */
-async function unchangedSince(dirs: Counted['dirs'], tick = true): Promise<boolean> {
+/** The directories still have the times the count saw, and none was too fresh to trust. */
+async function unchangedSince(dirs: Counted['dirs']): Promise<boolean> {
   for (const [dir, before, statAt] of dirs) {
     const whole = before % 1_000_000_000n === 0n;
-    if (tick && statAt - before < (whole ? TICK_WHOLE_SECONDS_NS : TICK_NS)) return false;
+    if (statAt - before < (whole ? TICK_WHOLE_SECONDS_NS : TICK_NS)) return false;
     const st = await fs.stat(dir, { bigint: true }).catch(() => null);
     if (!st || st.mtimeNs !== before) return false;
   }

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, promises as fs, readFileSync, writeFileSync } fr
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { tempDir } from '@mailyard/testkit';
+import { tempDir, waitFor } from '@mailyard/testkit';
 import {
   MAILDIRSIZE,
   MailAccount,
@@ -93,13 +93,20 @@ void describe('maildirsize (Maildir++ quota)', () => {
     writeFileSync(file, `${LIMIT}S\n12 1\n5`); // torn last line
     assert.deepEqual(await acct.usage(LIMIT), right);
 
-    // past 5120 bytes the file is folded back into one line (and a drift corrected)
+    // past 5120 bytes its sum answers at once, and the file is folded back into one line
+    // meanwhile (a drift corrected)
     for (let i = 0; i < 3; i++) await f.append(msg(i), [], new Date());
     writeFileSync(file, `${LIMIT}S\n` + '1 0\n'.repeat(1300));
     const all = await counted(acct);
     assert.equal(all.messages, 4);
+    assert.deepEqual(await acct.usage(LIMIT), { bytes: 1300, messages: 0 });
+    const folded = `${LIMIT}S\n${all.bytes} ${all.messages}\n`;
+    await waitFor(() => readFileSync(file, 'utf8') === folded, { what: 'the file rebuilt' });
     assert.deepEqual(await acct.usage(LIMIT), all);
-    assert.equal(readFileSync(file, 'utf8'), `${LIMIT}S\n${all.bytes} ${all.messages}\n`);
+    // past 64 KiB it is not read: the count answers
+    writeFileSync(file, `${LIMIT}S\n` + '1 0\n'.repeat(17_000));
+    assert.deepEqual(await acct.usage(LIMIT), all);
+    assert.equal(readFileSync(file, 'utf8'), folded);
 
     // "over quota" is believed for 15 minutes, then counted again
     writeFileSync(file, `${LIMIT}S\n${LIMIT + 1} 1\n`);
@@ -147,10 +154,24 @@ void describe('maildirsize (Maildir++ quota)', () => {
     assert.equal(readFileSync(join(dir, MAILDIRSIZE), 'utf8'), `${LIMIT}S\n10 1\n`);
   });
 
+  void it('readers of one account at the same time share one count', async () => {
+    const dir = fresh();
+    mkdirSync(join(dir, 'tmp'), { recursive: true });
+    let calls = 0;
+    const count = async (): Promise<Counted> => {
+      calls++;
+      await sleep(20);
+      return { usage: { bytes: 30, messages: 3 }, dirs: [] };
+    };
+    const all = await Promise.all([1, 2, 3].map(() => readUsage(dir, LIMIT, count)));
+    assert.deepEqual(all, Array(3).fill({ bytes: 30, messages: 3 }));
+    assert.equal(calls, 1);
+  });
+
   void it('a removed quota leaves no file that grows without end', () => {
     const dir = fresh();
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, MAILDIRSIZE), `${LIMIT}S\n` + '10 1\n'.repeat(1030));
+    writeFileSync(join(dir, MAILDIRSIZE), `${LIMIT}S\n` + '10 1\n'.repeat(13_200));
     recordUsage(dir, 10, 1);
     assert.equal(
       existsSync(join(dir, MAILDIRSIZE)),
