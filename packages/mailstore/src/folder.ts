@@ -909,8 +909,8 @@ export class MailFolder {
       (await this.othersRelease())
     )
       return this.readSnapshot(this.signature(), waited, again, true);
-    const { files, derived, own: ownFiles, cur } = await this.files(list, state);
-    if (!list || !state || this.needsUpdate(files, list, state, derived && !ownFiles)) {
+    const { files, derived, own: ownSnap, cur } = await this.files(list, state);
+    if (!list || !state || this.needsUpdate(files, list, state, derived && !ownSnap)) {
       if (!derived) {
         // cur/ changed while it was read, or since the state was: most often another
         // process's change under the lock, which its state tells. Read once more.
