@@ -66,3 +66,55 @@ test(
     assert.deepEqual(await w.collect(s), ['* LIST () "/" "Games" ("OLDNAME" ("Play"))']);
   },
 );
+
+test(
+  'a subscription’s echo that arrives while a rename is under way waits for the rename',
+  { timeout: 30_000 },
+  async () => {
+    const mailbox = new MailAccount(dir.path, 'midrename@notify.test');
+    await mailbox.ensureDefaults();
+    await mailbox.create('Play');
+    const s = { mailbox, selected: null, enabled: { utf8: false } } as unknown as AuthedContext;
+    const w = new Watch([
+      { filter: 'personal', names: [], events: new Set(['MailboxName', 'SubscriptionChange']), fetch: null },
+    ]);
+    await w.start(s, false);
+    await mailbox.subscribe('Play');
+    w.record('Play', { kind: 'subscription' });
+    assert.deepEqual(await w.collect(s), ['* LIST (\\Subscribed) "/" "Play"']);
+
+    // the echo is read after the store was renamed, before the rename's own event is
+    // recorded: the folder went with its subscription, which is not an unsubscribe
+    await mailbox.rename('Play', 'Games');
+    w.record('Play', { kind: 'subscription' });
+    assert.deepEqual(await w.collect(s), []);
+    w.record('Games', { kind: 'folder', oldFolder: 'Play' });
+    assert.deepEqual(await w.collect(s), ['* LIST () "/" "Games" ("OLDNAME" ("Play"))']);
+    assert.deepEqual(await w.collect(s), []);
+  },
+);
+
+test(
+  'an unsubscribe read together with its folder’s delete is told with the delete',
+  { timeout: 30_000 },
+  async () => {
+    const mailbox = new MailAccount(dir.path, 'unsubdelete@notify.test');
+    await mailbox.ensureDefaults();
+    await mailbox.create('Play');
+    const s = { mailbox, selected: null, enabled: { utf8: false } } as unknown as AuthedContext;
+    const w = new Watch([
+      { filter: 'personal', names: [], events: new Set(['MailboxName', 'SubscriptionChange']), fetch: null },
+    ]);
+    await w.start(s, false);
+    await mailbox.subscribe('Play');
+    w.record('Play', { kind: 'subscription' });
+    assert.deepEqual(await w.collect(s), ['* LIST (\\Subscribed) "/" "Play"']);
+
+    await mailbox.unsubscribe('Play');
+    await mailbox.delete('Play');
+    w.record('Play', { kind: 'subscription' });
+    assert.deepEqual(await w.collect(s), []);
+    w.record('Play', { kind: 'folder' });
+    assert.deepEqual(await w.collect(s), ['* LIST (\\NonExistent) "/" "Play"', '* LIST () "/" "Play"']);
+  },
+);

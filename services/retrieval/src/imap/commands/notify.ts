@@ -30,6 +30,11 @@ export const MAX_NOTIFY_MAILBOXES = 100;
 export const MAX_NOTIFY_GROUPS = 20;
 /** How much of MessageNew's FETCH responses is gathered before it is written out. */
 const FLUSH_BYTES = 64 * 1024;
+/**
+ * How long a subscription that went with its folder waits for the folder's own event (a
+ * RENAME's, which tells both): the events of one change come within milliseconds.
+ */
+const RENAME_EVENT_WAIT_MS = 2000;
 /** Mailboxes with changes not yet told; past it the client gets NOTIFICATIONOVERFLOW. */
 export const MAX_PENDING = 1000;
 
@@ -167,7 +172,16 @@ export class Watch implements NotifyWatcher {
   private dirty = new Set<string>();
   private listDirty = false;
   /** Names folder and subscription events named since the last LIST responses. */
-  private pending = new Map<string, { folder: boolean; subscription: boolean; oldFolder?: string }>();
+  private pending = new Map<
+    string,
+    {
+      folder: boolean;
+      subscription: boolean;
+      oldFolder?: string;
+      /** When a subscription that went with its folder was first left for the folder's event. */
+      waitingSince?: number;
+    }
+  >();
   /** Folders whose messages changed since the session last brought its selected view up to date. */
   private touched = new Set<string>();
 
@@ -357,6 +371,24 @@ export class Watch implements NotifyWatcher {
         await known(name, folders.has(name));
       }
       if (p.subscription && this.subs.has(name) !== subs.has(name)) {
+        // gone with its folder, whose event has not come: a RENAME (which takes the
+        // subscription along, told as the rename) that an echo of the subscription read
+        // half done. Left for the rename's event, for a while: an UNSUBSCRIBE and a DELETE
+        // are told once the DELETE's event came
+        const since = p.waitingSince ?? Date.now();
+        if (
+          !subs.has(name) &&
+          this.folders.has(name) &&
+          !folders.has(name) &&
+          Date.now() - since < RENAME_EVENT_WAIT_MS
+        ) {
+          const later = this.pending.get(name) ?? { folder: false, subscription: false };
+          later.subscription = true;
+          later.waitingSince ??= since;
+          this.pending.set(name, later);
+          this.listDirty = true;
+          continue;
+        }
         if (tell(name, 'SubscriptionChange'))
           lines.push(`* LIST (${subs.has(name) ? '\\Subscribed' : ''}) "/" ${quoteName(s, name)}`);
         if (subs.has(name)) this.subs.add(name);
