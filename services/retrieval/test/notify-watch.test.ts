@@ -12,6 +12,25 @@ import { Watch } from '../src/imap/commands/notify.js';
 const dir = tempDir('mailyard-notify-watch-');
 after(() => dir.cleanup());
 
+/**
+ * An account with a folder Play, watched for names and subscriptions, and Play subscribed
+ * with the client told so.
+ */
+async function watchingSubscribedPlay(user: string) {
+  const mailbox = new MailAccount(dir.path, `${user}@notify.test`);
+  await mailbox.ensureDefaults();
+  await mailbox.create('Play');
+  const s = { mailbox, selected: null, enabled: { utf8: false } } as unknown as AuthedContext;
+  const w = new Watch([
+    { filter: 'personal', names: [], events: new Set(['MailboxName', 'SubscriptionChange']), fetch: null },
+  ]);
+  await w.start(s, false);
+  await mailbox.subscribe('Play');
+  w.record('Play', { kind: 'subscription' });
+  assert.deepEqual(await w.collect(s), ['* LIST (\\Subscribed) "/" "Play"']);
+  return { mailbox, s, w };
+}
+
 test('a delete after a rename’s late echo is told as \\NonExistent', { timeout: 30_000 }, async () => {
   const mailbox = new MailAccount(dir.path, 'watcher@notify.test');
   await mailbox.ensureDefaults();
@@ -46,17 +65,7 @@ test(
   'a subscription’s late echo before a rename is not told as an unsubscribe',
   { timeout: 30_000 },
   async () => {
-    const mailbox = new MailAccount(dir.path, 'subs@notify.test');
-    await mailbox.ensureDefaults();
-    await mailbox.create('Play');
-    const s = { mailbox, selected: null, enabled: { utf8: false } } as unknown as AuthedContext;
-    const w = new Watch([
-      { filter: 'personal', names: [], events: new Set(['MailboxName', 'SubscriptionChange']), fetch: null },
-    ]);
-    await w.start(s, false);
-    await mailbox.subscribe('Play');
-    w.record('Play', { kind: 'subscription' });
-    assert.deepEqual(await w.collect(s), ['* LIST (\\Subscribed) "/" "Play"']);
+    const { mailbox, s, w } = await watchingSubscribedPlay('subs');
 
     // the subscription's echo from the bus comes in after RENAME took it along, and before
     // the rename's own event
@@ -71,17 +80,7 @@ test(
   'a subscription’s echo that arrives while a rename is under way waits for the rename',
   { timeout: 30_000 },
   async () => {
-    const mailbox = new MailAccount(dir.path, 'midrename@notify.test');
-    await mailbox.ensureDefaults();
-    await mailbox.create('Play');
-    const s = { mailbox, selected: null, enabled: { utf8: false } } as unknown as AuthedContext;
-    const w = new Watch([
-      { filter: 'personal', names: [], events: new Set(['MailboxName', 'SubscriptionChange']), fetch: null },
-    ]);
-    await w.start(s, false);
-    await mailbox.subscribe('Play');
-    w.record('Play', { kind: 'subscription' });
-    assert.deepEqual(await w.collect(s), ['* LIST (\\Subscribed) "/" "Play"']);
+    const { mailbox, s, w } = await watchingSubscribedPlay('midrename');
 
     // the echo is read after the store was renamed, before the rename's own event is
     // recorded: the folder went with its subscription, which is not an unsubscribe
@@ -98,17 +97,7 @@ test(
   'an unsubscribe read together with its folder’s delete is told with the delete',
   { timeout: 30_000 },
   async () => {
-    const mailbox = new MailAccount(dir.path, 'unsubdelete@notify.test');
-    await mailbox.ensureDefaults();
-    await mailbox.create('Play');
-    const s = { mailbox, selected: null, enabled: { utf8: false } } as unknown as AuthedContext;
-    const w = new Watch([
-      { filter: 'personal', names: [], events: new Set(['MailboxName', 'SubscriptionChange']), fetch: null },
-    ]);
-    await w.start(s, false);
-    await mailbox.subscribe('Play');
-    w.record('Play', { kind: 'subscription' });
-    assert.deepEqual(await w.collect(s), ['* LIST (\\Subscribed) "/" "Play"']);
+    const { mailbox, s, w } = await watchingSubscribedPlay('unsubdelete');
 
     await mailbox.unsubscribe('Play');
     await mailbox.delete('Play');
