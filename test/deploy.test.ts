@@ -6,7 +6,7 @@
 // data source (test/deploy-runtime.test.ts runs the image's layout and checks their metrics). The image's build step (scripts/build-service.mjs) is run for real.
 import assert from 'node:assert/strict';
 import { createResolver } from '@mailyard/dns';
-import { createTestRedis, startDnsServer, waitFor } from '@mailyard/testkit';
+import { createTestRedis, freePort, startDnsServer, waitFor } from '@mailyard/testkit';
 import { spawn, spawnSync } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import {
@@ -87,6 +87,20 @@ const dockerfile = read('deploy/Dockerfile');
  * Environment as a map, whichever of the two forms compose allows was used, with
  * `${VAR:-default}` replaced by the default, as compose does when VAR is unset.
  */
+/** A port below the ephemeral range, free for both UDP and TCP on 127.0.0.1. */
+async function freeUdpTcpPort(): Promise<number> {
+  for (;;) {
+    const port = await freePort();
+    const udp = createSocket('udp4');
+    const free = await new Promise<boolean>((resolve) => {
+      udp.once('error', () => resolve(false));
+      udp.bind(port, '127.0.0.1', () => resolve(true));
+    });
+    udp.close();
+    if (free) return port;
+  }
+}
+
 function envOf(svc: ComposeService): Record<string, string> {
   const env = svc.environment ?? {};
   if (Array.isArray(env)) {
@@ -431,10 +445,9 @@ describe('the resolver (deploy/unbound)', () => {
       'mx.example.test': { A: ['192.0.2.25'] },
     });
     t.after(() => dns.close());
-    const free = createSocket('udp4');
-    await new Promise<void>((resolve) => free.bind(0, '127.0.0.1', resolve));
-    const port = free.address().port;
-    free.close();
+    // unbound listens on UDP and TCP: a port below the ephemeral range (an ephemeral one
+    // is soon some outgoing connection's local port), free on both
+    const port = await freeUdpTcpPort();
 
     // the deployed file, changed only where a test must: loopback and a free port, no
     // user switch, no root trust anchor (no Internet here), and our test zone as a stub
@@ -457,7 +470,13 @@ describe('the resolver (deploy/unbound)', () => {
     const check = spawnSync('unbound-checkconf', [join(dir, 'unbound.conf')], { encoding: 'utf8' });
     assert.equal(check.status, 0, check.stderr + check.stdout);
 
-    const unbound = spawn('unbound', ['-d', '-p', '-c', join(dir, 'unbound.conf')], { stdio: 'ignore' });
+    const unbound = spawn('unbound', ['-d', '-p', '-c', join(dir, 'unbound.conf')], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let log = '';
+    unbound.stderr.setEncoding('utf8').on('data', (d: string) => (log += d));
+    let exitedWith: string | undefined;
+    unbound.once('exit', (code, signal) => (exitedWith = `exited (${signal ?? code})`));
     t.after(() => unbound.kill());
     // without the in-process cache, so the questions repeated below reach unbound
     const resolver = createResolver({
@@ -468,7 +487,7 @@ describe('the resolver (deploy/unbound)', () => {
     });
     const mx = await waitFor(() => resolver.resolveMx('example.test').catch(() => undefined), {
       what: 'unbound answering',
-    });
+    }).catch((err: Error) => assert.fail(`${err.message}; unbound ${exitedWith ?? 'running'}:\n${log}`));
     assert.deepEqual(mx, [{ exchange: 'mx.example.test', priority: 10 }]);
     const ask = async () => [
       await resolver.resolveMx('example.test'),
