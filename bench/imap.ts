@@ -236,7 +236,7 @@ async function startMailyard(): Promise<Server> {
     [
       ...prof,
       ...(DIST
-        ? ['--enable-source-maps', '--max-semi-space-size=32', 'services/retrieval/dist/main.js']
+        ? ['--enable-source-maps', 'services/retrieval/dist/main.js']
         : ['--conditions=development', '--import', 'tsx', 'services/retrieval/src/main.ts']),
     ],
     {

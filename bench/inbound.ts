@@ -195,8 +195,7 @@ function startService(
 ): Child {
   // --dist: the esbuild bundle, run as the container image runs it (pnpm build first)
   // the same V8 flags as deploy/Dockerfile and scripts/start.mjs
-  const args = ['--max-semi-space-size=32'];
-  args.push(...(dist ? ['--enable-source-maps'] : ['--conditions=development', '--import', 'tsx']));
+  const args = dist ? ['--enable-source-maps'] : ['--conditions=development', '--import', 'tsx'];
   // one directory per service: the loader thread writes a profile of its own
   if (profile) args.push('--cpu-prof', '--cpu-prof-dir', join(profile, name));
   args.push(join(ROOT, 'services', name, ...(dist ? ['dist', 'main.js'] : ['src', 'main.ts'])));

@@ -78,22 +78,18 @@ if (wanted.includes('webmail') && !existsSync(`${root}services/webmail/dist/publ
 const pretty = `${root}node_modules/.bin/pino-pretty`;
 const children = [];
 for (const name of wanted) {
-  const child = spawn(
-    process.execPath,
-    ['--max-semi-space-size=32', '--import', 'tsx', `services/${name}/src/main.ts`],
-    {
-      cwd: root,
-      // mta-inbound (and msa) ask the policy service only when it runs too
-      env: {
-        HTTP_PORT: String(SERVICES[name]),
-        ...(wanted.includes('policy') ? { POLICY_ENABLED: 'yes' } : {}),
-        ...(name === 'webmail' ? webmailEnv : {}),
-        ...serviceLogin,
-        ...process.env,
-      },
-      stdio: ['ignore', 'pipe', 'inherit'],
+  const child = spawn(process.execPath, ['--import', 'tsx', `services/${name}/src/main.ts`], {
+    cwd: root,
+    // mta-inbound (and msa) ask the policy service only when it runs too
+    env: {
+      HTTP_PORT: String(SERVICES[name]),
+      ...(wanted.includes('policy') ? { POLICY_ENABLED: 'yes' } : {}),
+      ...(name === 'webmail' ? webmailEnv : {}),
+      ...serviceLogin,
+      ...process.env,
     },
-  );
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   // one terminal line per log line: the fields follow the message on the same line
   // (test/log-lines.test.ts counts them); the service's name is in parentheses already
   const fmt = spawn(
