@@ -67,15 +67,21 @@ export function parseMaildirSize(text: string, limit: number): Usage | null {
   // `<bytes>S`, with a message limit (`,<n>C`) as Dovecot may write it (not enforced here)
   const def = /^(\d+)S(?:,\d+C)?$/.exec(lines[0] ?? '');
   if (!def || Number(def[1]) !== limit) return null;
+  const sum = sumChanges(lines.slice(1));
+  if (!sum || sum.bytes < 0 || sum.messages < 0 || !Number.isSafeInteger(sum.bytes)) return null;
+  return sum;
+}
+
+/** The sum of change lines (`<bytes> <messages>`, negative for removals); null if one does not parse. */
+function sumChanges(lines: string[]): Usage | null {
   let bytes = 0;
   let messages = 0;
-  for (let i = 1; i < lines.length; i++) {
-    const m = /^\s*(-?\d+)\s+(-?\d+)\s*$/.exec(lines[i]!);
+  for (const line of lines) {
+    const m = /^\s*(-?\d+)\s+(-?\d+)\s*$/.exec(line);
     if (!m) return null;
     bytes += Number(m[1]);
     messages += Number(m[2]);
   }
-  if (bytes < 0 || messages < 0 || !Number.isSafeInteger(bytes)) return null;
   return { bytes, messages };
 }
 
@@ -152,20 +158,33 @@ async function countAndWrite(
   const path = join(accountDir, MAILDIRSIZE);
   // a count during which a directory changed is done again; the last one is written
   // whatever happened, since under steady deliveries none may be quiet (the error is
-  // bounded by the few changes that raced it, and the file is rebuilt once it grows). So
-  // is a change between the last look and the rename, which appended to the file replaced:
-  // removing the file for it made every reader after wait for a walk of every folder, under
-  // steady changes nearly every time. The file is written and renamed at once (blocking
-  // calls of a few bytes) to keep that window short.
+  // bounded by the few changes that raced it, and the file is rebuilt once it grows).
+  // A change after a directory's last look is not in the count, and its line goes to the
+  // file being replaced: the lines written since the count ended are carried over into
+  // the new file. (Removing the file for such a change, as the specification suggests,
+  // made every reader after wait for a walk of every folder: under steady changes, nearly
+  // every time.) The tail is read, and the file written and renamed, in one synchronous
+  // step, so that no line of this process falls between.
   let counted = await count();
-  for (let i = 1; i < COUNT_TRIES && !(await unchangedSince(counted.dirs)); i++) counted = await count();
-  const { usage } = counted;
+  let ended = fileAt(path);
+  for (let i = 1; i < COUNT_TRIES && !(await unchangedSince(counted.dirs)); i++) {
+    counted = await count();
+    ended = fileAt(path);
+  }
+  const usage = { ...counted.usage };
   const tmp = join(
     accountDir,
     'tmp',
     `${MAILDIRSIZE}.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2)}`,
   );
   try {
+    const since = ended ? changesSince(path, ended) : null;
+    // replaced meanwhile by another process's rebuild, which counted later than this one
+    if (since === 'replaced') return usage;
+    if (since) {
+      usage.bytes += since.bytes;
+      usage.messages += since.messages;
+    }
     fsc.writeFileSync(tmp, `${limit}S\n${usage.bytes} ${usage.messages}\n`, { mode: 0o600 });
     fsc.renameSync(tmp, path);
   } catch {
@@ -173,6 +192,37 @@ async function countAndWrite(
     fsc.rmSync(tmp, { force: true });
   }
   return usage;
+}
+
+/** The quota file's inode and size now, or null when there is none. */
+function fileAt(path: string): { ino: number; size: number } | null {
+  const st = fsc.statSync(path, { throwIfNoEntry: false });
+  return st ? { ino: st.ino, size: st.size } : null;
+}
+
+/**
+ * The sum of the lines appended to the quota file since it was `at`; 'replaced' when it is
+ * another file now, null when it is gone or cannot be read.
+ */
+function changesSince(path: string, at: { ino: number; size: number }): Usage | 'replaced' | null {
+  let fd: number;
+  try {
+    fd = fsc.openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch {
+    return null;
+  }
+  try {
+    const st = fsc.fstatSync(fd);
+    if (st.ino !== at.ino) return 'replaced';
+    if (st.size <= at.size || st.size > MAX_SIZE) return null;
+    const buf = Buffer.alloc(st.size - at.size);
+    const n = fsc.readSync(fd, buf, 0, buf.length, at.size);
+    // each line is appended whole, in one write
+    const lines = buf.toString('latin1', 0, n).split('\n');
+    return lines.pop() === '' ? sumChanges(lines) : null;
+  } finally {
+    fsc.closeSync(fd);
+  }
 }
 
 /** The directories still have the times the count saw, and none was too fresh to trust. */

@@ -154,6 +154,42 @@ void describe('maildirsize (Maildir++ quota)', () => {
     assert.equal(readFileSync(join(dir, MAILDIRSIZE), 'utf8'), `${LIMIT}S\n10 1\n`);
   });
 
+  void it('a change recorded while a rebuild checks its count is carried into the new file', async () => {
+    const dir = fresh();
+    mkdirSync(join(dir, 'tmp'), { recursive: true });
+    // folders the check stats one after another, their times old enough to be trusted
+    const dirs = Array.from({ length: 20 }, (_, i) => join(dir, `f${i}`));
+    const old = new Date(Date.now() - 60_000);
+    for (const d of dirs) {
+      mkdirSync(d);
+      await fs.utimes(d, old, old);
+    }
+    const file = join(dir, MAILDIRSIZE);
+    writeFileSync(file, `${LIMIT}S\n` + '1 0\n'.repeat(1300)); // too long: rebuilt in the background
+    let inWindow: boolean | undefined;
+    let calls = 0;
+    const count = async (): Promise<Counted> => {
+      calls++;
+      const looked = await Promise.all(
+        dirs.map(async (d): Promise<Counted['dirs'][number]> => {
+          const statAt = BigInt(Date.now()) * 1_000_000n;
+          return [d, (await fs.stat(d, { bigint: true })).mtimeNs, statAt];
+        }),
+      );
+      // a delivery elsewhere, after the walk: its line goes to the file being replaced
+      setImmediate(() => {
+        inWindow = readFileSync(file, 'utf8').length > 5120;
+        recordUsage(dir, 500, 1);
+      });
+      return { usage: { bytes: 1000, messages: 10 }, dirs: looked };
+    };
+    assert.deepEqual(await readUsage(dir, LIMIT, count), { bytes: 1300, messages: 0 });
+    await waitFor(() => readFileSync(file, 'utf8').length < 5120, { what: 'the file rebuilt' });
+    assert.equal(inWindow, true, 'the change was recorded before the rename');
+    assert.equal(calls, 1);
+    assert.equal(readFileSync(file, 'utf8'), `${LIMIT}S\n1500 11\n`);
+  });
+
   void it('readers of one account at the same time share one count', async () => {
     const dir = fresh();
     mkdirSync(join(dir, 'tmp'), { recursive: true });
