@@ -1210,9 +1210,13 @@ export class MailFolder {
       durable = Promise.all([curSynced, a?.synced]).then(() => undefined);
       durable.catch(() => undefined);
       if (listDirty && listIdent === null) {
-        // a whole list replaces the old one by a rename, once synced: under the lock
+        // a whole list replaces the old one by a rename, once synced: under the lock. The
+        // rename is durable once the folder's directory is synced, and the answers wait
+        // for that too (the UIDs they tell are in the new list only)
         listText = formatUidList(list);
         listIdent = await lock.commit(listText);
+        durable = Promise.all([durable, fsyncDir(this.dir)]).then(() => undefined);
+        durable.catch(() => undefined);
       }
       this.cache = null;
       this.generation++;

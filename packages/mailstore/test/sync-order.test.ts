@@ -15,6 +15,23 @@ fs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) =>
   if (!h) return realFdatasync(fd, cb);
   void h.then(() => realFdatasync(fd, cb));
 }) as typeof fs.fdatasync;
+// While `heldDir` is set, so does the fsync of the directory it names.
+// `running` counts the other fsyncs under way.
+let heldDir: { dir: string; until: Promise<void> } | null = null;
+let running = 0;
+const realFsync = fs.fsync;
+fs.fsync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+  const h = heldDir;
+  if (h && fs.readlinkSync(`/proc/self/fd/${fd}`) === h.dir) {
+    void h.until.then(() => realFsync(fd, cb));
+    return;
+  }
+  running++;
+  realFsync(fd, (err) => {
+    running--;
+    cb(err);
+  });
+}) as typeof fs.fsync;
 syncBuiltinESMExports();
 const { MailFolder } = await import('../src/index.js');
 
@@ -22,16 +39,22 @@ const tmp = tempDir('mailstore-sync-');
 after(() => tmp.cleanup());
 const msg = (i: number) => Buffer.from(`Subject: m${i}\r\n\r\nbody ${i}\r\n`);
 
+/** A folder of its own with messages 1 and 2. */
+async function twoMessages(name: string) {
+  const dir = join(tmp.path, name);
+  const date = new Date();
+  const a = new MailFolder(dir, name, 'h');
+  await a.ensure();
+  await a.appendMany([1, 2].map((i) => ({ data: msg(i), flags: [], date })));
+  return { dir, date, a };
+}
+
 void describe('the UID list synced after the lock', () => {
   void it(
     "an APPEND is answered once its UID is on disk; another process's change does not wait for that",
     { timeout: 20_000 },
     async () => {
-      const dir = join(tmp.path, 'INBOX');
-      const date = new Date();
-      const a = new MailFolder(dir, 'INBOX', 'h');
-      await a.ensure();
-      await a.appendMany([1, 2].map((i) => ({ data: msg(i), flags: [], date })));
+      const { dir, date, a } = await twoMessages('INBOX');
       // another process on the same files
       const b = new MailFolder(dir, 'INBOX', 'h');
       assert.equal((await b.snapshot()).messages.length, 2);
@@ -63,6 +86,43 @@ void describe('the UID list synced after the lock', () => {
         [2, []],
         [3, []],
       ]);
+    },
+  );
+
+  void it(
+    'an APPEND that rewrote the list whole is answered once the rename is on disk',
+    { timeout: 20_000 },
+    async () => {
+      const { dir, date, a } = await twoMessages('Rewritten');
+      const first = (await a.snapshot()).messages[0]!;
+      // removed behind the store's back: the next change drops its line, and so writes the
+      // list whole and renames it into place
+      fs.unlinkSync(join(dir, first.rel));
+      const before = fs.statSync(join(dir, 'dovecot-uidlist')).ino;
+
+      let letGo!: () => void;
+      heldDir = { dir, until: new Promise((r) => (letGo = r)) };
+      let answered = false;
+      const appending = a.append(msg(3), [], date).then((r) => {
+        answered = true;
+        return r;
+      });
+      await waitFor(() => fs.statSync(join(dir, 'dovecot-uidlist')).ino !== before, {
+        what: 'the list renamed',
+      });
+      // the message's and cur/'s syncs done, and what waited on them run: the answer still
+      // waits for the directory's, which the test holds
+      await waitFor(() => running === 0 && fs.readdirSync(join(dir, 'cur')).length === 2, {
+        what: 'the other syncs',
+      });
+      assert.equal(answered, false, "no answer before the directory's sync");
+      heldDir = null;
+      letGo();
+      assert.equal((await appending).uid, 3);
+      assert.deepEqual(
+        (await a.snapshot()).messages.map((m) => m.uid),
+        [2, 3],
+      );
     },
   );
 });
