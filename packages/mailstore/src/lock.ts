@@ -62,7 +62,10 @@ export class DotLock {
 
   /**
    * Replaces the target with `content` and releases the lock; `sync: false` when losing it
-   * in a crash is harmless. Returns the new file's `ino:size:mtimeNs`.
+   * in a crash is harmless. Returns the new file's `ino:size:mtimeNs`. When the content
+   * cannot be written or synced (a full or failing disk), the target stays as it was and
+   * the lock is released all the same: left, it would keep every writer out of the file
+   * until it went stale.
    */
   async commit(content: string, opts: { sync?: boolean } = {}): Promise<string> {
     const fd = this.fd;
@@ -70,13 +73,18 @@ export class DotLock {
     this.fd = null;
     let ident: string;
     try {
-      fsc.writeFileSync(fd, content);
-      if (opts.sync !== false) await fdatasync(fd);
-      ident = identOf(fsc.fstatSync(fd, { bigint: true }));
-    } finally {
-      fsc.closeSync(fd);
+      try {
+        fsc.writeFileSync(fd, content);
+        if (opts.sync !== false) await fdatasync(fd);
+        ident = identOf(fsc.fstatSync(fd, { bigint: true }));
+      } finally {
+        fsc.closeSync(fd);
+      }
+      fsc.renameSync(this.path, this.target);
+    } catch (err) {
+      fsc.rmSync(this.path, { force: true });
+      throw err;
     }
-    fsc.renameSync(this.path, this.target);
     return ident;
   }
 

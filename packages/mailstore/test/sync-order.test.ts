@@ -8,9 +8,15 @@ import { tempDir, waitFor } from '@mailyard/testkit';
 // A disk whose syncs take long cannot be had on demand: while `held` is set, fdatasync (the
 // sync of the UID list) waits for the test to let it go. Writes, renames and every other
 // sync are the real ones. Set before the store is loaded, which takes fdatasync at load.
+// While `failing` is set, the sync of a file it names fails as a failing disk's would.
 let held: Promise<void> | null = null;
+let failing: string | null = null;
 const realFdatasync = fs.fdatasync;
 fs.fdatasync = ((fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
+  if (failing && fs.readlinkSync(`/proc/self/fd/${fd}`) === failing) {
+    process.nextTick(cb, Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
+    return;
+  }
   const h = held;
   if (!h) return realFdatasync(fd, cb);
   void h.then(() => realFdatasync(fd, cb));
@@ -125,4 +131,21 @@ void describe('the UID list synced after the lock', () => {
       );
     },
   );
+
+  void it('a UID list that cannot be synced leaves the folder unlocked', { timeout: 20_000 }, async () => {
+    const { dir, date, a } = await twoMessages('Failing');
+    // the next change writes the list whole (see above), through the lock file
+    fs.unlinkSync(join(dir, (await a.snapshot()).messages[0]!.rel));
+    failing = join(dir, 'dovecot-uidlist.lock');
+    await assert.rejects(a.append(msg(3), [], date), /EIO/);
+    failing = null;
+    assert.equal(fs.existsSync(join(dir, 'dovecot-uidlist.lock')), false, 'the lock is released');
+    // the next change takes the lock at once (a lock left behind is waited for 30 s)
+    const b = new MailFolder(dir, 'Failing', 'h');
+    const stored = await b.store([{ uid: 2, op: 'add', flags: ['\\Seen'] }]);
+    assert.deepEqual(
+      stored.changed.map((m) => [m.uid, m.flags]),
+      [[2, ['\\Seen']]],
+    );
+  });
 });
