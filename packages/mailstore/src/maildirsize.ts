@@ -67,21 +67,15 @@ export function parseMaildirSize(text: string, limit: number): Usage | null {
   // `<bytes>S`, with a message limit (`,<n>C`) as Dovecot may write it (not enforced here)
   const def = /^(\d+)S(?:,\d+C)?$/.exec(lines[0] ?? '');
   if (!def || Number(def[1]) !== limit) return null;
-  const sum = sumChanges(lines.slice(1));
-  if (!sum || sum.bytes < 0 || sum.messages < 0 || !Number.isSafeInteger(sum.bytes)) return null;
-  return sum;
-}
-
-/** The sum of change lines (`<bytes> <messages>`, negative for removals); null if one does not parse. */
-function sumChanges(lines: string[]): Usage | null {
   let bytes = 0;
   let messages = 0;
-  for (const line of lines) {
-    const m = /^\s*(-?\d+)\s+(-?\d+)\s*$/.exec(line);
+  for (let i = 1; i < lines.length; i++) {
+    const m = /^\s*(-?\d+)\s+(-?\d+)\s*$/.exec(lines[i]!);
     if (!m) return null;
     bytes += Number(m[1]);
     messages += Number(m[2]);
   }
+  if (bytes < 0 || messages < 0 || !Number.isSafeInteger(bytes)) return null;
   return { bytes, messages };
 }
 
@@ -132,19 +126,32 @@ export async function readUsage(
   const parsed = text === null ? null : parseMaildirSize(text, limit);
   const stale = parsed && parsed.bytes > limit && Date.now() - st!.mtimeMs > RECALC_AGE_MS;
   if (parsed && !stale) {
-    if (st!.size > RECALC_SIZE) void rebuild(accountDir, limit, count).catch(() => undefined);
+    if (st!.size > RECALC_SIZE && st!.size >= (retryAt.get(accountDir) ?? 0))
+      void rebuild(accountDir, limit, count, true).catch(() => undefined);
     return parsed;
   }
-  return rebuild(accountDir, limit, count);
+  return rebuild(accountDir, limit, count, false);
 }
 
 /** Rebuilds under way, by account directory: the readers of one account share its walk. */
 const rebuilding = new Map<string, Promise<Usage>>();
+/**
+ * After a background rebuild left the file (a change raced it), the size at which the
+ * next one is tried: a few dozen changes later, not at every read of a busy account.
+ */
+const retryAt = new Map<string, number>();
+const RETRY_GROWTH = 512;
 
-function rebuild(accountDir: string, limit: number, count: () => Promise<Counted>): Promise<Usage> {
+/** `background`: the file answers right meanwhile, and is replaced only by a count it cannot have missed. */
+function rebuild(
+  accountDir: string,
+  limit: number,
+  count: () => Promise<Counted>,
+  background: boolean,
+): Promise<Usage> {
   let p = rebuilding.get(accountDir);
   if (!p) {
-    p = countAndWrite(accountDir, limit, count).finally(() => rebuilding.delete(accountDir));
+    p = countAndWrite(accountDir, limit, count, background).finally(() => rebuilding.delete(accountDir));
     rebuilding.set(accountDir, p);
   }
   return p;
@@ -154,37 +161,37 @@ async function countAndWrite(
   accountDir: string,
   limit: number,
   count: () => Promise<Counted>,
+  background: boolean,
 ): Promise<Usage> {
   const path = join(accountDir, MAILDIRSIZE);
-  // a count during which a directory changed is done again; the last one is written
-  // whatever happened, since under steady deliveries none may be quiet (the error is
-  // bounded by the few changes that raced it, and the file is rebuilt once it grows).
-  // A change after a directory's last look is not in the count, and its line goes to the
-  // file being replaced: the lines written since the count ended are carried over into
-  // the new file. (Removing the file for such a change, as the specification suggests,
-  // made every reader after wait for a walk of every folder: under steady changes, nearly
-  // every time.) The tail is read, and the file written and renamed, in one synchronous
-  // step, so that no line of this process falls between.
+  // a count during which a directory changed is done again
   let counted = await count();
   let ended = fileAt(path);
   for (let i = 1; i < COUNT_TRIES && !(await unchangedSince(counted.dirs)); i++) {
     counted = await count();
     ended = fileAt(path);
   }
-  const usage = { ...counted.usage };
+  const { usage } = counted;
+  // A line appended since the count ended may be a change it missed (made after its last
+  // look at a folder) or one it saw (a change writes its line once its syncs are done):
+  // which, the line cannot tell. In the background the file, right with every line, is
+  // then kept, and a later read tries again; removing the rebuilt file instead, as the
+  // specification suggests, made the next reader wait for a walk. A count that readers
+  // wait for is written whatever happened, since under steady changes none may be quiet:
+  // its error is bounded by the few changes that raced it, and the file is rebuilt once it
+  // grows. The last look and the rename are one synchronous step.
+  const now = fileAt(path);
+  if (background && !sameFile(now, ended)) {
+    if (now) retryAt.set(accountDir, now.size + RETRY_GROWTH);
+    return usage;
+  }
+  retryAt.delete(accountDir);
   const tmp = join(
     accountDir,
     'tmp',
     `${MAILDIRSIZE}.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2)}`,
   );
   try {
-    const since = ended ? changesSince(path, ended) : null;
-    // replaced meanwhile by another process's rebuild, which counted later than this one
-    if (since === 'replaced') return usage;
-    if (since) {
-      usage.bytes += since.bytes;
-      usage.messages += since.messages;
-    }
     fsc.writeFileSync(tmp, `${limit}S\n${usage.bytes} ${usage.messages}\n`, { mode: 0o600 });
     fsc.renameSync(tmp, path);
   } catch {
@@ -194,35 +201,18 @@ async function countAndWrite(
   return usage;
 }
 
-/** The quota file's inode and size now, or null when there is none. */
+/** The quota file's inode and size now; null when there is none, or it cannot be seen. */
 function fileAt(path: string): { ino: number; size: number } | null {
-  const st = fsc.statSync(path, { throwIfNoEntry: false });
-  return st ? { ino: st.ino, size: st.size } : null;
-}
-
-/**
- * The sum of the lines appended to the quota file since it was `at`; 'replaced' when it is
- * another file now, null when it is gone or cannot be read.
- */
-function changesSince(path: string, at: { ino: number; size: number }): Usage | 'replaced' | null {
-  let fd: number;
   try {
-    fd = fsc.openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    const st = fsc.lstatSync(path, { throwIfNoEntry: false });
+    return st?.isFile() ? { ino: st.ino, size: st.size } : null;
   } catch {
     return null;
   }
-  try {
-    const st = fsc.fstatSync(fd);
-    if (st.ino !== at.ino) return 'replaced';
-    if (st.size <= at.size || st.size > MAX_SIZE) return null;
-    const buf = Buffer.alloc(st.size - at.size);
-    const n = fsc.readSync(fd, buf, 0, buf.length, at.size);
-    // each line is appended whole, in one write
-    const lines = buf.toString('latin1', 0, n).split('\n');
-    return lines.pop() === '' ? sumChanges(lines) : null;
-  } finally {
-    fsc.closeSync(fd);
-  }
+}
+
+function sameFile(a: { ino: number; size: number } | null, b: { ino: number; size: number } | null): boolean {
+  return !!a && !!b && a.ino === b.ino && a.size === b.size;
 }
 
 /** The directories still have the times the count saw, and none was too fresh to trust. */

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, promises as fs, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, promises as fs, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -154,40 +154,59 @@ void describe('maildirsize (Maildir++ quota)', () => {
     assert.equal(readFileSync(join(dir, MAILDIRSIZE), 'utf8'), `${LIMIT}S\n10 1\n`);
   });
 
-  void it('a change recorded while a rebuild checks its count is carried into the new file', async () => {
-    const dir = fresh();
-    mkdirSync(join(dir, 'tmp'), { recursive: true });
-    // folders the check stats one after another, their times old enough to be trusted
-    const dirs = Array.from({ length: 20 }, (_, i) => join(dir, `f${i}`));
-    const old = new Date(Date.now() - 60_000);
-    for (const d of dirs) {
-      mkdirSync(d);
-      await fs.utimes(d, old, old);
+  void it('a background rebuild that a change raced keeps the file; a later one folds it', async () => {
+    // the change came after the count ended, and the count either saw it or not (its line
+    // follows its syncs): the rebuilt file would lose or double it
+    for (const saw of [false, true]) {
+      const dir = fresh();
+      mkdirSync(join(dir, 'tmp'), { recursive: true });
+      // folders the check stats one after another, their times old enough to be trusted
+      const dirs = Array.from({ length: 20 }, (_, i) => join(dir, `f${i}`));
+      const old = new Date(Date.now() - 60_000);
+      for (const d of dirs) {
+        mkdirSync(d);
+        await fs.utimes(d, old, old);
+      }
+      // the check's last stat is when the rebuild ends
+      let lastLooks = 0;
+      const realStat = fs.stat;
+      fs.stat = ((path: string, opts: never) => {
+        if (path === dirs.at(-1)) lastLooks++;
+        return realStat(path, opts);
+      }) as typeof fs.stat;
+      try {
+        const file = join(dir, MAILDIRSIZE);
+        const long = `${LIMIT}S\n` + '1 0\n'.repeat(1300); // 1300 bytes: rebuilt in the background
+        writeFileSync(file, long);
+        let calls = 0;
+        const count = async (): Promise<Counted> => {
+          calls++;
+          const looked = await Promise.all(
+            dirs.map(async (d): Promise<Counted['dirs'][number]> => {
+              const statAt = BigInt(Date.now()) * 1_000_000n;
+              return [d, (await fs.stat(d, { bigint: true })).mtimeNs, statAt];
+            }),
+          );
+          if (calls === 1) setImmediate(() => recordUsage(dir, 500, 1));
+          const seen = calls > 1 || saw;
+          return { usage: { bytes: seen ? 1800 : 1300, messages: seen ? 1 : 0 }, dirs: looked };
+        };
+        assert.deepEqual(await readUsage(dir, LIMIT, count), { bytes: 1300, messages: 0 });
+        await waitFor(() => lastLooks >= 2, { what: 'the first rebuild' });
+        assert.equal(readFileSync(file, 'utf8'), long + '500 1\n', `saw ${saw}: the file is kept`);
+        assert.deepEqual(await readUsage(dir, LIMIT, count), { bytes: 1800, messages: 1 });
+        assert.equal(calls, 1, 'not tried again at once');
+        // a few dozen changes later, a quiet rebuild folds it
+        appendFileSync(file, '1 0\n-1 0\n'.repeat(60));
+        assert.deepEqual(await readUsage(dir, LIMIT, count), { bytes: 1800, messages: 1 });
+        await waitFor(() => readFileSync(file, 'utf8') === `${LIMIT}S\n1800 1\n`, {
+          what: 'the file folded',
+        });
+        assert.equal(calls, 2);
+      } finally {
+        fs.stat = realStat;
+      }
     }
-    const file = join(dir, MAILDIRSIZE);
-    writeFileSync(file, `${LIMIT}S\n` + '1 0\n'.repeat(1300)); // too long: rebuilt in the background
-    let inWindow: boolean | undefined;
-    let calls = 0;
-    const count = async (): Promise<Counted> => {
-      calls++;
-      const looked = await Promise.all(
-        dirs.map(async (d): Promise<Counted['dirs'][number]> => {
-          const statAt = BigInt(Date.now()) * 1_000_000n;
-          return [d, (await fs.stat(d, { bigint: true })).mtimeNs, statAt];
-        }),
-      );
-      // a delivery elsewhere, after the walk: its line goes to the file being replaced
-      setImmediate(() => {
-        inWindow = readFileSync(file, 'utf8').length > 5120;
-        recordUsage(dir, 500, 1);
-      });
-      return { usage: { bytes: 1000, messages: 10 }, dirs: looked };
-    };
-    assert.deepEqual(await readUsage(dir, LIMIT, count), { bytes: 1300, messages: 0 });
-    await waitFor(() => readFileSync(file, 'utf8').length < 5120, { what: 'the file rebuilt' });
-    assert.equal(inWindow, true, 'the change was recorded before the rename');
-    assert.equal(calls, 1);
-    assert.equal(readFileSync(file, 'utf8'), `${LIMIT}S\n1500 11\n`);
   });
 
   void it('readers of one account at the same time share one count', async () => {
