@@ -43,11 +43,13 @@ const { MailFolder } = await import('../src/index.js');
 
 const tmp = tempDir('mailstore-sync-');
 after(() => tmp.cleanup());
+/** Without links: the paths the kernel gives for the open files (see above). */
+const root = fs.realpathSync(tmp.path);
 const msg = (i: number) => Buffer.from(`Subject: m${i}\r\n\r\nbody ${i}\r\n`);
 
 /** A folder of its own with messages 1 and 2. */
 async function twoMessages(name: string) {
-  const dir = join(tmp.path, name);
+  const dir = join(root, name);
   const date = new Date();
   const a = new MailFolder(dir, name, 'h');
   await a.ensure();
