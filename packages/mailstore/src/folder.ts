@@ -1201,23 +1201,24 @@ export class MailFolder {
       curSynced?.catch(() => undefined);
       let listText: string | null = null;
       let listIdent: string | null = null;
+      const syncs: Promise<void>[] = curSynced ? [curSynced] : [];
       const a = appended !== null ? appendUidList(join(this.dir, UIDLIST), listRead, appended) : null;
       if (a) {
         listIdent = a.ident;
         listText = listRead!.text + appended;
+        syncs.push(a.synced);
       }
-      // not done until both syncs are (see drainLocked): caught here, told there
-      durable = Promise.all([curSynced, a?.synced]).then(() => undefined);
-      durable.catch(() => undefined);
       if (listDirty && listIdent === null) {
         // a whole list replaces the old one by a rename, once synced: under the lock. The
         // rename is durable once the folder's directory is synced, and the answers wait
         // for that too (the UIDs they tell are in the new list only)
         listText = formatUidList(list);
         listIdent = await lock.commit(listText);
-        durable = Promise.all([durable, fsyncDir(this.dir)]).then(() => undefined);
-        durable.catch(() => undefined);
+        syncs.push(fsyncDir(this.dir));
       }
+      // not done until every sync is (see drainLocked): caught here, told there
+      durable = Promise.all(syncs).then(() => undefined);
+      durable.catch(() => undefined);
       this.cache = null;
       this.generation++;
       // what was written is what the next readState finds, unless someone else writes
