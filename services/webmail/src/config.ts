@@ -80,6 +80,11 @@ export const webmailSchema = z.object({
   imap_connections_per_user: positiveInt(3),
   /** An unused IMAP connection is logged out after this long. */
   imap_idle_timeout: duration('5m'),
+  /**
+   * The longest one request's IMAP work may take before it is answered 503 and its
+   * connection closed: a store that stopped answering does not hold the page.
+   */
+  imap_timeout: positiveDuration('30s'),
   /** A session ends after this long without a request. */
   session_idle_timeout: duration('30m'),
   /** A session ends this long after login, however active. */

@@ -80,20 +80,37 @@ export class ImapPool {
       target: ImapTarget;
       maxPerAccount: number;
       idleMs: number;
+      /** The longest one request's IMAP work may take (`imap_timeout`). */
+      timeoutMs: number;
       logger: Logger;
       metrics: WebmailMetrics;
     },
   ) {}
 
-  /** Runs `fn` with a connection of `account`, preferably one with `folder` selected. */
+  /**
+   * Runs `fn` with a connection of `account`, preferably one with `folder` selected. A run
+   * that takes longer than `timeoutMs` (a store that stopped answering) closes its
+   * connection and fails, as a temporary failure: the request is answered, and the next
+   * one gets a connection of its own.
+   */
   async run<T>(account: string, fn: (c: ImapFlow) => Promise<T>, folder: string | null = null): Promise<T> {
     const slot = await this.acquire(account, folder);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.opts.logger.warn({ account, timeoutMs: this.opts.timeoutMs }, 'IMAP did not answer in time');
+        slot.client.close();
+        reject(new UpstreamError(`IMAP did not answer within ${this.opts.timeoutMs} ms`));
+      }, this.opts.timeoutMs);
+    });
     try {
-      return await fn(slot.client);
+      return await Promise.race([fn(slot.client), deadline]);
     } catch (err) {
+      if (err instanceof UpstreamError) throw err;
       if (!slot.client.usable) throw new UpstreamError('IMAP connection lost', err);
       throw err;
     } finally {
+      clearTimeout(timer);
       this.release(account, slot);
     }
   }

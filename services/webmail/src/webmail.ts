@@ -157,6 +157,7 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
     target: imap,
     maxPerAccount: config.imap_connections_per_user,
     idleMs: config.imap_idle_timeout,
+    timeoutMs: config.imap_timeout,
     logger,
     metrics,
   });

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { waitFor } from '@mailyard/testkit';
+import { startTcpProxy, waitFor } from '@mailyard/testkit';
 import { sendRaw } from '../../retrieval/test/helpers.js';
 import { newsletter, plainMessage } from './messages.js';
 import { ALICE, BOB, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
@@ -288,4 +288,28 @@ describe('sending', () => {
     const folders = await d.get('/api/folders');
     assert.deepEqual([folders.status, folders.json.error], [503, 'unavailable']);
   });
+
+  test(
+    'a store that stops answering: 503 at IMAP_TIMEOUT, then served again',
+    { timeout: 60_000 },
+    async () => {
+      const proxy = await startTcpProxy({ host: '127.0.0.1', port: t.retrieval.ports.imaps });
+      try {
+        const w = await t.another({ imap_server: `127.0.0.1:${proxy.port}`, imap_timeout: '2s' });
+        const c = new WebClient(w.port, t.ca);
+        await c.login(ALICE);
+        assert.equal((await c.get('/api/messages?folder=INBOX')).status, 200);
+        // the connection stays open, its answers never come
+        proxy.hold();
+        const stuck = await c.get('/api/messages?folder=INBOX');
+        assert.deepEqual([stuck.status, stuck.json.error], [503, 'unavailable']);
+        proxy.release();
+        const again = await c.get('/api/messages?folder=INBOX');
+        assert.equal(again.status, 200);
+        assert.ok(proxy.accepted >= 2, 'the stuck connection was not used again');
+      } finally {
+        await proxy.close();
+      }
+    },
+  );
 });
