@@ -28,6 +28,8 @@ export class DotLock {
     readonly path: string,
     private readonly target: string,
     private fd: number | null,
+    /** The lock file's inode: whether the file at `path` is still ours (see ours()). */
+    private readonly ino: bigint,
   ) {}
 
   static async acquire(
@@ -39,18 +41,28 @@ export class DotLock {
     const staleMs = opts.staleMs ?? 120_000;
     let wait = 1;
     for (;;) {
+      let fd: number | null = null;
       try {
-        return new DotLock(path, target, fsc.openSync(path, EXCLUSIVE, 0o600));
+        fd = fsc.openSync(path, EXCLUSIVE, 0o600);
+        return new DotLock(path, target, fd, fsc.fstatSync(fd, { bigint: true }).ino);
       } catch (err) {
+        if (fd !== null) {
+          fsc.closeSync(fd);
+          fsc.rmSync(path, { force: true });
+        }
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
-      const st = fsc.statSync(path, { throwIfNoEntry: false });
+      const st = fsc.statSync(path, { bigint: true, throwIfNoEntry: false });
       if (!st) continue;
-      if (Date.now() - st.mtimeMs > staleMs) {
-        try {
-          fsc.unlinkSync(path);
-        } catch {
-          // taken over by another waiter
+      if (Date.now() - Number(st.mtimeMs) > staleMs) {
+        // another waiter may have broken it and taken the lock since: only the file that
+        // was stale is removed (as Dovecot compares the inode first)
+        if (fsc.statSync(path, { bigint: true, throwIfNoEntry: false })?.ino === st.ino) {
+          try {
+            fsc.unlinkSync(path);
+          } catch {
+            // taken over by another waiter
+          }
         }
         continue;
       }
@@ -65,7 +77,8 @@ export class DotLock {
    * in a crash is harmless. Returns the new file's `ino:size:mtimeNs`. When the content
    * cannot be written or synced (a full or failing disk), the target stays as it was and
    * the lock is released all the same: left, it would keep every writer out of the file
-   * until it went stale.
+   * until it went stale. A lock broken as stale meanwhile (a sync that hung for minutes)
+   * is another process's now: the target stays as it was, and its lock in place.
    */
   async commit(content: string, opts: { sync?: boolean } = {}): Promise<string> {
     const fd = this.fd;
@@ -80,9 +93,10 @@ export class DotLock {
       } finally {
         fsc.closeSync(fd);
       }
+      if (!this.ours()) throw new Error(`lock ${this.path} was broken as stale: ${this.target} not replaced`);
       fsc.renameSync(this.path, this.target);
     } catch (err) {
-      fsc.rmSync(this.path, { force: true });
+      this.removeIfOurs();
       throw err;
     }
     return ident;
@@ -93,10 +107,21 @@ export class DotLock {
     if (fd === null) return;
     this.fd = null;
     fsc.closeSync(fd);
+    this.removeIfOurs();
+  }
+
+  /** Whether the lock file at `path` is still the one this lock created. */
+  private ours(): boolean {
+    return fsc.statSync(this.path, { bigint: true, throwIfNoEntry: false })?.ino === this.ino;
+  }
+
+  /** Removes the lock file unless it is gone or another process's (ours broken as stale). */
+  private removeIfOurs(): void {
+    if (!this.ours()) return;
     try {
       fsc.unlinkSync(this.path);
     } catch {
-      // gone already (broken as stale by another process)
+      // gone already
     }
   }
 }
