@@ -488,6 +488,15 @@ export function uniqueName(size: number, host = osHostname(), date = new Date())
   return `${sec}.M${usec}P${process.pid}Q${++counter}R${randomBytes(4).toString('hex')}.${h},S=${size}`;
 }
 
+/** A message written into tmp/ for APPEND or COPY, and whether it was moved into cur/ since. */
+interface Staged {
+  tmp: string;
+  base: string;
+  flags: string[];
+  size: number;
+  moved?: boolean;
+}
+
 /**
  * One Maildir++ folder with Dovecot-compatible UIDs. Every change to the UID list,
  * flags or MODSEQ state happens under the `dovecot-uidlist.lock` dot-lock, so
@@ -1434,29 +1443,43 @@ export class MailFolder {
   async appendMany(
     msgs: readonly { data: Buffer; flags: string[]; date: Date }[],
   ): Promise<{ uids: number[]; validity: number }> {
-    const staged: { tmp: string; base: string; flags: string[] }[] = [];
-    let r: { uids: number[]; validity: number };
+    const staged: Staged[] = [];
     try {
       for (const m of msgs) {
         const base = uniqueName(m.data.length, this.host, m.date);
         const tmp = join(this.dir, 'tmp', base);
-        staged.push({ tmp, base, flags: m.flags });
+        staged.push({ tmp, base, flags: m.flags, size: m.data.length });
         await writeDurable(tmp, m.data, m.date);
       }
-      r = await this.withLock(async (ctx) => {
+      return await this.withLock(async (ctx) => {
         const uids: number[] = [];
-        for (const x of staged) uids.push(ctx.add(x.tmp, x.base, x.flags));
+        for (const x of staged) uids.push(this.addStaged(ctx, x));
         return { uids, validity: ctx.list.validity };
       });
-    } catch (err) {
-      await Promise.all(staged.map((x) => fs.unlink(x.tmp).catch(() => undefined)));
-      throw err;
+    } finally {
+      await this.settleStaged(staged);
     }
+  }
+
+  /** Moves a staged file into cur/ under the lock (LockedFolder.add), noting that it did. */
+  private addStaged(ctx: LockedFolder, x: Staged): number {
+    const uid = ctx.add(x.tmp, x.base, x.flags);
+    x.moved = true;
+    return uid;
+  }
+
+  /**
+   * After an APPEND or COPY, answered or failed: what went into cur/ counts against the
+   * quota (a batch that failed after the move, on a sync, leaves its messages there, and
+   * the next change numbers them), and what did not is removed from tmp/.
+   */
+  private async settleStaged(staged: Staged[]): Promise<void> {
+    const moved = staged.filter((x) => x.moved);
     this.recordUsage(
-      msgs.reduce((sum, m) => sum + m.data.length, 0),
-      msgs.length,
+      moved.reduce((sum, x) => sum + x.size, 0),
+      moved.length,
     );
-    return r;
+    await Promise.all(staged.filter((x) => !x.moved).map((x) => fs.unlink(x.tmp).catch(() => undefined)));
   }
 
   /** Copies messages from `src` (hard links where possible); returns [srcUid, dstUid] pairs. */
@@ -1464,7 +1487,7 @@ export class MailFolder {
     src: MailFolder,
     msgs: MessageInfo[],
   ): Promise<{ validity: number; pairs: [number, number][] }> {
-    const staged: { tmp: string; base: string; flags: string[]; uid: number; size: number }[] = [];
+    const staged: (Staged & { uid: number })[] = [];
     try {
       for (const m of msgs) {
         const size = m.size >= 0 ? m.size : (await fs.stat(join(src.dir, m.rel))).size;
@@ -1478,19 +1501,13 @@ export class MailFolder {
         }
         staged.push({ tmp, base, flags: m.flags, uid: m.uid, size });
       }
-      const r = await this.withLock(async (ctx) => {
+      return await this.withLock(async (ctx) => {
         const pairs: [number, number][] = [];
-        for (const s of staged) pairs.push([s.uid, ctx.add(s.tmp, s.base, s.flags)]);
+        for (const s of staged) pairs.push([s.uid, this.addStaged(ctx, s)]);
         return { validity: ctx.list.validity, pairs };
       });
-      this.recordUsage(
-        staged.reduce((sum, x) => sum + x.size, 0),
-        staged.length,
-      );
-      return r;
-    } catch (err) {
-      await Promise.all(staged.map((s) => fs.unlink(s.tmp).catch(() => undefined)));
-      throw err;
+    } finally {
+      await this.settleStaged(staged);
     }
   }
 

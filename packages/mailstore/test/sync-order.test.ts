@@ -150,4 +150,31 @@ void describe('the UID list synced after the lock', () => {
       [[2, ['\\Seen']]],
     );
   });
+
+  void it(
+    'a message whose APPEND failed on a sync, yet stays, counts against the quota',
+    { timeout: 20_000 },
+    async () => {
+      const account = join(root, 'quota-account');
+      const dir = join(account, '.Failing');
+      fs.mkdirSync(account);
+      fs.writeFileSync(join(account, 'maildirsize'), '1000000S\n0 0\n');
+      const date = new Date();
+      const a = new MailFolder(dir, 'Failing', 'h', account);
+      await a.ensure();
+      await a.appendMany([1, 2].map((i) => ({ data: msg(i), flags: [], date })));
+      fs.unlinkSync(join(dir, (await a.snapshot()).messages[0]!.rel));
+      failing = join(dir, 'dovecot-uidlist.lock');
+      await assert.rejects(a.append(msg(3), [], date), /EIO/);
+      failing = null;
+      // the message went into cur/ before the sync failed: the next read numbers it
+      const left = (await new MailFolder(dir, 'Failing', 'h', account).snapshot()).messages;
+      assert.deepEqual(
+        left.map((m) => m.uid),
+        [2, 3],
+      );
+      const lines = fs.readFileSync(join(account, 'maildirsize'), 'utf8').trim().split('\n');
+      assert.deepEqual(lines.slice(1), ['0 0', `${msg(1).length * 2} 2`, `${msg(3).length} 1`]);
+    },
+  );
 });
