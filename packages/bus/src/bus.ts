@@ -30,8 +30,10 @@ import {
   BusUnavailableError,
   PoisonMessageError,
   RpcReplyError,
+  RpcTimeoutError,
   UnroutableError,
 } from './errors.js';
+import { within } from './deadline.js';
 import { browseQueue, inspectQueue, withoutDeathHeaders } from './inspect.js';
 import { RpcChannel } from './rpc.js';
 import { declareQueue, declareTopology, outboundDelayQueueSpec, type QueueSpec } from './topology.js';
@@ -655,7 +657,13 @@ export class Bus {
     if (!this.connected) await this.waitConnected(Math.max(0, deadline - Date.now()));
     const refusal = this.publishRefusal();
     if (refusal) throw refusal;
-    const channel = await this.rpcChannel(this.connection());
+    // the channel is opened by the first call on a connection: its answer counts against
+    // the call's deadline too (a broker that stops reading would hold every call on it)
+    const channel = await within(
+      this.rpcChannel(this.connection()),
+      deadline - Date.now(),
+      () => new RpcTimeoutError(`RPC channel not opened within ${opts.timeoutMs} ms`),
+    );
     const answer = await channel.send(
       rpc.queue,
       opts.body ?? Buffer.alloc(0),

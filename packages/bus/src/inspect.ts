@@ -1,5 +1,7 @@
 import type { Channel, ChannelModel } from 'amqplib';
 import type { BrowsedMessage, QueueInfo } from './bus.js';
+import { within } from './deadline.js';
+import { BusUnavailableError } from './errors.js';
 
 /**
  * Queue inspection on channels of its own: a passive declare of a missing queue, or a
@@ -9,13 +11,30 @@ import type { BrowsedMessage, QueueInfo } from './bus.js';
 
 const notFound = (err: unknown) => (err as { code?: number }).code === 404;
 
+/** How long the broker may take to answer one inspection step (open, check, get). */
+const ANSWER_MS = 10_000;
+const answered = <T>(p: Promise<T>, what: string): Promise<T> =>
+  within(
+    p,
+    ANSWER_MS,
+    () => new BusUnavailableError(`RabbitMQ did not answer ${what} within ${ANSWER_MS} ms`),
+  );
+
 async function onSideChannel<T>(conn: ChannelModel, fn: (ch: Channel) => Promise<T>): Promise<T> {
-  const ch = await conn.createChannel();
+  const opening = conn.createChannel();
+  let ch: Channel;
+  try {
+    ch = await answered(opening, 'the opening of a channel');
+  } catch (err) {
+    // opened after all, once the broker reads again: not left open
+    opening.then((c) => c.close()).catch(() => undefined);
+    throw err;
+  }
   ch.on('error', () => undefined);
   try {
     return await fn(ch);
   } finally {
-    await ch.close().catch(() => undefined);
+    await answered(ch.close(), 'the closing of a channel').catch(() => undefined);
   }
 }
 
@@ -23,7 +42,7 @@ async function onSideChannel<T>(conn: ChannelModel, fn: (ch: Channel) => Promise
 export function inspectQueue(conn: ChannelModel, queue: string): Promise<QueueInfo | null> {
   return onSideChannel(conn, async (ch) => {
     try {
-      const q = await ch.checkQueue(queue);
+      const q = await answered(ch.checkQueue(queue), `the check of ${queue}`);
       return { messages: q.messageCount, consumers: q.consumerCount };
     } catch (err) {
       if (notFound(err)) return null;
@@ -47,13 +66,13 @@ export function browseQueue(
   return onSideChannel(conn, async (ch) => {
     let count: number;
     try {
-      count = (await ch.checkQueue(queue)).messageCount;
+      count = (await answered(ch.checkQueue(queue), `the check of ${queue}`)).messageCount;
     } catch (err) {
       if (notFound(err)) return false;
       throw err;
     }
     for (let i = 0; i < count; i++) {
-      const msg = await ch.get(queue, { noAck: false });
+      const msg = await answered(ch.get(queue, { noAck: false }), `a get from ${queue}`);
       if (!msg) break;
       const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
       if ((await visit({ body: msg.content, headers })) === 'ack') ch.ack(msg);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { connect } from 'amqplib';
-import { ENVELOPE_HEADER, Headers, Queues, RoutingKeys } from '@mailyard/contracts';
+import { ENVELOPE_HEADER, Headers, PolicyRpc, Queues, RoutingKeys } from '@mailyard/contracts';
 import { createLogger } from '@mailyard/observability';
 import {
   amqpFrames,
@@ -16,8 +16,10 @@ import {
   Bus,
   BusUnavailableError,
   PoisonMessageError,
+  RpcTimeoutError,
   UnroutableError,
 } from '../src/index.js';
+import { policyRequest } from './fixtures.js';
 
 let vhost: TestVhost;
 let proxy: TcpProxy;
@@ -233,6 +235,38 @@ test(
       framed.release();
       await bus.stop();
       await patient.stop();
+      await framed.close();
+    }
+  },
+);
+
+test(
+  'a broker that stops reading after the connection is up: an RPC and an inspection end at their deadline',
+  { timeout: 60_000 },
+  async () => {
+    const framed = await startTcpProxy({ host: '127.0.0.1', port: 5672 }, { amqpFrames: true });
+    const bus = new Bus({
+      url: `amqp://guest:guest@127.0.0.1:${framed.port}/${encodeURIComponent(vhost.name)}`,
+      logger,
+      name: 'test',
+    });
+    try {
+      bus.start();
+      await bus.waitConnected();
+      // the first call opens the RPC channel: the broker's answer to that never comes
+      framed.hold();
+      for (let i = 0; i < 2; i++) {
+        const started = Date.now();
+        await assert.rejects(bus.call(PolicyRpc, policyRequest, { timeoutMs: 500 }), RpcTimeoutError);
+        assert.ok(Date.now() - started < 5000, `answered after ${Date.now() - started} ms`);
+      }
+      await assert.rejects(
+        bus.inspectQueue(Queues.delivery),
+        (err: Error) => err instanceof BusUnavailableError && /did not answer/.test(err.message),
+      );
+    } finally {
+      framed.release();
+      await bus.stop();
       await framed.close();
     }
   },

@@ -23,6 +23,7 @@ import {
 import { createLogger } from '@mailyard/observability';
 import { createVhost, waitFor, type TestVhost } from '@mailyard/testkit';
 import { Bus, RpcReplyError, RpcTimeoutError, type BrowsedMessage } from '../src/index.js';
+import { policyRequest } from './fixtures.js';
 
 const logger = createLogger('catalogue-test', 'silent');
 let vhost: TestVhost;
@@ -57,14 +58,7 @@ async function deadLetter(reason: RegExp) {
   );
 }
 
-const request = {
-  v: 1 as const,
-  stage: 'rcpt' as const,
-  origin: 'mta-inbound' as const,
-  sessionId: 'catalogue-test',
-  client: { ip: '192.0.2.1' },
-  recipient: 'alice@example.test',
-};
+const request = policyRequest;
 
 const decision = (text: string): PolicyDecision => ({
   v: 1,
