@@ -111,7 +111,8 @@ export class MtaSts {
 
 /**
  * The real fetcher: HTTPS GET on `mta-sts.<domain>`, certificate verified, no
- * redirects, 200 only, at most 64 KiB (RFC 8461 §3.3). The host name is resolved
+ * redirects, 200 only, at most 64 KiB (RFC 8461 §3.3), done within `timeoutMs` (10 s) as a
+ * whole. The host name is resolved
  * through the shared resolver like every other lookup.
  */
 export function httpsPolicyFetcher(opts: {
@@ -135,6 +136,7 @@ export function httpsPolicyFetcher(opts: {
       (err: NodeJS.ErrnoException) => cb(err, '', 4),
     );
   };
+  const timeoutMs = opts.timeoutMs ?? 10_000;
   return (domain) =>
     new Promise<string>((resolve, reject) => {
       const host = `mta-sts.${domain}`;
@@ -147,7 +149,7 @@ export function httpsPolicyFetcher(opts: {
           method: 'GET',
           lookup,
           ...(opts.ca ? { ca: opts.ca } : {}),
-          timeout: opts.timeoutMs ?? 10_000,
+          timeout: timeoutMs,
         },
         (res) => {
           if (res.statusCode !== 200) {
@@ -169,6 +171,13 @@ export function httpsPolicyFetcher(opts: {
         },
       );
       req.on('timeout', () => req.destroy(new Error('policy fetch timed out')));
+      // `timeout` is the socket's idle time: a server that sends a byte now and then would
+      // hold the fetch (and the message slot that waits on it) for as long as it likes
+      const whole = setTimeout(
+        () => req.destroy(new Error(`policy fetch took longer than ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      req.on('close', () => clearTimeout(whole));
       req.on('error', reject);
       req.end();
     });

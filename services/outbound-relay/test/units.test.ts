@@ -1,11 +1,21 @@
 import assert from 'node:assert/strict';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { outboundDelayQueue } from '@mailyard/contracts';
 import type { MailResolver } from '@mailyard/dns';
 import { createTestRedis } from '@mailyard/testkit';
 import { DestinationLimits } from '../src/destination-limits.js';
-import { encodeData, lookupMx, mxMatches, parsePolicy, parseRelayhost } from '../src/index.js';
+import {
+  encodeData,
+  httpsPolicyFetcher,
+  lookupMx,
+  mxMatches,
+  parsePolicy,
+  parseRelayhost,
+} from '../src/index.js';
+import { tlsPair } from './helpers.js';
 
 /** Reverses encodeData the way a receiving SMTP server does (RFC 5321 §4.5.2). */
 function decodeData(wire: Buffer): string {
@@ -73,6 +83,38 @@ describe('lookupMx', () => {
 });
 
 describe('MTA-STS', () => {
+  test(
+    'a policy server that sends a byte now and then is given up at the deadline',
+    { timeout: 30_000 },
+    async () => {
+      const pair = tlsPair('mta-sts.slow.test');
+      const drips = new Set<NodeJS.Timeout>();
+      const server = createHttpsServer({ key: pair.key, cert: pair.cert }, (_req, res) => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        // never idle for long, never done
+        const drip = setInterval(() => res.write('#'), 100);
+        drips.add(drip);
+        res.on('close', () => clearInterval(drip));
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      try {
+        const fetch = httpsPolicyFetcher({
+          resolver: { resolve4: async () => ['127.0.0.1'] } as unknown as MailResolver,
+          ca: pair.cert,
+          port: (server.address() as AddressInfo).port,
+          timeoutMs: 1000,
+        });
+        const started = Date.now();
+        await assert.rejects(fetch('slow.test'));
+        assert.ok(Date.now() - started < 10_000, `given up after ${Date.now() - started} ms`);
+      } finally {
+        for (const d of drips) clearInterval(d);
+        server.closeAllConnections();
+        await new Promise<void>((r) => server.close(() => r()));
+      }
+    },
+  );
+
   test('policy parsing', () => {
     assert.deepEqual(
       parsePolicy(
