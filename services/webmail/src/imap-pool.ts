@@ -165,6 +165,8 @@ export class ImapPool {
   private async open(account: string): Promise<Slot> {
     const client = connectImap(this.opts.target, account, { logger: this.opts.logger });
     const started = process.hrtime.bigint();
+    // imapflow bounds the TCP and TLS set-up and the greeting, not the login after it
+    const stalled = setTimeout(() => client.close(), this.opts.timeoutMs);
     try {
       await client.connect();
     } catch (err) {
@@ -175,6 +177,8 @@ export class ImapPool {
       );
       client.close();
       throw new UpstreamError('IMAP unavailable', err);
+    } finally {
+      clearTimeout(stalled);
     }
     this.opts.metrics.imapConnects.inc({ result: 'ok' });
     this.opts.metrics.imapConnectSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);

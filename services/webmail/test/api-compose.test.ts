@@ -2,7 +2,9 @@
 // through the msa as the user (never as someone else), the copy in Sent.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { createServer as createTlsServer } from 'node:tls';
 import { startTcpProxy, waitFor } from '@mailyard/testkit';
 import { sendRaw } from '../../retrieval/test/helpers.js';
 import { newsletter, plainMessage } from './messages.js';
@@ -312,4 +314,22 @@ describe('sending', () => {
       }
     },
   );
+
+  test('a store that greets, then never logs in: 503 at IMAP_TIMEOUT', { timeout: 60_000 }, async () => {
+    const mute = createTlsServer({ key: t.key, cert: t.ca }, (s) => {
+      s.on('error', () => undefined);
+      s.write('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n');
+    });
+    await new Promise<void>((r) => mute.listen(0, '127.0.0.1', () => r()));
+    try {
+      const port = (mute.address() as AddressInfo).port;
+      const w = await t.another({ imap_server: `127.0.0.1:${port}`, imap_timeout: '2s' });
+      const c = new WebClient(w.port, t.ca);
+      await c.login(ALICE);
+      const stuck = await c.get('/api/messages?folder=INBOX');
+      assert.deepEqual([stuck.status, stuck.json.error], [503, 'unavailable']);
+    } finally {
+      mute.close();
+    }
+  });
 });

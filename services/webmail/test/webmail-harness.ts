@@ -28,6 +28,8 @@ export interface WebmailTestbed {
   webmail: Webmail;
   /** The certificate every client trusts (the platform's). */
   ca: string;
+  /** Its key, for a stand-in server the webmail trusts. */
+  key: string;
   /**
    * Builds another webmail on the same platform (other settings); stopped with the testbed.
    * `setup` runs before it starts (routes a test adds to its app).
@@ -120,6 +122,7 @@ export async function startWebmailTestbed(
     msa,
     webmail,
     ca: pair.cert,
+    key: pair.key,
     another: build,
     async close() {
       for (const b of built) {
