@@ -19,6 +19,8 @@ const HTTP01_PREFIX = 'acme:http-01:';
 const LOCK_MS = 10 * 60_000;
 /** A failed order is tried again after this long, or the check interval if shorter. */
 const RETRY_MS = 15 * 60_000;
+/** Longest the CA may take to answer one request. */
+const REQUEST_TIMEOUT_MS = 30_000;
 /** Longest a DNS-01 hook may run. */
 const DNS_HOOK_TIMEOUT_MS = 5 * 60_000;
 /** RFC 8555 §8.3: the token is base64url. */
@@ -43,6 +45,8 @@ export interface AcmeOptions {
   checkInterval: number;
   /** PEM of a CA that signs the ACME directory's HTTPS certificate (a private ACME CA). */
   caFile?: string | undefined;
+  /** Longest the CA may take to answer one request (default 30 s). */
+  requestTimeoutMs?: number;
 }
 
 export interface AcmeIssuer {
@@ -63,6 +67,10 @@ export function createAcmeIssuer(opts: AcmeOptions, deps: { redis: Redis; logger
   const { redis, logger } = deps;
   if (opts.challenge === 'dns-01' && !opts.dnsHook)
     throw new Error('ACME_DNS_HOOK: the dns-01 challenge needs a hook that publishes the TXT record');
+  // acme-client's axios waits for an answer for ever by default: a CA (or a proxy before
+  // it) that accepts and never answers would hold the check, and no later check would run
+  const requestTimeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+  acme.axios.defaults.timeout = requestTimeoutMs;
   if (opts.caFile) {
     // acme-client's own axios instance: only its requests trust this CA
     acme.axios.defaults.httpsAgent = new Agent({ ca: readFileSync(opts.caFile) });
@@ -138,7 +146,13 @@ export function createAcmeIssuer(opts: AcmeOptions, deps: { redis: Redis; logger
     try {
       // another instance may have renewed between our look and the lock
       if (!due()) return 'valid';
-      await order();
+      await order().catch((err: unknown) => {
+        // acme-client 5.4's response interceptor reads the response of a request that timed
+        // out, which has none, and throws this TypeError instead of the timeout's error
+        if (err instanceof TypeError && /reading 'config'/.test(err.message))
+          throw new Error(`the ACME CA did not answer within ${requestTimeoutMs} ms`, { cause: err });
+        throw err;
+      });
       return 'issued';
     } finally {
       await redis.eval(

@@ -4,7 +4,7 @@
 // connections while an open one keeps the certificate it started with.
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { request } from 'node:http';
+import { createServer as createHttpServer, request } from 'node:http';
 import { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -167,5 +167,34 @@ test(
     assert.equal((await get('/.well-known/acme-challenge/unknown')).status, 404);
     assert.equal((await get('/.well-known/acme-challenge/..%2Fetc')).status, 404);
     assert.deepEqual(await get('/inbox?x=1'), { status: 301, location: `https://${HOST}/inbox` });
+  },
+);
+
+test(
+  'a CA that accepts and never answers: the check fails in time and frees the lock',
+  { timeout: 60_000 },
+  async () => {
+    const mute = createHttpServer(() => undefined);
+    await new Promise<void>((resolve) => mute.listen(0, '127.0.0.1', resolve));
+    try {
+      const issuer = createAcmeIssuer(
+        options({
+          directoryUrl: `http://127.0.0.1:${(mute.address() as AddressInfo).port}/dir`,
+          caFile: undefined,
+          certFile: join(dir, 'mute-fullchain.pem'),
+          keyFile: join(dir, 'mute-privkey.pem'),
+          requestTimeoutMs: 1000,
+        }),
+        { redis: r.redis, logger: quiet },
+      );
+      const started = Date.now();
+      await assert.rejects(issuer.check(), /did not answer within 1000 ms/);
+      assert.ok(Date.now() - started < 20_000, `failed after ${Date.now() - started} ms`);
+      // the lock is free again for the next try
+      assert.equal(await r.redis.get('acme:lock'), null);
+    } finally {
+      mute.closeAllConnections();
+      mute.close();
+    }
   },
 );
