@@ -111,10 +111,16 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
 
   // ---- accounts
 
-  /** One account's storage use through IMAP (the service login acting for it); null when it cannot be read. */
-  const usageOf = async (account: string): Promise<AdminAccount['usage']> => {
+  /**
+   * One account's storage use through IMAP (the service login acting for it); null when it
+   * cannot be read by `until` (the page's probes share IMAP_TIMEOUT: a store that stopped
+   * answering costs the page that long, not five seconds per account).
+   */
+  const usageOf = async (account: string, until: number): Promise<AdminAccount['usage']> => {
+    const left = Math.min(USAGE_TIMEOUT_MS, until - Date.now());
+    if (left <= 0) return null;
     const client = connectImap(ctx.imap, account, { logger: ctx.logger });
-    const timer = setTimeout(() => client.close(), USAGE_TIMEOUT_MS);
+    const timer = setTimeout(() => client.close(), left);
     try {
       await client.connect();
       const q = await client.getQuota('INBOX');
@@ -144,7 +150,9 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
       const needle = q.q?.trim().toLowerCase();
       const all = (await ops.listAccounts(q.domain)).filter((a) => !needle || a.address.includes(needle));
       const page = all.slice(q.offset, q.offset + q.limit);
-      const usage = q.usage === '1' ? await mapLimit(page, USAGE_CONCURRENCY, (a) => usageOf(a.address)) : [];
+      const until = Date.now() + ctx.config.imap_timeout;
+      const usage =
+        q.usage === '1' ? await mapLimit(page, USAGE_CONCURRENCY, (a) => usageOf(a.address, until)) : [];
       return { accounts: page.map((a, i) => ({ ...a, usage: usage[i] ?? null })), total: all.length };
     }),
   );
