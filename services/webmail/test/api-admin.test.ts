@@ -7,11 +7,19 @@ import { Redis } from 'ioredis';
 import { Bus, DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS, outboundDelayQueueSpec } from '@mailyard/bus';
 import { createLogger } from '@mailyard/observability';
 import { DeferredIndex } from '@mailyard/queue-admin';
-import { queueDepth, startTcpProxy, waitFor } from '@mailyard/testkit';
+import { queueDepth, waitFor } from '@mailyard/testkit';
 import { Directory } from '@mailyard/directory';
 import { addAccount } from '../../../test/harness.js';
 import { imapLogin as imapLoginAs } from './mail-clients.js';
-import { ALICE, BOB, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import {
+  ALICE,
+  BOB,
+  HOST,
+  PASSWORD,
+  startWebmailTestbed,
+  webmailOnStallableImap,
+  type WebmailTestbed,
+} from './webmail-harness.js';
 import { WebClient } from './web-client.js';
 
 let t: WebmailTestbed;
@@ -451,14 +459,13 @@ test(
   'a store that stops answering: the accounts page comes within IMAP_TIMEOUT, usage unknown',
   { timeout: 60_000 },
   async () => {
-    const proxy = await startTcpProxy({ host: '127.0.0.1', port: t.retrieval.ports.imaps });
+    const stallable = await webmailOnStallableImap(t);
     try {
-      const w = await t.another({ imap_server: `127.0.0.1:${proxy.port}`, imap_timeout: '2s' });
-      const c = new WebClient(w.port, t.ca);
+      const c = new WebClient(stallable.port, t.ca);
       assert.equal((await c.login(ALICE)).status, 200);
       for (let i = 0; i < 6; i++) await addAccount(t.p.directory, `stuck${i}@example.test`);
       // nothing comes back from the store, greetings included
-      proxy.hold();
+      stallable.proxy.hold();
       const started = Date.now();
       const listed = await c.get('/api/admin/accounts?q=stuck');
       const took = Date.now() - started;
@@ -471,8 +478,7 @@ test(
       // 6 accounts, 4 probes at a time, 5 s each: 10 s without the shared deadline
       assert.ok(took < 8000, `the page took ${took} ms`);
     } finally {
-      proxy.release();
-      await proxy.close();
+      await stallable.close();
     }
   },
 );

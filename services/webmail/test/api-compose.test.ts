@@ -5,10 +5,16 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { createServer as createTlsServer } from 'node:tls';
-import { startTcpProxy, waitFor } from '@mailyard/testkit';
+import { waitFor } from '@mailyard/testkit';
 import { sendRaw } from '../../retrieval/test/helpers.js';
 import { newsletter, plainMessage } from './messages.js';
-import { ALICE, BOB, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import {
+  ALICE,
+  BOB,
+  startWebmailTestbed,
+  webmailOnStallableImap,
+  type WebmailTestbed,
+} from './webmail-harness.js';
 import { WebClient, q } from './web-client.js';
 
 let t: WebmailTestbed;
@@ -295,10 +301,10 @@ describe('sending', () => {
     'a store that stops answering: 503 at IMAP_TIMEOUT, then served again',
     { timeout: 60_000 },
     async () => {
-      const proxy = await startTcpProxy({ host: '127.0.0.1', port: t.retrieval.ports.imaps });
+      const stallable = await webmailOnStallableImap(t);
+      const proxy = stallable.proxy;
       try {
-        const w = await t.another({ imap_server: `127.0.0.1:${proxy.port}`, imap_timeout: '2s' });
-        const c = new WebClient(w.port, t.ca);
+        const c = new WebClient(stallable.port, t.ca);
         await c.login(ALICE);
         assert.equal((await c.get('/api/messages?folder=INBOX')).status, 200);
         // the connection stays open, its answers never come
@@ -310,7 +316,7 @@ describe('sending', () => {
         assert.equal(again.status, 200);
         assert.ok(proxy.accepted >= 2, 'the stuck connection was not used again');
       } finally {
-        await proxy.close();
+        await stallable.close();
       }
     },
   );

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { loadConfig, selfSignedCertificate } from '@mailyard/config';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import { buildMsa, defaultDeps as msaDeps, msaSchema, type Msa } from '@mailyard/service-msa';
-import { tempDir } from '@mailyard/testkit';
+import { startTcpProxy, tempDir, type TcpProxy } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform, type PlatformOptions } from '../../../test/harness.js';
 import { startRetrieval, type Retrieval } from '../../retrieval/test/helpers.js';
 import { buildWebmail, defaultDeps, webmailSchema, type Webmail, type WebmailDeps } from '../src/index.js';
@@ -134,6 +134,25 @@ export async function startWebmailTestbed(
       await retrieval.stop();
       await p.close();
       tmp.cleanup();
+    },
+  };
+}
+
+/**
+ * Another webmail of `t` whose IMAP goes through a proxy the test can hold (its answers
+ * then never come), with IMAP_TIMEOUT at 2 s; the proxy is closed with `close()`.
+ */
+export async function webmailOnStallableImap(
+  t: WebmailTestbed,
+): Promise<{ proxy: TcpProxy; port: number; close(): Promise<void> }> {
+  const proxy = await startTcpProxy({ host: '127.0.0.1', port: t.retrieval.ports.imaps });
+  const w = await t.another({ imap_server: `127.0.0.1:${proxy.port}`, imap_timeout: '2s' });
+  return {
+    proxy,
+    port: w.port,
+    async close() {
+      proxy.release();
+      await proxy.close();
     },
   };
 }
