@@ -55,9 +55,11 @@ export class DotLock {
       const st = fsc.statSync(path, { bigint: true, throwIfNoEntry: false });
       if (!st) continue;
       if (Date.now() - Number(st.mtimeMs) > staleMs) {
-        // another waiter may have broken it and taken the lock since: only the file that
-        // was stale is removed (as Dovecot compares the inode first)
-        if (fsc.statSync(path, { bigint: true, throwIfNoEntry: false })?.ino === st.ino) {
+        // another waiter may have broken it and taken the lock since, on the same inode
+        // number (a file system reuses a freed one at once): only the file that was stale,
+        // the same inode with the same mtime, is removed (as Dovecot compares them first)
+        const now = fsc.statSync(path, { bigint: true, throwIfNoEntry: false });
+        if (now && now.ino === st.ino && now.mtimeNs === st.mtimeNs) {
           try {
             fsc.unlinkSync(path);
           } catch {
@@ -84,33 +86,35 @@ export class DotLock {
     const fd = this.fd;
     if (fd === null) throw new Error('lock already released');
     this.fd = null;
-    let ident: string;
+    // the file stays open until the end: while it is, its inode number cannot be another
+    // file's, and ours() can be trusted
     try {
-      try {
-        fsc.writeFileSync(fd, content);
-        if (opts.sync !== false) await fdatasync(fd);
-        ident = identOf(fsc.fstatSync(fd, { bigint: true }));
-      } finally {
-        fsc.closeSync(fd);
-      }
+      fsc.writeFileSync(fd, content);
+      if (opts.sync !== false) await fdatasync(fd);
+      const ident = identOf(fsc.fstatSync(fd, { bigint: true }));
       if (!this.ours()) throw new Error(`lock ${this.path} was broken as stale: ${this.target} not replaced`);
       fsc.renameSync(this.path, this.target);
+      return ident;
     } catch (err) {
       this.removeIfOurs();
       throw err;
+    } finally {
+      fsc.closeSync(fd);
     }
-    return ident;
   }
 
   async release(): Promise<void> {
     const fd = this.fd;
     if (fd === null) return;
     this.fd = null;
-    fsc.closeSync(fd);
-    this.removeIfOurs();
+    try {
+      this.removeIfOurs();
+    } finally {
+      fsc.closeSync(fd);
+    }
   }
 
-  /** Whether the lock file at `path` is still the one this lock created. */
+  /** Whether the lock file at `path` is still the one this lock created (asked while it is open). */
   private ours(): boolean {
     return fsc.statSync(this.path, { bigint: true, throwIfNoEntry: false })?.ino === this.ino;
   }

@@ -5,8 +5,24 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { syncBuiltinESMExports } from 'node:module';
 import { tempDir } from '@mailyard/testkit';
-import { DotLock } from '../src/lock.js';
+
+// Two waiters breaking the same stale lock at once cannot be had on demand: while `racing`
+// names a lock file, the first stat of it that finds it stale lets "the other waiter" break
+// it and take the lock right after, before the caller looks again.
+let racing: string | null = null;
+const realStatSync = fs.statSync;
+(fs as { statSync: unknown }).statSync = (path: fs.PathLike, opts?: fs.StatSyncOptions) => {
+  const st = realStatSync(path, opts);
+  if (racing && path === racing) {
+    racing = null;
+    breakAndTake(path.slice(0, -'.lock'.length));
+  }
+  return st;
+};
+syncBuiltinESMExports();
+const { DotLock } = await import('../src/lock.js');
 
 const tmp = tempDir('mailyard-lock-');
 after(() => tmp.cleanup());
@@ -46,6 +62,20 @@ void describe('a dot-lock broken as stale while held', () => {
     await again.release();
     assert.equal(fs.existsSync(`${target}.lock`), false);
   });
+
+  void it(
+    'a stale lock another waiter broke and took meanwhile (on the same inode number) is left to it',
+    { timeout: 10_000 },
+    async () => {
+      const target = join(tmp.path, 'list-e');
+      fs.writeFileSync(`${target}.lock`, 'a dead process');
+      const old = new Date(Date.now() - 10 * 60_000);
+      fs.utimesSync(`${target}.lock`, old, old);
+      racing = `${target}.lock`;
+      await assert.rejects(DotLock.acquire(target, { timeoutMs: 300 }), /timed out waiting for lock/);
+      assert.equal(fs.readFileSync(`${target}.lock`, 'utf8'), 'the other process');
+    },
+  );
 
   void it('a stale lock is broken by the next writer', { timeout: 10_000 }, async () => {
     const target = join(tmp.path, 'list-d');
