@@ -30,7 +30,6 @@ import {
   BusUnavailableError,
   PoisonMessageError,
   RpcReplyError,
-  RpcTimeoutError,
   UnroutableError,
 } from './errors.js';
 import { within } from './deadline.js';
@@ -643,7 +642,8 @@ export class Bus {
    * Sends a request of `rpc` and resolves with its validated answer. The timeout covers
    * the whole call, a wait for the connection included. Rejects with RpcTimeoutError (no
    * answer in time), RpcLostError (the connection went after the request was sent),
-   * BusUnavailableError (not sent: no connection, or the broker refuses publishing) or
+   * BusUnavailableError (not sent: no connection, the broker refuses publishing or did not
+   * open the RPC channel in time) or
    * RpcReplyError (an answer that breaks the contract).
    */
   async call<R extends RpcType>(
@@ -658,11 +658,12 @@ export class Bus {
     const refusal = this.publishRefusal();
     if (refusal) throw refusal;
     // the channel is opened by the first call on a connection: its answer counts against
-    // the call's deadline too (a broker that stops reading would hold every call on it)
+    // the call's deadline too (a broker that stops reading would hold every call on it);
+    // a request never sent is the broker's failure, not the server's
     const channel = await within(
       this.rpcChannel(this.connection()),
       deadline - Date.now(),
-      () => new RpcTimeoutError(`RPC channel not opened within ${opts.timeoutMs} ms`),
+      () => new BusUnavailableError(`RabbitMQ did not open the RPC channel within ${opts.timeoutMs} ms`),
     );
     const answer = await channel.send(
       rpc.queue,

@@ -31,10 +31,16 @@ async function onSideChannel<T>(conn: ChannelModel, fn: (ch: Channel) => Promise
     throw err;
   }
   ch.on('error', () => undefined);
+  let done = false;
   try {
-    return await fn(ch);
+    const out = await fn(ch);
+    done = true;
+    return out;
   } finally {
-    await answered(ch.close(), 'the closing of a channel').catch(() => undefined);
+    // after a success the close is waited for (browsed messages kept go back with it);
+    // after a failure (the broker not answering) it is only asked for
+    const closing = ch.close().catch(() => undefined);
+    if (done) await answered(closing, 'the closing of a channel').catch(() => undefined);
   }
 }
 
