@@ -147,10 +147,14 @@ export function createAcmeIssuer(opts: AcmeOptions, deps: { redis: Redis; logger
       // another instance may have renewed between our look and the lock
       if (!due()) return 'valid';
       await order().catch((err: unknown) => {
-        // acme-client 5.4's response interceptor reads the response of a request that timed
-        // out, which has none, and throws this TypeError instead of the timeout's error
+        // acme-client 5.4's response interceptor reads the response of a request that got
+        // none (it timed out, or the connection failed after its retries) and throws this
+        // TypeError instead of the request's own error
         if (err instanceof TypeError && /reading 'config'/.test(err.message))
-          throw new Error(`the ACME CA did not answer within ${requestTimeoutMs} ms`, { cause: err });
+          throw new Error(
+            `no response from the ACME CA (no answer within ${requestTimeoutMs} ms, or the connection failed)`,
+            { cause: err },
+          );
         throw err;
       });
       return 'issued';
