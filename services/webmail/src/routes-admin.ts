@@ -131,8 +131,10 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
     } catch {
       return null;
     } finally {
-      clearTimeout(timer);
+      // the deadline holds for the logout too: a store that answered QUOTA and then
+      // stopped would hold it for imapflow's five minutes
       await client.logout().catch(() => client.close());
+      clearTimeout(timer);
     }
   };
 
