@@ -189,13 +189,23 @@ function countLines(buf: Buffer, start: number, end: number): number {
   return n;
 }
 
+/**
+ * At most this many parts in one message's structure, as Dovecot's `mail_max_mime_parts`
+ * (10,000, since CVE-2020-12100): a message of nothing but boundaries would otherwise be
+ * a million parts per 5 MB, and its structure gigabytes. Parts past it are not listed;
+ * their bytes stay in the part that holds them.
+ */
+export const MAX_MIME_PARTS = 10_000;
+
 export function parseMime(
   buf: Buffer,
   start = 0,
   end = buf.length,
   defaultType = 'text/plain',
   depth = 0,
+  budget: { parts: number } = { parts: MAX_MIME_PARTS },
 ): MimePart {
+  budget.parts--;
   const { bodyStart, headerStop } = headerEnd(buf, start, end);
   const headers = parseHeaderBlock(buf.toString('latin1', start, headerStop));
   const ct = parseParamHeader(header(headers, 'content-type') ?? defaultType);
@@ -230,7 +240,7 @@ export function parseMime(
     children: [],
     message: null,
   };
-  if (depth > 50) return part;
+  if (depth > 50 || budget.parts <= 0) return part;
   if (type === 'multipart' && ct.params.boundary) {
     const delim = Buffer.from('--' + ct.params.boundary);
     const bounds: { lineStart: number; after: number; close: boolean }[] = [];
@@ -242,14 +252,15 @@ export function parseMime(
         const tail = buf.toString('latin1', i + delim.length, nl).trimEnd();
         if (tail === '' || tail === '--') {
           bounds.push({ lineStart: i, after: Math.min(nl + 1, end), close: tail === '--' });
-          if (tail === '--') break;
+          // one bound more than parts left: the last part listed ends at it
+          if (tail === '--' || bounds.length > budget.parts) break;
         }
       }
       i = nl + 1;
     }
     for (let k = 0; k < bounds.length; k++) {
       const b = bounds[k]!;
-      if (b.close) break;
+      if (b.close || budget.parts <= 0) break;
       const next = bounds[k + 1];
       let pEnd = next ? next.lineStart : end;
       // the CRLF before a delimiter belongs to the delimiter (RFC 2046 §5.1.1)
@@ -259,10 +270,10 @@ export function parseMime(
       }
       pEnd = Math.max(pEnd, b.after);
       const childDefault = subtype === 'digest' ? 'message/rfc822' : 'text/plain';
-      part.children.push(parseMime(buf, b.after, pEnd, childDefault, depth + 1));
+      part.children.push(parseMime(buf, b.after, pEnd, childDefault, depth + 1, budget));
     }
   } else if (type === 'message' && (subtype === 'rfc822' || subtype === 'global')) {
-    part.message = parseMime(buf, bodyStart, end, 'text/plain', depth + 1);
+    part.message = parseMime(buf, bodyStart, end, 'text/plain', depth + 1, budget);
     part.lines = countLines(buf, bodyStart, end);
   } else if (type === 'text') {
     part.lines = countLines(buf, bodyStart, end);

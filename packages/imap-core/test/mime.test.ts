@@ -7,7 +7,9 @@ import {
   parseAddressList,
   parseHeaderFields,
   parseMime,
+  MAX_MIME_PARTS,
   type Chunk,
+  type MimePart,
 } from '../src/index.js';
 
 const flat = (c: Chunk[]) =>
@@ -101,5 +103,39 @@ void describe('MIME structure', () => {
       envelopeText(parseHeaderFields(text)),
       '(NIL "one two" ((NIL NIL "f" "x")) ((NIL NIL "f" "x")) ((NIL NIL "f" "x")) NIL NIL NIL NIL NIL)',
     );
+  });
+});
+
+void describe('MIME limits', () => {
+  const count = (p: MimePart): number =>
+    1 + p.children.reduce((n, c) => n + count(c), 0) + (p.message ? count(p.message) : 0);
+
+  void it('a message of nothing but boundaries lists at most MAX_MIME_PARTS parts', () => {
+    const parts = 3 * MAX_MIME_PARTS;
+    const msg = Buffer.from(
+      'Content-Type: multipart/mixed; boundary=b\r\n\r\n' + '--b\r\n'.repeat(parts) + '--b--\r\n',
+    );
+    const started = process.hrtime.bigint();
+    const tree = parseMime(msg);
+    const ms = Number(process.hrtime.bigint() - started) / 1e6;
+    assert.equal(count(tree), MAX_MIME_PARTS);
+    assert.ok(ms < 5000, `parsed in ${ms} ms`);
+    // what the structure lists is still what the message says, up to the limit
+    assert.equal(tree.children.length, MAX_MIME_PARTS - 1);
+    assert.equal(tree.children[0]!.type, 'text');
+  });
+
+  void it('nested messages count towards the same limit', () => {
+    let inner = 'Content-Type: text/plain\r\n\r\nhi\r\n';
+    for (let i = 0; i < 40; i++) {
+      const siblings = `--n${i}\r\nContent-Type: text/plain\r\n\r\nx\r\n`.repeat(400);
+      inner =
+        `Content-Type: multipart/mixed; boundary=n${i}\r\n\r\n` +
+        siblings +
+        `--n${i}\r\nContent-Type: message/rfc822\r\n\r\n` +
+        inner +
+        `\r\n--n${i}--\r\n`;
+    }
+    assert.ok(count(parseMime(Buffer.from(inner))) <= MAX_MIME_PARTS);
   });
 });
