@@ -14,10 +14,18 @@ export type FramerEvent =
   /** A synchronising literal was announced and accepted: send `+ ...` now. */
   | { type: 'continue'; size: number }
   /** The command was dropped; `fatal` means the connection cannot continue. */
-  | { type: 'error'; reason: 'line-too-long' | 'literal-too-large'; tag: string | null; fatal: boolean };
+  | {
+      type: 'error';
+      reason: 'line-too-long' | 'literal-too-large' | 'command-too-long';
+      tag: string | null;
+      fatal: boolean;
+    };
 
 export interface FramerLimits {
-  /** Longest line in bytes (without literals). */
+  /**
+   * Longest line in bytes (without literals), and the most text one command may carry
+   * in all of its lines: lines ending in empty literals (`{0+}`) add no literal bytes.
+   */
   maxLine: number;
   /** Largest literal accepted, and the most literal bytes one command may carry in all. */
   maxLiteral: number;
@@ -33,6 +41,8 @@ export class CommandFramer {
   private literalChunks: Buffer[] = [];
   /** Literal bytes announced by the command being read: many literals may not add up past maxLiteral. */
   private literalBytes = 0;
+  /** Text of the command being read, in all its lines so far: it may not add up past maxLine. */
+  private lineBytes = 0;
   /** Skipping the rest of an over-long line. */
   private discarding = false;
   /** Raw mode: each line is a command with no literal parsing (IDLE DONE, SASL responses). */
@@ -78,6 +88,14 @@ export class CommandFramer {
         this.reset();
         continue;
       }
+      this.lineBytes += lineBuf.length;
+      if (this.lineBytes > this.limits.maxLine) {
+        // the rest of the command (literals it announced without waiting) would follow as
+        // if it were commands: the connection cannot go on
+        events.push({ type: 'error', reason: 'command-too-long', tag: this.tagOf(), fatal: true });
+        this.reset();
+        continue;
+      }
       const line = lineBuf.toString('utf8');
       this.lines.push(line);
       const m = this.raw ? null : LITERAL_AT_END.exec(line);
@@ -86,6 +104,7 @@ export class CommandFramer {
         this.lines = [];
         this.literals = [];
         this.literalBytes = 0;
+        this.lineBytes = 0;
         continue;
       }
       const size = Number(m[2]);
@@ -122,5 +141,6 @@ export class CommandFramer {
     this.literalChunks = [];
     this.literalLeft = 0;
     this.literalBytes = 0;
+    this.lineBytes = 0;
   }
 }

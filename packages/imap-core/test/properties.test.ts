@@ -249,6 +249,24 @@ void describe('framer', () => {
   });
 });
 
+void describe('framer: a command as a whole', () => {
+  void it('ends a command whose lines add up past maxLine, though each line and literal is small', () => {
+    const f = new CommandFramer({ maxLine: 1000, maxLiteral: 10 });
+    const line = `t1 SEARCH TEXT ${'x'.repeat(300)} {0+}\r\n`;
+    const ev = f.push(Buffer.from(line.repeat(4) + 't2 NOOP\r\n'));
+    assert.deepEqual(ev[0], { type: 'error', reason: 'command-too-long', tag: 't1', fatal: true });
+  });
+
+  void it('counts from zero again at each command', () => {
+    const f = new CommandFramer({ maxLine: 1000, maxLiteral: 10 });
+    const ev = f.push(Buffer.from(`t1 NOOP ${'x'.repeat(900)}\r\n`.repeat(5)));
+    assert.deepEqual(
+      ev.map((e) => e.type),
+      ['command', 'command', 'command', 'command', 'command'],
+    );
+  });
+});
+
 void describe('headerLines (HEADER.FIELDS)', () => {
   /** The plain statement of what it does: split into lines, keep fields and their folding. */
   const reference = (text: string, names: string[]) => {

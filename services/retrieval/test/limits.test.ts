@@ -139,6 +139,15 @@ void describe('bad input', () => {
     c.close();
   });
 
+  void it('closes the session on a command whose lines add up past the limit, empty literals and all', async () => {
+    const c = await RawImap.connect(r.ports.imaps, { tls: true });
+    await c.until(/^\* OK/m);
+    // each line short enough, each literal empty: only the command as a whole is too long
+    c.send(`d1 SEARCH TEXT ${'x'.repeat(10_000)} {0+}\r\n`.repeat(4));
+    await c.until(/^\* BYE Command too long/m);
+    await c.waitClosed();
+  });
+
   void it('closes the session after too many bad commands', async () => {
     const c = await loggedIn();
     for (let i = 0; i < 4; i++) assert.match(await c.cmd(`d${i}`, 'BOGUS'), /BAD/);

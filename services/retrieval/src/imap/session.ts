@@ -277,7 +277,11 @@ export class ImapSession implements ImapContext {
     if (ev.type === 'error') {
       this.deps.metrics.limitRejections.inc({ limit: ev.reason });
       if (ev.fatal) {
-        this.close(`* BYE [TOOBIG] Literal too large\r\n`);
+        this.close(
+          ev.reason === 'command-too-long'
+            ? '* BYE Command too long\r\n'
+            : '* BYE [TOOBIG] Literal too large\r\n',
+        );
         return;
       }
       const text = ev.reason === 'line-too-long' ? 'Command line too long' : '[TOOBIG] Literal too large';
