@@ -21,6 +21,15 @@ const STAGES: Record<string, PolicyStage> = {
 };
 
 const MAX_REQUEST_BYTES = 64 * 1024;
+/**
+ * Requests of one connection read ahead of their answers. Postfix sends one and waits for
+ * its answer; a client that sends on without reading is not let fill memory with them.
+ */
+const MAX_PENDING = 8;
+/** Answers a client may leave unread before its requests are no longer read. */
+const MAX_UNREAD_BYTES = 64 * 1024;
+/** A connection quiet this long is closed (Postfix closes its own after 300 s idle). */
+const IDLE_MS = 10 * 60_000;
 
 export function toPolicyRequest(attrs: Map<string, string>): Omit<PolicyRequestInput, 'v'> | string {
   if (attrs.get('request') !== 'smtpd_access_policy') return 'request=smtpd_access_policy is required';
@@ -82,16 +91,32 @@ export function startDelegationServer(opts: {
     sock.on('close', () => sockets.delete(sock));
     sock.on('error', () => undefined);
     sock.setEncoding('utf8');
+    sock.setTimeout(IDLE_MS, () => sock.destroy());
     let buf = '';
     let busy = Promise.resolve();
-    sock.on('data', (chunk: string) => {
-      buf += chunk;
-      if (buf.length > MAX_REQUEST_BYTES) {
-        sock.end('action=DEFER_IF_PERMIT request too large\n\n');
+    let pending = 0;
+    const answer = async (attrs: Map<string, string>) => {
+      const req = toPolicyRequest(attrs);
+      if (typeof req === 'string') {
+        sock.write(`action=DEFER_IF_PERMIT ${req}\n\n`);
         return;
       }
+      try {
+        sock.write(`action=${toPostfixAction(await opts.decide(req))}\n\n`);
+      } catch (err) {
+        opts.logger.warn({ err }, 'policy delegation request failed');
+        sock.write('action=DEFER_IF_PERMIT policy service error\n\n');
+      }
+    };
+    // takes the complete requests read, as long as there is room for them, and reads on
+    // only while there is
+    const pump = () => {
       let end: number;
-      while ((end = buf.search(/\r?\n\r?\n/)) !== -1) {
+      while (
+        pending < MAX_PENDING &&
+        sock.writableLength < MAX_UNREAD_BYTES &&
+        (end = buf.search(/\r?\n\r?\n/)) !== -1
+      ) {
         const block = buf.slice(0, end);
         buf = buf.slice(end).replace(/^\r?\n\r?\n/, '');
         const attrs = new Map<string, string>();
@@ -99,21 +124,29 @@ export function startDelegationServer(opts: {
           const i = line.indexOf('=');
           if (i > 0) attrs.set(line.slice(0, i).trim(), line.slice(i + 1));
         }
-        busy = busy.then(async () => {
-          const req = toPolicyRequest(attrs);
-          if (typeof req === 'string') {
-            sock.write(`action=DEFER_IF_PERMIT ${req}\n\n`);
-            return;
-          }
-          try {
-            sock.write(`action=${toPostfixAction(await opts.decide(req))}\n\n`);
-          } catch (err) {
-            opts.logger.warn({ err }, 'policy delegation request failed');
-            sock.write('action=DEFER_IF_PERMIT policy service error\n\n');
-          }
-        });
+        pending++;
+        busy = busy
+          .then(() => answer(attrs))
+          .catch(() => undefined)
+          .finally(() => {
+            pending--;
+            pump();
+          });
       }
+      // one request without its end past the limit (many small ones are not)
+      if (buf.length > MAX_REQUEST_BYTES && buf.search(/\r?\n\r?\n/) === -1) {
+        sock.end('action=DEFER_IF_PERMIT request too large\n\n');
+        buf = '';
+        return;
+      }
+      if (pending >= MAX_PENDING || sock.writableLength >= MAX_UNREAD_BYTES) sock.pause();
+      else sock.resume();
+    };
+    sock.on('data', (chunk: string) => {
+      buf += chunk;
+      pump();
     });
+    sock.on('drain', pump);
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);

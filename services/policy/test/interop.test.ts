@@ -92,6 +92,47 @@ describe('policy delegation protocol', () => {
   });
 });
 
+describe('policy delegation under pipelining', () => {
+  test('two thousand requests sent at once are all answered, in order, none refused as too large', async () => {
+    const sock = connect({ port: p.policy!.delegationPort, host: '127.0.0.1' });
+    let buf = '';
+    sock.on('data', (d: Buffer) => (buf += d.toString()));
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    try {
+      const request = (i: number) =>
+        Object.entries({
+          ...base,
+          // from many clients: the default rate limits are per client
+          client_address: `192.0.2.${i % 250}`,
+          sender: 'a@sender.test',
+          recipient: 'alice@example.test',
+          instance: `p.${i}`,
+        })
+          .map(([k, v]) => `${k}=${v}\n`)
+          .join('') + '\n';
+      // over 64 KiB in one write: the server reads a few ahead of its answers, not all at once
+      const all = Array.from({ length: 2000 }, (_, i) => (i % 2 ? request(i) : 'request=nonsense\n\n')).join(
+        '',
+      );
+      assert.ok(all.length > 3 * 64 * 1024);
+      sock.write(all);
+      const answers = await waitFor(
+        () => {
+          const got = buf.split('\n\n').slice(0, -1);
+          return got.length >= 2000 ? got : null;
+        },
+        { timeoutMs: 60_000, what: 'two thousand answers' },
+      );
+      assert.equal(answers.length, 2000);
+      answers.forEach((a, i) =>
+        assert.match(a, i % 2 ? /^action=DUNNO$/ : /^action=DEFER_IF_PERMIT request=/),
+      );
+    } finally {
+      sock.destroy();
+    }
+  });
+});
+
 describe('policy service unavailable', () => {
   test('no answer in time: 421 4.3.5 at connect, never an accept; after 3 in a row, at once', async () => {
     const q = await startPlatform({
