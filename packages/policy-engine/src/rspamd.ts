@@ -87,6 +87,12 @@ export async function rspamdCheck(
   };
 }
 
+/**
+ * Pauses before the retries of a learn that rspamd answered with a server error: its
+ * sqlite Bayes backend answers "database is locked" while another of its workers writes.
+ */
+const LEARN_RETRY_PAUSES_MS = [500, 2000];
+
 /** Trains rspamd's Bayes classifier through its controller (`/learnspam`, `/learnham`). */
 export async function rspamdLearn(
   controllerUrl: string,
@@ -97,16 +103,19 @@ export async function rspamdLearn(
 ): Promise<void> {
   const headers: Record<string, string> = {};
   if (password) headers.Password = password;
-  const res = await fetch(new URL(kind === 'spam' ? '/learnspam' : '/learnham', controllerUrl), {
-    method: 'POST',
-    headers,
-    body: message,
-    signal: AbortSignal.timeout(timeoutMs),
-  });
-  // 208 or "already learned": the classifier is where we want it
-  if (!res.ok && res.status !== 208) {
+  for (const pause of [...LEARN_RETRY_PAUSES_MS, null]) {
+    const res = await fetch(new URL(kind === 'spam' ? '/learnspam' : '/learnham', controllerUrl), {
+      method: 'POST',
+      headers,
+      body: message,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    // 208 or "already learned": the classifier is where we want it
+    if (res.ok || res.status === 208) return;
     const text = await res.text().catch(() => '');
     if (/already learned/i.test(text)) return;
-    throw new Error(`rspamd learn${kind} answered HTTP ${res.status} ${text.slice(0, 200)}`);
+    if (res.status < 500 || pause === null)
+      throw new Error(`rspamd learn${kind} answered HTTP ${res.status} ${text.slice(0, 200)}`);
+    await new Promise((r) => setTimeout(r, pause));
   }
 }

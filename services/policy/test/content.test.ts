@@ -16,6 +16,8 @@ let rspamd: Scanner;
 /** Sits between the policy service and rspamd's controller and records what was learned. */
 let spy: Server;
 const learnCalls: { path: string; status: number; body: string }[] = [];
+/** Learn requests the spy answers as a busy rspamd does instead of passing them on. */
+let learnsLocked = 0;
 const clock = { now: Date.parse('2026-01-01T00:00:00Z') };
 /** rspamd puts a message with this header into its greylist band (its `greylist` action). */
 const GREYLIST_BAND = 'X-Test-Band: greylist';
@@ -38,6 +40,14 @@ before(
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
+        if (req.url?.startsWith('/learn') && learnsLocked > 0) {
+          learnsLocked--;
+          const body = '{"error":"cannot commit checkpoint: database is locked"}';
+          learnCalls.push({ path: req.url, status: 500, body });
+          res.writeHead(500, { 'content-type': 'application/json' });
+          res.end(body);
+          return;
+        }
         void fetch(`${rspamd.controllerUrl}${req.url}`, {
           method: req.method ?? 'POST',
           body: Buffer.concat(chunks),
@@ -189,7 +199,9 @@ describe('advertising', () => {
 });
 
 describe('learning', () => {
-  test('a learn.spam event trains rspamd through its controller', async () => {
+  test('a learn.spam event trains rspamd through its controller, again when it was busy', async () => {
+    // rspamd's sqlite backend answers 500 "database is locked" while another worker writes
+    learnsLocked = 1;
     const raw = message(
       'learn1',
       'Buy cheap watches now, best prices, limited offer, click here today.',
@@ -200,9 +212,10 @@ describe('learning', () => {
       queueId: null,
       message: Buffer.from(raw).toString('base64'),
     });
-    const call = await waitFor(() => learnCalls.find((c) => c.path === '/learnspam'), {
+    const call = await waitFor(() => learnCalls.find((c) => c.path === '/learnspam' && c.status !== 500), {
       what: 'the policy service to train rspamd',
     });
+    assert.equal(learnCalls.filter((c) => c.status === 500).length, 1, 'the busy answer, then the retry');
     // rspamd 3.4 with the sqlite backend sometimes answers a first learn of a message
     // with "already learned"; either way the message is now in the classifier
     assert.ok(call.status === 200 || /already learned/.test(call.body), JSON.stringify(call));
