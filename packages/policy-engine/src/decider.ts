@@ -106,11 +106,12 @@ export function createDecider(config: PolicyEngineConfig, deps: DeciderDeps) {
   /** As decide, or null when an entry reached needs the policy service (see Engine.decide). */
   async function decideHere(
     input: PolicyInput,
+    message: Buffer | null,
     current?: LocalOptions['current'],
   ): Promise<PolicyDecision | null> {
     const req = PolicyRequest.parse({ ...input, v: POLICY_VERSION });
     const end = metrics.decisionLatency.startTimer({ stage: req.stage });
-    const decided = await engine.decide(req, null, { local: true, ...(current ? { current } : {}) });
+    const decided = await engine.decide(req, message, { local: true, ...(current ? { current } : {}) });
     return decided ? finish(req, decided, end) : null;
   }
 

@@ -50,7 +50,10 @@ function implementation<N extends CheckName>(name: N): CheckImplementation<N> {
   return CHECK_IMPLEMENTATIONS[name];
 }
 
-/** What an intake has at hand: its cached resolver, the directory, and one Redis pipeline per stage. */
+/**
+ * What an intake has at hand: its cached resolver, the directory, one Redis pipeline per
+ * stage, and at DATA the message it received.
+ */
 const LOCAL_NEEDS: ReadonlySet<string> = new Set([
   'mynetworks',
   'relay-domains',
@@ -58,6 +61,7 @@ const LOCAL_NEEDS: ReadonlySet<string> = new Set([
   'dns',
   'access-tables',
   'user-lists',
+  'message',
 ]);
 
 /** Whether entry `r` can be decided for this request without the policy service. */

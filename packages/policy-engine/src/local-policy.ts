@@ -181,12 +181,15 @@ export class LocalPolicy {
     }
   }
 
-  /** The decision of a connect, MAIL or RCPT request; null: ask the policy service. */
-  async decide(input: PolicyInput): Promise<PolicyDecision | null> {
+  /**
+   * The decision of a request; null: ask the policy service. `message`: the message, at
+   * DATA (without it the stage is left to the service).
+   */
+  async decide(input: PolicyInput, message: Buffer | null = null): Promise<PolicyDecision | null> {
     // a RCPT carrying MAIL: the lists MAIL left need the service
-    if (!this.decider || input.stage === 'data' || input.withMail) return null;
+    if (!this.decider || (input.stage === 'data' && !message) || input.withMail) return null;
     // following the channel, the copy is current: no read of the version or settings
-    if (this.following) return this.decider.decideHere(input);
+    if (this.following) return this.decider.decideHere(input, message);
     // otherwise a change announced but not received here must not be decided with the
     // old rules, nor a stage decided here once the service is gone (it would give the
     // default action): both are read with each decision, in the stage's one pipeline;
@@ -207,7 +210,7 @@ export class LocalPolicy {
         );
         return () => version === this.version && settings !== null && settings === this.settings;
       };
-      const d = await this.decider.decideHere(input, current);
+      const d = await this.decider.decideHere(input, message, current);
       if (d) return d;
       if (settings === null) return null;
       if (version === this.version && settings === this.settings) return null; // needs the service

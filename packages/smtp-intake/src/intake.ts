@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net';
 import type { SMTPServerSession } from 'smtp-server';
 import type { Redis } from 'ioredis';
 import { ClientLimits } from '@mailyard/auth';
-import { BusUnavailableError, UnroutableError, type Bus } from '@mailyard/bus';
+import { BusUnavailableError, UnroutableError, within, type Bus } from '@mailyard/bus';
 import { registerCertificateExpiry, tlsSourceFromConfig, MIN_TLS_VERSION } from '@mailyard/certs';
 import { drainTime } from '@mailyard/config';
 import {
@@ -165,6 +165,20 @@ export function createIntake<L extends string>(
   // seconds each session waited for the policy service since its last accepted message
   const policyWaits = new WeakMap<SMTPServerSession, number>();
   /**
+   * The stage decided in this process, or null. DATA's checks (SPF, DKIM, DMARC) may make
+   * many lookups; they get the time the policy service would have had.
+   */
+  const decideHere = (
+    here: LocalPolicy,
+    request: Omit<PolicyRequestInput, 'v'>,
+    opts: { message?: Buffer; timeoutMs?: number },
+  ): Promise<PolicyDecision | null> => {
+    const decided = here.decide(request, opts.message ?? null);
+    if (!opts.message) return decided;
+    const ms = opts.timeoutMs ?? config.policy_timeout;
+    return within(decided, ms, () => new Error(`the ${request.stage} checks took longer than ${ms} ms`));
+  };
+  /**
    * A stage's decision: here when its entries are cheap, else from the policy service;
    * with `leave`, null instead of asking (the stage goes with a later request).
    */
@@ -176,7 +190,7 @@ export function createIntake<L extends string>(
   ): Promise<PolicyDecision | null> => {
     const started = process.hrtime.bigint();
     try {
-      const here = local ? await local.decide(request) : null;
+      const here = local ? await decideHere(local, request, opts) : null;
       if (!here && opts.leave) {
         metrics.policyDecided(request.stage, 'with-rcpt');
         return null;

@@ -9,6 +9,11 @@ import { resultOf } from '../spf.js';
  * the sender domain's DMARC policy: reject refuses, quarantine files into Junk.
  */
 export const checkAuthentication: CheckImplementation<'check_authentication'> = {
+  /**
+   * mailauth through the process's cached resolver runs as well where the session runs;
+   * only remembering an authenticated domain for greylisting writes shared state.
+   */
+  local: (ctx) => !ctx.env.config.greylist_auto_allow_authenticated,
   async run(ctx, _args, reply) {
     const { req } = ctx;
     const { config, redis, authservId } = ctx.env;

@@ -9,6 +9,8 @@ import { rspamdCheck } from '../rspamd.js';
  * soft reject (451), greylist (the greylist band), add header / rewrite subject (Junk).
  */
 export const checkSpam: CheckImplementation<'check_spam'> = {
+  /** Without rspamd there is nothing to ask: decided where the session runs. */
+  local: (ctx) => !ctx.env.config.rspamd_url,
   async run(ctx, _args, reply) {
     const { req } = ctx;
     const { config, metrics } = ctx.env;
