@@ -17,6 +17,14 @@ import {
 export const READ_AHEAD_COMMANDS = 64;
 
 /**
+ * Bytes of answers queued for a client (beyond what the kernel took) past which nothing
+ * more is written for it: a bulk answer waits (drain), and so does the next command, so a
+ * client that sends commands and never reads their answers stops being read once
+ * READ_AHEAD_COMMANDS wait (Dovecot stops reading a client whose output buffer is full).
+ */
+const OUTPUT_LIMIT = 1 << 20;
+
+/**
  * A client connection, plain or TLS, that can be upgraded in place (STARTTLS, STLS).
  * Writes respect backpressure through `drain()`.
  */
@@ -85,10 +93,14 @@ export class ClientConnection {
     return this.socket.writableLength + (this.deflate?.writableLength ?? 0);
   }
 
+  /** More than OUTPUT_LIMIT waits for the client: drain() before writing more. */
+  get backedUp(): boolean {
+    return !this.isClosed && this.queued >= OUTPUT_LIMIT;
+  }
+
   async drain(): Promise<void> {
-    const queued = () => this.queued;
     // with compression the socket drains as the compressor catches up: wait for either
-    while (!this.isClosed && queued() >= 1 << 20) {
+    while (this.backedUp) {
       await new Promise<void>((resolve) => {
         const done = () => {
           this.socket.off('drain', done);

@@ -1,5 +1,7 @@
 // Bad input and limits: nothing a client sends crashes the service or reads past a limit.
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import { mkdirSync, rmSync } from 'node:fs';
@@ -286,7 +288,50 @@ void describe('mailbox names', () => {
   });
 });
 
+/**
+ * Sends `line` over and over on a plain connection and never reads; the bytes the server
+ * took before it stopped reading, or `cap` when it never did. A write that has not
+ * drained in 5 s means the server no longer reads.
+ */
+async function flood(port: number, line: string, cap: number): Promise<number> {
+  const s = connect(port, '127.0.0.1');
+  s.on('error', () => undefined);
+  await once(s, 'connect');
+  s.pause(); // answers stay unread
+  const chunk = Buffer.from(line.repeat(Math.ceil(65_536 / line.length)));
+  let sent = 0;
+  try {
+    while (sent < cap) {
+      sent += chunk.length;
+      if (s.write(chunk)) continue;
+      let timer: NodeJS.Timeout | undefined;
+      const stalled = new Promise<boolean>((r) => (timer = setTimeout(() => r(true), 5000)));
+      const drained = once(s, 'drain').then(() => false);
+      const stuck = await Promise.race([drained, stalled]);
+      clearTimeout(timer);
+      if (stuck) return sent - s.writableLength;
+    }
+    return sent;
+  } finally {
+    s.destroy();
+  }
+}
+
 void describe('limits', () => {
+  // the answers of 24 MB of CAPABILITY would be 400 MB; the server takes in what its 1 MB
+  // of queued answers, 64 waiting commands and the kernel's buffers hold
+  void it('stops reading a client that does not read its answers (IMAP, POP3)', async () => {
+    const imapTaken = await flood(r.ports.imap, 'a CAPABILITY\r\n', 24 << 20);
+    assert.ok(imapTaken < 16 << 20, `the IMAP server took ${imapTaken} bytes`);
+    const popTaken = await flood(r.ports.pop3, 'CAPA\r\n', 24 << 20);
+    assert.ok(popTaken < 16 << 20, `the POP3 server took ${popTaken} bytes`);
+    // and goes on serving others
+    const c = await RawImap.connect(r.ports.imaps, { tls: true });
+    await c.until(/^\* OK/m);
+    assert.match(await c.cmd('c', 'CAPABILITY'), /^c OK/m);
+    c.close();
+  });
+
   void it('limits sessions per account', async () => {
     const a = await loggedIn();
     const b = await loggedIn();

@@ -236,6 +236,8 @@ export class ImapSession implements ImapContext {
     this.running = true;
     try {
       while (this.queue.length && this.mode.m !== 'closed') {
+        // a client that does not read its answers: the next command waits for it
+        if (this.conn.backedUp) await this.conn.drain();
         const ev = this.queue.shift()!;
         try {
           await this.handleEvent(ev);

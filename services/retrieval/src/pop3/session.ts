@@ -157,6 +157,8 @@ export class Pop3Session {
     this.busy = true;
     try {
       while (this.queue.length && !this.closed) {
+        // a client that does not read its answers: the next command waits for it
+        if (this.conn.backedUp) await this.conn.drain();
         await this.handle(this.queue.shift()!);
         this.conn.readAhead(this.queue.length);
       }
