@@ -237,7 +237,7 @@ export class ImapSession implements ImapContext {
     try {
       while (this.queue.length && this.mode.m !== 'closed') {
         // a client that does not read its answers: the next command waits for it
-        if (this.conn.backedUp) await this.conn.drain();
+        if (this.conn.backedUp) await this.parkedUntilDrained();
         const ev = this.queue.shift()!;
         try {
           await this.handleEvent(ev);
@@ -249,7 +249,7 @@ export class ImapSession implements ImapContext {
         this.conn.readAhead(this.queue.length);
       }
     } finally {
-      this.running = false;
+      this.notRunning();
       if (this.overflowDue && !this.stopping) {
         this.overflowDue = false;
         this.send(NOTIFICATION_OVERFLOW);
@@ -262,15 +262,40 @@ export class ImapSession implements ImapContext {
     }
   }
 
+  /** Waiting for the client to read its answers before the next command (drainQueue). */
+  private parked = false;
+  /** Who waits for the command (or NOTIFY round) running now to end. */
+  private afterRun: (() => void)[] = [];
+
+  private async parkedUntilDrained(): Promise<void> {
+    this.parked = true;
+    try {
+      await this.conn.drain();
+    } finally {
+      this.parked = false;
+    }
+  }
+
+  private notRunning(): void {
+    this.running = false;
+    for (const wake of this.afterRun.splice(0)) wake();
+  }
+
+  /** Resolves once no command runs: what is sent unasked never lands inside a reply. */
+  private async betweenCommands(): Promise<void> {
+    while (this.running) await new Promise<void>((r) => this.afterRun.push(r));
+  }
+
   private stopping = false;
 
   /**
-   * The server stops: BYE now if the client is between commands (IDLE included), else
-   * once the command being read or run is done; `now` cuts that short.
+   * The server stops: BYE now if the client is between commands (IDLE included) or does
+   * not read its answers, else once the command being read or run is done; `now` cuts
+   * that short.
    */
   shutdown(now = false): void {
     this.stopping = true;
-    if (now || (!this.running && !this.queue.length && !this.framer.pending))
+    if (now || this.parked || (!this.running && !this.queue.length && !this.framer.pending))
       this.close('* BYE [UNAVAILABLE] Server shutting down\r\n');
   }
 
@@ -567,7 +592,7 @@ export class ImapSession implements ImapContext {
     this.notifyPending = true;
     try {
       // serialised with command handling so updates never interleave with a reply
-      while (this.running) await new Promise((r) => setImmediate(r));
+      await this.betweenCommands();
       if (this.mode.m === 'idle') await this.flushUpdates(true);
     } catch (err) {
       this.log.warn({ err }, 'IDLE update failed');
@@ -633,7 +658,7 @@ export class ImapSession implements ImapContext {
     } catch (err) {
       this.log.warn({ err }, 'NOTIFY update failed');
     } finally {
-      this.running = false;
+      this.notRunning();
       void this.drainQueue();
     }
   }

@@ -158,7 +158,11 @@ export class Pop3Session {
     try {
       while (this.queue.length && !this.closed) {
         // a client that does not read its answers: the next command waits for it
-        if (this.conn.backedUp) await this.conn.drain();
+        if (this.conn.backedUp) {
+          this.parked = true;
+          await this.conn.drain();
+          this.parked = false;
+        }
         await this.handle(this.queue.shift()!);
         this.conn.readAhead(this.queue.length);
       }
@@ -169,14 +173,17 @@ export class Pop3Session {
   }
 
   private stopping = false;
+  /** Waiting for the client to read its answers before the next command (drain). */
+  private parked = false;
 
   /**
-   * The server stops: -ERR now if the client is between commands, else once the command
-   * being read or run is done; `now` cuts that short. Without QUIT nothing is deleted.
+   * The server stops: -ERR now if the client is between commands or does not read its
+   * answers, else once the command being read or run is done; `now` cuts that short.
+   * Without QUIT nothing is deleted.
    */
   shutdown(now = false): void {
     this.stopping = true;
-    if (now || (!this.busy && !this.queue.length && !this.buf))
+    if (now || this.parked || (!this.busy && !this.queue.length && !this.buf))
       this.close('-ERR [SYS/TEMP] Server shutting down');
   }
 
