@@ -47,6 +47,13 @@ export const retrievalSchema = z.object({
   /** Idle time before autologout; at least 30 minutes for IMAP per RFC 9051 §5.4. */
   imap_autologout: duration('30m'),
   /**
+   * How long an idling session collects changes to its folder before it looks at them and
+   * tells the client (Dovecot waits 500 ms, NOTIFY_DELAY_MSECS): a burst of deliveries or
+   * another client's moves is then one read of the folder and one answer, not one each.
+   * 0: at once.
+   */
+  imap_idle_notify_delay: duration('500ms'),
+  /**
    * Idle time allowed before login, IMAP and POP3. The autologout timers of RFC 9051
    * §5.4 and RFC 1939 §3 are for logged-in sessions; before login a client has nothing
    * to wait for, and a minute is plenty for a user to answer a password prompt.

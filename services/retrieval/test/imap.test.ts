@@ -3,6 +3,7 @@ import { after, before, describe, it } from 'node:test';
 import { ImapFlow } from 'imapflow';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import { PASSWORD, sampleMessage, sendRaw, startRetrieval, type Retrieval } from './helpers.js';
+import { RawImap } from './raw-imap.js';
 
 let p: Platform;
 let r: Retrieval;
@@ -145,6 +146,35 @@ void describe('IMAP with imapflow', () => {
     assert.equal(count, before + 1);
     assert.ok(Date.now() - t0 < 5000);
     await c.logout();
+  });
+
+  void it('tells an idling session of changes that come together in one answer', async () => {
+    // a wait long enough for three APPENDs on a busy machine (the default is Dovecot's 500 ms)
+    const slow = await startRetrieval(p, { imap_idle_notify_delay: '3s' });
+    const idler = await RawImap.connect(slow.ports.imap);
+    const other = client(slow.ports.imap);
+    try {
+      await idler.until(/^\* OK/m);
+      assert.match(await idler.cmd('l', `LOGIN ${USER} "${PASSWORD}"`), /^l OK/m);
+      const selected = await idler.cmd('s', 'SELECT INBOX');
+      const before = Number(/^\* (\d+) EXISTS/m.exec(selected)![1]);
+      idler.send('i IDLE\r\n');
+      await idler.until(/^\+ /m);
+      await other.connect();
+      for (let i = 0; i < 3; i++) await other.append('INBOX', sampleMessage(100 + i));
+      const told = await idler.until(new RegExp(`^\\* ${before + 3} EXISTS`, 'm'), 20_000);
+      assert.deepEqual(
+        told.match(/^\* \d+ EXISTS/gm),
+        [`* ${before + 3} EXISTS`],
+        'one answer for the three',
+      );
+      idler.send('DONE\r\n');
+      await idler.until(/^i OK/m);
+    } finally {
+      idler.close();
+      await other.logout().catch(() => undefined);
+      await slow.stop();
+    }
   });
 
   void it('works over implicit TLS on the IMAPS port', async () => {

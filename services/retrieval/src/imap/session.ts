@@ -52,7 +52,8 @@ const NOTIFICATION_OVERFLOW = '* OK [NOTIFICATIONOVERFLOW] Too many changes to t
 /** What the session does with the next input line (STYLE: input mode as a union). */
 export type InputMode =
   | { m: 'command' }
-  | { m: 'idle'; tag: string; stop: () => void }
+  /** notifyDue: changes to the folder wait for imap_idle_notify_delay (onChange). */
+  | { m: 'idle'; tag: string; stop: () => void; notifyDue: NodeJS.Timeout | null }
   | { m: 'sasl'; tag: string; mechanism: 'PLAIN' }
   | { m: 'closed' };
 
@@ -551,10 +552,16 @@ export class ImapSession implements ImapContext {
 
   startIdle(tag: string): void {
     let poll: NodeJS.Timeout | null = null;
-    const stop = () => {
-      if (poll) clearInterval(poll);
+    const mode: Extract<InputMode, { m: 'idle' }> = {
+      m: 'idle',
+      tag,
+      notifyDue: null,
+      stop: () => {
+        if (poll) clearInterval(poll);
+        if (mode.notifyDue) clearTimeout(mode.notifyDue);
+      },
     };
-    this.mode = { m: 'idle', tag, stop };
+    this.mode = mode;
     this.framer.raw = true;
     this.send('+ idling\r\n');
     // a fallback for changes made by tools that do not publish events
@@ -584,7 +591,16 @@ export class ImapSession implements ImapContext {
     if (this.mode.m !== 'idle' || !this.selected) return;
     if (folder !== this.selected.name && folder !== '') return;
     this.deps.metrics.idleNotifications.inc();
-    void this.pushUpdates();
+    const delay = this.deps.config.imap_idle_notify_delay;
+    if (!delay) return void this.pushUpdates();
+    // the first change starts the wait; those that follow within it are told with it
+    const mode = this.mode;
+    if (mode.notifyDue) return;
+    mode.notifyDue = setTimeout(() => {
+      mode.notifyDue = null;
+      void this.pushUpdates();
+    }, delay);
+    mode.notifyDue.unref();
   }
 
   private async pushUpdates(): Promise<void> {
