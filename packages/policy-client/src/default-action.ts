@@ -1,10 +1,15 @@
 import { z } from 'zod';
-import type { PolicyReply } from '@mailyard/contracts';
+import { POLICY_VERSION, PolicyDecision, type PolicyReason, type PolicyReply } from '@mailyard/contracts';
 import { duration, positiveInt } from '@mailyard/config';
 
 /** What a session gets when the policy service does not answer. */
 export type PolicyDefaultAction =
   { action: 'continue' } | { action: 'tempfail' | 'reject'; reply: PolicyReply };
+
+/** The decision a session gets instead of the policy's, with the reason it was not given. */
+export function defaultDecision(d: PolicyDefaultAction, reason: PolicyReason): PolicyDecision {
+  return PolicyDecision.parse({ v: POLICY_VERSION, ...d, reasons: [reason] });
+}
 
 /**
  * Postfix's smtpd_policy_service_default_action syntax: `DUNNO` (go on without policy) or

@@ -1,14 +1,9 @@
 import { BusUnavailableError, RpcLostError, RpcReplyError, RpcTimeoutError, type Bus } from '@mailyard/bus';
-import {
-  POLICY_VERSION,
-  PolicyDecision,
-  PolicyRequest,
-  PolicyRpc,
-  type PolicyRequestInput,
-} from '@mailyard/contracts';
+import type { PolicyDecision } from '@mailyard/contracts';
+import { POLICY_VERSION, PolicyRequest, PolicyRpc, type PolicyRequestInput } from '@mailyard/contracts';
 import { Counter, Gauge, type Logger, type Registry } from '@mailyard/observability';
 import { CircuitBreaker, type BreakerState } from './circuit-breaker.js';
-import type { PolicyDefaultAction } from './default-action.js';
+import { defaultDecision, type PolicyDefaultAction } from './default-action.js';
 
 /** What the client needs of the bus: its request/reply. */
 export type PolicyBus = Pick<Bus, 'call'>;
@@ -67,11 +62,10 @@ export class PolicyClient {
   }
 
   private fallback(reason: string): PolicyDecision {
-    const d = this.opts.defaultAction;
-    return PolicyDecision.parse({
-      v: POLICY_VERSION,
-      ...d,
-      reasons: [{ check: 'policy_service', result: 'unavailable', detail: reason }],
+    return defaultDecision(this.opts.defaultAction, {
+      check: 'policy_service',
+      result: 'unavailable',
+      detail: reason,
     });
   }
 

@@ -103,16 +103,21 @@ export function createDecider(config: PolicyEngineConfig, deps: DeciderDeps) {
     return joined;
   }
 
-  /** As decide, or null when an entry reached needs the policy service (see Engine.decide). */
+  /**
+   * As decide, or null when an entry reached needs the policy service (see Engine.decide).
+   * Once `signal` is aborted (the session gave up waiting) a decision is dropped: not
+   * logged, counted or kept for `policy explain`, as the client never heard it.
+   */
   async function decideHere(
     input: PolicyInput,
     message: Buffer | null,
     current?: LocalOptions['current'],
+    signal?: AbortSignal,
   ): Promise<PolicyDecision | null> {
     const req = PolicyRequest.parse({ ...input, v: POLICY_VERSION });
     const end = metrics.decisionLatency.startTimer({ stage: req.stage });
     const decided = await engine.decide(req, message, { local: true, ...(current ? { current } : {}) });
-    return decided ? finish(req, decided, end) : null;
+    return decided && !signal?.aborted ? finish(req, decided, end) : null;
   }
 
   return { decide, decideHere };

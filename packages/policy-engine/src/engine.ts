@@ -176,6 +176,10 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
     let verdict: Verdict = DUNNO;
     let junkAll = false;
     try {
+      // DATA's entries are the heavy ones (mailauth and its lookups): decided here only when
+      // every one can be, so that none runs twice when the service has to decide the stage
+      if (opts?.local && req.stage === 'data')
+        for (const l of lists) for (const r of rules[l]) if (!(await decidableHere(ctx, r))) return null;
       let current: (() => boolean) | null = null;
       await prefetch(
         ctx,

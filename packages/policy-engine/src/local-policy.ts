@@ -183,13 +183,18 @@ export class LocalPolicy {
 
   /**
    * The decision of a request; null: ask the policy service. `message`: the message, at
-   * DATA (without it the stage is left to the service).
+   * DATA (without it the stage is left to the service); `signal`: aborted when the session
+   * stops waiting, after which the decision is dropped (Decider.decideHere).
    */
-  async decide(input: PolicyInput, message: Buffer | null = null): Promise<PolicyDecision | null> {
+  async decide(
+    input: PolicyInput,
+    message: Buffer | null = null,
+    signal?: AbortSignal,
+  ): Promise<PolicyDecision | null> {
     // a RCPT carrying MAIL: the lists MAIL left need the service
     if (!this.decider || (input.stage === 'data' && !message) || input.withMail) return null;
     // following the channel, the copy is current: no read of the version or settings
-    if (this.following) return this.decider.decideHere(input, message);
+    if (this.following) return this.decider.decideHere(input, message, undefined, signal);
     // otherwise a change announced but not received here must not be decided with the
     // old rules, nor a stage decided here once the service is gone (it would give the
     // default action): both are read with each decision, in the stage's one pipeline;
@@ -210,7 +215,8 @@ export class LocalPolicy {
         );
         return () => version === this.version && settings !== null && settings === this.settings;
       };
-      const d = await this.decider.decideHere(input, message, current);
+      const d = await this.decider.decideHere(input, message, current, signal);
+      if (signal?.aborted) return null;
       if (d) return d;
       if (settings === null) return null;
       if (version === this.version && settings === this.settings) return null; // needs the service

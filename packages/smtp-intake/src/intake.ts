@@ -17,6 +17,7 @@ import type { Logger, ReadinessCheck, Registry } from '@mailyard/observability';
 import { LocalPolicy } from '@mailyard/policy-engine';
 import {
   createPolicyClient,
+  defaultDecision,
   PolicyVerdicts,
   applyVerdict,
   policyReject,
@@ -166,17 +167,31 @@ export function createIntake<L extends string>(
   const policyWaits = new WeakMap<SMTPServerSession, number>();
   /**
    * The stage decided in this process, or null. DATA's checks (SPF, DKIM, DMARC) may make
-   * many lookups; they get the time the policy service would have had.
+   * many lookups; they get the time the policy service would have had, and past it the
+   * session gets what it would have got from the service: the default action.
    */
-  const decideHere = (
+  const decideHere = async (
     here: LocalPolicy,
+    session: SMTPServerSession,
     request: Omit<PolicyRequestInput, 'v'>,
     opts: { message?: Buffer; timeoutMs?: number },
   ): Promise<PolicyDecision | null> => {
-    const decided = here.decide(request, opts.message ?? null);
-    if (!opts.message) return decided;
+    if (!opts.message) return here.decide(request);
     const ms = opts.timeoutMs ?? config.policy_timeout;
-    return within(decided, ms, () => new Error(`the ${request.stage} checks took longer than ${ms} ms`));
+    const late = new AbortController();
+    const timedOut = new Error(`the ${request.stage} checks took longer than ${ms} ms`);
+    const decided = here.decide(request, opts.message, late.signal);
+    try {
+      return await within(decided, ms, () => {
+        late.abort(timedOut);
+        return timedOut;
+      });
+    } catch (err) {
+      if (err !== timedOut) throw err;
+      logger.warn({ sid: session.id, stage: request.stage }, 'policy checks took too long');
+      const reason = { check: 'policy', result: 'timeout', detail: timedOut.message };
+      return defaultDecision(config.smtpd_policy_service_default_action, reason);
+    }
   };
   /**
    * A stage's decision: here when its entries are cheap, else from the policy service;
@@ -190,7 +205,7 @@ export function createIntake<L extends string>(
   ): Promise<PolicyDecision | null> => {
     const started = process.hrtime.bigint();
     try {
-      const here = local ? await decideHere(local, request, opts) : null;
+      const here = local ? await decideHere(local, session, request, opts) : null;
       if (!here && opts.leave) {
         metrics.policyDecided(request.stage, 'with-rcpt');
         return null;

@@ -180,13 +180,14 @@ describe('stages decided in the intake', { timeout: 120_000 }, () => {
     assert.equal(delta(mid, await decided())['data:local'], 1);
   });
 
-  test('checks at DATA that outlast the policy timeout are a temporary failure', async () => {
+  test('checks at DATA that outlast the policy timeout get the default action', async () => {
     await setRules({ smtpd_data_restrictions: DATA_CHECKS });
     const before = await decided();
     // the record the sender domain's SPF includes never comes: its lookup times out after 3 s
     const r = await attempt('someone@spf-stall.test');
     assert.equal(r.stage, 'end');
-    assert.match(r.text, /^451 4\.3\.0 /, 'the deadline, not the SPF temperror of the lookup');
+    // as when the service does not answer in time; not the SPF temperror of the lookup
+    assert.match(r.text, /^451 4\.3\.5 Server configuration problem/);
     assert.equal(delta(before, await decided())['data:service'], undefined, 'not asked again');
   });
 
@@ -294,6 +295,29 @@ describe('stages decided in the intake', { timeout: 120_000 }, () => {
   });
 });
 
+/** A LocalPolicy as mta-inbound builds one, on the platform's Redis unless told. */
+function localCopy(redis: Redis = p.redis.redis, prefix = p.redis.prefix, registry = new Registry()) {
+  const logger = createLogger('test', 'silent');
+  const resolver = p.inboundRt.resolver;
+  return new LocalPolicy({
+    redis,
+    prefix,
+    directory: new Directory(redis),
+    resolver,
+    logger,
+    registry,
+    service: 'test',
+  });
+}
+
+/** A Redis server of the test's own, which it may stop, and a client of it. */
+async function privateRedis() {
+  const priv = await startPrivateRedis();
+  const redis = new Redis(priv.port, '127.0.0.1', { maxRetriesPerRequest: 1, lazyConnect: false });
+  redis.on('error', () => undefined);
+  return { priv, redis };
+}
+
 /** A decision without the reference its refusal names (each decision has its own). */
 const strip = (d: PolicyDecision) => ({
   ...d,
@@ -304,15 +328,7 @@ describe('the same verdicts here and in the service', { timeout: 120_000 }, () =
   let local: LocalPolicy;
   before(async () => {
     await setRules(CHEAP);
-    local = new LocalPolicy({
-      redis: p.redis.redis,
-      prefix: p.redis.prefix,
-      directory: new Directory(p.redis.redis),
-      resolver: p.inboundRt.resolver,
-      logger: createLogger('test', 'silent'),
-      registry: new Registry(),
-      service: 'test',
-    });
+    local = localCopy();
     await local.start();
   });
   after(() => local.stop());
@@ -392,20 +408,49 @@ describe('the same verdicts here and in the service', { timeout: 120_000 }, () =
 });
 
 describe('the copy in the intake and Redis', { timeout: 120_000 }, () => {
+  test('with a scanner set, DATA goes to the service before any of its checks ran here', async () => {
+    const { priv, redis } = await privateRedis();
+    const local = localCopy(redis, '');
+    try {
+      await new PolicyRules(redis, '').set('smtpd_data_restrictions', DATA_CHECKS);
+      const settings = { mynetworks: [], relay_domains: [], myhostname: 'mx.test' };
+      await redis.hset(
+        PolicyKeys.engineConfig,
+        'test',
+        JSON.stringify(engineSettings({ ...settings, rspamd_url: 'http://127.0.0.1:9' } as never)),
+      );
+      await local.start();
+      await waitFor(() => local.rulesVersion !== null, { what: 'the change channel followed' });
+      const asked = p.dns.queries.length;
+      const msg = Buffer.from('From: <a@scanned.test>\r\nSubject: hi\r\n\r\nhello\r\n');
+      const input: PolicyInput = {
+        stage: 'data',
+        origin: 'mta-inbound',
+        sessionId: `scanned-${Math.random().toString(36).slice(2)}`,
+        client: { ip: '127.0.0.5', hostname: null, helo: 'client.example.net' },
+        user: null,
+        sender: 'a@scanned.test',
+        recipients: ['alice@example.test'],
+        tls: false,
+        size: msg.length,
+      };
+      assert.equal(await local.decide(input, msg), null, 'asked of the service');
+      assert.deepEqual(
+        p.dns.queries.slice(asked).filter((q) => q.name.endsWith('scanned.test')),
+        [],
+        'no SPF or DMARC lookup made here first',
+      );
+    } finally {
+      await local.stop();
+      redis.disconnect();
+      await priv.close();
+    }
+  });
+
   test('decides without Redis while it follows changes; an outage is a 4xx once noticed', async () => {
-    const priv = await startPrivateRedis();
-    const redis = new Redis(priv.port, '127.0.0.1', { maxRetriesPerRequest: 1, lazyConnect: false });
-    redis.on('error', () => undefined);
+    const { priv, redis } = await privateRedis();
     const registry = new Registry();
-    const local = new LocalPolicy({
-      redis,
-      prefix: '',
-      directory: new Directory(redis),
-      resolver: p.inboundRt.resolver,
-      logger: createLogger('test', 'silent'),
-      registry,
-      service: 'test',
-    });
+    const local = localCopy(redis, '', registry);
     const roundTrips = async () =>
       (
         await registry.getSingleMetric('mailyard_test_local_policy_redis_round_trips_total')?.get()
