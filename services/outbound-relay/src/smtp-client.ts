@@ -60,6 +60,17 @@ const REPLY_LINE = /^(\d{3})([ -])(.*)$/;
 const ENHANCED = /^([245]\.\d{1,3}\.\d{1,3})\s+/;
 
 /**
+ * What a server may send before it is no longer believed: a reply line (RFC 5321
+ * §4.5.3.1.5 allows 512 bytes; Postfix reads up to line_length_limit, 2048), the lines of
+ * one reply (an EHLO answer has a few dozen), and replies nobody asked for yet (a
+ * pipelined transaction asks a few at once). Past any of them the connection fails, as a
+ * temporary error: a server sending without end would otherwise fill our memory.
+ */
+export const MAX_REPLY_LINE = 4096;
+export const MAX_REPLY_LINES = 1000;
+const MAX_UNASKED_REPLIES = 100;
+
+/**
  * Prepares message bytes for DATA: every bare LF and bare CR becomes CRLF (RFC 5321
  * §2.3.8, so no downstream parser can be made to see a different end of data), lines
  * that start with "." get a second one (RFC 5321 §4.5.2), and the message ends with
@@ -169,20 +180,25 @@ export class SmtpClient {
     for (const w of this.waiters.splice(0)) w.reject(this.failure);
   }
 
+  /** The connection ends: the server sent more than a client takes. */
+  private refuse(what: string): void {
+    this.fail(new SmtpConnectionError(`${this.peer}: ${what}`));
+    this.socket.destroy();
+  }
+
   private onData(d: Buffer): void {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
-    for (let i = this.buf.indexOf(0x0a); i !== -1; i = this.buf.indexOf(0x0a)) {
+    if (this.failure) return;
+    // what was buffered holds no line end: only the new bytes are searched
+    const scanned = this.buf.length;
+    this.buf = scanned ? Buffer.concat([this.buf, d]) : d;
+    for (let i = this.buf.indexOf(0x0a, scanned); i !== -1; i = this.buf.indexOf(0x0a)) {
+      if (i > MAX_REPLY_LINE) return this.refuse(`reply line longer than ${MAX_REPLY_LINE} bytes`);
       const line = this.buf.subarray(0, i).toString('utf8').replace(/\r$/, '');
       this.buf = this.buf.subarray(i + 1);
       const m = REPLY_LINE.exec(line);
-      if (!m) {
-        this.fail(
-          new SmtpConnectionError(`${this.peer}: malformed reply line ${JSON.stringify(line.slice(0, 100))}`),
-        );
-        this.socket.destroy();
-        return;
-      }
-      this.pendingLines.push(line);
+      if (!m) return this.refuse(`malformed reply line ${JSON.stringify(line.slice(0, 100))}`);
+      if (this.pendingLines.push(line) > MAX_REPLY_LINES)
+        return this.refuse(`reply of more than ${MAX_REPLY_LINES} lines`);
       if (m[2] === ' ') {
         const lines = this.pendingLines.splice(0);
         const code = Number(m[1]);
@@ -195,9 +211,11 @@ export class SmtpClient {
         };
         const w = this.waiters.shift();
         if (w) w.resolve(reply);
-        else this.replies.push(reply);
+        else if (this.replies.push(reply) > MAX_UNASKED_REPLIES)
+          return this.refuse(`more than ${MAX_UNASKED_REPLIES} replies nobody asked for`);
       }
     }
+    if (this.buf.length > MAX_REPLY_LINE) this.refuse(`reply line longer than ${MAX_REPLY_LINE} bytes`);
   }
 
   /** Reads the next reply, or fails after the reply timeout. */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { outboundDelayQueue } from '@mailyard/contracts';
@@ -14,6 +14,7 @@ import {
   mxMatches,
   parsePolicy,
   parseRelayhost,
+  SmtpClient,
 } from '../src/index.js';
 import { tlsPair } from './helpers.js';
 
@@ -135,6 +136,56 @@ describe('MTA-STS', () => {
     assert.ok(!mxMatches('a.b.example.net', ['*.example.net']));
     assert.ok(!mxMatches('example.net', ['*.example.net']));
     assert.ok(mxMatches('MAIL.example.com.', ['mail.example.com']));
+  });
+});
+
+describe('a server that does not stop talking', () => {
+  /** An MX on loopback that greets with `send` written over and over while the client reads. */
+  async function endless(chunk: string) {
+    const sockets = new Set<Socket>();
+    const server = createTcpServer((s) => {
+      sockets.add(s);
+      s.on('error', () => undefined);
+      const pump = () => {
+        while (!s.destroyed && s.write(chunk));
+        if (!s.destroyed) s.once('drain', pump);
+      };
+      pump();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const close = () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((r) => server.close(() => r()));
+    };
+    return { port, close };
+  }
+  const open = (port: number) =>
+    SmtpClient.open({
+      host: 'mx.test',
+      ip: '127.0.0.1',
+      port,
+      connectTimeoutMs: 10_000,
+      replyTimeoutMs: 300_000,
+    });
+
+  // Without limits, memory grew by 40 MB a second until the 300 s reply timeout
+  test('an endless multi-line reply fails the connection', { timeout: 60_000 }, async () => {
+    const mx = await endless('220-mx.test still greeting\r\n'.repeat(100));
+    try {
+      await assert.rejects(open(mx.port), /mx\.test\[127\.0\.0\.1\]: reply of more than 1000 lines/);
+    } finally {
+      await mx.close();
+    }
+  });
+
+  test('a reply line without an end fails the connection', { timeout: 60_000 }, async () => {
+    const mx = await endless('x'.repeat(65_536));
+    try {
+      await assert.rejects(open(mx.port), /reply line longer than 4096 bytes/);
+    } finally {
+      await mx.close();
+    }
   });
 });
 
