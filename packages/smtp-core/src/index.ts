@@ -4,3 +4,4 @@ export * from './trace.js';
 export * from './line-endings.js';
 export * from './queue-id.js';
 export * from './header-edits.js';
+export * from './header-limits.js';

@@ -121,6 +121,10 @@ export const reply = {
       `Error: ${why.charAt(0).toLowerCase()}${why.slice(1)}, closing connection`,
       'credential_revoked',
     ),
+  // X.4.6 routing loop detected (Postfix: "5.4.6 Error: too many hops")
+  tooManyHops: () => r(554, '5.4.6', 'Error: too many hops', 'too_many_hops'),
+  // X.3.4 message too big for system: its header section (see header-limits.ts)
+  headerTooLarge: () => r(552, '5.3.4', 'Error: message header too large', 'header_too_large'),
   lineTooLong: (limit: number) =>
     r(500, '5.5.2', `Error: line longer than ${limit} characters`, 'line_too_long'),
   overQuota: (rcpt: string) => r(452, '4.2.2', `<${rcpt}>: Mailbox full`, 'over_quota'),

@@ -27,6 +27,7 @@ import {
 import {
   SmtpReject,
   applyHeaderEdits,
+  headerRefusal,
   inspectLineEndings,
   newQueueId,
   normalizeLineEndings,
@@ -294,6 +295,8 @@ export function createIntake<L extends string>(
     if (lines.smuggling) throw reply.bareLineEnding();
     // Other bare CR/LF are rewritten to CRLF, so no later hop can read them differently.
     let message = lines.bare ? normalizeLineEndings(input) : input;
+    const headerRefused = headerRefusal(message);
+    if (headerRefused) throw headerRefused;
     await role.checkMessage?.(message, session);
     const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
     const recipients = session.envelope.rcptTo.map((r) => r.address);

@@ -171,6 +171,21 @@ describe('delivery to a Maildir', () => {
 });
 
 describe('recipient checks', () => {
+  test('a message in a loop (51 Received fields) and a huge header are refused after DATA', async () => {
+    const c = await session();
+    const hops = Array.from({ length: 51 }, (_, i) => `Received: from hop${i}.example by mx.example\r\n`);
+    for (const [header, want] of [
+      [hops.join(''), /^554 5\.4\.6 Error: too many hops/],
+      [`X-Folded: a\r\n${' b\r\n'.repeat(6000)}`, /^552 5\.3\.4 Error: message header too large/],
+    ] as const) {
+      assert.equal((await c.cmd('MAIL FROM:<x@remote.test>')).code, 250);
+      assert.equal((await c.cmd('RCPT TO:<alice@example.test>')).code, 250);
+      assert.equal((await c.cmd('DATA')).code, 354);
+      assert.match((await c.cmd(`${header}Subject: loop\r\n\r\nbody\r\n.`)).text, want);
+    }
+    c.close();
+  });
+
   test('unknown local user: 550 5.1.1', async () => {
     const c = await session();
     await c.cmd('MAIL FROM:<x@remote.test>');

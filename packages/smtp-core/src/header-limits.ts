@@ -1,0 +1,46 @@
+import { reply, type SmtpReject } from './replies.js';
+
+/**
+ * Limits on a message's header section, checked before anything reads it (the policy's
+ * SPF, DKIM and DMARC checks, the submission service's header rules):
+ *
+ * - Received fields: a message that has passed through more hosts is in a mail loop
+ *   (Postfix's hopcount_limit, 50; 554 5.4.6 too many hops). A relay domain or an MX
+ *   pointing back here would otherwise pass the message round until it outgrew the size
+ *   limit, a Received field each time.
+ * - Bytes and lines: 256 KiB (the header limit of Exchange Online) and 5,000 lines. Some
+ *   header parsers take time growing with the square of a field's continuation lines: a
+ *   header of 40,000 three-byte lines (120 KB) took mailauth 24 s of CPU.
+ */
+export const HOPCOUNT_LIMIT = 50;
+export const HEADER_SIZE_LIMIT = 256 * 1024;
+export const HEADER_LINES_LIMIT = 5000;
+
+const LF = 0x0a;
+
+/** The refusal a message's header section earns, or null; `message` has CRLF line ends. */
+export function headerRefusal(message: Buffer): SmtpReject | null {
+  let hops = 0;
+  let lines = 0;
+  for (let start = 0; start < message.length; lines++) {
+    if (start > HEADER_SIZE_LIMIT || lines >= HEADER_LINES_LIMIT) return reply.headerTooLarge();
+    // an empty line ends the header section
+    if (message[start] === 0x0d && message[start + 1] === LF) return null;
+    if (isReceived(message, start) && ++hops > HOPCOUNT_LIMIT) return reply.tooManyHops();
+    const end = message.indexOf(LF, start);
+    if (end === -1) break;
+    start = end + 1;
+  }
+  return message.length > HEADER_SIZE_LIMIT ? reply.headerTooLarge() : null;
+}
+
+const RECEIVED = Buffer.from('received:');
+
+function isReceived(buf: Buffer, at: number): boolean {
+  if (buf.length - at < RECEIVED.length) return false;
+  for (let i = 0; i < RECEIVED.length; i++) {
+    // ASCII letters compare case-insensitively with bit 0x20 set; ':' is itself
+    if ((buf[at + i]! | 0x20) !== (RECEIVED[i]! | 0x20)) return false;
+  }
+  return true;
+}
