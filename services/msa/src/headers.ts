@@ -23,26 +23,33 @@ export interface SplitMessage {
  */
 export function splitMessage(message: Buffer): SplitMessage {
   const fields: HeaderField[] = [];
+  // the field being read: where it starts, and its name; copied out once it is whole
+  // (a field of many folded lines is not copied again with each)
+  let start = -1;
+  let name = '';
+  const close = (end: number) => {
+    if (start !== -1) fields.push({ name, raw: Buffer.from(message.subarray(start, end)) });
+  };
   let pos = 0;
   while (pos < message.length) {
     const eol = message.indexOf(CRLF, pos);
     const lineEnd = eol === -1 ? message.length : eol + 2;
     if (eol === pos) {
       // RFC 5322 §2.1: the first empty line ends the header section
+      close(pos);
       return { fields, body: message.subarray(pos + 2), hasSeparator: true };
     }
     const first = message[pos];
-    if ((first === 0x20 || first === 0x09) && fields.length) {
-      // RFC 5322 §2.2.3: a folded continuation line belongs to the field above
-      const prev = fields[fields.length - 1]!;
-      prev.raw = Buffer.concat([prev.raw, message.subarray(pos, lineEnd)]);
-    } else {
+    // RFC 5322 §2.2.3: a folded continuation line belongs to the field above
+    if (!((first === 0x20 || first === 0x09) && start !== -1)) {
+      close(pos);
       const line = message.subarray(pos, lineEnd).toString('latin1');
-      const m = /^([\x21-\x39\x3b-\x7e]+)[ \t]*:/.exec(line);
-      fields.push({ name: m ? m[1]! : '', raw: Buffer.from(message.subarray(pos, lineEnd)) });
+      name = /^([\x21-\x39\x3b-\x7e]+)[ \t]*:/.exec(line)?.[1] ?? '';
+      start = pos;
     }
     pos = lineEnd;
   }
+  close(pos);
   return { fields, body: Buffer.alloc(0), hasSeparator: false };
 }
 
