@@ -24,6 +24,11 @@ export const intakeSchema = {
   line_length_limit: positiveInt(2048),
   /** Error replies before 421 and disconnect (Postfix: smtpd_hard_error_limit). */
   smtpd_hard_error_limit: positiveInt(20),
+  /**
+   * NOOP, RSET, VRFY and HELP a client not logged in may send before each counts towards
+   * the hard error limit (Postfix: smtpd_junk_command_limit).
+   */
+  smtpd_junk_command_limit: positiveInt(100),
   /** Idle time before the session is closed (Postfix: smtpd_timeout). */
   smtpd_timeout: duration('300s'),
   /**

@@ -11,6 +11,11 @@ export interface ListenerOptions extends SMTPServerOptions {
   proxyTrusted: string[];
   /** Error replies (4xx/5xx) a client may cause before 421 and disconnect (Postfix: smtpd_hard_error_limit). */
   hardErrorLimit: number;
+  /**
+   * NOOP, RSET, VRFY and HELP a client not logged in may send before each counts as an
+   * error (Postfix: smtpd_junk_command_limit); default 100.
+   */
+  junkCommandLimit?: number;
   /** Early-talker wait before the greeting in ms; 0 disables (Postfix: postscreen_greet_wait). */
   greetingDelay: number;
   /** Called for every error reply, for metrics. */
@@ -47,7 +52,14 @@ interface ConnectionLike extends SessionLike {
   _parser?: { pipelinedInput?: string; writableBuffer?: unknown[] } | false;
   close(): void;
   handler_DATA(command: Buffer, callback: () => void): void;
+  handler_NOOP(command: Buffer, callback: () => void): void;
+  handler_RSET(command: Buffer, callback: () => void): void;
+  handler_VRFY(command: Buffer, callback: () => void): void;
+  handler_HELP(command: Buffer, callback: () => void): void;
 }
+
+/** Commands that move no mail: Postfix's junk commands (it counts ETRN too, which we do not offer). */
+const JUNK_COMMANDS = ['NOOP', 'RSET', 'VRFY', 'HELP'] as const;
 
 const PROXY_HEADER_TIMEOUT_MS = 10_000;
 /** How long a client refused on an implicit-TLS listener has to finish its handshake and read the 421. */
@@ -68,6 +80,7 @@ const REFUSED_HANDSHAKE_MS = 10_000;
 export class MailyardSmtpServer extends SMTPServer {
   private readonly proxyTrusted: string[];
   private readonly hardErrorLimit: number;
+  private readonly junkCommandLimit: number;
   private readonly onErrorReply: ((code: number) => void) | undefined;
   private readonly tracker = new SessionTracker();
 
@@ -83,6 +96,7 @@ export class MailyardSmtpServer extends SMTPServer {
     const {
       proxyTrusted,
       hardErrorLimit,
+      junkCommandLimit,
       greetingDelay,
       onErrorReply,
       clientLimits,
@@ -94,6 +108,7 @@ export class MailyardSmtpServer extends SMTPServer {
     super({ ...rest, useProxy: false, greetingDelay } as SMTPServerOptions);
     this.proxyTrusted = proxyTrusted;
     this.hardErrorLimit = hardErrorLimit;
+    this.junkCommandLimit = junkCommandLimit ?? 100;
     this.onErrorReply = onErrorReply;
     this.onReject = onReject;
     this.clientLimits = clientLimits;
@@ -211,20 +226,35 @@ export class MailyardSmtpServer extends SMTPServer {
     }
     const send = conn.send.bind(conn);
     let errors = 0;
+    /** One more error; true when it is the last one allowed, and the client was told 421. */
+    const overErrors = (): boolean => {
+      if (++errors < this.hardErrorLimit) return false;
+      this.onErrorReply?.(421);
+      send(421, reply.tooManyErrors().message);
+      return true;
+    };
     conn.send = (code, data, context) => {
       // every error reply is counted, temporary ones (421, 451) too; only those that
       // answer the client's commands count towards the hard error limit
       if (code >= 400) this.onErrorReply?.(code);
-      if (code >= 400 && code !== 421) {
-        errors++;
-        if (errors >= this.hardErrorLimit) {
-          send(code, data, context);
-          this.onErrorReply?.(421);
-          return send(421, reply.tooManyErrors().message);
-        }
+      if (code >= 400 && code !== 421 && errors + 1 >= this.hardErrorLimit) {
+        send(code, data, context);
+        overErrors();
+        return;
       }
+      if (code >= 400 && code !== 421) errors++;
       return send(code, data, context);
     };
+    // each junk command restarts smtpd_timeout: past the limit they count as errors, so
+    // such commands cannot hold a connection slot for ever (Postfix does the same)
+    let junk = 0;
+    for (const name of JUNK_COMMANDS) {
+      const handler = conn[`handler_${name}`].bind(conn);
+      conn[`handler_${name}`] = (command, callback) => {
+        if (!conn.session.user && ++junk > this.junkCommandLimit && overErrors()) return callback();
+        handler(command, callback);
+      };
+    }
     const data = conn.handler_DATA.bind(conn);
     conn.handler_DATA = (command, callback) => {
       const early = pipelinedAfter(conn);

@@ -66,3 +66,26 @@ test('/metrics counts the refusals', { timeout: 20_000 }, async () => {
   const body = await (await fetch(`http://127.0.0.1:${p.inboundRt.httpPort}/metrics`)).text();
   assert.match(body, /mailyard_mta_inbound_refused_connections_total\{limit="connection-count"\} [1-9]/);
 });
+
+test(
+  'NOOP, RSET, VRFY and HELP past the junk limit count as errors: 421 after the hard error limit',
+  { timeout: 60_000 },
+  async () => {
+    const [{ c }] = (await connections(1, '127.0.0.7')) as [{ c: RawSmtp }];
+    assert.equal((await c.cmd('EHLO client.example.net')).code, 250);
+    // 100 junk commands (smtpd_junk_command_limit), then 20 more count as the 20 errors
+    const junk = ['NOOP', 'RSET', 'VRFY someone', 'HELP'];
+    const replies: number[] = [];
+    for (let i = 0; i < 130; i++) {
+      const r = await c.cmd(junk[i % junk.length]!);
+      replies.push(r.code);
+      if (r.code === 421) {
+        assert.equal(r.text, '421 4.7.0 Error: too many errors, closing connection');
+        break;
+      }
+    }
+    assert.equal(replies.length, 120, 'the 120th junk command ends the session');
+    assert.ok(replies.slice(0, 119).every((code) => code < 300));
+    await c.waitClosed();
+  },
+);
