@@ -71,7 +71,8 @@ test(
   'NOOP, RSET, VRFY and HELP past the junk limit count as errors: 421 after the hard error limit',
   { timeout: 60_000 },
   async () => {
-    const [{ c }] = (await connections(1, '127.0.0.7')) as [{ c: RawSmtp }];
+    const [first] = await connections(1, '127.0.0.7');
+    const c = first!.c;
     assert.equal((await c.cmd('EHLO client.example.net')).code, 250);
     // 100 junk commands (smtpd_junk_command_limit), then 20 more count as the 20 errors
     const junk = ['NOOP', 'RSET', 'VRFY someone', 'HELP'];
