@@ -62,8 +62,8 @@ const ENHANCED = /^([245]\.\d{1,3}\.\d{1,3})\s+/;
 /**
  * What a server may send before it is no longer believed: a reply line (RFC 5321
  * §4.5.3.1.5 allows 512 bytes; Postfix reads up to line_length_limit, 2048), the lines of
- * one reply (an EHLO answer has a few dozen), and replies nobody asked for yet (a
- * pipelined transaction asks a few at once). Past any of them the connection fails, as a
+ * one reply (an EHLO answer has a few dozen), and replies read ahead beyond those a
+ * pipelined group of commands still owes. Past any of them the connection fails, as a
  * temporary error: a server sending without end would otherwise fill our memory.
  */
 export const MAX_REPLY_LINE = 4096;
@@ -106,6 +106,8 @@ export class SmtpClient {
   private replies: SmtpReply[] = [];
   private waiters: { resolve: (r: SmtpReply) => void; reject: (e: Error) => void }[] = [];
   private failure: Error | null = null;
+  /** Replies to commands already sent that no read() has asked for yet (a pipelined group). */
+  private owed = 0;
   greeting!: SmtpReply;
   extensions = new Map<string, string>();
   tls: TlsInfo | null = null;
@@ -211,7 +213,7 @@ export class SmtpClient {
         };
         const w = this.waiters.shift();
         if (w) w.resolve(reply);
-        else if (this.replies.push(reply) > MAX_UNASKED_REPLIES)
+        else if (this.replies.push(reply) > MAX_UNASKED_REPLIES + this.owed)
           return this.refuse(`more than ${MAX_UNASKED_REPLIES} replies nobody asked for`);
       }
     }
@@ -220,6 +222,7 @@ export class SmtpClient {
 
   /** Reads the next reply, or fails after the reply timeout. */
   read(): Promise<SmtpReply> {
+    if (this.owed > 0) this.owed--;
     const ready = this.replies.shift();
     if (ready) return Promise.resolve(ready);
     if (this.failure) return Promise.reject(this.failure);
@@ -347,6 +350,8 @@ export class SmtpClient {
     const rcptCmds = t.recipients.map((r) => `RCPT TO:<${r}>`);
     const payload = encodeData(t.data);
     if (this.has('PIPELINING')) {
+      // a server may answer the whole group at once: those replies are not unasked
+      this.owed = rcptCmds.length + 2;
       this.write([mailCmd, ...rcptCmds, 'DATA'].map((l) => l + '\r\n').join(''));
       const mail = await this.read();
       const rcpts: SmtpReply[] = [];

@@ -189,6 +189,62 @@ describe('a server that does not stop talking', () => {
   });
 });
 
+test(
+  'a pipelined transaction of 1000 recipients answered in one burst is read whole',
+  { timeout: 60_000 },
+  async () => {
+    // as Postfix or Gmail answer a pipelined group: every reply in one write
+    const server = createTcpServer((s) => {
+      s.on('error', () => undefined);
+      let buf = '';
+      let inData = false;
+      s.write('220 mx.test ESMTP\r\n');
+      s.on('data', (d: Buffer) => {
+        buf += d.toString('latin1');
+        if (inData) {
+          if (!buf.endsWith('\r\n.\r\n')) return;
+          inData = false;
+          buf = '';
+          return void s.write('250 2.0.0 queued\r\n');
+        }
+        if (buf.startsWith('EHLO') && buf.endsWith('\r\n')) {
+          buf = '';
+          return void s.write('250-mx.test\r\n250 PIPELINING\r\n');
+        }
+        if (!buf.endsWith('DATA\r\n')) return;
+        const rcpts = buf.split('\r\n').filter((l) => l.startsWith('RCPT')).length;
+        buf = '';
+        inData = true;
+        s.write('250 2.1.0 ok\r\n' + '250 2.1.5 ok\r\n'.repeat(rcpts) + '354 go on\r\n');
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      const c = await SmtpClient.open({
+        host: 'mx.test',
+        ip: '127.0.0.1',
+        port,
+        connectTimeoutMs: 10_000,
+        replyTimeoutMs: 30_000,
+      });
+      assert.equal((await c.ehlo('relay.example.test')).code, 250);
+      const recipients = Array.from({ length: 1000 }, (_, i) => `r${i}@mx.test`);
+      const res = await c.transaction({
+        from: 'a@example.test',
+        mailParams: [],
+        recipients,
+        data: Buffer.from('Subject: hi\r\n\r\nhello\r\n'),
+      });
+      assert.equal(res.rcpts.filter((r) => r.code === 250).length, 1000);
+      assert.equal(res.data?.code, 250);
+      c.close();
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  },
+);
+
 test('relayhost syntax (Postfix)', () => {
   assert.deepEqual(parseRelayhost('[smtp.example.com]:587', 25), {
     host: 'smtp.example.com',
