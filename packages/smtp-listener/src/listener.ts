@@ -233,7 +233,11 @@ export class MailyardSmtpServer extends SMTPServer {
       send(421, reply.tooManyErrors().message);
       return true;
     };
+    let junk = 0;
     conn.send = (code, data, context) => {
+      // a message accepted forgives what came before, as Postfix does: a sender that
+      // resets between the messages of a long session is not cut off
+      if (context === 'DATA_OK') errors = junk = 0;
       // every error reply is counted, temporary ones (421, 451) too; only those that
       // answer the client's commands count towards the hard error limit
       if (code >= 400) this.onErrorReply?.(code);
@@ -247,7 +251,6 @@ export class MailyardSmtpServer extends SMTPServer {
     };
     // each junk command restarts smtpd_timeout: past the limit they count as errors, so
     // such commands cannot hold a connection slot for ever (Postfix does the same)
-    let junk = 0;
     for (const name of JUNK_COMMANDS) {
       const handler = conn[`handler_${name}`].bind(conn);
       conn[`handler_${name}`] = (command, callback) => {

@@ -90,3 +90,24 @@ test(
     await c.waitClosed();
   },
 );
+
+test(
+  'a message accepted forgives the junk commands before it, as in Postfix',
+  { timeout: 60_000 },
+  async () => {
+    const [first] = await connections(1, '127.0.0.8');
+    const c = first!.c;
+    assert.equal((await c.cmd('EHLO client.example.net')).code, 250);
+    const resets = async () => {
+      for (let i = 0; i < 110; i++) assert.equal((await c.cmd('RSET')).code, 250);
+    };
+    // 220 RSETs in all, one message between them: never 100 + 20 in a row
+    await resets();
+    assert.equal((await c.cmd('MAIL FROM:<a@sender.test>')).code, 250);
+    assert.equal((await c.cmd('RCPT TO:<b@elsewhere.test>')).code, 250);
+    assert.equal((await c.cmd('DATA')).code, 354);
+    assert.equal((await c.cmd('Subject: one of many\r\n\r\nhello\r\n.')).code, 250);
+    await resets();
+    assert.equal((await c.cmd('QUIT')).code, 221);
+  },
+);
