@@ -162,6 +162,8 @@ export class Pop3Session {
           this.parked = true;
           await this.conn.drain();
           this.parked = false;
+          // closed meanwhile (shutdown, autologout): a QUIT waiting behind must not delete
+          if (this.closed) break;
         }
         await this.handle(this.queue.shift()!);
         this.conn.readAhead(this.queue.length);
