@@ -18,14 +18,18 @@ export const HEADER_LINES_LIMIT = 5000;
 
 const LF = 0x0a;
 
-/** The refusal a message's header section earns, or null; `message` has CRLF line ends. */
+/**
+ * The refusal a message's header section earns, or null; `message` has CRLF line ends.
+ * The section runs to the first empty line, or to the end of a message without one, as
+ * the parsers after us read it (Postfix ends it at the first line that is not a field,
+ * but a line of junk first would then hide a header of any size from them).
+ */
 export function headerRefusal(message: Buffer): SmtpReject | null {
   let hops = 0;
-  let lines = 0;
-  for (let start = 0; start < message.length; lines++) {
-    if (start > HEADER_SIZE_LIMIT || lines >= HEADER_LINES_LIMIT) return reply.headerTooLarge();
+  for (let start = 0, lines = 0; start < message.length; lines++) {
     // an empty line ends the header section
     if (message[start] === 0x0d && message[start + 1] === LF) return null;
+    if (start > HEADER_SIZE_LIMIT || lines >= HEADER_LINES_LIMIT) return reply.headerTooLarge();
     if (isReceived(message, start) && ++hops > HOPCOUNT_LIMIT) return reply.tooManyHops();
     const end = message.indexOf(LF, start);
     if (end === -1) break;
