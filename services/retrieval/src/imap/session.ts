@@ -97,6 +97,8 @@ export class ImapSession implements ImapContext {
   /** Stops watching the app password this session logged in with. */
   private unwatchCredential: (() => void) | null = null;
   private notifyPending = false;
+  /** A change was told while pushUpdates ran: it reads the folder once more. */
+  private notifyAgain = false;
   /** NOTIFY's registration (RFC 5465), while one is set. */
   private watch: NotifyWatcher | null = null;
   private notifyScheduled = false;
@@ -604,12 +606,19 @@ export class ImapSession implements ImapContext {
   }
 
   private async pushUpdates(): Promise<void> {
-    if (this.notifyPending) return;
+    if (this.notifyPending) {
+      // told while the folder is being read: the read may have begun before the change
+      this.notifyAgain = true;
+      return;
+    }
     this.notifyPending = true;
     try {
-      // serialised with command handling so updates never interleave with a reply
-      await this.betweenCommands();
-      if (this.mode.m === 'idle') await this.flushUpdates(true);
+      do {
+        this.notifyAgain = false;
+        // serialised with command handling so updates never interleave with a reply
+        await this.betweenCommands();
+        if (this.mode.m === 'idle') await this.flushUpdates(true);
+      } while (this.notifyAgain && this.mode.m === 'idle');
     } catch (err) {
       this.log.warn({ err }, 'IDLE update failed');
     } finally {
