@@ -98,6 +98,19 @@ export class ClientConnection {
     return !this.isClosed && this.queued >= OUTPUT_LIMIT;
   }
 
+  /** Between commands, waiting in awaitReader() for the client to read its answers. */
+  awaitingReader = false;
+
+  /** drain() between two commands: the session is idle as far as a shutdown goes. */
+  async awaitReader(): Promise<void> {
+    this.awaitingReader = true;
+    try {
+      await this.drain();
+    } finally {
+      this.awaitingReader = false;
+    }
+  }
+
   async drain(): Promise<void> {
     // with compression the socket drains as the compressor catches up: wait for either
     while (this.backedUp) {

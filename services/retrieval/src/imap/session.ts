@@ -240,7 +240,7 @@ export class ImapSession implements ImapContext {
     try {
       while (this.queue.length && this.mode.m !== 'closed') {
         // a client that does not read its answers: the next command waits for it
-        if (this.conn.backedUp) await this.parkedUntilDrained();
+        if (this.conn.backedUp) await this.conn.awaitReader();
         const ev = this.queue.shift()!;
         try {
           await this.handleEvent(ev);
@@ -265,19 +265,8 @@ export class ImapSession implements ImapContext {
     }
   }
 
-  /** Waiting for the client to read its answers before the next command (drainQueue). */
-  private parked = false;
   /** Who waits for the command (or NOTIFY round) running now to end. */
   private afterRun: (() => void)[] = [];
-
-  private async parkedUntilDrained(): Promise<void> {
-    this.parked = true;
-    try {
-      await this.conn.drain();
-    } finally {
-      this.parked = false;
-    }
-  }
 
   private notRunning(): void {
     this.running = false;
@@ -298,7 +287,7 @@ export class ImapSession implements ImapContext {
    */
   shutdown(now = false): void {
     this.stopping = true;
-    if (now || this.parked || (!this.running && !this.queue.length && !this.framer.pending))
+    if (now || this.conn.awaitingReader || (!this.running && !this.queue.length && !this.framer.pending))
       this.close('* BYE [UNAVAILABLE] Server shutting down\r\n');
   }
 

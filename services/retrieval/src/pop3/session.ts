@@ -159,9 +159,7 @@ export class Pop3Session {
       while (this.queue.length && !this.closed) {
         // a client that does not read its answers: the next command waits for it
         if (this.conn.backedUp) {
-          this.parked = true;
-          await this.conn.drain();
-          this.parked = false;
+          await this.conn.awaitReader();
           // closed meanwhile (shutdown, autologout): a QUIT waiting behind must not delete
           if (this.closed) break;
         }
@@ -175,8 +173,6 @@ export class Pop3Session {
   }
 
   private stopping = false;
-  /** Waiting for the client to read its answers before the next command (drain). */
-  private parked = false;
 
   /**
    * The server stops: -ERR now if the client is between commands or does not read its
@@ -185,7 +181,7 @@ export class Pop3Session {
    */
   shutdown(now = false): void {
     this.stopping = true;
-    if (now || this.parked || (!this.busy && !this.queue.length && !this.buf))
+    if (now || this.conn.awaitingReader || (!this.busy && !this.queue.length && !this.buf))
       this.close('-ERR [SYS/TEMP] Server shutting down');
   }
 
