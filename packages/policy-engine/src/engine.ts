@@ -178,7 +178,8 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
     try {
       // DATA's entries are the heavy ones (mailauth and its lookups): decided here only when
       // every one can be, so that none runs twice when the service has to decide the stage
-      if (opts?.local && req.stage === 'data')
+      const wholeStage = opts?.local && req.stage === 'data';
+      if (wholeStage)
         for (const l of lists) for (const r of rules[l]) if (!(await decidableHere(ctx, r))) return null;
       let current: (() => boolean) | null = null;
       await prefetch(
@@ -189,7 +190,8 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
       if (current && !(current as () => boolean)()) return null;
       outer: for (const l of lists) {
         for (const r of rules[l]) {
-          if (opts?.local && !(await decidableHere(ctx, r))) return null;
+          // the others are asked as they are reached: the entries before are cheap
+          if (opts?.local && !wholeStage && !(await decidableHere(ctx, r))) return null;
           const res = await implementation(r.name).run(ctx, r.value, policyReply);
           if (res.kind === 'dunno') continue;
           if (res.kind === 'permit') continue outer;
