@@ -38,13 +38,5 @@ export function headerRefusal(message: Buffer): SmtpReject | null {
   return message.length > HEADER_SIZE_LIMIT ? reply.headerTooLarge() : null;
 }
 
-const RECEIVED = Buffer.from('received:');
-
-function isReceived(buf: Buffer, at: number): boolean {
-  if (buf.length - at < RECEIVED.length) return false;
-  for (let i = 0; i < RECEIVED.length; i++) {
-    // ASCII letters compare case-insensitively with bit 0x20 set; ':' is itself
-    if ((buf[at + i]! | 0x20) !== (RECEIVED[i]! | 0x20)) return false;
-  }
-  return true;
-}
+const isReceived = (buf: Buffer, at: number): boolean =>
+  buf.toString('latin1', at, at + 9).toLowerCase() === 'received:';
