@@ -67,13 +67,18 @@ test('/metrics counts the refusals', { timeout: 20_000 }, async () => {
   assert.match(body, /mailyard_mta_inbound_refused_connections_total\{limit="connection-count"\} [1-9]/);
 });
 
+/** One session from `from`, past its greeting and EHLO. */
+async function greeted(from: string): Promise<RawSmtp> {
+  const [first] = await connections(1, from);
+  assert.equal((await first!.c.cmd('EHLO client.example.net')).code, 250);
+  return first!.c;
+}
+
 test(
   'NOOP, RSET, VRFY and HELP past the junk limit count as errors: 421 after the hard error limit',
   { timeout: 60_000 },
   async () => {
-    const [first] = await connections(1, '127.0.0.7');
-    const c = first!.c;
-    assert.equal((await c.cmd('EHLO client.example.net')).code, 250);
+    const c = await greeted('127.0.0.7');
     // 100 junk commands (smtpd_junk_command_limit), then 20 more count as the 20 errors
     const junk = ['NOOP', 'RSET', 'VRFY someone', 'HELP'];
     const replies: number[] = [];
@@ -95,9 +100,7 @@ test(
   'a message accepted forgives the junk commands before it, as in Postfix',
   { timeout: 60_000 },
   async () => {
-    const [first] = await connections(1, '127.0.0.8');
-    const c = first!.c;
-    assert.equal((await c.cmd('EHLO client.example.net')).code, 250);
+    const c = await greeted('127.0.0.8');
     const resets = async () => {
       for (let i = 0; i < 110; i++) assert.equal((await c.cmd('RSET')).code, 250);
     };
