@@ -217,10 +217,23 @@ test(
     const terminal = () => out.replace(/\x1b\[[0-9;]*m/g, '').split('\n');
     const services = ['policy', 'delivery', 'mta-inbound'];
     try {
-      await waitFor(() => services.every((s) => terminal().some((l) => l.includes(`(${s}): ${s} ready {`))), {
-        timeoutMs: 90_000,
-        what: `the ready lines:\n${out}`,
-      });
+      const metricsPorts = await waitFor(
+        () => {
+          const found = services.map((s) => {
+            const line = terminal().find((l) => l.includes(`(${s}): ${s} ready {`));
+            return line && /"metrics":(\d+)[,}]/.exec(line)?.[1];
+          });
+          return found.every(Boolean) ? found.map(Number) : null;
+        },
+        { timeoutMs: 90_000, what: `the ready lines:\n${out}` },
+      );
+      // the ready line says a service listens; its broker connection may come a moment later,
+      // and a message meanwhile is deferred (451): wait for /readyz, as an orchestrator does
+      for (const port of metricsPorts)
+        await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, {
+          timeoutMs: 60_000,
+          what: `readyz on ${port}:\n${out}`,
+        });
       const before = terminal().length - 1;
       await sendOne(smtpPort, 'one terminal line each');
       // the second message of the file's testbed
