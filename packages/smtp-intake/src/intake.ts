@@ -483,7 +483,9 @@ export function createIntake<L extends string>(
           const declared =
             address.args && typeof address.args.SIZE === 'string' ? Number(address.args.SIZE) : 0;
           if (declared > limit) throw reply.messageTooBig(limit);
-          // refused before the client sends the message the queue could not take
+          // refused before the client sends the message the queue could not take (Postfix
+          // too answers at MAIL when it cannot open a queue file)
+          if (!bus.connected) throw reply.queueUnavailable();
           if (bus.blocked) throw reply.insufficientStorage();
           // our own checks first: the policy service only counts senders we would accept
           await role.checkSender?.(sender, session);

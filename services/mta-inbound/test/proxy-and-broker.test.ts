@@ -114,11 +114,16 @@ describe('broker outage', () => {
     return r.text;
   }
 
-  test('while RabbitMQ is unreachable DATA ends in 451 4.3.0; after it is back mail flows again', async () => {
+  test('while RabbitMQ is unreachable MAIL FROM gets 451 4.3.0; after it is back mail flows again', async () => {
     assert.match(await send('before'), /^250 2\.0\.0 /);
     amqp.cut();
     await waitFor(() => !p.inboundRt.bus.connected);
-    assert.match(await send('during'), /^451 4\.3\.0 /);
+    // refused before the client sends a message the queue could not take
+    const c = await RawSmtp.connect(p.inbound.port);
+    await c.read();
+    await c.cmd('EHLO client.example.net');
+    assert.match((await c.cmd('MAIL FROM:<x@remote.test>')).text, /^451 4\.3\.0 /);
+    c.close();
     const ready = await fetch(`http://127.0.0.1:${p.inboundRt.httpPort}/readyz`);
     assert.equal(ready.status, 503);
     amqp.restore();
