@@ -61,7 +61,7 @@ export interface PlatformOptions {
   delivery?: Record<string, unknown>;
   /** Start the policy service with this config and turn policy on in mta-inbound (default: policy off). */
   policy?: Record<string, unknown>;
-  /** Clock of the policy service (greylisting, rate limits). */
+  /** Clock of the policy decisions, in the service and in mta-inbound (greylisting, rate limits). */
   policyNow?: () => number;
   /** Start the delivery service too (default true). */
   withDelivery?: boolean;
@@ -119,7 +119,11 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
   }
   const inboundRt = await createRuntime('mta-inbound', inboundConfig);
   const directory = new Directory(redis.redis);
-  const inbound = buildMtaInbound(inboundConfig, mtaInboundDeps(inboundConfig, inboundRt));
+  const inbound = buildMtaInbound(inboundConfig, {
+    ...mtaInboundDeps(inboundConfig, inboundRt),
+    // the intake decides DATA, scanners included: on the same clock as the service
+    ...(opts.policyNow ? { now: opts.policyNow } : {}),
+  });
   await inbound.start();
   await inboundRt.bus.waitConnected();
 

@@ -74,6 +74,16 @@ export interface CheckContext {
   /** rspamd's symbols from check_spam, for check_bulk. */
   rspamdSymbols: string[];
   roundTrips: number;
+  /** Decided where the SMTP session runs (an intake), not in the policy service. */
+  readonly local: boolean;
+}
+
+/**
+ * Thrown by a check decided in an intake that cannot do its work from there (a scanner
+ * it cannot reach): the policy service decides the whole stage instead.
+ */
+export class LeaveToService extends Error {
+  override readonly name = 'LeaveToService';
 }
 
 /** Records a result: the reasons (X-Mailyard-Policy, explain, the log) and the metric. */

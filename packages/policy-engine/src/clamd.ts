@@ -27,7 +27,7 @@ export async function clamdScan(url: string, data: Buffer, timeoutMs: number): P
       () => finish(new Error(`clamd did not answer within ${timeoutMs} ms`)),
       timeoutMs,
     );
-    sock.on('error', (err) => finish(new Error(`clamd: ${err.message}`)));
+    sock.on('error', (err) => finish(new Error(`clamd: ${err.message}`, { cause: err })));
     sock.on('data', (d: Buffer) => chunks.push(d));
     sock.on('end', () => {
       const answer = Buffer.concat(chunks).toString('utf8').replace(/\0/g, '').trim();

@@ -13,6 +13,7 @@ import {
 } from '@mailyard/policy-rules';
 import {
   DUNNO,
+  LeaveToService,
   note,
   refuse,
   type CheckContext,
@@ -170,6 +171,7 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
       spf: null,
       rspamdSymbols: [],
       roundTrips: 0,
+      local: !!opts?.local,
     };
     const rules = deps.rules();
     const lists = STAGE_LISTS[req.stage];
@@ -204,6 +206,7 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
         }
       }
     } catch (err) {
+      if (err instanceof LeaveToService && opts?.local) return null;
       logger.error({ sid: req.sessionId, queueId: req.queueId, err }, 'policy check failed');
       note(ctx, 'policy', 'error', String((err as Error).message ?? err));
       verdict = refuse(policyReply.localError());

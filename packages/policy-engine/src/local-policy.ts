@@ -21,6 +21,8 @@ export interface LocalPolicyDeps {
   registry: Registry;
   /** `mailyard_<service>_local_policy_*` metrics. */
   service: string;
+  /** Milliseconds since the epoch (greylisting); tests pass a controllable clock. */
+  now?: () => number;
 }
 
 /**
@@ -30,7 +32,7 @@ export interface LocalPolicyDeps {
  * announced on the rules' channel; a recipient's user lists are read whole in the
  * stage's one pipeline the first time and kept until the next announcement; DNS goes
  * through the process's cache. A stage that reaches a check needing shared state or
- * heavy work (greylisting, rate counters, DNS lists, scanners) is left to the policy
+ * heavy work (greylisting, rate counters, DNS lists) is left to the policy
  * service: `decide` answers null. Until the service has published its settings, every
  * stage is left to it.
  *
@@ -170,7 +172,7 @@ export class LocalPolicy {
           rules: () => this.rules!,
           accessTables: () => (this.following ? this.tables : null),
           userLists: () => (this.following ? this.userLists : null),
-          now: Date.now,
+          now: this.deps.now ?? Date.now,
         });
         this.settings = settings;
       }

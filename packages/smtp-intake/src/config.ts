@@ -62,10 +62,11 @@ export const intakeSchema = {
    */
   policy_enabled: bool(false),
   /**
-   * Decide connect, MAIL and RCPT here when every entry reached is cheap (syntax,
-   * mynetworks, access tables, user lists, cached DNS), with the policy service's rules
-   * and settings, reloaded live; only stages reaching greylisting, rate counters, DNS
-   * lists or the content checks are asked over the bus. Same verdicts, fewer RPCs.
+   * Decide a stage here when every entry reached is cheap (syntax, mynetworks, access
+   * tables, user lists, cached DNS; at DATA mailauth, and rspamd and clamd asked from
+   * here), with the policy service's rules and settings, reloaded live; only stages
+   * reaching greylisting, rate counters or DNS lists are asked over the bus. Same
+   * verdicts, fewer RPCs.
    */
   policy_local_decisions: bool(true),
   /** How long to wait for a policy decision before connect, MAIL and RCPT. */

@@ -67,6 +67,8 @@ export interface IntakeDeps {
    * client, when POLICY_LOCAL_DECISIONS is on and Redis is given.
    */
   localPolicy?: LocalPolicy | null;
+  /** The clock of the stages decided here (greylisting); tests pass a controllable one. */
+  now?: () => number;
 }
 
 export interface Intake<L extends string> {
@@ -160,6 +162,7 @@ export function createIntake<L extends string>(
             logger,
             registry: deps.registry,
             service: role.service,
+            ...(deps.now ? { now: deps.now } : {}),
           })
         : null;
   // per session (connect verdicts) and per transaction (MAIL, RCPT verdicts)

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { EventKeys } from '@mailyard/contracts';
-import { PolicyRules } from '@mailyard/policy-rules';
+import { PolicyKeys, PolicyRules } from '@mailyard/policy-rules';
 import { EICAR, GTUBE, RawSmtp, startClamd, startRspamd, waitFor, type Scanner } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 
@@ -195,6 +195,76 @@ describe('advertising', () => {
     assert.equal(r.code, 250, r.text);
     const text = await delivered('news1', 'Promotions');
     assert.match(text, /^X-Mailyard-Bulk: yes/m);
+  });
+});
+
+/** A counter of mta-inbound's (or a histogram's count), by its labels joined with commas. */
+async function inboundCounts(name: string): Promise<Map<string, number>> {
+  const m = await p.inboundRt.registry.getSingleMetric(name)?.get();
+  return new Map(
+    (m?.values ?? [])
+      .filter((v) => !(v as { metricName?: string }).metricName?.match(/_(bucket|sum)$/))
+      .map((v) => [Object.values(v.labels).join(','), v.value] as const),
+  );
+}
+
+describe('where the scanners are asked', () => {
+  const DECISIONS = 'mailyard_mta_inbound_policy_decisions_total';
+  const SCANS = 'mailyard_mta_inbound_local_policy_scanner_seconds';
+
+  test('mta-inbound asks clamd and rspamd itself: a message costs no RPC', async () => {
+    const [decisions, scans] = [await inboundCounts(DECISIONS), await inboundCounts(SCANS)];
+    const r = await send(message('here1', 'Hello, nothing to see.'));
+    assert.equal(r.code, 250, r.text);
+    const text = await delivered('here1', 'INBOX');
+    assert.match(text, /^X-Spam: No/m);
+    assert.match(text, /X-Mailyard-Policy: inbox; .*check_virus=clean.*check_spam=no action/);
+    const [after, scansAfter] = [await inboundCounts(DECISIONS), await inboundCounts(SCANS)];
+    const grew = (m: Map<string, number>, was: Map<string, number>, key: string) =>
+      (m.get(key) ?? 0) - (was.get(key) ?? 0);
+    assert.equal(grew(after, decisions, 'data,local'), 1, 'DATA decided in mta-inbound');
+    assert.equal(grew(after, decisions, 'data,service'), 0, 'no RPC at DATA');
+    // the histogram's count series: one scan by each scanner from mta-inbound
+    for (const scanner of ['clamd', 'rspamd']) assert.equal(grew(scansAfter, scans, scanner), 1, scanner);
+  });
+
+  test('a scanner mta-inbound cannot reach leaves DATA to the service, which scans', async () => {
+    // the service's published settings, as an intake on another host would read them:
+    // clamd at an address only the service's host reaches (here: one nobody listens on)
+    const rules = new PolicyRules(p.redis.redis, p.redis.prefix);
+    const published = await p.redis.redis.hgetall(PolicyKeys.engineConfig);
+    const [instance, settings] = Object.entries(published)[0]!;
+    const inForce = async () => {
+      await rules.reset('smtpd_data_restrictions');
+      const v = Number(await p.redis.redis.get('policy:version'));
+      await waitFor(
+        async () =>
+          ((
+            await p.inboundRt.registry
+              .getSingleMetric('mailyard_mta_inbound_local_policy_rules_version')
+              ?.get()
+          )?.values[0]?.value ?? -1) >= v,
+        { what: 'the settings reloaded in mta-inbound' },
+      );
+    };
+    const elsewhere = { ...(JSON.parse(settings) as Record<string, string>), clamd_url: 'tcp://127.0.0.1:9' };
+    await p.redis.redis.hset(PolicyKeys.engineConfig, instance, JSON.stringify(elsewhere));
+    try {
+      await inForce();
+      const decisions = await inboundCounts(DECISIONS);
+      const r = await send(message('elsewhere1', `Here it is:\n${EICAR}`));
+      assert.match(r.text, /^554 5\.7\.1 Message rejected: virus found: Mailyard\.Test\.EICAR/);
+      const after = await inboundCounts(DECISIONS);
+      assert.equal(
+        (after.get('data,service') ?? 0) - (decisions.get('data,service') ?? 0),
+        1,
+        'asked of the service',
+      );
+      assert.equal(after.get('data,local') ?? 0, decisions.get('data,local') ?? 0, 'not decided here');
+    } finally {
+      await p.redis.redis.hset(PolicyKeys.engineConfig, instance, settings);
+      await inForce();
+    }
   });
 });
 

@@ -106,7 +106,7 @@ const delta = (a: Record<string, number>, b: Record<string, number>) =>
       .filter(([, v]) => v > 0),
   );
 
-/** The checks of the default DATA list; without scanners configured, none needs the service. */
+/** The checks of the default DATA list; none needs the service (the scanners are asked from the intake). */
 const DATA_CHECKS = ['check_virus', 'check_authentication', 'reject_spf_fail', 'check_spam', 'check_bulk'];
 
 async function attempt(from = 'someone@sender.test', rcpt = 'alice@example.test') {
@@ -408,7 +408,7 @@ describe('the same verdicts here and in the service', { timeout: 120_000 }, () =
 });
 
 describe('the copy in the intake and Redis', { timeout: 120_000 }, () => {
-  test('with a scanner set, DATA goes to the service before any of its checks ran here', async () => {
+  test('a scanner the intake cannot connect to leaves DATA to the service', async () => {
     const { priv, redis } = await privateRedis();
     const local = localCopy(redis, '');
     try {
@@ -421,7 +421,6 @@ describe('the copy in the intake and Redis', { timeout: 120_000 }, () => {
       );
       await local.start();
       await waitFor(() => local.rulesVersion !== null, { what: 'the change channel followed' });
-      const asked = p.dns.queries.length;
       const msg = Buffer.from('From: <a@scanned.test>\r\nSubject: hi\r\n\r\nhello\r\n');
       const input: PolicyInput = {
         stage: 'data',
@@ -434,12 +433,8 @@ describe('the copy in the intake and Redis', { timeout: 120_000 }, () => {
         tls: false,
         size: msg.length,
       };
+      // rspamd where nothing listens (an address only the service's host reaches)
       assert.equal(await local.decide(input, msg), null, 'asked of the service');
-      assert.deepEqual(
-        p.dns.queries.slice(asked).filter((q) => q.name.endsWith('scanned.test')),
-        [],
-        'no SPF or DMARC lookup made here first',
-      );
     } finally {
       await local.stop();
       redis.disconnect();

@@ -9,8 +9,13 @@ import { rspamdCheck } from '../rspamd.js';
  * soft reject (451), greylist (the greylist band), add header / rewrite subject (Junk).
  */
 export const checkSpam: CheckImplementation<'check_spam'> = {
-  /** Without rspamd there is nothing to ask: decided where the session runs. */
-  local: (ctx) => !ctx.env.config.rspamd_url,
+  /**
+   * Decided where the session runs: the intake asks rspamd itself (the message then
+   * crosses the broker once, not three times), and its greylist band is the same atomic
+   * script on the shared Redis; an rspamd the intake cannot reach leaves the stage to
+   * the service (filterFailed).
+   */
+  local: () => true,
   async run(ctx, _args, reply) {
     const { req } = ctx;
     const { config, metrics } = ctx.env;

@@ -4,8 +4,8 @@ import { filterFailed } from '../content-filters.js';
 
 /** `check_virus`: the message through clamd (CLAMD_URL); infected mail is refused at DATA. */
 export const checkVirus: CheckImplementation<'check_virus'> = {
-  /** Without clamd there is nothing to ask: decided where the session runs. */
-  local: (ctx) => !ctx.env.config.clamd_url,
+  /** Decided where the session runs: the intake asks clamd itself (see check_spam). */
+  local: () => true,
   async run(ctx, _args, reply) {
     const { config, metrics } = ctx.env;
     if (ctx.req.stage !== 'data' || !config.clamd_url || !ctx.message) return DUNNO;
