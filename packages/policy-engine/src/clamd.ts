@@ -1,4 +1,5 @@
 import { connect } from 'node:net';
+import { SCANNER_CONNECT_TIMEOUT_MS, connectTimedOut } from './content-filters.js';
 
 export type ScanResult = { infected: false } | { infected: true; signature: string };
 
@@ -19,6 +20,7 @@ export async function clamdScan(url: string, data: Buffer, timeoutMs: number): P
       if (done) return;
       done = true;
       clearTimeout(timer);
+      clearTimeout(connecting);
       sock.destroy();
       if (err) reject(err);
       else resolve(res!);
@@ -27,6 +29,9 @@ export async function clamdScan(url: string, data: Buffer, timeoutMs: number): P
       () => finish(new Error(`clamd did not answer within ${timeoutMs} ms`)),
       timeoutMs,
     );
+    const connectMs = Math.min(timeoutMs, SCANNER_CONNECT_TIMEOUT_MS);
+    const connecting = setTimeout(() => finish(connectTimedOut('clamd', connectMs)), connectMs);
+    sock.once('connect', () => clearTimeout(connecting));
     sock.on('error', (err) => finish(new Error(`clamd: ${err.message}`, { cause: err })));
     sock.on('data', (d: Buffer) => chunks.push(d));
     sock.on('end', () => {

@@ -180,6 +180,7 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
     try {
       // DATA's entries are the heavy ones (mailauth and its lookups): decided here only when
       // every one can be, so that none runs twice when the service has to decide the stage
+      // (but for a scanner found unreachable on the way: filterFailed)
       const wholeStage = opts?.local && req.stage === 'data';
       if (wholeStage)
         for (const l of lists) for (const r of rules[l]) if (!(await decidableHere(ctx, r))) return null;

@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { SCANNER_CONNECT_TIMEOUT_MS, connectTimedOut } from './content-filters.js';
 
 /**
  * rspamd is asked once per message, over node:http: rspamd's normal worker closes the
@@ -70,6 +71,13 @@ export async function rspamdCheck(
         res.on('error', reject);
       },
     );
+    const connectMs = Math.min(timeoutMs, SCANNER_CONNECT_TIMEOUT_MS);
+    req.once('socket', (sock) => {
+      if (!sock.connecting) return;
+      const connecting = setTimeout(() => req.destroy(connectTimedOut('rspamd', connectMs)), connectMs);
+      sock.once('connect', () => clearTimeout(connecting));
+      sock.once('close', () => clearTimeout(connecting));
+    });
     req.on('error', (err: Error) =>
       reject(err.name === 'AbortError' ? new Error(`rspamd did not answer within ${timeoutMs} ms`) : err),
     );

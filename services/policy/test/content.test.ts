@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
+import { createConnection, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { EventKeys } from '@mailyard/contracts';
 import { PolicyKeys, PolicyRules } from '@mailyard/policy-rules';
@@ -228,9 +230,12 @@ describe('where the scanners are asked', () => {
     for (const scanner of ['clamd', 'rspamd']) assert.equal(grew(scansAfter, scans, scanner), 1, scanner);
   });
 
-  test('a scanner mta-inbound cannot reach leaves DATA to the service, which scans', async () => {
-    // the service's published settings, as an intake on another host would read them:
-    // clamd at an address only the service's host reaches (here: one nobody listens on)
+  /**
+   * Runs `body` while mta-inbound reads clamd's address as `clamdUrl` in the service's
+   * published settings (as an intake on another host would, where that address is one
+   * only the service's host reaches); the service itself scans with its own.
+   */
+  async function withPublishedClamd(clamdUrl: string, body: () => Promise<void>): Promise<void> {
     const rules = new PolicyRules(p.redis.redis, p.redis.prefix);
     const published = await p.redis.redis.hgetall(PolicyKeys.engineConfig);
     const [instance, settings] = Object.entries(published)[0]!;
@@ -247,23 +252,73 @@ describe('where the scanners are asked', () => {
         { what: 'the settings reloaded in mta-inbound' },
       );
     };
-    const elsewhere = { ...(JSON.parse(settings) as Record<string, string>), clamd_url: 'tcp://127.0.0.1:9' };
+    const elsewhere = { ...(JSON.parse(settings) as Record<string, string>), clamd_url: clamdUrl };
     await p.redis.redis.hset(PolicyKeys.engineConfig, instance, JSON.stringify(elsewhere));
     try {
       await inForce();
-      const decisions = await inboundCounts(DECISIONS);
-      const r = await send(message('elsewhere1', `Here it is:\n${EICAR}`));
-      assert.match(r.text, /^554 5\.7\.1 Message rejected: virus found: Mailyard\.Test\.EICAR/);
-      const after = await inboundCounts(DECISIONS);
-      assert.equal(
-        (after.get('data,service') ?? 0) - (decisions.get('data,service') ?? 0),
-        1,
-        'asked of the service',
-      );
-      assert.equal(after.get('data,local') ?? 0, decisions.get('data,local') ?? 0, 'not decided here');
+      await body();
     } finally {
       await p.redis.redis.hset(PolicyKeys.engineConfig, instance, settings);
       await inForce();
+    }
+  }
+
+  /** Sends EICAR: the service refuses it, asked by one RPC at DATA. */
+  async function refusedByTheService(marker: string): Promise<void> {
+    const decisions = await inboundCounts(DECISIONS);
+    const r = await send(message(marker, `Here it is:\n${EICAR}`));
+    assert.match(r.text, /^554 5\.7\.1 Message rejected: virus found: Mailyard\.Test\.EICAR/);
+    const after = await inboundCounts(DECISIONS);
+    const grew = (key: string) => (after.get(key) ?? 0) - (decisions.get(key) ?? 0);
+    assert.equal(grew('data,service'), 1, 'asked of the service');
+    assert.equal(grew('data,local'), 0, 'not decided here');
+  }
+
+  test('a scanner mta-inbound cannot connect to leaves DATA to the service, for a while', async () => {
+    // nothing listens there: the connection is refused
+    await withPublishedClamd('tcp://127.0.0.1:9', async () => {
+      const tried = async () => (await inboundCounts(SCANS)).get('clamd') ?? 0;
+      const before = await tried();
+      await refusedByTheService('elsewhere1');
+      assert.equal(await tried(), before + 1, 'clamd tried from here');
+      // the next message is left to the service from the start: no attempt from here
+      await refusedByTheService('elsewhere2');
+      assert.equal(await tried(), before + 1, 'clamd not tried again');
+    });
+  });
+
+  test('a scanner that never takes the connection (packets dropped) counts as unreachable', async () => {
+    // a listener that never accepts, its accept queue filled: Linux drops further
+    // connection attempts, as a firewall dropping packets would
+    const listener = spawn('python3', [
+      '-c',
+      'import socket,sys,time\n' +
+        's=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(0)\n' +
+        'print(s.getsockname()[1], flush=True)\n' +
+        'time.sleep(600)\n',
+    ]);
+    const fillers: Socket[] = [];
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        listener.once('error', reject);
+        listener.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+      });
+      // the queue holds one connection; a second attempt is dropped
+      const connected = await Promise.race(
+        [0, 1, 2].map(
+          () =>
+            new Promise<boolean>((resolve) => {
+              const s = createConnection({ host: '127.0.0.1', port }, () => resolve(true));
+              s.on('error', () => undefined);
+              fillers.push(s);
+            }),
+        ),
+      );
+      assert.ok(connected, 'the accept queue filled');
+      await withPublishedClamd(`tcp://127.0.0.1:${port}`, () => refusedByTheService('dropped1'));
+    } finally {
+      for (const s of fillers) s.destroy();
+      listener.kill();
     }
   });
 });

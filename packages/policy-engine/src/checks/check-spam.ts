@@ -1,5 +1,5 @@
 import { DUNNO, HOLD, note, refuse, type CheckImplementation } from '../check-context.js';
-import { filterFailed } from '../content-filters.js';
+import { filterFailed, reachableFromHere } from '../content-filters.js';
 import { greylistBand } from '../greylisting.js';
 import { rspamdCheck } from '../rspamd.js';
 
@@ -13,9 +13,9 @@ export const checkSpam: CheckImplementation<'check_spam'> = {
    * Decided where the session runs: the intake asks rspamd itself (the message then
    * crosses the broker once, not three times), and its greylist band is the same atomic
    * script on the shared Redis; an rspamd the intake cannot reach leaves the stage to
-   * the service (filterFailed).
+   * the service (filterFailed), for a while (reachableFromHere).
    */
-  local: () => true,
+  local: (ctx) => reachableFromHere(ctx.env.config.rspamd_url),
   async run(ctx, _args, reply) {
     const { req } = ctx;
     const { config, metrics } = ctx.env;

@@ -1,11 +1,11 @@
 import { clamdScan } from '../clamd.js';
 import { DUNNO, note, refuse, type CheckImplementation } from '../check-context.js';
-import { filterFailed } from '../content-filters.js';
+import { filterFailed, reachableFromHere } from '../content-filters.js';
 
 /** `check_virus`: the message through clamd (CLAMD_URL); infected mail is refused at DATA. */
 export const checkVirus: CheckImplementation<'check_virus'> = {
   /** Decided where the session runs: the intake asks clamd itself (see check_spam). */
-  local: () => true,
+  local: (ctx) => reachableFromHere(ctx.env.config.clamd_url),
   async run(ctx, _args, reply) {
     const { config, metrics } = ctx.env;
     if (ctx.req.stage !== 'data' || !config.clamd_url || !ctx.message) return DUNNO;
