@@ -215,7 +215,14 @@ export function createIntake<L extends string>(
         return null;
       }
       metrics.policyDecided(request.stage, here ? 'local' : 'service');
-      return here ?? (await asker.ask(request, opts.message, opts.timeoutMs));
+      if (here) return here;
+      // DATA left to the service after checks ran here (a scanner not reached): one
+      // POLICY_DATA_TIMEOUT for both
+      const spent = Number(process.hrtime.bigint() - started) / 1e6;
+      const timeoutMs = opts.message
+        ? Math.max(1, Math.round((opts.timeoutMs ?? config.policy_timeout) - spent))
+        : opts.timeoutMs;
+      return await asker.ask(request, opts.message, timeoutMs);
     } finally {
       const waited = Number(process.hrtime.bigint() - started) / 1e9;
       policyWaits.set(session, (policyWaits.get(session) ?? 0) + waited);
