@@ -29,10 +29,12 @@ export type ArgValues<A extends readonly ArgSpec<unknown>[]> = {
 
 /**
  * What a check uses besides the request. A check runs in any process that has these:
- * the policy service has them all; an SMTP listener has the configuration, DNS, the
- * directory and the rules (access tables and user lists come with them), but not the
- * scanners. Checks with `sharedState` count or remember something per message in
- * Redis that every instance must see at once, so they stay where that state is kept.
+ * the policy service has them all; an SMTP intake has the configuration, DNS, the
+ * directory and the rules (access tables and user lists come with them), and asks the
+ * scanners at the addresses the service publishes. Checks with `sharedState` count or
+ * remember something per message in Redis that every instance must see at once, so
+ * they stay where that state is kept; check_spam's greylist band, reached only by mail
+ * rspamd greylists, is one atomic script and runs from the intake too.
  */
 export type Need =
   | 'mynetworks'
