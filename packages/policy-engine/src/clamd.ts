@@ -1,5 +1,6 @@
 import { connect } from 'node:net';
 import { SCANNER_CONNECT_TIMEOUT_MS, connectTimedOut } from './content-filters.js';
+import { withScanSlot } from './scan-slots.js';
 
 export type ScanResult = { infected: false } | { infected: true; signature: string };
 
@@ -12,6 +13,10 @@ export async function clamdScan(url: string, data: Buffer, timeoutMs: number): P
   const u = new URL(url);
   const port = Number(u.port || 3310);
   const host = u.hostname.replace(/^\[|\]$/g, '');
+  return withScanSlot(url, () => scan(host, port, data, timeoutMs));
+}
+
+function scan(host: string, port: number, data: Buffer, timeoutMs: number): Promise<ScanResult> {
   return new Promise<ScanResult>((resolve, reject) => {
     const sock = connect({ host, port });
     const chunks: Buffer[] = [];

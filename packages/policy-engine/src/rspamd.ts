@@ -1,5 +1,6 @@
 import { request } from 'node:http';
 import { SCANNER_CONNECT_TIMEOUT_MS, connectTimedOut } from './content-filters.js';
+import { withScanSlot } from './scan-slots.js';
 
 /**
  * rspamd is asked once per message, over node:http: rspamd's normal worker closes the
@@ -48,7 +49,27 @@ export async function rspamdCheck(
   if (env.user) headers.User = env.user;
   if (env.rcpts.length) headers.Rcpt = env.rcpts;
   const url = new URL('/checkv2', baseUrl);
-  const { status, body } = await new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
+  const { status, body } = await withScanSlot(baseUrl, () => post(url, headers, message, timeoutMs));
+  if (status !== 200) throw new Error(`rspamd answered HTTP ${status}`);
+  const parsed = JSON.parse(body.toString('utf8')) as Partial<RspamdResult>;
+  if (typeof parsed.action !== 'string' || typeof parsed.score !== 'number')
+    throw new Error('rspamd answered without action/score');
+  return {
+    action: parsed.action,
+    score: parsed.score,
+    required_score: parsed.required_score ?? 0,
+    symbols: parsed.symbols ?? {},
+  };
+}
+
+/** One scan: the message POSTed with the envelope headers; rspamd's status and body. */
+function post(
+  url: URL,
+  headers: Record<string, string | string[]>,
+  message: Buffer,
+  timeoutMs: number,
+): Promise<{ status: number; body: Buffer }> {
+  return new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
     const req = request(
       {
         host: url.hostname.replace(/^\[|\]$/g, ''),
@@ -83,16 +104,6 @@ export async function rspamdCheck(
     );
     req.end(message);
   });
-  if (status !== 200) throw new Error(`rspamd answered HTTP ${status}`);
-  const parsed = JSON.parse(body.toString('utf8')) as Partial<RspamdResult>;
-  if (typeof parsed.action !== 'string' || typeof parsed.score !== 'number')
-    throw new Error('rspamd answered without action/score');
-  return {
-    action: parsed.action,
-    score: parsed.score,
-    required_score: parsed.required_score ?? 0,
-    symbols: parsed.symbols ?? {},
-  };
 }
 
 /**

@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, test } from 'node:test';
+import { waitFor } from '@mailyard/testkit';
 import { rspamdCheck } from '../src/rspamd.js';
+import { MAX_SCANS_IN_FLIGHT } from '../src/scan-slots.js';
 
 // The rspamd client against an HTTP server on loopback that answers as rspamd does, or
 // fails as a broken one would: every failure is an error (the check then tempfails or
@@ -82,3 +84,33 @@ test('a reply far larger than any verdict is refused', T, async () => {
   const huge = await serve((_q, _b, res) => res.end(Buffer.alloc(5 * 1024 * 1024, 0x20)));
   await assert.rejects(rspamdCheck(huge, MESSAGE, ENV, 5000), /more than/);
 });
+
+test(
+  'a burst of scans reaches rspamd at most MAX_SCANS_IN_FLIGHT at a time; each is answered',
+  T,
+  async () => {
+    const held: ServerResponse[] = [];
+    let inFlight = 0;
+    let most = 0;
+    const url = await serve((_q, _b, res) => {
+      most = Math.max(most, ++inFlight);
+      res.on('close', () => inFlight--);
+      held.push(res);
+    });
+    const answer = (res: ServerResponse) =>
+      res.end(JSON.stringify({ action: 'no action', score: 0, required_score: 15, symbols: {} }));
+    // as many sessions ending DATA at once as an intake's listener allows in a burst
+    const burst = MAX_SCANS_IN_FLIGHT + 6;
+    const scans = Array.from({ length: burst }, () => rspamdCheck(url, MESSAGE, ENV, 20_000));
+    await waitFor(() => held.length >= MAX_SCANS_IN_FLIGHT, { what: 'the first scans to arrive' });
+    // answered one by one: each answer lets one waiting scan in
+    for (let answered = 0; answered < burst; answered++) {
+      await waitFor(() => held[answered], { what: `scan ${answered + 1} to arrive` });
+      answer(held[answered]!);
+    }
+    const results = await Promise.all(scans);
+    assert.equal(results.length, burst);
+    assert.ok(results.every((r) => r.action === 'no action'));
+    assert.equal(most, MAX_SCANS_IN_FLIGHT, 'never more in flight at once');
+  },
+);
