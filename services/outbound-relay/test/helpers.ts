@@ -82,10 +82,16 @@ export async function startRemoteMta(
     close: async () => undefined,
   };
   const err = (v: NonNullable<Verdict>) => Object.assign(new Error(v.message), { responseCode: v.code });
+  // sessions that reached onConnect: one closed before (its idle time out while the
+  // greeting was delayed) was never counted open
+  const connected = new Set<string>();
   const opts: SMTPServerOptions = {
     name: `mx-${ip}`,
     banner: 'test MTA',
     logger: false,
+    // the machine's resolver is not ours to ask (and may be unreachable): the greeting
+    // would wait for it, past a short idle limit
+    disableReverseLookup: true,
     disabledCommands: behaviour.auth ? [] : ['AUTH'],
     authOptional: !behaviour.auth,
     hideSTARTTLS: !!behaviour.noStartTls,
@@ -94,7 +100,8 @@ export async function startRemoteMta(
     ...(behaviour.size ? { size: behaviour.size } : {}),
     ...(behaviour.idleTimeoutMs ? { socketTimeout: behaviour.idleTimeoutMs } : {}),
     ...(behaviour.tls ? { key: behaviour.tls.key, cert: behaviour.tls.cert } : {}),
-    onConnect(_session, cb) {
+    onConnect(session, cb) {
+      connected.add(session.id);
       mta.sessions++;
       mta.open++;
       mta.maxConcurrent = Math.max(mta.maxConcurrent, mta.open);
@@ -102,6 +109,7 @@ export async function startRemoteMta(
       cb();
     },
     onClose(session) {
+      if (!connected.delete(session.id)) return;
       mta.open--;
       mta.transactionsPerSession.push(session.transaction - 1);
     },
