@@ -66,12 +66,23 @@ interface Cached {
 }
 
 /**
+ * How long a failed policy fetch is remembered for its domain and policy id: meanwhile
+ * its messages go on as the failure decided (the cached policy, else none) without each
+ * waiting for another fetch, which may take the whole fetch deadline (10 s).
+ */
+export const FAILED_FETCH_MS = 5 * 60_000;
+
+/**
  * Policy discovery with an in-process cache (RFC 8461 §3, §5.1): the TXT record says
  * whether a policy exists and its id; the policy is fetched again when the id changes.
  * A cached policy stays in force while DNS or HTTPS fails (that is the point of it).
+ * Messages to one domain asking at once share one fetch, and a failed fetch is not
+ * tried again for FAILED_FETCH_MS unless the id changes.
  */
 export class MtaSts {
   private cache = new Map<string, Cached>();
+  private failed = new Map<string, { id: string; until: number }>();
+  private fetching = new Map<string, { id: string; policy: Promise<MtaStsPolicy | null> }>();
   constructor(
     private readonly opts: {
       resolver: MailResolver;
@@ -97,14 +108,32 @@ export class MtaSts {
     }
     if (id === null) return valid?.policy ?? null;
     if (valid && valid.id === id) return valid.policy;
+    const failed = this.failed.get(d);
+    if (failed && failed.until <= now) this.failed.delete(d);
+    else if (failed?.id === id) return valid?.policy ?? null;
+    let fetch = this.fetching.get(d);
+    if (!fetch || fetch.id !== id) {
+      const policy = this.fetch(d, id, now).finally(() => {
+        if (this.fetching.get(d) === entry) this.fetching.delete(d);
+      });
+      const entry = { id, policy };
+      this.fetching.set(d, (fetch = entry));
+    }
+    return (await fetch.policy) ?? valid?.policy ?? null;
+  }
+
+  /** Fetches and caches the policy `id` of `d`; null (and remembered) when that fails. */
+  private async fetch(d: string, id: string, now: number): Promise<MtaStsPolicy | null> {
     try {
       const policy = parsePolicy(await this.opts.fetcher(d));
       if (!policy) throw new Error('invalid policy');
       this.cache.set(d, { id, policy, expiresAt: now + policy.maxAge * 1000 });
+      this.failed.delete(d);
       return policy;
     } catch (err) {
       this.opts.onError?.(d, err);
-      return valid?.policy ?? null;
+      this.failed.set(d, { id, until: now + FAILED_FETCH_MS });
+      return null;
     }
   }
 }

@@ -4,8 +4,8 @@ import { createServer as createTcpServer, type AddressInfo, type Socket } from '
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { outboundDelayQueue } from '@mailyard/contracts';
-import type { MailResolver } from '@mailyard/dns';
-import { createTestRedis } from '@mailyard/testkit';
+import { createResolver, type MailResolver } from '@mailyard/dns';
+import { createTestRedis, startDnsServer, waitFor } from '@mailyard/testkit';
 import { DestinationLimits } from '../src/destination-limits.js';
 import {
   encodeData,
@@ -16,6 +16,7 @@ import {
   parseRelayhost,
   SmtpClient,
 } from '../src/index.js';
+import { FAILED_FETCH_MS, MtaSts } from '../src/mta-sts.js';
 import { tlsPair } from './helpers.js';
 
 /** Reverses encodeData the way a receiving SMTP server does (RFC 5321 §4.5.2). */
@@ -115,6 +116,41 @@ describe('MTA-STS', () => {
       }
     },
   );
+
+  test('a failing policy server is asked once for messages at once, then not for a while', async () => {
+    const dns = await startDnsServer({ '_mta-sts.broken.test': { TXT: ['v=STSv1; id=1'] } });
+    try {
+      const clock = { now: Date.parse('2026-01-01T00:00:00Z') };
+      let fetches = 0;
+      let fail: (err: Error) => void = () => undefined;
+      const sts = new MtaSts({
+        resolver: createResolver({ servers: [dns.address], cache: false }),
+        // a policy server that takes its time and then fails
+        fetcher: () => {
+          fetches++;
+          return new Promise<string>((_resolve, reject) => (fail = reject));
+        },
+        now: () => clock.now,
+      });
+      // ten messages to the domain at once: one fetch, and each goes on without a policy
+      const asked = Array.from({ length: 10 }, () => sts.policyFor('broken.test'));
+      await waitFor(() => fetches === 1, { what: 'the fetch' });
+      fail(new Error('connect ETIMEDOUT'));
+      assert.deepEqual(await Promise.all(asked), Array(10).fill(null));
+      assert.equal(fetches, 1, 'one fetch for them all');
+      // the next messages do not wait for another fetch
+      assert.equal(await sts.policyFor('broken.test'), null);
+      assert.equal(fetches, 1, 'not fetched again at once');
+      // some minutes later, it is tried again
+      clock.now += FAILED_FETCH_MS + 1;
+      const later = sts.policyFor('broken.test');
+      await waitFor(() => fetches === 2, { what: 'the fetch, tried again' });
+      fail(new Error('connect ETIMEDOUT'));
+      assert.equal(await later, null);
+    } finally {
+      await dns.close();
+    }
+  });
 
   test('policy parsing', () => {
     assert.deepEqual(
