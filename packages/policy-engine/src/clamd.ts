@@ -13,7 +13,16 @@ export async function clamdScan(url: string, data: Buffer, timeoutMs: number): P
   const u = new URL(url);
   const port = Number(u.port || 3310);
   const host = u.hostname.replace(/^\[|\]$/g, '');
-  return withScanSlot(url, () => scan(host, port, data, timeoutMs));
+  return withScanSlot(
+    url,
+    timeoutMs,
+    () => unanswered(timeoutMs),
+    (left) => scan(host, port, data, left),
+  );
+}
+
+function unanswered(timeoutMs: number): Error {
+  return new Error(`clamd did not answer within ${timeoutMs} ms`);
 }
 
 function scan(host: string, port: number, data: Buffer, timeoutMs: number): Promise<ScanResult> {
@@ -30,8 +39,10 @@ function scan(host: string, port: number, data: Buffer, timeoutMs: number): Prom
       if (err) reject(err);
       else resolve(res!);
     };
+    // not even connected by then: as the connection timeout (a connect timer as long
+    // as this one, made after it, would never fire first)
     const timer = setTimeout(
-      () => finish(new Error(`clamd did not answer within ${timeoutMs} ms`)),
+      () => finish(sock.connecting ? connectTimedOut('clamd', timeoutMs) : unanswered(timeoutMs)),
       timeoutMs,
     );
     const connectMs = Math.min(timeoutMs, SCANNER_CONNECT_TIMEOUT_MS);

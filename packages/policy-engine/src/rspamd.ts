@@ -49,7 +49,12 @@ export async function rspamdCheck(
   if (env.user) headers.User = env.user;
   if (env.rcpts.length) headers.Rcpt = env.rcpts;
   const url = new URL('/checkv2', baseUrl);
-  const { status, body } = await withScanSlot(baseUrl, () => post(url, headers, message, timeoutMs));
+  const { status, body } = await withScanSlot(
+    baseUrl,
+    timeoutMs,
+    () => unanswered(timeoutMs),
+    (left) => post(url, headers, message, left),
+  );
   if (status !== 200) throw new Error(`rspamd answered HTTP ${status}`);
   const parsed = JSON.parse(body.toString('utf8')) as Partial<RspamdResult>;
   if (typeof parsed.action !== 'string' || typeof parsed.score !== 'number')
@@ -60,6 +65,10 @@ export async function rspamdCheck(
     required_score: parsed.required_score ?? 0,
     symbols: parsed.symbols ?? {},
   };
+}
+
+function unanswered(timeoutMs: number): Error {
+  return new Error(`rspamd did not answer within ${timeoutMs} ms`);
 }
 
 /** One scan: the message POSTed with the envelope headers; rspamd's status and body. */
@@ -93,14 +102,25 @@ function post(
       },
     );
     const connectMs = Math.min(timeoutMs, SCANNER_CONNECT_TIMEOUT_MS);
+    let connected = false;
     req.once('socket', (sock) => {
-      if (!sock.connecting) return;
+      if (!sock.connecting) return void (connected = true);
       const connecting = setTimeout(() => req.destroy(connectTimedOut('rspamd', connectMs)), connectMs);
-      sock.once('connect', () => clearTimeout(connecting));
+      sock.once('connect', () => {
+        connected = true;
+        clearTimeout(connecting);
+      });
       sock.once('close', () => clearTimeout(connecting));
     });
+    // the deadline before even a connection: as the connection timeout
     req.on('error', (err: Error) =>
-      reject(err.name === 'AbortError' ? new Error(`rspamd did not answer within ${timeoutMs} ms`) : err),
+      reject(
+        err.name !== 'AbortError'
+          ? err
+          : connected
+            ? unanswered(timeoutMs)
+            : connectTimedOut('rspamd', timeoutMs),
+      ),
     );
     req.end(message);
   });

@@ -1,22 +1,44 @@
 /**
  * Requests in flight to one scanner from this process at most. The policy service's
  * prefetch (64) bounded its scans; an intake asks once per session ending DATA, and a
- * burst of them would overrun clamd's queue (MaxQueue, 100 by default) and fail mail
- * that waiting a moment would have scanned. Past the bound, requests wait their turn.
+ * burst of them would pile up in clamd's queue (MaxQueue, 100 by default) and fail mail
+ * that waiting a moment would have scanned. Past the bound, requests wait their turn,
+ * within their own deadline: one whose deadline passes while it waits fails as a scan
+ * that did not answer in time.
  */
 export const MAX_SCANS_IN_FLIGHT = 64;
 
 const slots = new Map<string, { busy: number; waiting: (() => void)[] }>();
 
-/** Runs `scan` once fewer than MAX_SCANS_IN_FLIGHT requests to `scanner` are in flight. */
-export async function withScanSlot<T>(scanner: string, scan: () => Promise<T>): Promise<T> {
+/**
+ * Runs `scan` with the time left of `timeoutMs` once fewer than MAX_SCANS_IN_FLIGHT
+ * requests to `scanner` are in flight; `late` is the error when none frees in time.
+ */
+export async function withScanSlot<T>(
+  scanner: string,
+  timeoutMs: number,
+  late: () => Error,
+  scan: (leftMs: number) => Promise<T>,
+): Promise<T> {
+  const started = Date.now();
   let s = slots.get(scanner);
   if (!s) slots.set(scanner, (s = { busy: 0, waiting: [] }));
   const mine = s;
   if (mine.busy < MAX_SCANS_IN_FLIGHT) mine.busy++;
-  else await new Promise<void>((resolve) => mine.waiting.push(resolve));
+  else
+    await new Promise<void>((resolve, reject) => {
+      const turn = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        mine.waiting.splice(mine.waiting.indexOf(turn), 1);
+        reject(late());
+      }, timeoutMs);
+      mine.waiting.push(turn);
+    });
   try {
-    return await scan();
+    return await scan(Math.max(1, timeoutMs - (Date.now() - started)));
   } finally {
     // the slot passes to the next in line, or is freed
     const next = mine.waiting.shift();

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createConnection, type AddressInfo, type Socket } from 'node:net';
 import { after, test } from 'node:test';
 import { waitFor } from '@mailyard/testkit';
 import { rspamdCheck } from '../src/rspamd.js';
@@ -112,5 +113,61 @@ test(
     assert.equal(results.length, burst);
     assert.ok(results.every((r) => r.action === 'no action'));
     assert.equal(most, MAX_SCANS_IN_FLIGHT, 'never more in flight at once');
+  },
+);
+
+test('a scan that waits for a slot past its deadline fails as unanswered, never sent', T, async () => {
+  const held: ServerResponse[] = [];
+  const url = await serve((_q, _b, res) => void held.push(res));
+  const first = Array.from({ length: MAX_SCANS_IN_FLIGHT }, () => rspamdCheck(url, MESSAGE, ENV, 20_000));
+  await waitFor(() => held.length === MAX_SCANS_IN_FLIGHT, { what: 'every slot taken' });
+  await assert.rejects(rspamdCheck(url, MESSAGE, ENV, 300), /did not answer within 300 ms/);
+  for (const res of held)
+    res.end(JSON.stringify({ action: 'no action', score: 0, required_score: 15, symbols: {} }));
+  assert.equal((await Promise.all(first)).length, MAX_SCANS_IN_FLIGHT);
+  // the slots are all free again: a scan goes out at once
+  const next = rspamdCheck(url, MESSAGE, ENV, 20_000);
+  await waitFor(() => held.length === MAX_SCANS_IN_FLIGHT + 1, { what: 'the next scan' });
+  held.at(-1)!.end(JSON.stringify({ action: 'no action', score: 0, required_score: 15, symbols: {} }));
+  assert.equal((await next).action, 'no action');
+});
+
+test(
+  'no connection within a deadline shorter than the connect timeout is still "not connected"',
+  T,
+  async () => {
+    // a listener that never accepts, its accept queue filled: Linux drops further attempts
+    const listener = spawn('python3', [
+      '-c',
+      'import socket,time\n' +
+        's=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(0)\n' +
+        'print(s.getsockname()[1], flush=True)\n' +
+        'time.sleep(600)\n',
+    ]);
+    const fillers: Socket[] = [];
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        listener.once('error', reject);
+        listener.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+      });
+      await Promise.race(
+        [0, 1, 2].map(
+          () =>
+            new Promise<void>((resolve) => {
+              const s = createConnection({ host: '127.0.0.1', port }, resolve);
+              s.on('error', () => undefined);
+              fillers.push(s);
+            }),
+        ),
+      );
+      const err = await rspamdCheck(`http://127.0.0.1:${port}`, MESSAGE, ENV, 1000).then(
+        () => null,
+        (e: unknown) => e as NodeJS.ErrnoException,
+      );
+      assert.equal(err?.code, 'ETIMEDOUT', String(err));
+    } finally {
+      for (const s of fillers) s.destroy();
+      listener.kill();
+    }
   },
 );
