@@ -1,6 +1,5 @@
 import { connect } from 'node:net';
-import { SCANNER_CONNECT_TIMEOUT_MS, connectTimedOut } from './content-filters.js';
-import { withScanSlot } from './scan-slots.js';
+import { SCANNER_CONNECT_TIMEOUT_MS, connectTimedOut, withScanSlot } from './scanner-limits.js';
 
 export type ScanResult = { infected: false } | { infected: true; signature: string };
 

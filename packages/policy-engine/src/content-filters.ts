@@ -1,19 +1,6 @@
 import type { PolicyReplies } from '@mailyard/policy-rules';
 import { DUNNO, LeaveToService, note, refuse, type CheckContext, type Verdict } from './check-context.js';
 
-/**
- * How long a scanner takes to accept a connection at most. A scanner on the same host
- * or network accepts within milliseconds; under load, a full accept queue drops a
- * connection attempt, which the kernel repeats after 1 s and 3 s. Past this, packets to
- * it are dropped (a firewall): the connection is treated as refused.
- */
-export const SCANNER_CONNECT_TIMEOUT_MS = 5000;
-
-/** The error of a connection not made within SCANNER_CONNECT_TIMEOUT_MS (code ETIMEDOUT, as the kernel's). */
-export function connectTimedOut(scanner: string, ms: number): Error {
-  return Object.assign(new Error(`${scanner}: no connection within ${ms} ms`), { code: 'ETIMEDOUT' });
-}
-
 /** Errors of a connection that was never made: nothing reached the scanner. */
 const NOT_CONNECTED = new Set([
   'ECONNREFUSED',

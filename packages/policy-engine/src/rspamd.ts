@@ -1,6 +1,5 @@
 import { request } from 'node:http';
-import { SCANNER_CONNECT_TIMEOUT_MS, connectTimedOut } from './content-filters.js';
-import { withScanSlot } from './scan-slots.js';
+import { SCANNER_CONNECT_TIMEOUT_MS, connectTimedOut, withScanSlot } from './scanner-limits.js';
 
 /**
  * rspamd is asked once per message, over node:http: rspamd's normal worker closes the

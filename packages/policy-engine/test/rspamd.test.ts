@@ -5,7 +5,7 @@ import { createConnection, type AddressInfo, type Socket } from 'node:net';
 import { after, test } from 'node:test';
 import { waitFor } from '@mailyard/testkit';
 import { rspamdCheck } from '../src/rspamd.js';
-import { MAX_SCANS_IN_FLIGHT } from '../src/scan-slots.js';
+import { MAX_SCANS_IN_FLIGHT } from '../src/scanner-limits.js';
 
 // The rspamd client against an HTTP server on loopback that answers as rspamd does, or
 // fails as a broken one would: every failure is an error (the check then tempfails or

@@ -1,3 +1,18 @@
+// The limits of the scanner clients (clamd.ts, rspamd.ts): connection time and requests in flight.
+
+/**
+ * How long a scanner takes to accept a connection at most. A scanner on the same host
+ * or network accepts within milliseconds; under load, a full accept queue drops a
+ * connection attempt, which the kernel repeats after 1 s and 3 s. Past this, packets to
+ * it are dropped (a firewall): the connection is treated as refused.
+ */
+export const SCANNER_CONNECT_TIMEOUT_MS = 5000;
+
+/** The error of a connection not made within SCANNER_CONNECT_TIMEOUT_MS (code ETIMEDOUT, as the kernel's). */
+export function connectTimedOut(scanner: string, ms: number): Error {
+  return Object.assign(new Error(`${scanner}: no connection within ${ms} ms`), { code: 'ETIMEDOUT' });
+}
+
 /**
  * Requests in flight to one scanner from this process at most. The policy service's
  * prefetch (64) bounded its scans; an intake asks once per session ending DATA, and a
