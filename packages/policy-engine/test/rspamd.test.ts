@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createConnection, type AddressInfo, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { after, test } from 'node:test';
-import { waitFor } from '@mailyard/testkit';
+import { droppingPort, waitFor } from '@mailyard/testkit';
 import { rspamdCheck } from '../src/rspamd.js';
 import { MAX_SCANS_IN_FLIGHT } from '../src/scanner-limits.js';
 
@@ -136,38 +135,16 @@ test(
   'no connection within a deadline shorter than the connect timeout is still "not connected"',
   T,
   async () => {
-    // a listener that never accepts, its accept queue filled: Linux drops further attempts
-    const listener = spawn('python3', [
-      '-c',
-      'import socket,time\n' +
-        's=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(0)\n' +
-        'print(s.getsockname()[1], flush=True)\n' +
-        'time.sleep(600)\n',
-    ]);
-    const fillers: Socket[] = [];
+    // connection attempts dropped, as a firewall dropping packets would
+    const dropping = await droppingPort();
     try {
-      const port = await new Promise<number>((resolve, reject) => {
-        listener.once('error', reject);
-        listener.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
-      });
-      await Promise.race(
-        [0, 1, 2].map(
-          () =>
-            new Promise<void>((resolve) => {
-              const s = createConnection({ host: '127.0.0.1', port }, resolve);
-              s.on('error', () => undefined);
-              fillers.push(s);
-            }),
-        ),
-      );
-      const err = await rspamdCheck(`http://127.0.0.1:${port}`, MESSAGE, ENV, 1000).then(
+      const err = await rspamdCheck(`http://127.0.0.1:${dropping.port}`, MESSAGE, ENV, 1000).then(
         () => null,
         (e: unknown) => e as NodeJS.ErrnoException,
       );
       assert.equal(err?.code, 'ETIMEDOUT', String(err));
     } finally {
-      for (const s of fillers) s.destroy();
-      listener.kill();
+      dropping.close();
     }
   },
 );

@@ -1,4 +1,5 @@
-import { createServer } from 'node:net';
+import { spawn } from 'node:child_process';
+import { createConnection, createServer, type Socket } from 'node:net';
 import { readFileSync } from 'node:fs';
 
 /**
@@ -38,4 +39,46 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
     if (free) return port;
   }
   throw new Error(`no free port found between ${LOW} and ${HIGH}`);
+}
+
+/**
+ * A port on 127.0.0.1 where connection attempts are dropped, as a firewall dropping
+ * packets would: a listener that never accepts, its one-place accept queue filled, so
+ * Linux drops further SYNs and a client's connect hangs. `close` frees it.
+ */
+export async function droppingPort(): Promise<{ port: number; close(): void }> {
+  // node's listeners always accept: python's socket does not unless asked
+  const listener = spawn('python3', [
+    '-c',
+    'import socket,time\n' +
+      's=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(0)\n' +
+      'print(s.getsockname()[1], flush=True)\n' +
+      'time.sleep(600)\n',
+  ]);
+  const fillers: Socket[] = [];
+  const close = () => {
+    for (const s of fillers) s.destroy();
+    listener.kill();
+  };
+  try {
+    const port = await new Promise<number>((resolve, reject) => {
+      listener.once('error', reject);
+      listener.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+    });
+    // the queue holds one connection: the first of these to connect fills it
+    await Promise.race(
+      [0, 1, 2].map(
+        () =>
+          new Promise<void>((resolve) => {
+            const s = createConnection({ host: '127.0.0.1', port }, resolve);
+            s.on('error', () => undefined);
+            fillers.push(s);
+          }),
+      ),
+    );
+    return { port, close };
+  } catch (err) {
+    close();
+    throw err;
+  }
 }

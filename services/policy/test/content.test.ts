@@ -1,12 +1,19 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
-import { createConnection, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { EventKeys } from '@mailyard/contracts';
 import { PolicyKeys, PolicyRules } from '@mailyard/policy-rules';
-import { EICAR, GTUBE, RawSmtp, startClamd, startRspamd, waitFor, type Scanner } from '@mailyard/testkit';
+import {
+  droppingPort,
+  EICAR,
+  GTUBE,
+  RawSmtp,
+  startClamd,
+  startRspamd,
+  waitFor,
+  type Scanner,
+} from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 
 // Content checks with real clamd and rspamd processes: viruses refused at DATA, spam
@@ -288,37 +295,12 @@ describe('where the scanners are asked', () => {
   });
 
   test('a scanner that never takes the connection (packets dropped) counts as unreachable', async () => {
-    // a listener that never accepts, its accept queue filled: Linux drops further
-    // connection attempts, as a firewall dropping packets would
-    const listener = spawn('python3', [
-      '-c',
-      'import socket,sys,time\n' +
-        's=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(0)\n' +
-        'print(s.getsockname()[1], flush=True)\n' +
-        'time.sleep(600)\n',
-    ]);
-    const fillers: Socket[] = [];
+    // connection attempts dropped, as a firewall dropping packets would
+    const dropping = await droppingPort();
     try {
-      const port = await new Promise<number>((resolve, reject) => {
-        listener.once('error', reject);
-        listener.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
-      });
-      // the queue holds one connection; a second attempt is dropped
-      const connected = await Promise.race(
-        [0, 1, 2].map(
-          () =>
-            new Promise<boolean>((resolve) => {
-              const s = createConnection({ host: '127.0.0.1', port }, () => resolve(true));
-              s.on('error', () => undefined);
-              fillers.push(s);
-            }),
-        ),
-      );
-      assert.ok(connected, 'the accept queue filled');
-      await withPublishedClamd(`tcp://127.0.0.1:${port}`, () => refusedByTheService('dropped1'));
+      await withPublishedClamd(`tcp://127.0.0.1:${dropping.port}`, () => refusedByTheService('dropped1'));
     } finally {
-      for (const s of fillers) s.destroy();
-      listener.kill();
+      dropping.close();
     }
   });
 });
