@@ -1,5 +1,5 @@
 import { connect } from 'node:net';
-import { SCANNER_CONNECT_TIMEOUT_MS, connectTimedOut, withScanSlot } from './scanner-limits.js';
+import { connectTimedOut, connectWithin, withScanSlot } from './scanner-limits.js';
 
 export type ScanResult = { infected: false } | { infected: true; signature: string };
 
@@ -33,7 +33,6 @@ function scan(host: string, port: number, data: Buffer, timeoutMs: number): Prom
       if (done) return;
       done = true;
       clearTimeout(timer);
-      clearTimeout(connecting);
       sock.destroy();
       if (err) reject(err);
       else resolve(res!);
@@ -44,9 +43,7 @@ function scan(host: string, port: number, data: Buffer, timeoutMs: number): Prom
       () => finish(sock.connecting ? connectTimedOut('clamd', timeoutMs) : unanswered(timeoutMs)),
       timeoutMs,
     );
-    const connectMs = Math.min(timeoutMs, SCANNER_CONNECT_TIMEOUT_MS);
-    const connecting = setTimeout(() => finish(connectTimedOut('clamd', connectMs)), connectMs);
-    sock.once('connect', () => clearTimeout(connecting));
+    connectWithin(sock, timeoutMs, 'clamd', finish);
     sock.on('error', (err) => finish(new Error(`clamd: ${err.message}`, { cause: err })));
     sock.on('data', (d: Buffer) => chunks.push(d));
     sock.on('end', () => {

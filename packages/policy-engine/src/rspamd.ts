@@ -1,5 +1,5 @@
 import { request } from 'node:http';
-import { SCANNER_CONNECT_TIMEOUT_MS, connectTimedOut, withScanSlot } from './scanner-limits.js';
+import { connectTimedOut, connectWithin, withScanSlot } from './scanner-limits.js';
 
 /**
  * rspamd is asked once per message, over node:http: rspamd's normal worker closes the
@@ -100,16 +100,11 @@ function post(
         res.on('error', reject);
       },
     );
-    const connectMs = Math.min(timeoutMs, SCANNER_CONNECT_TIMEOUT_MS);
     let connected = false;
     req.once('socket', (sock) => {
       if (!sock.connecting) return void (connected = true);
-      const connecting = setTimeout(() => req.destroy(connectTimedOut('rspamd', connectMs)), connectMs);
-      sock.once('connect', () => {
-        connected = true;
-        clearTimeout(connecting);
-      });
-      sock.once('close', () => clearTimeout(connecting));
+      sock.once('connect', () => (connected = true));
+      connectWithin(sock, timeoutMs, 'rspamd', (err) => req.destroy(err));
     });
     // the deadline before even a connection: as the connection timeout
     req.on('error', (err: Error) =>

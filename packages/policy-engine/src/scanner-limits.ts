@@ -1,4 +1,5 @@
 // The limits of the scanner clients (clamd.ts, rspamd.ts): connection time and requests in flight.
+import type { Socket } from 'node:net';
 
 /**
  * How long a scanner takes to accept a connection at most. A scanner on the same host
@@ -11,6 +12,24 @@ export const SCANNER_CONNECT_TIMEOUT_MS = 5000;
 /** The error of a connection not made within SCANNER_CONNECT_TIMEOUT_MS (code ETIMEDOUT, as the kernel's). */
 export function connectTimedOut(scanner: string, ms: number): Error {
   return Object.assign(new Error(`${scanner}: no connection within ${ms} ms`), { code: 'ETIMEDOUT' });
+}
+
+/**
+ * Fails a connection still being made after SCANNER_CONNECT_TIMEOUT_MS (or `timeoutMs`,
+ * the request's whole deadline, when shorter) with connectTimedOut.
+ */
+export function connectWithin(
+  sock: Socket,
+  timeoutMs: number,
+  scanner: string,
+  fail: (err: Error) => void,
+): void {
+  if (!sock.connecting) return;
+  const ms = Math.min(timeoutMs, SCANNER_CONNECT_TIMEOUT_MS);
+  const timer = setTimeout(() => fail(connectTimedOut(scanner, ms)), ms);
+  const clear = () => clearTimeout(timer);
+  sock.once('connect', clear);
+  sock.once('close', clear);
 }
 
 /**
