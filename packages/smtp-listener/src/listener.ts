@@ -241,13 +241,9 @@ export class MailyardSmtpServer extends SMTPServer {
       // every error reply is counted, temporary ones (421, 451) too; only those that
       // answer the client's commands count towards the hard error limit
       if (code >= 400) this.onErrorReply?.(code);
-      if (code >= 400 && code !== 421 && errors + 1 >= this.hardErrorLimit) {
-        send(code, data, context);
-        overErrors();
-        return;
-      }
-      if (code >= 400 && code !== 421) errors++;
-      return send(code, data, context);
+      const sent = send(code, data, context);
+      if (code >= 400 && code !== 421) overErrors();
+      return sent;
     };
     // each junk command restarts smtpd_timeout: past the limit they count as errors, so
     // such commands cannot hold a connection slot for ever (Postfix does the same)
