@@ -149,15 +149,20 @@ interface FolderIndex {
   writes: Promise<void>;
 }
 
-/** Layout of the records (m2: the header as raw lines of the INDEXED_FIELDS; files of m1, with unfolded values, are replaced). */
-export const INDEX_FORMAT = 'm2';
+/**
+ * Layout of the records, and of what they hold: a file of another format is replaced.
+ * m2: the header as raw lines of the INDEXED_FIELDS (m1 had unfolded values). m3: the
+ * same layout, but the ENVELOPE takes a bare address's display name from its comment,
+ * so the ENVELOPEs an m2 file holds are rendered again. Change it with what a record means.
+ */
+export const INDEX_FORMAT = 'm3';
 const codec = { encode: encodeRecord, decode: decodeRecord, format: INDEX_FORMAT };
 
 /** First element of every record: records of an older layout (appended by an instance not yet updated) are refused. */
-const RECORD_TAG = 2;
+const RECORD_TAG = 3;
 
 /**
- * On disk, an array: [2, envelope, header lines, size, date or null, 1 if the header was
+ * On disk, an array: [RECORD_TAG, envelope, header lines, size, date or null, 1 if the header was
  * cut else 0, BODYSTRUCTURE, BODY] (the last two only once known). Strings, numbers and
  * nulls only: JSON.parse makes no object per record.
  */

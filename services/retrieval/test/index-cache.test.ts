@@ -339,6 +339,41 @@ void describe('a mail client listing from the index', () => {
     await stop(b);
   });
 
+  void it('renders the ENVELOPEs an index of the previous format holds again', async () => {
+    const user = 'oldindex@example.test';
+    await addAccount(p.directory, user);
+    const dir = accountDir(p.maildir, user);
+    for (const d of ['cur', 'new', 'tmp']) await fs.mkdir(join(dir, d), { recursive: true });
+    const msg = 'From: alice@remote.example (Alice Example)\r\nSubject: comment name\r\n\r\nBody\r\n';
+    const base = `1736157600.M1P1.test,S=${msg.length}`;
+    await fs.writeFile(join(dir, 'new', base), msg);
+    // the file as the version before wrote it: the comment was not taken as the name
+    const old = new IndexCacheFile<unknown>(dir, { encode: (v) => v, decode: (v) => v, format: 'm2' });
+    await old.append([
+      [
+        base,
+        [
+          2,
+          '(NIL "comment name" ((NIL NIL "alice" "remote.example")) ((NIL NIL "alice" "remote.example")) ((NIL NIL "alice" "remote.example")) NIL NIL NIL NIL NIL)',
+          'from:alice@remote.example (Alice Example)',
+          msg.length,
+          null,
+          0,
+        ],
+      ],
+    ]);
+    const r = await start();
+    const c = client(r, user);
+    await c.connect();
+    await c.mailboxOpen('INBOX');
+    const from: { name?: string; address?: string }[] = [];
+    for await (const m of c.fetch('1:*', { envelope: true })) from.push(...m.envelope!.from!);
+    await c.logout();
+    assert.deepEqual(from, [{ name: 'Alice Example', address: 'alice@remote.example' }]);
+    assert.equal(await headerReads(r), 1);
+    await stop(r);
+  });
+
   void it('a header too long to keep whole, and a record an older version appended, are answered from the file', async () => {
     const user = 'longheader@example.test';
     await addAccount(p.directory, user);
