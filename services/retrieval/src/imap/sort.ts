@@ -4,7 +4,7 @@ import {
   baseSubject,
   casemap,
   compareOctets,
-  decodeWords,
+  decodeHeader,
   header,
   parseAddressList,
   type Address,
@@ -94,7 +94,7 @@ function addressKey(h: HeaderField[], name: string): string {
 function displayKey(h: HeaderField[], name: string): string {
   const a = firstAddress(h, name);
   if (!a) return '';
-  const display = a.name === null ? '' : decodeWords(a.name);
+  const display = a.name === null ? '' : decodeHeader(a.name);
   if (display) return casemap(display);
   return casemap(a.host === null ? (a.mailbox ?? '') : `${a.mailbox ?? ''}@${a.host}`);
 }
