@@ -12,6 +12,7 @@ import { connect, createServer, type Server, type TLSSocket } from 'node:tls';
 import { after, before, test } from 'node:test';
 import {
   createTestRedis,
+  skipWithout,
   startDnsServer,
   waitFor,
   type TestDnsServer,
@@ -91,7 +92,10 @@ const echo = (s: TLSSocket, text: string) =>
 
 test(
   'obtains a certificate from pebble through HTTP-01 and serves it; a renewal reaches new connections only',
-  { timeout: 120_000, skip: !existsSync(PEBBLE_BIN) && 'pebble is not installed (apt-get install pebble)' },
+  {
+    timeout: 120_000,
+    skip: skipWithout(existsSync(PEBBLE_BIN), 'pebble is not installed (apt-get install pebble)'),
+  },
   async () => {
     const opts = options();
     // the listener starts before any certificate exists, as a service does

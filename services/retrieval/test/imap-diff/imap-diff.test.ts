@@ -7,7 +7,14 @@ import assert from 'node:assert/strict';
 import { chmodSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { dovecotInstalled, dovecotPath, startDovecot, tempDir, type DovecotServer } from '@mailyard/testkit';
+import {
+  dovecotInstalled,
+  dovecotPath,
+  skipWithout,
+  startDovecot,
+  tempDir,
+  type DovecotServer,
+} from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../../test/harness.js';
 import { PASSWORD, startRetrieval, type Retrieval } from '../helpers.js';
 import { ScriptClient } from './client.js';
@@ -57,10 +64,10 @@ let r: Retrieval;
 let dovecot: DovecotServer;
 const dovecotDir = tempDir('mailyard-imap-diff-');
 
-const installed = dovecotInstalled();
+const skip = skipWithout(dovecotInstalled(), 'dovecot-imapd not installed');
 
 before(async () => {
-  if (!installed) return;
+  if (skip) return;
   p = await startPlatform({ withDelivery: false });
   r = await startRetrieval(p);
   chmodSync(dovecotDir.path, 0o755); // Dovecot's processes run as the dovecot user
@@ -131,7 +138,7 @@ async function runScript(
   return out;
 }
 
-void describe('IMAP compared with Dovecot', { skip: !installed && 'dovecot-imapd not installed' }, () => {
+void describe('IMAP compared with Dovecot', { skip }, () => {
   for (const script of scripts) {
     void it(script.name, { timeout: 60_000 }, async () => {
       const user = userOf(script);
