@@ -1,6 +1,7 @@
 // Commands on messages (RFC 9051 §6.3.12, §6.4): APPEND, FETCH, STORE, COPY, MOVE,
 // EXPUNGE, and leaving the selected state (CLOSE, UNSELECT).
 import {
+  formatOrderedSequence,
   formatSequence,
   ParseError,
   parseFetchItems,
@@ -314,7 +315,10 @@ async function runCopy(s: SelectedContext, tag: string, a: CopyArgs, name: strin
     view.folder,
     msgs.map(({ m }) => m),
   );
-  const code = `COPYUID ${res.validity} ${res.pairs.map(([x]) => x).join(',')} ${res.pairs.map(([, y]) => y).join(',')}`;
+  // each side's ascending runs as ranges, in order, as Dovecot answers: a copy of a whole
+  // folder is a few bytes, not a number per message (the i-th UID of one set is still
+  // the i-th's copy)
+  const code = `COPYUID ${res.validity} ${formatOrderedSequence(res.pairs.map(([x]) => x))} ${formatOrderedSequence(res.pairs.map(([, y]) => y))}`;
   s.changed(a.dest);
   await learnEvents(
     s,
