@@ -38,6 +38,7 @@ export function capabilities(f: CapabilityFacts): string {
     'QUOTA=RES-STORAGE',
     'UTF8=ACCEPT',
     'ESEARCH',
+    'SEARCHRES',
     'ESORT',
     'CONTEXT=SEARCH',
     'CONTEXT=SORT',

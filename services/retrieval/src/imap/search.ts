@@ -111,8 +111,10 @@ export class SearchEvaluator {
       case 'old':
         return !this.view.recent.has(m.uid);
       case 'seq':
+        if (k.set.saved) return this.view.saved.has(m.uid);
         return inRanges(seq, resolveSequenceSet(k.set, this.view.exists));
       case 'uid':
+        if (k.set.saved) return this.view.saved.has(m.uid);
         return inRanges(m.uid, resolveSequenceSet(k.set, this.view.uids[this.view.uids.length - 1] ?? 0));
       case 'header': {
         const raw = await this.cache.headerValues(this.folder, m, k.field);

@@ -41,6 +41,12 @@ export class SelectedMailbox {
   private toldKeywords: string;
   /** The UIDs below this were claimed (or, read-only, looked at) for \Recent. */
   private claimedTo: number;
+  /**
+   * The result SEARCH RETURN (SAVE) kept, which `$` names (RFC 5182 §2.1): messages, as
+   * their UIDs, so an expunge takes one out and the others keep it under new numbers.
+   * Empty when a mailbox is selected, and after a SEARCH with SAVE that failed.
+   */
+  saved: ReadonlySet<number> = new Set();
 
   /**
    * `recentFrom`: the first UID this session may show as \Recent (what it claimed, or what
@@ -117,6 +123,14 @@ export class SelectedMailbox {
   resolve(set: SequenceSet, byUid: boolean): { seq: number; m: MessageInfo }[] {
     const out: { seq: number; m: MessageInfo }[] = [];
     if (!this.uids.length) return out;
+    if (set.saved) {
+      // `$`: the same messages in a UID command and in one by number (RFC 5182 §2.1)
+      for (let i = 0; i < this.uids.length; i++) {
+        const uid = this.uids[i]!;
+        if (this.saved.has(uid) && !this.gone.has(uid)) out.push({ seq: i + 1, m: this.msgs[i]! });
+      }
+      return out;
+    }
     if (byUid) {
       // RFC 9051 §6.4.9: `*` in a UID set is the largest UID in use
       const ranges = resolveSequenceSet(set, this.uids[this.uids.length - 1]!);
@@ -147,7 +161,13 @@ export class SelectedMailbox {
   async vanishedEarlier(modseq: number, set: SequenceSet | null): Promise<string | null> {
     const last = this.uidNext - 1;
     if (last < 1) return null;
-    const within = (set ? resolveSequenceSet(set, this.uids[this.uids.length - 1] ?? last) : [[1, last]])
+    const within = (
+      set?.saved
+        ? resolveSequenceSet(uidSet(this.saved), last)
+        : set
+          ? resolveSequenceSet(set, this.uids[this.uids.length - 1] ?? last)
+          : [[1, last]]
+    )
       .map(([a, b]) => [Math.max(1, a), Math.min(b, last)] as const)
       .filter(([a, b]) => a <= b);
     const history = await this.folder.vanishedSince(modseq);
@@ -270,4 +290,9 @@ export class SelectedMailbox {
 
 function stamp(m: MessageInfo): string {
   return m.flags.join(' ');
+}
+
+/** A set of UIDs as a sequence set of their numbers. */
+function uidSet(uids: Iterable<number>): SequenceSet {
+  return { ranges: [...uids].map((u) => ({ from: u, to: u })) };
 }

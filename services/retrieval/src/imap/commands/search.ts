@@ -108,7 +108,22 @@ function esearch(
   return parts.join(' ') + '\r\n';
 }
 
+/**
+ * What SEARCH RETURN (SAVE) keeps as `$` (RFC 5182 §2.1): with MIN or MAX and neither ALL
+ * nor COUNT, only the messages those name; else every match.
+ */
+function toSave(hits: readonly { uid: number }[], options: string[]): Set<number> {
+  const min = options.includes('MIN');
+  const max = options.includes('MAX');
+  if ((!min && !max) || options.includes('ALL') || options.includes('COUNT') || !hits.length)
+    return new Set(hits.map((h) => h.uid));
+  return new Set([...(min ? [hits[0]!.uid] : []), ...(max ? [hits[hits.length - 1]!.uid] : [])]);
+}
+
 async function runSearch(s: SelectedContext, tag: string, a: SearchArgs, name: string): Promise<void> {
+  const save = !!a.ret?.options.includes('SAVE');
+  // a SEARCH with SAVE that fails leaves `$` empty (RFC 5182 §2.1)
+  if (save) s.selected.saved = new Set();
   if (a.badCharset || !a.key) throw reply.badCharset(SUPPORTED_CHARSETS);
   const view = s.selected;
   const byUid = name.startsWith('UID');
@@ -124,7 +139,11 @@ async function runSearch(s: SelectedContext, tag: string, a: SearchArgs, name: s
   }
   const nums = hits.map((h) => (byUid ? h.uid : h.seq));
   const maxMod = hits.reduce((x, h) => Math.max(x, h.modseq), 0);
-  if (a.ret || s.enabled.rev2) {
+  const options = a.ret?.options ?? [];
+  if (save) view.saved = toSave(hits, options);
+  if (save && options.length === 1) {
+    // SAVE alone answers nothing but the tagged OK (RFC 5182 §2.4)
+  } else if (a.ret || s.enabled.rev2) {
     s.send(esearch(tag, byUid, nums, a.ret ?? { options: ['ALL'], partial: null }, modseq ? maxMod : null));
   } else {
     s.send(
