@@ -315,3 +315,88 @@ void describe('CONTEXT=SEARCH (RFC 5267)', { timeout: 60_000 }, () => {
     c.close();
   });
 });
+
+void describe('what the differential scripts cannot see', { timeout: 60_000 }, () => {
+  /** Two sessions of one new account, each with INBOX selected and one message in it. */
+  async function twoSessions(): Promise<[RawImap, RawImap]> {
+    const user = `ext${++accounts}@example.test`;
+    await addAccount(p.directory, user);
+    const login = async () => {
+      const c = await RawImap.connect(r.ports.imap);
+      await c.until(/^\* OK/m);
+      assert.match(await c.cmd('l', `LOGIN ${user} "${PASSWORD}"`), /^l OK/m);
+      return c;
+    };
+    const a = await login();
+    await append(a, 'ap', 'INBOX', msg(['From: a@x', 'Subject: one']));
+    assert.match(await a.cmd('s', 'SELECT INBOX'), /^s OK/m);
+    const b = await login();
+    assert.match(await b.cmd('s', 'SELECT INBOX'), /^s OK/m);
+    return [a, b];
+  }
+
+  /** Where `re` first matches in `out`, -1 when not at all. */
+  const at = (out: string, re: RegExp) => out.search(re);
+
+  void it('announces a new keyword in FLAGS and PERMANENTFLAGS before a FETCH shows it (RFC 3501 §7.2.6)', async () => {
+    const [a, b] = await twoSessions();
+    // set by this session: the FLAGS of the mailbox change first
+    const own = await a.cmd('k1', 'STORE 1 +FLAGS ($Project)');
+    const flags = at(own, /^\* FLAGS \([^)]*\$Project/m);
+    const perm = at(own, /^\* OK \[PERMANENTFLAGS \([^)]*\$Project/m);
+    const fetch = at(own, /^\* 1 FETCH \(FLAGS \([^)]*\$Project/m);
+    assert.ok(flags >= 0 && perm >= 0 && fetch >= 0, own);
+    assert.ok(flags < fetch && perm < fetch, own);
+    // set by another session: told at the next NOOP, in the same order
+    assert.match(await b.cmd('k2', 'STORE 1 +FLAGS ($Later)'), /^k2 OK/m);
+    const other = await a.cmd('n', 'NOOP');
+    const flags2 = at(other, /^\* FLAGS \([^)]*\$Later/m);
+    const fetch2 = at(other, /^\* 1 FETCH \(FLAGS \([^)]*\$Later/m);
+    assert.ok(flags2 >= 0 && fetch2 >= 0 && flags2 < fetch2, other);
+    a.close();
+    b.close();
+  });
+
+  void it('sends an empty part of BINARY as a zero-length literal, not a quoted string (RFC 3516 §4.2)', async () => {
+    const c = await freshAccount();
+    const mime = [
+      'From: a@x',
+      'Subject: empty part',
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/mixed; boundary="b"',
+      '',
+      '--b',
+      'Content-Type: text/plain',
+      '',
+      'first',
+      '--b',
+      'Content-Type: application/octet-stream',
+      'Content-Transfer-Encoding: base64',
+      '',
+      '',
+      '--b--',
+      '',
+    ].join('\r\n');
+    await append(c, 'ap', 'INBOX', mime);
+    assert.match(await c.cmd('s', 'SELECT INBOX'), /^s OK/m);
+    const out = await c.cmd('f', 'FETCH 1 (BINARY.PEEK[2] BINARY.SIZE[2])');
+    assert.match(out, /BINARY\[2\] ~?\{0\}\r\n/, out);
+    assert.match(out, /BINARY\.SIZE\[2\] 0\b/, out);
+    c.close();
+  });
+
+  void it('shows no \\Recent and no RECENT to an IMAP4rev2 session, which Dovecot 2.3 does not offer (RFC 9051 §2.3.2)', async () => {
+    const [a, b] = await twoSessions();
+    assert.match(await b.cmd('e', 'ENABLE IMAP4rev2'), /^\* ENABLED IMAP4rev2/m);
+    const sel = await b.cmd('s2', 'SELECT INBOX');
+    assert.doesNotMatch(sel, /RECENT/, sel);
+    await append(a, 'ap2', 'INBOX', msg(['From: a@x', 'Subject: two']));
+    const noop = await b.cmd('n', 'NOOP');
+    assert.match(noop, /^\* 2 EXISTS/m);
+    assert.doesNotMatch(noop, /RECENT/, noop);
+    const flags = await b.cmd('f', 'FETCH 1:* FLAGS');
+    assert.doesNotMatch(flags, /\\Recent/, flags);
+    a.close();
+    b.close();
+  });
+});
