@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { ipInNetworks, parseCidr, type Cidr } from '@mailyard/config';
+import { redisAnswer } from './deadline.js';
 import { clientKey, pipelineResults } from './lockout.js';
 
 export interface ClientLimitsOptions {
@@ -122,28 +123,21 @@ export class ClientLimits {
     const redis = this.opts.redis;
     if (!redis) return local;
     const k = `conn:rate:${this.opts.service}:${key}:${window}`;
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const res = await Promise.race([
+      const res = await redisAnswer(
         pipelineResults(
           redis
             .pipeline()
             .incr(k)
             .expire(k, (2 * WINDOW_MS) / 1000, 'NX'),
         ),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new Error('Redis did not answer the connection rate in time')),
-            this.opts.redisTimeoutMs ?? 500,
-          );
-        }),
-      ]);
+        this.opts.redisTimeoutMs ?? 500,
+        'the connection rate',
+      );
       return Number(res[0]);
     } catch (err) {
       this.opts.onError?.(err);
       return local;
-    } finally {
-      clearTimeout(timer);
     }
   }
 }
