@@ -21,12 +21,17 @@ export interface ClientLimitsOptions {
   now?: () => number;
   /**
    * Where connections at once are counted; by default in this process. Processes that
-   * share one listener (workers of one instance) count in their primary.
+   * share one listener (workers of one instance) count in their primary; SharedSlots
+   * counts over every instance.
    */
   slots?: ConnectionSlots;
 }
 
-/** Counted slots (connections at once) shared by the processes of one instance. */
+/**
+ * Counted slots (connections at once): in this process (LocalSlots), in the primary of
+ * an instance's workers (ClusterSlots of @mailyard/runtime), or over every instance in
+ * Redis on top of either (SharedSlots).
+ */
 export interface ConnectionSlots {
   /** Takes a slot of `key` when fewer than `max` are taken; false when full. */
   take(key: string, max: number): Promise<boolean>;
@@ -67,10 +72,11 @@ const WINDOW_MS = 60_000;
  * smtpd_client_event_limit_exceptions. A client is its address, an IPv6 one its /64
  * (as the login lockout counts it).
  *
- * Connections at once are counted in this instance (ConnectionSlots: this process, or
- * the primary of its workers): a slot is held by a socket, which only this instance
- * sees close, and counting them in Redis would need a lease per connection (an
- * instance that dies would leave its slots taken). The rate is counted
+ * Connections at once are counted where `slots` says: in this instance (this process,
+ * or the primary of its workers), or over every instance with SharedSlots, a lease per
+ * connection that the instance holding it keeps alive (one that dies leaves its slots
+ * taken only until the leases end). The SMTP listeners count in the instance, as
+ * Postfix's anvil counts per host. The rate is counted
  * in Redis, one counter per client and minute for all instances, which is one INCR per
  * connection. When Redis fails or is slow, the rate is counted in this process
  * instead: the limit never turns into "allowed".

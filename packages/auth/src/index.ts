@@ -4,6 +4,7 @@ export * from './authenticate.js';
 export * from './credential-cache.js';
 export * from './revocations.js';
 export * from './client-limits.js';
+export * from './shared-slots.js';
 export * from './service-login.js';
 export * from './two-factor.js';
 export * from './login-history.js';
