@@ -28,9 +28,9 @@ export function isWorker(): boolean {
 }
 
 /**
- * Connection slots of a worker, counted in the primary: the limits are per instance
+ * Connection slots of a worker, counted in the primary: the instance's count holds
  * however many workers share its sockets, and the slots of a worker that dies are
- * given back with it.
+ * given back with it (SharedSlots of @mailyard/auth counts over every instance on top).
  */
 export class ClusterSlots {
   private next = 0;

@@ -64,9 +64,16 @@ export const retrievalSchema = z.object({
   imap_compress: bool(true),
   /** POP3 idle time before the session is closed once logged in; at least 10 minutes per RFC 1939 §3. */
   pop3_autologout: duration('10m'),
-  /** Sessions of one account at once, over all IPs (Dovecot: mail_max_userip_connections is per IP). */
+  /**
+   * Sessions of one account at once, over all IPs and all instances, counted as
+   * mail_max_ip_connections is (Dovecot: mail_max_userip_connections is per IP).
+   */
   mail_max_user_connections: positiveInt(50),
-  /** Sessions from one client address (IPv6: one /64) at once, IMAP and POP3 together, on this instance. */
+  /**
+   * Sessions from one client address (IPv6: one /64) at once, IMAP and POP3 together,
+   * over all instances (Redis, a lease per session that ends within 30 s of the instance
+   * holding it dying; while Redis fails, counted on each instance alone).
+   */
   mail_max_ip_connections: positiveInt(100),
   /**
    * New IMAP and POP3 connections per minute from one client address, over all
@@ -83,7 +90,8 @@ export const retrievalSchema = z.object({
   max_connections: positiveInt(5000),
   /**
    * Processes of this instance sharing its listening sockets (node:cluster), each with
-   * its own event loop; 0: one per core. The connection limits above stay per instance.
+   * its own event loop; 0: one per core. The connection limits above count the
+   * instance's workers together (max_connections, and the others while Redis fails).
    */
   retrieval_workers: nonNegativeInt(0),
   ...quotaSchema,

@@ -221,9 +221,9 @@ export class ClientConnection {
 }
 
 /**
- * Sessions per account, counted on this instance (its processes count in one place, see
- * ConnectionSlots; per client address: ClientLimits of @mailyard/auth, shared with the
- * SMTP listeners).
+ * Sessions per account, counted where `slots` says: in buildRetrieval over every
+ * instance (SharedSlots of @mailyard/auth, on top of the instance's own count). Per
+ * client address: ClientLimits of @mailyard/auth, shared with the SMTP listeners.
  */
 export class SessionLimits {
   constructor(

@@ -13,6 +13,7 @@ import {
   type CredentialRevocations,
   type ServiceAuthorizer,
   LocalSlots,
+  SharedSlots,
   type ConnectionSlots,
 } from '@mailyard/auth';
 import type { Bus } from '@mailyard/bus';
@@ -38,7 +39,11 @@ export interface RetrievalDeps {
   serviceAuth?: ServiceAuthorizer;
   logger: Logger;
   registry: Registry;
-  /** Where connections at once are counted (per client address, per account, in all); default: this process. */
+  /**
+   * Where this instance counts connections at once (per client address, per account, in
+   * all); default: this process. Per client address and per account they are also
+   * counted over every instance in Redis.
+   */
   slots?: ConnectionSlots;
 }
 
@@ -80,9 +85,17 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
     onError: (err, dir) => logger.warn({ err, dir }, 'index cache not written'),
   });
   const slots = deps.slots ?? new LocalSlots();
-  const limits = new SessionLimits(config.mail_max_user_connections, slots);
+  // a client or an account has one limit however many instances it connects to;
+  // max_connections is this instance's capacity, counted here alone
+  const sharedSlots = new SharedSlots({
+    redis: deps.redis,
+    service: 'retrieval',
+    local: slots,
+    onError: (err) => logger.warn({ err }, 'connections counted on this instance only'),
+  });
+  const limits = new SessionLimits(config.mail_max_user_connections, sharedSlots);
   const clientLimits = new ClientLimits({
-    slots,
+    slots: sharedSlots,
     service: 'retrieval',
     maxConnections: config.mail_max_ip_connections,
     ratePerMinute: config.mail_max_ip_connection_rate,
@@ -200,6 +213,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
         for (const s of sessions) s.shutdown(true);
         if (!(await allClosed(LAST_WORD_MS))) for (const s of sockets) s.destroy();
       }
+      sharedSlots.close();
       deps.revocations.close();
       tls.close();
       await cache.flush();

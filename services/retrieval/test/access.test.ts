@@ -174,14 +174,17 @@ void describe('a revoked app password ends its sessions', () => {
 });
 
 void describe('per-client limits', () => {
+  const USER = 'limited@example.test';
   let r: Retrieval;
   let other: Retrieval;
   before(async () => {
+    await addAccount(p.directory, USER);
     const limits = {
       plaintext_auth_networks: '127.0.0.0/8',
       mail_max_ip_connections: 3,
       mail_max_ip_connection_rate: 8,
       mail_ip_limit_exceptions: '127.0.0.1/32',
+      mail_max_user_connections: 1,
     };
     r = await startRetrieval(p, limits);
     other = await startRetrieval(p, limits);
@@ -208,6 +211,44 @@ void describe('per-client limits', () => {
       for (let i = 0; i < 5; i++) await imap(r.ports.imap, '127.0.0.1');
     },
   );
+
+  void it(
+    'connections at once from one address are counted over every instance',
+    { timeout: 30_000 },
+    async () => {
+      const from = '127.0.0.33';
+      const slots = `slots:retrieval:ip:${from}`;
+      const first = await imap(r.ports.imap, from);
+      await imap(other.ports.imap, from);
+      await pop3(other.ports.pop3, from);
+      // one session on r, two on the other: the limit of 3 is theirs together
+      const over = await connect(r.ports.imap, from);
+      assert.match(
+        await over.until(/^\* (OK|BYE)/m),
+        /^\* BYE \[UNAVAILABLE\] Too many connections from your address/m,
+      );
+      await over.waitClosed();
+      const overPop = await connect(other.ports.pop3, from);
+      assert.match(await overPop.until(/^(\+OK|-ERR)/m), /^-ERR \[SYS\/TEMP\] Too many connections/m);
+      await overPop.waitClosed();
+      // closed on r: free on the other instance once r has given the slot back
+      first.close();
+      await waitFor(async () => (await p.redis.redis.zcard(slots)) === 2, { what: 'the slot given back' });
+      await imap(other.ports.imap, from);
+    },
+  );
+
+  void it('sessions of one account are counted over every instance', { timeout: 30_000 }, async () => {
+    const first = await imap(r.ports.imap, '127.0.0.34');
+    assert.match(await first.cmd('a', `LOGIN ${USER} "${PASSWORD}"`), /^a OK/m);
+    const second = await imap(other.ports.imap, '127.0.0.35');
+    assert.match(await second.cmd('b', `LOGIN ${USER} "${PASSWORD}"`), /^b NO \[LIMIT\]/m);
+    first.close();
+    await waitFor(async () => (await p.redis.redis.zcard(`slots:retrieval:account:${USER}`)) === 0, {
+      what: 'the session given back',
+    });
+    assert.match(await second.cmd('c', `LOGIN ${USER} "${PASSWORD}"`), /^c OK/m);
+  });
 
   void it('the connection rate is counted over every instance', { timeout: 30_000 }, async () => {
     const replies: string[] = [];
