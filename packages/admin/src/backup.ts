@@ -67,6 +67,7 @@ const RUNTIME_KEYS = [
   /^pop3:lock:/,
   /^outbound:slots?:/,
   /^outbound:slotwait:/,
+  /^slots:/,
   /^webmail:sessions?:/,
   /^webmail:upload:/,
 ];
