@@ -1,6 +1,8 @@
+import { totalmem } from 'node:os';
 import type { z } from 'zod';
 import {
   bool,
+  bytesOrUnlimited,
   cidrList,
   duration,
   messageSizeSchema,
@@ -42,6 +44,14 @@ export const intakeSchema = {
   smtpd_min_data_rate: positiveInt(500),
   /** Simultaneous sessions over all clients, per port (Postfix: the smtpd process limit). */
   smtpd_max_clients: positiveInt(500),
+  /**
+   * Bytes of messages this process holds in memory at once, being received or queued,
+   * over all sessions; past it a message gets 452 4.3.1 and is sent again later, as
+   * Postfix answers when its queue file system is full. smtpd_max_clients sessions of
+   * message_size_limit each would be 12.5 GB; by default a quarter of the memory the
+   * process may use (its cgroup's limit, else the machine's). 0: no limit.
+   */
+  smtpd_data_memory_limit: bytesOrUnlimited(defaultDataMemory()),
   /** Simultaneous sessions from one client address (IPv6: one /64), per port, in this process; 0: no limit. */
   smtpd_client_connection_count_limit: nonNegativeInt(50),
   /**
@@ -85,3 +95,10 @@ export type IntakeConfig = z.infer<z.ZodObject<typeof intakeSchema>> & {
   listen_address: string;
   shutdown_grace: number;
 };
+
+/** A quarter of the memory this process may use: its container's limit, else the machine's. */
+function defaultDataMemory(): number {
+  const constrained = process.constrainedMemory?.() ?? 0;
+  const total = totalmem();
+  return Math.floor((constrained > 0 && constrained < total ? constrained : total) / 4);
+}

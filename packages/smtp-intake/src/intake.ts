@@ -36,6 +36,7 @@ import {
   reply,
 } from '@mailyard/smtp-core';
 import {
+  DataMemory,
   MailyardSmtpServer,
   answerData,
   forwardPath,
@@ -105,6 +106,7 @@ export function createIntake<L extends string>(
   const tls = tlsSourceFromConfig(config, logger, role.service);
   registerCertificateExpiry(deps.registry, role.service, tls);
   const limit = config.message_size_limit;
+  const dataMemory = new DataMemory(config.smtpd_data_memory_limit, (held) => metrics.dataBytesHeld(held));
 
   /** Counts and logs a refusal; returns it to be sent. */
   const rejectWith = (err: SmtpReject, session: SMTPServerSession, extra: Record<string, unknown> = {}) => {
@@ -521,6 +523,7 @@ export function createIntake<L extends string>(
           stream,
           {
             limit,
+            memory: dataMemory,
             accept: (raw) => acceptMessage(raw, session),
             refuse: (err) => rejectWith(err, session),
             failed: (err) => logger.error({ sid: session.id, err }, 'accepting the message failed'),

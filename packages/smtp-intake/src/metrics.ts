@@ -1,4 +1,4 @@
-import { Counter, Histogram, type Registry } from '@mailyard/observability';
+import { Counter, Gauge, Histogram, type Registry } from '@mailyard/observability';
 import type { Route } from './transaction.js';
 
 /** The services that run an intake: `mailyard_<service>_...` in metric names. */
@@ -25,6 +25,8 @@ export interface IntakeMetrics {
   errorReply(code: number): void;
   /** Seconds from end of DATA to the 250 reply. */
   acceptLatency(seconds: number): void;
+  /** Bytes of messages held in memory now, being received or queued (smtpd_data_memory_limit). */
+  dataBytesHeld(bytes: number): void;
   /** Seconds of one policy RPC round trip. */
   policyLatency(stage: string, outcome: string, seconds: number): void;
   /**
@@ -77,6 +79,11 @@ export function createIntakeMetrics(registry: Registry, service: IntakeService):
     "Policy decisions by stage, made in this process (local), asked of the policy service (service: one RPC each), or a MAIL stage left to the first RCPT's request (with-rcpt)",
     ['stage', 'where'],
   );
+  const held = new Gauge({
+    name: `${prefix}_data_bytes_held`,
+    help: 'Bytes of messages held in memory now, being received or queued (bounded by smtpd_data_memory_limit)',
+    registers: [registry],
+  });
   const outcomes = outcomeCounters(service, counter);
   return {
     ...outcomes,
@@ -86,6 +93,7 @@ export function createIntakeMetrics(registry: Registry, service: IntakeService):
     },
     errorReply: (code) => errorReplies.inc({ code: String(code) }),
     acceptLatency: (seconds) => accept.observe(seconds),
+    dataBytesHeld: (bytes) => held.set(bytes),
     policyLatency: (stage, outcome, seconds) => policy.observe({ stage, outcome }, seconds),
     policyTransaction: (seconds) => policyTransaction.observe(seconds),
     policyDecided: (stage, where) => policyDecisions.inc({ stage, where }),

@@ -40,24 +40,83 @@ export function sessionBodyType(session: SMTPServerSession): Envelope['body'] {
   return b === '8BITMIME' ? '8BITMIME' : b === 'BINARYMIME' ? 'BINARYMIME' : '7BIT';
 }
 
-/** Reads the DATA stream; stops buffering (returns null) once the size limit is passed. */
-export function readMessage(stream: Readable, limit: number): Promise<Buffer | null> {
+/**
+ * The bytes of messages one intake process holds in memory at once, over all its
+ * sessions: a message is read whole before it is queued, so without a bound,
+ * smtpd_max_clients sessions sending message_size_limit each could take more memory
+ * than the process has. Past the bound a message is answered as Postfix answers when
+ * its queue file system is full (452 4.3.1), and the client tries again later.
+ */
+export class DataMemory {
+  private held = 0;
+
+  /** `limit`: in bytes; 0: no limit. `onChange`: the bytes held after each change (a gauge). */
+  constructor(
+    readonly limit: number,
+    private readonly onChange?: (held: number) => void,
+  ) {}
+
+  /** Takes `n` bytes; false, with nothing taken, when that would pass the limit. */
+  take(n: number): boolean {
+    if (this.limit && this.held + n > this.limit) return false;
+    this.held += n;
+    this.onChange?.(this.held);
+    return true;
+  }
+
+  give(n: number): void {
+    this.held -= n;
+    this.onChange?.(this.held);
+  }
+}
+
+/** A message read in full, or why it was not kept: over the size limit, or over the memory bound. */
+export type ReadMessage = { raw: Buffer } | { over: 'size' | 'memory' };
+
+/**
+ * Reads the DATA stream, to its end whatever happens; stops keeping it once the size
+ * limit or `memory` is passed. A message kept holds its bytes of `memory` until the
+ * caller gives them back; one not kept, or a stream that fails, gives them back here.
+ */
+export function readMessage(stream: Readable, limit: number, memory?: DataMemory): Promise<ReadMessage> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    let over = false;
+    let held = 0;
+    let over: 'size' | 'memory' | null = null;
+    const drop = () => {
+      chunks.length = 0;
+      memory?.give(held);
+      held = 0;
+    };
     stream.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > limit) over = true;
-      if (!over) chunks.push(c);
+      if (over) return;
+      if (size > limit) over = 'size';
+      else if (memory && !memory.take(c.length)) over = 'memory';
+      else {
+        if (memory) held += c.length;
+        chunks.push(c);
+        return;
+      }
+      drop();
     });
-    stream.on('end', () => resolve(over ? null : Buffer.concat(chunks, size)));
-    stream.on('error', reject);
+    stream.on('end', () => resolve(over ? { over } : { raw: Buffer.concat(chunks, size) }));
+    // a client gone mid-message: smtp-server destroys the stream
+    stream.on('close', () => {
+      if (!stream.readableEnded) drop();
+    });
+    stream.on('error', (err) => {
+      drop();
+      reject(err);
+    });
   });
 }
 
 export interface DataStage {
   limit: number;
+  /** The process's bound on message bytes held at once (smtpd_data_memory_limit). */
+  memory?: DataMemory;
   /** Queues the message; resolves to its queue id once the broker confirmed it. */
   accept(raw: Buffer): Promise<string>;
   /** Counts and logs a refusal made here (over the limit, local error); returns what to send. */
@@ -79,12 +138,18 @@ export function answerData(
   cb: (err?: Error | null, message?: string) => void,
 ): void {
   const run = async (): Promise<string> => {
-    const raw = await readMessage(stream, stage.limit);
-    if (stream.sizeExceeded || raw === null) throw stage.refuse(reply.messageTooBig(stage.limit));
+    const read = await readMessage(stream, stage.limit, stage.memory);
+    if ('over' in read && read.over === 'memory') throw stage.refuse(reply.insufficientStorage());
+    if (stream.sizeExceeded || 'over' in read) throw stage.refuse(reply.messageTooBig(stage.limit));
     const started = process.hrtime.bigint();
-    const queueId = await stage.accept(raw);
-    stage.observe(Number(process.hrtime.bigint() - started) / 1e9);
-    return queueId;
+    try {
+      const queueId = await stage.accept(read.raw);
+      stage.observe(Number(process.hrtime.bigint() - started) / 1e9);
+      return queueId;
+    } finally {
+      // queued (the broker has its copy) or refused: no longer held here
+      stage.memory?.give(read.raw.length);
+    }
   };
   run().then(
     (queueId) => cb(null, `2.0.0 Ok: queued as ${queueId}`),

@@ -15,6 +15,8 @@ before(async () => {
       relay_domains: 'relayed.test',
       smtpd_recipient_limit: 3,
       message_size_limit: 64 * 1024,
+      // room for one message of nearly the size limit, not two (see "limits")
+      smtpd_data_memory_limit: 100 * 1024,
       smtpd_hard_error_limit: 5,
     },
     zone: {
@@ -306,6 +308,43 @@ describe('limits', () => {
     c.close();
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(p.inbox('alice@example.test').length, before);
+  });
+
+  test('past smtpd_data_memory_limit: 452 4.3.1, and the message is taken once memory frees', async () => {
+    const before = p.inbox('alice@example.test').length;
+    const held = async () => {
+      const m = p.inboundRt.registry.getSingleMetric('mailyard_mta_inbound_data_bytes_held');
+      return (await m!.get()).values[0]?.value ?? -1;
+    };
+    // 60 KB each, under the 64 KB size limit; the two do not fit in 100 KB at once
+    const message = (subject: string) =>
+      `Subject: ${subject}\r\n\r\n` + ('y'.repeat(998) + '\r\n').repeat(60);
+    const start = async () => {
+      const c = await session();
+      assert.equal((await c.cmd('MAIL FROM:<x@remote.test>')).code, 250);
+      assert.equal((await c.cmd('RCPT TO:<alice@example.test>')).code, 250);
+      assert.equal((await c.cmd('DATA')).code, 354);
+      return c;
+    };
+    const a = await start();
+    a.write(message('first'));
+    await waitFor(async () => (await held()) >= 60 * 1000, { what: 'the first message held' });
+    const b = await start();
+    b.write(message('second') + '.\r\n');
+    assert.match((await b.read()).text, /^452 4\.3\.1 /);
+    // the first one, in memory all along, is queued
+    a.write('.\r\n');
+    assert.equal((await a.read()).code, 250);
+    await waitFor(async () => (await held()) === 0, { what: 'the memory given back' });
+    // the sender's retry, as its queue makes it, now fits
+    assert.equal((await b.cmd('MAIL FROM:<x@remote.test>')).code, 250);
+    assert.equal((await b.cmd('RCPT TO:<alice@example.test>')).code, 250);
+    assert.equal((await b.cmd('DATA')).code, 354);
+    b.write(message('second') + '.\r\n');
+    assert.equal((await b.read()).code, 250);
+    await waitFor(() => p.inbox('alice@example.test').length === before + 2, { what: 'both delivered' });
+    a.close();
+    b.close();
   });
 
   test('SIZE declared above the limit is refused at MAIL FROM', async () => {
