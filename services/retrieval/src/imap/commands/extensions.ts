@@ -41,11 +41,16 @@ export const extensionCommands: CommandGroup = {
     async run(s, tag, caps) {
       const ok = caps.filter((c) => ENABLEABLE.includes(c));
       const fresh = ok.filter((c) => !s.enabled.has(c));
+      const condstoreBefore = s.enabled.condstore;
       for (const c of ok) s.enabled.add(c);
       if (ok.includes('QRESYNC')) s.enabled.add('CONDSTORE');
       s.send(
         `* ENABLED${fresh.length ? ' ' + fresh.map((c) => (c === 'IMAP4REV2' ? 'IMAP4rev2' : c)).join(' ') : ''}\r\n`,
       );
+      // a CONDSTORE enabling command in the selected state tells the mailbox's
+      // HIGHESTMODSEQ, as SELECT would have (RFC 7162 §3.1)
+      if (!condstoreBefore && s.enabled.condstore && s.selected)
+        s.send(`* OK [HIGHESTMODSEQ ${s.selected.highestModseq}] Highest\r\n`);
       await s.ok(tag, 'ENABLE completed');
     },
   }),

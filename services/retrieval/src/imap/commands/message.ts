@@ -227,7 +227,8 @@ async function runStore(s: SelectedContext, tag: string, a: StoreArgs, name: str
     // RFC 7162 §3.2: with CONDSTORE on, the MODSEQ of changed messages is reported even when SILENT
     if (!a.silent || (wasChanged && s.enabled.condstore)) {
       const parts = [];
-      if (byUid) parts.push(`UID ${m.uid}`);
+      // with QRESYNC, every FETCH names its UID, as the unsolicited ones do (RFC 7162 §3.2.4)
+      if (byUid || s.enabled.qresync) parts.push(`UID ${m.uid}`);
       if (!a.silent) parts.push(`FLAGS (${view.flags(m)})`);
       if (s.enabled.condstore) parts.push(`MODSEQ (${m.modseq})`);
       lines.push(`* ${seq} FETCH (${parts.join(' ')})`);
