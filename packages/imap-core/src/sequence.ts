@@ -24,6 +24,11 @@ export function parseSequenceSet(text: string): SequenceSet {
   return { ranges };
 }
 
+/** The sequence set of exactly these numbers (in any order), as single-number ranges. */
+export function sequenceSetOf(nums: Iterable<number>): SequenceSet {
+  return { ranges: [...nums].map((n) => ({ from: n, to: n })) };
+}
+
 /** Resolves `*` against `max` and returns sorted, merged ranges. */
 export function resolveSequenceSet(set: SequenceSet, max: number): SeqRange[] {
   const rs = set.ranges.map(({ from, to }) => {

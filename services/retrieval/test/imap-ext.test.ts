@@ -266,7 +266,6 @@ void describe('ESORT and PARTIAL (RFC 5267)', { timeout: 60_000 }, () => {
       'SEARCH RETURN (PARTIAL -1:-2) ALL',
       'SORT RETURN (PARTIAL 1:2 ALL) (SUBJECT) UTF-8 ALL',
       'SORT RETURN (BOGUS) (SUBJECT) UTF-8 ALL',
-      'SORT RETURN (SAVE) (SUBJECT) UTF-8 ALL',
     ])
       assert.match(await c.cmd('b', bad), /^b BAD /m, bad);
     c.close();

@@ -8,6 +8,7 @@ import {
   inRanges,
   parseAddressList,
   resolveSequenceSet,
+  sequenceSetOf,
   type Address,
   type MimePart,
   type SearchKey,
@@ -15,6 +16,27 @@ import {
 import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
 import type { MessageCache } from '../message-cache.js';
 import type { SelectedMailbox } from './selected.js';
+
+/**
+ * `key` with `$` (RFC 5182) replaced by the messages it names as the command starts, by
+ * UID: a SAVE by this command or a later one does not change what this search, or an
+ * open CONTEXT update of it (RFC 5267 §4), matches.
+ */
+export function withSavedNow(key: SearchKey, saved: ReadonlySet<number>): SearchKey {
+  switch (key.k) {
+    case 'seq':
+    case 'uid':
+      return key.set.saved ? { k: 'uid', set: sequenceSetOf(saved) } : key;
+    case 'not':
+      return { k: 'not', key: withSavedNow(key.key, saved) };
+    case 'or':
+      return { k: 'or', a: withSavedNow(key.a, saved), b: withSavedNow(key.b, saved) };
+    case 'and':
+      return { k: 'and', keys: key.keys.map((k) => withSavedNow(k, saved)) };
+    default:
+      return key;
+  }
+}
 
 const ADDRESS_FIELDS = new Set(['from', 'to', 'cc', 'bcc']);
 
@@ -111,10 +133,8 @@ export class SearchEvaluator {
       case 'old':
         return !this.view.recent.has(m.uid);
       case 'seq':
-        if (k.set.saved) return this.view.saved.has(m.uid);
         return inRanges(seq, resolveSequenceSet(k.set, this.view.exists));
       case 'uid':
-        if (k.set.saved) return this.view.saved.has(m.uid);
         return inRanges(m.uid, resolveSequenceSet(k.set, this.view.uids[this.view.uids.length - 1] ?? 0));
       case 'header': {
         const raw = await this.cache.headerValues(this.folder, m, k.field);

@@ -4,6 +4,7 @@ import {
   inRanges,
   missingRanges,
   resolveSequenceSet,
+  sequenceSetOf,
   type SequenceSet,
 } from '@mailyard/imap-core';
 import type { FolderSnapshot, MailFolder, MessageInfo } from '@mailyard/mailstore';
@@ -163,7 +164,7 @@ export class SelectedMailbox {
     if (last < 1) return null;
     const within = (
       set?.saved
-        ? resolveSequenceSet(uidSet(this.saved), last)
+        ? resolveSequenceSet(sequenceSetOf(this.saved), last)
         : set
           ? resolveSequenceSet(set, this.uids[this.uids.length - 1] ?? last)
           : [[1, last]]
@@ -290,9 +291,4 @@ export class SelectedMailbox {
 
 function stamp(m: MessageInfo): string {
   return m.flags.join(' ');
-}
-
-/** A set of UIDs as a sequence set of their numbers. */
-function uidSet(uids: Iterable<number>): SequenceSet {
-  return { ranges: [...uids].map((u) => ({ from: u, to: u })) };
 }

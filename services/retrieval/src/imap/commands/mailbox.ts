@@ -236,6 +236,8 @@ function parseSelect(r: ArgReader): SelectArgs {
       const validity = qr.number('uidvalidity');
       const modseq = qr.number('modseq');
       const known = qr.remaining && qr.peek()?.t === 'atom' ? qr.seqSet() : null;
+      // `$` names no message before a mailbox is selected (RFC 5182 §2.1 empties it)
+      if (known?.saved) throw new ParseError('$ is not a set of known UIDs');
       a.qresync = { validity, modseq, known };
     } else throw new ParseError(`unknown SELECT parameter ${p}`);
   }

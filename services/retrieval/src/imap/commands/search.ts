@@ -20,7 +20,7 @@ import {
 } from '@mailyard/imap-core';
 import type { SelectedContext } from '../context.js';
 import { reply } from '../replies.js';
-import { SearchEvaluator } from '../search.js';
+import { SearchEvaluator, withSavedNow } from '../search.js';
 import { matchingWithHeaders, sentDate, SORT_KEYS, sortedMatches, type SortCriterion } from '../sort.js';
 import { SELECTED, command, withUid, type CommandGroup } from './command.js';
 import { enableCondstore } from './args.js';
@@ -108,41 +108,72 @@ function esearch(
   return parts.join(' ') + '\r\n';
 }
 
+/** RETURN options that ask for nothing to be sent now: SAVE, and CONTEXT's hint (RFC 5267 §4.2). */
+const SILENT = new Set(['SAVE', 'CONTEXT']);
+
+/** SAVE and nothing to send: only the tagged OK answers (RFC 5182 §2.4). */
+function savedAlone(ret: ReturnOptions | null): boolean {
+  return !!ret?.options.includes('SAVE') && ret.options.every((o) => SILENT.has(o));
+}
+
 /**
- * What SEARCH RETURN (SAVE) keeps as `$` (RFC 5182 §2.1): with MIN or MAX and neither ALL
- * nor COUNT, only the messages those name; else every match.
+ * What RETURN (SAVE) keeps as `$` from a result in its order (RFC 5182 §2.1): with MIN or
+ * MAX and no other result option, only the messages those name; with PARTIAL alone, its
+ * window (as Dovecot); else every match.
  */
-function toSave(hits: readonly { uid: number }[], options: string[]): Set<number> {
-  const min = options.includes('MIN');
-  const max = options.includes('MAX');
-  if ((!min && !max) || options.includes('ALL') || options.includes('COUNT') || !hits.length)
-    return new Set(hits.map((h) => h.uid));
-  return new Set([...(min ? [hits[0]!.uid] : []), ...(max ? [hits[hits.length - 1]!.uid] : [])]);
+function toSave(result: readonly { uid: number }[], ret: ReturnOptions): Set<number> {
+  const uids = result.map((r) => r.uid);
+  const shown = ret.options.filter((o) => !SILENT.has(o) && o !== 'UPDATE');
+  if (ret.partial && shown.length === 1) return new Set(uids.slice(ret.partial[0] - 1, ret.partial[1]));
+  if (uids.length && shown.length && shown.every((o) => o === 'MIN' || o === 'MAX'))
+    return new Set([
+      ...(shown.includes('MIN') ? [uids[0]!] : []),
+      ...(shown.includes('MAX') ? [uids.at(-1)!] : []),
+    ]);
+  return new Set(uids);
+}
+
+/**
+ * Runs `search` with `$` as the command found it (withSavedNow); a SAVE answered NO
+ * empties `$` (RFC 5182 §2.1), a BAD (refused while parsing) leaves it.
+ */
+async function withSaved<T>(
+  s: SelectedContext,
+  ret: ReturnOptions | null,
+  search: (savedNow: (key: SearchKey) => SearchKey) => Promise<T>,
+): Promise<T> {
+  const view = s.selected;
+  const saved = view.saved;
+  try {
+    return await search((key) => withSavedNow(key, saved));
+  } catch (err) {
+    if (ret?.options.includes('SAVE')) view.saved = new Set();
+    throw err;
+  }
 }
 
 async function runSearch(s: SelectedContext, tag: string, a: SearchArgs, name: string): Promise<void> {
-  const save = !!a.ret?.options.includes('SAVE');
-  // a SEARCH with SAVE that fails leaves `$` empty (RFC 5182 §2.1)
-  if (save) s.selected.saved = new Set();
-  if (a.badCharset || !a.key) throw reply.badCharset(SUPPORTED_CHARSETS);
   const view = s.selected;
   const byUid = name.startsWith('UID');
-  const key = a.key;
+  const { key, hits } = await withSaved(s, a.ret, async (savedNow) => {
+    if (a.badCharset || !a.key) throw reply.badCharset(SUPPORTED_CHARSETS);
+    const key = savedNow(a.key);
+    const ev = new SearchEvaluator(view, view.folder, s.deps.cache);
+    const hits: { seq: number; uid: number; modseq: number }[] = [];
+    for (let i = 0; i < view.uids.length; i++) {
+      const m = view.info(view.uids[i]!);
+      if (!m) continue;
+      if (await ev.matches(key, i + 1, m)) hits.push({ seq: i + 1, uid: m.uid, modseq: m.modseq });
+    }
+    return { key, hits };
+  });
   const modseq = usesModseq(key);
   const announce = modseq ? enableCondstore(s) : null;
-  const ev = new SearchEvaluator(view, view.folder, s.deps.cache);
-  const hits: { seq: number; uid: number; modseq: number }[] = [];
-  for (let i = 0; i < view.uids.length; i++) {
-    const m = view.info(view.uids[i]!);
-    if (!m) continue;
-    if (await ev.matches(key, i + 1, m)) hits.push({ seq: i + 1, uid: m.uid, modseq: m.modseq });
-  }
   const nums = hits.map((h) => (byUid ? h.uid : h.seq));
   const maxMod = hits.reduce((x, h) => Math.max(x, h.modseq), 0);
-  const options = a.ret?.options ?? [];
-  if (save) view.saved = toSave(hits, options);
-  if (save && options.length === 1) {
-    // SAVE alone answers nothing but the tagged OK (RFC 5182 §2.4)
+  if (a.ret?.options.includes('SAVE')) view.saved = toSave(hits, a.ret);
+  if (savedAlone(a.ret)) {
+    // nothing but the tagged OK
   } else if (a.ret || s.enabled.rev2) {
     s.send(esearch(tag, byUid, nums, a.ret ?? { options: ['ALL'], partial: null }, modseq ? maxMod : null));
   } else {
@@ -184,11 +215,9 @@ interface SortArgs {
 }
 
 function parseSort(r: ArgReader): SortArgs {
-  // CONTEXT=SORT (RFC 5267 §4): UPDATE as for SEARCH; SAVE is SEARCH's only (RFC 5182)
-  const ret = parseReturn(
-    r,
-    [...RETURN_OPTIONS, 'UPDATE'].filter((o) => o !== 'SAVE'),
-  );
+  // CONTEXT=SORT (RFC 5267 §4): UPDATE as for SEARCH; SAVE as for SEARCH, which RFC 5182
+  // §2.1 extends to "any command based on SEARCH"
+  const ret = parseReturn(r, [...RETURN_OPTIONS, 'UPDATE']);
   const list = r.list('sort criteria').map((t) => tokenText(t).toUpperCase());
   const criteria: SortCriterion[] = [];
   for (let i = 0; i < list.length; i++) {
@@ -203,10 +232,16 @@ function parseSort(r: ArgReader): SortArgs {
 
 async function runSort(s: SelectedContext, tag: string, a: SortArgs, name: string): Promise<void> {
   const byUid = name.startsWith('UID');
-  const key = searchKey(a.search);
-  const rows = await sortedMatches(s.selected, s.deps.cache, key, a.criteria);
+  const { key, rows } = await withSaved(s, a.ret, async (savedNow) => {
+    const key = savedNow(searchKey(a.search));
+    return { key, rows: await sortedMatches(s.selected, s.deps.cache, key, a.criteria) };
+  });
   const nums = rows.map((r) => (byUid ? r.uid : r.seq));
-  if (a.ret) s.send(esearch(tag, byUid, nums, a.ret, null));
+  // in sort order: MIN and MAX are the first and last sorted
+  if (a.ret?.options.includes('SAVE')) s.selected.saved = toSave(rows, a.ret);
+  if (savedAlone(a.ret)) {
+    // nothing but the tagged OK
+  } else if (a.ret) s.send(esearch(tag, byUid, nums, a.ret, null));
   else s.send(`* SORT${nums.map((n) => ' ' + n).join('')}\r\n`);
   let code: string | undefined;
   if (a.ret?.options.includes('UPDATE')) {
@@ -239,7 +274,8 @@ async function runThread(s: SelectedContext, tag: string, a: ThreadArgs, name: s
   const view = s.selected;
   const byUid = name.startsWith('UID');
   const msgs: ThreadMessage[] = [];
-  for await (const { seq, m, h } of matchingWithHeaders(view, s.deps.cache, searchKey(a.search))) {
+  const key = withSavedNow(searchKey(a.search), view.saved);
+  for await (const { seq, m, h } of matchingWithHeaders(view, s.deps.cache, key)) {
     msgs.push({
       n: byUid ? m.uid : seq,
       messageId: header(h, 'message-id'),
