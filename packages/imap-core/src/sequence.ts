@@ -24,9 +24,15 @@ export function parseSequenceSet(text: string): SequenceSet {
   return { ranges };
 }
 
-/** The sequence set of exactly these numbers (in any order), as single-number ranges. */
+/** The sequence set of exactly these numbers (in any order), as sorted, merged ranges. */
 export function sequenceSetOf(nums: Iterable<number>): SequenceSet {
-  return { ranges: [...nums].map((n) => ({ from: n, to: n })) };
+  const ranges: { from: number; to: number }[] = [];
+  for (const n of [...nums].sort((a, b) => a - b)) {
+    const last = ranges[ranges.length - 1];
+    if (last && n <= last.to + 1) last.to = Math.max(last.to, n);
+    else ranges.push({ from: n, to: n });
+  }
+  return { ranges };
 }
 
 /** Resolves `*` against `max` and returns sorted, merged ranges. */

@@ -16,6 +16,7 @@ import {
   parseSequenceSet,
   readTag,
   resolveSequenceSet,
+  sequenceSetOf,
 } from '../src/index.js';
 
 void describe('modified UTF-7', () => {
@@ -85,6 +86,18 @@ void describe('sequence sets', () => {
       fc.property(fc.uniqueArray(num, { minLength: 1, maxLength: 50 }), (nums) => {
         const ranges = resolveSequenceSet(parseSequenceSet(formatSequence(nums)), 1000);
         for (let n = 1; n <= 500; n++) assert.equal(inRanges(n, ranges), nums.includes(n));
+      }),
+    );
+  });
+
+  void it('sequenceSetOf names exactly its numbers, as few sorted ranges', () => {
+    fc.assert(
+      fc.property(fc.array(num, { maxLength: 60 }), (nums) => {
+        const set = sequenceSetOf(nums);
+        const ranges = resolveSequenceSet(set, 1000);
+        for (let n = 1; n <= 500; n++) assert.equal(inRanges(n, ranges), nums.includes(n));
+        // already merged: `$` of a whole folder is one range, not one per message
+        assert.equal(set.ranges.length, ranges.length);
       }),
     );
   });

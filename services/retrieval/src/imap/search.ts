@@ -12,6 +12,8 @@ import {
   type Address,
   type MimePart,
   type SearchKey,
+  type SeqRange,
+  type SequenceSet,
 } from '@mailyard/imap-core';
 import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
 import type { MessageCache } from '../message-cache.js';
@@ -93,11 +95,22 @@ function textParts(data: Buffer, p: MimePart, out: string[]): void {
 
 /** Evaluates SEARCH keys against messages (RFC 9051 §6.4.4); strings match case-insensitively as UTF-8. */
 export class SearchEvaluator {
+  /** Each set of the key resolved once per bound, not once per message it is tested on. */
+  private readonly resolved = new WeakMap<SequenceSet, { max: number; ranges: SeqRange[] }>();
+
   constructor(
     private readonly view: SelectedMailbox,
     private readonly folder: MailFolder,
     private readonly cache: MessageCache,
   ) {}
+
+  private ranges(set: SequenceSet, max: number): SeqRange[] {
+    const hit = this.resolved.get(set);
+    if (hit?.max === max) return hit.ranges;
+    const ranges = resolveSequenceSet(set, max);
+    this.resolved.set(set, { max, ranges });
+    return ranges;
+  }
 
   async matches(key: SearchKey, seq: number, m: MessageInfo): Promise<boolean> {
     const body = needsBody(key) ? await this.bodyText(m) : null;
@@ -133,9 +146,9 @@ export class SearchEvaluator {
       case 'old':
         return !this.view.recent.has(m.uid);
       case 'seq':
-        return inRanges(seq, resolveSequenceSet(k.set, this.view.exists));
+        return inRanges(seq, this.ranges(k.set, this.view.exists));
       case 'uid':
-        return inRanges(m.uid, resolveSequenceSet(k.set, this.view.uids[this.view.uids.length - 1] ?? 0));
+        return inRanges(m.uid, this.ranges(k.set, this.view.uids[this.view.uids.length - 1] ?? 0));
       case 'header': {
         const raw = await this.cache.headerValues(this.folder, m, k.field);
         const values = raw.map((v) => norm(decodeHeader(v)));
