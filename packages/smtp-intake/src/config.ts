@@ -49,7 +49,8 @@ export const intakeSchema = {
    * over all sessions; past it a message gets 452 4.3.1 and is sent again later, as
    * Postfix answers when its queue file system is full. smtpd_max_clients sessions of
    * message_size_limit each would be 12.5 GB; by default a quarter of the memory the
-   * process may use (its cgroup's limit, else the machine's). 0: no limit.
+   * process may use (its cgroup's limit, else the machine's), and never below
+   * message_size_limit (one message of that size always fits). 0: no limit.
    */
   smtpd_data_memory_limit: bytesOrUnlimited(defaultDataMemory()),
   /** Simultaneous sessions from one client address (IPv6: one /64), per port, in this process; 0: no limit. */

@@ -106,7 +106,11 @@ export function createIntake<L extends string>(
   const tls = tlsSourceFromConfig(config, logger, role.service);
   registerCertificateExpiry(deps.registry, role.service, tls);
   const limit = config.message_size_limit;
-  const dataMemory = new DataMemory(config.smtpd_data_memory_limit, (held) => metrics.dataBytesHeld(held));
+  // never below the size limit: a message the size limit allows fits when it comes alone
+  const dataMemory = new DataMemory(
+    config.smtpd_data_memory_limit && Math.max(config.smtpd_data_memory_limit, limit),
+    (held) => metrics.dataHeld(held),
+  );
 
   /** Counts and logs a refusal; returns it to be sent. */
   const rejectWith = (err: SmtpReject, session: SMTPServerSession, extra: Record<string, unknown> = {}) => {

@@ -26,7 +26,7 @@ export interface IntakeMetrics {
   /** Seconds from end of DATA to the 250 reply. */
   acceptLatency(seconds: number): void;
   /** Bytes of messages held in memory now, being received or queued (smtpd_data_memory_limit). */
-  dataBytesHeld(bytes: number): void;
+  dataHeld(bytes: number): void;
   /** Seconds of one policy RPC round trip. */
   policyLatency(stage: string, outcome: string, seconds: number): void;
   /**
@@ -80,7 +80,7 @@ export function createIntakeMetrics(registry: Registry, service: IntakeService):
     ['stage', 'where'],
   );
   const held = new Gauge({
-    name: `${prefix}_data_bytes_held`,
+    name: `${prefix}_data_held_bytes`,
     help: 'Bytes of messages held in memory now, being received or queued (bounded by smtpd_data_memory_limit)',
     registers: [registry],
   });
@@ -93,7 +93,7 @@ export function createIntakeMetrics(registry: Registry, service: IntakeService):
     },
     errorReply: (code) => errorReplies.inc({ code: String(code) }),
     acceptLatency: (seconds) => accept.observe(seconds),
-    dataBytesHeld: (bytes) => held.set(bytes),
+    dataHeld: (bytes) => held.set(bytes),
     policyLatency: (stage, outcome, seconds) => policy.observe({ stage, outcome }, seconds),
     policyTransaction: (seconds) => policyTransaction.observe(seconds),
     policyDecided: (stage, where) => policyDecisions.inc({ stage, where }),

@@ -65,7 +65,7 @@ export class DataMemory {
   }
 
   give(n: number): void {
-    this.held -= n;
+    this.held = Math.max(0, this.held - n);
     this.onChange?.(this.held);
   }
 }
@@ -75,8 +75,9 @@ export type ReadMessage = { raw: Buffer } | { over: 'size' | 'memory' };
 
 /**
  * Reads the DATA stream, to its end whatever happens; stops keeping it once the size
- * limit or `memory` is passed. A message kept holds its bytes of `memory` until the
- * caller gives them back; one not kept, or a stream that fails, gives them back here.
+ * limit or `memory` is passed (too big wins: that message can never be taken). A message
+ * kept holds its bytes of `memory` from then on, for the caller to give back; one not
+ * kept, or a stream that fails or closes before its end, gives them back here.
  */
 export function readMessage(stream: Readable, limit: number, memory?: DataMemory): Promise<ReadMessage> {
   return new Promise((resolve, reject) => {
@@ -91,20 +92,29 @@ export function readMessage(stream: Readable, limit: number, memory?: DataMemory
     };
     stream.on('data', (c: Buffer) => {
       size += c.length;
-      if (over) return;
-      if (size > limit) over = 'size';
-      else if (memory && !memory.take(c.length)) over = 'memory';
-      else {
-        if (memory) held += c.length;
+      if (size > limit) {
+        if (over !== 'size') drop();
+        over = 'size';
+      } else if (over) return;
+      else if (memory && !memory.take(c.length)) {
+        over = 'memory';
+        drop();
+      } else {
+        held += c.length;
         chunks.push(c);
-        return;
       }
-      drop();
     });
-    stream.on('end', () => resolve(over ? { over } : { raw: Buffer.concat(chunks, size) }));
-    // a client gone mid-message: smtp-server destroys the stream
+    stream.on('end', () => {
+      if (over) return resolve({ over });
+      // the bytes held are the caller's to give back now
+      held = 0;
+      resolve({ raw: Buffer.concat(chunks, size) });
+    });
+    // a client gone mid-message: smtp-server destroys the stream, with an error or not
     stream.on('close', () => {
-      if (!stream.readableEnded) drop();
+      if (stream.readableEnded) return;
+      drop();
+      reject(new Error('the message stream closed before its end'));
     });
     stream.on('error', (err) => {
       drop();
@@ -139,8 +149,11 @@ export function answerData(
 ): void {
   const run = async (): Promise<string> => {
     const read = await readMessage(stream, stage.limit, stage.memory);
-    if ('over' in read && read.over === 'memory') throw stage.refuse(reply.insufficientStorage());
-    if (stream.sizeExceeded || 'over' in read) throw stage.refuse(reply.messageTooBig(stage.limit));
+    if (stream.sizeExceeded || ('over' in read && read.over === 'size')) {
+      if ('raw' in read) stage.memory?.give(read.raw.length);
+      throw stage.refuse(reply.messageTooBig(stage.limit));
+    }
+    if ('over' in read) throw stage.refuse(reply.insufficientStorage());
     const started = process.hrtime.bigint();
     try {
       const queueId = await stage.accept(read.raw);

@@ -313,7 +313,7 @@ describe('limits', () => {
   test('past smtpd_data_memory_limit: 452 4.3.1, and the message is taken once memory frees', async () => {
     const before = p.inbox('alice@example.test').length;
     const held = async () => {
-      const m = p.inboundRt.registry.getSingleMetric('mailyard_mta_inbound_data_bytes_held');
+      const m = p.inboundRt.registry.getSingleMetric('mailyard_mta_inbound_data_held_bytes');
       return (await m!.get()).values[0]?.value ?? -1;
     };
     // 60 KB each, under the 64 KB size limit; the two do not fit in 100 KB at once
@@ -332,6 +332,12 @@ describe('limits', () => {
     const b = await start();
     b.write(message('second') + '.\r\n');
     assert.match((await b.read()).text, /^452 4\.3\.1 /);
+    // one that could never be taken is told so, memory or not: 552, not "try again"
+    assert.equal((await b.cmd('MAIL FROM:<x@remote.test>')).code, 250);
+    assert.equal((await b.cmd('RCPT TO:<alice@example.test>')).code, 250);
+    assert.equal((await b.cmd('DATA')).code, 354);
+    b.write(message('second') + message('too big') + '.\r\n');
+    assert.match((await b.read()).text, /^552 5\.3\.4 /);
     // the first one, in memory all along, is queued
     a.write('.\r\n');
     assert.equal((await a.read()).code, 250);
