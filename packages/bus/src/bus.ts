@@ -32,7 +32,7 @@ import {
   RpcReplyError,
   UnroutableError,
 } from './errors.js';
-import { within } from './deadline.js';
+import { within } from '@mailyard/config';
 import { browseQueue, inspectQueue, withoutDeathHeaders } from './inspect.js';
 import { RpcChannel } from './rpc.js';
 import { declareQueue, declareTopology, outboundDelayQueueSpec, type QueueSpec } from './topology.js';

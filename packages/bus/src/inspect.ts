@@ -1,6 +1,6 @@
 import type { Channel, ChannelModel } from 'amqplib';
 import type { BrowsedMessage, QueueInfo } from './bus.js';
-import { within } from './deadline.js';
+import { within } from '@mailyard/config';
 import { BusUnavailableError } from './errors.js';
 
 /**

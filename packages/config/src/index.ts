@@ -4,3 +4,4 @@ export * from './common.js';
 export * from './tls.js';
 export * from './shared.js';
 export * from './service-login.js';
+export * from './deadline.js';
