@@ -134,28 +134,33 @@ function toSave(result: readonly { uid: number }[], ret: ReturnOptions): Set<num
 }
 
 /**
- * Runs `search` with `$` as the command found it (withSavedNow); a SAVE answered NO
- * empties `$` (RFC 5182 §2.1), a BAD (refused while parsing) leaves it.
+ * Runs a SEARCH or SORT with `$` as the command found it (withSavedNow), and keeps what it
+ * found as `$` when RETURN asks to SAVE. A SAVE answered NO empties `$` (RFC 5182 §2.1);
+ * one refused as BAD (while parsing) never gets here and leaves it.
  */
-async function withSaved<T>(
+async function searchSaving<R extends { uid: number }>(
   s: SelectedContext,
   ret: ReturnOptions | null,
-  search: (savedNow: (key: SearchKey) => SearchKey) => Promise<T>,
-): Promise<T> {
+  search: (savedNow: (key: SearchKey) => SearchKey) => Promise<{ key: SearchKey; rows: R[] }>,
+): Promise<{ key: SearchKey; rows: R[] }> {
   const view = s.selected;
   const saved = view.saved;
+  const save = ret?.options.includes('SAVE') ? ret : null;
+  let found: { key: SearchKey; rows: R[] };
   try {
-    return await search((key) => withSavedNow(key, saved));
+    found = await search((key) => withSavedNow(key, saved));
   } catch (err) {
-    if (ret?.options.includes('SAVE')) view.saved = new Set();
+    if (save) view.saved = new Set();
     throw err;
   }
+  if (save) view.saved = toSave(found.rows, save);
+  return found;
 }
 
 async function runSearch(s: SelectedContext, tag: string, a: SearchArgs, name: string): Promise<void> {
   const view = s.selected;
   const byUid = name.startsWith('UID');
-  const { key, hits } = await withSaved(s, a.ret, async (savedNow) => {
+  const { key, rows: hits } = await searchSaving(s, a.ret, async (savedNow) => {
     if (a.badCharset || !a.key) throw reply.badCharset(SUPPORTED_CHARSETS);
     const key = savedNow(a.key);
     const ev = new SearchEvaluator(view, view.folder, s.deps.cache);
@@ -165,13 +170,12 @@ async function runSearch(s: SelectedContext, tag: string, a: SearchArgs, name: s
       if (!m) continue;
       if (await ev.matches(key, i + 1, m)) hits.push({ seq: i + 1, uid: m.uid, modseq: m.modseq });
     }
-    return { key, hits };
+    return { key, rows: hits };
   });
   const modseq = usesModseq(key);
   const announce = modseq ? enableCondstore(s) : null;
   const nums = hits.map((h) => (byUid ? h.uid : h.seq));
   const maxMod = hits.reduce((x, h) => Math.max(x, h.modseq), 0);
-  if (a.ret?.options.includes('SAVE')) view.saved = toSave(hits, a.ret);
   if (savedAlone(a.ret)) {
     // nothing but the tagged OK
   } else if (a.ret || s.enabled.rev2) {
@@ -232,13 +236,11 @@ function parseSort(r: ArgReader): SortArgs {
 
 async function runSort(s: SelectedContext, tag: string, a: SortArgs, name: string): Promise<void> {
   const byUid = name.startsWith('UID');
-  const { key, rows } = await withSaved(s, a.ret, async (savedNow) => {
+  const { key, rows } = await searchSaving(s, a.ret, async (savedNow) => {
     const key = savedNow(searchKey(a.search));
     return { key, rows: await sortedMatches(s.selected, s.deps.cache, key, a.criteria) };
   });
   const nums = rows.map((r) => (byUid ? r.uid : r.seq));
-  // in sort order: MIN and MAX are the first and last sorted
-  if (a.ret?.options.includes('SAVE')) s.selected.saved = toSave(rows, a.ret);
   if (savedAlone(a.ret)) {
     // nothing but the tagged OK
   } else if (a.ret) s.send(esearch(tag, byUid, nums, a.ret, null));
