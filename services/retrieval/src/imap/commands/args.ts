@@ -2,6 +2,7 @@
 import { ParseError, type ArgReader } from '@mailyard/imap-core';
 import type { SelectedContext } from '../context.js';
 import { SYSTEM_FLAGS } from '../flags.js';
+import type { SelectedMailbox } from '../selected.js';
 
 /** No arguments. */
 export const none = (r: ArgReader): void => r.end();
@@ -38,5 +39,10 @@ export function flagList(r: ArgReader): string[] {
 export function enableCondstore(s: SelectedContext): string | null {
   if (s.enabled.condstore) return null;
   s.enabled.add('CONDSTORE');
-  return `* OK [HIGHESTMODSEQ ${s.selected.highestModseq}] Highest\r\n`;
+  return highestModseqLine(s.selected);
+}
+
+/** The untagged OK that tells a client the selected mailbox's HIGHESTMODSEQ. */
+export function highestModseqLine(view: SelectedMailbox): string {
+  return `* OK [HIGHESTMODSEQ ${view.highestModseq}] Highest\r\n`;
 }

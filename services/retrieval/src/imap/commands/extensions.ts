@@ -3,7 +3,7 @@
 import { ParseError } from '@mailyard/imap-core';
 import type { AuthedContext } from '../context.js';
 import { ImapReply, reply } from '../replies.js';
-import { none, oneMailbox } from './args.js';
+import { highestModseqLine, none, oneMailbox } from './args.js';
 import { ANY, AUTHED, command, type CommandGroup } from './command.js';
 import { quoteName, requireFolder } from './folders.js';
 
@@ -49,8 +49,7 @@ export const extensionCommands: CommandGroup = {
       );
       // a CONDSTORE enabling command in the selected state tells the mailbox's
       // HIGHESTMODSEQ, as SELECT would have (RFC 7162 §3.1)
-      if (!condstoreBefore && s.enabled.condstore && s.selected)
-        s.send(`* OK [HIGHESTMODSEQ ${s.selected.highestModseq}] Highest\r\n`);
+      if (!condstoreBefore && s.enabled.condstore && s.selected) s.send(highestModseqLine(s.selected));
       await s.ok(tag, 'ENABLE completed');
     },
   }),
