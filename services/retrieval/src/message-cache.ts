@@ -150,16 +150,16 @@ interface FolderIndex {
 }
 
 /**
- * Layout of the records, and of what they hold: a file of another format is replaced.
- * m2: the header as raw lines of the INDEXED_FIELDS (m1 had unfolded values). m3: the
- * same layout, but the ENVELOPE takes a bare address's display name from its comment,
- * so the ENVELOPEs an m2 file holds are rendered again. Change it with what a record means.
+ * First element of every record, and the file's format (`m<tag>`): a file of another
+ * format is replaced, and records of an older layout (appended by an instance not yet
+ * updated) are refused. Raise it with what a record holds or means. 2: the header as raw
+ * lines of the INDEXED_FIELDS (1 had unfolded values). 3: the same layout, but the
+ * ENVELOPE takes a bare address's display name from its comment, so the ENVELOPEs a file
+ * of 2 holds are rendered again.
  */
-export const INDEX_FORMAT = 'm3';
-const codec = { encode: encodeRecord, decode: decodeRecord, format: INDEX_FORMAT };
-
-/** First element of every record: records of an older layout (appended by an instance not yet updated) are refused. */
 const RECORD_TAG = 3;
+export const INDEX_FORMAT = `m${RECORD_TAG}`;
+const codec = { encode: encodeRecord, decode: decodeRecord, format: INDEX_FORMAT };
 
 /**
  * On disk, an array: [RECORD_TAG, envelope, header lines, size, date or null, 1 if the header was
