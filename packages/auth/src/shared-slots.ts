@@ -137,7 +137,9 @@ export class SharedSlots implements ConnectionSlots {
     const lease = held?.pop();
     if (!held?.length) this.leases.delete(key);
     if (!lease) return;
-    // Sent after every command about this lease (one connection, in order). A lease
+    // Sent after every command about this lease, on one connection. After a Redis
+    // restart ioredis sends a script again as EVAL once Redis says NOSCRIPT, which may
+    // land after this ZREM and bring the lease back until it ends (leaseMs). A lease
     // Redis never had is no loss when this fails; a stored one ends with its lease.
     this.redis.zrem(this.setKey(key), lease.member).catch((err: unknown) => {
       if (lease.stored) this.opts.onError?.(err);
