@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
+import { skipWithout } from '@mailyard/testkit';
 import { GOOD_PASSWORD, cliHarness, fakeTty, repoRoot } from './harness.js';
 
 async function withAccountDomain(t: Parameters<typeof cliHarness>[0]) {
@@ -153,8 +154,9 @@ print(json.dumps({'status': os.waitstatus_to_exitcode(status), 'output': seen.de
 
 test('on a real terminal the prompt echoes nothing and the account works', async (t) => {
   const python = spawnSync('python3', ['-c', 'import pty'], { encoding: 'utf8' });
-  if (python.status !== 0) {
-    t.skip('python3 with the pty module is not available');
+  const skip = skipWithout(python.status === 0, 'python3 with the pty module is not available');
+  if (skip) {
+    t.skip(skip);
     return;
   }
   const cli = await withAccountDomain(t);

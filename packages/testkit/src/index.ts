@@ -12,3 +12,4 @@ export * from './restartable.js';
 export * from './fuzz.js';
 export * from './dovecot.js';
 export * from './ports.js';
+export * from './skip.js';
