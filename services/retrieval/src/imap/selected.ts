@@ -124,14 +124,8 @@ export class SelectedMailbox {
   resolve(set: SequenceSet, byUid: boolean): { seq: number; m: MessageInfo }[] {
     const out: { seq: number; m: MessageInfo }[] = [];
     if (!this.uids.length) return out;
-    if (set.saved) {
-      // `$`: the same messages in a UID command and in one by number (RFC 5182 §2.1)
-      for (let i = 0; i < this.uids.length; i++) {
-        const uid = this.uids[i]!;
-        if (this.saved.has(uid) && !this.gone.has(uid)) out.push({ seq: i + 1, m: this.msgs[i]! });
-      }
-      return out;
-    }
+    // `$`: the same messages in a UID command and in one by number (RFC 5182 §2.1)
+    if (set.saved) return this.resolve(sequenceSetOf(this.saved), true);
     if (byUid) {
       // RFC 9051 §6.4.9: `*` in a UID set is the largest UID in use
       const ranges = resolveSequenceSet(set, this.uids[this.uids.length - 1]!);
@@ -162,13 +156,8 @@ export class SelectedMailbox {
   async vanishedEarlier(modseq: number, set: SequenceSet | null): Promise<string | null> {
     const last = this.uidNext - 1;
     if (last < 1) return null;
-    const within = (
-      set?.saved
-        ? resolveSequenceSet(sequenceSetOf(this.saved), last)
-        : set
-          ? resolveSequenceSet(set, this.uids[this.uids.length - 1] ?? last)
-          : [[1, last]]
-    )
+    if (set?.saved) set = sequenceSetOf(this.saved);
+    const within = (set ? resolveSequenceSet(set, this.uids[this.uids.length - 1] ?? last) : [[1, last]])
       .map(([a, b]) => [Math.max(1, a), Math.min(b, last)] as const)
       .filter(([a, b]) => a <= b);
     const history = await this.folder.vanishedSince(modseq);
