@@ -20,14 +20,24 @@ after(async () => {
   await p?.close();
 });
 
-/** A client logged in to an account of its own (nothing else in it but the defaults). */
-async function freshAccount(): Promise<RawImap> {
+/** A new account's name, the account added. */
+async function newAccount(): Promise<string> {
   const user = `ext${++accounts}@example.test`;
   await addAccount(p.directory, user);
+  return user;
+}
+
+/** A raw client logged in as `user`. */
+async function login(user: string): Promise<RawImap> {
   const c = await RawImap.connect(r.ports.imap);
   await c.until(/^\* OK/m);
   assert.match(await c.cmd('l', `LOGIN ${user} "${PASSWORD}"`), /^l OK/m);
   return c;
+}
+
+/** A client logged in to an account of its own (nothing else in it but the defaults). */
+async function freshAccount(): Promise<RawImap> {
+  return login(await newAccount());
 }
 
 /** APPENDs one message with a non-synchronising literal; returns the tagged reply. */
@@ -274,16 +284,13 @@ void describe('ESORT and PARTIAL (RFC 5267)', { timeout: 60_000 }, () => {
 
 void describe('CONTEXT=SEARCH (RFC 5267)', { timeout: 60_000 }, () => {
   void it('tells an idling client how an open search changes as mail is delivered and flagged elsewhere', async () => {
-    const user = `ext${++accounts}@example.test`;
-    await addAccount(p.directory, user);
-    const login = async () => {
-      const c = await RawImap.connect(r.ports.imap);
-      await c.until(/^\* OK/m);
-      assert.match(await c.cmd('l', `LOGIN ${user} "${PASSWORD}"`), /^l OK/m);
+    const user = await newAccount();
+    const selected = async () => {
+      const c = await login(user);
       assert.match(await c.cmd('s', 'SELECT INBOX'), /^s OK/m);
       return c;
     };
-    const c = await login();
+    const c = await selected();
     assert.match(await c.cmd('cap', 'CAPABILITY'), /CONTEXT=SEARCH/);
     assert.match(
       await c.cmd('u1', 'UID SEARCH RETURN (UPDATE) SUBJECT urgent'),
@@ -300,7 +307,7 @@ void describe('CONTEXT=SEARCH (RFC 5267)', { timeout: 60_000 }, () => {
     const arrived = await c.until(/^\* 1 EXISTS/m, 15_000);
     assert.match(arrived, /^\* ESEARCH \(TAG "u1"\) UID ADDTO \(0 1\)\r\n\* 1 EXISTS/m);
     // another session flags it: the second context hears of it, by sequence number
-    const other = await login();
+    const other = await selected();
     assert.match(await other.cmd('f', 'STORE 1 +FLAGS.SILENT (\\Flagged)'), /^f OK/m);
     assert.match(await c.until(/^\* ESEARCH \(TAG "u2"\)/m, 15_000), /ADDTO \(0 1\)/);
     c.send('DONE\r\n');
@@ -318,18 +325,11 @@ void describe('CONTEXT=SEARCH (RFC 5267)', { timeout: 60_000 }, () => {
 void describe('what the differential scripts cannot see', { timeout: 60_000 }, () => {
   /** Two sessions of one new account, each with INBOX selected and one message in it. */
   async function twoSessions(): Promise<[RawImap, RawImap]> {
-    const user = `ext${++accounts}@example.test`;
-    await addAccount(p.directory, user);
-    const login = async () => {
-      const c = await RawImap.connect(r.ports.imap);
-      await c.until(/^\* OK/m);
-      assert.match(await c.cmd('l', `LOGIN ${user} "${PASSWORD}"`), /^l OK/m);
-      return c;
-    };
-    const a = await login();
+    const user = await newAccount();
+    const a = await login(user);
     await append(a, 'ap', 'INBOX', msg(['From: a@x', 'Subject: one']));
     assert.match(await a.cmd('s', 'SELECT INBOX'), /^s OK/m);
-    const b = await login();
+    const b = await login(user);
     assert.match(await b.cmd('s', 'SELECT INBOX'), /^s OK/m);
     return [a, b];
   }
