@@ -1,4 +1,4 @@
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { connectTimedOut, connectWithin, withScanSlot } from './scanner-limits.js';
 
 export type ScanResult = { infected: false } | { infected: true; signature: string };
@@ -7,6 +7,11 @@ export type ScanResult = { infected: false } | { infected: true; signature: stri
  * clamd's INSTREAM command over TCP (clamd(8)): `zINSTREAM\0`, then chunks each
  * prefixed with a 4-byte big-endian length, then a zero length; the answer is
  * `stream: OK` or `stream: <signature> FOUND`, NUL-terminated.
+ *
+ * The scans go through IDSESSION connections kept open between messages, one scan at a
+ * time on each: a connection per message cost clamd and the caller more than the scan
+ * of a small message does (its accept, a socket and its teardown on both sides). In a
+ * session each answer carries the command's number (`1: stream: OK`).
  */
 export async function clamdScan(url: string, data: Buffer, timeoutMs: number): Promise<ScanResult> {
   const u = new URL(url);
@@ -16,7 +21,7 @@ export async function clamdScan(url: string, data: Buffer, timeoutMs: number): P
     url,
     timeoutMs,
     () => unanswered(timeoutMs),
-    (left) => scan(host, port, data, left),
+    (left) => scan(url, host, port, data, left),
   );
 }
 
@@ -24,46 +29,172 @@ function unanswered(timeoutMs: number): Error {
   return new Error(`clamd did not answer within ${timeoutMs} ms`);
 }
 
-function scan(host: string, port: number, data: Buffer, timeoutMs: number): Promise<ScanResult> {
-  return new Promise<ScanResult>((resolve, reject) => {
-    const sock = connect({ host, port });
-    const chunks: Buffer[] = [];
-    let done = false;
-    const finish = (err: Error | null, res?: ScanResult) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      sock.destroy();
-      if (err) reject(err);
-      else resolve(res!);
-    };
-    // not even connected by then: as the connection timeout (a connect timer as long
-    // as this one, made after it, would never fire first)
-    const timer = setTimeout(
-      () => finish(sock.connecting ? connectTimedOut('clamd', timeoutMs) : unanswered(timeoutMs)),
-      timeoutMs,
-    );
-    connectWithin(sock, timeoutMs, 'clamd', finish);
-    sock.on('error', (err) => finish(new Error(`clamd: ${err.message}`, { cause: err })));
-    sock.on('data', (d: Buffer) => chunks.push(d));
-    sock.on('end', () => {
-      const answer = Buffer.concat(chunks).toString('utf8').replace(/\0/g, '').trim();
-      const m = /^stream: (.+) FOUND$/.exec(answer);
-      if (m) return finish(null, { infected: true, signature: m[1]! });
-      if (answer === 'stream: OK') return finish(null, { infected: false });
-      finish(new Error(`clamd: unexpected answer "${answer.slice(0, 200)}"`));
-    });
-    // written before the connection is up, so the socket holds every piece and sends
-    // them in one system call once it connects (one per chunk header otherwise)
-    sock.write('zINSTREAM\0');
-    const CHUNK = 64 * 1024;
-    for (let i = 0; i < data.length; i += CHUNK) {
-      const part = data.subarray(i, i + CHUNK);
-      const len = Buffer.alloc(4);
-      len.writeUInt32BE(part.length);
-      sock.write(len);
-      sock.write(part);
+/**
+ * How long a session waits unused before we end it: under clamd's IdleTimeout (30 s by
+ * default), so that clamd seldom closes one under a scan that is about to start.
+ */
+const SESSION_IDLE_MS = 10_000;
+/** Sessions kept unused per clamd at most; a burst beyond it closes the extra ones. */
+const MAX_IDLE_SESSIONS = 16;
+/** An answer is a line; anything far longer is not clamd's. */
+const MAX_ANSWER = 64 * 1024;
+const CHUNK = 64 * 1024;
+
+/** Unused sessions per clamd URL, the most recently used last. */
+const idle = new Map<string, Session[]>();
+
+/** A kept session clamd closed before it answered anything: the scan is made again on a new one. */
+class StaleSession extends Error {}
+
+async function scan(
+  url: string,
+  host: string,
+  port: number,
+  data: Buffer,
+  timeoutMs: number,
+): Promise<ScanResult> {
+  const started = Date.now();
+  const kept = idle.get(url)?.pop();
+  if (kept) {
+    try {
+      return await kept.scan(data, timeoutMs);
+    } catch (err) {
+      if (!(err instanceof StaleSession)) throw err;
     }
-    sock.write(Buffer.alloc(4));
-  });
+  }
+  return new Session(url, host, port).scan(data, Math.max(1, timeoutMs - (Date.now() - started)));
+}
+
+class Session {
+  private readonly sock: Socket;
+  private answer = '';
+  private used = false;
+  private closed = false;
+  private idleTimer: NodeJS.Timeout | null = null;
+  /** The scan waiting for its answer, if any. */
+  private current: { settle: (err: Error | null, res?: ScanResult) => void } | null = null;
+
+  constructor(
+    private readonly url: string,
+    host: string,
+    port: number,
+  ) {
+    this.sock = connect({ host, port });
+    // written before the connection is up, so it leaves in one system call with the first scan
+    this.sock.write('zIDSESSION\0');
+    this.sock.on('data', (d: Buffer) => this.onData(d));
+    this.sock.on('error', (err) => this.onClose(new Error(`clamd: ${err.message}`, { cause: err })));
+    this.sock.on('close', () => this.onClose(null));
+  }
+
+  scan(data: Buffer, timeoutMs: number): Promise<ScanResult> {
+    const reused = this.used;
+    this.used = true;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.sock.ref();
+    return new Promise<ScanResult>((resolve, reject) => {
+      const settle = (err: Error | null, res?: ScanResult) => {
+        if (this.current !== entry) return;
+        this.current = null;
+        clearTimeout(timer);
+        if (err) {
+          this.close();
+          // nothing of an answer came on a session we had kept: closed while unused
+          reject(
+            reused && !this.answer && !(err instanceof ScanTimeout) ? new StaleSession(err.message) : err,
+          );
+        } else {
+          this.release();
+          resolve(res!);
+        }
+      };
+      const entry = { settle };
+      this.current = entry;
+      // not even connected by then: as the connection timeout (a connect timer as long
+      // as this one, made after it, would never fire first)
+      const timer = setTimeout(
+        () => settle(this.sock.connecting ? connectTimedOut('clamd', timeoutMs) : new ScanTimeout(timeoutMs)),
+        timeoutMs,
+      );
+      connectWithin(this.sock, timeoutMs, 'clamd', (err) => settle(err));
+      if (this.closed) return settle(new Error('clamd closed the session'));
+      // every piece in one system call (one per chunk header otherwise)
+      this.sock.cork();
+      this.sock.write('zINSTREAM\0');
+      for (let i = 0; i < data.length; i += CHUNK) {
+        const part = data.subarray(i, i + CHUNK);
+        const len = Buffer.alloc(4);
+        len.writeUInt32BE(part.length);
+        this.sock.write(len);
+        this.sock.write(part);
+      }
+      this.sock.write(Buffer.alloc(4));
+      this.sock.uncork();
+    });
+  }
+
+  private onData(d: Buffer): void {
+    if (!this.current) return this.close();
+    this.answer += d.toString('utf8');
+    const end = this.answer.indexOf('\0');
+    if (end < 0) {
+      if (this.answer.length > MAX_ANSWER) this.current.settle(new Error('clamd: answer too long'));
+      return;
+    }
+    const line = this.answer
+      .slice(0, end)
+      .replace(/^\d+: /, '')
+      .trim();
+    const rest = this.answer.slice(end + 1);
+    this.answer = '';
+    const { settle } = this.current;
+    if (rest) return settle(new Error(`clamd: unexpected answer "${rest.slice(0, 200)}"`));
+    const m = /^stream: (.+) FOUND$/.exec(line);
+    if (m) return settle(null, { infected: true, signature: m[1]! });
+    if (line === 'stream: OK') return settle(null, { infected: false });
+    // an error (e.g. "INSTREAM size limit exceeded. ERROR"); clamd ends the session after it
+    settle(new Error(`clamd: unexpected answer "${line.slice(0, 200)}"`));
+  }
+
+  private onClose(err: Error | null): void {
+    this.closed = true;
+    this.current?.settle(err ?? new Error('clamd closed the connection without an answer'));
+    this.forget();
+  }
+
+  /** Back among the unused sessions, until it is taken or has waited SESSION_IDLE_MS. */
+  private release(): void {
+    if (this.closed) return;
+    let list = idle.get(this.url);
+    if (!list) idle.set(this.url, (list = []));
+    if (list.length >= MAX_IDLE_SESSIONS) return this.close(true);
+    list.push(this);
+    // an unused session does not keep the process alive
+    this.sock.unref();
+    this.idleTimer = setTimeout(() => this.close(true), SESSION_IDLE_MS);
+    this.idleTimer.unref();
+  }
+
+  private forget(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    const list = idle.get(this.url);
+    const i = list?.indexOf(this) ?? -1;
+    if (i >= 0) list!.splice(i, 1);
+  }
+
+  /** Ends the session: politely when it is unused and sound, else at once. */
+  private close(polite = false): void {
+    this.forget();
+    if (this.closed) return;
+    this.closed = true;
+    if (polite) this.sock.end('zEND\0');
+    else this.sock.destroy();
+  }
+}
+
+/** No answer within the request's deadline: the session is closed, the scan not made again. */
+class ScanTimeout extends Error {
+  constructor(timeoutMs: number) {
+    super(unanswered(timeoutMs).message);
+  }
 }
