@@ -80,6 +80,8 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
       metrics.logins.inc({ result: reason });
       logger.info({ user: username.slice(0, 100), ip: req.ip, reason }, 'webmail login refused');
       if (!res.ok && res.reason === 'locked') throw errors.locked(res.retryAfterSeconds);
+      // the directory or the lockout could not be read: say so, never "wrong password"
+      if (!res.ok && res.reason === 'unavailable') throw errors.unavailable();
       throw errors.invalidCredentials();
     }
     const second = ctx.secondFactor ? await ctx.secondFactor.enabled(res.account) : false;

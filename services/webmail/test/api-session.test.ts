@@ -3,7 +3,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { ImapFlow } from 'imapflow';
-import { AppPasswords } from '@mailyard/auth';
+import { AppPasswords, LoginGuard, LoginHistory, createAuthenticator } from '@mailyard/auth';
+import { Directory } from '@mailyard/directory';
+import { Redis } from 'ioredis';
 import { waitFor } from '@mailyard/testkit';
 import { addAccount } from '../../../test/harness.js';
 import { RawImap } from '../../retrieval/test/raw-imap.js';
@@ -61,6 +63,35 @@ describe('login', () => {
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
       });
       assert.ok(notJson.status === 415 || notJson.status === 400, String(notJson.status));
+    },
+  );
+
+  test(
+    'a login while the accounts cannot be read is a 503, never "wrong password"',
+    { timeout: 30_000 },
+    async () => {
+      // a real client with nothing listening on its port: every command fails at once
+      const down = new Redis(1, '127.0.0.1', {
+        lazyConnect: true,
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+      });
+      down.on('error', () => undefined);
+      try {
+        const authenticator = createAuthenticator({
+          directory: new Directory(down),
+          guard: new LoginGuard(down),
+          appPasswords: new AppPasswords(down),
+          history: new LoginHistory(down),
+        });
+        const broken = await t.another({}, { authenticator });
+        const res = await client(broken.port).login(ALICE);
+        assert.deepEqual([res.status, res.json.error], [503, 'unavailable'], res.text);
+        assert.match(res.json.message, /temporarily unavailable/);
+      } finally {
+        down.disconnect();
+      }
     },
   );
 

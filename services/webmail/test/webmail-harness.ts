@@ -19,7 +19,9 @@ export const ALICE = 'alice@example.test';
 export const BOB = 'bob@example.test';
 
 /** Dependencies a test may replace (two-factor with a clock of its own, a directory that fails). */
-export type ExtraDeps = Partial<Pick<WebmailDeps, 'twoFactor' | 'secondFactor' | 'directory'>>;
+export type ExtraDeps = Partial<
+  Pick<WebmailDeps, 'twoFactor' | 'secondFactor' | 'directory' | 'authenticator'>
+>;
 
 export interface WebmailTestbed {
   p: Platform;
