@@ -99,7 +99,7 @@ export async function submit(
   account: string,
   envelope: { from: string; to: string[] },
   raw: Buffer,
-): Promise<{ response: string }> {
+): Promise<{ response: string; refused: { address: string; reply: string }[] }> {
   const plain = Buffer.from([account, target.service.name, target.service.password].join('\0')).toString(
     'base64',
   );
@@ -127,7 +127,18 @@ export async function submit(
   });
   try {
     const info = await transport.sendMail({ envelope, raw });
-    return { response: info.response };
+    // some recipients refused at RCPT, the others accepted: sent, to those only
+    const replies = new Map(
+      (info.rejectedErrors ?? []).map((e) => [
+        (e as { recipient?: string }).recipient ?? '',
+        (e as { response?: string }).response ?? e.message,
+      ]),
+    );
+    const refused = (info.rejected ?? []).map((address) => ({
+      address,
+      reply: replies.get(address) ?? 'refused',
+    }));
+    return { response: info.response, refused };
   } catch (err) {
     const e = err as { responseCode?: number; response?: string; message: string };
     // a permanent refusal is the user's to read (553 not your address, 550 no such user...)

@@ -208,8 +208,9 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
     const messageId = newMessageId(m.from.address);
     const raw = await buildMessage(m, { messageId, date: new Date(ctx.now()) });
     const rcpts = [...m.to, ...m.cc, ...m.bcc].map((a) => a.address);
+    let refused: { address: string; reply: string }[];
     try {
-      await submit(ctx.submit, account, { from: m.from.address, to: rcpts }, raw);
+      ({ refused } = await submit(ctx.submit, account, { from: m.from.address, to: rcpts }, raw));
     } catch (err) {
       metrics.sent.inc({ result: (err as { code?: string }).code === 'send_refused' ? 'refused' : 'failed' });
       throw err;
@@ -219,7 +220,13 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
     // the message has left: what follows is bookkeeping, and its failure must not say otherwise
     const sent = await folderPath(account, '\\Sent', 'Sent');
     const drafts = await folderPath(account, '\\Drafts', 'Drafts');
-    const warnings: string[] = [];
+    // as a desktop client says it: the message went to the others, not to these
+    const warnings = refused.map((r) => `Not sent to ${r.address}: ${r.reply}`);
+    if (refused.length)
+      logger.info(
+        { account, messageId, refused: refused.length },
+        'some recipients refused by the mail server',
+      );
     await pool
       .run(account, async (c) => {
         await c.append(sent, raw, ['\\Seen']);

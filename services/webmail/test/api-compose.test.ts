@@ -267,6 +267,15 @@ describe('sending', () => {
     const refused = await alice.post('/api/send', draft({ to: 'nobody@example.test' }));
     assert.deepEqual([refused.status, refused.json.error], [422, 'send_refused']);
     assert.match(refused.json.message, /550 5\.1\.1/);
+    // one of two refused: sent to the other, and the answer says who did not get it
+    const partly = await alice.post(
+      '/api/send',
+      draft({ to: `${BOB}, nobody@example.test`, subject: 'Partly refused' }),
+    );
+    assert.equal(partly.status, 200, partly.text);
+    assert.equal(partly.json.sent, true);
+    assert.equal(partly.json.warnings.length, 1, JSON.stringify(partly.json.warnings));
+    assert.match(partly.json.warnings[0], /^Not sent to nobody@example\.test: 550 5\.1\.1/);
     const gone = await alice.post(
       '/api/send',
       draft({ attachments: [{ upload: 'aaaaaaaaaaaaaaaaaaaaaa' }] }),

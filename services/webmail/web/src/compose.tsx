@@ -168,7 +168,7 @@ export function Compose(props: {
     if (saving.current) await saving.current;
     try {
       const res = await api.send(body());
-      props.onClose('sent', res.warnings[0]);
+      props.onClose('sent', res.warnings.length ? res.warnings.join('. ') : undefined);
     } catch (err) {
       setError(err instanceof ApiError ? err.message : 'Not sent');
       setSending(false);
