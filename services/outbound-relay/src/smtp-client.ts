@@ -56,7 +56,8 @@ export interface TransactionResult {
   data: SmtpReply | null;
 }
 
-const REPLY_LINE = /^(\d{3})([ -])(.*)$/;
+/** `250-text` goes on, `250 text` or a bare `250` ends a reply (RFC 5321 §4.2: text is optional). */
+const REPLY_LINE = /^(\d{3})(?:([ -])(.*))?$/;
 const ENHANCED = /^([245]\.\d{1,3}\.\d{1,3})\s+/;
 
 /**
@@ -201,7 +202,7 @@ export class SmtpClient {
       if (!m) return this.refuse(`malformed reply line ${JSON.stringify(line.slice(0, 100))}`);
       if (this.pendingLines.push(line) > MAX_REPLY_LINES)
         return this.refuse(`reply of more than ${MAX_REPLY_LINES} lines`);
-      if (m[2] === ' ') {
+      if (m[2] !== '-') {
         const lines = this.pendingLines.splice(0);
         const code = Number(m[1]);
         const texts = lines.map((l) => l.slice(4));

@@ -281,6 +281,63 @@ test(
   },
 );
 
+test(
+  'a reply that is a bare code ends the reply (RFC 5321 §4.2), not the connection',
+  { timeout: 60_000 },
+  async () => {
+    // every reply a code alone, the one after the data included
+    const received: string[] = [];
+    const server = createTcpServer((s) => {
+      s.on('error', () => undefined);
+      let buf = '';
+      let inData = false;
+      s.write('220\r\n');
+      s.on('data', (d: Buffer) => {
+        buf += d.toString('latin1');
+        for (let i = buf.indexOf('\r\n'); i >= 0 && !inData; i = buf.indexOf('\r\n')) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          if (/^EHLO/i.test(line)) s.write('250-mx.test\r\n250\r\n');
+          else if (/^DATA/i.test(line)) {
+            inData = true;
+            s.write('354\r\n');
+          } else s.write('250\r\n');
+        }
+        if (inData && buf.endsWith('\r\n.\r\n')) {
+          received.push(buf);
+          inData = false;
+          buf = '';
+          s.write('250\r\n');
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      const c = await SmtpClient.open({
+        host: 'mx.test',
+        ip: '127.0.0.1',
+        port,
+        connectTimeoutMs: 10_000,
+        replyTimeoutMs: 30_000,
+      });
+      assert.equal((await c.ehlo('relay.example.test')).code, 250);
+      const res = await c.transaction({
+        from: 'a@example.test',
+        mailParams: [],
+        recipients: ['b@mx.test'],
+        data: Buffer.from('Subject: hi\r\n\r\nhello\r\n'),
+      });
+      assert.deepEqual([res.mail.code, res.rcpts[0]!.code, res.data?.code], [250, 250, 250]);
+      assert.deepEqual(res.data?.lines, ['']);
+      assert.equal(received.length, 1, 'the message was sent once');
+      c.close();
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  },
+);
+
 test('relayhost syntax (Postfix)', () => {
   assert.deepEqual(parseRelayhost('[smtp.example.com]:587', 25), {
     host: 'smtp.example.com',
