@@ -314,7 +314,8 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       const domain = domainOf(r);
       byDomain.set(domain, [...(byDomain.get(domain) ?? []), r]);
     }
-    // our own verdict headers are for our users' copies, not for other servers
+    // our own verdict headers are for our users' copies, not for other servers (nor for
+    // the headers a DSN returns, which may go to one)
     const wire = applyHeaderEdits(d.body, { headers: [], removeHeaders: INTERNAL_HEADERS });
     const outcomes = (
       await Promise.all([...byDomain].map(([domain, rcpts]) => deliverDomain(env, wire, domain, rcpts)))
@@ -380,7 +381,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       // RFC 5321 §4.5.5 / RFC 3464: never answer a bounce with a bounce
       if (env.mailFrom === '')
         log.info({ rcpts: failed.map((f) => f.recipient) }, 'null sender: no bounce sent');
-      else await sendDsn(env, d.body, failed);
+      else await sendDsn(env, wire, failed);
       await settle(
         log,
         env.queueId,
@@ -428,7 +429,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
           try {
             await sendDsn(
               env,
-              d.body,
+              wire,
               deferred.map((o) => ({
                 recipient: o.recipient,
                 action: 'delayed',

@@ -269,7 +269,12 @@ describe('bounces', () => {
     mx1.behaviour.rcpt = (addr) =>
       addr === 'nobody@remote.test' ? { code: 550, message: '5.1.1 No such user here' } : undefined;
     const env = envelope('alice@example.test', ['nobody@remote.test']);
-    await queueOutbound(p, env, simpleMessage('alice@example.test', 'nobody@remote.test', 'to-nobody'));
+    const verdicts = 'X-Mailyard-Policy: inbox; check_virus=clean\r\nX-Mailyard-Bulk: yes\r\n';
+    await queueOutbound(
+      p,
+      env,
+      verdicts + simpleMessage('alice@example.test', 'nobody@remote.test', 'to-nobody'),
+    );
     const dsn = await waitFor(
       () => bounces().find((b) => b.includes(`X-Mailyard-Queue-ID: ${env.queueId}`)),
       { what: 'DSN in the Maildir' },
@@ -289,6 +294,7 @@ describe('bounces', () => {
       /Content-Type: text\/rfc822-headers\r\n(.*\r\n)*?\r\nFrom: <alice@example\.test>\r\nTo: <nobody@remote\.test>\r\nSubject: to-nobody\r\n/,
     );
     assert.ok(!dsn.includes('Hello.'), 'only the headers of the original are returned');
+    assert.doesNotMatch(dsn, /X-Mailyard-(Policy|Bulk)/, 'our verdict headers are not returned');
     assert.equal(bounces().filter((b) => b.includes(`X-Mailyard-Queue-ID: ${env.queueId}`)).length, 1);
   });
 
