@@ -752,6 +752,7 @@ export class Bus {
   private async attach(conn: ChannelModel, reg: ConsumerReg): Promise<void> {
     const ch = await conn.createChannel();
     ch.on('error', (err: Error) => this.log.warn({ err, queue: reg.queue }, 'consumer channel error'));
+    ch.on('close', () => this.onConsumerChannelClosed(conn, reg, ch));
     await ch.prefetch(reg.opts.prefetch);
     const acks = new AckBatcher(ch);
     let queue = reg.queue;
@@ -773,6 +774,32 @@ export class Bus {
     reg.channel = ch;
     reg.acks = acks;
     reg.tag = consumerTag;
+  }
+
+  /**
+   * The broker closed a consumer's channel while the connection stays (its
+   * consumer_timeout, a channel error): the consumer is attached again on a new channel.
+   * Its unacked messages went back to the queue with the channel; the runs holding them
+   * end (their channel is gone), and the messages come again on the new one. Without
+   * this the instance took no more mail until restarted.
+   */
+  private onConsumerChannelClosed(conn: ChannelModel, reg: ConsumerReg, ch: Channel): void {
+    if (reg.channel !== ch) return;
+    reg.channel = undefined;
+    reg.acks = undefined;
+    reg.tag = undefined;
+    // after the connection's own close, when the whole connection is going: the
+    // reconnect (or the stop) sees to the consumer then
+    setImmediate(() => {
+      if (this.stopping || this.conn !== conn || reg.channel || !this.consumers.includes(reg)) return;
+      this.log.warn({ queue: reg.queue }, 'consumer channel closed by RabbitMQ, consuming again');
+      this.attach(conn, reg).catch((err: unknown) => {
+        if (this.stopping || this.conn !== conn) return;
+        // a channel that cannot be opened again: a new connection sets everything up again
+        this.log.warn({ err, queue: reg.queue }, 'could not consume again, reconnecting');
+        dropConnection(conn);
+      });
+    });
   }
 
   private async handle(reg: ConsumerReg, acks: AckBatcher, msg: ConsumeMessage): Promise<void> {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { connect } from 'amqplib';
+import { connect, type Channel, type ConsumeMessage } from 'amqplib';
 import { ENVELOPE_HEADER, Headers, PolicyRpc, Queues, RoutingKeys } from '@mailyard/contracts';
 import { createLogger } from '@mailyard/observability';
 import {
@@ -91,6 +91,37 @@ test('broker unreachable: publish fails fast; after it comes back the bus reconn
   await bus.publish({ routingKey: RoutingKeys.delivery, body: Buffer.from('after') });
   await waitFor(() => got.includes('after'), { what: 'consumer re-attached' });
   assert.ok(!got.includes('during'));
+  await bus.stop();
+});
+
+test('a consumer channel the broker closes is opened again: the instance keeps consuming', async () => {
+  const bus = new Bus({ url: vhost.url, logger, name: 'test' });
+  bus.start();
+  await bus.waitConnected();
+  const seen: string[] = [];
+  await bus.consume(Queues.outbound, async (d) => void seen.push(d.body.toString()), {
+    prefetch: 4,
+    maxAttempts: 3,
+  });
+  const send = (body: string) =>
+    bus.publish({
+      routingKey: RoutingKeys.outbound,
+      body: Buffer.from(body),
+      headers: { [ENVELOPE_HEADER]: '{}' },
+    });
+  await send('before');
+  await waitFor(() => seen.includes('before'), { what: 'the first message' });
+  // an ack of a delivery the broker never made: it closes the channel (PRECONDITION_FAILED),
+  // as it closes one whose message outlived consumer_timeout
+  const reg = (bus as unknown as { consumers: { channel?: Channel }[] }).consumers[0]!;
+  const closed = reg.channel!;
+  const gone = new Promise<void>((resolve) => closed.once('close', () => resolve()));
+  closed.ack({ fields: { deliveryTag: 999_999 } } as unknown as ConsumeMessage);
+  await gone;
+  await send('after');
+  await waitFor(() => seen.includes('after'), { what: 'a message after the channel closed' });
+  assert.equal(bus.consuming, true);
+  assert.equal(bus.connected, true, 'on the same connection');
   await bus.stop();
 });
 
