@@ -30,10 +30,13 @@ function unanswered(timeoutMs: number): Error {
 }
 
 /**
- * How long a session waits unused before we end it: under clamd's IdleTimeout (30 s by
- * default), so that clamd seldom closes one under a scan that is about to start.
+ * How long a session waits unused before we end it: well under clamd's ReadTimeout (120 s
+ * by default), after which clamd ends an unused session, so that it seldom does so just
+ * as a scan starts on it.
  */
 const SESSION_IDLE_MS = 10_000;
+/** A scan found its kept session ended is made again only with this much of its time left. */
+const RETRY_MIN_MS = 1000;
 /** Sessions kept unused per clamd at most; a burst beyond it closes the extra ones. */
 const MAX_IDLE_SESSIONS = 16;
 /** An answer is a line; anything far longer is not clamd's. */
@@ -59,20 +62,25 @@ async function scan(
     try {
       return await kept.scan(data, timeoutMs);
     } catch (err) {
+      const left = timeoutMs - (Date.now() - started);
       if (!(err instanceof StaleSession)) throw err;
+      if (left < RETRY_MIN_MS) throw new Error(err.message, { cause: err.cause });
+      return new Session(url, host, port).scan(data, left);
     }
   }
-  return new Session(url, host, port).scan(data, Math.max(1, timeoutMs - (Date.now() - started)));
+  return new Session(url, host, port).scan(data, timeoutMs);
 }
 
 class Session {
   private readonly sock: Socket;
   private answer = '';
+  /** Whether any byte came since the current scan was sent. */
+  private heard = false;
   private used = false;
   private closed = false;
   private idleTimer: NodeJS.Timeout | null = null;
   /** The scan waiting for its answer, if any. */
-  private current: { settle: (err: Error | null, res?: ScanResult) => void } | null = null;
+  private current: { settle: (err: Error | null, res?: ScanResult, stale?: boolean) => void } | null = null;
 
   constructor(
     private readonly url: string,
@@ -80,8 +88,6 @@ class Session {
     port: number,
   ) {
     this.sock = connect({ host, port });
-    // written before the connection is up, so it leaves in one system call with the first scan
-    this.sock.write('zIDSESSION\0');
     this.sock.on('data', (d: Buffer) => this.onData(d));
     this.sock.on('error', (err) => this.onClose(new Error(`clamd: ${err.message}`, { cause: err })));
     this.sock.on('close', () => this.onClose(null));
@@ -92,17 +98,16 @@ class Session {
     this.used = true;
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.sock.ref();
+    this.heard = false;
     return new Promise<ScanResult>((resolve, reject) => {
-      const settle = (err: Error | null, res?: ScanResult) => {
+      /** `stale`: a session we had kept turned out to be ended before it heard the scan. */
+      const settle = (err: Error | null, res?: ScanResult, stale = false) => {
         if (this.current !== entry) return;
         this.current = null;
         clearTimeout(timer);
         if (err) {
           this.close();
-          // nothing of an answer came on a session we had kept: closed while unused
-          reject(
-            reused && !this.answer && !(err instanceof ScanTimeout) ? new StaleSession(err.message) : err,
-          );
+          reject(reused && stale ? new StaleSession(err.message, { cause: err.cause }) : err);
         } else {
           this.release();
           resolve(res!);
@@ -117,9 +122,10 @@ class Session {
         timeoutMs,
       );
       connectWithin(this.sock, timeoutMs, 'clamd', (err) => settle(err));
-      if (this.closed) return settle(new Error('clamd closed the session'));
-      // every piece in one system call (one per chunk header otherwise)
+      // every piece in one system call (one per chunk header otherwise), the session's
+      // opening with the first scan
       this.sock.cork();
+      if (!reused) this.sock.write('zIDSESSION\0');
       this.sock.write('zINSTREAM\0');
       for (let i = 0; i < data.length; i += CHUNK) {
         const part = data.subarray(i, i + CHUNK);
@@ -135,9 +141,15 @@ class Session {
 
   private onData(d: Buffer): void {
     if (!this.current) return this.close();
-    this.answer += d.toString('utf8');
+    this.heard = true;
+    this.answer += d.toString('latin1');
     const end = this.answer.indexOf('\0');
     if (end < 0) {
+      // clamd ending an unused session (ReadTimeout) says so on a line of its own, without
+      // the command's number, and closes: the scan never reached it
+      const line = /^(?!\d+: )([^\n]*)\n/.exec(this.answer);
+      if (line)
+        return this.current.settle(new Error(`clamd: ${line[1]!.trim().slice(0, 200)}`), undefined, true);
       if (this.answer.length > MAX_ANSWER) this.current.settle(new Error('clamd: answer too long'));
       return;
     }
@@ -158,7 +170,12 @@ class Session {
 
   private onClose(err: Error | null): void {
     this.closed = true;
-    this.current?.settle(err ?? new Error('clamd closed the connection without an answer'));
+    // nothing heard since the scan was sent: the session was ended before it reached clamd
+    this.current?.settle(
+      err ?? new Error('clamd closed the connection without an answer'),
+      undefined,
+      !this.heard,
+    );
     this.forget();
   }
 
@@ -177,6 +194,7 @@ class Session {
 
   private forget(): void {
     if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
     const list = idle.get(this.url);
     const i = list?.indexOf(this) ?? -1;
     if (i >= 0) list!.splice(i, 1);
@@ -187,8 +205,11 @@ class Session {
     this.forget();
     if (this.closed) return;
     this.closed = true;
-    if (polite) this.sock.end('zEND\0');
-    else this.sock.destroy();
+    if (!polite) return void this.sock.destroy();
+    // a clamd that never closes its side cannot keep the session, nor the process, alive
+    this.sock.unref();
+    this.sock.end('zEND\0');
+    setTimeout(() => this.sock.destroy(), 2000).unref();
   }
 }
 

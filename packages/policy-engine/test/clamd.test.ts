@@ -14,10 +14,11 @@ let proxyUrl: string;
 /** Connections the proxy took (one per clamd session). */
 let accepted = 0;
 /**
- * When set, the proxy ends a connection that has had an answer as soon as the next
- * command comes, as clamd's IdleTimeout ends a session just when a scan starts on it.
+ * What the proxy does with the next command on a connection that has had an answer:
+ * `drop` ends it silently, `read-timeout` as clamd's ReadTimeout ends an unused session
+ * (a line without the command's number, then the end), `error` answers an error itself.
  */
-let endKeptSessions = false;
+let onKept: 'pass' | 'drop' | 'read-timeout' | 'error' = 'pass';
 /** When set, the proxy passes nothing on to clamd (a clamd that never answers). */
 let swallow = false;
 const open = new Set<Socket>();
@@ -31,13 +32,20 @@ before(
       open.add(client);
       const upstream = connect(Number(target.port), target.hostname);
       let answered = false;
+      let answers = 0;
       client.on('data', (d) => {
-        if (endKeptSessions && answered) client.destroy();
+        if (answered && onKept === 'drop') client.destroy();
+        else if (answered && onKept === 'read-timeout') client.end('COMMAND READ TIMED OUT\n');
+        else if (answered && onKept === 'error')
+          client.write(`${answers + 1}: stream: Can't allocate memory ERROR\0`);
         else if (!swallow) upstream.write(d);
       });
       upstream.on('data', (d) => {
         client.write(d);
-        if (d.includes(0)) answered = true;
+        if (d.includes(0)) {
+          answered = true;
+          answers++;
+        }
       });
       const down = () => {
         client.destroy();
@@ -95,18 +103,36 @@ test('scans at once take a connection each; the next burst reuses them', T, asyn
   assert.equal(accepted - before, opened, 'no new connection for the second burst');
 });
 
-test('a kept session clamd ends as a scan starts costs no scan: it is made on a new one', T, async () => {
-  endKeptSessions = true;
+for (const how of ['drop', 'read-timeout'] as const)
+  test(
+    `a kept session clamd ends as a scan starts (${how}) costs no scan: it is made on a new one`,
+    T,
+    async () => {
+      onKept = how;
+      try {
+        const before = accepted;
+        for (let i = 0; i < 5; i++) {
+          assert.deepEqual(await clamdScan(proxyUrl, clean(i), 10_000), { infected: false });
+          assert.equal((await clamdScan(proxyUrl, infected, 10_000)).infected, true);
+        }
+        assert.equal(accepted - before, 10, 'each scan found its kept session ended and opened one');
+      } finally {
+        onKept = 'pass';
+      }
+    },
+  );
+
+test('an error answer on a kept session fails the scan, which is not made again', T, async () => {
+  await clamdScan(proxyUrl, clean(0), 10_000);
+  onKept = 'error';
   try {
     const before = accepted;
-    for (let i = 0; i < 5; i++) {
-      assert.deepEqual(await clamdScan(proxyUrl, clean(i), 10_000), { infected: false });
-      assert.equal((await clamdScan(proxyUrl, infected, 10_000)).infected, true);
-    }
-    assert.equal(accepted - before, 10, 'each scan found its kept session ended and opened one');
+    await assert.rejects(clamdScan(proxyUrl, clean(1), 10_000), /Can't allocate memory ERROR/);
+    assert.equal(accepted - before, 0, 'no new connection: the scan was not sent again');
   } finally {
-    endKeptSessions = false;
+    onKept = 'pass';
   }
+  assert.deepEqual(await clamdScan(proxyUrl, clean(2), 10_000), { infected: false });
 });
 
 test('no answer within the deadline is an error, and the session is not used again', T, async () => {
