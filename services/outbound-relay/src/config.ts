@@ -79,6 +79,13 @@ export const outboundRelaySchema = z.object({
   smtp_connect_timeout: duration('30s'),
   /** Timeout for each reply of the remote server (Postfix: smtp_*_timeout, simplified). */
   smtp_reply_timeout: duration('300s'),
+  /** While the message is sent, how long the server may take none of it (Postfix: smtp_data_xfer_timeout). */
+  smtp_data_xfer_timeout: duration('180s'),
+  /**
+   * The reply after the whole message, from its last byte (Postfix: smtp_data_done_timeout;
+   * RFC 5321 §4.5.3.2.6: 10 minutes, as giving up early makes the message go out again).
+   */
+  smtp_data_done_timeout: duration('600s'),
   /**
    * Keep an SMTP session open after a message, for the next one to the same server
    * (Postfix: smtp_connection_cache_on_demand, here for every destination).

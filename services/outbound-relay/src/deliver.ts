@@ -33,6 +33,8 @@ export interface AttemptOptions {
   auth?: { user: string; pass: string } | undefined;
   connectTimeoutMs: number;
   replyTimeoutMs: number;
+  dataXferTimeoutMs?: number | undefined;
+  dataDoneTimeoutMs?: number | undefined;
   bindAddress?: string | undefined;
   bindAddress6?: string | undefined;
   logger: Logger;
@@ -217,6 +219,8 @@ async function openSession(target: Target, opts: AttemptOptions, tls: TlsPolicy,
     port: target.port,
     connectTimeoutMs: opts.connectTimeoutMs,
     replyTimeoutMs: opts.replyTimeoutMs,
+    dataXferTimeoutMs: opts.dataXferTimeoutMs,
+    dataDoneTimeoutMs: opts.dataDoneTimeoutMs,
     localAddress,
   });
   const mta = target.host;

@@ -260,6 +260,8 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
           auth: dest.auth,
           connectTimeoutMs: config.smtp_connect_timeout,
           replyTimeoutMs: config.smtp_reply_timeout,
+          dataXferTimeoutMs: config.smtp_data_xfer_timeout,
+          dataDoneTimeoutMs: config.smtp_data_done_timeout,
           bindAddress: config.smtp_bind_address,
           bindAddress6: config.smtp_bind_address6,
           logger: logger.child({ queueId: env.queueId, domain }),

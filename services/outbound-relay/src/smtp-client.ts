@@ -37,8 +37,22 @@ export interface OpenOptions {
   port: number;
   connectTimeoutMs: number;
   replyTimeoutMs: number;
+  /**
+   * While the message goes out, how long the server may take none of it (Postfix:
+   * smtp_data_xfer_timeout, 180 s): the time between blocks written, not for the whole.
+   */
+  dataXferTimeoutMs?: number | undefined;
+  /**
+   * How long the reply after the message may take once all of it is sent (Postfix:
+   * smtp_data_done_timeout, 600 s). RFC 5321 §4.5.3.2.6 asks for at least 10 minutes:
+   * giving up early on a server that took the message sends it again, a copy each time.
+   */
+  dataDoneTimeoutMs?: number | undefined;
   localAddress?: string | undefined;
 }
+
+export const DATA_XFER_TIMEOUT_MS = 180_000;
+export const DATA_DONE_TIMEOUT_MS = 600_000;
 
 export interface MailTransaction {
   from: string;
@@ -221,17 +235,17 @@ export class SmtpClient {
     if (this.buf.length > MAX_REPLY_LINE) this.refuse(`reply line longer than ${MAX_REPLY_LINE} bytes`);
   }
 
-  /** Reads the next reply, or fails after the reply timeout. */
-  read(): Promise<SmtpReply> {
+  /** Reads the next reply, or fails after the reply timeout (or `timeoutMs`). */
+  read(timeoutMs = this.opts.replyTimeoutMs): Promise<SmtpReply> {
     if (this.owed > 0) this.owed--;
     const ready = this.replies.shift();
     if (ready) return Promise.resolve(ready);
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
-        this.fail(new SmtpConnectionError(`${this.peer}: no reply within ${this.opts.replyTimeoutMs} ms`));
+        this.fail(new SmtpConnectionError(`${this.peer}: no reply within ${timeoutMs} ms`));
         this.socket.destroy();
-      }, this.opts.replyTimeoutMs);
+      }, timeoutMs);
       this.waiters.push({
         resolve: (r) => {
           clearTimeout(timer);
@@ -248,6 +262,30 @@ export class SmtpClient {
   write(data: string | Buffer): void {
     if (this.failure) return;
     this.socket.write(data);
+  }
+
+  /**
+   * Sends the message (dot-stuffed, with its final dot) and reads the reply after it:
+   * the sending fails once the server has taken nothing for dataXferTimeoutMs, the reply
+   * may take dataDoneTimeoutMs from the moment the last byte is out.
+   */
+  private async sendData(payload: Buffer): Promise<SmtpReply> {
+    const idleMs = this.opts.dataXferTimeoutMs ?? DATA_XFER_TIMEOUT_MS;
+    await new Promise<void>((resolve) => {
+      if (this.failure) return resolve();
+      let written = this.socket.bytesWritten;
+      const watch = setInterval(() => {
+        if (this.socket.bytesWritten !== written) return void (written = this.socket.bytesWritten);
+        this.fail(new SmtpConnectionError(`${this.peer}: the message not taken for ${idleMs} ms`));
+        this.socket.destroy();
+      }, idleMs);
+      // called once the last byte is with the kernel, or with the error that ends the socket
+      this.socket.write(payload, () => {
+        clearInterval(watch);
+        resolve();
+      });
+    });
+    return this.read(this.opts.dataDoneTimeoutMs ?? DATA_DONE_TIMEOUT_MS);
   }
 
   async command(line: string): Promise<SmtpReply> {
@@ -366,8 +404,7 @@ export class SmtpClient {
         await this.read();
         return { mail, rcpts, data: null };
       }
-      this.write(payload);
-      return { mail, rcpts, data: await this.read() };
+      return { mail, rcpts, data: await this.sendData(payload) };
     }
     const mail = await this.command(mailCmd);
     if (mail.code !== 250) return { mail, rcpts: [], data: null };
@@ -376,8 +413,7 @@ export class SmtpClient {
     if (!rcpts.some((r) => r.code >= 200 && r.code < 300)) return { mail, rcpts, data: null };
     const go = await this.command('DATA');
     if (go.code !== 354) return { mail, rcpts, data: go };
-    this.write(payload);
-    return { mail, rcpts, data: await this.read() };
+    return { mail, rcpts, data: await this.sendData(payload) };
   }
 
   /** QUIT politely (without waiting long for the answer), then close. */

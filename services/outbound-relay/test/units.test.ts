@@ -338,6 +338,104 @@ test(
   },
 );
 
+describe('the message and the reply after it (smtp_data_xfer_timeout, smtp_data_done_timeout)', () => {
+  /** An MX that reads the message as `reading` says and answers it `answerAfterMs` after its dot. */
+  async function mx(reading: 'slowly' | 'never', answerAfterMs = 0) {
+    const received: number[] = [];
+    const sockets = new Set<Socket>();
+    const server = createTcpServer((s) => {
+      sockets.add(s);
+      s.on('error', () => undefined);
+      let buf = Buffer.alloc(0);
+      let inData = false;
+      let size = 0;
+      s.write('220 mx.test ESMTP\r\n');
+      s.on('data', (d: Buffer) => {
+        if (inData) {
+          if (reading === 'never') return void s.pause();
+          // a chunk at a time, with a pause after each: progress, but slow
+          s.pause();
+          setTimeout(() => s.resume(), 5);
+          size += d.length;
+          buf = Buffer.concat([buf.subarray(-4), d]);
+          if (buf.subarray(-5).toString() !== '\r\n.\r\n') return;
+          received.push(size);
+          inData = false;
+          return void setTimeout(() => s.write('250 2.0.0 queued\r\n'), answerAfterMs);
+        }
+        const line = d.toString();
+        if (/^EHLO/.test(line)) s.write('250-mx.test\r\n250 8BITMIME\r\n');
+        else if (/^DATA/.test(line)) {
+          inData = true;
+          s.write('354 go on\r\n');
+        } else s.write('250 ok\r\n');
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const close = () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((r) => server.close(() => r()));
+    };
+    return { port, received, close };
+  }
+  const send = async (port: number, size: number, timeouts: { xfer: number; done: number }) => {
+    const c = await SmtpClient.open({
+      host: 'mx.test',
+      ip: '127.0.0.1',
+      port,
+      connectTimeoutMs: 10_000,
+      replyTimeoutMs: 500,
+      dataXferTimeoutMs: timeouts.xfer,
+      dataDoneTimeoutMs: timeouts.done,
+    });
+    try {
+      assert.equal((await c.ehlo('relay.example.test')).code, 250);
+      const body = 'Subject: big\r\n\r\n' + `${'x'.repeat(998)}\r\n`.repeat(Math.ceil(size / 1000));
+      return await c.transaction({
+        from: 'a@example.test',
+        mailParams: [],
+        recipients: ['b@mx.test'],
+        data: Buffer.from(body),
+      });
+    } finally {
+      c.close();
+    }
+  };
+
+  test(
+    'a slow transfer and a slow answer, each within its own limit, deliver once',
+    { timeout: 60_000 },
+    async () => {
+      // both take longer than a reply may (500 ms): the message is not sent again for it
+      const server = await mx('slowly', 1500);
+      try {
+        const res = await send(server.port, 8 << 20, { xfer: 2000, done: 5000 });
+        assert.equal(res.data?.code, 250);
+        assert.equal(server.received.length, 1);
+      } finally {
+        await server.close();
+      }
+    },
+  );
+
+  test(
+    'a server that stops taking the message fails the transfer at its limit',
+    { timeout: 60_000 },
+    async () => {
+      const server = await mx('never');
+      try {
+        await assert.rejects(
+          send(server.port, 32 << 20, { xfer: 1000, done: 60_000 }),
+          /the message not taken for 1000 ms/,
+        );
+      } finally {
+        await server.close();
+      }
+    },
+  );
+});
+
 test('relayhost syntax (Postfix)', () => {
   assert.deepEqual(parseRelayhost('[smtp.example.com]:587', 25), {
     host: 'smtp.example.com',
