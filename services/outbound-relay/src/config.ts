@@ -87,6 +87,11 @@ export const outboundRelaySchema = z.object({
    */
   smtp_data_done_timeout: duration('600s'),
   /**
+   * Recipients per transaction at most; the rest of a destination's recipients follow in
+   * further transactions on the same session (Postfix: smtp_destination_recipient_limit).
+   */
+  smtp_destination_recipient_limit: positiveInt(50),
+  /**
    * Keep an SMTP session open after a message, for the next one to the same server
    * (Postfix: smtp_connection_cache_on_demand, here for every destination).
    */

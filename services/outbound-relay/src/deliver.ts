@@ -7,6 +7,7 @@ import {
   SmtpConnectionError,
   TlsHandshakeError,
   type SmtpReply,
+  type TransactionResult,
 } from './smtp-client.js';
 import type { Target } from './mx.js';
 import type { TlsSessionCache } from './tls-sessions.js';
@@ -42,6 +43,8 @@ export interface AttemptOptions {
   parked?: ParkedSession | null;
   /** Hand the session back for the next message instead of QUIT. */
   keepSession?: boolean;
+  /** Recipients per transaction at most (RECIPIENT_LIMIT). */
+  recipientLimit?: number | undefined;
   /** Told for each session used: whether it was a parked one. */
   onSession?: (reused: boolean) => void;
   /** TLS sessions to resume, for opportunistic TLS. */
@@ -284,6 +287,67 @@ async function openSession(target: Target, opts: AttemptOptions, tls: TlsPolicy,
   }
 }
 
+/**
+ * Recipients per transaction at most (Postfix: smtp_destination_recipient_limit, 50):
+ * servers take at least 100 (RFC 5321 §4.5.3.1.8) and many no more; the rest would be
+ * refused with 452 and wait for a retry, the last of a long list for many hours.
+ */
+export const RECIPIENT_LIMIT = 50;
+
+/** Each recipient's outcome of one transaction. */
+function transactionOutcomes(
+  recipients: string[],
+  res: TransactionResult,
+  c: SmtpClient,
+  mta: string,
+): RecipientOutcome[] {
+  const lost = (recipient: string): RecipientOutcome => ({
+    kind: 'deferred',
+    recipient,
+    status: '4.4.2',
+    reason: `lost connection with ${c.peer}`,
+    remoteMta: mta,
+  });
+  if (res.mail.code !== 250) {
+    const kind = res.mail.code >= 500 ? 'bounced' : 'deferred';
+    const reason = `host ${c.peer} said: ${replyText(res.mail)} (in reply to MAIL FROM command)`;
+    return recipients.map((recipient) => ({
+      kind,
+      recipient,
+      status: statusOf(res.mail),
+      reason,
+      remoteMta: mta,
+    }));
+  }
+  const tlsUsed = c.tls !== null;
+  return recipients.map((recipient, i): RecipientOutcome => {
+    const rr = res.rcpts[i];
+    if (!rr) return lost(recipient);
+    if (rr.code >= 300) {
+      return {
+        // RFC 5321 §4.5.3.1.10: 552 to RCPT meant "too many recipients" to RFC 821; it
+        // is taken as temporary (as Postfix does)
+        kind: rr.code >= 500 && rr.code !== 552 ? 'bounced' : 'deferred',
+        recipient,
+        status: rr.code === 552 ? '4.5.3' : statusOf(rr),
+        reason: `host ${c.peer} said: ${replyText(rr)} (in reply to RCPT TO command)`,
+        remoteMta: mta,
+      };
+    }
+    const d = res.data;
+    if (!d) return lost(recipient);
+    if (d.code >= 200 && d.code < 300)
+      return { kind: 'delivered', recipient, reply: replyText(d), remoteMta: mta, tls: tlsUsed };
+    return {
+      kind: d.code >= 500 ? 'bounced' : 'deferred',
+      recipient,
+      status: statusOf(d),
+      reason: `host ${c.peer} said: ${replyText(d)} (in reply to end of DATA command)`,
+      remoteMta: mta,
+    };
+  });
+}
+
 async function deliverTo(
   msg: Message,
   target: Target,
@@ -341,57 +405,46 @@ async function deliverTo(
     if (eightBit) params.push('BODY=8BITMIME');
     if (needsUtf8) params.push('SMTPUTF8');
 
-    const res = await c.transaction({
-      from: msg.mailFrom,
-      mailParams: params,
-      recipients: msg.recipients,
-      data: msg.data,
-    });
-    // 421: the server is closing the session (RFC 5321 §3.8)
-    finished = true;
-    reusable = ![res.mail, ...res.rcpts, res.data].some((r) => r?.code === 421);
-    const tlsUsed = c.tls !== null;
-    const lost = (recipient: string): RecipientOutcome => ({
-      kind: 'deferred',
-      recipient,
-      status: '4.4.2',
-      reason: `lost connection with ${c.peer}`,
-      remoteMta: mta,
-    });
-    if (res.mail.code !== 250) {
-      const kind = res.mail.code >= 500 ? 'bounced' : 'deferred';
-      return all(
-        kind,
-        statusOf(res.mail),
-        `host ${c.peer} said: ${replyText(res.mail)} (in reply to MAIL FROM command)`,
-      );
+    const limit = opts.recipientLimit ?? RECIPIENT_LIMIT;
+    const outcomes: RecipientOutcome[] = [];
+    let sent = 0;
+    let reason: string | null = null;
+    let closing = false;
+    while (sent < msg.recipients.length) {
+      const batch = msg.recipients.slice(sent, sent + limit);
+      let res: TransactionResult;
+      try {
+        // between transactions: one that did not reach the end of DATA is still open
+        if (sent && (await c.command('RSET')).code !== 250) break;
+        res = await c.transaction({
+          from: msg.mailFrom,
+          mailParams: params,
+          recipients: batch,
+          data: msg.data,
+        });
+      } catch (err) {
+        // lost after earlier batches went: those stand, the rest waits (never sent twice)
+        if (!sent) throw err;
+        reason = (err as Error).message;
+        break;
+      }
+      finished = true;
+      sent += batch.length;
+      outcomes.push(...transactionOutcomes(batch, res, c, mta));
+      // 421: the server is closing the session (RFC 5321 §3.8)
+      closing = [res.mail, ...res.rcpts, res.data].some((r) => r?.code === 421);
+      if (closing) break;
     }
-    return result(
-      msg.recipients.map((recipient, i): RecipientOutcome => {
-        const rr = res.rcpts[i];
-        if (!rr) return lost(recipient);
-        if (rr.code >= 300) {
-          return {
-            kind: rr.code >= 500 ? 'bounced' : 'deferred',
-            recipient,
-            status: statusOf(rr),
-            reason: `host ${c.peer} said: ${replyText(rr)} (in reply to RCPT TO command)`,
-            remoteMta: mta,
-          };
-        }
-        const d = res.data;
-        if (!d) return lost(recipient);
-        if (d.code >= 200 && d.code < 300)
-          return { kind: 'delivered', recipient, reply: replyText(d), remoteMta: mta, tls: tlsUsed };
-        return {
-          kind: d.code >= 500 ? 'bounced' : 'deferred',
-          recipient,
-          status: statusOf(d),
-          reason: `host ${c.peer} said: ${replyText(d)} (in reply to end of DATA command)`,
-          remoteMta: mta,
-        };
-      }),
-    );
+    reusable = !closing && sent === msg.recipients.length;
+    for (const recipient of msg.recipients.slice(sent))
+      outcomes.push({
+        kind: 'deferred',
+        recipient,
+        status: '4.4.2',
+        reason: reason ?? `session with ${c.peer} ended before these recipients were sent`,
+        remoteMta: mta,
+      });
+    return result(outcomes);
   } finally {
     if (!finished) c.close();
     else if (!handedBack) await c.quit();

@@ -262,6 +262,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
           replyTimeoutMs: config.smtp_reply_timeout,
           dataXferTimeoutMs: config.smtp_data_xfer_timeout,
           dataDoneTimeoutMs: config.smtp_data_done_timeout,
+          recipientLimit: config.smtp_destination_recipient_limit,
           bindAddress: config.smtp_bind_address,
           bindAddress6: config.smtp_bind_address6,
           logger: logger.child({ queueId: env.queueId, domain }),

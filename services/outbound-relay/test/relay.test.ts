@@ -242,6 +242,42 @@ describe('retries', () => {
     assert.equal(bounceFor('greylisted'), undefined);
   });
 
+  test('120 recipients go in transactions of 50 on one session; none waits for a retry', async () => {
+    const rcpts = Array.from({ length: 120 }, (_, i) => `many${i}@remote.test`);
+    await queueOutbound(
+      p,
+      envelope('alice@example.test', rcpts),
+      simpleMessage('alice@example.test', rcpts[0]!, 'many-rcpts'),
+    );
+    const copies = () => mx1.received.filter((m) => m.data.toString().includes('Subject: many-rcpts'));
+    await waitFor(() => copies().length === 3, { what: 'three transactions' });
+    assert.deepEqual(
+      copies().map((c) => c.to.length),
+      [50, 50, 20],
+    );
+    assert.deepEqual(
+      copies()
+        .flatMap((c) => c.to)
+        .sort(),
+      [...rcpts].sort(),
+    );
+    assert.equal(bounceFor('many-rcpts'), undefined);
+  });
+
+  test('552 to RCPT is "too many recipients" (RFC 5321 §4.5.3.1.10): retried, not bounced', async () => {
+    mx1.behaviour.rcpt = (addr, n) =>
+      addr === 'crowd@remote.test' && n === 1 ? { code: 552, message: 'Too many recipients' } : undefined;
+    await queueOutbound(
+      p,
+      envelope('alice@example.test', ['crowd@remote.test']),
+      simpleMessage('alice@example.test', 'crowd@remote.test', 'rcpt-552'),
+    );
+    const got = await waitFor(() => receivedBy(mx1, 'rcpt-552'), { what: 'delivery at the retry' });
+    assert.deepEqual(got.to, ['crowd@remote.test']);
+    assert.equal(mx1.rcptAttempts.get('crowd@remote.test'), 2);
+    assert.equal(bounceFor('rcpt-552'), undefined);
+  });
+
   test('only the deferred recipient is retried; the delivered one is not sent twice', async () => {
     mx1.behaviour.rcpt = (addr, n) =>
       addr === 'later@remote.test' && n === 1 ? { code: 450, message: '4.2.0 Mailbox busy' } : undefined;
