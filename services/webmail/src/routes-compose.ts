@@ -106,35 +106,67 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
 
   // --- building a message from what the editor sent ----------------------------------------
 
-  const loadAttachments = async (
+  /**
+   * One attachment's size as it will be in the message, and how to load it: the sizes
+   * of all of them are added up before any is loaded, so that a request naming large
+   * files (or one file a hundred times) is refused without holding them in memory.
+   */
+  const plan = async (
     account: string,
-    refs: DraftInput['attachments'],
-  ): Promise<OutgoingAttachment[]> => {
-    const out: OutgoingAttachment[] = [];
-    for (const ref of refs) {
-      if ('upload' in ref) {
-        const h = await redis.hgetallBuffer(uploadKey(account, ref.upload));
-        if (!h.data) throw errors.noSuchUpload();
-        out.push({ filename: h.name!.toString(), contentType: h.type!.toString(), content: h.data });
-        continue;
-      }
-      // an attachment of a message of the user's own (forwarding, reopening a draft)
-      out.push(
-        await ctx.inFolder(account, ref.folder, async (c) => {
-          const m = await c.fetchOne(String(ref.uid), { uid: true, bodyStructure: true }, { uid: true });
-          if (!m || m.uid !== ref.uid || !m.bodyStructure) throw errors.noSuchMessage();
-          const att = parseStructure(m.bodyStructure).attachments.find((a) => a.part === ref.part);
-          if (!att) throw errors.noSuchPart();
+    ref: DraftInput['attachments'][number],
+  ): Promise<{ size: number; load: () => Promise<OutgoingAttachment> }> => {
+    if ('upload' in ref) {
+      const key = uploadKey(account, ref.upload);
+      const [name, type, size] = await redis.hmget(key, 'name', 'type', 'size');
+      if (size === null) throw errors.noSuchUpload();
+      return {
+        size: Number(size),
+        load: async () => {
+          const content = await redis.hgetBuffer(key, 'data');
+          if (!content) throw errors.noSuchUpload();
+          return { filename: name ?? 'attachment', contentType: type ?? 'application/octet-stream', content };
+        },
+      };
+    }
+    // an attachment of a message of the user's own (forwarding, reopening a draft)
+    const att = await ctx.inFolder(account, ref.folder, async (c) => {
+      const m = await c.fetchOne(String(ref.uid), { uid: true, bodyStructure: true }, { uid: true });
+      if (!m || m.uid !== ref.uid || !m.bodyStructure) throw errors.noSuchMessage();
+      const found = parseStructure(m.bodyStructure).attachments.find((a) => a.part === ref.part);
+      if (!found) throw errors.noSuchPart();
+      return found;
+    });
+    return {
+      // the part's size as stored, at most a third more than decoded (base64)
+      size: Math.floor((att.size * 3) / 4),
+      load: () =>
+        ctx.inFolder(account, ref.folder, async (c) => {
           const dl = await c.download(String(ref.uid), ref.part, { uid: true });
           if (!dl.content) throw errors.noSuchPart();
           const chunks: Buffer[] = [];
           for await (const chunk of dl.content) chunks.push(chunk as Buffer);
           return { filename: att.filename, contentType: att.type, content: Buffer.concat(chunks) };
         }),
-      );
+    };
+  };
+
+  const loadAttachments = async (
+    account: string,
+    refs: DraftInput['attachments'],
+  ): Promise<OutgoingAttachment[]> => {
+    const plans = [];
+    for (const ref of refs) plans.push(await plan(account, ref));
+    if (plans.reduce((n, p) => n + p.size, 0) > ctx.attachmentLimit)
+      throw errors.tooLarge(ctx.attachmentLimit);
+    const out: OutgoingAttachment[] = [];
+    let total = 0;
+    for (const p of plans) {
+      const a = await p.load();
+      total += a.content.length;
+      // a part whose stored size said less than it holds: stopped as soon as it shows
+      if (total > ctx.attachmentLimit) throw errors.tooLarge(ctx.attachmentLimit);
+      out.push(a);
     }
-    const total = out.reduce((n, a) => n + a.content.length, 0);
-    if (total > ctx.attachmentLimit) throw errors.tooLarge(ctx.attachmentLimit);
     return out;
   };
 

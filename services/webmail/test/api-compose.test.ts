@@ -132,6 +132,29 @@ describe('uploads', () => {
     );
     assert.deepEqual([send.status, send.json.error], [413, 'too_large']);
   });
+
+  test(
+    'one file named a hundred times is refused before any of it is loaded',
+    { timeout: 60_000 },
+    async () => {
+      // the default limit: a 2 MB file a hundred times would be 200 MB held at once
+      const file = await upload(alice, 'twice.bin', Buffer.alloc(2 << 20, 1));
+      assert.equal(file.status, 200);
+      let peak = 0;
+      const base = process.memoryUsage().arrayBuffers;
+      const sample = setInterval(() => (peak = Math.max(peak, process.memoryUsage().arrayBuffers - base)), 2);
+      try {
+        const send = await alice.post(
+          '/api/send',
+          draft({ attachments: Array.from({ length: 100 }, () => ({ upload: file.json.id })) }),
+        );
+        assert.deepEqual([send.status, send.json.error], [413, 'too_large']);
+      } finally {
+        clearInterval(sample);
+      }
+      assert.ok(peak < 50 << 20, `${Math.round(peak / 2 ** 20)} MB held while refusing it`);
+    },
+  );
 });
 
 describe('drafts', () => {
