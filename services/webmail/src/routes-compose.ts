@@ -220,7 +220,19 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
       const res = await c.append(drafts, raw, ['\\Draft', '\\Seen']);
       if (!res) throw errors.unavailable();
       if (d.draftUid) await dropDraft(c, drafts, d.draftUid);
-      return { uid: res.uid ?? null, folder: drafts };
+      const uid = res.uid ?? null;
+      // the attachments as parts of this draft, for the next save or the send: the ones
+      // the editor named may have been parts of the draft just replaced, which is gone
+      let attachments: { folder: string; uid: number; part: string }[] = [];
+      if (uid && d.attachments.length) {
+        await selectFolder(c, drafts);
+        const m = await c.fetchOne(String(uid), { uid: true, bodyStructure: true }, { uid: true });
+        if (m && m.bodyStructure)
+          attachments = parseStructure(m.bodyStructure)
+            .attachments.filter((a) => !a.inline)
+            .map((a) => ({ folder: drafts, uid, part: a.part }));
+      }
+      return { uid, folder: drafts, attachments };
     });
   });
 

@@ -158,6 +158,35 @@ describe('uploads', () => {
 });
 
 describe('drafts', () => {
+  test(
+    'a draft reopened with its attachments can be saved again and again, and sent',
+    { timeout: 30_000 },
+    async () => {
+      const up = await upload(alice, 'plan.txt', Buffer.from('the plan'), 'text/plain');
+      let saved = await alice.req('PUT', '/api/drafts', {
+        json: draft({ subject: 'Reopened', attachments: [{ upload: up.json.id }] }),
+      });
+      assert.equal(saved.status, 200, saved.text);
+      // as the editor does after each save: the attachments named as parts of the new draft
+      for (let i = 0; i < 3; i++) {
+        const parts = saved.json.attachments as { folder: string; uid: number; part: string }[];
+        assert.deepEqual(
+          parts.map((a) => [a.folder, a.uid]),
+          [['Drafts', saved.json.uid]],
+        );
+        saved = await alice.req('PUT', '/api/drafts', {
+          json: draft({ subject: `Reopened ${i}`, attachments: parts, draftUid: saved.json.uid }),
+        });
+        assert.equal(saved.status, 200, saved.text);
+      }
+      const sent = await alice.post(
+        '/api/send',
+        draft({ subject: 'Reopened, sent', attachments: saved.json.attachments, draftUid: saved.json.uid }),
+      );
+      assert.equal(sent.status, 200, sent.text);
+    },
+  );
+
   test('saved, replaced while typing, read back, discarded', { timeout: 30_000 }, async () => {
     const up = await upload(alice, 'notes.txt', Buffer.from('some notes'), 'text/plain');
     const first = await alice.req('PUT', '/api/drafts', {

@@ -167,7 +167,12 @@ export const api = {
   allowSender: (address: string, allow: boolean) =>
     call<{ allow: boolean }>('POST', '/api/remote-senders', { address, allow }),
   identities: () => call<{ identities: { address: string }[]; primary: string }>('GET', '/api/identities'),
-  saveDraft: (d: DraftBody) => call<{ uid: number | null; folder: string }>('PUT', '/api/drafts', d),
+  saveDraft: (d: DraftBody) =>
+    call<{
+      uid: number | null;
+      folder: string;
+      attachments: { folder: string; uid: number; part: string }[];
+    }>('PUT', '/api/drafts', d),
   deleteDraft: (uid: number) => call<{ deleted: boolean }>('DELETE', `/api/drafts/${uid}`),
   deleteUpload: (id: string) => call<{ deleted: boolean }>('DELETE', `/api/uploads/${id}`),
   account: () => call<AccountInfo>('GET', '/api/account'),

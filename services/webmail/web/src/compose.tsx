@@ -80,8 +80,18 @@ export function Compose(props: {
     const run = (async () => {
       try {
         setStatus('Saving…');
-        const res = await api.saveDraft(body());
+        const draft = body();
+        const sent = latest.current.files.filter((f) => f.ref).map((f) => f.key);
+        const res = await api.saveDraft(draft);
         draftUid.current = res.uid;
+        // the attachments are parts of the new draft now; the draft they came from is gone
+        if (res.attachments.length === sent.length)
+          setFiles((fs) =>
+            fs.map((f) => {
+              const i = sent.indexOf(f.key);
+              return i < 0 ? f : { ...f, ref: res.attachments[i]! };
+            }),
+          );
         setStatus(
           `Draft saved ${new Date().toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' })}`,
         );
