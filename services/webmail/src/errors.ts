@@ -35,6 +35,9 @@ export const errors = {
   crossSite: () => new ApiError(403, 'cross_site', 'Request from another site refused'),
   notFound: () => new ApiError(404, 'not_found', 'No such page'),
   noSuchFolder: () => new ApiError(404, 'no_such_folder', 'No such folder'),
+  overQuota: () =>
+    new ApiError(507, 'over_quota', 'Your mailbox is full: delete some messages, or empty the trash'),
+  imapRefused: (text: string) => new ApiError(409, 'refused', `The mail store refused: ${text}`),
   noSuchMessage: () => new ApiError(404, 'no_such_message', 'No such message in this folder'),
   noSuchPart: () => new ApiError(404, 'no_such_part', 'No such part in this message'),
   noSuchUpload: () => new ApiError(404, 'no_such_upload', 'No such attachment; upload it again'),
@@ -61,4 +64,23 @@ export function formatBytes(n: number): string {
   if (n >= 1024 * 1024) return `${Math.floor((n / (1024 * 1024)) * 10) / 10} MB`;
   if (n >= 1024) return `${Math.floor(n / 1024)} KB`;
   return `${n} bytes`;
+}
+
+/** Response codes of a tagged NO that say the store cannot now, not that it will not (RFC 5530). */
+const TEMPORARY = new Set(['UNAVAILABLE', 'INUSE', 'SERVERBUG', 'LIMIT']);
+
+/**
+ * What a user reads of a NO from the IMAP store (imapflow's error for it): a full mailbox
+ * is said as such, a temporary refusal is a temporary failure, any other refusal is the
+ * store's own words. Null for anything that is not a NO.
+ */
+export function fromImapRefusal(err: unknown): ApiError | UpstreamError | null {
+  const e = err as { responseStatus?: string; serverResponseCode?: string; responseText?: string };
+  if (e?.responseStatus !== 'NO') return null;
+  const code = (e.serverResponseCode ?? '').toUpperCase();
+  if (code === 'OVERQUOTA') return errors.overQuota();
+  if (TEMPORARY.has(code)) return new UpstreamError(`IMAP refused: ${e.responseText ?? code}`, err);
+  // the store's sentence, without its response code, and never more than a line
+  const text = (e.responseText ?? 'refused').replace(/^\[[^\]]*\]\s*/, '').slice(0, 200);
+  return errors.imapRefused(text);
 }

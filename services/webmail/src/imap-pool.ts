@@ -1,6 +1,6 @@
 import { ImapFlow } from 'imapflow';
 import type { Logger } from '@mailyard/observability';
-import { UpstreamError } from './errors.js';
+import { fromImapRefusal, UpstreamError } from './errors.js';
 import type { WebmailMetrics } from './metrics.js';
 
 /** Where IMAP (or submission) is and how the webmail logs in there: its service login, acting for an account. */
@@ -108,7 +108,7 @@ export class ImapPool {
     } catch (err) {
       if (err instanceof UpstreamError) throw err;
       if (!slot.client.usable) throw new UpstreamError('IMAP connection lost', err);
-      throw err;
+      throw fromImapRefusal(err) ?? err;
     } finally {
       clearTimeout(timer);
       this.release(account, slot);

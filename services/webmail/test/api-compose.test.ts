@@ -1,12 +1,14 @@
 // Writing mail through the API: identities, uploads (and their limit), drafts, sending
 // through the msa as the user (never as someone else), the copy in Sent.
 import assert from 'node:assert/strict';
+import { Quotas } from '@mailyard/mailstore';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { createServer as createTlsServer } from 'node:tls';
 import { waitFor } from '@mailyard/testkit';
 import { sendRaw } from '../../retrieval/test/helpers.js';
+import { addAccount } from '../../../test/harness.js';
 import { newsletter, plainMessage } from './messages.js';
 import {
   ALICE,
@@ -184,6 +186,22 @@ describe('drafts', () => {
         draft({ subject: 'Reopened, sent', attachments: saved.json.attachments, draftUid: saved.json.uid }),
       );
       assert.equal(sent.status, 200, sent.text);
+    },
+  );
+
+  test(
+    'a full mailbox: the save says so (507), not "something went wrong"',
+    { timeout: 30_000 },
+    async () => {
+      // an account of its own: the store reads a quota when a session first needs it
+      const FULL = 'full@example.test';
+      await addAccount(t.p.directory, FULL);
+      await new Quotas(t.p.redis.redis, 0).set(FULL, 1);
+      const c = new WebClient(t.webmail.port, t.ca);
+      assert.equal((await c.login(FULL)).status, 200);
+      const res = await c.req('PUT', '/api/drafts', { json: draft({ from: FULL, subject: 'No room' }) });
+      assert.deepEqual([res.status, res.json.error], [507, 'over_quota'], res.text);
+      assert.match(res.json.message, /mailbox is full/);
     },
   );
 
