@@ -5,6 +5,8 @@ import { errors } from './errors.js';
 import { LOGIN_COOKIE, SESSION_COOKIE, newToken } from './sessions.js';
 
 const COOKIE = { path: '/', httpOnly: true, secure: true, sameSite: 'strict' } as const;
+/** The body of a login step: an address and a password (each of bounded length), or a code. */
+const LOGIN_BODY_LIMIT = 16 * 1024;
 
 const loginSchema = z.object({
   username: z.string({ message: 'expected your address' }).min(1, 'expected your address').max(320),
@@ -57,7 +59,8 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
     return { authenticated: false, loginToken };
   });
 
-  app.post('/api/login', { config: { access: 'login' } }, async (req, reply) => {
+  // an address and a password, or a code: anything bigger is read by no one logged in
+  app.post('/api/login', { bodyLimit: LOGIN_BODY_LIMIT, config: { access: 'login' } }, async (req, reply) => {
     const { username, password } = parse(loginSchema, req.body);
     const wait = await rateLimited(ctx, req.ip);
     if (wait) {
@@ -97,28 +100,32 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
   });
 
   /** The second step: a TOTP code or a recovery code; present only when the platform has one. */
-  app.post('/api/login/second-factor', { config: { access: 'partial' } }, async (req, reply) => {
-    const session = sessionOf(req);
-    if (!ctx.secondFactor || session.stage !== 'second-factor') throw errors.notFound();
-    const { code } = parse(z.object({ code: z.string().min(1, 'expected the code').max(64) }), req.body);
-    const wait = await rateLimited(ctx, req.ip);
-    if (wait) throw errors.rateLimited(wait);
-    const res = await ctx.secondFactor.verify(session.account, code, req.ip);
-    if (!res.ok) {
-      metrics.logins.inc({ result: res.reason });
-      logger.info(
-        { account: session.account, ip: req.ip, reason: res.reason },
-        'webmail second step refused',
-      );
-      if (res.reason === 'locked') throw errors.locked(res.retryAfterSeconds);
-      throw errors.invalidCode();
-    }
-    logger.info({ account: session.account, ip: req.ip, via: res.via }, 'webmail login');
-    const fresh = await sessions.complete(req.sessionId!, session);
-    void reply.setCookie(SESSION_COOKIE, fresh.id, COOKIE);
-    metrics.logins.inc({ result: 'ok' });
-    return { authenticated: true, account: session.account, csrf: fresh.session.csrf, limits: limits() };
-  });
+  app.post(
+    '/api/login/second-factor',
+    { bodyLimit: LOGIN_BODY_LIMIT, config: { access: 'partial' } },
+    async (req, reply) => {
+      const session = sessionOf(req);
+      if (!ctx.secondFactor || session.stage !== 'second-factor') throw errors.notFound();
+      const { code } = parse(z.object({ code: z.string().min(1, 'expected the code').max(64) }), req.body);
+      const wait = await rateLimited(ctx, req.ip);
+      if (wait) throw errors.rateLimited(wait);
+      const res = await ctx.secondFactor.verify(session.account, code, req.ip);
+      if (!res.ok) {
+        metrics.logins.inc({ result: res.reason });
+        logger.info(
+          { account: session.account, ip: req.ip, reason: res.reason },
+          'webmail second step refused',
+        );
+        if (res.reason === 'locked') throw errors.locked(res.retryAfterSeconds);
+        throw errors.invalidCode();
+      }
+      logger.info({ account: session.account, ip: req.ip, via: res.via }, 'webmail login');
+      const fresh = await sessions.complete(req.sessionId!, session);
+      void reply.setCookie(SESSION_COOKIE, fresh.id, COOKIE);
+      metrics.logins.inc({ result: 'ok' });
+      return { authenticated: true, account: session.account, csrf: fresh.session.csrf, limits: limits() };
+    },
+  );
 
   app.post('/api/logout', { config: { access: 'partial' } }, async (req, reply) => {
     await sessions.destroy(req.sessionId ?? undefined);

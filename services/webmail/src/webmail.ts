@@ -269,7 +269,9 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
     else if (err instanceof UpstreamError) {
       logger.warn({ err }, 'upstream failure');
       e = errors.unavailable();
-    } else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') e = errors.tooLarge(ctx.attachmentLimit);
+    } else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+      // the limit of the route asked (an upload's is the attachment limit)
+      e = errors.tooLarge(req.routeOptions.bodyLimit ?? ctx.attachmentLimit);
     else if (err.statusCode && err.statusCode < 500)
       e = new ApiError(err.statusCode, 'bad_request', err.message);
     else {
