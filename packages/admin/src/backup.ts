@@ -69,7 +69,7 @@ const RUNTIME_KEYS = [
   /^outbound:slotwait:/,
   /^slots:/,
   /^webmail:sessions?:/,
-  /^webmail:upload:/,
+  /^webmail:uploads?:/,
 ];
 const isRuntimeKey = (key: string) => RUNTIME_KEYS.some((re) => re.test(key));
 

@@ -35,6 +35,13 @@ export const errors = {
   crossSite: () => new ApiError(403, 'cross_site', 'Request from another site refused'),
   notFound: () => new ApiError(404, 'not_found', 'No such page'),
   noSuchFolder: () => new ApiError(404, 'no_such_folder', 'No such folder'),
+  uploadsWaiting: (cap: number) =>
+    new ApiError(
+      413,
+      'too_many_uploads',
+      `Attachments waiting to be sent may take ${Math.floor(cap / 1024 / 1024)} MB at most: send or remove some first`,
+      { limit: cap },
+    ),
   overQuota: () =>
     new ApiError(507, 'over_quota', 'Your mailbox is full: delete some messages, or empty the trash'),
   imapRefused: (text: string) => new ApiError(409, 'refused', `The mail store refused: ${text}`),

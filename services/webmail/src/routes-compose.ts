@@ -17,8 +17,53 @@ import { parseStructure } from './message-view.js';
 
 /** Uploaded attachments wait in Redis (any instance may send the message) for a day. */
 const UPLOAD_TTL_SECONDS = 24 * 3600;
-const uploadKey = (account: string, id: string) =>
-  `webmail:upload:${createHash('sha256').update(account).digest('base64url')}:${id}`;
+/** Bytes of uploads one account may have waiting at once, in attachment limits. */
+const UPLOADS_PER_ACCOUNT = 10;
+const accountTag = (account: string) => createHash('sha256').update(account).digest('base64url');
+const uploadKey = (account: string, id: string) => `webmail:upload:${accountTag(account)}:${id}`;
+/** The account's waiting uploads: member `<id>:<size>`, score when it expires (s). */
+const uploadsKey = (account: string) => `webmail:uploads:${accountTag(account)}`;
+
+/**
+ * Stores an upload unless the account's waiting ones would pass the cap (Redis also holds
+ * the sessions, the directory and the lockout: one account must not fill it); -1 when
+ * stored, else the bytes already waiting. Redis's clock, so that instances agree.
+ */
+const STORE_UPLOAD = `
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local used = 0
+for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  used = used + tonumber(string.match(m, ':(%d+)$'))
+end
+if used + tonumber(ARGV[2]) > tonumber(ARGV[3]) then return used end
+redis.call('HSET', KEYS[1], 'name', ARGV[4], 'type', ARGV[5], 'size', ARGV[2], 'data', ARGV[6])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), ARGV[7] .. ':' .. ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return -1
+`;
+
+type UploadRedis = Ctx['redis'] & {
+  webmailStoreUpload(
+    key: string,
+    index: string,
+    ttl: number,
+    size: number,
+    cap: number,
+    name: string,
+    type: string,
+    data: Buffer,
+    id: string,
+  ): Promise<number>;
+};
+
+function withUploadScript(redis: Ctx['redis']): UploadRedis {
+  const r = redis as UploadRedis;
+  if (typeof r.webmailStoreUpload !== 'function')
+    redis.defineCommand('webmailStoreUpload', { numberOfKeys: 2, lua: STORE_UPLOAD });
+  return r;
+}
 const uploadId = z.string().regex(/^[A-Za-z0-9_-]{22}$/, 'expected an upload id');
 
 const attachmentRef = z.union([
@@ -55,6 +100,19 @@ type DraftInput = z.infer<typeof draftSchema>;
 export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
   const { pool, redis, logger, metrics } = ctx;
 
+  /** Removes uploads and their place in the account's cap; how many there were. */
+  const dropUploads = async (account: string, ids: string[]): Promise<number> => {
+    const sizes = await Promise.all(ids.map((id) => redis.hget(uploadKey(account, id), 'size')));
+    const there = ids.filter((_, i) => sizes[i] !== null);
+    if (!there.length) return 0;
+    await redis
+      .multi()
+      .del(...there.map((id) => uploadKey(account, id)))
+      .zrem(uploadsKey(account), ...there.map((id) => `${id}:${sizes[ids.indexOf(id)]}`))
+      .exec();
+    return there.length;
+  };
+
   /** The addresses the account may send as: itself and the aliases that lead to it. */
   const identities = async (account: string) => ctx.directory.addressesOf(account);
 
@@ -87,12 +145,19 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
       const type = String(req.headers['x-content-type'] ?? 'application/octet-stream');
       const contentType = /^[\w.+-]+\/[\w.+-]+$/.test(type) ? type.toLowerCase() : 'application/octet-stream';
       const id = randomBytes(16).toString('base64url');
-      const key = uploadKey(account, id);
-      await redis
-        .multi()
-        .hset(key, { name: filename, type: contentType, size: String(data.length), data })
-        .expire(key, UPLOAD_TTL_SECONDS)
-        .exec();
+      const cap = UPLOADS_PER_ACCOUNT * ctx.attachmentLimit;
+      const waiting = await withUploadScript(redis).webmailStoreUpload(
+        uploadKey(account, id),
+        uploadsKey(account),
+        UPLOAD_TTL_SECONDS,
+        data.length,
+        cap,
+        filename,
+        contentType,
+        data,
+        id,
+      );
+      if (waiting >= 0) throw errors.uploadsWaiting(cap);
       return { id, filename, type: contentType, size: data.length };
     });
   });
@@ -100,7 +165,7 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
   app.delete('/api/uploads/:id', async (req) => {
     const id = parse(uploadId, (req.params as { id: string }).id);
     const { account } = sessionOf(req);
-    if (!(await redis.del(uploadKey(account, id)))) throw errors.noSuchUpload();
+    if (!(await dropUploads(account, [id]))) throw errors.noSuchUpload();
     return { id, deleted: true };
   });
 
@@ -260,6 +325,12 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
       throw err;
     }
     metrics.sent.inc({ result: 'ok' });
+    // the uploads are in the message now (and its copy in Sent): their room is free again
+    const uploads = d.attachments.flatMap((a) => ('upload' in a ? [a.upload] : []));
+    if (uploads.length)
+      await dropUploads(account, [...new Set(uploads)]).catch((err: unknown) =>
+        logger.warn({ account, err }, 'sent uploads not removed; they expire within a day'),
+      );
     logger.info({ account, messageId, recipients: rcpts.length }, 'webmail sent a message');
     // the message has left: what follows is bookkeeping, and its failure must not say otherwise
     const sent = await folderPath(account, '\\Sent', 'Sent');

@@ -157,6 +157,36 @@ describe('uploads', () => {
       assert.ok(peak < 50 << 20, `${Math.round(peak / 2 ** 20)} MB held while refusing it`);
     },
   );
+
+  test(
+    'the uploads an account has waiting have a cap; removing or sending them frees it',
+    { timeout: 60_000 },
+    async () => {
+      const small = await t.another({ message_size_limit: '1M' });
+      const c = new WebClient(small.port, t.ca);
+      const limit = (await c.login(BOB)).json.limits.attachments as number;
+      const file = Buffer.alloc(limit - 1000, 7);
+      const ids: string[] = [];
+      // ten attachment limits wait at most
+      for (let i = 0; i < 10; i++) {
+        const up = await upload(c, `f${i}.bin`, file);
+        assert.equal(up.status, 200, up.text);
+        ids.push(up.json.id as string);
+      }
+      const over = await upload(c, 'one-more.bin', file);
+      assert.deepEqual([over.status, over.json.error], [413, 'too_many_uploads']);
+      assert.match(over.json.message, /send or remove some first/);
+      assert.equal((await c.req('DELETE', `/api/uploads/${ids.pop()}`)).status, 200);
+      const again = await upload(c, 'again.bin', file);
+      assert.equal(again.status, 200, again.text);
+      ids.push(again.json.id as string);
+      assert.equal((await upload(c, 'full.bin', file)).status, 413);
+      // sent: the upload is in the message, and its room free
+      const sent = await c.post('/api/send', draft({ from: BOB, attachments: [{ upload: ids[0]! }] }));
+      assert.equal(sent.status, 200, sent.text);
+      assert.equal((await upload(c, 'after-send.bin', file)).status, 200);
+    },
+  );
 });
 
 describe('drafts', () => {
