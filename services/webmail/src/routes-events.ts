@@ -1,11 +1,18 @@
 import type { FastifyInstance } from 'fastify';
 import { sessionOf, type Ctx } from './context.js';
+import { errors } from './errors.js';
 import { SESSION_COOKIE } from './sessions.js';
 
 /** Comment lines keep proxies from closing a quiet stream. */
 const HEARTBEAT_MS = 25_000;
 /** How often a stream checks that its session still lives (idle, absolute timeout, logout). */
 const SESSION_CHECK_MS = 15_000;
+/**
+ * Streams one session may hold at once: one per open tab of the webmail, which a browser
+ * bounds itself (six connections per site over HTTP/1.1). Each holds a socket, timers
+ * and a session check; past the bound a new one is refused, the open ones go on.
+ */
+export const STREAMS_PER_SESSION = 8;
 
 /**
  * GET /api/events: a text/event-stream of the account's mail events (MailNotifier). It does
@@ -14,6 +21,8 @@ const SESSION_CHECK_MS = 15_000;
  */
 export function registerEventRoutes(app: FastifyInstance, ctx: Ctx): void {
   const streams = new Set<() => void>();
+  /** Streams open per session. */
+  const perSession = new Map<string, number>();
   // before the server waits for its connections to end: streams never end by themselves
   app.addHook('preClose', async () => {
     for (const end of [...streams]) end();
@@ -21,7 +30,10 @@ export function registerEventRoutes(app: FastifyInstance, ctx: Ctx): void {
 
   app.get('/api/events', { config: { passive: true } }, (req, reply) => {
     const { account } = sessionOf(req);
-    const sessionId = req.cookies[SESSION_COOKIE];
+    const sessionId = req.cookies[SESSION_COOKIE] ?? '';
+    const open = perSession.get(sessionId) ?? 0;
+    if (open >= STREAMS_PER_SESSION) throw errors.tooManyStreams(STREAMS_PER_SESSION);
+    perSession.set(sessionId, open + 1);
     const res = reply.raw;
     reply.hijack();
     res.writeHead(200, {
@@ -56,6 +68,9 @@ export function registerEventRoutes(app: FastifyInstance, ctx: Ctx): void {
       clearInterval(check);
       unsubscribe();
       streams.delete(end);
+      const left = (perSession.get(sessionId) ?? 1) - 1;
+      if (left) perSession.set(sessionId, left);
+      else perSession.delete(sessionId);
       ctx.metrics.eventStreams.dec();
       res.end();
     };

@@ -10,7 +10,8 @@ import { waitFor } from '@mailyard/testkit';
 import { addAccount } from '../../../test/harness.js';
 import { RawImap } from '../../retrieval/test/raw-imap.js';
 import { ALICE, BOB, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
-import { WebClient, q } from './web-client.js';
+import { WebClient, openEvents, q, type EventStream } from './web-client.js';
+import { STREAMS_PER_SESSION } from '../src/routes-events.js';
 
 let t: WebmailTestbed;
 before(async () => {
@@ -228,6 +229,36 @@ describe('sessions', () => {
     c.cookies.set('__Host-mailyard_session', cookie);
     const res = await c.get('/api/folders');
     assert.deepEqual([res.status, res.json.error], [401, 'not_logged_in']);
+  });
+
+  test('a session holds a bounded number of event streams', { timeout: 30_000 }, async () => {
+    const c = client();
+    await c.login(BOB);
+    const streams: EventStream[] = [];
+    try {
+      for (let i = 0; i < STREAMS_PER_SESSION; i++) streams.push(await openEvents(c, t.ca));
+      assert.deepEqual(
+        streams.map((s) => s.status),
+        Array(STREAMS_PER_SESSION).fill(200),
+      );
+      const over = await openEvents(c, t.ca);
+      over.close();
+      assert.equal(over.status, 429, 'one more is refused');
+      // a tab closed: its place is free again
+      streams.shift()!.close();
+      const next = await waitFor(
+        async () => {
+          const s = await openEvents(c, t.ca);
+          if (s.status === 200) return s;
+          s.close();
+          return null;
+        },
+        { what: 'a stream once one closed' },
+      );
+      streams.push(next);
+    } finally {
+      for (const s of streams) s.close();
+    }
   });
 
   test('no session, a made-up one: 401 everywhere', { timeout: 30_000 }, async () => {
