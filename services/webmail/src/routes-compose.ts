@@ -113,6 +113,18 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
     return there.length;
   };
 
+  /**
+   * The uploads `d` named, now kept in a draft or a sent message of their own: removed, so
+   * that their room under the account's cap is free again.
+   */
+  const releaseUploads = async (account: string, d: DraftInput, where: string): Promise<void> => {
+    const ids = [...new Set(d.attachments.flatMap((a) => ('upload' in a ? [a.upload] : [])))];
+    if (!ids.length) return;
+    await dropUploads(account, ids).catch((err: unknown) =>
+      logger.warn({ account, err }, `uploads kept in ${where} not removed; they expire within a day`),
+    );
+  };
+
   /** The addresses the account may send as: itself and the aliases that lead to it. */
   const identities = async (account: string) => ctx.directory.addressesOf(account);
 
@@ -202,8 +214,9 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
       return found;
     });
     return {
-      // the part's size as stored, at most a third more than decoded (base64)
-      size: Math.floor((att.size * 3) / 4),
+      // the part's size as stored: base64 of 76-character lines, 78 octets with their CRLF,
+      // for every 57 decoded; the real total is checked again as the parts are loaded
+      size: Math.floor((att.size * 57) / 78),
       load: () =>
         ctx.inFolder(account, ref.folder, async (c) => {
           const dl = await c.download(String(ref.uid), ref.part, { uid: true });
@@ -281,13 +294,13 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
       draft: true,
     });
     const drafts = await folderPath(account, '\\Drafts', 'Drafts');
-    return pool.run(account, async (c) => {
+    const saved = await pool.run(account, async (c) => {
       const res = await c.append(drafts, raw, ['\\Draft', '\\Seen']);
       if (!res) throw errors.unavailable();
-      if (d.draftUid) await dropDraft(c, drafts, d.draftUid);
       const uid = res.uid ?? null;
       // the attachments as parts of this draft, for the next save or the send: the ones
-      // the editor named may have been parts of the draft just replaced, which is gone
+      // the editor named may be parts of the draft replaced below. Listed before that one
+      // goes, so that a failure here leaves the editor's references good for a retry.
       let attachments: { folder: string; uid: number; part: string }[] = [];
       if (uid && d.attachments.length) {
         await selectFolder(c, drafts);
@@ -297,8 +310,12 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
             .attachments.filter((a) => !a.inline)
             .map((a) => ({ folder: drafts, uid, part: a.part }));
       }
+      if (d.draftUid) await dropDraft(c, drafts, d.draftUid);
       return { uid, folder: drafts, attachments };
     });
+    // the editor names the draft's parts from now on (when it got one for each)
+    if (saved.attachments.length === d.attachments.length) await releaseUploads(account, d, 'a draft');
+    return saved;
   });
 
   app.delete('/api/drafts/:uid', async (req) => {
@@ -325,12 +342,7 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
       throw err;
     }
     metrics.sent.inc({ result: 'ok' });
-    // the uploads are in the message now (and its copy in Sent): their room is free again
-    const uploads = d.attachments.flatMap((a) => ('upload' in a ? [a.upload] : []));
-    if (uploads.length)
-      await dropUploads(account, [...new Set(uploads)]).catch((err: unknown) =>
-        logger.warn({ account, err }, 'sent uploads not removed; they expire within a day'),
-      );
+    await releaseUploads(account, d, 'a sent message');
     logger.info({ account, messageId, recipients: rcpts.length }, 'webmail sent a message');
     // the message has left: what follows is bookkeeping, and its failure must not say otherwise
     const sent = await folderPath(account, '\\Sent', 'Sent');

@@ -181,6 +181,14 @@ describe('uploads', () => {
       assert.equal(again.status, 200, again.text);
       ids.push(again.json.id as string);
       assert.equal((await upload(c, 'full.bin', file)).status, 413);
+      // saved into a draft, as the editor does a moment after each upload: kept there
+      const saved = await c.req('PUT', '/api/drafts', {
+        json: draft({ from: BOB, attachments: [{ upload: ids[1]! }] }),
+      });
+      assert.equal(saved.json.attachments.length, 1, saved.text);
+      const afterDraft = await upload(c, 'after-draft.bin', file);
+      assert.equal(afterDraft.status, 200, afterDraft.text);
+      assert.equal((await upload(c, 'full-again.bin', file)).status, 413);
       // sent: the upload is in the message, and its room free
       const sent = await c.post('/api/send', draft({ from: BOB, attachments: [{ upload: ids[0]! }] }));
       assert.equal(sent.status, 200, sent.text);
@@ -247,7 +255,8 @@ describe('drafts', () => {
         subject: 'Draft 2',
         html: '<p>Hi <b>Bob</b><script>x()</script></p>',
         draftUid: first.json.uid,
-        attachments: [{ upload: up.json.id }],
+        // as the editor does: the attachment as a part of the draft it replaces
+        attachments: first.json.attachments,
       }),
     });
     assert.equal(second.status, 200);
