@@ -52,6 +52,8 @@ export interface OpenOptions {
 }
 
 export const DATA_XFER_TIMEOUT_MS = 180_000;
+/** The message goes out in blocks of this size, each a sign of progress once written. */
+const DATA_BLOCK = 64 * 1024;
 export const DATA_DONE_TIMEOUT_MS = 600_000;
 
 export interface MailTransaction {
@@ -271,19 +273,39 @@ export class SmtpClient {
    */
   private async sendData(payload: Buffer): Promise<SmtpReply> {
     const idleMs = this.opts.dataXferTimeoutMs ?? DATA_XFER_TIMEOUT_MS;
+    const socket = this.socket;
     await new Promise<void>((resolve) => {
       if (this.failure) return resolve();
-      let written = this.socket.bytesWritten;
-      const watch = setInterval(() => {
-        if (this.socket.bytesWritten !== written) return void (written = this.socket.bytesWritten);
-        this.fail(new SmtpConnectionError(`${this.peer}: the message not taken for ${idleMs} ms`));
-        this.socket.destroy();
-      }, idleMs);
-      // called once the last byte is with the kernel, or with the error that ends the socket
-      this.socket.write(payload, () => {
+      // progress is a block handed to the kernel: the socket's own count includes what
+      // still waits in its buffer, so blocks go one buffer's worth at a time
+      let progress = performance.now();
+      const finish = () => {
         clearInterval(watch);
+        socket.off('close', finish);
         resolve();
-      });
+      };
+      const watch = setInterval(
+        () => {
+          if (performance.now() - progress < idleMs) return;
+          this.fail(new SmtpConnectionError(`${this.peer}: the message not taken for ${idleMs} ms`));
+          socket.destroy();
+        },
+        Math.min(idleMs, 1000),
+      );
+      socket.once('close', finish);
+      let at = 0;
+      const pump = () => {
+        while (at < payload.length && !this.failure) {
+          const block = payload.subarray(at, (at += DATA_BLOCK));
+          const last = at >= payload.length;
+          const more = socket.write(block, () => {
+            progress = performance.now();
+            if (last) finish();
+          });
+          if (!more && !last) return void socket.once('drain', pump);
+        }
+      };
+      pump();
     });
     return this.read(this.opts.dataDoneTimeoutMs ?? DATA_DONE_TIMEOUT_MS);
   }

@@ -355,7 +355,7 @@ describe('the message and the reply after it (smtp_data_xfer_timeout, smtp_data_
           if (reading === 'never') return void s.pause();
           // a chunk at a time, with a pause after each: progress, but slow
           s.pause();
-          setTimeout(() => s.resume(), 5);
+          setTimeout(() => s.resume(), 20);
           size += d.length;
           buf = Buffer.concat([buf.subarray(-4), d]);
           if (buf.subarray(-5).toString() !== '\r\n.\r\n') return;
@@ -407,10 +407,11 @@ describe('the message and the reply after it (smtp_data_xfer_timeout, smtp_data_
     'a slow transfer and a slow answer, each within its own limit, deliver once',
     { timeout: 60_000 },
     async () => {
-      // both take longer than a reply may (500 ms): the message is not sent again for it
+      // the transfer takes seconds, more than twice its limit for no progress (2 s), and the
+      // answer longer than a reply may (500 ms): neither sends the message again
       const server = await mx('slowly', 1500);
       try {
-        const res = await send(server.port, 8 << 20, { xfer: 2000, done: 5000 });
+        const res = await send(server.port, 16 << 20, { xfer: 2000, done: 5000 });
         assert.equal(res.data?.code, 250);
         assert.equal(server.received.length, 1);
       } finally {
