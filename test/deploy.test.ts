@@ -565,6 +565,18 @@ describe('deploy/ configuration', () => {
     assert.ok(max <= 512 * 1024 * 1024, "RabbitMQ's ceiling for max_message_size is 512 MiB");
   });
 
+  test("RabbitMQ's consumer_timeout outlasts outbound's longest waits for one message", () => {
+    const conf = read('deploy/rabbitmq/rabbitmq.conf');
+    const timeout = Number(/^consumer_timeout\s*=\s*(\d+)\s*$/m.exec(conf)?.[1]);
+    // a run tries a few addresses, each with its connection, transfer and the reply after
+    // the message, batch after batch: well above the 30-minute default
+    const longest =
+      outboundRelaySchema.shape.smtp_connect_timeout.parse(undefined) +
+      outboundRelaySchema.shape.smtp_data_xfer_timeout.parse(undefined) +
+      outboundRelaySchema.shape.smtp_data_done_timeout.parse(undefined);
+    assert.ok(timeout >= 5 * longest, `consumer_timeout ${timeout} ms, one address's waits ${longest} ms`);
+  });
+
   test('Prometheus scrapes each Mailyard service on its HTTP_PORT', () => {
     const prom = parseYaml(read('deploy/prometheus/prometheus.yml')) as {
       scrape_configs: {

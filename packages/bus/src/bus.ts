@@ -116,6 +116,8 @@ interface ConsumerReg {
   channel?: Channel;
   acks?: AckBatcher;
   tag?: string;
+  /** Handlers running for deliveries of the current channel. */
+  runs?: Set<Promise<void>>;
   exclusiveBinding?: { exchange: string; pattern: string };
 }
 
@@ -755,6 +757,7 @@ export class Bus {
     ch.on('close', () => this.onConsumerChannelClosed(conn, reg, ch));
     await ch.prefetch(reg.opts.prefetch);
     const acks = new AckBatcher(ch);
+    const runs = new Set<Promise<void>>();
     let queue = reg.queue;
     if (reg.exclusiveBinding) {
       const q = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
@@ -766,40 +769,55 @@ export class Bus {
       (msg) => {
         if (!msg) return;
         if (!reg.exclusiveBinding) acks.received(msg);
-        const p = this.handle(reg, acks, msg).finally(() => this.inFlight.delete(p));
+        const p = this.handle(reg, acks, msg).finally(() => {
+          this.inFlight.delete(p);
+          runs.delete(p);
+        });
         this.inFlight.add(p);
+        runs.add(p);
       },
       { noAck: !!reg.exclusiveBinding },
     );
     reg.channel = ch;
     reg.acks = acks;
+    reg.runs = runs;
     reg.tag = consumerTag;
   }
 
   /**
    * The broker closed a consumer's channel while the connection stays (its
    * consumer_timeout, a channel error): the consumer is attached again on a new channel.
-   * Its unacked messages went back to the queue with the channel; the runs holding them
-   * end (their channel is gone), and the messages come again on the new one. Without
-   * this the instance took no more mail until restarted.
+   * Its unacked messages went back to the queue with the channel, and come again on the
+   * new one. Runs holding a message for a backend end at once (their channel is gone);
+   * runs still working on one are waited for first, up to REATTACH_WAIT_MS, so that a
+   * message is not run twice at the same time (a second delivery while the first is
+   * still sending). Without this the instance took no more mail until restarted.
    */
   private onConsumerChannelClosed(conn: ChannelModel, reg: ConsumerReg, ch: Channel): void {
     if (reg.channel !== ch) return;
+    const runs = [...(reg.runs ?? [])];
     reg.channel = undefined;
     reg.acks = undefined;
+    reg.runs = undefined;
     reg.tag = undefined;
+    void this.reattach(conn, reg, runs);
+  }
+
+  private async reattach(conn: ChannelModel, reg: ConsumerReg, runs: Promise<void>[]): Promise<void> {
     // after the connection's own close, when the whole connection is going: the
     // reconnect (or the stop) sees to the consumer then
-    setImmediate(() => {
-      if (this.stopping || this.conn !== conn || reg.channel || !this.consumers.includes(reg)) return;
-      this.log.warn({ queue: reg.queue }, 'consumer channel closed by RabbitMQ, consuming again');
-      this.attach(conn, reg).catch((err: unknown) => {
-        if (this.stopping || this.conn !== conn) return;
-        // a channel that cannot be opened again: a new connection sets everything up again
-        this.log.warn({ err, queue: reg.queue }, 'could not consume again, reconnecting');
-        dropConnection(conn);
-      });
-    });
+    await new Promise((r) => setImmediate(r));
+    if (runs.length) await settlesWithin(Promise.allSettled(runs), REATTACH_WAIT_MS);
+    if (this.stopping || this.conn !== conn || reg.channel || !this.consumers.includes(reg)) return;
+    this.log.warn({ queue: reg.queue }, 'consumer channel closed by RabbitMQ, consuming again');
+    try {
+      await this.attach(conn, reg);
+    } catch (err) {
+      if (this.stopping || this.conn !== conn) return;
+      // a channel that cannot be opened again: a new connection sets everything up again
+      this.log.warn({ err, queue: reg.queue }, 'could not consume again, reconnecting');
+      dropConnection(conn);
+    }
   }
 
   private async handle(reg: ConsumerReg, acks: AckBatcher, msg: ConsumeMessage): Promise<void> {
@@ -968,6 +986,12 @@ export class Bus {
     this.consumers = [];
   }
 }
+
+/**
+ * How long a consumer whose channel the broker closed waits for the runs of that channel
+ * before it consumes again; past it, a run still going may see its message run again.
+ */
+const REATTACH_WAIT_MS = 5 * 60_000;
 
 /**
  * Settles one channel's deliveries. Acks wait for the end of the current turn of the

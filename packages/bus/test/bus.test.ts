@@ -125,6 +125,46 @@ test('a consumer channel the broker closes is opened again: the instance keeps c
   await bus.stop();
 });
 
+test('a message whose channel closed under its run is not run again until that run ends', async () => {
+  const bus = new Bus({ url: vhost.url, logger, name: 'test' });
+  bus.start();
+  await bus.waitConnected();
+  let running = 0;
+  let most = 0;
+  let runs = 0;
+  let open: () => void = () => undefined;
+  const gate = new Promise<void>((r) => (open = r));
+  await bus.consume(
+    Queues.outbound,
+    async () => {
+      runs++;
+      most = Math.max(most, ++running);
+      await gate;
+      running--;
+    },
+    { prefetch: 4, maxAttempts: 3 },
+  );
+  await bus.publish({
+    routingKey: RoutingKeys.outbound,
+    body: Buffer.from('slow'),
+    headers: { [ENVELOPE_HEADER]: '{}' },
+  });
+  await waitFor(() => running === 1, { what: 'the run' });
+  const reg = (bus as unknown as { consumers: { channel?: Channel }[] }).consumers[0]!;
+  // the broker closes the channel under the run (as after consumer_timeout): the message
+  // goes back to the queue while the run goes on
+  reg.channel!.ack({ fields: { deliveryTag: 999_999 } } as unknown as ConsumeMessage);
+  await waitFor(async () => ((await bus.inspectQueue(Queues.outbound))?.messages ?? 0) === 1 || running > 1, {
+    what: 'the message back in its queue',
+  });
+  assert.equal(running, 1, 'not run a second time beside the first');
+  open();
+  // the run ended: the instance consumes again, and the message comes once more
+  await waitFor(() => runs === 2 && running === 0, { what: 'the second run' });
+  assert.equal(most, 1);
+  await bus.stop();
+});
+
 test('a poison message goes to the dead-letter queue with its reason after N attempts', async () => {
   const bus = new Bus({ url: vhost.url, logger, name: 'test' });
   bus.start();
