@@ -329,7 +329,7 @@ function transactionOutcomes(
         // is taken as temporary (as Postfix does)
         kind: rr.code >= 500 && rr.code !== 552 ? 'bounced' : 'deferred',
         recipient,
-        status: rr.code === 552 ? '4.5.3' : statusOf(rr),
+        status: rr.code === 552 ? statusOf(rr).replace(/^5/, '4') : statusOf(rr),
         reason: `host ${c.peer} said: ${replyText(rr)} (in reply to RCPT TO command)`,
         remoteMta: mta,
       };
@@ -429,8 +429,10 @@ async function deliverTo(
         break;
       }
       finished = true;
-      sent += batch.length;
-      outcomes.push(...transactionOutcomes(batch, res, c, mta));
+      // MAIL FROM refused: so it would be for every batch, and the rest shares its outcome
+      const these = res.mail.code === 250 ? batch : msg.recipients.slice(sent);
+      sent += these.length;
+      outcomes.push(...transactionOutcomes(these, res, c, mta));
       // 421: the server is closing the session (RFC 5321 §3.8)
       closing = [res.mail, ...res.rcpts, res.data].some((r) => r?.code === 421);
       if (closing) break;
