@@ -54,6 +54,8 @@ export const errors = {
   noSuchMessage: () => new ApiError(404, 'no_such_message', 'No such message in this folder'),
   noSuchPart: () => new ApiError(404, 'no_such_part', 'No such part in this message'),
   noSuchUpload: () => new ApiError(404, 'no_such_upload', 'No such attachment; upload it again'),
+  bodyTooLarge: (limit: number) =>
+    new ApiError(413, 'too_large', `Too large: this request takes at most ${formatBytes(limit)}`, { limit }),
   tooLarge: (limit: number) =>
     new ApiError(413, 'too_large', `Too large: at most ${formatBytes(limit)} of attachments per message`, {
       limit,
@@ -80,7 +82,7 @@ export function formatBytes(n: number): string {
 }
 
 /** Response codes of a tagged NO that say the store cannot now, not that it will not (RFC 5530). */
-const TEMPORARY = new Set(['UNAVAILABLE', 'INUSE', 'SERVERBUG', 'LIMIT']);
+const TEMPORARY = new Set(['UNAVAILABLE', 'INUSE', 'SERVERBUG']);
 
 /**
  * What a user reads of a NO from the IMAP store (imapflow's error for it): a full mailbox
@@ -92,6 +94,8 @@ export function fromImapRefusal(err: unknown): ApiError | UpstreamError | null {
   if (e?.responseStatus !== 'NO') return null;
   const code = (e.serverResponseCode ?? '').toUpperCase();
   if (code === 'OVERQUOTA') return errors.overQuota();
+  // a folder removed meanwhile (by another client)
+  if (code === 'NONEXISTENT' || code === 'TRYCREATE') return errors.noSuchFolder();
   if (TEMPORARY.has(code)) return new UpstreamError(`IMAP refused: ${e.responseText ?? code}`, err);
   // the store's sentence, without its response code, and never more than a line
   const text = (e.responseText ?? 'refused').replace(/^\[[^\]]*\]\s*/, '').slice(0, 200);

@@ -269,10 +269,11 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
     else if (err instanceof UpstreamError) {
       logger.warn({ err }, 'upstream failure');
       e = errors.unavailable();
-    } else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE')
-      // the limit of the route asked (an upload's is the attachment limit)
-      e = errors.tooLarge(req.routeOptions.bodyLimit ?? ctx.attachmentLimit);
-    else if (err.statusCode && err.statusCode < 500)
+    } else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      // an upload's limit is the attachment limit; other routes have their own
+      const limit = req.routeOptions.bodyLimit ?? ctx.attachmentLimit;
+      e = limit === ctx.attachmentLimit ? errors.tooLarge(limit) : errors.bodyTooLarge(limit);
+    } else if (err.statusCode && err.statusCode < 500)
       e = new ApiError(err.statusCode, 'bad_request', err.message);
     else {
       logger.error({ err, url: req.url }, 'request failed');

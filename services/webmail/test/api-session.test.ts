@@ -62,6 +62,7 @@ describe('login', () => {
       // nobody is logged in yet: a body far beyond an address and a password is not read
       const huge = await c.post('/api/login', { username: ALICE, password: 'x'.repeat(100_000) });
       assert.deepEqual([huge.status, huge.json.error, huge.json.limit], [413, 'too_large', 16 * 1024]);
+      assert.match(huge.json.message, /this request takes at most 16 KB/);
       const notJson = await c.req('POST', '/api/login', {
         body: Buffer.from('username=alice'),
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
