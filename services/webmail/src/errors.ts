@@ -35,12 +35,6 @@ export const errors = {
   crossSite: () => new ApiError(403, 'cross_site', 'Request from another site refused'),
   notFound: () => new ApiError(404, 'not_found', 'No such page'),
   noSuchFolder: () => new ApiError(404, 'no_such_folder', 'No such folder'),
-  tooManyStreams: (max: number) =>
-    new ApiError(
-      429,
-      'too_many_streams',
-      `This session already has ${max} event streams open: close some tabs of the webmail`,
-    ),
   uploadsWaiting: (cap: number) =>
     new ApiError(
       413,

@@ -1,6 +1,5 @@
 import type { FastifyInstance } from 'fastify';
 import { sessionOf, type Ctx } from './context.js';
-import { errors } from './errors.js';
 import { SESSION_COOKIE } from './sessions.js';
 
 /** Comment lines keep proxies from closing a quiet stream. */
@@ -10,7 +9,10 @@ const SESSION_CHECK_MS = 15_000;
 /**
  * Streams one session may hold at once: one per open tab of the webmail, which a browser
  * bounds itself (six connections per site over HTTP/1.1). Each holds a socket, timers
- * and a session check; past the bound a new one is refused, the open ones go on.
+ * and a session check. Past the bound a new stream ends the session's oldest: most often
+ * one whose tab is long gone (a laptop that slept, a network that changed) and that no
+ * write has yet found dead. A browser's EventSource never retries a refused stream, so
+ * refusing the new one would leave its tab without news for good.
  */
 export const STREAMS_PER_SESSION = 8;
 
@@ -21,8 +23,8 @@ export const STREAMS_PER_SESSION = 8;
  */
 export function registerEventRoutes(app: FastifyInstance, ctx: Ctx): void {
   const streams = new Set<() => void>();
-  /** Streams open per session. */
-  const perSession = new Map<string, number>();
+  /** Streams open per session, the oldest first. */
+  const perSession = new Map<string, (() => void)[]>();
   // before the server waits for its connections to end: streams never end by themselves
   app.addHook('preClose', async () => {
     for (const end of [...streams]) end();
@@ -31,9 +33,6 @@ export function registerEventRoutes(app: FastifyInstance, ctx: Ctx): void {
   app.get('/api/events', { config: { passive: true } }, (req, reply) => {
     const { account } = sessionOf(req);
     const sessionId = req.cookies[SESSION_COOKIE] ?? '';
-    const open = perSession.get(sessionId) ?? 0;
-    if (open >= STREAMS_PER_SESSION) throw errors.tooManyStreams(STREAMS_PER_SESSION);
-    perSession.set(sessionId, open + 1);
     const res = reply.raw;
     reply.hijack();
     res.writeHead(200, {
@@ -68,13 +67,17 @@ export function registerEventRoutes(app: FastifyInstance, ctx: Ctx): void {
       clearInterval(check);
       unsubscribe();
       streams.delete(end);
-      const left = (perSession.get(sessionId) ?? 1) - 1;
-      if (left) perSession.set(sessionId, left);
-      else perSession.delete(sessionId);
+      const mine = perSession.get(sessionId) ?? [];
+      mine.splice(mine.indexOf(end), 1);
+      if (!mine.length) perSession.delete(sessionId);
       ctx.metrics.eventStreams.dec();
       res.end();
     };
     streams.add(end);
+    const mine = perSession.get(sessionId) ?? [];
+    perSession.set(sessionId, mine);
+    mine.push(end);
+    if (mine.length > STREAMS_PER_SESSION) mine[0]!();
     req.raw.on('close', end);
   });
 }

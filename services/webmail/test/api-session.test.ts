@@ -232,35 +232,32 @@ describe('sessions', () => {
     assert.deepEqual([res.status, res.json.error], [401, 'not_logged_in']);
   });
 
-  test('a session holds a bounded number of event streams', { timeout: 30_000 }, async () => {
-    const c = client();
-    await c.login(BOB);
-    const streams: EventStream[] = [];
-    try {
-      for (let i = 0; i < STREAMS_PER_SESSION; i++) streams.push(await openEvents(c, t.ca));
-      assert.deepEqual(
-        streams.map((s) => s.status),
-        Array(STREAMS_PER_SESSION).fill(200),
-      );
-      const over = await openEvents(c, t.ca);
-      over.close();
-      assert.equal(over.status, 429, 'one more is refused');
-      // a tab closed: its place is free again
-      streams.shift()!.close();
-      const next = await waitFor(
-        async () => {
-          const s = await openEvents(c, t.ca);
-          if (s.status === 200) return s;
-          s.close();
-          return null;
-        },
-        { what: 'a stream once one closed' },
-      );
-      streams.push(next);
-    } finally {
-      for (const s of streams) s.close();
-    }
-  });
+  test(
+    'a session holds a bounded number of event streams; a new one ends the oldest',
+    { timeout: 30_000 },
+    async () => {
+      const c = client();
+      await c.login(BOB);
+      const streams: EventStream[] = [];
+      try {
+        for (let i = 0; i < STREAMS_PER_SESSION; i++) streams.push(await openEvents(c, t.ca));
+        await waitFor(() => streams.every((s) => s.events.some((e) => e.event === 'ready')), {
+          what: 'every stream ready',
+        });
+        // a tab opened once the bound is reached: served, and the oldest stream ended
+        const newest = await openEvents(c, t.ca);
+        streams.push(newest);
+        assert.equal(newest.status, 200);
+        await waitFor(() => streams[0]!.ended, { what: 'the oldest stream to end' });
+        assert.deepEqual(
+          streams.slice(1).map((s) => s.ended),
+          Array(STREAMS_PER_SESSION).fill(false),
+        );
+      } finally {
+        for (const s of streams) s.close();
+      }
+    },
+  );
 
   test('no session, a made-up one: 401 everywhere', { timeout: 30_000 }, async () => {
     const c = client();

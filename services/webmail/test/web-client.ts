@@ -91,6 +91,8 @@ export const q = (params: Record<string, string | number | boolean>) =>
 export interface EventStream {
   events: { event: string; data: any }[];
   status: number;
+  /** The server ended the stream. */
+  ended: boolean;
   close(): void;
 }
 
@@ -111,7 +113,13 @@ export function openEvents(c: WebClient, ca: string): Promise<EventStream> {
         },
       },
       (res) => {
-        const stream: EventStream = { events: [], status: res.statusCode ?? 0, close: () => r.destroy() };
+        const stream: EventStream = {
+          events: [],
+          status: res.statusCode ?? 0,
+          ended: false,
+          close: () => r.destroy(),
+        };
+        res.on('end', () => (stream.ended = true));
         let buf = '';
         res.on('data', (d: Buffer) => {
           buf += d.toString('utf8');
