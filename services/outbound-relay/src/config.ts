@@ -11,6 +11,8 @@ import {
   stringList,
 } from '@mailyard/config';
 import { MailMessages } from '@mailyard/contracts';
+import { RECIPIENT_LIMIT } from './deliver.js';
+import { DATA_DONE_TIMEOUT_MS, DATA_XFER_TIMEOUT_MS } from './smtp-client.js';
 
 const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/;
 const MULT: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -80,17 +82,17 @@ export const outboundRelaySchema = z.object({
   /** Timeout for each reply of the remote server (Postfix: smtp_*_timeout, simplified). */
   smtp_reply_timeout: duration('300s'),
   /** While the message is sent, how long the server may take none of it (Postfix: smtp_data_xfer_timeout). */
-  smtp_data_xfer_timeout: duration('180s'),
+  smtp_data_xfer_timeout: duration(`${DATA_XFER_TIMEOUT_MS / 1000}s`),
   /**
    * The reply after the whole message, from its last byte (Postfix: smtp_data_done_timeout;
    * RFC 5321 §4.5.3.2.6: 10 minutes, as giving up early makes the message go out again).
    */
-  smtp_data_done_timeout: duration('600s'),
+  smtp_data_done_timeout: duration(`${DATA_DONE_TIMEOUT_MS / 1000}s`),
   /**
    * Recipients per transaction at most; the rest of a destination's recipients follow in
    * further transactions on the same session (Postfix: smtp_destination_recipient_limit).
    */
-  smtp_destination_recipient_limit: positiveInt(50),
+  smtp_destination_recipient_limit: positiveInt(RECIPIENT_LIMIT),
   /**
    * Keep an SMTP session open after a message, for the next one to the same server
    * (Postfix: smtp_connection_cache_on_demand, here for every destination).

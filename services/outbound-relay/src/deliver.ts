@@ -348,6 +348,58 @@ function transactionOutcomes(
   });
 }
 
+/**
+ * The message to `msg.recipients` in transactions of `limit` recipients on session `c`.
+ * A session lost after some batches keeps their outcomes and defers the rest (a batch is
+ * never sent twice); lost in the first, the error is the caller's (the next address).
+ */
+async function inBatches(
+  c: SmtpClient,
+  msg: Message,
+  params: string[],
+  limit: number,
+  mta: string,
+): Promise<{ outcomes: RecipientOutcome[]; finished: boolean; reusable: boolean }> {
+  const outcomes: RecipientOutcome[] = [];
+  let sent = 0;
+  let reason: string | null = null;
+  let closing = false;
+  while (sent < msg.recipients.length) {
+    const batch = msg.recipients.slice(sent, sent + limit);
+    let res: TransactionResult;
+    try {
+      // between transactions: one that did not reach the end of DATA is still open
+      if (sent && (await c.command('RSET')).code !== 250) break;
+      res = await c.transaction({
+        from: msg.mailFrom,
+        mailParams: params,
+        recipients: batch,
+        data: msg.data,
+      });
+    } catch (err) {
+      if (!sent) throw err;
+      reason = (err as Error).message;
+      break;
+    }
+    // MAIL FROM refused: so it would be for every batch, and the rest shares its outcome
+    const these = res.mail.code === 250 ? batch : msg.recipients.slice(sent);
+    sent += these.length;
+    outcomes.push(...transactionOutcomes(these, res, c, mta));
+    // 421: the server is closing the session (RFC 5321 §3.8)
+    closing = [res.mail, ...res.rcpts, res.data].some((r) => r?.code === 421);
+    if (closing) break;
+  }
+  for (const recipient of msg.recipients.slice(sent))
+    outcomes.push({
+      kind: 'deferred',
+      recipient,
+      status: '4.4.2',
+      reason: reason ?? `session with ${c.peer} ended before these recipients were sent`,
+      remoteMta: mta,
+    });
+  return { outcomes, finished: sent > 0, reusable: !closing && sent === msg.recipients.length };
+}
+
 async function deliverTo(
   msg: Message,
   target: Target,
@@ -405,48 +457,10 @@ async function deliverTo(
     if (eightBit) params.push('BODY=8BITMIME');
     if (needsUtf8) params.push('SMTPUTF8');
 
-    const limit = opts.recipientLimit ?? RECIPIENT_LIMIT;
-    const outcomes: RecipientOutcome[] = [];
-    let sent = 0;
-    let reason: string | null = null;
-    let closing = false;
-    while (sent < msg.recipients.length) {
-      const batch = msg.recipients.slice(sent, sent + limit);
-      let res: TransactionResult;
-      try {
-        // between transactions: one that did not reach the end of DATA is still open
-        if (sent && (await c.command('RSET')).code !== 250) break;
-        res = await c.transaction({
-          from: msg.mailFrom,
-          mailParams: params,
-          recipients: batch,
-          data: msg.data,
-        });
-      } catch (err) {
-        // lost after earlier batches went: those stand, the rest waits (never sent twice)
-        if (!sent) throw err;
-        reason = (err as Error).message;
-        break;
-      }
-      finished = true;
-      // MAIL FROM refused: so it would be for every batch, and the rest shares its outcome
-      const these = res.mail.code === 250 ? batch : msg.recipients.slice(sent);
-      sent += these.length;
-      outcomes.push(...transactionOutcomes(these, res, c, mta));
-      // 421: the server is closing the session (RFC 5321 §3.8)
-      closing = [res.mail, ...res.rcpts, res.data].some((r) => r?.code === 421);
-      if (closing) break;
-    }
-    reusable = !closing && sent === msg.recipients.length;
-    for (const recipient of msg.recipients.slice(sent))
-      outcomes.push({
-        kind: 'deferred',
-        recipient,
-        status: '4.4.2',
-        reason: reason ?? `session with ${c.peer} ended before these recipients were sent`,
-        remoteMta: mta,
-      });
-    return result(outcomes);
+    const sent = await inBatches(c, msg, params, opts.recipientLimit ?? RECIPIENT_LIMIT, mta);
+    finished = sent.finished;
+    reusable = sent.reusable;
+    return result(sent.outcomes);
   } finally {
     if (!finished) c.close();
     else if (!handedBack) await c.quit();
