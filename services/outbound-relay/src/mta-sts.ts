@@ -71,6 +71,10 @@ interface Cached {
  * waiting for another fetch, which may take the whole fetch deadline (10 s).
  */
 export const FAILED_FETCH_MS = 5 * 60_000;
+/** How often expired policies and failures are looked for, at most. */
+const PRUNE_EVERY_MS = 60_000;
+/** Domains whose policy is kept at most (a few hundred bytes each). */
+const MAX_POLICIES = 100_000;
 
 /**
  * Policy discovery with an in-process cache (RFC 8461 §3, §5.1): the TXT record says
@@ -83,6 +87,7 @@ export class MtaSts {
   private cache = new Map<string, Cached>();
   private failed = new Map<string, { id: string; until: number }>();
   private fetching = new Map<string, { id: string; policy: Promise<MtaStsPolicy | null> }>();
+  private pruned = 0;
   constructor(
     private readonly opts: {
       resolver: MailResolver;
@@ -122,11 +127,35 @@ export class MtaSts {
     return (await fetch.policy) ?? valid?.policy ?? null;
   }
 
+  /** Policies and failed fetches held (expired ones go at the next fetch, once a minute at most). */
+  get held(): number {
+    return this.cache.size + this.failed.size;
+  }
+
+  /**
+   * Drops what has expired: a policy past its max_age is fetched again when its domain
+   * is next asked for, and a domain mail goes to once would otherwise stay for the life
+   * of the process. Past MAX_POLICIES, the least recently fetched go first.
+   */
+  private prune(now: number): void {
+    if (now - this.pruned < PRUNE_EVERY_MS) return;
+    this.pruned = now;
+    for (const [d, c] of this.cache) if (c.expiresAt <= now) this.cache.delete(d);
+    for (const [d, f] of this.failed) if (f.until <= now) this.failed.delete(d);
+    for (const d of this.cache.keys()) {
+      if (this.cache.size <= MAX_POLICIES) break;
+      this.cache.delete(d);
+    }
+  }
+
   /** Fetches and caches the policy `id` of `d`; null (and remembered) when that fails. */
   private async fetch(d: string, id: string, now: number): Promise<MtaStsPolicy | null> {
+    this.prune(now);
     try {
       const policy = parsePolicy(await this.opts.fetcher(d));
       if (!policy) throw new Error('invalid policy');
+      // last in the map's order: the most recently fetched
+      this.cache.delete(d);
       this.cache.set(d, { id, policy, expiresAt: now + policy.maxAge * 1000 });
       this.failed.delete(d);
       return policy;

@@ -152,6 +152,32 @@ describe('MTA-STS', () => {
     }
   });
 
+  test('expired policies and failed fetches are not kept for the life of the process', async () => {
+    const zone = Object.fromEntries(
+      ['a', 'b', 'c', 'd', 'broken'].map((n) => [`_mta-sts.${n}.test`, { TXT: ['v=STSv1; id=1'] }]),
+    );
+    const dns = await startDnsServer(zone);
+    try {
+      const clock = { now: Date.parse('2026-01-01T00:00:00Z') };
+      const sts = new MtaSts({
+        resolver: createResolver({ servers: [dns.address], cache: false }),
+        fetcher: async (d) => {
+          if (d === 'broken.test') throw new Error('connect ECONNREFUSED');
+          return `version: STSv1\nmode: enforce\nmx: mx.${d}\nmax_age: 86400\n`;
+        },
+        now: () => clock.now,
+      });
+      for (const d of ['a.test', 'b.test', 'c.test', 'broken.test']) await sts.policyFor(d);
+      assert.equal(sts.held, 4);
+      // a day and more later, every one has expired: the next fetch clears them away
+      clock.now += 86_400_000 + FAILED_FETCH_MS;
+      assert.equal((await sts.policyFor('d.test'))?.mode, 'enforce');
+      assert.equal(sts.held, 1);
+    } finally {
+      await dns.close();
+    }
+  });
+
   test('policy parsing', () => {
     assert.deepEqual(
       parsePolicy(
