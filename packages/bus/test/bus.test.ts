@@ -94,6 +94,18 @@ test('broker unreachable: publish fails fast; after it comes back the bus reconn
   await bus.stop();
 });
 
+/**
+ * Makes the broker close the bus's first consumer channel, the connection staying: an ack
+ * of a delivery it never made (PRECONDITION_FAILED), as it closes one whose message
+ * outlived consumer_timeout. Resolves once the channel is closed.
+ */
+async function closedByBroker(bus: Bus): Promise<void> {
+  const channel = (bus as unknown as { consumers: { channel?: Channel }[] }).consumers[0]!.channel!;
+  const gone = new Promise<void>((resolve) => channel.once('close', () => resolve()));
+  channel.ack({ fields: { deliveryTag: 999_999 } } as unknown as ConsumeMessage);
+  await gone;
+}
+
 test('a consumer channel the broker closes is opened again: the instance keeps consuming', async () => {
   const bus = new Bus({ url: vhost.url, logger, name: 'test' });
   bus.start();
@@ -111,13 +123,7 @@ test('a consumer channel the broker closes is opened again: the instance keeps c
     });
   await send('before');
   await waitFor(() => seen.includes('before'), { what: 'the first message' });
-  // an ack of a delivery the broker never made: it closes the channel (PRECONDITION_FAILED),
-  // as it closes one whose message outlived consumer_timeout
-  const reg = (bus as unknown as { consumers: { channel?: Channel }[] }).consumers[0]!;
-  const closed = reg.channel!;
-  const gone = new Promise<void>((resolve) => closed.once('close', () => resolve()));
-  closed.ack({ fields: { deliveryTag: 999_999 } } as unknown as ConsumeMessage);
-  await gone;
+  await closedByBroker(bus);
   await send('after');
   await waitFor(() => seen.includes('after'), { what: 'a message after the channel closed' });
   assert.equal(bus.consuming, true);
@@ -150,10 +156,9 @@ test('a message whose channel closed under its run is not run again until that r
     headers: { [ENVELOPE_HEADER]: '{}' },
   });
   await waitFor(() => running === 1, { what: 'the run' });
-  const reg = (bus as unknown as { consumers: { channel?: Channel }[] }).consumers[0]!;
   // the broker closes the channel under the run (as after consumer_timeout): the message
   // goes back to the queue while the run goes on
-  reg.channel!.ack({ fields: { deliveryTag: 999_999 } } as unknown as ConsumeMessage);
+  await closedByBroker(bus);
   await waitFor(async () => ((await bus.inspectQueue(Queues.outbound))?.messages ?? 0) === 1 || running > 1, {
     what: 'the message back in its queue',
   });

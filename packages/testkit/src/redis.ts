@@ -30,3 +30,18 @@ export function createTestRedis(): TestRedis {
     },
   };
 }
+
+/**
+ * A real client of a Redis that is not there (nothing listens on port 1): every command
+ * fails at once, as a backend outage does. Disconnect it when done.
+ */
+export function unreachableRedis(): Redis {
+  const down = new Redis(1, '127.0.0.1', {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  down.on('error', () => undefined);
+  return down;
+}

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createServer as createHttpsServer } from 'node:https';
-import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
+import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { outboundDelayQueue } from '@mailyard/contracts';
@@ -16,6 +16,7 @@ import {
   parseRelayhost,
   SmtpClient,
 } from '../src/index.js';
+import type { OpenOptions } from '../src/smtp-client.js';
 import { FAILED_FETCH_MS, MtaSts } from '../src/mta-sts.js';
 import { tlsPair } from './helpers.js';
 
@@ -30,6 +31,23 @@ function decodeData(wire: Buffer): string {
     .map((l) => (l.startsWith('.') ? l.slice(1) : l))
     .join('\r\n');
 }
+
+/** Listens on a free loopback port; the port. */
+async function listenLocal(server: Server): Promise<number> {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return (server.address() as AddressInfo).port;
+}
+
+/** A client session to the test MX listening on loopback `port`. */
+const openMx = (port: number, opts: Partial<OpenOptions> = {}) =>
+  SmtpClient.open({
+    host: 'mx.test',
+    ip: '127.0.0.1',
+    port,
+    connectTimeoutMs: 10_000,
+    replyTimeoutMs: 30_000,
+    ...opts,
+  });
 
 describe('encodeData', () => {
   test('bare LF and bare CR become CRLF; dots are stuffed', () => {
@@ -214,22 +232,14 @@ describe('a server that does not stop talking', () => {
       };
       pump();
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const port = (server.address() as AddressInfo).port;
+    const port = await listenLocal(server);
     const close = () => {
       for (const s of sockets) s.destroy();
       return new Promise<void>((r) => server.close(() => r()));
     };
     return { port, close };
   }
-  const open = (port: number) =>
-    SmtpClient.open({
-      host: 'mx.test',
-      ip: '127.0.0.1',
-      port,
-      connectTimeoutMs: 10_000,
-      replyTimeoutMs: 300_000,
-    });
+  const open = (port: number) => openMx(port, { replyTimeoutMs: 300_000 });
 
   // Without limits, memory grew by 40 MB a second until the 300 s reply timeout
   test('an endless multi-line reply fails the connection', { timeout: 60_000 }, async () => {
@@ -280,16 +290,9 @@ test(
         s.write('250 2.1.0 ok\r\n' + '250 2.1.5 ok\r\n'.repeat(rcpts) + '354 go on\r\n');
       });
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const port = (server.address() as AddressInfo).port;
+    const port = await listenLocal(server);
     try {
-      const c = await SmtpClient.open({
-        host: 'mx.test',
-        ip: '127.0.0.1',
-        port,
-        connectTimeoutMs: 10_000,
-        replyTimeoutMs: 30_000,
-      });
+      const c = await openMx(port);
       assert.equal((await c.ehlo('relay.example.test')).code, 250);
       const recipients = Array.from({ length: 1000 }, (_, i) => `r${i}@mx.test`);
       const res = await c.transaction({
@@ -337,16 +340,9 @@ test(
         }
       });
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const port = (server.address() as AddressInfo).port;
+    const port = await listenLocal(server);
     try {
-      const c = await SmtpClient.open({
-        host: 'mx.test',
-        ip: '127.0.0.1',
-        port,
-        connectTimeoutMs: 10_000,
-        replyTimeoutMs: 30_000,
-      });
+      const c = await openMx(port);
       assert.equal((await c.ehlo('relay.example.test')).code, 250);
       const res = await c.transaction({
         from: 'a@example.test',
@@ -397,8 +393,7 @@ describe('the message and the reply after it (smtp_data_xfer_timeout, smtp_data_
         } else s.write('250 ok\r\n');
       });
     });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const port = (server.address() as AddressInfo).port;
+    const port = await listenLocal(server);
     const close = () => {
       for (const s of sockets) s.destroy();
       return new Promise<void>((r) => server.close(() => r()));
@@ -406,11 +401,7 @@ describe('the message and the reply after it (smtp_data_xfer_timeout, smtp_data_
     return { port, received, close };
   }
   const send = async (port: number, size: number, timeouts: { xfer: number; done: number }) => {
-    const c = await SmtpClient.open({
-      host: 'mx.test',
-      ip: '127.0.0.1',
-      port,
-      connectTimeoutMs: 10_000,
+    const c = await openMx(port, {
       replyTimeoutMs: 500,
       dataXferTimeoutMs: timeouts.xfer,
       dataDoneTimeoutMs: timeouts.done,

@@ -3,11 +3,10 @@
 import assert from 'node:assert/strict';
 import { ImapFlow } from 'imapflow';
 import { after, before, test } from 'node:test';
-import { Redis } from 'ioredis';
 import { Bus, DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS, outboundDelayQueueSpec } from '@mailyard/bus';
 import { createLogger } from '@mailyard/observability';
 import { DeferredIndex } from '@mailyard/queue-admin';
-import { queueDepth, waitFor } from '@mailyard/testkit';
+import { queueDepth, unreachableRedis, waitFor } from '@mailyard/testkit';
 import { Directory } from '@mailyard/directory';
 import { addAccount } from '../../../test/harness.js';
 import { imapLogin as imapLoginAs } from './mail-clients.js';
@@ -371,14 +370,7 @@ test(
 );
 
 test('a directory that cannot be read is a 503, never "not an admin"', { timeout: 60_000 }, async () => {
-  // a real client with nothing listening on its port: every command fails at once
-  const down = new Redis(1, '127.0.0.1', {
-    lazyConnect: true,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    retryStrategy: () => null,
-  });
-  down.on('error', () => undefined);
+  const down = unreachableRedis();
   const broken = await t.another({}, { directory: new Directory(down) });
   const c = new WebClient(broken.port, t.ca);
   assert.equal((await c.login(ALICE)).status, 200);

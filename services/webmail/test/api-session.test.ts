@@ -5,8 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { ImapFlow } from 'imapflow';
 import { AppPasswords, LoginGuard, LoginHistory, createAuthenticator } from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
-import { Redis } from 'ioredis';
-import { waitFor } from '@mailyard/testkit';
+import { unreachableRedis, waitFor } from '@mailyard/testkit';
 import { addAccount } from '../../../test/harness.js';
 import { RawImap } from '../../retrieval/test/raw-imap.js';
 import { ALICE, BOB, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
@@ -75,14 +74,7 @@ describe('login', () => {
     'a login while the accounts cannot be read is a 503, never "wrong password"',
     { timeout: 30_000 },
     async () => {
-      // a real client with nothing listening on its port: every command fails at once
-      const down = new Redis(1, '127.0.0.1', {
-        lazyConnect: true,
-        enableOfflineQueue: false,
-        maxRetriesPerRequest: 0,
-        retryStrategy: () => null,
-      });
-      down.on('error', () => undefined);
+      const down = unreachableRedis();
       try {
         const authenticator = createAuthenticator({
           directory: new Directory(down),
