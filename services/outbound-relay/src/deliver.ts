@@ -294,6 +294,17 @@ async function openSession(target: Target, opts: AttemptOptions, tls: TlsPolicy,
  */
 export const RECIPIENT_LIMIT = 50;
 
+/** One outcome for every recipient (a refusal of the whole message). */
+function alike(
+  recipients: string[],
+  kind: 'bounced' | 'deferred',
+  status: string,
+  reason: string,
+  remoteMta: string,
+): RecipientOutcome[] {
+  return recipients.map((recipient) => ({ kind, recipient, status, reason, remoteMta }));
+}
+
 /** Each recipient's outcome of one transaction. */
 function transactionOutcomes(
   recipients: string[],
@@ -308,17 +319,14 @@ function transactionOutcomes(
     reason: `lost connection with ${c.peer}`,
     remoteMta: mta,
   });
-  if (res.mail.code !== 250) {
-    const kind = res.mail.code >= 500 ? 'bounced' : 'deferred';
-    const reason = `host ${c.peer} said: ${replyText(res.mail)} (in reply to MAIL FROM command)`;
-    return recipients.map((recipient) => ({
-      kind,
-      recipient,
-      status: statusOf(res.mail),
-      reason,
-      remoteMta: mta,
-    }));
-  }
+  if (res.mail.code !== 250)
+    return alike(
+      recipients,
+      res.mail.code >= 500 ? 'bounced' : 'deferred',
+      statusOf(res.mail),
+      `host ${c.peer} said: ${replyText(res.mail)} (in reply to MAIL FROM command)`,
+      mta,
+    );
   const tlsUsed = c.tls !== null;
   return recipients.map((recipient, i): RecipientOutcome => {
     const rr = res.rcpts[i];
@@ -424,7 +432,7 @@ async function deliverTo(
   };
   try {
     const all = (kind: 'bounced' | 'deferred', status: string, reason: string): AttemptResult =>
-      result(msg.recipients.map((recipient) => ({ kind, recipient, status, reason, remoteMta: mta })));
+      result(alike(msg.recipients, kind, status, reason, mta));
 
     // Checks that make sending pointless: better one clear bounce now than a refusal
     // after the whole message went over the wire.
