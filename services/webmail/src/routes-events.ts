@@ -68,7 +68,8 @@ export function registerEventRoutes(app: FastifyInstance, ctx: Ctx): void {
       unsubscribe();
       streams.delete(end);
       const mine = perSession.get(sessionId) ?? [];
-      mine.splice(mine.indexOf(end), 1);
+      const at = mine.indexOf(end);
+      if (at >= 0) mine.splice(at, 1);
       if (!mine.length) perSession.delete(sessionId);
       ctx.metrics.eventStreams.dec();
       res.end();
