@@ -33,7 +33,7 @@ import {
   UnroutableError,
 } from './errors.js';
 import { within } from '@mailyard/config';
-import { browseQueue, inspectQueue, withoutDeathHeaders } from './inspect.js';
+import { browseQueue, deleteQueueIfEmpty, inspectQueue, withoutDeathHeaders } from './inspect.js';
 import { RpcChannel } from './rpc.js';
 import { declareQueue, declareTopology, outboundDelayQueueSpec, type QueueSpec } from './topology.js';
 
@@ -205,6 +205,14 @@ export class Bus {
     return inspectQueue(this.connection(), queue);
   }
 
+  /**
+   * Deletes `queue` if it is empty and unused: true when it is gone, false when the broker
+   * kept it. Rejects when not connected.
+   */
+  async deleteQueueIfEmpty(queue: string): Promise<boolean> {
+    return deleteQueueIfEmpty(this.connection(), queue);
+  }
+
   /** How many consumers `queue` has now (0 when it is not declared). Rejects when not connected. */
   async consumerCount(queue: string): Promise<number> {
     return (await this.inspectQueue(queue))?.consumers ?? 0;
@@ -212,8 +220,8 @@ export class Bus {
 
   /**
    * Takes every message of `queue` once; `visit` says whether to acknowledge it (done
-   * with: published again or dropped) or keep it in place, with its expiry. For classic
-   * queues (the delay queues). False when the queue is not declared.
+   * with: published again or dropped) or keep it in place, with its expiry. For the delay
+   * queues. False when the queue is not declared.
    */
   async browse(queue: string, visit: (m: BrowsedMessage) => Promise<'ack' | 'keep'>): Promise<boolean> {
     return browseQueue(this.connection(), queue, visit);
@@ -535,7 +543,7 @@ export class Bus {
   }
 
   /**
-   * Publishes a deferred message to the delay queue of `delayMs` (`outbound.delay.<d>`),
+   * Publishes a deferred message to the delay queue of `delayMs` (`outbound.retry.<d>`),
    * where it waits out the delay and goes back to `outbound`. A delay queue the broker
    * has lost is declared again and the publish repeated.
    */

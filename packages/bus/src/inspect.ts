@@ -58,11 +58,28 @@ export function inspectQueue(conn: ChannelModel, queue: string): Promise<QueueIn
 }
 
 /**
+ * Deletes `queue` if it holds no message and has no consumer; true when it is gone (or
+ * was never declared), false when the broker kept it for what it still holds.
+ */
+export function deleteQueueIfEmpty(conn: ChannelModel, queue: string): Promise<boolean> {
+  return onSideChannel(conn, async (ch) => {
+    try {
+      await answered(ch.deleteQueue(queue, { ifEmpty: true, ifUnused: true }), `the removal of ${queue}`);
+      return true;
+    } catch (err) {
+      if (notFound(err)) return true;
+      if ((err as { code?: number }).code === 406) return false;
+      throw err;
+    }
+  });
+}
+
+/**
  * Takes every message of `queue` once with basic.get (no auto-ack); `visit` says whether
  * to acknowledge it (it was published again, or is to be dropped) or keep it. Kept
  * messages return to the queue when the channel closes, at their old position and with
- * their expiry. Meant for classic queues: a quorum queue counts every return towards its
- * delivery limit. False when the queue is not declared.
+ * their expiry. Meant for the delay queues, which have no delivery limit (a quorum queue
+ * with one counts every return towards it). False when the queue is not declared.
  */
 export function browseQueue(
   conn: ChannelModel,

@@ -14,7 +14,7 @@ import {
  *
  *   exchange `mail` (direct) --delivery--> quorum queue `delivery`
  *                            --outbound--> quorum queue `outbound`
- *                            --outbound.delay.<d>--> classic queue `outbound.delay.<d>`
+ *                            --outbound.retry.<d>--> quorum queue `outbound.retry.<d>`
  *                                   (TTL <d>, then dead-lettered to `mail`/`outbound`)
  *   exchange `mail.dlx` (fanout) --------> quorum queue `dead-letter`
  *   default exchange --policy--> classic queue `policy` (RPC, replies by direct reply-to)
@@ -86,21 +86,28 @@ export const DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS = [
 
 /**
  * A delay queue: messages wait for the queue's TTL, then are dead-lettered back to
- * `outbound`. Classic, not quorum, on purpose: a message that the queue inspection
- * tool takes with basic.get and returns keeps its place and its expiry, and returns
- * do not count towards a delivery limit. Durable, and messages are persistent.
+ * `outbound`. A quorum queue with at-least-once dead-lettering: it keeps a message until
+ * `outbound` has confirmed it. A classic queue dead-letters without confirms, and drops
+ * what it cannot hand over: a broker that was down while messages fell due lost every
+ * one of them at its restart.
+ * (At-least-once needs `reject-publish` as overflow; the queues have no length limit.)
+ *
+ * A message that the queue inspection tool takes with basic.get and returns keeps its
+ * expiry. No delivery limit is set: on RabbitMQ 3.x there is then none; 4.x's default of
+ * 20 returns would send a message to `outbound` early, never lose it.
  */
 export function outboundDelayQueueSpec(delayMs: number): QueueSpec {
   const name = outboundDelayQueue(delayMs);
   return {
     name,
     bindings: [{ exchange: MAIL_EXCHANGE, key: name }],
-    arguments: {
-      'x-queue-type': 'classic',
+    arguments: quorum({
       'x-message-ttl': delayMs,
       'x-dead-letter-exchange': MAIL_EXCHANGE,
       'x-dead-letter-routing-key': RoutingKeys.outbound,
-    },
+      'x-dead-letter-strategy': 'at-least-once',
+      'x-overflow': 'reject-publish',
+    }),
   };
 }
 

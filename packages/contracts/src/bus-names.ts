@@ -54,21 +54,27 @@ export const Headers = {
 
 /**
  * Delay queues of outbound retries: one queue per delay, named after it
- * (`outbound.delay.5m`), bound to MAIL_EXCHANGE under its own name. A message waits
+ * (`outbound.retry.5m`), bound to MAIL_EXCHANGE under its own name. A message waits
  * there for the queue's TTL and is dead-lettered back to `outbound`.
  */
-export const OUTBOUND_DELAY_QUEUE_PREFIX = 'outbound.delay.';
+export const OUTBOUND_DELAY_QUEUE_PREFIX = 'outbound.retry.';
 
-/** `outbound.delay.200ms`, `outbound.delay.90s`, `outbound.delay.5m`, `outbound.delay.4h`. */
-export function outboundDelayQueue(delayMs: number): string {
+/**
+ * The classic delay queues of earlier releases (`outbound.delay.5m`). What waits in them
+ * still goes back to `outbound` when due; outbound-relay removes each once it is empty,
+ * and the queue commands still find the messages they hold.
+ */
+export const LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX = 'outbound.delay.';
+
+/** `outbound.retry.200ms`, `outbound.retry.90s`, `outbound.retry.5m`, `outbound.retry.4h`. */
+export function outboundDelayQueue(delayMs: number, prefix = OUTBOUND_DELAY_QUEUE_PREFIX): string {
   const units: [number, string][] = [
     [3_600_000, 'h'],
     [60_000, 'm'],
     [1000, 's'],
   ];
   for (const [size, unit] of units) {
-    if (delayMs >= size && delayMs % size === 0)
-      return `${OUTBOUND_DELAY_QUEUE_PREFIX}${delayMs / size}${unit}`;
+    if (delayMs >= size && delayMs % size === 0) return `${prefix}${delayMs / size}${unit}`;
   }
-  return `${OUTBOUND_DELAY_QUEUE_PREFIX}${delayMs}ms`;
+  return `${prefix}${delayMs}ms`;
 }

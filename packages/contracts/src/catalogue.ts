@@ -63,7 +63,7 @@ export const MailMessages = {
   },
   /**
    * Remote recipients, sent by services/outbound-relay. A remote refusal is an outcome,
-   * not a failure: deferred recipients wait in a delay queue `outbound.delay.<d>` (the
+   * not a failure: deferred recipients wait in a delay queue `outbound.retry.<d>` (the
    * same message type; the broker dead-letters it back here after the delay) and bounced
    * ones get a DSN. Failures are local errors only.
    */

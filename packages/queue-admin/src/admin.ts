@@ -8,6 +8,7 @@ import {
 } from '@mailyard/bus';
 import {
   ENVELOPE_HEADER,
+  LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX,
   OUTBOUND_DELAY_QUEUE_PREFIX,
   RoutingKeys,
   outboundDelayQueue,
@@ -23,13 +24,13 @@ import { DeferredIndex, type DeferredEntry } from './deferred-index.js';
  * message is one sentence.
  *
  * How they work with RabbitMQ: a deferred message waits in a delay queue
- * (`outbound.delay.<d>`), which AMQP cannot browse or index. So:
+ * (`outbound.retry.<d>`), which AMQP cannot browse or index. So:
  *  - listing reads the index outbound-relay keeps in Redis (./deferred-index.ts) and
  *    looks for each message in the delay queue its entry names;
  *  - retry and delete take the messages of a delay queue one by one through the bus's
  *    inspect API (`browse`), republish (retry, confirmed) or drop (delete) the ones
  *    asked for, and keep the rest, which go back at their old position with their old
- *    expiry (delay queues are classic queues for exactly this reason).
+ *    expiry (the delay queues have no delivery limit that returns would count towards).
  */
 
 export class QueueAdminError extends Error {
@@ -147,11 +148,15 @@ async function queuesFor(deps: QueueAdminDeps, index: DeferredIndex, target: Ret
     const entry = await index.get(target.queueId);
     if (entry) return [entry.queue];
   }
-  const names = new Set([
-    ...(deps.delayQueues ?? DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS.map(outboundDelayQueue)),
-    ...(await index.list()).map((e) => e.queue),
-  ]);
-  return [...names].filter((q) => q.startsWith(OUTBOUND_DELAY_QUEUE_PREFIX));
+  const scheduled = deps.delayQueues ?? DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS.map((d) => outboundDelayQueue(d));
+  // and the classic queues of earlier releases, until outbound-relay has removed them
+  const legacy = scheduled.map(
+    (q) => LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX + q.slice(OUTBOUND_DELAY_QUEUE_PREFIX.length),
+  );
+  const names = new Set([...scheduled, ...legacy, ...(await index.list()).map((e) => e.queue)]);
+  const delay = (q: string) =>
+    q.startsWith(OUTBOUND_DELAY_QUEUE_PREFIX) || q.startsWith(LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX);
+  return [...names].filter(delay);
 }
 
 /**

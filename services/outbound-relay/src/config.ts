@@ -70,7 +70,7 @@ export const outboundRelaySchema = z.object({
   outbound_prefetch: positiveInt(32),
   /**
    * Delays between attempts; after the last one, its value repeats. Each delay is a delay
-   * queue `outbound.delay.<d>` (declared at start).
+   * queue `outbound.retry.<d>` (declared at start).
    */
   outbound_retry_schedule: durationList(DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS),
   /** Give up on a message this long after it was accepted and bounce it (Postfix: maximal_queue_lifetime). */

@@ -25,6 +25,7 @@ import { createMetrics } from './metrics.js';
 import { OTHER, TopDomains } from './domain-labels.js';
 import { routeDomain, routeHost, type Target } from './mx.js';
 import { MtaSts, httpsPolicyFetcher, mxMatches, type PolicyFetcher } from './mta-sts.js';
+import { retireLegacyDelayQueues } from './legacy-queues.js';
 
 /** Header fields the policy service adds for local filing; removed before mail leaves. */
 const INTERNAL_HEADERS = [{ name: 'X-Mailyard-Policy' }, { name: 'X-Mailyard-Bulk' }];
@@ -451,6 +452,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     }
   };
 
+  let legacy: { stop(): void } | null = null;
   return {
     async start() {
       // Declared now if the broker is there, else at connect, and at every reconnect; a
@@ -458,6 +460,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       await bus
         .declareQueues(delayQueues)
         .catch((err: unknown) => logger.warn({ err }, 'cannot declare the delay queues yet'));
+      legacy = retireLegacyDelayQueues(bus, schedule, logger);
       // envelopes are validated by the bus (a bad one is dead-lettered as poison)
       await bus.consumeMail(MailMessages.outbound, handle, {
         prefetch: config.outbound_prefetch,
@@ -474,6 +477,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       );
     },
     async stop() {
+      legacy?.stop();
       await bus.stop();
       await sessions.close();
     },

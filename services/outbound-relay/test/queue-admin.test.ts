@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { after, before, test, type TestContext } from 'node:test';
 import { Command } from 'commander';
+import { MAIL_EXCHANGE, MailMessages, RoutingKeys } from '@mailyard/contracts';
 import { registerQueueCommands } from '@mailyard/queue-admin/cli';
 import { DeferredIndex } from '@mailyard/queue-admin';
 import { queueDepth, waitFor } from '@mailyard/testkit';
@@ -70,12 +71,25 @@ async function queueCmdOn(
   }
 }
 
+/** A platform of the test's own (no delivery) where `domain`'s one MX is at `ip`. */
+async function platformWithMx(t: TestContext, domain: string, ip: string): Promise<Platform> {
+  const q = await startPlatform({
+    withDelivery: false,
+    zone: {
+      [domain]: { MX: [{ priority: 10, exchange: `mx.${domain}` }] },
+      [`mx.${domain}`]: { A: [ip] },
+    },
+  });
+  t.after(() => q.close());
+  return q;
+}
+
 test('list, show, delete and retry deferred messages', async () => {
   const one = envelope('ann@example.test', ['full@later.test']);
   const two = envelope('ben@example.test', ['full@later.test']);
   await queueOutbound(p, one, simpleMessage('ann@example.test', 'full@later.test', 'deferred-one'));
   await queueOutbound(p, two, simpleMessage('ben@example.test', 'full@later.test', 'deferred-two'));
-  await waitFor(async () => (await queueDepth(p.vhost.name, 'outbound.delay.1h')) === 2, {
+  await waitFor(async () => (await queueDepth(p.vhost.name, 'outbound.retry.1h')) === 2, {
     what: 'two deferred',
   });
 
@@ -90,11 +104,11 @@ test('list, show, delete and retry deferred messages', async () => {
   const show = await queueCmd('show', one.queueId);
   assert.equal(show.err, null);
   assert.match(show.out, /Subject: deferred-one/);
-  assert.equal(await queueDepth(p.vhost.name, 'outbound.delay.1h'), 2, 'show leaves the message in place');
+  assert.equal(await queueDepth(p.vhost.name, 'outbound.retry.1h'), 2, 'show leaves the message in place');
 
   const del = await queueCmd('delete', two.queueId);
   assert.equal(del.err, null);
-  assert.equal(await queueDepth(p.vhost.name, 'outbound.delay.1h'), 1);
+  assert.equal(await queueDepth(p.vhost.name, 'outbound.retry.1h'), 1);
   assert.doesNotMatch((await queueCmd('list')).out, new RegExp(two.queueId));
 
   accept = true;
@@ -137,7 +151,7 @@ test('list shows only what show, delete and retry find: a stale index entry is n
     lastError: '452 4.2.2 Mailbox full',
     receivedAt: new Date().toISOString(),
     nextTry: new Date().toISOString(),
-    queue: 'outbound.delay.1h',
+    queue: 'outbound.retry.1h',
     size: 100,
   });
   const list = await queueCmd('list');
@@ -152,14 +166,7 @@ test(
   { timeout: 120_000 },
   async (t) => {
     const port = await freePort();
-    const q = await startPlatform({
-      withDelivery: false,
-      zone: {
-        'busy.test': { MX: [{ priority: 10, exchange: 'mx.busy.test' }] },
-        'mx.busy.test': { A: ['127.0.0.14'] },
-      },
-    });
-    t.after(() => q.close());
+    const q = await platformWithMx(t, 'busy.test', '127.0.0.14');
     // one message at a time, each slow: the second finds the destination busy (4.4.5)
     let hold: (() => void) | null = null;
     const busy = await startRemoteMta('127.0.0.14', port, {
@@ -189,5 +196,75 @@ test(
       what: 'the index entry cleared',
     });
     assert.match((await queueCmdOn(q, '200ms', 'list')).out, /Mail queue is empty/);
+  },
+);
+
+test(
+  'classic delay queues of an earlier release: the empty one goes, the mail in the other is still found',
+  { timeout: 120_000 },
+  async (t) => {
+    const port = await freePort();
+    const q = await platformWithMx(t, 'old.test', '127.0.0.15');
+    const old = await startRemoteMta('127.0.0.15', port);
+    t.after(() => old.close());
+
+    // what a relay of an earlier release left: classic delay queues, one holding a message
+    const bus = q.inboundRt.bus;
+    await bus.declareQueues(
+      (
+        [
+          ['outbound.delay.5m', 300_000],
+          ['outbound.delay.1h', 3_600_000],
+        ] as const
+      ).map(([name, ttl]) => ({
+        name,
+        bindings: [{ exchange: MAIL_EXCHANGE, key: name }],
+        arguments: {
+          'x-queue-type': 'classic',
+          'x-message-ttl': ttl,
+          'x-dead-letter-exchange': MAIL_EXCHANGE,
+          'x-dead-letter-routing-key': RoutingKeys.outbound,
+        },
+      })),
+    );
+    const env = envelope('old@example.test', ['someone@old.test'], {
+      attempts: 1,
+      lastError: '452 4.2.2 Mailbox full',
+    });
+    await bus.publish({
+      routingKey: 'outbound.delay.1h',
+      body: Buffer.from(simpleMessage(env.mailFrom, 'someone@old.test', 'left-over')),
+      headers: {
+        [MailMessages.outbound.header]: JSON.stringify(env),
+        [MailMessages.outbound.versionHeader]: env.v,
+      },
+    });
+    await new DeferredIndex(q.redis.redis).add({
+      queueId: env.queueId,
+      mailFrom: env.mailFrom,
+      recipients: env.recipients,
+      attempts: 1,
+      lastError: '452 4.2.2 Mailbox full',
+      receivedAt: env.receivedAt,
+      nextTry: new Date(Date.now() + 3_600_000).toISOString(),
+      queue: 'outbound.delay.1h',
+      size: 100,
+    });
+
+    const declared = async (name: string) => (await bus.inspectQueue(name)) !== null;
+    const own = await startRelay(q, { outbound_port: port, outbound_retry_schedule: '5m, 1h' });
+    t.after(() => own.stop());
+    await waitFor(async () => !(await declared('outbound.delay.5m')), {
+      what: 'the empty old queue removed',
+    });
+    assert.ok(await declared('outbound.retry.5m'), 'the new delay queues are declared');
+    assert.equal(await queueDepth(q.vhost.name, 'outbound.delay.1h'), 1, 'the old queue with mail is kept');
+
+    assert.match((await queueCmdOn(q, '5m, 1h', 'list')).out, new RegExp(env.queueId));
+    const retry = await queueCmdOn(q, '5m, 1h', 'retry', env.queueId);
+    assert.equal(retry.err, null);
+    await waitFor(() => old.received.some((m) => m.data.toString().includes('Subject: left-over')), {
+      what: 'the left-over message delivered',
+    });
   },
 );

@@ -174,8 +174,8 @@ describe('delivery', () => {
   test('queue depths are exported per queue', async () => {
     const text = await relay.rt.registry.metrics();
     assert.match(text, /mailyard_outbound_relay_queue_depth_messages\{queue="outbound"\} \d+/);
-    assert.match(text, /mailyard_outbound_relay_queue_depth_messages\{queue="outbound\.delay\.200ms"\} \d+/);
-    assert.match(text, /mailyard_outbound_relay_queue_depth_messages\{queue="outbound\.delay\.400ms"\} \d+/);
+    assert.match(text, /mailyard_outbound_relay_queue_depth_messages\{queue="outbound\.retry\.200ms"\} \d+/);
+    assert.match(text, /mailyard_outbound_relay_queue_depth_messages\{queue="outbound\.retry\.400ms"\} \d+/);
   });
 
   test('a domain without MX gets mail at its own address', async () => {
@@ -234,7 +234,7 @@ describe('retries', () => {
     // (a slow poll may first see the second deferral)
     assert.ok(entry.attempts === 1 || entry.attempts === 2);
     assert.match(entry.lastError ?? '', /451 4\.7\.1 Greylisted/);
-    assert.equal(entry.queue, entry.attempts === 1 ? 'outbound.delay.200ms' : 'outbound.delay.400ms');
+    assert.equal(entry.queue, entry.attempts === 1 ? 'outbound.retry.200ms' : 'outbound.retry.400ms');
     const got = await waitFor(() => receivedBy(mx1, 'greylisted'), { what: 'delivery after retries' });
     assert.deepEqual(got.to, ['retry@remote.test']);
     assert.equal(mx1.rcptAttempts.get('retry@remote.test'), 3);

@@ -465,10 +465,10 @@ test('relayhost syntax (Postfix)', () => {
 });
 
 test('delay queue names', () => {
-  assert.equal(outboundDelayQueue(60_000), 'outbound.delay.1m');
-  assert.equal(outboundDelayQueue(14_400_000), 'outbound.delay.4h');
-  assert.equal(outboundDelayQueue(90_000), 'outbound.delay.90s');
-  assert.equal(outboundDelayQueue(200), 'outbound.delay.200ms');
+  assert.equal(outboundDelayQueue(60_000), 'outbound.retry.1m');
+  assert.equal(outboundDelayQueue(14_400_000), 'outbound.retry.4h');
+  assert.equal(outboundDelayQueue(90_000), 'outbound.retry.90s');
+  assert.equal(outboundDelayQueue(200), 'outbound.retry.200ms');
 });
 
 test('a message is waiting for a slot from the moment it asks, before its first attempt returns', async (t) => {
