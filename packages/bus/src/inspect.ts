@@ -74,19 +74,28 @@ export function deleteQueueIfEmpty(conn: ChannelModel, queue: string): Promise<b
   });
 }
 
+/** How long a browse waits, after its channel closed, for the messages it kept to be back. */
+const RETURN_WAIT_MS = 2000;
+const RETURN_POLL_MS = 20;
+
 /**
  * Takes every message of `queue` once with basic.get (no auto-ack); `visit` says whether
  * to acknowledge it (it was published again, or is to be dropped) or keep it. Kept
  * messages return to the queue when the channel closes, at their old position and with
  * their expiry. Meant for the delay queues, which have no delivery limit (a quorum queue
  * with one counts every return towards it). False when the queue is not declared.
+ *
+ * A quorum queue takes the kept messages back some time after the close: the browse
+ * waits for them (at most RETURN_WAIT_MS; fewer may come back if some fell due
+ * meanwhile), so that a browse right after it, or a count, finds them.
  */
-export function browseQueue(
+export async function browseQueue(
   conn: ChannelModel,
   queue: string,
   visit: (m: BrowsedMessage) => Promise<'ack' | 'keep'>,
 ): Promise<boolean> {
-  return onSideChannel(conn, async (ch) => {
+  let kept = 0;
+  const found = await onSideChannel(conn, async (ch) => {
     let count: number;
     try {
       count = (await answered(ch.checkQueue(queue), `the check of ${queue}`)).messageCount;
@@ -99,9 +108,17 @@ export function browseQueue(
       if (!msg) break;
       const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
       if ((await visit({ body: msg.content, headers })) === 'ack') ch.ack(msg);
+      else kept++;
     }
     return true;
   });
+  const until = Date.now() + RETURN_WAIT_MS;
+  while (kept > 0 && Date.now() < until) {
+    const ready = (await inspectQueue(conn, queue))?.messages ?? kept;
+    if (ready >= kept) break;
+    await new Promise((r) => setTimeout(r, RETURN_POLL_MS));
+  }
+  return found;
 }
 
 /** RabbitMQ's record of a message's dead-lettering, which a message published anew must not carry. */

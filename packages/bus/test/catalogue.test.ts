@@ -287,6 +287,31 @@ test(
   },
 );
 
+test('a browse right after another finds every message the first one kept', { timeout: 60_000 }, async () => {
+  // a quorum delay queue takes kept messages back some time after the browse's channel
+  // closed; `queue list` followed at once by `queue show` must still find the message
+  const bus = await startBus('browse-again');
+  const delay = 7_200_000;
+  const queue = outboundDelayQueue(delay);
+  try {
+    for (let i = 0; i < 30; i++) {
+      await bus.publishDelayed(
+        delay,
+        Buffer.from('Subject: kept\r\n\r\n'),
+        envelope(`QueueIdKept${String(i).padStart(5, '0')}`),
+      );
+    }
+    for (let round = 0; round < 15; round++) {
+      let seen = 0;
+      await bus.browse(queue, async () => (seen++, 'keep'));
+      assert.equal(seen, 30, `browse ${round + 1} saw every message`);
+    }
+  } finally {
+    await ch.purgeQueue(queue).catch(() => undefined);
+    await bus.stop();
+  }
+});
+
 test(
   'mail consumers: an envelope that breaks the contract is dead-lettered at once',
   { timeout: 30_000 },

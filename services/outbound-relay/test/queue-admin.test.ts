@@ -108,7 +108,10 @@ test('list, show, delete and retry deferred messages', async () => {
 
   const del = await queueCmd('delete', two.queueId);
   assert.equal(del.err, null);
-  assert.equal(await queueDepth(p.vhost.name, 'outbound.retry.1h'), 1);
+  // the broker applies the acknowledgement after the command's channel has closed
+  await waitFor(async () => (await queueDepth(p.vhost.name, 'outbound.retry.1h')) === 1, {
+    what: 'the deleted message gone from its queue',
+  });
   assert.doesNotMatch((await queueCmd('list')).out, new RegExp(two.queueId));
 
   accept = true;
