@@ -2,6 +2,7 @@ import type { promises as dnsp } from 'node:dns';
 import {
   DnsError,
   TruncatedError,
+  normalName,
   parseServer,
   queryUdp,
   type Answer,
@@ -85,8 +86,10 @@ export class DnsCache {
     return this.entries.size;
   }
 
-  async lookup<T extends CachedType>(name: string, type: T): Promise<Answers[T]> {
-    const key = `${type} ${name.toLowerCase().replace(/\.$/, '')}`;
+  async lookup<T extends CachedType>(asked: string, type: T): Promise<Answers[T]> {
+    // "example.test." and "Example.test" are one name: asked, kept and matched as one
+    const name = normalName(asked);
+    const key = `${type} ${name}`;
     const hit = this.entries.get(key);
     if (hit) {
       this.entries.delete(key);
@@ -142,7 +145,7 @@ export class DnsCache {
 
   private keep(name: string, type: CachedType, e: Omit<Entry, 'expires'>, ttl: number): void {
     if (this.maxEntries <= 0) return;
-    const key = `${type} ${name.toLowerCase().replace(/\.$/, '')}`;
+    const key = `${type} ${name}`;
     this.entries.delete(key);
     this.entries.set(key, { ...e, expires: this.now() + ttl * 1000 });
     // a Map iterates in insertion order, and a hit is inserted again: the first is the least recently used

@@ -81,6 +81,12 @@ type Rr = { type: string; ttl?: number; data: unknown };
 
 const stripDot = (n: string) => n.replace(/\.$/, '');
 
+/**
+ * A name as it is asked and compared: without its one trailing dot (dns-packet decodes
+ * names without it) and in lower case (RFC 4343: DNS names compare case-insensitively).
+ */
+export const normalName = (n: string) => stripDot(n).toLowerCase();
+
 function recordsOf<T extends CachedType>(type: T, res: dnsPacket.Packet): Answer<T> | null {
   const rrs = ((res.answers ?? []) as Rr[]).filter((a) => a.type === type);
   if (!rrs.length) return null;
@@ -161,7 +167,7 @@ export function queryUdp<T extends CachedType>(
         return done(new DnsError('EBADRESP', name));
       }
       const q = res.questions?.[0];
-      if (res.id !== id || !q || q.type !== type || q.name.toLowerCase() !== name.toLowerCase()) return;
+      if (res.id !== id || !q || q.type !== type || normalName(q.name) !== normalName(name)) return;
       if ((res.flags ?? 0) & dnsPacket.TRUNCATED_RESPONSE) return done(new TruncatedError(name));
       // dns-packet decodes the response code, its types do not say so
       const rcode = (res as { rcode?: string }).rcode ?? 'NOERROR';

@@ -67,6 +67,17 @@ describe('answers in the shapes of node:dns', () => {
     assert.equal(await code(r.reverse('192.0.2.99')), 'ENOTFOUND');
   });
 
+  test('a name ending in a dot, or in capitals, is the same name, asked once', T, async () => {
+    const r = resolverOn(dns);
+    const before = asked(dns, 'example.test', 'MX');
+    for (const mx of ['example.test.', 'Example.TEST.', 'example.test'])
+      assert.deepEqual(await r.resolveMx(mx), [{ exchange: 'mx.example.test', priority: 10 }], mx);
+    assert.equal(asked(dns, 'example.test', 'MX'), before + 1);
+    assert.equal(await code(r.resolve4('nowhere.test.')), 'ENOTFOUND');
+    const u = resolverOn(dns, false);
+    assert.deepEqual(await u.resolve4('mx.example.test.'), ['192.0.2.25'], 'uncached too');
+  });
+
   test('a broken server is a failure, never "no name" (PTR included)', T, async () => {
     const r = resolverOn(dns);
     assert.equal(await code(r.resolve4('broken.test')), 'ESERVFAIL');
