@@ -16,6 +16,7 @@ import {
   type Envelope,
 } from '@mailyard/contracts';
 import { DeferredIndex, type DeferredEntry } from './deferred-index.js';
+import { withScanLease } from './scan-lease.js';
 
 /**
  * The operations on deferred outbound mail behind `mailyard queue` (the equivalents of
@@ -84,16 +85,16 @@ export async function listDeferred(deps: QueueAdminDeps): Promise<DeferredEntry[
   const index = new DeferredIndex(deps.redis);
   const indexed = await index.entries();
   const present = new Set<string>();
-  for (const queue of new Set(indexed.map((e) => e.entry.queue))) {
-    await scan(deps, [queue], async (_m, env) => {
-      if (env) present.add(`${queue}\0${env.queueId}`);
-      return 'keep';
-    });
-  }
+  const queues = [...new Set(indexed.map((e) => e.entry.queue))];
+  const complete = await scan(deps, queues, async (_m, env, queue) => {
+    if (env) present.add(`${queue}\0${env.queueId}`);
+    return 'keep';
+  });
   const out: DeferredEntry[] = [];
   for (const { entry, raw } of indexed) {
     if (present.has(`${entry.queue}\0${entry.queueId}`)) out.push(entry);
-    else await index.removeIfUnchanged(entry.queueId, raw);
+    // an entry is taken for gone only when no other reader held messages out of sight
+    else if (complete) await index.removeIfUnchanged(entry.queueId, raw);
   }
   return out;
 }
@@ -161,15 +162,24 @@ async function queuesFor(deps: QueueAdminDeps, index: DeferredIndex, target: Ret
 
 /**
  * Takes every message of each queue once; `visit` says whether it is done with (acked:
- * republished or deleted) or kept. A queue that is not declared holds nothing.
+ * republished or deleted) or kept. A queue that is not declared holds nothing. One scan
+ * at a time (./scan-lease.ts); true when the lease held throughout, so that a message
+ * not seen was not in the queues.
  */
 async function scan(
   deps: QueueAdminDeps,
   queues: string[],
-  visit: (m: BrowsedMessage, env: Envelope | null) => Promise<'ack' | 'keep'>,
-): Promise<void> {
+  visit: (m: BrowsedMessage, env: Envelope | null, queue: string) => Promise<'ack' | 'keep'>,
+): Promise<boolean> {
   try {
-    for (const queue of queues) await deps.bus.browse(queue, (m) => visit(m, envelopeOf(m)));
+    return await withScanLease(
+      deps.redis,
+      () => new QueueAdminError('another queue command is still reading the delay queues; try again'),
+      async (lease) => {
+        for (const queue of queues) await deps.bus.browse(queue, (m) => visit(m, envelopeOf(m), queue));
+        return lease.held();
+      },
+    );
   } catch (err) {
     if (err instanceof BusUnavailableError || err instanceof UnroutableError)
       throw new QueueAdminError(err.message);

@@ -165,6 +165,39 @@ test('list shows only what show, delete and retry find: a stale index entry is n
 });
 
 test(
+  'two lists at once, or a delete during a list, see every deferred message',
+  { timeout: 120_000 },
+  async () => {
+    accept = false;
+    const index = new DeferredIndex(p.redis.redis);
+    const envs = Array.from({ length: 30 }, (_, i) => envelope(`s${i}@example.test`, ['full@later.test']));
+    for (const [i, env] of envs.entries())
+      await queueOutbound(p, env, simpleMessage(env.mailFrom, 'full@later.test', `many-${i}`));
+    await waitFor(async () => (await queueDepth(p.vhost.name, 'outbound.delay.1h')) === 30, {
+      what: 'thirty deferred',
+      timeoutMs: 60_000,
+    });
+    await waitFor(async () => (await index.list()).length === 30, { what: 'thirty index entries' });
+
+    const lists = await Promise.all([queueCmd('list'), queueCmd('list')]);
+    for (const l of lists) {
+      assert.equal(l.err, null);
+      assert.match(l.out, /-- 30 deferred messages/);
+    }
+    assert.equal((await index.list()).length, 30, 'no entry dropped from the index');
+
+    const [list, del] = await Promise.all([queueCmd('list'), queueCmd('delete', envs[0]!.queueId)]);
+    assert.equal(del.err, null, 'the delete found its message');
+    assert.equal(list.err, null);
+    assert.match((await queueCmd('list')).out, /-- 29 deferred messages/);
+
+    accept = true;
+    assert.match((await queueCmd('retry', '--all')).out, /29 messages queued/);
+    assert.equal(await queueDepth(p.vhost.name, 'outbound.delay.1h'), 0);
+  },
+);
+
+test(
   'a message deferred only because its destination was busy leaves the list once delivered',
   { timeout: 120_000 },
   async (t) => {
