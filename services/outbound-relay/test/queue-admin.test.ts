@@ -3,7 +3,7 @@ import { after, before, test, type TestContext } from 'node:test';
 import { Command } from 'commander';
 import { MAIL_EXCHANGE, MailMessages, RoutingKeys } from '@mailyard/contracts';
 import { registerQueueCommands } from '@mailyard/queue-admin/cli';
-import { DeferredIndex } from '@mailyard/queue-admin';
+import { DeferredIndex, retryDeferred } from '@mailyard/queue-admin';
 import { queueDepth, waitFor } from '@mailyard/testkit';
 import { startPlatform, type Platform } from '../../../test/harness.js';
 import {
@@ -194,6 +194,41 @@ test(
     accept = true;
     assert.match((await queueCmd('retry', '--all')).out, /29 messages queued/);
     assert.equal(await queueDepth(p.vhost.name, 'outbound.delay.1h'), 0);
+  },
+);
+
+test(
+  'a retried message goes once even when Redis refuses to clear its entry',
+  { timeout: 60_000 },
+  async () => {
+    accept = false;
+    const env = envelope('once@example.test', ['full@later.test']);
+    await queueOutbound(p, env, simpleMessage(env.mailFrom, 'full@later.test', 'retried-once'));
+    const index = new DeferredIndex(p.redis.redis);
+    await waitFor(() => index.get(env.queueId), { what: 'deferred' });
+    accept = true;
+    // as a Redis that turned read-only (a failover) answers the HDEL
+    const redis = p.redis.redis;
+    const refusing = new Proxy(redis, {
+      get: (target, prop) =>
+        prop === 'hdel'
+          ? () => Promise.reject(new Error("READONLY You can't write against a read only replica."))
+          : (Reflect.get(target, prop, target) as unknown),
+    });
+    assert.equal(await retryDeferred({ bus: relay.rt.bus, redis: refusing }, { queueId: env.queueId }), 1);
+    await waitFor(() => mx.received.some((m) => m.data.toString().includes('Subject: retried-once')), {
+      what: 'delivery after retry',
+    });
+    assert.equal(
+      await queueDepth(p.vhost.name, 'outbound.delay.1h'),
+      0,
+      'the original is not kept for later',
+    );
+    assert.doesNotMatch(
+      (await queueCmd('list')).out,
+      new RegExp(env.queueId),
+      'the entry left behind is dropped',
+    );
   },
 );
 
