@@ -60,7 +60,8 @@ const signatureOf = (files: string[]): Signature | null => {
     return files
       .map((f) => {
         const s = statSync(f);
-        return `${s.ino}:${s.size}:${s.mtimeMs}`;
+        // ctime too: a chmod or chown that makes a refused file readable changes only it
+        return `${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}`;
       })
       .join('|');
   } catch {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { selfSignedCertificate } from '@mailyard/config';
@@ -34,6 +34,44 @@ test(
       writeFileSync(keyFile, second.key);
       writeFileSync(certFile, second.cert);
       await waitFor(() => String(source.current().cert) === second.cert, { what: 'the new pair' });
+    } finally {
+      source.close();
+      dir.cleanup();
+    }
+  },
+);
+
+test(
+  'a pair refused, then fixed without a change of size or time (a chmod, a chown), is taken',
+  { timeout: 20_000 },
+  async () => {
+    const dir = tempDir();
+    const certFile = join(dir.path, 'cert.pem');
+    const keyFile = join(dir.path, 'key.pem');
+    const first = selfSignedCertificate('mx.example.test');
+    writeFileSync(certFile, first.cert);
+    writeFileSync(keyFile, first.key);
+    const warnings: string[] = [];
+    const source = createTlsSource({
+      certFile,
+      keyFile,
+      hostname: 'mx.example.test',
+      reloadInterval: 20,
+      logger: { info: () => undefined, warn: (_o, msg) => warnings.push(msg) },
+    });
+    try {
+      // a key that cannot be used (as one unreadable by its mode would be, which root
+      // reads all the same), then the same file made usable: size and mtime as they were
+      const second = selfSignedCertificate('mx.example.test');
+      const at = Math.floor(Date.now() / 1000) - 60;
+      writeFileSync(keyFile, second.key.replaceAll('PRIVATE', 'PRIVATF'));
+      utimesSync(keyFile, at, at);
+      writeFileSync(certFile, second.cert);
+      await waitFor(() => warnings.length > 0, { what: 'the refusal logged' });
+      assert.equal(String(source.current().cert), first.cert);
+      writeFileSync(keyFile, second.key);
+      utimesSync(keyFile, at, at);
+      await waitFor(() => String(source.current().cert) === second.cert, { what: 'the fixed pair' });
     } finally {
       source.close();
       dir.cleanup();
