@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { duration, hostPortList, nonNegativeInt, port, url } from './fields.js';
+import { dnsServerList, duration, nonNegativeInt, port, url } from './fields.js';
 
 /** Boot settings every service has: where the broker and Redis are, logging, metrics. */
 export const commonSchema = {
@@ -31,8 +31,8 @@ export const commonSchema = {
   log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Our host name: greeting, Received headers, Message-IDs, bounces (Postfix: myhostname). */
   myhostname: z.string().min(1).default(hostname()),
-  /** DNS servers (host:port) that every lookup uses instead of the system's resolvers. */
-  dns_servers: hostPortList([]),
+  /** DNS servers (IP address, optional :port) that every lookup uses instead of the system's resolvers. */
+  dns_servers: dnsServerList([]),
   /**
    * DNS answers kept in process, each for its TTL (negative ones for the zone's negative
    * TTL); 0 keeps none. Every connection of a busy sender asks the same reverse name,

@@ -73,7 +73,24 @@ export const cidrList = (def: string[]) => cidrArray.default(def);
 /** As cidrList, but undefined when not set, for a default taken from another key (Postfix's `$mynetworks`). */
 export const optionalCidrList = () => cidrArray.optional();
 
-/** host:port pairs, e.g. DNS servers. */
+/**
+ * DNS servers: IP addresses, each with an optional port (`192.0.2.53`, `192.0.2.53:5353`,
+ * `::1`, `[::1]:5353`), as node:dns's setServers takes them; a name cannot be asked for
+ * the address of the server that would answer it.
+ */
+export const dnsServerList = (def: string[]) =>
+  z
+    .preprocess(
+      splitList,
+      z.array(
+        z.string().refine((v) => isIP(parseHostPort(v, 53)?.host ?? '') !== 0, {
+          message: 'expected IP addresses with an optional port, e.g. 127.0.0.1:53 or [::1]:53',
+        }),
+      ),
+    )
+    .default(def);
+
+/** host:port pairs. */
 export const hostPortList = (def: string[]) =>
   z
     .preprocess(

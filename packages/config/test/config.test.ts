@@ -103,6 +103,25 @@ test('--check-config validates and exits 0 without starting anything', () => {
   assert.match(r.stdout, /delivery: configuration is valid/);
 });
 
+test(
+  'DNS servers are IP addresses with an optional port; a name or a second port names the key',
+  { timeout: 10_000 },
+  () => {
+    const s = z.object({ dns_servers: commonSchema.dns_servers });
+    assert.deepEqual(
+      loadConfig(s, { env: { DNS_SERVERS: '127.0.0.1, 192.0.2.53:5353 ::1 [::1]:53' } }).dns_servers,
+      ['127.0.0.1', '192.0.2.53:5353', '::1', '[::1]:53'],
+    );
+    for (const bad of ['localhost:53', '1.1.1.1:53:53', '1.1.1.1:0', '[resolver]:53'])
+      assert.throws(
+        () => loadConfig(s, { env: { DNS_SERVERS: bad } }),
+        (e: unknown) =>
+          e instanceof ConfigError && /^DNS_SERVERS: expected IP addresses/.test(e.problems[0]!),
+        bad,
+      );
+  },
+);
+
 test('a tool reading a shared file may ignore the keys of other services', () => {
   const t = tempDir();
   const file = join(t.path, 'shared.yml');
