@@ -12,27 +12,39 @@ const splitList = (v: unknown): unknown =>
         .filter(Boolean)
     : v;
 
-export const port = (def: number) =>
-  z.coerce
-    .number({ message: 'expected a port number' })
-    .int('expected a whole port number')
-    .min(0, 'expected a port number 0-65535')
-    .max(65535, 'expected a port number 0-65535')
-    .default(def);
+/**
+ * A number as the environment or a YAML file gives it: a number, or a string of decimal
+ * digits (a sign or a fraction is read too, so the checks after can say what is wrong).
+ * Nothing else is a number: z.coerce read a blank or empty value as 0, true as 1 and
+ * 0x19 as 25, and a port of 0 or a cache of 0 changes what a service does.
+ */
+const wholeNumber = <T extends z.ZodType>(message: string, checks: (n: z.ZodNumber) => T) =>
+  z.preprocess(
+    (v) => (typeof v === 'string' && /^\s*[+-]?\d+(\.\d+)?\s*$/.test(v) ? Number(v) : v),
+    checks(z.number({ message })),
+  );
+
+const portNumber = () =>
+  wholeNumber('expected a port number', (n) =>
+    n
+      .int('expected a whole port number')
+      .min(0, 'expected a port number 0-65535')
+      .max(65535, 'expected a port number 0-65535'),
+  );
+
+export const port = (def: number) => portNumber().default(def);
+/** A port that is not opened unless set. */
+export const optionalPort = () => portNumber().optional();
 
 export const positiveInt = (def: number) =>
-  z.coerce
-    .number({ message: 'expected a number' })
-    .int('expected a whole number')
-    .positive('expected a number above 0')
-    .default(def);
+  wholeNumber('expected a number', (n) =>
+    n.int('expected a whole number').positive('expected a number above 0'),
+  ).default(def);
 
 export const nonNegativeInt = (def: number) =>
-  z.coerce
-    .number({ message: 'expected a number' })
-    .int('expected a whole number')
-    .min(0, 'expected 0 or more')
-    .default(def);
+  wholeNumber('expected a number', (n) =>
+    n.int('expected a whole number').min(0, 'expected 0 or more'),
+  ).default(def);
 
 export const bool = (def: boolean) =>
   z

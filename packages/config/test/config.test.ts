@@ -122,6 +122,35 @@ test(
   },
 );
 
+test(
+  'a number is digits: blank, true or 0x19 is an error naming the key, not 0, 1 or 25',
+  { timeout: 10_000 },
+  () => {
+    const s = z.object({ smtp_port: port(25), dns_cache_size: commonSchema.dns_cache_size });
+    assert.equal(loadConfig(s, { env: { SMTP_PORT: ' 2525 ', DNS_CACHE_SIZE: '0' } }).smtp_port, 2525);
+    for (const bad of [' ', '0x19', '1e3', 'true']) {
+      assert.throws(
+        () => loadConfig(s, { env: { SMTP_PORT: bad } }),
+        (e: unknown) => e instanceof ConfigError && /^SMTP_PORT: expected a port number/.test(e.problems[0]!),
+        JSON.stringify(bad),
+      );
+    }
+    const t = tempDir();
+    const file = join(t.path, 'c.yml');
+    // a key written with no value, or a YAML boolean
+    writeFileSync(file, 'smtp_port:\ndns_cache_size: true\n');
+    assert.throws(
+      () => loadConfig(s, { env: {}, file }),
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        e.problems.length === 2 &&
+        e.problems.some((p) => p.startsWith('smtp_port (in ')) &&
+        e.problems.some((p) => p.startsWith('dns_cache_size (in ')),
+    );
+    t.cleanup();
+  },
+);
+
 test('a tool reading a shared file may ignore the keys of other services', () => {
   const t = tempDir();
   const file = join(t.path, 'shared.yml');

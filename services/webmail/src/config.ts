@@ -7,6 +7,7 @@ import {
   duration,
   hostPortList,
   messageSizeSchema,
+  optionalPort,
   port,
   positiveDuration,
   positiveInt,
@@ -33,12 +34,7 @@ export const webmailSchema = z.object({
    * Plain HTTP port (80 in docker-compose.yml): answers the ACME CA's HTTP-01 challenges
    * and redirects everything else to HTTPS on MYHOSTNAME; unset: not opened.
    */
-  webmail_http_port: z.coerce
-    .number({ message: 'expected a port number' })
-    .int('expected a whole port number')
-    .min(0, 'expected a port number 0-65535')
-    .max(65535, 'expected a port number 0-65535')
-    .optional(),
+  webmail_http_port: optionalPort(),
   /**
    * Names of the certificate obtained from the ACME CA and renewed automatically (the
    * first is its subject; usually MYHOSTNAME and the webmail's name); with ACME_ENABLED
