@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { dnsServerList, duration, nonNegativeInt, port, url } from './fields.js';
+import { dnsServerList, duration, nonNegativeInt, port, positiveDuration, url } from './fields.js';
 
 /** Boot settings every service has: where the broker and Redis are, logging, metrics. */
 export const commonSchema = {
@@ -45,8 +45,9 @@ export const commonSchema = {
    * last second (see drainTime), then are told goodbye (SMTP 421, IMAP BYE, POP3 -ERR) and
    * disconnected, and unfinished messages go back to their queue. Keep it below the stop
    * timeout of whatever stops the service (docker: stop_grace_period, 10s by default).
+   * Above 0: with none, every stop would cut the sessions in flight.
    */
-  shutdown_grace: duration('5s'),
+  shutdown_grace: positiveDuration('5s'),
 };
 
 /**

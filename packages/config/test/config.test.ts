@@ -151,6 +151,16 @@ test(
   },
 );
 
+test('a shutdown grace of 0 is refused naming the key', { timeout: 10_000 }, () => {
+  const s = z.object({ shutdown_grace: commonSchema.shutdown_grace });
+  assert.equal(loadConfig(s, { env: { SHUTDOWN_GRACE: '250ms' } }).shutdown_grace, 250);
+  assert.throws(
+    () => loadConfig(s, { env: { SHUTDOWN_GRACE: '0' } }),
+    (e: unknown) =>
+      e instanceof ConfigError && /^SHUTDOWN_GRACE: expected a duration above 0/.test(e.problems[0]!),
+  );
+});
+
 test('a tool reading a shared file may ignore the keys of other services', () => {
   const t = tempDir();
   const file = join(t.path, 'shared.yml');
