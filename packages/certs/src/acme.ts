@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
-import { randomBytes, X509Certificate } from 'node:crypto';
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Agent } from 'node:https';
 import * as acme from 'acme-client';
@@ -86,6 +86,13 @@ export function createAcmeIssuer(opts: AcmeOptions, deps: { redis: Redis; logger
     } catch {
       return true;
     }
+    // a key that is not the certificate's (a write that stopped between the two files)
+    // would keep every listener on its old pair, or none starting at all
+    try {
+      if (!cert.checkPrivateKey(createPrivateKey(readFileSync(opts.keyFile)))) return true;
+    } catch {
+      return true;
+    }
     const left = Date.parse(cert.validTo) - Date.now();
     const names = (cert.subjectAltName ?? '').split(', ').map((n) => n.replace(/^DNS:/, '').toLowerCase());
     return left < opts.renewBefore || !opts.domains.every((d) => names.includes(d.toLowerCase()));
@@ -128,10 +135,7 @@ export function createAcmeIssuer(opts: AcmeOptions, deps: { redis: Redis; logger
         else await hook('remove', `_acme-challenge.${authz.identifier.value}`, keyAuthorization);
       },
     });
-    // key first: a listener that reads between the renames sees a mismatched pair, keeps
-    // the old one and loads the new pair at its next check
-    writeAtomic(opts.keyFile, key, 0o600);
-    writeAtomic(opts.certFile, cert, 0o644);
+    writePair(opts, key, cert);
     const x = new X509Certificate(cert);
     logger.info(
       { domains: opts.domains, serial: x.serialNumber, notAfter: x.validTo },
@@ -194,10 +198,23 @@ export function createAcmeIssuer(opts: AcmeOptions, deps: { redis: Redis; logger
   };
 }
 
-function writeAtomic(file: string, data: Buffer | string, mode: number) {
-  const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
-  writeFileSync(tmp, data, { mode });
-  renameSync(tmp, file);
+/**
+ * Both files written under temporary names first, then renamed into place: a failure
+ * while writing leaves the old pair as it was. Key first: a listener that reads between
+ * the renames sees a mismatched pair, keeps the old one and loads the new pair at its
+ * next check; a stop between them is found by due(), which orders again.
+ */
+function writePair(opts: Pick<AcmeOptions, 'certFile' | 'keyFile'>, key: Buffer | string, cert: string) {
+  const files = [
+    { file: opts.keyFile, data: key, mode: 0o600 },
+    { file: opts.certFile, data: cert, mode: 0o644 },
+  ].map((f) => ({ ...f, tmp: `${f.file}.${randomBytes(4).toString('hex')}.tmp` }));
+  try {
+    for (const f of files) writeFileSync(f.tmp, f.data, { mode: f.mode });
+    for (const f of files) renameSync(f.tmp, f.file);
+  } finally {
+    for (const f of files) rmSync(f.tmp, { force: true });
+  }
 }
 
 /**

@@ -43,8 +43,9 @@ export interface TlsSourceOptions {
   /** How often the files are checked, in ms (0: never). */
   reloadInterval: number;
   /**
-   * The files are written by the ACME issuer: while they are missing serve a self-signed
-   * certificate and take theirs as soon as they appear (otherwise missing files are an error).
+   * The files are written by the ACME issuer: while they are missing, or do not load at
+   * start, serve a self-signed certificate and take theirs as soon as a good pair is
+   * written (otherwise such files are an error).
    */
   waitForFiles?: boolean;
   logger: CertLogger;
@@ -110,12 +111,20 @@ export function createTlsSource(opts: TlsSourceOptions): TlsSource {
     );
 
   let seen = signatureOf([certFile, keyFile]);
-  let pair: TlsPair;
-  if (seen === null && opts.waitForFiles) {
-    pair = { ...selfSignedCertificate(opts.hostname), selfSigned: true };
-  } else {
-    pair = readPair(certFile, keyFile);
-  }
+  const first = (): TlsPair | null => {
+    if (seen === null && opts.waitForFiles) return null;
+    try {
+      return readPair(certFile, keyFile);
+    } catch (err) {
+      if (!opts.waitForFiles) throw err;
+      // the issuer orders such a pair again (a renewal that stopped between its two
+      // files): the service it runs in must start to do it
+      logger.warn({ err }, 'certificate files not loaded; a self-signed certificate is used until they are');
+      seen = null;
+      return null;
+    }
+  };
+  let pair: TlsPair = first() ?? { ...selfSignedCertificate(opts.hostname), selfSigned: true };
   let ctx: SecureContext | null = null;
   const listeners = new Set<(p: TlsPair) => void>();
   // a change that did not load is retried at the next check, and reported when it is still

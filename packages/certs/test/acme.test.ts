@@ -3,13 +3,15 @@
 // certificate is then served by a real TLS listener, and a renewal reaches new
 // connections while an open one keeps the certificate it started with.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, request } from 'node:http';
 import { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, createServer, type Server, type TLSSocket } from 'node:tls';
 import { after, before, test } from 'node:test';
+import { selfSignedCertificate } from '@mailyard/config';
 import {
   createTestRedis,
   skipWithout,
@@ -149,6 +151,33 @@ test(
       source.close();
       server.close();
     }
+  },
+);
+
+test(
+  'a key left from a renewal that stopped half-way is found, and the pair ordered again',
+  {
+    timeout: 120_000,
+    skip: skipWithout(existsSync(PEBBLE_BIN), 'pebble is not installed (apt-get install pebble)'),
+  },
+  async () => {
+    const opts = options({
+      certFile: join(dir, 'half-fullchain.pem'),
+      keyFile: join(dir, 'half-privkey.pem'),
+    });
+    const issuer = createAcmeIssuer(opts, { redis: r.redis, logger: quiet });
+    assert.equal(await issuer.check(), 'issued');
+    assert.equal(await issuer.check(), 'valid');
+    // the new key written, the certificate not: no listener can load this pair
+    writeFileSync(opts.keyFile, selfSignedCertificate(HOST).key);
+    assert.equal(await issuer.check(), 'issued');
+    const cert = new X509Certificate(readFileSync(opts.certFile));
+    assert.ok(cert.checkPrivateKey(createPrivateKey(readFileSync(opts.keyFile))), 'a matching pair');
+    assert.deepEqual(
+      readdirSync(dir).filter((f) => f.endsWith('.tmp')),
+      [],
+      'no temporary file left',
+    );
   },
 );
 

@@ -79,6 +79,45 @@ test(
   },
 );
 
+test(
+  'files the ACME issuer writes that do not load at start: self-signed until a good pair is written',
+  { timeout: 20_000 },
+  async () => {
+    const dir = tempDir();
+    const certFile = join(dir.path, 'cert.pem');
+    const keyFile = join(dir.path, 'key.pem');
+    // a renewal that stopped after the key: the key is not the certificate's
+    writeFileSync(certFile, selfSignedCertificate('mx.example.test').cert);
+    writeFileSync(keyFile, selfSignedCertificate('mx.example.test').key);
+    const warnings: string[] = [];
+    const logger = { info: () => undefined, warn: (_o: object, msg: string) => warnings.push(msg) };
+    assert.throws(
+      () => createTlsSource({ certFile, keyFile, hostname: 'mx.example.test', reloadInterval: 0, logger }),
+      /TLS_CERT_FILE\/TLS_KEY_FILE/,
+      "files of the administrator's own are still an error",
+    );
+    const source = createTlsSource({
+      certFile,
+      keyFile,
+      hostname: 'mx.example.test',
+      reloadInterval: 20,
+      waitForFiles: true,
+      logger,
+    });
+    try {
+      assert.equal(source.current().selfSigned, true);
+      assert.match(warnings[0]!, /self-signed certificate is used/);
+      const good = selfSignedCertificate('mx.example.test');
+      writeFileSync(keyFile, good.key);
+      writeFileSync(certFile, good.cert);
+      await waitFor(() => String(source.current().cert) === good.cert, { what: 'the good pair' });
+    } finally {
+      source.close();
+      dir.cleanup();
+    }
+  },
+);
+
 test('configuration errors name the key', { timeout: 10_000 }, () => {
   const logger = { info: () => undefined, warn: () => undefined };
   const base = { tls_reload_interval: 0, myhostname: 'mx.example.test' };
