@@ -1,8 +1,9 @@
 import type { Socket } from 'node:net';
 import { reply, type SmtpReject } from '@mailyard/smtp-core';
+import { onConnectionClose, type ClosableConnection } from './connection-close.js';
 
 /** What the deadlines read of smtp-server's SMTPConnection (its own fields, stable in 3.x). */
-export interface ConnectionState {
+export interface ConnectionState extends ClosableConnection {
   id: string;
   session: { user?: unknown };
   send(code: number, data?: string | string[], context?: string | false): void;
@@ -109,7 +110,7 @@ export function watchDeadlines(conn: ConnectionState, opts: DeadlineOptions): vo
     restart();
   }
 
-  conn._socket.once('close', () => {
+  onConnectionClose(conn, () => {
     clearTimeout(loginTimer);
     clearTimeout(requestTimer);
   });

@@ -2,6 +2,7 @@ import type { Server, Socket } from 'node:net';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { ipInNetworks } from '@mailyard/config';
 import { reply, type SmtpReject } from '@mailyard/smtp-core';
+import { onConnectionClose } from './connection-close.js';
 import { watchDeadlines, type ConnectionState, type DeadlineOptions } from './deadlines.js';
 import { parseProxyHeader } from './proxy-protocol.js';
 import { SessionTracker, type SessionLike } from './shutdown.js';
@@ -42,6 +43,8 @@ interface SocketOptions {
   ignore?: boolean;
   /** Over a client limit on an implicit-TLS listener: answered once the handshake is done. */
   refusal?: SmtpReject;
+  /** Gives back the client's connection slot (see admit); safe to call more than once. */
+  release?: () => void;
 }
 
 interface ConnectionLike extends SessionLike {
@@ -121,7 +124,7 @@ export class MailyardSmtpServer extends SMTPServer {
    * Per-client limits, once the client's address is known (after a PROXY header): over
    * a limit, 421 4.7.0 and close (Postfix: "too many connections from"). On an
    * implicit-TLS listener the 421 waits for the handshake, which must be done within
-   * REFUSED_HANDSHAKE_MS. The slot is held until the socket closes.
+   * REFUSED_HANDSHAKE_MS. The slot is held until the connection closes.
    */
   private admit(
     socket: Socket,
@@ -133,8 +136,18 @@ export class MailyardSmtpServer extends SMTPServer {
     const ip = (opts.remoteAddress ?? socket.remoteAddress ?? '').replace(/^::ffff:/i, '');
     void gate.admit(ip).then((a) => {
       if (a.ok) {
-        if (socket.destroyed) a.release();
-        else socket.once('close', a.release);
+        let held = true;
+        const release = () => {
+          if (held) a.release();
+          held = false;
+        };
+        if (socket.destroyed) release();
+        else {
+          // until there is a session (the PROXY header or the TLS handshake may still
+          // fail); connect() hands the slot to the session, whose close STARTTLS keeps
+          socket.once('close', release);
+          opts.release = release;
+        }
         return callback(null, opts);
       }
       this.onClientRefused?.(ip, a.limit);
@@ -218,6 +231,7 @@ export class MailyardSmtpServer extends SMTPServer {
     super.connect(socket, socketOptions);
     const conn = [...(this as unknown as { connections: Set<ConnectionLike> }).connections].at(-1);
     if (!conn) return;
+    if (socketOptions.release) onConnectionClose(conn, socketOptions.release);
     if (socketOptions.refusal) {
       clearTimeout(this.refusedHandshakes.get(socketOptions));
       this.onErrorReply?.(421);
@@ -270,7 +284,7 @@ export class MailyardSmtpServer extends SMTPServer {
       callback();
     };
     if (this.deadlines) watchDeadlines(conn as unknown as ConnectionState, this.deadlines);
-    this.tracker.track(conn, socket);
+    this.tracker.track(conn);
   }
 
   /** Stops the listener within `drainMs` (see SessionTracker.shutdown); use instead of close(). */

@@ -1,8 +1,9 @@
 import type { Server, Socket } from 'node:net';
 import { reply } from '@mailyard/smtp-core';
+import { onConnectionClose, type ClosableConnection } from './connection-close.js';
 
 /** The parts of smtp-server's SMTPConnection a shutdown needs. */
-export interface SessionLike {
+export interface SessionLike extends ClosableConnection {
   send(code: number, data?: string | string[], context?: string | false): void;
   _onCommand(command: Buffer, callback: () => void): void;
   /** The socket the session talks on (the TLS one after STARTTLS). */
@@ -25,10 +26,10 @@ export class SessionTracker {
   private readonly sessions = new Map<SessionLike, { waiting: boolean }>();
   private stopping = false;
 
-  track(conn: SessionLike, socket: Socket): void {
+  track(conn: SessionLike): void {
     const state = { waiting: false };
     this.sessions.set(conn, state);
-    socket.once('close', () => this.sessions.delete(conn));
+    onConnectionClose(conn, () => this.sessions.delete(conn));
     const onCommand = conn._onCommand.bind(conn);
     conn._onCommand = (command, callback) => {
       state.waiting = false;
