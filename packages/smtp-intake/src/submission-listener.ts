@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import { MailyardSmtpServer, type ListenerOptions } from '@mailyard/smtp-listener';
 
 interface ConnectionLike {
+  _socket: Socket;
   secure: boolean;
   session: { disabledCommands?: string[] };
   handler_EHLO(command: Buffer, callback: () => void): void;
@@ -24,7 +25,7 @@ export class SubmissionSmtpServer extends MailyardSmtpServer {
 
   override connect(socket: Socket, socketOptions: Parameters<MailyardSmtpServer['connect']>[1]): void {
     super.connect(socket, socketOptions);
-    const conn = [...(this as unknown as { connections: Set<ConnectionLike> }).connections].at(-1);
+    const conn = this.connectionOf<ConnectionLike>(socket);
     if (!conn) return;
     const ehlo = conn.handler_EHLO.bind(conn);
     conn.handler_EHLO = (command, callback) => {

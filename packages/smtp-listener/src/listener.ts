@@ -227,13 +227,23 @@ export class MailyardSmtpServer extends SMTPServer {
     return false;
   }
 
+  /**
+   * The session smtp-server just made of `socket` in connect(); undefined when there is
+   * none, as when over maxClients it was answered 421 and dropped at once (the last
+   * session then is an older one).
+   */
+  protected connectionOf<T extends { _socket: Socket }>(socket: Socket): T | undefined {
+    const conn = [...(this as unknown as { connections: Set<T> }).connections].at(-1);
+    return conn?._socket === socket ? conn : undefined;
+  }
+
   override connect(socket: Socket, socketOptions: SocketOptions): void {
     super.connect(socket, socketOptions);
-    const conn = [...(this as unknown as { connections: Set<ConnectionLike> }).connections].at(-1);
+    clearTimeout(this.refusedHandshakes.get(socketOptions));
+    const conn = this.connectionOf<ConnectionLike>(socket);
     if (!conn) return;
     if (socketOptions.release) onConnectionClose(conn, socketOptions.release);
     if (socketOptions.refusal) {
-      clearTimeout(this.refusedHandshakes.get(socketOptions));
       this.onErrorReply?.(421);
       conn.send(421, socketOptions.refusal.message);
       return;

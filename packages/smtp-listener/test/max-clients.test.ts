@@ -1,0 +1,55 @@
+// A connection over maxClients is refused without touching the sessions already there:
+// a shutdown still says goodbye to each of them at once.
+import assert from 'node:assert/strict';
+import type { AddressInfo } from 'node:net';
+import { after, before, test } from 'node:test';
+import { RawSmtp } from '@mailyard/testkit';
+import { MailyardSmtpServer } from '../src/index.js';
+
+let server: MailyardSmtpServer;
+let port: number;
+const open: RawSmtp[] = [];
+
+before(async () => {
+  server = new MailyardSmtpServer({
+    proxyTrusted: [],
+    hardErrorLimit: 20,
+    greetingDelay: 0,
+    logger: false,
+    authOptional: true,
+    hideSTARTTLS: true,
+    maxClients: 2,
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  port = (server.server.address() as AddressInfo).port;
+});
+after(() => {
+  for (const c of open) c.close();
+});
+
+/** A session past its greeting and EHLO. */
+async function greeted(): Promise<RawSmtp> {
+  const c = await RawSmtp.connect(port);
+  open.push(c);
+  assert.equal((await c.read()).code, 220);
+  assert.equal((await c.cmd('EHLO client.test')).code, 250);
+  return c;
+}
+
+test(
+  'after a refusal over maxClients, a shutdown tells both idle sessions 421 at once',
+  { timeout: 30_000 },
+  async () => {
+    const first = await greeted();
+    const second = await greeted();
+    const extra = await RawSmtp.connect(port);
+    open.push(extra);
+    assert.match((await extra.read()).text, /^421 .*Too many connected clients/);
+    await extra.waitClosed();
+    const started = Date.now();
+    const stopped = server.shutdown(10_000);
+    for (const c of [first, second]) assert.match((await c.read(3000)).text, /^421 4\.3\.2 /);
+    await stopped;
+    assert.ok(Date.now() - started < 3000, `the shutdown took ${Date.now() - started} ms`);
+  },
+);
