@@ -123,6 +123,10 @@ function parseV2(buf: Buffer): ParseResult {
 }
 
 function ipv6(b: Buffer): string {
+  // an IPv4-mapped address (::ffff:a.b.c.d, RFC 4291 §2.5.5.2), as a dual-stack load
+  // balancer sends for IPv4 clients: the client's IPv4 address, as every check expects it
+  if (b.subarray(0, 10).every((byte) => byte === 0) && b.readUInt16BE(10) === 0xffff)
+    return [...b.subarray(12, 16)].join('.');
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(b.readUInt16BE(i).toString(16));
   // compress the longest run of zero groups (RFC 5952)

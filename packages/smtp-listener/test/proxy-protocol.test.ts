@@ -43,6 +43,13 @@ test('v2 round trip for IPv4 and IPv6, incomplete until the whole header is ther
   }
 });
 
+test('v2 with an IPv4-mapped IPv6 address gives the IPv4 address', () => {
+  const r = parseProxyHeader(buildProxyV2('::ffff:cb00:7107', 40000, '2001:db8::25', 25));
+  assert.ok(r.status === 'ok' && r.header.kind === 'proxy');
+  assert.equal(r.status === 'ok' && r.header.kind === 'proxy' && r.header.sourceAddress, '203.0.113.7');
+  assert.equal(r.status === 'ok' && r.header.kind === 'proxy' && r.header.destAddress, '2001:db8::25');
+});
+
 test('the parser never throws on arbitrary bytes', () => {
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {

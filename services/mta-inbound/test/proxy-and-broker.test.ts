@@ -56,6 +56,24 @@ describe('PROXY protocol', () => {
     assert.ok(files.some((f) => readFileSync(f, 'utf8').includes('[198.51.100.23]')));
   });
 
+  test('an IPv4 client behind a dual-stack load balancer (v2, ::ffff:a.b.c.d) is recorded as its IPv4 address', async () => {
+    const before = p.inbox('fay@example.test').length;
+    const c = await RawSmtp.connect(p.inbound.port, '127.0.0.1', {
+      preamble: buildProxyV2('::ffff:c633:6418', 40000, '2001:db8::25', 25),
+    });
+    assert.equal((await c.read()).code, 220);
+    await c.cmd('EHLO real.example.net');
+    await c.cmd('MAIL FROM:<x@remote.test>');
+    assert.equal((await c.cmd('RCPT TO:<fay@example.test>')).code, 250);
+    await c.cmd('DATA');
+    assert.equal((await c.cmd('Subject: via a dual-stack proxy\r\n\r\nhi\r\n.')).code, 250);
+    c.close();
+    const files = await waitFor(() =>
+      p.inbox('fay@example.test').length > before ? p.inbox('fay@example.test') : null,
+    );
+    assert.ok(files.some((f) => readFileSync(f, 'utf8').includes('[198.51.100.24]')));
+  });
+
   test('a trusted proxy connection whose header carries no client address is refused', async () => {
     const local = Buffer.concat([
       Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]),
