@@ -42,9 +42,10 @@ export const reply = {
   // Submission (RFC 6409, RFC 4954). X.7.1: Postfix's reject_sender_login_mismatch
   senderLoginMismatch: (from: string, user: string) =>
     r(553, '5.7.1', `<${from}>: Sender address rejected: not owned by user ${user}`, 'sender_login_mismatch'),
+  // after DATA, RFC 5321 §4.3.2 allows no 553: 550 as Postfix's header checks answer
   headerFromMismatch: (from: string, user: string) =>
     r(
-      553,
+      550,
       '5.7.1',
       `<${from}>: From: header address rejected: not owned by user ${user}`,
       'header_from_mismatch',

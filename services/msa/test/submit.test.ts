@@ -99,20 +99,20 @@ describe('sender restrictions', () => {
     c.close();
   });
 
-  test('From: header of another user: 553 5.7.1 after DATA; an alias in From: is accepted', async () => {
+  test('From: header of another user: 550 5.7.1 after DATA; an alias in From: is accepted', async () => {
     const c = await session();
     await c.cmd('MAIL FROM:<alice@example.test>');
     await c.cmd('RCPT TO:<bob@example.test>');
     const r = await data(c, 'From: Bob <bob@example.test>\r\nSubject: spoof\r\n\r\nhi\r\n');
-    assert.match(r.text, /^553 5\.7\.1 <bob@example\.test>: From: header address rejected/);
+    assert.match(r.text, /^550 5\.7\.1 <bob@example\.test>: From: header address rejected/);
     await c.cmd('MAIL FROM:<alice@example.test>');
     await c.cmd('RCPT TO:<bob@example.test>');
     const two = await data(c, 'From: alice@example.test, bob@example.test\r\nSubject: two\r\n\r\nhi\r\n');
-    assert.match(two.text, /^553 5\.7\.1 <bob@example\.test>/);
+    assert.match(two.text, /^550 5\.7\.1 <bob@example\.test>/);
     await c.cmd('MAIL FROM:<alice@example.test>');
     await c.cmd('RCPT TO:<bob@example.test>');
     const sender = await data(c, 'From: alice@example.test\r\nSender: bob@example.test\r\n\r\nhi\r\n');
-    assert.match(sender.text, /^553 5\.7\.1 /);
+    assert.match(sender.text, /^550 5\.7\.1 /);
     await c.cmd('MAIL FROM:<alice@example.test>');
     await c.cmd('RCPT TO:<bob@example.test>');
     const ok = await data(c, 'From: "The Team" <team@example.test>\r\nSubject: alias\r\n\r\nhi\r\n');
