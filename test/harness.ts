@@ -15,6 +15,7 @@ import {
   defaultDeps as mtaInboundDeps,
   mtaInboundSchema,
   type MtaInbound,
+  type MtaInboundDeps,
 } from '@mailyard/service-mta-inbound';
 import {
   buildPolicy,
@@ -58,6 +59,8 @@ export interface Platform {
 
 export interface PlatformOptions {
   inbound?: Record<string, unknown>;
+  /** In place of mta-inbound's own (a policy that fails or is slow, say). */
+  inboundDeps?: Partial<MtaInboundDeps>;
   delivery?: Record<string, unknown>;
   /** Start the policy service with this config and turn policy on in mta-inbound (default: policy off). */
   policy?: Record<string, unknown>;
@@ -123,6 +126,7 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
     ...mtaInboundDeps(inboundConfig, inboundRt),
     // the intake decides DATA, scanners included: on the same clock as the service
     ...(opts.policyNow ? { now: opts.policyNow } : {}),
+    ...opts.inboundDeps,
   });
   await inbound.start();
   await inboundRt.bus.waitConnected();

@@ -88,6 +88,9 @@ export const reply = {
   queueUnavailable: () =>
     r(451, '4.3.0', 'Error: queue file write error, try again later', 'queue_unavailable'),
   localError: () => r(451, '4.3.0', 'Error: local error in processing, try again later', 'local_error'),
+  // the same before the greeting, where RFC 5321 §3.1 allows only 220, 554 or 421
+  localErrorAtConnect: () =>
+    r(421, '4.3.0', 'Error: local error in processing, try again later', 'local_error'),
   // X.3.1 mail system full (Postfix's answer when its queue file system is short of space):
   // RabbitMQ refuses publishes under a memory or disk alarm
   insufficientStorage: () => r(452, '4.3.1', 'Insufficient system storage', 'insufficient_storage'),

@@ -129,11 +129,14 @@ export function createIntake<L extends string>(
     return err;
   };
 
-  /** Runs a stage's checks and answers: a refusal as itself, any other failure as 451 4.3.0. */
+  /**
+   * Runs a stage's checks and answers: a refusal as itself, any other failure as 451 4.3.0
+   * (or `failure.reply`).
+   */
   const settle = (
     session: SMTPServerSession,
     cb: (err?: Error | null) => void,
-    failure: { extra: Record<string, unknown>; log: string },
+    failure: { extra: Record<string, unknown>; log: string; reply?: () => SmtpReject },
     checks: () => Promise<void>,
   ): void =>
     void checks().then(
@@ -141,7 +144,7 @@ export function createIntake<L extends string>(
       (err: unknown) => {
         if (err instanceof SmtpReject) return cb(rejectWith(err, session, failure.extra));
         logger.error({ sid: session.id, err }, failure.log);
-        cb(rejectWith(reply.localError(), session));
+        cb(rejectWith((failure.reply ?? reply.localError)(), session));
       },
     );
 
@@ -481,7 +484,9 @@ export function createIntake<L extends string>(
       onConnect(session, cb) {
         metrics.sessionOpened(listener);
         if (!policy) return cb();
-        settle(session, cb, { extra: {}, log: 'policy check failed' }, async () => {
+        // RFC 5321 §3.1: a greeting is 220, 554 or 421, never 451
+        const failure = { extra: {}, log: 'policy check failed', reply: reply.localErrorAtConnect };
+        settle(session, cb, failure, async () => {
           const d = await ask(policy, session, policyRequest(session, 'connect'));
           const rej = policyReject(d, 'connect');
           if (rej) throw rej;
