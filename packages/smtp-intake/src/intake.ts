@@ -515,16 +515,24 @@ export function createIntake<L extends string>(
       },
 
       onRcptTo(address, session, cb) {
-        const rcpt = address.address;
-        settle(session, cb, { extra: { rcpt }, log: 'recipient lookup failed' }, async () => {
-          mayTransact(session);
-          const tx = transactions.of(session);
-          if (++tx.rcptCommands > config.smtpd_recipient_limit) throw reply.tooManyRecipients();
-          // routed first: the policy service (per-user recipient limits) counts only routable ones
-          const route = await role.routeRecipient(forwardPath(address), session);
-          await askPolicy(session, 'rcpt', { recipient: rcpt });
-          tx.routes.set(rcpt.toLowerCase(), route);
-        });
+        settle(
+          session,
+          cb,
+          { extra: { rcpt: address.address }, log: 'recipient lookup failed' },
+          async () => {
+            mayTransact(session);
+            const tx = transactions.of(session);
+            if (++tx.rcptCommands > config.smtpd_recipient_limit) throw reply.tooManyRecipients();
+            // the envelope takes the qualified address: smtp-server keeps this object
+            if (role.postmaster && /^postmaster$/i.test(address.address))
+              address.address = await role.postmaster();
+            const rcpt = address.address;
+            // routed first: the policy service (per-user recipient limits) counts only routable ones
+            const route = await role.routeRecipient(forwardPath(address), session);
+            await askPolicy(session, 'rcpt', { recipient: rcpt });
+            tx.routes.set(rcpt.toLowerCase(), route);
+          },
+        );
       },
 
       onData(stream, session, cb) {

@@ -77,6 +77,11 @@ export interface IntakeRole<L extends string> {
   checkSender?(address: string, session: SMTPServerSession): Promise<void>;
   /** Where a recipient goes; `path` is the forward-path as written, source route included. */
   routeRecipient(path: string, session: SMTPServerSession): Promise<Route>;
+  /**
+   * The address `RCPT TO:<postmaster>` (no domain, any case) stands for; RFC 5321 §4.5.1
+   * says it must be accepted. Without it, such a recipient is bad syntax.
+   */
+  postmaster?(): Promise<string>;
   /** Refusals on the content, before the policy service scans it. */
   checkMessage?(message: Buffer, session: SMTPServerSession): Promise<void>;
   /** The message as queued, from the message after the policy's edits; by default `trace` + message. */

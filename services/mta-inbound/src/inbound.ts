@@ -72,5 +72,15 @@ function mtaRole(config: MtaInboundConfig, directory: Directory): IntakeRole<'sm
         return 'outbound';
       throw reply.relayDenied(address);
     },
+
+    /** postmaster of the local domain myhostname is in (Postfix: $myorigin), else of the first one. */
+    async postmaster(): Promise<string> {
+      const host = config.myhostname.toLowerCase();
+      const domains = await directory.listDomains();
+      const own = domains
+        .filter((d) => host === d || host.endsWith(`.${d}`))
+        .sort((a, b) => b.length - a.length)[0];
+      return `postmaster@${own ?? domains[0] ?? host}`;
+    },
   };
 }

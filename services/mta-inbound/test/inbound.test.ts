@@ -195,6 +195,22 @@ describe('recipient checks', () => {
     c.close();
   });
 
+  test('RCPT TO:<postmaster> without a domain, any case, reaches postmaster of the local domain', async () => {
+    await p.directory.addAlias('postmaster@example.test', ['bob@example.test']);
+    const before = p.inbox('bob@example.test').length;
+    const c = await session(true);
+    await c.cmd('MAIL FROM:<x@remote.test>');
+    // RFC 5321 §4.5.1: accepted from anyone, whatever the relay rules
+    assert.equal((await c.cmd('RCPT TO:<PostMaster>')).code, 250);
+    assert.equal((await c.cmd('DATA')).code, 354);
+    assert.equal((await c.cmd('Subject: to the postmaster\r\n\r\nhi\r\n.')).code, 250);
+    c.close();
+    const files = await waitFor(() =>
+      p.inbox('bob@example.test').length > before ? p.inbox('bob@example.test') : null,
+    );
+    assert.ok(files.some((f) => readFileSync(f, 'utf8').includes('Subject: to the postmaster')));
+  });
+
   test('catch-all accepts any address of its domain', async () => {
     await p.directory.addDomain('catch.test');
     await p.directory.addAlias('@catch.test', ['alice@example.test']);
