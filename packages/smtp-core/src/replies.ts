@@ -88,6 +88,9 @@ export const reply = {
   queueUnavailable: () =>
     r(451, '4.3.0', 'Error: queue file write error, try again later', 'queue_unavailable'),
   localError: () => r(451, '4.3.0', 'Error: local error in processing, try again later', 'local_error'),
+  // the client was told 421 or left while its message was decided: nothing is queued (it
+  // sends the message again); logged and counted, never read by the client
+  sessionEnded: () => r(451, '4.3.0', 'Error: session ended before the message was queued', 'session_ended'),
   // the same before the greeting, where RFC 5321 §3.1 allows only 220, 554 or 421
   localErrorAtConnect: () =>
     r(421, '4.3.0', 'Error: local error in processing, try again later', 'local_error'),

@@ -389,9 +389,14 @@ export function createIntake<L extends string>(
       // the filing verdict (Junk, bulk) concerns only the local copies; outbound ignores it
       ...(filing ? { filing } : {}),
     };
+    // one message, one confirm, for local and remote recipients together; not for a
+    // session told 421 or gone meanwhile (a shutdown, a credential revoked)
+    const publish = () => bus.publishMailRouted(finished.message, envelope, routes);
+    let published: Promise<void> | undefined;
+    for (const { server } of servers) published ??= server.publishFor(session, publish);
+    if (!published) throw reply.sessionEnded();
     try {
-      // one message, one confirm, for local and remote recipients together
-      await bus.publishMailRouted(finished.message, envelope, routes);
+      await published;
     } catch (err) {
       if (err instanceof BusUnavailableError || err instanceof UnroutableError) {
         logger.warn({ sid: session.id, queueId, err }, 'queue unavailable, message not accepted');

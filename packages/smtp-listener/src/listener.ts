@@ -216,15 +216,28 @@ export class MailyardSmtpServer extends SMTPServer {
 
   /**
    * Ends the session `id` (smtp-server's session.id) with a 421 reply, if it is on this
-   * server; true when it was. The reply is sent whatever the session is doing.
+   * server; true when it was. The reply is sent whatever the session is doing, except
+   * publishing a message: then after the reply that gives its outcome.
    */
   closeSession(id: string, err: SmtpReject): boolean {
     for (const conn of (this as unknown as { connections: Set<ConnectionLike> }).connections) {
       if (conn.id !== id) continue;
-      conn.send(err.code, err.message);
+      this.tracker.end(conn, err);
       return true;
     }
     return false;
+  }
+
+  /**
+   * Runs `publish` (a message of `session` committed to the queue) if the session is open
+   * on this listener; undefined, nothing run, when it is not here, or its client was told
+   * 421 or left: a client told 421 sends the message again. A 421 (a shutdown,
+   * closeSession) waits for the publish's answer.
+   */
+  publishFor<T>(session: SMTPServerSession, publish: () => Promise<T>): Promise<T> | undefined {
+    for (const conn of (this as unknown as { connections: Set<ConnectionLike> }).connections)
+      if (conn.session === session) return this.tracker.publishing(conn, publish);
+    return undefined;
   }
 
   /**
