@@ -4,6 +4,7 @@ import {
   LoginGuard,
   TwoFactor,
   announceRevocation,
+  endWebmailSessions,
   signOutEverywhere,
   type AppPasswordInfo,
 } from '@mailyard/auth';
@@ -202,7 +203,9 @@ export class Operations {
   async setPassword(address: string, password: string): Promise<string> {
     const a = await this.checkAccount(address, 'present');
     await this.directory.setPassword(a, password);
-    // the sessions that logged in with the old password end on every instance
+    // the sessions that logged in with the old password end on every instance, and the
+    // webmail's, which may be the intruder's the new password is meant to shut out
+    await endWebmailSessions(this.redis, a);
     await announceRevocation(this.redis, a);
     await this.log('account.passwd', a);
     return a;
@@ -211,6 +214,7 @@ export class Operations {
   async delUser(address: string): Promise<string> {
     const a = await this.checkAccount(address, 'present');
     await this.directory.delUser(a);
+    await endWebmailSessions(this.redis, a);
     await announceRevocation(this.redis, a);
     await this.log('account.del', a);
     return a;
@@ -250,15 +254,17 @@ export class Operations {
 
   /**
    * Locks an account: no login of any protocol with its password or app passwords
-   * (mail to it is still delivered), until it is unlocked.
+   * (mail to it is still delivered), until it is unlocked. Its open sessions end, the
+   * webmail's (`sessionsEnded` of them) and every protocol's.
    */
-  async lockUser(address: string): Promise<string> {
+  async lockUser(address: string): Promise<{ account: string; sessionsEnded: number }> {
     const a = await this.checkAccount(address, 'present');
     await this.directory.setLocked(a, true);
-    // a lock that left open IMAP, POP3 and submission sessions running would lock nobody out
+    // a lock that left open sessions running would lock nobody out
+    const sessionsEnded = await endWebmailSessions(this.redis, a);
     await signOutEverywhere(this.redis, a);
     await this.log('account.lock', a);
-    return a;
+    return { account: a, sessionsEnded };
   }
 
   async unlockUser(address: string): Promise<string> {

@@ -20,6 +20,24 @@ export async function announceRevocation(redis: Redis, account: string, name?: s
   );
 }
 
+/** The set of an account's webmail session keys (the webmail's SessionStore keeps it). */
+export const webmailSessionsKey = (account: string) => `webmail:sessions:${account}`;
+
+/**
+ * Ends every webmail session of the account, on every instance: their keys go, so the
+ * next request of each is signed out. `keep` (a session key) is spared, for the session
+ * that changed its own password. Returns how many were live.
+ */
+export async function endWebmailSessions(redis: Redis, account: string, keep?: string): Promise<number> {
+  const set = webmailSessionsKey(account);
+  const keys = (await redis.smembers(set)).filter((k) => k !== keep);
+  const ended = keys.length ? await redis.del(...keys) : 0;
+  if (keep) {
+    if (keys.length) await redis.srem(set, ...keys);
+  } else await redis.del(set);
+  return ended;
+}
+
 /** The account record's field counting sign-outs everywhere (every session older than its value ends). */
 export const SIGN_OUT_FIELD = 'signout';
 

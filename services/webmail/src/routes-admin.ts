@@ -180,8 +180,8 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
     adminRoute(ctx, async (req, { ops, admin }) => {
       const { address } = parse(accountParam, req.params);
       notSelf(address, admin, 'lock');
-      const account = await ops.lockUser(address);
-      return { account, locked: true, sessionsEnded: await ctx.sessions.destroyAll(account) };
+      const { account, sessionsEnded } = await ops.lockUser(address);
+      return { account, locked: true, sessionsEnded };
     }),
   );
 
@@ -219,9 +219,7 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
     adminRoute(ctx, async (req, { ops, admin }) => {
       const { address } = parse(accountParam, req.params);
       notSelf(address, admin, 'delete');
-      const account = await ops.delUser(address);
-      await ctx.sessions.destroyAll(account);
-      return { deleted: account };
+      return { deleted: await ops.delUser(address) };
     }),
   );
 

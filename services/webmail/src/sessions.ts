@@ -1,5 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { endWebmailSessions, webmailSessionsKey } from '@mailyard/auth';
 
 /** What a session is waiting for: nothing (logged in) or the second step of the login. */
 export type SessionStage = 'complete' | 'second-factor';
@@ -51,7 +52,7 @@ export class SessionStore {
 
   /** The account's session keys (`webmail:sessions:<account>`), for signing out everywhere. */
   private async track(account: string, key: string): Promise<void> {
-    const set = `webmail:sessions:${account}`;
+    const set = webmailSessionsKey(account);
     await this.redis.multi().sadd(set, key).pexpire(set, this.timeouts.absoluteMs).exec();
   }
 
@@ -68,14 +69,7 @@ export class SessionStore {
    * the one of cookie value `keep` when given (a password change); returns how many were live.
    */
   async destroyAll(account: string, keep?: string): Promise<number> {
-    const set = `webmail:sessions:${account}`;
-    const kept = keep ? this.key(keep) : null;
-    const keys = (await this.redis.smembers(set)).filter((k) => k !== kept);
-    const ended = keys.length ? await this.redis.del(...keys) : 0;
-    if (kept) {
-      if (keys.length) await this.redis.srem(set, ...keys);
-    } else await this.redis.del(set);
-    return ended;
+    return endWebmailSessions(this.redis, account, keep ? this.key(keep) : undefined);
   }
 
   /** The live session for a cookie value, its idle time pushed back (unless `touch` is false); null if none. */

@@ -8,6 +8,7 @@ import { createLogger } from '@mailyard/observability';
 import { DeferredIndex } from '@mailyard/queue-admin';
 import { queueDepth, unreachableRedis, waitFor } from '@mailyard/testkit';
 import { Directory } from '@mailyard/directory';
+import { Operations } from '@mailyard/admin';
 import { addAccount } from '../../../test/harness.js';
 import { imapLogin as imapLoginAs } from './mail-clients.js';
 import {
@@ -189,6 +190,35 @@ test(
     );
     assert.equal((await admin.req('DELETE', `/api/admin/accounts/${enc(carol)}`)).status, 200);
     assert.equal(await t.p.directory.accountExists(carol), false);
+  },
+);
+
+test(
+  "the CLI's user passwd, lock and del end the account's webmail sessions",
+  { timeout: 60_000 },
+  async () => {
+    const dave = 'dave@example.test';
+    await addAccount(t.p.directory, dave);
+    const cli = new Operations(t.p.redis.redis, 'cli:root');
+    const signedIn = async () => {
+      const web = client();
+      assert.equal((await web.login(dave)).status, 200);
+      assert.equal((await web.get('/api/account')).status, 200);
+      return web;
+    };
+    let web = await signedIn();
+    await cli.setPassword(dave, 'a new password from the admin');
+    assert.equal((await web.get('/api/account')).status, 401);
+
+    await cli.setPassword(dave, PASSWORD);
+    web = await signedIn();
+    assert.deepEqual(await cli.lockUser(dave), { account: dave, sessionsEnded: 1 });
+    assert.equal((await web.get('/api/account')).status, 401);
+    await cli.unlockUser(dave);
+
+    web = await signedIn();
+    await cli.delUser(dave);
+    assert.equal((await web.get('/api/account')).status, 401);
   },
 );
 

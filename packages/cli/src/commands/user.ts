@@ -94,7 +94,7 @@ export function registerUserCommands(program: Command, ctx: CommandContext): voi
     .argument('<address>', 'account address')
     .action((address: string) =>
       ctx.withOperations(async (ops) => {
-        ctx.print(`locked account ${await ops.lockUser(address)}`);
+        ctx.print(`locked account ${(await ops.lockUser(address)).account}`);
       }),
     );
 
