@@ -4,10 +4,14 @@ import {
   LoginGuard,
   TwoFactor,
   announceRevocation,
+  appPasswordKeys,
   endWebmailSessions,
+  loginHistoryKey,
   signOutEverywhere,
+  twoFactorKeys,
   type AppPasswordInfo,
 } from '@mailyard/auth';
+import { mailRulesKeys } from '@mailyard/mail-rules';
 import { Directory } from '@mailyard/directory';
 import {
   DKIM_ALGORITHMS,
@@ -94,6 +98,7 @@ export class Operations {
   private readonly dkim: DkimKeyStore;
   private readonly quotas: Quotas;
   private readonly twoFactor: TwoFactor;
+  private readonly guard: LoginGuard;
 
   constructor(
     readonly redis: Redis,
@@ -107,7 +112,8 @@ export class Operations {
     this.dkim = new DkimKeyStore(redis);
     // the default quota is the services' config; only the per-account overrides are ours
     this.quotas = new Quotas(redis, 0);
-    this.twoFactor = new TwoFactor(redis, new LoginGuard(redis));
+    this.guard = new LoginGuard(redis);
+    this.twoFactor = new TwoFactor(redis, this.guard);
   }
 
   /** The same operations for another actor (the console makes one per request). */
@@ -211,9 +217,22 @@ export class Operations {
     return a;
   }
 
+  /**
+   * Deletes an account and all that is kept for it (app passwords, two-factor recovery
+   * codes, login history, forwarding and out-of-office reply, quota, failed-login
+   * counts): a new account of the same address starts with none of it, and the old
+   * app passwords and forwarding do not become the new owner's.
+   */
   async delUser(address: string): Promise<string> {
     const a = await this.checkAccount(address, 'present');
-    await this.directory.delUser(a);
+    await this.directory.delUser(a, [
+      ...appPasswordKeys(a),
+      ...twoFactorKeys(a),
+      loginHistoryKey(a),
+      ...mailRulesKeys(a),
+    ]);
+    await this.quotas.clear(a);
+    await this.guard.unlock(a);
     await endWebmailSessions(this.redis, a);
     await announceRevocation(this.redis, a);
     await this.log('account.del', a);

@@ -5,6 +5,18 @@ import { announceRevocation } from './revocations.js';
 export const MAX_APP_PASSWORDS = 50;
 const ALPHABET = 'abcdefghijkmnpqrstuvwxyz23456789';
 
+/** The keys of an account's app passwords and of their last use, which go with the account. */
+export const appPasswordKeys = (account: string) => [
+  `apppw:${account.toLowerCase()}`,
+  `apppw:used:${account.toLowerCase()}`,
+];
+
+// -1: no such account (a record without a password is none), -2: at the limit, 0: the name is taken
+const CREATE_SCRIPT = `
+if redis.call('HEXISTS', KEYS[1], 'password') == 0 then return -1 end
+if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[1]) then return -2 end
+return redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])`;
+
 export interface AppPasswordInfo {
   name: string;
   created: string;
@@ -19,6 +31,9 @@ export interface AppPasswordInfo {
  * unlike a chosen password there is nothing to guess, and checking every one of an
  * account's app passwords stays fast.
  *   apppw:<account>  HASH  <name> -> JSON {hash, created}
+ * Only an existing account gets one: the check and the write are one script, so an
+ * account deleted meanwhile is not left with an app password its successor of the same
+ * address would accept.
  */
 export class AppPasswords {
   constructor(private readonly redis: Redis) {}
@@ -27,14 +42,22 @@ export class AppPasswords {
     const a = account.toLowerCase();
     if (!/^[\w .@-]{1,64}$/.test(name))
       throw new Error('app password name must be 1-64 letters, digits, spaces or ._@-');
-    if ((await this.redis.hlen(`apppw:${a}`)) >= MAX_APP_PASSWORDS) {
-      throw new Error(`account ${a} already has ${MAX_APP_PASSWORDS} app passwords; revoke one first`);
-    }
     const bytes = randomBytes(20);
     const secret = [...bytes].map((b) => ALPHABET[b % ALPHABET.length]).join('');
     const value = JSON.stringify({ hash: sha256(secret), created: new Date().toISOString() });
-    if (!(await this.redis.hsetnx(`apppw:${a}`, name, value)))
-      throw new Error(`app password "${name}" already exists for ${a}`);
+    const stored = (await this.redis.eval(
+      CREATE_SCRIPT,
+      2,
+      `account:${a}`,
+      `apppw:${a}`,
+      MAX_APP_PASSWORDS,
+      name,
+      value,
+    )) as number;
+    if (stored === -1) throw new Error(`no account ${a}`);
+    if (stored === -2)
+      throw new Error(`account ${a} already has ${MAX_APP_PASSWORDS} app passwords; revoke one first`);
+    if (stored === 0) throw new Error(`app password "${name}" already exists for ${a}`);
     return secret;
   }
 

@@ -15,6 +15,9 @@ export interface LoginRecord {
   appPassword?: string;
 }
 
+/** The key of an account's login history, which goes with the account. */
+export const loginHistoryKey = (account: string) => `auth:logins:${account.toLowerCase()}`;
+
 /** How many logins an account keeps. */
 export const LOGIN_HISTORY = 50;
 
@@ -33,15 +36,15 @@ export class LoginHistory {
     const full: LoginRecord = { at: now.toISOString(), ...rec };
     const m = this.redis
       .multi()
-      .lpush(`auth:logins:${a}`, JSON.stringify(full))
-      .ltrim(`auth:logins:${a}`, 0, LOGIN_HISTORY - 1);
+      .lpush(loginHistoryKey(a), JSON.stringify(full))
+      .ltrim(loginHistoryKey(a), 0, LOGIN_HISTORY - 1);
     if (rec.appPassword)
       m.hset(`apppw:used:${a}`, rec.appPassword, JSON.stringify({ at: full.at, ip: rec.ip }));
     await m.exec();
   }
 
   async list(account: string, limit = 20): Promise<LoginRecord[]> {
-    const raw = await this.redis.lrange(`auth:logins:${account.toLowerCase()}`, 0, limit - 1);
+    const raw = await this.redis.lrange(loginHistoryKey(account), 0, limit - 1);
     return raw.flatMap((r) => {
       try {
         return [JSON.parse(r) as LoginRecord];

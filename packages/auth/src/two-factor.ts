@@ -16,6 +16,12 @@ export type SecondFactorResult =
   | { ok: false; reason: 'invalid' }
   | { ok: false; reason: 'locked'; retryAfterSeconds: number };
 
+/** The keys of an account's recovery codes and of an enrolment under way, which go with the account. */
+export const twoFactorKeys = (account: string) => [
+  `totp:recovery:${account.toLowerCase()}`,
+  `totp:pending:${account.toLowerCase()}`,
+];
+
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
 /** A recovery code as typed: lower case, without spaces or dashes. */

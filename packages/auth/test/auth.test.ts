@@ -26,6 +26,15 @@ before(async () => {
 });
 after(() => r.cleanup());
 
+test('an app password is made only for an account that exists', { timeout: 30_000 }, async () => {
+  const apps = new AppPasswords(r.redis);
+  await dir.addUser('gone@example.test', PASSWORD);
+  await dir.delUser('gone@example.test');
+  await assert.rejects(apps.create('gone@example.test', 'phone'), /^Error: no account gone@example.test$/);
+  await dir.addUser('gone@example.test', PASSWORD);
+  assert.deepEqual(await apps.list('gone@example.test'), []);
+});
+
 test('account password and app passwords both log in; a revoked app password does not', async () => {
   const apps = new AppPasswords(r.redis);
   const auth = createAuthenticator({ directory: dir, guard: new LoginGuard(r.redis), appPasswords: apps });

@@ -194,11 +194,16 @@ export class Directory {
     await this.redis.hset(`account:${a}`, 'password', await hashPassword(password));
   }
 
-  async delUser(address: string): Promise<void> {
+  /**
+   * Deletes the account and, in the same transaction, `also`: the keys other packages
+   * keep for it (app passwords, forwarding...), so that nothing of it is left for a new
+   * account of the same address.
+   */
+  async delUser(address: string, also: readonly string[] = []): Promise<void> {
     const a = await this.requireAccount(address);
     await this.redis
       .multi()
-      .del(`account:${a}`)
+      .del(`account:${a}`, ...also)
       .srem(`accounts:${a.split('@')[1]}`, a)
       .exec();
     await this.changed();

@@ -197,7 +197,7 @@ test(
   "the CLI's user passwd, lock and del end the account's webmail sessions",
   { timeout: 60_000 },
   async () => {
-    const dave = 'dave@example.test';
+    const dave = 'frank@example.test';
     await addAccount(t.p.directory, dave);
     const cli = new Operations(t.p.redis.redis, 'cli:root');
     const signedIn = async () => {
@@ -219,6 +219,34 @@ test(
     web = await signedIn();
     await cli.delUser(dave);
     assert.equal((await web.get('/api/account')).status, 401);
+  },
+);
+
+test(
+  'a deleted account leaves nothing to a new account of its address: app passwords, forwarding',
+  { timeout: 60_000 },
+  async () => {
+    const erin = 'erin@example.test';
+    await addAccount(t.p.directory, erin);
+    const { secret } = await new Operations(t.p.redis.redis, 'cli:root').createAppPassword(erin, 'phone');
+    const old = client();
+    assert.equal((await old.login(erin)).status, 200);
+    const fwd = { targets: ['erin@elsewhere.test'], keepCopy: false };
+    assert.equal((await old.post('/api/account/forwarding', fwd)).status, 200);
+    assert.equal(await imapLoginAs(t, erin, secret), true);
+
+    assert.equal((await admin.req('DELETE', `/api/admin/accounts/${enc(erin)}`)).status, 200);
+    const again = await admin.post('/api/admin/accounts', { address: erin, password: PASSWORD });
+    assert.equal(again.status, 200);
+    assert.equal(await imapLoginAs(t, erin, secret), false);
+    assert.deepEqual(
+      (await admin.get(`/api/admin/accounts/${enc(erin)}/app-passwords`)).json.appPasswords,
+      [],
+    );
+    const owner = client();
+    assert.equal((await owner.login(erin)).status, 200);
+    assert.deepEqual((await owner.get('/api/account/forwarding')).json, { targets: [], keepCopy: true });
+    assert.deepEqual((await owner.get('/api/account/logins')).json.logins.length, 1);
   },
 );
 
