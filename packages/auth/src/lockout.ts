@@ -10,7 +10,8 @@ export interface LockoutPolicy {
   accountThreshold: number;
   /**
    * While the account is under attack: attempts per minute at it, together, from
-   * addresses that have failed before (an address without failures is never held back).
+   * addresses that have failed for it before (an address that has not is never held
+   * back). Only the attempts let through count: refused ones do not use it up.
    */
   accountAttemptsPerMinute: number;
   /** While under attack, a failure is answered after this delay, doubled for every further `accountThreshold` failures. */
@@ -65,12 +66,14 @@ export function clientKey(ip: string): string {
  *    `maxLockSeconds`. Nobody else is affected: the same account from another address
  *    logs in.
  *  - An account that failed `accountThreshold` times from anywhere is under attack,
- *    most likely from many addresses at once. Addresses that have failed before (for
- *    any account) then share `accountAttemptsPerMinute` attempts at it, and every
- *    failure is answered after a delay that grows with the attack; an address without
- *    failures is never held back, and a right password is answered at once. So a
- *    distributed attack gets about one guess per fresh address, and the user, whose
- *    address has not been guessing, is let in.
+ *    most likely from many addresses at once. Addresses that have failed for this
+ *    account then share `accountAttemptsPerMinute` checked attempts at it (those
+ *    refused do not count), and every failure is answered after a delay that grows
+ *    with the attack; an address that has not failed for it is never held back (a
+ *    colleague behind the same NAT mistyping their own password does not count), and
+ *    a right password is answered at once. So a distributed attack gets about one
+ *    guess per fresh address, and the user, whose address has not been guessing at
+ *    this account, is let in.
  *  - Nothing locks an account for everyone: that would hand every attacker a way to
  *    keep its owner out.
  *
@@ -107,22 +110,17 @@ export class LoginGuard {
   async check(ip: string, account: string): Promise<LoginVerdict> {
     const k = this.keys(ip, account);
     const p = this.policy;
-    const [ipTtl, pairTtl, ipFails, acctFails] = (
+    const [ipTtl, pairTtl, pairFails, acctFails] = (
       await pipelineResults(
-        this.redis.pipeline().pttl(k.ipLock).pttl(k.pairLock).get(k.ipFail).get(k.acctFail),
+        this.redis.pipeline().pttl(k.ipLock).pttl(k.pairLock).get(k.pairFail).get(k.acctFail),
       )
     ).map(Number) as [number, number, number, number];
     const retry = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
     if (ipTtl > 0) return { verdict: 'refuse', scope: 'ip', retryAfterSeconds: retry(ipTtl) };
     if (pairTtl > 0) return { verdict: 'refuse', scope: 'account-ip', retryAfterSeconds: retry(pairTtl) };
-    if (acctFails >= p.accountThreshold && ipFails > 0) {
-      const [attempts, , ttl] = (
-        await pipelineResults(
-          this.redis.pipeline().incr(k.acctRate).expire(k.acctRate, 60, 'NX').pttl(k.acctRate),
-        )
-      ).map(Number) as [number, number, number];
-      if (attempts > p.accountAttemptsPerMinute)
-        return { verdict: 'refuse', scope: 'account-rate', retryAfterSeconds: retry(ttl) };
+    if (acctFails >= p.accountThreshold && pairFails > 0) {
+      const full = Number(await this.redis.eval(TAKE_ATTEMPT, 1, k.acctRate, p.accountAttemptsPerMinute));
+      if (full > 0) return { verdict: 'refuse', scope: 'account-rate', retryAfterSeconds: retry(full) };
     }
     return { verdict: 'check' };
   }
@@ -180,6 +178,18 @@ export class LoginGuard {
     await this.redis.del(...keys);
   }
 }
+
+/**
+ * Takes one of the minute's attempts at an account under attack: 0 when taken, else the
+ * milliseconds until the minute ends (nothing taken, so a refusal uses up nothing).
+ */
+const TAKE_ATTEMPT = `
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
+  return math.max(redis.call('PTTL', KEYS[1]), 1)
+end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], 60, 'NX')
+return 0`;
 
 /**
  * Runs a pipeline and returns its results, throwing the first error. `exec()` resolves

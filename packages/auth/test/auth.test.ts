@@ -165,6 +165,32 @@ test('an account attacked from many addresses: guessers are held back and answer
 });
 
 test(
+  'an account under attack: the owner behind a NAT where a colleague mistyped gets in; refusals use up no attempts',
+  { timeout: 30_000 },
+  async () => {
+    const [a, colleague] = [await account(), await account()];
+    const guard = new LoginGuard(r.redis, policy({ accountThreshold: 6, accountAttemptsPerMinute: 2 }));
+    const auth = createAuthenticator({ directory: dir, guard, appPasswords: new AppPasswords(r.redis) });
+    const login = async (ip: string, username: string, password: string) => {
+      const res = await auth.authenticate({ ip, username, password });
+      return res.ok ? 'ok' : res.reason;
+    };
+    const office = '198.51.100.70';
+    assert.equal(await login(office, colleague, 'a typo'), 'invalid');
+    // the attacker puts the account under attack, then keeps guessing from addresses that
+    // failed for other accounts too, and from its own: past the minute's two, refused
+    for (let i = 1; i <= 6; i++) assert.equal(await login(`203.0.113.${20 + i}`, a, 'guess'), 'invalid');
+    for (let i = 1; i <= 6; i++) await login(`203.0.113.${20 + i}`, colleague, 'guess');
+    const held = [];
+    for (let i = 1; i <= 6; i++) held.push(await login(`203.0.113.${20 + i}`, a, 'guess 2'));
+    assert.deepEqual(held, ['invalid', 'invalid', 'locked', 'locked', 'locked', 'locked']);
+    assert.equal(await login(office, a, 'correct horse battery staple'), 'ok');
+    // the minute's count holds the two attempts checked, not the refusals
+    assert.equal(await r.redis.get(`auth:rate:acct:${a}`), '2');
+  },
+);
+
+test(
   'a Redis that fails commands makes a login a temporary failure: never a login, never a wrong password',
   {
     timeout: 20_000,
