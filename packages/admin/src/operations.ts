@@ -286,9 +286,11 @@ export class Operations {
     return { account: a, sessionsEnded };
   }
 
+  /** Unlocks an account, and lifts the locks its failed logins put on any address. */
   async unlockUser(address: string): Promise<string> {
     const a = await this.checkAccount(address, 'present');
     await this.directory.setLocked(a, false);
+    await this.guard.unlock(a);
     await this.log('account.unlock', a);
     return a;
   }

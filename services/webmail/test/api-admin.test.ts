@@ -250,6 +250,15 @@ test(
   },
 );
 
+test('unlock also lifts the locks of failed logins', { timeout: 60_000 }, async () => {
+  const gail = 'gail@example.test';
+  await addAccount(t.p.directory, gail);
+  for (let i = 0; i < 5; i++) assert.equal(await imapLoginAs(t, gail, 'a wrong guess'), false);
+  assert.equal(await imapLoginAs(t, gail, PASSWORD), false);
+  assert.equal((await admin.post(`/api/admin/accounts/${enc(gail)}/unlock`)).status, 200);
+  assert.equal(await imapLoginAs(t, gail, PASSWORD), true);
+});
+
 test('aliases and catch-alls, a user’s app passwords', { timeout: 60_000 }, async () => {
   const add = await admin.post('/api/admin/aliases', { source: 'info@example.test', targets: [BOB] });
   assert.deepEqual(add.json, { source: 'info@example.test', targets: [BOB] });
