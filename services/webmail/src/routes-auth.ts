@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { clientKey } from '@mailyard/auth';
 import { z } from 'zod';
 import { parse, sessionOf, type Ctx } from './context.js';
 import { errors } from './errors.js';
@@ -14,11 +15,12 @@ const loginSchema = z.object({
 });
 
 /**
- * Logins per client address per minute, whatever their outcome (the shared lockout in
+ * Logins per client per minute, whatever their outcome (the shared lockout in
  * packages/auth counts only failures, per address and per account, across every protocol).
+ * A client is counted as the lockout counts it: an IPv6 one by its /64.
  */
 async function rateLimited(ctx: Ctx, ip: string): Promise<number> {
-  const key = `webmail:login-rate:${ip}`;
+  const key = `webmail:login-rate:${clientKey(ip)}`;
   const [[, count], [, ttl]] = (await ctx.redis.multi().incr(key).pttl(key).exec()) as [
     [null, number],
     [null, number],

@@ -146,6 +146,21 @@ describe('login', () => {
     // another address is not affected
     assert.equal((await client().login(ALICE)).status, 200);
   });
+
+  test(
+    'an IPv6 client is rate limited by its /64, whichever of its addresses it uses',
+    { timeout: 30_000 },
+    async () => {
+      const from = (ip: string) => new WebClient(t.webmail.port, t.ca, ip);
+      for (let i = 1; i <= 10; i++) {
+        const res = await from(`2001:db8:5:6::${i.toString(16)}`).login(`nobody${i}@example.test`, 'x');
+        assert.notEqual(res.status, 429, `attempt ${i}`);
+      }
+      const res = await from('2001:db8:5:6:ffff::1').login(ALICE);
+      assert.deepEqual([res.status, res.json.error], [429, 'rate_limited']);
+      assert.equal((await from('2001:db8:5:7::1').login(ALICE)).status, 200);
+    },
+  );
 });
 
 describe('CSRF', () => {
