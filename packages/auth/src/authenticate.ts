@@ -37,6 +37,12 @@ export interface AuthRequest {
    * take only its app passwords, so a phished password alone opens nothing.
    */
   secondFactorFollows?: boolean;
+  /**
+   * Only the account's own password is accepted (the webmail: app passwords are for mail
+   * clients, and one must not skip the second step). An app password is then not tried:
+   * it is a wrong password, counted as one, and no login is recorded for it.
+   */
+  passwordOnly?: boolean;
   /** Where the login comes from; with it, a successful login is kept in the LoginHistory. */
   protocol?: LoginProtocol;
   /** What the client says it is (recorded with the login). */
@@ -119,7 +125,10 @@ export function createAuthenticator(deps: {
         const now = await storedNow(user, c);
         app = now?.app ?? null;
         record = now?.record ?? null;
-        if (now && (c.via === 'password' ? passwordRefused(now.record) : lockedOut(now.record)))
+        if (
+          now &&
+          (c.via === 'password' ? passwordRefused(now.record) : lockedOut(now.record) || req.passwordOnly)
+        )
           refused = true;
         return now?.stored ?? null;
       });
@@ -152,7 +161,7 @@ export function createAuthenticator(deps: {
           credential: sessionCredential(checked.record, 'password'),
         };
       }
-      const rec = checked ? null : await directory.accountRecord(user);
+      const rec = checked || req.passwordOnly ? null : await directory.accountRecord(user);
       const matched = rec && !lockedOut(rec) ? await appPasswords.match(user, password) : null;
       if (rec && matched) {
         cache?.remember(

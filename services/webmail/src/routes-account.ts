@@ -38,6 +38,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
       username: account,
       password,
       secondFactorFollows: true,
+      passwordOnly: true,
     });
     if (!res.ok && res.reason === 'locked') throw errors.locked(res.retryAfterSeconds);
     if (!res.ok && res.reason === 'unavailable') throw errors.unavailable();

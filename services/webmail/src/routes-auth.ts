@@ -75,11 +75,12 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
       username,
       password,
       secondFactorFollows: true,
+      // app passwords are for mail clients; the webmail asks for the account's own password
+      // (so that a second step, when an account has one, cannot be skipped with one)
+      passwordOnly: true,
       protocol: 'webmail',
       client: String(req.headers['user-agent'] ?? ''),
     });
-    // app passwords are for mail clients; the webmail asks for the account's own password
-    // (so that a second step, when an account has one, cannot be skipped with one)
     if (!res.ok || res.via !== 'password') {
       const reason = res.ok ? 'invalid' : res.reason;
       metrics.logins.inc({ result: reason });

@@ -41,6 +41,28 @@ test('recent logins and the last use of an app password', { timeout: 60_000 }, a
 });
 
 test(
+  'an app password logs in to no webmail, and no login is recorded for it',
+  { timeout: 60_000 },
+  async () => {
+    const account = 'nia@example.test';
+    await addAccount(t.p.directory, account);
+    const c = client();
+    assert.equal((await c.login(account)).status, 200);
+    const { secret } = (await c.post('/api/account/app-passwords', { name: 'phone' })).json;
+    const other = client();
+    const refused = await other.login(account, secret);
+    assert.deepEqual([refused.status, refused.json.error], [401, 'invalid_credentials']);
+    const logins = (await c.get('/api/account/logins')).json.logins as { ip: string }[];
+    assert.deepEqual(
+      logins.map((l) => l.ip),
+      [c.ip],
+    );
+    const [phone] = (await c.get('/api/account/app-passwords')).json.appPasswords;
+    assert.equal(phone.lastUsed, undefined);
+  },
+);
+
+test(
   'changing the password: the current one first, the CLI’s strength rules',
   { timeout: 60_000 },
   async () => {
