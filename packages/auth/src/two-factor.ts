@@ -10,16 +10,27 @@ const ENROLMENT_SECONDS = 600;
 /** Codes of the step before and after are accepted too (clocks drift; RFC 6238 §5.2). */
 const TOLERANCE_SECONDS = 30;
 const RECOVERY_ALPHABET = 'abcdefghijkmnpqrstuvwxyz23456789';
+/**
+ * Wrong codes in a row for one account, from any address, after which its TOTP codes are
+ * no longer checked: six digits are guessable, and the per-address lockout alone lets a
+ * guesser spread over many addresses go on (NIST SP 800-63B §5.2.2: at most 100).
+ */
+export const MAX_CODE_FAILURES = 10;
+/** The wrong codes are forgotten this long after the last one, or at the next right code. */
+const CODE_FAILURE_SECONDS = 15 * 60;
 
 export type SecondFactorResult =
   | { ok: true; via: 'totp' | 'recovery-code' }
   | { ok: false; reason: 'invalid' }
-  | { ok: false; reason: 'locked'; retryAfterSeconds: number };
+  | { ok: false; reason: 'locked'; retryAfterSeconds: number }
+  /** MAX_CODE_FAILURES wrong codes in a row: the login starts again from the password. */
+  | { ok: false; reason: 'too-many-codes' };
 
 /** The keys of an account's recovery codes and of an enrolment under way, which go with the account. */
 export const twoFactorKeys = (account: string) => [
   `totp:recovery:${account.toLowerCase()}`,
   `totp:pending:${account.toLowerCase()}`,
+  `totp:fail:${account.toLowerCase()}`,
 ];
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
@@ -38,9 +49,15 @@ const normalizeRecovery = (code: string) => code.toLowerCase().replace(/[\s-]/g,
  *   totp:pending:<a>       STRING the secret of an enrolment not yet confirmed (10 min)
  *   totp:recovery:<a>      SET    SHA-256 of the unused recovery codes
  *   totp:used:<a>:<step>   STRING a code's time step once used (refuses its replay)
+ *   totp:fail:<a>          STRING wrong codes in a row (15 min after the last one)
  *
  * Wrong codes count in the shared lockout (LoginGuard) under the client address and the
  * account, as wrong passwords do, so guessing the six digits is throttled the same way.
+ * Past MAX_CODE_FAILURES in a row for the account, from any addresses, TOTP codes are
+ * refused unchecked until a right code or CODE_FAILURE_SECONDS pass, and the caller
+ * ends the login under way: the password is asked again. That count is not the
+ * lockout's: the account's password logins are not held back by it, and recovery codes
+ * (50 random bits, not guessable) are still checked, so its owner always has a way in.
  */
 export class TwoFactor {
   constructor(
@@ -109,23 +126,40 @@ export class TwoFactor {
    */
   async verify(account: string, code: string, ip: string): Promise<SecondFactorResult> {
     const a = account.toLowerCase();
+    const failKey = `totp:fail:${a}`;
     const lock = await this.guard.check(ip, a);
     if (lock.verdict === 'refuse')
       return { ok: false, reason: 'locked', retryAfterSeconds: lock.retryAfterSeconds };
-    const secret = await this.redis.hget(`account:${a}`, 'totp');
+    const [secret, failures] = await Promise.all([
+      this.redis.hget(`account:${a}`, 'totp'),
+      this.redis.get(failKey),
+    ]);
     if (secret) {
       if (/^\s*\d{6}\s*$/.test(code)) {
+        if (Number(failures) >= MAX_CODE_FAILURES) return { ok: false, reason: 'too-many-codes' };
         if (await this.checkCode(a, secret, code)) {
-          await this.guard.recordSuccess(ip, a);
+          await this.succeeded(ip, a);
           return { ok: true, via: 'totp' };
         }
       } else if (await this.useRecoveryCode(a, code)) {
-        await this.guard.recordSuccess(ip, a);
+        await this.succeeded(ip, a);
         return { ok: true, via: 'recovery-code' };
       }
     }
     await this.guard.recordFailure(ip, a);
-    return { ok: false, reason: 'invalid' };
+    const [[, inRow]] = (await this.redis
+      .multi()
+      .incr(failKey)
+      .expire(failKey, CODE_FAILURE_SECONDS)
+      .exec()) as [[null, number], unknown];
+    return inRow >= MAX_CODE_FAILURES
+      ? { ok: false, reason: 'too-many-codes' }
+      : { ok: false, reason: 'invalid' };
+  }
+
+  private async succeeded(ip: string, account: string): Promise<void> {
+    await this.redis.del(`totp:fail:${account}`);
+    await this.guard.recordSuccess(ip, account);
   }
 
   /** A right code of a time step not used before; the step is then marked used (RFC 6238 §5.2). */

@@ -28,6 +28,8 @@ export const errors = {
   wrongPassword: () => new ApiError(403, 'wrong_password', 'That is not your current password'),
   conflict: (message: string) => new ApiError(409, 'conflict', message),
   invalidCode: () => new ApiError(401, 'invalid_code', 'Wrong or already used code'),
+  tooManyCodes: () =>
+    new ApiError(401, 'too_many_codes', 'Too many wrong codes: log in again with your password'),
   secondFactorRequired: () =>
     new ApiError(401, 'second_factor_required', 'The second step of the login is still missing'),
   notAdmin: () => new ApiError(403, 'not_admin', 'Only administrators can do this'),

@@ -120,6 +120,12 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
           'webmail second step refused',
         );
         if (res.reason === 'locked') throw errors.locked(res.retryAfterSeconds);
+        if (res.reason === 'too-many-codes') {
+          // this login ends: whoever guesses must give the password again for more
+          await sessions.destroy(req.sessionId ?? undefined);
+          void reply.clearCookie(SESSION_COOKIE, COOKIE);
+          throw errors.tooManyCodes();
+        }
         throw errors.invalidCode();
       }
       logger.info({ account: session.account, ip: req.ip, via: res.via }, 'webmail login');

@@ -158,6 +158,53 @@ describe('two-factor login', () => {
   });
 
   test(
+    'ten wrong codes in a row from any addresses end the login; the password still logs in, a recovery code too',
+    { timeout: 60_000 },
+    async () => {
+      const account = 'tf6@example.test';
+      const { secret, recovery } = await enrol(account);
+      /** A login from an address of its own, up to its second step. */
+      const partial = async () => {
+        const c = client();
+        const res = await c.login(account);
+        assert.deepEqual([res.status, res.json.next], [200, 'second-factor']);
+        c.csrf = res.json.csrf;
+        return c;
+      };
+      // two wrong codes from each of five addresses: no address is locked
+      const answers: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        const c = await partial();
+        for (let j = 0; j < 2; j++)
+          answers.push(
+            (await c.post('/api/login/second-factor', { code: String(200000 + i * 2 + j) })).json.error,
+          );
+        if (i === 4) {
+          // the login that reached the cap was ended: the password is asked again
+          const after = await c.post('/api/login/second-factor', { code: await code(secret) });
+          assert.deepEqual([after.status, after.json.error], [401, 'not_logged_in']);
+        }
+      }
+      assert.deepEqual(answers, [...Array(9).fill('invalid_code'), 'too_many_codes']);
+      // the password logs in, but even the right code is refused for now
+      nextStep();
+      const owner = await partial();
+      const right = await owner.post('/api/login/second-factor', { code: await code(secret) });
+      assert.deepEqual([right.status, right.json.error], [401, 'too_many_codes']);
+      // a recovery code is not guessable: it lets the owner in, and the count starts again
+      const again = await partial();
+      const ok = await again.post('/api/login/second-factor', { code: recovery[0] });
+      assert.equal(ok.status, 200, ok.text);
+      const next = await partial();
+      const wrong = await next.post('/api/login/second-factor', { code: '123456' });
+      assert.deepEqual([wrong.status, wrong.json.error], [401, 'invalid_code']);
+      nextStep();
+      const fine = await next.post('/api/login/second-factor', { code: await code(secret) });
+      assert.equal(fine.status, 200, fine.text);
+    },
+  );
+
+  test(
     'with two-factor on, IMAP, POP3 and submission refuse the password and take app passwords',
     { timeout: 90_000 },
     async () => {

@@ -12,11 +12,13 @@ import { addAccount } from '../../../test/harness.js';
 import { ensureFrontEnd, launchBrowser, screenshotDir } from './browser.js';
 import { MailRules } from '@mailyard/mail-rules';
 import { holdSessions, imapLogin as imapLoginAs } from './mail-clients.js';
+import { WebClient } from './web-client.js';
 import { HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 
 const ACCOUNT = 'dora@example.test';
 let t: WebmailTestbed;
 let origin: string;
+let wmPort: number;
 let clock = Date.now();
 const shots = screenshotDir();
 
@@ -31,6 +33,7 @@ before(async () => {
     { twoFactor: new TwoFactor(redis, new LoginGuard(redis), { issuer: HOST, now: () => clock }) },
   );
   origin = `https://${HOST}:${wm.port}`;
+  wmPort = wm.port;
 });
 after(() => t?.close());
 
@@ -95,6 +98,29 @@ test('two-factor login and an app password, set up in the browser', { timeout: 1
     await page.getByRole('button', { name: 'Revoke phone' }).click();
     await page.getByRole('cell', { name: 'phone', exact: true }).waitFor({ state: 'detached' });
     assert.equal(await imapLogin(shown), false);
+
+    // while the browser is at its second step, guessers elsewhere use up the wrong codes
+    // allowed in a row: the browser's code ends its login, and the password is asked again
+    await page.getByRole('button', { name: 'Back to mail' }).click();
+    await page.getByRole('button', { name: 'Log out' }).click();
+    await page.getByLabel('Email address').fill(ACCOUNT);
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByRole('heading', { name: 'One more step' }).waitFor();
+    for (let i = 0; i < 5; i++) {
+      const guesser = new WebClient(wmPort, t.ca);
+      guesser.csrf = (await guesser.login(ACCOUNT)).json.csrf;
+      for (const n of [1, 2]) await guesser.post('/api/login/second-factor', { code: `90000${n}` });
+    }
+    clock += 30_000;
+    await page.getByLabel('Code').fill(await generate({ secret, epoch: Math.floor(clock / 1000) }));
+    await page.getByRole('button', { name: 'Verify' }).click();
+    await page.getByRole('alert').filter({ hasText: 'Too many wrong codes' }).waitFor();
+    await page.getByRole('heading', { name: 'Log in to your mail' }).waitFor();
+    await page.getByLabel('Email address').fill(ACCOUNT);
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByRole('heading', { name: 'One more step' }).waitFor();
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();

@@ -39,6 +39,8 @@ export function Login(props: {
     } catch (err) {
       setError(err instanceof ApiError ? err.message : 'Login failed');
       setBusy(false);
+      // the login under way was ended: back to the password
+      if (err instanceof ApiError && err.code === 'too_many_codes') setSecond(null);
       if (pass.current) {
         pass.current.value = '';
         pass.current.focus();
