@@ -55,10 +55,14 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     return { appPasswords: await ctx.appPasswords.list(account) };
   });
 
-  /** A new app password, shown in this answer only. */
+  /**
+   * A new app password, shown in this answer only. It asks for the password again: a
+   * session left open must not hand out a credential that outlives it.
+   */
   app.post('/api/account/app-passwords', async (req) => {
     const { account } = sessionOf(req);
-    const { name } = parse(appPasswordName, req.body);
+    const { name, password } = parse(appPasswordName.extend(passwordSchema.shape), req.body);
+    await checkPassword(req.ip, account, password);
     const secret = await refused(() => ctx.appPasswords.create(account, name));
     logger.info({ account, name }, 'app password created');
     return { name, secret };
@@ -158,10 +162,16 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     return { account, admin, twoFactor: { available: !!tf, enabled, recoveryCodesLeft: left } };
   });
 
-  /** Starts enrolment: a new secret, shown as a QR code; nothing changes until confirmed. */
+  /**
+   * Starts enrolment: a new secret, shown as a QR code; nothing changes until confirmed.
+   * It asks for the password again: a session left open must not tie the account to
+   * someone else's authenticator.
+   */
   app.post('/api/account/two-factor/begin', async (req): Promise<TwoFactorEnrolment> => {
     const { account } = sessionOf(req);
+    const { password } = parse(passwordSchema, req.body);
     const tf = twoFactor();
+    await checkPassword(req.ip, account, password);
     if (await tf.enabled(account))
       throw errors.conflict('Two-factor login is already on; turn it off first to enrol again');
     const { secret, uri } = await tf.begin(account);

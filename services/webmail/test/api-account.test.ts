@@ -21,7 +21,8 @@ test('recent logins and the last use of an app password', { timeout: 60_000 }, a
   await addAccount(t.p.directory, account);
   const c = client();
   assert.equal((await c.login(account)).status, 200);
-  const { secret } = (await c.post('/api/account/app-passwords', { name: 'laptop' })).json;
+  const { secret } = (await c.post('/api/account/app-passwords', { name: 'laptop', password: PASSWORD }))
+    .json;
   assert.equal(await imapLogin(account, secret), true);
   const logins = await c.get('/api/account/logins');
   const [imap, web] = logins.json.logins;
@@ -32,9 +33,9 @@ test('recent logins and the last use of an app password', { timeout: 60_000 }, a
   assert.equal(laptop.name, 'laptop');
   assert.equal(laptop.lastIp, '127.0.0.1');
   assert.ok(Date.parse(laptop.lastUsed) > Date.now() - 60_000);
-  const dup = await c.post('/api/account/app-passwords', { name: 'laptop' });
+  const dup = await c.post('/api/account/app-passwords', { name: 'laptop', password: PASSWORD });
   assert.deepEqual([dup.status, dup.json.error], [409, 'conflict']);
-  const bad = await c.post('/api/account/app-passwords', { name: 'a/b' });
+  const bad = await c.post('/api/account/app-passwords', { name: 'a/b', password: PASSWORD });
   assert.equal(bad.status, 400);
   const gone = await c.post('/api/account/app-passwords/revoke', { name: 'nope' });
   assert.deepEqual([gone.status, gone.json.error], [404, 'no_such_app_password']);
@@ -48,7 +49,8 @@ test(
     await addAccount(t.p.directory, account);
     const c = client();
     assert.equal((await c.login(account)).status, 200);
-    const { secret } = (await c.post('/api/account/app-passwords', { name: 'phone' })).json;
+    const { secret } = (await c.post('/api/account/app-passwords', { name: 'phone', password: PASSWORD }))
+      .json;
     const other = client();
     const refused = await other.login(account, secret);
     assert.deepEqual([refused.status, refused.json.error], [401, 'invalid_credentials']);
@@ -61,6 +63,22 @@ test(
     assert.equal(phone.lastUsed, undefined);
   },
 );
+
+test('an app password or two-factor enrolment asks for the password again', { timeout: 60_000 }, async () => {
+  const account = 'oto@example.test';
+  await addAccount(t.p.directory, account);
+  const c = client();
+  assert.equal((await c.login(account)).status, 200);
+  const none = await c.post('/api/account/app-passwords', { name: 'phone' });
+  assert.deepEqual([none.status, none.json.error], [400, 'bad_request']);
+  const wrong = await c.post('/api/account/app-passwords', { name: 'phone', password: 'not it' });
+  assert.deepEqual([wrong.status, wrong.json.error], [403, 'wrong_password']);
+  assert.deepEqual((await c.get('/api/account/app-passwords')).json.appPasswords, []);
+  const enrol = await c.post('/api/account/two-factor/begin', { password: 'not it' });
+  assert.deepEqual([enrol.status, enrol.json.error], [403, 'wrong_password']);
+  const ok = await c.post('/api/account/app-passwords', { name: 'phone', password: PASSWORD });
+  assert.equal(ok.status, 200, ok.text);
+});
 
 test(
   'changing the password: the current one first, the CLI’s strength rules',
@@ -117,7 +135,8 @@ test(
     await addAccount(t.p.directory, account);
     const c = client();
     await c.login(account);
-    const { secret } = (await c.post('/api/account/app-passwords', { name: 'phone' })).json;
+    const { secret } = (await c.post('/api/account/app-passwords', { name: 'phone', password: PASSWORD }))
+      .json;
     const ports = {
       imap: t.retrieval.ports.imaps,
       pop3: t.retrieval.ports.pop3s,
@@ -153,8 +172,10 @@ test(
     await addAccount(t.p.directory, account);
     const c = client();
     await c.login(account);
-    const phone = (await c.post('/api/account/app-passwords', { name: 'phone' })).json.secret as string;
-    const laptop = (await c.post('/api/account/app-passwords', { name: 'laptop' })).json.secret as string;
+    const phone = (await c.post('/api/account/app-passwords', { name: 'phone', password: PASSWORD })).json
+      .secret as string;
+    const laptop = (await c.post('/api/account/app-passwords', { name: 'laptop', password: PASSWORD })).json
+      .secret as string;
     const port = t.retrieval.ports.imaps;
     const held = await holdSessions([
       { label: 'phone', proto: 'imap', port, user: account, pass: phone },
@@ -176,7 +197,8 @@ test(
     const [c, elsewhere] = [client(), client()];
     await c.login(account);
     await elsewhere.login(account);
-    const { secret } = (await c.post('/api/account/app-passwords', { name: 'phone' })).json;
+    const { secret } = (await c.post('/api/account/app-passwords', { name: 'phone', password: PASSWORD }))
+      .json;
     const port = t.retrieval.ports.imaps;
     const held = await holdSessions([
       { label: 'password', proto: 'imap', port, user: account, pass: PASSWORD },

@@ -285,7 +285,7 @@ test('aliases and catch-alls, a user’s app passwords', { timeout: 60_000 }, as
   await addAccount(t.p.directory, dave);
   const d = client();
   await d.login(dave);
-  const { secret } = (await d.post('/api/account/app-passwords', { name: 'phone' })).json;
+  const { secret } = (await d.post('/api/account/app-passwords', { name: 'phone', password: PASSWORD })).json;
   assert.equal(await imapLoginAs(t, dave, secret), true);
   const apps = await admin.get(`/api/admin/accounts/${enc(dave)}/app-passwords`);
   assert.deepEqual(

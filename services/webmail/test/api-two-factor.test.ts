@@ -34,7 +34,7 @@ async function enrol(account: string): Promise<{ c: WebClient; secret: string; r
   await addAccount(t.p.directory, account);
   const c = client();
   assert.equal((await c.login(account)).status, 200);
-  const begin = await c.post('/api/account/two-factor/begin');
+  const begin = await c.post('/api/account/two-factor/begin', { password: PASSWORD });
   assert.equal(begin.status, 200, begin.text);
   assert.match(begin.json.qr, /^data:image\/png;base64,[A-Za-z0-9+/]+=*$/);
   assert.match(begin.json.uri, /^otpauth:\/\/totp\//);
@@ -215,7 +215,7 @@ describe('two-factor login', () => {
       assert.equal(await submissionLogin(account, PASSWORD), true);
       assert.equal(await pop3Login(account, PASSWORD), 'ok');
       const { c } = await enrolExisting(account);
-      const app = await c.post('/api/account/app-passwords', { name: 'phone' });
+      const app = await c.post('/api/account/app-passwords', { name: 'phone', password: PASSWORD });
       assert.equal(app.status, 200, app.text);
       const secret: string = app.json.secret;
       assert.equal(await imapLogin(account, PASSWORD), false);
@@ -237,7 +237,7 @@ describe('two-factor login', () => {
 async function enrolExisting(account: string) {
   const c = client();
   assert.equal((await c.login(account)).status, 200);
-  const begin = await c.post('/api/account/two-factor/begin');
+  const begin = await c.post('/api/account/two-factor/begin', { password: PASSWORD });
   nextStep();
   const ok = await c.post('/api/account/two-factor/confirm', { code: await code(begin.json.secret) });
   assert.equal(ok.status, 200, ok.text);

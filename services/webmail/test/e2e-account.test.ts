@@ -53,6 +53,11 @@ test('two-factor login and an app password, set up in the browser', { timeout: 1
     await page.getByRole('heading', { name: 'Two-factor login' }).waitFor();
     await page.getByText('your password no longer works in mail apps').waitFor();
 
+    // both ask for the password again: a wrong one sets up nothing
+    await page.getByLabel('Your password, to set it up').fill('not my password');
+    await page.getByRole('button', { name: 'Set up two-factor login' }).click();
+    await page.getByRole('alert').filter({ hasText: 'That is not your current password' }).waitFor();
+    await page.getByLabel('Your password, to set it up').fill(PASSWORD);
     await page.getByRole('button', { name: 'Set up two-factor login' }).click();
     await page.getByRole('img', { name: 'QR code for your authenticator app' }).waitFor();
     await page.screenshot({ path: join(shots, 'account-two-factor.png'), animations: 'disabled' });
@@ -68,6 +73,7 @@ test('two-factor login and an app password, set up in the browser', { timeout: 1
 
     // an app password for the phone, shown once
     await page.getByLabel('Name of the device').fill('phone');
+    await page.getByLabel('Your password', { exact: true }).fill(PASSWORD);
     await page.getByRole('button', { name: 'Create app password' }).click();
     const shown = (await page.getByLabel('New app password').textContent())!.replace(/\s/g, '');
     assert.match(shown, /^[a-z2-9]{20}$/);

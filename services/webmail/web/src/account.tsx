@@ -59,12 +59,13 @@ function TwoFactorSection(props: { info: AccountInfo; onChange: () => void }) {
   const password = useRef<HTMLInputElement>(null);
   if (!tf.available) return null;
 
-  const begin = async () => {
+  const begin = async (e: Event) => {
+    e.preventDefault();
     setError(null);
     try {
-      setEnrolment(await api.twoFactorBegin());
-    } catch (e) {
-      setError(message(e));
+      setEnrolment(await api.twoFactorBegin(password.current!.value));
+    } catch (err) {
+      setError(message(err));
     }
   };
   const confirm = async (e: Event) => {
@@ -148,9 +149,19 @@ function TwoFactorSection(props: { info: AccountInfo; onChange: () => void }) {
           <p role="status">
             Two-factor login is <strong>off</strong>.
           </p>
-          <button class="primary" onClick={() => void begin()}>
-            Set up two-factor login
-          </button>
+          <form onSubmit={(e) => void begin(e)} class="inline-form">
+            <label for="tf-begin-password">Your password, to set it up</label>
+            <input
+              id="tf-begin-password"
+              ref={password}
+              type="password"
+              autoComplete="current-password"
+              required
+            />
+            <button type="submit" class="primary">
+              Set up two-factor login
+            </button>
+          </form>
         </>
       )}
       {error && (
@@ -167,6 +178,7 @@ function AppPasswords() {
   const [created, setCreated] = useState<{ name: string; secret: string } | null>(null);
   const [error, setError] = useState<string | null>(null);
   const name = useRef<HTMLInputElement>(null);
+  const password = useRef<HTMLInputElement>(null);
   const reload = () =>
     api.appPasswords().then(
       (r) => setList(r.appPasswords),
@@ -178,8 +190,9 @@ function AppPasswords() {
     e.preventDefault();
     setError(null);
     try {
-      setCreated(await api.createAppPassword(name.current!.value.trim()));
+      setCreated(await api.createAppPassword(name.current!.value.trim(), password.current!.value));
       name.current!.value = '';
+      password.current!.value = '';
       await reload();
     } catch (err) {
       setError(message(err));
@@ -239,6 +252,8 @@ function AppPasswords() {
       <form onSubmit={(e) => void create(e)} class="inline-form">
         <label for="ap-name">Name of the device</label>
         <input id="ap-name" ref={name} required maxLength={64} placeholder="phone" />
+        <label for="ap-password">Your password</label>
+        <input id="ap-password" ref={password} type="password" autoComplete="current-password" required />
         <button type="submit" class="primary">
           Create app password
         </button>

@@ -176,14 +176,15 @@ export const api = {
   deleteDraft: (uid: number) => call<{ deleted: boolean }>('DELETE', `/api/drafts/${uid}`),
   deleteUpload: (id: string) => call<{ deleted: boolean }>('DELETE', `/api/uploads/${id}`),
   account: () => call<AccountInfo>('GET', '/api/account'),
-  twoFactorBegin: () => call<TwoFactorEnrolment>('POST', '/api/account/two-factor/begin', {}),
+  twoFactorBegin: (password: string) =>
+    call<TwoFactorEnrolment>('POST', '/api/account/two-factor/begin', { password }),
   twoFactorConfirm: (code: string) =>
     call<{ recoveryCodes: string[] }>('POST', '/api/account/two-factor/confirm', { code }),
   twoFactorDisable: (password: string) =>
     call<{ enabled: false }>('POST', '/api/account/two-factor/disable', { password }),
   appPasswords: () => call<{ appPasswords: AppPassword[] }>('GET', '/api/account/app-passwords'),
-  createAppPassword: (name: string) =>
-    call<{ name: string; secret: string }>('POST', '/api/account/app-passwords', { name }),
+  createAppPassword: (name: string, password: string) =>
+    call<{ name: string; secret: string }>('POST', '/api/account/app-passwords', { name, password }),
   revokeAppPassword: (name: string) =>
     call<{ revoked: string }>('POST', '/api/account/app-passwords/revoke', { name }),
   logins: () => call<{ logins: LoginEntry[] }>('GET', '/api/account/logins'),
