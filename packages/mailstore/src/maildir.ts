@@ -67,6 +67,32 @@ export interface DeliverResult {
   written: boolean;
 }
 
+/**
+ * Errors of the file system under the store that say nothing about the message: a full
+ * disk or quota, an I/O error, permissions, a read-only remount, no descriptors left. As
+ * for Postfix's local(8) and Dovecot's LDA (EX_TEMPFAIL), the mail waits until they are
+ * fixed instead of counting as a failed attempt.
+ */
+const STORAGE_FAULTS = new Set([
+  'ENOSPC',
+  'EDQUOT',
+  'EIO',
+  'EACCES',
+  'EPERM',
+  'EROFS',
+  'EMFILE',
+  'ENFILE',
+  'ESTALE',
+  'EAGAIN',
+  'EBUSY',
+]);
+
+/** True for an error of the store's file system (see STORAGE_FAULTS), not of the message. */
+export function isStorageFault(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return typeof code === 'string' && STORAGE_FAULTS.has(code);
+}
+
 export class MaildirStore {
   private readonly ready = new Set<string>();
   private readonly dirSync = new Map<string, { running: Promise<void> | null; next: Promise<void> | null }>();
@@ -120,12 +146,18 @@ export class MaildirStore {
       fd = await cb.open(tmpPath(), flags, 0o600);
     }
     try {
-      for (let off = 0; off < req.data.length;) off += await cb.write(fd, req.data, off);
-      await cb.fsync(fd);
-    } finally {
-      await cb.close(fd);
+      try {
+        for (let off = 0; off < req.data.length;) off += await cb.write(fd, req.data, off);
+        await cb.fsync(fd);
+      } finally {
+        await cb.close(fd);
+      }
+      await cb.rename(tmpPath(), finalPath());
+    } catch (err) {
+      // a part written to a full disk would hold its blocks until tmp/ is cleaned
+      await cb.unlink(tmpPath()).catch(() => undefined);
+      throw err;
     }
-    await cb.rename(tmpPath(), finalPath());
     // counted as soon as it is there: a redelivery after a failed sync finds the file and
     // would not count it
     recordUsage(accountDir(this.opts.root, req.account), req.data.length, 1);
@@ -171,6 +203,7 @@ const cb = {
   fsync: promisify(fsc.fsync),
   close: promisify(fsc.close),
   rename: promisify(fsc.rename),
+  unlink: promisify(fsc.unlink),
 };
 
 async function fsyncPath(path: string): Promise<void> {

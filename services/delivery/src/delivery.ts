@@ -10,9 +10,9 @@ import {
 } from '@mailyard/contracts';
 import { DirectoryUnavailableError, type Directory } from '@mailyard/directory';
 import type { DkimSigner } from '@mailyard/dkim';
-import { MailAccount, Quotas, type MaildirStore } from '@mailyard/mailstore';
+import { isStorageFault, MailAccount, Quotas, type MaildirStore } from '@mailyard/mailstore';
 import { MailRules } from '@mailyard/mail-rules';
-import { Counter, Histogram, type Logger, type Registry } from '@mailyard/observability';
+import { Counter, Histogram, type Logger, type ReadinessCheck, type Registry } from '@mailyard/observability';
 import { returnToSender, type RecipientReport } from '@mailyard/dsn';
 import { deliveredToHeader, returnPathHeader } from '@mailyard/smtp-core';
 import type { DeliveryConfig } from './config.js';
@@ -34,6 +34,8 @@ export interface DeliveryDeps {
 export interface DeliveryService {
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** Not ready while the mail store's file system fails (full, read-only, I/O errors). */
+  readiness: ReadinessCheck[];
 }
 
 function createMetrics(registry: Registry) {
@@ -96,6 +98,26 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   const markerKey = (queueId: string, account: string) =>
     `delivered:${queueId}:${createHash('sha256').update(account).digest('hex').slice(0, 16)}`;
 
+  /**
+   * A read or write of the mail store whose file system fails (a full disk, an I/O error)
+   * holds the message, like a Redis outage: the mail waits until the disk is fixed, and
+   * /readyz says so meanwhile.
+   */
+  let storeFault: string | null = null;
+  const fromStore = async <T>(queueId: string, p: Promise<T>): Promise<T> => {
+    try {
+      const res = await p;
+      if (storeFault) logger.info({ queueId }, 'mail store writable again');
+      storeFault = null;
+      return res;
+    } catch (err) {
+      if (!isStorageFault(err)) throw err;
+      if (!storeFault) logger.error({ queueId, err }, 'mail store failing, messages held until it is fixed');
+      storeFault = (err as NodeJS.ErrnoException).code!;
+      throw new BackendUnavailableError(`mail store: ${(err as Error).message}`, { cause: err });
+    }
+  };
+
   const announce = changeAnnouncer((ev) => {
     bus.publishEvent(EventKeys.mailboxChanged, ev).catch(() => undefined);
   }, EVENT_WINDOW_MS);
@@ -138,7 +160,10 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       Buffer.from(returnPathHeader(env.mailFrom) + deliveredToHeader(account)),
       message,
     ]);
-    if (limit && (await new MailAccount(store.root, account).usage(limit)).bytes + data.length > limit) {
+    const usage = limit
+      ? await fromStore(env.queueId, new MailAccount(store.root, account).usage(limit))
+      : null;
+    if (usage && usage.bytes + data.length > limit) {
       // as Dovecot's LDA by default (quota_full_tempfail = no): the copy is returned to
       // the sender with 5.2.2 at once; the other recipients still get theirs
       metrics.deliveries.inc({ result: 'over-quota' });
@@ -155,14 +180,17 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       await fromRedis(redis.set(key, 'bounced', 'EX', config.delivery_dedupe_ttl));
       return false;
     }
-    const res = await store.deliver({
-      account,
-      folder,
-      data,
-      queueId: env.queueId,
-      recipient: account,
-      receivedAt: new Date(env.receivedAt),
-    });
+    const res = await fromStore(
+      env.queueId,
+      store.deliver({
+        account,
+        folder,
+        data,
+        queueId: env.queueId,
+        recipient: account,
+        receivedAt: new Date(env.receivedAt),
+      }),
+    );
     await fromRedis(redis.set(key, '1', 'EX', config.delivery_dedupe_ttl));
     metrics.deliveries.inc({ result: res.written ? 'written' : 'duplicate' });
     metrics.latency.observe((Date.now() - Date.parse(env.receivedAt)) / 1000);
@@ -259,6 +287,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   };
 
   return {
+    readiness: [{ name: 'mail-store', ok: () => storeFault === null }],
     async start() {
       // envelopes are validated by the bus (a bad one is dead-lettered as poison)
       await bus.consumeMail(

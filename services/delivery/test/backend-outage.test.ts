@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { mkdirSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { connect } from 'amqplib';
 import { Redis } from 'ioredis';
@@ -37,6 +39,7 @@ before(async () => {
   const dir = new Directory(admin);
   await dir.addDomain('example.test');
   await dir.addUser('alice@example.test', 'correct horse battery staple');
+  await dir.addUser('bob@example.test', 'correct horse battery staple');
   admin.disconnect();
   const cfg = loadConfig(deliverySchema, {
     env: {},
@@ -49,6 +52,8 @@ before(async () => {
   rt = await createRuntime('delivery', cfg);
   // the wiring of production: the lookup cache on
   svc = buildDelivery(cfg, defaultDeps(cfg, rt));
+  // as runMain adds them
+  for (const check of svc.readiness) rt.ops.addCheck(check);
   await rt.bus.waitConnected();
   await svc.start();
 });
@@ -91,6 +96,43 @@ test(
       assert.equal(maildirNew(inbox).length, 1);
       assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0);
       assert.equal((await ch.checkQueue(Queues.outbound)).messageCount, 0);
+    } finally {
+      await conn.close();
+    }
+  },
+);
+
+test(
+  'a mail store that refuses writes: the message is held, /readyz says so, filed once it is fixed',
+  { timeout: 60_000 },
+  async () => {
+    const conn = await connect(vhost.url);
+    const ch = await conn.createChannel();
+    const inbox = folderDir(maildir.path, 'bob@example.test', 'INBOX');
+    try {
+      // tmp/ on a file system that refuses new files, even to root (as a full or read-only one would)
+      for (const d of ['new', 'cur']) mkdirSync(join(inbox, d), { recursive: true });
+      symlinkSync('/sys/kernel', join(inbox, 'tmp'));
+      const before = await failures();
+      const env = envelope(['bob@example.test']);
+      await rt.bus.publishMail(RoutingKeys.delivery, Buffer.from('Subject: disk\r\n\r\nbody\r\n'), env);
+      await waitFor(async () => (await failures()) >= before + 4, {
+        timeoutMs: 30_000,
+        what: 'the message held',
+      });
+      assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
+      assert.equal((await ch.checkQueue(Queues.outbound)).messageCount, 0, 'no bounce');
+      const ready = await fetch(`http://127.0.0.1:${rt.httpPort}/readyz`);
+      assert.equal(ready.status, 503);
+      assert.match(await rt.registry.metrics(), /mailyard_bus_held_messages\{queue="delivery"\} 1/);
+
+      rmSync(join(inbox, 'tmp'));
+      mkdirSync(join(inbox, 'tmp'));
+      await waitFor(() => maildirNew(inbox).length === 1, { timeoutMs: 20_000, what: 'filed once fixed' });
+      await waitFor(async () => (await ch.checkQueue(Queues.delivery)).messageCount === 0, { what: 'acked' });
+      assert.equal((await fetch(`http://127.0.0.1:${rt.httpPort}/readyz`)).status, 200);
+      assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0);
+      assert.deepEqual(readdirSync(join(inbox, 'tmp')), []);
     } finally {
       await conn.close();
     }
