@@ -59,6 +59,12 @@ export interface DeliverRequest {
   queueId: string;
   recipient: string;
   receivedAt: Date;
+  /**
+   * A run before this one may have written the copy: it is looked for in cur/ too, where
+   * a mail client may have moved it since (`<name>:2,<flags>`). Costs a listing of cur/,
+   * so only a rerun asks for it.
+   */
+  rerun?: boolean;
 }
 
 export interface DeliverResult {
@@ -124,13 +130,18 @@ export class MaildirStore {
 
   /**
    * Writes tmp/ -> fsync -> rename into new/ -> fsync new/. Returns once the message
-   * survives a crash. A copy already in new/ under the same name is not written again.
+   * survives a crash. A copy already in new/ under the same name (or, on a rerun, in cur/
+   * under that base name) is not written again.
    */
   async deliver(req: DeliverRequest): Promise<DeliverResult> {
     let dir = await this.ensureFolder(req.account, req.folder);
     const name = this.fileName(req);
     const finalPath = () => join(dir, 'new', name);
     if (await exists(finalPath())) return { path: finalPath(), written: false };
+    if (req.rerun) {
+      const seen = await movedToCur(dir, name);
+      if (seen) return { path: seen, written: false };
+    }
     const tmpPath = () => join(dir, 'tmp', `${name}.${process.pid}`);
     const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC;
     // the callback API: a third less CPU per file than FileHandle promises
@@ -213,6 +224,19 @@ async function fsyncPath(path: string): Promise<void> {
   } finally {
     await cb.close(fd);
   }
+}
+
+/** The copy `name` once a mail client moved it from new/ into cur/ (`<name>:2,<flags>`). */
+async function movedToCur(dir: string, name: string): Promise<string | null> {
+  let names: string[];
+  try {
+    names = await fs.readdir(join(dir, 'cur'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  const found = names.find((n) => n === name || n.startsWith(name + ':'));
+  return found ? join(dir, 'cur', found) : null;
 }
 
 function exists(path: string): Promise<boolean> {

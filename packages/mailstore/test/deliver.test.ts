@@ -22,7 +22,7 @@ fs.write = ((fd: number, ...rest: unknown[]) => {
   return (realWrite as (...a: unknown[]) => void)(fd, ...rest);
 }) as typeof fs.write;
 syncBuiltinESMExports();
-const { MaildirStore, folderDir, isStorageFault } = await import('../src/index.js');
+const { MailFolder, MaildirStore, folderDir, isStorageFault } = await import('../src/index.js');
 
 const tmp = tempDir('mailstore-deliver-');
 after(() => tmp.cleanup());
@@ -30,13 +30,14 @@ after(() => tmp.cleanup());
 const root = fs.realpathSync(tmp.path);
 const store = new MaildirStore({ root, hostname: 'mx.test' });
 
+const RECEIVED = new Date();
 const copy = (account: string, queueId = 'ABC123') => ({
   account,
   folder: 'INBOX',
   data: Buffer.from('Subject: hi\r\n\r\nbody\r\n'),
   queueId,
   recipient: account,
-  receivedAt: new Date(),
+  receivedAt: RECEIVED,
 });
 
 void describe('MaildirStore.deliver', () => {
@@ -59,6 +60,21 @@ void describe('MaildirStore.deliver', () => {
       // once there is room again the copy is written
       assert.equal((await store.deliver(copy('full@example.test'))).written, true);
       assert.equal(fs.readdirSync(join(dir, 'new')).length, 1);
+    },
+  );
+
+  void it(
+    'a rerun finds the copy a mail client moved into cur/ and writes none',
+    { timeout: 10_000 },
+    async () => {
+      const dir = folderDir(root, 'moved@example.test', 'INBOX');
+      assert.equal((await store.deliver(copy('moved@example.test'))).written, true);
+      const [m] = (await new MailFolder(dir, 'INBOX', 'h').snapshot()).messages;
+      assert.match(m!.rel, /^cur\//);
+      const again = await store.deliver({ ...copy('moved@example.test'), rerun: true });
+      assert.equal(again.written, false);
+      assert.equal(again.path, join(dir, m!.rel));
+      assert.deepEqual(fs.readdirSync(join(dir, 'new')), []);
     },
   );
 });

@@ -149,9 +149,17 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   const fileCopy = async (env: Envelope, message: Buffer, account: string, via: string): Promise<boolean> => {
     const folder = folderFor(env, via);
     const key = markerKey(env.queueId, account);
-    // one round trip for both (autopipelined)
-    const [delivered, limit] = await fromRedis(Promise.all([redis.exists(key), quotas.limit(account)]));
-    if (delivered) {
+    // one round trip for both (autopipelined). The marker says "writing" before the file is
+    // written and "1" after: a run that finds "writing" follows one that may have written the
+    // file and died (or failed to set "1"), and the store looks for it where IMAP may have
+    // moved it since.
+    const [before, limit] = await fromRedis(
+      Promise.all([
+        redis.set(key, WRITING, 'EX', config.delivery_dedupe_ttl, 'NX', 'GET'),
+        quotas.limit(account),
+      ]),
+    );
+    if (before !== null && before !== WRITING) {
       metrics.deliveries.inc({ result: 'duplicate' });
       logger.info({ queueId: env.queueId, account }, 'already delivered, skipped');
       return false;
@@ -189,6 +197,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
         queueId: env.queueId,
         recipient: account,
         receivedAt: new Date(env.receivedAt),
+        rerun: before === WRITING,
       }),
     );
     await fromRedis(redis.set(key, '1', 'EX', config.delivery_dedupe_ttl));
@@ -313,6 +322,9 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     },
   };
 }
+
+/** The value of a copy's `delivered:` marker while its file is being written. */
+const WRITING = 'writing';
 
 /** Changes to one folder within this window are announced together. */
 const EVENT_WINDOW_MS = 100;

@@ -7,10 +7,11 @@ import { Redis } from 'ioredis';
 import { loadConfig } from '@mailyard/config';
 import { Queues, RoutingKeys } from '@mailyard/contracts';
 import { Directory } from '@mailyard/directory';
-import { folderDir } from '@mailyard/mailstore';
+import { folderDir, MailAccount } from '@mailyard/mailstore';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import {
   createVhost,
+  maildirMessages,
   maildirNew,
   startPrivateRedis,
   testBootSettings,
@@ -30,6 +31,8 @@ let redis: PrivateRedis;
 let maildir: ReturnType<typeof tempDir>;
 let rt: Runtime;
 let svc: DeliveryService;
+/** When set, the next "delivered" marker fails to be set after this runs (a Redis blip). */
+let markFails: (() => Promise<void>) | null = null;
 
 before(async () => {
   vhost = await createVhost();
@@ -40,6 +43,7 @@ before(async () => {
   await dir.addDomain('example.test');
   await dir.addUser('alice@example.test', 'correct horse battery staple');
   await dir.addUser('bob@example.test', 'correct horse battery staple');
+  await dir.addUser('carol@example.test', 'correct horse battery staple');
   admin.disconnect();
   const cfg = loadConfig(deliverySchema, {
     env: {},
@@ -50,8 +54,24 @@ before(async () => {
     },
   });
   rt = await createRuntime('delivery', cfg);
-  // the wiring of production: the lookup cache on
-  svc = buildDelivery(cfg, defaultDeps(cfg, rt));
+  // the wiring of production: the lookup cache on; Redis through markFails (see below)
+  const deps = defaultDeps(cfg, rt);
+  const redisSet = deps.redis.set.bind(deps.redis) as (...a: unknown[]) => Promise<unknown>;
+  const redisWithFaults = new Proxy(deps.redis, {
+    get: (target, prop, receiver) => {
+      if (prop !== 'set') return Reflect.get(target, prop, receiver) as unknown;
+      return async (...a: unknown[]) => {
+        const fail = markFails;
+        if (fail && String(a[0]).startsWith('delivered:') && a[1] === '1') {
+          markFails = null;
+          await fail();
+          throw new Error('Connection is closed.');
+        }
+        return redisSet(...a);
+      };
+    },
+  });
+  svc = buildDelivery(cfg, { ...deps, redis: redisWithFaults });
   // as runMain adds them
   for (const check of svc.readiness) rt.ops.addCheck(check);
   await rt.bus.waitConnected();
@@ -136,5 +156,34 @@ test(
     } finally {
       await conn.close();
     }
+  },
+);
+
+test(
+  'a copy written, whose marker was lost and which IMAP moved to cur/, is not filed again on the rerun',
+  { timeout: 30_000 },
+  async () => {
+    const deliveries = async () => {
+      const metric = await rt.registry.getSingleMetric('mailyard_delivery_deliveries_total')?.get();
+      return (metric?.values ?? []).reduce((n, v) => n + v.value, 0);
+    };
+    const carol = new MailAccount(maildir.path, 'carol@example.test');
+    const inbox = carol.folder('INBOX');
+    // the file is in new/ when the marker fails; a mail client looks at INBOX meanwhile
+    // (the message is numbered and moved into cur/) before the bus runs the message again
+    markFails = async () => void (await inbox.snapshot());
+    const before = await deliveries();
+    const env = envelope(['carol@example.test']);
+    await rt.bus.publishMail(RoutingKeys.delivery, Buffer.from('Subject: once\r\n\r\nbody\r\n'), env);
+    await waitFor(async () => (await deliveries()) === before + 1, { what: 'the rerun counted' });
+    assert.equal(markFails, null, 'the marker failed once');
+    const dir = folderDir(maildir.path, 'carol@example.test', 'INBOX');
+    assert.equal(maildirMessages(dir).length, 1, 'one file');
+    // the user deletes it: it does not come back as a new message
+    const [m] = (await inbox.snapshot()).messages;
+    await inbox.store([{ uid: m!.uid, op: 'add', flags: ['\\Deleted'] }]);
+    await inbox.expunge([m!.uid]);
+    assert.deepEqual((await carol.folder('INBOX').snapshot()).messages, []);
+    assert.deepEqual(maildirMessages(dir), []);
   },
 );
