@@ -16,7 +16,7 @@ import { Counter, Histogram, type Logger, type ReadinessCheck, type Registry } f
 import { returnToSender, type RecipientReport } from '@mailyard/dsn';
 import { deliveredToHeader, returnPathHeader } from '@mailyard/smtp-core';
 import type { DeliveryConfig } from './config.js';
-import { accountRules } from './rules.js';
+import { accountRules, junkFor } from './rules.js';
 
 export interface DeliveryDeps {
   bus: Bus;
@@ -141,7 +141,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   const folderFor = (env: Envelope, via: string): string => {
     const f = env.filing;
     if (!f) return 'INBOX';
-    if (f.junk.some((j) => j.toLowerCase() === via.toLowerCase())) return config.junk_folder;
+    if (junkFor(env, via)) return config.junk_folder;
     return f.bulk ? config.bulk_folder : 'INBOX';
   };
 
@@ -272,7 +272,9 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     await Promise.all(
       [...local].map(async ([account, via]) => {
         const own = await rules.read(account);
-        const fwd = own.forwarding ? await rules.forward(env, body, account, own.forwarding.targets) : null;
+        const fwd = own.forwarding
+          ? await rules.forward(env, body, account, via, own.forwarding.targets)
+          : null;
         // forwarded without a copy: the forward is the delivery (a loop or spam is filed)
         const filed =
           fwd === 'forwarded' || fwd === 'done-before'

@@ -29,6 +29,13 @@ export interface RulesDeps {
 }
 
 /**
+ * Whether the policy held the message as spam for the recipient it came to this account
+ * through (`via`, the RCPT TO address as given: an alias, a plus-address, the account).
+ */
+export const junkFor = (env: Envelope, via: string): boolean =>
+  !!env.filing?.junk.some((j) => j.toLowerCase() === via.toLowerCase());
+
+/**
  * What an account's own settings do with a message for it: forwarding (before filing,
  * which it may replace) and the out-of-office reply (RFC 3834), at most once per sender
  * within the days the user chose.
@@ -118,9 +125,10 @@ export function accountRules(deps: RulesDeps) {
     env: Envelope,
     message: Buffer,
     account: string,
+    via: string,
     targets: string[],
   ): Promise<'forwarded' | 'done-before' | 'loop' | 'junk'> => {
-    if (env.filing?.junk.some((j) => j.toLowerCase() === account)) return 'junk';
+    if (junkFor(env, via)) return 'junk';
     const fields = headerFields(message);
     if (fields.some((f) => f.name === 'delivered-to' && f.value.toLowerCase() === account.toLowerCase())) {
       metrics.userForwards.inc({ result: 'loop' });

@@ -137,3 +137,22 @@ test(
     assert.equal(await outboundCount(), 0);
   },
 );
+
+test(
+  'spam to an alias or plus-address of a forwarding account is filed in Junk, not forwarded',
+  { timeout: 60_000 },
+  async () => {
+    const hal = 'hal@example.test';
+    await addAccount(p.directory, hal);
+    await p.directory.addAlias('crew@example.test', [hal]);
+    await new MailRules(p.redis.redis).setForwarding(hal, { targets: ['hal@far.test'], keepCopy: false });
+    const body = Buffer.from('From: spammer@remote.test\r\nSubject: buy now\r\n\r\ncheap\r\n');
+    for (const rcpt of ['crew@example.test', 'hal+news@example.test', 'HAL@example.test']) {
+      const env = { ...envelope([rcpt]), filing: { junk: [rcpt], bulk: false } };
+      await p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, env);
+    }
+    await waitFor(() => p.inbox(hal, 'Junk').length === 3, { what: 'the three copies in Junk' });
+    assert.equal(await outboundCount(), 0, 'nothing forwarded');
+    assert.equal(p.inbox(hal).length, 0);
+  },
+);
