@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as fsc from 'node:fs';
 import { constants, promises as fs } from 'node:fs';
 import { promisify } from 'node:util';
@@ -142,7 +142,9 @@ export class MaildirStore {
       const seen = await movedToCur(dir, name);
       if (seen) return { path: seen, written: false };
     }
-    const tmpPath = () => join(dir, 'tmp', `${name}.${process.pid}`);
+    // one file per attempt: two overlapping runs of the same copy never write into one
+    const tmpName = `${name}.${process.pid}.${randomBytes(4).toString('hex')}`;
+    const tmpPath = () => join(dir, 'tmp', tmpName);
     const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC;
     // the callback API: a third less CPU per file than FileHandle promises
     let fd: number;

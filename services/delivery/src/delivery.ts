@@ -269,7 +269,9 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       for (const l of x.local) if (!local.has(l.account)) local.set(l.account, rcpt);
       for (const r of x.remote) remote.add(r);
     }
-    await Promise.all(
+    // every copy's run ends before the message is run again: a rerun overlapping a copy
+    // still being written or forwarded would write or forward it twice
+    const runs = await Promise.allSettled(
       [...local].map(async ([account, via]) => {
         const own = await rules.read(account);
         const fwd = own.forwarding
@@ -284,6 +286,8 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
           await rules.afterFiling(env, body, account, own);
       }),
     );
+    const failed = runs.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
     if (gone.length) await returnGone(env, body, gone);
     if (remote.size) {
       await bus.publishMail(RoutingKeys.outbound, body, {

@@ -13,7 +13,7 @@ import {
   type Vacation,
 } from '@mailyard/mail-rules';
 import type { Counter, Logger } from '@mailyard/observability';
-import { deliveredToHeader, domainOf, newQueueId } from '@mailyard/smtp-core';
+import { deliveredToHeader, derivedQueueId, domainOf } from '@mailyard/smtp-core';
 import type { DeliveryConfig } from './config.js';
 
 export interface RulesDeps {
@@ -144,7 +144,9 @@ export function accountRules(deps: RulesDeps) {
       byRoute.set(via, [...(byRoute.get(via) ?? []), t]);
     }
     const { routes: _r, filing: _f, ...rest } = env;
-    const queueId = newQueueId();
+    // a run overlapping this one (or after it failed to set the marker) forwards under the
+    // same id: the next hop files or sends it once
+    const queueId = derivedQueueId(env.queueId, `forward:${account.toLowerCase()}`);
     for (const [via, recipients] of byRoute) {
       await bus.publishMail(via as typeof RoutingKeys.delivery, data, {
         ...rest,

@@ -5,8 +5,9 @@ import { after, before, test } from 'node:test';
 import { connect } from 'amqplib';
 import { Redis } from 'ioredis';
 import { loadConfig } from '@mailyard/config';
-import { Queues, RoutingKeys } from '@mailyard/contracts';
+import { ENVELOPE_HEADER, Queues, RoutingKeys, type Envelope } from '@mailyard/contracts';
 import { Directory } from '@mailyard/directory';
+import { MailRules } from '@mailyard/mail-rules';
 import { folderDir, MailAccount } from '@mailyard/mailstore';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import {
@@ -31,7 +32,7 @@ let redis: PrivateRedis;
 let maildir: ReturnType<typeof tempDir>;
 let rt: Runtime;
 let svc: DeliveryService;
-/** When set, the next "delivered" marker fails to be set after this runs (a Redis blip). */
+/** When set, the next "delivered" or "forwarded" marker fails to be set after this runs (a Redis blip). */
 let markFails: (() => Promise<void>) | null = null;
 
 before(async () => {
@@ -44,6 +45,7 @@ before(async () => {
   await dir.addUser('alice@example.test', 'correct horse battery staple');
   await dir.addUser('bob@example.test', 'correct horse battery staple');
   await dir.addUser('carol@example.test', 'correct horse battery staple');
+  await dir.addUser('dan@example.test', 'correct horse battery staple');
   admin.disconnect();
   const cfg = loadConfig(deliverySchema, {
     env: {},
@@ -62,7 +64,7 @@ before(async () => {
       if (prop !== 'set') return Reflect.get(target, prop, receiver) as unknown;
       return async (...a: unknown[]) => {
         const fail = markFails;
-        if (fail && String(a[0]).startsWith('delivered:') && a[1] === '1') {
+        if (fail && /^(delivered|forwarded):/.test(String(a[0])) && a[1] === '1') {
           markFails = null;
           await fail();
           throw new Error('Connection is closed.');
@@ -185,5 +187,39 @@ test(
     await inbox.expunge([m!.uid]);
     assert.deepEqual((await carol.folder('INBOX').snapshot()).messages, []);
     assert.deepEqual(maildirMessages(dir), []);
+  },
+);
+
+test(
+  'a forward published again by a rerun (its marker lost) keeps its queue id, on which outbound dedupes',
+  { timeout: 30_000 },
+  async () => {
+    const conn = await connect(vhost.url);
+    const ch = await conn.createChannel();
+    try {
+      await ch.purgeQueue(Queues.outbound);
+      await new MailRules(rt.redis).setForwarding('dan@example.test', {
+        targets: ['dan@far.test'],
+        keepCopy: false,
+      });
+      markFails = async () => undefined;
+      const env = envelope(['dan@example.test']);
+      await rt.bus.publishMail(RoutingKeys.delivery, Buffer.from('Subject: fwd\r\n\r\nbody\r\n'), env);
+      await waitFor(async () => (await ch.checkQueue(Queues.outbound)).messageCount === 2, {
+        what: 'the forward and the rerun’s',
+      });
+      const ids = [];
+      for (let i = 0; i < 2; i++) {
+        const m = await ch.get(Queues.outbound, { noAck: true });
+        assert.ok(m);
+        const fenv = JSON.parse(String(m.properties.headers?.[ENVELOPE_HEADER])) as Envelope;
+        assert.deepEqual(fenv.recipients, ['dan@far.test']);
+        ids.push(fenv.queueId);
+      }
+      assert.notEqual(ids[0], env.queueId);
+      assert.equal(ids[1], ids[0]);
+    } finally {
+      await conn.close();
+    }
   },
 );
