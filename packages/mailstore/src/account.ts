@@ -114,20 +114,21 @@ export class MailAccount {
   }
 
   /**
-   * INBOX and the special-use folders, created on first use. Several first logins may
-   * run this at once, in one process or many: each subscribes the folders it created.
+   * INBOX and the special-use folders, created on first use and subscribed, also when
+   * delivery created one before the first login (Junk for the first spam), as Dovecot's
+   * `auto = subscribe`: a client that shows only subscribed folders shows them all.
+   * Several first logins may run this at once, in one process or many: the subscriptions
+   * are changed under their lock.
    */
   async ensureDefaults(): Promise<void> {
     await this.folder('INBOX').ensure();
-    const created: string[] = [];
-    for (const name of Object.keys(SPECIAL_USE)) {
+    const names = Object.keys(SPECIAL_USE);
+    for (const name of names) {
       const f = this.folder(name);
-      if (!(await f.exists())) {
-        await f.ensure();
-        created.push(name);
-      }
+      if (!(await f.exists())) await f.ensure();
     }
-    if (created.length) await this.updateSubscriptions((subs) => [...subs, ...created]);
+    const subs = new Set(await this.subscriptions());
+    if (names.some((n) => !subs.has(n))) await this.updateSubscriptions((now) => [...now, ...names]);
   }
 
   async list(): Promise<FolderEntry[]> {

@@ -71,6 +71,8 @@ export interface DeliverResult {
   path: string;
   /** False when an earlier delivery of the same copy was found: nothing was written. */
   written: boolean;
+  /** The folder did not exist and was created for this copy (a first Junk, a deleted one). */
+  createdFolder: boolean;
 }
 
 /**
@@ -110,14 +112,20 @@ export class MaildirStore {
   }
 
   async ensureFolder(account: string, folder: string): Promise<string> {
+    return (await this.makeFolder(account, folder)).dir;
+  }
+
+  /** The folder's directory, and whether it had to be created. */
+  private async makeFolder(account: string, folder: string): Promise<{ dir: string; created: boolean }> {
     const dir = folderDir(this.opts.root, account, folder);
-    if (this.ready.has(dir)) return dir;
+    if (this.ready.has(dir)) return { dir, created: false };
+    const created = !(await exists(join(dir, 'cur')));
     await Promise.all(
       ['tmp', 'new', 'cur'].map((d) => fs.mkdir(join(dir, d), { recursive: true, mode: 0o700 })),
     );
     if (folder.toUpperCase() !== 'INBOX') await fs.writeFile(join(dir, 'maildirfolder'), '', { flag: 'a' });
     this.ready.add(dir);
-    return dir;
+    return { dir, created };
   }
 
   /** Deterministic Maildir name for one copy of one queued message. */
@@ -134,13 +142,13 @@ export class MaildirStore {
    * under that base name) is not written again.
    */
   async deliver(req: DeliverRequest): Promise<DeliverResult> {
-    let dir = await this.ensureFolder(req.account, req.folder);
+    let { dir, created: createdFolder } = await this.makeFolder(req.account, req.folder);
     const name = this.fileName(req);
     const finalPath = () => join(dir, 'new', name);
-    if (await exists(finalPath())) return { path: finalPath(), written: false };
+    if (await exists(finalPath())) return { path: finalPath(), written: false, createdFolder };
     if (req.rerun) {
       const seen = await movedToCur(dir, name);
-      if (seen) return { path: seen, written: false };
+      if (seen) return { path: seen, written: false, createdFolder };
     }
     // one file per attempt: two overlapping runs of the same copy never write into one
     const tmpName = `${name}.${process.pid}.${randomBytes(4).toString('hex')}`;
@@ -155,7 +163,7 @@ export class MaildirStore {
       // create it again rather than fail every delivery to it
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       this.ready.delete(dir);
-      dir = await this.ensureFolder(req.account, req.folder);
+      ({ dir, created: createdFolder } = await this.makeFolder(req.account, req.folder));
       fd = await cb.open(tmpPath(), flags, 0o600);
     }
     try {
@@ -175,7 +183,7 @@ export class MaildirStore {
     // would not count it
     recordUsage(accountDir(this.opts.root, req.account), req.data.length, 1);
     await this.syncDir(join(dir, 'new'));
-    return { path: finalPath(), written: true };
+    return { path: finalPath(), written: true, createdFolder };
   }
 
   /**

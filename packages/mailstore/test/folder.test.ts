@@ -527,6 +527,14 @@ void describe('MailFolder', () => {
     assert.deepEqual(await acct.usage(), { bytes: msg(1).length * 2, messages: 2 });
   });
 
+  void it('the first login subscribes special-use folders made before it', async () => {
+    const acct = new MailAccount(fresh(), 'j@x.test', 'h');
+    // delivery filed spam before the user ever logged in
+    await acct.folder('Junk').ensure();
+    await acct.ensureDefaults();
+    assert.deepEqual((await acct.subscriptions()).sort(), ['Archive', 'Drafts', 'Junk', 'Sent', 'Trash']);
+  });
+
   void it('folders: create, nested, rename with children, delete', async () => {
     const acct = new MailAccount(fresh(), 'c@x.test', 'h');
     await acct.ensureDefaults();

@@ -200,6 +200,11 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
         rerun: before === WRITING,
       }),
     );
+    // a folder delivery made (Junk before the first login, the bulk folder) is subscribed,
+    // as Dovecot's lda_mailbox_autosubscribe: clients showing only subscribed folders
+    // would hide the mail in it
+    if (res.createdFolder && folder.toUpperCase() !== 'INBOX')
+      await fromStore(env.queueId, new MailAccount(store.root, account).subscribe(folder));
     await fromRedis(redis.set(key, '1', 'EX', config.delivery_dedupe_ttl));
     metrics.deliveries.inc({ result: res.written ? 'written' : 'duplicate' });
     metrics.latency.observe((Date.now() - Date.parse(env.receivedAt)) / 1000);

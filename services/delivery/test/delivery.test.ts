@@ -183,3 +183,16 @@ test('delivery metrics count written copies and latency', async () => {
   );
   assert.ok(/mailyard_delivery_latency_seconds_count [1-9]/.test(body), 'latency observed');
 });
+
+test('Junk made by the first spam, before the first login, is subscribed', { timeout: 30_000 }, async () => {
+  const { MailAccount } = await import('@mailyard/mailstore');
+  await addAccount(p.directory, 'fern@example.test');
+  const env = { ...envelope(['fern@example.test']), filing: { junk: ['fern@example.test'], bulk: false } };
+  await p.inboundRt.bus.publishMail(RoutingKeys.delivery, msg('spam first'), env);
+  await waitFor(() => p.inbox('fern@example.test', 'Junk').length === 1, { what: 'the copy in Junk' });
+  const fern = new MailAccount(p.maildir, 'fern@example.test');
+  assert.deepEqual(await fern.subscriptions(), ['Junk']);
+  // the first login creates and subscribes the other special-use folders
+  await fern.ensureDefaults();
+  assert.deepEqual((await fern.subscriptions()).sort(), ['Archive', 'Drafts', 'Junk', 'Sent', 'Trash']);
+});
