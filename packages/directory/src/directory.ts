@@ -358,6 +358,21 @@ export class Directory {
   }
 
   /**
+   * Whether mail to `address` reaches `account` and no one else: the account, its
+   * plus-addresses, an alias (nested or not) whose expansion is that account alone. A
+   * group alias or a catch-all does not count. Lookups of the named address only (cached
+   * as RCPT TO's), not a walk over every alias as addressesOf does.
+   */
+  async leadsToAlone(address: string, account: string): Promise<boolean> {
+    const a = account.toLowerCase();
+    const { match } = await this.lookup(address);
+    if (!match || match.kind === 'catchall') return false;
+    if (match.kind === 'account') return match.account === a;
+    const x = await this.expand(address);
+    return x.remote.length === 0 && x.local.length === 1 && x.local[0]!.account === a;
+  }
+
+  /**
    * Decides whether a local-domain address exists (RCPT TO). Order as Postfix's
    * virtual alias and mailbox maps: exact alias, account, then the plus-address base
    * (`user+tag@` -> `user@`), then the domain's catch-all.

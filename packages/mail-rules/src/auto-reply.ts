@@ -1,5 +1,5 @@
 import type { Envelope } from '@mailyard/contracts';
-import { newQueueId, rfc5322Date, splitPlus } from '@mailyard/smtp-core';
+import { newQueueId, rfc5322Date } from '@mailyard/smtp-core';
 import { addressesIn, fieldValue } from './headers.js';
 import type { Vacation } from './settings.js';
 
@@ -21,19 +21,23 @@ const MACHINE_SENDER =
  * other than `no`, Precedence bulk/list/junk, X-Auto-Response-Suppress) or from a list
  * (any List-* field), never to mail the policy filed as spam or bulk, and only to mail
  * that names one of the user's addresses in To or Cc (not a Bcc, a list, an alias of many).
- * Once per sender within the vacation's days is the store's part (MailRules.claimReply).
+ * The checks on the message come first; the addresses are asked about last, and only those
+ * it names. Once per sender within the vacation's days is the store's part
+ * (MailRules.claimReply).
  */
-export function autoReplyDecision(input: {
+export async function autoReplyDecision(input: {
   vacation: Vacation;
   now: Date;
   mailFrom: string;
-  /** The account and every address that leads to it (its aliases), lower case. */
-  ownAddresses: string[];
+  /**
+   * Whether an address is the user's own: the account, its plus-addresses, an alias that
+   * leads to it alone (not a group's).
+   */
+  isOwnAddress: (address: string) => Promise<boolean>;
   fields: Fields;
   /** The policy filed it in Junk or as bulk mail. */
   junkOrBulk: boolean;
-  recipientDelimiter?: string;
-}): ReplyDecision {
+}): Promise<ReplyDecision> {
   const { vacation: v, fields } = input;
   const no = (reason: string): ReplyDecision => ({ reply: false, reason });
   if (!v.enabled) return no('off');
@@ -43,8 +47,6 @@ export function autoReplyDecision(input: {
   if (!sender) return no('null sender');
   const local = sender.slice(0, sender.lastIndexOf('@'));
   if (MACHINE_SENDER.test(local)) return no('sender is a machine or a list');
-  const own = new Set(input.ownAddresses.map((a) => a.toLowerCase()));
-  if (own.has(sender)) return no('own message');
   const auto = fieldValue(fields, 'auto-submitted');
   if (auto !== null && !/^no\b/i.test(auto)) return no('auto-submitted');
   if (/^(?:bulk|list|junk)\b/i.test(fieldValue(fields, 'precedence') ?? '')) return no('precedence');
@@ -52,15 +54,10 @@ export function autoReplyDecision(input: {
   if (/\b(?:all|oof)\b/i.test(fieldValue(fields, 'x-auto-response-suppress') ?? ''))
     return no('auto-responses suppressed');
   if (input.junkOrBulk) return no('spam or bulk');
+  if (await input.isOwnAddress(sender)) return no('own message');
   const named = addressesIn(fields.filter((f) => f.name === 'to' || f.name === 'cc').map((f) => f.value));
-  const delimiter = input.recipientDelimiter ?? '+';
-  const direct = named.some((a) => {
-    const at = a.lastIndexOf('@');
-    const base = splitPlus(a.slice(0, at), delimiter).base;
-    return own.has(a) || own.has(`${base}${a.slice(at)}`);
-  });
-  if (!direct) return no('not addressed to the user directly');
-  return { reply: true };
+  for (const a of named) if (await input.isOwnAddress(a)) return { reply: true };
+  return no('not addressed to the user directly');
 }
 
 /** RFC 2047 encoded words for a header value that is not ASCII (each word at most 75 characters). */

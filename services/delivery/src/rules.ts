@@ -61,15 +61,13 @@ export function accountRules(deps: RulesDeps) {
     if (!vacation?.enabled) return;
     const fields = headerFields(message);
     const f = env.filing;
-    const decision = autoReplyDecision({
+    const decision = await autoReplyDecision({
       vacation,
       now: new Date(),
       mailFrom: env.mailFrom,
-      // the aliases are read only when a reply is possible (a vacation on)
-      ownAddresses: await directory.addressesOf(account),
+      isOwnAddress: (address) => directory.leadsToAlone(address, account),
       fields,
       junkOrBulk: !!f && (f.bulk || f.junk.length > 0),
-      recipientDelimiter: config.recipient_delimiter,
     });
     if (!decision.reply) {
       metrics.autoReplies.inc({ result: 'skipped' });

@@ -156,3 +156,29 @@ test(
     assert.equal(p.inbox(hal).length, 0);
   },
 );
+
+test(
+  'mail to a group alias gets no out-of-office reply; to an alias of the user alone it does',
+  { timeout: 60_000 },
+  async () => {
+    await addAccount(p.directory, 'ken@example.test');
+    await p.directory.addAlias('staff@example.test', [VIC, 'ken@example.test']);
+    await p.directory.addAlias('victor@example.test', [VIC]);
+    const skipped = await replies('skipped');
+    const sent = await replies('sent');
+    await deliver('customer@remote.test', '', 'staff@example.test');
+    await waitFor(async () => (await replies('skipped')) === skipped + 1, {
+      what: 'the group’s message seen',
+    });
+    assert.equal(await replies('sent'), sent);
+    await deliver('friend@remote.test', '', 'Victor <victor@example.test>');
+    await waitFor(async () => (await replies('sent')) === sent + 1, {
+      what: 'the reply to the personal alias',
+    });
+    const out = await ch.get(Queues.outbound, { noAck: true });
+    assert.ok(out);
+    const env = JSON.parse(String(out.properties.headers?.[ENVELOPE_HEADER])) as Envelope;
+    assert.deepEqual(env.recipients, ['friend@remote.test']);
+    assert.equal(await outboundCount(), 0);
+  },
+);
