@@ -145,8 +145,17 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     return f.bulk ? config.bulk_folder : 'INBOX';
   };
 
-  /** Files the account's copy; true when it was filed by this run (not before, not returned). */
-  const fileCopy = async (env: Envelope, message: Buffer, account: string, via: string): Promise<boolean> => {
+  /**
+   * Files the account's copy; true when it was filed by this run (not before, not returned).
+   * `forwarded`: the account's forwarding sent the message on, so it was delivered.
+   */
+  const fileCopy = async (
+    env: Envelope,
+    message: Buffer,
+    account: string,
+    via: string,
+    forwarded = false,
+  ): Promise<boolean> => {
     const folder = folderFor(env, via);
     const key = markerKey(env.queueId, account);
     // one round trip for both (autopipelined). The marker says "writing" before the file is
@@ -172,9 +181,19 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       ? await fromStore(env.queueId, new MailAccount(store.root, account).usage(limit))
       : null;
     if (usage && usage.bytes + data.length > limit) {
+      metrics.deliveries.inc({ result: 'over-quota' });
+      if (junkFor(env, via) || forwarded) {
+        // no DSN: the sender of spam is most likely forged (it would be backscatter), and a
+        // forwarded message did reach the user
+        logger.warn(
+          { queueId: env.queueId, account, limit, forwarded },
+          'mailbox over quota, copy not kept, nothing returned',
+        );
+        await fromRedis(redis.set(key, 'dropped', 'EX', config.delivery_dedupe_ttl));
+        return false;
+      }
       // as Dovecot's LDA by default (quota_full_tempfail = no): the copy is returned to
       // the sender with 5.2.2 at once; the other recipients still get theirs
-      metrics.deliveries.inc({ result: 'over-quota' });
       logger.warn({ queueId: env.queueId, account, limit }, 'mailbox over quota, returned to the sender');
       await bounce(env, message, [
         {
@@ -285,7 +304,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
         // forwarded without a copy: the forward is the delivery (a loop or spam is filed)
         const filed =
           fwd === 'forwarded' || fwd === 'done-before'
-            ? own.forwarding!.keepCopy && (await fileCopy(env, body, account, via))
+            ? own.forwarding!.keepCopy && (await fileCopy(env, body, account, via, true))
             : await fileCopy(env, body, account, via);
         if (filed || (fwd === 'forwarded' && !own.forwarding!.keepCopy))
           await rules.afterFiling(env, body, account, own);

@@ -196,3 +196,62 @@ test('Junk made by the first spam, before the first login, is subscribed', { tim
   await fern.ensureDefaults();
   assert.deepEqual((await fern.subscriptions()).sort(), ['Archive', 'Drafts', 'Junk', 'Sent', 'Trash']);
 });
+
+test(
+  'over quota: no DSN for a copy filed as spam, nor for one the user forwarded; others get theirs',
+  { timeout: 30_000 },
+  async () => {
+    const { Quotas } = await import('@mailyard/mailstore');
+    const { MailRules } = await import('@mailyard/mail-rules');
+    const overQuota = async () => {
+      const metric = await p
+        .deliveryRt!.registry.getSingleMetric('mailyard_delivery_deliveries_total')
+        ?.get();
+      return metric?.values.find((v) => v.labels.result === 'over-quota')?.value ?? 0;
+    };
+    for (const a of ['quinn@example.test', 'rita@example.test']) {
+      await addAccount(p.directory, a);
+      await new Quotas(p.redis.redis, 0).set(a, 1);
+    }
+    await new MailRules(p.redis.redis).setForwarding('rita@example.test', {
+      targets: ['rita@far.test'],
+      keepCopy: true,
+    });
+    const conn = await connect(p.vhost.url);
+    const ch = await conn.createChannel();
+    try {
+      await ch.purgeQueue(Queues.outbound);
+      const before = await overQuota();
+      const spam = {
+        ...envelope(['quinn@example.test']),
+        filing: { junk: ['quinn@example.test'], bulk: false },
+      };
+      await p.inboundRt.bus.publishMail(RoutingKeys.delivery, msg('spam, forged sender'), spam);
+      await p.inboundRt.bus.publishMail(
+        RoutingKeys.delivery,
+        msg('forwarded'),
+        envelope(['rita@example.test']),
+      );
+      await waitFor(async () => (await overQuota()) === before + 2, { what: 'both over quota' });
+      // a copy that is neither is returned, as before
+      const plain = envelope(['quinn@example.test']);
+      await p.inboundRt.bus.publishMail(RoutingKeys.delivery, msg('plain'), plain);
+      await waitFor(async () => (await ch.checkQueue(Queues.outbound)).messageCount === 2, {
+        what: 'the forward and one DSN',
+      });
+      const out = [];
+      for (let m; (m = await ch.get(Queues.outbound, { noAck: true }));)
+        out.push({
+          env: JSON.parse(String(m.properties.headers?.[ENVELOPE_HEADER])) as Envelope,
+          text: m.content.toString(),
+        });
+      const dsns = out.filter((o) => o.env.mailFrom === '');
+      assert.equal(dsns.length, 1);
+      assert.ok(dsns[0]!.text.includes(plain.queueId));
+      assert.match(dsns[0]!.text, /Status: 5\.2\.2/);
+      assert.deepEqual(out.find((o) => o.env.mailFrom !== '')?.env.recipients, ['rita@far.test']);
+    } finally {
+      await conn.close();
+    }
+  },
+);
