@@ -106,10 +106,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   let storeFault: string | null = null;
   const fromStore = async <T>(queueId: string, p: Promise<T>): Promise<T> => {
     try {
-      const res = await p;
-      if (storeFault) logger.info({ queueId }, 'mail store writable again');
-      storeFault = null;
-      return res;
+      return await p;
     } catch (err) {
       if (!isStorageFault(err)) throw err;
       if (!storeFault) logger.error({ queueId, err }, 'mail store failing, messages held until it is fixed');
@@ -219,6 +216,9 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
         rerun: before === WRITING,
       }),
     );
+    // a write is what failed (a read may work on a full disk)
+    if (storeFault) logger.info({ queueId: env.queueId, was: storeFault }, 'mail store writable again');
+    storeFault = null;
     // a folder delivery made (Junk before the first login, the bulk folder) is subscribed,
     // as Dovecot's lda_mailbox_autosubscribe: clients showing only subscribed folders
     // would hide the mail in it
