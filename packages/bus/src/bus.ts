@@ -33,7 +33,7 @@ import {
   UnroutableError,
 } from './errors.js';
 import { within } from '@mailyard/config';
-import { browseQueue, deleteQueueIfEmpty, inspectQueue, withoutDeathHeaders } from './inspect.js';
+import { browseQueue, deleteQueueIfEmpty, inspectQueue, withoutBrokerHeaders } from './inspect.js';
 import { RpcChannel } from './rpc.js';
 import { declareQueue, declareTopology, outboundDelayQueueSpec, type QueueSpec } from './topology.js';
 
@@ -228,11 +228,11 @@ export class Bus {
   }
 
   /**
-   * Publishes a browsed mail message again, to `routingKey` on `mail`, without the
-   * broker's record of its earlier dead-lettering; resolves when confirmed.
+   * Publishes a browsed mail message again, to `routingKey` on `mail`, without what the
+   * broker wrote on it (dead-lettering, deliveries); resolves when confirmed.
    */
   republish(m: BrowsedMessage, routingKey: MailRoutingKey): Promise<void> {
-    return this.publish({ routingKey, body: m.body, headers: withoutDeathHeaders(m.headers) });
+    return this.publish({ routingKey, body: m.body, headers: withoutBrokerHeaders(m.headers) });
   }
 
   /**

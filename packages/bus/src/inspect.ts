@@ -121,11 +121,23 @@ export async function browseQueue(
   return found;
 }
 
-/** RabbitMQ's record of a message's dead-lettering, which a message published anew must not carry. */
-const DEATH_HEADERS = ['x-death', 'x-first-death-exchange', 'x-first-death-queue', 'x-first-death-reason'];
+/**
+ * What RabbitMQ wrote on a message, which a message published anew must not carry: the
+ * record of its dead-lettering, and the count of its deliveries from a quorum queue
+ * (every browse of a delay queue adds one). A consumer of `outbound` would take a count
+ * carried over for its own redeliveries, and a message browsed often enough for poison.
+ */
+const BROKER_HEADERS = [
+  'x-death',
+  'x-first-death-exchange',
+  'x-first-death-queue',
+  'x-first-death-reason',
+  'x-delivery-count',
+  'x-acquired-count',
+];
 
-export function withoutDeathHeaders(headers: Record<string, unknown>): Record<string, unknown> {
+export function withoutBrokerHeaders(headers: Record<string, unknown>): Record<string, unknown> {
   const out = { ...headers };
-  for (const h of DEATH_HEADERS) delete out[h];
+  for (const h of BROKER_HEADERS) delete out[h];
   return out;
 }
