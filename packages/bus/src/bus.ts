@@ -206,10 +206,10 @@ export class Bus {
   }
 
   /**
-   * Deletes `queue` if it is empty and unused: true when it is gone, false when the broker
-   * kept it. Rejects when not connected.
+   * Deletes `queue` if it is empty and unused (`removed`; `absent` if it was not declared,
+   * `kept` if the broker kept it). Rejects when not connected.
    */
-  async deleteQueueIfEmpty(queue: string): Promise<boolean> {
+  async deleteQueueIfEmpty(queue: string): Promise<'removed' | 'absent' | 'kept'> {
     return deleteQueueIfEmpty(this.connection(), queue);
   }
 

@@ -58,17 +58,26 @@ export function inspectQueue(conn: ChannelModel, queue: string): Promise<QueueIn
 }
 
 /**
- * Deletes `queue` if it holds no message and has no consumer; true when it is gone (or
- * was never declared), false when the broker kept it for what it still holds.
+ * Deletes `queue` if it holds no message and has no consumer: `removed`, `absent` when it
+ * was never declared, `kept` when the broker kept it for what it still holds.
  */
-export function deleteQueueIfEmpty(conn: ChannelModel, queue: string): Promise<boolean> {
+export function deleteQueueIfEmpty(
+  conn: ChannelModel,
+  queue: string,
+): Promise<'removed' | 'absent' | 'kept'> {
   return onSideChannel(conn, async (ch) => {
     try {
-      await answered(ch.deleteQueue(queue, { ifEmpty: true, ifUnused: true }), `the removal of ${queue}`);
-      return true;
+      await answered(ch.checkQueue(queue), `the check of ${queue}`);
     } catch (err) {
-      if (notFound(err)) return true;
-      if ((err as { code?: number }).code === 406) return false;
+      if (notFound(err)) return 'absent';
+      throw err;
+    }
+    try {
+      await answered(ch.deleteQueue(queue, { ifEmpty: true, ifUnused: true }), `the removal of ${queue}`);
+      return 'removed';
+    } catch (err) {
+      if (notFound(err)) return 'absent';
+      if ((err as { code?: number }).code === 406) return 'kept';
       throw err;
     }
   });

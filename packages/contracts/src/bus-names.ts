@@ -67,14 +67,20 @@ export const OUTBOUND_DELAY_QUEUE_PREFIX = 'outbound.retry.';
 export const LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX = 'outbound.delay.';
 
 /** `outbound.retry.200ms`, `outbound.retry.90s`, `outbound.retry.5m`, `outbound.retry.4h`. */
-export function outboundDelayQueue(delayMs: number, prefix = OUTBOUND_DELAY_QUEUE_PREFIX): string {
+export function outboundDelayQueue(delayMs: number): string {
   const units: [number, string][] = [
     [3_600_000, 'h'],
     [60_000, 'm'],
     [1000, 's'],
   ];
   for (const [size, unit] of units) {
-    if (delayMs >= size && delayMs % size === 0) return `${prefix}${delayMs / size}${unit}`;
+    if (delayMs >= size && delayMs % size === 0)
+      return `${OUTBOUND_DELAY_QUEUE_PREFIX}${delayMs / size}${unit}`;
   }
-  return `${prefix}${delayMs}ms`;
+  return `${OUTBOUND_DELAY_QUEUE_PREFIX}${delayMs}ms`;
+}
+
+/** The classic queue of an earlier release for the same delay as `queue`: `outbound.delay.5m`. */
+export function legacyOutboundDelayQueue(queue: string): string {
+  return LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX + queue.slice(OUTBOUND_DELAY_QUEUE_PREFIX.length);
 }

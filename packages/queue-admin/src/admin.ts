@@ -10,6 +10,7 @@ import {
   ENVELOPE_HEADER,
   LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX,
   OUTBOUND_DELAY_QUEUE_PREFIX,
+  legacyOutboundDelayQueue,
   RoutingKeys,
   outboundDelayQueue,
   parseEnvelope,
@@ -151,11 +152,9 @@ async function queuesFor(deps: QueueAdminDeps, index: DeferredIndex, target: Ret
     const entry = await index.get(target.queueId);
     if (entry) return [entry.queue];
   }
-  const scheduled = deps.delayQueues ?? DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS.map((d) => outboundDelayQueue(d));
+  const scheduled = deps.delayQueues ?? DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS.map(outboundDelayQueue);
   // and the classic queues of earlier releases, until outbound-relay has removed them
-  const legacy = scheduled.map(
-    (q) => LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX + q.slice(OUTBOUND_DELAY_QUEUE_PREFIX.length),
-  );
+  const legacy = scheduled.map(legacyOutboundDelayQueue);
   const names = new Set([...scheduled, ...legacy, ...(await index.list()).map((e) => e.queue)]);
   const delay = (q: string) =>
     q.startsWith(OUTBOUND_DELAY_QUEUE_PREFIX) || q.startsWith(LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX);

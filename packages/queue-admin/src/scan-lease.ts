@@ -32,16 +32,17 @@ export interface ScanLease {
 }
 
 /**
- * Runs `fn` holding the scan lease; waits up to WAIT_MS for another holder, then fails
- * with `busy()`'s error.
+ * Runs `fn` holding the scan lease; waits up to `waitMs` (WAIT_MS) for another holder,
+ * then fails with `busy()`'s error.
  */
 export async function withScanLease<T>(
   redis: Redis,
   busy: () => Error,
   fn: (lease: ScanLease) => Promise<T>,
+  waitMs = WAIT_MS,
 ): Promise<T> {
   const token = randomBytes(8).toString('hex');
-  const deadline = Date.now() + WAIT_MS;
+  const deadline = Date.now() + waitMs;
   while ((await redis.set(SCAN_LEASE_KEY, token, 'PX', LEASE_MS, 'NX')) !== 'OK') {
     if (Date.now() >= deadline) throw busy();
     await new Promise((r) => setTimeout(r, POLL_MS));

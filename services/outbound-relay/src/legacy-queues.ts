@@ -1,6 +1,8 @@
+import type { Redis } from 'ioredis';
 import { DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS, type Bus } from '@mailyard/bus';
-import { LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX, outboundDelayQueue } from '@mailyard/contracts';
+import { legacyOutboundDelayQueue, outboundDelayQueue } from '@mailyard/contracts';
 import type { Logger } from '@mailyard/observability';
+import { withScanLease } from '@mailyard/queue-admin/scan-lease';
 
 /** How often the classic delay queues that still hold messages are looked at again. */
 const RETRY_MS = 10 * 60_000;
@@ -15,11 +17,12 @@ const UNCONNECTED_RETRY_MS = 5000;
  */
 export function retireLegacyDelayQueues(
   bus: Pick<Bus, 'deleteQueueIfEmpty' | 'connected'>,
+  redis: Redis,
   schedule: readonly number[],
   logger: Logger,
 ): { stop(): void } {
   let left = [...new Set([...schedule, ...DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS])].map((d) =>
-    outboundDelayQueue(d, LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX),
+    legacyOutboundDelayQueue(outboundDelayQueue(d)),
   );
   let timer: NodeJS.Timeout | null = null;
   let stopped = false;
@@ -28,15 +31,10 @@ export function retireLegacyDelayQueues(
       if (!stopped) timer = setTimeout(() => void pass(), UNCONNECTED_RETRY_MS).unref();
       return;
     }
-    const kept: string[] = [];
-    for (const name of left) {
-      const gone = await bus.deleteQueueIfEmpty(name).catch((err: unknown) => {
-        logger.debug({ err, queue: name }, 'cannot look at an old delay queue now');
-        return false;
-      });
-      if (!gone) kept.push(name);
-    }
-    const removed = left.filter((q) => !kept.includes(q));
+    const { removed, kept } = await removeEmptyQueues(bus, redis, left).catch((err: unknown) => {
+      logger.debug({ err }, 'cannot look at the old delay queues now');
+      return { removed: [], kept: left };
+    });
     if (removed.length > 0) logger.info({ queues: removed }, 'empty old classic delay queues removed');
     left = kept;
     if (!stopped && left.length > 0) timer = setTimeout(() => void pass(), RETRY_MS).unref();
@@ -48,4 +46,29 @@ export function retireLegacyDelayQueues(
       if (timer) clearTimeout(timer);
     },
   };
+}
+
+/**
+ * Deletes each of `queues` that is empty and unused, holding the queue tool's scan lease
+ * (refused at once when a reader has it): those removed, and those the broker kept
+ * (what was never declared is neither).
+ */
+export function removeEmptyQueues(
+  bus: Pick<Bus, 'deleteQueueIfEmpty'>,
+  redis: Redis,
+  queues: readonly string[],
+): Promise<{ removed: string[]; kept: string[] }> {
+  return withScanLease(
+    redis,
+    () => new Error('the queue tool is reading the delay queues'),
+    async () => {
+      const out = { removed: [] as string[], kept: [] as string[] };
+      for (const name of queues) {
+        const result = await bus.deleteQueueIfEmpty(name);
+        if (result !== 'absent') out[result].push(name);
+      }
+      return out;
+    },
+    0,
+  );
 }

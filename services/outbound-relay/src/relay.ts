@@ -460,7 +460,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       await bus
         .declareQueues(delayQueues)
         .catch((err: unknown) => logger.warn({ err }, 'cannot declare the delay queues yet'));
-      legacy = retireLegacyDelayQueues(bus, schedule, logger);
+      legacy = retireLegacyDelayQueues(bus, redis, schedule, logger);
       // envelopes are validated by the bus (a bad one is dead-lettered as poison)
       await bus.consumeMail(MailMessages.outbound, handle, {
         prefetch: config.outbound_prefetch,

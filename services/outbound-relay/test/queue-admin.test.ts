@@ -4,6 +4,8 @@ import { Command } from 'commander';
 import { MAIL_EXCHANGE, MailMessages, RoutingKeys } from '@mailyard/contracts';
 import { registerQueueCommands } from '@mailyard/queue-admin/cli';
 import { DeferredIndex, retryDeferred } from '@mailyard/queue-admin';
+import { withScanLease } from '@mailyard/queue-admin/scan-lease';
+import { removeEmptyQueues } from '../src/legacy-queues.js';
 import { queueDepth, waitFor } from '@mailyard/testkit';
 import { startPlatform, type Platform } from '../../../test/harness.js';
 import {
@@ -331,6 +333,31 @@ test(
     });
     assert.ok(await declared('outbound.retry.5m'), 'the new delay queues are declared');
     assert.equal(await queueDepth(q.vhost.name, 'outbound.delay.1h'), 1, 'the old queue with mail is kept');
+
+    // while the queue tool holds the message (a classic queue then counts as empty), the
+    // old queue is not removed with it
+    let release!: () => void;
+    const holding = new Promise<void>((r) => (release = r));
+    let taken!: () => void;
+    const held = new Promise<void>((r) => (taken = r));
+    const reading = withScanLease(
+      q.redis.redis,
+      () => new Error('busy'),
+      () =>
+        bus.browse('outbound.delay.1h', async () => {
+          taken();
+          await holding;
+          return 'keep';
+        }),
+    );
+    await held;
+    await assert.rejects(
+      removeEmptyQueues(bus, q.redis.redis, ['outbound.delay.1h']),
+      /queue tool is reading/,
+    );
+    release();
+    await reading;
+    assert.equal(await queueDepth(q.vhost.name, 'outbound.delay.1h'), 1, 'the message is still there');
 
     assert.match((await queueCmdOn(q, '5m, 1h', 'list')).out, new RegExp(env.queueId));
     const retry = await queueCmdOn(q, '5m, 1h', 'retry', env.queueId);
