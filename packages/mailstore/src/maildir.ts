@@ -137,6 +137,17 @@ export class MaildirStore {
   }
 
   /**
+   * Where an earlier run filed this copy: new/, or cur/ once a mail client moved it there.
+   * Null when it is in neither (nor is its folder).
+   */
+  async findCopy(req: DeliverRequest): Promise<string | null> {
+    const dir = folderDir(this.opts.root, req.account, req.folder);
+    const name = this.fileName(req);
+    if (await exists(join(dir, 'new', name))) return join(dir, 'new', name);
+    return movedToCur(dir, name);
+  }
+
+  /**
    * Writes tmp/ -> fsync -> rename into new/ -> fsync new/. Returns once the message
    * survives a crash. A copy already in new/ under the same name (or, on a rerun, in cur/
    * under that base name) is not written again.

@@ -174,9 +174,22 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       Buffer.from(returnPathHeader(env.mailFrom) + deliveredToHeader(account)),
       message,
     ]);
-    const usage = limit
-      ? await fromStore(env.queueId, new MailAccount(store.root, account).usage(limit))
-      : null;
+    const copy = {
+      account,
+      folder,
+      data,
+      queueId: env.queueId,
+      recipient: account,
+      receivedAt: new Date(env.receivedAt),
+      rerun: before === WRITING,
+    };
+    // a copy an earlier run filed is counted in the usage already: it must not be returned
+    // as over quota (nor dropped) for taking its own room
+    const filedBefore = copy.rerun && (await fromStore(env.queueId, store.findCopy(copy))) !== null;
+    const usage =
+      limit && !filedBefore
+        ? await fromStore(env.queueId, new MailAccount(store.root, account).usage(limit))
+        : null;
     if (usage && usage.bytes + data.length > limit) {
       metrics.deliveries.inc({ result: 'over-quota' });
       if (junkFor(env, via) || forwarded) {
@@ -204,18 +217,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       await fromRedis(redis.set(key, 'bounced', 'EX', config.delivery_dedupe_ttl));
       return false;
     }
-    const res = await fromStore(
-      env.queueId,
-      store.deliver({
-        account,
-        folder,
-        data,
-        queueId: env.queueId,
-        recipient: account,
-        receivedAt: new Date(env.receivedAt),
-        rerun: before === WRITING,
-      }),
-    );
+    const res = await fromStore(env.queueId, store.deliver(copy));
     // a write is what failed (a read may work on a full disk)
     if (storeFault) logger.info({ queueId: env.queueId, was: storeFault }, 'mail store writable again');
     storeFault = null;

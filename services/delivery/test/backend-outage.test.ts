@@ -8,7 +8,7 @@ import { loadConfig } from '@mailyard/config';
 import { ENVELOPE_HEADER, Queues, RoutingKeys, type Envelope } from '@mailyard/contracts';
 import { Directory } from '@mailyard/directory';
 import { MailRules } from '@mailyard/mail-rules';
-import { folderDir, MailAccount } from '@mailyard/mailstore';
+import { folderDir, MailAccount, Quotas } from '@mailyard/mailstore';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import {
   createVhost,
@@ -46,6 +46,7 @@ before(async () => {
   await dir.addUser('bob@example.test', 'correct horse battery staple');
   await dir.addUser('carol@example.test', 'correct horse battery staple');
   await dir.addUser('dan@example.test', 'correct horse battery staple');
+  await dir.addUser('erin@example.test', 'correct horse battery staple');
   admin.disconnect();
   const cfg = loadConfig(deliverySchema, {
     env: {},
@@ -86,6 +87,14 @@ after(async () => {
   await vhost?.delete();
   maildir?.cleanup();
 });
+
+/** Copies counted by result (written, duplicate, over-quota...), or all of them. */
+const deliveries = async (result?: string) => {
+  const metric = await rt.registry.getSingleMetric('mailyard_delivery_deliveries_total')?.get();
+  return (metric?.values ?? [])
+    .filter((v) => result === undefined || v.labels.result === result)
+    .reduce((n, v) => n + v.value, 0);
+};
 
 const failures = async () => {
   const text = await rt.registry.getSingleMetricAsString('mailyard_delivery_failures_total');
@@ -165,10 +174,6 @@ test(
   'a copy written, whose marker was lost and which IMAP moved to cur/, is not filed again on the rerun',
   { timeout: 30_000 },
   async () => {
-    const deliveries = async () => {
-      const metric = await rt.registry.getSingleMetric('mailyard_delivery_deliveries_total')?.get();
-      return (metric?.values ?? []).reduce((n, v) => n + v.value, 0);
-    };
     const carol = new MailAccount(maildir.path, 'carol@example.test');
     const inbox = carol.folder('INBOX');
     // the file is in new/ when the marker fails; a mail client looks at INBOX meanwhile
@@ -187,6 +192,33 @@ test(
     await inbox.expunge([m!.uid]);
     assert.deepEqual((await carol.folder('INBOX').snapshot()).messages, []);
     assert.deepEqual(maildirMessages(dir), []);
+  },
+);
+
+test(
+  'a copy filed before its marker was lost is not returned as over quota by the rerun',
+  { timeout: 30_000 },
+  async () => {
+    const conn = await connect(vhost.url);
+    const ch = await conn.createChannel();
+    try {
+      await ch.purgeQueue(Queues.outbound);
+      // room for this copy, not for two: the one filed counts in the usage once it is there
+      await new Quotas(rt.redis, 0).set('erin@example.test', 1000);
+      const body = Buffer.from(`Subject: near quota\r\n\r\n${'x'.repeat(600)}\r\n`);
+      markFails = async () => undefined;
+      const before = await deliveries();
+      const overQuota = await deliveries('over-quota');
+      await rt.bus.publishMail(RoutingKeys.delivery, body, envelope(['erin@example.test']));
+      await waitFor(async () => (await deliveries()) === before + 1, { what: 'the rerun counted' });
+      assert.equal(markFails, null, 'the marker failed once');
+      assert.equal(await deliveries('over-quota'), overQuota, 'not over quota');
+      await waitFor(async () => (await ch.checkQueue(Queues.delivery)).messageCount === 0, { what: 'acked' });
+      assert.equal((await ch.checkQueue(Queues.outbound)).messageCount, 0, 'no DSN');
+      assert.equal(maildirMessages(folderDir(maildir.path, 'erin@example.test', 'INBOX')).length, 1);
+    } finally {
+      await conn.close();
+    }
   },
 );
 
