@@ -76,24 +76,17 @@ export interface DeliverResult {
 }
 
 /**
- * Errors of the file system under the store that say nothing about the message: a full
- * disk or quota, an I/O error, permissions, a read-only remount, no descriptors left. As
- * for Postfix's local(8) and Dovecot's LDA (EX_TEMPFAIL), the mail waits until they are
- * fixed instead of counting as a failed attempt.
+ * Errors of the file system under the store as a whole that say nothing about the message
+ * or the account: a full disk, an I/O error, a read-only remount, no descriptors left.
+ * EDQUOT is one of them: every mailbox is owned by the one user delivery runs as, so a
+ * file-system quota is the whole store's. As for Postfix's local(8) and Dovecot's LDA
+ * (EX_TEMPFAIL), the mail waits until they are fixed instead of counting as a failed
+ * attempt. Errors about one path (EACCES or EPERM on a maildir restored with the wrong
+ * owner, EBUSY, EAGAIN, ENOTDIR) are not here: held in place, such messages would never
+ * leave, fill the consumer's prefetch and stop every other account's mail; they fail the
+ * attempt and end in the dead-letter queue.
  */
-const STORAGE_FAULTS = new Set([
-  'ENOSPC',
-  'EDQUOT',
-  'EIO',
-  'EACCES',
-  'EPERM',
-  'EROFS',
-  'EMFILE',
-  'ENFILE',
-  'ESTALE',
-  'EAGAIN',
-  'EBUSY',
-]);
+const STORAGE_FAULTS = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EMFILE', 'ENFILE', 'ESTALE']);
 
 /** True for an error of the store's file system (see STORAGE_FAULTS), not of the message. */
 export function isStorageFault(err: unknown): boolean {

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { connect } from 'amqplib';
 import { Redis } from 'ioredis';
 import { loadConfig } from '@mailyard/config';
-import { ENVELOPE_HEADER, Queues, RoutingKeys, type Envelope } from '@mailyard/contracts';
+import { ENVELOPE_HEADER, Headers, Queues, RoutingKeys, type Envelope } from '@mailyard/contracts';
 import { Directory } from '@mailyard/directory';
 import { MailRules } from '@mailyard/mail-rules';
 import { folderDir, MailAccount, Quotas } from '@mailyard/mailstore';
@@ -32,6 +32,8 @@ let redis: PrivateRedis;
 let maildir: ReturnType<typeof tempDir>;
 let rt: Runtime;
 let svc: DeliveryService;
+/** While set, the mail store fails every write with this error code (a full disk: ENOSPC). */
+let storeFails: string | null = null;
 /** When set, the next "delivered" or "forwarded" marker fails to be set after this runs (a Redis blip). */
 let markFails: (() => Promise<void>) | null = null;
 
@@ -47,6 +49,7 @@ before(async () => {
   await dir.addUser('carol@example.test', 'correct horse battery staple');
   await dir.addUser('dan@example.test', 'correct horse battery staple');
   await dir.addUser('erin@example.test', 'correct horse battery staple');
+  await dir.addUser('frank@example.test', 'correct horse battery staple');
   admin.disconnect();
   const cfg = loadConfig(deliverySchema, {
     env: {},
@@ -74,6 +77,12 @@ before(async () => {
       };
     },
   });
+  // a disk that fills up cannot be had on demand here
+  const deliverToStore = deps.store.deliver.bind(deps.store);
+  deps.store.deliver = async (req) => {
+    if (storeFails) throw Object.assign(new Error(`${storeFails}: write`), { code: storeFails });
+    return deliverToStore(req);
+  };
   svc = buildDelivery(cfg, { ...deps, redis: redisWithFaults });
   // as runMain adds them
   for (const check of svc.readiness) rt.ops.addCheck(check);
@@ -134,16 +143,14 @@ test(
 );
 
 test(
-  'a mail store that refuses writes: the message is held, /readyz says so, filed once it is fixed',
+  'a full mail store: the message is held, /readyz says so, filed once there is room',
   { timeout: 60_000 },
   async () => {
     const conn = await connect(vhost.url);
     const ch = await conn.createChannel();
     const inbox = folderDir(maildir.path, 'bob@example.test', 'INBOX');
     try {
-      // tmp/ on a file system that refuses new files, even to root (as a full or read-only one would)
-      for (const d of ['new', 'cur']) mkdirSync(join(inbox, d), { recursive: true });
-      symlinkSync('/sys/kernel', join(inbox, 'tmp'));
+      storeFails = 'ENOSPC';
       const before = await failures();
       const env = envelope(['bob@example.test']);
       await rt.bus.publishMail(RoutingKeys.delivery, Buffer.from('Subject: disk\r\n\r\nbody\r\n'), env);
@@ -157,14 +164,61 @@ test(
       assert.equal(ready.status, 503);
       assert.match(await rt.registry.metrics(), /mailyard_bus_held_messages\{queue="delivery"\} 1/);
 
-      rmSync(join(inbox, 'tmp'));
-      mkdirSync(join(inbox, 'tmp'));
+      storeFails = null;
       await waitFor(() => maildirNew(inbox).length === 1, { timeoutMs: 20_000, what: 'filed once fixed' });
       await waitFor(async () => (await ch.checkQueue(Queues.delivery)).messageCount === 0, { what: 'acked' });
       assert.equal((await fetch(`http://127.0.0.1:${rt.httpPort}/readyz`)).status, 200);
       assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0);
-      assert.deepEqual(readdirSync(join(inbox, 'tmp')), []);
     } finally {
+      storeFails = null;
+      await conn.close();
+    }
+  },
+);
+
+test(
+  'a maildir one account cannot write (EACCES) fails that message only; other mail goes on',
+  { timeout: 30_000 },
+  async () => {
+    const conn = await connect(vhost.url);
+    const ch = await conn.createChannel();
+    const frank = folderDir(maildir.path, 'frank@example.test', 'INBOX');
+    const alice = folderDir(maildir.path, 'alice@example.test', 'INBOX');
+    try {
+      // tmp/ where even root may not create files, as in a maildir restored with the wrong owner
+      for (const d of ['new', 'cur']) mkdirSync(join(frank, d), { recursive: true });
+      symlinkSync('/sys/kernel', join(frank, 'tmp'));
+      const filed = maildirNew(alice).length;
+      await rt.bus.publishMail(
+        RoutingKeys.delivery,
+        Buffer.from('Subject: eacces\r\n\r\nbody\r\n'),
+        envelope(['frank@example.test']),
+      );
+      await rt.bus.publishMail(
+        RoutingKeys.delivery,
+        Buffer.from('Subject: fine\r\n\r\nbody\r\n'),
+        envelope(['alice@example.test']),
+      );
+      await waitFor(() => maildirNew(alice).length === filed + 1, { what: "the other account's mail filed" });
+      // failed attempts as any other error: dead-lettered after delivery_max_attempts (2)
+      await waitFor(async () => (await ch.checkQueue(Queues.deadLetter)).messageCount === 1, {
+        timeoutMs: 20_000,
+        what: 'dead-lettered',
+      });
+      const dead = await ch.get(Queues.deadLetter, { noAck: true });
+      assert.ok(dead);
+      assert.match(String(dead.properties.headers?.[Headers.deadLetterReason]), /EACCES/);
+      assert.equal(
+        (await fetch(`http://127.0.0.1:${rt.httpPort}/readyz`)).status,
+        200,
+        'the service is ready',
+      );
+      assert.doesNotMatch(
+        await rt.registry.metrics(),
+        /mailyard_bus_held_messages\{queue="delivery"\} [1-9]/,
+      );
+    } finally {
+      rmSync(join(frank, 'tmp'));
       await conn.close();
     }
   },
