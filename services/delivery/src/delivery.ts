@@ -95,8 +95,16 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   const { bus, redis, directory, store, logger } = deps;
   const metrics = createMetrics(deps.registry);
   const quotas = deps.quotas ?? new Quotas(redis, config.quota_storage);
-  const markerKey = (queueId: string, account: string) =>
-    `delivered:${queueId}:${createHash('sha256').update(account).digest('hex').slice(0, 16)}`;
+  const copyId = (queueId: string, account: string) =>
+    `${queueId}:${createHash('sha256').update(account).digest('hex').slice(0, 16)}`;
+  /** Set once the copy is settled: filed, returned or dropped. Any value means "done". */
+  const markerKey = (queueId: string, account: string) => `delivered:${copyId(queueId, account)}`;
+  /**
+   * Set before the file is written. A key of its own, not a value of `delivered:`: a
+   * version that counts any `delivered:` key as done (a rolling upgrade, a rollback)
+   * would otherwise skip a copy whose writer died mid-write.
+   */
+  const writingKey = (queueId: string, account: string) => `delivering:${copyId(queueId, account)}`;
 
   /**
    * A read or write of the mail store whose file system fails (a full disk, an I/O error)
@@ -155,17 +163,19 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   ): Promise<boolean> => {
     const folder = folderFor(env, via);
     const key = markerKey(env.queueId, account);
-    // one round trip for both (autopipelined). The marker says "writing" before the file is
-    // written and "1" after: a run that finds "writing" follows one that may have written the
-    // file and died (or failed to set "1"), and the store looks for it where IMAP may have
-    // moved it since.
-    const [before, limit] = await fromRedis(
-      Promise.all([
-        redis.set(key, WRITING, 'EX', config.delivery_dedupe_ttl, 'NX', 'GET'),
-        quotas.limit(account),
-      ]),
+    const writing = writingKey(env.queueId, account);
+    const ttl = config.delivery_dedupe_ttl;
+    /** Settles the copy: `delivered:` set and `delivering:` gone, in one round trip. */
+    const settle = (value: string) =>
+      fromRedis(Promise.all([redis.set(key, value, 'EX', ttl), redis.del(writing)]));
+    // one round trip for all (autopipelined). `delivering:` is set before the file is
+    // written, `delivered:` after: a run that finds only the first follows one that may
+    // have written the file and died (or failed to settle), and the store looks for it
+    // where IMAP may have moved it since.
+    const [done, before, limit] = await fromRedis(
+      Promise.all([redis.get(key), redis.set(writing, '1', 'EX', ttl, 'NX', 'GET'), quotas.limit(account)]),
     );
-    if (before !== null && before !== WRITING) {
+    if (done !== null) {
       metrics.deliveries.inc({ result: 'duplicate' });
       logger.info({ queueId: env.queueId, account }, 'already delivered, skipped');
       return false;
@@ -181,7 +191,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       queueId: env.queueId,
       recipient: account,
       receivedAt: new Date(env.receivedAt),
-      rerun: before === WRITING,
+      rerun: before !== null,
     };
     // a copy an earlier run filed is counted in the usage already: it must not be returned
     // as over quota (nor dropped) for taking its own room
@@ -199,7 +209,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
           { queueId: env.queueId, account, limit, forwarded },
           'mailbox over quota, copy not kept, nothing returned',
         );
-        await fromRedis(redis.set(key, 'dropped', 'EX', config.delivery_dedupe_ttl));
+        await settle('dropped');
         return false;
       }
       // as Dovecot's LDA by default (quota_full_tempfail = no): the copy is returned to
@@ -214,7 +224,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
           remoteMta: null,
         },
       ]);
-      await fromRedis(redis.set(key, 'bounced', 'EX', config.delivery_dedupe_ttl));
+      await settle('bounced');
       return false;
     }
     const res = await fromStore(env.queueId, store.deliver(copy));
@@ -226,7 +236,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     // would hide the mail in it
     if (res.createdFolder && folder.toUpperCase() !== 'INBOX')
       await fromStore(env.queueId, new MailAccount(store.root, account).subscribe(folder));
-    await fromRedis(redis.set(key, '1', 'EX', config.delivery_dedupe_ttl));
+    await settle('1');
     metrics.deliveries.inc({ result: res.written ? 'written' : 'duplicate' });
     metrics.latency.observe((Date.now() - Date.parse(env.receivedAt)) / 1000);
     logger.info(
@@ -354,9 +364,6 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     },
   };
 }
-
-/** The value of a copy's `delivered:` marker while its file is being written. */
-const WRITING = 'writing';
 
 /** Changes to one folder within this window are announced together. */
 const EVENT_WINDOW_MS = 100;

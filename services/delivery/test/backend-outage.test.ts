@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdirSync, rmSync, symlinkSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { connect } from 'amqplib';
@@ -63,13 +64,25 @@ before(async () => {
   // the wiring of production: the lookup cache on; Redis through markFails (see below)
   const deps = defaultDeps(cfg, rt);
   const redisSet = deps.redis.set.bind(deps.redis) as (...a: unknown[]) => Promise<unknown>;
+  const redisDel = deps.redis.del.bind(deps.redis) as (...a: unknown[]) => Promise<unknown>;
+  // the "delivering" marker deleted in the same round trip as the failed "delivered" fails too
+  let delFails = false;
   const redisWithFaults = new Proxy(deps.redis, {
     get: (target, prop, receiver) => {
+      if (prop === 'del')
+        return async (...a: unknown[]) => {
+          if (delFails && /^delivering:/.test(String(a[0]))) {
+            delFails = false;
+            throw new Error('Connection is closed.');
+          }
+          return redisDel(...a);
+        };
       if (prop !== 'set') return Reflect.get(target, prop, receiver) as unknown;
       return async (...a: unknown[]) => {
         const fail = markFails;
         if (fail && /^(delivered|forwarded):/.test(String(a[0])) && a[1] === '1') {
           markFails = null;
+          delFails = String(a[0]).startsWith('delivered:');
           await fail();
           throw new Error('Connection is closed.');
         }
@@ -273,6 +286,26 @@ test(
     } finally {
       await conn.close();
     }
+  },
+);
+
+test(
+  'a copy being written is not marked delivered, for versions that take any such marker as done',
+  { timeout: 30_000 },
+  async () => {
+    const env = envelope(['alice@example.test']);
+    const copy = `${env.queueId}:${createHash('sha256').update('alice@example.test').digest('hex').slice(0, 16)}`;
+    // the moment between the write and its marker, where a crash leaves only the first marker
+    let between: [string | null, string | null] | null = null;
+    markFails = async () => {
+      between = [await rt.redis.get(`delivered:${copy}`), await rt.redis.get(`delivering:${copy}`)];
+    };
+    const before = await deliveries();
+    await rt.bus.publishMail(RoutingKeys.delivery, Buffer.from('Subject: mid-write\r\n\r\nbody\r\n'), env);
+    await waitFor(async () => (await deliveries()) === before + 1, { what: 'the rerun counted' });
+    assert.deepEqual(between, [null, '1'], 'no delivered: marker until the copy is filed');
+    assert.equal(await rt.redis.get(`delivered:${copy}`), '1');
+    assert.equal(await rt.redis.exists(`delivering:${copy}`), 0, 'the in-progress marker is gone');
   },
 );
 
