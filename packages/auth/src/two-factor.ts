@@ -16,7 +16,10 @@ const RECOVERY_ALPHABET = 'abcdefghijkmnpqrstuvwxyz23456789';
  * guesser spread over many addresses go on (NIST SP 800-63B §5.2.2: at most 100).
  */
 export const MAX_CODE_FAILURES = 10;
-/** The wrong codes are forgotten this long after the last one, or at the next right code. */
+/**
+ * The wrong codes are forgotten this long after the last one, or at the next right code;
+ * once MAX_CODE_FAILURES is reached, this long after that (later inputs do not extend it).
+ */
 const CODE_FAILURE_SECONDS = 15 * 60;
 
 export type SecondFactorResult =
@@ -31,6 +34,7 @@ export const twoFactorKeys = (account: string) => [
   `totp:recovery:${account.toLowerCase()}`,
   `totp:pending:${account.toLowerCase()}`,
   `totp:fail:${account.toLowerCase()}`,
+  `totp:fail-cap:${account.toLowerCase()}`,
 ];
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
@@ -49,12 +53,14 @@ const normalizeRecovery = (code: string) => code.toLowerCase().replace(/[\s-]/g,
  *   totp:pending:<a>       STRING the secret of an enrolment not yet confirmed (10 min)
  *   totp:recovery:<a>      SET    SHA-256 of the unused recovery codes
  *   totp:used:<a>:<step>   STRING a code's time step once used (refuses its replay)
- *   totp:fail:<a>          STRING wrong codes in a row (15 min after the last one)
+ *   totp:fail:<a>          STRING wrong TOTP codes in a row (15 min after the last one)
+ *   totp:fail-cap:<a>      STRING when (ms) the count reached MAX_CODE_FAILURES (15 min)
  *
  * Wrong codes count in the shared lockout (LoginGuard) under the client address and the
  * account, as wrong passwords do, so guessing the six digits is throttled the same way.
- * Past MAX_CODE_FAILURES in a row for the account, from any addresses, TOTP codes are
- * refused unchecked until a right code or CODE_FAILURE_SECONDS pass, and the caller
+ * Past MAX_CODE_FAILURES wrong TOTP codes in a row for the account, from any addresses,
+ * TOTP codes are refused unchecked until a right recovery code or CODE_FAILURE_SECONDS
+ * from reaching the cap (whatever is typed meanwhile), and the caller
  * ends the login under way: the password is asked again. That count is not the
  * lockout's: the account's password logins are not held back by it, and recovery codes
  * (50 random bits, not guessable) are still checked, so its owner always has a way in.
@@ -127,16 +133,23 @@ export class TwoFactor {
   async verify(account: string, code: string, ip: string): Promise<SecondFactorResult> {
     const a = account.toLowerCase();
     const failKey = `totp:fail:${a}`;
+    const capKey = `totp:fail-cap:${a}`;
     const lock = await this.guard.check(ip, a);
     if (lock.verdict === 'refuse')
       return { ok: false, reason: 'locked', retryAfterSeconds: lock.retryAfterSeconds };
-    const [secret, failures] = await Promise.all([
+    const [secret, failures, cappedAt] = await Promise.all([
       this.redis.hget(`account:${a}`, 'totp'),
       this.redis.get(failKey),
+      this.redis.get(capKey),
     ]);
+    const totp = /^\s*\d{6}\s*$/.test(code);
     if (secret) {
-      if (/^\s*\d{6}\s*$/.test(code)) {
-        if (Number(failures) >= MAX_CODE_FAILURES) return { ok: false, reason: 'too-many-codes' };
+      if (totp) {
+        if (Number(failures) >= MAX_CODE_FAILURES) {
+          if (!cappedAt || this.now() - Number(cappedAt) < CODE_FAILURE_SECONDS * 1000)
+            return { ok: false, reason: 'too-many-codes' };
+          await this.redis.del(failKey, capKey);
+        }
         if (await this.checkCode(a, secret, code)) {
           await this.succeeded(ip, a);
           return { ok: true, via: 'totp' };
@@ -147,18 +160,23 @@ export class TwoFactor {
       }
     }
     await this.guard.recordFailure(ip, a);
+    // only six digits count: a recovery code cannot be guessed, and anything else typed
+    // must not hold the owner's codes back longer
+    if (!totp) return { ok: false, reason: 'invalid' };
     const [[, inRow]] = (await this.redis
       .multi()
       .incr(failKey)
       .expire(failKey, CODE_FAILURE_SECONDS)
       .exec()) as [[null, number], unknown];
-    return inRow >= MAX_CODE_FAILURES
-      ? { ok: false, reason: 'too-many-codes' }
-      : { ok: false, reason: 'invalid' };
+    if (inRow < MAX_CODE_FAILURES) return { ok: false, reason: 'invalid' };
+    // codes are refused unchecked from here on, so nothing renews the refusal: it ends
+    // CODE_FAILURE_SECONDS after the cap was reached
+    await this.redis.set(capKey, String(this.now()), 'EX', CODE_FAILURE_SECONDS, 'NX');
+    return { ok: false, reason: 'too-many-codes' };
   }
 
   private async succeeded(ip: string, account: string): Promise<void> {
-    await this.redis.del(`totp:fail:${account}`);
+    await this.redis.del(`totp:fail:${account}`, `totp:fail-cap:${account}`);
     await this.guard.recordSuccess(ip, account);
   }
 

@@ -2,12 +2,15 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Directory } from '@mailyard/directory';
 import { createTestRedis, startPrivateRedis, waitFor, type TestRedis } from '@mailyard/testkit';
+import { generate } from 'otplib';
 import {
   AppPasswords,
   CredentialCache,
   CredentialRevocations,
   DEFAULT_LOCKOUT,
   LoginGuard,
+  MAX_CODE_FAILURES,
+  TwoFactor,
   announceRevocation,
   createAuthenticator,
   signOutEverywhere,
@@ -306,3 +309,36 @@ test('a locked account logs in with nothing, cached logins included, until it is
   assert.equal((await login('correct horse battery staple')).ok, true);
   assert.equal((await login(secret)).ok, true);
 });
+
+test(
+  'wrong inputs after ten wrong codes do not keep the owner out past 15 minutes',
+  { timeout: 30_000 },
+  async () => {
+    const account = 'twofactor@example.test';
+    await dir.addUser(account, PASSWORD);
+    let clock = Date.now();
+    const guard = new LoginGuard(
+      r.redis,
+      policy({ accountIpThreshold: 100, accountAttemptsPerMinute: 1000 }),
+    );
+    const tf = new TwoFactor(r.redis, guard, { now: () => clock });
+    const code = () => generate({ secret, epoch: Math.floor(clock / 1000) });
+    const { secret } = await tf.begin(account);
+    assert.ok(await tf.confirm(account, await code()));
+    let ip = 0;
+    const verify = (input: string) => tf.verify(account, input, `192.0.2.${++ip}`);
+    for (let i = 1; i < MAX_CODE_FAILURES; i++)
+      assert.deepEqual(await verify(String(300000 + i)), { ok: false, reason: 'invalid' });
+    assert.deepEqual(await verify('399999'), { ok: false, reason: 'too-many-codes' });
+    // whoever has the password goes on typing, codes and recovery-code-shaped input alike
+    for (let minute = 1; minute < 15; minute++) {
+      clock += 60_000;
+      assert.deepEqual(await verify('abcde-fghij'), { ok: false, reason: 'invalid' });
+      assert.deepEqual(await verify('123456'), { ok: false, reason: 'too-many-codes' });
+      assert.deepEqual(await verify(await code()), { ok: false, reason: 'too-many-codes' });
+    }
+    // 15 minutes after the cap was reached, the owner's right code is taken
+    clock += 60_000;
+    assert.deepEqual(await verify(await code()), { ok: true, via: 'totp' });
+  },
+);
