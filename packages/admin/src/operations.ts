@@ -231,11 +231,13 @@ export class Operations {
       loginHistoryKey(a),
       ...mailRulesKeys(a),
     ]);
-    await this.quotas.clear(a);
-    await this.guard.unlock(a);
+    // the sessions end first: once the record is gone, `user del` again finds no account,
+    // so a failure in the clean-up below must not leave them open
     await endWebmailSessions(this.redis, a);
     await announceRevocation(this.redis, a);
     await this.log('account.del', a);
+    await this.quotas.clear(a);
+    await this.guard.unlock(a);
     return a;
   }
 

@@ -223,6 +223,29 @@ test(
 );
 
 test(
+  "a user del that fails after the account is deleted has ended the account's sessions",
+  { timeout: 60_000 },
+  async () => {
+    const gina = 'gina@example.test';
+    await addAccount(t.p.directory, gina);
+    const web = client();
+    assert.equal((await web.login(gina)).status, 200);
+    assert.equal((await web.get('/api/account')).status, 200);
+    // Redis fails the clean-up after the account record (the scan for failed-login locks)
+    const redis = t.p.redis.redis;
+    const failing = new Proxy(redis, {
+      get: (target, prop, receiver) =>
+        prop === 'scan'
+          ? () => Promise.reject(new Error('Connection is closed.'))
+          : (Reflect.get(target, prop, receiver) as unknown),
+    });
+    await assert.rejects(new Operations(failing, 'cli:root').delUser(gina), /Connection is closed/);
+    assert.equal(await t.p.directory.accountExists(gina), false);
+    assert.equal((await web.get('/api/account')).status, 401);
+  },
+);
+
+test(
   'a deleted account leaves nothing to a new account of its address: app passwords, forwarding',
   { timeout: 60_000 },
   async () => {
