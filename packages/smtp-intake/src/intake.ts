@@ -112,6 +112,9 @@ export function createIntake<L extends string>(
     (held) => metrics.dataHeld(held),
   );
 
+  /** RCPT of a recipient already in the transaction: accepted, not added again (Postfix too). */
+  const duplicateRecipient = () => Object.assign(new Error('2.1.5 Ok'), { responseCode: 250 });
+
   /** Counts and logs a refusal; returns it to be sent. */
   const rejectWith = (err: SmtpReject, session: SMTPServerSession, extra: Record<string, unknown> = {}) => {
     metrics.rejected(err.reason);
@@ -137,10 +140,11 @@ export function createIntake<L extends string>(
     session: SMTPServerSession,
     cb: (err?: Error | null) => void,
     failure: { extra: Record<string, unknown>; log: string; reply?: () => SmtpReject },
-    checks: () => Promise<void>,
+    /** Resolves to an answer other than smtp-server's own (a duplicate's 250, not added). */
+    checks: () => Promise<Error | void>,
   ): void =>
     void checks().then(
-      () => cb(),
+      (answer) => cb(answer ?? null),
       (err: unknown) => {
         if (err instanceof SmtpReject) return cb(rejectWith(err, session, failure.extra));
         logger.error({ sid: session.id, err }, failure.log);
@@ -529,8 +533,14 @@ export function createIntake<L extends string>(
             const tx = transactions.of(session);
             if (++tx.rcptCommands > config.smtpd_recipient_limit) throw reply.tooManyRecipients();
             // the envelope takes the qualified address: smtp-server keeps this object
-            if (role.postmaster && /^postmaster$/i.test(address.address))
+            if (role.postmaster && /^postmaster$/i.test(address.address)) {
               address.address = await role.postmaster();
+              // smtp-server drops a repeated recipient by the address as written, which was
+              // the bare one: taken once, answered 250 as Postfix answers a duplicate
+              const qualified = address.address.toLowerCase();
+              if (session.envelope.rcptTo.some((r) => r.address.toLowerCase() === qualified))
+                return duplicateRecipient();
+            }
             const rcpt = address.address;
             // routed first: the policy service (per-user recipient limits) counts only routable ones
             const route = await role.routeRecipient(forwardPath(address), session);

@@ -211,6 +211,43 @@ describe('recipient checks', () => {
     assert.ok(files.some((f) => readFileSync(f, 'utf8').includes('Subject: to the postmaster')));
   });
 
+  test(
+    'RCPT TO:<postmaster> repeated, or after its full address, is in the envelope once',
+    { timeout: 60_000 },
+    async () => {
+      const { connect } = await import('amqplib');
+      const { ENVELOPE_HEADER, Queues, parseEnvelope } = await import('@mailyard/contracts');
+      await p.directory.addAlias('postmaster@example.test', ['bob@example.test']);
+      // the message waits in the queue, where its envelope is read
+      await p.stopDelivery();
+      try {
+        const c = await session(true);
+        await c.cmd('MAIL FROM:<x@remote.test>');
+        assert.equal((await c.cmd('RCPT TO:<postmaster@example.test>')).code, 250);
+        assert.equal((await c.cmd('RCPT TO:<postmaster>')).code, 250);
+        assert.equal((await c.cmd('RCPT TO:<Postmaster>')).code, 250);
+        assert.equal((await c.cmd('DATA')).code, 354);
+        const r = await c.cmd('Subject: postmaster once\r\n\r\nhi\r\n.');
+        assert.equal(r.code, 250);
+        c.close();
+        const conn = await connect(p.vhost.url);
+        try {
+          const ch = await conn.createChannel();
+          const m = await waitFor(async () => ch.get(Queues.delivery, { noAck: true }), {
+            what: 'the message in the delivery queue',
+          });
+          const env = parseEnvelope(m.properties.headers?.[ENVELOPE_HEADER]);
+          assert.ok(r.text.includes(env.queueId));
+          assert.deepEqual(env.recipients, ['postmaster@example.test']);
+        } finally {
+          await conn.close();
+        }
+      } finally {
+        await p.startDelivery();
+      }
+    },
+  );
+
   test('catch-all accepts any address of its domain', async () => {
     await p.directory.addDomain('catch.test');
     await p.directory.addAlias('@catch.test', ['alice@example.test']);
