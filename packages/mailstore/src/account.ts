@@ -114,11 +114,13 @@ export class MailAccount {
   }
 
   /**
-   * INBOX and the special-use folders, created on first use and subscribed, also when
-   * delivery created one before the first login (Junk for the first spam), as Dovecot's
-   * `auto = subscribe`: a client that shows only subscribed folders shows them all.
-   * Several first logins may run this at once, in one process or many: the subscriptions
-   * are changed under their lock.
+   * Run at every IMAP and POP3 login: INBOX and the special-use folders, created when
+   * missing and subscribed, also when delivery created one before the first login (Junk
+   * for the first spam), as Dovecot's `auto = subscribe`: a client that shows only
+   * subscribed folders shows them all. A special-use folder the user unsubscribed is
+   * subscribed again at the next login, as with Dovecot. The subscriptions are read once;
+   * only when one is missing are they read again and changed under their lock, as several
+   * logins may run this at once, in one process or many.
    */
   async ensureDefaults(): Promise<void> {
     await this.folder('INBOX').ensure();

@@ -527,12 +527,17 @@ void describe('MailFolder', () => {
     assert.deepEqual(await acct.usage(), { bytes: msg(1).length * 2, messages: 2 });
   });
 
-  void it('the first login subscribes special-use folders made before it', async () => {
+  void it('every login subscribes the special-use folders, made before it or unsubscribed since', async () => {
     const acct = new MailAccount(fresh(), 'j@x.test', 'h');
     // delivery filed spam before the user ever logged in
     await acct.folder('Junk').ensure();
     await acct.ensureDefaults();
-    assert.deepEqual((await acct.subscriptions()).sort(), ['Archive', 'Drafts', 'Junk', 'Sent', 'Trash']);
+    const all = ['Archive', 'Drafts', 'Junk', 'Sent', 'Trash'];
+    assert.deepEqual((await acct.subscriptions()).sort(), all);
+    // unsubscribed by the user: subscribed again at the next login (Dovecot's auto = subscribe)
+    await acct.updateSubscriptions((subs) => subs.filter((n) => n !== 'Junk'));
+    await acct.ensureDefaults();
+    assert.deepEqual((await acct.subscriptions()).sort(), all);
   });
 
   void it('folders: create, nested, rename with children, delete', async () => {
