@@ -92,10 +92,13 @@ export async function listDeferred(deps: QueueAdminDeps): Promise<DeferredEntry[
     return 'keep';
   });
   const out: DeferredEntry[] = [];
+  const now = Date.now();
   for (const { entry, raw } of indexed) {
     if (present.has(`${entry.queue}\0${entry.queueId}`)) out.push(entry);
-    // an entry is taken for gone only when no other reader held messages out of sight
-    else if (complete) await index.removeIfUnchanged(entry.queueId, raw);
+    // an entry is taken for gone only when no other reader held messages out of sight,
+    // and once its message was due to leave the queue: one not due may still be on its
+    // way back from an earlier reader (a quorum queue takes it back after the close)
+    else if (complete && Date.parse(entry.nextTry) <= now) await index.removeIfUnchanged(entry.queueId, raw);
   }
   return out;
 }

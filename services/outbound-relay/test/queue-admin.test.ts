@@ -164,6 +164,22 @@ test('list shows only what show, delete and retry find: a stale index entry is n
   assert.doesNotMatch(list.out, /GoneAway12345678/);
   assert.match((await queueCmd('show', 'GoneAway12345678')).err?.message ?? '', /no deferred message/);
   assert.equal(await index.get('GoneAway12345678'), null, 'the stale entry is dropped from the index');
+
+  // one whose next try is still ahead may be a message on its way back from a reader
+  await index.add({
+    queueId: 'NotDueYet1234567',
+    mailFrom: 'later@example.test',
+    recipients: ['full@later.test'],
+    attempts: 1,
+    lastError: '452 4.2.2 Mailbox full',
+    receivedAt: new Date().toISOString(),
+    nextTry: new Date(Date.now() + 3_600_000).toISOString(),
+    queue: 'outbound.retry.1h',
+    size: 100,
+  });
+  assert.doesNotMatch((await queueCmd('list')).out, /NotDueYet1234567/);
+  assert.notEqual(await index.get('NotDueYet1234567'), null, 'kept until its next try has passed');
+  await index.remove('NotDueYet1234567');
 });
 
 test(
