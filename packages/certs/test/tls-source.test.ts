@@ -6,24 +6,30 @@ import { selfSignedCertificate } from '@mailyard/config';
 import { tempDir, waitFor } from '@mailyard/testkit';
 import { createTlsSource, tlsSourceFromConfig } from '../src/index.js';
 
+/** A good pair in a directory of its own, watched every 20 ms; warnings are kept. */
+function watchedPair() {
+  const dir = tempDir();
+  const certFile = join(dir.path, 'cert.pem');
+  const keyFile = join(dir.path, 'key.pem');
+  const first = selfSignedCertificate('mx.example.test');
+  writeFileSync(certFile, first.cert);
+  writeFileSync(keyFile, first.key);
+  const warnings: string[] = [];
+  const source = createTlsSource({
+    certFile,
+    keyFile,
+    hostname: 'mx.example.test',
+    reloadInterval: 20,
+    logger: { info: () => undefined, warn: (_o, msg) => warnings.push(msg) },
+  });
+  return { dir, certFile, keyFile, first, warnings, source };
+}
+
 test(
   'a key that does not match the new certificate leaves the old pair in force, and says so',
   { timeout: 20_000 },
   async () => {
-    const dir = tempDir();
-    const certFile = join(dir.path, 'cert.pem');
-    const keyFile = join(dir.path, 'key.pem');
-    const first = selfSignedCertificate('mx.example.test');
-    writeFileSync(certFile, first.cert);
-    writeFileSync(keyFile, first.key);
-    const warnings: string[] = [];
-    const source = createTlsSource({
-      certFile,
-      keyFile,
-      hostname: 'mx.example.test',
-      reloadInterval: 20,
-      logger: { info: () => undefined, warn: (_o, msg) => warnings.push(msg) },
-    });
+    const { dir, certFile, keyFile, first, warnings, source } = watchedPair();
     try {
       writeFileSync(certFile, selfSignedCertificate('mx.example.test').cert);
       await waitFor(() => warnings.length > 0, { what: 'the refusal logged' });
@@ -45,20 +51,7 @@ test(
   'a pair refused, then fixed without a change of size or time (a chmod, a chown), is taken',
   { timeout: 20_000 },
   async () => {
-    const dir = tempDir();
-    const certFile = join(dir.path, 'cert.pem');
-    const keyFile = join(dir.path, 'key.pem');
-    const first = selfSignedCertificate('mx.example.test');
-    writeFileSync(certFile, first.cert);
-    writeFileSync(keyFile, first.key);
-    const warnings: string[] = [];
-    const source = createTlsSource({
-      certFile,
-      keyFile,
-      hostname: 'mx.example.test',
-      reloadInterval: 20,
-      logger: { info: () => undefined, warn: (_o, msg) => warnings.push(msg) },
-    });
+    const { dir, certFile, keyFile, first, warnings, source } = watchedPair();
     try {
       // a key that cannot be used (as one unreadable by its mode would be, which root
       // reads all the same), then the same file made usable: size and mtime as they were

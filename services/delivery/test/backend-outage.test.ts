@@ -3,7 +3,7 @@ import { mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { connect } from 'amqplib';
+import { connect, type Channel, type ChannelModel } from 'amqplib';
 import { Redis } from 'ioredis';
 import { loadConfig } from '@mailyard/config';
 import { ENVELOPE_HEADER, Headers, Queues, RoutingKeys, type Envelope } from '@mailyard/contracts';
@@ -33,6 +33,9 @@ let redis: PrivateRedis;
 let maildir: ReturnType<typeof tempDir>;
 let rt: Runtime;
 let svc: DeliveryService;
+/** The test's own view of the vhost's queues. */
+let conn: ChannelModel;
+let ch: Channel;
 /** While set, the mail store fails every write with this error code (a full disk: ENOSPC). */
 let storeFails: string | null = null;
 /** When set, the next "delivered" or "forwarded" marker fails to be set after this runs (a Redis blip). */
@@ -40,6 +43,8 @@ let markFails: (() => Promise<void>) | null = null;
 
 before(async () => {
   vhost = await createVhost();
+  conn = await connect(vhost.url);
+  ch = await conn.createChannel();
   redis = await startPrivateRedis();
   maildir = tempDir();
   const admin = new Redis(redis.port, '127.0.0.1', { keyPrefix: 'mailyard:' });
@@ -103,6 +108,7 @@ before(async () => {
   await svc.start();
 });
 after(async () => {
+  await conn?.close();
   await svc?.stop();
   await rt?.close();
   await redis?.close();
@@ -127,31 +133,25 @@ test(
   'Redis down: the message is held (not forwarded, not dead-lettered) and filed once Redis is back',
   { timeout: 60_000 },
   async () => {
-    const conn = await connect(vhost.url);
-    const ch = await conn.createChannel();
-    try {
-      await redis.kill();
-      const env = envelope(['alice@example.test']);
-      await rt.bus.publishMail(RoutingKeys.delivery, Buffer.from('Subject: held\r\n\r\nbody\r\n'), env);
-      // far more failed runs than delivery_max_attempts (2) would allow for other failures
-      await waitFor(async () => (await failures()) >= 4, { timeoutMs: 30_000, what: 'the message held' });
-      assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
-      assert.equal((await ch.checkQueue(Queues.outbound)).messageCount, 0, 'not sent out as remote');
-      const inbox = folderDir(maildir.path, 'alice@example.test', 'INBOX');
-      assert.equal(maildirNew(inbox).length, 0);
+    await redis.kill();
+    const env = envelope(['alice@example.test']);
+    await rt.bus.publishMail(RoutingKeys.delivery, Buffer.from('Subject: held\r\n\r\nbody\r\n'), env);
+    // far more failed runs than delivery_max_attempts (2) would allow for other failures
+    await waitFor(async () => (await failures()) >= 4, { timeoutMs: 30_000, what: 'the message held' });
+    assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
+    assert.equal((await ch.checkQueue(Queues.outbound)).messageCount, 0, 'not sent out as remote');
+    const inbox = folderDir(maildir.path, 'alice@example.test', 'INBOX');
+    assert.equal(maildirNew(inbox).length, 0);
 
-      await redis.start();
-      await waitFor(() => maildirNew(inbox).length === 1, {
-        timeoutMs: 20_000,
-        what: 'filed after Redis is back',
-      });
-      await waitFor(async () => (await ch.checkQueue(Queues.delivery)).messageCount === 0, { what: 'acked' });
-      assert.equal(maildirNew(inbox).length, 1);
-      assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0);
-      assert.equal((await ch.checkQueue(Queues.outbound)).messageCount, 0);
-    } finally {
-      await conn.close();
-    }
+    await redis.start();
+    await waitFor(() => maildirNew(inbox).length === 1, {
+      timeoutMs: 20_000,
+      what: 'filed after Redis is back',
+    });
+    await waitFor(async () => (await ch.checkQueue(Queues.delivery)).messageCount === 0, { what: 'acked' });
+    assert.equal(maildirNew(inbox).length, 1);
+    assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0);
+    assert.equal((await ch.checkQueue(Queues.outbound)).messageCount, 0);
   },
 );
 
@@ -159,8 +159,6 @@ test(
   'a full mail store: the message is held, /readyz says so, filed once there is room',
   { timeout: 60_000 },
   async () => {
-    const conn = await connect(vhost.url);
-    const ch = await conn.createChannel();
     const inbox = folderDir(maildir.path, 'bob@example.test', 'INBOX');
     try {
       storeFails = 'ENOSPC';
@@ -184,7 +182,6 @@ test(
       assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0);
     } finally {
       storeFails = null;
-      await conn.close();
     }
   },
 );
@@ -193,8 +190,6 @@ test(
   'a maildir one account cannot write (EACCES) fails that message only; other mail goes on',
   { timeout: 30_000 },
   async () => {
-    const conn = await connect(vhost.url);
-    const ch = await conn.createChannel();
     const frank = folderDir(maildir.path, 'frank@example.test', 'INBOX');
     const alice = folderDir(maildir.path, 'alice@example.test', 'INBOX');
     try {
@@ -232,7 +227,6 @@ test(
       );
     } finally {
       rmSync(join(frank, 'tmp'));
-      await conn.close();
     }
   },
 );
@@ -266,26 +260,20 @@ test(
   'a copy filed before its marker was lost is not returned as over quota by the rerun',
   { timeout: 30_000 },
   async () => {
-    const conn = await connect(vhost.url);
-    const ch = await conn.createChannel();
-    try {
-      await ch.purgeQueue(Queues.outbound);
-      // room for this copy, not for two: the one filed counts in the usage once it is there
-      await new Quotas(rt.redis, 0).set('erin@example.test', 1000);
-      const body = Buffer.from(`Subject: near quota\r\n\r\n${'x'.repeat(600)}\r\n`);
-      markFails = async () => undefined;
-      const before = await deliveries();
-      const overQuota = await deliveries('over-quota');
-      await rt.bus.publishMail(RoutingKeys.delivery, body, envelope(['erin@example.test']));
-      await waitFor(async () => (await deliveries()) === before + 1, { what: 'the rerun counted' });
-      assert.equal(markFails, null, 'the marker failed once');
-      assert.equal(await deliveries('over-quota'), overQuota, 'not over quota');
-      await waitFor(async () => (await ch.checkQueue(Queues.delivery)).messageCount === 0, { what: 'acked' });
-      assert.equal((await ch.checkQueue(Queues.outbound)).messageCount, 0, 'no DSN');
-      assert.equal(maildirMessages(folderDir(maildir.path, 'erin@example.test', 'INBOX')).length, 1);
-    } finally {
-      await conn.close();
-    }
+    await ch.purgeQueue(Queues.outbound);
+    // room for this copy, not for two: the one filed counts in the usage once it is there
+    await new Quotas(rt.redis, 0).set('erin@example.test', 1000);
+    const body = Buffer.from(`Subject: near quota\r\n\r\n${'x'.repeat(600)}\r\n`);
+    markFails = async () => undefined;
+    const before = await deliveries();
+    const overQuota = await deliveries('over-quota');
+    await rt.bus.publishMail(RoutingKeys.delivery, body, envelope(['erin@example.test']));
+    await waitFor(async () => (await deliveries()) === before + 1, { what: 'the rerun counted' });
+    assert.equal(markFails, null, 'the marker failed once');
+    assert.equal(await deliveries('over-quota'), overQuota, 'not over quota');
+    await waitFor(async () => (await ch.checkQueue(Queues.delivery)).messageCount === 0, { what: 'acked' });
+    assert.equal((await ch.checkQueue(Queues.outbound)).messageCount, 0, 'no DSN');
+    assert.equal(maildirMessages(folderDir(maildir.path, 'erin@example.test', 'INBOX')).length, 1);
   },
 );
 
@@ -313,32 +301,26 @@ test(
   'a forward published again by a rerun (its marker lost) keeps its queue id, on which outbound dedupes',
   { timeout: 30_000 },
   async () => {
-    const conn = await connect(vhost.url);
-    const ch = await conn.createChannel();
-    try {
-      await ch.purgeQueue(Queues.outbound);
-      await new MailRules(rt.redis).setForwarding('dan@example.test', {
-        targets: ['dan@far.test'],
-        keepCopy: false,
-      });
-      markFails = async () => undefined;
-      const env = envelope(['dan@example.test']);
-      await rt.bus.publishMail(RoutingKeys.delivery, Buffer.from('Subject: fwd\r\n\r\nbody\r\n'), env);
-      await waitFor(async () => (await ch.checkQueue(Queues.outbound)).messageCount === 2, {
-        what: 'the forward and the rerun’s',
-      });
-      const ids = [];
-      for (let i = 0; i < 2; i++) {
-        const m = await ch.get(Queues.outbound, { noAck: true });
-        assert.ok(m);
-        const fenv = JSON.parse(String(m.properties.headers?.[ENVELOPE_HEADER])) as Envelope;
-        assert.deepEqual(fenv.recipients, ['dan@far.test']);
-        ids.push(fenv.queueId);
-      }
-      assert.notEqual(ids[0], env.queueId);
-      assert.equal(ids[1], ids[0]);
-    } finally {
-      await conn.close();
+    await ch.purgeQueue(Queues.outbound);
+    await new MailRules(rt.redis).setForwarding('dan@example.test', {
+      targets: ['dan@far.test'],
+      keepCopy: false,
+    });
+    markFails = async () => undefined;
+    const env = envelope(['dan@example.test']);
+    await rt.bus.publishMail(RoutingKeys.delivery, Buffer.from('Subject: fwd\r\n\r\nbody\r\n'), env);
+    await waitFor(async () => (await ch.checkQueue(Queues.outbound)).messageCount === 2, {
+      what: 'the forward and the rerun’s',
+    });
+    const ids = [];
+    for (let i = 0; i < 2; i++) {
+      const m = await ch.get(Queues.outbound, { noAck: true });
+      assert.ok(m);
+      const fenv = JSON.parse(String(m.properties.headers?.[ENVELOPE_HEADER])) as Envelope;
+      assert.deepEqual(fenv.recipients, ['dan@far.test']);
+      ids.push(fenv.queueId);
     }
+    assert.notEqual(ids[0], env.queueId);
+    assert.equal(ids[1], ids[0]);
   },
 );
