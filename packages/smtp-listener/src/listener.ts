@@ -220,7 +220,7 @@ export class MailyardSmtpServer extends SMTPServer {
    * publishing a message: then after the reply that gives its outcome.
    */
   closeSession(id: string, err: SmtpReject): boolean {
-    for (const conn of (this as unknown as { connections: Set<ConnectionLike> }).connections) {
+    for (const conn of this.sessions<ConnectionLike>()) {
       if (conn.id !== id) continue;
       this.tracker.end(conn, err);
       return true;
@@ -235,7 +235,7 @@ export class MailyardSmtpServer extends SMTPServer {
    * closeSession) waits for the publish's answer.
    */
   publishFor<T>(session: SMTPServerSession, publish: () => Promise<T>): Promise<T> | undefined {
-    for (const conn of (this as unknown as { connections: Set<ConnectionLike> }).connections)
+    for (const conn of this.sessions<ConnectionLike>())
       if (conn.session === session) return this.tracker.publishing(conn, publish);
     return undefined;
   }
@@ -246,8 +246,13 @@ export class MailyardSmtpServer extends SMTPServer {
    * session then is an older one).
    */
   protected connectionOf<T extends { _socket: Socket }>(socket: Socket): T | undefined {
-    const conn = [...(this as unknown as { connections: Set<T> }).connections].at(-1);
+    const conn = [...this.sessions<T>()].at(-1);
     return conn?._socket === socket ? conn : undefined;
+  }
+
+  /** smtp-server's open connections, in the order they were made (its own field). */
+  private sessions<T>(): Set<T> {
+    return (this as unknown as { connections: Set<T> }).connections;
   }
 
   override connect(socket: Socket, socketOptions: SocketOptions): void {
