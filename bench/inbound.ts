@@ -504,18 +504,18 @@ async function pidOf(name: string): Promise<number | undefined> {
   }
 }
 
-/** The content scanners, named as their processes are: their CPU is counted as a whole. */
+/** The content scanners, named as their processes are: each one's CPU counts all its workers. */
 const SCANNER_PROCESSES = ['rspamd', 'clamd'];
 
-/** CPU seconds used so far by every live process with one of these names (all its workers). */
-function namedCpu(names: string[]): number {
+/** CPU seconds used so far by every live process of this name (all its workers). */
+function namedCpu(name: string): number {
   let sum = 0;
   for (const dir of readdirSync('/proc')) {
     if (!/^\d+$/.test(dir)) continue;
     try {
       const stat = readFileSync(`/proc/${dir}/stat`, 'utf8');
       const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      if (!names.includes(comm)) continue;
+      if (comm !== name) continue;
       const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
       sum += (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
     } catch {
@@ -527,7 +527,8 @@ function namedCpu(names: string[]): number {
 
 interface CpuSnapshot {
   procs: { all: number; sys: number }[];
-  scanners: number;
+  /** CPU seconds of each of SCANNER_PROCESSES, in that order */
+  scanners: number[];
   self: number;
   machine: { busy: number; total: number };
 }
@@ -536,7 +537,7 @@ function cpuSnapshot(pids: (number | undefined)[]): CpuSnapshot {
   const u = process.cpuUsage();
   return {
     procs: pids.map(processCpu),
-    scanners: namedCpu(SCANNER_PROCESSES),
+    scanners: SCANNER_PROCESSES.map(namedCpu),
     self: (u.user + u.system) / 1e6,
     machine: machineCpu(),
   };
@@ -900,7 +901,10 @@ async function main(): Promise<void> {
       return `${n} ${perMsg(a.all, b.all)} (sys ${perMsg(a.sys, b.sys)})`;
     });
     if (!opts.smtpSource) parts.push(`client ${perMsg(cpuBefore.self, cpuAfter.self)}`);
-    if (scanners.length) parts.push(`rspamd + clamd ${perMsg(cpuBefore.scanners, cpuAfter.scanners)}`);
+    if (scanners.length)
+      SCANNER_PROCESSES.forEach((n, i) =>
+        parts.push(`${n} ${perMsg(cpuBefore.scanners[i]!, cpuAfter.scanners[i]!)}`),
+      );
     process.stdout.write(`CPU ms per message: ${parts.join(', ')}\n`);
     const busy = cpuAfter.machine.busy - cpuBefore.machine.busy;
     const total = cpuAfter.machine.total - cpuBefore.machine.total;

@@ -265,6 +265,11 @@ named_cpu() {
   echo "$sum"
 }
 HELPER_PROCESSES="rspamd clamd clamav-milter postgrey unbound"
+# named_cpu of each of HELPER_PROCESSES, in that order, on one line
+helpers_cpu() {
+  local name
+  for name in $HELPER_PROCESSES; do printf '%s ' "$(named_cpu "$name")"; done
+}
 machine_cpu() { awk '/^cpu /{ b = $2+$3+$4+$7+$8+$9; print b, b + $5 + $6 }' /proc/stat; }
 
 run_postfix() {
@@ -284,14 +289,14 @@ run_postfix() {
   local cpu0 h0 m0 start accepted last cpu1 h1 m1 base
   base=$(count_new)
   cpu0=$(postfix_cpu)
-  h0=$(named_cpu $HELPER_PROCESSES)
+  h0=$(helpers_cpu)
   m0=$(machine_cpu)
   start=$(date +%s.%N)
   smtp-source -s "$SESSIONS" -l "$SIZE" -m "$MESSAGES" "${HELO[@]}" -f "$FROM" -t user@bench.test "$PF_ADDR:$PORT"
   accepted=$(date +%s.%N)
   wait_for $((base + MESSAGES))
   cpu1=$(postfix_cpu)
-  h1=$(named_cpu $HELPER_PROCESSES)
+  h1=$(helpers_cpu)
   m1=$(machine_cpu)
   last=$(find "$MAILDIR_NEW" -maxdepth 1 -type f -printf '%C@\n' | sort -n | tail -1)
   PF_ACCEPTED=$(awk -v n="$MESSAGES" -v a="$start" -v b="$accepted" 'BEGIN { printf "%.0f", n / (b - a) }')
@@ -302,8 +307,12 @@ run_postfix() {
     awk '{ v[NR] = $1 } END { if (NR) printf "postfix   queue arrival -> delivered (delays=): p50 %.0f ms, p99 %.0f ms\n", 1000 * v[int(NR * 0.5) + 1], 1000 * v[int(NR * 0.99) + 1] }'
   awk -v a="$cpu0" -v b="$cpu1" -v n="$MESSAGES" -v hz="$(getconf CLK_TCK)" \
     'BEGIN { printf "postfix   CPU ms per message (all Postfix processes): %.2f\n", 1000 * (b - a) / hz / n }'
-  [ -n "$POLICY" ] && awk -v a="$h0" -v b="$h1" -v n="$MESSAGES" -v hz="$(getconf CLK_TCK)" \
-    'BEGIN { printf "postfix   CPU ms per message (rspamd, clamd, clamav-milter, postgrey, unbound): %.2f\n", 1000 * (b - a) / hz / n }'
+  [ -n "$POLICY" ] && awk -v a="$h0" -v b="$h1" -v names="$HELPER_PROCESSES" -v n="$MESSAGES" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN {
+      k = split(names, name, " "); split(a, x, " "); split(b, y, " ")
+      for (i = 1; i <= k; i++) { ms = 1000 * (y[i] - x[i]) / hz / n; all += ms; list = list sprintf(", %s %.2f", name[i], ms) }
+      printf "postfix   CPU ms per message of the helpers: %.2f%s\n", all, list
+    }'
   echo "$m0 $m1" | awk '{ printf "machine CPU busy during the run: %.0f%% of all cores\n", 100 * ($3 - $1) / ($4 - $2) }'
   postfix -c "$CF" stop >/dev/null 2>&1
   for _ in $(seq 50); do
