@@ -1,3 +1,4 @@
+export * from './account-keys.js';
 export * from './addresses.js';
 export * from './audit.js';
 export * from './errors.js';

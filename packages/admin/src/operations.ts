@@ -4,14 +4,10 @@ import {
   LoginGuard,
   TwoFactor,
   announceRevocation,
-  appPasswordKeys,
   endWebmailSessions,
-  loginHistoryKey,
   signOutEverywhere,
-  twoFactorKeys,
   type AppPasswordInfo,
 } from '@mailyard/auth';
-import { mailRulesKeys } from '@mailyard/mail-rules';
 import { Directory } from '@mailyard/directory';
 import {
   DKIM_ALGORITHMS,
@@ -37,6 +33,7 @@ import { PolicyRules } from '@mailyard/policy-rules';
 import type { DnsChecker, DomainReport, ServerReport } from './dns-check.js';
 import { requiredRecords, type ClientEndpoints, type RequiredRecord } from './dns-records.js';
 import { OperationError } from './errors.js';
+import { accountKeys, deleteAccountPatternKeys } from './account-keys.js';
 import { AuditedPolicyRules } from './policy.js';
 import { QueueOperations } from './queue.js';
 
@@ -218,19 +215,16 @@ export class Operations {
   }
 
   /**
-   * Deletes an account and all that is kept for it (app passwords, two-factor recovery
-   * codes, login history, forwarding and out-of-office reply, quota, failed-login
-   * counts): a new account of the same address starts with none of it, and the old
-   * app passwords and forwarding do not become the new owner's.
+   * Deletes an account and all that is kept for it (accountKeys: app passwords,
+   * two-factor recovery codes, login history, forwarding and out-of-office reply, sender
+   * allow/block lists, the webmail's remote-content senders and waiting uploads; then the
+   * quota, failed-login counts and out-of-office markers): a new account of the same
+   * address starts with none of it, and the old app passwords, forwarding and choices
+   * do not become the new owner's.
    */
   async delUser(address: string): Promise<string> {
     const a = await this.checkAccount(address, 'present');
-    await this.directory.delUser(a, [
-      ...appPasswordKeys(a),
-      ...twoFactorKeys(a),
-      loginHistoryKey(a),
-      ...mailRulesKeys(a),
-    ]);
+    await this.directory.delUser(a, await accountKeys(this.redis, a));
     // the sessions end first: once the record is gone, `user del` again finds no account,
     // so a failure in the clean-up below must not leave them open
     await endWebmailSessions(this.redis, a);
@@ -238,6 +232,7 @@ export class Operations {
     await this.log('account.del', a);
     await this.quotas.clear(a);
     await this.guard.unlock(a);
+    await deleteAccountPatternKeys(this.redis, a);
     return a;
   }
 

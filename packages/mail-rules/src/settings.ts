@@ -84,6 +84,12 @@ const vacationKey = (account: string) => `rules:vacation:${account.toLowerCase()
 const forwardKey = (account: string) => `rules:forward:${account.toLowerCase()}`;
 /** The keys of an account's forwarding and out-of-office reply, which go with the account. */
 export const mailRulesKeys = (account: string) => [vacationKey(account), forwardKey(account)];
+/**
+ * SCAN pattern of an account's "replied to this sender" markers (one key per sender, each
+ * with its own TTL), for removing them with the account.
+ */
+export const mailRulesRepliedPattern = (account: string) =>
+  `rules:replied:${account.toLowerCase().replace(/[*?[\]\\]/g, '\\$&')}:*`;
 // a sender address can be long: a digest keeps the key short
 const repliedKey = (account: string, sender: string) =>
   `rules:replied:${account.toLowerCase()}:${createHash('sha256').update(sender.toLowerCase()).digest('base64url').slice(0, 22)}`;

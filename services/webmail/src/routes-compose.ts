@@ -1,4 +1,5 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { WebmailKeys } from '@mailyard/admin';
 import type { FastifyInstance } from 'fastify';
 import type { ImapFlow } from 'imapflow';
 import { z } from 'zod';
@@ -19,10 +20,10 @@ import { parseStructure } from './message-view.js';
 const UPLOAD_TTL_SECONDS = 24 * 3600;
 /** Bytes of uploads one account may have waiting at once, in attachment limits. */
 const UPLOADS_PER_ACCOUNT = 10;
-const accountTag = (account: string) => createHash('sha256').update(account).digest('base64url');
-const uploadKey = (account: string, id: string) => `webmail:upload:${accountTag(account)}:${id}`;
+// removed with the account (accountKeys)
+const uploadKey = WebmailKeys.upload;
 /** The account's waiting uploads: member `<id>:<size>`, score when it expires (s). */
-const uploadsKey = (account: string) => `webmail:uploads:${accountTag(account)}`;
+const uploadsKey = WebmailKeys.uploads;
 
 /**
  * Stores an upload unless the account's waiting ones would pass the cap (Redis also holds

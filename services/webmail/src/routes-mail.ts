@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { WebmailKeys } from '@mailyard/admin';
 import type { FastifyInstance } from 'fastify';
 import type { ImapFlow } from 'imapflow';
 import { z } from 'zod';
@@ -47,9 +47,8 @@ const flagList = z
 /** The images types shown inline from /parts (never SVG or HTML: they could carry script). */
 const INLINE_TYPES = /^image\/(png|jpe?g|gif|webp|bmp)$/i;
 
-/** Redis set of senders whose mail may load remote content, per account. */
-const remoteKey = (account: string) =>
-  `webmail:remote-senders:${createHash('sha256').update(account).digest('base64url')}`;
+/** Redis set of senders whose mail may load remote content, per account (removed with it). */
+const remoteKey = WebmailKeys.remoteSenders;
 
 export function registerMailRoutes(app: FastifyInstance, ctx: Ctx): void {
   app.get('/api/folders', async (req) => {

@@ -10,7 +10,10 @@ import { queueDepth, unreachableRedis, waitFor } from '@mailyard/testkit';
 import { Directory } from '@mailyard/directory';
 import { Operations } from '@mailyard/admin';
 import { addAccount } from '../../../test/harness.js';
+import { MailRules } from '@mailyard/mail-rules';
+import { sendRaw } from '../../retrieval/test/helpers.js';
 import { imapLogin as imapLoginAs } from './mail-clients.js';
+import { newsletter } from './messages.js';
 import {
   ALICE,
   BOB,
@@ -20,7 +23,7 @@ import {
   webmailOnStallableImap,
   type WebmailTestbed,
 } from './webmail-harness.js';
-import { WebClient } from './web-client.js';
+import { WebClient, q } from './web-client.js';
 
 let t: WebmailTestbed;
 let admin: WebClient;
@@ -270,6 +273,53 @@ test(
     assert.equal((await owner.login(erin)).status, 200);
     assert.deepEqual((await owner.get('/api/account/forwarding')).json, { targets: [], keepCopy: true });
     assert.deepEqual((await owner.get('/api/account/logins')).json.logins.length, 1);
+  },
+);
+
+test(
+  "a deleted account leaves nothing to a new account of its address: the webmail's choices, uploads, sender lists",
+  { timeout: 60_000 },
+  async () => {
+    const fay = 'fay@example.test';
+    const sender = 'news@shop.example';
+    const cli = new Operations(t.p.redis.redis, 'cli:root');
+    const rules = new MailRules(t.p.redis.redis);
+    await addAccount(t.p.directory, fay);
+    // the mailbox on disk outlives the account (user del leaves it): so does this newsletter
+    await sendRaw(t.p, fay, newsletter('http://127.0.0.5:1'));
+    const old = client();
+    assert.equal((await old.login(fay)).status, 200);
+    const { uid } = (await old.get('/api/messages' + q({ folder: 'INBOX' }))).json.rows[0] as { uid: number };
+    const privacy = async (c: WebClient) =>
+      (await c.get(`/api/messages/${uid}` + q({ folder: 'INBOX' }))).json.privacy.remoteAllowed as boolean;
+    assert.equal((await old.post('/api/remote-senders', { address: sender, allow: true })).status, 200);
+    assert.equal(await privacy(old), true);
+    const up = await old.req('POST', '/api/uploads', {
+      body: Buffer.from("the old owner's draft attachment"),
+      headers: { 'content-type': 'application/octet-stream', 'x-filename': 'notes.txt' },
+    });
+    assert.equal(up.status, 200);
+    const away = { enabled: true, subject: 'Away', body: 'Back soon', start: null, end: null, days: 7 };
+    assert.equal((await old.post('/api/account/vacation', away)).status, 200);
+    // what delivery records when the out-of-office reply answers a sender
+    assert.equal(await rules.claimReply(fay, sender, 7), true);
+    await cli.policy().userListAdd(fay, 'block', 'ex@partner.example');
+    await cli.policy().userListAdd(fay, 'allow', sender);
+
+    assert.equal((await admin.req('DELETE', `/api/admin/accounts/${enc(fay)}`)).status, 200);
+    assert.equal((await admin.post('/api/admin/accounts', { address: fay, password: PASSWORD })).status, 200);
+
+    const owner = client();
+    assert.equal((await owner.login(fay)).status, 200);
+    // remote content of that sender is blocked again, as for any new account
+    assert.equal(await privacy(owner), false);
+    // the old upload is gone (and takes no room under the new owner's cap)
+    assert.equal((await owner.req('DELETE', `/api/uploads/${up.json.id}`)).status, 404);
+    assert.equal((await owner.get('/api/account/vacation')).json.enabled, false);
+    // the new owner's out-of-office reply would answer that sender
+    assert.equal(await rules.claimReply(fay, sender, 7), true);
+    assert.deepEqual(await cli.policy().userList(fay, 'block'), []);
+    assert.deepEqual(await cli.policy().userList(fay, 'allow'), []);
   },
 );
 
