@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS } from '@mailyard/bus';
 import {
@@ -13,6 +14,20 @@ import {
 import { MailMessages } from '@mailyard/contracts';
 import { RECIPIENT_LIMIT } from './deliver.js';
 import { DATA_DONE_TIMEOUT_MS, DATA_XFER_TIMEOUT_MS } from './smtp-client.js';
+
+const splitAddresses = (v: unknown) => (typeof v === 'string' ? v.split(/[\s,]+/).filter(Boolean) : v);
+/** A list of IP addresses (and, where `all` is allowed, that word). */
+const addressList = (def: string[], allowAll: boolean) =>
+  z
+    .preprocess(
+      splitAddresses,
+      z.array(
+        z.string().refine((a) => isIP(a) !== 0 || (allowAll && a.toLowerCase() === 'all'), {
+          message: allowAll ? 'expected "all" or IP addresses' : 'expected IP addresses',
+        }),
+      ),
+    )
+    .default(def);
 
 const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/;
 const MULT: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -116,6 +131,17 @@ export const outboundRelaySchema = z.object({
   mta_sts_ignore_domains: stringList([]),
   /** Failed processing attempts (broker/Redis trouble, not SMTP errors) before a message is dead-lettered (catalogue default). */
   outbound_max_attempts: positiveInt(MailMessages.outbound.failure.maxAttempts),
+  /**
+   * The addresses this mail system receives mail on (mta-inbound's), for mail loop
+   * detection: an MX host at one of them is ourselves (Postfix: inet_interfaces). `all`:
+   * every address of this host's network interfaces.
+   */
+  inet_interfaces: addressList(['all'], true),
+  /**
+   * Addresses that receive mail for us through a proxy or NAT (a public address in front
+   * of the containers), also ourselves for loop detection (Postfix: proxy_interfaces).
+   */
+  proxy_interfaces: addressList([], false),
   /** Local source addresses for outbound connections (Postfix: smtp_bind_address, smtp_bind_address6). */
   ...sendingAddressSchema,
 });

@@ -28,6 +28,8 @@ export type TlsPolicy =
 
 export interface AttemptOptions {
   myhostname: string;
+  /** The destination (recipient domain or relayhost), named when mail for it loops back to us. */
+  destination?: string;
   targets: Target[];
   tls: TlsPolicy;
   ca?: (string | Buffer)[] | undefined;
@@ -86,6 +88,21 @@ class NextTarget extends Error {
   }
 }
 
+/**
+ * A verdict on the whole message before any transaction, from this host: every recipient
+ * of the attempt gets it, and no other address is tried (Postfix smtp_site_fail() with a
+ * 5xx status: a hard error is final, only a soft one qualifies for a backup MX).
+ */
+class SessionVerdict extends Error {
+  constructor(
+    readonly status: string,
+    message: string,
+    readonly remoteMta: string | null,
+  ) {
+    super(message);
+  }
+}
+
 /** A finished session that may carry the next message to its destination, and what it may carry. */
 export interface ParkedSession {
   client: SmtpClient;
@@ -100,9 +117,11 @@ export interface AttemptResult {
 
 /**
  * One delivery attempt of one message to one destination: the targets in order until
- * one of them gives a verdict per recipient. Connection failures, 4xx/5xx greetings
- * and TLS policy failures move to the next address; every reply after EHLO is a
- * verdict. When no address works, every recipient is deferred with the last reason.
+ * one of them gives a verdict per recipient. Connection failures, 4xx/5xx greetings,
+ * TLS policy failures and a loop back to us at a backup MX move to the next address; a
+ * loop back to us at the best MX bounces every recipient at once, and every reply after
+ * EHLO is a verdict. When no address works, every recipient is deferred with the last
+ * reason.
  * A `parked` session of an earlier message is used for the target it is connected to,
  * once RSET shows it is still alive; one that fits no target is closed.
  */
@@ -114,17 +133,23 @@ export async function attemptDelivery(msg: Message, opts: AttemptOptions): Promi
     parked.current = null;
   }
   let last = new NextTarget('4.4.1', 'no address to deliver to');
+  const refused = (v: SessionVerdict): AttemptResult => ({
+    outcomes: alike(msg.recipients, 'bounced', v.status, v.message, v.remoteMta),
+    session: null,
+  });
   try {
     for (const target of opts.targets) {
       try {
         return await deliverTo(msg, target, opts, opts.tls, parked);
       } catch (err) {
+        if (err instanceof SessionVerdict) return refused(err);
         if (err instanceof TlsHandshakeError && opts.tls.mode === 'may') {
           // RFC 7435: opportunistic TLS that fails falls back to cleartext with this host
           opts.logger.info({ host: target.host, ip: target.ip, err }, 'TLS failed, retrying without TLS');
           try {
             return await deliverTo(msg, target, opts, { mode: 'none' }, parked);
           } catch (err2) {
+            if (err2 instanceof SessionVerdict) return refused(err2);
             last = toNext(err2);
             continue;
           }
@@ -214,6 +239,30 @@ async function takeParked(
   return null;
 }
 
+/** The first word of a greeting or EHLO reply: the server's name (RFC 5321 §4.2), lower case. */
+function greetingName(r: SmtpReply): string {
+  return (r.lines[0] ?? '').trim().split(/\s+/)[0]!.toLowerCase();
+}
+
+/**
+ * EHLO and what the reply says about the server. A server that names itself with our
+ * own hostname is ourselves, reached by a route we did not see: the mail would loop
+ * (Postfix: "mail for X loops back to myself", RFC 3463 X.4.6), final at the best MX,
+ * and only a reason to try the next one at a backup MX.
+ */
+async function hello(c: SmtpClient, target: Target, opts: AttemptOptions): Promise<SmtpReply> {
+  const r = await c.ehlo(opts.myhostname);
+  if (r.code !== 250)
+    throw new NextTarget(statusOf(r), `host ${c.peer} said: ${replyText(r)} (in reply to EHLO)`, target.host);
+  if (greetingName(r) === opts.myhostname.toLowerCase()) {
+    opts.logger.warn({ host: target.host, ip: target.ip }, 'host replied to EHLO with my own hostname');
+    const text = `mail for ${opts.destination ?? target.host} loops back to myself`;
+    if (target.best !== false) throw new SessionVerdict('5.4.6', text, null);
+    throw new NextTarget('4.4.6', text, null);
+  }
+  return r;
+}
+
 /** Connects, reads the greeting, EHLO, STARTTLS as the policy says, AUTH: a session ready for MAIL FROM. */
 async function openSession(target: Target, opts: AttemptOptions, tls: TlsPolicy, localAddress?: string) {
   const c = await SmtpClient.open({
@@ -236,9 +285,10 @@ async function openSession(target: Target, opts: AttemptOptions, tls: TlsPolicy,
         mta,
       );
     }
-    let r = await c.ehlo(opts.myhostname);
-    if (r.code !== 250)
-      throw new NextTarget(statusOf(r), `host ${c.peer} said: ${replyText(r)} (in reply to EHLO)`, mta);
+    if (greetingName(c.greeting) === opts.myhostname.toLowerCase())
+      // only a sign (Postfix warns too): some servers greet with a name not their own
+      opts.logger.warn({ host: target.host, ip: target.ip }, `host greeted me with my own hostname`);
+    let r = await hello(c, target, opts);
     if (tls.mode !== 'none' && c.has('STARTTLS')) {
       const tlsOpts: ConnectionOptions = {
         servername: isIP(target.host) ? undefined : target.host,
@@ -261,9 +311,7 @@ async function openSession(target: Target, opts: AttemptOptions, tls: TlsPolicy,
           throw new NextTarget('4.7.5', `host ${c.peer} refused STARTTLS: ${replyText(r)}`, mta);
       } else {
         opts.onTls?.(c.tls?.resumed ?? false);
-        r = await c.ehlo(opts.myhostname);
-        if (r.code !== 250)
-          throw new NextTarget(statusOf(r), `host ${c.peer} said: ${replyText(r)} (in reply to EHLO)`, mta);
+        r = await hello(c, target, opts);
       }
     }
     if (tls.mode === 'verify' && !c.tls?.verified) {
@@ -300,7 +348,7 @@ function alike(
   kind: 'bounced' | 'deferred',
   status: string,
   reason: string,
-  remoteMta: string,
+  remoteMta: string | null,
 ): RecipientOutcome[] {
   return recipients.map((recipient) => ({ kind, recipient, status, reason, remoteMta }));
 }

@@ -6,6 +6,11 @@ export interface Target {
   host: string;
   ip: string;
   port: number;
+  /**
+   * The host is among the most preferred MX hosts of the destination (Postfix:
+   * SMTP_FEATURE_BEST_MX): a loop found there is permanent, at a backup MX it is not.
+   */
+  best?: boolean;
 }
 
 /** The outcome of routing a domain: where to connect, or why we never will (or not now). */
@@ -21,6 +26,8 @@ export interface RouteOptions {
   addressLimit: number;
   /** Keeps only MX hosts this returns true for (MTA-STS enforce); others are skipped. */
   hostFilter?: (host: string) => boolean;
+  /** Whether an address is one this mail system receives mail on (loop detection). */
+  isOwnAddress?: (ip: string) => boolean;
   random?: () => number;
 }
 
@@ -134,10 +141,13 @@ export async function routeDomain(
   if (!hosts.length) {
     return { kind: 'temporary', status: '4.7.5', text: `No MX host of ${domain} matches its MTA-STS policy` };
   }
-  const targets: Target[] = [];
+  const targets: (Target & { preference: number })[] = [];
   let lookupFailure: string | null = null;
   let anyExists = false;
-  for (const { host } of hosts) {
+  const bestPreference = hosts[0]!.preference;
+  // the preference of the first MX host that is this mail system, if any
+  let self: number | null = null;
+  for (const { host, preference } of hosts) {
     if (targets.length >= opts.addressLimit) break;
     let addrs: { v4: string[]; v6: string[]; exists: boolean };
     try {
@@ -155,10 +165,25 @@ export async function routeDomain(
         : opts.preference === 'ipv6'
           ? [...v6, ...v4]
           : shuffle([...v4, ...v6], random);
+    // Postfix smtp_domain_addr(): an MX host that is ourselves ends the list there; we
+    // deliver only to hosts preferred to it (as a backup MX would), never to ourselves
+    if (opts.isOwnAddress && ordered.some(opts.isOwnAddress)) {
+      self = preference;
+      break;
+    }
     for (const ip of ordered) {
       if (targets.length >= opts.addressLimit) break;
-      targets.push({ host, ip, port: opts.port });
+      targets.push({ host, ip, port: opts.port, preference, best: preference === bestPreference });
     }
+  }
+  if (self !== null) {
+    const better = targets.filter((t) => t.preference < self).map(({ preference: _p, ...t }): Target => t);
+    if (better.length) return { kind: 'targets', hosts, targets: better };
+    // RFC 3463 X.4.6 routing loop: we are the best MX of the domain (or its address) and
+    // the mail would come back to us; behind better MX hosts with no address, temporary
+    if (self === bestPreference)
+      return { kind: 'permanent', status: '5.4.6', text: `mail for ${domain} loops back to myself` };
+    return { kind: 'temporary', status: '4.4.4', text: `unable to find primary relay for ${domain}` };
   }
   if (!targets.length) {
     if (lookupFailure)
@@ -177,7 +202,7 @@ export async function routeDomain(
       };
     return { kind: 'temporary', status: '4.4.4', text: `No address records for the MX hosts of ${domain}` };
   }
-  return { kind: 'targets', hosts, targets };
+  return { kind: 'targets', hosts, targets: targets.map(({ preference: _p, ...t }): Target => t) };
 }
 
 /** The addresses of one host, without MX lookup (relayhost `[host]`). */
@@ -190,6 +215,8 @@ export async function routeHost(resolver: MailResolver, host: string, opts: Rout
   }
   const ordered = opts.preference === 'ipv6' ? [...addrs.v6, ...addrs.v4] : [...addrs.v4, ...addrs.v6];
   if (!ordered.length) return { kind: 'temporary', status: '4.4.4', text: `No address records for ${host}` };
+  if (opts.isOwnAddress && ordered.some(opts.isOwnAddress))
+    return { kind: 'permanent', status: '5.4.6', text: `mail for ${host} loops back to myself` };
   return {
     kind: 'targets',
     hosts: [{ host, preference: 0 }],

@@ -26,6 +26,7 @@ import { OTHER, TopDomains } from './domain-labels.js';
 import { routeDomain, routeHost, type Target } from './mx.js';
 import { MtaSts, httpsPolicyFetcher, mxMatches, type PolicyFetcher } from './mta-sts.js';
 import { retireLegacyDelayQueues } from './legacy-queues.js';
+import { ownAddressCheck } from './own-addresses.js';
 
 /** Header fields the policy service adds for local filing; removed before mail leaves. */
 const INTERNAL_HEADERS = [{ name: 'X-Mailyard-Policy' }, { name: 'X-Mailyard-Bulk' }];
@@ -86,6 +87,11 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     ? [...rootCertificates, readFileSync(config.smtp_tls_ca_file, 'utf8')]
     : undefined;
   const relayhost = parseRelayhost(config.relayhost, config.outbound_port);
+  const isOwnAddress = ownAddressCheck({
+    inetInterfaces: config.inet_interfaces,
+    proxyInterfaces: config.proxy_interfaces,
+    bindAddresses: [config.smtp_bind_address, config.smtp_bind_address6].filter(Boolean),
+  });
   const tlsSessions = new TlsSessionCache();
   const sessions = new ConnectionCache({
     idleMs: config.smtp_connection_cache_on_demand ? config.smtp_connection_cache_time_limit : 0,
@@ -170,6 +176,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       families: config.inet_protocols,
       preference: config.smtp_address_preference,
       addressLimit: config.smtp_mx_address_limit,
+      isOwnAddress,
     };
     if (relayhost) {
       const opts = { ...routeOpts, port: relayhost.port };
@@ -184,7 +191,8 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
         : undefined;
       return {
         kind: 'targets',
-        targets: route.targets,
+        // a relayhost that turns out to be ourselves is a setting to fix: a loop defers
+        targets: route.targets.map((t) => ({ ...t, best: false })),
         tls: { mode: 'verify', reason: 'relayhost' },
         ...(auth ? { auth } : {}),
       };
@@ -255,6 +263,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
         { mailFrom: env.mailFrom, recipients: rcpts, data: body, smtputf8: env.smtputf8 },
         {
           myhostname: config.myhostname,
+          destination: slotKey,
           targets: dest.targets,
           tls: dest.tls,
           ca,

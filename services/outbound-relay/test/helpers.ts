@@ -45,6 +45,8 @@ export interface RemoteBehaviour {
   auth?: { user: string; pass: string };
   /** Close a session idle this long (smtp-server's socketTimeout: 421, then close). */
   idleTimeoutMs?: number;
+  /** The name it greets and answers EHLO with (`mx-<ip>` otherwise). */
+  name?: string;
 }
 
 export interface RemoteMta {
@@ -86,7 +88,7 @@ export async function startRemoteMta(
   // greeting was delayed) was never counted open
   const connected = new Set<string>();
   const opts: SMTPServerOptions = {
-    name: `mx-${ip}`,
+    name: behaviour.name ?? `mx-${ip}`,
     banner: 'test MTA',
     logger: false,
     // the machine's resolver is not ours to ask (and may be unreachable): the greeting
@@ -185,6 +187,9 @@ export async function startRelay(
       dns_servers: p.env.DNS_SERVERS,
       smtp_connect_timeout: '3s',
       smtp_reply_timeout: '10s',
+      // the platform receives mail on 127.0.0.1; the other loopback addresses (127.0.0.x,
+      // ::1) play the remote MTAs, which loop detection would otherwise take for us
+      inet_interfaces: '127.0.0.1',
       ...overrides,
     },
   });
