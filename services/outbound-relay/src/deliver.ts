@@ -117,11 +117,12 @@ export interface AttemptResult {
 
 /**
  * One delivery attempt of one message to one destination: the targets in order until
- * one of them gives a verdict per recipient. Connection failures, 4xx/5xx greetings,
- * TLS policy failures and a loop back to us at a backup MX move to the next address; a
- * loop back to us at the best MX bounces every recipient at once, and every reply after
- * EHLO is a verdict. When no address works, every recipient is deferred with the last
- * reason.
+ * one of them gives a verdict per recipient. Connection failures, 4xx/5xx greetings
+ * (Postfix's smtp_skip_5xx_greeting), 4xx to EHLO/HELO, TLS policy failures and a loop
+ * back to us at a backup MX move to the next address; a 5xx to HELO (after EHLO was
+ * refused) and a loop back to us at the best MX bounce every recipient at once, and
+ * every reply after that is a verdict. When no address works, every recipient is
+ * deferred with the last reason.
  * A `parked` session of an earlier message is used for the target it is connected to,
  * once RSET shows it is still alive; one that fits no target is closed.
  */
@@ -239,23 +240,29 @@ async function takeParked(
   return null;
 }
 
-/** The first word of a greeting or EHLO reply: the server's name (RFC 5321 §4.2), lower case. */
+/** The first word of a greeting or EHLO/HELO reply: the server's name (RFC 5321 §4.2), lower case. */
 function greetingName(r: SmtpReply): string {
   return (r.lines[0] ?? '').trim().split(/\s+/)[0]!.toLowerCase();
 }
 
 /**
- * EHLO and what the reply says about the server. A server that names itself with our
- * own hostname is ourselves, reached by a route we did not see: the mail would loop
- * (Postfix: "mail for X loops back to myself", RFC 3463 X.4.6), final at the best MX,
- * and only a reason to try the next one at a backup MX.
+ * EHLO (HELO when refused) and what the reply says about the server. A refusal of HELO
+ * too is the server's verdict: 5xx bounces the message (Postfix smtp_helo(): only a 5xx
+ * greeting is softened, by smtp_skip_5xx_greeting), 4xx tries the next address. A server
+ * that names itself with our own hostname is ourselves, reached by a route we did not
+ * see: the mail would loop (Postfix: "mail for X loops back to myself", RFC 3463 X.4.6),
+ * final at the best MX, and only a reason to try the next one at a backup MX.
  */
 async function hello(c: SmtpClient, target: Target, opts: AttemptOptions): Promise<SmtpReply> {
   const r = await c.ehlo(opts.myhostname);
-  if (r.code !== 250)
-    throw new NextTarget(statusOf(r), `host ${c.peer} said: ${replyText(r)} (in reply to EHLO)`, target.host);
+  const cmd = c.esmtp ? 'EHLO' : 'HELO';
+  if (r.code < 200 || r.code >= 300) {
+    const why = `host ${c.peer} refused to talk to me: ${replyText(r)} (in reply to ${cmd} command)`;
+    if (r.code >= 500) throw new SessionVerdict(statusOf(r), why, target.host);
+    throw new NextTarget(statusOf(r), why, target.host);
+  }
   if (greetingName(r) === opts.myhostname.toLowerCase()) {
-    opts.logger.warn({ host: target.host, ip: target.ip }, 'host replied to EHLO with my own hostname');
+    opts.logger.warn({ host: target.host, ip: target.ip }, `host replied to ${cmd} with my own hostname`);
     const text = `mail for ${opts.destination ?? target.host} loops back to myself`;
     if (target.best !== false) throw new SessionVerdict('5.4.6', text, null);
     throw new NextTarget('4.4.6', text, null);

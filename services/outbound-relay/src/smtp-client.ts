@@ -127,6 +127,8 @@ export class SmtpClient {
   private owed = 0;
   greeting!: SmtpReply;
   extensions = new Map<string, string>();
+  /** The last hello was EHLO (false: the server refused it and HELO was answered). */
+  esmtp = true;
   tls: TlsInfo | null = null;
   /** When the connection was opened, and the mail transactions it carried (for reuse limits). */
   readonly openedAt = Date.now();
@@ -315,9 +317,14 @@ export class SmtpClient {
     return this.read();
   }
 
-  /** EHLO, falling back to HELO when the server does not know it (RFC 5321 §3.2). */
+  /**
+   * EHLO, falling back to HELO when the server refuses it (RFC 5321 §3.2: a client must
+   * accommodate servers that reject EHLO; Postfix smtp_helo() does so for any refusal but
+   * 421, with which the server closes the session). `esmtp` tells which one was answered.
+   */
   async ehlo(name: string): Promise<SmtpReply> {
     this.extensions.clear();
+    this.esmtp = true;
     const r = await this.command(`EHLO ${name}`);
     if (r.code === 250) {
       for (const line of r.lines.slice(1)) {
@@ -326,8 +333,9 @@ export class SmtpClient {
       }
       return r;
     }
-    if (r.code >= 500) return this.command(`HELO ${name}`);
-    return r;
+    if (r.code === 421) return r;
+    this.esmtp = false;
+    return this.command(`HELO ${name}`);
   }
 
   has(ext: string): boolean {

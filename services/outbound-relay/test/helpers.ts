@@ -1,3 +1,4 @@
+import { createServer, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { loadConfig, selfSignedCertificate } from '@mailyard/config';
@@ -246,4 +247,79 @@ export async function counterValue(
       Object.entries(labels).every(([k, val]) => String((v.labels as Record<string, unknown>)[k]) === val),
     )
     .reduce((a, v) => a + v.value, 0);
+}
+
+export interface ScriptedMta {
+  /** Every command line received, in order, across sessions. */
+  commands: string[];
+  /** Messages taken (the data, dot-unstuffed). */
+  received: Buffer[];
+  sessions: number;
+  close(): Promise<void>;
+}
+
+/**
+ * A plain SMTP server on `ip:port` that answers the greeting, EHLO and HELO with the
+ * given replies (smtp-server cannot refuse EHLO or HELO); after a 250 to either it takes
+ * mail like any server, without extensions.
+ */
+export async function startScriptedMta(
+  ip: string,
+  port: number,
+  replies: { greeting?: string; ehlo?: string; helo?: string },
+): Promise<ScriptedMta> {
+  const mta: ScriptedMta = { commands: [], received: [], sessions: 0, close: async () => undefined };
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => undefined);
+    mta.sessions++;
+    const say = (line: string) => socket.write(line + '\r\n');
+    say(replies.greeting ?? `220 mx-${ip} ESMTP scripted`);
+    let buf = '';
+    let data: string | null = null;
+    socket.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      for (;;) {
+        if (data !== null) {
+          const end = buf.indexOf('\r\n.\r\n');
+          if (end === -1) return;
+          data += buf.slice(0, end + 2);
+          buf = buf.slice(end + 5);
+          mta.received.push(Buffer.from(data.replace(/^\.\./gm, '.'), 'latin1'));
+          data = null;
+          say('250 2.0.0 Ok: queued');
+          continue;
+        }
+        const i = buf.indexOf('\r\n');
+        if (i === -1) return;
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        mta.commands.push(line);
+        const verb = line.split(' ')[0]!.toUpperCase();
+        if (verb === 'EHLO') say(replies.ehlo ?? `250 mx-${ip}`);
+        else if (verb === 'HELO') say(replies.helo ?? `250 mx-${ip}`);
+        else if (verb === 'MAIL' || verb === 'RCPT' || verb === 'RSET' || verb === 'NOOP')
+          say('250 2.0.0 Ok');
+        else if (verb === 'DATA') {
+          say('354 End data with <CR><LF>.<CR><LF>');
+          data = '';
+        } else if (verb === 'QUIT') {
+          say('221 2.0.0 Bye');
+          socket.end();
+        } else say('502 5.5.2 Error: command not recognized');
+      }
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, ip, () => resolve());
+  });
+  mta.close = () =>
+    new Promise<void>((r) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => r());
+    });
+  return mta;
 }
