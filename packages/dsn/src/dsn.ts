@@ -12,6 +12,11 @@ export interface RecipientReport {
   diagnostic: string;
   /** Host that gave the reply, when one did. */
   remoteMta: string | null;
+  /**
+   * The recipient as the sender's ORCPT parameter gave it (RFC 3461 §4.2: address type
+   * and address, xtext decoded). Only then does the DSN name an Original-Recipient.
+   */
+  originalRecipient?: { type: string; address: string } | undefined;
 }
 
 export interface DsnInput {
@@ -90,12 +95,12 @@ export function buildDsn(input: DsnInput): { envelope: Envelope; message: Buffer
     `Arrival-Date: ${rfc5322Date(new Date(original.receivedAt))}`,
   ];
   const perRecipient = input.reports.map((r) => {
-    const f = [
-      `Final-Recipient: rfc822; ${clean(r.recipient)}`,
-      `Original-Recipient: rfc822; ${clean(r.recipient)}`,
-      `Action: ${r.action}`,
-      `Status: ${r.status}`,
-    ];
+    const f = [`Final-Recipient: rfc822; ${clean(r.recipient)}`];
+    // RFC 3461 §6.3 (d): from the ORCPT parameter, and absent without one (the recipient
+    // we were given may already be an alias's target, not what the sender wrote)
+    if (r.originalRecipient)
+      f.push(`Original-Recipient: ${clean(r.originalRecipient.type)}; ${clean(r.originalRecipient.address)}`);
+    f.push(`Action: ${r.action}`, `Status: ${r.status}`);
     if (r.remoteMta) f.push(`Remote-MTA: dns; ${clean(r.remoteMta)}`);
     f.push(`Diagnostic-Code: ${r.remoteMta ? 'smtp' : 'x-mailyard'}; ${clean(r.diagnostic)}`);
     if (r.action === 'delayed' && input.willRetryUntil)

@@ -77,3 +77,20 @@ test('the null sender gets no DSN: a bounce never bounces', { timeout: 10_000 },
   );
   assert.equal(r.published.length, 0);
 });
+
+test('Original-Recipient only from an ORCPT parameter (RFC 3461 §6.3 d)', { timeout: 10_000 }, async () => {
+  const r = route([]);
+  await returnToSender({ myhostname: 'mx.test', original: original('a@else.test'), message, reports }, r);
+  const withOrcpt = [{ ...reports[0]!, originalRecipient: { type: 'rfc822', address: 'Old@Remote.test' } }];
+  await returnToSender(
+    { myhostname: 'mx.test', original: original('a@else.test'), message, reports: withOrcpt },
+    r,
+  );
+  const [without, withIt] = r.published.map((p) => p.message);
+  assert.match(without!, /Final-Recipient: rfc822; gone@remote\.test\r\nAction: failed\r\n/);
+  assert.doesNotMatch(without!, /Original-Recipient/);
+  assert.match(
+    withIt!,
+    /Final-Recipient: rfc822; gone@remote\.test\r\nOriginal-Recipient: rfc822; Old@Remote\.test\r\nAction: failed\r\n/,
+  );
+});

@@ -321,7 +321,7 @@ describe('bounces', () => {
     assert.match(dsn, /Content-Type: message\/delivery-status\r\n/);
     assert.match(
       dsn,
-      /Final-Recipient: rfc822; nobody@remote\.test\r\nOriginal-Recipient: rfc822; nobody@remote\.test\r\nAction: failed\r\nStatus: 5\.1\.1\r\n/,
+      /Final-Recipient: rfc822; nobody@remote\.test\r\nAction: failed\r\nStatus: 5\.1\.1\r\n/,
     );
     assert.match(dsn, /Remote-MTA: dns; mx1\.remote\.test\r\n/);
     assert.match(dsn, /Diagnostic-Code: smtp; .*550 5\.1\.1 No such user here/);
@@ -331,6 +331,8 @@ describe('bounces', () => {
     );
     assert.ok(!dsn.includes('Hello.'), 'only the headers of the original are returned');
     assert.doesNotMatch(dsn, /X-Mailyard-(Policy|Bulk)/, 'our verdict headers are not returned');
+    // RFC 3461 §6.3 (d): no ORCPT was given, so no Original-Recipient
+    assert.doesNotMatch(dsn, /Original-Recipient/);
     assert.equal(bounces().filter((b) => b.includes(`X-Mailyard-Queue-ID: ${env.queueId}`)).length, 1);
   });
 
