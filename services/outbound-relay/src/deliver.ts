@@ -30,6 +30,11 @@ export interface AttemptOptions {
   myhostname: string;
   /** The destination (recipient domain or relayhost), named when mail for it loops back to us. */
   destination?: string;
+  /**
+   * The targets are the relayhost: a refusal before the transaction (HELO, AUTH, a loop
+   * back to us) is a setting of ours to fix, deferred, never bounced.
+   */
+  relayhost?: boolean;
   targets: Target[];
   tls: TlsPolicy;
   ca?: (string | Buffer)[] | undefined;
@@ -258,13 +263,13 @@ async function hello(c: SmtpClient, target: Target, opts: AttemptOptions): Promi
   const cmd = c.esmtp ? 'EHLO' : 'HELO';
   if (r.code < 200 || r.code >= 300) {
     const why = `host ${c.peer} refused to talk to me: ${replyText(r)} (in reply to ${cmd} command)`;
-    if (r.code >= 500) throw new SessionVerdict(statusOf(r), why, target.host);
-    throw new NextTarget(statusOf(r), why, target.host);
+    if (r.code >= 500 && !opts.relayhost) throw new SessionVerdict(statusOf(r), why, target.host);
+    throw new NextTarget(statusOf(r).replace(/^5/, '4'), why, target.host);
   }
   if (greetingName(r) === opts.myhostname.toLowerCase()) {
     opts.logger.warn({ host: target.host, ip: target.ip }, `host replied to ${cmd} with my own hostname`);
     const text = `mail for ${opts.destination ?? target.host} loops back to myself`;
-    if (target.best !== false) throw new SessionVerdict('5.4.6', text, null);
+    if (target.best !== false && !opts.relayhost) throw new SessionVerdict('5.4.6', text, null);
     throw new NextTarget('4.4.6', text, null);
   }
   return r;

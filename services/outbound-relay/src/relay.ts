@@ -191,8 +191,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
         : undefined;
       return {
         kind: 'targets',
-        // a relayhost that turns out to be ourselves is a setting to fix: a loop defers
-        targets: route.targets.map((t) => ({ ...t, best: false })),
+        targets: route.targets,
         tls: { mode: 'verify', reason: 'relayhost' },
         ...(auth ? { auth } : {}),
       };
@@ -264,6 +263,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
         {
           myhostname: config.myhostname,
           destination: slotKey,
+          relayhost: !!relayhost,
           targets: dest.targets,
           tls: dest.tls,
           ca,

@@ -12,6 +12,7 @@ import {
   simpleMessage,
   startRelay,
   startRemoteMta,
+  startScriptedMta,
   tlsPair,
   type RelayHandle,
   type RemoteMta,
@@ -99,4 +100,37 @@ test('refused credentials defer (never bounce), and nothing is sent', async () =
       what: 'delivery once the credentials match again',
     },
   );
+});
+
+test('a relayhost that refuses HELO with 5xx: deferred, never bounced', async () => {
+  // a relay of its own: the one above would take the message from the shared queue
+  const q = await startPlatform();
+  const port = await freePort();
+  const refusing = await startScriptedMta('127.0.0.17', port, {
+    ehlo: '550 5.7.1 No EHLO from you',
+    helo: '550 5.7.1 Relaying from your address is not allowed',
+  });
+  const own = await startRelay(q, {
+    relayhost: `[127.0.0.17]:${port}`,
+    outbound_port: port,
+    outbound_retry_schedule: '1h',
+    delay_warning_time: 0,
+  });
+  try {
+    await addAccount(q.directory, 'alice@example.test');
+    const env = envelope('alice@example.test', ['xena@faraway.test']);
+    await queueOutbound(q, env, simpleMessage('alice@example.test', 'xena@faraway.test', 'helo-refused'));
+    const entry = await waitFor(() => new DeferredIndex(q.redis.redis).get(env.queueId), {
+      what: 'the deferral',
+    });
+    assert.match(
+      entry.lastError ?? '',
+      /refused to talk to me: 550 5\.7\.1 Relaying .* \(in reply to HELO command\)/,
+    );
+    assert.equal(q.inbox('alice@example.test').length, 0, 'no bounce');
+  } finally {
+    await own.stop();
+    await refusing.close();
+    await q.close();
+  }
 });
