@@ -119,6 +119,16 @@ export const reply = {
   tooManyErrors: () => r(421, '4.7.0', 'Error: too many errors, closing connection', 'too_many_errors'),
   // X.3.2 system not accepting network messages: the server stops (Postfix's answer too)
   shuttingDown: () => r(421, '4.3.2', 'Service shutting down, closing connection', 'shutting_down'),
+  // the answer to DATA when the server stops before the broker confirmed the message: the
+  // client sends it again (the broker may still take the first copy: a duplicate, never a
+  // loss), as it would have after a crash
+  shuttingDownUnconfirmed: () =>
+    r(
+      421,
+      '4.3.2',
+      'Service shutting down before the message was queued, try again later',
+      'shutting_down_unconfirmed',
+    ),
   // the session's credential stopped being valid (an app password revoked, the password
   // changed, a sign-out everywhere): X.7.0 other security status
   credentialRevoked: (why = 'The app password of this session was revoked') =>

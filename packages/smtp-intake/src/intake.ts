@@ -38,6 +38,7 @@ import {
 import {
   DataMemory,
   MailyardSmtpServer,
+  PublishUnanswered,
   answerData,
   forwardPath,
   sessionBodyType,
@@ -402,6 +403,12 @@ export function createIntake<L extends string>(
     try {
       await published;
     } catch (err) {
+      if (err instanceof PublishUnanswered) {
+        // the stop's deadline came before the broker's confirm: no 250 for a message that
+        // may not be queued; sent again, it may arrive twice, but it is never lost
+        logger.warn({ sid: session.id, queueId }, 'stopped before the queue confirmed the message');
+        throw reply.shuttingDownUnconfirmed();
+      }
       if (err instanceof BusUnavailableError || err instanceof UnroutableError) {
         logger.warn({ sid: session.id, queueId, err }, 'queue unavailable, message not accepted');
         throw reply.queueUnavailable();
@@ -599,8 +606,13 @@ export function createIntake<L extends string>(
       logger.debug({ ...(ports as Record<string, number>) }, `${role.service} listening`);
     },
     async stop() {
-      const drain = drainTime(config.shutdown_grace);
-      await Promise.all(servers.map(({ server }) => server.shutdown(drain)));
+      const grace = config.shutdown_grace;
+      const drain = drainTime(grace);
+      // the answers of messages being queued and the last word to the clients take half of
+      // the time kept for closing the broker and Redis connections, never all of it: a
+      // broker that stopped confirming does not hold the stop past SHUTDOWN_GRACE
+      const listenersStop = drain + (grace - drain) / 2;
+      await Promise.all(servers.map(({ server }) => server.shutdown(drain, listenersStop)));
       await policy?.stop();
       await local?.stop();
       tls.close();

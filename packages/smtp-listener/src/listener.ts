@@ -7,6 +7,8 @@ import { watchDeadlines, type ConnectionState, type DeadlineOptions } from './de
 import { parseProxyHeader } from './proxy-protocol.js';
 import { SessionTracker, type SessionLike } from './shutdown.js';
 
+export { PublishUnanswered } from './shutdown.js';
+
 export interface ListenerOptions extends SMTPServerOptions {
   /** Peers allowed to send a PROXY header (v1 or v2); from anyone else it is an unknown command. */
   proxyTrusted: string[];
@@ -78,7 +80,8 @@ const REFUSED_HANDSHAKE_MS = 10_000;
  *  - deadlines for a whole command line, the message and the login (watchDeadlines);
  *  - message content sent before the 354 (Postfix's smtpd_forbid_unauth_pipelining): 554
  *    and disconnect, nothing queued;
- *  - a shutdown that tells every client 421 4.3.2 within a deadline (`shutdown()`).
+ *  - a shutdown that tells every client 421 4.3.2 within a deadline (`shutdown()`), a
+ *    client whose message the broker has not confirmed by then included.
  */
 export class MailyardSmtpServer extends SMTPServer {
   private readonly proxyTrusted: string[];
@@ -232,7 +235,8 @@ export class MailyardSmtpServer extends SMTPServer {
    * Runs `publish` (a message of `session` committed to the queue) if the session is open
    * on this listener; undefined, nothing run, when it is not here, or its client was told
    * 421 or left: a client told 421 sends the message again. A 421 (a shutdown,
-   * closeSession) waits for the publish's answer.
+   * closeSession) waits for the publish's answer; a shutdown whose deadline comes first
+   * rejects it with PublishUnanswered.
    */
   publishFor<T>(session: SMTPServerSession, publish: () => Promise<T>): Promise<T> | undefined {
     for (const conn of this.sessions<ConnectionLike>())
@@ -315,10 +319,14 @@ export class MailyardSmtpServer extends SMTPServer {
     this.tracker.track(conn);
   }
 
-  /** Stops the listener within `drainMs` (see SessionTracker.shutdown); use instead of close(). */
-  shutdown(drainMs: number): Promise<void> {
+  /**
+   * Stops the listener: clients may finish for `drainMs`, and the whole stop, answers of
+   * messages being queued included, takes at most `stopMs` and a moment (see
+   * SessionTracker.shutdown); use instead of close().
+   */
+  shutdown(drainMs: number, stopMs: number): Promise<void> {
     const self = this as unknown as { server: Server; _pendingSockets: Map<unknown, Socket> };
-    return this.tracker.shutdown(self.server, self._pendingSockets.values(), drainMs);
+    return this.tracker.shutdown(self.server, self._pendingSockets.values(), drainMs, stopMs);
   }
 }
 

@@ -19,6 +19,18 @@ const INTERMEDIATE = new Set([334, 354]);
 /** How long a client has to read the last reply before its connection is cut. */
 const LAST_WORD_MS = 250;
 
+/**
+ * What a publish under way rejects with when the shutdown's deadline came before its
+ * answer: whether the broker took the message is unknown. The broker may still take it
+ * later: the client, told to send it again, may deliver it twice, never lose it.
+ */
+export class PublishUnanswered extends Error {
+  override readonly name = 'PublishUnanswered';
+  constructor() {
+    super('the listener stopped before the publish was answered');
+  }
+}
+
 interface SessionState {
   /** Waits for the client's next command. */
   waiting: boolean;
@@ -40,7 +52,8 @@ interface SessionState {
  */
 export class SessionTracker {
   private readonly sessions = new Map<SessionLike, SessionState>();
-  private readonly publishes = new Set<Promise<unknown>>();
+  /** The publishes under way: each settles with its answer, or is cut short by the shutdown. */
+  private readonly publishes = new Map<Promise<unknown>, (err: Error) => void>();
   private stopping = false;
 
   track(conn: SessionLike): void {
@@ -73,11 +86,16 @@ export class SessionTracker {
     const state = this.sessions.get(conn);
     if (!state || conn._closing || conn._closed) return undefined;
     state.publishing++;
-    const p = publish().finally(() => {
+    let cut!: (err: Error) => void;
+    const answer = new Promise<T>((resolve, reject) => {
+      cut = reject;
+      publish().then(resolve, reject);
+    });
+    const p = answer.finally(() => {
       state.publishing--;
       this.publishes.delete(p);
     });
-    this.publishes.add(p);
+    this.publishes.set(p, cut);
     return p;
   }
 
@@ -107,17 +125,29 @@ export class SessionTracker {
    * TLS handshake: no session yet). Sessions waiting for a command get `421 4.3.2` at
    * once; the others may finish (a message being received or queued gets its real
    * answer, then 421) for up to `drainMs`; then every session left gets 421 and is cut,
-   * those whose message is being published once it is answered (a publish ends within
-   * the bus's publish timeout).
+   * those whose message is being published once it is answered. All of it within
+   * `stopMs` (at least `drainMs`) from the call: a publish not answered by then (a broker
+   * that stopped answering) is cut short with PublishUnanswered, its session told to send
+   * the message again, so that a stop never waits for the bus's publish timeout.
    */
-  async shutdown(listener: Server, pending: Iterable<Socket>, drainMs: number): Promise<void> {
+  async shutdown(
+    listener: Server,
+    pending: Iterable<Socket>,
+    drainMs: number,
+    stopMs: number,
+  ): Promise<void> {
+    const deadline = performance.now() + Math.max(stopMs, drainMs);
     this.stopping = true;
     const closed = new Promise<void>((resolve) => listener.close(() => resolve()));
     for (const s of pending) s.destroy();
     for (const [conn, state] of this.sessions) if (state.waiting) this.goodbye(conn);
     if (await settledWithin(closed, drainMs)) return;
     for (const conn of this.sessions.keys()) this.goodbye(conn);
-    await Promise.allSettled([...this.publishes]);
+    // the answers and the last word to the clients both come before the deadline
+    const answered = Promise.allSettled([...this.publishes.keys()]).then(() => undefined);
+    const left = deadline - LAST_WORD_MS - performance.now();
+    if (!(await settledWithin(answered, Math.max(0, left))))
+      for (const cut of this.publishes.values()) cut(new PublishUnanswered());
     if (await settledWithin(closed, LAST_WORD_MS)) return;
     for (const conn of this.sessions.keys()) conn._socket.destroy();
   }

@@ -34,7 +34,7 @@ before(async () => {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   port = (server.server.address() as AddressInfo).port;
 });
-after(() => server.shutdown(1000));
+after(() => server.shutdown(1000, 1000));
 
 /** A session that says EHLO, optionally STARTTLS and EHLO again, then QUIT; its greeting. */
 async function session(tls: boolean): Promise<string> {

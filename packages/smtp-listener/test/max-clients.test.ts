@@ -48,7 +48,7 @@ test(
     await extra.waitClosed();
     // a drain deadline past the test's timeout: a session left open would keep the
     // shutdown from ending before the test fails, whatever the machine's load
-    const stopped = server.shutdown(120_000);
+    const stopped = server.shutdown(120_000, 120_000);
     for (const c of [first, second]) {
       assert.match((await c.read(20_000)).text, /^421 4\.3\.2 /);
       await c.waitClosed(20_000);

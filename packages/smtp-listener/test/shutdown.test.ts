@@ -49,7 +49,8 @@ test(
     assert.equal((await c.cmd('DATA')).code, 354);
     c.write('Subject: t\r\n\r\nhello\r\n.\r\n');
     await publishStarted;
-    const stopped = server.shutdown(DRAIN_MS);
+    // the stop's deadline leaves the publish time to be answered
+    const stopped = server.shutdown(DRAIN_MS, DRAIN_MS * 10);
     assert.match((await c.read(5000)).text, /^250 .*queued as Q1/);
     assert.match((await c.read(5000)).text, /^421 4\.3\.2 /);
     await c.waitClosed();

@@ -9,6 +9,13 @@ export interface Restartable {
   kill(): Promise<void>;
   /** SIGTERM, a clean shutdown; resolves once the process is gone. */
   stop(): Promise<void>;
+  /**
+   * SIGSTOP: the process keeps its connections open and answers nothing on them (a server
+   * hung, or a machine swapping) until resume().
+   */
+  pause(): void;
+  /** SIGCONT after pause(); nothing when it is not paused. */
+  resume(): void;
   /** Kills it if running and removes what it left (its data directory). */
   close(): Promise<void>;
 }
@@ -69,5 +76,12 @@ export async function startRestartable(opts: {
     await close();
     throw err;
   });
-  return { start, kill, stop: () => signal('SIGTERM'), close };
+  return {
+    start,
+    kill,
+    stop: () => signal('SIGTERM'),
+    pause: () => child?.kill('SIGSTOP'),
+    resume: () => child?.kill('SIGCONT'),
+    close,
+  };
 }
