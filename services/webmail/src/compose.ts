@@ -92,13 +92,15 @@ export async function buildMessage(
 /**
  * Submits through the msa (submission over TLS), authenticated with the service login
  * and authorised as the user (SASL PLAIN authzid): the msa applies every rule it applies
- * to a desktop client, sender addresses included.
+ * to a desktop client, sender addresses included. `signal` abandons the submission: its
+ * connection is closed, and the message is not sent unless the msa had it whole already.
  */
 export async function submit(
   target: SubmitTarget,
   account: string,
   envelope: { from: string; to: string[] },
   raw: Buffer,
+  signal?: AbortSignal,
 ): Promise<{ response: string; refused: { address: string; reply: string }[] }> {
   const plain = Buffer.from([account, target.service.name, target.service.password].join('\0')).toString(
     'base64',
@@ -126,7 +128,7 @@ export async function submit(
     socketTimeout: 120_000,
   });
   try {
-    const info = await transport.sendMail({ envelope, raw });
+    const info = await transport.sendMail({ envelope, raw, ...(signal ? { signal } : {}) });
     // some recipients refused at RCPT, the others accepted: sent, to those only
     const replies = new Map(
       (info.rejectedErrors ?? []).map((e) => [

@@ -81,6 +81,14 @@ export const webmailSchema = z.object({
    * connection closed: a store that stopped answering does not hold the page.
    */
   imap_timeout: positiveDuration('30s'),
+  /**
+   * The longest sending a message (POST /api/send) may take, every step included (the
+   * attachments, the submission, the copy in Sent); past it the user gets 503 and may send
+   * again. Above the msa's POLICY_DATA_TIMEOUT (60s) and the broker's confirm (15s), so that
+   * a message the msa would still accept is not cut short, and below the minutes a person
+   * would wait on a page that says nothing.
+   */
+  send_timeout: positiveDuration('90s'),
   /** A session ends after this long without a request. */
   session_idle_timeout: duration('30m'),
   /** A session ends this long after login, however active. */

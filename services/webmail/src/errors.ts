@@ -67,6 +67,12 @@ export const errors = {
       retryAfter: seconds,
     }),
   sendRefused: (reply: string) => new ApiError(422, 'send_refused', `The mail server refused: ${reply}`),
+  sendTimeout: () =>
+    new ApiError(
+      503,
+      'send_timeout',
+      'The mail server did not confirm the message in time: try sending it again shortly',
+    ),
   unavailable: () =>
     new ApiError(503, 'unavailable', 'The mail service is temporarily unavailable; try again shortly'),
 };

@@ -327,52 +327,112 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
     return { uid, deleted: true };
   });
 
-  /** Sends through the msa, files a copy in Sent, drops the draft, marks the original answered. */
+  /**
+   * Sends through the msa, files a copy in Sent, drops the draft, marks the original
+   * answered: all of it within SEND_TIMEOUT, so that a step that hangs (Redis, the msa,
+   * the broker behind it, the store) never holds the request.
+   *
+   * The answer at the deadline depends on one fact: whether the msa confirmed the message
+   * (its 250, given only once the broker has it). Confirmed, the message has left, and the
+   * answer is 200 "sent" with a warning for the bookkeeping still under way: an error would
+   * make the user send it a second time. Not confirmed, the answer is 503 and the work stops
+   * where it is: a submission not begun is never begun (it would send a message the user
+   * was told failed), one under way is abandoned (its connection closed). As for any SMTP
+   * client whose connection ends after the final dot and before the reply (RFC 1047), the
+   * msa may have queued it all the same: sent again, it may arrive twice, never not at all.
+   */
   app.post('/api/send', async (req) => {
     const d = parse(draftSchema, req.body);
     const { account } = sessionOf(req);
-    const m = await outgoing(account, d, true);
-    const messageId = newMessageId(m.from.address);
-    const raw = await buildMessage(m, { messageId, date: new Date(ctx.now()) });
-    const rcpts = [...m.to, ...m.cc, ...m.bcc].map((a) => a.address);
-    let refused: { address: string; reply: string }[];
-    try {
-      ({ refused } = await submit(ctx.submit, account, { from: m.from.address, to: rcpts }, raw));
-    } catch (err) {
-      metrics.sent.inc({ result: (err as { code?: string }).code === 'send_refused' ? 'refused' : 'failed' });
-      throw err;
-    }
-    metrics.sent.inc({ result: 'ok' });
-    await releaseUploads(account, d, 'a sent message');
-    logger.info({ account, messageId, recipients: rcpts.length }, 'webmail sent a message');
-    // the message has left: what follows is bookkeeping, and its failure must not say otherwise
-    const sent = await folderPath(account, '\\Sent', 'Sent');
-    const drafts = await folderPath(account, '\\Drafts', 'Drafts');
-    // as a desktop client says it: the message went to the others, not to these
-    const warnings = refused.map((r) => `Not sent to ${r.address}: ${r.reply}`);
-    if (refused.length)
-      logger.info(
-        { account, messageId, refused: refused.length },
-        'some recipients refused by the mail server',
-      );
-    await pool
-      .run(account, async (c) => {
-        await c.append(sent, raw, ['\\Seen']);
-        if (d.draftUid) await dropDraft(c, drafts, d.draftUid);
-        if (d.origin) {
-          const origin = await ctx.folder(account, d.origin.folder);
-          await selectFolder(c, origin.path);
-          const found = await existingUids(c, [d.origin.uid]);
-          if (found.length)
-            await c.messageFlagsAdd(found, [d.origin.kind === 'reply' ? '\\Answered' : '$Forwarded'], {
-              uid: true,
-            });
-        }
-      })
-      .catch((err: Error) => {
+    const late = new AbortController();
+    /** Set once the msa confirmed the message: from then on the answer is "sent". */
+    let sent: { messageId: string; warnings: string[] } | null = null;
+    const send = async () => {
+      const m = await outgoing(account, d, true);
+      const messageId = newMessageId(m.from.address);
+      const raw = await buildMessage(m, { messageId, date: new Date(ctx.now()) });
+      const rcpts = [...m.to, ...m.cc, ...m.bcc].map((a) => a.address);
+      // the user was answered 503 while the message was being prepared
+      if (late.signal.aborted) throw errors.sendTimeout();
+      let refused: { address: string; reply: string }[];
+      try {
+        ({ refused } = await submit(
+          ctx.submit,
+          account,
+          { from: m.from.address, to: rcpts },
+          raw,
+          late.signal,
+        ));
+      } catch (err) {
+        metrics.sent.inc({
+          result: (err as { code?: string }).code === 'send_refused' ? 'refused' : 'failed',
+        });
+        throw err;
+      }
+      metrics.sent.inc({ result: 'ok' });
+      // as a desktop client says it: the message went to the others, not to these
+      const warnings = refused.map((r) => `Not sent to ${r.address}: ${r.reply}`);
+      sent = { messageId, warnings };
+      logger.info({ account, messageId, recipients: rcpts.length }, 'webmail sent a message');
+      // the message has left: what follows is bookkeeping, and its failure must not say otherwise
+      await releaseUploads(account, d, 'a sent message');
+      if (refused.length)
+        logger.info(
+          { account, messageId, refused: refused.length },
+          'some recipients refused by the mail server',
+        );
+      await (async () => {
+        const sentFolder = await folderPath(account, '\\Sent', 'Sent');
+        const drafts = await folderPath(account, '\\Drafts', 'Drafts');
+        await pool.run(account, async (c) => {
+          await c.append(sentFolder, raw, ['\\Seen']);
+          if (d.draftUid) await dropDraft(c, drafts, d.draftUid);
+          if (d.origin) {
+            const origin = await ctx.folder(account, d.origin.folder);
+            await selectFolder(c, origin.path);
+            const found = await existingUids(c, [d.origin.uid]);
+            if (found.length)
+              await c.messageFlagsAdd(found, [d.origin.kind === 'reply' ? '\\Answered' : '$Forwarded'], {
+                uid: true,
+              });
+          }
+        });
+      })().catch((err: Error) => {
         logger.warn({ account, messageId, err }, 'sent, but not filed in Sent');
         warnings.push('Sent, but the copy could not be saved in Sent');
       });
-    return { messageId, sent: true, warnings };
+      return { messageId, sent: true, warnings };
+    };
+    const work = send();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<null>(
+      (resolve) => (timer = setTimeout(() => resolve(null), ctx.config.send_timeout)),
+    );
+    try {
+      const answer = await Promise.race([work, deadline]);
+      if (answer) return answer;
+    } finally {
+      clearTimeout(timer);
+    }
+    late.abort();
+    // what is left of the work ends by itself (each step has a deadline of its own)
+    work.catch(() => undefined);
+    const confirmed = sent as { messageId: string; warnings: string[] } | null;
+    if (confirmed) {
+      logger.warn(
+        { account, messageId: confirmed.messageId },
+        'sent, but the copy in Sent was not filed in time',
+      );
+      return {
+        messageId: confirmed.messageId,
+        sent: true,
+        warnings: [
+          ...confirmed.warnings,
+          'Sent, but the copy in Sent may be missing: saving it took too long',
+        ],
+      };
+    }
+    logger.warn({ account, timeoutMs: ctx.config.send_timeout }, 'sending took longer than SEND_TIMEOUT');
+    throw errors.sendTimeout();
   });
 }

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { createServer as createTlsServer } from 'node:tls';
-import { waitFor } from '@mailyard/testkit';
+import { startPrivateRabbit, startTcpProxy, waitFor } from '@mailyard/testkit';
 import { sendRaw } from '../../retrieval/test/helpers.js';
 import { addAccount } from '../../../test/harness.js';
 import { newsletter, plainMessage } from './messages.js';
@@ -18,6 +18,11 @@ import {
   type WebmailTestbed,
 } from './webmail-harness.js';
 import { WebClient, q } from './web-client.js';
+
+/** SEND_TIMEOUT of the webmails whose mail server or store stops answering. */
+const SEND_MS = 2000;
+/** Beyond it: timers firing late on a busy machine, never an upstream's own timeout (15 s, 30 s). */
+const MARGIN_MS = 1000;
 
 let t: WebmailTestbed;
 let alice: WebClient;
@@ -435,6 +440,87 @@ describe('sending', () => {
         assert.ok(proxy.accepted >= 2, 'the stuck connection was not used again');
       } finally {
         await stallable.close();
+      }
+    },
+  );
+
+  test(
+    'a mail server that stops answering: 503 at SEND_TIMEOUT, not at its own timeouts',
+    { timeout: 60_000 },
+    async () => {
+      const proxy = await startTcpProxy({ host: '127.0.0.1', port: t.msa.ports.submissions });
+      try {
+        const w = await t.another({
+          submission_server: `127.0.0.1:${proxy.port}`,
+          send_timeout: `${SEND_MS}ms`,
+        });
+        const c = new WebClient(w.port, t.ca);
+        await c.login(ALICE);
+        // connections are taken, nothing the msa says reaches the webmail
+        proxy.hold();
+        const started = performance.now();
+        const res = await c.post('/api/send', draft({ subject: 'Held up' }));
+        const took = performance.now() - started;
+        assert.ok(took < SEND_MS + MARGIN_MS, `answered after ${Math.round(took)} ms`);
+        assert.deepEqual([res.status, res.json.error], [503, 'send_timeout'], res.text);
+        assert.match(res.json.message, /did not confirm the message in time/);
+      } finally {
+        proxy.release();
+        await proxy.close();
+      }
+    },
+  );
+
+  test(
+    "a broker that stops confirming the mail server's publish: 503 at SEND_TIMEOUT",
+    { timeout: 120_000 },
+    async () => {
+      const rabbit = await startPrivateRabbit();
+      try {
+        const msa = await t.anotherMsa({ amqp_url: rabbit.url });
+        const w = await t.another({
+          submission_server: `127.0.0.1:${msa.ports.submissions}`,
+          send_timeout: `${SEND_MS}ms`,
+        });
+        const c = new WebClient(w.port, t.ca);
+        await c.login(ALICE);
+        // the msa takes the whole message, then waits for a confirm that does not come
+        rabbit.pause();
+        const started = performance.now();
+        const res = await c.post('/api/send', draft({ subject: 'Not confirmed' }));
+        const took = performance.now() - started;
+        assert.ok(took < SEND_MS + MARGIN_MS, `answered after ${Math.round(took)} ms`);
+        assert.deepEqual([res.status, res.json.error], [503, 'send_timeout'], res.text);
+      } finally {
+        rabbit.resume();
+        await rabbit.close();
+      }
+    },
+  );
+
+  test(
+    'a message the mail server took is reported sent at SEND_TIMEOUT, even while its copy in Sent hangs',
+    { timeout: 60_000 },
+    async () => {
+      const proxy = await startTcpProxy({ host: '127.0.0.1', port: t.retrieval.ports.imaps });
+      try {
+        // the store's own deadline (IMAP_TIMEOUT, 30 s) is far beyond the send's
+        const w = await t.another({ imap_server: `127.0.0.1:${proxy.port}`, send_timeout: `${SEND_MS}ms` });
+        const c = new WebClient(w.port, t.ca);
+        await c.login(ALICE);
+        assert.equal((await c.get('/api/folders')).status, 200);
+        proxy.hold();
+        const started = performance.now();
+        const res = await c.post('/api/send', draft({ subject: 'Sent while the store hangs' }));
+        const took = performance.now() - started;
+        assert.ok(took < SEND_MS + MARGIN_MS, `answered after ${Math.round(took)} ms`);
+        assert.equal(res.status, 200, res.text);
+        assert.equal(res.json.sent, true);
+        assert.match(res.json.warnings.join('\n'), /Sent, but the copy in Sent may be missing/);
+        await bobsMail('Sent while the store hangs');
+      } finally {
+        proxy.release();
+        await proxy.close();
       }
     },
   );

@@ -41,6 +41,8 @@ export interface WebmailTestbed {
     deps?: ExtraDeps,
     setup?: (webmail: Webmail) => void,
   ): Promise<Webmail>;
+  /** Builds another msa (other settings, e.g. another broker); stopped with the testbed. */
+  anotherMsa(overrides: Record<string, unknown>): Promise<Msa>;
   close(): Promise<void>;
 }
 
@@ -69,22 +71,29 @@ export async function startWebmailTestbed(
 
   const retrieval = await startRetrieval(p, { ...tls, ...serviceLogin, myhostname: HOST });
 
-  const msaConfig = loadConfig(msaSchema, {
-    env: {},
-    overrides: {
-      ...common,
-      ...tls,
-      ...serviceLogin,
-      submission_port: 0,
-      submissions_port: 0,
-      policy_enabled: !!opts.platform?.policy,
-      dkim_signing: false,
-    },
-  });
-  const msaRt = await createRuntime('msa', msaConfig);
-  const msa = buildMsa(msaConfig, msaDeps(msaConfig, msaRt));
-  await msa.start();
-  await msaRt.bus.waitConnected();
+  const msas: { msa: Msa; rt: Runtime }[] = [];
+  const buildAnotherMsa = async (overrides: Record<string, unknown>) => {
+    const msaConfig = loadConfig(msaSchema, {
+      env: {},
+      overrides: {
+        ...common,
+        ...tls,
+        ...serviceLogin,
+        submission_port: 0,
+        submissions_port: 0,
+        policy_enabled: !!opts.platform?.policy,
+        dkim_signing: false,
+        ...overrides,
+      },
+    });
+    const rt = await createRuntime('msa', msaConfig);
+    const msa = buildMsa(msaConfig, msaDeps(msaConfig, rt));
+    await msa.start();
+    msas.push({ msa, rt });
+    await rt.bus.waitConnected();
+    return msa;
+  };
+  const msa = await buildAnotherMsa({});
 
   const built: { webmail: Webmail; rt: Runtime }[] = [];
   const build = async (
@@ -126,13 +135,16 @@ export async function startWebmailTestbed(
     ca: pair.cert,
     key: pair.key,
     another: build,
+    anotherMsa: buildAnotherMsa,
     async close() {
       for (const b of built) {
         await b.webmail.stop();
         await b.rt.close();
       }
-      await msa.stop();
-      await msaRt.close();
+      for (const m of msas) {
+        await m.msa.stop();
+        await m.rt.close();
+      }
       await retrieval.stop();
       await p.close();
       tmp.cleanup();
