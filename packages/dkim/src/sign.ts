@@ -40,12 +40,22 @@ export class DkimSigner {
   private async keysFor(domain: string): Promise<StoredDkimKey[]> {
     const hit = this.cache.get(domain);
     if (hit && Date.now() - hit.at < this.cacheMs) return hit.keys;
-    const keys = await this.store.signingKeys(domain);
+    let keys: StoredDkimKey[];
+    try {
+      keys = await this.store.signingKeys(domain);
+    } catch (err) {
+      throw new DkimKeysUnavailableError(domain, err);
+    }
     this.cache.set(domain, { at: Date.now(), keys });
     return keys;
   }
 
-  /** Signs `message` (complete RFC 5322 bytes, CRLF line endings) for `domain` (d=). */
+  /**
+   * Signs `message` (complete RFC 5322 bytes, CRLF line endings) for `domain` (d=).
+   * Throws `DkimKeysUnavailableError` when the key store cannot say which keys the domain
+   * has: the caller must not send the message unsigned then, since a domain with keys
+   * (and a DMARC policy) would have its mail rejected by receivers.
+   */
   async sign(message: Buffer, domain: string, signTime = new Date()): Promise<SignResult> {
     const errors: string[] = [];
     const keys = (await this.keysFor(domain.toLowerCase())).filter((k) => {
@@ -82,5 +92,19 @@ export class DkimSigner {
       new RegExp(`\\bs=${sig.selector.replace(/[.-]/g, '\\$&')};`).test(headers.replace(/\r\n[ \t]+/g, ' ')),
     );
     return { headers, signatures: made, errors };
+  }
+}
+
+/**
+ * The key store failed (Redis down, a timeout): whether the domain has keys is unknown,
+ * so the message can be neither signed nor sent unsigned. A temporary failure.
+ */
+export class DkimKeysUnavailableError extends Error {
+  override readonly name = 'DkimKeysUnavailableError';
+  constructor(
+    readonly domain: string,
+    cause: unknown,
+  ) {
+    super(`the DKIM keys of ${domain} could not be read`, { cause });
   }
 }

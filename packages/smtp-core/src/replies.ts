@@ -88,6 +88,10 @@ export const reply = {
   queueUnavailable: () =>
     r(451, '4.3.0', 'Error: queue file write error, try again later', 'queue_unavailable'),
   localError: () => r(451, '4.3.0', 'Error: local error in processing, try again later', 'local_error'),
+  // the DKIM key store failed: sent unsigned, the message would fail DMARC at its receivers,
+  // so the client is told to retry (X.3.0 as for the other local failures above)
+  signingUnavailable: () =>
+    r(451, '4.3.0', 'Error: message could not be signed, try again later', 'dkim_unavailable'),
   // the client was told 421 or left while its message was decided: nothing is queued (it
   // sends the message again); logged and counted, never read by the client
   sessionEnded: () => r(451, '4.3.0', 'Error: session ended before the message was queued', 'session_ended'),

@@ -10,6 +10,7 @@ import {
 import { Directory } from '@mailyard/directory';
 import { DkimKeyStore, DkimSigner } from '@mailyard/dkim';
 import type { Runtime } from '@mailyard/runtime';
+import type { Redis } from 'ioredis';
 import type { MsaConfig } from './config.js';
 import type { MsaDeps } from './msa.js';
 
@@ -17,6 +18,8 @@ import type { MsaDeps } from './msa.js';
 export interface MsaParts {
   /** The login lockout (default: on the runtime's Redis). */
   guard?: LoginGuard;
+  /** The Redis the DKIM keys are read from (default: the runtime's). */
+  dkimRedis?: Redis;
 }
 
 /**
@@ -43,7 +46,7 @@ export function defaultDeps(config: MsaConfig, rt: Runtime, parts: MsaParts = {}
     serviceAuth: createServiceAuthorizer({ directory, guard, login: serviceLoginFromConfig(config) }),
     resolver: rt.resolver,
     redis: rt.redis,
-    dkim: config.dkim_signing ? new DkimSigner(new DkimKeyStore(rt.redis)) : null,
+    dkim: config.dkim_signing ? new DkimSigner(new DkimKeyStore(parts.dkimRedis ?? rt.redis)) : null,
     logger: rt.logger,
     registry: rt.registry,
   };

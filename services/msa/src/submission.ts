@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { SMTPServerSession } from 'smtp-server';
 import type { Directory } from '@mailyard/directory';
-import type { DkimSigner } from '@mailyard/dkim';
+import { DkimKeysUnavailableError, type DkimSigner } from '@mailyard/dkim';
 import type { MailResolver } from '@mailyard/dns';
 import { Counter, type Logger, type Registry } from '@mailyard/observability';
 import { parseMailAddress, reply, rfc5322Date } from '@mailyard/smtp-core';
@@ -69,7 +69,13 @@ export function submissionRole(
       if (!signed.signatures.length) dkimSignatures.inc({ algorithm: 'none' });
       return signed.headers ? Buffer.concat([Buffer.from(signed.headers), message]) : message;
     } catch (err) {
-      // an unsigned message is still better than a refused one; the log says why
+      // the store cannot say whether the domain has keys: refused for now (the client
+      // retries), never sent unsigned where receivers would reject it under DMARC
+      if (err instanceof DkimKeysUnavailableError) {
+        logger.warn({ queueId, domain, err }, 'DKIM keys unavailable, message not accepted');
+        throw reply.signingUnavailable();
+      }
+      // a signing error with the keys in hand: sent unsigned, the log says why
       dkimSignatures.inc({ algorithm: 'none' });
       logger.warn({ queueId, domain, err }, 'DKIM signing failed, sending unsigned');
       return message;

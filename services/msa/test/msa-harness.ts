@@ -38,6 +38,8 @@ export async function startMsaTestbed(
     proxyBroker?: boolean;
     /** Keeps the login lockout on another Redis (one a test can make fail). */
     guardRedis?: Redis;
+    /** Keeps the DKIM keys on another Redis (one a test can make fail). */
+    dkimRedis?: Redis;
   } = {},
 ): Promise<MsaTestbed> {
   const p = await startPlatform(opts.platform);
@@ -74,7 +76,9 @@ export async function startMsaTestbed(
     const msa = buildMsa(config, {
       ...defaultDeps(config, rt, opts.guardRedis ? { guard: new LoginGuard(opts.guardRedis) } : {}),
       // keys a test adds are used at once (production caches a domain's keys for 30 s)
-      dkim: config.dkim_signing ? new DkimSigner(new DkimKeyStore(rt.redis), { cacheMs: 0 }) : null,
+      dkim: config.dkim_signing
+        ? new DkimSigner(new DkimKeyStore(opts.dkimRedis ?? rt.redis), { cacheMs: 0 })
+        : null,
     });
     await msa.start();
     await rt.bus.waitConnected();

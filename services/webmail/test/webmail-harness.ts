@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig, selfSignedCertificate } from '@mailyard/config';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
-import { buildMsa, defaultDeps as msaDeps, msaSchema, type Msa } from '@mailyard/service-msa';
+import { buildMsa, defaultDeps as msaDeps, msaSchema, type Msa, type MsaParts } from '@mailyard/service-msa';
 import { startTcpProxy, tempDir, type TcpProxy } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform, type PlatformOptions } from '../../../test/harness.js';
 import { startRetrieval, type Retrieval } from '../../retrieval/test/helpers.js';
@@ -47,7 +47,13 @@ export interface WebmailTestbed {
 }
 
 export async function startWebmailTestbed(
-  opts: { platform?: PlatformOptions; webmail?: Record<string, unknown> } = {},
+  opts: {
+    platform?: PlatformOptions;
+    webmail?: Record<string, unknown>;
+    /** Settings of the msa (DKIM signing is off unless set here). */
+    msa?: Record<string, unknown>;
+    msaParts?: MsaParts;
+  } = {},
 ): Promise<WebmailTestbed> {
   const p = await startPlatform(opts.platform);
   await addAccount(p.directory, ALICE);
@@ -72,7 +78,7 @@ export async function startWebmailTestbed(
   const retrieval = await startRetrieval(p, { ...tls, ...serviceLogin, myhostname: HOST });
 
   const msas: { msa: Msa; rt: Runtime }[] = [];
-  const buildAnotherMsa = async (overrides: Record<string, unknown>) => {
+  const buildAnotherMsa = async (overrides: Record<string, unknown>, parts?: MsaParts) => {
     const msaConfig = loadConfig(msaSchema, {
       env: {},
       overrides: {
@@ -87,13 +93,13 @@ export async function startWebmailTestbed(
       },
     });
     const rt = await createRuntime('msa', msaConfig);
-    const msa = buildMsa(msaConfig, msaDeps(msaConfig, rt));
+    const msa = buildMsa(msaConfig, msaDeps(msaConfig, rt, parts));
     await msa.start();
     msas.push({ msa, rt });
     await rt.bus.waitConnected();
     return msa;
   };
-  const msa = await buildAnotherMsa({});
+  const msa = await buildAnotherMsa(opts.msa ?? {}, opts.msaParts);
 
   const built: { webmail: Webmail; rt: Runtime }[] = [];
   const build = async (
