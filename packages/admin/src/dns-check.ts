@@ -181,6 +181,21 @@ export class DnsChecker {
     return { domain, checkedAt: new Date(this.now()).toISOString(), records };
   }
 
+  /** Whether DNS answers a DKIM key's record (`dnsRecord`) with the same public key (p=). */
+  async checkDkimRecord(
+    r: Pick<DkimDnsRecord, 'name' | 'value'>,
+  ): Promise<{ found: string[]; status: CheckStatus; detail?: string }> {
+    const l = await txt(this.resolver, r.name);
+    if (l.kind !== 'found') return notFound(l);
+    const want = tags(r.value).get('p');
+    const keys = l.value.map((v) => tags(v));
+    if (keys.some((k) => k.get('p') === want)) return { found: l.value, status: 'ok' };
+    const detail = keys.some((k) => k.get('p') === '')
+      ? 'the published key is revoked (empty p=)'
+      : 'the published public key differs from the stored key';
+    return { found: l.value, status: 'wrong', detail };
+  }
+
   private async compare(
     domain: string,
     r: RequiredRecord,
@@ -199,17 +214,8 @@ export class DnsChecker {
       }
       case 'spf':
         return this.compareSpf(domain, r.name, senders);
-      case 'dkim': {
-        const l = await txt(this.resolver, r.name);
-        if (l.kind !== 'found') return notFound(l);
-        const want = tags(r.value).get('p');
-        const keys = l.value.map((v) => tags(v));
-        if (keys.some((k) => k.get('p') === want)) return { found: l.value, status: 'ok' };
-        const detail = keys.some((k) => k.get('p') === '')
-          ? 'the published key is revoked (empty p=)'
-          : 'the published public key differs from the stored key';
-        return { found: l.value, status: 'wrong', detail };
-      }
+      case 'dkim':
+        return this.checkDkimRecord(r);
       case 'dmarc':
         return this.compareTagRecord(r.name, /^v\s*=\s*DMARC1\s*(;|$)/i, 'DMARC', (t) =>
           ['none', 'quarantine', 'reject'].includes(t.get('p') ?? '') ? null : 'no valid p= policy',

@@ -13,3 +13,11 @@ export class OperationError extends Error {
     super(message);
   }
 }
+
+/**
+ * DNS could not answer now (a timeout, SERVFAIL): a temporary failure, never taken as
+ * "not published". The message is one sentence.
+ */
+export class DnsUnavailableError extends Error {
+  override readonly name = 'DnsUnavailableError';
+}

@@ -32,7 +32,7 @@ import { AuditLog, type AuditEntry } from './audit.js';
 import { PolicyRules } from '@mailyard/policy-rules';
 import type { DnsChecker, DomainReport, ServerReport } from './dns-check.js';
 import { requiredRecords, type ClientEndpoints, type RequiredRecord } from './dns-records.js';
-import { OperationError } from './errors.js';
+import { DnsUnavailableError, OperationError } from './errors.js';
 import { accountKeys, deleteAccountPatternKeys } from './account-keys.js';
 import { AuditedPolicyRules } from './policy.js';
 import { QueueOperations } from './queue.js';
@@ -56,6 +56,8 @@ export interface DkimKeyView {
    * with it before the rotation still verifies.
    */
   signing: boolean;
+  /** A rotation's new key waiting for its record: it signs once `activateDkimKey` has seen it in DNS. */
+  pending: boolean;
 }
 
 const view = (k: StoredDkimKey, signing: readonly StoredDkimKey[]): DkimKeyView => ({
@@ -65,6 +67,7 @@ const view = (k: StoredDkimKey, signing: readonly StoredDkimKey[]): DkimKeyView 
   created: k.created,
   record: dnsRecord(k.domain, k.selector, k),
   signing: signing.some((s) => s.domain === k.domain && s.selector === k.selector),
+  pending: !!k.pending,
 });
 
 /** An account as the console lists it: what an administrator acts on (never a secret). */
@@ -371,7 +374,7 @@ export class Operations {
 
   private async storeNewKey(
     domain: string,
-    opts: { algorithm: DkimAlgorithm; selector?: string; bits?: number },
+    opts: { algorithm: DkimAlgorithm; selector?: string; bits?: number; pending?: boolean },
   ): Promise<StoredDkimKey> {
     const n = dkimName(domain, opts.selector ?? defaultSelector(opts.algorithm));
     if (!(await this.directory.isLocalDomain(n.domain)))
@@ -380,7 +383,10 @@ export class Operations {
         `domain ${n.domain} is not a local domain (add it with: mailyard domain add ${n.domain})`,
       );
     return dkimRefusals(() =>
-      this.dkim.add(n.domain, n.selector, generateDkimKey(opts.algorithm, opts.bits)),
+      this.dkim.add(n.domain, n.selector, {
+        ...generateDkimKey(opts.algorithm, opts.bits),
+        ...(opts.pending ? { pending: true } : {}),
+      }),
     );
   }
 
@@ -392,10 +398,13 @@ export class Operations {
   }
 
   /**
-   * Starts a key rotation: a new key of `algorithm` under a new selector, which signs from
-   * now on. The keys it replaces stay stored and their records stay published (mail signed
-   * with them is still on its way or in mailboxes that check again) until `retireDkimKey`.
-   * Returns the new key (its record to publish first) and the keys it replaces.
+   * Starts a key rotation: a new key of `algorithm` under a new selector, pending: the key
+   * it replaces keeps signing until `activateDkimKey` sees the new record in DNS, so no
+   * mail is signed with a key receivers cannot find. (With no key of that algorithm
+   * signing, there is nothing to keep and the new key signs at once.) The keys it replaces
+   * stay stored and their records stay published (mail signed with them is still on its
+   * way or in mailboxes that check again) until `retireDkimKey`. Returns the new key (its
+   * record to publish) and the keys it replaces.
    */
   async rotateDkimKey(
     domain: string,
@@ -411,7 +420,7 @@ export class Operations {
       selector = base;
       for (let i = 2; taken.has(selector); i++) selector = `${base}-${i}`;
     }
-    const stored = await this.storeNewKey(d, { ...opts, selector });
+    const stored = await this.storeNewKey(d, { ...opts, selector, pending: before.length > 0 });
     await this.log('dkim.rotate', `${stored.domain}/${stored.selector}`, {
       algorithm: stored.algorithm,
       replaces: before.map((k) => k.selector),
@@ -421,6 +430,50 @@ export class Operations {
       key: after.find((k) => k.selector === stored.selector)!,
       replaces: after.filter((k) => before.some((b) => b.selector === k.selector)),
     };
+  }
+
+  /**
+   * Lets a rotation's pending key sign, once `checker` (a resolver without a cache) sees
+   * its TXT record with the same public key; refused with one sentence otherwise, and a
+   * DnsUnavailableError when DNS cannot answer now. The key it replaces stops signing
+   * (the signers re-read keys within 30 s) but stays published until retired.
+   */
+  async activateDkimKey(
+    domain: string,
+    selector: string,
+    checker: Pick<DnsChecker, 'checkDkimRecord'>,
+  ): Promise<{ key: DkimKeyView; activated: boolean }> {
+    const [k] = await this.dkimKeys(normalizeDomainArg(domain), selector.toLowerCase());
+    if (!k!.pending) {
+      if (k!.signing) return { key: k!, activated: false };
+      throw new OperationError(
+        'invalid',
+        `key ${k!.selector} of ${k!.domain} is not waiting to sign: a newer ${k!.algorithm} key replaced it (rotate to make a new one)`,
+      );
+    }
+    const check = await checker.checkDkimRecord(k!.record);
+    switch (check.status) {
+      case 'ok':
+        break;
+      case 'unchecked':
+        throw new DnsUnavailableError(
+          `DNS could not be asked for ${k!.record.name} (${check.detail ?? 'no answer'}); try again`,
+        );
+      case 'missing':
+        throw new OperationError(
+          'invalid',
+          `no TXT record at ${k!.record.name} yet: publish the record \`mailyard dkim show ${k!.domain} ${k!.selector}\` prints, wait for it to be visible, and activate again`,
+        );
+      case 'wrong':
+        throw new OperationError(
+          'invalid',
+          `the TXT record at ${k!.record.name} is not this key's (${check.detail ?? 'a different key'}): publish the record \`mailyard dkim show ${k!.domain} ${k!.selector}\` prints and activate again`,
+        );
+    }
+    await dkimRefusals(() => this.dkim.activate(k!.domain, k!.selector));
+    await this.log('dkim.activate', `${k!.domain}/${k!.selector}`, { algorithm: k!.algorithm });
+    const [now] = await this.dkimKeys(k!.domain, k!.selector);
+    return { key: now!, activated: true };
   }
 
   /**

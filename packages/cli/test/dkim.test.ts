@@ -82,29 +82,100 @@ test('a key from dkim generate signs mail that verifies against its printed reco
   }
 });
 
-test('dkim rotate publishes both selectors until the old key is retired', async (t) => {
+test('a rotated key signs only once dkim activate has seen its record in DNS', async (t) => {
   const cli = cliHarness(t);
-  const env = { REDIS_URL, REDIS_PREFIX: cli.prefix, MYHOSTNAME: 'mail.rot.test' };
+  const dns = await startDnsServer({});
+  t.after(() => dns.close());
+  const env = { REDIS_URL, REDIS_PREFIX: cli.prefix, MYHOSTNAME: 'mail.rot.test', DNS_SERVERS: dns.address };
+  const redis = new Redis(REDIS_URL, { keyPrefix: cli.prefix });
+  t.after(() => redis.disconnect());
+  const signer = new DkimSigner(new DkimKeyStore(redis), { cacheMs: 0 });
+  const res = new Resolver();
+  res.setServers([dns.address]);
+  const msg = Buffer.from(
+    'From: Alice <alice@rot.test>\r\nTo: bob@remote.test\r\nSubject: rotated\r\n' +
+      'Date: Fri, 27 Nov 2026 20:00:00 +0000\r\nMessage-ID: <1@rot.test>\r\n\r\nHello\r\n',
+  );
+  /** The selectors a receiver sees on our mail now, and whether each verifies. */
+  const receiverSees = async () => {
+    const signed = await signer.sign(msg, 'rot.test');
+    const v = await dkimVerify(Buffer.concat([Buffer.from(signed.headers), msg]), {
+      resolver: (n: string, type: string) => res.resolve(n, type) as Promise<string[][]>,
+    });
+    return v.results.map((r) => `${r.selector}:${r.status.result}`);
+  };
+  const publish = (selector: string, value: string) =>
+    dns.set(`${selector}._domainkey.rot.test`, { TXT: [value] });
+  const valueOf = async (selector: string) =>
+    /"(v=DKIM1[^]*)" \)$/.exec((await cli.ok(['dkim', 'show', 'rot.test', selector])).trim())![1]!;
+
   await cli.ok(['domain', 'add', 'rot.test', '--no-dkim']);
   await cli.ok(['dkim', 'generate', 'rot.test', '--algo', 'ed25519', '-s', 'old']);
+  publish('old', await valueOf('old'));
+  assert.deepEqual(await receiverSees(), ['old:pass']);
+
   const out = await cli.ok(['dkim', 'rotate', 'rot.test', '--algo', 'ed25519'], { env });
-  const selector = /^stored ed25519 key (\S+) for rot\.test; it signs from now on\.$/m.exec(out)?.[1];
+  const selector = /^stored ed25519 key (\S+) for rot\.test; old signs until it is activated\.$/m.exec(
+    out,
+  )?.[1];
   assert.match(selector ?? '', /^ed25519-\d{6}$/);
   assert.match(out, new RegExp(`^${selector}\\._domainkey\\.rot\\.test\\. IN TXT`, 'm'));
   assert.match(out, /^old\._domainkey\.rot\.test\. IN TXT/m);
+  assert.match(out, new RegExp(`run: mailyard dkim activate rot\\.test ${selector}$`, 'm'));
   assert.match(out, /run: mailyard dkim retire rot\.test old$/m);
   // both records are among those to publish
   const records = await cli.ok(['domain', 'records', 'rot.test'], { env });
   assert.match(records, /^old\._domainkey\.rot\.test\./m);
   assert.match(records, new RegExp(`^${selector}\\._domainkey\\.rot\\.test\\.`, 'm'));
-  // a second rotation in the same month gets a name of its own
+  // the new record is not published yet: mail keeps the old signature, which verifies
+  assert.deepEqual(await receiverSees(), ['old:pass']);
+  const early = await cli.run(['dkim', 'activate', 'rot.test', selector!], { env });
+  assert.deepEqual([early.code, early.stdout], [1, '']);
+  assert.equal(
+    early.stderr,
+    `mailyard: no TXT record at ${selector}._domainkey.rot.test yet: publish the record \`mailyard dkim show rot.test ${selector}\` prints, wait for it to be visible, and activate again\n`,
+  );
+  // a record with another key (here the old one's) is not this key's
+  publish(selector!, await valueOf('old'));
+  const wrong = await cli.run(['dkim', 'activate', 'rot.test', selector!], { env });
+  assert.equal(wrong.code, 1);
+  assert.match(wrong.stderr, /is not this key's \(the published public key differs from the stored key\)/);
+  // DNS failing says nothing about the record: a temporary failure (EX_TEMPFAIL)
+  dns.set(`${selector}._domainkey.rot.test`, { SERVFAIL: true });
+  const failing = await cli.run(['dkim', 'activate', 'rot.test', selector!], { env });
+  assert.equal(failing.code, 75, failing.stderr);
+  assert.match(failing.stderr, /^mailyard: DNS could not be asked for \S+ \(.+\); try again\n$/);
+  assert.deepEqual(await receiverSees(), ['old:pass']);
+  // the key that signs cannot be retired while the new one waits
+  const refused = await cli.run(['dkim', 'retire', 'rot.test', 'old']);
+  assert.match(refused.stderr, /old is the ed25519 key that signs mail of rot\.test; rotate first/);
+
+  publish(selector!, await valueOf(selector!));
+  assert.equal(
+    await cli.ok(['dkim', 'activate', 'rot.test', selector!], { env }),
+    `${selector} signs mail of rot.test from now on (within 30 s); keep the old records published until you retire them\n`,
+  );
+  assert.deepEqual(await receiverSees(), [`${selector}:pass`]);
+  assert.match(
+    await cli.ok(['audit', '-n', '1']),
+    new RegExp(`\\tdkim\\.activate\\trot\\.test/${selector}\\t`),
+  );
+  assert.equal(
+    await cli.ok(['dkim', 'activate', 'rot.test', selector!], { env }),
+    `${selector} already signs mail of rot.test\n`,
+  );
+  const replaced = await cli.run(['dkim', 'activate', 'rot.test', 'old'], { env });
+  assert.match(
+    replaced.stderr,
+    /key old of rot\.test is not waiting to sign: a newer ed25519 key replaced it/,
+  );
+
+  // a second rotation in the same month gets a name of its own; the pending key can be retired
   const again = await cli.ok(['dkim', 'rotate', 'rot.test', '--algo', 'ed25519'], { env });
-  assert.match(again, new RegExp(`^stored ed25519 key ${selector}-2 for rot\\.test`, 'm'));
-  // the key that signs cannot be retired
-  const refused = await cli.run(['dkim', 'retire', 'rot.test', `${selector}-2`]);
-  assert.equal(refused.code, 1);
-  assert.match(refused.stderr, /is the ed25519 key that signs mail of rot\.test; rotate first/);
+  assert.match(again, new RegExp(`^stored ed25519 key ${selector}-2 for rot\\.test; ${selector} signs`, 'm'));
+  assert.match(await cli.ok(['dkim', 'retire', 'rot.test', `${selector}-2`]), /^retired DKIM key/);
   assert.match(await cli.ok(['dkim', 'retire', 'rot.test', 'old']), /^retired DKIM key old of rot\.test;/);
   assert.doesNotMatch(await cli.ok(['domain', 'records', 'rot.test'], { env }), /^old\._domainkey/m);
   assert.match(await cli.ok(['audit', '-n', '1']), /\tdkim\.retire\trot\.test\/old\talgorithm=ed25519\n$/);
+  assert.deepEqual(await receiverSees(), [`${selector}:pass`]);
 });

@@ -18,7 +18,7 @@ const SELECTOR = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]
  * new trust boundary. Protect Redis accordingly (password, TLS, private network).
  *
  *   dkim:domains          SET   domains with at least one key
- *   dkim:key:<domain>     HASH  <selector> -> JSON {algorithm, privateKey, publicKey, created}
+ *   dkim:key:<domain>     HASH  <selector> -> JSON {algorithm, privateKey, publicKey, created, pending?}
  */
 export class DkimKeyStore {
   constructor(private readonly redis: Redis) {}
@@ -42,6 +42,19 @@ export class DkimKeyStore {
       );
     await this.redis.sadd('dkim:domains', n.domain);
     return { ...key, ...n };
+  }
+
+  /**
+   * Lets a pending key sign (its record is published); false when it signed already.
+   * Refused when there is no such key.
+   */
+  async activate(domain: string, selector: string): Promise<boolean> {
+    const k = await this.get(domain, selector);
+    if (!k) throw new DkimError(`no DKIM key with selector ${selector} for ${domain}`);
+    if (!k.pending) return false;
+    const { domain: d, selector: s, pending: _, ...key } = k;
+    await this.redis.hset(`dkim:key:${d}`, s, JSON.stringify(key));
+    return true;
   }
 
   async get(domain: string, selector: string): Promise<StoredDkimKey | null> {
@@ -82,14 +95,15 @@ export class DkimKeyStore {
   }
 
   /**
-   * The keys to sign a domain's mail with: the newest key of each algorithm, so a
-   * domain with both an RSA and an Ed25519 key gets both signatures (RFC 8463 §5
-   * recommends signing with both while receivers adopt Ed25519).
+   * The keys to sign a domain's mail with: the newest key of each algorithm that is not
+   * pending, so a domain with both an RSA and an Ed25519 key gets both signatures (RFC
+   * 8463 §5 recommends signing with both while receivers adopt Ed25519), and a rotated-in
+   * key signs only once it is activated.
    */
   async signingKeys(domain: string): Promise<StoredDkimKey[]> {
     const all = await this.list(domain);
     const newest = new Map<DkimAlgorithm, StoredDkimKey>();
-    for (const k of all) if (DKIM_ALGORITHMS.includes(k.algorithm)) newest.set(k.algorithm, k);
+    for (const k of all) if (DKIM_ALGORITHMS.includes(k.algorithm) && !k.pending) newest.set(k.algorithm, k);
     return DKIM_ALGORITHMS.flatMap((a) => newest.get(a) ?? []);
   }
 }

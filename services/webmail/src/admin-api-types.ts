@@ -26,8 +26,13 @@ export interface AdminDkimKey {
   algorithm: 'rsa' | 'ed25519';
   created: string;
   record: { name: string; value: string; zoneLine: string };
-  /** It signs mail now; false: it is being retired (its record stays published until then). */
+  /**
+   * It signs mail now; false: it waits to be activated (`pending`), or it is being retired
+   * (its record stays published until then).
+   */
   signing: boolean;
+  /** A rotation's new key: it signs once POST /api/admin/dkim/activate has seen its record in DNS. */
+  pending: boolean;
 }
 
 /** POST /api/admin/domains */

@@ -2,8 +2,11 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { Operations, dnsCheckerFromConfig, type DnsChecker } from '@mailyard/admin';
 import { DirectoryError } from '@mailyard/directory';
+import type { AdminDkimKey } from './admin-api-types.js';
+import { adminRoute } from './admin-ops.js';
 import type { DnsDomainReport, DnsServerReport } from './api-types.js';
 import { adminOf, parse, type Ctx } from './context.js';
+import { domainSchema, selectorSchema } from './routes-admin.js';
 import { ApiError, errors } from './errors.js';
 
 const domainParam = z.object({
@@ -51,6 +54,18 @@ export function registerAdminDnsRoutes(
       );
     return report;
   });
+
+  /**
+   * Ends the wait of a rotation: the pending key signs once DNS answers its record with the
+   * same public key; 400 with what to publish otherwise, 503 when DNS cannot answer now.
+   */
+  app.post(
+    '/api/admin/dkim/activate',
+    adminRoute(ctx, async (req, { ops }): Promise<{ key: AdminDkimKey; activated: boolean }> => {
+      const body = parse(z.object({ domain: domainSchema, selector: selectorSchema }), req.body);
+      return ops.activateDkimKey(body.domain, body.selector, checker);
+    }),
+  );
 
   app.get('/api/admin/dns/server', async (req): Promise<DnsServerReport> => {
     const admin = await adminOf(req, ctx);

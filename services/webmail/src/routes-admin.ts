@@ -16,7 +16,7 @@ import { parse, type Ctx } from './context.js';
 import { errors } from './errors.js';
 import { connectImap } from './imap-pool.js';
 
-const domainSchema = z
+export const domainSchema = z
   .string({ message: 'expected a domain name' })
   .trim()
   .min(1, 'expected a domain name')
@@ -31,7 +31,7 @@ const aliasSource = z
   .trim()
   .min(2, 'expected an address or @domain')
   .max(320, 'address too long');
-const selectorSchema = z
+export const selectorSchema = z
   .string({ message: 'expected a selector' })
   .trim()
   .min(1, 'expected a selector')
@@ -307,7 +307,11 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
     }),
   );
 
-  /** A new key signs from now on; the ones it replaces stay published until retired. */
+  /**
+   * A new key under a new selector; the key it replaces signs until the new one is
+   * activated (POST /api/admin/dkim/activate, routes-admin-dns.ts), and stays published
+   * until retired.
+   */
   app.post(
     '/api/admin/dkim/rotate',
     adminRoute(ctx, async (req, { ops }): Promise<{ key: AdminDkimKey; replaces: AdminDkimKey[] }> => {

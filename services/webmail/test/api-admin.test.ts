@@ -374,7 +374,7 @@ test('aliases and catch-alls, a user’s app passwords', { timeout: 60_000 }, as
   assert.equal(again.status, 404);
 });
 
-test('DKIM: generate, rotate with both selectors published, retire', { timeout: 60_000 }, async () => {
+test('DKIM: generate, rotate, activate once DNS has the record, retire', { timeout: 60_000 }, async () => {
   await admin.post('/api/admin/domains', { domain: 'rotate.test', dkim: false });
   const gen = await admin.post('/api/admin/dkim', {
     domain: 'rotate.test',
@@ -384,10 +384,17 @@ test('DKIM: generate, rotate with both selectors published, retire', { timeout: 
   assert.deepEqual([gen.status, gen.json.key.selector, gen.json.key.signing], [200, 'first', true]);
   const rot = await admin.post('/api/admin/dkim/rotate', { domain: 'rotate.test', algorithm: 'ed25519' });
   assert.equal(rot.status, 200, rot.text);
-  assert.equal(rot.json.key.signing, true);
+  const next = rot.json.key as {
+    selector: string;
+    signing: boolean;
+    pending: boolean;
+    record: { name: string; value: string };
+  };
+  // the new key waits for its record; the old one keeps signing meanwhile
+  assert.deepEqual([next.signing, next.pending], [false, true]);
   assert.deepEqual(
     rot.json.replaces.map((k: { selector: string; signing: boolean }) => [k.selector, k.signing]),
-    [['first', false]],
+    [['first', true]],
   );
   const records = (await admin.get('/api/admin/domains/rotate.test/records')).json.records;
   assert.deepEqual(
@@ -395,11 +402,37 @@ test('DKIM: generate, rotate with both selectors published, retire', { timeout: 
       .filter((r: { purpose: string }) => r.purpose.startsWith('dkim:'))
       .map((r: { purpose: string }) => r.purpose)
       .sort(),
-    ['dkim:first', `dkim:${rot.json.key.selector}`].sort(),
+    ['dkim:first', `dkim:${next.selector}`].sort(),
   );
+  const early = await admin.post('/api/admin/dkim/activate', {
+    domain: 'rotate.test',
+    selector: next.selector,
+  });
+  assert.equal(early.status, 400, early.text);
+  assert.match(
+    early.json.message,
+    new RegExp(`^No TXT record at ${next.selector}\\._domainkey\\.rotate\\.test yet: publish`),
+  );
+  t.p.dns.set(next.record.name, { SERVFAIL: true });
+  const failing = await admin.post('/api/admin/dkim/activate', {
+    domain: 'rotate.test',
+    selector: next.selector,
+  });
+  assert.deepEqual([failing.status, failing.json.error], [503, 'dns_unavailable']);
+  const old = await admin.post('/api/admin/dkim/retire', { domain: 'rotate.test', selector: 'first' });
+  assert.equal(old.status, 400);
+  assert.match(old.json.message, /is the ed25519 key that signs mail of rotate\.test; rotate first/);
+
+  t.p.dns.set(next.record.name, { TXT: [next.record.value] });
+  const activated = await admin.post('/api/admin/dkim/activate', {
+    domain: 'rotate.test',
+    selector: next.selector,
+  });
+  assert.equal(activated.status, 200, activated.text);
+  assert.deepEqual([activated.json.activated, activated.json.key.signing], [true, true]);
   const signing = await admin.post('/api/admin/dkim/retire', {
     domain: 'rotate.test',
-    selector: rot.json.key.selector,
+    selector: next.selector,
   });
   assert.equal(signing.status, 400);
   assert.match(signing.json.message, /is the ed25519 key that signs mail of rotate\.test; rotate first/);
@@ -410,7 +443,7 @@ test('DKIM: generate, rotate with both selectors published, retire', { timeout: 
   const keys = (await admin.get('/api/admin/dkim?domain=rotate.test')).json.keys;
   assert.deepEqual(
     keys.map((k: { selector: string }) => k.selector),
-    [rot.json.key.selector],
+    [next.selector],
   );
 });
 

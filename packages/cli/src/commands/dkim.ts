@@ -1,7 +1,8 @@
 import { Option, type Command } from 'commander';
+import { DnsUnavailableError, dnsCheckerFromConfig } from '@mailyard/admin';
 import { MAX_RSA_BITS, MIN_RSA_BITS, type DkimAlgorithm } from '@mailyard/dkim';
 import type { CommandContext } from '../context.js';
-import { CliError } from '../errors.js';
+import { CliError, ExitCode } from '../errors.js';
 
 interface KeyOptions {
   selector?: string;
@@ -24,7 +25,7 @@ function keySpec(opts: KeyOptions): { algorithm: DkimAlgorithm; bits: number; se
   };
 }
 
-/** `mailyard dkim generate|rotate|retire|list|show|delete`: DKIM signing keys per domain and selector. */
+/** `mailyard dkim generate|rotate|activate|retire|list|show|delete`: DKIM signing keys per domain and selector. */
 export function registerDkimCommands(program: Command, ctx: CommandContext): void {
   const dkim = program
     .command('dkim')
@@ -51,7 +52,7 @@ export function registerDkimCommands(program: Command, ctx: CommandContext): voi
   const rotate = dkim
     .command('rotate')
     .description(
-      'start a key rotation: a new key under a new selector signs from now on; the old key and its record stay until `dkim retire`',
+      'start a key rotation: a new key under a new selector, which signs once `dkim activate` sees its record in DNS; the old key signs until then, and stays published until `dkim retire`',
     )
     .argument('<domain>', 'a local domain')
     .option('-s, --selector <selector>', 'selector of the new key (default: <algo>-<yyyymm>)');
@@ -59,16 +60,52 @@ export function registerDkimCommands(program: Command, ctx: CommandContext): voi
     const spec = keySpec(opts);
     return ctx.withOperations(async (ops) => {
       const { key, replaces } = await ops.rotateDkimKey(domain, spec);
-      ctx.print(`stored ${key.algorithm} key ${key.selector} for ${key.domain}; it signs from now on.`);
-      ctx.print('Publish its TXT record now, and keep the old ones published:');
+      if (key.pending) {
+        ctx.print(
+          `stored ${key.algorithm} key ${key.selector} for ${key.domain}; ${replaces.map((k) => k.selector).join(', ')} signs until it is activated.`,
+        );
+        ctx.print('Publish its TXT record now, and keep the old ones published:');
+      } else {
+        ctx.print(`stored ${key.algorithm} key ${key.selector} for ${key.domain}; it signs from now on.`);
+        ctx.print('Publish its TXT record now:');
+      }
       ctx.print('');
       for (const k of [key, ...replaces]) ctx.print(k.record.zoneLine);
+      if (key.pending)
+        ctx.print(
+          `\nOnce the record is visible in DNS, run: mailyard dkim activate ${key.domain} ${key.selector}`,
+        );
       for (const k of replaces)
         ctx.print(
           `\nOnce mail signed with ${k.selector} has been delivered (a few days), run: mailyard dkim retire ${k.domain} ${k.selector}`,
         );
     });
   });
+
+  dkim
+    .command('activate')
+    .description(
+      "let a rotation's new key sign: refused until DNS (DNS_SERVERS, without a cache) answers its record with the same public key",
+    )
+    .argument('<domain>')
+    .argument('<selector>')
+    .action((domain: string, selector: string) =>
+      ctx.withOperations(async (ops, config) => {
+        let res;
+        try {
+          res = await ops.activateDkimKey(domain, selector, dnsCheckerFromConfig(config));
+        } catch (err) {
+          if (err instanceof DnsUnavailableError) throw new CliError(err.message, ExitCode.tempfail);
+          throw err;
+        }
+        const { key, activated } = res;
+        ctx.print(
+          activated
+            ? `${key.selector} signs mail of ${key.domain} from now on (within 30 s); keep the old records published until you retire them`
+            : `${key.selector} already signs mail of ${key.domain}`,
+        );
+      }),
+    );
 
   dkim
     .command('retire')

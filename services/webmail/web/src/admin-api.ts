@@ -80,6 +80,8 @@ export const admin = {
       domain,
       algorithm,
     }),
+  activateDkim: (domain: string, selector: string) =>
+    call<{ key: AdminDkimKey; activated: boolean }>('POST', '/api/admin/dkim/activate', { domain, selector }),
   retireDkim: (domain: string, selector: string) =>
     call<{ retired: AdminDkimKey }>('POST', '/api/admin/dkim/retire', { domain, selector }),
 

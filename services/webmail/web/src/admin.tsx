@@ -223,7 +223,16 @@ function DkimPage() {
       const { key, replaces } = await admin.rotateDkim(d, algo);
       setRotation([key, ...replaces].map(keyRecord));
       await reload();
-      return `${key.selector} signs ${d} from now on. Publish its record and keep ${replaces.map((k) => k.selector).join(', ') || 'the old ones'} published until you retire ${replaces.length === 1 ? 'it' : 'them'}.`;
+      if (!key.pending) return `${key.selector} signs ${d} from now on. Publish its record (below).`;
+      return `${key.selector} is stored; ${replaces.map((k) => k.selector).join(', ')} signs ${d} until you activate it. Publish its record, keep the old ${replaces.length === 1 ? 'one' : 'ones'} published, and press Activate once DNS shows it.`;
+    });
+  const activate = (d: string, selector: string) =>
+    void act.run(async () => {
+      const { activated } = await admin.activateDkim(d, selector);
+      await reload();
+      return activated
+        ? `${selector} signs ${d} from now on; keep the old record published until you retire the old key`
+        : `${selector} already signs ${d}`;
     });
   const retire = (d: string, selector: string) => {
     if (!confirm(`Retire ${selector} of ${d}? Mail it signed earlier stops verifying once its record goes.`))
@@ -238,8 +247,9 @@ function DkimPage() {
   return (
     <Card id="dkim-title" title="DKIM keys">
       <p>
-        Mail is signed with the newest key of each algorithm. A rotation makes a new key that signs at once;
-        the old key stays published until you retire it, so mail already on its way still verifies.
+        Mail is signed with the newest active key of each algorithm. A rotation makes a new key that waits
+        until you activate it, which is refused until DNS shows its record; the old key signs meanwhile, and
+        stays published until you retire it, so mail already on its way still verifies.
       </p>
       <LoadError error={error} />
       <AdminTable
@@ -256,7 +266,9 @@ function DkimPage() {
             <td data-label="Algorithm">{k.algorithm}</td>
             <td data-label="Created">{when(k.created)}</td>
             <td data-label="State">
-              <span class={`badge ${k.signing ? 'ok' : 'wrong'}`}>{k.signing ? 'signing' : 'retiring'}</span>
+              <span class={`badge ${k.signing ? 'ok' : 'wrong'}`}>
+                {k.signing ? 'signing' : k.pending ? 'waiting for DNS' : 'retiring'}
+              </span>
             </td>
             <td class="actions">
               <Copyable value={k.record.zoneLine} label={`the record of ${k.selector}`}>
@@ -270,13 +282,23 @@ function DkimPage() {
                   Rotate
                 </button>
               ) : (
-                <button
-                  class="danger"
-                  onClick={() => retire(k.domain, k.selector)}
-                  aria-label={`Retire ${k.selector} of ${k.domain}`}
-                >
-                  Retire
-                </button>
+                <>
+                  {k.pending && (
+                    <button
+                      onClick={() => activate(k.domain, k.selector)}
+                      aria-label={`Activate ${k.selector} of ${k.domain}`}
+                    >
+                      Activate
+                    </button>
+                  )}
+                  <button
+                    class="danger"
+                    onClick={() => retire(k.domain, k.selector)}
+                    aria-label={`Retire ${k.selector} of ${k.domain}`}
+                  >
+                    Retire
+                  </button>
+                </>
               )}
             </td>
           </tr>
