@@ -363,6 +363,11 @@ export class Operations {
 
   // ---- DKIM keys
 
+  /**
+   * Stores a new key and returns it with its record. It signs at once when it is the
+   * domain's first key of its algorithm; otherwise it is pending like a rotation's, since
+   * the key that signs now must not give way before the new record is published.
+   */
   async generateDkimKey(
     domain: string,
     opts: { algorithm: DkimAlgorithm; selector?: string; bits?: number },
@@ -374,7 +379,7 @@ export class Operations {
 
   private async storeNewKey(
     domain: string,
-    opts: { algorithm: DkimAlgorithm; selector?: string; bits?: number; pending?: boolean },
+    opts: { algorithm: DkimAlgorithm; selector?: string; bits?: number },
   ): Promise<StoredDkimKey> {
     const n = dkimName(domain, opts.selector ?? defaultSelector(opts.algorithm));
     if (!(await this.directory.isLocalDomain(n.domain)))
@@ -382,10 +387,12 @@ export class Operations {
         'not_found',
         `domain ${n.domain} is not a local domain (add it with: mailyard domain add ${n.domain})`,
       );
+    // a key of the algorithm signs already: the new one waits for its record (activateDkimKey)
+    const pending = (await this.dkim.signingKeys(n.domain)).some((k) => k.algorithm === opts.algorithm);
     return dkimRefusals(() =>
       this.dkim.add(n.domain, n.selector, {
         ...generateDkimKey(opts.algorithm, opts.bits),
-        ...(opts.pending ? { pending: true } : {}),
+        ...(pending ? { pending: true } : {}),
       }),
     );
   }
@@ -420,7 +427,7 @@ export class Operations {
       selector = base;
       for (let i = 2; taken.has(selector); i++) selector = `${base}-${i}`;
     }
-    const stored = await this.storeNewKey(d, { ...opts, selector, pending: before.length > 0 });
+    const stored = await this.storeNewKey(d, { ...opts, selector });
     await this.log('dkim.rotate', `${stored.domain}/${stored.selector}`, {
       algorithm: stored.algorithm,
       replaces: before.map((k) => k.selector),

@@ -179,3 +179,31 @@ test('a rotated key signs only once dkim activate has seen its record in DNS', a
   assert.match(await cli.ok(['audit', '-n', '1']), /\tdkim\.retire\trot\.test\/old\talgorithm=ed25519\n$/);
   assert.deepEqual(await receiverSees(), [`${selector}:pass`]);
 });
+
+test('a second key of an algorithm from dkim generate waits for activate as well', async (t) => {
+  const cli = cliHarness(t);
+  const dns = await startDnsServer({});
+  t.after(() => dns.close());
+  const env = { REDIS_URL, REDIS_PREFIX: cli.prefix, DNS_SERVERS: dns.address };
+  const redis = new Redis(REDIS_URL, { keyPrefix: cli.prefix });
+  t.after(() => redis.disconnect());
+  const signer = new DkimSigner(new DkimKeyStore(redis), { cacheMs: 0 });
+  const msg = Buffer.from('From: a@gen.test\r\nSubject: x\r\n\r\nHello\r\n');
+  const selectors = async () => (await signer.sign(msg, 'gen.test')).signatures.map((s) => s.selector);
+
+  await cli.ok(['domain', 'add', 'gen.test', '--no-dkim']);
+  const first = await cli.ok(['dkim', 'generate', 'gen.test', '--algo', 'ed25519', '-s', 'one']);
+  assert.doesNotMatch(first, /activate/);
+  assert.deepEqual(await selectors(), ['one']);
+  const second = await cli.ok(['dkim', 'generate', 'gen.test', '--algo', 'ed25519', '-s', 'two']);
+  assert.match(
+    second,
+    /^Another ed25519 key signs gen\.test now; once the record is visible in DNS, run: mailyard dkim activate gen\.test two$/m,
+  );
+  assert.deepEqual(await selectors(), ['one']);
+  assert.equal((await cli.run(['dkim', 'activate', 'gen.test', 'two'], { env })).code, 1);
+  const value = /^value: (.+)$/m.exec(second)![1]!;
+  dns.set('two._domainkey.gen.test', { TXT: [value] });
+  await cli.ok(['dkim', 'activate', 'gen.test', 'two'], { env });
+  assert.deepEqual(await selectors(), ['two']);
+});

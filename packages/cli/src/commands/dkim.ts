@@ -46,6 +46,10 @@ export function registerDkimCommands(program: Command, ctx: CommandContext): voi
       ctx.print('');
       ctx.print(`name:  ${k.record.name}`);
       ctx.print(`value: ${k.record.value}`);
+      if (k.pending)
+        ctx.print(
+          `\nAnother ${k.algorithm} key signs ${k.domain} now; once the record is visible in DNS, run: mailyard dkim activate ${k.domain} ${k.selector}`,
+        );
     });
   });
 

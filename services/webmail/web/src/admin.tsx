@@ -215,7 +215,9 @@ function DkimPage() {
       const { key } = await admin.generateDkim(domain.current!.value.trim(), algorithm.current!.value);
       setRotation([keyRecord(key)]);
       await reload();
-      return `Stored ${key.algorithm} key ${key.selector} for ${key.domain}; publish its record (below)`;
+      return key.pending
+        ? `Stored ${key.algorithm} key ${key.selector} for ${key.domain}; publish its record (below) and activate it once DNS shows it`
+        : `Stored ${key.algorithm} key ${key.selector} for ${key.domain}; publish its record (below)`;
     });
   };
   const rotate = (d: string, algo: string) =>
