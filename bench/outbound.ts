@@ -6,8 +6,9 @@
  *
  * Each round: a fresh RabbitMQ vhost and Redis prefix; `--messages` messages of `--size`
  * bytes, one recipient each, spread over `--domains` recipient domains whose MX (from a
- * DNS server on loopback) is 127.0.0.1, where smtp-sink listens on a free port
- * (OUTBOUND_PORT). The queue is filled first (confirmed publishes), then the instances
+ * DNS server on loopback) is 127.0.0.2, where smtp-sink listens on a free port
+ * (OUTBOUND_PORT): not 127.0.0.1, an address of this host, which the relay's loop
+ * detection takes for ourselves. The queue is filled first (confirmed publishes), then the instances
  * start together. Rate = messages delivered after the first delivery was seen / time
  * from then until the last, read from the instances' own counters
  * (mailyard_outbound_relay_attempts_total{result="delivered"}), polled every 50 ms.
@@ -63,7 +64,7 @@ async function sinkListening(sink: ChildProcess, port: number): Promise<void> {
   while (Date.now() < deadline) {
     if (sink.exitCode !== null) throw new Error(`smtp-sink exited with ${sink.exitCode}`);
     const ok = await new Promise<boolean>((r) => {
-      const c = connect({ host: '127.0.0.1', port }, () => {
+      const c = connect({ host: '127.0.0.2', port }, () => {
         c.destroy();
         r(true);
       });
@@ -100,12 +101,12 @@ async function round(instances: number): Promise<{ rate: number; sessions: numbe
   const zone: Zone = {};
   const domains = Array.from({ length: DOMAINS }, (_, i) => `sink${i}.test`);
   for (const d of domains) zone[d] = { MX: [{ priority: 10, exchange: 'mx.sink.test' }] };
-  zone['mx.sink.test'] = { A: ['127.0.0.1'] };
+  zone['mx.sink.test'] = { A: ['127.0.0.2'] };
   const dns = await startDnsServer(zone);
   // smtp-sink: -c counts, backlog 1024; it accepts everything
   // (as root it must be told which user to become)
   const asRoot = process.getuid?.() === 0 ? ['-u', 'nobody'] : [];
-  const sink = spawn('smtp-sink', [...asRoot, '-c', `127.0.0.1:${sinkPort}`, '1024'], {
+  const sink = spawn('smtp-sink', [...asRoot, '-c', `127.0.0.2:${sinkPort}`, '1024'], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const children: ChildProcess[] = [];

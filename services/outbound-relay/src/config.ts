@@ -22,9 +22,17 @@ const addressList = (def: string[], allowAll: boolean) =>
     .preprocess(
       splitAddresses,
       z.array(
-        z.string().refine((a) => isIP(a) !== 0 || (allowAll && a.toLowerCase() === 'all'), {
-          message: allowAll ? 'expected "all" or IP addresses' : 'expected IP addresses',
-        }),
+        z
+          .string()
+          .refine((a) => isIP(a) !== 0 || (allowAll && a.toLowerCase() === 'all'), {
+            message: allowAll ? 'expected "all" or IP addresses' : 'expected IP addresses',
+          })
+          // a listen-everywhere address names no address of ours: loop detection would be off
+          .refine((a) => !/^(0\.0\.0\.0|::|0:0:0:0:0:0:0:0)$/.test(a), {
+            message: allowAll
+              ? 'names no address: use "all" for every address of this host'
+              : 'names no address',
+          }),
       ),
     )
     .default(def);

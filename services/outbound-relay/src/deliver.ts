@@ -28,6 +28,12 @@ export type TlsPolicy =
 
 export interface AttemptOptions {
   myhostname: string;
+  /**
+   * The SMTP port (OUTBOUND_PORT): only a server on it that names itself with our hostname
+   * is a loop (Postfix: SMTP_MISC_FLAG_LOOP_DETECT on port 25 only); on another port it is
+   * a content filter or a second MTA of this host, which may well share our name.
+   */
+  loopPort: number;
   /** The destination (recipient domain or relayhost), named when mail for it loops back to us. */
   destination?: string;
   /**
@@ -266,7 +272,7 @@ async function hello(c: SmtpClient, target: Target, opts: AttemptOptions): Promi
     if (r.code >= 500 && !opts.relayhost) throw new SessionVerdict(statusOf(r), why, target.host);
     throw new NextTarget(statusOf(r).replace(/^5/, '4'), why, target.host);
   }
-  if (greetingName(r) === opts.myhostname.toLowerCase()) {
+  if (target.port === opts.loopPort && greetingName(r) === opts.myhostname.toLowerCase()) {
     opts.logger.warn({ host: target.host, ip: target.ip }, `host replied to ${cmd} with my own hostname`);
     const text = `mail for ${opts.destination ?? target.host} loops back to myself`;
     if (target.best !== false && !opts.relayhost) throw new SessionVerdict('5.4.6', text, null);
@@ -297,7 +303,7 @@ async function openSession(target: Target, opts: AttemptOptions, tls: TlsPolicy,
         mta,
       );
     }
-    if (greetingName(c.greeting) === opts.myhostname.toLowerCase())
+    if (target.port === opts.loopPort && greetingName(c.greeting) === opts.myhostname.toLowerCase())
       // only a sign (Postfix warns too): some servers greet with a name not their own
       opts.logger.warn({ host: target.host, ip: target.ip }, `host greeted me with my own hostname`);
     let r = await hello(c, target, opts);

@@ -137,6 +137,9 @@ export async function routeDomain(
     }
   }
   let hosts = mx.kind === 'mx' ? mx.hosts : [{ host: domain, preference: 0 }];
+  // the domain's best preference, before MTA-STS leaves some hosts out: a loop at a host
+  // behind a better one left out is temporary, as at any backup MX
+  const bestPreference = hosts[0]!.preference;
   if (opts.hostFilter) hosts = hosts.filter((h) => opts.hostFilter!(h.host));
   if (!hosts.length) {
     return { kind: 'temporary', status: '4.7.5', text: `No MX host of ${domain} matches its MTA-STS policy` };
@@ -144,11 +147,13 @@ export async function routeDomain(
   const targets: (Target & { preference: number })[] = [];
   let lookupFailure: string | null = null;
   let anyExists = false;
-  const bestPreference = hosts[0]!.preference;
   // the preference of the first MX host that is this mail system, if any
   let self: number | null = null;
   for (const { host, preference } of hosts) {
-    if (targets.length >= opts.addressLimit) break;
+    // once the addresses are all taken, only a host as preferred as the last one kept can
+    // still be ourselves and take its equals back out (Postfix truncates at the first self)
+    const full = targets.length >= opts.addressLimit;
+    if (full && (!opts.isOwnAddress || preference > targets[targets.length - 1]!.preference)) break;
     let addrs: { v4: string[]; v6: string[]; exists: boolean };
     try {
       addrs = await lookupAddresses(resolver, host, opts.families);

@@ -18,11 +18,14 @@ function hostInterfaces(): string[] {
     .flatMap((i) => (i ? [i.address] : []));
 }
 
+/** How long the host's interface addresses are taken as read (`all`). */
+const INTERFACES_TTL_MS = 10_000;
+
 /**
  * Whether an address is one this mail system receives mail on, so that mail sent there
  * would come back to us (Postfix smtp_find_self(): inet_interfaces and proxy_interfaces).
- * With `all` the host's interface addresses are read at each call: they may change
- * while the service runs (a container's address, a VPN coming up).
+ * With `all` the host's interface addresses are read again every INTERFACES_TTL_MS:
+ * they may change while the service runs (a container's address, a VPN coming up).
  */
 export function ownAddressCheck(opts: OwnAddressOptions): (ip: string) => boolean {
   const fixed = [
@@ -42,10 +45,17 @@ export function ownAddressCheck(opts: OwnAddressOptions): (ip: string) => boolea
     return list;
   };
   const fixedList = build(fixed);
+  let hostList: { list: BlockList; until: number } | null = null;
+  const hostAddresses = () => {
+    const now = performance.now();
+    if (!hostList || now >= hostList.until)
+      hostList = { list: build(interfaces()), until: now + INTERFACES_TTL_MS };
+    return hostList.list;
+  };
   return (ip: string) => {
     const family = isIP(ip);
     if (!family) return false;
     const type = family === 6 ? 'ipv6' : 'ipv4';
-    return fixedList.check(ip, type) || (all && build(interfaces()).check(ip, type));
+    return fixedList.check(ip, type) || (all && hostAddresses().check(ip, type));
   };
 }

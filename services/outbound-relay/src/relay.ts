@@ -179,7 +179,13 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       isOwnAddress,
     };
     if (relayhost) {
-      const opts = { ...routeOpts, port: relayhost.port };
+      // Postfix smtp_connect(): loop detection on the SMTP port only, never for a relayhost
+      // on another port (a content filter, a second MTA on this host)
+      const opts = {
+        ...routeOpts,
+        port: relayhost.port,
+        isOwnAddress: relayhost.port === config.outbound_port ? isOwnAddress : undefined,
+      };
       const route = relayhost.mx
         ? await routeDomain(resolver, relayhost.host, opts)
         : await routeHost(resolver, relayhost.host, opts);
@@ -262,6 +268,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
         { mailFrom: env.mailFrom, recipients: rcpts, data: body, smtputf8: env.smtputf8 },
         {
           myhostname: config.myhostname,
+          loopPort: config.outbound_port,
           destination: slotKey,
           relayhost: !!relayhost,
           targets: dest.targets,

@@ -134,3 +134,33 @@ test('a relayhost that refuses HELO with 5xx: deferred, never bounced', async ()
     await q.close();
   }
 });
+
+test('a relayhost on this host on another port (a content filter) is no loop', async () => {
+  // Postfix detects loops on the SMTP port only: a filter or a second MTA of this host, on
+  // another port, at our own address and under our own name, is a relayhost like any other
+  const q = await startPlatform({ zone: { 'filter.test': { A: ['127.0.0.1'] } } });
+  const [port, filterPort] = [await freePort(), await freePort()];
+  const pair = tlsPair('filter.test');
+  const caFile = join(tmp.path, 'filter-ca.pem');
+  writeFileSync(caFile, pair.cert);
+  const filter = await startRemoteMta('127.0.0.1', filterPort, { tls: pair, name: 'mx.mailyard.test' });
+  const own = await startRelay(q, {
+    relayhost: `[filter.test]:${filterPort}`,
+    smtp_tls_ca_file: caFile,
+    outbound_port: port,
+    outbound_retry_schedule: '1h',
+    delay_warning_time: 0,
+    inet_interfaces: 'all',
+  });
+  try {
+    await addAccount(q.directory, 'alice@example.test');
+    const env = envelope('alice@example.test', ['xena@faraway.test']);
+    await queueOutbound(q, env, simpleMessage('alice@example.test', 'xena@faraway.test', 'local-filter'));
+    await waitFor(() => filter.received.length === 1, { what: 'the message at the local filter' });
+    assert.deepEqual(filter.received[0]!.to, ['xena@faraway.test']);
+  } finally {
+    await own.stop();
+    await filter.close();
+    await q.close();
+  }
+});

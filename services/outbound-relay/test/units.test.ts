@@ -3,6 +3,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
+import { ConfigError, loadConfig } from '@mailyard/config';
 import { outboundDelayQueue } from '@mailyard/contracts';
 import { createResolver, type MailResolver } from '@mailyard/dns';
 import { createTestRedis, startDnsServer, waitFor } from '@mailyard/testkit';
@@ -13,7 +14,9 @@ import {
   lookupMx,
   mxMatches,
   parsePolicy,
+  outboundRelaySchema,
   parseRelayhost,
+  routeDomain,
   SmtpClient,
 } from '../src/index.js';
 import type { OpenOptions } from '../src/smtp-client.js';
@@ -488,4 +491,78 @@ test('a message is waiting for a slot from the moment it asks, before its first 
   assert.ok(second, 'the slot passed to the waiter');
   assert.equal(limits.waitingHere('one.test'), false);
   await second();
+});
+
+describe('an MX host that is ourselves (loop detection)', () => {
+  const own = (ip: string) => ip === '127.0.0.1';
+  const route = async (
+    zone: Parameters<typeof startDnsServer>[0],
+    domain: string,
+    opts: Partial<Parameters<typeof routeDomain>[2]> = {},
+  ) => {
+    const dns = await startDnsServer(zone);
+    try {
+      const resolver = createResolver({ servers: [dns.address], cache: false });
+      return await routeDomain(resolver, domain, {
+        port: 25,
+        families: 'all',
+        preference: 'any',
+        addressLimit: 5,
+        isOwnAddress: own,
+        ...opts,
+      });
+    } finally {
+      await dns.close();
+    }
+  };
+
+  test('among equally preferred hosts we are found past the address limit, whatever the order', async () => {
+    // Postfix truncates the list at the first address of ours: its equals go with it
+    const zone = {
+      'eq.test': {
+        MX: [
+          { priority: 10, exchange: 'peer.eq.test' },
+          { priority: 10, exchange: 'self.eq.test' },
+        ],
+      },
+      'peer.eq.test': { A: ['127.0.0.61'] },
+      'self.eq.test': { A: ['127.0.0.1'] },
+    };
+    for (const random of [() => 0, () => 0.99]) {
+      const r = await route(zone, 'eq.test', { addressLimit: 1, random });
+      assert.equal(r.kind, 'permanent');
+      assert.equal(r.kind === 'permanent' && r.status, '5.4.6');
+    }
+  });
+
+  test('behind a better MX that MTA-STS leaves out we are a backup MX: deferred, not bounced', async () => {
+    const zone = {
+      'sts.test': {
+        MX: [
+          { priority: 10, exchange: 'mx1.sts.test' },
+          { priority: 20, exchange: 'self.sts.test' },
+        ],
+      },
+      'mx1.sts.test': { A: ['127.0.0.62'] },
+      'self.sts.test': { A: ['127.0.0.1'] },
+    };
+    const r = await route(zone, 'sts.test', { hostFilter: (h) => h !== 'mx1.sts.test' });
+    assert.equal(r.kind, 'temporary');
+    assert.equal(r.kind === 'temporary' && r.status, '4.4.4');
+  });
+
+  test('INET_INTERFACES and PROXY_INTERFACES take no listen-everywhere address', () => {
+    for (const [key, value] of [
+      ['INET_INTERFACES', '0.0.0.0'],
+      ['INET_INTERFACES', '::'],
+      ['PROXY_INTERFACES', '0.0.0.0'],
+    ] as const)
+      assert.throws(
+        () => loadConfig(outboundRelaySchema, { env: { [key]: value } }),
+        (e: unknown) => e instanceof ConfigError && e.problems.some((p) => p.startsWith(`${key}: `)),
+      );
+    assert.deepEqual(loadConfig(outboundRelaySchema, { env: { INET_INTERFACES: 'all' } }).inet_interfaces, [
+      'all',
+    ]);
+  });
 });
