@@ -9,6 +9,7 @@ import {
   type SmtpReply,
   type TransactionResult,
 } from './smtp-client.js';
+import { downgradeTo7Bit, type Downgrade } from './mime-downgrade.js';
 import type { Target } from './mx.js';
 import type { TlsSessionCache } from './tls-sessions.js';
 
@@ -145,6 +146,8 @@ export async function attemptDelivery(msg: Message, opts: AttemptOptions): Promi
     parked.current = null;
   }
   let last = new NextTarget('4.4.1', 'no address to deliver to');
+  // the message converted to 7 bit, made once for the targets that need it
+  const sevenBit: { current: Promise<Downgrade> | null } = { current: null };
   const refused = (v: SessionVerdict): AttemptResult => ({
     outcomes: alike(msg.recipients, 'bounced', v.status, v.message, v.remoteMta),
     session: null,
@@ -152,14 +155,14 @@ export async function attemptDelivery(msg: Message, opts: AttemptOptions): Promi
   try {
     for (const target of opts.targets) {
       try {
-        return await deliverTo(msg, target, opts, opts.tls, parked);
+        return await deliverTo(msg, target, opts, opts.tls, parked, sevenBit);
       } catch (err) {
         if (err instanceof SessionVerdict) return refused(err);
         if (err instanceof TlsHandshakeError && opts.tls.mode === 'may') {
           // RFC 7435: opportunistic TLS that fails falls back to cleartext with this host
           opts.logger.info({ host: target.host, ip: target.ip, err }, 'TLS failed, retrying without TLS');
           try {
-            return await deliverTo(msg, target, opts, { mode: 'none' }, parked);
+            return await deliverTo(msg, target, opts, { mode: 'none' }, parked, sevenBit);
           } catch (err2) {
             if (err2 instanceof SessionVerdict) return refused(err2);
             last = toNext(err2);
@@ -480,6 +483,7 @@ async function deliverTo(
   opts: AttemptOptions,
   tls: TlsPolicy,
   parked: { current: ParkedSession | null },
+  sevenBit: { current: Promise<Downgrade> | null },
 ): Promise<AttemptResult> {
   const localAddress = sourceAddress(target, opts);
   const keys = keysFor(target, tls, opts, localAddress);
@@ -502,16 +506,6 @@ async function deliverTo(
 
     // Checks that make sending pointless: better one clear bounce now than a refusal
     // after the whole message went over the wire.
-    const size = Number(c.extensions.get('SIZE') ?? 0);
-    if (c.has('SIZE') && size > 0 && msg.data.length > size) {
-      finished = reusable = true; // nothing was sent
-      // RFC 1870 §6.2 / RFC 3463 X.3.4
-      return all(
-        'bounced',
-        '5.3.4',
-        `message size ${msg.data.length} exceeds size limit ${size} of server ${c.peer}`,
-      );
-    }
     const headers = msg.data.subarray(0, headerEnd(msg.data));
     const needsUtf8 =
       msg.smtputf8 && (hasNonAscii(msg.mailFrom) || msg.recipients.some(hasNonAscii) || hasNonAscii(headers));
@@ -520,18 +514,41 @@ async function deliverTo(
       // RFC 6531 §3.2: never send an internationalized message to a server without SMTPUTF8
       return all('bounced', '5.6.7', `SMTPUTF8 is required, but was not offered by host ${c.peer}`);
     }
-    const eightBit = hasNonAscii(msg.data);
+    let data = msg.data;
+    let eightBit = hasNonAscii(data);
     if (eightBit && !c.has('8BITMIME')) {
+      // RFC 6152 §3: 8-bit data only to servers that offer 8BITMIME; the message goes as
+      // 7 bit instead (Postfix: disable_mime_output_conversion = no), once per attempt
+      const seven = await (sevenBit.current ??= downgradeTo7Bit(msg.data));
+      if (seven.kind === 'refused') {
+        finished = reusable = true; // nothing was sent
+        // RFC 3463 X.6.3: conversion required but not supported
+        return all(
+          'bounced',
+          '5.6.3',
+          `message has 8-bit content that cannot be converted to 7 bit (${seven.reason}), ` +
+            `and host ${c.peer} does not offer 8BITMIME`,
+        );
+      }
+      data = seven.data;
+      eightBit = false;
+    }
+    const size = Number(c.extensions.get('SIZE') ?? 0);
+    if (c.has('SIZE') && size > 0 && data.length > size) {
       finished = reusable = true; // nothing was sent
-      // RFC 6152 §3: 8-bit data only to servers that offer 8BITMIME; we do not downgrade
-      return all('bounced', '5.6.3', `8-bit message, but 8BITMIME was not offered by host ${c.peer}`);
+      // RFC 1870 §6.2 / RFC 3463 X.3.4
+      return all(
+        'bounced',
+        '5.3.4',
+        `message size ${data.length} exceeds size limit ${size} of server ${c.peer}`,
+      );
     }
     const params: string[] = [];
-    if (c.has('SIZE')) params.push(`SIZE=${msg.data.length}`);
+    if (c.has('SIZE')) params.push(`SIZE=${data.length}`);
     if (eightBit) params.push('BODY=8BITMIME');
     if (needsUtf8) params.push('SMTPUTF8');
 
-    const sent = await inBatches(c, msg, params, opts.recipientLimit ?? RECIPIENT_LIMIT, mta);
+    const sent = await inBatches(c, { ...msg, data }, params, opts.recipientLimit ?? RECIPIENT_LIMIT, mta);
     finished = sent.finished;
     reusable = sent.reusable;
     return result(sent.outcomes);

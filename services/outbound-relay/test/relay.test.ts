@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server } from 'node:https';
 import { after, before, describe, test } from 'node:test';
@@ -113,6 +114,33 @@ const receivedBy = (mta: RemoteMta, subject: string) =>
 /** The DSNs in alice's INBOX, newest last. */
 const bounces = () => p.inbox('alice@example.test').map((f) => readFileSync(f, 'utf8'));
 const bounceFor = (subject: string) => bounces().find((b) => b.includes(`Subject: ${subject}\r\n`));
+
+/**
+ * The leaf parts of a message as Python's email package reads them: content type,
+ * transfer encoding, charset and the decoded payload.
+ */
+function mimeParts(
+  raw: Buffer,
+): { type: string; cte: string | null; charset: string | null; payload: Buffer }[] {
+  const script = [
+    'import sys, json, email, base64',
+    'from email import policy',
+    'm = email.message_from_bytes(sys.stdin.buffer.read(), policy=policy.compat32)',
+    'print(json.dumps([{"type": p.get_content_type(), "cte": p.get("Content-Transfer-Encoding"),',
+    '  "charset": p.get_content_charset(), "payload": base64.b64encode(p.get_payload(decode=True)).decode()}',
+    '  for p in m.walk() if not p.is_multipart()]))',
+  ].join('\n');
+  const r = spawnSync('python3', ['-c', script], { input: raw, timeout: 30_000 });
+  assert.equal(r.status, 0, r.stderr?.toString());
+  return (
+    JSON.parse(r.stdout.toString()) as {
+      type: string;
+      cte: string | null;
+      charset: string | null;
+      payload: string;
+    }[]
+  ).map((x) => ({ ...x, payload: Buffer.from(x.payload, 'base64') }));
+}
 
 describe('delivery', () => {
   test('delivered to the preferred MX over TLS, line endings and dots intact', async () => {
@@ -381,15 +409,76 @@ describe('bounces', () => {
     assert.equal(strict.received.length, 0);
   });
 
-  test('8-bit message to a server without 8BITMIME: bounced with 5.6.3', async () => {
+  test('8-bit multipart message to a server without 8BITMIME: converted to 7 bit, parts intact', async () => {
+    const text = 'Grüße aus Köln, ça va?\r\n.dot line\r\ntrailing space \r\n' + 'ä'.repeat(60) + '\r\n';
+    const blob = Buffer.from([...Array.from({ length: 200 }, (_, i) => 0x80 + (i % 120)), 0x0d, 0x0a]);
+    const message = Buffer.concat([
+      Buffer.from(
+        'From: <alice@example.test>\r\nTo: <kim@strict.test>\r\nSubject: eight-bit-multipart\r\n' +
+          'Message-ID: <eightbitmultipart@test>\r\nMIME-Version: 1.0\r\n' +
+          'Content-Type: multipart/mixed; boundary="b1"\r\n\r\npreamble\r\n--b1\r\n' +
+          'Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n' +
+          text +
+          '--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: 8bit\r\n\r\n',
+      ),
+      blob,
+      Buffer.from('--b1\r\nContent-Type: text/plain\r\n\r\nplain ascii\r\n--b1--\r\n'),
+    ]);
     const env = envelope('alice@example.test', ['kim@strict.test'], { body: '8BITMIME' });
+    await queueOutbound(p, env, message);
+    const got = await waitFor(() => receivedBy(strict, 'eight-bit-multipart'), {
+      what: 'delivery at strict',
+    });
+    assert.ok(!got.data.some((b) => b > 0x7f), 'only 7-bit data was sent');
+    assert.equal(got.params.body, undefined, 'no BODY=8BITMIME');
+    const parts = mimeParts(got.data);
+    assert.deepEqual(
+      parts.map((x) => [x.type, x.cte]),
+      [
+        ['text/plain', 'quoted-printable'],
+        ['application/octet-stream', 'base64'],
+        ['text/plain', null],
+      ],
+    );
+    const original = mimeParts(message);
+    assert.ok(original[0]!.payload.toString('utf8').startsWith('Grüße aus Köln'));
+    assert.deepEqual(
+      parts.map((x) => x.payload),
+      original.map((x) => x.payload),
+      'every part decodes to what it was',
+    );
+    const head = (b: Buffer) => b.subarray(0, b.indexOf('\r\n\r\n')).toString('latin1');
+    assert.equal(head(got.data), head(message), 'the message header is unchanged');
+  });
+
+  test('8-bit body without MIME to a server without 8BITMIME: sent as quoted-printable', async () => {
+    const body = 'Grüße\r\nzweite Zeile mit Umlaut: ö\r\n';
+    const env = envelope('alice@example.test', ['kim@strict.test'], { body: '8BITMIME' });
+    await queueOutbound(p, env, simpleMessage('alice@example.test', 'kim@strict.test', 'eight-bit', body));
+    const got = await waitFor(() => receivedBy(strict, 'eight-bit'), { what: 'delivery at strict' });
+    assert.ok(!got.data.some((b) => b > 0x7f), 'only 7-bit data was sent');
+    const parts = mimeParts(got.data);
+    assert.equal(parts.length, 1);
+    assert.equal(parts[0]!.cte, 'quoted-printable');
+    assert.equal(parts[0]!.charset, 'utf-8');
+    assert.equal(parts[0]!.payload.toString('utf8'), body);
+    const text = got.data.toString();
+    assert.match(text, /^From: <alice@example\.test>\r\nTo: <kim@strict\.test>\r\nSubject: eight-bit\r\n/);
+    assert.match(text, /\r\nMIME-Version: 1\.0\r\n/);
+  });
+
+  test('8-bit header to a server without 8BITMIME: bounced with 5.6.3, nothing sent', async () => {
+    const env = envelope('alice@example.test', ['kim@strict.test'], { body: '8BITMIME' });
+    const sent = strict.received.length;
     await queueOutbound(
       p,
       env,
-      simpleMessage('alice@example.test', 'kim@strict.test', 'eight-bit', 'Grüße\r\n'),
+      simpleMessage('alice@example.test', 'kim@strict.test', 'eight-bit-head Grüße', 'Grüße\r\n'),
     );
     const dsn = await waitFor(() => bounces().find((m) => m.includes(`X-Mailyard-Queue-ID: ${env.queueId}`)));
     assert.match(dsn, /Status: 5\.6\.3\r\n/);
+    assert.match(dsn, /cannot be converted to 7 bit \(8-bit data in the message header\)/);
+    assert.equal(strict.received.length, sent);
   });
 
   test('larger than the SIZE the server announces: bounced with 5.3.4', async () => {
@@ -406,7 +495,7 @@ describe('bounces', () => {
     );
     const dsn = await waitFor(() => bounces().find((m) => m.includes(`X-Mailyard-Queue-ID: ${env.queueId}`)));
     assert.match(dsn, /Status: 5\.3\.4\r\n/);
-    assert.equal(strict.received.length, 0);
+    assert.ok(!receivedBy(strict, 'too-big'));
   });
 });
 
