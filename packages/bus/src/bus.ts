@@ -141,7 +141,10 @@ export function redactUrl(url: string): string {
 /** How long a service that has never connected retries quietly before it warns. */
 const STARTUP_QUIET_MS = 10_000;
 const SETUP_TIMEOUT_MS = 30_000;
-/** How long closing a connection, or cancelling a consumer at stop, waits for the broker. */
+/**
+ * How long closing a connection, or cancelling the consumers at stop, waits for the broker
+ * when no deadline was set (closeBy).
+ */
 const CLOSE_TIMEOUT_MS = 5000;
 
 /**
@@ -161,6 +164,8 @@ export class Bus {
   private stopping = false;
   /** The stop under way or done (until the next start). */
   private stopped: Promise<void> | null = null;
+  /** When the stop has the connection gone by (closeBy), in ms since the epoch. */
+  private closeDeadline: number | undefined;
   private connecting: Promise<void> | null = null;
   private inFlight = new Set<Promise<void>>();
   private waiters: (() => void)[] = [];
@@ -274,6 +279,7 @@ export class Bus {
   start(): void {
     this.stopping = false;
     this.stopped = null;
+    this.closeDeadline = undefined;
     void this.ensureConnecting();
   }
 
@@ -437,13 +443,15 @@ export class Bus {
     }
   }
 
-  private async teardown(): Promise<void> {
+  /** Closes the connection, waiting for the broker's answer until `by` (default: CLOSE_TIMEOUT_MS from now). */
+  private async teardown(by = Date.now() + CLOSE_TIMEOUT_MS): Promise<void> {
     const conn = this.conn;
     this.conn = null;
     this.pub = null;
     if (!conn) return;
     // the close handshake needs the broker's answer: one that does not answer is cut off
-    if (!(await settlesWithin(conn.close(), CLOSE_TIMEOUT_MS))) dropConnection(conn);
+    const wait = by - Date.now();
+    if (wait <= 0 || !(await settlesWithin(conn.close(), wait))) dropConnection(conn);
   }
 
   /** Publishes with persistence, mandatory routing and a publisher confirm. */
@@ -959,8 +967,20 @@ export class Bus {
   }
 
   /**
+   * Sets the time (ms since the epoch) by which the stop, under way or still to come, has
+   * the connection gone: until then the stop waits for the broker to answer the consumers'
+   * cancels and the close, and then destroys the connection. A process's stop sets it at
+   * its signal (runtime's runMain), so a broker that stopped answering cannot hold the stop
+   * past SHUTDOWN_GRACE. Unset, each waits CLOSE_TIMEOUT_MS at most.
+   */
+  closeBy(at: number): void {
+    this.closeDeadline = at;
+  }
+
+  /**
    * Stops consuming, waits for handlers in flight (up to `drainMs`), closes the
-   * connection. Stopping again (until the next start) waits for the same stop.
+   * connection (by the time closeBy set). Stopping again (until the next start) waits for
+   * the same stop.
    */
   stop(): Promise<void> {
     this.stopped ??= this.shutdown();
@@ -969,19 +989,23 @@ export class Bus {
 
   private async shutdown(): Promise<void> {
     this.stopping = true;
-    for (const c of this.consumers) {
-      // a broker that does not answer cannot hold the stop: closing the connection cancels too
-      if (c.channel && c.tag) await settlesWithin(c.channel.cancel(c.tag), CLOSE_TIMEOUT_MS);
-    }
+    const started = Date.now();
+    const drainEnd = this.opts.drainMs === undefined ? undefined : started + this.opts.drainMs;
+    // the cancels go out together, and are waited for no longer than the drain, nor past the
+    // deadline: a broker that does not answer cannot hold the stop, and closing the
+    // connection cancels too
+    const cancels = this.consumers.flatMap((c) => (c.channel && c.tag ? [c.channel.cancel(c.tag)] : []));
+    const cancelEnd = Math.min(drainEnd ?? Infinity, this.closeDeadline ?? started + CLOSE_TIMEOUT_MS);
+    const answered = await settlesWithin(Promise.allSettled(cancels), Math.max(0, cancelEnd - Date.now()));
     const drained = Promise.allSettled([...this.inFlight]).then(() => true);
-    const limit = this.opts.drainMs;
+    const drainLeft = Math.min(drainEnd ?? Infinity, this.closeDeadline ?? Infinity) - Date.now();
     let timer: NodeJS.Timeout | undefined;
     const finished =
-      limit === undefined
+      drainLeft === Infinity
         ? await drained
         : await Promise.race([
             drained,
-            new Promise<false>((r) => (timer = setTimeout(() => r(false), limit))),
+            new Promise<false>((r) => (timer = setTimeout(() => r(false), Math.max(0, drainLeft)))),
           ]);
     clearTimeout(timer);
     // closing the connection returns them to their queues: redelivered, never lost
@@ -990,7 +1014,9 @@ export class Bus {
     // acks still waiting for the end of the turn go out before the channel closes
     for (const c of this.consumers) c.acks?.flush();
     this.failPending(new BusUnavailableError('bus stopped'));
-    await this.teardown();
+    // a broker that left the cancels unanswered will not answer the close either
+    if (!answered) this.log.warn('RabbitMQ did not answer the stop, closing the connection');
+    await this.teardown(answered ? this.closeDeadline : Date.now());
     this.consumers = [];
   }
 }

@@ -491,3 +491,40 @@ test(
     await bus.stop();
   },
 );
+
+test(
+  'a stop while the broker answers nothing ends by its deadline, or after one close timeout without one',
+  { timeout: 60_000 },
+  async () => {
+    const silent = await startTcpProxy({ host: '127.0.0.1', port: 5672 });
+    // heartbeats off: nothing but the stop's own deadline ends the connection
+    const url = `amqp://guest:guest@127.0.0.1:${silent.port}/${encodeURIComponent(vhost.name)}?heartbeat=0`;
+    const consuming = async (name: string, drainMs?: number) => {
+      const bus = new Bus({ url, logger, name, ...(drainMs === undefined ? {} : { drainMs }) });
+      for (const queue of [Queues.delivery, Queues.outbound])
+        await bus.consume(queue, async () => undefined, { prefetch: 1, maxAttempts: 2 });
+      bus.start();
+      await waitFor(() => bus.connected && bus.consuming, { what: `${name} consuming` });
+      return bus;
+    };
+    const timed = await consuming('test-deadline', 1000);
+    const untimed = await consuming('test-no-deadline');
+    try {
+      silent.hold();
+      // the deadline a service's stop sets: cancels and close wait for it, no longer
+      let t = Date.now();
+      timed.closeBy(t + 1500);
+      await timed.stop();
+      assert.ok(Date.now() - t < 1500 + 1000, `stopped ${Date.now() - t} ms after, deadline 1500 ms`);
+      // without one: the broker gets one close timeout (5 s), not one per consumer and another to close
+      t = Date.now();
+      await untimed.stop();
+      assert.ok(Date.now() - t < 5000 + 1500, `stopped ${Date.now() - t} ms after`);
+    } finally {
+      silent.release();
+      await timed.stop();
+      await untimed.stop();
+      await silent.close();
+    }
+  },
+);

@@ -183,6 +183,11 @@ export async function runMain<S extends z.ZodObject>(
     phase = 'stopping';
     clearTimeout(startupCheck);
     rt.logger.info({ signal, graceMs: config.shutdown_grace }, 'shutting down');
+    // the broker's connection is gone by the end of the grace, less a little for the exit:
+    // one that stopped answering is destroyed then rather than waited for (its unacked
+    // deliveries go back to their queues), so the process exits 0 in time
+    const kept = config.shutdown_grace - drainTime(config.shutdown_grace);
+    rt.bus.closeBy(Date.now() + config.shutdown_grace - kept / 4);
     // whatever a stop waits for, the process is gone at the end of the grace period
     setTimeout(() => {
       rt.logger.error({ graceMs: config.shutdown_grace }, 'not stopped within the grace period, exiting');
