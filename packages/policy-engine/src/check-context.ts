@@ -76,6 +76,8 @@ export interface CheckContext {
   roundTrips: number;
   /** Decided where the SMTP session runs (an intake), not in the policy service. */
   readonly local: boolean;
+  /** Aborted when the session stops waiting for the decision: requests to the scanners end. */
+  readonly signal?: AbortSignal;
 }
 
 /**

@@ -13,7 +13,12 @@ export type ScanResult = { infected: false } | { infected: true; signature: stri
  * of a small message does (its accept, a socket and its teardown on both sides). In a
  * session each answer carries the command's number (`1: stream: OK`).
  */
-export async function clamdScan(url: string, data: Buffer, timeoutMs: number): Promise<ScanResult> {
+export async function clamdScan(
+  url: string,
+  data: Buffer,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<ScanResult> {
   const u = new URL(url);
   const port = Number(u.port || 3310);
   const host = u.hostname.replace(/^\[|\]$/g, '');
@@ -21,7 +26,8 @@ export async function clamdScan(url: string, data: Buffer, timeoutMs: number): P
     url,
     timeoutMs,
     () => unanswered(timeoutMs),
-    (left) => scan(url, host, port, data, left),
+    (left) => scan(url, host, port, data, left, signal),
+    signal,
   );
 }
 
@@ -55,20 +61,21 @@ async function scan(
   port: number,
   data: Buffer,
   timeoutMs: number,
+  signal?: AbortSignal,
 ): Promise<ScanResult> {
   const started = Date.now();
   const kept = idle.get(url)?.pop();
   if (kept) {
     try {
-      return await kept.scan(data, timeoutMs);
+      return await kept.scan(data, timeoutMs, signal);
     } catch (err) {
       const left = timeoutMs - (Date.now() - started);
       if (!(err instanceof StaleSession)) throw err;
       if (left < RETRY_MIN_MS) throw new Error(err.message, { cause: err.cause });
-      return new Session(url, host, port).scan(data, left);
+      return new Session(url, host, port).scan(data, left, signal);
     }
   }
-  return new Session(url, host, port).scan(data, timeoutMs);
+  return new Session(url, host, port).scan(data, timeoutMs, signal);
 }
 
 class Session {
@@ -93,7 +100,9 @@ class Session {
     this.sock.on('close', () => this.onClose(null));
   }
 
-  scan(data: Buffer, timeoutMs: number): Promise<ScanResult> {
+  /** `signal`: the caller stopped waiting; the session is closed (clamd stops scanning for it). */
+  scan(data: Buffer, timeoutMs: number, signal?: AbortSignal): Promise<ScanResult> {
+    signal?.throwIfAborted();
     const reused = this.used;
     this.used = true;
     if (this.idleTimer) clearTimeout(this.idleTimer);
@@ -105,6 +114,7 @@ class Session {
         if (this.current !== entry) return;
         this.current = null;
         clearTimeout(timer);
+        signal?.removeEventListener('abort', aborted);
         if (err) {
           this.close();
           reject(reused && stale ? new StaleSession(err.message, { cause: err.cause }) : err);
@@ -122,6 +132,8 @@ class Session {
         timeoutMs,
       );
       connectWithin(this.sock, timeoutMs, 'clamd', (err) => settle(err));
+      const aborted = () => settle(signal!.reason as Error);
+      signal?.addEventListener('abort', aborted, { once: true });
       // every piece in one system call (one per chunk header otherwise), the session's
       // opening with the first scan
       this.sock.cork();

@@ -54,6 +54,8 @@ export function filterFailed(
   reply: Pick<PolicyReplies, 'filterUnavailable'>,
 ): Verdict {
   const { metrics, logger, config } = ctx.env;
+  // the session stopped waiting and was answered (the intake logs it): not the scanner's failure
+  if (ctx.signal?.aborted) return DUNNO;
   if (ctx.local && notConnected(err)) {
     unreachable.set(scanner === 'clamd' ? config.clamd_url : config.rspamd_url, Date.now() + UNREACHABLE_MS);
     logger.warn(

@@ -116,7 +116,11 @@ export function createDecider(config: PolicyEngineConfig, deps: DeciderDeps) {
   ): Promise<PolicyDecision | null> {
     const req = PolicyRequest.parse({ ...input, v: POLICY_VERSION });
     const end = metrics.decisionLatency.startTimer({ stage: req.stage });
-    const decided = await engine.decide(req, message, { local: true, ...(current ? { current } : {}) });
+    const decided = await engine.decide(req, message, {
+      local: true,
+      ...(current ? { current } : {}),
+      ...(signal ? { signal } : {}),
+    });
     return decided && !signal?.aborted ? finish(req, decided, end) : null;
   }
 

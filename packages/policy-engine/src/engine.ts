@@ -76,6 +76,11 @@ async function decidableHere(ctx: CheckContext, r: Restriction): Promise<boolean
 export interface LocalOptions {
   local: true;
   current?: (batch: RedisBatch) => () => boolean;
+  /**
+   * Aborted when the session stops waiting (POLICY_DATA_TIMEOUT): the scanner requests
+   * under way end, and no further check runs.
+   */
+  signal?: AbortSignal;
 }
 
 /** A decision, and the Redis round trips it cost. */
@@ -172,6 +177,7 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
       rspamdSymbols: [],
       roundTrips: 0,
       local: !!opts?.local,
+      ...(opts?.signal ? { signal: opts.signal } : {}),
     };
     const rules = deps.rules();
     const lists = STAGE_LISTS[req.stage];
@@ -196,6 +202,8 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
           // the others are asked as they are reached: the entries before are cheap
           if (opts?.local && !wholeStage && !(await decidableHere(ctx, r))) return null;
           const res = await implementation(r.name).run(ctx, r.value, policyReply);
+          // the session gave up waiting: whatever comes next, nobody hears it
+          if (opts?.signal?.aborted) return null;
           if (res.kind === 'dunno') continue;
           if (res.kind === 'permit') continue outer;
           if (res.kind === 'hold') {

@@ -30,12 +30,17 @@ export interface RspamdEnvelope {
   user: string | null;
 }
 
-/** rspamd's HTTP protocol (`POST /checkv2`), the envelope as request headers. */
+/**
+ * rspamd's HTTP protocol (`POST /checkv2`), the envelope as request headers. `signal`
+ * ends the request before its own deadline (the session stopped waiting): its connection
+ * is closed and its slot freed, and the call rejects with the signal's reason.
+ */
 export async function rspamdCheck(
   baseUrl: string,
   message: Buffer,
   env: RspamdEnvelope,
   timeoutMs: number,
+  signal?: AbortSignal,
 ): Promise<RspamdResult> {
   const headers: Record<string, string | string[]> = {
     IP: env.ip,
@@ -52,7 +57,8 @@ export async function rspamdCheck(
     baseUrl,
     timeoutMs,
     () => unanswered(timeoutMs),
-    (left) => post(url, headers, message, left),
+    (left) => post(url, headers, message, left, signal),
+    signal,
   );
   if (status !== 200) throw new Error(`rspamd answered HTTP ${status}`);
   const parsed = JSON.parse(body.toString('utf8')) as Partial<RspamdResult>;
@@ -76,7 +82,9 @@ function post(
   headers: Record<string, string | string[]>,
   message: Buffer,
   timeoutMs: number,
+  stop?: AbortSignal,
 ): Promise<{ status: number; body: Buffer }> {
+  const deadline = AbortSignal.timeout(timeoutMs);
   return new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
     const req = request(
       {
@@ -86,7 +94,7 @@ function post(
         method: 'POST',
         agent: false,
         headers: { ...headers, 'Content-Length': message.length },
-        signal: AbortSignal.timeout(timeoutMs),
+        signal: stop ? AbortSignal.any([deadline, stop]) : deadline,
       },
       (res) => {
         const chunks: Buffer[] = [];
@@ -111,9 +119,11 @@ function post(
       reject(
         err.name !== 'AbortError'
           ? err
-          : connected
-            ? unanswered(timeoutMs)
-            : connectTimedOut('rspamd', timeoutMs),
+          : stop?.aborted && !deadline.aborted
+            ? (stop.reason as Error)
+            : connected
+              ? unanswered(timeoutMs)
+              : connectTimedOut('rspamd', timeoutMs),
       ),
     );
     req.end(message);

@@ -47,13 +47,17 @@ const slots = new Map<string, { busy: number; waiting: (() => void)[] }>();
 /**
  * Runs `scan` with the time left of `timeoutMs` once fewer than MAX_SCANS_IN_FLIGHT
  * requests to `scanner` are in flight; `late` is the error when none frees in time.
+ * `signal` (the session stopped waiting for the decision) ends a wait for a slot at once
+ * with its reason, and goes on to `scan`, which ends its request with it.
  */
 export async function withScanSlot<T>(
   scanner: string,
   timeoutMs: number,
   late: () => Error,
   scan: (leftMs: number) => Promise<T>,
+  signal?: AbortSignal,
 ): Promise<T> {
+  signal?.throwIfAborted();
   const started = Date.now();
   let s = slots.get(scanner);
   if (!s) slots.set(scanner, (s = { busy: 0, waiting: [] }));
@@ -61,15 +65,21 @@ export async function withScanSlot<T>(
   if (mine.busy < MAX_SCANS_IN_FLIGHT) mine.busy++;
   else
     await new Promise<void>((resolve, reject) => {
+      const leave = (err: Error) => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', aborted);
+        mine.waiting.splice(mine.waiting.indexOf(turn), 1);
+        reject(err);
+      };
       const turn = () => {
         clearTimeout(timer);
+        signal?.removeEventListener('abort', aborted);
         resolve();
       };
-      const timer = setTimeout(() => {
-        mine.waiting.splice(mine.waiting.indexOf(turn), 1);
-        reject(late());
-      }, timeoutMs);
+      const aborted = () => leave(signal!.reason as Error);
+      const timer = setTimeout(() => leave(late()), timeoutMs);
       mine.waiting.push(turn);
+      signal?.addEventListener('abort', aborted, { once: true });
     });
   try {
     return await scan(Math.max(1, timeoutMs - (Date.now() - started)));

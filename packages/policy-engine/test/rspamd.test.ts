@@ -132,6 +132,34 @@ test('a scan that waits for a slot past its deadline fails as unanswered, never 
 });
 
 test(
+  'a scan whose caller stops waiting ends at once, sent or waiting for a slot, and frees its slot',
+  T,
+  async () => {
+    const held: ServerResponse[] = [];
+    const url = await serve((_q, _b, res) => void held.push(res));
+    const sessions = Array.from({ length: MAX_SCANS_IN_FLIGHT }, () => new AbortController());
+    const first = sessions.map((c) => rspamdCheck(url, MESSAGE, ENV, 20_000, c.signal));
+    await waitFor(() => held.length === MAX_SCANS_IN_FLIGHT, { what: 'every slot taken' });
+    const waiting = new AbortController();
+    const queued = rspamdCheck(url, MESSAGE, ENV, 20_000, waiting.signal);
+    const gone = new Error('the session stopped waiting');
+    waiting.abort(gone);
+    await assert.rejects(queued, (err) => err === gone);
+    // the ones sent: their connections are closed, and each rejects with its session's reason
+    const closed = held.map((res) => new Promise<void>((r) => res.once('close', () => r())));
+    for (const c of sessions) c.abort(gone);
+    for (const p of first) await assert.rejects(p, (err) => err === gone);
+    await Promise.all(closed);
+    // every slot free again: the next scan goes out at once, never sent the aborted one
+    assert.equal(held.length, MAX_SCANS_IN_FLIGHT);
+    const next = rspamdCheck(url, MESSAGE, ENV, 20_000);
+    await waitFor(() => held.length === MAX_SCANS_IN_FLIGHT + 1, { what: 'the next scan' });
+    held.at(-1)!.end(JSON.stringify({ action: 'no action', score: 0, required_score: 15, symbols: {} }));
+    assert.equal((await next).action, 'no action');
+  },
+);
+
+test(
   'no connection within a deadline shorter than the connect timeout is still "not connected"',
   T,
   async () => {

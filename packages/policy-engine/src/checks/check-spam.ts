@@ -38,6 +38,7 @@ export const checkSpam: CheckImplementation<'check_spam'> = {
           user: req.user,
         },
         config.content_filter_timeout,
+        ctx.signal,
       );
       end();
     } catch (err) {

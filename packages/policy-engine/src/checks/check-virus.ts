@@ -11,7 +11,7 @@ export const checkVirus: CheckImplementation<'check_virus'> = {
     if (ctx.req.stage !== 'data' || !config.clamd_url || !ctx.message) return DUNNO;
     const end = metrics.scannerLatency.startTimer({ scanner: 'clamd' });
     try {
-      const r = await clamdScan(config.clamd_url, ctx.message, config.content_filter_timeout);
+      const r = await clamdScan(config.clamd_url, ctx.message, config.content_filter_timeout, ctx.signal);
       end();
       if (!r.infected) {
         note(ctx, 'check_virus', 'clean');
