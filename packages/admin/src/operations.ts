@@ -513,8 +513,24 @@ export class Operations {
     return keys.map((k) => view(k, signing));
   }
 
+  /**
+   * Deletes a key at once, whatever signed with it. The key that signs is refused while a
+   * newer key of its algorithm waits for `activateDkimKey`: the waiting key never signs
+   * before then, so deleting the old one would leave the domain's mail unsigned.
+   */
   async deleteDkimKey(domain: string, selector: string): Promise<{ domain: string; selector: string }> {
     const n = dkimName(domain, selector);
+    const keys = await this.dkim.list(n.domain);
+    const k = keys.find((x) => x.selector === n.selector);
+    const signing = k ? await this.dkim.signingKeys(n.domain) : [];
+    if (k && signing.some((s) => s.selector === k.selector)) {
+      const waiting = waitingToReplace(k, keys);
+      if (waiting)
+        throw new OperationError(
+          'invalid',
+          `${k.selector} is the ${k.algorithm} key that signs mail of ${k.domain} and ${waiting.selector} waits to replace it: run mailyard dkim activate ${k.domain} ${waiting.selector} first`,
+        );
+    }
     await dkimRefusals(() => this.dkim.remove(n.domain, n.selector));
     await this.log('dkim.delete', `${n.domain}/${n.selector}`);
     return n;
@@ -537,6 +553,11 @@ export class Operations {
   readAudit(opts: { offset?: number; limit?: number } = {}): Promise<AuditEntry[]> {
     return this.audit.list(opts);
   }
+}
+
+/** The newest pending key of `k`'s algorithm: the one that signs in `k`'s place once activated. */
+function waitingToReplace(k: StoredDkimKey, keys: readonly StoredDkimKey[]): StoredDkimKey | undefined {
+  return keys.filter((x) => x.pending && x.algorithm === k.algorithm).at(-1);
 }
 
 function dkimName(domain: string, selector: string): { domain: string; selector: string } {

@@ -207,3 +207,28 @@ test('a second key of an algorithm from dkim generate waits for activate as well
   await cli.ok(['dkim', 'activate', 'gen.test', 'two'], { env });
   assert.deepEqual(await selectors(), ['two']);
 });
+
+test('dkim delete keeps the signing key while a newer key waits for activate', async (t) => {
+  const cli = cliHarness(t);
+  const redis = new Redis(REDIS_URL, { keyPrefix: cli.prefix });
+  t.after(() => redis.disconnect());
+  const signer = new DkimSigner(new DkimKeyStore(redis), { cacheMs: 0 });
+  const msg = Buffer.from('From: a@del.test\r\nSubject: x\r\n\r\nHello\r\n');
+  const selectors = async () => (await signer.sign(msg, 'del.test')).signatures.map((s) => s.selector);
+
+  await cli.ok(['domain', 'add', 'del.test', '--no-dkim']);
+  await cli.ok(['dkim', 'generate', 'del.test', '--algo', 'ed25519', '-s', 'old']);
+  await cli.ok(['dkim', 'generate', 'del.test', '--algo', 'ed25519', '-s', 'new']);
+  // the former procedure (generate, publish, delete the old key) would leave mail unsigned
+  assert.deepEqual(await cli.run(['dkim', 'delete', 'del.test', 'old']), {
+    code: 1,
+    stdout: '',
+    stderr:
+      'mailyard: old is the ed25519 key that signs mail of del.test and new waits to replace it: run mailyard dkim activate del.test new first\n',
+  });
+  assert.deepEqual(await selectors(), ['old']);
+  // the waiting key itself can go, and then the old one (nothing else of its algorithm waits)
+  await cli.ok(['dkim', 'delete', 'del.test', 'new']);
+  await cli.ok(['dkim', 'delete', 'del.test', 'old']);
+  assert.deepEqual(await selectors(), []);
+});
