@@ -67,7 +67,7 @@ const view = (k: StoredDkimKey, signing: readonly StoredDkimKey[]): DkimKeyView 
   created: k.created,
   record: dnsRecord(k.domain, k.selector, k),
   signing: signing.some((s) => s.domain === k.domain && s.selector === k.selector),
-  pending: !!k.pending,
+  pending: k.pending,
 });
 
 /** An account as the console lists it: what an administrator acts on (never a secret). */
@@ -390,10 +390,7 @@ export class Operations {
     // a key of the algorithm signs already: the new one waits for its record (activateDkimKey)
     const pending = (await this.dkim.signingKeys(n.domain)).some((k) => k.algorithm === opts.algorithm);
     return dkimRefusals(() =>
-      this.dkim.add(n.domain, n.selector, {
-        ...generateDkimKey(opts.algorithm, opts.bits),
-        ...(pending ? { pending: true } : {}),
-      }),
+      this.dkim.add(n.domain, n.selector, generateDkimKey(opts.algorithm, opts.bits), { pending }),
     );
   }
 

@@ -3,7 +3,7 @@ import { Resolver } from 'node:dns/promises';
 import { test } from 'node:test';
 import { Redis } from 'ioredis';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
-import { DkimKeyStore, DkimSigner } from '@mailyard/dkim';
+import { DkimKeyStore, DkimSigner, dnsRecord, generateDkimKey } from '@mailyard/dkim';
 import { REDIS_URL, startDnsServer } from '@mailyard/testkit';
 import { cliHarness } from './harness.js';
 
@@ -231,4 +231,44 @@ test('dkim delete keeps the signing key while a newer key waits for activate', a
   await cli.ok(['dkim', 'delete', 'del.test', 'new']);
   await cli.ok(['dkim', 'delete', 'del.test', 'old']);
   assert.deepEqual(await selectors(), []);
+});
+
+test('a previous release, during a rolling upgrade or after a rollback, never signs with a waiting key', async (t) => {
+  const cli = cliHarness(t);
+  const dns = await startDnsServer({});
+  t.after(() => dns.close());
+  const env = { REDIS_URL, REDIS_PREFIX: cli.prefix, DNS_SERVERS: dns.address };
+  const redis = new Redis(REDIS_URL, { keyPrefix: cli.prefix });
+  t.after(() => redis.disconnect());
+  const signer = new DkimSigner(new DkimKeyStore(redis), { cacheMs: 0 });
+  const msg = Buffer.from('From: a@roll.test\r\nSubject: x\r\n\r\nHello\r\n');
+  const selectors = async () => (await signer.sign(msg, 'roll.test')).signatures.map((s) => s.selector);
+  /** What the release before pending keys signs with: the newest key of each algorithm in dkim:key:<domain>. */
+  const previousRelease = async () => {
+    const all = Object.entries(await redis.hgetall('dkim:key:roll.test')).map(([selector, raw]) => ({
+      selector,
+      ...(JSON.parse(raw) as { algorithm: string; created: string }),
+    }));
+    all.sort((a, b) => a.created.localeCompare(b.created) || a.selector.localeCompare(b.selector));
+    return [...new Map(all.map((k) => [k.algorithm, k.selector])).values()];
+  };
+
+  await cli.ok(['domain', 'add', 'roll.test', '--no-dkim']);
+  // a key as an earlier release stored it signs as it did
+  const old = { ...generateDkimKey('ed25519'), created: '2026-01-01T00:00:00.000Z' };
+  await redis.hset('dkim:key:roll.test', 'old', JSON.stringify(old));
+  await redis.sadd('dkim:domains', 'roll.test');
+  assert.deepEqual(await selectors(), ['old']);
+
+  const out = await cli.ok(['dkim', 'rotate', 'roll.test', '--algo', 'ed25519', '-s', 'new'], { env });
+  assert.match(out, /^stored ed25519 key new for roll\.test; old signs until it is activated\.$/m);
+  assert.deepEqual(await selectors(), ['old']);
+  assert.deepEqual(await previousRelease(), ['old']);
+  assert.match(await cli.ok(['dkim', 'list', 'roll.test']), /^roll\.test\told\t.*\nroll\.test\tnew\t/);
+
+  const rec = dnsRecord('roll.test', 'new', (await new DkimKeyStore(redis).get('roll.test', 'new'))!);
+  dns.set(rec.name, { TXT: [rec.value] });
+  await cli.ok(['dkim', 'activate', 'roll.test', 'new'], { env });
+  assert.deepEqual(await selectors(), ['new']);
+  assert.deepEqual(await previousRelease(), ['new']);
 });

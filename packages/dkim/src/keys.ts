@@ -12,11 +12,6 @@ export interface DkimKey {
   publicKey: string;
   /** ISO 8601. */
   created: string;
-  /**
-   * Stored but not signing yet: a rotation's new key waits until its DNS record is seen
-   * published (`mailyard dkim activate`); the key it replaces signs meanwhile.
-   */
-  pending?: boolean;
 }
 
 /** RSA below 2048 bits is weak, and receivers increasingly refuse 1024 (RFC 8301 §3.2: at least 1024, 2048 recommended). */

@@ -1,14 +1,68 @@
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import { normalizeDomain } from '@mailyard/smtp-core';
 import { DKIM_ALGORITHMS, DkimError, type DkimAlgorithm, type DkimKey } from './keys.js';
 
 export interface StoredDkimKey extends DkimKey {
   domain: string;
   selector: string;
+  /**
+   * Stored but not signing yet: a rotation's new key waits until its DNS record is seen
+   * published (`mailyard dkim activate`); the key it replaces signs meanwhile.
+   */
+  pending: boolean;
 }
 
 // RFC 6376 §3.1: a selector is one or more DNS labels.
 const SELECTOR = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
+
+/**
+ * Redis keys of the DKIM keys (under the installation's REDIS_PREFIX). Renaming one is a
+ * migration: running instances, including those of the previous release during a rolling
+ * upgrade or after a rollback, and the stored keys use these names.
+ */
+export const DkimRedisKeys = {
+  /** SET of the domains with at least one key. */
+  domains: 'dkim:domains',
+  /**
+   * HASH selector -> JSON {algorithm, privateKey, publicKey, created}: the keys that sign
+   * (the newest of each algorithm) and those they replaced. Every release signs with the
+   * newest key of each algorithm in it.
+   */
+  keys: (domain: string) => `dkim:key:${domain}`,
+  /**
+   * HASH selector -> the same JSON: keys waiting for `activate`. Apart from `keys` so that
+   * a release from before pending keys, which reads only `keys`, never signs with one;
+   * `activate` moves the entry into `keys`.
+   */
+  pending: (domain: string) => `dkim:pending:${domain}`,
+} as const;
+
+// KEYS: keys, pending, domains; ARGV: selector, JSON, 1 (signs) or 2 (pending), domain.
+// A selector is unique across both hashes: a published selector must keep its key.
+const ADD = `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[tonumber(ARGV[3])], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[4])
+return 1`;
+
+// KEYS: keys, pending; ARGV: selector. 1 moved, 0 signed already, -1 no such key,
+// -2 the selector is in both (a previous release stored it again in between).
+const ACTIVATE = `
+local v = redis.call('HGET', KEYS[2], ARGV[1])
+if not v then
+  return redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 and 0 or -1
+end
+if redis.call('HSETNX', KEYS[1], ARGV[1], v) == 0 then return -2 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1`;
+
+// KEYS: keys, pending, domains; ARGV: selector, domain.
+const REMOVE = `
+local n = redis.call('HDEL', KEYS[1], ARGV[1]) + redis.call('HDEL', KEYS[2], ARGV[1])
+if n > 0 and redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
+return n`;
 
 /**
  * DKIM keys per domain and selector, in Redis next to the rest of the directory.
@@ -16,9 +70,7 @@ const SELECTOR = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]
  * app password hashes, the aliases that decide who may send as whom), so whoever can
  * read it could already send as our users through the MSA: the private keys add no
  * new trust boundary. Protect Redis accordingly (password, TLS, private network).
- *
- *   dkim:domains          SET   domains with at least one key
- *   dkim:key:<domain>     HASH  <selector> -> JSON {algorithm, privateKey, publicKey, created, pending?}
+ * The Redis keys are `DkimRedisKeys`.
  */
 export class DkimKeyStore {
   constructor(private readonly redis: Redis) {}
@@ -32,52 +84,96 @@ export class DkimKeyStore {
     return { domain: d, selector: s };
   }
 
-  /** Stores a new key; refuses to overwrite one (a published selector must keep its key). */
-  async add(domain: string, selector: string, key: DkimKey): Promise<StoredDkimKey> {
+  /**
+   * Stores a new key, `pending` (waiting for `activate`) or signing; refuses to overwrite
+   * one (a published selector must keep its key).
+   */
+  async add(
+    domain: string,
+    selector: string,
+    key: DkimKey,
+    opts: { pending?: boolean } = {},
+  ): Promise<StoredDkimKey> {
     const n = DkimKeyStore.normalize(domain, selector);
-    const ok = await this.redis.hsetnx(`dkim:key:${n.domain}`, n.selector, JSON.stringify(key));
+    const { algorithm, privateKey, publicKey, created } = key;
+    const ok = await this.redis.eval(
+      ADD,
+      3,
+      DkimRedisKeys.keys(n.domain),
+      DkimRedisKeys.pending(n.domain),
+      DkimRedisKeys.domains,
+      n.selector,
+      JSON.stringify({ algorithm, privateKey, publicKey, created }),
+      opts.pending ? 2 : 1,
+      n.domain,
+    );
     if (!ok)
       throw new DkimError(
         `selector ${n.selector} already exists for ${n.domain}; choose another one or delete it first`,
       );
-    await this.redis.sadd('dkim:domains', n.domain);
-    return { ...key, ...n };
+    return { ...key, ...n, pending: !!opts.pending };
   }
 
   /**
-   * Lets a pending key sign (its record is published); false when it signed already.
-   * Refused when there is no such key.
+   * Lets a pending key sign (its record is published), moving it into the hash signers
+   * read in one step; false when it signed already. Refused when there is no such key
+   * (one deleted meanwhile stays deleted).
    */
   async activate(domain: string, selector: string): Promise<boolean> {
-    const k = await this.get(domain, selector);
-    if (!k) throw new DkimError(`no DKIM key with selector ${selector} for ${domain}`);
-    if (!k.pending) return false;
-    const { domain: d, selector: s, pending: _, ...key } = k;
-    await this.redis.hset(`dkim:key:${d}`, s, JSON.stringify(key));
-    return true;
+    const n = DkimKeyStore.normalize(domain, selector);
+    const r = Number(
+      await this.redis.eval(
+        ACTIVATE,
+        2,
+        DkimRedisKeys.keys(n.domain),
+        DkimRedisKeys.pending(n.domain),
+        n.selector,
+      ),
+    );
+    if (r === -1) throw new DkimError(`no DKIM key with selector ${n.selector} for ${n.domain}`);
+    if (r === -2)
+      throw new DkimError(
+        `selector ${n.selector} of ${n.domain} holds two keys; delete it and generate a key under a new selector`,
+      );
+    return r === 1;
   }
 
   async get(domain: string, selector: string): Promise<StoredDkimKey | null> {
     const n = DkimKeyStore.normalize(domain, selector);
-    const raw = await this.redis.hget(`dkim:key:${n.domain}`, n.selector);
-    return raw ? { ...(JSON.parse(raw) as DkimKey), ...n } : null;
+    // pending first: `activate` moves a key from there to the signing hash, never back
+    const [pending, signing] = (await exec(
+      this.redis
+        .multi()
+        .hget(DkimRedisKeys.pending(n.domain), n.selector)
+        .hget(DkimRedisKeys.keys(n.domain), n.selector),
+    )) as (string | null)[];
+    const raw = signing ?? pending;
+    return raw ? parseKey(raw, n.domain, n.selector, !signing) : null;
   }
 
   /** Keys of one domain (or of every domain), oldest first. */
   async list(domain?: string): Promise<StoredDkimKey[]> {
     const domains = domain
       ? [normalizeDomain(domain) ?? domain.toLowerCase()]
-      : (await this.redis.smembers('dkim:domains')).sort();
+      : (await this.redis.smembers(DkimRedisKeys.domains)).sort();
     const out: StoredDkimKey[] = [];
     for (const d of domains) {
-      const all = await this.redis.hgetall(`dkim:key:${d}`);
-      for (const [selector, raw] of Object.entries(all)) {
-        try {
-          out.push({ ...(JSON.parse(raw) as DkimKey), domain: d, selector });
-        } catch {
-          // a corrupt entry is skipped here and reported by the signer's log
+      const [pending, signing] = (await exec(
+        this.redis.multi().hgetall(DkimRedisKeys.pending(d)).hgetall(DkimRedisKeys.keys(d)),
+      )) as Record<string, string>[];
+      const keys = new Map<string, StoredDkimKey>();
+      for (const [all, isPending] of [
+        [pending ?? {}, true],
+        [signing ?? {}, false],
+      ] as const)
+        for (const [selector, raw] of Object.entries(all)) {
+          try {
+            keys.set(selector, parseKey(raw, d, selector, isPending));
+          } catch {
+            // a corrupt entry is skipped here and reported by the signer's log
+          }
         }
-      }
+      out.push(...keys.values());
     }
     return out.sort(
       (a, b) =>
@@ -87,11 +183,19 @@ export class DkimKeyStore {
     );
   }
 
+  /** Deletes a key, signing or pending. */
   async remove(domain: string, selector: string): Promise<void> {
     const n = DkimKeyStore.normalize(domain, selector);
-    if (!(await this.redis.hdel(`dkim:key:${n.domain}`, n.selector)))
-      throw new DkimError(`no DKIM key with selector ${n.selector} for ${n.domain}`);
-    if (!(await this.redis.hlen(`dkim:key:${n.domain}`))) await this.redis.srem('dkim:domains', n.domain);
+    const removed = await this.redis.eval(
+      REMOVE,
+      3,
+      DkimRedisKeys.keys(n.domain),
+      DkimRedisKeys.pending(n.domain),
+      DkimRedisKeys.domains,
+      n.selector,
+      n.domain,
+    );
+    if (!Number(removed)) throw new DkimError(`no DKIM key with selector ${n.selector} for ${n.domain}`);
   }
 
   /**
@@ -106,4 +210,19 @@ export class DkimKeyStore {
     for (const k of all) if (DKIM_ALGORITHMS.includes(k.algorithm) && !k.pending) newest.set(k.algorithm, k);
     return DKIM_ALGORITHMS.flatMap((a) => newest.get(a) ?? []);
   }
+}
+
+/** A stored entry; only the key's own fields (its state is the hash it is in). */
+function parseKey(raw: string, domain: string, selector: string, pending: boolean): StoredDkimKey {
+  const { algorithm, privateKey, publicKey, created } = JSON.parse(raw) as DkimKey;
+  return { algorithm, privateKey, publicKey, created, domain, selector, pending };
+}
+
+/** A MULTI's replies, or its first error. */
+async function exec(m: ChainableCommander): Promise<unknown[]> {
+  const res = (await m.exec()) ?? [];
+  return res.map(([err, v]) => {
+    if (err) throw err;
+    return v;
+  });
 }

@@ -86,3 +86,43 @@ test('a domain without keys is not signed; the newest key per algorithm is used'
     /not a valid selector/,
   );
 });
+
+test('a key deleted while it is being activated stays deleted', async () => {
+  const base = new DkimKeyStore(r.redis);
+  await base.add('race.test', 'old', { ...generateDkimKey('ed25519'), created: '2026-01-01T00:00:00.000Z' });
+  const waiting = { ...generateDkimKey('ed25519'), pending: true };
+  await base.add('race.test', 'new', waiting, { pending: true });
+  assert.deepEqual(
+    (await base.list('race.test')).map((k) => [k.selector, !!k.pending]),
+    [
+      ['old', false],
+      ['new', true],
+    ],
+  );
+  // another administrator's delete lands just before activate writes
+  let armed = true;
+  const racing = new Proxy(r.redis, {
+    get(target, prop) {
+      const v: unknown = Reflect.get(target, prop, target);
+      if (typeof v !== 'function' || (prop !== 'hset' && prop !== 'eval')) return v;
+      return async (...args: unknown[]) => {
+        if (armed) {
+          armed = false;
+          await base.remove('race.test', 'new');
+        }
+        return (v as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+      };
+    },
+  });
+  await assert.rejects(
+    new DkimKeyStore(racing).activate('race.test', 'new'),
+    /^DkimError: no DKIM key with selector new for race\.test$/,
+  );
+  assert.equal(await base.get('race.test', 'new'), null);
+  assert.deepEqual(
+    (await base.signingKeys('race.test')).map((k) => k.selector),
+    ['old'],
+  );
+  await base.remove('race.test', 'old');
+  assert.equal(await r.redis.sismember('dkim:domains', 'race.test'), 0);
+});
