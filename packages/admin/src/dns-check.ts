@@ -181,19 +181,33 @@ export class DnsChecker {
     return { domain, checkedAt: new Date(this.now()).toISOString(), records };
   }
 
-  /** Whether DNS answers a DKIM key's record (`dnsRecord`) with the same public key (p=). */
+  /**
+   * Whether DNS answers a DKIM key's record (`dnsRecord`) as the one DKIM record at its
+   * name, with v=DKIM1 (when present), the key's algorithm (k=, rsa when absent: RFC 6376
+   * §3.6.1) and the same public key (p=). More than one DKIM record is wrong: verifiers
+   * such as mailauth use the first one DNS sends, in whatever order.
+   */
   async checkDkimRecord(
     r: Pick<DkimDnsRecord, 'name' | 'value'>,
   ): Promise<{ found: string[]; status: CheckStatus; detail?: string }> {
     const l = await txt(this.resolver, r.name);
     if (l.kind !== 'found') return notFound(l);
-    const want = tags(r.value).get('p');
-    const keys = l.value.map((v) => tags(v));
-    if (keys.some((k) => k.get('p') === want)) return { found: l.value, status: 'ok' };
-    const detail = keys.some((k) => k.get('p') === '')
-      ? 'the published key is revoked (empty p=)'
-      : 'the published public key differs from the stored key';
-    return { found: l.value, status: 'wrong', detail };
+    const want = tags(r.value);
+    const wrong = (detail: string) => ({ found: l.value, status: 'wrong' as const, detail });
+    const records = l.value.filter((v) => /^\s*v\s*=\s*DKIM/i.test(v) || tags(v).has('p'));
+    if (records.length > 1) return wrong(`more than one DKIM record at ${r.name}`);
+    if (!records.length) return wrong('no DKIM record (v=DKIM1; ... p=) among the TXT records');
+    const got = tags(records[0]!);
+    const v = got.get('v');
+    if (v !== undefined && v !== 'DKIM1')
+      return wrong(`the published record says v=${v} where DKIM1 is required`);
+    if (got.get('p') === '') return wrong('the published key is revoked (empty p=)');
+    const k = got.get('k')?.toLowerCase();
+    const algorithm = want.get('k') ?? 'rsa';
+    if ((k ?? 'rsa') !== algorithm)
+      return wrong(`the published record says k=${k ?? 'rsa (no k=)'} where the key is ${algorithm}`);
+    if (got.get('p') !== want.get('p')) return wrong('the published public key differs from the stored key');
+    return { found: l.value, status: 'ok' };
   }
 
   private async compare(

@@ -4,6 +4,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import selfsigned from 'selfsigned';
+import { dnsRecord, generateDkimKey } from '@mailyard/dkim';
 import { createResolver } from '@mailyard/dns';
 import { PolicyRules } from '@mailyard/policy-rules';
 import {
@@ -247,4 +248,42 @@ test('IPv6 sending addresses are compared in their canonical form', { timeout: 3
     r.addresses.map((a) => [a.address, a.forward, a.ptr, a.status]),
     [['2001:db8::25', true, ['v6.example.test'], 'ok']],
   );
+});
+
+test('a DKIM record is its key only with v=DKIM1, the same k= and p=, and alone', async () => {
+  const ed = dnsRecord('keys.test', 'ed', generateDkimKey('ed25519'));
+  const rsa = dnsRecord('keys.test', 'rsa', generateDkimKey('rsa'));
+  const p = (r: { value: string }) => /p=(\S+)$/.exec(r.value)![1]!;
+  const other = p(dnsRecord('keys.test', 'x', generateDkimKey('ed25519')));
+  const check = async (r: typeof ed, txt: string[]) => {
+    dns.set(r.name, { TXT: txt });
+    const res = await checker.checkDkimRecord(r);
+    return [res.status, res.detail];
+  };
+  assert.deepEqual(await check(ed, [ed.value]), ['ok', undefined]);
+  // other TXT records at the name are not DKIM records
+  assert.deepEqual(await check(ed, ['google-site-verification=abc', ed.value]), ['ok', undefined]);
+  // RFC 6376 §3.6.1: v= is optional, k= defaults to rsa
+  assert.deepEqual(await check(rsa, [`p=${p(rsa)}`]), ['ok', undefined]);
+  assert.deepEqual(await check(ed, [`v=DKIM1; k=rsa; p=${p(ed)}`]), [
+    'wrong',
+    'the published record says k=rsa where the key is ed25519',
+  ]);
+  assert.deepEqual(await check(ed, [`v=DKIM1; p=${p(ed)}`]), [
+    'wrong',
+    'the published record says k=rsa (no k=) where the key is ed25519',
+  ]);
+  assert.deepEqual(await check(ed, [`v=DKIM2; k=ed25519; p=${p(ed)}`]), [
+    'wrong',
+    'the published record says v=DKIM2 where DKIM1 is required',
+  ]);
+  assert.deepEqual(await check(ed, [`v=DKIM1; k=ed25519; p=${other}`]), [
+    'wrong',
+    'the published public key differs from the stored key',
+  ]);
+  // verifiers such as mailauth use the first DKIM record only, whichever DNS sends first
+  assert.deepEqual(await check(ed, [`v=DKIM1; k=ed25519; p=${other}`, ed.value]), [
+    'wrong',
+    `more than one DKIM record at ${ed.name}`,
+  ]);
 });
