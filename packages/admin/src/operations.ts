@@ -455,6 +455,16 @@ export class Operations {
         `key ${k!.selector} of ${k!.domain} is not waiting to sign: a newer ${k!.algorithm} key replaced it (rotate to make a new one)`,
       );
     }
+    // the newest key of an algorithm signs: an older one activated would be a stored key only
+    const all = await this.dkimKeys(k!.domain);
+    const newer = all
+      .slice(all.findIndex((x) => x.selector === k!.selector) + 1)
+      .find((x) => x.signing && x.algorithm === k!.algorithm);
+    if (newer)
+      throw new OperationError(
+        'invalid',
+        `${k!.selector} would not sign mail of ${k!.domain}: ${newer.selector}, a newer ${k!.algorithm} key, signs already; retire ${k!.selector} instead (mailyard dkim retire ${k!.domain} ${k!.selector})`,
+      );
     const check = await checker.checkDkimRecord(k!.record);
     switch (check.status) {
       case 'ok':

@@ -272,3 +272,37 @@ test('a previous release, during a rolling upgrade or after a rollback, never si
   assert.deepEqual(await selectors(), ['new']);
   assert.deepEqual(await previousRelease(), ['new']);
 });
+
+test('dkim activate refuses an older waiting key while a newer one signs', async (t) => {
+  const cli = cliHarness(t);
+  const dns = await startDnsServer({});
+  t.after(() => dns.close());
+  const env = { REDIS_URL, REDIS_PREFIX: cli.prefix, DNS_SERVERS: dns.address };
+  const redis = new Redis(REDIS_URL, { keyPrefix: cli.prefix });
+  t.after(() => redis.disconnect());
+  const store = new DkimKeyStore(redis);
+  const signer = new DkimSigner(store, { cacheMs: 0 });
+  const msg = Buffer.from('From: a@two.test\r\nSubject: x\r\n\r\nHello\r\n');
+  const selectors = async () => (await signer.sign(msg, 'two.test')).signatures.map((s) => s.selector);
+  const publish = async (selector: string) => {
+    const rec = dnsRecord('two.test', selector, (await store.get('two.test', selector))!);
+    dns.set(rec.name, { TXT: [rec.value] });
+  };
+
+  await cli.ok(['domain', 'add', 'two.test', '--no-dkim']);
+  await cli.ok(['dkim', 'generate', 'two.test', '--algo', 'ed25519', '-s', 'a']);
+  await cli.ok(['dkim', 'generate', 'two.test', '--algo', 'ed25519', '-s', 'b']);
+  await cli.ok(['dkim', 'generate', 'two.test', '--algo', 'ed25519', '-s', 'c']);
+  await publish('b');
+  await publish('c');
+  await cli.ok(['dkim', 'activate', 'two.test', 'c'], { env });
+  assert.deepEqual(await selectors(), ['c']);
+  assert.deepEqual(await cli.run(['dkim', 'activate', 'two.test', 'b'], { env }), {
+    code: 1,
+    stdout: '',
+    stderr:
+      'mailyard: b would not sign mail of two.test: c, a newer ed25519 key, signs already; retire b instead (mailyard dkim retire two.test b)\n',
+  });
+  assert.deepEqual(await selectors(), ['c']);
+  await cli.ok(['dkim', 'retire', 'two.test', 'b']);
+});
