@@ -492,15 +492,20 @@ export class Operations {
 
   /**
    * Ends a rotation: deletes a key that no longer signs; its DNS record can go once this
-   * returns. The key that signs is refused (rotate first), so mail is never left unsigned.
+   * returns. The key that signs is refused (activate the key waiting to replace it, or
+   * rotate first), so mail is never left unsigned.
    */
   async retireDkimKey(domain: string, selector: string): Promise<DkimKeyView> {
     const [k] = await this.dkimKeys(normalizeDomainArg(domain), selector.toLowerCase());
-    if (k!.signing)
+    if (k!.signing) {
+      const waiting = waitingToReplace(k!, await this.dkim.list(k!.domain));
       throw new OperationError(
         'invalid',
-        `${k!.selector} is the ${k!.algorithm} key that signs mail of ${k!.domain}; rotate first (mailyard dkim rotate ${k!.domain} --algo ${k!.algorithm})`,
+        waiting
+          ? `${k!.selector} is the ${k!.algorithm} key that signs mail of ${k!.domain} until ${waiting.selector} is activated: run mailyard dkim activate ${k!.domain} ${waiting.selector} first`
+          : `${k!.selector} is the ${k!.algorithm} key that signs mail of ${k!.domain}; rotate first (mailyard dkim rotate ${k!.domain} --algo ${k!.algorithm})`,
       );
+    }
     await dkimRefusals(() => this.dkim.remove(k!.domain, k!.selector));
     await this.log('dkim.retire', `${k!.domain}/${k!.selector}`, { algorithm: k!.algorithm });
     return k!;
@@ -563,7 +568,10 @@ export class Operations {
 }
 
 /** The newest pending key of `k`'s algorithm: the one that signs in `k`'s place once activated. */
-function waitingToReplace(k: StoredDkimKey, keys: readonly StoredDkimKey[]): StoredDkimKey | undefined {
+function waitingToReplace(
+  k: Pick<StoredDkimKey, 'algorithm'>,
+  keys: readonly StoredDkimKey[],
+): StoredDkimKey | undefined {
   return keys.filter((x) => x.pending && x.algorithm === k.algorithm).at(-1);
 }
 
