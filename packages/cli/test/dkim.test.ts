@@ -25,7 +25,7 @@ test('dkim generate, list, show and delete through mailyard', async (t) => {
   await cli.ok(['dkim', 'generate', 'example.org', '-s', 'rsa1']);
   assert.match(
     await cli.ok(['dkim', 'list']),
-    /^example\.org\ted1\ted25519\t\S+\nexample\.org\trsa1\trsa\t\S+\n$/,
+    /^example\.org\ted1\ted25519\t\S+\tsigning\nexample\.org\trsa1\trsa\t\S+\tsigning\n$/,
   );
   assert.equal((await cli.ok(['dkim', 'show', 'example.org'])).split('\n').filter(Boolean).length, 2);
   assert.deepEqual(await cli.run(['dkim', 'generate', 'example.org', '-s', 'ed1']), {
@@ -127,6 +127,13 @@ test('a rotated key signs only once dkim activate has seen its record in DNS', a
   const records = await cli.ok(['domain', 'records', 'rot.test'], { env });
   assert.match(records, /^old\._domainkey\.rot\.test\./m);
   assert.match(records, new RegExp(`^${selector}\\._domainkey\\.rot\\.test\\.`, 'm'));
+  // scripts reading the first four columns keep working; the last is the state
+  assert.match(
+    await cli.ok(['dkim', 'list', 'rot.test']),
+    new RegExp(
+      `^rot\\.test\\told\\ted25519\\t\\S+\\tsigning\\nrot\\.test\\t${selector}\\ted25519\\t\\S+\\tpending\\n$`,
+    ),
+  );
   // the new record is not published yet: mail keeps the old signature, which verifies
   assert.deepEqual(await receiverSees(), ['old:pass']);
   const early = await cli.run(['dkim', 'activate', 'rot.test', selector!], { env });
@@ -159,6 +166,10 @@ test('a rotated key signs only once dkim activate has seen its record in DNS', a
     `${selector} signs mail of rot.test from now on (within 30 s); keep the old records published until you retire them\n`,
   );
   assert.deepEqual(await receiverSees(), [`${selector}:pass`]);
+  assert.deepEqual(
+    (await cli.ok(['dkim', 'list', 'rot.test'])).split('\n').map((l) => l.split('\t').at(-1)),
+    ['retiring', 'signing', ''],
+  );
   assert.match(
     await cli.ok(['audit', '-n', '1']),
     new RegExp(`\\tdkim\\.activate\\trot\\.test/${selector}\\t`),

@@ -90,7 +90,10 @@ test('domain add makes RSA and Ed25519 DKIM keys and prints every record to publ
   ])
     assert.match(out, line);
   const keys = await cli.ok(['dkim', 'list', 'example.org']);
-  assert.match(keys, /^example\.org\trsa-\d{6}\trsa\t\S+\nexample\.org\ted25519-\d{6}\ted25519\t\S+\n$/);
+  assert.match(
+    keys,
+    /^example\.org\trsa-\d{6}\trsa\t\S+\tsigning\nexample\.org\ted25519-\d{6}\ted25519\t\S+\tsigning\n$/,
+  );
   // deleted and added again: the keys it still has are kept, none doubled
   await cli.ok(['domain', 'del', 'example.org']);
   assert.match(

@@ -126,12 +126,17 @@ export function registerDkimCommands(program: Command, ctx: CommandContext): voi
 
   dkim
     .command('list')
-    .description('list the keys, one a line: domain, selector, algorithm, created')
+    .description(
+      'list the keys, one a line: domain, selector, algorithm, created, state (signing, pending: waits for `dkim activate`, retiring: replaced, to retire)',
+    )
     .argument('[domain]', 'only this domain')
     .action((domain?: string) =>
       ctx.withOperations(async (ops) => {
+        // the state last, so scripts reading the first four columns keep working
         for (const k of await ops.listDkimKeys(domain))
-          ctx.print(`${k.domain}\t${k.selector}\t${k.algorithm}\t${k.created}`);
+          ctx.print(
+            `${k.domain}\t${k.selector}\t${k.algorithm}\t${k.created}\t${k.signing ? 'signing' : k.pending ? 'pending' : 'retiring'}`,
+          );
       }),
     );
 
