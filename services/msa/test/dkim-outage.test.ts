@@ -78,8 +78,10 @@ test('key store down: 451 4.3.0 and nothing queued; the retry is signed', { time
       assert.match(e.response ?? '', /^451 4\.3\.0 /);
       return true;
     });
-    // refused, not queued unsigned
+    // refused, not queued unsigned, and counted under the reason the README lists
     assert.equal(await queueDepth(t.p.vhost.name, 'outbound'), 0);
+    const metrics = await (await fetch(`http://127.0.0.1:${t.rt.httpPort}/metrics`)).text();
+    assert.match(metrics, /^mailyard_msa_rejections_total\{reason="dkim_unavailable"\} 1$/m);
 
     // the client's retry, once the store is back, leaves signed
     await redis.start();
