@@ -155,10 +155,11 @@ test('a rotated key signs only once dkim activate has seen its record in DNS', a
   assert.deepEqual(await receiverSees(), ['old:pass']);
   // the key that signs cannot be retired while the new one waits
   const refused = await cli.run(['dkim', 'retire', 'rot.test', 'old']);
-  assert.equal(
-    refused.stderr,
-    `mailyard: old is the ed25519 key that signs mail of rot.test until ${selector} is activated: run mailyard dkim activate rot.test ${selector} first\n`,
-  );
+  assert.deepEqual(refused, {
+    code: 1,
+    stdout: '',
+    stderr: `mailyard: old is the ed25519 key that signs mail of rot.test until ${selector} is activated: run mailyard dkim activate rot.test ${selector} first\n`,
+  });
 
   publish(selector!, await valueOf(selector!));
   assert.equal(
