@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { DeferredIndex } from '@mailyard/queue-admin';
 import { waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import {
-  envelope,
+  dsnIn,
   freePort,
-  queueOutbound,
-  simpleMessage,
+  sendFromAlice,
   startRelay,
   startRemoteMta,
   startScriptedMta,
@@ -80,11 +78,8 @@ after(async () => {
   await p?.close();
 });
 
-const send = async (to: string, subject: string) =>
-  queueOutbound(p, envelope('alice@example.test', [to]), simpleMessage('alice@example.test', to, subject));
-
-const dsns = () => p.inbox('alice@example.test').map((f) => readFileSync(f, 'utf8'));
-const dsnFor = (queueId: string) => dsns().find((m) => m.includes(`X-Mailyard-Queue-ID: ${queueId}`));
+const send = (to: string, subject: string) => sendFromAlice(p, to, subject);
+const dsnFor = (queueId: string) => dsnIn(p, queueId);
 
 const receivedBy = (mta: RemoteMta, subject: string) =>
   mta.received.find((m) => m.data.toString().includes(`Subject: ${subject}\r\n`));

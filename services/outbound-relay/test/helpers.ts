@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
@@ -323,3 +324,14 @@ export async function startScriptedMta(
     });
   return mta;
 }
+
+/** Queues a simple message from alice@example.test to `to`; its envelope. */
+export const sendFromAlice = (p: Platform, to: string, subject: string): Promise<Envelope> =>
+  queueOutbound(p, envelope('alice@example.test', [to]), simpleMessage('alice@example.test', to, subject));
+
+/** The DSN (or delay warning) about `queueId` in alice@example.test's inbox, if it came. */
+export const dsnIn = (p: Platform, queueId: string): string | undefined =>
+  p
+    .inbox('alice@example.test')
+    .map((f) => readFileSync(f, 'utf8'))
+    .find((m) => m.includes(`X-Mailyard-Queue-ID: ${queueId}`));

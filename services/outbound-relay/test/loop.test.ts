@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { DeferredIndex } from '@mailyard/queue-admin';
 import { waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import {
-  envelope,
+  dsnIn,
   freePort,
-  queueOutbound,
-  simpleMessage,
+  sendFromAlice,
   startRelay,
   startRemoteMta,
   type RelayHandle,
@@ -87,18 +85,8 @@ after(async () => {
   await p?.close();
 });
 
-const dsnFor = (queueId: string) =>
-  waitFor(
-    () =>
-      p
-        .inbox('alice@example.test')
-        .map((f) => readFileSync(f, 'utf8'))
-        .find((m) => m.includes(`X-Mailyard-Queue-ID: ${queueId}`)),
-    { what: `the DSN for ${queueId}` },
-  );
-
-const send = async (to: string, subject: string) =>
-  queueOutbound(p, envelope('alice@example.test', [to]), simpleMessage('alice@example.test', to, subject));
+const dsnFor = (queueId: string) => waitFor(() => dsnIn(p, queueId), { what: `the DSN for ${queueId}` });
+const send = (to: string, subject: string) => sendFromAlice(p, to, subject);
 
 describe('mail that would come back to us', () => {
   test('an MX at one of our interface addresses: bounced 5.4.6 at once, never connected', async () => {
