@@ -1,11 +1,23 @@
 import assert from 'node:assert/strict';
 import { Resolver } from 'node:dns/promises';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { DkimKeyStore, DkimSigner, dnsRecord, generateDkimKey } from '@mailyard/dkim';
 import { REDIS_URL, startDnsServer } from '@mailyard/testkit';
 import { cliHarness } from './harness.js';
+
+/** The selectors mail of `domain` is signed with now, as the msa's signer (no cache) picks them. */
+function signingSelectors(t: TestContext, prefix: string, domain: string) {
+  const redis = new Redis(REDIS_URL, { keyPrefix: prefix });
+  t.after(() => redis.disconnect());
+  const signer = new DkimSigner(new DkimKeyStore(redis), { cacheMs: 0 });
+  const msg = Buffer.from(`From: a@${domain}\r\nSubject: x\r\n\r\nHello\r\n`);
+  return {
+    redis,
+    selectors: async () => (await signer.sign(msg, domain)).signatures.map((s) => s.selector),
+  };
+}
 
 test('dkim generate, list, show and delete through mailyard', async (t) => {
   const cli = cliHarness(t);
@@ -200,11 +212,7 @@ test('a second key of an algorithm from dkim generate waits for activate as well
   const dns = await startDnsServer({});
   t.after(() => dns.close());
   const env = { REDIS_URL, REDIS_PREFIX: cli.prefix, DNS_SERVERS: dns.address };
-  const redis = new Redis(REDIS_URL, { keyPrefix: cli.prefix });
-  t.after(() => redis.disconnect());
-  const signer = new DkimSigner(new DkimKeyStore(redis), { cacheMs: 0 });
-  const msg = Buffer.from('From: a@gen.test\r\nSubject: x\r\n\r\nHello\r\n');
-  const selectors = async () => (await signer.sign(msg, 'gen.test')).signatures.map((s) => s.selector);
+  const { selectors } = signingSelectors(t, cli.prefix, 'gen.test');
 
   await cli.ok(['domain', 'add', 'gen.test', '--no-dkim']);
   const first = await cli.ok(['dkim', 'generate', 'gen.test', '--algo', 'ed25519', '-s', 'one']);
@@ -225,11 +233,7 @@ test('a second key of an algorithm from dkim generate waits for activate as well
 
 test('dkim delete keeps the signing key while a newer key waits for activate', async (t) => {
   const cli = cliHarness(t);
-  const redis = new Redis(REDIS_URL, { keyPrefix: cli.prefix });
-  t.after(() => redis.disconnect());
-  const signer = new DkimSigner(new DkimKeyStore(redis), { cacheMs: 0 });
-  const msg = Buffer.from('From: a@del.test\r\nSubject: x\r\n\r\nHello\r\n');
-  const selectors = async () => (await signer.sign(msg, 'del.test')).signatures.map((s) => s.selector);
+  const { selectors } = signingSelectors(t, cli.prefix, 'del.test');
 
   await cli.ok(['domain', 'add', 'del.test', '--no-dkim']);
   await cli.ok(['dkim', 'generate', 'del.test', '--algo', 'ed25519', '-s', 'old']);
@@ -253,11 +257,7 @@ test('a previous release, during a rolling upgrade or after a rollback, never si
   const dns = await startDnsServer({});
   t.after(() => dns.close());
   const env = { REDIS_URL, REDIS_PREFIX: cli.prefix, DNS_SERVERS: dns.address };
-  const redis = new Redis(REDIS_URL, { keyPrefix: cli.prefix });
-  t.after(() => redis.disconnect());
-  const signer = new DkimSigner(new DkimKeyStore(redis), { cacheMs: 0 });
-  const msg = Buffer.from('From: a@roll.test\r\nSubject: x\r\n\r\nHello\r\n');
-  const selectors = async () => (await signer.sign(msg, 'roll.test')).signatures.map((s) => s.selector);
+  const { redis, selectors } = signingSelectors(t, cli.prefix, 'roll.test');
   /** What the release before pending keys signs with: the newest key of each algorithm in dkim:key:<domain>. */
   const previousRelease = async () => {
     const all = Object.entries(await redis.hgetall('dkim:key:roll.test')).map(([selector, raw]) => ({
