@@ -57,7 +57,7 @@ export async function rspamdCheck(
     baseUrl,
     timeoutMs,
     () => unanswered(timeoutMs),
-    (left) => post(url, headers, message, left, signal),
+    (left) => post(url, headers, message, left, timeoutMs, signal),
     signal,
   );
   if (status !== 200) throw new Error(`rspamd answered HTTP ${status}`);
@@ -81,10 +81,12 @@ function post(
   url: URL,
   headers: Record<string, string | string[]>,
   message: Buffer,
+  leftMs: number,
   timeoutMs: number,
   stop?: AbortSignal,
 ): Promise<{ status: number; body: Buffer }> {
-  const deadline = AbortSignal.timeout(timeoutMs);
+  // what is left of the scan's time after the wait for a slot; errors name the whole of it
+  const deadline = AbortSignal.timeout(leftMs);
   return new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
     const req = request(
       {
@@ -112,7 +114,7 @@ function post(
     req.once('socket', (sock) => {
       if (!sock.connecting) return void (connected = true);
       sock.once('connect', () => (connected = true));
-      connectWithin(sock, timeoutMs, 'rspamd', (err) => req.destroy(err));
+      connectWithin(sock, leftMs, 'rspamd', (err) => req.destroy(err));
     });
     // the deadline before even a connection: as the connection timeout
     req.on('error', (err: Error) =>
