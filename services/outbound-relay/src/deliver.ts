@@ -72,6 +72,16 @@ export interface Message {
   recipients: string[];
   data: Buffer;
   smtputf8: boolean;
+  /**
+   * The data converted to 7 bit once a server without 8BITMIME needs it: shared by the
+   * attempts of one message (its recipient domains), so that it is made at most once.
+   */
+  sevenBit?: SevenBitCopy;
+}
+
+/** The 7-bit conversion of a message's data, made on first need. */
+export interface SevenBitCopy {
+  current: Promise<Downgrade> | null;
 }
 
 const statusOf = (r: SmtpReply) => r.enhanced ?? `${String(r.code)[0]}.0.0`;
@@ -146,8 +156,8 @@ export async function attemptDelivery(msg: Message, opts: AttemptOptions): Promi
     parked.current = null;
   }
   let last = new NextTarget('4.4.1', 'no address to deliver to');
-  // the message converted to 7 bit, made once for the targets that need it
-  const sevenBit: { current: Promise<Downgrade> | null } = { current: null };
+  // the message converted to 7 bit, made once for the targets (and domains) that need it
+  const sevenBit = msg.sevenBit ?? { current: null };
   const refused = (v: SessionVerdict): AttemptResult => ({
     outcomes: alike(msg.recipients, 'bounced', v.status, v.message, v.remoteMta),
     session: null,
@@ -483,7 +493,7 @@ async function deliverTo(
   opts: AttemptOptions,
   tls: TlsPolicy,
   parked: { current: ParkedSession | null },
-  sevenBit: { current: Promise<Downgrade> | null },
+  sevenBit: SevenBitCopy,
 ): Promise<AttemptResult> {
   const localAddress = sourceAddress(target, opts);
   const keys = keysFor(target, tls, opts, localAddress);

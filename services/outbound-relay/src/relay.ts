@@ -17,6 +17,7 @@ import {
   sessionKeysFor,
   type ParkedSession,
   type RecipientOutcome,
+  type SevenBitCopy,
   type TlsPolicy,
 } from './deliver.js';
 import { DestinationLimits } from './destination-limits.js';
@@ -220,6 +221,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
   const deliverDomain = async (
     env: Envelope,
     body: Buffer,
+    sevenBit: SevenBitCopy,
     domain: string,
     rcpts: string[],
   ): Promise<RecipientOutcome[]> => {
@@ -265,7 +267,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       }
       unused = null; // attemptDelivery uses or closes it
       const r = await attemptDelivery(
-        { mailFrom: env.mailFrom, recipients: rcpts, data: body, smtputf8: env.smtputf8 },
+        { mailFrom: env.mailFrom, recipients: rcpts, data: body, smtputf8: env.smtputf8, sevenBit },
         {
           myhostname: config.myhostname,
           loopPort: config.outbound_port,
@@ -337,8 +339,12 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     // our own verdict headers are for our users' copies, not for other servers (nor for
     // the headers a DSN returns, which may go to one)
     const wire = applyHeaderEdits(d.body, { headers: [], removeHeaders: INTERNAL_HEADERS });
+    // converted to 7 bit at most once, for all the domains whose servers need it
+    const sevenBit: SevenBitCopy = { current: null };
     const outcomes = (
-      await Promise.all([...byDomain].map(([domain, rcpts]) => deliverDomain(env, wire, domain, rcpts)))
+      await Promise.all(
+        [...byDomain].map(([domain, rcpts]) => deliverDomain(env, wire, sevenBit, domain, rcpts)),
+      )
     ).flat();
 
     const delivered = outcomes.filter((o) => o.kind === 'delivered');
