@@ -7,8 +7,8 @@
  * Each round: a fresh RabbitMQ vhost and Redis prefix; `--messages` messages of `--size`
  * bytes, one recipient each, spread over `--domains` recipient domains whose MX (from a
  * DNS server on loopback) is 127.0.0.2, where smtp-sink listens on a free port
- * (OUTBOUND_PORT): not 127.0.0.1, an address of this host, which the relay's loop
- * detection takes for ourselves. The queue is filled first (confirmed publishes), then the instances
+ * (OUTBOUND_PORT): not 127.0.0.1, which the relay's loop detection finds among this
+ * host's interface addresses and takes for ourselves. The queue is filled first (confirmed publishes), then the instances
  * start together. Rate = messages delivered after the first delivery was seen / time
  * from then until the last, read from the instances' own counters
  * (mailyard_outbound_relay_attempts_total{result="delivered"}), polled every 50 ms.

@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
 import { DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS } from '@mailyard/bus';
 import {
@@ -15,6 +15,12 @@ import { MailMessages } from '@mailyard/contracts';
 import { RECIPIENT_LIMIT } from './deliver.js';
 import { DATA_DONE_TIMEOUT_MS, DATA_XFER_TIMEOUT_MS } from './smtp-client.js';
 
+// 0.0.0.0 and ::, however written (::0, ::ffff:0.0.0.0, ...)
+const UNSPECIFIED = new BlockList();
+UNSPECIFIED.addAddress('0.0.0.0', 'ipv4');
+UNSPECIFIED.addAddress('::', 'ipv6');
+const unspecified = (a: string) => isIP(a) !== 0 && UNSPECIFIED.check(a, isIP(a) === 6 ? 'ipv6' : 'ipv4');
+
 const splitAddresses = (v: unknown) => (typeof v === 'string' ? v.split(/[\s,]+/).filter(Boolean) : v);
 /** A list of IP addresses (and, where `all` is allowed, that word). */
 const addressList = (def: string[], allowAll: boolean) =>
@@ -28,7 +34,7 @@ const addressList = (def: string[], allowAll: boolean) =>
             message: allowAll ? 'expected "all" or IP addresses' : 'expected IP addresses',
           })
           // a listen-everywhere address names no address of ours: loop detection would be off
-          .refine((a) => !/^(0\.0\.0\.0|::|0:0:0:0:0:0:0:0)$/.test(a), {
+          .refine((a) => !unspecified(a), {
             message: allowAll
               ? 'names no address: use "all" for every address of this host'
               : 'names no address',

@@ -558,6 +558,8 @@ describe('an MX host that is ourselves (loop detection)', () => {
     for (const [key, value] of [
       ['INET_INTERFACES', '0.0.0.0'],
       ['INET_INTERFACES', '::'],
+      ['INET_INTERFACES', '::ffff:0.0.0.0'],
+      ['INET_INTERFACES', '0::'],
       ['PROXY_INTERFACES', '0.0.0.0'],
     ] as const)
       assert.throws(
