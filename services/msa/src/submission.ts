@@ -5,7 +5,13 @@ import { DkimKeysUnavailableError, type DkimSigner } from '@mailyard/dkim';
 import type { MailResolver } from '@mailyard/dns';
 import { Counter, type Logger, type Registry } from '@mailyard/observability';
 import { parseMailAddress, reply, rfc5322Date } from '@mailyard/smtp-core';
-import { sessionUser, type FinishContext, type IntakeRole, type Route } from '@mailyard/smtp-intake';
+import {
+  localPostmaster,
+  sessionUser,
+  type FinishContext,
+  type IntakeRole,
+  type Route,
+} from '@mailyard/smtp-intake';
 import type { MsaConfig } from './config.js';
 import { applySubmissionFixups, fieldValue, fieldsNamed, mailboxAddresses, splitMessage } from './headers.js';
 import type { SubmissionLogin } from './login.js';
@@ -127,6 +133,12 @@ export function submissionRole(
           throw reply.dnsTempFail(address);
       }
     },
+
+    /**
+     * RFC 5321 §4.5.1: the bare postmaster is accepted on every port, as Postfix does on
+     * submission too; it is the same mailbox port 25 delivers it to.
+     */
+    postmaster: () => localPostmaster(directory, config.myhostname),
 
     /** reject_sender_login_mismatch applies to the author too: From: and Sender: must be ours. */
     async checkMessage(message, session) {

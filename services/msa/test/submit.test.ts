@@ -7,7 +7,7 @@ import nodemailer from 'nodemailer';
 import { DkimKeyStore, dnsRecord, generateDkimKey } from '@mailyard/dkim';
 import { RawSmtp, waitFor } from '@mailyard/testkit';
 import { addAccount } from '../../../test/harness.js';
-import { PASSWORD, queueIdOf, startMsaTestbed, type MsaTestbed } from './msa-harness.js';
+import { PASSWORD, python, queueIdOf, startMsaTestbed, type MsaTestbed } from './msa-harness.js';
 
 let t: MsaTestbed;
 
@@ -146,6 +146,41 @@ describe('recipient checks', () => {
       c.close();
     });
   }
+
+  test('RCPT TO:<postmaster> without a domain reaches postmaster of the local domain', async () => {
+    // myhostname is submit.mailyard.test: its domain's postmaster, as on port 25
+    await t.p.directory.addDomain('mailyard.test');
+    await t.p.directory.addAlias('postmaster@mailyard.test', ['alice@example.test']);
+    // RFC 5321 §4.5.1: smtplib sends the bare name as written
+    const res = await python<{ rcpt: string; data: string }>(
+      `
+s = smtplib.SMTP('127.0.0.1', port, timeout=10)
+s.starttls(context=ctx)
+s.login(args['user'], args['password'])
+s.mail(args['user'])
+code, msg = s.rcpt('PostMaster')
+rcpt = '%d %s' % (code, msg.decode())
+data = ''
+if code == 250:
+    code, msg = s.data(b'From: bob@example.test\\r\\nSubject: to the bare postmaster\\r\\n\\r\\nhi\\r\\n')
+    data = '%d %s' % (code, msg.decode())
+s.quit()
+out({'rcpt': rcpt, 'data': data})
+`,
+      t.msa.ports.submission,
+      { user: 'bob@example.test', password: PASSWORD },
+    );
+    assert.match(res.rcpt, /^250 /);
+    assert.match(res.data, /^250 /);
+    const id = queueIdOf(res.data);
+    const file = await waitFor(() =>
+      t.p.inbox('alice@example.test').find((f) => readFileSync(f, 'utf8').includes(`id ${id}`)),
+    );
+    const text = readFileSync(file, 'utf8');
+    // through the postmaster alias of myhostname's domain
+    assert.match(text, /\tfor <postmaster@mailyard\.test>;/);
+    assert.ok(text.includes('Subject: to the bare postmaster'));
+  });
 });
 
 describe('messages', () => {

@@ -3,7 +3,13 @@ import { ipInNetworks } from '@mailyard/config';
 import type { Directory } from '@mailyard/directory';
 import type { ReadinessCheck } from '@mailyard/observability';
 import { normalizeDomain, parseMailAddress, reply } from '@mailyard/smtp-core';
-import { createIntake, type IntakeDeps, type IntakeRole, type Route } from '@mailyard/smtp-intake';
+import {
+  createIntake,
+  localPostmaster,
+  type IntakeDeps,
+  type IntakeRole,
+  type Route,
+} from '@mailyard/smtp-intake';
 import type { MtaInboundConfig } from './config.js';
 
 export interface MtaInboundDeps extends IntakeDeps {
@@ -73,14 +79,7 @@ function mtaRole(config: MtaInboundConfig, directory: Directory): IntakeRole<'sm
       throw reply.relayDenied(address);
     },
 
-    /** postmaster of the local domain myhostname is in (Postfix: $myorigin), else of the first one. */
-    async postmaster(): Promise<string> {
-      const host = config.myhostname.toLowerCase();
-      const domains = await directory.listDomains();
-      const own = domains
-        .filter((d) => host === d || host.endsWith(`.${d}`))
-        .sort((a, b) => b.length - a.length)[0];
-      return `postmaster@${own ?? domains[0] ?? host}`;
-    },
+    /** RFC 5321 §4.5.1: postmaster of the local domain myhostname is in. */
+    postmaster: () => localPostmaster(directory, config.myhostname),
   };
 }
