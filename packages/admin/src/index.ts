@@ -1,4 +1,5 @@
 export * from './account-keys.js';
+export * from './account-cleanup.js';
 export * from './addresses.js';
 export * from './audit.js';
 export * from './errors.js';

@@ -21,6 +21,7 @@ import {
 } from '@mailyard/dkim';
 import {
   checkAccount,
+  normalizeAddress,
   normalizeAliasSource,
   normalizeDomainArg,
   normalizeTarget,
@@ -33,6 +34,13 @@ import { PolicyRules } from '@mailyard/policy-rules';
 import type { DnsChecker, DomainReport, ServerReport } from './dns-check.js';
 import { requiredRecords, type ClientEndpoints, type RequiredRecord } from './dns-records.js';
 import { DnsUnavailableError, OperationError } from './errors.js';
+import {
+  CLEANUP_STEPS,
+  cleanupWarning,
+  pendingCleanup,
+  setPendingCleanup,
+  type CleanupStep,
+} from './account-cleanup.js';
 import { accountKeys, deleteAccountPatternKeys } from './account-keys.js';
 import { AuditedPolicyRules } from './policy.js';
 import { QueueOperations } from './queue.js';
@@ -41,6 +49,15 @@ import { QueueOperations } from './queue.js';
 export function defaultSelector(algorithm: DkimAlgorithm, now = new Date()): string {
   const month = `${now.getUTCFullYear()}${String(now.getUTCMonth() + 1).padStart(2, '0')}`;
   return `${algorithm}-${month}`;
+}
+
+/** What `delUser` did. */
+export interface DeletedAccount {
+  account: string;
+  /** The account was already gone: this finished an earlier deletion's clean-up. */
+  resumed: boolean;
+  /** Steps of the clean-up that failed, in one sentence; deleting it again finishes them. */
+  warning?: string;
 }
 
 /** A stored DKIM key with the TXT record to publish for it (never the private key). */
@@ -223,20 +240,57 @@ export class Operations {
    * allow/block lists, the webmail's remote-content senders and waiting uploads; then the
    * quota, failed-login counts and out-of-office markers): a new account of the same
    * address starts with none of it, and the old app passwords, forwarding and choices
-   * do not become the new owner's.
+   * do not become the new owner's. A clean-up step that fails after the record is gone
+   * comes back as a warning, and delUser of the same address runs what is left.
    */
-  async delUser(address: string): Promise<string> {
+  async delUser(address: string): Promise<DeletedAccount> {
+    const normalized = normalizeAddress(address);
+    // the account is gone but an earlier deletion's clean-up is not done: finish it
+    if (!(await this.directory.accountExists(normalized))) {
+      const left = await pendingCleanup(this.redis, normalized);
+      if (left)
+        return { account: normalized, resumed: true, ...(await this.cleanUpAccount(normalized, left)) };
+    }
     const a = await this.checkAccount(address, 'present');
+    // recorded before the record goes: a clean-up that fails afterwards is still known
+    const steps = Object.keys(CLEANUP_STEPS) as CleanupStep[];
+    await setPendingCleanup(this.redis, a, steps);
     await this.directory.delUser(a, await accountKeys(this.redis, a));
-    // the sessions end first: once the record is gone, `user del` again finds no account,
-    // so a failure in the clean-up below must not leave them open
-    await endWebmailSessions(this.redis, a);
-    await announceRevocation(this.redis, a);
-    await this.log('account.del', a);
-    await this.quotas.clear(a);
-    await this.guard.unlock(a);
-    await deleteAccountPatternKeys(this.redis, a);
-    return a;
+    return { account: a, resumed: false, ...(await this.cleanUpAccount(a, steps)) };
+  }
+
+  /**
+   * Runs the steps of `delUser` after the record is gone, each even when one before it
+   * failed (the sessions first, so that no failure leaves them open), and records those
+   * that failed for the next `delUser`. The account is deleted whatever happens here: a
+   * failure is a warning, never an error that would say the deletion did not happen.
+   */
+  private async cleanUpAccount(a: string, steps: readonly CleanupStep[]): Promise<{ warning?: string }> {
+    const run: Record<CleanupStep, () => Promise<unknown>> = {
+      sessions: () => endWebmailSessions(this.redis, a),
+      revocation: () => announceRevocation(this.redis, a),
+      audit: () => this.log('account.del', a),
+      quota: () => this.quotas.clear(a),
+      loginGuard: () => this.guard.unlock(a),
+      patternKeys: () => deleteAccountPatternKeys(this.redis, a),
+    };
+    const left: CleanupStep[] = [];
+    let cause = '';
+    for (const step of Object.keys(run) as CleanupStep[]) {
+      if (!steps.includes(step)) continue;
+      try {
+        await run[step]();
+      } catch (err) {
+        left.push(step);
+        cause ||= `Redis: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`;
+      }
+    }
+    try {
+      await setPendingCleanup(this.redis, a, left);
+    } catch {
+      // the record still lists every step: the next delUser repeats them, each is safe to repeat
+    }
+    return left.length ? { warning: cleanupWarning(a, left, cause) } : {};
   }
 
   async listUsers(domain?: string): Promise<string[]> {

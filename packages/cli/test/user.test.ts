@@ -177,6 +177,48 @@ test('user del removes the account; deleting it again fails', async (t) => {
   });
 });
 
+test('user del whose clean-up fails still says the account is gone; again, it finishes', async (t) => {
+  const cli = await withDomain(t);
+  const redis = new Redis(REDIS_URL, { keyPrefix: cli.prefix });
+  t.after(() => redis.quit());
+  await cli.ok(['user', 'add', 'carol@example.org', '--password-stdin'], { input: GOOD_PASSWORD });
+  await redis.hset('quota:storage', 'carol@example.org', '1000');
+  // a real Redis error in the first step after the record goes: the set of the account's
+  // webmail sessions is a string, so SMEMBERS fails with WRONGTYPE
+  await redis.set('webmail:sessions:carol@example.org', 'not a set');
+
+  const first = await cli.run(['user', 'del', 'carol@example.org']);
+  assert.equal(first.stdout, 'deleted account carol@example.org\n');
+  assert.match(
+    first.stderr,
+    /^mailyard: account carol@example\.org is deleted, but its webmail sessions were not ended \(Redis: WRONGTYPE [^)\n]*\); deleting it again finishes the clean-up\n$/,
+  );
+  assert.equal(first.code, 75); // EX_TEMPFAIL, as dns check: done, but run it again
+  assert.equal(await cli.directory.accountExists('carol@example.org'), false);
+  // the steps after the failed one ran
+  assert.equal(await redis.hget('quota:storage', 'carol@example.org'), null);
+  assert.match(await cli.ok(['audit', '-n', '1']), /\taccount\.del\tcarol@example\.org\n$/);
+
+  // the trouble is gone; a webmail session of the account is still open
+  await redis.del('webmail:sessions:carol@example.org');
+  await redis.set('webmail:session:open', '{}');
+  await redis.sadd('webmail:sessions:carol@example.org', 'webmail:session:open');
+  const second = await cli.run(['user', 'del', 'Carol@example.org']);
+  assert.deepEqual(second, {
+    code: 0,
+    stdout: 'finished the clean-up of deleted account carol@example.org\n',
+    stderr: '',
+  });
+  assert.equal(await redis.exists('webmail:session:open', 'webmail:sessions:carol@example.org'), 0);
+
+  const third = await cli.run(['user', 'del', 'carol@example.org']);
+  assert.deepEqual(third, {
+    code: 1,
+    stdout: '',
+    stderr: 'mailyard: account carol@example.org does not exist\n',
+  });
+});
+
 test('user list shows every account, or one domain’s', async (t) => {
   const cli = await withDomain(t);
   await cli.ok(['domain', 'add', 'b.test']);

@@ -219,7 +219,9 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
     adminRoute(ctx, async (req, { ops, admin }) => {
       const { address } = parse(accountParam, req.params);
       notSelf(address, admin, 'delete');
-      return { deleted: await ops.delUser(address) };
+      const del = await ops.delUser(address);
+      // deleted either way: a failed clean-up is a warning, and deleting again finishes it
+      return { deleted: del.account, ...(del.warning ? { warning: del.warning } : {}) };
     }),
   );
 

@@ -226,7 +226,7 @@ test(
 );
 
 test(
-  "a user del that fails after the account is deleted has ended the account's sessions",
+  "a user del whose clean-up fails has ended the account's sessions and says what is left",
   { timeout: 60_000 },
   async () => {
     const gina = 'gina@example.test';
@@ -242,7 +242,12 @@ test(
           ? () => Promise.reject(new Error('Connection is closed.'))
           : (Reflect.get(target, prop, receiver) as unknown),
     });
-    await assert.rejects(new Operations(failing, 'cli:root').delUser(gina), /Connection is closed/);
+    // the deletion happened: a warning, not an error, names what is left
+    const del = await new Operations(failing, 'cli:root').delUser(gina);
+    assert.equal(
+      del.warning,
+      `account ${gina} is deleted, but its failed-login counts were not cleared and its out-of-office reply markers were not removed (Redis: Connection is closed.); deleting it again finishes the clean-up`,
+    );
     assert.equal(await t.p.directory.accountExists(gina), false);
     assert.equal((await web.get('/api/account')).status, 401);
   },

@@ -1,7 +1,7 @@
 import { type Command, Option } from 'commander';
 import { parseQuota } from '@mailyard/admin';
 import type { CommandContext } from '../context.js';
-import { usageError } from '../errors.js';
+import { CliError, ExitCode, usageError } from '../errors.js';
 import { obtainPassword } from '../password.js';
 
 interface PasswordOptions {
@@ -82,7 +82,14 @@ export function registerUserCommands(program: Command, ctx: CommandContext): voi
     .argument('<address>', 'account address')
     .action((address: string) =>
       ctx.withOperations(async (ops) => {
-        ctx.print(`deleted account ${await ops.delUser(address)}`);
+        const del = await ops.delUser(address);
+        ctx.print(
+          del.resumed
+            ? `finished the clean-up of deleted account ${del.account}`
+            : `deleted account ${del.account}`,
+        );
+        // the account is gone (stdout says so); what is left is worth a retry, as dns check's tempfail
+        if (del.warning) throw new CliError(del.warning, ExitCode.tempfail);
       }),
     );
 

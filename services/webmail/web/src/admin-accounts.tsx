@@ -63,7 +63,11 @@ export function AccountsPage(props: { me: string }) {
   };
   const remove = (a: AdminAccount) => {
     if (!confirm(`Delete the account ${a.address}? Its mail stays on disk.`)) return;
-    action(async () => (await admin.delAccount(a.address), `Deleted ${a.address}`));
+    action(async () => {
+      const { warning } = await admin.delAccount(a.address);
+      // deleted either way; the warning names what deleting again will finish
+      return warning ?? `Deleted ${a.address}`;
+    });
   };
   const showApps = (account: string) =>
     void act.run(async () => {

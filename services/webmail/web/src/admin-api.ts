@@ -57,7 +57,7 @@ export const admin = {
     call<{ account: string; quota: number | null }>('POST', `${a(address)}/quota`, { quota }),
   resetTwoFactor: (address: string) =>
     call<{ account: string }>('POST', `${a(address)}/two-factor/reset`, {}),
-  delAccount: (address: string) => call<{ deleted: string }>('DELETE', a(address)),
+  delAccount: (address: string) => call<{ deleted: string; warning?: string }>('DELETE', a(address)),
   appPasswords: (address: string) =>
     call<{ account: string; appPasswords: AdminAppPassword[] }>('GET', `${a(address)}/app-passwords`),
   revokeAppPassword: (address: string, name: string) =>

@@ -1,0 +1,47 @@
+import type { Redis } from 'ioredis';
+
+/**
+ * The steps of `user del` that follow the removal of the account's record, named as a
+ * warning names them. Each may fail on its own (Redis trouble) once the account is gone.
+ */
+export const CLEANUP_STEPS = {
+  sessions: 'its webmail sessions were not ended',
+  revocation: 'its logins on other protocols were not told to end',
+  audit: 'the deletion is not in the audit log',
+  quota: 'its quota override was not removed',
+  loginGuard: 'its failed-login counts were not cleared',
+  patternKeys: 'its out-of-office reply markers were not removed',
+} as const;
+export type CleanupStep = keyof typeof CLEANUP_STEPS;
+
+/**
+ * HASH: account → JSON array of the CleanupStep names still to do (renaming it is a
+ * migration). Written before the record goes and emptied when every step has run, so a
+ * failed clean-up is known after the account is: `user del` again finishes it, where it
+ * would otherwise answer that there is no such account.
+ */
+export const CLEANUP_PENDING_KEY = 'admin:account-cleanup';
+
+export async function pendingCleanup(redis: Redis, account: string): Promise<CleanupStep[] | null> {
+  const raw = await redis.hget(CLEANUP_PENDING_KEY, account);
+  if (raw === null) return null;
+  try {
+    const steps = JSON.parse(raw) as unknown;
+    if (Array.isArray(steps)) return steps.filter((s): s is CleanupStep => s in CLEANUP_STEPS);
+  } catch {
+    // unreadable: every step again, each is safe to repeat
+  }
+  return Object.keys(CLEANUP_STEPS) as CleanupStep[];
+}
+
+export async function setPendingCleanup(redis: Redis, account: string, steps: readonly CleanupStep[]) {
+  if (steps.length) await redis.hset(CLEANUP_PENDING_KEY, account, JSON.stringify(steps));
+  else await redis.hdel(CLEANUP_PENDING_KEY, account);
+}
+
+/** The warning for steps left undone: one sentence, with what to run. */
+export function cleanupWarning(account: string, left: readonly CleanupStep[], cause: string): string {
+  const parts = left.map((s) => CLEANUP_STEPS[s]);
+  const list = parts.length > 1 ? `${parts.slice(0, -1).join(', ')} and ${parts.at(-1)}` : parts[0];
+  return `account ${account} is deleted, but ${list} (${cause}); deleting it again finishes the clean-up`;
+}
