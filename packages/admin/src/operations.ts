@@ -217,6 +217,7 @@ export class Operations {
   }
 
   async addUser(address: string, password: string, opts: { admin?: boolean } = {}): Promise<string> {
+    await this.finishCleanup(address);
     const a = await this.directory.addUser(address, password);
     if (opts.admin) await this.directory.setAdmin(a, true);
     await this.log('account.add', a, opts.admin ? { admin: true } : undefined);
@@ -257,6 +258,25 @@ export class Operations {
     await setPendingCleanup(this.redis, a, steps);
     await this.directory.delUser(a, await accountKeys(this.redis, a));
     return { account: a, resumed: false, ...(await this.cleanUpAccount(a, steps)) };
+  }
+
+  /**
+   * A new account of an address whose deletion left steps undone would inherit what they
+   * were to remove (the old owner's webmail sessions, quota, failed-login counts): they run
+   * first, and the account is not created while they fail.
+   */
+  private async finishCleanup(address: string): Promise<void> {
+    let a: string;
+    try {
+      a = normalizeAddress(address);
+    } catch {
+      return; // the directory refuses it, with the same message
+    }
+    if (await this.directory.accountExists(a)) return;
+    const left = await pendingCleanup(this.redis, a);
+    if (!left) return;
+    const { warning } = await this.cleanUpAccount(a, left);
+    if (warning) throw new Error(`account ${a} cannot be created yet: ${warning}`);
   }
 
   /**

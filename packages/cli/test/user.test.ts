@@ -198,6 +198,16 @@ test('user del whose clean-up fails still says the account is gone; again, it fi
   // the steps after the failed one ran
   assert.equal(await redis.hget('quota:storage', 'carol@example.org'), null);
   assert.match(await cli.ok(['audit', '-n', '1']), /\taccount\.del\tcarol@example\.org\n$/);
+  // a new account of the address would inherit the old one's sessions: not while they stay
+  const add = await cli.run(['user', 'add', 'carol@example.org', '--password-stdin'], {
+    input: GOOD_PASSWORD,
+  });
+  assert.equal(add.code, 1);
+  assert.match(
+    add.stderr,
+    /account carol@example\.org cannot be created yet: .*its webmail sessions were not ended/,
+  );
+  assert.equal(await cli.directory.accountExists('carol@example.org'), false);
 
   // the trouble is gone; a webmail session of the account is still open
   await redis.del('webmail:sessions:carol@example.org');
@@ -216,6 +226,27 @@ test('user del whose clean-up fails still says the account is gone; again, it fi
     code: 1,
     stdout: '',
     stderr: 'mailyard: account carol@example.org does not exist\n',
+  });
+});
+
+test('user add of an address whose deletion left clean-up undone finishes it first', async (t) => {
+  const cli = await withDomain(t);
+  const redis = new Redis(REDIS_URL, { keyPrefix: cli.prefix });
+  t.after(() => redis.quit());
+  await cli.ok(['user', 'add', 'dan@example.org', '--password-stdin'], { input: GOOD_PASSWORD });
+  await redis.set('webmail:sessions:dan@example.org', 'not a set');
+  assert.equal((await cli.run(['user', 'del', 'dan@example.org'])).code, 75);
+  // the old owner's webmail session, which the new owner must not get
+  await redis.del('webmail:sessions:dan@example.org');
+  await redis.set('webmail:session:old-owner', '{}');
+  await redis.sadd('webmail:sessions:dan@example.org', 'webmail:session:old-owner');
+  await cli.ok(['user', 'add', 'dan@example.org', '--password-stdin'], { input: GOOD_PASSWORD });
+  assert.equal(await redis.exists('webmail:session:old-owner'), 0);
+  // nothing left: deleting the new account is an ordinary deletion
+  assert.deepEqual(await cli.run(['user', 'del', 'dan@example.org']), {
+    code: 0,
+    stdout: 'deleted account dan@example.org\n',
+    stderr: '',
   });
 });
 
