@@ -28,18 +28,28 @@ function hasEightBit(buf: Buffer): boolean {
 
 const SEVEN_BIT_LABELS = new Set(['8bit', 'binary']);
 
-/** Bytes the encoder of `node` makes of `body` (and the node's Content-Transfer-Encoding updated). */
-async function encode(
-  node: MimeNode,
-  body: Buffer,
-  encoding: 'quoted-printable' | 'base64',
-): Promise<Buffer> {
-  const encoder = node.getEncoder(encoding);
-  const out: Buffer[] = [];
-  await pipeline(Readable.from([body]), encoder, async function* (source: AsyncIterable<Buffer>) {
-    for await (const chunk of source) out.push(chunk);
-  });
-  return Buffer.concat(out);
+/**
+ * A held body is encoded this many bytes at a time: the encoders turn each chunk they are
+ * given into a string and a wrapped copy of it, so one large chunk (a whole attachment) would
+ * be held several times over. A multiple of 3, so base64 carries nothing from one to the next.
+ */
+const SLICE_SIZE = 48 * 1024;
+
+function* slices(chunks: readonly Buffer[]): Generator<Buffer> {
+  for (const chunk of chunks)
+    for (let start = 0; start < chunk.length; start += SLICE_SIZE)
+      yield chunk.subarray(start, start + SLICE_SIZE);
+}
+
+function isUtf8(chunks: readonly Buffer[]): boolean {
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  try {
+    for (const slice of slices(chunks)) decoder.decode(slice, { stream: true });
+    decoder.decode();
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -88,47 +98,53 @@ class SevenBit extends Transform {
     const held = this.held;
     if (!held) return;
     this.held = null;
-    const { node } = held;
-    let body: Buffer = Buffer.concat(held.body);
-    if (hasEightBit(body)) {
-      if (node.encoding === 'base64' || node.encoding === 'quoted-printable')
-        throw new Unconvertible(`8-bit data in a ${node.encoding} part`);
-      if (node.contentType === 'message/rfc822') {
-        const inner = await convert(body, this.depth + 1);
-        if (inner.kind === 'refused') throw new Unconvertible(`attached message: ${inner.reason}`);
-        body = inner.data;
-        if (SEVEN_BIT_LABELS.has(node.encoding || '')) node.getEncoder('7bit');
-      } else if (node.contentType && /^(message|multipart)\//.test(node.contentType)) {
-        // RFC 2046 §5.2: these take no encoding but 7bit, 8bit and binary
-        throw new Unconvertible(`8-bit data in a ${node.contentType} part`);
-      } else {
-        const headers = node.headers;
-        // headers the message lacks go after its own, which keep their place
-        if (node.root && headers && !headers.hasHeader('MIME-Version'))
-          headers.add('MIME-Version', '1.0', Infinity);
-        if (node.root && headers && !headers.hasHeader('Content-Type')) {
-          // RFC 1428: an 8-bit message without MIME becomes text in its charset (UTF-8 when
-          // it is valid UTF-8, unknown-8bit otherwise)
-          const utf8 = Buffer.from(body.toString('utf8'), 'utf8').equals(body);
-          headers.add('Content-Type', `text/plain; charset=${utf8 ? 'utf-8' : 'unknown-8bit'}`, Infinity);
-        }
-        if (headers && !headers.hasHeader('Content-Transfer-Encoding'))
-          headers.add('Content-Transfer-Encoding', '8bit', Infinity);
-        const text = !node.contentType || node.contentType.startsWith('text/');
-        body = await encode(node, body, text ? 'quoted-printable' : 'base64');
-      }
+    const { node, body } = held;
+    if (!body.some(hasEightBit)) return this.pass(node, body);
+    if (node.encoding === 'base64' || node.encoding === 'quoted-printable')
+      throw new Unconvertible(`8-bit data in a ${node.encoding} part`);
+    if (node.contentType === 'message/rfc822') {
+      const inner = await convert(body, this.depth + 1);
+      if (inner.kind === 'refused') throw new Unconvertible(`attached message: ${inner.reason}`);
+      if (SEVEN_BIT_LABELS.has(node.encoding || '')) node.getEncoder('7bit');
+      return this.pass(node, [inner.data]);
     }
+    if (node.contentType && /^(message|multipart)\//.test(node.contentType))
+      // RFC 2046 §5.2: these take no encoding but 7bit, 8bit and binary
+      throw new Unconvertible(`8-bit data in a ${node.contentType} part`);
+    const headers = node.headers;
+    // headers the message lacks go after its own, which keep their place
+    if (node.root && headers && !headers.hasHeader('MIME-Version'))
+      headers.add('MIME-Version', '1.0', Infinity);
+    if (node.root && headers && !headers.hasHeader('Content-Type')) {
+      // RFC 1428: an 8-bit message without MIME becomes text in its charset (UTF-8 when
+      // it is valid UTF-8, unknown-8bit otherwise)
+      const charset = isUtf8(body) ? 'utf-8' : 'unknown-8bit';
+      headers.add('Content-Type', `text/plain; charset=${charset}`, Infinity);
+    }
+    if (headers && !headers.hasHeader('Content-Transfer-Encoding'))
+      headers.add('Content-Transfer-Encoding', '8bit', Infinity);
+    const text = !node.contentType || node.contentType.startsWith('text/');
+    const encoder = node.getEncoder(text ? 'quoted-printable' : 'base64');
     this.push(node);
-    if (body.length) this.push({ type: 'body', node, value: body });
+    // the held chunks go through the encoder a slice at a time, and what it makes goes on
+    // as it comes: the body is never copied whole, nor its encoded form collected
+    await pipeline(Readable.from(slices(body)), encoder, async (source: AsyncIterable<Buffer>) => {
+      for await (const value of source) this.push({ type: 'body', node, value });
+    });
+  }
+
+  private pass(node: MimeNode, body: readonly Buffer[]): void {
+    this.push(node);
+    for (const value of body) if (value.length) this.push({ type: 'body', node, value });
   }
 }
 
-async function convert(message: Buffer, depth: number): Promise<Downgrade> {
+async function convert(message: readonly Buffer[], depth: number): Promise<Downgrade> {
   if (depth > MAX_DEPTH) return { kind: 'refused', reason: `messages nested more than ${MAX_DEPTH} deep` };
   const out: Buffer[] = [];
   try {
     await pipeline(
-      Readable.from([message]),
+      Readable.from(message),
       new Splitter({ ignoreEmbedded: true, maxChildNodes: MAX_CHILD_NODES }),
       new SevenBit(depth),
       new Joiner(),
@@ -140,13 +156,13 @@ async function convert(message: Buffer, depth: number): Promise<Downgrade> {
     if (err instanceof Unconvertible) return { kind: 'refused', reason: err.message };
     return { kind: 'refused', reason: `the message could not be parsed as MIME: ${(err as Error).message}` };
   }
-  const data = Buffer.concat(out);
   // whatever the parser did not see as a part must not slip through either
-  if (hasEightBit(data)) return { kind: 'refused', reason: '8-bit data that could not be converted' };
-  return { kind: 'converted', data };
+  if (out.some(hasEightBit)) return { kind: 'refused', reason: '8-bit data that could not be converted' };
+  // the only copy of the whole message: the parts left as they were are still views of the input
+  return { kind: 'converted', data: Buffer.concat(out) };
 }
 
 /** The message with every 8-bit part re-encoded to 7 bit, or why that cannot be done. */
 export function downgradeTo7Bit(message: Buffer): Promise<Downgrade> {
-  return convert(message, 0);
+  return convert([message], 0);
 }
