@@ -8,7 +8,9 @@ import { Joiner, Splitter, type MimeNode, type SplitterChunk } from '@zone-eu/ma
  * data is re-encoded, text as quoted-printable and anything else as base64, and its
  * Content-Transfer-Encoding says so; a multipart or message/rfc822 container labelled
  * 8bit or binary is relabelled 7bit (RFC 2046 §5.2.1 allows no other encoding for a
- * message/rfc822, whose inner message is converted in turn). Everything else, the message
+ * message/rfc822, whose inner message is converted in turn). A leaf labelled 8bit or binary
+ * that holds only 7-bit bytes is relabelled 7bit, or re-encoded when a line of it is longer
+ * than SMTP carries or it has a CR or LF alone (RFC 2045 §2.7). Everything else, the message
  * header first of all, stays byte for byte. 8-bit data that no encoding can carry (in a
  * header, or a multipart preamble or epilogue) makes the message unconvertible.
  */
@@ -27,6 +29,30 @@ function hasEightBit(buf: Buffer): boolean {
 }
 
 const SEVEN_BIT_LABELS = new Set(['8bit', 'binary']);
+
+/** Octets on a line at most, without its CRLF (RFC 5321 §4.5.3.1.6). */
+const MAX_LINE = 998;
+
+/**
+ * Why a body of 7-bit bytes is not 7bit data (RFC 2045 §2.7): a `line` over 998 octets or
+ * with a NUL, which quoted-printable mends, or a `line break` that is a CR or LF alone, which
+ * only base64 keeps (the SMTP client sends a bare CR or LF as CRLF). Null when it is 7bit data.
+ */
+function sevenBitFault(chunks: readonly Buffer[]): 'line' | 'line break' | null {
+  let fault: 'line' | null = null;
+  let length = 0;
+  let cr = false;
+  for (const chunk of chunks)
+    for (let i = 0; i < chunk.length; i++) {
+      const b = chunk[i]!;
+      // a CR not followed by LF, or an LF not after a CR
+      if (cr !== (b === 0x0a)) return 'line break';
+      cr = b === 0x0d;
+      if (b === 0x0a) length = 0;
+      else if (!cr && (b === 0 || ++length > MAX_LINE)) fault = 'line';
+    }
+  return cr ? 'line break' : fault;
+}
 
 /**
  * A held body is encoded this many bytes at a time: the encoders turn each chunk they are
@@ -99,8 +125,11 @@ class SevenBit extends Transform {
     if (!held) return;
     this.held = null;
     const { node, body } = held;
-    if (!body.some(hasEightBit)) return this.pass(node, body);
-    if (node.encoding === 'base64' || node.encoding === 'quoted-printable')
+    const eightBit = body.some(hasEightBit);
+    // a part labelled 8bit or binary is not 7 bit even when its bytes are: its label, and
+    // a line too long for SMTP or a bare CR or LF, must not reach the server either
+    if (!eightBit && !SEVEN_BIT_LABELS.has(node.encoding || '')) return this.pass(node, body);
+    if (eightBit && (node.encoding === 'base64' || node.encoding === 'quoted-printable'))
       throw new Unconvertible(`8-bit data in a ${node.encoding} part`);
     if (node.contentType === 'message/rfc822') {
       const inner = await convert(body, this.depth + 1);
@@ -108,9 +137,21 @@ class SevenBit extends Transform {
       if (SEVEN_BIT_LABELS.has(node.encoding || '')) node.getEncoder('7bit');
       return this.pass(node, [inner.data]);
     }
-    if (node.contentType && /^(message|multipart)\//.test(node.contentType))
+    const text = !node.contentType || node.contentType.startsWith('text/');
+    if (node.contentType && /^(message|multipart)\//.test(node.contentType)) {
       // RFC 2046 §5.2: these take no encoding but 7bit, 8bit and binary
-      throw new Unconvertible(`8-bit data in a ${node.contentType} part`);
+      if (eightBit) throw new Unconvertible(`8-bit data in a ${node.contentType} part`);
+      if (!sevenBitFault(body)) node.getEncoder('7bit');
+      return this.pass(node, body);
+    }
+    if (!eightBit) {
+      const fault = sevenBitFault(body);
+      if (!fault) {
+        node.getEncoder('7bit');
+        return this.pass(node, body);
+      }
+      return this.encode(node, body, text && fault === 'line' ? 'quoted-printable' : 'base64');
+    }
     const headers = node.headers;
     // headers the message lacks go after its own, which keep their place
     if (node.root && headers && !headers.hasHeader('MIME-Version'))
@@ -123,8 +164,15 @@ class SevenBit extends Transform {
     }
     if (headers && !headers.hasHeader('Content-Transfer-Encoding'))
       headers.add('Content-Transfer-Encoding', '8bit', Infinity);
-    const text = !node.contentType || node.contentType.startsWith('text/');
-    const encoder = node.getEncoder(text ? 'quoted-printable' : 'base64');
+    return this.encode(node, body, text ? 'quoted-printable' : 'base64');
+  }
+
+  private async encode(
+    node: MimeNode,
+    body: readonly Buffer[],
+    encoding: 'quoted-printable' | 'base64',
+  ): Promise<void> {
+    const encoder = node.getEncoder(encoding);
     this.push(node);
     // the held chunks go through the encoder a slice at a time, and what it makes goes on
     // as it comes: the body is never copied whole, nor its encoded form collected

@@ -670,6 +670,33 @@ describe('7-bit conversion (RFC 6152 §3, for a server without 8BITMIME)', () =>
     );
   });
 
+  test('a part labelled 8bit or binary in 7-bit bytes: 7bit, or encoded when a line is too long', async () => {
+    const long = 'Lorem ipsum '.repeat(166) + 'dolor'; // 1997 octets on one line
+    for (const label of ['8bit', 'binary']) {
+      const part = (type: string, body: string) =>
+        `--b\r\nContent-Type: ${type}\r\nContent-Transfer-Encoding: ${label}\r\n\r\n${body}\r\n`;
+      const message = Buffer.from(
+        'From: a@x.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n' +
+          part('text/plain', `short\r\n${long}\r\nend`) +
+          part('application/octet-stream', long) +
+          part('text/plain', 'just short lines\r\nend') +
+          part('text/plain', 'a bare\nline feed') +
+          '--b--\r\n',
+      );
+      const out = await converted(message);
+      // RFC 5321 §4.5.3.1.6: 1000 octets on a line at most, with its CRLF
+      for (const line of out.split('\r\n'))
+        assert.ok(line.length <= 998, `${label}: a line of ${line.length}`);
+      assert.deepEqual(await decodedParts(Buffer.from(out, 'latin1')), await decodedParts(message), label);
+      assert.deepEqual(
+        [...out.matchAll(/Content-Transfer-Encoding: (.*)\r\n/g)].map((m) => m[1]),
+        ['quoted-printable', 'base64', '7bit', 'base64'],
+        label,
+      );
+      assert.ok(out.includes('\r\n\r\njust short lines\r\nend\r\n'), 'a 7bit part stays byte for byte');
+    }
+  });
+
   test('property: every part decodes to what it was, in 7 bit', async () => {
     const line = fc
       .uint8Array({ maxLength: 120 })
