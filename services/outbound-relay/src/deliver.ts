@@ -72,6 +72,8 @@ export interface Message {
   recipients: string[];
   data: Buffer;
   smtputf8: boolean;
+  /** The BODY= the sender declared (RFC 6152, RFC 3030); 7BIT when it declared none. */
+  body?: '7BIT' | '8BITMIME' | 'BINARYMIME';
   /**
    * The data converted to 7 bit once a server without 8BITMIME needs it: shared by the
    * attempts of one message (its recipient domains), so that it is made at most once.
@@ -526,11 +528,17 @@ async function deliverTo(
     }
     let data = msg.data;
     let eightBit = hasNonAscii(data);
-    if (eightBit && !c.has('8BITMIME')) {
+    // a message declared 8BITMIME or BINARYMIME may label parts 8bit or binary, and carry
+    // lines too long for SMTP in them, even when all its bytes are 7-bit
+    const declared = (msg.body ?? '7BIT') !== '7BIT';
+    if ((eightBit || declared) && !c.has('8BITMIME')) {
       // RFC 6152 §3: 8-bit data only to servers that offer 8BITMIME; the message goes as
       // 7 bit instead (Postfix: disable_mime_output_conversion = no), once per attempt
       const seven = await (sevenBit.current ??= downgradeTo7Bit(msg.data));
-      if (seven.kind === 'refused') {
+      if (seven.kind === 'converted') {
+        data = seven.data;
+        eightBit = false;
+      } else if (eightBit) {
         finished = reusable = true; // nothing was sent
         // RFC 3463 X.6.3: conversion required but not supported
         return all(
@@ -540,8 +548,7 @@ async function deliverTo(
             `and host ${c.peer} does not offer 8BITMIME`,
         );
       }
-      data = seven.data;
-      eightBit = false;
+      // 7-bit bytes that cannot be converted go as they are, as they did before
     }
     const size = Number(c.extensions.get('SIZE') ?? 0);
     if (c.has('SIZE') && size > 0 && data.length > size) {

@@ -267,7 +267,14 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       }
       unused = null; // attemptDelivery uses or closes it
       const r = await attemptDelivery(
-        { mailFrom: env.mailFrom, recipients: rcpts, data: body, smtputf8: env.smtputf8, sevenBit },
+        {
+          mailFrom: env.mailFrom,
+          recipients: rcpts,
+          data: body,
+          smtputf8: env.smtputf8,
+          body: env.body,
+          sevenBit,
+        },
         {
           myhostname: config.myhostname,
           loopPort: config.outbound_port,

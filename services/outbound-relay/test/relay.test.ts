@@ -451,6 +451,29 @@ describe('bounces', () => {
     assert.equal(head(got.data), head(message), 'the message header is unchanged');
   });
 
+  test('7-bit message with a long line in a binary part, to a server without 8BITMIME: lines fit', async () => {
+    const long = 'word '.repeat(240) + 'end'; // 1203 octets on one line (the server takes 2000 in all)
+    const message = Buffer.from(
+      'From: <alice@example.test>\r\nTo: <kim@strict.test>\r\nSubject: long-line-binary\r\n' +
+        'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\n' +
+        'Content-Type: text/plain\r\nContent-Transfer-Encoding: binary\r\n\r\n' +
+        long +
+        '\r\n--b1--\r\n',
+    );
+    const env = envelope('alice@example.test', ['kim@strict.test'], { body: '8BITMIME' });
+    await queueOutbound(p, env, message);
+    const got = await waitFor(() => receivedBy(strict, 'long-line-binary'), { what: 'delivery at strict' });
+    // RFC 5321 §4.5.3.1.6: 1000 octets on a line at most, with its CRLF
+    for (const line of got.data.toString('latin1').split('\r\n'))
+      assert.ok(line.length <= 998, `a line of ${line.length}`);
+    const parts = mimeParts(got.data);
+    assert.deepEqual(
+      parts.map((x) => x.cte),
+      ['quoted-printable'],
+    );
+    assert.equal(parts[0]!.payload.toString('latin1'), long);
+  });
+
   test('8-bit body without MIME to a server without 8BITMIME: sent as quoted-printable', async () => {
     const body = 'Grüße\r\nzweite Zeile mit Umlaut: ö\r\n';
     const env = envelope('alice@example.test', ['kim@strict.test'], { body: '8BITMIME' });
