@@ -1,3 +1,4 @@
+import { isAscii } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import type { Envelope } from '@mailyard/contracts';
 import { newQueueId, rfc5322Date } from '@mailyard/smtp-core';
@@ -62,7 +63,7 @@ export function buildDsn(input: DsnInput): { envelope: Envelope; message: Buffer
   const delay = input.reports.every((r) => r.action === 'delayed');
   const subject = delay ? 'Delayed Mail (still being retried)' : 'Undelivered Mail Returned to Sender';
   const headers = headerBlock(input.message);
-  const eightBit = headers.some((b) => b > 0x7f);
+  const eightBit = !isAscii(headers);
 
   const human = delay
     ? [

@@ -1,3 +1,4 @@
+import { isAscii } from 'node:buffer';
 import type { ConnectionOptions } from 'node:tls';
 import { isIP } from 'node:net';
 import type { Logger } from '@mailyard/observability';
@@ -89,9 +90,7 @@ export interface SevenBitCopy {
 const statusOf = (r: SmtpReply) => r.enhanced ?? `${String(r.code)[0]}.0.0`;
 
 function hasNonAscii(buf: Buffer | string): boolean {
-  if (typeof buf === 'string') return /[^\x00-\x7f]/.test(buf);
-  for (const b of buf) if (b > 0x7f) return true;
-  return false;
+  return typeof buf === 'string' ? /[^\x00-\x7f]/.test(buf) : !isAscii(buf);
 }
 
 function headerEnd(buf: Buffer): number {

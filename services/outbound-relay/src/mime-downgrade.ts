@@ -1,3 +1,4 @@
+import { isAscii } from 'node:buffer';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Joiner, Splitter, type MimeNode, type SplitterChunk } from '@zone-eu/mailsplit';
@@ -22,11 +23,6 @@ const MAX_DEPTH = 8;
 const MAX_CHILD_NODES = 1000;
 
 class Unconvertible extends Error {}
-
-function hasEightBit(buf: Buffer): boolean {
-  for (const b of buf) if (b > 0x7f) return true;
-  return false;
-}
 
 const SEVEN_BIT_LABELS = new Set(['8bit', 'binary']);
 
@@ -105,12 +101,12 @@ class SevenBit extends Transform {
 
   private forward(chunk: SplitterChunk): void {
     if (chunk.type !== 'node') {
-      if (hasEightBit(chunk.value))
+      if (!isAscii(chunk.value))
         throw new Unconvertible('8-bit data outside of any MIME part (a preamble or epilogue)');
       this.push(chunk);
       return;
     }
-    if (hasEightBit(chunk.getHeaders()))
+    if (!isAscii(chunk.getHeaders()))
       throw new Unconvertible(`8-bit data in the ${chunk.root ? 'message' : 'MIME part'} header`);
     if (chunk.multipart) {
       if (SEVEN_BIT_LABELS.has(chunk.encoding || '')) chunk.getEncoder('7bit');
@@ -125,7 +121,7 @@ class SevenBit extends Transform {
     if (!held) return;
     this.held = null;
     const { node, body } = held;
-    const eightBit = body.some(hasEightBit);
+    const eightBit = body.some((b) => !isAscii(b));
     // a part labelled 8bit or binary is not 7 bit even when its bytes are: its label, and
     // a line too long for SMTP or a bare CR or LF, must not reach the server either
     if (!eightBit && !SEVEN_BIT_LABELS.has(node.encoding || '')) return this.pass(node, body);
@@ -205,7 +201,8 @@ async function convert(message: readonly Buffer[], depth: number): Promise<Downg
     return { kind: 'refused', reason: `the message could not be parsed as MIME: ${(err as Error).message}` };
   }
   // whatever the parser did not see as a part must not slip through either
-  if (out.some(hasEightBit)) return { kind: 'refused', reason: '8-bit data that could not be converted' };
+  if (out.some((b) => !isAscii(b)))
+    return { kind: 'refused', reason: '8-bit data that could not be converted' };
   // the only copy of the whole message: the parts left as they were are still views of the input
   return { kind: 'converted', data: Buffer.concat(out) };
 }
