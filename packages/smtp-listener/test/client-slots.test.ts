@@ -1,11 +1,11 @@
 // A client's connection slot is given back when its session ends, STARTTLS or not:
 // STARTTLS drops every listener on the plain socket, the slot's too.
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { selfSignedCertificate } from '@mailyard/config';
 import { RawSmtp, waitFor } from '@mailyard/testkit';
-import { MailyardSmtpServer } from '../src/index.js';
+import type { MailyardSmtpServer } from '../src/index.js';
+import { startListener } from './helpers.js';
 
 let server: MailyardSmtpServer;
 let port: number;
@@ -14,14 +14,9 @@ let held = 0;
 
 before(async () => {
   const pair = selfSignedCertificate('mx.test');
-  server = new MailyardSmtpServer({
+  ({ server, port } = await startListener({
     key: pair.key,
     cert: pair.cert,
-    proxyTrusted: [],
-    hardErrorLimit: 20,
-    greetingDelay: 0,
-    logger: false,
-    authOptional: true,
     clientLimits: {
       admit: async () => {
         if (held >= 2) return { ok: false, limit: 'connection-count' };
@@ -30,9 +25,7 @@ before(async () => {
       },
     },
     deadlines: { requestMs: 60_000, minDataRate: 1, loginMs: 0 },
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.server.address() as AddressInfo).port;
+  }));
 });
 after(() => server.shutdown(1000, 1000));
 

@@ -1,31 +1,26 @@
 // Every error reply reaches the error-reply metric, temporary ones too: a 451 for a
 // refused recipient and the 421 that ends a session over the hard error limit.
 import assert from 'node:assert/strict';
-import { connect, type AddressInfo } from 'node:net';
+import { connect } from 'node:net';
 import { after, before, test } from 'node:test';
 import { waitFor } from '@mailyard/testkit';
-import { MailyardSmtpServer } from '../src/index.js';
+import type { MailyardSmtpServer } from '../src/index.js';
+import { startListener } from './helpers.js';
 
 let server: MailyardSmtpServer;
 let port: number;
 const codes: number[] = [];
 
 before(async () => {
-  server = new MailyardSmtpServer({
-    proxyTrusted: [],
+  ({ server, port } = await startListener({
     hardErrorLimit: 3,
-    greetingDelay: 0,
-    logger: false,
-    authOptional: true,
     hideSTARTTLS: true,
     onRcptTo(address, _session, cb) {
       const err = Object.assign(new Error('4.3.0 Try again later'), { responseCode: 451 });
       cb(address.address.startsWith('later@') ? err : null);
     },
     onErrorReply: (code) => codes.push(code),
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.server.address() as AddressInfo).port;
+  }));
 });
 after(() => new Promise<void>((resolve) => server.close(() => resolve())));
 

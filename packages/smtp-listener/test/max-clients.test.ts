@@ -1,27 +1,20 @@
 // A connection over maxClients is refused without touching the sessions already there:
 // a shutdown still says goodbye to each of them at once.
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { RawSmtp } from '@mailyard/testkit';
-import { MailyardSmtpServer } from '../src/index.js';
+import type { MailyardSmtpServer } from '../src/index.js';
+import { startListener } from './helpers.js';
 
 let server: MailyardSmtpServer;
 let port: number;
 const open: RawSmtp[] = [];
 
 before(async () => {
-  server = new MailyardSmtpServer({
-    proxyTrusted: [],
-    hardErrorLimit: 20,
-    greetingDelay: 0,
-    logger: false,
-    authOptional: true,
+  ({ server, port } = await startListener({
     hideSTARTTLS: true,
     maxClients: 2,
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.server.address() as AddressInfo).port;
+  }));
 });
 after(() => {
   for (const c of open) c.close();

@@ -1,10 +1,11 @@
 // RFC 2920 §3.1 on the listener both SMTP services share: message content sent before the
 // 354 is refused (Postfix's smtpd_forbid_unauth_pipelining), whatever the packets were.
 import assert from 'node:assert/strict';
-import { connect, type AddressInfo, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { after, before, test } from 'node:test';
 import type { SmtpReject } from '@mailyard/smtp-core';
-import { MailyardSmtpServer } from '../src/index.js';
+import type { MailyardSmtpServer } from '../src/index.js';
+import { startListener } from './helpers.js';
 
 let server: MailyardSmtpServer;
 let port: number;
@@ -17,12 +18,7 @@ const received: string[] = [];
 const refused: SmtpReject[] = [];
 
 before(async () => {
-  server = new MailyardSmtpServer({
-    proxyTrusted: [],
-    hardErrorLimit: 20,
-    greetingDelay: 0,
-    logger: false,
-    authOptional: true,
+  ({ server, port } = await startListener({
     allowInsecureAuth: true,
     authMethods: ['PLAIN'],
     hideSTARTTLS: true,
@@ -41,13 +37,11 @@ before(async () => {
       });
     },
     onReject: (err) => refused.push(err),
-  });
+  }));
   (server as unknown as { server: { on(e: 'connection', f: (s: Socket) => void): void } }).server.on(
     'connection',
     (s) => accepted.push(s),
   );
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.server.address() as AddressInfo).port;
 });
 after(() => new Promise<void>((resolve) => server.close(() => resolve())));
 

@@ -1,10 +1,10 @@
 // A shutdown whose drain time runs out while a message is being published: the client
 // gets the message's outcome before the 421, never a 421 for a message that was queued.
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
 import { before, test } from 'node:test';
 import { RawSmtp } from '@mailyard/testkit';
-import { MailyardSmtpServer } from '../src/index.js';
+import type { MailyardSmtpServer } from '../src/index.js';
+import { startListener } from './helpers.js';
 
 const DRAIN_MS = 200;
 let server: MailyardSmtpServer;
@@ -13,12 +13,7 @@ let publishing!: () => void;
 const publishStarted = new Promise<void>((resolve) => (publishing = resolve));
 
 before(async () => {
-  server = new MailyardSmtpServer({
-    proxyTrusted: [],
-    hardErrorLimit: 20,
-    greetingDelay: 0,
-    logger: false,
-    authOptional: true,
+  ({ server, port } = await startListener({
     hideSTARTTLS: true,
     onData(stream, session, cb) {
       stream.resume();
@@ -32,9 +27,7 @@ before(async () => {
         void published.then(() => cb(null, 'queued as Q1'));
       });
     },
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.server.address() as AddressInfo).port;
+  }));
 });
 
 test(
