@@ -21,3 +21,12 @@ export class OperationError extends Error {
 export class DnsUnavailableError extends Error {
   override readonly name = 'DnsUnavailableError';
 }
+
+/**
+ * An account cannot be created because an earlier deletion of its address left clean-up
+ * steps undone, and they failed again (Redis trouble): a temporary failure, whose message
+ * (one sentence) names what is left.
+ */
+export class CleanupPendingError extends Error {
+  override readonly name = 'CleanupPendingError';
+}

@@ -33,7 +33,7 @@ import { AuditLog, type AuditEntry } from './audit.js';
 import { PolicyRules } from '@mailyard/policy-rules';
 import type { DnsChecker, DomainReport, ServerReport } from './dns-check.js';
 import { requiredRecords, type ClientEndpoints, type RequiredRecord } from './dns-records.js';
-import { DnsUnavailableError, OperationError } from './errors.js';
+import { CleanupPendingError, DnsUnavailableError, OperationError } from './errors.js';
 import {
   CLEANUP_STEPS,
   cleanupWarning,
@@ -276,7 +276,7 @@ export class Operations {
     const left = await pendingCleanup(this.redis, a);
     if (!left) return;
     const { warning } = await this.cleanUpAccount(a, left);
-    if (warning) throw new Error(`account ${a} cannot be created yet: ${warning}`);
+    if (warning) throw new CleanupPendingError(`account ${a} cannot be created yet: ${warning}`);
   }
 
   /**

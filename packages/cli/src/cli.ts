@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { OperationError } from '@mailyard/admin';
+import { CleanupPendingError, OperationError } from '@mailyard/admin';
 import { DirectoryError } from '@mailyard/directory';
 import { commandGroups } from './commands/index.js';
 import { type CliDeps, type TextSink, createContext, createRedisClient } from './context.js';
@@ -61,6 +61,11 @@ function reportError(err: unknown, stderr: TextSink): number {
   if (err instanceof CliError) {
     stderr.write(`mailyard: ${err.message}\n`);
     return err.exitCode;
+  }
+  // the account's earlier deletion is not finished and Redis still fails: worth a retry
+  if (err instanceof CleanupPendingError) {
+    stderr.write(`mailyard: ${err.message}\n`);
+    return ExitCode.tempfail;
   }
   if (err instanceof DirectoryError || err instanceof OperationError) {
     stderr.write(`mailyard: ${err.message}\n`);

@@ -202,10 +202,10 @@ test('user del whose clean-up fails still says the account is gone; again, it fi
   const add = await cli.run(['user', 'add', 'carol@example.org', '--password-stdin'], {
     input: GOOD_PASSWORD,
   });
-  assert.equal(add.code, 1);
+  assert.equal(add.code, 75); // a temporary failure: the same command works once Redis does
   assert.match(
     add.stderr,
-    /account carol@example\.org cannot be created yet: .*its webmail sessions were not ended/,
+    /^mailyard: account carol@example\.org cannot be created yet: .*its webmail sessions were not ended[^\n]*\n$/,
   );
   assert.equal(await cli.directory.accountExists('carol@example.org'), false);
 

@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify';
-import { DnsUnavailableError, OperationError, type Operations } from '@mailyard/admin';
+import { CleanupPendingError, DnsUnavailableError, OperationError, type Operations } from '@mailyard/admin';
 import { DirectoryError } from '@mailyard/directory';
 import { AccessError, PolicyCommandError, RestrictionError } from '@mailyard/policy-rules';
 import { QueueAdminError } from '@mailyard/queue-admin';
@@ -65,6 +65,7 @@ function answer(err: unknown, ctx: Pick<Ctx, 'logger'>): ApiError {
   if (err instanceof RestrictionError || err instanceof AccessError || err instanceof PolicyCommandError)
     return errors.badRequest(sentence(err.message));
   if (err instanceof DnsUnavailableError) return new ApiError(503, 'dns_unavailable', sentence(err.message));
+  if (err instanceof CleanupPendingError) return new ApiError(503, 'cleanup_pending', sentence(err.message));
   if (err instanceof QueueAdminError) {
     ctx.logger.warn({ err }, 'admin console: queue unavailable');
     return new ApiError(503, 'unavailable', `The outbound queue cannot be reached: ${err.message}`);

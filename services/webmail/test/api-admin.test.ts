@@ -254,6 +254,30 @@ test(
 );
 
 test(
+  "an account is not created while an earlier deletion's clean-up still fails: 503, and why",
+  { timeout: 60_000 },
+  async () => {
+    const hana = 'hana@example.test';
+    const redis = t.p.redis.redis;
+    // an earlier deletion left its sessions to end, and ending them fails (WRONGTYPE)
+    await redis.hset('admin:account-cleanup', hana, JSON.stringify(['sessions']));
+    await redis.set(`webmail:sessions:${hana}`, 'not a set');
+    const refused = await admin.post('/api/admin/accounts', { address: hana, password: PASSWORD });
+    assert.equal(refused.status, 503);
+    assert.match(
+      String(refused.json.message),
+      /^Account hana@example\.test cannot be created yet: .*its webmail sessions were not ended/,
+    );
+    assert.equal(await t.p.directory.accountExists(hana), false);
+    // once Redis answers, the same request finishes the clean-up and creates the account
+    await redis.del(`webmail:sessions:${hana}`);
+    const created = await admin.post('/api/admin/accounts', { address: hana, password: PASSWORD });
+    assert.equal(created.status, 200);
+    assert.equal(await redis.hget('admin:account-cleanup', hana), null);
+  },
+);
+
+test(
   'a deleted account leaves nothing to a new account of its address: app passwords, forwarding',
   { timeout: 60_000 },
   async () => {
