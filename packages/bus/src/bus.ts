@@ -59,6 +59,8 @@ export interface Delivery {
   /** Where an RPC request wants its answer (direct reply-to), and the id to answer with. */
   replyTo?: string;
   correlationId?: string;
+  /** The sender's `expiration` in ms: for an RPC request, how long its requester waits. */
+  expiration?: number;
 }
 
 /** A queue's depth and consumers, as a passive declare reports them. */
@@ -721,7 +723,7 @@ export class Bus {
    */
   async serve<R extends RpcType>(
     rpc: R,
-    handler: (request: RpcRequest<R>, body: Buffer) => Promise<z.input<R['reply']>>,
+    handler: (request: RpcRequest<R>, body: Buffer, signal?: AbortSignal) => Promise<z.input<R['reply']>>,
     opts: { prefetch: number },
   ): Promise<void> {
     await this.consume(
@@ -732,16 +734,25 @@ export class Bus {
           this.log.warn({ queue: rpc.queue }, 'request without reply-to or correlation id, dropped');
           return;
         }
+        // the requester stops waiting when the request's expiration has passed (counted
+        // from now: never before it does); work for it after that is for nobody
+        const signal = d.expiration === undefined ? undefined : AbortSignal.timeout(d.expiration);
         let answer: unknown;
         try {
           answer = await handler(
             parsePayload(rpc.request, d.headers[rpc.requestHeader], `${rpc.name} request`) as RpcRequest<R>,
             d.body,
+            signal,
           );
         } catch (err) {
+          if (signal?.aborted) {
+            this.log.debug({ err, queue: rpc.queue }, 'requester stopped waiting; no answer');
+            return;
+          }
           this.log.warn({ err, queue: rpc.queue }, 'request not answerable');
           answer = rpc.unanswerable();
         }
+        if (signal?.aborted) return;
         await this.publish({
           exchange: '',
           routingKey: d.replyTo,
@@ -846,6 +857,7 @@ export class Bus {
       routingKey: msg.fields.routingKey,
       ...(msg.properties.replyTo ? { replyTo: String(msg.properties.replyTo) } : {}),
       ...(msg.properties.correlationId ? { correlationId: String(msg.properties.correlationId) } : {}),
+      ...(Number(msg.properties.expiration) > 0 ? { expiration: Number(msg.properties.expiration) } : {}),
     };
     if (reg.exclusiveBinding) {
       try {

@@ -74,12 +74,25 @@ export function createDecider(config: PolicyEngineConfig, deps: DeciderDeps) {
     return decision;
   };
 
-  /** Decides a request (the RPC handler and the delegation server both use this). */
-  async function decide(input: PolicyInput, message: Buffer | null = null): Promise<PolicyDecision> {
+  /**
+   * Decides a request (the RPC handler and the delegation server both use this). Once
+   * `signal` is aborted (the requester's deadline passed) it rejects with its reason, and
+   * the decision is neither logged nor kept for `policy explain`: the intake answered
+   * with its own default action, and logged that.
+   */
+  async function decide(
+    input: PolicyInput,
+    message: Buffer | null = null,
+    signal?: AbortSignal,
+  ): Promise<PolicyDecision> {
     const req = PolicyRequest.parse({ ...input, v: POLICY_VERSION });
-    if (req.withMail && req.stage === 'rcpt') return decideWithMail(req);
+    if (req.withMail && req.stage === 'rcpt') return decideWithMail(req, signal);
     const end = metrics.decisionLatency.startTimer({ stage: req.stage });
-    return finish(req, await engine.decide(req, message), end);
+    const decided = signal
+      ? await engine.decide(req, message, { signal })
+      : await engine.decide(req, message);
+    if (!decided || signal?.aborted) throw signal?.reason ?? new Error('decision abandoned');
+    return finish(req, decided, end);
   }
 
   /**
@@ -87,10 +100,10 @@ export function createDecider(config: PolicyEngineConfig, deps: DeciderDeps) {
    * sender lists first, each stage decided, logged and explained as on its own; a
    * refusal of theirs answers the RCPT, and their Junk verdict covers the transaction.
    */
-  async function decideWithMail(req: PolicyRequest): Promise<PolicyDecision> {
-    const mail = await decide({ ...req, stage: 'mail', recipient: null, withMail: false });
+  async function decideWithMail(req: PolicyRequest, signal?: AbortSignal): Promise<PolicyDecision> {
+    const mail = await decide({ ...req, stage: 'mail', recipient: null, withMail: false }, null, signal);
     if (mail.action !== 'continue' && mail.action !== 'quarantine') return mail;
-    const rcpt = await decide({ ...req, withMail: false });
+    const rcpt = await decide({ ...req, withMail: false }, null, signal);
     const joined = {
       ...rcpt,
       reasons: [...mail.reasons, ...rcpt.reasons],

@@ -157,10 +157,19 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
     message: Buffer | null,
     opts: LocalOptions,
   ): Promise<EngineDecision | null>;
+  /**
+   * With only `signal` (the service, for a requester with a deadline): null once it is
+   * aborted, as nobody hears the decision; the scanner requests under way end.
+   */
   async function decide(
     req: PolicyRequest,
     message: Buffer | null,
-    opts?: LocalOptions,
+    opts: { signal: AbortSignal },
+  ): Promise<EngineDecision | null>;
+  async function decide(
+    req: PolicyRequest,
+    message: Buffer | null,
+    opts?: Partial<LocalOptions>,
   ): Promise<EngineDecision | null> {
     const ctx: CheckContext = {
       env,
@@ -216,6 +225,7 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
       }
     } catch (err) {
       if (err instanceof LeaveToService && opts?.local) return null;
+      if (opts?.signal?.aborted) return null;
       logger.error({ sid: req.sessionId, queueId: req.queueId, err }, 'policy check failed');
       note(ctx, 'policy', 'error', String((err as Error).message ?? err));
       verdict = refuse(policyReply.localError());

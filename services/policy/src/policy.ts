@@ -191,9 +191,13 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
       });
       await follow('subscribed');
       // the stage RPC: a request it cannot read is answered 451 4.3.0 by the bus
-      await bus.serve(PolicyRpc, (req, body) => decide(req, req.stage === 'data' ? body : null), {
-        prefetch: config.policy_prefetch,
-      });
+      await bus.serve(
+        PolicyRpc,
+        (req, body, signal) => decide(req, req.stage === 'data' ? body : null, signal),
+        {
+          prefetch: config.policy_prefetch,
+        },
+      );
       await bus.subscribe(EventKeys.learnSpam, onLearn);
       await bus.subscribe(EventKeys.learnHam, onLearn);
       if (config.policy_delegation_enabled) {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { PolicyRpc } from '@mailyard/contracts';
 import { PolicyRules } from '@mailyard/policy-rules';
 import { RawSmtp, waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
@@ -141,6 +142,51 @@ describe('a scanner that never answers, asked by mta-inbound at DATA', { timeout
           what: `the connection to the stalled scanner closed (${s.open} open)`,
         });
       }
+    });
+  }
+});
+
+describe('a scanner that never answers, asked by the policy service over RPC', { timeout: 120_000 }, () => {
+  // an intake that cannot reach the scanner itself leaves DATA to the policy service:
+  // once the intake has stopped waiting for the answer, the scan is for nobody
+  for (const [check, scanner] of [
+    ['check_virus', () => clamd],
+    ['check_spam', () => rspamd],
+  ] as const) {
+    test(`${check}: the request to the scanner ends when the requester stops waiting`, async () => {
+      await rules.set('smtpd_data_restrictions', [check]);
+      const v = Number(await p.redis.redis.get('policy:version'));
+      await waitFor(() => p.policy!.rulesVersion >= v, { what: 'the rules in force in the policy service' });
+      const s = scanner();
+      const before = s.accepted;
+      const started = Date.now();
+      await assert.rejects(
+        p.inboundRt.bus.call(
+          PolicyRpc,
+          {
+            v: 1,
+            stage: 'data',
+            origin: 'mta-inbound',
+            sessionId: `rpc-${check}`,
+            queueId: `rpc-${check}`,
+            client: { ip: '127.0.0.5' },
+            sender: 'someone@sender.test',
+            recipients: ['alice@example.test'],
+          },
+          { timeoutMs: DATA_TIMEOUT_MS, body: Buffer.from('Subject: hi\r\n\r\nhello\r\n') },
+        ),
+        /no answer/,
+      );
+      await waitFor(() => s.accepted > before, {
+        timeoutMs: 10_000,
+        what: 'the scanner asked by the service',
+      });
+      // long before CONTENT_FILTER_TIMEOUT (120 s): the service did not hold the request
+      await waitFor(() => s.open === 0, {
+        timeoutMs: 10_000,
+        what: `the connection to the stalled scanner closed (${s.open} open)`,
+      });
+      assert.ok(Date.now() - started < 15_000);
     });
   }
 });
