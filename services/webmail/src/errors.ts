@@ -1,3 +1,5 @@
+import { ReplyError } from 'ioredis';
+
 /**
  * Every error the API answers with: an HTTP status, a stable code the front end (and
  * scripts) can rely on, and one sentence for a person. Anything else thrown becomes
@@ -81,6 +83,23 @@ export function formatBytes(n: number): string {
   if (n >= 1024 * 1024) return `${Math.floor((n / (1024 * 1024)) * 10) / 10} MB`;
   if (n >= 1024) return `${Math.floor(n / 1024)} KB`;
   return `${n} bytes`;
+}
+
+/** redis-errors' base class (ioredis exports only ReplyError): Redis's own refusals and the commands ioredis gave up. */
+const RedisError = Object.getPrototypeOf(ReplyError) as typeof Error;
+
+/**
+ * Redis failed (sessions, uploads, the directory, the rate limit all live there): a
+ * command refused by Redis itself (LOADING, READONLY, MISCONF, OOM...), given up after
+ * its retries while Redis is unreachable, or not answered within REDIS_COMMAND_TIMEOUT.
+ * A temporary failure like an IMAP one, never a 500.
+ */
+export function isRedisFailure(err: unknown): boolean {
+  if (err instanceof RedisError) return true;
+  // ioredis's own words for a connection that closed under a command, and for its timeout
+  return (
+    err instanceof Error && (err.message === 'Connection is closed.' || err.message === 'Command timed out')
+  );
 }
 
 /** Response codes of a tagged NO that say the store cannot now, not that it will not (RFC 5530). */

@@ -30,7 +30,7 @@ import { delayQueuesOf } from '@mailyard/queue-admin';
 import type { Logger, Registry } from '@mailyard/observability';
 import type { WebmailConfig } from './config.js';
 import { folderHelpers, type Ctx, type SecondFactor } from './context.js';
-import { ApiError, UpstreamError, errors } from './errors.js';
+import { ApiError, UpstreamError, errors, isRedisFailure } from './errors.js';
 import { ImapPool } from './imap-pool.js';
 import { createMetrics } from './metrics.js';
 import { MailNotifier } from './notifier.js';
@@ -268,6 +268,9 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
     if (err instanceof ApiError) e = err;
     else if (err instanceof UpstreamError) {
       logger.warn({ err }, 'upstream failure');
+      e = errors.unavailable();
+    } else if (isRedisFailure(err)) {
+      logger.warn({ err, url: req.url }, 'Redis failure');
       e = errors.unavailable();
     } else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       // an upload's limit is the attachment limit; other routes have their own

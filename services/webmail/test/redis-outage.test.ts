@@ -1,0 +1,56 @@
+// The webmail's own Redis (sessions, uploads, the login rate limit, the directory it
+// reads roles from) stopped under a logged-in user: every request is a temporary
+// failure (503, "try again"), never a 500 and never "not logged in"; the session is
+// there again once Redis is back.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Directory } from '@mailyard/directory';
+import { startPrivateRedis, type PrivateRedis } from '@mailyard/testkit';
+import { addAccount } from '../../../test/harness.js';
+import { ALICE, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { WebClient, q } from './web-client.js';
+
+const PREFIX = 'webmail-outage:';
+let redis: PrivateRedis;
+let t: WebmailTestbed;
+let port: number;
+
+before(async () => {
+  redis = await startPrivateRedis();
+  t = await startWebmailTestbed();
+  // a webmail whose Redis is the test's own, with the account in its directory too
+  await addAccount(new Directory(redis.client({ keyPrefix: PREFIX })), ALICE);
+  port = (await t.another({ redis_url: redis.url, redis_prefix: PREFIX, redis_command_timeout: '2s' })).port;
+});
+after(async () => {
+  await t?.close();
+  await redis?.close();
+});
+
+test('Redis down: 503 on every kind of request, the session back with it', { timeout: 90_000 }, async () => {
+  const alice = new WebClient(port, t.ca);
+  assert.equal((await alice.login(ALICE)).status, 200);
+  assert.equal((await alice.get('/api/folders')).status, 200);
+
+  await redis.kill();
+  const answers = {
+    folders: await alice.get('/api/folders'),
+    session: await alice.get('/api/session'),
+    flags: await alice.post('/api/messages/flags', { folder: 'INBOX', uids: [1], add: ['seen'] }),
+    upload: await alice.req('POST', '/api/uploads', {
+      body: Buffer.from('hello'),
+      headers: { 'content-type': 'text/plain', 'x-filename': 'a.txt' },
+    }),
+    logout: await alice.post('/api/logout'),
+    login: await new WebClient(port, t.ca).login(ALICE),
+  };
+  for (const [what, res] of Object.entries(answers)) {
+    assert.equal(res.status, 503, `${what}: ${res.status} ${res.text}`);
+    assert.equal(res.json?.error, 'unavailable', `${what}: ${res.text}`);
+    assert.match(res.json.message, /try again/, what);
+  }
+
+  await redis.start();
+  const back = await alice.get('/api/messages' + q({ folder: 'INBOX' }));
+  assert.equal(back.status, 200, back.text);
+});
