@@ -93,15 +93,28 @@ export const toAddress = (a: MessageAddressObject | undefined): Address | null =
 export const toAddresses = (list: MessageAddressObject[] | undefined): Address[] =>
   (list ?? []).map(toAddress).filter((a): a is Address => a !== null);
 
+/**
+ * When a message was written, for the list and the reader: its Date header when that
+ * is a date, else when it arrived (INTERNALDATE). A Date header is the sender's to
+ * write: imapflow hands on one that is no date as the text it was ("soon", "32 Foo
+ * 2024"), and a message of such must still be listed and opened.
+ */
+export function messageDate(header: Date | string | undefined, arrived: Date | string | undefined): string {
+  for (const d of [header, arrived]) {
+    const ms = d === undefined || d === '' ? NaN : new Date(d).getTime();
+    if (Number.isFinite(ms)) return new Date(ms).toISOString();
+  }
+  return new Date(0).toISOString();
+}
+
 function rowOf(m: FetchMessageObject): ListRow {
   const env = m.envelope;
-  const date = env?.date ?? m.internalDate;
   return {
     uid: m.uid,
     subject: env?.subject ?? '',
     from: toAddress(env?.from?.[0] ?? env?.sender?.[0]),
     to: toAddresses(env?.to),
-    date: date ? new Date(date).toISOString() : new Date(0).toISOString(),
+    date: messageDate(env?.date, m.internalDate),
     size: m.size ?? 0,
     flags: flagsOf(m.flags),
     attachment: /^content-type:\s*multipart\/mixed/im.test(m.headers?.toString('latin1') ?? ''),

@@ -4,7 +4,7 @@
 import type { ImapFlow, MessageStructureObject } from 'imapflow';
 import { errors } from './errors.js';
 import type { AttachmentInfo, MessageView, PolicyReason } from './api-types.js';
-import { flagsOf, toAddresses } from './mailbox.js';
+import { flagsOf, messageDate, toAddresses } from './mailbox.js';
 import { htmlToText, sanitizeMailHtml, type SanitizedHtml } from './sanitize.js';
 
 export interface ParsedStructure {
@@ -148,7 +148,6 @@ export async function loadMessage(c: ImapFlow, folder: string, uid: number): Pro
   const policyHeader = headerValue(headers, 'x-mailyard-policy');
   const rawHtml = htmlParts.length ? htmlParts.join('\n<hr>\n') : null;
   const text = textParts.length ? textParts.join('\n\n') : rawHtml ? htmlToText(rawHtml) : '';
-  const date = env?.date ?? m.internalDate;
   return {
     view: {
       uid,
@@ -159,7 +158,7 @@ export async function loadMessage(c: ImapFlow, folder: string, uid: number): Pro
       cc: toAddresses(env?.cc),
       bcc: toAddresses(env?.bcc),
       replyTo: toAddresses(env?.replyTo),
-      date: date ? new Date(date).toISOString() : new Date(0).toISOString(),
+      date: messageDate(env?.date, m.internalDate),
       flags: flagsOf(m.flags),
       messageId: env?.messageId ?? null,
       inReplyTo: env?.inReplyTo ?? null,

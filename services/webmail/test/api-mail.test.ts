@@ -487,6 +487,44 @@ describe('actions', () => {
   });
 });
 
+describe('dates that are no dates', () => {
+  test(
+    'a Date header that is no date: listed and opened with the arrival date',
+    { timeout: 30_000 },
+    async () => {
+      // a sender writes what it likes in Date:; the store keeps when the message arrived
+      const arrived = new Date('2025-03-04T05:06:07.000Z');
+      const imap = new ImapFlow({
+        host: '127.0.0.1',
+        port: t.retrieval.ports.imaps,
+        secure: true,
+        tls: { rejectUnauthorized: false },
+        auth: { user: 'webmail', pass: SECRET, authzid: BOB },
+        logger: false,
+      });
+      await imap.connect();
+      for (const date of ['not a date at all', 'Mon, 45 Foo 2025 99:99:99 +0000'])
+        await imap.append('Archive', plainMessage({ subject: `Dated ${date}`, to: BOB, date }), [], arrived);
+      await imap.logout();
+      for (const sort of ['arrival', 'date'])
+        for (const threads of [false, true]) {
+          const res = await bob.get('/api/messages' + q({ folder: 'Archive', sort, threads }));
+          assert.equal(res.status, 200, `sort=${sort} threads=${threads}: ${res.text}`);
+          const rows = res.json.rows as { uid: number; subject: string; date: string }[];
+          assert.equal(rows.length, 2);
+          for (const r of rows) assert.equal(r.date, arrived.toISOString(), r.subject);
+        }
+      const rows = (await bob.get('/api/messages' + q({ folder: 'Archive' }))).json.rows as { uid: number }[];
+      for (const { uid } of rows) {
+        const m = await bob.get(`/api/messages/${uid}` + q({ folder: 'Archive' }));
+        assert.equal(m.status, 200, m.text);
+        assert.equal(m.json.date, arrived.toISOString());
+        assert.equal((await bob.get(`/api/messages/${uid}/draft` + q({ folder: 'Archive' }))).status, 200);
+      }
+    },
+  );
+});
+
 describe('new mail without reload', () => {
   test('the event stream announces a delivery within moments', { timeout: 30_000 }, async () => {
     const stream = await openEvents(alice, t.ca);
