@@ -15,8 +15,13 @@ export interface ParsedStructure {
   cids: Map<string, { part: string; type: string; size: number }>;
 }
 
+/**
+ * An attachment's name as the sender wrote it, as well-formed text: a name in UTF-16
+ * (RFC 2047 allows any charset) may decode to half of a surrogate pair, which no URL
+ * encoding or header can carry; that half becomes U+FFFD as any decoder would show it.
+ */
 const filenameOf = (n: MessageStructureObject) =>
-  n.dispositionParameters?.filename ?? n.parameters?.name ?? '';
+  (n.dispositionParameters?.filename ?? n.parameters?.name ?? '').replace(/[\uD800-\uDFFF]/gu, '\uFFFD');
 
 /** Walks BODYSTRUCTURE: which parts are the body (HTML and text) and which are attachments. */
 export function parseStructure(root: MessageStructureObject): ParsedStructure {

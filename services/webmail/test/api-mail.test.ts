@@ -525,6 +525,58 @@ describe('dates that are no dates', () => {
   );
 });
 
+describe('attachment names that are no text', () => {
+  test('a name that decodes to half a character downloads all the same', { timeout: 30_000 }, async () => {
+    // =?UTF-16BE?B?2D0AYQ==?= is U+D83D, the first half of a pair with no second, then "a"
+    const raw = [
+      'From: <sender@remote.example>',
+      `To: ${BOB}`,
+      'Subject: Half a character',
+      'Date: Mon, 6 Jan 2025 10:00:00 +0000',
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/mixed; boundary=b',
+      '',
+      '--b',
+      'Content-Type: text/plain',
+      '',
+      'see attached',
+      '--b',
+      'Content-Type: application/octet-stream; name="=?UTF-16BE?B?2D0AYQ==?="',
+      'Content-Disposition: attachment',
+      'Content-Transfer-Encoding: base64',
+      '',
+      Buffer.from('the attachment').toString('base64'),
+      '--b--',
+      '',
+    ].join('\r\n');
+    const imap = new ImapFlow({
+      host: '127.0.0.1',
+      port: t.retrieval.ports.imaps,
+      secure: true,
+      tls: { rejectUnauthorized: false },
+      auth: { user: 'webmail', pass: SECRET, authzid: BOB },
+      logger: false,
+    });
+    await imap.connect();
+    await imap.append('Junk', raw);
+    await imap.logout();
+    const { rows } = (await bob.get('/api/messages' + q({ folder: 'Junk' }))).json as {
+      rows: { uid: number; subject: string }[];
+    };
+    const uid = rows.find((r) => r.subject === 'Half a character')!.uid;
+    const file = await bob.get(`/api/messages/${uid}/parts/2` + q({ folder: 'Junk' }));
+    assert.equal(file.status, 200, file.text);
+    assert.equal(file.text, 'the attachment');
+    assert.equal(file.headers['content-disposition'], "attachment; filename*=UTF-8''%EF%BF%BDa");
+    const m = await bob.get(`/api/messages/${uid}` + q({ folder: 'Junk' }));
+    assert.equal(m.status, 200, m.text);
+    assert.deepEqual(
+      (m.json.attachments as { part: string; filename: string }[]).map((a) => [a.part, a.filename]),
+      [['2', '\uFFFDa']],
+    );
+  });
+});
+
 describe('new mail without reload', () => {
   test('the event stream announces a delivery within moments', { timeout: 30_000 }, async () => {
     const stream = await openEvents(alice, t.ca);
