@@ -1,6 +1,6 @@
 import { ImapFlow } from 'imapflow';
 import type { Logger } from '@mailyard/observability';
-import { fromImapRefusal, UpstreamError } from './errors.js';
+import { errors, fromImapRefusal, UpstreamError } from './errors.js';
 import type { WebmailMetrics } from './metrics.js';
 
 /** Where IMAP (or submission) is and how the webmail logs in there: its service login, acting for an account. */
@@ -27,13 +27,31 @@ interface AccountConnections {
 /** How long a request waits for a free connection of its account before it fails (503). */
 const WAIT_MS = 30_000;
 
+/** The error of the last command each connection's imapflow reported (see `made`). */
+const commandErrors = new WeakMap<ImapFlow, Error>();
+
+/**
+ * Runs one of imapflow's changes that answer a refusal with `false` rather than an error
+ * (messageFlagsAdd and messageFlagsRemove, messageMove, messageDelete: STORE, MOVE,
+ * EXPUNGE), the NO reaching only the connection's logger. It is thrown here as the
+ * store said it, for the pool to read as any other refusal (a full mailbox, a folder
+ * gone): a change the store did not make is never answered as made.
+ */
+export async function made<T>(c: ImapFlow, change: () => Promise<T | false | undefined>): Promise<T> {
+  commandErrors.delete(c);
+  const result = await change();
+  if (result !== false && result !== undefined) return result;
+  throw commandErrors.get(c) ?? errors.imapRefused('the change was not made');
+}
+
 /** Opens an IMAP session for `account` through the service login. */
 export function connectImap(
   target: ImapTarget,
   account: string,
   opts: { idle?: boolean; logger: Logger },
 ): ImapFlow {
-  const client = new ImapFlow({
+  const debug = process.env.IMAP_DEBUG ? opts.logger.child({ account, component: 'imapflow' }) : null;
+  const client: ImapFlow = new ImapFlow({
     host: target.host,
     port: target.port,
     secure: true,
@@ -49,7 +67,18 @@ export function connectImap(
       authzid: account,
       loginMethod: 'AUTH=PLAIN',
     },
-    logger: process.env.IMAP_DEBUG ? opts.logger.child({ account, component: 'imapflow' }) : false,
+    // imapflow logs a refused command's error at warn, which made() needs; the rest
+    // reaches a log only with IMAP_DEBUG
+    logger: {
+      debug: (entry: object) => debug?.debug(entry),
+      info: (entry: object) => debug?.info(entry),
+      warn: (entry: { err?: unknown }) => {
+        if (entry?.err instanceof Error) commandErrors.set(client, entry.err);
+        debug?.warn(entry);
+      },
+      error: (entry: object) => debug?.error(entry),
+      fatal: (entry: object) => debug?.error(entry),
+    },
     // pool connections run one request after another; only the notifier's connection idles
     disableAutoIdle: !opts.idle,
     ...(opts.idle ? { autoIdleDelay: 50 } : {}),

@@ -4,6 +4,7 @@ import type { ImapFlow } from 'imapflow';
 import { z } from 'zod';
 import { folderSchema, parse, sessionOf, uidListSchema, uidParam, type Ctx } from './context.js';
 import { errors } from './errors.js';
+import { made } from './imap-pool.js';
 import type { FolderInfo, MessageView } from './api-types.js';
 import { existingUids, listPage, specialFolder } from './mailbox.js';
 import { loadMessage, parseStructure, sanitizeLoaded } from './message-view.js';
@@ -200,16 +201,20 @@ export function registerMailRoutes(app: FastifyInstance, ctx: Ctx): void {
     const { account } = sessionOf(req);
     return onMessages(account, b.folder, b.uids, async (c, found) => {
       if (b.add.length)
-        await c.messageFlagsAdd(
-          found,
-          b.add.map((f) => FLAG_NAMES[f]),
-          { uid: true },
+        await made(c, () =>
+          c.messageFlagsAdd(
+            found,
+            b.add.map((f) => FLAG_NAMES[f]),
+            { uid: true },
+          ),
         );
       if (b.remove.length)
-        await c.messageFlagsRemove(
-          found,
-          b.remove.map((f) => FLAG_NAMES[f]),
-          { uid: true },
+        await made(c, () =>
+          c.messageFlagsRemove(
+            found,
+            b.remove.map((f) => FLAG_NAMES[f]),
+            { uid: true },
+          ),
         );
       return { uids: found };
     });
@@ -224,12 +229,12 @@ export function registerMailRoutes(app: FastifyInstance, ctx: Ctx): void {
   ) =>
     onMessages(account, folder, uids, async (c, found, f) => {
       if (keywords) {
-        if (keywords[0].length) await c.messageFlagsAdd(found, keywords[0], { uid: true });
-        if (keywords[1].length) await c.messageFlagsRemove(found, keywords[1], { uid: true });
+        if (keywords[0].length) await made(c, () => c.messageFlagsAdd(found, keywords[0], { uid: true }));
+        if (keywords[1].length) await made(c, () => c.messageFlagsRemove(found, keywords[1], { uid: true }));
       }
       if (f.path === to.path) return { uids: found, to: to.path, moved: [] as number[] };
-      const res = await c.messageMove(found, to.path, { uid: true });
-      const map = res && typeof res === 'object' && res.uidMap ? res.uidMap : new Map<number, number>();
+      const res = await made(c, () => c.messageMove(found, to.path, { uid: true }));
+      const map = res.uidMap ?? new Map<number, number>();
       return { uids: found, to: to.path, moved: found.map((u) => map.get(u) ?? null) };
     });
 
@@ -252,7 +257,7 @@ export function registerMailRoutes(app: FastifyInstance, ctx: Ctx): void {
     const trash = await special(account, '\\Trash', 'Trash');
     if (b.folder !== trash.path) return move(account, b.folder, b.uids, trash);
     return onMessages(account, b.folder, b.uids, async (c, found) => {
-      await c.messageDelete(found, { uid: true });
+      await made(c, () => c.messageDelete(found, { uid: true }));
       return { uids: found, deleted: true };
     });
   });

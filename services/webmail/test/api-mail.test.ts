@@ -7,7 +7,9 @@ import { ImapFlow } from 'imapflow';
 import { Bus } from '@mailyard/bus';
 import { EventKeys } from '@mailyard/contracts';
 import { createLogger } from '@mailyard/observability';
+import { Quotas } from '@mailyard/mailstore';
 import { waitFor } from '@mailyard/testkit';
+import { addAccount } from '../../../test/harness.js';
 import { sendRaw } from '../../retrieval/test/helpers.js';
 import { newsletter, plainMessage } from './messages.js';
 import { ALICE, BOB, SECRET, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
@@ -485,6 +487,43 @@ describe('actions', () => {
       ],
     });
   });
+});
+
+describe('changes the store refuses', () => {
+  test(
+    'a full mailbox: a move or delete the store refuses says so, not "done"',
+    { timeout: 30_000 },
+    async () => {
+      // an account of its own, its mail delivered before its quota shrank below its use
+      const FULL = 'full-mail@example.test';
+      await addAccount(t.p.directory, FULL);
+      await sendRaw(t.p, FULL, plainMessage({ subject: 'Keep or go', to: FULL }));
+      await new Quotas(t.p.redis.redis, 0).set(FULL, 1);
+      const c = new WebClient(t.webmail.port, t.ca);
+      assert.equal((await c.login(FULL)).status, 200);
+      const [row] = (await c.get('/api/messages' + q({ folder: 'INBOX' }))).json.rows as { uid: number }[];
+      // MOVE copies into the other folder first: the store refuses it over quota (RFC 9208 §5.1)
+      for (const [path, body] of [
+        ['/api/messages/delete', { folder: 'INBOX', uids: [row!.uid] }],
+        ['/api/messages/archive', { folder: 'INBOX', uids: [row!.uid] }],
+        ['/api/messages/move', { folder: 'INBOX', uids: [row!.uid], to: 'Trash' }],
+        ['/api/messages/spam', { folder: 'INBOX', uids: [row!.uid], spam: true }],
+      ] as const) {
+        const res = await c.post(path, body);
+        assert.deepEqual([res.status, res.json.error], [507, 'over_quota'], `${path}: ${res.text}`);
+      }
+      // and it is where the answers say it is
+      const inbox = (await c.get('/api/messages' + q({ folder: 'INBOX' }))).json;
+      assert.deepEqual(
+        (inbox.rows as { uid: number }[]).map((r) => r.uid),
+        [row!.uid],
+      );
+      assert.equal((await c.get('/api/messages' + q({ folder: 'Trash' }))).json.total, 0);
+      // flags need no room: still set
+      const seen = await c.post('/api/messages/flags', { folder: 'INBOX', uids: [row!.uid], add: ['seen'] });
+      assert.equal(seen.status, 200, seen.text);
+    },
+  );
 });
 
 describe('dates that are no dates', () => {
