@@ -416,6 +416,42 @@ print(m.getquotaroot('INBOX')[1])
     assert.match(readFileSync(join(p.inbox(QUSER)[0]!, '..', '..', 'maildirsize'), 'utf8'), /^\d+S\n/);
   });
 
+  void it('over quota, COPY is refused but MOVE (how clients delete to Trash) works', async () => {
+    const user = 'quota-move@example.test';
+    await addAccount(p.directory, user);
+    const msg = `Subject: q\r\n\r\n${'x'.repeat(2000)}\r\n`;
+    const session = async () => {
+      const c = await RawImap.connect(r.ports.imap);
+      await c.until(/^\* OK/m);
+      assert.match(await c.cmd('l', `LOGIN ${user} "${PASSWORD}"`, 20_000), /^l OK/m);
+      return c;
+    };
+    const first = await session();
+    try {
+      assert.match(await first.cmd('c', 'CREATE Bin', 20_000), /^c OK/m);
+      for (const tag of ['a1', 'a2'])
+        assert.match(
+          await first.cmd(tag, `APPEND INBOX {${msg.length}+}\r\n${msg}`, 20_000),
+          new RegExp(`^${tag} OK`, 'm'),
+        );
+    } finally {
+      first.close();
+    }
+    await new Quotas(p.redis.redis, 0).set(user, 1000);
+    const c = await session();
+    try {
+      assert.match(await c.cmd('s', 'SELECT INBOX', 20_000), /^s OK/m);
+      assert.match(await c.cmd('k', 'UID COPY 1 Bin', 20_000), /^k NO \[OVERQUOTA\]/m);
+      const moved = await c.cmd('m', 'UID MOVE 1:2 Bin', 20_000);
+      assert.match(moved, /^m OK/m);
+      assert.match(moved, /^\* 1 EXPUNGE/m);
+      assert.match(await c.cmd('st', 'STATUS Bin (MESSAGES)', 20_000), /\* STATUS "Bin" \(MESSAGES 2\)/);
+      assert.match(await c.cmd('st2', 'STATUS INBOX (MESSAGES)', 20_000), /\* STATUS "?INBOX"? \(MESSAGES 0\)/);
+    } finally {
+      c.close();
+    }
+  });
+
   void it('a limit set while a session is open refuses the next session’s APPEND at once', async () => {
     const user = 'quota-later@example.test';
     await addAccount(p.directory, user);

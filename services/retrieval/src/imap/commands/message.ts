@@ -308,10 +308,14 @@ async function runCopy(s: SelectedContext, tag: string, a: CopyArgs, name: strin
   if (!msgs.length) {
     return s.ok(tag, `${name} completed, nothing to do`, { allowExpunge: byUid });
   }
-  await quotaCheck(
-    s,
-    msgs.reduce((x, { m }) => x + Math.max(m.size, 0), 0),
-  );
+  // a move leaves the account's usage as it was: a mailbox over its quota can still have
+  // mail moved to Trash, which is how a client deletes (as Dovecot, which checks the
+  // quota of a move only between quota roots)
+  if (!move)
+    await quotaCheck(
+      s,
+      msgs.reduce((x, { m }) => x + Math.max(m.size, 0), 0),
+    );
   const res = await dest.copyFrom(
     view.folder,
     msgs.map(({ m }) => m),
