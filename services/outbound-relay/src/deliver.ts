@@ -66,6 +66,12 @@ export interface AttemptOptions {
   tlsSessions?: TlsSessionCache | undefined;
   /** Told for each TLS handshake: whether an earlier session was resumed. */
   onTls?: (resumed: boolean) => void;
+  /**
+   * Told of the recipients of each transaction the server took (250 after the data),
+   * before the next transaction starts: a message cut off later (SIGKILL, a shutdown, a
+   * slow domain of the same message) must not be sent to them again.
+   */
+  onDelivered?: (recipients: string[]) => Promise<void>;
 }
 
 export interface Message {
@@ -447,6 +453,7 @@ async function inBatches(
   params: string[],
   limit: number,
   mta: string,
+  onDelivered?: (recipients: string[]) => Promise<void>,
 ): Promise<{ outcomes: RecipientOutcome[]; finished: boolean; reusable: boolean }> {
   const outcomes: RecipientOutcome[] = [];
   let sent = 0;
@@ -472,7 +479,11 @@ async function inBatches(
     // MAIL FROM refused: so it would be for every batch, and the rest shares its outcome
     const these = res.mail.code === 250 ? batch : msg.recipients.slice(sent);
     sent += these.length;
-    outcomes.push(...transactionOutcomes(these, res, c, mta));
+    const done = transactionOutcomes(these, res, c, mta);
+    outcomes.push(...done);
+    // recorded now, as Postfix marks each recipient done after its transaction
+    const delivered = done.filter((o) => o.kind === 'delivered').map((o) => o.recipient);
+    if (delivered.length && onDelivered) await onDelivered(delivered);
     // 421: the server is closing the session (RFC 5321 §3.8)
     closing = [res.mail, ...res.rcpts, res.data].some((r) => r?.code === 421);
     if (closing) break;
@@ -564,7 +575,14 @@ async function deliverTo(
     if (eightBit) params.push('BODY=8BITMIME');
     if (needsUtf8) params.push('SMTPUTF8');
 
-    const sent = await inBatches(c, { ...msg, data }, params, opts.recipientLimit ?? RECIPIENT_LIMIT, mta);
+    const sent = await inBatches(
+      c,
+      { ...msg, data },
+      params,
+      opts.recipientLimit ?? RECIPIENT_LIMIT,
+      mta,
+      opts.onDelivered,
+    );
     finished = sent.finished;
     reusable = sent.reusable;
     return result(sent.outcomes);

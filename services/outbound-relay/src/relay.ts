@@ -227,6 +227,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
   ): Promise<RecipientOutcome[]> => {
     const all = (kind: 'deferred' | 'bounced', status: string, reason: string): RecipientOutcome[] =>
       rcpts.map((recipient) => ({ kind, recipient, status, reason, remoteMta: null }));
+    const log = logger.child({ queueId: env.queueId, domain });
     const slotKey = relayhost ? `[${relayhost.host}]` : domain;
     const deadline = now() + config.destination_slot_wait;
     // a session the previous message to this destination left open comes with its slot
@@ -291,12 +292,16 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
           recipientLimit: config.smtp_destination_recipient_limit,
           bindAddress: config.smtp_bind_address,
           bindAddress6: config.smtp_bind_address6,
-          logger: logger.child({ queueId: env.queueId, domain }),
+          logger: log,
           parked: session,
           keepSession: sessions.enabled,
           onSession: (reused) => metrics.sessions.inc({ reused: reused ? 'yes' : 'no' }),
           tlsSessions,
           onTls: (resumed) => metrics.tlsHandshakes.inc({ resumed: resumed ? 'yes' : 'no' }),
+          // remembered as each transaction is taken, not once the whole message is done:
+          // an instance killed or stopped while another batch or domain is still on its
+          // way must not have the next one send these a second copy
+          onDelivered: (delivered) => settle(log, env.queueId, delivered, 'delivered'),
         },
       );
       keep = r.session;
@@ -375,13 +380,8 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
         }
       }
     }
+    // the delivered ones were remembered as each transaction ended (onDelivered)
     if (delivered.length) {
-      await settle(
-        log,
-        env.queueId,
-        delivered.map((o) => o.recipient),
-        'delivered',
-      );
       metrics.latency.observe((now() - Date.parse(env.receivedAt)) / 1000);
       for (const o of delivered) metrics.connections.inc({ tls: o.tls ? 'yes' : 'no' });
     }

@@ -17,6 +17,7 @@ import {
 const root = new URL('../../../', import.meta.url).pathname;
 let p: Platform;
 let mx: RemoteMta;
+let batchMx: RemoteMta | null = null;
 let port: number;
 let child: ChildProcess | null = null;
 let second: RelayHandle | null = null;
@@ -30,6 +31,8 @@ before(async () => {
     zone: {
       'kill.test': { MX: [{ priority: 10, exchange: 'mx.kill.test' }] },
       'mx.kill.test': { A: ['127.0.0.10'] },
+      'batch.kill.test': { MX: [{ priority: 10, exchange: 'mx.batch.kill.test' }] },
+      'mx.batch.kill.test': { A: ['127.0.0.11'] },
     },
   });
 });
@@ -39,6 +42,7 @@ after(async () => {
   child?.kill('SIGKILL');
   await second?.stop();
   await mx?.close();
+  await batchMx?.close();
   await p?.close();
 });
 
@@ -46,7 +50,7 @@ after(async () => {
 const READY_MS = 60_000;
 
 /** outbound-relay as its own process, the way it runs in production. */
-function spawnRelay(): Promise<ChildProcess> {
+function spawnRelay(env: Record<string, string> = {}): Promise<ChildProcess> {
   const proc = spawn(process.execPath, ['--import', 'tsx', 'services/outbound-relay/src/main.ts'], {
     cwd: root,
     env: {
@@ -57,6 +61,7 @@ function spawnRelay(): Promise<ChildProcess> {
       HTTP_PORT: '0',
       LISTEN_ADDRESS: '127.0.0.1',
       LOG_LEVEL: 'info',
+      ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -119,5 +124,55 @@ test(
       mx.received.filter((m) => m.data.toString().includes('Subject: killed-mid-delivery')).length,
       1,
     );
+  },
+);
+
+test(
+  'an instance killed while a later batch of recipients is in flight: the earlier batch gets no second copy',
+  { timeout: 180_000 },
+  async () => {
+    await second?.stop();
+    second = null;
+    const stalled = new Promise<void>((r) => (release = r));
+    let sawSecond = false;
+    batchMx = await startRemoteMta('127.0.0.11', port, {
+      // the first transaction is taken; the second (one recipient a transaction) stalls
+      // before its reply, once
+      data: async (msg) => {
+        if (!msg.to.includes('second@batch.kill.test') || sawSecond) return undefined;
+        sawSecond = true;
+        await stalled;
+        return { code: 451, message: '4.3.0 connection lost before the reply' };
+      },
+    });
+    const to = ['first@batch.kill.test', 'second@batch.kill.test'];
+    child = await spawnRelay({ SMTP_DESTINATION_RECIPIENT_LIMIT: '1' });
+    await queueOutbound(
+      p,
+      envelope('sender@example.test', to),
+      simpleMessage('sender@example.test', to[0]!, 'batches'),
+    );
+    await waitFor(() => sawSecond, { what: 'the second transaction in flight at the receiver' });
+    assert.deepEqual(
+      batchMx.received.map((m) => m.to),
+      [['first@batch.kill.test']],
+    );
+    child.kill('SIGKILL');
+    await new Promise((r) => child!.once('exit', r));
+    child = null;
+    release();
+
+    second = await startRelay(p, {
+      outbound_port: port,
+      outbound_retry_schedule: '200ms',
+      smtp_destination_recipient_limit: 1,
+    });
+    const copies = (rcpt: string) => batchMx!.received.filter((m) => m.to.includes(rcpt)).length;
+    await waitFor(() => copies('second@batch.kill.test') === 1, {
+      timeoutMs: 20_000,
+      what: 'the second recipient served after the kill',
+    });
+    await waitFor(async () => (await queueDepth(p.vhost.name, 'outbound')) === 0);
+    assert.equal(copies('first@batch.kill.test'), 1, 'the first recipient has one copy');
   },
 );
