@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { rootCertificates } from 'node:tls';
 import type { Redis } from 'ioredis';
 import { holdOnFailure, outboundDelayQueueSpec, type Bus, type Delivery } from '@mailyard/bus';
@@ -62,6 +63,12 @@ export function parseRelayhost(
   const hp = parseHostPort(t, defaultPort);
   if (!hp) throw new Error(`RELAYHOST: expected host, host:port or [host]:port, got "${text}"`);
   return { host: hp.host.toLowerCase(), port: hp.port, mx: true };
+}
+
+/** The address of a domain part that is an address literal (`[192.0.2.1]`, `[IPv6:2001:db8::1]`), else null. */
+function addressLiteral(domain: string): string | null {
+  const m = /^\[(?:ipv6:)?([^\]]+)\]$/i.exec(domain);
+  return m && isIP(m[1]!) ? m[1]! : null;
 }
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 16);
@@ -201,6 +208,18 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
         targets: route.targets,
         tls: { mode: 'verify', reason: 'relayhost' },
         ...(auth ? { auth } : {}),
+      };
+    }
+    const literal = addressLiteral(domain);
+    if (literal) {
+      // RFC 5321 §4.1.3: an address literal names the host itself; there is no MX to look up
+      // and no MTA-STS policy to find (Postfix delivers to [address] without DNS)
+      const route = await routeHost(resolver, literal, routeOpts);
+      if (route.kind !== 'targets') return route;
+      return {
+        kind: 'targets',
+        targets: route.targets,
+        tls: config.smtp_tls_opportunistic ? { mode: 'may' } : { mode: 'none' },
       };
     }
     const policy = await mtaSts.policyFor(domain);

@@ -215,6 +215,22 @@ describe('delivery', () => {
     await waitFor(() => receivedBy(mx2, 'implicit-mx'), { what: 'delivery at the implicit MX' });
   });
 
+  test('a recipient at an address literal gets the mail at that address, without DNS', async () => {
+    // RFC 5321 §4.1.3: what msa (and mta-inbound, for mynetworks) accept as user@[address]
+    for (const [rcpt, mta, subject] of [
+      ['hal@[127.0.0.2]', mx1, 'literal-v4'],
+      ['ivy@[IPv6:::1]', v6, 'literal-v6'],
+    ] as const) {
+      await queueOutbound(
+        p,
+        envelope('alice@example.test', [rcpt]),
+        simpleMessage('alice@example.test', rcpt, subject),
+      );
+      await waitFor(() => receivedBy(mta, subject), { what: `delivery to ${rcpt}` });
+      assert.deepEqual(receivedBy(mta, subject)!.to, [rcpt]);
+    }
+  });
+
   test('an MX with only an IPv6 address is reached over IPv6', async () => {
     await queueOutbound(
       p,
