@@ -430,16 +430,38 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       deferred = [];
     }
     if (failed.length) {
+      let returned = true;
       // RFC 5321 §4.5.5 / RFC 3464: never answer a bounce with a bounce
       if (env.mailFrom === '')
         log.info({ rcpts: failed.map((f) => f.recipient) }, 'null sender: no bounce sent');
-      else await sendDsn(env, wire, failed);
-      await settle(
-        log,
-        env.queueId,
-        failed.map((f) => f.recipient),
-        'bounced',
-      );
+      else {
+        try {
+          await sendDsn(env, wire, failed);
+        } catch (err) {
+          // Postfix smtp_bulk_fail(): a bounce that cannot be logged defers the recipient
+          // instead. Failing the whole message here would count our own outage (Redis
+          // cannot say where the bounce goes) as an attempt, and send the message again to
+          // the recipients the servers took, whose record may be what Redis failed to keep.
+          log.warn({ err, rcpts: failed.map((f) => f.recipient) }, 'bounce not sent, recipients deferred');
+          const why = (err as Error).message;
+          for (const f of failed)
+            deferred.push({
+              kind: 'deferred',
+              recipient: f.recipient,
+              status: '4.3.0',
+              reason: `${f.diagnostic} (bounce not sent: ${why})`,
+              remoteMta: f.remoteMta,
+            });
+          returned = false;
+        }
+      }
+      if (returned)
+        await settle(
+          log,
+          env.queueId,
+          failed.map((f) => f.recipient),
+          'bounced',
+        );
     }
 
     if (deferred.length) {

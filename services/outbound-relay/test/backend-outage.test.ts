@@ -4,6 +4,7 @@ import { Queues } from '@mailyard/contracts';
 import { queueDepth, startPrivateRedis, waitFor, type PrivateRedis } from '@mailyard/testkit';
 import { startPlatform, type Platform } from '../../../test/harness.js';
 import {
+  counterValue,
   envelope,
   freePort,
   queueOutbound,
@@ -72,3 +73,57 @@ test('Redis down: the message is held, then sent once when Redis is back', { tim
   assert.equal(mx.received.length, 1, 'sent once');
   assert.equal(await queueDepth(p.vhost.name, Queues.deadLetter), 0);
 });
+
+test(
+  'Redis lost while the remote takes the message: the bounce waits, the delivered recipient gets one copy',
+  { timeout: 90_000 },
+  async () => {
+    const subject = 'Subject: Redis lost mid-delivery';
+    const copies = () => mx.received.filter((m) => m.data.toString().includes(subject)).length;
+    let killed = false;
+    mx.behaviour = {
+      rcpt: (address) =>
+        address.startsWith('gone@') ? { code: 550, message: '5.1.1 No such user' } : undefined,
+      // Redis dies after the relay checked what was settled, while the data goes out
+      data: async () => {
+        if (!killed) {
+          killed = true;
+          await redis.kill();
+        }
+        return undefined;
+      },
+    };
+    try {
+      const env = envelope('alice@mailyard.test', ['bob@outage.test', 'gone@outage.test']);
+      await queueOutbound(
+        p,
+        env,
+        simpleMessage('alice@mailyard.test', 'bob@outage.test', 'Redis lost mid-delivery'),
+      );
+      await waitFor(() => copies() === 1, { timeoutMs: 30_000, what: 'the copy for bob' });
+      // the bounce needs Redis (is the sender local?): gone@ waits for the next attempt
+      // instead, which in turn waits for Redis
+      await waitFor(async () => held() === 1 || (await queueDepth(p.vhost.name, Queues.deadLetter)) > 0, {
+        timeoutMs: 30_000,
+        what: 'the retry held for Redis',
+      });
+      assert.equal(await queueDepth(p.vhost.name, Queues.deadLetter), 0, 'not dead-lettered');
+
+      await redis.start();
+      await waitFor(
+        async () =>
+          (await counterValue(relay.rt, 'mailyard_outbound_relay_dsn_total', { kind: 'failure' })) === 1,
+        {
+          timeoutMs: 30_000,
+          what: 'the bounce for gone@ once Redis is back',
+        },
+      );
+      await waitFor(() => held() === 0, { timeoutMs: 10_000, what: 'no message held any more' });
+      await waitFor(async () => (await queueDepth(p.vhost.name, Queues.outbound)) === 0, { what: 'acked' });
+      assert.equal(copies(), 1, 'bob has one copy');
+      assert.equal(await queueDepth(p.vhost.name, Queues.deadLetter), 0);
+    } finally {
+      mx.behaviour = {};
+    }
+  },
+);
