@@ -514,8 +514,11 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
               new Date(Date.parse(env.receivedAt) + config.maximal_queue_lifetime),
             );
           } catch (err) {
+            // the retry is queued already: failing the message now would queue a second
+            // one (two copies for the recipients) or dead-letter it; the warning waits for
+            // the next attempt instead
+            log.warn({ err }, 'delay warning not sent, it waits for the next attempt');
             await redis.del(key).catch(() => undefined);
-            throw err;
           }
         }
       }

@@ -41,6 +41,8 @@ before(async () => {
     outbound_max_attempts: 1,
     redis_command_timeout: '300ms',
     outbound_retry_schedule: '200ms',
+    // a deferred message is old enough for its delay warning at once
+    delay_warning_time: '1ms',
   });
 });
 
@@ -124,6 +126,44 @@ test(
       assert.equal(await queueDepth(p.vhost.name, Queues.deadLetter), 0);
     } finally {
       mx.behaviour = {};
+    }
+  },
+);
+
+test(
+  'a delay warning that cannot be sent: the queued retry is the only copy, nothing dead-lettered',
+  { timeout: 90_000 },
+  async () => {
+    const subject = 'Subject: warning not sent';
+    const copies = () => mx.received.filter((m) => m.data.toString().includes(subject)).length;
+    // Redis answers, but not whether the sender's domain is ours: the warning has no route
+    await redis.refuse(['sismember']);
+    mx.behaviour = {
+      rcpt: (address, attempt) =>
+        address === 'late@outage.test' && attempt === 1
+          ? { code: 451, message: '4.7.1 Try again later' }
+          : undefined,
+    };
+    try {
+      const env = envelope('alice@mailyard.test', ['late@outage.test']);
+      await queueOutbound(
+        p,
+        env,
+        simpleMessage('alice@mailyard.test', 'late@outage.test', 'warning not sent'),
+      );
+      await waitFor(() => copies() === 1, { timeoutMs: 30_000, what: 'delivery at the retry' });
+      await waitFor(async () => (await queueDepth(p.vhost.name, Queues.outbound)) === 0, { what: 'acked' });
+      await waitFor(async () => (await queueDepth(p.vhost.name, 'outbound.retry.200ms')) === 0, {
+        what: 'no retry left',
+      });
+      assert.equal(await queueDepth(p.vhost.name, Queues.deadLetter), 0, 'not dead-lettered');
+      assert.equal(mx.rcptAttempts.get('late@outage.test'), 2, 'one attempt, one retry');
+      assert.equal(copies(), 1);
+    } finally {
+      mx.behaviour = {};
+      const admin = redis.client();
+      await admin.call('ACL', 'SETUSER', 'default', '+sismember');
+      admin.disconnect();
     }
   },
 );
