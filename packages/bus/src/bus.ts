@@ -129,6 +129,25 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/**
+ * What the recipients of one message may take in its envelope. The envelope travels as a
+ * JSON header, and amqplib encodes a message's headers in a 64 KiB buffer: a publish past
+ * it fails, every time. The rest of an envelope (sender, client, the last error of a
+ * retry) stays well within the 8 KiB left.
+ */
+export const MAX_ENVELOPE_RECIPIENT_BYTES = 56 * 1024;
+
+/**
+ * The bytes these recipients take in the envelope `publishMailRouted` writes: each address
+ * as a JSON string, and twice when the message has local and remote recipients both
+ * (`recipients` and `routes`).
+ */
+export function envelopeRecipientBytes(routes: { delivery: string[]; outbound: string[] }): number {
+  let bytes = 0;
+  for (const r of [...routes.delivery, ...routes.outbound]) bytes += Buffer.byteLength(JSON.stringify(r)) + 1;
+  return routes.delivery.length && routes.outbound.length ? 2 * bytes : bytes;
+}
+
 /** Hides the password in a broker URL for log lines and error messages. */
 export function redactUrl(url: string): string {
   try {
@@ -529,7 +548,8 @@ export class Bus {
   }
 
   /**
-   * Publishes one message for local and remote recipients at once: a single AMQP message
+   * Publishes one message for local and remote recipients at once (see
+   * `envelopeRecipientBytes` for how many fit): a single AMQP message
    * routed to `delivery` and, through the BCC header (RabbitMQ's sender-selected
    * distribution), to `outbound` as well, so one confirm covers both queues and a
    * partial failure cannot leave one copy queued while the client is told to retry.

@@ -51,7 +51,7 @@ import type { IntakeConfig } from './config.js';
 import { createIntakeMetrics } from './metrics.js';
 import type { Finished, IntakeRole, ListenerSpec } from './role.js';
 import { SubmissionSmtpServer } from './submission-listener.js';
-import { Transactions, routesOf } from './transaction.js';
+import { Transactions, envelopeHasRoom, routesOf } from './transaction.js';
 
 export interface IntakeDeps {
   bus: Bus;
@@ -551,6 +551,8 @@ export function createIntake<L extends string>(
             const rcpt = address.address;
             // routed first: the policy service (per-user recipient limits) counts only routable ones
             const route = await role.routeRecipient(forwardPath(address), session);
+            // RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction
+            if (!envelopeHasRoom(tx, rcpt, route)) throw reply.tooManyRecipients();
             await askPolicy(session, 'rcpt', { recipient: rcpt });
             tx.routes.set(rcpt.toLowerCase(), route);
           },

@@ -1,3 +1,5 @@
+import { MAX_ENVELOPE_RECIPIENT_BYTES, envelopeRecipientBytes } from '@mailyard/bus';
+
 /** Where a recipient's copy goes: the local mailboxes, or another server. */
 export type Route = 'delivery' | 'outbound';
 
@@ -47,4 +49,16 @@ export function routesOf(tx: Transaction, recipients: string[]): Record<Route, s
     routes[route].push(r);
   }
   return routes;
+}
+
+/**
+ * Whether the message can still take `recipient` on `route`: the envelope of what is
+ * accepted must fit the queue's header (MAX_ENVELOPE_RECIPIENT_BYTES), or the message
+ * could never be queued and every DATA would end in 451. A recipient already taken fits.
+ */
+export function envelopeHasRoom(tx: Transaction, recipient: string, route: Route): boolean {
+  const routes: Record<Route, string[]> = { delivery: [], outbound: [] };
+  for (const [address, r] of tx.routes) routes[r].push(address);
+  if (!tx.routes.has(recipient.toLowerCase())) routes[route].push(recipient);
+  return envelopeRecipientBytes(routes) <= MAX_ENVELOPE_RECIPIENT_BYTES;
 }

@@ -317,6 +317,35 @@ describe('limits and line endings', () => {
     c.close();
   });
 
+  test(
+    'more recipients than the queue can carry: 452 4.5.3 for the rest, the others queued',
+    { timeout: 120_000 },
+    async () => {
+      const c = await session();
+      await c.cmd('MAIL FROM:<alice@example.test>');
+      // a local recipient too: the envelope then lists every address twice
+      assert.equal((await c.cmd('RCPT TO:<bob@example.test>')).code, 250);
+      const taken: string[] = [];
+      for (let i = 0; i < 999; i++) {
+        const rcpt = `member-${i}-of-the-project-list@remote.test`;
+        const r = await c.cmd(`RCPT TO:<${rcpt}>`);
+        if (r.code !== 250) {
+          // RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction
+          assert.match(r.text, /^452 4\.5\.3 /, `RCPT ${i}`);
+          break;
+        }
+        taken.push(rcpt);
+      }
+      // what was taken is queued: never a 451 the client would repeat for ever
+      const r = await data(c, 'From: alice@example.test\r\nSubject: a long list\r\n\r\nx\r\n');
+      c.close();
+      assert.match(r.text, /^250 /);
+      assert.ok(taken.length > 500 && taken.length < 999, `${taken.length} taken`);
+      const { envelope } = await t.takeOutbound(queueIdOf(r.text));
+      assert.deepEqual(envelope.recipients, taken);
+    },
+  );
+
   test('bare LF before a dot line: 554 5.6.0; other bare LFs become CRLF', async () => {
     const c = await session();
     await c.cmd('MAIL FROM:<alice@example.test>');
