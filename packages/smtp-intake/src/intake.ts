@@ -51,7 +51,7 @@ import type { IntakeConfig } from './config.js';
 import { createIntakeMetrics } from './metrics.js';
 import type { Finished, IntakeRole, ListenerSpec } from './role.js';
 import { SubmissionSmtpServer } from './submission-listener.js';
-import { Transactions, envelopeHasRoom, routesOf } from './transaction.js';
+import { Transactions, addRoute, envelopeHasRoom, routesOf } from './transaction.js';
 
 export interface IntakeDeps {
   bus: Bus;
@@ -554,7 +554,7 @@ export function createIntake<L extends string>(
             // RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction
             if (!envelopeHasRoom(tx, rcpt, route)) throw reply.tooManyRecipients();
             await askPolicy(session, 'rcpt', { recipient: rcpt });
-            tx.routes.set(rcpt.toLowerCase(), route);
+            addRoute(tx, rcpt, route);
           },
         );
       },

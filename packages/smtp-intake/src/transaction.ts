@@ -1,4 +1,4 @@
-import { MAX_ENVELOPE_RECIPIENT_BYTES, envelopeRecipientBytes } from '@mailyard/bus';
+import { MAX_ENVELOPE_RECIPIENT_BYTES, envelopeAddressBytes, envelopeRecipientBytes } from '@mailyard/bus';
 
 /** Where a recipient's copy goes: the local mailboxes, or another server. */
 export type Route = 'delivery' | 'outbound';
@@ -16,6 +16,8 @@ export interface Transaction {
   rcptCommands: number;
   /** The route of each accepted recipient, by address in lower case (smtp-server folds case too). */
   routes: Map<string, Route>;
+  /** What the accepted recipients of each route take in the envelope (see envelopeHasRoom). */
+  routeBytes: Record<Route, number>;
 }
 
 /**
@@ -30,7 +32,7 @@ export class Transactions {
   of(session: { envelope: object }): Transaction {
     let tx = this.byEnvelope.get(session.envelope);
     if (!tx) {
-      tx = { rcptCommands: 0, routes: new Map() };
+      tx = { rcptCommands: 0, routes: new Map(), routeBytes: { delivery: 0, outbound: 0 } };
       this.byEnvelope.set(session.envelope, tx);
     }
     return tx;
@@ -57,8 +59,15 @@ export function routesOf(tx: Transaction, recipients: string[]): Record<Route, s
  * could never be queued and every DATA would end in 451. A recipient already taken fits.
  */
 export function envelopeHasRoom(tx: Transaction, recipient: string, route: Route): boolean {
-  const routes: Record<Route, string[]> = { delivery: [], outbound: [] };
-  for (const [address, r] of tx.routes) routes[r].push(address);
-  if (!tx.routes.has(recipient.toLowerCase())) routes[route].push(recipient);
-  return envelopeRecipientBytes(routes) <= MAX_ENVELOPE_RECIPIENT_BYTES;
+  if (tx.routes.has(recipient.toLowerCase())) return true;
+  const bytes = { ...tx.routeBytes };
+  bytes[route] += envelopeAddressBytes(recipient);
+  return envelopeRecipientBytes(bytes) <= MAX_ENVELOPE_RECIPIENT_BYTES;
+}
+
+/** Takes `recipient` into the transaction on `route`. */
+export function addRoute(tx: Transaction, recipient: string, route: Route): void {
+  const key = recipient.toLowerCase();
+  if (!tx.routes.has(key)) tx.routeBytes[route] += envelopeAddressBytes(recipient);
+  tx.routes.set(key, route);
 }

@@ -1,23 +1,28 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Transactions, routesOf } from '../src/transaction.js';
+import { MAX_ENVELOPE_RECIPIENT_BYTES } from '@mailyard/bus';
+import { Transactions, addRoute, envelopeHasRoom, routesOf } from '../src/transaction.js';
 
 test('a new envelope (RSET, EHLO, next message) starts a new transaction', { timeout: 5_000 }, () => {
   const txs = new Transactions();
   const session = { envelope: {} };
   const tx = txs.of(session);
   tx.rcptCommands = 2;
-  tx.routes.set('bob@example.test', 'delivery');
+  addRoute(tx, 'bob@example.test', 'delivery');
   assert.equal(txs.of(session), tx, 'same envelope, same transaction');
   session.envelope = {};
-  assert.deepEqual(txs.of(session), { rcptCommands: 0, routes: new Map() });
+  assert.deepEqual(txs.of(session), {
+    rcptCommands: 0,
+    routes: new Map(),
+    routeBytes: { delivery: 0, outbound: 0 },
+  });
 });
 
 test('recipients are split by route in the order given, whatever their case', { timeout: 5_000 }, () => {
   const tx = new Transactions().of({ envelope: {} });
-  tx.routes.set('bob@example.test', 'delivery');
-  tx.routes.set('carol@remote.test', 'outbound');
-  tx.routes.set('alice@example.test', 'delivery');
+  addRoute(tx, 'bob@example.test', 'delivery');
+  addRoute(tx, 'carol@remote.test', 'outbound');
+  addRoute(tx, 'alice@example.test', 'delivery');
   assert.deepEqual(routesOf(tx, ['Alice@example.test', 'carol@remote.test', 'bob@example.test']), {
     delivery: ['Alice@example.test', 'bob@example.test'],
     outbound: ['carol@remote.test'],
@@ -26,9 +31,31 @@ test('recipients are split by route in the order given, whatever their case', { 
 
 test('a recipient that never got a route is an error, not a guess', { timeout: 5_000 }, () => {
   const tx = new Transactions().of({ envelope: {} });
-  tx.routes.set('bob@example.test', 'delivery');
+  addRoute(tx, 'bob@example.test', 'delivery');
   assert.throws(
     () => routesOf(tx, ['bob@example.test', 'eve@example.test']),
     /eve@example.test has no route/,
   );
 });
+
+test(
+  'the envelope takes recipients up to its room; local and remote ones count twice',
+  { timeout: 5_000 },
+  () => {
+    // each address as a JSON string and its comma: 64 bytes
+    const address = (i: number, domain: string) => `${String(i).padStart(60 - domain.length, 'r')}@${domain}`;
+    const fill = (routeOf: (i: number) => 'delivery' | 'outbound') => {
+      const tx = new Transactions().of({ envelope: {} });
+      let i = 0;
+      for (; envelopeHasRoom(tx, address(i, 'x.test'), routeOf(i)); i++)
+        addRoute(tx, address(i, 'x.test'), routeOf(i));
+      return { tx, taken: i };
+    };
+    const remote = fill(() => 'outbound');
+    assert.equal(remote.taken, MAX_ENVELOPE_RECIPIENT_BYTES / 64);
+    // one taken already still fits; its case is the same recipient
+    assert.equal(envelopeHasRoom(remote.tx, address(0, 'x.test').toUpperCase(), 'outbound'), true);
+    const mixed = fill((i) => (i % 2 ? 'delivery' : 'outbound'));
+    assert.equal(mixed.taken, MAX_ENVELOPE_RECIPIENT_BYTES / 128);
+  },
+);
