@@ -7,7 +7,7 @@ import { highestModseqLine, none, oneMailbox } from './args.js';
 import { ANY, AUTHED, command, type CommandGroup } from './command.js';
 import { quoteName, requireFolder } from './folders.js';
 
-/** What ENABLE turns on; anything else is left out of the ENABLED answer (RFC 5161 §3.1). */
+/** What ENABLE turns on; anything else is ignored and left out of the ENABLED answer (RFC 5161 §3.1). */
 const ENABLEABLE = ['CONDSTORE', 'QRESYNC', 'UTF8=ACCEPT', 'IMAP4REV2'];
 
 async function quotaLine(s: AuthedContext): Promise<string> {
@@ -39,13 +39,15 @@ export const extensionCommands: CommandGroup = {
       return caps;
     },
     async run(s, tag, caps) {
+      // Every extension named that ENABLE turns on is listed, also one already on
+      // (whether by an earlier ENABLE or, for CONDSTORE, by QRESYNC): it is on after this
+      // command, which is what the client asks, and Dovecot lists it the same way.
       const ok = caps.filter((c) => ENABLEABLE.includes(c));
-      const fresh = ok.filter((c) => !s.enabled.has(c));
       const condstoreBefore = s.enabled.condstore;
       for (const c of ok) s.enabled.add(c);
       if (ok.includes('QRESYNC')) s.enabled.add('CONDSTORE');
       s.send(
-        `* ENABLED${fresh.length ? ' ' + fresh.map((c) => (c === 'IMAP4REV2' ? 'IMAP4rev2' : c)).join(' ') : ''}\r\n`,
+        `* ENABLED${ok.length ? ' ' + ok.map((c) => (c === 'IMAP4REV2' ? 'IMAP4rev2' : c)).join(' ') : ''}\r\n`,
       );
       // a CONDSTORE enabling command in the selected state tells the mailbox's
       // HIGHESTMODSEQ, as SELECT would have (RFC 7162 §3.1)
