@@ -160,3 +160,46 @@ test(
     }
   },
 );
+
+test(
+  'COPY and MOVE naming a message expunged elsewhere copy nothing and say so (RFC 2180 §4.4.1)',
+  { timeout: 60_000 },
+  async () => {
+    const user = 'copy-expunged@example.test';
+    await addAccount(p.directory, user);
+    const reader = await login(r1.ports.imap, user);
+    const writer = await login(r2.ports.imap, user);
+    try {
+      for (let i = 0; i < 3; i++) {
+        const msg = sampleMessage(950 + i);
+        writer.send(`a APPEND INBOX {${Buffer.byteLength(msg)}+}\r\n${msg}\r\n`);
+        assert.match(await writer.until(/^a (OK|NO|BAD)[^\n]*\n/m), /^a OK/m);
+      }
+      assert.match(await reader.cmd('s', 'SELECT INBOX'), /\* 3 EXISTS/);
+      assert.match(await writer.cmd('w', 'SELECT INBOX'), /^w OK/m);
+      assert.match(await writer.cmd('d', 'STORE 2 +FLAGS.SILENT (\\Deleted)'), /^d OK/m);
+      assert.match(await writer.cmd('x', 'EXPUNGE'), /^\* 2 EXPUNGE/m);
+
+      // the reader has not looked since: the copy finds the file gone
+      const moved = await reader.cmd('m', 'UID MOVE 1:3 Trash');
+      assert.match(moved, /^\* 2 EXPUNGE\r\n[^]*^m NO \[EXPUNGEISSUED\]/m, moved);
+      assert.match(await reader.cmd('t', 'STATUS Trash (MESSAGES)'), /MESSAGES 0\)/);
+      assert.match(await reader.cmd('u', 'UID SEARCH ALL'), /^\* SEARCH 1 3\r$/m);
+
+      // expunged again; the reader's FETCH sees it gone but may not tell it (RFC 9051 §7.5.1)
+      assert.match(await writer.cmd('d2', 'STORE 2 +FLAGS.SILENT (\\Deleted)'), /^d2 OK/m);
+      assert.match(await writer.cmd('x2', 'EXPUNGE'), /^\* 2 EXPUNGE/m);
+      assert.match(await reader.cmd('f', 'FETCH 1:2 (UID)'), /^f OK/m);
+      const copied = await reader.cmd('c', 'COPY 1:2 Trash');
+      assert.match(copied, /^c NO \[EXPUNGEISSUED\]/m, copied);
+      assert.doesNotMatch(copied, /EXPUNGE\r\n/, copied);
+      const status = await reader.cmd('t2', 'STATUS Trash (MESSAGES)');
+      assert.match(status, /MESSAGES 0\)/);
+      assert.match(status, /^\* 2 EXPUNGE\r\n[^]*^t2 OK/m);
+      assert.match(await reader.cmd('c2', 'COPY 1 Trash'), /^c2 OK \[COPYUID \d+ 1 1\]/m);
+    } finally {
+      reader.close();
+      writer.close();
+    }
+  },
+);

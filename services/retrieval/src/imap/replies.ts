@@ -6,6 +6,8 @@ export class ImapReply extends Error {
     readonly status: 'NO' | 'BAD',
     readonly code: string | null,
     text: string,
+    /** The refusal may be preceded by EXPUNGE responses (RFC 9051 §7.5.1: not for FETCH, STORE, SEARCH). */
+    readonly allowExpunge = false,
   ) {
     super(text);
   }
@@ -32,6 +34,9 @@ export const reply = {
   wildcardName: () =>
     new ImapReply('NO', 'CANNOT', 'Mailbox names cannot contain the LIST wildcards % and *'),
   readOnly: () => new ImapReply('NO', 'READ-ONLY', 'Mailbox is read-only'),
+  /** RFC 5530 EXPUNGEISSUED: a message the command names was expunged by another session. */
+  expungeIssued: (allowExpunge: boolean) =>
+    new ImapReply('NO', 'EXPUNGEISSUED', 'Some of the requested messages no longer exist', allowExpunge),
   overQuota: () => new ImapReply('NO', 'OVERQUOTA', 'Quota exceeded'),
   tooBig: () => new ImapReply('NO', 'TOOBIG', 'Message too large'),
   badCharset: (list: string[]) =>

@@ -145,6 +145,20 @@ export class SelectedMailbox {
     return out;
   }
 
+  /** True when `set` names a message expunged elsewhere that the client was not told of yet. */
+  namesExpunged(set: SequenceSet, byUid: boolean): boolean {
+    if (!this.gone.size || !this.uids.length) return false;
+    if (set.saved) return this.namesExpunged(sequenceSetOf(this.saved), true);
+    if (byUid) {
+      const ranges = resolveSequenceSet(set, this.uids[this.uids.length - 1]!);
+      for (const uid of this.gone) if (inRanges(uid, ranges)) return true;
+      return false;
+    }
+    const ranges = resolveSequenceSet(set, this.uids.length);
+    for (const uid of this.gone) if (inRanges(this.seqOf(uid), ranges)) return true;
+    return false;
+  }
+
   /**
    * The `* VANISHED (EARLIER)` line for the UIDs of `set` (every UID issued when null)
    * expunged after `modseq` (QRESYNC, RFC 7162 §3.2.5.1 and §3.2.6), or null when there

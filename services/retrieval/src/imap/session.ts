@@ -388,7 +388,8 @@ export class ImapSession implements ImapContext {
     // §9), and a line that ends in "{5}" reads as a literal announcement to a client
     text = text.replace(/[^\x20-\x7e]/g, '?').replace(/(\{\d*\+?\})$/, '$1.');
     // updates before the tagged reply, as after any command
-    if (this.selected && status === 'NO') await this.flushUpdates(false).catch(() => undefined);
+    if (this.selected && status === 'NO')
+      await this.flushUpdates(err instanceof ImapReply && err.allowExpunge).catch(() => undefined);
     this.send(`${tag} ${status} ${code ? `[${code}] ` : ''}${text}\r\n`);
     if (status === 'BAD' || code === 'AUTHENTICATIONFAILED' || code === 'SERVERBUG') this.countBad();
     return status;

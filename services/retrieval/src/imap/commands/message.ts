@@ -304,6 +304,12 @@ async function runCopy(s: SelectedContext, tag: string, a: CopyArgs, name: strin
   const move = name.endsWith('MOVE');
   if (move && view.readOnly) throw reply.readOnly();
   const dest = await requireFolder(s, a.dest, true);
+  // A message of the set expunged by another session fails the whole command and copies
+  // nothing (RFC 9051 §6.4.7, RFC 2180 §4.4.1): NO [EXPUNGEISSUED], as Dovecot answers,
+  // after the expunges where the OK would carry them too (UID COPY, MOVE). Those the
+  // client was told of already are no longer in the set.
+  const expungeIssued = reply.expungeIssued(byUid || move);
+  if (view.namesExpunged(a.set, byUid)) throw expungeIssued;
   const msgs = view.resolve(a.set, byUid);
   if (!msgs.length) {
     return s.ok(tag, `${name} completed, nothing to do`, { allowExpunge: byUid });
@@ -316,10 +322,18 @@ async function runCopy(s: SelectedContext, tag: string, a: CopyArgs, name: strin
       s,
       msgs.reduce((x, { m }) => x + Math.max(m.size, 0), 0),
     );
-  const res = await dest.copyFrom(
-    view.folder,
-    msgs.map(({ m }) => m),
-  );
+  let res;
+  try {
+    res = await dest.copyFrom(
+      view.folder,
+      msgs.map(({ m }) => m),
+    );
+  } catch (err) {
+    // expunged since this session last looked (the folder was read again)
+    if (err instanceof MessageGoneError || (err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw expungeIssued;
+    throw err;
+  }
   // each side's ascending runs as ranges, in order, as Dovecot answers: a copy of a whole
   // folder is a few bytes, not a number per message (the i-th UID of one set is still
   // the i-th's copy)
