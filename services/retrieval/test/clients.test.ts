@@ -20,10 +20,12 @@ const CURLUSER = 'curl@example.test';
 const QUSER = 'quota@example.test';
 const THREADUSER = 'thread@example.test';
 const SORTUSER = 'sort@example.test';
+const POPIMAPUSER = 'popimap@example.test';
 
 before(async () => {
   p = await startPlatform();
-  for (const u of [PYUSER, POPUSER, CURLUSER, QUSER, THREADUSER, SORTUSER]) await addAccount(p.directory, u);
+  for (const u of [PYUSER, POPUSER, CURLUSER, QUSER, THREADUSER, SORTUSER, POPIMAPUSER])
+    await addAccount(p.directory, u);
   r = await startRetrieval(p);
   await sendRaw(p, PYUSER, sampleMessage(1, ' Grüße aus Köln'));
   for (let i = 1; i <= 3; i++) await sendRaw(p, POPUSER, sampleMessage(i, '\r\n.a line starting with a dot'));
@@ -320,6 +322,49 @@ print(q.stat()[0]); q.quit()
       PASSWORD,
     );
     assert.equal(out.trim(), '2');
+  });
+});
+
+void describe('POP3 and IMAP on one mailbox', () => {
+  void it('answers RETR of a message expunged over IMAP with a plain -ERR and serves the rest', async () => {
+    const out = await python(
+      `
+import imaplib, poplib, sys, json
+pop_port, imap_port, user, pw = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+res = {}
+i = imaplib.IMAP4('127.0.0.1', imap_port)
+i.login(user, pw)
+for k in range(3):
+    i.append('INBOX', None, None, ('From: a@remote.example\\r\\nSubject: m%d\\r\\n\\r\\nbody %d\\r\\n' % (k, k)).encode())
+p = poplib.POP3('127.0.0.1', pop_port)
+p.user(user); p.pass_(pw)
+i.select('INBOX')
+i.store('2', '+FLAGS', '\\\\Deleted')
+i.expunge()
+try:
+    p.retr(2)
+    res['retr2'] = 'ok'
+except poplib.error_proto as e:
+    res['retr2'] = e.args[0].decode()
+res['retr3'] = b'\\n'.join(p.retr(3)[1]).decode()
+p.dele(3)
+res['quit'] = p.quit().decode()
+i.noop()
+res['left'] = i.uid('SEARCH', None, 'ALL')[1][0].decode()
+i.logout()
+print(json.dumps(res))
+`,
+      String(r.ports.pop3),
+      String(r.ports.imap),
+      POPIMAPUSER,
+      PASSWORD,
+    );
+    const res = JSON.parse(out) as Record<string, string>;
+    // Dovecot answers "-ERR Message 2 expunged."; not [SYS/TEMP]: it will not come back
+    assert.match(res.retr2!, /^-ERR Message 2 expunged/);
+    assert.match(res.retr3!, /Subject: m2\n\nbody 2$/);
+    assert.match(res.quit!, /^\+OK .*1 messages deleted/);
+    assert.equal(res.left, '1');
   });
 });
 

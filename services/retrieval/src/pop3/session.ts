@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { actingFor, endedText, logIn } from '@mailyard/auth';
 import { ipInNetworks } from '@mailyard/config';
-import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
+import { MessageGoneError, type MailFolder, type MessageInfo } from '@mailyard/mailstore';
 import type { Logger } from '@mailyard/observability';
 import type { ClientConnection } from '../connection.js';
 import type { ImapDeps } from '../imap/session.js';
@@ -393,7 +393,16 @@ export class Pop3Session {
 
   async retr(arg: string | undefined, topLines: number | null): Promise<void> {
     const n = this.msg(arg);
-    let data = await this.folder!.read(this.messages[n - 1]!);
+    let data: Buffer;
+    try {
+      data = await this.folder!.read(this.messages[n - 1]!);
+    } catch (err) {
+      // expunged over IMAP since this session began (its numbering stays, RFC 1939 §3):
+      // gone for good, so no temporary failure, and no incident; Dovecot's words
+      if (err instanceof MessageGoneError || (err as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new Pop3Error(null, `Message ${n} expunged`);
+      throw err;
+    }
     if (topLines !== null) {
       const text = data.toString('latin1');
       const sep = text.search(/\r?\n\r?\n/);
