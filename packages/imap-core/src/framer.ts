@@ -47,12 +47,28 @@ export class CommandFramer {
   private discarding = false;
   /** Raw mode: each line is a command with no literal parsing (IDLE DONE, SASL responses). */
   raw = false;
+  /**
+   * Stop after each complete command: what follows stays unread until the next push(),
+   * so that its literals are measured against the limits in force once the command
+   * before it has run (before and after login).
+   */
+  hold = false;
 
-  constructor(private readonly limits: FramerLimits) {}
+  constructor(private limits: FramerLimits) {}
+
+  /** The limits for literals and lines announced from now on. */
+  setLimits(limits: FramerLimits): void {
+    this.limits = limits;
+  }
+
+  /** Keeps bytes to be framed by a later push(), without looking at them. */
+  append(chunk: Buffer): void {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+  }
 
   push(chunk: Buffer): FramerEvent[] {
     const events: FramerEvent[] = [];
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    this.append(chunk);
     for (;;) {
       if (this.literalLeft > 0) {
         if (!this.buf.length) break;
@@ -105,6 +121,7 @@ export class CommandFramer {
         this.literals = [];
         this.literalBytes = 0;
         this.lineBytes = 0;
+        if (this.hold) break;
         continue;
       }
       const size = Number(m[2]);
@@ -121,6 +138,11 @@ export class CommandFramer {
       this.literalLeft = size;
     }
     return events;
+  }
+
+  /** Bytes kept unframed: what follows a command while holding, or the start of one. */
+  get held(): boolean {
+    return this.buf.length > 0;
   }
 
   /** Bytes received but not yet consumed (for STARTTLS: must be none). */

@@ -262,6 +262,28 @@ void describe('framer', () => {
   });
 });
 
+void describe('framer: holding after each command', () => {
+  void it('frames what follows a command only at the next push, under the limits then in force', () => {
+    const f = new CommandFramer({ maxLine: 1000, maxLiteral: 10 });
+    f.hold = true;
+    const ev = f.push(Buffer.from('a LOGIN u p\r\nb APPEND INBOX {20+}\r\n' + 'x'.repeat(20) + '\r\n'));
+    assert.deepEqual(
+      ev.map((e) => e.type),
+      ['command'],
+    );
+    assert.ok(f.held);
+    f.append(Buffer.from('c NOOP\r\n'));
+    f.hold = false;
+    f.setLimits({ maxLine: 1000, maxLiteral: 100 });
+    const rest = f.push(Buffer.alloc(0));
+    assert.deepEqual(
+      rest.map((e) => (e.type === 'command' ? e.command.lines[0]!.split(' ')[0] : e.type)),
+      ['b', 'c'],
+    );
+    assert.ok(!f.held);
+  });
+});
+
 void describe('framer: a command as a whole', () => {
   void it('ends a command whose lines add up past maxLine, though each line and literal is small', () => {
     const f = new CommandFramer({ maxLine: 1000, maxLiteral: 10 });

@@ -133,6 +133,51 @@ void describe('bad input', () => {
     await c.waitClosed();
   });
 
+  void it('holds no literal larger than a login needs before login, and the full size right after', async () => {
+    // the message size limit of its own (25 MiB), and plaintext logins on loopback
+    const big = await startRetrieval(p, { plaintext_auth_networks: '127.0.0.1/32' });
+    const user = 'prelogin@example.test';
+    await addAccount(p.directory, user);
+    try {
+      const c = await RawImap.connect(big.ports.imap);
+      await c.until(/^\* OK/m);
+      c.send('p1 LOGIN {20000000}\r\n');
+      const res = await c.until(/^p1 (NO|BAD|OK)/m);
+      assert.match(res, /^p1 NO \[TOOBIG\]/m);
+      assert.doesNotMatch(res, /^\+/m, 'no continuation was offered');
+      // a login's strings as literals are still taken
+      c.send(`p2 LOGIN {${user.length}}\r\n`);
+      await c.until(/^\+/m);
+      c.send(`${user} {${PASSWORD.length}}\r\n`);
+      await c.until(/^\+/m);
+      c.send(`${PASSWORD}\r\n`);
+      assert.match(await c.until(/^p2 (NO|BAD|OK)/m), /^p2 OK/m);
+      c.close();
+
+      // a non-synchronising one cannot be skipped: BYE, before a byte of it is kept
+      const d = await RawImap.connect(big.ports.imap);
+      await d.until(/^\* OK/m);
+      d.send('q1 ID ("name" {20000000+}\r\n');
+      await d.until(/^\* BYE \[TOOBIG\]/m);
+      await d.waitClosed();
+
+      // what is pipelined after LOGIN is read as the logged-in session it runs in
+      const msg = sampleMessage(2, 'x'.repeat(100_000));
+      const e = await RawImap.connect(big.ports.imap);
+      await e.until(/^\* OK/m);
+      e.send(
+        `r1 LOGIN ${user} "${PASSWORD}"\r\nr2 APPEND INBOX {${Buffer.byteLength(msg)}+}\r\n${msg}\r\nr3 NOOP\r\n`,
+      );
+      const out = await e.until(/^r3 (NO|BAD|OK)/m);
+      assert.match(out, /^r1 OK/m);
+      assert.match(out, /^r2 OK \[APPENDUID /m, out);
+      assert.match(out, /^r3 OK/m);
+      e.close();
+    } finally {
+      await big.stop();
+    }
+  });
+
   void it('answers an over-long line with BAD and continues', async () => {
     const c = await loggedIn();
     c.send(`c1 NOOP ${'x'.repeat(40_000)}\r\n`);

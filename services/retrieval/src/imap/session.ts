@@ -19,6 +19,7 @@ import {
   type Chunk,
   type FramedCommand,
   type FramerEvent,
+  type FramerLimits,
 } from '@mailyard/imap-core';
 import type { MailAccount, Quotas } from '@mailyard/mailstore';
 import type { Logger } from '@mailyard/observability';
@@ -43,6 +44,13 @@ import { EnabledExtensions } from './enabled.js';
 import { ImapReply, reply } from './replies.js';
 import type { SelectedMailbox } from './selected.js';
 
+/**
+ * Largest literal before login, and the most literal bytes one command may carry then:
+ * LOGIN's user name and password, ID's strings. A literal as large as a message would
+ * let a client that never logs in hold megabytes on each of its connections (Dovecot's
+ * imap-login refuses literals past its 4 KiB input buffer).
+ */
+const PRE_LOGIN_MAX_LITERAL = 8192;
 /** Unread output past which NOTIFY gives up on a client (NOTIFICATIONOVERFLOW). */
 const NOTIFY_BACKLOG = 1 << 20;
 /** Collections of NOTIFY's events one push may make before a waiting command runs. */
@@ -118,10 +126,17 @@ export class ImapSession implements ImapContext {
   }
 
   private newFramer(): CommandFramer {
-    return new CommandFramer({
+    return new CommandFramer(this.framerLimits());
+  }
+
+  private framerLimits(): FramerLimits {
+    return {
       maxLine: this.deps.config.imap_max_line_length,
-      maxLiteral: this.deps.config.message_size_limit,
-    });
+      maxLiteral: Math.min(
+        this.deps.config.message_size_limit,
+        this.state === 'not-authenticated' ? PRE_LOGIN_MAX_LITERAL : Infinity,
+      ),
+    };
   }
 
   start(): void {
@@ -209,6 +224,22 @@ export class ImapSession implements ImapContext {
 
   private onData(chunk: Buffer): void {
     this.touch();
+    if (this.state === 'not-authenticated' && (this.running || this.queue.length)) {
+      // before login one command at a time, as Dovecot's imap-login reads them: what a
+      // client sends after LOGIN is framed once the LOGIN ran, with the limits of the
+      // state it runs in; reading waits meanwhile
+      this.framer.append(chunk);
+      this.conn.readAhead(Infinity);
+      return;
+    }
+    this.frame(chunk);
+    void this.drainQueue();
+  }
+
+  /** Frames what the client sent (and what was held) into the queue of commands. */
+  private frame(chunk: Buffer): void {
+    this.framer.hold = this.state === 'not-authenticated';
+    this.framer.setLimits(this.framerLimits());
     let events: FramerEvent[];
     try {
       events = this.framer.push(chunk);
@@ -224,7 +255,6 @@ export class ImapSession implements ImapContext {
       } else this.queue.push(ev);
     }
     this.conn.readAhead(this.queue.length);
-    void this.drainQueue();
   }
 
   /** A new framer and no queued commands: after STARTTLS and COMPRESS, anything pipelined is dropped. */
@@ -249,6 +279,8 @@ export class ImapSession implements ImapContext {
           this.errors.error({ err }, 'session failed');
           this.close('* BYE Internal error\r\n');
         }
+        // held before login: framed now that the command before it has run
+        if (!this.queue.length && this.framer.held) this.frame(Buffer.alloc(0));
         this.conn.readAhead(this.queue.length);
       }
     } finally {
