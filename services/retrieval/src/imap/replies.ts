@@ -15,6 +15,8 @@ export class ImapReply extends Error {
 
 export const reply = {
   bad: (text: string) => new ImapReply('BAD', null, text),
+  /** A sequence number past the messages the client knows: BAD, as Dovecot answers (RFC 9051 §6.4.5 and §9). */
+  invalidMessageSet: () => new ImapReply('BAD', null, 'Invalid messageset'),
   /** RFC 9051 §7.1: LOGINDISABLED / plaintext refused before TLS. */
   privacyRequired: () =>
     new ImapReply('NO', 'PRIVACYREQUIRED', 'Use STARTTLS (or port 993) before logging in'),

@@ -186,9 +186,16 @@ export class SelectedMailbox {
     return missing.length ? `* VANISHED (EARLIER) ${formatRanges(missing)}` : null;
   }
 
-  /** True when a non-UID sequence set names numbers beyond what the client knows. */
-  outOfRange(set: SequenceSet): boolean {
-    return set.ranges.some((r) => (r.from ?? 0) > this.uids.length || (r.to ?? 0) > this.uids.length);
+  /**
+   * True when a set of sequence numbers names one beyond the messages the client knows,
+   * or `*` when it knows none (RFC 9051 §9 seq-number: "an error"). UIDs and `$` never are.
+   */
+  outOfRange(set: SequenceSet, byUid: boolean): boolean {
+    if (byUid || set.saved) return false;
+    const n = this.uids.length;
+    return set.ranges.some(
+      (r) => (r.from ?? n) > n || (r.to ?? n) > n || (n === 0 && (r.from ?? r.to) === null),
+    );
   }
 
   /** Records what a command told the client about one message (STORE, FETCH FLAGS). */

@@ -80,6 +80,7 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
     a.changedSince !== null || a.items.some((i) => i.k === 'MODSEQ') ? enableCondstore(s) : null;
   const items = [...a.items];
   if (a.changedSince !== null && !items.some((i) => i.k === 'MODSEQ')) items.push({ k: 'MODSEQ' });
+  if (view.outOfRange(a.set, byUid)) throw reply.invalidMessageSet();
   let msgs = view.resolve(a.set, byUid);
   if (a.changedSince !== null) msgs = msgs.filter(({ m }) => m.modseq > a.changedSince!);
   if (a.vanished) {
@@ -213,6 +214,7 @@ async function runStore(s: SelectedContext, tag: string, a: StoreArgs, name: str
   const view = s.selected;
   const byUid = name.startsWith('UID');
   if (view.readOnly) throw reply.readOnly();
+  if (view.outOfRange(a.set, byUid)) throw reply.invalidMessageSet();
   const announce = a.unchangedSince !== null ? enableCondstore(s) : null;
   const msgs = view.resolve(a.set, byUid);
   const changes: FlagChange[] = msgs.map(({ m }) => ({ uid: m.uid, op: a.op, flags: a.flags }));
@@ -303,6 +305,7 @@ async function runCopy(s: SelectedContext, tag: string, a: CopyArgs, name: strin
   const byUid = name.startsWith('UID');
   const move = name.endsWith('MOVE');
   if (move && view.readOnly) throw reply.readOnly();
+  if (view.outOfRange(a.set, byUid)) throw reply.invalidMessageSet();
   const dest = await requireFolder(s, a.dest, true);
   // A message of the set expunged by another session fails the whole command and copies
   // nothing (RFC 9051 §6.4.7, RFC 2180 §4.4.1): NO [EXPUNGEISSUED], as Dovecot answers,
