@@ -145,12 +145,16 @@ export function envelopeAddressBytes(address: string): number {
 /**
  * The bytes the recipients take in the envelope `publishMailRouted` writes, from what the
  * addresses of each route take (envelopeAddressBytes): twice when the message has local
- * and remote recipients both (`recipients` and `routes`). Kept as sums, so that checking
- * one more recipient does not cost as much as all before it.
+ * and remote recipients both (`recipients` and `routes`), and the local ones once more
+ * when a policy verdict may list them for Junk (`filing.junk`). Kept as sums, so that
+ * checking one more recipient does not cost as much as all before it.
  */
-export function envelopeRecipientBytes(bytes: { delivery: number; outbound: number }): number {
+export function envelopeRecipientBytes(
+  bytes: { delivery: number; outbound: number },
+  opts: { filing: boolean },
+): number {
   const sum = bytes.delivery + bytes.outbound;
-  return bytes.delivery && bytes.outbound ? 2 * sum : sum;
+  return (bytes.delivery && bytes.outbound ? 2 * sum : sum) + (opts.filing ? bytes.delivery : 0);
 }
 
 /** Hides the password in a broker URL for log lines and error messages. */

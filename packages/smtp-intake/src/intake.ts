@@ -552,7 +552,8 @@ export function createIntake<L extends string>(
             // routed first: the policy service (per-user recipient limits) counts only routable ones
             const route = await role.routeRecipient(forwardPath(address), session);
             // RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction
-            if (!envelopeHasRoom(tx, rcpt, route)) throw reply.tooManyRecipients();
+            if (!envelopeHasRoom(tx, rcpt, route, { filing: policy !== null }))
+              throw reply.tooManyRecipients();
             await askPolicy(session, 'rcpt', { recipient: rcpt });
             addRoute(tx, rcpt, route);
           },

@@ -57,12 +57,18 @@ export function routesOf(tx: Transaction, recipients: string[]): Record<Route, s
  * Whether the message can still take `recipient` on `route`: the envelope of what is
  * accepted must fit the queue's header (MAX_ENVELOPE_RECIPIENT_BYTES), or the message
  * could never be queued and every DATA would end in 451. A recipient already taken fits.
+ * `filing`: a policy is asked, whose verdict at DATA may list the local ones for Junk.
  */
-export function envelopeHasRoom(tx: Transaction, recipient: string, route: Route): boolean {
+export function envelopeHasRoom(
+  tx: Transaction,
+  recipient: string,
+  route: Route,
+  opts: { filing: boolean },
+): boolean {
   if (tx.routes.has(recipient.toLowerCase())) return true;
   const bytes = { ...tx.routeBytes };
   bytes[route] += envelopeAddressBytes(recipient);
-  return envelopeRecipientBytes(bytes) <= MAX_ENVELOPE_RECIPIENT_BYTES;
+  return envelopeRecipientBytes(bytes, opts) <= MAX_ENVELOPE_RECIPIENT_BYTES;
 }
 
 /** Takes `recipient` into the transaction on `route`. */

@@ -39,23 +39,33 @@ test('a recipient that never got a route is an error, not a guess', { timeout: 5
 });
 
 test(
-  'the envelope takes recipients up to its room; local and remote ones count twice',
+  'the envelope takes recipients up to its room; local and remote ones count twice, local ones filed twice',
   { timeout: 5_000 },
   () => {
     // each address as a JSON string and its comma: 64 bytes
     const address = (i: number, domain: string) => `${String(i).padStart(60 - domain.length, 'r')}@${domain}`;
-    const fill = (routeOf: (i: number) => 'delivery' | 'outbound') => {
+    const fill = (routeOf: (i: number) => 'delivery' | 'outbound', filing = false) => {
       const tx = new Transactions().of({ envelope: {} });
       let i = 0;
-      for (; envelopeHasRoom(tx, address(i, 'x.test'), routeOf(i)); i++)
+      for (; envelopeHasRoom(tx, address(i, 'x.test'), routeOf(i), { filing }); i++)
         addRoute(tx, address(i, 'x.test'), routeOf(i));
       return { tx, taken: i };
     };
     const remote = fill(() => 'outbound');
     assert.equal(remote.taken, MAX_ENVELOPE_RECIPIENT_BYTES / 64);
     // one taken already still fits; its case is the same recipient
-    assert.equal(envelopeHasRoom(remote.tx, address(0, 'x.test').toUpperCase(), 'outbound'), true);
+    assert.equal(
+      envelopeHasRoom(remote.tx, address(0, 'x.test').toUpperCase(), 'outbound', { filing: false }),
+      true,
+    );
     const mixed = fill((i) => (i % 2 ? 'delivery' : 'outbound'));
     assert.equal(mixed.taken, MAX_ENVELOPE_RECIPIENT_BYTES / 128);
+    // a policy verdict may list every local one again for Junk; remote ones are not filed
+    assert.equal(fill(() => 'outbound', true).taken, MAX_ENVELOPE_RECIPIENT_BYTES / 64);
+    assert.equal(fill(() => 'delivery', true).taken, MAX_ENVELOPE_RECIPIENT_BYTES / 128);
+    assert.equal(
+      fill((i) => (i % 2 ? 'delivery' : 'outbound'), true).taken,
+      Math.floor(MAX_ENVELOPE_RECIPIENT_BYTES / 160),
+    );
   },
 );
