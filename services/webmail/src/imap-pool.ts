@@ -51,6 +51,21 @@ export function connectImap(
   opts: { idle?: boolean; logger: Logger },
 ): ImapFlow {
   const debug = process.env.IMAP_DEBUG ? opts.logger.child({ account, component: 'imapflow' }) : null;
+  // imapflow logs a refused command's error at warn, which made() needs; the rest
+  // reaches a log only with IMAP_DEBUG
+  const imapLogger = {
+    debug: (entry: object) => debug?.debug(entry),
+    info: (entry: object) => debug?.info(entry),
+    warn: (entry: { err?: unknown }) => {
+      if (entry?.err instanceof Error) commandErrors.set(client, entry.err);
+      debug?.warn(entry);
+    },
+    error: (entry: object) => debug?.error(entry),
+    fatal: (entry: object) => debug?.error(entry),
+    // without it imapflow takes every level as on, and renders each command and
+    // response for a debug entry nobody reads
+    isLevelEnabled: (level: string) => (debug ? debug.isLevelEnabled(level) : level === 'warn'),
+  };
   const client: ImapFlow = new ImapFlow({
     host: target.host,
     port: target.port,
@@ -67,18 +82,7 @@ export function connectImap(
       authzid: account,
       loginMethod: 'AUTH=PLAIN',
     },
-    // imapflow logs a refused command's error at warn, which made() needs; the rest
-    // reaches a log only with IMAP_DEBUG
-    logger: {
-      debug: (entry: object) => debug?.debug(entry),
-      info: (entry: object) => debug?.info(entry),
-      warn: (entry: { err?: unknown }) => {
-        if (entry?.err instanceof Error) commandErrors.set(client, entry.err);
-        debug?.warn(entry);
-      },
-      error: (entry: object) => debug?.error(entry),
-      fatal: (entry: object) => debug?.error(entry),
-    },
+    logger: imapLogger,
     // pool connections run one request after another; only the notifier's connection idles
     disableAutoIdle: !opts.idle,
     ...(opts.idle ? { autoIdleDelay: 50 } : {}),
