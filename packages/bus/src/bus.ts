@@ -157,6 +157,29 @@ export function envelopeRecipientBytes(
   return (bytes.delivery && bytes.outbound ? 2 * sum : sum) + (opts.filing ? bytes.delivery : 0);
 }
 
+/**
+ * `recipients` cut, in their order, into lists that each fit in one envelope
+ * (MAX_ENVELOPE_RECIPIENT_BYTES): for a message made for more recipients than one
+ * envelope takes (an alias with many members outside our domains), one message per list.
+ */
+export function envelopeParts(recipients: readonly string[]): string[][] {
+  const parts: string[][] = [];
+  let part: string[] = [];
+  let bytes = 0;
+  for (const r of recipients) {
+    const b = envelopeAddressBytes(r);
+    if (part.length && bytes + b > MAX_ENVELOPE_RECIPIENT_BYTES) {
+      parts.push(part);
+      part = [];
+      bytes = 0;
+    }
+    part.push(r);
+    bytes += b;
+  }
+  if (part.length) parts.push(part);
+  return parts;
+}
+
 /** Hides the password in a broker URL for log lines and error messages. */
 export function redactUrl(url: string): string {
   try {

@@ -1,6 +1,12 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { BackendUnavailableError, holdOnFailure, type Bus, type Delivery } from '@mailyard/bus';
+import {
+  BackendUnavailableError,
+  envelopeParts,
+  holdOnFailure,
+  type Bus,
+  type Delivery,
+} from '@mailyard/bus';
 import {
   EventKeys,
   MailMessages,
@@ -285,6 +291,47 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     await fromRedis(Promise.all(keys.map((k) => redis.set(k, 'bounced', 'EX', config.delivery_dedupe_ttl))));
   };
 
+  /**
+   * Passes the alias targets outside our domains to outbound under the message's own
+   * queue id (the relay's per-recipient records and the log lines follow it), in as many
+   * messages as their envelopes need: a message's envelope travels in its headers, which
+   * cannot grow past 64 KiB (envelopeParts). The targets go in sorted order, and the last
+   * one of each message is recorded once the broker has confirmed it, before the next is
+   * published: a rerun (a later message refused, the process killed) queues only the
+   * targets after it, so nobody is queued twice (but when Redis fails between the confirm
+   * and the record: the rerun queues that message again, as a forward's marker). A target
+   * added to the alias meanwhile and sorted before the record is not sent this message,
+   * as one added after it was accepted. One short key per message, where a record per
+   * target would keep thousands of addresses for each message to a big list.
+   */
+  const forwardRemote = async (env: Envelope, body: Buffer, remote: Set<string>): Promise<void> => {
+    const key = `forwarded-upto:${env.queueId}`;
+    const upto = await fromRedis(redis.get(key));
+    const pending = [...remote].sort().filter((r) => upto === null || r > upto);
+    if (!pending.length) {
+      logger.info({ queueId: env.queueId, upto }, 'remote targets queued before, skipped');
+      return;
+    }
+    // the filing verdict is for our own users' copies, and its list of them could take as
+    // much room as the recipients
+    const { filing: _filing, ...rest } = env;
+    const parts = envelopeParts(pending);
+    for (const [i, recipients] of parts.entries()) {
+      await bus.publishMail(RoutingKeys.outbound, body, {
+        ...rest,
+        recipients,
+        attempts: 0,
+        lastError: null,
+      });
+      await fromRedis(redis.set(key, recipients.at(-1)!, 'EX', config.delivery_dedupe_ttl));
+      logger.info(
+        { queueId: env.queueId, rcpts: recipients, part: i + 1, parts: parts.length },
+        'forwarded to outbound',
+      );
+    }
+    metrics.forwarded.inc();
+  };
+
   const handle = async (env: Envelope, d: Delivery): Promise<void> => {
     try {
       await deliver(env, d.body);
@@ -325,16 +372,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     const failed = runs.find((r) => r.status === 'rejected');
     if (failed) throw failed.reason;
     if (gone.length) await returnGone(env, body, gone);
-    if (remote.size) {
-      await bus.publishMail(RoutingKeys.outbound, body, {
-        ...env,
-        recipients: [...remote],
-        attempts: 0,
-        lastError: null,
-      });
-      metrics.forwarded.inc();
-      logger.info({ queueId: env.queueId, rcpts: [...remote] }, 'forwarded to outbound');
-    }
+    if (remote.size) await forwardRemote(env, body, remote);
   };
 
   return {
