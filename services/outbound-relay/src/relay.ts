@@ -3,7 +3,14 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { rootCertificates } from 'node:tls';
 import type { Redis } from 'ioredis';
-import { holdOnFailure, outboundDelayQueueSpec, type Bus, type Delivery } from '@mailyard/bus';
+import {
+  BackendUnavailableError,
+  BusUnavailableError,
+  holdOnFailure,
+  outboundDelayQueueSpec,
+  type Bus,
+  type Delivery,
+} from '@mailyard/bus';
 import { MailMessages, Queues, outboundDelayQueue, type Envelope } from '@mailyard/contracts';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
@@ -155,7 +162,8 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
         ...(willRetryUntil ? { willRetryUntil } : {}),
         now: new Date(now()),
       },
-      { bus, directory },
+      // Redis failing to say where the DSN goes is an outage (BackendUnavailableError)
+      { bus, directory: { isLocalDomain: (d) => holdOnFailure('Redis', directory.isLocalDomain(d)) } },
     );
     if (!sent) return;
     const kind = willRetryUntil ? 'delay' : 'failure';
@@ -442,6 +450,9 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
           // instead. Failing the whole message here would count our own outage (Redis
           // cannot say where the bounce goes) as an attempt, and send the message again to
           // the recipients the servers took, whose record may be what Redis failed to keep.
+          // Anything else (a DSN that cannot be built) fails the message as before: put
+          // off, it would come back for ever.
+          if (!(err instanceof BackendUnavailableError || err instanceof BusUnavailableError)) throw err;
           log.warn({ err, rcpts: failed.map((f) => f.recipient) }, 'bounce not sent, recipients deferred');
           const why = (err as Error).message;
           for (const f of failed)
