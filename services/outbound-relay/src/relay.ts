@@ -72,10 +72,17 @@ export function parseRelayhost(
   return { host: hp.host.toLowerCase(), port: hp.port, mx: true };
 }
 
-/** The address of a domain part that is an address literal (`[192.0.2.1]`, `[IPv6:2001:db8::1]`), else null. */
-function addressLiteral(domain: string): string | null {
-  const m = /^\[(?:ipv6:)?([^\]]+)\]$/i.exec(domain);
-  return m && isIP(m[1]!) ? m[1]! : null;
+/**
+ * The address of a domain part that is an address literal, else null: `[192.0.2.1]`, or
+ * `[IPv6:2001:db8::1]` with its tag (RFC 5321 §4.1.3); `[::1]` and `[IPv6:192.0.2.1]` are
+ * neither, and are looked up as names (which none resolves).
+ */
+function addressLiteral(domain: string): { ip: string; family: 'ipv4' | 'ipv6' } | null {
+  const m = /^\[(ipv6:)?([^\]]+)\]$/i.exec(domain);
+  if (!m) return null;
+  const family = isIP(m[2]!);
+  if (m[1] ? family !== 6 : family !== 4) return null;
+  return { ip: m[2]!, family: family === 6 ? 'ipv6' : 'ipv4' };
 }
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 16);
@@ -220,9 +227,16 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     }
     const literal = addressLiteral(domain);
     if (literal) {
+      // an address of a family we do not send over would wait for a change of settings
+      if (config.inet_protocols !== 'all' && config.inet_protocols !== literal.family)
+        return {
+          kind: 'permanent',
+          status: '5.4.4',
+          text: `${domain} is an ${literal.family === 'ipv6' ? 'IPv6' : 'IPv4'} address, and this server sends over ${config.inet_protocols} only`,
+        };
       // RFC 5321 §4.1.3: an address literal names the host itself; there is no MX to look up
       // and no MTA-STS policy to find (Postfix delivers to [address] without DNS)
-      const route = await routeHost(resolver, literal, routeOpts);
+      const route = await routeHost(resolver, literal.ip, routeOpts);
       if (route.kind !== 'targets') return route;
       return {
         kind: 'targets',

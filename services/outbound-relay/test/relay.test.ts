@@ -27,6 +27,7 @@ import {
 // all on one port.
 let p: Platform;
 let relay: RelayHandle;
+let startMain: (overrides?: Record<string, unknown>) => Promise<RelayHandle>;
 let port: number;
 let mx1: RemoteMta;
 let mx2: RemoteMta;
@@ -94,11 +95,13 @@ before(async () => {
   v6 = await startRemoteMta('::1', port);
   plain = await startRemoteMta('127.0.0.13', port, { noStartTls: true });
   const resolver = createResolver({ servers: [p.env.DNS_SERVERS!] });
-  relay = await startRelay(
-    p,
-    { outbound_port: port, outbound_retry_schedule: '200ms,400ms', delay_warning_time: 0 },
-    { mtaStsFetcher: httpsPolicyFetcher({ resolver, ca: stsCert.cert, port: httpsPort }) },
-  );
+  startMain = (overrides = {}) =>
+    startRelay(
+      p,
+      { outbound_port: port, outbound_retry_schedule: '200ms,400ms', delay_warning_time: 0, ...overrides },
+      { mtaStsFetcher: httpsPolicyFetcher({ resolver, ca: stsCert.cert, port: httpsPort }) },
+    );
+  relay = await startMain();
 });
 
 after(async () => {
@@ -228,6 +231,36 @@ describe('delivery', () => {
       );
       await waitFor(() => receivedBy(mta, subject), { what: `delivery to ${rcpt}` });
       assert.deepEqual(receivedBy(mta, subject)!.to, [rcpt]);
+    }
+    // an IPv6 address needs its tag: [::1] is no address literal, and no name either
+    await queueOutbound(
+      p,
+      envelope('alice@example.test', ['una@[::1]']),
+      simpleMessage('alice@example.test', 'una@[::1]', 'literal-untagged'),
+    );
+    const dsn = await waitFor(() => bounceFor('literal-untagged'), { what: 'the bounce for [::1]' });
+    assert.match(dsn, /Status: 5\.1\.2\r\n/);
+    assert.equal(receivedBy(v6, 'literal-untagged'), undefined);
+  });
+
+  test('an address literal of a family INET_PROTOCOLS leaves out bounces at once', async () => {
+    await relay.stop();
+    const v4only = await startMain({ inet_protocols: 'ipv4' });
+    try {
+      await queueOutbound(
+        p,
+        envelope('alice@example.test', ['ivy@[IPv6:::1]']),
+        simpleMessage('alice@example.test', 'ivy@[IPv6:::1]', 'literal-v6-off'),
+      );
+      const dsn = await waitFor(() => bounceFor('literal-v6-off'), {
+        what: 'the bounce for an IPv6 literal',
+      });
+      assert.match(dsn, /Status: 5\.4\.4\r\n/);
+      assert.match(dsn, /is an IPv6 address, and this server sends over ipv4 only/);
+      assert.equal(receivedBy(v6, 'literal-v6-off'), undefined);
+    } finally {
+      await v4only.stop();
+      relay = await startMain();
     }
   });
 
