@@ -341,11 +341,13 @@ p.user(user); p.pass_(pw)
 i.select('INBOX')
 i.store('2', '+FLAGS', '\\\\Deleted')
 i.expunge()
-try:
-    p.retr(2)
-    res['retr2'] = 'ok'
-except poplib.error_proto as e:
-    res['retr2'] = e.args[0].decode()
+# asked more often than the bad-command limit (10): no reason to close the session
+for _ in range(12):
+    try:
+        p.retr(2)
+        res['retr2'] = 'ok'
+    except poplib.error_proto as e:
+        res['retr2'] = e.args[0].decode()
 res['retr3'] = b'\\n'.join(p.retr(3)[1]).decode()
 p.dele(3)
 res['quit'] = p.quit().decode()
@@ -491,7 +493,10 @@ print(m.getquotaroot('INBOX')[1])
       assert.match(moved, /^m OK/m);
       assert.match(moved, /^\* 1 EXPUNGE/m);
       assert.match(await c.cmd('st', 'STATUS Bin (MESSAGES)', 20_000), /\* STATUS "Bin" \(MESSAGES 2\)/);
-      assert.match(await c.cmd('st2', 'STATUS INBOX (MESSAGES)', 20_000), /\* STATUS "?INBOX"? \(MESSAGES 0\)/);
+      assert.match(
+        await c.cmd('st2', 'STATUS INBOX (MESSAGES)', 20_000),
+        /\* STATUS "?INBOX"? \(MESSAGES 0\)/,
+      );
     } finally {
       c.close();
     }

@@ -46,6 +46,8 @@ class Pop3Error extends Error {
   constructor(
     readonly code: string | null,
     text: string,
+    /** Counts toward the bad-command limit; not for what the client could not know. */
+    readonly bad = true,
   ) {
     super(text);
   }
@@ -233,7 +235,7 @@ export class Pop3Session {
         this.errors.error({ err }, 'pop3 command failed');
         this.send('-ERR [SYS/TEMP] Internal error');
       }
-      this.countBad();
+      if (!(err instanceof Pop3Error) || err.bad) this.countBad();
     }
   }
 
@@ -400,7 +402,9 @@ export class Pop3Session {
       // expunged over IMAP since this session began (its numbering stays, RFC 1939 §3):
       // gone for good, so no temporary failure, and no incident; Dovecot's words
       if (err instanceof MessageGoneError || (err as NodeJS.ErrnoException).code === 'ENOENT')
-        throw new Pop3Error(null, `Message ${n} expunged`);
+        // not the client's mistake: a session that RETRs many such messages is not
+        // closed for it, which would lose its DELEs
+        throw new Pop3Error(null, `Message ${n} expunged`, false);
       throw err;
     }
     if (topLines !== null) {
