@@ -117,6 +117,8 @@ export function fromImapRefusal(err: unknown): ApiError | UpstreamError | null {
   if (code === 'OVERQUOTA') return errors.overQuota();
   // a folder removed meanwhile (by another client)
   if (code === 'NONEXISTENT' || code === 'TRYCREATE') return errors.noSuchFolder();
+  // a message of the set expunged meanwhile (by another client): nothing was changed
+  if (code === 'EXPUNGEISSUED') return errors.noSuchMessage();
   if (TEMPORARY.has(code)) return new UpstreamError(`IMAP refused: ${e.responseText ?? code}`, err);
   // the store's sentence, without its response code, and never more than a line
   const text = (e.responseText ?? 'refused').replace(/^\[[^\]]*\]\s*/, '').slice(0, 200);
