@@ -390,6 +390,14 @@ void describe('curl', () => {
 });
 
 void describe('quota', () => {
+  /** A raw IMAP session of `user`, logged in. */
+  const rawSession = async (user: string) => {
+    const c = await RawImap.connect(r.ports.imap);
+    await c.until(/^\* OK/m);
+    assert.match(await c.cmd('l', `LOGIN ${user} "${PASSWORD}"`, 20_000), /^l OK/m);
+    return c;
+  };
+
   void it('reports usage over IMAP QUOTA and refuses delivery beyond the limit', async () => {
     await sendRaw(p, QUSER, sampleMessage(1));
     const used = stored(QUSER)[0]!.length;
@@ -467,12 +475,7 @@ print(m.getquotaroot('INBOX')[1])
     const user = 'quota-move@example.test';
     await addAccount(p.directory, user);
     const msg = `Subject: q\r\n\r\n${'x'.repeat(2000)}\r\n`;
-    const session = async () => {
-      const c = await RawImap.connect(r.ports.imap);
-      await c.until(/^\* OK/m);
-      assert.match(await c.cmd('l', `LOGIN ${user} "${PASSWORD}"`, 20_000), /^l OK/m);
-      return c;
-    };
+    const session = () => rawSession(user);
     const first = await session();
     try {
       assert.match(await first.cmd('c', 'CREATE Bin', 20_000), /^c OK/m);
@@ -507,12 +510,7 @@ print(m.getquotaroot('INBOX')[1])
     await addAccount(p.directory, user);
     const msg = `Subject: q\r\n\r\n${'x'.repeat(2000)}\r\n`;
     const append = (c: RawImap, tag: string) => c.cmd(tag, `APPEND INBOX {${msg.length}+}\r\n${msg}`, 20_000);
-    const session = async () => {
-      const c = await RawImap.connect(r.ports.imap);
-      await c.until(/^\* OK/m);
-      assert.match(await c.cmd('l', `LOGIN ${user} "${PASSWORD}"`, 20_000), /^l OK/m);
-      return c;
-    };
+    const session = () => rawSession(user);
     const open = await session();
     try {
       assert.match(await append(open, 'a1'), /^a1 OK/m);

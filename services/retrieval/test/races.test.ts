@@ -118,25 +118,39 @@ test(
   },
 );
 
+/**
+ * A new account with one session on each instance and three messages, the second
+ * expunged by the writer (on r2) after the reader (on r1) selected INBOX: the reader
+ * has not been told.
+ */
+async function secondExpungedUnseen(user: string, firstSample: number) {
+  await addAccount(p.directory, user);
+  const reader = await login(r1.ports.imap, user);
+  const writer = await login(r2.ports.imap, user);
+  try {
+    for (let i = 0; i < 3; i++) {
+      const msg = sampleMessage(firstSample + i);
+      writer.send(`a APPEND INBOX {${Buffer.byteLength(msg)}+}\r\n${msg}\r\n`);
+      assert.match(await writer.until(/^a (OK|NO|BAD)[^\n]*\n/m), /^a OK/m);
+    }
+    assert.match(await reader.cmd('s', 'SELECT INBOX'), /\* 3 EXISTS/);
+    assert.match(await writer.cmd('w', 'SELECT INBOX'), /^w OK/m);
+    assert.match(await writer.cmd('d', 'STORE 2 +FLAGS.SILENT (\\Deleted)'), /^d OK/m);
+    assert.match(await writer.cmd('x', 'EXPUNGE'), /^\* 2 EXPUNGE/m);
+  } catch (err) {
+    reader.close();
+    writer.close();
+    throw err;
+  }
+  return { reader, writer };
+}
+
 test(
   'messages expunged elsewhere are left out of FETCH and STORE, and said so',
   { timeout: 60_000 },
   async () => {
-    const user = 'expunged-elsewhere@example.test';
-    await addAccount(p.directory, user);
-    const reader = await login(r1.ports.imap, user);
-    const writer = await login(r2.ports.imap, user);
+    const { reader, writer } = await secondExpungedUnseen('expunged-elsewhere@example.test', 900);
     try {
-      for (let i = 0; i < 3; i++) {
-        const msg = sampleMessage(900 + i);
-        writer.send(`a APPEND INBOX {${Buffer.byteLength(msg)}+}\r\n${msg}\r\n`);
-        assert.match(await writer.until(/^a (OK|NO|BAD)[^\n]*\n/m), /^a OK/m);
-      }
-      assert.match(await reader.cmd('s', 'SELECT INBOX'), /\* 3 EXISTS/);
-      assert.match(await writer.cmd('w', 'SELECT INBOX'), /^w OK/m);
-      assert.match(await writer.cmd('d', 'STORE 2 +FLAGS.SILENT (\\Deleted)'), /^d OK/m);
-      assert.match(await writer.cmd('x', 'EXPUNGE'), /^\* 2 EXPUNGE/m);
-
       const fetched = await reader.cmd('f', 'FETCH 1:3 (BODY.PEEK[])');
       assert.match(fetched, /^\* 1 FETCH /m);
       assert.doesNotMatch(fetched, /^\* 2 FETCH /m);
@@ -165,21 +179,8 @@ test(
   'COPY and MOVE naming a message expunged elsewhere copy nothing and say so (RFC 2180 §4.4.1)',
   { timeout: 60_000 },
   async () => {
-    const user = 'copy-expunged@example.test';
-    await addAccount(p.directory, user);
-    const reader = await login(r1.ports.imap, user);
-    const writer = await login(r2.ports.imap, user);
+    const { reader, writer } = await secondExpungedUnseen('copy-expunged@example.test', 950);
     try {
-      for (let i = 0; i < 3; i++) {
-        const msg = sampleMessage(950 + i);
-        writer.send(`a APPEND INBOX {${Buffer.byteLength(msg)}+}\r\n${msg}\r\n`);
-        assert.match(await writer.until(/^a (OK|NO|BAD)[^\n]*\n/m), /^a OK/m);
-      }
-      assert.match(await reader.cmd('s', 'SELECT INBOX'), /\* 3 EXISTS/);
-      assert.match(await writer.cmd('w', 'SELECT INBOX'), /^w OK/m);
-      assert.match(await writer.cmd('d', 'STORE 2 +FLAGS.SILENT (\\Deleted)'), /^d OK/m);
-      assert.match(await writer.cmd('x', 'EXPUNGE'), /^\* 2 EXPUNGE/m);
-
       // the reader has not looked since: the copy finds the file gone
       const moved = await reader.cmd('m', 'UID MOVE 1:3 Trash');
       assert.match(moved, /^\* 2 EXPUNGE\r\n[^]*^m NO \[EXPUNGEISSUED\]/m, moved);

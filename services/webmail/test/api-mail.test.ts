@@ -3,7 +3,6 @@
 // the event stream, and bad input of every kind.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { ImapFlow } from 'imapflow';
 import { Bus } from '@mailyard/bus';
 import { EventKeys } from '@mailyard/contracts';
 import { createLogger } from '@mailyard/observability';
@@ -12,7 +11,8 @@ import { waitFor } from '@mailyard/testkit';
 import { addAccount } from '../../../test/harness.js';
 import { sendRaw } from '../../retrieval/test/helpers.js';
 import { newsletter, plainMessage } from './messages.js';
-import { ALICE, BOB, SECRET, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { storeSession } from './mail-clients.js';
+import { ALICE, BOB, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 import { WebClient, openEvents, q } from './web-client.js';
 
 const REMOTE = 'http://127.0.0.5:8099';
@@ -457,15 +457,7 @@ describe('actions', () => {
 
   test('the policy reasons a message in Junk carries are shown', { timeout: 30_000 }, async () => {
     // filed into Junk the way delivery does for a quarantine verdict (the policy header on top)
-    const imap = new ImapFlow({
-      host: '127.0.0.1',
-      port: t.retrieval.ports.imaps,
-      secure: true,
-      tls: { rejectUnauthorized: false },
-      auth: { user: 'webmail', pass: SECRET, authzid: ALICE },
-      logger: false,
-    });
-    await imap.connect();
+    const imap = await storeSession(t, ALICE);
     await imap.append(
       'Junk',
       plainMessage({
@@ -525,15 +517,7 @@ describe('changes the store refuses', () => {
     const ACC = 'gone-folder@example.test';
     await addAccount(t.p.directory, ACC);
     await sendRaw(t.p, ACC, plainMessage({ subject: 'Stay', to: ACC }));
-    const imap = new ImapFlow({
-      host: '127.0.0.1',
-      port: t.retrieval.ports.imaps,
-      secure: true,
-      tls: { rejectUnauthorized: false },
-      auth: { user: 'webmail', pass: SECRET, authzid: ACC },
-      logger: false,
-    });
-    await imap.connect();
+    const imap = await storeSession(t, ACC);
     await imap.mailboxCreate('Gone');
     const c = new WebClient(t.webmail.port, t.ca);
     assert.equal((await c.login(ACC)).status, 200);
@@ -558,15 +542,7 @@ describe('dates that are no dates', () => {
     async () => {
       // a sender writes what it likes in Date:; the store keeps when the message arrived
       const arrived = new Date('2025-03-04T05:06:07.000Z');
-      const imap = new ImapFlow({
-        host: '127.0.0.1',
-        port: t.retrieval.ports.imaps,
-        secure: true,
-        tls: { rejectUnauthorized: false },
-        auth: { user: 'webmail', pass: SECRET, authzid: BOB },
-        logger: false,
-      });
-      await imap.connect();
+      const imap = await storeSession(t, BOB);
       for (const date of ['not a date at all', 'Mon, 45 Foo 2025 99:99:99 +0000'])
         await imap.append('Archive', plainMessage({ subject: `Dated ${date}`, to: BOB, date }), [], arrived);
       await imap.logout();
@@ -613,15 +589,7 @@ describe('attachment names that are no text', () => {
       '--b--',
       '',
     ].join('\r\n');
-    const imap = new ImapFlow({
-      host: '127.0.0.1',
-      port: t.retrieval.ports.imaps,
-      secure: true,
-      tls: { rejectUnauthorized: false },
-      auth: { user: 'webmail', pass: SECRET, authzid: BOB },
-      logger: false,
-    });
-    await imap.connect();
+    const imap = await storeSession(t, BOB);
     await imap.append('Junk', raw);
     await imap.logout();
     const { rows } = (await bob.get('/api/messages' + q({ folder: 'Junk' }))).json as {

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { ImapFlow } from 'imapflow';
-import { HOST, type WebmailTestbed } from './webmail-harness.js';
+import { HOST, SECRET, type WebmailTestbed } from './webmail-harness.js';
 
 /** Logs in over IMAPS with imapflow: true when it got in, false when the login was refused. */
 export async function imapLogin(t: WebmailTestbed, user: string, pass: string): Promise<boolean> {
@@ -24,6 +24,20 @@ export async function imapLogin(t: WebmailTestbed, user: string, pass: string): 
     if ((err as { authenticationFailed?: boolean }).authenticationFailed) return false;
     throw err;
   }
+}
+
+/** An IMAPS session of the store acting for `account`, as the webmail logs in (its service login). */
+export async function storeSession(t: WebmailTestbed, account: string): Promise<ImapFlow> {
+  const c = new ImapFlow({
+    host: '127.0.0.1',
+    port: t.retrieval.ports.imaps,
+    secure: true,
+    tls: { rejectUnauthorized: false },
+    auth: { user: 'webmail', pass: SECRET, authzid: account },
+    logger: false,
+  });
+  await c.connect();
+  return c;
 }
 
 /** Sessions held open by Python's imaplib, poplib and smtplib (open-sessions.py), driven line by line. */
