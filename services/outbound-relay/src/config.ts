@@ -12,7 +12,7 @@ import {
   stringList,
 } from '@mailyard/config';
 import { MailMessages } from '@mailyard/contracts';
-import { RECIPIENT_LIMIT } from './deliver.js';
+import { MX_SESSION_LIMIT, RECIPIENT_LIMIT } from './deliver.js';
 import { DATA_DONE_TIMEOUT_MS, DATA_XFER_TIMEOUT_MS } from './smtp-client.js';
 
 // 0.0.0.0 and ::, however written (::0, ::ffff:0.0.0.0, ...)
@@ -139,6 +139,12 @@ export const outboundRelaySchema = z.object({
   smtp_address_preference: z.enum(['any', 'ipv4', 'ipv6']).default('any'),
   /** At most this many addresses are tried per delivery (Postfix: smtp_mx_address_limit). */
   smtp_mx_address_limit: positiveInt(5),
+  /**
+   * At most this many sessions per delivery, 0 for no limit (Postfix: smtp_mx_session_limit):
+   * recipients a server defers go on to the next address until the session that reaches
+   * this limit, or the last address, which defers them.
+   */
+  smtp_mx_session_limit: nonNegativeInt(MX_SESSION_LIMIT),
   /** Use STARTTLS when offered (Postfix: smtp_tls_security_level=may). */
   smtp_tls_opportunistic: bool(true),
   /** Domains whose MTA-STS policy is never fetched (e.g. internal domains). */

@@ -60,6 +60,8 @@ export interface AttemptOptions {
   keepSession?: boolean;
   /** Recipients per transaction at most (RECIPIENT_LIMIT). */
   recipientLimit?: number | undefined;
+  /** Sessions per attempt at most, 0 for no limit (MX_SESSION_LIMIT). */
+  sessionLimit?: number | undefined;
   /** Told for each session used: whether it was a parked one. */
   onSession?: (reused: boolean) => void;
   /** TLS sessions to resume, for opportunistic TLS. */
@@ -146,12 +148,16 @@ export interface AttemptResult {
 
 /**
  * One delivery attempt of one message to one destination: the targets in order until
- * one of them gives a verdict per recipient. Connection failures, 4xx/5xx greetings
- * (Postfix's smtp_skip_5xx_greeting), 4xx to EHLO/HELO, TLS policy failures and a loop
- * back to us at a backup MX move to the next address; a 5xx to HELO (after EHLO was
- * refused) and a loop back to us at the best MX bounce every recipient at once, and
- * every reply after that is a verdict. When no address works, every recipient is
- * deferred with the last reason.
+ * every recipient has a verdict. Connection failures, 4xx/5xx greetings (Postfix's
+ * smtp_skip_5xx_greeting), 4xx to EHLO/HELO, TLS policy failures and a loop back to us at
+ * a backup MX move to the next address; a 5xx to HELO (after EHLO was refused) and a loop
+ * back to us at the best MX bounce every recipient left at once. In a transaction, a 2xx
+ * delivers and a 5xx bounces wherever it comes from; a 4xx (to MAIL FROM, RCPT TO or the
+ * data, a 421, a lost session) defers only at the final server: elsewhere the recipients
+ * it concerns go on to the next address, as Postfix's smtp_rcpt_fail()/smtp_bulk_fail()
+ * keep them for a backup host. The final server is the last address, or the session that
+ * reaches `sessionLimit` (Postfix: SMTP_MISC_FLAG_FINAL_SERVER, smtp_mx_session_limit).
+ * When no address is left, the recipients still pending are deferred with the last reason.
  * A `parked` session of an earlier message is used for the target it is connected to,
  * once RSET shows it is still alive; one that fits no target is closed.
  */
@@ -165,44 +171,68 @@ export async function attemptDelivery(msg: Message, opts: AttemptOptions): Promi
   let last = new NextTarget('4.4.1', 'no address to deliver to');
   // the message converted to 7 bit, made once for the targets (and domains) that need it
   const sevenBit = msg.sevenBit ?? { current: null };
-  const refused = (v: SessionVerdict): AttemptResult => ({
-    outcomes: alike(msg.recipients, 'bounced', v.status, v.message, v.remoteMta),
-    session: null,
+  // recipients still without a verdict, and the verdicts (delivered, bounced) of the others
+  let pending = msg.recipients;
+  const settled: RecipientOutcome[] = [];
+  const done = (outcomes: RecipientOutcome[], session: ParkedSession | null = null): AttemptResult => ({
+    outcomes: inOrder(msg.recipients, [...settled, ...outcomes]),
+    session,
   });
+  const refused = (v: SessionVerdict): AttemptResult =>
+    done(alike(pending, 'bounced', v.status, v.message, v.remoteMta));
+  const limit = opts.sessionLimit ?? MX_SESSION_LIMIT;
+  let sessions = 0;
+  const tryTarget = async (target: Target, ready: () => void): Promise<AttemptResult> => {
+    const m = { ...msg, recipients: pending };
+    try {
+      return await deliverTo(m, target, opts, opts.tls, parked, sevenBit, ready);
+    } catch (err) {
+      if (!(err instanceof TlsHandshakeError && opts.tls.mode === 'may')) throw err;
+      // RFC 7435: opportunistic TLS that fails falls back to cleartext with this host
+      opts.logger.info({ host: target.host, ip: target.ip, err }, 'TLS failed, retrying without TLS');
+      return await deliverTo(m, target, opts, { mode: 'none' }, parked, sevenBit, ready);
+    }
+  };
   try {
-    for (const target of opts.targets) {
+    for (const [i, target] of opts.targets.entries()) {
+      // a session counts towards the limit once it is ready for MAIL FROM: a host that
+      // fails the handshake does not (Postfix: "Don't count handshake errors")
+      const server = { final: i === opts.targets.length - 1 };
+      const ready = () => {
+        if (limit > 0 && ++sessions >= limit) server.final = true;
+      };
+      let r: AttemptResult;
       try {
-        return await deliverTo(msg, target, opts, opts.tls, parked, sevenBit);
+        r = await tryTarget(target, ready);
       } catch (err) {
         if (err instanceof SessionVerdict) return refused(err);
-        if (err instanceof TlsHandshakeError && opts.tls.mode === 'may') {
-          // RFC 7435: opportunistic TLS that fails falls back to cleartext with this host
-          opts.logger.info({ host: target.host, ip: target.ip, err }, 'TLS failed, retrying without TLS');
-          try {
-            return await deliverTo(msg, target, opts, { mode: 'none' }, parked, sevenBit);
-          } catch (err2) {
-            if (err2 instanceof SessionVerdict) return refused(err2);
-            last = toNext(err2);
-            continue;
-          }
-        }
         last = toNext(err);
+        if (server.final) break;
         opts.logger.info({ host: target.host, ip: target.ip, err: last }, 'trying next address');
+        continue;
       }
+      const soft = r.outcomes.filter((o) => o.kind === 'deferred');
+      if (server.final || !soft.length) return done(r.outcomes, r.session);
+      settled.push(...r.outcomes.filter((o) => o.kind !== 'deferred'));
+      pending = soft.map((o) => o.recipient);
+      last = new NextTarget(soft[0]!.status, soft[0]!.reason, soft[0]!.remoteMta);
+      // one session at a time: the destination slot this attempt holds stands for one
+      await r.session?.client.quit();
+      opts.logger.info(
+        { host: target.host, ip: target.ip, rcpts: pending, err: last },
+        'deferred by a server that is not the last, trying next address',
+      );
     }
   } finally {
     if (parked.current) await parked.current.client.quit();
   }
-  return {
-    outcomes: msg.recipients.map((recipient) => ({
-      kind: 'deferred',
-      recipient,
-      status: last.status,
-      reason: last.message,
-      remoteMta: last.remoteMta,
-    })),
-    session: null,
-  };
+  return done(alike(pending, 'deferred', last.status, last.message, last.remoteMta));
+}
+
+/** The outcomes in the order of the message's recipients. */
+function inOrder(recipients: string[], outcomes: RecipientOutcome[]): RecipientOutcome[] {
+  const at = new Map(recipients.map((r, i) => [r, i]));
+  return outcomes.sort((a, b) => (at.get(a.recipient) ?? 0) - (at.get(b.recipient) ?? 0));
 }
 
 function toNext(err: unknown): NextTarget {
@@ -380,6 +410,13 @@ async function openSession(target: Target, opts: AttemptOptions, tls: TlsPolicy,
  */
 export const RECIPIENT_LIMIT = 50;
 
+/**
+ * Sessions per delivery attempt at most (Postfix: smtp_mx_session_limit, 2): the session
+ * that reaches it is the final server, whose 4xx defers. Recipients a first server put off
+ * get one other server in the same attempt, not every MX host of the domain in turn.
+ */
+export const MX_SESSION_LIMIT = 2;
+
 /** One outcome for every recipient (a refusal of the whole message). */
 function alike(
   recipients: string[],
@@ -506,6 +543,7 @@ async function deliverTo(
   tls: TlsPolicy,
   parked: { current: ParkedSession | null },
   sevenBit: SevenBitCopy,
+  ready: () => void,
 ): Promise<AttemptResult> {
   const localAddress = sourceAddress(target, opts);
   const keys = keysFor(target, tls, opts, localAddress);
@@ -513,6 +551,7 @@ async function deliverTo(
   const reused = await takeParked(parked, keys);
   const c = reused ?? (await openSession(target, opts, tls, localAddress));
   opts.onSession?.(reused !== null);
+  ready();
   const mta = target.host;
   // the session ended normally: it is QUIT, or handed back when it may carry another message
   let finished = false;

@@ -331,6 +331,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
           dataXferTimeoutMs: config.smtp_data_xfer_timeout,
           dataDoneTimeoutMs: config.smtp_data_done_timeout,
           recipientLimit: config.smtp_destination_recipient_limit,
+          sessionLimit: config.smtp_mx_session_limit,
           bindAddress: config.smtp_bind_address,
           bindAddress6: config.smtp_bind_address6,
           logger: log,

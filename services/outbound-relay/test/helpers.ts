@@ -31,6 +31,8 @@ export interface Received {
 type Verdict = { code: number; message: string } | undefined;
 
 export interface RemoteBehaviour {
+  /** Called for each MAIL FROM; a verdict refuses the sender (421 also ends the session). */
+  mail?: (address: string) => Verdict;
   /** Called for each RCPT TO; a verdict refuses the recipient. */
   rcpt?: (address: string, attempt: number) => Verdict;
   /** Refuse the connection at the greeting with this reply. */
@@ -122,6 +124,11 @@ export async function startRemoteMta(
       if (want && auth.username === want.user && auth.password === want.pass)
         return cb(null, { user: auth.username });
       cb(err({ code: 535, message: '5.7.8 Authentication credentials invalid' }));
+    },
+    onMailFrom(address, _session, cb) {
+      const v = mta.behaviour.mail?.(address.address);
+      if (v) return cb(err(v));
+      cb();
     },
     onRcptTo(address, _session, cb) {
       const n = (mta.rcptAttempts.get(address.address) ?? 0) + 1;

@@ -61,6 +61,9 @@ before(async () => {
         ],
       },
       'mx1.remote.test': { A: ['127.0.0.2'] },
+      // mx1 alone: its 4xx is the final server's, retried on the schedule (a 4xx at mx1
+      // of remote.test sends the recipients on to mx2 in the same attempt)
+      'single.test': { MX: [{ priority: 10, exchange: 'mx1.remote.test' }] },
       'mx2.remote.test': { A: ['127.0.0.3'] },
       'second.test': {
         MX: [
@@ -299,22 +302,22 @@ describe('delivery', () => {
 });
 
 describe('retries', () => {
-  test('4xx is retried on the schedule until the remote accepts', async () => {
+  test('4xx from the only MX is retried on the schedule until it accepts', async () => {
     mx1.behaviour.rcpt = (addr, n) =>
-      addr === 'retry@remote.test' && n <= 2
+      addr === 'retry@single.test' && n <= 2
         ? { code: 451, message: '4.7.1 Greylisted, try again later' }
         : undefined;
-    const env = envelope('alice@example.test', ['retry@remote.test']);
+    const env = envelope('alice@example.test', ['retry@single.test']);
     const index = new DeferredIndex(p.redis.redis);
-    await queueOutbound(p, env, simpleMessage('alice@example.test', 'retry@remote.test', 'greylisted'));
+    await queueOutbound(p, env, simpleMessage('alice@example.test', 'retry@single.test', 'greylisted'));
     const entry = await waitFor(() => index.get(env.queueId), { what: 'deferred index entry' });
     // (a slow poll may first see the second deferral)
     assert.ok(entry.attempts === 1 || entry.attempts === 2);
     assert.match(entry.lastError ?? '', /451 4\.7\.1 Greylisted/);
     assert.equal(entry.queue, entry.attempts === 1 ? 'outbound.retry.200ms' : 'outbound.retry.400ms');
     const got = await waitFor(() => receivedBy(mx1, 'greylisted'), { what: 'delivery after retries' });
-    assert.deepEqual(got.to, ['retry@remote.test']);
-    assert.equal(mx1.rcptAttempts.get('retry@remote.test'), 3);
+    assert.deepEqual(got.to, ['retry@single.test']);
+    assert.equal(mx1.rcptAttempts.get('retry@single.test'), 3);
     assert.equal(await index.get(env.queueId), null, 'index entry removed once the message came back');
     assert.equal(bounceFor('greylisted'), undefined);
   });
@@ -343,25 +346,25 @@ describe('retries', () => {
 
   test('552 to RCPT is "too many recipients" (RFC 5321 §4.5.3.1.10): retried, not bounced', async () => {
     mx1.behaviour.rcpt = (addr, n) =>
-      addr === 'crowd@remote.test' && n === 1 ? { code: 552, message: 'Too many recipients' } : undefined;
+      addr === 'crowd@single.test' && n === 1 ? { code: 552, message: 'Too many recipients' } : undefined;
     await queueOutbound(
       p,
-      envelope('alice@example.test', ['crowd@remote.test']),
-      simpleMessage('alice@example.test', 'crowd@remote.test', 'rcpt-552'),
+      envelope('alice@example.test', ['crowd@single.test']),
+      simpleMessage('alice@example.test', 'crowd@single.test', 'rcpt-552'),
     );
     const got = await waitFor(() => receivedBy(mx1, 'rcpt-552'), { what: 'delivery at the retry' });
-    assert.deepEqual(got.to, ['crowd@remote.test']);
-    assert.equal(mx1.rcptAttempts.get('crowd@remote.test'), 2);
+    assert.deepEqual(got.to, ['crowd@single.test']);
+    assert.equal(mx1.rcptAttempts.get('crowd@single.test'), 2);
     assert.equal(bounceFor('rcpt-552'), undefined);
   });
 
   test('only the deferred recipient is retried; the delivered one is not sent twice', async () => {
     mx1.behaviour.rcpt = (addr, n) =>
-      addr === 'later@remote.test' && n === 1 ? { code: 450, message: '4.2.0 Mailbox busy' } : undefined;
+      addr === 'later@single.test' && n === 1 ? { code: 450, message: '4.2.0 Mailbox busy' } : undefined;
     await queueOutbound(
       p,
-      envelope('alice@example.test', ['now@remote.test', 'later@remote.test']),
-      simpleMessage('alice@example.test', 'now@remote.test', 'split-retry'),
+      envelope('alice@example.test', ['now@single.test', 'later@single.test']),
+      simpleMessage('alice@example.test', 'now@single.test', 'split-retry'),
     );
     await waitFor(
       () => mx1.received.filter((m) => m.data.toString().includes('Subject: split-retry')).length === 2,
@@ -372,7 +375,7 @@ describe('retries', () => {
     const copies = mx1.received.filter((m) => m.data.toString().includes('Subject: split-retry'));
     assert.deepEqual(
       copies.map((c) => c.to),
-      [['now@remote.test'], ['later@remote.test']],
+      [['now@single.test'], ['later@single.test']],
     );
   });
 });
