@@ -74,7 +74,9 @@ export async function startServiceProcess(
           const res = await fetch(`http://127.0.0.1:${httpPort}/readyz`).catch(() => null);
           return wantReady ? res?.status === 200 : !!res;
         },
-        { timeoutMs: 30_000, what: `${service} ready` },
+        // a service that runs workers (retrieval) starts them all first: on a busy machine
+        // that takes a while, and only a hang should fail here
+        { timeoutMs: 60_000, what: `${service} ready` },
       ),
       exited.then(({ code, signal }) => Promise.reject(new Error(`${service} exited (${signal ?? code})`))),
     ]);
