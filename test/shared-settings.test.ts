@@ -46,7 +46,7 @@ const shared = {
   ...clientEndpointsSchema,
 };
 const needs: Record<keyof typeof shared, Service[]> = {
-  recipient_delimiter: ['mta-inbound', 'msa', 'delivery'],
+  recipient_delimiter: ['mta-inbound', 'msa', 'delivery', 'policy'],
   maildir_root: ['delivery', 'retrieval'],
   quota_storage: ['delivery', 'retrieval'],
   directory_cache_ttl: ['mta-inbound', 'delivery'],

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { bool, duration, relaySchema, stringList } from '@mailyard/config';
+import { addressingSchema, bool, duration, relaySchema, stringList } from '@mailyard/config';
 
 /** A URL with one of `protocols`, or empty for "not used". */
 export const optionalUrl = (protocols: string[]) =>
@@ -27,6 +27,11 @@ export const optionalUrl = (protocols: string[]) =>
 export const policyEngineSchema = {
   /** Who permit_mynetworks and reject_unauth_destination let through: mta-inbound's mynetworks, relay_domains. */
   ...relaySchema,
+  /**
+   * The plus-address separator mta-inbound and delivery resolve by: an access table entry
+   * or a user's own lists for `alice@` hold for `alice+tag@` too (Postfix access(5)).
+   */
+  ...addressingSchema,
   /** authserv-id of our Authentication-Results headers (RFC 8601 §2.5); defaults to myhostname. */
   authserv_id: z.string().optional(),
   /** Greylisting: how long an unknown triplet is deferred (postgrey: delay). */

@@ -91,17 +91,32 @@ export function normalizeAddressKey(key: string): string {
   return k;
 }
 
-/** Keys for an address, most specific first: address, domain, parent domains, local@; `<>` for the null sender. */
-export function addressKeys(address: string): string[] {
+/**
+ * Keys for an address, most specific first, in the order of Postfix's access(5): the
+ * address, the domain and its parent domains, `local@`; `<>` for the null sender. With
+ * a recipient `delimiter` and an address that has an extension (`user+foo@domain`):
+ * `user+foo@domain`, `user@domain`, the domains, `user+foo@`, `user@`, so an entry for
+ * an address holds for its plus-addresses too.
+ */
+export function addressKeys(address: string, delimiter?: string): string[] {
   const a = address.toLowerCase();
   if (a === '') return ['<>'];
   const at = a.lastIndexOf('@');
   if (at === -1) return [a];
   const local = a.slice(0, at);
   const domain = a.slice(at + 1);
+  const base = baseLocalPart(local, delimiter);
   const keys = [a];
+  if (base !== local) keys.push(`${base}@${domain}`);
   const labels = domain.split('.');
   for (let i = 0; i < labels.length - 1; i++) keys.push(labels.slice(i).join('.'));
   keys.push(`${local}@`);
+  if (base !== local) keys.push(`${base}@`);
   return keys;
+}
+
+/** `user` of `user+foo` (the first `delimiter` past the first character), else the local part. */
+export function baseLocalPart(local: string, delimiter?: string): string {
+  const i = delimiter ? local.indexOf(delimiter) : -1;
+  return i > 0 ? local.slice(0, i) : local;
 }

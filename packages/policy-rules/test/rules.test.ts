@@ -169,6 +169,23 @@ describe('access tables', () => {
     ]);
     assert.deepEqual(addressKeys(''), ['<>']);
   });
+
+  test(
+    'address keys with a recipient delimiter: the address without its extension next',
+    { timeout: 10_000 },
+    () => {
+      assert.deepEqual(addressKeys('Joe+Lists@Example.COM', '+'), [
+        'joe+lists@example.com',
+        'joe@example.com',
+        'example.com',
+        'joe+lists@',
+        'joe@',
+      ]);
+      // no extension, or the delimiter first: one address, as Postfix reads it
+      assert.deepEqual(addressKeys('+joe@example.com', '+'), ['+joe@example.com', 'example.com', '+joe@']);
+      assert.deepEqual(addressKeys('joe@example.com', '+'), addressKeys('joe@example.com'));
+    },
+  );
 });
 
 describe('rules in Redis', () => {

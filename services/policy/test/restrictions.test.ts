@@ -255,6 +255,41 @@ describe('recipient restrictions', () => {
     });
   });
 
+  test(
+    'an entry for an address holds for its plus-addresses, as in Postfix access(5)',
+    { timeout: 60_000 },
+    async () => {
+      await rules.accessSet('recipient_access', 'address', 'carol@example.test', 'REJECT no mail for carol');
+      await rules.accessSet('sender_access', 'address', 'boss@spammer.test', 'REJECT not him');
+      await rules.userListAdd('dave@example.test', 'block', 'pest@sender.test');
+      await addAccount(p.directory, 'carol@example.test');
+      await addAccount(p.directory, 'dave@example.test');
+      await setRules({
+        smtpd_sender_restrictions: ['check_sender_access sender_access'],
+        smtpd_recipient_restrictions: ['check_recipient_access recipient_access', 'check_user_lists'],
+      });
+      // delivered to carol's mailbox all the same: her entry is hers whatever the tag
+      const tagged = await attempt({ rcpt: 'carol+news@example.test' });
+      assert.equal(tagged.stage, 'rcpt');
+      assert.match(
+        tagged.text,
+        /^554 5\.7\.1 <carol\+news@example\.test>: Recipient address rejected: no mail for carol/,
+      );
+      const sender = await attempt({ from: 'boss+1234@spammer.test' });
+      assert.equal(sender.stage, 'mail');
+      assert.match(sender.text, /^554 5\.7\.1 <boss\+1234@spammer\.test>: Sender address rejected: not him/);
+      // dave's own block list, whichever plus-address the mail is for, and whichever the sender uses
+      for (const [from, rcpt] of [
+        ['pest@sender.test', 'dave+shop@example.test'],
+        ['pest+x@sender.test', 'dave@example.test'],
+      ] as const) {
+        const r = await attempt({ from, rcpt });
+        assert.match(r.text, /^550 5\.7\.1 .*sender blocked by the recipient/, `${from} to ${rcpt}`);
+      }
+      assert.equal((await attempt({ from: 'other@sender.test', rcpt: 'dave+shop@example.test' })).code, 250);
+    },
+  );
+
   test('check_recipient_access DISCARD: 250 to the client, nothing queued', async () => {
     await rules.accessSet('recipient_access', 'address', 'alice+drop@example.test', 'DISCARD');
     await setRules({ smtpd_recipient_restrictions: ['check_recipient_access recipient_access'] });

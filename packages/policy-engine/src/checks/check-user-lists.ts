@@ -1,4 +1,4 @@
-import { PolicyKeys, addressKeys } from '@mailyard/policy-rules';
+import { PolicyKeys, addressKeys, baseLocalPart } from '@mailyard/policy-rules';
 import {
   DUNNO,
   PERMIT,
@@ -11,22 +11,34 @@ import {
 import type { UserLists } from '../user-list-copy.js';
 
 /**
+ * Whose lists apply to mail for `rcpt`: the account a plus-address (`alice+tag@`) is
+ * delivered to keeps them under its own address (`alice@`).
+ */
+function listOwner(rcpt: string, delimiter: string): string {
+  const at = rcpt.lastIndexOf('@');
+  if (at <= 0) return rcpt;
+  return `${baseLocalPart(rcpt.slice(0, at), delimiter)}${rcpt.slice(at)}`;
+}
+
+/**
  * Queues the reads of each recipient's own allow and block lists for the sender (its
- * address, domain and parent domains). At the data stage the engine reads them for
+ * address, without its extension too, domain and parent domains). At the data stage the engine reads them for
  * every recipient: an allowed sender's mail is not filed into Junk. An intake's copy
  * answers for the recipients it holds, and is filled with the whole lists of the others.
  */
 export function queueUserLists(ctx: CheckContext, batch: RedisBatch, rcpts: string[]): void {
   const { sender } = ctx.req;
   if (!sender || !rcpts.length) return;
-  const senderKeys = addressKeys(sender).filter((k) => !k.endsWith('@'));
+  const delimiter = ctx.env.config.recipient_delimiter;
+  const senderKeys = addressKeys(sender, delimiter).filter((k) => !k.endsWith('@'));
   const holds = (rcpt: string, lists: UserLists) => {
     if (senderKeys.some((k) => lists.allow.has(k))) ctx.allowed.add(rcpt);
     if (senderKeys.some((k) => lists.block.has(k))) ctx.blocked.add(rcpt);
   };
   const copy = ctx.env.userLists?.() ?? null;
   for (const rcpt of rcpts) {
-    const known = copy?.get(rcpt);
+    const owner = listOwner(rcpt, delimiter);
+    const known = copy?.get(owner);
     if (known) {
       holds(rcpt, known);
       continue;
@@ -37,12 +49,12 @@ export function queueUserLists(ctx: CheckContext, batch: RedisBatch, rcpts: stri
       for (const kind of ['allow', 'block'] as const) {
         batch.read(
           `lists:${kind}:${rcpt}`,
-          (p) => p.smembers(PolicyKeys.userList(rcpt, kind)),
+          (p) => p.smembers(PolicyKeys.userList(owner, kind)),
           (v) => {
             read[kind] = new Set(v as string[]);
             if (!read.allow || !read.block) return;
             const lists = { allow: read.allow, block: read.block };
-            copy.set(rcpt, lists, generation);
+            copy.set(owner, lists, generation);
             holds(rcpt, lists);
           },
         );
@@ -52,7 +64,7 @@ export function queueUserLists(ctx: CheckContext, batch: RedisBatch, rcpts: stri
     for (const kind of ['allow', 'block'] as const) {
       batch.read(
         `lists:${kind}:${rcpt}`,
-        (p) => p.smismember(PolicyKeys.userList(rcpt, kind), ...senderKeys),
+        (p) => p.smismember(PolicyKeys.userList(owner, kind), ...senderKeys),
         (v) => {
           if ((v as number[]).some((x) => x === 1)) (kind === 'allow' ? ctx.allowed : ctx.blocked).add(rcpt);
         },
