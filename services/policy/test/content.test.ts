@@ -165,6 +165,21 @@ describe('spam (rspamd)', () => {
     assert.match(text, /^X-Spam: Yes/m);
     assert.match(text, /X-Mailyard-Policy: junk; .*check_spam=reject \(.*GTUBE/);
   });
+
+  test("the sender's own X-Spam verdict does not reach the mailbox", { timeout: 60_000 }, async () => {
+    const forged = 'X-Spam: No\nX-Spam-Score: -20.00 / 15.00\nx-spam:\n No\n';
+    const r = await send(message('gtube2', `This is spam.\n${GTUBE}`, forged));
+    assert.equal(r.code, 250, r.text);
+    const text = await delivered('gtube2', 'Junk');
+    const head = text.slice(0, text.indexOf('\r\n\r\n'));
+    assert.deepEqual(
+      head.match(/^x-spam(-score)?:.*/gim)?.map((h) => h.replace(/:.*/, '')),
+      ['X-Spam', 'X-Spam-Score'],
+      head,
+    );
+    assert.match(head, /^X-Spam: Yes\r?$/m);
+    assert.doesNotMatch(head, /-20\.00/);
+  });
 });
 
 describe("rspamd's greylist band", () => {

@@ -3,6 +3,9 @@ import { filterFailed, reachableFromHere } from '../content-filters.js';
 import { greylistBand } from '../greylisting.js';
 import { rspamdCheck } from '../rspamd.js';
 
+/** The headers check_spam writes. */
+const SPAM_HEADERS = ['X-Spam', 'X-Spam-Score'];
+
 /**
  * `check_spam`: the message through rspamd (RSPAMD_URL), with our Authentication-Results.
  * Its action decides: reject (refused, or Junk with RSPAMD_REJECT_ACTION=quarantine),
@@ -20,6 +23,9 @@ export const checkSpam: CheckImplementation<'check_spam'> = {
     const { req } = ctx;
     const { config, metrics } = ctx.env;
     if (req.stage !== 'data' || !config.rspamd_url || !ctx.message) return DUNNO;
+    // the verdict headers are ours alone: one the client wrote (an "X-Spam: No" on spam,
+    // below ours) goes, as rspamd's milter removes an upstream X-Spam flag
+    for (const name of SPAM_HEADERS) ctx.removeHeaders.push({ name });
     const end = metrics.scannerLatency.startTimer({ scanner: 'rspamd' });
     let r;
     try {
