@@ -112,6 +112,9 @@ export function isNotFound(err: unknown): boolean {
 /**
  * Reverse-resolves `ip` and keeps only names that resolve forward to the same address
  * (forward-confirmed reverse DNS). Returns the PTR names and the confirmed one, if any.
+ * Throws the lookup's error when no name confirms and a lookup failed without an
+ * answer (timeout, SERVFAIL): that says nothing about the client, and Postfix too
+ * counts its name as a temporary failure then (450), never as "unknown".
  */
 export async function forwardConfirmedReverse(
   resolver: MailResolver,
@@ -126,13 +129,16 @@ export async function forwardConfirmedReverse(
   }
   const family = isIP(ip.replace(/^::ffff:/i, ''));
   const plain = ip.replace(/^::ffff:/i, '');
+  let failed: Error | null = null;
   for (const name of ptr.slice(0, 10)) {
     try {
       const addrs = family === 6 ? await resolver.resolve6(name) : await resolver.resolve4(name);
       if (addrs.some((a) => a.toLowerCase() === plain.toLowerCase())) return { ptr, confirmed: name };
-    } catch {
-      // this name does not confirm; try the next
+    } catch (err) {
+      // this name does not confirm (or cannot be known to now); try the next
+      if (!isNotFound(err)) failed ??= err instanceof Error ? err : new Error(String(err));
     }
   }
+  if (failed) throw failed;
   return { ptr, confirmed: null };
 }

@@ -30,6 +30,9 @@ before(async () => {
       'c2.example.net': { A: ['127.0.1.5'] },
       // 127.0.0.7 has no PTR at all
       '10.0.0.127.in-addr.arpa': { SERVFAIL: true },
+      // a PTR whose name's own lookup fails
+      '11.0.0.127.in-addr.arpa': { PTR: ['broken.example.net'] },
+      'broken.example.net': { SERVFAIL: true },
       'sender.test': { MX: [{ priority: 10, exchange: 'mx.sender.test' }] },
       'aonly.test': { A: ['192.0.2.1'] },
       'nullmx.test': { MX: [{ priority: 0, exchange: '' }] },
@@ -133,6 +136,22 @@ describe('client restrictions', () => {
     assert.equal(r.stage, 'connect');
     assert.equal(r.code, 421);
   });
+
+  test(
+    'a failed forward lookup of the PTR name defers, never refuses as "no hostname"',
+    { timeout: 60_000 },
+    async () => {
+      await setRules({ smtpd_client_restrictions: ['reject_unknown_client_hostname'] });
+      const r = await attempt({ ip: '127.0.0.11' });
+      assert.equal(r.stage, 'connect');
+      assert.match(r.text, /^421 4\.7\.25 /);
+      const why = await rules.explain(/\(ref ([^)]+)\)/.exec(r.text)![1]!);
+      assert.deepEqual(
+        why?.reasons.map((x) => `${x.check}=${x.result}`),
+        ['reject_unknown_client_hostname=temperror'],
+      );
+    },
+  );
 
   test('check_client_access: CIDR entries, REJECT text and OK', async () => {
     await rules.accessSet('client_access', 'client', '127.0.0.16/29', 'REJECT go away');
