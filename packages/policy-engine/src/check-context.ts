@@ -3,6 +3,7 @@ import type { PolicyReason, PolicyReply, PolicyRequest } from '@mailyard/contrac
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger } from '@mailyard/observability';
+import { domainOf as addressDomain } from '@mailyard/smtp-core';
 import type { CheckArgs, CheckName, CheckReplyName, PolicyReplies } from '@mailyard/policy-rules';
 import type { AccessTableSource } from './access-copy.js';
 import type { UserListCopy } from './user-list-copy.js';
@@ -45,7 +46,7 @@ export interface CheckEnv {
   now: () => number;
   /** authserv-id of our Authentication-Results (AUTHSERV_ID, else MYHOSTNAME). */
   authservId: string;
-  /** RELAY_DOMAINS, lower-case. */
+  /** RELAY_DOMAINS, lower-case, in A-labels. */
   relayDomains: ReadonlySet<string>;
   /** The access tables in process, when the holder trusts its copy now; absent or null: read Redis. */
   accessTables?: () => AccessTableSource | null;
@@ -130,8 +131,12 @@ export interface CheckImplementation<N extends CheckName> {
   ): Verdict | Promise<Verdict>;
 }
 
-export const domainOf = (address: string): string =>
-  address.slice(address.lastIndexOf('@') + 1).toLowerCase();
+/**
+ * The domain of an address as DNS and the directory know it: lower case, an
+ * internationalized one (SMTPUTF8 `x@bücher.example`) in its A-labels, as mta-inbound
+ * routes it; an address literal as written.
+ */
+export const domainOf = (address: string): string => addressDomain(address);
 
 /** Whether we are final destination for `domain`: from the directory's cache, or one round trip. */
 export async function isLocalDomain(ctx: CheckContext, domain: string): Promise<boolean> {

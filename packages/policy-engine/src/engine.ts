@@ -3,6 +3,7 @@ import { POLICY_VERSION, type PolicyDecision, type PolicyRequest } from '@mailya
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger } from '@mailyard/observability';
+import { normalizeDomain } from '@mailyard/smtp-core';
 import {
   CHECKS,
   STAGE_LISTS,
@@ -105,7 +106,7 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
     metrics: deps.metrics,
     now: deps.now,
     authservId: config.authserv_id ?? config.myhostname,
-    relayDomains: new Set(config.relay_domains.map((d) => d.toLowerCase())),
+    relayDomains: new Set(config.relay_domains.map((d) => normalizeDomain(d) ?? d.toLowerCase())),
     ...(deps.accessTables ? { accessTables: deps.accessTables } : {}),
     ...(deps.userLists ? { userLists: deps.userLists } : {}),
   };

@@ -40,6 +40,8 @@ before(async () => {
       // one of our own domains whose DNS is broken
       'own.test': { SERVFAIL: true },
       'timeout.test': { TIMEOUT: true },
+      // müller.test, as DNS knows it
+      'xn--mller-kva.test': { MX: [{ priority: 10, exchange: 'mx.sender.test' }] },
       'spammer.test': { MX: [{ priority: 10, exchange: 'mx.spammer.test' }] },
       '8.0.0.127.dnsbl.test': { A: ['127.0.0.2'] },
       // listed, but with FCrDNS; spf8.test publishes it as its mail server
@@ -83,6 +85,8 @@ interface Attempt {
   ip?: string;
   helo?: string;
   rcpt?: string;
+  /** MAIL FROM with SMTPUTF8 (an internationalized address). */
+  smtputf8?: boolean;
 }
 
 /** Runs a transaction as far as it goes; returns the first refusal, or the DATA reply. */
@@ -92,7 +96,7 @@ async function attempt(a: Attempt = {}): Promise<{ stage: string; code: number; 
     const steps: [string, string | null][] = [
       ['connect', null],
       ['helo', `EHLO ${a.helo ?? 'client.example.net'}`],
-      ['mail', `MAIL FROM:<${a.from ?? 'someone@sender.test'}>`],
+      ['mail', `MAIL FROM:<${a.from ?? 'someone@sender.test'}>${a.smtputf8 ? ' SMTPUTF8' : ''}`],
       ['rcpt', `RCPT TO:<${a.rcpt ?? 'alice@example.test'}>`],
       ['data', 'DATA'],
     ];
@@ -219,6 +223,14 @@ describe('HELO and sender restrictions', () => {
     assert.match(sf.text, /^450 4\.1\.8 /);
   });
 
+  test('an internationalized sender domain is looked up in its A-labels', { timeout: 60_000 }, async () => {
+    await setRules({ smtpd_sender_restrictions: ['reject_unknown_sender_domain'] });
+    assert.equal((await attempt({ from: 'x@müller.test', smtputf8: true })).code, 250);
+    const nx = await attempt({ from: 'x@nöwhere.test', smtputf8: true });
+    assert.equal(nx.stage, 'mail');
+    assert.equal(nx.code, 550);
+  });
+
   test('reject_unknown_sender_domain skips the domains we are final destination for', async () => {
     await p.directory.addDomain('own.test');
     await setRules({ smtpd_sender_restrictions: ['reject_unknown_sender_domain'] });
@@ -336,6 +348,17 @@ describe('recipient restrictions', () => {
     assert.equal(d.action, 'reject');
     assert.match(d.reply!.text, /Relay access denied/);
   });
+
+  test(
+    'our own internationalized domain written in U-labels is no relaying',
+    { timeout: 60_000 },
+    async () => {
+      await addAccount(p.directory, 'erik@xn--bcher-kva.test');
+      await setRules(NONE);
+      assert.equal((await attempt({ rcpt: 'erik@bücher.test', smtputf8: true })).code, 250);
+      assert.equal((await attempt({ rcpt: 'erik@xn--bcher-kva.test' })).code, 250);
+    },
+  );
 
   test('reject_non_fqdn_recipient', async () => {
     await setRules({ smtpd_recipient_restrictions: ['reject_non_fqdn_recipient'] });
