@@ -18,6 +18,33 @@ export function clientNetwork(ip: string): string {
   return `${a.family}:${((a.value >> bits) << bits).toString(16)}`;
 }
 
+/** A BATV tag value: key digit, 3-digit day, 6 of hash (draft-levine-smtp-batv); 9 long as some write it. */
+const BATV_TAG = /^[0-9a-z]{9,10}$/;
+
+/**
+ * The envelope sender as a triplet holds it (postgrey's sender substitutions): lower
+ * case; a BATV tag (`prvs=TAG=user@`, also written `prvs=user=TAG@`) and an SRS
+ * forwarder's hash and day (`SRS0=HHHH=TT=domain=user@`) dropped; an extension (`+...`)
+ * dropped; every number standing alone in the local part as `#`. Each of these changes
+ * from one message (or one day) to the next for the same sender, so without this a
+ * mailing list's per-message bounce address (VERP) or a daily BATV tag made every
+ * message a new triplet, delayed again although the same sender passed before.
+ */
+export function greylistSender(sender: string): string {
+  const at = sender.lastIndexOf('@');
+  if (at === -1) return sender.toLowerCase();
+  let user = sender.slice(0, at).toLowerCase();
+  const domain = sender.slice(at + 1).toLowerCase();
+  const prvs = /^prvs=([^=]+)=([^=]+)$/.exec(user);
+  if (prvs) user = BATV_TAG.test(prvs[2]!) && !BATV_TAG.test(prvs[1]!) ? prvs[1]! : prvs[2]!;
+  user = user
+    .replace(/^srs0=[^=]+=[^=]+=/, 'srs0=')
+    .replace(/^srs1=[^=]+=([^=]+)==[^=]+=[^=]+=/, 'srs1=$1==')
+    .replace(/\+.*/, '')
+    .replace(/\b\d+\b/g, '#');
+  return `${user}@${domain}`;
+}
+
 /**
  * One greylisting decision in Redis for `material` (what makes a retry "the same
  * mail"), noted under `check`: 0 deferred (with the wait), else let through.
@@ -76,7 +103,7 @@ export async function greylist(
   const [state, wait] = await tripletState(
     ctx,
     check,
-    `${req.sender.toLowerCase()}\0${req.recipient.toLowerCase()}`,
+    `${greylistSender(req.sender)}\0${req.recipient.toLowerCase()}`,
     autoAllow,
     suspicious,
   );
@@ -126,7 +153,7 @@ export async function greylistBand(
   const [state, wait] = await tripletState(
     ctx,
     'greylist',
-    `data\0${req.sender.toLowerCase()}\0${rcpts.join('\0')}`,
+    `data\0${greylistSender(req.sender)}\0${rcpts.join('\0')}`,
     false,
     'rspamd band',
   );

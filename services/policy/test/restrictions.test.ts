@@ -469,6 +469,35 @@ describe('greylisting (controllable clock)', () => {
   });
 });
 
+describe('greylisting: the sender as postgrey keys it', () => {
+  beforeEach(() => setRules({ ...NONE, smtpd_recipient_restrictions: ['check_policy_greylist'] }));
+
+  test(
+    "a list's per-message bounce address, a daily BATV tag or SRS stamp is one sender",
+    { timeout: 60_000 },
+    async () => {
+      // no PTR: never let through for its network, every new triplet is greylisted
+      const ip = '127.0.0.7';
+      for (const [first, next] of [
+        ['news-bounces-1001@lists.test', 'news-bounces-1002@lists.test'],
+        ['prvs=1234abcdef=carol@batv.test', 'prvs=1235fedcba=Carol@batv.test'],
+        ['prvs=374a1453b=dan@batv.test', 'prvs=375b2564c=dan@batv.test'],
+        ['SRS0=Kjsf=5O=orig.test=erin@fwd.test', 'SRS0=OGRT=72=orig.test=erin@fwd.test'],
+        ['frank+bounce-77@lists.test', 'frank+bounce-78@lists.test'],
+      ]) {
+        assert.equal((await attempt({ ip, from: first })).code, 450, first);
+        clock.now += 301_000;
+        assert.equal((await attempt({ ip, from: first })).code, 250, `${first} retried`);
+        clock.now += 86_400_000;
+        assert.equal((await attempt({ ip, from: next })).code, 250, `${next} after ${first}`);
+      }
+      // but another sender of the same domain is a triplet of its own
+      assert.equal((await attempt({ ip, from: 'news-digest@lists.test' })).code, 450);
+      assert.equal((await attempt({ ip, from: 'SRS0=Kjsf=5O=orig.test=gina@fwd.test' })).code, 450);
+    },
+  );
+});
+
 describe('greylisting suspicious clients only (the default recipient list)', () => {
   beforeEach(async () => {
     await setRules(NONE);
