@@ -17,16 +17,9 @@ import type { BrowserContext, Page } from 'playwright-core';
 import { waitFor } from '@mailyard/testkit';
 import { sendRaw } from '../../retrieval/test/helpers.js';
 import { ensureFrontEnd, launchBrowser, screenshotDir } from './browser.js';
+import { storeSession } from './mail-clients.js';
 import { newsletter, plainMessage } from './messages.js';
-import {
-  ALICE,
-  BOB,
-  HOST,
-  PASSWORD,
-  SECRET,
-  startWebmailTestbed,
-  type WebmailTestbed,
-} from './webmail-harness.js';
+import { ALICE, BOB, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 
 let t: WebmailTestbed;
 let origin: string;
@@ -182,15 +175,7 @@ describe('a day with the webmail', () => {
       await page.getByRole('status').filter({ hasText: 'Marked as spam and moved to Junk' }).waitFor();
       await row(page, /Hello from Bob/).waitFor({ state: 'detached' });
       // and one the filter put there, with the policy service's reasons in its header
-      const filed = new ImapFlow({
-        host: '127.0.0.1',
-        port: t.retrieval.ports.imaps,
-        secure: true,
-        tls: { rejectUnauthorized: false },
-        auth: { user: 'webmail', pass: SECRET, authzid: ALICE },
-        logger: false,
-      });
-      await filed.connect();
+      const filed = await storeSession(t, ALICE);
       await filed.append(
         'Junk',
         plainMessage({
