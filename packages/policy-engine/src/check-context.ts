@@ -70,6 +70,8 @@ export interface CheckContext {
   /** Recipients whose own allow / block list holds the sender. */
   allowed: Set<string>;
   blocked: Set<string>;
+  /** Plus-addresses and the account whose lists are theirs (resolveListOwners). */
+  listOwners: Map<string, string>;
   /** SPF result from check_authentication, for reject_spf_fail and the greylist band. */
   spf: string | null;
   /** rspamd's symbols from check_spam, for check_bulk. */

@@ -23,7 +23,7 @@ import {
   type RedisBatch,
   type Verdict,
 } from './check-context.js';
-import { queueUserLists } from './checks/check-user-lists.js';
+import { queueUserLists, resolveListOwners } from './checks/check-user-lists.js';
 import { CHECK_IMPLEMENTATIONS } from './checks/index.js';
 import type { AccessTableSource } from './access-copy.js';
 import type { UserListCopy } from './user-list-copy.js';
@@ -183,6 +183,7 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
       access: new Map(),
       allowed: new Set(),
       blocked: new Set(),
+      listOwners: new Map(),
       spf: null,
       rspamdSymbols: [],
       roundTrips: 0,
@@ -200,6 +201,14 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
       const wholeStage = opts?.local && req.stage === 'data';
       if (wholeStage)
         for (const l of lists) for (const r of rules[l]) if (!(await decidableHere(ctx, r))) return null;
+      // the recipients whose own lists are read (every one at DATA), by their owners
+      const listed =
+        req.stage === 'data'
+          ? req.recipients
+          : req.recipient && lists.some((l) => rules[l].some((r) => r.name === 'check_user_lists'))
+            ? [req.recipient]
+            : [];
+      await resolveListOwners(ctx, listed);
       let current: (() => boolean) | null = null;
       await prefetch(
         ctx,

@@ -318,6 +318,13 @@ describe('recipient restrictions', () => {
         assert.match(r.text, /^550 5\.7\.1 .*sender blocked by the recipient/, `${from} to ${rcpt}`);
       }
       assert.equal((await attempt({ from: 'other@sender.test', rcpt: 'dave+shop@example.test' })).code, 250);
+      // an account whose name has the delimiter in it keeps its own lists, as the directory
+      // delivers to it and not to dave
+      await addAccount(p.directory, 'dave+vip@example.test');
+      await rules.userListAdd('dave+vip@example.test', 'block', 'bore@sender.test');
+      const own = await attempt({ from: 'bore@sender.test', rcpt: 'dave+vip@example.test' });
+      assert.match(own.text, /^550 5\.7\.1 .*sender blocked by the recipient/);
+      assert.equal((await attempt({ from: 'pest@sender.test', rcpt: 'dave+vip@example.test' })).code, 250);
     },
   );
 

@@ -11,13 +11,21 @@ import {
 import type { UserLists } from '../user-list-copy.js';
 
 /**
- * Whose lists apply to mail for `rcpt`: the account a plus-address (`alice+tag@`) is
- * delivered to keeps them under its own address (`alice@`).
+ * Whose lists apply to mail for the recipients that carry an extension: the account the
+ * directory delivers each to (`alice+tag@` to `alice@`), as it resolves RCPT TO: an
+ * account named with the delimiter in it (`jean-luc@` with `-`) keeps its own lists.
+ * Only those recipients are looked up (an intake has them cached from RCPT TO); the
+ * others are their own owners.
  */
-function listOwner(rcpt: string, delimiter: string): string {
-  const at = rcpt.lastIndexOf('@');
-  if (at <= 0) return rcpt;
-  return `${baseLocalPart(rcpt.slice(0, at), delimiter)}${rcpt.slice(at)}`;
+export async function resolveListOwners(ctx: CheckContext, rcpts: string[]): Promise<void> {
+  const delimiter = ctx.env.config.recipient_delimiter;
+  for (const rcpt of rcpts) {
+    const a = rcpt.toLowerCase();
+    const at = a.lastIndexOf('@');
+    if (at <= 0 || baseLocalPart(a.slice(0, at), delimiter) === a.slice(0, at)) continue;
+    const { match } = await ctx.env.directory.lookup(a);
+    if (match?.kind === 'account' && match.account !== a) ctx.listOwners.set(a, match.account);
+  }
 }
 
 /**
@@ -37,7 +45,7 @@ export function queueUserLists(ctx: CheckContext, batch: RedisBatch, rcpts: stri
   };
   const copy = ctx.env.userLists?.() ?? null;
   for (const rcpt of rcpts) {
-    const owner = listOwner(rcpt, delimiter);
+    const owner = ctx.listOwners.get(rcpt.toLowerCase()) ?? rcpt;
     const known = copy?.get(owner);
     if (known) {
       holds(rcpt, known);
