@@ -1,3 +1,4 @@
+import { domainToASCII } from 'node:url';
 import { ipToBigInt, parseCidr } from '@mailyard/config';
 
 /**
@@ -84,11 +85,20 @@ export function clientKeys(ip: string): string[] {
   return keys;
 }
 
-/** Normalises an address-table key: lower-case address, domain or `local@`. */
+/**
+ * An internationalized domain in its A-labels (`müller.test` → `xn--mller-kva.test`), as
+ * DNS, the intake's routing and the lookups (addressKeys) have it; anything else as given.
+ */
+function aLabels(domain: string): string {
+  return /^[\x00-\x7f]*$/.test(domain) ? domain : domainToASCII(domain) || domain;
+}
+
+/** Normalises an address-table key: lower-case address, domain or `local@`, domains in A-labels. */
 export function normalizeAddressKey(key: string): string {
   const k = key.trim().toLowerCase().replace(/^\./, '');
   if (!k || /\s/.test(k)) throw new AccessError(`"${key}" is not an address, domain or local@`);
-  return k;
+  const at = k.lastIndexOf('@');
+  return at === -1 ? aLabels(k) : `${k.slice(0, at + 1)}${aLabels(k.slice(at + 1))}`;
 }
 
 /**
@@ -99,12 +109,14 @@ export function normalizeAddressKey(key: string): string {
  * an address holds for its plus-addresses too.
  */
 export function addressKeys(address: string, delimiter?: string): string[] {
-  const a = address.toLowerCase();
-  if (a === '') return ['<>'];
-  const at = a.lastIndexOf('@');
-  if (at === -1) return [a];
-  const local = a.slice(0, at);
-  const domain = a.slice(at + 1);
+  const lower = address.toLowerCase();
+  if (lower === '') return ['<>'];
+  const at = lower.lastIndexOf('@');
+  if (at === -1) return [lower];
+  const local = lower.slice(0, at);
+  // a domain written in U-labels matches entries in A-labels (normalizeAddressKey)
+  const domain = aLabels(lower.slice(at + 1));
+  const a = `${local}@${domain}`;
   const base = baseLocalPart(local, delimiter);
   const keys = [a];
   if (base !== local) keys.push(`${base}@${domain}`);

@@ -11,6 +11,7 @@ import {
   RestrictionError,
   addressKeys,
   clientKeys,
+  normalizeAddressKey,
   normalizeClientKey,
   parseAccessAction,
   listChecks,
@@ -186,6 +187,16 @@ describe('access tables', () => {
       assert.deepEqual(addressKeys('joe@example.com', '+'), addressKeys('joe@example.com'));
     },
   );
+
+  test('an internationalized domain is one key, whichever form it is written in', { timeout: 10_000 }, () => {
+    // SMTPUTF8 mail names the domain in U-labels; entries may be written either way
+    assert.deepEqual(addressKeys('X@Müller.Test'), ['x@xn--mller-kva.test', 'xn--mller-kva.test', 'x@']);
+    assert.equal(normalizeAddressKey('müller.test'), 'xn--mller-kva.test');
+    assert.equal(normalizeAddressKey('Boss@Müller.test'), 'boss@xn--mller-kva.test');
+    assert.equal(normalizeAddressKey('xn--mller-kva.test'), 'xn--mller-kva.test');
+    assert.equal(normalizeAddressKey('jörg@'), 'jörg@');
+    assert.ok(addressKeys('x@xn--mller-kva.test').includes(normalizeAddressKey('müller.test')));
+  });
 });
 
 describe('rules in Redis', () => {
