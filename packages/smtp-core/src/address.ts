@@ -86,13 +86,25 @@ export function parseMailAddress(raw: string): AddressCheck {
   }
   let domain: string | null;
   if (rest.startsWith('[') && rest.endsWith(']')) {
-    const lit = rest.slice(1, -1).replace(/^IPv6:/i, '');
-    domain = isIP(lit) ? `[${rest.slice(1, -1)}]` : null;
+    domain = addressLiteral(rest) ? rest : null;
   } else {
     domain = normalizeDomain(rest);
   }
   if (!domain) return { ok: false, kind: 'syntax', detail: 'bad domain' };
   return { ok: true, value: { local, domain, address: `${local}@${domain}` } };
+}
+
+/**
+ * The address an address literal names, or null: `[192.0.2.1]`, or `[IPv6:2001:db8::1]`
+ * with its tag (RFC 5321 §4.1.3); `[::1]` and `[IPv6:192.0.2.1]` are neither (Postfix
+ * refuses them too).
+ */
+export function addressLiteral(domain: string): { ip: string; family: 'ipv4' | 'ipv6' } | null {
+  const m = /^\[(ipv6:)?([^\]]+)\]$/i.exec(domain);
+  if (!m) return null;
+  const family = isIP(m[2]!);
+  if (m[1] ? family !== 6 : family !== 4) return null;
+  return { ip: m[2]!, family: family === 6 ? 'ipv6' : 'ipv4' };
 }
 
 /** Splits `user+tag` at the first recipient delimiter (Postfix: recipient_delimiter). */

@@ -38,6 +38,10 @@ for (const bad of [
   'a@exa mple.org',
   'a@-bad-.org',
   'a..b@example.org',
+  // RFC 5321 §4.1.3: an IPv6 literal carries its tag, an IPv4 one none
+  'a@[::1]',
+  'a@[IPv6:192.0.2.1]',
+  'a@[192.0.2.256]',
 ]) {
   test(`syntax error: ${JSON.stringify(bad)}`, () => {
     const r = parseMailAddress(bad);
@@ -60,4 +64,16 @@ test('parser never throws and never accepts an address with two unquoted @', () 
     }),
     { numRuns: 2000 },
   );
+});
+
+test('address literals: IPv4 bare, IPv6 with its tag', { timeout: 5_000 }, () => {
+  for (const [addr, domain] of [
+    ['a@[192.0.2.1]', '[192.0.2.1]'],
+    ['a@[IPv6:2001:db8::1]', '[IPv6:2001:db8::1]'],
+    ['a@[ipv6:::1]', '[ipv6:::1]'],
+  ] as const) {
+    const r = parseMailAddress(addr);
+    assert.ok(r.ok, addr);
+    assert.equal(r.ok && r.value.domain, domain);
+  }
 });

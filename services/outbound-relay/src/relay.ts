@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { rootCertificates } from 'node:tls';
 import type { Redis } from 'ioredis';
 import {
@@ -16,7 +15,7 @@ import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
 import { DeferredIndex } from '@mailyard/queue-admin/deferred-index';
 import { parseHostPort } from '@mailyard/config';
-import { applyHeaderEdits, domainOf } from '@mailyard/smtp-core';
+import { addressLiteral, applyHeaderEdits, domainOf } from '@mailyard/smtp-core';
 import type { OutboundRelayConfig } from './config.js';
 import { ConnectionCache } from './connection-cache.js';
 import { TlsSessionCache } from './tls-sessions.js';
@@ -70,19 +69,6 @@ export function parseRelayhost(
   const hp = parseHostPort(t, defaultPort);
   if (!hp) throw new Error(`RELAYHOST: expected host, host:port or [host]:port, got "${text}"`);
   return { host: hp.host.toLowerCase(), port: hp.port, mx: true };
-}
-
-/**
- * The address of a domain part that is an address literal, else null: `[192.0.2.1]`, or
- * `[IPv6:2001:db8::1]` with its tag (RFC 5321 §4.1.3); `[::1]` and `[IPv6:192.0.2.1]` are
- * neither, and are looked up as names (which none resolves).
- */
-function addressLiteral(domain: string): { ip: string; family: 'ipv4' | 'ipv6' } | null {
-  const m = /^\[(ipv6:)?([^\]]+)\]$/i.exec(domain);
-  if (!m) return null;
-  const family = isIP(m[2]!);
-  if (m[1] ? family !== 6 : family !== 4) return null;
-  return { ip: m[2]!, family: family === 6 ? 'ipv6' : 'ipv4' };
 }
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 16);
