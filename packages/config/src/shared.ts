@@ -15,7 +15,10 @@ import {
 // and its validation cannot differ from one service to the next
 // (test/shared-settings.test.ts refuses a key declared twice).
 
-/** Recipient addressing: every service that resolves recipients (mta-inbound, msa, delivery). */
+/**
+ * Recipient addressing: every service that resolves recipients (mta-inbound, msa,
+ * delivery) and the policy service, whose access tables and user lists follow it.
+ */
 export const addressingSchema = {
   /**
    * Plus-addressing separator (Postfix: recipient_delimiter): `alice+tag@` is delivered
