@@ -73,6 +73,9 @@ async function decidableHere(ctx: CheckContext, r: Restriction): Promise<boolean
   return CHECKS[r.name].needs.every((n) => LOCAL_NEEDS.has(n));
 }
 
+/** The headers only the policy writes: an incoming copy of any of them is removed at DATA. */
+const OWN_HEADERS = ['X-Mailyard-Policy', 'X-Mailyard-Bulk', 'X-Mailyard-Virus-Scan', 'X-Mailyard-Spam-Scan'];
+
 /** How an intake asks (see decide). */
 export interface LocalOptions {
   local: true;
@@ -268,7 +271,8 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
         action: junk.length ? 'quarantine' : 'continue',
         reply: null,
         headers,
-        removeHeaders: [{ name: 'X-Mailyard-Policy' }, { name: 'X-Mailyard-Bulk' }, ...ctx.removeHeaders],
+        // our own verdict headers, whoever else wrote them (the sender, a hop before us)
+        removeHeaders: [...OWN_HEADERS.map((name) => ({ name })), ...ctx.removeHeaders],
         junk,
       };
     }

@@ -151,11 +151,14 @@ describe('viruses (clamd)', () => {
 
 describe('spam (rspamd)', () => {
   test('an ordinary message goes to INBOX with the spam headers', async () => {
-    const r = await send(message('ham1', 'Hi Alice,\n\nthe notes from today are below.\n\nRegards'));
+    // headers only the policy writes, forged by the sender: "not scanned", "a newsletter"
+    const forged = 'X-Mailyard-Virus-Scan: failed\nX-Mailyard-Spam-Scan: failed\nX-Mailyard-Bulk: yes\n';
+    const r = await send(message('ham1', 'Hi Alice,\n\nthe notes from today are below.\n\nRegards', forged));
     assert.equal(r.code, 250, r.text);
     const text = await delivered('ham1', 'INBOX');
     assert.match(text, /^X-Spam-Score: /m);
     assert.match(text, /X-Mailyard-Policy: inbox; check_virus=clean; .*check_spam=/);
+    assert.doesNotMatch(text.slice(0, text.indexOf('\r\n\r\n')), /^X-Mailyard-(Virus-Scan|Spam-Scan|Bulk):/m);
   });
 
   test('GTUBE is classified spam by rspamd and filed into Junk, with its reasons', async () => {
