@@ -110,19 +110,22 @@ function looksInvisible(attribs: Record<string, string>): boolean {
  * remote content is allowed, http(s).
  */
 function cleanCss(css: string, allowRemote: boolean, count: { blocked: number }): string {
-  return css
-    .replace(/@import[^;]*;?/gi, () => {
-      count.blocked++;
-      return '';
-    })
-    .replace(/expression\s*\(|behavior\s*:|-moz-binding|javascript:/gi, '')
-    .replace(/url\s*\(\s*(['"]?)(.*?)\1\s*\)/gi, (_m, _q, target: string) => {
-      if (/^data:image\//i.test(target)) return `url("${target.replace(/["\\\n]/g, '')}")`;
-      if (isRemote(target) && allowRemote && /^https?:/i.test(target))
-        return `url("${target.replace(/["\\\n]/g, '')}")`;
-      count.blocked++;
-      return 'none';
-    });
+  return (
+    css
+      .replace(/@import[^;]*;?/gi, () => {
+        count.blocked++;
+        return '';
+      })
+      .replace(/expression\s*\(|behavior\s*:|-moz-binding|javascript:/gi, '')
+      // an url( left open at the end of a sheet or style is read to the end, as browsers do
+      .replace(/url\s*\(\s*(['"]?)(.*?)\1\s*(?:\)|$)/gi, (_m, _q, target: string) => {
+        if (/^data:image\//i.test(target)) return `url("${target.replace(/["\\\n]/g, '')}")`;
+        if (isRemote(target) && allowRemote && /^https?:/i.test(target))
+          return `url("${target.replace(/["\\\n]/g, '')}")`;
+        count.blocked++;
+        return 'none';
+      })
+  );
 }
 
 export function sanitizeMailHtml(html: string, opts: SanitizeOptions): SanitizedHtml {
@@ -191,7 +194,8 @@ export function sanitizeMailHtml(html: string, opts: SanitizeOptions): Sanitized
   });
   // the text of <style> reaches the output as it was written: cleaned here
   // (a sheet with markup in it is not CSS but a parser trick: dropped whole)
-  const html2 = out.replace(/<style>([\s\S]*?)<\/style>/gi, (_m, css: string) =>
+  // (its attributes, kept by the layout list, go: a <style media=...> is cleaned too)
+  const html2 = out.replace(/<style\b[^>]*>([\s\S]*?)<\/style>/gi, (_m, css: string) =>
     css.includes('<') ? '' : `<style>${cleanCss(css, opts.allowRemote, count)}</style>`,
   );
   return { html: html2, ...count };

@@ -63,6 +63,15 @@ test('remote images, backgrounds and sheets are blocked and counted until allowe
   assert.doesNotMatch(allowed.html, /srcset|background=/, 'srcset and background= are not kept either way');
 });
 
+test('a sheet with attributes and a url( left open are cleaned and counted too', { timeout: 5_000 }, () => {
+  const html =
+    '<style media="screen">.x{background:url(https://cdn.example/e.png)}</style>' +
+    '<div style="background:url(https://cdn.example/f.png">x</div>';
+  const out = clean(html);
+  assert.equal(out.blocked, 2, out.html);
+  assert.doesNotMatch(out.html, /cdn\.example/);
+});
+
 test('tracking pixels are removed even when remote content is allowed', () => {
   for (const pixel of [
     '<img src="https://t.example/x.gif" width="1" height="1">',
