@@ -191,6 +191,8 @@ test('Junk made by the first spam, before the first login, is subscribed', { tim
   await p.inboundRt.bus.publishMail(RoutingKeys.delivery, msg('spam first'), env);
   await waitFor(() => p.inbox('fern@example.test', 'Junk').length === 1, { what: 'the copy in Junk' });
   const fern = new MailAccount(p.maildir, 'fern@example.test');
+  // subscribed once the copy is written (the file can be seen a moment before)
+  await waitFor(async () => (await fern.subscriptions()).includes('Junk'), { what: 'Junk subscribed' });
   assert.deepEqual(await fern.subscriptions(), ['Junk']);
   // the first login creates and subscribes the other special-use folders
   await fern.ensureDefaults();
