@@ -10,7 +10,7 @@ import {
   type SmtpReply,
   type TransactionResult,
 } from './smtp-client.js';
-import { downgradeTo7Bit, type Downgrade } from './mime-downgrade.js';
+import { downgradeTo7Bit, type Downgrade } from '@mailyard/smtp-core/mime-downgrade';
 import type { Target } from './mx.js';
 import type { TlsSessionCache } from './tls-sessions.js';
 
