@@ -51,6 +51,14 @@ export class DkimSigner {
   }
 
   /**
+   * Whether `sign` would sign for `domain`: it has a key that can be used. Throws
+   * `DkimKeysUnavailableError` as `sign` does.
+   */
+  async hasKeys(domain: string): Promise<boolean> {
+    return (await this.keysFor(domain.toLowerCase())).some((k) => checkPrivateKey(k));
+  }
+
+  /**
    * Signs `message` (complete RFC 5322 bytes, CRLF line endings) for `domain` (d=).
    * Throws `DkimKeysUnavailableError` when the key store cannot say which keys the domain
    * has: the caller must not send the message unsigned then, since a domain with keys

@@ -370,8 +370,9 @@ export function createIntake<L extends string>(
       recipient: recipients.length === 1 ? recipients[0]! : null,
       hideClient,
     });
+    const body = sessionBodyType(session);
     const finished: Finished = role.finish
-      ? await role.finish(message, { session, queueId, mailFrom, trace, routes })
+      ? await role.finish(message, { session, queueId, mailFrom, trace, routes, body })
       : { message: Buffer.concat([Buffer.from(trace), message]) };
 
     const envelope: Envelope = {
@@ -388,7 +389,7 @@ export function createIntake<L extends string>(
       },
       receivedAt: new Date().toISOString(),
       attempts: 0,
-      body: sessionBodyType(session),
+      body: finished.body ?? body,
       smtputf8: sessionSmtpUtf8(session),
       lastError: null,
       // the filing verdict (Junk, bulk) concerns only the local copies; outbound ignores it

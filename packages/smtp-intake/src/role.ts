@@ -35,11 +35,18 @@ export interface FinishContext {
   /** Our Received header for this message (RFC 5321 §4.4), in the role's flavour. */
   trace: string;
   routes: Record<Route, string[]>;
+  /** The body type the client declared (MAIL FROM's BODY=, RFC 6152 and RFC 3030). */
+  body: '7BIT' | '8BITMIME' | 'BINARYMIME';
 }
 
 /** The message to queue, and what the `accepted` log line should say about the role's changes. */
 export interface Finished {
   message: Buffer;
+  /**
+   * The message's body type once the role has changed it: `7BIT` when 8-bit content was
+   * converted (the msa, before signing); the session's BODY= otherwise.
+   */
+  body?: '7BIT';
   log?: Record<string, unknown>;
 }
 

@@ -1,3 +1,4 @@
+import { isAscii } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import type { SMTPServerSession } from 'smtp-server';
 import type { Directory } from '@mailyard/directory';
@@ -5,10 +6,12 @@ import { DkimKeysUnavailableError, type DkimSigner } from '@mailyard/dkim';
 import type { MailResolver } from '@mailyard/dns';
 import { Counter, type Logger, type Registry } from '@mailyard/observability';
 import { parseMailAddress, reply, rfc5322Date } from '@mailyard/smtp-core';
+import { downgradeTo7Bit } from '@mailyard/smtp-core/mime-downgrade';
 import {
   localPostmaster,
   sessionUser,
   type FinishContext,
+  type Finished,
   type IntakeRole,
   type Route,
 } from '@mailyard/smtp-intake';
@@ -66,14 +69,39 @@ export function submissionRole(
     return account;
   };
 
-  const sign = async (message: Buffer, domain: string, queueId: string): Promise<Buffer> => {
-    if (!deps.dkim) return message;
+  /**
+   * RFC 6376 §5.3: a signer should convert 8-bit content to 7 bit before signing. The relay
+   * converts it for a server without 8BITMIME (RFC 6152 §3), which would break a signature
+   * made over the 8-bit form and fail DMARC at the receiver. Converted only for a domain
+   * that has keys: unsigned mail keeps its 8-bit form. 8-bit data in a header (SMTPUTF8)
+   * cannot be converted; such mail goes only to servers that offer SMTPUTF8, and they
+   * offer 8BITMIME too (RFC 6531 §3.1).
+   */
+  const sevenBitForSigning = async (
+    message: Buffer,
+    domain: string,
+    body: FinishContext['body'],
+  ): Promise<Buffer | null> => {
+    if (body === '7BIT' && isAscii(message)) return null;
+    if (!(await deps.dkim!.hasKeys(domain))) return null;
+    const seven = await downgradeTo7Bit(message);
+    return seven.kind === 'converted' ? seven.data : null;
+  };
+
+  const sign = async (message: Buffer, domain: string, ctx: FinishContext): Promise<Finished> => {
+    const { queueId } = ctx;
+    if (!deps.dkim) return { message };
     try {
+      const seven = await sevenBitForSigning(message, domain, ctx.body);
+      if (seven) message = seven;
       const signed = await deps.dkim.sign(message, domain);
       for (const e of signed.errors) logger.warn({ queueId, domain, err: e }, 'DKIM key problem');
       for (const s of signed.signatures) dkimSignatures.inc({ algorithm: s.algorithm });
       if (!signed.signatures.length) dkimSignatures.inc({ algorithm: 'none' });
-      return signed.headers ? Buffer.concat([Buffer.from(signed.headers), message]) : message;
+      return {
+        message: signed.headers ? Buffer.concat([Buffer.from(signed.headers), message]) : message,
+        ...(seven ? { body: '7BIT' as const } : {}),
+      };
     } catch (err) {
       // the store cannot say whether the domain has keys: refused for now (the client
       // retries), never sent unsigned where receivers would reject it under DMARC
@@ -84,7 +112,7 @@ export function submissionRole(
       // a signing error with the keys in hand: sent unsigned, the log says why
       dkimSignatures.inc({ algorithm: 'none' });
       logger.warn({ queueId, domain, err }, 'DKIM signing failed, sending unsigned');
-      return message;
+      return { message };
     }
   };
 
@@ -162,10 +190,8 @@ export function submissionRole(
       });
       const traced = Buffer.concat([Buffer.from(ctx.trace), fixed.message]);
       const domain = authorDomain(split, ctx.mailFrom);
-      return {
-        message: domain ? await sign(traced, domain, ctx.queueId) : traced,
-        log: { added: fixed.added, bccRemoved: fixed.removedBcc },
-      };
+      const signed = domain ? await sign(traced, domain, ctx) : { message: traced };
+      return { ...signed, log: { added: fixed.added, bccRemoved: fixed.removedBcc } };
     },
   };
 }

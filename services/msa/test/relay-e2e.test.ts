@@ -1,6 +1,8 @@
 // Submission to a remote server through the real outbound relay: what the receiver gets
-// verifies for both DKIM signatures, and the Bcc recipient is reached without a Bcc header.
+// verifies for both DKIM signatures, and the Bcc recipient is reached without a Bcc header;
+// 8-bit mail still verifies after a server without 8BITMIME made the relay send it as 7 bit.
 import assert from 'node:assert/strict';
+import { isAscii } from 'node:buffer';
 import { Resolver } from 'node:dns/promises';
 import { after, before, test } from 'node:test';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
@@ -19,6 +21,8 @@ import {
 
 let t: MsaTestbed;
 let mta: RemoteMta;
+/** A server without 8BITMIME. */
+let sevenBitMta: RemoteMta;
 let relay: RelayHandle;
 before(async () => {
   const port = await freePort();
@@ -27,20 +31,15 @@ before(async () => {
       zone: {
         'remote.test': { MX: [{ priority: 10, exchange: 'mx.remote.test' }] },
         'mx.remote.test': { A: ['127.0.0.7'] },
+        'seven.test': { MX: [{ priority: 10, exchange: 'mx.seven.test' }] },
+        'mx.seven.test': { A: ['127.0.0.8'] },
       },
     },
   });
   mta = await startRemoteMta('127.0.0.7', port);
+  sevenBitMta = await startRemoteMta('127.0.0.8', port, { hide8BitMime: true });
   relay = await startRelay(t.p, { outbound_port: port });
   await addAccount(t.p.directory, 'sig@signed.test');
-});
-after(async () => {
-  await relay.stop();
-  await mta.close();
-  await t.close();
-});
-
-test('submitted, signed, relayed: the receiver verifies both DKIM signatures', async () => {
   const store = new DkimKeyStore(t.p.redis.redis);
   for (const [selector, algo] of [
     ['rsa1', 'rsa'],
@@ -50,13 +49,36 @@ test('submitted, signed, relayed: the receiver verifies both DKIM signatures', a
     const rec = dnsRecord('signed.test', selector, key);
     t.p.dns.set(rec.name, { TXT: [rec.value] });
   }
-  const transport = nodemailer.createTransport({
+});
+after(async () => {
+  await relay.stop();
+  await mta.close();
+  await sevenBitMta.close();
+  await t.close();
+});
+
+const submission = () =>
+  nodemailer.createTransport({
     host: '127.0.0.1',
     port: t.msa.ports.submissions,
     secure: true,
     tls: { rejectUnauthorized: false },
     auth: { user: 'sig@signed.test', pass: PASSWORD },
   });
+
+/** Every DKIM signature of a received message passes, as the receiver checks them. */
+async function assertSignaturesPass(data: Buffer): Promise<void> {
+  const res = new Resolver();
+  res.setServers([t.p.env.DNS_SERVERS!]);
+  const verified = await dkimVerify(data, {
+    resolver: (name: string, type: string) => res.resolve(name, type) as Promise<string[][]>,
+  });
+  assert.equal(verified.results.length, 2, JSON.stringify(verified.results));
+  for (const x of verified.results) assert.equal(x.status.result, 'pass', JSON.stringify(x.status));
+}
+
+test('submitted, signed, relayed: the receiver verifies both DKIM signatures', async () => {
+  const transport = submission();
   await transport.sendMail({
     from: 'Sig <sig@signed.test>',
     to: 'bob@remote.test',
@@ -68,11 +90,29 @@ test('submitted, signed, relayed: the receiver verifies both DKIM signatures', a
   const got = await waitFor(() => (mta.received.length ? mta.received[0] : null), { timeoutMs: 20_000 });
   assert.deepEqual(got.to.sort(), ['bob@remote.test', 'carol@remote.test']);
   assert.ok(!/^Bcc:/im.test(got.data.toString()));
-  const res = new Resolver();
-  res.setServers([t.p.env.DNS_SERVERS!]);
-  const verified = await dkimVerify(got.data, {
-    resolver: (name: string, type: string) => res.resolve(name, type) as Promise<string[][]>,
+  await assertSignaturesPass(got.data);
+});
+
+test('8-bit mail relayed to a server without 8BITMIME still passes DKIM', async () => {
+  const transport = submission();
+  const text = 'Grüße aus Köln, ½ €';
+  await transport.sendMail({
+    envelope: { from: 'sig@signed.test', to: ['bob@seven.test'], use8BitMime: true },
+    raw: Buffer.from(
+      'From: Sig <sig@signed.test>\r\nTo: bob@seven.test\r\nSubject: eight bit\r\n' +
+        'MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n' +
+        `Content-Transfer-Encoding: 8bit\r\n\r\n${text}\r\n`,
+    ),
   });
-  assert.equal(verified.results.length, 2, JSON.stringify(verified.results));
-  for (const x of verified.results) assert.equal(x.status.result, 'pass', JSON.stringify(x.status));
+  transport.close();
+  const got = await waitFor(() => sevenBitMta.received[0] ?? null, { timeoutMs: 20_000 });
+  assert.ok(isAscii(got.data), 'sent as 7 bit');
+  await assertSignaturesPass(got.data);
+  // the text is intact, now quoted-printable (RFC 2045 §6.7)
+  const [head, body] = got.data.toString('latin1').split('\r\n\r\n');
+  assert.match(head!, /^Content-Transfer-Encoding: quoted-printable$/im);
+  const decoded = body!
+    .replace(/=\r\n/g, '')
+    .replace(/=([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+  assert.equal(Buffer.from(decoded, 'latin1').toString('utf8').trim(), text);
 });
