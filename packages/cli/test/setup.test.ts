@@ -46,6 +46,14 @@ test('writes generated passwords, .env and the derived files, and prints the DNS
   for (const p of passwords) assert.ok(!out.includes(p), 'no password printed');
   const env = readFileSync(join(dir.path, '.env'), 'utf8');
   assert.match(env, /^MYHOSTNAME=mail\.example\.org$/m);
+  // the relay counts the public address as its own (loop detection behind NAT)
+  assert.match(env, /^MAILYARD_PUBLIC_IP=192\.0\.2\.25$/m);
+  const relayEnv = (
+    parseYaml(readFileSync(join(dir.path, 'docker-compose.yml'), 'utf8')) as {
+      services: Record<string, { environment: Record<string, string> }>;
+    }
+  ).services['outbound-relay']!.environment;
+  assert.equal(relayEnv.PROXY_INTERFACES, '${MAILYARD_PUBLIC_IP:-}');
   for (const p of passwords) assert.ok(!env.includes(p), '.env holds no password');
   assert.equal(
     readFileSync(join(secrets, 'redis.conf'), 'utf8'),

@@ -79,6 +79,11 @@ export function setup(opts: SetupOptions, print: (line: string) => void): void {
       `ALERTS_FROM=${alerts}`,
       // the ACME CA's expiry notices for the platform's certificate
       `ACME_EMAIL=${admin}`,
+      // the public address in front of the containers: the relay counts it as ours, so
+      // mail for a domain not ours whose MX points here bounces as a loop instead of
+      // going to ourselves through the NAT
+      // (Postfix's proxy_interfaces)
+      opts.ip ? `MAILYARD_PUBLIC_IP=${opts.ip}` : '# MAILYARD_PUBLIC_IP=<this server’s public address>',
       '',
     ].join('\n'),
     { mode: 0o600 },
