@@ -271,8 +271,14 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
         action: junk.length ? 'quarantine' : 'continue',
         reply: null,
         headers,
-        // our own verdict headers, whoever else wrote them (the sender, a hop before us)
-        removeHeaders: [...OWN_HEADERS.map((name) => ({ name })), ...ctx.removeHeaders],
+        // our own verdict headers, whoever else wrote them (the sender, a hop before us);
+        // results under our authserv-id too, on every message entering here, a logged-in
+        // user's as well, whether or not check_authentication runs (RFC 8601 §5)
+        removeHeaders: [
+          ...OWN_HEADERS.map((name) => ({ name })),
+          { name: 'Authentication-Results', valuePrefix: env.authservId },
+          ...ctx.removeHeaders,
+        ],
         junk,
       };
     }

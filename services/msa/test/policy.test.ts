@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import nodemailer from 'nodemailer';
 import { after, before, describe, test } from 'node:test';
 import { PolicyRules, addEntry, removeEntry, resetList } from '@mailyard/policy-rules';
 import { EICAR, RawSmtp, startClamd, waitFor, type Scanner } from '@mailyard/testkit';
@@ -70,6 +71,46 @@ describe('msa asks the policy service', () => {
     assert.match(delivered, /^X-Mailyard-Policy: inbox; check_virus=clean/m);
     // the submitter's own IP is no evidence about the sender domain: no SPF/DMARC verdict
     assert.doesNotMatch(delivered, /Authentication-Results:/);
+  });
+
+  test('Authentication-Results under our authserv-id are removed from a submission', async () => {
+    // a user writing our verdict into a message for a colleague, whose client trusts what
+    // the header under our name says (RFC 8601 §5: removed where mail enters us)
+    const transport = nodemailer.createTransport({
+      host: '127.0.0.1',
+      port: t.msa.ports.submission,
+      requireTLS: true,
+      tls: { rejectUnauthorized: false },
+      auth: { user: 'erin@example.test', pass: PASSWORD },
+    });
+    try {
+      const info = await transport.sendMail({
+        from: 'erin@example.test',
+        to: 'carol@example.test',
+        subject: 'your bank',
+        text: 'Please confirm your account.',
+        headers: [
+          {
+            key: 'Authentication-Results',
+            value: 'mx.mailyard.test; dkim=pass header.d=bank.example; dmarc=pass',
+          },
+          { key: 'Authentication-Results', value: 'MX.Mailyard.Test 1; spf=pass smtp.mailfrom=bank.example' },
+          { key: 'Authentication-Results', value: 'other.example; dkim=pass header.d=bank.example' },
+        ],
+      });
+      assert.match(info.response, /^250 2\.0\.0 Ok: queued as /);
+    } finally {
+      transport.close();
+    }
+    const file = await waitFor(
+      () => t.p.inbox('carol@example.test').find((f) => /your bank/.test(readFileSync(f, 'utf8'))) ?? null,
+      { what: "the message in carol's INBOX" },
+    );
+    const text = readFileSync(file, 'utf8');
+    const head = text.slice(0, text.indexOf('\r\n\r\n'));
+    assert.doesNotMatch(head, /^Authentication-Results: *mx\.mailyard\.test\b/im);
+    // another server's results are not ours to remove
+    assert.match(head, /^Authentication-Results: other\.example; dkim=pass/m);
   });
 
   test('per-user recipient rate limit, added with the CLI functions while running, shared by two instances', async () => {

@@ -5,8 +5,9 @@ import { resultOf } from '../spf.js';
 
 /**
  * `check_authentication`: SPF, DKIM, DMARC and ARC (mailauth, through our resolver);
- * adds our Authentication-Results (removing forged ones under our name) and applies
- * the sender domain's DMARC policy: reject refuses, quarantine files into Junk.
+ * adds our Authentication-Results (the engine removes any under our name that came with
+ * the message) and applies the sender domain's DMARC policy: reject refuses, quarantine
+ * files into Junk.
  */
 export const checkAuthentication: CheckImplementation<'check_authentication'> = {
   /**
@@ -29,8 +30,6 @@ export const checkAuthentication: CheckImplementation<'check_authentication'> = 
       resolver: (name: string, type: string) => ctx.env.resolver.resolve(name, type),
       disableBimi: true,
     });
-    // forged results under our own name are removed (RFC 8601 §5); ours replace them
-    ctx.removeHeaders.push({ name: 'Authentication-Results', valuePrefix: authservId });
     for (const h of res.headers.split(/\r\n(?![ \t])/)) {
       const i = h.indexOf(':');
       if (i > 0) ctx.headers.push({ name: h.slice(0, i), value: h.slice(i + 1).trim() });
