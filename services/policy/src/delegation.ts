@@ -7,6 +7,12 @@ import type { Logger } from '@mailyard/observability';
  * `name=value` lines and an empty line; we answer `action=...` and an empty line,
  * on the same connection as often as asked. Lets an existing Postfix use our rules
  * with `check_policy_service inet:HOST:PORT`.
+ *
+ * Postfix asks at DATA from smtpd_data_restrictions (every RCPT answered, no content yet)
+ * and at END-OF-MESSAGE from smtpd_end_of_data_restrictions; both get our
+ * smtpd_data_restrictions, never the sender and recipient lists again, which decided at
+ * RCPT and would count the message twice. Postfix never sends the content: the content
+ * checks there decide nothing, the rest (client, sender) decides the same at either.
  */
 const STAGES: Record<string, PolicyStage> = {
   CONNECT: 'connect',
@@ -14,7 +20,7 @@ const STAGES: Record<string, PolicyStage> = {
   HELO: 'mail',
   MAIL: 'mail',
   RCPT: 'rcpt',
-  DATA: 'rcpt',
+  DATA: 'data',
   'END-OF-MESSAGE': 'data',
   VRFY: 'rcpt',
   ETRN: 'connect',

@@ -92,6 +92,59 @@ describe('policy delegation protocol', () => {
   });
 });
 
+/** Waits until the policy service has loaded the rules as they are now. */
+async function reloaded(): Promise<void> {
+  const v = Number(await p.redis.redis.get('policy:version'));
+  await waitFor(() => p.policy!.rulesVersion >= v, { what: 'policy rules reload' });
+}
+
+describe('policy delegation at DATA', () => {
+  test('smtpd_data_restrictions answer DATA; the sender lists count a message once', async () => {
+    const rules = new PolicyRules(p.redis.redis, p.redis.prefix);
+    await rules.remove('smtpd_sender_restrictions', 'check_rate client_messages 200/1h');
+    await rules.add('smtpd_sender_restrictions', 'check_rate client_messages 2/1h');
+    await rules.add('smtpd_data_restrictions', 'check_client_access data_clients');
+    await rules.accessSet('data_clients', 'client', '198.51.100.9', 'REJECT no mail from here');
+    await reloaded();
+    try {
+      // a Postfix with check_policy_service in smtpd_recipient_restrictions and in
+      // smtpd_data_restrictions asks at each RCPT and again at DATA
+      const client = { ...base, client_address: '198.51.100.7', sender: 'a@sender.test' };
+      const message = (id: string) => [
+        { ...client, instance: id, recipient: 'alice@example.test' },
+        {
+          ...client,
+          instance: id,
+          protocol_state: 'DATA',
+          recipient: 'alice@example.test',
+          recipient_count: '1',
+        },
+      ];
+      assert.deepEqual(await delegate([...message('m.1'), ...message('m.2')]), Array(4).fill('action=DUNNO'));
+      // the third message is the one over two an hour
+      const [third] = await delegate([{ ...client, instance: 'm.3', recipient: 'alice@example.test' }]);
+      assert.match(third!, /^action=450 4\.7\.1 Error: too many messages from \[198\.51\.100\.7\]/);
+      // several recipients: Postfix names none at DATA
+      const [data] = await delegate([
+        {
+          ...base,
+          client_address: '198.51.100.9',
+          sender: 'a@sender.test',
+          protocol_state: 'DATA',
+          recipient: '',
+          recipient_count: '2',
+        },
+      ]);
+      assert.match(data!, /^action=554 5\.7\.1 .*no mail from here/);
+    } finally {
+      await rules.reset('smtpd_sender_restrictions');
+      await rules.reset('smtpd_data_restrictions');
+      await rules.accessDel('data_clients', 'client', '198.51.100.9');
+      await reloaded();
+    }
+  });
+});
+
 describe('policy delegation under pipelining', () => {
   test('two thousand requests sent at once are all answered, in order, none refused as too large', async () => {
     const sock = connect({ port: p.policy!.delegationPort, host: '127.0.0.1' });
