@@ -256,19 +256,22 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
     if (verdict.kind === 'discard') return { ...base, action: 'discard', reply: null };
     if (req.stage === 'data') {
       const junk = junkAll ? req.recipients.filter((r) => !ctx.allowed.has(r)) : [];
+      // a requester that names no recipients (a Postfix with several) has the whole
+      // message held: `junk` empty means every recipient
+      const held = junk.length > 0 || (junkAll && !req.recipients.length);
       const summary = ctx.reasons
         .map((r) => `${r.check}=${r.result}${r.detail ? ` (${r.detail.replace(/[\r\n;]/g, ' ')})` : ''}`)
         .join('; ');
       const headers = [
         {
           name: 'X-Mailyard-Policy',
-          value: `${junk.length ? 'junk' : 'inbox'}; ${summary || 'no checks fired'}`,
+          value: `${held ? 'junk' : 'inbox'}; ${summary || 'no checks fired'}`,
         },
         ...ctx.headers,
       ];
       return {
         ...base,
-        action: junk.length ? 'quarantine' : 'continue',
+        action: held ? 'quarantine' : 'continue',
         reply: null,
         headers,
         // our own verdict headers, whoever else wrote them (the sender, a hop before us);

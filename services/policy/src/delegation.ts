@@ -57,7 +57,9 @@ export function toPolicyRequest(attrs: Map<string, string>): Omit<PolicyRequestI
     user: attrs.get('sasl_username') || null,
     sender: sender ?? null,
     recipient: recipient || null,
-    recipients: [],
+    // after the RCPTs Postfix names the recipient only when there is one; a HOLD then
+    // spares it when its own allow list holds the sender, as for mail on port 25
+    recipients: stage === 'data' && recipient ? [recipient] : [],
     size: attrs.get('size') ? Number(attrs.get('size')) || null : null,
     tls: !!attrs.get('encryption_protocol'),
   };

@@ -145,6 +145,43 @@ describe('policy delegation at DATA', () => {
   });
 });
 
+describe('policy delegation: HOLD after the recipients', () => {
+  test('a HOLD in smtpd_data_restrictions is answered HOLD at DATA and END-OF-MESSAGE', async () => {
+    const rules = new PolicyRules(p.redis.redis, p.redis.prefix);
+    await rules.add('smtpd_data_restrictions', 'check_client_access data_clients');
+    await rules.accessSet('data_clients', 'client', '198.51.100.20', 'HOLD');
+    await reloaded();
+    try {
+      const held = { ...base, client_address: '198.51.100.20', sender: 'a@sender.test' };
+      const answers = await delegate([
+        // several recipients: Postfix names none
+        { ...held, protocol_state: 'DATA', recipient: '', recipient_count: '2' },
+        { ...held, protocol_state: 'END-OF-MESSAGE', recipient: '', recipient_count: '2' },
+        // the only one, named
+        { ...held, protocol_state: 'END-OF-MESSAGE', recipient: 'alice@example.test', recipient_count: '1' },
+      ]);
+      assert.deepEqual(answers, Array(3).fill('action=HOLD'));
+      // the one recipient's own allow list spares its copy, as on port 25
+      await rules.userListAdd('alice@example.test', 'allow', 'friend@sender.test');
+      const [spared] = await delegate([
+        {
+          ...held,
+          sender: 'friend@sender.test',
+          protocol_state: 'END-OF-MESSAGE',
+          recipient: 'alice@example.test',
+          recipient_count: '1',
+        },
+      ]);
+      assert.equal(spared, 'action=DUNNO');
+    } finally {
+      await rules.userListDel('alice@example.test', 'allow', 'friend@sender.test');
+      await rules.reset('smtpd_data_restrictions');
+      await rules.accessDel('data_clients', 'client', '198.51.100.20');
+      await reloaded();
+    }
+  });
+});
+
 describe('policy delegation under pipelining', () => {
   test('two thousand requests sent at once are all answered, in order, none refused as too large', async () => {
     const sock = connect({ port: p.policy!.delegationPort, host: '127.0.0.1' });
