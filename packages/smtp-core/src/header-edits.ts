@@ -5,7 +5,10 @@
  */
 export interface HeaderEdits {
   headers: { name: string; value: string }[];
-  /** Fields to remove, by name; with `valuePrefix`, only those whose value starts with that authserv-id. */
+  /**
+   * Fields to remove, by name; with `valuePrefix`, only those whose value starts with that
+   * authserv-id (RFC 8601 §2.2: after any comments, as a token or a quoted-string, in any case).
+   */
   removeHeaders: { name: string; valuePrefix?: string }[];
 }
 
@@ -32,7 +35,7 @@ export function applyHeaderEdits(message: Buffer, edits: HeaderEdits): Buffer {
       return !edits.removeHeaders.some(
         (r) =>
           r.name.toLowerCase() === name &&
-          (r.valuePrefix === undefined || isIdPrefix(value, r.valuePrefix.toLowerCase())),
+          (r.valuePrefix === undefined || authservId(value) === r.valuePrefix.toLowerCase()),
       );
     });
     body = Buffer.concat([Buffer.from(kept.join('\r\n'), 'latin1'), message.subarray(end)]);
@@ -41,11 +44,40 @@ export function applyHeaderEdits(message: Buffer, edits: HeaderEdits): Buffer {
   return Buffer.concat([Buffer.from(added), body]);
 }
 
-/** `value` starts with the authserv-id `id` followed by `;`, white space or the end (RFC 8601 §2.2). */
-function isIdPrefix(value: string, id: string): boolean {
-  if (!value.startsWith(id)) return false;
-  const next = value[id.length];
-  return next === undefined || next === ';' || next === ' ' || next === '\t';
+/**
+ * The authserv-id an Authentication-Results value starts with (RFC 8601 §2.2:
+ * `[CFWS] authserv-id`, a token or a quoted-string, RFC 2045 §5.1), or null when it has
+ * none. Read as a reader of the field reads it, so a comment in front or quotes do not
+ * hide an id from the removal.
+ */
+function authservId(value: string): string | null {
+  let i = skipCfws(value, 0);
+  if (i < 0) return null;
+  if (value[i] === '"') {
+    let id = '';
+    for (i++; i < value.length; i++) {
+      const c = value[i]!;
+      if (c === '"') return id;
+      // a quoted-pair stands for the character after the backslash
+      id += c === '\\' ? (value[++i] ?? '') : c;
+    }
+    return null;
+  }
+  const token = /^[^\x00-\x20()<>@,;:\\"/[\]?=\x7f]+/.exec(value.slice(i));
+  return token ? token[0] : null;
+}
+
+/** Index past white space and comments (nested, with quoted-pairs) from `i`; -1 for one left open. */
+function skipCfws(value: string, i: number): number {
+  let depth = 0;
+  for (; i < value.length; i++) {
+    const c = value[i]!;
+    if (c === '\\' && depth > 0) i++;
+    else if (c === '(') depth++;
+    else if (c === ')' && depth > 0) depth--;
+    else if (depth === 0 && c !== ' ' && c !== '\t') return i;
+  }
+  return depth > 0 ? -1 : i;
 }
 
 /** Offset of the blank line ending the header block (the body starts after it). */

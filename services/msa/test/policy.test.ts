@@ -95,6 +95,13 @@ describe('msa asks the policy service', () => {
             value: 'mx.mailyard.test; dkim=pass header.d=bank.example; dmarc=pass',
           },
           { key: 'Authentication-Results', value: 'MX.Mailyard.Test 1; spf=pass smtp.mailfrom=bank.example' },
+          // as a reader of the field reads it, a comment or quotes change nothing
+          { key: 'Authentication-Results', value: '(verified) mx.mailyard.test; dmarc=pass' },
+          // as written (nodemailer would make the quotes an encoded-word)
+          {
+            key: 'Authentication-Results',
+            value: { prepared: true, value: '"mx.mailyard.test"; dkim=pass' },
+          },
           { key: 'Authentication-Results', value: 'other.example; dkim=pass header.d=bank.example' },
         ],
       });
@@ -108,7 +115,7 @@ describe('msa asks the policy service', () => {
     );
     const text = readFileSync(file, 'utf8');
     const head = text.slice(0, text.indexOf('\r\n\r\n'));
-    assert.doesNotMatch(head, /^Authentication-Results: *mx\.mailyard\.test\b/im);
+    assert.doesNotMatch(head, /^Authentication-Results:.*mx\.mailyard\.test/im);
     // another server's results are not ours to remove
     assert.match(head, /^Authentication-Results: other\.example; dkim=pass/m);
   });
