@@ -387,68 +387,92 @@ export class Directory {
    * Throws DirectoryUnavailableError when Redis fails any part of the question.
    */
   async lookup(address: string): Promise<Lookup> {
-    const a = address.toLowerCase();
-    if (!this.cache) return this.lookupInRedis(a);
-    const key = `rcpt:${a}`;
-    const hit = this.cache.get(key);
-    if (hit && typeof hit === 'object') return hit;
-    const generation = this.cache.generation;
-    const res = await this.lookupInRedis(a);
-    this.cache.set(key, res, generation);
-    return res;
+    return (await this.lookupMany([address]))[0]!;
   }
 
-  private async lookupInRedis(a: string): Promise<Lookup> {
+  /**
+   * `lookup` of several addresses (one level of an alias expansion): those the cache
+   * holds without Redis, all the others in one round trip. Answers in the order asked.
+   */
+  async lookupMany(addresses: readonly string[]): Promise<Lookup[]> {
+    const all = addresses.map((a) => a.toLowerCase());
+    const found = all.map((a) => {
+      const hit = this.cache?.get(`rcpt:${a}`);
+      return hit && typeof hit === 'object' ? hit : undefined;
+    });
+    const missing = all.flatMap((a, i) => (found[i] ? [] : [{ a, i }]));
+    if (!missing.length) return found as Lookup[];
+    const generation = this.cache?.generation ?? 0;
+    const pipe = this.redis.pipeline();
+    const reads = missing.map(({ a }) => ({ from: pipe.length, read: this.queueLookup(pipe, a) }));
+    const res = await answers(pipe);
+    missing.forEach(({ a, i }, n) => {
+      const { from, read } = reads[n]!;
+      const answer = read(res.slice(from, reads[n + 1]?.from ?? res.length));
+      this.cache?.set(`rcpt:${a}`, answer, generation);
+      found[i] = answer;
+    });
+    return found as Lookup[];
+  }
+
+  /** Queues the commands that look `a` up; the function returned reads their answers. */
+  private queueLookup(pipe: ChainableCommander, a: string): (res: unknown[]) => Lookup {
     const at = a.lastIndexOf('@');
     const local = a.slice(0, at);
     const domain = a.slice(at + 1);
     const { base, tag } = splitPlus(local, this.recipientDelimiter);
     const candidates = [a, ...(tag !== null ? [`${base}@${domain}`] : [])];
-    const pipe = this.redis.pipeline().sismember('domains', domain);
+    pipe.sismember('domains', domain);
     for (const c of candidates) pipe.smembers(`alias:${c}`).exists(`account:${c}`);
     pipe.smembers(`alias:@${domain}`);
-    const res = await answers(pipe);
-    const localDomain = res[0] === 1;
-    if (!localDomain) return { localDomain, match: null };
-    for (let i = 0; i < candidates.length; i++) {
-      const aliasTargets = res[1 + i * 2] as string[] | undefined;
-      const exists = res[2 + i * 2] as number | undefined;
-      if (aliasTargets?.length)
-        return { localDomain, match: { kind: 'alias', source: candidates[i]!, targets: aliasTargets } };
-      if (exists) return { localDomain, match: { kind: 'account', account: candidates[i]! } };
-    }
-    const catchall = res[1 + candidates.length * 2] as string[] | undefined;
-    if (catchall?.length)
-      return { localDomain, match: { kind: 'catchall', source: `@${domain}`, targets: catchall } };
-    return { localDomain, match: null };
+    return (res) => {
+      const localDomain = res[0] === 1;
+      if (!localDomain) return { localDomain, match: null };
+      for (let i = 0; i < candidates.length; i++) {
+        const aliasTargets = res[1 + i * 2] as string[] | undefined;
+        const exists = res[2 + i * 2] as number | undefined;
+        if (aliasTargets?.length)
+          return { localDomain, match: { kind: 'alias', source: candidates[i]!, targets: aliasTargets } };
+        if (exists) return { localDomain, match: { kind: 'account', account: candidates[i]! } };
+      }
+      const catchall = res[1 + candidates.length * 2] as string[] | undefined;
+      if (catchall?.length)
+        return { localDomain, match: { kind: 'catchall', source: `@${domain}`, targets: catchall } };
+      return { localDomain, match: null };
+    };
   }
 
   /**
    * Expands a recipient into the accounts that get a copy and the external addresses
    * to forward to. Aliases nest; a loop or an over-deep chain stops expanding that
-   * branch (each account gets one copy however many paths lead to it).
+   * branch (each account gets one copy however many paths lead to it). Level by level:
+   * the targets of one level are looked up in one round trip (lookupMany), so an alias
+   * of a thousand members costs two round trips, not a thousand and one.
    */
   async expand(address: string): Promise<Expansion> {
+    const root = address.toLowerCase();
     const local = new Map<string, string>();
     const remote = new Set<string>();
-    const seen = new Set<string>();
-    const walk = async (addr: string, depth: number): Promise<void> => {
-      const a = addr.toLowerCase();
-      if (seen.has(a) || depth > ALIAS_RECURSION_LIMIT) return;
-      seen.add(a);
-      const { localDomain, match: m } = await this.lookup(a);
-      if (!localDomain) {
-        remote.add(a);
-        return;
+    const seen = new Set([root]);
+    let level = [root];
+    for (let depth = 0; level.length && depth <= ALIAS_RECURSION_LIMIT; depth++) {
+      const found = await this.lookupMany(level);
+      const next: string[] = [];
+      for (const [i, { localDomain, match: m }] of found.entries()) {
+        if (!localDomain) remote.add(level[i]!);
+        else if (m?.kind === 'account') {
+          if (!local.has(m.account)) local.set(m.account, root);
+        } else if (m) {
+          for (const target of m.targets) {
+            const t = target.toLowerCase();
+            if (seen.has(t)) continue;
+            seen.add(t);
+            next.push(t);
+          }
+        }
       }
-      if (!m) return;
-      if (m.kind === 'account') {
-        if (!local.has(m.account)) local.set(m.account, address.toLowerCase());
-        return;
-      }
-      for (const t of m.targets) await walk(t, depth + 1);
-    };
-    await walk(address, 0);
+      level = next;
+    }
     return { local: [...local].map(([account, via]) => ({ account, via })), remote: [...remote] };
   }
 }
