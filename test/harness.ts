@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { loadConfig } from '@mailyard/config';
 import { Directory } from '@mailyard/directory';
 import { folderDir } from '@mailyard/mailstore';
+import type { Logger } from '@mailyard/observability';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import {
   buildDelivery,
@@ -52,7 +53,8 @@ export interface Platform {
   env: Record<string, string>;
   /** The paths of a folder's messages, in new/ and cur/ (testkit's maildirMessages). */
   inbox(account: string, folder?: string): string[];
-  startDelivery(): Promise<void>;
+  /** Starts delivery; `config` is laid over the platform's delivery options (a raised limit, say). */
+  startDelivery(config?: Record<string, unknown>): Promise<void>;
   stopDelivery(): Promise<void>;
   close(): Promise<void>;
 }
@@ -62,6 +64,8 @@ export interface PlatformOptions {
   /** In place of mta-inbound's own (a policy that fails or is slow, say). */
   inboundDeps?: Partial<MtaInboundDeps>;
   delivery?: Record<string, unknown>;
+  /** Delivery's logger, in place of one at TEST_LOG_LEVEL (a test reads its lines). */
+  deliveryLogger?: Logger;
   /** Start the policy service with this config and turn policy on in mta-inbound (default: policy off). */
   policy?: Record<string, unknown>;
   /** Clock of the policy decisions, in the service and in mta-inbound (greylisting, rate limits). */
@@ -152,12 +156,18 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
       MYHOSTNAME: common.myhostname,
     },
     inbox: (account, folder = 'INBOX') => maildirMessages(folderDir(tmp.path, account, folder)),
-    async startDelivery() {
+    async startDelivery(config = {}) {
       const cfg = loadConfig(deliverySchema, {
         env: {},
-        overrides: { ...common, maildir_root: tmp.path, directory_cache_ttl: 0, ...(opts.delivery ?? {}) },
+        overrides: {
+          ...common,
+          maildir_root: tmp.path,
+          directory_cache_ttl: 0,
+          ...(opts.delivery ?? {}),
+          ...config,
+        },
       });
-      const rt = await createRuntime('delivery', cfg);
+      const rt = await createRuntime('delivery', cfg, opts.deliveryLogger);
       const svc = buildDelivery(cfg, deliveryDeps(cfg, rt));
       await rt.bus.waitConnected();
       await svc.start();

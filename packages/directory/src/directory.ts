@@ -61,8 +61,31 @@ export interface Expansion {
   remote: string[];
 }
 
-/** How deep alias chains may nest; deeper chains are treated as loops (Postfix: virtual_alias_recursion_limit). */
+/** How deep alias chains may nest (Postfix: virtual_alias_recursion_limit); a loop ends before. */
 export const ALIAS_RECURSION_LIMIT = 100;
+
+/** Addresses one recipient may expand to by default (Postfix's virtual_alias_expansion_limit). */
+export const DEFAULT_ALIAS_EXPANSION_LIMIT = 1000;
+
+/**
+ * A recipient whose aliases expand to more addresses than the limit, or nest deeper than
+ * ALIAS_RECURSION_LIMIT: a fault of the directory the operator must fix, not an answer.
+ * Postfix's cleanup defers such a recipient ("4.6.0 Alias expansion error"); so does
+ * delivery, rather than deliver a part of the expansion.
+ */
+export class AliasExpansionError extends Error {
+  override readonly name = 'AliasExpansionError';
+  constructor(
+    readonly recipient: string,
+    readonly exceeded: { kind: 'size'; reached: number; limit: number } | { kind: 'nesting'; limit: number },
+  ) {
+    super(
+      exceeded.kind === 'size'
+        ? `alias expansion of ${recipient} reached ${exceeded.reached} addresses, over the limit of ${exceeded.limit}`
+        : `alias expansion of ${recipient} nests deeper than ${exceeded.limit} levels`,
+    );
+  }
+}
 
 // Redis layout (every key under the configured prefix):
 //   domains                  SET   local domains (ASCII, lower case)
@@ -74,21 +97,24 @@ export const ALIAS_RECURSION_LIMIT = 100;
 //   directory:changed        pub/sub channel (prefixed by hand), announced on every change
 export class Directory {
   private readonly cache: LookupCache | null;
+  private readonly expansionLimit: number;
 
   /**
    * `cacheTtlMs` > 0 keeps recipient lookups in process for that long, as Postfix's
    * proxymap or Dovecot's auth cache do; every change made through this class is
    * announced on a Redis channel and empties the cache of every instance at once, so
    * the TTL only bounds staleness when that announcement is missed.
+   * `aliasExpansionLimit`: the addresses `expand` lets one recipient expand to.
    */
   constructor(
     private readonly redis: Redis,
     private readonly recipientDelimiter = '+',
-    opts: { cacheTtlMs?: number; cacheMaxEntries?: number } = {},
+    opts: { cacheTtlMs?: number; cacheMaxEntries?: number; aliasExpansionLimit?: number } = {},
   ) {
     this.cache = opts.cacheTtlMs
       ? new LookupCache(redis, opts.cacheTtlMs, opts.cacheMaxEntries ?? 50_000)
       : null;
+    this.expansionLimit = opts.aliasExpansionLimit ?? DEFAULT_ALIAS_EXPANSION_LIMIT;
   }
 
   /** Stops listening for change announcements (only started when the cache is on). */
@@ -368,8 +394,14 @@ export class Directory {
     const { match } = await this.lookup(address);
     if (!match || match.kind === 'catchall') return false;
     if (match.kind === 'account') return match.account === a;
-    const x = await this.expand(address);
-    return x.remote.length === 0 && x.local.length === 1 && x.local[0]!.account === a;
+    try {
+      const x = await this.expand(address);
+      return x.remote.length === 0 && x.local.length === 1 && x.local[0]!.account === a;
+    } catch (err) {
+      // too big or too deep to expand: it does not lead to one account alone
+      if (err instanceof AliasExpansionError) return false;
+      throw err;
+    }
   }
 
   /**
@@ -444,21 +476,39 @@ export class Directory {
 
   /**
    * Expands a recipient into the accounts that get a copy and the external addresses
-   * to forward to. Aliases nest; a loop or an over-deep chain stops expanding that
-   * branch (each account gets one copy however many paths lead to it). Level by level:
-   * the targets of one level are looked up in one round trip (lookupMany), so an alias
-   * of a thousand members costs two round trips, not a thousand and one.
+   * to forward to. Aliases nest; a loop stops at an address seen before (each account
+   * gets one copy however many paths lead to it). Level by level: the targets of one
+   * level are looked up in one round trip (lookupMany), so an alias of a thousand members
+   * costs two round trips, not a thousand and one.
+   *
+   * Throws AliasExpansionError when the recipient would expand to more addresses than
+   * the limit (as Postfix counts them: each address once, an alias replaced by its
+   * members; an address whose lookup is still to come counts as one), checked before
+   * each level is looked up, or when a chain nests deeper than ALIAS_RECURSION_LIMIT.
    */
   async expand(address: string): Promise<Expansion> {
     const root = address.toLowerCase();
     const local = new Map<string, string>();
     const remote = new Set<string>();
     const seen = new Set([root]);
+    /** Addresses reached that are not aliases: accounts, external, unknown. */
+    let reached = 0;
     let level = [root];
-    for (let depth = 0; level.length && depth <= ALIAS_RECURSION_LIMIT; depth++) {
+    for (let depth = 0; level.length; depth++) {
+      if (reached + level.length > this.expansionLimit) {
+        const exceeded = {
+          kind: 'size',
+          reached: reached + level.length,
+          limit: this.expansionLimit,
+        } as const;
+        throw new AliasExpansionError(root, exceeded);
+      }
+      if (depth > ALIAS_RECURSION_LIMIT)
+        throw new AliasExpansionError(root, { kind: 'nesting', limit: ALIAS_RECURSION_LIMIT });
       const found = await this.lookupMany(level);
       const next: string[] = [];
       for (const [i, { localDomain, match: m }] of found.entries()) {
+        if (!m || m.kind === 'account') reached++;
         if (!localDomain) remote.add(level[i]!);
         else if (m?.kind === 'account') {
           if (!local.has(m.account)) local.set(m.account, root);

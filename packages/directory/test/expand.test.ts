@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Redis } from 'ioredis';
 import { createTestRedis, type TestRedis } from '@mailyard/testkit';
-import { Directory } from '../src/index.js';
+import { ALIAS_RECURSION_LIMIT, AliasExpansionError, Directory } from '../src/index.js';
 
 let r: TestRedis;
 let admin: Directory;
@@ -54,4 +54,50 @@ test('an alias of a thousand members expands in one round trip per level of nest
     ],
   );
   assert.deepEqual([...x.remote].sort(), [...far].sort());
+});
+
+test('a recipient expanding to more addresses than the limit (1000 by default) is an error, not a part', async () => {
+  const members = remote(1001);
+  await admin.addAlias('thousand@example.test', members.slice(0, 1000));
+  assert.equal((await dir.expand('thousand@example.test')).remote.length, 1000, 'at the limit');
+  await admin.addAlias('over@example.test', members);
+  await assert.rejects(dir.expand('over@example.test'), (err) => {
+    assert.ok(err instanceof AliasExpansionError);
+    assert.deepEqual(err.exceeded, { kind: 'size', reached: 1001, limit: 1000 });
+    assert.equal(
+      err.message,
+      'alias expansion of over@example.test reached 1001 addresses, over the limit of 1000',
+    );
+    return true;
+  });
+  // a nested alias counts by its members, not as one address
+  await admin.addAlias('outer@example.test', ['thousand@example.test', 'alice@example.test']);
+  await assert.rejects(dir.expand('Outer@example.test'), {
+    name: 'AliasExpansionError',
+    recipient: 'outer@example.test',
+  });
+  // and an alias over the limit does not lead to one account alone
+  assert.equal(await dir.leadsToAlone('outer@example.test', 'alice@example.test'), false);
+  // the limit is the directory's to set
+  const roomy = new Directory(serviceRedis, '+', { aliasExpansionLimit: 1001 });
+  assert.equal((await roomy.expand('outer@example.test')).remote.length, 1000);
+  const tight = new Directory(serviceRedis, '+', { aliasExpansionLimit: 2 });
+  assert.deepEqual((await tight.expand('bob+news@example.test')).local, [
+    { account: 'bob@example.test', via: 'bob+news@example.test' },
+  ]);
+  await assert.rejects(tight.expand('sub@example.test'), AliasExpansionError);
+});
+
+test(`a chain of aliases nested deeper than ${ALIAS_RECURSION_LIMIT} levels is an error, not dropped`, async () => {
+  // chain-0 -> chain-1 -> ... -> chain-99 -> alice: alice is 100 levels down
+  const chain = (i: number) => `chain-${i}@example.test`;
+  for (let i = 0; i < ALIAS_RECURSION_LIMIT; i++)
+    await admin.addAlias(chain(i), [i + 1 < ALIAS_RECURSION_LIMIT ? chain(i + 1) : 'alice@example.test']);
+  assert.deepEqual((await dir.expand(chain(0))).local, [{ account: 'alice@example.test', via: chain(0) }]);
+  await admin.addAlias('deeper@example.test', [chain(0)]);
+  await assert.rejects(dir.expand('deeper@example.test'), (err) => {
+    assert.ok(err instanceof AliasExpansionError);
+    assert.deepEqual(err.exceeded, { kind: 'nesting', limit: ALIAS_RECURSION_LIMIT });
+    return true;
+  });
 });

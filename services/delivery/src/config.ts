@@ -8,6 +8,7 @@ import {
   quotaSchema,
 } from '@mailyard/config';
 import { MailMessages } from '@mailyard/contracts';
+import { DEFAULT_ALIAS_EXPANSION_LIMIT } from '@mailyard/directory';
 
 export const deliverySchema = z.object({
   ...commonSchema,
@@ -19,6 +20,13 @@ export const deliverySchema = z.object({
   delivery_max_attempts: positiveInt(MailMessages.delivery.failure.maxAttempts),
   /** How long the "already delivered" markers are kept, in seconds (covers any redelivery). */
   delivery_dedupe_ttl: positiveInt(14 * 24 * 3600),
+  /**
+   * Addresses one recipient may expand to through aliases, a nested alias counted by its
+   * members (Postfix: virtual_alias_expansion_limit). A recipient over it is deferred
+   * (4.6.0, logged with the count and dead-lettered after DELIVERY_MAX_ATTEMPTS runs);
+   * the message's other recipients get theirs.
+   */
+  alias_expansion_limit: positiveInt(DEFAULT_ALIAS_EXPANSION_LIMIT),
   /** Folder for mail the policy service holds as spam (quarantine). */
   junk_folder: z.string().min(1).default('Junk'),
   /** Folder for bulk/advertising mail marked by the policy service; INBOX leaves it there (e.g. Promotions). */

@@ -14,7 +14,12 @@ import {
   type Envelope,
   type MailboxChanged,
 } from '@mailyard/contracts';
-import { DirectoryUnavailableError, type Directory } from '@mailyard/directory';
+import {
+  AliasExpansionError,
+  DirectoryUnavailableError,
+  type Directory,
+  type Expansion,
+} from '@mailyard/directory';
 import type { DkimSigner } from '@mailyard/dkim';
 import { isStorageFault, MailAccount, Quotas, type MaildirStore } from '@mailyard/mailstore';
 import { MailRules } from '@mailyard/mail-rules';
@@ -48,7 +53,7 @@ function createMetrics(registry: Registry) {
   return {
     deliveries: new Counter({
       name: 'mailyard_delivery_deliveries_total',
-      help: 'Copies filed (written), skipped as already delivered (duplicate), returned (over-quota, unknown-user)',
+      help: 'Copies filed (written), skipped as already delivered (duplicate), returned (over-quota, unknown-user); recipients deferred by a run (alias-expansion)',
       labelNames: ['result'] as const,
       registers: [registry],
     }),
@@ -101,8 +106,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   const { bus, redis, directory, store, logger } = deps;
   const metrics = createMetrics(deps.registry);
   const quotas = deps.quotas ?? new Quotas(redis, config.quota_storage);
-  const copyId = (queueId: string, account: string) =>
-    `${queueId}:${createHash('sha256').update(account).digest('hex').slice(0, 16)}`;
+  const copyId = (queueId: string, account: string) => `${queueId}:${digest(account)}`;
   /** Set once the copy is settled: filed, returned or dropped. Any value means "done". */
   const markerKey = (queueId: string, account: string) => `delivered:${copyId(queueId, account)}`;
   /**
@@ -304,8 +308,8 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
    * as one added after it was accepted. One short key per message, where a record per
    * target would keep thousands of addresses for each message to a big list.
    */
-  const forwardRemote = async (env: Envelope, body: Buffer, remote: Set<string>): Promise<void> => {
-    const key = `forwarded-upto:${env.queueId}`;
+  const forwardRemote = async (env: Envelope, body: Buffer, group: RemoteGroup): Promise<void> => {
+    const { key, targets: remote } = group;
     const upto = await fromRedis(redis.get(key));
     const pending = [...remote].sort().filter((r) => upto === null || r > upto);
     if (!pending.length) {
@@ -342,15 +346,76 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     }
   };
 
+  /**
+   * The recipient's expansion, or why it is deferred: its aliases expand to more than
+   * ALIAS_EXPANSION_LIMIT addresses or nest too deep. As Postfix's cleanup
+   * ("unreasonable virtual_alias_maps map expansion size ... deferring delivery"): none
+   * of it is delivered, and the log line names it and the count, for the operator to fix
+   * the alias or raise the limit.
+   */
+  const expandOrDefer = async (env: Envelope, rcpt: string): Promise<Expansion | AliasExpansionError> => {
+    try {
+      return await directory.expand(rcpt);
+    } catch (err) {
+      if (!(err instanceof AliasExpansionError)) throw err;
+      const x = err.exceeded;
+      metrics.deliveries.inc({ result: 'alias-expansion' });
+      logger.warn(
+        { queueId: env.queueId, rcpt, status: '4.6.0', ...x },
+        x.kind === 'size'
+          ? `unreasonable alias expansion size for ${rcpt}: ${x.reached} addresses, ALIAS_EXPANSION_LIMIT is ${x.limit} -- deferring delivery`
+          : `unreasonable alias nesting for ${rcpt}: deeper than ${x.limit} levels -- deferring delivery`,
+      );
+      return err;
+    }
+  };
+
+  /**
+   * The external targets to forward, in groups that each keep their own progress record.
+   * Normally one: every recipient's, under `forwarded-upto:<qid>`. A run that defers
+   * recipients records which (`forward-deferred:<qid>`, the first such run's list; a
+   * rerun finds it): the message's record then covers the other recipients' targets
+   * only, and the targets a deferred recipient adds once it expands (the limit raised,
+   * the message run again) go under a record of their own recipients. So none of them is
+   * skipped for sorting before the first record, and none of the others is queued again.
+   */
+  const remoteGroups = async (
+    env: Envelope,
+    remoteOf: Map<string, string[]>,
+    deferred: string[],
+  ): Promise<RemoteGroup[]> => {
+    const key = `forward-deferred:${env.queueId}`;
+    const ttl = config.delivery_dedupe_ttl;
+    const recorded = deferred.length
+      ? await fromRedis(redis.set(key, JSON.stringify(deferred), 'EX', ttl, 'NX', 'GET'))
+      : await fromRedis(redis.get(key));
+    const late = new Set(recorded ? (JSON.parse(recorded) as string[]) : deferred);
+    const first = new Set<string>();
+    for (const [rcpt, targets] of remoteOf) if (!late.has(rcpt)) for (const t of targets) first.add(t);
+    const later = new Set<string>();
+    const lateRcpts = [...remoteOf.keys()].filter((rcpt) => late.has(rcpt));
+    for (const rcpt of lateRcpts) for (const t of remoteOf.get(rcpt)!) if (!first.has(t)) later.add(t);
+    const laterKey = `forwarded-upto:${env.queueId}:${digest(lateRcpts.sort().join('\n'))}`;
+    return [
+      { key: `forwarded-upto:${env.queueId}`, targets: first },
+      { key: laterKey, targets: later },
+    ].filter((g) => g.targets.size > 0);
+  };
+
   const deliver = async (env: Envelope, body: Buffer): Promise<void> => {
     const local = new Map<string, string>();
-    const remote = new Set<string>();
+    const remoteOf = new Map<string, string[]>();
     const gone: string[] = [];
+    const deferred = new Map<string, AliasExpansionError>();
     for (const rcpt of env.recipients) {
-      const x = await directory.expand(rcpt);
+      const x = await expandOrDefer(env, rcpt);
+      if (x instanceof AliasExpansionError) {
+        deferred.set(rcpt, x);
+        continue;
+      }
       if (!x.local.length && !x.remote.length) gone.push(rcpt);
       for (const l of x.local) if (!local.has(l.account)) local.set(l.account, rcpt);
-      for (const r of x.remote) remote.add(r);
+      if (x.remote.length) remoteOf.set(rcpt, x.remote);
     }
     // every copy's run ends before the message is run again: a rerun overlapping a copy
     // still being written or forwarded would write or forward it twice
@@ -372,7 +437,13 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     const failed = runs.find((r) => r.status === 'rejected');
     if (failed) throw failed.reason;
     if (gone.length) await returnGone(env, body, gone);
-    if (remote.size) await forwardRemote(env, body, remote);
+    if (remoteOf.size)
+      for (const group of await remoteGroups(env, remoteOf, [...deferred.keys()]))
+        await forwardRemote(env, body, group);
+    // the others are done: the bus runs the message again after a pause (every copy
+    // filed, returned or forwarded is skipped then) and dead-letters it with the reason
+    // after DELIVERY_MAX_ATTEMPTS runs
+    if (deferred.size) throw new RecipientsDeferred([...deferred.values()]);
   };
 
   return {
@@ -402,6 +473,25 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     },
   };
 }
+
+/** External targets forwarded under one progress record (`forwardRemote`). */
+interface RemoteGroup {
+  key: string;
+  targets: Set<string>;
+}
+
+/**
+ * A run that left recipients undelivered for now, their aliases over the limits: the
+ * message fails the run, and its dead-letter reason says why.
+ */
+class RecipientsDeferred extends Error {
+  override readonly name = 'RecipientsDeferred';
+  constructor(errors: AliasExpansionError[]) {
+    super(`4.6.0 Alias expansion error: ${errors.map((e) => e.message).join('; ')}`);
+  }
+}
+
+const digest = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 16);
 
 /** Changes to one folder within this window are announced together. */
 const EVENT_WINDOW_MS = 100;

@@ -7,12 +7,13 @@ import type { DeliveryDeps } from './delivery.js';
 
 /**
  * The production wiring of delivery, used by main.ts and by the tests (which replace
- * only what they must): recipient lookups cached for DIRECTORY_CACHE_TTL, the Maildir
- * store under MAILDIR_ROOT.
+ * only what they must): recipient lookups cached for DIRECTORY_CACHE_TTL, aliases
+ * expanded up to ALIAS_EXPANSION_LIMIT, the Maildir store under MAILDIR_ROOT.
  */
 export function defaultDeps(config: DeliveryConfig, rt: Runtime): DeliveryDeps {
   const directory = new Directory(rt.redis, config.recipient_delimiter, {
     cacheTtlMs: config.directory_cache_ttl,
+    aliasExpansionLimit: config.alias_expansion_limit,
   });
   rt.onClose(() => directory.close());
   return {

@@ -18,7 +18,8 @@ let p: Platform;
 let conn: ChannelModel;
 let ch: Channel;
 before(async () => {
-  p = await startPlatform();
+  // 2,001 addresses each, over the default ALIAS_EXPANSION_LIMIT of 1,000
+  p = await startPlatform({ delivery: { alias_expansion_limit: 5000 } });
   await addAccount(p.directory, 'ann@example.test');
   conn = await connect(p.vhost.url);
   ch = await conn.createChannel();
