@@ -38,10 +38,10 @@ export class QueueOperations {
     return n;
   }
 
-  /** Deletes a deferred message without a bounce; whether it was found. */
-  async delete(queueId: string): Promise<boolean> {
-    const found = await deleteDeferred(this.deps, queueId);
-    if (found) await this.log('queue.delete', queueId);
-    return found;
+  /** Deletes every deferred message of a queue id without a bounce; how many there were. */
+  async delete(queueId: string): Promise<number> {
+    const n = await deleteDeferred(this.deps, queueId);
+    if (n) await this.log('queue.delete', queueId, { messages: n });
+    return n;
   }
 }

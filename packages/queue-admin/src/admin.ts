@@ -16,7 +16,7 @@ import {
   parseEnvelope,
   type Envelope,
 } from '@mailyard/contracts';
-import { DeferredIndex, type DeferredEntry } from './deferred-index.js';
+import { DeferredIndex, deferredField, sameMessage, type DeferredEntry } from './deferred-index.js';
 import { withScanLease } from './scan-lease.js';
 
 /**
@@ -51,10 +51,15 @@ export interface QueueAdminDeps {
   delayQueues?: string[];
 }
 
-/** A deferred message as `show` finds it in its delay queue. */
+/**
+ * A queue id's deferred mail as `show` finds it in the delay queues: each message of it
+ * (one, or several when delivery handed outbound the queue id's recipients in several,
+ * see ./deferred-index.ts), and the header block they share.
+ */
 export interface DeferredMessage {
-  entry: DeferredEntry;
-  envelope: Envelope;
+  queueId: string;
+  /** Soonest next try first. */
+  parts: { entry: DeferredEntry; envelope: Envelope }[];
   /** The message's header block. */
   headers: string;
 }
@@ -78,9 +83,11 @@ export function delayQueuesOf(schedule: readonly string[]): string[] {
 
 /**
  * The deferred messages that are in their delay queue now, soonest next try first: the
- * ones show, retry and delete can act on. An index entry whose message is not there any
- * more (delivered or bounced while the entry was left behind, or due and taken back into
- * `outbound`) is not listed, and removed from the index unless it changed meanwhile.
+ * ones show, retry and delete can act on. A queue id may have several (./deferred-index.ts),
+ * each with its own recipients, attempts, next try and last error. An index entry whose
+ * message is not there any more (delivered or bounced while the entry was left behind, or
+ * due and taken back into `outbound`) is not listed, and removed from the index unless it
+ * changed meanwhile.
  */
 export async function listDeferred(deps: QueueAdminDeps): Promise<DeferredEntry[]> {
   const index = new DeferredIndex(deps.redis);
@@ -88,40 +95,51 @@ export async function listDeferred(deps: QueueAdminDeps): Promise<DeferredEntry[
   const present = new Set<string>();
   const queues = [...new Set(indexed.map((e) => e.entry.queue))];
   const complete = await scan(deps, queues, async (_m, env, queue) => {
-    if (env) present.add(`${queue}\0${env.queueId}`);
+    if (env) present.add(`${queue}\0${deferredField(env.queueId, env.recipients)}`);
     return 'keep';
   });
   const out: DeferredEntry[] = [];
   const now = Date.now();
-  for (const { entry, raw } of indexed) {
-    if (present.has(`${entry.queue}\0${entry.queueId}`)) out.push(entry);
+  for (const { field, entry, raw } of indexed) {
+    if (present.has(`${entry.queue}\0${deferredField(entry.queueId, entry.recipients)}`)) out.push(entry);
     // an entry is taken for gone only when no other reader held messages out of sight,
     // and once its message was due to leave the queue: one not due may still be on its
     // way back from an earlier reader (a quorum queue takes it back after the close)
-    else if (complete && Date.parse(entry.nextTry) <= now) await index.removeIfUnchanged(entry.queueId, raw);
+    else if (complete && Date.parse(entry.nextTry) <= now) await index.removeIfUnchanged(field, raw);
   }
   return out;
 }
 
-/** The index entry plus the message's envelope and headers, read from its delay queue without removing it. */
+/**
+ * Every deferred message of a queue id, with its envelope, and their headers, read from
+ * their delay queues without removing them; null when none is there.
+ */
 export async function showDeferred(deps: QueueAdminDeps, queueId: string): Promise<DeferredMessage | null> {
-  const entry = await new DeferredIndex(deps.redis).get(queueId);
-  if (!entry) return null;
-  let found: DeferredMessage | null = null;
-  await scan(deps, [entry.queue], async (m, env) => {
-    if (env?.queueId !== queueId || found) return 'keep';
+  const entries = await new DeferredIndex(deps.redis).ofQueueId(queueId);
+  if (!entries.length) return null;
+  const parts: DeferredMessage['parts'] = [];
+  let headers: string | null = null;
+  await scan(deps, [...new Set(entries.map((e) => e.queue))], async (m, env, queue) => {
+    if (env?.queueId !== queueId) return 'keep';
+    const entry = entries.find(
+      (e) =>
+        e.queue === queue && sameMessage(e, env.queueId, env.recipients) && !parts.some((p) => p.entry === e),
+    );
+    if (!entry) return 'keep';
+    parts.push({ entry, envelope: env });
     const end = m.body.indexOf('\r\n\r\n');
-    found = {
-      entry,
-      envelope: env,
-      headers: m.body.subarray(0, end === -1 ? m.body.length : end).toString('utf8'),
-    };
+    headers ??= m.body.subarray(0, end === -1 ? m.body.length : end).toString('utf8');
     return 'keep';
   });
-  return found;
+  if (headers === null) return null;
+  parts.sort((a, b) => a.entry.nextTry.localeCompare(b.entry.nextTry));
+  return { queueId, parts, headers };
 }
 
-/** Sends deferred messages back to `outbound` now (postqueue -i / -f); returns how many. */
+/**
+ * Sends deferred messages back to `outbound` now (postqueue -i / -f): every message of
+ * the queue id, or every one; returns how many.
+ */
 export async function retryDeferred(deps: QueueAdminDeps, target: RetryTarget): Promise<number> {
   const index = new DeferredIndex(deps.redis);
   let n = 0;
@@ -130,30 +148,35 @@ export async function retryDeferred(deps: QueueAdminDeps, target: RetryTarget): 
     await deps.bus.republish(m, RoutingKeys.outbound);
     // the copy is confirmed: the original goes whatever Redis says, or it is sent twice;
     // an entry left behind is dropped by the next list, which finds no message for it
-    if (env) await index.remove(env.queueId).catch(() => undefined);
+    if (env) await index.remove(env.queueId, env.recipients).catch(() => undefined);
     n++;
     return 'ack';
   });
   return n;
 }
 
-/** Deletes a deferred message without a bounce (postsuper -d); returns whether it was found. */
-export async function deleteDeferred(deps: QueueAdminDeps, queueId: string): Promise<boolean> {
+/**
+ * Deletes every deferred message of a queue id without a bounce (postsuper -d: all its
+ * recipients); returns how many there were.
+ */
+export async function deleteDeferred(deps: QueueAdminDeps, queueId: string): Promise<number> {
   const index = new DeferredIndex(deps.redis);
-  let n = 0;
+  const deleted: Envelope[] = [];
   await scan(deps, await queuesFor(deps, index, { queueId }), async (_m, env) => {
     if (env?.queueId !== queueId) return 'keep';
-    n++;
+    deleted.push(env);
     return 'ack';
   });
-  if (n) await index.remove(queueId);
-  return n > 0;
+  for (const env of deleted) await index.remove(env.queueId, env.recipients);
+  return deleted.length;
 }
 
 async function queuesFor(deps: QueueAdminDeps, index: DeferredIndex, target: RetryTarget): Promise<string[]> {
+  // the delay queues of every message of the queue id: after different numbers of
+  // attempts they wait in different ones
   if ('queueId' in target) {
-    const entry = await index.get(target.queueId);
-    if (entry) return [entry.queue];
+    const entries = await index.ofQueueId(target.queueId);
+    if (entries.length) return [...new Set(entries.map((e) => e.queue))];
   }
   const scheduled = deps.delayQueues ?? DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS.map(outboundDelayQueue);
   // and the classic queues of earlier releases, until outbound-relay has removed them

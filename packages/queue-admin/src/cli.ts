@@ -40,7 +40,8 @@ export interface QueueOps {
   list(): Promise<DeferredEntry[]>;
   show(queueId: string): Promise<DeferredMessage | null>;
   retry(target: RetryTarget): Promise<number>;
-  delete(queueId: string): Promise<boolean>;
+  /** How many messages of the queue id were deleted. */
+  delete(queueId: string): Promise<number>;
 }
 
 const plainOps = (deps: QueueAdminDeps): QueueOps => ({
@@ -67,15 +68,33 @@ function ago(iso: string, now = Date.now()): string {
 /** How long the commands wait for RabbitMQ before saying it cannot be reached. */
 const CONNECT_TIMEOUT_MS = 5000;
 
-/** mailq-like: one block per message, queue id first. */
-export function formatEntry(e: DeferredEntry): string[] {
+/**
+ * mailq-like: one block per queue id, its size, arrival and sender first, then for each
+ * of its deferred messages (one, or the several delivery split its recipients into) the
+ * attempts, next try and last error above the recipients they apply to, as mailq puts
+ * each reason above its recipients.
+ */
+export function formatQueued(entries: readonly DeferredEntry[]): string[] {
+  const [first] = entries;
+  if (!first) return [];
   return [
-    `${e.queueId}  ${e.size} bytes  received ${e.receivedAt}  from <${e.mailFrom}>`,
-    `    attempts ${e.attempts}, next try ${e.nextTry} (${ago(e.nextTry)})`,
-    `    (${(e.lastError ?? 'no error recorded').replace(/\s+/g, ' ').slice(0, 300)})`,
-    ...e.recipients.map((r) => `    ${r}`),
+    `${first.queueId}  ${first.size} bytes  received ${first.receivedAt}  from <${first.mailFrom}>`,
+    ...entries.flatMap((e) => [
+      `    attempts ${e.attempts}, next try ${e.nextTry} (${ago(e.nextTry)})`,
+      `    (${(e.lastError ?? 'no error recorded').replace(/\s+/g, ' ').slice(0, 300)})`,
+      ...e.recipients.map((r) => `    ${r}`),
+    ]),
   ];
 }
+
+/** Entries grouped by queue id, each group and the groups in the order they came (soonest first). */
+export function byQueueId(entries: readonly DeferredEntry[]): DeferredEntry[][] {
+  const groups = new Map<string, DeferredEntry[]>();
+  for (const e of entries) groups.set(e.queueId, [...(groups.get(e.queueId) ?? []), e]);
+  return [...groups.values()];
+}
+
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 export function registerQueueCommands(program: Command, ctx: QueueCommandContext): void {
   const withAdmin = <T>(fn: (admin: QueueOps) => Promise<T>): Promise<T> =>
@@ -119,7 +138,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
   queue
     .command('list')
     .description('list deferred messages: attempts, next try, last error, recipients')
-    .option('--json', 'one JSON object a line')
+    .option('--json', 'one JSON object a line, one for each part of a queue id split in several')
     .action((opts: { json?: boolean }) =>
       withAdmin(async (admin) => {
         const entries = await admin.list();
@@ -131,8 +150,11 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
           ctx.print('Mail queue is empty');
           return;
         }
-        for (const e of entries) ctx.print(formatEntry(e).join('\n') + '\n');
-        ctx.print(`-- ${entries.length} deferred message${entries.length === 1 ? '' : 's'}`);
+        const queued = byQueueId(entries);
+        for (const group of queued) ctx.print(formatQueued(group).join('\n') + '\n');
+        // counted as mailq counts them: by queue id
+        const parts = entries.length > queued.length ? ` (in ${plural(entries.length, 'part')})` : '';
+        ctx.print(`-- ${plural(queued.length, 'deferred message')}${parts}`);
       }),
     );
 
@@ -144,7 +166,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
       withAdmin(async (admin) => {
         const found = await admin.show(id);
         if (!found) throw ctx.fail(`no deferred message with queue id ${id}`);
-        for (const line of formatEntry(found.entry)) ctx.print(line);
+        for (const line of formatQueued(found.parts.map((p) => p.entry))) ctx.print(line);
         ctx.print('');
         ctx.print(found.headers);
       }),
@@ -161,18 +183,19 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
         if (id && opts.all) throw ctx.fail('use either a queue id or --all, not both');
         const n = await admin.retry(id ? { queueId: id } : { all: true });
         if (id && !n) throw ctx.fail(`no deferred message with queue id ${id}`);
-        ctx.print(`${n} message${n === 1 ? '' : 's'} queued for delivery`);
+        ctx.print(`${plural(n, 'message')} queued for delivery`);
       }),
     );
 
   queue
     .command('delete')
-    .description('delete a deferred message without a bounce (postsuper -d)')
+    .description('delete a deferred message, all its recipients, without a bounce (postsuper -d)')
     .argument('<queue-id>', 'queue id')
     .action((id: string) =>
       withAdmin(async (admin) => {
-        if (!(await admin.delete(id))) throw ctx.fail(`no deferred message with queue id ${id}`);
-        ctx.print(`deleted ${id}`);
+        const n = await admin.delete(id);
+        if (!n) throw ctx.fail(`no deferred message with queue id ${id}`);
+        ctx.print(`deleted ${id}${n > 1 ? ` (${n} parts)` : ''}`);
       }),
     );
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 
 /**
@@ -5,6 +6,17 @@ import type { Redis } from 'ioredis';
  * Redis beside the delay queues, which AMQP cannot browse or index. The relay writes an
  * entry when it defers a message and clears it when the message comes back; `mailyard
  * queue` (./admin.ts) reads it. Redis only: the message bytes stay in RabbitMQ.
+ *
+ * One entry per outbound message, not per queue id: several messages can share a queue
+ * id (delivery hands the members of an alias outside our domains to outbound in as many
+ * messages as their envelopes need, beside the message's own copy for its remote
+ * recipients), and each is deferred, comes back and is deleted on its own. An entry's
+ * field is the queue id plus a digest of the message's recipients (deferredField): what
+ * the relay wrote into the deferred copy's envelope, so it finds the same field when the
+ * copy comes back, and so does `mailyard queue` from a message it reads in a delay queue,
+ * without a new envelope field that messages already queued would lack. Two messages of
+ * a queue id for the same recipients (an address that is both a recipient and an alias
+ * member) share an entry, as they share the record of who was delivered.
  */
 
 export const DEFERRED_INDEX_KEY = 'outbound:deferred';
@@ -17,6 +29,7 @@ return 0`;
 export interface DeferredEntry {
   queueId: string;
   mailFrom: string;
+  /** The recipients of this message (of the queue id's, the ones it carries and still has to deliver). */
   recipients: string[];
   attempts: number;
   lastError: string | null;
@@ -28,21 +41,57 @@ export interface DeferredEntry {
   size: number;
 }
 
+/**
+ * The index field of the deferred message of `queueId` for `recipients` (its envelope's,
+ * in any order). Entries of earlier releases have the queue id alone as their field; they
+ * are read as any other (what a field stands for is read from its entry, see sameMessage)
+ * and go when their message comes back.
+ */
+export function deferredField(queueId: string, recipients: readonly string[]): string {
+  const digest = createHash('sha256')
+    .update(JSON.stringify([...recipients].sort()))
+    .digest('hex')
+    .slice(0, 16);
+  return `${queueId}/${digest}`;
+}
+
+/** Whether an entry is the one of the message of `queueId` for `recipients`. */
+export function sameMessage(entry: DeferredEntry, queueId: string, recipients: readonly string[]): boolean {
+  return deferredField(entry.queueId, entry.recipients) === deferredField(queueId, recipients);
+}
+
+/** An entry with the field it is stored under and the text it was read as (for removeIfUnchanged). */
+export interface StoredEntry {
+  field: string;
+  entry: DeferredEntry;
+  raw: string;
+}
+
 /** The Redis index of deferred messages (written by outbound-relay, read by the CLI). */
 export class DeferredIndex {
   constructor(private readonly redis: Redis) {}
 
   async add(entry: DeferredEntry): Promise<void> {
-    await this.redis.hset(DEFERRED_INDEX_KEY, entry.queueId, JSON.stringify(entry));
+    await this.redis.hset(
+      DEFERRED_INDEX_KEY,
+      deferredField(entry.queueId, entry.recipients),
+      JSON.stringify(entry),
+    );
   }
 
-  async remove(queueId: string): Promise<void> {
-    await this.redis.hdel(DEFERRED_INDEX_KEY, queueId);
-  }
-
-  async get(queueId: string): Promise<DeferredEntry | null> {
+  /** Removes the entry of the message of `queueId` for `recipients` (back from its delay queue, or deleted). */
+  async remove(queueId: string, recipients: readonly string[]): Promise<void> {
+    await this.redis.hdel(DEFERRED_INDEX_KEY, deferredField(queueId, recipients));
+    // and one an earlier release wrote for the same message under the queue id alone
+    // (one for another message of the queue id stays)
     const raw = await this.redis.hget(DEFERRED_INDEX_KEY, queueId);
-    return raw ? (JSON.parse(raw) as DeferredEntry) : null;
+    if (raw && sameMessage(JSON.parse(raw) as DeferredEntry, queueId, recipients))
+      await this.removeIfUnchanged(queueId, raw);
+  }
+
+  /** The entries of every deferred message of a queue id, soonest next try first. */
+  async ofQueueId(queueId: string): Promise<DeferredEntry[]> {
+    return (await this.entries()).filter((e) => e.entry.queueId === queueId).map((e) => e.entry);
   }
 
   /** Every deferred message, soonest next try first. */
@@ -50,16 +99,16 @@ export class DeferredIndex {
     return (await this.entries()).map((e) => e.entry);
   }
 
-  /** The entries with the text they were read as (for removeIfUnchanged). */
-  async entries(): Promise<{ entry: DeferredEntry; raw: string }[]> {
+  /** The entries with their fields and the text they were read as, soonest next try first. */
+  async entries(): Promise<StoredEntry[]> {
     const all = await this.redis.hgetall(DEFERRED_INDEX_KEY);
-    return Object.values(all)
-      .map((raw) => ({ entry: JSON.parse(raw) as DeferredEntry, raw }))
+    return Object.entries(all)
+      .map(([field, raw]) => ({ field, entry: JSON.parse(raw) as DeferredEntry, raw }))
       .sort((a, b) => a.entry.nextTry.localeCompare(b.entry.nextTry));
   }
 
   /** Removes an entry unless it changed since it was read as `raw` (deferred again meanwhile). */
-  async removeIfUnchanged(queueId: string, raw: string): Promise<void> {
-    await this.redis.eval(REMOVE_IF_UNCHANGED, 1, DEFERRED_INDEX_KEY, queueId, raw);
+  async removeIfUnchanged(field: string, raw: string): Promise<void> {
+    await this.redis.eval(REMOVE_IF_UNCHANGED, 1, DEFERRED_INDEX_KEY, field, raw);
   }
 }

@@ -359,10 +359,12 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
   const handle = async (env: Envelope, d: Delivery): Promise<void> => {
     const log = logger.child({ queueId: env.queueId });
     // back from a delay queue: deferred after an attempt, or only because the destination
-    // was busy (no attempt counted, but a lastError and an index entry all the same)
+    // was busy (no attempt counted, but a lastError and an index entry all the same); its
+    // entry is the one for its recipients, the queue id's other messages keep theirs
     // Before any attempt, Redis failing holds the message (the bus runs it again when
     // Redis answers): sending without knowing what was settled could send twice.
-    if (env.attempts > 0 || env.lastError !== null) await holdOnFailure('Redis', index.remove(env.queueId));
+    if (env.attempts > 0 || env.lastError !== null)
+      await holdOnFailure('Redis', index.remove(env.queueId, env.recipients));
 
     // Redelivery (a killed instance, a broker restart): skip recipients already settled.
     const done = await holdOnFailure('Redis', redis.mget(env.recipients.map((r) => doneKey(env.queueId, r))));

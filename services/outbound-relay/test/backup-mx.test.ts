@@ -5,6 +5,7 @@ import { waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import {
   dsnIn,
+  entryOf,
   envelope,
   freePort,
   queueOutbound,
@@ -102,11 +103,11 @@ async function noneDeferred(sent: Awaited<ReturnType<typeof send>>): Promise<voi
     { what: 'an outcome for every recipient' },
   );
   assert.equal(now.deferred, sent.before.deferred, 'nothing waits for a retry');
-  assert.equal(await index.get(sent.queueId), null);
+  assert.equal(await entryOf(index, sent.queueId), null);
 }
 
 /** The message's entry in the deferred index, once it waits for its next attempt. */
-const deferredEntry = (queueId: string) => waitFor(() => index.get(queueId), { what: 'the deferral' });
+const deferredEntry = (queueId: string) => waitFor(() => entryOf(index, queueId), { what: 'the deferral' });
 
 describe('a temporary refusal at an MX host that is not the last', () => {
   test('451 to one RCPT: that recipient goes to the backup MX at once', { timeout: 30_000 }, async () => {

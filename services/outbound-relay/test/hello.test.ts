@@ -13,6 +13,7 @@ import {
   type RelayHandle,
   type RemoteMta,
   type ScriptedMta,
+  entryOf,
 } from './helpers.js';
 
 // What a refused greeting, EHLO or HELO means (RFC 5321 §3.1, §3.2, §4.1.4; Postfix
@@ -106,7 +107,7 @@ describe('greeting, EHLO and HELO refused', () => {
       dsn,
       /Diagnostic-Code: smtp; host mx\.refusing\.test\[127\.0\.0\.52\] refused to talk to me: 550 5\.7\.1 Your network is not welcome here \(in reply to HELO command\)\r\n/,
     );
-    assert.equal(await new DeferredIndex(p.redis.redis).get(env.queueId), null, 'not deferred');
+    assert.equal(await entryOf(new DeferredIndex(p.redis.redis), env.queueId), null, 'not deferred');
     assert.deepEqual(
       refusing.commands.map((c) => c.split(' ')[0]).filter((v) => v !== 'QUIT'),
       ['EHLO', 'HELO'],
@@ -128,7 +129,7 @@ describe('greeting, EHLO and HELO refused', () => {
 
   test('554 greeting and no other MX: deferred, not bounced', async () => {
     const env = await send('frank@only-unwelcoming.test', 'greeting-554-only');
-    const entry = await waitFor(() => new DeferredIndex(p.redis.redis).get(env.queueId), {
+    const entry = await waitFor(() => entryOf(new DeferredIndex(p.redis.redis), env.queueId), {
       what: 'the deferral',
     });
     assert.match(entry.lastError ?? '', /refused to talk to me: 554 5\.7\.1 No SMTP service here/);

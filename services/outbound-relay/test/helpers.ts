@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { loadConfig, selfSignedCertificate } from '@mailyard/config';
 import { ENVELOPE_VERSION, RoutingKeys, type Envelope } from '@mailyard/contracts';
+import type { DeferredEntry, DeferredIndex } from '@mailyard/queue-admin';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import { newQueueId } from '@mailyard/smtp-core';
 import { freePort } from '@mailyard/testkit';
@@ -229,6 +230,13 @@ export function envelope(from: string, to: string[], extra: Partial<Envelope> = 
     lastError: null,
     ...extra,
   };
+}
+
+/** The deferred-index entry of a test's message (one outbound message for its queue id), or null. */
+export async function entryOf(index: DeferredIndex, queueId: string): Promise<DeferredEntry | null> {
+  const [entry, ...more] = await index.ofQueueId(queueId);
+  if (more.length) throw new Error(`${queueId} has ${more.length + 1} index entries`);
+  return entry ?? null;
 }
 
 /** Queues a message for outbound the way mta-inbound and msa do (confirmed publish). */

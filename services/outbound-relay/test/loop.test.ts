@@ -5,6 +5,7 @@ import { waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import {
   dsnIn,
+  entryOf,
   freePort,
   sendFromAlice,
   startRelay,
@@ -118,7 +119,7 @@ describe('mail that would come back to us', () => {
 
   test('as a backup MX with no better MX to reach: deferred 4.4.4, not bounced', async () => {
     const env = await send('erin@orphan.test', 'orphan-mx');
-    const entry = await waitFor(() => new DeferredIndex(p.redis.redis).get(env.queueId), {
+    const entry = await waitFor(() => entryOf(new DeferredIndex(p.redis.redis), env.queueId), {
       what: 'the deferral',
     });
     assert.match(entry.lastError ?? '', /unable to find primary relay for orphan\.test/);
@@ -136,7 +137,7 @@ describe('mail that would come back to us', () => {
 
   test('the same server as a backup MX: deferred 4.4.6 while the primary is down', async () => {
     const env = await send('gina@mirror-backup.test', 'mirror-backup');
-    const entry = await waitFor(() => new DeferredIndex(p.redis.redis).get(env.queueId), {
+    const entry = await waitFor(() => entryOf(new DeferredIndex(p.redis.redis), env.queueId), {
       what: 'the deferral',
     });
     assert.match(entry.lastError ?? '', /mail for mirror-backup\.test loops back to myself/);

@@ -1,14 +1,15 @@
 import assert from 'node:assert/strict';
 import { after, before, test, type TestContext } from 'node:test';
 import { Command } from 'commander';
-import { MAIL_EXCHANGE, MailMessages, RoutingKeys } from '@mailyard/contracts';
+import { MAIL_EXCHANGE, MailMessages, RoutingKeys, type Envelope } from '@mailyard/contracts';
 import { registerQueueCommands } from '@mailyard/queue-admin/cli';
-import { DeferredIndex, retryDeferred } from '@mailyard/queue-admin';
+import { DEFERRED_INDEX_KEY, DeferredIndex, retryDeferred, type DeferredEntry } from '@mailyard/queue-admin';
 import { withScanLease } from '@mailyard/queue-admin/scan-lease';
 import { removeEmptyQueues } from '../src/legacy-queues.js';
 import { queueDepth, waitFor } from '@mailyard/testkit';
 import { startPlatform, type Platform } from '../../../test/harness.js';
 import {
+  entryOf,
   envelope,
   freePort,
   queueOutbound,
@@ -163,7 +164,7 @@ test('list shows only what show, delete and retry find: a stale index entry is n
   assert.equal(list.err, null);
   assert.doesNotMatch(list.out, /GoneAway12345678/);
   assert.match((await queueCmd('show', 'GoneAway12345678')).err?.message ?? '', /no deferred message/);
-  assert.equal(await index.get('GoneAway12345678'), null, 'the stale entry is dropped from the index');
+  assert.equal(await entryOf(index, 'GoneAway12345678'), null, 'the stale entry is dropped from the index');
 
   // one whose next try is still ahead may be a message on its way back from a reader
   await index.add({
@@ -178,8 +179,8 @@ test('list shows only what show, delete and retry find: a stale index entry is n
     size: 100,
   });
   assert.doesNotMatch((await queueCmd('list')).out, /NotDueYet1234567/);
-  assert.notEqual(await index.get('NotDueYet1234567'), null, 'kept until its next try has passed');
-  await index.remove('NotDueYet1234567');
+  assert.notEqual(await entryOf(index, 'NotDueYet1234567'), null, 'kept until its next try has passed');
+  await index.remove('NotDueYet1234567', ['full@later.test']);
 });
 
 test(
@@ -225,7 +226,7 @@ test(
     const env = envelope('once@example.test', ['full@later.test']);
     await queueOutbound(p, env, simpleMessage(env.mailFrom, 'full@later.test', 'retried-once'));
     const index = new DeferredIndex(p.redis.redis);
-    await waitFor(() => index.get(env.queueId), { what: 'deferred' });
+    await waitFor(() => entryOf(index, env.queueId), { what: 'deferred' });
     accept = true;
     // as a Redis that turned read-only (a failover) answers the HDEL
     const redis = p.redis.redis;
@@ -277,12 +278,12 @@ test(
     await waitFor(() => hold, { what: 'the first message in DATA' });
     await queueOutbound(q, second, simpleMessage('b@example.test', 'x@busy.test', 'busy-two'));
     const index = new DeferredIndex(q.redis.redis);
-    await waitFor(() => index.get(second.queueId), { what: 'the second message deferred' });
+    await waitFor(() => entryOf(index, second.queueId), { what: 'the second message deferred' });
     // let every DATA through from now on
     busy.behaviour.data = undefined;
     hold!();
     await waitFor(() => busy.received.length === 2, { what: 'both delivered', timeoutMs: 60_000 });
-    await waitFor(async () => (await index.get(second.queueId)) === null, {
+    await waitFor(async () => (await entryOf(index, second.queueId)) === null, {
       what: 'the index entry cleared',
     });
     assert.match((await queueCmdOn(q, '200ms', 'list')).out, /Mail queue is empty/);
@@ -381,5 +382,146 @@ test(
     await waitFor(() => old.received.some((m) => m.data.toString().includes('Subject: left-over')), {
       what: 'the left-over message delivered',
     });
+  },
+);
+
+test(
+  'the messages of one queue id: each listed and shown, one coming back leaves the others, delete takes all',
+  { timeout: 120_000 },
+  async (t) => {
+    const port = await freePort();
+    const q = await platformWithMx(t, 'parts.test', '127.0.0.16');
+    // early@ is taken at its second try, the others never
+    const remote = await startRemoteMta('127.0.0.16', port, {
+      rcpt: (a, n) =>
+        a === 'early@parts.test' && n > 1 ? undefined : { code: 452, message: '4.2.2 Mailbox full' },
+    });
+    t.after(() => remote.close());
+    const schedule = '1s, 1h, 2h';
+    const own = await startRelay(q, {
+      outbound_port: port,
+      outbound_retry_schedule: schedule,
+      delay_warning_time: 0,
+    });
+    t.after(() => own.stop());
+    const queueCmdHere = (...args: string[]) => queueCmdOn(q, schedule, ...args);
+
+    // as delivery hands outbound the members of an alias outside our domains: several
+    // messages under the message's queue id, here after different numbers of attempts,
+    // so that they wait in different delay queues
+    const base = envelope('ann@example.test', ['early@parts.test']);
+    const part = (recipients: string[], attempts: number) =>
+      queueOutbound(
+        q,
+        { ...base, recipients, attempts, lastError: attempts ? '452 4.2.2 Mailbox full' : null },
+        simpleMessage(base.mailFrom, 'list@example.test', 'split-in-parts'),
+      );
+    await part(['mid@parts.test'], 1);
+    await part(['late1@parts.test', 'late2@parts.test'], 2);
+    for (const queue of ['outbound.retry.1h', 'outbound.retry.2h'])
+      await waitFor(async () => (await queueDepth(q.vhost.name, queue)) === 1, { what: `one in ${queue}` });
+    await waitFor(async () => (await new DeferredIndex(q.redis.redis).list()).length === 2, {
+      what: 'both indexed',
+    });
+
+    const recipientsIn = (out: string) =>
+      ['early', 'mid', 'late1', 'late2'].filter((r) => out.includes(`${r}@parts.test`));
+    const list = await queueCmdHere('list');
+    assert.equal(list.err, null);
+    assert.deepEqual(recipientsIn(list.out), ['mid', 'late1', 'late2'], list.out);
+    assert.equal(list.out.split(base.queueId).length - 1, 1, 'one block for the queue id, as mailq');
+    assert.match(list.out, /attempts 2, next try .*\n.*\n {4}mid@parts\.test/);
+    assert.match(list.out, /attempts 3, next try .*\n.*\n {4}late1@parts\.test\n {4}late2@parts\.test/);
+    assert.match(list.out, /-- 1 deferred message \(in 2 parts\)/);
+    const json = (await queueCmdHere('list', '--json')).out.trim().split('\n');
+    assert.deepEqual(
+      json.map((l) => (JSON.parse(l) as { queueId: string; queue: string }).queue),
+      ['outbound.retry.1h', 'outbound.retry.2h'],
+    );
+    const show = await queueCmdHere('show', base.queueId);
+    assert.equal(show.err, null);
+    assert.deepEqual(recipientsIn(show.out), ['mid', 'late1', 'late2'], show.out);
+    assert.match(show.out, /Subject: split-in-parts/);
+
+    // another message of the queue id is deferred, comes back a second later and is delivered
+    await part(['early@parts.test'], 0);
+    await waitFor(() => remote.received.some((m) => m.to.includes('early@parts.test')), {
+      what: 'the early part delivered at its second try',
+    });
+    const after = await queueCmdHere('list');
+    assert.deepEqual(recipientsIn(after.out), ['mid', 'late1', 'late2'], after.out);
+    assert.equal((await new DeferredIndex(q.redis.redis).ofQueueId(base.queueId)).length, 2);
+
+    const del = await queueCmdHere('delete', base.queueId);
+    assert.equal(del.err, null);
+    assert.match(del.out, new RegExp(`deleted ${base.queueId} \\(2 parts\\)`));
+    // the broker applies the acknowledgements after the command's channel has closed
+    for (const queue of ['outbound.retry.1h', 'outbound.retry.2h'])
+      await waitFor(async () => (await queueDepth(q.vhost.name, queue)) === 0, { what: `${queue} emptied` });
+    assert.match((await queueCmdHere('list')).out, /Mail queue is empty/);
+    assert.deepEqual(await new DeferredIndex(q.redis.redis).ofQueueId(base.queueId), []);
+  },
+);
+
+test(
+  'index entries of an earlier release, keyed by queue id alone: listed, and gone with their message only',
+  { timeout: 120_000 },
+  async (t) => {
+    const port = await freePort();
+    const q = await platformWithMx(t, 'old-index.test', '127.0.0.17');
+    const remote = await startRemoteMta('127.0.0.17', port);
+    t.after(() => remote.close());
+    const schedule = '1s, 1h';
+    const own = await startRelay(q, { outbound_port: port, outbound_retry_schedule: schedule });
+    t.after(() => own.stop());
+    const bus = q.inboundRt.bus;
+    /** A message deferred by an earlier release: in its delay queue, indexed under its queue id. */
+    const deferredBefore = async (env: Envelope, delayMs: number, indexed: boolean) => {
+      await bus.publishDelayed(
+        delayMs,
+        Buffer.from(simpleMessage(env.mailFrom, env.recipients[0]!, 'old')),
+        env,
+      );
+      if (!indexed) return;
+      const entry: DeferredEntry = {
+        queueId: env.queueId,
+        mailFrom: env.mailFrom,
+        recipients: env.recipients,
+        attempts: env.attempts,
+        lastError: env.lastError,
+        receivedAt: env.receivedAt,
+        nextTry: new Date(Date.now() + delayMs).toISOString(),
+        queue: `outbound.retry.${delayMs === 1000 ? '1s' : '1h'}`,
+        size: 100,
+      };
+      await q.redis.redis.hset(DEFERRED_INDEX_KEY, env.queueId, JSON.stringify(entry));
+    };
+    const tried = { attempts: 1, lastError: '452 4.2.2 Mailbox full' };
+    const back = envelope('ann@example.test', ['back@old-index.test'], tried);
+    const stays = envelope('ben@example.test', ['stays@old-index.test'], tried);
+    const another = { ...stays, recipients: ['another@old-index.test'] };
+    await deferredBefore(stays, 3_600_000, true);
+    await deferredBefore(back, 1000, true);
+    // a message of the same queue id as `stays`, whose entry the old index had lost to it
+    await deferredBefore(another, 1000, false);
+    await waitFor(() => remote.received.length === 2, { what: 'both due messages delivered' });
+    const index = new DeferredIndex(q.redis.redis);
+    await waitFor(async () => !(await index.ofQueueId(back.queueId)).length, {
+      what: "the returned message's old entry removed",
+    });
+    assert.deepEqual(
+      (await index.ofQueueId(stays.queueId)).map((e) => e.recipients),
+      [['stays@old-index.test']],
+      "the other message's entry kept",
+    );
+
+    const list = await queueCmdOn(q, schedule, 'list');
+    assert.match(
+      list.out,
+      new RegExp(`${stays.queueId} .* from <ben@example\\.test>[^]*stays@old-index\\.test`),
+    );
+    const del = await queueCmdOn(q, schedule, 'delete', stays.queueId);
+    assert.equal(del.err, null);
+    assert.deepEqual(await index.ofQueueId(stays.queueId), []);
   },
 );

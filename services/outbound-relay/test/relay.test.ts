@@ -10,6 +10,7 @@ import { addAccount, startPlatform, type Platform } from '../../../test/harness.
 import { httpsPolicyFetcher } from '../src/index.js';
 import {
   counterValue,
+  entryOf,
   envelope,
   freePort,
   queueOutbound,
@@ -310,7 +311,7 @@ describe('retries', () => {
     const env = envelope('alice@example.test', ['retry@single.test']);
     const index = new DeferredIndex(p.redis.redis);
     await queueOutbound(p, env, simpleMessage('alice@example.test', 'retry@single.test', 'greylisted'));
-    const entry = await waitFor(() => index.get(env.queueId), { what: 'deferred index entry' });
+    const entry = await waitFor(() => entryOf(index, env.queueId), { what: 'deferred index entry' });
     // (a slow poll may first see the second deferral)
     assert.ok(entry.attempts === 1 || entry.attempts === 2);
     assert.match(entry.lastError ?? '', /451 4\.7\.1 Greylisted/);
@@ -318,7 +319,7 @@ describe('retries', () => {
     const got = await waitFor(() => receivedBy(mx1, 'greylisted'), { what: 'delivery after retries' });
     assert.deepEqual(got.to, ['retry@single.test']);
     assert.equal(mx1.rcptAttempts.get('retry@single.test'), 3);
-    assert.equal(await index.get(env.queueId), null, 'index entry removed once the message came back');
+    assert.equal(await entryOf(index, env.queueId), null, 'index entry removed once the message came back');
     assert.equal(bounceFor('greylisted'), undefined);
   });
 
@@ -581,7 +582,7 @@ describe('MTA-STS', () => {
     await queueOutbound(p, env, simpleMessage('alice@example.test', 'frank@secure.test', 'sts-enforce'));
     const entry = await waitFor(
       async () => {
-        const e = await index.get(env.queueId);
+        const e = await entryOf(index, env.queueId);
         return e && e.attempts >= 2 ? e : null;
       },
       { what: 'two deferred attempts' },

@@ -6,6 +6,7 @@ import { DeferredIndex } from '@mailyard/queue-admin';
 import { tempDir, waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import {
+  entryOf,
   envelope,
   freePort,
   queueOutbound,
@@ -88,7 +89,7 @@ test('refused credentials defer (never bounce), and nothing is sent', async () =
     const env = envelope('alice@example.test', ['yan@faraway.test']);
     await queueOutbound(p, env, simpleMessage('alice@example.test', 'yan@faraway.test', 'bad-credentials'));
     const index = new DeferredIndex(p.redis.redis);
-    const entry = await waitFor(() => index.get(env.queueId));
+    const entry = await waitFor(() => entryOf(index, env.queueId));
     assert.match(entry.lastError ?? '', /SASL authentication failed.*535/);
     assert.equal(p.inbox('alice@example.test').length, 0, 'no bounce');
   } finally {
@@ -120,7 +121,7 @@ test('a relayhost that refuses HELO with 5xx: deferred, never bounced', async ()
     await addAccount(q.directory, 'alice@example.test');
     const env = envelope('alice@example.test', ['xena@faraway.test']);
     await queueOutbound(q, env, simpleMessage('alice@example.test', 'xena@faraway.test', 'helo-refused'));
-    const entry = await waitFor(() => new DeferredIndex(q.redis.redis).get(env.queueId), {
+    const entry = await waitFor(() => entryOf(new DeferredIndex(q.redis.redis), env.queueId), {
       what: 'the deferral',
     });
     assert.match(

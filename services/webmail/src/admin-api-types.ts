@@ -70,7 +70,10 @@ export interface AdminAppPassword {
   lastIp?: string;
 }
 
-/** GET /api/admin/queue */
+/**
+ * GET /api/admin/queue: one per deferred message; a queue id whose recipients delivery
+ * handed outbound in several messages has one for each, with the same queueId.
+ */
 export interface AdminQueueEntry {
   queueId: string;
   mailFrom: string;
@@ -83,9 +86,10 @@ export interface AdminQueueEntry {
   size: number;
 }
 
-/** GET /api/admin/queue/:id */
+/** GET /api/admin/queue/:id: every deferred message of the queue id, soonest next try first. */
 export interface AdminQueueMessage {
-  entry: AdminQueueEntry;
+  queueId: string;
+  parts: AdminQueueEntry[];
   headers: string;
 }
 

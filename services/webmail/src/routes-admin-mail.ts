@@ -48,7 +48,7 @@ export function registerAdminMailRoutes(app: FastifyInstance, ctx: Ctx): void {
       const { id } = parse(queueId, req.params);
       const found = await ops.queue(queue()).show(id);
       if (!found) throw noSuchQueued(id);
-      return { entry: found.entry, headers: found.headers };
+      return { queueId: found.queueId, parts: found.parts.map((p) => p.entry), headers: found.headers };
     }),
   );
 
@@ -71,8 +71,9 @@ export function registerAdminMailRoutes(app: FastifyInstance, ctx: Ctx): void {
     '/api/admin/queue/:id',
     adminRoute(ctx, async (req, { ops }) => {
       const { id } = parse(queueId, req.params);
-      if (!(await ops.queue(queue()).delete(id))) throw noSuchQueued(id);
-      return { deleted: id };
+      const n = await ops.queue(queue()).delete(id);
+      if (!n) throw noSuchQueued(id);
+      return { deleted: id, messages: n };
     }),
   );
 

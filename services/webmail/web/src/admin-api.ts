@@ -91,7 +91,7 @@ export const admin = {
     call<{ retried: number }>('POST', `/api/admin/queue/${encodeURIComponent(id)}/retry`, {}),
   retryAll: () => call<{ retried: number }>('POST', '/api/admin/queue/retry-all', {}),
   deleteQueued: (id: string) =>
-    call<{ deleted: string }>('DELETE', `/api/admin/queue/${encodeURIComponent(id)}`),
+    call<{ deleted: string; messages: number }>('DELETE', `/api/admin/queue/${encodeURIComponent(id)}`),
 
   policy: () => call<AdminPolicy>('GET', '/api/admin/policy'),
   setList: (list: string, entries: string[]) =>

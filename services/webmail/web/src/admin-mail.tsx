@@ -4,10 +4,20 @@ import { admin, type AdminExplain, type AdminQueueEntry } from './admin-api.ts';
 import { AdminTable, Card, LoadError, Outcome, useAction, useLoad, when } from './admin-ui.tsx';
 import { formatSize } from './format.ts';
 
+/**
+ * The entries grouped by queue id, in the order they came: a queue id whose recipients
+ * went to outbound in several messages is one item, as mailq shows one per queue id.
+ */
+function byQueueId(entries: AdminQueueEntry[]): AdminQueueEntry[][] {
+  const groups = new Map<string, AdminQueueEntry[]>();
+  for (const e of entries) groups.set(e.queueId, [...(groups.get(e.queueId) ?? []), e]);
+  return [...groups.values()];
+}
+
 export function QueuePage() {
   const { data, error, reload } = useLoad(() => admin.queue());
   const act = useAction();
-  const [shown, setShown] = useState<{ entry: AdminQueueEntry; headers: string } | null>(null);
+  const [shown, setShown] = useState<{ queueId: string; headers: string } | null>(null);
   const run = (fn: () => Promise<string>) =>
     void act.run(async () => {
       const text = await fn();
@@ -22,49 +32,57 @@ export function QueuePage() {
       <LoadError error={error} />
       {data && !data.messages.length && <p role="status">The queue is empty.</p>}
       <ul class="queue-list" aria-label="Deferred messages">
-        {data?.messages.map((m) => (
-          <li key={m.queueId}>
-            <div>
-              <strong>{m.queueId}</strong> from &lt;{m.mailFrom}&gt; to {m.recipients.join(', ')}
-            </div>
-            <p class="fineprint">
-              {formatSize(m.size)} · received {when(m.receivedAt)} · {m.attempts} attempts · next try{' '}
-              {when(m.nextTry)}
-            </p>
-            {m.lastError && <p class="last-error">{m.lastError}</p>}
-            <div class="actions">
-              <button
-                onClick={() => void act.run(async () => setShown(await admin.queued(m.queueId)))}
-                aria-label={`Show ${m.queueId}`}
-              >
-                Show
-              </button>
-              <button
-                onClick={() =>
-                  run(async () => (await admin.retry(m.queueId), `${m.queueId} goes out again now`))
-                }
-                aria-label={`Retry ${m.queueId} now`}
-              >
-                Retry now
-              </button>
-              <button
-                class="danger"
-                onClick={() => {
-                  if (confirm(`Delete ${m.queueId} without telling the sender?`))
-                    run(async () => (await admin.deleteQueued(m.queueId), `Deleted ${m.queueId}`));
-                }}
-                aria-label={`Delete ${m.queueId}`}
-              >
-                Delete
-              </button>
-            </div>
-            {shown?.entry.queueId === m.queueId && (
-              <pre class="headers" aria-label={`Headers of ${m.queueId}`}>
-                {shown.headers}
-              </pre>
-            )}
-          </li>
-        ))}
+        {byQueueId(data?.messages ?? []).map((parts) => {
+          const m = parts[0]!;
+          return (
+            <li key={m.queueId}>
+              <div>
+                <strong>{m.queueId}</strong> from &lt;{m.mailFrom}&gt; · {formatSize(m.size)} · received{' '}
+                {when(m.receivedAt)}
+              </div>
+              {parts.map((part) => (
+                <div key={part.recipients.join(',')}>
+                  <div>to {part.recipients.join(', ')}</div>
+                  <p class="fineprint">
+                    {part.attempts} attempts · next try {when(part.nextTry)}
+                  </p>
+                  {part.lastError && <p class="last-error">{part.lastError}</p>}
+                </div>
+              ))}
+              <div class="actions">
+                <button
+                  onClick={() => void act.run(async () => setShown(await admin.queued(m.queueId)))}
+                  aria-label={`Show ${m.queueId}`}
+                >
+                  Show
+                </button>
+                <button
+                  onClick={() =>
+                    run(async () => (await admin.retry(m.queueId), `${m.queueId} goes out again now`))
+                  }
+                  aria-label={`Retry ${m.queueId} now`}
+                >
+                  Retry now
+                </button>
+                <button
+                  class="danger"
+                  onClick={() => {
+                    if (confirm(`Delete ${m.queueId}, for all its recipients, without telling the sender?`))
+                      run(async () => (await admin.deleteQueued(m.queueId), `Deleted ${m.queueId}`));
+                  }}
+                  aria-label={`Delete ${m.queueId}`}
+                >
+                  Delete
+                </button>
+              </div>
+              {shown?.queueId === m.queueId && (
+                <pre class="headers" aria-label={`Headers of ${m.queueId}`}>
+                  {shown.headers}
+                </pre>
+              )}
+            </li>
+          );
+        })}
       </ul>
       <p class="inline-form">
         <button onClick={() => void reload()}>Refresh</button>
