@@ -428,6 +428,17 @@ function alike(
   return recipients.map((recipient) => ({ kind, recipient, status, reason, remoteMta }));
 }
 
+/** The 421 with which the server closed the session in a transaction, and the command it answered. */
+function closingReply(res: TransactionResult): { reply: SmtpReply; command: string } | null {
+  if (res.mail.code === 421) return { reply: res.mail, command: 'MAIL FROM' };
+  const rcpt = res.rcpts.find((r) => r.code === 421);
+  if (rcpt) return { reply: rcpt, command: 'RCPT TO' };
+  return res.data?.code === 421 ? { reply: res.data, command: 'end of DATA' } : null;
+}
+
+const closingReason = (closing: { reply: SmtpReply; command: string }, c: SmtpClient) =>
+  `host ${c.peer} said: ${replyText(closing.reply)} (in reply to ${closing.command} command)`;
+
 /** Each recipient's outcome of one transaction. */
 function transactionOutcomes(
   recipients: string[],
@@ -435,11 +446,14 @@ function transactionOutcomes(
   c: SmtpClient,
   mta: string,
 ): RecipientOutcome[] {
+  // a 421 to a RCPT is the reason for every recipient that did not get its message: the
+  // server closed the session with it and answered nothing more
+  const closing = closingReply(res);
   const lost = (recipient: string): RecipientOutcome => ({
     kind: 'deferred',
     recipient,
-    status: '4.4.2',
-    reason: `lost connection with ${c.peer}`,
+    status: closing ? statusOf(closing.reply) : '4.4.2',
+    reason: closing ? closingReason(closing, c) : `lost connection with ${c.peer}`,
     remoteMta: mta,
   });
   if (res.mail.code !== 250)
@@ -495,6 +509,7 @@ async function inBatches(
   const outcomes: RecipientOutcome[] = [];
   let sent = 0;
   let reason: string | null = null;
+  let status = '4.4.2';
   let closing = false;
   while (sent < msg.recipients.length) {
     const batch = msg.recipients.slice(sent, sent + limit);
@@ -521,15 +536,21 @@ async function inBatches(
     // recorded now, as Postfix marks each recipient done after its transaction
     const delivered = done.filter((o) => o.kind === 'delivered').map((o) => o.recipient);
     if (delivered.length && onDelivered) await onDelivered(delivered);
-    // 421: the server is closing the session (RFC 5321 §3.8)
-    closing = [res.mail, ...res.rcpts, res.data].some((r) => r?.code === 421);
-    if (closing) break;
+    // 421: the server is closing the session (RFC 5321 §3.8); its reply is the reason
+    // the batches after this one were not sent
+    const closed = closingReply(res);
+    closing = closed !== null;
+    if (closed) {
+      reason = closingReason(closed, c);
+      status = statusOf(closed.reply);
+      break;
+    }
   }
   for (const recipient of msg.recipients.slice(sent))
     outcomes.push({
       kind: 'deferred',
       recipient,
-      status: '4.4.2',
+      status,
       reason: reason ?? `session with ${c.peer} ended before these recipients were sent`,
       remoteMta: mta,
     });

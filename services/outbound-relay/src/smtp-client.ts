@@ -66,7 +66,10 @@ export interface MailTransaction {
 
 export interface TransactionResult {
   mail: SmtpReply;
-  /** One reply per recipient, in order. */
+  /**
+   * One reply per recipient, in order; fewer after a 421, when the server closed the
+   * session without answering the rest (and none after a 421 to MAIL).
+   */
   rcpts: SmtpReply[];
   /** Final reply after the data; null when DATA was not reached (no recipient accepted, MAIL refused). */
   data: SmtpReply | null;
@@ -412,6 +415,9 @@ export class SmtpClient {
   /**
    * One mail transaction. With PIPELINING (RFC 2920) MAIL, every RCPT and DATA go out in
    * one write and the replies are read in order; without it, one command at a time.
+   * A 421 ends it where it comes: the server closes the session (RFC 5321 §3.8) and
+   * answers nothing more, and the reply is the outcome, not the lost connection after it
+   * (as Postfix reports the 421's text).
    */
   async transaction(t: MailTransaction): Promise<TransactionResult> {
     this.transactions++;
@@ -423,8 +429,13 @@ export class SmtpClient {
       this.owed = rcptCmds.length + 2;
       this.write([mailCmd, ...rcptCmds, 'DATA'].map((l) => l + '\r\n').join(''));
       const mail = await this.read();
+      if (mail.code === 421) return { mail, rcpts: [], data: null };
       const rcpts: SmtpReply[] = [];
-      for (let i = 0; i < rcptCmds.length; i++) rcpts.push(await this.read());
+      for (let i = 0; i < rcptCmds.length; i++) {
+        const r = await this.read();
+        rcpts.push(r);
+        if (r.code === 421) return { mail, rcpts, data: null };
+      }
       const dataReply = await this.read();
       const accepted = mail.code === 250 && rcpts.some((r) => r.code >= 200 && r.code < 300);
       if (dataReply.code !== 354) return { mail, rcpts, data: accepted ? dataReply : null };
@@ -439,7 +450,11 @@ export class SmtpClient {
     const mail = await this.command(mailCmd);
     if (mail.code !== 250) return { mail, rcpts: [], data: null };
     const rcpts: SmtpReply[] = [];
-    for (const cmd of rcptCmds) rcpts.push(await this.command(cmd));
+    for (const cmd of rcptCmds) {
+      const r = await this.command(cmd);
+      rcpts.push(r);
+      if (r.code === 421) return { mail, rcpts, data: null };
+    }
     if (!rcpts.some((r) => r.code >= 200 && r.code < 300)) return { mail, rcpts, data: null };
     const go = await this.command('DATA');
     if (go.code !== 354) return { mail, rcpts, data: go };

@@ -5,15 +5,18 @@ import { waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import {
   dsnIn,
+  entryOf,
+  envelope,
   freePort,
+  queueOutbound,
   sendFromAlice,
+  simpleMessage,
   startRelay,
   startRemoteMta,
   startScriptedMta,
   type RelayHandle,
   type RemoteMta,
   type ScriptedMta,
-  entryOf,
 } from './helpers.js';
 
 // What a refused greeting, EHLO or HELO means (RFC 5321 §3.1, §3.2, §4.1.4; Postfix
@@ -21,12 +24,15 @@ import {
 // the next MX (smtp_skip_5xx_greeting), deferred when none is left.
 // 127.0.0.51: refuses EHLO, takes HELO. 127.0.0.52: refuses EHLO and HELO with 550.
 // 127.0.0.53: 554 greeting. 127.0.0.54: 421 to EHLO. 127.0.0.55: a server that takes mail.
+// 127.0.0.56 and .57: PIPELINING, then 421 to the second RCPT, or to MAIL, and close.
 let p: Platform;
 let relay: RelayHandle;
 let port: number;
 let oldStyle: ScriptedMta;
 let refusing: ScriptedMta;
 let closing: ScriptedMta;
+let rcptClosing: ScriptedMta;
+let mailClosing: ScriptedMta;
 let unwelcoming: RemoteMta;
 let backup: RemoteMta;
 
@@ -53,6 +59,10 @@ before(async () => {
         ],
       },
       'mx.closing.test': { A: ['127.0.0.54'] },
+      'rcpt-closing.test': { MX: [{ priority: 10, exchange: 'mx.rcpt-closing.test' }] },
+      'mx.rcpt-closing.test': { A: ['127.0.0.56'] },
+      'mail-closing.test': { MX: [{ priority: 10, exchange: 'mx.mail-closing.test' }] },
+      'mx.mail-closing.test': { A: ['127.0.0.57'] },
       'mx.backup.test': { A: ['127.0.0.55'] },
     },
   });
@@ -66,6 +76,14 @@ before(async () => {
     helo: '550 5.7.1 Your network is not welcome here',
   });
   closing = await startScriptedMta('127.0.0.54', port, { ehlo: '421 4.3.2 Service shutting down' });
+  rcptClosing = await startScriptedMta('127.0.0.56', port, {
+    ehlo: '250-mx.rcpt-closing.test\r\n250 PIPELINING',
+    rcpt: (a) => (a.startsWith('second@') ? '421 4.7.0 Too many errors, closing connection' : undefined),
+  });
+  mailClosing = await startScriptedMta('127.0.0.57', port, {
+    ehlo: '250-mx.mail-closing.test\r\n250 PIPELINING',
+    mail: '421 4.3.2 Shutting down for maintenance',
+  });
   unwelcoming = await startRemoteMta('127.0.0.53', port, {
     greeting: { code: 554, message: '5.7.1 No SMTP service here' },
   });
@@ -75,7 +93,8 @@ before(async () => {
 
 after(async () => {
   await relay?.stop();
-  for (const m of [oldStyle, refusing, closing, unwelcoming, backup]) await m?.close();
+  for (const m of [oldStyle, refusing, closing, rcptClosing, mailClosing, unwelcoming, backup])
+    await m?.close();
   await p?.close();
 });
 
@@ -134,5 +153,36 @@ describe('greeting, EHLO and HELO refused', () => {
     });
     assert.match(entry.lastError ?? '', /refused to talk to me: 554 5\.7\.1 No SMTP service here/);
     assert.equal(dsnFor(env.queueId), undefined);
+  });
+});
+
+describe('a 421 in the middle of a pipelined transaction', () => {
+  /** A message to `to` deferred by a server that closed the session; its index entry. */
+  const deferredBy421 = async (to: string[], subject: string) => {
+    const env = envelope('alice@example.test', to);
+    await queueOutbound(p, env, simpleMessage(env.mailFrom, to[0]!, subject));
+    return waitFor(() => entryOf(new DeferredIndex(p.redis.redis), env.queueId), { what: 'the deferral' });
+  };
+
+  test("421 to a RCPT: the recipients are deferred with the server's reply", async () => {
+    const entry = await deferredBy421(['first@rcpt-closing.test', 'second@rcpt-closing.test'], 'rcpt-421');
+    assert.deepEqual(entry.recipients, ['first@rcpt-closing.test', 'second@rcpt-closing.test']);
+    // the first recipient, taken before the 421, is deferred for it too: it leads lastError
+    assert.match(
+      entry.lastError ?? '',
+      /^host mx\.rcpt-closing\.test\[127\.0\.0\.56\] said: 421 4\.7\.0 Too many errors, closing connection \(in reply to RCPT TO command\)$/,
+    );
+    assert.deepEqual(
+      rcptClosing.commands.map((c) => c.split(':')[0]),
+      ['EHLO mx.mailyard.test', 'MAIL FROM', 'RCPT TO', 'RCPT TO'],
+    );
+  });
+
+  test("421 to MAIL FROM: the recipients are deferred with the server's reply", async () => {
+    const entry = await deferredBy421(['someone@mail-closing.test'], 'mail-421');
+    assert.match(
+      entry.lastError ?? '',
+      /^host mx\.mail-closing\.test\[127\.0\.0\.57\] said: 421 4\.3\.2 Shutting down for maintenance \(in reply to MAIL FROM command\)$/,
+    );
   });
 });

@@ -275,14 +275,22 @@ export interface ScriptedMta {
 }
 
 /**
- * A plain SMTP server on `ip:port` that answers the greeting, EHLO and HELO with the
- * given replies (smtp-server cannot refuse EHLO or HELO); after a 250 to either it takes
- * mail like any server, without extensions.
+ * A plain SMTP server on `ip:port` that answers the greeting, EHLO, HELO, MAIL and each
+ * RCPT with the given replies (smtp-server can refuse neither EHLO nor HELO, nor close
+ * the session with a 421 in the middle of a pipelined group); otherwise it takes mail
+ * like any server, with the extensions its EHLO reply names. After a 421 it closes the
+ * connection, as a server does (RFC 5321 §3.8), answering nothing more.
  */
 export async function startScriptedMta(
   ip: string,
   port: number,
-  replies: { greeting?: string; ehlo?: string; helo?: string },
+  replies: {
+    greeting?: string;
+    ehlo?: string;
+    helo?: string;
+    mail?: string;
+    rcpt?: (address: string) => string | undefined;
+  },
 ): Promise<ScriptedMta> {
   const mta: ScriptedMta = { commands: [], received: [], sessions: 0, close: async () => undefined };
   const sockets = new Set<Socket>();
@@ -291,13 +299,21 @@ export async function startScriptedMta(
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => undefined);
     mta.sessions++;
-    const say = (line: string) => socket.write(line + '\r\n');
+    let closed = false;
+    const say = (line: string) => {
+      socket.write(line + '\r\n');
+      if (line.startsWith('421')) {
+        closed = true;
+        socket.end();
+      }
+    };
     say(replies.greeting ?? `220 mx-${ip} ESMTP scripted`);
     let buf = '';
     let data: string | null = null;
     socket.on('data', (d: Buffer) => {
       buf += d.toString('latin1');
       for (;;) {
+        if (closed) return;
         if (data !== null) {
           const end = buf.indexOf('\r\n.\r\n');
           if (end === -1) return;
@@ -316,8 +332,9 @@ export async function startScriptedMta(
         const verb = line.split(' ')[0]!.toUpperCase();
         if (verb === 'EHLO') say(replies.ehlo ?? `250 mx-${ip}`);
         else if (verb === 'HELO') say(replies.helo ?? `250 mx-${ip}`);
-        else if (verb === 'MAIL' || verb === 'RCPT' || verb === 'RSET' || verb === 'NOOP')
-          say('250 2.0.0 Ok');
+        else if (verb === 'MAIL') say(replies.mail ?? '250 2.0.0 Ok');
+        else if (verb === 'RCPT') say(replies.rcpt?.(/<([^>]*)>/.exec(line)?.[1] ?? '') ?? '250 2.0.0 Ok');
+        else if (verb === 'RSET' || verb === 'NOOP') say('250 2.0.0 Ok');
         else if (verb === 'DATA') {
           say('354 End data with <CR><LF>.<CR><LF>');
           data = '';
