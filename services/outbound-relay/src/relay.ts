@@ -145,6 +145,24 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       .catch((err: unknown) => log.warn({ err, rcpts }, `Redis unavailable: ${how} not recorded`));
   };
 
+  const warnedKey = (queueId: string, rcpt: string) =>
+    `outbound:warned:${queueId}:${sha(rcpt.toLowerCase())}`;
+
+  /**
+   * The recipients of `rcpts` that no delay warning named yet, claimed for the one to
+   * send now. Per recipient, not per queue id: the several messages a queue id can stand
+   * for (an alias's members outside our domains) are each deferred on their own, and the
+   * first to warn would otherwise leave the others' recipients unreported.
+   */
+  const claimWarnings = async (queueId: string, rcpts: string[]): Promise<string[]> => {
+    // an earlier release's warning, one per queue id, was sent already
+    if (await redis.exists(`outbound:warned:${queueId}`)) return [];
+    const pipe = redis.multi();
+    for (const r of rcpts) pipe.set(warnedKey(queueId, r), '1', 'EX', markerTtlSec, 'NX');
+    const claimed = await pipe.exec();
+    return rcpts.filter((_, i) => claimed?.[i]?.[1] === 'OK');
+  };
+
   const sendDsn = async (env: Envelope, body: Buffer, reports: RecipientReport[], willRetryUntil?: Date) => {
     const sent = await returnToSender(
       {
@@ -506,25 +524,30 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
         .catch((err: unknown) => log.warn({ err }, 'could not index the deferred message'));
       log.info({ attempts, delayMs: delay, rcpts: retryEnv.recipients }, 'retry scheduled');
 
-      // Postfix's delay_warning_time: one warning per message, whichever instance sees it first
+      // Postfix's delay_warning_time: each recipient named in one warning, whichever
+      // message of the queue id and instance sees it first
       if (config.delay_warning_time > 0 && env.mailFrom !== '' && age >= config.delay_warning_time) {
-        const key = `outbound:warned:${env.queueId}`;
-        const first = await redis.set(key, '1', 'EX', markerTtlSec, 'NX').catch((err: unknown) => {
+        const rcpts: string[] = await claimWarnings(
+          env.queueId,
+          deferred.map((o) => o.recipient),
+        ).catch((err: unknown) => {
           log.warn({ err }, 'Redis unavailable: the delay warning waits for the next attempt');
-          return null;
+          return [];
         });
-        if (first === 'OK') {
+        if (rcpts.length) {
           try {
             await sendDsn(
               env,
               wire,
-              deferred.map((o) => ({
-                recipient: o.recipient,
-                action: 'delayed',
-                status: o.status,
-                diagnostic: o.reason,
-                remoteMta: o.remoteMta,
-              })),
+              deferred
+                .filter((o) => rcpts.includes(o.recipient))
+                .map((o) => ({
+                  recipient: o.recipient,
+                  action: 'delayed',
+                  status: o.status,
+                  diagnostic: o.reason,
+                  remoteMta: o.remoteMta,
+                })),
               new Date(Date.parse(env.receivedAt) + config.maximal_queue_lifetime),
             );
           } catch (err) {
@@ -532,7 +555,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
             // one (two copies for the recipients) or dead-letter it; the warning waits for
             // the next attempt instead
             log.warn({ err }, 'delay warning not sent, it waits for the next attempt');
-            await redis.del(key).catch(() => undefined);
+            await redis.del(rcpts.map((r) => warnedKey(env.queueId, r))).catch(() => undefined);
           }
         }
       }

@@ -71,3 +71,32 @@ test('one delay warning, then one bounce at expiry', async () => {
   assert.ok((mx.rcptAttempts.get('stuck@stuck.test') ?? 0) >= 3, 'retried before giving up');
   assert.equal(mx.received.length, 0);
 });
+
+test('the messages of one queue id: each recipient is in one delay warning', async () => {
+  // as delivery hands outbound an alias's members outside our domains in several messages
+  const first = envelope('alice@example.test', ['part1@stuck.test']);
+  const second = { ...first, recipients: ['part2@stuck.test'] };
+  for (const env of [first, second])
+    await queueOutbound(p, env, simpleMessage(env.mailFrom, env.recipients[0]!, 'in-two-parts'));
+  const dsns = () =>
+    p
+      .inbox('alice@example.test')
+      .map((f) => readFileSync(f, 'utf8'))
+      .filter((m) => m.includes(`X-Mailyard-Queue-ID: ${first.queueId}`));
+  /** The recipients a DSN reports with this action. */
+  const reported = (m: string, action: string) =>
+    m
+      .split(/\r\n\r\n/)
+      .filter((block) => block.includes(`Action: ${action}`))
+      .map((block) => /Final-Recipient: rfc822; ?(\S+)/.exec(block)?.[1]);
+  await waitFor(() => dsns().flatMap((m) => reported(m, 'failed')).length === 2, {
+    timeoutMs: 20_000,
+    what: 'both bounces',
+  });
+  assert.deepEqual(
+    dsns()
+      .flatMap((m) => reported(m, 'delayed'))
+      .sort(),
+    ['part1@stuck.test', 'part2@stuck.test'],
+  );
+});
