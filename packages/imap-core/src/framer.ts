@@ -45,7 +45,10 @@ export class CommandFramer {
   private lineBytes = 0;
   /** Skipping the rest of an over-long line. */
   private discarding = false;
-  /** Raw mode: each line is a command with no literal parsing (IDLE DONE, SASL responses). */
+  /**
+   * Raw mode: the next line is a command with no literal parsing (IDLE's DONE, a SASL
+   * response). It ends the mode, so the framer stops after it as after `holdAfter`.
+   */
   raw = false;
   /**
    * Stop after each complete command: what follows stays unread until the next push(),
@@ -53,6 +56,14 @@ export class CommandFramer {
    * before it has run (before and after login).
    */
   hold = false;
+  /**
+   * Commands (by their first line) after which the framer stops as with `hold`: those
+   * after which the client's bytes are read another way (IDLE, AUTHENTICATE, STARTTLS,
+   * COMPRESS), so that a line pipelined after them is framed once they ran.
+   */
+  holdAfter: (line: string) => boolean = () => false;
+  /** push() stopped after a command that must run before what follows is framed. */
+  private stopped = false;
 
   constructor(private limits: FramerLimits) {}
 
@@ -69,6 +80,7 @@ export class CommandFramer {
   push(chunk: Buffer): FramerEvent[] {
     const events: FramerEvent[] = [];
     this.append(chunk);
+    this.stopped = false;
     for (;;) {
       if (this.literalLeft > 0) {
         if (!this.buf.length) break;
@@ -116,12 +128,16 @@ export class CommandFramer {
       this.lines.push(line);
       const m = this.raw ? null : LITERAL_AT_END.exec(line);
       if (!m) {
-        events.push({ type: 'command', command: { lines: this.lines, literals: this.literals } });
+        const command = { lines: this.lines, literals: this.literals };
+        events.push({ type: 'command', command });
         this.lines = [];
         this.literals = [];
         this.literalBytes = 0;
         this.lineBytes = 0;
-        if (this.hold) break;
+        if (this.hold || this.raw || this.holdAfter(command.lines[0]!)) {
+          this.stopped = true;
+          break;
+        }
         continue;
       }
       const size = Number(m[2]);
@@ -143,6 +159,15 @@ export class CommandFramer {
   /** Bytes kept unframed: what follows a command while holding, or the start of one. */
   get held(): boolean {
     return this.buf.length > 0;
+  }
+
+  /**
+   * The last push() stopped after a command that must run first (`hold`, `raw`,
+   * `holdAfter`): what arrives meanwhile is to be append()ed, and framed by the next
+   * push() once that command ran.
+   */
+  get holding(): boolean {
+    return this.stopped;
   }
 
   /** Bytes received but not yet consumed (for STARTTLS: must be none). */

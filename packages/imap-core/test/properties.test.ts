@@ -284,6 +284,34 @@ void describe('framer: holding after each command', () => {
   });
 });
 
+void describe('framer: stopping where the input changes mode', () => {
+  void it('stops after a command holdAfter names, and after a raw line', () => {
+    const f = new CommandFramer({ maxLine: 1000, maxLiteral: 10 });
+    f.holdAfter = (line) => / IDLE$/.test(line);
+    const ev = f.push(Buffer.from('a NOOP\r\nb IDLE\r\nc NOOP {3}\r\nd NOOP\r\n'));
+    assert.deepEqual(
+      ev.map((e) => e.type === 'command' && e.command.lines[0]),
+      ['a NOOP', 'b IDLE'],
+    );
+    assert.ok(f.holding);
+    // IDLE ran: the next line is its end, read without literals
+    f.raw = true;
+    const done = f.push(Buffer.alloc(0));
+    assert.deepEqual(
+      done.map((e) => e.type === 'command' && e.command.lines),
+      [['c NOOP {3}']],
+    );
+    assert.ok(f.holding);
+    f.raw = false;
+    const rest = f.push(Buffer.alloc(0));
+    assert.deepEqual(
+      rest.map((e) => e.type === 'command' && e.command.lines[0]),
+      ['d NOOP'],
+    );
+    assert.ok(!f.holding);
+  });
+});
+
 void describe('framer: a command as a whole', () => {
   void it('ends a command whose lines add up past maxLine, though each line and literal is small', () => {
     const f = new CommandFramer({ maxLine: 1000, maxLiteral: 10 });

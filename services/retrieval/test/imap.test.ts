@@ -211,3 +211,49 @@ void describe('IMAP with imapflow', () => {
 
 import { createRequire } from 'node:module';
 const require_ = createRequire(import.meta.url);
+
+void describe('IDLE with input pipelined after it (RFC 2177)', { timeout: 60_000 }, () => {
+  async function idler(): Promise<RawImap> {
+    const c = await RawImap.connect(r.ports.imap);
+    await c.until(/^\* OK/m);
+    assert.match(await c.cmd('l', `LOGIN ${USER} "${PASSWORD}"`), /^l OK/m);
+    assert.match(await c.cmd('s', 'SELECT INBOX'), /^s OK/m);
+    return c;
+  }
+
+  void it('ends IDLE with a DONE sent in the same packet, and runs the command after it', async () => {
+    const c = await idler();
+    try {
+      c.send('a IDLE\r\nDONE\r\nb NOOP\r\n');
+      const out = await c.until(/^b (OK|NO|BAD)/m);
+      assert.match(out, /^\+ idling\r\na OK IDLE terminated\r\n/m, out);
+      assert.match(out, /^b OK/m, out);
+    } finally {
+      c.close();
+    }
+  });
+
+  void it('reads any other line as the end of IDLE (BAD Expected DONE), literal announcement and all', async () => {
+    const c = await idler();
+    try {
+      // what Dovecot answers: the line is IDLE's, and what follows it a command again
+      c.send('a IDLE\r\nb NOOP {3}\r\n');
+      const bad = await c.until(/^a (OK|NO|BAD)/m);
+      assert.match(bad, /^a BAD Expected DONE/m, bad);
+      c.send('c NOOP\r\n');
+      const next = await c.until(/^c (OK|NO|BAD)/m);
+      assert.doesNotMatch(bad + next, /^\+ Ready/m, 'no continuation for a line read in IDLE');
+      assert.match(next, /^c OK/m, next);
+
+      // a non-synchronising literal: its bytes are no literal, but the commands they are
+      c.send('d IDLE\r\ne NOOP {8+}\r\nf NOOP\r\ng NOOP\r\n');
+      const out = await c.until(/^g (OK|NO|BAD)/m);
+      assert.match(out, /^d BAD Expected DONE/m, out);
+      assert.match(out, /^f OK/m, out);
+      assert.match(out, /^g OK/m, out);
+      assert.doesNotMatch(out, /^e /m, out);
+    } finally {
+      c.close();
+    }
+  });
+});

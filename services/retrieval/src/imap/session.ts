@@ -57,6 +57,17 @@ const NOTIFY_BACKLOG = 1 << 20;
 const NOTIFY_ROUNDS = 3;
 const NOTIFICATION_OVERFLOW = '* OK [NOTIFICATIONOVERFLOW] Too many changes to tell; NOTIFY is off\r\n';
 
+/**
+ * Whether a command line names a command after which the client's bytes are read another
+ * way (IDLE's DONE, a SASL response, TLS, deflate): what is pipelined after it waits for
+ * it to run. RFC 2177: "a IDLE\r\nb NOOP {3}\r\n" is IDLE ended by a line that is not
+ * DONE (BAD, as Dovecot answers), and b's "{3}" no literal of it.
+ */
+function takesInput(line: string): boolean {
+  const name = /^\S+ ([A-Za-z]+)(?: |$)/.exec(line)?.[1]?.toUpperCase();
+  return name !== undefined && COMMANDS.get(name)?.takesInput === true;
+}
+
 /** What the session does with the next input line (STYLE: input mode as a union). */
 export type InputMode =
   | { m: 'command' }
@@ -126,7 +137,9 @@ export class ImapSession implements ImapContext {
   }
 
   private newFramer(): CommandFramer {
-    return new CommandFramer(this.framerLimits());
+    const framer = new CommandFramer(this.framerLimits());
+    framer.holdAfter = takesInput;
+    return framer;
   }
 
   private framerLimits(): FramerLimits {
@@ -224,10 +237,11 @@ export class ImapSession implements ImapContext {
 
   private onData(chunk: Buffer): void {
     this.touch();
-    if (this.state === 'not-authenticated' && (this.running || this.queue.length)) {
+    if (this.framer.holding) {
       // before login one command at a time, as Dovecot's imap-login reads them: what a
       // client sends after LOGIN is framed once the LOGIN ran, with the limits of the
-      // state it runs in; reading waits meanwhile
+      // state it runs in; after IDLE, in the mode IDLE puts the session in. Reading
+      // waits meanwhile
       this.framer.append(chunk);
       this.conn.readAhead(Infinity);
       return;
@@ -279,8 +293,8 @@ export class ImapSession implements ImapContext {
           this.errors.error({ err }, 'session failed');
           this.close('* BYE Internal error\r\n');
         }
-        // held before login: framed now that the command before it has run
-        if (!this.queue.length && this.framer.held) this.frame(Buffer.alloc(0));
+        // held (before login, after IDLE...): framed now that the command before it has run
+        if (!this.queue.length && this.framer.holding) this.frame(Buffer.alloc(0));
         this.conn.readAhead(this.queue.length);
       }
     } finally {

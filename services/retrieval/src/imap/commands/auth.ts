@@ -27,6 +27,7 @@ export const authCommands: CommandGroup = {
   }),
   STARTTLS: command({
     states: NOAUTH,
+    takesInput: true,
     parse: none,
     async run(s, tag) {
       if (s.conn.secure) throw reply.bad('TLS already active');
@@ -49,6 +50,7 @@ export const authCommands: CommandGroup = {
   }),
   AUTHENTICATE: command({
     states: NOAUTH,
+    takesInput: true,
     parse: (r) => {
       const mech = r.atom('mechanism').toUpperCase();
       const ir = r.remaining ? r.astring('initial response') : null;

@@ -18,6 +18,11 @@ export type ContextIn<S extends ImapState> = 'not-authenticated' extends S
 
 export interface CommandDef<A, S extends ImapState> {
   states: readonly S[];
+  /**
+   * The client's next bytes are read another way once it ran (IDLE's DONE, a SASL
+   * response, TLS, deflate): nothing pipelined after it is framed before.
+   */
+  takesInput?: boolean;
   parse(r: ArgReader, s: ImapContext): A;
   /** `name` is the command as the client named it (FETCH or UID FETCH, COPY or MOVE...). */
   run(s: ContextIn<S>, tag: string, args: A, name: string): Promise<void>;
@@ -26,6 +31,7 @@ export interface CommandDef<A, S extends ImapState> {
 /** A command as the table holds it, its argument type forgotten. */
 export interface Command {
   states: readonly ImapState[];
+  takesInput?: boolean;
   parse(r: ArgReader, s: ImapContext): unknown;
   run(s: ImapContext, tag: string, args: unknown, name: string): Promise<void>;
 }

@@ -65,6 +65,7 @@ export const extensionCommands: CommandGroup = {
   }),
   IDLE: command({
     states: AUTHED,
+    takesInput: true,
     parse: none,
     async run(s, tag) {
       s.startIdle(tag);
@@ -72,6 +73,7 @@ export const extensionCommands: CommandGroup = {
   }),
   COMPRESS: command({
     states: AUTHED,
+    takesInput: true,
     parse: (r) => {
       const mech = r.atom('mechanism').toUpperCase();
       r.end();
