@@ -11,8 +11,13 @@ export interface FramedCommand {
 
 export type FramerEvent =
   | { type: 'command'; command: FramedCommand }
-  /** A synchronising literal was announced and accepted: send `+ ...` now. */
-  | { type: 'continue'; size: number }
+  /**
+   * A synchronising literal was announced within the limits, and the framer reads no
+   * further until the session answers: `+` and push() (the client then sends the
+   * literal), or a tagged NO and dropCommand() (RFC 9051 §7.5: the client sends none of
+   * it). `command` is the command so far, its last line the one announcing the literal.
+   */
+  | { type: 'continue'; size: number; command: FramedCommand }
   /** The command was dropped; `fatal` means the connection cannot continue. */
   | {
       type: 'error';
@@ -62,7 +67,10 @@ export class CommandFramer {
    * COMPRESS), so that a line pipelined after them is framed once they ran.
    */
   holdAfter: (line: string) => boolean = () => false;
-  /** push() stopped after a command that must run before what follows is framed. */
+  /**
+   * push() stopped after a command that must run, or at a literal the session must
+   * accept, before what follows is framed.
+   */
   private stopped = false;
 
   constructor(private limits: FramerLimits) {}
@@ -149,9 +157,18 @@ export class CommandFramer {
         continue;
       }
       this.literalBytes += size;
-      if (!nonSync) events.push({ type: 'continue', size });
+      if (!nonSync)
+        events.push({
+          type: 'continue',
+          size,
+          command: { lines: [...this.lines], literals: [...this.literals] },
+        });
       if (size === 0) this.literals.push(Buffer.alloc(0));
       this.literalLeft = size;
+      if (!nonSync) {
+        this.stopped = true;
+        break;
+      }
     }
     return events;
   }
@@ -163,11 +180,20 @@ export class CommandFramer {
 
   /**
    * The last push() stopped after a command that must run first (`hold`, `raw`,
-   * `holdAfter`): what arrives meanwhile is to be append()ed, and framed by the next
-   * push() once that command ran.
+   * `holdAfter`) or at a synchronising literal: what arrives meanwhile is to be
+   * append()ed, and framed by the next push() once the session acted on it.
    */
   get holding(): boolean {
     return this.stopped;
+  }
+
+  /**
+   * The session refused the command at its synchronising literal with a tagged reply
+   * instead of the continuation: the client sends none of the literal, so the next line
+   * starts a command.
+   */
+  dropCommand(): void {
+    this.reset();
   }
 
   /** Bytes received but not yet consumed (for STARTTLS: must be none). */

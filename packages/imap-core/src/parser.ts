@@ -164,6 +164,25 @@ class Tokenizer {
 
 /** Tag, command name and the raw tokens of the arguments. */
 export function parseCommand(cmd: FramedCommand): ParsedCommand {
+  return tokenize(cmd, false);
+}
+
+/**
+ * Tag, name and the arguments complete so far of a command whose last line announces a
+ * synchronising literal not yet sent: what a server may check before it asks for the
+ * bytes (RFC 9051 §7.5). The arguments stop at the first one not complete (the literal,
+ * a list it is in) or not well-formed; null when the tag or the name cannot be read.
+ */
+export function parseCommandHead(cmd: FramedCommand): ParsedCommand | null {
+  try {
+    return tokenize(cmd, true);
+  } catch (err) {
+    if (err instanceof ParseError) return null;
+    throw err;
+  }
+}
+
+function tokenize(cmd: FramedCommand, head: boolean): ParsedCommand {
   const first = cmd.lines[0] ?? '';
   const tag = readTag(first);
   if (tag === null) throw new ParseError(first.trim() ? 'missing or bad tag' : 'empty command');
@@ -178,9 +197,13 @@ export function parseCommand(cmd: FramedCommand): ParsedCommand {
       name = 'UID ' + tk.atomText(false).toUpperCase();
     }
     const args: Token[] = [];
-    while (!tk.atEnd()) {
-      tk.space();
-      args.push(tk.token());
+    try {
+      while (!tk.atEnd()) {
+        tk.space();
+        args.push(tk.token());
+      }
+    } catch (err) {
+      if (!head || !(err instanceof ParseError)) throw err;
     }
     return { tag, name, args };
   } catch (err) {

@@ -12,6 +12,7 @@ import {
   MAX_LIST_DEPTH,
   missingRanges,
   parseCommand,
+  parseCommandHead,
   ParseError,
   parseSequenceSet,
   readTag,
@@ -230,6 +231,8 @@ void describe('framer', () => {
           events.push(...f.push(stream.subarray(prev, c)));
           prev = c;
         }
+        // the session answered the literal's announcement: framing goes on
+        while (f.holding) events.push(...f.push(Buffer.alloc(0)));
         const cmds = events.filter((e) => e.type === 'command');
         assert.equal(cmds.length, 3);
         assert.equal(
@@ -309,6 +312,54 @@ void describe('framer: stopping where the input changes mode', () => {
       ['d NOOP'],
     );
     assert.ok(!f.holding);
+  });
+});
+
+void describe('framer: a synchronising literal waits for the session', () => {
+  void it('stops at the announcement with the command so far, and reads on once accepted', () => {
+    const f = new CommandFramer({ maxLine: 1000, maxLiteral: 100 });
+    const ev = f.push(Buffer.from('a APPEND {6}\r\nfolder (\\Seen) {5}\r\nhello\r\n'));
+    assert.deepEqual(ev, [{ type: 'continue', size: 6, command: { lines: ['a APPEND {6}'], literals: [] } }]);
+    assert.ok(f.holding);
+    const next = f.push(Buffer.alloc(0));
+    assert.deepEqual(next, [
+      {
+        type: 'continue',
+        size: 5,
+        command: { lines: ['a APPEND {6}', ' (\\Seen) {5}'], literals: [Buffer.from('folder')] },
+      },
+    ]);
+    const cmd = f.push(Buffer.alloc(0));
+    assert.equal(cmd[0]?.type, 'command');
+    assert.ok(!f.holding);
+  });
+
+  void it('reads the next line as a command once the session refused the literal', () => {
+    const f = new CommandFramer({ maxLine: 1000, maxLiteral: 100 });
+    assert.equal(f.push(Buffer.from('a APPEND nosuch {5}\r\n'))[0]?.type, 'continue');
+    f.dropCommand();
+    const ev = f.push(Buffer.from('b NOOP\r\n'));
+    assert.deepEqual(ev, [{ type: 'command', command: { lines: ['b NOOP'], literals: [] } }]);
+  });
+
+  void it('parses the arguments complete before the literal announced', () => {
+    const head = (lines: string[], literals: string[] = []) =>
+      parseCommandHead({ lines, literals: literals.map((l) => Buffer.from(l)) });
+    const atoms = (lines: string[], literals?: string[]) =>
+      head(lines, literals)?.args.map((t) =>
+        t.t === 'string' ? t.v.toString() : t.t === 'atom' ? t.v : t.t,
+      );
+    assert.deepEqual(atoms(['a APPEND nosuch (\\Seen) "06-Jan-2025 10:00:00 +0000" {5}']), [
+      'nosuch',
+      'list',
+      '06-Jan-2025 10:00:00 +0000',
+    ]);
+    assert.deepEqual(atoms(['a APPEND {6}']), []);
+    assert.deepEqual(atoms(['a APPEND {6}', ' {5}'], ['folder']), ['folder']);
+    // a list the literal is in is not complete
+    assert.deepEqual(atoms(['a APPEND box CATENATE (TEXT {5}']), ['box', 'CATENATE']);
+    assert.equal(head(['{5}']), null);
+    assert.equal(head(['a APPEND {5}'])?.name, 'APPEND');
   });
 });
 

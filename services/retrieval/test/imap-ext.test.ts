@@ -3,6 +3,7 @@
 // except where a comment says the RFC is followed instead.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { Quotas } from '@mailyard/mailstore';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import { PASSWORD, sendRaw, startRetrieval, type Retrieval } from './helpers.js';
 import { RawImap } from './raw-imap.js';
@@ -397,5 +398,60 @@ void describe('what the differential scripts cannot see', { timeout: 60_000 }, (
     assert.doesNotMatch(flags, /\\Recent/, flags);
     a.close();
     b.close();
+  });
+});
+
+void describe('APPEND answered before its literal is sent (RFC 9051 §7.5)', { timeout: 60_000 }, () => {
+  /** What comes back for a synchronising literal: "+" asking for it, or the tagged reply. */
+  const answer = (c: RawImap, tag: string) => c.until(new RegExp(`^(\\+ |${tag} (OK|NO|BAD))`, 'm'));
+
+  void it('refuses a folder that does not exist at once, with no continuation, as Dovecot does', async () => {
+    const c = await freshAccount();
+    c.send('a1 APPEND nosuch (\\Seen) {5}\r\n');
+    const out = await answer(c, 'a1');
+    assert.match(out, /^a1 NO \[TRYCREATE\]/m, out);
+    // the client sends none of the literal: its next line is a command
+    assert.match(await c.cmd('a2', 'NOOP'), /^a2 OK/m);
+
+    // the folder's name as a literal: refused at the message's literal
+    c.send('a3 APPEND {6}\r\n');
+    assert.match(await answer(c, 'a3'), /^\+ /m);
+    c.send('nosuch {5}\r\n');
+    const named = await answer(c, 'a3');
+    assert.match(named, /^a3 NO \[TRYCREATE\]/m, named);
+
+    // a non-synchronising literal is on its way: read and dropped, never run as commands
+    c.send('a4 APPEND nosuch {11+}\r\na5 LOGOUT\r\n\r\n');
+    assert.match(await c.until(/^a4 (OK|NO|BAD)/m), /^a4 NO \[TRYCREATE\]/m);
+    assert.match(await c.cmd('a6', 'NOOP'), /^a6 OK/m);
+
+    // the folder made by the command before, pipelined: checked once that command ran
+    const m = msg(['From: a@x', 'Subject: later']);
+    c.send(`a7 CREATE Later\r\na8 APPEND Later {${m.length}}\r\n`);
+    const asked = await answer(c, 'a8');
+    assert.match(asked, /^a7 OK[^]*^\+ /m, asked);
+    c.send(`${m}\r\n`);
+    assert.match(await c.until(/^a8 (OK|NO|BAD)/m), /^a8 OK \[APPENDUID /m);
+    c.close();
+  });
+
+  void it('refuses a message the quota has no room for at once, MULTIAPPEND counting the messages before', async () => {
+    const user = await newAccount();
+    await new Quotas(p.redis.redis, 0).set(user, 1000);
+    const c = await login(user);
+    c.send('q1 APPEND INBOX {2000}\r\n');
+    const out = await answer(c, 'q1');
+    assert.match(out, /^q1 NO \[OVERQUOTA\]/m, out);
+    assert.match(await c.cmd('q2', 'NOOP'), /^q2 OK/m);
+
+    // each message fits, both together do not: refused at the second's literal
+    const m = msg(['From: a@x', 'Subject: half', '', 'x'.repeat(560)]);
+    c.send(`q3 APPEND INBOX {${m.length}}\r\n`);
+    assert.match(await answer(c, 'q3'), /^\+ /m);
+    c.send(`${m} {${m.length}}\r\n`);
+    const second = await answer(c, 'q3');
+    assert.match(second, /^q3 NO \[OVERQUOTA\]/m, second);
+    assert.match(await c.cmd('q4', 'STATUS INBOX (MESSAGES)'), /MESSAGES 0\)/);
+    c.close();
   });
 });

@@ -15,6 +15,7 @@ import {
   CommandFramer,
   ParseError,
   parseCommand,
+  parseCommandHead,
   readTag,
   type Chunk,
   type FramedCommand,
@@ -262,12 +263,7 @@ export class ImapSession implements ImapContext {
       this.close('* BYE Internal error\r\n');
       return;
     }
-    for (const ev of events) {
-      if (ev.type === 'continue') {
-        // a synchronising literal: the client waits for this before sending it
-        this.send('+ Ready for literal data\r\n');
-      } else this.queue.push(ev);
-    }
+    this.queue.push(...events);
     this.conn.readAhead(this.queue.length);
   }
 
@@ -338,7 +334,7 @@ export class ImapSession implements ImapContext {
   }
 
   private async handleEvent(ev: FramerEvent): Promise<void> {
-    if (ev.type === 'continue') return;
+    if (ev.type === 'continue') return this.literalAnnounced(ev);
     if (ev.type === 'error') {
       this.deps.metrics.limitRejections.inc({ limit: ev.reason });
       if (ev.fatal) {
@@ -394,18 +390,43 @@ export class ImapSession implements ImapContext {
       this.badCommands.ok(this.state !== 'not-authenticated');
       this.deps.metrics.commands.inc({ protocol: 'imap', command: name, result: 'ok' });
     } catch (err) {
-      const status = await this.refuse(tag, name, err);
-      this.deps.metrics.commands.inc({
-        protocol: 'imap',
-        command: COMMANDS.has(name) ? name : 'UNKNOWN',
-        result: status.toLowerCase(),
-      });
+      await this.refuseCounted(tag, name, err);
     } finally {
       this.deps.metrics.commandLatency.observe(
         { protocol: 'imap', command: COMMANDS.has(name) ? name : 'UNKNOWN' },
         Number(process.hrtime.bigint() - started) / 1e9,
       );
     }
+  }
+
+  /**
+   * A synchronising literal, in its turn after the commands sent before it: the client
+   * waits for "+" before it sends the bytes. A command that can already tell it would
+   * fail answers at once instead (RFC 9051 §7.5), as Dovecot refuses an APPEND to a
+   * folder that does not exist, and the client sends none of the literal.
+   */
+  private async literalAnnounced(ev: Extract<FramerEvent, { type: 'continue' }>): Promise<void> {
+    const head = parseCommandHead(ev.command);
+    const def = head && COMMANDS.get(head.name);
+    if (head && def?.beforeLiteral && def.states.includes(this.state)) {
+      try {
+        await def.beforeLiteral(this, new ArgReader(head.args, this.enabled.utf8), ev.size);
+      } catch (err) {
+        this.framer.dropCommand();
+        await this.refuseCounted(head.tag, head.name, err);
+        return;
+      }
+    }
+    this.send('+ Ready for literal data\r\n');
+  }
+
+  private async refuseCounted(tag: string, name: string, err: unknown): Promise<void> {
+    const status = await this.refuse(tag, name, err);
+    this.deps.metrics.commands.inc({
+      protocol: 'imap',
+      command: COMMANDS.has(name) ? name : 'UNKNOWN',
+      result: status.toLowerCase(),
+    });
   }
 
   /**

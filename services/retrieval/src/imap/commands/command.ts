@@ -24,6 +24,12 @@ export interface CommandDef<A, S extends ImapState> {
    */
   takesInput?: boolean;
   parse(r: ArgReader, s: ImapContext): A;
+  /**
+   * Runs when the command announces a synchronising literal, before the client is asked
+   * for it, with the arguments complete so far and the literal's size: throwing an
+   * ImapReply answers the command there (RFC 9051 §7.5), and the client sends none of it.
+   */
+  beforeLiteral?(s: ContextIn<S>, r: ArgReader, size: number): Promise<void>;
   /** `name` is the command as the client named it (FETCH or UID FETCH, COPY or MOVE...). */
   run(s: ContextIn<S>, tag: string, args: A, name: string): Promise<void>;
 }
@@ -33,6 +39,7 @@ export interface Command {
   states: readonly ImapState[];
   takesInput?: boolean;
   parse(r: ArgReader, s: ImapContext): unknown;
+  beforeLiteral?(s: ImapContext, r: ArgReader, size: number): Promise<void>;
   run(s: ImapContext, tag: string, args: unknown, name: string): Promise<void>;
 }
 

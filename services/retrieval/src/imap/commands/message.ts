@@ -422,6 +422,23 @@ function parseAppend(r: ArgReader): AppendArgs {
 }
 
 /**
+ * Before a synchronising literal of APPEND is asked for: a folder that does not exist, or
+ * a message the quota has no room for, is refused at once, as Dovecot does, and the client
+ * sends none of it. `size` is the literal announced; messages before it (MULTIAPPEND)
+ * count too. The literal may be the folder's name: then there is nothing to check yet.
+ */
+async function appendBeforeLiteral(s: AuthedContext, r: ArgReader, size: number): Promise<void> {
+  if (!r.remaining) return;
+  await requireFolder(s, r.mailbox(), true);
+  let adding = size;
+  while (r.remaining) {
+    const t = r.next();
+    if (t.t === 'string' && t.literal) adding += t.v.length;
+  }
+  await quotaCheck(s, adding);
+}
+
+/**
  * APPEND, and MULTIAPPEND (RFC 3502): all the messages or none (§3), their UIDs in one
  * APPENDUID (RFC 4315 §3). The framer already bounds the literal bytes of one command by
  * the message size limit.
@@ -464,7 +481,12 @@ const copy = command({
 });
 
 export const messageCommands: CommandGroup = {
-  APPEND: command({ states: AUTHED, parse: parseAppend, run: runAppend }),
+  APPEND: command({
+    states: AUTHED,
+    parse: parseAppend,
+    beforeLiteral: appendBeforeLiteral,
+    run: runAppend,
+  }),
   CHECK: command({
     states: SELECTED,
     parse: none,
