@@ -385,6 +385,34 @@ void describe('what the differential scripts cannot see', { timeout: 60_000 }, (
     c.close();
   });
 
+  void it('refuses BINARY of a part in an unknown Content-Transfer-Encoding with a text a person can read (RFC 3516 §4.3)', async () => {
+    const c = await freshAccount();
+    const mime = [
+      'From: a@x',
+      'Subject: uuencoded',
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/mixed; boundary="b"',
+      '',
+      '--b',
+      'Content-Type: text/plain',
+      'Content-Transfer-Encoding: x-uuencode',
+      '',
+      'begin 644 x',
+      'end',
+      '--b--',
+      '',
+    ].join('\r\n');
+    await append(c, 'ap', 'INBOX', mime);
+    assert.match(await c.cmd('s', 'SELECT INBOX'), /^s OK/m);
+    // the scripts compare response codes, not the text: Dovecot's words, not the code again
+    for (const item of ['BINARY.PEEK[1]', 'BINARY.SIZE[1]'])
+      assert.match(
+        await c.cmd('f', `FETCH 1 (${item})`),
+        /^f NO \[UNKNOWN-CTE\] Unknown Content-Transfer-Encoding\r\n/m,
+      );
+    c.close();
+  });
+
   void it('shows no \\Recent and no RECENT to an IMAP4rev2 session, which Dovecot 2.3 does not offer (RFC 9051 §2.3.2)', async () => {
     const [a, b] = await twoSessions();
     assert.match(await b.cmd('e', 'ENABLE IMAP4rev2'), /^\* ENABLED IMAP4rev2/m);

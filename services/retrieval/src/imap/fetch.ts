@@ -51,7 +51,8 @@ function fromIndex(i: FetchItem): boolean {
   );
 }
 
-export class SectionError extends Error {}
+/** A part whose Content-Transfer-Encoding BINARY cannot decode (RFC 3516 §4.3). */
+export class UnknownCteError extends Error {}
 
 /** Bytes a literal carries as 7-bit text: no NUL, no 8-bit byte. */
 const SEVEN_BIT = /^[\x01-\x7f]*$/;
@@ -281,7 +282,7 @@ export function renderFetch(
         if (it.kind !== 'BODY' && bytes && part && part.type !== 'multipart' && !part.message) {
           const enc = part.encoding ?? '7bit';
           if (!['7bit', '8bit', 'binary', 'base64', 'quoted-printable'].includes(enc)) {
-            throw new SectionError('UNKNOWN-CTE');
+            throw new UnknownCteError(enc);
           }
           bytes = decodeTransfer(bytes, enc);
         }

@@ -41,6 +41,8 @@ export const reply = {
     new ImapReply('NO', 'EXPUNGEISSUED', 'Some of the requested messages no longer exist', allowExpunge),
   overQuota: () => new ImapReply('NO', 'OVERQUOTA', 'Quota exceeded'),
   tooBig: () => new ImapReply('NO', 'TOOBIG', 'Message too large'),
+  /** RFC 3516 §4.3: BINARY of a part whose Content-Transfer-Encoding is not known (Dovecot's words). */
+  unknownCte: () => new ImapReply('NO', 'UNKNOWN-CTE', 'Unknown Content-Transfer-Encoding'),
   badCharset: (list: string[]) =>
     new ImapReply('NO', `BADCHARSET (${list.join(' ')})`, 'Charset not supported'),
   noPerm: (text: string) => new ImapReply('NO', 'NOPERM', text),

@@ -26,10 +26,10 @@ import {
   parseImapDate,
   planFetch,
   renderFetch,
-  SectionError,
+  UnknownCteError,
   type Piece,
 } from '../fetch.js';
-import { ImapReply, reply } from '../replies.js';
+import { reply } from '../replies.js';
 import { ResponseBatch } from '../response-batch.js';
 import { enableCondstore, flagList, none } from './args.js';
 import { AUTHED, SELECTED, command, withUid, type CommandGroup } from './command.js';
@@ -141,9 +141,9 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
         const got = gatherFetch(ctx, plan, m);
         body = renderFetch(ctx, plan, m, items, got instanceof Promise ? await got : got);
       } catch (err) {
-        if (err instanceof SectionError) {
+        if (err instanceof UnknownCteError) {
           await flush();
-          throw new ImapReply('NO', err.message === 'UNKNOWN-CTE' ? 'UNKNOWN-CTE' : null, err.message);
+          throw reply.unknownCte();
         }
         // expunged by another session since this one last heard: RFC 2180 §4.1.3 lets
         // the others be answered; the tagged reply says some were left out (RFC 5530
