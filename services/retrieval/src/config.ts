@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import {
   bool,
+  bytes,
   cidrList,
   commonSchema,
   duration,
@@ -38,6 +39,14 @@ export const retrievalSchema = z.object({
   ...messageSizeSchema,
   /** Longest command line in bytes, literals excluded (Dovecot: imap_max_line_length). */
   imap_max_line_length: positiveInt(65536),
+  /**
+   * Largest literal before login, in bytes (8K, 16K...), and the most literal bytes one
+   * command may carry then: LOGIN's user name and password, ID's strings; never more
+   * than message_size_limit. A literal as large as a message would let a client that
+   * never logs in hold megabytes on each of its connections (Dovecot's imap-login
+   * refuses literals past its 4 KiB input buffer).
+   */
+  imap_max_literal_before_login: bytes(8192),
   /**
    * Bad commands (BAD, failed logins, internal errors) before the session is closed, IMAP
    * and POP3 alike: every one counts before login, a run of them in a row after it

@@ -47,6 +47,24 @@ after(async () => {
   await p?.close();
 });
 
+/** Sends a command announcing a literal past the limit: NO [TOOBIG], with no "+" for it. */
+async function tooBigAtOnce(c: RawImap, tag: string, command: string): Promise<void> {
+  c.send(`${tag} ${command}\r\n`);
+  const res = await c.until(new RegExp(`^${tag} (NO|BAD|OK)`, 'm'));
+  assert.match(res, new RegExp(`^${tag} NO \\[TOOBIG\\]`, 'm'), res);
+  assert.doesNotMatch(res, /^\+/m, 'no continuation was offered');
+}
+
+/** LOGIN with the user name and password as synchronising literals. */
+async function loginWithLiterals(c: RawImap, tag: string, user: string): Promise<void> {
+  c.send(`${tag} LOGIN {${user.length}}\r\n`);
+  await c.until(/^\+/m);
+  c.send(`${user} {${PASSWORD.length}}\r\n`);
+  await c.until(/^\+/m);
+  c.send(`${PASSWORD}\r\n`);
+  assert.match(await c.until(new RegExp(`^${tag} (NO|BAD|OK)`, 'm')), new RegExp(`^${tag} OK`, 'm'));
+}
+
 async function loggedIn(): Promise<RawImap> {
   const c = await RawImap.connect(r.ports.imaps, { tls: true });
   await c.until(/^\* OK/m);
@@ -141,17 +159,9 @@ void describe('bad input', () => {
     try {
       const c = await RawImap.connect(big.ports.imap);
       await c.until(/^\* OK/m);
-      c.send('p1 LOGIN {20000000}\r\n');
-      const res = await c.until(/^p1 (NO|BAD|OK)/m);
-      assert.match(res, /^p1 NO \[TOOBIG\]/m);
-      assert.doesNotMatch(res, /^\+/m, 'no continuation was offered');
+      await tooBigAtOnce(c, 'p1', 'LOGIN {20000000}');
       // a login's strings as literals are still taken
-      c.send(`p2 LOGIN {${user.length}}\r\n`);
-      await c.until(/^\+/m);
-      c.send(`${user} {${PASSWORD.length}}\r\n`);
-      await c.until(/^\+/m);
-      c.send(`${PASSWORD}\r\n`);
-      assert.match(await c.until(/^p2 (NO|BAD|OK)/m), /^p2 OK/m);
+      await loginWithLiterals(c, 'p2', user);
       c.close();
 
       // a non-synchronising one cannot be skipped: BYE, before a byte of it is kept
@@ -175,6 +185,27 @@ void describe('bad input', () => {
       e.close();
     } finally {
       await big.stop();
+    }
+  });
+
+  void it('takes the limit on literals before login from imap_max_literal_before_login', async () => {
+    const small = await startRetrieval(p, {
+      plaintext_auth_networks: '127.0.0.1/32',
+      imap_max_literal_before_login: 100,
+    });
+    const user = 'smallprelogin@example.test';
+    await addAccount(p.directory, user);
+    try {
+      const c = await RawImap.connect(small.ports.imap);
+      await c.until(/^\* OK/m);
+      await tooBigAtOnce(c, 's1', 'LOGIN {101}');
+      // the bytes of one command together: two literals of 60
+      await tooBigAtOnce(c, 's2', `ID ("name" {60+}\r\n${'x'.repeat(60)} "version" {60}`);
+      // within it, a login as literals
+      await loginWithLiterals(c, 's3', user);
+      c.close();
+    } finally {
+      await small.stop();
     }
   });
 

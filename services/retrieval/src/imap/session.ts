@@ -45,13 +45,6 @@ import { EnabledExtensions } from './enabled.js';
 import { ImapReply, reply } from './replies.js';
 import type { SelectedMailbox } from './selected.js';
 
-/**
- * Largest literal before login, and the most literal bytes one command may carry then:
- * LOGIN's user name and password, ID's strings. A literal as large as a message would
- * let a client that never logs in hold megabytes on each of its connections (Dovecot's
- * imap-login refuses literals past its 4 KiB input buffer).
- */
-const PRE_LOGIN_MAX_LITERAL = 8192;
 /** Unread output past which NOTIFY gives up on a client (NOTIFICATIONOVERFLOW). */
 const NOTIFY_BACKLOG = 1 << 20;
 /** Collections of NOTIFY's events one push may make before a waiting command runs. */
@@ -148,7 +141,7 @@ export class ImapSession implements ImapContext {
       maxLine: this.deps.config.imap_max_line_length,
       maxLiteral: Math.min(
         this.deps.config.message_size_limit,
-        this.state === 'not-authenticated' ? PRE_LOGIN_MAX_LITERAL : Infinity,
+        this.state === 'not-authenticated' ? this.deps.config.imap_max_literal_before_login : Infinity,
       ),
     };
   }
