@@ -89,6 +89,48 @@ export async function buildMessage(
   return node.build();
 }
 
+export interface RefusedRecipient {
+  address: string;
+  reply: string;
+}
+
+/**
+ * The msa's replies to the envelope, read from nodemailer's transaction log: which
+ * recipients it refused, and whether it ended the session (421) before the message went.
+ * Replies come in the order of the commands, pipelined too (RFC 2920 §3.1), so each
+ * answers the oldest command still waiting for one (the greeting and the reply to the
+ * message itself answer none). nodemailer names refused recipients only with a message
+ * that went, never in an error.
+ */
+function envelopeLog() {
+  /** The commands waiting for their replies: a RCPT TO's address, DATA, or any other. */
+  const waiting: { rcpt?: string; data?: true }[] = [];
+  const refused: RefusedRecipient[] = [];
+  let inMessage = false;
+  let endedInEnvelope = false;
+  const noop = () => undefined;
+  const debug = (entry: { tnx?: string }, line: unknown) => {
+    const text = String(line);
+    if (entry.tnx === 'client') {
+      const rcpt = /^RCPT TO:<([^>]*)>/i.exec(text)?.[1];
+      waiting.push(rcpt !== undefined ? { rcpt } : /^DATA$/i.test(text) ? { data: true } : {});
+    }
+    if (entry.tnx !== 'server') return;
+    const command = waiting.shift() ?? {};
+    // RFC 5321 §3.8: a 421 may come in place of any reply, and ends the session
+    if (text.startsWith('421')) endedInEnvelope ||= !inMessage;
+    else if (command.data && text.startsWith('3')) inMessage = true;
+    else if (command.rcpt !== undefined && /^[45]/.test(text))
+      refused.push({ address: command.rcpt, reply: text });
+  };
+  return {
+    logger: { trace: noop, debug, info: noop, warn: noop, error: noop, fatal: noop },
+    refused,
+    /** Whether the msa ended the session before the message was sent. */
+    endedInEnvelope: () => endedInEnvelope,
+  };
+}
+
 /**
  * Submits through the msa (submission over TLS), authenticated with the service login
  * and authorised as the user (SASL PLAIN authzid): the msa applies every rule it applies
@@ -101,10 +143,11 @@ export async function submit(
   envelope: { from: string; to: string[] },
   raw: Buffer,
   signal?: AbortSignal,
-): Promise<{ response: string; refused: { address: string; reply: string }[] }> {
+): Promise<{ response: string; refused: RefusedRecipient[] }> {
   const plain = Buffer.from([account, target.service.name, target.service.password].join('\0')).toString(
     'base64',
   );
+  const log = envelopeLog();
   const transport = nodemailer.createTransport({
     host: target.host,
     port: target.port,
@@ -123,6 +166,8 @@ export async function submit(
           throw Object.assign(new Error(r.text ?? 'AUTH refused'), { responseCode: r.status });
       },
     },
+    logger: log.logger,
+    transactionLog: true,
     connectionTimeout: 15_000,
     greetingTimeout: 15_000,
     socketTimeout: 120_000,
@@ -143,6 +188,10 @@ export async function submit(
     return { response: info.response, refused };
   } catch (err) {
     const e = err as { responseCode?: number; response?: string; message: string };
+    // the msa ended the session after refusing recipients (its hard error limit, as
+    // Postfix's smtpd_hard_error_limit): the message did not go to anyone, and the user
+    // must learn whom to remove, not that the service is down
+    if (log.endedInEnvelope() && log.refused.length) throw errors.recipientsRefused(log.refused);
     // a permanent refusal is the user's to read (553 not your address, 550 no such user...)
     if (e.responseCode && e.responseCode >= 500 && e.responseCode !== 535)
       throw errors.sendRefused(e.response ?? e.message);

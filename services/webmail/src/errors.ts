@@ -23,6 +23,9 @@ export class UpstreamError extends Error {
   }
 }
 
+/** Refused recipients a sentence names; the rest are counted. */
+const REFUSED_NAMED = 5;
+
 export const errors = {
   badRequest: (message: string) => new ApiError(400, 'bad_request', message),
   notLoggedIn: () => new ApiError(401, 'not_logged_in', 'Not logged in, or the session has expired'),
@@ -69,6 +72,26 @@ export const errors = {
       retryAfter: seconds,
     }),
   sendRefused: (reply: string) => new ApiError(422, 'send_refused', `The mail server refused: ${reply}`),
+  /**
+   * The msa ended the session after refusing recipients, before the message: it went to
+   * no one. Named (the first few, the count of the rest; all of them under `refused`) so
+   * that the user can correct them, as Roundcube names the recipient the server refused.
+   * Refused for good if any was (the user must act), else a temporary failure.
+   */
+  recipientsRefused: (refused: { address: string; reply: string }[]) => {
+    const shown = refused.slice(0, REFUSED_NAMED).map((r) => r.address);
+    const rest = refused.length - shown.length;
+    const names = shown.join(', ') + (rest ? ` and ${rest} more` : '');
+    const count = `${refused.length} recipient${refused.length === 1 ? '' : 's'}`;
+    const permanent = refused.some((r) => r.reply.startsWith('5'));
+    const sentence =
+      `Nothing was sent: the mail server ${permanent ? 'refused' : 'could not take'} ${count}` +
+      `${permanent ? '' : ' for now'}, then ended the connection: ${names} (${refused[0]!.reply}). ` +
+      (permanent ? 'Correct or remove them and send again' : 'Try again shortly');
+    return permanent
+      ? new ApiError(422, 'send_refused', sentence, { refused })
+      : new ApiError(503, 'unavailable', sentence, { refused });
+  },
   sendTimeout: () =>
     new ApiError(
       503,

@@ -407,6 +407,54 @@ describe('sending', () => {
     assert.equal(notJson.status, 400);
   });
 
+  test(
+    "recipients enough for the mail server's error limit: nothing sent, and the refused ones named",
+    { timeout: 60_000 },
+    async () => {
+      // the msa ends the session at its 20th error (smtpd_hard_error_limit), before the message
+      const unknown = Array.from({ length: 22 }, (_, i) => `nobody${i}@example.test`);
+      const res = await alice.post(
+        '/api/send',
+        draft({ to: [BOB, ...unknown].join(', '), subject: 'To too many strangers' }),
+      );
+      assert.deepEqual([res.status, res.json.error], [422, 'send_refused'], res.text);
+      assert.match(
+        res.json.message,
+        /^Nothing was sent: the mail server refused 20 recipients, then ended the connection: nobody0@example\.test, nobody1@example\.test, nobody2@example\.test, nobody3@example\.test, nobody4@example\.test and 15 more \(550 5\.1\.1 /,
+      );
+      const refused = res.json.refused as { address: string; reply: string }[];
+      assert.deepEqual(
+        refused.map((r) => r.address),
+        unknown.slice(0, 20),
+      );
+      assert.ok(
+        refused.every((r) => /^550 5\.1\.1 /.test(r.reply)),
+        JSON.stringify(refused),
+      );
+      // nothing half-sent: not to bob, whose address the msa had taken, nor filed in Sent
+      assert.equal((await alice.post('/api/send', draft({ subject: 'After the strangers' }))).status, 200);
+      await bobsMail('After the strangers');
+      assert.ok(!t.p.inbox(BOB).some((f) => readFileSync(f, 'utf8').includes('To too many strangers')));
+      assert.ok(!(await messagesIn('Sent')).some((m) => m.subject === 'To too many strangers'));
+    },
+  );
+
+  test(
+    'as many recipients the mail server cannot check for now: a temporary failure naming them',
+    { timeout: 60_000 },
+    async () => {
+      // the recipients' domain cannot be looked up: 450 4.4.3 each, and the msa ends the session
+      t.p.dns.set('broken.test', { SERVFAIL: true });
+      const unsure = Array.from({ length: 20 }, (_, i) => `someone${i}@broken.test`);
+      const res = await alice.post('/api/send', draft({ to: [BOB, ...unsure].join(', ') }));
+      assert.deepEqual([res.status, res.json.error], [503, 'unavailable'], res.text);
+      assert.match(
+        res.json.message,
+        /^Nothing was sent: the mail server could not take 20 recipients for now, then ended the connection: someone0@broken\.test, .* and 15 more \(4\d\d .*\)\. Try again shortly$/,
+      );
+    },
+  );
+
   test('a mail server that is down is a temporary failure', { timeout: 30_000 }, async () => {
     const down = await t.another({ submission_server: '127.0.0.1:1' });
     const c = new WebClient(down.port, t.ca);
