@@ -91,6 +91,9 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
       throw errors.invalidCredentials();
     }
     const second = ctx.secondFactor ? await ctx.secondFactor.enabled(res.account) : false;
+    // the session this browser held (an earlier login, perhaps of another account, or one
+    // planted in it) ends now rather than at its timeout: the new login replaces it
+    await sessions.destroy(req.cookies[SESSION_COOKIE]);
     const { id, session } = await sessions.create(res.account, second ? 'second-factor' : 'complete');
     void reply.setCookie(SESSION_COOKIE, id, COOKIE).clearCookie(LOGIN_COOKIE, COOKIE);
     metrics.logins.inc({ result: second ? 'second_factor' : 'ok' });

@@ -240,6 +240,35 @@ describe('sessions', () => {
   });
 
   test(
+    'a new login from the same browser ends the session it held, of whichever account',
+    { timeout: 30_000 },
+    async () => {
+      const c = client();
+      await c.login(ALICE);
+      const first = c.cookies.get('__Host-mailyard_session')!;
+      const firstCsrf = c.csrf;
+      // the same account again: a new id, and the one before is worthless
+      assert.equal((await c.login(ALICE)).status, 200);
+      const second = c.cookies.get('__Host-mailyard_session')!;
+      assert.notEqual(second, first);
+      const old = client();
+      old.cookies.set('__Host-mailyard_session', first);
+      old.csrf = firstCsrf;
+      assert.equal((await old.get('/api/folders')).status, 401);
+      assert.equal((await old.post('/api/logout')).status, 401);
+      // another account from the same browser: alice's session ends too
+      assert.equal((await c.login(BOB)).status, 200);
+      old.cookies.set('__Host-mailyard_session', second);
+      const res = await old.get('/api/folders');
+      assert.deepEqual([res.status, res.json.error], [401, 'not_logged_in']);
+      assert.equal((await c.get('/api/session')).json.account, BOB);
+      // a wrong password takes nothing away
+      assert.equal((await c.login(BOB, 'not the password')).status, 401);
+      assert.equal((await c.get('/api/folders')).status, 200);
+    },
+  );
+
+  test(
     'a session holds a bounded number of event streams; a new one ends the oldest',
     { timeout: 30_000 },
     async () => {
