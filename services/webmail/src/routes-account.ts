@@ -14,6 +14,7 @@ import {
 import type { AccountInfo, TwoFactorEnrolment } from './api-types.js';
 import { parse, sessionOf, type Ctx } from './context.js';
 import { ApiError, errors } from './errors.js';
+import { COOKIE_OPTIONS, SESSION_COOKIE } from './sessions.js';
 
 const codeSchema = z.object({
   code: z.string({ message: 'expected the code' }).min(1, 'expected the code').max(64),
@@ -83,8 +84,9 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
   });
 
   /** A new password, with the CLI's strength rules (the directory's), after the current one. */
-  app.post('/api/account/password', async (req) => {
-    const { account } = sessionOf(req);
+  app.post('/api/account/password', async (req, reply) => {
+    const session = sessionOf(req);
+    const { account } = session;
     const body = parse(
       z.object({ current: passwordSchema.shape.password, password: passwordSchema.shape.password }),
       req.body,
@@ -96,12 +98,16 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
       if (err instanceof DirectoryError) throw errors.badRequest(capitalize(err.message));
       throw err;
     }
-    // every other session ends: the other webmail sessions here, and on every instance the
-    // IMAP, POP3 and submission sessions that logged in with the old password
-    const ended = await ctx.sessions.destroyAll(account, req.sessionId ?? undefined);
+    // this session goes on under a new id and token (whoever holds a copy of the old cookie,
+    // perhaps the reason for the change, is out); every other one ends: the other webmail
+    // sessions, and on every instance the IMAP, POP3 and submission sessions that logged in
+    // with the old password
+    const fresh = await ctx.sessions.rotate(req.sessionId!, session);
+    void reply.setCookie(SESSION_COOKIE, fresh.id, COOKIE_OPTIONS);
+    const ended = await ctx.sessions.destroyAll(account, fresh.id);
     await announceRevocation(ctx.redis, account);
     logger.info({ account, ended }, 'password changed');
-    return { changed: true };
+    return { changed: true, csrf: fresh.session.csrf };
   });
 
   /**

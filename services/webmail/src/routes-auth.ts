@@ -3,9 +3,8 @@ import { clientKey } from '@mailyard/auth';
 import { z } from 'zod';
 import { parse, sessionOf, type Ctx } from './context.js';
 import { errors } from './errors.js';
-import { LOGIN_COOKIE, SESSION_COOKIE, newToken } from './sessions.js';
+import { COOKIE_OPTIONS as COOKIE, LOGIN_COOKIE, SESSION_COOKIE, newToken } from './sessions.js';
 
-const COOKIE = { path: '/', httpOnly: true, secure: true, sameSite: 'strict' } as const;
 /** The body of a login step: an address and a password (each of bounded length), or a code. */
 const LOGIN_BODY_LIMIT = 16 * 1024;
 
@@ -132,7 +131,7 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
         throw errors.invalidCode();
       }
       logger.info({ account: session.account, ip: req.ip, via: res.via }, 'webmail login');
-      const fresh = await sessions.complete(req.sessionId!, session);
+      const fresh = await sessions.rotate(req.sessionId!, { ...session, stage: 'complete' });
       void reply.setCookie(SESSION_COOKIE, fresh.id, COOKIE);
       metrics.logins.inc({ result: 'ok' });
       return { authenticated: true, account: session.account, csrf: fresh.session.csrf, limits: limits() };

@@ -20,6 +20,8 @@ export interface SessionTimeouts {
 }
 
 export const SESSION_COOKIE = '__Host-mailyard_session';
+/** How both cookies are set: this site's pages only, never to script, never over plain HTTP. */
+export const COOKIE_OPTIONS = { path: '/', httpOnly: true, secure: true, sameSite: 'strict' } as const;
 /** Before login: the double-submit token that the login request must echo. */
 export const LOGIN_COOKIE = '__Host-mailyard_login';
 
@@ -86,14 +88,19 @@ export class SessionStore {
     return session;
   }
 
-  /** The second step of the login passed: the same login, now complete, under a new id and token. */
-  async complete(id: string, session: Session): Promise<{ id: string; session: Session }> {
+  /**
+   * The same login (its account and login time) under a new id and CSRF token, `session`
+   * its new state; the old id ends. After the second step of the login, and after a
+   * password change: an id or token someone saw before is then no good (OWASP: renew the
+   * id whenever the privilege or the credentials change).
+   */
+  async rotate(id: string, session: Session): Promise<{ id: string; session: Session }> {
     await this.redis.del(this.key(id));
     const fresh = newToken();
-    const done: Session = { ...session, stage: 'complete', csrf: newToken() };
-    await this.redis.set(this.key(fresh), JSON.stringify(done), 'PX', this.timeouts.idleMs);
+    const renewed: Session = { ...session, csrf: newToken() };
+    await this.redis.set(this.key(fresh), JSON.stringify(renewed), 'PX', this.timeouts.idleMs);
     await this.track(session.account, this.key(fresh));
-    return { id: fresh, session: done };
+    return { id: fresh, session: renewed };
   }
 
   async destroy(id: string | undefined): Promise<void> {

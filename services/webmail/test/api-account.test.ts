@@ -88,6 +88,8 @@ test(
     await addAccount(t.p.directory, account);
     const c = client();
     assert.equal((await c.login(account)).status, 200);
+    const elsewhere = client();
+    assert.equal((await elsewhere.login(account)).status, 200);
     const wrong = await c.post('/api/account/password', {
       current: 'not it at all',
       password: 'a new long passphrase',
@@ -103,11 +105,22 @@ test(
       csrf: false,
     });
     assert.equal(noCsrf.status, 403);
+    const cookie = c.cookies.get('__Host-mailyard_session')!;
     const ok = await c.post('/api/account/password', {
       current: PASSWORD,
       password: 'a new long passphrase',
     });
     assert.equal(ok.status, 200, ok.text);
+    // this session goes on under a new cookie and token; a copy of the old cookie is no good
+    const stolen = client();
+    stolen.cookies.set('__Host-mailyard_session', cookie);
+    assert.equal((await stolen.get('/api/account')).status, 401);
+    assert.notEqual(c.cookies.get('__Host-mailyard_session'), cookie);
+    assert.notEqual(ok.json.csrf, c.csrf);
+    c.csrf = ok.json.csrf;
+    assert.equal((await c.post('/api/account/forwarding', { targets: [], keepCopy: true })).status, 200);
+    // the account's other sessions end
+    assert.equal((await elsewhere.get('/api/account')).status, 401);
     assert.equal(await imapLogin(account, PASSWORD), false);
     assert.equal(await imapLogin(account, 'a new long passphrase'), true);
   },

@@ -7,6 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { generate } from 'otplib';
+import type { BrowserContext, Page } from 'playwright-core';
 import { LoginGuard, TwoFactor } from '@mailyard/auth';
 import { addAccount } from '../../../test/harness.js';
 import { ensureFrontEnd, launchBrowser, screenshotDir } from './browser.js';
@@ -39,17 +40,23 @@ after(() => t?.close());
 
 const imapLogin = (pass: string) => imapLoginAs(t, ACCOUNT, pass);
 
+/** A new page logged in as `account`, on the account page; the page's script errors go to `errors`. */
+async function accountPage(context: BrowserContext, account: string, errors: string[]): Promise<Page> {
+  const page = await context.newPage();
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${origin}/`);
+  await page.getByLabel('Email address').fill(account);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('button', { name: 'Account' }).click();
+  return page;
+}
+
 test('two-factor login and an app password, set up in the browser', { timeout: 180_000 }, async () => {
   const browser = await launchBrowser();
   const errors: string[] = [];
   try {
-    const page = await browser.context.newPage();
-    page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(`${origin}/`);
-    await page.getByLabel('Email address').fill(ACCOUNT);
-    await page.getByLabel('Password').fill(PASSWORD);
-    await page.getByRole('button', { name: 'Log in' }).click();
-    await page.getByRole('button', { name: 'Account' }).click();
+    const page = await accountPage(browser.context, ACCOUNT, errors);
     await page.getByRole('heading', { name: 'Two-factor login' }).waitFor();
     await page.getByText('your password no longer works in mail apps').waitFor();
 
@@ -146,14 +153,8 @@ test(
     const browser = await launchBrowser();
     const errors: string[] = [];
     try {
-      const page = await browser.context.newPage();
-      page.on('pageerror', (e) => errors.push(e.message));
+      const page = await accountPage(browser.context, account, errors);
       page.on('dialog', (d) => void d.accept());
-      await page.goto(`${origin}/`);
-      await page.getByLabel('Email address').fill(account);
-      await page.getByLabel('Password').fill(PASSWORD);
-      await page.getByRole('button', { name: 'Log in' }).click();
-      await page.getByRole('button', { name: 'Account' }).click();
       await page.getByRole('heading', { name: 'Out of office' }).waitFor();
 
       // a last day before the first is refused with the server's reason
@@ -190,6 +191,41 @@ test(
       await page.getByText('You are signed out everywhere.').waitFor();
       await page.getByLabel('Email address').waitFor();
       assert.equal(await held.next('imap'), '* BYE [EXPIRED] Signed out everywhere by the account owner');
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  },
+);
+
+test(
+  'a new password in the browser: the page goes on under a new cookie, the old one is no good',
+  { timeout: 180_000 },
+  async () => {
+    const account = 'pia@example.test';
+    await addAccount(t.p.directory, account);
+    const browser = await launchBrowser();
+    const errors: string[] = [];
+    try {
+      const page = await accountPage(browser.context, account, errors);
+      const session = async () =>
+        (await browser.context.cookies(origin)).find((c) => c.name === '__Host-mailyard_session')!.value;
+      const before = await session();
+      await page.getByLabel('Current password').fill(PASSWORD);
+      await page.getByLabel('New password', { exact: true }).fill('a new long passphrase');
+      await page.getByLabel('New password again').fill('a new long passphrase');
+      await page.getByRole('button', { name: 'Change password' }).click();
+      await page.getByText('Password changed; your other sessions were ended.').waitFor();
+      assert.notEqual(await session(), before);
+      const stolen = new WebClient(wmPort, t.ca);
+      stolen.cookies.set('__Host-mailyard_session', before);
+      assert.equal((await stolen.get('/api/account')).status, 401);
+      // the page's next change carries the new token
+      await page.getByLabel('Reply automatically').check();
+      await page.getByLabel('Message', { exact: true }).fill('Back on Monday.');
+      await page.getByRole('button', { name: 'Save out-of-office reply' }).click();
+      await page.getByText('Saved: the reply is on.').waitFor();
+      assert.equal((await new MailRules(t.p.redis.redis).get(account)).vacation?.body, 'Back on Monday.');
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();

@@ -188,8 +188,15 @@ export const api = {
   revokeAppPassword: (name: string) =>
     call<{ revoked: string }>('POST', '/api/account/app-passwords/revoke', { name }),
   logins: () => call<{ logins: LoginEntry[] }>('GET', '/api/account/logins'),
-  changePassword: (current: string, password: string) =>
-    call<{ changed: true }>('POST', '/api/account/password', { current, password }),
+  /** The session goes on under a new cookie and CSRF token. */
+  changePassword: async (current: string, password: string) => {
+    const res = await call<{ changed: true; csrf: string }>('POST', '/api/account/password', {
+      current,
+      password,
+    });
+    setCsrf(res.csrf);
+    return res;
+  },
   signOutEverywhere: () => call<{ ended: number }>('POST', '/api/account/sign-out-everywhere', {}),
   vacation: () => call<Vacation>('GET', '/api/account/vacation'),
   setVacation: (v: Vacation) => call<Vacation>('POST', '/api/account/vacation', v),
