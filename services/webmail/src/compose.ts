@@ -51,6 +51,37 @@ export function parseAddressList(text: string, field: string): Address[] {
   return out;
 }
 
+/**
+ * A header's text on one line. RFC 5322 §2.2: a field body holds CR and LF only where it
+ * is folded, which is nodemailer's to do; a value holding them (typed, or taken from an
+ * original whose encoded word decodes to them) would be written as an encoded word that
+ * decodes to a line break again in the reader's hands. Each run of control characters
+ * and line separators becomes one space.
+ */
+export const oneLine = (text: string): string =>
+  text.replace(/[\u0000-\u001f\u007f\u0085\u2028\u2029]+/g, ' ').trim();
+
+/** RFC 5322 §3.6.4's msg-id: "<" id-left "@" id-right ">", nothing blank or control in it. */
+const MSG_ID = /<[^<>@\s\u0000-\u001f\u007f]+@[^<>@\s\u0000-\u001f\u007f]+>/g;
+
+/**
+ * The msg-ids of an In-Reply-To or References value, one space apart (an original's
+ * header may have been folded, or hold comments, words or encoded words: left out);
+ * null when none is left.
+ */
+export function msgIds(value: string | null): string | null {
+  const ids = value?.match(MSG_ID);
+  return ids?.length ? ids.join(' ') : null;
+}
+
+/** An attachment's file name: no control characters or path separators, 200 characters at most. */
+export const attachmentName = (name: string): string =>
+  name.replace(/[\u0000-\u001f\u007f\u0085\u2028\u2029/\\]/g, '_').slice(0, 200) || 'attachment';
+
+/** An attachment's media type as `type/subtype`, anything else application/octet-stream. */
+export const attachmentType = (type: string): string =>
+  /^[\w.+-]+\/[\w.+-]+$/.test(type) ? type.toLowerCase() : 'application/octet-stream';
+
 /** Our Message-ID for a message we write: random, at the sender's domain. */
 export function newMessageId(from: string): string {
   const domain = from.split('@')[1] || 'localhost';
@@ -63,23 +94,27 @@ export async function buildMessage(
   opts: { messageId: string; date: Date; draft?: boolean },
 ): Promise<Buffer> {
   const html = m.html === null ? null : sanitizeComposeHtml(m.html);
+  // every header value on one line, whoever wrote it: the user, or the original's sender
+  const named = (a: Address): Address => ({ name: oneLine(a.name), address: a.address });
+  const inReplyTo = msgIds(m.inReplyTo);
+  const references = msgIds(m.references);
   const node = new MailComposer({
-    from: m.from,
-    to: m.to,
-    cc: m.cc,
-    bcc: m.bcc,
-    subject: m.subject,
+    from: named(m.from),
+    to: m.to.map(named),
+    cc: m.cc.map(named),
+    bcc: m.bcc.map(named),
+    subject: oneLine(m.subject),
     text: html === null ? m.text : m.text || htmlToText(html),
     ...(html === null ? {} : { html }),
     attachments: m.attachments.map((a) => ({
-      filename: a.filename,
-      contentType: a.contentType,
+      filename: attachmentName(a.filename),
+      contentType: attachmentType(a.contentType),
       content: a.content,
     })),
     messageId: opts.messageId,
     date: opts.date,
-    ...(m.inReplyTo ? { inReplyTo: m.inReplyTo } : {}),
-    ...(m.references ? { references: m.references } : {}),
+    ...(inReplyTo ? { inReplyTo } : {}),
+    ...(references ? { references } : {}),
     headers: { 'User-Agent': 'Mailyard webmail', ...(opts.draft ? { 'X-Mailyard-Draft': 'yes' } : {}) },
     // nothing the composer would fetch by itself: no file paths, no URLs, no data: images to attach
     disableFileAccess: true,

@@ -5,6 +5,8 @@ import type { ImapFlow } from 'imapflow';
 import { z } from 'zod';
 import { folderSchema, parse, sessionOf, uidParam, uidSchema, type Ctx } from './context.js';
 import {
+  attachmentName,
+  attachmentType,
   buildMessage,
   newMessageId,
   parseAddressList,
@@ -154,9 +156,8 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
       } catch {
         throw errors.badRequest('X-Filename: expected a URI-encoded file name');
       }
-      filename = filename.replace(/[\u0000-\u001f\u007f/\\]/g, '_').slice(0, 200) || 'attachment';
-      const type = String(req.headers['x-content-type'] ?? 'application/octet-stream');
-      const contentType = /^[\w.+-]+\/[\w.+-]+$/.test(type) ? type.toLowerCase() : 'application/octet-stream';
+      filename = attachmentName(filename);
+      const contentType = attachmentType(String(req.headers['x-content-type'] ?? ''));
       const id = randomBytes(16).toString('base64url');
       const cap = UPLOADS_PER_ACCOUNT * ctx.attachmentLimit;
       const waiting = await withUploadScript(redis).webmailStoreUpload(

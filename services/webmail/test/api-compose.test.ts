@@ -357,6 +357,82 @@ describe('sending', () => {
     },
   );
 
+  test(
+    'a reply to a message whose subject, names and ids hold line breaks: every header on one line',
+    { timeout: 60_000 },
+    async () => {
+      // encoded words that decode to CR LF, a folded Message-ID, an encoded word among the references
+      const word = (text: string) => `=?UTF-8?B?${Buffer.from(text).toString('base64')}?=`;
+      const file = word('notes\r\nX-Evil: 3.txt');
+      await sendRaw(
+        t.p,
+        ALICE,
+        [
+          `From: ${word('Bob\r\nX-Evil: 1')} <${BOB}>`,
+          `To: ${ALICE}`,
+          `Subject: ${word('Plans\r\nBcc: mallory@example.test')}`,
+          'Date: Mon, 6 Jan 2025 10:00:00 +0000',
+          'Message-ID:\r\n <plans.1@example.test>',
+          `References: <r1@example.test>\r\n\t<r2@example.test> ${word('\r\nX-Evil: 2')}`,
+          'MIME-Version: 1.0',
+          'Content-Type: multipart/mixed; boundary="b1"',
+          '',
+          '--b1',
+          'Content-Type: text/plain; charset=utf-8',
+          '',
+          'Shall we meet?',
+          '--b1',
+          `Content-Type: text/plain; name="${file}"`,
+          `Content-Disposition: attachment; filename="${file}"`,
+          'Content-Transfer-Encoding: base64',
+          '',
+          Buffer.from('notes').toString('base64'),
+          '--b1--',
+          '',
+        ].join('\r\n'),
+      );
+      const { uid } = (await messagesIn('INBOX')).find((m) => m.subject.startsWith('Plans'))!;
+      const m = (await alice.get(`/api/messages/${uid}` + q({ folder: 'INBOX' }))).json;
+      assert.equal(m.subject, 'Plans\r\nBcc: mallory@example.test');
+      // the reply as the editor makes it (web/src/format.ts's replyDraft), and a typed name
+      const res = await alice.post(
+        '/api/send',
+        draft({
+          fromName: 'Alice\r\nX-Evil: 4',
+          to: `"${m.from[0].name}" <${m.from[0].address}>`,
+          subject: `Re: ${m.subject}`,
+          inReplyTo: m.messageId,
+          references: [m.references, m.messageId].filter(Boolean).join(' '),
+          attachments: [{ folder: 'INBOX', uid, part: m.attachments[0].part }],
+          origin: { folder: 'INBOX', uid, kind: 'reply' },
+        }),
+      );
+      assert.equal(res.status, 200, res.text);
+      const raw = await bobsMail('Re: Plans Bcc: mallory@example.test');
+      const head = raw.slice(0, raw.indexOf('\r\n\r\n')).replace(/\r\n[ \t]+/g, ' ');
+      assert.match(head, /^In-Reply-To: <plans\.1@example\.test>$/m);
+      assert.match(head, /^References: <r1@example\.test> <r2@example\.test> <plans\.1@example\.test>$/m);
+      // nothing a reader decodes to a line break, in the headers of the message or its parts:
+      // no encoded CR or LF in an encoded word (RFC 2047) or a parameter (RFC 2231)
+      assert.doesNotMatch(raw, /=0[DA]|%0[DA]/i);
+      for (const [, b64] of raw.matchAll(/=\?UTF-8\?B\?([^?]*)\?=/gi))
+        assert.doesNotMatch(Buffer.from(b64!, 'base64').toString('utf8'), /[\r\n]/);
+      // and as bob's webmail shows it
+      const bob = new WebClient(t.webmail.port, t.ca);
+      assert.equal((await bob.login(BOB)).status, 200);
+      const rows = (await bob.get('/api/messages' + q({ folder: 'INBOX', limit: 200 }))).json.rows as {
+        uid: number;
+        subject: string;
+      }[];
+      const reply = rows.find((r) => r.subject === 'Re: Plans Bcc: mallory@example.test')!;
+      const seen = (await bob.get(`/api/messages/${reply.uid}` + q({ folder: 'INBOX' }))).json;
+      assert.deepEqual(
+        [seen.from[0].name, seen.to[0].name, seen.attachments.map((a: { filename: string }) => a.filename)],
+        ['Alice X-Evil: 4', 'Bob X-Evil: 1', ['notes__X-Evil: 3.txt']],
+      );
+    },
+  );
+
   test('from an alias and a plus-address, never from someone else', { timeout: 30_000 }, async () => {
     assert.equal(
       (await alice.post('/api/send', draft({ from: 'team@example.test', subject: 'As the team' }))).status,
