@@ -104,24 +104,59 @@ function looksInvisible(attribs: Record<string, string>): boolean {
   );
 }
 
+/** A CSS escape (CSS Syntax 3 §4.3.7): a code point in up to six hex digits and one optional white space, or a character. */
+const CSS_ESCAPE = String.raw`\\(?:[0-9a-fA-F]{1,6}(?:\r\n|[ \t\r\n\f])?|[^\r\n\f0-9a-fA-F])`;
+/** An identifier's characters, escapes among them: the whole run, so that `myurl` is not `url`. */
+const CSS_NAME = new RegExp(String.raw`(?:[\w\u0080-\uffff-]|${CSS_ESCAPE})+`, 'g');
+/** The words cleanCss looks for: one written with escapes is written out plain first. */
+const CSS_WORDS = new Set(['url', 'import', 'expression', 'behavior', '-moz-binding', 'javascript']);
+
+/**
+ * The text CSS escapes stand for (`u\72l`, `\75 rl` and `\000075rl` are all `url`); an
+ * escaped line break (a string's line continuation) stands for nothing, a code point that
+ * cannot be one for U+FFFD.
+ */
+function decodeCssEscapes(text: string): string {
+  return text.replace(
+    /\\(?:([0-9a-fA-F]{1,6})(?:\r\n|[ \t\r\n\f])?|(\r\n|[\r\n\f])|([\s\S]))/g,
+    (_m, hex: string | undefined, _newline: string | undefined, char: string | undefined) => {
+      if (hex === undefined) return char ?? '';
+      const cp = parseInt(hex, 16);
+      return cp === 0 || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff
+        ? '\ufffd'
+        : String.fromCodePoint(cp);
+    },
+  );
+}
+
 /**
  * CSS (style attributes and <style> sheets) without anything that loads or runs: no
  * @import, no expression()/behavior/binding, and url() only for data: images or, when
- * remote content is allowed, http(s).
+ * remote content is allowed, http(s). A browser reads escapes in identifiers and URLs as
+ * the characters they stand for, so the words looked for are matched after them: only
+ * those words are rewritten unescaped, everything else (an escaped selector, a string)
+ * stays as written.
  */
 function cleanCss(css: string, allowRemote: boolean, count: { blocked: number }): string {
+  const plain = css.replace(CSS_NAME, (name) => {
+    if (!name.includes('\\')) return name;
+    const word = decodeCssEscapes(name).toLowerCase();
+    return CSS_WORDS.has(word) ? word : name;
+  });
   return (
-    css
+    plain
       .replace(/@import[^;]*;?/gi, () => {
         count.blocked++;
         return '';
       })
       .replace(/expression\s*\(|behavior\s*:|-moz-binding|javascript:/gi, '')
       // an url( left open at the end of a sheet or style is read to the end, as browsers do
-      .replace(/url\s*\(\s*(['"]?)(.*?)\1\s*(?:\)|$)/gi, (_m, _q, target: string) => {
-        if (/^data:image\//i.test(target)) return `url("${target.replace(/["\\\n]/g, '')}")`;
-        if (isRemote(target) && allowRemote && /^https?:/i.test(target))
-          return `url("${target.replace(/["\\\n]/g, '')}")`;
+      .replace(/url\s*\(\s*(['"]?)(.*?)\1\s*(?:\)|$)/gi, (_m, _q, written: string) => {
+        const target = decodeCssEscapes(written);
+        // written out as a string that nothing in it can end or break
+        const kept = () => `url("${target.replace(/["\\\u0000-\u001f\u007f]/g, '')}")`;
+        if (/^data:image\//i.test(target)) return kept();
+        if (isRemote(target) && allowRemote && /^https?:/i.test(target)) return kept();
         count.blocked++;
         return 'none';
       })

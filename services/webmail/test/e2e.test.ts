@@ -323,4 +323,44 @@ describe('privacy', () => {
       await browser.close();
     }
   });
+
+  test(
+    'a background written with CSS escapes is offered like any remote image, and loaded once allowed',
+    { timeout: 120_000 },
+    async () => {
+      const base = `http://127.0.0.5:${(remote.address() as AddressInfo).port}`;
+      // u\72l( is url( and "\68 " an h, as the browser reads them
+      const sheet = `.hero{height:40px;background-image:u\\72l(${base}/\\68 ero.png)}`;
+      await sendRaw(
+        t.p,
+        ALICE,
+        [
+          'From: "Gallery" <gallery@remote.example>',
+          `To: ${ALICE}`,
+          'Subject: The gallery reopens',
+          'Date: Mon, 6 Jan 2025 10:00:00 +0000',
+          'Message-ID: <gallery.1@remote.example>',
+          'MIME-Version: 1.0',
+          'Content-Type: text/html; charset=utf-8',
+          '',
+          `<html><head><style>${sheet}</style></head><body><div class="hero">Come and see</div></body></html>`,
+          '',
+        ].join('\r\n'),
+      );
+      const browser = await launchBrowser();
+      try {
+        const page = await browser.context.newPage();
+        await logIn(page);
+        await row(page, /The gallery reopens/).click();
+        await page.frameLocator('iframe[title="Message body"]').getByText('Come and see').waitFor();
+        await page.getByText(/1 remote image was blocked/).waitFor();
+        await bodyLoaded(page);
+        assert.ok(!hits.includes('/hero.png'), `requests to the remote host: ${hits.join(' ')}`);
+        await page.getByRole('button', { name: 'Show images', exact: true }).click();
+        await waitFor(() => hits.includes('/hero.png'), { what: 'the background once allowed' });
+      } finally {
+        await browser.close();
+      }
+    },
+  );
 });

@@ -72,6 +72,36 @@ test('a sheet with attributes and a url( left open are cleaned and counted too',
   assert.doesNotMatch(out.html, /cdn\.example/);
 });
 
+test('url(), @import and the rest are found however their names are escaped', { timeout: 5_000 }, () => {
+  // each loads https://cdn.example/... in a browser, which reads CSS escapes first
+  const values = [
+    'u\\72l(https://cdn.example/1.png)',
+    '\\75rl(https://cdn.example/2.png)',
+    '\\75 rl("https://cdn.example/3.png")',
+    '\\000075rl(https://cdn.example/4.png)',
+    '\\55\\52\\4c(https://cdn.example/5.png)',
+    'u\\rl(https://cdn.example/6.png)',
+  ];
+  const sheets = [...values.map((v) => `.a{background:${v}}`), '@\\69mport "https://cdn.example/7.css";'];
+  const cases = [
+    ...sheets.map((css) => ({ html: `<style>${css}</style>`, blocked: 1 })),
+    ...values.map((v) => ({ html: `<div style='background:${v}'>x</div>`, blocked: 1 })),
+    { html: `<style>${sheets.join('\n')}</style>`, blocked: sheets.length },
+  ];
+  for (const { html, blocked } of cases) {
+    const out = clean(html);
+    assert.equal(out.blocked, blocked, `${html} -> ${out.html}`);
+    assert.doesNotMatch(out.html, /cdn\.example/, html);
+  }
+  // the URL's own escapes too: allowed, it is loaded as the browser would read it
+  const allowed = clean('<div style="background:u\\72l(ht\\74ps://cdn.example/\\65.png)">x</div>', true);
+  assert.equal(allowed.blocked, 0);
+  assert.match(allowed.html, /url\(&quot;https:\/\/cdn\.example\/e\.png&quot;\)/);
+  // anything else stays as written: an escaped selector, a string, a name that only ends in url
+  const kept = '.a\\:b{content:"\\"u\\72l"}.myurl{x:y}';
+  assert.equal(clean(`<style>${kept}</style>`).html, `<style>${kept}</style>`);
+});
+
 test('tracking pixels are removed even when remote content is allowed', () => {
   for (const pixel of [
     '<img src="https://t.example/x.gif" width="1" height="1">',
