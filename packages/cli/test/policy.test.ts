@@ -41,7 +41,11 @@ test(
       ],
       [
         ['policy', 'add', 'smtpd_client_restrictions', 'reject_rbl_client'],
-        'reject_rbl_client takes 1 argument(s), got 0 (reject_rbl_client ZONE[=127.0.0.N])',
+        'reject_rbl_client takes 1 argument(s), got 0 (reject_rbl_client ZONE[=d.d.d.d])',
+      ],
+      [
+        ['policy', 'add', 'smtpd_client_restrictions', 'reject_rbl_client', 'zen.example=127.0.0.[11..2]'],
+        'reject_rbl_client: bad list answer "127.0.0.[11..2]": the range 11..2 runs backwards',
       ],
       [
         ['policy', 'add', 'smtpd_client_restrictions', 'check_virus'],

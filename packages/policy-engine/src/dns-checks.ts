@@ -1,6 +1,6 @@
 import type { PolicyReply } from '@mailyard/contracts';
 import { forwardConfirmedReverse, isNotFound, reverseName, type MailResolver } from '@mailyard/dns';
-import type { PolicyReplies } from '@mailyard/policy-rules';
+import { listAnswerMatches, type ListAnswerFilter, type PolicyReplies } from '@mailyard/policy-rules';
 import { DUNNO, note, refuse, type CheckContext, type Verdict } from './check-context.js';
 import type { PolicyMetrics } from './metrics.js';
 
@@ -134,26 +134,26 @@ export function clientDnsVerdict(
 }
 
 /**
- * A DNSBL/RHSBL entry as a verdict: listed (with the answer asked for, if any) refuses
- * naming the zone and the codes; a failed lookup defers.
+ * A DNSBL/RHSBL entry as a verdict: listed (with an answer the filter takes, if any)
+ * refuses naming the zone and the codes; a failed lookup defers.
  */
 export async function dnsListVerdict(
   ctx: CheckContext,
   check: string,
-  list: { zone: string; code: string | null },
+  list: { zone: string; answer: ListAnswerFilter | null },
   name: string | null,
   subject: string,
   reply: Pick<PolicyReplies, 'dnsblListed' | 'dnsblTempFail'>,
 ): Promise<Verdict> {
   if (!name) return DUNNO;
-  const { zone, code } = list;
+  const { zone, answer } = list;
   const l = await dnsblLookup(ctx.env.resolver, name);
   if (l.kind === 'none') return DUNNO;
   if (l.kind === 'temp') {
     note(ctx, check, 'temperror', `${zone}: ${l.error}`);
     return refuse(reply.dnsblTempFail(zone));
   }
-  const codes = code ? l.value.filter((c) => c === code) : l.value;
+  const codes = answer ? l.value.filter((c) => listAnswerMatches(answer, c)) : l.value;
   if (!codes.length) return DUNNO;
   note(ctx, check, 'listed', `${zone}=${codes.join(',')}`);
   return refuse(reply.dnsblListed(subject, zone, codes));

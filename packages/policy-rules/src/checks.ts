@@ -1,6 +1,9 @@
-import { isIP } from 'node:net';
 import type { PolicyStage } from '@mailyard/contracts';
+import { parseListAnswer, type ListAnswerFilter } from './list-answer.js';
 import type { ReplyName } from './replies.js';
+import { RestrictionError } from './restriction-error.js';
+
+export { RestrictionError };
 
 /**
  * The table of restrictions: every check a restriction list may name, with its argument
@@ -10,10 +13,6 @@ import type { ReplyName } from './replies.js';
  * a typed record over CheckName, so a check defined here without exactly one
  * implementation there does not compile). No I/O here: the CLI reads this table.
  */
-
-export class RestrictionError extends Error {
-  override readonly name = 'RestrictionError';
-}
 
 /** One argument: how `mailyard policy checks` shows it, and its parser. */
 export interface ArgSpec<T> {
@@ -88,20 +87,22 @@ export const tableArg: ArgSpec<string> = {
   },
 };
 
-/** A DNS list zone, optionally only one of its answers: `zen.spamhaus.org=127.0.0.4`. */
-export const zoneArg: ArgSpec<{ zone: string; code: string | null }> = {
-  usage: 'ZONE[=127.0.0.N]',
+/**
+ * A DNS list zone, optionally only some of its answers: `zen.spamhaus.org=127.0.0.4`,
+ * `zen.spamhaus.org=127.0.0.[2..11]` (Postfix's `rbl_domain=d.d.d.d`).
+ */
+export const zoneArg: ArgSpec<{ zone: string; answer: ListAnswerFilter | null }> = {
+  usage: 'ZONE[=d.d.d.d]',
   parse(text) {
-    const [zone = '', code, ...more] = text.split('=');
+    const eq = text.indexOf('=');
+    const zone = eq < 0 ? text : text.slice(0, eq);
     if (
       !/^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})?)*\.?$/.test(
         zone,
       )
     )
       throw new RestrictionError(`"${zone}" is not a DNS zone name`);
-    if (more.length || (code !== undefined && (isIP(code) !== 4 || !code.startsWith('127.'))))
-      throw new RestrictionError(`bad list answer "${text.slice(zone.length + 1)}", expected 127.0.0.N`);
-    return { zone, code: code ?? null };
+    return { zone, answer: eq < 0 ? null : parseListAnswer(text.slice(eq + 1)) };
   },
 };
 
@@ -299,7 +300,7 @@ export const CHECKS = {
     replies: ['accessRefused'],
   }),
   reject_rbl_client: def({
-    help: 'refuse clients listed in a DNSBL (with =127.0.0.N: only that answer)',
+    help: 'refuse clients listed in a DNSBL (with =127.0.0.N or =127.0.0.[2..11]: only those answers)',
     args: [zoneArg],
     stages: ALL,
     needs: ['dns'],
@@ -307,7 +308,7 @@ export const CHECKS = {
     replies: ['dnsblListed', 'dnsblTempFail'],
   }),
   reject_rhsbl_sender: def({
-    help: 'refuse sender domains listed in an RHSBL (with =127.0.0.N: only that answer)',
+    help: 'refuse sender domains listed in an RHSBL (with =127.0.0.N or =127.0.0.[2..11]: only those answers)',
     args: [zoneArg],
     stages: FROM_MAIL,
     needs: ['dns'],

@@ -1,4 +1,5 @@
 export * from './checks.js';
+export * from './list-answer.js';
 export * from './replies.js';
 export * from './restrictions.js';
 export * from './access.js';

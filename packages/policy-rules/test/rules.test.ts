@@ -14,6 +14,7 @@ import {
   normalizeAddressKey,
   normalizeClientKey,
   parseAccessAction,
+  listAnswerMatches,
   listChecks,
   parseEntry,
   parseRate,
@@ -21,14 +22,22 @@ import {
   policyReply,
   showLists,
   splitEntries,
+  type ListAnswerFilter,
 } from '@mailyard/policy-rules';
+
+/** The answer filter of a DNS list entry. */
+function filter(entry: string): ListAnswerFilter {
+  const r = parseRestriction(entry);
+  assert.ok(r.name === 'reject_rbl_client' || r.name === 'reject_rhsbl_sender', entry);
+  return r.value[0].answer!;
+}
 
 describe('restriction entries', () => {
   test('known checks with their arguments parse; the rest is refused in one sentence', () => {
     assert.deepEqual(parseRestriction('reject_rbl_client  zen.example'), {
       name: 'reject_rbl_client',
       args: ['zen.example'],
-      value: [{ zone: 'zen.example', code: null }],
+      value: [{ zone: 'zen.example', answer: null }],
     });
     assert.deepEqual(parseRestriction('check_rate client_messages 30/1m').value, [
       'client_messages',
@@ -38,7 +47,7 @@ describe('restriction entries', () => {
       ['reject_everything', /^unknown restriction "reject_everything" \(/],
       [
         'reject_rbl_client',
-        /^reject_rbl_client takes 1 argument\(s\), got 0 \(reject_rbl_client ZONE\[=127\.0\.0\.N\]\)$/,
+        /^reject_rbl_client takes 1 argument\(s\), got 0 \(reject_rbl_client ZONE\[=d\.d\.d\.d\]\)$/,
       ],
       ['permit_mynetworks 10.0.0.0/8', /^permit_mynetworks takes 0 argument\(s\), got 1/],
       ['check_rate client_connections lots', /^check_rate: bad rate "lots", expected e\.g\. 30\/1m$/],
@@ -50,7 +59,7 @@ describe('restriction entries', () => {
       ['reject_rbl_client zen..example', /^reject_rbl_client: "zen\.\.example" is not a DNS zone name$/],
       [
         'reject_rbl_client zen.example=10.0.0.1',
-        /^reject_rbl_client: bad list answer "10\.0\.0\.1", expected 127\.0\.0\.N$/,
+        /^reject_rbl_client: bad list answer "10\.0\.0\.1": DNS lists answer in 127\.0\.0\.0\/8$/,
       ],
     ];
     for (const [entry, why] of refusals)
@@ -103,8 +112,75 @@ describe('restriction entries', () => {
         /^check_rate COUNTER LIMIT\/WINDOW +at most LIMIT per WINDOW .* \[connect, mail, rcpt\]$/.test(l),
       ),
     );
-    assert.ok(
-      lines.some((l) => /^reject_rbl_client ZONE\[=127\.0\.0\.N\] +refuse .* \[any stage\]$/.test(l)),
+    assert.ok(lines.some((l) => /^reject_rbl_client ZONE\[=d\.d\.d\.d\] +refuse .* \[any stage\]$/.test(l)));
+  });
+
+  test("a list answer filter is Postfix's d.d.d.d: numbers, [n;m] lists and [n..m] ranges", () => {
+    const zen = filter('reject_rbl_client zen.spamhaus.org=127.0.0.[2..11]');
+    assert.equal(zen.text, '127.0.0.[2..11]');
+    for (const a of ['127.0.0.2', '127.0.0.4', '127.0.0.11']) assert.ok(listAnswerMatches(zen, a), a);
+    for (const a of ['127.0.0.1', '127.0.0.12', '127.255.255.254', '127.0.1.2'])
+      assert.ok(!listAnswerMatches(zen, a), a);
+    const some = filter('reject_rbl_client bl.example=127.0.0.[2;4..5]');
+    assert.deepEqual(
+      ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6'].map((a) =>
+        listAnswerMatches(some, a),
+      ),
+      [true, false, true, true, false],
+    );
+    assert.ok(listAnswerMatches(filter('reject_rbl_client bl.example=127.0.[0..1].2'), '127.0.1.2'));
+    assert.ok(listAnswerMatches(filter('reject_rbl_client bl.example=127.0.0.2'), '127.0.0.2'));
+    assert.ok(!listAnswerMatches(filter('reject_rbl_client bl.example=127.0.0.2'), '127.0.0.20'));
+    const refusals: [string, string][] = [
+      ['127.0.0.[11..2]', 'the range 11..2 runs backwards'],
+      ['127.0.0.[2..300]', '"300" is not a number from 0 to 255'],
+      ['127.0.0.[2;;4]', '"" is not a number or a range n..m'],
+      ['127.0.0.[2...4]', '"2...4" is not a number or a range n..m'],
+      ['127.0.0.[2,4]', '"2,4" is not a number or a range n..m'],
+      ['[126..127].0.0.2', 'DNS lists answer in 127.0.0.0/8'],
+    ];
+    for (const [answer, why] of refusals)
+      assert.throws(
+        () => parseRestriction(`reject_rhsbl_sender bl.example=${answer}`),
+        (e) =>
+          e instanceof RestrictionError &&
+          e.message === `reject_rhsbl_sender: bad list answer "${answer}": ${why}`,
+        answer,
+      );
+    for (const answer of ['127.0.0', '127.0.0.2.1', '127.0.0.[2', '127.0.0.x', '127.0.0.2=1', ''])
+      assert.throws(
+        () => parseRestriction(`reject_rbl_client bl.example=${answer}`),
+        /: reject_rbl_client: bad list answer ".*", expected 127\.0\.0\.N or a pattern such as /,
+        answer,
+      );
+  });
+
+  test('a filter written from any sets of octets takes exactly the answers in them', () => {
+    const octet = fc.uniqueArray(fc.integer({ min: 0, max: 255 }), { minLength: 1, maxLength: 4 });
+    fc.assert(
+      fc.property(octet, octet, octet, fc.ipV4(), (b, c, d, probe) => {
+        // each set written as a list of single numbers and ranges of consecutive ones
+        const write = (set: number[]) => {
+          const sorted = [...set].sort((x, y) => x - y);
+          const parts: string[] = [];
+          for (let i = 0; i < sorted.length;) {
+            let j = i;
+            while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
+            parts.push(i === j ? `${sorted[i]}` : `${sorted[i]}..${sorted[j]}`);
+            i = j + 1;
+          }
+          return sorted.length === 1 ? `${sorted[0]}` : `[${parts.join(';')}]`;
+        };
+        const f = filter(`reject_rbl_client bl.example=127.${write(b)}.${write(c)}.${write(d)}`);
+        const address = `127.${probe.split('.').slice(1).join('.')}`;
+        const [, x, y, z] = address.split('.').map(Number);
+        assert.equal(
+          listAnswerMatches(f, address),
+          b.includes(x!) && c.includes(y!) && d.includes(z!),
+          `${f.text} ${address}`,
+        );
+        assert.ok(listAnswerMatches(f, `127.${b[0]}.${c[0]}.${d[0]}`), f.text);
+      }),
     );
   });
 

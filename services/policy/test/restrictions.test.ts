@@ -181,6 +181,18 @@ describe('client restrictions', () => {
     assert.equal((await attempt({ ip: '127.0.0.9' })).code, 250, '127.0.0.4 is not the code asked for');
     assert.equal((await attempt({ ip: '127.0.0.8' })).code, 554);
   });
+
+  test("reject_rbl_client ZONE=PATTERN: Postfix's [n..m] ranges and [n;m] lists of codes", async () => {
+    await setRules({ smtpd_client_restrictions: ['reject_rbl_client dnsbl.test=127.0.0.[3..11]'] });
+    assert.equal((await attempt({ ip: '127.0.0.8' })).code, 250, '127.0.0.2 is outside 3..11');
+    assert.match(
+      (await attempt({ ip: '127.0.0.9' })).text,
+      /^554 5\.7\.1 Service unavailable; Client host \[127\.0\.0\.9\] blocked using dnsbl\.test \(127\.0\.0\.4\)/,
+    );
+    await setRules({ smtpd_client_restrictions: ['reject_rbl_client dnsbl.test=127.0.0.[2;5]'] });
+    assert.equal((await attempt({ ip: '127.0.0.8' })).code, 554);
+    assert.equal((await attempt({ ip: '127.0.0.9' })).code, 250, '127.0.0.4 is not in 2;5');
+  });
 });
 
 describe('HELO and sender restrictions', () => {

@@ -1,7 +1,7 @@
 import type { CheckImplementation } from '../check-context.js';
 import { dnsListVerdict, dnsblName } from '../dns-checks.js';
 
-/** `reject_rbl_client ZONE[=127.0.0.N]`: the client's address listed in a DNSBL. */
+/** `reject_rbl_client ZONE[=d.d.d.d]`: the client's address listed in a DNSBL. */
 export const rejectRblClient: CheckImplementation<'reject_rbl_client'> = {
   // a DNS list is asked by the policy service, whose cache every intake shares
   local: () => false,
