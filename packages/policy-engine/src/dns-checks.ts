@@ -1,7 +1,7 @@
 import type { PolicyReply } from '@mailyard/contracts';
 import { forwardConfirmedReverse, isNotFound, reverseName, type MailResolver } from '@mailyard/dns';
 import { listAnswerMatches, type ListAnswerFilter, type PolicyReplies } from '@mailyard/policy-rules';
-import { DUNNO, note, refuse, type CheckContext, type Verdict } from './check-context.js';
+import { DUNNO, note, refuse, type CheckContext, type CheckEnv, type Verdict } from './check-context.js';
 import type { PolicyMetrics } from './metrics.js';
 
 /** A DNS lookup failed in a way that says nothing about the name: timeout, SERVFAIL, garbage. */
@@ -99,10 +99,40 @@ export function dnsblName(ip: string, zone: string): string | null {
   return reverseName(ip, zone);
 }
 
-/** A DNSBL answer: the 127.0.0.x codes, or none; answers outside 127/8 are garbage (temp). */
-export async function dnsblLookup(resolver: MailResolver, name: string): Promise<Lookup<string[]>> {
-  const r = await classify(resolver.resolve4(name), (v) => v.length === 0);
-  if (r.kind === 'found' && !r.value.every((a) => a.startsWith('127.')))
+/**
+ * What a list means by answering 127.255.255.x: it refuses the query rather than answering
+ * it (Spamhaus's return codes; others use the same block).
+ */
+const REFUSALS: Record<string, string> = {
+  '127.255.255.252': 'typing error in the list name',
+  '127.255.255.254': 'query through a public or open resolver',
+  '127.255.255.255': 'too many queries',
+};
+
+/**
+ * A DNSBL answer: the 127.0.0.x codes, or none. Answers outside 127/8 are garbage, and a
+ * 127.255.255.x answer is the list refusing the query (asked through a public resolver,
+ * over its quota), so neither says whether the name is listed: the lookup failed (temp),
+ * as rspamd ignores these codes. The refusal is logged naming the list and the code,
+ * since only the admin can end it (their own resolver, a subscription).
+ */
+export async function dnsblLookup(
+  env: Pick<CheckEnv, 'resolver' | 'logger'>,
+  zone: string,
+  name: string,
+): Promise<Lookup<string[]>> {
+  const r = await classify(env.resolver.resolve4(name), (v) => v.length === 0);
+  if (r.kind !== 'found') return r;
+  const refused = r.value.filter((a) => a.startsWith('127.255.255.'));
+  if (refused.length) {
+    const why = refused.map((a) => `${a}${REFUSALS[a] ? `: ${REFUSALS[a]}` : ''}`).join(', ');
+    env.logger.warn(
+      { zone, answer: refused.join(',') },
+      `DNS list ${zone} refused the query (${why}): not a listing, the lookup counts as failed until the list answers (ask it through a resolver of your own)`,
+    );
+    return { kind: 'temp', error: `the list refused the query (${why})` };
+  }
+  if (!r.value.every((a) => a.startsWith('127.')))
     return { kind: 'temp', error: `DNSBL answered outside 127.0.0.0/8: ${r.value.join(',')}` };
   return r;
 }
@@ -135,7 +165,7 @@ export function clientDnsVerdict(
 
 /**
  * A DNSBL/RHSBL entry as a verdict: listed (with an answer the filter takes, if any)
- * refuses naming the zone and the codes; a failed lookup defers.
+ * refuses naming the zone and the codes; a failed or refused lookup defers.
  */
 export async function dnsListVerdict(
   ctx: CheckContext,
@@ -147,7 +177,7 @@ export async function dnsListVerdict(
 ): Promise<Verdict> {
   if (!name) return DUNNO;
   const { zone, answer } = list;
-  const l = await dnsblLookup(ctx.env.resolver, name);
+  const l = await dnsblLookup(ctx.env, zone, name);
   if (l.kind === 'none') return DUNNO;
   if (l.kind === 'temp') {
     note(ctx, check, 'temperror', `${zone}: ${l.error}`);

@@ -124,7 +124,7 @@ export async function suspicion(ctx: CheckContext): Promise<string | null> {
   if (f.kind === 'none' || f.value.confirmed === null) return 'no FCrDNS';
   for (const zone of config.greylist_dnsbl) {
     const name = dnsblName(ip, zone);
-    const l = name ? await dnsblLookup(resolver, name) : null;
+    const l = name ? await dnsblLookup(ctx.env, zone, name) : null;
     if (!l || l.kind === 'none') continue;
     if ((await spfOf(ctx.env, ctx.req)) === 'pass') return null;
     return l.kind === 'temp' ? `${zone} lookup failed` : `listed in ${zone}`;

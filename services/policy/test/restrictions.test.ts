@@ -55,6 +55,8 @@ before(async () => {
         TXT: ['v=spf1 ip4:127.0.0.8 -all'],
       },
       '9.0.0.127.dnsbl.test': { A: ['127.0.0.4'] },
+      // the list refuses the query, as Spamhaus does for queries through a public resolver
+      '12.0.0.127.dnsbl.test': { A: ['127.255.255.254'] },
       'spammer.test.rhsbl.test': { A: ['127.0.0.2'] },
     },
   });
@@ -192,6 +194,27 @@ describe('client restrictions', () => {
     await setRules({ smtpd_client_restrictions: ['reject_rbl_client dnsbl.test=127.0.0.[2;5]'] });
     assert.equal((await attempt({ ip: '127.0.0.8' })).code, 554);
     assert.equal((await attempt({ ip: '127.0.0.9' })).code, 250, '127.0.0.4 is not in 2;5');
+  });
+
+  test('a list that refuses the query (127.255.255.x) lists nobody: the lookup failed', async () => {
+    for (const entry of ['reject_rbl_client dnsbl.test', 'reject_rbl_client dnsbl.test=127.0.0.[2..11]']) {
+      await setRules({ smtpd_client_restrictions: [entry] });
+      const r = await attempt({ ip: '127.0.0.12' });
+      assert.equal(r.stage, 'connect', entry);
+      assert.match(r.text, /^421 4\.7\.1 Service temporarily unavailable: dnsbl\.test lookup failed/, entry);
+      const why = await rules.explain(/\(ref ([^)]+)\)/.exec(r.text)![1]!);
+      assert.deepEqual(
+        why?.reasons.map((x) => [x.check, x.result, x.detail]),
+        [
+          [
+            'reject_rbl_client',
+            'temperror',
+            'dnsbl.test: the list refused the query (127.255.255.254: query through a public or open resolver)',
+          ],
+        ],
+        entry,
+      );
+    }
   });
 });
 
