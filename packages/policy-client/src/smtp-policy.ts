@@ -76,12 +76,16 @@ export function applyVerdict(st: PolicyState, d: PolicyDecision, rcpt?: string):
   }
 }
 
-/** Turns a refusing decision into the SmtpReject to send; null when the transaction goes on. */
-export function policyReject(d: PolicyDecision, stage: string): SmtpReject | null {
+/**
+ * Turns a refusing decision into the SmtpReject to send; null when the transaction goes
+ * on. `answeredAt` is the command it answers, when not the stage's own (the client list
+ * asked at MAIL, after login).
+ */
+export function policyReject(d: PolicyDecision, stage: string, answeredAt = stage): SmtpReject | null {
   if ((d.action !== 'reject' && d.action !== 'tempfail') || !d.reply) return null;
   let { code, enhanced } = d.reply;
   // RFC 5321 §3.1: at connect only 554 (refused) or 421 (try later) make sense
-  if (stage === 'connect') {
+  if (answeredAt === 'connect') {
     code = code >= 500 ? 554 : 421;
     enhanced = code >= 500 ? enhanced : enhanced.replace(/^5/, '4');
   }

@@ -12,6 +12,10 @@ test('policyReject: refusals become SmtpReject; at connect only 554 or 421', () 
   assert.equal(policyReject(reject, 'rcpt')?.reason, 'policy_rcpt');
   assert.equal(policyReject(reject, 'connect')?.line, '554 5.7.1 no');
   assert.equal(policyReject(tempfail, 'connect')?.line, '421 4.7.1 later');
+  // the client list answered at MAIL (submission, after login): the reply as decided
+  assert.equal(policyReject(tempfail, 'connect', 'mail')?.line, '450 4.7.1 later');
+  assert.equal(policyReject(reject, 'connect', 'mail')?.line, '550 5.7.1 no');
+  assert.equal(policyReject(reject, 'connect', 'mail')?.reason, 'policy_connect');
   assert.equal(policyReject(decision({ action: 'continue' }), 'mail'), null);
   assert.equal(policyReject(decision({ action: 'quarantine' }), 'data'), null);
 });

@@ -205,8 +205,9 @@ export const CHECKS = {
   permit_sasl_authenticated: def({
     help: 'permit authenticated (submission) clients',
     args: [],
-    // nobody is logged in yet when the connection is opened
-    stages: FROM_MAIL,
+    // at connect too: the msa asks the client list once the user has logged in (Postfix's
+    // smtpd_delay_reject); on port 25 nobody is logged in when the connection opens
+    stages: ALL,
     needs: [],
     sharedState: false,
     replies: [],

@@ -95,7 +95,10 @@ export function formatRestriction(r: { name: string; args: string[] }): string {
  * The default set. Conservative enough for a small organisation's port 25: syntax
  * checks, DNS existence of the sender domain, relay refusal, greylisting of suspicious
  * clients only, and the content checks at DATA; for submission (a SASL user), a
- * per-user recipient rate. Greylisting every first-time sender would delay all new
+ * per-user recipient rate, and no client check: the msa asks the client list only once
+ * the user has logged in, and `permit_sasl_authenticated` ends it, so a user on an
+ * address a DNS list names (a dynamic one) still sends, as in Postfix's submission
+ * service. Greylisting every first-time sender would delay all new
  * correspondence by GREYLIST_DELAY, so only clients without forward-confirmed reverse
  * DNS or listed in GREYLIST_DNSBL are greylisted at RCPT, and mail in rspamd's greylist
  * band at the end of DATA (check_spam); a client with FCrDNS and SPF pass never is.
@@ -112,6 +115,8 @@ export function formatRestriction(r: { name: string; args: string[] }): string {
 export const DEFAULT_RESTRICTIONS: Record<RestrictionListName, string[]> = {
   smtpd_client_restrictions: [
     'permit_mynetworks',
+    // submission users: the msa asks this list once they have logged in
+    'permit_sasl_authenticated',
     'check_client_access client_access',
     // the rates below are for clients without FCrDNS (see above); nothing follows them
     'permit_fcrdns_client',

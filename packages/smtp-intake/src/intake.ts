@@ -302,6 +302,25 @@ export function createIntake<L extends string>(
     const refusal = role.mayTransact?.(session);
     if (refusal) throw refusal;
   };
+  // the client list's verdict per session when it runs after login: passed, or refused
+  // for good and kept for the session's later transactions, as a refusal at connect ends
+  // the session; a deferral (a DNS list not answering) is asked again at the next MAIL
+  const clientVerdicts = new WeakMap<SMTPServerSession, 'passed' | SmtpReject>();
+  /** The client list of a logged-in session (role.clientRestrictions `login`). */
+  const askClientAfterLogin = async (session: SMTPServerSession) => {
+    if (!policy || role.clientRestrictions !== 'login') return;
+    const kept = clientVerdicts.get(session);
+    if (kept === 'passed') return;
+    if (kept) throw kept;
+    const d = await ask(policy, session, policyRequest(session, 'connect'));
+    const rej = policyReject(d, 'connect', 'mail');
+    if (rej) {
+      if (rej.code >= 500) clientVerdicts.set(session, rej);
+      throw rej;
+    }
+    clientVerdicts.set(session, 'passed');
+    verdicts.connected(session, d);
+  };
 
   const acceptMessage = async (input: Buffer, session: SMTPServerSession): Promise<string> => {
     const queueId = newQueueId();
@@ -500,7 +519,7 @@ export function createIntake<L extends string>(
 
       onConnect(session, cb) {
         metrics.sessionOpened(listener);
-        if (!policy) return cb();
+        if (!policy || role.clientRestrictions !== 'connect') return cb();
         // RFC 5321 §3.1: a greeting is 220, 554 or 421, never 451
         const failure = { extra: {}, log: 'policy check failed', reply: reply.localErrorAtConnect };
         settle(session, cb, failure, async () => {
@@ -517,6 +536,7 @@ export function createIntake<L extends string>(
         const sender = address.address;
         settle(session, cb, { extra: { from: sender }, log: 'sender check failed' }, async () => {
           mayTransact(session);
+          await askClientAfterLogin(session);
           if (sender !== '' && !parseMailAddress(sender).ok) throw reply.badSenderSyntax(sender);
           const declared =
             address.args && typeof address.args.SIZE === 'string' ? Number(address.args.SIZE) : 0;

@@ -72,6 +72,14 @@ export interface IntakeRole<L extends string> {
   greetingDelay: number;
   /** Clients the per-client connection limits spare. */
   limitExceptions: string[];
+  /**
+   * When the policy's client list (smtpd_client_restrictions) runs: `connect` (port 25),
+   * or `login`: once the session has logged in, at its first MAIL, with the SASL user in
+   * the request, as Postfix's smtpd_delay_reject=yes runs it at RCPT, after AUTH. On
+   * submission, where nothing is accepted before AUTH, a client refused at connect could
+   * never log in: a user on a dynamic address a DNS list names would be locked out.
+   */
+  clientRestrictions: 'connect' | 'login';
   /** AUTH after TLS; without it AUTH is not a command at all (port 25). */
   auth?: IntakeAuth;
   /** How our Received header names the client: `authenticated` (ESMTPSA) and `hideClient` (submission privacy). */

@@ -127,6 +127,8 @@ export function submissionRole(
     reverseLookup: config.submission_received_client,
     greetingDelay: 0,
     limitExceptions: config.smtpd_client_event_limit_exceptions,
+    // permit_sasl_authenticated ends it: a user on a listed dynamic address still sends
+    clientRestrictions: 'login',
     auth: login.auth,
     onClose: login.onClose,
     received: { authenticated: true, hideClient: !config.submission_received_client },

@@ -55,6 +55,7 @@ function mtaRole(config: MtaInboundConfig, directory: Directory): IntakeRole<'sm
     reverseLookup: config.smtpd_peername_lookup,
     greetingDelay: config.postscreen_greet_wait,
     limitExceptions: config.smtpd_client_event_limit_exceptions ?? config.mynetworks,
+    clientRestrictions: 'connect',
     received: { authenticated: false, hideClient: false },
 
     /**
