@@ -75,14 +75,17 @@ export function submissionRole(
    * made over the 8-bit form and fail DMARC at the receiver. Converted only for a domain
    * that has keys: unsigned mail keeps its 8-bit form. 8-bit data in a header (SMTPUTF8)
    * cannot be converted; such mail goes only to servers that offer SMTPUTF8, and they
-   * offer 8BITMIME too (RFC 6531 §3.1).
+   * offer 8BITMIME too (RFC 6531 §3.1). A message the user signed (PGP/MIME or S/MIME,
+   * `multipart/signed`, RFC 1847) is never changed: its signature covers the signed part's
+   * bytes and its Content-Transfer-Encoding, and would break at once for every recipient,
+   * where the DKIM signature breaks only at a server without 8BITMIME.
    */
   const sevenBitForSigning = async (
     message: Buffer,
     domain: string,
     body: FinishContext['body'],
   ): Promise<Buffer | null> => {
-    if (body === '7BIT' && isAscii(message)) return null;
+    if (!needsSevenBit(message, body)) return null;
     if (!(await deps.dkim!.hasKeys(domain))) return null;
     const seven = await downgradeTo7Bit(message);
     return seven.kind === 'converted' ? seven.data : null;
@@ -207,4 +210,24 @@ function authorDomain(split: ReturnType<typeof splitMessage>, mailFrom: string):
   }
   const sender = parseMailAddress(mailFrom);
   return sender.ok ? sender.value.domain : null;
+}
+
+/** A part labelled 8bit or binary, which the relay relabels for a server without 8BITMIME. */
+const EIGHT_BIT_LABEL = /^Content-Transfer-Encoding:[ \t]*(?:\r?\n[ \t]+)?(?:8bit|binary)\b/im;
+/** A PGP/MIME or S/MIME clear-signed part (RFC 1847 §2.1), its header folded or not. */
+const SIGNED_PART = /^Content-Type:[ \t]*(?:\r?\n[ \t]+)?multipart\/signed\b/im;
+/** A line longer than SMTP carries (RFC 5321 §4.5.3.1.6), which the relay would re-encode. */
+const LONG_LINE = /[^\r\n]{999}/;
+
+/**
+ * Whether the relay could change this message on its way to a server without 8BITMIME
+ * (and so break a DKIM signature made now), and the msa may change it instead: 8-bit
+ * bytes, a part labelled 8bit or binary, or a line too long, in a message the user has
+ * not signed. Most mail is 7-bit and skips the conversion with a few scans.
+ */
+function needsSevenBit(message: Buffer, body: FinishContext['body']): boolean {
+  const text = message.toString('latin1');
+  if (SIGNED_PART.test(text)) return false;
+  if (!isAscii(message)) return true;
+  return body !== '7BIT' && (EIGHT_BIT_LABEL.test(text) || LONG_LINE.test(text));
 }

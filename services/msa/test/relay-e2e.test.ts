@@ -116,3 +116,27 @@ test('8-bit mail relayed to a server without 8BITMIME still passes DKIM', async 
     .replace(/=([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
   assert.equal(Buffer.from(decoded, 'latin1').toString('utf8').trim(), text);
 });
+
+test('a message the user signed (PGP/MIME) is relayed as it was written', async () => {
+  const transport = submission();
+  // RFC 3156: the signature covers the first part's header and body, bytes as they are
+  const signedPart =
+    'Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n' +
+    'Grüße, signiert\r\n';
+  const raw = Buffer.from(
+    'From: Sig <sig@signed.test>\r\nTo: bob@remote.test\r\nSubject: signed\r\nMIME-Version: 1.0\r\n' +
+      'Content-Type: multipart/signed; micalg=pgp-sha256;\r\n protocol="application/pgp-signature"; boundary="b1"\r\n\r\n' +
+      `--b1\r\n${signedPart}--b1\r\nContent-Type: application/pgp-signature\r\n\r\n` +
+      '-----BEGIN PGP SIGNATURE-----\r\n\r\niQEzBAEBCAAdFiEE\r\n-----END PGP SIGNATURE-----\r\n--b1--\r\n',
+  );
+  await transport.sendMail({
+    envelope: { from: 'sig@signed.test', to: ['bob@remote.test'], use8BitMime: true },
+    raw,
+  });
+  transport.close();
+  const got = await waitFor(() => mta.received.find((m) => m.data.includes('Subject: signed')) ?? null, {
+    timeoutMs: 20_000,
+  });
+  assert.ok(got.data.includes(Buffer.from(`--b1\r\n${signedPart}--b1`)), 'the signed part is unchanged');
+  await assertSignaturesPass(got.data);
+});
