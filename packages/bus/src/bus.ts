@@ -973,6 +973,7 @@ export class Bus {
         [Headers.deadLetterReason]: reason.slice(0, 1000),
         [Headers.deadLetterQueue]: queue,
         [Headers.deadLetterAttempts]: attempt,
+        [Headers.deadLetterTime]: new Date().toISOString(),
       },
     });
     this.log.error({ queue, err, attempt }, 'message dead-lettered');

@@ -197,6 +197,9 @@ test('a poison message goes to the dead-letter queue with its reason after N att
   });
   assert.equal(msg.content.toString(), 'bad');
   assert.match(String(msg.properties.headers?.[Headers.deadLetterReason]), /disk on fire/);
+  // when, for `mailyard queue dead list`
+  const at = Date.parse(String(msg.properties.headers?.[Headers.deadLetterTime]));
+  assert.ok(Math.abs(Date.now() - at) < 60_000, `dead-lettered at ${String(at)}`);
   assert.equal(attempts, 3);
   await conn.close();
   await bus.stop();

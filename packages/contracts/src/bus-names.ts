@@ -46,6 +46,8 @@ export const Headers = {
   deadLetterQueue: 'x-mailyard-original-queue',
   /** How many times it was run before it was dead-lettered. */
   deadLetterAttempts: 'x-mailyard-attempts',
+  /** When it was dead-lettered (ISO 8601); dead letters of earlier releases lack it. */
+  deadLetterTime: 'x-mailyard-dead-lettered-at',
   /** Contract version of the envelope in this message. */
   envelopeVersion: 'x-mailyard-envelope-version',
   /** Matches an RPC reply to its request (set on both; the Bus sets its own message ids). */
