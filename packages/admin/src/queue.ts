@@ -1,11 +1,18 @@
 import {
+  deleteDeadLetters,
   deleteDeferred,
+  listDeadLetters,
   listDeferred,
+  requeueDeadLetters,
   retryDeferred,
+  showDeadLetters,
   showDeferred,
+  type DeadLetter,
+  type DeadLetterMessage,
   type DeferredEntry,
   type DeferredMessage,
   type QueueAdminDeps,
+  type RequeueResult,
   type RetryTarget,
 } from '@mailyard/queue-admin';
 import type { AuditEntry } from './audit.js';
@@ -13,9 +20,10 @@ import type { AuditEntry } from './audit.js';
 type Log = (action: string, target: string, detail?: AuditEntry['detail']) => Promise<unknown>;
 
 /**
- * The deferred outbound mail (packages/queue-admin's operations) with retries and
- * deletions written to the audit log: what `mailyard queue` and the console's queue
- * page both call. Problems are QueueAdminErrors, one sentence each.
+ * The deferred outbound mail and the dead-letter queue (packages/queue-admin's
+ * operations) with retries, requeues and deletions written to the audit log: what
+ * `mailyard queue` and the console's queue page both call. Problems are
+ * QueueAdminErrors, one sentence each.
  */
 export class QueueOperations {
   constructor(
@@ -44,4 +52,34 @@ export class QueueOperations {
     if (n) await this.log('queue.delete', queueId, { messages: n });
     return n;
   }
+
+  listDead(): Promise<DeadLetter[]> {
+    return listDeadLetters(this.deps);
+  }
+
+  showDead(queueId: string): Promise<DeadLetterMessage | null> {
+    return showDeadLetters(this.deps, queueId);
+  }
+
+  /** Sends dead letters back to their original queue; those that went, and those that stayed. */
+  async requeueDead(target: RetryTarget): Promise<RequeueResult> {
+    const result = await requeueDeadLetters(this.deps, target);
+    if (result.requeued.length)
+      await this.log('queue.dead.requeue', targetName(target), lettersDetail(result.requeued));
+    return result;
+  }
+
+  /** Deletes dead letters for good; those deleted. */
+  async deleteDead(target: RetryTarget): Promise<DeadLetter[]> {
+    const deleted = await deleteDeadLetters(this.deps, target);
+    if (deleted.length) await this.log('queue.dead.delete', targetName(target), lettersDetail(deleted));
+    return deleted;
+  }
+}
+
+const targetName = (target: RetryTarget) => ('queueId' in target ? target.queueId : '*');
+
+/** How many, and (for `--all`) which queue ids: what an audit reader needs to find them in the logs. */
+function lettersDetail(letters: readonly DeadLetter[]): AuditEntry['detail'] {
+  return { messages: letters.length, queueIds: [...new Set(letters.map((l) => l.queueId))].slice(0, 100) };
 }

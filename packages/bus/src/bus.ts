@@ -3,6 +3,7 @@ import { connect, type Channel, type ChannelModel, type ConfirmChannel, type Con
 import {
   ContractError,
   DEAD_LETTER_EXCHANGE,
+  DEAD_LETTERED_EVENT_PREFIX,
   EVENTS_EXCHANGE,
   Events,
   Headers,
@@ -33,7 +34,13 @@ import {
   UnroutableError,
 } from './errors.js';
 import { within } from '@mailyard/config';
-import { browseQueue, deleteQueueIfEmpty, inspectQueue, withoutBrokerHeaders } from './inspect.js';
+import {
+  browseQueue,
+  deleteQueueIfEmpty,
+  inspectQueue,
+  withoutBrokerHeaders,
+  withoutDeliveryCounts,
+} from './inspect.js';
 import { RpcChannel } from './rpc.js';
 import { declareQueue, declareTopology, outboundDelayQueueSpec, type QueueSpec } from './topology.js';
 
@@ -68,6 +75,14 @@ export interface QueueInfo {
   /** Messages ready (not counting those delivered and not yet acknowledged). */
   messages: number;
   consumers: number;
+}
+
+/** Where `republish` sends a message other than to a mail queue. */
+export interface RepublishTarget {
+  exchange: string;
+  routingKey: string;
+  /** Default true. */
+  persistent?: boolean;
 }
 
 /** A message taken from a queue by `browse`. */
@@ -286,11 +301,35 @@ export class Bus {
   }
 
   /**
-   * Publishes a browsed mail message again, to `routingKey` on `mail`, without what the
-   * broker wrote on it (dead-lettering, deliveries); resolves when confirmed.
+   * Publishes a browsed message again, as a new message: to `routingKey` on `mail` (a
+   * mail message), or to another exchange (an event, persistent unless said otherwise),
+   * without what the broker wrote on it (dead-lettering, deliveries) nor the headers in
+   * `drop`; resolves when confirmed, rejects as unroutable when no queue took it.
    */
-  republish(m: BrowsedMessage, routingKey: MailRoutingKey): Promise<void> {
-    return this.publish({ routingKey, body: m.body, headers: withoutBrokerHeaders(m.headers) });
+  republish(
+    m: BrowsedMessage,
+    to: MailRoutingKey | RepublishTarget,
+    drop: readonly string[] = [],
+  ): Promise<void> {
+    const target = typeof to === 'string' ? { routingKey: to } : to;
+    return this.publish({ ...target, body: m.body, headers: withoutBrokerHeaders(m.headers, drop) });
+  }
+
+  /**
+   * Publishes a browsed message back into `queue` (through the default exchange), with
+   * its headers and the broker's record of its dead-lettering but not its delivery
+   * counts; resolves when confirmed. For a quorum queue with a delivery limit that a
+   * reader's returns count towards (RabbitMQ 4.0 to 4.2 count every return, and give
+   * every quorum queue a limit of 20): the copy starts from nought, and the reader acks
+   * the original.
+   */
+  renew(m: BrowsedMessage, queue: string): Promise<void> {
+    return this.publish({
+      exchange: '',
+      routingKey: queue,
+      body: m.body,
+      headers: withoutDeliveryCounts(m.headers),
+    });
   }
 
   /**
@@ -695,8 +734,8 @@ export class Bus {
           if (!type) throw new ContractError(`event ${d.routingKey} is not in the catalogue`);
           payload = parsePayload(type.schema, d.body, `${d.routingKey} event`) as EventPayload<EventKey>;
         } catch (err) {
-          await this.deadLetter(`events/${d.routingKey}`, d, err, 1).catch((pubErr: unknown) =>
-            this.log.warn({ err: pubErr }, 'could not dead-letter an invalid event'),
+          await this.deadLetter(DEAD_LETTERED_EVENT_PREFIX + d.routingKey, d, err, 1).catch(
+            (pubErr: unknown) => this.log.warn({ err: pubErr }, 'could not dead-letter an invalid event'),
           );
           return;
         }

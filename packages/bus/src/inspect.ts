@@ -130,6 +130,9 @@ export async function browseQueue(
   return found;
 }
 
+/** A quorum queue's counts of a message's deliveries (from RabbitMQ 4.3 `x-delivery-count` counts the failed ones). */
+const DELIVERY_COUNTS = ['x-delivery-count', 'x-acquired-count'];
+
 /**
  * What RabbitMQ wrote on a message, which a message published anew must not carry: the
  * record of its dead-lettering, and the count of its deliveries from a quorum queue
@@ -141,12 +144,18 @@ const BROKER_HEADERS = [
   'x-first-death-exchange',
   'x-first-death-queue',
   'x-first-death-reason',
-  'x-delivery-count',
-  'x-acquired-count',
+  ...DELIVERY_COUNTS,
 ];
 
-export function withoutBrokerHeaders(headers: Record<string, unknown>): Record<string, unknown> {
+const without = (headers: Record<string, unknown>, names: readonly string[]) => {
   const out = { ...headers };
-  for (const h of BROKER_HEADERS) delete out[h];
+  for (const h of names) delete out[h];
   return out;
-}
+};
+
+/** The headers without the broker's, nor those named in `also`. */
+export const withoutBrokerHeaders = (headers: Record<string, unknown>, also: readonly string[] = []) =>
+  without(headers, [...BROKER_HEADERS, ...also]);
+
+/** The headers but the delivery counts: the message's dead-lettering record stays. */
+export const withoutDeliveryCounts = (headers: Record<string, unknown>) => without(headers, DELIVERY_COUNTS);

@@ -38,6 +38,12 @@ export const EventKeys = {
 } as const;
 export type EventKey = (typeof EventKeys)[keyof typeof EventKeys];
 
+/**
+ * What `x-mailyard-original-queue` says of a dead-lettered event, which came from no queue
+ * of ours (each subscriber reads a private one): `events/<routing key>`.
+ */
+export const DEAD_LETTERED_EVENT_PREFIX = 'events/';
+
 /** AMQP header names we set on messages. */
 export const Headers = {
   /** Why a message was dead-lettered (last processing error). */

@@ -1,11 +1,5 @@
 import type { Redis } from 'ioredis';
-import {
-  BusUnavailableError,
-  DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS,
-  UnroutableError,
-  type Bus,
-  type BrowsedMessage,
-} from '@mailyard/bus';
+import { DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS, type Bus, type BrowsedMessage } from '@mailyard/bus';
 import {
   ENVELOPE_HEADER,
   LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX,
@@ -17,7 +11,10 @@ import {
   type Envelope,
 } from '@mailyard/contracts';
 import { DeferredIndex, deferredField, sameMessage, type DeferredEntry } from './deferred-index.js';
+import { QueueAdminError, reportingBrokerErrors } from './errors.js';
 import { withScanLease } from './scan-lease.js';
+
+export { QueueAdminError };
 
 /**
  * The operations on deferred outbound mail behind `mailyard queue` (the equivalents of
@@ -35,13 +32,9 @@ import { withScanLease } from './scan-lease.js';
  *    expiry (the delay queues have no delivery limit that returns would count towards).
  */
 
-export class QueueAdminError extends Error {
-  override readonly name = 'QueueAdminError';
-}
-
 export interface QueueAdminDeps {
-  /** The broker, through the bus: its inspect API and a confirmed republish. */
-  bus: Pick<Bus, 'browse' | 'republish'>;
+  /** The broker, through the bus: its inspect API and confirmed republishing. */
+  bus: Pick<Bus, 'browse' | 'republish' | 'renew'>;
   /** Where outbound-relay keeps the index of deferred messages (with its key prefix). */
   redis: Redis;
   /**
@@ -198,20 +191,16 @@ async function scan(
   queues: string[],
   visit: (m: BrowsedMessage, env: Envelope | null, queue: string) => Promise<'ack' | 'keep'>,
 ): Promise<boolean> {
-  try {
-    return await withScanLease(
+  return reportingBrokerErrors(() =>
+    withScanLease(
       deps.redis,
       () => new QueueAdminError('another queue command is still reading the delay queues; try again'),
       async (lease) => {
         for (const queue of queues) await deps.bus.browse(queue, (m) => visit(m, envelopeOf(m), queue));
         return lease.held();
       },
-    );
-  } catch (err) {
-    if (err instanceof BusUnavailableError || err instanceof UnroutableError)
-      throw new QueueAdminError(err.message);
-    throw err;
-  }
+    ),
+  );
 }
 
 function envelopeOf(m: BrowsedMessage): Envelope | null {

@@ -15,6 +15,15 @@ import {
   type QueueAdminDeps,
   type RetryTarget,
 } from './admin.js';
+import {
+  deleteDeadLetters,
+  listDeadLetters,
+  requeueDeadLetters,
+  showDeadLetters,
+  type DeadLetter,
+  type DeadLetterMessage,
+  type RequeueResult,
+} from './dead-letters.js';
 import type { DeferredEntry } from './deferred-index.js';
 
 /**
@@ -42,6 +51,12 @@ export interface QueueOps {
   retry(target: RetryTarget): Promise<number>;
   /** How many messages of the queue id were deleted. */
   delete(queueId: string): Promise<number>;
+  /** The dead-letter queue (./dead-letters.ts). */
+  listDead(): Promise<DeadLetter[]>;
+  showDead(queueId: string): Promise<DeadLetterMessage | null>;
+  requeueDead(target: RetryTarget): Promise<RequeueResult>;
+  /** Those deleted. */
+  deleteDead(target: RetryTarget): Promise<DeadLetter[]>;
 }
 
 const plainOps = (deps: QueueAdminDeps): QueueOps => ({
@@ -49,6 +64,10 @@ const plainOps = (deps: QueueAdminDeps): QueueOps => ({
   show: (id) => showDeferred(deps, id),
   retry: (target) => retryDeferred(deps, target),
   delete: (id) => deleteDeferred(deps, id),
+  listDead: () => listDeadLetters(deps),
+  showDead: (id) => showDeadLetters(deps, id),
+  requeueDead: (target) => requeueDeadLetters(deps, target),
+  deleteDead: (target) => deleteDeadLetters(deps, target),
 });
 
 const queueConfigSchema = z.object({
@@ -62,8 +81,11 @@ function ago(iso: string, now = Date.now()): string {
   const s = Math.round((Date.parse(iso) - now) / 1000);
   const abs = Math.abs(s);
   const text = abs < 120 ? `${abs}s` : abs < 7200 ? `${Math.round(abs / 60)}m` : `${Math.round(abs / 3600)}h`;
-  return s >= 0 ? `in ${text}` : `${text} ago`;
+  return s > 0 ? `in ${text}` : `${text} ago`;
 }
+
+/** An error's text on one line of a listing, as mailq cuts its reasons. */
+const oneLine = (text: string) => text.replace(/\s+/g, ' ').slice(0, 300);
 
 /** How long the commands wait for RabbitMQ before saying it cannot be reached. */
 const CONNECT_TIMEOUT_MS = 5000;
@@ -81,20 +103,86 @@ export function formatQueued(entries: readonly DeferredEntry[]): string[] {
     `${first.queueId}  ${first.size} bytes  received ${first.receivedAt}  from <${first.mailFrom}>`,
     ...entries.flatMap((e) => [
       `    attempts ${e.attempts}, next try ${e.nextTry} (${ago(e.nextTry)})`,
-      `    (${(e.lastError ?? 'no error recorded').replace(/\s+/g, ' ').slice(0, 300)})`,
+      `    (${oneLine(e.lastError ?? 'no error recorded')})`,
       ...e.recipients.map((r) => `    ${r}`),
     ]),
   ];
 }
 
 /** Entries grouped by queue id, each group and the groups in the order they came (soonest first). */
-export function byQueueId(entries: readonly DeferredEntry[]): DeferredEntry[][] {
-  const groups = new Map<string, DeferredEntry[]>();
+export function byQueueId<T extends { queueId: string }>(entries: readonly T[]): T[][] {
+  const groups = new Map<string, T[]>();
   for (const e of entries) groups.set(e.queueId, [...(groups.get(e.queueId) ?? []), e]);
   return [...groups.values()];
 }
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+/**
+ * One block per queue id, as `queue list` prints deferred mail: the sender once, then for
+ * each dead letter of it where it came from, its attempts, when and its size, the reason,
+ * whether requeue can send it back, and the recipients.
+ */
+export function formatDeadLetters(letters: readonly DeadLetter[]): string[] {
+  const [first] = letters;
+  if (!first) return [];
+  const when = (at: string | null) =>
+    at ? `dead-lettered ${at} (${ago(at)})` : 'dead-lettered at a time not recorded';
+  return [
+    `${first.queueId}  ${first.mailFrom === null ? '(no envelope)' : `from <${first.mailFrom}>`}`,
+    ...letters.flatMap((l) => [
+      `    ${l.originalQueue ?? 'queue unknown'}, ${l.attempts ? plural(l.attempts, 'attempt') : 'attempts unknown'}, ${when(l.deadLetteredAt)}, ${l.size} bytes`,
+      `    (${oneLine(l.reason ?? 'no reason recorded')})`,
+      ...(l.requeueable ? [] : ['    requeue cannot send it back: delete it once done with']),
+      ...l.recipients.map((r) => `    ${r}`),
+    ]),
+  ];
+}
+
+/** The one sentence for dead letters a requeue left in place, naming a few. */
+function stayed(kept: RequeueResult['kept']): string {
+  const named = kept.slice(0, 3).map((k) => `${k.letter.queueId} (${k.why})`);
+  const more = kept.length > named.length ? ` and ${kept.length - named.length} more` : '';
+  return `${plural(kept.length, 'dead letter')} stayed in the queue: ${named.join(', ')}${more}`;
+}
+
+/**
+ * A `list`: one JSON object a line, or a block per queue id and the count line (`count`
+ * of the entries and of their queue ids), or the line that says the queue is empty.
+ */
+function printListing<T extends { queueId: string }>(
+  ctx: Pick<QueueCommandContext, 'print'>,
+  entries: readonly T[],
+  how: {
+    json: boolean | undefined;
+    empty: string;
+    format: (group: readonly T[]) => string[];
+    count: (entries: number, queueIds: number) => string;
+  },
+): void {
+  if (how.json) {
+    for (const e of entries) ctx.print(JSON.stringify(e));
+    return;
+  }
+  if (!entries.length) {
+    ctx.print(how.empty);
+    return;
+  }
+  const groups = byQueueId(entries);
+  for (const group of groups) ctx.print(how.format(group).join('\n') + '\n');
+  ctx.print(`-- ${how.count(entries.length, groups.length)}`);
+}
+
+/** The queue id or --all of a requeue or delete, or the usage error. */
+function targetOf(
+  id: string | undefined,
+  all: boolean | undefined,
+  ctx: Pick<QueueCommandContext, 'fail'>,
+): RetryTarget {
+  if (!id && !all) throw ctx.fail('name a queue id or use --all');
+  if (id && all) throw ctx.fail('use either a queue id or --all, not both');
+  return id ? { queueId: id } : { all: true };
+}
 
 export function registerQueueCommands(program: Command, ctx: QueueCommandContext): void {
   const withAdmin = <T>(fn: (admin: QueueOps) => Promise<T>): Promise<T> =>
@@ -133,7 +221,9 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
 
   const queue = program
     .command('queue')
-    .description('inspect and manage deferred outbound mail (mailq, postqueue -f, postsuper -d)');
+    .description(
+      'inspect and manage deferred outbound mail (mailq, postqueue -f, postsuper -d) and dead letters',
+    );
 
   queue
     .command('list')
@@ -141,20 +231,14 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
     .option('--json', 'one JSON object a line, one for each part of a queue id split in several')
     .action((opts: { json?: boolean }) =>
       withAdmin(async (admin) => {
-        const entries = await admin.list();
-        if (opts.json) {
-          for (const e of entries) ctx.print(JSON.stringify(e));
-          return;
-        }
-        if (!entries.length) {
-          ctx.print('Mail queue is empty');
-          return;
-        }
-        const queued = byQueueId(entries);
-        for (const group of queued) ctx.print(formatQueued(group).join('\n') + '\n');
-        // counted as mailq counts them: by queue id
-        const parts = entries.length > queued.length ? ` (in ${plural(entries.length, 'part')})` : '';
-        ctx.print(`-- ${plural(queued.length, 'deferred message')}${parts}`);
+        printListing(ctx, await admin.list(), {
+          json: opts.json,
+          empty: 'Mail queue is empty',
+          format: formatQueued,
+          // counted as mailq counts them: by queue id
+          count: (n, ids) =>
+            `${plural(ids, 'deferred message')}${n > ids ? ` (in ${plural(n, 'part')})` : ''}`,
+        });
       }),
     );
 
@@ -179,9 +263,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
     .option('--all', 'every deferred message')
     .action((id: string | undefined, opts: { all?: boolean }) =>
       withAdmin(async (admin) => {
-        if (!id && !opts.all) throw ctx.fail('name a queue id or use --all');
-        if (id && opts.all) throw ctx.fail('use either a queue id or --all, not both');
-        const n = await admin.retry(id ? { queueId: id } : { all: true });
+        const n = await admin.retry(targetOf(id, opts.all, ctx));
         if (id && !n) throw ctx.fail(`no deferred message with queue id ${id}`);
         ctx.print(`${plural(n, 'message')} queued for delivery`);
       }),
@@ -196,6 +278,71 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
         const n = await admin.delete(id);
         if (!n) throw ctx.fail(`no deferred message with queue id ${id}`);
         ctx.print(`deleted ${id}${n > 1 ? ` (${n} parts)` : ''}`);
+      }),
+    );
+
+  const dead = queue
+    .command('dead')
+    .description(
+      'dead letters, what no consumer could handle: list, show, requeue, delete (postsuper -r, -d)',
+    );
+  const noDeadLetter = (id: string) => ctx.fail(`no dead letter with queue id ${id}`);
+
+  dead
+    .command('list')
+    .description('list dead letters: queue id, original queue, attempts, when, size, reason, recipients')
+    .option('--json', 'one JSON object a line, one for each dead letter')
+    .action((opts: { json?: boolean }) =>
+      withAdmin(async (admin) => {
+        printListing(ctx, await admin.listDead(), {
+          json: opts.json,
+          empty: 'Dead-letter queue is empty',
+          format: formatDeadLetters,
+          count: (n, ids) => `${plural(n, 'dead letter')}${n > ids ? ` (${plural(ids, 'queue id')})` : ''}`,
+        });
+      }),
+    );
+
+  dead
+    .command('show')
+    .description("show a queue id's dead letters and their message's headers (an event's payload)")
+    .argument('<queue-id>', 'queue id, as `queue dead list` prints it')
+    .action((id: string) =>
+      withAdmin(async (admin) => {
+        const found = await admin.showDead(id);
+        if (!found) throw noDeadLetter(id);
+        for (const line of formatDeadLetters(found.letters)) ctx.print(line);
+        ctx.print('');
+        ctx.print(found.headers);
+      }),
+    );
+
+  dead
+    .command('requeue')
+    .description('send dead letters back to their original queue, to be run afresh (postsuper -r)')
+    .argument('[queue-id]', 'queue id; omit with --all')
+    .option('--all', 'every dead letter')
+    .action((id: string | undefined, opts: { all?: boolean }) =>
+      withAdmin(async (admin) => {
+        const { requeued, kept } = await admin.requeueDead(targetOf(id, opts.all, ctx));
+        if (id && !requeued.length && !kept.length) throw noDeadLetter(id);
+        if (requeued.length || !kept.length) ctx.print(`${plural(requeued.length, 'dead letter')} requeued`);
+        if (kept.length) throw ctx.fail(stayed(kept));
+      }),
+    );
+
+  dead
+    .command('delete')
+    .description('delete dead letters for good, without a bounce (postsuper -d)')
+    .argument('[queue-id]', 'queue id; omit with --all')
+    .option('--all', 'every dead letter')
+    .action((id: string | undefined, opts: { all?: boolean }) =>
+      withAdmin(async (admin) => {
+        const n = (await admin.deleteDead(targetOf(id, opts.all, ctx))).length;
+        if (id && !n) throw noDeadLetter(id);
+        ctx.print(
+          id ? `deleted ${id}${n > 1 ? ` (${n} dead letters)` : ''}` : `deleted ${plural(n, 'dead letter')}`,
+        );
       }),
     );
 }

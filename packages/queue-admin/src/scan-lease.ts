@@ -12,6 +12,8 @@ import type { Redis } from 'ioredis';
  */
 
 export const SCAN_LEASE_KEY = 'outbound:deferred:scan';
+/** The same for the dead-letter queue (./dead-letters.ts), which is read apart. */
+export const DEAD_LETTER_SCAN_LEASE_KEY = 'dead-letter:scan';
 
 /** How long a lease lasts unless renewed; renewed at a third of it while the scan runs. */
 const LEASE_MS = 30_000;
@@ -32,18 +34,19 @@ export interface ScanLease {
 }
 
 /**
- * Runs `fn` holding the scan lease; waits up to `waitMs` (WAIT_MS) for another holder,
- * then fails with `busy()`'s error.
+ * Runs `fn` holding the scan lease (`key`: the delay queues' by default); waits up to
+ * `waitMs` (WAIT_MS) for another holder, then fails with `busy()`'s error.
  */
 export async function withScanLease<T>(
   redis: Redis,
   busy: () => Error,
   fn: (lease: ScanLease) => Promise<T>,
   waitMs = WAIT_MS,
+  key = SCAN_LEASE_KEY,
 ): Promise<T> {
   const token = randomBytes(8).toString('hex');
   const deadline = Date.now() + waitMs;
-  while ((await redis.set(SCAN_LEASE_KEY, token, 'PX', LEASE_MS, 'NX')) !== 'OK') {
+  while ((await redis.set(key, token, 'PX', LEASE_MS, 'NX')) !== 'OK') {
     if (Date.now() >= deadline) throw busy();
     await new Promise((r) => setTimeout(r, POLL_MS));
   }
@@ -51,7 +54,7 @@ export async function withScanLease<T>(
   const renew = async () => {
     if (lost) return;
     try {
-      lost = (await redis.eval(RENEW, 1, SCAN_LEASE_KEY, token, LEASE_MS)) !== 1;
+      lost = (await redis.eval(RENEW, 1, key, token, LEASE_MS)) !== 1;
     } catch {
       lost = true;
     }
@@ -66,6 +69,6 @@ export async function withScanLease<T>(
     });
   } finally {
     clearInterval(timer);
-    await redis.eval(RELEASE, 1, SCAN_LEASE_KEY, token).catch(() => undefined);
+    await redis.eval(RELEASE, 1, key, token).catch(() => undefined);
   }
 }

@@ -8,15 +8,11 @@ import { connect, type Channel, type ChannelModel } from 'amqplib';
 import { ENVELOPE_HEADER, Headers, Queues, RoutingKeys, type Envelope } from '@mailyard/contracts';
 import { createLogger } from '@mailyard/observability';
 import { waitFor } from '@mailyard/testkit';
-import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import { startPlatform, type Platform } from '../../../test/harness.js';
+import { addCrowd, crowdRemote, team, teamRemote } from './crowd.js';
 import { envelope } from './envelope.js';
 
 const LIMIT = 10;
-const team = Array.from({ length: 8 }, (_, i) => `t${i}@example.test`);
-const teamRemote = ['zz-1@far-away.test', 'zz-2@far-away.test'];
-// sorted before the team's external members: the run that expands the crowd at last must
-// not skip them for the record of how far the team's were queued
-const crowdRemote = ['aa-1@far-away.test', 'aa-2@far-away.test', 'aa-3@far-away.test'];
 
 interface Line {
   level: number;
@@ -35,15 +31,7 @@ before(async () => {
       write: (line: string) => void lines.push(JSON.parse(line) as Line),
     }),
   });
-  for (const a of ['dora@example.test', ...team]) await addAccount(p.directory, a);
-  // at the limit: 8 accounts and 2 external addresses
-  await p.directory.addAlias('team@example.test', [...team, ...teamRemote]);
-  // over it: the team counts by its 10 members, plus 4 more
-  await p.directory.addAlias('crowd@example.test', [
-    'team@example.test',
-    ...crowdRemote,
-    'dora@example.test',
-  ]);
+  await addCrowd(p.directory);
   conn = await connect(p.vhost.url);
   ch = await conn.createChannel();
 });

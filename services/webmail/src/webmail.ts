@@ -24,9 +24,8 @@ import {
   tlsSourceFromConfig,
 } from '@mailyard/certs';
 import { Operations } from '@mailyard/admin';
-import type { Bus } from '@mailyard/bus';
 import type { Directory } from '@mailyard/directory';
-import { delayQueuesOf } from '@mailyard/queue-admin';
+import { delayQueuesOf, type QueueAdminDeps } from '@mailyard/queue-admin';
 import type { Logger, Registry } from '@mailyard/observability';
 import type { WebmailConfig } from './config.js';
 import { folderHelpers, type Ctx, type SecondFactor } from './context.js';
@@ -58,7 +57,7 @@ export interface WebmailDeps {
   /** Another second step instead (tests); default: `twoFactor`. */
   secondFactor?: SecondFactor;
   /** The broker, for the admin console's queue page (its inspect API); without it the page says unavailable. */
-  bus?: Pick<Bus, 'browse' | 'republish'>;
+  bus?: QueueAdminDeps['bus'];
   now?: () => number;
 }
 
