@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
   addressingSchema,
+  authservSchema,
   directoryCacheSchema,
   loadConfig,
   loginSchema,
@@ -35,6 +36,7 @@ const schemas = {
 type Service = keyof typeof schemas;
 const shared = {
   ...addressingSchema,
+  ...authservSchema,
   ...mailStoreSchema,
   ...quotaSchema,
   ...directoryCacheSchema,
@@ -47,6 +49,7 @@ const shared = {
 };
 const needs: Record<keyof typeof shared, Service[]> = {
   recipient_delimiter: ['mta-inbound', 'msa', 'delivery', 'policy'],
+  authserv_id: ['mta-inbound', 'msa', 'policy'],
   maildir_root: ['delivery', 'retrieval'],
   quota_storage: ['delivery', 'retrieval'],
   directory_cache_ttl: ['mta-inbound', 'delivery'],
@@ -77,6 +80,7 @@ const apart: Record<string, string> = {
 };
 const values: Record<keyof typeof shared, [string, unknown]> = {
   recipient_delimiter: ['-', '-'],
+  authserv_id: ['mail.example.org', 'mail.example.org'],
   maildir_root: ['/srv/mail', '/srv/mail'],
   quota_storage: ['1G', 1024 ** 3],
   directory_cache_ttl: ['5s', 5000],

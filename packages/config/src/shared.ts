@@ -61,6 +61,21 @@ export const relaySchema = {
   relay_domains: stringList([]),
 };
 
+/**
+ * The authserv-id of our Authentication-Results (RFC 8601 §2.5): the policy service writes
+ * its results under it, and mta-inbound and msa remove any that arrive under it with a
+ * message. Two values would let a forged result under the policy's id through an intake.
+ */
+export const authservSchema = {
+  /** authserv-id of our Authentication-Results headers; unset: myhostname. */
+  authserv_id: z.string().min(1).optional(),
+};
+
+/** The authserv-id in force: AUTHSERV_ID, else MYHOSTNAME. */
+export function authservIdOf(config: { authserv_id?: string | undefined; myhostname: string }): string {
+  return config.authserv_id ?? config.myhostname;
+}
+
 /** The certificate of every TLS listener (mta-inbound, msa, retrieval, webmail). */
 export const tlsFilesSchema = {
   /** PEM certificate and key; when unset a self-signed pair is generated at start (clients will warn). */

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { addressingSchema, bool, duration, relaySchema, stringList } from '@mailyard/config';
+import { addressingSchema, authservSchema, bool, duration, relaySchema, stringList } from '@mailyard/config';
 
 /** A URL with one of `protocols`, or empty for "not used". */
 export const optionalUrl = (protocols: string[]) =>
@@ -33,7 +33,7 @@ export const policyEngineSchema = {
    */
   ...addressingSchema,
   /** authserv-id of our Authentication-Results headers (RFC 8601 §2.5); defaults to myhostname. */
-  authserv_id: z.string().optional(),
+  ...authservSchema,
   /** Greylisting: how long an unknown triplet is deferred (postgrey: delay). */
   greylist_delay: duration('300s'),
   /** Greylisting: how long a passed triplet (and its client network) is remembered. */

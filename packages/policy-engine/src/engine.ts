@@ -1,9 +1,10 @@
 import type { ChainableCommander, Redis } from 'ioredis';
+import { authservIdOf } from '@mailyard/config';
 import { POLICY_VERSION, type PolicyDecision, type PolicyRequest } from '@mailyard/contracts';
 import type { Directory } from '@mailyard/directory';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger } from '@mailyard/observability';
-import { normalizeDomain } from '@mailyard/smtp-core';
+import { normalizeDomain, ownHeaderRemovals } from '@mailyard/smtp-core';
 import {
   CHECKS,
   STAGE_LISTS,
@@ -73,9 +74,6 @@ async function decidableHere(ctx: CheckContext, r: Restriction): Promise<boolean
   return CHECKS[r.name].needs.every((n) => LOCAL_NEEDS.has(n));
 }
 
-/** The headers only the policy writes: an incoming copy of any of them is removed at DATA. */
-const OWN_HEADERS = ['X-Mailyard-Policy', 'X-Mailyard-Bulk', 'X-Mailyard-Virus-Scan', 'X-Mailyard-Spam-Scan'];
-
 /** How an intake asks (see decide). */
 export interface LocalOptions {
   local: true;
@@ -108,7 +106,7 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
     logger,
     metrics: deps.metrics,
     now: deps.now,
-    authservId: config.authserv_id ?? config.myhostname,
+    authservId: authservIdOf(config),
     relayDomains: new Set(config.relay_domains.map((d) => normalizeDomain(d) ?? d.toLowerCase())),
     ...(deps.accessTables ? { accessTables: deps.accessTables } : {}),
     ...(deps.userLists ? { userLists: deps.userLists } : {}),
@@ -274,14 +272,10 @@ export function createEngine(config: PolicyEngineConfig, deps: EngineDeps) {
         action: held ? 'quarantine' : 'continue',
         reply: null,
         headers,
-        // our own verdict headers, whoever else wrote them (the sender, a hop before us);
-        // results under our authserv-id too, on every message entering here, a logged-in
-        // user's as well, whether or not check_authentication runs (RFC 8601 §5)
-        removeHeaders: [
-          ...OWN_HEADERS.map((name) => ({ name })),
-          { name: 'Authentication-Results', valuePrefix: env.authservId },
-          ...ctx.removeHeaders,
-        ],
+        // our verdict headers and results under our authserv-id: the intake removes them
+        // from every message itself, under its AUTHSERV_ID; named here under the policy's,
+        // so that results under either go where the two were set apart
+        removeHeaders: [...ownHeaderRemovals(env.authservId), ...ctx.removeHeaders],
         junk,
       };
     }

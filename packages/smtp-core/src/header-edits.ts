@@ -13,35 +13,74 @@ export interface HeaderEdits {
 }
 
 /**
+ * The verdict headers only our policy writes. A copy that arrives with a message, from
+ * the sender or a hop before us, is a forgery: a reader (a user, a filter rule) would
+ * take it for ours.
+ */
+const OWN_HEADERS = [
+  'X-Mailyard-Policy',
+  'X-Mailyard-Bulk',
+  'X-Mailyard-Virus-Scan',
+  'X-Mailyard-Spam-Scan',
+] as const;
+
+/**
+ * What is removed from every message entering us, on port 25 and on submission, whatever
+ * the policy decided or whether it was asked: our verdict headers, and results under our
+ * authserv-id (RFC 8601 §5: removed where mail enters the domain; a logged-in user is no
+ * more entitled to write them than a stranger).
+ */
+export function ownHeaderRemovals(authservId: string): HeaderEdits['removeHeaders'] {
+  return [
+    ...OWN_HEADERS.map((name) => ({ name })),
+    { name: 'Authentication-Results', valuePrefix: authservId },
+  ];
+}
+
+/**
  * Applies header edits to a raw message (CRLF line endings). Only the header section is
- * read; the body is kept byte for byte. Added fields go on top, in the order given.
+ * read, in one pass; the body is kept byte for byte. Added fields go on top, in the order
+ * given. Runs for every message an intake takes: nothing removed, nothing added, the
+ * message itself comes back, not a copy.
  */
 export function applyHeaderEdits(message: Buffer, edits: HeaderEdits): Buffer {
-  if (!edits.headers.length && !edits.removeHeaders.length) return message;
-  let body = message;
-  if (edits.removeHeaders.length) {
-    const end = headerEnd(message);
-    const head = message.subarray(0, end).toString('latin1');
-    const fields = head.split(/\r\n(?![ \t])/);
-    const kept = fields.filter((f) => {
-      const colon = f.indexOf(':');
-      if (colon <= 0) return true;
-      const name = f.slice(0, colon).trim().toLowerCase();
-      const value = f
+  const rest = edits.removeHeaders.length ? removeFields(message, edits.removeHeaders) : message;
+  if (!edits.headers.length) return rest;
+  const added = edits.headers.map((h) => `${h.name}: ${h.value}\r\n`).join('');
+  return Buffer.concat([Buffer.from(added), rest]);
+}
+
+/** The message without the header fields `removals` name; itself when none is there. */
+function removeFields(message: Buffer, removals: HeaderEdits['removeHeaders']): Buffer {
+  // by lower-case name: the authserv-ids whose results go, or null for every field of the name
+  const byName = new Map<string, Set<string> | null>();
+  for (const r of removals) {
+    const name = r.name.toLowerCase();
+    const ids = byName.get(name);
+    if (r.valuePrefix === undefined) byName.set(name, null);
+    else if (ids !== null) byName.set(name, (ids ?? new Set()).add(r.valuePrefix.toLowerCase()));
+  }
+  const end = headerEnd(message);
+  const fields = message
+    .subarray(0, end)
+    .toString('latin1')
+    .split(/\r\n(?![ \t])/);
+  const kept = fields.filter((f) => {
+    const colon = f.indexOf(':');
+    if (colon <= 0) return true;
+    const ids = byName.get(f.slice(0, colon).trim().toLowerCase());
+    if (ids === undefined) return true;
+    if (ids === null) return false;
+    const id = authservId(
+      f
         .slice(colon + 1)
         .replace(/\r\n[ \t]+/g, ' ')
-        .trim()
-        .toLowerCase();
-      return !edits.removeHeaders.some(
-        (r) =>
-          r.name.toLowerCase() === name &&
-          (r.valuePrefix === undefined || authservId(value) === r.valuePrefix.toLowerCase()),
-      );
-    });
-    body = Buffer.concat([Buffer.from(kept.join('\r\n'), 'latin1'), message.subarray(end)]);
-  }
-  const added = edits.headers.map((h) => `${h.name}: ${h.value}\r\n`).join('');
-  return Buffer.concat([Buffer.from(added), body]);
+        .toLowerCase(),
+    );
+    return id === null || !ids.has(id);
+  });
+  if (kept.length === fields.length) return message;
+  return Buffer.concat([Buffer.from(kept.join('\r\n'), 'latin1'), message.subarray(end)]);
 }
 
 /**

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { applyHeaderEdits } from '../src/index.js';
+import { applyHeaderEdits, ownHeaderRemovals } from '../src/index.js';
 
 test('removes our forged Authentication-Results (folded too), keeps others, prepends ours', () => {
   const msg = Buffer.from(
@@ -89,4 +89,43 @@ test('any comments in front, any case, quoted or not: our id is removed, another
       assert.equal(applyHeaderEdits(msg, edits).toString(), msg.toString());
     }),
   );
+});
+
+test('our verdict headers go from every message, in any case, folded too; others stay', () => {
+  const msg = Buffer.from(
+    'X-Mailyard-Virus-Scan: clean\r\n' +
+      'x-mailyard-policy:\r\n inbox; no checks fired\r\n' +
+      'X-MAILYARD-SPAM-SCAN: clean\r\n' +
+      'X-Mailyard-Bulk: no\r\n' +
+      'Authentication-Results: mx.example; dmarc=pass\r\n' +
+      'X-Mailyard-Draft: yes\r\n' +
+      'Authentication-Results: other.example; dkim=pass\r\n' +
+      'Subject: hi\r\n\r\nX-Mailyard-Virus-Scan: clean\r\n',
+  );
+  const out = applyHeaderEdits(msg, { headers: [], removeHeaders: ownHeaderRemovals('mx.example') });
+  assert.equal(
+    out.toString(),
+    'X-Mailyard-Draft: yes\r\n' +
+      'Authentication-Results: other.example; dkim=pass\r\n' +
+      'Subject: hi\r\n\r\nX-Mailyard-Virus-Scan: clean\r\n',
+  );
+});
+
+test("a removal named twice (ours and the policy's) removes once; nothing to remove: the same message", () => {
+  const removeHeaders = [
+    ...ownHeaderRemovals('mx.example'),
+    ...ownHeaderRemovals('mx.example'),
+    { name: 'X-Spam' },
+    { name: 'Authentication-Results', valuePrefix: 'policy.example' },
+  ];
+  const msg = Buffer.from(
+    'Authentication-Results: policy.example; spf=pass\r\nX-Spam: No\r\n' +
+      'Authentication-Results: mx.example; spf=pass\r\nSubject: hi\r\n\r\nbody\r\n',
+  );
+  assert.equal(
+    applyHeaderEdits(msg, { headers: [], removeHeaders }).toString(),
+    'Subject: hi\r\n\r\nbody\r\n',
+  );
+  const clean = Buffer.from('Subject: hi\r\n\r\nbody\r\n');
+  assert.equal(applyHeaderEdits(clean, { headers: [], removeHeaders }), clean);
 });

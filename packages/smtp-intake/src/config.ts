@@ -1,6 +1,7 @@
 import { totalmem } from 'node:os';
 import type { z } from 'zod';
 import {
+  authservSchema,
   bool,
   bytesOrUnlimited,
   cidrList,
@@ -84,6 +85,11 @@ export const intakeSchema = {
   policy_timeout: duration('5s'),
   /** How long to wait for the end-of-DATA decision (virus and spam scanning included). */
   policy_data_timeout: duration('60s'),
+  /**
+   * Results under it that come with a message are removed, with our X-Mailyard-* verdict
+   * headers, whatever the policy decided (keep it equal to the policy service's).
+   */
+  ...authservSchema,
   /** No decision: smtpd_policy_service_default_action and the circuit breaker (policy-client). */
   ...policyClientSchema,
 };

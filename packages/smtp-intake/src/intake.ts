@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import { ClientLimits } from '@mailyard/auth';
 import { BusUnavailableError, UnroutableError, within, type Bus } from '@mailyard/bus';
 import { registerCertificateExpiry, tlsSourceFromConfig, MIN_TLS_VERSION } from '@mailyard/certs';
-import { drainTime } from '@mailyard/config';
+import { authservIdOf, drainTime } from '@mailyard/config';
 import {
   ENVELOPE_VERSION,
   type Envelope,
@@ -26,11 +26,13 @@ import {
 } from '@mailyard/policy-client';
 import {
   SmtpReject,
+  type HeaderEdits,
   applyHeaderEdits,
   headerRefusal,
   inspectLineEndings,
   newQueueId,
   normalizeLineEndings,
+  ownHeaderRemovals,
   parseMailAddress,
   receivedHeader,
   reply,
@@ -112,6 +114,10 @@ export function createIntake<L extends string>(
     config.smtpd_data_memory_limit && Math.max(config.smtpd_data_memory_limit, limit),
     (held) => metrics.dataHeld(held),
   );
+
+  // what no message keeps, whatever the policy decided: asked or not, answering or not
+  // (the default action DUNNO, the circuit open), its decision read or left aside
+  const ownRemovals = ownHeaderRemovals(authservIdOf(config));
 
   /** RCPT of a recipient already in the transaction: accepted, not added again (Postfix too). */
   const duplicateRecipient = () => Object.assign(new Error('2.1.5 Ok'), { responseCode: 250 });
@@ -353,6 +359,7 @@ export function createIntake<L extends string>(
       return queueId;
     };
     let filing: Envelope['filing'];
+    let edits: HeaderEdits = { headers: [], removeHeaders: ownRemovals };
     if (policy) {
       const st = verdicts.tx(session);
       if (st.discard) return discarded();
@@ -366,12 +373,14 @@ export function createIntake<L extends string>(
       const rej = policyReject(d, 'data');
       if (rej) throw rej;
       if (d.action === 'discard') return discarded();
-      message = applyHeaderEdits(message, d);
+      edits = { headers: d.headers, removeHeaders: [...ownRemovals, ...d.removeHeaders] };
       // Junk only means something for our own users' copies; remote ones leave as they are
       const held = new Set([...st.junk, ...d.junk]);
       const junk = routes.delivery.filter((r) => st.junkAll || held.has(r));
       if (junk.length || d.bulk) filing = { junk, bulk: d.bulk };
     }
+    // one pass over the header section, for our removals and the policy's edits alike
+    message = applyHeaderEdits(message, edits);
 
     const tlsInfo = sessionTls(session);
     const { hideClient, authenticated } = role.received;
