@@ -130,12 +130,121 @@ function decodeCssEscapes(text: string): string {
 }
 
 /**
+ * The functions whose string arguments are URLs to load, as url()'s: image-set() and its
+ * prefixed form, image() (CSS Images 4 §2.2, §2.4), src() (CSS Values 4 §4.5).
+ */
+const URL_STRING_FUNCTIONS = new Set(['image-set', '-webkit-image-set', 'image', 'src']);
+
+/**
+ * A CSS string as a tokenizer reads it (CSS Syntax 3 §4.3.5): to its quote, a line break
+ * (a bad string) or the end; an escaped line break is part of it. With `closed`, only one
+ * that ends with its quote or at the end.
+ */
+const cssString = (q: string, closed = false) =>
+  String.raw`${q}(?:\\(?:\r\n|[\s\S]|$)|[^${q}\\\r\n\f])*` + (closed ? `(?:${q}|$)` : `${q}?`);
+/**
+ * The tokens that matter for what a sheet loads, in order: comments, strings, a name with
+ * the parenthesis that makes it a function; then runs of what starts none of them, and
+ * one character at a time (the brackets around blocks among them).
+ */
+const CSS_TOKEN = new RegExp(
+  [
+    String.raw`\/\*[\s\S]*?(?:\*\/|$)`,
+    cssString('"'),
+    cssString("'"),
+    String.raw`(${CSS_NAME.source})(\()?`,
+    String.raw`[^"'/\\\w\u0080-\uffff()[\]{}-]+`,
+    String.raw`[\s\S]`,
+  ].join('|'),
+  'g',
+);
+/** After `url(`: a string and the closing parenthesis (or the end). */
+const URL_STRING = new RegExp(
+  String.raw`\s*(${cssString('"', true)}|${cssString("'", true)})\s*(?:\)|$)`,
+  'y',
+);
+/** After `url(`: an unquoted URL (CSS Syntax 3 §4.3.6), escapes in it, up to `)` or the end. */
+const URL_TOKEN = new RegExp(
+  String.raw`\s*((?:${CSS_ESCAPE}|[^"'()\\\s\u0000-\u0008\u000b\u000e-\u001f\u007f])*)\s*(?:\)|$)`,
+  'y',
+);
+/** After `url(`: a string, then more than the closing parenthesis: no URL a browser loads. */
+const URL_STRING_AND_MORE = /\s*["']/y;
+/** After `url(` otherwise: a bad URL, which loads nothing, to its first unescaped `)`. */
+const BAD_URL = /(?:\\[^\r\n\f]|[^)])*\)?/y;
+
+/** `re` (sticky) matched at `at` in `text`. */
+function matchAt(re: RegExp, text: string, at: number): RegExpExecArray | null {
+  re.lastIndex = at;
+  return re.exec(text);
+}
+
+/** What a CSS string token stands for: without its quotes, its escapes and line continuations read. */
+const stringValue = (token: string) =>
+  decodeCssEscapes(token.slice(1, token.length > 1 && token.endsWith(token[0]!) ? -1 : undefined));
+
+/**
+ * The sheet with every image it would load judged by `load`: the target of each url()
+ * (quoted or not) and each string right inside image-set(), -webkit-image-set(), image()
+ * or src(), read as a browser reads them (escapes, a string's line continuations). `load`
+ * answers the target to keep, or null for none. A url() that loads nothing (a bad URL,
+ * a string with more after it) goes whole.
+ */
+function rewriteLoads(css: string, load: (target: string) => string | null): string {
+  let out = '';
+  // the functions and blocks open here: whether a string right inside is an image, or
+  // (a url() that loads nothing) whether what is inside goes
+  const open: ('image' | 'other' | 'drop')[] = [];
+  let drops = 0;
+  const token = CSS_TOKEN;
+  token.lastIndex = 0;
+  for (let m = token.exec(css); m; m = token.exec(css)) {
+    const [text, name, paren] = m;
+    const fn = paren ? decodeCssEscapes(name!).toLowerCase() : null;
+    const kept = drops === 0;
+    if (fn === 'url') {
+      const at = token.lastIndex;
+      const quoted = matchAt(URL_STRING, css, at);
+      const plain = quoted ? null : matchAt(URL_TOKEN, css, at);
+      if (quoted ?? plain) {
+        token.lastIndex = at + (quoted ?? plain)![0].length;
+        if (!kept) continue;
+        const target = load(quoted ? stringValue(quoted[1]!) : decodeCssEscapes(plain![1]!));
+        out += target === null ? 'none' : `url("${target}")`;
+      } else {
+        if (matchAt(URL_STRING_AND_MORE, css, at)) {
+          open.push('drop');
+          drops++;
+        } else token.lastIndex = at + matchAt(BAD_URL, css, at)![0].length;
+        if (kept) out += 'none';
+      }
+      continue;
+    }
+    if (fn !== null) open.push(URL_STRING_FUNCTIONS.has(fn) ? 'image' : 'other');
+    else if (text === '(' || text === '[' || text === '{') open.push('other');
+    else if (text === ')' || text === ']' || text === '}') {
+      if (open.pop() === 'drop') {
+        drops--;
+        // a url() dropped ends at its parenthesis, unseen
+        if (text === ')') continue;
+      }
+    } else if ((text[0] === '"' || text[0] === "'") && open.at(-1) === 'image' && kept) {
+      const target = load(stringValue(text));
+      out += target === null ? 'none' : `"${target}"`;
+      continue;
+    }
+    if (drops === 0) out += text;
+  }
+  return out;
+}
+
+/**
  * CSS (style attributes and <style> sheets) without anything that loads or runs: no
- * @import, no expression()/behavior/binding, and url() only for data: images or, when
- * remote content is allowed, http(s). A browser reads escapes in identifiers and URLs as
- * the characters they stand for, so the words looked for are matched after them: only
- * those words are rewritten unescaped, everything else (an escaped selector, a string)
- * stays as written.
+ * @import, no expression()/behavior/binding, and images (url(), strings in image-set())
+ * only from data: or, when remote content is allowed, http(s). A browser reads escapes in
+ * identifiers, URLs and strings as the characters they stand for, so the words looked for
+ * are matched after them: only those words are rewritten unescaped, everything else (an
+ * escaped selector, a string that is no image) stays as written.
  */
 function cleanCss(css: string, allowRemote: boolean, count: { blocked: number }): string {
   const plain = css.replace(CSS_NAME, (name) => {
@@ -143,24 +252,21 @@ function cleanCss(css: string, allowRemote: boolean, count: { blocked: number })
     const word = decodeCssEscapes(name).toLowerCase();
     return CSS_WORDS.has(word) ? word : name;
   });
-  return (
-    plain
-      .replace(/@import[^;]*;?/gi, () => {
-        count.blocked++;
-        return '';
-      })
-      .replace(/expression\s*\(|behavior\s*:|-moz-binding|javascript:/gi, '')
-      // an url( left open at the end of a sheet or style is read to the end, as browsers do
-      .replace(/url\s*\(\s*(['"]?)(.*?)\1\s*(?:\)|$)/gi, (_m, _q, written: string) => {
-        const target = decodeCssEscapes(written);
-        // written out as a string that nothing in it can end or break
-        const kept = () => `url("${target.replace(/["\\\u0000-\u001f\u007f]/g, '')}")`;
-        if (/^data:image\//i.test(target)) return kept();
-        if (isRemote(target) && allowRemote && /^https?:/i.test(target)) return kept();
-        count.blocked++;
-        return 'none';
-      })
-  );
+  const rest = plain
+    .replace(/@import[^;]*;?/gi, () => {
+      count.blocked++;
+      return '';
+    })
+    .replace(/expression\s*\(|behavior\s*:|-moz-binding|javascript:/gi, '');
+  return rewriteLoads(rest, (target) => {
+    // an empty URL loads nothing
+    if (!target.trim()) return null;
+    if (/^data:image\//i.test(target) || (allowRemote && /^https?:\/\//i.test(target)))
+      // written out as a string that nothing in it can end or break
+      return target.replace(/["\\\u0000-\u001f\u007f]/g, '');
+    count.blocked++;
+    return null;
+  });
 }
 
 export function sanitizeMailHtml(html: string, opts: SanitizeOptions): SanitizedHtml {

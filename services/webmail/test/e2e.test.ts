@@ -325,12 +325,17 @@ describe('privacy', () => {
   });
 
   test(
-    'a background written with CSS escapes is offered like any remote image, and loaded once allowed',
+    'backgrounds written with CSS escapes, over lines or in image-set() are offered, and loaded once allowed',
     { timeout: 120_000 },
     async () => {
       const base = `http://127.0.0.5:${(remote.address() as AddressInfo).port}`;
-      // u\72l( is url( and "\68 " an h, as the browser reads them
-      const sheet = `.hero{height:40px;background-image:u\\72l(${base}/\\68 ero.png)}`;
+      // u\72l( is url( and "\68 " an h, a backslash before a line break in a string
+      // nothing, and image-set() takes a string for a URL, as the browser reads them
+      const sheet = [
+        `.hero{height:40px;background-image:u\\72l(${base}/\\68 ero.png)}`,
+        `.wrap{height:40px;background-image:url("${base}/wr\\\r\nap.png")}`,
+        `.set{height:40px;background-image:image-set("${base}/set.png" 1x)}`,
+      ].join('\r\n');
       await sendRaw(
         t.p,
         ALICE,
@@ -343,7 +348,8 @@ describe('privacy', () => {
           'MIME-Version: 1.0',
           'Content-Type: text/html; charset=utf-8',
           '',
-          `<html><head><style>${sheet}</style></head><body><div class="hero">Come and see</div></body></html>`,
+          `<html><head><style>${sheet}</style></head><body><div class="hero">Come and see</div>` +
+            '<div class="wrap"></div><div class="set"></div></body></html>',
           '',
         ].join('\r\n'),
       );
@@ -353,11 +359,12 @@ describe('privacy', () => {
         await logIn(page);
         await row(page, /The gallery reopens/).click();
         await page.frameLocator('iframe[title="Message body"]').getByText('Come and see').waitFor();
-        await page.getByText(/1 remote image was blocked/).waitFor();
+        await page.getByText(/3 remote images were blocked/).waitFor();
         await bodyLoaded(page);
-        assert.ok(!hits.includes('/hero.png'), `requests to the remote host: ${hits.join(' ')}`);
+        const images = ['/hero.png', '/wrap.png', '/set.png'];
+        assert.ok(!images.some((i) => hits.includes(i)), `requests to the remote host: ${hits.join(' ')}`);
         await page.getByRole('button', { name: 'Show images', exact: true }).click();
-        await waitFor(() => hits.includes('/hero.png'), { what: 'the background once allowed' });
+        await waitFor(() => images.every((i) => hits.includes(i)), { what: 'the backgrounds once allowed' });
       } finally {
         await browser.close();
       }

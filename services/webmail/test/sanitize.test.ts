@@ -198,3 +198,67 @@ test('plain text is escaped, its links made clickable', () => {
     '<pre class="text">See <a href="https://example.org/a?b=1&#38;c=2" target="_blank" rel="noopener noreferrer">https://example.org/a?b=1&#38;c=2</a>. &#60;b&#62;not bold&#60;/b&#62; &#34;javascript:alert(1)&#34;</pre>',
   );
 });
+
+test(
+  'a URL continued over lines, or a string in image-set(), is blocked and counted',
+  { timeout: 5_000 },
+  () => {
+    // each loads https://cdn.example/N.png in a browser: a backslash before a line break in a
+    // string is no character (CSS Syntax 3 §4.3.5), and image-set() takes strings for URLs
+    const cases = [
+      { html: '<style>.a{background:url("https://cdn.example/1\\\n.png")}</style>', blocked: 1 },
+      { html: "<style>.a{background:url('https://cdn.example/2\\\r\n.png')}</style>", blocked: 1 },
+      { html: '<div style=\'background:url("https://cdn.example/3\\\n.png")\'>x</div>', blocked: 1 },
+      {
+        html: '<div style="background:url(&quot;https://cdn.example/4\\&#10;.png&quot;)">x</div>',
+        blocked: 1,
+      },
+      {
+        html: '<style>.a{background:image-set("https://cdn.example/5.png" 1x, "https://cdn.example/6.png" 2x)}</style>',
+        blocked: 2,
+      },
+      {
+        html: '<div style="background:-webkit-image-set(\'https://cdn.example/7.png\' 1x)">x</div>',
+        blocked: 1,
+      },
+      { html: '<style>.a{background:image("https://cdn.example/8.png", white)}</style>', blocked: 1 },
+      {
+        html: '<style>.a{background:im\\61ge-set(/**/"https://cdn.example/9\\\n.png" 1x)}</style>',
+        blocked: 1,
+      },
+      { html: '<style>.a{background:src("https://cdn.example/10.png")}</style>', blocked: 1 },
+    ];
+    for (const { html, blocked } of cases) {
+      const out = clean(html);
+      assert.equal(out.blocked, blocked, `${html} -> ${out.html}`);
+      assert.doesNotMatch(out.html, /cdn\.example/, html);
+    }
+    // allowed, each is loaded as the browser reads it
+    const allowed = clean(
+      '<style>.a{background:url("https://cdn.example/1\\\n.png")}' +
+        '.b{background:image-set("https://cdn.example/\\\n5.png" 1x, url(https://cdn.example/6.png) 2x)}</style>',
+      true,
+    );
+    assert.equal(allowed.blocked, 0, allowed.html);
+    assert.equal(
+      allowed.html,
+      '<style>.a{background:url("https://cdn.example/1.png")}' +
+        '.b{background:image-set("https://cdn.example/5.png" 1x, url("https://cdn.example/6.png") 2x)}</style>',
+    );
+    // what loads nothing is not counted: text that reads url(, an image type, a bad URL
+    // (a line break in url() unquoted), a url() of a string and more; the last two go
+    const quiet = clean(
+      '<style>.a{content:"url(https://cdn.example/11.png)"}' +
+        '.b{background:image-set(url(data:image/png;base64,AA) type("image/png") 1x)}' +
+        '.c{background:url(https://cdn.example/12\\\n.png)}' +
+        '.d{background:url("https://cdn.example/13.png" x)}.e{color:red}</style>',
+    );
+    assert.equal(quiet.blocked, 0, quiet.html);
+    assert.equal(
+      quiet.html,
+      '<style>.a{content:"url(https://cdn.example/11.png)"}' +
+        '.b{background:image-set(url("data:image/png;base64,AA") type("image/png") 1x)}' +
+        '.c{background:none}.d{background:none}.e{color:red}</style>',
+    );
+  },
+);
