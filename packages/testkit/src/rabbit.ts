@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
+import { waitFor } from './wait.js';
 
 const run = promisify(execFile);
 
@@ -40,4 +41,36 @@ export async function queueDepth(vhost: string, queue: string): Promise<number> 
     if (n === queue) return Number(count);
   }
   return 0;
+}
+
+/**
+ * Lets `queue` of the vhost take one message and refuse (nack) the next while that one
+ * is there (a quorum queue checks its length before it takes a message, so a limit of 0
+ * lets one in): a publisher's second message fails. Resolves once the broker applies
+ * it; the function returned lifts it.
+ */
+export async function refuseAfterOne(vhost: string, queue: string): Promise<() => Promise<void>> {
+  const policy = `${queue}-full`;
+  const escaped = queue.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  await run('rabbitmqctl', [
+    '-q',
+    'set_policy',
+    '-p',
+    vhost,
+    '--apply-to',
+    'queues',
+    policy,
+    `^${escaped}$`,
+    '{"max-length":0,"overflow":"reject-publish"}',
+  ]);
+  await waitFor(
+    async () => {
+      const { stdout } = await run('rabbitmqctl', ['-q', 'list_queues', '-p', vhost, 'name', 'policy']);
+      return stdout.split('\n').some((line) => line.trim().split(/\s+/).join(' ') === `${queue} ${policy}`);
+    },
+    { what: `the policy on ${queue}` },
+  );
+  return async () => {
+    await run('rabbitmqctl', ['-q', 'clear_policy', '-p', vhost, policy]);
+  };
 }

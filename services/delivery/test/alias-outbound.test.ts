@@ -2,17 +2,14 @@
 // outbound in several messages, each within the room a message's headers have, and a
 // rerun never queues a member twice.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { after, before, test } from 'node:test';
 import { connect, type Channel, type ChannelModel } from 'amqplib';
 import { MAX_ENVELOPE_RECIPIENT_BYTES, envelopeAddressBytes } from '@mailyard/bus';
 import { ENVELOPE_HEADER, Queues, RoutingKeys, type Envelope } from '@mailyard/contracts';
-import { waitFor } from '@mailyard/testkit';
+import { refuseAfterOne, waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import { remoteMembers } from './addresses.js';
 import { envelope } from './envelope.js';
-
-const run = promisify(execFile);
 
 let p: Platform;
 let conn: ChannelModel;
@@ -28,13 +25,6 @@ after(async () => {
   await conn?.close();
   await p?.close();
 });
-
-/** `n` remote addresses of 40 characters each. */
-const members = (tag: string, n: number) =>
-  Array.from(
-    { length: n },
-    (_, i) => `${tag}-${String(i).padStart(5, '0')}`.padEnd(26, 'x') + '@far-away.test',
-  );
 
 /** The delivery's count of a metric (summed over its labels). */
 async function metric(name: string): Promise<number> {
@@ -71,7 +61,7 @@ test(
   'an alias of 2000 remote members: every member is queued to outbound, in parts that fit',
   { timeout: 60_000 },
   async () => {
-    const remote = members('m', 2000);
+    const remote = remoteMembers('m', 2000);
     assert.equal(remote[0]!.length, 40);
     // nested: the local member and half the remote ones through a second alias
     await p.directory.addAlias('half@example.test', remote.slice(1000));
@@ -101,36 +91,11 @@ test(
   'a part that cannot be queued: the rerun queues the rest, never a part queued before',
   { timeout: 60_000 },
   async () => {
-    const remote = members('r', 2000);
+    const remote = remoteMembers('r', 2000);
     await p.directory.addAlias('list@example.test', ['ann@example.test', ...remote]);
-    // outbound takes one message, and refuses (nacks) the next while that one is there: a
-    // quorum queue checks its length before it takes a message, so a limit of 0 lets one in
-    await run('rabbitmqctl', [
-      '-q',
-      'set_policy',
-      '-p',
-      p.vhost.name,
-      '--apply-to',
-      'queues',
-      'outbound-full',
-      `^${Queues.outbound}$`,
-      '{"max-length":0,"overflow":"reject-publish"}',
-    ]);
+    // outbound takes one message, and refuses (nacks) the next while that one is there
+    const lift = await refuseAfterOne(p.vhost.name, Queues.outbound);
     try {
-      await waitFor(
-        async () => {
-          const { stdout } = await run('rabbitmqctl', [
-            '-q',
-            'list_queues',
-            '-p',
-            p.vhost.name,
-            'name',
-            'policy',
-          ]);
-          return /^outbound\s+outbound-full$/m.test(stdout);
-        },
-        { what: 'the policy on outbound' },
-      );
       const failures = await metric('mailyard_delivery_failures_total');
       const forwarded = await metric('mailyard_delivery_forwarded_total');
       const env = envelope(['list@example.test']);
@@ -154,7 +119,7 @@ test(
       assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
       assert.equal(p.inbox('ann@example.test').length, 2, 'the local copy filed once');
     } finally {
-      await run('rabbitmqctl', ['-q', 'clear_policy', '-p', p.vhost.name, 'outbound-full']);
+      await lift();
     }
   },
 );
