@@ -296,24 +296,70 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   };
 
   /**
+   * How far each recipient's external targets were queued before, as its progress record
+   * says (`forward-progress:<qid>`, HASH recipient → the last target queued, sorted):
+   * every target of the recipient that sorts at or before it has been queued. For the
+   * recipients no run of this version has recorded yet (a message in flight through an
+   * upgrade), the earlier version's records: `forwarded-upto:<qid>` covers each recipient
+   * not listed in `forward-deferred:<qid>`, and the listed ones expanding now together
+   * are under `forwarded-upto:<qid>:<digest of them>`, as that version read them. One
+   * round trip, two when the message has a `forward-deferred:` list.
+   */
+  const forwardProgress = async (queueId: string, rcpts: string[]): Promise<Map<string, string>> => {
+    const [own, upto, listed] = await fromRedis(
+      Promise.all([
+        redis.hmget(progressKey(queueId), ...rcpts),
+        redis.get(`forwarded-upto:${queueId}`),
+        redis.get(`forward-deferred:${queueId}`),
+      ]),
+    );
+    const late = new Set(listed ? (JSON.parse(listed) as string[]) : []);
+    const lateNow = rcpts.filter((r) => late.has(r)).sort();
+    const lateUpto = lateNow.length
+      ? await fromRedis(redis.get(`forwarded-upto:${queueId}:${digest(lateNow.join('\n'))}`))
+      : null;
+    const progress = new Map<string, string>();
+    for (const [i, rcpt] of rcpts.entries()) {
+      const found = [own[i], late.has(rcpt) ? lateUpto : upto].filter((u) => u != null);
+      if (found.length) progress.set(rcpt, found.reduce(latest));
+    }
+    return progress;
+  };
+
+  /**
    * Passes the alias targets outside our domains to outbound under the message's own
    * queue id (the relay's per-recipient records and the log lines follow it), in as many
    * messages as their envelopes need: a message's envelope travels in its headers, which
-   * cannot grow past 64 KiB (envelopeParts). The targets go in sorted order, and the last
-   * one of each message is recorded once the broker has confirmed it, before the next is
-   * published: a rerun (a later message refused, the process killed) queues only the
-   * targets after it, so nobody is queued twice (but when Redis fails between the confirm
-   * and the record: the rerun queues that message again, as a forward's marker). A target
-   * added to the alias meanwhile and sorted before the record is not sent this message,
-   * as one added after it was accepted. One short key per message, where a record per
-   * target would keep thousands of addresses for each message to a big list.
+   * cannot grow past 64 KiB (envelopeParts). `remoteOf`: the external targets of each
+   * recipient that expanded in this run.
+   *
+   * A target is queued once per message, whichever recipients expand in which run (a
+   * recipient over ALIAS_EXPANSION_LIMIT expands in a later run, or not at all): each
+   * recipient keeps its own progress (forwardProgress). A target at or before the record
+   * of a recipient leading to it was queued; the others go in sorted order, and once the
+   * broker has confirmed a message, each recipient's record moves to its last target,
+   * before the next is published. So a rerun (a later message refused, the process
+   * killed, a recipient deferred) queues only what no record covers (but when Redis fails
+   * between the confirm and the record: the rerun queues that message again, as a
+   * forward's marker). A target added to an alias meanwhile that sorts before its record
+   * does not get this message, as one added after it was accepted. One short value per
+   * recipient, where a record per target would keep thousands of addresses for each
+   * message to a big list.
    */
-  const forwardRemote = async (env: Envelope, body: Buffer, group: RemoteGroup): Promise<void> => {
-    const { key, targets: remote } = group;
-    const upto = await fromRedis(redis.get(key));
-    const pending = [...remote].sort().filter((r) => upto === null || r > upto);
+  const forwardRemote = async (
+    env: Envelope,
+    body: Buffer,
+    remoteOf: Map<string, string[]>,
+  ): Promise<void> => {
+    const progress = await forwardProgress(env.queueId, [...remoteOf.keys()]);
+    const queued = new Set<string>();
+    for (const [rcpt, targets] of remoteOf) {
+      const upto = progress.get(rcpt);
+      if (upto !== undefined) for (const t of targets) if (t <= upto) queued.add(t);
+    }
+    const pending = [...new Set([...remoteOf.values()].flat())].filter((t) => !queued.has(t)).sort();
     if (!pending.length) {
-      logger.info({ queueId: env.queueId, upto }, 'remote targets queued before, skipped');
+      logger.info({ queueId: env.queueId }, 'remote targets queued before, skipped');
       return;
     }
     // the filing verdict is for our own users' copies, and its list of them could take as
@@ -327,7 +373,13 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
         attempts: 0,
         lastError: null,
       });
-      await fromRedis(redis.set(key, recipients.at(-1)!, 'EX', config.delivery_dedupe_ttl));
+      // each recipient's targets up to the last one are queued now (a record found further
+      // on stays)
+      const last = recipients.at(-1)!;
+      const records: Record<string, string> = {};
+      for (const rcpt of remoteOf.keys()) records[rcpt] = latest(progress.get(rcpt) ?? last, last);
+      const key = progressKey(env.queueId);
+      await fromRedis(redis.multi().hset(key, records).expire(key, config.delivery_dedupe_ttl).exec());
       logger.info(
         { queueId: env.queueId, rcpts: recipients, part: i + 1, parts: parts.length },
         'forwarded to outbound',
@@ -370,38 +422,6 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     }
   };
 
-  /**
-   * The external targets to forward, in groups that each keep their own progress record.
-   * Normally one: every recipient's, under `forwarded-upto:<qid>`. A run that defers
-   * recipients records which (`forward-deferred:<qid>`, the first such run's list; a
-   * rerun finds it): the message's record then covers the other recipients' targets
-   * only, and the targets a deferred recipient adds once it expands (the limit raised,
-   * the message run again) go under a record of their own recipients. So none of them is
-   * skipped for sorting before the first record, and none of the others is queued again.
-   */
-  const remoteGroups = async (
-    env: Envelope,
-    remoteOf: Map<string, string[]>,
-    deferred: string[],
-  ): Promise<RemoteGroup[]> => {
-    const key = `forward-deferred:${env.queueId}`;
-    const ttl = config.delivery_dedupe_ttl;
-    const recorded = deferred.length
-      ? await fromRedis(redis.set(key, JSON.stringify(deferred), 'EX', ttl, 'NX', 'GET'))
-      : await fromRedis(redis.get(key));
-    const late = new Set(recorded ? (JSON.parse(recorded) as string[]) : deferred);
-    const first = new Set<string>();
-    for (const [rcpt, targets] of remoteOf) if (!late.has(rcpt)) for (const t of targets) first.add(t);
-    const later = new Set<string>();
-    const lateRcpts = [...remoteOf.keys()].filter((rcpt) => late.has(rcpt));
-    for (const rcpt of lateRcpts) for (const t of remoteOf.get(rcpt)!) if (!first.has(t)) later.add(t);
-    const laterKey = `forwarded-upto:${env.queueId}:${digest(lateRcpts.sort().join('\n'))}`;
-    return [
-      { key: `forwarded-upto:${env.queueId}`, targets: first },
-      { key: laterKey, targets: later },
-    ].filter((g) => g.targets.size > 0);
-  };
-
   const deliver = async (env: Envelope, body: Buffer): Promise<void> => {
     const local = new Map<string, string>();
     const remoteOf = new Map<string, string[]>();
@@ -437,9 +457,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     const failed = runs.find((r) => r.status === 'rejected');
     if (failed) throw failed.reason;
     if (gone.length) await returnGone(env, body, gone);
-    if (remoteOf.size)
-      for (const group of await remoteGroups(env, remoteOf, [...deferred.keys()]))
-        await forwardRemote(env, body, group);
+    if (remoteOf.size) await forwardRemote(env, body, remoteOf);
     // the others are done: the bus runs the message again after a pause (every copy
     // filed, returned or forwarded is skipped then) and dead-letters it with the reason
     // after DELIVERY_MAX_ATTEMPTS runs
@@ -474,12 +492,6 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   };
 }
 
-/** External targets forwarded under one progress record (`forwardRemote`). */
-interface RemoteGroup {
-  key: string;
-  targets: Set<string>;
-}
-
 /**
  * A run that left recipients undelivered for now, their aliases over the limits: the
  * message fails the run, and its dead-letter reason says why.
@@ -490,6 +502,12 @@ class RecipientsDeferred extends Error {
     super(`4.6.0 Alias expansion error: ${errors.map((e) => e.message).join('; ')}`);
   }
 }
+
+/** How far each recipient's external targets were queued to outbound (`forwardProgress`). */
+const progressKey = (queueId: string) => `forward-progress:${queueId}`;
+
+/** The one of two targets that sorts last. */
+const latest = (a: string, b: string) => (a > b ? a : b);
 
 const digest = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 16);
 
