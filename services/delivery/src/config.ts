@@ -18,7 +18,12 @@ export const deliverySchema = z.object({
   delivery_prefetch: positiveInt(64),
   /** Failed attempts before a message goes to the dead-letter queue with its reason (catalogue default). */
   delivery_max_attempts: positiveInt(MailMessages.delivery.failure.maxAttempts),
-  /** How long the "already delivered" markers are kept, in seconds (covers any redelivery). */
+  /**
+   * How long the records of what a message's runs did (copies filed, DSNs, forwards) are
+   * kept, in seconds: from the run that wrote them, renewed by each run that fails. Covers
+   * any redelivery, and a message moved back from the dead-letter queue within it reaches
+   * nobody twice.
+   */
   delivery_dedupe_ttl: positiveInt(14 * 24 * 3600),
   /**
    * Addresses one recipient may expand to through aliases, a nested alias counted by its

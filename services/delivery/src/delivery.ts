@@ -27,7 +27,7 @@ import { Counter, Histogram, type Logger, type ReadinessCheck, type Registry } f
 import { returnToSender, type RecipientReport } from '@mailyard/dsn';
 import { deliveredToHeader, returnPathHeader } from '@mailyard/smtp-core';
 import type { DeliveryConfig } from './config.js';
-import { accountRules, junkFor } from './rules.js';
+import { accountRules, forwardedKey, junkFor } from './rules.js';
 
 export interface DeliveryDeps {
   bus: Bus;
@@ -115,6 +115,8 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
    * would otherwise skip a copy whose writer died mid-write.
    */
   const writingKey = (queueId: string, account: string) => `delivering:${copyId(queueId, account)}`;
+  /** Set once a recipient gone since acceptance is returned to the sender. */
+  const goneKey = (queueId: string, rcpt: string) => markerKey(queueId, `gone:${rcpt}`);
 
   /**
    * A read or write of the mail store whose file system fails (a full disk, an I/O error)
@@ -274,7 +276,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
    * unknown user. One DSN for all of them; a rerun does not send it again.
    */
   const returnGone = async (env: Envelope, message: Buffer, gone: string[]): Promise<void> => {
-    const keys = gone.map((rcpt) => markerKey(env.queueId, `gone:${rcpt}`));
+    const keys = gone.map((rcpt) => goneKey(env.queueId, rcpt));
     const done = await fromRedis(Promise.all(keys.map((k) => redis.exists(k))));
     const reports: RecipientReport[] = gone
       .filter((_, i) => !done[i])
@@ -437,6 +439,32 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       for (const l of x.local) if (!local.has(l.account)) local.set(l.account, rcpt);
       if (x.remote.length) remoteOf.set(rcpt, x.remote);
     }
+    try {
+      await serve(env, body, local, remoteOf, gone);
+      // the others are done: the bus runs the message again after a pause (every copy
+      // filed, returned or forwarded is skipped then) and dead-letters it with the reason
+      // after DELIVERY_MAX_ATTEMPTS runs
+      if (deferred.size) throw new RecipientsDeferred([...deferred.values()]);
+    } catch (err) {
+      // a run that fails may be the message's last before the dead-letter queue (one
+      // held for a backend is not: it is run again once the backend answers)
+      if (!(err instanceof BackendUnavailableError || err instanceof DirectoryUnavailableError))
+        await keepRecords(env.queueId, [...local.keys()], gone);
+      throw err;
+    }
+  };
+
+  /**
+   * Files, returns and forwards what the recipients expanded to (`deliver`). Each step
+   * done before is skipped by its record.
+   */
+  const serve = async (
+    env: Envelope,
+    body: Buffer,
+    local: Map<string, string>,
+    remoteOf: Map<string, string[]>,
+    gone: string[],
+  ): Promise<void> => {
     // every copy's run ends before the message is run again: a rerun overlapping a copy
     // still being written or forwarded would write or forward it twice
     const runs = await Promise.allSettled(
@@ -458,10 +486,27 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     if (failed) throw failed.reason;
     if (gone.length) await returnGone(env, body, gone);
     if (remoteOf.size) await forwardRemote(env, body, remoteOf);
-    // the others are done: the bus runs the message again after a pause (every copy
-    // filed, returned or forwarded is skipped then) and dead-letters it with the reason
-    // after DELIVERY_MAX_ATTEMPTS runs
-    if (deferred.size) throw new RecipientsDeferred([...deferred.values()]);
+  };
+
+  /**
+   * The records of what a message's runs have done live DELIVERY_DEDUPE_TTL from its last
+   * failed run, not from the run that wrote them: a message that failed waits in the
+   * dead-letter queue until an operator moves it back (the alias fixed or
+   * ALIAS_EXPANSION_LIMIT raised, a mailbox's permissions repaired), days later maybe, and
+   * it may fail and wait again; a record gone by then would file, return or forward that
+   * part a second time. One round trip. The `forwarded-upto:<qid>:<hash>` records of the
+   * version before keep their TTL: which there are depends on what expanded in the runs
+   * that wrote them.
+   */
+  const keepRecords = async (queueId: string, accounts: string[], gone: string[]): Promise<void> => {
+    const keys = [
+      ...accounts.flatMap((a) => [markerKey(queueId, a), writingKey(queueId, a), forwardedKey(queueId, a)]),
+      ...gone.map((rcpt) => goneKey(queueId, rcpt)),
+      progressKey(queueId),
+      `forwarded-upto:${queueId}`,
+      `forward-deferred:${queueId}`,
+    ];
+    await fromRedis(Promise.all(keys.map((k) => redis.expire(k, config.delivery_dedupe_ttl))));
   };
 
   return {

@@ -35,6 +35,10 @@ export interface RulesDeps {
 export const junkFor = (env: Envelope, via: string): boolean =>
   !!env.filing?.junk.some((j) => j.toLowerCase() === via.toLowerCase());
 
+/** Set once the account's forwarding has sent the message on (any value). */
+export const forwardedKey = (queueId: string, account: string): string =>
+  `forwarded:${queueId}:${createHash('sha256').update(account).digest('hex').slice(0, 16)}`;
+
 /**
  * What an account's own settings do with a message for it: forwarding (before filing,
  * which it may replace) and the out-of-office reply (RFC 3834), at most once per sender
@@ -133,7 +137,7 @@ export function accountRules(deps: RulesDeps) {
       logger.warn({ queueId: env.queueId, account }, 'forwarding loop: kept in the mailbox, not sent on');
       return 'loop';
     }
-    const marker = `forwarded:${env.queueId}:${createHash('sha256').update(account).digest('hex').slice(0, 16)}`;
+    const marker = forwardedKey(env.queueId, account);
     if (await fromRedis(deps.rules.redisExists(marker))) return 'done-before';
     const data = Buffer.concat([Buffer.from(deliveredToHeader(account)), message]);
     const byRoute = new Map<string, string[]>();

@@ -79,6 +79,16 @@ async function metric(name: string): Promise<number> {
   return m?.values.reduce((sum, v) => sum + v.value, 0) ?? 0;
 }
 
+/** A new message to these recipients, run with this limit until it is dead-lettered. */
+async function sentUntilDead(
+  limit: number,
+  recipients: string[],
+): Promise<{ env: Envelope; reason: string }> {
+  await restartDelivery(limit);
+  await p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, envelope(recipients));
+  return deadLettered();
+}
+
 /** Runs the message again with this limit, as moved back from the dead-letter queue, until it has forwarded. */
 async function forwardedWith(limit: number, env: Envelope): Promise<void> {
   await restartDelivery(limit);
@@ -170,16 +180,13 @@ test(
     await p.directory.addAlias('big2@example.test', big2);
     await p.directory.addAlias('small@example.test', ['small-1@far-away.test']);
     const doraBefore = p.inbox('dora@example.test').length;
-    await restartDelivery(LIMIT);
-    const env = envelope([
+    // both over 10: the others are served
+    const first = await sentUntilDead(LIMIT, [
       'big1@example.test',
       'big2@example.test',
       'small@example.test',
       'dora@example.test',
     ]);
-    await p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, env);
-    // both over 10: the others are served
-    const first = await deadLettered();
     assert.match(
       first.reason,
       /big1@example\.test reached 14 addresses.*big2@example\.test reached 12 addresses/,
@@ -264,5 +271,49 @@ test(
     assert.deepEqual(await takeOutbound(), [
       ['ob-3@far-away.test', 'oc-2@far-away.test', 'oc-3@far-away.test'],
     ]);
+  },
+);
+
+/** The message's records in Redis (markers, forwarding progress), without the prefix. */
+async function recordsOf(queueId: string): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, found] = await p.redis.redis.scan(
+      cursor,
+      'MATCH',
+      `${p.redis.prefix}*${queueId}*`,
+      'COUNT',
+      1000,
+    );
+    keys.push(...found.map((k) => k.slice(p.redis.prefix.length)));
+    cursor = next;
+  } while (cursor !== '0');
+  return keys;
+}
+
+test(
+  'a message that fails again keeps what was done on record for DELIVERY_DEDUPE_TTL from then',
+  { timeout: 120_000 },
+  async () => {
+    const ttl = 14 * 24 * 3600; // DELIVERY_DEDUPE_TTL's default
+    const dead = await sentUntilDead(LIMIT, [
+      'crowd@example.test',
+      'dora@example.test',
+      'small@example.test',
+      'nobody@example.test',
+    ]);
+    await takeOutbound();
+    const keys = await recordsOf(dead.env.queueId);
+    // dora's copy, the DSN for nobody, small's member forwarded
+    assert.equal(keys.filter((k) => k.startsWith('delivered:')).length, 2);
+    assert.ok(keys.includes(`forward-progress:${dead.env.queueId}`));
+    // as if they had waited in the dead-letter queue for all but a minute of their time
+    const r = p.redis.redis;
+    for (const k of keys) await r.expire(k, 60);
+    // moved back before the alias is fixed: it fails and waits again
+    await p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, dead.env);
+    await deadLettered();
+    for (const k of keys) assert.ok((await r.ttl(k)) > ttl - 3600, `${k} kept ${await r.ttl(k)} s`);
   },
 );
