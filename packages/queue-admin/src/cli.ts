@@ -20,6 +20,7 @@ import {
   listDeadLetters,
   requeueDeadLetters,
   showDeadLetters,
+  stayedSentence,
   type DeadLetter,
   type DeadLetterMessage,
   type RequeueResult,
@@ -137,13 +138,6 @@ export function formatDeadLetters(letters: readonly DeadLetter[]): string[] {
       ...l.recipients.map((r) => `    ${r}`),
     ]),
   ];
-}
-
-/** The one sentence for dead letters a requeue left in place, naming a few. */
-function stayed(kept: RequeueResult['kept']): string {
-  const named = kept.slice(0, 3).map((k) => `${k.letter.queueId} (${k.why})`);
-  const more = kept.length > named.length ? ` and ${kept.length - named.length} more` : '';
-  return `${plural(kept.length, 'dead letter')} stayed in the queue: ${named.join(', ')}${more}`;
 }
 
 /**
@@ -327,7 +321,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
         const { requeued, kept } = await admin.requeueDead(targetOf(id, opts.all, ctx));
         if (id && !requeued.length && !kept.length) throw noDeadLetter(id);
         if (requeued.length || !kept.length) ctx.print(`${plural(requeued.length, 'dead letter')} requeued`);
-        if (kept.length) throw ctx.fail(stayed(kept));
+        if (kept.length) throw ctx.fail(stayedSentence(kept));
       }),
     );
 

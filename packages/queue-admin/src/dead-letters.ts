@@ -143,6 +143,17 @@ export async function requeueDeadLetters(deps: QueueAdminDeps, target: RetryTarg
   return result;
 }
 
+/**
+ * The one sentence for dead letters a requeue left in place, naming a few: what
+ * `mailyard queue dead requeue` and the admin console both say.
+ */
+export function stayedSentence(kept: RequeueResult['kept']): string {
+  const named = kept.slice(0, 3).map((k) => `${k.letter.queueId} (${k.why})`);
+  const more = kept.length > named.length ? ` and ${kept.length - named.length} more` : '';
+  const letters = `${kept.length} dead letter${kept.length === 1 ? '' : 's'}`;
+  return `${letters} stayed in the queue: ${named.join(', ')}${more}`;
+}
+
 /** Deletes the dead letters of a queue id (or all); returns those deleted. */
 export async function deleteDeadLetters(deps: QueueAdminDeps, target: RetryTarget): Promise<DeadLetter[]> {
   const deleted: DeadLetter[] = [];

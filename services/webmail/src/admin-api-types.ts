@@ -93,6 +93,35 @@ export interface AdminQueueMessage {
   headers: string;
 }
 
+/**
+ * GET /api/admin/dead-letters: one per message in the dead-letter queue, oldest first; a
+ * queue id dead-lettered in several messages (outbound's parts of it) has one for each.
+ */
+export interface AdminDeadLetter {
+  /** The envelope's queue id, as in the log lines; `dl-<digest>` for one without (an event). */
+  queueId: string;
+  /** `delivery`, `outbound`, `events/<key>`, `policy`...; null when it does not say. */
+  originalQueue: string | null;
+  /** Requeue can send it back there (a mail queue or an event). */
+  requeueable: boolean;
+  /** The consumer's last error, or RabbitMQ's reason. */
+  reason: string | null;
+  attempts: number | null;
+  /** When it was dead-lettered, when known. */
+  deadLetteredAt: string | null;
+  /** Null: not a mail message (an event), or its envelope is unreadable. */
+  mailFrom: string | null;
+  recipients: string[];
+  size: number;
+}
+
+/** GET /api/admin/dead-letters/:id: the queue id's dead letters and their message's header block (an event's payload). */
+export interface AdminDeadLetterMessage {
+  queueId: string;
+  letters: AdminDeadLetter[];
+  headers: string;
+}
+
 /** GET /api/admin/policy */
 export interface AdminPolicy {
   lists: { name: string; stage: string; entries: string[] }[];

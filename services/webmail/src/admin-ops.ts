@@ -66,9 +66,10 @@ function answer(err: unknown, ctx: Pick<Ctx, 'logger'>): ApiError {
     return errors.badRequest(sentence(err.message));
   if (err instanceof DnsUnavailableError) return new ApiError(503, 'dns_unavailable', sentence(err.message));
   if (err instanceof CleanupPendingError) return new ApiError(503, 'cleanup_pending', sentence(err.message));
+  // the broker unreachable, or another reader of the delay queues or the dead letters
   if (err instanceof QueueAdminError) {
     ctx.logger.warn({ err }, 'admin console: queue unavailable');
-    return new ApiError(503, 'unavailable', `The outbound queue cannot be reached: ${err.message}`);
+    return new ApiError(503, 'unavailable', `The queues are unavailable now: ${err.message}`);
   }
   ctx.logger.warn({ err }, 'admin console: operation failed');
   return errors.unavailable();

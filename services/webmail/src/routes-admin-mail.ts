@@ -7,7 +7,15 @@ import {
   nothingRecorded,
   tableKind,
 } from '@mailyard/policy-rules';
-import type { AdminExplain, AdminPolicy, AdminQueueEntry, AdminQueueMessage } from './admin-api-types.js';
+import { stayedSentence, type RequeueResult } from '@mailyard/queue-admin';
+import type {
+  AdminDeadLetter,
+  AdminDeadLetterMessage,
+  AdminExplain,
+  AdminPolicy,
+  AdminQueueEntry,
+  AdminQueueMessage,
+} from './admin-api-types.js';
 import { adminRoute } from './admin-ops.js';
 import { parse, type Ctx } from './context.js';
 import { ApiError, errors } from './errors.js';
@@ -21,10 +29,28 @@ const entry = z.string().trim().min(1, 'expected an entry').max(512, 'entry too 
 
 const noSuchQueued = (id: string) =>
   new ApiError(404, 'not_found', `No deferred message with queue id ${id}`);
+const noSuchDeadLetter = (id: string) => new ApiError(404, 'not_found', `No dead letter with queue id ${id}`);
+
+const letters = (n: number) => `${n} dead letter${n === 1 ? '' : 's'}`;
 
 /**
- * The admin console's mail pages: the outbound queue (list, show, retry, delete; the
- * operations of packages/queue-admin, audited), the policy lists and access tables (edited
+ * A requeue's answer: how many went back; when any stayed (from a queue requeue cannot
+ * send to, or nothing takes it now), 409 with the sentence `mailyard queue dead requeue`
+ * prints, those that went first, and which stayed with why.
+ */
+function requeueAnswer({ requeued, kept }: RequeueResult): { requeued: number } {
+  if (!kept.length) return { requeued: requeued.length };
+  const went = requeued.length ? `${letters(requeued.length)} requeued; ` : '';
+  throw new ApiError(409, 'not_requeued', went + stayedSentence(kept), {
+    requeued: requeued.length,
+    kept: kept.map((k) => ({ queueId: k.letter.queueId, why: k.why })),
+  });
+}
+
+/**
+ * The admin console's mail pages: the outbound queue (list, show, retry, delete) and the
+ * dead letters (list, show, requeue, delete; the operations of packages/queue-admin,
+ * audited, what `mailyard queue` and `mailyard queue dead` do), the policy lists and access tables (edited
  * through the same validation as `mailyard policy`), and `policy explain`.
  */
 export function registerAdminMailRoutes(app: FastifyInstance, ctx: Ctx): void {
@@ -74,6 +100,52 @@ export function registerAdminMailRoutes(app: FastifyInstance, ctx: Ctx): void {
       const n = await ops.queue(queue()).delete(id);
       if (!n) throw noSuchQueued(id);
       return { deleted: id, messages: n };
+    }),
+  );
+
+  // ---- dead letters
+
+  app.get(
+    '/api/admin/dead-letters',
+    adminRoute(ctx, async (_req, { ops }): Promise<{ letters: AdminDeadLetter[] }> => ({
+      letters: await ops.queue(queue()).listDead(),
+    })),
+  );
+
+  app.get(
+    '/api/admin/dead-letters/:id',
+    adminRoute(ctx, async (req, { ops }): Promise<AdminDeadLetterMessage> => {
+      const { id } = parse(queueId, req.params);
+      const found = await ops.queue(queue()).showDead(id);
+      if (!found) throw noSuchDeadLetter(id);
+      return found;
+    }),
+  );
+
+  app.post(
+    '/api/admin/dead-letters/:id/requeue',
+    adminRoute(ctx, async (req, { ops }) => {
+      const { id } = parse(queueId, req.params);
+      const result = await ops.queue(queue()).requeueDead({ queueId: id });
+      if (!result.requeued.length && !result.kept.length) throw noSuchDeadLetter(id);
+      return requeueAnswer(result);
+    }),
+  );
+
+  app.post(
+    '/api/admin/dead-letters/requeue-all',
+    adminRoute(ctx, async (_req, { ops }) =>
+      requeueAnswer(await ops.queue(queue()).requeueDead({ all: true })),
+    ),
+  );
+
+  app.delete(
+    '/api/admin/dead-letters/:id',
+    adminRoute(ctx, async (req, { ops }) => {
+      const { id } = parse(queueId, req.params);
+      const n = (await ops.queue(queue()).deleteDead({ queueId: id })).length;
+      if (!n) throw noSuchDeadLetter(id);
+      return { deleted: id, letters: n };
     }),
   );
 

@@ -1,18 +1,21 @@
 // The admin console's API: the admin guard on every route, CSRF on every change, and each
 // action through the operations the CLI calls, audited with the admin who did it.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { ImapFlow } from 'imapflow';
 import { after, before, test } from 'node:test';
 import { Bus, DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS, outboundDelayQueueSpec } from '@mailyard/bus';
 import { createLogger } from '@mailyard/observability';
 import { DeferredIndex } from '@mailyard/queue-admin';
-import { queueDepth, unreachableRedis, waitFor } from '@mailyard/testkit';
+import { freePort, queueDepth, unreachableRedis, waitFor } from '@mailyard/testkit';
+import { newQueueId } from '@mailyard/smtp-core';
 import { Directory } from '@mailyard/directory';
 import { Operations } from '@mailyard/admin';
 import { addAccount } from '../../../test/harness.js';
 import { MailRules } from '@mailyard/mail-rules';
 import { sendRaw } from '../../retrieval/test/helpers.js';
 import { imapLogin as imapLoginAs } from './mail-clients.js';
+import { deadMail, deadMessage, queueIdsIn, testBus } from './dead-letters.js';
 import { newsletter } from './messages.js';
 import {
   ALICE,
@@ -24,6 +27,7 @@ import {
   type WebmailTestbed,
 } from './webmail-harness.js';
 import { WebClient, q } from './web-client.js';
+import type { AdminDeadLetter } from '../src/admin-api-types.js';
 
 let t: WebmailTestbed;
 let admin: WebClient;
@@ -50,6 +54,11 @@ test(
       ['GET', '/api/admin/accounts'],
       ['POST', `/api/admin/accounts/${enc(ALICE)}/lock`],
       ['GET', '/api/admin/queue'],
+      ['GET', '/api/admin/dead-letters'],
+      ['GET', '/api/admin/dead-letters/ABC123'],
+      ['POST', '/api/admin/dead-letters/ABC123/requeue'],
+      ['POST', '/api/admin/dead-letters/requeue-all'],
+      ['DELETE', '/api/admin/dead-letters/ABC123'],
       ['PUT', '/api/admin/policy/lists/smtpd_client_restrictions'],
       ['GET', '/api/admin/audit'],
     ] as const) {
@@ -648,6 +657,165 @@ test(
       );
     } finally {
       await bus.stop();
+    }
+  },
+);
+
+test(
+  'dead letters: listed, shown, requeued where they came from or kept with why, deleted; each audited',
+  { timeout: 90_000 },
+  async () => {
+    const bus = await testBus(t.p.env.AMQP_URL!);
+    const letters = async () => {
+      const res = await admin.get('/api/admin/dead-letters');
+      assert.equal(res.status, 200, res.text);
+      return res.json.letters as AdminDeadLetter[];
+    };
+    try {
+      assert.deepEqual(await letters(), []);
+      // delivery gave this one up (an alias over ALIAS_EXPANSION_LIMIT); bob has not got it
+      const held = newQueueId();
+      const reason =
+        'RecipientsDeferred: 4.6.0 Alias expansion error: alias expansion of crowd@example.test reached 14 addresses, over the limit of 10';
+      await deadMail(bus, { queueId: held, queue: 'delivery', reason, recipients: [BOB], attempts: 5 });
+      const policy = 'a policy request nobody waits for any more';
+      await deadMessage(bus, policy, { queue: 'policy', reason: 'PoisonMessageError: redelivered 2 times' });
+      const before = t.p.inbox(BOB).length;
+
+      const listed = await letters();
+      assert.deepEqual(
+        listed.map((l) => l.originalQueue),
+        ['delivery', 'policy'],
+      );
+      const [mail, request] = listed as [AdminDeadLetter, AdminDeadLetter];
+      const { deadLetteredAt, size, ...facts } = mail;
+      assert.deepEqual(facts, {
+        queueId: held,
+        originalQueue: 'delivery',
+        requeueable: true,
+        reason,
+        attempts: 5,
+        mailFrom: 'sender@remote.test',
+        recipients: [BOB],
+      });
+      assert.ok(Date.now() - Date.parse(deadLetteredAt!) < 60_000, deadLetteredAt!);
+      assert.ok(size > 0);
+      assert.match(request.queueId, /^dl-[0-9a-f]{12}$/);
+      assert.deepEqual([request.requeueable, request.mailFrom], [false, null]);
+
+      const shown = await admin.get(`/api/admin/dead-letters/${held}`);
+      assert.equal(shown.status, 200, shown.text);
+      assert.deepEqual(shown.json.letters, [mail]);
+      assert.match(shown.json.headers, new RegExp(`^Subject: dead letter ${held}$`, 'm'));
+      assert.doesNotMatch(shown.json.headers, /Hello/, 'the header block only');
+      assert.equal((await admin.get(`/api/admin/dead-letters/${request.queueId}`)).json.headers, policy);
+
+      // a change needs the CSRF token as any other
+      const forged = await admin.req('POST', `/api/admin/dead-letters/${held}/requeue`, {
+        json: {},
+        csrf: false,
+      });
+      assert.deepEqual([forged.status, forged.json.error], [403, 'csrf']);
+
+      // sent back to delivery, which now delivers it to bob
+      const requeued = await admin.post(`/api/admin/dead-letters/${held}/requeue`);
+      assert.deepEqual([requeued.status, requeued.json], [200, { requeued: 1 }]);
+      await waitFor(() => t.p.inbox(BOB).length === before + 1, {
+        what: 'the requeued letter delivered to bob',
+      });
+      assert.ok(t.p.inbox(BOB).some((f) => readFileSync(f, 'utf8').includes(`Subject: dead letter ${held}`)));
+      assert.deepEqual(
+        (await letters()).map((l) => l.queueId),
+        [request.queueId],
+      );
+
+      // a policy request cannot be sent back: it stays, and the answer says why
+      const kept = await admin.post(`/api/admin/dead-letters/${request.queueId}/requeue`);
+      assert.deepEqual(
+        [kept.status, kept.json.error, kept.json.message, kept.json.requeued],
+        [
+          409,
+          'not_requeued',
+          `1 dead letter stayed in the queue: ${request.queueId} (it came from policy, which requeue cannot send to)`,
+          0,
+        ],
+      );
+      // all of them: those that can go, go; the rest stay, named
+      const outbound = newQueueId();
+      await deadMail(bus, {
+        queueId: outbound,
+        queue: 'outbound',
+        reason: 'BusUnavailableError: publish channel closed',
+        recipients: ['far@remote.test'],
+      });
+      const all = await admin.post('/api/admin/dead-letters/requeue-all');
+      assert.deepEqual(
+        [all.status, all.json.message, all.json.requeued, all.json.kept],
+        [
+          409,
+          `1 dead letter requeued; 1 dead letter stayed in the queue: ${request.queueId} (it came from policy, which requeue cannot send to)`,
+          1,
+          [{ queueId: request.queueId, why: 'it came from policy, which requeue cannot send to' }],
+        ],
+      );
+      assert.ok(
+        (await queueIdsIn(bus, 'outbound')).includes(outbound),
+        'the outbound letter back in outbound',
+      );
+
+      const deleted = await admin.req('DELETE', `/api/admin/dead-letters/${request.queueId}`);
+      assert.deepEqual([deleted.status, deleted.json], [200, { deleted: request.queueId, letters: 1 }]);
+      assert.deepEqual(await letters(), []);
+      const nothing = await admin.post('/api/admin/dead-letters/requeue-all');
+      assert.deepEqual([nothing.status, nothing.json], [200, { requeued: 0 }]);
+
+      const audit = (await admin.get('/api/admin/audit?limit=3')).json.entries;
+      assert.deepEqual(
+        audit.map((e: { actor: string; action: string; target: string }) => [e.actor, e.action, e.target]),
+        [
+          [ALICE, 'queue.dead.delete', request.queueId],
+          [ALICE, 'queue.dead.requeue', '*'],
+          [ALICE, 'queue.dead.requeue', held],
+        ],
+      );
+    } finally {
+      await bus.stop();
+    }
+  },
+);
+
+test('dead letters: unknown ids are 404 for show, requeue and delete', { timeout: 60_000 }, async () => {
+  for (const [method, path] of [
+    ['GET', '/api/admin/dead-letters/NoSuchQueueId123'],
+    ['POST', '/api/admin/dead-letters/NoSuchQueueId123/requeue'],
+    ['DELETE', '/api/admin/dead-letters/NoSuchQueueId123'],
+  ] as const) {
+    const res = await admin.req(method, path, method === 'POST' ? { json: {} } : {});
+    assert.deepEqual(
+      [path, res.status, res.json.error, res.json.message],
+      [path, 404, 'not_found', 'No dead letter with queue id NoSuchQueueId123'],
+    );
+  }
+  assert.equal((await admin.get('/api/admin/dead-letters/bad%20id')).status, 400);
+});
+
+test(
+  'a broker that cannot be reached: the dead letters are a 503 that says so, never "not found"',
+  { timeout: 60_000 },
+  async () => {
+    const down = await t.another({ amqp_url: `amqp://guest:guest@127.0.0.1:${await freePort()}/` });
+    const c = new WebClient(down.port, t.ca);
+    assert.equal((await c.login(ALICE)).status, 200);
+    for (const [method, path] of [
+      ['GET', '/api/admin/dead-letters'],
+      ['GET', '/api/admin/dead-letters/ABC123'],
+      ['POST', '/api/admin/dead-letters/ABC123/requeue'],
+      ['POST', '/api/admin/dead-letters/requeue-all'],
+      ['DELETE', '/api/admin/dead-letters/ABC123'],
+    ] as const) {
+      const res = await c.req(method, path, method === 'POST' ? { json: {} } : {});
+      assert.deepEqual([path, res.status, res.json.error], [path, 503, 'unavailable']);
+      assert.match(res.json.message, /^The queues are unavailable now: RabbitMQ unreachable at /, path);
     }
   },
 );

@@ -1,7 +1,7 @@
 // The admin console in a real browser (Debian's Chromium through playwright-core): an admin
 // adds a domain and finds its DKIM records to publish and flagged missing in DNS, locks an
-// account and IMAP refuses it, and finds both in the audit log; a user without the role
-// sees no Admin entry.
+// account and IMAP refuses it, and finds both in the audit log; requeues a dead letter,
+// which then reaches its recipient; a user without the role sees no Admin entry.
 // Screenshots of the console on a desktop and a phone (WEBMAIL_SCREENSHOTS_DIR).
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -9,7 +9,10 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { addAccount } from '../../../test/harness.js';
+import { newQueueId } from '@mailyard/smtp-core';
+import { waitFor } from '@mailyard/testkit';
 import { ensureFrontEnd, launchBrowser, screenshotDir } from './browser.js';
+import { deadMail, testBus } from './dead-letters.js';
 import { imapLogin as imapLoginAs } from './mail-clients.js';
 import { ALICE, BOB, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 
@@ -140,6 +143,73 @@ test(
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();
+    }
+  },
+);
+
+test(
+  'as admin: a dead letter is listed and shown; Requeue, once confirmed, sends it on and empties the list',
+  { timeout: 180_000 },
+  async () => {
+    const bus = await testBus(t.p.env.AMQP_URL!);
+    const browser = await launchBrowser();
+    const errors: string[] = [];
+    try {
+      const id = newQueueId();
+      await deadMail(bus, {
+        queueId: id,
+        queue: 'delivery',
+        reason:
+          'RecipientsDeferred: 4.6.0 Alias expansion error: alias expansion of crowd@example.test reached 14 addresses, over the limit of 10',
+        recipients: [CAROL],
+        attempts: 5,
+      });
+      const page = await browser.context.newPage();
+      page.on('pageerror', (e) => errors.push(e.message));
+      await logIn(page, ALICE);
+      await page.getByRole('button', { name: 'Admin' }).click();
+      await page.getByRole('link', { name: 'Dead letters' }).click();
+      const letter = page.getByRole('list', { name: 'Dead letters' }).getByRole('listitem');
+      await letter.filter({ hasText: id }).waitFor();
+      assert.match(
+        (await letter.textContent())!,
+        new RegExp(
+          `${id} from <sender@remote\\.test>to ${CAROL}queue delivery · 5 attempts · dead-lettered .* · \\d+ B` +
+            `RecipientsDeferred: 4\\.6\\.0 Alias expansion error: .*over the limit of 10Show`,
+        ),
+      );
+      await page.getByRole('button', { name: `Show ${id}` }).click();
+      const headers = page.getByLabel(`Headers of ${id}`);
+      await headers.waitFor();
+      assert.match((await headers.textContent())!, new RegExp(`Subject: dead letter ${id}`));
+      await page.screenshot({ path: join(shots, 'admin-dead-letters.png'), animations: 'disabled' });
+
+      // Delete asks first: dismissed, nothing happens
+      const asked: string[] = [];
+      page.once('dialog', (d) => {
+        asked.push(d.message());
+        void d.dismiss();
+      });
+      await page.getByRole('button', { name: `Delete ${id}` }).click();
+      await waitFor(() => asked.length === 1, { what: 'the confirmation of the deletion' });
+      assert.match(asked[0]!, new RegExp(`^Delete ${id} for good\?`));
+      page.once('dialog', (d) => {
+        asked.push(d.message());
+        void d.accept();
+      });
+      await page.getByRole('button', { name: `Requeue ${id}` }).click();
+      await page
+        .getByRole('status')
+        .filter({ hasText: `${id} requeued: it runs afresh` })
+        .waitFor();
+      assert.equal(asked[1], `Requeue ${id}? It goes back to delivery and runs afresh.`);
+      await page.getByRole('status').filter({ hasText: 'There are no dead letters.' }).waitFor();
+      assert.equal(await letter.count(), 0);
+      await waitFor(() => t.p.inbox(CAROL).length === 1, { what: 'the requeued letter delivered to carol' });
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+      await bus.stop();
     }
   },
 );

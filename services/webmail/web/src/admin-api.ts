@@ -4,6 +4,8 @@ import type {
   AdminAlias,
   AdminAppPassword,
   AdminAuditPage,
+  AdminDeadLetter,
+  AdminDeadLetterMessage,
   AdminDkimKey,
   AdminDomain,
   AdminDomainAdded,
@@ -22,6 +24,8 @@ export type {
   AdminAlias,
   AdminAppPassword,
   AdminAuditEntry,
+  AdminDeadLetter,
+  AdminDeadLetterMessage,
   AdminDkimKey,
   AdminDomain,
   AdminDomainAdded,
@@ -92,6 +96,15 @@ export const admin = {
   retryAll: () => call<{ retried: number }>('POST', '/api/admin/queue/retry-all', {}),
   deleteQueued: (id: string) =>
     call<{ deleted: string; messages: number }>('DELETE', `/api/admin/queue/${encodeURIComponent(id)}`),
+
+  deadLetters: () => call<{ letters: AdminDeadLetter[] }>('GET', '/api/admin/dead-letters'),
+  deadLetter: (id: string) =>
+    call<AdminDeadLetterMessage>('GET', `/api/admin/dead-letters/${encodeURIComponent(id)}`),
+  requeue: (id: string) =>
+    call<{ requeued: number }>('POST', `/api/admin/dead-letters/${encodeURIComponent(id)}/requeue`, {}),
+  requeueAll: () => call<{ requeued: number }>('POST', '/api/admin/dead-letters/requeue-all', {}),
+  deleteDeadLetter: (id: string) =>
+    call<{ deleted: string; letters: number }>('DELETE', `/api/admin/dead-letters/${encodeURIComponent(id)}`),
 
   policy: () => call<AdminPolicy>('GET', '/api/admin/policy'),
   setList: (list: string, entries: string[]) =>

@@ -1,6 +1,6 @@
-// The outbound queue, the policy lists and access tables, explanations, the audit log.
+// The outbound queue, the dead letters, the policy lists and access tables, explanations, the audit log.
 import { useRef, useState } from 'preact/hooks';
-import { admin, type AdminExplain, type AdminQueueEntry } from './admin-api.ts';
+import { admin, type AdminDeadLetter, type AdminDeadLetterMessage, type AdminExplain } from './admin-api.ts';
 import { AdminTable, Card, LoadError, Outcome, useAction, useLoad, when } from './admin-ui.tsx';
 import { formatSize } from './format.ts';
 
@@ -8,8 +8,8 @@ import { formatSize } from './format.ts';
  * The entries grouped by queue id, in the order they came: a queue id whose recipients
  * went to outbound in several messages is one item, as mailq shows one per queue id.
  */
-function byQueueId(entries: AdminQueueEntry[]): AdminQueueEntry[][] {
-  const groups = new Map<string, AdminQueueEntry[]>();
+function byQueueId<T extends { queueId: string }>(entries: T[]): T[][] {
+  const groups = new Map<string, T[]>();
   for (const e of entries) groups.set(e.queueId, [...(groups.get(e.queueId) ?? []), e]);
   return [...groups.values()];
 }
@@ -91,6 +91,124 @@ export function QueuePage() {
             onClick={() => run(async () => `${(await admin.retryAll()).retried} messages go out again now`)}
           >
             Retry all now
+          </button>
+        )}
+      </p>
+      <Outcome outcome={act.outcome} />
+    </Card>
+  );
+}
+
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+/** What a dead letter of a queue id says: where from, after how many runs, when, why, to whom. */
+function DeadLetterFacts(props: { letter: AdminDeadLetter }) {
+  const l = props.letter;
+  return (
+    <div>
+      {l.recipients.length > 0 && <div>to {l.recipients.join(', ')}</div>}
+      <p class="fineprint">
+        queue {l.originalQueue ?? 'unknown'} ·{' '}
+        {l.attempts ? plural(l.attempts, 'attempt') : 'attempts unknown'} · dead-lettered{' '}
+        {l.deadLetteredAt ? when(l.deadLetteredAt) : 'at a time not recorded'} · {formatSize(l.size)}
+      </p>
+      <p class="last-error">{l.reason ?? 'No reason recorded'}</p>
+      {!l.requeueable && <p class="fineprint">Requeue cannot send it back: delete it once done with.</p>}
+    </div>
+  );
+}
+
+export function DeadLettersPage() {
+  const { data, error, reload } = useLoad(() => admin.deadLetters());
+  const act = useAction();
+  const [shown, setShown] = useState<AdminDeadLetterMessage | null>(null);
+  // a requeue may send some back and keep others (409): the list is read again either way
+  const run = (fn: () => Promise<string>) =>
+    void act.run(async () => {
+      try {
+        return await fn();
+      } finally {
+        setShown(null);
+        await reload();
+      }
+    });
+
+  return (
+    <Card id="dead-letters-title" title="Dead letters">
+      <p>
+        Messages no service could handle, held here until you act. Once the cause is fixed (a limit raised, a
+        service back), requeue them: each goes back where it came from and runs afresh, with all its attempts.
+        Delete the ones you are done with.
+      </p>
+      <LoadError error={error} />
+      {data && !data.letters.length && <p role="status">There are no dead letters.</p>}
+      <ul class="queue-list" aria-label="Dead letters">
+        {byQueueId(data?.letters ?? []).map((letters) => {
+          const first = letters[0]!;
+          const id = first.queueId;
+          const from = [...new Set(letters.flatMap((l) => (l.requeueable ? [l.originalQueue] : [])))];
+          return (
+            <li key={id}>
+              <div>
+                <strong>{id}</strong>{' '}
+                {first.mailFrom === null ? '(no envelope)' : <>from &lt;{first.mailFrom}&gt;</>}
+              </div>
+              {letters.map((l, i) => (
+                <DeadLetterFacts key={i} letter={l} />
+              ))}
+              <div class="actions">
+                <button
+                  onClick={() => void act.run(async () => setShown(await admin.deadLetter(id)))}
+                  aria-label={`Show ${id}`}
+                >
+                  Show
+                </button>
+                {letters.some((l) => l.requeueable) && (
+                  <button
+                    onClick={() => {
+                      if (confirm(`Requeue ${id}? It goes back to ${from.join(' and ')} and runs afresh.`))
+                        run(async () => (await admin.requeue(id), `${id} requeued: it runs afresh`));
+                    }}
+                    aria-label={`Requeue ${id}`}
+                  >
+                    Requeue
+                  </button>
+                )}
+                <button
+                  class="danger"
+                  onClick={() => {
+                    if (
+                      confirm(`Delete ${id} for good? Nobody is told, and it cannot be requeued afterwards.`)
+                    )
+                      run(async () => (await admin.deleteDeadLetter(id), `Deleted ${id}`));
+                  }}
+                  aria-label={`Delete ${id}`}
+                >
+                  Delete
+                </button>
+              </div>
+              {shown?.queueId === id && (
+                <pre
+                  class="headers"
+                  aria-label={`${first.mailFrom === null ? 'Content' : 'Headers'} of ${id}`}
+                >
+                  {shown.headers}
+                </pre>
+              )}
+            </li>
+          );
+        })}
+      </ul>
+      <p class="inline-form">
+        <button onClick={() => void reload()}>Refresh</button>
+        {data?.letters.some((l) => l.requeueable) && (
+          <button
+            onClick={() => {
+              if (confirm('Requeue every dead letter? Each goes back where it came from and runs afresh.'))
+                run(async () => `${plural((await admin.requeueAll()).requeued, 'dead letter')} requeued`);
+            }}
+          >
+            Requeue all
           </button>
         )}
       </p>

@@ -3,7 +3,7 @@ import { useRef, useState } from 'preact/hooks';
 import { admin, type AdminDkimKey, type AdminDomainAdded, type AdminRecord } from './admin-api.ts';
 import { AccountsPage, AliasesPage } from './admin-accounts.tsx';
 import { DnsPage } from './admin-dns.tsx';
-import { AuditPage, PolicyPage, QueuePage } from './admin-mail.tsx';
+import { AuditPage, DeadLettersPage, PolicyPage, QueuePage } from './admin-mail.tsx';
 import { AdminTable, Card, Copyable, LoadError, Outcome, useAction, useLoad, when } from './admin-ui.tsx';
 import { Icon } from './icons.tsx';
 
@@ -14,6 +14,7 @@ const SECTIONS = [
   ['dkim', 'DKIM keys'],
   ['dns', 'DNS check'],
   ['queue', 'Queue'],
+  ['dead-letters', 'Dead letters'],
   ['policy', 'Policy'],
   ['audit', 'Audit log'],
 ] as const;
@@ -84,6 +85,7 @@ export function AdminPage(props: { account: string; onBack: () => void }) {
         {section === 'dkim' && <DkimPage />}
         {section === 'dns' && <DnsPage initial={dnsDomain} />}
         {section === 'queue' && <QueuePage />}
+        {section === 'dead-letters' && <DeadLettersPage />}
         {section === 'policy' && <PolicyPage />}
         {section === 'audit' && <AuditPage />}
       </main>
