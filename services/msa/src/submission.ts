@@ -216,18 +216,17 @@ function authorDomain(split: ReturnType<typeof splitMessage>, mailFrom: string):
 const EIGHT_BIT_LABEL = /^Content-Transfer-Encoding:[ \t]*(?:\r?\n[ \t]+)?(?:8bit|binary)\b/im;
 /** A PGP/MIME or S/MIME clear-signed part (RFC 1847 §2.1), its header folded or not. */
 const SIGNED_PART = /^Content-Type:[ \t]*(?:\r?\n[ \t]+)?multipart\/signed\b/im;
-/** A line longer than SMTP carries (RFC 5321 §4.5.3.1.6), which the relay would re-encode. */
-const LONG_LINE = /[^\r\n]{999}/;
 
 /**
  * Whether the relay could change this message on its way to a server without 8BITMIME
  * (and so break a DKIM signature made now), and the msa may change it instead: 8-bit
- * bytes, a part labelled 8bit or binary, or a line too long, in a message the user has
- * not signed. Most mail is 7-bit and skips the conversion with a few scans.
+ * bytes, or under BODY=8BITMIME a part labelled 8bit or binary (the relay leaves a part
+ * labelled 7bit as it is, long lines and all), in a message the user has not signed.
+ * Most mail is 7-bit and skips the conversion with two linear scans.
  */
 function needsSevenBit(message: Buffer, body: FinishContext['body']): boolean {
   const text = message.toString('latin1');
   if (SIGNED_PART.test(text)) return false;
   if (!isAscii(message)) return true;
-  return body !== '7BIT' && (EIGHT_BIT_LABEL.test(text) || LONG_LINE.test(text));
+  return body !== '7BIT' && EIGHT_BIT_LABEL.test(text);
 }
