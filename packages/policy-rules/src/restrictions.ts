@@ -115,9 +115,10 @@ export function formatRestriction(r: { name: string; args: string[] }): string {
 export const DEFAULT_RESTRICTIONS: Record<RestrictionListName, string[]> = {
   smtpd_client_restrictions: [
     'permit_mynetworks',
+    // a network the admin blocks is blocked for everyone, logged-in users too
+    'check_client_access client_access',
     // submission users: the msa asks this list once they have logged in
     'permit_sasl_authenticated',
-    'check_client_access client_access',
     // the rates below are for clients without FCrDNS (see above); nothing follows them
     'permit_fcrdns_client',
     'check_rate client_connections 60/1m',

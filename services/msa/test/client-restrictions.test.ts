@@ -177,6 +177,21 @@ out({'mail': mail, 'rcpt': rcpt})
     assert.equal((await e.cmd('MAIL FROM:<alice@example.test>')).code, 250);
   });
 
+  test('a network the admin blocks in client_access is blocked for users too', T, async () => {
+    await rules.accessSet('client_access', 'client', CLEAN, 'REJECT compromised network');
+    try {
+      await reloaded();
+      const c = await loggedIn(CLEAN);
+      assert.match(
+        (await c.cmd('MAIL FROM:<alice@example.test>')).text,
+        /^554 5\.7\.1 .*compromised network/,
+      );
+    } finally {
+      await rules.accessDel('client_access', 'client', CLEAN);
+      await reloaded();
+    }
+  });
+
   test('the connection rate of clients without FCrDNS does not count logged-in users', T, async () => {
     // the default list with a rate of one connection a minute
     await removeEntry(rules, 'smtpd_client_restrictions', ['check_rate', 'client_connections', '60/1m']);
