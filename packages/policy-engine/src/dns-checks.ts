@@ -51,7 +51,11 @@ export function measuredResolver(resolver: MailResolver, metrics: PolicyMetrics)
   };
 }
 
-export type Lookup<T> = { kind: 'found'; value: T } | { kind: 'none' } | { kind: 'temp'; error: string };
+export type Lookup<T> =
+  | { kind: 'found'; value: T }
+  | { kind: 'none' }
+  /** `refused`: a DNS list said it will not answer us (127.255.255.x), not that it failed. */
+  | { kind: 'temp'; error: string; refused?: true };
 
 async function classify<T>(p: Promise<T>, empty: (v: T) => boolean): Promise<Lookup<T>> {
   try {
@@ -130,7 +134,7 @@ export async function dnsblLookup(
       { zone, answer: refused.join(',') },
       `DNS list ${zone} refused the query (${why}): not a listing, the lookup counts as failed until the list answers (ask it through a resolver of your own)`,
     );
-    return { kind: 'temp', error: `the list refused the query (${why})` };
+    return { kind: 'temp', error: `the list refused the query (${why})`, refused: true };
   }
   if (!r.value.every((a) => a.startsWith('127.')))
     return { kind: 'temp', error: `DNSBL answered outside 127.0.0.0/8: ${r.value.join(',')}` };

@@ -125,7 +125,9 @@ export async function suspicion(ctx: CheckContext): Promise<string | null> {
   for (const zone of config.greylist_dnsbl) {
     const name = dnsblName(ip, zone);
     const l = name ? await dnsblLookup(ctx.env, zone, name) : null;
-    if (!l || l.kind === 'none') continue;
+    // a list refusing our queries (logged by the lookup) would otherwise greylist every
+    // client it is asked about, for as long as the admin's resolver stays as it is
+    if (!l || l.kind === 'none' || (l.kind === 'temp' && l.refused)) continue;
     if ((await spfOf(ctx.env, ctx.req)) === 'pass') return null;
     return l.kind === 'temp' ? `${zone} lookup failed` : `listed in ${zone}`;
   }

@@ -44,10 +44,12 @@ test(
     assert.deepEqual(await lookup('192.0.2.254'), {
       kind: 'temp',
       error: 'the list refused the query (127.255.255.254: query through a public or open resolver)',
+      refused: true,
     });
     assert.deepEqual(await lookup('192.0.2.255'), {
       kind: 'temp',
       error: 'the list refused the query (127.255.255.255: too many queries)',
+      refused: true,
     });
     assert.deepEqual(
       logLines.map((l) => [l.level, l.zone, l.answer]),

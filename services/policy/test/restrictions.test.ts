@@ -57,6 +57,10 @@ before(async () => {
       '9.0.0.127.dnsbl.test': { A: ['127.0.0.4'] },
       // the list refuses the query, as Spamhaus does for queries through a public resolver
       '12.0.0.127.dnsbl.test': { A: ['127.255.255.254'] },
+      // FCrDNS, and GREYLIST_DNSBL refuses the query about it
+      '13.0.0.127.in-addr.arpa': { PTR: ['refused.example.net'] },
+      'refused.example.net': { A: ['127.0.0.13'] },
+      '13.0.0.127.dnsbl.test': { A: ['127.255.255.254'] },
       'spammer.test.rhsbl.test': { A: ['127.0.0.2'] },
     },
   });
@@ -566,6 +570,10 @@ describe('greylisting suspicious clients only (the default recipient list)', () 
     const r = await attempt({ ip: '127.0.0.8', from: 'x@sender.test' });
     assert.match(r.text, /^450 4\.7\.1 .*Greylisted/);
     assert.equal((await attempt({ ip: '127.0.0.8', from: 'x@spf8.test' })).code, 250, 'FCrDNS and SPF pass');
+  });
+
+  test('a GREYLIST_DNSBL that refuses our queries (127.255.255.x) greylists nobody for it', async () => {
+    assert.equal((await attempt({ ip: '127.0.0.13', from: 'x@sender.test' })).code, 250);
   });
 });
 
