@@ -104,29 +104,136 @@ function looksInvisible(attribs: Record<string, string>): boolean {
   );
 }
 
-/** A CSS escape (CSS Syntax 3 §4.3.7): a code point in up to six hex digits and one optional white space, or a character. */
-const CSS_ESCAPE = String.raw`\\(?:[0-9a-fA-F]{1,6}(?:\r\n|[ \t\r\n\f])?|[^\r\n\f0-9a-fA-F])`;
+/**
+ * A CSS escape (CSS Syntax 3 §4.3.7): a code point in up to six hex digits and one optional
+ * white space, or a character. The hex run takes all the digits there are (up to six), so
+ * that an escape cannot also be read as a shorter one and the digits after it.
+ */
+const CSS_ESCAPE = String.raw`\\(?:(?:[0-9a-fA-F]{6}|[0-9a-fA-F]{1,5}(?![0-9a-fA-F]))(?:\r\n|[ \t\r\n\f])?|[^\r\n\f0-9a-fA-F])`;
 /** An identifier's characters, escapes among them: the whole run, so that `myurl` is not `url`. */
 const CSS_NAME = new RegExp(String.raw`(?:[\w\u0080-\uffff-]|${CSS_ESCAPE})+`, 'g');
 /** The words cleanCss looks for: one written with escapes is written out plain first. */
 const CSS_WORDS = new Set(['url', 'import', 'expression', 'behavior', '-moz-binding', 'javascript']);
 
+// Strings, URLs and escapes are read by hand, one character at a time, as CSS Syntax 3 §4.3
+// reads them: a regular expression for them has many ways to split a run of escapes, hex
+// digits and white space, and tries them all when the text does not end as it expects (a
+// url( left open): a style of a few hundred bytes would hold the process for hours.
+
+/** CSS white space (§4.2); \r and \f are line breaks once the input is preprocessed (§3.3). */
+const isNewline = (c: string | undefined) => c === '\n' || c === '\r' || c === '\f';
+const isCssSpace = (c: string | undefined) => c === ' ' || c === '\t' || isNewline(c);
+const isHexDigit = (c: string | undefined) => c !== undefined && /^[0-9a-fA-F]$/.test(c);
+/** §4.2: a non-printable code point, which makes a URL a bad URL. */
+const isNonPrintable = (c: string) => /^[\u0000-\u0008\u000b\u000e-\u001f\u007f]$/.test(c);
+
+/** The index of the first non-white-space character at or after `at`. */
+function skipCssSpace(css: string, at: number): number {
+  let i = at;
+  while (isCssSpace(css[i])) i++;
+  return i;
+}
+
 /**
- * The text CSS escapes stand for (`u\72l`, `\75 rl` and `\000075rl` are all `url`); an
- * escaped line break (a string's line continuation) stands for nothing, a code point that
- * cannot be one for U+FFFD.
+ * The escape whose backslash is just before `at` (§4.3.7): the text it stands for and
+ * where it ends. A code point that cannot be one (zero, a surrogate, past U+10FFFF), or
+ * none at the end, stands for U+FFFD.
  */
+function readEscape(css: string, at: number): { value: string; end: number } {
+  if (at >= css.length) return { value: '\ufffd', end: at };
+  if (!isHexDigit(css[at])) {
+    const value = String.fromCodePoint(css.codePointAt(at)!);
+    return { value, end: at + value.length };
+  }
+  let end = at + 1;
+  while (end < at + 6 && isHexDigit(css[end])) end++;
+  const cp = parseInt(css.slice(at, end), 16);
+  if (css.startsWith('\r\n', end)) end += 2;
+  else if (isCssSpace(css[end])) end++;
+  const valid = cp !== 0 && !(cp >= 0xd800 && cp <= 0xdfff) && cp <= 0x10ffff;
+  return { value: valid ? String.fromCodePoint(cp) : '\ufffd', end };
+}
+
+/** The text CSS escapes in a name stand for (`u\72l`, `\75 rl` and `\000075rl` are all `url`). */
 function decodeCssEscapes(text: string): string {
-  return text.replace(
-    /\\(?:([0-9a-fA-F]{1,6})(?:\r\n|[ \t\r\n\f])?|(\r\n|[\r\n\f])|([\s\S]))/g,
-    (_m, hex: string | undefined, _newline: string | undefined, char: string | undefined) => {
-      if (hex === undefined) return char ?? '';
-      const cp = parseInt(hex, 16);
-      return cp === 0 || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff
-        ? '\ufffd'
-        : String.fromCodePoint(cp);
-    },
-  );
+  let out = '';
+  let i = 0;
+  for (let slash = text.indexOf('\\'); slash >= 0; slash = text.indexOf('\\', i)) {
+    const escape = readEscape(text, slash + 1);
+    out += text.slice(i, slash) + escape.value;
+    i = escape.end;
+  }
+  return out + text.slice(i);
+}
+
+/**
+ * The CSS string whose quote is at `at` (§4.3.5): what it stands for (escapes read, an
+ * escaped line break being no character), where it ends, and whether a line break cut it
+ * (a bad string, which ends before the line break). One left open ends at the end.
+ */
+function readString(css: string, at: number): { value: string; end: number; bad: boolean } {
+  const quote = css[at];
+  let value = '';
+  let i = at + 1;
+  while (i < css.length) {
+    const c = css[i]!;
+    if (c === quote) return { value, end: i + 1, bad: false };
+    if (isNewline(c)) return { value, end: i, bad: true };
+    if (c !== '\\') {
+      value += c;
+      i++;
+    } else if (css.startsWith('\r\n', i + 1)) i += 3;
+    else if (isNewline(css[i + 1])) i += 2;
+    else if (i + 1 === css.length) i++;
+    else {
+      const escape = readEscape(css, i + 1);
+      value += escape.value;
+      i = escape.end;
+    }
+  }
+  return { value, end: i, bad: false };
+}
+
+/**
+ * What follows `url(` at `at`, as a browser reads it: a lone string and the closing
+ * parenthesis (§4.3.4: url( is then a function), or an unquoted URL (§4.3.6), up to `)` or
+ * the end. `target` is the URL, or null for a bad URL (loads nothing), whose remnants run
+ * to the first unescaped `)` (§4.3.14). Null for a string with more after it, which loads
+ * nothing either: a function whose arguments follow.
+ */
+function readUrl(css: string, at: number): { end: number; target: string | null } | null {
+  let i = skipCssSpace(css, at);
+  if (css[i] === '"' || css[i] === "'") {
+    const string = readString(css, i);
+    const after = skipCssSpace(css, string.end);
+    if (string.bad || (after < css.length && css[after] !== ')')) return null;
+    return { end: Math.min(after + 1, css.length), target: string.value };
+  }
+  let target = '';
+  for (;;) {
+    const c = css[i];
+    if (c === undefined) return { end: i, target };
+    if (c === ')') return { end: i + 1, target };
+    if (isCssSpace(c)) {
+      i = skipCssSpace(css, i);
+      if (i === css.length) return { end: i, target };
+      if (css[i] === ')') return { end: i + 1, target };
+      break;
+    }
+    if (c === '"' || c === "'" || c === '(' || isNonPrintable(c)) break;
+    if (c === '\\') {
+      if (isNewline(css[i + 1])) break;
+      const escape = readEscape(css, i + 1);
+      target += escape.value;
+      i = escape.end;
+    } else {
+      target += c;
+      i++;
+    }
+  }
+  // a bad URL's remnants: an escaped `)` does not end them
+  while (i < css.length && css[i] !== ')') i += css[i] === '\\' && !isNewline(css[i + 1]) ? 2 : 1;
+  return { end: Math.min(i + 1, css.length), target: null };
 }
 
 /**
@@ -136,52 +243,26 @@ function decodeCssEscapes(text: string): string {
 const URL_STRING_FUNCTIONS = new Set(['image-set', '-webkit-image-set', 'image', 'src']);
 
 /**
- * A CSS string as a tokenizer reads it (CSS Syntax 3 §4.3.5): to its quote, a line break
- * (a bad string) or the end; an escaped line break is part of it. With `closed`, only one
- * that ends with its quote or at the end.
- */
-const cssString = (q: string, closed = false) =>
-  String.raw`${q}(?:\\(?:\r\n|[\s\S]|$)|[^${q}\\\r\n\f])*` + (closed ? `(?:${q}|$)` : `${q}?`);
-/**
- * The tokens that matter for what a sheet loads, in order: comments, strings, a name with
- * the parenthesis that makes it a function; then runs of what starts none of them, and
- * one character at a time (the brackets around blocks among them).
+ * The tokens besides strings that matter for what a sheet loads, in order: comments, a
+ * name with the parenthesis that makes it a function; then runs of what starts none of
+ * them, and one character at a time (the brackets around blocks among them). Each
+ * alternative can only end one way, so a match never backtracks.
  */
 const CSS_TOKEN = new RegExp(
   [
     String.raw`\/\*[\s\S]*?(?:\*\/|$)`,
-    cssString('"'),
-    cssString("'"),
     String.raw`(${CSS_NAME.source})(\()?`,
     String.raw`[^"'/\\\w\u0080-\uffff()[\]{}-]+`,
     String.raw`[\s\S]`,
   ].join('|'),
-  'g',
-);
-/** After `url(`: a string and the closing parenthesis (or the end). */
-const URL_STRING = new RegExp(
-  String.raw`\s*(${cssString('"', true)}|${cssString("'", true)})\s*(?:\)|$)`,
   'y',
 );
-/** After `url(`: an unquoted URL (CSS Syntax 3 §4.3.6), escapes in it, up to `)` or the end. */
-const URL_TOKEN = new RegExp(
-  String.raw`\s*((?:${CSS_ESCAPE}|[^"'()\\\s\u0000-\u0008\u000b\u000e-\u001f\u007f])*)\s*(?:\)|$)`,
-  'y',
-);
-/** After `url(`: a string, then more than the closing parenthesis: no URL a browser loads. */
-const URL_STRING_AND_MORE = /\s*["']/y;
-/** After `url(` otherwise: a bad URL, which loads nothing, to its first unescaped `)`. */
-const BAD_URL = /(?:\\[^\r\n\f]|[^)])*\)?/y;
 
 /** `re` (sticky) matched at `at` in `text`. */
 function matchAt(re: RegExp, text: string, at: number): RegExpExecArray | null {
   re.lastIndex = at;
   return re.exec(text);
 }
-
-/** What a CSS string token stands for: without its quotes, its escapes and line continuations read. */
-const stringValue = (token: string) =>
-  decodeCssEscapes(token.slice(1, token.length > 1 && token.endsWith(token[0]!) ? -1 : undefined));
 
 /**
  * The sheet with every image it would load judged by `load`: the target of each url()
@@ -196,26 +277,31 @@ function rewriteLoads(css: string, load: (target: string) => string | null): str
   // (a url() that loads nothing) whether what is inside goes
   const open: ('image' | 'other' | 'drop')[] = [];
   let drops = 0;
-  const token = CSS_TOKEN;
-  token.lastIndex = 0;
-  for (let m = token.exec(css); m; m = token.exec(css)) {
-    const [text, name, paren] = m;
-    const fn = paren ? decodeCssEscapes(name!).toLowerCase() : null;
+  for (let i = 0; i < css.length;) {
     const kept = drops === 0;
+    if (css[i] === '"' || css[i] === "'") {
+      const string = readString(css, i);
+      const text = css.slice(i, string.end);
+      i = string.end;
+      if (open.at(-1) === 'image' && kept) {
+        const target = load(string.value);
+        out += target === null ? 'none' : `"${target}"`;
+      } else if (kept) out += text;
+      continue;
+    }
+    const [text, name, paren] = matchAt(CSS_TOKEN, css, i)!;
+    i += text.length;
+    const fn = paren ? decodeCssEscapes(name!).toLowerCase() : null;
     if (fn === 'url') {
-      const at = token.lastIndex;
-      const quoted = matchAt(URL_STRING, css, at);
-      const plain = quoted ? null : matchAt(URL_TOKEN, css, at);
-      if (quoted ?? plain) {
-        token.lastIndex = at + (quoted ?? plain)![0].length;
+      const url = readUrl(css, i);
+      if (url) {
+        i = url.end;
         if (!kept) continue;
-        const target = load(quoted ? stringValue(quoted[1]!) : decodeCssEscapes(plain![1]!));
+        const target = url.target === null ? null : load(url.target);
         out += target === null ? 'none' : `url("${target}")`;
       } else {
-        if (matchAt(URL_STRING_AND_MORE, css, at)) {
-          open.push('drop');
-          drops++;
-        } else token.lastIndex = at + matchAt(BAD_URL, css, at)![0].length;
+        open.push('drop');
+        drops++;
         if (kept) out += 'none';
       }
       continue;
@@ -228,10 +314,6 @@ function rewriteLoads(css: string, load: (target: string) => string | null): str
         // a url() dropped ends at its parenthesis, unseen
         if (text === ')') continue;
       }
-    } else if ((text[0] === '"' || text[0] === "'") && open.at(-1) === 'image' && kept) {
-      const target = load(stringValue(text));
-      out += target === null ? 'none' : `"${target}"`;
-      continue;
     }
     if (drops === 0) out += text;
   }

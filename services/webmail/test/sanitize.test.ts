@@ -262,3 +262,71 @@ test(
     );
   },
 );
+
+test(
+  'a sheet built to make the cleaner backtrack is cleaned as quickly as any other',
+  { timeout: 10_000 },
+  () => {
+    // each repeats a construct thousands of times where a pattern that can split it many ways
+    // would try them all: escapes, escaped line breaks, quotes, comments, url( left open
+    const n = 5_000;
+    const cases = [
+      // hex escapes then a quote: a bad URL, which loads nothing
+      { css: `.a{background:url(${'\\aaaaaa'.repeat(n)}"x)}`, blocked: 0, out: '.a{background:none}' },
+      { css: `.a{background:url(${'\\aaaaaa '.repeat(n)}x(`, blocked: 0, out: '.a{background:none' },
+      // escapes each with its white space, in a URL that loads
+      {
+        css: `.a{background:url(https://cdn.example/${'\\61 '.repeat(n)})}`,
+        blocked: 1,
+        out: '.a{background:none}',
+      },
+      {
+        css: `.a{background:url("https://cdn.example/${'\\\n'.repeat(n)}x.png")}`,
+        blocked: 1,
+        out: '.a{background:none}',
+      },
+      { css: `.a{background:url(${'a\\\n'.repeat(n)})}`, blocked: 0, out: '.a{background:none}' },
+      {
+        css: `.a{background:url(${'"a" '.repeat(n)})}.b{color:red}`,
+        blocked: 0,
+        out: '.a{background:none}.b{color:red}',
+      },
+      { css: `.a{background:url(${"'\\'".repeat(n)}`, blocked: 0, out: '.a{background:none' },
+      { css: `.a{content:${'"\\"'.repeat(n)}}`, blocked: 0, out: `.a{content:${'"\\"'.repeat(n)}}` },
+      {
+        css: `.a{background:image-set(${'"https://cdn.example/x.png" 1x,'.repeat(n)})}`,
+        blocked: n,
+        out: `.a{background:image-set(${'none 1x,'.repeat(n)})}`,
+      },
+      {
+        css: `.a{background:${'/**/'.repeat(n)}url(https://cdn.example/x.png)}`,
+        blocked: 1,
+        out: `.a{background:${'/**/'.repeat(n)}none}`,
+      },
+      { css: `.a{background:${'/*'.repeat(n)}`, blocked: 0, out: `.a{background:${'/*'.repeat(n)}` },
+      { css: `.a{background:${'url('.repeat(n)}`, blocked: 0, out: '.a{background:none' },
+      { css: `.a{background:url(${' '.repeat(10 * n)}x(}`, blocked: 0, out: '.a{background:none' },
+      { css: `.a{background:${'url(a '.repeat(n)}`, blocked: 0, out: '.a{background:none' },
+      {
+        css: `.a{background:${'\\aaaaaa'.repeat(n)}(}`,
+        blocked: 0,
+        out: `.a{background:${'\\aaaaaa'.repeat(n)}(}`,
+      },
+    ];
+    for (const { css, blocked, out } of cases) {
+      const sheet = clean(`<style>${css}</style>`);
+      assert.equal(sheet.blocked, blocked, css.slice(0, 60));
+      assert.equal(sheet.html, `<style>${out}</style>`, css.slice(0, 60));
+      const attribute = css.slice(3).replace(/}/g, '').replace(/&/g, '&amp;').replace(/"/g, '&quot;');
+      const inline = clean(`<div style="${attribute}">x</div>`);
+      assert.equal(inline.blocked, blocked, css.slice(0, 60));
+      assert.doesNotMatch(inline.html, /cdn\.example/, css.slice(0, 60));
+    }
+    // allowed, the URL is read as a browser reads it, whatever its length
+    const allowed = clean(
+      `<style>.a{background:url(https://cdn.example/${'\\61 '.repeat(n)})}</style>`,
+      true,
+    );
+    assert.equal(allowed.html, `<style>.a{background:url("https://cdn.example/${'a'.repeat(n)}")}</style>`);
+  },
+);
