@@ -299,15 +299,24 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
 
   /**
    * How far each recipient's external targets were queued before, as its progress record
-   * says (`forward-progress:<qid>`, HASH recipient → the last target queued, sorted):
-   * every target of the recipient that sorts at or before it has been queued. For the
-   * recipients no run of this version has recorded yet (a message in flight through an
-   * upgrade), the earlier version's records: `forwarded-upto:<qid>` covers each recipient
-   * not listed in `forward-deferred:<qid>`, and the listed ones expanding now together
-   * are under `forwarded-upto:<qid>:<digest of them>`, as that version read them. One
-   * round trip, two when the message has a `forward-deferred:` list.
+   * says (`forward-progress:<qid>`, HASH recipient → the last target queued for it,
+   * sorted, and a digest of its targets up to there when that was written): every target
+   * of the recipient that sorts at or before it has been queued, and `sure` when the
+   * recipient's targets up to there are those of the digest (its alias has not changed
+   * below it since). For the recipients no run of this version has recorded yet (a
+   * message in flight through an upgrade), the earlier versions' records: a value without
+   * a digest in `forward-progress:<qid>`; `forwarded-upto:<qid>` for each recipient not
+   * listed in `forward-deferred:<qid>`, and the listed ones expanding now together under
+   * `forwarded-upto:<qid>:<digest of them>`, as that version read them. Those were written
+   * against the last target of the whole run, so they may reach past targets that were not
+   * their recipient's: never sure. One round trip, two when the message has a
+   * `forward-deferred:` list. `targetsOf`: each recipient's external targets, sorted.
    */
-  const forwardProgress = async (queueId: string, rcpts: string[]): Promise<Map<string, string>> => {
+  const forwardProgress = async (
+    queueId: string,
+    targetsOf: Map<string, string[]>,
+  ): Promise<Map<string, Progress>> => {
+    const rcpts = [...targetsOf.keys()];
     const [own, upto, listed] = await fromRedis(
       Promise.all([
         redis.hmget(progressKey(queueId), ...rcpts),
@@ -320,10 +329,18 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     const lateUpto = lateNow.length
       ? await fromRedis(redis.get(`forwarded-upto:${queueId}:${digest(lateNow.join('\n'))}`))
       : null;
-    const progress = new Map<string, string>();
+    const progress = new Map<string, Progress>();
     for (const [i, rcpt] of rcpts.entries()) {
-      const found = [own[i], late.has(rcpt) ? lateUpto : upto].filter((u) => u != null);
-      if (found.length) progress.set(rcpt, found.reduce(latest));
+      const older = late.has(rcpt) ? lateUpto : upto;
+      const found = [
+        own[i] == null ? null : readRecord(own[i], targetsOf.get(rcpt)!),
+        older == null ? null : { upto: older, sure: false },
+      ].filter((p) => p !== null);
+      if (found.length)
+        progress.set(
+          rcpt,
+          found.reduce((a, b) => (b.upto > a.upto ? b : a)),
+        );
     }
     return progress;
   };
@@ -337,15 +354,16 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
    *
    * A target is queued once per message, whichever recipients expand in which run (a
    * recipient over ALIAS_EXPANSION_LIMIT expands in a later run, or not at all): each
-   * recipient keeps its own progress (forwardProgress). A target at or before the record
-   * of a recipient leading to it was queued; the others go in sorted order, and once the
-   * broker has confirmed a message, each recipient's record moves to its last target,
-   * before the next is published. So a rerun (a later message refused, the process
-   * killed, a recipient deferred) queues only what no record covers (but when Redis fails
-   * between the confirm and the record: the rerun queues that message again, as a
-   * forward's marker). A target added to an alias meanwhile that sorts before its record
-   * does not get this message, as one added after it was accepted. One short value per
-   * recipient, where a record per target would keep thousands of addresses for each
+   * recipient keeps its own progress (forwardProgress), and the targets go in sorted
+   * order; once the broker has confirmed a message, each recipient's record moves to its
+   * own last target in it, before the next is published. A record claims only targets of
+   * its recipient: moved to the last target of the message instead, it would cover a
+   * member added to the alias later that another recipient has led to since acceptance,
+   * and that recipient would never get it (pendingTargets says which count as queued).
+   * So a rerun (a later message refused, the process killed, a recipient deferred)
+   * queues only what was not queued (but when Redis fails between the confirm and the
+   * record: the rerun queues that message again, as a forward's marker). One short value
+   * per recipient, where a record per target would keep thousands of addresses for each
    * message to a big list.
    */
   const forwardRemote = async (
@@ -353,13 +371,9 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     body: Buffer,
     remoteOf: Map<string, string[]>,
   ): Promise<void> => {
-    const progress = await forwardProgress(env.queueId, [...remoteOf.keys()]);
-    const queued = new Set<string>();
-    for (const [rcpt, targets] of remoteOf) {
-      const upto = progress.get(rcpt);
-      if (upto !== undefined) for (const t of targets) if (t <= upto) queued.add(t);
-    }
-    const pending = [...new Set([...remoteOf.values()].flat())].filter((t) => !queued.has(t)).sort();
+    const targetsOf = new Map([...remoteOf].map(([rcpt, ts]) => [rcpt, [...new Set(ts)].sort()]));
+    const progress = await forwardProgress(env.queueId, targetsOf);
+    const pending = pendingTargets(targetsOf, progress);
     if (!pending.length) {
       logger.info({ queueId: env.queueId }, 'remote targets queued before, skipped');
       return;
@@ -375,13 +389,21 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
         attempts: 0,
         lastError: null,
       });
-      // each recipient's targets up to the last one are queued now (a record found further
-      // on stays)
+      // each recipient's own targets up to the last one queued are queued now (a record
+      // found further on stays)
       const last = recipients.at(-1)!;
       const records: Record<string, string> = {};
-      for (const rcpt of remoteOf.keys()) records[rcpt] = latest(progress.get(rcpt) ?? last, last);
-      const key = progressKey(env.queueId);
-      await fromRedis(redis.multi().hset(key, records).expire(key, config.delivery_dedupe_ttl).exec());
+      for (const [rcpt, targets] of targetsOf) {
+        const upto = targets.findLast((t) => t <= last);
+        const was = progress.get(rcpt);
+        if (upto === undefined || (was && was.upto >= upto)) continue;
+        // one not sure stays so: targets before it may have been skipped for it
+        records[rcpt] = !was || was.sure ? sureRecord(targets, upto) : upto;
+      }
+      if (Object.keys(records).length) {
+        const key = progressKey(env.queueId);
+        await fromRedis(redis.multi().hset(key, records).expire(key, config.delivery_dedupe_ttl).exec());
+      }
       logger.info(
         { queueId: env.queueId, rcpts: recipients, part: i + 1, parts: parts.length },
         'forwarded to outbound',
@@ -551,8 +573,54 @@ class RecipientsDeferred extends Error {
 /** How far each recipient's external targets were queued to outbound (`forwardProgress`). */
 const progressKey = (queueId: string) => `forward-progress:${queueId}`;
 
-/** The one of two targets that sorts last. */
-const latest = (a: string, b: string) => (a > b ? a : b);
+/**
+ * A recipient's progress: every one of its targets sorting at or before `upto` was queued
+ * to outbound; `sure`: its targets up to there are the ones it had when they were.
+ */
+interface Progress {
+  upto: string;
+  sure: boolean;
+}
+
+/**
+ * The record of a recipient whose targets (sorted) up to `upto` are all queued: the
+ * address, a newline, and a digest of those targets. The address first: the version
+ * before reads the whole value as the address, and a newline sorts before any character
+ * an address may hold (RFC 5321 §4.1.2), so it compares as the address alone.
+ */
+const sureRecord = (targets: string[], upto: string): string =>
+  `${upto}\n${digest(targets.filter((t) => t <= upto).join('\n'))}`;
+
+/** A `forward-progress:` value, `targets` the recipient's now (sorted). */
+function readRecord(value: string, targets: string[]): Progress {
+  const nl = value.indexOf('\n');
+  // without a digest: a record of the version before, or one not sure (sureRecord)
+  if (nl < 0) return { upto: value, sure: false };
+  const upto = value.slice(0, nl);
+  return { upto, sure: sureRecord(targets, upto) === value };
+}
+
+/**
+ * The targets still to queue (sorted), of the recipients' (`targetsOf`, each sorted).
+ * A target a sure record covers was queued (it was among that recipient's targets then).
+ * One that only records not sure cover may be a member added to an alias since they were:
+ * skipped when every recipient leading to it has passed it (as Postfix expands an alias
+ * once, a member added later does not get the message), queued when one has not (a
+ * recipient deferred, say, whose alias held it since acceptance). A rare duplicate (an
+ * alias changed below its record, sharing a member with one deferred) rather than a
+ * recipient's member never getting the message.
+ */
+function pendingTargets(targetsOf: Map<string, string[]>, progress: Map<string, Progress>): string[] {
+  const queued = new Set<string>();
+  const open = new Set<string>();
+  for (const [rcpt, targets] of targetsOf) {
+    const p = progress.get(rcpt);
+    for (const t of targets)
+      if (p === undefined || t > p.upto) open.add(t);
+      else if (p.sure) queued.add(t);
+  }
+  return [...open].filter((t) => !queued.has(t)).sort();
+}
 
 const digest = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 16);
 

@@ -254,6 +254,34 @@ test(
 );
 
 test(
+  "members added to an alias between runs: a deferred alias's own members still get theirs",
+  { timeout: 120_000 },
+  async () => {
+    // adam sorts before the team's only target, mike between it and the board's; zoe is
+    // the board's too
+    const shared = ['adam@a.example', 'mike@m.example', 'zoe@z.example'];
+    const all = [...shared, ...Array.from({ length: 9 }, (_, i) => `all-${i}@far-away.test`)];
+    await p.directory.addAlias('fteam@example.test', ['alice@a.example']);
+    await p.directory.addAlias('fboard@example.test', ['zoe@z.example']);
+    await p.directory.addAlias('fall@example.test', all);
+    const dead = await sentUntilDead(LIMIT, [
+      'fteam@example.test',
+      'fboard@example.test',
+      'fall@example.test',
+    ]);
+    assert.match(dead.reason, /fall@example\.test reached 12 addresses/);
+    assert.deepEqual(await takeOutbound(), [['alice@a.example', 'zoe@z.example']]);
+    // meanwhile the alias over the limit's members join the team; the limit raised, the
+    // message moved back from the dead-letter queue
+    await p.directory.addAlias('fteam@example.test', ['adam@a.example', 'mike@m.example']);
+    await forwardedWith(20, dead.env);
+    // members of all@ since acceptance, the board's zoe once (alice: the team's, queued)
+    assert.deepEqual(await takeOutbound(), [all.filter((t) => t !== 'zoe@z.example').sort()]);
+    assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0);
+  },
+);
+
+test(
   "a message in flight through an upgrade: the earlier version's forwarding records still count",
   { timeout: 60_000 },
   async () => {
