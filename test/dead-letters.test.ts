@@ -14,6 +14,7 @@ import { createRedisClient, runCli } from '@mailyard/cli';
 import {
   DEAD_LETTER_EXCHANGE,
   ENVELOPE_HEADER,
+  EVENTS_EXCHANGE,
   Headers,
   Queues,
   RoutingKeys,
@@ -401,6 +402,73 @@ describe('dead letters of a running platform', () => {
         });
     },
   );
+});
+
+describe('an event every subscriber dead-lettered', () => {
+  let vhost: TestVhost;
+  let redis: TestRedis;
+  let conn: ChannelModel;
+  let ch: ConfirmChannel;
+  const buses: Bus[] = [];
+  const startBus = async (name: string) => {
+    const bus = new Bus({ url: vhost.url, logger: createLogger('test', 'silent'), name });
+    buses.push(bus);
+    bus.start();
+    await bus.waitConnected();
+    return bus;
+  };
+  before(async () => {
+    vhost = await createVhost();
+    redis = createTestRedis();
+    await startBus('topology');
+    conn = await connect(vhost.url);
+    ch = await conn.createConfirmChannel();
+  });
+  after(async () => {
+    for (const bus of buses) await bus.stop();
+    await conn?.close();
+    await redis?.cleanup();
+    await vhost?.delete();
+  });
+
+  test('is requeued once: each subscriber gets it once, not once per copy', { timeout: 60_000 }, async () => {
+    const env = { AMQP_URL: vhost.url, REDIS_PREFIX: redis.prefix };
+    // each of two instances read the event from its own queue and dead-lettered its copy
+    const event = {
+      v: 1,
+      account: 'dora@example.test',
+      folder: 'Junk',
+      queueId: null,
+      at: new Date().toISOString(),
+    };
+    for (let i = 0; i < 2; i++)
+      await deadLetter(
+        ch,
+        Buffer.from(JSON.stringify(event)),
+        busHeaders('events/mailbox.changed', 'ContractError: invalid mailbox.changed event'),
+      );
+    const letters = jsonLines((await mailyard(env, 'queue', 'dead', 'list', '--json')).stdout);
+    assert.equal(letters.length, 2);
+    assert.equal(letters[0]!.queueId, letters[1]!.queueId, 'one id for the copies of one event');
+
+    const seen: { folder: string }[][] = [[], []];
+    for (const [i, got] of seen.entries())
+      await (
+        await startBus(`subscriber-${i}`)
+      ).subscribe('mailbox.changed', (payload) => void got.push(payload));
+    const all = await mailyard(env, 'queue', 'dead', 'requeue', '--all');
+    assert.deepEqual(all, { code: 0, stdout: '2 dead letters requeued\n', stderr: '' });
+    assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'both copies done with');
+
+    // an event published after the requeue reaches each subscriber after whatever it sent
+    const marker = { ...event, folder: 'INBOX' };
+    ch.publish(EVENTS_EXCHANGE, 'mailbox.changed', Buffer.from(JSON.stringify(marker)));
+    await ch.waitForConfirms();
+    await waitFor(() => seen.every((got) => got.length && got.at(-1)!.folder === 'INBOX'), {
+      what: 'the later event at both subscribers',
+    });
+    for (const got of seen) assert.deepEqual(got, [event, marker]);
+  });
 });
 
 describe('a dead-letter queue with a delivery limit (RabbitMQ 4.0 to 4.2 give every quorum queue one of 20)', () => {

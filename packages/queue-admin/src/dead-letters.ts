@@ -117,9 +117,17 @@ export async function showDeadLetters(
  * envelope as it was), not the record of its dead-lettering nor the broker's counts, so
  * the consumer runs it afresh with all its attempts. A letter whose queue is unknown,
  * or which nothing would take now (an event without subscribers), stays.
+ *
+ * An event is read by every subscriber from a queue of its own, so one that none could
+ * take was dead-lettered once by each: the same body under the same key, N letters with
+ * one `dl-` id. It is published once, which every subscriber gets, and the other copies
+ * are acked after that one's confirm (the scan visits them in turn) or stay with it;
+ * publishing each would hand every subscriber N copies (`learn.spam` training N times).
  */
 export async function requeueDeadLetters(deps: QueueAdminDeps, target: RetryTarget): Promise<RequeueResult> {
   const result: RequeueResult = { requeued: [], kept: [] };
+  /** Each event published (null) or kept (why), by the digest of its key and body. */
+  const events = new Map<string, string | null>();
   await scan(deps, async (m, letter) => {
     if ('queueId' in target && letter.queueId !== target.queueId) return 'keep';
     const to = destinationOf(letter.originalQueue);
@@ -130,17 +138,36 @@ export async function requeueDeadLetters(deps: QueueAdminDeps, target: RetryTarg
       result.kept.push({ letter, why });
       return 'keep';
     }
-    try {
-      await deps.bus.republish(m, to, DEAD_LETTER_HEADERS);
-    } catch (err) {
-      if (!(err instanceof UnroutableError)) throw err;
-      result.kept.push({ letter, why: `nothing consumes ${letter.originalQueue} now` });
+    const event = to.exchange === EVENTS_EXCHANGE ? digest(to.routingKey, m.body, 64) : null;
+    let why = event === null ? undefined : events.get(event);
+    if (why === undefined) {
+      why = await republished(deps, m, to, letter);
+      if (event !== null) events.set(event, why);
+    }
+    if (why !== null) {
+      result.kept.push({ letter, why });
       return 'keep';
     }
     result.requeued.push(letter);
     return 'ack';
   });
   return result;
+}
+
+/** Publishes a letter's copy, confirmed; null when sent, or why it stays. */
+async function republished(
+  deps: QueueAdminDeps,
+  m: BrowsedMessage,
+  to: RepublishTarget,
+  letter: DeadLetter,
+): Promise<string | null> {
+  try {
+    await deps.bus.republish(m, to, DEAD_LETTER_HEADERS);
+    return null;
+  } catch (err) {
+    if (!(err instanceof UnroutableError)) throw err;
+    return `nothing consumes ${letter.originalQueue} now`;
+  }
 }
 
 /**
@@ -266,13 +293,13 @@ function headerBlock(m: BrowsedMessage): string {
   return m.body.subarray(0, end === -1 ? m.body.length : end).toString('utf8');
 }
 
-function digest(queue: string | null, body: Buffer): string {
+function digest(queue: string | null, body: Buffer, length = 12): string {
   return createHash('sha256')
     .update(queue ?? '')
     .update('\0')
     .update(body)
     .digest('hex')
-    .slice(0, 12);
+    .slice(0, length);
 }
 
 function text(v: unknown): string | null {
