@@ -41,13 +41,22 @@ interface Run {
   stderr: string;
 }
 
+type CliEnv = { AMQP_URL: string; REDIS_PREFIX: string };
+
 /** Runs `mailyard ...` in-process, as the operator would, against a vhost and key prefix. */
-async function mailyard(env: { AMQP_URL: string; REDIS_PREFIX: string }, ...argv: string[]): Promise<Run> {
+const mailyard = (env: CliEnv, ...argv: string[]) => mailyardWith(createRedisClient, env, ...argv);
+
+/** The same with the Redis client `createRedis` makes. */
+async function mailyardWith(
+  createRedis: typeof createRedisClient,
+  env: CliEnv,
+  ...argv: string[]
+): Promise<Run> {
   let stdout = '';
   let stderr = '';
   const code = await runCli(argv, {
     env: { REDIS_URL, ...env },
-    createRedis: createRedisClient,
+    createRedis,
     stdin: process.stdin,
     stdout: { write: (s: string) => (stdout += s) },
     stderr: { write: (s: string) => (stderr += s) },
@@ -521,4 +530,44 @@ describe('a dead-letter queue with a delivery limit (RabbitMQ 4.0 to 4.2 give ev
     }
     assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 1);
   });
+
+  test(
+    'a reader whose lease Redis did not renew answers "try again", not "none"',
+    { timeout: 60_000 },
+    async () => {
+      const env = { AMQP_URL: vhost.url, REDIS_PREFIX: redis.prefix };
+      const [letter] = jsonLines((await mailyard(env, 'queue', 'dead', 'list', '--json')).stdout);
+      const qid = String(letter!.queueId);
+      // the lease is taken, then every renewal fails: another reader may have taken over
+      const failingRenewals: typeof createRedisClient = (config) => {
+        const client = createRedisClient(config);
+        const evaluate = client.eval.bind(client) as (...args: unknown[]) => Promise<unknown>;
+        client.eval = (script: string, ...args: unknown[]) =>
+          script.includes('PEXPIRE')
+            ? Promise.reject(new Error('READONLY You cannot write against a read only replica.'))
+            : evaluate(script, ...args);
+        return client;
+      };
+      const tryAgain = {
+        code: 1,
+        stdout: '',
+        stderr:
+          'mailyard: the dead-letter queue could not be read alone (the read lock in Redis was lost); try again\n',
+      };
+      for (const argv of [
+        ['list'],
+        ['show', qid],
+        ['delete', 'dl-000000000000'],
+        ['requeue', 'dl-000000000000'],
+      ])
+        assert.deepEqual(
+          await mailyardWith(failingRenewals, env, 'queue', 'dead', ...argv),
+          tryAgain,
+          argv.join(' '),
+        );
+      // the letter is still there, and a reader whose lease holds sees it
+      assert.equal(jsonLines((await mailyard(env, 'queue', 'dead', 'list', '--json')).stdout).length, 1);
+      assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 1);
+    },
+  );
 });

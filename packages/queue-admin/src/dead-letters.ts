@@ -87,10 +87,11 @@ const DEAD_LETTER_HEADERS = [
 /** The dead letters, oldest first (those of unknown time before them). */
 export async function listDeadLetters(deps: QueueAdminDeps): Promise<DeadLetter[]> {
   const out: DeadLetter[] = [];
-  await scan(deps, async (_m, letter) => {
+  const complete = await scan(deps, async (_m, letter) => {
     out.push(letter);
     return 'keep';
   });
+  if (!complete) throw leaseLost();
   return out.sort(byTime);
 }
 
@@ -101,12 +102,13 @@ export async function showDeadLetters(
 ): Promise<DeadLetterMessage | null> {
   const letters: DeadLetter[] = [];
   let headers = '';
-  await scan(deps, async (m, letter) => {
+  const complete = await scan(deps, async (m, letter) => {
     if (letter.queueId !== queueId) return 'keep';
     if (!letters.length) headers = headerBlock(m);
     letters.push(letter);
     return 'keep';
   });
+  if (!complete) throw leaseLost();
   return letters.length ? { queueId, letters: letters.sort(byTime), headers } : null;
 }
 
@@ -128,7 +130,7 @@ export async function requeueDeadLetters(deps: QueueAdminDeps, target: RetryTarg
   const result: RequeueResult = { requeued: [], kept: [] };
   /** Each event published (null) or kept (why), by the digest of its key and body. */
   const events = new Map<string, string | null>();
-  await scan(deps, async (m, letter) => {
+  const complete = await scan(deps, async (m, letter) => {
     if ('queueId' in target && letter.queueId !== target.queueId) return 'keep';
     const to = destinationOf(letter.originalQueue);
     if (!to) {
@@ -151,6 +153,7 @@ export async function requeueDeadLetters(deps: QueueAdminDeps, target: RetryTarg
     result.requeued.push(letter);
     return 'ack';
   });
+  if (!complete && !result.requeued.length && !result.kept.length) throw leaseLost();
   return result;
 }
 
@@ -184,29 +187,33 @@ export function stayedSentence(kept: RequeueResult['kept']): string {
 /** Deletes the dead letters of a queue id (or all); returns those deleted. */
 export async function deleteDeadLetters(deps: QueueAdminDeps, target: RetryTarget): Promise<DeadLetter[]> {
   const deleted: DeadLetter[] = [];
-  await scan(deps, async (_m, letter) => {
+  const complete = await scan(deps, async (_m, letter) => {
     if ('queueId' in target && letter.queueId !== target.queueId) return 'keep';
     deleted.push(letter);
     return 'ack';
   });
+  if (!complete && !deleted.length) throw leaseLost();
   return deleted;
 }
 
 /**
  * Takes every dead letter once, one reader at a time (./scan-lease.ts); `visit` says
  * whether it is done with. One kept that the queue has handed out RENEW_AFTER times is
- * put back as a new copy and the original acked (see the top of this file).
+ * put back as a new copy and the original acked (see the top of this file). True when
+ * the lease held throughout: a letter not seen was not in the queue. Otherwise (Redis
+ * failed a renewal, or the scan stalled past the lease) another reader may have held
+ * letters out of sight meanwhile, and "none" or a short list would be false.
  */
 async function scan(
   deps: QueueAdminDeps,
   visit: (m: BrowsedMessage, letter: DeadLetter) => Promise<'ack' | 'keep'>,
-): Promise<void> {
-  await reportingBrokerErrors(() =>
+): Promise<boolean> {
+  return reportingBrokerErrors(() =>
     withScanLease(
       deps.redis,
       () => new QueueAdminError('another queue command is still reading the dead-letter queue; try again'),
-      () =>
-        deps.bus.browse(Queues.deadLetter, async (m) => {
+      async (lease) => {
+        await deps.bus.browse(Queues.deadLetter, async (m) => {
           if ((await visit(m, readLetter(m))) === 'ack') return 'ack';
           if (Number(m.headers['x-delivery-count'] ?? 0) < RENEW_AFTER) return 'keep';
           // a failure leaves it as it is, one return closer to a limit it is still far from
@@ -214,12 +221,24 @@ async function scan(
             () => 'ack' as const,
             () => 'keep' as const,
           );
-        }),
+        });
+        return lease.held();
+      },
       undefined,
       DEAD_LETTER_SCAN_LEASE_KEY,
     ),
   );
 }
+
+/**
+ * What a scan that lost its lease answers instead of what it saw. A requeue or deletion
+ * that did act reports what it did (that happened, and is audited); a second run does
+ * the rest.
+ */
+const leaseLost = () =>
+  new QueueAdminError(
+    'the dead-letter queue could not be read alone (the read lock in Redis was lost); try again',
+  );
 
 function destinationOf(queue: string | null): RepublishTarget | null {
   if (queue === Queues.delivery || queue === Queues.outbound)
