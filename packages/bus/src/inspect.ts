@@ -96,7 +96,10 @@ const RETURN_POLL_MS = 20;
  *
  * A quorum queue takes the kept messages back some time after the close: the browse
  * waits for them (at most RETURN_WAIT_MS; fewer may come back if some fell due
- * meanwhile), so that a browse right after it, or a count, finds them.
+ * meanwhile), so that a browse right after it, or a count, finds them. What it waits
+ * for is the queue's depth just before the close, while it still holds them, plus
+ * those kept: the depth alone would count what was published into the queue meanwhile
+ * (a dead letter `renew`ed as a new copy, a new arrival) as returned already.
  */
 export async function browseQueue(
   conn: ChannelModel,
@@ -104,6 +107,8 @@ export async function browseQueue(
   visit: (m: BrowsedMessage) => Promise<'ack' | 'keep'>,
 ): Promise<boolean> {
   let kept = 0;
+  /** The messages ready in the queue besides those kept, just before they go back. */
+  let others = 0;
   const found = await onSideChannel(conn, async (ch) => {
     let count: number;
     try {
@@ -119,12 +124,18 @@ export async function browseQueue(
       if ((await visit({ body: msg.content, headers })) === 'ack') ch.ack(msg);
       else kept++;
     }
+    // a failed count only shortens the wait, to what the depth alone says
+    if (kept > 0)
+      others = await answered(ch.checkQueue(queue), `the check of ${queue}`).then(
+        (q) => q.messageCount,
+        () => 0,
+      );
     return true;
   });
   const until = Date.now() + RETURN_WAIT_MS;
   while (kept > 0 && Date.now() < until) {
-    const ready = (await inspectQueue(conn, queue))?.messages ?? kept;
-    if (ready >= kept) break;
+    const ready = (await inspectQueue(conn, queue))?.messages ?? others + kept;
+    if (ready >= others + kept) break;
     await new Promise((r) => setTimeout(r, RETURN_POLL_MS));
   }
   return found;
