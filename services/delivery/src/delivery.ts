@@ -304,37 +304,24 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
    * of the recipient that sorts at or before it has been queued, and `sure` when the
    * recipient's targets up to there are those of the digest (its alias has not changed
    * below it since). For the recipients no run of this version has recorded yet (a
-   * message in flight through an upgrade), the earlier versions' records: a value without
-   * a digest in `forward-progress:<qid>`; `forwarded-upto:<qid>` for each recipient not
-   * listed in `forward-deferred:<qid>`, and the listed ones expanding now together under
-   * `forwarded-upto:<qid>:<digest of them>`, as that version read them. Those were written
-   * against the last target of the whole run, so they may reach past targets that were not
-   * their recipient's: never sure. One round trip, two when the message has a
-   * `forward-deferred:` list. `targetsOf`: each recipient's external targets, sorted.
+   * message in flight through an upgrade), the version before's `forwarded-upto:<qid>`,
+   * one record for the whole message: written against the last target of a run, it may
+   * reach past targets that were not its recipient's, so never sure. One round trip.
+   * `targetsOf`: each recipient's external targets, sorted.
    */
   const forwardProgress = async (
     queueId: string,
     targetsOf: Map<string, string[]>,
   ): Promise<Map<string, Progress>> => {
     const rcpts = [...targetsOf.keys()];
-    const [own, upto, listed] = await fromRedis(
-      Promise.all([
-        redis.hmget(progressKey(queueId), ...rcpts),
-        redis.get(`forwarded-upto:${queueId}`),
-        redis.get(`forward-deferred:${queueId}`),
-      ]),
+    const [own, upto] = await fromRedis(
+      Promise.all([redis.hmget(progressKey(queueId), ...rcpts), redis.get(`forwarded-upto:${queueId}`)]),
     );
-    const late = new Set(listed ? (JSON.parse(listed) as string[]) : []);
-    const lateNow = rcpts.filter((r) => late.has(r)).sort();
-    const lateUpto = lateNow.length
-      ? await fromRedis(redis.get(`forwarded-upto:${queueId}:${digest(lateNow.join('\n'))}`))
-      : null;
     const progress = new Map<string, Progress>();
     for (const [i, rcpt] of rcpts.entries()) {
-      const older = late.has(rcpt) ? lateUpto : upto;
       const found = [
         own[i] == null ? null : readRecord(own[i], targetsOf.get(rcpt)!),
-        older == null ? null : { upto: older, sure: false },
+        upto == null ? null : { upto, sure: false },
       ].filter((p) => p !== null);
       if (found.length)
         progress.set(
@@ -516,9 +503,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
    * dead-letter queue until an operator moves it back (the alias fixed or
    * ALIAS_EXPANSION_LIMIT raised, a mailbox's permissions repaired), days later maybe, and
    * it may fail and wait again; a record gone by then would file, return or forward that
-   * part a second time. One round trip. The `forwarded-upto:<qid>:<hash>` records of the
-   * version before keep their TTL: which there are depends on what expanded in the runs
-   * that wrote them.
+   * part a second time. One round trip.
    */
   const keepRecords = async (queueId: string, accounts: string[], gone: string[]): Promise<void> => {
     const keys = [
@@ -526,7 +511,6 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       ...gone.map((rcpt) => goneKey(queueId, rcpt)),
       progressKey(queueId),
       `forwarded-upto:${queueId}`,
-      `forward-deferred:${queueId}`,
     ];
     await fromRedis(Promise.all(keys.map((k) => redis.expire(k, config.delivery_dedupe_ttl))));
   };
