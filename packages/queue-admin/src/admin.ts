@@ -120,8 +120,7 @@ export async function showDeferred(deps: QueueAdminDeps, queueId: string): Promi
     );
     if (!entry) return 'keep';
     parts.push({ entry, envelope: env });
-    const end = m.body.indexOf('\r\n\r\n');
-    headers ??= m.body.subarray(0, end === -1 ? m.body.length : end).toString('utf8');
+    headers ??= headerBlock(m.body);
     return 'keep';
   });
   if (headers === null) return null;
@@ -209,4 +208,10 @@ function envelopeOf(m: BrowsedMessage): Envelope | null {
   } catch {
     return null;
   }
+}
+
+/** A message's header block, without the blank line that ends it (all of it when none does). */
+export function headerBlock(message: Buffer): string {
+  const end = message.indexOf('\r\n\r\n');
+  return message.subarray(0, end === -1 ? message.length : end).toString('utf8');
 }

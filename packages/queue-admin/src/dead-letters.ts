@@ -12,7 +12,7 @@ import {
   parseEnvelope,
   type Envelope,
 } from '@mailyard/contracts';
-import type { QueueAdminDeps, RetryTarget } from './admin.js';
+import { headerBlock, type QueueAdminDeps, type RetryTarget } from './admin.js';
 import { QueueAdminError, reportingBrokerErrors } from './errors.js';
 import { DEAD_LETTER_SCAN_LEASE_KEY, withScanLease } from './scan-lease.js';
 
@@ -104,7 +104,7 @@ export async function showDeadLetters(
   let headers = '';
   const complete = await scan(deps, async (m, letter) => {
     if (letter.queueId !== queueId) return 'keep';
-    if (!letters.length) headers = headerBlock(m);
+    if (!letters.length) headers = headersOf(m);
     letters.push(letter);
     return 'keep';
   });
@@ -306,10 +306,8 @@ function envelopeOf(
 }
 
 /** The message's header block; for a message that is not one (an event), its body. */
-function headerBlock(m: BrowsedMessage): string {
-  if (m.headers[ENVELOPE_HEADER] === undefined) return m.body.toString('utf8');
-  const end = m.body.indexOf('\r\n\r\n');
-  return m.body.subarray(0, end === -1 ? m.body.length : end).toString('utf8');
+function headersOf(m: BrowsedMessage): string {
+  return m.headers[ENVELOPE_HEADER] === undefined ? m.body.toString('utf8') : headerBlock(m.body);
 }
 
 function digest(queue: string | null, body: Buffer, length = 12): string {
