@@ -104,6 +104,14 @@ export const outboundRelaySchema = z.object({
   outbound_retry_schedule: durationList(DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS),
   /** Give up on a message this long after it was accepted and bounce it (Postfix: maximal_queue_lifetime). */
   maximal_queue_lifetime: duration('5d'),
+  /**
+   * How long the records of which recipients a message reached, bounced or warned are
+   * kept (at least MAXIMAL_QUEUE_LIFETIME and a day): a message that keeps failing here
+   * waits in the dead-letter queue until an operator moves it back, days later maybe, and
+   * a record gone by then would send it again to those who have it. Delivery's
+   * DELIVERY_DEDUPE_TTL, for the relay.
+   */
+  outbound_dedupe_ttl: duration('14d'),
   /** Warn the sender once when a message is still undelivered after this long; 0 disables (Postfix: delay_warning_time). */
   delay_warning_time: duration('4h'),
   /** Connect timeout per address (Postfix: smtp_connect_timeout). */

@@ -112,8 +112,13 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     ignore: config.mta_sts_ignore_domains.map((d) => d.toLowerCase()),
     onError: (domain, err) => logger.info({ domain, err }, 'MTA-STS policy lookup failed'),
   });
-  // What markers and the index must outlive: the longest a message can stay queued.
-  const markerTtlSec = Math.ceil(config.maximal_queue_lifetime / 1000) + 86_400;
+  // What the records of settled and warned recipients must outlive: the longest a message
+  // can stay queued, and the time it may wait in the dead-letter queue (a message that
+  // keeps failing here, or kills its instance, goes there with its records as they are)
+  const markerTtlSec = Math.max(
+    Math.ceil(config.maximal_queue_lifetime / 1000) + 86_400,
+    Math.ceil(config.outbound_dedupe_ttl / 1000),
+  );
 
   /** Ready messages in `outbound` and each delay queue of the schedule (those declared). */
   const queueDepth = async (): Promise<Map<string, number>> => {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { waitFor } from '@mailyard/testkit';
@@ -70,6 +71,13 @@ test('one delay warning, then one bounce at expiry', async () => {
   assert.match(failures[0]!, /Diagnostic-Code: smtp; .*451 4\.3\.0 Temporary local problem.*message expired/);
   assert.ok((mx.rcptAttempts.get('stuck@stuck.test') ?? 0) >= 3, 'retried before giving up');
   assert.equal(mx.received.length, 0);
+
+  // the record that the recipient is settled outlives the queue lifetime (2 s here) by the
+  // time a failed message may wait in the dead-letter queue (OUTBOUND_DEDUPE_TTL, 14 days):
+  // one moved back from there within it is not bounced, or sent, a second time
+  const digest = createHash('sha256').update('stuck@stuck.test').digest('hex').slice(0, 16);
+  const ttl = await p.redis.redis.ttl(`outbound:done:${env.queueId}:${digest}`);
+  assert.ok(ttl > 14 * 24 * 3600 - 60, `the record lives 14 days, not ${ttl} s`);
 });
 
 test('the messages of one queue id: each recipient is in one delay warning', async () => {
