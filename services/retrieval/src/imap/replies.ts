@@ -41,6 +41,8 @@ export const reply = {
     new ImapReply('NO', 'EXPUNGEISSUED', 'Some of the requested messages no longer exist', allowExpunge),
   overQuota: () => new ImapReply('NO', 'OVERQUOTA', 'Quota exceeded'),
   tooBig: () => new ImapReply('NO', 'TOOBIG', 'Message too large'),
+  /** An APPEND of no bytes: not a message (Dovecot's words; RFC 5322 §3.5 asks for headers). */
+  emptyMessage: () => new ImapReply('NO', null, "Can't save a zero byte message"),
   /** RFC 3516 §4.3: BINARY of a part whose Content-Transfer-Encoding is not known (Dovecot's words). */
   unknownCte: () => new ImapReply('NO', 'UNKNOWN-CTE', 'Unknown Content-Transfer-Encoding'),
   badCharset: (list: string[]) =>

@@ -440,7 +440,7 @@ async function appendBeforeLiteral(s: AuthedContext, r: ArgReader, size: number)
 
 /**
  * APPEND, and MULTIAPPEND (RFC 3502): all the messages or none (§3), their UIDs in one
- * APPENDUID (RFC 4315 §3). The framer already bounds the literal bytes of one command by
+ * APPENDUID (RFC 4315 §3); a message of no bytes is refused, as Dovecot does. The framer already bounds the literal bytes of one command by
  * the message size limit.
  */
 async function runAppend(s: AuthedContext, tag: string, a: AppendArgs): Promise<void> {
@@ -457,6 +457,8 @@ async function runAppend(s: AuthedContext, tag: string, a: AppendArgs): Promise<
     limit,
   );
   const messages = a.messages.map((m) => ({ ...m, data: Buffer.isBuffer(m.data) ? m.data : built.shift()! }));
+  // one empty message fails the whole MULTIAPPEND, as any other refusal (RFC 3502 §3)
+  if (messages.some((m) => !m.data.length)) throw reply.emptyMessage();
   await quotaCheck(
     s,
     messages.reduce((sum, m) => sum + m.data.length, 0),
