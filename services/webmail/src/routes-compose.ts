@@ -352,7 +352,15 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
       const m = await outgoing(account, d, true);
       const messageId = newMessageId(m.from.address);
       const raw = await buildMessage(m, { messageId, date: new Date(ctx.now()) });
-      const rcpts = [...m.to, ...m.cc, ...m.bcc].map((a) => a.address);
+      // an address in To and Cc, or written in another case, is one recipient: one RCPT,
+      // one refusal, one place in the msa's recipient and error limits
+      const rcpts: string[] = [];
+      const seen = new Set<string>();
+      for (const { address } of [...m.to, ...m.cc, ...m.bcc]) {
+        if (seen.has(address.toLowerCase())) continue;
+        seen.add(address.toLowerCase());
+        rcpts.push(address);
+      }
       // the user was answered 503 while the message was being prepared
       if (late.signal.aborted) throw errors.sendTimeout();
       let refused: { address: string; reply: string }[];

@@ -466,6 +466,14 @@ describe('sending', () => {
     assert.equal(partly.json.sent, true);
     assert.equal(partly.json.warnings.length, 1, JSON.stringify(partly.json.warnings));
     assert.match(partly.json.warnings[0], /^Not sent to nobody@example\.test: 550 5\.1\.1/);
+    // an address written twice, in To and in Cc, in another case: one recipient, refused
+    // once (and counted once towards the mail server's limits)
+    const twice = await alice.post(
+      '/api/send',
+      draft({ to: `${BOB}, nobody@example.test`, cc: 'Nobody@EXAMPLE.test, BOB@example.test' }),
+    );
+    assert.equal(twice.status, 200, twice.text);
+    assert.deepEqual(twice.json.warnings.length, 1, JSON.stringify(twice.json.warnings));
     const gone = await alice.post(
       '/api/send',
       draft({ attachments: [{ upload: 'aaaaaaaaaaaaaaaaaaaaaa' }] }),
