@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
 import { after, before, test } from 'node:test';
-import { waitFor } from '@mailyard/testkit';
+import { processAlive as alive, waitFor } from '@mailyard/testkit';
 import { RawImap } from '../services/retrieval/test/raw-imap.js';
 import { freePort, startProcessTestbed, type ProcessTestbed } from './processes.js';
 
@@ -35,15 +35,6 @@ function descendants(pid: number): number[] {
   walk(pid);
   return found;
 }
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 const listening = (port: number) =>
   new Promise<boolean>((resolve) => {

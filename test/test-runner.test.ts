@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { tempDir, waitFor } from '@mailyard/testkit';
+import { processAlive as alive, tempDir, waitFor } from '@mailyard/testkit';
 
 // `pnpm test` (scripts/test.mjs) as CI runs it: a file that hangs must fail within its
 // deadline, take what it started with it, and be named; the run must exit non-zero.
@@ -22,13 +22,6 @@ function runTests(args: string[], env: NodeJS.ProcessEnv): Promise<{ code: numbe
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (out += d.toString()));
   return new Promise((resolve) => child.on('close', (code) => resolve({ code, out })));
-}
-
-/** A process that exists and is not a zombie waiting to be reaped. */
-function alive(pid: number): boolean {
-  const status = `/proc/${pid}/status`;
-  if (!existsSync(status)) return false;
-  return !/^State:\s+Z/m.test(readFileSync(status, 'utf8'));
 }
 
 test(

@@ -11,5 +11,7 @@ export * from './private-rabbit.js';
 export * from './restartable.js';
 export * from './fuzz.js';
 export * from './dovecot.js';
+export * from './postfix.js';
 export * from './ports.js';
 export * from './skip.js';
+export * from './process.js';

@@ -1,0 +1,197 @@
+// Differential SMTP test: every script in fixtures/ runs against Postfix's smtpd (Debian's
+// postfix, a private instance) and against mta-inbound, both set up alike (below), and
+// the reply to each compared step must be the same once normalised (see normalise.ts),
+// or what the script's `rfc>` lines say where Postfix departs from the RFC. The script
+// format is described in script.ts. Only the protocol is compared: mta-inbound runs
+// without the policy service, Postfix with no restrictions but the relay check.
+import assert from 'node:assert/strict';
+import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { selfSignedCertificate } from '@mailyard/config';
+import { intakeSchema } from '@mailyard/smtp-intake';
+import {
+  postfixInstalled,
+  RawSmtp,
+  skipWithout,
+  startPostfix,
+  tempDir,
+  type PostfixServer,
+} from '@mailyard/testkit';
+import { addAccount, startPlatform, type Platform } from '../../../../test/harness.js';
+import { normaliseReply } from './normalise.js';
+import { parseScript, type Script, type Step } from './script.js';
+
+const FIXTURES = join(import.meta.dirname, 'fixtures');
+const only = process.env.SMTP_DIFF_ONLY;
+const scripts = readdirSync(FIXTURES)
+  .filter((f) => f.endsWith('.smtp') && (!only || f.includes(only)))
+  .sort()
+  .map((f) => parseScript(f.replace(/\.smtp$/, ''), readFileSync(join(FIXTURES, f), 'utf8')));
+
+/** The accepted domain and its users, on both servers. */
+const DOMAIN = 'example.test';
+const USERS = [`user@${DOMAIN}`, `postmaster@${DOMAIN}`];
+/**
+ * The client connects from 127.0.0.1, outside mynetworks on both servers (mta-inbound's
+ * default trusts loopback), so that a foreign recipient is relaying, refused.
+ */
+const MYNETWORKS = '127.0.0.2/32';
+/** mta-inbound's own defaults (packages/smtp-intake/src/config.ts), given to Postfix. */
+const limits = {
+  recipients: intakeSchema.smtpd_recipient_limit.parse(undefined),
+  hardErrors: intakeSchema.smtpd_hard_error_limit.parse(undefined),
+  junk: intakeSchema.smtpd_junk_command_limit.parse(undefined),
+};
+
+let p: Platform;
+let postfix: PostfixServer;
+let messageSizeLimit: number;
+const dir = tempDir('mailyard-smtp-diff-');
+
+const skip = skipWithout(
+  postfixInstalled() && process.getuid?.() === 0,
+  'postfix not installed, or not root',
+);
+
+before(async () => {
+  if (skip) return;
+  p = await startPlatform({ withDelivery: false, inbound: { mynetworks: MYNETWORKS } });
+  for (const u of USERS) await addAccount(p.directory, u);
+  messageSizeLimit = await inboundSizeLimit();
+  chmodSync(dir.path, 0o755); // Postfix's processes run as the postfix user
+  const { key, cert } = selfSignedCertificate('mx.smtp-diff.test');
+  writeFileSync(join(dir.path, 'key.pem'), key, { mode: 0o600 });
+  writeFileSync(join(dir.path, 'cert.pem'), cert);
+  writeFileSync(join(dir.path, 'vmailbox'), USERS.map((u) => `${u} ${DOMAIN}/${u}/\n`).join(''));
+  postfix = await startPostfix({
+    dir: join(dir.path, 'postfix'),
+    mainCf: {
+      // its own name: no bench script or system Postfix uses it
+      myhostname: 'mx.smtp-diff.test',
+      // `RCPT TO:<postmaster>` is postmaster of our domain, as mta-inbound takes it
+      myorigin: DOMAIN,
+      mynetworks: MYNETWORKS,
+      virtual_mailbox_domains: DOMAIN,
+      virtual_mailbox_maps: `texthash:${join(dir.path, 'vmailbox')}`,
+      // nothing is delivered: an accepted message is thrown away
+      virtual_transport: 'discard',
+      default_transport: 'discard',
+      relay_transport: 'discard',
+      // mta-inbound refuses relaying for good (554 5.7.1), not for now (Postfix's default 454)
+      smtpd_relay_restrictions: 'permit_mynetworks, reject_unauth_destination',
+      // mta-inbound wants HELO/EHLO before MAIL, as most MX hosts are set up
+      smtpd_helo_required: 'yes',
+      message_size_limit: String(messageSizeLimit),
+      smtpd_recipient_limit: String(limits.recipients),
+      smtpd_hard_error_limit: String(limits.hardErrors),
+      smtpd_junk_command_limit: String(limits.junk),
+      // mta-inbound has no soft limit that slows a client down: Postfix's would only slow the test
+      smtpd_error_sleep_time: '0',
+      // Postfix 3.9's defaults, which mta-inbound follows (RFC 2920 §3.1, RFC 5321 §2.3.8)
+      smtpd_forbid_unauth_pipelining: 'yes',
+      smtpd_forbid_bare_newline: 'yes',
+      smtpd_tls_security_level: 'may',
+      smtpd_tls_cert_file: join(dir.path, 'cert.pem'),
+      smtpd_tls_key_file: join(dir.path, 'key.pem'),
+    },
+  });
+});
+after(async () => {
+  await postfix?.stop();
+  dir.cleanup();
+  await p?.close();
+});
+
+/** message_size_limit as mta-inbound announces it in EHLO's SIZE. */
+async function inboundSizeLimit(): Promise<number> {
+  const c = await RawSmtp.connect(p.inbound.port);
+  try {
+    await c.read();
+    const ehlo = await c.cmd('EHLO client.example.net');
+    const size = ehlo.lines.map((l) => /^250[ -]SIZE (\d+)/i.exec(l)?.[1]).find(Boolean);
+    assert.ok(size, `no SIZE in ${ehlo.text}`);
+    return Number(size);
+  } finally {
+    c.close();
+  }
+}
+
+/** The next reply in compared form; `(closed)` or `(none)` when there is none. */
+async function reply(c: RawSmtp, ehlo: boolean): Promise<string> {
+  try {
+    const r = await c.read(3000);
+    return normaliseReply(r.lines, ehlo);
+  } catch {
+    return c.closed ? '(closed)' : '(none)';
+  }
+}
+
+async function runStep(c: RawSmtp, step: Step): Promise<string[]> {
+  if (!step.send) {
+    try {
+      await c.waitClosed(3000);
+      return ['closed'];
+    } catch {
+      return ['open'];
+    }
+  }
+  if (!c.closed) c.write(step.send);
+  const out: string[] = [];
+  for (let i = 0; i < step.replies; i++) out.push(await reply(c, /^EHLO /i.test(step.text)));
+  return out;
+}
+
+/** Runs a script on one server: the compared replies of each compared step, greetings included. */
+async function runScript(port: number, script: Script): Promise<string[][]> {
+  const sessions = new Map<string, RawSmtp>();
+  const out: string[][] = [];
+  try {
+    for (const step of script.steps) {
+      let c = sessions.get(step.session);
+      if (!c) {
+        c = await RawSmtp.connect(port);
+        sessions.set(step.session, c);
+        out.push([await reply(c, false)]);
+      }
+      const replies = await runStep(c, step);
+      if (step.compare) out.push(replies);
+    }
+  } finally {
+    for (const c of sessions.values()) c.close();
+  }
+  return out;
+}
+
+void describe('SMTP compared with Postfix', { skip }, () => {
+  for (const script of scripts) {
+    void it(script.name, { timeout: 60_000 }, async () => {
+      const theirs = await runScript(postfix.port, script);
+      const ours = await runScript(p.inbound.port, script);
+      // the compared steps, with the greeting of each session where its first step is
+      const labels: { what: string; rfc: string[] | null }[] = [];
+      const opened = new Set<string>();
+      for (const s of script.steps) {
+        if (!opened.has(s.session)) {
+          opened.add(s.session);
+          labels.push({ what: `greeting of ${s.session}`, rfc: null });
+        }
+        if (s.compare) labels.push({ what: `line ${s.line}: ${s.session}> ${s.text}`, rfc: s.rfc });
+      }
+      const diffs: string[] = [];
+      labels.forEach(({ what, rfc }, i) => {
+        const want = rfc ?? theirs[i]!;
+        const got = ours[i]!;
+        if (JSON.stringify(want) === JSON.stringify(got)) return;
+        diffs.push(
+          [
+            what.length > 160 ? `${what.slice(0, 160)}...` : what,
+            ...want.map((l) => `  ${rfc ? 'rfc' : 'postfix'}:  ${l}`),
+            ...got.map((l) => `  mailyard: ${l}`),
+          ].join('\n'),
+        );
+      });
+      assert.equal(diffs.length, 0, `${script.name}: replies differ\n${diffs.join('\n')}`);
+    });
+  }
+});
