@@ -109,6 +109,10 @@ export const reply = {
       'Message refused: bare <CR> or <LF> before a "." line (RFC 5321 section 2.3.8)',
       'bare_lf_dot',
     ),
+  // RFC 5321 §4.1.1.11: a MAIL or RCPT parameter of an extension not offered, or a value
+  // it does not take (Postfix: "Unsupported option")
+  unsupportedParameter: (param: string) =>
+    r(555, '5.5.4', `Unsupported option: ${param}`, 'unsupported_parameter'),
   // RFC 2920 §3.1 (Postfix's smtpd_forbid_unauth_pipelining): input before the reply it needed
   improperPipelining: () => r(554, '5.5.0', 'Error: SMTP protocol synchronization', 'improper_pipelining'),
   proxyRefused: () => r(421, '4.7.0', 'Error: PROXY header refused, closing connection', 'proxy_refused'),

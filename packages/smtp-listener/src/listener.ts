@@ -57,6 +57,12 @@ interface ConnectionLike extends SessionLike {
   _parser?: { pipelinedInput?: string; writableBuffer?: unknown[] } | false;
   close(): void;
   handler_DATA(command: Buffer, callback: () => void): void;
+  handler_MAIL(command: Buffer, callback: () => void): void;
+  handler_RCPT(command: Buffer, callback: () => void): void;
+  _parseAddressCommand(
+    name: string,
+    command: Buffer,
+  ): { args: Record<string, string | true> | false } | false;
   handler_NOOP(command: Buffer, callback: () => void): void;
   handler_RSET(command: Buffer, callback: () => void): void;
   handler_VRFY(command: Buffer, callback: () => void): void;
@@ -300,6 +306,27 @@ export class MailyardSmtpServer extends SMTPServer {
         handler(command, callback);
       };
     }
+    // RFC 5321 §4.1.1.11: parameters of extensions not offered are 555, where smtp-server
+    // takes any it does not know; checked where smtp-server would accept the command
+    for (const [name, verb] of [
+      ['MAIL', 'mail from'],
+      ['RCPT', 'rcpt to'],
+    ] as const) {
+      const handler = conn[`handler_${name}`].bind(conn);
+      conn[`handler_${name}`] = (command, callback) => {
+        const parsed = conn._parseAddressCommand(verb, command);
+        const inTransaction = !!conn.session.envelope.mailFrom;
+        const bad =
+          parsed && parsed.args && inTransaction === (name === 'RCPT')
+            ? this.unsupportedParameter(name, parsed.args)
+            : null;
+        if (!bad) return handler(command, callback);
+        const err = reply.unsupportedParameter(bad);
+        this.onReject?.(err, conn.session, { command: name });
+        conn.send(err.code, err.message);
+        callback();
+      };
+    }
     const data = conn.handler_DATA.bind(conn);
     conn.handler_DATA = (command, callback) => {
       const early = pipelinedAfter(conn);
@@ -317,6 +344,27 @@ export class MailyardSmtpServer extends SMTPServer {
     };
     if (this.deadlines) watchDeadlines(conn as unknown as ConnectionState, this.deadlines);
     this.tracker.track(conn);
+  }
+
+  /** The first parameter of `args` that no extension offered here takes, as written; null when none. */
+  private unsupportedParameter(command: 'MAIL' | 'RCPT', args: Record<string, string | true>): string | null {
+    const o = this.options;
+    for (const [key, value] of Object.entries(args)) {
+      const written = value === true ? key : `${key}=${value}`;
+      const offered =
+        command === 'MAIL'
+          ? (key === 'SIZE' && !o.hideSize) ||
+            // RFC 6152; BINARYMIME needs CHUNKING (RFC 3030), which smtp-server has not
+            (key === 'BODY' && typeof value === 'string' && /^(7BIT|8BITMIME)$/i.test(value)) ||
+            (key === 'SMTPUTF8' && !o.hideSMTPUTF8) ||
+            // RFC 4954 §5, where AUTH is offered
+            (key === 'AUTH' && !o.disabledCommands?.includes('AUTH')) ||
+            ((key === 'RET' || key === 'ENVID') && !o.hideDSN) ||
+            (key === 'REQUIRETLS' && !o.hideREQUIRETLS)
+          : (key === 'NOTIFY' || key === 'ORCPT') && !o.hideDSN;
+      if (!offered) return written;
+    }
+    return null;
   }
 
   /**
