@@ -285,6 +285,14 @@ export class MailyardSmtpServer extends SMTPServer {
       send(421, reply.tooManyErrors().message);
       return true;
     };
+    // RFC 5321 §3.5.3: 252, the address is not verified; smtp-server's 2.1.5 (RFC 3463:
+    // "destination address valid") would claim it is, Postfix says 2.0.0
+    const vrfy = conn.handler_VRFY.bind(conn);
+    conn.handler_VRFY = (command, callback) => {
+      if (!/^VRFY\s+\S/i.test(command.toString('latin1'))) return vrfy(command, callback);
+      conn.send(252, '2.0.0 Cannot VRFY user, but will accept message and attempt delivery');
+      callback();
+    };
     let junk = 0;
     conn.send = (code, data, context) => {
       // a message accepted forgives what came before, as Postfix does: a sender that
