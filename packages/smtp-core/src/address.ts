@@ -67,7 +67,12 @@ export function parseMailAddress(raw: string): AddressCheck {
     if (i >= text.length) return { ok: false, kind: 'syntax', detail: 'unterminated quoted local part' };
     if (/[@%!]/.test(content))
       return { ok: false, kind: 'relay_trick', detail: 'routing character in quoted local part' };
-    local = text.slice(0, i + 1);
+    // RFC 5321 §4.1.2: a quoted string that needs no quotes is the same mailbox as the
+    // dot-atom it holds (`"user"@d` is `user@d`), as Postfix reads it
+    local =
+      content && content.length <= 64 && content.split('.').every((a) => ATOM.test(a))
+        ? content
+        : text.slice(0, i + 1);
     rest = text.slice(i + 1);
     if (!rest.startsWith('@')) return { ok: false, kind: 'syntax', detail: 'missing @domain' };
     rest = rest.slice(1);

@@ -9,6 +9,20 @@ test('plain addresses parse with the domain lower-cased', () => {
   assert.equal(r.value.address, 'Alice@example.org');
 });
 
+test('a quoted local part that needs no quotes is the dot-atom it holds', () => {
+  for (const [raw, address] of [
+    ['"user"@example.org', 'user@example.org'],
+    ['"first.last"@example.org', 'first.last@example.org'],
+    ['"a,b"@example.org', '"a,b"@example.org'],
+    ['"a..b"@example.org', '"a..b"@example.org'],
+    ['""@example.org', '""@example.org'],
+  ] as const) {
+    const r = parseMailAddress(raw);
+    assert.ok(r.ok, raw);
+    assert.equal(r.value.address, address);
+  }
+});
+
 test('internationalised domains become their ASCII form', () => {
   const r = parseMailAddress('jörg@bücher.example');
   assert.ok(r.ok);
