@@ -109,6 +109,8 @@ export const reply = {
       'Message refused: bare <CR> or <LF> before a "." line (RFC 5321 section 2.3.8)',
       'bare_lf_dot',
     ),
+  // RFC 3463 X.5.4: the command's arguments are not of its form (Postfix: "Syntax: ...")
+  commandSyntax: (form: string) => r(501, '5.5.4', `Syntax: ${form}`, 'command_syntax'),
   // RFC 5321 §4.1.1.11: a MAIL or RCPT parameter of an extension not offered, or a value
   // it does not take (Postfix: "Unsupported option")
   unsupportedParameter: (param: string) =>

@@ -315,21 +315,29 @@ export class MailyardSmtpServer extends SMTPServer {
       };
     }
     // RFC 5321 §4.1.1.11: parameters of extensions not offered are 555, where smtp-server
-    // takes any it does not know; checked where smtp-server would accept the command
-    for (const [name, verb] of [
-      ['MAIL', 'mail from'],
-      ['RCPT', 'rcpt to'],
+    // takes any it does not know. A command not of the form `MAIL FROM:<path>` or
+    // `RCPT TO:<path>` at all is bad command syntax (5.5.4, Postfix's "Syntax: MAIL
+    // FROM:<address>"), not a bad address (5.1.7, 5.1.3), which smtp-server answers to
+    // both. Either is checked where the command comes in order, as Postfix does: out of
+    // order, the order is what is wrong (503).
+    for (const [name, verb, form] of [
+      ['MAIL', 'mail from', /^MAIL\s+FROM:\s*\S/i],
+      ['RCPT', 'rcpt to', /^RCPT\s+TO:\s*\S/i],
     ] as const) {
       const handler = conn[`handler_${name}`].bind(conn);
       conn[`handler_${name}`] = (command, callback) => {
-        const parsed = conn._parseAddressCommand(verb, command);
-        const inTransaction = !!conn.session.envelope.mailFrom;
-        const bad =
-          parsed && parsed.args && inTransaction === (name === 'RCPT')
-            ? this.unsupportedParameter(name, parsed.args)
-            : null;
-        if (!bad) return handler(command, callback);
-        const err = reply.unsupportedParameter(bad);
+        const inOrder = !!conn.session.envelope.mailFrom === (name === 'RCPT');
+        const syntax = !form.test(command.toString('latin1'));
+        if (syntax && !inOrder) {
+          conn.send(503, name === 'MAIL' ? 'Error: nested MAIL command' : 'Error: need MAIL command');
+          return callback();
+        }
+        const parsed = syntax || !inOrder ? false : conn._parseAddressCommand(verb, command);
+        const bad = parsed && parsed.args ? this.unsupportedParameter(name, parsed.args) : null;
+        if (!syntax && !bad) return handler(command, callback);
+        const err = bad
+          ? reply.unsupportedParameter(bad)
+          : reply.commandSyntax(`${verb.toUpperCase()}:<address>`);
         this.onReject?.(err, conn.session, { command: name });
         conn.send(err.code, err.message);
         callback();
