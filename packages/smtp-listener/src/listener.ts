@@ -285,6 +285,9 @@ export class MailyardSmtpServer extends SMTPServer {
       send(421, reply.tooManyErrors().message);
       return true;
     };
+    // unknown commands are errors like the others, up to smtpd_hard_error_limit as in
+    // Postfix: smtp-server's own cap (421 at the 10th, 4.4.2) would cut in first
+    Object.defineProperty(conn, '_unrecognizedCommands', { get: () => 0, set: () => undefined });
     // RFC 5321 §3.5.3: 252, the address is not verified; smtp-server's 2.1.5 (RFC 3463:
     // "destination address valid") would claim it is, Postfix says 2.0.0
     const vrfy = conn.handler_VRFY.bind(conn);
