@@ -290,15 +290,19 @@ export function parseMime(
  */
 export function findPart(root: MimePart, path: number[]): MimePart | null {
   let cur = root;
-  let body = root;
+  // what the next number counts parts of: null under a leaf, which has no parts inside
+  let body: MimePart | null = root;
   for (const n of path) {
+    if (!body) return null;
     if (body.type === 'multipart') {
       const c = body.children[n - 1];
       if (!c) return null;
       cur = c;
     } else if (n === 1) cur = body;
     else return null;
-    body = cur.message ?? cur;
+    // RFC 9051 §6.4.5: a non-multipart message (or an encapsulated one) has a part 1, the
+    // parts of a multipart are numbered, and a leaf part has none: 1.1 of a text is nothing
+    body = cur.message ?? (cur.type === 'multipart' ? cur : null);
   }
   return cur;
 }
