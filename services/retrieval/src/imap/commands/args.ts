@@ -1,6 +1,6 @@
 // Argument shapes more than one command reads.
 import { ParseError, type ArgReader } from '@mailyard/imap-core';
-import type { SelectedContext } from '../context.js';
+import type { AuthedContext, SelectedContext } from '../context.js';
 import { SYSTEM_FLAGS } from '../flags.js';
 import type { SelectedMailbox } from '../selected.js';
 
@@ -33,13 +33,24 @@ export function flagList(r: ArgReader): string[] {
 
 /**
  * A CONDSTORE enabling command (RFC 7162 §3.1: FETCH or SEARCH with MODSEQ, STORE with
- * UNCHANGEDSINCE) turns CONDSTORE on; the first one is answered with the mailbox's
- * HIGHESTMODSEQ before its tagged OK: that line, or null.
+ * UNCHANGEDSINCE, STATUS with HIGHESTMODSEQ) turns CONDSTORE on; the first one is
+ * answered with the mailbox's HIGHESTMODSEQ before its tagged OK: that line, or null.
  */
 export function enableCondstore(s: SelectedContext): string | null {
   if (s.enabled.condstore) return null;
   s.enabled.add('CONDSTORE');
   return highestModseqLine(s.selected);
+}
+
+/**
+ * The same for a command allowed with no mailbox selected (NOTIFY with FlagChange, STATUS
+ * with HIGHESTMODSEQ): CONDSTORE is on, and the HIGHESTMODSEQ of the selected mailbox, if
+ * there is one, is sent at once.
+ */
+export function enableCondstoreAuthed(s: AuthedContext): void {
+  const announce = s.selected ? enableCondstore(s as SelectedContext) : null;
+  s.enabled.add('CONDSTORE');
+  if (announce) s.send(announce);
 }
 
 /** The untagged OK that tells a client the selected mailbox's HIGHESTMODSEQ. */

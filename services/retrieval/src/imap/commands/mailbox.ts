@@ -4,7 +4,7 @@ import { ArgReader, ParseError, tokenText, type SequenceSet, type Token } from '
 import type { AuthedContext } from '../context.js';
 import { reply } from '../replies.js';
 import { SelectedMailbox } from '../selected.js';
-import { oneMailbox } from './args.js';
+import { enableCondstoreAuthed, oneMailbox } from './args.js';
 import { AUTHED, command, type CommandGroup } from './command.js';
 import { folderErr, newFolderName, quoteName, requireFolder } from './folders.js';
 
@@ -363,7 +363,11 @@ export const mailboxCommands: CommandGroup = {
       return { name, items };
     },
     async run(s, tag, a) {
-      s.send((await statusLine(s, a.name, a.items)) + '\r\n');
+      const line = await statusLine(s, a.name, a.items);
+      // with a mailbox selected, a CONDSTORE enabling command (RFC 7162 §3.1), as Dovecot
+      // takes it: the mailbox's HIGHESTMODSEQ is told and FETCH carries MODSEQ from now on
+      if (s.selected && a.items.includes('HIGHESTMODSEQ')) enableCondstoreAuthed(s);
+      s.send(line + '\r\n');
       await s.ok(tag, 'STATUS completed');
     },
   }),

@@ -20,7 +20,7 @@ import type { AuthedContext, NotifyWatcher, SelectedContext } from '../context.j
 import { gatherFetch, planFetch, renderFetch } from '../fetch.js';
 import { ImapReply } from '../replies.js';
 import { ResponseBatch } from '../response-batch.js';
-import { enableCondstore } from './args.js';
+import { enableCondstoreAuthed } from './args.js';
 import { AUTHED, command, type CommandGroup } from './command.js';
 import { quoteName } from './folders.js';
 
@@ -450,11 +450,7 @@ async function runNotify(s: AuthedContext, tag: string, a: NotifyArgs): Promise<
   const watch = new Watch(a.groups);
   // flag changes are told with their mod-sequences (HIGHESTMODSEQ): CONDSTORE is on, as
   // after any command that shows one (RFC 7162 §3.1), and as Dovecot does
-  if (a.groups.some((g) => g.events.has('FlagChange'))) {
-    const announce = s.selected ? enableCondstore(s as SelectedContext) : null;
-    s.enabled.add('CONDSTORE');
-    if (announce) s.send(announce);
-  }
+  if (a.groups.some((g) => g.events.has('FlagChange'))) enableCondstoreAuthed(s);
   // watching from before the baseline is read: a change meanwhile is recorded, and told
   // after this command if the baseline missed it
   s.setNotify(watch);
