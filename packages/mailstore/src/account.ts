@@ -179,7 +179,11 @@ export class MailAccount {
   async rename(from: string, to: string): Promise<void> {
     checkFolderName(to);
     const src = this.folder(from);
-    if (!(await src.exists())) throw new FolderError('nonexistent', 'no such folder');
+    const all = await this.list();
+    const moves = all.filter((f) => f.name === from || (from !== 'INBOX' && f.name.startsWith(from + '/')));
+    // a name that is only the level above folders (LIST shows it \Noselect) is renamed
+    // with them, as Dovecot does; a name with nothing under it is no folder
+    if (!moves.length) throw new FolderError('nonexistent', 'no such folder');
     if (await this.folder(to).exists()) throw new FolderError('exists', 'target folder already exists');
     if (from === 'INBOX') {
       await this.create(to);
@@ -188,10 +192,12 @@ export class MailAccount {
       await src.expunge(snap.messages.map((m) => m.uid));
       return;
     }
-    const all = await this.list();
-    const moves = all.filter((f) => f.name === from || f.name.startsWith(from + '/'));
-    // every new name is checked before anything moves: a child that would not fit leaves the tree as it was
+    // every new name is checked before anything moves: a child that would not fit, or
+    // whose new name is taken, leaves the tree as it was
     for (const f of moves) checkFolderName(to + f.name.slice(from.length));
+    for (const f of moves)
+      if (await this.folder(to + f.name.slice(from.length)).exists())
+        throw new FolderError('exists', 'a folder under the new name already exists');
     for (const f of moves) {
       const target = to + f.name.slice(from.length);
       await fs.rename(folderDir(this.root, this.account, f.name), folderDir(this.root, this.account, target));
