@@ -326,6 +326,8 @@ export function bodyStructure(part: MimePart, extended: boolean): Chunk[] {
             str('7BIT'),
             ['0'],
             ['0'],
+            // BODYSTRUCTURE gives every part its extension data, this one too
+            ...(extended ? [['NIL'], ['NIL'], ['NIL'], ['NIL']] : []),
           ]),
         ];
     const out: Chunk[] = ['('];
