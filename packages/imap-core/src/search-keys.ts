@@ -73,6 +73,16 @@ export const SUPPORTED_CHARSETS = ['UTF-8', 'US-ASCII'];
 
 export class BadCharsetError extends Error {}
 
+/**
+ * KEYWORD's argument: flag-keyword is an atom (RFC 9051 §9), and a backslash is no atom
+ * char, so `KEYWORD \Seen` is a syntax error rather than a search for the system flag.
+ */
+function keyword(r: ArgReader): string {
+  const k = r.atom('keyword');
+  if (k.includes('\\')) throw new ParseError('a keyword has no "\\"; system flags have keys of their own');
+  return k;
+}
+
 function one(r: ArgReader, depth: number): SearchKey {
   if (depth > 100) throw new ParseError('search keys nested too deeply');
   const t = r.next('search key');
@@ -104,9 +114,9 @@ function one(r: ArgReader, depth: number): SearchKey {
     case 'RECENT':
       return { k: 'recent' };
     case 'KEYWORD':
-      return { k: 'flag', flag: r.atom('keyword'), set: true };
+      return { k: 'flag', flag: keyword(r), set: true };
     case 'UNKEYWORD':
-      return { k: 'flag', flag: r.atom('keyword'), set: false };
+      return { k: 'flag', flag: keyword(r), set: false };
     case 'HEADER':
       return { k: 'header', field: r.astring('header name').toLowerCase(), value: r.astring() };
     case 'BODY':
