@@ -1,5 +1,5 @@
 // Argument shapes more than one command reads.
-import { ParseError, type ArgReader } from '@mailyard/imap-core';
+import { ParseError, type ArgReader, type Token } from '@mailyard/imap-core';
 import type { AuthedContext, SelectedContext } from '../context.js';
 import { SYSTEM_FLAGS } from '../flags.js';
 import type { SelectedMailbox } from '../selected.js';
@@ -14,10 +14,15 @@ export function oneMailbox(r: ArgReader): string {
   return name;
 }
 
-/** A flag list, or one flag (STORE, APPEND): system flags spelled as RFC 9051 §2.3.2 does. */
+/**
+ * A flag list, or (STORE) flags without parentheses up to the end of the command (RFC 9051
+ * §9 store-att-flags: `flag-list / (flag *(SP flag))`): system flags spelled as RFC 9051
+ * §2.3.2 does.
+ */
 export function flagList(r: ArgReader): string[] {
   const t = r.next('flag list');
-  const items = t.t === 'list' ? t.v : [t];
+  const items: Token[] = t.t === 'list' ? t.v : [t];
+  while (t.t !== 'list' && r.remaining) items.push(r.next('flag'));
   return items.map((x) => {
     if (x.t !== 'atom') throw new ParseError('bad flag');
     const f = x.v;
