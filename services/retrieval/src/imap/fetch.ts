@@ -29,6 +29,8 @@ export function parseImapDate(text: string): Date | null {
   const mon = MONTHS.findIndex((x) => x.toLowerCase() === m[2]!.toLowerCase());
   if (mon < 0) return null;
   const offset = (Number(m[8]) * 60 + Number(m[9])) * (m[7] === '-' ? -1 : 1);
+  // a day the month does not have (31-Feb) is no date, not a day in the next month
+  if (new Date(Date.UTC(Number(m[3]), mon, Number(m[1]))).getUTCDate() !== Number(m[1])) return null;
   const t =
     Date.UTC(Number(m[3]), mon, Number(m[1]), Number(m[4]), Number(m[5]), Number(m[6])) - offset * 60000;
   return new Date(t);
