@@ -89,16 +89,27 @@ function item(atom: string): FetchItem[] {
   ];
 }
 
+/**
+ * A data item asked for twice (`UID UID`) is answered once, as Dovecot does;
+ * body sections are answered as asked, each one.
+ */
+function once(items: FetchItem[]): FetchItem[] {
+  const seen = new Set<string>();
+  return items.filter((i) => i.k === 'SECTION' || (!seen.has(i.k) && !!seen.add(i.k)));
+}
+
 /** The item list of a FETCH command: one atom or a parenthesised list. */
 export function parseFetchItems(t: Token): FetchItem[] {
   if (t.t === 'atom') return item(t.v);
   if (t.t === 'list' && t.v.length) {
-    return t.v.flatMap((x) => {
-      if (x.t !== 'atom') throw new ParseError('bad FETCH item');
-      const up = x.v.toUpperCase();
-      if (MACROS[up]) throw new ParseError(`${up} cannot be in a list`);
-      return item(x.v);
-    });
+    return once(
+      t.v.flatMap((x) => {
+        if (x.t !== 'atom') throw new ParseError('bad FETCH item');
+        const up = x.v.toUpperCase();
+        if (MACROS[up]) throw new ParseError(`${up} cannot be in a list`);
+        return item(x.v);
+      }),
+    );
   }
   throw new ParseError('expected FETCH items');
 }
