@@ -185,6 +185,9 @@ export class MailAccount {
     // with them, as Dovecot does; a name with nothing under it is no folder
     if (!moves.length) throw new FolderError('nonexistent', 'no such folder');
     if (await this.folder(to).exists()) throw new FolderError('exists', 'target folder already exists');
+    // a folder cannot go inside itself: the level its new name hangs from is moving with it
+    if (from !== 'INBOX' && to.startsWith(from + '/'))
+      throw new FolderError('invalid', 'a folder cannot be renamed into itself');
     if (from === 'INBOX') {
       await this.create(to);
       const snap = await src.snapshot();
