@@ -91,7 +91,11 @@ export class ScriptClient {
     this.sock.write(Buffer.from(`${text}\r\n`, 'utf8'));
     for (;;) {
       const r = await this.next(deadline);
-      if (r.startsWith('+')) continue;
+      if (r.startsWith('+')) {
+        // IDLE (RFC 2177) ends with DONE once the server is idling
+        if (/^IDLE$/i.test(command)) this.sock.write('DONE\r\n');
+        continue;
+      }
       out.push(r);
       if (r.startsWith(`${tag} `)) return out;
     }

@@ -15,7 +15,7 @@
 //                                 say why in a comment above
 //
 // `{name}` in a command is the named message, sent as a synchronising literal (`~{name}`
-// as a literal8, RFC 3516). Each
+// as a literal8, RFC 3516). IDLE is ended with DONE as soon as the server idles. Each
 // session logs in first (not compared) and the script runs in the order written.
 
 export interface Step {
