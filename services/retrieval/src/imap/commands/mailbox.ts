@@ -64,7 +64,7 @@ interface ListArgs {
   ret: Set<string>;
   status: string[] | null;
   lsub: boolean;
-  /** Selection options or RETURN were given, if empty (RFC 5258's extended LIST). */
+  /** Selection options, RETURN or a list of patterns were given (RFC 5258's extended LIST). */
   extended: boolean;
 }
 
@@ -100,6 +100,8 @@ function parseList(r: ArgReader, lsub: boolean): ListArgs {
   }
   const ref = r.astring('reference');
   const pt = r.next('mailbox pattern');
+  // RFC 5258 §3: several patterns in parentheses make a LIST extended too
+  if (pt.t === 'list' && !lsub) extended = true;
   const rawPatterns =
     pt.t === 'list'
       ? pt.v.map(tokenText)
