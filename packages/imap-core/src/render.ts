@@ -247,9 +247,12 @@ function addresses(value: string | null, utf8: boolean): string {
 export function envelopeText(h: HeaderField[], utf8 = false): string {
   const from = header(h, 'from');
   const fromList = addresses(from, utf8);
-  // Sender and Reply-To default to From (RFC 9051 §7.5.2): rendered once
-  const sender = header(h, 'sender');
-  const replyTo = header(h, 'reply-to');
+  // Sender and Reply-To default to From when absent or present but empty (RFC 3501
+  // §7.4.2); From is rendered once
+  const orFrom = (value: string | null) => {
+    const list = value === null ? 'NIL' : addresses(value, utf8);
+    return list === 'NIL' ? fromList : list;
+  };
   return (
     '(' +
     nstringBytes(header(h, 'date'), utf8) +
@@ -258,9 +261,9 @@ export function envelopeText(h: HeaderField[], utf8 = false): string {
     ' ' +
     fromList +
     ' ' +
-    (sender === null ? fromList : addresses(sender, utf8)) +
+    orFrom(header(h, 'sender')) +
     ' ' +
-    (replyTo === null ? fromList : addresses(replyTo, utf8)) +
+    orFrom(header(h, 'reply-to')) +
     ' ' +
     addresses(header(h, 'to'), utf8) +
     ' ' +
