@@ -235,7 +235,10 @@ function addresses(value: string | null, utf8: boolean): string {
   // RFC 9051 §9 env-from: "(" 1*address ")", addresses not separated by spaces
   let out = '(';
   for (const a of list) {
-    out += `(${nstringBytes(a.name, utf8)} NIL ${nstringBytes(a.mailbox, utf8)} ${nstringBytes(a.host, utf8)})`;
+    // a NIL host marks a group (RFC 9051 §7.5.2): an address without a domain gets one,
+    // the placeholder Dovecot gives it, so that no client reads it as a group's start
+    const host = a.host ?? (a.group ? null : 'MISSING_DOMAIN');
+    out += `(${nstringBytes(a.name, utf8)} NIL ${nstringBytes(a.mailbox, utf8)} ${nstringBytes(host, utf8)})`;
   }
   return out + ')';
 }
