@@ -40,6 +40,8 @@ export interface Address {
   host: string | null;
   /** Group start (mailbox = group name, host null) or end (all null). */
   group?: 'start' | 'end';
+  /** An obsolete source route: `@a.example,@b.example` of `<@a.example,@b.example:u@c>`. */
+  route?: string;
 }
 
 /** `<>,:;@`, the specials that separate address tokens. */
@@ -128,7 +130,12 @@ function pushAddress(ts: string[], from: number, to: number, out: Address[]): vo
       }
     }
     const name = tokenText(ts, from, lt).trim() || null;
-    a = addrOf(ts, lt + 1, gt < 0 ? to : gt, name);
+    const end = gt < 0 ? to : gt;
+    // RFC 5322 §4.4 obs-route: "@a.example,@b.example:" before the addr-spec
+    let colon = -1;
+    if (ts[lt + 1] === '@') for (let i = lt + 1; i < end && colon < 0; i++) if (ts[i] === ':') colon = i;
+    a = addrOf(ts, colon < 0 ? lt + 1 : colon + 1, end, name);
+    if (a && colon >= 0) a.route = ts.slice(lt + 1, colon).join('');
   } else a = addrOf(ts, from, to, null);
   if (a) out.push(a);
 }
@@ -188,9 +195,13 @@ export function parseAddressList(value: string): Address[] {
   let start = 0;
   let hasLt = false;
   let inGroup = false;
+  // in a source route (`<@a.example,@b.example:u@c>`) a comma or colon is the route's
+  let inRoute = false;
   for (let k = 0; k < toks.length; k++) {
     const t = toks[k]!;
-    if (t === ',') {
+    if (inRoute) {
+      if (t === '>') inRoute = false;
+    } else if (t === ',') {
       pushAddress(toks, start, k, out);
       start = k + 1;
       hasLt = false;
@@ -204,7 +215,10 @@ export function parseAddressList(value: string): Address[] {
       hasLt = false;
       out.push({ name: null, mailbox: null, host: null, group: 'end' });
       inGroup = false;
-    } else if (t === '<') hasLt = true;
+    } else if (t === '<') {
+      hasLt = true;
+      inRoute = toks[k + 1] === '@';
+    }
   }
   pushAddress(toks, start, toks.length, out);
   if (inGroup) out.push({ name: null, mailbox: null, host: null, group: 'end' });
@@ -238,7 +252,7 @@ function addresses(value: string | null, utf8: boolean): string {
     // a NIL host marks a group (RFC 9051 §7.5.2): an address without a domain gets one,
     // the placeholder Dovecot gives it, so that no client reads it as a group's start
     const host = a.host ?? (a.group ? null : 'MISSING_DOMAIN');
-    out += `(${nstringBytes(a.name, utf8)} NIL ${nstringBytes(a.mailbox, utf8)} ${nstringBytes(host, utf8)})`;
+    out += `(${nstringBytes(a.name, utf8)} ${nstringBytes(a.route ?? null, utf8)} ${nstringBytes(a.mailbox, utf8)} ${nstringBytes(host, utf8)})`;
   }
   return out + ')';
 }
