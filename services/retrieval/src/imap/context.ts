@@ -49,6 +49,11 @@ export interface OkOptions {
   code?: string;
   /** The command's own untagged responses (no line ends), sent first in the same write. */
   untagged?: string[];
+  /**
+   * The selected mailbox's HIGHESTMODSEQ once the updates are told, as the code (RFC 7162
+   * §3.2.7: EXPUNGE that removed messages, with QRESYNC on).
+   */
+  highestModseq?: boolean;
 }
 
 export interface ImapContext {

@@ -477,8 +477,8 @@ export class ImapSession implements ImapContext {
   /** Tagged OK, after the untagged updates the client should see first. */
   async ok(tag: string, text: string, opts: OkOptions = {}): Promise<void> {
     const own = opts.untagged?.length ? opts.untagged.join('\r\n') + '\r\n' : '';
-    const done = `${tag} OK ${opts.code ? `[${opts.code}] ` : ''}${text}\r\n`;
-    if (!this.selected) return this.send(own + done);
+    const done = (code = opts.code) => `${tag} OK ${code ? `[${code}] ` : ''}${text}\r\n`;
+    if (!this.selected) return this.send(own + done());
     // the updates and the tagged reply in one write: one wake-up of the client, not two
     let lines: string[];
     try {
@@ -488,7 +488,8 @@ export class ImapSession implements ImapContext {
       if (own) this.send(own);
       throw err;
     }
-    this.send(own + (lines.length ? lines.join('\r\n') + '\r\n' : '') + done);
+    const code = opts.highestModseq ? `HIGHESTMODSEQ ${this.selected.highestModseq}` : opts.code;
+    this.send(own + (lines.length ? lines.join('\r\n') + '\r\n' : '') + done(code));
   }
 
   // --- login -------------------------------------------------------------------

@@ -19,7 +19,7 @@ import {
   type MessageInfo,
 } from '@mailyard/mailstore';
 import { EventKeys, type LearnEvent } from '@mailyard/contracts';
-import type { AuthedContext, SelectedContext } from '../context.js';
+import type { AuthedContext, OkOptions, SelectedContext } from '../context.js';
 import {
   FETCH_CHUNK,
   gatherFetch,
@@ -259,6 +259,14 @@ async function expungeDeleted(s: SelectedContext, uids: Set<number> | null): Pro
   if (removed.length) s.changed(view.name);
   return removed;
 }
+
+/**
+ * RFC 7162 §3.2.7, §3.2.9: "If at least one message got expunged and QRESYNC was enabled,
+ * the server MUST send the updated per-mailbox modification sequence" in the tagged OK.
+ */
+const expungedCode = (s: SelectedContext, removed: number[]): OkOptions => ({
+  highestModseq: removed.length > 0 && s.enabled.qresync,
+});
 
 /** Moving into Junk trains the spam filter; out of Junk (except to Trash), as ham. One LearnEvent per message. */
 async function learnEvents(
@@ -517,8 +525,8 @@ export const messageCommands: CommandGroup = {
     parse: none,
     async run(s, tag) {
       if (s.selected.readOnly) throw reply.readOnly();
-      await expungeDeleted(s, null);
-      await s.ok(tag, 'EXPUNGE completed');
+      const removed = await expungeDeleted(s, null);
+      await s.ok(tag, 'EXPUNGE completed', expungedCode(s, removed));
     },
   }),
   'UID EXPUNGE': command({
@@ -531,8 +539,8 @@ export const messageCommands: CommandGroup = {
     async run(s, tag, set) {
       if (s.selected.readOnly) throw reply.readOnly();
       const uids = new Set(s.selected.resolve(set, true).map(({ m }) => m.uid));
-      await expungeDeleted(s, uids);
-      await s.ok(tag, 'UID EXPUNGE completed');
+      const removed = await expungeDeleted(s, uids);
+      await s.ok(tag, 'UID EXPUNGE completed', expungedCode(s, removed));
     },
   }),
   ...withUid('FETCH', command({ states: SELECTED, parse: parseFetch, run: runFetch })),
