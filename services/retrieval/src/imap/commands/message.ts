@@ -360,9 +360,10 @@ async function runCopy(s: SelectedContext, tag: string, a: CopyArgs, name: strin
   if (!move) return s.ok(tag, `${name} completed`, { allowExpunge: byUid, code });
   // RFC 6851 §4.3: COPYUID in an untagged OK before the expunges
   s.send(`* OK [${code}] Moved\r\n`);
-  await view.folder.expunge(msgs.map(({ m }) => m.uid));
+  const removed = await view.folder.expunge(msgs.map(({ m }) => m.uid));
   s.changed(view.name);
-  await s.ok(tag, `${name} completed`, { allowExpunge: true });
+  // its expunges end as EXPUNGE's do, with HIGHESTMODSEQ under QRESYNC (as Dovecot)
+  await s.ok(tag, `${name} completed`, { allowExpunge: true, ...expungedCode(s, removed) });
 }
 
 /** How long a session's APPEND and COPY go by the quota limit they last read. */
