@@ -5,6 +5,9 @@ import type { FramedCommand } from './framer.js';
 import { decodeMutf7 } from './mutf7.js';
 import { parseSequenceSet, type SequenceSet } from './sequence.js';
 
+/** RFC 9051 §9 number64: an unsigned 63-bit integer. */
+const NUMBER64_MAX = 2n ** 63n - 1n;
+
 export type Token =
   | { t: 'atom'; v: string }
   | { t: 'string'; v: Buffer; literal: boolean }
@@ -266,9 +269,10 @@ export class ArgReader {
     return normaliseMailbox(raw, this.utf8Names);
   }
 
+  /** A number64 (RFC 9051 §9: 0 to 2^63-1), the widest number a command takes. */
   number(what = 'number'): number {
     const a = this.atom(what);
-    if (!/^\d{1,20}$/.test(a)) throw new ParseError(`expected ${what}`);
+    if (!/^\d{1,19}$/.test(a) || BigInt(a) > NUMBER64_MAX) throw new ParseError(`expected ${what}`);
     return Number(a);
   }
 
