@@ -8,6 +8,8 @@ import { freePort } from './ports.js';
 /** A Dovecot (Debian's dovecot-imapd) on a loopback port, for benchmarks and differential tests. */
 export interface DovecotServer {
   port: number;
+  /** The POP3 listener (dovecot-pop3d), when asked for with `pop3`. */
+  pop3Port?: number;
   /** The master process (its children are the login and imap processes). */
   pid: number;
   stop(): Promise<void>;
@@ -31,6 +33,8 @@ export interface DovecotOptions {
   loginProcesses?: number;
   /** Extra lines appended to dovecot.conf. */
   extraConfig?: string;
+  /** A POP3 listener too (needs dovecot-pop3d, see dovecotInstalled). */
+  pop3?: boolean;
   keep?: boolean;
 }
 
@@ -39,8 +43,9 @@ export function dovecotPath(path: string): string {
   return path.replace(/%/g, '%%');
 }
 
-export function dovecotInstalled(): boolean {
-  return spawnSync('sh', ['-c', 'command -v dovecot && test -x /usr/lib/dovecot/imap']).status === 0;
+/** Dovecot with its IMAP server, and its POP3 server too for `'pop3'`. */
+export function dovecotInstalled(protocol: 'imap' | 'pop3' = 'imap'): boolean {
+  return spawnSync('sh', ['-c', `command -v dovecot && test -x /usr/lib/dovecot/${protocol}`]).status === 0;
 }
 
 async function waitPort(port: number, child: ChildProcess, log: string): Promise<void> {
@@ -58,9 +63,13 @@ async function waitPort(port: number, child: ChildProcess, log: string): Promise
   }
 }
 
-/** Starts `dovecot -F` with a config of its own: IMAP on a free loopback port, STARTTLS, PLAIN logins. */
+/**
+ * Starts `dovecot -F` with a config of its own: IMAP (and POP3 with `pop3`) on free
+ * loopback ports, STARTTLS/STLS, PLAIN logins.
+ */
 export async function startDovecot(opts: DovecotOptions): Promise<DovecotServer> {
   const port = await freePort();
+  const pop3Port = opts.pop3 ? await freePort() : undefined;
   const base = opts.dir;
   mkdirSync(join(base, 'run'), { recursive: true });
   const { key, cert } = selfSignedCertificate('imap.dovecot.test');
@@ -78,7 +87,7 @@ export async function startDovecot(opts: DovecotOptions): Promise<DovecotServer>
   writeFileSync(
     join(base, 'dovecot.conf'),
     `
-protocols = imap
+protocols = imap${pop3Port ? ' pop3' : ''}
 listen = 127.0.0.1
 base_dir = ${base}/run
 state_dir = ${base}/state
@@ -110,15 +119,29 @@ service imap-login {
   }
   process_min_avail = ${opts.loginProcesses ?? 1}
 }
+${pop3Port ? pop3Listener(pop3Port) : ''}
 ${opts.extraConfig ?? ''}
 `,
   );
   const child = spawn('dovecot', ['-F', '-c', join(base, 'dovecot.conf')], { stdio: 'inherit' });
-  await waitPort(port, child, log);
+  // not left running by a test that fails or ends without stop()
+  const kill = () => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  };
+  process.once('exit', kill);
+  try {
+    await waitPort(port, child, log);
+    if (pop3Port) await waitPort(pop3Port, child, log);
+  } catch (err) {
+    kill();
+    throw err;
+  }
   return {
     port,
+    pop3Port,
     pid: child.pid!,
     async stop() {
+      process.removeListener('exit', kill);
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once('exit', r));
         child.kill('SIGTERM');
@@ -128,3 +151,15 @@ ${opts.extraConfig ?? ''}
     },
   };
 }
+
+const pop3Listener = (port: number) => `
+service pop3-login {
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = ${port}
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+`;

@@ -75,10 +75,14 @@ export class LineClient {
     socket.on('error', () => undefined);
   }
 
-  static async connect(port: number, opts: { tls?: boolean } = {}): Promise<LineClient> {
+  static async connect(
+    port: number,
+    opts: { tls?: boolean; localAddress?: string } = {},
+  ): Promise<LineClient> {
+    const from = opts.localAddress ? { localAddress: opts.localAddress } : {};
     const socket = opts.tls
-      ? tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false })
-      : netConnect({ port, host: '127.0.0.1' });
+      ? tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false, ...from })
+      : netConnect({ port, host: '127.0.0.1', ...from });
     await new Promise<void>((resolve, reject) => {
       socket.once(opts.tls ? 'secureConnect' : 'connect', () => resolve());
       socket.once('error', reject);

@@ -15,3 +15,4 @@ export * from './postfix.js';
 export * from './ports.js';
 export * from './skip.js';
 export * from './process.js';
+export * from './session-script.js';

@@ -17,6 +17,8 @@
 // text written N times, and a final `\c` for no CRLF after the line. A session's first
 // step connects and compares the greeting; sessions run in the order written.
 
+import { rfcLine, scriptBytes } from '@mailyard/testkit';
+
 export interface Step {
   session: string;
   /** The script's text of the step, for messages. */
@@ -36,49 +38,13 @@ export interface Script {
   steps: Step[];
 }
 
-/** The bytes a step's text stands for. */
-export function unescape(text: string): Buffer {
-  let expanded = text;
-  // innermost first: `{25*{1000*x}\r\n}` is 25 lines of 1000 x's
-  for (let prev = ''; prev !== expanded;) {
-    prev = expanded;
-    expanded = expanded.replace(/\{(\d+)\*([^{}]*)\}/g, (_, n: string, s: string) => s.repeat(Number(n)));
-  }
-  const bytes: number[] = [];
-  const put = (s: string) => bytes.push(...Buffer.from(s, 'utf8'));
-  let crlf = true;
-  for (let i = 0; i < expanded.length; i++) {
-    const c = expanded[i]!;
-    if (c !== '\\') {
-      put(c);
-      continue;
-    }
-    const e = expanded[++i];
-    if (e === 'x') {
-      bytes.push(parseInt(expanded.slice(i + 1, i + 3), 16));
-      i += 2;
-    } else if (e === 'c' && i === expanded.length - 1) crlf = false;
-    else if (e === 'r' || e === 'n' || e === 't' || e === '0' || e === '\\')
-      bytes.push({ r: 13, n: 10, t: 9, '0': 0, '\\': 92 }[e]);
-    else throw new Error(`unknown escape \\${e ?? ''} in ${text}`);
-  }
-  if (crlf) bytes.push(13, 10);
-  return Buffer.from(bytes);
-}
-
 export function parseScript(name: string, text: string): Script {
   const steps: Step[] = [];
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!.replace(/\r$/, '');
     if (!line.trim() || line.startsWith('#')) continue;
-    const rfc = /^rfc> (.*)$/.exec(line);
-    if (rfc) {
-      const last = steps[steps.length - 1];
-      if (!last?.compare) throw new Error(`${name}:${i + 1}: rfc> must follow a compared step`);
-      (last.rfc ??= []).push(rfc[1]!);
-      continue;
-    }
+    if (rfcLine(steps, line, `${name}:${i + 1}`)) continue;
     const step = /^([a-z])([>.-])(\d*)(?: (.*))?$/.exec(line);
     if (!step) throw new Error(`${name}:${i + 1}: cannot read ${JSON.stringify(line)}`);
     const [, session, mark, count] = step as unknown as [string, string, string, string];
@@ -87,7 +53,7 @@ export function parseScript(name: string, text: string): Script {
     steps.push({
       session,
       text: body,
-      send: closed ? null : unescape(body),
+      send: closed ? null : scriptBytes(body),
       replies: mark === '.' || closed ? 0 : count ? Number(count) : 1,
       compare: mark === '>',
       rfc: null,

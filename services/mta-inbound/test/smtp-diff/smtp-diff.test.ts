@@ -13,6 +13,7 @@ import { intakeSchema } from '@mailyard/smtp-intake';
 import {
   postfixInstalled,
   RawSmtp,
+  scriptDifferences,
   skipWithout,
   startPostfix,
   tempDir,
@@ -168,29 +169,7 @@ void describe('SMTP compared with Postfix', { skip }, () => {
     void it(script.name, { timeout: 60_000 }, async () => {
       const theirs = await runScript(postfix.port, script);
       const ours = await runScript(p.inbound.port, script);
-      // the compared steps, with the greeting of each session where its first step is
-      const labels: { what: string; rfc: string[] | null }[] = [];
-      const opened = new Set<string>();
-      for (const s of script.steps) {
-        if (!opened.has(s.session)) {
-          opened.add(s.session);
-          labels.push({ what: `greeting of ${s.session}`, rfc: null });
-        }
-        if (s.compare) labels.push({ what: `line ${s.line}: ${s.session}> ${s.text}`, rfc: s.rfc });
-      }
-      const diffs: string[] = [];
-      labels.forEach(({ what, rfc }, i) => {
-        const want = rfc ?? theirs[i]!;
-        const got = ours[i]!;
-        if (JSON.stringify(want) === JSON.stringify(got)) return;
-        diffs.push(
-          [
-            what.length > 160 ? `${what.slice(0, 160)}...` : what,
-            ...want.map((l) => `  ${rfc ? 'rfc' : 'postfix'}:  ${l}`),
-            ...got.map((l) => `  mailyard: ${l}`),
-          ].join('\n'),
-        );
-      });
+      const diffs = scriptDifferences(script.steps, theirs, ours, 'postfix');
       assert.equal(diffs.length, 0, `${script.name}: replies differ\n${diffs.join('\n')}`);
     });
   }
