@@ -55,6 +55,11 @@ class Pop3Error extends Error {
 
 interface Pop3Command {
   states: Pop3State[];
+  /**
+   * The most arguments the command takes (RFC 1939 §3: each separated by a single space,
+   * so a trailing space is one more, empty); unset: the rest of the line is ignored.
+   */
+  maxArgs?: number;
   run(s: Pop3Session, args: string[]): Promise<void> | void;
 }
 
@@ -214,6 +219,10 @@ export class Pop3Session {
     }
     if (!cmd.states.includes(this.state)) {
       this.send(`-ERR ${name} not allowed now`);
+      return this.countBad();
+    }
+    if (cmd.maxArgs !== undefined && args.length > cmd.maxArgs) {
+      this.send(`-ERR Noise after the arguments of ${name}`);
       return this.countBad();
     }
     const started = process.hrtime.bigint();
@@ -507,16 +516,17 @@ const COMMANDS: Record<string, Pop3Command> = {
   QUIT: { states: BOTH, run: (s) => s.quit() },
   NOOP: { states: TRANS, run: (s) => s.send('+OK') },
   STAT: { states: TRANS, run: (s) => s.stat() },
-  LIST: { states: TRANS, run: (s, a) => s.list(a[0], false) },
-  UIDL: { states: TRANS, run: (s, a) => s.list(a[0], true) },
-  RETR: { states: TRANS, run: (s, a) => s.retr(a[0], null) },
+  LIST: { states: TRANS, maxArgs: 1, run: (s, a) => s.list(a[0], false) },
+  UIDL: { states: TRANS, maxArgs: 1, run: (s, a) => s.list(a[0], true) },
+  RETR: { states: TRANS, maxArgs: 1, run: (s, a) => s.retr(a[0], null) },
   TOP: {
     states: TRANS,
+    maxArgs: 2,
     run: (s, a) => {
       if (!a[1] || !/^\d+$/.test(a[1])) throw new Pop3Error(null, 'TOP needs a line count');
       return s.retr(a[0], Number(a[1]));
     },
   },
-  DELE: { states: TRANS, run: (s, a) => s.dele(a[0]) },
+  DELE: { states: TRANS, maxArgs: 1, run: (s, a) => s.dele(a[0]) },
   RSET: { states: TRANS, run: (s) => s.rset() },
 };
