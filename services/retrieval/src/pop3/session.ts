@@ -344,7 +344,7 @@ export class Pop3Session {
     const snap = await this.folder.snapshot();
     this.messages = snap.messages;
     this.validity = snap.validity;
-    this.sizes = await Promise.all(this.messages.map((m) => this.folder!.sizeOf(m)));
+    this.sizes = await Promise.all(this.messages.map((m) => sentSize(this.folder!, m)));
     this.state = 'transaction';
     if (this.loginTimer) clearTimeout(this.loginTimer);
     // from now on the autologout timer
@@ -501,6 +501,23 @@ export class Pop3Session {
     this.deps.metrics.sentBytes.inc({ protocol: 'pop3' }, this.conn.sent);
     await this.release?.();
   }
+}
+
+/**
+ * A message's size as RETR sends it, every line end two octets (RFC 1939 §11): what LIST
+ * and STAT must say. Files Mailyard wrote (`,S=`) hold CRLF line ends as received;
+ * Dovecot's carry their size with CRLF line ends as `,W=`; the others (other delivery
+ * agents, a Maildir copied in, most with LF line ends) are read and counted, as Dovecot
+ * counts a file it has not seen.
+ */
+async function sentSize(folder: MailFolder, m: MessageInfo): Promise<number> {
+  const virtual = /,W=(\d+)/.exec(m.base);
+  if (virtual) return Number(virtual[1]);
+  if (m.size >= 0) return m.size;
+  const data = await folder.read(m);
+  let bareLf = 0;
+  for (let i = data.indexOf(10); i >= 0; i = data.indexOf(10, i + 1)) if (data[i - 1] !== 13) bareLf++;
+  return data.length + bareLf;
 }
 
 const AUTH: Pop3State[] = ['authorization'];
