@@ -42,7 +42,7 @@ import {
   withoutDeliveryCounts,
 } from './inspect.js';
 import { RpcChannel } from './rpc.js';
-import { declareQueue, declareTopology, outboundDelayQueueSpec, type QueueSpec } from './topology.js';
+import { declareQueue, declareTopology, delayQueueSpec, type QueueSpec } from './topology.js';
 
 export interface PublishItem {
   exchange?: string;
@@ -240,7 +240,7 @@ export class Bus {
   private warnedDown = false;
   /** Set at the first successful connect: before it, a broker still starting is expected. */
   private connectedOnce = false;
-  /** Queues declared besides the topology (a relay's delay queues), again at every connect. */
+  /** Queues declared besides the topology (the delay queues of a schedule), again at every connect. */
   private extraQueues = new Map<string, QueueSpec>();
   /** This connection's RPC channel, opened at the first request. */
   private rpc: { conn: ChannelModel; channel: Promise<RpcChannel> } | null = null;
@@ -333,8 +333,8 @@ export class Bus {
   }
 
   /**
-   * Declares queues besides the topology (a relay's delay queues of its own schedule),
-   * now when connected and again at every connect.
+   * Declares queues besides the topology (the delay queues of a relay's or delivery's
+   * schedule), now when connected and again at every connect.
    */
   async declareQueues(specs: QueueSpec[]): Promise<void> {
     for (const q of specs) this.extraQueues.set(q.name, q);
@@ -644,12 +644,18 @@ export class Bus {
   }
 
   /**
-   * Publishes a deferred message to the delay queue of `delayMs` (`outbound.retry.<d>`),
-   * where it waits out the delay and goes back to `outbound`. A delay queue the broker
-   * has lost is declared again and the publish repeated.
+   * Publishes a deferred message to the delay queue of `delayMs` in front of `target`
+   * (`outbound.retry.<d>`, `delivery.retry.<d>`), where it waits out the delay and goes
+   * back to `target`. A delay queue the broker has lost is declared again and the publish
+   * repeated.
    */
-  async publishDelayed(delayMs: number, body: Buffer, envelope: Envelope): Promise<void> {
-    const spec = outboundDelayQueueSpec(delayMs);
+  async publishDelayed(
+    delayMs: number,
+    body: Buffer,
+    envelope: Envelope,
+    target: MailRoutingKey = RoutingKeys.outbound,
+  ): Promise<void> {
+    const spec = delayQueueSpec(target, delayMs);
     const item = this.mailItem(spec.name, body, envelope);
     try {
       await this.publish(item);

@@ -5,7 +5,8 @@ import {
   MAIL_EXCHANGE,
   Queues,
   RoutingKeys,
-  outboundDelayQueue,
+  delayQueue,
+  type MailRoutingKey,
 } from '@mailyard/contracts';
 
 /**
@@ -16,6 +17,9 @@ import {
  *                            --outbound--> quorum queue `outbound`
  *                            --outbound.retry.<d>--> quorum queue `outbound.retry.<d>`
  *                                   (TTL <d>, then dead-lettered to `mail`/`outbound`)
+ *                            --delivery.retry.<d>--> quorum queue `delivery.retry.<d>`
+ *                                   (TTL <d>, then dead-lettered to `mail`/`delivery`;
+ *                                   declared by delivery at start, see delayQueueSpec)
  *   exchange `mail.dlx` (fanout) --------> quorum queue `dead-letter`
  *   default exchange --policy--> classic queue `policy` (RPC, replies by direct reply-to)
  *   exchange `events` (topic): `mailbox.changed`; subscribers bind their own
@@ -76,39 +80,44 @@ export const QUEUES: QueueSpec[] = [
 ];
 
 /**
- * Outbound retry delays (Postfix-like back-off: 1m, 5m, 15m, 30m, 1h, 2h, 4h, then every
- * 4h). services/outbound-relay may be configured with another schedule; it declares
- * the queues of that schedule with `outboundDelayQueueSpec` at start.
+ * Retry delays (Postfix-like back-off: 1m, 5m, 15m, 30m, 1h, 2h, 4h, then every 4h), of
+ * outbound-relay and of delivery alike. Either may be configured with another schedule;
+ * each declares the queues of its schedule with `delayQueueSpec` at start.
  */
 export const DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS = [
   60_000, 300_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 14_400_000,
 ];
 
 /**
- * A delay queue: messages wait for the queue's TTL, then are dead-lettered back to
- * `outbound`. A quorum queue with at-least-once dead-lettering: it keeps a message until
- * `outbound` has confirmed it. A classic queue dead-letters without confirms, and drops
- * what it cannot hand over: a broker that was down while messages fell due lost every
- * one of them at its restart.
+ * A delay queue in front of the mail queue `target`: messages wait for the queue's TTL,
+ * then are dead-lettered back to `target`. A quorum queue with at-least-once
+ * dead-lettering: it keeps a message until `target` has confirmed it. A classic queue
+ * dead-letters without confirms, and drops what it cannot hand over: a broker that was
+ * down while messages fell due lost every one of them at its restart.
  * (At-least-once needs `reject-publish` as overflow; the queues have no length limit.)
  *
  * A message that the queue inspection tool takes with basic.get and returns keeps its
  * expiry. No delivery limit is set: on RabbitMQ 3.x there is then none; 4.x's default of
- * 20 returns would send a message to `outbound` early, never lose it.
+ * 20 returns would send a message to `target` early, never lose it.
  */
-export function outboundDelayQueueSpec(delayMs: number): QueueSpec {
-  const name = outboundDelayQueue(delayMs);
+export function delayQueueSpec(target: MailRoutingKey, delayMs: number): QueueSpec {
+  const name = delayQueue(target, delayMs);
   return {
     name,
     bindings: [{ exchange: MAIL_EXCHANGE, key: name }],
     arguments: quorum({
       'x-message-ttl': delayMs,
       'x-dead-letter-exchange': MAIL_EXCHANGE,
-      'x-dead-letter-routing-key': RoutingKeys.outbound,
+      'x-dead-letter-routing-key': target,
       'x-dead-letter-strategy': 'at-least-once',
       'x-overflow': 'reject-publish',
     }),
   };
+}
+
+/** The delay queue `outbound.retry.<d>` (delayQueueSpec). */
+export function outboundDelayQueueSpec(delayMs: number): QueueSpec {
+  return delayQueueSpec(RoutingKeys.outbound, delayMs);
 }
 
 QUEUES.push(...DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS.map(outboundDelayQueueSpec));

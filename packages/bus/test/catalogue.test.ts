@@ -16,6 +16,7 @@ import {
   PolicyRpc,
   Queues,
   RoutingKeys,
+  delayQueue,
   outboundDelayQueue,
   type Envelope,
   type PolicyDecision,
@@ -289,6 +290,38 @@ test(
       assert.equal(await bus.consumerCount(Queues.outbound), 1);
     } finally {
       await ch.purgeQueue(outboundDelayQueue(3_600_000)).catch(() => undefined);
+      await bus.stop();
+    }
+  },
+);
+
+test(
+  'a delay queue in front of delivery: the message goes back to delivery once its delay is out',
+  { timeout: 30_000 },
+  async () => {
+    const bus = await startBus('delayed-delivery');
+    const delay = 300;
+    const queue = delayQueue(RoutingKeys.delivery, delay);
+    try {
+      assert.equal(queue, 'delivery.retry.300ms');
+      await ch.purgeQueue(Queues.delivery);
+      const sent = Date.now();
+      await bus.publishDelayed(
+        delay,
+        Buffer.from('Subject: later\r\n\r\n'),
+        envelope('QueueIdLate00001'),
+        RoutingKeys.delivery,
+      );
+      const back = await waitFor(async () => ch.get(Queues.delivery, { noAck: true }), {
+        what: 'the message back in delivery',
+      });
+      assert.ok(Date.now() - sent >= delay, 'not before its delay');
+      const env = JSON.parse(String(back.properties.headers?.[ENVELOPE_HEADER])) as Envelope;
+      assert.equal(env.queueId, 'QueueIdLate00001');
+      assert.equal(back.content.toString(), 'Subject: later\r\n\r\n');
+      assert.deepEqual(await bus.inspectQueue(queue), { messages: 0, consumers: 0 });
+      assert.equal(await bus.inspectQueue(outboundDelayQueue(delay)), null, 'no outbound queue for it');
+    } finally {
       await bus.stop();
     }
   },

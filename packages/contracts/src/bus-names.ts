@@ -68,24 +68,51 @@ export const Headers = {
 export const OUTBOUND_DELAY_QUEUE_PREFIX = 'outbound.retry.';
 
 /**
+ * Delay queues of delivery's retries (a recipient whose alias is over
+ * ALIAS_EXPANSION_LIMIT, a mailbox it cannot write to): `delivery.retry.5m`, as the
+ * outbound ones, dead-lettered back to `delivery`.
+ */
+export const DELIVERY_DELAY_QUEUE_PREFIX = 'delivery.retry.';
+
+/**
  * The classic delay queues of earlier releases (`outbound.delay.5m`). What waits in them
  * still goes back to `outbound` when due; outbound-relay removes each once it is empty,
  * and the queue commands still find the messages they hold.
  */
 export const LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX = 'outbound.delay.';
 
-/** `outbound.retry.200ms`, `outbound.retry.90s`, `outbound.retry.5m`, `outbound.retry.4h`. */
-export function outboundDelayQueue(delayMs: number): string {
+/** The prefix of the delay queues in front of each mail queue. */
+const DELAY_QUEUE_PREFIXES: Record<MailRoutingKey, string> = {
+  outbound: OUTBOUND_DELAY_QUEUE_PREFIX,
+  delivery: DELIVERY_DELAY_QUEUE_PREFIX,
+};
+
+/**
+ * The delay queue of `delayMs` in front of the mail queue `target`, named after the delay:
+ * `outbound.retry.200ms`, `outbound.retry.90s`, `delivery.retry.5m`, `outbound.retry.4h`.
+ */
+export function delayQueue(target: MailRoutingKey, delayMs: number): string {
   const units: [number, string][] = [
     [3_600_000, 'h'],
     [60_000, 'm'],
     [1000, 's'],
   ];
+  const prefix = DELAY_QUEUE_PREFIXES[target];
   for (const [size, unit] of units) {
-    if (delayMs >= size && delayMs % size === 0)
-      return `${OUTBOUND_DELAY_QUEUE_PREFIX}${delayMs / size}${unit}`;
+    if (delayMs >= size && delayMs % size === 0) return `${prefix}${delayMs / size}${unit}`;
   }
-  return `${OUTBOUND_DELAY_QUEUE_PREFIX}${delayMs}ms`;
+  return `${prefix}${delayMs}ms`;
+}
+
+/** `outbound.retry.200ms`, `outbound.retry.90s`, `outbound.retry.5m`, `outbound.retry.4h`. */
+export function outboundDelayQueue(delayMs: number): string {
+  return delayQueue(RoutingKeys.outbound, delayMs);
+}
+
+/** The mail queue a delay queue (`delivery.retry.5m`) sends its messages back to; null for another queue. */
+export function delayQueueTarget(queue: string): MailRoutingKey | null {
+  const found = Object.entries(DELAY_QUEUE_PREFIXES).find(([, prefix]) => queue.startsWith(prefix));
+  return found ? (found[0] as MailRoutingKey) : null;
 }
 
 /** The classic queue of an earlier release for the same delay as `queue`: `outbound.delay.5m`. */
