@@ -135,22 +135,60 @@ export const bytesOrUnlimited = (def: number) =>
   sizeText.pipe(z.number().int().nonnegative('expected a size, or 0 for no limit')).default(def);
 
 const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?$/;
+const DURATION_UNITS: Record<string, number> = {
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+  w: 604_800_000,
+};
+/** Milliseconds of a Postfix-style duration (300s, 5m, 4h, 5d; a bare number is seconds), or null. */
+function parseDuration(text: string): number | null {
+  const m = DURATION_RE.exec(text.trim());
+  if (!m) return null;
+  return Math.round(Number(m[1]) * (DURATION_UNITS[m[2] ?? 's'] ?? 1000));
+}
+
 /** A duration in milliseconds; accepts Postfix-style 300s, 5m, 4h, 5d (bare numbers are seconds). */
 export const duration = (def: string) =>
   z
     .union([z.number(), z.string()])
     .transform((v, ctx) => {
-      const m = DURATION_RE.exec(String(v).trim());
-      if (!m) {
+      const ms = parseDuration(String(v));
+      if (ms === null) {
         ctx.addIssue({ code: 'custom', message: 'expected a duration such as 300s, 5m, 4h or 5d' });
         return z.NEVER;
       }
-      const n = Number(m[1]);
-      const unit = m[2] ?? 's';
-      const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 }[unit] ?? 1000;
-      return Math.round(n * mult);
+      return ms;
     })
     .prefault(def);
+
+/**
+ * A retry schedule: a comma/space separated list of durations above 0 (`1m,5m,15m`), in
+ * milliseconds.
+ */
+export const durationList = (def: number[]) =>
+  z
+    .union([z.string(), z.array(z.union([z.string(), z.number()]))])
+    .transform((v, ctx) => {
+      const items = typeof v === 'string' ? v.split(/[\s,]+/).filter(Boolean) : v.map(String);
+      const out: number[] = [];
+      for (const item of items) {
+        const ms = parseDuration(item);
+        if (ms === null) {
+          ctx.addIssue({ code: 'custom', message: `expected durations such as 1m,5m,4h, got "${item}"` });
+          return z.NEVER;
+        }
+        out.push(ms);
+      }
+      if (!out.length || out.some((n) => n <= 0)) {
+        ctx.addIssue({ code: 'custom', message: 'expected at least one delay above 0' });
+        return z.NEVER;
+      }
+      return out;
+    })
+    .default(def);
 
 /** A duration above 0 (a timeout that must not be off). */
 export const positiveDuration = (def: string) =>

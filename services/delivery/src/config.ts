@@ -1,8 +1,10 @@
 import { z } from 'zod';
+import { DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS } from '@mailyard/bus';
 import {
   addressingSchema,
   commonSchema,
   directoryCacheSchema,
+  durationList,
   mailStoreSchema,
   positiveInt,
   quotaSchema,
@@ -20,18 +22,25 @@ export const deliverySchema = z.object({
   delivery_max_attempts: positiveInt(MailMessages.delivery.failure.maxAttempts),
   /**
    * How long the records of what a message's runs did (copies filed, DSNs, forwards) are
-   * kept, in seconds: from the run that wrote them, renewed by each run that fails. Covers
-   * any redelivery, and a message moved back from the dead-letter queue within it reaches
-   * nobody twice.
+   * kept, in seconds: from the run that wrote them, renewed by each run that fails or
+   * defers recipients. Covers any redelivery, and a message moved back from the
+   * dead-letter queue within it reaches nobody twice.
    */
   delivery_dedupe_ttl: positiveInt(14 * 24 * 3600),
   /**
    * Addresses one recipient may expand to through aliases, a nested alias counted by its
    * members (Postfix: virtual_alias_expansion_limit). A recipient over it is deferred
-   * (4.6.0, logged with the count and dead-lettered after DELIVERY_MAX_ATTEMPTS runs);
-   * the message's other recipients get theirs.
+   * (4.6.0, logged with the count) and retried on DELIVERY_RETRY_SCHEDULE; the message's
+   * other recipients get theirs at once.
    */
   alias_expansion_limit: positiveInt(DEFAULT_ALIAS_EXPANSION_LIMIT),
+  /**
+   * Delays between the runs of recipients delivery defers (an alias over
+   * ALIAS_EXPANSION_LIMIT, a mailbox it cannot write to), as outbound-relay's
+   * OUTBOUND_RETRY_SCHEDULE by default; after the last one, its value repeats. Each delay
+   * is a delay queue `delivery.retry.<d>` (declared at start).
+   */
+  delivery_retry_schedule: durationList(DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS),
   /** Folder for mail the policy service holds as spam (quarantine). */
   junk_folder: z.string().min(1).default('Junk'),
   /** Folder for bulk/advertising mail marked by the policy service; INBOX leaves it there (e.g. Promotions). */

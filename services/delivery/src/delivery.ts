@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import {
   BackendUnavailableError,
+  delayQueueSpec,
   envelopeParts,
   holdOnFailure,
   type Bus,
@@ -57,6 +58,11 @@ function createMetrics(registry: Registry) {
       labelNames: ['result'] as const,
       registers: [registry],
     }),
+    retries: new Counter({
+      name: 'mailyard_delivery_retries_total',
+      help: 'Messages of deferred recipients sent to a delay queue delivery.retry.<d> (retry scheduled)',
+      registers: [registry],
+    }),
     failures: new Counter({
       name: 'mailyard_delivery_failures_total',
       help: 'Runs of a message that failed (held for a backend, retried or dead-lettered)',
@@ -100,12 +106,16 @@ const fromRedis = <T>(p: Promise<T>): Promise<T> => holdOnFailure('Redis', p);
  * MDA: consumes `delivery`, expands each recipient (account, aliases with nesting and
  * loop protection, plus-address, catch-all), files one copy per account into its
  * Maildir, forwards external alias targets to `outbound`, and acks only after every
- * copy is durable. Redelivery is harmless: copies are keyed on queue id + account.
+ * copy is durable. Recipients it cannot serve now (an alias over ALIAS_EXPANSION_LIMIT)
+ * wait in a delay queue `delivery.retry.<d>` and come back on DELIVERY_RETRY_SCHEDULE.
+ * Redelivery is harmless: copies are keyed on queue id + account.
  */
 export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): DeliveryService {
   const { bus, redis, directory, store, logger } = deps;
   const metrics = createMetrics(deps.registry);
   const quotas = deps.quotas ?? new Quotas(redis, config.quota_storage);
+  const schedule = config.delivery_retry_schedule;
+  const delayQueues = [...new Set(schedule)].map((d) => delayQueueSpec(RoutingKeys.delivery, d));
   const copyId = (queueId: string, account: string) => `${queueId}:${digest(account)}`;
   /** Set once the copy is settled: filed, returned or dropped. Any value means "done". */
   const markerKey = (queueId: string, account: string) => `delivered:${copyId(queueId, account)}`;
@@ -308,19 +318,22 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
    * one record for the whole message: written against the last target of a run, it may
    * reach past targets that were not its recipient's, so never sure. One round trip.
    * `targetsOf`: each recipient's external targets, sorted.
+   *
+   * `queuedBefore`: the targets queued for recipients of the message this run is not for
+   * (queuedForOthers).
    */
   const forwardProgress = async (
-    queueId: string,
+    env: Envelope,
     targetsOf: Map<string, string[]>,
-  ): Promise<Map<string, Progress>> => {
-    const rcpts = [...targetsOf.keys()];
+  ): Promise<{ progress: Map<string, Progress>; queuedBefore: Set<string> }> => {
     const [own, upto] = await fromRedis(
-      Promise.all([redis.hmget(progressKey(queueId), ...rcpts), redis.get(`forwarded-upto:${queueId}`)]),
+      Promise.all([redis.hgetall(progressKey(env.queueId)), redis.get(`forwarded-upto:${env.queueId}`)]),
     );
     const progress = new Map<string, Progress>();
-    for (const [i, rcpt] of rcpts.entries()) {
+    for (const [rcpt, targets] of targetsOf) {
+      const record = own[rcpt];
       const found = [
-        own[i] == null ? null : readRecord(own[i], targetsOf.get(rcpt)!),
+        record === undefined ? null : readRecord(record, targets),
         upto == null ? null : { upto, sure: false },
       ].filter((p) => p !== null);
       if (found.length)
@@ -329,7 +342,35 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
           found.reduce((a, b) => (b.upto > a.upto ? b : a)),
         );
     }
-    return progress;
+    return { progress, queuedBefore: await queuedForOthers(env, own) };
+  };
+
+  /**
+   * The targets queued for the recipients of the message that this run is not for: a
+   * retry carries only the recipients deferred (scheduleRetry), and a target they share
+   * with one served before (an alias nested in the deferred one, a member of both) was
+   * queued then. Each of those with a sure record (`records`: forward-progress) is
+   * expanded again, and its targets up to its record count as queued. One whose alias
+   * changed below its record since, or that cannot be expanded now, vouches for none: a
+   * rare duplicate rather than a member who never gets the message.
+   */
+  const queuedForOthers = async (env: Envelope, records: Record<string, string>): Promise<Set<string>> => {
+    const ours = new Set(env.recipients);
+    const others = Object.entries(records).filter(([rcpt, value]) => !ours.has(rcpt) && value.includes('\n'));
+    const queued = new Set<string>();
+    await Promise.all(
+      others.map(async ([rcpt, value]) => {
+        const x = await directory.expand(rcpt).catch((err: unknown) => {
+          if (err instanceof AliasExpansionError) return null;
+          throw err;
+        });
+        if (!x) return;
+        const targets = [...new Set(x.remote)].sort();
+        const p = readRecord(value, targets);
+        if (p.sure) for (const t of targets) if (t <= p.upto) queued.add(t);
+      }),
+    );
+    return queued;
   };
 
   /**
@@ -347,6 +388,8 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
    * its recipient: moved to the last target of the message instead, it would cover a
    * member added to the alias later that another recipient has led to since acceptance,
    * and that recipient would never get it (pendingTargets says which count as queued).
+   * A retry, which carries the deferred recipients only, skips the targets the others'
+   * records cover too (queuedForOthers).
    * So a rerun (a later message refused, the process killed, a recipient deferred)
    * queues only what was not queued (but when Redis fails between the confirm and the
    * record: the rerun queues that message again, as a forward's marker). One short value
@@ -359,8 +402,8 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     remoteOf: Map<string, string[]>,
   ): Promise<void> => {
     const targetsOf = new Map([...remoteOf].map(([rcpt, ts]) => [rcpt, [...new Set(ts)].sort()]));
-    const progress = await forwardProgress(env.queueId, targetsOf);
-    const pending = pendingTargets(targetsOf, progress);
+    const { progress, queuedBefore } = await forwardProgress(env, targetsOf);
+    const pending = pendingTargets(targetsOf, progress).filter((t) => !queuedBefore.has(t));
     if (!pending.length) {
       logger.info({ queueId: env.queueId }, 'remote targets queued before, skipped');
       return;
@@ -416,7 +459,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
    * of it is delivered, and the log line names it and the count, for the operator to fix
    * the alias or raise the limit.
    */
-  const expandOrDefer = async (env: Envelope, rcpt: string): Promise<Expansion | AliasExpansionError> => {
+  const expandOrDefer = async (env: Envelope, rcpt: string): Promise<Expansion | Deferral> => {
     try {
       return await directory.expand(rcpt);
     } catch (err) {
@@ -429,7 +472,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
           ? `unreasonable alias expansion size for ${rcpt}: ${x.reached} addresses, ALIAS_EXPANSION_LIMIT is ${x.limit} -- deferring delivery`
           : `unreasonable alias nesting for ${rcpt}: deeper than ${x.limit} levels -- deferring delivery`,
       );
-      return err;
+      return { status: '4.6.0', reason: `Alias expansion error: ${err.message}` };
     }
   };
 
@@ -437,10 +480,10 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     const local = new Map<string, string>();
     const remoteOf = new Map<string, string[]>();
     const gone: string[] = [];
-    const deferred = new Map<string, AliasExpansionError>();
+    const deferred = new Map<string, Deferral>();
     for (const rcpt of env.recipients) {
       const x = await expandOrDefer(env, rcpt);
-      if (x instanceof AliasExpansionError) {
+      if ('status' in x) {
         deferred.set(rcpt, x);
         continue;
       }
@@ -450,10 +493,6 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     }
     try {
       await serve(env, body, local, remoteOf, gone);
-      // the others are done: the bus runs the message again after a pause (every copy
-      // filed, returned or forwarded is skipped then) and dead-letters it with the reason
-      // after DELIVERY_MAX_ATTEMPTS runs
-      if (deferred.size) throw new RecipientsDeferred([...deferred.values()]);
     } catch (err) {
       // a run that fails may be the message's last before the dead-letter queue (one
       // held for a backend is not: it is run again once the backend answers)
@@ -461,6 +500,39 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
         await keepRecords(env.queueId, [...local.keys()], gone);
       throw err;
     }
+    if (!deferred.size) return;
+    // the others are done; what they did must stay on record until the deferred are
+    await keepRecords(env.queueId, [...local.keys()], gone);
+    await scheduleRetry(env, body, deferred);
+  };
+
+  /**
+   * Sends the recipients deferred by a run (`deferred`) back through a delay queue, as the
+   * relay does with a remote server's 4xx: one message for them all, under the queue id
+   * and arrival of the original, with one more attempt and why as its lastError, to
+   * `delivery.retry.<d>` of DELIVERY_RETRY_SCHEDULE. It comes back to `delivery` then,
+   * where each copy, DSN and forward done before is skipped by its record. The publish is
+   * confirmed before the handler returns and the bus acks the message; nothing after it
+   * fails the run, which would publish it twice.
+   */
+  const scheduleRetry = async (
+    env: Envelope,
+    body: Buffer,
+    deferred: Map<string, Deferral>,
+  ): Promise<void> => {
+    const attempts = env.attempts + 1;
+    const delay = schedule[Math.min(attempts - 1, schedule.length - 1)]!;
+    const recipients = [...deferred.keys()];
+    const lastError = [...deferred.values()]
+      .map((d) => `${d.status} ${d.reason}`)
+      .join('; ')
+      .slice(0, 1000);
+    await bus.publishDelayed(delay, body, { ...env, recipients, attempts, lastError }, RoutingKeys.delivery);
+    metrics.retries.inc();
+    logger.info(
+      { queueId: env.queueId, rcpts: recipients, attempts, delayMs: delay, reason: lastError },
+      'retry scheduled',
+    );
   };
 
   /**
@@ -499,11 +571,11 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
 
   /**
    * The records of what a message's runs have done live DELIVERY_DEDUPE_TTL from its last
-   * failed run, not from the run that wrote them: a message that failed waits in the
-   * dead-letter queue until an operator moves it back (the alias fixed or
-   * ALIAS_EXPANSION_LIMIT raised, a mailbox's permissions repaired), days later maybe, and
-   * it may fail and wait again; a record gone by then would file, return or forward that
-   * part a second time. One round trip.
+   * run that failed or deferred recipients, not from the run that wrote them: a message
+   * that failed waits in the dead-letter queue until an operator moves it back (a
+   * mailbox's permissions repaired), days later maybe, and it may fail and wait again; one
+   * whose recipients are deferred comes back on DELIVERY_RETRY_SCHEDULE. A record gone by
+   * then would file, return or forward that part a second time. One round trip.
    */
   const keepRecords = async (queueId: string, accounts: string[], gone: string[]): Promise<void> => {
     const keys = [
@@ -518,6 +590,11 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   return {
     readiness: [{ name: 'mail-store', ok: () => storeFault === null }],
     async start() {
+      // declared now if the broker is there, else at connect, and at every reconnect; a
+      // retry published to a delay queue the broker lost declares it again itself
+      await bus
+        .declareQueues(delayQueues)
+        .catch((err: unknown) => logger.warn({ err }, 'cannot declare the delay queues yet'));
       // envelopes are validated by the bus (a bad one is dead-lettered as poison)
       await bus.consumeMail(
         MailMessages.delivery,
@@ -532,7 +609,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
         { prefetch: config.delivery_prefetch, maxAttempts: config.delivery_max_attempts },
       );
       // the service's one ready line at info follows (runtime's runMain)
-      logger.debug({ root: store.root }, 'delivery consuming');
+      logger.debug({ root: store.root, schedule: delayQueues.map((q) => q.name) }, 'delivery consuming');
     },
     async stop() {
       // copies finished while the bus drains are announced at once, not in a window
@@ -544,14 +621,12 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
 }
 
 /**
- * A run that left recipients undelivered for now, their aliases over the limits: the
- * message fails the run, and its dead-letter reason says why.
+ * Why a recipient cannot be served now: its RFC 3463 status and the reason, which the log,
+ * the retry's lastError and, once it expires, the DSN give.
  */
-class RecipientsDeferred extends Error {
-  override readonly name = 'RecipientsDeferred';
-  constructor(errors: AliasExpansionError[]) {
-    super(`4.6.0 Alias expansion error: ${errors.map((e) => e.message).join('; ')}`);
-  }
+interface Deferral {
+  status: string;
+  reason: string;
 }
 
 /** How far each recipient's external targets were queued to outbound (`forwardProgress`). */

@@ -5,6 +5,7 @@ import {
   bool,
   commonSchema,
   duration,
+  durationList,
   nonNegativeInt,
   port,
   positiveInt,
@@ -41,32 +42,6 @@ const addressList = (def: string[], allowAll: boolean) =>
           }),
       ),
     )
-    .default(def);
-
-const DURATION_RE = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/;
-const MULT: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** A comma/space separated list of durations (`1m,5m,15m`), in milliseconds. */
-const durationList = (def: number[]) =>
-  z
-    .union([z.string(), z.array(z.union([z.string(), z.number()]))])
-    .transform((v, ctx) => {
-      const items = typeof v === 'string' ? v.split(/[\s,]+/).filter(Boolean) : v.map(String);
-      const out: number[] = [];
-      for (const item of items) {
-        const m = DURATION_RE.exec(item.trim());
-        if (!m) {
-          ctx.addIssue({ code: 'custom', message: `expected durations such as 1m,5m,4h, got "${item}"` });
-          return z.NEVER;
-        }
-        out.push(Math.round(Number(m[1]) * (MULT[m[2] ?? 's'] ?? 1000)));
-      }
-      if (!out.length || out.some((n) => n <= 0)) {
-        ctx.addIssue({ code: 'custom', message: 'expected at least one delay above 0' });
-        return z.NEVER;
-      }
-      return out;
-    })
     .default(def);
 
 export const outboundRelaySchema = z.object({
