@@ -83,8 +83,8 @@ export interface DeliverResult {
  * (EX_TEMPFAIL), the mail waits until they are fixed instead of counting as a failed
  * attempt. Errors about one path (EACCES or EPERM on a maildir restored with the wrong
  * owner, EBUSY, EAGAIN, ENOTDIR) are not here: held in place, such messages would never
- * leave, fill the consumer's prefetch and stop every other account's mail; they fail the
- * attempt and end in the dead-letter queue.
+ * leave, fill the consumer's prefetch and stop every other account's mail; delivery
+ * defers that account's recipient instead and retries it on its schedule.
  */
 const STORAGE_FAULTS = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EMFILE', 'ENFILE', 'ESTALE']);
 

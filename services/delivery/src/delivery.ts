@@ -54,7 +54,7 @@ function createMetrics(registry: Registry) {
   return {
     deliveries: new Counter({
       name: 'mailyard_delivery_deliveries_total',
-      help: 'Copies filed (written), skipped as already delivered (duplicate), returned (over-quota, unknown-user); recipients deferred by a run (alias-expansion)',
+      help: 'Copies filed (written), skipped as already delivered (duplicate), returned (over-quota, unknown-user); recipients deferred by a run (alias-expansion, mailbox-unavailable)',
       labelNames: ['result'] as const,
       registers: [registry],
     }),
@@ -106,8 +106,8 @@ const fromRedis = <T>(p: Promise<T>): Promise<T> => holdOnFailure('Redis', p);
  * MDA: consumes `delivery`, expands each recipient (account, aliases with nesting and
  * loop protection, plus-address, catch-all), files one copy per account into its
  * Maildir, forwards external alias targets to `outbound`, and acks only after every
- * copy is durable. Recipients it cannot serve now (an alias over ALIAS_EXPANSION_LIMIT)
- * wait in a delay queue `delivery.retry.<d>` and come back on DELIVERY_RETRY_SCHEDULE.
+ * copy is durable. Recipients it cannot serve now (an alias over ALIAS_EXPANSION_LIMIT,
+ * a mailbox it cannot write to) wait in a delay queue `delivery.retry.<d>` and come back on DELIVERY_RETRY_SCHEDULE.
  * Redelivery is harmless: copies are keyed on queue id + account.
  */
 export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): DeliveryService {
@@ -131,14 +131,15 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   /**
    * A read or write of the mail store whose file system fails (a full disk, an I/O error)
    * holds the message, like a Redis outage: the mail waits until the disk is fixed, and
-   * /readyz says so meanwhile.
+   * /readyz says so meanwhile. One that fails for a reason of the one mailbox (its
+   * maildir not writable) is a MailboxFault: its recipient is deferred (serve).
    */
   let storeFault: string | null = null;
   const fromStore = async <T>(queueId: string, p: Promise<T>): Promise<T> => {
     try {
       return await p;
     } catch (err) {
-      if (!isStorageFault(err)) throw err;
+      if (!isStorageFault(err)) throw MailboxFault.of(err);
       if (!storeFault) logger.error({ queueId, err }, 'mail store failing, messages held until it is fixed');
       storeFault = (err as NodeJS.ErrnoException).code!;
       throw new BackendUnavailableError(`mail store: ${(err as Error).message}`, { cause: err });
@@ -492,7 +493,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       if (x.remote.length) remoteOf.set(rcpt, x.remote);
     }
     try {
-      await serve(env, body, local, remoteOf, gone);
+      for (const [rcpt, why] of await serve(env, body, local, remoteOf, gone)) deferred.set(rcpt, why);
     } catch (err) {
       // a run that fails may be the message's last before the dead-letter queue (one
       // held for a backend is not: it is run again once the backend answers)
@@ -537,7 +538,8 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
 
   /**
    * Files, returns and forwards what the recipients expanded to (`deliver`). Each step
-   * done before is skipped by its record.
+   * done before is skipped by its record. The recipients whose mailbox could not be
+   * written to, and why, are returned to be deferred.
    */
   const serve = async (
     env: Envelope,
@@ -545,11 +547,12 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     local: Map<string, string>,
     remoteOf: Map<string, string[]>,
     gone: string[],
-  ): Promise<void> => {
+  ): Promise<Map<string, Deferral>> => {
     // every copy's run ends before the message is run again: a rerun overlapping a copy
     // still being written or forwarded would write or forward it twice
+    const copies = [...local];
     const runs = await Promise.allSettled(
-      [...local].map(async ([account, via]) => {
+      copies.map(async ([account, via]) => {
         const own = await rules.read(account);
         const fwd = own.forwarding
           ? await rules.forward(env, body, account, via, own.forwarding.targets)
@@ -563,10 +566,25 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
           await rules.afterFiling(env, body, account, own);
       }),
     );
-    const failed = runs.find((r) => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    const failed = runs.find((r) => r.status === 'rejected' && !(r.reason instanceof MailboxFault));
+    if (failed?.status === 'rejected') throw failed.reason;
+    // as Postfix's virtual(8) defers a maildir it cannot write (4.2.0): the recipient that
+    // led to it is retried on the schedule, the other copies are kept
+    const deferred = new Map<string, Deferral>();
+    for (const [i, run] of runs.entries()) {
+      if (run.status === 'fulfilled') continue;
+      const [account, via] = copies[i]!;
+      const fault = run.reason as MailboxFault;
+      metrics.deliveries.inc({ result: 'mailbox-unavailable' });
+      logger.warn(
+        { queueId: env.queueId, account, rcpt: via, status: '4.2.0', err: fault.cause },
+        `mailbox of ${account} cannot be written (${fault.code}) -- deferring delivery`,
+      );
+      deferred.set(via, { status: '4.2.0', reason: `Mailbox unavailable: ${fault.message}` });
+    }
     if (gone.length) await returnGone(env, body, gone);
     if (remoteOf.size) await forwardRemote(env, body, remoteOf);
+    return deferred;
   };
 
   /**
@@ -627,6 +645,28 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
 interface Deferral {
   status: string;
   reason: string;
+}
+
+/**
+ * A mailbox the store cannot file a copy into for a reason of its own, not of the whole
+ * file system (EACCES or EPERM on a maildir restored with the wrong owner, ENOTDIR,
+ * EBUSY: see isStorageFault): an error with an errno code. Held in place, such a message
+ * would never leave; failed, it would be dead-lettered within seconds.
+ */
+class MailboxFault extends Error {
+  override readonly name = 'MailboxFault';
+  private constructor(
+    readonly code: string,
+    cause: unknown,
+  ) {
+    super(`the mailbox cannot be written to (${code})`, { cause });
+  }
+
+  /** `err` as a MailboxFault when it is an error of the file system; else `err` itself. */
+  static of(err: unknown): unknown {
+    const code = (err as NodeJS.ErrnoException | null)?.code;
+    return typeof code === 'string' ? new MailboxFault(code, err) : err;
+  }
 }
 
 /** How far each recipient's external targets were queued to outbound (`forwardProgress`). */

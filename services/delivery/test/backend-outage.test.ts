@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import { connect, type Channel, type ChannelModel } from 'amqplib';
 import { Redis } from 'ioredis';
 import { loadConfig } from '@mailyard/config';
-import { ENVELOPE_HEADER, Headers, Queues, RoutingKeys, type Envelope } from '@mailyard/contracts';
+import { ENVELOPE_HEADER, Queues, RoutingKeys, delayQueue, type Envelope } from '@mailyard/contracts';
 import { Directory } from '@mailyard/directory';
 import { MailRules } from '@mailyard/mail-rules';
 import { folderDir, MailAccount, Quotas } from '@mailyard/mailstore';
@@ -15,6 +15,7 @@ import {
   createVhost,
   maildirMessages,
   maildirNew,
+  queueDepth,
   startPrivateRedis,
   testBootSettings,
   tempDir,
@@ -63,6 +64,7 @@ before(async () => {
       ...testBootSettings(vhost.url, redis.url),
       maildir_root: maildir.path,
       delivery_max_attempts: 2,
+      delivery_retry_schedule: '1s',
     },
   });
   rt = await createRuntime('delivery', cfg);
@@ -122,6 +124,12 @@ const deliveries = async (result?: string) => {
   return (metric?.values ?? [])
     .filter((v) => result === undefined || v.labels.result === result)
     .reduce((n, v) => n + v.value, 0);
+};
+
+/** Retries scheduled (messages of deferred recipients sent to a delay queue). */
+const retries = async () => {
+  const text = await rt.registry.getSingleMetricAsString('mailyard_delivery_retries_total');
+  return Number(/mailyard_delivery_retries_total (\d+)/.exec(text)?.[1] ?? 0);
 };
 
 const failures = async () => {
@@ -187,35 +195,30 @@ test(
 );
 
 test(
-  'a maildir one account cannot write (EACCES) fails that message only; other mail goes on',
-  { timeout: 30_000 },
+  'a maildir one account cannot write (EACCES): its recipient is retried, not dead-lettered, and filed once repaired',
+  { timeout: 60_000 },
   async () => {
     const frank = folderDir(maildir.path, 'frank@example.test', 'INBOX');
     const alice = folderDir(maildir.path, 'alice@example.test', 'INBOX');
+    const scheduled = await retries();
+    const filed = maildirNew(alice).length;
     try {
       // tmp/ where even root may not create files, as in a maildir restored with the wrong owner
       for (const d of ['new', 'cur']) mkdirSync(join(frank, d), { recursive: true });
       symlinkSync('/sys/kernel', join(frank, 'tmp'));
-      const filed = maildirNew(alice).length;
       await rt.bus.publishMail(
         RoutingKeys.delivery,
         Buffer.from('Subject: eacces\r\n\r\nbody\r\n'),
-        envelope(['frank@example.test']),
+        envelope(['frank@example.test', 'alice@example.test']),
       );
-      await rt.bus.publishMail(
-        RoutingKeys.delivery,
-        Buffer.from('Subject: fine\r\n\r\nbody\r\n'),
-        envelope(['alice@example.test']),
-      );
-      await waitFor(() => maildirNew(alice).length === filed + 1, { what: "the other account's mail filed" });
-      // failed attempts as any other error: dead-lettered after delivery_max_attempts (2)
-      await waitFor(async () => (await ch.checkQueue(Queues.deadLetter)).messageCount === 1, {
+      await waitFor(() => maildirNew(alice).length === filed + 1, { what: "the other account's copy filed" });
+      // retried on the schedule (1s) past delivery_max_attempts (2), never dead-lettered
+      await waitFor(async () => (await retries()) >= scheduled + 3, {
         timeoutMs: 20_000,
-        what: 'dead-lettered',
+        what: 'three retries',
       });
-      const dead = await ch.get(Queues.deadLetter, { noAck: true });
-      assert.ok(dead);
-      assert.match(String(dead.properties.headers?.[Headers.deadLetterReason]), /EACCES/);
+      assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
+      assert.equal(maildirNew(alice).length, filed + 1, "the other account's copy filed once");
       assert.equal(
         (await fetch(`http://127.0.0.1:${rt.httpPort}/readyz`)).status,
         200,
@@ -228,6 +231,17 @@ test(
     } finally {
       rmSync(join(frank, 'tmp'));
     }
+    // the owner set right: the next retry files it
+    await waitFor(() => maildirMessages(frank).length === 1, { what: "frank's copy filed" });
+    await waitFor(
+      async () =>
+        (await queueDepth(vhost.name, Queues.delivery)) === 0 &&
+        (await queueDepth(vhost.name, delayQueue(RoutingKeys.delivery, 1000))) === 0,
+      { what: 'no retry left' },
+    );
+    assert.equal(maildirMessages(frank).length, 1, 'one copy');
+    assert.equal(maildirNew(alice).length, filed + 1, 'alice not filed again');
+    assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
   },
 );
 
