@@ -25,8 +25,17 @@ export async function createVhost(prefix = 'test'): Promise<TestVhost> {
   };
 }
 
-/** Counts messages ready in a queue of a vhost. */
+/** Counts the messages of a queue of a vhost, ready and unacknowledged (queueDepths). */
 export async function queueDepth(vhost: string, queue: string): Promise<number> {
+  return (await queueDepths(vhost)).get(queue) ?? 0;
+}
+
+/**
+ * The messages of every queue of a vhost, ready and being processed (unacknowledged), in
+ * one listing: a message moving from one queue to another is seen in one of them (or
+ * both), where two listings one after the other may both miss it.
+ */
+export async function queueDepths(vhost: string): Promise<Map<string, number>> {
   const { stdout } = await run('rabbitmqctl', [
     '-q',
     'list_queues',
@@ -36,11 +45,12 @@ export async function queueDepth(vhost: string, queue: string): Promise<number> 
     'messages',
     '--no-table-headers',
   ]);
+  const depths = new Map<string, number>();
   for (const line of stdout.split('\n')) {
     const [n, count] = line.trim().split(/\s+/);
-    if (n === queue) return Number(count);
+    if (n) depths.set(n, Number(count));
   }
-  return 0;
+  return depths;
 }
 
 /**

@@ -15,7 +15,7 @@ import {
   createVhost,
   maildirMessages,
   maildirNew,
-  queueDepth,
+  queueDepths,
   startPrivateRedis,
   testBootSettings,
   tempDir,
@@ -234,9 +234,10 @@ test(
     // the owner set right: the next retry files it
     await waitFor(() => maildirMessages(frank).length === 1, { what: "frank's copy filed" });
     await waitFor(
-      async () =>
-        (await queueDepth(vhost.name, Queues.delivery)) === 0 &&
-        (await queueDepth(vhost.name, delayQueue(RoutingKeys.delivery, 1000))) === 0,
+      async () => {
+        const depths = await queueDepths(vhost.name);
+        return !depths.get(Queues.delivery) && !depths.get(delayQueue(RoutingKeys.delivery, 1000));
+      },
       { what: 'no retry left' },
     );
     assert.equal(maildirMessages(frank).length, 1, 'one copy');
