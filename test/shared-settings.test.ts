@@ -9,6 +9,7 @@ import {
   mailStoreSchema,
   messageSizeSchema,
   quotaSchema,
+  queueLifetimeSchema,
   clientEndpointsSchema,
   relaySchema,
   sendingAddressSchema,
@@ -46,6 +47,7 @@ const shared = {
   ...loginSchema,
   ...sendingAddressSchema,
   ...clientEndpointsSchema,
+  ...queueLifetimeSchema,
 };
 const needs: Record<keyof typeof shared, Service[]> = {
   recipient_delimiter: ['mta-inbound', 'msa', 'delivery', 'policy'],
@@ -69,6 +71,7 @@ const needs: Record<keyof typeof shared, Service[]> = {
   client_pop3s_port: ['policy', 'webmail'],
   client_submission_port: ['policy', 'webmail'],
   client_submissions_port: ['policy', 'webmail'],
+  maximal_queue_lifetime: ['outbound-relay', 'delivery'],
 };
 /** Keys two services declare apart on purpose, and why. */
 const apart: Record<string, string> = {
@@ -100,6 +103,7 @@ const values: Record<keyof typeof shared, [string, unknown]> = {
   client_pop3s_port: ['1995', 1995],
   client_submission_port: ['1587', 1587],
   client_submissions_port: ['1465', 1465],
+  maximal_queue_lifetime: ['2d', 2 * 86_400_000],
 };
 
 test('every service that has a shared setting takes it from the one declaration', { timeout: 10_000 }, () => {

@@ -50,6 +50,19 @@ export const directoryCacheSchema = {
 };
 
 /**
+ * How long mail may wait for its recipients (outbound-relay for the remote ones, delivery
+ * for those it defers): as one Postfix queue manager serves both, one setting, so a
+ * message is given up on after the same time whoever holds it.
+ */
+export const queueLifetimeSchema = {
+  /**
+   * Give up on a deferred recipient this long after its message was accepted, and return
+   * it to the sender (Postfix: maximal_queue_lifetime).
+   */
+  maximal_queue_lifetime: duration('5d'),
+};
+
+/**
  * Who may relay (mta-inbound enforces it, the policy service's permit_mynetworks and
  * reject_unauth_destination decide by it): two values would make a client trusted by
  * one and not the other.

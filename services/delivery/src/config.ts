@@ -7,6 +7,7 @@ import {
   durationList,
   mailStoreSchema,
   positiveInt,
+  queueLifetimeSchema,
   quotaSchema,
 } from '@mailyard/config';
 import { MailMessages } from '@mailyard/contracts';
@@ -23,15 +24,17 @@ export const deliverySchema = z.object({
   /**
    * How long the records of what a message's runs did (copies filed, DSNs, forwards) are
    * kept, in seconds: from the run that wrote them, renewed by each run that fails or
-   * defers recipients. Covers any redelivery, and a message moved back from the
+   * defers recipients, and never less than MAXIMAL_QUEUE_LIFETIME and a day, which a
+   * deferred recipient may wait. Covers any redelivery, and a message moved back from the
    * dead-letter queue within it reaches nobody twice.
    */
   delivery_dedupe_ttl: positiveInt(14 * 24 * 3600),
   /**
    * Addresses one recipient may expand to through aliases, a nested alias counted by its
    * members (Postfix: virtual_alias_expansion_limit). A recipient over it is deferred
-   * (4.6.0, logged with the count) and retried on DELIVERY_RETRY_SCHEDULE; the message's
-   * other recipients get theirs at once.
+   * (4.6.0, logged with the count) and retried on DELIVERY_RETRY_SCHEDULE until
+   * MAXIMAL_QUEUE_LIFETIME, then returned to the sender; the message's other recipients
+   * get theirs at once.
    */
   alias_expansion_limit: positiveInt(DEFAULT_ALIAS_EXPANSION_LIMIT),
   /**
@@ -41,6 +44,8 @@ export const deliverySchema = z.object({
    * is a delay queue `delivery.retry.<d>` (declared at start).
    */
   delivery_retry_schedule: durationList(DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS),
+  /** A deferred recipient whose message is older is returned to the sender (4.6.0, 4.2.0). */
+  ...queueLifetimeSchema,
   /** Folder for mail the policy service holds as spam (quarantine). */
   junk_folder: z.string().min(1).default('Junk'),
   /** Folder for bulk/advertising mail marked by the policy service; INBOX leaves it there (e.g. Promotions). */

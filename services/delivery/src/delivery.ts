@@ -54,7 +54,7 @@ function createMetrics(registry: Registry) {
   return {
     deliveries: new Counter({
       name: 'mailyard_delivery_deliveries_total',
-      help: 'Copies filed (written), skipped as already delivered (duplicate), returned (over-quota, unknown-user); recipients deferred by a run (alias-expansion, mailbox-unavailable)',
+      help: 'Copies filed (written), skipped as already delivered (duplicate), returned (over-quota, unknown-user, expired); recipients deferred by a run (alias-expansion, mailbox-unavailable)',
       labelNames: ['result'] as const,
       registers: [registry],
     }),
@@ -70,7 +70,7 @@ function createMetrics(registry: Registry) {
     }),
     bounces: new Counter({
       name: 'mailyard_delivery_bounces_total',
-      help: 'DSNs returned to senders (mailbox over quota, recipient gone since acceptance)',
+      help: 'DSNs returned to senders (mailbox over quota, recipient gone since acceptance, deferred past MAXIMAL_QUEUE_LIFETIME)',
       registers: [registry],
     }),
     forwarded: new Counter({
@@ -107,7 +107,8 @@ const fromRedis = <T>(p: Promise<T>): Promise<T> => holdOnFailure('Redis', p);
  * loop protection, plus-address, catch-all), files one copy per account into its
  * Maildir, forwards external alias targets to `outbound`, and acks only after every
  * copy is durable. Recipients it cannot serve now (an alias over ALIAS_EXPANSION_LIMIT,
- * a mailbox it cannot write to) wait in a delay queue `delivery.retry.<d>` and come back on DELIVERY_RETRY_SCHEDULE.
+ * a mailbox it cannot write to) wait in a delay queue `delivery.retry.<d>` and come back
+ * on DELIVERY_RETRY_SCHEDULE, until MAXIMAL_QUEUE_LIFETIME returns them to the sender.
  * Redelivery is harmless: copies are keyed on queue id + account.
  */
 export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): DeliveryService {
@@ -115,6 +116,14 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   const metrics = createMetrics(deps.registry);
   const quotas = deps.quotas ?? new Quotas(redis, config.quota_storage);
   const schedule = config.delivery_retry_schedule;
+  /**
+   * How long the records of a message's runs live (DELIVERY_DEDUPE_TTL, in seconds): at
+   * least as long as a deferred recipient may wait, the records its retries skip by.
+   */
+  const recordTtl = Math.max(
+    config.delivery_dedupe_ttl,
+    Math.ceil(config.maximal_queue_lifetime / 1000) + 86_400,
+  );
   const delayQueues = [...new Set(schedule)].map((d) => delayQueueSpec(RoutingKeys.delivery, d));
   const copyId = (queueId: string, account: string) => `${queueId}:${digest(account)}`;
   /** Set once the copy is settled: filed, returned or dropped. Any value means "done". */
@@ -127,6 +136,8 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   const writingKey = (queueId: string, account: string) => `delivering:${copyId(queueId, account)}`;
   /** Set once a recipient gone since acceptance is returned to the sender. */
   const goneKey = (queueId: string, rcpt: string) => markerKey(queueId, `gone:${rcpt}`);
+  /** Set once a recipient deferred past MAXIMAL_QUEUE_LIFETIME is returned to the sender. */
+  const expiredKey = (queueId: string, rcpt: string) => markerKey(queueId, `expired:${rcpt}`);
 
   /**
    * A read or write of the mail store whose file system fails (a full disk, an I/O error)
@@ -187,7 +198,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     const folder = folderFor(env, via);
     const key = markerKey(env.queueId, account);
     const writing = writingKey(env.queueId, account);
-    const ttl = config.delivery_dedupe_ttl;
+    const ttl = recordTtl;
     /** Settles the copy: `delivered:` set and `delivering:` gone, in one round trip. */
     const settle = (value: string) =>
       fromRedis(Promise.all([redis.set(key, value, 'EX', ttl), redis.del(writing)]));
@@ -278,7 +289,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     dkim: deps.dkim ?? null,
     logger,
     metrics,
-    markerTtl: config.delivery_dedupe_ttl,
+    markerTtl: recordTtl,
   });
 
   /**
@@ -287,25 +298,68 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
    * unknown user. One DSN for all of them; a rerun does not send it again.
    */
   const returnGone = async (env: Envelope, message: Buffer, gone: string[]): Promise<void> => {
-    const keys = gone.map((rcpt) => goneKey(env.queueId, rcpt));
-    const done = await fromRedis(Promise.all(keys.map((k) => redis.exists(k))));
-    const reports: RecipientReport[] = gone
-      .filter((_, i) => !done[i])
-      .map((rcpt) => ({
-        recipient: rcpt,
-        action: 'failed',
-        status: '5.1.1',
-        diagnostic: `x-mailyard; 550 5.1.1 <${rcpt}>: unknown user (removed after the message was accepted)`,
-        remoteMta: null,
-      }));
-    if (!reports.length) return;
+    const reports: RecipientReport[] = gone.map((rcpt) => ({
+      recipient: rcpt,
+      action: 'failed',
+      status: '5.1.1',
+      diagnostic: `x-mailyard; 550 5.1.1 <${rcpt}>: unknown user (removed after the message was accepted)`,
+      remoteMta: null,
+    }));
+    const returned = await returnOnce(env, message, reports, goneKey);
+    if (!returned.length) return;
     logger.warn(
-      { queueId: env.queueId, rcpts: reports.map((r) => r.recipient) },
+      { queueId: env.queueId, rcpts: returned.map((r) => r.recipient) },
       'recipient no longer exists, returned to the sender',
     );
-    metrics.deliveries.inc({ result: 'unknown-user' }, reports.length);
-    await bounce(env, message, reports);
-    await fromRedis(Promise.all(keys.map((k) => redis.set(k, 'bounced', 'EX', config.delivery_dedupe_ttl))));
+    metrics.deliveries.inc({ result: 'unknown-user' }, returned.length);
+  };
+
+  /**
+   * Recipients deferred by a run of a message older than MAXIMAL_QUEUE_LIFETIME (from its
+   * acceptance) are not retried (RFC 5321 §4.5.4.1): as Postfix's queue manager does, the
+   * sender gets them back in one DSN, action failed with the last temporary status and
+   * the reason they waited for. `age`: the message's, in ms.
+   */
+  const returnExpired = async (
+    env: Envelope,
+    message: Buffer,
+    deferred: Map<string, Deferral>,
+    age: number,
+  ): Promise<void> => {
+    const reports: RecipientReport[] = [...deferred].map(([rcpt, why]) => ({
+      recipient: rcpt,
+      action: 'failed',
+      status: why.status,
+      diagnostic: `${why.status} ${why.reason} (message expired after ${Math.round(age / 3_600_000)} hours in the queue)`,
+      remoteMta: null,
+    }));
+    const returned = await returnOnce(env, message, reports, expiredKey);
+    if (!returned.length) return;
+    logger.warn(
+      { queueId: env.queueId, rcpts: returned.map((r) => r.recipient), ageMs: age },
+      'deferred past MAXIMAL_QUEUE_LIFETIME, given up',
+    );
+    metrics.deliveries.inc({ result: 'expired' }, returned.length);
+  };
+
+  /**
+   * Returns the reports not returned before to the sender, in one DSN (none for the null
+   * sender), and records each (`key`), so that a rerun does not send it again. The
+   * reports returned now.
+   */
+  const returnOnce = async (
+    env: Envelope,
+    message: Buffer,
+    reports: RecipientReport[],
+    key: (queueId: string, rcpt: string) => string,
+  ): Promise<RecipientReport[]> => {
+    const keys = reports.map((r) => key(env.queueId, r.recipient));
+    const done = await fromRedis(Promise.all(keys.map((k) => redis.exists(k))));
+    const due = reports.filter((_, i) => !done[i]);
+    if (!due.length) return due;
+    await bounce(env, message, due);
+    await fromRedis(Promise.all(keys.map((k) => redis.set(k, 'bounced', 'EX', recordTtl))));
+    return due;
   };
 
   /**
@@ -433,7 +487,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       }
       if (Object.keys(records).length) {
         const key = progressKey(env.queueId);
-        await fromRedis(redis.multi().hset(key, records).expire(key, config.delivery_dedupe_ttl).exec());
+        await fromRedis(redis.multi().hset(key, records).expire(key, recordTtl).exec());
       }
       logger.info(
         { queueId: env.queueId, rcpts: recipients, part: i + 1, parts: parts.length },
@@ -504,7 +558,9 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     if (!deferred.size) return;
     // the others are done; what they did must stay on record until the deferred are
     await keepRecords(env.queueId, [...local.keys()], gone);
-    await scheduleRetry(env, body, deferred);
+    const age = Date.now() - Date.parse(env.receivedAt);
+    if (age >= config.maximal_queue_lifetime) await returnExpired(env, body, deferred, age);
+    else await scheduleRetry(env, body, deferred);
   };
 
   /**
@@ -602,7 +658,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       progressKey(queueId),
       `forwarded-upto:${queueId}`,
     ];
-    await fromRedis(Promise.all(keys.map((k) => redis.expire(k, config.delivery_dedupe_ttl))));
+    await fromRedis(Promise.all(keys.map((k) => redis.expire(k, recordTtl))));
   };
 
   return {

@@ -2,12 +2,16 @@
 // DELIVERY_RETRY_SCHEDULE in delivery's own delay queues, as Postfix keeps them in its
 // deferred queue: the message's other recipients get theirs at once, and the deferred
 // are run again on the schedule (every second here), never dead-lettered for it, until
-// the directory is fixed and a retry delivers them, each copy once.
+// the directory is fixed and a retry delivers them, each copy once, or until
+// MAXIMAL_QUEUE_LIFETIME has passed and the sender gets them back in a DSN.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { Queues, RoutingKeys, delayQueue } from '@mailyard/contracts';
+import { Queues, RoutingKeys, delayQueue, type Envelope } from '@mailyard/contracts';
 import { queueDepths, waitFor } from '@mailyard/testkit';
 import { crowdMail, crowdRemote, crowdForTests, team, teamRemote } from './crowd.js';
+import { addAccount } from '../../../test/harness.js';
 import { envelope } from './envelope.js';
 
 const LIMIT = 10;
@@ -85,5 +89,107 @@ test(
       'no retry after the one that delivered',
     );
     assert.equal((await t.ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
+  },
+);
+
+/** An alias over the limit (11 external members), for the tests below. */
+async function addBigAlias(alias: string): Promise<void> {
+  const members = Array.from({ length: LIMIT + 1 }, (_, i) => `${alias.split('@')[0]}-${i}@far-away.test`);
+  await t.p.directory.addAlias(alias, members);
+}
+
+/** Delivery started again with these settings over the file's. */
+async function restartDelivery(config: Record<string, unknown> = {}): Promise<void> {
+  await t.p.stopDelivery();
+  await t.p.startDelivery(config);
+}
+
+/**
+ * `env` (to an alias over the limit) run with this MAXIMAL_QUEUE_LIFETIME until its
+ * deferred recipient is given up and every run is done (a DSN through delivery too).
+ */
+async function sentUntilGivenUp(env: Envelope, lifetime: string): Promise<void> {
+  await restartDelivery({ maximal_queue_lifetime: lifetime });
+  try {
+    await t.p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, env);
+    await waitFor(() => linesOf(env.queueId, 'deferred past MAXIMAL_QUEUE_LIFETIME, given up').length, {
+      timeoutMs: 20_000,
+      what: 'the recipient given up',
+    });
+    await allRunsDone();
+  } finally {
+    await restartDelivery();
+  }
+  assert.ok(linesOf(env.queueId, 'retry scheduled').length >= 1, 'retried before');
+  assert.equal(linesOf(env.queueId, 'deferred past MAXIMAL_QUEUE_LIFETIME, given up').length, 1);
+  assert.equal((await t.ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
+}
+
+test(
+  'past MAXIMAL_QUEUE_LIFETIME the deferred recipient is returned to the sender once, with its last status',
+  { timeout: 60_000 },
+  async () => {
+    await addAccount(t.p.directory, 'sam@example.test');
+    await addBigAlias('big@example.test');
+    const dora = t.p.inbox('dora@example.test').length;
+    // retried every second, then given up: the DSN comes back through delivery
+    await sentUntilGivenUp(
+      { ...envelope(['big@example.test', 'dora@example.test']), mailFrom: 'sam@example.test' },
+      '3s',
+    );
+    const dsns = t.p.inbox('sam@example.test');
+    assert.equal(dsns.length, 1, 'one DSN');
+    const text = readFileSync(dsns[0]!, 'utf8');
+    assert.match(text, /^Subject: Undelivered Mail Returned to Sender\r$/m);
+    assert.match(
+      text,
+      /^Final-Recipient: rfc822; big@example\.test\r\nAction: failed\r\nStatus: 4\.6\.0\r$/m,
+    );
+    assert.match(
+      text,
+      /^Diagnostic-Code: x-mailyard; 4\.6\.0 Alias expansion error: alias expansion of big@example\.test reached 11 addresses, over the limit of 10 \(message expired after 0 hours in the queue\)\r$/m,
+    );
+    assert.doesNotMatch(text, /dora@example\.test/, 'only the recipient given up');
+    assert.equal(t.p.inbox('dora@example.test').length, dora + 1, 'dora got hers at once');
+    assert.deepEqual(await takeOutbound(), [], "nothing of the alias's");
+  },
+);
+
+test(
+  'past MAXIMAL_QUEUE_LIFETIME a bounce (null sender) is given up without a DSN',
+  { timeout: 60_000 },
+  async () => {
+    await addBigAlias('big-null@example.test');
+    const env = { ...envelope(['big-null@example.test']), mailFrom: '' };
+    await sentUntilGivenUp(env, '2s');
+    assert.equal(linesOf(env.queueId, 'null sender: nothing returned').length, 1);
+    assert.deepEqual(await takeOutbound(), [], 'no DSN');
+  },
+);
+
+test(
+  "what a message's runs did stays on record while a deferred recipient may wait, whatever DELIVERY_DEDUPE_TTL",
+  { timeout: 60_000 },
+  async () => {
+    await addBigAlias('big-kept@example.test');
+    // a minute, where the recipient may wait MAXIMAL_QUEUE_LIFETIME (5 days)
+    await restartDelivery({ delivery_dedupe_ttl: 60 });
+    try {
+      const env = envelope(['big-kept@example.test', 'dora@example.test']);
+      await t.p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, env);
+      await waitFor(() => linesOf(env.queueId, 'retry scheduled').length, { what: 'the retry scheduled' });
+      // dora's copy: were it forgotten, the alias fixed to lead to her would file it again
+      const marker = `delivered:${env.queueId}:${createHash('sha256').update('dora@example.test').digest('hex').slice(0, 16)}`;
+      assert.ok((await t.p.redis.redis.ttl(marker)) > 6 * 86_400 - 60, 'kept for 5 days and one');
+      // the alias shrunk to the limit: its members forwarded, the message done with
+      await t.p.directory.delAlias('big-kept@example.test', 'big-kept-0@far-away.test');
+      const forwarded: string[] = [];
+      await waitFor(async () => forwarded.push(...(await takeOutbound()).flat()) === LIMIT, {
+        what: "the alias's members forwarded",
+      });
+      await allRunsDone();
+    } finally {
+      await restartDelivery();
+    }
   },
 );

@@ -9,6 +9,7 @@ import {
   nonNegativeInt,
   port,
   positiveInt,
+  queueLifetimeSchema,
   sendingAddressSchema,
   stringList,
 } from '@mailyard/config';
@@ -77,8 +78,7 @@ export const outboundRelaySchema = z.object({
    * queue `outbound.retry.<d>` (declared at start).
    */
   outbound_retry_schedule: durationList(DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS),
-  /** Give up on a message this long after it was accepted and bounce it (Postfix: maximal_queue_lifetime). */
-  maximal_queue_lifetime: duration('5d'),
+  ...queueLifetimeSchema,
   /**
    * How long the records of which recipients a message reached, bounced or warned are
    * kept (at least MAXIMAL_QUEUE_LIFETIME and a day): a message that keeps failing here
