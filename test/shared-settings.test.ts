@@ -72,6 +72,7 @@ const needs: Record<keyof typeof shared, Service[]> = {
   client_submission_port: ['policy', 'webmail'],
   client_submissions_port: ['policy', 'webmail'],
   maximal_queue_lifetime: ['outbound-relay', 'delivery'],
+  delay_warning_time: ['outbound-relay', 'delivery'],
 };
 /** Keys two services declare apart on purpose, and why. */
 const apart: Record<string, string> = {
@@ -104,6 +105,7 @@ const values: Record<keyof typeof shared, [string, unknown]> = {
   client_submission_port: ['1587', 1587],
   client_submissions_port: ['1465', 1465],
   maximal_queue_lifetime: ['2d', 2 * 86_400_000],
+  delay_warning_time: ['1h', 3_600_000],
 };
 
 test('every service that has a shared setting takes it from the one declaration', { timeout: 10_000 }, () => {

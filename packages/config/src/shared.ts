@@ -51,8 +51,8 @@ export const directoryCacheSchema = {
 
 /**
  * How long mail may wait for its recipients (outbound-relay for the remote ones, delivery
- * for those it defers): as one Postfix queue manager serves both, one setting, so a
- * message is given up on after the same time whoever holds it.
+ * for those it defers): as one Postfix queue manager serves both, one setting each, so a
+ * sender is warned and a message given up on after the same time whoever holds it.
  */
 export const queueLifetimeSchema = {
   /**
@@ -60,6 +60,11 @@ export const queueLifetimeSchema = {
    * it to the sender (Postfix: maximal_queue_lifetime).
    */
   maximal_queue_lifetime: duration('5d'),
+  /**
+   * Tell the sender once when a recipient is still deferred this long after acceptance;
+   * 0 disables (Postfix: delay_warning_time).
+   */
+  delay_warning_time: duration('4h'),
 };
 
 /**

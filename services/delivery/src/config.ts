@@ -44,7 +44,10 @@ export const deliverySchema = z.object({
    * is a delay queue `delivery.retry.<d>` (declared at start).
    */
   delivery_retry_schedule: durationList(DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS),
-  /** A deferred recipient whose message is older is returned to the sender (4.6.0, 4.2.0). */
+  /**
+   * A deferred recipient whose message is older than MAXIMAL_QUEUE_LIFETIME is returned
+   * to the sender (4.6.0, 4.2.0); one older than DELAY_WARNING_TIME is warned of, once.
+   */
   ...queueLifetimeSchema,
   /** Folder for mail the policy service holds as spam (quarantine). */
   junk_folder: z.string().min(1).default('Junk'),

@@ -73,6 +73,11 @@ function createMetrics(registry: Registry) {
       help: 'DSNs returned to senders (mailbox over quota, recipient gone since acceptance, deferred past MAXIMAL_QUEUE_LIFETIME)',
       registers: [registry],
     }),
+    delayWarnings: new Counter({
+      name: 'mailyard_delivery_delay_warnings_total',
+      help: 'Delay warnings sent to senders (recipients deferred past DELAY_WARNING_TIME)',
+      registers: [registry],
+    }),
     forwarded: new Counter({
       name: 'mailyard_delivery_forwarded_total',
       help: 'Messages passed to outbound for external alias targets',
@@ -136,6 +141,8 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   const writingKey = (queueId: string, account: string) => `delivering:${copyId(queueId, account)}`;
   /** Set once a recipient gone since acceptance is returned to the sender. */
   const goneKey = (queueId: string, rcpt: string) => markerKey(queueId, `gone:${rcpt}`);
+  /** Claimed for the delay warning that names a deferred recipient (warnDelayed). */
+  const warnedKey = (queueId: string, rcpt: string) => markerKey(queueId, `warned:${rcpt}`);
   /** Set once a recipient deferred past MAXIMAL_QUEUE_LIFETIME is returned to the sender. */
   const expiredKey = (queueId: string, rcpt: string) => markerKey(queueId, `expired:${rcpt}`);
 
@@ -162,9 +169,20 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   }, EVENT_WINDOW_MS);
 
   /** A DSN to the sender (none for the null sender: a bounce never bounces). */
-  const bounce = async (env: Envelope, message: Buffer, reports: RecipientReport[]): Promise<void> => {
+  const bounce = async (
+    env: Envelope,
+    message: Buffer,
+    reports: RecipientReport[],
+    willRetryUntil?: Date,
+  ): Promise<void> => {
     const sent = await returnToSender(
-      { myhostname: config.myhostname, original: env, message, reports },
+      {
+        myhostname: config.myhostname,
+        original: env,
+        message,
+        reports,
+        ...(willRetryUntil ? { willRetryUntil } : {}),
+      },
       { bus, directory },
     );
     if (!sent) {
@@ -172,8 +190,11 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       logger.warn({ queueId: env.queueId, rcpts }, 'null sender: nothing returned');
       return;
     }
-    metrics.bounces.inc();
-    logger.info({ queueId: env.queueId, dsnQueueId: sent.envelope.queueId, to: env.mailFrom }, 'bounce sent');
+    (willRetryUntil ? metrics.delayWarnings : metrics.bounces).inc();
+    logger.info(
+      { queueId: env.queueId, dsnQueueId: sent.envelope.queueId, to: env.mailFrom },
+      willRetryUntil ? 'delay warning sent' : 'bounce sent',
+    );
   };
 
   /** Junk for recipients the policy held, the bulk folder for bulk mail, else INBOX. */
@@ -559,8 +580,51 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     // the others are done; what they did must stay on record until the deferred are
     await keepRecords(env.queueId, [...local.keys()], gone);
     const age = Date.now() - Date.parse(env.receivedAt);
-    if (age >= config.maximal_queue_lifetime) await returnExpired(env, body, deferred, age);
-    else await scheduleRetry(env, body, deferred);
+    if (age >= config.maximal_queue_lifetime) return returnExpired(env, body, deferred, age);
+    await scheduleRetry(env, body, deferred);
+    await warnDelayed(env, body, deferred, age);
+  };
+
+  /**
+   * Postfix's delay_warning_time: once a deferred recipient's message is DELAY_WARNING_TIME
+   * old, its sender is told that it is still being retried, and until when; once for each
+   * recipient, whichever run gets there first (a record claimed before the DSN). The
+   * retry is queued already: a warning that cannot be sent now is logged and given back
+   * to the next run, never fails this one, which would queue the retry twice.
+   */
+  const warnDelayed = async (
+    env: Envelope,
+    message: Buffer,
+    deferred: Map<string, Deferral>,
+    age: number,
+  ): Promise<void> => {
+    const warnAfter = config.delay_warning_time;
+    if (!warnAfter || age < warnAfter || env.mailFrom === '') return;
+    let claimed: string[] = [];
+    try {
+      const rcpts = [...deferred.keys()];
+      const set = await Promise.all(
+        rcpts.map((r) => redis.set(warnedKey(env.queueId, r), '1', 'EX', recordTtl, 'NX')),
+      );
+      claimed = rcpts.filter((_, i) => set[i] === 'OK');
+      if (!claimed.length) return;
+      const reports: RecipientReport[] = claimed.map((rcpt) => ({
+        recipient: rcpt,
+        action: 'delayed',
+        status: deferred.get(rcpt)!.status,
+        diagnostic: `${deferred.get(rcpt)!.status} ${deferred.get(rcpt)!.reason}`,
+        remoteMta: null,
+      }));
+      await bounce(
+        env,
+        message,
+        reports,
+        new Date(Date.parse(env.receivedAt) + config.maximal_queue_lifetime),
+      );
+    } catch (err) {
+      logger.warn({ queueId: env.queueId, err }, 'delay warning not sent, it waits for the next retry');
+      await redis.del(claimed.map((r) => warnedKey(env.queueId, r))).catch(() => undefined);
+    }
   };
 
   /**

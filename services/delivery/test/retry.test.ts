@@ -193,3 +193,50 @@ test(
     }
   },
 );
+
+test(
+  'past DELAY_WARNING_TIME the sender is told once that the recipient is still being retried',
+  { timeout: 60_000 },
+  async () => {
+    await addAccount(t.p.directory, 'sue@example.test');
+    await addBigAlias('big-late@example.test');
+    await restartDelivery({ delay_warning_time: '2s' });
+    try {
+      const env = { ...envelope(['big-late@example.test']), mailFrom: 'sue@example.test' };
+      await t.p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, env);
+      const warning = await waitFor(() => t.p.inbox('sue@example.test')[0], {
+        timeoutMs: 20_000,
+        what: 'the delay warning in the sender’s INBOX',
+      });
+      const text = readFileSync(warning, 'utf8');
+      assert.match(text, /^Subject: Delayed Mail \(still being retried\)\r$/m);
+      assert.match(
+        text,
+        /^Final-Recipient: rfc822; big-late@example\.test\r\nAction: delayed\r\nStatus: 4\.6\.0\r$/m,
+      );
+      assert.match(
+        text,
+        /^Diagnostic-Code: x-mailyard; 4\.6\.0 Alias expansion error: alias expansion of big-late@/m,
+      );
+      // MAXIMAL_QUEUE_LIFETIME (5 days) after acceptance
+      const until = /^Will-Retry-Until: (.*)\r$/m.exec(text)?.[1];
+      assert.equal(Date.parse(until!), Math.floor(Date.parse(env.receivedAt) / 1000) * 1000 + 5 * 86_400_000);
+      // retried twice more without a second warning
+      const warnedAt = linesOf(env.queueId, 'retry scheduled').length;
+      await waitFor(() => linesOf(env.queueId, 'retry scheduled').length >= warnedAt + 2, {
+        what: 'two more retries',
+      });
+      // the alias shrunk to the limit: delivered, nothing more for the sender
+      await t.p.directory.delAlias('big-late@example.test', 'big-late-0@far-away.test');
+      const forwarded: string[] = [];
+      await waitFor(async () => forwarded.push(...(await takeOutbound()).flat()) === LIMIT, {
+        what: "the alias's members forwarded",
+      });
+      await allRunsDone();
+      assert.equal(t.p.inbox('sue@example.test').length, 1, 'one warning, no failure');
+      assert.equal(linesOf(env.queueId, 'delay warning sent').length, 1);
+    } finally {
+      await restartDelivery();
+    }
+  },
+);

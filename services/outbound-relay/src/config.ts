@@ -87,8 +87,6 @@ export const outboundRelaySchema = z.object({
    * DELIVERY_DEDUPE_TTL, for the relay.
    */
   outbound_dedupe_ttl: duration('14d'),
-  /** Warn the sender once when a message is still undelivered after this long; 0 disables (Postfix: delay_warning_time). */
-  delay_warning_time: duration('4h'),
   /** Connect timeout per address (Postfix: smtp_connect_timeout). */
   smtp_connect_timeout: duration('30s'),
   /** Timeout for each reply of the remote server (Postfix: smtp_*_timeout, simplified). */
