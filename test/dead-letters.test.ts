@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { connect, type ChannelModel, type ConfirmChannel } from 'amqplib';
 import { Bus } from '@mailyard/bus';
-import { createRedisClient, runCli } from '@mailyard/cli';
+import { createRedisClient } from '@mailyard/cli';
 import {
   DEAD_LETTER_EXCHANGE,
   ENVELOPE_HEADER,
@@ -24,7 +24,6 @@ import {
 import { createLogger } from '@mailyard/observability';
 import { newQueueId } from '@mailyard/smtp-core';
 import {
-  REDIS_URL,
   createTestRedis,
   createVhost,
   queueDepth,
@@ -36,35 +35,12 @@ import {
 import { addCrowd, crowdRemote, team, teamRemote } from '../services/delivery/test/crowd.js';
 import { envelope } from '../services/delivery/test/envelope.js';
 import { startPlatform, type Platform } from './harness.js';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+import { mailyardIn } from './mailyard-cli.js';
 
 type CliEnv = { AMQP_URL: string; REDIS_PREFIX: string };
 
 /** Runs `mailyard ...` in-process, as the operator would, against a vhost and key prefix. */
-const mailyard = (env: CliEnv, ...argv: string[]) => mailyardWith(createRedisClient, env, ...argv);
-
-/** The same with the Redis client `createRedis` makes. */
-async function mailyardWith(
-  createRedis: typeof createRedisClient,
-  env: CliEnv,
-  ...argv: string[]
-): Promise<Run> {
-  let stdout = '';
-  let stderr = '';
-  const code = await runCli(argv, {
-    env: { REDIS_URL, ...env },
-    createRedis,
-    stdin: process.stdin,
-    stdout: { write: (s: string) => (stdout += s) },
-    stderr: { write: (s: string) => (stderr += s) },
-  });
-  return { code, stdout, stderr };
-}
+const mailyard = (env: CliEnv, ...argv: string[]) => mailyardIn(env, argv);
 
 /** Publishes a letter to `mail.dlx` as the bus dead-letters one (confirmed). */
 async function deadLetter(ch: ConfirmChannel, body: Buffer, headers: Record<string, unknown>): Promise<void> {
@@ -567,7 +543,7 @@ describe('a dead-letter queue with a delivery limit (RabbitMQ 4.0 to 4.2 give ev
         ['requeue', 'dl-000000000000'],
       ])
         assert.deepEqual(
-          await mailyardWith(failingRenewals, env, 'queue', 'dead', ...argv),
+          await mailyardIn(env, ['queue', 'dead', ...argv], failingRenewals),
           tryAgain,
           argv.join(' '),
         );

@@ -3,7 +3,8 @@ import { DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS, type Bus, type BrowsedMessage } fro
 import {
   ENVELOPE_HEADER,
   LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX,
-  OUTBOUND_DELAY_QUEUE_PREFIX,
+  delayQueue,
+  delayQueueTarget,
   legacyOutboundDelayQueue,
   RoutingKeys,
   outboundDelayQueue,
@@ -17,29 +18,33 @@ import { withScanLease } from './scan-lease.js';
 export { QueueAdminError };
 
 /**
- * The operations on deferred outbound mail behind `mailyard queue` (the equivalents of
- * mailq, postqueue -f / -i and postsuper -d), for any caller: the CLI, an admin API.
- * They print nothing and exit nothing; a problem to report is a QueueAdminError whose
- * message is one sentence.
+ * The operations on deferred mail behind `mailyard queue` (the equivalents of mailq,
+ * postqueue -f / -i and postsuper -d), for any caller: the CLI, an admin API. Deferred
+ * mail is outbound-relay's (remote recipients a server put off) and delivery's (local
+ * recipients it could not serve yet: an alias over ALIAS_EXPANSION_LIMIT, a mailbox it
+ * cannot write to). They print nothing and exit nothing; a problem to report is a
+ * QueueAdminError whose message is one sentence.
  *
  * How they work with RabbitMQ: a deferred message waits in a delay queue
- * (`outbound.retry.<d>`), which AMQP cannot browse or index. So:
- *  - listing reads the index outbound-relay keeps in Redis (./deferred-index.ts) and
- *    looks for each message in the delay queue its entry names;
+ * (`outbound.retry.<d>`, `delivery.retry.<d>`), which AMQP cannot browse or index. So:
+ *  - listing reads the index the relay and delivery keep in Redis (./deferred-index.ts)
+ *    and looks for each message in the delay queue its entry names;
  *  - retry and delete take the messages of a delay queue one by one through the bus's
- *    inspect API (`browse`), republish (retry, confirmed) or drop (delete) the ones
- *    asked for, and keep the rest, which go back at their old position with their old
- *    expiry (the delay queues have no delivery limit that returns would count towards).
+ *    inspect API (`browse`), republish (retry, confirmed, to the queue the delay queue
+ *    is in front of) or drop (delete) the ones asked for, and keep the rest, which go
+ *    back at their old position with their old expiry (the delay queues have no delivery
+ *    limit that returns would count towards).
  */
 
 export interface QueueAdminDeps {
   /** The broker, through the bus: its inspect API and confirmed republishing. */
   bus: Pick<Bus, 'browse' | 'republish' | 'renew'>;
-  /** Where outbound-relay keeps the index of deferred messages (with its key prefix). */
+  /** Where outbound-relay and delivery keep the index of deferred messages (with their key prefix). */
   redis: Redis;
   /**
-   * Delay queues that `retry --all`, and an id the index does not know, scan besides
-   * those the index names (default: the default retry schedule's).
+   * Outbound delay queues that `retry --all`, and an id the index does not know, scan
+   * besides those the index names (default: the default retry schedule's); delivery's of
+   * the default schedule are scanned too.
    */
   delayQueues?: string[];
 }
@@ -129,15 +134,16 @@ export async function showDeferred(deps: QueueAdminDeps, queueId: string): Promi
 }
 
 /**
- * Sends deferred messages back to `outbound` now (postqueue -i / -f): every message of
- * the queue id, or every one; returns how many.
+ * Sends deferred messages back to `outbound` or `delivery`, whichever deferred them, now
+ * (postqueue -i / -f): every message of the queue id, or every one; returns how many.
  */
 export async function retryDeferred(deps: QueueAdminDeps, target: RetryTarget): Promise<number> {
   const index = new DeferredIndex(deps.redis);
   let n = 0;
-  await scan(deps, await queuesFor(deps, index, target), async (m, env) => {
+  await scan(deps, await queuesFor(deps, index, target), async (m, env, queue) => {
     if ('queueId' in target && env?.queueId !== target.queueId) return 'keep';
-    await deps.bus.republish(m, RoutingKeys.outbound);
+    // the legacy `outbound.delay.<d>` queues are the relay's too
+    await deps.bus.republish(m, delayQueueTarget(queue) ?? RoutingKeys.outbound);
     // the copy is confirmed: the original goes whatever Redis says, or it is sent twice;
     // an entry left behind is dropped by the next list, which finds no message for it
     if (env) await index.remove(env.queueId, env.recipients).catch(() => undefined);
@@ -173,9 +179,10 @@ async function queuesFor(deps: QueueAdminDeps, index: DeferredIndex, target: Ret
   const scheduled = deps.delayQueues ?? DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS.map(outboundDelayQueue);
   // and the classic queues of earlier releases, until outbound-relay has removed them
   const legacy = scheduled.map(legacyOutboundDelayQueue);
-  const names = new Set([...scheduled, ...legacy, ...(await index.list()).map((e) => e.queue)]);
+  const delivery = DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS.map((d) => delayQueue(RoutingKeys.delivery, d));
+  const names = new Set([...scheduled, ...legacy, ...delivery, ...(await index.list()).map((e) => e.queue)]);
   const delay = (q: string) =>
-    q.startsWith(OUTBOUND_DELAY_QUEUE_PREFIX) || q.startsWith(LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX);
+    delayQueueTarget(q) !== null || q.startsWith(LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX);
   return [...names].filter(delay);
 }
 

@@ -215,9 +215,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
 
   const queue = program
     .command('queue')
-    .description(
-      'inspect and manage deferred outbound mail (mailq, postqueue -f, postsuper -d) and dead letters',
-    );
+    .description('inspect and manage deferred mail (mailq, postqueue -f, postsuper -d) and dead letters');
 
   queue
     .command('list')

@@ -2,10 +2,12 @@ import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 
 /**
- * The index of deferred outbound messages: the runtime state outbound-relay keeps in
- * Redis beside the delay queues, which AMQP cannot browse or index. The relay writes an
- * entry when it defers a message and clears it when the message comes back; `mailyard
- * queue` (./admin.ts) reads it. Redis only: the message bytes stay in RabbitMQ.
+ * The index of deferred messages: the runtime state outbound-relay and delivery keep in
+ * Redis beside their delay queues, which AMQP cannot browse or index. Each writes an
+ * entry when it defers a message (the delay queue it waits in says whose it is) and
+ * clears it when the message comes back; `mailyard queue` (./admin.ts) reads it. Redis
+ * only: the message bytes stay in RabbitMQ. (The key keeps the name it had when only the
+ * relay wrote it.)
  *
  * One entry per outbound message, not per queue id: several messages can share a queue
  * id (delivery hands the members of an alias outside our domains to outbound in as many
@@ -67,7 +69,7 @@ export interface StoredEntry {
   raw: string;
 }
 
-/** The Redis index of deferred messages (written by outbound-relay, read by the CLI). */
+/** The Redis index of deferred messages (written by outbound-relay and delivery, read by the CLI). */
 export class DeferredIndex {
   constructor(private readonly redis: Redis) {}
 

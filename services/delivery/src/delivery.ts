@@ -12,6 +12,7 @@ import {
   EventKeys,
   MailMessages,
   RoutingKeys,
+  delayQueue,
   type Envelope,
   type MailboxChanged,
 } from '@mailyard/contracts';
@@ -26,6 +27,7 @@ import { isStorageFault, MailAccount, Quotas, type MaildirStore } from '@mailyar
 import { MailRules } from '@mailyard/mail-rules';
 import { Counter, Histogram, type Logger, type ReadinessCheck, type Registry } from '@mailyard/observability';
 import { returnToSender, type RecipientReport } from '@mailyard/dsn';
+import { DeferredIndex } from '@mailyard/queue-admin/deferred-index';
 import { deliveredToHeader, returnPathHeader } from '@mailyard/smtp-core';
 import type { DeliveryConfig } from './config.js';
 import { accountRules, forwardedKey, junkFor } from './rules.js';
@@ -130,6 +132,8 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     Math.ceil(config.maximal_queue_lifetime / 1000) + 86_400,
   );
   const delayQueues = [...new Set(schedule)].map((d) => delayQueueSpec(RoutingKeys.delivery, d));
+  /** What `mailyard queue list` shows of the retries waiting in the delay queues. */
+  const index = new DeferredIndex(redis);
   const copyId = (queueId: string, account: string) => `${queueId}:${digest(account)}`;
   /** Set once the copy is settled: filed, returned or dropped. Any value means "done". */
   const markerKey = (queueId: string, account: string) => `delivered:${copyId(queueId, account)}`;
@@ -553,6 +557,10 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   };
 
   const deliver = async (env: Envelope, body: Buffer): Promise<void> => {
+    // back from a delay queue: its entry in the index goes (the queue id's other parts,
+    // the relay's, keep theirs)
+    if (env.attempts > 0 || env.lastError !== null)
+      await fromRedis(index.remove(env.queueId, env.recipients));
     const local = new Map<string, string>();
     const remoteOf = new Map<string, string[]>();
     const gone: string[] = [];
@@ -650,6 +658,21 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       .slice(0, 1000);
     await bus.publishDelayed(delay, body, { ...env, recipients, attempts, lastError }, RoutingKeys.delivery);
     metrics.retries.inc();
+    await index
+      .add({
+        queueId: env.queueId,
+        mailFrom: env.mailFrom,
+        recipients,
+        attempts,
+        lastError,
+        receivedAt: env.receivedAt,
+        nextTry: new Date(Date.now() + delay).toISOString(),
+        queue: delayQueue(RoutingKeys.delivery, delay),
+        size: body.length,
+      })
+      .catch((err: unknown) =>
+        logger.warn({ queueId: env.queueId, err }, 'could not index the deferred message'),
+      );
     logger.info(
       { queueId: env.queueId, rcpts: recipients, attempts, delayMs: delay, reason: lastError },
       'retry scheduled',

@@ -3,14 +3,17 @@
 // raise the limit; the message's other recipients get theirs, once, whatever the reruns,
 // and the deferred wait in a delay queue for their retry. Retried with the limit raised,
 // the alias's members get theirs and nobody a second one, whichever of the message's
-// aliases expand in which run. The schedule here is one hour: a test takes the retry
-// from its delay queue and sends it to delivery itself, as when it falls due.
+// aliases expand in which run. The schedule here is one hour: the operator brings a
+// retry back early with `mailyard queue retry`, or a test takes it from its delay queue
+// and sends it to delivery itself, as when it falls due.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ENVELOPE_HEADER, Queues, RoutingKeys, delayQueue, type Envelope } from '@mailyard/contracts';
+import type { DeferredEntry } from '@mailyard/queue-admin';
 import { refuseAfterOne, waitFor } from '@mailyard/testkit';
 import { remoteMembers } from './addresses.js';
 import { crowdMail, crowdRemote, crowdForTests, team, teamRemote } from './crowd.js';
+import { mailyardIn } from '../../../test/mailyard-cli.js';
 import { envelope } from './envelope.js';
 
 const LIMIT = 10;
@@ -71,24 +74,45 @@ function assertOneCopyEach(): void {
   for (const a of ['dora@example.test', ...team]) assert.equal(t.p.inbox(a).length, 1, a);
 }
 
-let deferredEnv: Envelope;
+/** `mailyard ...` against the platform, as the operator runs it. */
+const mailyard = (...argv: string[]) =>
+  mailyardIn({ AMQP_URL: t.p.env.AMQP_URL!, REDIS_PREFIX: t.p.redis.prefix }, argv);
+
+let deferredId: string;
 
 test(
-  'over the limit: the recipient is deferred, logged and sent to a delay queue; one at the limit and a colleague get theirs once',
+  'over the limit: the recipient is deferred, logged and listed by `mailyard queue`; one at the limit and a colleague get theirs once',
   { timeout: 60_000 },
   async () => {
     const env = envelope(['crowd@example.test', 'dora@example.test', 'team@example.test']);
+    deferredId = env.queueId;
     await t.p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, env);
     // the others served, the deferred recipient alone waits for its retry
-    deferredEnv = await retried();
-    assert.deepEqual(deferredEnv.recipients, ['crowd@example.test']);
-    assert.equal(deferredEnv.queueId, env.queueId);
-    assert.equal(deferredEnv.receivedAt, env.receivedAt);
-    assert.equal(deferredEnv.attempts, 1);
-    assert.equal(
-      deferredEnv.lastError,
-      '4.6.0 Alias expansion error: alias expansion of crowd@example.test reached 14 addresses, over the limit of 10',
+    await waitFor(async () => (await t.ch.checkQueue(RETRY_QUEUE)).messageCount === 1, {
+      what: 'the deferred recipient in the delay queue',
+    });
+    const listed = await mailyard('queue', 'list', '--json');
+    assert.equal(listed.code, 0, listed.stderr);
+    const { nextTry, ...entry } = JSON.parse(listed.stdout) as DeferredEntry;
+    const lastError =
+      '4.6.0 Alias expansion error: alias expansion of crowd@example.test reached 14 addresses, over the limit of 10';
+    assert.deepEqual(entry, {
+      queueId: env.queueId,
+      mailFrom: 'sender@remote.test',
+      recipients: ['crowd@example.test'],
+      attempts: 1,
+      lastError,
+      receivedAt: env.receivedAt,
+      queue: RETRY_QUEUE,
+      size: body.length,
+    });
+    assert.ok(Math.abs(Date.parse(nextTry) - Date.now() - 3_600_000) < 60_000, 'next try in an hour');
+    const show = await mailyard('queue', 'show', env.queueId);
+    assert.match(
+      show.stdout,
+      /^ {4}attempts 1, next try .* \(in (59|60)m\)\n {4}\(4\.6\.0 Alias expansion error: .*\)\n {4}crowd@example\.test\n/m,
     );
+    assert.match(show.stdout, /Subject: all/);
 
     const warned = t.lines.filter((l) => l.rcpt === 'crowd@example.test' && l.status === '4.6.0');
     assert.equal(warned.length, 1, 'the deferral logged, once: the message ran once');
@@ -107,11 +131,11 @@ test(
     assert.equal(scheduled.length, 1);
     assert.deepEqual(scheduled[0]!.rcpts, ['crowd@example.test']);
     assert.equal(scheduled[0]!.delayMs, 3_600_000);
-    assert.equal(scheduled[0]!.reason, deferredEnv.lastError);
+    assert.equal(scheduled[0]!.reason, lastError);
 
     assertOneCopyEach();
     assert.deepEqual(await takeOutbound(), [teamRemote], "the team's external members queued once");
-    await assertNothingLeft();
+    assert.equal((await t.ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
     const res = await fetch(`http://127.0.0.1:${t.p.deliveryRt!.httpPort}/metrics`);
     const text = await res.text();
     assert.match(text, /mailyard_delivery_deliveries_total\{result="alias-expansion"\} 1\n/);
@@ -120,21 +144,18 @@ test(
 );
 
 test(
-  'with the limit raised, the retry reaches the rest of the alias, nobody twice',
+  'with the limit raised, `mailyard queue retry` brings the rest of the alias, nobody twice',
   { timeout: 60_000 },
   async () => {
-    assert.ok(deferredEnv, 'the retry of the test before');
+    assert.ok(deferredId, 'the retry of the test before');
     const deferrals = t.lines.filter((l) => l.status === '4.6.0').length;
     await restartDelivery(20);
-    // as when it falls due
     const from = t.lines.length;
-    await t.p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, deferredEnv);
+    const retry = await mailyard('queue', 'retry', deferredId);
+    assert.deepEqual(retry, { code: 0, stdout: '1 message queued for delivery\n', stderr: '' });
     // the run's last step (the team's are found queued before, and skipped)
     await waitFor(
-      () =>
-        t.lines
-          .slice(from)
-          .some((l) => l.queueId === deferredEnv.queueId && l.msg === 'forwarded to outbound'),
+      () => t.lines.slice(from).some((l) => l.queueId === deferredId && l.msg === 'forwarded to outbound'),
       { timeoutMs: 30_000, what: "the crowd's external members queued" },
     );
     // the team, nested in the crowd, is not in the retry: its record still counts
@@ -145,6 +166,7 @@ test(
       what: 'the retry done with',
     });
     await assertNothingLeft();
+    assert.equal((await mailyard('queue', 'list')).stdout, 'Mail queue is empty\n');
   },
 );
 
