@@ -624,7 +624,7 @@ export class Operations {
 
   // ---- outbound queue and policy rules
 
-  /** The deferred outbound mail, over the broker and index `queue` reaches; changes are audited. */
+  /** The deferred mail (the relay's and delivery's), over the broker and index `queue` reaches; changes are audited. */
   queue(deps: QueueAdminDeps): QueueOperations {
     return new QueueOperations(deps, (action, target, detail) => this.log(action, target, detail));
   }

@@ -20,7 +20,7 @@ import type { AuditEntry } from './audit.js';
 type Log = (action: string, target: string, detail?: AuditEntry['detail']) => Promise<unknown>;
 
 /**
- * The deferred outbound mail and the dead-letter queue (packages/queue-admin's
+ * The deferred mail and the dead-letter queue (packages/queue-admin's
  * operations) with retries, requeues and deletions written to the audit log: what
  * `mailyard queue` and the console's queue page both call. Problems are
  * QueueAdminErrors, one sentence each.

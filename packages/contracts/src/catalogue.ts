@@ -50,7 +50,9 @@ const ENVELOPE_VERSION_VALUE = Envelope.shape.v.value;
 export const MailMessages = {
   /**
    * Local recipients, filed by services/delivery. A Redis outage holds the message
-   * (not an attempt); the broker's delivery limit (50) is the last resort.
+   * (not an attempt); the broker's delivery limit (50) is the last resort. Recipients it
+   * cannot serve now are not a failure: they wait in a delay queue `delivery.retry.<d>`
+   * (the same message type, dead-lettered back here after the delay).
    */
   delivery: {
     name: 'mail.delivery',

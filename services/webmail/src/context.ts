@@ -53,7 +53,7 @@ export interface Ctx {
   inFolder<T>(account: string, folder: string, fn: (c: ImapFlow, f: FolderInfo) => Promise<T>): Promise<T>;
   /** The administrative operations the CLI calls too; `.as(admin)` for each request (adminOps). */
   operations: Operations;
-  /** The broker and index of deferred outbound mail (null: no broker, the queue page is unavailable). */
+  /** The broker and index of deferred mail (null: no broker, the queue page is unavailable). */
   queue: QueueAdminDeps | null;
 }
 

@@ -5,7 +5,7 @@ import { cliActor, type CommandContext } from '../context.js';
 import { CliError } from '../errors.js';
 
 /**
- * `mailyard queue list|show|retry|delete`: deferred outbound mail. The commands live in
+ * `mailyard queue list|show|retry|delete`: deferred mail. The commands live in
  * @mailyard/queue-admin, next to the index outbound-relay writes; this only hands them
  * the CLI's environment, output and Redis connection.
  */
