@@ -279,7 +279,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
           recipient: via,
           action: 'failed',
           status: '5.2.2',
-          diagnostic: `x-mailyard; 552 5.2.2 Mailbox full: ${via} is over its storage quota`,
+          diagnostic: `552 5.2.2 Mailbox full: ${via} is over its storage quota`,
           remoteMta: null,
         },
       ]);
@@ -327,7 +327,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       recipient: rcpt,
       action: 'failed',
       status: '5.1.1',
-      diagnostic: `x-mailyard; 550 5.1.1 <${rcpt}>: unknown user (removed after the message was accepted)`,
+      diagnostic: `550 5.1.1 <${rcpt}>: unknown user (removed after the message was accepted)`,
       remoteMta: null,
     }));
     const returned = await returnOnce(env, message, reports, goneKey);

@@ -87,7 +87,10 @@ test(
     );
     assert.match(dsn, /Status: 5\.1\.1/);
     assert.match(dsn, /Final-Recipient: rfc822; ?gone@example\.test/);
-    assert.match(dsn, /unknown user/);
+    assert.match(
+      dsn,
+      /^Diagnostic-Code: x-mailyard; 550 5\.1\.1 <gone@example\.test>: unknown user \(removed after the message was accepted\)\r$/m,
+    );
     assert.doesNotMatch(dsn, /Final-Recipient: rfc822; ?dora@/);
     assert.equal(p.inbox('dora@example.test').length, before + 1);
     const res = await fetch(`http://127.0.0.1:${p.deliveryRt!.httpPort}/metrics`);
@@ -251,6 +254,7 @@ test(
       assert.equal(dsns.length, 1);
       assert.ok(dsns[0]!.text.includes(plain.queueId));
       assert.match(dsns[0]!.text, /Status: 5\.2\.2/);
+      assert.match(dsns[0]!.text, /^Diagnostic-Code: x-mailyard; 552 5\.2\.2 Mailbox full: /m);
       assert.deepEqual(out.find((o) => o.env.mailFrom !== '')?.env.recipients, ['rita@far.test']);
     } finally {
       await conn.close();
