@@ -130,6 +130,11 @@ test(
     // started: exactly one line at info each, "<service> ready" with its ports and metrics port
     // (a warning about the settings, such as the self-signed certificate, is another matter)
     for (const [name, p] of services) {
+      // /readyz answers as the line is written: on a busy machine it reaches the pipe later
+      await waitFor(() => lines(p).some((l) => l.level === INFO), {
+        timeoutMs: 10_000,
+        what: `${name}'s first line at info`,
+      }).catch(() => undefined);
       const info = lines(p).filter((l) => l.level === INFO);
       assert.deepEqual(
         info.map((l) => l.msg),
