@@ -561,7 +561,10 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     // the relay's, keep theirs)
     if (env.attempts > 0 || env.lastError !== null)
       await fromRedis(index.remove(env.queueId, env.recipients));
+    /** Each account, and the recipient its copy is filed for (the first that led to it). */
     const local = new Map<string, string>();
+    /** Each account, and every recipient that led to it. */
+    const ledBy = new Map<string, string[]>();
     const remoteOf = new Map<string, string[]>();
     const gone: string[] = [];
     const deferred = new Map<string, Deferral>();
@@ -572,11 +575,17 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
         continue;
       }
       if (!x.local.length && !x.remote.length) gone.push(rcpt);
-      for (const l of x.local) if (!local.has(l.account)) local.set(l.account, rcpt);
+      for (const l of x.local) {
+        if (!local.has(l.account)) local.set(l.account, rcpt);
+        ledBy.set(l.account, [...(ledBy.get(l.account) ?? []), rcpt]);
+      }
       if (x.remote.length) remoteOf.set(rcpt, x.remote);
     }
     try {
-      for (const [rcpt, why] of await serve(env, body, local, remoteOf, gone)) deferred.set(rcpt, why);
+      // every recipient that led to a mailbox not written is retried: the one its copy
+      // was filed for may no longer lead there at the retry (the alias changed, or gone)
+      for (const [account, why] of await serve(env, body, local, remoteOf, gone))
+        for (const rcpt of ledBy.get(account)!) if (!deferred.has(rcpt)) deferred.set(rcpt, why);
     } catch (err) {
       // a run that fails may be the message's last before the dead-letter queue (one
       // held for a backend is not: it is run again once the backend answers)
@@ -681,8 +690,8 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
 
   /**
    * Files, returns and forwards what the recipients expanded to (`deliver`). Each step
-   * done before is skipped by its record. The recipients whose mailbox could not be
-   * written to, and why, are returned to be deferred.
+   * done before is skipped by its record. The accounts whose mailbox could not be
+   * written to, and why, are returned, for their recipients to be deferred.
    */
   const serve = async (
     env: Envelope,
@@ -711,8 +720,8 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     );
     const failed = runs.find((r) => r.status === 'rejected' && !(r.reason instanceof MailboxFault));
     if (failed?.status === 'rejected') throw failed.reason;
-    // as Postfix's virtual(8) defers a maildir it cannot write (4.2.0): the recipient that
-    // led to it is retried on the schedule, the other copies are kept
+    // as Postfix's virtual(8) defers a maildir it cannot write (4.2.0): the recipients that
+    // led to it are retried on the schedule, the other copies are kept
     const deferred = new Map<string, Deferral>();
     for (const [i, run] of runs.entries()) {
       if (run.status === 'fulfilled') continue;
@@ -723,7 +732,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
         { queueId: env.queueId, account, rcpt: via, status: '4.2.0', err: fault.cause },
         `mailbox of ${account} cannot be written (${fault.code}) -- deferring delivery`,
       );
-      deferred.set(via, { status: '4.2.0', reason: `Mailbox unavailable: ${fault.message}` });
+      deferred.set(account, { status: '4.2.0', reason: `Mailbox unavailable: ${fault.message}` });
     }
     if (gone.length) await returnGone(env, body, gone);
     if (remoteOf.size) await forwardRemote(env, body, remoteOf);

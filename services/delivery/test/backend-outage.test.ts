@@ -57,6 +57,7 @@ before(async () => {
   await dir.addUser('dan@example.test', 'correct horse battery staple');
   await dir.addUser('erin@example.test', 'correct horse battery staple');
   await dir.addUser('frank@example.test', 'correct horse battery staple');
+  await dir.addUser('gina@example.test', 'correct horse battery staple');
   admin.disconnect();
   const cfg = loadConfig(deliverySchema, {
     env: {},
@@ -243,6 +244,44 @@ test(
     assert.equal(maildirMessages(frank).length, 1, 'one copy');
     assert.equal(maildirNew(alice).length, filed + 1, 'alice not filed again');
     assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
+  },
+);
+
+test(
+  'a maildir that two recipients lead to: both are retried, and the one still leading there gets its copy',
+  { timeout: 60_000 },
+  async () => {
+    const gina = folderDir(maildir.path, 'gina@example.test', 'INBOX');
+    const admin = new Redis(redis.port, '127.0.0.1', { keyPrefix: 'mailyard:' });
+    const dir = new Directory(admin);
+    await dir.addAlias('pair@example.test', ['gina@example.test', 'dan@example.test']);
+    const scheduled = await retries();
+    try {
+      for (const d of ['new', 'cur']) mkdirSync(join(gina, d), { recursive: true });
+      symlinkSync('/sys/kernel', join(gina, 'tmp'));
+      // gina's copy is filed for the alias, the first recipient that leads to her
+      await rt.bus.publishMail(
+        RoutingKeys.delivery,
+        Buffer.from('Subject: two ways\r\n\r\nbody\r\n'),
+        envelope(['pair@example.test', 'gina@example.test']),
+      );
+      await waitFor(async () => (await retries()) >= scheduled + 1, { what: 'a retry' });
+      // the operator takes gina off the alias, then repairs her maildir: she is still
+      // a recipient of her own, whose copy the retry must file
+      await dir.delAlias('pair@example.test', 'gina@example.test');
+    } finally {
+      rmSync(join(gina, 'tmp'));
+      admin.disconnect();
+    }
+    await waitFor(() => maildirMessages(gina).length === 1, { timeoutMs: 20_000, what: "gina's copy filed" });
+    await waitFor(
+      async () => {
+        const depths = await queueDepths(vhost.name);
+        return !depths.get(Queues.delivery) && !depths.get(delayQueue(RoutingKeys.delivery, 1000));
+      },
+      { what: 'no retry left' },
+    );
+    assert.equal(maildirMessages(gina).length, 1, 'one copy');
   },
 );
 
