@@ -814,12 +814,28 @@ class MailboxFault extends Error {
     super(`the mailbox cannot be written to (${code})`, { cause });
   }
 
-  /** `err` as a MailboxFault when it is an error of the file system; else `err` itself. */
+  /**
+   * `err` as a MailboxFault when the file system refuses this mailbox; else `err` itself
+   * (Node's own ERR_* codes are a fault of the code, for the dead-letter queue and
+   * someone to look at, not a reason to retry for days).
+   */
   static of(err: unknown): unknown {
     const code = (err as NodeJS.ErrnoException | null)?.code;
-    return typeof code === 'string' ? new MailboxFault(code, err) : err;
+    return code && MAILBOX_FAULTS.has(code) ? new MailboxFault(code, err) : err;
   }
 }
+
+/** The file system refusing one mailbox: its owner, its mode, its shape, a lock. */
+const MAILBOX_FAULTS = new Set([
+  'EACCES',
+  'EPERM',
+  'ENOTDIR',
+  'EISDIR',
+  'EBUSY',
+  'EAGAIN',
+  'ELOOP',
+  'ENAMETOOLONG',
+]);
 
 /** How far each recipient's external targets were queued to outbound (`forwardProgress`). */
 const progressKey = (queueId: string) => `forward-progress:${queueId}`;

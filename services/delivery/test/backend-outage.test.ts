@@ -378,3 +378,27 @@ test(
     assert.equal(ids[1], ids[0]);
   },
 );
+
+test(
+  "an error of the code (Node's ERR_*), not of a mailbox: dead-lettered for someone to see, not retried",
+  { timeout: 60_000 },
+  async () => {
+    const scheduled = await retries();
+    try {
+      storeFails = 'ERR_INVALID_ARG_TYPE';
+      await rt.bus.publishMail(
+        RoutingKeys.delivery,
+        Buffer.from('Subject: a bug\r\n\r\nbody\r\n'),
+        envelope(['bob@example.test']),
+      );
+      await waitFor(async () => (await ch.checkQueue(Queues.deadLetter)).messageCount === 1, {
+        timeoutMs: 30_000,
+        what: 'the message dead-lettered',
+      });
+      assert.equal(await retries(), scheduled, 'no retry scheduled');
+    } finally {
+      storeFails = null;
+      await ch.purgeQueue(Queues.deadLetter);
+    }
+  },
+);
