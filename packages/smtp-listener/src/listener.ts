@@ -376,8 +376,9 @@ export class MailyardSmtpServer extends SMTPServer {
             // RFC 6152; BINARYMIME needs CHUNKING (RFC 3030), which smtp-server has not
             (key === 'BODY' && typeof value === 'string' && /^(7BIT|8BITMIME)$/i.test(value)) ||
             (key === 'SMTPUTF8' && !o.hideSMTPUTF8) ||
-            // RFC 4954 §5, where AUTH is offered
-            (key === 'AUTH' && !o.disabledCommands?.includes('AUTH')) ||
+            // RFC 4954 §5; where AUTH is not offered it is taken and ignored, as Postfix
+            // does: a sender that adds AUTH=<> to every MAIL would otherwise bounce (5xx)
+            key === 'AUTH' ||
             ((key === 'RET' || key === 'ENVID') && !o.hideDSN) ||
             (key === 'REQUIRETLS' && !o.hideREQUIRETLS)
           : (key === 'NOTIFY' || key === 'ORCPT') && !o.hideDSN;
