@@ -1,4 +1,4 @@
-// The outbound queue, the dead letters, the policy lists and access tables, explanations, the audit log.
+// The deferred mail, the dead letters, the policy lists and access tables, explanations, the audit log.
 import { useRef, useState } from 'preact/hooks';
 import { admin, type AdminDeadLetter, type AdminDeadLetterMessage, type AdminExplain } from './admin-api.ts';
 import { AdminTable, Card, LoadError, Outcome, useAction, useLoad, when } from './admin-ui.tsx';
@@ -27,8 +27,11 @@ export function QueuePage() {
     });
 
   return (
-    <Card id="queue-title" title="Outbound queue">
-      <p>Mail waiting for another try: the receiving server refused it for now or could not be reached.</p>
+    <Card id="queue-title" title="Deferred mail">
+      <p>
+        Mail waiting for another try: the receiving server refused it for now or could not be reached, or a
+        mailbox here could not be written to or an alias is over its limit.
+      </p>
       <LoadError error={error} />
       {data && !data.messages.length && <p role="status">The queue is empty.</p>}
       <ul class="queue-list" aria-label="Deferred messages">
