@@ -4,19 +4,13 @@
 // normalise.ts), or what the script's `rfc>` lines say where Dovecot departs from the
 // RFC. The script format is described in script.ts.
 import assert from 'node:assert/strict';
-import { chmodSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import {
-  dovecotInstalled,
-  dovecotPath,
-  skipWithout,
-  startDovecot,
-  tempDir,
-  type DovecotServer,
-} from '@mailyard/testkit';
-import { addAccount, startPlatform, type Platform } from '../../../../test/harness.js';
-import { PASSWORD, startRetrieval, type Retrieval } from '../helpers.js';
+import { dovecotInstalled, skipWithout } from '@mailyard/testkit';
+import { addAccount } from '../../../../test/harness.js';
+import { startDovecotBeside, type DovecotBeside } from '../dovecot-beside.js';
+import { PASSWORD } from '../helpers.js';
 import { ScriptClient } from './client.js';
 import { newNormaliser, normaliseCommand } from './normalise.js';
 import { parseScript, type Script } from './script.js';
@@ -59,33 +53,19 @@ namespace inbox {
 /** Each script has a user (and empty Maildirs) of its own on both servers. */
 const userOf = (script: Script) => `${script.name}@example.test`;
 
-let p: Platform;
-let r: Retrieval;
-let dovecot: DovecotServer;
-const dovecotDir = tempDir('mailyard-imap-diff-');
+let servers: DovecotBeside;
 
 const skip = skipWithout(dovecotInstalled(), 'dovecot-imapd not installed');
 
 before(async () => {
   if (skip) return;
-  p = await startPlatform({ withDelivery: false });
-  r = await startRetrieval(p);
-  chmodSync(dovecotDir.path, 0o755); // Dovecot's processes run as the dovecot user
-  const mail = join(dovecotDir.path, 'mail');
-  dovecot = await startDovecot({
-    dir: join(dovecotDir.path, 'dovecot'),
-    mailLocation: `maildir:${dovecotPath(mail)}/%u`,
-    mailRoots: [mail],
-    users: scripts.map((sc) => ({ user: userOf(sc), password: PASSWORD })),
+  servers = await startDovecotBeside({
+    name: 'imap-diff',
+    users: scripts.map(userOf),
     extraConfig: DOVECOT_CONFIG,
   });
 });
-after(async () => {
-  await dovecot?.stop();
-  dovecotDir.cleanup();
-  await r?.stop();
-  await p?.close();
-});
+after(() => servers?.close());
 
 /**
  * RFC 7162 §3.1.2.1: a server that keeps mod-sequences sends HIGHESTMODSEQ on every
@@ -142,10 +122,10 @@ void describe('IMAP compared with Dovecot', { skip }, () => {
   for (const script of scripts) {
     void it(script.name, { timeout: 60_000 }, async () => {
       const user = userOf(script);
-      await addAccount(p.directory, user);
-      const reference = await runScript(dovecot.port, user, script);
+      await addAccount(servers.p.directory, user);
+      const reference = await runScript(servers.dovecot.port, user, script);
       const theirs = reference.normalised;
-      const ours = (await runScript(r.ports.imap, user, script, reference)).normalised;
+      const ours = (await runScript(servers.r.ports.imap, user, script, reference)).normalised;
       const diffs: string[] = [];
       script.steps
         .filter((s) => s.compare)

@@ -5,23 +5,15 @@
 // where Dovecot departs from the RFC or we differ on purpose. The script format is
 // described in script.ts.
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { accountDir } from '@mailyard/mailstore';
-import {
-  dovecotInstalled,
-  dovecotPath,
-  LineClient,
-  scriptDifferences,
-  skipWithout,
-  startDovecot,
-  tempDir,
-  type DovecotServer,
-} from '@mailyard/testkit';
-import { addAccount, startPlatform, type Platform } from '../../../../test/harness.js';
-import { PASSWORD, startRetrieval, type Retrieval } from '../helpers.js';
+import { dovecotInstalled, LineClient, scriptDifferences, skipWithout } from '@mailyard/testkit';
+import { addAccount } from '../../../../test/harness.js';
+import { startDovecotBeside, type DovecotBeside } from '../dovecot-beside.js';
+import { PASSWORD } from '../helpers.js';
 import { multiLine, normaliseResponse, Uidls } from './normalise.js';
 import { expand, parseScript, type Script, type Step } from './script.js';
 
@@ -59,35 +51,22 @@ function clientAddress(): string {
 /** Each script has a user (and a maildrop) of its own on both servers. */
 const userOf = (script: Script) => `${script.name}@example.test`;
 
-let p: Platform;
-let r: Retrieval;
-let dovecot: DovecotServer;
-const dovecotDir = tempDir('mailyard-pop3-diff-');
-const dovecotMail = join(dovecotDir.path, 'mail');
+let servers: DovecotBeside;
 
 const skip = skipWithout(dovecotInstalled('pop3'), 'dovecot-pop3d not installed');
 
 before(async () => {
   if (skip) return;
-  p = await startPlatform({ withDelivery: false });
-  // sessions come from all over 127/8 (see clientAddress)
-  r = await startRetrieval(p, { plaintext_auth_networks: '127.0.0.0/8' });
-  chmodSync(dovecotDir.path, 0o755); // Dovecot's processes run as the dovecot user
-  dovecot = await startDovecot({
-    dir: join(dovecotDir.path, 'dovecot'),
-    mailLocation: `maildir:${dovecotPath(dovecotMail)}/%u`,
-    mailRoots: [dovecotMail],
-    users: scripts.map((sc) => ({ user: userOf(sc), password: PASSWORD })),
+  servers = await startDovecotBeside({
+    name: 'pop3-diff',
+    users: scripts.map(userOf),
     extraConfig: DOVECOT_CONFIG,
     pop3: true,
+    // sessions come from all over 127/8 (see clientAddress)
+    retrieval: { plaintext_auth_networks: '127.0.0.0/8' },
   });
 });
-after(async () => {
-  await dovecot?.stop();
-  dovecotDir.cleanup();
-  await r?.stop();
-  await p?.close();
-});
+after(() => servers?.close());
 
 /** The script's messages, in order, as new mail in a Maildir (both servers number them by name). */
 function seed(maildir: string, script: Script): void {
@@ -162,12 +141,12 @@ void describe('POP3 compared with Dovecot', { skip }, () => {
   for (const script of scripts) {
     void it(script.name, { timeout: 60_000 }, async () => {
       const user = userOf(script);
-      await addAccount(p.directory, user);
-      seed(accountDir(p.maildir, user), script);
-      seed(join(dovecotMail, user), script);
-      spawnSync('chown', ['-R', 'dovecot:dovecot', join(dovecotMail, user)]);
-      const theirs = await runScript(dovecot.pop3Port!, user, script);
-      const ours = await runScript(r.ports.pop3, user, script);
+      await addAccount(servers.p.directory, user);
+      seed(accountDir(servers.p.maildir, user), script);
+      seed(join(servers.mail, user), script);
+      spawnSync('chown', ['-R', 'dovecot:dovecot', join(servers.mail, user)]);
+      const theirs = await runScript(servers.dovecot.pop3Port!, user, script);
+      const ours = await runScript(servers.r.ports.pop3, user, script);
       const diffs = scriptDifferences(script.steps, theirs, ours, 'dovecot');
       assert.equal(diffs.length, 0, `${script.name}: responses differ\n${diffs.join('\n')}`);
     });
