@@ -127,6 +127,16 @@ const deliveries = async (result?: string) => {
     .reduce((n, v) => n + v.value, 0);
 };
 
+/**
+ * A maildir whose tmp/ even root may not create files in, as one restored with the wrong
+ * owner; repairMaildir sets it right.
+ */
+function breakMaildir(dir: string): void {
+  for (const d of ['new', 'cur']) mkdirSync(join(dir, d), { recursive: true });
+  symlinkSync('/sys/kernel', join(dir, 'tmp'));
+}
+const repairMaildir = (dir: string) => rmSync(join(dir, 'tmp'));
+
 /** Retries scheduled (messages of deferred recipients sent to a delay queue). */
 const retries = async () => {
   const text = await rt.registry.getSingleMetricAsString('mailyard_delivery_retries_total');
@@ -204,9 +214,7 @@ test(
     const scheduled = await retries();
     const filed = maildirNew(alice).length;
     try {
-      // tmp/ where even root may not create files, as in a maildir restored with the wrong owner
-      for (const d of ['new', 'cur']) mkdirSync(join(frank, d), { recursive: true });
-      symlinkSync('/sys/kernel', join(frank, 'tmp'));
+      breakMaildir(frank);
       await rt.bus.publishMail(
         RoutingKeys.delivery,
         Buffer.from('Subject: eacces\r\n\r\nbody\r\n'),
@@ -230,7 +238,7 @@ test(
         /mailyard_bus_held_messages\{queue="delivery"\} [1-9]/,
       );
     } finally {
-      rmSync(join(frank, 'tmp'));
+      repairMaildir(frank);
     }
     // the owner set right: the next retry files it
     await waitFor(() => maildirMessages(frank).length === 1, { what: "frank's copy filed" });
@@ -257,8 +265,7 @@ test(
     await dir.addAlias('pair@example.test', ['gina@example.test', 'dan@example.test']);
     const scheduled = await retries();
     try {
-      for (const d of ['new', 'cur']) mkdirSync(join(gina, d), { recursive: true });
-      symlinkSync('/sys/kernel', join(gina, 'tmp'));
+      breakMaildir(gina);
       // gina's copy is filed for the alias, the first recipient that leads to her
       await rt.bus.publishMail(
         RoutingKeys.delivery,
@@ -270,7 +277,7 @@ test(
       // a recipient of her own, whose copy the retry must file
       await dir.delAlias('pair@example.test', 'gina@example.test');
     } finally {
-      rmSync(join(gina, 'tmp'));
+      repairMaildir(gina);
       admin.disconnect();
     }
     await waitFor(() => maildirMessages(gina).length === 1, { timeoutMs: 20_000, what: "gina's copy filed" });
