@@ -351,13 +351,12 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     deferred: Map<string, Deferral>,
     age: number,
   ): Promise<void> => {
-    const reports: RecipientReport[] = [...deferred].map(([rcpt, why]) => ({
-      recipient: rcpt,
-      action: 'failed',
-      status: why.status,
-      diagnostic: `${why.status} ${why.reason} (message expired after ${Math.round(age / 3_600_000)} hours in the queue)`,
-      remoteMta: null,
-    }));
+    const reports = deferralReports(
+      deferred,
+      [...deferred.keys()],
+      'failed',
+      ` (message expired after ${Math.round(age / 3_600_000)} hours in the queue)`,
+    );
     const returned = await returnOnce(env, message, reports, expiredKey);
     if (!returned.length) return;
     logger.warn(
@@ -625,17 +624,10 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       );
       claimed = rcpts.filter((_, i) => set[i] === 'OK');
       if (!claimed.length) return;
-      const reports: RecipientReport[] = claimed.map((rcpt) => ({
-        recipient: rcpt,
-        action: 'delayed',
-        status: deferred.get(rcpt)!.status,
-        diagnostic: `${deferred.get(rcpt)!.status} ${deferred.get(rcpt)!.reason}`,
-        remoteMta: null,
-      }));
       await bounce(
         env,
         message,
-        reports,
+        deferralReports(deferred, claimed, 'delayed'),
         new Date(Date.parse(env.receivedAt) + config.maximal_queue_lifetime),
       );
     } catch (err) {
@@ -788,6 +780,25 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       await bus.stop();
     },
   };
+}
+
+/** The DSN's report of each of `rcpts`, deferred for the reason `deferred` gives, and `note`. */
+function deferralReports(
+  deferred: Map<string, Deferral>,
+  rcpts: string[],
+  action: 'failed' | 'delayed',
+  note = '',
+): RecipientReport[] {
+  return rcpts.map((rcpt) => {
+    const why = deferred.get(rcpt)!;
+    return {
+      recipient: rcpt,
+      action,
+      status: why.status,
+      diagnostic: `${why.status} ${why.reason}${note}`,
+      remoteMta: null,
+    };
+  });
 }
 
 /**
