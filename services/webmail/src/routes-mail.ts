@@ -21,7 +21,12 @@ const listSchema = z.object({
   limit: z.coerce.number().int().min(1).max(200).default(50),
   sort: z.enum(['arrival', 'date', 'from', 'subject', 'size']).default('arrival'),
   order: z.enum(['asc', 'desc']).default('desc'),
-  q: z.string().max(500).default(''),
+  // IMAP can carry no NUL in a string (RFC 9051 §4.3), not even as a literal
+  q: z
+    .string()
+    .max(500)
+    .refine((v) => !v.includes('\u0000'), 'search text with a NUL character')
+    .default(''),
   unread: bool,
   flagged: bool,
   threads: bool,

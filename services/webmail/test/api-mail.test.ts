@@ -180,6 +180,9 @@ describe('folders and lists', () => {
       [{ order: 'sideways' }, 'order'],
       [{ threads: 'maybe' }, 'threads'],
       [{ q: 'x'.repeat(600) }, 'q'],
+      [{ q: 'pasted\u0000text' }, 'q'],
+      [{ q: 'subject:\u0000', sort: 'date' }, 'q'],
+      [{ q: 'a\u0000', threads: true }, 'q'],
     ] as const) {
       const res = await alice.get('/api/messages' + q({ folder: 'INBOX', ...params }));
       assert.equal(res.status, 400, JSON.stringify(params));
