@@ -95,12 +95,73 @@ const TEXT_LIMIT = 4 * 1024 * 1024;
 /** Inline images become data: URIs up to this many bytes in all. */
 const INLINE_LIMIT = 10 * 1024 * 1024;
 
-async function downloadText(c: ImapFlow, uid: number, part: string): Promise<string> {
+/**
+ * WHATWG's windows-1252 for 0x80-0x9F (the rest is ISO-8859-1): Node's TextDecoder reads
+ * these as Latin-1's control characters, where mail from Windows has € and curly quotes.
+ */
+const WINDOWS_1252_C1 =
+  '\u20ac\u0081\u201a\u0192\u201e\u2026\u2020\u2021\u02c6\u2030\u0160\u2039\u0152\u008d\u017d\u008f' +
+  '\u0090\u2018\u2019\u201c\u201d\u2022\u2013\u2014\u02dc\u2122\u0161\u203a\u0153\u009d\u017e\u0178';
+
+const decodeWindows1252 = (bytes: Buffer) =>
+  bytes.toString('latin1').replace(/[\u0080-\u009f]/g, (c) => WINDOWS_1252_C1[c.charCodeAt(0) - 0x80]!);
+
+/** The charset an HTML document names in its first 1024 bytes (`<meta charset>` or http-equiv). */
+function metaCharset(bytes: Buffer): string | null {
+  const head = bytes.subarray(0, 1024).toString('latin1');
+  for (const m of head.matchAll(/<meta\b[^>]*>/gi)) {
+    const label = /\bcharset\s*=\s*["']?\s*([\w.:-]+)/i.exec(m[0])?.[1];
+    if (label) return label;
+  }
+  return null;
+}
+
+/** Text in `label`'s encoding, or null when there is no such encoding. */
+function decodeAs(bytes: Buffer, label: string): string | null {
+  let decoder: InstanceType<typeof TextDecoder>;
+  try {
+    decoder = new TextDecoder(label);
+  } catch {
+    return null;
+  }
+  // HTML §13.2.3.2: a document cannot name UTF-16 for bytes already read as ASCII
+  if (decoder.encoding.startsWith('utf-16')) return null;
+  return decoder.encoding === 'windows-1252' ? decodeWindows1252(bytes) : decoder.decode(bytes);
+}
+
+const isUtf8 = (bytes: Buffer) => {
+  try {
+    new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * A text part's text. imapflow converts a part whose charset it knows to UTF-8 (and says
+ * utf-8 then); one it does not know is tried here. One that names none (RFC 2045 §5.2 says
+ * US-ASCII, but 8-bit text without a label is common), US-ASCII or a charset nobody knows
+ * is read as a browser reads it: HTML by its own `<meta charset>`, else UTF-8 when the
+ * bytes are UTF-8, else windows-1252 (WHATWG Encoding's reading of ISO-8859-1 and US-ASCII).
+ */
+export function decodeTextPart(bytes: Buffer, charset: string | undefined, html: boolean): string {
+  const label = charset?.trim() ?? '';
+  if (/^utf-?8$/i.test(label)) return bytes.toString('utf8');
+  const byLabel = label && !/^(us-?)?ascii$/i.test(label) ? decodeAs(bytes, label) : null;
+  if (byLabel !== null) return byLabel;
+  const declared = html ? metaCharset(bytes) : null;
+  const byMeta = declared === null ? null : decodeAs(bytes, declared);
+  if (byMeta !== null) return byMeta;
+  return isUtf8(bytes) ? bytes.toString('utf8') : decodeWindows1252(bytes);
+}
+
+async function downloadText(c: ImapFlow, uid: number, part: string, html: boolean): Promise<string> {
   const res = await c.download(String(uid), part, { uid: true, maxBytes: TEXT_LIMIT });
   if (!res.content) return '';
   const chunks: Buffer[] = [];
   for await (const chunk of res.content) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
+  return decodeTextPart(Buffer.concat(chunks), res.meta.charset, html);
 }
 
 export interface LoadedMessage {
@@ -127,8 +188,8 @@ export async function loadMessage(c: ImapFlow, folder: string, uid: number): Pro
   );
   if (!m || m.uid !== uid || !m.bodyStructure) throw errors.noSuchMessage();
   const structure = parseStructure(m.bodyStructure);
-  const htmlParts = await Promise.all(structure.html.map((p) => downloadText(c, uid, p)));
-  const textParts = await Promise.all(structure.text.map((p) => downloadText(c, uid, p)));
+  const htmlParts = await Promise.all(structure.html.map((p) => downloadText(c, uid, p, true)));
+  const textParts = await Promise.all(structure.text.map((p) => downloadText(c, uid, p, false)));
   const inline = new Map<string, string>();
   const inlined = new Set<string>();
   const wanted = [...structure.cids].filter(([, v]) => v.size <= INLINE_LIMIT);

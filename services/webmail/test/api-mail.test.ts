@@ -612,6 +612,64 @@ describe('attachment names that are no text', () => {
   });
 });
 
+describe('text that names no charset', () => {
+  test(
+    'read as a browser reads it: the HTML by its <meta charset>, else UTF-8 or windows-1252',
+    { timeout: 30_000 },
+    async () => {
+      const message = (subject: string, type: string, body: string) =>
+        Buffer.from(
+          [
+            'From: <sender@remote.example>',
+            `To: ${BOB}`,
+            `Subject: ${subject}`,
+            'Date: Mon, 6 Jan 2025 10:00:00 +0000',
+            'MIME-Version: 1.0',
+            `Content-Type: ${type}`,
+            'Content-Transfer-Encoding: 8bit',
+            '',
+            body,
+            '',
+          ].join('\r\n'),
+          'latin1',
+        );
+      const imap = await storeSession(t, BOB);
+      // bytes of windows-1252 (é, €, curly quotes) in a part with no charset, and one that says US-ASCII
+      await imap.append('Trash', message('Unlabelled', 'text/plain', 'Caf\xe9 \x80 5 \x93ok\x94'));
+      await imap.append('Trash', message('Said ASCII', 'text/plain; charset=us-ascii', 'Caf\xe9'));
+      // KOI8-R named by the document only
+      await imap.append(
+        'Trash',
+        message(
+          'Meta charset',
+          'text/html',
+          '<html><head><meta http-equiv="Content-Type" content="text/html; charset=koi8-r"></head>' +
+            '<body><p>\xf0\xd2\xc9\xd7\xc5\xd4</p></body></html>',
+        ),
+      );
+      await imap.logout();
+      const { rows } = (await bob.get('/api/messages' + q({ folder: 'Trash', limit: 200 }))).json as {
+        rows: { uid: number; subject: string }[];
+      };
+      const open = async (subject: string) => {
+        const uid = rows.find((r) => r.subject === subject)!.uid;
+        const m = await bob.get(`/api/messages/${uid}` + q({ folder: 'Trash' }));
+        assert.equal(m.status, 200, m.text);
+        const body = await bob.get(`/api/messages/${uid}/body` + q({ folder: 'Trash' }));
+        assert.equal(body.status, 200, body.text);
+        return { text: m.json.text as string, body: body.text };
+      };
+      const unlabelled = await open('Unlabelled');
+      assert.equal(unlabelled.text.trim(), 'Café € 5 “ok”');
+      assert.match(unlabelled.body, /Café € 5 “ok”/);
+      assert.equal((await open('Said ASCII')).text.trim(), 'Café');
+      const meta = await open('Meta charset');
+      assert.equal(meta.text, 'Привет');
+      assert.match(meta.body, /<p>Привет<\/p>/);
+    },
+  );
+});
+
 describe('new mail without reload', () => {
   test('the event stream announces a delivery within moments', { timeout: 30_000 }, async () => {
     const stream = await openEvents(alice, t.ca);
