@@ -27,7 +27,8 @@ export function Compose(props: {
 }) {
   const [d, setD] = useState<DraftBody>(props.initial);
   const [rich, setRich] = useState(props.initial.html !== null);
-  const [showBcc, setShowBcc] = useState(!!props.initial.bcc);
+  // a reply to all (or a reopened draft) fills Cc: shown, so that the user sees who gets it
+  const [showBcc, setShowBcc] = useState(!!props.initial.cc || !!props.initial.bcc);
   const [files, setFiles] = useState<FileItem[]>(() =>
     props.initial.attachments.map((ref, i) => ({
       key: `i${i}`,

@@ -1,0 +1,90 @@
+// Answering in a real browser (Debian's Chromium through playwright-core): who a reply
+// and a reply to all go to, as the compose form shows them before anything is sent.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { Locator, Page } from 'playwright-core';
+import { ensureFrontEnd, launchBrowser } from './browser.js';
+import { storeSession } from './mail-clients.js';
+import { plainMessage } from './messages.js';
+import { ALICE, BOB, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+
+let t: WebmailTestbed;
+let origin: string;
+
+before(async () => {
+  ensureFrontEnd();
+  t = await startWebmailTestbed();
+  origin = `https://${HOST}:${t.webmail.port}`;
+  const imap = await storeSession(t, ALICE);
+  // to alice and others; alice and carol once more in Cc, in other cases
+  await imap.append(
+    'INBOX',
+    plainMessage({
+      subject: 'Plans for the offsite',
+      from: `"Bob Smith" <${BOB}>`,
+      to: `${ALICE}, "Carol" <carol@remote.example>`,
+      extra: ['Cc: ALICE@EXAMPLE.TEST, dave@remote.example, "Carol J." <Carol@Remote.Example>'],
+    }),
+  );
+  // what alice sent, as it is kept in Sent
+  await imap.append(
+    'Sent',
+    plainMessage({
+      subject: 'Minutes of Monday',
+      from: `"Alice" <${ALICE}>`,
+      to: `"Bob Smith" <${BOB}>, carol@remote.example`,
+      extra: ['Cc: dave@remote.example'],
+    }),
+    ['\\Seen'],
+  );
+  await imap.logout();
+});
+after(() => t?.close());
+
+async function logIn(page: Page): Promise<void> {
+  await page.goto(`${origin}/`);
+  await page.getByLabel('Email address').fill(ALICE);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('listbox', { name: 'Messages' }).getByRole('option').first().waitFor();
+}
+
+const open = async (page: Page, subject: string) => {
+  await page
+    .getByRole('listbox', { name: 'Messages' })
+    .getByRole('option', { name: new RegExp(subject) })
+    .click();
+  await page.getByRole('heading', { name: subject }).waitFor();
+};
+
+/** Clicks `button` of the reader; the compose form it opens, with what its fields hold. */
+const answer = async (page: Page, button: string, subject: string) => {
+  await page.getByRole('button', { name: button, exact: true }).click();
+  const compose = page.getByRole('dialog', { name: `Re: ${subject}` });
+  await compose.waitFor();
+  const field = async (c: Locator, label: string) =>
+    (await c.getByLabel(label, { exact: true }).count())
+      ? c.getByLabel(label, { exact: true }).inputValue()
+      : null;
+  const fields = {
+    from: await compose.getByLabel('From').inputValue(),
+    to: await field(compose, 'To'),
+    cc: await field(compose, 'Cc'),
+  };
+  await compose.getByRole('button', { name: 'Discard' }).click();
+  await compose.waitFor({ state: 'detached' });
+  return fields;
+};
+
+test('a reply to all shows the Cc it fills', { timeout: 120_000 }, async () => {
+  const browser = await launchBrowser();
+  try {
+    const page = await browser.context.newPage();
+    await logIn(page);
+    await open(page, 'Plans for the offsite');
+    const { cc } = await answer(page, 'Reply all', 'Plans for the offsite');
+    assert.match(cc ?? 'no Cc field', /dave@remote\.example/);
+  } finally {
+    await browser.close();
+  }
+});
