@@ -88,3 +88,23 @@ test('a reply to all shows the Cc it fills', { timeout: 120_000 }, async () => {
     await browser.close();
   }
 });
+
+test(
+  'reply to all: each other recipient once, whatever its case, and never oneself',
+  { timeout: 120_000 },
+  async () => {
+    const browser = await launchBrowser();
+    try {
+      const page = await browser.context.newPage();
+      await logIn(page);
+      await open(page, 'Plans for the offsite');
+      assert.deepEqual(await answer(page, 'Reply all', 'Plans for the offsite'), {
+        from: ALICE,
+        to: `"Bob Smith" <${BOB}>`,
+        cc: '"Carol" <carol@remote.example>, dave@remote.example',
+      });
+    } finally {
+      await browser.close();
+    }
+  },
+);

@@ -54,17 +54,30 @@ export const emptyDraft = (from: string): DraftBody => ({
 
 /** Which of my addresses a message was sent to (the one to answer from), else the account's own. */
 export function myAddress(m: Message, mine: string[], primary: string): string {
-  const to = [...m.to, ...m.cc, ...m.bcc].map((a) => a.address.toLowerCase());
-  return mine.find((a) => to.includes(a)) ?? primary;
+  const to = new Set([...m.to, ...m.cc, ...m.bcc].map((a) => a.address.toLowerCase()));
+  return mine.find((a) => to.has(a.toLowerCase())) ?? primary;
 }
+
+/** Addresses once each (compared as mail servers compare them, whatever their case), none of `leave`. */
+const distinct = (list: Address[], leave: (a: Address) => boolean): Address[] => {
+  const seen = new Set<string>();
+  return list.filter((a) => {
+    const key = a.address.toLowerCase();
+    if (seen.has(key) || leave(a)) return false;
+    seen.add(key);
+    return true;
+  });
+};
 
 export function replyDraft(m: Message, all: boolean, mine: string[], primary: string): DraftBody {
   const from = myAddress(m, mine, primary);
   const own = new Set(mine.map((a) => a.toLowerCase()));
   const target = m.replyTo.length ? m.replyTo : m.from;
+  const inTarget = new Set(target.map((t) => t.address.toLowerCase()));
   const others = all
-    ? [...m.to, ...m.cc].filter(
-        (a) => !own.has(a.address.toLowerCase()) && !target.some((t) => t.address === a.address),
+    ? distinct(
+        [...m.to, ...m.cc],
+        (a) => own.has(a.address.toLowerCase()) || inTarget.has(a.address.toLowerCase()),
       )
     : [];
   return {
