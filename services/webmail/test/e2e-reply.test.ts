@@ -76,35 +76,56 @@ const answer = async (page: Page, button: string, subject: string) => {
   return fields;
 };
 
-test('a reply to all shows the Cc it fills', { timeout: 120_000 }, async () => {
+/** A page of a new browser, logged in as alice. */
+async function withPage(fn: (page: Page) => Promise<void>): Promise<void> {
   const browser = await launchBrowser();
   try {
     const page = await browser.context.newPage();
     await logIn(page);
-    await open(page, 'Plans for the offsite');
-    const { cc } = await answer(page, 'Reply all', 'Plans for the offsite');
-    assert.match(cc ?? 'no Cc field', /dave@remote\.example/);
+    await fn(page);
   } finally {
     await browser.close();
   }
-});
+}
+
+test('a reply to all shows the Cc it fills', { timeout: 120_000 }, () =>
+  withPage(async (page) => {
+    await open(page, 'Plans for the offsite');
+    const { cc } = await answer(page, 'Reply all', 'Plans for the offsite');
+    assert.match(cc ?? 'no Cc field', /dave@remote\.example/);
+  }),
+);
 
 test(
   'reply to all: each other recipient once, whatever its case, and never oneself',
   { timeout: 120_000 },
-  async () => {
-    const browser = await launchBrowser();
-    try {
-      const page = await browser.context.newPage();
-      await logIn(page);
+  () =>
+    withPage(async (page) => {
       await open(page, 'Plans for the offsite');
       assert.deepEqual(await answer(page, 'Reply all', 'Plans for the offsite'), {
         from: ALICE,
         to: `"Bob Smith" <${BOB}>`,
         cc: '"Carol" <carol@remote.example>, dave@remote.example',
       });
-    } finally {
-      await browser.close();
-    }
-  },
+    }),
+);
+
+test(
+  "a reply to a message of one's own goes to its recipients, not back to oneself",
+  { timeout: 120_000 },
+  () =>
+    withPage(async (page) => {
+      await page.getByRole('navigation', { name: 'Folders' }).getByRole('link', { name: /^Sent/ }).click();
+      await open(page, 'Minutes of Monday');
+      assert.deepEqual(await answer(page, 'Reply', 'Minutes of Monday'), {
+        from: ALICE,
+        to: `"Bob Smith" <${BOB}>, carol@remote.example`,
+        cc: null,
+      });
+      assert.deepEqual(await answer(page, 'Reply all', 'Minutes of Monday'), {
+        from: ALICE,
+        to: `"Bob Smith" <${BOB}>, carol@remote.example`,
+        cc: 'dave@remote.example',
+      });
+    }),
 );

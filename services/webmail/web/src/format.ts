@@ -70,16 +70,23 @@ const distinct = (list: Address[], leave: (a: Address) => boolean): Address[] =>
 };
 
 export function replyDraft(m: Message, all: boolean, mine: string[], primary: string): DraftBody {
-  const from = myAddress(m, mine, primary);
   const own = new Set(mine.map((a) => a.toLowerCase()));
-  const target = m.replyTo.length ? m.replyTo : m.from;
+  const isOwn = (a: Address) => own.has(a.address.toLowerCase());
+  // Reply-To, else From (an IMAP envelope gives From as Reply-To when there is none); a
+  // message of one's own (in Sent) is answered to its recipients, from the address it
+  // was sent from, as Gmail and Roundcube do
+  const answerTo = m.replyTo.length ? m.replyTo : m.from;
+  const ownMessage = answerTo.length > 0 && answerTo.every(isOwn) && m.to.length > 0;
+  const target = ownMessage ? m.to : answerTo;
   const inTarget = new Set(target.map((t) => t.address.toLowerCase()));
   const others = all
     ? distinct(
-        [...m.to, ...m.cc],
-        (a) => own.has(a.address.toLowerCase()) || inTarget.has(a.address.toLowerCase()),
+        [...(ownMessage ? [] : m.to), ...m.cc],
+        (a) => isOwn(a) || inTarget.has(a.address.toLowerCase()),
       )
     : [];
+  const sentAs = ownMessage ? m.from.find(isOwn)?.address.toLowerCase() : undefined;
+  const from = mine.find((a) => a.toLowerCase() === sentAs) ?? myAddress(m, mine, primary);
   return {
     ...emptyDraft(from),
     to: addressList(target),
