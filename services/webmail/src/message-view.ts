@@ -23,6 +23,13 @@ export interface ParsedStructure {
 const filenameOf = (n: MessageStructureObject) =>
   (n.dispositionParameters?.filename ?? n.parameters?.name ?? '').replace(/[\uD800-\uDFFF]/gu, '\uFFFD');
 
+/**
+ * A part's size as the file's own, as the user knows it: BODYSTRUCTURE gives the size as
+ * stored, and base64 stores 78 octets (76 characters and their CRLF) for every 57.
+ */
+const fileSize = (n: MessageStructureObject) =>
+  n.encoding?.toLowerCase() === 'base64' ? Math.floor(((n.size ?? 0) * 57) / 78) : (n.size ?? 0);
+
 /** Walks BODYSTRUCTURE: which parts are the body (HTML and text) and which are attachments. */
 export function parseStructure(root: MessageStructureObject): ParsedStructure {
   const out: ParsedStructure = { html: [], text: [], attachments: [], cids: new Map() };
@@ -49,7 +56,7 @@ export function parseStructure(root: MessageStructureObject): ParsedStructure {
     const part = n.part ?? '1';
     const filename = filenameOf(n);
     const attachment = n.disposition?.toLowerCase() === 'attachment';
-    const size = n.size ?? 0;
+    const size = fileSize(n);
     if (!attachment && !filename && (type === 'text/html' || type === 'text/plain')) {
       (type === 'text/html' ? out.html : out.text).push(part);
       return;

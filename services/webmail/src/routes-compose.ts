@@ -216,9 +216,9 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
       return found;
     });
     return {
-      // the part's size as stored: base64 of 76-character lines, 78 octets with their CRLF,
-      // for every 57 decoded; the real total is checked again as the parts are loaded
-      size: Math.floor((att.size * 57) / 78),
+      // the file's size as parseStructure reckons it from the stored one; the real total is
+      // checked again as the parts are loaded
+      size: att.size,
       load: () =>
         ctx.inFolder(account, ref.folder, async (c) => {
           const dl = await c.download(String(ref.uid), ref.part, { uid: true });

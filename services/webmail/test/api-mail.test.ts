@@ -96,6 +96,26 @@ const uidOf = async (subject: string, folder = 'INBOX') => {
   return row.uid;
 };
 
+/** A message to bob with one attachment: `part` is its headers, a blank line and its body. */
+const withAttachment = (subject: string, part: string[]) =>
+  [
+    'From: <sender@remote.example>',
+    `To: ${BOB}`,
+    `Subject: ${subject}`,
+    'Date: Mon, 6 Jan 2025 10:00:00 +0000',
+    'MIME-Version: 1.0',
+    'Content-Type: multipart/mixed; boundary=b',
+    '',
+    '--b',
+    'Content-Type: text/plain',
+    '',
+    'see attached',
+    '--b',
+    ...part,
+    '--b--',
+    '',
+  ].join('\r\n');
+
 describe('folders and lists', () => {
   test('folders come special-use first, with counts', { timeout: 30_000 }, async () => {
     const res = await alice.get('/api/folders');
@@ -334,6 +354,34 @@ describe('reading', () => {
     assert.equal((await alice.get(`/api/messages/${uid}/parts/1.1.1` + q({ folder: 'INBOX' }))).status, 404);
   });
 
+  test(
+    'an attachment is listed at the size of the file, not of its encoding',
+    { timeout: 30_000 },
+    async () => {
+      const file = Buffer.alloc(57 * 200, 'a'); // 11,400 bytes: 15,600 in base64 lines
+      const imap = await storeSession(t, BOB);
+      await imap.append(
+        'Trash',
+        withAttachment('Sized attachment', [
+          'Content-Type: application/octet-stream; name="data.bin"',
+          'Content-Disposition: attachment; filename="data.bin"',
+          'Content-Transfer-Encoding: base64',
+          '',
+          file.toString('base64').replace(/.{76}/g, '$&\r\n').trimEnd(),
+        ]),
+      );
+      await imap.logout();
+      const { rows } = (await bob.get('/api/messages' + q({ folder: 'Trash', limit: 200 }))).json as {
+        rows: { uid: number; subject: string }[];
+      };
+      const uid = rows.find((r) => r.subject === 'Sized attachment')!.uid;
+      const m = (await bob.get(`/api/messages/${uid}` + q({ folder: 'Trash' }))).json;
+      const [att] = m.attachments as { filename: string; size: number }[];
+      assert.equal(att!.filename, 'data.bin');
+      assert.ok(Math.abs(att!.size - file.length) <= file.length / 100, `${att!.size} bytes listed`);
+    },
+  );
+
   test('invalid and unknown message ids', { timeout: 30_000 }, async () => {
     for (const id of ['0', '-1', 'abc', '1.5', '99999999999', '1e3', '%00']) {
       const res = await alice.get(`/api/messages/${id}` + q({ folder: 'INBOX' }));
@@ -571,27 +619,13 @@ describe('dates that are no dates', () => {
 describe('attachment names that are no text', () => {
   test('a name that decodes to half a character downloads all the same', { timeout: 30_000 }, async () => {
     // =?UTF-16BE?B?2D0AYQ==?= is U+D83D, the first half of a pair with no second, then "a"
-    const raw = [
-      'From: <sender@remote.example>',
-      `To: ${BOB}`,
-      'Subject: Half a character',
-      'Date: Mon, 6 Jan 2025 10:00:00 +0000',
-      'MIME-Version: 1.0',
-      'Content-Type: multipart/mixed; boundary=b',
-      '',
-      '--b',
-      'Content-Type: text/plain',
-      '',
-      'see attached',
-      '--b',
+    const raw = withAttachment('Half a character', [
       'Content-Type: application/octet-stream; name="=?UTF-16BE?B?2D0AYQ==?="',
       'Content-Disposition: attachment',
       'Content-Transfer-Encoding: base64',
       '',
       Buffer.from('the attachment').toString('base64'),
-      '--b--',
-      '',
-    ].join('\r\n');
+    ]);
     const imap = await storeSession(t, BOB);
     await imap.append('Junk', raw);
     await imap.logout();
