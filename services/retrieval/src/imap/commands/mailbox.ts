@@ -39,8 +39,12 @@ async function statusLine(s: AuthedContext, name: string, items: string[]): Prom
       case 'SIZE':
         return `SIZE ${snap.messages.reduce((a, m) => a + Math.max(m.size, 0), 0)}`;
       case 'RECENT': {
+        // RFC 3501 §6.3.10: messages with \Recent set, which is per session (§2.3.2): in
+        // the mailbox this session has selected, those it holds as well as those nobody
+        // has claimed yet (its next update claims them)
         const mark = f.recentMark();
-        return `RECENT ${snap.messages.filter((m) => m.uid >= mark).length}`;
+        const held = s.selected?.name === name ? s.selected.recent : new Set<number>();
+        return `RECENT ${snap.messages.filter((m) => m.uid >= mark || held.has(m.uid)).length}`;
       }
       default:
         return `HIGHESTMODSEQ ${snap.highestModseq}`;
