@@ -25,7 +25,7 @@ export function encodeMutf7(name: string): string {
   return out;
 }
 
-/** Modified UTF-7 -> UTF-8; throws on malformed input (the caller answers BAD). */
+/** Modified UTF-7 -> UTF-8; throws on malformed input (the caller answers NO). */
 export function decodeMutf7(text: string): string {
   let out = '';
   for (let i = 0; i < text.length; i++) {

@@ -30,6 +30,12 @@ export class ParseError extends Error {
   }
 }
 
+/**
+ * A mailbox name that is a well-formed astring but no modified UTF-7 (RFC 3501 §5.1.3, a
+ * naming convention, not grammar): a name no mailbox can have, answered NO, not BAD.
+ */
+export class MailboxNameError extends Error {}
+
 // RFC 3501/9051 §9: "]" is not an ATOM-CHAR but is an ASTRING-CHAR, and arguments are
 // astrings wherever a bare "]" can stand; so it is read as part of an atom ("[" is an
 // ATOM-CHAR anyway). Tags exclude it (readTag).
@@ -306,7 +312,7 @@ export function normaliseMailbox(raw: string, utf8: boolean): string {
     try {
       name = decodeMutf7(raw);
     } catch (err) {
-      throw new ParseError((err as Error).message);
+      throw new MailboxNameError((err as Error).message);
     }
   }
   if (/^inbox$/i.test(name)) return 'INBOX';

@@ -30,6 +30,9 @@ export const reply = {
   tryCreate: () => new ImapReply('NO', 'TRYCREATE', 'No such mailbox'),
   alreadyExists: () => new ImapReply('NO', 'ALREADYEXISTS', 'Mailbox already exists'),
   cannot: (text: string) => new ImapReply('NO', 'CANNOT', text),
+  /** A name that is no modified UTF-7 (RFC 3501 §5.1.3): no mailbox can have it (Dovecot: NO). */
+  invalidMailboxName: (why: string) =>
+    new ImapReply('NO', 'CANNOT', `Mailbox name is not valid mUTF-7: ${why}`),
   /** RFC 5530 LIMIT: a valid request past an implementation limit (a name the store cannot hold). */
   limit: (text: string) => new ImapReply('NO', 'LIMIT', text),
   /** RFC 9051 §5.1: "%" and "*" are valid in names but cannot be listed apart from the wildcards. */

@@ -13,6 +13,7 @@ import { ipInNetworks } from '@mailyard/config';
 import {
   ArgReader,
   CommandFramer,
+  MailboxNameError,
   ParseError,
   parseCommand,
   parseCommandHead,
@@ -424,10 +425,12 @@ export class ImapSession implements ImapContext {
 
   /**
    * The tagged NO or BAD for a command that failed, rendered in one place: a ParseError
-   * is BAD, an ImapReply says what it is, anything else is a bug (NO [SERVERBUG], logged).
-   * Errors, failed logins and bugs count toward the disconnect.
+   * is BAD, an ImapReply says what it is, a name that is no modified UTF-7 is NO [CANNOT],
+   * anything else is a bug (NO [SERVERBUG], logged). Errors, failed logins and bugs count
+   * toward the disconnect.
    */
-  private async refuse(tag: string, name: string, err: unknown): Promise<'NO' | 'BAD'> {
+  private async refuse(tag: string, name: string, thrown: unknown): Promise<'NO' | 'BAD'> {
+    const err = thrown instanceof MailboxNameError ? reply.invalidMailboxName(thrown.message) : thrown;
     let status: 'NO' | 'BAD';
     let code: string | null = null;
     let text: string;

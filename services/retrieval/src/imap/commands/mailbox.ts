@@ -1,6 +1,13 @@
 // Commands on folders as a whole (RFC 9051 §6.3): selecting one, creating, deleting,
 // renaming, subscribing, LIST (with LIST-EXTENDED, SPECIAL-USE, LIST-STATUS) and STATUS.
-import { ArgReader, ParseError, tokenText, type SequenceSet, type Token } from '@mailyard/imap-core';
+import {
+  ArgReader,
+  MailboxNameError,
+  ParseError,
+  tokenText,
+  type SequenceSet,
+  type Token,
+} from '@mailyard/imap-core';
 import type { AuthedContext } from '../context.js';
 import { reply } from '../replies.js';
 import { SelectedMailbox } from '../selected.js';
@@ -223,13 +230,20 @@ async function runList(s: AuthedContext, tag: string, a: ListArgs): Promise<void
 // --- SELECT -------------------------------------------------------------------------
 
 interface SelectArgs {
-  name: string;
+  /** A name that is no modified UTF-7 fails the SELECT once the mailbox before is closed. */
+  name: string | MailboxNameError;
   condstore: boolean;
   qresync: { validity: number; modseq: number; known: SequenceSet | null } | null;
 }
 
 function parseSelect(r: ArgReader): SelectArgs {
-  const name = r.mailbox();
+  let name: string | MailboxNameError;
+  try {
+    name = r.mailbox();
+  } catch (err) {
+    if (!(err instanceof MailboxNameError)) throw err;
+    name = err;
+  }
   const a: SelectArgs = { name, condstore: false, qresync: null };
   const params = r.optionalList();
   for (let i = 0; params && i < params.length; i++) {
@@ -259,6 +273,8 @@ async function runSelect(s: AuthedContext, tag: string, a: SelectArgs, name: str
   s.unselect();
   if (a.qresync && !s.enabled.qresync) throw reply.bad('QRESYNC is not enabled');
   if (a.condstore) s.enabled.add('CONDSTORE');
+  // RFC 9051 §6.3.2: a SELECT that fails leaves no mailbox selected, whatever the reason
+  if (a.name instanceof MailboxNameError) throw a.name;
   const f = await requireFolder(s, a.name);
   // the folder's index file is read while the directories are
   void s.deps.cache.ready(f);
