@@ -54,5 +54,8 @@ export function decodeMutf7(text: string): string {
     if (encodeMutf7(chunk) !== '&' + b64 + '-') throw new Error('non-canonical modified UTF-7');
     out += chunk;
   }
+  // one spelling a name (RFC 3501 §5.1.3 takes away UTF-7's alternate forms): two runs
+  // side by side ("&AOQ-&AOQ-") are one ("&AOQA5A-"), else LIST shows another name
+  if (encodeMutf7(out) !== text) throw new Error('non-canonical modified UTF-7');
   return out;
 }
