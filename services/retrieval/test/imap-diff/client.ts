@@ -66,27 +66,30 @@ export class ScriptClient {
 
   /**
    * Runs one command: `{name}` parts become synchronising literals of `messages`
-   * (`~{name}` literal8).
+   * (`~{name}` literal8, `{name+}` non-synchronising).
    * Returns every response up to and including the tagged one.
    */
   async run(command: string, messages: Map<string, Buffer>, timeoutMs = 15_000): Promise<string[]> {
     const deadline = Date.now() + timeoutMs;
     const tag = `${this.prefix}${++this.n}`;
-    // `~{name}`: the message as a literal8 (RFC 3516 §4.4, APPEND of binary content)
-    const parts = command.split(/(~?)\{([a-z][\w-]*)\}/);
+    // `~{name}`: the message as a literal8 (RFC 3516 §4.4, APPEND of binary content);
+    // `{name+}`: a non-synchronising literal (RFC 7888), sent without waiting for "+"
+    const parts = command.split(/(~?)\{([a-z][\w-]*)(\+?)\}/);
     const out: string[] = [];
     let text = `${tag} ${parts[0]}`;
-    for (let i = 1; i < parts.length; i += 3) {
+    for (let i = 1; i < parts.length; i += 4) {
       const body = messages.get(parts[i + 1]!)!;
-      this.sock.write(Buffer.from(`${text}${parts[i]}{${body.length}}\r\n`, 'utf8'));
-      for (;;) {
-        const r = await this.next(deadline);
-        if (r.startsWith('+')) break;
-        out.push(r);
-        if (r.startsWith(`${tag} `)) return out; // refused before the literal
-      }
+      const plus = parts[i + 2]!;
+      this.sock.write(Buffer.from(`${text}${parts[i]}{${body.length}${plus}}\r\n`, 'utf8'));
+      if (!plus)
+        for (;;) {
+          const r = await this.next(deadline);
+          if (r.startsWith('+')) break;
+          out.push(r);
+          if (r.startsWith(`${tag} `)) return out; // refused before the literal
+        }
       this.sock.write(body);
-      text = parts[i + 2]!;
+      text = parts[i + 3]!;
     }
     this.sock.write(Buffer.from(`${text}\r\n`, 'utf8'));
     for (;;) {

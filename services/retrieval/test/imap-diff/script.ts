@@ -15,8 +15,9 @@
 //                                 say why in a comment above
 //
 // `{name}` in a command is the named message, sent as a synchronising literal (`~{name}`
-// as a literal8, RFC 3516). IDLE is ended with DONE as soon as the server idles. Each
-// session logs in first (not compared) and the script runs in the order written.
+// as a literal8, RFC 3516; `{name+}` as a non-synchronising one, RFC 7888). IDLE is ended
+// with DONE as soon as the server idles. Each session logs in first (not compared) and
+// the script runs in the order written.
 
 export interface Step {
   session: string;
@@ -57,7 +58,7 @@ export function parseScript(name: string, text: string): Script {
     }
     const step = /^([a-z])([>-]) (.+)$/.exec(line);
     if (!step) throw new Error(`${name}:${i + 1}: cannot read ${JSON.stringify(line)}`);
-    for (const ref of step[3]!.matchAll(/\{([a-z][\w-]*)\}/g))
+    for (const ref of step[3]!.matchAll(/\{([a-z][\w-]*)\+?\}/g))
       if (!messages.has(ref[1]!)) throw new Error(`${name}:${i + 1}: no message ${ref[1]}`);
     steps.push({ session: step[1]!, command: step[3]!, compare: step[2] === '>', rfc: null, line: i + 1 });
   }
