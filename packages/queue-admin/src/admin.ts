@@ -43,8 +43,9 @@ export interface QueueAdminDeps {
   redis: Redis;
   /**
    * Outbound delay queues that `retry --all`, and an id the index does not know, scan
-   * besides those the index names (default: the default retry schedule's); delivery's of
-   * the default schedule are scanned too.
+   * besides those the index names and those the services recorded (DELAY_QUEUES_KEY)
+   * (default: the default retry schedule's); delivery's of the default schedule are
+   * scanned too.
    */
   delayQueues?: string[];
 }
@@ -176,11 +177,18 @@ async function queuesFor(deps: QueueAdminDeps, index: DeferredIndex, target: Ret
     const entries = await index.ofQueueId(target.queueId);
     if (entries.length) return [...new Set(entries.map((e) => e.queue))];
   }
-  const scheduled = deps.delayQueues ?? DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS.map(outboundDelayQueue);
+  // the queues the services recorded, whatever schedule they run on (DELAY_QUEUES_KEY),
+  // and the default schedules' for what was deferred before they recorded any
+  const recorded = await index.delayQueues();
+  const scheduled = [
+    ...(deps.delayQueues ?? DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS.map(outboundDelayQueue)),
+    ...recorded.filter((q) => delayQueueTarget(q) === RoutingKeys.outbound),
+  ];
   // and the classic queues of earlier releases, until outbound-relay has removed them
   const legacy = scheduled.map(legacyOutboundDelayQueue);
   const delivery = DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS.map((d) => delayQueue(RoutingKeys.delivery, d));
-  const names = new Set([...scheduled, ...legacy, ...delivery, ...(await index.list()).map((e) => e.queue)]);
+  const indexed = (await index.list()).map((e) => e.queue);
+  const names = new Set([...scheduled, ...legacy, ...delivery, ...recorded, ...indexed]);
   const delay = (q: string) =>
     delayQueueTarget(q) !== null || q.startsWith(LEGACY_OUTBOUND_DELAY_QUEUE_PREFIX);
   return [...names].filter(delay);

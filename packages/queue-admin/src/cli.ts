@@ -32,7 +32,10 @@ import type { DeferredEntry } from './deferred-index.js';
  * CommandContext provides all of it (see packages/queue-admin/README.md for the wiring).
  */
 export interface QueueCommandContext {
-  /** Read for AMQP_URL, and for OUTBOUND_RETRY_SCHEDULE when the relays use another one. */
+  /**
+   * Read for AMQP_URL (and OUTBOUND_RETRY_SCHEDULE, not needed: the services record their
+   * delay queues, see DELAY_QUEUES_KEY).
+   */
   env: NodeJS.ProcessEnv;
   print(line: string): void;
   withRedis<T>(fn: (redis: Redis) => Promise<T>): Promise<T>;

@@ -23,6 +23,16 @@ import type { Redis } from 'ioredis';
 
 export const DEFERRED_INDEX_KEY = 'outbound:deferred';
 
+/**
+ * The delay queues the relays and delivery have declared, whatever their schedules (a
+ * set of names). AMQP cannot list a broker's queues, and the schedule a command or the
+ * console could read from its own config need not be the service's, nor the one the
+ * waiting messages were deferred on: each service adds the queues of its schedule at
+ * start, and the queue of every message it indexes. Never pruned: a schedule changed
+ * since leaves messages in the queues of the old one.
+ */
+export const DELAY_QUEUES_KEY = 'outbound:deferred:queues';
+
 /** HDEL of one field only while it still holds the value that was read. */
 const REMOVE_IF_UNCHANGED = `
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
@@ -74,11 +84,22 @@ export class DeferredIndex {
   constructor(private readonly redis: Redis) {}
 
   async add(entry: DeferredEntry): Promise<void> {
+    await this.redis.sadd(DELAY_QUEUES_KEY, entry.queue);
     await this.redis.hset(
       DEFERRED_INDEX_KEY,
       deferredField(entry.queueId, entry.recipients),
       JSON.stringify(entry),
     );
+  }
+
+  /** Records delay queues a service has declared (DELAY_QUEUES_KEY), at its start. */
+  async addDelayQueues(names: readonly string[]): Promise<void> {
+    if (names.length) await this.redis.sadd(DELAY_QUEUES_KEY, ...names);
+  }
+
+  /** Every delay queue a service has recorded (DELAY_QUEUES_KEY). */
+  async delayQueues(): Promise<string[]> {
+    return this.redis.smembers(DELAY_QUEUES_KEY);
   }
 
   /** Removes the entry of the message of `queueId` for `recipients` (back from its delay queue, or deleted). */

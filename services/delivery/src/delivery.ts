@@ -757,6 +757,10 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       await bus
         .declareQueues(delayQueues)
         .catch((err: unknown) => logger.warn({ err }, 'cannot declare the delay queues yet'));
+      // for `mailyard queue retry --all` and the console, which need not know the schedule
+      await index
+        .addDelayQueues(delayQueues.map((q) => q.name))
+        .catch((err: unknown) => logger.warn({ err }, 'cannot record the delay queues yet'));
       // envelopes are validated by the bus (a bad one is dead-lettered as poison)
       await bus.consumeMail(
         MailMessages.delivery,

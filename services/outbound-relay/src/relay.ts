@@ -575,6 +575,10 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       await bus
         .declareQueues(delayQueues)
         .catch((err: unknown) => logger.warn({ err }, 'cannot declare the delay queues yet'));
+      // for `mailyard queue retry --all` and the console, which need not know the schedule
+      await index
+        .addDelayQueues(delayQueues.map((q) => q.name))
+        .catch((err: unknown) => logger.warn({ err }, 'cannot record the delay queues yet'));
       legacy = retireLegacyDelayQueues(bus, redis, schedule, logger);
       // envelopes are validated by the bus (a bad one is dead-lettered as poison)
       await bus.consumeMail(MailMessages.outbound, handle, {

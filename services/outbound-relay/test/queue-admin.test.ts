@@ -53,15 +53,16 @@ async function queueCmd(...args: string[]): Promise<{ out: string; err: Error | 
   return queueCmdOn(p, '1h', ...args);
 }
 
+/** `mailyard queue ...` on `on`, told the relays' schedule, or (null) not. */
 async function queueCmdOn(
   on: Platform,
-  schedule: string,
+  schedule: string | null,
   ...args: string[]
 ): Promise<{ out: string; err: Error | null }> {
   let out = '';
   const program = new Command('mailyard').exitOverride();
   registerQueueCommands(program, {
-    env: { AMQP_URL: on.env.AMQP_URL, OUTBOUND_RETRY_SCHEDULE: schedule },
+    env: { AMQP_URL: on.env.AMQP_URL, ...(schedule === null ? {} : { OUTBOUND_RETRY_SCHEDULE: schedule }) },
     print: (line) => (out += line + '\n'),
     withRedis: (fn) => fn(on.redis.redis),
     fail: (m) => new Error(m),
@@ -523,5 +524,42 @@ test(
     const del = await queueCmdOn(q, schedule, 'delete', stays.queueId);
     assert.equal(del.err, null);
     assert.deepEqual(await index.ofQueueId(stays.queueId), []);
+  },
+);
+
+test(
+  'a relay on a schedule of its own: its deferred mail listed, shown and retried by a command not told the schedule',
+  { timeout: 60_000 },
+  async (t) => {
+    const port = await freePort();
+    const q = await platformWithMx(t, 'own-schedule.test', '127.0.0.18');
+    let take = false;
+    const remote = await startRemoteMta('127.0.0.18', port, {
+      rcpt: () => (take ? undefined : { code: 452, message: '4.2.2 Mailbox full' }),
+    });
+    t.after(() => remote.close());
+    // a delay none of the default schedule's
+    const own = await startRelay(q, { outbound_port: port, outbound_retry_schedule: '45m' });
+    t.after(() => own.stop());
+    const env = envelope('ann@example.test', ['full@own-schedule.test']);
+    await queueOutbound(q, env, simpleMessage(env.mailFrom, env.recipients[0]!, 'own-schedule'));
+    const index = new DeferredIndex(q.redis.redis);
+    await waitFor(() => entryOf(index, env.queueId), { what: 'deferred' });
+    await waitFor(async () => (await queueDepth(q.vhost.name, 'outbound.retry.45m')) === 1, {
+      what: 'the message in the delay queue of the schedule',
+    });
+
+    // as an operator's shell, or the console's container, without the relay's settings
+    assert.match((await queueCmdOn(q, null, 'list')).out, new RegExp(`${env.queueId} .* from <ann@`));
+    assert.match((await queueCmdOn(q, null, 'show', env.queueId)).out, /Subject: own-schedule/);
+    // its entry missing, as when Redis refused it at the deferral: --all still finds it
+    await index.remove(env.queueId, env.recipients);
+    take = true;
+    const retry = await queueCmdOn(q, null, 'retry', '--all');
+    assert.equal(retry.err, null);
+    assert.equal(retry.out, '1 message queued for delivery\n');
+    await waitFor(() => remote.received.some((m) => m.data.toString().includes('Subject: own-schedule')), {
+      what: 'delivery after the retry',
+    });
   },
 );

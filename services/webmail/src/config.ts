@@ -100,8 +100,8 @@ export const webmailSchema = z.object({
   /** Reverse proxies whose X-Forwarded-For names the client (for the lockout and rate limit); empty: none. */
   trusted_proxies: cidrList([]),
   /**
-   * The relays' OUTBOUND_RETRY_SCHEDULE when it is not the default: which delay queues the
-   * admin console's queue page looks in (as `mailyard queue` does).
+   * Delay queues of this OUTBOUND_RETRY_SCHEDULE are looked in by the console's queue page
+   * besides those the relays and delivery record themselves; not needed.
    */
   outbound_retry_schedule: stringList([]),
   /** Where mail clients connect: the autoconfig and autodiscover answers, and the SRV records the admin console checks. */
