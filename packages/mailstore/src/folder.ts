@@ -482,10 +482,36 @@ function writeAtomic(path: string, content: string): string {
 let counter = 0;
 /** A new Maildir unique name: `<sec>.M<usec>P<pid>Q<n>R<rand>.<host>,S=<size>`. */
 export function uniqueName(size: number, host = osHostname(), date = new Date()): string {
+  return `${uniqueStem(host, date)},S=${size}`;
+}
+
+/** A new Maildir unique name without its size fields. */
+function uniqueStem(host: string, date = new Date()): string {
   const sec = Math.floor(date.getTime() / 1000);
   const usec = Math.floor((performance.now() * 1000) % 1_000_000);
   const h = host.replace(/[/:]/g, '_');
-  return `${sec}.M${usec}P${process.pid}Q${++counter}R${randomBytes(4).toString('hex')}.${h},S=${size}`;
+  return `${sec}.M${usec}P${process.pid}Q${++counter}R${randomBytes(4).toString('hex')}.${h}`;
+}
+
+/**
+ * A message's size with every bare LF counted as CRLF: what POP3's RETR sends of it (RFC
+ * 1939 §11), Dovecot's `,W=`.
+ */
+export function crlfSize(data: Buffer): number {
+  let bareLf = 0;
+  for (let at = data.indexOf(10); at >= 0; at = data.indexOf(10, at + 1)) if (data[at - 1] !== 13) bareLf++;
+  return data.length + bareLf;
+}
+
+/**
+ * The size fields of a Maildir name as they stand in it: `,S=` (the file's size) and
+ * Dovecot's `,W=` (its size with CRLF line ends, what POP3's LIST and STAT must say of a
+ * file with LF line ends). A copy of the file carries them unchanged: its content is
+ * the same, and without `,W=` the copy would be listed with its size on disk. A name
+ * without them gives its copy none either: the copy's size is found as the original's.
+ */
+function sizeFields(base: string): string {
+  return base.match(/,[SW]=\d+/g)?.join('') ?? '';
 }
 
 /** A message written into tmp/ for APPEND or COPY, and whether it was moved into cur/ since. */
@@ -1446,7 +1472,11 @@ export class MailFolder {
     const staged: Staged[] = [];
     try {
       for (const m of msgs) {
-        const base = uniqueName(m.data.length, this.host, m.date);
+        // a message with LF line ends (a client may send one) also gets the size POP3
+        // sends it with, as Dovecot writes it
+        const sent = crlfSize(m.data);
+        const base =
+          uniqueName(m.data.length, this.host, m.date) + (sent === m.data.length ? '' : `,W=${sent}`);
         const tmp = join(this.dir, 'tmp', base);
         staged.push({ tmp, base, flags: m.flags, size: m.data.length });
         await writeDurable(tmp, m.data, m.date);
@@ -1490,10 +1520,10 @@ export class MailFolder {
     const staged: (Staged & { uid: number })[] = [];
     try {
       for (const m of msgs) {
-        const size = m.size >= 0 ? m.size : (await fs.stat(join(src.dir, m.rel))).size;
-        const base = uniqueName(size, this.host);
-        const tmp = join(this.dir, 'tmp', base);
         const from = await src.resolvePath(m);
+        const size = m.size >= 0 ? m.size : (await fs.stat(from)).size;
+        const base = uniqueStem(this.host) + sizeFields(m.base);
+        const tmp = join(this.dir, 'tmp', base);
         try {
           await fs.link(from, tmp);
         } catch {

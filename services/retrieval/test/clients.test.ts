@@ -1,11 +1,11 @@
 // Real clients other than imapflow: Python's imaplib and poplib, curl's imap:// and pop3://.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { Quotas } from '@mailyard/mailstore';
+import { Quotas, folderDir } from '@mailyard/mailstore';
 import { waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import { PASSWORD, sampleMessage, sendRaw, startRetrieval, type Retrieval } from './helpers.js';
@@ -21,10 +21,11 @@ const QUSER = 'quota@example.test';
 const THREADUSER = 'thread@example.test';
 const SORTUSER = 'sort@example.test';
 const POPIMAPUSER = 'popimap@example.test';
+const MIGRATEDUSER = 'migrated@example.test';
 
 before(async () => {
   p = await startPlatform();
-  for (const u of [PYUSER, POPUSER, CURLUSER, QUSER, THREADUSER, SORTUSER, POPIMAPUSER])
+  for (const u of [PYUSER, POPUSER, CURLUSER, QUSER, THREADUSER, SORTUSER, POPIMAPUSER, MIGRATEDUSER])
     await addAccount(p.directory, u);
   r = await startRetrieval(p);
   await sendRaw(p, PYUSER, sampleMessage(1, ' Grüße aus Köln'));
@@ -367,6 +368,65 @@ print(json.dumps(res))
     assert.match(res.retr3!, /Subject: m2\n\nbody 2$/);
     assert.match(res.quit!, /^\+OK .*1 messages deleted/);
     assert.equal(res.left, '1');
+  });
+
+  void it('lists a Dovecot file copied or moved, or one appended with LF line ends, with the size RETR sends', async () => {
+    const imapScript = (steps: string) => `
+import imaplib, sys
+m = imaplib.IMAP4('127.0.0.1', int(sys.argv[1]))
+m.login(sys.argv[2], sys.argv[3])
+${steps}
+m.logout()
+`;
+    await python(imapScript("m.create('Migrated')"), String(r.ports.imap), MIGRATEDUSER, PASSWORD);
+    const text = (i: number) => `From: a@example.net\nSubject: migrated ${i}\n\nline one\nline two of ${i}\n`;
+    /** With CRLF line ends, as RETR sends it. */
+    const sent = (t: string) => t.length + t.split('\n').length - 1;
+    // as Dovecot left them: LF line ends, the size on disk as S= and with CRLF as W=
+    for (const i of [1, 2]) {
+      const name = `${1_700_000_000 + i}.M${i}P1.old.example,S=${text(i).length},W=${sent(text(i))}:2,S`;
+      writeFileSync(join(folderDir(p.maildir, MIGRATEDUSER, 'Migrated'), 'cur', name), text(i));
+    }
+    await python(
+      imapScript(`m.select('Migrated')
+assert m.copy('1', 'INBOX')[0] == 'OK'
+assert m._simple_command('MOVE', '2', 'INBOX')[0] == 'OK'
+# as a client that sends its LF line ends as they are (imaplib's append would make them CRLF)
+m.literal = sys.argv[4].encode()
+assert m._simple_command('APPEND', 'INBOX')[0] == 'OK'`),
+      String(r.ports.imap),
+      MIGRATEDUSER,
+      PASSWORD,
+      text(3),
+    );
+    const out = await python(
+      `
+import poplib, sys, json
+p = poplib.POP3('127.0.0.1', int(sys.argv[1]))
+p.user(sys.argv[2]); p.pass_(sys.argv[3])
+res = {'list': [l.decode() for l in p.list()[1]], 'stat': p.stat(), 'retr': [p.retr(n)[2] for n in (1, 2, 3)]}
+p.quit()
+print(json.dumps(res))
+`,
+      String(r.ports.pop3),
+      MIGRATEDUSER,
+      PASSWORD,
+    );
+    const res = JSON.parse(out) as { list: string[]; stat: number[]; retr: number[] };
+    const sizes = [1, 2, 3].map((i) => sent(text(i)));
+    assert.deepEqual(res.retr, sizes, 'RETR sends CRLF line ends');
+    assert.deepEqual(
+      res.list,
+      sizes.map((size, i) => `${i + 1} ${size}`),
+    );
+    assert.deepEqual(res.stat, [3, sizes.reduce((a, b) => a + b)]);
+    // the files keep both sizes, as Dovecot names its own
+    const names = readdirSync(join(folderDir(p.maildir, MIGRATEDUSER, 'INBOX'), 'cur'));
+    for (const [i, size] of sizes.entries())
+      assert.ok(
+        names.some((n) => n.includes(`,S=${text(i + 1).length},W=${size}:2,`)),
+        names.join(' '),
+      );
   });
 });
 

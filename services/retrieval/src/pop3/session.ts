@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { actingFor, endedText, logIn } from '@mailyard/auth';
 import { ipInNetworks } from '@mailyard/config';
-import { MessageGoneError, type MailFolder, type MessageInfo } from '@mailyard/mailstore';
+import { MessageGoneError, crlfSize, type MailFolder, type MessageInfo } from '@mailyard/mailstore';
 import type { Logger } from '@mailyard/observability';
 import type { ClientConnection } from '../connection.js';
 import type { ImapDeps } from '../imap/session.js';
@@ -527,11 +527,9 @@ async function sentSizes(folder: MailFolder, messages: MessageInfo[]): Promise<n
         if (err instanceof MessageGoneError) return Buffer.alloc(0);
         throw err;
       });
-      let bareLf = 0;
-      for (let at = data.indexOf(10); at >= 0; at = data.indexOf(10, at + 1))
-        if (data[at - 1] !== 13) bareLf++;
-      sizes[i] = data.length + bareLf;
-      remember(`${folder.dir}/${m.base}`, data.length + bareLf);
+      const size = crlfSize(data);
+      sizes[i] = size;
+      remember(`${folder.dir}/${m.base}`, size);
     }
   };
   await Promise.all(Array.from({ length: Math.min(COUNT_READERS, unknown.length) }, next));
