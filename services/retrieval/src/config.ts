@@ -53,6 +53,13 @@ export const retrievalSchema = z.object({
    * (Dovecot: 10 in imap-login, then 20 in a row; both "Too many invalid IMAP commands").
    */
   imap_max_bad_commands: positiveInt(10),
+  /**
+   * Invalid commands before login (unknown, not allowed before it, malformed; failed logins
+   * are not) before the session is closed, IMAP and POP3 alike, as Dovecot's imap-login
+   * and pop3-login close it at the third: what a browser or another protocol's client is
+   * made to send here (a cross-protocol attack such as ALPACA) is stopped after a few lines.
+   */
+  imap_max_bad_commands_before_login: positiveInt(3),
   /** Idle time before autologout; at least 30 minutes for IMAP per RFC 9051 §5.4. */
   imap_autologout: duration('30m'),
   /**

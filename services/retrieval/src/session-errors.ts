@@ -3,18 +3,35 @@
 import type { Logger } from '@mailyard/observability';
 
 /**
- * Counts bad commands toward a disconnect, as Dovecot does (imap-login and pop3-login
- * count every error before login; imap and pop3 count errors in a row after it, so a
- * long-lived client's occasional mistake never adds up) and as Postfix's
- * smtpd_hard_error_limit does for SMTP.
+ * What a bad command was: `invalid`, no command of the protocol in this state (unknown,
+ * not allowed now, malformed, a line too long); `failure`, a command the client could
+ * send that failed (a wrong password, an internal error).
+ */
+export type BadKind = 'invalid' | 'failure';
+
+/**
+ * Counts bad commands toward a disconnect, as Dovecot does: imap-login and pop3-login
+ * close the connection at the third invalid command, before any login (a defence against
+ * cross-protocol attacks such as ALPACA, where a browser or another protocol's client is
+ * made to send its lines here, each an invalid command), but not for failed logins; imap
+ * and pop3 count errors in a row after it, so a long-lived client's occasional mistake
+ * never adds up. Besides, every error before login counts toward the limit after it, as
+ * Postfix's smtpd_hard_error_limit does for SMTP.
  */
 export class BadCommands {
   private count = 0;
+  private invalid = 0;
 
-  constructor(private readonly limit: number) {}
+  constructor(
+    /** Errors before login in all, or in a row after it. */
+    private readonly limit: number,
+    /** Invalid commands before login. */
+    private readonly invalidBeforeLogin: number,
+  ) {}
 
   /** One more bad command; true when the session must now be closed. */
-  bad(): boolean {
+  bad(kind: BadKind, authenticated: boolean): boolean {
+    if (!authenticated && kind === 'invalid' && ++this.invalid >= this.invalidBeforeLogin) return true;
     return ++this.count >= this.limit;
   }
 

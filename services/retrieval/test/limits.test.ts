@@ -234,16 +234,41 @@ void describe('bad input', () => {
     await c.waitClosed();
   });
 
-  void it('counts every bad command before login, however many good ones come between', async () => {
+  void it('closes at the third invalid command before login, however many good ones come between, with BYE alone', async () => {
     const c = await RawImap.connect(r.ports.imaps, { tls: true });
     await c.until(/^\* OK/m);
-    for (let i = 0; i < 4; i++) {
+    for (let i = 0; i < 2; i++) {
       assert.match(await c.cmd(`g${i}`, 'BOGUS'), new RegExp(`^g${i} BAD`, 'm'));
       assert.match(await c.cmd(`n${i}`, 'NOOP'), new RegExp(`^n${i} OK`, 'm'));
     }
+    // as Dovecot's imap-login: the BYE answers it, no tagged BAD before
     c.send('g9 BOGUS\r\n');
-    await c.until(/^\* BYE Too many invalid IMAP commands/m);
+    assert.equal(await c.until(/^\* BYE/m), '* BYE Too many invalid IMAP commands\r\n');
     await c.waitClosed();
+  });
+
+  void it('closes as soon before login on the lines of another protocol, an HTTP request', async () => {
+    const c = await RawImap.connect(r.ports.imaps, { tls: true });
+    await c.until(/^\* OK/m);
+    // what a browser sends to a server it takes for a web server (ALPACA)
+    c.send(
+      'POST / HTTP/1.1\r\nHost: imap.mailyard.test\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nabc',
+    );
+    assert.match(
+      await c.until(/^\* BYE/m),
+      /^(\S+ BAD [^\r]*\r\n){2}\* BYE Too many invalid IMAP commands\r\n$/,
+    );
+    await c.waitClosed();
+  });
+
+  void it('does not count failed logins toward it', async () => {
+    // an address of its own: the failures lock no other test out
+    const c = await RawImap.connect(r.ports.imaps, { tls: true, localAddress: '127.0.0.71' });
+    await c.until(/^\* OK/m);
+    for (let i = 0; i < 3; i++)
+      assert.match(await c.cmd(`f${i}`, `LOGIN ${USER} wrong`), new RegExp(`^f${i} NO `, 'm'));
+    assert.match(await c.cmd('n', 'NOOP'), /^n OK/m);
+    c.close();
   });
 
   void it('answers 10,000 nested parentheses with a tagged BAD, in any state, and carries on', async () => {
@@ -542,9 +567,9 @@ void describe('POP3 bad input', () => {
     return c;
   };
 
-  void it('counts every bad command before login, however many good ones come between', async () => {
+  void it('closes at the third invalid command before login, however many good ones come between', async () => {
     const c = await pop3();
-    for (let i = 0; i < 4; i++) {
+    for (let i = 0; i < 2; i++) {
       c.send('BOGUS\r\n');
       assert.match(await c.until(/^[-+]/m), /^-ERR/);
       c.send('CAPA\r\n');

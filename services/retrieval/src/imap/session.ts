@@ -30,7 +30,7 @@ import type { ClientConnection, SessionLimits } from '../connection.js';
 import type { MessageCache } from '../message-cache.js';
 import type { RetrievalMetrics } from '../metrics.js';
 import type { ChangeNotifier, FolderChange } from '../notifier.js';
-import { BadCommands, ErrorLog } from '../session-errors.js';
+import { BadCommands, ErrorLog, type BadKind } from '../session-errors.js';
 import { capabilities } from './capabilities.js';
 import { COMMANDS } from './commands/index.js';
 import { contextUpdates } from './commands/search-context.js';
@@ -127,7 +127,10 @@ export class ImapSession implements ImapContext {
   ) {
     this.log = deps.logger.child({ session: this.id, ip: conn.ip });
     this.errors = new ErrorLog(this.log);
-    this.badCommands = new BadCommands(deps.config.imap_max_bad_commands);
+    this.badCommands = new BadCommands(
+      deps.config.imap_max_bad_commands,
+      deps.config.imap_max_bad_commands_before_login,
+    );
     this.framer = this.newFramer();
   }
 
@@ -340,8 +343,10 @@ export class ImapSession implements ImapContext {
         return;
       }
       const text = ev.reason === 'line-too-long' ? 'Command line too long' : '[TOOBIG] Literal too large';
-      this.send(`${ev.tag ?? '*'} ${ev.reason === 'line-too-long' ? 'BAD' : 'NO'} ${text}\r\n`);
-      this.countBad();
+      this.answerBad(
+        `${ev.tag ?? '*'} ${ev.reason === 'line-too-long' ? 'BAD' : 'NO'} ${text}\r\n`,
+        'invalid',
+      );
       return;
     }
     const mode = this.mode;
@@ -357,8 +362,16 @@ export class ImapSession implements ImapContext {
     }
   }
 
-  private countBad(): void {
-    if (this.badCommands.bad()) {
+  /**
+   * Sends the refusal of a bad command and counts it (BadCommands). The invalid command
+   * that reaches the limit before login is answered by the BYE alone, as Dovecot's
+   * imap-login answers it; after login, or on a failed login, the refusal comes first.
+   */
+  private answerBad(line: string, kind: BadKind): void {
+    const authenticated = this.state !== 'not-authenticated';
+    const closing = this.badCommands.bad(kind, authenticated);
+    if (!closing || authenticated || kind !== 'invalid') this.send(line);
+    if (closing) {
       this.deps.metrics.limitRejections.inc({ limit: 'bad-commands' });
       this.close('* BYE Too many invalid IMAP commands\r\n');
     }
@@ -453,8 +466,10 @@ export class ImapSession implements ImapContext {
     // updates before the tagged reply, as after any command
     if (this.selected && status === 'NO')
       await this.flushUpdates(err instanceof ImapReply && err.allowExpunge).catch(() => undefined);
-    this.send(`${tag} ${status} ${code ? `[${code}] ` : ''}${text}\r\n`);
-    if (status === 'BAD' || code === 'AUTHENTICATIONFAILED' || code === 'SERVERBUG') this.countBad();
+    const line = `${tag} ${status} ${code ? `[${code}] ` : ''}${text}\r\n`;
+    if (status === 'BAD') this.answerBad(line, 'invalid');
+    else if (code === 'AUTHENTICATIONFAILED' || code === 'SERVERBUG') this.answerBad(line, 'failure');
+    else this.send(line);
     return status;
   }
 

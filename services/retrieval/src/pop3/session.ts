@@ -8,7 +8,7 @@ import { MessageGoneError, crlfSize, type MailFolder, type MessageInfo } from '@
 import type { Logger } from '@mailyard/observability';
 import type { ClientConnection } from '../connection.js';
 import type { ImapDeps } from '../imap/session.js';
-import { BadCommands, ErrorLog } from '../session-errors.js';
+import { BadCommands, ErrorLog, type BadKind } from '../session-errors.js';
 
 type Pop3State = 'authorization' | 'transaction' | 'update';
 
@@ -99,7 +99,10 @@ export class Pop3Session {
   ) {
     this.log = deps.logger.child({ session: this.id, ip: conn.ip, protocol: 'pop3' });
     this.errors = new ErrorLog(this.log);
-    this.badCommands = new BadCommands(deps.config.imap_max_bad_commands);
+    this.badCommands = new BadCommands(
+      deps.config.imap_max_bad_commands,
+      deps.config.imap_max_bad_commands_before_login,
+    );
   }
 
   start(): void {
@@ -192,8 +195,8 @@ export class Pop3Session {
       this.close('-ERR [SYS/TEMP] Server shutting down');
   }
 
-  private countBad(): void {
-    if (this.badCommands.bad()) {
+  private countBad(kind: BadKind): void {
+    if (this.badCommands.bad(kind, this.state !== 'authorization')) {
       this.deps.metrics.limitRejections.inc({ limit: 'bad-commands' });
       this.close('-ERR Too many invalid commands');
     }
@@ -203,7 +206,7 @@ export class Pop3Session {
     if (line === null) {
       this.sasl = false;
       this.send('-ERR Line too long');
-      return this.countBad();
+      return this.countBad('invalid');
     }
     if (this.sasl) {
       this.sasl = false;
@@ -215,15 +218,15 @@ export class Pop3Session {
     const cmd = COMMANDS[name];
     if (!cmd) {
       this.send('-ERR Unknown command');
-      return this.countBad();
+      return this.countBad('invalid');
     }
     if (!cmd.states.includes(this.state)) {
       this.send(`-ERR ${name} not allowed now`);
-      return this.countBad();
+      return this.countBad('invalid');
     }
     if (cmd.maxArgs !== undefined && args.length > cmd.maxArgs) {
       this.send(`-ERR Noise after the arguments of ${name}`);
-      return this.countBad();
+      return this.countBad('invalid');
     }
     const started = process.hrtime.bigint();
     await this.wrap(() => cmd.run(this, args));
@@ -244,7 +247,7 @@ export class Pop3Session {
         this.errors.error({ err }, 'pop3 command failed');
         this.send('-ERR [SYS/TEMP] Internal error');
       }
-      if (!(err instanceof Pop3Error) || err.bad) this.countBad();
+      if (!(err instanceof Pop3Error) || err.bad) this.countBad('failure');
     }
   }
 
