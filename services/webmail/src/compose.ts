@@ -30,6 +30,33 @@ export interface Outgoing {
   references: string | null;
 }
 
+/** The message a reply or forward answers: marked \\Answered or $Forwarded once it is sent. */
+export interface Origin {
+  folder: string;
+  uid: number;
+  kind: 'reply' | 'forward';
+}
+
+/**
+ * Where a draft keeps its origin, for the send after it is reopened: written only into
+ * drafts (a message being sent is built anew, without it), so it never leaves the store.
+ * The folder's name as base64url of its UTF-8, so that any name fits an unfolded header.
+ */
+export const ORIGIN_HEADER = 'X-Mailyard-Origin';
+
+const originValue = (o: Origin): string =>
+  `${o.kind}; uid=${o.uid}; folder=${Buffer.from(o.folder, 'utf8').toString('base64url')}`;
+
+/** A draft's origin from its X-Mailyard-Origin value; null when there is none, or it is not ours. */
+export function parseOrigin(value: string | null): Origin | null {
+  const m = /^(reply|forward); uid=([1-9]\d{0,9}); folder=([A-Za-z0-9_-]+)$/.exec(value ?? '');
+  if (!m) return null;
+  const uid = Number(m[2]);
+  const folder = Buffer.from(m[3]!, 'base64url').toString('utf8');
+  if (uid > 0xffffffff || !folder || folder.length > 1000) return null;
+  return { kind: m[1] as Origin['kind'], uid, folder };
+}
+
 /** A plausible mailbox address: local@domain, no spaces or brackets (the msa checks the rest). */
 const ADDRESS = /^[^\s@<>()[\]",;:\\]+@[^\s@<>()[\]",;:\\]+$/;
 
@@ -88,10 +115,13 @@ export function newMessageId(from: string): string {
   return `<${randomBytes(12).toString('base64url')}@${domain}>`;
 }
 
-/** The message's RFC 5322 bytes. Bcc stays in (for the copy in Sent; the msa removes it before sending). */
+/**
+ * The message's RFC 5322 bytes. Bcc stays in (for the copy in Sent; the msa removes it
+ * before sending). A draft carries the message it answers (`origin`) in a header of ours.
+ */
 export async function buildMessage(
   m: Outgoing,
-  opts: { messageId: string; date: Date; draft?: boolean },
+  opts: { messageId: string; date: Date; draft?: { origin: Origin | null } },
 ): Promise<Buffer> {
   const html = m.html === null ? null : sanitizeComposeHtml(m.html);
   // every header value on one line, whoever wrote it: the user, or the original's sender
@@ -115,7 +145,11 @@ export async function buildMessage(
     date: opts.date,
     ...(inReplyTo ? { inReplyTo } : {}),
     ...(references ? { references } : {}),
-    headers: { 'User-Agent': 'Mailyard webmail', ...(opts.draft ? { 'X-Mailyard-Draft': 'yes' } : {}) },
+    headers: {
+      'User-Agent': 'Mailyard webmail',
+      ...(opts.draft ? { 'X-Mailyard-Draft': 'yes' } : {}),
+      ...(opts.draft?.origin ? { [ORIGIN_HEADER]: originValue(opts.draft.origin) } : {}),
+    },
     // nothing the composer would fetch by itself: no file paths, no URLs, no data: images to attach
     disableFileAccess: true,
     disableUrlAccess: true,

@@ -2,6 +2,7 @@
 // inline images downloaded (attachments stay on the server until asked for), the policy
 // reasons it carries, and its HTML sanitised (sanitize.ts).
 import type { ImapFlow, MessageStructureObject } from 'imapflow';
+import { ORIGIN_HEADER, parseOrigin, type Origin } from './compose.js';
 import { errors } from './errors.js';
 import type { AttachmentInfo, MessageView, PolicyReason } from './api-types.js';
 import { flagsOf, messageDate, toAddresses } from './mailbox.js';
@@ -177,6 +178,8 @@ export interface LoadedMessage {
   rawHtml: string | null;
   inline: Map<string, string>;
   structure: ParsedStructure;
+  /** The message a draft answers or forwards, as the draft keeps it (null in any other). */
+  origin: Origin | null;
 }
 
 /** Fetches a message of the selected folder; throws noSuchMessage when the UID is not there. */
@@ -189,7 +192,7 @@ export async function loadMessage(c: ImapFlow, folder: string, uid: number): Pro
       envelope: true,
       bodyStructure: true,
       internalDate: true,
-      headers: ['x-mailyard-policy', 'list-unsubscribe', 'references'],
+      headers: ['x-mailyard-policy', 'list-unsubscribe', 'references', ORIGIN_HEADER.toLowerCase()],
     },
     { uid: true },
   );
@@ -244,6 +247,7 @@ export async function loadMessage(c: ImapFlow, folder: string, uid: number): Pro
     rawHtml,
     inline,
     structure,
+    origin: m.flags?.has('\\Draft') ? parseOrigin(headerValue(headers, ORIGIN_HEADER)) : null,
   };
 }
 

@@ -293,7 +293,7 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
     const raw = await buildMessage(m, {
       messageId: newMessageId(m.from.address),
       date: new Date(ctx.now()),
-      draft: true,
+      draft: { origin: d.origin },
     });
     const drafts = await folderPath(account, '\\Drafts', 'Drafts');
     const saved = await pool.run(account, async (c) => {

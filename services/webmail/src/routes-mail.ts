@@ -175,6 +175,7 @@ export function registerMailRoutes(app: FastifyInstance, ctx: Ctx): void {
       attachments: v.attachments.filter((a) => !a.inline),
       inReplyTo: v.inReplyTo,
       references: v.references,
+      origin: msg.origin,
     };
   });
 

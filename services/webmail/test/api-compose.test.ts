@@ -259,6 +259,8 @@ describe('drafts', () => {
       json: draft({
         subject: 'Draft 2',
         html: '<p>Hi <b>Bob</b><script>x()</script></p>',
+        // the message it forwards comes back with it, whatever the folder's name
+        origin: { folder: 'Projekte/Größe 😀', uid: 7, kind: 'forward' },
         draftUid: first.json.uid,
         // as the editor does: the attachment as a part of the draft it replaces
         attachments: first.json.attachments,
@@ -277,6 +279,7 @@ describe('drafts', () => {
     assert.equal(back.json.subject, 'Draft 2');
     assert.equal(back.json.to, `"Bob" <${BOB}>`);
     assert.equal(back.json.html, '<p>Hi <b>Bob</b></p>');
+    assert.deepEqual(back.json.origin, { folder: 'Projekte/Größe 😀', uid: 7, kind: 'forward' });
     assert.deepEqual(
       back.json.attachments.map((a: { filename: string }) => a.filename),
       ['notes.txt'],

@@ -1,8 +1,11 @@
 // Answering in a real browser (Debian's Chromium through playwright-core): who a reply
-// and a reply to all go to, as the compose form shows them before anything is sent.
+// and a reply to all go to, as the compose form shows them before anything is sent, and
+// a reply kept as a draft that marks its original answered once it is sent.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Locator, Page } from 'playwright-core';
+import { readFileSync } from 'node:fs';
+import { waitFor } from '@mailyard/testkit';
 import { ensureFrontEnd, launchBrowser } from './browser.js';
 import { storeSession } from './mail-clients.js';
 import { plainMessage } from './messages.js';
@@ -128,4 +131,55 @@ test(
         cc: 'dave@remote.example',
       });
     }),
+);
+
+test(
+  'a reply kept as a draft, reopened and sent, marks its original answered',
+  { timeout: 120_000 },
+  async () => {
+    const subject = 'Room for Thursday';
+    const imap = await storeSession(t, ALICE);
+    try {
+      await imap.append('INBOX', plainMessage({ subject, from: `"Bob Smith" <${BOB}>` }));
+    } finally {
+      await imap.logout();
+    }
+    await withPage(async (page) => {
+      await open(page, subject);
+      await page.getByRole('button', { name: 'Reply', exact: true }).click();
+      const compose = page.getByRole('dialog', { name: `Re: ${subject}` });
+      await compose.getByRole('textbox', { name: 'Message' }).fill('Booked the big room.');
+      await compose.getByRole('button', { name: 'Close and keep the draft' }).click();
+      await compose.waitFor({ state: 'detached' });
+      await page
+        .getByRole('navigation', { name: 'Folders' })
+        .getByRole('link', { name: /^Drafts/ })
+        .click();
+      await open(page, `Re: ${subject}`);
+      await page.getByRole('button', { name: 'Edit draft' }).click();
+      const reopened = page.getByRole('dialog', { name: `Re: ${subject}` });
+      await reopened.getByRole('button', { name: 'Send' }).click();
+      await reopened.waitFor({ state: 'detached' });
+    });
+    const store = await storeSession(t, ALICE);
+    try {
+      await store.mailboxOpen('INBOX');
+      const [uid] = (await store.search({ subject }, { uid: true })) || [];
+      const original = await store.fetchOne(String(uid), { flags: true }, { uid: true });
+      assert.ok(original && original.flags?.has('\\Answered'), 'the original is marked answered');
+    } finally {
+      await store.logout();
+    }
+    // where the draft kept its original stays on the server: not in what bob gets
+    const mail = await waitFor(
+      () =>
+        t.p
+          .inbox(BOB)
+          .map((f) => readFileSync(f, 'utf8'))
+          .find((m) => m.includes(`Subject: Re: ${subject}`)),
+      { what: "the reply in bob's mailbox" },
+    );
+    assert.match(mail, /Booked the big room\./);
+    assert.doesNotMatch(mail, /^X-Mailyard-/im);
+  },
 );

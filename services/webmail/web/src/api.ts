@@ -150,7 +150,7 @@ export const api = {
   }) => call<Page>('GET', '/api/messages' + qs(p)),
   message: (folder: string, uid: number) => call<Message>('GET', `/api/messages/${uid}` + qs({ folder })),
   draft: (folder: string, uid: number) =>
-    call<Omit<DraftBody, 'attachments' | 'origin' | 'draftUid'> & { uid: number; attachments: Attachment[] }>(
+    call<Omit<DraftBody, 'attachments' | 'draftUid'> & { uid: number; attachments: Attachment[] }>(
       'GET',
       `/api/messages/${uid}/draft` + qs({ folder }),
     ),

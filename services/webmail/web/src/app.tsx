@@ -264,7 +264,6 @@ function Mail(props: {
           ...emptyDraft(d.from),
           ...d,
           attachments: d.attachments.map((a) => ({ folder, uid, part: a.part })),
-          origin: null,
           draftUid: uid,
         },
         files: d.attachments.map((a) => ({ name: a.filename, size: a.size })),
