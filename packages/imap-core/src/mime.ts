@@ -241,7 +241,9 @@ export function parseMime(
     message: null,
   };
   if (depth > 50 || budget.parts <= 0) return part;
-  if (type === 'multipart' && ct.params.boundary) {
+  // RFC 2046 §5.1.1: a boundary of no characters is short but still one: its delimiter
+  // lines are "--" and "----" (Dovecot splits on them); without one there are no parts
+  if (type === 'multipart' && ct.params.boundary !== undefined) {
     const delim = Buffer.from('--' + ct.params.boundary);
     const bounds: { lineStart: number; after: number; close: boolean }[] = [];
     let i = bodyStart;
@@ -282,6 +284,33 @@ export function parseMime(
 }
 
 /**
+ * The part a multipart without parts (its boundary missing, or never found) is shown
+ * with: RFC 9051's body-type-mpart needs one body, so BODYSTRUCTURE lists an empty
+ * text/plain part, as Dovecot does, and BODY[1] names that part: there, and empty.
+ */
+export function emptyPart(at: number): MimePart {
+  return {
+    start: at,
+    bodyStart: at,
+    end: at,
+    headers: [],
+    type: 'text',
+    subtype: 'plain',
+    params: { charset: 'us-ascii' },
+    encoding: '7bit',
+    id: null,
+    description: null,
+    md5: null,
+    disposition: null,
+    language: null,
+    location: null,
+    lines: 0,
+    children: [],
+    message: null,
+  };
+}
+
+/**
  * Finds the part a section number path (`1.2.3`) names, RFC 9051 §6.4.5. Each number
  * indexes the body of what the previous one named: the parts of a multipart, or of the
  * message a message/rfc822 part encapsulates; a body that is not multipart has only a
@@ -295,7 +324,7 @@ export function findPart(root: MimePart, path: number[]): MimePart | null {
   for (const n of path) {
     if (!body) return null;
     if (body.type === 'multipart') {
-      const c = body.children[n - 1];
+      const c = body.children.length ? body.children[n - 1] : n === 1 ? emptyPart(body.end) : undefined;
       if (!c) return null;
       cur = c;
     } else if (n === 1) cur = body;

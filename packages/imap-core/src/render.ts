@@ -1,7 +1,7 @@
 // Rendering of response data, RFC 9051 §9: strings as quoted or literal, ENVELOPE and
 // BODYSTRUCTURE from a parsed MIME tree. Output is a list of chunks (string | Buffer)
 // so message bytes are never re-encoded.
-import { header, type HeaderField, type MimePart } from './mime.js';
+import { emptyPart, header, type HeaderField, type MimePart } from './mime.js';
 
 export type Chunk = string | Buffer;
 
@@ -333,23 +333,10 @@ export function bodyStructure(part: MimePart, extended: boolean): Chunk[] {
         : paren(part.language.map((l) => str(l)))
       : ['NIL'];
   if (part.type === 'multipart') {
-    const kids = part.children.length
-      ? part.children.map((c) => bodyStructure(c, extended))
-      : // an empty multipart still needs one body (RFC 9051 body-type-mpart requires 1*body)
-        [
-          paren([
-            str('TEXT'),
-            str('PLAIN'),
-            paren([str('CHARSET'), str('US-ASCII')]),
-            ['NIL'],
-            ['NIL'],
-            str('7BIT'),
-            ['0'],
-            ['0'],
-            // BODYSTRUCTURE gives every part its extension data, this one too
-            ...(extended ? [['NIL'], ['NIL'], ['NIL'], ['NIL']] : []),
-          ]),
-        ];
+    // an empty multipart still needs one body (RFC 9051 body-type-mpart requires 1*body)
+    const kids = (part.children.length ? part.children : [emptyPart(part.end)]).map((c) =>
+      bodyStructure(c, extended),
+    );
     const out: Chunk[] = ['('];
     for (const k of kids) out.push(...k);
     out.push(' ', ...str(part.subtype.toUpperCase()));
