@@ -37,6 +37,13 @@ export function parseStructure(root: MessageStructureObject): ParsedStructure {
   const walk = (n: MessageStructureObject, inAlternative: boolean) => {
     const type = (n.type || 'text/plain').toLowerCase();
     if (type.startsWith('multipart/')) {
+      // RFC 2046 §5.1.1: without a boundary no part can be told apart (the store lists one
+      // empty part, as Dovecot does); its body is shown as it stands, as desktop clients
+      // show it, rather than nothing. The body of a multipart that is a part is BODY[part].
+      if (n.parameters?.boundary === undefined) {
+        out.text.push(n.part ?? 'TEXT');
+        return;
+      }
       const alt = type === 'multipart/alternative';
       const children = n.childNodes ?? [];
       if (alt) {

@@ -704,6 +704,68 @@ describe('text that names no charset', () => {
   );
 });
 
+describe('a multipart with no boundary', () => {
+  test('its text is shown as it stands, at the top or inside another', { timeout: 30_000 }, async () => {
+    const message = (subject: string, type: string, body: string[]) =>
+      [
+        'From: <sender@remote.example>',
+        `To: ${BOB}`,
+        `Subject: ${subject}`,
+        'MIME-Version: 1.0',
+        `Content-Type: ${type}`,
+        '',
+        ...body,
+        '',
+      ].join('\r\n');
+    const imap = await storeSession(t, BOB);
+    // no parts can be told apart: the store lists one empty part, as Dovecot does
+    await imap.append(
+      'Sent',
+      message('Unbounded', 'multipart/mixed', [
+        '--frontier',
+        'Content-Type: text/plain',
+        '',
+        'Grüße, and the text a reader must still see.',
+        '--frontier--',
+      ]),
+    );
+    await imap.append(
+      'Sent',
+      message('Unbounded inside', 'multipart/mixed; boundary="outer"', [
+        '--outer',
+        'Content-Type: text/plain',
+        '',
+        'first part',
+        '--outer',
+        'Content-Type: multipart/alternative',
+        '',
+        'the inner text',
+        '--outer--',
+      ]),
+    );
+    await imap.logout();
+    const { rows } = (await bob.get('/api/messages' + q({ folder: 'Sent' }))).json as {
+      rows: { uid: number; subject: string }[];
+    };
+    const text = async (subject: string) => {
+      const uid = rows.find((r) => r.subject === subject)!.uid;
+      const m = await bob.get(`/api/messages/${uid}` + q({ folder: 'Sent' }));
+      assert.equal(m.status, 200, m.text);
+      // and in the frame the reader shows
+      const body = await bob.get(`/api/messages/${uid}/body` + q({ folder: 'Sent' }));
+      assert.match(body.text, subject === 'Unbounded' ? /Grüße, and the text/ : /the inner text/);
+      return m.json.text as string;
+    };
+    assert.match(
+      await text('Unbounded'),
+      /^--frontier\r?\nContent-Type: text\/plain\r?\n\r?\nGrüße, and the text/,
+    );
+    const inside = await text('Unbounded inside');
+    assert.match(inside, /^first part/);
+    assert.match(inside, /the inner text/);
+  });
+});
+
 describe('new mail without reload', () => {
   test('the event stream announces a delivery within moments', { timeout: 30_000 }, async () => {
     const stream = await openEvents(alice, t.ca);
