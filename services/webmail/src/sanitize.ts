@@ -55,7 +55,24 @@ const TRACKER_PATTERNS = [
 /** Query parameters click-tracking redirects keep the destination in. */
 const REDIRECT_PARAMS = ['url', 'u', 'redirect', 'redirect_url', 'redirect_uri', 'r', 'target', 'dest', 'destination', 'link', 'l', 'q', 'goto', 'to']; // prettier-ignore
 
-const isRemote = (url: string) => /^\s*(https?:)?\/\//i.test(url);
+/** A URL that loads from elsewhere: `//host`, or http(s) with or without its slashes. */
+const isRemote = (url: string) => /^\s*(https?:|[\\/]{2})/i.test(url);
+
+/**
+ * The absolute http(s) URL that a remote image's `https:host/x`, `https:/host/x` or
+ * `https:\\host\x` names (WHATWG URL reads them all as https://host/x), or null for any
+ * other. The image is written out with it: in the frame, whose own URL is the webmail's,
+ * a browser would read a URL without slashes as a path on the webmail instead.
+ */
+function remoteUrl(url: string): string | null {
+  if (!/^\s*https?:/i.test(url)) return null;
+  try {
+    const parsed = new URL(url.trim());
+    return parsed.protocol === 'http:' || parsed.protocol === 'https:' ? parsed.href : null;
+  } catch {
+    return null;
+  }
+}
 
 /** The destination a click-tracking redirect leads to, when the link says it; null otherwise. */
 export function redirectTarget(href: string): string | null {
@@ -343,9 +360,9 @@ function cleanCss(css: string, allowRemote: boolean, count: { blocked: number })
   return rewriteLoads(rest, (target) => {
     // an empty URL loads nothing
     if (!target.trim()) return null;
-    if (/^data:image\//i.test(target) || (allowRemote && /^https?:\/\//i.test(target)))
-      // written out as a string that nothing in it can end or break
-      return target.replace(/["\\\u0000-\u001f\u007f]/g, '');
+    const loads = /^data:image\//i.test(target) ? target : allowRemote ? remoteUrl(target) : null;
+    // written out as a string that nothing in it can end or break
+    if (loads !== null) return loads.replace(/["\\\u0000-\u001f\u007f]/g, '');
     count.blocked++;
     return null;
   });
@@ -401,11 +418,12 @@ export function sanitizeMailHtml(html: string, opts: SanitizeOptions): Sanitized
         if (/^data:image\/(png|jpe?g|gif|webp|bmp);/i.test(src))
           return { tagName, attribs: { ...rest, src } };
         if (isRemote(src)) {
-          if (looksInvisible(attribs) || TRACKER_PATTERNS.some((p) => p.test(src))) {
+          const url = remoteUrl(src);
+          if (looksInvisible(attribs) || TRACKER_PATTERNS.some((p) => p.test(url ?? src))) {
             count.trackers++;
             return { tagName: 'span', attribs: {} };
           }
-          if (opts.allowRemote && /^https?:/i.test(src)) return { tagName, attribs: { ...rest, src } };
+          if (opts.allowRemote && url) return { tagName, attribs: { ...rest, src: url } };
           count.blocked++;
           return { tagName, attribs: { ...rest, alt: rest.alt || 'Remote image blocked' } };
         }

@@ -63,6 +63,24 @@ test('remote images, backgrounds and sheets are blocked and counted until allowe
   assert.doesNotMatch(allowed.html, /srcset|background=/, 'srcset and background= are not kept either way');
 });
 
+test('an image URL with no slashes after its scheme is a remote image, shown once allowed', () => {
+  for (const src of [
+    'https:cdn.example/x.png',
+    'HTTPS:cdn.example/x.png',
+    'https:/cdn.example/x.png',
+    'https:\\\\cdn.example\\x.png',
+  ]) {
+    const blocked = clean(`<img src="${src}" alt="X">`);
+    assert.equal(blocked.blocked, 1, src);
+    assert.doesNotMatch(blocked.html, /cdn\.example/, src);
+    // loaded where a browser would load it: from that host, never from the webmail's
+    const allowed = clean(`<img src="${src}" alt="X">`, true);
+    assert.equal(allowed.blocked, 0, src);
+    assert.match(allowed.html, /<img alt="X" src="https:\/\/cdn\.example\/x\.png"/, src);
+  }
+  assert.equal(clean('<img src="https:t.example/x.gif" width="1" height="1">', true).trackers, 1);
+});
+
 test('a sheet with attributes and a url( left open are cleaned and counted too', { timeout: 5_000 }, () => {
   const html =
     '<style media="screen">.x{background:url(https://cdn.example/e.png)}</style>' +
