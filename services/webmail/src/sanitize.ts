@@ -368,6 +368,23 @@ function cleanCss(css: string, allowRemote: boolean, count: { blocked: number })
   });
 }
 
+/** The elements whose background attribute browsers draw (HTML §15.3.10, §15.3.9). */
+const BACKGROUND_TAGS = new Set(['table', 'thead', 'tbody', 'tfoot', 'tr', 'td', 'th']);
+
+/**
+ * A background attribute as the CSS a browser takes it for, so that its image is judged
+ * as any other in a style: blocked and counted until remote content is allowed, then
+ * shown. Only an image of the message (data:) or from elsewhere; anything else loads
+ * nothing and goes.
+ */
+function backgroundCss(tagName: string, value: string | undefined): string | null {
+  const given = value?.trim() ?? '';
+  if (!BACKGROUND_TAGS.has(tagName) || !(/^data:image\//i.test(given) || isRemote(given))) return null;
+  // as a browser reads it (https:\\host\x is https://host/x), before it is written as a string
+  const target = remoteUrl(given) ?? given;
+  return `background-image:url("${target.replace(/["\\\u0000-\u001f\u007f]/g, '')}")`;
+}
+
 export function sanitizeMailHtml(html: string, opts: SanitizeOptions): SanitizedHtml {
   const count = { blocked: 0, trackers: 0, unwrapped: 0 };
   const out = sanitizeHtml(html, {
@@ -390,7 +407,9 @@ export function sanitizeMailHtml(html: string, opts: SanitizeOptions): Sanitized
     transformTags: {
       // runs after the tag's own transform below
       '*': (tagName, attribs) => {
-        if (attribs.style) attribs.style = cleanCss(attribs.style, opts.allowRemote, count);
+        // before the element's own style, which wins over it as over any presentational hint
+        const style = [backgroundCss(tagName, attribs.background), attribs.style].filter(Boolean).join(';');
+        if (style) attribs.style = cleanCss(style, opts.allowRemote, count);
         return { tagName, attribs };
       },
       a: (tagName, attribs) => {

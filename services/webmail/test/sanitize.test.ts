@@ -31,6 +31,7 @@ test('scripts, handlers, forms, frames and dangerous URLs never survive', () => 
     '<link rel="stylesheet" href="https://evil.example/x.css">',
     '<div style="background:url(javascript:alert(1))">x</div>',
     '<div style="width: expression(alert(1))">x</div>',
+    '<table background="javascript:alert(1)"><tr><td background="https://evil.example/&quot;);x:url(javascript:alert(1))">x</td></tr></table>',
     '<style>@import url(https://evil.example/x.css); body { behavior: url(x.htc) }</style>',
     '<noscript><p title="</noscript><img src=x onerror=alert(1)>"></noscript>',
     '<textarea></textarea><img src=x onerror=alert(1)></textarea>',
@@ -52,7 +53,7 @@ test('remote images, backgrounds and sheets are blocked and counted until allowe
     '<style>.x{background:url(https://cdn.example/c.png)}</style>' +
     '<img srcset="https://cdn.example/d.png 2x" src="data:image/png;base64,AAAA">';
   const blocked = clean(html);
-  assert.equal(blocked.blocked, 3);
+  assert.equal(blocked.blocked, 4);
   assert.doesNotMatch(blocked.html, /cdn\.example/);
   assert.match(blocked.html, /alt="A"/);
   assert.match(blocked.html, /src="data:image\/png;base64,AAAA"/, 'data: images are part of the message');
@@ -60,7 +61,41 @@ test('remote images, backgrounds and sheets are blocked and counted until allowe
   assert.equal(allowed.blocked, 0);
   assert.match(allowed.html, /src="https:\/\/cdn\.example\/a\.png"/);
   assert.match(allowed.html, /url\("https:\/\/cdn\.example\/c\.png"\)/);
+  assert.match(
+    allowed.html,
+    /<table style="background-image:url\(&quot;https:\/\/cdn\.example\/t\.png&quot;\)"/,
+  );
   assert.doesNotMatch(allowed.html, /srcset|background=/, 'srcset and background= are not kept either way');
+});
+
+test('a background attribute of a table or cell becomes a CSS background under the same rule', () => {
+  const html =
+    '<table background="https://cdn.example/t.png"><tr>' +
+    '<td background="https:cdn.example/c.png" style="color:red">x</td>' +
+    '<td background="https:\\\\cdn.example\\e.png">e</td>' +
+    '<th background="data:image/png;base64,AAAA">y</th>' +
+    '<td background="javascript:alert(1)">z</td>' +
+    '<td background=\'x"); background: url("https://evil.example/e.png\'>w</td>' +
+    '</tr></table><div background="https://cdn.example/d.png">not drawn by browsers</div>';
+  const blocked = clean(html);
+  assert.equal(blocked.blocked, 3, 'the banner offers to show them');
+  assert.doesNotMatch(blocked.html, /cdn\.example|evil\.example|javascript/);
+  assert.match(blocked.html, /<th style="background-image:url\(&quot;data:image\/png;base64,AAAA&quot;\)">/);
+  const allowed = clean(html, true);
+  assert.equal(allowed.blocked, 0);
+  assert.match(
+    allowed.html,
+    /<table style="background-image:url\(&quot;https:\/\/cdn\.example\/t\.png&quot;\)">/,
+  );
+  assert.match(
+    allowed.html,
+    /<td style="background-image:url\(&quot;https:\/\/cdn\.example\/c\.png&quot;\);color:red">/,
+  );
+  assert.match(
+    allowed.html,
+    /<td style="background-image:url\(&quot;https:\/\/cdn\.example\/e\.png&quot;\)">/,
+  );
+  assert.doesNotMatch(allowed.html, /javascript|evil\.example|d\.png|background=/);
 });
 
 test('an image URL with no slashes after its scheme is a remote image, shown once allowed', () => {
