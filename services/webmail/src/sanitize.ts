@@ -414,6 +414,9 @@ export function sanitizeMailHtml(html: string, opts: SanitizeOptions): Sanitized
       },
       a: (tagName, attribs) => {
         const href = attribs.href ?? '';
+        // a place in the message itself: followed in the frame (the document's <base>
+        // opens every other link apart)
+        if (href.trim().startsWith('#')) return { tagName, attribs: { ...attribs, target: '_self' } };
         const real = redirectTarget(href);
         if (real) {
           count.unwrapped++;

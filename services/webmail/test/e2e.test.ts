@@ -2,7 +2,8 @@
 // platform composed in this process: mail arriving by SMTP shows up without a reload, a
 // reply with an attachment reaches the other mailbox (read back over IMAP), spam goes to
 // Junk with its reason, drag and drop moves, logout ends the session; an HTML message's
-// remote content is not fetched until allowed (a real HTTP server counts the requests).
+// remote content is not fetched until allowed (a real HTTP server counts the requests);
+// a link to a place in a message stays in its frame.
 // Screenshots of the main screens, desktop and phone size, are written to
 // WEBMAIL_SCREENSHOTS_DIR (docs/screenshots refreshes the ones in the docs).
 import assert from 'node:assert/strict';
@@ -68,6 +69,20 @@ const row = (page: Page, text: string | RegExp) =>
   page.getByRole('listbox', { name: 'Messages' }).getByRole('option', { name: text });
 const folderLink = (page: Page, name: string) =>
   page.getByRole('navigation', { name: 'Folders' }).getByRole('link', { name: new RegExp(`^${name}`) });
+
+/** An HTML message to alice, as a sender writes it. */
+const htmlMail = (from: string, subject: string, html: string) =>
+  [
+    `From: ${from}`,
+    `To: ${ALICE}`,
+    `Subject: ${subject}`,
+    'Date: Mon, 6 Jan 2025 10:00:00 +0000',
+    'MIME-Version: 1.0',
+    'Content-Type: text/html; charset=utf-8',
+    '',
+    html,
+    '',
+  ].join('\r\n');
 
 /** Every request the browser makes, to check none leaves the webmail's own origin. */
 function watchRequests(context: BrowserContext): string[] {
@@ -270,6 +285,41 @@ describe('a day with the webmail', () => {
  * content renders a new frame). Not the page's network idle: requests of the page itself,
  * on a busy machine, may keep it from ever being idle for half a second.
  */
+describe('links in a message', () => {
+  test(
+    'a link to a place in the message goes there; it opens no new window',
+    { timeout: 120_000 },
+    async () => {
+      await sendRaw(
+        t.p,
+        ALICE,
+        htmlMail(
+          '"Handbook" <handbook@remote.example>',
+          'The handbook, chapter by chapter',
+          '<p><a href="#chapter-9">Skip to chapter 9</a></p><div style="height:4000px">Chapters 1 to 8</div>' +
+            '<h2 id="chapter-9">Chapter 9</h2>',
+        ),
+      );
+      const browser = await launchBrowser();
+      try {
+        const page = await browser.context.newPage();
+        await logIn(page);
+        await row(page, /The handbook, chapter by chapter/).click();
+        const windows = browser.context.pages().length;
+        await page.frameLocator('iframe[title="Message body"]').getByText('Skip to chapter 9').click();
+        const frame = await (
+          await page.locator('iframe[title="Message body"]').elementHandle()
+        )?.contentFrame();
+        assert.ok(frame, 'the message body frame');
+        await waitFor(() => frame.url().endsWith('#chapter-9'), { what: 'the frame at chapter 9' });
+        assert.equal(browser.context.pages().length, windows, 'no window opened for it');
+      } finally {
+        await browser.close();
+      }
+    },
+  );
+});
+
 async function bodyLoaded(page: Page): Promise<void> {
   const frame = await page.locator('iframe[title="Message body"]').elementHandle();
   const content = await frame?.contentFrame();
@@ -339,19 +389,12 @@ describe('privacy', () => {
       await sendRaw(
         t.p,
         ALICE,
-        [
-          'From: "Gallery" <gallery@remote.example>',
-          `To: ${ALICE}`,
-          'Subject: The gallery reopens',
-          'Date: Mon, 6 Jan 2025 10:00:00 +0000',
-          'Message-ID: <gallery.1@remote.example>',
-          'MIME-Version: 1.0',
-          'Content-Type: text/html; charset=utf-8',
-          '',
+        htmlMail(
+          '"Gallery" <gallery@remote.example>',
+          'The gallery reopens',
           `<html><head><style>${sheet}</style></head><body><div class="hero">Come and see</div>` +
             '<div class="wrap"></div><div class="set"></div></body></html>',
-          '',
-        ].join('\r\n'),
+        ),
       );
       const browser = await launchBrowser();
       try {

@@ -196,6 +196,17 @@ test('click-tracking redirects are replaced by their destination', () => {
   assert.match(out.html, /title="https:\/\/shop\.example\/ \(tracking redirect removed\)"/);
 });
 
+test('a link to a place in the message stays in the message; the others open apart', () => {
+  const out = clean(
+    '<p><a href="#part-2" target="_blank">To part 2</a></p><h2 id="part-2">Part 2</h2>' +
+      '<a name="end"></a><a href="https://shop.example/">Shop</a><a href="mailto:a@example.org">Mail</a>',
+  ).html;
+  assert.match(out, /<a href="#part-2" target="_self">To part 2<\/a>/);
+  assert.match(out, /<h2 id="part-2">/);
+  assert.match(out, /<a href="https:\/\/shop\.example\/"[^>]* target="_blank" rel="noopener noreferrer">/);
+  assert.match(out, /<a href="mailto:a@example\.org"[^>]* target="_blank"/);
+});
+
 test('inline images (cid:) become data: URIs; unknown ones lose their src', () => {
   const inline = new Map([['logo@x', 'data:image/png;base64,QUJD']]);
   const out = clean('<img src="cid:logo@x"><img src="cid:missing@x" alt="m">', false, inline);
