@@ -155,9 +155,10 @@ interface FolderIndex {
  * updated) are refused. Raise it with what a record holds or means. 2: the header as raw
  * lines of the INDEXED_FIELDS (1 had unfolded values). 3: the same layout, but the
  * ENVELOPE takes a bare address's display name from its comment, so the ENVELOPEs a file
- * of 2 holds are rendered again.
+ * of 2 holds are rendered again. 4: the same layout, but a multipart with boundary="" has
+ * its parts, so the BODYSTRUCTUREs a file of 3 holds are rendered again.
  */
-const RECORD_TAG = 3;
+const RECORD_TAG = 4;
 export const INDEX_FORMAT = `m${RECORD_TAG}`;
 const codec = { encode: encodeRecord, decode: decodeRecord, format: INDEX_FORMAT };
 

@@ -339,30 +339,33 @@ void describe('a mail client listing from the index', () => {
     await stop(b);
   });
 
-  void it('renders the ENVELOPEs an index of the previous format holds again', async () => {
-    const user = 'oldindex@example.test';
+  /**
+   * A mailbox of one message whose index file a version before wrote, in `format`, with
+   * `fields` after the file name; Retrieval started on it.
+   */
+  const withOldIndex = async (user: string, msg: string, format: string, fields: unknown[]) => {
     await addAccount(p.directory, user);
     const dir = accountDir(p.maildir, user);
     for (const d of ['cur', 'new', 'tmp']) await fs.mkdir(join(dir, d), { recursive: true });
-    const msg = 'From: alice@remote.example (Alice Example)\r\nSubject: comment name\r\n\r\nBody\r\n';
     const base = `1736157600.M1P1.test,S=${msg.length}`;
     await fs.writeFile(join(dir, 'new', base), msg);
+    const old = new IndexCacheFile<unknown>(dir, { encode: (v) => v, decode: (v) => v, format });
+    await old.append([[base, fields]]);
+    return start();
+  };
+
+  void it('renders the ENVELOPEs an index of the previous format holds again', async () => {
+    const user = 'oldindex@example.test';
+    const msg = 'From: alice@remote.example (Alice Example)\r\nSubject: comment name\r\n\r\nBody\r\n';
     // the file as the version before wrote it: the comment was not taken as the name
-    const old = new IndexCacheFile<unknown>(dir, { encode: (v) => v, decode: (v) => v, format: 'm2' });
-    await old.append([
-      [
-        base,
-        [
-          2,
-          '(NIL "comment name" ((NIL NIL "alice" "remote.example")) ((NIL NIL "alice" "remote.example")) ((NIL NIL "alice" "remote.example")) NIL NIL NIL NIL NIL)',
-          'from:alice@remote.example (Alice Example)',
-          msg.length,
-          null,
-          0,
-        ],
-      ],
+    const r = await withOldIndex(user, msg, 'm2', [
+      2,
+      '(NIL "comment name" ((NIL NIL "alice" "remote.example")) ((NIL NIL "alice" "remote.example")) ((NIL NIL "alice" "remote.example")) NIL NIL NIL NIL NIL)',
+      'from:alice@remote.example (Alice Example)',
+      msg.length,
+      null,
+      0,
     ]);
-    const r = await start();
     const c = client(r, user);
     await c.connect();
     await c.mailboxOpen('INBOX');
@@ -371,6 +374,36 @@ void describe('a mail client listing from the index', () => {
     await c.logout();
     assert.deepEqual(from, [{ name: 'Alice Example', address: 'alice@remote.example' }]);
     assert.equal(await headerReads(r), 1);
+    await stop(r);
+  });
+
+  void it('renders the BODYSTRUCTUREs an index of the previous format holds again', async () => {
+    const user = 'oldstructure@example.test';
+    const msg =
+      'From: a@remote.example\r\nSubject: empty boundary\r\nMIME-Version: 1.0\r\n' +
+      'Content-Type: multipart/alternative; boundary=""\r\n\r\n--\r\nContent-Type: text/plain\r\n\r\ntext\r\n----\r\n';
+    // the version before took boundary="" for none: one empty part
+    const empty = '("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 0 0';
+    const r = await withOldIndex(user, msg, 'm3', [
+      3,
+      '(NIL "empty boundary" ((NIL NIL "a" "remote.example")) ((NIL NIL "a" "remote.example")) ((NIL NIL "a" "remote.example")) NIL NIL NIL NIL NIL)',
+      'from:a@remote.example\r\nsubject:empty boundary',
+      msg.length,
+      null,
+      0,
+      `(${empty} NIL NIL NIL NIL) "ALTERNATIVE" ("BOUNDARY" "") NIL NIL NIL)`,
+      `(${empty}) "ALTERNATIVE")`,
+    ]);
+    const c = client(r, user);
+    await c.connect();
+    await c.mailboxOpen('INBOX');
+    const m = await c.fetchOne('1', { bodyStructure: true });
+    await c.logout();
+    assert.ok(m);
+    assert.deepEqual(
+      m.bodyStructure?.childNodes?.map((n) => [n.type, n.size]),
+      [['text/plain', 4]],
+    );
     await stop(r);
   });
 
