@@ -36,8 +36,17 @@ import { MtaSts, httpsPolicyFetcher, mxMatches, type PolicyFetcher } from './mta
 import { retireLegacyDelayQueues } from './legacy-queues.js';
 import { ownAddressCheck } from './own-addresses.js';
 
-/** Header fields the policy service adds for local filing; removed before mail leaves. */
-const INTERNAL_HEADERS = [{ name: 'X-Mailyard-Policy' }, { name: 'X-Mailyard-Bulk' }];
+/**
+ * Header fields for use at home, removed before mail leaves: what the policy service adds
+ * for local filing, and what the webmail writes into a draft only (the message a reply
+ * answers, by folder and UID), which a desktop client sending that draft would pass on.
+ */
+const INTERNAL_HEADERS = [
+  { name: 'X-Mailyard-Policy' },
+  { name: 'X-Mailyard-Bulk' },
+  { name: 'X-Mailyard-Draft' },
+  { name: 'X-Mailyard-Origin' },
+];
 
 export interface OutboundRelayDeps {
   bus: Bus;

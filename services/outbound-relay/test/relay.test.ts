@@ -180,9 +180,12 @@ describe('delivery', () => {
     );
   });
 
-  test('our verdict headers stay home: X-Mailyard-Policy and X-Mailyard-Bulk are not sent', async () => {
+  test("our verdict headers and a webmail draft's stay home: none is sent", async () => {
     const msg = simpleMessage('alice@example.test', 'bob@remote.test', 'verdict-headers');
-    const withVerdicts = `X-Mailyard-Policy: inbox; check_virus=clean\r\nX-Mailyard-Bulk: yes\r\n${msg}`;
+    // a draft saved by the webmail, sent from a desktop client as it stands
+    const withVerdicts =
+      'X-Mailyard-Policy: inbox; check_virus=clean\r\nX-Mailyard-Bulk: yes\r\n' +
+      `X-Mailyard-Draft: yes\r\nX-Mailyard-Origin: reply; uid=7; folder=SU5CT1g\r\n${msg}`;
     await queueOutbound(p, envelope('alice@example.test', ['bob@remote.test']), withVerdicts);
     const got = await waitFor(() => receivedBy(mx1, 'verdict-headers'), { what: 'delivery at mx1' });
     const text = got.data.toString();
