@@ -1,6 +1,6 @@
 // What a sender may write into a message to pass for our verdict: the headers only our
-// policy writes and results under our authserv-id. Whatever the policy did, none of them
-// reaches a mailbox.
+// policy writes and results under our authserv-id; and a webmail draft's own fields.
+// Whatever the policy did, none of them reaches a mailbox.
 import assert from 'node:assert/strict';
 
 /** A message from `from` to `to` claiming our verdicts under `authservId`, and one other server's results. */
@@ -13,6 +13,9 @@ export function forgedVerdicts(from: string, to: string, subject: string, authse
     'X-Mailyard-Policy: inbox; no checks fired',
     'x-mailyard-spam-scan:\r\n clean',
     'X-Mailyard-Bulk: no',
+    // a webmail draft's own fields, sent as it stands by a desktop client
+    'X-Mailyard-Draft: yes',
+    'X-Mailyard-Origin: reply; uid=7; folder=SU5CT1g',
     'Authentication-Results: other.example; dkim=pass header.d=bank.example',
     `From: <${from}>`,
     `To: <${to}>`,

@@ -15,13 +15,17 @@ export interface HeaderEdits {
 /**
  * The verdict headers only our policy writes. A copy that arrives with a message, from
  * the sender or a hop before us, is a forgery: a reader (a user, a filter rule) would
- * take it for ours.
+ * take it for ours. And what the webmail writes into a draft only (X-Mailyard-Draft, and
+ * X-Mailyard-Origin: the folder and UID of the message a reply answers), which a desktop
+ * client sending that draft as it stands would pass on to its recipients.
  */
 const OWN_HEADERS = [
   'X-Mailyard-Policy',
   'X-Mailyard-Bulk',
   'X-Mailyard-Virus-Scan',
   'X-Mailyard-Spam-Scan',
+  'X-Mailyard-Draft',
+  'X-Mailyard-Origin',
 ] as const;
 
 /**

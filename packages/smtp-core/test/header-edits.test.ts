@@ -91,7 +91,7 @@ test('any comments in front, any case, quoted or not: our id is removed, another
   );
 });
 
-test('our verdict headers go from every message, in any case, folded too; others stay', () => {
+test('our verdict and draft headers go from every message, in any case, folded too; others stay', () => {
   const msg = Buffer.from(
     'X-Mailyard-Virus-Scan: clean\r\n' +
       'x-mailyard-policy:\r\n inbox; no checks fired\r\n' +
@@ -99,13 +99,15 @@ test('our verdict headers go from every message, in any case, folded too; others
       'X-Mailyard-Bulk: no\r\n' +
       'Authentication-Results: mx.example; dmarc=pass\r\n' +
       'X-Mailyard-Draft: yes\r\n' +
+      'X-Mailyard-Origin: reply; uid=7; folder=SU5CT1g\r\n' +
+      'X-Mailyard-Other: yes\r\n' +
       'Authentication-Results: other.example; dkim=pass\r\n' +
       'Subject: hi\r\n\r\nX-Mailyard-Virus-Scan: clean\r\n',
   );
   const out = applyHeaderEdits(msg, { headers: [], removeHeaders: ownHeaderRemovals('mx.example') });
   assert.equal(
     out.toString(),
-    'X-Mailyard-Draft: yes\r\n' +
+    'X-Mailyard-Other: yes\r\n' +
       'Authentication-Results: other.example; dkim=pass\r\n' +
       'Subject: hi\r\n\r\nX-Mailyard-Virus-Scan: clean\r\n',
   );
