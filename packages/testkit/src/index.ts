@@ -16,3 +16,4 @@ export * from './ports.js';
 export * from './skip.js';
 export * from './process.js';
 export * from './session-script.js';
+export * from './smtp-script.js';

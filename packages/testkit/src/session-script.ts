@@ -4,14 +4,18 @@
 /**
  * The bytes a script line stands for: `\r`, `\n`, `\t`, `\0`, `\\` and `\xHH` for those
  * bytes, `{N*text}` for text written N times (nested: `{25*{1000*x}\r\n}` is 25 lines of
- * 1000 x's), a final `\c` for no CRLF after the line; CRLF is added otherwise.
+ * 1000 x's), `{base64:text}` for the base64 of text's bytes (a SASL response:
+ * `{base64:\0user\0password}`), a final `\c` for no CRLF after the line; CRLF is added
+ * otherwise.
  */
 export function scriptBytes(text: string): Buffer {
   let expanded = text;
   // innermost first
   for (let prev = ''; prev !== expanded;) {
     prev = expanded;
-    expanded = expanded.replace(/\{(\d+)\*([^{}]*)\}/g, (_, n: string, s: string) => s.repeat(Number(n)));
+    expanded = expanded
+      .replace(/\{(\d+)\*([^{}]*)\}/g, (_, n: string, s: string) => s.repeat(Number(n)))
+      .replace(/\{base64:([^{}]*)\}/g, (_, s: string) => scriptBytes(`${s}\\c`).toString('base64'));
   }
   const bytes: number[] = [];
   const put = (s: string) => bytes.push(...Buffer.from(s, 'utf8'));
