@@ -82,3 +82,15 @@ export async function droppingPort(): Promise<{ port: number; close(): void }> {
     throw err;
   }
 }
+
+/** Whether `where` (a port on 127.0.0.1, or a Unix socket's path) takes a connection now. */
+export function listening(where: number | string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = typeof where === 'number' ? createConnection(where, '127.0.0.1') : createConnection(where);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}

@@ -23,6 +23,8 @@
 // after the line (scriptBytes). A session's first step connects and compares the greeting;
 // sessions run in the order written.
 
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { RawSmtp } from './smtp-raw.js';
 import { rfcLine, scriptBytes } from './session-script.js';
 
@@ -75,6 +77,15 @@ export function parseSmtpScript(name: string, text: string): SmtpScript {
   return { name, steps };
 }
 
+/** The scripts (`*.smtp`) of `dir` by name; SMTP_DIFF_ONLY=text keeps those whose file name has it. */
+export function readSmtpScripts(dir: string): SmtpScript[] {
+  const only = process.env.SMTP_DIFF_ONLY;
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.smtp') && (!only || f.includes(only)))
+    .sort()
+    .map((f) => parseSmtpScript(f.replace(/\.smtp$/, ''), readFileSync(join(dir, f), 'utf8')));
+}
+
 /**
  * Turns a server's reply into what two servers can be compared on: the reply code and the
  * enhanced status code (RFC 3463), never the text. An EHLO reply becomes its code and the
@@ -108,16 +119,16 @@ export interface SmtpTarget {
 }
 
 /** The next reply in compared form; `(closed)` or `(none)` when there is none. */
-async function reply(c: RawSmtp, ehlo: boolean, keywords: ReadonlySet<string>): Promise<string> {
+async function reply(c: RawSmtp, ehlo: boolean, target: SmtpTarget): Promise<string> {
   try {
     const r = await c.read(3000);
-    return normaliseSmtpReply(r.lines, ehlo, keywords);
+    return normaliseSmtpReply(r.lines, ehlo, target.keywords);
   } catch {
     return c.closed ? '(closed)' : '(none)';
   }
 }
 
-async function runStep(c: RawSmtp, step: SmtpStep, keywords: ReadonlySet<string>): Promise<string[]> {
+async function runStep(c: RawSmtp, step: SmtpStep, target: SmtpTarget): Promise<string[]> {
   if (!step.send) {
     try {
       await c.waitClosed(3000);
@@ -128,7 +139,7 @@ async function runStep(c: RawSmtp, step: SmtpStep, keywords: ReadonlySet<string>
   }
   if (!c.closed) c.write(step.send);
   const out: string[] = [];
-  for (let i = 0; i < step.replies; i++) out.push(await reply(c, /^EHLO /i.test(step.text), keywords));
+  for (let i = 0; i < step.replies; i++) out.push(await reply(c, /^EHLO /i.test(step.text), target));
   // RFC 3207 §4: the handshake starts once the server said 220
   if (/^STARTTLS$/i.test(step.text) && out.length === 1 && out[0]!.startsWith('220')) await c.startTls();
   return out;
@@ -153,10 +164,10 @@ export async function runSmtpScript(target: SmtpTarget, script: SmtpScript): Pro
             ? await RawSmtp.connectTls(target.tlsPort!, '127.0.0.1', from)
             : await RawSmtp.connect(target.port, '127.0.0.1', from);
         sessions.set(step.session, c);
-        out.push([await reply(c, false, target.keywords)]);
+        out.push([await reply(c, false, target)]);
         if (step.action === 'tls') continue;
       }
-      const replies = await runStep(c, step, target.keywords);
+      const replies = await runStep(c, step, target);
       if (step.compare) out.push(replies);
     }
   } finally {

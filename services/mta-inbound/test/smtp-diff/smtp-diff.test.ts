@@ -5,13 +5,12 @@
 // format is described in testkit's smtp-script.ts. Only the protocol is compared: mta-inbound runs
 // without the policy service, Postfix with no restrictions but the relay check.
 import assert from 'node:assert/strict';
-import { chmodSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { selfSignedCertificate } from '@mailyard/config';
 import { intakeSchema } from '@mailyard/smtp-intake';
 import {
-  parseSmtpScript,
+  readSmtpScripts,
+  intakeLikeMainCf,
   postfixInstalled,
   RawSmtp,
   runSmtpScript,
@@ -23,12 +22,7 @@ import {
 } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../../test/harness.js';
 
-const FIXTURES = join(import.meta.dirname, 'fixtures');
-const only = process.env.SMTP_DIFF_ONLY;
-const scripts = readdirSync(FIXTURES)
-  .filter((f) => f.endsWith('.smtp') && (!only || f.includes(only)))
-  .sort()
-  .map((f) => parseSmtpScript(f.replace(/\.smtp$/, ''), readFileSync(join(FIXTURES, f), 'utf8')));
+const scripts = readSmtpScripts(join(import.meta.dirname, 'fixtures'));
 
 /**
  * EHLO keywords compared. Left out: VRFY (Postfix names it, RFC 5321 §4.1.1.6 does not
@@ -69,41 +63,20 @@ before(async () => {
   p = await startPlatform({ withDelivery: false, inbound: { mynetworks: MYNETWORKS } });
   for (const u of USERS) await addAccount(p.directory, u);
   messageSizeLimit = await inboundSizeLimit();
-  chmodSync(dir.path, 0o755); // Postfix's processes run as the postfix user
-  const { key, cert } = selfSignedCertificate('mx.smtp-diff.test');
-  writeFileSync(join(dir.path, 'key.pem'), key, { mode: 0o600 });
-  writeFileSync(join(dir.path, 'cert.pem'), cert);
-  writeFileSync(join(dir.path, 'vmailbox'), USERS.map((u) => `${u} ${DOMAIN}/${u}/\n`).join(''));
   postfix = await startPostfix({
     dir: join(dir.path, 'postfix'),
     mainCf: {
-      // its own name: no bench script or system Postfix uses it
-      myhostname: 'mx.smtp-diff.test',
-      // `RCPT TO:<postmaster>` is postmaster of our domain, as mta-inbound takes it
-      myorigin: DOMAIN,
+      ...intakeLikeMainCf({
+        dir: dir.path,
+        hostname: 'mx.smtp-diff.test',
+        domain: DOMAIN,
+        users: USERS,
+        limits: { ...limits, messageSize: messageSizeLimit },
+      }),
       mynetworks: MYNETWORKS,
-      virtual_mailbox_domains: DOMAIN,
-      virtual_mailbox_maps: `texthash:${join(dir.path, 'vmailbox')}`,
-      // nothing is delivered: an accepted message is thrown away
-      virtual_transport: 'discard',
-      default_transport: 'discard',
-      relay_transport: 'discard',
       // mta-inbound refuses relaying for good (554 5.7.1), not for now (Postfix's default 454)
       smtpd_relay_restrictions: 'permit_mynetworks, reject_unauth_destination',
-      // mta-inbound wants HELO/EHLO before MAIL, as most MX hosts are set up
-      smtpd_helo_required: 'yes',
-      message_size_limit: String(messageSizeLimit),
-      smtpd_recipient_limit: String(limits.recipients),
-      smtpd_hard_error_limit: String(limits.hardErrors),
-      smtpd_junk_command_limit: String(limits.junk),
-      // mta-inbound has no soft limit that slows a client down: Postfix's would only slow the test
-      smtpd_error_sleep_time: '0',
-      // Postfix 3.9's defaults, which mta-inbound follows (RFC 2920 §3.1, RFC 5321 §2.3.8)
-      smtpd_forbid_unauth_pipelining: 'yes',
-      smtpd_forbid_bare_newline: 'yes',
       smtpd_tls_security_level: 'may',
-      smtpd_tls_cert_file: join(dir.path, 'cert.pem'),
-      smtpd_tls_key_file: join(dir.path, 'key.pem'),
     },
   });
 });
