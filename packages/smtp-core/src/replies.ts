@@ -50,6 +50,8 @@ export const reply = {
       `<${from}>: From: header address rejected: not owned by user ${user}`,
       'header_from_mismatch',
     ),
+  // RFC 3207 §4: TLS is required and the client has not started it (Postfix's wording)
+  tlsRequired: () => r(530, '5.7.0', 'Must issue a STARTTLS command first', 'tls_required'),
   // RFC 4954 §6: 530 5.7.0 Authentication required
   authRequired: () => r(530, '5.7.0', 'Authentication required', 'auth_required'),
   // RFC 4954 §6: 535 5.7.8 Authentication credentials invalid (never says which part was wrong)

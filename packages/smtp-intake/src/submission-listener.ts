@@ -1,18 +1,29 @@
 import type { Socket } from 'node:net';
+import type { SMTPServerSession } from 'smtp-server';
+import { reply } from '@mailyard/smtp-core';
 import { MailyardSmtpServer, type ListenerOptions } from '@mailyard/smtp-listener';
+
+type Handler = (command: Buffer, callback: () => void) => void;
 
 interface ConnectionLike {
   _socket: Socket;
   secure: boolean;
-  session: { disabledCommands?: string[] };
-  handler_EHLO(command: Buffer, callback: () => void): void;
+  session: SMTPServerSession & { disabledCommands?: string[] };
+  handler_EHLO: Handler;
+  send(code: number, message: string): void;
 }
 
 /**
- * The listener with one submission rule smtp-server lacks: AUTH is not advertised
- * in EHLO before TLS (RFC 6409 §4.3 / RFC 8314 §3.2: no credentials over cleartext;
- * a client that sees no AUTH never offers its password). smtp-server already refuses
- * the AUTH command itself before STARTTLS (538 5.7.0) when allowInsecureAuth is off.
+ * RFC 3207 §4: the commands a client that must start TLS may still send (and HELO, which
+ * Postfix takes too); smtp-server's handlers of the others are answered 530.
+ */
+const BEFORE_TLS = new Set(['EHLO', 'HELO', 'NOOP', 'STARTTLS', 'QUIT']);
+
+/**
+ * The listener with the submission rules smtp-server lacks before TLS (RFC 6409 §4.3,
+ * RFC 8314 §3.2: no credentials over cleartext): AUTH is not advertised in EHLO (a client
+ * that sees no AUTH never offers its password), and every command but those of
+ * BEFORE_TLS is answered 530 5.7.0, as RFC 3207 §4 asks of a server that requires TLS.
  */
 export class SubmissionSmtpServer extends MailyardSmtpServer {
   constructor(options: ListenerOptions) {
@@ -27,6 +38,7 @@ export class SubmissionSmtpServer extends MailyardSmtpServer {
     super.connect(socket, socketOptions);
     const conn = this.connectionOf<ConnectionLike>(socket);
     if (!conn) return;
+    if (!conn.secure) this.requireTls(conn);
     const ehlo = conn.handler_EHLO.bind(conn);
     conn.handler_EHLO = (command, callback) => {
       if (conn.secure) return ehlo(command, callback);
@@ -40,5 +52,26 @@ export class SubmissionSmtpServer extends MailyardSmtpServer {
         else conn.session.disabledCommands = before;
       }
     };
+  }
+
+  /** Answers smtp-server's handlers but those of BEFORE_TLS with 530 until TLS is up. */
+  private requireTls(conn: ConnectionLike): void {
+    const handlers = conn as unknown as Record<string, Handler>;
+    const names = new Set<string>();
+    for (let proto: unknown = Object.getPrototypeOf(conn); proto; proto = Object.getPrototypeOf(proto))
+      for (const key of Object.getOwnPropertyNames(proto)) names.add(key);
+    for (const key of names) {
+      const name = /^handler_(.+)$/.exec(key)?.[1];
+      if (!name || BEFORE_TLS.has(name)) continue;
+      // the handler as it is now: MailyardSmtpServer's own where it put one in
+      const handler = handlers[key]!.bind(conn);
+      handlers[key] = (command, callback) => {
+        if (conn.secure) return handler(command, callback);
+        const err = reply.tlsRequired();
+        this.onReject?.(err, conn.session, { command: name });
+        conn.send(err.code, err.message);
+        callback();
+      };
+    }
   }
 }

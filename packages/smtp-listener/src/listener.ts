@@ -99,7 +99,7 @@ export class MailyardSmtpServer extends SMTPServer {
   private readonly clientLimits: ConnectionGate | undefined;
   private readonly deadlines: DeadlineOptions | undefined;
   private readonly onClientRefused: ((ip: string, limit: string) => void) | undefined;
-  private readonly onReject: ListenerOptions['onReject'];
+  protected readonly onReject: ListenerOptions['onReject'];
   /** TLS from the first byte (465): nothing can be said before the handshake. */
   private readonly implicitTls: boolean;
   private readonly refusedHandshakes = new WeakMap<object, NodeJS.Timeout>();
