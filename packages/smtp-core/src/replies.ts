@@ -64,6 +64,8 @@ export const reply = {
       `Too many failed login attempts, try again in ${retryAfterSeconds} seconds`,
       'auth_locked',
     ),
+  // RFC 4954 §4: a response that is not base64 (Postfix's wording)
+  authBadBase64: () => r(501, '5.5.2', 'Cannot decode response', 'auth_bad_base64'),
   authTempFail: () => r(454, '4.7.0', 'Temporary authentication failure, try again later', 'auth_temp_fail'),
   // X.1.2 bad destination system address: no MX and no A/AAAA, or a null MX (RFC 7505 §4.2)
   noMxDomain: (rcpt: string, domain: string) =>

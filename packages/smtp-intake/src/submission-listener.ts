@@ -2,15 +2,15 @@ import type { Socket } from 'node:net';
 import type { SMTPServerSession } from 'smtp-server';
 import { reply } from '@mailyard/smtp-core';
 import { MailyardSmtpServer, type ListenerOptions } from '@mailyard/smtp-listener';
+import { checkAuthExchange, type AuthConnection } from './auth-exchange.js';
 
 type Handler = (command: Buffer, callback: () => void) => void;
 
-interface ConnectionLike {
+interface ConnectionLike extends AuthConnection {
   _socket: Socket;
   secure: boolean;
   session: SMTPServerSession & { disabledCommands?: string[] };
   handler_EHLO: Handler;
-  send(code: number, message: string): void;
 }
 
 /**
@@ -24,6 +24,8 @@ const BEFORE_TLS = new Set(['EHLO', 'HELO', 'NOOP', 'STARTTLS', 'QUIT']);
  * RFC 8314 §3.2: no credentials over cleartext): AUTH is not advertised in EHLO (a client
  * that sees no AUTH never offers its password), and every command but those of
  * BEFORE_TLS is answered 530 5.7.0, as RFC 3207 §4 asks of a server that requires TLS.
+ * The responses of an AUTH exchange are checked before smtp-server's SASL reads them
+ * (checkAuthExchange).
  */
 export class SubmissionSmtpServer extends MailyardSmtpServer {
   constructor(options: ListenerOptions) {
@@ -39,6 +41,9 @@ export class SubmissionSmtpServer extends MailyardSmtpServer {
     const conn = this.connectionOf<ConnectionLike>(socket);
     if (!conn) return;
     if (!conn.secure) this.requireTls(conn);
+    checkAuthExchange(conn, this.options.authMethods ?? [], (err, command) =>
+      this.onReject?.(err, conn.session, { command }),
+    );
     const ehlo = conn.handler_EHLO.bind(conn);
     conn.handler_EHLO = (command, callback) => {
       if (conn.secure) return ehlo(command, callback);
