@@ -64,6 +64,9 @@ export const reply = {
       `Too many failed login attempts, try again in ${retryAfterSeconds} seconds`,
       'auth_locked',
     ),
+  // RFC 4954 §4: the client cancelled the exchange with "*"; X.7.0 other security status,
+  // as Postfix says (nothing in the command was invalid: not X.5.4)
+  authAborted: () => r(501, '5.7.0', 'Authentication aborted', 'auth_aborted'),
   // RFC 4954 §4: a response that is not base64 (Postfix's wording)
   authBadBase64: () => r(501, '5.5.2', 'Cannot decode response', 'auth_bad_base64'),
   authTempFail: () => r(454, '4.7.0', 'Temporary authentication failure, try again later', 'auth_temp_fail'),

@@ -29,7 +29,8 @@ function responseError(response: string, initial: boolean): SmtpReject | null {
 /**
  * Checks every response of an AUTH exchange before smtp-server's SASL reads it, which
  * decodes what is not base64 as if it were (a password of garbage, checked and counted
- * as a failed login). `refused` counts and logs a refusal made here.
+ * as a failed login), and answers a cancel itself. `refused` counts and logs a refusal
+ * made here.
  */
 export function checkAuthExchange(
   conn: AuthConnection,
@@ -60,8 +61,8 @@ export function checkAuthExchange(
         handler &&
         ((line, callback) => {
           const response = line.toString('latin1').trim();
-          // "*" cancels the exchange (RFC 4954 §4): smtp-server's answer
-          const err = response === '*' ? null : responseError(response, false);
+          // RFC 4954 §4: "*" cancels the exchange
+          const err = response === '*' ? reply.authAborted() : responseError(response, false);
           if (err) return refuse(err, 'AUTH', callback);
           handler(line, callback);
         });
