@@ -15,15 +15,42 @@ export interface AuthConnection {
 /** RFC 4648 §4 base64, padded; the empty string is an empty response. */
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
+/** What a response of the exchange carries: its SASL step decides what it must hold. */
+type Step = 'plain' | 'login-username' | 'login-password';
+
+/** smtp-server's handler of the next line names its step (`SASL.PLAIN_token.bind(...)`). */
+function stepOf(handler: Handler): Step {
+  if (/PLAIN_token/.test(handler.name)) return 'plain';
+  return /LOGIN_username/.test(handler.name) ? 'login-username' : 'login-password';
+}
+
+/** What smtp-server refuses in a name, too. */
+const CONTROL = /[\x00-\x1f\x7f-\x9f]/;
+
 /**
  * What is wrong with a response of an AUTH exchange (RFC 4954 §4), the initial response
  * (`initial`, where "=" stands for an empty one) or a line after a 334; null when smtp-server's
- * SASL (PLAIN, LOGIN) may read it.
+ * SASL (PLAIN, LOGIN) may read it. One that decodes to no credentials at all (not a PLAIN
+ * message of RFC 4616 §2, an empty user name, a control character in a name) is refused
+ * as wrong credentials (535 5.7.8, as Dovecot answers), not as bad syntax, and never
+ * checked.
  */
-function responseError(response: string, initial: boolean): SmtpReject | null {
-  if (initial && response === '=') return null;
-  if (!BASE64.test(response)) return reply.authBadBase64();
-  return null;
+function responseError(response: string, initial: boolean, step: Step): SmtpReject | null {
+  if (initial && response === '=') response = '';
+  else if (!BASE64.test(response)) return reply.authBadBase64();
+  const data = Buffer.from(response, 'base64').toString();
+  switch (step) {
+    case 'plain': {
+      const fields = data.split('\0');
+      // an empty authcid is taken: smtp-server then logs in the authzid, as clients expect
+      const [authzid = '', authcid = ''] = fields;
+      return fields.length !== 3 || CONTROL.test(authzid + authcid) ? reply.authInvalid() : null;
+    }
+    case 'login-username':
+      return !data || CONTROL.test(data) ? reply.authInvalid() : null;
+    case 'login-password':
+      return null;
+  }
 }
 
 /**
@@ -48,7 +75,8 @@ export function checkAuthExchange(
     // what smtp-server answers itself: logged in (503), a mechanism not offered (504),
     // more than one initial response (501)
     const its = conn.session.user || !methods.includes(mechanism.toUpperCase()) || rest.length;
-    const err = its || initial === undefined ? null : responseError(initial, true);
+    const step: Step = mechanism.toUpperCase() === 'PLAIN' ? 'plain' : 'login-username';
+    const err = its || initial === undefined ? null : responseError(initial, true, step);
     if (err) return refuse(err, 'AUTH', callback);
     auth(command, callback);
   };
@@ -62,7 +90,8 @@ export function checkAuthExchange(
         ((line, callback) => {
           const response = line.toString('latin1').trim();
           // RFC 4954 §4: "*" cancels the exchange
-          const err = response === '*' ? reply.authAborted() : responseError(response, false);
+          const err =
+            response === '*' ? reply.authAborted() : responseError(response, false, stepOf(handler));
           if (err) return refuse(err, 'AUTH', callback);
           handler(line, callback);
         });
