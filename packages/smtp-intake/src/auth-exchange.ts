@@ -64,8 +64,8 @@ export function checkAuthExchange(
   methods: string[],
   refused: (err: SmtpReject, command: string) => void,
 ): void {
-  const refuse = (err: SmtpReject, command: string, callback: () => void) => {
-    refused(err, command);
+  const refuse = (err: SmtpReject, callback: () => void) => {
+    refused(err, 'AUTH');
     conn.send(err.code, err.message);
     callback();
   };
@@ -75,9 +75,11 @@ export function checkAuthExchange(
     // what smtp-server answers itself: logged in (503), a mechanism not offered (504),
     // more than one initial response (501)
     const its = conn.session.user || !methods.includes(mechanism.toUpperCase()) || rest.length;
+    // RFC 4954 §4: AUTH mechanism [initial-response]; smtp-server took none for one not offered (504)
+    if (!conn.session.user && !mechanism) return refuse(reply.commandSyntax('AUTH mechanism'), callback);
     const step: Step = mechanism.toUpperCase() === 'PLAIN' ? 'plain' : 'login-username';
     const err = its || initial === undefined ? null : responseError(initial, true, step);
-    if (err) return refuse(err, 'AUTH', callback);
+    if (err) return refuse(err, callback);
     auth(command, callback);
   };
   // the response to a 334: smtp-server sets the handler of the next line, which reads it
@@ -92,7 +94,7 @@ export function checkAuthExchange(
           // RFC 4954 §4: "*" cancels the exchange
           const err =
             response === '*' ? reply.authAborted() : responseError(response, false, stepOf(handler));
-          if (err) return refuse(err, 'AUTH', callback);
+          if (err) return refuse(err, callback);
           handler(line, callback);
         });
     },
