@@ -50,6 +50,19 @@ export interface ListPage {
   rows: ListRow[];
 }
 
+/** What an action on messages answers (flags, move, archive, delete, spam). */
+export interface ActionResult {
+  /** The ids acted on: those of the request that are in the folder. */
+  uids: number[];
+  /** The ids of the request no longer in the folder (moved or deleted meanwhile), left alone. */
+  skipped: number[];
+  /** A move's folder, and each message's id there (null where the store did not say). */
+  to?: string;
+  moved?: (number | null)[];
+  /** Deleted for good (from Trash). */
+  deleted?: boolean;
+}
+
 export interface AttachmentInfo {
   /** IMAP body part number: the id of /parts/:part. */
   part: string;

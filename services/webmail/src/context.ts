@@ -102,11 +102,18 @@ export function parse<S extends z.ZodType>(schema: S, value: unknown): z.infer<S
   throw errors.badRequest(`${where}${issue.message}`);
 }
 
-export const uidSchema = z.coerce
-  .number({ message: 'expected a message id' })
-  .int('expected a message id')
-  .min(1, 'expected a message id')
-  .max(4294967295, 'expected a message id');
+/**
+ * A message id in a JSON body: a number, or digits as a string. Nothing else is taken for
+ * one (coercing would make `true` or `[5]` a message id and act on a message never named).
+ */
+export const uidSchema = z.preprocess(
+  (v) => (typeof v === 'string' && /^\d{1,10}$/.test(v) ? Number(v) : v),
+  z
+    .number({ message: 'expected a message id' })
+    .int('expected a message id')
+    .min(1, 'expected a message id')
+    .max(4294967295, 'expected a message id'),
+);
 /** A message id in a URL: digits only (no 1e3, no 0x10). */
 export const uidParam = z
   .string()
@@ -118,10 +125,12 @@ export const folderSchema = z
   .min(1, 'expected a folder name')
   .max(1000, 'folder name too long')
   .refine((v) => !/[\u0000-\u001f\u007f]/.test(v), 'folder name with control characters');
+/** Most messages one action takes: their UID set stays well inside an IMAP command line (64 KiB). */
+export const MAX_UIDS = 5000;
 export const uidListSchema = z
-  .array(uidSchema)
+  .array(uidSchema, { message: 'expected a list of message ids' })
   .min(1, 'expected message ids')
-  .max(5000, 'at most 5000 messages at once');
+  .max(MAX_UIDS, `at most ${MAX_UIDS} messages at once`);
 
 /** Builds the folder helpers of Ctx: the list is kept a few seconds per account, for checking names. */
 export function folderHelpers(pool: ImapPool, now: () => number) {

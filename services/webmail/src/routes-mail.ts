@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { folderSchema, parse, sessionOf, uidListSchema, uidParam, type Ctx } from './context.js';
 import { errors } from './errors.js';
 import { made } from './imap-pool.js';
-import type { FolderInfo, MessageView } from './api-types.js';
+import type { ActionResult, FolderInfo, MessageView } from './api-types.js';
 import { existingUids, listPage, specialFolder } from './mailbox.js';
 import { loadMessage, parseStructure, sanitizeLoaded } from './message-view.js';
 import { bodyCsp, bodyDocument, sanitizeComposeHtml, textToHtmlBody } from './sanitize.js';
@@ -189,20 +189,26 @@ export function registerMailRoutes(app: FastifyInstance, ctx: Ctx): void {
     return f;
   };
 
-  /** Runs an action on the UIDs of `uids` that are in the folder; unknown ones are 404 if none is left. */
-  const onMessages = async <T>(
+  /**
+   * Runs an action on the UIDs of `uids` that are in the folder, in one command for all of
+   * them. The others (moved or deleted meanwhile, or never there) are answered as `skipped`;
+   * 404 when none is left.
+   */
+  const onMessages = async <T extends object>(
     account: string,
     folder: string,
     uids: number[],
     fn: (c: ImapFlow, found: number[], f: FolderInfo) => Promise<T>,
-  ): Promise<T> =>
+  ): Promise<T & { skipped: number[] }> =>
     ctx.inFolder(account, folder, async (c, f) => {
       const found = await existingUids(c, uids);
       if (!found.length) throw errors.noSuchMessage();
-      return fn(c, found, f);
+      const here = new Set(found);
+      const skipped = [...new Set(uids)].filter((u) => !here.has(u));
+      return { ...(await fn(c, found, f)), skipped };
     });
 
-  app.post('/api/messages/flags', async (req) => {
+  app.post('/api/messages/flags', async (req): Promise<ActionResult> => {
     const b = parse(bulk.extend({ add: flagList, remove: flagList }), req.body);
     const { account } = sessionOf(req);
     return onMessages(account, b.folder, b.uids, async (c, found) => {
@@ -244,20 +250,20 @@ export function registerMailRoutes(app: FastifyInstance, ctx: Ctx): void {
       return { uids: found, to: to.path, moved: found.map((u) => map.get(u) ?? null) };
     });
 
-  app.post('/api/messages/move', async (req) => {
+  app.post('/api/messages/move', async (req): Promise<ActionResult> => {
     const b = parse(bulk.extend({ to: folderSchema }), req.body);
     const { account } = sessionOf(req);
     return move(account, b.folder, b.uids, await ctx.folder(account, b.to));
   });
 
-  app.post('/api/messages/archive', async (req) => {
+  app.post('/api/messages/archive', async (req): Promise<ActionResult> => {
     const b = parse(bulk, req.body);
     const { account } = sessionOf(req);
     return move(account, b.folder, b.uids, await special(account, '\\Archive', 'Archive'));
   });
 
   /** Into Trash; from Trash, for good. */
-  app.post('/api/messages/delete', async (req) => {
+  app.post('/api/messages/delete', async (req): Promise<ActionResult> => {
     const b = parse(bulk, req.body);
     const { account } = sessionOf(req);
     const trash = await special(account, '\\Trash', 'Trash');
@@ -272,7 +278,7 @@ export function registerMailRoutes(app: FastifyInstance, ctx: Ctx): void {
    * Spam: marked $Junk and moved to Junk; not spam: $NotJunk and back to the inbox. The
    * retrieval service turns these moves into learn.spam / learn.ham for the filter.
    */
-  app.post('/api/messages/spam', async (req) => {
+  app.post('/api/messages/spam', async (req): Promise<ActionResult> => {
     const b = parse(bulk.extend({ spam: z.boolean({ message: 'expected true or false' }) }), req.body);
     const { account } = sessionOf(req);
     const to = b.spam ? await special(account, '\\Junk', 'Junk') : await special(account, '\\Inbox', 'INBOX');

@@ -430,7 +430,7 @@ describe('actions', () => {
       uids: [uid],
       add: ['seen', 'flagged'],
     });
-    assert.deepEqual(res.json, { uids: [uid] });
+    assert.deepEqual(res.json, { uids: [uid], skipped: [] });
     let m = (await alice.get(`/api/messages/${uid}` + q({ folder: 'INBOX' }))).json;
     assert.deepEqual([m.flags.seen, m.flags.flagged], [true, true]);
     assert.equal((await list(alice, { flagged: 1 })).total, 1);

@@ -3,6 +3,7 @@
 
 import type {
   AccountInfo,
+  ActionResult,
   Address,
   AttachmentInfo,
   Flags,
@@ -13,7 +14,7 @@ import type {
   TwoFactorEnrolment,
 } from '../../src/api-types.ts';
 
-export type { AccountInfo, Address, Flags, TwoFactorEnrolment };
+export type { AccountInfo, ActionResult, Address, Flags, TwoFactorEnrolment };
 
 export interface AppPassword {
   name: string;
@@ -155,15 +156,15 @@ export const api = {
       `/api/messages/${uid}/draft` + qs({ folder }),
     ),
   flags: (folder: string, uids: number[], add: string[], remove: string[] = []) =>
-    call<{ uids: number[] }>('POST', '/api/messages/flags', { folder, uids, add, remove }),
+    call<ActionResult>('POST', '/api/messages/flags', { folder, uids, add, remove }),
   move: (folder: string, uids: number[], to: string) =>
-    call<{ to: string }>('POST', '/api/messages/move', { folder, uids, to }),
+    call<ActionResult>('POST', '/api/messages/move', { folder, uids, to }),
   archive: (folder: string, uids: number[]) =>
-    call<{ to: string }>('POST', '/api/messages/archive', { folder, uids }),
+    call<ActionResult>('POST', '/api/messages/archive', { folder, uids }),
   remove: (folder: string, uids: number[]) =>
-    call<{ to?: string; deleted?: boolean }>('POST', '/api/messages/delete', { folder, uids }),
+    call<ActionResult>('POST', '/api/messages/delete', { folder, uids }),
   spam: (folder: string, uids: number[], spam: boolean) =>
-    call<{ to: string }>('POST', '/api/messages/spam', { folder, uids, spam }),
+    call<ActionResult>('POST', '/api/messages/spam', { folder, uids, spam }),
   allowSender: (address: string, allow: boolean) =>
     call<{ allow: boolean }>('POST', '/api/remote-senders', { address, allow }),
   identities: () => call<{ identities: { address: string }[]; primary: string }>('GET', '/api/identities'),
