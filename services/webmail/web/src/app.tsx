@@ -3,6 +3,7 @@ import {
   api,
   onSessionEnd,
   setCsrf,
+  type ActionResult,
   type ApiError,
   type DraftBody,
   type Folder,
@@ -10,6 +11,7 @@ import {
 } from './api.ts';
 import { AccountPage } from './account.tsx';
 import { AdminPage } from './admin.tsx';
+import { BulkBar, type BulkAction } from './bulk-bar.tsx';
 import { Compose } from './compose.tsx';
 import { FolderList } from './folders.tsx';
 import { emptyDraft, folderLabel, forwardDraft, replyDraft } from './format.ts';
@@ -101,7 +103,11 @@ interface ComposeState {
 }
 
 const isTyping = (t: EventTarget | null) =>
-  t instanceof HTMLElement && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName));
+  t instanceof HTMLElement &&
+  (t.isContentEditable ||
+    /^(TEXTAREA|SELECT)$/.test(t.tagName) ||
+    // a ticked box keeps the focus, and the shortcuts then act on the selection
+    (t instanceof HTMLInputElement && t.type !== 'checkbox'));
 
 function useMedia(query: string): boolean {
   const [match, setMatch] = useState(() => window.matchMedia(query).matches);
@@ -159,6 +165,47 @@ function Mail(props: {
     [folder, sort, q, threads, unreadOnly],
   );
   const list = useMessageList(query);
+
+  // the rows ticked for an action on several; a row whose message went (moved, another
+  // folder or search) is no longer ticked
+  const [checked, setChecked] = useState<ReadonlySet<number>>(new Set());
+  const lastChecked = useRef<number | null>(null);
+  const loadedRows = useMemo(
+    () => [...list.state.pages.entries()].sort(([a], [b]) => a - b).flatMap(([, rows]) => rows),
+    [list.state.pages],
+  );
+  useEffect(() => {
+    setChecked((prev) => {
+      if (!prev.size) return prev;
+      const here = new Set(loadedRows.map((r) => r.uid));
+      const next = new Set([...prev].filter((u) => here.has(u)));
+      return next.size === prev.size ? prev : next;
+    });
+  }, [loadedRows]);
+  const check = (uid: number, index: number, on: boolean, range: boolean) => {
+    const from = range && lastChecked.current !== null ? lastChecked.current : index;
+    const rows: number[] = [];
+    for (let i = Math.min(from, index); i <= Math.max(from, index); i++) {
+      const r = list.rowAt(i);
+      if (r) rows.push(r.uid);
+    }
+    if (!rows.includes(uid)) rows.push(uid);
+    setChecked((prev) => {
+      const next = new Set(prev);
+      for (const u of rows)
+        if (on) next.add(u);
+        else next.delete(u);
+      return next;
+    });
+    lastChecked.current = index;
+  };
+  const checkAll = (on: boolean) => {
+    setChecked(new Set(on ? loadedRows.map((r) => r.uid) : []));
+    lastChecked.current = null;
+  };
+  /** The messages of ticked rows (a conversation's row stands for all of its messages). */
+  const checkedUids = () =>
+    loadedRows.filter((r) => checked.has(r.uid)).flatMap((r) => r.thread?.uids ?? [r.uid]);
 
   const say = useCallback((text: string) => {
     setToast(text);
@@ -273,17 +320,16 @@ function Mail(props: {
     }
   };
 
-  const moveAway = async (
-    uids: number[],
-    how: () => Promise<{ to?: string; deleted?: boolean }>,
-    done: string,
-  ) => {
+  const moveAway = async (uids: number[], how: () => Promise<ActionResult>, done: string) => {
     list.drop(uids);
     if (open && uids.includes(open.uid)) setOpen(null);
     try {
       const res = await how();
       const target = folders.find((f) => f.path === res.to);
-      say(res.deleted ? 'Deleted for good' : `${done}${target ? ` to ${folderLabel(target)}` : ''}`);
+      const skipped = res.skipped?.length ? ` (${res.skipped.length} no longer here)` : '';
+      say(
+        (res.deleted ? 'Deleted for good' : `${done}${target ? ` to ${folderLabel(target)}` : ''}`) + skipped,
+      );
     } catch (err) {
       say((err as Error).message);
     }
@@ -347,6 +393,44 @@ function Mail(props: {
   const move = (from: string, uids: number[], to: string) =>
     moveAway(uids, () => api.move(from, uids, to), 'Moved');
 
+  /** An action on every ticked message, in one request; the selection is cleared. */
+  const bulk = async (a: BulkAction | { to: string }) => {
+    const uids = checkedUids();
+    if (!uids.length) return;
+    checkAll(false);
+    const n = `${uids.length} message${uids.length === 1 ? '' : 's'}`;
+    if (typeof a === 'object') return moveAway(uids, () => api.move(folder, uids, a.to), `Moved ${n}`);
+    const flag = async (name: 'seen' | 'flagged', on: boolean, done: string) => {
+      list.patch(uids, (r) => ({ ...r, flags: { ...r.flags, [name]: on } }));
+      try {
+        const res = await api.flags(folder, uids, on ? [name] : [], on ? [] : [name]);
+        say(`${done}${res.skipped.length ? ` (${res.skipped.length} no longer here)` : ''}`);
+      } catch (err) {
+        say((err as Error).message);
+      }
+      list.refresh();
+      loadFolders();
+    };
+    switch (a) {
+      case 'read':
+        return flag('seen', true, `Marked ${n} read`);
+      case 'unread':
+        return flag('seen', false, `Marked ${n} unread`);
+      case 'flag':
+        return flag('flagged', true, `Flagged ${n}`);
+      case 'unflag':
+        return flag('flagged', false, `Unflagged ${n}`);
+      case 'archive':
+        return moveAway(uids, () => api.archive(folder, uids), `Archived ${n}`);
+      case 'delete':
+        return moveAway(uids, () => api.remove(folder, uids), `Moved ${n}`);
+      case 'spam':
+        return moveAway(uids, () => api.spam(folder, uids, true), `Marked ${n} as spam and moved`);
+      case 'notSpam':
+        return moveAway(uids, () => api.spam(folder, uids, false), `Marked ${n} as not spam and moved`);
+    }
+  };
+
   // keyboard shortcuts (shown with ?); none while typing
   const keys = useRef<(e: KeyboardEvent) => void>(() => undefined);
   const pendingG = useRef(false);
@@ -373,6 +457,9 @@ function Mail(props: {
       }
       return;
     }
+    // with rows ticked (and no message open) the actions are for all of them
+    const several = checked.size > 0 && !open;
+    const allFlagged = loadedRows.filter((r) => checked.has(r.uid)).every((r) => r.flags.flagged);
     const byKey: Record<string, () => void> = {
       j: () => go(1),
       ArrowDown: () => go(1),
@@ -384,14 +471,24 @@ function Mail(props: {
       r: () => void act('reply'),
       a: () => void act('replyAll'),
       f: () => void act('forward'),
-      e: () => void act('archive'),
-      '#': () => void act('delete'),
-      Delete: () => void act('delete'),
-      '!': () => void act(specialOf(folder) === '\\Junk' ? 'notSpam' : 'spam'),
-      s: () => void act('flag'),
-      U: () => void act('unread'),
+      e: () => void (several ? bulk('archive') : act('archive')),
+      '#': () => void (several ? bulk('delete') : act('delete')),
+      Delete: () => void (several ? bulk('delete') : act('delete')),
+      '!': () => {
+        const a = specialOf(folder) === '\\Junk' ? 'notSpam' : 'spam';
+        void (several ? bulk(a) : act(a));
+      },
+      s: () => void (several ? bulk(allFlagged ? 'unflag' : 'flag') : act('flag')),
+      U: () => void (several ? bulk('unread') : act('unread')),
+      I: () => void (several && bulk('read')),
+      x: () => {
+        if (!selected) return;
+        const row = list.rowAt(selected.index);
+        if (row) check(row.uid, selected.index, !checked.has(row.uid), false);
+      },
       u: () => setOpen(null),
-      Escape: () => (help ? setHelp(false) : drawer ? setDrawer(false) : setOpen(null)),
+      Escape: () =>
+        help ? setHelp(false) : drawer ? setDrawer(false) : open ? setOpen(null) : checkAll(false),
       '/': () => searchBox.current?.focus(),
       '?': () => setHelp((h) => !h),
       g: () => {
@@ -527,13 +624,26 @@ function Mail(props: {
             </label>
           </div>
         </div>
+        <BulkBar
+          count={checked.size}
+          loaded={loadedRows.length}
+          folder={folder}
+          folders={folders}
+          inJunk={specialOf(folder) === '\\Junk'}
+          onAll={checkAll}
+          onAction={(a) => void bulk(a)}
+          onMove={(to) => void bulk({ to })}
+        />
         <MessageList
           list={list}
           folder={folder}
           selected={selected?.uid ?? null}
+          checked={checked}
           sentFolder={sentFolder}
           rowHeight={phone ? 76 : 64}
           onSelect={(uid, index) => setSelected({ uid, index })}
+          onCheck={check}
+          dragged={(uid) => (checked.has(uid) ? checkedUids() : [uid])}
           onOpen={(uid) => {
             const row = list.rowAt(selected?.index ?? -1);
             void openMessage(uid, row?.uid === uid ? row.thread?.uids : undefined);
@@ -594,6 +704,10 @@ function Mail(props: {
               ['!', 'spam / not spam'],
               ['s', 'flag'],
               ['Shift+U', 'mark unread'],
+              ['x', 'tick the message, for an action on several'],
+              ['Ctrl+click / Shift+click', 'tick one more / a range'],
+              ['Shift+I', 'mark the ticked messages read'],
+              ['Esc (in the list)', 'clear the ticks'],
               ['/', 'search'],
               ['g then i, s, d, a, j, t', 'go to Inbox, Sent, Drafts, Archive, Junk, Trash'],
               ['Ctrl+Enter', 'send (while writing)'],

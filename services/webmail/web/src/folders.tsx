@@ -72,3 +72,29 @@ export function FolderList(props: {
     </nav>
   );
 }
+
+/** "Move to…": every folder but the one the messages are in; picking one moves them. */
+export function MoveTo(props: { folders: Folder[]; from: string; onMove: (to: string) => void }) {
+  return (
+    <label class="move">
+      <span class="sr-only">Move to folder</span>
+      <select
+        value=""
+        onChange={(e) => {
+          const to = e.currentTarget.value;
+          e.currentTarget.value = '';
+          if (to) props.onMove(to);
+        }}
+      >
+        <option value="">Move to…</option>
+        {props.folders
+          .filter((f) => f.selectable && f.path !== props.from)
+          .map((f) => (
+            <option key={f.path} value={f.path}>
+              {folderLabel(f)}
+            </option>
+          ))}
+      </select>
+    </label>
+  );
+}

@@ -112,8 +112,14 @@ export function MessageList(props: {
   list: MessageListApi;
   folder: string;
   selected: number | null;
+  /** Rows ticked for an action on several (by their uid). */
+  checked: ReadonlySet<number>;
   sentFolder: boolean;
   onSelect: (uid: number, index: number) => void;
+  /** Ticks (or unticks) a row; `range`: every row from the last one ticked to this one too. */
+  onCheck: (uid: number, index: number, on: boolean, range: boolean) => void;
+  /** What dragging a row moves: the selection when the row is in it. */
+  dragged: (uid: number) => number[];
   onOpen: (uid: number) => void;
   rowHeight: number;
 }) {
@@ -170,6 +176,9 @@ export function MessageList(props: {
     const who = props.sentFolder ? (r.to[0] ? `To: ${displayName(r.to[0])}` : '') : displayName(r.from);
     const unread = r.thread ? r.thread.unread > 0 : !r.flags.seen;
     const selected = r.uid === props.selected;
+    const checked = props.checked.has(r.uid);
+    const subject = r.subject || '(no subject)';
+    const focusable = selected || (props.selected === null && i === 0);
     items.push(
       <div
         key={r.uid}
@@ -177,18 +186,25 @@ export function MessageList(props: {
         id={`msg-${r.uid}`}
         data-uid={r.uid}
         aria-selected={selected}
+        aria-checked={checked}
         aria-setsize={total}
         aria-posinset={i + 1}
-        aria-label={`${unread ? 'Unread, ' : ''}${r.flags.flagged ? 'flagged, ' : ''}${who}, ${r.subject || '(no subject)'}, ${formatDate(r.date)}`}
-        tabIndex={selected || (props.selected === null && i === 0) ? 0 : -1}
-        class={`row${unread ? ' unread' : ''}${selected ? ' selected' : ''}`}
+        aria-label={`${unread ? 'Unread, ' : ''}${r.flags.flagged ? 'flagged, ' : ''}${who}, ${subject}, ${formatDate(r.date)}`}
+        tabIndex={focusable ? 0 : -1}
+        class={`row${unread ? ' unread' : ''}${selected ? ' selected' : ''}${checked ? ' checked' : ''}`}
         style={{ transform: `translateY(${top}px)`, height: `${rh}px` }}
         draggable
         onDragStart={(e) => {
-          e.dataTransfer?.setData(DRAG_TYPE, JSON.stringify({ folder: props.folder, uids: [r.uid] }));
+          const uids = props.dragged(r.uid);
+          e.dataTransfer?.setData(DRAG_TYPE, JSON.stringify({ folder: props.folder, uids }));
           if (e.dataTransfer) e.dataTransfer.effectAllowed = 'move';
         }}
-        onClick={() => {
+        onClick={(e) => {
+          // Ctrl/Cmd-click ticks one more, Shift-click a range, as in a file manager
+          if (e.ctrlKey || e.metaKey || e.shiftKey) {
+            props.onCheck(r.uid, i, e.shiftKey || !checked, e.shiftKey);
+            return;
+          }
           props.onSelect(r.uid, i);
           props.onOpen(r.uid);
         }}
@@ -199,6 +215,21 @@ export function MessageList(props: {
           }
         }}
       >
+        <input
+          type="checkbox"
+          class="row-check"
+          checked={checked}
+          tabIndex={focusable ? 0 : -1}
+          aria-label={`Select: ${subject}`}
+          onClick={(e) => {
+            e.stopPropagation();
+            props.onCheck(r.uid, i, e.currentTarget.checked, e.shiftKey);
+          }}
+          // Space ticks the box; the row would open the message
+          onKeyDown={(e) => {
+            if (e.key === ' ') e.stopPropagation();
+          }}
+        />
         <span class="who">{who || '(unknown sender)'}</span>
         <span class="date">{formatDate(r.date)}</span>
         <span class="subject">
@@ -207,7 +238,7 @@ export function MessageList(props: {
               {r.thread.count}
             </span>
           )}
-          {r.subject || '(no subject)'}
+          {subject}
         </span>
         <span class="marks" aria-hidden="true">
           {r.attachment && <Icon name="clip" />}

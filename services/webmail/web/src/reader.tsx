@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, bodyUrl, partUrl, type Folder, type Message } from './api.ts';
-import { folderLabel, formatAddress, formatSize, fullDate } from './format.ts';
+import { formatAddress, formatSize, fullDate } from './format.ts';
+import { MoveTo } from './folders.tsx';
 import { Icon } from './icons.tsx';
 
 export type ReaderAction =
@@ -120,26 +121,7 @@ export function Reader(props: {
         <button onClick={() => props.onAction('flag')} aria-pressed={m.flags.flagged} title="Flag (s)">
           {m.flags.flagged ? '★ Flagged' : '☆ Flag'}
         </button>
-        <label class="move">
-          <span class="sr-only">Move to folder</span>
-          <select
-            value=""
-            onChange={(e) => {
-              const to = e.currentTarget.value;
-              e.currentTarget.value = '';
-              if (to) props.onMove(to);
-            }}
-          >
-            <option value="">Move to…</option>
-            {props.folders
-              .filter((f) => f.selectable && f.path !== m.folder)
-              .map((f) => (
-                <option key={f.path} value={f.path}>
-                  {folderLabel(f)}
-                </option>
-              ))}
-          </select>
-        </label>
+        <MoveTo folders={props.folders} from={m.folder} onMove={props.onMove} />
       </div>
 
       <header class="reader-head">
