@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import { sendRaw } from '../../retrieval/test/helpers.js';
-import { storeSession } from './mail-clients.js';
+import { storeSession, storedFlags } from './mail-clients.js';
 import { plainMessage } from './messages.js';
 import { ALICE, BOB, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 import { WebClient, q } from './web-client.js';
@@ -45,21 +45,7 @@ const uidsOf = async (subjects: string[], folder = 'INBOX') => {
   });
 };
 
-/** Subject → flags of every message in `folder`, as the store has them. */
-async function stored(folder: string): Promise<Map<string, Set<string>>> {
-  const out = new Map<string, Set<string>>();
-  const lock = await imap.getMailboxLock(folder);
-  try {
-    // what other sessions changed meanwhile (the webmail's) is told on a NOOP
-    await imap.noop();
-    if (!imap.mailbox || !imap.mailbox.exists) return out;
-    for await (const m of imap.fetch('1:*', { envelope: true, flags: true }))
-      out.set(m.envelope?.subject ?? '', m.flags ?? new Set());
-  } finally {
-    lock.release();
-  }
-  return out;
-}
+const stored = (folder: string) => storedFlags(imap, folder);
 
 const subjects = (...n: number[]) => n.map((i) => `Bulk ${String(i).padStart(2, '0')}`);
 

@@ -40,6 +40,22 @@ export async function storeSession(t: WebmailTestbed, account: string): Promise<
   return c;
 }
 
+/** Subject → flags of every message in `folder`, as the store has them now (read on `imap`). */
+export async function storedFlags(imap: ImapFlow, folder: string): Promise<Map<string, Set<string>>> {
+  const out = new Map<string, Set<string>>();
+  const lock = await imap.getMailboxLock(folder);
+  try {
+    // what other sessions changed meanwhile (the webmail's) is told on a NOOP
+    await imap.noop();
+    if (!imap.mailbox || !imap.mailbox.exists) return out;
+    for await (const m of imap.fetch('1:*', { envelope: true, flags: true }))
+      out.set(m.envelope?.subject ?? '', m.flags ?? new Set());
+  } finally {
+    lock.release();
+  }
+  return out;
+}
+
 /** Sessions held open by Python's imaplib, poplib and smtplib (open-sessions.py), driven line by line. */
 export interface HeldSessions {
   /** The next line the server sends on a session (its goodbye, once it ends it), or "EOF". */
