@@ -1,7 +1,7 @@
 // Several messages at once in a real browser (Debian's Chromium through playwright-core):
 // ticking every loaded row and none again, ticking a range with Shift and one more with
-// Ctrl, moving three to a folder and marking two others read. What the store holds
-// afterwards is read back over IMAP.
+// Ctrl, moving three to a folder and marking two others read, ticking by keyboard. What
+// the store holds afterwards is read back over IMAP.
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -119,6 +119,16 @@ describe('the webmail in a browser: several messages at once', () => {
       assert.match((await row(page, 'Keep unread').getAttribute('aria-label')) ?? '', /^Unread/);
       assert.equal(await list(page).locator('[aria-checked="true"]').count(), 0);
       await page.screenshot({ path: join(shots, 'bulk-done.png'), animations: 'disabled' });
+
+      // by keyboard: j to the first row, x ticks it, Esc clears the ticks
+      await page.keyboard.press('j');
+      await page.keyboard.press('x');
+      await bar(page).getByText('1 selected').waitFor();
+      assert.equal(await tick(page, 'Read me 2').isChecked(), true);
+      await page.keyboard.press('Escape');
+      await waitFor(async () => (await list(page).locator('[aria-checked="true"]').count()) === 0, {
+        what: 'the ticks cleared',
+      });
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();
