@@ -40,10 +40,11 @@ export class SubmissionSmtpServer extends MailyardSmtpServer {
     super.connect(socket, socketOptions);
     const conn = this.connectionOf<ConnectionLike>(socket);
     if (!conn) return;
-    if (!conn.secure) this.requireTls(conn);
     checkAuthExchange(conn, this.options.authMethods ?? [], (err, command) =>
       this.onReject?.(err, conn.session, { command }),
     );
+    // outermost: before TLS, an AUTH of any form is 530, its syntax not even read
+    if (!conn.secure) this.requireTls(conn);
     const ehlo = conn.handler_EHLO.bind(conn);
     conn.handler_EHLO = (command, callback) => {
       if (conn.secure) return ehlo(command, callback);
