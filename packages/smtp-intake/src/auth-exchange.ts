@@ -12,8 +12,11 @@ export interface AuthConnection {
   send(code: number, message: string): void;
 }
 
-/** RFC 4648 §4 base64, padded; the empty string is an empty response. */
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+/**
+ * RFC 4648 §4 base64; the empty string is an empty response. The closing padding may be
+ * left out, as some clients do and Dovecot and smtp-server take.
+ */
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$/;
 
 /** What a response of the exchange carries: its SASL step decides what it must hold. */
 type Step = 'plain' | 'login-username' | 'login-password';
