@@ -144,12 +144,15 @@ function decodeAs(bytes: Buffer, label: string): string | null {
   return decoder.encoding === 'windows-1252' ? decodeWindows1252(bytes) : decoder.decode(bytes);
 }
 
-const isUtf8 = (bytes: Buffer) => {
+/**
+ * The bytes' text when they are UTF-8, else null. A character cut off at their end (a part
+ * downloaded up to TEXT_LIMIT) is left out, not taken for a sign of another charset.
+ */
+const asUtf8 = (bytes: Buffer): string | null => {
   try {
-    new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-    return true;
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes, { stream: true });
   } catch {
-    return false;
+    return null;
   }
 };
 
@@ -168,7 +171,7 @@ export function decodeTextPart(bytes: Buffer, charset: string | undefined, html:
   const declared = html ? metaCharset(bytes) : null;
   const byMeta = declared === null ? null : decodeAs(bytes, declared);
   if (byMeta !== null) return byMeta;
-  return isUtf8(bytes) ? bytes.toString('utf8') : decodeWindows1252(bytes);
+  return asUtf8(bytes) ?? decodeWindows1252(bytes);
 }
 
 async function downloadText(c: ImapFlow, uid: number, part: string, html: boolean): Promise<string> {
