@@ -271,6 +271,20 @@ void describe('bad input', () => {
     c.close();
   });
 
+  void it('takes a SASL PLAIN response that holds no credentials for a failed login, as Dovecot does', async () => {
+    const c = await RawImap.connect(r.ports.imaps, { tls: true, localAddress: '127.0.0.72' });
+    await c.until(/^\* OK/m);
+    // base64, but not authzid NUL authcid NUL password (RFC 4616 §2): a client's bug, no attack
+    const noCredentials = Buffer.from(USER).toString('base64');
+    for (let i = 0; i < 3; i++)
+      assert.match(
+        await c.cmd(`p${i}`, `AUTHENTICATE PLAIN ${noCredentials}`),
+        new RegExp(`^p${i} NO \\[AUTHENTICATIONFAILED\\]`, 'm'),
+      );
+    assert.match(await c.cmd('n', 'NOOP'), /^n OK/m);
+    c.close();
+  });
+
   void it('answers 10,000 nested parentheses with a tagged BAD, in any state, and carries on', async () => {
     const deep = '('.repeat(10_000) + ')'.repeat(10_000);
     const c = await RawImap.connect(r.ports.imaps, { tls: true });

@@ -594,7 +594,8 @@ export class ImapSession implements ImapContext {
     const parts = Buffer.from(b64 === '=' ? '' : b64, 'base64')
       .toString('utf8')
       .split('\0');
-    if (parts.length !== 3) throw reply.bad('Invalid SASL PLAIN response');
+    // no credentials to check: a failed login, as Dovecot answers, not a bad command
+    if (parts.length !== 3) throw reply.authFailed();
     const [authz, user, pass] = parts as [string, string, string];
     await this.login(user, pass, authz);
     this.send(`${tag} OK [CAPABILITY ${this.capabilities()}] Logged in\r\n`);
