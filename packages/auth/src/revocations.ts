@@ -91,7 +91,8 @@ export function sessionCredential(
 }
 
 /** Why a watched session ends: its protocol says it in its own words. */
-export type EndReason = 'app-password-revoked' | 'signed-out' | 'password-changed' | 'account-gone';
+export type EndReason =
+  'app-password-revoked' | 'signed-out' | 'password-changed' | 'two-factor-on' | 'account-gone';
 
 interface Watch {
   credential: SessionCredential;
@@ -103,7 +104,9 @@ interface Watch {
  * each service subscribes to the revocation channel and calls back the sessions of the
  * account named (IMAP, IDLE included, POP3, SMTP submission), which close. A session
  * ends when the app password it logged in with is revoked, when the password it logged
- * in with was changed, when the account signs out everywhere, or when the account is gone.
+ * in with was changed or two-factor login is turned on (the password then opens no
+ * session of these protocols), when the account signs out everywhere, or when the
+ * account is gone.
  *
  * An announcement only names the account (and the app password, when one was revoked);
  * the stored records are read again before a session is ended, so a session that logged
@@ -217,6 +220,9 @@ function endReason(
   if (!record.password) return 'account-gone';
   if ((record[SIGN_OUT_FIELD] ?? '0') !== c.signOut) return 'signed-out';
   if (c.password !== undefined && record.password !== c.password) return 'password-changed';
+  // with two-factor on, the password logs in to no protocol session (only the webmail, with
+  // its second step, which is not watched): a session opened with it before must not go on
+  if (c.password !== undefined && record.totp) return 'two-factor-on';
   if (c.appPassword && apps[c.appPassword.name] !== c.appPassword.record) return 'app-password-revoked';
   return null;
 }
@@ -230,6 +236,8 @@ export function endedText(why: EndReason): string {
       return 'Signed out everywhere by the account owner';
     case 'password-changed':
       return 'The password of this account was changed';
+    case 'two-factor-on':
+      return 'Two-factor login was turned on: log in with an app password';
     case 'account-gone':
       return 'This account no longer exists';
   }

@@ -2,6 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { generateSecret, generateURI, verify as verifyTotp } from 'otplib';
 import type { LoginGuard } from './lockout.js';
+import { announceRevocation } from './revocations.js';
 
 /** How many recovery codes enrolment hands out; each works once. */
 export const RECOVERY_CODES = 10;
@@ -112,6 +113,8 @@ export class TwoFactor {
       .del(`totp:recovery:${a}`, `totp:pending:${a}`)
       .sadd(`totp:recovery:${a}`, ...codes.map(sha256))
       .exec();
+    // the IMAP, POP3 and submission sessions that logged in with the password end, everywhere
+    await announceRevocation(this.redis, a);
     return codes.map((c) => `${c.slice(0, 5)}-${c.slice(5)}`);
   }
 

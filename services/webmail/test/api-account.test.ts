@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { addAccount } from '../../../test/harness.js';
 import { PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
-import { holdSessions, imapLogin as imapLoginAs } from './mail-clients.js';
+import { holdSessions, imapLogin as imapLoginAs, mailPorts } from './mail-clients.js';
 import { WebClient } from './web-client.js';
 
 let t: WebmailTestbed;
@@ -150,11 +150,7 @@ test(
     await c.login(account);
     const { secret } = (await c.post('/api/account/app-passwords', { name: 'phone', password: PASSWORD }))
       .json;
-    const ports = {
-      imap: t.retrieval.ports.imaps,
-      pop3: t.retrieval.ports.pop3s,
-      smtp: t.msa.ports.submissions,
-    };
+    const ports = mailPorts(t);
     const held = await holdSessions([
       { label: 'imap', proto: 'imap', port: ports.imap, user: account, pass: PASSWORD },
       { label: 'pop3', proto: 'pop3', port: ports.pop3, user: account, pass: secret },

@@ -11,7 +11,7 @@ import { generate } from 'otplib';
 import { LoginGuard, TwoFactor } from '@mailyard/auth';
 import { addAccount } from '../../../test/harness.js';
 import { PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
-import { imapLogin as imapLoginAs } from './mail-clients.js';
+import { holdSessions, imapLogin as imapLoginAs, mailPorts } from './mail-clients.js';
 import { WebClient } from './web-client.js';
 import type { Webmail } from '../src/index.js';
 
@@ -229,6 +229,38 @@ describe('two-factor login', () => {
       assert.deepEqual([wrong.status, wrong.json.error], [403, 'wrong_password']);
       assert.equal((await c.post('/api/account/two-factor/disable', { password: PASSWORD })).status, 200);
       assert.equal(await imapLogin(account, PASSWORD), true);
+    },
+  );
+
+  test(
+    'turning two-factor on ends the IMAP, POP3 and submission sessions of the password; app passwords’ stay',
+    { timeout: 90_000 },
+    async (t2) => {
+      const account = 'tf5@example.test';
+      await addAccount(t.p.directory, account);
+      const c = client();
+      assert.equal((await c.login(account)).status, 200);
+      const app = await c.post('/api/account/app-passwords', { name: 'phone', password: PASSWORD });
+      assert.equal(app.status, 200, app.text);
+      const ports = mailPorts(t);
+      const held = await holdSessions([
+        { label: 'imap', proto: 'imap', port: ports.imap, user: account, pass: PASSWORD },
+        { label: 'pop3', proto: 'pop3', port: ports.pop3, user: account, pass: PASSWORD },
+        { label: 'smtp', proto: 'smtp', port: ports.smtp, user: account, pass: PASSWORD },
+        { label: 'phone', proto: 'imap', port: ports.imap, user: account, pass: app.json.secret as string },
+      ]);
+      t2.after(() => held.close());
+      await enrolExisting(account);
+      // the password no longer logs in there: a session opened with it before must not go on
+      const why = 'Two-factor login was turned on: log in with an app password';
+      assert.equal(await held.next('imap'), `* BYE [EXPIRED] ${why}`);
+      assert.equal(await held.next('pop3'), `-ERR [AUTH] ${why}`);
+      assert.equal(
+        await held.next('smtp'),
+        '421 4.7.0 Error: two-factor login was turned on: log in with an app password, closing connection',
+      );
+      assert.equal(await held.alive('phone'), true);
+      assert.equal((await c.get('/api/account')).status, 200);
     },
   );
 });

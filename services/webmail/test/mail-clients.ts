@@ -26,6 +26,13 @@ export async function imapLogin(t: WebmailTestbed, user: string, pass: string): 
   }
 }
 
+/** The implicit-TLS ports of the testbed's IMAP, POP3 and submission. */
+export const mailPorts = (t: WebmailTestbed) => ({
+  imap: t.retrieval.ports.imaps,
+  pop3: t.retrieval.ports.pop3s,
+  smtp: t.msa.ports.submissions,
+});
+
 /** An IMAPS session of the store acting for `account`, as the webmail logs in (its service login). */
 export async function storeSession(t: WebmailTestbed, account: string): Promise<ImapFlow> {
   const c = new ImapFlow({
