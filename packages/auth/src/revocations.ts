@@ -90,6 +90,9 @@ export function sessionCredential(
   return { signOut };
 }
 
+/** How long after a check that could not be made (Redis failing) it is made again. */
+const RECHECK_MS = 2000;
+
 /** Why a watched session ends: its protocol says it in its own words. */
 export type EndReason =
   'app-password-revoked' | 'signed-out' | 'password-changed' | 'two-factor-on' | 'account-gone';
@@ -115,11 +118,15 @@ interface Watch {
  * every watched session again at each (re)subscription, and a session is checked once
  * as soon as it is watched, so a change between its login and its watch is not missed
  * either. When the check cannot be made (Redis failing) the sessions stay: they logged
- * in, and they are checked again when Redis is back. A new login with a revoked or
- * changed credential is refused by the authenticator itself, cache included.
+ * in, and the account's sessions are checked again every RECHECK_MS until it can be
+ * made (the subscription may never have dropped, so nothing else would check them). A
+ * new login with a revoked or changed credential is refused by the authenticator
+ * itself, cache included.
  */
 export class CredentialRevocations {
   private readonly watched = new Map<string, Set<Watch>>();
+  /** Accounts whose check failed, with the timer of the next one. */
+  private readonly rechecks = new Map<string, NodeJS.Timeout>();
   private sub: Redis | null = null;
 
   constructor(
@@ -162,6 +169,8 @@ export class CredentialRevocations {
     this.sub?.disconnect();
     this.sub = null;
     this.watched.clear();
+    for (const timer of this.rechecks.values()) clearTimeout(timer);
+    this.rechecks.clear();
   }
 
   /** Calls `onEnded` once the credential this session logged in with no longer holds; returns the unwatch function. */
@@ -201,6 +210,15 @@ export class CredentialRevocations {
       ]);
     } catch (err) {
       this.onError(err);
+      // every session of the account: a later announcement may be missed the same way
+      if (!this.rechecks.has(account))
+        this.rechecks.set(
+          account,
+          setTimeout(() => {
+            this.rechecks.delete(account);
+            void this.verify(account);
+          }, RECHECK_MS).unref(),
+        );
       return;
     }
     for (const w of concerned) {

@@ -286,6 +286,43 @@ test(
   },
 );
 
+test(
+  'a change announced while the stored records cannot be read still ends its sessions once they can',
+  { timeout: 30_000 },
+  async (t) => {
+    const failing = await startPrivateRedis();
+    t.after(() => failing.close());
+    const redis = failing.client();
+    const directory = new Directory(redis);
+    await directory.addDomain('example.test');
+    const a = await directory.addUser('dan@example.test', PASSWORD);
+    const apps = new AppPasswords(redis);
+    let errors = 0;
+    const revocations = new CredentialRevocations(redis, apps, () => errors++);
+    revocations.start();
+    t.after(() => revocations.close());
+    const auth = createAuthenticator({
+      directory,
+      guard: new LoginGuard(redis, policy()),
+      appPasswords: apps,
+    });
+    const res = await auth.authenticate({ ip: '192.0.2.51', username: a, password: PASSWORD });
+    assert.ok(res.ok);
+    let ended = '';
+    revocations.watch(a, res.credential, (why) => (ended = why));
+    // the session's first check, which finds nothing changed, is done before Redis fails
+    await redis.hgetall(`account:${a}`);
+    await failing.refuse(['hgetall']);
+    await directory.setPassword(a, 'a brand new passphrase');
+    await announceRevocation(redis, a);
+    await waitFor(() => errors > 0, { what: 'the check failed' });
+    // the subscription never dropped: only checking again finds the change
+    await redis.call('ACL', 'SETUSER', 'default', '+hgetall');
+    await waitFor(() => ended, { what: 'the session of the old password ended', timeoutMs: 15_000 });
+    assert.equal(ended, 'password-changed');
+  },
+);
+
 test('a locked account logs in with nothing, cached logins included, until it is unlocked', async () => {
   await dir.addUser('locked@example.test', 'correct horse battery staple');
   const apps = new AppPasswords(r.redis);
