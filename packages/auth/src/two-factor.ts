@@ -118,13 +118,16 @@ export class TwoFactor {
     return codes.map((c) => `${c.slice(0, 5)}-${c.slice(5)}`);
   }
 
-  /** Turns two-factor off (the user, or an administrator's reset). */
+  /**
+   * Turns two-factor off (the user, or an administrator's reset). The wrong codes counted
+   * go too: they were typed for this secret, and must not refuse the next one's codes.
+   */
   async disable(account: string): Promise<void> {
     const a = account.toLowerCase();
     await this.redis
       .multi()
       .hdel(`account:${a}`, 'totp')
-      .del(`totp:recovery:${a}`, `totp:pending:${a}`)
+      .del(`totp:recovery:${a}`, `totp:pending:${a}`, `totp:fail:${a}`, `totp:fail-cap:${a}`)
       .exec();
   }
 

@@ -379,3 +379,38 @@ test(
     assert.deepEqual(await verify(await code()), { ok: true, via: 'totp' });
   },
 );
+
+test(
+  'after two-factor is turned off and on again, the wrong codes typed before do not refuse the new ones',
+  { timeout: 30_000 },
+  async () => {
+    const account = 'reset@example.test';
+    await dir.addUser(account, PASSWORD);
+    let clock = Date.now();
+    const guard = new LoginGuard(r.redis, policy({ accountIpThreshold: 100 }));
+    const tf = new TwoFactor(r.redis, guard, { now: () => clock });
+    const enrol = async () => {
+      const { secret } = await tf.begin(account);
+      assert.ok(await tf.confirm(account, await generate({ secret, epoch: Math.floor(clock / 1000) })));
+      return secret;
+    };
+    await enrol();
+    // the owner lost the authenticator, tried codes, and had an administrator reset it
+    for (let i = 1; i < MAX_CODE_FAILURES; i++)
+      assert.deepEqual(await tf.verify(account, String(300000 + i), '192.0.2.60'), {
+        ok: false,
+        reason: 'invalid',
+      });
+    assert.deepEqual(await tf.verify(account, '399999', '192.0.2.60'), {
+      ok: false,
+      reason: 'too-many-codes',
+    });
+    await tf.disable(account);
+    clock += 30_000;
+    const secret = await enrol();
+    // a code of the next step (the enrolment used this one's) from the new authenticator
+    clock += 30_000;
+    const next = await generate({ secret, epoch: Math.floor(clock / 1000) });
+    assert.deepEqual(await tf.verify(account, next, '192.0.2.60'), { ok: true, via: 'totp' });
+  },
+);
