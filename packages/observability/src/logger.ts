@@ -26,6 +26,10 @@ export function createLogger(
         'session.user.password',
         'secret',
         '*.secret',
+        // ioredis puts a failed command on its error: the values a write carried (a new
+        // TOTP secret, a session's CSRF token) would be logged with it; its name stays
+        '*.command.args',
+        '*.previousErrors[*].command.args',
       ],
       censor: '[redacted]',
     },
