@@ -103,10 +103,12 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     // sessions, and on every instance the IMAP, POP3 and submission sessions that logged in
     // with the old password
     const fresh = await ctx.sessions.rotate(req.sessionId!, session);
-    void reply.setCookie(SESSION_COOKIE, fresh.id, COOKIE_OPTIONS);
-    const ended = await ctx.sessions.destroyAll(account, fresh.id);
+    const ended = await ctx.sessions.destroyAll(account, fresh?.id);
     await announceRevocation(ctx.redis, account);
     logger.info({ account, ended }, 'password changed');
+    // this session ended while the change ran (signed out everywhere): changed, but out too
+    if (!fresh) throw errors.notLoggedIn();
+    void reply.setCookie(SESSION_COOKIE, fresh.id, COOKIE_OPTIONS);
     return { changed: true, csrf: fresh.session.csrf };
   });
 

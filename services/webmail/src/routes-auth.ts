@@ -130,8 +130,10 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
         }
         throw errors.invalidCode();
       }
-      logger.info({ account: session.account, ip: req.ip, via: res.via }, 'webmail login');
       const fresh = await sessions.rotate(req.sessionId!, { ...session, stage: 'complete' });
+      // signed out everywhere (or locked) while the code was checked: no login
+      if (!fresh) throw errors.notLoggedIn();
+      logger.info({ account: session.account, ip: req.ip, via: res.via }, 'webmail login');
       void reply.setCookie(SESSION_COOKIE, fresh.id, COOKIE);
       metrics.logins.inc({ result: 'ok' });
       return { authenticated: true, account: session.account, csrf: fresh.session.csrf, limits: limits() };

@@ -92,10 +92,12 @@ export class SessionStore {
    * The same login (its account and login time) under a new id and CSRF token, `session`
    * its new state; the old id ends. After the second step of the login, and after a
    * password change: an id or token someone saw before is then no good (OWASP: renew the
-   * id whenever the privilege or the credentials change).
+   * id whenever the privilege or the credentials change). Null when the old id had ended
+   * meanwhile (a sign-out everywhere, an account locked while the request ran): it does
+   * not come back under a new one.
    */
-  async rotate(id: string, session: Session): Promise<{ id: string; session: Session }> {
-    await this.redis.del(this.key(id));
+  async rotate(id: string, session: Session): Promise<{ id: string; session: Session } | null> {
+    if (!(await this.redis.del(this.key(id)))) return null;
     const fresh = newToken();
     const renewed: Session = { ...session, csrf: newToken() };
     await this.redis.set(this.key(fresh), JSON.stringify(renewed), 'PX', this.timeouts.idleMs);
