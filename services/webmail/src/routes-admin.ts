@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { parseQuota } from '@mailyard/admin';
+import { normalizeAddress, parseQuota } from '@mailyard/admin';
 import type {
   AdminAccount,
   AdminAlias,
@@ -348,10 +348,19 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
   );
 }
 
-/** An admin does not lock or delete the account they are logged in with (the CLI can). */
+/**
+ * An admin does not lock or delete the account they are logged in with (the CLI can),
+ * however the address is written: compared as the operations store it (`"alice"@` is
+ * `alice@`, a Unicode domain its ASCII form).
+ */
 function notSelf(address: string, admin: string, what: string): void {
-  if (address.trim().toLowerCase() === admin)
-    throw errors.conflict(`You cannot ${what} the account you are logged in with`);
+  let a: string;
+  try {
+    a = normalizeAddress(address);
+  } catch {
+    return; // not an address: the operation refuses it with its own sentence
+  }
+  if (a === admin) throw errors.conflict(`You cannot ${what} the account you are logged in with`);
 }
 
 /** `fn` over `items`, at most `n` at once, results in order. */

@@ -206,6 +206,35 @@ test(
 );
 
 test(
+  'an admin cannot lock or delete their own account under another spelling of its address',
+  { timeout: 60_000 },
+  async () => {
+    // root@münchen.test, stored (and logged in) as its ASCII form
+    await t.p.directory.addDomain('münchen.test');
+    const root = 'root@xn--mnchen-3ya.test';
+    await addAccount(t.p.directory, root);
+    await t.p.directory.setAdmin(root, true);
+    const web = client();
+    assert.equal((await web.login(root)).status, 200);
+    for (const spelling of ['"root"@xn--mnchen-3ya.test', 'ROOT@MÜNCHEN.test', 'root@münchen.test']) {
+      const lock = await web.post(`/api/admin/accounts/${enc(spelling)}/lock`);
+      assert.deepEqual(
+        [spelling, lock.status, lock.json.message],
+        [spelling, 409, 'You cannot lock the account you are logged in with'],
+      );
+      const del = await web.req('DELETE', `/api/admin/accounts/${enc(spelling)}`);
+      assert.deepEqual(
+        [spelling, del.status, del.json.message],
+        [spelling, 409, 'You cannot delete the account you are logged in with'],
+      );
+    }
+    assert.equal(await t.p.directory.accountExists(root), true);
+    assert.equal((await t.p.directory.accountRecord(root))?.locked, undefined);
+    assert.equal((await web.get('/api/admin/domains')).status, 200);
+  },
+);
+
+test(
   "the CLI's user passwd, lock and del end the account's webmail sessions",
   { timeout: 60_000 },
   async () => {
