@@ -1,7 +1,8 @@
 // The admin console in a real browser (Debian's Chromium through playwright-core): an admin
 // adds a domain and finds its DKIM records to publish and flagged missing in DNS, locks an
-// account and IMAP refuses it, and finds both in the audit log; requeues a dead letter,
-// which then reaches its recipient; a user without the role sees no Admin entry.
+// account and IMAP refuses it, and finds both in the audit log; adds an account with a UTF-8
+// local part in an IDN domain; requeues a dead letter, which then reaches its recipient; a
+// user without the role sees no Admin entry.
 // Screenshots of the console on a desktop and a phone (WEBMAIL_SCREENSHOTS_DIR).
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -210,6 +211,40 @@ test(
     } finally {
       await browser.close();
       await bus.stop();
+    }
+  },
+);
+
+test(
+  'as admin: an account with a UTF-8 local part in an IDN domain, as the CLI adds it; a duplicate is refused',
+  { timeout: 120_000 },
+  async () => {
+    await t.p.directory.addDomain('bücher.test');
+    const browser = await launchBrowser();
+    try {
+      const page = await browser.context.newPage();
+      await logIn(page, ALICE);
+      await page.getByRole('button', { name: 'Admin' }).click();
+      await page.getByRole('link', { name: 'Accounts' }).click();
+      const add = async () => {
+        await page.getByLabel('Address', { exact: true }).fill('Jürgen@Bücher.test');
+        await page.getByLabel('Password (at least 10 characters)').fill(PASSWORD);
+        await page.getByRole('button', { name: 'Add account' }).click();
+      };
+      await add();
+      await page
+        .getByRole('status')
+        .filter({ hasText: 'Added jürgen@xn--bcher-kva.test' })
+        .waitFor({ timeout: 10_000 });
+      assert.equal(await t.p.directory.accountExists('jürgen@xn--bcher-kva.test'), true);
+      // the server's refusal, as the CLI words it
+      await add();
+      await page
+        .getByRole('alert')
+        .filter({ hasText: 'Account jürgen@xn--bcher-kva.test already exists' })
+        .waitFor({ timeout: 10_000 });
+    } finally {
+      await browser.close();
     }
   },
 );

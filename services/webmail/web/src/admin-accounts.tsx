@@ -204,7 +204,16 @@ export function AccountsPage(props: { me: string }) {
       <Card id="new-account-title" title="New account">
         <form onSubmit={add} class="stacked-form">
           <label for="new-address">Address</label>
-          <input id="new-address" ref={address} type="email" required maxLength={320} autoComplete="off" />
+          {/* not type=email: browsers refuse a UTF-8 local part (RFC 6531), which the CLI and the directory take */}
+          <input
+            id="new-address"
+            ref={address}
+            inputMode="email"
+            required
+            maxLength={320}
+            autoComplete="off"
+            spellcheck={false}
+          />
           <label for="new-password">Password (at least 10 characters)</label>
           <input id="new-password" ref={password} type="password" required autoComplete="new-password" />
           <label class="check">
