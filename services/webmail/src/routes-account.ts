@@ -23,7 +23,8 @@ const passwordSchema = z.object({
   password: z.string({ message: 'expected your password' }).min(1, 'expected your password').max(1024),
 });
 
-const appPasswordName = z.object({
+/** An app password's name, as AppPasswords takes it; the admin console's revoke checks it too. */
+export const appPasswordName = z.object({
   name: z
     .string({ message: 'expected a name' })
     .regex(/^[\w .@-]{1,64}$/, 'a name of 1-64 letters, digits, spaces or ._@-'),

@@ -15,6 +15,7 @@ import { adminRoute } from './admin-ops.js';
 import { parse, type Ctx } from './context.js';
 import { errors } from './errors.js';
 import { connectImap } from './imap-pool.js';
+import { appPasswordName } from './routes-account.js';
 
 export const domainSchema = z
   .string({ message: 'expected a domain name' })
@@ -165,7 +166,8 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
       const body = parse(
         z.object({
           address: addressSchema,
-          password: z.string({ message: 'expected a password' }).min(1, 'expected a password').max(1024),
+          // its length is the directory's to refuse, in the sentence the CLI prints
+          password: z.string({ message: 'expected a password' }).min(1, 'expected a password'),
           admin: z.boolean().default(false),
         }),
         req.body,
@@ -239,10 +241,7 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
     '/api/admin/accounts/:address/app-passwords/revoke',
     adminRoute(ctx, async (req, { ops }) => {
       const { address } = parse(accountParam, req.params);
-      const { name } = parse(
-        z.object({ name: z.string({ message: 'expected a name' }).min(1).max(64) }),
-        req.body,
-      );
+      const { name } = parse(appPasswordName, req.body);
       return { account: await ops.revokeAppPassword(address, name), revoked: name };
     }),
   );

@@ -134,6 +134,12 @@ test(
       [weak.status, weak.json.message],
       [400, 'Password is too short (at least 10 characters)'],
     );
+    // as `mailyard user add` says it, not "expected a password"
+    const long = await admin.post('/api/admin/accounts', { address: carol, password: 'p4ss '.repeat(205) });
+    assert.deepEqual(
+      [long.status, long.json.message],
+      [400, 'Password is too long (at most 1024 characters)'],
+    );
     const added = await admin.post('/api/admin/accounts', {
       address: 'Carol@example.test',
       password: PASSWORD,
@@ -439,6 +445,13 @@ test('aliases and catch-alls, a user’s app passwords', { timeout: 60_000 }, as
   assert.equal(await imapLoginAs(t, dave, secret), false);
   const again = await admin.post(`/api/admin/accounts/${enc(dave)}/app-passwords/revoke`, { name: 'phone' });
   assert.equal(again.status, 404);
+  const long = await admin.post(`/api/admin/accounts/${enc(dave)}/app-passwords/revoke`, {
+    name: 'n'.repeat(65),
+  });
+  assert.deepEqual(
+    [long.status, long.json.message],
+    [400, 'name: a name of 1-64 letters, digits, spaces or ._@-'],
+  );
 });
 
 test('DKIM: generate, rotate, activate once DNS has the record, retire', { timeout: 60_000 }, async () => {
