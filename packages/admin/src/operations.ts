@@ -397,7 +397,8 @@ export class Operations {
 
   async addAlias(source: string, targets: string[]): Promise<{ source: string; targets: string[] }> {
     const src = await this.directory.addAlias(source, targets);
-    const tgts = targets.map(normalizeTarget);
+    // each once: `Bob@x bob@x` are one target of the set, and are said and audited as one
+    const tgts = [...new Set(targets.map(normalizeTarget))];
     await this.log('alias.add', src, { targets: tgts });
     return { source: src, targets: tgts };
   }

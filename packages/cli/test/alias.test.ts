@@ -33,6 +33,16 @@ test('alias add to an existing alias adds targets', async (t) => {
   assert.equal(await cli.ok(['alias', 'list']), 'team@example.org\talice@example.org, bob@elsewhere.test\n');
 });
 
+test('alias add names a target given twice once, and audits it once', async (t) => {
+  const cli = await setup(t);
+  assert.equal(
+    await cli.ok(['alias', 'add', 'team@example.org', 'alice@example.org', 'Alice@Example.ORG']),
+    'added alias team@example.org -> alice@example.org\n',
+  );
+  const [last] = (await cli.ok(['audit', '-n', '1'])).trim().split('\n');
+  assert.match(last!, /\talias\.add\tteam@example\.org\ttargets=alice@example\.org$/);
+});
+
 test('alias add @domain makes the catch-all', async (t) => {
   const cli = await setup(t);
   assert.equal(
