@@ -1,8 +1,8 @@
 // The admin console in a real browser (Debian's Chromium through playwright-core): an admin
 // adds a domain and finds its DKIM records to publish and flagged missing in DNS, locks an
 // account and IMAP refuses it, and finds both in the audit log; adds an account with a UTF-8
-// local part in an IDN domain; requeues a dead letter, which then reaches its recipient; a
-// user without the role sees no Admin entry.
+// local part in an IDN domain, and a target to an alias; requeues a dead letter, which then
+// reaches its recipient; a user without the role sees no Admin entry.
 // Screenshots of the console on a desktop and a phone (WEBMAIL_SCREENSHOTS_DIR).
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -49,6 +49,20 @@ async function logIn(page: Page, account: string): Promise<void> {
   await page.getByLabel('Email address').fill(account);
   await page.getByLabel('Password').fill(PASSWORD);
   await page.getByRole('button', { name: 'Log in' }).click();
+}
+
+/** A browser logged in as the admin, on `section` of the console, for `fn`; closed after. */
+async function inConsole(section: string, fn: (page: Page) => Promise<void>): Promise<void> {
+  const browser = await launchBrowser();
+  try {
+    const page = await browser.context.newPage();
+    await logIn(page, ALICE);
+    await page.getByRole('button', { name: 'Admin' }).click();
+    await page.getByRole('link', { name: section }).click();
+    await fn(page);
+  } finally {
+    await browser.close();
+  }
 }
 
 test(
@@ -220,12 +234,7 @@ test(
   { timeout: 120_000 },
   async () => {
     await t.p.directory.addDomain('bücher.test');
-    const browser = await launchBrowser();
-    try {
-      const page = await browser.context.newPage();
-      await logIn(page, ALICE);
-      await page.getByRole('button', { name: 'Admin' }).click();
-      await page.getByRole('link', { name: 'Accounts' }).click();
+    await inConsole('Accounts', async (page) => {
       const add = async () => {
         await page.getByLabel('Address', { exact: true }).fill('Jürgen@Bücher.test');
         await page.getByLabel('Password (at least 10 characters)').fill(PASSWORD);
@@ -243,9 +252,39 @@ test(
         .getByRole('alert')
         .filter({ hasText: 'Account jürgen@xn--bcher-kva.test already exists' })
         .waitFor({ timeout: 10_000 });
-    } finally {
-      await browser.close();
-    }
+    });
+  },
+);
+
+test(
+  'as admin: a target added to an alias joins those it had, and the page says all of them',
+  { timeout: 120_000 },
+  async () => {
+    await inConsole('Aliases', async (page) => {
+      const add = async (source: string, targets: string) => {
+        await page.getByLabel('Alias (address, or @domain for a catch-all)').fill(source);
+        await page.getByLabel('Deliver to (addresses, separated by commas)').fill(targets);
+        await page.getByRole('button', { name: 'Add alias' }).click();
+      };
+      await add('Team@example.test', BOB);
+      await page
+        .getByRole('status')
+        .filter({ hasText: `team@example.test now delivers to ${BOB}` })
+        .waitFor({ timeout: 10_000 });
+      await add('team@example.test', CAROL);
+      await page
+        .getByRole('status')
+        .filter({ hasText: `team@example.test now delivers to ${BOB}, ${CAROL}` })
+        .waitFor({ timeout: 10_000 });
+      assert.equal((await t.p.directory.expand('team@example.test')).local.length, 2);
+      await page.getByRole('button', { name: `Remove ${BOB} from team@example.test` }).waitFor();
+      // a refusal: the server's sentence
+      await add('team@elsewhere.test', BOB);
+      await page
+        .getByRole('alert')
+        .filter({ hasText: 'Domain elsewhere.test is not a local domain' })
+        .waitFor({ timeout: 10_000 });
+    });
   },
 );
 
