@@ -48,9 +48,11 @@ export class AuditedPolicyRules extends PolicyRules {
     return k;
   }
 
-  override async accessDel(table: string, kind: TableKind, key: string): Promise<void> {
-    await super.accessDel(table, kind, key);
-    await this.log('policy.access.del', table, { key });
+  override async accessDel(table: string, kind: TableKind, key: string): Promise<string> {
+    const k = await super.accessDel(table, kind, key);
+    // the key as stored, as policy.access.set records it: one search of the log finds both
+    await this.log('policy.access.del', table, { key: k });
+    return k;
   }
 
   override async userListAdd(account: string, kind: 'allow' | 'block', sender: string): Promise<void> {

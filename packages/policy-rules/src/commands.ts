@@ -104,8 +104,8 @@ export async function accessSet(
 }
 
 export async function accessDel(rules: PolicyRules, table: string, key: string): Promise<string[]> {
-  await rules.accessDel(table, tableKind(key), key);
-  return [`${table}: ${key} removed`];
+  const k = await rules.accessDel(table, tableKind(key), key);
+  return [`${table}: ${k} removed`];
 }
 
 export async function accessList(rules: PolicyRules, table: string): Promise<string[]> {

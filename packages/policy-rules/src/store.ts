@@ -162,12 +162,14 @@ export class PolicyRules {
     return k;
   }
 
-  async accessDel(table: string, kind: TableKind, key: string): Promise<void> {
+  /** Removes an entry; its key as stored (`192.0.2.1` is `192.0.2.1/32`), as accessSet answers it. */
+  async accessDel(table: string, kind: TableKind, key: string): Promise<string> {
     checkTable(table);
     const k = kind === 'client' ? normalizeClientKey(key) : normalizeAddressKey(key);
     if (!(await this.redis.hdel(PolicyKeys.access(table), k)))
       throw new AccessError(`${k} is not in ${table}`);
     await this.changed();
+    return k;
   }
 
   async accessList(table: string): Promise<Record<string, string>> {

@@ -56,6 +56,13 @@ test('mailyard policy: set, add, show, access tables, allow lists, refusals', as
   assert.deepEqual(await cli('policy', 'access', 'list', 'client_access'), [
     '192.0.2.0/24\tREJECT spam source',
   ]);
+  // removed as written, said as stored (as set says it)
+  assert.deepEqual(await cli('policy', 'access', 'set', 'client_access', '192.0.2.77', 'OK'), [
+    'client_access: 192.0.2.77/32 OK',
+  ]);
+  assert.deepEqual(await cli('policy', 'access', 'del', 'client_access', '192.0.2.77'), [
+    'client_access: 192.0.2.77/32 removed',
+  ]);
   assert.deepEqual(await cli('policy', 'allow', 'add', 'alice@example.test', 'Friend.example'), [
     'alice@example.test allow: friend.example',
   ]);

@@ -213,8 +213,7 @@ export function registerAdminMailRoutes(app: FastifyInstance, ctx: Ctx): void {
     adminRoute(ctx, async (req, { ops }) => {
       const { table } = parse(tableName, req.params);
       const { key } = parse(z.object({ key: entry }), req.body);
-      await ops.policy().accessDel(table, tableKind(key), key);
-      return { table, deleted: key };
+      return { table, deleted: await ops.policy().accessDel(table, tableKind(key), key) };
     }),
   );
 

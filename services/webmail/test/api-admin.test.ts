@@ -570,6 +570,15 @@ test(
       (await admin.post('/api/admin/policy/access/client_access/delete', { key: '192.0.2.0/24' })).status,
       200,
     );
+    // a key removed as written, answered and audited as stored (and as its addition was)
+    await admin.post('/api/admin/policy/access/client_access', { key: '192.0.2.7', action: 'OK' });
+    const del = await admin.post('/api/admin/policy/access/client_access/delete', { key: '192.0.2.7' });
+    assert.deepEqual([del.status, del.json.deleted], [200, '192.0.2.7/32']);
+    const [deleted, added] = (await admin.get('/api/admin/audit?limit=2')).json.entries;
+    assert.deepEqual(
+      [deleted.action, deleted.detail.key, added.action, added.detail.key],
+      ['policy.access.del', '192.0.2.7/32', 'policy.access.set', '192.0.2.7/32'],
+    );
     assert.equal((await admin.post('/api/admin/policy/lists/smtpd_client_restrictions/reset')).status, 200);
     const explain = await admin.get('/api/admin/policy/explain/NOPE123');
     assert.deepEqual(
