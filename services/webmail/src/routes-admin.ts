@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { normalizeAddress, parseQuota } from '@mailyard/admin';
+import { normalizeAddress, normalizeDomainArg, parseQuota } from '@mailyard/admin';
 import type {
   AdminAccount,
   AdminAlias,
@@ -98,7 +98,8 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
     adminRoute(ctx, async (req, { ops }): Promise<{ domain: string; records: AdminRecord[] }> => {
       const { domain } = parse(domainParam, req.params);
       const records = await ops.domainRecords(domain, host);
-      return { domain: domain.toLowerCase(), records };
+      // as the records name it (an IDN in ASCII), not as typed
+      return { domain: normalizeDomainArg(domain), records };
     }),
   );
 
@@ -232,7 +233,7 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
     adminRoute(ctx, async (req, { ops }): Promise<{ account: string; appPasswords: AdminAppPassword[] }> => {
       const { address } = parse(accountParam, req.params);
       const appPasswords = await ops.listAppPasswords(address);
-      return { account: address.toLowerCase(), appPasswords };
+      return { account: normalizeAddress(address), appPasswords };
     }),
   );
 

@@ -240,6 +240,17 @@ test(
   },
 );
 
+test('a domain or account named in Unicode is answered as it is stored', { timeout: 60_000 }, async () => {
+  assert.equal((await admin.post('/api/admin/domains', { domain: 'Zürich.test', dkim: false })).status, 200);
+  const records = await admin.get(`/api/admin/domains/${enc('Zürich.Test')}/records`);
+  assert.deepEqual([records.status, records.json.domain], [200, 'xn--zrich-kva.test']);
+  assert.equal(records.json.records[0].name, 'xn--zrich-kva.test');
+  const uli = 'uli@xn--zrich-kva.test';
+  await addAccount(t.p.directory, uli);
+  const apps = await admin.get(`/api/admin/accounts/${enc('Uli@Zürich.test')}/app-passwords`);
+  assert.deepEqual([apps.status, apps.json.account], [200, uli]);
+});
+
 test(
   "the CLI's user passwd, lock and del end the account's webmail sessions",
   { timeout: 60_000 },
