@@ -1,3 +1,4 @@
+import { domainToUnicode } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { normalizeAddress, normalizeDomainArg, parseQuota } from '@mailyard/admin';
@@ -152,7 +153,10 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
         req.query,
       );
       const needle = q.q?.trim().toLowerCase();
-      const all = (await ops.listAccounts(q.domain)).filter((a) => !needle || a.address.includes(needle));
+      // an IDN is stored in ASCII, and found as the operator writes it too (zürich for xn--zrich-kva)
+      const matches = (address: string) =>
+        !needle || address.includes(needle) || unicodeAddress(address).toLowerCase().includes(needle);
+      const all = (await ops.listAccounts(q.domain)).filter((a) => matches(a.address));
       const page = all.slice(q.offset, q.offset + q.limit);
       const until = Date.now() + ctx.config.imap_timeout;
       const usage =
@@ -361,6 +365,12 @@ function notSelf(address: string, admin: string, what: string): void {
     return; // not an address: the operation refuses it with its own sentence
   }
   if (a === admin) throw errors.conflict(`You cannot ${what} the account you are logged in with`);
+}
+
+/** `local@xn--...` with its domain in Unicode (the address unchanged when it has no A-label). */
+function unicodeAddress(address: string): string {
+  const at = address.lastIndexOf('@');
+  return `${address.slice(0, at)}@${domainToUnicode(address.slice(at + 1)) || address.slice(at + 1)}`;
 }
 
 /** `fn` over `items`, at most `n` at once, results in order. */

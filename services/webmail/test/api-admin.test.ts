@@ -240,16 +240,31 @@ test(
   },
 );
 
-test('a domain or account named in Unicode is answered as it is stored', { timeout: 60_000 }, async () => {
-  assert.equal((await admin.post('/api/admin/domains', { domain: 'Zürich.test', dkim: false })).status, 200);
-  const records = await admin.get(`/api/admin/domains/${enc('Zürich.Test')}/records`);
-  assert.deepEqual([records.status, records.json.domain], [200, 'xn--zrich-kva.test']);
-  assert.equal(records.json.records[0].name, 'xn--zrich-kva.test');
-  const uli = 'uli@xn--zrich-kva.test';
-  await addAccount(t.p.directory, uli);
-  const apps = await admin.get(`/api/admin/accounts/${enc('Uli@Zürich.test')}/app-passwords`);
-  assert.deepEqual([apps.status, apps.json.account], [200, uli]);
-});
+test(
+  'a domain or account named in Unicode is answered as it is stored, and found',
+  { timeout: 60_000 },
+  async () => {
+    assert.equal(
+      (await admin.post('/api/admin/domains', { domain: 'Zürich.test', dkim: false })).status,
+      200,
+    );
+    const records = await admin.get(`/api/admin/domains/${enc('Zürich.Test')}/records`);
+    assert.deepEqual([records.status, records.json.domain], [200, 'xn--zrich-kva.test']);
+    assert.equal(records.json.records[0].name, 'xn--zrich-kva.test');
+    const uli = 'uli@xn--zrich-kva.test';
+    await addAccount(t.p.directory, uli);
+    const apps = await admin.get(`/api/admin/accounts/${enc('Uli@Zürich.test')}/app-passwords`);
+    assert.deepEqual([apps.status, apps.json.account], [200, uli]);
+    // found as the operator writes the domain, and as it is stored
+    for (const needle of ['ZÜRICH', 'uli@zür', 'xn--zrich']) {
+      const found = await admin.get('/api/admin/accounts' + q({ q: needle, usage: '0' }));
+      assert.deepEqual(
+        [needle, found.json.accounts.map((a: { address: string }) => a.address)],
+        [needle, [uli]],
+      );
+    }
+  },
+);
 
 test(
   "the CLI's user passwd, lock and del end the account's webmail sessions",
