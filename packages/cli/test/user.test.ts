@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Redis } from 'ioredis';
-import { REDIS_URL } from '@mailyard/testkit';
+import { REDIS_URL, waitFor } from '@mailyard/testkit';
 import { GOOD_PASSWORD, cliHarness } from './harness.js';
 
 const NEW_PASSWORD = 'another fine passphrase';
@@ -284,7 +284,12 @@ test('user lock refuses every login of the account until unlock; both are audite
   const cli = await withDomain(t);
   await cli.ok(['user', 'add', 'carol@example.org', '--password-stdin'], { input: GOOD_PASSWORD });
   assert.equal(await cli.ok(['user', 'lock', 'Carol@example.org']), 'locked account carol@example.org\n');
-  assert.ok((await cli.directory.accountRecord('carol@example.org'))?.locked);
+  const since = (await cli.directory.accountRecord('carol@example.org'))?.locked;
+  assert.ok(since);
+  // locked again, it is still locked since the first time
+  await waitFor(() => new Date().toISOString() !== since, { what: 'the clock past the lock' });
+  await cli.ok(['user', 'lock', 'carol@example.org']);
+  assert.equal((await cli.directory.accountRecord('carol@example.org'))?.locked, since);
   assert.equal(await cli.ok(['user', 'unlock', 'carol@example.org']), 'unlocked account carol@example.org\n');
   assert.equal((await cli.directory.accountRecord('carol@example.org'))?.locked, undefined);
   assert.deepEqual(await cli.run(['user', 'lock', 'nobody@example.org']), {

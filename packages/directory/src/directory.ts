@@ -254,7 +254,8 @@ export class Directory {
    */
   async setLocked(address: string, locked: boolean): Promise<string> {
     const a = await this.requireAccount(address);
-    if (locked) await this.redis.hset(`account:${a}`, 'locked', new Date().toISOString());
+    // locked again: it stays locked since the first time, which the console shows
+    if (locked) await this.redis.hsetnx(`account:${a}`, 'locked', new Date().toISOString());
     else await this.redis.hdel(`account:${a}`, 'locked');
     return a;
   }
