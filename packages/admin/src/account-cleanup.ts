@@ -39,6 +39,31 @@ export async function setPendingCleanup(redis: Redis, account: string, steps: re
   else await redis.hdel(CLEANUP_PENDING_KEY, account);
 }
 
+/**
+ * STRING `admin:account-deleting:<account>` → who deletes it, while a deletion runs: a
+ * second deletion of the account at the same time (two admins, a double click) would
+ * find its clean-up pending and run it again, audited again. It expires on its own, so
+ * a process that died holding it blocks no deletion for long.
+ */
+const deletingKey = (account: string) => `admin:account-deleting:${account}`;
+const DELETING_TTL_SECONDS = 120;
+
+/** Runs `fn` as the one deletion of `account` now; null, without running it, while another runs. */
+export async function asOnlyDeletion<T>(
+  redis: Redis,
+  account: string,
+  actor: string,
+  fn: () => Promise<T>,
+): Promise<T | null> {
+  const key = deletingKey(account);
+  if ((await redis.set(key, actor, 'EX', DELETING_TTL_SECONDS, 'NX')) !== 'OK') return null;
+  try {
+    return await fn();
+  } finally {
+    await redis.del(key).catch(() => undefined); // else it expires
+  }
+}
+
 /** The warning for steps left undone: one sentence, with what to run. */
 export function cleanupWarning(account: string, left: readonly CleanupStep[], cause: string): string {
   const parts = left.map((s) => CLEANUP_STEPS[s]);

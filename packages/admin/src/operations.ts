@@ -36,6 +36,7 @@ import { requiredRecords, type ClientEndpoints, type RequiredRecord } from './dn
 import { CleanupPendingError, DnsUnavailableError, OperationError } from './errors.js';
 import {
   CLEANUP_STEPS,
+  asOnlyDeletion,
   cleanupWarning,
   pendingCleanup,
   setPendingCleanup,
@@ -242,17 +243,24 @@ export class Operations {
    * quota, failed-login counts and out-of-office markers): a new account of the same
    * address starts with none of it, and the old app passwords, forwarding and choices
    * do not become the new owner's. A clean-up step that fails after the record is gone
-   * comes back as a warning, and delUser of the same address runs what is left.
+   * comes back as a warning, and delUser of the same address runs what is left. One
+   * deletion of an address runs at a time; another meanwhile is refused (duplicate).
    */
   async delUser(address: string): Promise<DeletedAccount> {
     const normalized = normalizeAddress(address);
+    const done = await asOnlyDeletion(this.redis, normalized, this.actor, () => this.deleteUser(normalized));
+    if (!done) throw new OperationError('duplicate', `account ${normalized} is being deleted already`);
+    return done;
+  }
+
+  private async deleteUser(normalized: string): Promise<DeletedAccount> {
     // the account is gone but an earlier deletion's clean-up is not done: finish it
     if (!(await this.directory.accountExists(normalized))) {
       const left = await pendingCleanup(this.redis, normalized);
       if (left)
         return { account: normalized, resumed: true, ...(await this.cleanUpAccount(normalized, left)) };
     }
-    const a = await this.checkAccount(address, 'present');
+    const a = await this.checkAccount(normalized, 'present');
     // recorded before the record goes: a clean-up that fails afterwards is still known
     const steps = Object.keys(CLEANUP_STEPS) as CleanupStep[];
     await setPendingCleanup(this.redis, a, steps);

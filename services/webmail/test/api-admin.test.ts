@@ -422,6 +422,31 @@ test(
   },
 );
 
+test('an account deleted twice at once is deleted, and audited, once', { timeout: 60_000 }, async () => {
+  const ivy = 'ivy@example.test';
+  for (let round = 0; round < 3; round++) {
+    await addAccount(t.p.directory, ivy);
+    const tries = await Promise.all(
+      [1, 2, 3].map(() => admin.req('DELETE', `/api/admin/accounts/${enc(ivy)}`)),
+    );
+    assert.deepEqual(
+      tries.map((r) => r.status).filter((s) => s === 200),
+      [200],
+      JSON.stringify(tries.map((r) => r.json)),
+    );
+    for (const r of tries.filter((r) => r.status !== 200))
+      assert.match(
+        `${r.status} ${r.json.message}`,
+        /^(409 Account ivy@example\.test is being deleted already|404 Account ivy@example\.test does not exist)$/,
+      );
+    const audit = (await admin.get('/api/admin/audit?limit=20')).json.entries as {
+      action: string;
+      target: string;
+    }[];
+    assert.equal(audit.filter((e) => e.action === 'account.del' && e.target === ivy).length, round + 1);
+  }
+});
+
 test('unlock also lifts the locks of failed logins', { timeout: 60_000 }, async () => {
   const gail = 'gail@example.test';
   await addAccount(t.p.directory, gail);
