@@ -345,11 +345,14 @@ export class Directory {
       }
       if ((await this.redis.scard(`alias:${src}`)) > 0) return this.changed();
     }
-    await this.redis
+    const res = await this.redis
       .multi()
       .del(`alias:${src}`)
       .srem(`aliases:${src.split('@')[1]}`, src)
       .exec();
+    // deleted meanwhile by another request: that one deleted it, this one did nothing
+    // (a last target's removal empties the set, which Redis deletes with it)
+    if (!target && res?.[0]?.[1] === 0) throw new DirectoryError('not_found', `alias ${src} does not exist`);
     await this.changed();
   }
 

@@ -39,6 +39,7 @@ before(async () => {
 });
 after(() => t?.close());
 const client = () => new WebClient(t.webmail.port, t.ca);
+type AuditRow = { action: string; target: string };
 const enc = encodeURIComponent;
 
 test(
@@ -439,11 +440,23 @@ test('an account deleted twice at once is deleted, and audited, once', { timeout
         `${r.status} ${r.json.message}`,
         /^(409 Account ivy@example\.test is being deleted already|404 Account ivy@example\.test does not exist)$/,
       );
-    const audit = (await admin.get('/api/admin/audit?limit=20')).json.entries as {
-      action: string;
-      target: string;
-    }[];
+    const audit = (await admin.get('/api/admin/audit?limit=20')).json.entries as AuditRow[];
     assert.equal(audit.filter((e) => e.action === 'account.del' && e.target === ivy).length, round + 1);
+  }
+});
+
+test('an alias deleted twice at once is deleted, and audited, once', { timeout: 60_000 }, async () => {
+  const source = 'twice@example.test';
+  for (let round = 0; round < 3; round++) {
+    assert.equal((await admin.post('/api/admin/aliases', { source, targets: [BOB] })).status, 200);
+    const tries = await Promise.all([1, 2, 3].map(() => admin.post('/api/admin/aliases/delete', { source })));
+    assert.deepEqual(tries.map((r) => `${r.status} ${r.json.message ?? ''}`).sort(), [
+      '200 ',
+      '404 Alias twice@example.test does not exist',
+      '404 Alias twice@example.test does not exist',
+    ]);
+    const audit = (await admin.get('/api/admin/audit?limit=20')).json.entries as AuditRow[];
+    assert.equal(audit.filter((e) => e.action === 'alias.del' && e.target === source).length, round + 1);
   }
 });
 
