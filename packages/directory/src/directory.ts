@@ -177,7 +177,9 @@ export class Directory {
         `domain ${d} still has ${plural(accounts, 'account')} and ${plural(aliases, 'alias', 'aliases')}; delete them first`,
       );
     }
-    await this.redis.srem('domains', d);
+    // deleted meanwhile by another request: that one deleted it
+    if (!(await this.redis.srem('domains', d)))
+      throw new DirectoryError('unknown_domain', `domain ${d} does not exist`);
     await this.changed();
   }
 

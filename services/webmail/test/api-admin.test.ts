@@ -26,7 +26,7 @@ import {
   webmailOnStallableImap,
   type WebmailTestbed,
 } from './webmail-harness.js';
-import { WebClient, q } from './web-client.js';
+import { WebClient, q, type WebResponse } from './web-client.js';
 import type { AdminDeadLetter } from '../src/admin-api-types.js';
 
 let t: WebmailTestbed;
@@ -445,19 +445,51 @@ test('an account deleted twice at once is deleted, and audited, once', { timeout
   }
 });
 
-test('an alias deleted twice at once is deleted, and audited, once', { timeout: 60_000 }, async () => {
-  const source = 'twice@example.test';
+/**
+ * Three deletions of the same thing at once, in three rounds: one deletes it, the others
+ * are told it does not exist (`gone`), and the audit log has one `action` a round.
+ */
+async function deletedOnceAtOnce(opts: {
+  create: () => Promise<WebResponse>;
+  del: () => Promise<WebResponse>;
+  action: string;
+  target: string;
+  gone: string;
+}): Promise<void> {
   for (let round = 0; round < 3; round++) {
-    assert.equal((await admin.post('/api/admin/aliases', { source, targets: [BOB] })).status, 200);
-    const tries = await Promise.all([1, 2, 3].map(() => admin.post('/api/admin/aliases/delete', { source })));
+    assert.equal((await opts.create()).status, 200);
+    const tries = await Promise.all([1, 2, 3].map(() => opts.del()));
     assert.deepEqual(tries.map((r) => `${r.status} ${r.json.message ?? ''}`).sort(), [
       '200 ',
-      '404 Alias twice@example.test does not exist',
-      '404 Alias twice@example.test does not exist',
+      `404 ${opts.gone}`,
+      `404 ${opts.gone}`,
     ]);
     const audit = (await admin.get('/api/admin/audit?limit=20')).json.entries as AuditRow[];
-    assert.equal(audit.filter((e) => e.action === 'alias.del' && e.target === source).length, round + 1);
+    const found = audit.filter((e) => e.action === opts.action && e.target === opts.target);
+    assert.equal(found.length, round + 1);
   }
+}
+
+test('an alias deleted twice at once is deleted, and audited, once', { timeout: 60_000 }, async () => {
+  const source = 'twice@example.test';
+  await deletedOnceAtOnce({
+    create: () => admin.post('/api/admin/aliases', { source, targets: [BOB] }),
+    del: () => admin.post('/api/admin/aliases/delete', { source }),
+    action: 'alias.del',
+    target: source,
+    gone: `Alias ${source} does not exist`,
+  });
+});
+
+test('a domain deleted twice at once is deleted, and audited, once', { timeout: 60_000 }, async () => {
+  const domain = 'twice.test';
+  await deletedOnceAtOnce({
+    create: () => admin.post('/api/admin/domains', { domain, dkim: false }),
+    del: () => admin.req('DELETE', `/api/admin/domains/${domain}`),
+    action: 'domain.del',
+    target: domain,
+    gone: `Domain ${domain} does not exist`,
+  });
 });
 
 test('unlock also lifts the locks of failed logins', { timeout: 60_000 }, async () => {
