@@ -288,6 +288,26 @@ test(
   },
 );
 
+test(
+  'as admin: deleting the only account of the last page goes back a page',
+  { timeout: 120_000 },
+  async () => {
+    const names = Array.from({ length: 26 }, (_, i) => `page${String(i + 1).padStart(2, '0')}@example.test`);
+    for (const a of names) await addAccount(t.p.directory, a);
+    await inConsole('Accounts', async (page) => {
+      page.on('dialog', (d) => void d.accept());
+      await page.getByLabel('Find an account').fill('page');
+      await page.getByRole('button', { name: 'Find' }).click();
+      await page.getByText('1–25 of 26').waitFor({ timeout: 10_000 });
+      await page.getByRole('button', { name: 'Next' }).click();
+      await page.getByText('26–26 of 26').waitFor({ timeout: 10_000 });
+      await page.getByRole('button', { name: 'Delete page26@example.test' }).click();
+      await page.getByText('1–25 of 25').waitFor({ timeout: 10_000 });
+      await page.getByRole('button', { name: 'Delete page25@example.test' }).waitFor({ timeout: 10_000 });
+    });
+  },
+);
+
 test('a user without the admin role sees no Admin entry', { timeout: 120_000 }, async () => {
   const browser = await launchBrowser();
   try {

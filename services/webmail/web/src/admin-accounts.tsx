@@ -1,5 +1,5 @@
 // Accounts (quota and usage, lock, two-factor, app passwords) and aliases.
-import { useRef, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { admin, type AdminAccount, type AdminAppPassword } from './admin-api.ts';
 import { Card, LoadError, Outcome, useAction, useLoad, when } from './admin-ui.tsx';
 import { formatSize } from './format.ts';
@@ -18,6 +18,10 @@ export function AccountsPage(props: { me: string }) {
   const [q, setQ] = useState('');
   const [offset, setOffset] = useState(0);
   const { data, error, reload } = useLoad(() => admin.accounts({ q, offset, limit: PAGE }), [q, offset]);
+  // the last account of the last page deleted: that page is gone, show the one before
+  useEffect(() => {
+    if (data && !data.accounts.length && offset > 0) setOffset(Math.max(0, offset - PAGE));
+  }, [data]);
   const act = useAction();
   const [apps, setApps] = useState<{ account: string; list: AdminAppPassword[] } | null>(null);
   const search = useRef<HTMLInputElement>(null);
