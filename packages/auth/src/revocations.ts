@@ -14,11 +14,12 @@ export function revokedChannel(redis: Redis): string {
  * checked against its stored record.
  */
 export async function announceRevocation(redis: Redis, account: string, name?: string): Promise<void> {
-  await redis.publish(
-    revokedChannel(redis),
-    JSON.stringify({ account: account.toLowerCase(), ...(name !== undefined ? { name } : {}) }),
-  );
+  await redis.publish(revokedChannel(redis), revocationMessage(account, name));
 }
+
+/** What announceRevocation publishes, for a MULTI that announces with the change itself. */
+export const revocationMessage = (account: string, name?: string): string =>
+  JSON.stringify({ account: account.toLowerCase(), ...(name !== undefined ? { name } : {}) });
 
 /** The set of an account's webmail session keys (the webmail's SessionStore keeps it). */
 export const webmailSessionsKey = (account: string) => `webmail:sessions:${account}`;

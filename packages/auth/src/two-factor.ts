@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { generateSecret, generateURI, verify as verifyTotp } from 'otplib';
 import type { LoginGuard } from './lockout.js';
-import { announceRevocation } from './revocations.js';
+import { revocationMessage, revokedChannel } from './revocations.js';
 
 /** How many recovery codes enrolment hands out; each works once. */
 export const RECOVERY_CODES = 10;
@@ -107,14 +107,16 @@ export class TwoFactor {
     const codes = Array.from({ length: RECOVERY_CODES }, () =>
       [...randomBytes(10)].map((b) => RECOVERY_ALPHABET[b % RECOVERY_ALPHABET.length]).join(''),
     );
+    // the IMAP, POP3 and submission sessions that logged in with the password end,
+    // everywhere: announced with the change, so that two-factor is never on while the
+    // codes, kept only as hashes, go unshown for a failed announcement
     await this.redis
       .multi()
       .hset(`account:${a}`, 'totp', secret)
       .del(`totp:recovery:${a}`, `totp:pending:${a}`)
       .sadd(`totp:recovery:${a}`, ...codes.map(sha256))
+      .publish(revokedChannel(this.redis), revocationMessage(a))
       .exec();
-    // the IMAP, POP3 and submission sessions that logged in with the password end, everywhere
-    await announceRevocation(this.redis, a);
     return codes.map((c) => `${c.slice(0, 5)}-${c.slice(5)}`);
   }
 
