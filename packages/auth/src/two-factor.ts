@@ -129,7 +129,7 @@ export class TwoFactor {
     await this.redis
       .multi()
       .hdel(`account:${a}`, 'totp')
-      .del(`totp:recovery:${a}`, `totp:pending:${a}`, `totp:fail:${a}`, `totp:fail-cap:${a}`)
+      .del(...twoFactorKeys(a))
       .exec();
   }
 
