@@ -191,14 +191,24 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     };
   });
 
-  /** The first code from the app turns two-factor on; the recovery codes are shown this once. */
-  app.post('/api/account/two-factor/confirm', async (req) => {
-    const { account } = sessionOf(req);
+  /**
+   * The first code from the app turns two-factor on; the recovery codes are shown this
+   * once. As after a password change, this session goes on under a new id and token and
+   * the account's other webmail sessions end: they passed with the password alone.
+   */
+  app.post('/api/account/two-factor/confirm', async (req, reply) => {
+    const session = sessionOf(req);
+    const { account } = session;
     const { code } = parse(codeSchema, req.body);
     const codes = await twoFactor().confirm(account, code);
     if (!codes) throw errors.invalidCode();
-    logger.info({ account }, 'two-factor login turned on');
-    return { recoveryCodes: codes };
+    const fresh = await ctx.sessions.rotate(req.sessionId!, session);
+    const ended = await ctx.sessions.destroyAll(account, fresh?.id);
+    logger.info({ account, ended }, 'two-factor login turned on');
+    // this session ended meanwhile: the codes are still shown, the next request logs in
+    if (!fresh) return { recoveryCodes: codes };
+    void reply.setCookie(SESSION_COOKIE, fresh.id, COOKIE_OPTIONS);
+    return { recoveryCodes: codes, csrf: fresh.session.csrf };
   });
 
   /** Turning it off asks for the password again (a session left open must not do it). */

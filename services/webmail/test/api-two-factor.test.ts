@@ -43,6 +43,7 @@ async function enrol(account: string): Promise<{ c: WebClient; secret: string; r
   assert.deepEqual([wrong.status, wrong.json.error], [401, 'invalid_code']);
   const ok = await c.post('/api/account/two-factor/confirm', { code: await code(secret) });
   assert.equal(ok.status, 200, ok.text);
+  c.csrf = ok.json.csrf;
   return { c, secret, recovery: ok.json.recoveryCodes };
 }
 
@@ -124,6 +125,32 @@ describe('two-factor login', () => {
       // the account page says it is on
       const info = await c.get('/api/account');
       assert.deepEqual(info.json.twoFactor, { available: true, enabled: true, recoveryCodesLeft: 10 });
+    },
+  );
+
+  test(
+    "turning two-factor on ends the account's other webmail sessions; this one goes on, renewed",
+    { timeout: 60_000 },
+    async () => {
+      const account = 'tf-web@example.test';
+      await addAccount(t.p.directory, account);
+      // a session of the password alone elsewhere (perhaps whoever made the owner enrol)
+      const other = client();
+      assert.equal((await other.login(account)).status, 200);
+      assert.equal((await other.get('/api/folders')).status, 200);
+      const c = client();
+      assert.equal((await c.login(account)).status, 200);
+      const oldCookie = [...c.cookies.values()].join();
+      const begin = await c.post('/api/account/two-factor/begin', { password: PASSWORD });
+      nextStep();
+      const ok = await c.post('/api/account/two-factor/confirm', { code: await code(begin.json.secret) });
+      assert.equal(ok.status, 200, ok.text);
+      assert.equal(ok.json.recoveryCodes.length, 10);
+      assert.notEqual([...c.cookies.values()].join(), oldCookie, 'a new session id');
+      c.csrf = ok.json.csrf;
+      assert.equal((await c.get('/api/folders')).status, 200, 'this session goes on');
+      assert.equal((await c.get('/api/account')).json.twoFactor.enabled, true);
+      assert.equal((await other.get('/api/folders')).json.error, 'not_logged_in');
     },
   );
 
@@ -260,7 +287,8 @@ describe('two-factor login', () => {
         '421 4.7.0 Error: two-factor login was turned on: log in with an app password, closing connection',
       );
       assert.equal(await held.alive('phone'), true);
-      assert.equal((await c.get('/api/account')).status, 200);
+      // a webmail session of the password alone, other than the one that turned it on, too
+      assert.equal((await c.get('/api/account')).json.error, 'not_logged_in');
     },
   );
 });
@@ -273,5 +301,6 @@ async function enrolExisting(account: string) {
   nextStep();
   const ok = await c.post('/api/account/two-factor/confirm', { code: await code(begin.json.secret) });
   assert.equal(ok.status, 200, ok.text);
+  c.csrf = ok.json.csrf;
   return { c };
 }

@@ -179,8 +179,16 @@ export const api = {
   account: () => call<AccountInfo>('GET', '/api/account'),
   twoFactorBegin: (password: string) =>
     call<TwoFactorEnrolment>('POST', '/api/account/two-factor/begin', { password }),
-  twoFactorConfirm: (code: string) =>
-    call<{ recoveryCodes: string[] }>('POST', '/api/account/two-factor/confirm', { code }),
+  /** The session goes on under a new cookie and CSRF token; the account's others end. */
+  twoFactorConfirm: async (code: string) => {
+    const res = await call<{ recoveryCodes: string[]; csrf?: string }>(
+      'POST',
+      '/api/account/two-factor/confirm',
+      { code },
+    );
+    if (res.csrf) setCsrf(res.csrf);
+    return res;
+  },
   twoFactorDisable: (password: string) =>
     call<{ enabled: false }>('POST', '/api/account/two-factor/disable', { password }),
   appPasswords: () => call<{ appPasswords: AppPassword[] }>('GET', '/api/account/app-passwords'),
