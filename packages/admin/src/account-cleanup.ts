@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { withScanLease } from '@mailyard/queue-admin/scan-lease';
 
 /**
  * The steps of `user del` that follow the removal of the account's record, named as a
@@ -40,27 +41,26 @@ export async function setPendingCleanup(redis: Redis, account: string, steps: re
 }
 
 /**
- * STRING `admin:account-deleting:<account>` → who deletes it, while a deletion runs: a
- * second deletion of the account at the same time (two admins, a double click) would
- * find its clean-up pending and run it again, audited again. It expires on its own, so
- * a process that died holding it blocks no deletion for long.
+ * STRING `admin:account-deleting:<account>`, a lease held while a deletion runs: a second
+ * deletion of the account at the same time (two admins, a double click) would find its
+ * clean-up pending and run it again, audited again. The lease is renewed while the
+ * deletion runs (its clean-up scans the whole keyspace, which may take long) and only its
+ * holder lets go of it; a process that died holding it blocks no deletion for long.
  */
 const deletingKey = (account: string) => `admin:account-deleting:${account}`;
-const DELETING_TTL_SECONDS = 120;
 
 /** Runs `fn` as the one deletion of `account` now; null, without running it, while another runs. */
 export async function asOnlyDeletion<T>(
   redis: Redis,
   account: string,
-  actor: string,
   fn: () => Promise<T>,
 ): Promise<T | null> {
-  const key = deletingKey(account);
-  if ((await redis.set(key, actor, 'EX', DELETING_TTL_SECONDS, 'NX')) !== 'OK') return null;
+  const busy = new Error(`a deletion of ${account} runs already`);
   try {
-    return await fn();
-  } finally {
-    await redis.del(key).catch(() => undefined); // else it expires
+    return await withScanLease(redis, () => busy, fn, 0, deletingKey(account));
+  } catch (err) {
+    if (err === busy) return null;
+    throw err;
   }
 }
 

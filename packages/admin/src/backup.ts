@@ -63,6 +63,7 @@ interface RedisRecord {
  * name instances, locks and web sessions that do not exist where it is restored.
  */
 const RUNTIME_KEYS = [
+  /^admin:account-deleting:/,
   /^policy:engine-config$/,
   /^pop3:lock:/,
   /^outbound:slots?:/,

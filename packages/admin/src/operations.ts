@@ -248,7 +248,7 @@ export class Operations {
    */
   async delUser(address: string): Promise<DeletedAccount> {
     const normalized = normalizeAddress(address);
-    const done = await asOnlyDeletion(this.redis, normalized, this.actor, () => this.deleteUser(normalized));
+    const done = await asOnlyDeletion(this.redis, normalized, () => this.deleteUser(normalized));
     if (!done) throw new OperationError('duplicate', `account ${normalized} is being deleted already`);
     return done;
   }
