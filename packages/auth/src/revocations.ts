@@ -128,6 +128,8 @@ export class CredentialRevocations {
   private readonly watched = new Map<string, Set<Watch>>();
   /** Accounts whose check failed, with the timer of the next one. */
   private readonly rechecks = new Map<string, NodeJS.Timeout>();
+  /** Accounts whose checks fail since the failure told of (once, not at every recheck). */
+  private readonly failing = new Set<string>();
   private sub: Redis | null = null;
 
   constructor(
@@ -172,6 +174,7 @@ export class CredentialRevocations {
     this.watched.clear();
     for (const timer of this.rechecks.values()) clearTimeout(timer);
     this.rechecks.clear();
+    this.failing.clear();
   }
 
   /** Calls `onEnded` once the credential this session logged in with no longer holds; returns the unwatch function. */
@@ -198,7 +201,10 @@ export class CredentialRevocations {
    */
   private async verify(account: string, name?: unknown): Promise<void> {
     const set = this.watched.get(account);
-    if (!set?.size) return;
+    if (!set?.size) {
+      this.failing.delete(account);
+      return;
+    }
     const concerned = [...set].filter((w) => name === undefined || w.credential.appPassword?.name === name);
     if (!concerned.length) return;
     let record: Record<string, string>;
@@ -210,7 +216,10 @@ export class CredentialRevocations {
         needApps ? this.appPasswords.records(account) : Promise.resolve({}),
       ]);
     } catch (err) {
-      this.onError(err);
+      // once per account and outage: a recheck every RECHECK_MS of every account with a
+      // session would flood the log while Redis fails
+      if (!this.failing.has(account)) this.onError(err);
+      this.failing.add(account);
       // every session of the account: a later announcement may be missed the same way
       if (!this.rechecks.has(account))
         this.rechecks.set(
@@ -222,6 +231,7 @@ export class CredentialRevocations {
         );
       return;
     }
+    this.failing.delete(account);
     for (const w of concerned) {
       const reason = endReason(w.credential, record, apps);
       if (!reason) continue;

@@ -41,7 +41,10 @@ export function defaultDeps(config: MsaConfig, rt: Runtime, parts: MsaParts = {}
       history: new LoginHistory(rt.redis),
     }),
     revocations: new CredentialRevocations(rt.redis, appPasswords, (err) =>
-      rt.logger.warn({ err }, 'app password revocations not checked'),
+      rt.logger.warn(
+        { err },
+        'credential changes not checked: sessions are checked again when Redis answers',
+      ),
     ),
     serviceAuth: createServiceAuthorizer({ directory, guard, login: serviceLoginFromConfig(config) }),
     resolver: rt.resolver,

@@ -40,7 +40,10 @@ export function defaultDeps(config: RetrievalConfig, rt: Runtime, parts: Retriev
       cache: new CredentialCache({ ttlMs: config.auth_cache_ttl, maxEntries: config.auth_cache_size }),
     }),
     revocations: new CredentialRevocations(rt.redis, appPasswords, (err) =>
-      rt.logger.warn({ err }, 'app password revocations not checked'),
+      rt.logger.warn(
+        { err },
+        'credential changes not checked: sessions are checked again when Redis answers',
+      ),
     ),
     serviceAuth: createServiceAuthorizer({ directory, guard, login: serviceLoginFromConfig(config) }),
     logger: rt.logger,
