@@ -1,4 +1,4 @@
-import { type Directory, DirectoryError } from '@mailyard/directory';
+import { accountAddress, type Directory, DirectoryError } from '@mailyard/directory';
 import { normalizeDomain, parseMailAddress } from '@mailyard/smtp-core';
 
 // The directory normalises and checks addresses itself when it writes; these helpers
@@ -7,10 +7,9 @@ import { normalizeDomain, parseMailAddress } from '@mailyard/smtp-core';
 
 /** `local@domain` lower-cased with the domain in ASCII, or an invalid_address error. */
 export function normalizeAddress(address: string): string {
-  const p = parseMailAddress(address);
-  if (!p.ok || p.value.domain.startsWith('['))
-    throw new DirectoryError('invalid_address', `"${address}" is not a valid address`);
-  return `${p.value.local.toLowerCase()}@${p.value.domain}`;
+  const a = accountAddress(address);
+  if (!a) throw new DirectoryError('invalid_address', `"${address}" is not a valid address`);
+  return a;
 }
 
 /** An alias target: any valid address, local or external, as the directory stores it. */

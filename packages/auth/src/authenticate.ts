@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { AccountRecord, Directory } from '@mailyard/directory';
+import { accountAddress, type AccountRecord, type Directory } from '@mailyard/directory';
 import type { AppPasswords } from './app-passwords.js';
 import type { CachedCredential, CredentialCache } from './credential-cache.js';
 import type { LoginGuard } from './lockout.js';
@@ -108,7 +108,8 @@ export function createAuthenticator(deps: {
 
   const check = async (req: AuthRequest): Promise<AuthResult> => {
     const { ip, password } = req;
-    const user = req.username.trim().toLowerCase();
+    // the account as it was created: a login may spell an IDN domain in Unicode
+    const user = accountAddress(req.username) ?? req.username.trim().toLowerCase();
     const verdict = await guard.check(ip, user);
     if (verdict.verdict === 'refuse')
       return { ok: false, reason: 'locked', retryAfterSeconds: verdict.retryAfterSeconds };

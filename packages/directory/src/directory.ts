@@ -26,6 +26,17 @@ export class DirectoryUnavailableError extends Error {
   }
 }
 
+/**
+ * An address as the directory stores an account under it: the local part lower-cased,
+ * the domain in lower-case ASCII (`Jürgen@Bücher.test` is `jürgen@xn--bcher-kva.test`);
+ * null when it is not an address an account can have (invalid, or an address literal).
+ */
+export function accountAddress(address: string): string | null {
+  const p = parseMailAddress(address);
+  if (!p.ok || p.value.domain.startsWith('[')) return null;
+  return `${p.value.local.toLowerCase()}@${p.value.domain}`;
+}
+
 /** A Redis read whose failure is a DirectoryUnavailableError. */
 function read<T>(p: Promise<T>): Promise<T> {
   return p.catch((err: unknown) => {
@@ -185,16 +196,16 @@ export class Directory {
 
   // ---- accounts
   private async localAddress(address: string): Promise<string> {
-    const p = parseMailAddress(address);
-    if (!p.ok || p.value.domain.startsWith('['))
-      throw new DirectoryError('invalid_address', `"${address}" is not a valid address`);
-    if (!(await this.isLocalDomain(p.value.domain))) {
+    const a = accountAddress(address);
+    if (!a) throw new DirectoryError('invalid_address', `"${address}" is not a valid address`);
+    const domain = a.slice(a.lastIndexOf('@') + 1);
+    if (!(await this.isLocalDomain(domain))) {
       throw new DirectoryError(
         'unknown_domain',
-        `domain ${p.value.domain} is not a local domain (add it with: mailyard domain add ${p.value.domain})`,
+        `domain ${domain} is not a local domain (add it with: mailyard domain add ${domain})`,
       );
     }
-    return `${p.value.local.toLowerCase()}@${p.value.domain}`;
+    return a;
   }
 
   async addUser(address: string, password: string): Promise<string> {

@@ -10,6 +10,7 @@ import { addAccount } from '../../../test/harness.js';
 import { RawImap } from '../../retrieval/test/raw-imap.js';
 import { ALICE, BOB, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 import { WebClient, openEvents, q, type EventStream } from './web-client.js';
+import { imapLogin } from './mail-clients.js';
 import { STREAMS_PER_SESSION } from '../src/routes-events.js';
 
 let t: WebmailTestbed;
@@ -43,6 +44,20 @@ describe('login', () => {
     // nothing of the password is in what the browser keeps
     assert.ok(!JSON.stringify([...c.cookies.values()]).includes(PASSWORD));
   });
+
+  test(
+    'an account in an IDN domain logs in with the domain in Unicode or ASCII, here and in IMAP',
+    { timeout: 30_000 },
+    async () => {
+      const account = 'jürgen@xn--bcher-kva.test';
+      await addAccount(t.p.directory, 'jürgen@bücher.test');
+      for (const spelling of ['jürgen@bücher.test', 'Jürgen@BÜCHER.test', account]) {
+        const res = await client().login(spelling);
+        assert.deepEqual([res.status, res.json.account], [200, account], spelling);
+      }
+      assert.equal(await imapLogin(t, 'jürgen@bücher.test', PASSWORD), true);
+    },
+  );
 
   test(
     'a wrong password, an unknown account and bad input get clear answers',

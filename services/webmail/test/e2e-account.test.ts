@@ -232,3 +232,20 @@ test(
     }
   },
 );
+
+test(
+  'an account with a UTF-8 local part in an IDN domain logs in as its name is written',
+  { timeout: 120_000 },
+  async () => {
+    await addAccount(t.p.directory, 'jürgen@bücher.test');
+    const browser = await launchBrowser();
+    const errors: string[] = [];
+    try {
+      const page = await accountPage(browser.context, 'jürgen@bücher.test', errors);
+      await page.getByRole('heading', { name: 'Two-factor login' }).waitFor();
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  },
+);

@@ -72,7 +72,10 @@ export function Login(props: {
             <input
               id="username"
               ref={user}
-              type="email"
+              // text, not email: Chromium refuses a UTF-8 local part or a Unicode domain,
+              // both of which an account can have (RFC 6531)
+              type="text"
+              inputMode="email"
               autoComplete="username"
               required
               autoFocus
