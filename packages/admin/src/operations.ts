@@ -403,12 +403,16 @@ export class Operations {
 
   // ---- aliases and catch-alls
 
-  async addAlias(source: string, targets: string[]): Promise<{ source: string; targets: string[] }> {
-    const src = await this.directory.addAlias(source, targets);
+  /** Adds targets to an alias: `added`, each once, and `targets`, all the alias now delivers to. */
+  async addAlias(
+    source: string,
+    targets: string[],
+  ): Promise<{ source: string; targets: string[]; added: string[] }> {
+    const alias = await this.directory.addAlias(source, targets);
     // each once: `Bob@x bob@x` are one target of the set, and are said and audited as one
-    const tgts = [...new Set(targets.map(normalizeTarget))];
-    await this.log('alias.add', src, { targets: tgts });
-    return { source: src, targets: tgts };
+    const added = [...new Set(targets.map(normalizeTarget))];
+    await this.log('alias.add', alias.source, { targets: added });
+    return { ...alias, added };
   }
 
   async delAlias(source: string, target?: string): Promise<{ source: string; target?: string }> {

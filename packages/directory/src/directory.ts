@@ -320,7 +320,8 @@ export class Directory {
   }
 
   // ---- aliases and catch-all
-  async addAlias(source: string, targets: string[]): Promise<string> {
+  /** Adds targets to those the alias has; returns the alias with every target it now has. */
+  async addAlias(source: string, targets: string[]): Promise<{ source: string; targets: string[] }> {
     let src: string;
     if (source.startsWith('@')) {
       const d = normalizeDomain(source.slice(1));
@@ -339,13 +340,15 @@ export class Directory {
       if (!p.ok) throw new DirectoryError('invalid_address', `"${t}" is not a valid address`);
       return p.value.address.toLowerCase();
     });
-    await this.redis
-      .multi()
-      .sadd(`alias:${src}`, ...normalized)
-      .sadd(`aliases:${src.split('@')[1]}`, src)
-      .exec();
+    const res = await answers(
+      this.redis
+        .multi()
+        .sadd(`alias:${src}`, ...normalized)
+        .sadd(`aliases:${src.split('@')[1]}`, src)
+        .smembers(`alias:${src}`),
+    );
     await this.changed();
-    return src;
+    return { source: src, targets: (res[2] as string[]).sort() };
   }
 
   async delAlias(source: string, target?: string): Promise<void> {

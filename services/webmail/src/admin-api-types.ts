@@ -63,6 +63,11 @@ export interface AdminAlias {
   targets: string[];
 }
 
+/** The answer to an alias add: `targets` are all it delivers to now, `added` those the add named. */
+export interface AdminAliasAdded extends AdminAlias {
+  added: string[];
+}
+
 export interface AdminAppPassword {
   name: string;
   created: string;

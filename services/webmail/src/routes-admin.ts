@@ -5,6 +5,7 @@ import { normalizeAddress, normalizeDomainArg, parseQuota } from '@mailyard/admi
 import type {
   AdminAccount,
   AdminAlias,
+  AdminAliasAdded,
   AdminAppPassword,
   AdminAuditPage,
   AdminDkimKey,
@@ -263,7 +264,7 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
 
   app.post(
     '/api/admin/aliases',
-    adminRoute(ctx, async (req, { ops }): Promise<AdminAlias> => {
+    adminRoute(ctx, async (req, { ops }): Promise<AdminAliasAdded> => {
       const body = parse(
         z.object({
           source: aliasSource,

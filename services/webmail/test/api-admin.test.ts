@@ -503,7 +503,10 @@ test('unlock also lifts the locks of failed logins', { timeout: 60_000 }, async 
 
 test('aliases and catch-alls, a user’s app passwords', { timeout: 60_000 }, async () => {
   const add = await admin.post('/api/admin/aliases', { source: 'info@example.test', targets: [BOB] });
-  assert.deepEqual(add.json, { source: 'info@example.test', targets: [BOB] });
+  assert.deepEqual(add.json, { source: 'info@example.test', targets: [BOB], added: [BOB] });
+  // the answer names every target the alias delivers to now, not only those just added
+  const more = await admin.post('/api/admin/aliases', { source: 'INFO@example.test', targets: [ALICE] });
+  assert.deepEqual(more.json, { source: 'info@example.test', targets: [ALICE, BOB], added: [ALICE] });
   assert.equal(
     (await admin.post('/api/admin/aliases', { source: '@example.test', targets: [ALICE] })).status,
     200,

@@ -12,7 +12,7 @@ export function registerAliasCommands(program: Command, ctx: CommandContext): vo
     .action((source: string, targets: string[]) =>
       ctx.withOperations(async (ops) => {
         const added = await ops.addAlias(source, targets);
-        ctx.print(`added alias ${added.source} -> ${added.targets.join(', ')}`);
+        ctx.print(`added alias ${added.source} -> ${added.added.join(', ')}`);
       }),
     );
 

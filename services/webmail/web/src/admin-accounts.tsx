@@ -245,10 +245,9 @@ export function AliasesPage() {
       const res = await admin.addAlias(source.current!.value.trim(), list);
       source.current!.value = '';
       targets.current!.value = '';
-      // the targets are added to those it had: say all it delivers to now, not only the new ones
-      const now = (await admin.aliases()).aliases.find((a) => a.source === res.source);
       await reload();
-      return `${res.source} now delivers to ${(now?.targets ?? res.targets).join(', ')}`;
+      // the targets are added to those it had: the answer names all it delivers to now
+      return `${res.source} now delivers to ${res.targets.join(', ')}`;
     });
   };
   const remove = (src: string, target?: string) =>

@@ -2,6 +2,7 @@
 import type {
   AdminAccount,
   AdminAlias,
+  AdminAliasAdded,
   AdminAppPassword,
   AdminAuditPage,
   AdminDeadLetter,
@@ -22,6 +23,7 @@ import { call, qs } from './api.ts';
 export type {
   AdminAccount,
   AdminAlias,
+  AdminAliasAdded,
   AdminAppPassword,
   AdminAuditEntry,
   AdminDeadLetter,
@@ -69,7 +71,7 @@ export const admin = {
 
   aliases: () => call<{ aliases: AdminAlias[] }>('GET', '/api/admin/aliases'),
   addAlias: (source: string, targets: string[]) =>
-    call<AdminAlias>('POST', '/api/admin/aliases', { source, targets }),
+    call<AdminAliasAdded>('POST', '/api/admin/aliases', { source, targets }),
   delAlias: (source: string, target?: string) =>
     call<{ deleted: unknown }>('POST', '/api/admin/aliases/delete', {
       source,
