@@ -4,9 +4,6 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { ImapFlow } from 'imapflow';
 import { after, before, test } from 'node:test';
-import { Bus, DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS, outboundDelayQueueSpec } from '@mailyard/bus';
-import { createLogger } from '@mailyard/observability';
-import { DeferredIndex } from '@mailyard/queue-admin';
 import { freePort, queueDepth, unreachableRedis, waitFor } from '@mailyard/testkit';
 import { newQueueId } from '@mailyard/smtp-core';
 import { Directory } from '@mailyard/directory';
@@ -15,7 +12,7 @@ import { addAccount } from '../../../test/harness.js';
 import { MailRules } from '@mailyard/mail-rules';
 import { sendRaw } from '../../retrieval/test/helpers.js';
 import { imapLogin as imapLoginAs } from './mail-clients.js';
-import { deadMail, deadMessage, queueIdsIn, testBus } from './dead-letters.js';
+import { DEFERRED_QUEUE, deadMail, deadMessage, deferredMail, queueIdsIn, testBus } from './dead-letters.js';
 import { newsletter } from './messages.js';
 import {
   ALICE,
@@ -748,41 +745,11 @@ test(
   { timeout: 60_000 },
   async () => {
     // deferred as outbound-relay defers: into a delay queue (the longest, so it stays there), and indexed
-    const bus = new Bus({ url: t.p.env.AMQP_URL!, logger: createLogger('test', 'silent'), name: 'test' });
-    bus.start();
-    await bus.waitConnected(10_000);
-    const delay = DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS.at(-1)!;
-    const defer = async (queueId: string) => {
-      const body = Buffer.from(`From: <ann@example.test>\r\nSubject: waiting ${queueId}\r\n\r\nHello\r\n`);
-      await bus.publishDelayed(delay, body, {
-        v: 1,
-        queueId,
-        mailFrom: 'ann@example.test',
-        recipients: ['full@later.test'],
-        client: { ip: '127.0.0.1', hostname: 'localhost', helo: 'localhost', tls: null, user: null },
-        receivedAt: new Date().toISOString(),
-        attempts: 1,
-        body: '7BIT',
-        smtputf8: false,
-        lastError: '452 4.2.2 Mailbox full',
-      });
-      await new DeferredIndex(t.p.redis.redis).add({
-        queueId,
-        mailFrom: 'ann@example.test',
-        recipients: ['full@later.test'],
-        attempts: 1,
-        lastError: '452 4.2.2 Mailbox full',
-        receivedAt: new Date().toISOString(),
-        nextTry: new Date(Date.now() + delay).toISOString(),
-        queue: outboundDelayQueueSpec(delay).name,
-        size: body.length,
-      });
-    };
+    const bus = await testBus(t.p.env.AMQP_URL!);
     try {
-      await defer('QDELETE1');
-      await defer('QRETRY01');
-      const queue = outboundDelayQueueSpec(delay).name;
-      await waitFor(async () => (await queueDepth(t.p.vhost.name, queue)) === 2, {
+      await deferredMail(bus, t.p.redis.redis, 'QDELETE1');
+      await deferredMail(bus, t.p.redis.redis, 'QRETRY01');
+      await waitFor(async () => (await queueDepth(t.p.vhost.name, DEFERRED_QUEUE)) === 2, {
         what: 'two deferred messages in their delay queue',
       });
       const list = await admin.get('/api/admin/queue');

@@ -13,7 +13,7 @@ import { addAccount } from '../../../test/harness.js';
 import { newQueueId } from '@mailyard/smtp-core';
 import { waitFor } from '@mailyard/testkit';
 import { ensureFrontEnd, launchBrowser, screenshotDir } from './browser.js';
-import { deadMail, testBus } from './dead-letters.js';
+import { deadMail, deferredMail, testBus } from './dead-letters.js';
 import { imapLogin as imapLoginAs } from './mail-clients.js';
 import { ALICE, BOB, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 
@@ -317,6 +317,24 @@ test(
     });
   },
 );
+
+test('as admin: Retry all now counts one deferred message as one', { timeout: 120_000 }, async () => {
+  const bus = await testBus(t.p.env.AMQP_URL!);
+  try {
+    const id = newQueueId();
+    await deferredMail(bus, t.p.redis.redis, id);
+    await inConsole('Queue', async (page) => {
+      await page.getByRole('button', { name: `Retry ${id} now` }).waitFor();
+      await page.getByRole('button', { name: 'Retry all now' }).click();
+      await page
+        .getByRole('status')
+        .filter({ hasText: '1 message queued for delivery' })
+        .waitFor({ timeout: 10_000 });
+    });
+  } finally {
+    await bus.stop();
+  }
+});
 
 test('a user without the admin role sees no Admin entry', { timeout: 120_000 }, async () => {
   const browser = await launchBrowser();

@@ -4,6 +4,8 @@ import { admin, type AdminDeadLetter, type AdminDeadLetterMessage, type AdminExp
 import { AdminTable, Card, LoadError, Outcome, useAction, useLoad, when } from './admin-ui.tsx';
 import { formatSize } from './format.ts';
 
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
 /**
  * The entries grouped by queue id, in the order they came: a queue id whose recipients
  * went to outbound in several messages is one item, as mailq shows one per queue id.
@@ -91,7 +93,9 @@ export function QueuePage() {
         <button onClick={() => void reload()}>Refresh</button>
         {!!data?.messages.length && (
           <button
-            onClick={() => run(async () => `${(await admin.retryAll()).retried} messages go out again now`)}
+            onClick={() =>
+              run(async () => `${plural((await admin.retryAll()).retried, 'message')} queued for delivery`)
+            }
           >
             Retry all now
           </button>
@@ -101,8 +105,6 @@ export function QueuePage() {
     </Card>
   );
 }
-
-const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 /** What a dead letter of a queue id says: where from, after how many runs, when, why, to whom. */
 function DeadLetterFacts(props: { letter: AdminDeadLetter }) {
