@@ -66,6 +66,15 @@ test(
   },
 );
 
+test('policy access del of an entry that is not there says so and fails', { timeout: 30_000 }, async (t) => {
+  const cli = cliHarness(t);
+  assert.deepEqual(await cli.run(['policy', 'access', 'del', 'client_access', '192.0.2.99']), {
+    code: 1,
+    stdout: '',
+    stderr: 'mailyard: access table client_access has no entry 192.0.2.99/32\n',
+  });
+});
+
 test('policy checks lists every check with its arguments and stages', { timeout: 30_000 }, async (t) => {
   const cli = cliHarness(t);
   const out = await cli.ok(['policy', 'checks']);

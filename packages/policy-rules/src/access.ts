@@ -14,8 +14,15 @@ export type AccessAction =
   | { kind: 'discard' }
   | { kind: 'hold' };
 
+/** An access table refusal, one sentence: a bad key or action (`invalid`), or an entry that is not there. */
 export class AccessError extends Error {
   override readonly name = 'AccessError';
+  constructor(
+    message: string,
+    readonly code: 'invalid' | 'not_found' = 'invalid',
+  ) {
+    super(message);
+  }
 }
 
 /** Parses OK, DUNNO, REJECT [text], DEFER [text], DISCARD, HOLD, or "NNN [X.Y.Z] text". */

@@ -167,7 +167,7 @@ export class PolicyRules {
     checkTable(table);
     const k = kind === 'client' ? normalizeClientKey(key) : normalizeAddressKey(key);
     if (!(await this.redis.hdel(PolicyKeys.access(table), k)))
-      throw new AccessError(`${k} is not in ${table}`);
+      throw new AccessError(`access table ${table} has no entry ${k}`, 'not_found');
     await this.changed();
     return k;
   }

@@ -670,6 +670,12 @@ test(
     await admin.post('/api/admin/policy/access/client_access', { key: '192.0.2.7', action: 'OK' });
     const del = await admin.post('/api/admin/policy/access/client_access/delete', { key: '192.0.2.7' });
     assert.deepEqual([del.status, del.json.deleted], [200, '192.0.2.7/32']);
+    // removed again: not there, as a deleted alias or account is not
+    const gone = await admin.post('/api/admin/policy/access/client_access/delete', { key: '192.0.2.7' });
+    assert.deepEqual(
+      [gone.status, gone.json.error, gone.json.message],
+      [404, 'not_found', 'Access table client_access has no entry 192.0.2.7/32'],
+    );
     const [deleted, added] = (await admin.get('/api/admin/audit?limit=2')).json.entries;
     assert.deepEqual(
       [deleted.action, deleted.detail.key, added.action, added.detail.key],
