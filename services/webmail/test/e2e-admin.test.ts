@@ -298,17 +298,31 @@ test(
   },
 );
 
+/** Accounts `<prefix>01@example.test` to `<prefix><n>@…`, added; their addresses. */
+async function numberedAccounts(prefix: string, n: number): Promise<string[]> {
+  const names = Array.from(
+    { length: n },
+    (_, i) => `${prefix}${String(i + 1).padStart(2, '0')}@example.test`,
+  );
+  for (const a of names) await addAccount(t.p.directory, a);
+  return names;
+}
+
+/** Searches the accounts page for `q` and waits for the pager to say `shown`. */
+async function findAccounts(page: Page, q: string, shown: string): Promise<void> {
+  await page.getByLabel('Find an account').fill(q);
+  await page.getByRole('button', { name: 'Find' }).click();
+  await page.getByText(shown).waitFor({ timeout: 10_000 });
+}
+
 test(
   'as admin: deleting the only account of the last page goes back a page',
   { timeout: 120_000 },
   async () => {
-    const names = Array.from({ length: 26 }, (_, i) => `page${String(i + 1).padStart(2, '0')}@example.test`);
-    for (const a of names) await addAccount(t.p.directory, a);
+    await numberedAccounts('page', 26);
     await inConsole('Accounts', async (page) => {
       page.on('dialog', (d) => void d.accept());
-      await page.getByLabel('Find an account').fill('page');
-      await page.getByRole('button', { name: 'Find' }).click();
-      await page.getByText('1–25 of 26').waitFor({ timeout: 10_000 });
+      await findAccounts(page, 'page', '1–25 of 26');
       await page.getByRole('button', { name: 'Next' }).click();
       await page.getByText('26–26 of 26').waitFor({ timeout: 10_000 });
       await page.getByRole('button', { name: 'Delete page26@example.test' }).click();
@@ -335,6 +349,36 @@ test('as admin: Retry all now counts one deferred message as one', { timeout: 12
     await bus.stop();
   }
 });
+
+test(
+  'as admin: accounts deleted meanwhile by another admin: the page goes to the last page there is',
+  { timeout: 120_000 },
+  async () => {
+    const names = await numberedAccounts('gone', 51);
+    await inConsole('Accounts', async (page) => {
+      await findAccounts(page, 'gone', '1–25 of 51');
+      await page.getByRole('button', { name: 'Next' }).click();
+      await page.getByText('26–50 of 51').waitFor({ timeout: 10_000 });
+      await page.getByRole('button', { name: 'Next' }).click();
+      await page.getByText('51–51 of 51').waitFor({ timeout: 10_000 });
+      // another admin deletes all but ten; this one adds an account, and the list is read again
+      for (const a of names.slice(10)) await t.p.directory.delUser(a);
+      const offsets: string[] = [];
+      page.on('request', (r) => {
+        const url = new URL(r.url());
+        if (url.pathname === '/api/admin/accounts' && r.method() === 'GET')
+          offsets.push(url.searchParams.get('offset') ?? '0');
+      });
+      await page.getByLabel('Address', { exact: true }).fill('newcomer@example.test');
+      await page.getByLabel('Password (at least 10 characters)').fill(PASSWORD);
+      await page.getByRole('button', { name: 'Add account' }).click();
+      await page.getByText('1–10 of 10').waitFor({ timeout: 10_000 });
+      await page.getByRole('button', { name: 'Delete gone10@example.test' }).waitFor();
+      // the page that came back empty, then straight to the last one
+      assert.deepEqual(offsets, ['50', '0']);
+    });
+  },
+);
 
 test('a user without the admin role sees no Admin entry', { timeout: 120_000 }, async () => {
   const browser = await launchBrowser();

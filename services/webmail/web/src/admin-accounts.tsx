@@ -18,9 +18,11 @@ export function AccountsPage(props: { me: string }) {
   const [q, setQ] = useState('');
   const [offset, setOffset] = useState(0);
   const { data, error, reload } = useLoad(() => admin.accounts({ q, offset, limit: PAGE }), [q, offset]);
-  // the last account of the last page deleted: that page is gone, show the one before
+  // the page shown is gone (its last accounts deleted, here or by another admin): show
+  // the last page there is now, by the total the answer gives, in one request
   useEffect(() => {
-    if (data && !data.accounts.length && offset > 0) setOffset(Math.max(0, offset - PAGE));
+    if (data && !data.accounts.length && offset > 0)
+      setOffset(data.total ? Math.floor((data.total - 1) / PAGE) * PAGE : 0);
   }, [data]);
   const act = useAction();
   const [apps, setApps] = useState<{ account: string; list: AdminAppPassword[] } | null>(null);
