@@ -60,10 +60,13 @@ interface RedisRecord {
 
 /**
  * Keys that describe running instances, not the platform's data: a restored copy would
- * name instances, locks and web sessions that do not exist where it is restored.
+ * name instances, locks and web sessions that do not exist where it is restored. The
+ * delay queues the services declared (`outbound:deferred:queues`) are written by each
+ * service at its start, into an empty platform too, and name queues of this broker.
  */
 const RUNTIME_KEYS = [
   /^admin:account-deleting:/,
+  /^outbound:deferred:queues$/,
   /^policy:engine-config$/,
   /^pop3:lock:/,
   /^outbound:slots?:/,
