@@ -10,7 +10,6 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { intakeSchema } from '@mailyard/smtp-intake';
 import {
   dovecotInstalled,
   readSmtpScripts,
@@ -27,6 +26,7 @@ import {
 } from '@mailyard/testkit';
 import { addAccount } from '../../../../test/harness.js';
 import { PASSWORD, startMsaTestbed, type MsaTestbed } from '../msa-harness.js';
+import { intakeDefaultLimits } from '../../../../test/intake-limits.js';
 
 const scripts = readSmtpScripts(join(import.meta.dirname, 'fixtures'));
 
@@ -55,12 +55,6 @@ const USERS = ['alice', 'bob', 'carol'].map((u) => `${u}@${DOMAIN}`);
 const REMOTE = { 'elsewhere.example': { MX: [{ priority: 10, exchange: 'mx.elsewhere.example' }] } };
 /** A small message size limit on both, so that the size script sends little. */
 const MESSAGE_SIZE_LIMIT = 1024 * 1024;
-/** The msa's own defaults (packages/smtp-intake/src/config.ts), given to Postfix. */
-const limits = {
-  recipients: intakeSchema.smtpd_recipient_limit.parse(undefined),
-  hardErrors: intakeSchema.smtpd_hard_error_limit.parse(undefined),
-  junk: intakeSchema.smtpd_junk_command_limit.parse(undefined),
-};
 
 let t: MsaTestbed;
 let postfix: PostfixServer;
@@ -88,7 +82,7 @@ before(async () => {
     hostname: 'submit.submission-diff.test',
     domain: DOMAIN,
     users: USERS,
-    limits: { ...limits, messageSize: MESSAGE_SIZE_LIMIT },
+    limits: { ...intakeDefaultLimits, messageSize: MESSAGE_SIZE_LIMIT },
   });
   writeFileSync(join(dir.path, 'senders'), USERS.map((u) => `${u} ${u}\n`).join(''));
   postfix = await startPostfix({

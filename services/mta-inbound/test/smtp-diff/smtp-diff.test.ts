@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { intakeSchema } from '@mailyard/smtp-intake';
 import {
   readSmtpScripts,
   intakeLikeMainCf,
@@ -21,6 +20,7 @@ import {
   type PostfixServer,
 } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../../test/harness.js';
+import { intakeDefaultLimits } from '../../../../test/intake-limits.js';
 
 const scripts = readSmtpScripts(join(import.meta.dirname, 'fixtures'));
 
@@ -41,12 +41,6 @@ const USERS = [`user@${DOMAIN}`, `postmaster@${DOMAIN}`];
  * default trusts loopback), so that a foreign recipient is relaying, refused.
  */
 const MYNETWORKS = '127.0.0.2/32';
-/** mta-inbound's own defaults (packages/smtp-intake/src/config.ts), given to Postfix. */
-const limits = {
-  recipients: intakeSchema.smtpd_recipient_limit.parse(undefined),
-  hardErrors: intakeSchema.smtpd_hard_error_limit.parse(undefined),
-  junk: intakeSchema.smtpd_junk_command_limit.parse(undefined),
-};
 
 let p: Platform;
 let postfix: PostfixServer;
@@ -71,7 +65,7 @@ before(async () => {
         hostname: 'mx.smtp-diff.test',
         domain: DOMAIN,
         users: USERS,
-        limits: { ...limits, messageSize: messageSizeLimit },
+        limits: { ...intakeDefaultLimits, messageSize: messageSizeLimit },
       }),
       mynetworks: MYNETWORKS,
       // mta-inbound refuses relaying for good (554 5.7.1), not for now (Postfix's default 454)
