@@ -83,13 +83,16 @@ export interface StoredEntry {
 export class DeferredIndex {
   constructor(private readonly redis: Redis) {}
 
+  /** The entry, and its delay queue among those recorded: one round trip. */
   async add(entry: DeferredEntry): Promise<void> {
-    await this.redis.sadd(DELAY_QUEUES_KEY, entry.queue);
-    await this.redis.hset(
-      DEFERRED_INDEX_KEY,
-      deferredField(entry.queueId, entry.recipients),
-      JSON.stringify(entry),
-    );
+    await Promise.all([
+      this.redis.sadd(DELAY_QUEUES_KEY, entry.queue),
+      this.redis.hset(
+        DEFERRED_INDEX_KEY,
+        deferredField(entry.queueId, entry.recipients),
+        JSON.stringify(entry),
+      ),
+    ]);
   }
 
   /** Records delay queues a service has declared (DELAY_QUEUES_KEY), at its start. */
