@@ -1,8 +1,10 @@
 // The pair the differential tests compare: Mailyard's retrieval on a test platform, and a
 // private Dovecot beside it with the same users and passwords, each with a Maildir root
 // of its own.
-import { chmodSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { accountDir } from '@mailyard/mailstore';
 import { dovecotPath, startDovecot, tempDir, type DovecotServer } from '@mailyard/testkit';
 import { startPlatform, type Platform } from '../../../test/harness.js';
 import { PASSWORD, startRetrieval, type Retrieval } from './helpers.js';
@@ -13,7 +15,19 @@ export interface DovecotBeside {
   dovecot: DovecotServer;
   /** Dovecot's Maildir root: `<mail>/<user>` is a user's Maildir. */
   mail: string;
+  /**
+   * Puts `messages` in `user`'s INBOX on both servers, as new mail named without sizes
+   * (as another delivery agent leaves it): both number them in the order given.
+   */
+  seed(user: string, messages: Buffer[], tag: string): void;
   close(): Promise<void>;
+}
+
+function seedMaildir(maildir: string, messages: Buffer[], tag: string): void {
+  for (const d of ['new', 'cur', 'tmp']) mkdirSync(join(maildir, d), { recursive: true });
+  messages.forEach((data, i) =>
+    writeFileSync(join(maildir, 'new', `${1_700_000_000 + i}.M${i}P1.${tag}`), data),
+  );
 }
 
 export async function startDovecotBeside(opts: {
@@ -48,7 +62,13 @@ export async function startDovecotBeside(opts: {
       extraConfig: opts.extraConfig,
       ...(opts.pop3 ? { pop3: true } : {}),
     });
-    return { p, r, dovecot, mail, close };
+    const platform = p;
+    const seed = (user: string, messages: Buffer[], tag: string) => {
+      seedMaildir(accountDir(platform.maildir, user), messages, tag);
+      seedMaildir(join(mail, user), messages, tag);
+      spawnSync('chown', ['-R', 'dovecot:dovecot', join(mail, user)]);
+    };
+    return { p, r, dovecot, mail, seed, close };
   } catch (err) {
     // what started is stopped: a failed start leaves no server holding the test open
     await close();

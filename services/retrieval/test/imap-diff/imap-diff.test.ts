@@ -1,8 +1,8 @@
 // Differential IMAP test: every script in fixtures/ runs against Dovecot (Debian's
-// dovecot-imapd) and against Mailyard, each user with an empty Maildir of its own, and
-// the responses to each compared command must be the same once normalised (see
-// normalise.ts), or what the script's `rfc>` lines say where Dovecot departs from the
-// RFC. The script format is described in script.ts.
+// dovecot-imapd) and against Mailyard, each user with a Maildir of its own, empty but
+// for the script's seeded messages, and the responses to each compared command must be
+// the same once normalised (see normalise.ts), or what the script's `rfc>` lines say
+// where Dovecot departs from the RFC. The script format is described in script.ts.
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -123,6 +123,7 @@ void describe('IMAP compared with Dovecot', { skip }, () => {
     void it(script.name, { timeout: 60_000 }, async () => {
       const user = userOf(script);
       await addAccount(servers.p.directory, user);
+      if (script.seeded.length) servers.seed(user, script.seeded, 'imap-diff');
       const reference = await runScript(servers.dovecot.port, user, script);
       const theirs = reference.normalised;
       const ours = (await runScript(servers.r.ports.imap, user, script, reference)).normalised;

@@ -7,6 +7,11 @@
 //
 //   body
 //   .
+//   message old lf seeded         `lf`: line ends are LF alone; `seeded`: a file in INBOX's
+//   From: b@example.net           new/ before the script starts, named without sizes, as
+//                                 another delivery agent leaves it (seeded messages are
+//   body                          numbered in the order written), not for a literal
+//   .
 //   a- APPEND INBOX {plain}       session "a" runs it; responses not compared
 //   a> SELECT INBOX               session "a" runs it; responses compared
 //   b> STATUS INBOX (MESSAGES)    session "b", a second connection of the same user
@@ -31,22 +36,28 @@ export interface Step {
 export interface Script {
   name: string;
   messages: Map<string, Buffer>;
+  /** The `seeded` messages, in order. */
+  seeded: Buffer[];
   steps: Step[];
 }
 
 export function parseScript(name: string, text: string): Script {
   const messages = new Map<string, Buffer>();
+  const seeded: Buffer[] = [];
   const steps: Step[] = [];
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!.replace(/\r$/, '');
     if (!line.trim() || line.startsWith('#')) continue;
-    const msg = /^message (\S+)$/.exec(line);
+    const msg = /^message (\S+)((?: (?:lf|seeded))*)$/.exec(line);
     if (msg) {
       const body: string[] = [];
       for (i++; i < lines.length && lines[i] !== '.'; i++) body.push(lines[i]!.replace(/^\.\./, '.'));
       if (i >= lines.length) throw new Error(`${name}:${i}: message ${msg[1]} has no closing "."`);
-      messages.set(msg[1]!, Buffer.from(body.map((l) => `${l}\r\n`).join(''), 'utf8'));
+      const eol = msg[2]!.includes('lf') ? '\n' : '\r\n';
+      const data = Buffer.from(body.map((l) => l + eol).join(''), 'utf8');
+      if (msg[2]!.includes('seeded')) seeded.push(data);
+      else messages.set(msg[1]!, data);
       continue;
     }
     const rfc = /^rfc> (.*)$/.exec(line);
@@ -62,5 +73,5 @@ export function parseScript(name: string, text: string): Script {
       if (!messages.has(ref[1]!)) throw new Error(`${name}:${i + 1}: no message ${ref[1]}`);
     steps.push({ session: step[1]!, command: step[3]!, compare: step[2] === '>', rfc: null, line: i + 1 });
   }
-  return { name, messages, steps };
+  return { name, messages, seeded, steps };
 }

@@ -5,11 +5,9 @@
 // where Dovecot departs from the RFC or we differ on purpose. The script format is
 // described in script.ts.
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { accountDir } from '@mailyard/mailstore';
 import { dovecotInstalled, LineClient, scriptDifferences, skipWithout } from '@mailyard/testkit';
 import { addAccount } from '../../../../test/harness.js';
 import { startDovecotBeside, type DovecotBeside } from '../dovecot-beside.js';
@@ -67,14 +65,6 @@ before(async () => {
   });
 });
 after(() => servers?.close());
-
-/** The script's messages, in order, as new mail in a Maildir (both servers number them by name). */
-function seed(maildir: string, script: Script): void {
-  for (const d of ['new', 'cur', 'tmp']) mkdirSync(join(maildir, d), { recursive: true });
-  script.messages.forEach((m, i) =>
-    writeFileSync(join(maildir, 'new', `${1_700_000_000 + i}.M${i}P1.pop3-diff`), m.data),
-  );
-}
 
 /** The next response to `command`, all its lines when it is multi-line; `(closed)` or `(none)` when there is none. */
 async function response(c: LineClient, command: string): Promise<string[]> {
@@ -142,9 +132,11 @@ void describe('POP3 compared with Dovecot', { skip }, () => {
     void it(script.name, { timeout: 60_000 }, async () => {
       const user = userOf(script);
       await addAccount(servers.p.directory, user);
-      seed(accountDir(servers.p.maildir, user), script);
-      seed(join(servers.mail, user), script);
-      spawnSync('chown', ['-R', 'dovecot:dovecot', join(servers.mail, user)]);
+      servers.seed(
+        user,
+        script.messages.map((m) => m.data),
+        'pop3-diff',
+      );
       const theirs = await runScript(servers.dovecot.pop3Port!, user, script);
       const ours = await runScript(servers.r.ports.pop3, user, script);
       const diffs = scriptDifferences(script.steps, theirs, ours, 'dovecot');
