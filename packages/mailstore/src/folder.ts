@@ -45,8 +45,17 @@ export interface FolderSnapshot {
 export interface HeaderBlock {
   /** Header lines up to the empty line (excluded), one char per byte. */
   text: string;
-  /** Size (from the name when it carries one, as RFC822.SIZE is), and modification time (INTERNALDATE, whole ms). */
-  size: number;
+  /**
+   * The message's size with every line end CRLF, as IMAP and POP3 send it (RFC822.SIZE,
+   * POP3's LIST): Dovecot's `,W=` when the name carries it; else counted in the file,
+   * whole when the first read did not hold all of it, unless the name carries `,S=` and no
+   * line read ends in a bare LF (Mailyard's delivery writes every line end as CRLF, and
+   * Dovecot names a file with LF line ends with `,W=`): then `,S=`.
+   */
+  sentSize: number;
+  /** The file was read whole to count its line ends. */
+  counted: boolean;
+  /** Modification time (INTERNALDATE, whole ms). */
   mtimeMs: number;
   /** The header block was longer than the most that is read (about 2 MiB): `text` is its start. */
   cut: boolean;
@@ -493,14 +502,46 @@ function uniqueStem(host: string, date = new Date()): string {
   return `${sec}.M${usec}P${process.pid}Q${++counter}R${randomBytes(4).toString('hex')}.${h}`;
 }
 
+/** LFs not after a CR in `data`; `before` is the byte before `data[0]` (-1: none). */
+function bareLfs(data: Buffer, before = -1): number {
+  let n = 0;
+  for (let at = data.indexOf(10); at >= 0; at = data.indexOf(10, at + 1))
+    if ((at ? data[at - 1] : before) !== 13) n++;
+  return n;
+}
+
 /**
- * A message's size with every bare LF counted as CRLF: what POP3's RETR sends of it (RFC
- * 1939 §11), Dovecot's `,W=`.
+ * A message's size with every bare LF counted as CRLF: what POP3's RETR and IMAP's FETCH
+ * send of it (RFC 1939 §11, RFC 5322 §2.1), Dovecot's `,W=`.
  */
 export function crlfSize(data: Buffer): number {
-  let bareLf = 0;
-  for (let at = data.indexOf(10); at >= 0; at = data.indexOf(10, at + 1)) if (data[at - 1] !== 13) bareLf++;
-  return data.length + bareLf;
+  return data.length + bareLfs(data);
+}
+
+/**
+ * The message with every bare LF made CRLF, as POP3 and IMAP send it (a bare CR stays, as
+ * Dovecot leaves it); the same buffer when it has none.
+ */
+export function withCrlf(data: Buffer): Buffer {
+  const extra = bareLfs(data);
+  if (!extra) return data;
+  const out = Buffer.allocUnsafe(data.length + extra);
+  let o = 0;
+  let from = 0;
+  for (let at = data.indexOf(10); at >= 0; at = data.indexOf(10, at + 1)) {
+    if (at && data[at - 1] === 13) continue;
+    o += data.copy(out, o, from, at);
+    out[o++] = 13;
+    from = at;
+  }
+  data.copy(out, o, from);
+  return out;
+}
+
+/** Dovecot's `,W=` of a Maildir name: the message's size with CRLF line ends; null without. */
+export function namedCrlfSize(base: string): number | null {
+  const m = /,W=(\d+)/.exec(base);
+  return m ? Number(m[1]) : null;
 }
 
 /**
@@ -1564,7 +1605,8 @@ export class MailFolder {
 
   /**
    * Header blocks of many messages, in order; null for a message that is gone. Reads
-   * only the first bytes of each file (and its size when the name does not carry it). Files in the page cache (mail that arrived
+   * only the first bytes of each file (and its size when the name does not carry it), and
+   * the rest only where the line ends must be counted (see HeaderBlock.sentSize). Files in the page cache (mail that arrived
    * lately, or was read lately) are read with blocking calls in slices of a few
    * milliseconds: that costs a tenth of the CPU time of going through libuv's thread
    * pool, and the event loop still turns between slices. As soon as reads are slow
@@ -1584,7 +1626,7 @@ export class MailFolder {
         const t = performance.now();
         if (t > sliceEnd) break;
         try {
-          out[i] = readHeadSync(join(this.dir, msgs[i]!.rel), buf, msgs[i]!.size);
+          out[i] = readHeadSync(join(this.dir, msgs[i]!.rel), buf, msgs[i]!);
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
           out[i] = await this.readHeadMoved(msgs[i]!, buf);
@@ -1599,7 +1641,7 @@ export class MailFolder {
       while (next < msgs.length) {
         const k = next++;
         try {
-          out[k] = await readHeadAsync(join(this.dir, msgs[k]!.rel), wbuf, msgs[k]!.size);
+          out[k] = await readHeadAsync(join(this.dir, msgs[k]!.rel), wbuf, msgs[k]!);
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
           out[k] = await this.readHeadMoved(msgs[k]!, wbuf);
@@ -1607,17 +1649,45 @@ export class MailFolder {
       }
     };
     await Promise.all(Array.from({ length: Math.min(READ_CONCURRENCY, msgs.length - i) }, worker));
+    await this.countLineEnds(msgs, out);
     return out;
   }
 
   /** The file was renamed (flags changed elsewhere) or removed since the snapshot. */
   private async readHeadMoved(m: MessageInfo, buf: Buffer): Promise<HeaderBlock | null> {
     try {
-      return await readHeadAsync(await this.resolvePath(m), buf, m.size);
+      return await readHeadAsync(await this.resolvePath(m), buf, m);
     } catch (err) {
       if (err instanceof MessageGoneError || (err as NodeJS.ErrnoException).code === 'ENOENT') return null;
       throw err;
     }
+  }
+
+  /**
+   * Reads whole, through the thread pool and a few at a time, the files whose first read
+   * did not settle their size with CRLF line ends (sentSize -1), to count them; a file
+   * gone meanwhile is null.
+   */
+  private async countLineEnds(msgs: MessageInfo[], out: (HeaderBlock | null)[]): Promise<void> {
+    const todo = out.flatMap((b, k) => (b && b.sentSize < 0 ? [k] : []));
+    const worker = async () => {
+      const buf = Buffer.allocUnsafe(COUNT_CHUNK);
+      for (let k; (k = todo.pop()) !== undefined;) {
+        const m = msgs[k]!;
+        try {
+          out[k]!.sentSize = await countSentSize(join(this.dir, m.rel), buf).catch(async (err: unknown) => {
+            if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+            return countSentSize(await this.resolvePath(m), buf);
+          });
+          out[k]!.counted = true;
+        } catch (err) {
+          if (!(err instanceof MessageGoneError) && (err as NodeJS.ErrnoException).code !== 'ENOENT')
+            throw err;
+          out[k] = null;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(READ_CONCURRENCY, todo.length) }, worker));
   }
 
   async read(m: MessageInfo): Promise<Buffer> {
@@ -1651,11 +1721,6 @@ export class MailFolder {
     }
     this.dates.set(m.base, d);
     return d;
-  }
-
-  async sizeOf(m: MessageInfo): Promise<number> {
-    if (m.size >= 0) return m.size;
-    return (await fs.stat(await this.resolvePath(m))).size;
   }
 
   /**
@@ -1966,6 +2031,8 @@ function compareNames(a: string, b: string): number {
 
 /** First read of a message file; most header blocks fit. */
 const HEAD_READ = 8192;
+/** What a file read whole to count its line ends is read in. */
+const COUNT_CHUNK = 64 * 1024;
 /**
  * A header block is read in a buffer growing fourfold from HEAD_READ until it holds the
  * block or has passed this size (2 MiB then); a longer one is cut there.
@@ -1994,21 +2061,47 @@ function headerEnd(buf: Buffer, n: number): number {
   return -1;
 }
 
+/** What was read of a message file (its first `n` bytes of `buf`) as a HeaderBlock. */
 function headBlock(
   buf: Buffer,
   n: number,
   end: number,
-  size: number,
+  m: MessageInfo,
   st: { size: number; mtimeMs: number },
 ): HeaderBlock {
   const text = buf.toString('latin1', 0, end < 0 ? n : end);
   // whole milliseconds, as stat().mtime (Date) gives them where the index is not used
   const mtimeMs = Math.trunc(st.mtimeMs);
-  return { text, size: size >= 0 ? size : st.size, mtimeMs, cut: end < 0 && n === buf.length };
+  const read = buf.subarray(0, n);
+  let sentSize = namedCrlfSize(m.base) ?? -1;
+  if (sentSize < 0 && n >= st.size) sentSize = crlfSize(read);
+  else if (sentSize < 0 && m.size >= 0 && !bareLfs(read)) sentSize = m.size;
+  return { text, sentSize, counted: false, mtimeMs, cut: end < 0 && n === buf.length };
 }
 
-/** `size` from the file name (-1: unknown, then the file's); the file is stat'ed for its mtime. */
-function readHeadSync(path: string, first: Buffer, size: number): HeaderBlock {
+/**
+ * The size of a message file with every line end CRLF, reading it whole in `buf`-sized
+ * pieces.
+ */
+async function countSentSize(path: string, buf: Buffer): Promise<number> {
+  const fd = await openP(path, 'r');
+  try {
+    let pos = 0;
+    let extra = 0;
+    // the last byte of the piece before: a CRLF may be split between two pieces
+    let before = -1;
+    for (let n; (n = (await readP(fd, buf, 0, buf.length, pos)).bytesRead) > 0; pos += n) {
+      extra += bareLfs(buf.subarray(0, n), before);
+      before = buf[n - 1]!;
+    }
+    return pos + extra;
+  } finally {
+    await closeP(fd);
+  }
+}
+
+/** The file is stat'ed for its mtime, and for its size when the name does not carry it. */
+function readHeadSync(path: string, first: Buffer, m: MessageInfo): HeaderBlock {
   const fd = fsc.openSync(path, 'r');
   try {
     const st = fsc.fstatSync(fd);
@@ -2022,7 +2115,7 @@ function readHeadSync(path: string, first: Buffer, size: number): HeaderBlock {
       n += fsc.readSync(fd, buf, n, buf.length - n, n);
       end = headerEnd(buf, n);
     }
-    return headBlock(buf, n, end, size, st);
+    return headBlock(buf, n, end, m, st);
   } finally {
     fsc.closeSync(fd);
   }
@@ -2038,7 +2131,7 @@ const setImmediateP = promisify(setImmediate);
 /** What writeDurable writes between two turns of the event loop. */
 const WRITE_CHUNK = 1024 * 1024;
 
-async function readHeadAsync(path: string, first: Buffer, size: number): Promise<HeaderBlock> {
+async function readHeadAsync(path: string, first: Buffer, m: MessageInfo): Promise<HeaderBlock> {
   const fd = await openP(path, 'r');
   try {
     const st = await fstatP(fd);
@@ -2052,7 +2145,7 @@ async function readHeadAsync(path: string, first: Buffer, size: number): Promise
       n += (await readP(fd, buf, n, buf.length - n, n)).bytesRead;
       end = headerEnd(buf, n);
     }
-    return headBlock(buf, n, end, size, st);
+    return headBlock(buf, n, end, m, st);
   } finally {
     await closeP(fd);
   }

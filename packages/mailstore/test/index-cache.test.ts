@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { tempDir } from '@mailyard/testkit';
-import { INDEX_CACHE, IndexCacheFile, MailFolder } from '../src/index.js';
+import { crlfSize, INDEX_CACHE, IndexCacheFile, MailFolder, withCrlf } from '../src/index.js';
 
 const tmp = tempDir('index-cache-');
 after(() => tmp.cleanup());
@@ -145,7 +145,63 @@ void describe('MailFolder.readHeaders', () => {
     assert.equal(blocks[1]!.text, 'Subject: two\r\n' + long);
     assert.equal(blocks[2]!.text, 'Subject: three\n');
     assert.equal(blocks[3], null);
-    // no ,S= in these names: the size comes from the file
-    assert.equal(blocks[2]!.size, Buffer.byteLength(bodies[2]!));
+    // no sizes in these names: counted in the file, every line end CRLF
+    assert.equal(blocks[2]!.sentSize, Buffer.byteLength(bodies[2]!) + 3);
+    assert.equal(blocks[1]!.sentSize, Buffer.byteLength(bodies[1]!));
+  });
+
+  void it('gives each message its size with CRLF line ends, reading a file whole only where it must', async () => {
+    const dir = await fresh();
+    const folder = new MailFolder(dir, 'INBOX');
+    await folder.ensure();
+    /** A message of `lines` body lines, each ending in `eol`. */
+    const text = (eol: string, lines: number) =>
+      Buffer.from(
+        ['Subject: big', '', ...Array.from({ length: lines }, (_, i) => `line ${i}`)].join(eol) + eol,
+      );
+    const lf = text('\n', 20_000);
+    const crlf = text('\r\n', 20_000);
+    // a CRLF that straddles two of the pieces a file is counted in (64 KiB)
+    const head = 'Subject: split\n\n';
+    const split = Buffer.from(head + 'x'.repeat(65535 - head.length) + '\r\n' + 'tail\n'.repeat(5000));
+    assert.equal(split[65535], 13);
+    const sent = (b: Buffer) => b.length + (b.toString('latin1').match(/(?<!\r)\n/g)?.length ?? 0);
+    const files: [string, Buffer, boolean][] = [
+      // Postfix's virtual(8) or procmail: no sizes in the name, LF line ends
+      ['1700000001.M1P1.old', lf, true],
+      // as Dovecot names one: its size with CRLF line ends as W=, taken as it is
+      [`1700000002.M2P1.old,S=${lf.length},W=${sent(lf)}`, lf, false],
+      // as Mailyard's delivery writes one: CRLF line ends, S=
+      [`1700000003.M3P1.new,S=${crlf.length}`, crlf, false],
+      // S= on a file with LF line ends (Courier's maildrop): its first lines tell
+      [`1700000004.M4P1.old,S=${lf.length}`, lf, true],
+      ['1700000005.M5P1.old', split, true],
+    ];
+    for (const [name, data] of files) await fs.writeFile(join(dir, 'new', name), data);
+    const blocks = await folder.readHeaders((await folder.snapshot()).messages);
+    assert.deepEqual(
+      blocks.map((b) => [b!.sentSize, b!.counted]),
+      files.map(([, data, counted]) => [sent(data), counted]),
+    );
+    assert.equal(sent(lf), lf.length + 20_002);
+  });
+});
+
+void describe('withCrlf', () => {
+  void it('makes every bare LF CRLF and leaves the rest as it is', () => {
+    const cases: [string, string][] = [
+      ['', ''],
+      ['\n', '\r\n'],
+      ['a\nb\r\nc\rd\n\n', 'a\r\nb\r\nc\rd\r\n\r\n'],
+      ['no line end', 'no line end'],
+      ['\r\n\r\n', '\r\n\r\n'],
+    ];
+    for (const [from, to] of cases) {
+      const data = Buffer.from(from, 'latin1');
+      assert.equal(withCrlf(data).toString('latin1'), to);
+      assert.equal(crlfSize(data), to.length);
+    }
+    const same = Buffer.from('a\r\nb\r\n');
+    assert.equal(withCrlf(same), same);
   });
 });

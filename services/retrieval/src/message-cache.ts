@@ -9,7 +9,14 @@ import {
   type HeaderField,
   type MimePart,
 } from '@mailyard/imap-core';
-import { IndexCacheFile, MessageGoneError, type MailFolder, type MessageInfo } from '@mailyard/mailstore';
+import {
+  IndexCacheFile,
+  MessageGoneError,
+  namedCrlfSize,
+  withCrlf,
+  type MailFolder,
+  type MessageInfo,
+} from '@mailyard/mailstore';
 
 /**
  * Header fields kept for every message, as raw lines: ENVELOPE's, References for THREAD,
@@ -52,9 +59,9 @@ export class CachedMessage {
   constructor(
     /** ENVELOPE, one char per byte. */
     readonly envelope: string,
-    /** The lines of the INDEXED_FIELDS in the header, raw (folding, line ends), in header order. */
+    /** The lines of the INDEXED_FIELDS in the header, raw (folding), CRLF line ends, in header order. */
     readonly header: string,
-    /** File size in bytes. */
+    /** RFC822.SIZE: the message's size as sent, every line end CRLF (see HeaderBlock.sentSize). */
     readonly size: number,
     /** Modification time (INTERNALDATE, ms), when it was read. */
     readonly date?: number,
@@ -68,7 +75,7 @@ export class CachedMessage {
     this.parsed = fields ?? null;
   }
 
-  /** From a message's header block (one char per byte). */
+  /** From a message's header block (one char per byte, line ends CRLF as sent). */
   static fromHeader(block: string, size: number, date?: number, cut = false): CachedMessage {
     const header = headerLines(block, indexed);
     const fields = parseHeaderFields(header);
@@ -109,7 +116,7 @@ export interface FullMessage {
 }
 
 export interface MessageCacheMetrics {
-  /** Message files opened for their header block, or read whole. */
+  /** Message files opened for their header block, or read whole (to send, or to count its line ends). */
   fileReads: { inc(labels: { part: 'header' | 'full' }, n?: number): void };
   /** Records written to index files. */
   indexAppends: { inc(n?: number): void };
@@ -156,9 +163,11 @@ interface FolderIndex {
  * lines of the INDEXED_FIELDS (1 had unfolded values). 3: the same layout, but the
  * ENVELOPE takes a bare address's display name from its comment, so the ENVELOPEs a file
  * of 2 holds are rendered again. 4: the same layout, but a multipart with boundary="" has
- * its parts, so the BODYSTRUCTUREs a file of 3 holds are rendered again.
+ * its parts, so the BODYSTRUCTUREs a file of 3 holds are rendered again. 5: the same
+ * layout, but a message with LF line ends is sent with CRLF: its size and header lines
+ * are those with CRLF, where a file of 4 holds them as on disk.
  */
-const RECORD_TAG = 4;
+const RECORD_TAG = 5;
 export const INDEX_FORMAT = `m${RECORD_TAG}`;
 const codec = { encode: encodeRecord, decode: decodeRecord, format: INDEX_FORMAT };
 
@@ -189,6 +198,14 @@ function encodeRecord(m: CachedMessage): unknown {
   if (m.bodyStructure !== undefined) r.push(m.bodyStructure, m.body);
   return r;
 }
+
+/** Header text (one char per byte) with every bare LF made CRLF, as it is sent. */
+function crlfText(text: string): string {
+  return text.replace(/(?<!\r)\n/g, '\r\n');
+}
+
+/** Messages whose header blocks are read together for their sizes. */
+const SIZE_CHUNK = 500;
 
 function flatten(chunks: Chunk[]): string {
   let out = '';
@@ -315,11 +332,13 @@ export class MessageCache {
     }
     const blocks = await folder.readHeaders(misses);
     this.opts.metrics?.fileReads.inc({ part: 'header' }, misses.length);
+    const counted = blocks.reduce((n, b) => n + (b?.counted ? 1 : 0), 0);
+    if (counted) this.opts.metrics?.fileReads.inc({ part: 'full' }, counted);
     const added: [string, CachedMessage][] = [];
     misses.forEach((m, i) => {
       const b = blocks[i];
       if (!b) return;
-      added.push([m.base, CachedMessage.fromHeader(b.text, b.size, b.mtimeMs, b.cut)]);
+      added.push([m.base, CachedMessage.fromHeader(crlfText(b.text), b.sentSize, b.mtimeMs, b.cut)]);
     });
     this.add(fi, added);
     return msgs.map((m) => fi.entries.get(m.base) ?? null);
@@ -334,6 +353,34 @@ export class MessageCache {
     const [c] = await this.headers(folder, [m]);
     if (!c) throw new MessageGoneError(m.uid);
     return c;
+  }
+
+  /**
+   * RFC822.SIZE without I/O, when known: from the index, or from Dovecot's `,W=` in the
+   * file name.
+   */
+  peekSize(folder: MailFolder, m: MessageInfo): number | undefined {
+    return this.peek(folder, m)?.size ?? namedCrlfSize(m.base) ?? undefined;
+  }
+
+  /**
+   * RFC822.SIZE: the message's size as FETCH BODY[] and POP3's RETR send it, every line
+   * end CRLF (RFC 5322 §2.1), as Dovecot counts it; from the name or the index, else
+   * found once as the header is read (see HeaderBlock.sentSize) and kept in the index.
+   */
+  async sentSize(folder: MailFolder, m: MessageInfo): Promise<number> {
+    return this.peekSize(folder, m) ?? (await this.header(folder, m)).size;
+  }
+
+  /** RFC822.SIZE of many messages, in order, the unknown ones found together; -1 for one that is gone. */
+  async sentSizes(folder: MailFolder, msgs: MessageInfo[]): Promise<number[]> {
+    const fi = this.folderIndex(folder.dir);
+    if (!fi.loaded) await this.readIndex(fi);
+    const sizes = msgs.map((m) => this.peekSize(folder, m) ?? -1);
+    const unknown = msgs.filter((_, i) => sizes[i]! < 0);
+    for (let k = 0; k < unknown.length; k += SIZE_CHUNK)
+      await this.headers(folder, unknown.slice(k, k + SIZE_CHUNK));
+    return msgs.map((m, i) => (sizes[i]! >= 0 ? sizes[i]! : (this.peek(folder, m)?.size ?? -1)));
   }
 
   /** Values of one header field, unfolded and raw; fields outside INDEXED_FIELDS are read from the file. */
@@ -445,7 +492,7 @@ export class MessageCache {
     return hit.data;
   }
 
-  /** The message's bytes, for BODY[] and RFC822: no MIME parsing. */
+  /** The message's bytes as sent (line ends CRLF), for BODY[] and RFC822: no MIME parsing. */
   async raw(folder: MailFolder, m: MessageInfo): Promise<Buffer> {
     const k = this.key(folder, m);
     const hit = this.full.get(k);
@@ -454,7 +501,9 @@ export class MessageCache {
       this.full.set(k, hit);
       return hit.data;
     }
-    const data = await folder.read(m);
+    // RFC 5322 §2.1: lines end in CRLF; a file with LF line ends (another delivery
+    // agent's, a store moved from Dovecot) is sent with CRLF, as Dovecot sends it
+    const data = withCrlf(await folder.read(m));
     this.opts.metrics?.fileReads.inc({ part: 'full' });
     this.keepFull(k, { data, mime: null });
     return data;

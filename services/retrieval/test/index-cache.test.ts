@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ImapFlow } from 'imapflow';
+import { ImapFlow, type FetchQueryObject } from 'imapflow';
 import { accountDir, INDEX_CACHE, IndexCacheFile } from '@mailyard/mailstore';
-import { waitFor } from '@mailyard/testkit';
+import { LineClient, waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import { PASSWORD, startRetrieval, type Retrieval } from './helpers.js';
 import { INDEX_FORMAT } from '../src/message-cache.js';
@@ -266,7 +266,8 @@ void describe('a mail client listing from the index', () => {
     await addAccount(p.directory, user);
     const dir = accountDir(p.maildir, user);
     for (const d of ['cur', 'new', 'tmp']) await fs.mkdir(join(dir, d), { recursive: true });
-    // folded fields, a repeated field, LF line ends in one message, a field no index keeps
+    // folded fields, a repeated field, LF line ends in one message (sent with CRLF, as
+    // Dovecot sends them), a field no index keeps
     const crlf = [
       'Received: from mx.remote.example by mx.mailyard.test; Mon, 6 Jan 2025 10:00:00 +0000',
       'Subject: a folded',
@@ -323,7 +324,7 @@ void describe('a mail client listing from the index', () => {
     const first = await listing(a, thunderbird);
     assert.deepEqual(first, [
       { headers: want('\r\n'), date: when.toISOString() },
-      { headers: want('\n'), date: when.toISOString() },
+      { headers: want('\r\n'), date: when.toISOString() },
     ]);
     assert.equal(await headerReads(a), 2);
     await stop(a);
@@ -352,6 +353,17 @@ void describe('a mail client listing from the index', () => {
     const old = new IndexCacheFile<unknown>(dir, { encode: (v) => v, decode: (v) => v, format });
     await old.append([[base, fields]]);
     return start();
+  };
+
+  /** FETCH 1 of the user's INBOX, for what `query` asks. */
+  const fetchFirst = async (r: Retrieval, user: string, query: FetchQueryObject) => {
+    const c = client(r, user);
+    await c.connect();
+    await c.mailboxOpen('INBOX');
+    const m = await c.fetchOne('1', query);
+    await c.logout();
+    assert.ok(m);
+    return m;
   };
 
   void it('renders the ENVELOPEs an index of the previous format holds again', async () => {
@@ -394,16 +406,29 @@ void describe('a mail client listing from the index', () => {
       `(${empty} NIL NIL NIL NIL) "ALTERNATIVE" ("BOUNDARY" "") NIL NIL NIL)`,
       `(${empty}) "ALTERNATIVE")`,
     ]);
-    const c = client(r, user);
-    await c.connect();
-    await c.mailboxOpen('INBOX');
-    const m = await c.fetchOne('1', { bodyStructure: true });
-    await c.logout();
-    assert.ok(m);
+    const m = await fetchFirst(r, user, { bodyStructure: true });
     assert.deepEqual(
       m.bodyStructure?.childNodes?.map((n) => [n.type, n.size]),
       [['text/plain', 4]],
     );
+    await stop(r);
+  });
+
+  void it('gives a file with LF line ends the size and header lines an index of the previous format holds as on disk, as sent', async () => {
+    const user = 'oldsize@example.test';
+    const msg = 'From: a@remote.example\nSubject: LF line ends\n\nBody\n';
+    // the version before kept the size on disk, and the header lines as they are there
+    const r = await withOldIndex(user, msg, 'm4', [
+      4,
+      '(NIL "LF line ends" ((NIL NIL "a" "remote.example")) ((NIL NIL "a" "remote.example")) ((NIL NIL "a" "remote.example")) NIL NIL NIL NIL NIL)',
+      'From: a@remote.example\nSubject: LF line ends\n',
+      msg.length,
+      null,
+      0,
+    ]);
+    const m = await fetchFirst(r, user, { size: true, headers: ['Subject'] });
+    assert.equal(m.size, msg.length + 4);
+    assert.equal(m.headers!.toString(), 'Subject: LF line ends\r\n\r\n');
     await stop(r);
   });
 
@@ -445,5 +470,115 @@ void describe('a mail client listing from the index', () => {
       'From: b@remote.example\r\nSubject: small\r\n\r\n',
     ]);
     await stop(r);
+  });
+});
+
+void describe('the size of a message with LF line ends', () => {
+  /** A message of `lines` body lines, each ending in `eol`. */
+  const text = (subject: string, eol: string, lines: number) =>
+    Buffer.from(
+      [
+        `From: a@remote.example`,
+        `Subject: ${subject}`,
+        '',
+        ...Array.from({ length: lines }, (_, i) => `line ${i}`),
+      ].join(eol) + eol,
+    );
+  /** Its size with every line end CRLF, as sent. */
+  const sent = (b: Buffer) => b.length + (b.toString('latin1').match(/(?<!\r)\n/g)?.length ?? 0);
+
+  /** RFC822.SIZE of every message, by sequence number, from FETCH 1:* (RFC822.SIZE) alone. */
+  async function sizes(r: Retrieval, user: string): Promise<number[]> {
+    const c = client(r, user);
+    await c.connect();
+    await c.mailboxOpen('INBOX');
+    const out: number[] = [];
+    for await (const m of c.fetch('1:*', { size: true })) out.push(m.size!);
+    await c.logout();
+    return out;
+  }
+
+  /** POP3's LIST, and the octets RETR sends of each message. */
+  async function pop3(r: Retrieval, user: string): Promise<{ list: number[]; retr: number[] }> {
+    const c = await LineClient.connect(r.ports.pop3);
+    const lines = async (): Promise<string[]> => {
+      const out: string[] = [];
+      for (let l = await c.line(); l !== '.'; l = await c.line()) out.push(l!.replace(/^\./, ''));
+      return out;
+    };
+    assert.match((await c.line())!, /^\+OK/);
+    c.write(`USER ${user}\r\nPASS ${PASSWORD}\r\nLIST\r\n`);
+    assert.match((await c.line())!, /^\+OK/);
+    assert.match((await c.line())!, /^\+OK/);
+    assert.match((await c.line())!, /^\+OK/);
+    const list = (await lines()).map((l) => Number(l.split(' ')[1]));
+    const retr: number[] = [];
+    for (let n = 1; n <= list.length; n++) {
+      c.write(`RETR ${n}\r\n`);
+      assert.match((await c.line())!, new RegExp(`^\\+OK ${list[n - 1]} octets`));
+      retr.push((await lines()).reduce((a, l) => a + l.length + 2, 0));
+    }
+    c.write('QUIT\r\n');
+    await c.line();
+    c.socket.destroy();
+    return { list, retr };
+  }
+
+  void it('is the size FETCH and RETR send, found once with the header, never by reading the file for each FETCH', async () => {
+    const user = 'lfsize@example.test';
+    await addAccount(p.directory, user);
+    const dir = accountDir(p.maildir, user);
+    for (const d of ['cur', 'new', 'tmp']) await fs.mkdir(join(dir, d), { recursive: true });
+    // larger than what is read of a header block
+    const lf = text('LF line ends', '\n', 5000);
+    const crlf = text('CRLF line ends', '\r\n', 5000);
+    const small = text('small, LF line ends', '\n', 3);
+    const files: [string, Buffer][] = [
+      // another delivery agent's (Postfix's virtual(8), procmail): no sizes in the name
+      ['1736157601.M1P1.old', lf],
+      // moved from Dovecot: its size with CRLF line ends as W=
+      [`1736157602.M2P1.old,S=${lf.length},W=${sent(lf)}`, lf],
+      // Mailyard's delivery: CRLF line ends, S=
+      [`1736157603.M3P1.new,S=${crlf.length}`, crlf],
+      // S= on a file with LF line ends (Courier's maildrop)
+      [`1736157604.M4P1.old,S=${lf.length}`, lf],
+      ['1736157605.M5P1.old', small],
+    ];
+    for (const [name, data] of files) await fs.writeFile(join(dir, 'new', name), data);
+    const want = files.map(([, data]) => sent(data));
+
+    const a = await start();
+    assert.deepEqual(await sizes(a, user), want);
+    // the two large files without W= whose first lines end in LF alone were read whole, once
+    assert.equal(await fullReads(a), 2);
+    assert.deepEqual(await sizes(a, user), want);
+    assert.equal(await fullReads(a), 2);
+    const c = client(a, user);
+    await c.connect();
+    await c.mailboxOpen('INBOX');
+    const bodies: number[] = [];
+    for await (const m of c.fetch('1:*', { source: true })) bodies.push(m.source!.length);
+    assert.deepEqual(bodies, want, 'BODY[] is sent with CRLF line ends');
+    // RFC 9051 §6.4.4: LARGER and SMALLER compare RFC822.SIZE
+    const seqs = (match: (n: number) => boolean) => want.flatMap((n, i) => (match(n) ? [i + 1] : []));
+    assert.deepEqual(
+      await c.search({ larger: lf.length }),
+      seqs((n) => n > lf.length),
+    );
+    assert.deepEqual(
+      await c.search({ smaller: sent(lf) }),
+      seqs((n) => n < sent(lf)),
+    );
+    await c.logout();
+    assert.deepEqual(await pop3(a, user), { list: want, retr: want });
+    await stop(a);
+
+    // a restart answers from the index: no message file is read
+    const b = await start();
+    assert.deepEqual(await sizes(b, user), want);
+    assert.deepEqual((await pop3(b, user)).list, want);
+    assert.equal(await headerReads(b), 0);
+    assert.equal(await fullReads(b), 0);
+    await stop(b);
   });
 });

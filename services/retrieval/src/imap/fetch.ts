@@ -185,7 +185,7 @@ export function gatherFetch(
   if ((plan.envelope || plan.structure || plan.headerFields) && !cached) return gatherSlow(ctx, plan, m, d);
   if (plan.headerFields && cached?.headerCut) return gatherSlow(ctx, plan, m, d);
   if (plan.size) {
-    d.size = d.raw ? d.raw.length : (cached?.size ?? m.size);
+    d.size = d.raw ? d.raw.length : (ctx.cache.peekSize(ctx.folder, m) ?? -1);
     if (d.size < 0) return gatherSlow(ctx, plan, m, d);
   }
   if (plan.date) {
@@ -218,7 +218,7 @@ async function gatherSlow(
     d.body = await ctx.cache.structure(ctx.folder, m, false);
     d.cached = ctx.cache.peek(ctx.folder, m) ?? d.cached;
   }
-  if (plan.size) d.size = d.raw ? d.raw.length : (d.cached?.size ?? (await ctx.folder.sizeOf(m)));
+  if (plan.size) d.size = d.raw ? d.raw.length : await ctx.cache.sentSize(ctx.folder, m);
   if (plan.date)
     d.date = d.cached?.date !== undefined ? new Date(d.cached.date) : await ctx.folder.internalDate(m);
   return d;

@@ -176,7 +176,8 @@ export class SearchEvaluator {
         return k.op === 'before' ? day < k.day : k.op === 'on' ? day === k.day : day >= k.day;
       }
       case 'size': {
-        const size = await this.folder.sizeOf(m);
+        // RFC 9051 §6.4.4: RFC822.SIZE, the size as sent
+        const size = await this.cache.sentSize(this.folder, m);
         return k.op === 'larger' ? size > k.n : size < k.n;
       }
       case 'modseq':

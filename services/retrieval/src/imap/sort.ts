@@ -112,7 +112,8 @@ async function sortKey(
     case 'DATE':
       return sentDate(cache, folder, m, h);
     case 'SIZE':
-      return folder.sizeOf(m);
+      // RFC 5256 §3: RFC822.SIZE
+      return cache.sentSize(folder, m);
     case 'SUBJECT':
       return baseSubject(header(h, 'subject') ?? '');
     case 'DISPLAYFROM':

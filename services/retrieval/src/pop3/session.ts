@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { actingFor, endedText, logIn } from '@mailyard/auth';
 import { ipInNetworks } from '@mailyard/config';
-import { MessageGoneError, crlfSize, type MailFolder, type MessageInfo } from '@mailyard/mailstore';
+import { MessageGoneError, type MailFolder, type MessageInfo } from '@mailyard/mailstore';
 import type { Logger } from '@mailyard/observability';
 import type { ClientConnection } from '../connection.js';
 import type { ImapDeps } from '../imap/session.js';
@@ -347,7 +347,9 @@ export class Pop3Session {
     const snap = await this.folder.snapshot();
     this.messages = snap.messages;
     this.validity = snap.validity;
-    this.sizes = await sentSizes(this.folder, this.messages);
+    // RFC 1939 §11: each line end counts two octets, as RETR sends it; the sizes IMAP's
+    // RFC822.SIZE gives, from the same index (a message expunged meanwhile: nothing to send)
+    this.sizes = (await this.deps.cache.sentSizes(this.folder, this.messages)).map((n) => Math.max(n, 0));
     this.state = 'transaction';
     if (this.loginTimer) clearTimeout(this.loginTimer);
     // from now on the autologout timer
@@ -504,50 +506,6 @@ export class Pop3Session {
     this.deps.metrics.sentBytes.inc({ protocol: 'pop3' }, this.conn.sent);
     await this.release?.();
   }
-}
-
-/**
- * Each message's size as RETR sends it, every line end two octets (RFC 1939 §11): what
- * LIST and STAT must say. Files Mailyard wrote (`,S=`) hold CRLF line ends as received;
- * Dovecot's carry their size with CRLF line ends as `,W=`; the others (other delivery
- * agents, a Maildir copied in, most with LF line ends) are read and counted once, as
- * Dovecot counts a file it has not seen, and remembered by name (a Maildir file's name is
- * unique and its content never changes): a mailbox migrated from Postfix's virtual(8) is
- * read at its first login, a few files at a time, not at every login, nor all at once.
- */
-async function sentSizes(folder: MailFolder, messages: MessageInfo[]): Promise<number[]> {
-  const sizes = messages.map((m) => {
-    const virtual = /,W=(\d+)/.exec(m.base);
-    if (virtual) return Number(virtual[1]);
-    return m.size >= 0 ? m.size : (counted.get(`${folder.dir}/${m.base}`) ?? -1);
-  });
-  const unknown = sizes.flatMap((size, i) => (size < 0 ? [i] : []));
-  const next = async (): Promise<void> => {
-    for (let i; (i = unknown.pop()) !== undefined;) {
-      const m = messages[i]!;
-      // expunged by another session meanwhile: nothing RETR could send
-      const data = await folder.read(m).catch((err: unknown) => {
-        if (err instanceof MessageGoneError) return Buffer.alloc(0);
-        throw err;
-      });
-      const size = crlfSize(data);
-      sizes[i] = size;
-      remember(`${folder.dir}/${m.base}`, size);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(COUNT_READERS, unknown.length) }, next));
-  return sizes;
-}
-
-/** Files read at once to count their line ends. */
-const COUNT_READERS = 4;
-/** Sizes counted, by file: at most COUNTED_KEPT, the oldest forgotten first. */
-const counted = new Map<string, number>();
-const COUNTED_KEPT = 100_000;
-function remember(file: string, size: number): void {
-  counted.delete(file);
-  counted.set(file, size);
-  if (counted.size > COUNTED_KEPT) counted.delete(counted.keys().next().value!);
 }
 
 const AUTH: Pop3State[] = ['authorization'];

@@ -12,7 +12,7 @@ import {
   type Section,
   type Token,
 } from '@mailyard/imap-core';
-import { MessageGoneError, type MailFolder } from '@mailyard/mailstore';
+import { MessageGoneError, withCrlf, type MailFolder } from '@mailyard/mailstore';
 import type { AuthedContext } from '../context.js';
 import { sectionBytes } from '../fetch.js';
 import { ImapReply, reply } from '../replies.js';
@@ -141,7 +141,8 @@ async function readUrl(s: AuthedContext, url: string): Promise<Buffer> {
   if (!m) throw badUrl(url);
   let data: Buffer;
   try {
-    data = await folder.read(m);
+    // the message as FETCH sends it, line ends CRLF: a URL's section and range name those bytes
+    data = withCrlf(await folder.read(m));
   } catch (err) {
     if (err instanceof MessageGoneError || (err as NodeJS.ErrnoException).code === 'ENOENT')
       throw badUrl(url);

@@ -135,6 +135,11 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
         view.folder,
         part.map((x) => x.m),
       );
+    else if (plan.size)
+      await ctx.cache.sentSizes(
+        view.folder,
+        part.map((x) => x.m),
+      );
     for (const { seq, m } of part) {
       let body;
       try {
