@@ -16,7 +16,14 @@ import {
   type Route,
 } from '@mailyard/smtp-intake';
 import type { MsaConfig } from './config.js';
-import { applySubmissionFixups, fieldValue, fieldsNamed, mailboxAddresses, splitMessage } from './headers.js';
+import {
+  applySubmissionFixups,
+  fieldValue,
+  fieldsNamed,
+  mailboxAddresses,
+  splitMessage,
+  type SplitMessage,
+} from './headers.js';
 import type { SubmissionLogin } from './login.js';
 import { checkRecipientDomain } from './recipient-domain.js';
 import { ownsAddress } from './sender.js';
@@ -84,18 +91,24 @@ export function submissionRole(
     message: Buffer,
     domain: string,
     body: FinishContext['body'],
+    userSigned: boolean,
   ): Promise<Buffer | null> => {
-    if (!needsSevenBit(message, body)) return null;
+    if (userSigned || !needsSevenBit(message, body)) return null;
     if (!(await deps.dkim!.hasKeys(domain))) return null;
     const seven = await downgradeTo7Bit(message);
     return seven.kind === 'converted' ? seven.data : null;
   };
 
-  const sign = async (message: Buffer, domain: string, ctx: FinishContext): Promise<Finished> => {
+  const sign = async (
+    message: Buffer,
+    domain: string,
+    ctx: FinishContext,
+    userSigned: boolean,
+  ): Promise<Finished> => {
     const { queueId } = ctx;
     if (!deps.dkim) return { message };
     try {
-      const seven = await sevenBitForSigning(message, domain, ctx.body);
+      const seven = await sevenBitForSigning(message, domain, ctx.body, userSigned);
       if (seven) message = seven;
       const signed = await deps.dkim.sign(message, domain);
       for (const e of signed.errors) logger.warn({ queueId, domain, err: e }, 'DKIM key problem');
@@ -195,7 +208,7 @@ export function submissionRole(
       });
       const traced = Buffer.concat([Buffer.from(ctx.trace), fixed.message]);
       const domain = authorDomain(split, ctx.mailFrom);
-      const signed = domain ? await sign(traced, domain, ctx) : { message: traced };
+      const signed = domain ? await sign(traced, domain, ctx, clearSigned(split)) : { message: traced };
       return { ...signed, log: { added: fixed.added, bccRemoved: fixed.removedBcc } };
     },
   };
@@ -214,19 +227,33 @@ function authorDomain(split: ReturnType<typeof splitMessage>, mailFrom: string):
 
 /** A part labelled 8bit or binary, which the relay relabels for a server without 8BITMIME. */
 const EIGHT_BIT_LABEL = /^Content-Transfer-Encoding:[ \t]*(?:\r?\n[ \t]+)?(?:8bit|binary)\b/im;
-/** A PGP/MIME or S/MIME clear-signed part (RFC 1847 §2.1), its header folded or not. */
-const SIGNED_PART = /^Content-Type:[ \t]*(?:\r?\n[ \t]+)?multipart\/signed\b/im;
+
+/**
+ * Whether the message itself is clear-signed (PGP/MIME or S/MIME, RFC 1847 §2.1): its own
+ * Content-Type field, unfolded, comments dropped, names multipart/signed, in any case and
+ * with any parameters (RFC 2045 §5.1). A signed message forwarded inside it (a
+ * message/rfc822 part), or a line of text that reads like the field, does not make it
+ * one: the conversion leaves a part of 7-bit bytes labelled 7bit as it is, which a
+ * signed part is (RFC 3156 §3; S/MIME asks the same).
+ */
+function clearSigned(split: SplitMessage): boolean {
+  return fieldsNamed(split, 'content-type').some((f) =>
+    /^multipart[ \t]*\/[ \t]*signed[ \t]*(?:;|$)/i.test(
+      fieldValue(f)
+        .replace(/\([^()]*\)/g, '')
+        .trim(),
+    ),
+  );
+}
 
 /**
  * Whether the relay could change this message on its way to a server without 8BITMIME
  * (and so break a DKIM signature made now), and the msa may change it instead: 8-bit
  * bytes, or under BODY=8BITMIME a part labelled 8bit or binary (the relay leaves a part
- * labelled 7bit as it is, long lines and all), in a message the user has not signed.
- * Most mail is 7-bit and skips the conversion with two linear scans.
+ * labelled 7bit as it is, long lines and all). Most mail is 7-bit and skips the
+ * conversion with one linear scan, or two.
  */
 function needsSevenBit(message: Buffer, body: FinishContext['body']): boolean {
-  const text = message.toString('latin1');
-  if (SIGNED_PART.test(text)) return false;
   if (!isAscii(message)) return true;
-  return body !== '7BIT' && EIGHT_BIT_LABEL.test(text);
+  return body !== '7BIT' && EIGHT_BIT_LABEL.test(message.toString('latin1'));
 }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { isAscii } from 'node:buffer';
 import { Resolver } from 'node:dns/promises';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
@@ -414,6 +415,67 @@ describe('DKIM', () => {
     const r = await data(c, 'From: alice@example.test\r\n\r\nx\r\n');
     c.close();
     assert.ok(!(await t.takeOutbound(queueIdOf(r.text))).body.toString().includes('DKIM-Signature'));
+  });
+});
+
+describe('8-bit mail made 7 bit before signing', () => {
+  const user = 'fwd@forward.test';
+  before(async () => {
+    await addAccount(t.p.directory, user);
+    const key = await new DkimKeyStore(t.p.redis.redis).add(
+      'forward.test',
+      'ed1',
+      generateDkimKey('ed25519'),
+    );
+    const rec = dnsRecord('forward.test', 'ed1', key);
+    t.p.dns.set(rec.name, { TXT: [rec.value] });
+  });
+
+  /** Submits `raw` under BODY=8BITMIME and takes what was queued for the relay. */
+  async function submitted(raw: string): Promise<string> {
+    const c = await session(user);
+    assert.equal((await c.cmd(`MAIL FROM:<${user}> BODY=8BITMIME`)).code, 250);
+    assert.equal((await c.cmd('RCPT TO:<bob@remote.test>')).code, 250);
+    const r = await data(c, raw);
+    c.close();
+    assert.equal(r.code, 250, r.text);
+    return (await t.takeOutbound(queueIdOf(r.text))).body.toString('latin1');
+  }
+
+  // a clear-signed message as a MUA forwards it: an attachment, itself 7 bit as RFC 3156 §3 asks
+  const signedMessage =
+    'From: someone@remote.test\r\nSubject: signed elsewhere\r\nMIME-Version: 1.0\r\n' +
+    'Content-Type: multipart/signed; micalg=pgp-sha256;\r\n protocol="application/pgp-signature"; boundary="s1"\r\n\r\n' +
+    '--s1\r\nContent-Type: text/plain\r\n\r\nsigned text\r\n' +
+    '--s1\r\nContent-Type: application/pgp-signature\r\n\r\n' +
+    '-----BEGIN PGP SIGNATURE-----\r\n\r\niQEzBAEBCAAdFiEE\r\n-----END PGP SIGNATURE-----\r\n--s1--\r\n';
+
+  test('a message forwarding a signed one is still converted, the signed one left as it is', async () => {
+    const got = await submitted(
+      `From: ${user}\r\nTo: bob@remote.test\r\nSubject: forwarded\r\nMIME-Version: 1.0\r\n` +
+        'Content-Type: multipart/mixed; boundary="m1"\r\n\r\n' +
+        '--m1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n' +
+        'Grüße, see the message below\r\n' +
+        `--m1\r\nContent-Type: message/rfc822\r\n\r\n${signedMessage}--m1--\r\n`,
+    );
+    assert.ok(isAscii(Buffer.from(got, 'latin1')), 'converted to 7 bit');
+    assert.match(got, /^Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe/m);
+    assert.ok(got.includes(signedMessage), 'the forwarded signed message is unchanged');
+  });
+
+  test('a message the user signed is not changed, whatever the case and folding of its Content-Type', async () => {
+    const signedPart =
+      'Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße, signiert\r\n';
+    const raw =
+      `From: ${user}\r\nTo: bob@remote.test\r\nSubject: signed\r\nMIME-Version: 1.0\r\n` +
+      'Content-Type:\r\n Multipart/Signed (PGP/MIME);\r\n\tmicalg=pgp-sha256; protocol="application/pgp-signature";\r\n boundary="b1"\r\n\r\n' +
+      `--b1\r\n${signedPart}--b1\r\nContent-Type: application/pgp-signature\r\n\r\n` +
+      '-----BEGIN PGP SIGNATURE-----\r\n\r\niQEzBAEBCAAdFiEE\r\n-----END PGP SIGNATURE-----\r\n--b1--\r\n';
+    const got = await submitted(raw);
+    const latin1 = (text: string) => Buffer.from(text).toString('latin1');
+    const body = raw.slice(raw.indexOf('\r\n\r\n'));
+    assert.ok(got.endsWith(latin1(body)), 'the body is as it was written, 8 bit');
+    assert.ok(got.includes('Content-Type:\r\n Multipart/Signed (PGP/MIME);\r\n'));
   });
 });
 
