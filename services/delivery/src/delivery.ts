@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import {
   BackendUnavailableError,
@@ -370,6 +370,15 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
    * Returns the reports not returned before to the sender, in one DSN (none for the null
    * sender), and records each (`key`), so that a rerun does not send it again. The
    * reports returned now.
+   *
+   * Two runs may return the same recipient at once: a run killed between its retry's
+   * confirm and its message's ack leaves two retries of the same recipients, which fall
+   * due together. So each recipient is claimed before its DSN is sent (`returning:`, for
+   * RETURN_CLAIM_MS) and recorded as returned after: a run that finds another's claim
+   * waits until that one has recorded it (nothing left to do) or its claim has lapsed (it
+   * died before its DSN was confirmed: this one sends it). A claim never outlives a dead
+   * run, so no DSN is lost for it. The claim is a key of its own, as `delivering:` is, so
+   * that a version that reads only the record never takes a claim for a DSN sent.
    */
   const returnOnce = async (
     env: Envelope,
@@ -377,12 +386,37 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     reports: RecipientReport[],
     key: (queueId: string, rcpt: string) => string,
   ): Promise<RecipientReport[]> => {
-    const keys = reports.map((r) => key(env.queueId, r.recipient));
-    const done = await fromRedis(Promise.all(keys.map((k) => redis.exists(k))));
-    const due = reports.filter((_, i) => !done[i]);
+    const token = randomUUID();
+    const claimOf = (record: string) => record.replace(/^delivered:/, 'returning:');
+    const due: RecipientReport[] = [];
+    let waiting = reports;
+    for (let pause = 50; waiting.length; pause = Math.min(pause * 2, 1000)) {
+      if (waiting !== reports) await new Promise((r) => setTimeout(r, pause));
+      const found = await fromRedis(
+        Promise.all(
+          waiting.map((r) => {
+            const record = key(env.queueId, r.recipient);
+            return redis.eval(CLAIM_RETURN, 2, record, claimOf(record), token, RETURN_CLAIM_MS);
+          }),
+        ),
+      );
+      due.push(...waiting.filter((_, i) => found[i] === 1));
+      // another run's claim: looked at again once it has sent its DSN, or died
+      waiting = waiting.filter((_, i) => found[i] === 2);
+    }
     if (!due.length) return due;
-    await bounce(env, message, due);
-    await fromRedis(Promise.all(keys.map((k) => redis.set(k, 'bounced', 'EX', recordTtl))));
+    const records = due.map((r) => key(env.queueId, r.recipient));
+    const release = () => Promise.all(records.map((k) => redis.eval(RELEASE_CLAIM, 1, claimOf(k), token)));
+    try {
+      await bounce(env, message, due);
+    } catch (err) {
+      // let go at once, so that the rerun need not wait for the claims to lapse
+      await release().catch(() => undefined);
+      throw err;
+    }
+    await fromRedis(
+      Promise.all([...records.map((k) => redis.set(k, 'bounced', 'EX', recordTtl)), release()]),
+    );
     return due;
   };
 
@@ -905,6 +939,22 @@ function pendingTargets(targetsOf: Map<string, string[]>, progress: Map<string, 
 }
 
 const digest = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 16);
+
+/**
+ * How long a claim to return a recipient to the sender holds (returnOnce): well past the
+ * DSN's publish (its confirm times out after 15 s), so that only a run that died lets it lapse.
+ */
+const RETURN_CLAIM_MS = 60_000;
+/**
+ * Claims KEYS[2] for ARGV[1] (ARGV[2] ms) unless the record KEYS[1] says it was done: 0
+ * done before, 1 claimed, 2 another run's claim.
+ */
+const CLAIM_RETURN = `if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
+return 2`;
+/** Deletes the claim KEYS[1] if it is still ARGV[1]'s. */
+const RELEASE_CLAIM = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
 
 /** Changes to one folder within this window are announced together. */
 const EVENT_WINDOW_MS = 100;

@@ -155,6 +155,57 @@ test(
   },
 );
 
+/**
+ * A retry from `sender` to `alias` (made over the limit), back from its delay queue past
+ * MAXIMAL_QUEUE_LIFETIME (5 days): its run gives the recipient up.
+ */
+async function expiredRetry(alias: string, sender: string): Promise<Envelope> {
+  await addAccount(t.p.directory, sender);
+  await addBigAlias(alias);
+  return {
+    ...envelope([alias]),
+    mailFrom: sender,
+    receivedAt: new Date(Date.now() - 6 * 86_400_000).toISOString(),
+    attempts: 30,
+    lastError: '4.6.0 Alias expansion error',
+  };
+}
+
+test(
+  'two retries of one message given up together (a crash left both queued): the sender gets one DSN',
+  { timeout: 60_000 },
+  async () => {
+    // a run killed between its retry's confirm and its message's ack: the message runs
+    // again and queues a second retry of the same recipient; both fall due together
+    const retry = await expiredRetry('big-twice@example.test', 'sid@example.test');
+    await Promise.all([
+      t.p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, retry),
+      t.p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, retry),
+    ]);
+    await waitFor(() => t.p.inbox('sid@example.test').length > 0, { what: 'the DSN filed' });
+    await allRunsDone();
+    assert.equal(t.p.inbox('sid@example.test').length, 1, 'one DSN');
+    assert.equal(linesOf(retry.queueId, 'bounce sent').length, 1, 'one DSN sent');
+    assert.equal(linesOf(retry.queueId, 'deferred past MAXIMAL_QUEUE_LIFETIME, given up').length, 1);
+    assert.equal((await t.ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
+  },
+);
+
+test(
+  'a claim to return a recipient left by a run that died before its DSN: the DSN is still sent',
+  { timeout: 60_000 },
+  async () => {
+    const retry = await expiredRetry('big-claimed@example.test', 'sol@example.test');
+    // the claim of a run killed before its DSN was confirmed, lapsing in 2 s
+    const hash = createHash('sha256').update('expired:big-claimed@example.test').digest('hex').slice(0, 16);
+    await t.p.redis.redis.set(`returning:${retry.queueId}:${hash}`, 'dead-run', 'PX', 2000);
+    await t.p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, retry);
+    await waitFor(() => t.p.inbox('sol@example.test').length > 0, { what: 'the DSN filed' });
+    await allRunsDone();
+    assert.equal(t.p.inbox('sol@example.test').length, 1, 'one DSN');
+  },
+);
+
 test(
   'past MAXIMAL_QUEUE_LIFETIME a bounce (null sender) is given up without a DSN',
   { timeout: 60_000 },
