@@ -1,7 +1,7 @@
 import { isAscii } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import type { Envelope } from '@mailyard/contracts';
-import { newQueueId, rfc5322Date } from '@mailyard/smtp-core';
+import { derivedQueueId, rfc5322Date } from '@mailyard/smtp-core';
 
 /** What happened to one recipient, as a DSN reports it (RFC 3464 §2.3). */
 export interface RecipientReport {
@@ -58,7 +58,14 @@ const clean = (s: string) => s.replace(/[\r\n]+/g, ' ').slice(0, 900);
 export function buildDsn(input: DsnInput): { envelope: Envelope; message: Buffer } {
   const now = input.now ?? new Date();
   const { original, myhostname } = input;
-  const queueId = newQueueId(now.getTime());
+  // The same report made again has the same queue id (and Message-ID): a run killed
+  // between the DSN's confirm and the record that it was sent runs again and sends it
+  // again, and the next hop's duplicate checks per queue id and recipient (delivery's
+  // markers, the relay's records) then keep the sender from getting it twice.
+  const queueId = derivedQueueId(
+    original.queueId,
+    ['dsn', ...input.reports.map((r) => `${r.action} ${r.recipient.toLowerCase()}`).sort()].join('\n'),
+  );
   const boundary = `${queueId}.${randomBytes(6).toString('hex')}/${myhostname}`;
   const delay = input.reports.every((r) => r.action === 'delayed');
   const subject = delay ? 'Delayed Mail (still being retried)' : 'Undelivered Mail Returned to Sender';

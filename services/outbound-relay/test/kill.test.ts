@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import { queueDepth, waitFor } from '@mailyard/testkit';
-import { startPlatform, type Platform } from '../../../test/harness.js';
+import { readFileSync } from 'node:fs';
+import { queueDepth, startTcpProxy, waitFor } from '@mailyard/testkit';
+import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import {
   envelope,
   freePort,
@@ -18,6 +19,7 @@ const root = new URL('../../../', import.meta.url).pathname;
 let p: Platform;
 let mx: RemoteMta;
 let batchMx: RemoteMta | null = null;
+let bounceMx: RemoteMta | null = null;
 let port: number;
 let child: ChildProcess | null = null;
 let second: RelayHandle | null = null;
@@ -33,6 +35,8 @@ before(async () => {
       'mx.kill.test': { A: ['127.0.0.10'] },
       'batch.kill.test': { MX: [{ priority: 10, exchange: 'mx.batch.kill.test' }] },
       'mx.batch.kill.test': { A: ['127.0.0.11'] },
+      'bounce.kill.test': { MX: [{ priority: 10, exchange: 'mx.bounce.kill.test' }] },
+      'mx.bounce.kill.test': { A: ['127.0.0.13'] },
     },
   });
 });
@@ -43,6 +47,7 @@ after(async () => {
   await second?.stop();
   await mx?.close();
   await batchMx?.close();
+  await bounceMx?.close();
   await p?.close();
 });
 
@@ -174,5 +179,50 @@ test(
     });
     await waitFor(async () => (await queueDepth(p.vhost.name, 'outbound')) === 0);
     assert.equal(copies('first@batch.kill.test'), 1, 'the first recipient has one copy');
+  },
+);
+
+test(
+  'an instance killed once its bounce is queued, before it records it: the sender gets one DSN',
+  { timeout: 180_000 },
+  async (t) => {
+    await second?.stop();
+    second = null;
+    await p.startDelivery();
+    await addAccount(p.directory, 'owner@local.kill.test');
+    // between the instance and RabbitMQ, to keep the DSN's confirm from it
+    const broker = await startTcpProxy({ host: '127.0.0.1', port: 5672 });
+    t.after(() => broker.close());
+    const amqp = new URL(p.vhost.url);
+    amqp.port = String(broker.port);
+    let refused = 0;
+    bounceMx = await startRemoteMta('127.0.0.13', port, {
+      rcpt: () => {
+        // the first refusal: what the broker says from now on stays with the proxy
+        if (++refused === 1) broker.hold();
+        return { code: 550, message: '5.1.1 No such user' };
+      },
+    });
+    child = await spawnRelay({ AMQP_URL: amqp.toString() });
+    await queueOutbound(
+      p,
+      envelope('owner@local.kill.test', ['nobody@bounce.kill.test']),
+      simpleMessage('owner@local.kill.test', 'nobody@bounce.kill.test', 'bounced-then-killed'),
+    );
+    const dsns = () => p.inbox('owner@local.kill.test');
+    // the broker took the DSN (delivery filed it); the instance never heard it confirmed
+    await waitFor(() => dsns().length === 1, { timeoutMs: 30_000, what: 'the DSN filed' });
+    child.kill('SIGKILL');
+    await new Promise((r) => child!.once('exit', r));
+    child = null;
+    broker.release();
+
+    // the unacked message goes back to `outbound`: another instance is refused again
+    second = await startRelay(p, { outbound_port: port, outbound_retry_schedule: '200ms' });
+    await waitFor(() => refused === 2, { timeoutMs: 30_000, what: 'the second attempt refused' });
+    await waitFor(async () => (await queueDepth(p.vhost.name, 'outbound')) === 0, { what: 'acked' });
+    await waitFor(async () => (await queueDepth(p.vhost.name, 'delivery')) === 0, { what: 'DSNs run' });
+    assert.equal(dsns().length, 1, 'one DSN');
+    assert.match(readFileSync(dsns()[0]!, 'utf8'), /^Final-Recipient: rfc822; nobody@bounce\.kill\.test\r$/m);
   },
 );
