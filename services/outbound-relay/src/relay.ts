@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import type { Redis } from 'ioredis';
@@ -35,6 +35,7 @@ import { routeDomain, routeHost, type Target } from './mx.js';
 import { MtaSts, httpsPolicyFetcher, mxMatches, type PolicyFetcher } from './mta-sts.js';
 import { retireLegacyDelayQueues } from './legacy-queues.js';
 import { ownAddressCheck } from './own-addresses.js';
+import { SENDING_CLAIM_MS, SendingClaims } from './sending-claims.js';
 
 /**
  * Header fields for use at home, removed before mail leaves: what the policy service adds
@@ -146,6 +147,11 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
   for (const result of RESULTS) metrics.attempts.inc({ result, domain: OTHER }, 0);
 
   const doneKey = (queueId: string, rcpt: string) => `outbound:done:${queueId}:${sha(rcpt.toLowerCase())}`;
+  const claims = new SendingClaims(
+    redis,
+    doneKey,
+    (queueId, rcpt) => `outbound:sending:${queueId}:${sha(rcpt.toLowerCase())}`,
+  );
 
   /**
    * Remembers recipients that are settled, so a redelivery skips them. After the attempt
@@ -398,13 +404,41 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     if (env.attempts > 0 || env.lastError !== null)
       await holdOnFailure('Redis', index.remove(env.queueId, env.recipients));
 
-    // Redelivery (a killed instance, a broker restart): skip recipients already settled.
-    const done = await holdOnFailure('Redis', redis.mget(env.recipients.map((r) => doneKey(env.queueId, r))));
-    const pending = env.recipients.filter((_, i) => !done[i]);
-    if (!pending.length) {
+    // Redelivery (a killed instance, a broker restart): skip recipients already settled,
+    // and those another run is sending to (claims)
+    const token = randomUUID();
+    const { pending, busy } = await holdOnFailure('Redis', claims.take(env.queueId, env.recipients, token));
+    if (!pending.length && !busy.length) {
       log.info('every recipient already settled, nothing to do');
       return;
     }
+    const renewal = setInterval(() => {
+      claims
+        .renew(env.queueId, pending, token)
+        .catch((err: unknown) => log.warn({ err }, 'claims not renewed'));
+    }, SENDING_CLAIM_MS / 3);
+    try {
+      await send(env, d, log, pending, busy);
+    } finally {
+      clearInterval(renewal);
+      // after the records of what was settled: another run finds those, not a gap
+      await claims
+        .release(env.queueId, pending, token)
+        .catch((err: unknown) => log.warn({ err }, 'claims not released, they lapse'));
+    }
+  };
+
+  /**
+   * One run's work on the message: `pending`, the recipients it claimed, are sent to, and
+   * `busy`, those another run is sending to, wait for the next try (no attempt counted).
+   */
+  const send = async (
+    env: Envelope,
+    d: Delivery,
+    log: Logger,
+    pending: string[],
+    busy: string[],
+  ): Promise<void> => {
     const byDomain = new Map<string, string[]>();
     for (const r of pending) {
       const domain = domainOf(r);
@@ -471,6 +505,18 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       }
       log.info({ rcpts: deferred.map((o) => o.recipient) }, 'expired, bouncing');
       deferred = [];
+    }
+    // never given up while another run may still deliver them; their try is not counted
+    for (const recipient of busy) {
+      metrics.attempts.inc({ result: 'deferred', domain: topDomains.label(domainOf(recipient)) });
+      log.info({ rcpt: recipient }, 'being sent by another run, deferred');
+      deferred.push({
+        kind: 'deferred',
+        recipient,
+        status: '4.4.5',
+        reason: 'another delivery to this recipient is in progress',
+        remoteMta: null,
+      });
     }
     if (failed.length) {
       let returned = true;

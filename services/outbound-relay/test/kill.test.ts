@@ -14,6 +14,7 @@ import {
   type RelayHandle,
   type RemoteMta,
 } from './helpers.js';
+import { SENDING_CLAIM_MS } from '../src/sending-claims.js';
 
 const root = new URL('../../../', import.meta.url).pathname;
 let p: Platform;
@@ -118,10 +119,11 @@ test(
     child = null;
     release();
 
-    // the unacked message went back to `outbound`; another instance picks it up
+    // the unacked message went back to `outbound`; another instance picks it up, and
+    // sends it once the dead one's claim on the recipient has lapsed (SENDING_CLAIM_MS)
     second = await startRelay(p, { outbound_port: port, outbound_retry_schedule: '200ms' });
     await waitFor(() => mx.received.some((m) => m.data.toString().includes('Subject: killed-mid-delivery')), {
-      timeoutMs: 20_000,
+      timeoutMs: 20_000 + SENDING_CLAIM_MS,
       what: 'delivery after the kill',
     });
     await waitFor(async () => (await queueDepth(p.vhost.name, 'outbound')) === 0);
@@ -174,7 +176,7 @@ test(
     });
     const copies = (rcpt: string) => batchMx!.received.filter((m) => m.to.includes(rcpt)).length;
     await waitFor(() => copies('second@batch.kill.test') === 1, {
-      timeoutMs: 20_000,
+      timeoutMs: 20_000 + SENDING_CLAIM_MS,
       what: 'the second recipient served after the kill',
     });
     await waitFor(async () => (await queueDepth(p.vhost.name, 'outbound')) === 0);
