@@ -12,6 +12,7 @@
 //                                 another delivery agent leaves it (seeded messages are
 //   body                          numbered in the order written), not for a literal
 //   .
+//   message cut noeol             `noeol`: the last line has no line end
 //   a- APPEND INBOX {plain}       session "a" runs it; responses not compared
 //   a> SELECT INBOX               session "a" runs it; responses compared
 //   b> STATUS INBOX (MESSAGES)    session "b", a second connection of the same user
@@ -49,13 +50,15 @@ export function parseScript(name: string, text: string): Script {
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!.replace(/\r$/, '');
     if (!line.trim() || line.startsWith('#')) continue;
-    const msg = /^message (\S+)((?: (?:lf|seeded))*)$/.exec(line);
+    const msg = /^message (\S+)((?: (?:lf|seeded|noeol))*)$/.exec(line);
     if (msg) {
       const body: string[] = [];
       for (i++; i < lines.length && lines[i] !== '.'; i++) body.push(lines[i]!.replace(/^\.\./, '.'));
       if (i >= lines.length) throw new Error(`${name}:${i}: message ${msg[1]} has no closing "."`);
       const eol = msg[2]!.includes('lf') ? '\n' : '\r\n';
-      const data = Buffer.from(body.map((l) => l + eol).join(''), 'utf8');
+      let text = body.map((l) => l + eol).join('');
+      if (msg[2]!.includes('noeol')) text = text.slice(0, -eol.length);
+      const data = Buffer.from(text, 'utf8');
       if (msg[2]!.includes('seeded')) seeded.push(data);
       else messages.set(msg[1]!, data);
       continue;
