@@ -182,10 +182,15 @@ export function parseParamHeader(value: string): { value: string; params: Record
   return { value: (parts[0] ?? '').trim(), params };
 }
 
+/**
+ * A body's size in text lines (RFC 9051 §7.5.2): its line ends, as Dovecot counts. Text
+ * after the last line end is no line of its own: it is what a part holds before the CRLF
+ * that belongs to the next delimiter (RFC 2046 §5.1.1), or a message that lacks its
+ * final CRLF.
+ */
 function countLines(buf: Buffer, start: number, end: number): number {
   let n = 0;
   for (let i = buf.indexOf(10, start); i >= 0 && i < end; i = buf.indexOf(10, i + 1)) n++;
-  if (end > start && buf[end - 1] !== 10) n++;
   return n;
 }
 

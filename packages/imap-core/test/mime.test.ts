@@ -54,11 +54,11 @@ void describe('MIME structure', () => {
     const bs = flat(bodyStructure(root, true));
     assert.equal(
       bs,
-      '(("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 5 1 NIL NIL NIL NIL)' +
+      '(("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 5 0 NIL NIL NIL NIL)' +
         '("APPLICATION" "PDF" ("NAME" "a.pdf") NIL NIL "BASE64" 4 NIL ("ATTACHMENT" ("FILENAME" "a.pdf")) NIL NIL)' +
         '("MESSAGE" "RFC822" NIL NIL NIL "7BIT" 50 ' +
         '(NIL "inner" ((NIL NIL "i" "example.test")) ((NIL NIL "i" "example.test")) ((NIL NIL "i" "example.test")) NIL NIL NIL NIL NIL) ' +
-        '("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 10 1 NIL NIL NIL NIL) 4 NIL NIL NIL NIL)' +
+        '("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 10 0 NIL NIL NIL NIL) 3 NIL NIL NIL NIL)' +
         ' "MIXED" ("BOUNDARY" "XX") NIL NIL NIL)',
     );
   });
@@ -103,6 +103,53 @@ void describe('MIME structure', () => {
       envelopeText(parseHeaderFields(text)),
       '(NIL "one two" ((NIL NIL "f" "x")) ((NIL NIL "f" "x")) ((NIL NIL "f" "x")) NIL NIL NIL NIL NIL)',
     );
+  });
+});
+
+void describe('MIME sizes and line counts', () => {
+  /** [size, lines] of each part of `body` under a multipart/mixed with boundary "b". */
+  const sizes = (body: string): [number, number][] =>
+    parseMime(Buffer.from('Content-Type: multipart/mixed; boundary=b\r\n\r\n' + body)).children.map((c) => [
+      c.end - c.bodyStart,
+      c.lines,
+    ]);
+
+  void it("counts the line ends of a part, the CRLF before a delimiter being the delimiter's", () => {
+    assert.deepEqual(
+      sizes(
+        [
+          '--b',
+          '',
+          'first line',
+          'second line',
+          '--b',
+          '',
+          'a line end',
+          '',
+          '--b',
+          '',
+          '',
+          '',
+          '--b--',
+          '',
+        ].join('\r\n'),
+      ),
+      [
+        [23, 1],
+        [12, 1],
+        [2, 1],
+      ],
+    );
+  });
+
+  void it('counts no line for text after the last line end of a message', () => {
+    const single = parseMime(Buffer.from('Subject: x\r\n\r\nline one\r\nline two'));
+    assert.deepEqual([single.end - single.bodyStart, single.lines], [18, 1]);
+    const outer = parseMime(
+      Buffer.from('Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\ninner one\r\ninner two'),
+    );
+    assert.equal(outer.lines, 3);
+    assert.deepEqual([outer.message!.end - outer.message!.bodyStart, outer.message!.lines], [20, 1]);
   });
 });
 

@@ -165,7 +165,8 @@ interface FolderIndex {
  * of 2 holds are rendered again. 4: the same layout, but a multipart with boundary="" has
  * its parts, so the BODYSTRUCTUREs a file of 3 holds are rendered again. 5: the same
  * layout, but a message with LF line ends is sent with CRLF: its size and header lines
- * are those with CRLF, where a file of 4 holds them as on disk.
+ * are those with CRLF, where a file of 4 holds them as on disk; and a BODYSTRUCTURE line
+ * count is the body's line ends, where one of 4 counts text after the last as a line.
  */
 const RECORD_TAG = 5;
 export const INDEX_FORMAT = `m${RECORD_TAG}`;
