@@ -31,20 +31,21 @@ export interface MimePart {
   message: MimePart | null;
 }
 
-/** Offset just past the header block (after the empty line), or the end. */
+/**
+ * Offset just past the header block (after the empty line), or the end. The empty line
+ * must lie within the part: a part cut off by the CRLF its delimiter takes (RFC 2046
+ * §5.1.1) may end in a header line whose empty line follows only past `end`.
+ */
 function headerEnd(buf: Buffer, start: number, end: number): { bodyStart: number; headerStop: number } {
-  if (start >= end) return { bodyStart: end, headerStop: end };
-  // a part that starts with an empty line has no headers
-  if (buf[start] === 10) return { bodyStart: start + 1, headerStop: start };
-  if (buf[start] === 13 && buf[start + 1] === 10) return { bodyStart: start + 2, headerStop: start };
-  let i = start;
+  let next = start;
   for (;;) {
-    const nl = buf.indexOf(10, i);
-    if (nl < 0 || nl >= end) return { bodyStart: end, headerStop: end };
-    const next = nl + 1;
+    if (next >= end) return { bodyStart: end, headerStop: end };
     if (buf[next] === 10) return { bodyStart: next + 1, headerStop: next };
-    if (buf[next] === 13 && buf[next + 1] === 10) return { bodyStart: next + 2, headerStop: next };
-    i = next;
+    if (buf[next] === 13 && next + 1 < end && buf[next + 1] === 10)
+      return { bodyStart: next + 2, headerStop: next };
+    const nl = buf.indexOf(10, next);
+    if (nl < 0 || nl >= end) return { bodyStart: end, headerStop: end };
+    next = nl + 1;
   }
 }
 

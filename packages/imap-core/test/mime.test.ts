@@ -142,6 +142,19 @@ void describe('MIME sizes and line counts', () => {
     );
   });
 
+  void it('gives a part whose header runs up to its delimiter no body, not one of minus 2 octets', () => {
+    const body =
+      '--b\r\nContent-Type: text/plain\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: x\r\n\r\n--b--\r\n';
+    assert.deepEqual(sizes(body), [
+      [0, 0],
+      [12, 1],
+    ]);
+    const data = Buffer.from('Content-Type: multipart/mixed; boundary=b\r\n\r\n' + body);
+    const [cut, msg] = parseMime(data).children;
+    assert.equal(data.toString('latin1', cut!.start, cut!.bodyStart), 'Content-Type: text/plain\r\n');
+    assert.equal(data.toString('latin1', msg!.message!.start, msg!.message!.bodyStart), 'Subject: x\r\n');
+  });
+
   void it('counts no line for text after the last line end of a message', () => {
     const single = parseMime(Buffer.from('Subject: x\r\n\r\nline one\r\nline two'));
     assert.deepEqual([single.end - single.bodyStart, single.lines], [18, 1]);
