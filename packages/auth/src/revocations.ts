@@ -25,11 +25,47 @@ export const revocationMessage = (account: string, name?: string): string =>
 export const webmailSessionsKey = (account: string) => `webmail:sessions:${account}`;
 
 /**
- * Ends every webmail session of the account, on every instance: their keys go, so the
- * next request of each is signed out. `keep` (a session key) is spared, for the session
- * that changed its own password. Returns how many were live.
+ * The account record's field counting the times all its webmail sessions were ended at
+ * once (a sign-out everywhere, a new password, two-factor turned on, a lock). A webmail
+ * session carries the value it had when its login was checked and is refused once the
+ * account's is higher, so that a session renewed or logged in while they were being ended
+ * does not outlive them. The webmail's own count, apart from SIGN_OUT_FIELD: a new
+ * password ends every other webmail session, but not the IMAP sessions of app passwords,
+ * which that count would end.
  */
-export async function endWebmailSessions(redis: Redis, account: string, keep?: string): Promise<number> {
+export const WEBMAIL_SIGN_OUT_FIELD = 'websignout';
+
+/** Raises the webmail count of an existing account: [before, after], or nil when there is no account. */
+const RAISE_WEBMAIL_SIGN_OUT = `
+if redis.call('HEXISTS', KEYS[1], 'password') == 0 then return false end
+local before = redis.call('HGET', KEYS[1], ARGV[1]) or '0'
+return {before, redis.call('HINCRBY', KEYS[1], ARGV[1], 1)}
+`;
+
+/**
+ * Raises the account's webmail count (WEBMAIL_SIGN_OUT_FIELD): every webmail session of
+ * the account that logged in before is refused from now on. The count before and after;
+ * null when there is no such account (its sessions are refused anyway).
+ */
+export async function raiseWebmailSignOut(
+  redis: Redis,
+  account: string,
+): Promise<{ before: number; after: number } | null> {
+  const res = (await redis.eval(
+    RAISE_WEBMAIL_SIGN_OUT,
+    1,
+    `account:${account.toLowerCase()}`,
+    WEBMAIL_SIGN_OUT_FIELD,
+  )) as [string, number] | null;
+  return res && { before: Number(res[0]), after: Number(res[1]) };
+}
+
+/**
+ * Deletes the account's webmail session keys, but `keep` (a session key): the session
+ * that changed the password goes on under it. Returns how many were live. Alone, it only
+ * tidies: what ends the sessions is the count raiseWebmailSignOut raised before.
+ */
+export async function deleteWebmailSessions(redis: Redis, account: string, keep?: string): Promise<number> {
   const set = webmailSessionsKey(account);
   const keys = (await redis.smembers(set)).filter((k) => k !== keep);
   const ended = keys.length ? await redis.del(...keys) : 0;
@@ -37,6 +73,16 @@ export async function endWebmailSessions(redis: Redis, account: string, keep?: s
     if (keys.length) await redis.srem(set, ...keys);
   } else await redis.del(set);
   return ended;
+}
+
+/**
+ * Ends every webmail session of the account, on every instance: its count goes up first,
+ * so that a session renewed (or a login checked) while the keys go is refused all the
+ * same; then the keys go. Returns how many were live.
+ */
+export async function endWebmailSessions(redis: Redis, account: string): Promise<number> {
+  await raiseWebmailSignOut(redis, account);
+  return deleteWebmailSessions(redis, account);
 }
 
 /** The account record's field counting sign-outs everywhere (every session older than its value ends). */

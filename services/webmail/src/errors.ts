@@ -29,6 +29,13 @@ const REFUSED_NAMED = 5;
 export const errors = {
   badRequest: (message: string) => new ApiError(400, 'bad_request', message),
   notLoggedIn: () => new ApiError(401, 'not_logged_in', 'Not logged in, or the session has expired'),
+  /** The account ended its sessions (the same code: the front end shows the login, with this). */
+  sessionEnded: () =>
+    new ApiError(
+      401,
+      'not_logged_in',
+      'This session was ended (signed out everywhere, a new password, or two-factor turned on): log in again',
+    ),
   invalidCredentials: () => new ApiError(401, 'invalid_credentials', 'Wrong address or password'),
   wrongPassword: () => new ApiError(403, 'wrong_password', 'That is not your current password'),
   conflict: (message: string) => new ApiError(409, 'conflict', message),

@@ -103,8 +103,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     // perhaps the reason for the change, is out); every other one ends: the other webmail
     // sessions, and on every instance the IMAP, POP3 and submission sessions that logged in
     // with the old password
-    const fresh = await ctx.sessions.rotate(req.sessionId!, session);
-    const ended = await ctx.sessions.destroyAll(account, fresh?.id);
+    const { fresh, ended } = await ctx.sessions.endOthers(req.sessionId!, session);
     await announceRevocation(ctx.redis, account);
     logger.info({ account, ended }, 'password changed');
     // this session ended while the change ran (signed out everywhere): changed, but out too
@@ -202,8 +201,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     const { code } = parse(codeSchema, req.body);
     const codes = await twoFactor().confirm(account, code);
     if (!codes) throw errors.invalidCode();
-    const fresh = await ctx.sessions.rotate(req.sessionId!, session);
-    const ended = await ctx.sessions.destroyAll(account, fresh?.id);
+    const { fresh, ended } = await ctx.sessions.endOthers(req.sessionId!, session);
     logger.info({ account, ended }, 'two-factor login turned on');
     // this session ended meanwhile: the codes are still shown, the next request logs in
     if (!fresh) return { recoveryCodes: codes };

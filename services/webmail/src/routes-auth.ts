@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { clientKey } from '@mailyard/auth';
+import { accountAddress } from '@mailyard/directory';
 import { z } from 'zod';
 import { parse, sessionOf, type Ctx } from './context.js';
 import { errors } from './errors.js';
@@ -68,6 +69,10 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
       metrics.logins.inc({ result: 'rate_limited' });
       throw errors.rateLimited(wait);
     }
+    // the account's webmail sign-out count before its password is checked: an ending of
+    // its sessions (sign out everywhere, a new password) while the check runs ends this one too
+    const named = accountAddress(username) ?? username.trim().toLowerCase();
+    const signOut = await sessions.signOutCount(named);
     // the second step, when the account has one, is asked below
     const res = await ctx.authenticator.authenticate({
       ip: req.ip,
@@ -93,7 +98,11 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
     // the session this browser held (an earlier login, perhaps of another account, or one
     // planted in it) ends now rather than at its timeout: the new login replaces it
     await sessions.destroy(req.cookies[SESSION_COOKIE]);
-    const { id, session } = await sessions.create(res.account, second ? 'second-factor' : 'complete');
+    const { id, session } = await sessions.create(
+      res.account,
+      second ? 'second-factor' : 'complete',
+      res.account === named ? signOut : await sessions.signOutCount(res.account),
+    );
     void reply.setCookie(SESSION_COOKIE, id, COOKIE).clearCookie(LOGIN_COOKIE, COOKIE);
     metrics.logins.inc({ result: second ? 'second_factor' : 'ok' });
     logger.info({ account: res.account, ip: req.ip }, second ? 'webmail password accepted' : 'webmail login');

@@ -1,6 +1,12 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { endWebmailSessions, webmailSessionsKey } from '@mailyard/auth';
+import {
+  WEBMAIL_SIGN_OUT_FIELD,
+  deleteWebmailSessions,
+  endWebmailSessions,
+  raiseWebmailSignOut,
+  webmailSessionsKey,
+} from '@mailyard/auth';
 
 /** What a session is waiting for: nothing (logged in) or the second step of the login. */
 export type SessionStage = 'complete' | 'second-factor';
@@ -12,6 +18,13 @@ export interface Session {
   created: number;
   /** Token every state-changing request must carry in X-CSRF-Token. */
   csrf: string;
+  /**
+   * The account's webmail sign-out count (WEBMAIL_SIGN_OUT_FIELD) when the login was
+   * checked: once the account's is higher, the session has ended. Sessions made before it
+   * was kept have none and count as 0, as does every account until its sessions are first
+   * ended: they go on until then, as they did.
+   */
+  signOut: number;
 }
 
 export interface SessionTimeouts {
@@ -36,17 +49,53 @@ export function sameToken(a: string | undefined, b: string | undefined): boolean
 }
 
 /**
+ * A session (KEYS[1]; its idle time pushed back to ARGV[1] ms unless that is empty) and
+ * its account's webmail sign-out count, in one round trip: {session} when the account is
+ * gone, {session, count} else, nil when there is no session. The account's key is made
+ * here from the session (ARGV[2] the key prefix, ARGV[3] the field): a single Redis, as
+ * the platform runs, not a cluster.
+ */
+const LOOKUP = `
+local raw
+if ARGV[1] == '' then raw = redis.call('GET', KEYS[1])
+else raw = redis.call('GETEX', KEYS[1], 'PX', ARGV[1]) end
+if not raw then return false end
+local ok, s = pcall(cjson.decode, raw)
+if not ok or type(s) ~= 'table' or type(s.account) ~= 'string' then return {raw} end
+local account = ARGV[2] .. 'account:' .. s.account
+if redis.call('HEXISTS', account, 'password') == 0 then return {raw} end
+return {raw, redis.call('HGET', account, ARGV[3]) or '0'}
+`;
+
+type LookupRedis = Redis & {
+  webmailSession(key: string, idleMs: string, prefix: string, field: string): Promise<string[] | null>;
+};
+
+/**
  * Sessions in Redis, so any instance serves any request. The cookie holds a random id;
  * Redis holds only its SHA-256 (`webmail:session:<hash>`), so whoever reads Redis cannot
  * take over a session. The key expires after the idle timeout and every request pushes
  * that back; the absolute timeout is checked against the login time.
+ *
+ * Ending all of an account's sessions (a sign-out everywhere, a new password, two-factor
+ * turned on, a lock, the account deleted) raises its webmail sign-out count before their
+ * keys go, and each request reads the count with the session: a session whose login was
+ * checked before is refused even when its key outlived the ending (a renewal that wrote
+ * its new id meanwhile, a login checked just before), as the protocol sessions are by
+ * their sign-out count (CredentialRevocations).
  */
 export class SessionStore {
+  private readonly redis: LookupRedis;
+
   constructor(
-    private readonly redis: Redis,
+    redis: Redis,
     private readonly timeouts: SessionTimeouts,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.redis = redis as LookupRedis;
+    if (typeof this.redis.webmailSession !== 'function')
+      redis.defineCommand('webmailSession', { numberOfKeys: 1, lua: LOOKUP });
+  }
 
   private key(id: string): string {
     return `webmail:session:${createHash('sha256').update(id).digest('base64url')}`;
@@ -58,29 +107,60 @@ export class SessionStore {
     await this.redis.multi().sadd(set, key).pexpire(set, this.timeouts.absoluteMs).exec();
   }
 
-  async create(account: string, stage: SessionStage): Promise<{ id: string; session: Session }> {
+  /**
+   * The account's webmail sign-out count, for a login: read before its password is
+   * checked, so that an ending of its sessions while the check runs ends this one too.
+   */
+  async signOutCount(account: string): Promise<number> {
+    return Number((await this.redis.hget(`account:${account.toLowerCase()}`, WEBMAIL_SIGN_OUT_FIELD)) ?? 0);
+  }
+
+  /** A new session of a login checked while the account's webmail sign-out count was `signOut`. */
+  async create(
+    account: string,
+    stage: SessionStage,
+    signOut: number,
+  ): Promise<{ id: string; session: Session }> {
     const id = newToken();
-    const session: Session = { account, stage, created: this.now(), csrf: newToken() };
+    const session: Session = { account, stage, created: this.now(), csrf: newToken(), signOut };
     await this.redis.set(this.key(id), JSON.stringify(session), 'PX', this.timeouts.idleMs);
     await this.track(account, this.key(id));
     return { id, session };
   }
 
-  /**
-   * Ends every session of the account, on every instance (sign out everywhere), except
-   * the one of cookie value `keep` when given (a password change); returns how many were live.
-   */
-  async destroyAll(account: string, keep?: string): Promise<number> {
-    return endWebmailSessions(this.redis, account, keep ? this.key(keep) : undefined);
+  /** Ends every session of the account, on every instance (sign out everywhere); returns how many were live. */
+  async destroyAll(account: string): Promise<number> {
+    return endWebmailSessions(this.redis, account);
   }
 
   /** The live session for a cookie value, its idle time pushed back (unless `touch` is false); null if none. */
   async get(id: string | undefined, touch = true): Promise<Session | null> {
+    const found = await this.find(id, touch);
+    return found === 'ended' ? null : found;
+  }
+
+  /**
+   * As get, but 'ended' for a session its account ended (signed out everywhere, a new
+   * password...) whose key outlived that, or whose account is gone: the key goes now.
+   */
+  async find(id: string | undefined, touch = true): Promise<Session | 'ended' | null> {
     if (!id || id.length > 100) return null;
     const key = this.key(id);
-    const raw = touch ? await this.redis.getex(key, 'PX', this.timeouts.idleMs) : await this.redis.get(key);
-    if (!raw) return null;
-    const session = JSON.parse(raw) as Session;
+    const res = await this.redis.webmailSession(
+      key,
+      touch ? String(this.timeouts.idleMs) : '',
+      this.redis.options.keyPrefix ?? '',
+      WEBMAIL_SIGN_OUT_FIELD,
+    );
+    if (!res) return null;
+    const [raw, count] = res;
+    // a session made before the count was kept has none: 0, as the account's until its first ending
+    const stored = JSON.parse(raw!) as Omit<Session, 'signOut'> & { signOut?: number };
+    const session: Session = { ...stored, signOut: stored.signOut ?? 0 };
+    if (count === undefined || Number(count) > session.signOut) {
+      await this.redis.del(key);
+      return 'ended';
+    }
     if (this.now() - session.created > this.timeouts.absoluteMs) {
       await this.redis.del(key);
       return null;
@@ -88,13 +168,24 @@ export class SessionStore {
     return session;
   }
 
+  /** Whether the account ended its sessions since `session` logged in (or is gone). */
+  private async endedSince(session: Session): Promise<boolean> {
+    const account = `account:${session.account.toLowerCase()}`;
+    const [exists, count] = await Promise.all([
+      this.redis.hexists(account, 'password'),
+      this.redis.hget(account, WEBMAIL_SIGN_OUT_FIELD),
+    ]);
+    return !exists || Number(count ?? 0) > session.signOut;
+  }
+
   /**
-   * The same login (its account and login time) under a new id and CSRF token, `session`
-   * its new state; the old id ends. After the second step of the login, and after a
-   * password change: an id or token someone saw before is then no good (OWASP: renew the
-   * id whenever the privilege or the credentials change). Null when the old id had ended
-   * meanwhile (a sign-out everywhere, an account locked while the request ran): it does
-   * not come back under a new one.
+   * The same login (its account, login time and sign-out count) under a new id and CSRF
+   * token, `session` its new state; the old id ends. After the second step of the login:
+   * an id or token someone saw before is then no good (OWASP: renew the id whenever the
+   * privilege or the credentials change). Null when the session ended meanwhile (a
+   * sign-out everywhere, a new password, an account locked while the request ran): it
+   * does not come back under a new id. An ending that comes after this answer is caught
+   * by the count, at the next request.
    */
   async rotate(id: string, session: Session): Promise<{ id: string; session: Session } | null> {
     if (!(await this.redis.del(this.key(id)))) return null;
@@ -102,7 +193,36 @@ export class SessionStore {
     const renewed: Session = { ...session, csrf: newToken() };
     await this.redis.set(this.key(fresh), JSON.stringify(renewed), 'PX', this.timeouts.idleMs);
     await this.track(session.account, this.key(fresh));
+    // ended between the read of the session and the write of its new id: the ending may
+    // have looked for its keys before the new one was there
+    if (await this.endedSince(renewed)) {
+      await this.redis.del(this.key(fresh));
+      return null;
+    }
     return { id: fresh, session: renewed };
+  }
+
+  /**
+   * After a new password or two-factor turned on: every other session of the account
+   * ends, on every instance, and this one goes on under a new id and CSRF token (whoever
+   * holds a copy of the old cookie, perhaps the reason for the change, is out). The
+   * account's count goes up, and this session takes the new one, unless an ending came
+   * first (then it has ended too, and `fresh` is null). `ended`: how many others were live.
+   */
+  async endOthers(
+    id: string,
+    session: Session,
+  ): Promise<{ fresh: { id: string; session: Session } | null; ended: number }> {
+    const count = await raiseWebmailSignOut(this.redis, session.account);
+    const goesOn = count !== null && count.before <= session.signOut;
+    const fresh = goesOn ? await this.rotate(id, { ...session, signOut: count.after }) : null;
+    if (!fresh) await this.destroy(id);
+    const ended = await deleteWebmailSessions(
+      this.redis,
+      session.account,
+      fresh ? this.key(fresh.id) : undefined,
+    );
+    return { fresh, ended };
   }
 
   async destroy(id: string | undefined): Promise<void> {

@@ -242,7 +242,8 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
       return;
     }
     const id = req.cookies[SESSION_COOKIE];
-    const session = await sessions.get(id, !req.routeOptions.config.passive);
+    const session = await sessions.find(id, !req.routeOptions.config.passive);
+    if (session === 'ended') throw errors.sessionEnded();
     if (!session) throw errors.notLoggedIn();
     if (access === 'session' && session.stage !== 'complete') throw errors.secondFactorRequired();
     if (changes && !sameToken(req.headers['x-csrf-token'] as string | undefined, session.csrf))

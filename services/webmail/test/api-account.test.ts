@@ -2,10 +2,11 @@
 // their last use, changing the password with the CLI's rules, signing out everywhere.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { AppPasswords, LoginGuard, createAuthenticator, type Authenticator } from '@mailyard/auth';
 import { addAccount } from '../../../test/harness.js';
 import { PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 import { holdSessions, imapLogin as imapLoginAs, mailPorts } from './mail-clients.js';
-import { WebClient } from './web-client.js';
+import { WebClient, type WebResponse } from './web-client.js';
 
 let t: WebmailTestbed;
 before(async () => {
@@ -139,6 +140,44 @@ test('sign out everywhere ends every webmail session of the account only', { tim
   assert.equal((await b.get('/api/account')).status, 401);
   assert.equal((await other.get('/api/account')).status, 200);
 });
+
+test(
+  'a login whose password was being checked when the account signed out everywhere is ended too',
+  { timeout: 60_000 },
+  async () => {
+    const account = 'max@example.test';
+    await addAccount(t.p.directory, account);
+    const owner = client();
+    assert.equal((await owner.login(account)).status, 200);
+    // a webmail whose password check the owner's sign-out everywhere overtakes: it ran
+    // while the password was right, and the session is made after it
+    const redis = t.p.redis.redis;
+    const checks = createAuthenticator({
+      directory: t.p.directory,
+      guard: new LoginGuard(redis),
+      appPasswords: new AppPasswords(redis),
+    });
+    let signedOut: WebResponse | null = null;
+    const overtaken: Authenticator = {
+      async authenticate(req) {
+        const res = await checks.authenticate(req);
+        if (!signedOut) signedOut = await owner.post('/api/account/sign-out-everywhere');
+        return res;
+      },
+    };
+    const webmail = await t.another({}, { authenticator: overtaken });
+    const late = new WebClient(webmail.port, t.ca);
+    assert.equal((await late.login(account)).status, 200);
+    assert.equal((signedOut as WebResponse | null)?.status, 200);
+    const res = await late.get('/api/account');
+    assert.deepEqual([res.status, res.json.error], [401, 'not_logged_in']);
+    assert.match(res.json.message, /^This session was ended \(signed out everywhere/);
+    assert.equal((await owner.get('/api/account')).status, 401);
+    // a login checked after it stays
+    assert.equal((await late.login(account)).status, 200);
+    assert.equal((await late.get('/api/account')).status, 200);
+  },
+);
 
 test(
   'sign out everywhere ends the IMAP, POP3 and submission sessions of the account',

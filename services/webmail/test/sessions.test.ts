@@ -1,6 +1,7 @@
 // The session store on its own, against Redis: a session that ended while a request ran
-// (a sign-out everywhere, an account locked) does not come back when that request renews
-// the id (after the second step of a login, or a password change).
+// (a sign-out everywhere, a new password, an account locked) does not come back when that
+// request renews the id (after the second step of a login, or a password change), even
+// when the ending comes between the renewal's end of the old id and its write of the new.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { createTestRedis } from '@mailyard/testkit';
@@ -8,13 +9,46 @@ import { SessionStore } from '../src/sessions.js';
 
 const t = createTestRedis();
 after(() => t.cleanup());
-const store = new SessionStore(t.redis, { idleMs: 60_000, absoluteMs: 3_600_000 });
+const timeouts = { idleMs: 60_000, absoluteMs: 3_600_000 };
+const store = new SessionStore(t.redis, timeouts);
+
+/** An account record, as the directory keeps it (the store only looks at whether it is there). */
+const account = async (a: string) => {
+  await t.redis.hset(`account:${a}`, 'password', '$argon2id$stand-in');
+  return a;
+};
+
+/**
+ * The store over the same Redis, but `between` runs right after its first DEL (a renewal's
+ * end of the old id) and before anything else the store does: what another request of the
+ * account did at that moment.
+ */
+function storeInterrupted(between: () => Promise<unknown>): SessionStore {
+  let pending = true;
+  const redis = new Proxy(t.redis, {
+    get(target, prop) {
+      const value: unknown = Reflect.get(target, prop, target);
+      if (prop === 'del')
+        return async (...keys: string[]) => {
+          const n = await target.del(...keys);
+          if (pending) {
+            pending = false;
+            await between();
+          }
+          return n;
+        };
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  return new SessionStore(redis, timeouts);
+}
 
 test(
   'renewing the id of a live session ends the old id and keeps the login',
   { timeout: 10_000 },
   async () => {
-    const { id, session } = await store.create('ann@example.test', 'second-factor');
+    const a = await account('ann@example.test');
+    const { id, session } = await store.create(a, 'second-factor', await store.signOutCount(a));
     const fresh = await store.rotate(id, { ...session, stage: 'complete' });
     assert.ok(fresh);
     assert.equal(await store.get(id), null, 'the old id is no good');
@@ -27,11 +61,114 @@ test(
   'a session signed out everywhere while its request ran is not renewed',
   { timeout: 10_000 },
   async () => {
-    const { id, session } = await store.create('bea@example.test', 'second-factor');
+    const a = await account('bea@example.test');
+    const { id, session } = await store.create(a, 'second-factor', await store.signOutCount(a));
     // the request read the session; then the account was signed out everywhere
     assert.ok(await store.get(id));
-    assert.equal(await store.destroyAll('bea@example.test'), 1);
+    assert.equal(await store.destroyAll(a), 1);
     assert.equal(await store.rotate(id, { ...session, stage: 'complete' }), null);
-    assert.equal(await store.destroyAll('bea@example.test'), 0, 'no session of the account is live');
+    assert.equal(await store.destroyAll(a), 0, 'no session of the account is live');
   },
 );
+
+test(
+  "a sign-out everywhere between a renewal's end of the old id and its new id ends the new one",
+  { timeout: 10_000 },
+  async () => {
+    const a = await account('cid@example.test');
+    const { id, session } = await store.create(a, 'second-factor', await store.signOutCount(a));
+    // the second step of the login renews the id; the owner signs out everywhere just as
+    // the old id is gone and the new one not yet written: the ending finds neither
+    const renewing = storeInterrupted(() => store.destroyAll(a));
+    const fresh = await renewing.rotate(id, { ...session, stage: 'complete' });
+    assert.equal(fresh && (await store.get(fresh.id)), null, 'the renewed id opens nothing');
+    assert.equal(await store.get(id), null);
+  },
+);
+
+test(
+  "a new password set between another session's end of its old id and its new id ends it",
+  { timeout: 10_000 },
+  async () => {
+    const a = await account('dan@example.test');
+    const count = await store.signOutCount(a);
+    const owner = await store.create(a, 'complete', count);
+    const other = await store.create(a, 'second-factor', count);
+    // the other login's second step renews its id while the owner's new password ends
+    // every session but the owner's
+    const renewing = storeInterrupted(() => store.endOthers(owner.id, owner.session));
+    const fresh = await renewing.rotate(other.id, { ...other.session, stage: 'complete' });
+    assert.equal(fresh && (await store.get(fresh.id)), null, 'the other login opens nothing');
+    // the owner goes on, under its new id
+    assert.equal(await store.get(owner.id), null);
+    const [key] = await t.redis.smembers(`webmail:sessions:${a}`);
+    assert.ok(key, "the owner's new id is kept");
+  },
+);
+
+test(
+  'the session that set a new password goes on, renewed; one ended just before it does not',
+  { timeout: 10_000 },
+  async () => {
+    const a = await account('eve@example.test');
+    const count = await store.signOutCount(a);
+    const owner = await store.create(a, 'complete', count);
+    const other = await store.create(a, 'complete', count);
+    const { fresh, ended } = await store.endOthers(owner.id, owner.session);
+    assert.ok(fresh);
+    assert.equal(ended, 1);
+    assert.equal(await store.get(other.id), null);
+    assert.equal(await store.get(owner.id), null, 'the old id is no good');
+    assert.equal((await store.get(fresh.id))?.account, a);
+
+    // signed out everywhere after this request read its session, before its new password
+    const late = await store.create(a, 'complete', await store.signOutCount(a));
+    assert.ok(await store.get(late.id));
+    await store.destroyAll(a);
+    const again = await store.endOthers(late.id, late.session);
+    assert.equal(again.fresh, null, 'its session stays ended');
+    assert.equal(await store.get(fresh.id), null);
+  },
+);
+
+test(
+  'a login checked before its account was signed out everywhere opens no session',
+  { timeout: 10_000 },
+  async () => {
+    const a = await account('fay@example.test');
+    // the count is read before the password is checked; the sign-out comes during the check
+    const count = await store.signOutCount(a);
+    await store.destroyAll(a);
+    const { id } = await store.create(a, 'complete', count);
+    assert.equal(await store.find(id), 'ended');
+    assert.equal(await store.find(id), null, 'and its key is gone');
+    // a login after the sign-out stays
+    const later = await store.create(a, 'complete', await store.signOutCount(a));
+    assert.equal((await store.get(later.id))?.account, a);
+  },
+);
+
+test(
+  'a session kept from before sessions carried the count goes on until the account ends its sessions',
+  { timeout: 10_000 },
+  async () => {
+    const a = await account('gus@example.test');
+    const { id, session } = await store.create(a, 'complete', 0);
+    // as such a session was stored: without the count
+    const { signOut: _, ...old } = session;
+    const key = (await t.redis.smembers(`webmail:sessions:${a}`))[0]!;
+    await t.redis.set(key, JSON.stringify(old), 'PX', 60_000);
+    assert.equal((await store.get(id))?.account, a, 'it goes on');
+    // written back as it was: the key outlives an ending only in a race, as above
+    await store.destroyAll(a);
+    await t.redis.set(key, JSON.stringify(old), 'PX', 60_000);
+    assert.equal(await store.find(id), 'ended');
+  },
+);
+
+test('a session of an account that is gone is ended', { timeout: 10_000 }, async () => {
+  const a = await account('hal@example.test');
+  const { id } = await store.create(a, 'complete', 0);
+  await t.redis.del(`account:${a}`);
+  assert.equal(await store.find(id), 'ended');
+});
