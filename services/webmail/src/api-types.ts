@@ -105,6 +105,13 @@ export interface MessageView {
   listUnsubscribe: string | null;
 }
 
+/**
+ * POST /api/account/password: changed, and this session goes on under a new cookie and
+ * CSRF token; or changed, but this session was signed out everywhere while the change ran
+ * (`signedOut`): the next step is the login, with the new password.
+ */
+export type PasswordChanged = { changed: true; csrf: string } | { changed: true; signedOut: true };
+
 /** GET /api/account: the account page. */
 export interface AccountInfo {
   account: string;

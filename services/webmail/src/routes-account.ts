@@ -11,7 +11,7 @@ import {
   type Forwarding,
   type Vacation,
 } from '@mailyard/mail-rules';
-import type { AccountInfo, TwoFactorEnrolment } from './api-types.js';
+import type { AccountInfo, PasswordChanged, TwoFactorEnrolment } from './api-types.js';
 import { parse, sessionOf, type Ctx } from './context.js';
 import { ApiError, errors } from './errors.js';
 import { COOKIE_OPTIONS, SESSION_COOKIE } from './sessions.js';
@@ -105,11 +105,15 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     // with the old password
     const { fresh, ended } = await ctx.sessions.endOthers(req.sessionId!, session);
     await announceRevocation(ctx.redis, account);
-    logger.info({ account, ended }, 'password changed');
-    // this session ended while the change ran (signed out everywhere): changed, but out too
-    if (!fresh) throw errors.notLoggedIn();
+    logger.info({ account, ended, signedOut: !fresh }, 'password changed');
+    // this session ended while the change ran (signed out everywhere): the password is
+    // changed all the same, and the answer says so, with the login to go to
+    if (!fresh) {
+      void reply.clearCookie(SESSION_COOKIE, COOKIE_OPTIONS);
+      return { changed: true, signedOut: true } satisfies PasswordChanged;
+    }
     void reply.setCookie(SESSION_COOKIE, fresh.id, COOKIE_OPTIONS);
-    return { changed: true, csrf: fresh.session.csrf };
+    return { changed: true, csrf: fresh.session.csrf } satisfies PasswordChanged;
   });
 
   /**

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { AppPasswords, LoginGuard, createAuthenticator, type Authenticator } from '@mailyard/auth';
+import type { Directory } from '@mailyard/directory';
 import { addAccount } from '../../../test/harness.js';
 import { PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 import { holdSessions, imapLogin as imapLoginAs, mailPorts } from './mail-clients.js';
@@ -124,6 +125,41 @@ test(
     assert.equal((await elsewhere.get('/api/account')).status, 401);
     assert.equal(await imapLogin(account, PASSWORD), false);
     assert.equal(await imapLogin(account, 'a new long passphrase'), true);
+  },
+);
+
+test(
+  'a new password while the session is signed out everywhere: changed, and the answer says so',
+  { timeout: 60_000 },
+  async () => {
+    const account = 'ned@example.test';
+    await addAccount(t.p.directory, account);
+    const elsewhere = client();
+    assert.equal((await elsewhere.login(account)).status, 200);
+    // a webmail whose password change the sign-out everywhere of another session overtakes
+    let signedOut: WebResponse | null = null;
+    const directory = Object.create(t.p.directory) as Directory;
+    directory.setPassword = async (a, password) => {
+      signedOut = await elsewhere.post('/api/account/sign-out-everywhere');
+      return t.p.directory.setPassword(a, password);
+    };
+    const webmail = await t.another({}, { directory });
+    const c = new WebClient(webmail.port, t.ca);
+    assert.equal((await c.login(account)).status, 200);
+    const res = await c.post('/api/account/password', {
+      current: PASSWORD,
+      password: 'a new long passphrase',
+    });
+    assert.equal((signedOut as WebResponse | null)?.status, 200);
+    assert.equal(res.status, 200, res.text);
+    assert.deepEqual(res.json, { changed: true, signedOut: true });
+    assert.equal(c.cookies.has('__Host-mailyard_session'), false, 'the cookie is cleared');
+    // the password did change: the new one logs in, the old one does not
+    assert.equal(await imapLogin(account, PASSWORD), false);
+    assert.equal(await imapLogin(account, 'a new long passphrase'), true);
+    assert.equal((await client().login(account, PASSWORD)).status, 401);
+    assert.equal((await c.login(account, 'a new long passphrase')).status, 200);
+    assert.equal((await c.get('/api/account')).status, 200);
   },
 );
 

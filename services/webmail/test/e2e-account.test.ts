@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import { generate } from 'otplib';
 import type { BrowserContext, Page } from 'playwright-core';
 import { LoginGuard, TwoFactor } from '@mailyard/auth';
+import type { Directory } from '@mailyard/directory';
 import { addAccount } from '../../../test/harness.js';
 import { ensureFrontEnd, launchBrowser, screenshotDir } from './browser.js';
 import { MailRules } from '@mailyard/mail-rules';
@@ -41,10 +42,15 @@ after(() => t?.close());
 const imapLogin = (pass: string) => imapLoginAs(t, ACCOUNT, pass);
 
 /** A new page logged in as `account`, on the account page; the page's script errors go to `errors`. */
-async function accountPage(context: BrowserContext, account: string, errors: string[]): Promise<Page> {
+async function accountPage(
+  context: BrowserContext,
+  account: string,
+  errors: string[],
+  at = origin,
+): Promise<Page> {
   const page = await context.newPage();
   page.on('pageerror', (e) => errors.push(e.message));
-  await page.goto(`${origin}/`);
+  await page.goto(`${at}/`);
   await page.getByLabel('Email address').fill(account);
   await page.getByLabel('Password').fill(PASSWORD);
   await page.getByRole('button', { name: 'Log in' }).click();
@@ -226,6 +232,51 @@ test(
       await page.getByRole('button', { name: 'Save out-of-office reply' }).click();
       await page.getByText('Saved: the reply is on.').waitFor();
       assert.equal((await new MailRules(t.p.redis.redis).get(account)).vacation?.body, 'Back on Monday.');
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  },
+);
+
+test(
+  'a new password while signed out everywhere elsewhere: the login page says it was changed',
+  { timeout: 180_000 },
+  async () => {
+    const account = 'quin@example.test';
+    await addAccount(t.p.directory, account);
+    const elsewhere = new WebClient(wmPort, t.ca);
+    assert.equal((await elsewhere.login(account)).status, 200);
+    // a webmail where another session of the account signs out everywhere while the new
+    // password is being stored
+    const directory = Object.create(t.p.directory) as Directory;
+    directory.setPassword = async (a, password) => {
+      assert.equal((await elsewhere.post('/api/account/sign-out-everywhere')).status, 200);
+      return t.p.directory.setPassword(a, password);
+    };
+    const wm = await t.another({}, { directory });
+    const browser = await launchBrowser();
+    // from an address of its own (through the trusted proxy): its two logins count in no
+    // other test's login rate limit
+    await browser.context.setExtraHTTPHeaders({ 'x-forwarded-for': '10.200.0.7' });
+    const errors: string[] = [];
+    try {
+      const page = await accountPage(browser.context, account, errors, `https://${HOST}:${wm.port}`);
+      await page.getByLabel('Current password').fill(PASSWORD);
+      await page.getByLabel('New password', { exact: true }).fill('a new long passphrase');
+      await page.getByLabel('New password again').fill('a new long passphrase');
+      await page.getByRole('button', { name: 'Change password' }).click();
+      await page
+        .getByText(
+          'Your password was changed. This session was signed out meanwhile: log in with the new password.',
+        )
+        .waitFor();
+      // and so it was
+      await page.getByLabel('Email address').fill(account);
+      await page.getByLabel('Password').fill('a new long passphrase');
+      await page.getByRole('button', { name: 'Log in' }).click();
+      await page.getByRole('button', { name: 'Account' }).waitFor();
+      assert.equal(await imapLoginAs(t, account, PASSWORD), false);
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();

@@ -279,7 +279,9 @@ function PasswordSection() {
     setDone(false);
     if (next.current!.value !== again.current!.value) return setError('The two new passwords differ');
     try {
-      await api.changePassword(current.current!.value, next.current!.value);
+      const res = await api.changePassword(current.current!.value, next.current!.value);
+      // signed out meanwhile: the login page says the password changed
+      if (!('csrf' in res)) return;
       for (const r of [current, next, again]) r.current!.value = '';
       setDone(true);
     } catch (err) {

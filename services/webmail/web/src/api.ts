@@ -11,6 +11,7 @@ import type {
   ListPage,
   ListRow,
   MessageView,
+  PasswordChanged,
   TwoFactorEnrolment,
 } from '../../src/api-types.ts';
 
@@ -89,6 +90,10 @@ export class ApiError extends Error {
 let csrf = '';
 /** Called when the server says the session is gone: the app shows the login again. */
 let onLoggedOut: (why: string) => void = () => undefined;
+
+/** What the login says after a password change whose session was signed out meanwhile. */
+const PASSWORD_CHANGED_SIGNED_OUT =
+  'Your password was changed. This session was signed out meanwhile: log in with the new password.';
 
 export function setCsrf(token: string): void {
   csrf = token;
@@ -197,13 +202,14 @@ export const api = {
   revokeAppPassword: (name: string) =>
     call<{ revoked: string }>('POST', '/api/account/app-passwords/revoke', { name }),
   logins: () => call<{ logins: LoginEntry[] }>('GET', '/api/account/logins'),
-  /** The session goes on under a new cookie and CSRF token. */
+  /**
+   * The session goes on under a new cookie and CSRF token; or, signed out everywhere while
+   * the password was being changed, it has ended: the login, saying the password changed.
+   */
   changePassword: async (current: string, password: string) => {
-    const res = await call<{ changed: true; csrf: string }>('POST', '/api/account/password', {
-      current,
-      password,
-    });
-    setCsrf(res.csrf);
+    const res = await call<PasswordChanged>('POST', '/api/account/password', { current, password });
+    if ('csrf' in res) setCsrf(res.csrf);
+    else onLoggedOut(PASSWORD_CHANGED_SIGNED_OUT);
     return res;
   },
   signOutEverywhere: () => call<{ ended: number }>('POST', '/api/account/sign-out-everywhere', {}),
