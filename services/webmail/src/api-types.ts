@@ -82,6 +82,8 @@ export interface PolicyReason {
 export interface MessageView {
   uid: number;
   folder: string;
+  /** The folder's UIDVALIDITY as the message was read: a reply or forward keeps it with its origin. */
+  uidValidity: number;
   subject: string;
   from: Address[];
   to: Address[];

@@ -35,6 +35,12 @@ export interface Origin {
   folder: string;
   uid: number;
   kind: 'reply' | 'forward';
+  /**
+   * The folder's UIDVALIDITY when the message was read: a UID names the same message only
+   * as long as it holds (RFC 9051 §2.3.1.1), and a folder deleted and made again numbers
+   * its messages anew. Null in a draft saved before it was kept: such an origin is not marked.
+   */
+  uidValidity: number | null;
 }
 
 /**
@@ -45,16 +51,29 @@ export interface Origin {
 export const ORIGIN_HEADER = 'X-Mailyard-Origin';
 
 const originValue = (o: Origin): string =>
-  `${o.kind}; uid=${o.uid}; folder=${Buffer.from(o.folder, 'utf8').toString('base64url')}`;
+  `${o.kind}; uid=${o.uid}; ` +
+  (o.uidValidity === null ? '' : `uidvalidity=${o.uidValidity}; `) +
+  `folder=${Buffer.from(o.folder, 'utf8').toString('base64url')}`;
 
-/** A draft's origin from its X-Mailyard-Origin value; null when there is none, or it is not ours. */
+/** A UID or UIDVALIDITY: a 32-bit number other than 0 (RFC 9051 §2.3.1.1). */
+const nz32 = (n: number) => n > 0 && n <= 0xffffffff;
+
+/**
+ * A draft's origin from its X-Mailyard-Origin value; null when there is none, or it is not
+ * ours. A draft saved before the header kept the folder's UIDVALIDITY has none (null).
+ */
 export function parseOrigin(value: string | null): Origin | null {
-  const m = /^(reply|forward); uid=([1-9]\d{0,9}); folder=([A-Za-z0-9_-]+)$/.exec(value ?? '');
+  const m =
+    /^(reply|forward); uid=([1-9]\d{0,9}); (?:uidvalidity=([1-9]\d{0,9}); )?folder=([A-Za-z0-9_-]+)$/.exec(
+      value ?? '',
+    );
   if (!m) return null;
   const uid = Number(m[2]);
-  const folder = Buffer.from(m[3]!, 'base64url').toString('utf8');
-  if (uid > 0xffffffff || !folder || folder.length > 1000) return null;
-  return { kind: m[1] as Origin['kind'], uid, folder };
+  const uidValidity = m[3] === undefined ? null : Number(m[3]);
+  const folder = Buffer.from(m[4]!, 'base64url').toString('utf8');
+  if (!nz32(uid) || (uidValidity !== null && !nz32(uidValidity)) || !folder || folder.length > 1000)
+    return null;
+  return { kind: m[1] as Origin['kind'], uid, uidValidity, folder };
 }
 
 /** A plausible mailbox address: local@domain, no spaces or brackets (the msa checks the rest). */

@@ -207,6 +207,8 @@ export async function loadMessage(c: ImapFlow, folder: string, uid: number): Pro
     { uid: true },
   );
   if (!m || m.uid !== uid || !m.bodyStructure) throw errors.noSuchMessage();
+  if (!c.mailbox) throw errors.noSuchFolder();
+  const uidValidity = Number(c.mailbox.uidValidity);
   const structure = parseStructure(m.bodyStructure);
   const htmlParts = await Promise.all(structure.html.map((p) => downloadText(c, uid, p, true)));
   const textParts = await Promise.all(structure.text.map((p) => downloadText(c, uid, p, false)));
@@ -238,6 +240,7 @@ export async function loadMessage(c: ImapFlow, folder: string, uid: number): Pro
     view: {
       uid,
       folder,
+      uidValidity,
       subject: env?.subject ?? '',
       from: toAddresses(env?.from),
       to: toAddresses(env?.to),

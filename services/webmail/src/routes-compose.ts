@@ -11,6 +11,7 @@ import {
   newMessageId,
   parseAddressList,
   submit,
+  type Origin,
   type Outgoing,
   type OutgoingAttachment,
 } from './compose.js';
@@ -92,7 +93,19 @@ const draftSchema = z.object({
   references: z.string().max(20_000).nullable().default(null),
   /** The message this answers or forwards: marked \Answered or $Forwarded once sent. */
   origin: z
-    .object({ folder: folderSchema, uid: uidSchema, kind: z.enum(['reply', 'forward']) })
+    .object({
+      folder: folderSchema,
+      uid: uidSchema,
+      kind: z.enum(['reply', 'forward']),
+      /** The folder's UIDVALIDITY where the message was read (the message view's); without it, not marked. */
+      uidValidity: z
+        .number({ message: 'origin.uidValidity: expected the folder’s UIDVALIDITY' })
+        .int()
+        .min(1)
+        .max(0xffffffff)
+        .nullable()
+        .default(null),
+    })
     .nullable()
     .default(null),
   /** The draft this replaces (removed once the new one is saved, or the message sent). */
@@ -285,6 +298,31 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
     if (found.length) await c.messageDelete(found, { uid: true });
   };
 
+  /**
+   * Marks the message a sent reply or forward answers (\Answered, $Forwarded) when its UID
+   * still names it: only while the folder's UIDVALIDITY is the one it was read under (a
+   * folder deleted and made again numbers anew, RFC 9051 §2.3.1.1). An origin without one
+   * (a draft saved before it was kept) is not marked: a mark missing is better than one on
+   * another message. A fresh SELECT, not the connection's selection, gives the folder's
+   * current UIDVALIDITY.
+   */
+  const markOrigin = async (c: ImapFlow, account: string, messageId: string, o: Origin) => {
+    const where = await ctx.folder(account, o.folder);
+    const { uidValidity } = await c.mailboxOpen(where.path);
+    if (o.uidValidity === null || Number(uidValidity) !== o.uidValidity) {
+      logger.info(
+        { account, messageId, folder: where.path, was: o.uidValidity, now: Number(uidValidity) },
+        o.uidValidity === null
+          ? 'sent; its origin names no UIDVALIDITY, so the original is not marked'
+          : 'sent; the folder of its original was made anew since, so the original is not marked',
+      );
+      return;
+    }
+    const found = await existingUids(c, [o.uid]);
+    if (found.length)
+      await c.messageFlagsAdd(found, [o.kind === 'reply' ? '\\Answered' : '$Forwarded'], { uid: true });
+  };
+
   /** Saves the editor's state in Drafts (the front end calls this while the user types). */
   app.put('/api/drafts', async (req) => {
     const d = parse(draftSchema, req.body);
@@ -396,15 +434,7 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
         await pool.run(account, async (c) => {
           await c.append(sentFolder, raw, ['\\Seen']);
           if (d.draftUid) await dropDraft(c, drafts, d.draftUid);
-          if (d.origin) {
-            const origin = await ctx.folder(account, d.origin.folder);
-            await selectFolder(c, origin.path);
-            const found = await existingUids(c, [d.origin.uid]);
-            if (found.length)
-              await c.messageFlagsAdd(found, [d.origin.kind === 'reply' ? '\\Answered' : '$Forwarded'], {
-                uid: true,
-              });
-          }
+          if (d.origin) await markOrigin(c, account, messageId, d.origin);
         });
       })().catch((err: Error) => {
         logger.warn({ account, messageId, err }, 'sent, but not filed in Sent');

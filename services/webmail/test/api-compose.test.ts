@@ -9,6 +9,7 @@ import { createServer as createTlsServer } from 'node:tls';
 import { startPrivateRabbit, startTcpProxy, waitFor } from '@mailyard/testkit';
 import { sendRaw } from '../../retrieval/test/helpers.js';
 import { addAccount } from '../../../test/harness.js';
+import { storeSession } from './mail-clients.js';
 import { newsletter, plainMessage } from './messages.js';
 import {
   ALICE,
@@ -260,7 +261,7 @@ describe('drafts', () => {
         subject: 'Draft 2',
         html: '<p>Hi <b>Bob</b><script>x()</script></p>',
         // the message it forwards comes back with it, whatever the folder's name
-        origin: { folder: 'Projekte/Größe 😀', uid: 7, kind: 'forward' },
+        origin: { folder: 'Projekte/Größe 😀', uid: 7, kind: 'forward', uidValidity: 4294967295 },
         draftUid: first.json.uid,
         // as the editor does: the attachment as a part of the draft it replaces
         attachments: first.json.attachments,
@@ -279,7 +280,12 @@ describe('drafts', () => {
     assert.equal(back.json.subject, 'Draft 2');
     assert.equal(back.json.to, `"Bob" <${BOB}>`);
     assert.equal(back.json.html, '<p>Hi <b>Bob</b></p>');
-    assert.deepEqual(back.json.origin, { folder: 'Projekte/Größe 😀', uid: 7, kind: 'forward' });
+    assert.deepEqual(back.json.origin, {
+      folder: 'Projekte/Größe 😀',
+      uid: 7,
+      kind: 'forward',
+      uidValidity: 4294967295,
+    });
     assert.deepEqual(
       back.json.attachments.map((a: { filename: string }) => a.filename),
       ['notes.txt'],
@@ -300,6 +306,8 @@ describe('sending', () => {
     { timeout: 30_000 },
     async () => {
       const original = (await messagesIn('INBOX')).find((m) => m.subject === 'Question')!;
+      const { uidValidity } = (await alice.get(`/api/messages/${original.uid}` + q({ folder: 'INBOX' })))
+        .json;
       const up = await upload(alice, 'answer.txt', Buffer.from('the answer is 42'), 'text/plain');
       const saved = await alice.req('PUT', '/api/drafts', { json: draft({ subject: 'Re: Question' }) });
       const res = await alice.post(
@@ -311,7 +319,7 @@ describe('sending', () => {
           attachments: [{ upload: up.json.id }],
           inReplyTo: '<q1@example.test>',
           references: '<q1@example.test>',
-          origin: { folder: 'INBOX', uid: original.uid, kind: 'reply' },
+          origin: { folder: 'INBOX', uid: original.uid, kind: 'reply', uidValidity },
           draftUid: saved.json.uid,
         }),
       );
@@ -348,7 +356,7 @@ describe('sending', () => {
           html: '<p>Look at <a href="https://shop.example/">this</a></p><img src="https://tracker.example/x.gif"><script>steal()</script>',
           text: '',
           attachments: [{ folder: 'INBOX', uid: spring.uid, part: pdf.part }],
-          origin: { folder: 'INBOX', uid: spring.uid, kind: 'forward' },
+          origin: { folder: 'INBOX', uid: spring.uid, kind: 'forward', uidValidity: view.uidValidity },
         }),
       );
       assert.equal(res.status, 200, res.text);
@@ -357,6 +365,74 @@ describe('sending', () => {
       assert.match(mail, /Content-Type: text\/plain/);
       assert.doesNotMatch(mail, /steal\(\)|tracker\.example/);
       assert.equal((await messagesIn('INBOX')).find((m) => m.uid === spring.uid)!.flags.forwarded, true);
+    },
+  );
+
+  test(
+    'a reply kept as a draft marks no other message once its folder was deleted and made again',
+    { timeout: 60_000 },
+    async () => {
+      const imap = await storeSession(t, ALICE);
+      try {
+        await imap.mailboxCreate('Lists');
+        await imap.append('Lists', plainMessage({ subject: 'Old thread', from: `"Bob" <${BOB}>` }));
+        const read = (await messagesIn('Lists')).find((m) => m.subject === 'Old thread')!;
+        const view = (await alice.get(`/api/messages/${read.uid}` + q({ folder: 'Lists' }))).json;
+        assert.ok(view.uidValidity > 0);
+        // the reply as the editor makes it (web/src/format.ts's replyDraft), kept as a draft
+        const origin = { folder: 'Lists', uid: read.uid, kind: 'reply', uidValidity: view.uidValidity };
+        const saved = await alice.req('PUT', '/api/drafts', {
+          json: draft({ subject: 'Re: Old thread', origin }),
+        });
+        assert.equal(saved.status, 200, saved.text);
+        // the folder goes, and comes back with another message under the same UID
+        await imap.mailboxDelete('Lists');
+        await imap.mailboxCreate('Lists');
+        await imap.append('Lists', plainMessage({ subject: 'Not answered', from: 'carol@remote.example' }));
+        const other = (await messagesIn('Lists')).find((m) => m.subject === 'Not answered')!;
+        assert.equal(other.uid, read.uid, 'the UID names another message now');
+        // reopened and sent, as the editor does
+        const back = (await alice.get(`/api/messages/${saved.json.uid}/draft` + q({ folder: 'Drafts' })))
+          .json;
+        assert.deepEqual(back.origin, origin);
+        const res = await alice.post(
+          '/api/send',
+          draft({ subject: 'Re: Old thread', origin: back.origin, draftUid: saved.json.uid }),
+        );
+        assert.equal(res.status, 200, res.text);
+        assert.deepEqual(res.json.warnings, []);
+        const after = (await messagesIn('Lists')).find((m) => m.uid === other.uid)!;
+        assert.equal(after.flags.answered, false, 'the message now under that UID is not marked answered');
+      } finally {
+        await imap.logout();
+      }
+    },
+  );
+
+  test(
+    'a draft that keeps no UIDVALIDITY with its original (saved before it was kept) marks nothing',
+    { timeout: 60_000 },
+    async () => {
+      const imap = await storeSession(t, ALICE);
+      try {
+        await imap.append('INBOX', plainMessage({ subject: 'Older draft', from: `"Bob" <${BOB}>` }));
+      } finally {
+        await imap.logout();
+      }
+      const { uid } = (await messagesIn('INBOX')).find((m) => m.subject === 'Older draft')!;
+      // as such a draft's X-Mailyard-Origin reads: "reply; uid=<n>; folder=<name>"
+      const saved = await alice.req('PUT', '/api/drafts', {
+        json: draft({ subject: 'Re: Older draft', origin: { folder: 'INBOX', uid, kind: 'reply' } }),
+      });
+      const back = (await alice.get(`/api/messages/${saved.json.uid}/draft` + q({ folder: 'Drafts' }))).json;
+      assert.deepEqual(back.origin, { folder: 'INBOX', uid, kind: 'reply', uidValidity: null });
+      const res = await alice.post(
+        '/api/send',
+        draft({ subject: 'Re: Older draft', origin: back.origin, draftUid: saved.json.uid }),
+      );
+      assert.equal(res.status, 200, res.text);
+      assert.deepEqual(res.json.warnings, []);
+      assert.equal((await messagesIn('INBOX')).find((m) => m.uid === uid)!.flags.answered, false);
     },
   );
 
@@ -407,7 +483,7 @@ describe('sending', () => {
           inReplyTo: m.messageId,
           references: [m.references, m.messageId].filter(Boolean).join(' '),
           attachments: [{ folder: 'INBOX', uid, part: m.attachments[0].part }],
-          origin: { folder: 'INBOX', uid, kind: 'reply' },
+          origin: { folder: 'INBOX', uid, kind: 'reply', uidValidity: m.uidValidity },
         }),
       );
       assert.equal(res.status, 200, res.text);

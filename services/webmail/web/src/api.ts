@@ -72,7 +72,8 @@ export interface DraftBody {
   attachments: ({ upload: string } | { folder: string; uid: number; part: string })[];
   inReplyTo: string | null;
   references: string | null;
-  origin: { folder: string; uid: number; kind: 'reply' | 'forward' } | null;
+  /** What this answers or forwards, with its folder's UIDVALIDITY (null: a draft from before it was kept). */
+  origin: { folder: string; uid: number; kind: 'reply' | 'forward'; uidValidity: number | null } | null;
   draftUid: number | null;
 }
 

@@ -95,7 +95,7 @@ export function replyDraft(m: Message, all: boolean, mine: string[], primary: st
     text: `\n\nOn ${fullDate(m.date)}, ${displayName(m.from[0])} wrote:\n${quote(m.text)}\n`,
     inReplyTo: m.messageId,
     references: [m.references, m.messageId].filter(Boolean).join(' ') || null,
-    origin: { folder: m.folder, uid: m.uid, kind: 'reply' },
+    origin: { folder: m.folder, uid: m.uid, kind: 'reply', uidValidity: m.uidValidity },
   };
 }
 
@@ -115,7 +115,7 @@ export function forwardDraft(m: Message, mine: string[], primary: string): Draft
     attachments: m.attachments
       .filter((a) => !a.inline)
       .map((a) => ({ folder: m.folder, uid: m.uid, part: a.part })),
-    origin: { folder: m.folder, uid: m.uid, kind: 'forward' },
+    origin: { folder: m.folder, uid: m.uid, kind: 'forward', uidValidity: m.uidValidity },
   };
 }
 
