@@ -434,7 +434,12 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
         await pool.run(account, async (c) => {
           await c.append(sentFolder, raw, ['\\Seen']);
           if (d.draftUid) await dropDraft(c, drafts, d.draftUid);
-          if (d.origin) await markOrigin(c, account, messageId, d.origin);
+          // the copy is filed: an original whose folder is gone (or a store failing now)
+          // leaves the original unmarked, and is no failure to file the copy
+          if (d.origin)
+            await markOrigin(c, account, messageId, d.origin).catch((err: unknown) =>
+              logger.warn({ account, messageId, err }, 'sent and filed, but its original not marked'),
+            );
         });
       })().catch((err: Error) => {
         logger.warn({ account, messageId, err }, 'sent, but not filed in Sent');

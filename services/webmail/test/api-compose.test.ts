@@ -410,6 +410,38 @@ describe('sending', () => {
   );
 
   test(
+    "a reply whose original's folder was deleted meanwhile is sent and filed without a false warning",
+    { timeout: 60_000 },
+    async () => {
+      const imap = await storeSession(t, ALICE);
+      try {
+        await imap.mailboxCreate('Projects');
+        const appended = await imap.append(
+          'Projects',
+          plainMessage({ subject: 'Kick-off', from: `"Bob" <${BOB}>` }),
+        );
+        const status = await imap.status('Projects', { uidValidity: true });
+        assert.ok(appended && appended.uid && status);
+        const { uid } = appended;
+        const { uidValidity } = status;
+        await imap.mailboxDelete('Projects');
+        const res = await alice.post(
+          '/api/send',
+          draft({
+            subject: 'Re: Kick-off',
+            origin: { folder: 'Projects', uid, kind: 'reply', uidValidity: Number(uidValidity) },
+          }),
+        );
+        assert.equal(res.status, 200, res.text);
+        assert.deepEqual(res.json.warnings, [], 'the copy is in Sent, and the answer does not say otherwise');
+        assert.ok((await messagesIn('Sent')).some((m) => m.subject === 'Re: Kick-off'));
+      } finally {
+        await imap.logout();
+      }
+    },
+  );
+
+  test(
     'a draft that keeps no UIDVALIDITY with its original (saved before it was kept) marks nothing',
     { timeout: 60_000 },
     async () => {
