@@ -98,8 +98,40 @@ export class AliasExpansionError extends Error {
   }
 }
 
+/** The SET of local domains (ASCII, lower case). Renaming it is a migration. */
+export const LOCAL_DOMAINS_KEY = 'domains';
+
+// KEYS: domains, account:<a>, accounts:<d>; ARGV: d, password hash, created, a.
+// The domain is checked in the step that creates the account: a deletion of the domain
+// (which counts its accounts in one step too) either sees the account and is refused, or
+// comes first and the account is refused; no account is left in a domain that is gone.
+const ADD_ACCOUNT = `
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return -1 end
+if redis.call('HSETNX', KEYS[2], 'password', ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], 'created', ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
+return 1`;
+
+// KEYS: domains, alias:<source>, aliases:<d>; ARGV: d, source, targets... The alias's
+// targets after the change, or -1 when the domain is not (or no longer) local.
+const ADD_ALIAS = `
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return -1 end
+for i = 3, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+redis.call('SADD', KEYS[3], ARGV[2])
+return redis.call('SMEMBERS', KEYS[2])`;
+
+// KEYS: domains, accounts:<d>, aliases:<d>; ARGV: d. {-1, 0}: not a local domain;
+// {accounts, aliases}: refused, it still has them; {0, 0}: deleted.
+const DEL_DOMAIN = `
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return {-1, 0} end
+local accounts = redis.call('SCARD', KEYS[2])
+local aliases = redis.call('SCARD', KEYS[3])
+if accounts + aliases > 0 then return {accounts, aliases} end
+redis.call('SREM', KEYS[1], ARGV[1])
+return {0, 0}`;
+
 // Redis layout (every key under the configured prefix):
-//   domains                  SET   local domains (ASCII, lower case)
+//   domains                  SET   local domains (ASCII, lower case): LOCAL_DOMAINS_KEY
 //   account:<address>        HASH  password (argon2id), created, role (`admin` or absent),
 //                                  locked (ISO time of the lock, absent when not locked)
 //   accounts:<domain>        SET   account addresses of a domain
@@ -151,13 +183,13 @@ export class Directory {
   async addDomain(domain: string): Promise<string> {
     const d = normalizeDomain(domain);
     if (!d) throw new DirectoryError('invalid_address', `"${domain}" is not a valid domain name`);
-    if (!(await this.redis.sadd('domains', d)))
+    if (!(await this.redis.sadd(LOCAL_DOMAINS_KEY, d)))
       throw new DirectoryError('duplicate', `domain ${d} already exists`);
     await this.changed();
     return d;
   }
   async listDomains(): Promise<string[]> {
-    return (await read(this.redis.smembers('domains'))).sort();
+    return (await read(this.redis.smembers(LOCAL_DOMAINS_KEY))).sort();
   }
   /** Whether we are final destination for `domain`; cached with the recipient lookups. */
   async isLocalDomain(domain: string): Promise<boolean> {
@@ -165,7 +197,7 @@ export class Directory {
     const hit = this.cachedLocalDomain(d);
     if (hit !== undefined) return hit;
     const generation = this.cache?.generation ?? 0;
-    const local = (await read(this.redis.sismember('domains', d))) === 1;
+    const local = (await read(this.redis.sismember(LOCAL_DOMAINS_KEY, d))) === 1;
     this.cache?.set(`domain:${d}`, local, generation);
     return local;
   }
@@ -174,23 +206,29 @@ export class Directory {
     const hit = this.cache?.get(`domain:${domain.toLowerCase()}`);
     return typeof hit === 'boolean' ? hit : undefined;
   }
+  /**
+   * Deletes a domain that has no accounts or aliases left. The check and the deletion are
+   * one step: an account or alias added meanwhile either is counted (refused) or is
+   * refused itself; of two deletions at once, one deletes and the other finds no such
+   * domain.
+   */
   async delDomain(domain: string): Promise<void> {
     const d = normalizeDomain(domain) ?? domain;
-    if (!(await this.isLocalDomain(d)))
-      throw new DirectoryError('unknown_domain', `domain ${d} does not exist`);
-    const [accounts, aliases] = await Promise.all([
-      this.redis.scard(`accounts:${d}`),
-      this.redis.scard(`aliases:${d}`),
-    ]);
+    const [accounts, aliases] = (await this.redis.eval(
+      DEL_DOMAIN,
+      3,
+      LOCAL_DOMAINS_KEY,
+      `accounts:${d}`,
+      `aliases:${d}`,
+      d,
+    )) as [number, number];
+    if (accounts === -1) throw new DirectoryError('unknown_domain', `domain ${d} does not exist`);
     if (accounts || aliases) {
       throw new DirectoryError(
         'in_use',
         `domain ${d} still has ${plural(accounts, 'account')} and ${plural(aliases, 'alias', 'aliases')}; delete them first`,
       );
     }
-    // deleted meanwhile by another request: that one deleted it
-    if (!(await this.redis.srem('domains', d)))
-      throw new DirectoryError('unknown_domain', `domain ${d} does not exist`);
     await this.changed();
   }
 
@@ -199,12 +237,7 @@ export class Directory {
     const a = accountAddress(address);
     if (!a) throw new DirectoryError('invalid_address', `"${address}" is not a valid address`);
     const domain = a.slice(a.lastIndexOf('@') + 1);
-    if (!(await this.isLocalDomain(domain))) {
-      throw new DirectoryError(
-        'unknown_domain',
-        `domain ${domain} is not a local domain (add it with: mailyard domain add ${domain})`,
-      );
-    }
+    if (!(await this.isLocalDomain(domain))) throw notLocal(domain);
     return a;
   }
 
@@ -215,13 +248,23 @@ export class Directory {
     if (await this.redis.exists(`account:${a}`))
       throw new DirectoryError('duplicate', `account ${a} already exists`);
     const h = await hashPassword(password);
-    const ok = await this.redis.hsetnx(`account:${a}`, 'password', h);
-    if (!ok) throw new DirectoryError('duplicate', `account ${a} already exists`);
-    await this.redis
-      .multi()
-      .hset(`account:${a}`, 'created', new Date().toISOString())
-      .sadd(`accounts:${a.split('@')[1]}`, a)
-      .exec();
+    const domain = a.slice(a.lastIndexOf('@') + 1);
+    const added = Number(
+      await this.redis.eval(
+        ADD_ACCOUNT,
+        3,
+        LOCAL_DOMAINS_KEY,
+        `account:${a}`,
+        `accounts:${domain}`,
+        domain,
+        h,
+        new Date().toISOString(),
+        a,
+      ),
+    );
+    // the domain was deleted since it was checked above
+    if (added === -1) throw notLocal(domain);
+    if (!added) throw new DirectoryError('duplicate', `account ${a} already exists`);
     await this.changed();
     return a;
   }
@@ -340,15 +383,23 @@ export class Directory {
       if (!p.ok) throw new DirectoryError('invalid_address', `"${t}" is not a valid address`);
       return p.value.address.toLowerCase();
     });
-    const res = await answers(
-      this.redis
-        .multi()
-        .sadd(`alias:${src}`, ...normalized)
-        .sadd(`aliases:${src.split('@')[1]}`, src)
-        .smembers(`alias:${src}`),
-    );
+    const domain = src.slice(src.lastIndexOf('@') + 1);
+    const res = (await read(
+      this.redis.eval(
+        ADD_ALIAS,
+        3,
+        LOCAL_DOMAINS_KEY,
+        `alias:${src}`,
+        `aliases:${domain}`,
+        domain,
+        src,
+        ...normalized,
+      ),
+    )) as string[] | number;
+    // the domain was deleted since it was checked above
+    if (typeof res === 'number') throw notLocal(domain);
     await this.changed();
-    return { source: src, targets: (res[2] as string[]).sort() };
+    return { source: src, targets: res.sort() };
   }
 
   async delAlias(source: string, target?: string): Promise<void> {
@@ -474,7 +525,7 @@ export class Directory {
     const domain = a.slice(at + 1);
     const { base, tag } = splitPlus(local, this.recipientDelimiter);
     const candidates = [a, ...(tag !== null ? [`${base}@${domain}`] : [])];
-    pipe.sismember('domains', domain);
+    pipe.sismember(LOCAL_DOMAINS_KEY, domain);
     for (const c of candidates) pipe.smembers(`alias:${c}`).exists(`account:${c}`);
     pipe.smembers(`alias:@${domain}`);
     return (res) => {
@@ -625,6 +676,13 @@ class LookupCache {
     this.subscribed = false;
     this.entries.clear();
   }
+}
+
+function notLocal(domain: string): DirectoryError {
+  return new DirectoryError(
+    'unknown_domain',
+    `domain ${domain} is not a local domain (add it with: mailyard domain add ${domain})`,
+  );
 }
 
 function plural(n: number, one: string, many = `${one}s`): string {

@@ -45,3 +45,32 @@ export function unreachableRedis(): Redis {
   down.on('error', () => undefined);
   return down;
 }
+
+/**
+ * `redis` as it is, except that the first command for which `at` holds (its method name
+ * and arguments, before the key prefix) is answered only once `meanwhile` has run to its
+ * end: another operation then happens right after that command and before the rest of
+ * the one using this client, an interleaving of two operations forced without timing.
+ */
+export function interleavedRedis(
+  redis: Redis,
+  at: (command: string, args: readonly unknown[]) => boolean,
+  meanwhile: () => Promise<unknown>,
+): Redis {
+  let done = false;
+  return new Proxy(redis, {
+    get(target, prop, receiver) {
+      const value: unknown = Reflect.get(target, prop, receiver);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        const res: unknown = (value as (...a: unknown[]) => unknown).apply(target, args);
+        if (done || typeof prop !== 'string' || !at(prop, args)) return res;
+        done = true;
+        return (res as Promise<unknown>).then(async (answer) => {
+          await meanwhile();
+          return answer;
+        });
+      };
+    },
+  });
+}
