@@ -8,7 +8,7 @@ import {
   signOutEverywhere,
   type AppPasswordInfo,
 } from '@mailyard/auth';
-import { Directory } from '@mailyard/directory';
+import { Directory, LOCAL_DOMAINS_KEY, type DomainKeys } from '@mailyard/directory';
 import {
   DKIM_ALGORITHMS,
   DkimError,
@@ -127,7 +127,8 @@ export class Operations {
     this.directory = opts.directory ?? new Directory(redis);
     this.audit = new AuditLog(redis, opts.now);
     this.appPasswords = new AppPasswords(redis);
-    this.dkim = new DkimKeyStore(redis);
+    // no key is stored for a domain that is not (or no longer) local
+    this.dkim = new DkimKeyStore(redis, { localDomains: LOCAL_DOMAINS_KEY });
     // the default quota is the services' config; only the per-account overrides are ours
     this.quotas = new Quotas(redis, 0);
     this.guard = new LoginGuard(redis);
@@ -149,7 +150,8 @@ export class Operations {
    * Adds a local domain and, unless `dkim` is false, its DKIM keys (RSA 2048 and
    * Ed25519, RFC 8463 §5: receivers that know Ed25519 check it, the rest RSA), so that a
    * new domain's mail is signed from the start. A key of an algorithm the domain
-   * already has (it was deleted and added again) is kept, not doubled.
+   * already has (restored from a backup, or kept by a release from before delDomain
+   * deleted them) is kept, not doubled.
    */
   async addDomain(
     name: string,
@@ -203,11 +205,20 @@ export class Operations {
     return this.directory.listDomains();
   }
 
-  async delDomain(name: string): Promise<string> {
+  /**
+   * Deletes a local domain that has no accounts or aliases left and, in the same step, its
+   * DKIM keys, as mox moves a removed domain's keys out of use: the keys of a domain we no
+   * longer serve are neither kept nor listed, and a domain of the same name added later
+   * starts with keys of its own. Returns the selectors deleted (their DNS records can go);
+   * the audit entry names them too.
+   */
+  async delDomain(name: string): Promise<{ domain: string; dkim: string[] }> {
     const d = normalizeDomainArg(name);
-    await this.directory.delDomain(d);
-    await this.log('domain.del', d);
-    return d;
+    // read before: a key generated in between is deleted with the others, unnamed
+    const dkim = (await this.dkim.list(d)).map((k) => k.selector);
+    await this.directory.delDomain(d, domainKeys(d));
+    await this.log('domain.del', d, dkim.length ? { dkim } : undefined);
+    return { domain: d, dkim };
   }
 
   // ---- accounts
@@ -469,20 +480,38 @@ export class Operations {
     opts: { algorithm: DkimAlgorithm; selector?: string; bits?: number },
   ): Promise<StoredDkimKey> {
     const n = dkimName(domain, opts.selector ?? defaultSelector(opts.algorithm));
-    if (!(await this.directory.isLocalDomain(n.domain)))
-      throw new OperationError(
+    const notLocal = () =>
+      new OperationError(
         'not_found',
         `domain ${n.domain} is not a local domain (add it with: mailyard domain add ${n.domain})`,
       );
+    if (!(await this.directory.isLocalDomain(n.domain))) throw notLocal();
     // a key of the algorithm signs already: the new one waits for its record (activateDkimKey)
     const pending = (await this.dkim.signingKeys(n.domain)).some((k) => k.algorithm === opts.algorithm);
-    return dkimRefusals(() =>
-      this.dkim.add(n.domain, n.selector, generateDkimKey(opts.algorithm, opts.bits), { pending }),
-    );
+    const key = generateDkimKey(opts.algorithm, opts.bits);
+    return dkimRefusals(async () => {
+      try {
+        return await this.dkim.add(n.domain, n.selector, key, { pending });
+      } catch (err) {
+        // deleted since: the store checks the domain again in the step that stores the key
+        if (err instanceof DkimError && err.code === 'not_local') throw notLocal();
+        throw err;
+      }
+    });
   }
 
+  /**
+   * The keys of one domain, or those of every local domain: keys a release from before
+   * delDomain deleted them kept for a domain since deleted are left out of the whole
+   * list (nothing can be done with them but `deleteDkimKey`), and shown when that
+   * domain is asked for.
+   */
   async listDkimKeys(domain?: string): Promise<DkimKeyView[]> {
-    const keys = await this.dkim.list(domain);
+    let keys = await this.dkim.list(domain);
+    if (domain === undefined) {
+      const local = new Set(await this.directory.listDomains());
+      keys = keys.filter((k) => local.has(k.domain));
+    }
     const domains = [...new Set(keys.map((k) => k.domain))];
     const signing = (await Promise.all(domains.map((d) => this.dkim.signingKeys(d)))).flat();
     return keys.map((k) => view(k, signing));
@@ -652,6 +681,14 @@ export class Operations {
   readAudit(opts: { offset?: number; limit?: number } = {}): Promise<AuditEntry[]> {
     return this.audit.list(opts);
   }
+}
+
+/**
+ * What is kept for a domain apart from the directory, deleted in the step that deletes the
+ * domain: its DKIM keys. A package that keeps something new per domain adds it here.
+ */
+function domainKeys(domain: string): DomainKeys {
+  return DkimKeyStore.keysOf(domain);
 }
 
 /** The newest pending key of `k`'s algorithm: the one that signs in `k`'s place once activated. */

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { Redis } from 'ioredis';
+import { DkimKeyStore, generateDkimKey } from '@mailyard/dkim';
 import { REDIS_URL } from '@mailyard/testkit';
 import { cliHarness } from './harness.js';
 
@@ -94,13 +96,48 @@ test('domain add makes RSA and Ed25519 DKIM keys and prints every record to publ
     keys,
     /^example\.org\trsa-\d{6}\trsa\t\S+\tsigning\nexample\.org\ted25519-\d{6}\ted25519\t\S+\tsigning\n$/,
   );
-  // deleted and added again: the keys it still has are kept, none doubled
-  await cli.ok(['domain', 'del', 'example.org']);
-  assert.match(
-    await cli.ok(['domain', 'add', 'example.org']),
-    /with DKIM keys rsa-\d{6} and ed25519-\d{6}\n/,
-  );
-  assert.equal(await cli.ok(['dkim', 'list', 'example.org']), keys);
   assert.equal((await cli.ok(['domain', 'records', 'example.org'])).split('\n').filter(Boolean).length, 15);
   assert.equal((await cli.run(['domain', 'records', 'nope.test'])).code, 1);
+});
+
+test('domain del deletes its DKIM keys, and says which; added again it gets new ones', async (t) => {
+  const cli = cliHarness(t);
+  await cli.ok(['domain', 'add', 'example.org']);
+  await cli.ok(['domain', 'add', 'other.test']);
+  const records = await cli.ok(['dkim', 'show', 'example.org']);
+  assert.match(
+    await cli.ok(['domain', 'del', 'example.org']),
+    /^deleted domain example\.org and its DKIM keys rsa-\d{6}, ed25519-\d{6}; their DNS records can go\n$/,
+  );
+  // listed nowhere, and nothing can be done with them any more
+  assert.doesNotMatch(await cli.ok(['dkim', 'list']), /example\.org/);
+  assert.equal(await cli.ok(['dkim', 'list', 'example.org']), '');
+  assert.deepEqual(await cli.run(['dkim', 'show', 'example.org']), {
+    code: 1,
+    stdout: '',
+    stderr: 'mailyard: no DKIM keys for example.org\n',
+  });
+  // the other domain keeps its own
+  assert.match(await cli.ok(['dkim', 'list']), /^other\.test\trsa-\d{6}\t.*\nother\.test\ted25519-/);
+  // added again: keys of its own, not the deleted domain's
+  await cli.ok(['domain', 'add', 'example.org']);
+  assert.notEqual(await cli.ok(['dkim', 'show', 'example.org']), records);
+  // a domain without keys says nothing of them
+  await cli.ok(['domain', 'add', 'bare.test', '--no-dkim']);
+  assert.equal(await cli.ok(['domain', 'del', 'bare.test']), 'deleted domain bare.test\n');
+});
+
+test('keys an earlier release kept for a deleted domain are not listed, but can be deleted', async (t) => {
+  const cli = cliHarness(t);
+  const redis = new Redis(REDIS_URL, { keyPrefix: cli.prefix });
+  t.after(() => redis.disconnect());
+  // as `domain del` left them before it deleted them: stored for a domain that is gone
+  await new DkimKeyStore(redis).add('gone.test', 'rsa-202501', generateDkimKey('ed25519'));
+  await cli.ok(['domain', 'add', 'here.test', '--no-dkim']);
+  assert.equal(await cli.ok(['dkim', 'list']), '');
+  assert.match(await cli.ok(['dkim', 'list', 'gone.test']), /^gone\.test\trsa-202501\ted25519\t/);
+  assert.equal(
+    await cli.ok(['dkim', 'delete', 'gone.test', 'rsa-202501']),
+    'deleted DKIM key rsa-202501 of gone.test\n',
+  );
 });

@@ -98,7 +98,11 @@ export class AliasExpansionError extends Error {
   }
 }
 
-/** The SET of local domains (ASCII, lower case). Renaming it is a migration. */
+/**
+ * The SET of local domains (ASCII, lower case). Other stores that keep something for a
+ * domain check it in the script that stores it, so that nothing is stored for a domain
+ * deleted meanwhile (the DKIM keys). Renaming it is a migration.
+ */
 export const LOCAL_DOMAINS_KEY = 'domains';
 
 // KEYS: domains, account:<a>, accounts:<d>; ARGV: d, password hash, created, a.
@@ -120,15 +124,27 @@ for i = 3, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
 redis.call('SADD', KEYS[3], ARGV[2])
 return redis.call('SMEMBERS', KEYS[2])`;
 
-// KEYS: domains, accounts:<d>, aliases:<d>; ARGV: d. {-1, 0}: not a local domain;
-// {accounts, aliases}: refused, it still has them; {0, 0}: deleted.
+// KEYS: domains, accounts:<d>, aliases:<d>, then the keys to delete with the domain, then
+// the sets to take it out of; ARGV: d, the number of keys to delete. {-1, 0}: not a
+// local domain; {accounts, aliases}: refused, it still has them; {0, 0}: deleted.
 const DEL_DOMAIN = `
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return {-1, 0} end
 local accounts = redis.call('SCARD', KEYS[2])
 local aliases = redis.call('SCARD', KEYS[3])
 if accounts + aliases > 0 then return {accounts, aliases} end
 redis.call('SREM', KEYS[1], ARGV[1])
+local n = tonumber(ARGV[2])
+for i = 4, 3 + n do redis.call('DEL', KEYS[i]) end
+for i = 4 + n, #KEYS do redis.call('SREM', KEYS[i], ARGV[1]) end
 return {0, 0}`;
+
+/** What other packages keep for a domain, deleted in the step that deletes the domain. */
+export interface DomainKeys {
+  /** Keys to delete (the domain's DKIM keys). */
+  keys: readonly string[];
+  /** Sets that list the domain, to take it out of. */
+  sets: readonly string[];
+}
 
 // Redis layout (every key under the configured prefix):
 //   domains                  SET   local domains (ASCII, lower case): LOCAL_DOMAINS_KEY
@@ -207,20 +223,24 @@ export class Directory {
     return typeof hit === 'boolean' ? hit : undefined;
   }
   /**
-   * Deletes a domain that has no accounts or aliases left. The check and the deletion are
-   * one step: an account or alias added meanwhile either is counted (refused) or is
-   * refused itself; of two deletions at once, one deletes and the other finds no such
-   * domain.
+   * Deletes a domain that has no accounts or aliases left and, in the same step, `also`:
+   * what other packages keep for it (its DKIM keys), so that nothing of it is left for a
+   * domain of the same name added later. The check and the deletion are one step: an
+   * account or alias added meanwhile either is counted (refused) or is refused itself;
+   * of two deletions at once, one deletes and the other finds no such domain.
    */
-  async delDomain(domain: string): Promise<void> {
+  async delDomain(domain: string, also: DomainKeys = { keys: [], sets: [] }): Promise<void> {
     const d = normalizeDomain(domain) ?? domain;
     const [accounts, aliases] = (await this.redis.eval(
       DEL_DOMAIN,
-      3,
+      3 + also.keys.length + also.sets.length,
       LOCAL_DOMAINS_KEY,
       `accounts:${d}`,
       `aliases:${d}`,
+      ...also.keys,
+      ...also.sets,
       d,
+      also.keys.length,
     )) as [number, number];
     if (accounts === -1) throw new DirectoryError('unknown_domain', `domain ${d} does not exist`);
     if (accounts || aliases) {

@@ -77,4 +77,11 @@ export function dnsRecord(domain: string, selector: string, key: Pick<DkimKey, '
 /** A DKIM operation refused for a reason the operator can fix; the message is one sentence. */
 export class DkimError extends Error {
   override readonly name = 'DkimError';
+  constructor(
+    message: string,
+    /** `not_local`: a key refused because its domain is not (or no longer) a local domain. */
+    readonly code: 'invalid' | 'not_local' = 'invalid',
+  ) {
+    super(message);
+  }
 }

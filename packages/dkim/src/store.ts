@@ -37,9 +37,11 @@ export const DkimRedisKeys = {
   pending: (domain: string) => `dkim:pending:${domain}`,
 } as const;
 
-// KEYS: keys, pending, domains; ARGV: selector, JSON, 1 (signs) or 2 (pending), domain.
-// A selector is unique across both hashes: a published selector must keep its key.
+// KEYS: keys, pending, domains[, local domains]; ARGV: selector, JSON, 1 (signs) or 2
+// (pending), domain. A selector is unique across both hashes: a published selector must
+// keep its key. -1: the domain is not in the set of local domains (deleted meanwhile).
 const ADD = `
+if KEYS[4] and redis.call('SISMEMBER', KEYS[4], ARGV[4]) == 0 then return -1 end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
   return 0
 end
@@ -73,7 +75,27 @@ return n`;
  * The Redis keys are `DkimRedisKeys`.
  */
 export class DkimKeyStore {
-  constructor(private readonly redis: Redis) {}
+  constructor(
+    private readonly redis: Redis,
+    private readonly opts: {
+      /**
+       * The SET of local domains: `add` stores a key only for a domain in it, checked in
+       * the step that stores it, so a domain deleted meanwhile (with its keys) gets none.
+       */
+      localDomains?: string;
+    } = {},
+  ) {}
+
+  /**
+   * The Redis keys of a domain's keys, and the sets that list it: what goes with the
+   * domain when it is deleted.
+   */
+  static keysOf(domain: string): { keys: string[]; sets: string[] } {
+    return {
+      keys: [DkimRedisKeys.keys(domain), DkimRedisKeys.pending(domain)],
+      sets: [DkimRedisKeys.domains],
+    };
+  }
 
   static normalize(domain: string, selector: string): { domain: string; selector: string } {
     const d = normalizeDomain(domain);
@@ -96,17 +118,22 @@ export class DkimKeyStore {
   ): Promise<StoredDkimKey> {
     const n = DkimKeyStore.normalize(domain, selector);
     const { algorithm, privateKey, publicKey, created } = key;
-    const ok = await this.redis.eval(
-      ADD,
-      3,
-      DkimRedisKeys.keys(n.domain),
-      DkimRedisKeys.pending(n.domain),
-      DkimRedisKeys.domains,
-      n.selector,
-      JSON.stringify({ algorithm, privateKey, publicKey, created }),
-      opts.pending ? 2 : 1,
-      n.domain,
+    const local = this.opts.localDomains;
+    const ok = Number(
+      await this.redis.eval(
+        ADD,
+        local ? 4 : 3,
+        DkimRedisKeys.keys(n.domain),
+        DkimRedisKeys.pending(n.domain),
+        DkimRedisKeys.domains,
+        ...(local ? [local] : []),
+        n.selector,
+        JSON.stringify({ algorithm, privateKey, publicKey, created }),
+        opts.pending ? 2 : 1,
+        n.domain,
+      ),
     );
+    if (ok === -1) throw new DkimError(`domain ${n.domain} is not a local domain`, 'not_local');
     if (!ok)
       throw new DkimError(
         `selector ${n.selector} already exists for ${n.domain}; choose another one or delete it first`,

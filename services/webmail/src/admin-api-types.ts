@@ -42,6 +42,13 @@ export interface AdminDomainAdded {
   records: AdminRecord[];
 }
 
+/** DELETE /api/admin/domains/:domain */
+export interface AdminDomainDeleted {
+  deleted: string;
+  /** The selectors of the DKIM keys deleted with it: their DNS records can go. */
+  dkim: string[];
+}
+
 /** GET /api/admin/accounts */
 export interface AdminAccount {
   address: string;

@@ -11,6 +11,7 @@ import type {
   AdminDkimKey,
   AdminDomain,
   AdminDomainAdded,
+  AdminDomainDeleted,
   AdminRecord,
 } from './admin-api-types.js';
 import { adminRoute } from './admin-ops.js';
@@ -105,11 +106,13 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
     }),
   );
 
+  /** Deletes a domain with its DKIM keys; `dkim`: their selectors, whose records can go. */
   app.delete(
     '/api/admin/domains/:domain',
-    adminRoute(ctx, async (req, { ops }) => {
+    adminRoute(ctx, async (req, { ops }): Promise<AdminDomainDeleted> => {
       const { domain } = parse(domainParam, req.params);
-      return { deleted: await ops.delDomain(domain) };
+      const { domain: deleted, dkim } = await ops.delDomain(domain);
+      return { deleted, dkim };
     }),
   );
 

@@ -118,7 +118,20 @@ test(
     );
     assert.equal((await admin.req('DELETE', '/api/admin/domains/nope.test')).status, 404);
     const del = await admin.req('DELETE', '/api/admin/domains/console.test');
-    assert.deepEqual([del.status, del.json.deleted], [200, 'console.test']);
+    const selectors = res.json.dkim.map((k: { selector: string }) => k.selector);
+    assert.deepEqual([del.status, del.json], [200, { deleted: 'console.test', dkim: selectors }]);
+    // its keys went with it: the DKIM page lists none of them, so offers no rotation of them
+    const keys = (await admin.get('/api/admin/dkim')).json.keys as { domain: string }[];
+    assert.deepEqual(
+      keys.filter((k) => k.domain === 'console.test'),
+      [],
+    );
+    assert.deepEqual((await admin.get('/api/admin/dkim?domain=console.test')).json.keys, []);
+    const rotate = await admin.post('/api/admin/dkim/rotate', { domain: 'console.test', algorithm: 'rsa' });
+    assert.deepEqual(
+      [rotate.status, rotate.json.message],
+      [404, 'Domain console.test is not a local domain (add it with: mailyard domain add console.test)'],
+    );
   },
 );
 

@@ -298,6 +298,38 @@ test(
   },
 );
 
+test(
+  'as admin: a deleted domain takes its DKIM keys, which the DKIM page no longer offers to rotate',
+  { timeout: 120_000 },
+  async () => {
+    await inConsole('Domains', async (page) => {
+      page.on('dialog', (d) => void d.accept());
+      for (const domain of ['kept.test', 'gone.test']) {
+        await page.getByLabel('New domain').fill(domain);
+        await page.getByRole('button', { name: 'Add domain' }).click();
+        await page
+          .getByRole('status')
+          .filter({ hasText: `Added ${domain} with DKIM keys` })
+          .waitFor({ timeout: 10_000 });
+      }
+      await page.getByRole('button', { name: 'Delete gone.test' }).click();
+      await page
+        .getByRole('status')
+        .filter({
+          hasText:
+            /^Deleted gone\.test and its DKIM keys rsa-\d{6}, ed25519-\d{6}; their DNS records can go$/,
+        })
+        .waitFor({ timeout: 10_000 });
+      await page.getByRole('link', { name: 'DKIM keys' }).click();
+      await page
+        .getByRole('button', { name: 'Rotate the rsa key of kept.test' })
+        .waitFor({ timeout: 10_000 });
+      assert.equal(await page.getByRole('cell', { name: 'gone.test', exact: true }).count(), 0);
+      assert.equal(await page.getByRole('button', { name: 'Rotate the rsa key of gone.test' }).count(), 0);
+    });
+  },
+);
+
 /** Accounts `<prefix>01@example.test` to `<prefix><n>@…`, added; their addresses. */
 async function numberedAccounts(prefix: string, n: number): Promise<string[]> {
   const names = Array.from(

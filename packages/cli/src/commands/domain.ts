@@ -58,11 +58,16 @@ export function registerDomainCommands(program: Command, ctx: CommandContext): v
 
   domain
     .command('del')
-    .description('delete a local domain that has no accounts or aliases left')
+    .description('delete a local domain that has no accounts or aliases left, and its DKIM keys')
     .argument('<domain>', 'domain name')
     .action((name: string) =>
       ctx.withOperations(async (ops) => {
-        ctx.print(`deleted domain ${await ops.delDomain(name)}`);
+        const { domain, dkim } = await ops.delDomain(name);
+        ctx.print(
+          dkim.length
+            ? `deleted domain ${domain} and its DKIM keys ${dkim.join(', ')}; their DNS records can go`
+            : `deleted domain ${domain}`,
+        );
       }),
     );
 }

@@ -10,6 +10,7 @@ import type {
   AdminDkimKey,
   AdminDomain,
   AdminDomainAdded,
+  AdminDomainDeleted,
   AdminExplain,
   AdminPolicy,
   AdminQueueEntry,
@@ -51,7 +52,7 @@ export const admin = {
       `/api/admin/domains/${encodeURIComponent(domain)}/records`,
     ),
   delDomain: (domain: string) =>
-    call<{ deleted: string }>('DELETE', `/api/admin/domains/${encodeURIComponent(domain)}`),
+    call<AdminDomainDeleted>('DELETE', `/api/admin/domains/${encodeURIComponent(domain)}`),
 
   accounts: (p: { q?: string; offset?: number; limit?: number }) =>
     call<{ accounts: AdminAccount[]; total: number }>('GET', '/api/admin/accounts' + qs(p)),

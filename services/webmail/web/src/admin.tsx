@@ -126,12 +126,20 @@ function DomainsPage(props: { onCheck: (domain: string) => void }) {
     });
   };
   const remove = (domain: string) => {
-    if (!confirm(`Delete the domain ${domain}? Mail for it will no longer be accepted.`)) return;
+    if (
+      !confirm(
+        `Delete the domain ${domain} and its DKIM keys? Mail for it will no longer be accepted, nor signed.`,
+      )
+    )
+      return;
     void act.run(async () => {
-      await admin.delDomain(domain);
+      const { dkim } = await admin.delDomain(domain);
       if (added?.domain === domain) setAdded(null);
+      if (shown?.domain === domain) setShown(null);
       await reload();
-      return `Deleted ${domain}`;
+      return dkim.length
+        ? `Deleted ${domain} and its DKIM keys ${dkim.join(', ')}; their DNS records can go`
+        : `Deleted ${domain}`;
     });
   };
   const records = (domain: string) =>
