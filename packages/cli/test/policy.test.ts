@@ -66,6 +66,25 @@ test(
   },
 );
 
+test(
+  'policy remove of an entry that is not in the list says so and fails',
+  { timeout: 30_000 },
+  async (t) => {
+    const cli = cliHarness(t);
+    const before = await cli.ok(['policy', 'show', 'smtpd_client_restrictions']);
+    assert.deepEqual(
+      await cli.run(['policy', 'remove', 'smtpd_client_restrictions', 'reject_rbl_client', 'zen.example']),
+      {
+        code: 1,
+        stdout: '',
+        stderr:
+          'mailyard: restriction list smtpd_client_restrictions has no entry reject_rbl_client zen.example\n',
+      },
+    );
+    assert.equal(await cli.ok(['policy', 'show', 'smtpd_client_restrictions']), before);
+  },
+);
+
 test('policy access del of an entry that is not there says so and fails', { timeout: 30_000 }, async (t) => {
   const cli = cliHarness(t);
   assert.deepEqual(await cli.run(['policy', 'access', 'del', 'client_access', '192.0.2.99']), {

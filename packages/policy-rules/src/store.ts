@@ -129,7 +129,7 @@ export class PolicyRules {
     const current = await this.list(l);
     const e = formatRestriction(parseRestriction(entry));
     const i = current.indexOf(e);
-    if (i === -1) throw new RestrictionError(`"${e}" is not in ${name}`);
+    if (i === -1) throw new RestrictionError(`restriction list ${l} has no entry ${e}`, 'not_found');
     current.splice(i, 1);
     return this.write(l, current);
   }

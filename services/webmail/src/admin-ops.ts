@@ -63,7 +63,7 @@ function answer(err: unknown, ctx: Pick<Ctx, 'logger'>): ApiError {
     }
   }
   // an entry removed that is not there: as for an alias or an account, 404
-  if (err instanceof AccessError && err.code === 'not_found')
+  if ((err instanceof AccessError || err instanceof RestrictionError) && err.code === 'not_found')
     return new ApiError(404, 'not_found', sentence(err.message));
   if (err instanceof RestrictionError || err instanceof AccessError || err instanceof PolicyCommandError)
     return errors.badRequest(sentence(err.message));

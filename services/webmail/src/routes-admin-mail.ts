@@ -179,6 +179,16 @@ export function registerAdminMailRoutes(app: FastifyInstance, ctx: Ctx): void {
     }),
   );
 
+  /** Removes one entry, as `mailyard policy remove`; one that is not in the list is a 404 naming it. */
+  app.post(
+    '/api/admin/policy/lists/:list/delete',
+    adminRoute(ctx, async (req, { ops }) => {
+      const { list } = parse(listName, req.params);
+      const body = parse(z.object({ entry }), req.body);
+      return { list, entries: await ops.policy().remove(list, body.entry) };
+    }),
+  );
+
   app.post(
     '/api/admin/policy/lists/:list/reset',
     adminRoute(ctx, async (req, { ops }) => {

@@ -640,7 +640,7 @@ test('DKIM: generate, rotate, activate once DNS has the record, retire', { timeo
 });
 
 test(
-  'policy lists and access tables: an unknown restriction is a 400 naming it',
+  'policy lists and access tables: an unknown restriction is a 400, a missing entry a 404',
   { timeout: 60_000 },
   async () => {
     const policy = (await admin.get('/api/admin/policy')).json;
@@ -693,6 +693,27 @@ test(
     assert.deepEqual(
       [deleted.action, deleted.detail.key, added.action, added.detail.key],
       ['policy.access.del', '192.0.2.7/32', 'policy.access.set', '192.0.2.7/32'],
+    );
+    // one entry removed, then removed again: not there, a 404 naming the list and the entry
+    const removed = await admin.post('/api/admin/policy/lists/smtpd_client_restrictions/delete', {
+      entry: 'check_client_access client_access',
+    });
+    assert.deepEqual([removed.status, removed.json.entries], [200, ['permit_mynetworks']]);
+    const again = await admin.post('/api/admin/policy/lists/smtpd_client_restrictions/delete', {
+      entry: 'check_client_access  client_access',
+    });
+    assert.deepEqual(
+      [again.status, again.json.error, again.json.message],
+      [
+        404,
+        'not_found',
+        'Restriction list smtpd_client_restrictions has no entry check_client_access client_access',
+      ],
+    );
+    const [removal] = (await admin.get('/api/admin/audit?limit=1')).json.entries;
+    assert.deepEqual(
+      [removal.action, removal.target, removal.detail],
+      ['policy.remove', 'smtpd_client_restrictions', { entry: 'check_client_access client_access' }],
     );
     assert.equal((await admin.post('/api/admin/policy/lists/smtpd_client_restrictions/reset')).status, 200);
     const explain = await admin.get('/api/admin/policy/explain/NOPE123');
