@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, before, test, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
 import { Operations } from '@mailyard/admin';
 import {
@@ -115,25 +115,48 @@ test('dns check of an unknown domain is one sentence, exit 1', { timeout: 30_000
   });
 });
 
+/** A certificate for HOST valid for `days` from now, in a directory removed after the test. */
+function certificate(t: TestContext, days: number): string {
+  const dir = tempDir();
+  t.after(() => dir.cleanup());
+  const cert = join(dir.path, 'cert.pem');
+  const r = spawnSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-days',
+      `${days}`,
+    ].concat(['-subj', `/CN=${HOST}`, '-keyout', join(dir.path, 'key.pem'), '-out', cert]),
+    { encoding: 'utf8' },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  return cert;
+}
+
 test(
   'dns check: a certificate expiring within a fortnight fails the check',
   { timeout: 30_000 },
   async (t) => {
     const cli = cliHarness(t);
-    const dir = tempDir();
-    t.after(() => dir.cleanup());
-    const cert = join(dir.path, 'cert.pem');
-    const r0 = spawnSync(
-      'openssl',
-      ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '5'].concat(
-        ['-subj', `/CN=${HOST}`, '-keyout', join(dir.path, 'key.pem'), '-out', cert],
-      ),
-      { encoding: 'utf8' },
-    );
-    assert.equal(r0.status, 0, r0.stderr);
+    const cert = certificate(t, 5);
     const r = await cli.run(['dns', 'check'], { env: { ...envOf(cli.prefix), TLS_CERT_FILE: cert } });
     assert.equal(r.code, 1);
     assert.match(r.stdout, /^ {2}EXPIRING {2}certificate valid until \S+ \([45] days left\)$/m);
     assert.equal(r.stderr, 'mailyard: 1 check fails: publish the records shown, fix what is marked\n');
   },
 );
+
+test('dns check: a certificate with a day left says 1 day, not 1 days', { timeout: 30_000 }, async (t) => {
+  const cli = cliHarness(t);
+  // two days from now: a day and some hours left
+  const cert = certificate(t, 2);
+  const r = await cli.run(['dns', 'check'], { env: { ...envOf(cli.prefix), TLS_CERT_FILE: cert } });
+  assert.equal(r.code, 1);
+  assert.match(r.stdout, /^ {2}EXPIRING {2}certificate valid until \S+ \(1 day left\)$/m);
+});

@@ -41,7 +41,7 @@ test(
       ],
       [
         ['policy', 'add', 'smtpd_client_restrictions', 'reject_rbl_client'],
-        'reject_rbl_client takes 1 argument(s), got 0 (reject_rbl_client ZONE[=d.d.d.d])',
+        'reject_rbl_client takes 1 argument, got 0 (reject_rbl_client ZONE[=d.d.d.d])',
       ],
       [
         ['policy', 'add', 'smtpd_client_restrictions', 'reject_rbl_client', 'zen.example=127.0.0.[11..2]'],

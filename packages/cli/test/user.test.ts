@@ -309,6 +309,10 @@ test('user quota sets, removes and refuses quotas in the sizes QUOTA_STORAGE tak
     'quota of dave@example.org: 536870912 bytes\n',
   );
   assert.equal(
+    await cli.ok(['user', 'quota', 'dave@example.org', '1']),
+    'quota of dave@example.org: 1 byte\n',
+  );
+  assert.equal(
     await cli.ok(['user', 'quota', 'dave@example.org', 'unlimited']),
     'quota of dave@example.org: unlimited\n',
   );

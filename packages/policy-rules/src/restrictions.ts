@@ -51,7 +51,7 @@ export function parseRestriction(text: string): Restriction {
   const args = parts.slice(1);
   if (args.length !== spec.length)
     throw new RestrictionError(
-      `${name} takes ${spec.length} argument(s), got ${args.length} (${checkUsage(name)})`,
+      `${name} takes ${spec.length} ${spec.length === 1 ? 'argument' : 'arguments'}, got ${args.length} (${checkUsage(name)})`,
     );
   const value = args.map((a, i) => {
     try {

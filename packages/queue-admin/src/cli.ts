@@ -104,7 +104,7 @@ export function formatQueued(entries: readonly DeferredEntry[]): string[] {
   const [first] = entries;
   if (!first) return [];
   return [
-    `${first.queueId}  ${first.size} bytes  received ${first.receivedAt}  from <${first.mailFrom}>`,
+    `${first.queueId}  ${plural(first.size, 'byte')}  received ${first.receivedAt}  from <${first.mailFrom}>`,
     ...entries.flatMap((e) => [
       `    attempts ${e.attempts}, next try ${e.nextTry} (${ago(e.nextTry)})`,
       `    (${oneLine(e.lastError ?? 'no error recorded')})`,
@@ -135,7 +135,7 @@ export function formatDeadLetters(letters: readonly DeadLetter[]): string[] {
   return [
     `${first.queueId}  ${first.mailFrom === null ? '(no envelope)' : `from <${first.mailFrom}>`}`,
     ...letters.flatMap((l) => [
-      `    ${l.originalQueue ?? 'queue unknown'}, ${l.attempts ? plural(l.attempts, 'attempt') : 'attempts unknown'}, ${when(l.deadLetteredAt)}, ${l.size} bytes`,
+      `    ${l.originalQueue ?? 'queue unknown'}, ${l.attempts ? plural(l.attempts, 'attempt') : 'attempts unknown'}, ${when(l.deadLetteredAt)}, ${plural(l.size, 'byte')}`,
       `    (${oneLine(l.reason ?? 'no reason recorded')})`,
       ...(l.requeueable ? [] : ['    requeue cannot send it back: delete it once done with']),
       ...l.recipients.map((r) => `    ${r}`),

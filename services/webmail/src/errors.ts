@@ -71,13 +71,23 @@ export const errors = {
   badSender: (address: string) =>
     new ApiError(400, 'bad_sender', `You cannot send as ${address}: not one of your addresses`),
   locked: (seconds: number) =>
-    new ApiError(429, 'locked', `Too many failed login attempts, try again in ${seconds} seconds`, {
-      retryAfter: seconds,
-    }),
+    new ApiError(
+      429,
+      'locked',
+      `Too many failed login attempts, try again in ${seconds} ${seconds === 1 ? 'second' : 'seconds'}`,
+      {
+        retryAfter: seconds,
+      },
+    ),
   rateLimited: (seconds: number) =>
-    new ApiError(429, 'rate_limited', `Too many login attempts, try again in ${seconds} seconds`, {
-      retryAfter: seconds,
-    }),
+    new ApiError(
+      429,
+      'rate_limited',
+      `Too many login attempts, try again in ${seconds} ${seconds === 1 ? 'second' : 'seconds'}`,
+      {
+        retryAfter: seconds,
+      },
+    ),
   sendRefused: (reply: string) => new ApiError(422, 'send_refused', `The mail server refused: ${reply}`),
   /**
    * The msa ended the session after refusing recipients, before the message: it went to

@@ -5,13 +5,14 @@
 // reaches its recipient; a user without the role sees no Admin entry.
 // Screenshots of the console on a desktop and a phone (WEBMAIL_SCREENSHOTS_DIR).
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { addAccount } from '../../../test/harness.js';
 import { newQueueId } from '@mailyard/smtp-core';
-import { waitFor } from '@mailyard/testkit';
+import { tempDir, waitFor } from '@mailyard/testkit';
 import { ensureFrontEnd, launchBrowser, screenshotDir } from './browser.js';
 import { deadMail, deferredMail, testBus } from './dead-letters.js';
 import { imapLogin as imapLoginAs } from './mail-clients.js';
@@ -44,19 +45,19 @@ before(async () => {
 });
 after(() => t?.close());
 
-async function logIn(page: Page, account: string): Promise<void> {
-  await page.goto(`${origin}/`);
+async function logIn(page: Page, account: string, at = origin): Promise<void> {
+  await page.goto(`${at}/`);
   await page.getByLabel('Email address').fill(account);
   await page.getByLabel('Password').fill(PASSWORD);
   await page.getByRole('button', { name: 'Log in' }).click();
 }
 
-/** A browser logged in as the admin, on `section` of the console, for `fn`; closed after. */
-async function inConsole(section: string, fn: (page: Page) => Promise<void>): Promise<void> {
+/** A browser logged in as the admin, on `section` of the console (at `at`), for `fn`; closed after. */
+async function inConsole(section: string, fn: (page: Page) => Promise<void>, at = origin): Promise<void> {
   const browser = await launchBrowser();
   try {
     const page = await browser.context.newPage();
-    await logIn(page, ALICE);
+    await logIn(page, ALICE, at);
     await page.getByRole('button', { name: 'Admin' }).click();
     await page.getByRole('link', { name: section }).click();
     await fn(page);
@@ -329,6 +330,33 @@ test(
     });
   },
 );
+
+test('as admin: a certificate with one day left says 1 day, not 1 days', { timeout: 120_000 }, async () => {
+  const dir = tempDir();
+  try {
+    const [cert, key] = [join(dir.path, 'cert.pem'), join(dir.path, 'key.pem')];
+    // two days from now: a day and some hours left
+    const made = spawnSync(
+      'openssl',
+      ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2'].concat(
+        ['-subj', `/CN=${HOST}`, '-addext', `subjectAltName=DNS:${HOST}`, '-keyout', key, '-out', cert],
+      ),
+      { encoding: 'utf8' },
+    );
+    assert.equal(made.status, 0, made.stderr);
+    const wm = await t.another({ tls_cert_file: cert, tls_key_file: key });
+    await inConsole(
+      'DNS check',
+      async (page) => {
+        await page.getByRole('heading', { name: 'TLS certificate' }).waitFor({ timeout: 15_000 });
+        await page.getByText('1 day left', { exact: true }).waitFor({ timeout: 10_000 });
+      },
+      `https://${HOST}:${wm.port}`,
+    );
+  } finally {
+    dir.cleanup();
+  }
+});
 
 /** Accounts `<prefix>01@example.test` to `<prefix><n>@…`, added; their addresses. */
 async function numberedAccounts(prefix: string, n: number): Promise<string[]> {

@@ -6,11 +6,10 @@ import type { Command } from 'commander';
 import { AuditLog, restoreBackup, spoolToFile, writeBackup, type BackupTotals } from '@mailyard/admin';
 import { cliActor, type CommandContext } from '../context.js';
 import { CliError, usageError } from '../errors.js';
-
-const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+import { plural } from '../plural.js';
 
 function size(bytes: number): string {
-  if (bytes < 1024) return `${bytes} bytes`;
+  if (bytes < 1024) return plural(bytes, 'byte');
   const units = ['KiB', 'MiB', 'GiB', 'TiB'];
   let v = bytes / 1024;
   let u = 0;

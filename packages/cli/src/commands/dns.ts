@@ -9,6 +9,7 @@ import {
 } from '@mailyard/admin';
 import type { CommandContext } from '../context.js';
 import { CliError, ExitCode } from '../errors.js';
+import { plural } from '../plural.js';
 
 const LABEL: Record<CheckStatus, string> = {
   ok: 'ok',
@@ -44,7 +45,7 @@ function printServer(ctx: CommandContext, r: ServerReport): void {
   }
   if (r.tls.notAfter !== null && r.tls.daysLeft !== null)
     ctx.print(
-      `  ${col(r.tls.daysLeft < 0 ? 'EXPIRED' : r.tls.daysLeft < 14 ? 'EXPIRING' : 'ok', 9)} certificate valid until ${r.tls.notAfter} (${r.tls.daysLeft} days left)`,
+      `  ${col(r.tls.daysLeft < 0 ? 'EXPIRED' : r.tls.daysLeft < 14 ? 'EXPIRING' : 'ok', 9)} certificate valid until ${r.tls.notAfter} (${r.tls.daysLeft < 0 ? 'expired' : `${plural(r.tls.daysLeft, 'day')} left`})`,
     );
   else ctx.print(`  ${col('-', 9)} certificate: ${r.tls.detail ?? 'none'}`);
 }

@@ -3,6 +3,7 @@ import { parseQuota } from '@mailyard/admin';
 import type { CommandContext } from '../context.js';
 import { CliError, ExitCode, usageError } from '../errors.js';
 import { obtainPassword } from '../password.js';
+import { plural } from '../plural.js';
 
 interface PasswordOptions {
   passwordStdin?: boolean;
@@ -127,7 +128,7 @@ export function registerUserCommands(program: Command, ctx: CommandContext): voi
         ctx.print(
           bytes === null
             ? `${a} has the default quota again`
-            : `quota of ${a}: ${bytes === 0 ? 'unlimited' : `${bytes} bytes`}`,
+            : `quota of ${a}: ${bytes === 0 ? 'unlimited' : plural(bytes, 'byte')}`,
         );
       }),
     );

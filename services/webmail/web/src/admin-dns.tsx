@@ -3,6 +3,7 @@
 import { useRef, useState } from 'preact/hooks';
 import { admin, type DnsStatus } from './admin-api.ts';
 import { AdminTable, Card, Copyable, LoadError, useLoad, when } from './admin-ui.tsx';
+import { plural } from './format.ts';
 
 const STATUS_TEXT: Record<DnsStatus, string> = {
   ok: 'OK',
@@ -73,7 +74,7 @@ function DomainReport(props: { domain: string }) {
     <div role="region" aria-label={`DNS of ${report.domain}`}>
       <p role="status" class={bad ? 'warning' : 'notice'}>
         {bad
-          ? `${bad} of ${report.records.length} records need attention.`
+          ? `${bad} of ${report.records.length} records ${bad === 1 ? 'needs' : 'need'} attention.`
           : `All ${report.records.length} records are right.`}{' '}
         <span class="fineprint">Checked {when(report.checkedAt)}.</span>{' '}
         <button class="link" onClick={() => void reload()}>
@@ -176,8 +177,9 @@ function ServerReport() {
           <p>
             {data.tls.notAfter ? (
               <>
-                <span class={`badge ${(data.tls.daysLeft ?? 0) > 14 ? 'ok' : 'wrong'}`}>
-                  {data.tls.daysLeft} days left
+                {/* as mailyard dns check: under a fortnight left is worth a look */}
+                <span class={`badge ${(data.tls.daysLeft ?? 0) >= 14 ? 'ok' : 'wrong'}`}>
+                  {(data.tls.daysLeft ?? 0) < 0 ? 'expired' : `${plural(data.tls.daysLeft ?? 0, 'day')} left`}
                 </span>{' '}
                 valid until {when(data.tls.notAfter)}
               </>

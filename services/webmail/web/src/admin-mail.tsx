@@ -2,9 +2,7 @@
 import { useRef, useState } from 'preact/hooks';
 import { admin, type AdminDeadLetter, type AdminDeadLetterMessage, type AdminExplain } from './admin-api.ts';
 import { AdminTable, Card, LoadError, Outcome, useAction, useLoad, when } from './admin-ui.tsx';
-import { formatSize } from './format.ts';
-
-const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+import { formatSize, plural } from './format.ts';
 
 /**
  * The entries grouped by queue id, in the order they came: a queue id whose recipients

@@ -13,6 +13,9 @@ export function formatDate(iso: string, now = new Date()): string {
 export const fullDate = (iso: string) =>
   new Date(iso).toLocaleString(undefined, { dateStyle: 'full', timeStyle: 'short' });
 
+/** A count with its noun agreeing: `1 message`, `2 messages`. */
+export const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
 export function formatSize(n: number): string {
   if (n >= 1024 * 1024) return `${(n / (1024 * 1024)).toFixed(1)} MB`;
   if (n >= 1024) return `${Math.round(n / 1024)} KB`;
