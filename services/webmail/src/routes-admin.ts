@@ -204,6 +204,44 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
     })),
   );
 
+  /**
+   * Gives or takes the admin role, as `mailyard user admin [--remove]`. An admin does not
+   * take it from the account they are logged in with: the console would shut them out.
+   */
+  app.post(
+    '/api/admin/accounts/:address/admin',
+    adminRoute(ctx, async (req, { ops, admin }) => {
+      const { address } = parse(accountParam, req.params);
+      const body = parse(z.object({ admin: z.boolean({ message: 'expected true or false' }) }), req.body);
+      if (!body.admin) notSelf(address, admin, 'take the admin role from');
+      return { account: await ops.setAdmin(address, body.admin), admin: body.admin };
+    }),
+  );
+
+  /**
+   * Sets an account's password, as `mailyard user passwd`: the directory's strength rules,
+   * and the account's sessions end everywhere. Not the admin's own: the account page
+   * changes it after asking for the current one.
+   */
+  app.post(
+    '/api/admin/accounts/:address/password',
+    adminRoute(ctx, async (req, { ops, admin }) => {
+      const { address } = parse(accountParam, req.params);
+      // its length is the directory's to refuse, in the sentence the CLI prints
+      const body = parse(
+        z.object({ password: z.string({ message: 'expected a password' }).min(1, 'expected a password') }),
+        req.body,
+      );
+      notSelf(
+        address,
+        admin,
+        'set the password of',
+        'change it on your account page, which asks for the current one',
+      );
+      return { account: await ops.setPassword(address, body.password) };
+    }),
+  );
+
   app.post(
     '/api/admin/accounts/:address/quota',
     adminRoute(ctx, async (req, { ops }) => {
@@ -357,18 +395,22 @@ export function registerAdminRoutes(app: FastifyInstance, ctx: Ctx): void {
 }
 
 /**
- * An admin does not lock or delete the account they are logged in with (the CLI can),
- * however the address is written: compared as the operations store it (`"alice"@` is
- * `alice@`, a Unicode domain its ASCII form).
+ * An admin does not lock or delete the account they are logged in with, nor take its
+ * admin role (the CLI can), however the address is written: compared as the operations
+ * store it (`"alice"@` is `alice@`, a Unicode domain its ASCII form). `instead`: what to
+ * do instead, said after the refusal.
  */
-function notSelf(address: string, admin: string, what: string): void {
+function notSelf(address: string, admin: string, what: string, instead?: string): void {
   let a: string;
   try {
     a = normalizeAddress(address);
   } catch {
     return; // not an address: the operation refuses it with its own sentence
   }
-  if (a === admin) throw errors.conflict(`You cannot ${what} the account you are logged in with`);
+  if (a === admin)
+    throw errors.conflict(
+      `You cannot ${what} the account you are logged in with${instead ? `: ${instead}` : ''}`,
+    );
 }
 
 /** `local@xn--...` with its domain in Unicode (the address unchanged when it has no A-label). */

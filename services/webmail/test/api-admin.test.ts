@@ -244,10 +244,86 @@ test(
         [spelling, del.status, del.json.message],
         [spelling, 409, 'You cannot delete the account you are logged in with'],
       );
+      const role = await web.post(`/api/admin/accounts/${enc(spelling)}/admin`, { admin: false });
+      assert.deepEqual(
+        [spelling, role.status, role.json.message],
+        [spelling, 409, 'You cannot take the admin role from the account you are logged in with'],
+      );
+      const passwd = await web.post(`/api/admin/accounts/${enc(spelling)}/password`, {
+        password: 'a new and long passphrase',
+      });
+      assert.deepEqual(
+        [spelling, passwd.status, passwd.json.message],
+        [
+          spelling,
+          409,
+          'You cannot set the password of the account you are logged in with: change it on your account page, which asks for the current one',
+        ],
+      );
     }
     assert.equal(await t.p.directory.accountExists(root), true);
     assert.equal((await t.p.directory.accountRecord(root))?.locked, undefined);
+    assert.equal(await t.p.directory.isAdmin(root), true);
+    assert.equal(await t.p.directory.authenticate(root, PASSWORD), root);
     assert.equal((await web.get('/api/admin/domains')).status, 200);
+  },
+);
+
+test(
+  'the admin role given and taken, and a password set, as the CLI does; each audited',
+  { timeout: 60_000 },
+  async () => {
+    const hedy = 'hedy@example.test';
+    await addAccount(t.p.directory, hedy);
+    const web = client();
+    assert.equal((await web.login(hedy)).status, 200);
+    assert.equal((await web.get('/api/admin/domains')).status, 403);
+
+    const grant = await admin.post(`/api/admin/accounts/${enc('Hedy@Example.test')}/admin`, { admin: true });
+    assert.deepEqual([grant.status, grant.json], [200, { account: hedy, admin: true }]);
+    assert.equal((await web.get('/api/account')).json.admin, true);
+    assert.equal((await web.get('/api/admin/domains')).status, 200);
+    const revoke = await admin.post(`/api/admin/accounts/${enc(hedy)}/admin`, { admin: false });
+    assert.deepEqual([revoke.status, revoke.json], [200, { account: hedy, admin: false }]);
+    assert.equal((await web.get('/api/admin/domains')).status, 403);
+    const bad = await admin.post(`/api/admin/accounts/${enc(hedy)}/admin`, { admin: 'yes' });
+    assert.deepEqual([bad.status, bad.json.message], [400, 'admin: expected true or false']);
+    const nobody = await admin.post(`/api/admin/accounts/${enc('nobody@example.test')}/admin`, {
+      admin: true,
+    });
+    assert.deepEqual(
+      [nobody.status, nobody.json.message],
+      [404, 'Account nobody@example.test does not exist'],
+    );
+
+    // the directory's strength rules, in the CLI's sentence; nothing changes
+    const weak = await admin.post(`/api/admin/accounts/${enc(hedy)}/password`, { password: 'short' });
+    assert.deepEqual(
+      [weak.status, weak.json.message],
+      [400, 'Password is too short (at least 10 characters)'],
+    );
+    assert.equal((await web.get('/api/account')).status, 200);
+    const fresh = 'a brand new passphrase';
+    const set = await admin.post(`/api/admin/accounts/${enc(hedy)}/password`, { password: fresh });
+    assert.deepEqual([set.status, set.json], [200, { account: hedy }]);
+    // her sessions ended; the old password logs in nowhere, the new one everywhere
+    assert.equal((await web.get('/api/account')).status, 401);
+    assert.equal((await client().login(hedy)).status, 401);
+    assert.equal((await client().login(hedy, fresh)).status, 200);
+    assert.equal(await imapLoginAs(t, hedy, PASSWORD), false);
+    assert.equal(await imapLoginAs(t, hedy, fresh), true);
+
+    const audit = (await admin.get('/api/admin/audit?limit=3')).json.entries as (AuditRow & {
+      actor: string;
+    })[];
+    assert.deepEqual(
+      audit.map((e) => [e.actor, e.action, e.target]),
+      [
+        [ALICE, 'account.passwd', hedy],
+        [ALICE, 'account.admin.revoke', hedy],
+        [ALICE, 'account.admin.grant', hedy],
+      ],
+    );
   },
 );
 

@@ -454,6 +454,49 @@ test('a user without the admin role sees no Admin entry', { timeout: 120_000 }, 
   }
 });
 
+test(
+  'as admin: make an account an admin, set its password, take the role back; never for oneself',
+  { timeout: 120_000 },
+  async () => {
+    const ines = 'ines@example.test';
+    const fresh = 'a brand new passphrase';
+    await addAccount(t.p.directory, ines);
+    await inConsole('Accounts', async (page) => {
+      page.on('dialog', (d) => void d.accept());
+      await findAccounts(page, 'ines', '1–1 of 1');
+      await page.getByRole('button', { name: `Make ${ines} an admin` }).click();
+      await page
+        .getByRole('status')
+        .filter({ hasText: `${ines} is an admin: it may use this console` })
+        .waitFor({ timeout: 10_000 });
+      assert.equal(await t.p.directory.isAdmin(ines), true);
+
+      await page.getByLabel(`New password of ${ines}`).fill(fresh);
+      await page.getByRole('button', { name: `Set the password of ${ines}` }).click();
+      await page
+        .getByRole('status')
+        .filter({ hasText: `Set the password of ${ines}; its sessions have ended` })
+        .waitFor({ timeout: 10_000 });
+      assert.equal(await imapLoginAs(t, ines, PASSWORD), false);
+      assert.equal(await imapLoginAs(t, ines, fresh), true);
+
+      await page.getByRole('button', { name: `Take the admin role from ${ines}` }).click();
+      await page
+        .getByRole('status')
+        .filter({ hasText: `${ines} is no longer an admin` })
+        .waitFor({ timeout: 10_000 });
+      await page.getByRole('button', { name: `Make ${ines} an admin` }).waitFor();
+      assert.equal(await t.p.directory.isAdmin(ines), false);
+
+      // one's own account: neither its role nor its password is offered here
+      await findAccounts(page, ALICE, '1–1 of 1');
+      await page.getByRole('button', { name: `Set the quota of ${ALICE}` }).waitFor();
+      assert.equal(await page.getByRole('button', { name: `Take the admin role from ${ALICE}` }).count(), 0);
+      assert.equal(await page.getByRole('button', { name: `Set the password of ${ALICE}` }).count(), 0);
+    });
+  },
+);
+
 test('the console on a phone', { timeout: 120_000 }, async () => {
   const browser = await launchBrowser({ width: 390, height: 844 });
   try {

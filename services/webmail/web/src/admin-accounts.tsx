@@ -1,4 +1,4 @@
-// Accounts (quota and usage, lock, two-factor, app passwords) and aliases.
+// Accounts (quota and usage, lock, admin role, password, two-factor, app passwords) and aliases.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { admin, type AdminAccount, type AdminAppPassword } from './admin-api.ts';
 import { Card, LoadError, Outcome, useAction, useLoad, when } from './admin-ui.tsx';
@@ -58,6 +58,21 @@ export function AccountsPage(props: { me: string }) {
         ? (await admin.unlock(a.address), `Unlocked ${a.address}`)
         : (await admin.lock(a.address), `Locked ${a.address}: it can no longer log in anywhere`),
     );
+  const role = (a: AdminAccount) => {
+    if (a.admin && !confirm(`Take the admin role from ${a.address}? It can no longer use this console.`))
+      return;
+    action(async () =>
+      a.admin
+        ? (await admin.setAdmin(a.address, false), `${a.address} is no longer an admin`)
+        : (await admin.setAdmin(a.address, true), `${a.address} is an admin: it may use this console`),
+    );
+  };
+  const setPassword = (a: AdminAccount, input: HTMLInputElement) =>
+    action(async () => {
+      await admin.setPassword(a.address, input.value);
+      input.value = '';
+      return `Set the password of ${a.address}; its sessions have ended`;
+    });
   const quota = (a: AdminAccount, value: string) =>
     action(async () => {
       await admin.quota(a.address, value);
@@ -150,6 +165,40 @@ export function AccountsPage(props: { me: string }) {
                     Set quota
                   </button>
                 </form>
+                {a.address !== props.me && (
+                  <form
+                    class="quota-form"
+                    onSubmit={(e) => {
+                      e.preventDefault();
+                      setPassword(a, e.currentTarget.elements.namedItem('password') as HTMLInputElement);
+                    }}
+                  >
+                    <label>
+                      <span class="sr-only">New password of {a.address}</span>
+                      <input
+                        name="password"
+                        type="password"
+                        size={12}
+                        placeholder="new password"
+                        autoComplete="new-password"
+                        required
+                      />
+                    </label>
+                    <button type="submit" aria-label={`Set the password of ${a.address}`}>
+                      Set password
+                    </button>
+                  </form>
+                )}
+                {(a.address !== props.me || !a.admin) && (
+                  <button
+                    onClick={() => role(a)}
+                    aria-label={
+                      a.admin ? `Take the admin role from ${a.address}` : `Make ${a.address} an admin`
+                    }
+                  >
+                    {a.admin ? 'Remove admin' : 'Make admin'}
+                  </button>
+                )}
                 <button onClick={() => showApps(a.address)} aria-label={`App passwords of ${a.address}`}>
                   App passwords
                 </button>

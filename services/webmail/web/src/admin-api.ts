@@ -60,6 +60,10 @@ export const admin = {
     call<{ account: string }>('POST', '/api/admin/accounts', { address, password, admin: isAdmin }),
   lock: (address: string) => call<{ account: string }>('POST', `${a(address)}/lock`, {}),
   unlock: (address: string) => call<{ account: string }>('POST', `${a(address)}/unlock`, {}),
+  setAdmin: (address: string, isAdmin: boolean) =>
+    call<{ account: string; admin: boolean }>('POST', `${a(address)}/admin`, { admin: isAdmin }),
+  setPassword: (address: string, password: string) =>
+    call<{ account: string }>('POST', `${a(address)}/password`, { password }),
   quota: (address: string, quota: string) =>
     call<{ account: string; quota: number | null }>('POST', `${a(address)}/quota`, { quota }),
   resetTwoFactor: (address: string) =>
