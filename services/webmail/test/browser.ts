@@ -44,15 +44,22 @@ export function ensureFrontEnd(): void {
   if (res.status !== 0) throw new Error(`the front end did not build: ${res.stderr}${res.stdout}`);
 }
 
-/** A browser with a fresh profile; `close` removes the profile too. */
+/**
+ * A browser with a fresh profile; `close` removes the profile too. `clientAddress`: the
+ * address it comes from as the webmail sees it (X-Forwarded-For through the test
+ * webmail's trusted proxy setting), so that the logins of one test do not count against
+ * another's in the per-address login limit, as the API tests' clients do.
+ */
 export async function launchBrowser(
   viewport = { width: 1280, height: 800 },
+  opts: { clientAddress?: string } = {},
 ): Promise<{ context: BrowserContext; close(): Promise<void> }> {
   const profile = mkdtempSync(join(tmpdir(), 'mailyard-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
     viewport,
+    ...(opts.clientAddress ? { extraHTTPHeaders: { 'X-Forwarded-For': opts.clientAddress } } : {}),
     // the platform's certificate is a test one, for mail.mailyard.test
     ignoreHTTPSErrors: true,
     args: [
