@@ -399,9 +399,27 @@ export function decodeTransfer(data: Buffer, encoding: string): Buffer {
   return data;
 }
 
+/** The names of US-ASCII (RFC 2046 §4.1.2, IANA charset aliases) a part may be labelled with. */
+const US_ASCII = new Set(['us-ascii', 'ascii', 'us', 'ansi_x3.4-1968', 'iso646-us', 'csascii', 'iso-ir-6']);
+
+const utf8Strict = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * A text part's content in its charset. A part labelled US-ASCII (the default, RFC 2045
+ * §5.2) that holds 8-bit octets was written by a sender that did not say which charset:
+ * they are read as UTF-8 when they are (a raw RFC 6532 message; Dovecot reads them so
+ * too), else as Windows-1252. WHATWG's decoder would read every such part as
+ * Windows-1252, "ü" in UTF-8 becoming "Ã¼", which no search then finds.
+ */
 export function decodeText(data: Buffer, charset: string | undefined): string {
+  const cs = (charset || 'utf-8').trim().toLowerCase();
   try {
-    return new TextDecoder(charset || 'utf-8').decode(data);
+    if (US_ASCII.has(cs)) return utf8Strict.decode(data);
+  } catch {
+    return new TextDecoder('windows-1252').decode(data);
+  }
+  try {
+    return new TextDecoder(cs).decode(data);
   } catch {
     return data.toString('latin1');
   }

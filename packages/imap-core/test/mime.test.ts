@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
   bodyStructure,
+  decodeText,
   envelope,
   envelopeText,
   parseAddressList,
@@ -197,5 +198,16 @@ void describe('MIME limits', () => {
         `\r\n--n${i}--\r\n`;
     }
     assert.ok(count(parseMime(Buffer.from(inner))) <= MAX_MIME_PARTS);
+  });
+});
+
+void describe('text of a part', () => {
+  void it('reads 8-bit octets of a US-ASCII part as UTF-8, else as Windows-1252', () => {
+    assert.equal(decodeText(Buffer.from('Köln', 'utf8'), 'us-ascii'), 'Köln');
+    assert.equal(decodeText(Buffer.from('Köln', 'utf8'), 'US-ASCII'), 'Köln');
+    assert.equal(decodeText(Buffer.from('Köln', 'latin1'), 'us-ascii'), 'Köln');
+    assert.equal(decodeText(Buffer.from('Köln', 'latin1'), 'iso-8859-1'), 'Köln');
+    assert.equal(decodeText(Buffer.from('Köln', 'utf8'), undefined), 'Köln');
+    assert.equal(decodeText(Buffer.from('Köln', 'latin1'), 'no-such-charset'), 'Köln');
   });
 });
