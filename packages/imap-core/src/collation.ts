@@ -1,15 +1,22 @@
 // The i;unicode-casemap collation (RFC 5051), which SORT and THREAD compare strings by
 // (RFC 5256 §2.1, RFC 5957 §4): titlecase, then decompose, then compare octets.
 
-/** Simple titlecase where it differs from the simple uppercase: the Latin digraphs. */
+/**
+ * Simple titlecase where it differs from the simple uppercase: the Latin digraphs, each
+ * of the three forms (ǆ, ǅ, Ǆ) to the titlecase one.
+ */
 const TITLECASE: Record<number, number> = {
   0x01c4: 0x01c5,
+  0x01c5: 0x01c5,
   0x01c6: 0x01c5,
   0x01c7: 0x01c8,
+  0x01c8: 0x01c8,
   0x01c9: 0x01c8,
   0x01ca: 0x01cb,
+  0x01cb: 0x01cb,
   0x01cc: 0x01cb,
   0x01f1: 0x01f2,
+  0x01f2: 0x01f2,
   0x01f3: 0x01f2,
 };
 

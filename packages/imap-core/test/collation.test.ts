@@ -14,6 +14,8 @@ void describe('i;unicode-casemap (RFC 5051)', () => {
     // a compatibility decomposition
     assert.equal(casemap('ﬁx'), 'fiX');
     assert.equal(casemap('ǆ'), casemap('Ǆ'));
+    assert.equal(casemap('ǅ'), casemap('Ǆ'));
+    assert.equal(casemap('ǈ'), casemap('ǉ'));
     // Hangul syllables stay whole
     assert.equal(casemap('한'), '한');
   });
