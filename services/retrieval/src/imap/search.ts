@@ -1,4 +1,5 @@
 import {
+  casemap,
   decodeText,
   decodeHeader,
   decodeTransfer,
@@ -48,10 +49,6 @@ function addressText(a: Address): string {
   return a.name ? `${decodeHeader(a.name)} <${spec}>` : spec;
 }
 
-function norm(s: string): string {
-  return s.normalize('NFC').toLowerCase();
-}
-
 function needsBody(k: SearchKey): boolean {
   switch (k.k) {
     case 'body':
@@ -93,7 +90,12 @@ function textParts(data: Buffer, p: MimePart, out: string[]): void {
   }
 }
 
-/** Evaluates SEARCH keys against messages (RFC 9051 §6.4.4); strings match case-insensitively as UTF-8. */
+/**
+ * Evaluates SEARCH keys against messages (RFC 9051 §6.4.4). Strings match as substrings
+ * by i;unicode-casemap (RFC 5051), the comparator of IMAP-I18N (RFC 5255 §4, which
+ * RFC 9051 §6.4.4 points to) and the one SORT compares by: case left out, characters
+ * decomposed, so "cafe" finds "Café" and "ǆ" finds "Ǆ", as on Dovecot.
+ */
 export class SearchEvaluator {
   /** Each set of the key resolved once per bound, not once per message it is tested on. */
   private readonly resolved = new WeakMap<SequenceSet, { max: number; ranges: SeqRange[] }>();
@@ -122,8 +124,8 @@ export class SearchEvaluator {
     const parts: string[] = [];
     textParts(full.data, full.mime, parts);
     return {
-      body: norm(parts.join('\n')),
-      headers: norm(decodeWords(full.data.toString('utf8', 0, full.mime.bodyStart))),
+      body: casemap(parts.join('\n')),
+      headers: casemap(decodeWords(full.data.toString('utf8', 0, full.mime.bodyStart))),
     };
   }
 
@@ -151,18 +153,18 @@ export class SearchEvaluator {
         return inRanges(m.uid, this.ranges(k.set, this.view.uids[this.view.uids.length - 1] ?? 0));
       case 'header': {
         const raw = await this.cache.headerValues(this.folder, m, k.field);
-        const values = raw.map((v) => norm(decodeHeader(v)));
+        const values = raw.map((v) => casemap(decodeHeader(v)));
         // FROM, TO, CC, BCC also match the addresses as parsed, comments taken out
         // (`jane(the boss)@example.com` is jane@example.com; RFC 5322 §3.2.2)
         if (ADDRESS_FIELDS.has(k.field))
-          for (const v of raw) for (const a of parseAddressList(v)) values.push(norm(addressText(a)));
+          for (const v of raw) for (const a of parseAddressList(v)) values.push(casemap(addressText(a)));
         if (!values.length) return false;
-        return values.some((v) => v.includes(norm(k.value)));
+        return values.some((v) => v.includes(casemap(k.value)));
       }
       case 'body':
-        return body!.body.includes(norm(k.value));
+        return body!.body.includes(casemap(k.value));
       case 'text':
-        return body!.body.includes(norm(k.value)) || body!.headers.includes(norm(k.value));
+        return body!.body.includes(casemap(k.value)) || body!.headers.includes(casemap(k.value));
       case 'date': {
         let day: number;
         if (k.field === 'internal')
