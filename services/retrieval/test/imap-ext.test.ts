@@ -2,8 +2,10 @@
 // client on loopback. The expected answers are Dovecot 2.3's for the same commands,
 // except where a comment says the RFC is followed instead.
 import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Quotas } from '@mailyard/mailstore';
+import { accountDir, Quotas } from '@mailyard/mailstore';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import { PASSWORD, sendRaw, startRetrieval, type Retrieval } from './helpers.js';
 import { RawImap } from './raw-imap.js';
@@ -105,6 +107,31 @@ void describe('SORT (RFC 5256, RFC 5957)', { timeout: 60_000 }, () => {
     assert.match(await c.cmd('s2', 'SORT (DISPLAYFROM) UTF-8 ALL'), /^\* SORT 4 2 3 1\r\n/m);
     assert.match(await c.cmd('s3', 'SORT (DISPLAYTO) UTF-8 ALL'), /^\* SORT 3 4 2 1\r\n/m);
     assert.match(await c.cmd('s4', 'SORT (REVERSE DISPLAYFROM) UTF-8 ALL'), /^\* SORT 1 3 2 4\r\n/m);
+    c.close();
+  });
+
+  void it('sorts ARRIVAL by INTERNALDATE to the second, as the client sees it', async () => {
+    // three messages delivered within one second, the first file written last: the
+    // INTERNALDATE (RFC 9051 date-time) of each is the same second, so they tie and go
+    // by sequence number (RFC 5256 §3), as on Dovecot, whichever way REVERSE turns
+    const user = await newAccount();
+    const dir = accountDir(p.maildir, user);
+    for (const d of ['cur', 'new', 'tmp']) await fs.mkdir(join(dir, d), { recursive: true });
+    for (const [i, ms] of [900, 500, 100].entries()) {
+      const path = join(dir, 'new', `1736157600.M${i + 1}P1.test`);
+      await fs.writeFile(path, msg(['From: a@x', `Subject: ${i + 1}`]));
+      const when = new Date(Date.UTC(2025, 0, 6, 10, 0, 0, ms));
+      await fs.utimes(path, when, when);
+    }
+    const c = await login(user);
+    await c.cmd('s', 'SELECT INBOX');
+    const dates = (await c.cmd('f', 'FETCH 1:* (INTERNALDATE)')).match(/INTERNALDATE "[^"]+"/g);
+    assert.deepEqual(dates, Array(3).fill('INTERNALDATE "06-Jan-2025 10:00:00 +0000"'));
+    assert.match(await c.cmd('s1', 'SORT (ARRIVAL) UTF-8 ALL'), /^\* SORT 1 2 3\r\n/m);
+    assert.match(await c.cmd('s2', 'SORT (REVERSE ARRIVAL) UTF-8 ALL'), /^\* SORT 1 2 3\r\n/m);
+    // no Date header: the sent date is the INTERNALDATE (RFC 5256 §2.2)
+    assert.match(await c.cmd('s3', 'SORT (REVERSE DATE) UTF-8 ALL'), /^\* SORT 1 2 3\r\n/m);
+    assert.match(await c.cmd('t', 'THREAD ORDEREDSUBJECT UTF-8 ALL'), /^\* THREAD \(1\)\(2\)\(3\)\r\n/m);
     c.close();
   });
 });

@@ -47,6 +47,15 @@ export async function prefetchHeaders(view: SelectedMailbox, cache: MessageCache
   }
 }
 
+/**
+ * INTERNALDATE as the client sees it, to the second (RFC 9051 date-time): the file's
+ * mtime has milliseconds, which would order messages that arrived within one second
+ * though their INTERNALDATEs tie (RFC 5256 §3 orders ties by sequence number).
+ */
+async function internalDate(cache: MessageCache, folder: MailFolder, m: MessageInfo): Promise<number> {
+  return Math.floor((await cache.internalDate(folder, m)) / 1000) * 1000;
+}
+
 /** RFC 5256 §2.2: the Date header, or INTERNALDATE when it is missing or unparsable. */
 export async function sentDate(
   cache: MessageCache,
@@ -55,7 +64,7 @@ export async function sentDate(
   h: HeaderField[],
 ): Promise<number> {
   const d = Date.parse((header(h, 'date') ?? '').replace(/\s*\([^)]*\)\s*$/, ''));
-  return Number.isNaN(d) ? cache.internalDate(folder, m) : d;
+  return Number.isNaN(d) ? internalDate(cache, folder, m) : d;
 }
 
 /** The selected messages matching the search keys, with their header fields. */
@@ -108,7 +117,7 @@ async function sortKey(
 ): Promise<string | number> {
   switch (key) {
     case 'ARRIVAL':
-      return cache.internalDate(folder, m);
+      return internalDate(cache, folder, m);
     case 'DATE':
       return sentDate(cache, folder, m, h);
     case 'SIZE':
