@@ -402,6 +402,11 @@ export function decodeTransfer(data: Buffer, encoding: string): Buffer {
 /** The names of US-ASCII (RFC 2046 §4.1.2, IANA charset aliases) a part may be labelled with. */
 const US_ASCII = new Set(['us-ascii', 'ascii', 'us', 'ansi_x3.4-1968', 'iso646-us', 'csascii', 'iso-ir-6']);
 
+/** A charset name that says US-ASCII, which the WHATWG decoder would take for Windows-1252. */
+export function isUsAscii(charset: string): boolean {
+  return US_ASCII.has(charset.trim().toLowerCase());
+}
+
 const utf8Strict = new TextDecoder('utf-8', { fatal: true });
 
 /**
@@ -412,9 +417,9 @@ const utf8Strict = new TextDecoder('utf-8', { fatal: true });
  * Windows-1252, "ü" in UTF-8 becoming "Ã¼", which no search then finds.
  */
 export function decodeText(data: Buffer, charset: string | undefined): string {
-  const cs = (charset || 'utf-8').trim().toLowerCase();
+  const cs = charset || 'utf-8';
   try {
-    if (US_ASCII.has(cs)) return utf8Strict.decode(data);
+    if (isUsAscii(cs)) return utf8Strict.decode(data);
   } catch {
     return new TextDecoder('windows-1252').decode(data);
   }

@@ -1,4 +1,5 @@
 // SEARCH keys, RFC 9051 §6.4.4 (and RFC 7162 MODSEQ). Parsing only; the service evaluates.
+import { isUsAscii } from './mime.js';
 import { ArgReader, ParseError } from './parser.js';
 import type { SequenceSet } from './sequence.js';
 import { parseSequenceSet } from './sequence.js';
@@ -69,9 +70,53 @@ const DATE_KEYS: Record<string, ['internal' | 'sent', 'before' | 'on' | 'since']
   SENTSINCE: ['sent', 'since'],
 };
 
+/**
+ * The charsets a BADCHARSET names (RFC 9051 §7.1): the two every client can write its
+ * search in, of the many searchCharset() reads.
+ */
 export const SUPPORTED_CHARSETS = ['UTF-8', 'US-ASCII'];
 
 export class BadCharsetError extends Error {}
+
+/** Reads a search string (astring) in the charset the command names. */
+export type SearchText = (r: ArgReader) => string;
+
+/** UTF-8, as quoted strings and atoms are read whatever the charset. */
+const utf8Text: SearchText = (r) => r.astring();
+
+function decoderFor(charset: string) {
+  try {
+    return new TextDecoder(charset);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * How search strings in `charset` are read (SEARCH's CHARSET, SORT's and THREAD's
+ * charset), null for a charset not known. Beyond UTF-8 and US-ASCII, every charset the
+ * WHATWG Encoding Standard decodes (ISO-8859-x, Windows-125x, KOI8-R, Shift_JIS,
+ * GB18030...), as Dovecot takes every charset iconv knows: SquirrelMail names its
+ * language's charset in every SEARCH. The charset is that of literals; 8-bit text in a
+ * quoted string is UTF-8 (RFC 9051 §9 quoted), so it is read as such. 8-bit octets in a
+ * US-ASCII literal are taken as UTF-8 too, as in a message (decodeText). Once UTF8=ACCEPT
+ * is on (`utf8Only`), every string is UTF-8 and no other charset may be named (RFC 6855
+ * §3, erratum 4029): it is refused as one not known.
+ */
+export function searchCharset(charset: string, utf8Only = false): SearchText | null {
+  const d = decoderFor(charset);
+  if (!d) return null;
+  if (d.encoding === 'utf-8' || isUsAscii(charset)) return utf8Text;
+  if (utf8Only) return null;
+  // the WHATWG name for bytes as they are, which no mail charset is
+  if (d.encoding === 'x-user-defined') return null;
+  return (r) => {
+    const t = r.peek();
+    if (t?.t !== 'string' || !t.literal) return r.astring();
+    r.next();
+    return d.decode(t.v);
+  };
+}
 
 /**
  * KEYWORD's argument: flag-keyword is an atom (RFC 9051 §9), and a backslash is no atom
@@ -83,20 +128,20 @@ function keyword(r: ArgReader): string {
   return k;
 }
 
-function one(r: ArgReader, depth: number): SearchKey {
+function one(r: ArgReader, depth: number, text: SearchText): SearchKey {
   if (depth > 100) throw new ParseError('search keys nested too deeply');
   const t = r.next('search key');
   if (t.t === 'list') {
     if (!t.v.length) throw new ParseError('empty search list');
     const inner = new ArgReader(t.v, r.utf8Names);
     const keys: SearchKey[] = [];
-    while (inner.remaining) keys.push(one(inner, depth + 1));
+    while (inner.remaining) keys.push(one(inner, depth + 1, text));
     return keys.length === 1 ? keys[0]! : { k: 'and', keys };
   }
   if (t.t !== 'atom') throw new ParseError('expected a search key');
   const up = t.v.toUpperCase();
   if (FLAG_KEYS[up]) return { k: 'flag', flag: FLAG_KEYS[up][0], set: FLAG_KEYS[up][1] };
-  if (HEADER_KEYS.has(up)) return { k: 'header', field: up.toLowerCase(), value: r.astring() };
+  if (HEADER_KEYS.has(up)) return { k: 'header', field: up.toLowerCase(), value: text(r) };
   if (DATE_KEYS[up])
     return {
       k: 'date',
@@ -118,11 +163,11 @@ function one(r: ArgReader, depth: number): SearchKey {
     case 'UNKEYWORD':
       return { k: 'flag', flag: keyword(r), set: false };
     case 'HEADER':
-      return { k: 'header', field: r.astring('header name').toLowerCase(), value: r.astring() };
+      return { k: 'header', field: r.astring('header name').toLowerCase(), value: text(r) };
     case 'BODY':
-      return { k: 'body', value: r.astring() };
+      return { k: 'body', value: text(r) };
     case 'TEXT':
-      return { k: 'text', value: r.astring() };
+      return { k: 'text', value: text(r) };
     case 'LARGER':
       return { k: 'size', op: 'larger', n: r.number() };
     case 'SMALLER':
@@ -130,10 +175,10 @@ function one(r: ArgReader, depth: number): SearchKey {
     case 'UID':
       return { k: 'uid', set: r.seqSet() };
     case 'NOT':
-      return { k: 'not', key: one(r, depth + 1) };
+      return { k: 'not', key: one(r, depth + 1, text) };
     case 'OR': {
-      const a = one(r, depth + 1);
-      return { k: 'or', a, b: one(r, depth + 1) };
+      const a = one(r, depth + 1, text);
+      return { k: 'or', a, b: one(r, depth + 1, text) };
     }
     case 'MODSEQ': {
       // RFC 7162 §3.1.5: optional entry name and type before the number
@@ -159,18 +204,26 @@ function one(r: ArgReader, depth: number): SearchKey {
 /** Reads `[CHARSET x] key...`; throws BadCharsetError for charsets we do not decode. */
 export function parseSearch(r: ArgReader): SearchKey {
   const first = r.peek();
+  let text = utf8Text;
   if (first?.t === 'atom' && first.v.toUpperCase() === 'CHARSET') {
     r.next();
-    const cs = r.astring('charset').toUpperCase();
-    if (!SUPPORTED_CHARSETS.includes(cs)) throw new BadCharsetError(cs);
+    const cs = r.astring('charset');
+    text = searchCharset(cs, r.utf8Names) ?? badCharset(cs);
   }
-  return parseSearchKeys(r);
+  return parseSearchKeys(r, text);
 }
 
-/** Reads `key...` alone: SORT and THREAD name their charset before the keys (RFC 5256), so a CHARSET there is a bad key. */
-export function parseSearchKeys(r: ArgReader): SearchKey {
+function badCharset(cs: string): never {
+  throw new BadCharsetError(cs);
+}
+
+/**
+ * Reads `key...` alone, strings read by `text`: SORT and THREAD name their charset before
+ * the keys (RFC 5256), so a CHARSET there is a bad key.
+ */
+export function parseSearchKeys(r: ArgReader, text: SearchText = utf8Text): SearchKey {
   const keys: SearchKey[] = [];
-  while (r.remaining) keys.push(one(r, 0));
+  while (r.remaining) keys.push(one(r, 0, text));
   if (!keys.length) throw new ParseError('missing search key');
   return keys.length === 1 ? keys[0]! : { k: 'and', keys };
 }

@@ -147,7 +147,8 @@ try:
     res['unknown'] = 'OK'
 except imaplib.IMAP4.error as e:
     res['unknown'] = str(e)
-typ, data = m.thread('REFERENCES', 'KOI8-R', 'ALL')
+res['koi8'] = m.thread('REFERENCES', 'KOI8-R', 'ALL')[1][0].decode()
+typ, data = m.thread('REFERENCES', 'X-NO-SUCH-CHARSET', 'ALL')
 res['charset'] = typ + ' ' + data[0].decode()
 m.logout()
 print(json.dumps(res))
@@ -157,7 +158,7 @@ print(json.dumps(res))
       PASSWORD,
     );
     const res = JSON.parse(out) as Record<'caps' | 'refs' | 'uid_refs' | 'subject' | 'uid_subject', string> &
-      Record<'searched' | 'unknown' | 'charset', string> & { none: boolean };
+      Record<'searched' | 'unknown' | 'koi8' | 'charset', string> & { none: boolean };
     assert.match(res.caps, /\bTHREAD=REFERENCES\b/);
     assert.match(res.caps, /\bTHREAD=ORDEREDSUBJECT\b/);
     // kickoff (1) with reply (2) -> reply2 (3) and reply3 (6); lunch (4); the budget
@@ -171,6 +172,8 @@ print(json.dumps(res))
     assert.equal(res.searched, '(1 (6)(3))');
     assert.equal(res.none, true, 'a bare "* THREAD" when nothing matches');
     assert.match(res.unknown, /THREAD command error: BAD .*unknown threading algorithm JWZ/);
+    // any charset the server reads will do; one it does not is NO [BADCHARSET]
+    assert.equal(res.koi8, res.refs);
     assert.match(res.charset, /^NO \[BADCHARSET \(UTF-8 US-ASCII\)\]/);
   });
 });

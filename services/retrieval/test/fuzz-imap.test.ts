@@ -143,6 +143,7 @@ const searchKeys = fc.oneof(
     'MODSEQ 1',
     'CHARSET UTF-8 TEXT x',
     'CHARSET KOI8-R ALL',
+    'CHARSET X-NO-SUCH ALL',
     '(OR (SEEN) (UNSEEN))',
     'RETURN (MIN MAX COUNT) ALL',
   ),
@@ -249,7 +250,7 @@ const validCommand: fc.Arbitrary<Command> = fc.oneof(
   cmd(
     'SORT',
     fc.constantFrom('(SUBJECT)', '(REVERSE DATE)', '(ARRIVAL CC)', '()', '(BOGUS)'),
-    fc.constantFrom('UTF-8', 'KOI8-R'),
+    fc.constantFrom('UTF-8', 'KOI8-R', 'X-NO-SUCH'),
     searchKeys,
   ),
   cmd(

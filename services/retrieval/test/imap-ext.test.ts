@@ -440,6 +440,35 @@ void describe('what the differential scripts cannot see', { timeout: 60_000 }, (
     c.close();
   });
 
+  void it('reads a search string sent as a literal in the charset SEARCH or SORT names', async () => {
+    const c = await freshAccount();
+    await append(c, 'a1', 'INBOX', msg(['From: a@x', 'Subject: =?utf-8?q?K=C3=B6ln?=']));
+    await append(c, 'a2', 'INBOX', msg(['From: b@x', 'Subject: =?koi8-r?b?7M/OxM/O?=']));
+    await append(c, 'a3', 'INBOX', msg(['From: c@x', 'Subject: Kln']));
+    assert.match(await c.cmd('s', 'SELECT INBOX'), /^s OK/m);
+    /** `command {n}` with `bytes` as its literal, then `rest`; the whole answer. */
+    const literal = async (tag: string, command: string, bytes: Buffer, rest = '') => {
+      c.send(`${tag} ${command} {${bytes.length}+}\r\n`);
+      c.send(Buffer.concat([bytes, Buffer.from(`${rest}\r\n`)]));
+      return c.until(new RegExp(`^${tag} (OK|NO|BAD)`, 'm'));
+    };
+    // "Köln" in ISO-8859-1: ö is the one octet F6
+    const latin1 = Buffer.from('Köln', 'latin1');
+    assert.match(await literal('f1', 'SEARCH CHARSET ISO-8859-1 SUBJECT', latin1), /^\* SEARCH 1\r\n/m);
+    assert.match(await literal('f2', 'UID SORT (SUBJECT) WINDOWS-1252 SUBJECT', latin1), /^\* SORT 1\r\n/m);
+    // "Лондон" in KOI8-R
+    const koi8 = Buffer.from([0xec, 0xcf, 0xce, 0xc4, 0xcf, 0xce]);
+    assert.match(await literal('f3', 'SEARCH CHARSET KOI8-R SUBJECT', koi8), /^\* SEARCH 2\r\n/m);
+    // a quoted string is UTF-8 whatever the charset (RFC 9051 §9 quoted)
+    assert.match(await c.cmd('f4', 'SEARCH CHARSET ISO-8859-1 SUBJECT "Köln"'), /^\* SEARCH 1\r\n/m);
+    // once UTF8=ACCEPT is on, strings are UTF-8 and no other charset is taken (RFC 6855 §3)
+    assert.match(await c.cmd('u', 'ENABLE UTF8=ACCEPT'), /^\* ENABLED UTF8=ACCEPT/m);
+    assert.match(await c.cmd('u1', 'SEARCH CHARSET ISO-8859-1 ALL'), /^u1 NO \[BADCHARSET /m);
+    assert.match(await c.cmd('u2', 'SORT (SUBJECT) KOI8-R ALL'), /^u2 NO \[BADCHARSET /m);
+    assert.match(await c.cmd('u3', 'SEARCH CHARSET UTF-8 SUBJECT "Köln"'), /^\* SEARCH 1\r\n/m);
+    c.close();
+  });
+
   void it('shows no \\Recent and no RECENT to an IMAP4rev2 session, which Dovecot 2.3 does not offer (RFC 9051 §2.3.2)', async () => {
     const [a, b] = await twoSessions();
     assert.match(await b.cmd('e', 'ENABLE IMAP4rev2'), /^\* ENABLED IMAP4rev2/m);

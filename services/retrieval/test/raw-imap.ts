@@ -67,8 +67,8 @@ export class RawImap {
     }
   }
 
-  send(text: string): void {
-    this.socket.write(text);
+  send(data: string | Buffer): void {
+    this.socket.write(data);
   }
 
   async cmd(tag: string, text: string, timeoutMs?: number): Promise<string> {

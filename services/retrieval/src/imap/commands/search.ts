@@ -8,6 +8,7 @@ import {
   parseSearch,
   parseSearchKeys,
   renderThreads,
+  searchCharset,
   SUPPORTED_CHARSETS,
   thread,
   THREAD_ALGORITHMS,
@@ -200,9 +201,9 @@ async function runSearch(s: SelectedContext, tag: string, a: SearchArgs, name: s
 
 /** `<charset> <search-key>...` of SORT and THREAD (RFC 5256: the charset is required). */
 function parseCharsetSearch(r: ArgReader): SearchArgs {
-  const charset = r.astring('charset').toUpperCase();
-  if (!SUPPORTED_CHARSETS.includes(charset)) return { ret: null, key: null, badCharset: true };
-  return { ret: null, key: parseSearchKeys(r), badCharset: false };
+  const text = searchCharset(r.astring('charset'), r.utf8Names);
+  if (!text) return { ret: null, key: null, badCharset: true };
+  return { ret: null, key: parseSearchKeys(r, text), badCharset: false };
 }
 
 /** SORT's or THREAD's search keys, once the charset is known to be one we read. */
