@@ -13,12 +13,32 @@ export function str(value: string | Buffer | null | undefined, utf8 = false): Ch
   if (typeof value === 'string' && text.length < 200 && safe.test(text)) {
     return ['"' + text.replace(/[\\"]/g, '\\$&') + '"'];
   }
-  const buf = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
-  return [`{${buf.length}}\r\n`, buf];
+  return literal(typeof value === 'string' ? Buffer.from(value, 'utf8') : value);
 }
 
+/**
+ * A literal, which holds no NUL (RFC 9051 §9: CHAR8 is any octet but NUL), or with
+ * `binary` a literal8 (RFC 3516 §4.2), which holds any. A message that has NULs (a broken
+ * sender's) is sent with each one as 0x80, as Dovecot sends it, so every size stays the
+ * message's own; BINARY sends them as they are.
+ */
 export function literal(buf: Buffer, binary = false): Chunk[] {
-  return [`${binary ? '~' : ''}{${buf.length}}\r\n`, buf];
+  return [`${binary ? '~' : ''}{${buf.length}}\r\n`, binary ? buf : withoutNul(buf)];
+}
+
+const NUL_STAND_IN = 0x80;
+
+function withoutNul(buf: Buffer): Buffer {
+  let at = buf.indexOf(0);
+  if (at < 0) return buf;
+  const out = Buffer.from(buf);
+  for (; at >= 0; at = out.indexOf(0, at + 1)) out[at] = NUL_STAND_IN;
+  return out;
+}
+
+/** The same for a literal held as text, one char per byte (latin1). */
+export function withoutNulText(text: string): string {
+  return text.includes('\0') ? text.replaceAll('\0', String.fromCharCode(NUL_STAND_IN)) : text;
 }
 
 export function join(items: Chunk[][], sep = ' '): Chunk[] {
@@ -239,7 +259,7 @@ function nstringBytes(value: string | null, utf8: boolean): string {
       '"' + (value.includes('"') || value.includes('\\') ? value.replace(/[\\"]/g, '\\$&') : value) + '"'
     );
   }
-  return `{${value.length}}\r\n${value}`;
+  return `{${value.length}}\r\n${withoutNulText(value)}`;
 }
 
 function addresses(value: string | null, utf8: boolean): string {

@@ -440,6 +440,36 @@ void describe('what the differential scripts cannot see', { timeout: 60_000 }, (
     c.close();
   });
 
+  void it('sends no NUL in a literal: each is 0x80 but in BINARY, as Dovecot sends it (RFC 9051 §9 CHAR8)', async () => {
+    // a fixture script is text: a NUL in it would make it a binary file
+    const c = await freshAccount();
+    const mime = ['From: a@x', 'Subject: sub\0ject', '', 'before\0after', ''].join('\r\n');
+    c.send(`ap APPEND INBOX ~{${mime.length}+}\r\n${mime}\r\n`);
+    assert.match(await c.until(/^ap (OK|NO|BAD)/m), /^ap OK/m);
+    assert.match(await c.cmd('s', 'SELECT INBOX'), /^s OK/m);
+    for (const item of [
+      'BODY.PEEK[TEXT]',
+      'BODY.PEEK[1]',
+      'RFC822',
+      'RFC822.HEADER',
+      'BODY.PEEK[HEADER]',
+      'ENVELOPE',
+    ]) {
+      const out = await c.cmd('f', `FETCH 1 (${item})`);
+      assert.match(out, /^f OK/m, out);
+      assert.ok(!out.includes('\0'), `${item}: ${JSON.stringify(out)}`);
+      assert.match(out, /(sub\x80ject|before\x80after)/, `${item}: ${JSON.stringify(out)}`);
+    }
+    // the sizes are the message's own
+    assert.match(
+      await c.cmd('f1', 'FETCH 1 (BODY.PEEK[TEXT])'),
+      /BODY\[TEXT\] \{14\}\r\nbefore\x80after\r\n\)/,
+    );
+    // BINARY sends the content as it is, in a literal8 (RFC 3516 §4.2)
+    assert.match(await c.cmd('f2', 'FETCH 1 (BINARY.PEEK[1])'), /BINARY\[1\] ~\{14\}\r\nbefore\0after\r\n\)/);
+    c.close();
+  });
+
   void it('reads a search string sent as a literal in the charset SEARCH or SORT names', async () => {
     const c = await freshAccount();
     await append(c, 'a1', 'INBOX', msg(['From: a@x', 'Subject: =?utf-8?q?K=C3=B6ln?=']));

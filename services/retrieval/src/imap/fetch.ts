@@ -3,6 +3,7 @@ import {
   findPart,
   headerLines,
   literal,
+  withoutNulText,
   type FetchItem,
   type MimePart,
   type Section,
@@ -257,7 +258,8 @@ export function renderFetch(
         out.push(`INTERNALDATE ${imapDate(d.date!)}`);
         break;
       case 'ENVELOPE':
-        out.push('ENVELOPE ', d.cached!.envelope);
+        // an index written before NULs were kept out of literals may still hold one
+        out.push('ENVELOPE ', withoutNulText(d.cached!.envelope));
         break;
       case 'BODYSTRUCTURE':
         out.push('BODYSTRUCTURE ', d.bodyStructure!);
@@ -305,9 +307,11 @@ export function renderFetch(
         if (!bytes) out.push(label, 'NIL');
         // literal8 for content that is not 7-bit text, as Dovecot sends it (RFC 3516 §4.3
         // requires it for NUL; a client that asked for BINARY reads it either way)
-        else if (it.kind === 'BINARY' && !SEVEN_BIT.test(bytes.toString('latin1')))
-          out.push(label, `~{${bytes.length}}\r\n`, bytes);
-        else out.push(label, `{${bytes.length}}\r\n`, bytes);
+        else
+          out.push(
+            label,
+            ...literal(bytes, it.kind === 'BINARY' && !SEVEN_BIT.test(bytes.toString('latin1'))),
+          );
         break;
       }
     }
