@@ -91,6 +91,17 @@ function textParts(data: Buffer, p: MimePart, out: string[]): void {
 }
 
 /**
+ * The header block of the message and of each part inside it: TEXT looks in "the header
+ * (including MIME header fields)" (RFC 9051 §6.4.4), so an attachment's file name or a
+ * part's own fields are found, as on Dovecot.
+ */
+function headerBlocks(data: Buffer, p: MimePart, out: string[]): void {
+  out.push(data.toString('utf8', p.start, p.bodyStart));
+  for (const c of p.children) headerBlocks(data, c, out);
+  if (p.message) headerBlocks(data, p.message, out);
+}
+
+/**
  * Evaluates SEARCH keys against messages (RFC 9051 §6.4.4). Strings match as substrings
  * by i;unicode-casemap (RFC 5051), the comparator of IMAP-I18N (RFC 5255 §4, which
  * RFC 9051 §6.4.4 points to) and the one SORT compares by: case left out, characters
@@ -123,10 +134,9 @@ export class SearchEvaluator {
     const full = await this.cache.message(this.folder, m);
     const parts: string[] = [];
     textParts(full.data, full.mime, parts);
-    return {
-      body: casemap(parts.join('\n')),
-      headers: casemap(decodeWords(full.data.toString('utf8', 0, full.mime.bodyStart))),
-    };
+    const heads: string[] = [];
+    headerBlocks(full.data, full.mime, heads);
+    return { body: casemap(parts.join('\n')), headers: casemap(decodeWords(heads.join('\n'))) };
   }
 
   private async eval(
