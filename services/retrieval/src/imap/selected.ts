@@ -7,7 +7,7 @@ import {
   sequenceSetOf,
   type SequenceSet,
 } from '@mailyard/imap-core';
-import type { FolderSnapshot, MailFolder, MessageInfo } from '@mailyard/mailstore';
+import { FolderGoneError, type FolderSnapshot, type MailFolder, type MessageInfo } from '@mailyard/mailstore';
 import { SYSTEM_FLAGS } from './flags.js';
 
 export interface UpdateOptions {
@@ -15,6 +15,16 @@ export interface UpdateOptions {
   allowExpunge: boolean;
   condstore: boolean;
   qresync: boolean;
+}
+
+/**
+ * The selected folder is no longer there: deleted or renamed, by this session or another.
+ * The numbers the client holds name nothing now; the session cannot go on.
+ */
+export class SelectedGoneError extends Error {
+  constructor(name: string) {
+    super(`selected folder ${name} is gone`);
+  }
 }
 
 /**
@@ -208,9 +218,17 @@ export class SelectedMailbox {
     if (m.modseq > this.highestModseq) this.highestModseq = m.modseq;
   }
 
-  /** Re-reads the folder and returns the untagged lines that bring the client up to date. */
+  /**
+   * Re-reads the folder and returns the untagged lines that bring the client up to date;
+   * SelectedGoneError when there is no such folder to tell of any more.
+   */
   async update(opts: UpdateOptions): Promise<string[]> {
-    const snap = await this.folder.snapshot();
+    let snap: FolderSnapshot;
+    try {
+      snap = await this.folder.snapshot();
+    } catch (err) {
+      throw err instanceof FolderGoneError ? new SelectedGoneError(this.name) : err;
+    }
     // the folder keeps returning the same snapshot object while nothing changed on disk:
     // then there is nothing to tell (this runs after every command, on every message)
     if (snap === this.synced && (!this.gone.size || !opts.allowExpunge)) return [];

@@ -44,13 +44,15 @@ import type {
 } from './context.js';
 import { EnabledExtensions } from './enabled.js';
 import { ImapReply, reply } from './replies.js';
-import type { SelectedMailbox } from './selected.js';
+import { SelectedGoneError, type SelectedMailbox } from './selected.js';
 
 /** Unread output past which NOTIFY gives up on a client (NOTIFICATIONOVERFLOW). */
 const NOTIFY_BACKLOG = 1 << 20;
 /** Collections of NOTIFY's events one push may make before a waiting command runs. */
 const NOTIFY_ROUNDS = 3;
 const NOTIFICATION_OVERFLOW = '* OK [NOTIFICATIONOVERFLOW] Too many changes to tell; NOTIFY is off\r\n';
+/** The selected folder is gone (SelectedGoneError): Dovecot's words, on which clients log in again. */
+const SELECTED_GONE = '* BYE IMAP session state is inconsistent, please relogin.\r\n';
 
 /**
  * Whether a command line names a command after which the client's bytes are read another
@@ -61,6 +63,17 @@ const NOTIFICATION_OVERFLOW = '* OK [NOTIFICATIONOVERFLOW] Too many changes to t
 function takesInput(line: string): boolean {
   const name = /^\S+ ([A-Za-z]+)(?: |$)/.exec(line)?.[1]?.toUpperCase();
   return name !== undefined && COMMANDS.get(name)?.takesInput === true;
+}
+
+/**
+ * Whether a change to `folder` may concern the selected folder: one to it, or a DELETE or
+ * RENAME of it or of a level above it (the folders below go with it).
+ */
+function touches(selected: string, folder: string, change: FolderChange): boolean {
+  const about = (name: string | undefined) =>
+    name !== undefined &&
+    (name === selected || (change.kind === 'folder' && selected.startsWith(name + '/')));
+  return about(folder) || about(change.oldFolder);
 }
 
 /** What the session does with the next input line (STYLE: input mode as a union). */
@@ -442,7 +455,8 @@ export class ImapSession implements ImapContext {
    * anything else is a bug (NO [SERVERBUG], logged). Errors, failed logins and bugs count
    * toward the disconnect.
    */
-  private async refuse(tag: string, name: string, thrown: unknown): Promise<'NO' | 'BAD'> {
+  private async refuse(tag: string, name: string, thrown: unknown): Promise<'NO' | 'BAD' | 'BYE'> {
+    if (thrown instanceof SelectedGoneError) return this.selectedGone();
     const err = thrown instanceof MailboxNameError ? reply.invalidMailboxName(thrown.message) : thrown;
     let status: 'NO' | 'BAD';
     let code: string | null = null;
@@ -458,19 +472,39 @@ export class ImapSession implements ImapContext {
       status = 'NO';
       code = 'SERVERBUG';
       text = 'Internal error; the incident is logged';
-      this.errors.error({ err, command: name }, 'command failed');
     }
     // what a message echoes of the input stays readable: resp-text is 7-bit text (RFC 9051
     // §9), and a line that ends in "{5}" reads as a literal announcement to a client
     text = text.replace(/[^\x20-\x7e]/g, '?').replace(/(\{\d*\+?\})$/, '$1.');
-    // updates before the tagged reply, as after any command
-    if (this.selected && status === 'NO')
-      await this.flushUpdates(err instanceof ImapReply && err.allowExpunge).catch(() => undefined);
+    // updates before the tagged reply, as after any command; a command that failed because
+    // the selected folder is gone (the store's FolderGoneError) is no incident
+    if (this.selected && status === 'NO') {
+      try {
+        await this.flushUpdates(err instanceof ImapReply && err.allowExpunge);
+      } catch (e) {
+        if (e instanceof SelectedGoneError) return this.selectedGone();
+      }
+    }
+    if (code === 'SERVERBUG') this.errors.error({ err, command: name }, 'command failed');
     const line = `${tag} ${status} ${code ? `[${code}] ` : ''}${text}\r\n`;
     if (status === 'BAD') this.answerBad(line, 'invalid');
     else if (code === 'AUTHENTICATIONFAILED' || code === 'SERVERBUG') this.answerBad(line, 'failure');
     else this.send(line);
     return status;
+  }
+
+  /**
+   * The selected folder was deleted or renamed: the session ends with a BYE, as Dovecot
+   * ends it, since nothing the client knows of the folder holds any more; the client logs
+   * in again and finds the folders as they now are (RFC 9051 §7.1.5 lets a server close
+   * the connection so). Dovecot answers nothing else once it finds out; here a command
+   * that did its work still gets its OK first (ok()), so that a client never repeats an
+   * APPEND or a COPY that was made, and the webmail's request on that connection succeeds.
+   */
+  private selectedGone(): 'BYE' {
+    this.log.info({ folder: this.selected?.name }, 'selected folder gone: session ended');
+    this.close(SELECTED_GONE);
+    return 'BYE';
   }
 
   /** Sends pending EXPUNGE / EXISTS / FETCH FLAGS updates for the selected folder. */
@@ -504,7 +538,11 @@ export class ImapSession implements ImapContext {
     } catch (err) {
       // what the command did is told before its failure
       if (own) this.send(own);
-      throw err;
+      if (!(err instanceof SelectedGoneError)) throw err;
+      // the command did its work: its OK, then the end of the session
+      this.send(done());
+      this.selectedGone();
+      return;
     }
     const code = opts.highestModseq ? `HIGHESTMODSEQ ${this.selected.highestModseq}` : opts.code;
     this.send(own + (lines.length ? lines.join('\r\n') + '\r\n' : '') + done(code));
@@ -661,7 +699,7 @@ export class ImapSession implements ImapContext {
       return;
     }
     if (this.mode.m !== 'idle' || !this.selected) return;
-    if (folder !== this.selected.name && folder !== '') return;
+    if (folder !== '' && !touches(this.selected.name, folder, change)) return;
     this.deps.metrics.idleNotifications.inc();
     const delay = this.deps.config.imap_idle_notify_delay;
     if (!delay) return void this.pushUpdates();
@@ -690,7 +728,9 @@ export class ImapSession implements ImapContext {
         if (this.mode.m === 'idle') await this.flushUpdates(true);
       } while (this.notifyAgain && this.mode.m === 'idle');
     } catch (err) {
-      this.log.warn({ err }, 'IDLE update failed');
+      // told at once, as Dovecot tells an idling client
+      if (err instanceof SelectedGoneError) this.selectedGone();
+      else this.log.warn({ err }, 'IDLE update failed');
     } finally {
       this.notifyPending = false;
     }
@@ -751,7 +791,8 @@ export class ImapSession implements ImapContext {
         await this.notifyRound(w);
       }
     } catch (err) {
-      this.log.warn({ err }, 'NOTIFY update failed');
+      if (err instanceof SelectedGoneError) this.selectedGone();
+      else this.log.warn({ err }, 'NOTIFY update failed');
     } finally {
       this.notRunning();
       void this.drainQueue();
