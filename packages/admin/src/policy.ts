@@ -18,8 +18,8 @@ export class AuditedPolicyRules extends PolicyRules {
     super(redis, redis.options.keyPrefix ?? '');
   }
 
-  override async set(name: string, entries: string[]): Promise<string[]> {
-    const now = await super.set(name, entries);
+  override async set(name: string, entries: string[], previous?: readonly string[]): Promise<string[]> {
+    const now = await super.set(name, entries, previous);
     await this.log('policy.set', name, { entries: now });
     return now;
   }

@@ -39,6 +39,43 @@ export interface ExplainRecord {
 /** Which kind of keys a table holds: chosen from the check that names it. */
 export type TableKind = 'client' | 'address';
 
+/** What an emptied list stores, so that it does not fall back to the defaults. */
+const EMPTY_LIST = 'dunno';
+
+// KEYS: the list; ARGV[1]: JSON of the change (op add with entry and 1-based position,
+// 0 for the end; op remove with entry; op set with entries and the previous list) and
+// the list's defaults (what an unset list holds). Answers {'ok', entries after...},
+// {'missing', entries...} when the entry removed is not there, {'changed', entries...}
+// when a set's previous list is not the list now. The read and the write are one step.
+const EDIT_LIST = `
+local c = cjson.decode(ARGV[1])
+local stored = redis.call('LRANGE', KEYS[1], 0, -1)
+local list = {}
+if #stored == 0 then
+  for _, e in ipairs(c.defaults) do list[#list + 1] = e end
+else
+  for _, e in ipairs(stored) do if e ~= '${EMPTY_LIST}' then list[#list + 1] = e end end
+end
+if c.op == 'add' then
+  local at = #list + 1
+  if c.position > 0 then at = math.min(#list + 1, c.position) end
+  table.insert(list, at, c.entry)
+elseif c.op == 'remove' then
+  local found = nil
+  for i, e in ipairs(list) do if e == c.entry then found = i; break end end
+  if not found then return {'missing', unpack(list)} end
+  table.remove(list, found)
+else
+  local same = #list == #c.previous
+  for i, e in ipairs(list) do if c.previous[i] ~= e then same = false end end
+  if not same then return {'changed', unpack(list)} end
+  list = c.entries
+end
+redis.call('DEL', KEYS[1])
+if #list == 0 then redis.call('RPUSH', KEYS[1], '${EMPTY_LIST}')
+else redis.call('RPUSH', KEYS[1], unpack(list)) end
+return {'ok', unpack(list)}`;
+
 function assertList(name: string): RestrictionListName {
   if (!isRestrictionList(name))
     throw new RestrictionError(`unknown restriction list "${name}" (one of ${RESTRICTION_LISTS.join(', ')})`);
@@ -81,7 +118,7 @@ export class PolicyRules {
       const [err, entries] = res[i]!;
       if (err) throw err;
       const list = (entries as string[]).length ? (entries as string[]) : DEFAULT_RESTRICTIONS[l];
-      rules[l] = list.filter((e) => e !== 'dunno').map((e) => parseRestriction(e));
+      rules[l] = list.filter((e) => e !== EMPTY_LIST).map((e) => parseRestriction(e));
       for (const r of rules[l]) {
         const why = misplacement(l, r);
         if (why) misplaced.push(why);
@@ -97,53 +134,74 @@ export class PolicyRules {
     const l = assertList(name);
     const entries = await this.redis.lrange(PolicyKeys.restrictions(l), 0, -1);
     if (!entries.length) return [...DEFAULT_RESTRICTIONS[l]];
-    return entries.filter((e) => e !== 'dunno');
+    return entries.filter((e) => e !== EMPTY_LIST);
   }
 
   /**
    * Replaces a list, validating every entry first (a known check, valid arguments, a
    * list of a stage where it can decide something); an empty list is kept empty, not
-   * reset to the default.
+   * reset to the default. With `previous` (the list as the editor loaded it) the list is
+   * replaced only if it is still that, in one step: a change made meanwhile by another
+   * administrator is refused (`changed`), never overwritten unseen.
    */
-  async set(name: string, entries: string[]): Promise<string[]> {
+  async set(name: string, entries: string[], previous?: readonly string[]): Promise<string[]> {
     const l = assertList(name);
-    return this.write(
-      l,
-      entries.map((e) => formatRestriction(parseEntry(l, e))),
-    );
+    const parsed = entries.map((e) => formatRestriction(parseEntry(l, e)));
+    if (previous === undefined) {
+      const key = PolicyKeys.restrictions(l);
+      const m = this.redis.multi().del(key);
+      // a stored placeholder keeps an emptied list from falling back to the defaults
+      m.rpush(key, ...(parsed.length ? parsed : [EMPTY_LIST]));
+      await m.exec();
+      await this.changed();
+      return parsed;
+    }
+    return this.edit(l, { op: 'set', entries: parsed, previous: [...previous] });
   }
 
   /** Inserts an entry at a 1-based position (default: the end). */
   async add(name: string, entry: string, position?: number): Promise<string[]> {
     const l = assertList(name);
-    const current = await this.list(l);
     const e = formatRestriction(parseEntry(l, entry));
-    const at = position === undefined ? current.length : Math.max(0, Math.min(current.length, position - 1));
-    current.splice(at, 0, e);
-    return this.write(l, current);
+    return this.edit(l, { op: 'add', entry: e, position: position ?? 0 });
   }
 
   /** Removes an entry; one written where it can decide nothing can be removed too. */
   async remove(name: string, entry: string): Promise<string[]> {
     const l = assertList(name);
-    const current = await this.list(l);
     const e = formatRestriction(parseRestriction(entry));
-    const i = current.indexOf(e);
-    if (i === -1) throw new RestrictionError(`restriction list ${l} has no entry ${e}`, 'not_found');
-    current.splice(i, 1);
-    return this.write(l, current);
+    return this.edit(l, { op: 'remove', entry: e });
   }
 
-  /** Stores a list; entries already in it are checked against the table, not moved. */
-  private async write(l: RestrictionListName, entries: string[]): Promise<string[]> {
-    const parsed = entries.map((e) => formatRestriction(parseRestriction(e)));
-    const key = PolicyKeys.restrictions(l);
-    const m = this.redis.multi().del(key);
-    // a stored placeholder keeps an emptied list from falling back to the defaults
-    m.rpush(key, ...(parsed.length ? parsed : ['dunno']));
-    await m.exec();
+  /**
+   * One edit of a list, read and written in one step (EDIT_LIST): of two edits at once
+   * (the CLI and the console, two consoles) each applies to the list the other left, so
+   * neither is lost, and of two removals of one entry the second finds it gone. A script,
+   * not WATCH/MULTI: the console's requests share one connection, where one request's
+   * WATCH would guard another's transaction.
+   */
+  private async edit(
+    l: RestrictionListName,
+    change:
+      | { op: 'add'; entry: string; position: number }
+      | { op: 'remove'; entry: string }
+      | { op: 'set'; entries: string[]; previous: string[] },
+  ): Promise<string[]> {
+    const [outcome, ...entries] = (await this.redis.eval(
+      EDIT_LIST,
+      1,
+      PolicyKeys.restrictions(l),
+      JSON.stringify({ ...change, defaults: DEFAULT_RESTRICTIONS[l] }),
+    )) as [string, ...string[]];
+    if (outcome === 'missing' && change.op === 'remove')
+      throw new RestrictionError(`restriction list ${l} has no entry ${change.entry}`, 'not_found');
+    if (outcome === 'changed')
+      throw new RestrictionError(
+        `restriction list ${l} was changed meanwhile, it is now: ${entries.join(', ') || '(empty)'}; load it again and redo the change`,
+        'changed',
+      );
     await this.changed();
-    return parsed;
+    return entries;
   }
 
   async reset(name: string): Promise<string[]> {

@@ -65,6 +65,9 @@ function answer(err: unknown, ctx: Pick<Ctx, 'logger'>): ApiError {
   // an entry removed that is not there: as for an alias or an account, 404
   if ((err instanceof AccessError || err instanceof RestrictionError) && err.code === 'not_found')
     return new ApiError(404, 'not_found', sentence(err.message));
+  // a list saved from a copy another change made stale: load it again, nothing was lost
+  if (err instanceof RestrictionError && err.code === 'changed')
+    return errors.conflict(sentence(err.message));
   if (err instanceof RestrictionError || err instanceof AccessError || err instanceof PolicyCommandError)
     return errors.badRequest(sentence(err.message));
   if (err instanceof DnsUnavailableError) return new ApiError(503, 'dns_unavailable', sentence(err.message));

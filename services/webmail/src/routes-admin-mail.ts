@@ -166,16 +166,18 @@ export function registerAdminMailRoutes(app: FastifyInstance, ctx: Ctx): void {
     }),
   );
 
-  /** Replaces a list; every entry is checked first (an unknown restriction is a 400 naming it). */
+  /**
+   * Replaces a list; every entry is checked first (an unknown restriction is a 400 naming
+   * it). With `previous`, the list as the page loaded it, a list changed meanwhile (by
+   * `mailyard policy`, another console) is a 409 saying what it is now, not overwritten.
+   */
   app.put(
     '/api/admin/policy/lists/:list',
     adminRoute(ctx, async (req, { ops }) => {
       const { list } = parse(listName, req.params);
-      const { entries } = parse(
-        z.object({ entries: z.array(entry).max(100, 'at most 100 entries') }),
-        req.body,
-      );
-      return { list, entries: await ops.policy().set(list, entries) };
+      const entries = z.array(entry).max(100, 'at most 100 entries');
+      const body = parse(z.object({ entries, previous: entries.optional() }), req.body);
+      return { list, entries: await ops.policy().set(list, body.entries, body.previous) };
     }),
   );
 

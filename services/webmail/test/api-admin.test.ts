@@ -716,6 +716,45 @@ test('DKIM: generate, rotate, activate once DNS has the record, retire', { timeo
 });
 
 test(
+  'a policy list saved from a copy changed meanwhile is a 409 saying what it is now, not overwritten',
+  { timeout: 60_000 },
+  async () => {
+    const url = '/api/admin/policy/lists/smtpd_helo_restrictions';
+    await admin.req('PUT', url, { json: { entries: ['permit_mynetworks'] } });
+    const loaded = (await admin.get('/api/admin/policy')).json.lists.find(
+      (l: { name: string }) => l.name === 'smtpd_helo_restrictions',
+    ).entries as string[];
+    // meanwhile another administrator (mailyard policy add) changes the list
+    await new Operations(t.p.redis.redis, 'cli:root')
+      .policy()
+      .add('smtpd_helo_restrictions', 'reject_invalid_helo_hostname');
+    const stale = await admin.req('PUT', url, {
+      json: { entries: [...loaded, 'reject_non_fqdn_helo_hostname'], previous: loaded },
+    });
+    assert.deepEqual(
+      [stale.status, stale.json.error, stale.json.message],
+      [
+        409,
+        'conflict',
+        'Restriction list smtpd_helo_restrictions was changed meanwhile, it is now: permit_mynetworks, reject_invalid_helo_hostname; load it again and redo the change',
+      ],
+    );
+    const now = (await admin.get('/api/admin/policy')).json.lists.find(
+      (l: { name: string }) => l.name === 'smtpd_helo_restrictions',
+    ).entries as string[];
+    assert.deepEqual(now, ['permit_mynetworks', 'reject_invalid_helo_hostname']);
+    const saved = await admin.req('PUT', url, {
+      json: { entries: [...now, 'reject_non_fqdn_helo_hostname'], previous: now },
+    });
+    assert.deepEqual(
+      [saved.status, saved.json.entries],
+      [200, ['permit_mynetworks', 'reject_invalid_helo_hostname', 'reject_non_fqdn_helo_hostname']],
+    );
+    assert.equal((await admin.post(`${url}/reset`)).status, 200);
+  },
+);
+
+test(
   'policy lists and access tables: an unknown restriction is a 400, a missing entry a 404',
   { timeout: 60_000 },
   async () => {

@@ -114,9 +114,11 @@ export const admin = {
     call<{ deleted: string; letters: number }>('DELETE', `/api/admin/dead-letters/${encodeURIComponent(id)}`),
 
   policy: () => call<AdminPolicy>('GET', '/api/admin/policy'),
-  setList: (list: string, entries: string[]) =>
+  /** `previous`: the list as loaded; one changed since is refused (409), not overwritten. */
+  setList: (list: string, entries: string[], previous: string[]) =>
     call<{ list: string; entries: string[] }>('PUT', `/api/admin/policy/lists/${encodeURIComponent(list)}`, {
       entries,
+      previous,
     }),
   resetList: (list: string) =>
     call<{ list: string; entries: string[] }>(

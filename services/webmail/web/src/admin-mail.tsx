@@ -249,7 +249,7 @@ export function PolicyPage() {
                   .split('\n')
                   .map((x) => x.trim())
                   .filter(Boolean);
-                const res = await admin.setList(l.name, entries);
+                const res = await admin.setList(l.name, entries, l.entries);
                 await reload();
                 return `Saved ${res.list}`;
               });
