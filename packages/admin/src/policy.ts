@@ -60,8 +60,9 @@ export class AuditedPolicyRules extends PolicyRules {
     await this.log(`policy.${kind}.add`, account, { sender });
   }
 
-  override async userListDel(account: string, kind: 'allow' | 'block', sender: string): Promise<void> {
-    await super.userListDel(account, kind, sender);
+  override async userListDel(account: string, kind: 'allow' | 'block', sender: string): Promise<string> {
+    const k = await super.userListDel(account, kind, sender);
     await this.log(`policy.${kind}.del`, account, { sender });
+    return k;
   }
 }

@@ -85,6 +85,40 @@ test(
   },
 );
 
+test(
+  'policy allow|block del of a sender not on the list says so and fails, the list kept',
+  { timeout: 30_000 },
+  async (t) => {
+    const cli = cliHarness(t);
+    assert.equal(
+      await cli.ok(['policy', 'block', 'add', 'ann@example.test', 'Spam@Pest.test']),
+      'ann@example.test block: spam@pest.test\n',
+    );
+    for (const kind of ['allow', 'block'])
+      assert.deepEqual(await cli.run(['policy', kind, 'del', 'Ann@example.test', 'friend@pest.test']), {
+        code: 1,
+        stdout: '',
+        stderr: `mailyard: ${kind} list of ann@example.test has no entry friend@pest.test\n`,
+      });
+    assert.equal(
+      await cli.ok(['policy', 'block', 'show', 'ann@example.test']),
+      'ann@example.test block: spam@pest.test\n',
+    );
+    // removed as written, once; the second time it is not there
+    assert.equal(
+      await cli.ok(['policy', 'block', 'del', 'ann@example.test', 'SPAM@pest.test']),
+      'ann@example.test block: (empty)\n',
+    );
+    assert.deepEqual(await cli.run(['policy', 'block', 'del', 'ann@example.test', 'spam@pest.test']), {
+      code: 1,
+      stdout: '',
+      stderr: 'mailyard: block list of ann@example.test has no entry spam@pest.test\n',
+    });
+    const audit = await cli.ok(['audit', '--limit', '5']);
+    assert.equal(audit.match(/policy\.block\.del/g)?.length, 1, audit);
+  },
+);
+
 test('policy access del of an entry that is not there says so and fails', { timeout: 30_000 }, async (t) => {
   const cli = cliHarness(t);
   assert.deepEqual(await cli.run(['policy', 'access', 'del', 'client_access', '192.0.2.99']), {

@@ -240,9 +240,17 @@ export class PolicyRules {
     await this.redis.publish(this.channel, USER_LISTS_CHANGED);
   }
 
-  async userListDel(account: string, kind: 'allow' | 'block', sender: string): Promise<void> {
-    await this.redis.srem(PolicyKeys.userList(account, kind), normalizeAddressKey(sender));
+  /**
+   * Removes a sender; its key as stored (`Spam@X.test` is `spam@x.test`). One that is not
+   * on the list is refused, naming both, as an access table's or a restriction list's
+   * entry is: a mistyped sender is not taken for removed.
+   */
+  async userListDel(account: string, kind: 'allow' | 'block', sender: string): Promise<string> {
+    const k = normalizeAddressKey(sender);
+    if (!(await this.redis.srem(PolicyKeys.userList(account, kind), k)))
+      throw new AccessError(`${kind} list of ${account.toLowerCase()} has no entry ${k}`, 'not_found');
     await this.redis.publish(this.channel, USER_LISTS_CHANGED);
+    return k;
   }
 
   async userList(account: string, kind: 'allow' | 'block'): Promise<string[]> {
