@@ -230,8 +230,8 @@ export class Operations {
 
   async addUser(address: string, password: string, opts: { admin?: boolean } = {}): Promise<string> {
     await this.finishCleanup(address);
-    const a = await this.directory.addUser(address, password);
-    if (opts.admin) await this.directory.setAdmin(a, true);
+    // the role in the step that creates the account: never an account left without it
+    const a = await this.directory.addUser(address, password, { admin: opts.admin === true });
     await this.log('account.add', a, opts.admin ? { admin: true } : undefined);
     return a;
   }

@@ -105,14 +105,16 @@ export class AliasExpansionError extends Error {
  */
 export const LOCAL_DOMAINS_KEY = 'domains';
 
-// KEYS: domains, account:<a>, accounts:<d>; ARGV: d, password hash, created, a.
-// The domain is checked in the step that creates the account: a deletion of the domain
-// (which counts its accounts in one step too) either sees the account and is refused, or
-// comes first and the account is refused; no account is left in a domain that is gone.
+// KEYS: domains, account:<a>, accounts:<d>; ARGV: d, password hash, created, a, role
+// ('' for none). The domain is checked in the step that creates the account: a deletion
+// of the domain (which counts its accounts in one step too) either sees the account and
+// is refused, or comes first and the account is refused; no account is left in a domain
+// that is gone. The role is given in the same step: no account is left without it.
 const ADD_ACCOUNT = `
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return -1 end
 if redis.call('HSETNX', KEYS[2], 'password', ARGV[2]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], 'created', ARGV[3])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'role', ARGV[5]) end
 redis.call('SADD', KEYS[3], ARGV[4])
 return 1`;
 
@@ -261,7 +263,8 @@ export class Directory {
     return a;
   }
 
-  async addUser(address: string, password: string): Promise<string> {
+  /** Creates an account; with `admin`, with the admin role, in the same step. */
+  async addUser(address: string, password: string, opts: { admin?: boolean } = {}): Promise<string> {
     const a = await this.localAddress(address);
     const weak = passwordWeakness(password, a);
     if (weak) throw new DirectoryError('weak_password', weak);
@@ -280,6 +283,7 @@ export class Directory {
         h,
         new Date().toISOString(),
         a,
+        opts.admin ? 'admin' : '',
       ),
     );
     // the domain was deleted since it was checked above
