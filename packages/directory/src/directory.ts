@@ -118,6 +118,16 @@ if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'role', ARGV[5]) end
 redis.call('SADD', KEYS[3], ARGV[4])
 return 1`;
 
+// KEYS: account:<a>; ARGV: how (set, setnx or del), field, value. A field of an account
+// is written only while the account is there (its record has a password), in the step
+// that checks it: a deletion in between would otherwise leave a record of that one field,
+// an account that exists without a password. -1: no such account.
+const UPDATE_ACCOUNT = `
+if redis.call('HEXISTS', KEYS[1], 'password') == 0 then return -1 end
+if ARGV[1] == 'set' then return redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
+if ARGV[1] == 'setnx' then return redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) end
+return redis.call('HDEL', KEYS[1], ARGV[2])`;
+
 // KEYS: domains, alias:<source>, aliases:<d>; ARGV: d, source, targets... The alias's
 // targets after the change, or -1 when the domain is not (or no longer) local.
 const ADD_ALIAS = `
@@ -297,7 +307,13 @@ export class Directory {
     const a = await this.requireAccount(address);
     const weak = passwordWeakness(password, a);
     if (weak) throw new DirectoryError('weak_password', weak);
-    await this.redis.hset(`account:${a}`, 'password', await hashPassword(password));
+    await this.update(a, 'set', 'password', await hashPassword(password));
+  }
+
+  /** Writes one field of an existing account; refused when it was deleted since it was checked. */
+  private async update(a: string, how: 'set' | 'setnx' | 'del', field: string, value = ''): Promise<void> {
+    const res = Number(await this.redis.eval(UPDATE_ACCOUNT, 1, `account:${a}`, how, field, value));
+    if (res === -1) throw new DirectoryError('not_found', `account ${a} does not exist`);
   }
 
   /**
@@ -318,8 +334,7 @@ export class Directory {
   /** Gives or takes the admin role (the admin console); the CLI needs no role, it has Redis. */
   async setAdmin(address: string, admin: boolean): Promise<string> {
     const a = await this.requireAccount(address);
-    if (admin) await this.redis.hset(`account:${a}`, 'role', 'admin');
-    else await this.redis.hdel(`account:${a}`, 'role');
+    await (admin ? this.update(a, 'set', 'role', 'admin') : this.update(a, 'del', 'role'));
     return a;
   }
 
@@ -335,8 +350,9 @@ export class Directory {
   async setLocked(address: string, locked: boolean): Promise<string> {
     const a = await this.requireAccount(address);
     // locked again: it stays locked since the first time, which the console shows
-    if (locked) await this.redis.hsetnx(`account:${a}`, 'locked', new Date().toISOString());
-    else await this.redis.hdel(`account:${a}`, 'locked');
+    await (locked
+      ? this.update(a, 'setnx', 'locked', new Date().toISOString())
+      : this.update(a, 'del', 'locked'));
     return a;
   }
 
