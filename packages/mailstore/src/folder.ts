@@ -240,46 +240,72 @@ function readParsed<T>(
 
 /**
  * What a file that grew holds past `offset` (through `size` at most), read on the open file
- * from the byte before it, which must be the newline that ended what was read last; null
- * when it is not (the file was rewritten in place: it is read whole).
+ * from `before` it, which must be what the file held just before `offset` when it was read
+ * last (at least the newline that ended it); null when it is not (the file was rewritten
+ * in place: it is read whole).
  */
-function readOn(fd: number, offset: number, size: number): string | null {
-  const buf = Buffer.allocUnsafe(size - offset + 1);
+function readOn(fd: number, offset: number, size: number, before = '\n'): string | null {
+  const expect = Buffer.from(before);
+  const buf = Buffer.allocUnsafe(size - offset + expect.length);
   let n = 0;
   while (n < buf.length) {
-    const r = fsc.readSync(fd, buf, n, buf.length - n, offset - 1 + n);
+    const r = fsc.readSync(fd, buf, n, buf.length - n, offset - expect.length + n);
     if (r === 0) break;
     n += r;
   }
-  return n > 0 && buf[0] === 0x0a ? buf.toString('utf8', 1, n) : null;
+  return n >= expect.length && buf.subarray(0, expect.length).equals(expect)
+    ? buf.toString('utf8', expect.length, n)
+    : null;
+}
+
+/** Whether the open file begins with `head`. */
+function beginsWith(fd: number, head: string): boolean {
+  const expect = Buffer.from(head);
+  const buf = Buffer.allocUnsafe(expect.length);
+  return fsc.readSync(fd, buf, 0, buf.length, 0) === buf.length && buf.equals(expect);
 }
 
 type ParsedList = { text: string; ident: string | null; value: UidList | null };
 
 /**
- * The UID list, as readParsed reads it (`always`: whatever its identity); a list that grew on the same inode by whole lines
- * (records appended under the lock, by us or by Dovecot) is read on from where the last
- * read ended, and only the lines added are parsed.
+ * The UID list as read last while the file is still that one, else read again (`always`:
+ * whatever its identity). A list that grew on the same inode by whole lines (records
+ * appended under the lock, by us or by Dovecot) is read on from where the last read ended,
+ * and only the lines added are parsed.
+ *
+ * Its identity does not tell alone that it is the same file: a folder deleted and created
+ * again under its name may get its list on the inode the old list had, grown or not, and
+ * so may a list written whole on one just freed. Its first line must also be as read: it
+ * holds the UIDVALIDITY and the GUID, new with every folder, and the next UID as of the
+ * last whole write (an append leaves it as it is). Then the file is read on only when the
+ * line read last is still just before where the reading stopped. Two short reads, never
+ * the whole list: a busy folder's list is read after every change.
  */
 function readList(path: string, prev: ParsedList | null, always: boolean): ParsedList | null {
-  if (!always && prev?.ident && identOfPath(path) === prev.ident) return prev;
-  const [ino, size] = prev?.ident?.split(':') ?? [];
-  if (prev?.value && ino && prev.text.endsWith('\n')) {
-    const fd = openSyncOrNull(path);
-    if (fd === null) return null;
-    try {
-      const st = fsc.fstatSync(fd, { bigint: true });
+  if (!prev?.value || !prev.text.endsWith('\n')) return reparse(prev, readIdentified(path), parseUidList);
+  const { text, value } = prev;
+  const fd = openSyncOrNull(path);
+  if (fd === null) return null;
+  try {
+    const st = fsc.fstatSync(fd, { bigint: true });
+    const ident = identOf(st);
+    if (beginsWith(fd, text.slice(0, text.indexOf('\n') + 1))) {
+      if (!always && ident === prev.ident) return prev;
+      const [ino, size] = prev.ident?.split(':') ?? [];
       const from = Number(size);
       const to = Number(st.size);
-      const tail = String(st.ino) === ino && to > from ? readOn(fd, from, to) : null;
-      // whole lines, all of what the identity says (a line being written is read whole later)
-      if (tail?.endsWith('\n') && Buffer.byteLength(tail) === to - from)
-        return { text: prev.text + tail, ident: identOf(st), value: appendedUidList(prev.value, tail) };
-    } finally {
-      fsc.closeSync(fd);
+      if (String(st.ino) === ino && to > from) {
+        const last = text.slice(text.lastIndexOf('\n', text.length - 2) + 1);
+        const tail = readOn(fd, from, to, last);
+        // whole lines, all of what the identity says (a line being written is read whole later)
+        if (tail?.endsWith('\n') && Buffer.byteLength(tail) === to - from)
+          return { text: text + tail, ident, value: appendedUidList(value, tail) };
+      }
     }
+    return reparse(prev, { text: fsc.readFileSync(fd, 'utf8'), ident }, parseUidList);
+  } finally {
+    fsc.closeSync(fd);
   }
-  return reparse(prev, readIdentified(path), parseUidList);
 }
 
 /**
@@ -891,8 +917,12 @@ export class MailFolder {
     // writes the list without the state, always by a rename), lock holder or not; and the
     // list when the state was written for another one
     const next = parsed.state?.value?.next;
-    const stale = next !== undefined && parsed.list?.value && parsed.list.value.next !== next;
+    const before = parsed.list?.value;
+    const stale = next !== undefined && before && before.next !== next;
     parsed.list = readList(join(this.dir, UIDLIST), parsed.list, !!stale);
+    const after = parsed.list?.value;
+    if (before && after && (after.validity !== before.validity || after.guid !== before.guid))
+      this.replaced();
     parsed.keywords = readParsed(join(this.dir, KEYWORDS), parsed.keywords, parseKeywords);
     const list = parsed.list?.value ?? null;
     const state = parsed.state?.value ?? null;
@@ -906,6 +936,24 @@ export class MailFolder {
       keywords: [...keywords],
       mine: !!list && !!state && this.isOwn(list, state),
     };
+  }
+
+  /**
+   * The folder was deleted and another created under its name (its UID list has another
+   * UIDVALIDITY): nothing read of the old one is carried over. Its state files may have
+   * the old ones' inodes, and so their identity, and are read whole; the snapshots say the
+   * new UIDVALIDITY, which tells a holder of the old one's UIDs that they name nothing now.
+   */
+  private replaced(): void {
+    const parsed = this.parsed;
+    parsed.state = readStateFile(join(this.dir, MODSEQ), null);
+    parsed.keywords = null;
+    parsed.recent = null;
+    this.cache = null;
+    this.last = null;
+    this.own = null;
+    this.lastFiles = null;
+    this.forceScan = true;
   }
 
   private lettersToFlags(letters: string, keywords: string[]): string[] {

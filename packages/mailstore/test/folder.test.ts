@@ -557,6 +557,76 @@ void describe('MailFolder', () => {
     await assert.rejects(acct.delete('INBOX'));
   });
 
+  // The file system may give a folder created again under a deleted one's name its UID list
+  // on the inode the old list had, as it gives a freed inode to the next file made: the
+  // old list is pinned by a link of its own, so that no other file takes its inode, and
+  // once the new folder has its list, that list's bytes are written into the pinned inode
+  // and it is renamed over the new list, as the store renames its lock file over the list.
+  for (const { grown, what } of [
+    { grown: true, what: 'a longer list on the old inode' },
+    { grown: false, what: 'a list of the same size and time on the old inode' },
+  ])
+    void it(`a folder deleted and created again is seen as the new one by its old object: ${what}`, async () => {
+      const root = fresh();
+      const acct = new MailAccount(root, 'u@x.test', 'h');
+      await acct.ensureDefaults();
+      await acct.create('Work');
+      const old = acct.folder('Work');
+      const { dir } = old;
+      const list = join(dir, UIDLIST);
+      // names and messages of one length: the lists of the two folders differ only in
+      // their UIDVALIDITY, GUID and names, line for line (one line more when grown)
+      const drop = (ids: number[]) =>
+        Promise.all(
+          ids.map((i) => fs.writeFile(join(dir, 'new', `1700000000.M${i}P1Q1.h,S=${msg(i).length}`), msg(i))),
+        );
+      const seen = (s: { messages: { uid: number; base: string }[] }) =>
+        s.messages.map((m) => `${m.uid} ${m.base}`);
+      await drop([1, 2]);
+      const first = await old.snapshot();
+      assert.deepEqual(
+        first.messages.map((m) => m.uid),
+        [1, 2],
+      );
+      const was = await fs.stat(list, { bigint: true });
+      const pin = join(root, 'old-list');
+      await fs.link(list, pin);
+
+      await acct.delete('Work');
+      await acct.create('Work');
+      const now = acct.folder('Work');
+      assert.notEqual(now, old, 'the account made a new object; a session still holds the old one');
+      await drop(grown ? [3, 4, 5] : [3, 4]);
+      const created = await now.snapshot();
+      assert.notEqual(created.validity, first.validity);
+      await fs.writeFile(pin, readFileSync(list));
+      if (!grown)
+        execFileSync('touch', [
+          '-m',
+          '-d',
+          `@${was.mtimeNs / 1_000_000_000n}.${String(was.mtimeNs % 1_000_000_000n).padStart(9, '0')}`,
+          pin,
+        ]);
+      await fs.rename(pin, list);
+      const is = await fs.stat(list, { bigint: true });
+      assert.equal(is.ino, was.ino);
+      if (grown) assert.ok(is.size > was.size);
+      else assert.deepEqual([is.size, is.mtimeNs], [was.size, was.mtimeNs], 'the same identity');
+
+      const s = await old.snapshot();
+      assert.equal(s.validity, created.validity, 'the new UIDVALIDITY');
+      assert.deepEqual(seen(s), seen(created), "the new folder's messages under their own UIDs");
+      // and nothing the old object wrote numbered them anew under the old UIDVALIDITY
+      assert.equal(parseUidList(readFileSync(list, 'utf8'))!.validity, created.validity);
+      assert.deepEqual(seen(await new MailFolder(dir, 'Work', 'h').snapshot()), seen(created));
+      // the old object goes on with the new folder
+      await old.store([{ uid: 1, op: 'add', flags: ['\\Seen'] }]);
+      assert.deepEqual(
+        (await now.snapshot()).messages.map((m) => m.flags),
+        [['\\Seen'], ...(grown ? [[], []] : [[]])],
+      );
+    });
+
   void it('allocates unique UIDs under concurrent delivery, appends and sessions in several processes', async () => {
     const root = fresh();
     const account = 'd@x.test';
