@@ -1447,12 +1447,18 @@ export class MailFolder {
     };
   }
 
-  /** Applies flag changes; with `unchangedSince`, messages modified later are not changed (RFC 7162 §3.1.3). */
+  /**
+   * Applies flag changes; with `unchangedSince`, messages modified later are not changed
+   * (RFC 7162 §3.1.3). With `validity`, the UIDVALIDITY the UIDs were read under (see
+   * sameFolder).
+   */
   async store(
     changes: FlagChange[],
     unchangedSince?: number,
+    validity?: number,
   ): Promise<{ changed: MessageInfo[]; failed: number[]; snapshot: FolderSnapshot }> {
     return this.withLock(async (ctx) => {
+      this.sameFolder(ctx, validity);
       const failed: number[] = [];
       const changedUids: number[] = [];
       const modseq = ctx.state.highest + 1;
@@ -1479,6 +1485,15 @@ export class MailFolder {
       const set = new Set(changedUids);
       return { changed: snap.messages.filter((m) => set.has(m.uid)), failed, snapshot: snap };
     });
+  }
+
+  /**
+   * Throws FolderGoneError when the folder has another UIDVALIDITY than `validity`, the one
+   * a caller's UIDs were read under: the folder was deleted and another created under its
+   * name, whose messages those UIDs do not name (RFC 3501 §2.3.1.1). Nothing is changed.
+   */
+  private sameFolder(ctx: LockedFolder, validity: number | undefined): void {
+    if (validity !== undefined && ctx.list.validity !== validity) throw new FolderGoneError(this.name);
   }
 
   /**
@@ -1511,11 +1526,12 @@ export class MailFolder {
     }
   }
 
-  /** Removes messages; returns the UIDs removed. */
-  async expunge(uids: number[]): Promise<number[]> {
+  /** Removes messages; returns the UIDs removed. With `validity`, see sameFolder. */
+  async expunge(uids: number[], validity?: number): Promise<number[]> {
     let bytes = 0;
     let count = 0;
     const removed = await this.withLock(async (ctx) => {
+      this.sameFolder(ctx, validity);
       const removed: number[] = [];
       const modseq = ctx.state.highest + 1;
       for (const uid of uids) {

@@ -10,7 +10,16 @@ import { startDovecotBeside } from './dovecot-beside.js';
 import { PASSWORD, startRetrieval } from './helpers.js';
 import { RawImap } from './raw-imap.js';
 
-const CASES = ['deleted', 'renamed', 'idle', 'idle-renamed', 'own-rename', 'parent-renamed'];
+const CASES = [
+  'deleted',
+  'renamed',
+  'idle',
+  'idle-renamed',
+  'own-rename',
+  'parent-renamed',
+  'recreated',
+  'recreated-store',
+];
 const userOf = (c: string) => `gone-${c}@example.test`;
 
 let close: () => Promise<void> = async () => undefined;
@@ -59,13 +68,15 @@ async function selectedIn(port: number, user: string, folder: string): Promise<[
 }
 
 /**
- * The session ends: a BYE, then the connection closes; nothing refused meanwhile.
+ * The session ends: a BYE, then the connection closes; nothing refused meanwhile, nor
+ * anything `nor` matches.
  * (Dovecot's words vary with the command: "IMAP session state is inconsistent, please
  * relogin.", "FETCH failed: Mailbox was deleted under us".)
  */
-async function ends(c: RawImap): Promise<void> {
+async function ends(c: RawImap, nor?: RegExp): Promise<void> {
   const out = await c.until(/^\* BYE /m);
   assert.doesNotMatch(out, /SERVERBUG|Internal error/);
+  if (nor) assert.doesNotMatch(out, nor);
   await c.waitClosed();
 }
 
@@ -124,6 +135,41 @@ void describe('the selected folder gone', { timeout: 120_000 }, () => {
     await a.until(/^\+ /m);
     assert.match(await b.cmd('r', 'RENAME Up Over'), /^r OK/m);
     await ends(a);
+    b.close();
+  });
+
+  /**
+   * `a` has `folder` selected with one message, UID 1; `b` deletes it, creates it again
+   * and appends two messages, UIDs 1 and 2 of another UIDVALIDITY.
+   */
+  async function recreated(user: string, folder: string): Promise<[RawImap, RawImap]> {
+    const [a, b] = await selectedIn(servers[0]!.port, user, folder);
+    assert.match(await b.cmd('d', `DELETE ${folder}`), /^d OK/m);
+    assert.match(await b.cmd('c', `CREATE ${folder}`), /^c OK/m);
+    for (const t of ['p1', 'p2'])
+      assert.match(await b.cmd(t, `APPEND ${folder} {5+}\r\nz: w\r\n`), /^p\d OK/m);
+    return [a, b];
+  }
+
+  // Dovecot answers "* NO Internal error occurred" here (a STORE: "NO [SERVERBUG]"), and
+  // the session stays selected
+  void it('deleted and created again by another session: the next command ends the session', async () => {
+    const [a, b] = await recreated(userOf('recreated'), 'Again');
+    a.send('n NOOP\r\n');
+    // nothing of the new folder told as if under the UIDs of the old one
+    await ends(a, /EXISTS|FETCH/);
+    b.close();
+  });
+
+  void it('deleted and created again: a STORE by the old UIDs changes nothing, and the session ends', async () => {
+    const [a, b] = await recreated(userOf('recreated-store'), 'Again');
+    a.send('t UID STORE 1 +FLAGS.SILENT (\\Deleted)\r\n');
+    await ends(a, /^t /m);
+    // the new folder's UID 1, which that client never saw, is as it was appended
+    assert.match(await b.cmd('s', 'SELECT Again'), /^\* 2 EXISTS/m);
+    const flags = await b.cmd('f', 'UID FETCH 1:* FLAGS');
+    assert.match(flags, /^\* 1 FETCH \(UID 1 FLAGS /m);
+    assert.doesNotMatch(flags, /Deleted/);
     b.close();
   });
 

@@ -18,8 +18,9 @@ export interface UpdateOptions {
 }
 
 /**
- * The selected folder is no longer there: deleted or renamed, by this session or another.
- * The numbers the client holds name nothing now; the session cannot go on.
+ * The selected folder is no longer there: deleted or renamed, by this session or another,
+ * or deleted and another created under its name (another UIDVALIDITY). The numbers the
+ * client holds name nothing now; the session cannot go on.
  */
 export class SelectedGoneError extends Error {
   constructor(name: string) {
@@ -229,6 +230,10 @@ export class SelectedMailbox {
     } catch (err) {
       throw err instanceof FolderGoneError ? new SelectedGoneError(this.name) : err;
     }
+    // another folder under the same name: its UIDs are not the ones the client holds, and
+    // telling them as changes of those would give the client other messages under its
+    // UIDs, what UIDVALIDITY exists to prevent (RFC 3501 §2.3.1.1)
+    if (snap.validity !== this.validity) throw new SelectedGoneError(this.name);
     // the folder keeps returning the same snapshot object while nothing changed on disk:
     // then there is nothing to tell (this runs after every command, on every message)
     if (snap === this.synced && (!this.gone.size || !opts.allowExpunge)) return [];

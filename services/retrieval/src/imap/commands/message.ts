@@ -97,6 +97,8 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
     if (unseen.length) {
       const res = await view.folder.store(
         unseen.map(({ m }) => ({ uid: m.uid, op: 'add', flags: ['\\Seen'] })),
+        undefined,
+        view.validity,
       );
       const byUidMap = new Map(res.snapshot.messages.map((m) => [m.uid, m]));
       msgs = msgs.map(({ seq, m }) => ({ seq, m: byUidMap.get(m.uid) ?? m }));
@@ -223,7 +225,7 @@ async function runStore(s: SelectedContext, tag: string, a: StoreArgs, name: str
   const announce = a.unchangedSince !== null ? enableCondstore(s) : null;
   const msgs = view.resolve(a.set, byUid);
   const changes: FlagChange[] = msgs.map(({ m }) => ({ uid: m.uid, op: a.op, flags: a.flags }));
-  const res = await view.folder.store(changes, a.unchangedSince ?? undefined);
+  const res = await view.folder.store(changes, a.unchangedSince ?? undefined, view.validity);
   const changed = new Set(res.changed.map((m) => m.uid));
   // a keyword this STORE defined is announced before the FETCH that shows it
   const lines: string[] = view.keywordLines(res.snapshot);
@@ -260,7 +262,7 @@ async function expungeDeleted(s: SelectedContext, uids: Set<number> | null): Pro
     .filter((m) => m.flags.includes('\\Deleted') && (!uids || uids.has(m.uid)))
     .map((m) => m.uid);
   if (!del.length) return [];
-  const removed = await view.folder.expunge(del);
+  const removed = await view.folder.expunge(del, view.validity);
   if (removed.length) s.changed(view.name);
   return removed;
 }
@@ -365,7 +367,10 @@ async function runCopy(s: SelectedContext, tag: string, a: CopyArgs, name: strin
   if (!move) return s.ok(tag, `${name} completed`, { allowExpunge: byUid, code });
   // RFC 6851 §4.3: COPYUID in an untagged OK before the expunges
   s.send(`* OK [${code}] Moved\r\n`);
-  const removed = await view.folder.expunge(msgs.map(({ m }) => m.uid));
+  const removed = await view.folder.expunge(
+    msgs.map(({ m }) => m.uid),
+    view.validity,
+  );
   s.changed(view.name);
   // its expunges end as EXPUNGE's do, with HIGHESTMODSEQ under QRESYNC (as Dovecot)
   await s.ok(tag, `${name} completed`, { allowExpunge: true, ...expungedCode(s, removed) });
