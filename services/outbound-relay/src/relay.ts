@@ -175,6 +175,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
    * first to warn would otherwise leave the others' recipients unreported.
    */
   const claimWarnings = async (queueId: string, rcpts: string[]): Promise<string[]> => {
+    if (!rcpts.length) return [];
     // an earlier release's warning, one per queue id, was sent already
     if (await redis.exists(`outbound:warned:${queueId}`)) return [];
     const pipe = redis.multi();
@@ -561,7 +562,9 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       const tried = deferred.some((o) => o.status !== '4.4.5');
       const attempts = env.attempts + (tried ? 1 : 0);
       const delay = tried ? schedule[Math.min(attempts - 1, schedule.length - 1)]! : schedule[0]!;
-      const lastError = deferred.find((o) => o.status !== '4.4.5')?.reason ?? deferred[0]!.reason;
+      // a try that reached no server keeps the reason the message waits for
+      const lastError =
+        deferred.find((o) => o.status !== '4.4.5')?.reason ?? env.lastError ?? deferred[0]!.reason;
       const retryEnv: Envelope = {
         ...env,
         recipients: deferred.map((o) => o.recipient),
@@ -587,9 +590,11 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       // Postfix's delay_warning_time: each recipient named in one warning, whichever
       // message of the queue id and instance sees it first
       if (config.delay_warning_time > 0 && env.mailFrom !== '' && age >= config.delay_warning_time) {
+        // not those another run is sending to: it may deliver them now, and it warns
+        // itself if it cannot
         const rcpts: string[] = await claimWarnings(
           env.queueId,
-          deferred.map((o) => o.recipient),
+          deferred.map((o) => o.recipient).filter((r) => !busy.includes(r)),
         ).catch((err: unknown) => {
           log.warn({ err }, 'Redis unavailable: the delay warning waits for the next attempt');
           return [];

@@ -2,9 +2,11 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import { waitFor } from '@mailyard/testkit';
+import { DeferredIndex } from '@mailyard/queue-admin';
+import { queueDepth, waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import {
+  entryOf,
   envelope,
   freePort,
   queueOutbound,
@@ -107,4 +109,35 @@ test('the messages of one queue id: each recipient is in one delay warning', asy
       .sort(),
     ['part1@stuck.test', 'part2@stuck.test'],
   );
+});
+
+test('a recipient another run is sending to: no delay warning, the reason it waited kept', async () => {
+  // an old message whose recipient another instance holds (outbound:sending:), as after a
+  // broker connection lost mid-send: it waits, neither warned about nor given up
+  const env = envelope('alice@example.test', ['held@stuck.test'], {
+    receivedAt: new Date(Date.now() - 60_000).toISOString(),
+    attempts: 3,
+    lastError: '451 4.3.0 the reason it waited',
+  });
+  const digest = createHash('sha256').update('held@stuck.test').digest('hex').slice(0, 16);
+  await p.redis.redis.set(`outbound:sending:${env.queueId}:${digest}`, 'another-run', 'PX', 60_000);
+  await queueOutbound(p, env, simpleMessage(env.mailFrom, 'held@stuck.test', 'held-elsewhere'));
+  const entry = await waitFor(() => entryOf(new DeferredIndex(p.redis.redis), env.queueId), {
+    what: 'the deferral',
+  });
+  assert.equal(entry.lastError, '451 4.3.0 the reason it waited');
+  assert.equal(entry.attempts, 3, 'no attempt counted');
+  // it has come back from its delay at least once more (a new index entry each time)
+  await waitFor(
+    async () => (await entryOf(new DeferredIndex(p.redis.redis), env.queueId))?.nextTry !== entry.nextTry,
+    { what: 'a second try' },
+  );
+  assert.equal(mx.rcptAttempts.get('held@stuck.test') ?? 0, 0, 'never sent while held');
+  // a warning of the first try would have been queued before the second try was indexed
+  await waitFor(async () => (await queueDepth(p.vhost.name, 'delivery')) === 0, { what: 'DSNs filed' });
+  const warnings = p
+    .inbox('alice@example.test')
+    .map((f) => readFileSync(f, 'utf8'))
+    .filter((m) => m.includes(`X-Mailyard-Queue-ID: ${env.queueId}`));
+  assert.deepEqual(warnings, [], 'no delay warning');
 });
