@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { ipInNetworks, parseCidr, type Cidr } from '@mailyard/config';
+import { ConfigError, ipInNetworks, parseCidr, type Cidr } from '@mailyard/config';
 import type { Directory } from '@mailyard/directory';
 import type { AuthRequest, AuthResult, Authenticator } from './authenticate.js';
 import type { LoginGuard } from './lockout.js';
@@ -99,12 +99,12 @@ export function serviceLoginFromConfig(config: {
     try {
       password = readFileSync(config.service_login_password_file, 'utf8').replace(/\r?\n$/, '');
     } catch (err) {
-      throw new Error(
+      throw new ConfigError([
         `SERVICE_LOGIN_PASSWORD_FILE: cannot read ${config.service_login_password_file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
-      );
+      ]);
     }
     if (!password)
-      throw new Error(`SERVICE_LOGIN_PASSWORD_FILE: ${config.service_login_password_file} is empty`);
+      throw new ConfigError([`SERVICE_LOGIN_PASSWORD_FILE: ${config.service_login_password_file} is empty`]);
   }
   if (!password) return null;
   return { name: config.service_login_name, password, networks: config.service_login_networks ?? [] };

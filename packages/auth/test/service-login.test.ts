@@ -158,7 +158,7 @@ test('the secret comes from the config or from a file', () => {
           service_login_name: 'webmail',
           service_login_password_file: join(tmp, 'none'),
         }),
-      /^Error: SERVICE_LOGIN_PASSWORD_FILE: cannot read .*ENOENT/,
+      /^ConfigError: SERVICE_LOGIN_PASSWORD_FILE: cannot read .*ENOENT/,
     );
   } finally {
     rmSync(tmp, { recursive: true, force: true });

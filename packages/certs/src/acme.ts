@@ -5,6 +5,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { Agent } from 'node:https';
 import * as acme from 'acme-client';
 import type { Redis } from 'ioredis';
+import { ConfigError } from '@mailyard/config';
 import type { CertLogger } from './tls-source.js';
 
 // Redis keys of the issuer (shared by every instance that runs it).
@@ -66,7 +67,7 @@ export interface AcmeIssuer {
 export function createAcmeIssuer(opts: AcmeOptions, deps: { redis: Redis; logger: CertLogger }): AcmeIssuer {
   const { redis, logger } = deps;
   if (opts.challenge === 'dns-01' && !opts.dnsHook)
-    throw new Error('ACME_DNS_HOOK: the dns-01 challenge needs a hook that publishes the TXT record');
+    throw new ConfigError(['ACME_DNS_HOOK: the dns-01 challenge needs a hook that publishes the TXT record']);
   // acme-client's axios waits for an answer for ever by default: a CA (or a proxy before
   // it) that accepts and never answers would hold the check, and no later check would run
   const requestTimeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;

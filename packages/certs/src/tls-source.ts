@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { createSecureContext, type SecureContext, type Server as TlsServer } from 'node:tls';
-import { selfSignedCertificate } from '@mailyard/config';
+import { ConfigError, selfSignedCertificate } from '@mailyard/config';
 
 export interface TlsPair {
   key: Buffer | string;
@@ -85,7 +85,9 @@ function readPair(certFile: string, keyFile: string): TlsPair {
     try {
       return readFileSync(file);
     } catch (err) {
-      throw new Error(`${key}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      throw new ConfigError([
+        `${key}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      ]);
     }
   };
   const pair = {
@@ -96,7 +98,7 @@ function readPair(certFile: string, keyFile: string): TlsPair {
   try {
     createSecureContext({ key: pair.key, cert: pair.cert });
   } catch (err) {
-    throw new Error(`TLS_CERT_FILE/TLS_KEY_FILE: ${(err as Error).message}`);
+    throw new ConfigError([`TLS_CERT_FILE/TLS_KEY_FILE: ${(err as Error).message}`]);
   }
   return pair;
 }
@@ -106,9 +108,9 @@ export function createTlsSource(opts: TlsSourceOptions): TlsSource {
   if (!certFile && !keyFile)
     return staticSource({ ...selfSignedCertificate(opts.hostname), selfSigned: true });
   if (!certFile || !keyFile)
-    throw new Error(
+    throw new ConfigError([
       `${certFile ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE'}: both TLS_CERT_FILE and TLS_KEY_FILE must be set`,
-    );
+    ]);
 
   let seen = signatureOf([certFile, keyFile]);
   const first = (): TlsPair | null => {
@@ -213,9 +215,9 @@ export interface TlsFilesConfig {
  */
 export function tlsSourceFromConfig(config: TlsFilesConfig, logger: CertLogger, service: string): TlsSource {
   if (config.acme_enabled && (!config.tls_cert_file || !config.tls_key_file))
-    throw new Error(
+    throw new ConfigError([
       `${config.tls_cert_file ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE'}: with ACME_ENABLED, TLS_CERT_FILE and TLS_KEY_FILE name where the ACME certificate is written`,
-    );
+    ]);
   const source = createTlsSource({
     certFile: config.tls_cert_file,
     keyFile: config.tls_key_file,

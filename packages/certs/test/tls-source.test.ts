@@ -116,7 +116,7 @@ test('configuration errors name the key', { timeout: 10_000 }, () => {
   const base = { tls_reload_interval: 0, myhostname: 'mx.example.test' };
   assert.throws(
     () => tlsSourceFromConfig({ ...base, acme_enabled: true }, logger, 'msa'),
-    /^Error: TLS_CERT_FILE: with ACME_ENABLED/,
+    /^ConfigError: TLS_CERT_FILE: with ACME_ENABLED/,
   );
   assert.throws(
     () =>
@@ -130,7 +130,7 @@ test('configuration errors name the key', { timeout: 10_000 }, () => {
         logger,
         'msa',
       ),
-    /^Error: TLS_CERT_FILE: cannot read \/nonexistent\/cert\.pem: ENOENT/,
+    /^ConfigError: TLS_CERT_FILE: cannot read \/nonexistent\/cert\.pem: ENOENT/,
   );
   // with ACME the files may not exist yet: a self-signed pair until they do
   const s = tlsSourceFromConfig(

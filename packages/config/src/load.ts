@@ -126,10 +126,16 @@ export function loadConfigOrExit<S extends z.ZodObject>(
     }
     return config;
   } catch (err) {
-    if (err instanceof ConfigError) {
-      for (const p of err.problems) process.stderr.write(`${service}: config error: ${p}\n`);
-      process.exit(78);
-    }
+    if (err instanceof ConfigError) exitOnConfigError(service, err);
     throw err;
   }
+}
+
+/** Exit status of a process stopped by its configuration (sysexits.h EX_CONFIG). */
+export const EX_CONFIG = 78;
+
+/** Prints each problem on its own line, `<service>: config error: <problem>`, and exits EX_CONFIG. */
+export function exitOnConfigError(service: string, err: ConfigError): never {
+  for (const p of err.problems) process.stderr.write(`${service}: config error: ${p}\n`);
+  process.exit(EX_CONFIG);
 }

@@ -6,6 +6,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { AggregatorRegistry, createOpsServer, Registry, type Logger } from '@mailyard/observability';
+import { EX_CONFIG } from '@mailyard/config';
 import type { Runtime } from './index.js';
 
 type ToPrimary =
@@ -169,6 +170,12 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
       held.delete(w);
       started.delete(w);
       if (stopping) return;
+      // the worker said which setting is wrong and exited EX_CONFIG: the next one would
+      // too, so the instance stops with that status instead of starting workers for ever
+      if (code === EX_CONFIG) {
+        shutdown('worker config error', EX_CONFIG);
+        return;
+      }
       logger.error({ worker: w.id, code, signal }, 'worker died; starting another');
       setTimeout(() => {
         if (!stopping) fork();
@@ -210,10 +217,10 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
   logger.debug({ workers: o.workers, metrics: httpPort }, 'primary started');
   announce();
 
-  const shutdown = (signal: string) => {
+  const shutdown = (signal: string, exitCode = 0) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal }, 'stopping the workers');
+    if (exitCode === 0) logger.info({ signal }, 'stopping the workers');
     setTimeout(() => {
       logger.error({ graceMs: o.shutdownGraceMs }, 'workers not stopped within the grace period, exiting');
       for (const w of workers()) w.process.kill('SIGKILL');
@@ -222,7 +229,7 @@ export async function runPrimary(o: PrimaryOptions): Promise<void> {
     for (const w of workers()) w.process.kill('SIGTERM');
     const done = () => {
       if (held.size) return;
-      void ops.close().then(() => process.exit(0));
+      void ops.close().then(() => process.exit(exitCode));
     };
     cluster.on('exit', done);
     done();

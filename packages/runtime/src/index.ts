@@ -1,7 +1,13 @@
 import { Redis } from 'ioredis';
 import type { z } from 'zod';
 import { Bus, redactUrl } from '@mailyard/bus';
-import { drainTime, loadConfigOrExit, type commonSchema } from '@mailyard/config';
+import {
+  ConfigError,
+  drainTime,
+  exitOnConfigError,
+  loadConfigOrExit,
+  type commonSchema,
+} from '@mailyard/config';
 import { createResolver, type MailResolver } from '@mailyard/dns';
 import { isWorker, workerReady } from './cluster.js';
 import {
@@ -166,6 +172,10 @@ export async function runMain<S extends z.ZodObject>(
     for (const check of svc.readiness ?? []) rt.ops.addCheck(check);
     await svc.start();
   } catch (err) {
+    // a setting that only building could judge (a certificate file that cannot be read,
+    // settings that do not go together): reported as the loader reports a bad value, one
+    // line per problem and EX_CONFIG, for the operator to fix rather than a crash to read
+    if (err instanceof ConfigError) exitOnConfigError(service, err);
     rt.logger.fatal({ err }, `${service} failed to start`);
     process.stderr.write(`${service}: ${(err as Error).message}\n`);
     process.exit(1);

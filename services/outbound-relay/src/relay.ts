@@ -14,7 +14,7 @@ import { MailMessages, Queues, outboundDelayQueue, type Envelope } from '@mailya
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
 import { DeferredIndex } from '@mailyard/queue-admin/deferred-index';
-import { parseHostPort } from '@mailyard/config';
+import { ConfigError, parseHostPort } from '@mailyard/config';
 import { addressLiteral, applyHeaderEdits, domainOf } from '@mailyard/smtp-core';
 import type { OutboundRelayConfig } from './config.js';
 import { ConnectionCache } from './connection-cache.js';
@@ -77,7 +77,7 @@ export function parseRelayhost(
   const bracket = /^\[([^\]]+)\](?::(\d+))?$/.exec(t);
   if (bracket) return { host: bracket[1]!.toLowerCase(), port: Number(bracket[2] ?? defaultPort), mx: false };
   const hp = parseHostPort(t, defaultPort);
-  if (!hp) throw new Error(`RELAYHOST: expected host, host:port or [host]:port, got "${text}"`);
+  if (!hp) throw new ConfigError([`RELAYHOST: expected host, host:port or [host]:port, got "${text}"`]);
   return { host: hp.host.toLowerCase(), port: hp.port, mx: true };
 }
 

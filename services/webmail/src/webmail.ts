@@ -14,7 +14,7 @@ import {
   type Authenticator,
   type TwoFactor,
 } from '@mailyard/auth';
-import { drainTime, ipInNetworks, parseCidr, parseHostPort, type Cidr } from '@mailyard/config';
+import { ConfigError, drainTime, ipInNetworks, parseCidr, parseHostPort, type Cidr } from '@mailyard/config';
 import {
   createAcmeIssuer,
   createHttpChallengeServer,
@@ -109,9 +109,9 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
   const now = deps.now ?? Date.now;
   const service = serviceLoginFromConfig(config);
   if (!service) {
-    throw new Error(
+    throw new ConfigError([
       'SERVICE_LOGIN_PASSWORD: the webmail needs the service login secret that retrieval and msa accept (or SERVICE_LOGIN_PASSWORD_FILE)',
-    );
+    ]);
   }
   const tls = tlsSourceFromConfig(config, logger, 'webmail');
   registerCertificateExpiry(deps.registry, 'webmail', tls);
