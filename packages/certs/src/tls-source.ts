@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { createSecureContext, type SecureContext, type Server as TlsServer } from 'node:tls';
-import { ConfigError, selfSignedCertificate } from '@mailyard/config';
+import { ConfigError, selfSignedCertificate, tlsFilesProblems } from '@mailyard/config';
 
 export interface TlsPair {
   key: Buffer | string;
@@ -214,10 +214,8 @@ export interface TlsFilesConfig {
  * self-signed pair, which is logged as a warning since clients will refuse or warn.
  */
 export function tlsSourceFromConfig(config: TlsFilesConfig, logger: CertLogger, service: string): TlsSource {
-  if (config.acme_enabled && (!config.tls_cert_file || !config.tls_key_file))
-    throw new ConfigError([
-      `${config.tls_cert_file ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE'}: with ACME_ENABLED, TLS_CERT_FILE and TLS_KEY_FILE name where the ACME certificate is written`,
-    ]);
+  const problems = tlsFilesProblems(config);
+  if (problems.length) throw new ConfigError(problems.map(([key, p]) => `${key.toUpperCase()}: ${p}`));
   const source = createTlsSource({
     certFile: config.tls_cert_file,
     keyFile: config.tls_key_file,

@@ -111,6 +111,38 @@ export const tlsFilesSchema = {
   acme_enabled: bool(false),
 };
 
+type TlsFilesKeys = {
+  tls_cert_file?: string | undefined;
+  tls_key_file?: string | undefined;
+  acme_enabled: boolean;
+};
+
+/**
+ * What the keys of tlsFilesSchema must agree on, as [key, problem]: a certificate needs
+ * its key, and ACME needs both files to write to.
+ */
+export function tlsFilesProblems(c: TlsFilesKeys): [keyof TlsFilesKeys, string][] {
+  const missing = c.tls_cert_file ? 'tls_key_file' : 'tls_cert_file';
+  if (c.acme_enabled && (!c.tls_cert_file || !c.tls_key_file))
+    return [
+      [
+        missing,
+        'with ACME_ENABLED, TLS_CERT_FILE and TLS_KEY_FILE name where the ACME certificate is written',
+      ],
+    ];
+  if (!c.tls_cert_file !== !c.tls_key_file)
+    return [[missing, 'both TLS_CERT_FILE and TLS_KEY_FILE must be set']];
+  return [];
+}
+
+/**
+ * The check of a schema that spreads tlsFilesSchema (`.superRefine(checkTlsFiles)`), so
+ * that `--check-config` and the loader report these as they report a bad value.
+ */
+export function checkTlsFiles(c: TlsFilesKeys, ctx: z.RefinementCtx): void {
+  for (const [key, message] of tlsFilesProblems(c)) ctx.addIssue({ code: 'custom', path: [key], message });
+}
+
 /**
  * The largest message: accepted by SMTP (mta-inbound, msa; Postfix: message_size_limit),
  * by IMAP APPEND (retrieval, announced as APPENDLIMIT) and sent by the webmail (its

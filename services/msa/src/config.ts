@@ -3,6 +3,7 @@ import {
   addressingSchema,
   bool,
   cidrList,
+  checkTlsFiles,
   commonSchema,
   loginSchema,
   port,
@@ -11,7 +12,7 @@ import {
 } from '@mailyard/config';
 import { intakeSchema } from '@mailyard/smtp-intake';
 
-export const msaSchema = z.object({
+const msaKeys = z.object({
   ...commonSchema,
   /** Submission port with STARTTLS; AUTH only after TLS (RFC 6409). */
   submission_port: port(587),
@@ -39,4 +40,5 @@ export const msaSchema = z.object({
   ...serviceLoginSchema,
   ...serviceLoginNetworksSchema,
 });
+export const msaSchema = msaKeys.superRefine(checkTlsFiles);
 export type MsaConfig = z.infer<typeof msaSchema>;

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import {
   addressingSchema,
   bool,
+  checkTlsFiles,
   commonSchema,
   directoryCacheSchema,
   duration,
@@ -11,7 +12,7 @@ import {
 } from '@mailyard/config';
 import { intakeSchema } from '@mailyard/smtp-intake';
 
-export const mtaInboundSchema = z.object({
+const mtaInboundKeys = z.object({
   ...commonSchema,
   /** Port 25 listener (STARTTLS). */
   smtp_port: port(25),
@@ -28,4 +29,5 @@ export const mtaInboundSchema = z.object({
   ...addressingSchema,
   ...directoryCacheSchema,
 });
+export const mtaInboundSchema = mtaInboundKeys.superRefine(checkTlsFiles);
 export type MtaInboundConfig = z.infer<typeof mtaInboundSchema>;

@@ -4,9 +4,11 @@ import { DEFAULT_OUTBOUND_RETRY_SCHEDULE_MS } from '@mailyard/bus';
 import {
   bool,
   commonSchema,
+  ConfigError,
   duration,
   durationList,
   nonNegativeInt,
+  parseHostPort,
   port,
   positiveInt,
   queueLifetimeSchema,
@@ -45,6 +47,32 @@ const addressList = (def: string[], allowAll: boolean) =>
     )
     .default(def);
 
+export interface Relayhost {
+  host: string;
+  port: number;
+  /** Look up the host's MX (`host`, `host:port`), or connect to it (`[host]`, `[host]:port`). */
+  mx: boolean;
+}
+
+const RELAYHOST_EXPECTED = 'expected host, host:port or [host]:port';
+const HOST_NAME = /^[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?$/i;
+
+/** RELAYHOST's parts, or null when it is none of its forms. */
+function relayhostParts(text: string, defaultPort: number): Relayhost | null {
+  const hp = parseHostPort(text, defaultPort);
+  if (!hp || (isIP(hp.host) === 0 && !HOST_NAME.test(hp.host))) return null;
+  return { host: hp.host.toLowerCase(), port: hp.port, mx: !text.startsWith('[') };
+}
+
+/** The relayhost setting in Postfix syntax: `[host]:port` (no MX lookup), `host:port`, `host`; null when empty. */
+export function parseRelayhost(text: string, defaultPort: number): Relayhost | null {
+  const t = text.trim();
+  if (!t) return null;
+  const parts = relayhostParts(t, defaultPort);
+  if (!parts) throw new ConfigError([`RELAYHOST: ${RELAYHOST_EXPECTED}, got "${text}"`]);
+  return parts;
+}
+
 export const outboundRelaySchema = z.object({
   ...commonSchema,
   /** Port of the destination MTAs (25; tests and networks where 25 is filtered use another). */
@@ -53,7 +81,10 @@ export const outboundRelaySchema = z.object({
    * Send everything through this smarthost (Postfix: relayhost). `[host]:port` skips the
    * MX lookup, `host` or `host:port` looks up its MX. Empty: deliver to each domain's MX.
    */
-  relayhost: z.string().default(''),
+  relayhost: z
+    .string()
+    .refine((v) => !v.trim() || relayhostParts(v.trim(), 25) !== null, { message: RELAYHOST_EXPECTED })
+    .default(''),
   /** SASL credentials for the relayhost (AUTH PLAIN or LOGIN; only ever sent over TLS). */
   relayhost_username: z.string().default(''),
   relayhost_password: z.string().default(''),

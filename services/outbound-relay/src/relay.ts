@@ -14,9 +14,8 @@ import { MailMessages, Queues, outboundDelayQueue, type Envelope } from '@mailya
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
 import { DeferredIndex } from '@mailyard/queue-admin/deferred-index';
-import { ConfigError, parseHostPort } from '@mailyard/config';
 import { addressLiteral, applyHeaderEdits, domainOf } from '@mailyard/smtp-core';
-import type { OutboundRelayConfig } from './config.js';
+import { parseRelayhost, type OutboundRelayConfig } from './config.js';
 import { ConnectionCache } from './connection-cache.js';
 import { TlsSessionCache } from './tls-sessions.js';
 import {
@@ -65,20 +64,6 @@ export interface OutboundRelayDeps {
 export interface OutboundRelay {
   start(): Promise<void>;
   stop(): Promise<void>;
-}
-
-/** The relayhost setting in Postfix syntax: `[host]:port` (no MX lookup), `host:port`, `host`. */
-export function parseRelayhost(
-  text: string,
-  defaultPort: number,
-): { host: string; port: number; mx: boolean } | null {
-  const t = text.trim();
-  if (!t) return null;
-  const bracket = /^\[([^\]]+)\](?::(\d+))?$/.exec(t);
-  if (bracket) return { host: bracket[1]!.toLowerCase(), port: Number(bracket[2] ?? defaultPort), mx: false };
-  const hp = parseHostPort(t, defaultPort);
-  if (!hp) throw new ConfigError([`RELAYHOST: expected host, host:port or [host]:port, got "${text}"`]);
-  return { host: hp.host.toLowerCase(), port: hp.port, mx: true };
 }
 
 const sha = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 16);

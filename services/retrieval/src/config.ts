@@ -3,6 +3,7 @@ import {
   bool,
   bytes,
   cidrList,
+  checkTlsFiles,
   commonSchema,
   duration,
   loginSchema,
@@ -18,7 +19,7 @@ import {
   tlsFilesSchema,
 } from '@mailyard/config';
 
-export const retrievalSchema = z.object({
+const retrievalKeys = z.object({
   ...commonSchema,
   ...mailStoreSchema,
   /** IMAP with STARTTLS (RFC 9051). */
@@ -126,4 +127,5 @@ export const retrievalSchema = z.object({
   ...serviceLoginSchema,
   ...serviceLoginNetworksSchema,
 });
+export const retrievalSchema = retrievalKeys.superRefine(checkTlsFiles);
 export type RetrievalConfig = z.infer<typeof retrievalSchema>;

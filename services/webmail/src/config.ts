@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import {
   bool,
+  checkTlsFiles,
   cidrList,
   clientEndpointsSchema,
   commonSchema,
@@ -24,7 +25,7 @@ const server = (def: string) =>
     message: 'expected one host:port, e.g. 127.0.0.1:993',
   });
 
-export const webmailSchema = z.object({
+const webmailKeys = z.object({
   ...commonSchema,
   /** HTTPS port of the web client (pages, JSON API, event stream). */
   webmail_port: port(443),
@@ -116,5 +117,17 @@ export const webmailSchema = z.object({
   ...sendingAddressSchema,
   /** Directory with the built front end (index.html, assets/); default: dist/public beside the service. */
   webmail_assets_dir: z.string().optional(),
+});
+export const webmailSchema = webmailKeys.superRefine((c, ctx) => {
+  checkTlsFiles(c, ctx);
+  const problem = (key: string, message: string) => ctx.addIssue({ code: 'custom', path: [key], message });
+  // reading and sending act for the user through this login: without it no page works
+  if (!c.service_login_password && !c.service_login_password_file)
+    problem(
+      'service_login_password',
+      'the webmail needs the service login secret that retrieval and msa accept (or SERVICE_LOGIN_PASSWORD_FILE)',
+    );
+  if (c.acme_enabled && c.acme_challenge === 'dns-01' && !c.acme_dns_hook)
+    problem('acme_dns_hook', 'the dns-01 challenge needs a hook that publishes the TXT record');
 });
 export type WebmailConfig = z.infer<typeof webmailSchema>;

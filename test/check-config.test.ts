@@ -1,0 +1,90 @@
+// `--check-config` says "valid" only of settings a service starts with: settings that must
+// go together (a certificate and its key, ACME and the files it writes, the webmail and
+// its service login) and a RELAYHOST in none of its forms are refused there, one line
+// naming the key and exit 78, as a bad value is, not found only once the service starts.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { describe, test } from 'node:test';
+
+const root = new URL('..', import.meta.url).pathname;
+
+function checkConfig(service: string, env: Record<string, string>) {
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', `services/${service}/src/main.ts`, '--check-config'],
+    {
+      cwd: root,
+      // only what the test sets: a developer's own settings must not change the outcome
+      env: { PATH: process.env.PATH ?? '', ...env },
+      encoding: 'utf8',
+      timeout: 60_000,
+    },
+  );
+  return { status: r.status, stdout: r.stdout, lines: r.stderr.trim().split('\n').filter(Boolean) };
+}
+
+const secret = { SERVICE_LOGIN_PASSWORD: 'a-service-login-secret-of-32-chars' };
+
+describe('--check-config refuses settings that do not go together', () => {
+  for (const service of ['mta-inbound', 'msa', 'retrieval', 'webmail'])
+    test(`${service}: a certificate without its key`, { timeout: 60_000 }, () => {
+      const r = checkConfig(service, { ...secret, TLS_CERT_FILE: '/etc/mailyard/cert.pem' });
+      assert.equal(r.status, 78, r.stdout + r.lines.join('\n'));
+      assert.deepEqual(r.lines, [
+        `${service}: config error: TLS_KEY_FILE: both TLS_CERT_FILE and TLS_KEY_FILE must be set`,
+      ]);
+    });
+
+  test('webmail: ACME without the files it writes to', { timeout: 60_000 }, () => {
+    const r = checkConfig('webmail', { ...secret, ACME_ENABLED: 'yes' });
+    assert.equal(r.status, 78);
+    assert.deepEqual(r.lines, [
+      'webmail: config error: TLS_CERT_FILE: with ACME_ENABLED, TLS_CERT_FILE and TLS_KEY_FILE name where the ACME certificate is written',
+    ]);
+  });
+
+  test('webmail: without its service login', { timeout: 60_000 }, () => {
+    const r = checkConfig('webmail', {});
+    assert.equal(r.status, 78);
+    assert.deepEqual(r.lines, [
+      'webmail: config error: SERVICE_LOGIN_PASSWORD: the webmail needs the service login secret that retrieval and msa accept (or SERVICE_LOGIN_PASSWORD_FILE)',
+    ]);
+  });
+
+  test('webmail: the dns-01 challenge without its hook', { timeout: 60_000 }, () => {
+    const r = checkConfig('webmail', {
+      ...secret,
+      ACME_ENABLED: 'yes',
+      ACME_CHALLENGE: 'dns-01',
+      TLS_CERT_FILE: '/etc/mailyard/cert.pem',
+      TLS_KEY_FILE: '/etc/mailyard/key.pem',
+    });
+    assert.equal(r.status, 78);
+    assert.deepEqual(r.lines, [
+      'webmail: config error: ACME_DNS_HOOK: the dns-01 challenge needs a hook that publishes the TXT record',
+    ]);
+  });
+});
+
+describe('--check-config refuses a RELAYHOST in none of its forms', () => {
+  for (const bad of ['smtp.example.com:submission', '[smtp.example.com]:99999', 'smtp example.com'])
+    test(bad, { timeout: 60_000 }, () => {
+      const r = checkConfig('outbound-relay', { RELAYHOST: bad });
+      assert.equal(r.status, 78);
+      assert.deepEqual(r.lines, [
+        `outbound-relay: config error: RELAYHOST: expected host, host:port or [host]:port, got "${bad}"`,
+      ]);
+    });
+
+  test('and takes each of them', { timeout: 60_000 }, () => {
+    for (const good of [
+      '[smtp.example.com]:587',
+      '[192.0.2.25]',
+      'smtp.example.com',
+      'smtp.example.com:2525',
+    ]) {
+      const r = checkConfig('outbound-relay', { RELAYHOST: good });
+      assert.equal(r.status, 0, `${good}: ${r.lines.join('\n')}`);
+    }
+  });
+});
