@@ -511,6 +511,10 @@ export class Operations {
     if (domain === undefined) {
       const local = new Set(await this.directory.listDomains());
       keys = keys.filter((k) => local.has(k.domain));
+    } else if (!keys.length) {
+      // keys left by a deleted domain are still listed (to delete them); without any, a
+      // domain that is not ours is a typo, refused as listing its accounts is
+      await requireLocalDomain(this.directory, domain);
     }
     const domains = [...new Set(keys.map((k) => k.domain))];
     const signing = (await Promise.all(domains.map((d) => this.dkim.signingKeys(d)))).flat();

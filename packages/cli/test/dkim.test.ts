@@ -53,6 +53,26 @@ test('dkim generate, list, show and delete through mailyard', async (t) => {
   assert.equal((await cli.run(['dkim', 'delete', 'example.org', 'ed1'])).code, 1);
 });
 
+test('dkim list of a domain that is not ours says so, as user list and alias list do', async (t) => {
+  const cli = cliHarness(t);
+  await cli.ok(['domain', 'add', 'example.org', '--no-dkim']);
+  // a local domain without keys: nothing to list
+  assert.equal(await cli.ok(['dkim', 'list', 'example.org']), '');
+  // a typo is not "no keys"
+  for (const group of ['dkim', 'user', 'alias'])
+    assert.deepEqual(await cli.run([group, 'list', 'exmaple.org']), {
+      code: 1,
+      stdout: '',
+      stderr:
+        'mailyard: domain exmaple.org is not a local domain (add it with: mailyard domain add exmaple.org)\n',
+    });
+  assert.deepEqual(await cli.run(['dkim', 'list', 'not a domain']), {
+    code: 1,
+    stdout: '',
+    stderr: 'mailyard: "not a domain" is not a valid domain name\n',
+  });
+});
+
 test('a key from dkim generate signs mail that verifies against its printed record', async (t) => {
   const cli = cliHarness(t);
   const dns = await startDnsServer({});
