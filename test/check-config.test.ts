@@ -5,6 +5,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { describe, test } from 'node:test';
+import { ConfigError, loadConfig } from '@mailyard/config';
+import { mtaInboundSchema } from '@mailyard/service-mta-inbound';
+import { msaSchema } from '@mailyard/service-msa';
+import { outboundRelaySchema } from '@mailyard/service-outbound-relay';
+import { policySchema } from '@mailyard/service-policy';
+import { retrievalSchema } from '@mailyard/service-retrieval';
+import { webmailSchema } from '@mailyard/service-webmail';
 
 const root = new URL('..', import.meta.url).pathname;
 
@@ -86,5 +93,53 @@ describe('--check-config refuses a RELAYHOST in none of its forms', () => {
       const r = checkConfig('outbound-relay', { RELAYHOST: good });
       assert.equal(r.status, 0, `${good}: ${r.lines.join('\n')}`);
     }
+  });
+});
+
+describe('--check-config refuses a wait longer than a timer can wait', () => {
+  // a timer given more than 2^31-1 ms (about 24.8 days) fires at once: IMAP_AUTOLOGOUT=30d
+  // logged every client out as soon as it connected
+  test('retrieval: IMAP_AUTOLOGOUT of 30 days', { timeout: 60_000 }, () => {
+    const r = checkConfig('retrieval', { IMAP_AUTOLOGOUT: '30d' });
+    assert.equal(r.status, 78);
+    assert.deepEqual(r.lines, [
+      'retrieval: config error: IMAP_AUTOLOGOUT: expected a duration up to 24d, got "30d"',
+    ]);
+  });
+
+  const timers: [Parameters<typeof loadConfig>[0], string[]][] = [
+    [mtaInboundSchema, ['smtpd_timeout', 'policy_timeout', 'policy_data_timeout', 'postscreen_greet_wait']],
+    [mtaInboundSchema, ['redis_command_timeout', 'shutdown_grace', 'tls_reload_interval']],
+    [msaSchema, ['login_timeout']],
+    [retrievalSchema, ['imap_autologout', 'pop3_autologout', 'imap_idle_notify_delay', 'login_idle_timeout']],
+    [policySchema, ['dns_check_interval', 'content_filter_timeout']],
+    [
+      outboundRelaySchema,
+      [
+        'smtp_connect_timeout',
+        'smtp_reply_timeout',
+        'smtp_connection_cache_time_limit',
+        'smtp_connection_reuse_time_limit',
+        'destination_slot_wait',
+      ],
+    ],
+    [webmailSchema, ['imap_idle_timeout', 'imap_timeout', 'send_timeout', 'acme_check_interval']],
+  ];
+  test('every timeout and interval, in every service', () => {
+    for (const [schema, keys] of timers)
+      for (const key of keys) {
+        const env = { ...secret, [key.toUpperCase()]: '25d' };
+        assert.throws(
+          () => loadConfig(schema, { env }),
+          (e: unknown) =>
+            e instanceof ConfigError &&
+            e.problems.join('\n') === `${key.toUpperCase()}: expected a duration up to 24d, got "25d"`,
+          key,
+        );
+        const config: Record<string, unknown> = loadConfig(schema, {
+          env: { ...env, [key.toUpperCase()]: '24d' },
+        });
+        assert.equal(config[key], 24 * 86_400_000, key);
+      }
   });
 });

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { dnsServerList, duration, nonNegativeInt, port, positiveDuration, url } from './fields.js';
+import { dnsServerList, nonNegativeInt, port, positiveDuration, timerDuration, url } from './fields.js';
 
 /** Boot settings every service has: where the broker and Redis are, logging, metrics. */
 export const commonSchema = {
@@ -23,7 +23,7 @@ export const commonSchema = {
    * connections and never answers (hung, or a proxy in front of a dead one) would hold
    * every session that asks it, for ever.
    */
-  redis_command_timeout: duration('5s'),
+  redis_command_timeout: timerDuration('5s'),
   /** Port of the /metrics, /healthz and /readyz endpoints (0 picks a free port). */
   http_port: port(0),
   /** Address the service listens on. */

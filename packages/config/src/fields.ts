@@ -190,9 +190,22 @@ export const durationList = (def: number[]) =>
     })
     .default(def);
 
-/** A duration above 0 (a timeout that must not be off). */
+/**
+ * The longest wait of a timeout or an interval. A Node.js timer holds at most 2^31-1 ms
+ * (about 24.8 days) and fires at once when given more: IMAP_AUTOLOGOUT=30d logged every
+ * client out as it connected. 24 days says the limit in the unit an operator writes.
+ */
+const TIMER_LIMIT_MS = 24 * 86_400_000;
+const TIMER_LIMIT = 'expected a duration up to 24d';
+
+/** A duration a timer waits (a timeout, an interval; 0 where the key says it turns it off), up to 24 days. */
+export const timerDuration = (def: string) => duration(def).pipe(z.number().max(TIMER_LIMIT_MS, TIMER_LIMIT));
+
+/** A timeout that must not be off: above 0, up to 24 days. */
 export const positiveDuration = (def: string) =>
-  duration(def).pipe(z.number().positive('expected a duration above 0, such as 30s or 3m'));
+  duration(def).pipe(
+    z.number().positive('expected a duration above 0, such as 30s or 3m').max(TIMER_LIMIT_MS, TIMER_LIMIT),
+  );
 
 export interface Cidr {
   family: 4 | 6;

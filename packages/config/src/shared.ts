@@ -8,6 +8,7 @@ import {
   port,
   positiveDuration,
   stringList,
+  timerDuration,
 } from './fields.js';
 
 // Settings that several services must agree on, each declared once. A service schema
@@ -103,7 +104,7 @@ export const tlsFilesSchema = {
    * How often the two files are checked for a change (0: never). A changed pair (a
    * renewal) is served to new connections without a restart; open ones keep theirs.
    */
-  tls_reload_interval: duration('60s'),
+  tls_reload_interval: timerDuration('60s'),
   /**
    * The files are written by the webmail's ACME issuer (ACME_DOMAINS): until they exist
    * the listeners serve a self-signed certificate instead of refusing to start.

@@ -1,5 +1,13 @@
 import { z } from 'zod';
-import { addressingSchema, authservSchema, bool, duration, relaySchema, stringList } from '@mailyard/config';
+import {
+  addressingSchema,
+  authservSchema,
+  bool,
+  duration,
+  relaySchema,
+  stringList,
+  timerDuration,
+} from '@mailyard/config';
 
 /** A URL with one of `protocols`, or empty for "not used". */
 export const optionalUrl = (protocols: string[]) =>
@@ -57,7 +65,7 @@ export const policyEngineSchema = {
   /** When rspamd or clamd fail or time out: tempfail (4xx, the sender retries) or accept with a header. */
   content_filter_failure: z.enum(['tempfail', 'accept']).default('tempfail'),
   /** Timeout of one rspamd or clamd request. */
-  content_filter_timeout: duration('20s'),
+  content_filter_timeout: timerDuration('20s'),
   /** How long the reasons of refused or held mail stay available to `mailyard policy explain`. */
   explain_ttl: duration('7d'),
 };

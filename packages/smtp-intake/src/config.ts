@@ -5,10 +5,10 @@ import {
   bool,
   bytesOrUnlimited,
   cidrList,
-  duration,
   messageSizeSchema,
   nonNegativeInt,
   positiveInt,
+  timerDuration,
   tlsFilesSchema,
 } from '@mailyard/config';
 import { policyClientSchema } from '@mailyard/policy-client';
@@ -33,7 +33,7 @@ export const intakeSchema = {
    */
   smtpd_junk_command_limit: positiveInt(100),
   /** Idle time before the session is closed (Postfix: smtpd_timeout). */
-  smtpd_timeout: duration('300s'),
+  smtpd_timeout: timerDuration('300s'),
   /**
    * smtpd_timeout bounds a whole command line, and the message at smtpd_min_data_rate,
    * not only the gaps between bytes (Postfix 3.7's smtpd_per_request_deadline, which
@@ -82,9 +82,9 @@ export const intakeSchema = {
    */
   policy_local_decisions: bool(true),
   /** How long to wait for a policy decision before connect, MAIL and RCPT. */
-  policy_timeout: duration('5s'),
+  policy_timeout: timerDuration('5s'),
   /** How long to wait for the end-of-DATA decision (virus and spam scanning included). */
-  policy_data_timeout: duration('60s'),
+  policy_data_timeout: timerDuration('60s'),
   /**
    * Results under it that come with a message are removed, with our X-Mailyard-* verdict
    * headers, whatever the policy decided (keep it equal to the policy service's).

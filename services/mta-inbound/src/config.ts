@@ -5,10 +5,10 @@ import {
   checkTlsFiles,
   commonSchema,
   directoryCacheSchema,
-  duration,
   optionalCidrList,
   port,
   relaySchema,
+  timerDuration,
 } from '@mailyard/config';
 import { intakeSchema } from '@mailyard/smtp-intake';
 
@@ -25,7 +25,7 @@ const mtaInboundKeys = z.object({
   /** Look up the client's reverse DNS name (Postfix: smtpd_peername_lookup). */
   smtpd_peername_lookup: bool(true),
   /** Wait before the greeting; clients that talk early are disconnected. 0 disables (Postfix: postscreen_greet_wait). */
-  postscreen_greet_wait: duration('0s'),
+  postscreen_greet_wait: timerDuration('0s'),
   ...addressingSchema,
   ...directoryCacheSchema,
 });

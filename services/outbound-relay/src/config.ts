@@ -14,6 +14,7 @@ import {
   queueLifetimeSchema,
   sendingAddressSchema,
   stringList,
+  timerDuration,
 } from '@mailyard/config';
 import { MailMessages } from '@mailyard/contracts';
 import { MX_SESSION_LIMIT, RECIPIENT_LIMIT } from './deliver.js';
@@ -95,7 +96,7 @@ export const outboundRelaySchema = z.object({
   /** Messages per minute per recipient domain, shared by all instances; 0 = unlimited. */
   default_destination_rate_limit: nonNegativeInt(0),
   /** A message waiting this long for a free slot of its destination goes back to the first delay queue. */
-  destination_slot_wait: duration('30s'),
+  destination_slot_wait: timerDuration('30s'),
   /**
    * Destination domains with a `domain` label of their own in
    * mailyard_outbound_relay_attempts_total (those with the most attempts); the others are
@@ -119,9 +120,9 @@ export const outboundRelaySchema = z.object({
    */
   outbound_dedupe_ttl: duration('14d'),
   /** Connect timeout per address (Postfix: smtp_connect_timeout). */
-  smtp_connect_timeout: duration('30s'),
+  smtp_connect_timeout: timerDuration('30s'),
   /** Timeout for each reply of the remote server (Postfix: smtp_*_timeout, simplified). */
-  smtp_reply_timeout: duration('300s'),
+  smtp_reply_timeout: timerDuration('300s'),
   /** While the message is sent, how long the server may take none of it (Postfix: smtp_data_xfer_timeout). */
   smtp_data_xfer_timeout: duration(`${DATA_XFER_TIMEOUT_MS / 1000}s`),
   /**
@@ -140,9 +141,9 @@ export const outboundRelaySchema = z.object({
    */
   smtp_connection_cache_on_demand: bool(true),
   /** An unused cached session is closed after this long (Postfix: smtp_connection_cache_time_limit). */
-  smtp_connection_cache_time_limit: duration('2s'),
+  smtp_connection_cache_time_limit: timerDuration('2s'),
   /** A session is not reused once it is this old (Postfix: smtp_connection_reuse_time_limit). */
-  smtp_connection_reuse_time_limit: duration('300s'),
+  smtp_connection_reuse_time_limit: timerDuration('300s'),
   /** A session carries at most this many messages; 0: no limit (Postfix: smtp_connection_reuse_count_limit). */
   smtp_connection_reuse_count_limit: nonNegativeInt(0),
   /** Address families to deliver over (Postfix: inet_protocols). */

@@ -3,10 +3,10 @@ import {
   bool,
   clientEndpointsSchema,
   commonSchema,
-  duration,
   port,
   positiveInt,
   sendingAddressSchema,
+  timerDuration,
   tlsFilesSchema,
 } from '@mailyard/config';
 import { optionalUrl, policyEngineSchema } from '@mailyard/policy-engine';
@@ -30,7 +30,7 @@ export const policySchema = z.object({
    * metrics for the alert rules; each run is moved by up to a tenth of this at random so
    * instances do not ask at once. 0: never.
    */
-  dns_check_interval: duration('5m'),
+  dns_check_interval: timerDuration('5m'),
   /** The addresses the checks expect MYHOSTNAME to resolve to (outbound-relay's source addresses). */
   ...sendingAddressSchema,
   /** The client ports the checks expect in the SRV records (as the webmail's autoconfig gives them). */

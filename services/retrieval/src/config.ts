@@ -2,8 +2,8 @@ import { z } from 'zod';
 import {
   bool,
   bytes,
-  cidrList,
   checkTlsFiles,
+  cidrList,
   commonSchema,
   duration,
   loginSchema,
@@ -16,6 +16,7 @@ import {
   quotaSchema,
   serviceLoginNetworksSchema,
   serviceLoginSchema,
+  timerDuration,
   tlsFilesSchema,
 } from '@mailyard/config';
 
@@ -62,14 +63,14 @@ const retrievalKeys = z.object({
    */
   imap_max_bad_commands_before_login: positiveInt(3),
   /** Idle time before autologout; at least 30 minutes for IMAP per RFC 9051 §5.4. */
-  imap_autologout: duration('30m'),
+  imap_autologout: timerDuration('30m'),
   /**
    * How long an idling session collects changes to its folder before it looks at them and
    * tells the client (Dovecot waits 500 ms, NOTIFY_DELAY_MSECS): a burst of deliveries or
    * another client's moves is then one read of the folder and one answer, not one each.
    * 0: at once.
    */
-  imap_idle_notify_delay: duration('500ms'),
+  imap_idle_notify_delay: timerDuration('500ms'),
   /**
    * Idle time allowed before login, IMAP and POP3. The autologout timers of RFC 9051
    * §5.4 and RFC 1939 §3 are for logged-in sessions; before login a client has nothing
@@ -80,7 +81,7 @@ const retrievalKeys = z.object({
   /** Offer COMPRESS=DEFLATE (RFC 4978): less traffic for mobile clients, some CPU per byte sent. */
   imap_compress: bool(true),
   /** POP3 idle time before the session is closed once logged in; at least 10 minutes per RFC 1939 §3. */
-  pop3_autologout: duration('10m'),
+  pop3_autologout: timerDuration('10m'),
   /**
    * Sessions of one account at once, over all IPs and all instances, counted as
    * mail_max_ip_connections is (Dovecot: mail_max_userip_connections is per IP).

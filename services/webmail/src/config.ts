@@ -15,6 +15,7 @@ import {
   sendingAddressSchema,
   serviceLoginSchema,
   stringList,
+  timerDuration,
   tlsFilesSchema,
   url,
 } from '@mailyard/config';
@@ -76,7 +77,7 @@ const webmailKeys = z.object({
   /** IMAP connections one account may have open from this instance (requests queue beyond it). */
   imap_connections_per_user: positiveInt(3),
   /** An unused IMAP connection is logged out after this long. */
-  imap_idle_timeout: duration('5m'),
+  imap_idle_timeout: timerDuration('5m'),
   /**
    * The longest one request's IMAP work may take before it is answered 503 and its
    * connection closed: a store that stopped answering does not hold the page.
