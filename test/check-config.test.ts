@@ -143,3 +143,27 @@ describe('--check-config refuses a wait longer than a timer can wait', () => {
       }
   });
 });
+
+describe('--check-config refuses a MYHOSTNAME that is not a host name', () => {
+  // it is the greeting, the EHLO name every other server judges us by, and the right side
+  // of our Message-IDs: "mail example.com" would be "EHLO mail example.com", refused
+  for (const bad of ['mail example.com', 'mail.example.com:25', 'mail..example.com', '-mail.example.com'])
+    test(bad, { timeout: 60_000 }, () => {
+      const r = checkConfig('outbound-relay', { MYHOSTNAME: bad });
+      assert.equal(r.status, 78);
+      assert.deepEqual(r.lines, [
+        `outbound-relay: config error: MYHOSTNAME: expected a host name such as mail.example.org, got "${bad}"`,
+      ]);
+    });
+
+  test('and takes a host name', () => {
+    for (const good of [
+      'mail.example.org',
+      'mx1.example.org.',
+      'vm',
+      'mail-2.example.org',
+      'MAIL.Example.ORG',
+    ])
+      assert.equal(loadConfig(mtaInboundSchema, { env: { MYHOSTNAME: good } }).myhostname, good);
+  });
+});

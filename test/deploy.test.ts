@@ -101,6 +101,9 @@ async function freeUdpTcpPort(): Promise<number> {
   }
 }
 
+/** Values for the variables docker-compose.yml requires, as `mailyard setup` would write them. */
+const REQUIRED_SAMPLE: Record<string, string> = { MYHOSTNAME: 'mail.example.org' };
+
 function envOf(svc: ComposeService): Record<string, string> {
   const env = svc.environment ?? {};
   if (Array.isArray(env)) {
@@ -112,7 +115,13 @@ function envOf(svc: ComposeService): Record<string, string> {
   return Object.fromEntries(
     Object.entries(env).map(([k, v]) => [
       k,
-      v === null ? '' : String(v).replace(/\$\{[A-Z_]+:-([^}]*)\}/g, '$1'),
+      v === null
+        ? ''
+        : String(v)
+            .replace(/\$\{[A-Z_]+:-([^}]*)\}/g, '$1')
+            // a variable compose requires (`${MYHOSTNAME:?run mailyard setup first}`): what
+            // `mailyard setup` writes to .env
+            .replace(/\$\{([A-Z_]+):\?[^}]*\}/g, (_, name: string) => REQUIRED_SAMPLE[name] ?? 'x'),
     ]),
   );
 }

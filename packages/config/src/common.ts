@@ -1,6 +1,14 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { dnsServerList, nonNegativeInt, port, positiveDuration, timerDuration, url } from './fields.js';
+import {
+  dnsServerList,
+  isHostName,
+  nonNegativeInt,
+  port,
+  positiveDuration,
+  timerDuration,
+  url,
+} from './fields.js';
 
 /** Boot settings every service has: where the broker and Redis are, logging, metrics. */
 export const commonSchema = {
@@ -30,7 +38,10 @@ export const commonSchema = {
   listen_address: z.string().default('0.0.0.0'),
   log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Our host name: greeting, Received headers, Message-IDs, bounces (Postfix: myhostname). */
-  myhostname: z.string().min(1).default(hostname()),
+  myhostname: z
+    .string()
+    .refine(isHostName, 'expected a host name such as mail.example.org')
+    .default(hostname()),
   /** DNS servers (IP address, optional :port) that every lookup uses instead of the system's resolvers. */
   dns_servers: dnsServerList([]),
   /**

@@ -289,6 +289,17 @@ export function ipInNetworks(ip: string, networks: readonly (string | Cidr)[]): 
   return false;
 }
 
+/**
+ * A host name: dot-separated labels of letters, digits, hyphens (not first or last) and
+ * underscores, each at most 63 characters, with an optional final dot.
+ */
+const HOST_NAME =
+  /^(?=.{1,254}$)[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$/i;
+
+export function isHostName(text: string): boolean {
+  return HOST_NAME.test(text);
+}
+
 export function parseHostPort(text: string, defaultPort: number): { host: string; port: number } | null {
   const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
   let host: string;

@@ -7,6 +7,7 @@ import {
   ConfigError,
   duration,
   durationList,
+  isHostName,
   nonNegativeInt,
   parseHostPort,
   port,
@@ -56,12 +57,11 @@ export interface Relayhost {
 }
 
 const RELAYHOST_EXPECTED = 'expected host, host:port or [host]:port';
-const HOST_NAME = /^[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?$/i;
 
 /** RELAYHOST's parts, or null when it is none of its forms. */
 function relayhostParts(text: string, defaultPort: number): Relayhost | null {
   const hp = parseHostPort(text, defaultPort);
-  if (!hp || (isIP(hp.host) === 0 && !HOST_NAME.test(hp.host))) return null;
+  if (!hp || (isIP(hp.host) === 0 && !isHostName(hp.host))) return null;
   return { host: hp.host.toLowerCase(), port: hp.port, mx: !text.startsWith('[') };
 }
 
