@@ -55,7 +55,9 @@ test(
       );
       return true;
     });
-    assert.deepEqual(await ops.listDkimKeys(d), []);
+    // no key left: the domain is unknown, as any other that is not ours
+    await assert.rejects(ops.listDkimKeys(d), { code: 'unknown_domain' });
+    assert.deepEqual(await r.redis.hgetall(DkimRedisKeys.keys(d)), {});
     assert.equal(await r.redis.sismember(DkimRedisKeys.domains, d), 0);
   },
 );

@@ -126,7 +126,8 @@ test(
       keys.filter((k) => k.domain === 'console.test'),
       [],
     );
-    assert.deepEqual((await admin.get('/api/admin/dkim?domain=console.test')).json.keys, []);
+    const listed = await admin.get('/api/admin/dkim?domain=console.test');
+    assert.deepEqual([listed.status, listed.json.error], [404, 'unknown_domain']);
     const rotate = await admin.post('/api/admin/dkim/rotate', { domain: 'console.test', algorithm: 'rsa' });
     assert.deepEqual(
       [rotate.status, rotate.json.message],
