@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { Operations } from '@mailyard/admin';
+import { LOCAL_DOMAINS_KEY } from '@mailyard/directory';
 import { startPrivateRedis, waitFor, type PrivateRedis } from '@mailyard/testkit';
 import { ALICE, BOB, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 import { WebClient, q } from './web-client.js';
@@ -16,6 +17,9 @@ before(async () => {
   redis = await startPrivateRedis();
   // the msa reads the DKIM keys from a redis-server of this test's own
   t = await startWebmailTestbed({ msa: { dkim_signing: true }, msaParts: { dkimRedis: redis.client() } });
+  // a key is stored only for a domain the same Redis lists as local, as the platform's one
+  // Redis does; this one holds the keys alone
+  await redis.client().sadd(LOCAL_DOMAINS_KEY, 'example.test');
   await new Operations(redis.client(), 'cli:test', { directory: t.p.directory }).generateDkimKey(
     'example.test',
     {
