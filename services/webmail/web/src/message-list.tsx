@@ -27,6 +27,22 @@ export interface ListState {
 
 const keyOf = (q: ListQuery) => JSON.stringify(q);
 
+/**
+ * The loaded rows by their place once `uids` are taken out (each row after one taken out
+ * moves up a place), and how many loaded rows were taken out.
+ */
+function afterDrop(pages: Map<number, Row[]>, uids: number[]): { rows: Map<number, Row>; removed: number } {
+  const gone = new Set(uids);
+  const rows = new Map<number, Row>();
+  let removed = 0;
+  for (const [p, page] of [...pages.entries()].sort(([a], [b]) => a - b))
+    page.forEach((r, i) => {
+      if (gone.has(r.uid)) removed++;
+      else rows.set(p * PAGE + i - removed, r);
+    });
+  return { rows, removed };
+}
+
 /** Pages of the list for a query; `refresh` fetches the loaded pages again (new mail, a move). */
 export function useMessageList(q: ListQuery) {
   const key = keyOf(q);
@@ -91,14 +107,24 @@ export function useMessageList(q: ListQuery) {
     });
   }, []);
 
-  /** Takes rows out at once (moved, deleted); the next refresh puts the list right. */
+  /**
+   * Takes rows out at once (moved, deleted): every row after one taken out moves up a place.
+   * A page that then has a place whose row is not loaded (the pages loaded need not follow
+   * each other: a long folder scrolled far down) is left out, to be fetched again when in
+   * view, rather than shown with rows that are not its own.
+   */
   const drop = useCallback((uids: number[]) => {
     setState((s) => {
-      const rows = [...s.pages.entries()].sort(([a], [b]) => a - b).flatMap(([, r]) => r);
-      const kept = rows.filter((r) => !uids.includes(r.uid));
+      const { rows, removed } = afterDrop(s.pages, uids);
+      const total = s.total === null ? null : s.total - removed;
       const pages = new Map<number, Row[]>();
-      for (let i = 0; i * PAGE < kept.length; i++) pages.set(i, kept.slice(i * PAGE, (i + 1) * PAGE));
-      return { ...s, pages, total: s.total === null ? null : s.total - (rows.length - kept.length) };
+      for (const p of new Set([...rows.keys()].map((i) => Math.floor(i / PAGE)))) {
+        const end = Math.min((p + 1) * PAGE, total ?? Infinity);
+        const page: Row[] = [];
+        for (let i = p * PAGE; i < end && rows.has(i); i++) page.push(rows.get(i)!);
+        if (page.length === end - p * PAGE) pages.set(p, page);
+      }
+      return { ...s, pages, total };
     });
   }, []);
 
