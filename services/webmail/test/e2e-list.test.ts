@@ -1,14 +1,15 @@
 // The message list in a real browser (Debian's Chromium through playwright-core) after
-// messages leave it: in a long folder scrolled far down, a message deleted there leaves
-// the rows near the top as they are (the pages loaded in between are not the list's own
-// pages shifted up).
+// messages leave it: the keyboard goes on with the message that took the place of one
+// archived, as in Gmail and Roundcube; and in a long folder scrolled far down, a message
+// deleted there leaves the rows near the top as they are (the pages loaded in between
+// are not the list's own pages shifted up).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import type { Page } from 'playwright-core';
 import { waitFor } from '@mailyard/testkit';
 import { ensureFrontEnd, launchBrowser } from './browser.js';
-import { storeSession } from './mail-clients.js';
+import { storedFlags, storeSession } from './mail-clients.js';
 import { plainMessage } from './messages.js';
 import { ALICE, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 
@@ -25,6 +26,7 @@ before(async () => {
   t = await startWebmailTestbed();
   origin = `https://${HOST}:${t.webmail.port}`;
   imap = await storeSession(t, ALICE);
+  for (const n of [1, 2, 3, 4]) await imap.append('INBOX', plainMessage({ subject: `Keyboard ${n}` }));
   await imap.mailboxCreate('Long');
   for (let n = 1; n <= LONG; n++)
     await imap.append('Long', plainMessage({ subject: longSubject(n) }), ['\\Seen']);
@@ -36,6 +38,12 @@ after(async () => {
 
 const list = (page: Page) => page.getByRole('listbox', { name: 'Messages' });
 const row = (page: Page, subject: string) => list(page).getByRole('option', { name: new RegExp(subject) });
+/** The accessible name of what has the focus (a row's: who, subject, date), else nothing. */
+const focusedRow = async (page: Page) => {
+  const focused = page.locator(':focus');
+  return (await focused.count()) ? await focused.getAttribute('aria-label') : null;
+};
+
 async function logIn(page: Page): Promise<void> {
   await page.goto(`${origin}/`);
   await page.getByLabel('Email address').fill(ALICE);
@@ -45,6 +53,50 @@ async function logIn(page: Page): Promise<void> {
 }
 
 describe('the webmail in a browser: the list after messages leave it', () => {
+  test('e, e archives one message, then the next', { timeout: 120_000 }, async () => {
+    const browser = await launchBrowser(undefined, { clientAddress: '10.5.1.1' });
+    const errors: string[] = [];
+    try {
+      const page = await browser.context.newPage();
+      page.on('pageerror', (e) => errors.push(e.message));
+      await logIn(page);
+      // newest first: Keyboard 4 at the top
+      await page.keyboard.press('j');
+      assert.match(String(await focusedRow(page)), /Keyboard 4/);
+      await page.keyboard.press('e');
+      await page.getByRole('status').filter({ hasText: 'Archived to Archive' }).waitFor();
+      await waitFor(async () => (await row(page, 'Keyboard 4').count()) === 0, { what: 'Keyboard 4 gone' });
+      // the one that took its place is selected, and has the focus
+      await waitFor(async () => /Keyboard 3/.test(String(await focusedRow(page))), {
+        what: 'the focus on Keyboard 3',
+      });
+      assert.equal(await row(page, 'Keyboard 3').getAttribute('aria-selected'), 'true');
+      await page.keyboard.press('e');
+      await waitFor(async () => (await row(page, 'Keyboard 3').count()) === 0, { what: 'Keyboard 3 gone' });
+      const archived = await waitFor(
+        async () => {
+          const m = await storedFlags(imap, 'Archive');
+          return m.size === 2 ? m : null;
+        },
+        { what: 'two messages in Archive' },
+      );
+      assert.deepEqual([...archived.keys()].sort(), ['Keyboard 3', 'Keyboard 4']);
+      assert.deepEqual(
+        [...(await storedFlags(imap, 'INBOX')).keys()].sort(),
+        ['Keyboard 1', 'Keyboard 2'],
+        'the others still in the inbox',
+      );
+      // j goes on from there, to the row after the selected one
+      assert.match(String(await focusedRow(page)), /Keyboard 2/);
+      await page.keyboard.press('j');
+      assert.match(String(await focusedRow(page)), /Keyboard 1/);
+      assert.equal(await page.getByText('No such message').count(), 0);
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  });
+
   test(
     'a message deleted far down a long folder leaves the rows above in place',
     { timeout: 120_000 },

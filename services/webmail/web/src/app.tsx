@@ -321,6 +321,9 @@ function Mail(props: {
   };
 
   const moveAway = async (uids: number[], how: () => Promise<ActionResult>, done: string) => {
+    // the selection moves on to the message that takes the place of the one moved away (the
+    // next one, else the one before), as in Gmail and Roundcube: the next key acts on it
+    if (selected && uids.includes(selected.uid)) setSelected(list.nextAfterDrop(uids, selected.index));
     list.drop(uids);
     if (open && uids.includes(open.uid)) setOpen(null);
     try {

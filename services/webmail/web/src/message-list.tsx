@@ -128,8 +128,26 @@ export function useMessageList(q: ListQuery) {
     });
   }, []);
 
+  /**
+   * Where the row at `index` goes once `uids` are taken out (drop): the row that follows it
+   * in its place, else the one before it; null when no loaded row is left.
+   */
+  const nextAfterDrop = (uids: number[], index: number): { uid: number; index: number } | null => {
+    const { rows } = afterDrop(state.pages, uids);
+    const gone = new Set(uids);
+    const before = [...state.pages.entries()]
+      .flatMap(([p, page]) => page.map((r, i) => ({ r, i: p * PAGE + i })))
+      .filter(({ r, i }) => i < index && gone.has(r.uid)).length;
+    const at = index - before;
+    for (const i of [at, at - 1]) {
+      const r = rows.get(i);
+      if (r) return { uid: r.uid, index: i };
+    }
+    return null;
+  };
+
   const rowAt = (i: number): Row | undefined => state.pages.get(Math.floor(i / PAGE))?.[i % PAGE];
-  return { state, ensure, refresh, patch, drop, rowAt };
+  return { state, ensure, refresh, patch, drop, nextAfterDrop, rowAt };
 }
 
 export type MessageListApi = ReturnType<typeof useMessageList>;
@@ -176,12 +194,14 @@ export function MessageList(props: {
     if (total) list.ensure(first, last);
   }, [first, last, total, list]);
 
-  // keep the selected row in view when the keyboard moves it
+  // keep the selected row in view when the keyboard moves it; and when the focus was lost
+  // (the focused row or the message open was moved away), give it to the row selected now
   useEffect(() => {
     const el = ref.current;
     if (!el || props.selected === null) return;
     const row = el.querySelector<HTMLElement>(`[data-uid="${props.selected}"]`);
-    if (row && el.contains(document.activeElement)) row.focus({ preventScroll: false });
+    const focus = document.activeElement;
+    if (row && (!focus || focus === document.body || el.contains(focus))) row.focus({ preventScroll: false });
   }, [props.selected]);
 
   const items = [];
