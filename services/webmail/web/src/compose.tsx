@@ -44,7 +44,14 @@ export function Compose(props: {
   const [sending, setSending] = useState(false);
   const editor = useRef<HTMLDivElement>(null);
   const dirty = useRef(false);
-  const saving = useRef<Promise<void> | null>(null);
+  /**
+   * The saves, one after the other: each replaces the draft the one before it saved, so one
+   * that started before the one before it ended would leave that draft behind. Sending and
+   * discarding wait for the last of them, and none starts meanwhile (`leaving`): a save
+   * after them would leave a draft of a message sent or thrown away.
+   */
+  const saves = useRef<Promise<boolean>>(Promise.resolve(true));
+  const leaving = useRef(false);
   const draftUid = useRef<number | null>(props.initial.draftUid);
   const latest = useRef({ d, files, rich });
   latest.current = { d, files, rich };
@@ -74,36 +81,38 @@ export function Compose(props: {
     };
   };
 
-  const save = async () => {
-    if (saving.current) await saving.current;
-    if (!dirty.current) return;
+  /** Saves what is typed unless it is saved already; false when the draft could not be saved. */
+  const saveNow = async (): Promise<boolean> => {
+    if (!dirty.current) return true;
     dirty.current = false;
-    const run = (async () => {
-      try {
-        setStatus('Saving…');
-        const draft = body();
-        const sent = latest.current.files.filter((f) => f.ref).map((f) => f.key);
-        const res = await api.saveDraft(draft);
-        draftUid.current = res.uid;
-        // the attachments are parts of the new draft now; the draft they came from is gone
-        if (res.attachments.length === sent.length)
-          setFiles((fs) =>
-            fs.map((f) => {
-              const i = sent.indexOf(f.key);
-              return i < 0 ? f : { ...f, ref: res.attachments[i]! };
-            }),
-          );
-        setStatus(
-          `Draft saved ${new Date().toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' })}`,
+    try {
+      setStatus('Saving…');
+      const draft = body();
+      const sent = latest.current.files.filter((f) => f.ref).map((f) => f.key);
+      const res = await api.saveDraft(draft);
+      draftUid.current = res.uid;
+      // the attachments are parts of the new draft now; the draft they came from is gone
+      if (res.attachments.length === sent.length)
+        setFiles((fs) =>
+          fs.map((f) => {
+            const i = sent.indexOf(f.key);
+            return i < 0 ? f : { ...f, ref: res.attachments[i]! };
+          }),
         );
-      } catch (err) {
-        dirty.current = true;
-        setStatus(err instanceof ApiError ? `Draft not saved: ${err.message}` : 'Draft not saved');
-      }
-    })();
-    saving.current = run;
-    await run;
-    saving.current = null;
+      setStatus(
+        `Draft saved ${new Date().toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' })}`,
+      );
+      return true;
+    } catch (err) {
+      dirty.current = true;
+      setStatus(err instanceof ApiError ? `Draft not saved: ${err.message}` : 'Draft not saved');
+      return false;
+    }
+  };
+  const save = (): Promise<boolean> => {
+    const next = saves.current.then(saveNow);
+    saves.current = next;
+    return next;
   };
 
   // drafts saved while typing: a while after the last change
@@ -111,7 +120,7 @@ export function Compose(props: {
   const changed = () => {
     dirty.current = true;
     window.clearTimeout(timer.current);
-    timer.current = window.setTimeout(() => void save(), SAVE_AFTER_MS);
+    if (!leaving.current) timer.current = window.setTimeout(() => void save(), SAVE_AFTER_MS);
   };
   useEffect(() => () => window.clearTimeout(timer.current), []);
 
@@ -176,19 +185,24 @@ export function Compose(props: {
     setSending(true);
     setError(null);
     window.clearTimeout(timer.current);
-    if (saving.current) await saving.current;
+    leaving.current = true;
+    await saves.current;
     try {
       const res = await api.send(body());
       props.onClose('sent', res.warnings.length ? res.warnings.join('. ') : undefined);
     } catch (err) {
       setError(err instanceof ApiError ? err.message : 'Not sent');
       setSending(false);
+      leaving.current = false;
+      // what was typed while it was being sent
+      if (dirty.current) changed();
     }
   };
 
   const discard = async () => {
     window.clearTimeout(timer.current);
-    if (saving.current) await saving.current;
+    leaving.current = true;
+    await saves.current;
     if (draftUid.current) await api.deleteDraft(draftUid.current).catch(() => undefined);
     for (const f of files)
       if (f.ref && 'upload' in f.ref) void api.deleteUpload(f.ref.upload).catch(() => undefined);

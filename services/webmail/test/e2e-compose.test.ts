@@ -1,0 +1,102 @@
+// Writing in a real browser (Debian's Chromium through playwright-core) while the draft is
+// being saved: sending while saves wait in line leaves no draft behind. What the store
+// holds afterwards is read back over IMAP.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { ImapFlow } from 'imapflow';
+import type { Page, Route } from 'playwright-core';
+import { waitFor } from '@mailyard/testkit';
+import { ensureFrontEnd, launchBrowser } from './browser.js';
+import { storedFlags, storeSession } from './mail-clients.js';
+import { plainMessage } from './messages.js';
+import { ALICE, BOB, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+
+let t: WebmailTestbed;
+let origin: string;
+let imap: ImapFlow;
+
+before(async () => {
+  ensureFrontEnd();
+  t = await startWebmailTestbed();
+  origin = `https://${HOST}:${t.webmail.port}`;
+  imap = await storeSession(t, ALICE);
+  await imap.append('INBOX', plainMessage({ subject: 'Something to read' }));
+});
+after(async () => {
+  await imap?.logout();
+  await t?.close();
+});
+
+async function logIn(page: Page): Promise<void> {
+  await page.goto(`${origin}/`);
+  await page.getByLabel('Email address').fill(ALICE);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('listbox', { name: 'Messages' }).getByRole('option').first().waitFor();
+}
+
+/** The text of each message in `folder` (a draft's or a message's source), read over IMAP. */
+async function sources(folder: string, account = imap): Promise<string[]> {
+  const lock = await account.getMailboxLock(folder);
+  try {
+    await account.noop();
+    if (!account.mailbox || !account.mailbox.exists) return [];
+    const out: string[] = [];
+    for await (const m of account.fetch('1:*', { source: true })) out.push(m.source?.toString() ?? '');
+    return out;
+  } finally {
+    lock.release();
+  }
+}
+
+describe('the webmail in a browser: drafts while writing', () => {
+  test('sending while two saves wait in line leaves no draft behind', { timeout: 120_000 }, async () => {
+    const browser = await launchBrowser(undefined, { clientAddress: '10.6.1.2' });
+    const errors: string[] = [];
+    const bob = await storeSession(t, BOB);
+    try {
+      const page = await browser.context.newPage();
+      page.on('pageerror', (e) => errors.push(e.message));
+      // the autosave's timer moves only when the test says so
+      await page.clock.install();
+      await logIn(page);
+      // each save is held until the test lets it through, as a slow store would hold it
+      const held: Route[] = [];
+      await page.route('**/api/drafts', (route) => {
+        held.push(route);
+      });
+
+      await page.getByRole('button', { name: 'Compose' }).click();
+      await page.locator('#compose-to').fill(BOB);
+      await page.locator('#compose-subject').fill('Written in a hurry');
+      await page.locator('#compose-text').fill('First words.');
+      await page.clock.runFor(2000);
+      await waitFor(() => held.length === 1, { what: 'the first save under way' });
+      // more typed: the next save waits for the first
+      await page.locator('#compose-text').fill('First words. Last words.');
+      await page.clock.runFor(2000);
+      await page.getByRole('button', { name: 'Send' }).click();
+
+      await held[0]!.continue();
+      await waitFor(() => held.length === 2, { what: 'the second save under way' });
+      const secondSaved = page.waitForResponse((r) => r.url().endsWith('/api/drafts'));
+      await held[1]!.continue();
+      await secondSaved;
+      await page.getByRole('status').filter({ hasText: 'Message sent' }).waitFor();
+
+      const got = await waitFor(
+        async () => ((await sources('INBOX', bob)).length === 1 ? sources('INBOX', bob) : null),
+        {
+          what: 'the message at bob',
+        },
+      );
+      assert.match(got[0]!, /First words\. Last words\./);
+      assert.deepEqual(await sources('Drafts'), [], 'no draft left');
+      assert.equal((await storedFlags(imap, 'Sent')).size, 1);
+      assert.deepEqual(errors, []);
+    } finally {
+      await bob.logout();
+      await browser.close();
+    }
+  });
+});
