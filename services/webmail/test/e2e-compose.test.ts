@@ -1,6 +1,7 @@
 // Writing in a real browser (Debian's Chromium through playwright-core) while the draft is
-// being saved: sending while saves wait in line leaves no draft behind. What the store
-// holds afterwards is read back over IMAP.
+// being saved: closing the editor when the draft cannot be saved keeps what was typed on
+// screen; sending while saves wait in line leaves no draft behind. What the store holds
+// afterwards is read back over IMAP.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
@@ -49,12 +50,59 @@ async function sources(folder: string, account = imap): Promise<string[]> {
   }
 }
 
+const editor = (page: Page) =>
+  page.getByRole('dialog', { name: /./ }).filter({ has: page.locator('#compose-to') });
+
 describe('the webmail in a browser: drafts while writing', () => {
+  test('closing keeps the editor open when the draft cannot be saved', { timeout: 120_000 }, async () => {
+    const browser = await launchBrowser(undefined, { clientAddress: '10.6.1.1' });
+    const errors: string[] = [];
+    try {
+      const page = await browser.context.newPage();
+      page.on('pageerror', (e) => errors.push(e.message));
+      await logIn(page);
+      await page.getByRole('button', { name: 'Compose' }).click();
+      // a name typed without its address yet: no draft can be made of it
+      await page.locator('#compose-to').fill('Bob Sm');
+      await page.locator('#compose-subject').fill('An hour of writing');
+      await page.locator('#compose-text').fill('Every word of this matters.');
+      await page.getByRole('button', { name: 'Close and keep the draft' }).click();
+      const alert = editor(page).getByRole('alert');
+      await alert.filter({ hasText: 'The draft could not be saved' }).waitFor();
+      assert.match(String(await alert.textContent()), /not an address: Bob Sm/);
+      assert.equal(await page.locator('#compose-text').inputValue(), 'Every word of this matters.');
+      assert.deepEqual(await sources('Drafts'), []);
+
+      // corrected, it closes, and the draft is kept
+      await page.locator('#compose-to').fill(`Bob Smith <${BOB}>`);
+      await page.getByRole('button', { name: 'Close and keep the draft' }).click();
+      await page.getByRole('status').filter({ hasText: 'Draft saved' }).waitFor();
+      assert.equal(await page.locator('#compose-to').count(), 0, 'the editor closed');
+      const drafts = await waitFor(
+        async () => ((await sources('Drafts')).length === 1 ? sources('Drafts') : null),
+        {
+          what: 'the draft in Drafts',
+        },
+      );
+      assert.match(drafts[0]!, /Every word of this matters\./);
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  });
+
   test('sending while two saves wait in line leaves no draft behind', { timeout: 120_000 }, async () => {
     const browser = await launchBrowser(undefined, { clientAddress: '10.6.1.2' });
     const errors: string[] = [];
     const bob = await storeSession(t, BOB);
     try {
+      // the earlier test's draft, discarded through the store
+      const lock = await imap.getMailboxLock('Drafts');
+      try {
+        await imap.messageDelete('1:*');
+      } finally {
+        lock.release();
+      }
       const page = await browser.context.newPage();
       page.on('pageerror', (e) => errors.push(e.message));
       // the autosave's timer moves only when the test says so

@@ -52,6 +52,8 @@ export function Compose(props: {
    */
   const saves = useRef<Promise<boolean>>(Promise.resolve(true));
   const leaving = useRef(false);
+  /** Why the last save failed, for the Close that cannot keep the draft. */
+  const saveError = useRef('');
   const draftUid = useRef<number | null>(props.initial.draftUid);
   const latest = useRef({ d, files, rich });
   latest.current = { d, files, rich };
@@ -105,6 +107,7 @@ export function Compose(props: {
       return true;
     } catch (err) {
       dirty.current = true;
+      saveError.current = err instanceof ApiError ? err.message : 'the server cannot be reached';
       setStatus(err instanceof ApiError ? `Draft not saved: ${err.message}` : 'Draft not saved');
       return false;
     }
@@ -209,9 +212,15 @@ export function Compose(props: {
     props.onClose('discarded');
   };
 
+  /** Closes, keeping the draft; a draft that cannot be saved keeps the editor open, so nothing typed is lost. */
   const close = async () => {
     window.clearTimeout(timer.current);
-    await save();
+    if (!(await save())) {
+      setError(
+        `The draft could not be saved (${saveError.current}): correct it and close again, or discard it`,
+      );
+      return;
+    }
     props.onClose(draftUid.current ? 'saved' : 'closed');
   };
 
