@@ -79,7 +79,15 @@ export function parseOrigin(value: string | null): Origin | null {
 /** A plausible mailbox address: local@domain, no spaces or brackets (the msa checks the rest). */
 const ADDRESS = /^[^\s@<>()[\]",;:\\]+@[^\s@<>()[\]",;:\\]+$/;
 
-/** Addresses as typed ("Ann <ann@x>, bob@y"); a malformed one is a 400 naming it. */
+/**
+ * Addresses as typed ("Ann <ann@x>, bob@y"); a malformed one is a 400 naming it.
+ *
+ * Addresses with only spaces or line breaks between them ("ann@x bob@y", a column pasted)
+ * are a recipient each, as Gmail and Thunderbird take them: addressparser makes the first
+ * the address and the others its display name, and the mail would go to the first alone.
+ * Words and addresses so mixed that no one can tell which name is whose are a 400 asking
+ * for the commas. An address in <>, a name in quotes or a comment stays as written.
+ */
 export function parseAddressList(text: string, field: string): Address[] {
   const out: Address[] = [];
   const flat = (list: ReturnType<typeof addressparser>) => {
@@ -89,7 +97,19 @@ export function parseAddressList(text: string, field: string): Address[] {
         const address = (a.address ?? '').trim();
         if (!ADDRESS.test(address))
           throw errors.badRequest(`${field}: not an address: ${a.address || a.name}`);
-        out.push({ name: (a.name ?? '').trim(), address });
+        const name = (a.name ?? '').trim();
+        const asWritten = [`<${address}>`, `"${name}"`, `(${name})`].some((s) => text.includes(s));
+        if (name.includes('@') && !asWritten) {
+          const words = name.split(/\s+/);
+          const more = words.filter((w) => w.includes('@'));
+          const bad = more.find((w) => !ADDRESS.test(w));
+          if (bad) throw errors.badRequest(`${field}: not an address: ${bad}`);
+          if (more.length < words.length)
+            throw errors.badRequest(`${field}: put a comma between ${[address, ...more].join(' and ')}`);
+          out.push({ name: '', address }, ...more.map((w) => ({ name: '', address: w })));
+          continue;
+        }
+        out.push({ name, address });
       }
     }
   };

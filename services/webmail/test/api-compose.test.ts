@@ -602,6 +602,30 @@ describe('sending', () => {
     assert.equal(notJson.status, 400);
   });
 
+  test('addresses with only spaces between them are a recipient each', { timeout: 30_000 }, async () => {
+    // a column of addresses pasted into To: Gmail and Thunderbird take each of them
+    const res = await alice.post('/api/send', draft({ to: `${BOB} ${ALICE}\n`, subject: 'Pasted list' }));
+    assert.equal(res.status, 200, res.text);
+    const atBob = await bobsMail('Pasted list');
+    assert.match(atBob, /^To: bob@example\.test, alice@example\.test\r?$/m);
+    await waitFor(async () => (await messagesIn('INBOX')).some((m) => m.subject === 'Pasted list'), {
+      what: 'the copy to alice in her inbox',
+    });
+    // a name in quotes, an address in <> or a comment stay as written
+    const named = await alice.post(
+      '/api/send',
+      draft({ to: `"${ALICE}" <${BOB}>, ${BOB} (${ALICE})`, subject: 'Named as written' }),
+    );
+    assert.equal(named.status, 200, named.text);
+    assert.match(await bobsMail('Named as written'), /^To: "alice@example\.test" <bob@example\.test>,/m);
+    // words and addresses mixed: which name is whose, no one can tell
+    const mixed = await alice.post('/api/send', draft({ to: `Bob ${BOB} ${ALICE}` }));
+    assert.deepEqual([mixed.status, mixed.json.error], [400, 'bad_request']);
+    assert.equal(mixed.json.message, 'to: put a comma between bob@example.test and alice@example.test');
+    const half = await alice.post('/api/send', draft({ cc: `${BOB} alice@` }));
+    assert.deepEqual([half.status, half.json.message], [400, 'cc: not an address: alice@']);
+  });
+
   test(
     "recipients enough for the mail server's error limit: nothing sent, and the refused ones named",
     { timeout: 60_000 },
