@@ -1,8 +1,9 @@
 // The message list in a real browser (Debian's Chromium through playwright-core) after
 // messages leave it: the keyboard goes on with the message that took the place of one
-// archived, as in Gmail and Roundcube; and in a long folder scrolled far down, a message
+// archived, as in Gmail and Roundcube; in a long folder scrolled far down, a message
 // deleted there leaves the rows near the top as they are (the pages loaded in between
-// are not the list's own pages shifted up).
+// are not the list's own pages shifted up); a message dropped back on its own folder
+// stays, and nothing says it moved.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
@@ -26,7 +27,9 @@ before(async () => {
   t = await startWebmailTestbed();
   origin = `https://${HOST}:${t.webmail.port}`;
   imap = await storeSession(t, ALICE);
+  await imap.append('INBOX', plainMessage({ subject: 'Drag me around' }));
   for (const n of [1, 2, 3, 4]) await imap.append('INBOX', plainMessage({ subject: `Keyboard ${n}` }));
+  await imap.mailboxCreate('Elsewhere');
   await imap.mailboxCreate('Long');
   for (let n = 1; n <= LONG; n++)
     await imap.append('Long', plainMessage({ subject: longSubject(n) }), ['\\Seen']);
@@ -82,7 +85,7 @@ describe('the webmail in a browser: the list after messages leave it', () => {
       );
       assert.deepEqual([...archived.keys()].sort(), ['Keyboard 3', 'Keyboard 4']);
       assert.deepEqual(
-        [...(await storedFlags(imap, 'INBOX')).keys()].sort(),
+        [...(await storedFlags(imap, 'INBOX')).keys()].filter((s) => s.startsWith('Keyboard')).sort(),
         ['Keyboard 1', 'Keyboard 2'],
         'the others still in the inbox',
       );
@@ -135,4 +138,28 @@ describe('the webmail in a browser: the list after messages leave it', () => {
       }
     },
   );
+
+  test('a message dropped on its own folder stays where it is', { timeout: 120_000 }, async () => {
+    const browser = await launchBrowser(undefined, { clientAddress: '10.5.1.3' });
+    const errors: string[] = [];
+    try {
+      const page = await browser.context.newPage();
+      page.on('pageerror', (e) => errors.push(e.message));
+      const moves: string[] = [];
+      page.on('request', (r) => {
+        if (r.url().endsWith('/api/messages/move')) moves.push(r.postData() ?? '');
+      });
+      await logIn(page);
+      await row(page, 'Drag me around').dragTo(page.locator('[data-folder="INBOX"]'));
+      // then somewhere else, which moves it: the only move asked for
+      await row(page, 'Drag me around').dragTo(page.locator('[data-folder="Elsewhere"]'));
+      await page.getByRole('status').filter({ hasText: 'Moved to Elsewhere' }).waitFor();
+      assert.equal(moves.length, 1, moves.join('\n'));
+      assert.equal((JSON.parse(moves[0]!) as { to: string }).to, 'Elsewhere');
+      assert.deepEqual([...(await storedFlags(imap, 'Elsewhere')).keys()], ['Drag me around']);
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  });
 });

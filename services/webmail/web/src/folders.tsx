@@ -54,7 +54,9 @@ export function FolderList(props: {
                     e.preventDefault();
                     setOver(null);
                     const data = e.dataTransfer?.getData(DRAG_TYPE);
-                    if (data) props.onDrop(f.path, JSON.parse(data) as { folder: string; uids: number[] });
+                    const from = data ? (JSON.parse(data) as { folder: string; uids: number[] }) : null;
+                    // dropped back on their own folder: nothing moves (as in Gmail), nor says it did
+                    if (from && from.folder !== f.path) props.onDrop(f.path, from);
                   }}
                 >
                   <Icon name={ICONS[f.specialUse ?? ''] ?? 'folder'} />
