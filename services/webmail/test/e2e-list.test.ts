@@ -3,7 +3,8 @@
 // archived, as in Gmail and Roundcube; in a long folder scrolled far down, a message
 // deleted there leaves the rows near the top as they are (the pages loaded in between
 // are not the list's own pages shifted up); a message dropped back on its own folder
-// stays, and nothing says it moved.
+// stays, and nothing says it moved; a message another client moved away meanwhile is not
+// shown flagged when the flag could not be set.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
@@ -28,6 +29,7 @@ before(async () => {
   origin = `https://${HOST}:${t.webmail.port}`;
   imap = await storeSession(t, ALICE);
   await imap.append('INBOX', plainMessage({ subject: 'Drag me around' }));
+  await imap.append('INBOX', plainMessage({ subject: 'Filed by the phone' }));
   for (const n of [1, 2, 3, 4]) await imap.append('INBOX', plainMessage({ subject: `Keyboard ${n}` }));
   await imap.mailboxCreate('Elsewhere');
   await imap.mailboxCreate('Long');
@@ -157,6 +159,36 @@ describe('the webmail in a browser: the list after messages leave it', () => {
       assert.equal(moves.length, 1, moves.join('\n'));
       assert.equal((JSON.parse(moves[0]!) as { to: string }).to, 'Elsewhere');
       assert.deepEqual([...(await storedFlags(imap, 'Elsewhere')).keys()], ['Drag me around']);
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  });
+
+  test('a flag the server could not set is not shown', { timeout: 120_000 }, async () => {
+    const browser = await launchBrowser(undefined, { clientAddress: '10.5.1.4' });
+    const errors: string[] = [];
+    try {
+      const page = await browser.context.newPage();
+      page.on('pageerror', (e) => errors.push(e.message));
+      await logIn(page);
+      const uid = Number(await row(page, 'Filed by the phone').getAttribute('data-uid'));
+      await row(page, 'Filed by the phone').click();
+      await page.getByRole('heading', { name: 'Filed by the phone' }).waitFor();
+      // another client (a phone's mail app) files it elsewhere while it is open here
+      const lock = await imap.getMailboxLock('INBOX');
+      try {
+        await imap.messageMove(String(uid), 'Elsewhere', { uid: true });
+      } finally {
+        lock.release();
+      }
+      await page.keyboard.press('s');
+      await page.getByRole('status').filter({ hasText: 'No such message in this folder' }).waitFor();
+      const flag = page
+        .getByRole('toolbar', { name: 'Message actions' })
+        .getByRole('button', { name: /Flag/ });
+      assert.equal(await flag.textContent(), '☆ Flag');
+      assert.equal(await flag.getAttribute('aria-pressed'), 'false');
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();

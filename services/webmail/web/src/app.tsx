@@ -373,8 +373,15 @@ function Mail(props: {
         return moveAway(uids, () => api.spam(folder, uids, true), 'Marked as spam and moved');
       case 'notSpam':
         return moveAway(uids, () => api.spam(folder, uids, false), 'Marked as not spam and moved');
+      // the list and the message show a flag once the server has set it: a star shown for a
+      // request that failed (the store down, the message moved away by another client) lies
       case 'unread': {
-        await api.flags(folder, uids, [], ['seen']).catch((err: Error) => say(err.message));
+        try {
+          await api.flags(folder, uids, [], ['seen']);
+        } catch (err) {
+          say((err as Error).message);
+          return;
+        }
         list.patch(uids, (r) => ({ ...r, flags: { ...r.flags, seen: false } }));
         if (open) setOpen(null);
         loadFolders();
@@ -383,9 +390,12 @@ function Mail(props: {
       case 'flag': {
         const row = [...list.state.pages.values()].flat().find((r) => r.uid === uids[0]);
         const on = !(target?.flags.flagged ?? row?.flags.flagged ?? false);
-        await api
-          .flags(folder, uids, on ? ['flagged'] : [], on ? [] : ['flagged'])
-          .catch((err: Error) => say(err.message));
+        try {
+          await api.flags(folder, uids, on ? ['flagged'] : [], on ? [] : ['flagged']);
+        } catch (err) {
+          say((err as Error).message);
+          return;
+        }
         list.patch(uids, (r) => ({ ...r, flags: { ...r.flags, flagged: on } }));
         if (target) setOpen({ ...target, flags: { ...target.flags, flagged: on } });
         return;
