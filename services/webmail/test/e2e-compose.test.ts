@@ -1,7 +1,8 @@
 // Writing in a real browser (Debian's Chromium through playwright-core) while the draft is
 // being saved: closing the editor when the draft cannot be saved keeps what was typed on
 // screen; sending while saves wait in line leaves no draft behind. What the store holds
-// afterwards is read back over IMAP.
+// afterwards is read back over IMAP. A message sent to some of its recipients only says
+// whom it did not reach until the user dismisses it.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
@@ -144,6 +145,32 @@ describe('the webmail in a browser: drafts while writing', () => {
       assert.deepEqual(errors, []);
     } finally {
       await bob.logout();
+      await browser.close();
+    }
+  });
+
+  test('who a message did not reach stays on screen until dismissed', { timeout: 120_000 }, async () => {
+    const browser = await launchBrowser(undefined, { clientAddress: '10.6.1.3' });
+    const errors: string[] = [];
+    try {
+      const page = await browser.context.newPage();
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.clock.install();
+      await logIn(page);
+      await page.getByRole('button', { name: 'Compose' }).click();
+      await page.locator('#compose-to').fill(`${BOB}, nobody@example.test`);
+      await page.locator('#compose-subject').fill('To two, one unknown');
+      await page.locator('#compose-text').fill('Hello both.');
+      await page.getByRole('button', { name: 'Send' }).click();
+      const notice = page.locator('.toast');
+      await notice.filter({ hasText: 'Not sent to nobody@example.test: 550 5.1.1' }).waitFor();
+      // a minute later, still there
+      await page.clock.runFor(60_000);
+      assert.match(String(await notice.textContent()), /Not sent to nobody@example\.test/);
+      await notice.getByRole('button', { name: 'Dismiss' }).click();
+      await waitFor(async () => (await notice.textContent()) === '', { what: 'the notice dismissed' });
+      assert.deepEqual(errors, []);
+    } finally {
       await browser.close();
     }
   });

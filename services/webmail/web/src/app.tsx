@@ -140,6 +140,8 @@ function Mail(props: {
   const [compose, setCompose] = useState<ComposeState | null>(null);
   const [identities, setIdentities] = useState<string[]>([props.account]);
   const [toast, setToast] = useState<string>('');
+  /** A notice that stays until dismissed: what the user must not miss (recipients not reached). */
+  const [toastStays, setToastStays] = useState(false);
   const [drawer, setDrawer] = useState(false);
   const [help, setHelp] = useState(false);
   // the Admin entry, for accounts with the admin role only (the console's routes check it again)
@@ -207,9 +209,10 @@ function Mail(props: {
   const checkedUids = () =>
     loadedRows.filter((r) => checked.has(r.uid)).flatMap((r) => r.thread?.uids ?? [r.uid]);
 
-  const say = useCallback((text: string) => {
+  const say = useCallback((text: string, stays = false) => {
     setToast(text);
-    window.setTimeout(() => setToast((t) => (t === text ? '' : t)), 5000);
+    setToastStays(stays);
+    if (!stays) window.setTimeout(() => setToast((t) => (t === text ? '' : t)), 5000);
   }, []);
 
   const loadFolders = useCallback(() => {
@@ -693,7 +696,8 @@ function Mail(props: {
           attachmentLimit={props.attachmentLimit}
           onClose={(result, info) => {
             setCompose(null);
-            if (result === 'sent') say(info ?? 'Message sent');
+            // who did not get it must be read, not gone in five seconds (a desktop client asks)
+            if (result === 'sent') say(info ?? 'Message sent', info !== undefined);
             else if (result === 'saved') say('Draft saved');
             else if (result === 'discarded') say('Draft discarded');
             list.refresh();
@@ -741,6 +745,11 @@ function Mail(props: {
 
       <div class="toast" role="status" aria-live="polite">
         {toast}
+        {toast && toastStays && (
+          <button class="toast-close" onClick={() => setToast('')} aria-label="Dismiss">
+            <Icon name="close" />
+          </button>
+        )}
       </div>
     </div>
   );
