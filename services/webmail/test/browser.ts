@@ -1,10 +1,11 @@
 // A real browser for the end-to-end tests: Debian's Chromium driven by playwright-core
 // (no browser download), headless, with a new empty profile, and the front end built.
+import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type BrowserContext } from 'playwright-core';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { HOST } from './webmail-harness.js';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -86,4 +87,21 @@ export async function launchBrowser(
 export function screenshotDir(): string {
   const dir = process.env.WEBMAIL_SCREENSHOTS_DIR ?? join(tmpdir(), 'mailyard-webmail-screenshots');
   return dir;
+}
+
+/**
+ * Runs `fn` on a page of a browser of its own (coming from `clientAddress`), then checks that
+ * no script error happened on the page; the browser is closed whatever happens.
+ */
+export async function onNewPage(clientAddress: string, fn: (page: Page) => Promise<void>): Promise<void> {
+  const browser = await launchBrowser(undefined, { clientAddress });
+  const errors: string[] = [];
+  try {
+    const page = await browser.context.newPage();
+    page.on('pageerror', (e) => errors.push(e.message));
+    await fn(page);
+    assert.deepEqual(errors, [], 'script errors on the page');
+  } finally {
+    await browser.close();
+  }
 }

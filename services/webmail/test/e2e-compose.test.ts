@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import type { Page, Route } from 'playwright-core';
 import { waitFor } from '@mailyard/testkit';
-import { ensureFrontEnd, launchBrowser } from './browser.js';
+import { ensureFrontEnd, onNewPage } from './browser.js';
 import { storedFlags, storeSession } from './mail-clients.js';
 import { plainMessage } from './messages.js';
 import { ALICE, BOB, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
@@ -56,11 +56,7 @@ const editor = (page: Page) =>
 
 describe('the webmail in a browser: drafts while writing', () => {
   test('closing keeps the editor open when the draft cannot be saved', { timeout: 120_000 }, async () => {
-    const browser = await launchBrowser(undefined, { clientAddress: '10.6.1.1' });
-    const errors: string[] = [];
-    try {
-      const page = await browser.context.newPage();
-      page.on('pageerror', (e) => errors.push(e.message));
+    await onNewPage('10.6.1.1', async (page) => {
       await logIn(page);
       await page.getByRole('button', { name: 'Compose' }).click();
       // a name typed without its address yet: no draft can be made of it
@@ -86,15 +82,10 @@ describe('the webmail in a browser: drafts while writing', () => {
         },
       );
       assert.match(drafts[0]!, /Every word of this matters\./);
-      assert.deepEqual(errors, []);
-    } finally {
-      await browser.close();
-    }
+    });
   });
 
   test('sending while two saves wait in line leaves no draft behind', { timeout: 120_000 }, async () => {
-    const browser = await launchBrowser(undefined, { clientAddress: '10.6.1.2' });
-    const errors: string[] = [];
     const bob = await storeSession(t, BOB);
     try {
       // the earlier test's draft, discarded through the store
@@ -104,57 +95,51 @@ describe('the webmail in a browser: drafts while writing', () => {
       } finally {
         lock.release();
       }
-      const page = await browser.context.newPage();
-      page.on('pageerror', (e) => errors.push(e.message));
-      // the autosave's timer moves only when the test says so
-      await page.clock.install();
-      await logIn(page);
-      // each save is held until the test lets it through, as a slow store would hold it
-      const held: Route[] = [];
-      await page.route('**/api/drafts', (route) => {
-        held.push(route);
+      await onNewPage('10.6.1.2', async (page) => {
+        // the autosave's timer moves only when the test says so
+        await page.clock.install();
+        await logIn(page);
+        // each save is held until the test lets it through, as a slow store would hold it
+        const held: Route[] = [];
+        await page.route('**/api/drafts', (route) => {
+          held.push(route);
+        });
+
+        await page.getByRole('button', { name: 'Compose' }).click();
+        await page.locator('#compose-to').fill(BOB);
+        await page.locator('#compose-subject').fill('Written in a hurry');
+        await page.locator('#compose-text').fill('First words.');
+        await page.clock.runFor(2000);
+        await waitFor(() => held.length === 1, { what: 'the first save under way' });
+        // more typed: the next save waits for the first
+        await page.locator('#compose-text').fill('First words. Last words.');
+        await page.clock.runFor(2000);
+        await page.getByRole('button', { name: 'Send' }).click();
+
+        await held[0]!.continue();
+        await waitFor(() => held.length === 2, { what: 'the second save under way' });
+        const secondSaved = page.waitForResponse((r) => r.url().endsWith('/api/drafts'));
+        await held[1]!.continue();
+        await secondSaved;
+        await page.getByRole('status').filter({ hasText: 'Message sent' }).waitFor();
+
+        const got = await waitFor(
+          async () => ((await sources('INBOX', bob)).length === 1 ? sources('INBOX', bob) : null),
+          {
+            what: 'the message at bob',
+          },
+        );
+        assert.match(got[0]!, /First words\. Last words\./);
+        assert.deepEqual(await sources('Drafts'), [], 'no draft left');
+        assert.equal((await storedFlags(imap, 'Sent')).size, 1);
       });
-
-      await page.getByRole('button', { name: 'Compose' }).click();
-      await page.locator('#compose-to').fill(BOB);
-      await page.locator('#compose-subject').fill('Written in a hurry');
-      await page.locator('#compose-text').fill('First words.');
-      await page.clock.runFor(2000);
-      await waitFor(() => held.length === 1, { what: 'the first save under way' });
-      // more typed: the next save waits for the first
-      await page.locator('#compose-text').fill('First words. Last words.');
-      await page.clock.runFor(2000);
-      await page.getByRole('button', { name: 'Send' }).click();
-
-      await held[0]!.continue();
-      await waitFor(() => held.length === 2, { what: 'the second save under way' });
-      const secondSaved = page.waitForResponse((r) => r.url().endsWith('/api/drafts'));
-      await held[1]!.continue();
-      await secondSaved;
-      await page.getByRole('status').filter({ hasText: 'Message sent' }).waitFor();
-
-      const got = await waitFor(
-        async () => ((await sources('INBOX', bob)).length === 1 ? sources('INBOX', bob) : null),
-        {
-          what: 'the message at bob',
-        },
-      );
-      assert.match(got[0]!, /First words\. Last words\./);
-      assert.deepEqual(await sources('Drafts'), [], 'no draft left');
-      assert.equal((await storedFlags(imap, 'Sent')).size, 1);
-      assert.deepEqual(errors, []);
     } finally {
       await bob.logout();
-      await browser.close();
     }
   });
 
   test('who a message did not reach stays on screen until dismissed', { timeout: 120_000 }, async () => {
-    const browser = await launchBrowser(undefined, { clientAddress: '10.6.1.3' });
-    const errors: string[] = [];
-    try {
-      const page = await browser.context.newPage();
-      page.on('pageerror', (e) => errors.push(e.message));
+    await onNewPage('10.6.1.3', async (page) => {
       await page.clock.install();
       await logIn(page);
       await page.getByRole('button', { name: 'Compose' }).click();
@@ -169,9 +154,6 @@ describe('the webmail in a browser: drafts while writing', () => {
       assert.match(String(await notice.textContent()), /Not sent to nobody@example\.test/);
       await notice.getByRole('button', { name: 'Dismiss' }).click();
       await waitFor(async () => (await notice.textContent()) === '', { what: 'the notice dismissed' });
-      assert.deepEqual(errors, []);
-    } finally {
-      await browser.close();
-    }
+    });
   });
 });

@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import type { Page } from 'playwright-core';
 import { waitFor } from '@mailyard/testkit';
-import { ensureFrontEnd, launchBrowser } from './browser.js';
+import { ensureFrontEnd, onNewPage } from './browser.js';
 import { storedFlags, storeSession } from './mail-clients.js';
 import { plainMessage } from './messages.js';
 import { ALICE, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
@@ -59,11 +59,7 @@ async function logIn(page: Page): Promise<void> {
 
 describe('the webmail in a browser: the list after messages leave it', () => {
   test('e, e archives one message, then the next', { timeout: 120_000 }, async () => {
-    const browser = await launchBrowser(undefined, { clientAddress: '10.5.1.1' });
-    const errors: string[] = [];
-    try {
-      const page = await browser.context.newPage();
-      page.on('pageerror', (e) => errors.push(e.message));
+    await onNewPage('10.5.1.1', async (page) => {
       await logIn(page);
       // newest first: Keyboard 4 at the top
       await page.keyboard.press('j');
@@ -96,21 +92,14 @@ describe('the webmail in a browser: the list after messages leave it', () => {
       await page.keyboard.press('j');
       assert.match(String(await focusedRow(page)), /Keyboard 1/);
       assert.equal(await page.getByText('No such message').count(), 0);
-      assert.deepEqual(errors, []);
-    } finally {
-      await browser.close();
-    }
+    });
   });
 
   test(
     'a message deleted far down a long folder leaves the rows above in place',
     { timeout: 120_000 },
     async () => {
-      const browser = await launchBrowser(undefined, { clientAddress: '10.5.1.2' });
-      const errors: string[] = [];
-      try {
-        const page = await browser.context.newPage();
-        page.on('pageerror', (e) => errors.push(e.message));
+      await onNewPage('10.5.1.2', async (page) => {
         await logIn(page);
         await page.locator('[data-folder="Long"]').click();
         await row(page, longSubject(LONG)).waitFor();
@@ -134,19 +123,12 @@ describe('the webmail in a browser: the list after messages leave it', () => {
         assert.equal(await row(page, longSubject(20)).count(), 0, 'no row from the bottom up here');
         await at51.click();
         await page.getByRole('heading', { name: longSubject(LONG - 50) }).waitFor();
-        assert.deepEqual(errors, []);
-      } finally {
-        await browser.close();
-      }
+      });
     },
   );
 
   test('a message dropped on its own folder stays where it is', { timeout: 120_000 }, async () => {
-    const browser = await launchBrowser(undefined, { clientAddress: '10.5.1.3' });
-    const errors: string[] = [];
-    try {
-      const page = await browser.context.newPage();
-      page.on('pageerror', (e) => errors.push(e.message));
+    await onNewPage('10.5.1.3', async (page) => {
       const moves: string[] = [];
       page.on('request', (r) => {
         if (r.url().endsWith('/api/messages/move')) moves.push(r.postData() ?? '');
@@ -159,18 +141,11 @@ describe('the webmail in a browser: the list after messages leave it', () => {
       assert.equal(moves.length, 1, moves.join('\n'));
       assert.equal((JSON.parse(moves[0]!) as { to: string }).to, 'Elsewhere');
       assert.deepEqual([...(await storedFlags(imap, 'Elsewhere')).keys()], ['Drag me around']);
-      assert.deepEqual(errors, []);
-    } finally {
-      await browser.close();
-    }
+    });
   });
 
   test('a flag the server could not set is not shown', { timeout: 120_000 }, async () => {
-    const browser = await launchBrowser(undefined, { clientAddress: '10.5.1.4' });
-    const errors: string[] = [];
-    try {
-      const page = await browser.context.newPage();
-      page.on('pageerror', (e) => errors.push(e.message));
+    await onNewPage('10.5.1.4', async (page) => {
       await logIn(page);
       const uid = Number(await row(page, 'Filed by the phone').getAttribute('data-uid'));
       await row(page, 'Filed by the phone').click();
@@ -189,9 +164,6 @@ describe('the webmail in a browser: the list after messages leave it', () => {
         .getByRole('button', { name: /Flag/ });
       assert.equal(await flag.textContent(), '☆ Flag');
       assert.equal(await flag.getAttribute('aria-pressed'), 'false');
-      assert.deepEqual(errors, []);
-    } finally {
-      await browser.close();
-    }
+    });
   });
 });
