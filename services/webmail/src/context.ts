@@ -8,7 +8,7 @@ import type { Directory } from '@mailyard/directory';
 import type { Logger } from '@mailyard/observability';
 import type { QueueAdminDeps } from '@mailyard/queue-admin';
 import type { WebmailConfig } from './config.js';
-import { errors } from './errors.js';
+import { ConnectionLostError, errors } from './errors.js';
 import type { ImapPool, ImapTarget } from './imap-pool.js';
 import type { FolderInfo } from './api-types.js';
 import { listFolders, selectFolder } from './mailbox.js';
@@ -50,7 +50,16 @@ export interface Ctx {
   folder(account: string, name: string): Promise<FolderInfo>;
   folders(account: string): Promise<FolderInfo[]>;
   /** Runs `fn` on a connection of `account` with `folder` selected (validated first). */
-  inFolder<T>(account: string, folder: string, fn: (c: ImapFlow, f: FolderInfo) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` on the folder selected. `reads`: `fn` changes nothing (a second run does no
+   * harm), so it runs again on a new connection when the store ends the session under it.
+   */
+  inFolder<T>(
+    account: string,
+    folder: string,
+    fn: (c: ImapFlow, f: FolderInfo) => Promise<T>,
+    reads?: boolean,
+  ): Promise<T>;
   /** The administrative operations the CLI calls too; `.as(admin)` for each request (adminOps). */
   operations: Operations;
   /** The broker and index of deferred mail (null: no broker, the queue page is unavailable). */
@@ -156,16 +165,30 @@ export function folderHelpers(pool: ImapPool, now: () => number) {
       account: string,
       name: string,
       fn: (c: ImapFlow, f: FolderInfo) => Promise<T>,
+      reads = false,
     ): Promise<T> {
       const f = await folder(account, name);
-      return pool.run(
-        account,
-        async (c) => {
-          await selectFolder(c, f.path);
-          return fn(c, f);
-        },
-        f.path,
-      );
+      let asked = false;
+      const run = () =>
+        pool.run(
+          account,
+          async (c) => {
+            await selectFolder(c, f.path);
+            asked = true;
+            return fn(c, f);
+          },
+          f.path,
+        );
+      try {
+        return await run();
+      } catch (err) {
+        // The store ended the connection under the request (it ends a session whose
+        // selected folder was deleted or made again elsewhere, at its next command): before
+        // anything was asked of the folder, or for work that only reads, a new connection
+        // tries once more, and the user is not told to try again.
+        if ((asked && !reads) || !(err instanceof ConnectionLostError)) throw err;
+        return run();
+      }
     },
   };
 }

@@ -23,6 +23,9 @@ export class UpstreamError extends Error {
   }
 }
 
+/** The IMAP connection closed under a request (the store ended the session with BYE). */
+export class ConnectionLostError extends UpstreamError {}
+
 /** Refused recipients a sentence names; the rest are counted. */
 const REFUSED_NAMED = 5;
 

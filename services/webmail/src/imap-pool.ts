@@ -1,6 +1,6 @@
 import { ImapFlow } from 'imapflow';
 import type { Logger } from '@mailyard/observability';
-import { errors, fromImapRefusal, UpstreamError } from './errors.js';
+import { ConnectionLostError, errors, fromImapRefusal, UpstreamError } from './errors.js';
 import type { WebmailMetrics } from './metrics.js';
 
 /** Where IMAP (or submission) is and how the webmail logs in there: its service login, acting for an account. */
@@ -140,7 +140,7 @@ export class ImapPool {
       return await Promise.race([fn(slot.client), deadline]);
     } catch (err) {
       if (err instanceof UpstreamError) throw err;
-      if (!slot.client.usable) throw new UpstreamError('IMAP connection lost', err);
+      if (!slot.client.usable) throw new ConnectionLostError('IMAP connection lost', err);
       throw fromImapRefusal(err) ?? err;
     } finally {
       clearTimeout(timer);

@@ -64,17 +64,21 @@ export function registerMailRoutes(app: FastifyInstance, ctx: Ctx): void {
   app.get('/api/messages', async (req) => {
     const q = parse(listSchema, req.query);
     const { account } = sessionOf(req);
-    return ctx.inFolder(account, q.folder, (c) =>
-      listPage(c, {
-        offset: q.offset,
-        limit: q.limit,
-        sort: q.sort,
-        reverse: q.order === 'desc',
-        q: q.q.trim(),
-        unread: q.unread ?? false,
-        flagged: q.flagged ?? false,
-        threads: q.threads ?? false,
-      }),
+    return ctx.inFolder(
+      account,
+      q.folder,
+      (c) =>
+        listPage(c, {
+          offset: q.offset,
+          limit: q.limit,
+          sort: q.sort,
+          reverse: q.order === 'desc',
+          q: q.q.trim(),
+          unread: q.unread ?? false,
+          flagged: q.flagged ?? false,
+          threads: q.threads ?? false,
+        }),
+      true,
     );
   });
 
@@ -87,7 +91,7 @@ export function registerMailRoutes(app: FastifyInstance, ctx: Ctx): void {
     const uid = parse(uidParam, (req.params as { uid: string }).uid);
     const { folder } = parse(inFolder, req.query);
     const { account } = sessionOf(req);
-    const msg = await ctx.inFolder(account, folder, (c, f) => loadMessage(c, f.path, uid));
+    const msg = await ctx.inFolder(account, folder, (c, f) => loadMessage(c, f.path, uid), true);
     const remoteAllowed = await remoteAllowedFor(account, msg.view);
     const clean = sanitizeLoaded(msg, remoteAllowed);
     if (clean && !remoteAllowed) ctx.metrics.remoteContentBlocked.inc(clean.blocked);
@@ -113,7 +117,7 @@ export function registerMailRoutes(app: FastifyInstance, ctx: Ctx): void {
     const uid = parse(uidParam, (req.params as { uid: string }).uid);
     const q = parse(inFolder.extend({ remote: bool }), req.query);
     const { account } = sessionOf(req);
-    const msg = await ctx.inFolder(account, q.folder, (c, f) => loadMessage(c, f.path, uid));
+    const msg = await ctx.inFolder(account, q.folder, (c, f) => loadMessage(c, f.path, uid), true);
     const allow = q.remote === true || (await remoteAllowedFor(account, msg.view));
     const clean = sanitizeLoaded(msg, allow);
     const body = clean ? clean.html : textToHtmlBody(msg.view.text);
@@ -158,7 +162,7 @@ export function registerMailRoutes(app: FastifyInstance, ctx: Ctx): void {
     const uid = parse(uidParam, (req.params as { uid: string }).uid);
     const { folder } = parse(inFolder, req.query);
     const { account } = sessionOf(req);
-    const msg = await ctx.inFolder(account, folder, (c, f) => loadMessage(c, f.path, uid));
+    const msg = await ctx.inFolder(account, folder, (c, f) => loadMessage(c, f.path, uid), true);
     const v = msg.view;
     const list = (a: { name: string; address: string }[]) =>
       a.map((x) => (x.name ? `"${x.name.replace(/["\\]/g, '')}" <${x.address}>` : x.address)).join(', ');
