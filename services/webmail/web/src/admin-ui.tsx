@@ -1,18 +1,27 @@
 // Small pieces every admin page uses: loading with an error, an action's outcome, copying.
 import type { ComponentChildren } from 'preact';
-import { useCallback, useEffect, useState } from 'preact/hooks';
+import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError } from './api.ts';
 
 export const errorText = (err: unknown) =>
   err instanceof ApiError ? err.message : 'Something went wrong; try again';
 
-/** Loads on mount (and when `deps` change); `reload` loads again. */
+/**
+ * Loads on mount (and when `deps` change); `reload` loads again. Only the last load's answer
+ * is shown: an earlier one that comes back later (a slow page passed by a quicker click on
+ * Next) would put its rows under the later page's pager.
+ */
 export function useLoad<T>(load: () => Promise<T>, deps: unknown[] = []) {
   const [data, setData] = useState<T | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const last = useRef(0);
   const reload = useCallback(() => {
+    const n = ++last.current;
     setError(null);
-    return load().then(setData, (e: unknown) => setError(errorText(e)));
+    return load().then(
+      (d) => void (n === last.current && setData(d)),
+      (e: unknown) => void (n === last.current && setError(errorText(e))),
+    );
   }, deps);
   useEffect(() => void reload(), [reload]);
   return { data, error, reload };
