@@ -426,6 +426,8 @@ test(
       await page.getByText('26–50 of 51').waitFor({ timeout: 10_000 });
       await page.getByRole('button', { name: 'Next' }).click();
       await page.getByText('51–51 of 51').waitFor({ timeout: 10_000 });
+      // the pager moves at the click, the rows when the page has come
+      await page.getByRole('button', { name: 'Delete gone51@example.test' }).waitFor();
       // another admin deletes all but ten; this one adds an account, and the list is read again
       for (const a of names.slice(10)) await t.p.directory.delUser(a);
       const offsets: string[] = [];
@@ -441,6 +443,39 @@ test(
       await page.getByRole('button', { name: 'Delete gone10@example.test' }).waitFor();
       // the page that came back empty, then straight to the last one
       assert.deepEqual(offsets, ['50', '0']);
+    });
+  },
+);
+
+test(
+  'as admin: a page that comes back late does not replace the page asked for after it',
+  { timeout: 120_000 },
+  async () => {
+    await numberedAccounts('late', 30);
+    await inConsole('Accounts', async (page) => {
+      await findAccounts(page, 'late', '1–25 of 30');
+      // the second page is slow; Previous is pressed before it comes
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      await page.route('**/api/admin/accounts?*', async (route) => {
+        if (new URL(route.request().url()).searchParams.get('offset') === '25') await held;
+        await route.continue();
+      });
+      const slow = page.waitForResponse((r) => new URL(r.url()).searchParams.get('offset') === '25');
+      await page.getByRole('button', { name: 'Next' }).click();
+      await page.getByText('26–30 of 30').waitFor({ timeout: 10_000 });
+      const first = page.waitForResponse((r) => new URL(r.url()).searchParams.get('offset') === '0');
+      await page.getByRole('button', { name: 'Previous' }).click();
+      await first;
+      await page.getByRole('button', { name: 'Delete late01@example.test' }).waitFor();
+      release();
+      await (await slow).finished();
+      // two frames: time for the late answer to be read and drawn, were it taken
+      await page.evaluate('new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))');
+      // the answer that came last was for the page left: the first page stays
+      await page.getByText('1–25 of 30').waitFor({ timeout: 10_000 });
+      await page.getByRole('button', { name: 'Delete late01@example.test' }).waitFor();
+      assert.equal(await page.getByRole('button', { name: 'Delete late26@example.test' }).count(), 0);
     });
   },
 );
