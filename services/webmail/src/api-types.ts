@@ -50,6 +50,15 @@ export interface ListPage {
   rows: ListRow[];
 }
 
+/** What creating (`path`), renaming (`path`, `from`) or deleting (`deleted`) a folder answers. */
+export interface FolderChange {
+  path?: string;
+  /** A rename's old path. */
+  from?: string;
+  /** A deletion's folders: the one named and those that were under it. */
+  deleted?: string[];
+}
+
 /** What an action on messages answers (flags, move, archive, delete, spam). */
 export interface ActionResult {
   /** The ids acted on: those of the request that are in the folder. */

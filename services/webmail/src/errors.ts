@@ -52,6 +52,13 @@ export const errors = {
   crossSite: () => new ApiError(403, 'cross_site', 'Request from another site refused'),
   notFound: () => new ApiError(404, 'not_found', 'No such page'),
   noSuchFolder: () => new ApiError(404, 'no_such_folder', 'No such folder'),
+  folderExists: () => new ApiError(409, 'folder_exists', 'A folder of that name already exists'),
+  specialFolder: (label: string) =>
+    new ApiError(
+      400,
+      'special_folder',
+      `${label} cannot be renamed or deleted: the webmail and mail clients keep mail there`,
+    ),
   uploadsWaiting: (cap: number) =>
     new ApiError(
       413,
@@ -160,6 +167,8 @@ export function fromImapRefusal(err: unknown): ApiError | UpstreamError | null {
   if (code === 'OVERQUOTA') return errors.overQuota();
   // a folder removed meanwhile (by another client)
   if (code === 'NONEXISTENT' || code === 'TRYCREATE') return errors.noSuchFolder();
+  // CREATE or RENAME to a name another folder has (RFC 5530 §3)
+  if (code === 'ALREADYEXISTS') return errors.folderExists();
   // a message of the set expunged meanwhile (by another client): nothing was changed
   if (code === 'EXPUNGEISSUED') return errors.noSuchMessage();
   if (TEMPORARY.has(code)) return new UpstreamError(`IMAP refused: ${e.responseText ?? code}`, err);

@@ -42,6 +42,7 @@ import { registerMtaStsRoutes } from './mta-sts.js';
 import { registerAuthRoutes } from './routes-auth.js';
 import { registerComposeRoutes } from './routes-compose.js';
 import { registerEventRoutes } from './routes-events.js';
+import { registerFolderRoutes } from './routes-folders.js';
 import { registerMailRoutes } from './routes-mail.js';
 import { SESSION_COOKIE, SessionStore, sameToken } from './sessions.js';
 
@@ -288,6 +289,7 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
 
   registerAuthRoutes(app, ctx);
   registerMailRoutes(app, ctx);
+  registerFolderRoutes(app, ctx);
   registerComposeRoutes(app, ctx);
   registerEventRoutes(app, ctx);
   registerAccountRoutes(app, ctx);

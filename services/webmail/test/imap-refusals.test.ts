@@ -23,6 +23,8 @@ test('a NO of the store is answered by what it means to the user', { timeout: 5_
     404,
     'no_such_message',
   ]);
+  assert.deepEqual(answer(no('ALREADYEXISTS', 'Mailbox already exists')), [409, 'folder_exists']);
+  assert.deepEqual(answer(no('NONEXISTENT', 'No such mailbox')), [404, 'no_such_folder']);
   assert.equal(answer(no('UNAVAILABLE', 'Try again')), 'temporary');
   assert.deepEqual(answer(no(undefined, 'Not today')), [409, 'refused']);
   assert.equal(answer({ responseStatus: 'BAD' }), null);

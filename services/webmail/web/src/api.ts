@@ -7,6 +7,7 @@ import type {
   Address,
   AttachmentInfo,
   Flags,
+  FolderChange,
   FolderInfo,
   ListPage,
   ListRow,
@@ -15,7 +16,7 @@ import type {
   TwoFactorEnrolment,
 } from '../../src/api-types.ts';
 
-export type { AccountInfo, ActionResult, Address, Flags, TwoFactorEnrolment };
+export type { AccountInfo, ActionResult, Address, Flags, FolderChange, TwoFactorEnrolment };
 
 export interface AppPassword {
   name: string;
@@ -145,6 +146,11 @@ export const api = {
   secondFactor: (code: string) => call<SessionInfo>('POST', '/api/login/second-factor', { code }),
   logout: () => call<SessionInfo>('POST', '/api/logout', {}),
   folders: () => call<{ folders: Folder[] }>('GET', '/api/folders'),
+  createFolder: (name: string, parent?: string) =>
+    call<FolderChange>('POST', '/api/folders', parent ? { name, parent } : { name }),
+  renameFolder: (folder: string, name: string) =>
+    call<FolderChange>('POST', '/api/folders/rename', { folder, name }),
+  deleteFolder: (folder: string) => call<FolderChange>('POST', '/api/folders/delete', { folder }),
   list: (p: {
     folder: string;
     offset: number;

@@ -285,6 +285,52 @@ function Mail(props: {
     setDrawer(false);
   };
 
+  // --- folders of the user's own: made, renamed, deleted -----------------------------------
+
+  const underOrIs = (path: string, f: Folder) =>
+    path === f.path || (!!f.delimiter && path.startsWith(f.path + f.delimiter));
+
+  const createFolder = async (name: string, parent: string) => {
+    const res = await api.createFolder(name, parent || undefined);
+    say(`Folder ${res.path ?? name} created`);
+    loadFolders();
+  };
+
+  /** The open folder (or one inside it) renamed: the view follows it to its new name. */
+  const renameFolder = async (f: Folder, name: string) => {
+    const res = await api.renameFolder(f.path, name);
+    const to = res.path ?? f.path;
+    if (to !== f.path && underOrIs(folder, f)) openFolder(to + folder.slice(f.path.length));
+    say(`Folder renamed to ${name.trim()}`);
+    loadFolders();
+  };
+
+  /** Asked first, with what goes with it; the open folder deleted: back to the inbox. */
+  const deleteFolder = async (f: Folder) => {
+    const gone = folders.filter((x) => underOrIs(x.path, f));
+    const messages = gone.reduce((n, x) => n + x.total, 0);
+    const inside = gone.length - 1;
+    const what = [
+      messages ? `its ${messages} message${messages === 1 ? '' : 's'}` : '',
+      inside ? `the ${inside} folder${inside === 1 ? '' : 's'} in it` : '',
+    ].filter(Boolean);
+    const label = folderLabel(f);
+    if (
+      !window.confirm(
+        `Delete the folder "${label}"${what.length ? ` and ${what.join(' and ')}` : ''}? This cannot be undone.`,
+      )
+    )
+      return;
+    try {
+      await api.deleteFolder(f.path);
+      if (underOrIs(folder, f)) openFolder('INBOX');
+      say(`Folder ${label} deleted`);
+    } catch (err) {
+      say((err as ApiError).message);
+    }
+    loadFolders();
+  };
+
   const openMessage = async (uid: number, thread?: number[]) => {
     try {
       const m = await api.message(folder, uid);
@@ -452,6 +498,8 @@ function Mail(props: {
   const pendingG = useRef(false);
   keys.current = (e: KeyboardEvent) => {
     if (e.ctrlKey || e.metaKey || e.altKey || isTyping(e.target) || compose) return;
+    // Enter on a button or link presses it (a folder's options, a folder), never opens a message
+    if (e.key === 'Enter' && e.target instanceof Element && e.target.closest('button, a[href]')) return;
     const total = list.state.total ?? 0;
     const go = (delta: number) => {
       const index = Math.min(total - 1, Math.max(0, (selected?.index ?? -1) + delta));
@@ -592,6 +640,9 @@ function Mail(props: {
           current={folder}
           onOpen={openFolder}
           onDrop={(to, from) => void move(from.folder, from.uids, to)}
+          onCreate={createFolder}
+          onRename={renameFolder}
+          onDelete={deleteFolder}
         />
         <p class="shortcuts-hint">
           <button class="link" onClick={() => setHelp(true)}>

@@ -1,5 +1,5 @@
-import { useState } from 'preact/hooks';
-import type { Folder } from './api.ts';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import type { ApiError, Folder } from './api.ts';
 import { folderLabel } from './format.ts';
 import { Icon } from './icons.tsx';
 
@@ -14,14 +14,120 @@ const ICONS: Record<string, string> = {
 
 export const DRAG_TYPE = 'application/x-mailyard-message';
 
-/** The folder list: a navigation landmark; each folder is a drop target for dragged messages. */
+/** Inbox and the folders the webmail files mail into: never renamed or deleted (the server refuses too). */
+export const isSpecial = (f: Folder) => f.specialUse !== null || f.path.toUpperCase() === 'INBOX';
+
+/** A folder's name field: Enter keeps it, Escape leaves it; the server's refusal is said under it. */
+function FolderNameForm(props: {
+  label: string;
+  initial: string;
+  submit: string;
+  parents?: Folder[];
+  onSubmit: (name: string, parent: string) => Promise<void>;
+  onCancel: () => void;
+}) {
+  const [name, setName] = useState(props.initial);
+  const [parent, setParent] = useState('');
+  const [error, setError] = useState('');
+  const [busy, setBusy] = useState(false);
+  const input = useRef<HTMLInputElement>(null);
+  useEffect(() => input.current?.select(), []);
+  return (
+    <form
+      class="folder-form"
+      onSubmit={(e) => {
+        e.preventDefault();
+        setBusy(true);
+        setError('');
+        props.onSubmit(name, parent).then(
+          () => setBusy(false),
+          (err: ApiError) => {
+            setBusy(false);
+            setError(err.message);
+            input.current?.focus();
+          },
+        );
+      }}
+      onKeyDown={(e) => {
+        // Escape leaves the field, not the list or the open message
+        if (e.key !== 'Escape') return;
+        e.stopPropagation();
+        props.onCancel();
+      }}
+    >
+      <label>
+        <span>{props.label}</span>
+        <input
+          ref={input}
+          value={name}
+          maxLength={100}
+          required
+          aria-invalid={error ? true : undefined}
+          aria-describedby={error ? 'folder-form-error' : undefined}
+          onInput={(e) => setName(e.currentTarget.value)}
+        />
+      </label>
+      {props.parents && (
+        <label>
+          <span>Inside</span>
+          <select value={parent} onChange={(e) => setParent(e.currentTarget.value)}>
+            <option value="">No folder (top level)</option>
+            {props.parents.map((f) => (
+              <option key={f.path} value={f.path}>
+                {f.path}
+              </option>
+            ))}
+          </select>
+        </label>
+      )}
+      {error && (
+        <p class="error" role="alert" id="folder-form-error">
+          {error}
+        </p>
+      )}
+      <div class="folder-form-buttons">
+        <button class="primary" type="submit" disabled={busy}>
+          {props.submit}
+        </button>
+        <button type="button" onClick={props.onCancel}>
+          Cancel
+        </button>
+      </div>
+    </form>
+  );
+}
+
+/**
+ * The folder list: a navigation landmark; each folder is a drop target for dragged
+ * messages. Under it "New folder"; each of the user's own folders has its options
+ * (Rename, Delete) behind a button of its own, reachable by Tab as everything else.
+ */
 export function FolderList(props: {
   folders: Folder[];
   current: string;
   onOpen: (path: string) => void;
   onDrop: (to: string, from: { folder: string; uids: number[] }) => void;
+  onCreate: (name: string, parent: string) => Promise<void>;
+  onRename: (f: Folder, name: string) => Promise<void>;
+  onDelete: (f: Folder) => Promise<void>;
 }) {
   const [over, setOver] = useState<string | null>(null);
+  /** The folder whose options are shown, the one being renamed, or the new folder's form. */
+  const [options, setOptions] = useState<string | null>(null);
+  const [renaming, setRenaming] = useState<string | null>(null);
+  const [creating, setCreating] = useState(false);
+  const firstOption = useRef<HTMLButtonElement>(null);
+  const newButton = useRef<HTMLButtonElement>(null);
+  useEffect(() => {
+    if (options) firstOption.current?.focus();
+  }, [options]);
+  // back to the folder's options button, or to New folder when the folder is gone
+  const focusOptionsOf = (path: string) =>
+    window.setTimeout(() =>
+      (
+        document.querySelector<HTMLElement>(`[data-options="${CSS.escape(path)}"]`) ?? newButton.current
+      )?.focus(),
+    );
   return (
     <nav class="folders" aria-label="Folders">
       <ul>
@@ -31,6 +137,24 @@ export function FolderList(props: {
             const depth = f.parent ? f.path.split(f.delimiter || '/').length - 1 : 0;
             const label = folderLabel(f);
             const current = f.path === props.current;
+            if (renaming === f.path)
+              return (
+                <li key={f.path} style={{ paddingLeft: `${depth}rem` }}>
+                  <FolderNameForm
+                    label={`New name for ${label}`}
+                    initial={f.name}
+                    submit="Rename"
+                    onSubmit={async (name) => {
+                      await props.onRename(f, name);
+                      setRenaming(null);
+                    }}
+                    onCancel={() => {
+                      setRenaming(null);
+                      focusOptionsOf(f.path);
+                    }}
+                  />
+                </li>
+              );
             return (
               <li key={f.path}>
                 <a
@@ -67,10 +191,74 @@ export function FolderList(props: {
                     </span>
                   )}
                 </a>
+                {!isSpecial(f) && (
+                  <button
+                    class="folder-options"
+                    data-options={f.path}
+                    aria-label={`Options for ${label}`}
+                    aria-expanded={options === f.path}
+                    title="Rename or delete"
+                    onClick={() => setOptions((o) => (o === f.path ? null : f.path))}
+                  >
+                    <Icon name="more" />
+                  </button>
+                )}
+                {options === f.path && (
+                  <div
+                    class="folder-actions"
+                    onKeyDown={(e) => {
+                      if (e.key !== 'Escape') return;
+                      e.stopPropagation();
+                      setOptions(null);
+                      focusOptionsOf(f.path);
+                    }}
+                  >
+                    <button
+                      ref={firstOption}
+                      aria-label={`Rename ${label}`}
+                      onClick={() => {
+                        setOptions(null);
+                        setRenaming(f.path);
+                      }}
+                    >
+                      Rename
+                    </button>
+                    <button
+                      class="danger"
+                      aria-label={`Delete ${label}`}
+                      onClick={() => {
+                        setOptions(null);
+                        void props.onDelete(f).finally(() => focusOptionsOf(f.path));
+                      }}
+                    >
+                      Delete
+                    </button>
+                  </div>
+                )}
               </li>
             );
           })}
       </ul>
+      {creating ? (
+        <FolderNameForm
+          label="Folder name"
+          initial=""
+          submit="Create"
+          parents={props.folders.filter((f) => f.selectable && !isSpecial(f))}
+          onSubmit={async (name, parent) => {
+            await props.onCreate(name, parent);
+            setCreating(false);
+          }}
+          onCancel={() => {
+            setCreating(false);
+            window.setTimeout(() => newButton.current?.focus());
+          }}
+        />
+      ) : (
+        <button class="new-folder" ref={newButton} onClick={() => setCreating(true)}>
+          <Icon name="plus" /> New folder
+        </button>
+      )}
     </nav>
   );
 }

@@ -15,6 +15,8 @@ const PATHS: Record<string, string> = {
   close: 'M6 6l12 12M18 6L6 18',
   mail: 'M3 6h18v12H3zM3 7l9 6 9-6',
   back: 'M15 5l-7 7 7 7',
+  more: 'M5 12h.5M12 12h.5M19 12h.5',
+  plus: 'M12 5v14M5 12h14',
 };
 
 export function Icon(props: { name: string; class?: string; filled?: boolean }) {
