@@ -265,9 +265,11 @@ export function searchCriteria(q: Pick<ListQuery, 'q' | 'unread' | 'flagged'>): 
   const out: Attr[] = [];
   if (q.unread) out.push(atom('UNSEEN'));
   if (q.flagged) out.push(atom('FLAGGED'));
-  for (const m of q.q.matchAll(/(\w+:)?(?:"([^"]*)"|(\S+))/g)) {
-    const field = m[1]?.toLowerCase();
-    const value = (m[2] ?? m[3] ?? '').trim();
+  // a known field may have spaces before its value (`from: alice`, as Gmail reads it); an
+  // unknown one stays part of the word (`re:` in `re:meeting`)
+  for (const m of q.q.matchAll(/(?:\b((?:from|to|cc|subject|is):)\s*|(\w+:))?(?:"([^"]*)"|(\S+))/gi)) {
+    const field = (m[1] ?? m[2])?.toLowerCase();
+    const value = (m[3] ?? m[4] ?? '').trim();
     if (!value) continue;
     if (field === 'is:') {
       const is = { unread: 'UNSEEN', read: 'SEEN', flagged: 'FLAGGED', answered: 'ANSWERED' }[
