@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { Claims } from './claims.js';
 
 /**
  * One reader of the delay queues at a time, across every process with the same Redis
@@ -21,13 +22,6 @@ const LEASE_MS = 30_000;
 const WAIT_MS = 60_000;
 const POLL_MS = 50;
 
-const RENEW = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0`;
-const RELEASE = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0`;
-
 export interface ScanLease {
   /** Whether the lease was held without a break since it was taken (renewing it once more). */
   held(): Promise<boolean>;
@@ -44,9 +38,10 @@ export async function withScanLease<T>(
   waitMs = WAIT_MS,
   key = SCAN_LEASE_KEY,
 ): Promise<T> {
+  const claims = new Claims(redis, LEASE_MS);
   const token = randomBytes(8).toString('hex');
   const deadline = Date.now() + waitMs;
-  while ((await redis.set(key, token, 'PX', LEASE_MS, 'NX')) !== 'OK') {
+  while ((await claims.take(token, [key]))[0] !== 'taken') {
     if (Date.now() >= deadline) throw busy();
     await new Promise((r) => setTimeout(r, POLL_MS));
   }
@@ -54,7 +49,7 @@ export async function withScanLease<T>(
   const renew = async () => {
     if (lost) return;
     try {
-      lost = (await redis.eval(RENEW, 1, key, token, LEASE_MS)) !== 1;
+      lost = !(await claims.renew(token, [key]))[0];
     } catch {
       lost = true;
     }
@@ -69,6 +64,6 @@ export async function withScanLease<T>(
     });
   } finally {
     clearInterval(timer);
-    await redis.eval(RELEASE, 1, key, token).catch(() => undefined);
+    await claims.release(token, [key]).catch(() => undefined);
   }
 }

@@ -27,6 +27,7 @@ import { isStorageFault, MailAccount, Quotas, type MaildirStore } from '@mailyar
 import { MailRules } from '@mailyard/mail-rules';
 import { Counter, Histogram, type Logger, type ReadinessCheck, type Registry } from '@mailyard/observability';
 import { returnToSender, type RecipientReport } from '@mailyard/dsn';
+import { Claims } from '@mailyard/queue-admin/claims';
 import { DeferredIndex } from '@mailyard/queue-admin/deferred-index';
 import { deliveredToHeader, returnPathHeader } from '@mailyard/smtp-core';
 import type { DeliveryConfig } from './config.js';
@@ -149,6 +150,8 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   const warnedKey = (queueId: string, rcpt: string) => markerKey(queueId, `warned:${rcpt}`);
   /** Set once a recipient deferred past MAXIMAL_QUEUE_LIFETIME is returned to the sender. */
   const expiredKey = (queueId: string, rcpt: string) => markerKey(queueId, `expired:${rcpt}`);
+  /** Which run returns a recipient to the sender now (returnOnce). */
+  const returning = new Claims(redis, RETURN_CLAIM_MS);
 
   /**
    * A read or write of the mail store whose file system fails (a full disk, an I/O error)
@@ -387,26 +390,21 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     key: (queueId: string, rcpt: string) => string,
   ): Promise<RecipientReport[]> => {
     const token = randomUUID();
-    const claimOf = (record: string) => record.replace(/^delivered:/, 'returning:');
+    const recordsOf = (rs: RecipientReport[]) => rs.map((r) => key(env.queueId, r.recipient));
+    const claimsOf = (records: string[]) => records.map((k) => k.replace(/^delivered:/, 'returning:'));
     const due: RecipientReport[] = [];
     let waiting = reports;
     for (let pause = 50; waiting.length; pause = Math.min(pause * 2, 1000)) {
       if (waiting !== reports) await new Promise((r) => setTimeout(r, pause));
-      const found = await fromRedis(
-        Promise.all(
-          waiting.map((r) => {
-            const record = key(env.queueId, r.recipient);
-            return redis.eval(CLAIM_RETURN, 2, record, claimOf(record), token, RETURN_CLAIM_MS);
-          }),
-        ),
-      );
-      due.push(...waiting.filter((_, i) => found[i] === 1));
+      const records = recordsOf(waiting);
+      const found = await fromRedis(returning.take(token, claimsOf(records), records));
+      due.push(...waiting.filter((_, i) => found[i] === 'taken'));
       // another run's claim: looked at again once it has sent its DSN, or died
-      waiting = waiting.filter((_, i) => found[i] === 2);
+      waiting = waiting.filter((_, i) => found[i] === 'busy');
     }
     if (!due.length) return due;
-    const records = due.map((r) => key(env.queueId, r.recipient));
-    const release = () => Promise.all(records.map((k) => redis.eval(RELEASE_CLAIM, 1, claimOf(k), token)));
+    const records = recordsOf(due);
+    const release = () => returning.release(token, claimsOf(records));
     try {
       await bounce(env, message, due);
     } catch (err) {
@@ -945,16 +943,6 @@ const digest = (text: string) => createHash('sha256').update(text).digest('hex')
  * DSN's publish (its confirm times out after 15 s), so that only a run that died lets it lapse.
  */
 const RETURN_CLAIM_MS = 60_000;
-/**
- * Claims KEYS[2] for ARGV[1] (ARGV[2] ms) unless the record KEYS[1] says it was done: 0
- * done before, 1 claimed, 2 another run's claim.
- */
-const CLAIM_RETURN = `if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
-return 2`;
-/** Deletes the claim KEYS[1] if it is still ARGV[1]'s. */
-const RELEASE_CLAIM = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0`;
 
 /** Changes to one folder within this window are announced together. */
 const EVENT_WINDOW_MS = 100;

@@ -13,6 +13,7 @@ import {
 import { MailMessages, Queues, outboundDelayQueue, type Envelope } from '@mailyard/contracts';
 import type { MailResolver } from '@mailyard/dns';
 import type { Logger, Registry } from '@mailyard/observability';
+import { Claims } from '@mailyard/queue-admin/claims';
 import { DeferredIndex } from '@mailyard/queue-admin/deferred-index';
 import { addressLiteral, applyHeaderEdits, domainOf } from '@mailyard/smtp-core';
 import { parseRelayhost, type OutboundRelayConfig } from './config.js';
@@ -34,7 +35,6 @@ import { routeDomain, routeHost, type Target } from './mx.js';
 import { MtaSts, httpsPolicyFetcher, mxMatches, type PolicyFetcher } from './mta-sts.js';
 import { retireLegacyDelayQueues } from './legacy-queues.js';
 import { ownAddressCheck } from './own-addresses.js';
-import { SENDING_CLAIM_MS, SendingClaims } from './sending-claims.js';
 
 /**
  * Header fields for use at home, removed before mail leaves: what the policy service adds
@@ -47,6 +47,14 @@ const INTERNAL_HEADERS = [
   { name: 'X-Mailyard-Draft' },
   { name: 'X-Mailyard-Origin' },
 ];
+
+/**
+ * How long a run's claim on a recipient (sendingKey) holds without being renewed. A run
+ * renews its claims every third of it while it lives, so only a run that died (or lost
+ * Redis) lets them lapse; its recipients then wait that long, and a retry delay, before
+ * another run sends to them.
+ */
+export const SENDING_CLAIM_MS = 15_000;
 
 export interface OutboundRelayDeps {
   bus: Bus;
@@ -132,11 +140,20 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
   for (const result of RESULTS) metrics.attempts.inc({ result, domain: OTHER }, 0);
 
   const doneKey = (queueId: string, rcpt: string) => `outbound:done:${queueId}:${sha(rcpt.toLowerCase())}`;
-  const claims = new SendingClaims(
-    redis,
-    doneKey,
-    (queueId, rcpt) => `outbound:sending:${queueId}:${sha(rcpt.toLowerCase())}`,
-  );
+  /**
+   * Which run sends to a recipient now. The broker gives a message whose consumer lost
+   * its connection (a network blip, a missed heartbeat, a broker restart) to another
+   * instance while the first may still be in the middle of its SMTP transaction, and a
+   * crash between a retry's confirm and its message's ack leaves two retries that can run
+   * at once. The records of settled recipients (doneKey) are written only once the remote
+   * server answered, so both runs would send. A run claims each recipient it sends to, in
+   * the round trip that reads those records; a run that finds a claim defers the
+   * recipient to its next try instead.
+   */
+  const sending = new Claims(redis, SENDING_CLAIM_MS);
+  const sendingKey = (queueId: string, rcpt: string) =>
+    `outbound:sending:${queueId}:${sha(rcpt.toLowerCase())}`;
+  const sendingKeys = (queueId: string, rcpts: string[]) => rcpts.map((r) => sendingKey(queueId, r));
 
   /**
    * Remembers recipients that are settled, so a redelivery skips them. After the attempt
@@ -393,14 +410,23 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     // Redelivery (a killed instance, a broker restart): skip recipients already settled,
     // and those another run is sending to (claims)
     const token = randomUUID();
-    const { pending, busy } = await holdOnFailure('Redis', claims.take(env.queueId, env.recipients, token));
+    const found = await holdOnFailure(
+      'Redis',
+      sending.take(
+        token,
+        sendingKeys(env.queueId, env.recipients),
+        env.recipients.map((r) => doneKey(env.queueId, r)),
+      ),
+    );
+    const pending = env.recipients.filter((_, i) => found[i] === 'taken');
+    const busy = env.recipients.filter((_, i) => found[i] === 'busy');
     if (!pending.length && !busy.length) {
       log.info('every recipient already settled, nothing to do');
       return;
     }
     const renewal = setInterval(() => {
-      claims
-        .renew(env.queueId, pending, token)
+      sending
+        .renew(token, sendingKeys(env.queueId, pending))
         .catch((err: unknown) => log.warn({ err }, 'claims not renewed'));
     }, SENDING_CLAIM_MS / 3);
     try {
@@ -408,8 +434,8 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     } finally {
       clearInterval(renewal);
       // after the records of what was settled: another run finds those, not a gap
-      await claims
-        .release(env.queueId, pending, token)
+      await sending
+        .release(token, sendingKeys(env.queueId, pending))
         .catch((err: unknown) => log.warn({ err }, 'claims not released, they lapse'));
     }
   };

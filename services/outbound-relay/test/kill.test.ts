@@ -14,7 +14,7 @@ import {
   type RelayHandle,
   type RemoteMta,
 } from './helpers.js';
-import { SENDING_CLAIM_MS } from '../src/sending-claims.js';
+import { SENDING_CLAIM_MS } from '../src/relay.js';
 
 const root = new URL('../../../', import.meta.url).pathname;
 let p: Platform;

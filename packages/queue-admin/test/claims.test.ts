@@ -1,0 +1,44 @@
+// Claims (../src/claims.ts) against the machine's Redis, under a key prefix of their own.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { Claims } from '../src/claims.js';
+
+const prefix = `test:${randomBytes(4).toString('hex')}:`;
+const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { keyPrefix: prefix });
+after(async () => {
+  const keys = await redis.keys(`${prefix}*`);
+  if (keys.length) await redis.del(...keys.map((k) => k.slice(prefix.length)));
+  redis.disconnect();
+});
+
+test('a claim is taken once, beside a record that says it was done', { timeout: 10_000 }, async () => {
+  const claims = new Claims(redis, 10_000);
+  await redis.set('rec:b', 'done');
+  assert.deepEqual(await claims.take('one', ['c:a', 'c:b'], ['rec:a', 'rec:b']), ['taken', 'done']);
+  assert.deepEqual(await claims.take('two', ['c:a', 'c:c']), ['busy', 'taken']);
+  assert.equal(await redis.get('c:a'), 'one');
+});
+
+test('only the holder renews or releases its claims, all of them at once', { timeout: 10_000 }, async () => {
+  const claims = new Claims(redis, 10_000);
+  await claims.take('mine', ['r:a', 'r:b']);
+  await claims.take('theirs', ['r:c']);
+  await redis.pexpire('r:a', 1_000);
+  assert.deepEqual(await claims.renew('mine', ['r:a', 'r:b', 'r:c', 'r:none']), [true, true, false, false]);
+  assert.ok((await redis.pttl('r:a')) > 5_000, 'renewed to the full time');
+  await claims.release('mine', ['r:a', 'r:b', 'r:c']);
+  assert.deepEqual(await redis.exists('r:a', 'r:b'), 0);
+  assert.equal(await redis.get('r:c'), 'theirs', "another's claim kept");
+});
+
+test('a claim lapses when its holder stops renewing it', { timeout: 10_000 }, async () => {
+  const claims = new Claims(redis, 50);
+  assert.deepEqual(await claims.take('dead', ['l:a']), ['taken']);
+  const deadline = Date.now() + 5_000;
+  while ((await claims.take('next', ['l:a']))[0] !== 'taken') {
+    assert.ok(Date.now() < deadline, 'the claim lapsed');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+});
