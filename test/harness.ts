@@ -9,6 +9,7 @@ import {
   buildDelivery,
   defaultDeps as deliveryDeps,
   deliverySchema,
+  type DeliveryDeps,
   type DeliveryService,
 } from '@mailyard/service-delivery';
 import {
@@ -53,8 +54,11 @@ export interface Platform {
   env: Record<string, string>;
   /** The paths of a folder's messages, in new/ and cur/ (testkit's maildirMessages). */
   inbox(account: string, folder?: string): string[];
-  /** Starts delivery; `config` is laid over the platform's delivery options (a raised limit, say). */
-  startDelivery(config?: Record<string, unknown>): Promise<void>;
+  /**
+   * Starts delivery; `config` is laid over the platform's delivery options (a raised limit,
+   * say), and `deps` changes its dependencies (a Redis that interleaves, say).
+   */
+  startDelivery(config?: Record<string, unknown>, deps?: (own: DeliveryDeps) => DeliveryDeps): Promise<void>;
   stopDelivery(): Promise<void>;
   close(): Promise<void>;
 }
@@ -156,7 +160,7 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
       MYHOSTNAME: common.myhostname,
     },
     inbox: (account, folder = 'INBOX') => maildirMessages(folderDir(tmp.path, account, folder)),
-    async startDelivery(config = {}) {
+    async startDelivery(config = {}, deps = (own) => own) {
       const cfg = loadConfig(deliverySchema, {
         env: {},
         overrides: {
@@ -168,7 +172,7 @@ export async function startPlatform(opts: PlatformOptions = {}): Promise<Platfor
         },
       });
       const rt = await createRuntime('delivery', cfg, opts.deliveryLogger);
-      const svc = buildDelivery(cfg, deliveryDeps(cfg, rt));
+      const svc = buildDelivery(cfg, deps(deliveryDeps(cfg, rt)));
       await rt.bus.waitConnected();
       await svc.start();
       p.delivery = svc;

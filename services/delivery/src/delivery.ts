@@ -146,7 +146,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   const writingKey = (queueId: string, account: string) => `delivering:${copyId(queueId, account)}`;
   /** Set once a recipient gone since acceptance is returned to the sender. */
   const goneKey = (queueId: string, rcpt: string) => markerKey(queueId, `gone:${rcpt}`);
-  /** Claimed for the delay warning that names a deferred recipient (warnDelayed). */
+  /** Set once a delay warning named a deferred recipient (warnDelayed). */
   const warnedKey = (queueId: string, rcpt: string) => markerKey(queueId, `warned:${rcpt}`);
   /** Set once a recipient deferred past MAXIMAL_QUEUE_LIFETIME is returned to the sender. */
   const expiredKey = (queueId: string, rcpt: string) => markerKey(queueId, `expired:${rcpt}`);
@@ -371,8 +371,8 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
 
   /**
    * Returns the reports not returned before to the sender, in one DSN (none for the null
-   * sender), and records each (`key`), so that a rerun does not send it again. The
-   * reports returned now.
+   * sender; a delay warning with `willRetryUntil`), and records each (`key`), so that a
+   * rerun does not send it again. The reports returned now.
    *
    * Two runs may return the same recipient at once: a run killed between its retry's
    * confirm and its message's ack leaves two retries of the same recipients, which fall
@@ -388,6 +388,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     message: Buffer,
     reports: RecipientReport[],
     key: (queueId: string, rcpt: string) => string,
+    willRetryUntil?: Date,
   ): Promise<RecipientReport[]> => {
     const token = randomUUID();
     const recordsOf = (rs: RecipientReport[]) => rs.map((r) => key(env.queueId, r.recipient));
@@ -406,7 +407,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     const records = recordsOf(due);
     const release = () => returning.release(token, claimsOf(records));
     try {
-      await bounce(env, message, due);
+      await bounce(env, message, due, willRetryUntil);
     } catch (err) {
       // let go at once, so that the rerun need not wait for the claims to lapse
       await release().catch(() => undefined);
@@ -636,9 +637,11 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   /**
    * Postfix's delay_warning_time: once a deferred recipient's message is DELAY_WARNING_TIME
    * old, its sender is told that it is still being retried, and until when; once for each
-   * recipient, whichever run gets there first (a record claimed before the DSN). The
-   * retry is queued already: a warning that cannot be sent now is logged and given back
-   * to the next run, never fails this one, which would queue the retry twice.
+   * recipient, whichever run gets there first. Claimed, sent, then recorded, as the DSNs
+   * of returnOnce are: a run that dies between its claim and the DSN's confirm leaves a
+   * claim that lapses, and the next run sends the warning. The retry is queued already:
+   * a warning that cannot be sent now is logged and given back to the next run, never
+   * fails this one, which would queue the retry twice.
    */
   const warnDelayed = async (
     env: Envelope,
@@ -648,23 +651,16 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   ): Promise<void> => {
     const warnAfter = config.delay_warning_time;
     if (!warnAfter || age < warnAfter || env.mailFrom === '') return;
-    let claimed: string[] = [];
     try {
-      const rcpts = [...deferred.keys()];
-      const set = await Promise.all(
-        rcpts.map((r) => redis.set(warnedKey(env.queueId, r), '1', 'EX', recordTtl, 'NX')),
-      );
-      claimed = rcpts.filter((_, i) => set[i] === 'OK');
-      if (!claimed.length) return;
-      await bounce(
+      await returnOnce(
         env,
         message,
-        deferralReports(deferred, claimed, 'delayed'),
+        deferralReports(deferred, [...deferred.keys()], 'delayed'),
+        warnedKey,
         new Date(Date.parse(env.receivedAt) + config.maximal_queue_lifetime),
       );
     } catch (err) {
       logger.warn({ queueId: env.queueId, err }, 'delay warning not sent, it waits for the next retry');
-      await redis.del(claimed.map((r) => warnedKey(env.queueId, r))).catch(() => undefined);
     }
   };
 

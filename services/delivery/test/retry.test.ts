@@ -9,9 +9,9 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { Queues, RoutingKeys, delayQueue, type Envelope } from '@mailyard/contracts';
-import { queueDepths, waitFor } from '@mailyard/testkit';
+import { interleavedRedis, queueDepths, waitFor } from '@mailyard/testkit';
 import { crowdMail, crowdRemote, crowdForTests, team, teamRemote } from './crowd.js';
-import { addAccount } from '../../../test/harness.js';
+import { addAccount, type Platform } from '../../../test/harness.js';
 import { envelope } from './envelope.js';
 
 const LIMIT = 10;
@@ -98,10 +98,23 @@ async function addBigAlias(alias: string): Promise<void> {
   await t.p.directory.addAlias(alias, members);
 }
 
-/** Delivery started again with these settings over the file's. */
-async function restartDelivery(config: Record<string, unknown> = {}): Promise<void> {
+/** A big alias (addBigAlias) shrunk to the limit: its members forwarded, every run done. */
+async function shrinkBigAlias(alias: string): Promise<void> {
+  await t.p.directory.delAlias(alias, `${alias.split('@')[0]}-0@far-away.test`);
+  const forwarded: string[] = [];
+  await waitFor(async () => forwarded.push(...(await takeOutbound()).flat()) === LIMIT, {
+    what: "the alias's members forwarded",
+  });
+  await allRunsDone();
+}
+
+/** Delivery started again with these settings over the file's (and these dependencies). */
+async function restartDelivery(
+  config: Record<string, unknown> = {},
+  deps?: Parameters<Platform['startDelivery']>[1],
+): Promise<void> {
   await t.p.stopDelivery();
-  await t.p.startDelivery(config);
+  await t.p.startDelivery(config, deps);
 }
 
 /**
@@ -278,13 +291,52 @@ test(
         what: 'two more retries',
       });
       // the alias shrunk to the limit: delivered, nothing more for the sender
-      await t.p.directory.delAlias('big-late@example.test', 'big-late-0@far-away.test');
-      const forwarded: string[] = [];
-      await waitFor(async () => forwarded.push(...(await takeOutbound()).flat()) === LIMIT, {
-        what: "the alias's members forwarded",
-      });
-      await allRunsDone();
+      await shrinkBigAlias('big-late@example.test');
       assert.equal(t.p.inbox('sue@example.test').length, 1, 'one warning, no failure');
+      assert.equal(linesOf(env.queueId, 'delay warning sent').length, 1);
+    } finally {
+      await restartDelivery();
+    }
+  },
+);
+
+test(
+  'a run that dies between claiming a delay warning and sending it: a later run sends it, once',
+  { timeout: 60_000 },
+  async () => {
+    await addAccount(t.p.directory, 'sid-late@example.test');
+    await addBigAlias('big-lost@example.test');
+    const env = { ...envelope(['big-lost@example.test']), mailFrom: 'sid-late@example.test' };
+    const hash = createHash('sha256').update('warned:big-lost@example.test').digest('hex').slice(0, 16);
+    const record = `delivered:${env.queueId}:${hash}`;
+    // the first command about the warning (its claim) done, and then the run is gone before
+    // its DSN: Redis's answer lost, its claim left behind, lapsing in 2 s
+    await restartDelivery({ delay_warning_time: '2s' }, (own) => ({
+      ...own,
+      redis: interleavedRedis(
+        own.redis,
+        (_command, args) => args.includes(record),
+        async () => {
+          await t.p.redis.redis.pexpire(`returning:${env.queueId}:${hash}`, 2000);
+          throw new Error('the run died here');
+        },
+      ),
+    }));
+    try {
+      await t.p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, env);
+      await waitFor(
+        () => linesOf(env.queueId, 'delay warning not sent, it waits for the next retry').length,
+        {
+          what: 'the run that died with the warning claimed',
+        },
+      );
+      await waitFor(() => t.p.inbox('sid-late@example.test').length, {
+        timeoutMs: 20_000,
+        what: 'the delay warning sent by a later run',
+      });
+      // the alias shrunk to the limit: delivered, nothing more for the sender
+      await shrinkBigAlias('big-lost@example.test');
+      assert.equal(t.p.inbox('sid-late@example.test').length, 1, 'one warning');
       assert.equal(linesOf(env.queueId, 'delay warning sent').length, 1);
     } finally {
       await restartDelivery();
