@@ -1,17 +1,22 @@
 // `--check-config` says "valid" only of settings a service starts with: settings that must
 // go together (a certificate and its key, ACME and the files it writes, the webmail and
 // its service login) and a RELAYHOST in none of its forms are refused there, one line
-// naming the key and exit 78, as a bad value is, not found only once the service starts.
+// naming the key and exit 78, as a bad value is, not found only once the service starts;
+// so are what only the machine can judge: a LISTEN_ADDRESS it cannot listen on, TLS files
+// that do not load.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { describe, test } from 'node:test';
-import { ConfigError, loadConfig } from '@mailyard/config';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { ConfigError, loadConfig, selfSignedCertificate } from '@mailyard/config';
 import { mtaInboundSchema } from '@mailyard/service-mta-inbound';
 import { msaSchema } from '@mailyard/service-msa';
 import { outboundRelaySchema } from '@mailyard/service-outbound-relay';
 import { policySchema } from '@mailyard/service-policy';
 import { retrievalSchema } from '@mailyard/service-retrieval';
 import { webmailSchema } from '@mailyard/service-webmail';
+import { tempDir } from '@mailyard/testkit';
 
 const root = new URL('..', import.meta.url).pathname;
 
@@ -165,5 +170,86 @@ describe('--check-config refuses a MYHOSTNAME that is not a host name', () => {
       'MAIL.Example.ORG',
     ])
       assert.equal(loadConfig(mtaInboundSchema, { env: { MYHOSTNAME: good } }).myhostname, good);
+  });
+});
+
+describe('--check-config refuses a Redis command timeout of 0', () => {
+  // ioredis takes 0 as "no timeout": a Redis that accepts connections and never answers
+  // would hold every login, lookup and decision that asks it, for ever
+  test('REDIS_COMMAND_TIMEOUT=0', { timeout: 60_000 }, () => {
+    const r = checkConfig('delivery', { REDIS_COMMAND_TIMEOUT: '0' });
+    assert.equal(r.status, 78);
+    assert.deepEqual(r.lines, [
+      'delivery: config error: REDIS_COMMAND_TIMEOUT: expected a duration above 0, such as 30s or 3m, got "0"',
+    ]);
+  });
+});
+
+describe('--check-config refuses a LISTEN_ADDRESS the service cannot listen on', () => {
+  // each used to pass here and stop the service at its first listen, with a stack trace
+  const cases: [string, string][] = [
+    ['nowhere.invalid', 'LISTEN_ADDRESS: nowhere.invalid does not resolve to an address'],
+    ['192.0.2.1', 'LISTEN_ADDRESS: cannot listen on 192.0.2.1: EADDRNOTAVAIL'],
+    [
+      '127.0.0.1:25',
+      'LISTEN_ADDRESS: expected an IP address such as 0.0.0.0 or ::, or a host name, got "127.0.0.1:25"',
+    ],
+  ];
+  for (const [bad, problem] of cases)
+    test(bad, { timeout: 60_000 }, () => {
+      const r = checkConfig('policy', { LISTEN_ADDRESS: bad });
+      assert.equal(r.status, 78, r.stdout);
+      assert.deepEqual(r.lines, [`policy: config error: ${problem}`]);
+    });
+
+  test('and takes an address or a name of this machine', { timeout: 120_000 }, () => {
+    for (const good of ['127.0.0.1', '::', 'localhost']) {
+      const r = checkConfig('policy', { LISTEN_ADDRESS: good });
+      assert.equal(r.status, 0, `${good}: ${r.lines.join('\n')}`);
+    }
+  });
+});
+
+describe('--check-config reads the certificate and its key', () => {
+  // the files were read only when the service started: a wrong file passed the check
+  const tmp = tempDir();
+  after(() => tmp.cleanup());
+  const one = selfSignedCertificate('mx.check-config.test');
+  const other = selfSignedCertificate('mx.check-config.test');
+  const file = (name: string, text: string) => {
+    const path = join(tmp.path, name);
+    writeFileSync(path, text);
+    return path;
+  };
+  const cert = file('cert.pem', one.cert);
+  const key = file('key.pem', one.key);
+  const otherKey = file('other-key.pem', other.key);
+  const notPem = file('not-pem.pem', 'not a certificate\n');
+
+  test('a key that is not the certificate’s', { timeout: 60_000 }, () => {
+    const r = checkConfig('msa', { ...secret, TLS_CERT_FILE: cert, TLS_KEY_FILE: otherKey });
+    assert.equal(r.status, 78, r.stdout);
+    assert.deepEqual(r.lines, [
+      `msa: config error: TLS_KEY_FILE: the key in ${otherKey} is not the key of the certificate in ${cert}`,
+    ]);
+  });
+
+  test('files that are not PEM, and one that cannot be read, all at once', { timeout: 60_000 }, () => {
+    const r = checkConfig('mta-inbound', { TLS_CERT_FILE: notPem, TLS_KEY_FILE: '/nonexistent/key.pem' });
+    assert.equal(r.status, 78, r.stdout);
+    assert.deepEqual(r.lines, [
+      `mta-inbound: config error: TLS_KEY_FILE: cannot read /nonexistent/key.pem: ENOENT`,
+      `mta-inbound: config error: TLS_CERT_FILE: ${notPem} holds no PEM certificate`,
+    ]);
+    const k = checkConfig('retrieval', { ...secret, TLS_CERT_FILE: cert, TLS_KEY_FILE: notPem });
+    assert.equal(k.status, 78, k.stdout);
+    assert.deepEqual(k.lines, [
+      `retrieval: config error: TLS_KEY_FILE: ${notPem} holds no PEM private key (or one with a passphrase)`,
+    ]);
+  });
+
+  test('and takes a pair that goes together', { timeout: 60_000 }, () => {
+    const r = checkConfig('webmail', { ...secret, TLS_CERT_FILE: cert, TLS_KEY_FILE: key });
+    assert.equal(r.status, 0, r.lines.join('\n'));
   });
 });

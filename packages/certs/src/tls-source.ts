@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { createSecureContext, type SecureContext, type Server as TlsServer } from 'node:tls';
-import { ConfigError, selfSignedCertificate, tlsFilesProblems } from '@mailyard/config';
+import { ConfigError, readTlsPair, selfSignedCertificate, tlsFilesProblems } from '@mailyard/config';
 
 export interface TlsPair {
   key: Buffer | string;
@@ -81,26 +81,7 @@ const describe = (cert: Buffer | string) => {
 
 /** Reads and checks a pair (the key must match the certificate); throws naming the key. */
 function readPair(certFile: string, keyFile: string): TlsPair {
-  const read = (file: string, key: string) => {
-    try {
-      return readFileSync(file);
-    } catch (err) {
-      throw new ConfigError([
-        `${key}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
-      ]);
-    }
-  };
-  const pair = {
-    cert: read(certFile, 'TLS_CERT_FILE'),
-    key: read(keyFile, 'TLS_KEY_FILE'),
-    selfSigned: false,
-  };
-  try {
-    createSecureContext({ key: pair.key, cert: pair.cert });
-  } catch (err) {
-    throw new ConfigError([`TLS_CERT_FILE/TLS_KEY_FILE: ${(err as Error).message}`]);
-  }
-  return pair;
+  return { ...readTlsPair(certFile, keyFile), selfSigned: false };
 }
 
 export function createTlsSource(opts: TlsSourceOptions): TlsSource {

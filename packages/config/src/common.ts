@@ -1,14 +1,7 @@
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import {
-  dnsServerList,
-  isHostName,
-  nonNegativeInt,
-  port,
-  positiveDuration,
-  timerDuration,
-  url,
-} from './fields.js';
+import { dnsServerList, isHostName, nonNegativeInt, port, positiveDuration, url } from './fields.js';
 
 /** Boot settings every service has: where the broker and Redis are, logging, metrics. */
 export const commonSchema = {
@@ -29,13 +22,22 @@ export const commonSchema = {
    * A Redis command without an answer in this time fails (and with it the login, lookup
    * or decision that needed it: a temporary failure). Without it, a Redis that accepts
    * connections and never answers (hung, or a proxy in front of a dead one) would hold
-   * every session that asks it, for ever.
+   * every session that asks it, for ever; so it cannot be turned off (0 is refused).
    */
-  redis_command_timeout: timerDuration('5s'),
+  redis_command_timeout: positiveDuration('5s'),
   /** Port of the /metrics, /healthz and /readyz endpoints (0 picks a free port). */
   http_port: port(0),
-  /** Address the service listens on. */
-  listen_address: z.string().default('0.0.0.0'),
+  /**
+   * Address the service listens on: an IP address (0.0.0.0 all IPv4, :: all addresses) or
+   * a name resolving to one of this machine's (checked at start and by --check-config).
+   */
+  listen_address: z
+    .string()
+    .refine(
+      (v) => isIP(v) !== 0 || isHostName(v),
+      'expected an IP address such as 0.0.0.0 or ::, or a host name',
+    )
+    .default('0.0.0.0'),
   log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Our host name: greeting, Received headers, Message-IDs, bounces (Postfix: myhostname). */
   myhostname: z

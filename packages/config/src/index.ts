@@ -5,3 +5,4 @@ export * from './tls.js';
 export * from './shared.js';
 export * from './service-login.js';
 export * from './deadline.js';
+export * from './boot-checks.js';

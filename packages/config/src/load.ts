@@ -1,17 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
+import { machineProblems } from './boot-checks.js';
+import { ConfigError } from './config-error.js';
 
-/**
- * Config errors are collected and reported together, one line per key, each naming
- * the key the way the operator wrote it (environment variable or file key).
- */
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
-  constructor(readonly problems: string[]) {
-    super(problems.join('\n'));
-  }
-}
+export { ConfigError };
 
 export interface LoadOptions {
   env?: NodeJS.ProcessEnv;
@@ -112,23 +105,29 @@ const PASSWORD_FILES = [
   ['redis_url', 'redis_password_file'],
 ] as const;
 
-/** Loads config for a main.ts: on error prints each problem on its own line and exits 78 (EX_CONFIG). */
-export function loadConfigOrExit<S extends z.ZodObject>(
+/**
+ * Loads config for a main.ts, with the checks only the machine can judge (machineProblems):
+ * on error prints each problem on its own line and exits 78 (EX_CONFIG).
+ */
+export async function loadConfigOrExit<S extends z.ZodObject>(
   service: string,
   schema: S,
   opts: LoadOptions = {},
-): z.infer<S> {
+): Promise<z.infer<S>> {
+  let config: z.infer<S>;
   try {
-    const config = loadConfig(schema, opts);
-    if (process.argv.includes('--check-config')) {
-      process.stdout.write(`${service}: configuration is valid\n`);
-      process.exit(0);
-    }
-    return config;
+    config = loadConfig(schema, opts);
   } catch (err) {
     if (err instanceof ConfigError) exitOnConfigError(service, err);
     throw err;
   }
+  const problems = await machineProblems(config);
+  if (problems.length) exitOnConfigError(service, new ConfigError(problems));
+  if (process.argv.includes('--check-config')) {
+    process.stdout.write(`${service}: configuration is valid\n`);
+    process.exit(0);
+  }
+  return config;
 }
 
 /** Exit status of a process stopped by its configuration (sysexits.h EX_CONFIG). */

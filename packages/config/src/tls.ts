@@ -1,44 +1,50 @@
-import { generateKeyPairSync } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import selfsigned from 'selfsigned';
-
-export interface TlsMaterial {
-  key: Buffer | string;
-  cert: Buffer | string;
-  selfSigned: boolean;
-}
+import { ConfigError } from './config-error.js';
 
 /**
- * Certificate and key from the configured files; when none are configured, a
- * self-signed certificate for `hostname`, generated at start (fine for development,
- * and for port 25, where senders rarely verify; the caller logs a warning).
+ * Reads the TLS_CERT_FILE/TLS_KEY_FILE pair and checks that it loads: a PEM certificate, a
+ * PEM private key without a passphrase, and the key of that certificate. Every problem is
+ * thrown at once as a ConfigError naming the key, so `--check-config` and the start of a
+ * service report a bad file as they report a bad value.
  */
-export function loadTlsMaterial(opts: {
-  certFile?: string | undefined;
-  keyFile?: string | undefined;
-  hostname: string;
-}): TlsMaterial {
-  if (opts.certFile || opts.keyFile) {
-    if (!opts.certFile || !opts.keyFile) {
-      throw new Error(
-        `${opts.certFile ? 'TLS_KEY_FILE' : 'TLS_CERT_FILE'}: both TLS_CERT_FILE and TLS_KEY_FILE must be set`,
-      );
+export function readTlsPair(certFile: string, keyFile: string): { cert: Buffer; key: Buffer } {
+  const problems: string[] = [];
+  const read = (file: string, key: string) => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      problems.push(`${key}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      return null;
     }
-    const read = (file: string, key: string) => {
-      try {
-        return readFileSync(file);
-      } catch (err) {
-        throw new Error(`${key}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-      }
-    };
-    return {
-      cert: read(opts.certFile, 'TLS_CERT_FILE'),
-      key: read(opts.keyFile, 'TLS_KEY_FILE'),
-      selfSigned: false,
-    };
+  };
+  const cert = read(certFile, 'TLS_CERT_FILE');
+  const key = read(keyFile, 'TLS_KEY_FILE');
+  let x509: X509Certificate | null = null;
+  let privateKey: KeyObject | null = null;
+  if (cert)
+    try {
+      x509 = new X509Certificate(cert);
+    } catch {
+      problems.push(`TLS_CERT_FILE: ${certFile} holds no PEM certificate`);
+    }
+  if (key)
+    try {
+      privateKey = createPrivateKey(key);
+    } catch {
+      problems.push(`TLS_KEY_FILE: ${keyFile} holds no PEM private key (or one with a passphrase)`);
+    }
+  if (x509 && privateKey && !x509.checkPrivateKey(privateKey))
+    problems.push(`TLS_KEY_FILE: the key in ${keyFile} is not the key of the certificate in ${certFile}`);
+  if (problems.length) throw new ConfigError(problems);
+  try {
+    createSecureContext({ key: key!, cert: cert! });
+  } catch (err) {
+    throw new ConfigError([`TLS_CERT_FILE: ${certFile} does not load: ${(err as Error).message}`]);
   }
-  return { ...selfSignedCertificate(opts.hostname), selfSigned: true };
+  return { cert: cert!, key: key! };
 }
 
 export function selfSignedCertificate(hostname: string): { key: string; cert: string } {

@@ -154,7 +154,7 @@ export async function runMain<S extends z.ZodObject>(
   schema: S,
   build: (config: z.infer<S>, rt: Runtime) => Service | Promise<Service>,
 ): Promise<void> {
-  const config = loadConfigOrExit(service, schema) as z.infer<S> & Common;
+  const config = (await loadConfigOrExit(service, schema)) as z.infer<S> & Common;
   const rt = await createRuntime(service, config);
   // a busy machine or a broker still starting beside us takes a few seconds: not an error yet
   const startupCheck = setTimeout(() => {

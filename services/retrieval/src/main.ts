@@ -6,7 +6,7 @@ import { defaultDeps } from './deps.js';
 import { buildRetrieval } from './retrieval.js';
 
 // RETRIEVAL_WORKERS processes share the listeners; this one is their primary, or the only one
-const config = isWorker() ? null : loadConfigOrExit('retrieval', retrievalSchema);
+const config = isWorker() ? null : await loadConfigOrExit('retrieval', retrievalSchema);
 const workers = config ? workerCount(config.retrieval_workers) : 1;
 if (config && workers > 1) {
   await runPrimary({
