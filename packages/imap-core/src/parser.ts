@@ -271,8 +271,16 @@ export class ArgReader {
 
   /** A mailbox name: INBOX is case-insensitive; modified UTF-7 unless UTF8=ACCEPT. */
   mailbox(): string {
-    const raw = this.astring('mailbox name');
-    return normaliseMailbox(raw, this.utf8Names);
+    return this.mailboxAsWritten().name;
+  }
+
+  /**
+   * A mailbox name, and the client's own spelling of it (`inbox`, `"InBox"`), for an answer
+   * that names the mailbox as the command did (STATUS, as Dovecot answers it).
+   */
+  mailboxAsWritten(): { name: string; written: string } {
+    const written = this.astring('mailbox name');
+    return { name: normaliseMailbox(written, this.utf8Names), written };
   }
 
   /** A number64 (RFC 9051 §9: 0 to 2^63-1), the widest number a command takes. */

@@ -4,6 +4,7 @@ import {
   ArgReader,
   MailboxNameError,
   ParseError,
+  str,
   tokenText,
   type SequenceSet,
   type Token,
@@ -28,7 +29,13 @@ const STATUS_ITEMS = [
   'HIGHESTMODSEQ',
 ];
 
-async function statusLine(s: AuthedContext, name: string, items: string[]): Promise<string> {
+/** `written`: the name as the command spelled it, which the answer repeats; else the folder's own. */
+async function statusLine(
+  s: AuthedContext,
+  name: string,
+  items: string[],
+  written?: string,
+): Promise<string> {
   const f = await requireFolder(s, name);
   const snap = await f.snapshot();
   // RFC 8438: at least the sum of the messages' RFC822.SIZE; Dovecot answers that sum
@@ -61,7 +68,8 @@ async function statusLine(s: AuthedContext, name: string, items: string[]): Prom
         return `HIGHESTMODSEQ ${snap.highestModseq}`;
     }
   });
-  return `* STATUS ${quoteName(s, name)} (${vals.join(' ')})`;
+  const shown = written === undefined ? quoteName(s, name) : str(written, s.enabled.utf8).join('');
+  return `* STATUS ${shown} (${vals.join(' ')})`;
 }
 
 function statusItems(list: Token[]): string[] {
@@ -383,13 +391,15 @@ export const mailboxCommands: CommandGroup = {
   STATUS: command({
     states: AUTHED,
     parse: (r) => {
-      const name = r.mailbox();
+      // the answer names the mailbox as the client wrote it ("inbox" too), as Dovecot
+      // does: a client may match the answer to its command by that name
+      const { name, written } = r.mailboxAsWritten();
       const items = statusItems(r.list('status items'));
       r.end();
-      return { name, items };
+      return { name, written, items };
     },
     async run(s, tag, a) {
-      const line = await statusLine(s, a.name, a.items);
+      const line = await statusLine(s, a.name, a.items, a.written);
       // with a mailbox selected, a CONDSTORE enabling command (RFC 7162 §3.1), as Dovecot
       // takes it: the mailbox's HIGHESTMODSEQ is told and FETCH carries MODSEQ from now on
       if (s.selected && a.items.includes('HIGHESTMODSEQ')) enableCondstoreAuthed(s);
