@@ -1,5 +1,5 @@
 import type { ChainableCommander, Redis } from 'ioredis';
-import { normalizeDomain, parseMailAddress, splitPlus } from '@mailyard/smtp-core';
+import { normalizeDomain, parseMailAddress, plural, splitPlus } from '@mailyard/smtp-core';
 import { hashPassword, passwordWeakness, verifyPassword } from './passwords.js';
 
 /** A directory operation refused for a reason the operator can fix; the message is one sentence. */
@@ -723,8 +723,4 @@ function notLocal(domain: string): DirectoryError {
     'unknown_domain',
     `domain ${domain} is not a local domain (add it with: mailyard domain add ${domain})`,
   );
-}
-
-function plural(n: number, one: string, many = `${one}s`): string {
-  return `${n} ${n === 1 ? one : many}`;
 }

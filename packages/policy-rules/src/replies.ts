@@ -1,4 +1,5 @@
 import type { PolicyReply } from '@mailyard/contracts';
+import { plural } from '@mailyard/smtp-core';
 
 /**
  * Every reply a restriction can give, as named factories: the code (RFC 5321 §4.2), the
@@ -46,7 +47,11 @@ export const policyReply = {
   dnsblListed: (subject: string, zone: string, codes: string[]) =>
     r(554, '5.7.1', `Service unavailable; ${subject} blocked using ${zone} (${codes.join(',')})`),
   greylisted: (rcpt: string, seconds: number) =>
-    r(450, '4.7.1', `<${rcpt}>: Recipient address rejected: Greylisted, try again in ${seconds} seconds`),
+    r(
+      450,
+      '4.7.1',
+      `<${rcpt}>: Recipient address rejected: Greylisted, try again in ${plural(seconds, 'second')}`,
+    ),
   // RFC 5321 §4.5.3.1.10: 452 for too many recipients; X.5.3 (as smtp-core's reply.tooManyRecipients)
   tooManyRecipients: () => r(452, '4.5.3', 'Error: too many recipients'),
   // the rate counters (check_rate); X.7.1, temporary: the window moves on
@@ -76,7 +81,7 @@ export const policyReply = {
   spam: () => r(554, '5.7.1', 'Message rejected as spam'),
   spamTryLater: () => r(451, '4.7.1', 'Error: try again later'),
   spamGreylisted: (seconds: number) =>
-    r(451, '4.7.1', `Error: greylisted by the spam filter, try again in ${seconds} seconds`),
+    r(451, '4.7.1', `Error: greylisted by the spam filter, try again in ${plural(seconds, 'second')}`),
   // X.3.0: a check failed inside the policy service; logged with its stack
   localError: () => r(451, '4.3.0', 'Error: local error in policy processing, try again later'),
   invalidRequest: () => r(451, '4.3.0', 'Error: invalid policy request'),

@@ -5,3 +5,4 @@ export * from './line-endings.js';
 export * from './queue-id.js';
 export * from './header-edits.js';
 export * from './header-limits.js';
+export * from './plural.js';

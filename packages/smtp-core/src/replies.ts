@@ -2,6 +2,8 @@
  * SMTP replies as named factories: the basic code (RFC 5321 §4.2) and the enhanced
  * status code (RFC 3463) live together here, never spelled out at the call site.
  */
+import { plural } from './plural.js';
+
 export class SmtpReject extends Error {
   override readonly name = 'SmtpReject';
   /** Read by smtp-server to pick the reply code. */
@@ -61,7 +63,7 @@ export const reply = {
     r(
       454,
       '4.7.0',
-      `Too many failed login attempts, try again in ${retryAfterSeconds} seconds`,
+      `Too many failed login attempts, try again in ${plural(retryAfterSeconds, 'second')}`,
       'auth_locked',
     ),
   // RFC 4954 §4: the client cancelled the exchange with "*"; X.7.0 other security status,

@@ -127,7 +127,7 @@ test('POP3 takes the service login too', { timeout: 30_000 }, async () => {
   const pop = await RawImap.connect(r.ports.pop3);
   await pop.until(/^\+OK/m);
   pop.socket.write(`AUTH PLAIN ${plain(BOB, 'webmail', SECRET)}\r\n`);
-  assert.match(await pop.until(/^[+-]/m), /^\+OK Logged in, 1 messages/m);
+  assert.match(await pop.until(/^[+-]/m), /^\+OK Logged in, 1 message\r?$/m);
   pop.socket.write('RETR 1\r\n');
   assert.match(await pop.until(/^\.\r?$/m), /for bob/);
   pop.socket.destroy();

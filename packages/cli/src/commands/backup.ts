@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import { AuditLog, restoreBackup, spoolToFile, writeBackup, type BackupTotals } from '@mailyard/admin';
 import { cliActor, type CommandContext } from '../context.js';
 import { CliError, usageError } from '../errors.js';
-import { plural } from '../plural.js';
+import { plural } from '@mailyard/smtp-core';
 
 function size(bytes: number): string {
   if (bytes < 1024) return plural(bytes, 'byte');

@@ -9,7 +9,7 @@ import {
 } from '@mailyard/admin';
 import type { CommandContext } from '../context.js';
 import { CliError, ExitCode } from '../errors.js';
-import { plural } from '../plural.js';
+import { plural } from '@mailyard/smtp-core';
 
 const LABEL: Record<CheckStatus, string> = {
   ok: 'ok',

@@ -3,7 +3,7 @@ import { parseQuota } from '@mailyard/admin';
 import type { CommandContext } from '../context.js';
 import { CliError, ExitCode, usageError } from '../errors.js';
 import { obtainPassword } from '../password.js';
-import { plural } from '../plural.js';
+import { plural } from '@mailyard/smtp-core';
 
 interface PasswordOptions {
   passwordStdin?: boolean;

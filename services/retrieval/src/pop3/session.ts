@@ -6,6 +6,7 @@ import { actingFor, endedText, logIn } from '@mailyard/auth';
 import { ipInNetworks } from '@mailyard/config';
 import { MessageGoneError, type MailFolder, type MessageInfo } from '@mailyard/mailstore';
 import type { Logger } from '@mailyard/observability';
+import { plural } from '@mailyard/smtp-core';
 import type { ClientConnection } from '../connection.js';
 import type { ImapDeps } from '../imap/session.js';
 import { BadCommands, ErrorLog, type BadKind } from '../session-errors.js';
@@ -365,7 +366,7 @@ export class Pop3Session {
       { account: res.account, via: res.via, cached: res.cached },
       res.service ? `logged in: ${actingFor(res.service, res.account)}` : 'logged in',
     );
-    this.send(`+OK Logged in, ${this.messages.length} messages`);
+    this.send(`+OK Logged in, ${plural(this.messages.length, 'message')}`);
   }
 
   msg(arg: string | undefined): number {
@@ -467,7 +468,7 @@ export class Pop3Session {
         this.log.error({ err }, 'POP3 update failed');
         return this.close('-ERR [SYS/TEMP] Some deleted messages were not removed');
       }
-      return this.close(`+OK Logging out, ${uids.length} messages deleted`);
+      return this.close(`+OK Logging out, ${plural(uids.length, 'message')} deleted`);
     }
     this.close('+OK Logging out');
   }
