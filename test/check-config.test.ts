@@ -253,3 +253,29 @@ describe('--check-config reads the certificate and its key', () => {
     assert.equal(r.status, 0, r.lines.join('\n'));
   });
 });
+
+describe('--check-config refuses a sending address that is not one', () => {
+  // outbound-relay binds each connection to it: a name or the wrong family was taken here
+  // and failed every delivery attempt
+  const cases: [string, string, string][] = [
+    ['SMTP_BIND_ADDRESS', 'mail.example.org', 'expected an IPv4 address such as 192.0.2.25, or nothing'],
+    ['SMTP_BIND_ADDRESS', '2001:db8::25', 'expected an IPv4 address such as 192.0.2.25, or nothing'],
+    ['SMTP_BIND_ADDRESS6', '192.0.2.25', 'expected an IPv6 address such as 2001:db8::25, or nothing'],
+  ];
+  test('a name, or an address of the other family', () => {
+    for (const [key, bad, problem] of cases)
+      assert.throws(
+        () => loadConfig(outboundRelaySchema, { env: { [key]: bad } }),
+        (e: unknown) =>
+          e instanceof ConfigError && e.problems.join('\n') === `${key}: ${problem}, got "${bad}"`,
+        `${key}=${bad}`,
+      );
+  });
+
+  test('and takes an address of each family', () => {
+    const c = loadConfig(outboundRelaySchema, {
+      env: { SMTP_BIND_ADDRESS: '192.0.2.25', SMTP_BIND_ADDRESS6: '2001:db8::25' },
+    });
+    assert.deepEqual([c.smtp_bind_address, c.smtp_bind_address6], ['192.0.2.25', '2001:db8::25']);
+  });
+});

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import {
   bool,
@@ -173,10 +174,19 @@ export const loginSchema = {
  * PTR names MYHOSTNAME, since receivers judge us by exactly these.
  */
 export const sendingAddressSchema = {
-  /** Local IPv4 source address for outbound connections (Postfix: smtp_bind_address); empty: the system picks. */
-  smtp_bind_address: z.string().default(''),
+  /**
+   * Local IPv4 source address for outbound connections (Postfix: smtp_bind_address); empty:
+   * the system picks. An address, not a name: anything else would fail every delivery.
+   */
+  smtp_bind_address: z
+    .string()
+    .refine((v) => v === '' || isIP(v) === 4, 'expected an IPv4 address such as 192.0.2.25, or nothing')
+    .default(''),
   /** The same for IPv6 (Postfix: smtp_bind_address6). */
-  smtp_bind_address6: z.string().default(''),
+  smtp_bind_address6: z
+    .string()
+    .refine((v) => v === '' || isIP(v) === 6, 'expected an IPv6 address such as 2001:db8::25, or nothing')
+    .default(''),
 };
 
 /**
