@@ -6,7 +6,7 @@ import nodemailer from 'nodemailer';
 import addressparser from 'nodemailer/lib/addressparser';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import type { SubmitTarget } from './context.js';
-import { errors, UpstreamError } from './errors.js';
+import { ApiError, errors, UpstreamError } from './errors.js';
 import type { Address } from './api-types.js';
 import { htmlToText, sanitizeComposeHtml } from './sanitize.js';
 
@@ -240,12 +240,83 @@ function envelopeLog() {
 }
 
 /**
+ * RFC 5321 §4.5.3.1.10: a 452 to a RCPT is the msa's limit of recipients per message
+ * (4.5.3, or no enhanced code at all), not a refusal of the recipient: the client sends
+ * the message to the rest in a further transaction. A 452 with another enhanced code
+ * (4.2.2 mailbox full, 4.3.1 no room) is the recipient's, and stays a refusal.
+ */
+const overRecipientLimit = (reply: string): boolean =>
+  /^452(?:[ -]4\.5\.3\b|[ -](?![245]\.\d)|$)/.test(reply);
+
+/**
  * Submits through the msa (submission over TLS), authenticated with the service login
  * and authorised as the user (SASL PLAIN authzid): the msa applies every rule it applies
  * to a desktop client, sender addresses included. `signal` abandons the submission: its
  * connection is closed, and the message is not sent unless the msa had it whole already.
+ *
+ * Recipients beyond the msa's limit per message (452 4.5.3) get the message in further
+ * transactions, each to those the one before could not take, until all are taken or a
+ * transaction takes none of them. Once one transaction sent it, a later one that fails
+ * names its recipients as refused rather than failing the whole: the message has left.
+ * `onSent` is called when the first transaction is confirmed.
  */
 export async function submit(
+  target: SubmitTarget,
+  account: string,
+  envelope: { from: string; to: string[] },
+  raw: Buffer,
+  opts: { signal?: AbortSignal; onSent?: () => void } = {},
+): Promise<{ response: string; refused: RefusedRecipient[] }> {
+  const first = await transaction(target, account, envelope, raw, opts.signal);
+  opts.onSent?.();
+  let { response } = first;
+  const refused = first.refused.filter((r) => !overRecipientLimit(r.reply));
+  let later = first.refused.filter((r) => overRecipientLimit(r.reply));
+  while (later.length) {
+    const to = later.map((r) => r.address);
+    if (opts.signal?.aborted) {
+      refused.push(...to.map((address) => ({ address, reply: 'not sent: sending took too long' })));
+      break;
+    }
+    let next;
+    try {
+      next = await transaction(target, account, { from: envelope.from, to }, raw, opts.signal);
+    } catch (err) {
+      refused.push(...notReached(to, err));
+      break;
+    }
+    response = next.response;
+    refused.push(...next.refused.filter((r) => !overRecipientLimit(r.reply)));
+    const still = next.refused.filter((r) => overRecipientLimit(r.reply));
+    // a transaction that took none of them would take none the next time either
+    if (still.length === later.length) {
+      refused.push(...still);
+      break;
+    }
+    later = still;
+  }
+  return { response, refused };
+}
+
+/** The recipients of a further transaction that failed, each with the reply that says why. */
+function notReached(to: string[], err: unknown): RefusedRecipient[] {
+  const named = new Map(
+    err instanceof ApiError
+      ? ((err.extra.refused as RefusedRecipient[] | undefined) ?? []).map((r) => [r.address, r.reply])
+      : [],
+  );
+  const response = (err as { cause?: { response?: string } }).cause?.response;
+  const reply =
+    err instanceof ApiError
+      ? err.message
+      : response
+        ? `not sent: ${response}`
+        : 'not sent: the mail server could not be reached';
+  return to.map((address) => ({ address, reply: named.get(address) ?? reply }));
+}
+
+/** One SMTP transaction: the message to `envelope.to`, on a connection of its own. */
+async function transaction(
   target: SubmitTarget,
   account: string,
   envelope: { from: string; to: string[] },

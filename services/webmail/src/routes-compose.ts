@@ -403,13 +403,12 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
       if (late.signal.aborted) throw errors.sendTimeout();
       let refused: { address: string; reply: string }[];
       try {
-        ({ refused } = await submit(
-          ctx.submit,
-          account,
-          { from: m.from.address, to: rcpts },
-          raw,
-          late.signal,
-        ));
+        ({ refused } = await submit(ctx.submit, account, { from: m.from.address, to: rcpts }, raw, {
+          signal: late.signal,
+          // recipients past the msa's limit go in further transactions: the message has
+          // left with the first, and an answer at the deadline must say so
+          onSent: () => (sent = { messageId, warnings: [] }),
+        }));
       } catch (err) {
         metrics.sent.inc({
           result: (err as { code?: string }).code === 'send_refused' ? 'refused' : 'failed',

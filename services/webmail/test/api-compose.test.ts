@@ -659,6 +659,37 @@ describe('sending', () => {
   );
 
   test(
+    "recipients past the mail server's limit per message: sent to them in further transactions",
+    { timeout: 60_000 },
+    async () => {
+      // the msa takes 2 recipients per message and answers 452 4.5.3 to the third
+      const limited = await t.anotherMsa({ smtpd_recipient_limit: 2 });
+      const w = await t.another({ submission_server: `127.0.0.1:${limited.ports.submissions}` });
+      const c = new WebClient(w.port, t.ca);
+      await c.login(ALICE);
+      const more = ['carol@example.test', 'dave@example.test', 'erin@example.test'];
+      for (const a of more) await addAccount(t.p.directory, a);
+      const everyone = [BOB, ...more, ALICE];
+      const subject = 'To more than the limit';
+      const res = await c.post('/api/send', draft({ to: everyone.join(', '), subject }));
+      assert.equal(res.status, 200, res.text);
+      assert.deepEqual(res.json.warnings, []);
+      // each of the five gets it, once
+      const copies = (who: string) =>
+        t.p.inbox(who).filter((f) => readFileSync(f, 'utf8').includes(`Subject: ${subject}`)).length;
+      for (const who of everyone)
+        await waitFor(() => copies(who) > 0, { what: `"${subject}" in ${who}'s mailbox` });
+      // a copy that came twice would be there by the time the last one came once
+      assert.deepEqual(
+        everyone.map(copies),
+        everyone.map(() => 1),
+      );
+      const inSent = (await messagesIn('Sent')).filter((m) => m.subject === subject);
+      assert.equal(inSent.length, 1);
+    },
+  );
+
+  test(
     'as many recipients the mail server cannot check for now: a temporary failure naming them',
     { timeout: 60_000 },
     async () => {
