@@ -159,7 +159,7 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
       { parseAs: 'buffer', bodyLimit: ctx.attachmentLimit },
       (_req, body, done) => done(null, body),
     );
-    scope.post('/api/uploads', { bodyLimit: ctx.attachmentLimit }, async (req) => {
+    scope.post('/api/uploads', { bodyLimit: ctx.attachmentLimit }, async (req, reply) => {
       const { account } = sessionOf(req);
       const data = req.body;
       if (!Buffer.isBuffer(data)) throw errors.badRequest('expected the file as the request body');
@@ -185,6 +185,14 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
         id,
       );
       if (waiting >= 0) throw errors.uploadsWaiting(cap);
+      // a client gone before it learnt the id (the draft discarded, the tab closed) can
+      // never name this upload: removed, rather than left for a day under the account's cap
+      const forsaken = () =>
+        void dropUploads(account, [id]).catch((err: unknown) =>
+          logger.warn({ account, err }, 'upload of a client gone not removed; it expires within a day'),
+        );
+      if (req.raw.socket.destroyed) forsaken();
+      else reply.raw.once('close', () => reply.raw.writableFinished || forsaken());
       return { id, filename, type: contentType, size: data.length };
     });
   });

@@ -5,8 +5,11 @@ import { Quotas } from '@mailyard/mailstore';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { createServer as createTlsServer } from 'node:tls';
-import { startPrivateRabbit, startTcpProxy, waitFor } from '@mailyard/testkit';
+import type { ClientRequest } from 'node:http';
+import { request } from 'node:https';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { WebmailKeys } from '@mailyard/admin';
+import { interleavedRedis, startPrivateRabbit, startTcpProxy, waitFor } from '@mailyard/testkit';
 import { sendRaw } from '../../retrieval/test/helpers.js';
 import { addAccount } from '../../../test/harness.js';
 import { storeSession } from './mail-clients.js';
@@ -14,6 +17,7 @@ import { newsletter, plainMessage } from './messages.js';
 import {
   ALICE,
   BOB,
+  HOST,
   startWebmailTestbed,
   webmailOnStallableImap,
   type WebmailTestbed,
@@ -201,6 +205,56 @@ describe('uploads', () => {
       assert.equal((await upload(c, 'after-send.bin', file)).status, 200);
     },
   );
+});
+
+test('an upload whose client went away before the answer is not kept', { timeout: 30_000 }, async () => {
+  // the client goes (a draft discarded, a tab closed) while the upload is being stored:
+  // it never learns the id, and nothing could ever name the upload again
+  const sending: { upload?: ClientRequest } = {};
+  let gone = false;
+  const serverSockets: TLSSocket[] = [];
+  const w = await t.another(
+    {},
+    {
+      redis: interleavedRedis(
+        t.p.redis.redis,
+        (command) => command === 'webmailStoreUpload',
+        async () => {
+          const port = sending.upload!.socket!.localPort;
+          sending.upload!.destroy();
+          await waitFor(() => serverSockets.find((s) => s.remotePort === port)?.destroyed, {
+            what: 'the webmail seeing the client gone',
+          });
+          gone = true;
+        },
+      ),
+    },
+    (webmail) => webmail.app.server.on('secureConnection', (s: TLSSocket) => serverSockets.push(s)),
+  );
+  const c = new WebClient(w.port, t.ca);
+  await c.login(ALICE);
+  const waiting = async () => (await t.p.redis.redis.zrange(WebmailKeys.uploads(ALICE), 0, -1)).join(' ');
+  const before = await waiting();
+  const upload = (sending.upload = request({
+    host: '127.0.0.1',
+    port: w.port,
+    servername: HOST,
+    ca: t.ca,
+    agent: false,
+    method: 'POST',
+    path: '/api/uploads',
+    headers: {
+      'x-forwarded-for': c.ip,
+      cookie: [...c.cookies].map(([k, v]) => `${k}=${v}`).join('; '),
+      'x-csrf-token': c.csrf,
+      'content-type': 'application/octet-stream',
+      'x-filename': 'notes.txt',
+    },
+  }));
+  upload.on('error', () => undefined);
+  upload.end(Buffer.alloc(10_000, 1));
+  await waitFor(() => gone, { what: 'the client gone while the upload was stored' });
+  await waitFor(async () => (await waiting()) === before, { what: 'the upload removed' });
 });
 
 describe('drafts', () => {

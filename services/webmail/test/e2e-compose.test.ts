@@ -2,11 +2,13 @@
 // being saved: closing the editor when the draft cannot be saved keeps what was typed on
 // screen; sending while saves wait in line leaves no draft behind. What the store holds
 // afterwards is read back over IMAP. A message sent to some of its recipients only says
-// whom it did not reach until the user dismisses it.
+// whom it did not reach until the user dismisses it. Discarding a draft stops an upload
+// under way, and nothing of it is kept.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import type { Page, Route } from 'playwright-core';
+import { WebmailKeys } from '@mailyard/admin';
 import { waitFor } from '@mailyard/testkit';
 import { ensureFrontEnd, onNewPage } from './browser.js';
 import { storedFlags, storeSession } from './mail-clients.js';
@@ -136,6 +138,43 @@ describe('the webmail in a browser: drafts while writing', () => {
     } finally {
       await bob.logout();
     }
+  });
+
+  test('discarding stops an upload under way: nothing of it is kept', { timeout: 120_000 }, async () => {
+    await onNewPage('10.6.1.4', async (page) => {
+      await logIn(page);
+      // the upload is held until the test lets it through, as a slow connection would hold it
+      const held: Route[] = [];
+      await page.route('**/api/uploads', (route) => {
+        held.push(route);
+      });
+      await page.getByRole('button', { name: 'Compose' }).click();
+      await page.locator('#compose-to').fill(BOB);
+      await page.locator('#compose-subject').fill('Never mind');
+      const isUpload = (r: { url(): string }) => r.url().endsWith('/api/uploads');
+      const ended = Promise.race([
+        page.waitForEvent('requestfinished', isUpload),
+        page.waitForEvent('requestfailed', isUpload),
+      ]);
+      await editor(page)
+        .locator('input[type=file]')
+        .setInputFiles({ name: 'report.pdf', mimeType: 'application/pdf', buffer: Buffer.alloc(50_000, 1) });
+      await editor(page).getByLabel('Uploading report.pdf').waitFor();
+      await waitFor(() => held.length === 1, { what: 'the upload under way' });
+      await editor(page).getByRole('button', { name: 'Discard' }).click();
+      await page.locator('#compose-to').waitFor({ state: 'detached' });
+      // let it through: a request the page gave up on goes nowhere
+      await held[0]!.continue().catch(() => undefined);
+      await ended;
+      // no upload waits under alice's cap, nor any draft
+      const redis = t.p.redis.redis;
+      await waitFor(async () => (await redis.zcard(WebmailKeys.uploads(ALICE))) === 0, {
+        what: 'no upload waiting',
+        timeoutMs: 5000,
+      });
+      assert.equal((await redis.keys('*webmail:upload:*')).length, 0);
+      assert.deepEqual(await sources('Drafts'), []);
+    });
   });
 
   test('who a message did not reach stays on screen until dismissed', { timeout: 120_000 }, async () => {

@@ -20,7 +20,7 @@ export const BOB = 'bob@example.test';
 
 /** Dependencies a test may replace (two-factor with a clock of its own, a directory that fails). */
 export type ExtraDeps = Partial<
-  Pick<WebmailDeps, 'twoFactor' | 'secondFactor' | 'directory' | 'authenticator'>
+  Pick<WebmailDeps, 'twoFactor' | 'secondFactor' | 'directory' | 'authenticator' | 'redis'>
 >;
 
 export interface WebmailTestbed {

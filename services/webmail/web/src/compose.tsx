@@ -52,6 +52,8 @@ export function Compose(props: {
    */
   const saves = useRef<Promise<boolean>>(Promise.resolve(true));
   const leaving = useRef(false);
+  /** Set by Discard: an upload that still ends after it is removed again, not kept for a draft that is gone. */
+  const discarded = useRef(false);
   /** Why the last save failed, for the Close that cannot keep the draft. */
   const saveError = useRef('');
   const draftUid = useRef<number | null>(props.initial.draftUid);
@@ -162,6 +164,10 @@ export function Compose(props: {
       ]);
       up.done.then(
         (res) => {
+          if (discarded.current) {
+            void api.deleteUpload(res.id).catch(() => undefined);
+            return;
+          }
           setFiles((fs) =>
             fs.map((f) => (f.key === key ? { ...f, ref: { upload: res.id }, progress: 1 } : f)),
           );
@@ -205,9 +211,12 @@ export function Compose(props: {
   const discard = async () => {
     window.clearTimeout(timer.current);
     leaving.current = true;
+    discarded.current = true;
+    // uploads under way stop here: one that ended later would wait a day under the cap
+    for (const f of latest.current.files) if (!f.ref) f.abort?.();
     await saves.current;
     if (draftUid.current) await api.deleteDraft(draftUid.current).catch(() => undefined);
-    for (const f of files)
+    for (const f of latest.current.files)
       if (f.ref && 'upload' in f.ref) void api.deleteUpload(f.ref.upload).catch(() => undefined);
     props.onClose('discarded');
   };
