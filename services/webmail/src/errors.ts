@@ -42,6 +42,13 @@ export const errors = {
   invalidCredentials: () => new ApiError(401, 'invalid_credentials', 'Wrong address or password'),
   wrongPassword: () => new ApiError(403, 'wrong_password', 'That is not your current password'),
   conflict: (message: string) => new ApiError(409, 'conflict', message),
+  /** The draft a save would replace was replaced or discarded in another window meanwhile. */
+  draftChanged: () =>
+    new ApiError(
+      409,
+      'draft_changed',
+      'This draft was changed or discarded in another window: your text is kept here, and saving again keeps it as a draft of its own',
+    ),
   invalidCode: () => new ApiError(401, 'invalid_code', 'Wrong or already used code'),
   tooManyCodes: () =>
     new ApiError(401, 'too_many_codes', 'Too many wrong codes: log in again with your password'),

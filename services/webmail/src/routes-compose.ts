@@ -21,6 +21,8 @@ import { parseStructure } from './message-view.js';
 
 /** Uploaded attachments wait in Redis (any instance may send the message) for a day. */
 const UPLOAD_TTL_SECONDS = 24 * 3600;
+/** How long a save may hold the draft it replaces (more than a request takes: IMAP_TIMEOUT). */
+const DRAFT_REPLACING_SECONDS = 120;
 /** Bytes of uploads one account may have waiting at once, in attachment limits. */
 const UPLOADS_PER_ACCOUNT = 10;
 // removed with the account (accountKeys)
@@ -342,25 +344,37 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
       draft: { origin: d.origin },
     });
     const drafts = await folderPath(account, '\\Drafts', 'Drafts');
-    const saved = await pool.run(account, async (c) => {
-      const res = await c.append(drafts, raw, ['\\Draft', '\\Seen']);
-      if (!res) throw errors.unavailable();
-      const uid = res.uid ?? null;
-      // the attachments as parts of this draft, for the next save or the send: the ones
-      // the editor named may be parts of the draft replaced below. Listed before that one
-      // goes, so that a failure here leaves the editor's references good for a retry.
-      let attachments: { folder: string; uid: number; part: string }[] = [];
-      if (uid && d.attachments.length) {
-        await selectFolder(c, drafts);
-        const m = await c.fetchOne(String(uid), { uid: true, bodyStructure: true }, { uid: true });
-        if (m && m.bodyStructure)
-          attachments = parseStructure(m.bodyStructure)
-            .attachments.filter((a) => !a.inline)
-            .map((a) => ({ folder: drafts, uid, part: a.part }));
-      }
-      if (d.draftUid) await dropDraft(c, drafts, d.draftUid);
-      return { uid, folder: drafts, attachments };
-    });
+    // the same draft open in two windows: the first save to replace it does, the other is
+    // told (409), rather than each leaving a draft of its own. A marker while one replaces
+    // it (seconds: within a request's time), and the draft itself gone once it has.
+    const replacing = d.draftUid ? WebmailKeys.draftReplacing(account, d.draftUid) : null;
+    if (replacing && (await redis.set(replacing, '1', 'EX', DRAFT_REPLACING_SECONDS, 'NX')) !== 'OK')
+      throw errors.draftChanged();
+    const saved = await pool
+      .run(account, async (c) => {
+        if (d.draftUid) {
+          await selectFolder(c, drafts);
+          if (!(await existingUids(c, [d.draftUid])).length) throw errors.draftChanged();
+        }
+        const res = await c.append(drafts, raw, ['\\Draft', '\\Seen']);
+        if (!res) throw errors.unavailable();
+        const uid = res.uid ?? null;
+        // the attachments as parts of this draft, for the next save or the send: the ones
+        // the editor named may be parts of the draft replaced below. Listed before that one
+        // goes, so that a failure here leaves the editor's references good for a retry.
+        let attachments: { folder: string; uid: number; part: string }[] = [];
+        if (uid && d.attachments.length) {
+          await selectFolder(c, drafts);
+          const m = await c.fetchOne(String(uid), { uid: true, bodyStructure: true }, { uid: true });
+          if (m && m.bodyStructure)
+            attachments = parseStructure(m.bodyStructure)
+              .attachments.filter((a) => !a.inline)
+              .map((a) => ({ folder: drafts, uid, part: a.part }));
+        }
+        if (d.draftUid) await dropDraft(c, drafts, d.draftUid);
+        return { uid, folder: drafts, attachments };
+      })
+      .finally(() => replacing && redis.del(replacing).catch(() => undefined));
     // the editor names the draft's parts from now on (when it got one for each)
     if (saved.attachments.length === d.attachments.length) await releaseUploads(account, d, 'a draft');
     return saved;

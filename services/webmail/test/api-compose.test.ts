@@ -288,6 +288,32 @@ describe('drafts', () => {
   );
 
   test(
+    'the same draft saved from two windows: the second is told, and no second draft appears',
+    { timeout: 30_000 },
+    async () => {
+      const first = await alice.req('PUT', '/api/drafts', { json: draft({ subject: 'Two windows' }) });
+      assert.equal(first.status, 200, first.text);
+      // both windows opened it; one saves, then the other, each replacing the draft it knew
+      const a = await alice.req('PUT', '/api/drafts', {
+        json: draft({ subject: 'Two windows', text: 'From window A', draftUid: first.json.uid }),
+      });
+      assert.equal(a.status, 200, a.text);
+      const b = await alice.req('PUT', '/api/drafts', {
+        json: draft({ subject: 'Two windows', text: 'From window B', draftUid: first.json.uid }),
+      });
+      assert.deepEqual([b.status, b.json.error], [409, 'draft_changed'], b.text);
+      assert.match(b.json.message, /changed or discarded in another window/);
+      const kept = (await messagesIn('Drafts')).filter((m) => m.subject === 'Two windows');
+      assert.deepEqual(
+        kept.map((m) => m.uid),
+        [a.json.uid],
+      );
+      // the tests after this one find Drafts as they left it
+      assert.equal((await alice.req('DELETE', `/api/drafts/${a.json.uid}`)).status, 200);
+    },
+  );
+
+  test(
     'a full mailbox: the save says so (507), not "something went wrong"',
     { timeout: 30_000 },
     async () => {

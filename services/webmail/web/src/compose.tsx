@@ -109,6 +109,12 @@ export function Compose(props: {
       return true;
     } catch (err) {
       dirty.current = true;
+      // another window replaced or discarded this draft: the text stays here, and the next
+      // save keeps it as a draft of its own
+      if (err instanceof ApiError && err.code === 'draft_changed') {
+        draftUid.current = null;
+        setError(err.message);
+      }
       saveError.current = err instanceof ApiError ? err.message : 'the server cannot be reached';
       setStatus(err instanceof ApiError ? `Draft not saved: ${err.message}` : 'Draft not saved');
       return false;
