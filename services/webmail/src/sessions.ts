@@ -4,7 +4,6 @@ import {
   WEBMAIL_SIGN_OUT_FIELD,
   deleteWebmailSessions,
   endWebmailSessions,
-  raiseWebmailSignOut,
   webmailSessionsKey,
 } from '@mailyard/auth';
 
@@ -65,6 +64,28 @@ if not ok or type(s) ~= 'table' or type(s.account) ~= 'string' then return {raw}
 local account = ARGV[2] .. 'account:' .. s.account
 if redis.call('HEXISTS', account, 'password') == 0 then return {raw} end
 return {raw, redis.call('HGET', account, ARGV[3]) or '0'}
+`;
+
+/**
+ * Raises the account's webmail sign-out count (KEYS[1], ARGV[1] the field) and renews the
+ * session that did it (KEYS[2] to KEYS[3], tracked in KEYS[4]) with the new count, in one
+ * step: a request of that session arriving between the two would be compared against the
+ * raised count, and the session would end itself. ARGV[2]: the session's count; ARGV[3]:
+ * the renewed session's JSON, but its count; ARGV[4], ARGV[5]: idle and absolute timeouts
+ * (ms). The new count, or nil when the session ended (its key gone, an ending came first,
+ * or the account is gone); the count goes up all the same when the account is there.
+ */
+const RAISE_AND_RENEW = `
+if redis.call('HEXISTS', KEYS[1], 'password') == 0 then return false end
+local before = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local after = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+if before > tonumber(ARGV[2]) or redis.call('DEL', KEYS[2]) == 0 then return false end
+local s = cjson.decode(ARGV[3])
+s.signOut = after
+redis.call('SET', KEYS[3], cjson.encode(s), 'PX', ARGV[4])
+redis.call('SADD', KEYS[4], KEYS[3])
+redis.call('PEXPIRE', KEYS[4], ARGV[5])
+return after
 `;
 
 type LookupRedis = Redis & {
@@ -213,9 +234,23 @@ export class SessionStore {
     id: string,
     session: Session,
   ): Promise<{ fresh: { id: string; session: Session } | null; ended: number }> {
-    const count = await raiseWebmailSignOut(this.redis, session.account);
-    const goesOn = count !== null && count.before <= session.signOut;
-    const fresh = goesOn ? await this.rotate(id, { ...session, signOut: count.after }) : null;
+    const freshId = newToken();
+    const { signOut, ...login } = session;
+    const renewed = { ...login, csrf: newToken() };
+    const after = (await this.redis.eval(
+      RAISE_AND_RENEW,
+      4,
+      `account:${session.account.toLowerCase()}`,
+      this.key(id),
+      this.key(freshId),
+      webmailSessionsKey(session.account),
+      WEBMAIL_SIGN_OUT_FIELD,
+      String(signOut),
+      JSON.stringify(renewed),
+      String(this.timeouts.idleMs),
+      String(this.timeouts.absoluteMs),
+    )) as number | null;
+    const fresh = after === null ? null : { id: freshId, session: { ...renewed, signOut: after } };
     if (!fresh) await this.destroy(id);
     const ended = await deleteWebmailSessions(
       this.redis,

@@ -4,7 +4,7 @@
 // when the ending comes between the renewal's end of the old id and its write of the new.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { createTestRedis } from '@mailyard/testkit';
+import { createTestRedis, interleavedRedis } from '@mailyard/testkit';
 import { SessionStore } from '../src/sessions.js';
 
 const t = createTestRedis();
@@ -128,6 +128,30 @@ test(
     const again = await store.endOthers(late.id, late.session);
     assert.equal(again.fresh, null, 'its session stays ended');
     assert.equal(await store.get(fresh.id), null);
+  },
+);
+
+test(
+  'a request of the session that sets a new password, arriving while it is set, does not end it',
+  { timeout: 10_000 },
+  async () => {
+    const a = await account('ida@example.test');
+    const owner = await store.create(a, 'complete', await store.signOutCount(a));
+    // another request of the same session (the mail list refreshing) comes right after
+    // the account's count went up
+    const changing = new SessionStore(
+      interleavedRedis(
+        t.redis,
+        (command, args) => command === 'eval' && args.includes(`account:${a}`),
+        () => store.find(owner.id),
+      ),
+      timeouts,
+    );
+    const { fresh } = await changing.endOthers(owner.id, owner.session);
+    assert.ok(fresh, 'the session that changed the password goes on');
+    assert.deepEqual(await store.get(fresh.id), fresh.session);
+    assert.equal(fresh.session.created, owner.session.created);
+    assert.equal(await store.get(owner.id), null, 'the old id is no good');
   },
 );
 
