@@ -8,7 +8,7 @@ import {
   signOutEverywhere,
   type AppPasswordInfo,
 } from '@mailyard/auth';
-import { Directory, LOCAL_DOMAINS_KEY, type DomainKeys } from '@mailyard/directory';
+import { Directory, DirectoryError, LOCAL_DOMAINS_KEY, type DomainKeys } from '@mailyard/directory';
 import {
   DKIM_ALGORITHMS,
   DkimError,
@@ -27,7 +27,7 @@ import {
   normalizeTarget,
   requireLocalDomain,
 } from './addresses.js';
-import { Quotas } from '@mailyard/mailstore';
+import { QUOTA_OVERRIDES_KEY, Quotas } from '@mailyard/mailstore';
 import type { QueueAdminDeps } from '@mailyard/queue-admin';
 import { AuditLog, type AuditEntry } from './audit.js';
 import { PolicyRules } from '@mailyard/policy-rules';
@@ -99,6 +99,15 @@ export interface AccountView {
   /** The account's own storage quota in bytes (0: unlimited); null: the installation's default (QUOTA_STORAGE). */
   quota: number | null;
 }
+
+// KEYS: account:<a>, the quota overrides; ARGV: a, bytes ('' for the default). The
+// override is written only while the account is there (its record has a password), in the
+// step that checks it: one written after a deletion's clean-up would be a new account's
+// of the address. -1: no such account.
+const SET_QUOTA = `
+if redis.call('HEXISTS', KEYS[1], 'password') == 0 then return -1 end
+if ARGV[2] == '' then return redis.call('HDEL', KEYS[2], ARGV[1]) end
+return redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])`;
 
 /**
  * The administrative operations, one implementation for every caller: the `mailyard` CLI
@@ -393,8 +402,15 @@ export class Operations {
     const a = await this.checkAccount(address, 'present');
     if (bytes !== null && (!Number.isSafeInteger(bytes) || bytes < 0))
       throw new OperationError('invalid', `a quota is a whole number of bytes, 0 for unlimited`);
-    if (bytes === null) await this.quotas.clear(a);
-    else await this.quotas.set(a, bytes);
+    const res = await this.redis.eval(
+      SET_QUOTA,
+      2,
+      `account:${a}`,
+      QUOTA_OVERRIDES_KEY,
+      a,
+      bytes === null ? '' : String(bytes),
+    );
+    if (res === -1) throw new DirectoryError('not_found', `account ${a} does not exist`);
     await this.log('account.quota', a, { bytes: bytes ?? 'default' });
     return a;
   }

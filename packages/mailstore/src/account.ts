@@ -296,9 +296,12 @@ export class MailAccount {
   }
 }
 
+/** The hash of per-account storage quota overrides: field = account, value = bytes (0 = unlimited). */
+export const QUOTA_OVERRIDES_KEY = 'quota:storage';
+
 /**
  * Storage quota per account: a default from config, overridden per account in Redis
- * (`quota:storage` hash, field = account, value = bytes; 0 = unlimited).
+ * (QUOTA_OVERRIDES_KEY).
  */
 export class Quotas {
   constructor(
@@ -308,24 +311,24 @@ export class Quotas {
 
   async limit(account: string): Promise<number> {
     if (this.redis) {
-      const v = await this.redis.hget('quota:storage', account.toLowerCase());
+      const v = await this.redis.hget(QUOTA_OVERRIDES_KEY, account.toLowerCase());
       if (v !== null && /^\d+$/.test(v)) return Number(v);
     }
     return this.defaultBytes;
   }
 
   async set(account: string, bytes: number): Promise<void> {
-    await this.redis?.hset('quota:storage', account.toLowerCase(), String(bytes));
+    await this.redis?.hset(QUOTA_OVERRIDES_KEY, account.toLowerCase(), String(bytes));
   }
 
   /** Drops the account's override: the default applies again. */
   async clear(account: string): Promise<void> {
-    await this.redis?.hdel('quota:storage', account.toLowerCase());
+    await this.redis?.hdel(QUOTA_OVERRIDES_KEY, account.toLowerCase());
   }
 
   /** Every account's override, in bytes (0: unlimited). */
   async overrides(): Promise<Record<string, number>> {
-    const all = this.redis ? await this.redis.hgetall('quota:storage') : {};
+    const all = this.redis ? await this.redis.hgetall(QUOTA_OVERRIDES_KEY) : {};
     return Object.fromEntries(
       Object.entries(all).flatMap(([a, v]) => (/^\d+$/.test(v) ? [[a, Number(v)]] : [])),
     );
