@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { generateSecret, generateURI, verify as verifyTotp } from 'otplib';
+import { DirectoryError } from '@mailyard/directory';
 import type { LoginGuard } from './lockout.js';
 import { revocationMessage, revokedChannel } from './revocations.js';
 
@@ -37,6 +38,19 @@ export const twoFactorKeys = (account: string) => [
   `totp:fail:${account.toLowerCase()}`,
   `totp:fail-cap:${account.toLowerCase()}`,
 ];
+
+// KEYS: account:<a>, totp:recovery:<a>, totp:pending:<a>; ARGV: the secret, the revocation
+// channel and message, the recovery codes' hashes. Two-factor is turned on only while the
+// account is there (its record has a password), in the step that checks it: a deletion in
+// between would otherwise leave a record of the secret alone, an account without a
+// password that refuses a new one of the address. 0: no such account.
+const CONFIRM = `
+if redis.call('HEXISTS', KEYS[1], 'password') == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'totp', ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('SADD', KEYS[2], unpack(ARGV, 4))
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1`;
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -98,7 +112,8 @@ export class TwoFactor {
   /**
    * Ends enrolment with a first code from the app (proof that it has the secret): turns
    * two-factor on and returns the recovery codes, shown once. Null when the code is wrong
-   * or no enrolment is waiting.
+   * or no enrolment is waiting; a DirectoryError (not_found) when the account was deleted
+   * meanwhile.
    */
   async confirm(account: string, code: string): Promise<string[] | null> {
     const a = account.toLowerCase();
@@ -110,13 +125,18 @@ export class TwoFactor {
     // the IMAP, POP3 and submission sessions that logged in with the password end,
     // everywhere: announced with the change, so that two-factor is never on while the
     // codes, kept only as hashes, go unshown for a failed announcement
-    await this.redis
-      .multi()
-      .hset(`account:${a}`, 'totp', secret)
-      .del(`totp:recovery:${a}`, `totp:pending:${a}`)
-      .sadd(`totp:recovery:${a}`, ...codes.map(sha256))
-      .publish(revokedChannel(this.redis), revocationMessage(a))
-      .exec();
+    const on = await this.redis.eval(
+      CONFIRM,
+      3,
+      `account:${a}`,
+      `totp:recovery:${a}`,
+      `totp:pending:${a}`,
+      secret,
+      revokedChannel(this.redis),
+      revocationMessage(a),
+      ...codes.map(sha256),
+    );
+    if (on === 0) throw new DirectoryError('not_found', `account ${a} does not exist`);
     return codes.map((c) => `${c.slice(0, 5)}-${c.slice(5)}`);
   }
 

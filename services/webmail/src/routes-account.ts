@@ -96,8 +96,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     try {
       await ctx.directory.setPassword(account, body.password);
     } catch (err) {
-      if (err instanceof DirectoryError) throw errors.badRequest(capitalize(err.message));
-      throw err;
+      throw refusal(err);
     }
     // this session goes on under a new id and token (whoever holds a copy of the old cookie,
     // perhaps the reason for the change, is out); every other one ends: the other webmail
@@ -203,7 +202,11 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     const session = sessionOf(req);
     const { account } = session;
     const { code } = parse(codeSchema, req.body);
-    const codes = await twoFactor().confirm(account, code);
+    const codes = await twoFactor()
+      .confirm(account, code)
+      .catch((err: unknown) => {
+        throw refusal(err);
+      });
     if (!codes) throw errors.invalidCode();
     const { fresh, ended } = await ctx.sessions.endOthers(req.sessionId!, session);
     logger.info({ account, ended }, 'two-factor login turned on');
@@ -238,3 +241,13 @@ async function refused<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 const capitalize = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
+
+/**
+ * The directory's refusal of a change to this account as the answer: 404 when the account
+ * was deleted while the request ran, else 400 (a weak password), with its sentence.
+ */
+function refusal(err: unknown): unknown {
+  if (!(err instanceof DirectoryError)) return err;
+  if (err.code === 'not_found') return new ApiError(404, 'not_found', capitalize(err.message));
+  return errors.badRequest(capitalize(err.message));
+}
