@@ -69,10 +69,11 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
       metrics.logins.inc({ result: 'rate_limited' });
       throw errors.rateLimited(wait);
     }
-    // the account's webmail sign-out count before its password is checked: an ending of
-    // its sessions (sign out everywhere, a new password) while the check runs ends this one too
+    // the account's webmail sign-out count and creation time before its password is checked:
+    // an ending of its sessions (sign out everywhere, a new password), or the account deleted
+    // and made again, while the check runs ends this one too
     const named = accountAddress(username) ?? username.trim().toLowerCase();
-    const signOut = await sessions.signOutCount(named);
+    const stamp = await sessions.loginStamp(named);
     // the second step, when the account has one, is asked below
     const res = await ctx.authenticator.authenticate({
       ip: req.ip,
@@ -101,7 +102,7 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
     const { id, session } = await sessions.create(
       res.account,
       second ? 'second-factor' : 'complete',
-      res.account === named ? signOut : await sessions.signOutCount(res.account),
+      res.account === named ? stamp : await sessions.loginStamp(res.account),
     );
     void reply.setCookie(SESSION_COOKIE, id, COOKIE).clearCookie(LOGIN_COOKIE, COOKIE);
     metrics.logins.inc({ result: second ? 'second_factor' : 'ok' });

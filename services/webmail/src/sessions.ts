@@ -24,7 +24,16 @@ export interface Session {
    * ended: they go on until then, as they did.
    */
   signOut: number;
+  /**
+   * The account's creation time (`created` in its record) when the login was checked: an
+   * account of the same address deleted and made again since is another account, and the
+   * session has ended. Sessions made before it was kept have none and are not compared.
+   */
+  accountCreated?: string;
 }
+
+/** What a login reads of its account before its password is checked, and its session keeps. */
+export type LoginStamp = Pick<Session, 'signOut' | 'accountCreated'>;
 
 export interface SessionTimeouts {
   idleMs: number;
@@ -49,10 +58,10 @@ export function sameToken(a: string | undefined, b: string | undefined): boolean
 
 /**
  * A session (KEYS[1]; its idle time pushed back to ARGV[1] ms unless that is empty) and
- * its account's webmail sign-out count, in one round trip: {session} when the account is
- * gone, {session, count} else, nil when there is no session. The account's key is made
- * here from the session (ARGV[2] the key prefix, ARGV[3] the field): a single Redis, as
- * the platform runs, not a cluster.
+ * its account's webmail sign-out count and creation time, in one round trip: {session}
+ * when the account is gone, {session, count, created} else, nil when there is no session.
+ * The account's key is made here from the session (ARGV[2] the key prefix, ARGV[3] the
+ * field): a single Redis, as the platform runs, not a cluster.
  */
 const LOOKUP = `
 local raw
@@ -63,8 +72,12 @@ local ok, s = pcall(cjson.decode, raw)
 if not ok or type(s) ~= 'table' or type(s.account) ~= 'string' then return {raw} end
 local account = ARGV[2] .. 'account:' .. s.account
 if redis.call('HEXISTS', account, 'password') == 0 then return {raw} end
-return {raw, redis.call('HGET', account, ARGV[3]) or '0'}
+return {raw, redis.call('HGET', account, ARGV[3]) or '0', redis.call('HGET', account, 'created') or ''}
 `;
+
+/** Whether the account of the address (made at `created`) is not the one `session` logged in to. */
+const otherAccount = (session: Session, created: string) =>
+  session.accountCreated !== undefined && session.accountCreated !== created;
 
 /**
  * Raises the account's webmail sign-out count (KEYS[1], ARGV[1] the field) and renews the
@@ -129,21 +142,27 @@ export class SessionStore {
   }
 
   /**
-   * The account's webmail sign-out count, for a login: read before its password is
-   * checked, so that an ending of its sessions while the check runs ends this one too.
+   * The account's webmail sign-out count and creation time, for a login: read before its
+   * password is checked, so that an ending of its sessions, or the account deleted and
+   * made again, while the check runs ends this one too.
    */
-  async signOutCount(account: string): Promise<number> {
-    return Number((await this.redis.hget(`account:${account.toLowerCase()}`, WEBMAIL_SIGN_OUT_FIELD)) ?? 0);
+  async loginStamp(account: string): Promise<LoginStamp> {
+    const [count, created] = await this.redis.hmget(
+      `account:${account.toLowerCase()}`,
+      WEBMAIL_SIGN_OUT_FIELD,
+      'created',
+    );
+    return { signOut: Number(count ?? 0), accountCreated: created ?? '' };
   }
 
-  /** A new session of a login checked while the account's webmail sign-out count was `signOut`. */
+  /** A new session of a login checked while its account was as `stamp` says. */
   async create(
     account: string,
     stage: SessionStage,
-    signOut: number,
+    stamp: LoginStamp,
   ): Promise<{ id: string; session: Session }> {
     const id = newToken();
-    const session: Session = { account, stage, created: this.now(), csrf: newToken(), signOut };
+    const session: Session = { account, stage, created: this.now(), csrf: newToken(), ...stamp };
     await this.redis.set(this.key(id), JSON.stringify(session), 'PX', this.timeouts.idleMs);
     await this.track(account, this.key(id));
     return { id, session };
@@ -174,11 +193,11 @@ export class SessionStore {
       WEBMAIL_SIGN_OUT_FIELD,
     );
     if (!res) return null;
-    const [raw, count] = res;
+    const [raw, count, created] = res;
     // a session made before the count was kept has none: 0, as the account's until its first ending
     const stored = JSON.parse(raw!) as Omit<Session, 'signOut'> & { signOut?: number };
     const session: Session = { ...stored, signOut: stored.signOut ?? 0 };
-    if (count === undefined || Number(count) > session.signOut) {
+    if (count === undefined || Number(count) > session.signOut || otherAccount(session, created!)) {
       await this.redis.del(key);
       return 'ended';
     }
@@ -189,14 +208,15 @@ export class SessionStore {
     return session;
   }
 
-  /** Whether the account ended its sessions since `session` logged in (or is gone). */
+  /** Whether the account ended its sessions since `session` logged in (or is gone, or made again). */
   private async endedSince(session: Session): Promise<boolean> {
-    const account = `account:${session.account.toLowerCase()}`;
-    const [exists, count] = await Promise.all([
-      this.redis.hexists(account, 'password'),
-      this.redis.hget(account, WEBMAIL_SIGN_OUT_FIELD),
-    ]);
-    return !exists || Number(count ?? 0) > session.signOut;
+    const [password, count, created] = await this.redis.hmget(
+      `account:${session.account.toLowerCase()}`,
+      'password',
+      WEBMAIL_SIGN_OUT_FIELD,
+      'created',
+    );
+    return !password || Number(count ?? 0) > session.signOut || otherAccount(session, created ?? '');
   }
 
   /**

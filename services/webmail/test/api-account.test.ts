@@ -216,6 +216,44 @@ test(
 );
 
 test(
+  "a login checked as its account was deleted and made again does not open the new account's mail",
+  { timeout: 60_000 },
+  async () => {
+    const account = 'ola@example.test';
+    await addAccount(t.p.directory, account);
+    // the old password was right when it was checked; the account is then deleted and an
+    // account of the same address made, with a password of its own, before the session is
+    const redis = t.p.redis.redis;
+    const checks = createAuthenticator({
+      directory: t.p.directory,
+      guard: new LoginGuard(redis),
+      appPasswords: new AppPasswords(redis),
+    });
+    let remade = false;
+    const overtaken: Authenticator = {
+      async authenticate(req) {
+        const res = await checks.authenticate(req);
+        if (!remade) {
+          remade = true;
+          await t.p.directory.delUser(account);
+          await t.p.directory.addUser(account, `another ${PASSWORD}`);
+        }
+        return res;
+      },
+    };
+    const webmail = await t.another({}, { authenticator: overtaken });
+    const late = new WebClient(webmail.port, t.ca);
+    assert.equal((await late.login(account)).status, 200);
+    assert.ok(remade);
+    const res = await late.get('/api/account');
+    assert.deepEqual([res.status, res.json.error], [401, 'not_logged_in']);
+    // the new account's own password opens it
+    assert.equal((await late.login(account, `another ${PASSWORD}`)).status, 200);
+    assert.equal((await late.get('/api/account')).json.account, account);
+  },
+);
+
+test(
   'sign out everywhere ends the IMAP, POP3 and submission sessions of the account',
   { timeout: 90_000 },
   async (t2) => {

@@ -48,7 +48,7 @@ test(
   { timeout: 10_000 },
   async () => {
     const a = await account('ann@example.test');
-    const { id, session } = await store.create(a, 'second-factor', await store.signOutCount(a));
+    const { id, session } = await store.create(a, 'second-factor', await store.loginStamp(a));
     const fresh = await store.rotate(id, { ...session, stage: 'complete' });
     assert.ok(fresh);
     assert.equal(await store.get(id), null, 'the old id is no good');
@@ -62,7 +62,7 @@ test(
   { timeout: 10_000 },
   async () => {
     const a = await account('bea@example.test');
-    const { id, session } = await store.create(a, 'second-factor', await store.signOutCount(a));
+    const { id, session } = await store.create(a, 'second-factor', await store.loginStamp(a));
     // the request read the session; then the account was signed out everywhere
     assert.ok(await store.get(id));
     assert.equal(await store.destroyAll(a), 1);
@@ -76,7 +76,7 @@ test(
   { timeout: 10_000 },
   async () => {
     const a = await account('cid@example.test');
-    const { id, session } = await store.create(a, 'second-factor', await store.signOutCount(a));
+    const { id, session } = await store.create(a, 'second-factor', await store.loginStamp(a));
     // the second step of the login renews the id; the owner signs out everywhere just as
     // the old id is gone and the new one not yet written: the ending finds neither
     const renewing = storeInterrupted(() => store.destroyAll(a));
@@ -91,9 +91,9 @@ test(
   { timeout: 10_000 },
   async () => {
     const a = await account('dan@example.test');
-    const count = await store.signOutCount(a);
-    const owner = await store.create(a, 'complete', count);
-    const other = await store.create(a, 'second-factor', count);
+    const stamp = await store.loginStamp(a);
+    const owner = await store.create(a, 'complete', stamp);
+    const other = await store.create(a, 'second-factor', stamp);
     // the other login's second step renews its id while the owner's new password ends
     // every session but the owner's
     const renewing = storeInterrupted(() => store.endOthers(owner.id, owner.session));
@@ -111,9 +111,9 @@ test(
   { timeout: 10_000 },
   async () => {
     const a = await account('eve@example.test');
-    const count = await store.signOutCount(a);
-    const owner = await store.create(a, 'complete', count);
-    const other = await store.create(a, 'complete', count);
+    const stamp = await store.loginStamp(a);
+    const owner = await store.create(a, 'complete', stamp);
+    const other = await store.create(a, 'complete', stamp);
     const { fresh, ended } = await store.endOthers(owner.id, owner.session);
     assert.ok(fresh);
     assert.equal(ended, 1);
@@ -122,7 +122,7 @@ test(
     assert.equal((await store.get(fresh.id))?.account, a);
 
     // signed out everywhere after this request read its session, before its new password
-    const late = await store.create(a, 'complete', await store.signOutCount(a));
+    const late = await store.create(a, 'complete', await store.loginStamp(a));
     assert.ok(await store.get(late.id));
     await store.destroyAll(a);
     const again = await store.endOthers(late.id, late.session);
@@ -136,7 +136,7 @@ test(
   { timeout: 10_000 },
   async () => {
     const a = await account('ida@example.test');
-    const owner = await store.create(a, 'complete', await store.signOutCount(a));
+    const owner = await store.create(a, 'complete', await store.loginStamp(a));
     // another request of the same session (the mail list refreshing) comes right after
     // the account's count went up
     const changing = new SessionStore(
@@ -161,13 +161,13 @@ test(
   async () => {
     const a = await account('fay@example.test');
     // the count is read before the password is checked; the sign-out comes during the check
-    const count = await store.signOutCount(a);
+    const stamp = await store.loginStamp(a);
     await store.destroyAll(a);
-    const { id } = await store.create(a, 'complete', count);
+    const { id } = await store.create(a, 'complete', stamp);
     assert.equal(await store.find(id), 'ended');
     assert.equal(await store.find(id), null, 'and its key is gone');
     // a login after the sign-out stays
-    const later = await store.create(a, 'complete', await store.signOutCount(a));
+    const later = await store.create(a, 'complete', await store.loginStamp(a));
     assert.equal((await store.get(later.id))?.account, a);
   },
 );
@@ -177,7 +177,7 @@ test(
   { timeout: 10_000 },
   async () => {
     const a = await account('gus@example.test');
-    const { id, session } = await store.create(a, 'complete', 0);
+    const { id, session } = await store.create(a, 'complete', { signOut: 0 });
     // as such a session was stored: without the count
     const { signOut: _, ...old } = session;
     const key = (await t.redis.smembers(`webmail:sessions:${a}`))[0]!;
@@ -192,7 +192,30 @@ test(
 
 test('a session of an account that is gone is ended', { timeout: 10_000 }, async () => {
   const a = await account('hal@example.test');
-  const { id } = await store.create(a, 'complete', 0);
+  const { id } = await store.create(a, 'complete', { signOut: 0 });
   await t.redis.del(`account:${a}`);
   assert.equal(await store.find(id), 'ended');
 });
+
+test(
+  'a session of an account deleted and made again since its login is ended',
+  { timeout: 10_000 },
+  async () => {
+    const a = await account('ivy@example.test');
+    await t.redis.hset(`account:${a}`, 'created', '2026-01-01T00:00:00.000Z');
+    const { id } = await store.create(a, 'complete', await store.loginStamp(a));
+    assert.equal((await store.get(id))?.account, a);
+    // the same address, another account
+    await t.redis.del(`account:${a}`);
+    await t.redis.hset(
+      `account:${a}`,
+      'password',
+      '$argon2id$another',
+      'created',
+      '2026-02-01T00:00:00.000Z',
+    );
+    assert.equal(await store.find(id), 'ended');
+    const again = await store.create(a, 'complete', await store.loginStamp(a));
+    assert.equal((await store.get(again.id))?.account, a);
+  },
+);
