@@ -14,6 +14,9 @@ export interface AuditEntry {
   detail?: Record<string, string | number | boolean | string[]>;
 }
 
+/** The LIST of the audit log. Renaming it is a migration. */
+export const AUDIT_LOG_KEY = 'audit:log';
+
 /** How many entries are kept; older ones fall off (the log is for reading, not archiving). */
 export const AUDIT_LOG_LIMIT = 10_000;
 
@@ -30,11 +33,14 @@ export class AuditLog {
 
   async record(entry: Omit<AuditEntry, 'at'>): Promise<AuditEntry> {
     const full: AuditEntry = { at: this.now().toISOString(), ...entry };
-    await this.redis
+    const res = await this.redis
       .multi()
-      .lpush('audit:log', JSON.stringify(full))
-      .ltrim('audit:log', 0, AUDIT_LOG_LIMIT - 1)
+      .lpush(AUDIT_LOG_KEY, JSON.stringify(full))
+      .ltrim(AUDIT_LOG_KEY, 0, AUDIT_LOG_LIMIT - 1)
       .exec();
+    // a command refused inside the transaction (out of memory) is in its answer, not thrown
+    const refused = res?.find(([err]) => err)?.[0];
+    if (refused) throw refused;
     return full;
   }
 
@@ -42,7 +48,7 @@ export class AuditLog {
   async list(opts: { offset?: number; limit?: number } = {}): Promise<AuditEntry[]> {
     const offset = Math.max(0, opts.offset ?? 0);
     const limit = Math.min(Math.max(1, opts.limit ?? 100), 1000);
-    const raw = await this.redis.lrange('audit:log', offset, offset + limit - 1);
+    const raw = await this.redis.lrange(AUDIT_LOG_KEY, offset, offset + limit - 1);
     return raw.flatMap((r) => {
       try {
         return [JSON.parse(r) as AuditEntry];

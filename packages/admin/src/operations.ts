@@ -109,11 +109,26 @@ if redis.call('HEXISTS', KEYS[1], 'password') == 0 then return -1 end
 if ARGV[2] == '' then return redis.call('HDEL', KEYS[2], ARGV[1]) end
 return redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])`;
 
+/** Told of an audit entry that could not be written after its change was made. */
+export type AuditFailureHook = (err: unknown, entry: Omit<AuditEntry, 'at'>) => void;
+
+/** Without a hook of the caller's, the loss is still said on stderr. */
+const warnAuditFailure: AuditFailureHook = (err, entry) =>
+  process.emitWarning(
+    `${entry.action} ${entry.target} was made, but its audit entry was not written: ${
+      err instanceof Error ? err.message : String(err)
+    }`,
+    'AuditWarning',
+  );
+
 /**
  * The administrative operations, one implementation for every caller: the `mailyard` CLI
  * and the admin console of the webmail call these and nothing else, so both check the
  * same things, say the same sentences and leave the same trace. Every change is written
- * to the audit log with `actor` (who asked) once it has been made.
+ * to the audit log with `actor` (who asked) once it has been made. An entry that cannot be
+ * written then (Redis lost) does not undo the change nor turn its answer into an error that
+ * would say it was not made: it goes to `onAuditFailure` (the console logs it and counts
+ * it in a metric; by default a warning on stderr).
  *
  * Refusals are DirectoryErrors (from the directory) or OperationErrors, each one
  * sentence; anything else (Redis failing) is thrown as it is, a temporary failure.
@@ -131,7 +146,11 @@ export class Operations {
     readonly redis: Redis,
     /** Who acts: `cli:<system user>`, or the admin's account address in the console. */
     readonly actor: string,
-    opts: { directory?: Directory; now?: () => Date } = {},
+    private readonly opts: {
+      directory?: Directory;
+      now?: () => Date;
+      onAuditFailure?: AuditFailureHook;
+    } = {},
   ) {
     this.directory = opts.directory ?? new Directory(redis);
     this.audit = new AuditLog(redis, opts.now);
@@ -146,11 +165,21 @@ export class Operations {
 
   /** The same operations for another actor (the console makes one per request). */
   as(actor: string): Operations {
-    return new Operations(this.redis, actor, { directory: this.directory });
+    return new Operations(this.redis, actor, { ...this.opts, directory: this.directory });
   }
 
-  private log(action: string, target: string, detail?: AuditEntry['detail']): Promise<AuditEntry> {
-    return this.audit.record({ actor: this.actor, action, target, ...(detail ? { detail } : {}) });
+  private entry(action: string, target: string, detail?: AuditEntry['detail']): Omit<AuditEntry, 'at'> {
+    return { actor: this.actor, action, target, ...(detail ? { detail } : {}) };
+  }
+
+  /** Writes the audit entry of a change made; a failure is reported, never thrown (the change stays made). */
+  private async log(action: string, target: string, detail?: AuditEntry['detail']): Promise<void> {
+    const entry = this.entry(action, target, detail);
+    try {
+      await this.audit.record(entry);
+    } catch (err) {
+      (this.opts.onAuditFailure ?? warnAuditFailure)(err, entry);
+    }
   }
 
   // ---- domains
@@ -317,7 +346,8 @@ export class Operations {
     const run: Record<CleanupStep, () => Promise<unknown>> = {
       sessions: () => endWebmailSessions(this.redis, a),
       revocation: () => announceRevocation(this.redis, a),
-      audit: () => this.log('account.del', a),
+      // a failure here is a step left for the next delUser, which writes the entry then
+      audit: () => this.audit.record(this.entry('account.del', a)),
       quota: () => this.quotas.clear(a),
       loginGuard: () => this.guard.unlock(a),
       patternKeys: () => deleteAccountPatternKeys(this.redis, a),

@@ -50,6 +50,11 @@ export function createMetrics(registry: Registry) {
       help: 'Remote images and other remote resources blocked in displayed HTML mail',
       registers: [registry],
     }),
+    auditFailures: new Counter({
+      name: 'mailyard_webmail_audit_failures_total',
+      help: 'Admin console changes made whose audit log entry could not be written',
+      registers: [registry],
+    }),
     trackersRemoved: new Counter({
       name: 'mailyard_webmail_trackers_removed_total',
       help: 'Tracking pixels removed from displayed HTML mail',

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { Operations, dnsCheckerFromConfig, type DnsChecker } from '@mailyard/admin';
+import { dnsCheckerFromConfig, type DnsChecker } from '@mailyard/admin';
 import { DirectoryError } from '@mailyard/directory';
 import type { AdminDkimKey } from './admin-api-types.js';
 import { adminRoute } from './admin-ops.js';
@@ -26,7 +26,7 @@ export function registerAdminDnsRoutes(
   ctx: Ctx,
   checker: DnsChecker = dnsCheckerFromConfig(ctx.config, { now: ctx.now }),
 ): void {
-  const opsFor = (account: string) => new Operations(ctx.redis, account, { directory: ctx.directory });
+  const opsFor = (account: string) => ctx.operations.as(account);
   /** Redis failing is a 503, a refusal of the directory an answer. */
   const run = async <T>(fn: () => Promise<T>): Promise<T> => {
     try {

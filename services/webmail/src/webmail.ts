@@ -188,7 +188,14 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
     now,
     ...folderHelpers(pool, now),
     // the console's actions, audited as the admin who asked (Operations.as per request)
-    operations: new Operations(deps.redis, 'webmail', { directory: deps.directory }),
+    operations: new Operations(deps.redis, 'webmail', {
+      directory: deps.directory,
+      // the change was made and is answered as made; the lost entry is said and counted
+      onAuditFailure: (err, entry) => {
+        metrics.auditFailures.inc();
+        logger.error({ err, audit: entry }, 'admin change made, but its audit entry was not written');
+      },
+    }),
     queue: deps.bus
       ? {
           bus: deps.bus,
