@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import nodemailer from 'nodemailer';
 import addressparser from 'nodemailer/lib/addressparser';
 import MailComposer from 'nodemailer/lib/mail-composer';
+import type { Logger } from '@mailyard/observability';
 import type { SubmitTarget } from './context.js';
 import { ApiError, errors, UpstreamError } from './errors.js';
 import type { Address } from './api-types.js';
@@ -236,6 +237,8 @@ function envelopeLog() {
     refused,
     /** Whether the msa ended the session before the message was sent. */
     endedInEnvelope: () => endedInEnvelope,
+    /** Whether the msa took the message's DATA command (the message may have gone). */
+    inMessage: () => inMessage,
   };
 }
 
@@ -248,6 +251,13 @@ function envelopeLog() {
 const overRecipientLimit = (reply: string): boolean =>
   /^452(?:[ -]4\.5\.3\b|[ -](?![245]\.\d)|$)/.test(reply);
 
+/** The recipients of a transaction's envelope before the first the msa had no room for. */
+function takenPerTransaction(to: string[], refused: RefusedRecipient[]): number {
+  const over = new Set(refused.filter((r) => overRecipientLimit(r.reply)).map((r) => r.address));
+  const at = to.findIndex((a) => over.has(a));
+  return at < 0 ? to.length : at;
+}
+
 /**
  * Submits through the msa (submission over TLS), authenticated with the service login
  * and authorised as the user (SASL PLAIN authzid): the msa applies every rule it applies
@@ -255,45 +265,70 @@ const overRecipientLimit = (reply: string): boolean =>
  * connection is closed, and the message is not sent unless the msa had it whole already.
  *
  * Recipients beyond the msa's limit per message (452 4.5.3) get the message in further
- * transactions, each to those the one before could not take, until all are taken or a
- * transaction takes none of them. Once one transaction sent it, a later one that fails
- * names its recipients as refused rather than failing the whole: the message has left.
- * `onSent` is called when the first transaction is confirmed.
+ * transactions of as many recipients as the first took, until all are taken. The msa
+ * counts each 452 toward its hard error limit: a first transaction it ended over them (so
+ * sent to no one) is made again with only as many as it took. Once one transaction sent
+ * the message, a later one that fails names its recipients as refused rather than failing
+ * the whole: the message has left. Nor does `signal` stop the later ones (their recipients
+ * would get nothing while the user was told it was sent): they end by their own SMTP
+ * timeouts. `onProgress` is called once the first transaction is confirmed, and after each
+ * further one, with the recipients still to be sent to.
  */
 export async function submit(
   target: SubmitTarget,
   account: string,
   envelope: { from: string; to: string[] },
   raw: Buffer,
-  opts: { signal?: AbortSignal; onSent?: () => void } = {},
+  opts: { signal?: AbortSignal; onProgress?: (pending: string[]) => void; logger?: Logger } = {},
 ): Promise<{ response: string; refused: RefusedRecipient[] }> {
-  const first = await transaction(target, account, envelope, raw, opts.signal);
-  opts.onSent?.();
+  let first;
+  let per = envelope.to.length;
+  try {
+    first = await transaction(target, account, envelope, raw, opts.signal);
+  } catch (err) {
+    const ended = err instanceof ApiError ? (err.extra.refused as RefusedRecipient[] | undefined) : undefined;
+    per = ended ? takenPerTransaction(envelope.to, ended) : 0;
+    if (!ended || !per || per === envelope.to.length) throw err;
+    first = await transaction(
+      target,
+      account,
+      { ...envelope, to: envelope.to.slice(0, per) },
+      raw,
+      opts.signal,
+    );
+    first.refused.push(...envelope.to.slice(per).map((address) => ({ address, reply: '452 4.5.3' })));
+  }
+  per = Math.min(per, takenPerTransaction(envelope.to, first.refused));
   let { response } = first;
   const refused = first.refused.filter((r) => !overRecipientLimit(r.reply));
-  let later = first.refused.filter((r) => overRecipientLimit(r.reply));
-  while (later.length) {
-    const to = later.map((r) => r.address);
-    if (opts.signal?.aborted) {
-      refused.push(...to.map((address) => ({ address, reply: 'not sent: sending took too long' })));
-      break;
-    }
+  let pending = first.refused.filter((r) => overRecipientLimit(r.reply)).map((r) => r.address);
+  opts.onProgress?.(pending);
+  while (pending.length) {
+    const to = pending.slice(0, per);
     let next;
     try {
-      next = await transaction(target, account, { from: envelope.from, to }, raw, opts.signal);
+      next = await transaction(target, account, { from: envelope.from, to }, raw);
     } catch (err) {
-      refused.push(...notReached(to, err));
+      // the msa takes no more of them, and would not in a transaction after this one either
+      const notSent = [...to, ...pending.slice(per)];
+      refused.push(...notReached(notSent, err));
+      opts.logger?.warn(
+        { account, recipients: notSent.length, code: (err as { code?: string }).code },
+        'a further transaction past the msa recipient limit failed',
+      );
+      opts.onProgress?.([]);
       break;
     }
     response = next.response;
     refused.push(...next.refused.filter((r) => !overRecipientLimit(r.reply)));
-    const still = next.refused.filter((r) => overRecipientLimit(r.reply));
-    // a transaction that took none of them would take none the next time either
-    if (still.length === later.length) {
-      refused.push(...still);
-      break;
-    }
-    later = still;
+    // each transaction takes at least one (nodemailer fails one that takes none)
+    const again = next.refused.filter((r) => overRecipientLimit(r.reply)).map((r) => r.address);
+    opts.logger?.info(
+      { account, recipients: to.length, refused: next.refused.length - again.length, again: again.length },
+      'sent in a further transaction past the msa recipient limit',
+    );
+    pending = [...again, ...pending.slice(per)];
+    opts.onProgress?.(pending);
   }
   return { response, refused };
 }
@@ -369,8 +404,13 @@ async function transaction(
     const e = err as { responseCode?: number; response?: string; message: string };
     // the msa ended the session after refusing recipients (its hard error limit, as
     // Postfix's smtpd_hard_error_limit): the message did not go to anyone, and the user
-    // must learn whom to remove, not that the service is down
-    if (log.endedInEnvelope() && log.refused.length) throw errors.recipientsRefused(log.refused);
+    // must learn whom to remove, not that the service is down. The msa may close the
+    // connection without a 421 that arrives: recipients past its limit say why it did.
+    if (
+      log.refused.length &&
+      (log.endedInEnvelope() || (!log.inMessage() && log.refused.some((r) => overRecipientLimit(r.reply))))
+    )
+      throw errors.recipientsRefused(log.refused);
     // a permanent refusal is the user's to read (553 not your address, 550 no such user...)
     if (e.responseCode && e.responseCode >= 500 && e.responseCode !== 535)
       throw errors.sendRefused(e.response ?? e.message);

@@ -408,6 +408,8 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
     const late = new AbortController();
     /** Set once the msa confirmed the message: from then on the answer is "sent". */
     let sent: { messageId: string; warnings: string[] } | null = null;
+    /** Recipients past the msa's limit whose further transaction is still under way. */
+    let pending: string[] = [];
     const send = async () => {
       const m = await outgoing(account, d, true);
       const messageId = newMessageId(m.from.address);
@@ -427,9 +429,14 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
       try {
         ({ refused } = await submit(ctx.submit, account, { from: m.from.address, to: rcpts }, raw, {
           signal: late.signal,
+          logger,
           // recipients past the msa's limit go in further transactions: the message has
-          // left with the first, and an answer at the deadline must say so
-          onSent: () => (sent = { messageId, warnings: [] }),
+          // left with the first, and an answer at the deadline must say so, and name those
+          // it is still going to
+          onProgress: (still) => {
+            sent ??= { messageId, warnings: [] };
+            pending = still;
+          },
         }));
       } catch (err) {
         metrics.sent.inc({
@@ -485,7 +492,7 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
     const confirmed = sent as { messageId: string; warnings: string[] } | null;
     if (confirmed) {
       logger.warn(
-        { account, messageId: confirmed.messageId },
+        { account, messageId: confirmed.messageId, pending: pending.length },
         'sent, but the copy in Sent was not filed in time',
       );
       return {
@@ -493,6 +500,7 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
         sent: true,
         warnings: [
           ...confirmed.warnings,
+          ...pending.map((address) => `Still being sent to ${address}: the mail server takes it in parts`),
           'Sent, but the copy in Sent may be missing: saving it took too long',
         ],
       };

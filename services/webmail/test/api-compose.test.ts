@@ -9,7 +9,13 @@ import type { ClientRequest } from 'node:http';
 import { request } from 'node:https';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { WebmailKeys } from '@mailyard/admin';
-import { interleavedRedis, startPrivateRabbit, startTcpProxy, waitFor } from '@mailyard/testkit';
+import {
+  interleavedRedis,
+  startPrivateRabbit,
+  startTcpProxy,
+  waitFor,
+  type TcpProxy,
+} from '@mailyard/testkit';
 import { sendRaw } from '../../retrieval/test/helpers.js';
 import { addAccount } from '../../../test/harness.js';
 import { storeSession } from './mail-clients.js';
@@ -766,6 +772,72 @@ describe('sending', () => {
       );
       const inSent = (await messagesIn('Sent')).filter((m) => m.subject === subject);
       assert.equal(inSent.length, 1);
+    },
+  );
+
+  test(
+    "more recipients past the mail server's limit than its error limit: sent to all, in parts",
+    { timeout: 60_000 },
+    async () => {
+      // each 452 counts toward the msa's hard error limit: one envelope with all of them
+      // would be ended at the third, and the message sent to no one
+      const limited = await t.anotherMsa({ smtpd_recipient_limit: 2, smtpd_hard_error_limit: 3 });
+      const w = await t.another({ submission_server: `127.0.0.1:${limited.ports.submissions}` });
+      const c = new WebClient(w.port, t.ca);
+      await c.login(ALICE);
+      const more = ['fay@example.test', 'gus@example.test', 'hal@example.test', 'ivy@example.test'];
+      for (const a of more) await addAccount(t.p.directory, a);
+      const everyone = [BOB, ALICE, ...more];
+      const subject = 'To more than both limits';
+      const res = await c.post('/api/send', draft({ to: everyone.join(', '), subject }));
+      assert.equal(res.status, 200, res.text);
+      assert.deepEqual(res.json.warnings, []);
+      for (const who of everyone)
+        await waitFor(
+          () => t.p.inbox(who).some((f) => readFileSync(f, 'utf8').includes(`Subject: ${subject}`)),
+          { what: `"${subject}" in ${who}'s mailbox` },
+        );
+    },
+  );
+
+  test(
+    'the deadline while sending to recipients past the limit: they are named, and still get it',
+    { timeout: 60_000 },
+    async () => {
+      const limited = await t.anotherMsa({ smtpd_recipient_limit: 2 });
+      // the second transaction's connection hears nothing from the msa until released
+      const proxy: TcpProxy = await startTcpProxy(
+        { host: '127.0.0.1', port: limited.ports.submissions },
+        { preamble: () => (proxy.accepted === 2 && proxy.hold(), null) },
+      );
+      try {
+        const w = await t.another({
+          submission_server: `127.0.0.1:${proxy.port}`,
+          send_timeout: `${SEND_MS}ms`,
+        });
+        const c = new WebClient(w.port, t.ca);
+        await c.login(ALICE);
+        await addAccount(t.p.directory, 'jan@example.test');
+        const subject = 'Past the limit, past the deadline';
+        const res = await c.post('/api/send', draft({ to: `${BOB}, ${ALICE}, jan@example.test`, subject }));
+        assert.equal(res.status, 200, res.text);
+        assert.ok(
+          (res.json.warnings as string[]).includes(
+            'Still being sent to jan@example.test: the mail server takes it in parts',
+          ),
+          res.text,
+        );
+        proxy.release();
+        await waitFor(
+          () =>
+            t.p
+              .inbox('jan@example.test')
+              .some((f) => readFileSync(f, 'utf8').includes(`Subject: ${subject}`)),
+          { what: `"${subject}" in jan's mailbox` },
+        );
+      } finally {
+        await proxy.close();
+      }
     },
   );
 
