@@ -16,7 +16,7 @@ export const WebmailKeys = {
   uploads: (account: string) => `webmail:uploads:${accountTag(account)}`,
   /** HASH of one waiting upload (name, type, size, data), with a TTL. */
   upload: (account: string, id: string) => `webmail:upload:${accountTag(account)}:${id}`,
-  /** A save replacing the draft of this UID is under way (a marker of seconds: not in accountKeys). */
+  /** A save replacing the draft of this UID is under way (a short-lived marker: not in accountKeys). */
   draftReplacing: (account: string, uid: number) => `webmail:draft-replacing:${accountTag(account)}:${uid}`,
 } as const;
 

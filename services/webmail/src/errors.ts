@@ -49,6 +49,11 @@ export const errors = {
       'draft_changed',
       'This draft was changed or discarded in another window: your text is kept here, and saving again keeps it as a draft of its own',
     ),
+  /** Another window's save is replacing this draft right now: the editor saves again shortly. */
+  draftBusy: () =>
+    new ApiError(503, 'draft_busy', 'This draft is being saved from another window: saving again shortly', {
+      retryAfter: 2,
+    }),
   invalidCode: () => new ApiError(401, 'invalid_code', 'Wrong or already used code'),
   tooManyCodes: () =>
     new ApiError(401, 'too_many_codes', 'Too many wrong codes: log in again with your password'),

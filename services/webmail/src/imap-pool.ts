@@ -25,7 +25,7 @@ interface AccountConnections {
 }
 
 /** How long a request waits for a free connection of its account before it fails (503). */
-const WAIT_MS = 30_000;
+export const POOL_WAIT_MS = 30_000;
 
 /** The error of the last command each connection's imapflow reported (see `made`). */
 const commandErrors = new WeakMap<ImapFlow, Error>();
@@ -189,7 +189,7 @@ export class ImapPool {
           e.waiters.splice(at, 1);
           resolve(null);
         }
-      }, WAIT_MS).unref();
+      }, POOL_WAIT_MS).unref();
     });
     if (!slot) throw new UpstreamError('no IMAP connection became free in time');
     return slot;

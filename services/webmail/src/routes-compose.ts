@@ -16,13 +16,12 @@ import {
   type OutgoingAttachment,
 } from './compose.js';
 import { errors } from './errors.js';
+import { POOL_WAIT_MS } from './imap-pool.js';
 import { existingUids, selectFolder, specialFolder } from './mailbox.js';
 import { parseStructure } from './message-view.js';
 
 /** Uploaded attachments wait in Redis (any instance may send the message) for a day. */
 const UPLOAD_TTL_SECONDS = 24 * 3600;
-/** How long a save may hold the draft it replaces (more than a request takes: IMAP_TIMEOUT). */
-const DRAFT_REPLACING_SECONDS = 120;
 /** Bytes of uploads one account may have waiting at once, in attachment limits. */
 const UPLOADS_PER_ACCOUNT = 10;
 // removed with the account (accountKeys)
@@ -117,6 +116,11 @@ type DraftInput = z.infer<typeof draftSchema>;
 
 export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
   const { pool, redis, logger, metrics } = ctx;
+  /**
+   * How long a save may hold the draft it replaces: longer than the save can take (its wait
+   * for a connection of the account, then IMAP_TIMEOUT), so the marker never lapses under it.
+   */
+  const draftReplacingSeconds = Math.ceil((POOL_WAIT_MS + ctx.config.imap_timeout) / 1000) + 30;
 
   /** Removes uploads and their place in the account's cap; how many there were. */
   const dropUploads = async (account: string, ids: string[]): Promise<number> => {
@@ -345,11 +349,11 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
     });
     const drafts = await folderPath(account, '\\Drafts', 'Drafts');
     // the same draft open in two windows: the first save to replace it does, the other is
-    // told (409), rather than each leaving a draft of its own. A marker while one replaces
-    // it (seconds: within a request's time), and the draft itself gone once it has.
+    // told, rather than each leaving a draft of its own. While one replaces it a marker says
+    // so (503: the other saves again shortly, and is told 409 only once the draft is gone).
     const replacing = d.draftUid ? WebmailKeys.draftReplacing(account, d.draftUid) : null;
-    if (replacing && (await redis.set(replacing, '1', 'EX', DRAFT_REPLACING_SECONDS, 'NX')) !== 'OK')
-      throw errors.draftChanged();
+    if (replacing && (await redis.set(replacing, '1', 'EX', draftReplacingSeconds, 'NX')) !== 'OK')
+      throw errors.draftBusy();
     const saved = await pool
       .run(account, async (c) => {
         if (d.draftUid) {

@@ -320,6 +320,34 @@ describe('drafts', () => {
   );
 
   test(
+    'a save while another window is saving the same draft: told to save again, not that it is gone',
+    { timeout: 30_000 },
+    async () => {
+      const first = await alice.req('PUT', '/api/drafts', { json: draft({ subject: 'Saved meanwhile' }) });
+      assert.equal(first.status, 200, first.text);
+      // window A's save is replacing the draft right now
+      const marker = WebmailKeys.draftReplacing(ALICE, first.json.uid);
+      await t.p.redis.redis.set(marker, '1', 'EX', 60);
+      const b = await alice.req('PUT', '/api/drafts', {
+        json: draft({ subject: 'Saved meanwhile', text: 'From window B', draftUid: first.json.uid }),
+      });
+      assert.deepEqual([b.status, b.json.error, b.headers['retry-after']], [503, 'draft_busy', '2'], b.text);
+      // window A's save failed and let go: B's next save replaces the draft, no second one
+      await t.p.redis.redis.del(marker);
+      const again = await alice.req('PUT', '/api/drafts', {
+        json: draft({ subject: 'Saved meanwhile', text: 'From window B', draftUid: first.json.uid }),
+      });
+      assert.equal(again.status, 200, again.text);
+      const kept = (await messagesIn('Drafts')).filter((m) => m.subject === 'Saved meanwhile');
+      assert.deepEqual(
+        kept.map((m) => m.uid),
+        [again.json.uid],
+      );
+      assert.equal((await alice.req('DELETE', `/api/drafts/${again.json.uid}`)).status, 200);
+    },
+  );
+
+  test(
     'a full mailbox: the save says so (507), not "something went wrong"',
     { timeout: 30_000 },
     async () => {

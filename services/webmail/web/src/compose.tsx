@@ -85,6 +85,8 @@ export function Compose(props: {
     };
   };
 
+  /** The next save: a while after the last change, or after another window's save. */
+  const timer = useRef<number | undefined>(undefined);
   /** Saves what is typed unless it is saved already; false when the draft could not be saved. */
   const saveNow = async (): Promise<boolean> => {
     if (!dirty.current) return true;
@@ -115,6 +117,13 @@ export function Compose(props: {
         draftUid.current = null;
         setError(err.message);
       }
+      // another window is saving this draft right now: the same draft, saved again shortly
+      // (told draft_changed then if that save replaced it)
+      if (err instanceof ApiError && err.code === 'draft_busy' && !leaving.current) {
+        window.clearTimeout(timer.current);
+        const after = typeof err.extra.retryAfter === 'number' ? err.extra.retryAfter * 1000 : SAVE_AFTER_MS;
+        timer.current = window.setTimeout(() => void save(), after);
+      }
       saveError.current = err instanceof ApiError ? err.message : 'the server cannot be reached';
       setStatus(err instanceof ApiError ? `Draft not saved: ${err.message}` : 'Draft not saved');
       return false;
@@ -127,7 +136,6 @@ export function Compose(props: {
   };
 
   // drafts saved while typing: a while after the last change
-  const timer = useRef<number | undefined>(undefined);
   const changed = () => {
     dirty.current = true;
     window.clearTimeout(timer.current);
