@@ -62,6 +62,10 @@ function withChildren(folders: FolderInfo[], f: FolderInfo): FolderInfo[] {
   );
 }
 
+/** The store's NO [NONEXISTENT]: the folder is not there (RFC 5530 §3). */
+const goneMeanwhile = (err: unknown) =>
+  (err as { serverResponseCode?: string })?.serverResponseCode?.toUpperCase() === 'NONEXISTENT';
+
 /** imapflow answers nothing (rather than an error) when the session is no longer logged in. */
 function done<T>(result: T | undefined): T {
   if (result === undefined) throw new UpstreamError('IMAP session not logged in');
@@ -115,7 +119,14 @@ export function registerFolderRoutes(app: FastifyInstance, ctx: Ctx): void {
     await ctx.pool.run(account, async (c) => {
       for (const x of gone) {
         // a level that holds nothing (\Noselect) goes with the last folder under it
-        if (x.selectable) done(await c.mailboxDelete(x.path));
+        if (x.selectable)
+          try {
+            done(await c.mailboxDelete(x.path));
+          } catch (err) {
+            // a folder under it another client removed meanwhile is as good as deleted;
+            // only the folder named missing is 404 (the last, the deepest go first)
+            if (x === f || !goneMeanwhile(err)) throw err;
+          }
         await c.mailboxUnsubscribe(x.path);
       }
     });

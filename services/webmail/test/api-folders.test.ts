@@ -5,6 +5,7 @@
 // there 404), the special-use folders are never renamed or deleted, and a store that
 // cannot be reached is 503, never "not found".
 import assert from 'node:assert/strict';
+import { connect, createServer, type TLSSocket } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import { sendRaw } from '../../retrieval/test/helpers.js';
@@ -181,6 +182,52 @@ describe('folders through the API', () => {
       'no_such_folder',
     ]);
   });
+
+  test(
+    'a folder under it removed meanwhile by another client does not stop the delete',
+    { timeout: 60_000 },
+    async () => {
+      for (const path of ['Race', 'Race/One', 'Race/Two']) await imap.mailboxCreate(path);
+      // the webmail's IMAP goes through a stand-in for the store: the moment the webmail asks
+      // to delete a folder under Race, another client (a phone, say) deletes it first
+      let raced = '';
+      const proxy = createServer({ key: t.key, cert: t.ca }, (client: TLSSocket) => {
+        const store = connect({
+          host: '127.0.0.1',
+          port: t.retrieval.ports.imaps,
+          rejectUnauthorized: false,
+        });
+        store.pipe(client);
+        client.on('data', (chunk: Buffer) => {
+          const child = /DELETE "?(Race\/\w+)/.exec(chunk.toString('latin1'))?.[1];
+          if (raced || !child) return void store.write(chunk);
+          raced = child;
+          client.pause();
+          void imap.mailboxDelete(child).then(() => {
+            store.write(chunk);
+            client.resume();
+          });
+        });
+        const end = () => (client.destroy(), store.destroy());
+        client.on('error', end).on('close', end);
+        store.on('error', end).on('close', end);
+      });
+      await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+      try {
+        const port = (proxy.address() as { port: number }).port;
+        const w = await t.another({ imap_server: `127.0.0.1:${port}` });
+        const c = new WebClient(w.port, t.ca);
+        assert.equal((await c.login(ALICE)).status, 200);
+        const res = await c.post('/api/folders/delete', { folder: 'Race' });
+        assert.ok(raced, 'the other client deleted a folder under Race first');
+        assert.equal(res.status, 200, res.text);
+        assert.deepEqual([...res.json.deleted].sort(), ['Race', 'Race/One', 'Race/Two']);
+        assert.ok(!(await stored()).some((f) => f.startsWith('Race')), String(await stored()));
+      } finally {
+        proxy.close();
+      }
+    },
+  );
 
   test('a store that cannot be reached is 503, never "not found"', { timeout: 60_000 }, async () => {
     const down = await t.another({ imap_server: '127.0.0.1:1' });
