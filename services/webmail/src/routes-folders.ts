@@ -62,6 +62,19 @@ function withChildren(folders: FolderInfo[], f: FolderInfo): FolderInfo[] {
   );
 }
 
+/**
+ * The folder and those under it, refused (400 special_folder) when any is Inbox or a
+ * special-use folder: renamed or deleted with its parent, the webmail and every client
+ * would no longer find the folder they file mail into.
+ */
+export function noneSpecial(folders: FolderInfo[], f: FolderInfo): FolderInfo[] {
+  if (isSpecialFolder(f)) throw errors.specialFolder(labelOf(f));
+  const tree = withChildren(folders, f);
+  const special = tree.find(isSpecialFolder);
+  if (special) throw errors.specialFolder(labelOf(special));
+  return tree;
+}
+
 /** The store's NO [NONEXISTENT]: the folder is not there (RFC 5530 §3). */
 const goneMeanwhile = (err: unknown) =>
   (err as { serverResponseCode?: string })?.serverResponseCode?.toUpperCase() === 'NONEXISTENT';
@@ -93,7 +106,7 @@ export function registerFolderRoutes(app: FastifyInstance, ctx: Ctx): void {
     const { account } = sessionOf(req);
     const folders = await ctx.folders(account);
     const f = existing(folders, b.folder);
-    if (isSpecialFolder(f)) throw errors.specialFolder(labelOf(f));
+    noneSpecial(folders, f);
     const delimiter = f.delimiter || delimiterOf(folders);
     const name = withinLevel(b.name, delimiter);
     const path = f.parent ? f.parent + delimiter + name : name;
@@ -112,10 +125,7 @@ export function registerFolderRoutes(app: FastifyInstance, ctx: Ctx): void {
     const { account } = sessionOf(req);
     const folders = await ctx.folders(account);
     const f = existing(folders, b.folder);
-    if (isSpecialFolder(f)) throw errors.specialFolder(labelOf(f));
-    const gone = withChildren(folders, f);
-    const special = gone.find(isSpecialFolder);
-    if (special) throw errors.specialFolder(labelOf(special));
+    const gone = noneSpecial(folders, f);
     await ctx.pool.run(account, async (c) => {
       for (const x of gone) {
         // a level that holds nothing (\Noselect) goes with the last folder under it

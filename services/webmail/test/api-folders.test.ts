@@ -9,6 +9,8 @@ import { connect, createServer, type TLSSocket } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import { sendRaw } from '../../retrieval/test/helpers.js';
+import type { FolderInfo } from '../src/api-types.js';
+import { noneSpecial } from '../src/routes-folders.js';
 import { storeSession } from './mail-clients.js';
 import { plainMessage } from './messages.js';
 import { ALICE, BOB, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
@@ -165,6 +167,42 @@ describe('folders through the API', () => {
       assert.ok(folders.includes(f), f);
     assert.ok(!folders.includes('Renamed'));
   });
+
+  test(
+    'a folder with a special-use folder under it is neither renamed nor deleted',
+    { timeout: 5_000 },
+    () => {
+      // our store marks special use at the top only; Dovecot may have it anywhere (a Sent
+      // under Projects, set by another client): moved or deleted with Projects, the webmail
+      // would no longer find where sent mail goes
+      const folder = (path: string, specialUse: string | null = null): FolderInfo => ({
+        path,
+        name: path.split('/').pop()!,
+        parent: path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '',
+        delimiter: '/',
+        specialUse,
+        total: 0,
+        unseen: 0,
+        selectable: true,
+      });
+      const folders = [
+        folder('INBOX'),
+        folder('Projects'),
+        folder('Projects/Sent', '\\Sent'),
+        folder('Other'),
+      ];
+      assert.throws(
+        () => noneSpecial(folders, folders[1]!),
+        (e: { code: string; message: string }) =>
+          e.code === 'special_folder' && /^Sent cannot be renamed or deleted/.test(e.message),
+      );
+      assert.throws(() => noneSpecial(folders, folders[0]!), /Inbox cannot/);
+      assert.deepEqual(
+        noneSpecial(folders, folders[3]!).map((f) => f.path),
+        ['Other'],
+      );
+    },
+  );
 
   test('deleted with its messages and the folders under it', { timeout: 60_000 }, async () => {
     const res = await alice.post('/api/folders/delete', { folder: 'Clients' });
