@@ -71,6 +71,12 @@ export const errors = {
       'special_folder',
       `${label} cannot be renamed or deleted: the webmail and mail clients keep mail there`,
     ),
+  specialParent: (label: string) =>
+    new ApiError(
+      400,
+      'special_folder',
+      `${label} cannot hold other folders: make it at the top or inside one of your own`,
+    ),
   uploadsWaiting: (cap: number) =>
     new ApiError(
       413,

@@ -93,7 +93,11 @@ export function registerFolderRoutes(app: FastifyInstance, ctx: Ctx): void {
     const folders = await ctx.folders(account);
     const delimiter = delimiterOf(folders);
     const name = withinLevel(b.name, delimiter);
-    const path = b.parent ? existing(folders, b.parent).path + delimiter + name : name;
+    const parent = b.parent ? existing(folders, b.parent) : null;
+    // the folder list offers only the user's own folders to hold others: mail clients file
+    // mail into Inbox and the special-use folders, and list what is under them apart
+    if (parent && isSpecialFolder(parent)) throw errors.specialParent(labelOf(parent));
+    const path = parent ? parent.path + delimiter + name : name;
     const res = done(await ctx.pool.run(account, (c) => c.mailboxCreate(path)));
     // imapflow answers ALREADYEXISTS as created: false
     if (!res.created) throw errors.folderExists();

@@ -105,6 +105,13 @@ describe('folders through the API', () => {
       assert.deepEqual(errorOf(res), [409, 'folder_exists'], name);
       assert.equal(res.json.message, 'A folder of that name already exists');
     }
+    // as the folder list offers: only the user's own folders hold others
+    for (const parent of ['INBOX', 'Sent', 'Archive']) {
+      const res = await alice.post('/api/folders', { name: 'Inner', parent });
+      assert.deepEqual(errorOf(res), [400, 'special_folder'], parent);
+      assert.match(res.json.message, /cannot hold other folders/);
+    }
+    assert.ok(!(await stored()).some((f) => f.endsWith('/Inner')), 'nothing made inside them');
     assert.ok(!(await stored()).some((f) => f.startsWith('Work')), 'nothing was made of the bad names');
   });
 
