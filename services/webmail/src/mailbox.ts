@@ -256,6 +256,19 @@ export async function threadUids(c: ImapFlow, criteria: Attr[]): Promise<number[
   return threads;
 }
 
+/** The search box's fields (`from:`...), of which a value may follow after spaces. */
+const FIELD = '(?:from|to|cc|subject|is):';
+/**
+ * One term of the search box. A known field may have spaces before its value (`from: alice`,
+ * as Gmail reads it), but another field is never its value: in `subject: is:unread` the
+ * empty `subject:` is dropped (the first alternative, no value) and `is:unread` stands, as
+ * in Gmail. An unknown field stays part of the word (`re:` in `re:meeting`).
+ */
+const SEARCH_TERM = new RegExp(
+  `\\b${FIELD}\\s+(?=${FIELD})|(?:\\b(${FIELD})\\s*|(\\w+:))?(?:"([^"]*)"|(\\S+))`,
+  'gi',
+);
+
 /**
  * Search keys from the search box: words (each in subject, from, to or body), "quoted
  * phrases", and `from:` `to:` `subject:` `is:unread` `is:read` `is:flagged`, all of which
@@ -265,9 +278,7 @@ export function searchCriteria(q: Pick<ListQuery, 'q' | 'unread' | 'flagged'>): 
   const out: Attr[] = [];
   if (q.unread) out.push(atom('UNSEEN'));
   if (q.flagged) out.push(atom('FLAGGED'));
-  // a known field may have spaces before its value (`from: alice`, as Gmail reads it); an
-  // unknown one stays part of the word (`re:` in `re:meeting`)
-  for (const m of q.q.matchAll(/(?:\b((?:from|to|cc|subject|is):)\s*|(\w+:))?(?:"([^"]*)"|(\S+))/gi)) {
+  for (const m of q.q.matchAll(SEARCH_TERM)) {
     const field = (m[1] ?? m[2])?.toLowerCase();
     const value = (m[3] ?? m[4] ?? '').trim();
     if (!value) continue;

@@ -22,6 +22,14 @@ test('a field with a space after its colon is still that field', { timeout: 5_00
   assert.deepEqual(keys('invoice from: alice'), [...anywhere('invoice'), 'FROM', 'alice']);
 });
 
+test('a field followed by another takes no value: the other stands', { timeout: 5_000 }, () => {
+  assert.deepEqual(keys('subject: is:unread'), ['UNSEEN']);
+  assert.deepEqual(keys('from:   to: bob'), ['TO', 'bob']);
+  assert.deepEqual(keys('subject: from: alice report'), ['FROM', 'alice', ...anywhere('report')]);
+  // a word that only ends like a field is a value
+  assert.deepEqual(keys('subject: xis:unread'), ['SUBJECT', 'xis:unread']);
+});
+
 test('other words with a colon are searched as written', { timeout: 5_000 }, () => {
   assert.deepEqual(keys('re:meeting'), anywhere('re:meeting'));
   assert.deepEqual(keys('re: meeting'), [...anywhere('re:'), ...anywhere('meeting')]);
