@@ -202,6 +202,35 @@ describe('--check-config refuses a LISTEN_ADDRESS the service cannot listen on',
       assert.deepEqual(r.lines, [`policy: config error: ${problem}`]);
     });
 
+  test('a name the resolver cannot answer for now is not called invalid', { timeout: 60_000 }, () => {
+    // a DNS server down (EAI_AGAIN), made certain by a resolver that fails for this name:
+    // exit 78 would tell a supervisor the setting is wrong and stop the service for good
+    const tmp = tempDir();
+    try {
+      const dnsDown = join(tmp.path, 'dns-down.mjs');
+      writeFileSync(
+        dnsDown,
+        `import dns from 'node:dns';
+        const lookup = dns.lookup;
+        dns.lookup = (host, ...rest) => {
+          if (host !== 'mail.dns-down.test') return lookup(host, ...rest);
+          const err = Object.assign(new Error('getaddrinfo EAI_AGAIN ' + host), { code: 'EAI_AGAIN' });
+          process.nextTick(rest.at(-1), err);
+        };`,
+      );
+      const r = checkConfig('policy', {
+        LISTEN_ADDRESS: 'mail.dns-down.test',
+        NODE_OPTIONS: `--import=${dnsDown}`,
+      });
+      assert.equal(r.status, 75, r.lines.join('\n'));
+      assert.deepEqual(r.lines, [
+        'policy: cannot check now: LISTEN_ADDRESS: mail.dns-down.test could not be resolved now (a temporary DNS failure)',
+      ]);
+    } finally {
+      tmp.cleanup();
+    }
+  });
+
   test('and takes an address or a name of this machine', { timeout: 120_000 }, () => {
     for (const good of ['127.0.0.1', '::', 'localhost']) {
       const r = checkConfig('policy', { LISTEN_ADDRESS: good });

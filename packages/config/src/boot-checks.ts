@@ -10,6 +10,13 @@ interface MachineKeys {
   acme_enabled?: unknown;
 }
 
+export interface MachineCheck {
+  /** Settings this machine cannot work with: config errors, one line each naming the key. */
+  problems: string[];
+  /** Checks that could not be made now (a DNS server not answering): no verdict on the setting. */
+  unsure: string[];
+}
+
 /**
  * What only this machine can judge, as one line per problem naming the key: that the
  * service can listen on LISTEN_ADDRESS (a name must resolve, an address must be one of
@@ -17,11 +24,12 @@ interface MachineKeys {
  * by `--check-config` and before a service starts, which would otherwise fail at its
  * first listen with a stack trace, or only once the files are read.
  */
-export async function machineProblems(config: MachineKeys): Promise<string[]> {
+export async function machineProblems(config: MachineKeys): Promise<MachineCheck> {
   const problems: string[] = [];
+  const unsure: string[] = [];
   if (typeof config.listen_address === 'string') {
     const problem = await listenProblem(config.listen_address);
-    if (problem) problems.push(`LISTEN_ADDRESS: ${problem}`);
+    if (problem) (problem.temporary ? unsure : problems).push(`LISTEN_ADDRESS: ${problem.why}`);
   }
   // with ACME the files may not be written yet: the service serves a self-signed
   // certificate until they are (packages/certs)
@@ -36,18 +44,24 @@ export async function machineProblems(config: MachineKeys): Promise<string[]> {
       if (!(err instanceof ConfigError)) throw err;
       problems.push(...err.problems);
     }
-  return problems;
+  return { problems, unsure };
 }
 
-/** Why a listener cannot be opened on `host` (on a port the system picks), or null. */
-function listenProblem(host: string): Promise<string | null> {
+/**
+ * Why a listener cannot be opened on `host` (on a port the system picks), or null.
+ * `temporary`: the resolver could not answer now (EAI_AGAIN, a DNS server down), which
+ * says nothing of the setting.
+ */
+function listenProblem(host: string): Promise<{ why: string; temporary?: boolean } | null> {
   return new Promise((resolve) => {
     const server = createServer();
     server.once('error', (err: NodeJS.ErrnoException) =>
       resolve(
-        err.code === 'ENOTFOUND' || err.code === 'EAI_AGAIN'
-          ? `${host} does not resolve to an address`
-          : `cannot listen on ${host}: ${err.code ?? err.message}`,
+        err.code === 'EAI_AGAIN'
+          ? { why: `${host} could not be resolved now (a temporary DNS failure)`, temporary: true }
+          : err.code === 'ENOTFOUND'
+            ? { why: `${host} does not resolve to an address` }
+            : { why: `cannot listen on ${host}: ${err.code ?? err.message}` },
       ),
     );
     server.listen({ port: 0, host, exclusive: true }, () => server.close(() => resolve(null)));

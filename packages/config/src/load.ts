@@ -107,7 +107,8 @@ const PASSWORD_FILES = [
 
 /**
  * Loads config for a main.ts, with the checks only the machine can judge (machineProblems):
- * on error prints each problem on its own line and exits 78 (EX_CONFIG).
+ * on error prints each problem on its own line and exits 78 (EX_CONFIG). A check that could
+ * not be made now (a DNS failure) is said, and under --check-config exits 75 (EX_TEMPFAIL).
  */
 export async function loadConfigOrExit<S extends z.ZodObject>(
   service: string,
@@ -121,17 +122,24 @@ export async function loadConfigOrExit<S extends z.ZodObject>(
     if (err instanceof ConfigError) exitOnConfigError(service, err);
     throw err;
   }
-  const problems = await machineProblems(config);
+  const { problems, unsure } = await machineProblems(config);
+  for (const u of unsure) process.stderr.write(`${service}: cannot check now: ${u}\n`);
   if (problems.length) exitOnConfigError(service, new ConfigError(problems));
   if (process.argv.includes('--check-config')) {
+    // not EX_CONFIG: the setting may well be right, asking again later can tell
+    if (unsure.length) process.exit(EX_TEMPFAIL);
     process.stdout.write(`${service}: configuration is valid\n`);
     process.exit(0);
   }
+  // a start goes on: its listen fails (not EX_CONFIG, so a supervisor starts it again) if
+  // the name still cannot be resolved then
   return config;
 }
 
 /** Exit status of a process stopped by its configuration (sysexits.h EX_CONFIG). */
 export const EX_CONFIG = 78;
+/** Exit status of a check that could not be made now (sysexits.h EX_TEMPFAIL). */
+export const EX_TEMPFAIL = 75;
 
 /** Prints each problem on its own line, `<service>: config error: <problem>`, and exits EX_CONFIG. */
 export function exitOnConfigError(service: string, err: ConfigError): never {
