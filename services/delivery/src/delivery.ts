@@ -382,6 +382,9 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
    * died before its DSN was confirmed: this one sends it). A claim never outlives a dead
    * run, so no DSN is lost for it. The claim is a key of its own, as `delivering:` is, so
    * that a version that reads only the record never takes a claim for a DSN sent.
+   *
+   * A delay warning does not wait: its message is retried anyway, so another's claim is
+   * left to the next retry rather than holding this run for up to RETURN_CLAIM_MS.
    */
   const returnOnce = async (
     env: Envelope,
@@ -400,8 +403,9 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       const records = recordsOf(waiting);
       const found = await fromRedis(returning.take(token, claimsOf(records), records));
       due.push(...waiting.filter((_, i) => found[i] === 'taken'));
-      // another run's claim: looked at again once it has sent its DSN, or died
-      waiting = waiting.filter((_, i) => found[i] === 'busy');
+      // another run's claim: looked at again once it has sent its DSN, or died; a delay
+      // warning's is left to the next retry
+      waiting = willRetryUntil ? [] : waiting.filter((_, i) => found[i] === 'busy');
     }
     if (!due.length) return due;
     const records = recordsOf(due);
@@ -639,7 +643,8 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
    * old, its sender is told that it is still being retried, and until when; once for each
    * recipient, whichever run gets there first. Claimed, sent, then recorded, as the DSNs
    * of returnOnce are: a run that dies between its claim and the DSN's confirm leaves a
-   * claim that lapses, and the next run sends the warning. The retry is queued already:
+   * claim that lapses, and the next run sends the warning; a run that finds another's
+   * claim does not wait for it, the next retry looks again. The retry is queued already:
    * a warning that cannot be sent now is logged and given back to the next run, never
    * fails this one, which would queue the retry twice.
    */

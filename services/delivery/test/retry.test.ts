@@ -118,6 +118,36 @@ async function restartDelivery(
 }
 
 /**
+ * A message from `sender` (an account) to `alias` (an alias over the limit), both added
+ * now; with the record of the delay warning naming the alias, and the claim a run takes
+ * to send it.
+ */
+async function lateMessage(
+  sender: string,
+  alias: string,
+): Promise<{ env: Envelope; record: string; claim: string }> {
+  await addAccount(t.p.directory, sender);
+  await addBigAlias(alias);
+  const env = { ...envelope([alias]), mailFrom: sender };
+  const hash = createHash('sha256').update(`warned:${alias}`).digest('hex').slice(0, 16);
+  return { env, record: `delivered:${env.queueId}:${hash}`, claim: `returning:${env.queueId}:${hash}` };
+}
+
+/**
+ * Delivery started again with DELAY_WARNING_TIME 2 s, its Redis doing `meanwhile` once it
+ * has answered the first command `at` (interleavedRedis).
+ */
+async function warningWithRedisAt(
+  at: Parameters<typeof interleavedRedis>[1],
+  meanwhile: () => Promise<unknown>,
+): Promise<void> {
+  await restartDelivery({ delay_warning_time: '2s' }, (own) => ({
+    ...own,
+    redis: interleavedRedis(own.redis, at, meanwhile),
+  }));
+}
+
+/**
  * `env` (to an alias over the limit) run with this MAXIMAL_QUEUE_LIFETIME until its
  * deferred recipient is given up and every run is done (a DSN through delivery too).
  */
@@ -304,24 +334,16 @@ test(
   'a run that dies between claiming a delay warning and sending it: a later run sends it, once',
   { timeout: 60_000 },
   async () => {
-    await addAccount(t.p.directory, 'sid-late@example.test');
-    await addBigAlias('big-lost@example.test');
-    const env = { ...envelope(['big-lost@example.test']), mailFrom: 'sid-late@example.test' };
-    const hash = createHash('sha256').update('warned:big-lost@example.test').digest('hex').slice(0, 16);
-    const record = `delivered:${env.queueId}:${hash}`;
+    const { env, record, claim } = await lateMessage('sid-late@example.test', 'big-lost@example.test');
     // the first command about the warning (its claim) done, and then the run is gone before
     // its DSN: Redis's answer lost, its claim left behind, lapsing in 2 s
-    await restartDelivery({ delay_warning_time: '2s' }, (own) => ({
-      ...own,
-      redis: interleavedRedis(
-        own.redis,
-        (_command, args) => args.includes(record),
-        async () => {
-          await t.p.redis.redis.pexpire(`returning:${env.queueId}:${hash}`, 2000);
-          throw new Error('the run died here');
-        },
-      ),
-    }));
+    await warningWithRedisAt(
+      (_command, args) => args.includes(record),
+      async () => {
+        await t.p.redis.redis.pexpire(claim, 2000);
+        throw new Error('the run died here');
+      },
+    );
     try {
       await t.p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, env);
       await waitFor(
@@ -339,6 +361,31 @@ test(
       assert.equal(t.p.inbox('sid-late@example.test').length, 1, 'one warning');
       assert.equal(linesOf(env.queueId, 'delay warning sent').length, 1);
     } finally {
+      await restartDelivery();
+    }
+  },
+);
+
+test(
+  'a delay warning another run is sending holds up no run: the message is done once fixed',
+  { timeout: 60_000 },
+  async () => {
+    const { env, claim } = await lateMessage('tom-late@example.test', 'big-claimed@example.test');
+    // another run's claim on the warning, held as long as a run's (RETURN_CLAIM_MS)
+    await t.p.redis.redis.set(claim, 'another-run', 'PX', 60_000);
+    await restartDelivery({ delay_warning_time: '2s' });
+    try {
+      await t.p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, env);
+      // runs 3 s after acceptance and more: past DELAY_WARNING_TIME
+      await waitFor(() => linesOf(env.queueId, 'retry scheduled').length >= 4, {
+        timeoutMs: 20_000,
+        what: 'four retries',
+      });
+      // every run acked well before the claim lapses: none waited for it
+      await shrinkBigAlias('big-claimed@example.test');
+      assert.equal(linesOf(env.queueId, 'delay warning sent').length, 0, 'left to the claim’s run');
+    } finally {
+      await t.p.redis.redis.del(claim);
       await restartDelivery();
     }
   },
