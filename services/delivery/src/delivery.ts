@@ -384,7 +384,10 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
    * that a version that reads only the record never takes a claim for a DSN sent.
    *
    * A delay warning does not wait: its message is retried anyway, so another's claim is
-   * left to the next retry rather than holding this run for up to RETURN_CLAIM_MS.
+   * left to the next retry rather than holding this run for up to RETURN_CLAIM_MS. The
+   * claims are released only once the records are written; a DSN sent whose record
+   * could not be written is logged as such and returned, its claims kept until they
+   * lapse, so that no other run sends it again before then.
    */
   const returnOnce = async (
     env: Envelope,
@@ -409,17 +412,25 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     }
     if (!due.length) return due;
     const records = recordsOf(due);
-    const release = () => returning.release(token, claimsOf(records));
+    const release = () => returning.release(token, claimsOf(records)).catch(() => undefined);
     try {
       await bounce(env, message, due, willRetryUntil);
     } catch (err) {
       // let go at once, so that the rerun need not wait for the claims to lapse
-      await release().catch(() => undefined);
+      await release();
       throw err;
     }
-    await fromRedis(
-      Promise.all([...records.map((k) => redis.set(k, 'bounced', 'EX', recordTtl)), release()]),
-    );
+    try {
+      await Promise.all(records.map((k) => redis.set(k, 'bounced', 'EX', recordTtl)));
+    } catch (err) {
+      logger.error(
+        { queueId: env.queueId, rcpts: due.map((r) => r.recipient), err },
+        `${willRetryUntil ? 'delay warning' : 'bounce'} sent but not recorded: a run after its claim lapses sends it again`,
+      );
+      return due;
+    }
+    // a claim left behind lapses unheeded: the record is read first
+    await release();
     return due;
   };
 

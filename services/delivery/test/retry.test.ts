@@ -390,3 +390,45 @@ test(
     }
   },
 );
+
+test(
+  'a delay warning sent whose record Redis fails to write: no later retry sends it again',
+  { timeout: 60_000 },
+  async () => {
+    const { env, record, claim } = await lateMessage('rae-late@example.test', 'big-unrecorded@example.test');
+    // the warning sent, and its record's write fails (undone here, its answer an error)
+    await warningWithRedisAt(
+      (command, args) => command === 'set' && args[0] === record,
+      async () => {
+        await t.p.redis.redis.del(record);
+        throw new Error('Redis is gone');
+      },
+    );
+    try {
+      await t.p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, env);
+      await waitFor(() => t.p.inbox('rae-late@example.test').length, {
+        timeoutMs: 20_000,
+        what: 'the delay warning',
+      });
+      const warnedAt = linesOf(env.queueId, 'retry scheduled').length;
+      await waitFor(() => linesOf(env.queueId, 'retry scheduled').length >= warnedAt + 2, {
+        what: 'two more retries',
+      });
+      // the alias shrunk to the limit: delivered, nothing more for the sender
+      await shrinkBigAlias('big-unrecorded@example.test');
+      assert.equal(t.p.inbox('rae-late@example.test').length, 1, 'one warning');
+      assert.equal(linesOf(env.queueId, 'delay warning sent').length, 1);
+      assert.equal(
+        linesOf(
+          env.queueId,
+          'delay warning sent but not recorded: a run after its claim lapses sends it again',
+        ).length,
+        1,
+      );
+      assert.equal(linesOf(env.queueId, 'delay warning not sent, it waits for the next retry').length, 0);
+    } finally {
+      await t.p.redis.redis.del(claim);
+      await restartDelivery();
+    }
+  },
+);
