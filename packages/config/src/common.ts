@@ -38,7 +38,13 @@ export const commonSchema = {
       'expected an IP address such as 0.0.0.0 or ::, or a host name',
     )
     .default('0.0.0.0'),
-  log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  // INFO and Debug mean what they say, as in most loggers' settings
+  log_level: z
+    .preprocess(
+      (v) => (typeof v === 'string' ? v.toLowerCase() : v),
+      z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    )
+    .default('info'),
   /** Our host name: greeting, Received headers, Message-IDs, bounces (Postfix: myhostname). */
   myhostname: z
     .string()

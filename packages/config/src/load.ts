@@ -61,10 +61,10 @@ export function loadConfig<S extends z.ZodObject>(schema: S, opts: LoadOptions =
       source[key] = opts.overrides[key];
       origin[key] = key;
     } else if (env[envName] !== undefined && env[envName] !== '') {
-      source[key] = env[envName];
+      source[key] = asWritten(key, env[envName]);
       origin[key] = envName;
     } else if (key in fromFile) {
-      source[key] = fromFile[key];
+      source[key] = asWritten(key, fromFile[key]);
       origin[key] = `${key} (in ${file})`;
     }
   }
@@ -97,6 +97,15 @@ export function loadConfig<S extends z.ZodObject>(schema: S, opts: LoadOptions =
     data[urlKey] = url.toString().replace(/\/$/, '');
   }
   return data as z.infer<S>;
+}
+
+/**
+ * A setting as meant: spaces around a value (an `.env` line `KEY= value`, a quoted YAML
+ * value) are not part of it, as Postfix strips them around `main.cf` values. A password is
+ * taken as given: a space may be part of it.
+ */
+function asWritten(key: string, value: unknown): unknown {
+  return typeof value === 'string' && !key.endsWith('password') ? value.trim() : value;
 }
 
 /** Connection URLs whose password may come from a file (a compose or Kubernetes secret). */

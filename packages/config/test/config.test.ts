@@ -223,3 +223,23 @@ test('passwords from files go into the connection URLs; an unreadable file is an
     dir.cleanup();
   }
 });
+
+test('spaces around a setting are not part of it, except in a password; INFO is info', () => {
+  const s = z.object({
+    ...commonSchema,
+    rspamd_url: z.url(),
+    relayhost_password: z.string().default(''),
+  });
+  const c = loadConfig(s, {
+    env: {
+      MYHOSTNAME: ' mx.example.org ',
+      RSPAMD_URL: 'http://127.0.0.1:11333 ',
+      RELAYHOST_PASSWORD: ' secret ',
+      LOG_LEVEL: 'INFO',
+    },
+  });
+  assert.equal(c.myhostname, 'mx.example.org');
+  assert.equal(c.rspamd_url, 'http://127.0.0.1:11333');
+  assert.equal(c.relayhost_password, ' secret ');
+  assert.equal(c.log_level, 'info');
+});
