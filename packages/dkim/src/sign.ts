@@ -81,6 +81,7 @@ export class DkimSigner {
     }));
     const res = await dkimSign(message, {
       canonicalization: 'relaxed/relaxed',
+      headerList: SIGNED_FIELDS,
       signTime,
       signingDomain: domain,
       selector: keys[0]!.selector,
@@ -102,6 +103,46 @@ export class DkimSigner {
     return { headers, signatures: made, errors };
   }
 }
+
+/**
+ * The header fields signed. `(o)` signs a field once more than it
+ * occurs, so a field of that name added in transit breaks the signature (RFC 6376 §8.15):
+ * a second From or Subject shown by a reader in place of ours, a Reply-To or Cc slipped into
+ * a message that had none. `(x)` does so only where the field occurs. The set is rspamd's
+ * default; the rest are signed as they occur, so a mailing list may still add its own.
+ */
+const SIGNED_FIELDS = [
+  '(o)from',
+  '(x)sender',
+  '(o)reply-to',
+  '(o)subject',
+  '(x)date',
+  '(x)message-id',
+  '(o)to',
+  '(o)cc',
+  '(x)mime-version',
+  '(x)content-type',
+  '(x)content-transfer-encoding',
+  'content-id',
+  'content-description',
+  'resent-date',
+  'resent-from',
+  'resent-sender',
+  'resent-to',
+  'resent-cc',
+  'resent-message-id',
+  '(x)in-reply-to',
+  '(x)references',
+  'list-id',
+  'list-help',
+  'list-unsubscribe',
+  'list-unsubscribe-post',
+  'list-subscribe',
+  'list-post',
+  'list-owner',
+  'list-archive',
+  'bimi-selector',
+];
 
 /**
  * The key store failed (Redis down, a timeout): whether the domain has keys is unknown,

@@ -126,3 +126,28 @@ test('a key deleted while it is being activated stays deleted', async () => {
   await base.remove('race.test', 'old');
   assert.equal(await r.redis.sismember('dkim:domains', 'race.test'), 0);
 });
+
+test('a From, Subject or Reply-To added after signing breaks the signature; a list header does not', async () => {
+  const store = new DkimKeyStore(r.redis);
+  const key = await store.add('oversign.test', 'o1', generateDkimKey('ed25519'));
+  publish(key.domain, key.selector, key);
+  const original = Buffer.from(message.toString().replaceAll('example.test', 'oversign.test'));
+  const signed = await new DkimSigner(store).sign(original, 'oversign.test');
+  const verdict = async (added: string) => {
+    // a field put in front of the others, as a relay on the way would prepend it
+    const res = await dkimVerify(Buffer.concat([Buffer.from(added + signed.headers), original]), {
+      resolver: verifier(),
+    });
+    return res.results.map((x) => x.status.result).join(',');
+  };
+  assert.equal(await verdict(''), 'pass');
+  assert.equal(await verdict('List-Id: <team.lists.oversign.test>\r\n'), 'pass');
+  for (const field of [
+    'From: Mallory <boss@oversign.test>\r\n',
+    'Subject: urgent: pay this invoice\r\n',
+    'Reply-To: mallory@elsewhere.test\r\n',
+    'Cc: mallory@elsewhere.test\r\n',
+  ]) {
+    assert.equal(await verdict(field), 'fail', field);
+  }
+});
