@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { connect, type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import {
@@ -205,6 +206,12 @@ export function redactUrl(url: string): string {
     return '(invalid url)';
   }
 }
+
+/**
+ * Set while a consumer's handler runs: its message is held (unacknowledged) for as long as
+ * the handler takes, so a publish it makes may wait out a resource alarm (see publish).
+ */
+const handling = new AsyncLocalStorage<true>();
 
 /** How long a service that has never connected retries quietly before it warns. */
 const STARTUP_QUIET_MS = 10_000;
@@ -546,17 +553,40 @@ export class Bus {
     if (wait <= 0 || !(await settlesWithin(conn.close(), wait))) dropConnection(conn);
   }
 
-  /** Publishes with persistence, mandatory routing and a publisher confirm. */
+  /**
+   * Publishes with persistence, mandatory routing and a publisher confirm.
+   *
+   * RabbitMQ (3.x) tells a connection of a resource alarm only when it publishes: the
+   * first publish after the alarm went off is sent, and then held unread in the broker
+   * until the alarm ends, when it is queued and confirmed. Given up on meanwhile, it is
+   * queued all the same. A publish of a consumer's handler (a DSN, a forward, a retry)
+   * therefore waits for that confirm while the connection is blocked: its message is
+   * held meanwhile anyway, and given up on, the message would run again after the alarm
+   * and publish a second copy (two bounces to the sender, two forwards). Any other
+   * publish (an SMTP client waiting at the end of DATA) is given up on after
+   * publishTimeoutMs, blocked or not.
+   */
   publish(item: PublishItem): Promise<void> {
     const refusal = this.publishRefusal();
     if (refusal) return Promise.reject(refusal);
     const pub = this.pub!;
     const messageId = randomUUID();
+    const waitsOutAlarm = handling.getStore() === true;
+    const timeoutMs = this.opts.publishTimeoutMs ?? 15_000;
     return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const expire = () => {
+        const p = this.pending.get(messageId);
+        if (!p) return;
+        // the confirm comes when the alarm ends, and a connection lost meanwhile fails it;
+        // a stop waits no longer than before
+        if (waitsOutAlarm && this.blockedReason && this.pub === pub && !this.stopping) {
+          p.timer = setTimeout(expire, timeoutMs);
+          return;
+        }
         this.pending.delete(messageId);
         reject(new BusUnavailableError('RabbitMQ did not confirm the message in time'));
-      }, this.opts.publishTimeoutMs ?? 15_000);
+      };
+      const timer = setTimeout(expire, timeoutMs);
       this.pending.set(messageId, { resolve, reject, timer });
       try {
         pub.publish(
@@ -990,7 +1020,8 @@ export class Bus {
       }
       if (err instanceof PoisonMessageError || attempt >= reg.opts.maxAttempts) {
         try {
-          await this.deadLetter(reg.queue, delivery, err, attempt);
+          // held until confirmed, as the handler's own publishes are
+          await handling.run(true, () => this.deadLetter(reg.queue, delivery, err, attempt));
           acks.ack(msg);
         } catch (pubErr) {
           this.log.warn({ err: pubErr }, 'could not dead-letter, returning message to the queue');
@@ -1033,7 +1064,7 @@ export class Bus {
     try {
       for (; ; held++) {
         try {
-          await reg.handler(delivery);
+          await handling.run(true, () => reg.handler(delivery));
           if (held)
             this.log.info({ queue: reg.queue, held }, 'backend available again, held message processed');
           return;

@@ -23,6 +23,8 @@ export interface PrivateRabbit extends Restartable {
   port: number;
   /** AMQP URL of the default vhost, guest/guest. */
   url: string;
+  /** Runs `rabbitmqctl` against this node (e.g. to raise a memory alarm); resolves with its output. */
+  ctl(...args: string[]): Promise<string>;
 }
 
 // The Debian package's scripts run the node as the invoking user when called directly
@@ -56,6 +58,8 @@ export async function startPrivateRabbit(): Promise<PrivateRabbit> {
     // the start script then execs the Erlang VM: the child is the process a kill must take
     RUNNING_UNDER_SYSTEMD: '1',
   };
+  const ctl = async (...args: string[]): Promise<string> =>
+    (await run(`${scripts}rabbitmqctl`, ['-q', '-n', node, ...args], { env })).stdout;
   const server = await startRestartable({
     name: `RabbitMQ node ${node}`,
     command: `${scripts}rabbitmq-server`,
@@ -65,9 +69,9 @@ export async function startPrivateRabbit(): Promise<PrivateRabbit> {
     cleanup: () => dir.cleanup(),
     async ready() {
       // fails at once until the node has registered, then waits for its boot to end
-      await run(`${scripts}rabbitmqctl`, ['-q', '-n', node, 'await_startup', '--timeout', '60'], { env });
+      await ctl('await_startup', '--timeout', '60');
       return true;
     },
   });
-  return { ...server, node, port, url: `amqp://guest:guest@127.0.0.1:${port}` };
+  return { ...server, node, port, url: `amqp://guest:guest@127.0.0.1:${port}`, ctl };
 }
