@@ -1,7 +1,7 @@
 // The webmail's own Redis (sessions, uploads, the login rate limit, the directory it
 // reads roles from) stopped under a logged-in user: every request is a temporary
 // failure (503, "try again"), never a 500 and never "not logged in"; the session is
-// there again once Redis is back.
+// there again once Redis is back. A Redis out of memory refuses a login the same way.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Directory } from '@mailyard/directory';
@@ -54,3 +54,27 @@ test('Redis down: 503 on every kind of request, the session back with it', { tim
   const back = await alice.get('/api/messages' + q({ folder: 'INBOX' }));
   assert.equal(back.status, 200, back.text);
 });
+
+test(
+  'Redis full (maxmemory, noeviction): a login is 503, never "wrong password"; a session goes on reading',
+  { timeout: 60_000 },
+  async () => {
+    const alice = new WebClient(port, t.ca);
+    assert.equal((await alice.login(ALICE)).status, 200);
+    const admin = redis.client();
+    // from now on Redis refuses every command that needs memory with OOM; reads still work
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    await admin.config('SET', 'maxmemory', '1');
+    try {
+      const login = await new WebClient(port, t.ca).login(ALICE);
+      assert.equal(login.status, 503, login.text);
+      assert.equal(login.json?.error, 'unavailable', login.text);
+      assert.match(login.json.message, /try again/);
+      const folders = await alice.get('/api/folders');
+      assert.equal(folders.status, 200, folders.text);
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+    }
+    assert.equal((await new WebClient(port, t.ca).login(ALICE)).status, 200);
+  },
+);
