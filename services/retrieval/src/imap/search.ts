@@ -75,13 +75,18 @@ function needsBody(k: SearchKey): boolean {
   }
 }
 
+/**
+ * The decoded text of each leaf part: what BODY looks in. An attached message
+ * (message/rfc822) adds the text of its parts, not its header: BODY "doesn't match any
+ * header fields" (RFC 9051 §6.4.4), an attached message's From or Subject no more than
+ * the message's own, as on Dovecot; TEXT finds them (headerBlocks).
+ */
 function textParts(data: Buffer, p: MimePart, out: string[]): void {
   if (p.children.length) {
     for (const c of p.children) textParts(data, c, out);
     return;
   }
   if (p.message) {
-    out.push(decodeWords(data.toString('utf8', p.message.start, p.message.bodyStart)));
     textParts(data, p.message, out);
     return;
   }
