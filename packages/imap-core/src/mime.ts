@@ -132,8 +132,62 @@ export function header(h: HeaderField[], name: string): string | null {
   return null;
 }
 
-/** `type/sub; a=b; c="d"` -> value and parameters (RFC 2045 §5.1, RFC 2231 continuations). */
+/**
+ * `value` without its comments (RFC 5322 §3.2.2, which RFC 2045 §5.1 takes for MIME
+ * fields): `text/plain (a comment); charset=us-ascii (Plain text)` is text/plain in
+ * us-ascii. Quoted strings keep their parentheses.
+ */
+export function withoutComments(value: string): string {
+  let out = '';
+  let depth = 0;
+  let q = false;
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i]!;
+    if (c === '\\' && (q || depth)) {
+      if (!depth) out += c + (value[i + 1] ?? '');
+      i++;
+    } else if (q) {
+      out += c;
+      if (c === '"') q = false;
+    } else if (c === '(') depth++;
+    else if (c === ')' && depth) depth--;
+    else if (!depth) {
+      out += c;
+      if (c === '"') q = true;
+    }
+  }
+  return out;
+}
+
+/** RFC 2231 §7 attribute-char: what a value of an extended parameter holds unescaped. */
+const ATTRIBUTE_CHAR = /[\w!#$&+.^`{|}~-]/;
+
+/**
+ * The segments of a parameter continued over several (`name*0`, `name*1*`, RFC 2231 §3,
+ * §4.1) as one parameter, as Dovecot shows it: `name` if no segment is encoded, else
+ * `name*` with the first segment's charset and language and every plain segment escaped,
+ * so a client decodes it as it would a one-segment `name*` (RFC 2231 §4). The value stays
+ * 7-bit, as an IMAP string must.
+ */
+function joinSegments(name: string, segs: { v: string; ext: boolean }[]): [key: string, value: string] {
+  if (!segs.some((s) => s.ext)) return [name, segs.map((s) => s.v).join('')];
+  const escape = (v: string) =>
+    [...Buffer.from(v, 'latin1')]
+      .map((b) => {
+        const c = String.fromCharCode(b);
+        return ATTRIBUTE_CHAR.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+      })
+      .join('');
+  const value = segs.map((s) => (s.ext ? s.v : escape(s.v))).join('');
+  return [`${name}*`, segs[0]!.ext ? value : `''${value}`];
+}
+
+/**
+ * `type/sub; a=b; c="d"` -> value and parameters (RFC 2045 §5.1), comments left out,
+ * RFC 2231 continuations joined (joinSegments).
+ */
 export function parseParamHeader(value: string): { value: string; params: Record<string, string> } {
+  value = withoutComments(value);
   const parts: string[] = [];
   let cur = '';
   let q = false;
@@ -151,34 +205,30 @@ export function parseParamHeader(value: string): { value: string; params: Record
   }
   parts.push(cur);
   const params: Record<string, string> = {};
-  const continued: Record<string, string[]> = {};
+  const continued: Record<string, { v: string; ext: boolean }[]> = {};
   for (const p of parts.slice(1)) {
     const eq = p.indexOf('=');
     if (eq < 0) continue;
     const k = p.slice(0, eq).trim().toLowerCase();
     let v = p.slice(eq + 1).trim();
     if (v.startsWith('"')) v = v.slice(1, v.endsWith('"') ? -1 : undefined).replace(/\\(.)/g, '$1');
-    const m = /^(.+?)\*(\d+)?\*?$/.exec(k);
-    if (m && k.includes('*')) {
-      (continued[m[1]!] ??= [])[Number(m[2] ?? 0)] = v;
-    } else params[k] = v;
+    const m = /^(.+?)\*(?:(\d+)(\*)?)?$/.exec(k);
+    if (!m) params[k] = v;
+    // `name*=` alone is one encoded segment (RFC 2231 §4)
+    else if (m[2] === undefined) (continued[m[1]!] ??= [])[0] = { v, ext: true };
+    else (continued[m[1]!] ??= [])[Number(m[2])] = { v, ext: m[3] === '*' };
   }
-  for (const [k, vs] of Object.entries(continued)) {
-    let v = vs.join('');
-    const m = /^([^']*)'[^']*'(.*)$/.exec(v);
-    if (m) {
-      try {
-        v = new TextDecoder(m[1] || 'utf-8').decode(
-          Buffer.from(
-            m[2]!.replace(/%([0-9a-f]{2})/gi, (_, h: string) => String.fromCharCode(parseInt(h, 16))),
-            'latin1',
-          ),
-        );
-      } catch {
-        v = m[2]!;
-      }
+  for (const [k, segs] of Object.entries(continued)) {
+    // segments are numbered from 0 without a gap; with one, nothing is joined and each
+    // segment is shown as it came, as on Dovecot
+    if (Array.from(segs).some((seg) => !seg)) {
+      segs.forEach((seg, i) => {
+        if (seg) params[`${k}*${i}${seg.ext ? '*' : ''}`] ??= seg.v;
+      });
+      continue;
     }
-    params[k] ??= v;
+    const [key, v] = joinSegments(k, segs);
+    params[key] ??= v;
   }
   return { value: (parts[0] ?? '').trim(), params };
 }
@@ -240,7 +290,11 @@ export function parseMime(
     description: header(headers, 'content-description'),
     md5: header(headers, 'content-md5'),
     disposition: dp ? { type: dp.value.toLowerCase(), params: dp.params } : null,
-    language: lang ? lang.split(/[\s,]+/).filter(Boolean) : null,
+    language: lang
+      ? withoutComments(lang)
+          .split(/[\s,]+/)
+          .filter(Boolean)
+      : null,
     location: header(headers, 'content-location'),
     lines: 0,
     children: [],

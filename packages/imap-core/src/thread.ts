@@ -1,6 +1,7 @@
 // THREAD (RFC 5256 §3, §4): the two threading algorithms over header facts, and the
 // response syntax. No I/O: the service reads headers and dates, this module builds trees.
 import { extractSubject } from './base-subject.js';
+import { withoutComments } from './mime.js';
 
 /** What threading needs to know about one message, in mailbox (sequence) order. */
 export interface ThreadMessage {
@@ -32,7 +33,7 @@ export type ThreadAlgorithm = (typeof THREAD_ALGORITHMS)[number];
  */
 export function parseMsgIds(value: string | null): string[] {
   if (!value) return [];
-  const text = stripComments(value);
+  const text = withoutComments(value);
   const ids: string[] = [];
   for (const m of text.matchAll(/<([^<>]*)>/g)) {
     // CFWS may surround the "@" and the dot-atoms; quoted id-left keeps its quotes
@@ -40,27 +41,6 @@ export function parseMsgIds(value: string | null): string[] {
     if (/^[^@]+@[^@]+$/.test(id)) ids.push(`<${id}>`);
   }
   return ids;
-}
-
-function stripComments(s: string): string {
-  let out = '';
-  let depth = 0;
-  let quoted = false;
-  for (let i = 0; i < s.length; i++) {
-    const c = s[i]!;
-    if (c === '\\' && (quoted || depth)) {
-      if (!depth) out += c + (s[i + 1] ?? '');
-      i++;
-    } else if (depth) {
-      if (c === '(') depth++;
-      else if (c === ')') depth--;
-    } else if (c === '"') {
-      quoted = !quoted;
-      out += c;
-    } else if (c === '(' && !quoted) depth++;
-    else out += c;
-  }
-  return out;
 }
 
 /**
