@@ -10,8 +10,13 @@
 // it to the file as a whole too, so a long file of short tests would be cut by it. TEST_CONCURRENCY files run at once
 // (default 3); the output of each is printed whole when it ends, then a summary naming
 // every file that failed. The exit status is 1 when any did.
+//
+// The longest files start first: one started last would run on alone at the end while the
+// other slots stand idle. How long each took is recorded in scripts/test-durations.json
+// (TEST_DURATIONS names another file); `TEST_RECORD_DURATIONS=1 pnpm test` rewrites it from
+// the run. A file it does not name yet counts as short; the order is the same on every run.
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -122,12 +127,29 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
   });
 }
 
-const queue = [...selected];
+const durationsFile = process.env.TEST_DURATIONS || join(root, 'scripts', 'test-durations.json');
+/** File → seconds it took in a recorded run. */
+const recorded = existsSync(durationsFile) ? JSON.parse(readFileSync(durationsFile, 'utf8')) : {};
+// sort is stable: files of the same (or no) record keep the order they were found in
+const queue = [...selected].sort((a, b) => (recorded[b] ?? 0) - (recorded[a] ?? 0));
 await Promise.all(
   Array.from({ length: Math.min(concurrency, queue.length) }, async () => {
     while (queue.length) await runFile(queue.shift());
   }),
 );
+
+if (process.env.TEST_RECORD_DURATIONS) {
+  const next = { ...recorded };
+  for (const r of results) next[r.file] = Math.round(r.ms / 1000);
+  const kept = Object.keys(next)
+    .filter((f) => existsSync(join(root, f)))
+    .sort();
+  writeFileSync(
+    durationsFile,
+    `${JSON.stringify(Object.fromEntries(kept.map((f) => [f, next[f]])), null, 2)}\n`,
+  );
+  console.log(`durations of ${results.length} files recorded in ${relative(root, durationsFile)}`);
+}
 
 const failed = results.filter((r) => r.why);
 console.log(`${results.length - failed.length} of ${results.length} test files passed`);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { processAlive as alive, tempDir, waitFor } from '@mailyard/testkit';
@@ -63,3 +63,27 @@ test('a bad TEST_FILE_TIMEOUT is refused naming the variable', { timeout: 60_000
   assert.equal(r.code, 2);
   assert.match(r.out, /^TEST_FILE_TIMEOUT: expected minutes or a duration like 90s or 10m, got "soon"/);
 });
+
+test(
+  'the files that took longest in the recorded run start first, and a run records its own',
+  { timeout: 120_000 },
+  async (t) => {
+    const tmp = tempDir();
+    t.after(() => tmp.cleanup());
+    const durations = join(tmp.path, 'durations.json');
+    const [fail, pass] = ['test/fixtures/runner/fail.ts', 'test/fixtures/runner/pass.ts'];
+    writeFileSync(durations, JSON.stringify({ [fail]: 1, [pass]: 600 }));
+    // one at a time, so the order they start in is the order they are shown in
+    const r = await runTests([fail, pass], {
+      TEST_CONCURRENCY: '1',
+      TEST_DURATIONS: durations,
+      TEST_RECORD_DURATIONS: '1',
+    });
+    assert.equal(r.code, 1, r.out);
+    const started = [...r.out.matchAll(/^▶ (\S+)$/gm)].map((m) => m[1]);
+    assert.deepEqual(started, [pass, fail], r.out);
+    const after = JSON.parse(readFileSync(durations, 'utf8')) as Record<string, number>;
+    assert.deepEqual(Object.keys(after), [fail, pass]);
+    assert.ok(after[pass]! < 600, `the run's own time: ${after[pass]} s`);
+  },
+);
