@@ -1,19 +1,19 @@
 // The account page's API: recent logins (from IMAP and the webmail), app passwords with
 // their last use, changing the password with the CLI's rules, signing out everywhere.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { AppPasswords, LoginGuard, createAuthenticator, type Authenticator } from '@mailyard/auth';
 import type { Directory } from '@mailyard/directory';
 import { addAccount } from '../../../test/harness.js';
-import { PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { webmailFile } from './file-setup.js';
+import { PASSWORD, type WebmailTestbed } from './webmail-harness.js';
 import { holdSessions, imapLogin as imapLoginAs, mailPorts } from './mail-clients.js';
 import { WebClient, type WebResponse } from './web-client.js';
 
 let t: WebmailTestbed;
-before(async () => {
-  t = await startWebmailTestbed();
+webmailFile({}, async (f) => {
+  t = f.t;
 });
-after(() => t?.close());
 const client = () => new WebClient(t.webmail.port, t.ca);
 
 const imapLogin = (user: string, pass: string) => imapLoginAs(t, user, pass);

@@ -1,19 +1,19 @@
 // The admin console's DNS API: guarded by the admin role, live checks against the
 // platform's loopback DNS server, 404 for a domain that is not ours, 503 when DNS fails.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { ALICE, BOB, HOST, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { test } from 'node:test';
+import { webmailFile } from './file-setup.js';
+import { ALICE, BOB, HOST, type WebmailTestbed } from './webmail-harness.js';
 import { WebClient } from './web-client.js';
 
 let t: WebmailTestbed;
-before(async () => {
-  t = await startWebmailTestbed();
+webmailFile({}, async (f) => {
+  t = f.t;
   await t.p.directory.setAdmin(ALICE, true);
   t.p.dns.set(HOST, { A: ['127.0.0.1'] });
   t.p.dns.set('1.0.0.127.in-addr.arpa', { PTR: [HOST] });
   t.p.dns.set('example.test', { MX: [{ priority: 10, exchange: HOST }] });
 });
-after(() => t?.close());
 const client = () => new WebClient(t.webmail.port, t.ca);
 
 test('only administrators may ask; others are told so', { timeout: 60_000 }, async () => {

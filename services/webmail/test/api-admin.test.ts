@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { ImapFlow } from 'imapflow';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { freePort, queueDepth, unreachableRedis, waitFor } from '@mailyard/testkit';
 import { newQueueId } from '@mailyard/smtp-core';
 import { Directory } from '@mailyard/directory';
@@ -11,6 +11,7 @@ import { Operations } from '@mailyard/admin';
 import { addAccount } from '../../../test/harness.js';
 import { MailRules } from '@mailyard/mail-rules';
 import { sendRaw } from '../../retrieval/test/helpers.js';
+import { loggedIn, webmailFile } from './file-setup.js';
 import { imapLogin as imapLoginAs } from './mail-clients.js';
 import { DEFERRED_QUEUE, deadMail, deadMessage, deferredMail, queueIdsIn, testBus } from './dead-letters.js';
 import { newsletter } from './messages.js';
@@ -19,7 +20,6 @@ import {
   BOB,
   HOST,
   PASSWORD,
-  startWebmailTestbed,
   webmailOnStallableImap,
   type WebmailTestbed,
 } from './webmail-harness.js';
@@ -28,13 +28,11 @@ import type { AdminDeadLetter } from '../src/admin-api-types.js';
 
 let t: WebmailTestbed;
 let admin: WebClient;
-before(async () => {
-  t = await startWebmailTestbed();
+webmailFile({}, async (f) => {
+  t = f.t;
   await t.p.directory.setAdmin(ALICE, true);
-  admin = new WebClient(t.webmail.port, t.ca);
-  assert.equal((await admin.login(ALICE)).status, 200);
+  admin = await loggedIn(t, ALICE);
 });
-after(() => t?.close());
 const client = () => new WebClient(t.webmail.port, t.ca);
 type AuditRow = { action: string; target: string };
 const enc = encodeURIComponent;

@@ -4,33 +4,28 @@
 // says why; and a list of ids reaches only the user's own mailbox. The server's state is
 // read back over IMAP.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import { sendRaw } from '../../retrieval/test/helpers.js';
-import { storeSession, storedFlags } from './mail-clients.js';
+import { loggedIn, webmailFile } from './file-setup.js';
+import { storedFlags } from './mail-clients.js';
 import { plainMessage } from './messages.js';
-import { ALICE, BOB, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
-import { WebClient, q } from './web-client.js';
+import { ALICE, BOB, type WebmailTestbed } from './webmail-harness.js';
+import type { WebClient } from './web-client.js';
+import { q } from './web-client.js';
 
 let t: WebmailTestbed;
 let alice: WebClient;
 let bob: WebClient;
 let imap: ImapFlow;
 
-before(async () => {
-  t = await startWebmailTestbed();
+webmailFile({ store: ALICE }, async (f) => {
+  ({ t, imap } = f);
   for (let i = 1; i <= 12; i++)
     await sendRaw(t.p, ALICE, plainMessage({ subject: `Bulk ${String(i).padStart(2, '0')}` }));
   await sendRaw(t.p, BOB, plainMessage({ subject: 'Bob keeps this', to: BOB }));
-  alice = new WebClient(t.webmail.port, t.ca);
-  bob = new WebClient(t.webmail.port, t.ca);
-  assert.equal((await alice.login(ALICE)).status, 200);
-  assert.equal((await bob.login(BOB)).status, 200);
-  imap = await storeSession(t, ALICE);
-});
-after(async () => {
-  await imap?.logout();
-  await t?.close();
+  alice = await loggedIn(t, ALICE);
+  bob = await loggedIn(t, BOB);
 });
 
 /** The UIDs of alice's messages in `folder` whose subject is one of `subjects`. */

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { Quotas } from '@mailyard/mailstore';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { ClientRequest } from 'node:http';
 import { request } from 'node:https';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
@@ -18,16 +18,10 @@ import {
 } from '@mailyard/testkit';
 import { sendRaw } from '../../retrieval/test/helpers.js';
 import { addAccount } from '../../../test/harness.js';
+import { loggedIn, webmailFile } from './file-setup.js';
 import { storeSession } from './mail-clients.js';
 import { newsletter, plainMessage } from './messages.js';
-import {
-  ALICE,
-  BOB,
-  HOST,
-  startWebmailTestbed,
-  webmailOnStallableImap,
-  type WebmailTestbed,
-} from './webmail-harness.js';
+import { ALICE, BOB, HOST, webmailOnStallableImap, type WebmailTestbed } from './webmail-harness.js';
 import { WebClient, q } from './web-client.js';
 
 /** SEND_TIMEOUT of the webmails whose mail server or store stops answering. */
@@ -38,8 +32,8 @@ const MARGIN_MS = 1000;
 let t: WebmailTestbed;
 let alice: WebClient;
 
-before(async () => {
-  t = await startWebmailTestbed();
+webmailFile({}, async (f) => {
+  t = f.t;
   await t.p.directory.addAlias('team@example.test', [ALICE, BOB]);
   await sendRaw(
     t.p,
@@ -47,10 +41,8 @@ before(async () => {
     plainMessage({ subject: 'Question', from: `"Bob" <${BOB}>`, messageId: '<q1@example.test>' }),
   );
   await sendRaw(t.p, ALICE, newsletter('http://127.0.0.5:1'));
-  alice = new WebClient(t.webmail.port, t.ca);
-  assert.equal((await alice.login(ALICE)).status, 200);
+  alice = await loggedIn(t, ALICE);
 });
-after(() => t?.close());
 
 const upload = (c: WebClient, name: string, data: Buffer, type = 'application/octet-stream') =>
   c.req('POST', '/api/uploads', {

@@ -6,14 +6,14 @@
 // cannot be reached is 503, never "not found".
 import assert from 'node:assert/strict';
 import { connect, createServer, type TLSSocket } from 'node:tls';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import { sendRaw } from '../../retrieval/test/helpers.js';
 import type { FolderInfo } from '../src/api-types.js';
 import { noneSpecial } from '../src/routes-folders.js';
-import { storeSession } from './mail-clients.js';
+import { loggedIn, webmailFile } from './file-setup.js';
 import { plainMessage } from './messages.js';
-import { ALICE, BOB, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { ALICE, BOB, type WebmailTestbed } from './webmail-harness.js';
 import { WebClient, q } from './web-client.js';
 
 let t: WebmailTestbed;
@@ -21,17 +21,10 @@ let alice: WebClient;
 let bob: WebClient;
 let imap: ImapFlow;
 
-before(async () => {
-  t = await startWebmailTestbed();
-  alice = new WebClient(t.webmail.port, t.ca);
-  bob = new WebClient(t.webmail.port, t.ca);
-  assert.equal((await alice.login(ALICE)).status, 200);
-  assert.equal((await bob.login(BOB)).status, 200);
-  imap = await storeSession(t, ALICE);
-});
-after(async () => {
-  await imap?.logout();
-  await t?.close();
+webmailFile({ store: ALICE }, async (f) => {
+  ({ t, imap } = f);
+  alice = await loggedIn(t, ALICE);
+  bob = await loggedIn(t, BOB);
 });
 
 /** Alice's folders as another IMAP client lists them. */

@@ -2,7 +2,7 @@
 // a message with its attachments and sanitised HTML, the actions, new mail pushed over
 // the event stream, and bad input of every kind.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { Bus } from '@mailyard/bus';
 import { EventKeys } from '@mailyard/contracts';
 import { createLogger } from '@mailyard/observability';
@@ -10,9 +10,10 @@ import { Quotas } from '@mailyard/mailstore';
 import { waitFor } from '@mailyard/testkit';
 import { addAccount } from '../../../test/harness.js';
 import { sendRaw } from '../../retrieval/test/helpers.js';
+import { loggedIn, webmailFile } from './file-setup.js';
 import { newsletter, plainMessage } from './messages.js';
 import { storeSession } from './mail-clients.js';
-import { ALICE, BOB, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { ALICE, BOB, type WebmailTestbed } from './webmail-harness.js';
 import { WebClient, openEvents, q } from './web-client.js';
 
 const REMOTE = 'http://127.0.0.5:8099';
@@ -20,8 +21,8 @@ let t: WebmailTestbed;
 let alice: WebClient;
 let bob: WebClient;
 
-before(async () => {
-  t = await startWebmailTestbed();
+webmailFile({}, async (f) => {
+  t = f.t;
   // a conversation of three, then single messages: 23 in all in alice's INBOX
   await sendRaw(
     t.p,
@@ -67,12 +68,9 @@ before(async () => {
   );
   await sendRaw(t.p, ALICE, newsletter(REMOTE));
   await sendRaw(t.p, BOB, plainMessage({ subject: 'for bob only', to: BOB, body: 'bob-secret-text' }));
-  alice = new WebClient(t.webmail.port, t.ca);
-  bob = new WebClient(t.webmail.port, t.ca);
-  assert.equal((await alice.login(ALICE)).status, 200);
-  assert.equal((await bob.login(BOB)).status, 200);
+  alice = await loggedIn(t, ALICE);
+  bob = await loggedIn(t, BOB);
 });
-after(() => t?.close());
 
 const list = async (c: WebClient, params: Record<string, string | number | boolean>) => {
   const res = await c.get('/api/messages' + q({ folder: 'INBOX', ...params }));

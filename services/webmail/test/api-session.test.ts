@@ -1,23 +1,23 @@
 // Logging in and out, sessions, CSRF, timeouts, the login rate limit and the shared
 // lockout, security headers (the second step: api-two-factor.test.ts).
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { ImapFlow } from 'imapflow';
 import { AppPasswords, LoginGuard, LoginHistory, createAuthenticator } from '@mailyard/auth';
 import { Directory } from '@mailyard/directory';
 import { unreachableRedis, waitFor } from '@mailyard/testkit';
 import { addAccount } from '../../../test/harness.js';
 import { RawImap } from '../../retrieval/test/raw-imap.js';
-import { ALICE, BOB, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { webmailFile } from './file-setup.js';
+import { ALICE, BOB, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
 import { WebClient, openEvents, q, type EventStream } from './web-client.js';
 import { imapLogin } from './mail-clients.js';
 import { STREAMS_PER_SESSION } from '../src/routes-events.js';
 
 let t: WebmailTestbed;
-before(async () => {
-  t = await startWebmailTestbed();
+webmailFile({}, async (f) => {
+  t = f.t;
 });
-after(() => t?.close());
 const client = (port = t.webmail.port) => new WebClient(port, t.ca);
 
 describe('login', () => {

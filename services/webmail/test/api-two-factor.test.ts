@@ -5,12 +5,13 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
 import { generate } from 'otplib';
 import { LoginGuard, TwoFactor } from '@mailyard/auth';
 import { addAccount } from '../../../test/harness.js';
-import { PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { webmailFile } from './file-setup.js';
+import { PASSWORD, type WebmailTestbed } from './webmail-harness.js';
 import { holdSessions, imapLogin as imapLoginAs, mailPorts } from './mail-clients.js';
 import { WebClient } from './web-client.js';
 import type { Webmail } from '../src/index.js';
@@ -19,12 +20,11 @@ let t: WebmailTestbed;
 let wm: Webmail;
 /** The webmail's clock for TOTP (ms); codes are made for it, so no test waits for a time step. */
 let clock = Date.now();
-before(async () => {
-  t = await startWebmailTestbed();
+webmailFile({}, async (f) => {
+  t = f.t;
   const redis = t.p.redis.redis;
   wm = await t.another({}, { twoFactor: new TwoFactor(redis, new LoginGuard(redis), { now: () => clock }) });
 });
-after(() => t?.close());
 const client = () => new WebClient(wm.port, t.ca);
 const code = (secret: string, at = clock) => generate({ secret, epoch: Math.floor(at / 1000) });
 /** Moves the clock to the next time step, so the next code is a new one. */

@@ -3,19 +3,19 @@
 // password, and find IMAP taking the app password and refusing the account password.
 // TOTP codes come from otplib on the webmail's clock, which the test moves a step at a time.
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { generate } from 'otplib';
 import type { BrowserContext, Page } from 'playwright-core';
 import { LoginGuard, TwoFactor } from '@mailyard/auth';
 import type { Directory } from '@mailyard/directory';
 import { addAccount } from '../../../test/harness.js';
-import { ensureFrontEnd, launchBrowser, screenshotDir } from './browser.js';
+import { launchBrowser, screenshotDir } from './browser.js';
 import { MailRules } from '@mailyard/mail-rules';
+import { webmailFile } from './file-setup.js';
 import { holdSessions, imapLogin as imapLoginAs } from './mail-clients.js';
 import { WebClient } from './web-client.js';
-import { HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { HOST, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
 
 const ACCOUNT = 'dora@example.test';
 let t: WebmailTestbed;
@@ -24,10 +24,8 @@ let wmPort: number;
 let clock = Date.now();
 const shots = screenshotDir();
 
-before(async () => {
-  ensureFrontEnd();
-  mkdirSync(shots, { recursive: true });
-  t = await startWebmailTestbed();
+webmailFile({ browser: true, screenshots: true }, async (f) => {
+  t = f.t;
   await addAccount(t.p.directory, ACCOUNT);
   const redis = t.p.redis.redis;
   const wm = await t.another(
@@ -37,7 +35,6 @@ before(async () => {
   origin = `https://${HOST}:${wm.port}`;
   wmPort = wm.port;
 });
-after(() => t?.close());
 
 const imapLogin = (pass: string) => imapLoginAs(t, ACCOUNT, pass);
 

@@ -6,17 +6,17 @@
 // Screenshots of the console on a desktop and a phone (WEBMAIL_SCREENSHOTS_DIR).
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { addAccount } from '../../../test/harness.js';
 import { newQueueId } from '@mailyard/smtp-core';
 import { tempDir, waitFor } from '@mailyard/testkit';
-import { ensureFrontEnd, launchBrowser, screenshotDir } from './browser.js';
+import { launchBrowser, screenshotDir } from './browser.js';
 import { deadMail, deferredMail, testBus } from './dead-letters.js';
+import { webmailFile } from './file-setup.js';
 import { imapLogin as imapLoginAs } from './mail-clients.js';
-import { ALICE, BOB, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { ALICE, BOB, HOST, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
 
 const CAROL = 'carol@example.test';
 let t: WebmailTestbed;
@@ -33,17 +33,14 @@ function publishDns(): void {
   t.p.dns.set('example.test', { MX: [{ priority: 10, exchange: HOST }], TXT: ['v=spf1 ip4:192.0.2.1 -all'] });
 }
 
-before(async () => {
-  ensureFrontEnd();
-  mkdirSync(shots, { recursive: true });
-  t = await startWebmailTestbed();
+webmailFile({ browser: true, screenshots: true }, async (f) => {
+  t = f.t;
   await t.p.directory.setAdmin(ALICE, true);
   await addAccount(t.p.directory, CAROL);
   publishDns();
   const wm = await t.another({}, {});
   origin = `https://${HOST}:${wm.port}`;
 });
-after(() => t?.close());
 
 async function logIn(page: Page, account: string, at = origin): Promise<void> {
   await page.goto(`${at}/`);

@@ -3,17 +3,17 @@
 // Ctrl, moving three to a folder and marking two others read, ticking by keyboard. What
 // the store holds afterwards is read back over IMAP.
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import type { Page } from 'playwright-core';
 import { waitFor } from '@mailyard/testkit';
 import { sendRaw } from '../../retrieval/test/helpers.js';
-import { ensureFrontEnd, launchBrowser, screenshotDir } from './browser.js';
-import { storeSession, storedFlags } from './mail-clients.js';
+import { launchBrowser, screenshotDir } from './browser.js';
+import { webmailFile } from './file-setup.js';
+import { storedFlags } from './mail-clients.js';
 import { plainMessage } from './messages.js';
-import { ALICE, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { ALICE, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
 
 let t: WebmailTestbed;
 let origin: string;
@@ -23,18 +23,10 @@ const shots = screenshotDir();
 // oldest first: the list shows them the other way round
 const SUBJECTS = ['Keep unread', 'Read me 1', 'Read me 2', 'Move me 1', 'Move me 2', 'Move me 3'];
 
-before(async () => {
-  ensureFrontEnd();
-  mkdirSync(shots, { recursive: true });
-  t = await startWebmailTestbed();
-  origin = `https://${HOST}:${t.webmail.port}`;
+webmailFile({ browser: true, screenshots: true, store: ALICE }, async (f) => {
+  ({ t, origin, imap } = f);
   for (const subject of SUBJECTS) await sendRaw(t.p, ALICE, plainMessage({ subject }));
-  imap = await storeSession(t, ALICE);
   await imap.mailboxCreate('Projects');
-});
-after(async () => {
-  await imap?.logout();
-  await t?.close();
 });
 
 const list = (page: Page) => page.getByRole('listbox', { name: 'Messages' });

@@ -5,30 +5,24 @@
 // whom it did not reach until the user dismisses it. Discarding a draft stops an upload
 // under way, and nothing of it is kept.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import type { Page, Route } from 'playwright-core';
 import { WebmailKeys } from '@mailyard/admin';
 import { waitFor } from '@mailyard/testkit';
-import { ensureFrontEnd, onNewPage } from './browser.js';
+import { onNewPage } from './browser.js';
+import { webmailFile } from './file-setup.js';
 import { storedFlags, storeSession } from './mail-clients.js';
 import { plainMessage } from './messages.js';
-import { ALICE, BOB, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { ALICE, BOB, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
 
 let t: WebmailTestbed;
 let origin: string;
 let imap: ImapFlow;
 
-before(async () => {
-  ensureFrontEnd();
-  t = await startWebmailTestbed();
-  origin = `https://${HOST}:${t.webmail.port}`;
-  imap = await storeSession(t, ALICE);
+webmailFile({ browser: true, store: ALICE }, async (f) => {
+  ({ t, origin, imap } = f);
   await imap.append('INBOX', plainMessage({ subject: 'Something to read' }));
-});
-after(async () => {
-  await imap?.logout();
-  await t?.close();
 });
 
 async function logIn(page: Page): Promise<void> {

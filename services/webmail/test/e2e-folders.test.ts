@@ -4,34 +4,24 @@
 // the special-use folders offered neither, a name the store refuses said in the form, and
 // the phone layout. Another IMAP client (imapflow) reads what the store holds afterwards.
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import type { Page } from 'playwright-core';
 import { waitFor } from '@mailyard/testkit';
-import { ensureFrontEnd, launchBrowser, screenshotDir } from './browser.js';
-import { storeSession } from './mail-clients.js';
+import { launchBrowser, screenshotDir } from './browser.js';
+import { webmailFile } from './file-setup.js';
 import { plainMessage } from './messages.js';
-import { ALICE, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { ALICE, PASSWORD } from './webmail-harness.js';
 
-let t: WebmailTestbed;
 let origin: string;
 let imap: ImapFlow;
 const shots = screenshotDir();
 
-before(async () => {
-  ensureFrontEnd();
-  mkdirSync(shots, { recursive: true });
-  t = await startWebmailTestbed();
-  origin = `https://${HOST}:${t.webmail.port}`;
-  imap = await storeSession(t, ALICE);
+webmailFile({ browser: true, screenshots: true, store: ALICE }, async (f) => {
+  ({ origin, imap } = f);
   await imap.mailboxCreate('Receipts');
   await imap.append('Receipts', plainMessage({ subject: 'Train ticket' }));
-});
-after(async () => {
-  await imap?.logout();
-  await t?.close();
 });
 
 const stored = async () => (await imap.list()).map((f) => f.path);

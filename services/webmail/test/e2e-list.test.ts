@@ -6,16 +6,16 @@
 // stays, and nothing says it moved; a message another client moved away meanwhile is not
 // shown flagged when the flag could not be set.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import type { Page } from 'playwright-core';
 import { waitFor } from '@mailyard/testkit';
-import { ensureFrontEnd, onNewPage } from './browser.js';
-import { storedFlags, storeSession } from './mail-clients.js';
+import { onNewPage } from './browser.js';
+import { webmailFile } from './file-setup.js';
+import { storedFlags } from './mail-clients.js';
 import { plainMessage } from './messages.js';
-import { ALICE, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { ALICE, PASSWORD } from './webmail-harness.js';
 
-let t: WebmailTestbed;
 let origin: string;
 let imap: ImapFlow;
 
@@ -23,11 +23,8 @@ let imap: ImapFlow;
 const LONG = 300;
 const longSubject = (n: number) => `Long ${String(n).padStart(3, '0')}`;
 
-before(async () => {
-  ensureFrontEnd();
-  t = await startWebmailTestbed();
-  origin = `https://${HOST}:${t.webmail.port}`;
-  imap = await storeSession(t, ALICE);
+webmailFile({ browser: true, store: ALICE }, async (f) => {
+  ({ origin, imap } = f);
   await imap.append('INBOX', plainMessage({ subject: 'Drag me around' }));
   await imap.append('INBOX', plainMessage({ subject: 'Filed by the phone' }));
   for (const n of [1, 2, 3, 4]) await imap.append('INBOX', plainMessage({ subject: `Keyboard ${n}` }));
@@ -35,10 +32,6 @@ before(async () => {
   await imap.mailboxCreate('Long');
   for (let n = 1; n <= LONG; n++)
     await imap.append('Long', plainMessage({ subject: longSubject(n) }), ['\\Seen']);
-});
-after(async () => {
-  await imap?.logout();
-  await t?.close();
 });
 
 const list = (page: Page) => page.getByRole('listbox', { name: 'Messages' });

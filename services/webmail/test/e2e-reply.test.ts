@@ -2,23 +2,22 @@
 // and a reply to all go to, as the compose form shows them before anything is sent, and
 // a reply kept as a draft that marks its original answered once it is sent.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import type { Locator, Page } from 'playwright-core';
 import { readFileSync } from 'node:fs';
 import { waitFor } from '@mailyard/testkit';
-import { ensureFrontEnd, launchBrowser } from './browser.js';
+import { launchBrowser } from './browser.js';
+import { webmailFile } from './file-setup.js';
 import { storeSession } from './mail-clients.js';
 import { plainMessage } from './messages.js';
-import { ALICE, BOB, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { ALICE, BOB, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
 
 let t: WebmailTestbed;
 let origin: string;
 
-before(async () => {
-  ensureFrontEnd();
-  t = await startWebmailTestbed();
-  origin = `https://${HOST}:${t.webmail.port}`;
-  const imap = await storeSession(t, ALICE);
+webmailFile({ browser: true, store: ALICE }, async (f) => {
+  ({ t, origin } = f);
+  const { imap } = f;
   // to alice and others; alice and carol once more in Cc, in other cases
   await imap.append(
     'INBOX',
@@ -40,9 +39,7 @@ before(async () => {
     }),
     ['\\Seen'],
   );
-  await imap.logout();
 });
-after(() => t?.close());
 
 async function logIn(page: Page): Promise<void> {
   await page.goto(`${origin}/`);

@@ -7,7 +7,6 @@
 // Screenshots of the main screens, desktop and phone size, are written to
 // WEBMAIL_SCREENSHOTS_DIR (docs/screenshots refreshes the ones in the docs).
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -17,20 +16,18 @@ import nodemailer from 'nodemailer';
 import type { BrowserContext, Page } from 'playwright-core';
 import { waitFor } from '@mailyard/testkit';
 import { sendRaw } from '../../retrieval/test/helpers.js';
-import { ensureFrontEnd, launchBrowser, screenshotDir } from './browser.js';
+import { launchBrowser, screenshotDir } from './browser.js';
+import { webmailFile } from './file-setup.js';
 import { storeSession } from './mail-clients.js';
 import { newsletter, plainMessage } from './messages.js';
-import { ALICE, BOB, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { ALICE, BOB, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
 
 let t: WebmailTestbed;
 let origin: string;
 const shots = screenshotDir();
 
-before(async () => {
-  ensureFrontEnd();
-  mkdirSync(shots, { recursive: true });
-  t = await startWebmailTestbed();
-  origin = `https://${HOST}:${t.webmail.port}`;
+webmailFile({ browser: true, screenshots: true }, async (f) => {
+  ({ t, origin } = f);
   await sendRaw(
     t.p,
     ALICE,
@@ -55,7 +52,6 @@ before(async () => {
     plainMessage({ subject: 'Drag me to the archive', from: '"Eve Adams" <eve@remote.example>' }),
   );
 });
-after(() => t?.close());
 
 async function logIn(page: Page, user = ALICE): Promise<void> {
   await page.goto(`${origin}/`);
