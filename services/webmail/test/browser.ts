@@ -1,11 +1,15 @@
 // A real browser for the end-to-end tests: Debian's Chromium driven by playwright-core
-// (no browser download), headless, with a new empty profile, and the front end built.
+// (no browser download), headless, and the front end built. One Chromium serves a whole
+// test file (starting one is the slow part): each test gets a context of its own in it,
+// with nothing of another's (cookies, storage, cache), and it is closed after the file's
+// tests.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { after } from 'node:test';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { HOST } from './webmail-harness.js';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -45,24 +49,27 @@ export function ensureFrontEnd(): void {
   if (res.status !== 0) throw new Error(`the front end did not build: ${res.stderr}${res.stdout}`);
 }
 
+/** The file's Chromium, started by the first test that asks for a browser. */
+let chromiumOfFile: Promise<Browser> | null = null;
+after(async () => {
+  const browser = chromiumOfFile;
+  chromiumOfFile = null;
+  await (await browser?.catch(() => null))?.close();
+});
+
 /**
- * A browser with a fresh profile; `close` removes the profile too. `clientAddress`: the
- * address it comes from as the webmail sees it (X-Forwarded-For through the test
- * webmail's trusted proxy setting), so that the logins of one test do not count against
- * another's in the per-address login limit, as the API tests' clients do.
+ * A browser with a fresh profile (a new context of the file's Chromium); `close` ends it.
+ * `clientAddress`: the address it comes from as the webmail sees it (X-Forwarded-For
+ * through the test webmail's trusted proxy setting), so that the logins of one test do
+ * not count against another's in the per-address login limit, as the API tests' clients do.
  */
 export async function launchBrowser(
   viewport = { width: 1280, height: 800 },
   opts: { clientAddress?: string } = {},
 ): Promise<{ context: BrowserContext; close(): Promise<void> }> {
-  const profile = mkdtempSync(join(tmpdir(), 'mailyard-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
+  chromiumOfFile ??= chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    viewport,
-    ...(opts.clientAddress ? { extraHTTPHeaders: { 'X-Forwarded-For': opts.clientAddress } } : {}),
-    // the platform's certificate is a test one, for mail.mailyard.test
-    ignoreHTTPSErrors: true,
     args: [
       '--no-sandbox',
       '--disable-gpu',
@@ -74,13 +81,15 @@ export async function launchBrowser(
       `--host-resolver-rules=MAP ${HOST} 127.0.0.1`,
     ],
   });
-  return {
-    context,
-    async close() {
-      await context.close();
-      rmSync(profile, { recursive: true, force: true });
-    },
-  };
+  const context = await (
+    await chromiumOfFile
+  ).newContext({
+    viewport,
+    ...(opts.clientAddress ? { extraHTTPHeaders: { 'X-Forwarded-For': opts.clientAddress } } : {}),
+    // the platform's certificate is a test one, for mail.mailyard.test
+    ignoreHTTPSErrors: true,
+  });
+  return { context, close: () => context.close() };
 }
 
 /** Where screenshots go: WEBMAIL_SCREENSHOTS_DIR (docs/screenshots to refresh the docs), else a temporary directory. */
