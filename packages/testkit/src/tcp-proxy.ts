@@ -60,6 +60,13 @@ export async function startTcpProxy(
      * the connection and then answers nothing, heartbeats included.
      */
     holdAfterOpen?: () => boolean;
+    /**
+     * What a client sends from the first `marker` on (found across chunks too) is kept
+     * from the upstream for good, not passed on even as the client goes: a publish the
+     * broker never gets, from a client that waits for its confirm until it is killed.
+     * `onWithheld` is called as it is found.
+     */
+    withholdFrom?: { marker: string; onWithheld?: () => void };
   } = {},
 ): Promise<TcpProxy> {
   let down = false;
@@ -81,7 +88,8 @@ export async function startTcpProxy(
     sockets.add(upstream);
     const pre = opts.preamble?.(client);
     if (pre) upstream.write(pre);
-    client.pipe(upstream);
+    if (opts.withholdFrom) withholdFrom(client, upstream, opts.withholdFrom);
+    else client.pipe(upstream);
     clients.add(client);
     if (opts.amqpFrames) {
       // whole frames only (7-byte header, payload, frame end), so that toClients() never
@@ -162,4 +170,29 @@ export async function startTcpProxy(
       await new Promise<void>((r) => server.close(() => r()));
     },
   };
+}
+
+/** Passes what `client` sends on to `upstream` until `marker`; nothing from there on. */
+function withholdFrom(
+  client: Socket,
+  upstream: Socket,
+  { marker, onWithheld }: { marker: string; onWithheld?: () => void },
+): void {
+  const wanted = Buffer.from(marker);
+  let tail: Buffer = Buffer.alloc(0);
+  let withheld = false;
+  client.on('data', (d: Buffer) => {
+    if (withheld) return;
+    const seen = Buffer.concat([tail, d]);
+    if (seen.includes(wanted)) {
+      withheld = true;
+      onWithheld?.();
+      return;
+    }
+    tail = seen.subarray(Math.max(0, seen.length - wanted.length + 1));
+    upstream.write(d);
+  });
+  client.on('end', () => {
+    if (!withheld) upstream.end();
+  });
 }

@@ -1,3 +1,4 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
@@ -214,6 +215,52 @@ export async function startRelay(
       await rt.close();
     },
   };
+}
+
+/** How long a spawned relay may take to say it is ready (a busy machine: tsx compiles). */
+const READY_MS = 60_000;
+
+/**
+ * outbound-relay as its own process, the way it runs in production, on the platform's
+ * vhost, Redis prefix and DNS, sending to remote MTAs on `port`; `env` over those.
+ */
+export function spawnRelay(
+  p: Platform,
+  port: number,
+  env: Record<string, string> = {},
+): Promise<ChildProcess> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', 'services/outbound-relay/src/main.ts'], {
+    cwd: new URL('../../../', import.meta.url).pathname,
+    env: {
+      ...process.env,
+      ...p.env,
+      OUTBOUND_PORT: String(port),
+      OUTBOUND_RETRY_SCHEDULE: '200ms',
+      HTTP_PORT: '0',
+      LISTEN_ADDRESS: '127.0.0.1',
+      LOG_LEVEL: 'info',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const slow = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`outbound-relay not ready within ${READY_MS} ms: ${out}`));
+    }, READY_MS);
+    proc.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (!out.includes('outbound-relay ready')) return;
+      clearTimeout(slow);
+      resolve(proc);
+    });
+    proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    proc.once('exit', (code) => {
+      clearTimeout(slow);
+      reject(new Error(`outbound-relay exited with ${code}: ${out}`));
+    });
+  });
 }
 
 export function envelope(from: string, to: string[], extra: Partial<Envelope> = {}): Envelope {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { readFileSync } from 'node:fs';
 import { queueDepth, startTcpProxy, waitFor } from '@mailyard/testkit';
@@ -9,6 +9,7 @@ import {
   freePort,
   queueOutbound,
   simpleMessage,
+  spawnRelay as spawnRelayProcess,
   startRelay,
   startRemoteMta,
   type RelayHandle,
@@ -16,7 +17,6 @@ import {
 } from './helpers.js';
 import { SENDING_CLAIM_MS } from '../src/relay.js';
 
-const root = new URL('../../../', import.meta.url).pathname;
 let p: Platform;
 let mx: RemoteMta;
 let batchMx: RemoteMta | null = null;
@@ -52,44 +52,8 @@ after(async () => {
   await p?.close();
 });
 
-/** How long the spawned relay may take to say it is ready (a busy machine: tsx compiles). */
-const READY_MS = 60_000;
-
-/** outbound-relay as its own process, the way it runs in production. */
-function spawnRelay(env: Record<string, string> = {}): Promise<ChildProcess> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'services/outbound-relay/src/main.ts'], {
-    cwd: root,
-    env: {
-      ...process.env,
-      ...p.env,
-      OUTBOUND_PORT: String(port),
-      OUTBOUND_RETRY_SCHEDULE: '200ms',
-      HTTP_PORT: '0',
-      LISTEN_ADDRESS: '127.0.0.1',
-      LOG_LEVEL: 'info',
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const slow = setTimeout(() => {
-      proc.kill('SIGKILL');
-      reject(new Error(`outbound-relay not ready within ${READY_MS} ms: ${out}`));
-    }, READY_MS);
-    proc.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (!out.includes('outbound-relay ready')) return;
-      clearTimeout(slow);
-      resolve(proc);
-    });
-    proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    proc.once('exit', (code) => {
-      clearTimeout(slow);
-      reject(new Error(`outbound-relay exited with ${code}: ${out}`));
-    });
-  });
-}
+/** outbound-relay as its own process on the platform, sending to remote MTAs on `port`. */
+const spawnRelay = (env: Record<string, string> = {}) => spawnRelayProcess(p, port, env);
 
 test(
   'an instance killed with SIGKILL mid-delivery: the message is still delivered, once',
