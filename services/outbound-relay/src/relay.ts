@@ -56,6 +56,12 @@ const INTERNAL_HEADERS = [
  */
 export const SENDING_CLAIM_MS = 15_000;
 
+/**
+ * How long a run's claim on the delay warning naming a recipient holds: longer than a
+ * publish waits for its confirm, so that only a run that died lets it lapse.
+ */
+export const WARNING_CLAIM_MS = 60_000;
+
 export interface OutboundRelayDeps {
   bus: Bus;
   redis: Redis;
@@ -167,23 +173,36 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       .catch((err: unknown) => log.warn({ err, rcpts }, `Redis unavailable: ${how} not recorded`));
   };
 
+  /** Set once a delay warning named the recipient (claimed first: warningKeys). */
   const warnedKey = (queueId: string, rcpt: string) =>
     `outbound:warned:${queueId}:${sha(rcpt.toLowerCase())}`;
+  /**
+   * Which run sends the delay warning that names a recipient now: claimed in the round trip
+   * that reads its record (warnedKey), held while the warning is published, and let go of
+   * once the record is written. A run that dies in between leaves a claim that lapses
+   * (WARNING_CLAIM_MS), not a record, and a later attempt sends the warning.
+   */
+  const warning = new Claims(redis, WARNING_CLAIM_MS);
+  const warningKeys = (queueId: string, rcpts: string[]) =>
+    rcpts.map((r) => `outbound:warning:${queueId}:${sha(r.toLowerCase())}`);
 
   /**
-   * The recipients of `rcpts` that no delay warning named yet, claimed for the one to
-   * send now. Per recipient, not per queue id: the several messages a queue id can stand
+   * The recipients of `rcpts` that no delay warning named yet, claimed for `token` to send
+   * one now. Per recipient, not per queue id: the several messages a queue id can stand
    * for (an alias's members outside our domains) are each deferred on their own, and the
-   * first to warn would otherwise leave the others' recipients unreported.
+   * first to warn would otherwise leave the others' recipients unreported. One another
+   * live run holds is left to the next attempt: the message is retried anyway.
    */
-  const claimWarnings = async (queueId: string, rcpts: string[]): Promise<string[]> => {
+  const claimWarnings = async (token: string, queueId: string, rcpts: string[]): Promise<string[]> => {
     if (!rcpts.length) return [];
     // an earlier release's warning, one per queue id, was sent already
     if (await redis.exists(`outbound:warned:${queueId}`)) return [];
-    const pipe = redis.multi();
-    for (const r of rcpts) pipe.set(warnedKey(queueId, r), '1', 'EX', markerTtlSec, 'NX');
-    const claimed = await pipe.exec();
-    return rcpts.filter((_, i) => claimed?.[i]?.[1] === 'OK');
+    const found = await warning.take(
+      token,
+      warningKeys(queueId, rcpts),
+      rcpts.map((r) => warnedKey(queueId, r)),
+    );
+    return rcpts.filter((_, i) => found[i] === 'taken');
   };
 
   const sendDsn = async (env: Envelope, body: Buffer, reports: RecipientReport[], willRetryUntil?: Date) => {
@@ -599,43 +618,79 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       log.info({ attempts, delayMs: delay, rcpts: retryEnv.recipients }, 'retry scheduled');
 
       // Postfix's delay_warning_time: each recipient named in one warning, whichever
-      // message of the queue id and instance sees it first
-      if (config.delay_warning_time > 0 && env.mailFrom !== '' && age >= config.delay_warning_time) {
-        // not those another run is sending to: it may deliver them now, and it warns
-        // itself if it cannot
-        const rcpts: string[] = await claimWarnings(
-          env.queueId,
-          deferred.map((o) => o.recipient).filter((r) => !busy.includes(r)),
-        ).catch((err: unknown) => {
-          log.warn({ err }, 'Redis unavailable: the delay warning waits for the next attempt');
-          return [];
-        });
-        if (rcpts.length) {
-          try {
-            await sendDsn(
-              env,
-              wire,
-              deferred
-                .filter((o) => rcpts.includes(o.recipient))
-                .map((o) => ({
-                  recipient: o.recipient,
-                  action: 'delayed',
-                  status: o.status,
-                  diagnostic: o.reason,
-                  remoteMta: o.remoteMta,
-                })),
-              new Date(Date.parse(env.receivedAt) + config.maximal_queue_lifetime),
-            );
-          } catch (err) {
-            // the retry is queued already: failing the message now would queue a second
-            // one (two copies for the recipients) or dead-letter it; the warning waits for
-            // the next attempt instead
-            log.warn({ err }, 'delay warning not sent, it waits for the next attempt');
-            await redis.del(rcpts.map((r) => warnedKey(env.queueId, r))).catch(() => undefined);
-          }
-        }
-      }
+      // message of the queue id and instance sees it first; not those another run is
+      // sending to: it may deliver them now, and it warns itself if it cannot
+      if (config.delay_warning_time > 0 && env.mailFrom !== '' && age >= config.delay_warning_time)
+        await warnDelayed(
+          env,
+          wire,
+          log,
+          deferred.filter((o) => !busy.includes(o.recipient)),
+        );
     }
+  };
+
+  /**
+   * Sends the sender one delay warning naming the `deferred` recipients no warning named
+   * yet: claimed, published, then recorded and let go of, so that an instance that dies
+   * before the warning is confirmed leaves it to a later attempt, never lost. The retry is
+   * queued already: failing the message now would queue a second one (two copies for the
+   * recipients) or dead-letter it, so a warning that cannot be sent waits for the next
+   * attempt instead.
+   */
+  const warnDelayed = async (
+    env: Envelope,
+    wire: Buffer,
+    log: Logger,
+    deferred: Extract<RecipientOutcome, { kind: 'deferred' }>[],
+  ): Promise<void> => {
+    const token = randomUUID();
+    const rcpts: string[] = await claimWarnings(
+      token,
+      env.queueId,
+      deferred.map((o) => o.recipient),
+    ).catch((err: unknown) => {
+      log.warn({ err }, 'Redis unavailable: the delay warning waits for the next attempt');
+      return [];
+    });
+    if (!rcpts.length) return;
+    const release = () =>
+      warning
+        .release(token, warningKeys(env.queueId, rcpts))
+        .catch((err: unknown) => log.warn({ err }, 'delay warning claims not released, they lapse'));
+    try {
+      await sendDsn(
+        env,
+        wire,
+        deferred
+          .filter((o) => rcpts.includes(o.recipient))
+          .map((o) => ({
+            recipient: o.recipient,
+            action: 'delayed',
+            status: o.status,
+            diagnostic: o.reason,
+            remoteMta: o.remoteMta,
+          })),
+        new Date(Date.parse(env.receivedAt) + config.maximal_queue_lifetime),
+      );
+    } catch (err) {
+      log.warn({ err }, 'delay warning not sent, it waits for the next attempt');
+      // let go at once: the next attempt need not wait for the claims to lapse
+      await release();
+      return;
+    }
+    try {
+      await Promise.all(rcpts.map((r) => redis.set(warnedKey(env.queueId, r), '1', 'EX', markerTtlSec)));
+    } catch (err) {
+      // kept until they lapse, so that no attempt before then sends it again
+      log.error(
+        { err, rcpts },
+        'delay warning sent but not recorded: an attempt after its claim lapses sends it again',
+      );
+      return;
+    }
+    // a claim left behind lapses unheeded: the record is read first
+    await release();
   };
 
   let legacy: { stop(): void } | null = null;

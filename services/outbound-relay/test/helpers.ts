@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
+import type { Redis } from 'ioredis';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { loadConfig, selfSignedCertificate } from '@mailyard/config';
 import { ENVELOPE_VERSION, RoutingKeys, type Envelope } from '@mailyard/contracts';
@@ -183,7 +184,7 @@ export interface RelayHandle {
 export async function startRelay(
   p: Platform,
   overrides: Record<string, unknown> = {},
-  extra: { mtaStsFetcher?: PolicyFetcher } = {},
+  extra: { mtaStsFetcher?: PolicyFetcher; redis?: (own: Redis) => Redis } = {},
 ): Promise<RelayHandle> {
   const cfg = loadConfig(outboundRelaySchema, {
     env: {},
@@ -205,7 +206,12 @@ export async function startRelay(
     },
   });
   const rt = await createRuntime('outbound-relay', cfg);
-  const relay = buildOutboundRelay(cfg, { ...defaultDeps(cfg, rt), ...extra });
+  const deps = defaultDeps(cfg, rt);
+  const relay = buildOutboundRelay(cfg, {
+    ...deps,
+    ...(extra.mtaStsFetcher ? { mtaStsFetcher: extra.mtaStsFetcher } : {}),
+    ...(extra.redis ? { redis: extra.redis(deps.redis) } : {}),
+  });
   await relay.start();
   return {
     relay,
