@@ -104,6 +104,11 @@ export function onSessionEnd(fn: (why: string) => void): void {
   onLoggedOut = fn;
 }
 
+/** A refusal that means the session is gone tells the app (the login, or a sign-in over the editor). */
+function noteRefusal(status: number, code: string, message: string): void {
+  if (status === 401 && (code === 'not_logged_in' || code === 'second_factor_required')) onLoggedOut(message);
+}
+
 export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
   let res: Response;
   try {
@@ -124,8 +129,7 @@ export async function call<T>(method: string, path: string, body?: unknown): Pro
   if (!res.ok) {
     const code = typeof data.error === 'string' ? data.error : 'error';
     const message = typeof data.message === 'string' ? data.message : `Request failed (${res.status})`;
-    if (res.status === 401 && (code === 'not_logged_in' || code === 'second_factor_required'))
-      onLoggedOut(message);
+    noteRefusal(res.status, code, message);
     throw new ApiError(res.status, code, message, data);
   }
   return data as T;
@@ -253,15 +257,14 @@ export function upload(
         } catch {
           // not JSON: the status says enough
         }
-        if (xhr.status === 200) resolve(data as never);
-        else
-          reject(
-            new ApiError(
-              xhr.status,
-              typeof data.error === 'string' ? data.error : 'error',
-              typeof data.message === 'string' ? data.message : `Upload failed (${xhr.status})`,
-            ),
-          );
+        if (xhr.status === 200) {
+          resolve(data as never);
+          return;
+        }
+        const code = typeof data.error === 'string' ? data.error : 'error';
+        const message = typeof data.message === 'string' ? data.message : `Upload failed (${xhr.status})`;
+        noteRefusal(xhr.status, code, message);
+        reject(new ApiError(xhr.status, code, message));
       };
       xhr.onerror = () => reject(new ApiError(0, 'offline', 'The upload failed; check the connection'));
       xhr.onabort = () => reject(new ApiError(0, 'aborted', 'Upload cancelled'));

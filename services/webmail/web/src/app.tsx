@@ -16,7 +16,7 @@ import { Compose } from './compose.tsx';
 import { FolderList } from './folders.tsx';
 import { emptyDraft, folderLabel, forwardDraft, replyDraft } from './format.ts';
 import { Icon } from './icons.tsx';
-import { Login } from './login.tsx';
+import { Login, SignInAgain } from './login.tsx';
 import { MessageList, useMessageList, type ListQuery } from './message-list.tsx';
 import { Reader, type ReaderAction } from './reader.tsx';
 
@@ -30,11 +30,27 @@ type Screen =
 /** A reload or a link on an admin page (#admin=...) opens the console again. */
 const adminInHash = () => new URLSearchParams(location.hash.slice(1)).has('admin');
 
+/** Why the session ended; a new one for each refusal, so that the login over the editor shows again. */
+export interface SessionEnd {
+  why: string;
+}
+
 export function App() {
   const [screen, setScreen] = useState<Screen>({ kind: 'loading' });
+  /**
+   * The session ended while a message was being written: the editor stays, with a login
+   * over it (other views go to the login page, where nothing is lost).
+   */
+  const [ended, setEnded] = useState<SessionEnd | null>(null);
+  const writing = useRef(false);
+  const endedNow = useRef(ended);
+  endedNow.current = ended;
 
   useEffect(() => {
-    onSessionEnd((why) => setScreen({ kind: 'login', notice: why }));
+    onSessionEnd((why) => {
+      if (writing.current) setEnded({ why });
+      else setScreen({ kind: 'login', notice: why });
+    });
     api.session().then(
       (s) => {
         if (s.authenticated) {
@@ -75,6 +91,17 @@ export function App() {
         <Mail
           account={screen.account}
           attachmentLimit={screen.attachmentLimit}
+          ended={ended}
+          onSignedInAgain={() => setEnded(null)}
+          onWriting={(open) => {
+            writing.current = open;
+            // the editor closed (discarded) after its session ended: the login page
+            const gone = endedNow.current;
+            if (!open && gone) {
+              setEnded(null);
+              setScreen({ kind: 'login', notice: gone.why });
+            }
+          }}
           onLoggedOut={() => setScreen({ kind: 'login', notice: 'You are logged out.' })}
           onAccount={() => setScreen({ ...screen, kind: 'account' })}
           onAdmin={() => setScreen({ ...screen, kind: 'admin' })}
@@ -123,6 +150,12 @@ function useMedia(query: string): boolean {
 function Mail(props: {
   account: string;
   attachmentLimit: number;
+  /** The session ended while a message was being written. */
+  ended: SessionEnd | null;
+  /** Logged in again, as the same account. */
+  onSignedInAgain: () => void;
+  /** The editor opened or closed. */
+  onWriting: (open: boolean) => void;
   onLoggedOut: () => void;
   onAccount: () => void;
   onAdmin: () => void;
@@ -138,6 +171,13 @@ function Mail(props: {
   const [open, setOpen] = useState<Message | null>(null);
   const [openThread, setOpenThread] = useState<number[]>([]);
   const [compose, setCompose] = useState<ComposeState | null>(null);
+  const writing = compose !== null;
+  useEffect(() => props.onWriting(writing), [writing]);
+  useEffect(() => () => props.onWriting(false), []);
+  /** The login over the editor, put aside with "Not now" until the next refusal. */
+  const [later, setLater] = useState<SessionEnd | null>(null);
+  /** Counts the logins again: the event stream opens again with each. */
+  const [login, setLogin] = useState(0);
   const [identities, setIdentities] = useState<string[]>([props.account]);
   const [toast, setToast] = useState<string>('');
   /** A notice that stays until dismissed: what the user must not miss (recipients not reached). */
@@ -268,8 +308,10 @@ function Mail(props: {
       // closed for good (a 401): find out why
       if (es.readyState === EventSource.CLOSED) void api.session().catch(() => undefined);
     };
+    // logged in again: what changed meanwhile
+    if (login) refreshRef.current();
     return () => es.close();
-  }, [say]);
+  }, [say, login]);
 
   const specialOf = useCallback(
     (path: string) => folders.find((f) => f.path === path)?.specialUse ?? null,
@@ -745,6 +787,8 @@ function Mail(props: {
           initialFiles={compose.files}
           identities={identities}
           attachmentLimit={props.attachmentLimit}
+          signedOut={props.ended !== null}
+          onSignIn={() => setLater(null)}
           onClose={(result, info) => {
             setCompose(null);
             // who did not get it must be read, not gone in five seconds (a desktop client asks)
@@ -753,6 +797,18 @@ function Mail(props: {
             else if (result === 'discarded') say('Draft discarded');
             list.refresh();
             loadFolders();
+          }}
+        />
+      )}
+
+      {compose && props.ended && props.ended !== later && (
+        <SignInAgain
+          account={props.account}
+          why={props.ended.why}
+          onLater={() => setLater(props.ended)}
+          onDone={() => {
+            props.onSignedInAgain();
+            setLogin((n) => n + 1);
           }}
         />
       )}

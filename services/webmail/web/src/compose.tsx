@@ -13,6 +13,8 @@ interface FileItem {
   progress: number;
   error: string | null;
   abort?: () => void;
+  /** Refused because the session ended: uploaded again once the user has logged in again. */
+  again?: File;
 }
 
 const SAVE_AFTER_MS = 1500;
@@ -23,6 +25,13 @@ export function Compose(props: {
   initialFiles: { name: string; size: number }[];
   identities: string[];
   attachmentLimit: number;
+  /**
+   * The session ended: what is typed stays here, unsaved, until the user has logged in
+   * again as the same account; then it is saved, and Send works again.
+   */
+  signedOut: boolean;
+  /** Asks for the login again (Send while signed out). */
+  onSignIn: () => void;
   onClose: (result: 'sent' | 'discarded' | 'saved' | 'closed', info?: string) => void;
 }) {
   const [d, setD] = useState<DraftBody>(props.initial);
@@ -60,6 +69,8 @@ export function Compose(props: {
   const latest = useRef({ d, files, rich });
   latest.current = { d, files, rich };
   const to = useRef<HTMLInputElement>(null);
+  const signedOut = useRef(props.signedOut);
+  signedOut.current = props.signedOut;
 
   useEffect(() => {
     if (rich && editor.current && !editor.current.innerHTML)
@@ -135,13 +146,32 @@ export function Compose(props: {
     return next;
   };
 
-  // drafts saved while typing: a while after the last change
+  // drafts saved while typing: a while after the last change (and not while signed out:
+  // each save would only be refused)
   const changed = () => {
     dirty.current = true;
     window.clearTimeout(timer.current);
-    if (!leaving.current) timer.current = window.setTimeout(() => void save(), SAVE_AFTER_MS);
+    if (!leaving.current && !signedOut.current)
+      timer.current = window.setTimeout(() => void save(), SAVE_AFTER_MS);
   };
   useEffect(() => () => window.clearTimeout(timer.current), []);
+
+  // logged in again (as the same account): what was not saved is saved now, and what was
+  // not uploaded is uploaded
+  const wasSignedOut = useRef(props.signedOut);
+  useEffect(() => {
+    const before = wasSignedOut.current;
+    wasSignedOut.current = props.signedOut;
+    if (props.signedOut) {
+      window.clearTimeout(timer.current);
+      setStatus('Not saved: your session has ended');
+      return;
+    }
+    if (!before) return;
+    setStatus('');
+    if (dirty.current) void save();
+    for (const f of latest.current.files) if (f.again) startUpload(f.key, f.again);
+  }, [props.signedOut]);
 
   const set = (k: keyof DraftBody) => (e: Event) => {
     const v = (e.currentTarget as HTMLInputElement).value;
@@ -169,28 +199,43 @@ export function Compose(props: {
         continue;
       }
       budget -= file.size;
-      const up = upload(file, (sent, total) =>
-        setFiles((fs) => fs.map((f) => (f.key === key ? { ...f, progress: total ? sent / total : 0 } : f))),
-      );
       setFiles((fs) => [
         ...fs,
-        { key, name: file.name, size: file.size, ref: null, progress: 0, error: null, abort: up.abort },
+        { key, name: file.name, size: file.size, ref: null, progress: 0, error: null },
       ]);
-      up.done.then(
-        (res) => {
-          if (discarded.current) {
-            void api.deleteUpload(res.id).catch(() => undefined);
-            return;
-          }
-          setFiles((fs) =>
-            fs.map((f) => (f.key === key ? { ...f, ref: { upload: res.id }, progress: 1 } : f)),
-          );
-          changed();
-        },
-        (err: Error) =>
-          setFiles((fs) => fs.map((f) => (f.key === key ? { ...f, error: err.message, size: 0 } : f))),
-      );
+      startUpload(key, file);
     }
+  };
+
+  /** Uploads `file` as the attachment `key` (added, or refused before because the session ended). */
+  const startUpload = (key: string, file: File) => {
+    const up = upload(file, (sent, total) =>
+      setFiles((fs) => fs.map((f) => (f.key === key ? { ...f, progress: total ? sent / total : 0 } : f))),
+    );
+    setFiles((fs) =>
+      fs.map((f) =>
+        f.key === key
+          ? { key, name: file.name, size: file.size, ref: null, progress: 0, error: null, abort: up.abort }
+          : f,
+      ),
+    );
+    up.done.then(
+      (res) => {
+        if (discarded.current) {
+          void api.deleteUpload(res.id).catch(() => undefined);
+          return;
+        }
+        setFiles((fs) => fs.map((f) => (f.key === key ? { ...f, ref: { upload: res.id }, progress: 1 } : f)));
+        changed();
+      },
+      (err: Error) => {
+        const again = err instanceof ApiError && err.status === 401 ? { again: file } : {};
+        const error = again.again
+          ? 'Not uploaded yet: it is uploaded once you have logged in again'
+          : err.message;
+        setFiles((fs) => fs.map((f) => (f.key === key ? { ...f, error, size: 0, ...again } : f)));
+      },
+    );
   };
 
   const removeFile = (f: FileItem) => {
@@ -201,7 +246,11 @@ export function Compose(props: {
   };
 
   const send = async () => {
-    if (files.some((f) => !f.ref && !f.error)) {
+    if (signedOut.current) {
+      props.onSignIn();
+      return;
+    }
+    if (files.some((f) => !f.ref && (!f.error || f.again))) {
       setError('Wait for the attachments to finish uploading');
       return;
     }
@@ -441,6 +490,14 @@ export function Compose(props: {
         {error && (
           <p class="error" role="alert">
             {error}
+          </p>
+        )}
+        {props.signedOut && (
+          <p class="error" role="alert">
+            Your session has ended. What you wrote stays here, unsaved, until you log in again.{' '}
+            <button type="button" class="link" onClick={props.onSignIn}>
+              Log in again
+            </button>
           </p>
         )}
         <div class="compose-actions">

@@ -1,12 +1,38 @@
+import type { ComponentChildren } from 'preact';
 import { useRef, useState } from 'preact/hooks';
 import { api, ApiError, setCsrf, type SessionInfo } from './api.ts';
 import { Icon } from './icons.tsx';
 
-/** The login form; then, for an account that has one, the second step. */
+/** Refusals after which the login starts again from the password. */
+const LOGIN_ENDED = new Set(['too_many_codes', 'not_logged_in', 'other_account']);
+
+/** The login page. */
 export function Login(props: {
   notice?: string | undefined;
   secondFactorFor?: string | undefined;
   onDone: (s: SessionInfo) => void;
+}) {
+  return (
+    <main class="login" aria-labelledby="login-title">
+      <LoginForm {...props} titleId="login-title" title="Log in to your mail" />
+    </main>
+  );
+}
+
+/**
+ * The login form; then, for an account that has one, the second step. The login page's,
+ * and the one over the editor when the session ended while a message was being written.
+ */
+export function LoginForm(props: {
+  titleId: string;
+  title: string;
+  notice?: string | undefined;
+  secondFactorFor?: string | undefined;
+  /** The address the form starts with. */
+  username?: string;
+  onDone: (s: SessionInfo) => void | Promise<void>;
+  /** After the button (another way out of a dialog). */
+  children?: ComponentChildren;
 }) {
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
@@ -35,12 +61,12 @@ export function Login(props: {
         window.setTimeout(() => code.current?.focus(), 0);
         return;
       }
-      props.onDone(s);
+      await props.onDone(s);
     } catch (err) {
       setError(err instanceof ApiError ? err.message : 'Login failed');
       setBusy(false);
-      // the login under way was ended: back to the password
-      if (err instanceof ApiError && err.code === 'too_many_codes') setSecond(null);
+      // the login under way was ended (or refused for another account): back to the password
+      if (err instanceof ApiError && LOGIN_ENDED.has(err.code)) setSecond(null);
       if (pass.current) {
         pass.current.value = '';
         pass.current.focus();
@@ -49,54 +75,109 @@ export function Login(props: {
   };
 
   return (
-    <main class="login" aria-labelledby="login-title">
-      <form
-        class="login-card"
-        onSubmit={(e) => void submit(e)}
-        aria-describedby={error ? 'login-error' : undefined}
-      >
-        <div class="brand" aria-hidden="true">
-          <Icon name="mail" class="brand-mark" /> Mailyard
-        </div>
-        <h1 id="login-title">{second ? 'One more step' : 'Log in to your mail'}</h1>
-        {props.notice && !error && <p class="notice">{props.notice}</p>}
-        {second ? (
-          <>
-            <p>Enter the code from your authenticator app for {second}.</p>
-            <label for="code">Code</label>
-            <input id="code" ref={code} inputMode="numeric" autoComplete="one-time-code" required />
-          </>
-        ) : (
-          <>
-            <label for="username">Email address</label>
-            <input
-              id="username"
-              ref={user}
-              // text, not email: Chromium refuses a UTF-8 local part or a Unicode domain,
-              // both of which an account can have (RFC 6531)
-              type="text"
-              inputMode="email"
-              autoComplete="username"
-              required
-              autoFocus
-              placeholder="you@example.org"
-            />
-            <label for="password">Password</label>
-            <input id="password" ref={pass} type="password" autoComplete="current-password" required />
-          </>
-        )}
-        {error && (
-          <p id="login-error" class="error" role="alert">
-            {error}
-          </p>
-        )}
-        <button type="submit" class="primary" disabled={busy}>
-          {busy ? 'Logging in…' : second ? 'Verify' : 'Log in'}
-        </button>
-        <p class="fineprint">
-          Use your account's own password. App passwords are for mail apps on your phone or computer.
+    <form
+      class="login-card"
+      onSubmit={(e) => void submit(e)}
+      aria-describedby={error ? 'login-error' : undefined}
+    >
+      <div class="brand" aria-hidden="true">
+        <Icon name="mail" class="brand-mark" /> Mailyard
+      </div>
+      <h1 id={props.titleId}>{second ? 'One more step' : props.title}</h1>
+      {props.notice && !error && <p class="notice">{props.notice}</p>}
+      {second ? (
+        <>
+          <p>Enter the code from your authenticator app for {second}.</p>
+          <label for="code">Code</label>
+          <input id="code" ref={code} inputMode="numeric" autoComplete="one-time-code" required />
+        </>
+      ) : (
+        <>
+          <label for="username">Email address</label>
+          <input
+            id="username"
+            ref={user}
+            defaultValue={props.username}
+            // text, not email: Chromium refuses a UTF-8 local part or a Unicode domain,
+            // both of which an account can have (RFC 6531)
+            type="text"
+            inputMode="email"
+            autoComplete="username"
+            required
+            autoFocus={!props.username}
+            placeholder="you@example.org"
+          />
+          <label for="password">Password</label>
+          <input
+            id="password"
+            ref={pass}
+            type="password"
+            autoComplete="current-password"
+            required
+            autoFocus={!!props.username}
+          />
+        </>
+      )}
+      {error && (
+        <p id="login-error" class="error" role="alert">
+          {error}
         </p>
-      </form>
-    </main>
+      )}
+      <button type="submit" class="primary" disabled={busy}>
+        {busy ? 'Logging in…' : second ? 'Verify' : 'Log in'}
+      </button>
+      <p class="fineprint">
+        Use your account's own password. App passwords are for mail apps on your phone or computer.
+      </p>
+      {props.children}
+    </form>
+  );
+}
+
+/**
+ * Over the editor when the session ended while a message was being written: the same
+ * login, for the account the message is written from only. Another account's login is
+ * ended at once: the message is not saved or sent from an account it was not written in.
+ */
+export function SignInAgain(props: {
+  account: string;
+  why: string;
+  onDone: () => void;
+  onLater: () => void;
+}) {
+  const done = async () => {
+    // the token of the session the browser now holds, and whose it is
+    const s = await api.session();
+    if (!s.authenticated) throw new ApiError(401, 'not_logged_in', 'The login did not last: log in again');
+    if (s.account !== props.account) {
+      await api.logout().catch(() => undefined);
+      setCsrf('');
+      throw new ApiError(
+        403,
+        'other_account',
+        `You logged in as ${s.account ?? 'another account'}, and this message is written from ` +
+          `${props.account}: it is not saved or sent from another account. ` +
+          `Log in as ${props.account}, or discard the message.`,
+      );
+    }
+    setCsrf(s.csrf ?? '');
+    props.onDone();
+  };
+  return (
+    <div class="sign-in-again">
+      <div role="dialog" aria-modal="true" aria-labelledby="sign-in-again-title">
+        <LoginForm
+          titleId="sign-in-again-title"
+          title="Your session has ended"
+          notice={`${props.why}. What you are writing is kept here: log in again as ${props.account} to save or send it.`}
+          username={props.account}
+          onDone={done}
+        >
+          <button type="button" onClick={props.onLater}>
+            Not now
+          </button>
+        </LoginForm>
+      </div>
+    </div>
   );
 }

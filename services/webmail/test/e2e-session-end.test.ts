@@ -1,0 +1,225 @@
+// The session ends while a message is being written (signed out everywhere from another
+// computer, the server's sessions gone), in a real browser (Debian's Chromium through
+// playwright-core): the editor keeps what was typed, a login over it lets the user go on,
+// and the draft or the message goes from the account it was written in, never another.
+// What the store holds afterwards is read back over IMAP.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import type { ImapFlow } from 'imapflow';
+import type { Page } from 'playwright-core';
+import { waitFor } from '@mailyard/testkit';
+import { SESSION_COOKIE } from '../src/sessions.js';
+import { ensureFrontEnd, onNewPage } from './browser.js';
+import { storeSession } from './mail-clients.js';
+import { WebClient } from './web-client.js';
+import { ALICE, BOB, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+
+let t: WebmailTestbed;
+let origin: string;
+
+before(async () => {
+  ensureFrontEnd();
+  t = await startWebmailTestbed();
+  origin = `https://${HOST}:${t.webmail.port}`;
+});
+after(() => t?.close());
+
+/** Alice logs in and starts a message to `to` about `subject`. */
+async function startWriting(page: Page, to: string, subject: string): Promise<void> {
+  await page.goto(`${origin}/`);
+  await page.getByLabel('Email address').fill(ALICE);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await page.getByRole('button', { name: 'Compose' }).click();
+  await page.locator('#compose-to').fill(to);
+  await page.locator('#compose-subject').fill(subject);
+}
+
+/**
+ * `fn` on the folder of an IMAP session of its own (signing out everywhere ends the
+ * account's IMAP sessions too).
+ */
+async function inFolder<T>(account: string, folder: string, fn: (imap: ImapFlow) => Promise<T>): Promise<T> {
+  const imap = await storeSession(t, account);
+  try {
+    const lock = await imap.getMailboxLock(folder);
+    try {
+      return await fn(imap);
+    } finally {
+      lock.release();
+    }
+  } finally {
+    await imap.logout();
+  }
+}
+
+/** The source of each message in `folder`, read over IMAP. */
+const sources = (account: string, folder: string) =>
+  inFolder(account, folder, async (imap) => {
+    if (!imap.mailbox || !imap.mailbox.exists) return [];
+    const out: string[] = [];
+    for await (const m of imap.fetch('1:*', { source: true })) out.push(m.source?.toString() ?? '');
+    return out;
+  });
+
+const clear = (account: string, folder: string) =>
+  inFolder(account, folder, async (imap) => {
+    if (imap.mailbox && imap.mailbox.exists) await imap.messageDelete('1:*');
+  });
+
+/** Every webmail session of Alice ends, as "sign out everywhere" on another computer ends them. */
+async function signOutEverywhere(): Promise<void> {
+  const other = new WebClient(t.webmail.port, t.ca);
+  assert.equal((await other.login(ALICE)).status, 200);
+  assert.equal((await other.post('/api/account/sign-out-everywhere')).status, 200);
+}
+
+const signInAgain = (page: Page) => page.getByRole('dialog', { name: 'Your session has ended' });
+const status = (page: Page) => page.locator('.compose-status');
+/** Longer than an autosave takes to be refused: the dialog, or the test fails here (not at its end). */
+const SOON = { timeout: 15_000 };
+
+describe('the webmail in a browser: the session ends while writing', () => {
+  test(
+    'what was typed stays, and after the login again the draft is saved in the same account',
+    { timeout: 120_000 },
+    async () => {
+      await clear(ALICE, 'Drafts');
+      await onNewPage('10.6.9.1', async (page) => {
+        await startWriting(page, BOB, 'The long letter');
+        await page.locator('#compose-text').fill('The first page.');
+        await status(page).filter({ hasText: 'Draft saved' }).waitFor(SOON);
+
+        await signOutEverywhere();
+        const full = 'The first page.\nThe second page, written after the session ended.';
+        await page.locator('#compose-text').fill(full);
+        // the autosave is refused: the login comes over the editor, which keeps every word
+        const dialog = signInAgain(page);
+        await dialog.waitFor(SOON);
+        assert.equal(await page.locator('#compose-text').inputValue(), full);
+        assert.equal(await page.locator('#compose-to').inputValue(), BOB);
+        assert.equal(await page.locator('#compose-subject').inputValue(), 'The long letter');
+        assert.equal(await dialog.getByLabel('Email address').inputValue(), ALICE);
+
+        // put aside: the editor says why nothing is saved; Send asks for the login again
+        await dialog.getByRole('button', { name: 'Not now' }).click();
+        await dialog.waitFor({ state: 'detached' });
+        await page.getByRole('alert').filter({ hasText: 'Your session has ended' }).waitFor();
+        await page.locator('#compose-text').fill(full + '\nThe third page.');
+        await page.getByRole('button', { name: 'Send' }).click();
+        await dialog.waitFor();
+
+        await dialog.getByLabel('Password').fill(PASSWORD);
+        await dialog.getByRole('button', { name: 'Log in' }).click();
+        await dialog.waitFor({ state: 'detached' });
+        await status(page).filter({ hasText: 'Draft saved' }).waitFor(SOON);
+        // the draft saved before the session ended is replaced by this one
+        const drafts = await waitFor(
+          async () => {
+            const all = await sources(ALICE, 'Drafts');
+            return all.length === 1 && /The third page\./.test(all[0]!) ? all : null;
+          },
+          { what: 'the whole text in Alice’s Drafts' },
+        );
+        assert.match(drafts[0]!, /The first page\.\r?\nThe second page, written after the session ended\./);
+        assert.match(drafts[0]!, /Subject: The long letter/);
+        // nothing was sent meanwhile
+        assert.deepEqual(await sources(BOB, 'INBOX'), []);
+      });
+    },
+  );
+
+  test(
+    'another account logging in over the editor is refused, and gets none of the text',
+    { timeout: 120_000 },
+    async () => {
+      await clear(ALICE, 'Drafts');
+      await clear(BOB, 'Drafts');
+      await onNewPage('10.6.9.2', async (page) => {
+        await startWriting(page, 'carol@example.net', 'For Alice’s eyes');
+        // the server's sessions are gone (its Redis emptied of them)
+        const cookie = (await page.context().cookies()).find((c) => c.name === SESSION_COOKIE);
+        assert.ok(cookie, 'the session cookie');
+        const key = `webmail:session:${createHash('sha256').update(cookie.value).digest('base64url')}`;
+        assert.equal(await t.p.redis.redis.del(key), 1);
+        await page.locator('#compose-text').fill('Private words.');
+
+        const dialog = signInAgain(page);
+        await dialog.waitFor(SOON);
+        await dialog.getByLabel('Email address').fill(BOB);
+        await dialog.getByLabel('Password').fill(PASSWORD);
+        await dialog.getByRole('button', { name: 'Log in' }).click();
+        await dialog
+          .getByRole('alert')
+          .filter({ hasText: `You logged in as ${BOB}, and this message is written from ${ALICE}` })
+          .waitFor();
+        assert.equal(await page.locator('#compose-text').inputValue(), 'Private words.');
+        // Bob's login ended at once: the browser holds no session
+        const session = await page.evaluate(
+          "fetch('/api/session', { headers: { accept: 'application/json' } }).then((r) => r.json())",
+        );
+        assert.equal((session as { authenticated: boolean }).authenticated, false);
+
+        // Alice logs in: the draft is hers
+        await dialog.getByLabel('Email address').fill(ALICE);
+        await dialog.getByLabel('Password').fill(PASSWORD);
+        await dialog.getByRole('button', { name: 'Log in' }).click();
+        await dialog.waitFor({ state: 'detached' });
+        await status(page).filter({ hasText: 'Draft saved' }).waitFor(SOON);
+        const drafts = await waitFor(
+          async () => ((await sources(ALICE, 'Drafts')).length === 1 ? sources(ALICE, 'Drafts') : null),
+          { what: 'the draft in Alice’s Drafts' },
+        );
+        assert.match(drafts[0]!, /Private words\./);
+        assert.deepEqual(await sources(BOB, 'Drafts'), []);
+      });
+    },
+  );
+
+  test(
+    'attachments uploaded before and refused after the end go with the message sent after the login',
+    { timeout: 120_000 },
+    async () => {
+      await clear(BOB, 'INBOX');
+      await onNewPage('10.6.9.3', async (page) => {
+        await startWriting(page, BOB, 'Both files');
+        await page.locator('#compose-text').fill('Here they are.');
+        const attach = page.locator('.compose input[type=file]');
+        await attach.setInputFiles({
+          name: 'before.txt',
+          mimeType: 'text/plain',
+          buffer: Buffer.from('one'),
+        });
+        await page.locator('.files li').filter({ hasText: 'before.txt' }).locator('.file-size').waitFor();
+
+        await signOutEverywhere();
+        await page.getByRole('button', { name: 'Send' }).click();
+        const dialog = signInAgain(page);
+        await dialog.waitFor(SOON);
+        await dialog.getByRole('button', { name: 'Not now' }).click();
+        await attach.setInputFiles({ name: 'after.txt', mimeType: 'text/plain', buffer: Buffer.from('two') });
+        await dialog.waitFor(SOON);
+        await page
+          .locator('.files li')
+          .filter({ hasText: 'after.txt' })
+          .getByText('Not uploaded yet')
+          .waitFor();
+
+        await dialog.getByLabel('Password').fill(PASSWORD);
+        await dialog.getByRole('button', { name: 'Log in' }).click();
+        await dialog.waitFor({ state: 'detached' });
+        await page.locator('.files li').filter({ hasText: 'after.txt' }).locator('.file-size').waitFor(SOON);
+        await page.getByRole('button', { name: 'Send' }).click();
+        await page.getByRole('status').filter({ hasText: 'Message sent' }).waitFor(SOON);
+        const got = await waitFor(
+          async () => ((await sources(BOB, 'INBOX')).length === 1 ? sources(BOB, 'INBOX') : null),
+          { what: 'the message in Bob’s inbox' },
+        );
+        assert.match(got[0]!, /Here they are\./);
+        assert.match(got[0]!, /filename="?before\.txt/);
+        assert.match(got[0]!, /filename="?after\.txt/);
+      });
+    },
+  );
+});
