@@ -8,7 +8,10 @@ import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import type { Page } from 'playwright-core';
+import { generate } from 'otplib';
+import { LoginGuard, TwoFactor } from '@mailyard/auth';
 import { waitFor } from '@mailyard/testkit';
+import { addAccount } from '../../../test/harness.js';
 import { SESSION_COOKIE } from '../src/sessions.js';
 import { ensureFrontEnd, onNewPage } from './browser.js';
 import { storeSession } from './mail-clients.js';
@@ -25,12 +28,23 @@ before(async () => {
 });
 after(() => t?.close());
 
-/** Alice logs in and starts a message to `to` about `subject`. */
-async function startWriting(page: Page, to: string, subject: string): Promise<void> {
-  await page.goto(`${origin}/`);
-  await page.getByLabel('Email address').fill(ALICE);
+/** `account` (Alice unless said) logs in and starts a message to `to` about `subject`. */
+async function startWriting(
+  page: Page,
+  to: string,
+  subject: string,
+  at = origin,
+  account = ALICE,
+  code?: () => Promise<string>,
+): Promise<void> {
+  await page.goto(`${at}/`);
+  await page.getByLabel('Email address').fill(account);
   await page.getByLabel('Password').fill(PASSWORD);
   await page.getByRole('button', { name: 'Log in' }).click();
+  if (code) {
+    await page.getByLabel('Code').fill(await code());
+    await page.getByRole('button', { name: 'Verify' }).click();
+  }
   await page.getByRole('button', { name: 'Compose' }).click();
   await page.locator('#compose-to').fill(to);
   await page.locator('#compose-subject').fill(subject);
@@ -79,6 +93,14 @@ const signInAgain = (page: Page) => page.getByRole('dialog', { name: 'Your sessi
 const status = (page: Page) => page.locator('.compose-status');
 /** Longer than an autosave takes to be refused: the dialog, or the test fails here (not at its end). */
 const SOON = { timeout: 15_000 };
+
+/** Ends the browser's webmail session as a server that lost its sessions would: its Redis key gone. */
+async function dropSession(page: Page): Promise<void> {
+  const cookie = (await page.context().cookies()).find((c) => c.name === SESSION_COOKIE);
+  assert.ok(cookie, 'the session cookie');
+  const key = `webmail:session:${createHash('sha256').update(cookie.value).digest('base64url')}`;
+  assert.equal(await t.p.redis.redis.del(key), 1);
+}
 
 describe('the webmail in a browser: the session ends while writing', () => {
   test(
@@ -139,10 +161,7 @@ describe('the webmail in a browser: the session ends while writing', () => {
       await onNewPage('10.6.9.2', async (page) => {
         await startWriting(page, 'carol@example.net', 'For Alice’s eyes');
         // the server's sessions are gone (its Redis emptied of them)
-        const cookie = (await page.context().cookies()).find((c) => c.name === SESSION_COOKIE);
-        assert.ok(cookie, 'the session cookie');
-        const key = `webmail:session:${createHash('sha256').update(cookie.value).digest('base64url')}`;
-        assert.equal(await t.p.redis.redis.del(key), 1);
+        await dropSession(page);
         await page.locator('#compose-text').fill('Private words.');
 
         const dialog = signInAgain(page);
@@ -219,6 +238,55 @@ describe('the webmail in a browser: the session ends while writing', () => {
         assert.match(got[0]!, /Here they are\./);
         assert.match(got[0]!, /filename="?before\.txt/);
         assert.match(got[0]!, /filename="?after\.txt/);
+      });
+    },
+  );
+
+  test(
+    'the login over the editor asks for the second step of an account that has one',
+    { timeout: 120_000 },
+    async () => {
+      const ERIN = 'erin@example.test';
+      await addAccount(t.p.directory, ERIN);
+      let clock = Date.now();
+      const redis = t.p.redis.redis;
+      const wm = await t.another(
+        {},
+        { twoFactor: new TwoFactor(redis, new LoginGuard(redis), { issuer: HOST, now: () => clock }) },
+      );
+      const c = new WebClient(wm.port, t.ca);
+      assert.equal((await c.login(ERIN)).status, 200);
+      const begin = await c.post('/api/account/two-factor/begin', { password: PASSWORD });
+      const secret = String(begin.json.secret);
+      const code = () => {
+        clock += 30_000;
+        return generate({ secret, epoch: Math.floor(clock / 1000) });
+      };
+      assert.equal((await c.post('/api/account/two-factor/confirm', { code: await code() })).status, 200);
+
+      await onNewPage('10.6.9.4', async (page) => {
+        await startWriting(page, BOB, 'Two steps', `https://${HOST}:${wm.port}`, ERIN, code);
+        await page.locator('#compose-text').fill('Kept through both steps.');
+        await status(page).filter({ hasText: 'Draft saved' }).waitFor(SOON);
+        await dropSession(page);
+        await page.locator('#compose-text').fill('Kept through both steps, and more.');
+        const dialog = page.locator('.sign-in-again [role=dialog]');
+        await dialog.waitFor(SOON);
+        await dialog.getByLabel('Password').fill(PASSWORD);
+        await dialog.getByRole('button', { name: 'Log in' }).click();
+        await dialog.getByRole('heading', { name: 'One more step' }).waitFor();
+        await dialog.getByLabel('Code').fill(await code());
+        await dialog.getByRole('button', { name: 'Verify' }).click();
+        await dialog.waitFor({ state: 'detached' });
+        await status(page).filter({ hasText: 'Draft saved' }).waitFor(SOON);
+        const drafts = await waitFor(
+          async () => {
+            const all = await sources(ERIN, 'Drafts');
+            return all.length === 1 && /and more\./.test(all[0]!) ? all : null;
+          },
+          { what: 'the whole text in Erin’s Drafts' },
+        );
+        assert.match(drafts[0]!, /Kept through both steps, and more\./);
       });
     },
   );
