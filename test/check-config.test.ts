@@ -16,22 +16,18 @@ import { outboundRelaySchema } from '@mailyard/service-outbound-relay';
 import { policySchema } from '@mailyard/service-policy';
 import { retrievalSchema } from '@mailyard/service-retrieval';
 import { webmailSchema } from '@mailyard/service-webmail';
-import { tempDir } from '@mailyard/testkit';
+import { entryArgs, tempDir } from '@mailyard/testkit';
 
 const root = new URL('..', import.meta.url).pathname;
 
 function checkConfig(service: string, env: Record<string, string>) {
-  const r = spawnSync(
-    process.execPath,
-    ['--import', 'tsx', `services/${service}/src/main.ts`, '--check-config'],
-    {
-      cwd: root,
-      // only what the test sets: a developer's own settings must not change the outcome
-      env: { PATH: process.env.PATH ?? '', ...env },
-      encoding: 'utf8',
-      timeout: 60_000,
-    },
-  );
+  const r = spawnSync(process.execPath, [...entryArgs(`services/${service}`), '--check-config'], {
+    cwd: root,
+    // only what the test sets: a developer's own settings must not change the outcome
+    env: { PATH: process.env.PATH ?? '', ...env },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   return { status: r.status, stdout: r.stdout, lines: r.stderr.trim().split('\n').filter(Boolean) };
 }
 

@@ -28,6 +28,7 @@ import {
 import {
   createTestRedis,
   createVhost,
+  entryArgs,
   maildirMessages,
   startDnsServer,
   tempDir,
@@ -218,7 +219,7 @@ export function runMailyard(p: Platform, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
       process.execPath,
-      ['--import', 'tsx', 'packages/cli/src/main.ts', ...args],
+      [...entryArgs('packages/cli'), ...args],
       {
         cwd: root,
         env: {

@@ -3,6 +3,7 @@ import { Directory } from '@mailyard/directory';
 import {
   createTestRedis,
   createVhost,
+  entryArgs,
   freePort,
   tempDir,
   waitFor,
@@ -47,7 +48,7 @@ export async function startServiceProcess(
   let out = '';
   const command = opts.command ?? {
     file: process.execPath,
-    args: ['--import', 'tsx', `services/${service}/src/main.ts`],
+    args: entryArgs(`services/${service}`),
     cwd: root,
   };
   const child = spawn(command.file, command.args, {

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { PassThrough, Readable } from 'node:stream';
 import type { TestContext } from 'node:test';
 import { Directory } from '@mailyard/directory';
-import { REDIS_URL, createTestRedis } from '@mailyard/testkit';
+import { REDIS_URL, createTestRedis, entryArgs } from '@mailyard/testkit';
 import { type CliDeps, type CliInput, createRedisClient, runCli } from '../src/index.js';
 
 const repoRoot = new URL('../../../', import.meta.url).pathname;
@@ -84,7 +84,7 @@ export function fakeTty(): FakeTty {
 /** Runs `mailyard` as the operator does: a real node process from the repository root. */
 export function runProcess(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string } = {}) {
   const started = Date.now();
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'packages/cli/src/main.ts', ...args], {
+  const r = spawnSync(process.execPath, [...entryArgs('packages/cli'), ...args], {
     cwd: repoRoot,
     env: { ...process.env, MAILYARD_CONFIG: '', ...opts.env },
     input: opts.input ?? '',

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { z } from 'zod';
+import { entryArgs } from '../../../scripts/bundle-current.mjs';
 import {
   ConfigError,
   bytes,
@@ -74,7 +75,7 @@ test('network matching: IPv4, IPv6 and IPv4-mapped IPv6', () => {
 });
 
 test('a service with a bad setting exits 78 with one line naming the key', () => {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'services/mta-inbound/src/main.ts'], {
+  const r = spawnSync(process.execPath, entryArgs('services/mta-inbound'), {
     cwd: root,
     env: { ...process.env, SMTP_PORT: 'abc', MESSAGE_SIZE_LIMIT: 'huge' },
     encoding: 'utf8',
@@ -89,16 +90,12 @@ test('a service with a bad setting exits 78 with one line naming the key', () =>
 });
 
 test('--check-config validates and exits 0 without starting anything', () => {
-  const r = spawnSync(
-    process.execPath,
-    ['--import', 'tsx', 'services/delivery/src/main.ts', '--check-config'],
-    {
-      cwd: root,
-      env: { ...process.env, MAILDIR_ROOT: '/tmp/x' },
-      encoding: 'utf8',
-      timeout: 30_000,
-    },
-  );
+  const r = spawnSync(process.execPath, [...entryArgs('services/delivery'), '--check-config'], {
+    cwd: root,
+    env: { ...process.env, MAILDIR_ROOT: '/tmp/x' },
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /delivery: configuration is valid/);
 });

@@ -5,14 +5,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { test } from 'node:test';
-import { freePort } from '@mailyard/testkit';
+import { entryArgs, freePort } from '@mailyard/testkit';
 
 const root = new URL('../../..', import.meta.url).pathname;
 
 /** Runs a service's main.ts until it exits (or `timeoutMs`), with nothing listening on the broker and Redis ports. */
 async function runService(service: string, env: Record<string, string>, timeoutMs = 60_000) {
   const nobody = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', `services/${service}/src/main.ts`], {
+  const child = spawn(process.execPath, entryArgs(`services/${service}`), {
     cwd: root,
     env: {
       PATH: process.env.PATH ?? '',

@@ -6,3 +6,4 @@ export function processAlive(pid: number): boolean {
   if (!existsSync(status)) return false;
   return !/^State:\s+Z/m.test(readFileSync(status, 'utf8'));
 }
+export { entryArgs } from '../../../scripts/bundle-current.mjs';

@@ -9,7 +9,7 @@ import { ENVELOPE_VERSION, RoutingKeys, type Envelope } from '@mailyard/contract
 import type { DeferredEntry, DeferredIndex } from '@mailyard/queue-admin';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import { newQueueId } from '@mailyard/smtp-core';
-import { freePort } from '@mailyard/testkit';
+import { entryArgs, freePort } from '@mailyard/testkit';
 import type { Platform } from '../../../test/harness.js';
 import {
   buildOutboundRelay,
@@ -235,7 +235,7 @@ export function spawnRelay(
   port: number,
   env: Record<string, string> = {},
 ): Promise<ChildProcess> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'services/outbound-relay/src/main.ts'], {
+  const proc = spawn(process.execPath, entryArgs('services/outbound-relay'), {
     cwd: new URL('../../../', import.meta.url).pathname,
     env: {
       ...process.env,

@@ -1,0 +1,2 @@
+export function bundleIsCurrent(distDir: string): boolean;
+export function entryArgs(packageDir: string): string[];
