@@ -205,7 +205,9 @@ export function parseParamHeader(value: string): { value: string; params: Record
   }
   parts.push(cur);
   const params: Record<string, string> = {};
-  const continued: Record<string, { v: string; ext: boolean }[]> = {};
+  // segments by number: a Map, not an array, since a number comes from the message
+  // (`name*4294967294=`) and an array that long would take the worker down
+  const continued: Record<string, Map<number, { v: string; ext: boolean }>> = {};
   for (const p of parts.slice(1)) {
     const eq = p.indexOf('=');
     if (eq < 0) continue;
@@ -215,19 +217,24 @@ export function parseParamHeader(value: string): { value: string; params: Record
     const m = /^(.+?)\*(?:(\d+)(\*)?)?$/.exec(k);
     if (!m) params[k] = v;
     // `name*=` alone is one encoded segment (RFC 2231 §4)
-    else if (m[2] === undefined) (continued[m[1]!] ??= [])[0] = { v, ext: true };
-    else (continued[m[1]!] ??= [])[Number(m[2])] = { v, ext: m[3] === '*' };
+    else if (m[2] === undefined) (continued[m[1]!] ??= new Map()).set(0, { v, ext: true });
+    else (continued[m[1]!] ??= new Map()).set(Number(m[2]), { v, ext: m[3] === '*' });
   }
   for (const [k, segs] of Object.entries(continued)) {
     // segments are numbered from 0 without a gap; with one, nothing is joined and each
     // segment is shown as it came, as on Dovecot
-    if (Array.from(segs).some((seg) => !seg)) {
-      segs.forEach((seg, i) => {
-        if (seg) params[`${k}*${i}${seg.ext ? '*' : ''}`] ??= seg.v;
-      });
+    const numbers = [...segs.keys()].sort((a, b) => a - b);
+    if (numbers[numbers.length - 1] !== numbers.length - 1) {
+      for (const i of numbers) {
+        const seg = segs.get(i)!;
+        params[`${k}*${i}${seg.ext ? '*' : ''}`] ??= seg.v;
+      }
       continue;
     }
-    const [key, v] = joinSegments(k, segs);
+    const [key, v] = joinSegments(
+      k,
+      numbers.map((i) => segs.get(i)!),
+    );
     params[key] ??= v;
   }
   return { value: (parts[0] ?? '').trim(), params };
