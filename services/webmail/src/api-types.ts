@@ -59,6 +59,16 @@ export interface FolderChange {
   deleted?: string[];
 }
 
+/**
+ * The `folder` event of GET /api/events: a folder made, deleted or renamed (`from`: its old
+ * name) by any client of the account, this tab's included.
+ */
+export interface FolderEvent {
+  change: 'created' | 'deleted' | 'renamed';
+  folder: string;
+  from?: string;
+}
+
 /** What an action on messages answers (flags, move, archive, delete, spam). */
 export interface ActionResult {
   /** The ids acted on: those of the request that are in the folder. */

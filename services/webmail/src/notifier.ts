@@ -1,5 +1,7 @@
 import type { ImapFlow } from 'imapflow';
+import { decodePath } from 'imapflow/lib/tools.js';
 import type { Logger } from '@mailyard/observability';
+import type { FolderEvent } from './api-types.js';
 import { connectImap, type ImapTarget } from './imap-pool.js';
 import type { WebmailMetrics } from './metrics.js';
 
@@ -7,7 +9,58 @@ import type { WebmailMetrics } from './metrics.js';
 export type MailEvent =
   | { type: 'new'; folder: string; count: number }
   | { type: 'changed'; folder: string }
+  | ({ type: 'folder' } & FolderEvent)
   | { type: 'reconnected' };
+
+interface Token {
+  type?: string;
+  value?: unknown;
+}
+type Attr = Token | Attr[];
+const atom = (value: string): Token => ({ type: 'ATOM', value });
+/**
+ * RFC 5465: the selected mailbox's events as IDLE alone tells them, and the account's folders
+ * made, deleted and renamed (MailboxName, told as LIST) wherever the change was made.
+ */
+const NOTIFY_SET: Attr[] = [
+  atom('SET'),
+  [atom('selected'), [atom('MessageNew'), atom('MessageExpunge'), atom('FlagChange')]],
+  [atom('personal'), [atom('MailboxName')]],
+];
+
+interface Untagged {
+  attributes?: Attr[];
+}
+/** imapflow's command runner and its table of handlers for responses no command asked for. */
+interface Internals {
+  exec(command: string, attributes: Attr[]): Promise<{ next(): void }>;
+  untaggedHandlers: Record<string, (u: Untagged) => Promise<void>>;
+}
+
+/** An atom's or string's text (a literal's comes as a Buffer). */
+const textOf = (t: Attr | undefined) => {
+  const v = t && !Array.isArray(t) ? t.value : undefined;
+  return typeof v === 'string' ? v : Buffer.isBuffer(v) ? v.toString('utf8') : '';
+};
+
+/**
+ * A NOTIFY LIST response (RFC 5465 §5.4): `\NonExistent` for a folder deleted, an OLDNAME
+ * (RFC 5258 §6 extended data) for one renamed, else one created.
+ */
+function folderEvent(client: ImapFlow, u: Untagged): MailEvent | null {
+  const [flags, , name, extended] = u.attributes ?? [];
+  const folder = decodePath(client, textOf(name));
+  if (!folder) return null;
+  const attrs = Array.isArray(flags) ? flags.map((f) => textOf(f).toLowerCase()) : [];
+  if (attrs.includes('\\nonexistent')) return { type: 'folder', change: 'deleted', folder };
+  const ext = Array.isArray(extended) ? extended : [];
+  const at = ext.findIndex((t) => textOf(t).toUpperCase() === 'OLDNAME');
+  const old = at >= 0 ? ext[at + 1] : undefined;
+  const from = Array.isArray(old) ? decodePath(client, textOf(old[0])) : '';
+  return from
+    ? { type: 'folder', change: 'renamed', folder, from }
+    : { type: 'folder', change: 'created', folder };
+}
 
 interface Watch {
   listeners: Set<(e: MailEvent) => void>;
@@ -26,7 +79,9 @@ const LINGER_MS = 30_000;
  * New mail without reload: one IMAP session per account with browsers listening (on this
  * instance), idling on INBOX (RFC 2177 IDLE, through imapflow), whose EXISTS, EXPUNGE and
  * FETCH FLAGS updates are passed on to every event stream of that account. The retrieval
- * service wakes it within a fraction of a second of a delivery on any instance.
+ * service wakes it within a fraction of a second of a delivery on any instance. The same
+ * session asks for the account's folder changes (NOTIFY, where the server offers it), so
+ * a folder made, renamed or deleted in one tab, or by a desktop client, shows in the others.
  */
 export class MailNotifier {
   private readonly watches = new Map<string, Watch>();
@@ -101,6 +156,7 @@ export class MailNotifier {
     this.metrics.imapConnections.inc();
     client
       .connect()
+      .then(() => this.watchFolders(client, w))
       .then(() => client.mailboxOpen('INBOX'))
       .then(() => {
         if (w.opened) this.emit(w, { type: 'reconnected' });
@@ -111,6 +167,25 @@ export class MailNotifier {
         this.logger.warn({ account, err }, 'IMAP IDLE session failed');
         client.close();
       });
+  }
+
+  /** NOTIFY before SELECT: imapflow idles only once a folder is selected, and IDLE would hold it. */
+  private async watchFolders(client: ImapFlow, w: Watch): Promise<void> {
+    if (!client.capabilities.has('NOTIFY')) return;
+    const inner = client as unknown as Internals;
+    // only NOTIFY sends LIST unasked: imapflow's own LIST passes its handler with the command
+    inner.untaggedHandlers.LIST = async (u) => {
+      const e = folderEvent(client, u);
+      if (e) this.emit(w, e);
+    };
+    try {
+      const res = await inner.exec('NOTIFY', NOTIFY_SET);
+      res.next();
+    } catch (err) {
+      // refused: new mail is still told, folder changes at the next reload as before
+      if (!client.usable) throw err;
+      this.logger.warn({ err }, 'IMAP NOTIFY refused: folder changes are not pushed');
+    }
   }
 
   private drop(account: string, w: Watch): void {

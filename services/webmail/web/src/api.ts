@@ -8,6 +8,7 @@ import type {
   AttachmentInfo,
   Flags,
   FolderChange,
+  FolderEvent,
   FolderInfo,
   ListPage,
   ListRow,
@@ -16,7 +17,7 @@ import type {
   TwoFactorEnrolment,
 } from '../../src/api-types.ts';
 
-export type { AccountInfo, ActionResult, Address, Flags, FolderChange, TwoFactorEnrolment };
+export type { AccountInfo, ActionResult, Address, Flags, FolderChange, FolderEvent, TwoFactorEnrolment };
 
 export interface AppPassword {
   name: string;

@@ -7,6 +7,7 @@ import {
   type ApiError,
   type DraftBody,
   type Folder,
+  type FolderEvent,
   type Message,
 } from './api.ts';
 import { AccountPage } from './account.tsx';
@@ -255,12 +256,24 @@ function Mail(props: {
     if (!stays) window.setTimeout(() => setToast((t) => (t === text ? '' : t)), 5000);
   }, []);
 
-  const loadFolders = useCallback(() => {
-    api.folders().then(
-      (r) => setFolders(r.folders),
-      (err: ApiError) => say(err.message),
-    );
-  }, [say]);
+  const loadFolders = useCallback(
+    (pushed = false) => {
+      api.folders().then(
+        (r) => {
+          setFolders(r.folders);
+          if (pushed) openGone.current(r.folders);
+        },
+        (err: ApiError) => say(err.message),
+      );
+    },
+    [say],
+  );
+  /**
+   * After a change pushed from elsewhere: the open folder no longer there (renamed or
+   * deleted while this tab did not hear of it, its stream reconnecting) is left for
+   * Inbox, rather than shown as an error until the user picks another.
+   */
+  const openGone = useRef((_: Folder[]) => undefined as void);
 
   // the folders (with counts) once the list is on screen: one after the other, the
   // mail server reads the folder once, on one connection
@@ -286,11 +299,13 @@ function Mail(props: {
   }, []);
 
   // new mail without reload: the server's IDLE session, pushed as events
-  const refreshRef = useRef(() => undefined as void);
-  refreshRef.current = () => {
+  const refreshRef = useRef((_pushed?: boolean) => undefined as void);
+  refreshRef.current = (pushed) => {
     list.refresh();
-    loadFolders();
+    loadFolders(pushed);
   };
+  const folderEventRef = useRef((_e: FolderEvent) => undefined as void);
+  folderEventRef.current = (e) => onFolderEvent(e);
   useEffect(() => {
     const es = new EventSource('/api/events');
     es.addEventListener('new', (e) => {
@@ -299,7 +314,11 @@ function Mail(props: {
       refreshRef.current();
     });
     es.addEventListener('changed', () => refreshRef.current());
-    es.addEventListener('reconnected', () => refreshRef.current());
+    es.addEventListener('folder', (e) =>
+      folderEventRef.current(JSON.parse((e as MessageEvent<string>).data) as FolderEvent),
+    );
+    // events may have been missed meanwhile: the open folder may be gone
+    es.addEventListener('reconnected', () => refreshRef.current(true));
     es.addEventListener('logout', () => {
       es.close();
       void api.session().catch(() => undefined);
@@ -326,11 +345,54 @@ function Mail(props: {
     setSelected(null);
     setDrawer(false);
   };
+  openGone.current = (now) => {
+    if (folder === 'INBOX' || isOwn(folder) || now.some((f) => f.path === folder && f.selectable)) return;
+    openFolder('INBOX');
+    say(`Folder ${folder} is no longer there: showing Inbox`);
+  };
 
   // --- folders of the user's own: made, renamed, deleted -----------------------------------
 
-  const underOrIs = (path: string, f: Folder) =>
+  const underOrIs = (path: string, f: Pick<Folder, 'path' | 'delimiter'>) =>
     path === f.path || (!!f.delimiter && path.startsWith(f.path + f.delimiter));
+
+  /**
+   * Folders this tab is renaming or deleting: the events of its own change (which come to
+   * every tab) are no news to it, and its view moves when the change is made.
+   */
+  const ownChanges = useRef(new Set<Folder>());
+  const ownChange = async (f: Folder, change: () => Promise<void>) => {
+    ownChanges.current.add(f);
+    try {
+      await change();
+    } finally {
+      // the events may come just after the answer
+      window.setTimeout(() => ownChanges.current.delete(f), 10_000);
+    }
+  };
+  const isOwn = (path: string) => [...ownChanges.current].some((f) => underOrIs(path, f));
+
+  /**
+   * A folder made, renamed or deleted in another tab or another mail client: the folder
+   * list follows (once for a burst: a folder deleted with those in it is one event each),
+   * and so does the open folder, to its new name, or to Inbox when it is gone.
+   */
+  const folderReload = useRef(0);
+  const onFolderEvent = (e: FolderEvent) => {
+    window.clearTimeout(folderReload.current);
+    folderReload.current = window.setTimeout(() => loadFolders(true), 150);
+    if (e.change === 'created' || isOwn(e.from ?? e.folder)) return;
+    const delimiter = folders.find((f) => f.delimiter)?.delimiter ?? '/';
+    const gone = { path: e.from ?? e.folder, delimiter };
+    if (!underOrIs(folder, gone)) return;
+    if (e.change === 'renamed') {
+      openFolder(e.folder + folder.slice(gone.path.length));
+      say(`Folder ${gone.path} was renamed to ${e.folder} elsewhere`);
+    } else {
+      openFolder('INBOX');
+      say(`Folder ${gone.path} was deleted elsewhere: showing Inbox`);
+    }
+  };
 
   const createFolder = async (name: string, parent: string) => {
     const res = await api.createFolder(name, parent || undefined);
@@ -340,9 +402,11 @@ function Mail(props: {
 
   /** The open folder (or one inside it) renamed: the view follows it to its new name. */
   const renameFolder = async (f: Folder, name: string) => {
-    const res = await api.renameFolder(f.path, name);
-    const to = res.path ?? f.path;
-    if (to !== f.path && underOrIs(folder, f)) openFolder(to + folder.slice(f.path.length));
+    await ownChange(f, async () => {
+      const res = await api.renameFolder(f.path, name);
+      const to = res.path ?? f.path;
+      if (to !== f.path && underOrIs(folder, f)) openFolder(to + folder.slice(f.path.length));
+    });
     say(`Folder renamed to ${name.trim()}`);
     loadFolders();
   };
@@ -364,8 +428,10 @@ function Mail(props: {
     )
       return;
     try {
-      await api.deleteFolder(f.path);
-      if (underOrIs(folder, f)) openFolder('INBOX');
+      await ownChange(f, async () => {
+        await api.deleteFolder(f.path);
+        if (underOrIs(folder, f)) openFolder('INBOX');
+      });
       say(`Folder ${label} deleted`);
     } catch (err) {
       say((err as ApiError).message);

@@ -1,0 +1,106 @@
+// Folder changes reach every open tab without reload (a real browser: Debian's Chromium
+// through playwright-core): a folder made, renamed and deleted in one tab shows in the
+// other, whose open folder follows a rename and goes back to Inbox when deleted; the same
+// for a change made by another IMAP client (imapflow).
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { Page } from 'playwright-core';
+import { waitFor } from '@mailyard/testkit';
+import { launchBrowser, logIn } from './browser.js';
+import { webmailFile, type WebmailFile } from './file-setup.js';
+import { ALICE, PASSWORD } from './webmail-harness.js';
+
+/** How soon a change must show in the other tab. */
+const SOON = { timeout: 10_000 };
+
+let f: WebmailFile;
+webmailFile({ browser: true, store: ALICE }, async (file) => {
+  f = file;
+});
+
+const nav = (page: Page) => page.getByRole('navigation', { name: 'Folders' });
+const folderLink = (page: Page, name: string) =>
+  nav(page).getByRole('link', { name: new RegExp(`^${name}`) });
+const status = (page: Page, text: string) => page.getByRole('status').filter({ hasText: text });
+const heading = (page: Page, name: string) => page.getByRole('heading', { name: new RegExp(`^${name}`) });
+const gone = (page: Page, name: string) =>
+  waitFor(async () => (await folderLink(page, name).count()) === 0, {
+    what: `${name} gone`,
+    timeoutMs: SOON.timeout,
+  });
+
+/** Two tabs of one session, each marked so that a reload would show (the mark would be lost). */
+async function twoTabs(fn: (acting: Page, other: Page) => Promise<void>): Promise<void> {
+  const browser = await launchBrowser();
+  const errors: string[] = [];
+  try {
+    const acting = await browser.context.newPage();
+    await logIn(acting, f.origin, ALICE, PASSWORD);
+    const other = await browser.context.newPage();
+    await other.goto(`${f.origin}/`);
+    for (const page of [acting, other]) {
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.getByRole('button', { name: 'Compose' }).waitFor();
+      await page.evaluate('window.notReloaded = true');
+    }
+    await fn(acting, other);
+    for (const page of [acting, other])
+      assert.equal(await page.evaluate('window.notReloaded'), true, 'the tab was not reloaded');
+    assert.deepEqual(errors, [], 'script errors on the pages');
+  } finally {
+    await browser.close();
+  }
+}
+
+describe('folder changes in every tab', () => {
+  test('made, renamed and deleted in one tab: the other follows', { timeout: 180_000 }, async () => {
+    await twoTabs(async (acting, other) => {
+      await acting.getByRole('button', { name: 'New folder' }).click();
+      await acting.getByLabel('Folder name').fill('Clients');
+      await acting.getByRole('button', { name: 'Create' }).click();
+      await status(acting, 'Folder Clients created').waitFor();
+      await folderLink(other, 'Clients').waitFor(SOON);
+
+      // the other tab has it open: it follows the new name
+      await folderLink(other, 'Clients').click();
+      await heading(other, 'Clients').waitFor();
+      await acting.getByRole('button', { name: 'Options for Clients' }).click();
+      await acting.getByRole('button', { name: 'Rename Clients' }).click();
+      await acting.getByLabel('New name for Clients').fill('Customers');
+      await acting.keyboard.press('Enter');
+      await status(acting, 'Folder renamed to Customers').waitFor();
+      await heading(other, 'Customers').waitFor(SOON);
+      await status(other, 'Folder Clients was renamed to Customers elsewhere').waitFor();
+      assert.match(other.url(), /#folder=Customers$/);
+      await gone(other, 'Clients');
+
+      // deleted: the other tab goes to Inbox, saying why
+      await folderLink(other, 'Customers').click();
+      acting.once('dialog', (d) => void d.accept());
+      await acting.getByRole('button', { name: 'Options for Customers' }).click();
+      await acting.getByRole('button', { name: 'Delete Customers' }).click();
+      await status(acting, 'Folder Customers deleted').waitFor();
+      await heading(other, 'Inbox').waitFor(SOON);
+      await status(other, 'Folder Customers was deleted elsewhere').waitFor();
+      await gone(other, 'Customers');
+      assert.equal(await other.getByRole('alert').count(), 0, 'no error shown');
+      // the tab that made the changes is not told of them as news from elsewhere
+      assert.equal(await status(acting, 'elsewhere').count(), 0);
+    });
+  });
+
+  test('made, renamed and deleted by another IMAP client', { timeout: 180_000 }, async () => {
+    await twoTabs(async (_, page) => {
+      await f.imap.mailboxCreate('Travel');
+      await folderLink(page, 'Travel').click(SOON);
+      await heading(page, 'Travel').waitFor();
+      await f.imap.mailboxRename('Travel', 'Trips');
+      await heading(page, 'Trips').waitFor(SOON);
+      await gone(page, 'Travel');
+      await f.imap.mailboxDelete('Trips');
+      await heading(page, 'Inbox').waitFor(SOON);
+      await status(page, 'Folder Trips was deleted elsewhere').waitFor();
+      await gone(page, 'Trips');
+    });
+  });
+});
