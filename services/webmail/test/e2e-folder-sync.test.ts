@@ -1,7 +1,9 @@
 // Folder changes reach every open tab without reload (a real browser: Debian's Chromium
 // through playwright-core): a folder made, renamed and deleted in one tab shows in the
 // other, whose open folder follows a rename and goes back to Inbox when deleted; the same
-// for a change made by another IMAP client (imapflow).
+// for a change made by another IMAP client (imapflow). A level that only holds folders
+// (\Noselect, made by that client) is listed as a group, never opened, and may hold a new
+// folder.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
@@ -103,4 +105,31 @@ describe('folder changes in every tab', () => {
       await gone(page, 'Trips');
     });
   });
+
+  test(
+    'a level that only holds folders is a group and may hold a new one',
+    { timeout: 180_000 },
+    async () => {
+      await twoTabs(async (acting, other) => {
+        // made by another client without its parent: Projects is \Noselect
+        await f.imap.mailboxCreate('Projects/2026');
+        const group = nav(other).locator('[data-folder="Projects"]');
+        await group.waitFor(SOON);
+        await folderLink(other, '2026').waitFor();
+        assert.equal(await folderLink(other, 'Projects').count(), 0, 'not a folder to open');
+        await group.click();
+        assert.doesNotMatch(other.url(), /#folder=Projects/);
+        await heading(other, 'Inbox').waitFor();
+        assert.equal(await other.getByRole('alert').count(), 0, 'no error shown');
+
+        await acting.getByRole('button', { name: 'New folder' }).click();
+        await acting.getByLabel('Folder name').fill('Plans');
+        await acting.getByLabel('Inside').selectOption('Projects');
+        await acting.getByRole('button', { name: 'Create' }).click();
+        await status(acting, 'Folder Projects/Plans created').waitFor();
+        await folderLink(other, 'Plans').waitFor(SOON);
+        assert.ok((await f.imap.list()).some((f) => f.path === 'Projects/Plans'));
+      });
+    },
+  );
 });

@@ -17,6 +17,14 @@ export const DRAG_TYPE = 'application/x-mailyard-message';
 /** Inbox and the folders the webmail files mail into: never renamed or deleted (the server refuses too). */
 export const isSpecial = (f: Folder) => f.specialUse !== null || f.path.toUpperCase() === 'INBOX';
 
+/**
+ * A level that only holds folders (IMAP `\\Noselect`: another client made `a/b` without
+ * `a`): listed as a group, offered to hold new folders, never opened. One with nothing
+ * under it (a subscription to a folder gone) is not listed.
+ */
+export const isGroup = (f: Folder, all: Folder[]) =>
+  !f.selectable && !!f.delimiter && all.some((x) => x.path.startsWith(f.path + f.delimiter));
+
 /** A folder's name field: Enter keeps it, Escape leaves it; the server's refusal is said under it. */
 function FolderNameForm(props: {
   label: string;
@@ -132,7 +140,7 @@ export function FolderList(props: {
     <nav class="folders" aria-label="Folders">
       <ul>
         {props.folders
-          .filter((f) => f.selectable)
+          .filter((f) => f.selectable || isGroup(f, props.folders))
           .map((f) => {
             const depth = f.parent ? f.path.split(f.delimiter || '/').length - 1 : 0;
             const label = folderLabel(f);
@@ -157,40 +165,52 @@ export function FolderList(props: {
               );
             return (
               <li key={f.path}>
-                <a
-                  href={`#folder=${encodeURIComponent(f.path)}`}
-                  class={`folder${current ? ' current' : ''}${over === f.path ? ' drop' : ''}`}
-                  style={{ paddingLeft: `${0.75 + depth}rem` }}
-                  aria-current={current ? 'page' : undefined}
-                  data-folder={f.path}
-                  onClick={(e) => {
-                    e.preventDefault();
-                    props.onOpen(f.path);
-                  }}
-                  onDragOver={(e) => {
-                    if (!e.dataTransfer?.types.includes(DRAG_TYPE)) return;
-                    e.preventDefault();
-                    e.dataTransfer.dropEffect = 'move';
-                    setOver(f.path);
-                  }}
-                  onDragLeave={() => setOver((o) => (o === f.path ? null : o))}
-                  onDrop={(e) => {
-                    e.preventDefault();
-                    setOver(null);
-                    const data = e.dataTransfer?.getData(DRAG_TYPE);
-                    const from = data ? (JSON.parse(data) as { folder: string; uids: number[] }) : null;
-                    // dropped back on their own folder: nothing moves (as in Gmail), nor says it did
-                    if (from && from.folder !== f.path) props.onDrop(f.path, from);
-                  }}
-                >
-                  <Icon name={ICONS[f.specialUse ?? ''] ?? 'folder'} />
-                  <span class="name">{label}</span>
-                  {f.unseen > 0 && (
-                    <span class="count" aria-label={`${f.unseen} unread`}>
-                      {f.unseen}
-                    </span>
-                  )}
-                </a>
+                {!f.selectable ? (
+                  // as Roundcube's virtual folders: a heading for the folders under it
+                  <span
+                    class="folder group"
+                    style={{ paddingLeft: `${0.75 + depth}rem` }}
+                    data-folder={f.path}
+                  >
+                    <Icon name="folder" />
+                    <span class="name">{label}</span>
+                  </span>
+                ) : (
+                  <a
+                    href={`#folder=${encodeURIComponent(f.path)}`}
+                    class={`folder${current ? ' current' : ''}${over === f.path ? ' drop' : ''}`}
+                    style={{ paddingLeft: `${0.75 + depth}rem` }}
+                    aria-current={current ? 'page' : undefined}
+                    data-folder={f.path}
+                    onClick={(e) => {
+                      e.preventDefault();
+                      props.onOpen(f.path);
+                    }}
+                    onDragOver={(e) => {
+                      if (!e.dataTransfer?.types.includes(DRAG_TYPE)) return;
+                      e.preventDefault();
+                      e.dataTransfer.dropEffect = 'move';
+                      setOver(f.path);
+                    }}
+                    onDragLeave={() => setOver((o) => (o === f.path ? null : o))}
+                    onDrop={(e) => {
+                      e.preventDefault();
+                      setOver(null);
+                      const data = e.dataTransfer?.getData(DRAG_TYPE);
+                      const from = data ? (JSON.parse(data) as { folder: string; uids: number[] }) : null;
+                      // dropped back on their own folder: nothing moves (as in Gmail), nor says it did
+                      if (from && from.folder !== f.path) props.onDrop(f.path, from);
+                    }}
+                  >
+                    <Icon name={ICONS[f.specialUse ?? ''] ?? 'folder'} />
+                    <span class="name">{label}</span>
+                    {f.unseen > 0 && (
+                      <span class="count" aria-label={`${f.unseen} unread`}>
+                        {f.unseen}
+                      </span>
+                    )}
+                  </a>
+                )}
                 {!isSpecial(f) && (
                   <button
                     class="folder-options"
@@ -244,7 +264,7 @@ export function FolderList(props: {
           label="Folder name"
           initial=""
           submit="Create"
-          parents={props.folders.filter((f) => f.selectable && !isSpecial(f))}
+          parents={props.folders.filter((f) => (f.selectable || isGroup(f, props.folders)) && !isSpecial(f))}
           onSubmit={async (name, parent) => {
             await props.onCreate(name, parent);
             setCreating(false);
