@@ -171,10 +171,10 @@ describe('the webmail in a browser: the session ends while writing', () => {
         await dialog.getByRole('button', { name: 'Log in' }).click();
         await dialog
           .getByRole('alert')
-          .filter({ hasText: `You logged in as ${BOB}, and this message is written from ${ALICE}` })
+          .filter({ hasText: `${BOB} is not the account this message is written from` })
           .waitFor();
         assert.equal(await page.locator('#compose-text').inputValue(), 'Private words.');
-        // Bob's login ended at once: the browser holds no session
+        // Bob is not logged in: the browser holds no session
         const session = await page.evaluate(
           "fetch('/api/session', { headers: { accept: 'application/json' } }).then((r) => r.json())",
         );

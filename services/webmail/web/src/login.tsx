@@ -30,6 +30,11 @@ export function LoginForm(props: {
   secondFactorFor?: string | undefined;
   /** The address the form starts with. */
   username?: string;
+  /**
+   * The only account this form may log in (the one a message was written from): another
+   * address is refused before any login, so no session of another account is made here.
+   */
+  onlyAccount?: string;
   onDone: (s: SessionInfo) => void | Promise<void>;
   /** After the button (another way out of a dialog). */
   children?: ComponentChildren;
@@ -50,9 +55,18 @@ export function LoginForm(props: {
       if (second) {
         s = await api.secondFactor(code.current!.value.trim());
       } else {
+        const typed = user.current!.value.trim();
+        if (props.onlyAccount && typed.toLowerCase() !== props.onlyAccount.toLowerCase()) {
+          throw new ApiError(
+            403,
+            'other_account',
+            `${typed} is not the account this message is written from: log in as ` +
+              `${props.onlyAccount} to save or send it, or discard the message.`,
+          );
+        }
         const fresh = await api.session();
         setCsrf(fresh.loginToken ?? '');
-        s = await api.login(user.current!.value.trim(), pass.current!.value);
+        s = await api.login(typed, pass.current!.value);
       }
       if (s.csrf) setCsrf(s.csrf);
       if (s.next === 'second-factor') {
@@ -134,6 +148,10 @@ export function LoginForm(props: {
   );
 }
 
+const otherAccount = (other: string, account: string) =>
+  `You logged in as ${other}, and this message is written from ${account}: it is not ` +
+  `saved or sent from another account. Log in as ${account}, or discard the message.`;
+
 /**
  * Over the editor when the session ended while a message was being written: the same
  * login, for the account the message is written from only. Another account's login is
@@ -150,14 +168,21 @@ export function SignInAgain(props: {
     const s = await api.session();
     if (!s.authenticated) throw new ApiError(401, 'not_logged_in', 'The login did not last: log in again');
     if (s.account !== props.account) {
-      await api.logout().catch(() => undefined);
+      // (an address the form let through that names another account): that login ends here
       setCsrf('');
+      const out = await api.logout().then(
+        () => true,
+        () =>
+          api.logout().then(
+            () => true,
+            () => false,
+          ),
+      );
       throw new ApiError(
         403,
         'other_account',
-        `You logged in as ${s.account ?? 'another account'}, and this message is written from ` +
-          `${props.account}: it is not saved or sent from another account. ` +
-          `Log in as ${props.account}, or discard the message.`,
+        otherAccount(s.account ?? 'another account', props.account) +
+          (out ? '' : ` This browser is still logged in as ${s.account ?? 'that account'}: log it out.`),
       );
     }
     setCsrf(s.csrf ?? '');
@@ -171,6 +196,7 @@ export function SignInAgain(props: {
           title="Your session has ended"
           notice={`${props.why}. What you are writing is kept here: log in again as ${props.account} to save or send it.`}
           username={props.account}
+          onlyAccount={props.account}
           onDone={done}
         >
           <button type="button" onClick={props.onLater}>
