@@ -32,6 +32,16 @@ export const intakeSchema = {
    * the hard error limit (Postfix: smtpd_junk_command_limit).
    */
   smtpd_junk_command_limit: positiveInt(100),
+  /**
+   * RFC 2920 §3.1 pipelining constraints for a client not logged in (Postfix >= 3.9's
+   * default): a command sent before the reply to HELO, EHLO, NOOP, VRFY or DATA, or any
+   * command pipelined where PIPELINING was not offered (before EHLO, after HELO), is
+   * answered 554 5.5.0 and the session closed. Such a client does not read replies: a
+   * spam engine blasting a whole transaction, or an SMTP smuggling attempt. Legitimate
+   * pipelining (MAIL, RCPT..., DATA last) is unaffected; after AUTH anything goes. Off:
+   * only message content sent with DATA, before the 354, is refused so.
+   */
+  smtpd_forbid_unauth_pipelining: bool(true),
   /** Idle time before the session is closed (Postfix: smtpd_timeout). */
   smtpd_timeout: timerDuration('300s'),
   /**

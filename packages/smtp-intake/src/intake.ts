@@ -503,6 +503,7 @@ export function createIntake<L extends string>(
       proxyTrusted: config.proxy_protocol_trusted_networks,
       hardErrorLimit: config.smtpd_hard_error_limit,
       junkCommandLimit: config.smtpd_junk_command_limit,
+      forbidUnauthPipelining: config.smtpd_forbid_unauth_pipelining,
       greetingDelay: role.greetingDelay,
       onErrorReply: (code) => metrics.errorReply(code),
       // per listener, as Postfix counts per master.cf service

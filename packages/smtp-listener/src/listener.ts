@@ -29,6 +29,14 @@ export interface ListenerOptions extends SMTPServerOptions {
   onClientRefused?: (ip: string, limit: string) => void;
   /** Request and login deadlines (see watchDeadlines); none when absent. */
   deadlines?: DeadlineOptions;
+  /**
+   * RFC 2920 §3.1 pipelining constraints for a client not logged in (Postfix:
+   * smtpd_forbid_unauth_pipelining, on by default since 3.9): input sent after HELO,
+   * EHLO, NOOP, VRFY or DATA before their reply, or after any command where PIPELINING
+   * was not offered (no EHLO yet, or HELO), is answered 554 5.5.0 and disconnects.
+   * Off: only message content sent with DATA is refused so. Default true.
+   */
+  forbidUnauthPipelining?: boolean;
   /** Called for a refusal made here rather than in a hook (improper pipelining), to count and log it. */
   onReject?: (err: SmtpReject, session: SMTPServerSession, extra: Record<string, unknown>) => void;
 }
@@ -55,6 +63,16 @@ interface ConnectionLike extends SessionLike {
   session: SMTPServerSession;
   /** smtp-server's SMTPStream: a Writable the socket is piped into. */
   _parser?: { pipelinedInput?: string; writableBuffer?: unknown[] } | false;
+  /** smtp-server's command dispatcher (called by the parser for each line). */
+  _onCommand(command: Buffer, callback?: () => void): void;
+  /** Set while the next line is the continuation of an AUTH exchange, not a command. */
+  _nextHandler?: unknown;
+  /** The TLS handshake of STARTTLS is running: smtp-server drops what arrives meanwhile. */
+  _upgrading?: boolean;
+  /** The greeting was sent. */
+  _ready?: boolean;
+  /** The last of HELO and EHLO the client sent (smtp-server's field); undefined before either. */
+  openingCommand?: string;
   close(): void;
   handler_DATA(command: Buffer, callback: () => void): void;
   handler_MAIL(command: Buffer, callback: () => void): void;
@@ -72,6 +90,13 @@ interface ConnectionLike extends SessionLike {
 /** Commands that move no mail: Postfix's junk commands (it counts ETRN too, which we do not offer). */
 const JUNK_COMMANDS = ['NOOP', 'RSET', 'VRFY', 'HELP'] as const;
 
+/**
+ * RFC 2920 §3.1: commands that may only be the last of a pipelined group, those of the
+ * list we answer (EXPN and TURN are unknown commands here, as in Postfix). QUIT is left
+ * out as Postfix leaves it: it ends the session anyway, and what follows it is never read.
+ */
+const GROUP_ENDERS = new Set(['HELO', 'EHLO', 'NOOP', 'VRFY', 'DATA']);
+
 const PROXY_HEADER_TIMEOUT_MS = 10_000;
 /** How long a client refused on an implicit-TLS listener has to finish its handshake and read the 421. */
 const REFUSED_HANDSHAKE_MS = 10_000;
@@ -84,8 +109,9 @@ const REFUSED_HANDSHAKE_MS = 10_000;
  *  - a hard error limit: after N error replies the client gets 421 and is disconnected;
  *  - per-client connection limits (count and rate, see `admit`);
  *  - deadlines for a whole command line, the message and the login (watchDeadlines);
- *  - message content sent before the 354 (Postfix's smtpd_forbid_unauth_pipelining): 554
- *    and disconnect, nothing queued;
+ *  - commands pipelined where RFC 2920 §3.1 forbids it by a client not logged in
+ *    (Postfix's smtpd_forbid_unauth_pipelining), and message content sent before the
+ *    354 in any case: 554 and disconnect, nothing queued;
  *  - a shutdown that tells every client 421 4.3.2 within a deadline (`shutdown()`), a
  *    client whose message the broker has not confirmed by then included.
  */
@@ -93,6 +119,7 @@ export class MailyardSmtpServer extends SMTPServer {
   private readonly proxyTrusted: string[];
   private readonly hardErrorLimit: number;
   private readonly junkCommandLimit: number;
+  private readonly forbidUnauthPipelining: boolean;
   private readonly onErrorReply: ((code: number) => void) | undefined;
   private readonly tracker = new SessionTracker();
 
@@ -109,6 +136,7 @@ export class MailyardSmtpServer extends SMTPServer {
       proxyTrusted,
       hardErrorLimit,
       junkCommandLimit,
+      forbidUnauthPipelining,
       greetingDelay,
       onErrorReply,
       clientLimits,
@@ -121,6 +149,7 @@ export class MailyardSmtpServer extends SMTPServer {
     this.proxyTrusted = proxyTrusted;
     this.hardErrorLimit = hardErrorLimit;
     this.junkCommandLimit = junkCommandLimit ?? 100;
+    this.forbidUnauthPipelining = forbidUnauthPipelining ?? true;
     this.onErrorReply = onErrorReply;
     this.onReject = onReject;
     this.clientLimits = clientLimits;
@@ -346,20 +375,40 @@ export class MailyardSmtpServer extends SMTPServer {
         callback();
       };
     }
+    /** 554 5.5.0 and close for input that came before the reply to `verb` (Postfix's words). */
+    const synchronizationError = (verb: string, input: string, callback?: () => void) => {
+      const err = reply.improperPipelining();
+      this.onReject?.(err, conn.session, { after: verb, input });
+      this.onErrorReply?.(err.code);
+      send(err.code, err.message);
+      conn.close();
+      callback?.();
+    };
+    if (this.forbidUnauthPipelining) {
+      const onCommand = conn._onCommand.bind(conn);
+      conn._onCommand = (command, callback) => {
+        // a line of an AUTH exchange is not a command, nor is plaintext that STARTTLS drops
+        // (and before the greeting smtp-server answers an early talker itself)
+        if (conn.session.user || conn._nextHandler || conn._upgrading || !conn._ready)
+          return onCommand(command, callback);
+        const verb = /^\S*/.exec(command.toString('latin1'))![0].toUpperCase();
+        // RFC 2920 §3.1: a group ends with one of GROUP_ENDERS, and there are no groups
+        // where PIPELINING was not offered (before EHLO, after HELO). Checked before the
+        // command runs, as Postfix does: the command is not answered. A client that
+        // logged in is trusted to know what it does.
+        const early = GROUP_ENDERS.has(verb) || conn.openingCommand !== 'EHLO' ? pipelinedAfter(conn) : null;
+        if (early === null) return onCommand(command, callback);
+        synchronizationError(verb, early, callback);
+      };
+    }
     const data = conn.handler_DATA.bind(conn);
     conn.handler_DATA = (command, callback) => {
       const early = pipelinedAfter(conn);
       // RFC 2920 §3.1: DATA ends a pipelined group; content before the 354 is a client that
-      // does not wait for replies (a spam engine, or a smuggling attempt). Postfix >= 3.9
-      // (smtpd_forbid_unauth_pipelining) answers 554 5.5.0 and disconnects; a client that
-      // logged in is trusted to know what it does.
+      // does not wait for replies (a spam engine, or a smuggling attempt), refused even
+      // with forbidUnauthPipelining off, where content could be taken as commands.
       if (early === null || conn.session.user) return data(command, callback);
-      const err = reply.improperPipelining();
-      this.onReject?.(err, conn.session, { after: 'DATA', input: early });
-      this.onErrorReply?.(err.code);
-      send(err.code, err.message);
-      conn.close();
-      callback();
+      synchronizationError('DATA', early, callback);
     };
     if (this.deadlines) watchDeadlines(conn as unknown as ConnectionState, this.deadlines);
     this.tracker.track(conn);

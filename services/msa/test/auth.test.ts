@@ -181,6 +181,33 @@ describe('credentials', () => {
   });
 });
 
+describe('pipelining (RFC 2920 §3.1)', () => {
+  test(
+    'before AUTH, a command sent before the reply to NOOP: 554 5.5.0, disconnected, no login',
+    { timeout: 20_000 },
+    async () => {
+      const c = await tlsSession();
+      c.write(
+        `NOOP\r\nAUTH PLAIN ${plain('alice@example.test', PASSWORD)}\r\nMAIL FROM:<alice@example.test>\r\n`,
+      );
+      assert.equal((await c.read()).text, '554 5.5.0 Error: SMTP protocol synchronization');
+      await c.waitClosed();
+      const body = await (await fetch(`http://127.0.0.1:${t.rt.httpPort}/metrics`)).text();
+      assert.match(body, /mailyard_msa_rejections_total\{reason="improper_pipelining"\} [1-9]/);
+    },
+  );
+
+  test('after AUTH, pipelining is free: NOOP, then a whole transaction', { timeout: 20_000 }, async () => {
+    const c = await tlsSession();
+    assert.equal((await c.cmd(`AUTH PLAIN ${plain('alice@example.test', PASSWORD)}`)).code, 235);
+    c.write('NOOP\r\nMAIL FROM:<alice@example.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n');
+    for (const code of [250, 250, 250, 354]) assert.equal((await c.read()).code, code);
+    c.write('Subject: pipelined\r\n\r\nhello\r\n.\r\nQUIT\r\n');
+    assert.match((await c.read()).text, /^250 2\.0\.0 Ok: queued as /);
+    assert.equal((await c.read()).code, 221);
+  });
+});
+
 describe('metrics', () => {
   test('/metrics counts logins and refusals by reason', async () => {
     const body = await (await fetch(`http://127.0.0.1:${t.rt.httpPort}/metrics`)).text();

@@ -157,10 +157,11 @@ describe('delivery to a Maildir', () => {
   test('pipelined transaction gets every reply in order', async () => {
     const c = await RawSmtp.connect(port());
     await c.read();
+    // RFC 2920 §3.1: EHLO ends a group, the transaction is the next one
+    assert.equal((await c.cmd('EHLO pipe.example.net')).code, 250);
     c.write(
-      'EHLO pipe.example.net\r\nMAIL FROM:<p@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\nDATA\r\n',
+      'MAIL FROM:<p@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\nDATA\r\n',
     );
-    assert.equal((await c.read()).code, 250);
     assert.equal((await c.read()).code, 250);
     assert.equal((await c.read()).code, 250);
     const unknown = await c.read();
@@ -466,17 +467,12 @@ describe('smuggling', () => {
     assert.ok(text.includes('line one\r\nline two\r\n'));
   });
 
-  test('message content sent with DATA, before the 354: 554 5.5.0, disconnected, nothing queued', async () => {
-    const before = p.inbox('alice@example.test').length;
-    const c = await session();
-    c.write(
-      'MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: early\r\n\r\nx\r\n.\r\n',
-    );
-    assert.equal((await c.read()).code, 250);
-    assert.equal((await c.read()).code, 250);
-    assert.match((await c.read()).text, /^554 5\.5\.0 /);
-    await c.waitClosed();
-    // a message sent the proper way right after is filed, and nothing of the early one
+  /**
+   * Sends alice a message the proper way and waits until it is filed: it must be the one
+   * message more than `before`, and nothing holding `refused` (a message refused before)
+   * may be in her mailbox.
+   */
+  async function onlyProperMessageFiled(before: number, refused: string): Promise<void> {
     const d = await session();
     await d.cmd('MAIL FROM:<x@remote.test>');
     await d.cmd('RCPT TO:<alice@example.test>');
@@ -487,8 +483,43 @@ describe('smuggling', () => {
       p.inbox('alice@example.test').length > before ? p.inbox('alice@example.test') : null,
     );
     assert.equal(files.length, before + 1);
-    assert.ok(!files.some((f) => readFileSync(f, 'latin1').includes('Subject: early')));
+    assert.ok(!files.some((f) => readFileSync(f, 'latin1').includes(refused)));
+  }
+
+  test('message content sent with DATA, before the 354: 554 5.5.0, disconnected, nothing queued', async () => {
+    const before = p.inbox('alice@example.test').length;
+    const c = await session();
+    c.write(
+      'MAIL FROM:<x@remote.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: early\r\n\r\nx\r\n.\r\n',
+    );
+    assert.equal((await c.read()).code, 250);
+    assert.equal((await c.read()).code, 250);
+    assert.match((await c.read()).text, /^554 5\.5\.0 /);
+    await c.waitClosed();
+    await onlyProperMessageFiled(before, 'Subject: early');
   });
+
+  test(
+    'a whole transaction sent with EHLO, before its reply: 554 5.5.0, disconnected, nothing queued',
+    { timeout: 20_000 },
+    async () => {
+      const before = p.inbox('alice@example.test').length;
+      const c = await RawSmtp.connect(port());
+      assert.equal((await c.read()).code, 220);
+      // a client that does not read replies (RFC 2920 §3.1: EHLO ends a group)
+      c.write(
+        'EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: blast\r\n\r\nx\r\n.\r\nQUIT\r\n',
+      );
+      assert.equal((await c.read()).text, '554 5.5.0 Error: SMTP protocol synchronization');
+      await c.waitClosed();
+      await onlyProperMessageFiled(before, 'Subject: blast');
+      const metrics = await (await fetch(`http://127.0.0.1:${p.inboundRt.httpPort}/metrics`)).text();
+      assert.match(
+        metrics,
+        /mailyard_mta_inbound_messages_total\{result="rejected",reason="improper_pipelining"\} [1-9]/,
+      );
+    },
+  );
 
   test('content pipelined after the end of a message, with the next transaction, is allowed', async () => {
     const before = p.inbox('bob@example.test').length;
