@@ -5,7 +5,7 @@
 // What the store holds afterwards is read back over IMAP.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
 import type { Page } from 'playwright-core';
 import { generate } from 'otplib';
@@ -13,20 +13,17 @@ import { LoginGuard, TwoFactor } from '@mailyard/auth';
 import { waitFor } from '@mailyard/testkit';
 import { addAccount } from '../../../test/harness.js';
 import { SESSION_COOKIE } from '../src/sessions.js';
-import { ensureFrontEnd, onNewPage } from './browser.js';
+import { onNewPage } from './browser.js';
+import { loggedIn, webmailFile } from './file-setup.js';
 import { storeSession } from './mail-clients.js';
-import { WebClient } from './web-client.js';
-import { ALICE, BOB, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { ALICE, BOB, HOST, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
 
 let t: WebmailTestbed;
 let origin: string;
 
-before(async () => {
-  ensureFrontEnd();
-  t = await startWebmailTestbed();
-  origin = `https://${HOST}:${t.webmail.port}`;
+webmailFile({ browser: true }, async (f) => {
+  ({ t, origin } = f);
 });
-after(() => t?.close());
 
 /** `account` (Alice unless said) logs in and starts a message to `to` about `subject`. */
 async function startWriting(
@@ -84,8 +81,7 @@ const clear = (account: string, folder: string) =>
 
 /** Every webmail session of Alice ends, as "sign out everywhere" on another computer ends them. */
 async function signOutEverywhere(): Promise<void> {
-  const other = new WebClient(t.webmail.port, t.ca);
-  assert.equal((await other.login(ALICE)).status, 200);
+  const other = await loggedIn(t, ALICE);
   assert.equal((await other.post('/api/account/sign-out-everywhere')).status, 200);
 }
 
@@ -254,8 +250,7 @@ describe('the webmail in a browser: the session ends while writing', () => {
         {},
         { twoFactor: new TwoFactor(redis, new LoginGuard(redis), { issuer: HOST, now: () => clock }) },
       );
-      const c = new WebClient(wm.port, t.ca);
-      assert.equal((await c.login(ERIN)).status, 200);
+      const c = await loggedIn(t, ERIN, wm.port);
       const begin = await c.post('/api/account/two-factor/begin', { password: PASSWORD });
       const secret = String(begin.json.secret);
       const code = () => {
