@@ -12,7 +12,7 @@ import type { Directory } from '@mailyard/directory';
 import { addAccount } from '../../../test/harness.js';
 import { launchBrowser, screenshotDir } from './browser.js';
 import { MailRules } from '@mailyard/mail-rules';
-import { webmailFile } from './file-setup.js';
+import { logIn, webmailFile } from './file-setup.js';
 import { holdSessions, imapLogin as imapLoginAs } from './mail-clients.js';
 import { WebClient } from './web-client.js';
 import { HOST, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
@@ -38,6 +38,9 @@ webmailFile({ browser: true, screenshots: true }, async (f) => {
 
 const imapLogin = (pass: string) => imapLoginAs(t, ACCOUNT, pass);
 
+const accountButton = (page: Page) => page.getByRole('button', { name: 'Account' });
+const secondStep = (page: Page) => page.getByRole('heading', { name: 'One more step' });
+
 /** A new page logged in as `account`, on the account page; the page's script errors go to `errors`. */
 async function accountPage(
   context: BrowserContext,
@@ -47,11 +50,8 @@ async function accountPage(
 ): Promise<Page> {
   const page = await context.newPage();
   page.on('pageerror', (e) => errors.push(e.message));
-  await page.goto(`${at}/`);
-  await page.getByLabel('Email address').fill(account);
-  await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('button', { name: 'Account' }).click();
+  await logIn(page, { at, account, ready: accountButton });
+  await accountButton(page).click();
   return page;
 }
 
@@ -97,20 +97,17 @@ test('two-factor login and an app password, set up in the browser', { timeout: 1
     // log out and in again: the code is asked for after the password
     await page.getByRole('button', { name: 'Back to mail' }).click();
     await page.getByRole('button', { name: 'Log out' }).click();
-    await page.getByLabel('Email address').fill(ACCOUNT);
-    await page.getByLabel('Password').fill(PASSWORD);
-    await page.getByRole('button', { name: 'Log in' }).click();
-    await page.getByRole('heading', { name: 'One more step' }).waitFor();
+    await logIn(page, { account: ACCOUNT, ready: secondStep });
     clock += 30_000;
     await page.getByLabel('Code').fill('000000');
     await page.getByRole('button', { name: 'Verify' }).click();
     await page.getByRole('alert').filter({ hasText: 'Wrong or already used code' }).waitFor();
     await page.getByLabel('Code').fill(await generate({ secret, epoch: Math.floor(clock / 1000) }));
     await page.getByRole('button', { name: 'Verify' }).click();
-    await page.getByRole('button', { name: 'Account' }).waitFor();
+    await accountButton(page).waitFor();
 
     // revoking the app password: IMAP refuses it
-    await page.getByRole('button', { name: 'Account' }).click();
+    await accountButton(page).click();
     await page.getByRole('button', { name: 'Revoke phone' }).click();
     await page.getByRole('cell', { name: 'phone', exact: true }).waitFor({ state: 'detached' });
     assert.equal(await imapLogin(shown), false);
@@ -119,10 +116,7 @@ test('two-factor login and an app password, set up in the browser', { timeout: 1
     // allowed in a row: the browser's code ends its login, and the password is asked again
     await page.getByRole('button', { name: 'Back to mail' }).click();
     await page.getByRole('button', { name: 'Log out' }).click();
-    await page.getByLabel('Email address').fill(ACCOUNT);
-    await page.getByLabel('Password').fill(PASSWORD);
-    await page.getByRole('button', { name: 'Log in' }).click();
-    await page.getByRole('heading', { name: 'One more step' }).waitFor();
+    await logIn(page, { account: ACCOUNT, ready: secondStep });
     for (let i = 0; i < 5; i++) {
       const guesser = new WebClient(wmPort, t.ca);
       guesser.csrf = (await guesser.login(ACCOUNT)).json.csrf;
@@ -133,10 +127,7 @@ test('two-factor login and an app password, set up in the browser', { timeout: 1
     await page.getByRole('button', { name: 'Verify' }).click();
     await page.getByRole('alert').filter({ hasText: 'Too many wrong codes' }).waitFor();
     await page.getByRole('heading', { name: 'Log in to your mail' }).waitFor();
-    await page.getByLabel('Email address').fill(ACCOUNT);
-    await page.getByLabel('Password').fill(PASSWORD);
-    await page.getByRole('button', { name: 'Log in' }).click();
-    await page.getByRole('heading', { name: 'One more step' }).waitFor();
+    await logIn(page, { account: ACCOUNT, ready: secondStep });
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();
@@ -269,10 +260,7 @@ test(
         )
         .waitFor();
       // and so it was
-      await page.getByLabel('Email address').fill(account);
-      await page.getByLabel('Password').fill('a new long passphrase');
-      await page.getByRole('button', { name: 'Log in' }).click();
-      await page.getByRole('button', { name: 'Account' }).waitFor();
+      await logIn(page, { account, password: 'a new long passphrase', ready: accountButton });
       assert.equal(await imapLoginAs(t, account, PASSWORD), false);
       assert.deepEqual(errors, []);
     } finally {

@@ -14,7 +14,7 @@ import { newQueueId } from '@mailyard/smtp-core';
 import { tempDir, waitFor } from '@mailyard/testkit';
 import { launchBrowser, screenshotDir } from './browser.js';
 import { deadMail, deferredMail, testBus } from './dead-letters.js';
-import { webmailFile } from './file-setup.js';
+import { logIn, webmailFile } from './file-setup.js';
 import { imapLogin as imapLoginAs } from './mail-clients.js';
 import { ALICE, BOB, HOST, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
 
@@ -42,12 +42,8 @@ webmailFile({ browser: true, screenshots: true }, async (f) => {
   origin = `https://${HOST}:${wm.port}`;
 });
 
-async function logIn(page: Page, account: string, at = origin): Promise<void> {
-  await page.goto(`${at}/`);
-  await page.getByLabel('Email address').fill(account);
-  await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Log in' }).click();
-}
+/** Logs `account` in at `at`; what comes next (the Admin entry or not) is each test's to wait for. */
+const logInAs = (page: Page, account: string, at = origin) => logIn(page, { at, account, ready: null });
 
 /**
  * A browser logged in as the admin, on `section` of the console (at `at`), for `fn`; closed
@@ -59,7 +55,7 @@ async function inConsole(section: string, fn: (page: Page) => Promise<void>, at 
   const browser = await launchBrowser(undefined, { clientAddress: `10.0.0.${++browsers}` });
   try {
     const page = await browser.context.newPage();
-    await logIn(page, ALICE, at);
+    await logInAs(page, ALICE, at);
     await page.getByRole('button', { name: 'Admin' }).click();
     await page.getByRole('link', { name: section }).click();
     await fn(page);
@@ -78,7 +74,7 @@ test(
       const page = await browser.context.newPage();
       page.on('pageerror', (e) => errors.push(e.message));
       page.on('dialog', (d) => void d.accept());
-      await logIn(page, ALICE);
+      await logInAs(page, ALICE);
       await page.getByRole('button', { name: 'Admin' }).click();
       await page.getByRole('heading', { name: 'Domains' }).waitFor();
 
@@ -184,7 +180,7 @@ test(
       });
       const page = await browser.context.newPage();
       page.on('pageerror', (e) => errors.push(e.message));
-      await logIn(page, ALICE);
+      await logInAs(page, ALICE);
       await page.getByRole('button', { name: 'Admin' }).click();
       await page.getByRole('link', { name: 'Dead letters' }).click();
       const letter = page.getByRole('list', { name: 'Dead letters' }).getByRole('listitem');
@@ -482,7 +478,7 @@ test('a user without the admin role sees no Admin entry', { timeout: 120_000 }, 
   try {
     const page = await browser.context.newPage();
     const account = page.waitForResponse((r) => new URL(r.url()).pathname === '/api/account');
-    await logIn(page, BOB);
+    await logInAs(page, BOB);
     assert.equal(((await (await account).json()) as { admin: boolean }).admin, false);
     await page.getByRole('button', { name: 'Account' }).waitFor();
     assert.equal(await page.getByRole('button', { name: 'Admin' }).count(), 0);
@@ -538,7 +534,7 @@ test('the console on a phone', { timeout: 120_000 }, async () => {
   const browser = await launchBrowser({ width: 390, height: 844 });
   try {
     const page = await browser.context.newPage();
-    await logIn(page, ALICE);
+    await logInAs(page, ALICE);
     await page.getByRole('button', { name: 'Admin' }).click();
     await page.getByRole('link', { name: 'Accounts' }).click();
     await page.getByRole('list', { name: 'Accounts' }).getByText(CAROL, { exact: true }).waitFor();

@@ -10,10 +10,10 @@ import type { Page } from 'playwright-core';
 import { waitFor } from '@mailyard/testkit';
 import { sendRaw } from '../../retrieval/test/helpers.js';
 import { launchBrowser, screenshotDir } from './browser.js';
-import { webmailFile } from './file-setup.js';
+import { logIn, webmailFile } from './file-setup.js';
 import { storedFlags } from './mail-clients.js';
 import { plainMessage } from './messages.js';
-import { ALICE, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
+import { ALICE, type WebmailTestbed } from './webmail-harness.js';
 
 let t: WebmailTestbed;
 let origin: string;
@@ -41,11 +41,7 @@ describe('the webmail in a browser: several messages at once', () => {
     try {
       const page = await browser.context.newPage();
       page.on('pageerror', (e) => errors.push(e.message));
-      await page.goto(`${origin}/`);
-      await page.getByLabel('Email address').fill(ALICE);
-      await page.getByLabel('Password').fill(PASSWORD);
-      await page.getByRole('button', { name: 'Log in' }).click();
-      await row(page, 'Keep unread').waitFor();
+      await logIn(page, { at: origin, ready: (p) => row(p, 'Keep unread') });
 
       // every loaded row, then none
       const all = page.getByLabel('Select all loaded messages');

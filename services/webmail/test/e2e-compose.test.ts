@@ -11,10 +11,10 @@ import type { Page, Route } from 'playwright-core';
 import { WebmailKeys } from '@mailyard/admin';
 import { waitFor } from '@mailyard/testkit';
 import { onNewPage } from './browser.js';
-import { webmailFile } from './file-setup.js';
+import { logIn, webmailFile } from './file-setup.js';
 import { storedFlags, storeSession } from './mail-clients.js';
 import { plainMessage } from './messages.js';
-import { ALICE, BOB, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
+import { ALICE, BOB, type WebmailTestbed } from './webmail-harness.js';
 
 let t: WebmailTestbed;
 let origin: string;
@@ -24,14 +24,6 @@ webmailFile({ browser: true, store: ALICE }, async (f) => {
   ({ t, origin, imap } = f);
   await imap.append('INBOX', plainMessage({ subject: 'Something to read' }));
 });
-
-async function logIn(page: Page): Promise<void> {
-  await page.goto(`${origin}/`);
-  await page.getByLabel('Email address').fill(ALICE);
-  await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('listbox', { name: 'Messages' }).getByRole('option').first().waitFor();
-}
 
 /** The text of each message in `folder` (a draft's or a message's source), read over IMAP. */
 async function sources(folder: string, account = imap): Promise<string[]> {
@@ -53,7 +45,7 @@ const editor = (page: Page) =>
 describe('the webmail in a browser: drafts while writing', () => {
   test('closing keeps the editor open when the draft cannot be saved', { timeout: 120_000 }, async () => {
     await onNewPage('10.6.1.1', async (page) => {
-      await logIn(page);
+      await logIn(page, { at: origin });
       await page.getByRole('button', { name: 'Compose' }).click();
       // a name typed without its address yet: no draft can be made of it
       await page.locator('#compose-to').fill('Bob Sm');
@@ -94,7 +86,7 @@ describe('the webmail in a browser: drafts while writing', () => {
       await onNewPage('10.6.1.2', async (page) => {
         // the autosave's timer moves only when the test says so
         await page.clock.install();
-        await logIn(page);
+        await logIn(page, { at: origin });
         // each save is held until the test lets it through, as a slow store would hold it
         const held: Route[] = [];
         await page.route('**/api/drafts', (route) => {
@@ -136,7 +128,7 @@ describe('the webmail in a browser: drafts while writing', () => {
 
   test('discarding stops an upload under way: nothing of it is kept', { timeout: 120_000 }, async () => {
     await onNewPage('10.6.1.4', async (page) => {
-      await logIn(page);
+      await logIn(page, { at: origin });
       // the upload is held until the test lets it through, as a slow connection would hold it
       const held: Route[] = [];
       await page.route('**/api/uploads', (route) => {
@@ -174,7 +166,7 @@ describe('the webmail in a browser: drafts while writing', () => {
   test('who a message did not reach stays on screen until dismissed', { timeout: 120_000 }, async () => {
     await onNewPage('10.6.1.3', async (page) => {
       await page.clock.install();
-      await logIn(page);
+      await logIn(page, { at: origin });
       await page.getByRole('button', { name: 'Compose' }).click();
       await page.locator('#compose-to').fill(`${BOB}, nobody@example.test`);
       await page.locator('#compose-subject').fill('To two, one unknown');

@@ -11,10 +11,10 @@ import type { ImapFlow } from 'imapflow';
 import type { Page } from 'playwright-core';
 import { waitFor } from '@mailyard/testkit';
 import { onNewPage } from './browser.js';
-import { webmailFile } from './file-setup.js';
+import { logIn, webmailFile } from './file-setup.js';
 import { storedFlags } from './mail-clients.js';
 import { plainMessage } from './messages.js';
-import { ALICE, PASSWORD } from './webmail-harness.js';
+import { ALICE } from './webmail-harness.js';
 
 let origin: string;
 let imap: ImapFlow;
@@ -42,18 +42,14 @@ const focusedRow = async (page: Page) => {
   return (await focused.count()) ? await focused.getAttribute('aria-label') : null;
 };
 
-async function logIn(page: Page): Promise<void> {
-  await page.goto(`${origin}/`);
-  await page.getByLabel('Email address').fill(ALICE);
-  await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.locator('[data-folder="Long"]').waitFor();
-}
+/** Logged in, with the folders shown (the test of the long folder opens it). */
+const logInHere = (page: Page) =>
+  logIn(page, { at: origin, ready: (p) => p.locator('[data-folder="Long"]') });
 
 describe('the webmail in a browser: the list after messages leave it', () => {
   test('e, e archives one message, then the next', { timeout: 120_000 }, async () => {
     await onNewPage('10.5.1.1', async (page) => {
-      await logIn(page);
+      await logInHere(page);
       // newest first: Keyboard 4 at the top
       await page.keyboard.press('j');
       assert.match(String(await focusedRow(page)), /Keyboard 4/);
@@ -93,7 +89,7 @@ describe('the webmail in a browser: the list after messages leave it', () => {
     { timeout: 120_000 },
     async () => {
       await onNewPage('10.5.1.2', async (page) => {
-        await logIn(page);
+        await logInHere(page);
         await page.locator('[data-folder="Long"]').click();
         await row(page, longSubject(LONG)).waitFor();
         // to the bottom at once (the scroll bar dragged down): the pages in between are not loaded
@@ -126,7 +122,7 @@ describe('the webmail in a browser: the list after messages leave it', () => {
       page.on('request', (r) => {
         if (r.url().endsWith('/api/messages/move')) moves.push(r.postData() ?? '');
       });
-      await logIn(page);
+      await logInHere(page);
       await row(page, 'Drag me around').dragTo(page.locator('[data-folder="INBOX"]'));
       // then somewhere else, which moves it: the only move asked for
       await row(page, 'Drag me around').dragTo(page.locator('[data-folder="Elsewhere"]'));
@@ -139,7 +135,7 @@ describe('the webmail in a browser: the list after messages leave it', () => {
 
   test('a flag the server could not set is not shown', { timeout: 120_000 }, async () => {
     await onNewPage('10.5.1.4', async (page) => {
-      await logIn(page);
+      await logInHere(page);
       const uid = Number(await row(page, 'Filed by the phone').getAttribute('data-uid'));
       await row(page, 'Filed by the phone').click();
       await page.getByRole('heading', { name: 'Filed by the phone' }).waitFor();

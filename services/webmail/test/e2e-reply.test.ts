@@ -7,10 +7,10 @@ import type { Locator, Page } from 'playwright-core';
 import { readFileSync } from 'node:fs';
 import { waitFor } from '@mailyard/testkit';
 import { launchBrowser } from './browser.js';
-import { webmailFile } from './file-setup.js';
+import { logIn, webmailFile } from './file-setup.js';
 import { storeSession } from './mail-clients.js';
 import { plainMessage } from './messages.js';
-import { ALICE, BOB, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
+import { ALICE, BOB, type WebmailTestbed } from './webmail-harness.js';
 
 let t: WebmailTestbed;
 let origin: string;
@@ -40,14 +40,6 @@ webmailFile({ browser: true, store: ALICE }, async (f) => {
     ['\\Seen'],
   );
 });
-
-async function logIn(page: Page): Promise<void> {
-  await page.goto(`${origin}/`);
-  await page.getByLabel('Email address').fill(ALICE);
-  await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('listbox', { name: 'Messages' }).getByRole('option').first().waitFor();
-}
 
 const open = async (page: Page, subject: string) => {
   await page
@@ -81,7 +73,7 @@ async function withPage(fn: (page: Page) => Promise<void>): Promise<void> {
   const browser = await launchBrowser();
   try {
     const page = await browser.context.newPage();
-    await logIn(page);
+    await logIn(page, { at: origin });
     await fn(page);
   } finally {
     await browser.close();

@@ -14,7 +14,7 @@ import { waitFor } from '@mailyard/testkit';
 import { addAccount } from '../../../test/harness.js';
 import { SESSION_COOKIE } from '../src/sessions.js';
 import { onNewPage } from './browser.js';
-import { loggedIn, webmailFile } from './file-setup.js';
+import { loggedIn, logIn, webmailFile } from './file-setup.js';
 import { storeSession } from './mail-clients.js';
 import { ALICE, BOB, HOST, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
 
@@ -34,15 +34,9 @@ async function startWriting(
   account = ALICE,
   code?: () => Promise<string>,
 ): Promise<void> {
-  await page.goto(`${at}/`);
-  await page.getByLabel('Email address').fill(account);
-  await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  if (code) {
-    await page.getByLabel('Code').fill(await code());
-    await page.getByRole('button', { name: 'Verify' }).click();
-  }
-  await page.getByRole('button', { name: 'Compose' }).click();
+  const compose = (p: Page) => p.getByRole('button', { name: 'Compose' });
+  await logIn(page, { at, account, code, ready: compose });
+  await compose(page).click();
   await page.locator('#compose-to').fill(to);
   await page.locator('#compose-subject').fill(subject);
 }

@@ -17,7 +17,7 @@ import type { BrowserContext, Page } from 'playwright-core';
 import { waitFor } from '@mailyard/testkit';
 import { sendRaw } from '../../retrieval/test/helpers.js';
 import { launchBrowser, screenshotDir } from './browser.js';
-import { webmailFile } from './file-setup.js';
+import { logIn, webmailFile } from './file-setup.js';
 import { storeSession } from './mail-clients.js';
 import { newsletter, plainMessage } from './messages.js';
 import { ALICE, BOB, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
@@ -52,14 +52,6 @@ webmailFile({ browser: true, screenshots: true }, async (f) => {
     plainMessage({ subject: 'Drag me to the archive', from: '"Eve Adams" <eve@remote.example>' }),
   );
 });
-
-async function logIn(page: Page, user = ALICE): Promise<void> {
-  await page.goto(`${origin}/`);
-  await page.getByLabel('Email address').fill(user);
-  await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('listbox', { name: 'Messages' }).getByRole('option').first().waitFor();
-}
 
 const row = (page: Page, text: string | RegExp) =>
   page.getByRole('listbox', { name: 'Messages' }).getByRole('option', { name: text });
@@ -99,7 +91,7 @@ describe('a day with the webmail', () => {
       await page.goto(`${origin}/`);
       await page.getByRole('heading', { name: 'Log in to your mail' }).waitFor();
       await page.screenshot({ path: join(shots, 'login.png'), animations: 'disabled' });
-      await logIn(page);
+      await logIn(page, { at: origin });
 
       // new mail by SMTP appears without a reload
       await waitFor(() => t.webmail.watching(ALICE), { what: 'the IDLE session', timeoutMs: 30_000 });
@@ -249,7 +241,7 @@ describe('a day with the webmail', () => {
     const browser = await launchBrowser({ width: 390, height: 844 });
     try {
       const page = await browser.context.newPage();
-      await logIn(page);
+      await logIn(page, { at: origin });
       await page.screenshot({ path: join(shots, 'phone-inbox.png'), animations: 'disabled' });
       assert.equal(await page.getByRole('region', { name: 'Message' }).isVisible(), false);
       await row(page, /Team lunch/).click();
@@ -299,7 +291,7 @@ describe('links in a message', () => {
       const browser = await launchBrowser();
       try {
         const page = await browser.context.newPage();
-        await logIn(page);
+        await logIn(page, { at: origin });
         await row(page, /The handbook, chapter by chapter/).click();
         const windows = browser.context.pages().length;
         await page.frameLocator('iframe[title="Message body"]').getByText('Skip to chapter 9').click();
@@ -341,7 +333,7 @@ describe('privacy', () => {
     const browser = await launchBrowser();
     try {
       const page = await browser.context.newPage();
-      await logIn(page);
+      await logIn(page, { at: origin });
       await row(page, /Spring offers from the shop/).click();
       const body = page.frameLocator('iframe[title="Message body"]');
       await body.getByText('spring').waitFor();
@@ -395,7 +387,7 @@ describe('privacy', () => {
       const browser = await launchBrowser();
       try {
         const page = await browser.context.newPage();
-        await logIn(page);
+        await logIn(page, { at: origin });
         await row(page, /The gallery reopens/).click();
         await page.frameLocator('iframe[title="Message body"]').getByText('Come and see').waitFor();
         await page.getByText(/3 remote images were blocked/).waitFor();

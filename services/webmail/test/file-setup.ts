@@ -6,9 +6,10 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { after, before } from 'node:test';
 import type { ImapFlow } from 'imapflow';
+import type { Locator, Page } from 'playwright-core';
 import { storeSession } from './mail-clients.js';
 import { WebClient } from './web-client.js';
-import { HOST, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
+import { ALICE, HOST, PASSWORD, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 
 export interface WebmailFile {
   t: WebmailTestbed;
@@ -57,4 +58,35 @@ export async function loggedIn(
   const res = await c.login(account);
   assert.equal(res.status, 200, res.text);
   return c;
+}
+
+/**
+ * Logs `page` in through the login form, as a user would: opens `at` first if given (else the
+ * form is already shown), fills the address (Alice's unless `account`) and the password, presses
+ * Log in, gives the second step's code if `code`, then waits for what `ready` shows a logged-in
+ * page to be (the first row of the message list unless said; `null`, nothing).
+ */
+export async function logIn(
+  page: Page,
+  opts: {
+    at?: string;
+    account?: string;
+    password?: string;
+    code?: () => Promise<string>;
+    ready?: ((page: Page) => Locator) | null;
+  } = {},
+): Promise<void> {
+  if (opts.at !== undefined) await page.goto(`${opts.at}/`);
+  await page.getByLabel('Email address').fill(opts.account ?? ALICE);
+  await page.getByLabel('Password').fill(opts.password ?? PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  if (opts.code) {
+    await page.getByLabel('Code').fill(await opts.code());
+    await page.getByRole('button', { name: 'Verify' }).click();
+  }
+  const ready =
+    opts.ready === undefined
+      ? (p: Page) => p.getByRole('listbox', { name: 'Messages' }).getByRole('option').first()
+      : opts.ready;
+  await ready?.(page).waitFor();
 }
