@@ -13,7 +13,7 @@ import { LoginGuard, TwoFactor } from '@mailyard/auth';
 import { waitFor } from '@mailyard/testkit';
 import { addAccount } from '../../../test/harness.js';
 import { SESSION_COOKIE } from '../src/sessions.js';
-import { onNewPage } from './browser.js';
+import { launchBrowser, onNewPage } from './browser.js';
 import { loggedIn, logIn, webmailFile } from './file-setup.js';
 import { storeSession } from './mail-clients.js';
 import { ALICE, BOB, HOST, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
@@ -277,6 +277,43 @@ describe('the webmail in a browser: the session ends while writing', () => {
         );
         assert.match(drafts[0]!, /Kept through both steps, and more\./);
       });
+    },
+  );
+  test(
+    'after a login again in another tab, this tab’s editor saves with the new session, no reload asked',
+    { timeout: 120_000 },
+    async () => {
+      await clear(ALICE, 'Drafts');
+      const browser = await launchBrowser(undefined, { clientAddress: '10.6.9.5' });
+      const errors: string[] = [];
+      try {
+        const writing = await browser.context.newPage();
+        writing.on('pageerror', (e) => errors.push(e.message));
+        await startWriting(writing, BOB, 'Across tabs');
+        await writing.locator('#compose-text').fill('Before the other tab.');
+        await status(writing).filter({ hasText: 'Draft saved' }).waitFor(SOON);
+
+        // the session ends; a second tab of the same browser logs in again (a new cookie)
+        await signOutEverywhere();
+        const other = await browser.context.newPage();
+        await logIn(other, { at: origin, ready: (p) => p.getByRole('button', { name: 'Compose' }) });
+
+        await writing.locator('#compose-text').fill('Before the other tab, and after it.');
+        const drafts = await waitFor(
+          async () => {
+            const all = await sources(ALICE, 'Drafts');
+            return all.length === 1 && /and after it\./.test(all[0]!) ? all : null;
+          },
+          { what: 'the text written after the other tab’s login in Alice’s Drafts', timeoutMs: 15_000 },
+        );
+        assert.match(drafts[0]!, /Subject: Across tabs/);
+        await status(writing).filter({ hasText: 'Draft saved' }).waitFor();
+        assert.equal(await status(writing).filter({ hasText: 'reload' }).count(), 0);
+        assert.equal(await signInAgain(writing).count(), 0);
+        assert.deepEqual(errors, []);
+      } finally {
+        await browser.close();
+      }
     },
   );
 });

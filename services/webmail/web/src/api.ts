@@ -110,7 +110,17 @@ function noteRefusal(status: number, code: string, message: string): void {
   if (status === 401 && (code === 'not_logged_in' || code === 'second_factor_required')) onLoggedOut(message);
 }
 
-export async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+/**
+ * Asked when the server refuses a request's CSRF token (another tab of this browser logged in
+ * again, and the cookie is now that login's): true if the app took the token of the session the
+ * browser now holds, and the request may go once more.
+ */
+let onStaleToken: () => Promise<boolean> = () => Promise.resolve(false);
+export function onCsrfRefused(fn: () => Promise<boolean>): void {
+  onStaleToken = fn;
+}
+
+export async function call<T>(method: string, path: string, body?: unknown, again = true): Promise<T> {
   let res: Response;
   try {
     res = await fetch(path, {
@@ -130,6 +140,8 @@ export async function call<T>(method: string, path: string, body?: unknown): Pro
   if (!res.ok) {
     const code = typeof data.error === 'string' ? data.error : 'error';
     const message = typeof data.message === 'string' ? data.message : `Request failed (${res.status})`;
+    if (res.status === 403 && code === 'csrf' && again && (await onStaleToken()))
+      return call<T>(method, path, body, false);
     noteRefusal(res.status, code, message);
     throw new ApiError(res.status, code, message, data);
   }

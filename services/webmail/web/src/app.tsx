@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import {
   api,
+  onCsrfRefused,
   onSessionEnd,
   setCsrf,
   type ActionResult,
@@ -47,10 +48,31 @@ export function App() {
   const endedNow = useRef(ended);
   endedNow.current = ended;
 
+  const screenNow = useRef(screen);
+  screenNow.current = screen;
+
   useEffect(() => {
     onSessionEnd((why) => {
       if (writing.current) setEnded({ why });
       else setScreen({ kind: 'login', notice: why });
+    });
+    // While a message is being written, a refused token may only mean that another tab logged
+    // in again: the same account's new token lets the save go on; another account, or none,
+    // gets the login over the editor, as a session that ended does.
+    onCsrfRefused(async () => {
+      const shown = screenNow.current;
+      if (!writing.current || !('account' in shown)) return false;
+      const s = await api.session().catch(() => null);
+      if (s?.authenticated && s.account === shown.account) {
+        setCsrf(s.csrf ?? '');
+        return true;
+      }
+      setEnded({
+        why: s?.authenticated
+          ? `This browser is now logged in as ${s.account ?? 'another account'}`
+          : 'Your session has ended',
+      });
+      return false;
     });
     api.session().then(
       (s) => {
