@@ -114,12 +114,3 @@ export async function onNewPage(clientAddress: string, fn: (page: Page) => Promi
     await browser.close();
   }
 }
-
-/** Logs `account` in on the login page at `origin` and waits for the mail view. */
-export async function logIn(page: Page, origin: string, account: string, password: string): Promise<void> {
-  await page.goto(`${origin}/`);
-  await page.getByLabel('Email address').fill(account);
-  await page.getByLabel('Password').fill(password);
-  await page.getByRole('button', { name: 'Log in' }).click();
-  await page.getByRole('button', { name: 'Compose' }).waitFor();
-}

@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { waitFor } from '@mailyard/testkit';
-import { launchBrowser, logIn } from './browser.js';
-import { webmailFile, type WebmailFile } from './file-setup.js';
-import { ALICE, PASSWORD } from './webmail-harness.js';
+import { launchBrowser } from './browser.js';
+import { logIn, webmailFile, type WebmailFile } from './file-setup.js';
+import { ALICE } from './webmail-harness.js';
 
 /** How soon a change must show in the other tab. */
 const SOON = { timeout: 10_000 };
@@ -37,7 +37,7 @@ async function twoTabs(fn: (acting: Page, other: Page) => Promise<void>): Promis
   const errors: string[] = [];
   try {
     const acting = await browser.context.newPage();
-    await logIn(acting, f.origin, ALICE, PASSWORD);
+    await logIn(acting, { at: f.origin, ready: (p) => p.getByRole('button', { name: 'Compose' }) });
     const other = await browser.context.newPage();
     await other.goto(`${f.origin}/`);
     for (const page of [acting, other]) {
