@@ -92,7 +92,11 @@ export interface FetchContext {
   folder: MailFolder;
   cache: MessageCache;
   utf8: boolean;
-  condstore: boolean;
+  /**
+   * MODSEQ in every response, asked for or not: the unsolicited FETCH of a session with
+   * CONDSTORE on (RFC 7162 §3.1). A FETCH command adds it only where §3.1 requires it.
+   */
+  unsolicitedModseq: boolean;
   byUid: boolean;
   /** A message's flags as the session shows them (with \Recent to an IMAP4rev1 session). */
   flags: (m: MessageInfo) => string;
@@ -316,7 +320,7 @@ export function renderFetch(
       }
     }
   }
-  if (ctx.condstore && !plan.modseq) {
+  if (ctx.unsolicitedModseq && !plan.modseq) {
     sep();
     out.push(`MODSEQ (${m.modseq})`);
   }

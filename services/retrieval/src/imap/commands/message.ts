@@ -103,6 +103,11 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
       const byUidMap = new Map(res.snapshot.messages.map((m) => [m.uid, m]));
       msgs = msgs.map(({ seq, m }) => ({ seq, m: byUidMap.get(m.uid) ?? m }));
       if (!items.some((i) => i.k === 'FLAGS')) items.push({ k: 'FLAGS' });
+      // RFC 7162 §3.1: the flags a FETCH set are told with their MODSEQ once CONDSTORE is on
+      // (in the same response; Dovecot sends a second FETCH with MODSEQ alone)
+      if (s.enabled.condstore && !items.some((i) => i.k === 'MODSEQ')) items.push({ k: 'MODSEQ' });
+      // with QRESYNC with its UID too, as STORE tells it (RFC 7162 §3.2.4)
+      if (s.enabled.qresync && !items.some((i) => i.k === 'UID')) items.push({ k: 'UID' });
       for (const { m } of msgs) view.told_(m);
       s.changed(view.name);
     }
@@ -111,7 +116,9 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
     folder: view.folder,
     cache: s.deps.cache,
     utf8: s.enabled.utf8,
-    condstore: s.enabled.condstore,
+    // RFC 7162 §3.1: a solicited FETCH carries MODSEQ only when it asked for it, gave
+    // CHANGEDSINCE or set \Seen (those add the MODSEQ item above)
+    unsolicitedModseq: false,
     byUid,
     flags: (m: MessageInfo) => view.flags(m),
   };
