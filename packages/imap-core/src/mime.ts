@@ -378,13 +378,26 @@ export function emptyPart(at: number): MimePart {
 }
 
 /**
+ * The message a part encapsulates, as a session sees it. message/rfc822 always has one.
+ * message/global (RFC 6532 §3.5) has one only in IMAP4rev2: RFC 9051 §7.5.2 gives it the
+ * envelope, body structure and line count, and §6.4.5 lets HEADER and TEXT name its
+ * header and body; RFC 3501's grammar (body-type-msg) has that form for MESSAGE/RFC822
+ * alone, so an IMAP4rev1 client may fail to parse it there, and it is a basic part, as
+ * Dovecot shows it.
+ */
+export function encapsulated(part: MimePart, rev2: boolean): MimePart | null {
+  return part.message && (rev2 || part.subtype !== 'global') ? part.message : null;
+}
+
+/**
  * Finds the part a section number path (`1.2.3`) names, RFC 9051 §6.4.5. Each number
  * indexes the body of what the previous one named: the parts of a multipart, or of the
  * message a message/rfc822 part encapsulates; a body that is not multipart has only a
  * part 1, itself. So BODY[1] of a message that is itself message/rfc822 is the embedded
- * message, and 1.1 the first part inside it.
+ * message, and 1.1 the first part inside it. `rev2`: the session enabled IMAP4rev2, where
+ * message/global encapsulates a message too (see encapsulated).
  */
-export function findPart(root: MimePart, path: number[]): MimePart | null {
+export function findPart(root: MimePart, path: number[], rev2: boolean): MimePart | null {
   let cur = root;
   // what the next number counts parts of: null under a leaf, which has no parts inside
   let body: MimePart | null = root;
@@ -398,7 +411,7 @@ export function findPart(root: MimePart, path: number[]): MimePart | null {
     else return null;
     // RFC 9051 §6.4.5: a non-multipart message (or an encapsulated one) has a part 1, the
     // parts of a multipart are numbered, and a leaf part has none: 1.1 of a text is nothing
-    body = cur.message ?? (cur.type === 'multipart' ? cur : null);
+    body = encapsulated(cur, rev2) ?? (cur.type === 'multipart' ? cur : null);
   }
   return cur;
 }

@@ -1,7 +1,7 @@
 // Rendering of response data, RFC 9051 §9: strings as quoted or literal, ENVELOPE and
 // BODYSTRUCTURE from a parsed MIME tree. Output is a list of chunks (string | Buffer)
 // so message bytes are never re-encoded.
-import { emptyPart, header, type HeaderField, type MimePart } from './mime.js';
+import { emptyPart, encapsulated, header, type HeaderField, type MimePart } from './mime.js';
 
 export type Chunk = string | Buffer;
 
@@ -340,8 +340,12 @@ function params(p: Record<string, string>): Chunk[] {
   return paren(keys.flatMap((k) => [str(k.toUpperCase()), str(p[k])]));
 }
 
-/** BODY / BODYSTRUCTURE, RFC 9051 §7.5.2; `extended` adds the extension data. */
-export function bodyStructure(part: MimePart, extended: boolean): Chunk[] {
+/**
+ * BODY / BODYSTRUCTURE, RFC 9051 §7.5.2; `extended` adds the extension data. `rev2`: for a
+ * session that enabled IMAP4rev2, message/global is shown as an attached message (see
+ * encapsulated), else as a basic part.
+ */
+export function bodyStructure(part: MimePart, extended: boolean, rev2: boolean): Chunk[] {
   const dsp = (): Chunk[] =>
     part.disposition
       ? paren([str(part.disposition.type.toUpperCase()), params(part.disposition.params)])
@@ -355,7 +359,7 @@ export function bodyStructure(part: MimePart, extended: boolean): Chunk[] {
   if (part.type === 'multipart') {
     // an empty multipart still needs one body (RFC 9051 body-type-mpart requires 1*body)
     const kids = (part.children.length ? part.children : [emptyPart(part.end)]).map((c) =>
-      bodyStructure(c, extended),
+      bodyStructure(c, extended, rev2),
     );
     const out: Chunk[] = ['('];
     for (const k of kids) out.push(...k);
@@ -375,8 +379,9 @@ export function bodyStructure(part: MimePart, extended: boolean): Chunk[] {
     str(part.encoding.toUpperCase()),
     [String(size)],
   ];
-  if (part.message) {
-    fields.push(envelope(part.message), bodyStructure(part.message, extended), [String(part.lines)]);
+  const message = encapsulated(part, rev2);
+  if (message) {
+    fields.push(envelope(message), bodyStructure(message, extended, rev2), [String(part.lines)]);
   } else if (part.type === 'text') {
     fields.push([String(part.lines)]);
   }

@@ -3,7 +3,9 @@ import { describe, it } from 'node:test';
 import {
   bodyStructure,
   decodeText,
+  encapsulated,
   envelope,
+  findPart,
   envelopeText,
   parseAddressList,
   parseHeaderFields,
@@ -52,7 +54,7 @@ void describe('MIME structure', () => {
     const root = parseMime(data);
     assert.equal(root.children.length, 3);
     assert.equal(data.subarray(root.children[0]!.bodyStart, root.children[0]!.end).toString(), 'hello');
-    const bs = flat(bodyStructure(root, true));
+    const bs = flat(bodyStructure(root, true, false));
     assert.equal(
       bs,
       '(("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL NIL "7BIT" 5 0 NIL NIL NIL NIL)' +
@@ -62,6 +64,25 @@ void describe('MIME structure', () => {
         '("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 10 0 NIL NIL NIL NIL) 3 NIL NIL NIL NIL)' +
         ' "MIXED" ("BOUNDARY" "XX") NIL NIL NIL)',
     );
+  });
+
+  void it('shows message/global as an attached message in IMAP4rev2 only', () => {
+    const data = Buffer.from(
+      'Content-Type: message/global\r\n\r\nFrom: j@example.test\r\nSubject: inner\r\n\r\nhallo\r\n',
+    );
+    const root = parseMime(data);
+    // IMAP4rev1 (RFC 3501 body-type-msg is MESSAGE/RFC822 alone): a basic part, no part inside
+    assert.equal(flat(bodyStructure(root, false, false)), '("MESSAGE" "GLOBAL" NIL NIL NIL "7BIT" 47)');
+    assert.equal(findPart(root, [1, 1], false), null);
+    assert.equal(encapsulated(root, false), null);
+    // IMAP4rev2 (RFC 9051 §7.5.2): envelope, structure and lines, and 1.1 is its body
+    assert.equal(
+      flat(bodyStructure(root, false, true)),
+      '("MESSAGE" "GLOBAL" NIL NIL NIL "7BIT" 47 (NIL "inner" ((NIL NIL "j" "example.test")) ' +
+        '((NIL NIL "j" "example.test")) ((NIL NIL "j" "example.test")) NIL NIL NIL NIL NIL) ' +
+        '("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 7 1) 4)',
+    );
+    assert.equal(findPart(root, [1, 1], true)?.type, 'text');
   });
 
   void it('renders ENVELOPE with groups and quoted display names', () => {
@@ -205,7 +226,7 @@ void describe('MIME limits', () => {
       'Content-Type: text/plain; name*4294967294=x; title*0=a; title*1=b\r\n\r\nhi\r\n',
     );
     const started = process.hrtime.bigint();
-    const params = flat(bodyStructure(parseMime(msg), false));
+    const params = flat(bodyStructure(parseMime(msg), false, false));
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
     assert.match(params, /"NAME\*4294967294" "x"/i);
     assert.match(params, /"TITLE" "ab"/i);

@@ -216,6 +216,15 @@ function flatten(chunks: Chunk[]): string {
 }
 
 /**
+ * Whether a structure in the IMAP4rev2 form the index keeps may read otherwise to an
+ * IMAP4rev1 session: it has a message/global part (shown there as a basic part). A
+ * parameter spelled so only costs a read of the message.
+ */
+export function rev1Differs(structure: string): boolean {
+  return structure.includes('"MESSAGE" "GLOBAL" ');
+}
+
+/**
  * Parsed headers, ENVELOPE and BODYSTRUCTURE of message files, as Dovecot's
  * dovecot.index.cache: kept in memory, and in each folder's `mailyard.index.cache` so a
  * restarted process (or another instance) does not read the files again. Keyed by
@@ -522,13 +531,19 @@ export class MessageCache {
     return { data, mime };
   }
 
-  /** BODYSTRUCTURE (extended) or BODY, one char per byte; from the index once known. */
-  async structure(folder: MailFolder, m: MessageInfo, extended: boolean): Promise<string> {
+  /**
+   * BODYSTRUCTURE (extended) or BODY, one char per byte; from the index once known. The
+   * index keeps the IMAP4rev2 form (`rev2`); one with a message/global part is rendered
+   * again from the message for an IMAP4rev1 session (see `rev1Differs`).
+   */
+  async structure(folder: MailFolder, m: MessageInfo, extended: boolean, rev2: boolean): Promise<string> {
     const c = this.peek(folder, m);
-    if (c?.bodyStructure !== undefined) return extended ? c.bodyStructure : c.body!;
+    if (c?.bodyStructure !== undefined && (rev2 || !rev1Differs(c.bodyStructure)))
+      return extended ? c.bodyStructure : c.body!;
     const { data, mime } = await this.message(folder, m);
-    const bs = flatten(bodyStructure(mime, true));
-    const body = flatten(bodyStructure(mime, false));
+    if (c?.bodyStructure !== undefined) return flatten(bodyStructure(mime, extended, rev2));
+    const bs = flatten(bodyStructure(mime, true, true));
+    const body = flatten(bodyStructure(mime, false, true));
     // the whole header is at hand here: it replaces a record whose header was cut
     const base =
       c && !c.headerCut
@@ -541,6 +556,7 @@ export class MessageCache {
     const next = base.withStructure(bs, body);
     const fi = this.folderIndex(folder.dir);
     this.add(fi, [[m.base, next]]);
+    if (!rev2 && rev1Differs(bs)) return flatten(bodyStructure(mime, extended, false));
     return extended ? bs : body;
   }
 

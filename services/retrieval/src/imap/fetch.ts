@@ -1,5 +1,6 @@
 import {
   decodeTransfer,
+  encapsulated,
   findPart,
   headerLines,
   literal,
@@ -9,7 +10,13 @@ import {
   type Section,
 } from '@mailyard/imap-core';
 import type { MailFolder, MessageInfo } from '@mailyard/mailstore';
-import { INDEXED_FIELDS, type CachedMessage, type FullMessage, type MessageCache } from '../message-cache.js';
+import {
+  INDEXED_FIELDS,
+  rev1Differs,
+  type CachedMessage,
+  type FullMessage,
+  type MessageCache,
+} from '../message-cache.js';
 
 /** Messages whose headers are read together (FETCH, SORT, THREAD). */
 export const FETCH_CHUNK = 500;
@@ -63,10 +70,13 @@ export class UnknownCteError extends Error {}
 /** Bytes a literal carries as 7-bit text: no NUL, no 8-bit byte. */
 const SEVEN_BIT = /^[\x01-\x7f]*$/;
 
-/** The bytes a BODY[section] names, RFC 9051 §6.4.5. */
-export function sectionBytes(data: Buffer, root: MimePart, s: Section): Buffer | null {
+/**
+ * The bytes a BODY[section] names, RFC 9051 §6.4.5. `rev2`: the session enabled IMAP4rev2,
+ * where HEADER and TEXT of a message/global part name its message's (see encapsulated).
+ */
+export function sectionBytes(data: Buffer, root: MimePart, s: Section, rev2: boolean): Buffer | null {
   let part: MimePart | null = root;
-  if (s.path.length) part = findPart(root, s.path);
+  if (s.path.length) part = findPart(root, s.path, rev2);
   if (!part) return null;
   const headerOf = (p: MimePart) => data.subarray(p.start, p.bodyStart);
   switch (s.spec) {
@@ -79,7 +89,7 @@ export function sectionBytes(data: Buffer, root: MimePart, s: Section): Buffer |
     case 'HEADER.FIELDS':
     case 'HEADER.FIELDS.NOT': {
       // on a part, these apply to the encapsulated message (message/rfc822)
-      const msg = s.path.length ? part.message : root;
+      const msg = s.path.length ? encapsulated(part, rev2) : root;
       if (!msg) return null;
       if (s.spec === 'TEXT') return data.subarray(msg.bodyStart, msg.end);
       if (s.spec === 'HEADER') return headerOf(msg);
@@ -92,6 +102,8 @@ export interface FetchContext {
   folder: MailFolder;
   cache: MessageCache;
   utf8: boolean;
+  /** The session enabled IMAP4rev2: message/global is an attached message (see encapsulated). */
+  rev2: boolean;
   /**
    * MODSEQ in every response, asked for or not: the unsolicited FETCH of a session with
    * CONDSTORE on (RFC 7162 §3.1). A FETCH command adds it only where §3.1 requires it.
@@ -199,6 +211,7 @@ export function gatherFetch(
   }
   if (plan.structure) {
     if (cached?.bodyStructure === undefined) return gatherSlow(ctx, plan, m, d);
+    if (!ctx.rev2 && rev1Differs(cached.bodyStructure)) return gatherSlow(ctx, plan, m, d);
     d.bodyStructure = cached.bodyStructure;
     d.body = cached.body ?? null;
   }
@@ -219,8 +232,8 @@ async function gatherSlow(
   // a header too long for the index: HEADER.FIELDS from the file
   if (plan.headerFields && d.cached?.headerCut && !d.full) d.full = await ctx.cache.message(ctx.folder, m);
   if (plan.structure) {
-    d.bodyStructure = await ctx.cache.structure(ctx.folder, m, true);
-    d.body = await ctx.cache.structure(ctx.folder, m, false);
+    d.bodyStructure = await ctx.cache.structure(ctx.folder, m, true, ctx.rev2);
+    d.body = await ctx.cache.structure(ctx.folder, m, false, ctx.rev2);
     d.cached = ctx.cache.peek(ctx.folder, m) ?? d.cached;
   }
   if (plan.size) d.size = d.raw ? d.raw.length : await ctx.cache.sentSize(ctx.folder, m);
@@ -285,12 +298,18 @@ export function renderFetch(
           fromIndex(it) && d.cached && !d.cached.headerCut
             ? Buffer.from(d.cached.headerFields(it.section.fields), 'latin1')
             : full
-              ? sectionBytes(full.data, full.mime, it.section)
+              ? sectionBytes(full.data, full.mime, it.section, ctx.rev2)
               : raw!;
         // RFC 3516 §4.2: BINARY decodes a leaf part's content-transfer-encoding; the whole
         // message, a multipart or an encapsulated message has none to decode and is sent as is
-        const part = it.section.path.length ? findPart(full!.mime, it.section.path) : null;
-        if (it.kind !== 'BODY' && bytes && part && part.type !== 'multipart' && !part.message) {
+        const part = it.section.path.length ? findPart(full!.mime, it.section.path, ctx.rev2) : null;
+        if (
+          it.kind !== 'BODY' &&
+          bytes &&
+          part &&
+          part.type !== 'multipart' &&
+          !encapsulated(part, ctx.rev2)
+        ) {
           const enc = part.encoding ?? '7bit';
           if (!['7bit', '8bit', 'binary', 'base64', 'quoted-printable'].includes(enc)) {
             throw new UnknownCteError(enc);

@@ -150,7 +150,7 @@ async function readUrl(s: AuthedContext, url: string): Promise<Buffer> {
   }
   // RFC 4469 §5 and RFC 5092 §5: a section the message does not have names nothing
   // (Dovecot appends an empty part instead)
-  let bytes = u.section ? sectionBytes(data, parseMime(data), u.section) : data;
+  let bytes = u.section ? sectionBytes(data, parseMime(data), u.section, s.enabled.rev2) : data;
   if (!bytes) throw badUrl(url);
   if (u.partial) {
     const start = Math.min(u.partial.start, bytes.length);

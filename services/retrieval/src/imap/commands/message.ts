@@ -116,6 +116,7 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
     folder: view.folder,
     cache: s.deps.cache,
     utf8: s.enabled.utf8,
+    rev2: s.enabled.rev2,
     // RFC 7162 §3.1: a solicited FETCH carries MODSEQ only when it asked for it, gave
     // CHANGEDSINCE or set \Seen (those add the MODSEQ item above)
     unsolicitedModseq: false,

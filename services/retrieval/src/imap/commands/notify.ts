@@ -410,6 +410,7 @@ export class Watch implements NotifyWatcher {
       folder: view.folder,
       cache: s.deps.cache,
       utf8: s.enabled.utf8,
+      rev2: s.enabled.rev2,
       unsolicitedModseq: s.enabled.condstore,
       byUid: false,
       flags: (m: MessageInfo) => view.flags(m),
