@@ -4,11 +4,11 @@
 // sends no command while it waits: notifications leave between commands (§3), and in IDLE.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
-import { ImapFlow } from 'imapflow';
-import { freePort, startProcessTestbed, type ProcessTestbed } from '../../../test/processes.js';
+import type { ImapFlow } from 'imapflow';
+import { startProcessTestbed, type ProcessTestbed } from '../../../test/processes.js';
+import { plainImapFlow, serverTcpRow, startTwoWorkers } from './loopback.js';
 import { RawImap } from './raw-imap.js';
 
 const PASSWORD = 'correct horse battery staple';
@@ -21,15 +21,7 @@ let imap: number;
 
 before(async () => {
   bed = await startProcessTestbed('notify.test', [USER, PYUSER, RUSER, OUSER]);
-  imap = await freePort();
-  await bed.start('retrieval', {
-    RETRIEVAL_WORKERS: '2',
-    IMAP_PORT: String(imap),
-    IMAPS_PORT: String(await freePort()),
-    POP3_PORT: String(await freePort()),
-    POP3S_PORT: String(await freePort()),
-    PLAINTEXT_AUTH_NETWORKS: '127.0.0.1/32',
-  });
+  ({ imap } = await startTwoWorkers(bed));
 });
 after(() => bed?.close());
 
@@ -41,28 +33,19 @@ async function watcher(user: string): Promise<RawImap> {
 }
 
 function changer(user: string): ImapFlow {
-  return new ImapFlow({
-    host: '127.0.0.1',
-    port: imap,
-    secure: false,
-    doSTARTTLS: false,
-    auth: { user, pass: PASSWORD },
-    logger: false,
-  });
+  return plainImapFlow(imap, user);
 }
 
 /**
  * Waits until the kernel's send queue of the server's end of `c`'s connection satisfies
- * `ok` (read from /proc/net/tcp: tx_queue of the socket from the IMAP port to `c`'s port).
+ * `ok` (tx_queue of the socket from the IMAP port to `c`'s port).
  */
 async function serverSendQueue(c: RawImap, ok: (bytes: number) => boolean): Promise<void> {
-  const hex = (n: number) => n.toString(16).toUpperCase().padStart(4, '0');
-  const ends = `:${hex(imap)} 0100007F:${hex(c.socket.localPort!)} `;
   const deadline = Date.now() + 60_000;
   let queued = -1;
   while (Date.now() < deadline) {
-    const row = (await readFile('/proc/net/tcp', 'latin1')).split('\n').find((l) => l.includes(ends));
-    queued = row ? parseInt(row.trim().split(/\s+/)[4]!.split(':')[0]!, 16) : -1;
+    const row = await serverTcpRow(imap, c.socket.localPort!);
+    queued = row ? parseInt(row[4]!.split(':')[0]!, 16) : -1;
     if (ok(queued)) return;
     await new Promise((r) => setTimeout(r, 50));
   }
