@@ -81,6 +81,34 @@ export class Claims {
     return held.map((h) => h === 1);
   }
 
+  /**
+   * Runs `work` with `claims` (taken for `token`) renewed every third of `ms` until it
+   * ends, so that they hold however long it takes, a publish the broker keeps waiting
+   * included. A renewal that fails, or finds claims no longer `token`'s (it stalled past
+   * them: another holder may be doing the same thing now), is logged on `log`.
+   */
+  async holding<T>(
+    token: string,
+    claims: string[],
+    log: { warn(fields: object, msg: string): void },
+    work: () => Promise<T>,
+  ): Promise<T> {
+    const renewal = setInterval(() => {
+      this.renew(token, claims).then(
+        (held) => {
+          const lost = claims.filter((_, i) => !held[i]);
+          if (lost.length) log.warn({ claims: lost }, 'claims lapsed before being renewed');
+        },
+        (err: unknown) => log.warn({ err }, 'claims not renewed'),
+      );
+    }, this.ms / 3);
+    try {
+      return await work();
+    } finally {
+      clearInterval(renewal);
+    }
+  }
+
   /** Lets go of each of `claims` still `token`'s. */
   async release(token: string, claims: string[]): Promise<void> {
     if (!claims.length) return;

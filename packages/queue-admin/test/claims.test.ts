@@ -42,3 +42,31 @@ test('a claim lapses when its holder stops renewing it', { timeout: 10_000 }, as
     await new Promise((r) => setTimeout(r, 20));
   }
 });
+
+test(
+  'claims held around work outlast their time, and one taken by another meanwhile is logged',
+  { timeout: 10_000 },
+  async () => {
+    const claims = new Claims(redis, 300);
+    await claims.take('mine', ['h:a', 'h:b']);
+    const warnings: { fields: object; msg: string }[] = [];
+    const log = { warn: (fields: object, msg: string) => warnings.push({ fields, msg }) };
+    const done = await claims.holding('mine', ['h:a', 'h:b'], log, async () => {
+      await new Promise((r) => setTimeout(r, 500));
+      assert.ok((await redis.pttl('h:a')) > 0, 'held past its time');
+      // another holder's since (this one stalled past it): not renewed, logged
+      await redis.set('h:b', 'theirs', 'PX', 5_000);
+      await new Promise((r) => setTimeout(r, 250));
+      return 'done';
+    });
+    assert.equal(done, 'done');
+    assert.equal(await redis.get('h:b'), 'theirs', "another's claim not extended");
+    assert.deepEqual(warnings.at(-1), {
+      fields: { claims: ['h:b'] },
+      msg: 'claims lapsed before being renewed',
+    });
+    // renewals stop with the work
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(await redis.exists('h:a'), 0, 'lapsed once the work ended');
+  },
+);

@@ -414,7 +414,10 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     const records = recordsOf(due);
     const release = () => returning.release(token, claimsOf(records)).catch(() => undefined);
     try {
-      await bounce(env, message, due, willRetryUntil);
+      // renewed while the publish waits, however long the broker holds it
+      await returning.holding(token, claimsOf(records), logger.child({ queueId: env.queueId }), () =>
+        bounce(env, message, due, willRetryUntil),
+      );
     } catch (err) {
       // let go at once, so that the rerun need not wait for the claims to lapse
       await release();
@@ -951,8 +954,10 @@ function pendingTargets(targetsOf: Map<string, string[]>, progress: Map<string, 
 const digest = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 16);
 
 /**
- * How long a claim to return a recipient to the sender holds (returnOnce): well past the
- * DSN's publish (its confirm times out after 15 s), so that only a run that died lets it lapse.
+ * How long a claim to return a recipient to the sender holds without being renewed
+ * (returnOnce). Its run renews it every third of it while the DSN's publish waits (as long
+ * as a resource alarm keeps the broker from reading it), so only a run that died (or lost
+ * Redis) lets it lapse.
  */
 const RETURN_CLAIM_MS = 60_000;
 

@@ -5,6 +5,7 @@
 // confirm timeout and published again when the message runs again.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, type Channel, type ChannelModel } from 'amqplib';
 import { loadConfig } from '@mailyard/config';
@@ -18,6 +19,9 @@ import { envelope } from './envelope.js';
 
 /** The confirm timeout of the instances' bus, past which a publish used to be given up on. */
 const CONFIRM_TIMEOUT_MS = 2000;
+
+/** How long delivery's claim to return a recipient holds unless renewed (RETURN_CLAIM_MS). */
+const RETURN_CLAIM_MS = 60_000;
 
 let rabbit: PrivateRabbit;
 let p: Platform;
@@ -113,6 +117,50 @@ test(
     });
     assert.equal((await ch.checkQueue(Queues.outbound)).messageCount, 1, 'forwarded once');
     assert.equal(p.inbox('ida@example.test').length, 1, 'filed once');
+    assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
+  },
+);
+
+test(
+  'two instances returning one recipient while an alarm holds the DSN past its claim send one DSN',
+  { timeout: 150_000 },
+  async () => {
+    await stopInstances();
+    await ch.purgeQueue(Queues.outbound);
+    // a retry published twice (a run killed between its confirm and its ack), whose
+    // recipient is gone since acceptance
+    const env = envelope(['gone@example.test']);
+    const body = Buffer.from('Subject: twice\r\n\r\nhi\r\n');
+    await p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, env);
+    await p.inboundRt.bus.publishMail(RoutingKeys.delivery, body, env);
+    await waitFor(async () => (await deliveryQueue()) === '2\t0', { what: 'both copies queued' });
+    await alarm(true);
+    const digest = createHash('sha256').update('gone:gone@example.test').digest('hex').slice(0, 16);
+    const claim = `returning:${env.queueId}:${digest}`;
+    // A claims the recipient and publishes its DSN, which the broker holds
+    const a = await startInstance();
+    await waitFor(async () => (await p.redis.redis.pttl(claim)) > 0, { what: "A's claim" });
+    await waitFor(() => a.bus.blocked !== null, { what: "A's connection blocked" });
+    const claimed = Date.now();
+    // B runs the other copy, finds A's claim and waits for it; its connection has not
+    // published since the alarm, so the broker has not told it of the alarm yet
+    await startInstance();
+    await waitFor(async () => (await deliveryQueue()) === '0\t2', { what: 'B given the other copy' });
+    // past the claim's lease, A's claim is still there: renewed while its publish waits
+    const lapsed: number[] = [];
+    while (Date.now() - claimed < RETURN_CLAIM_MS + 5000) {
+      if ((await p.redis.redis.pttl(claim)) <= 0) lapsed.push(Date.now() - claimed);
+      await sleep(1000);
+    }
+    assert.equal(await deliveryQueue(), '0\t2', 'both copies held: neither ready nor acked');
+
+    await alarm(false);
+    await waitFor(async () => (await deliveryQueue()) === '0\t0', {
+      timeoutMs: 20_000,
+      what: 'both copies acked',
+    });
+    assert.equal((await ch.checkQueue(Queues.outbound)).messageCount, 1, 'one DSN queued');
+    assert.deepEqual(lapsed, [], 'the claim held while the DSN waited');
     assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
   },
 );

@@ -57,8 +57,10 @@ const INTERNAL_HEADERS = [
 export const SENDING_CLAIM_MS = 15_000;
 
 /**
- * How long a run's claim on the delay warning naming a recipient holds: longer than a
- * publish waits for its confirm, so that only a run that died lets it lapse.
+ * How long a run's claim on the delay warning naming a recipient holds without being
+ * renewed. The run renews it every third of it while the warning's publish waits (as long
+ * as a resource alarm keeps the broker from reading it), so only a run that died (or lost
+ * Redis) lets it lapse.
  */
 export const WARNING_CLAIM_MS = 60_000;
 
@@ -443,15 +445,11 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       log.info('every recipient already settled, nothing to do');
       return;
     }
-    const renewal = setInterval(() => {
-      sending
-        .renew(token, sendingKeys(env.queueId, pending))
-        .catch((err: unknown) => log.warn({ err }, 'claims not renewed'));
-    }, SENDING_CLAIM_MS / 3);
     try {
-      await send(env, d, log, pending, busy);
+      await sending.holding(token, sendingKeys(env.queueId, pending), log, () =>
+        send(env, d, log, pending, busy),
+      );
     } finally {
-      clearInterval(renewal);
       // after the records of what was settled: another run finds those, not a gap
       await sending
         .release(token, sendingKeys(env.queueId, pending))
@@ -659,19 +657,22 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
         .release(token, warningKeys(env.queueId, rcpts))
         .catch((err: unknown) => log.warn({ err }, 'delay warning claims not released, they lapse'));
     try {
-      await sendDsn(
-        env,
-        wire,
-        deferred
-          .filter((o) => rcpts.includes(o.recipient))
-          .map((o) => ({
-            recipient: o.recipient,
-            action: 'delayed',
-            status: o.status,
-            diagnostic: o.reason,
-            remoteMta: o.remoteMta,
-          })),
-        new Date(Date.parse(env.receivedAt) + config.maximal_queue_lifetime),
+      // renewed while the publish waits, however long the broker holds it
+      await warning.holding(token, warningKeys(env.queueId, rcpts), log, () =>
+        sendDsn(
+          env,
+          wire,
+          deferred
+            .filter((o) => rcpts.includes(o.recipient))
+            .map((o) => ({
+              recipient: o.recipient,
+              action: 'delayed',
+              status: o.status,
+              diagnostic: o.reason,
+              remoteMta: o.remoteMta,
+            })),
+          new Date(Date.parse(env.receivedAt) + config.maximal_queue_lifetime),
+        ),
       );
     } catch (err) {
       log.warn({ err }, 'delay warning not sent, it waits for the next attempt');
