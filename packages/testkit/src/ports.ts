@@ -19,6 +19,8 @@ function ephemeralStart(): number {
 
 const LOW = 10_000;
 const HIGH = ephemeralStart();
+/** Every port freePort gave this process: a test file draws a few hundred of 22,000. */
+const handedOut = new Set<number>();
 
 /**
  * A TCP port free on 127.0.0.1 for a server a test starts later (a service process told
@@ -31,12 +33,18 @@ const HIGH = ephemeralStart();
 export async function freePort(host = '127.0.0.1'): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
     const port = LOW + Math.floor(Math.random() * (HIGH - LOW));
+    // the check binds and frees it: a port given before, not yet taken by its server,
+    // would pass it again, and a service told the same port twice fails with EADDRINUSE
+    if (handedOut.has(port)) continue;
     const free = await new Promise<boolean>((resolve) => {
       const s = createServer();
       s.once('error', () => resolve(false));
       s.listen(port, host, () => s.close(() => resolve(true)));
     });
-    if (free) return port;
+    if (free) {
+      handedOut.add(port);
+      return port;
+    }
   }
   throw new Error(`no free port found between ${LOW} and ${HIGH}`);
 }
