@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 
 /**
@@ -19,6 +20,40 @@ import type { Redis } from 'ioredis';
 /** What `take` found for one claim: its record (done before), taken now, or another's. */
 export type ClaimState = 'done' | 'taken' | 'busy';
 const STATES: readonly ClaimState[] = ['done', 'taken', 'busy'];
+
+type Log = { warn(fields: object, msg: string): void };
+
+/** How `once` does a thing for some items: each item's keys, the thing, its record. */
+export interface Once<T> {
+  /** The item's claim: which run does the thing for it now. */
+  claim: (item: T) => string;
+  /** The item's record: written once the thing is done for it. */
+  record: (item: T) => string;
+  /** What each record is set to, and for how many seconds. */
+  recorded: { value: string; seconds: number };
+  /**
+   * Whether an item another run holds is waited for, until that run has recorded it
+   * (nothing left to do) or its claim has lapsed (it died: this run does it), or left to
+   * a later run.
+   */
+  wait: boolean;
+  /** The thing, done once for all the items claimed now. */
+  send: (due: T[]) => Promise<unknown>;
+  /** Where lapsed claims and failed renewals or releases are logged. */
+  log: Log;
+}
+
+/**
+ * What `once` came to: done (for `sent`, none when there was nothing to do), recorded
+ * and let go of; sent but not recorded (its claims kept until they lapse, so that no
+ * other run does it again before then); not claimed (Redis failed: nothing done); or not
+ * sent (its claims let go of at once, so that a rerun need not wait for them to lapse).
+ */
+export type OnceOutcome<T> =
+  | { kind: 'done'; sent: T[] }
+  | { kind: 'unrecorded'; sent: T[]; err: unknown }
+  | { kind: 'unclaimed'; err: unknown }
+  | { kind: 'unsent'; err: unknown };
 
 /**
  * Per claim KEYS[i] (i ≤ ARGV[3]): 0 when its record KEYS[ARGV[3] + i] exists (if given),
@@ -87,12 +122,7 @@ export class Claims {
    * included. A renewal that fails, or finds claims no longer `token`'s (it stalled past
    * them: another holder may be doing the same thing now), is logged on `log`.
    */
-  async holding<T>(
-    token: string,
-    claims: string[],
-    log: { warn(fields: object, msg: string): void },
-    work: () => Promise<T>,
-  ): Promise<T> {
+  async holding<T>(token: string, claims: string[], log: Log, work: () => Promise<T>): Promise<T> {
     const renewal = setInterval(() => {
       this.renew(token, claims).then(
         (held) => {
@@ -113,5 +143,52 @@ export class Claims {
   async release(token: string, claims: string[]): Promise<void> {
     if (!claims.length) return;
     await this.redis.eval(RELEASE, claims.length, ...claims, token);
+  }
+
+  /**
+   * Does a thing that must be done once per item (send a DSN naming recipients) for the
+   * items not done before: claims each (`how.claim`) in the round trip that reads its
+   * record (`how.record`), skipping those recorded and, unless `how.wait`, those another
+   * run holds; does it for those claimed in one `how.send`, holding their claims however
+   * long that takes (a publish the broker keeps waiting under a resource alarm included);
+   * records them; and only then lets go. A run that dies before its record leaves claims
+   * that lapse, not a record, so a later run does it: never lost, never done twice by two
+   * live runs.
+   */
+  async once<T>(items: T[], how: Once<T>): Promise<OnceOutcome<T>> {
+    const token = randomUUID();
+    const due: T[] = [];
+    try {
+      let waiting = items;
+      for (let pause = 50; waiting.length; pause = Math.min(pause * 2, 1000)) {
+        if (waiting !== items) await new Promise((r) => setTimeout(r, pause));
+        const found = await this.take(token, waiting.map(how.claim), waiting.map(how.record));
+        due.push(...waiting.filter((_, i) => found[i] === 'taken'));
+        waiting = how.wait ? waiting.filter((_, i) => found[i] === 'busy') : [];
+      }
+    } catch (err) {
+      return { kind: 'unclaimed', err };
+    }
+    if (!due.length) return { kind: 'done', sent: due };
+    const claims = due.map(how.claim);
+    const release = () =>
+      this.release(token, claims).catch((err: unknown) =>
+        how.log.warn({ err, claims }, 'claims not released, they lapse'),
+      );
+    try {
+      await this.holding(token, claims, how.log, () => how.send(due));
+    } catch (err) {
+      await release();
+      return { kind: 'unsent', err };
+    }
+    const { value, seconds } = how.recorded;
+    try {
+      await Promise.all(due.map((item) => this.redis.set(how.record(item), value, 'EX', seconds)));
+    } catch (err) {
+      return { kind: 'unrecorded', sent: due, err };
+    }
+    // a claim left behind lapses unheeded: the record is read first
+    await release();
+    return { kind: 'done', sent: due };
   }
 }

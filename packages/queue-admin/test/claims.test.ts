@@ -70,3 +70,50 @@ test(
     assert.equal(await redis.exists('h:a'), 0, 'lapsed once the work ended');
   },
 );
+
+test(
+  'a thing done once: claimed, sent, recorded, let go of; what failed says what was kept',
+  { timeout: 10_000 },
+  async () => {
+    const claims = new Claims(redis, 10_000);
+    const log = { warn: () => undefined };
+    const how = (send: (due: string[]) => Promise<unknown>, wait = false) => ({
+      claim: (i: string) => `o:claim:${i}`,
+      record: (i: string) => `o:record:${i}`,
+      recorded: { value: 'sent', seconds: 60 },
+      wait,
+      send,
+      log,
+    });
+    await redis.set('o:record:done', 'sent');
+    await redis.set('o:claim:busy', 'another', 'PX', 10_000);
+    const sent: string[][] = [];
+    const send = async (due: string[]) => sent.push(due);
+    assert.deepEqual(await claims.once(['a', 'done', 'busy', 'b'], how(send)), {
+      kind: 'done',
+      sent: ['a', 'b'],
+    });
+    assert.deepEqual(sent, [['a', 'b']], 'one send for those claimed, none for the others');
+    assert.equal(await redis.get('o:record:a'), 'sent');
+    assert.ok((await redis.ttl('o:record:a')) > 0);
+    assert.equal(await redis.exists('o:claim:a', 'o:claim:b'), 0, 'let go of once recorded');
+    assert.equal(await redis.get('o:claim:busy'), 'another');
+
+    // waited for: the other holder records it meanwhile, nothing is left to do
+    setTimeout(() => void redis.set('o:record:busy', 'sent'), 100);
+    assert.deepEqual(await claims.once(['busy'], how(send, true)), { kind: 'done', sent: [] });
+
+    const err = new Error('broker gone');
+    const unsent = await claims.once(
+      ['c'],
+      how(() => Promise.reject(err)),
+    );
+    assert.deepEqual(unsent, { kind: 'unsent', err });
+    assert.equal(await redis.exists('o:claim:c', 'o:record:c'), 0, 'let go of at once, not recorded');
+
+    // the record's write fails (a value Redis refuses to expire by): the claim is kept
+    const unrecorded = await claims.once(['d'], { ...how(send), recorded: { value: 'sent', seconds: -1 } });
+    assert.equal(unrecorded.kind, 'unrecorded');
+    assert.equal(await redis.exists('o:claim:d'), 1, 'kept until it lapses');
+  },
+);

@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import {
   BackendUnavailableError,
@@ -396,45 +396,31 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     key: (queueId: string, rcpt: string) => string,
     willRetryUntil?: Date,
   ): Promise<RecipientReport[]> => {
-    const token = randomUUID();
-    const recordsOf = (rs: RecipientReport[]) => rs.map((r) => key(env.queueId, r.recipient));
-    const claimsOf = (records: string[]) => records.map((k) => k.replace(/^delivered:/, 'returning:'));
-    const due: RecipientReport[] = [];
-    let waiting = reports;
-    for (let pause = 50; waiting.length; pause = Math.min(pause * 2, 1000)) {
-      if (waiting !== reports) await new Promise((r) => setTimeout(r, pause));
-      const records = recordsOf(waiting);
-      const found = await fromRedis(returning.take(token, claimsOf(records), records));
-      due.push(...waiting.filter((_, i) => found[i] === 'taken'));
+    const record = (r: RecipientReport) => key(env.queueId, r.recipient);
+    const returned = await returning.once(reports, {
+      claim: (r) => record(r).replace(/^delivered:/, 'returning:'),
+      record,
+      recorded: { value: 'bounced', seconds: recordTtl },
       // another run's claim: looked at again once it has sent its DSN, or died; a delay
       // warning's is left to the next retry
-      waiting = willRetryUntil ? [] : waiting.filter((_, i) => found[i] === 'busy');
+      wait: !willRetryUntil,
+      send: (due) => bounce(env, message, due, willRetryUntil),
+      log: logger.child({ queueId: env.queueId }),
+    });
+    switch (returned.kind) {
+      case 'done':
+        return returned.sent;
+      case 'unrecorded':
+        logger.error(
+          { queueId: env.queueId, rcpts: returned.sent.map((r) => r.recipient), err: returned.err },
+          `${willRetryUntil ? 'delay warning' : 'bounce'} sent but not recorded: a run after its claim lapses sends it again`,
+        );
+        return returned.sent;
+      case 'unclaimed':
+        return fromRedis(Promise.reject(returned.err as Error));
+      case 'unsent':
+        throw returned.err;
     }
-    if (!due.length) return due;
-    const records = recordsOf(due);
-    const release = () => returning.release(token, claimsOf(records)).catch(() => undefined);
-    try {
-      // renewed while the publish waits, however long the broker holds it
-      await returning.holding(token, claimsOf(records), logger.child({ queueId: env.queueId }), () =>
-        bounce(env, message, due, willRetryUntil),
-      );
-    } catch (err) {
-      // let go at once, so that the rerun need not wait for the claims to lapse
-      await release();
-      throw err;
-    }
-    try {
-      await Promise.all(records.map((k) => redis.set(k, 'bounced', 'EX', recordTtl)));
-    } catch (err) {
-      logger.error(
-        { queueId: env.queueId, rcpts: due.map((r) => r.recipient), err },
-        `${willRetryUntil ? 'delay warning' : 'bounce'} sent but not recorded: a run after its claim lapses sends it again`,
-      );
-      return due;
-    }
-    // a claim left behind lapses unheeded: the record is read first
-    await release();
-    return due;
   };
 
   /**

@@ -175,7 +175,7 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
       .catch((err: unknown) => log.warn({ err, rcpts }, `Redis unavailable: ${how} not recorded`));
   };
 
-  /** Set once a delay warning named the recipient (claimed first: warningKeys). */
+  /** Set once a delay warning named the recipient (claimed first: warningKey). */
   const warnedKey = (queueId: string, rcpt: string) =>
     `outbound:warned:${queueId}:${sha(rcpt.toLowerCase())}`;
   /**
@@ -185,27 +185,8 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
    * (WARNING_CLAIM_MS), not a record, and a later attempt sends the warning.
    */
   const warning = new Claims(redis, WARNING_CLAIM_MS);
-  const warningKeys = (queueId: string, rcpts: string[]) =>
-    rcpts.map((r) => `outbound:warning:${queueId}:${sha(r.toLowerCase())}`);
-
-  /**
-   * The recipients of `rcpts` that no delay warning named yet, claimed for `token` to send
-   * one now. Per recipient, not per queue id: the several messages a queue id can stand
-   * for (an alias's members outside our domains) are each deferred on their own, and the
-   * first to warn would otherwise leave the others' recipients unreported. One another
-   * live run holds is left to the next attempt: the message is retried anyway.
-   */
-  const claimWarnings = async (token: string, queueId: string, rcpts: string[]): Promise<string[]> => {
-    if (!rcpts.length) return [];
-    // an earlier release's warning, one per queue id, was sent already
-    if (await redis.exists(`outbound:warned:${queueId}`)) return [];
-    const found = await warning.take(
-      token,
-      warningKeys(queueId, rcpts),
-      rcpts.map((r) => warnedKey(queueId, r)),
-    );
-    return rcpts.filter((_, i) => found[i] === 'taken');
-  };
+  const warningKey = (queueId: string, rcpt: string) =>
+    `outbound:warning:${queueId}:${sha(rcpt.toLowerCase())}`;
 
   const sendDsn = async (env: Envelope, body: Buffer, reports: RecipientReport[], willRetryUntil?: Date) => {
     const sent = await returnToSender(
@@ -642,56 +623,52 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
     log: Logger,
     deferred: Extract<RecipientOutcome, { kind: 'deferred' }>[],
   ): Promise<void> => {
-    const token = randomUUID();
-    const rcpts: string[] = await claimWarnings(
-      token,
-      env.queueId,
-      deferred.map((o) => o.recipient),
-    ).catch((err: unknown) => {
+    if (!deferred.length) return;
+    const unavailable = (err: unknown) =>
       log.warn({ err }, 'Redis unavailable: the delay warning waits for the next attempt');
-      return [];
-    });
-    if (!rcpts.length) return;
-    const release = () =>
-      warning
-        .release(token, warningKeys(env.queueId, rcpts))
-        .catch((err: unknown) => log.warn({ err }, 'delay warning claims not released, they lapse'));
-    try {
-      // renewed while the publish waits, however long the broker holds it
-      await warning.holding(token, warningKeys(env.queueId, rcpts), log, () =>
+    // an earlier release's warning, one per queue id, was sent already
+    const warnedBefore = await redis.exists(`outbound:warned:${env.queueId}`).catch(unavailable);
+    if (warnedBefore !== 0) return;
+    // per recipient, not per queue id: the several messages a queue id can stand for (an
+    // alias's members outside our domains) are each deferred on their own, and the first
+    // to warn would otherwise leave the others' recipients unreported
+    const warned = await warning.once(deferred, {
+      claim: (o) => warningKey(env.queueId, o.recipient),
+      record: (o) => warnedKey(env.queueId, o.recipient),
+      recorded: { value: '1', seconds: markerTtlSec },
+      // the message is retried anyway
+      wait: false,
+      send: (due) =>
         sendDsn(
           env,
           wire,
-          deferred
-            .filter((o) => rcpts.includes(o.recipient))
-            .map((o) => ({
-              recipient: o.recipient,
-              action: 'delayed',
-              status: o.status,
-              diagnostic: o.reason,
-              remoteMta: o.remoteMta,
-            })),
+          due.map((o) => ({
+            recipient: o.recipient,
+            action: 'delayed',
+            status: o.status,
+            diagnostic: o.reason,
+            remoteMta: o.remoteMta,
+          })),
           new Date(Date.parse(env.receivedAt) + config.maximal_queue_lifetime),
         ),
-      );
-    } catch (err) {
-      log.warn({ err }, 'delay warning not sent, it waits for the next attempt');
-      // let go at once: the next attempt need not wait for the claims to lapse
-      await release();
-      return;
+      log,
+    });
+    switch (warned.kind) {
+      case 'done':
+        return;
+      case 'unclaimed':
+        unavailable(warned.err);
+        return;
+      case 'unsent':
+        log.warn({ err: warned.err }, 'delay warning not sent, it waits for the next attempt');
+        return;
+      case 'unrecorded':
+        log.error(
+          { err: warned.err, rcpts: warned.sent.map((o) => o.recipient) },
+          'delay warning sent but not recorded: an attempt after its claim lapses sends it again',
+        );
+        return;
     }
-    try {
-      await Promise.all(rcpts.map((r) => redis.set(warnedKey(env.queueId, r), '1', 'EX', markerTtlSec)));
-    } catch (err) {
-      // kept until they lapse, so that no attempt before then sends it again
-      log.error(
-        { err, rcpts },
-        'delay warning sent but not recorded: an attempt after its claim lapses sends it again',
-      );
-      return;
-    }
-    // a claim left behind lapses unheeded: the record is read first
-    await release();
   };
 
   let legacy: { stop(): void } | null = null;
