@@ -2,41 +2,40 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Queues } from '@mailyard/contracts';
 import { queueDepth, startPrivateRedis, waitFor, type PrivateRedis } from '@mailyard/testkit';
-import { startPlatform, type Platform } from '../../../test/harness.js';
+import type { Platform } from '../../../test/harness.js';
 import {
   counterValue,
   envelope,
-  freePort,
   queueOutbound,
+  relayTestbed,
   simpleMessage,
-  startRelay,
-  startRemoteMta,
   type RelayHandle,
+  type RelayTestbed,
   type RemoteMta,
 } from './helpers.js';
 
 // outbound-relay with its Redis (what was settled, the destination limits, the deferred
 // index) on a redis-server the test stops: a message must wait for Redis, neither sent
 // without knowing what was already delivered nor dead-lettered as if it were at fault.
+let bed: RelayTestbed;
 let p: Platform;
 let redis: PrivateRedis;
 let mx: RemoteMta;
 let relay: RelayHandle;
 
 before(async () => {
-  const port = await freePort();
-  p = await startPlatform({
+  bed = await relayTestbed({
     withDelivery: false,
     zone: {
       'outage.test': { MX: [{ priority: 10, exchange: 'mx.outage.test' }] },
       'mx.outage.test': { A: ['127.0.0.12'] },
     },
   });
+  p = bed.p;
   redis = await startPrivateRedis();
-  mx = await startRemoteMta('127.0.0.12', port);
-  relay = await startRelay(p, {
+  mx = await bed.remote('127.0.0.12');
+  relay = await bed.relay({
     redis_url: redis.url,
-    outbound_port: port,
     // one failed run would dead-letter a message that was not held
     outbound_max_attempts: 1,
     redis_command_timeout: '300ms',
@@ -47,10 +46,8 @@ before(async () => {
 });
 
 after(async () => {
-  await relay?.stop();
-  await mx?.close();
+  await bed?.close();
   await redis?.close();
-  await p?.close();
 });
 
 const held = () => relay.rt.bus.heldMessages().get(Queues.outbound) ?? 0;

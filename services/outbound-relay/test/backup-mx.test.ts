@@ -2,17 +2,16 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { DeferredIndex } from '@mailyard/queue-admin';
 import { waitFor } from '@mailyard/testkit';
-import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import type { Platform } from '../../../test/harness.js';
 import {
   dsnIn,
   entryOf,
   envelope,
-  freePort,
   queueOutbound,
+  relayTestbed,
   simpleMessage,
-  startRelay,
-  startRemoteMta,
   type RelayHandle,
+  type RelayTestbed,
   type RemoteMta,
 } from './helpers.js';
 
@@ -22,6 +21,7 @@ import {
 // backup.test: mx1 127.0.0.20 (pref 10), mx2 127.0.0.21 (pref 20).
 // three.test: the same two and mx3 127.0.0.22 (pref 30).
 // Retries wait an hour: whatever arrives during a test came in its first attempt.
+let bed: RelayTestbed;
 let p: Platform;
 let relay: RelayHandle;
 let primary: RemoteMta;
@@ -30,34 +30,35 @@ let third: RemoteMta;
 let index: DeferredIndex;
 
 before(async () => {
-  const port = await freePort();
-  p = await startPlatform({
-    zone: {
-      'backup.test': {
-        MX: [
-          { priority: 10, exchange: 'mx1.backup.test' },
-          { priority: 20, exchange: 'mx2.backup.test' },
-        ],
+  bed = await relayTestbed(
+    {
+      zone: {
+        'backup.test': {
+          MX: [
+            { priority: 10, exchange: 'mx1.backup.test' },
+            { priority: 20, exchange: 'mx2.backup.test' },
+          ],
+        },
+        'three.test': {
+          MX: [
+            { priority: 10, exchange: 'mx1.backup.test' },
+            { priority: 20, exchange: 'mx2.backup.test' },
+            { priority: 30, exchange: 'mx3.backup.test' },
+          ],
+        },
+        'mx1.backup.test': { A: ['127.0.0.20'] },
+        'mx2.backup.test': { A: ['127.0.0.21'] },
+        'mx3.backup.test': { A: ['127.0.0.22'] },
       },
-      'three.test': {
-        MX: [
-          { priority: 10, exchange: 'mx1.backup.test' },
-          { priority: 20, exchange: 'mx2.backup.test' },
-          { priority: 30, exchange: 'mx3.backup.test' },
-        ],
-      },
-      'mx1.backup.test': { A: ['127.0.0.20'] },
-      'mx2.backup.test': { A: ['127.0.0.21'] },
-      'mx3.backup.test': { A: ['127.0.0.22'] },
     },
-  });
-  await addAccount(p.directory, 'alice@example.test');
-  primary = await startRemoteMta('127.0.0.20', port);
-  backup = await startRemoteMta('127.0.0.21', port);
-  third = await startRemoteMta('127.0.0.22', port);
+    ['alice@example.test'],
+  );
+  p = bed.p;
+  primary = await bed.remote('127.0.0.20');
+  backup = await bed.remote('127.0.0.21');
+  third = await bed.remote('127.0.0.22');
   index = new DeferredIndex(p.redis.redis);
-  relay = await startRelay(p, {
-    outbound_port: port,
+  relay = await bed.relay({
     outbound_retry_schedule: '1h',
     delay_warning_time: 0,
     // two recipients per transaction: a message of three takes two on one session
@@ -65,11 +66,7 @@ before(async () => {
   });
 });
 
-after(async () => {
-  await relay?.stop();
-  for (const m of [primary, backup, third]) await m?.close();
-  await p?.close();
-});
+after(() => bed?.close());
 
 const copies = (mta: RemoteMta, subject: string) =>
   mta.received.filter((m) => m.data.toString().includes(`Subject: ${subject}\r\n`)).map((m) => m.to);

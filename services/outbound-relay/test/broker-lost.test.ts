@@ -2,16 +2,15 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Queues } from '@mailyard/contracts';
 import { queueDepth, startTcpProxy, waitFor, type TcpProxy } from '@mailyard/testkit';
-import { startPlatform, type Platform } from '../../../test/harness.js';
+import type { Platform } from '../../../test/harness.js';
 import {
   counterValue,
   envelope,
-  freePort,
   queueOutbound,
+  relayTestbed,
   simpleMessage,
-  startRelay,
-  startRemoteMta,
   type RelayHandle,
+  type RelayTestbed,
   type RemoteMta,
 } from './helpers.js';
 
@@ -19,42 +18,39 @@ import {
 // network blip, a missed heartbeat) keeps going: the server may still take the message.
 // The broker meanwhile gives the message to another instance, which must not send the
 // recipients a second copy while the first one may still deliver them.
+let bed: RelayTestbed;
 let p: Platform;
 let mx: RemoteMta;
 let broker: TcpProxy;
-let first: RelayHandle | null = null;
 let second: RelayHandle | null = null;
 /** Lets the stalled receiver answer: before the close too, or a failed test waits on it. */
 let release: () => void = () => undefined;
 
 before(async () => {
-  p = await startPlatform({
+  bed = await relayTestbed({
     withDelivery: false,
     zone: {
       'lost.test': { MX: [{ priority: 10, exchange: 'mx.lost.test' }] },
       'mx.lost.test': { A: ['127.0.0.14'] },
     },
   });
+  p = bed.p;
   broker = await startTcpProxy({ host: '127.0.0.1', port: 5672 });
 });
 
 after(async () => {
   release();
-  await first?.stop();
-  await second?.stop();
-  await mx?.close();
+  await bed?.close();
   await broker?.close();
-  await p?.close();
 });
 
 test(
   'an instance that lost the broker mid-delivery: the instance given the message again sends no second copy',
   { timeout: 120_000 },
   async () => {
-    const port = await freePort();
     const stalled = new Promise<void>((r) => (release = r));
     let inFlight = false;
-    mx = await startRemoteMta('127.0.0.14', port, {
+    mx = await bed.remote('127.0.0.14', {
       // the first copy arrives whole, and the server takes its time to say 250
       data: async () => {
         if (inFlight) return undefined;
@@ -63,10 +59,10 @@ test(
         return undefined;
       },
     });
-    const settings = { outbound_port: port, outbound_retry_schedule: '200ms' };
+    const settings = { outbound_retry_schedule: '200ms' };
     const through = new URL(p.vhost.url);
     through.port = String(broker.port);
-    first = await startRelay(p, { ...settings, amqp_url: through.toString() });
+    await bed.relay({ ...settings, amqp_url: through.toString() });
     await queueOutbound(
       p,
       envelope('sender@example.test', ['rcpt@lost.test']),
@@ -74,7 +70,7 @@ test(
     );
     await waitFor(() => inFlight, { what: 'the message at the remote server' });
     // the first instance loses the broker, which gives its unacked message back
-    second = await startRelay(p, settings);
+    second = await bed.relay(settings);
     broker.cut();
     await waitFor(async () => (await queueDepth(p.vhost.name, Queues.outbound)) === 0, {
       what: 'the message taken by the second instance',

@@ -6,24 +6,22 @@ import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { outboundDelayQueue, type Envelope } from '@mailyard/contracts';
 import { interleavedRedis, queueDepths, startTcpProxy, waitFor } from '@mailyard/testkit';
-import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import { addAccount, type Platform } from '../../../test/harness.js';
 import {
   envelope,
-  freePort,
   queueOutbound,
+  relayTestbed,
   simpleMessage,
-  spawnRelay,
-  startRelay,
-  startRemoteMta,
   type RelayHandle,
+  type RelayTestbed,
   type RemoteMta,
 } from './helpers.js';
 import { SENDING_CLAIM_MS, WARNING_CLAIM_MS } from '../src/relay.js';
 
 // Postfix's delay_warning_time across instances: a receiver that answers 4xx until a test
 // lets it take the mail, senders in a local domain (their warnings land in their INBOX).
+let bed: RelayTestbed;
 let p: Platform;
-let port: number;
 let mx: RemoteMta;
 /** Whether the receiver takes mail (451 to every RCPT until then). */
 let taking = false;
@@ -33,30 +31,24 @@ const relays: RelayHandle[] = [];
 const RETRY = '200ms';
 
 before(async () => {
-  port = await freePort();
-  p = await startPlatform({
+  bed = await relayTestbed({
     zone: {
       'late.test': { MX: [{ priority: 10, exchange: 'mx.late.test' }] },
       'mx.late.test': { A: ['127.0.0.14'] },
     },
   });
-  mx = await startRemoteMta('127.0.0.14', port, {
+  p = bed.p;
+  mx = await bed.remote('127.0.0.14', {
     rcpt: () => (taking ? undefined : { code: 451, message: '4.3.0 Try again later' }),
   });
 });
 
-after(async () => {
-  child?.kill('SIGKILL');
-  for (const r of relays) await r.stop();
-  await mx?.close();
-  await p?.close();
-});
+after(() => bed?.close());
 
 /** An in-process instance, warning of a delay past 1 s (its Redis changed by `redis`). */
 async function startInstance(redis?: (own: Redis) => Redis): Promise<RelayHandle> {
-  const r = await startRelay(
-    p,
-    { outbound_port: port, outbound_retry_schedule: RETRY, delay_warning_time: '1s' },
+  const r = await bed.relay(
+    { outbound_retry_schedule: RETRY, delay_warning_time: '1s' },
     redis ? { redis } : {},
   );
   relays.push(r);
@@ -131,7 +123,7 @@ test(
     t.after(() => broker.close());
     const amqp = new URL(p.vhost.url);
     amqp.port = String(broker.port);
-    child = await spawnRelay(p, port, { AMQP_URL: amqp.toString(), DELAY_WARNING_TIME: '1s' });
+    child = await bed.spawn({ AMQP_URL: amqp.toString(), DELAY_WARNING_TIME: '1s' });
     await queue(env);
     await publishing;
     child.kill('SIGKILL');

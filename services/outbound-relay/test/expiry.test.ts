@@ -4,50 +4,45 @@ import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { DeferredIndex } from '@mailyard/queue-admin';
 import { queueDepth, waitFor } from '@mailyard/testkit';
-import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import type { Platform } from '../../../test/harness.js';
 import {
   entryOf,
   envelope,
-  freePort,
   queueOutbound,
+  relayTestbed,
   simpleMessage,
-  startRelay,
-  startRemoteMta,
-  type RelayHandle,
+  type RelayTestbed,
   type RemoteMta,
 } from './helpers.js';
 
 // A receiver that always answers 4xx, a queue lifetime of 2 s and a delay warning
 // after 0.5 s: one warning, then one bounce, both in the local sender's INBOX.
+let bed: RelayTestbed;
 let p: Platform;
-let relay: RelayHandle;
 let mx: RemoteMta;
 
 before(async () => {
-  const port = await freePort();
-  p = await startPlatform({
-    zone: {
-      'stuck.test': { MX: [{ priority: 10, exchange: 'mx.stuck.test' }] },
-      'mx.stuck.test': { A: ['127.0.0.12'] },
+  bed = await relayTestbed(
+    {
+      zone: {
+        'stuck.test': { MX: [{ priority: 10, exchange: 'mx.stuck.test' }] },
+        'mx.stuck.test': { A: ['127.0.0.12'] },
+      },
     },
-  });
-  await addAccount(p.directory, 'alice@example.test');
-  mx = await startRemoteMta('127.0.0.12', port, {
+    ['alice@example.test'],
+  );
+  p = bed.p;
+  mx = await bed.remote('127.0.0.12', {
     rcpt: () => ({ code: 451, message: '4.3.0 Temporary local problem' }),
   });
-  relay = await startRelay(p, {
-    outbound_port: port,
+  await bed.relay({
     outbound_retry_schedule: '200ms',
     maximal_queue_lifetime: '2s',
     delay_warning_time: '500ms',
   });
 });
 
-after(async () => {
-  await relay?.stop();
-  await mx?.close();
-  await p?.close();
-});
+after(() => bed?.close());
 
 test('one delay warning, then one bounce at expiry', async () => {
   const env = envelope('alice@example.test', ['stuck@stuck.test']);

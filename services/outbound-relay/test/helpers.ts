@@ -10,7 +10,7 @@ import type { DeferredEntry, DeferredIndex } from '@mailyard/queue-admin';
 import { createRuntime, type Runtime } from '@mailyard/runtime';
 import { newQueueId } from '@mailyard/smtp-core';
 import { entryArgs, freePort } from '@mailyard/testkit';
-import type { Platform } from '../../../test/harness.js';
+import { addAccount, startPlatform, type Platform, type PlatformOptions } from '../../../test/harness.js';
 import {
   buildOutboundRelay,
   defaultDeps,
@@ -220,6 +220,80 @@ export async function startRelay(
       await relay.stop();
       await rt.close();
     },
+  };
+}
+
+/**
+ * What a relay test file runs on: a platform (`platform`: its zone, with or without
+ * delivery), its local `accounts`, and one port every remote MTA of the file listens on
+ * (each on its own 127.0.0.x) and every relay sends to. What a test starts through it is
+ * closed with it, those stopped before then excepted: relays first, then the remote
+ * MTAs, then the platform.
+ */
+export interface RelayTestbed {
+  p: Platform;
+  port: number;
+  /** A remote MTA on `ip` at the testbed's port. */
+  remote(ip: string, behaviour?: RemoteBehaviour): Promise<RemoteMta>;
+  /** An in-process relay sending to the testbed's port (startRelay), `overrides` over that. */
+  relay(overrides?: Record<string, unknown>, extra?: Parameters<typeof startRelay>[2]): Promise<RelayHandle>;
+  /** A relay process sending to the testbed's port (spawnRelay), killed with SIGKILL at the close. */
+  spawn(env?: Record<string, string>): Promise<ChildProcess>;
+  close(): Promise<void>;
+}
+
+export async function relayTestbed(
+  platform: PlatformOptions,
+  accounts: string[] = [],
+): Promise<RelayTestbed> {
+  const port = await freePort();
+  const p = await startPlatform(platform);
+  const relays = new Set<RelayHandle>();
+  const remotes = new Set<RemoteMta>();
+  const children = new Set<ChildProcess>();
+  const close = async () => {
+    for (const c of children) c.kill('SIGKILL');
+    for (const r of relays) await r.stop();
+    for (const m of remotes) await m.close();
+    await p.close();
+  };
+  try {
+    for (const a of accounts) await addAccount(p.directory, a);
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return {
+    p,
+    port,
+    async remote(ip, behaviour) {
+      const mta = await startRemoteMta(ip, port, behaviour);
+      const closeMta = mta.close.bind(mta);
+      mta.close = () => {
+        remotes.delete(mta);
+        return closeMta();
+      };
+      remotes.add(mta);
+      return mta;
+    },
+    async relay(overrides = {}, extra) {
+      const r = await startRelay(p, { outbound_port: port, ...overrides }, extra);
+      const handle: RelayHandle = {
+        ...r,
+        stop: () => {
+          relays.delete(handle);
+          return r.stop();
+        },
+      };
+      relays.add(handle);
+      return handle;
+    },
+    async spawn(env) {
+      const child = await spawnRelay(p, port, env);
+      children.add(child);
+      return child;
+    },
+    close,
   };
 }
 

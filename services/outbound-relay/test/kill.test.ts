@@ -3,33 +3,29 @@ import type { ChildProcess } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { readFileSync } from 'node:fs';
 import { queueDepth, startTcpProxy, waitFor } from '@mailyard/testkit';
-import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import { addAccount, type Platform } from '../../../test/harness.js';
 import {
   envelope,
-  freePort,
   queueOutbound,
+  relayTestbed,
   simpleMessage,
-  spawnRelay as spawnRelayProcess,
-  startRelay,
-  startRemoteMta,
   type RelayHandle,
+  type RelayTestbed,
   type RemoteMta,
 } from './helpers.js';
 import { SENDING_CLAIM_MS } from '../src/relay.js';
 
+let bed: RelayTestbed;
 let p: Platform;
 let mx: RemoteMta;
 let batchMx: RemoteMta | null = null;
-let bounceMx: RemoteMta | null = null;
-let port: number;
 let child: ChildProcess | null = null;
 let second: RelayHandle | null = null;
 /** Lets the stalled receiver answer: before the close too, or a failed test waits on it. */
 let release: () => void = () => undefined;
 
 before(async () => {
-  port = await freePort();
-  p = await startPlatform({
+  bed = await relayTestbed({
     withDelivery: false,
     zone: {
       'kill.test': { MX: [{ priority: 10, exchange: 'mx.kill.test' }] },
@@ -40,20 +36,13 @@ before(async () => {
       'mx.bounce.kill.test': { A: ['127.0.0.13'] },
     },
   });
+  p = bed.p;
 });
 
 after(async () => {
   release();
-  child?.kill('SIGKILL');
-  await second?.stop();
-  await mx?.close();
-  await batchMx?.close();
-  await bounceMx?.close();
-  await p?.close();
+  await bed?.close();
 });
-
-/** outbound-relay as its own process on the platform, sending to remote MTAs on `port`. */
-const spawnRelay = (env: Record<string, string> = {}) => spawnRelayProcess(p, port, env);
 
 test(
   'an instance killed with SIGKILL mid-delivery: the message is still delivered, once',
@@ -61,7 +50,7 @@ test(
   async () => {
     const stalled = new Promise<void>((r) => (release = r));
     let sawData = false;
-    mx = await startRemoteMta('127.0.0.10', port, {
+    mx = await bed.remote('127.0.0.10', {
       // first attempt: the whole message arrives, then the receiver stalls before its reply
       data: async () => {
         if (sawData) return undefined;
@@ -70,7 +59,7 @@ test(
         return { code: 451, message: '4.3.0 connection lost before the reply' };
       },
     });
-    child = await spawnRelay();
+    child = await bed.spawn();
     const env = envelope('sender@example.test', ['victim@kill.test']);
     await queueOutbound(
       p,
@@ -85,7 +74,7 @@ test(
 
     // the unacked message went back to `outbound`; another instance picks it up, and
     // sends it once the dead one's claim on the recipient has lapsed (SENDING_CLAIM_MS)
-    second = await startRelay(p, { outbound_port: port, outbound_retry_schedule: '200ms' });
+    second = await bed.relay({ outbound_retry_schedule: '200ms' });
     await waitFor(() => mx.received.some((m) => m.data.toString().includes('Subject: killed-mid-delivery')), {
       timeoutMs: 20_000 + SENDING_CLAIM_MS,
       what: 'delivery after the kill',
@@ -106,7 +95,7 @@ test(
     second = null;
     const stalled = new Promise<void>((r) => (release = r));
     let sawSecond = false;
-    batchMx = await startRemoteMta('127.0.0.11', port, {
+    batchMx = await bed.remote('127.0.0.11', {
       // the first transaction is taken; the second (one recipient a transaction) stalls
       // before its reply, once
       data: async (msg) => {
@@ -117,7 +106,7 @@ test(
       },
     });
     const to = ['first@batch.kill.test', 'second@batch.kill.test'];
-    child = await spawnRelay({ SMTP_DESTINATION_RECIPIENT_LIMIT: '1' });
+    child = await bed.spawn({ SMTP_DESTINATION_RECIPIENT_LIMIT: '1' });
     await queueOutbound(
       p,
       envelope('sender@example.test', to),
@@ -133,8 +122,7 @@ test(
     child = null;
     release();
 
-    second = await startRelay(p, {
-      outbound_port: port,
+    second = await bed.relay({
       outbound_retry_schedule: '200ms',
       smtp_destination_recipient_limit: 1,
     });
@@ -162,14 +150,14 @@ test(
     const amqp = new URL(p.vhost.url);
     amqp.port = String(broker.port);
     let refused = 0;
-    bounceMx = await startRemoteMta('127.0.0.13', port, {
+    await bed.remote('127.0.0.13', {
       rcpt: () => {
         // the first refusal: what the broker says from now on stays with the proxy
         if (++refused === 1) broker.hold();
         return { code: 550, message: '5.1.1 No such user' };
       },
     });
-    child = await spawnRelay({ AMQP_URL: amqp.toString() });
+    child = await bed.spawn({ AMQP_URL: amqp.toString() });
     await queueOutbound(
       p,
       envelope('owner@local.kill.test', ['nobody@bounce.kill.test']),
@@ -184,7 +172,7 @@ test(
     broker.release();
 
     // the unacked message goes back to `outbound`: another instance is refused again
-    second = await startRelay(p, { outbound_port: port, outbound_retry_schedule: '200ms' });
+    second = await bed.relay({ outbound_retry_schedule: '200ms' });
     await waitFor(() => refused === 2, { timeoutMs: 30_000, what: 'the second attempt refused' });
     await waitFor(async () => (await queueDepth(p.vhost.name, 'outbound')) === 0, { what: 'acked' });
     await waitFor(async () => (await queueDepth(p.vhost.name, 'delivery')) === 0, { what: 'DSNs run' });

@@ -2,17 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { DeferredIndex } from '@mailyard/queue-admin';
 import { waitFor } from '@mailyard/testkit';
-import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
-import {
-  dsnIn,
-  entryOf,
-  freePort,
-  sendFromAlice,
-  startRelay,
-  startRemoteMta,
-  type RelayHandle,
-  type RemoteMta,
-} from './helpers.js';
+import type { Platform } from '../../../test/harness.js';
+import { dsnIn, entryOf, relayTestbed, sendFromAlice, type RelayTestbed, type RemoteMta } from './helpers.js';
 
 // Mail whose MX is this mail system must not be sent to ourselves (Postfix: "mail for X
 // loops back to myself", 5.4.6). Our own addresses: every interface address of this host
@@ -20,9 +11,8 @@ import {
 // 127.0.0.1 and 127.0.0.42: listeners that must never be reached. 127.0.0.41: a better
 // MX in front of us. 127.0.0.43: a server that answers EHLO with our own hostname.
 // 127.0.0.44: a primary MX that is shutting down (421 greeting).
+let bed: RelayTestbed;
 let p: Platform;
-let relay: RelayHandle;
-let port: number;
 let self: RemoteMta;
 let nat: RemoteMta;
 let primary: RemoteMta;
@@ -30,49 +20,50 @@ let mirror: RemoteMta;
 let closing: RemoteMta;
 
 before(async () => {
-  port = await freePort();
-  p = await startPlatform({
-    zone: {
-      'selfmx.test': { MX: [{ priority: 10, exchange: 'mx.selfmx.test' }] },
-      'mx.selfmx.test': { A: ['127.0.0.1'] },
-      // we are the backup MX of backup.test: mail goes to the primary only
-      'backup.test': {
-        MX: [
-          { priority: 10, exchange: 'mx1.backup.test' },
-          { priority: 20, exchange: 'mx.selfmx.test' },
-        ],
+  bed = await relayTestbed(
+    {
+      zone: {
+        'selfmx.test': { MX: [{ priority: 10, exchange: 'mx.selfmx.test' }] },
+        'mx.selfmx.test': { A: ['127.0.0.1'] },
+        // we are the backup MX of backup.test: mail goes to the primary only
+        'backup.test': {
+          MX: [
+            { priority: 10, exchange: 'mx1.backup.test' },
+            { priority: 20, exchange: 'mx.selfmx.test' },
+          ],
+        },
+        'mx1.backup.test': { A: ['127.0.0.41'] },
+        // the primary has no address: nobody to hand the mail to but ourselves
+        'orphan.test': {
+          MX: [
+            { priority: 10, exchange: 'gone.orphan.test' },
+            { priority: 20, exchange: 'mx.selfmx.test' },
+          ],
+        },
+        'nat.test': { MX: [{ priority: 10, exchange: 'mx.nat.test' }] },
+        'mx.nat.test': { A: ['127.0.0.42'] },
+        'mirror.test': { MX: [{ priority: 10, exchange: 'mx.mirror.test' }] },
+        'mx.mirror.test': { A: ['127.0.0.43'] },
+        'mirror-backup.test': {
+          MX: [
+            { priority: 10, exchange: 'mx.closing.test' },
+            { priority: 20, exchange: 'mx.mirror.test' },
+          ],
+        },
+        'mx.closing.test': { A: ['127.0.0.44'] },
       },
-      'mx1.backup.test': { A: ['127.0.0.41'] },
-      // the primary has no address: nobody to hand the mail to but ourselves
-      'orphan.test': {
-        MX: [
-          { priority: 10, exchange: 'gone.orphan.test' },
-          { priority: 20, exchange: 'mx.selfmx.test' },
-        ],
-      },
-      'nat.test': { MX: [{ priority: 10, exchange: 'mx.nat.test' }] },
-      'mx.nat.test': { A: ['127.0.0.42'] },
-      'mirror.test': { MX: [{ priority: 10, exchange: 'mx.mirror.test' }] },
-      'mx.mirror.test': { A: ['127.0.0.43'] },
-      'mirror-backup.test': {
-        MX: [
-          { priority: 10, exchange: 'mx.closing.test' },
-          { priority: 20, exchange: 'mx.mirror.test' },
-        ],
-      },
-      'mx.closing.test': { A: ['127.0.0.44'] },
     },
-  });
-  await addAccount(p.directory, 'alice@example.test');
-  self = await startRemoteMta('127.0.0.1', port);
-  nat = await startRemoteMta('127.0.0.42', port);
-  primary = await startRemoteMta('127.0.0.41', port);
-  mirror = await startRemoteMta('127.0.0.43', port, { name: 'mx.mailyard.test' });
-  closing = await startRemoteMta('127.0.0.44', port, {
+    ['alice@example.test'],
+  );
+  p = bed.p;
+  self = await bed.remote('127.0.0.1');
+  nat = await bed.remote('127.0.0.42');
+  primary = await bed.remote('127.0.0.41');
+  mirror = await bed.remote('127.0.0.43', { name: 'mx.mailyard.test' });
+  closing = await bed.remote('127.0.0.44', {
     greeting: { code: 421, message: '4.3.2 Service shutting down' },
   });
-  relay = await startRelay(p, {
-    outbound_port: port,
+  await bed.relay({
     outbound_retry_schedule: '1h',
     delay_warning_time: 0,
     inet_interfaces: 'all',
@@ -80,11 +71,7 @@ before(async () => {
   });
 });
 
-after(async () => {
-  await relay?.stop();
-  for (const m of [self, nat, primary, mirror, closing]) await m?.close();
-  await p?.close();
-});
+after(() => bed?.close());
 
 const dsnFor = (queueId: string) => waitFor(() => dsnIn(p, queueId), { what: `the DSN for ${queueId}` });
 const send = (to: string, subject: string) => sendFromAlice(p, to, subject);

@@ -13,40 +13,39 @@ import {
   envelope,
   freePort,
   queueOutbound,
+  relayTestbed,
   simpleMessage,
   startRelay,
   startRemoteMta,
   type RelayHandle,
+  type RelayTestbed,
   type RemoteMta,
 } from './helpers.js';
 
 // `mailyard queue list|show|retry|delete` against messages really deferred by a relay
 // whose schedule is one hour: only the queue commands can bring them back early.
+let bed: RelayTestbed;
 let p: Platform;
 let relay: RelayHandle;
 let mx: RemoteMta;
 let accept = false;
 
 before(async () => {
-  const port = await freePort();
-  p = await startPlatform({
+  bed = await relayTestbed({
     withDelivery: false,
     zone: {
       'later.test': { MX: [{ priority: 10, exchange: 'mx.later.test' }] },
       'mx.later.test': { A: ['127.0.0.11'] },
     },
   });
-  mx = await startRemoteMta('127.0.0.11', port, {
+  p = bed.p;
+  mx = await bed.remote('127.0.0.11', {
     rcpt: () => (accept ? undefined : { code: 452, message: '4.2.2 Mailbox full' }),
   });
-  relay = await startRelay(p, { outbound_port: port, outbound_retry_schedule: '1h', delay_warning_time: 0 });
+  relay = await bed.relay({ outbound_retry_schedule: '1h', delay_warning_time: 0 });
 });
 
-after(async () => {
-  await relay?.stop();
-  await mx?.close();
-  await p?.close();
-});
+after(() => bed?.close());
 
 /** Runs `mailyard queue ...` in-process; returns stdout and the error, if any. */
 async function queueCmd(...args: string[]): Promise<{ out: string; err: Error | null }> {
