@@ -35,6 +35,12 @@ const MARGIN_MS = 8000;
 let t: WebmailTestbed;
 let alice: WebClient;
 
+/** Alice, logged in to a webmail of its own that sends through `port`, at most for SEND_MS. */
+const aliceSendingThrough = async (port: number): Promise<WebClient> => {
+  const w = await t.another({ submission_server: `127.0.0.1:${port}`, send_timeout: `${SEND_MS}ms` });
+  return loggedIn(t, ALICE, w.port);
+};
+
 webmailFile({}, async (f) => {
   t = f.t;
   await t.p.directory.addAlias('team@example.test', [ALICE, BOB]);
@@ -834,12 +840,7 @@ describe('sending', () => {
         { preamble: () => (proxy.accepted === 2 && proxy.hold(), null) },
       );
       try {
-        const w = await t.another({
-          submission_server: `127.0.0.1:${proxy.port}`,
-          send_timeout: `${SEND_MS}ms`,
-        });
-        const c = new WebClient(w.port, t.ca);
-        await c.login(ALICE);
+        const c = await aliceSendingThrough(proxy.port);
         await addAccount(t.p.directory, 'jan@example.test');
         const subject = 'Past the limit, past the deadline';
         const res = await c.post('/api/send', draft({ to: `${BOB}, ${ALICE}, jan@example.test`, subject }));
@@ -923,12 +924,7 @@ describe('sending', () => {
     async () => {
       const proxy = await startTcpProxy({ host: '127.0.0.1', port: t.msa.ports.submissions });
       try {
-        const w = await t.another({
-          submission_server: `127.0.0.1:${proxy.port}`,
-          send_timeout: `${SEND_MS}ms`,
-        });
-        const c = new WebClient(w.port, t.ca);
-        await c.login(ALICE);
+        const c = await aliceSendingThrough(proxy.port);
         // connections are taken, nothing the msa says reaches the webmail
         proxy.hold();
         const started = performance.now();
@@ -951,12 +947,7 @@ describe('sending', () => {
       const rabbit = await startPrivateRabbit();
       try {
         const msa = await t.anotherMsa({ amqp_url: rabbit.url });
-        const w = await t.another({
-          submission_server: `127.0.0.1:${msa.ports.submissions}`,
-          send_timeout: `${SEND_MS}ms`,
-        });
-        const c = new WebClient(w.port, t.ca);
-        await c.login(ALICE);
+        const c = await aliceSendingThrough(msa.ports.submissions);
         // the msa takes the whole message, then waits for a confirm that does not come
         rabbit.pause();
         const started = performance.now();
