@@ -279,25 +279,47 @@ describe('the webmail in a browser: the session ends while writing', () => {
       });
     },
   );
+  /**
+   * Alice writes `subject` to Bob in a browser of her own, its draft saved; then the session
+   * ends and a second tab of the same browser logs in again (a new cookie and token), and
+   * `fn` goes on in the first tab's editor, which must never ask for a reload or a login.
+   * The session ends as on a server that lost it: signed out everywhere, the IMAP sessions
+   * would end too, and the first tab's list, read again then, could learn of the end before
+   * the second tab has logged in, and rightly ask for the login over the editor.
+   */
+  async function afterLoginInAnotherTab(
+    clientAddress: string,
+    subject: string,
+    fn: (writing: Page) => Promise<void>,
+  ): Promise<void> {
+    const browser = await launchBrowser(undefined, { clientAddress });
+    const errors: string[] = [];
+    try {
+      const writing = await browser.context.newPage();
+      writing.on('pageerror', (e) => errors.push(e.message));
+      await startWriting(writing, BOB, subject);
+      await writing.locator('#compose-text').fill('Before the other tab.');
+      await status(writing).filter({ hasText: 'Draft saved' }).waitFor(SOON);
+
+      await dropSession(writing);
+      const other = await browser.context.newPage();
+      await logIn(other, { at: origin, ready: (p) => p.getByRole('button', { name: 'Compose' }) });
+
+      await fn(writing);
+      assert.equal(await writing.getByText('reload').count(), 0);
+      assert.equal(await signInAgain(writing).count(), 0);
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  }
+
   test(
     'after a login again in another tab, this tab’s editor saves with the new session, no reload asked',
     { timeout: 120_000 },
     async () => {
       await clear(ALICE, 'Drafts');
-      const browser = await launchBrowser(undefined, { clientAddress: '10.6.9.5' });
-      const errors: string[] = [];
-      try {
-        const writing = await browser.context.newPage();
-        writing.on('pageerror', (e) => errors.push(e.message));
-        await startWriting(writing, BOB, 'Across tabs');
-        await writing.locator('#compose-text').fill('Before the other tab.');
-        await status(writing).filter({ hasText: 'Draft saved' }).waitFor(SOON);
-
-        // the session ends; a second tab of the same browser logs in again (a new cookie)
-        await signOutEverywhere();
-        const other = await browser.context.newPage();
-        await logIn(other, { at: origin, ready: (p) => p.getByRole('button', { name: 'Compose' }) });
-
+      await afterLoginInAnotherTab('10.6.9.5', 'Across tabs', async (writing) => {
         await writing.locator('#compose-text').fill('Before the other tab, and after it.');
         const drafts = await waitFor(
           async () => {
@@ -308,12 +330,33 @@ describe('the webmail in a browser: the session ends while writing', () => {
         );
         assert.match(drafts[0]!, /Subject: Across tabs/);
         await status(writing).filter({ hasText: 'Draft saved' }).waitFor();
-        assert.equal(await status(writing).filter({ hasText: 'reload' }).count(), 0);
-        assert.equal(await signInAgain(writing).count(), 0);
-        assert.deepEqual(errors, []);
-      } finally {
-        await browser.close();
-      }
+      });
+    },
+  );
+
+  test(
+    'after a login again in another tab, a file attached in this tab’s editor is uploaded and sent',
+    { timeout: 120_000 },
+    async () => {
+      await clear(BOB, 'INBOX');
+      await afterLoginInAnotherTab('10.6.9.6', 'Attached across tabs', async (writing) => {
+        // the first request of this tab since the other tab's login is the upload
+        await writing
+          .locator('.compose input[type=file]')
+          .setInputFiles({ name: 'later.txt', mimeType: 'text/plain', buffer: Buffer.from('three') });
+        const file = writing.locator('.files li').filter({ hasText: 'later.txt' });
+        await file.locator('.file-size').or(file.getByRole('alert')).waitFor(SOON);
+        assert.equal(await file.getByRole('alert').count(), 0, await file.innerText());
+
+        await writing.getByRole('button', { name: 'Send' }).click();
+        await writing.getByRole('status').filter({ hasText: 'Message sent' }).waitFor(SOON);
+        const got = await waitFor(
+          async () => ((await sources(BOB, 'INBOX')).length === 1 ? sources(BOB, 'INBOX') : null),
+          { what: 'the message in Bob’s inbox' },
+        );
+        assert.match(got[0]!, /Subject: Attached across tabs/);
+        assert.match(got[0]!, /filename="?later\.txt/);
+      });
     },
   );
 });

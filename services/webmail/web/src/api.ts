@@ -120,6 +120,33 @@ export function onCsrfRefused(fn: () => Promise<boolean>): void {
   onStaleToken = fn;
 }
 
+/** The app's answer while it is being asked: requests refused together (a save, an upload) wait for one. */
+let staleTokenAsked: Promise<boolean> | null = null;
+function tokenRenewed(): Promise<boolean> {
+  staleTokenAsked ??= onStaleToken().finally(() => {
+    staleTokenAsked = null;
+  });
+  return staleTokenAsked;
+}
+
+/**
+ * Every refused request ends here, whatever sent it (fetch, or an upload's XHR): one whose
+ * CSRF token was refused goes once more (`again`, null when this was that once) after the
+ * app took the token of the session the browser now holds; any other refusal is thrown, and
+ * the app told when it means that the session is gone.
+ */
+async function refused<T>(
+  status: number,
+  code: string,
+  message: string,
+  extra: Record<string, unknown>,
+  again: (() => Promise<T>) | null,
+): Promise<T> {
+  if (status === 403 && code === 'csrf' && again && (await tokenRenewed())) return again();
+  noteRefusal(status, code, message);
+  throw new ApiError(status, code, message, extra);
+}
+
 export async function call<T>(method: string, path: string, body?: unknown, again = true): Promise<T> {
   let res: Response;
   try {
@@ -140,10 +167,7 @@ export async function call<T>(method: string, path: string, body?: unknown, agai
   if (!res.ok) {
     const code = typeof data.error === 'string' ? data.error : 'error';
     const message = typeof data.message === 'string' ? data.message : `Request failed (${res.status})`;
-    if (res.status === 403 && code === 'csrf' && again && (await onStaleToken()))
-      return call<T>(method, path, body, false);
-    noteRefusal(res.status, code, message);
-    throw new ApiError(res.status, code, message, data);
+    return refused(res.status, code, message, data, again ? () => call<T>(method, path, body, false) : null);
   }
   return data as T;
 }
@@ -249,40 +273,59 @@ export const bodyUrl = (folder: string, uid: number, remote: boolean) =>
 export const partUrl = (folder: string, uid: number, part: string, inline = false) =>
   `/api/messages/${uid}/parts/${part}` + qs({ folder, inline });
 
+/** What the server says of an attachment it took. */
+export interface Uploaded {
+  id: string;
+  filename: string;
+  type: string;
+  size: number;
+}
+
 /** An upload with progress (fetch cannot report it): resolves with the server's description. */
 export function upload(
   file: File,
   onProgress: (sent: number, total: number) => void,
-): { done: Promise<{ id: string; filename: string; type: string; size: number }>; abort: () => void } {
-  const xhr = new XMLHttpRequest();
-  const done = new Promise<{ id: string; filename: string; type: string; size: number }>(
-    (resolve, reject) => {
-      xhr.open('POST', '/api/uploads');
-      xhr.setRequestHeader('content-type', 'application/octet-stream');
-      xhr.setRequestHeader('x-filename', encodeURIComponent(file.name));
-      xhr.setRequestHeader('x-content-type', file.type || 'application/octet-stream');
-      xhr.setRequestHeader('x-csrf-token', csrf);
-      xhr.upload.onprogress = (e) => onProgress(e.loaded, e.total || file.size);
-      xhr.onload = () => {
+): { done: Promise<Uploaded>; abort: () => void } {
+  let xhr: XMLHttpRequest | null = null;
+  let aborted = false;
+  const cancelled = () => new ApiError(0, 'aborted', 'Upload cancelled');
+  const attempt = (again: boolean): Promise<Uploaded> => {
+    // cancelled while the session was being read again: not sent once more
+    if (aborted) return Promise.reject(cancelled());
+    const x = new XMLHttpRequest();
+    xhr = x;
+    return new Promise<Uploaded>((resolve, reject) => {
+      x.open('POST', '/api/uploads');
+      x.setRequestHeader('content-type', 'application/octet-stream');
+      x.setRequestHeader('x-filename', encodeURIComponent(file.name));
+      x.setRequestHeader('x-content-type', file.type || 'application/octet-stream');
+      x.setRequestHeader('x-csrf-token', csrf);
+      x.upload.onprogress = (e) => onProgress(e.loaded, e.total || file.size);
+      x.onload = () => {
         let data: Record<string, unknown> = {};
         try {
-          data = JSON.parse(xhr.responseText) as Record<string, unknown>;
+          data = JSON.parse(x.responseText) as Record<string, unknown>;
         } catch {
           // not JSON: the status says enough
         }
-        if (xhr.status === 200) {
+        if (x.status === 200) {
           resolve(data as never);
           return;
         }
         const code = typeof data.error === 'string' ? data.error : 'error';
-        const message = typeof data.message === 'string' ? data.message : `Upload failed (${xhr.status})`;
-        noteRefusal(xhr.status, code, message);
-        reject(new ApiError(xhr.status, code, message));
+        const message = typeof data.message === 'string' ? data.message : `Upload failed (${x.status})`;
+        resolve(refused(x.status, code, message, data, again ? () => attempt(false) : null));
       };
-      xhr.onerror = () => reject(new ApiError(0, 'offline', 'The upload failed; check the connection'));
-      xhr.onabort = () => reject(new ApiError(0, 'aborted', 'Upload cancelled'));
-      xhr.send(file);
+      x.onerror = () => reject(new ApiError(0, 'offline', 'The upload failed; check the connection'));
+      x.onabort = () => reject(cancelled());
+      x.send(file);
+    });
+  };
+  return {
+    done: attempt(true),
+    abort: () => {
+      aborted = true;
+      xhr?.abort();
     },
-  );
-  return { done, abort: () => xhr.abort() };
+  };
 }
