@@ -84,6 +84,13 @@ export const errors = {
       `Attachments waiting to be sent may take ${Math.floor(cap / 1024 / 1024)} MB at most: send or remove some first`,
       { limit: cap },
     ),
+  /** Redis, which keeps the uploads with the sessions, is at its maxmemory: nothing of the file was kept. */
+  noRoomForUploads: () =>
+    new ApiError(
+      507,
+      'no_room',
+      'The server has no room for attachments just now: try again later, or tell your administrator',
+    ),
   overQuota: () =>
     new ApiError(507, 'over_quota', 'Your mailbox is full: delete some messages, or empty the trash'),
   imapRefused: (text: string) => new ApiError(409, 'refused', `The mail store refused: ${text}`),
@@ -168,6 +175,11 @@ export function isRedisFailure(err: unknown): boolean {
   return (
     err instanceof Error && (err.message === 'Connection is closed.' || err.message === 'Command timed out')
   );
+}
+
+/** Redis refused a command for want of memory (its maxmemory reached, no key it may evict). */
+export function isOutOfMemory(err: unknown): boolean {
+  return err instanceof ReplyError && (err as Error).message.startsWith('OOM ');
 }
 
 /** Response codes of a tagged NO that say the store cannot now, not that it will not (RFC 5530). */

@@ -15,7 +15,7 @@ import {
   type Outgoing,
   type OutgoingAttachment,
 } from './compose.js';
-import { errors } from './errors.js';
+import { errors, isOutOfMemory } from './errors.js';
 import { POOL_WAIT_MS } from './imap-pool.js';
 import { existingUids, selectFolder, specialFolder } from './mailbox.js';
 import { parseStructure } from './message-view.js';
@@ -33,8 +33,13 @@ const uploadsKey = WebmailKeys.uploads;
  * Stores an upload unless the account's waiting ones would pass the cap (Redis also holds
  * the sessions, the directory and the lockout: one account must not fill it); -1 when
  * stored, else the bytes already waiting. Redis's clock, so that instances agree.
+ *
+ * The shebang (no flags) makes Redis 7 refuse the whole script with OOM before it runs
+ * when Redis is at its maxmemory. Without it Redis checks memory only until the script's
+ * first write command, and the ZREMRANGEBYSCORE comes first, even when it removes nothing:
+ * the upload was then stored past maxmemory, in the Redis the sessions and logins need.
  */
-const STORE_UPLOAD = `
+const STORE_UPLOAD = `#!lua
 local now = tonumber(redis.call('TIME')[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local used = 0
@@ -179,17 +184,21 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
       const contentType = attachmentType(String(req.headers['x-content-type'] ?? ''));
       const id = randomBytes(16).toString('base64url');
       const cap = UPLOADS_PER_ACCOUNT * ctx.attachmentLimit;
-      const waiting = await withUploadScript(redis).webmailStoreUpload(
-        uploadKey(account, id),
-        uploadsKey(account),
-        UPLOAD_TTL_SECONDS,
-        data.length,
-        cap,
-        filename,
-        contentType,
-        data,
-        id,
-      );
+      const waiting = await withUploadScript(redis)
+        .webmailStoreUpload(
+          uploadKey(account, id),
+          uploadsKey(account),
+          UPLOAD_TTL_SECONDS,
+          data.length,
+          cap,
+          filename,
+          contentType,
+          data,
+          id,
+        )
+        .catch((err: unknown) => {
+          throw isOutOfMemory(err) ? errors.noRoomForUploads() : err;
+        });
       if (waiting >= 0) throw errors.uploadsWaiting(cap);
       // a client gone before it learnt the id (the draft discarded, the tab closed) can
       // never name this upload: removed, rather than left for a day under the account's cap

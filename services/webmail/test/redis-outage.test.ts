@@ -1,7 +1,8 @@
 // The webmail's own Redis (sessions, uploads, the login rate limit, the directory it
 // reads roles from) stopped under a logged-in user: every request is a temporary
 // failure (503, "try again"), never a 500 and never "not logged in"; the session is
-// there again once Redis is back. A Redis out of memory refuses a login the same way.
+// there again once Redis is back. A Redis out of memory refuses a login the same way, and
+// an upload as no room (507), with nothing of it stored past Redis's maxmemory.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Directory } from '@mailyard/directory';
@@ -76,5 +77,35 @@ test(
       await admin.config('SET', 'maxmemory', '0');
     }
     assert.equal((await new WebClient(port, t.ca).login(ALICE)).status, 200);
+  },
+);
+
+test(
+  'Redis full: an upload is refused as no room (507), and nothing of it is kept',
+  { timeout: 60_000 },
+  async () => {
+    const alice = new WebClient(port, t.ca);
+    assert.equal((await alice.login(ALICE)).status, 200);
+    const upload = () =>
+      alice.req('POST', '/api/uploads', {
+        body: Buffer.alloc(64 * 1024, 'a'),
+        headers: { 'content-type': 'text/plain', 'x-filename': 'big.txt' },
+      });
+    const admin = redis.client();
+    const uploadKeys = async () => (await admin.keys(`${PREFIX}webmail:upload*`)).sort();
+    const before = await uploadKeys();
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    await admin.config('SET', 'maxmemory', '1');
+    try {
+      const res = await upload();
+      assert.equal(res.status, 507, res.text);
+      assert.equal(res.json?.error, 'no_room', res.text);
+      assert.match(res.json.message, /no room for attachments/);
+      assert.deepEqual(await uploadKeys(), before, 'no upload, nor its place in the cap, is kept');
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+    }
+    const later = await upload();
+    assert.equal(later.status, 200, later.text);
   },
 );
