@@ -95,6 +95,13 @@ const webmailKeys = z.object({
   session_idle_timeout: duration('30m'),
   /** A session ends this long after login, however active. */
   session_absolute_timeout: duration('12h'),
+  /**
+   * After a new password (or two-factor turned on) the session goes on under a new cookie;
+   * the old one still serves the same client address this long, for the requests its tabs
+   * sent before they had the new one. Other addresses and the account's other sessions are
+   * refused at once. 0: no grace.
+   */
+  session_renewal_grace: duration('10s'),
   /** Login attempts per client address per minute (besides the shared lockout, which counts failures). */
   login_rate_limit: positiveInt(10),
   /** Largest message sent, the msa's own limit. */

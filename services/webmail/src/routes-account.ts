@@ -102,7 +102,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     // perhaps the reason for the change, is out); every other one ends: the other webmail
     // sessions, and on every instance the IMAP, POP3 and submission sessions that logged in
     // with the old password
-    const { fresh, ended } = await ctx.sessions.endOthers(req.sessionId!, session);
+    const { fresh, ended } = await ctx.sessions.endOthers(req.sessionId!, session, req.ip);
     await announceRevocation(ctx.redis, account);
     logger.info({ account, ended, signedOut: !fresh }, 'password changed');
     // this session ended while the change ran (signed out everywhere): the password is
@@ -208,7 +208,7 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
         throw refusal(err);
       });
     if (!codes) throw errors.invalidCode();
-    const { fresh, ended } = await ctx.sessions.endOthers(req.sessionId!, session);
+    const { fresh, ended } = await ctx.sessions.endOthers(req.sessionId!, session, req.ip);
     logger.info({ account, ended }, 'two-factor login turned on');
     // this session ended meanwhile: the codes are still shown, the next request logs in
     if (!fresh) return { recoveryCodes: codes };

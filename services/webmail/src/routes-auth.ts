@@ -35,7 +35,7 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
 
   /** Who is logged in; before login, the token the login form must send back (double submit). */
   app.get('/api/session', { config: { access: 'public' } }, async (req, reply) => {
-    const session = await sessions.get(req.cookies[SESSION_COOKIE]);
+    const session = await sessions.get(req.cookies[SESSION_COOKIE], req.ip);
     // a logged-in page may log in again (as someone else): it gets the token too
     const existing = req.cookies[LOGIN_COOKIE];
     const loginToken = existing && /^[\w-]{43}$/.test(existing) ? existing : newToken();

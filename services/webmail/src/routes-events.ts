@@ -49,7 +49,7 @@ export function registerEventRoutes(app: FastifyInstance, ctx: Ctx): void {
     ctx.metrics.eventStreams.inc();
     const heartbeat = setInterval(() => res.write(': ping\n\n'), HEARTBEAT_MS);
     const check = setInterval(() => {
-      ctx.sessions.get(sessionId, false).then(
+      ctx.sessions.get(sessionId, req.ip, false).then(
         (s) => {
           if (!s) {
             send('logout', {});

@@ -30,6 +30,12 @@ export interface Session {
    * session has ended. Sessions made before it was kept have none and are not compared.
    */
   accountCreated?: string;
+  /**
+   * Set on the old id of a session renewed by endOthers (a new password, two-factor turned
+   * on), for the few seconds its key outlives that: the client address that asked for the
+   * change, the only one it still serves.
+   */
+  retiredFor?: string;
 }
 
 /** What a login reads of its account before its password is checked, and its session keeps. */
@@ -38,6 +44,12 @@ export type LoginStamp = Pick<Session, 'signOut' | 'accountCreated'>;
 export interface SessionTimeouts {
   idleMs: number;
   absoluteMs: number;
+  /**
+   * How long the old id of a session renewed by endOthers still serves its client's address:
+   * requests that left before the answer with the new cookie came (the same tab's, another
+   * tab's of the same browser) are not refused as a session that ended. 0 (unset): not at all.
+   */
+  renewalGraceMs?: number;
 }
 
 export const SESSION_COOKIE = '__Host-mailyard_session';
@@ -57,19 +69,19 @@ export function sameToken(a: string | undefined, b: string | undefined): boolean
 }
 
 /**
- * A session (KEYS[1]; its idle time pushed back to ARGV[1] ms unless that is empty) and
- * its account's webmail sign-out count and creation time, in one round trip: {session}
- * when the account is gone, {session, count, created} else, nil when there is no session.
- * The account's key is made here from the session (ARGV[2] the key prefix, ARGV[3] the
- * field): a single Redis, as the platform runs, not a cluster.
+ * A session (KEYS[1]; its idle time pushed back to ARGV[1] ms unless that is empty, or it is
+ * a renewed session's old id, whose few seconds are never pushed back) and its account's
+ * webmail sign-out count and creation time, in one round trip: {session} when the account
+ * is gone, {session, count, created} else, nil when there is no session. The account's key
+ * is made here from the session (ARGV[2] the key prefix, ARGV[3] the field): a single
+ * Redis, as the platform runs, not a cluster.
  */
 const LOOKUP = `
-local raw
-if ARGV[1] == '' then raw = redis.call('GET', KEYS[1])
-else raw = redis.call('GETEX', KEYS[1], 'PX', ARGV[1]) end
+local raw = redis.call('GET', KEYS[1])
 if not raw then return false end
 local ok, s = pcall(cjson.decode, raw)
 if not ok or type(s) ~= 'table' or type(s.account) ~= 'string' then return {raw} end
+if ARGV[1] ~= '' and s.retiredFor == nil then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local account = ARGV[2] .. 'account:' .. s.account
 if redis.call('HEXISTS', account, 'password') == 0 then return {raw} end
 return {raw, redis.call('HGET', account, ARGV[3]) or '0', redis.call('HGET', account, 'created') or ''}
@@ -85,19 +97,33 @@ const otherAccount = (session: Session, created: string) =>
  * step: a request of that session arriving between the two would be compared against the
  * raised count, and the session would end itself. ARGV[2]: the session's count; ARGV[3]:
  * the renewed session's JSON, but its count; ARGV[4], ARGV[5]: idle and absolute timeouts
- * (ms). The new count, or nil when the session ended (its key gone, an ending came first,
- * or the account is gone); the count goes up all the same when the account is there.
+ * (ms). The old id takes the new count too, for ARGV[6] ms (the grace; 0: it goes now),
+ * serving only the address ARGV[7]; it is no longer tracked (ARGV[8], its name in KEYS[4]
+ * as track() wrote it, without the key prefix), so that the ending of the others leaves it. The new count, or nil when the session ended (its key gone, an ending
+ * came first, or the account is gone); the count goes up all the same when the account is
+ * there.
  */
 const RAISE_AND_RENEW = `
 if redis.call('HEXISTS', KEYS[1], 'password') == 0 then return false end
 local before = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local after = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-if before > tonumber(ARGV[2]) or redis.call('DEL', KEYS[2]) == 0 then return false end
+if before > tonumber(ARGV[2]) then return false end
+local old = redis.call('GET', KEYS[2])
+if not old then return false end
 local s = cjson.decode(ARGV[3])
 s.signOut = after
 redis.call('SET', KEYS[3], cjson.encode(s), 'PX', ARGV[4])
 redis.call('SADD', KEYS[4], KEYS[3])
 redis.call('PEXPIRE', KEYS[4], ARGV[5])
+redis.call('SREM', KEYS[4], ARGV[8])
+if tonumber(ARGV[6]) > 0 then
+  local o = cjson.decode(old)
+  o.signOut = after
+  o.retiredFor = ARGV[7]
+  redis.call('SET', KEYS[2], cjson.encode(o), 'PX', ARGV[6])
+else
+  redis.call('DEL', KEYS[2])
+end
 return after
 `;
 
@@ -173,17 +199,21 @@ export class SessionStore {
     return endWebmailSessions(this.redis, account);
   }
 
-  /** The live session for a cookie value, its idle time pushed back (unless `touch` is false); null if none. */
-  async get(id: string | undefined, touch = true): Promise<Session | null> {
-    const found = await this.find(id, touch);
+  /**
+   * The live session for a cookie value sent from `ip`, its idle time pushed back (unless
+   * `touch` is false); null if none.
+   */
+  async get(id: string | undefined, ip?: string, touch = true): Promise<Session | null> {
+    const found = await this.find(id, ip, touch);
     return found === 'ended' ? null : found;
   }
 
   /**
    * As get, but 'ended' for a session its account ended (signed out everywhere, a new
-   * password...) whose key outlived that, or whose account is gone: the key goes now.
+   * password...) whose key outlived that, or whose account is gone: the key goes now. A
+   * renewed session's old id, in its grace, is 'ended' to any address but its client's.
    */
-  async find(id: string | undefined, touch = true): Promise<Session | 'ended' | null> {
+  async find(id: string | undefined, ip?: string, touch = true): Promise<Session | 'ended' | null> {
     if (!id || id.length > 100) return null;
     const key = this.key(id);
     const res = await this.redis.webmailSession(
@@ -205,6 +235,8 @@ export class SessionStore {
       await this.redis.del(key);
       return null;
     }
+    // a copy of the old cookie elsewhere (perhaps the reason for the new password) is out
+    if (session.retiredFor !== undefined && session.retiredFor !== ip) return 'ended';
     return session;
   }
 
@@ -246,16 +278,19 @@ export class SessionStore {
   /**
    * After a new password or two-factor turned on: every other session of the account
    * ends, on every instance, and this one goes on under a new id and CSRF token (whoever
-   * holds a copy of the old cookie, perhaps the reason for the change, is out). The
+   * holds a copy of the old cookie elsewhere, perhaps the reason for the change, is out).
+   * The old id serves `ip`, the client's address, for renewalGraceMs more: a request this
+   * browser sent before the answer came is not taken for one of a session that ended. The
    * account's count goes up, and this session takes the new one, unless an ending came
    * first (then it has ended too, and `fresh` is null). `ended`: how many others were live.
    */
   async endOthers(
     id: string,
     session: Session,
+    ip = '',
   ): Promise<{ fresh: { id: string; session: Session } | null; ended: number }> {
     const freshId = newToken();
-    const { signOut, ...login } = session;
+    const { signOut, retiredFor: _, ...login } = session;
     const renewed = { ...login, csrf: newToken() };
     const after = (await this.redis.eval(
       RAISE_AND_RENEW,
@@ -269,6 +304,9 @@ export class SessionStore {
       JSON.stringify(renewed),
       String(this.timeouts.idleMs),
       String(this.timeouts.absoluteMs),
+      String(ip ? (this.timeouts.renewalGraceMs ?? 0) : 0),
+      ip,
+      this.key(id),
     )) as number | null;
     const fresh = after === null ? null : { id: freshId, session: { ...renewed, signOut: after } };
     if (!fresh) await this.destroy(id);

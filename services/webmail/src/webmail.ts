@@ -163,7 +163,11 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
   });
   const sessions = new SessionStore(
     deps.redis,
-    { idleMs: config.session_idle_timeout, absoluteMs: config.session_absolute_timeout },
+    {
+      idleMs: config.session_idle_timeout,
+      absoluteMs: config.session_absolute_timeout,
+      renewalGraceMs: config.session_renewal_grace,
+    },
     now,
   );
   const notifier = new MailNotifier(imap, logger, metrics);
@@ -250,7 +254,7 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
       return;
     }
     const id = req.cookies[SESSION_COOKIE];
-    const session = await sessions.find(id, !req.routeOptions.config.passive);
+    const session = await sessions.find(id, req.ip, !req.routeOptions.config.passive);
     if (session === 'ended') throw errors.sessionEnded();
     if (!session) throw errors.notLoggedIn();
     if (access === 'session' && session.stage !== 'complete') throw errors.secondFactorRequired();

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { AppPasswords, LoginGuard, createAuthenticator, type Authenticator } from '@mailyard/auth';
 import type { Directory } from '@mailyard/directory';
+import { waitFor } from '@mailyard/testkit';
 import { addAccount } from '../../../test/harness.js';
 import { webmailFile } from './file-setup.js';
 import { PASSWORD, type WebmailTestbed } from './webmail-harness.js';
@@ -17,6 +18,21 @@ webmailFile({}, async (f) => {
 const client = () => new WebClient(t.webmail.port, t.ca);
 
 const imapLogin = (user: string, pass: string) => imapLoginAs(t, user, pass);
+
+/** `c` sets a new password, and goes on with the token its answer carries. */
+async function newPassword(c: WebClient): Promise<void> {
+  const ok = await c.post('/api/account/password', { current: PASSWORD, password: 'a new long passphrase' });
+  assert.equal(ok.status, 200, ok.text);
+  c.csrf = ok.json.csrf;
+}
+
+/** A client holding `c`'s cookie and token as they are now, from `ip` (another address unless said). */
+function copyOf(c: WebClient, ip?: string): WebClient {
+  const copy = new WebClient(t.webmail.port, t.ca, ip);
+  for (const [name, value] of c.cookies) copy.cookies.set(name, value);
+  copy.csrf = c.csrf;
+  return copy;
+}
 
 test('recent logins and the last use of an app password', { timeout: 60_000 }, async () => {
   const account = 'eve@example.test';
@@ -125,6 +141,57 @@ test(
     assert.equal((await elsewhere.get('/api/account')).status, 401);
     assert.equal(await imapLogin(account, PASSWORD), false);
     assert.equal(await imapLogin(account, 'a new long passphrase'), true);
+  },
+);
+
+test(
+  'a new password: what the same browser sent with the old cookie still goes through for a few seconds',
+  { timeout: 60_000 },
+  async () => {
+    const account = 'gil@example.test';
+    await addAccount(t.p.directory, account);
+    const c = client();
+    assert.equal((await c.login(account)).status, 200);
+    const elsewhere = client();
+    assert.equal((await elsewhere.login(account)).status, 200);
+    // another tab of the same browser, which has not seen the new cookie yet (or this
+    // tab's request sent before the change answered); and a copy of the cookie elsewhere
+    const otherTab = copyOf(c, c.ip);
+    const stolen = copyOf(c);
+    await newPassword(c);
+
+    const read = await otherTab.get('/api/folders');
+    assert.equal(read.status, 200, `the other tab is not sent to the login: ${read.text}`);
+    const write = await otherTab.post('/api/account/forwarding', { targets: [], keepCopy: true });
+    assert.equal(write.status, 200, write.text);
+    assert.equal((await c.get('/api/folders')).status, 200, 'the renewed session goes on');
+    // the account's other sessions end, and the old cookie from any other address
+    assert.deepEqual([(await elsewhere.get('/api/folders')).json.error], ['not_logged_in']);
+    assert.deepEqual([(await stolen.get('/api/folders')).json.error], ['not_logged_in']);
+    // the grace is not pushed back by the old cookie's requests: it ends
+    await waitFor(async () => (await otherTab.get('/api/folders')).status === 401, {
+      what: 'the old cookie refused once its grace is over',
+      timeoutMs: 30_000,
+      intervalMs: 500,
+    });
+    assert.equal((await c.get('/api/folders')).status, 200);
+  },
+);
+
+test(
+  'a new password: a sign-out everywhere ends the old cookie’s grace too',
+  { timeout: 60_000 },
+  async () => {
+    const account = 'pia@example.test';
+    await addAccount(t.p.directory, account);
+    const c = client();
+    assert.equal((await c.login(account)).status, 200);
+    const otherTab = copyOf(c, c.ip);
+    await newPassword(c);
+    assert.equal((await otherTab.get('/api/folders')).status, 200);
+    assert.equal((await c.post('/api/account/sign-out-everywhere')).status, 200);
+    assert.equal((await otherTab.get('/api/folders')).status, 401);
+    assert.equal((await c.get('/api/folders')).status, 401);
   },
 );
 
