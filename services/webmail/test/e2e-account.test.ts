@@ -6,9 +6,11 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { generate } from 'otplib';
+import nodemailer from 'nodemailer';
 import type { BrowserContext, Page } from 'playwright-core';
 import { LoginGuard, TwoFactor } from '@mailyard/auth';
 import type { Directory } from '@mailyard/directory';
+import { waitFor } from '@mailyard/testkit';
 import { addAccount } from '../../../test/harness.js';
 import { launchBrowser, screenshotDir } from './browser.js';
 import { MailRules } from '@mailyard/mail-rules';
@@ -220,6 +222,61 @@ test(
       await page.getByRole('button', { name: 'Save out-of-office reply' }).click();
       await page.getByText('Saved: the reply is on.').waitFor();
       assert.equal((await new MailRules(t.p.redis.redis).get(account)).vacation?.body, 'Back on Monday.');
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  },
+);
+
+test(
+  'a new password in one tab: new mail still shows in another, without a reload',
+  { timeout: 180_000 },
+  async () => {
+    const account = 'rosa@example.test';
+    await addAccount(t.p.directory, account);
+    const wm = await t.another({ session_renewal_grace: '1s' });
+    const at = `https://${HOST}:${wm.port}`;
+    const browser = await launchBrowser();
+    // from an address of its own (through the trusted proxy): its login counts in no other
+    // test's login rate limit
+    await browser.context.setExtraHTTPHeaders({ 'x-forwarded-for': '10.200.0.8' });
+    const errors: string[] = [];
+    try {
+      const mail = await browser.context.newPage();
+      mail.on('pageerror', (e) => errors.push(e.message));
+      await logIn(mail, { at, account, ready: (p) => p.getByRole('button', { name: 'Compose' }) });
+      await mail.evaluate('window.notReloaded = true');
+      // another tab of the same browser, on the account page
+      const settings = await browser.context.newPage();
+      settings.on('pageerror', (e) => errors.push(e.message));
+      await settings.goto(`${at}/`);
+      await accountButton(settings).click();
+      await settings.getByLabel('Current password').fill(PASSWORD);
+      await settings.getByLabel('New password', { exact: true }).fill('a new long passphrase');
+      await settings.getByLabel('New password again').fill('a new long passphrase');
+      // the mail tab's event stream, opened under the old cookie, ends once its grace is
+      // over (the stream checks its session every 15 s): it opens again under the new one
+      const reopening = mail.waitForRequest((r) => r.url().endsWith('/api/events'), { timeout: 60_000 });
+      await settings.getByRole('button', { name: 'Change password' }).click();
+      await settings.getByText('Password changed; your other sessions were ended.').waitFor();
+      const reopened = await reopening;
+      assert.equal((await reopened.response())?.status(), 200);
+      await waitFor(() => wm.watching(account), { what: 'the IDLE session', timeoutMs: 30_000 });
+      const smtp = nodemailer.createTransport({
+        host: '127.0.0.1',
+        port: t.p.inbound.port,
+        secure: false,
+        ignoreTLS: true,
+      });
+      await smtp.sendMail({ from: 'bob@example.test', to: account, subject: 'After the change', text: 'Hi' });
+      smtp.close();
+      await mail.getByRole('status').filter({ hasText: 'New mail' }).waitFor({ timeout: 30_000 });
+      await mail
+        .getByRole('listbox', { name: 'Messages' })
+        .getByRole('option', { name: /After the change/ })
+        .waitFor();
+      assert.equal(await mail.evaluate('window.notReloaded'), true, 'the tab was not reloaded');
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();

@@ -341,18 +341,28 @@ function Mail(props: {
     );
     // events may have been missed meanwhile: the open folder may be gone
     es.addEventListener('reconnected', () => refreshRef.current(true));
+    // The stream's session ended. The browser may hold a newer one of this account (a new
+    // password renews it under a new id, in this tab or another): then the stream opens
+    // again under it, else the next request finds the session gone.
+    const ended = () =>
+      void api.session().then(
+        (s) => {
+          if (s.authenticated && s.account === props.account) setLogin((n) => n + 1);
+        },
+        () => undefined,
+      );
     es.addEventListener('logout', () => {
       es.close();
-      void api.session().catch(() => undefined);
+      ended();
     });
     es.onerror = () => {
       // closed for good (a 401): find out why
-      if (es.readyState === EventSource.CLOSED) void api.session().catch(() => undefined);
+      if (es.readyState === EventSource.CLOSED) ended();
     };
     // logged in again: what changed meanwhile
     if (login) refreshRef.current();
     return () => es.close();
-  }, [say, login]);
+  }, [say, login, props.account]);
 
   const specialOf = useCallback(
     (path: string) => folders.find((f) => f.path === path)?.specialUse ?? null,
