@@ -33,6 +33,12 @@ before(async () => {
       'spf-soft.test': { TXT: ['v=spf1 ip4:192.0.2.1 ~all'] },
       'spf-perm.test': { TXT: ['v=spf1 ip4:127.0.0.5 bogus:thing -all'] },
       'spf-temp.test': { SERVFAIL: true },
+      // the record is there, the one it includes (or redirects to) is behind a failing server
+      'spf-include-temp.test': { TXT: ['v=spf1 include:_spf.spf-broken.test -all'] },
+      '_dmarc.spf-include-temp.test': { TXT: ['v=DMARC1; p=reject'] },
+      'spf-redirect-temp.test': { TXT: ['v=spf1 redirect=_spf.spf-broken.test'] },
+      '_dmarc.spf-redirect-temp.test': { TXT: ['v=DMARC1; p=reject'] },
+      '_spf.spf-broken.test': { SERVFAIL: true },
       'signed.test': { TXT: ['v=spf1 -all'] },
       '_dmarc.signed.test': { TXT: ['v=DMARC1; p=reject'] },
       'sel._domainkey.signed.test': { TXT: [`v=DKIM1; k=rsa; p=${publicKey.toString('base64')}`] },
@@ -115,6 +121,13 @@ describe('SPF', () => {
     const r = await send('u@spf-temp.test', msg('u@spf-temp.test'));
     assert.match(r.text, /^451 4\.7\.24 /);
   });
+
+  for (const how of ['include', 'redirect'])
+    test(`${how === 'include' ? 'an include:' : 'a redirect='} whose DNS fails is temperror: 451, not a DMARC p=reject refusal`, async () => {
+      const from = `u@spf-${how}-temp.test`;
+      const r = await send(from, msg(from));
+      assert.match(r.text, /^451 4\.7\.24 /);
+    });
 
   test('reject_spf_fail refuses an SPF fail', async () => {
     const rules = new PolicyRules(p.redis.redis, p.redis.prefix);
