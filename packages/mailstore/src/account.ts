@@ -129,7 +129,14 @@ export class MailAccount {
       const f = this.folder(name);
       if (!(await f.exists())) await f.ensure();
     }
-    const subs = new Set(await this.subscriptions());
+    let subs: Set<string>;
+    try {
+      subs = new Set(await this.subscriptions());
+    } catch {
+      // a list the store cannot read now is left as it is, not taken as empty and written
+      // over: the login goes on, LSUB says the store failed, a later login subscribes them
+      return;
+    }
     if (names.some((n) => !subs.has(n))) await this.updateSubscriptions((now) => [...now, ...names]);
   }
 
@@ -211,21 +218,28 @@ export class MailAccount {
     );
   }
 
+  /**
+   * The subscribed names; none before the first subscription. Only a missing file means
+   * none: a list that cannot be read (EIO, EACCES, EMFILE) throws, since taken as empty it
+   * would be shown so, and the next change would write it over with that one name.
+   */
   async subscriptions(): Promise<string[]> {
+    let text: string;
     try {
-      const text = await fs.readFile(join(this.dir, 'subscriptions'), 'utf8');
-      const lines = text.split('\n');
-      // Dovecot 2.3 writes a "V\t2" header and tab-separated hierarchy
-      if (lines[0]?.startsWith('V\t')) {
-        return lines
-          .slice(2)
-          .filter(Boolean)
-          .map((l) => l.replace(/\t/g, '/'));
-      }
-      return lines.filter(Boolean);
-    } catch {
-      return [];
+      text = await fs.readFile(join(this.dir, 'subscriptions'), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
     }
+    const lines = text.split('\n');
+    // Dovecot 2.3 writes a "V\t2" header and tab-separated hierarchy
+    if (lines[0]?.startsWith('V\t')) {
+      return lines
+        .slice(2)
+        .filter(Boolean)
+        .map((l) => l.replace(/\t/g, '/'));
+    }
+    return lines.filter(Boolean);
   }
 
   /**

@@ -181,10 +181,11 @@ async function runList(s: AuthedContext, tag: string, a: ListArgs): Promise<void
     return s.ok(tag, 'LIST completed');
   }
   const folders = await s.mailbox.list();
-  const subList = await s.mailbox.subscriptions();
+  const onlySubscribed = a.lsub || a.select.has('SUBSCRIBED');
+  // read only for an answer that shows them: a list the store cannot read fails LSUB, not every LIST
+  const subList = onlySubscribed || a.ret.has('SUBSCRIBED') ? await s.mailbox.subscriptions() : [];
   const subs = new Set(subList);
   const existing = new Map(folders.map((f) => [f.name, f]));
-  const onlySubscribed = a.lsub || a.select.has('SUBSCRIBED');
   const onlySpecial = a.select.has('SPECIAL-USE');
   const recursive = a.select.has('RECURSIVEMATCH');
   const names = new Set<string>();
