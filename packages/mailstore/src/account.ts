@@ -82,6 +82,8 @@ export function checkFolderName(name: string): void {
  */
 const FOLDERS_KEPT = 1000;
 
+const errCode = (err: unknown) => (err as NodeJS.ErrnoException | null)?.code;
+
 /** One account's folders: listing, create/rename/delete, subscriptions (Dovecot's `subscriptions` file). */
 export class MailAccount {
   /** In least recently used order. */
@@ -142,19 +144,24 @@ export class MailAccount {
 
   async list(): Promise<FolderEntry[]> {
     const out: FolderEntry[] = [{ name: 'INBOX', specialUse: null }];
-    let names: string[] = [];
+    let names: string[];
     try {
       names = await fs.readdir(this.dir);
-    } catch {
-      return out;
+    } catch (err) {
+      // an account not yet written to has INBOX alone; any other error is the store failing
+      if (errCode(err) === 'ENOENT') return out;
+      throw err;
     }
     for (const d of names.sort()) {
       const name = folderNameFromDir(d);
       if (!name) continue;
       try {
         await fs.access(join(this.dir, d, 'cur'));
-      } catch {
-        continue;
+      } catch (err) {
+        // no folder (a file, a directory without cur/); one the store cannot read now fails
+        // the list: left out, a client would take it for deleted
+        if (errCode(err) === 'ENOENT' || errCode(err) === 'ENOTDIR') continue;
+        throw err;
       }
       out.push({ name, specialUse: SPECIAL_USE[name] ?? null });
     }
@@ -228,7 +235,7 @@ export class MailAccount {
     try {
       text = await fs.readFile(join(this.dir, 'subscriptions'), 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      if (errCode(err) === 'ENOENT') return [];
       throw err;
     }
     const lines = text.split('\n');
@@ -295,8 +302,11 @@ export class MailAccount {
           const statAt = BigInt(Date.now()) * 1_000_000n;
           dirs.push([dir, (await fs.stat(dir, { bigint: true })).mtimeNs, statAt]);
           names = await fs.readdir(dir);
-        } catch {
-          continue;
+        } catch (err) {
+          // a folder deleted meanwhile (or no folder) holds nothing; one that cannot be read
+          // is no empty one, and a count without it would be written down as the usage
+          if (errCode(err) === 'ENOENT' || errCode(err) === 'ENOTDIR') continue;
+          throw err;
         }
         for (const n of names) {
           const m = /,S=(\d+)/.exec(n);

@@ -1,5 +1,15 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, existsSync, mkdirSync, promises as fs, readFileSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  promises as fs,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -7,6 +17,8 @@ import { tempDir, waitFor } from '@mailyard/testkit';
 import {
   MAILDIRSIZE,
   MailAccount,
+  accountDir,
+  folderDir,
   MaildirStore,
   parseMaildirSize,
   readUsage,
@@ -125,6 +137,32 @@ void describe('maildirsize (Maildir++ quota)', () => {
     assert.equal((await acct.usage(LIMIT)).messages, 4);
     await acct.delete('Old');
     assert.deepEqual(await acct.usage(LIMIT), { bytes: msg(1).length, messages: 1 });
+  });
+
+  void it('a folder that cannot be read fails the count, which writes no usage without it', async () => {
+    const root = fresh();
+    const store = new MaildirStore({ root, hostname: 'h' });
+    const acct = new MailAccount(root, 'u@x.test', 'h');
+    await acct.ensureDefaults();
+    await acct.create('Big');
+    for (let i = 0; i < 3; i++)
+      await store.deliver({
+        account: 'u@x.test',
+        folder: 'Big',
+        data: msg(i, 100),
+        queueId: `B${i}`,
+        recipient: 'u@x.test',
+        receivedAt: new Date(),
+      });
+    const dir = join(folderDir(root, 'u@x.test', 'Big'), 'new');
+    renameSync(dir, `${dir}.kept`);
+    // a symlink loop: every look at new/ fails (ELOOP), as on a failing disk (EIO)
+    symlinkSync(dir, dir);
+    await assert.rejects(acct.usage(LIMIT), { code: 'ELOOP' });
+    assert.ok(!existsSync(join(accountDir(root, 'u@x.test'), MAILDIRSIZE)), 'no quota file written');
+    rmSync(dir);
+    renameSync(`${dir}.kept`, dir);
+    assert.equal((await acct.usage(LIMIT)).messages, 3);
   });
 
   void it('a count that a delivery raced is done again, so the file does not miss it', async () => {

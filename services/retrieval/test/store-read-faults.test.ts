@@ -1,12 +1,12 @@
-// A subscription list the store cannot read (a disk answering EIO, a file the service may
-// not read) is not an empty list: LSUB fails for now, and neither a login nor SUBSCRIBE
-// writes a new list over the one that could not be read, which would lose the user's
-// subscriptions for good.
+// What the store cannot read (a disk answering EIO, a file the service may not read) is
+// not missing: a subscription list that cannot be read is no empty list to show or to
+// write over, and a folder that cannot be read is not left out of LIST, where a client
+// takes it for deleted and the webmail answers 404 for it.
 import assert from 'node:assert/strict';
 import { lstatSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { accountDir } from '@mailyard/mailstore';
+import { accountDir, folderDir } from '@mailyard/mailstore';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import { PASSWORD, startRetrieval, type Retrieval } from './helpers.js';
 import { RawImap } from './raw-imap.js';
@@ -31,6 +31,18 @@ async function login(): Promise<RawImap> {
   return c;
 }
 
+/** Runs `fn` while `path` is a symlink to `target`, what was there kept aside and put back after. */
+async function whileBroken(path: string, target: string, fn: () => Promise<void>): Promise<void> {
+  renameSync(path, `${path}.kept`);
+  symlinkSync(target, path);
+  try {
+    await fn();
+  } finally {
+    rmSync(path);
+    renameSync(`${path}.kept`, path);
+  }
+}
+
 test(
   'a subscription list that cannot be read is neither shown empty nor replaced',
   { timeout: 30_000 },
@@ -40,12 +52,9 @@ test(
     assert.match(await c.cmd('s', 'SUBSCRIBE Work'), /^s OK/m);
     c.socket.destroy();
     const file = join(accountDir(p.maildir, USER), 'subscriptions');
-    const kept = `${file}.kept`;
-    renameSync(file, kept);
     // every read of the list fails with EIO, as on a failing disk: the kernel answers a
     // read of /proc/self/mem at offset 0 so
-    symlinkSync('/proc/self/mem', file);
-    try {
+    await whileBroken(file, '/proc/self/mem', async () => {
       c = await login();
       assert.ok(lstatSync(file).isSymbolicLink(), 'the login wrote no list over it');
       assert.match(await c.cmd('a', 'LSUB "" "*"'), /^a NO /m);
@@ -54,13 +63,32 @@ test(
       assert.match(await c.cmd('d', 'SUBSCRIBE INBOX'), /^d NO /m);
       assert.ok(lstatSync(file).isSymbolicLink(), 'SUBSCRIBE wrote no list over it');
       c.socket.destroy();
-    } finally {
-      rmSync(file);
-      renameSync(kept, file);
-    }
+    });
     assert.match(readFileSync(file, 'utf8'), /^Work$/m);
     c = await login();
     assert.match(await c.cmd('e', 'LSUB "" "*"'), /^\* LSUB \(\) "\/" "Work"\r\n[^]*^e OK/m);
+    c.socket.destroy();
+  },
+);
+
+test(
+  'a folder that cannot be read fails LIST instead of vanishing from it',
+  { timeout: 30_000 },
+  async () => {
+    let c = await login();
+    assert.match(await c.cmd('c', 'CREATE Projects'), /^c OK/m);
+    c.socket.destroy();
+    const cur = join(folderDir(p.maildir, USER, 'Projects'), 'cur');
+    // a symlink loop: every look at cur/ fails (ELOOP), as on a failing disk (EIO)
+    await whileBroken(cur, cur, async () => {
+      c = await login();
+      assert.match(await c.cmd('a', 'LIST "" "*"'), /^a NO /m);
+      assert.match(await c.cmd('b', 'SELECT Projects'), /^b NO /m);
+      assert.doesNotMatch(await c.cmd('d', 'RENAME Projects Other'), /NONEXISTENT/);
+      c.socket.destroy();
+    });
+    c = await login();
+    assert.match(await c.cmd('e', 'LIST "" "*"'), /^\* LIST \([^)]*\) "\/" "Projects"\r\n[^]*^e OK/m);
     c.socket.destroy();
   },
 );
