@@ -25,6 +25,8 @@ export const reply = {
   /** RFC 5530 UNAVAILABLE: the login could not be checked now (a backend failed). */
   authUnavailable: () =>
     new ImapReply('NO', 'UNAVAILABLE', 'Temporary authentication failure; try again later'),
+  /** RFC 5530 UNAVAILABLE: a backend (Redis, the store's disk) failed; the client tries again later. */
+  backendUnavailable: () => new ImapReply('NO', 'UNAVAILABLE', 'Temporarily unavailable; try again later'),
   tooManySessions: () => new ImapReply('NO', 'LIMIT', 'Too many sessions for this account'),
   nonexistent: () => new ImapReply('NO', 'NONEXISTENT', 'No such mailbox'),
   tryCreate: () => new ImapReply('NO', 'TRYCREATE', 'No such mailbox'),

@@ -8,7 +8,7 @@ import {
   type CredentialRevocations,
   type ServiceAuthorizer,
 } from '@mailyard/auth';
-import type { Bus } from '@mailyard/bus';
+import { BackendUnavailableError, type Bus } from '@mailyard/bus';
 import { ipInNetworks } from '@mailyard/config';
 import {
   ArgReader,
@@ -23,7 +23,7 @@ import {
   type FramerEvent,
   type FramerLimits,
 } from '@mailyard/imap-core';
-import type { MailAccount, Quotas } from '@mailyard/mailstore';
+import { isStorageFault, type MailAccount, type Quotas } from '@mailyard/mailstore';
 import type { Logger } from '@mailyard/observability';
 import type { RetrievalConfig } from '../config.js';
 import type { ClientConnection, SessionLimits } from '../connection.js';
@@ -457,7 +457,16 @@ export class ImapSession implements ImapContext {
    */
   private async refuse(tag: string, name: string, thrown: unknown): Promise<'NO' | 'BAD' | 'BYE'> {
     if (thrown instanceof SelectedGoneError) return this.selectedGone();
-    const err = thrown instanceof MailboxNameError ? reply.invalidMailboxName(thrown.message) : thrown;
+    // a backend that failed (Redis, the store's disk) is neither the client's fault nor a
+    // bug here: a temporary NO that counts toward no disconnect
+    const backend = thrown instanceof BackendUnavailableError || isStorageFault(thrown);
+    if (backend) this.errors.error({ err: thrown, command: name }, 'backend unavailable, command refused');
+    const err =
+      thrown instanceof MailboxNameError
+        ? reply.invalidMailboxName(thrown.message)
+        : backend
+          ? reply.backendUnavailable()
+          : thrown;
     let status: 'NO' | 'BAD';
     let code: string | null = null;
     let text: string;

@@ -1,5 +1,6 @@
 // Commands of extensions beyond the base protocol: ID (RFC 2971), ENABLE (RFC 5161),
 // NAMESPACE (RFC 2342), IDLE (RFC 2177), COMPRESS (RFC 4978), QUOTA (RFC 9208).
+import { holdOnFailure } from '@mailyard/bus';
 import { ParseError } from '@mailyard/imap-core';
 import type { AuthedContext } from '../context.js';
 import { ImapReply, reply } from '../replies.js';
@@ -11,7 +12,7 @@ import { quoteName, requireFolder } from './folders.js';
 const ENABLEABLE = ['CONDSTORE', 'QRESYNC', 'UTF8=ACCEPT', 'IMAP4REV2'];
 
 async function quotaLine(s: AuthedContext): Promise<string> {
-  const limit = await s.deps.quotas.limit(s.user);
+  const limit = await holdOnFailure('Redis', s.deps.quotas.limit(s.user));
   if (!limit) return '* QUOTA "" ()';
   const { bytes } = await s.mailbox.usage(limit);
   // RFC 9208 §5.1: STORAGE in units of 1024 octets

@@ -18,6 +18,7 @@ import {
   type MailFolder,
   type MessageInfo,
 } from '@mailyard/mailstore';
+import { holdOnFailure } from '@mailyard/bus';
 import { EventKeys, type LearnEvent } from '@mailyard/contracts';
 import type { AuthedContext, OkOptions, SelectedContext } from '../context.js';
 import {
@@ -396,7 +397,7 @@ const quotaLimits = new WeakMap<AuthedContext, { limit: number; until: number }>
 async function quotaLimit(s: AuthedContext): Promise<number> {
   const hit = quotaLimits.get(s);
   if (hit && hit.until > performance.now()) return hit.limit;
-  const limit = await s.deps.quotas.limit(s.user);
+  const limit = await holdOnFailure('Redis', s.deps.quotas.limit(s.user));
   quotaLimits.set(s, { limit, until: performance.now() + QUOTA_LIMIT_TTL_MS });
   return limit;
 }
