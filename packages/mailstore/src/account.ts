@@ -215,6 +215,9 @@ export class MailAccount {
     for (const f of moves)
       if (await this.folder(to + f.name.slice(from.length)).exists())
         throw new FolderError('exists', 'a folder under the new name already exists');
+    // the subscriptions follow the folders: a list that cannot be read fails the RENAME
+    // before anything moves, not after, when its NO would tell of a rename that was made
+    await this.subscriptions();
     for (const f of moves) {
       const target = to + f.name.slice(from.length);
       await fs.rename(folderDir(this.root, this.account, f.name), folderDir(this.root, this.account, target));

@@ -62,6 +62,9 @@ test(
       assert.match(await c.cmd('b', 'LIST "" "*"'), /^\* LIST \([^)]*\) "\/" "Work"\r\n[^]*^b OK/m);
       assert.match(await c.cmd('d', 'SUBSCRIBE INBOX'), /^d NO /m);
       assert.ok(lstatSync(file).isSymbolicLink(), 'SUBSCRIBE wrote no list over it');
+      // a RENAME, whose subscriptions follow it, fails before it moves anything
+      assert.match(await c.cmd('f', 'RENAME Work Job'), /^f NO /m);
+      assert.match(await c.cmd('g', 'LIST "" "*"'), /"Work"\r\n(?![^]*"Job")[^]*^g OK/m);
       c.socket.destroy();
     });
     assert.match(readFileSync(file, 'utf8'), /^Work$/m);
