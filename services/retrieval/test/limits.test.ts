@@ -1,6 +1,7 @@
 // Bad input and limits: nothing a client sends crashes the service or reads past a limit.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
@@ -496,6 +497,64 @@ void describe('limits', () => {
     assert.equal(await count(), String(Number(before) + 1));
     c.close();
   });
+
+  // Dovecot streams each section as the client reads it; rendering a whole message's
+  // answer first would hold every section it names at once, decoded, then encrypted
+  void it(
+    'holds little of a FETCH naming a large part thousands of times, however slowly it is read',
+    { timeout: 120_000 },
+    async (t) => {
+      const data = randomBytes(80 * 1024)
+        .toString('base64')
+        .replace(/.{76}/g, '$&\r\n');
+      const big = 'large-part@example.test';
+      await addAccount(p.directory, big);
+      await sendRaw(
+        p,
+        big,
+        [
+          'From: sender@remote.example',
+          'Subject: one large part',
+          'MIME-Version: 1.0',
+          'Content-Type: application/octet-stream',
+          'Content-Transfer-Encoding: base64',
+          '',
+          data,
+        ].join('\r\n'),
+      );
+      // this file's autologout (1 s) would end a session reading for longer
+      const r2 = await startRetrieval(p, { mail_max_user_connections: 1, mail_ip_limit_exceptions: '' });
+      t.after(() => r2.stop());
+      const c = await RawImap.connect(r2.ports.imaps, { tls: true });
+      await c.until(/^\* OK/m);
+      assert.match(await c.cmd('l', `LOGIN ${big} "${PASSWORD}"`), /^l OK/m);
+      assert.match(await c.cmd('s', 'SELECT INBOX'), /^s OK/m);
+      // 1,500 times the part is 120 MB decoded: only what the client reads may be held
+      const items = Array.from({ length: 1500 }, () => 'BINARY.PEEK[1]').join(' ');
+      const before = process.memoryUsage().arrayBuffers;
+      let peak = 0;
+      let tail = '';
+      let received = 0;
+      const done = new Promise<void>((resolve, reject) => {
+        c.socket.removeAllListeners('data');
+        c.socket.on('data', (d: Buffer) => {
+          received += d.length;
+          peak = Math.max(peak, process.memoryUsage().arrayBuffers - before);
+          tail = (tail + d.toString('latin1')).slice(-200);
+          if (/\r\nf (OK|NO|BAD)[^\r\n]*\r\n/.test(tail)) resolve();
+        });
+        c.socket.once('close', () =>
+          reject(new Error(`closed after ${received} bytes, ${peak >> 20} MB held`)),
+        );
+      });
+      c.send(`f FETCH * (${items})\r\n`);
+      await done;
+      assert.match(tail, /\r\nf OK/);
+      assert.ok(received > 1500 * 80 * 1024, `${received} bytes received`);
+      assert.ok(peak < 60 << 20, `${peak >> 20} MB held while the answer was read`);
+      c.close();
+    },
+  );
 
   void it('logs out an idle session (autologout)', async () => {
     const c = await loggedIn();

@@ -242,22 +242,60 @@ async function gatherSlow(
   return d;
 }
 
-/** Renders one message's FETCH response body (without `* n FETCH`). */
+/** The encodings BINARY decodes (RFC 3516 §4.2). */
+const DECODABLE = ['7bit', '8bit', 'binary', 'base64', 'quoted-printable'];
+
+/**
+ * The content-transfer-encoding BINARY[section] decodes, or null when there is none to
+ * decode: the whole message, a multipart or an encapsulated message is sent as it is, and
+ * so is a part the message lacks (NIL).
+ */
+function binaryEncoding(root: MimePart, s: Section, rev2: boolean): string | null {
+  const part = s.path.length ? findPart(root, s.path, rev2) : null;
+  if (!part || part.type === 'multipart' || encapsulated(part, rev2)) return null;
+  const enc = part.encoding ?? '7bit';
+  if (!DECODABLE.includes(enc)) throw new UnknownCteError(enc);
+  return enc;
+}
+
+/**
+ * One message's FETCH response body (without `* n FETCH`), piece by piece as the caller
+ * sends them. A FETCH may name a large part thousands of times (`BINARY[2] BINARY[2]
+ * ...`, a partial of it each time): each is decoded as its turn comes, and is garbage once
+ * sent, as Dovecot streams each section to the client, rather than all held at once.
+ * What can refuse the message (an encoding BINARY cannot decode) throws here, before a
+ * piece of it is sent.
+ */
 export function renderFetch(
   ctx: FetchContext,
   plan: FetchPlan,
   m: MessageInfo,
   items: FetchItem[],
   d: FetchData,
-): Piece[] {
-  const out: Piece[] = ['('];
+): Iterable<Piece> {
+  for (const it of items)
+    if (it.k === 'SECTION' && it.kind !== 'BODY') binaryEncoding(d.full!.mime, it.section, ctx.rev2);
+  return fetchPieces(ctx, plan, m, items, d);
+}
+
+function* fetchPieces(
+  ctx: FetchContext,
+  plan: FetchPlan,
+  m: MessageInfo,
+  items: FetchItem[],
+  d: FetchData,
+): Generator<Piece> {
+  yield '(';
+  let first = true;
   const sep = () => {
-    if (out.length > 1) out.push(' ');
+    const s = first ? '' : ' ';
+    first = false;
+    return s;
   };
-  if (ctx.byUid && !plan.uid) out.push(`UID ${m.uid}`);
+  if (ctx.byUid && !plan.uid) yield `${sep()}UID ${m.uid}`;
   const { full, raw } = d;
   for (const it of items) {
-    sep();
+    const out: Piece[] = [sep()];
     switch (it.k) {
       case 'UID':
         out.push(`UID ${m.uid}`);
@@ -300,22 +338,9 @@ export function renderFetch(
             : full
               ? sectionBytes(full.data, full.mime, it.section, ctx.rev2)
               : raw!;
-        // RFC 3516 §4.2: BINARY decodes a leaf part's content-transfer-encoding; the whole
-        // message, a multipart or an encapsulated message has none to decode and is sent as is
-        const part = it.section.path.length ? findPart(full!.mime, it.section.path, ctx.rev2) : null;
-        if (
-          it.kind !== 'BODY' &&
-          bytes &&
-          part &&
-          part.type !== 'multipart' &&
-          !encapsulated(part, ctx.rev2)
-        ) {
-          const enc = part.encoding ?? '7bit';
-          if (!['7bit', '8bit', 'binary', 'base64', 'quoted-printable'].includes(enc)) {
-            throw new UnknownCteError(enc);
-          }
-          bytes = decodeTransfer(bytes, enc);
-        }
+        // RFC 3516 §4.2: BINARY decodes a leaf part's content-transfer-encoding
+        const enc = it.kind !== 'BODY' && bytes ? binaryEncoding(full!.mime, it.section, ctx.rev2) : null;
+        if (bytes && enc) bytes = decodeTransfer(bytes, enc);
         if (it.kind === 'BINARY.SIZE') {
           out.push(`BINARY.SIZE[${it.text}] ${bytes ? bytes.length : 0}`);
           break;
@@ -338,11 +363,8 @@ export function renderFetch(
         break;
       }
     }
+    yield* out;
   }
-  if (ctx.unsolicitedModseq && !plan.modseq) {
-    sep();
-    out.push(`MODSEQ (${m.modseq})`);
-  }
-  out.push(')');
-  return out;
+  if (ctx.unsolicitedModseq && !plan.modseq) yield `${sep()}MODSEQ (${m.modseq})`;
+  yield ')';
 }

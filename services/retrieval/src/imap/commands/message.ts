@@ -171,7 +171,8 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
         await flush();
         throw err;
       }
-      // text pieces joined first: one copy into the batch per message, not per item
+      // text pieces joined first: one copy into the batch per message, not per item; sent
+      // as the batch fills, also within a message that names a section many times
       let line = `* ${seq} FETCH `;
       for (const c of body) {
         if (typeof c === 'string') line += c;
@@ -179,6 +180,7 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
           push(line);
           line = '';
           push(c);
+          if (batch.length >= FETCH_FLUSH) await flush();
         }
       }
       push(line + '\r\n');

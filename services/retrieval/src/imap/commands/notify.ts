@@ -420,15 +420,21 @@ export class Watch implements NotifyWatcher {
     for (const uid of uids) {
       const m = view.info(uid);
       if (!m) continue;
+      let body;
       try {
         const got = gatherFetch(ctx, plan, m);
-        const body = renderFetch(ctx, plan, m, items, got instanceof Promise ? await got : got);
-        batch.push(`* ${view.seqOf(uid)} FETCH `);
-        for (const p of body) batch.push(p);
-        batch.push('\r\n');
+        body = renderFetch(ctx, plan, m, items, got instanceof Promise ? await got : got);
       } catch {
         // expunged meanwhile, or a section it lacks: the EXISTS told of it, a FETCH will answer
+        continue;
       }
+      batch.push(`* ${view.seqOf(uid)} FETCH `);
+      // sent as the batch fills, also within a message (see renderFetch)
+      for (const p of body) {
+        batch.push(p);
+        if (batch.length >= FLUSH_BYTES) await s.sendBatch(batch.take());
+      }
+      batch.push('\r\n');
       if (batch.length >= FLUSH_BYTES) await s.sendBatch(batch.take());
     }
     if (batch.length) await s.sendBatch(batch.take());
