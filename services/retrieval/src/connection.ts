@@ -17,6 +17,14 @@ import {
 export const READ_AHEAD_COMMANDS = 64;
 
 /**
+ * Literal bytes of the commands read ahead (IMAP) past which the client is not read until
+ * they ran: 64 pipelined APPENDs of message_size_limit each, behind a command that waits
+ * for the client to read its answers, would otherwise all be held at once. Dovecot holds
+ * no more than the command it runs, streaming an APPEND's literal to a file.
+ */
+export const READ_AHEAD_BYTES = 1 << 20;
+
+/**
  * Bytes of answers queued for a client (beyond what the kernel took) past which nothing
  * more is written for it: a bulk answer waits (drain), and so does the next command, so a
  * client that sends commands and never reads their answers stops being read once
@@ -134,15 +142,16 @@ export class ClientConnection {
   }
 
   /**
-   * Told how many commands the session has waiting: at READ_AHEAD_COMMANDS the client is
-   * no longer read (nor what was read inflated), below half of it reading goes on.
+   * Told how many commands the session has waiting, and the literal bytes they carry: at
+   * READ_AHEAD_COMMANDS or READ_AHEAD_BYTES the client is no longer read (nor what was
+   * read inflated), below half of both reading goes on.
    */
-  readAhead(waiting: number): void {
-    if (!this.readPaused && waiting >= READ_AHEAD_COMMANDS) {
+  readAhead(waiting: number, bytes = 0): void {
+    if (!this.readPaused && (waiting >= READ_AHEAD_COMMANDS || bytes >= READ_AHEAD_BYTES)) {
       this.readPaused = true;
       this.socket.pause();
       this.inflate?.pause();
-    } else if (this.readPaused && waiting < READ_AHEAD_COMMANDS / 2) {
+    } else if (this.readPaused && waiting < READ_AHEAD_COMMANDS / 2 && bytes < READ_AHEAD_BYTES / 2) {
       this.readPaused = false;
       this.socket.resume();
       this.inflate?.resume();

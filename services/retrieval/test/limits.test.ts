@@ -409,11 +409,12 @@ void describe('mailbox names', () => {
  * took before it stopped reading, or `cap` when it never did. A write that has not
  * drained in 5 s means the server no longer reads.
  */
-async function flood(port: number, line: string, cap: number): Promise<number> {
+async function flood(port: number, line: string, cap: number, prelude = ''): Promise<number> {
   const s = connect(port, '127.0.0.1');
   s.on('error', () => undefined);
   await once(s, 'connect');
   s.pause(); // answers stay unread
+  if (prelude) s.write(prelude);
   const chunk = Buffer.from(line.repeat(Math.ceil(65_536 / line.length)));
   let sent = 0;
   try {
@@ -447,6 +448,30 @@ void describe('limits', () => {
     assert.match(await c.cmd('c', 'CAPABILITY'), /^c OK/m);
     c.close();
   });
+
+  // 64 commands waiting is little until each carries a literal of message_size_limit
+  void it(
+    'stops reading pipelined APPENDs behind a command that waits for the client to read',
+    { timeout: 120_000 },
+    async (t) => {
+      const user = 'pipelined@example.test';
+      await addAccount(p.directory, user);
+      await sendRaw(p, user, sampleMessage(1, ' padding'.repeat(25_000)));
+      // logins in plain text from here
+      const r2 = await startRetrieval(p);
+      t.after(() => r2.stop());
+      // 40 MB of answers the client does not read: the APPENDs after it wait
+      const fetch = `f FETCH 1 (${Array.from({ length: 200 }, () => 'BODY.PEEK[]').join(' ')})`;
+      const message = `Subject: pipelined\r\n\r\n${'x'.repeat(1 << 20)}`;
+      const taken = await flood(
+        r2.ports.imap,
+        `a APPEND INBOX {${message.length}+}\r\n${message}\r\n`,
+        96 << 20,
+        `l LOGIN ${user} "${PASSWORD}"\r\ns SELECT INBOX\r\n${fetch}\r\n`,
+      );
+      assert.ok(taken < 24 << 20, `the IMAP server took ${taken} bytes`);
+    },
+  );
 
   void it('limits sessions per account', async () => {
     const a = await loggedIn();

@@ -274,7 +274,15 @@ export class ImapSession implements ImapContext {
       return;
     }
     this.queue.push(...events);
-    this.conn.readAhead(this.queue.length);
+    this.readAhead();
+  }
+
+  /** Reading waits while the commands read ahead are many, or carry large literals. */
+  private readAhead(): void {
+    let bytes = 0;
+    for (const ev of this.queue)
+      if (ev.type === 'command') for (const l of ev.command.literals) bytes += l.length;
+    this.conn.readAhead(this.queue.length, bytes);
   }
 
   /** A new framer and no queued commands: after STARTTLS and COMPRESS, anything pipelined is dropped. */
@@ -301,7 +309,7 @@ export class ImapSession implements ImapContext {
         }
         // held (before login, after IDLE...): framed now that the command before it has run
         if (!this.queue.length && this.framer.holding) this.frame(Buffer.alloc(0));
-        this.conn.readAhead(this.queue.length);
+        this.readAhead();
       }
     } finally {
       this.notRunning();
