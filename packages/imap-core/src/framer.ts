@@ -39,7 +39,18 @@ export interface FramerLimits {
 const LITERAL_AT_END = /(~?)\{(\d{1,12})(\+?)\}$/;
 
 export class CommandFramer {
-  private buf: Buffer = Buffer.alloc(0);
+  /**
+   * Bytes received and not yet framed: `store[start, end)`. A chunk is copied in behind
+   * them, into a store that doubles when full, and a line is searched for its end only
+   * where it was not searched yet: a line sent a byte at a time (a byte per TLS record)
+   * costs no more than one sent at once, rather than a copy and a search of all of it for
+   * every byte. Bytes before `end` are never written again: literals refer to them.
+   */
+  private store: Buffer = Buffer.alloc(0);
+  private start = 0;
+  private end = 0;
+  /** `store[start, scanned)` holds no line feed. */
+  private scanned = 0;
   private lines: string[] = [];
   private literals: Buffer[] = [];
   private literalLeft = 0;
@@ -82,7 +93,36 @@ export class CommandFramer {
 
   /** Keeps bytes to be framed by a later push(), without looking at them. */
   append(chunk: Buffer): void {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    if (!chunk.length) return;
+    if (this.start === this.end && chunk.length >= 4096) {
+      // nothing waits: the chunk itself (a literal's bytes are then not copied); full, so
+      // nothing is written into it
+      this.store = chunk;
+      this.start = this.scanned = 0;
+      this.end = chunk.length;
+      return;
+    }
+    if (this.end + chunk.length > this.store.length) {
+      const size = this.end - this.start;
+      const next = Buffer.allocUnsafe(Math.max(2 * (size + chunk.length), 4096));
+      this.store.copy(next, 0, this.start, this.end);
+      this.scanned -= this.start;
+      this.store = next;
+      this.start = 0;
+      this.end = size;
+    }
+    this.end += chunk.copy(this.store, this.end);
+  }
+
+  /** The bytes not yet framed. */
+  private get buf(): Buffer {
+    return this.store.subarray(this.start, this.end);
+  }
+
+  /** Drops the first `n` bytes not yet framed. */
+  private consume(n: number): void {
+    this.start += n;
+    this.scanned = Math.max(this.scanned, this.start);
   }
 
   push(chunk: Buffer): FramerEvent[] {
@@ -91,30 +131,32 @@ export class CommandFramer {
     this.stopped = false;
     for (;;) {
       if (this.literalLeft > 0) {
-        if (!this.buf.length) break;
-        const take = Math.min(this.literalLeft, this.buf.length);
-        this.literalChunks.push(this.buf.subarray(0, take));
-        this.buf = this.buf.subarray(take);
+        if (this.start === this.end) break;
+        const take = Math.min(this.literalLeft, this.end - this.start);
+        this.literalChunks.push(this.store.subarray(this.start, this.start + take));
+        this.consume(take);
         this.literalLeft -= take;
         if (this.literalLeft > 0) break;
         this.literals.push(Buffer.concat(this.literalChunks));
         this.literalChunks = [];
         continue;
       }
-      const nl = this.buf.indexOf(10);
+      const found = this.store.subarray(0, this.end).indexOf(10, Math.max(this.scanned, this.start));
+      const nl = found < 0 ? -1 : found - this.start;
       if (nl < 0) {
-        if (this.buf.length > this.limits.maxLine) {
+        this.scanned = this.end;
+        if (this.end - this.start > this.limits.maxLine) {
           if (!this.discarding) {
             events.push({ type: 'error', reason: 'line-too-long', tag: this.tagOf(), fatal: false });
           }
           this.discarding = true;
-          this.buf = Buffer.alloc(0);
+          this.consume(this.end - this.start);
           this.reset();
         }
         break;
       }
-      const lineBuf = this.buf.subarray(0, nl > 0 && this.buf[nl - 1] === 13 ? nl - 1 : nl);
-      this.buf = this.buf.subarray(nl + 1);
+      const lineBuf = this.buf.subarray(0, nl > 0 && this.store[found - 1] === 13 ? nl - 1 : nl);
+      this.consume(nl + 1);
       if (this.discarding) {
         this.discarding = false;
         continue;

@@ -434,3 +434,26 @@ void describe('headerLines (HEADER.FIELDS)', () => {
     );
   });
 });
+
+void describe('framer input a byte at a time', () => {
+  // a byte per TLS record: each one a read of its own, however the client's packets arrive
+  void it(
+    'frames a megabyte line sent a byte at a time as fast as one sent at once',
+    { timeout: 30_000 },
+    async () => {
+      const f = new CommandFramer({ maxLine: 1 << 20, maxLiteral: 100 });
+      const byte = Buffer.from('x');
+      const events = f.push(Buffer.from('a SEARCH TEXT '));
+      for (let i = 0; i < 1_000_000; i++) {
+        events.push(...f.push(byte));
+        // the test's timeout can end it meanwhile
+        if (i % 10_000 === 0) await new Promise((r) => setImmediate(r));
+      }
+      events.push(...f.push(Buffer.from('\r\nb NOOP\r\n')));
+      assert.deepEqual(
+        events.map((e) => (e.type === 'command' ? e.command.lines[0]!.length : e.type)),
+        [14 + 1_000_000, 6],
+      );
+    },
+  );
+});
