@@ -158,10 +158,10 @@ export class MailAccount {
       try {
         await fs.access(join(this.dir, d, 'cur'));
       } catch (err) {
-        // no folder (a file, a directory without cur/); one the store cannot read now fails
-        // the list: left out, a client would take it for deleted
+        // no folder (a file, a directory without cur/). One the store cannot read now is
+        // listed all the same: left out, a client would take it for deleted; failing the
+        // whole list would hide every other folder. Opening it fails until it reads again.
         if (errCode(err) === 'ENOENT' || errCode(err) === 'ENOTDIR') continue;
-        throw err;
       }
       out.push({ name, specialUse: SPECIAL_USE[name] ?? null });
     }
