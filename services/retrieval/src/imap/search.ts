@@ -4,6 +4,7 @@ import {
   decodeHeader,
   decodeTransfer,
   decodeWords,
+  encapsulated,
   header,
   headerDateDay,
   inRanges,
@@ -79,15 +80,19 @@ function needsBody(k: SearchKey): boolean {
  * The decoded text of each leaf part: what BODY looks in. An attached message
  * (message/rfc822) adds the text of its parts, not its header: BODY "doesn't match any
  * header fields" (RFC 9051 §6.4.4), an attached message's From or Subject no more than
- * the message's own, as on Dovecot; TEXT finds them (headerBlocks).
+ * the message's own, as on Dovecot; TEXT finds them (headerBlocks). message/global is an
+ * attached message only to an IMAP4rev2 session (see encapsulated): to any other it is a
+ * leaf whose text is its whole body, the header inside included, as FETCH BODY[n] shows
+ * it and as Dovecot searches it.
  */
-function textParts(data: Buffer, p: MimePart, out: string[]): void {
+function textParts(data: Buffer, p: MimePart, rev2: boolean, out: string[]): void {
   if (p.children.length) {
-    for (const c of p.children) textParts(data, c, out);
+    for (const c of p.children) textParts(data, c, rev2, out);
     return;
   }
-  if (p.message) {
-    textParts(data, p.message, out);
+  const message = encapsulated(p, rev2);
+  if (message) {
+    textParts(data, message, rev2, out);
     return;
   }
   if (p.type === 'text' || p.type === 'message') {
@@ -98,12 +103,14 @@ function textParts(data: Buffer, p: MimePart, out: string[]): void {
 /**
  * The header block of the message and of each part inside it: TEXT looks in "the header
  * (including MIME header fields)" (RFC 9051 §6.4.4), so an attachment's file name or a
- * part's own fields are found, as on Dovecot.
+ * part's own fields are found, as on Dovecot. The header of a message/global part's
+ * message is one only where that part is an attached message (see textParts).
  */
-function headerBlocks(data: Buffer, p: MimePart, out: string[]): void {
+function headerBlocks(data: Buffer, p: MimePart, rev2: boolean, out: string[]): void {
   out.push(data.toString('utf8', p.start, p.bodyStart));
-  for (const c of p.children) headerBlocks(data, c, out);
-  if (p.message) headerBlocks(data, p.message, out);
+  for (const c of p.children) headerBlocks(data, c, rev2, out);
+  const message = encapsulated(p, rev2);
+  if (message) headerBlocks(data, message, rev2, out);
 }
 
 /**
@@ -138,9 +145,9 @@ export class SearchEvaluator {
   private async bodyText(m: MessageInfo): Promise<{ body: string; headers: string }> {
     const full = await this.cache.message(this.folder, m);
     const parts: string[] = [];
-    textParts(full.data, full.mime, parts);
+    textParts(full.data, full.mime, this.view.rev2, parts);
     const heads: string[] = [];
-    headerBlocks(full.data, full.mime, heads);
+    headerBlocks(full.data, full.mime, this.view.rev2, heads);
     return { body: casemap(parts.join('\n')), headers: casemap(decodeWords(heads.join('\n'))) };
   }
 

@@ -61,14 +61,17 @@ export class SelectedMailbox {
   saved: ReadonlySet<number> = new Set();
 
   /**
-   * `recentFrom`: the first UID this session may show as \Recent (what it claimed, or what
-   * nobody claimed yet when read-only); null in an IMAP4rev2 session, which has no \Recent.
+   * `rev2`: the session enabled IMAP4rev2, which sees a message/global part as an attached
+   * message (encapsulated, in @mailyard/imap-core). `recentFrom`: the first UID this
+   * session may show as \Recent (what it claimed, or what nobody claimed yet when
+   * read-only); null in an IMAP4rev2 session, which has no \Recent.
    */
   constructor(
     readonly folder: MailFolder,
     readonly name: string,
     readonly readOnly: boolean,
     snap: FolderSnapshot,
+    readonly rev2: boolean,
     private readonly recentFrom: number | null = null,
   ) {
     this.validity = snap.validity;

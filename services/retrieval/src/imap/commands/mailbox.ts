@@ -296,7 +296,7 @@ async function runSelect(s: AuthedContext, tag: string, a: SelectArgs, name: str
   // session has seen as \Recent; EXAMINE shows them without claiming them (§6.3.2)
   const recentFrom = s.enabled.rev2 ? null : readOnly ? f.recentMark() : await f.claimRecent(snap.uidNext);
   void s.deps.cache.select(f, snap.messages);
-  const view = new SelectedMailbox(f, a.name, readOnly, snap, recentFrom);
+  const view = new SelectedMailbox(f, a.name, readOnly, snap, s.enabled.rev2, recentFrom);
   const lines = [...view.flagLines(snap), `* ${snap.messages.length} EXISTS`];
   if (!s.enabled.rev2) {
     lines.push(`* ${view.recent.size} RECENT`);
