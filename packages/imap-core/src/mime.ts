@@ -341,13 +341,22 @@ export function parseMime(
       const childDefault = subtype === 'digest' ? 'message/rfc822' : 'text/plain';
       part.children.push(parseMime(buf, b.after, pEnd, childDefault, depth + 1, budget));
     }
-  } else if (type === 'message' && (subtype === 'rfc822' || subtype === 'global')) {
+  } else if (type === 'message' && (subtype === 'rfc822' || (subtype === 'global' && !encoded(part)))) {
     part.message = parseMime(buf, bodyStart, end, 'text/plain', depth + 1, budget);
     part.lines = countLines(buf, bodyStart, end);
   } else if (type === 'text') {
     part.lines = countLines(buf, bodyStart, end);
   }
   return part;
+}
+
+/**
+ * RFC 6532 §3.5 lets message/global, unlike message/rfc822 (RFC 2046 §5.2.1), travel
+ * base64 or quoted-printable: the message inside is then not in the part's bytes as they
+ * stand, and the part is shown as a basic one, its body decoded by BINARY and SEARCH.
+ */
+function encoded(part: MimePart): boolean {
+  return part.encoding !== '7bit' && part.encoding !== '8bit' && part.encoding !== 'binary';
 }
 
 /**

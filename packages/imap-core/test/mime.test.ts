@@ -85,6 +85,18 @@ void describe('MIME structure', () => {
     assert.equal(findPart(root, [1, 1], true)?.type, 'text');
   });
 
+  void it('shows an encoded message/global as a basic part, in IMAP4rev2 too', () => {
+    // RFC 6532 §3.5: message/global may be base64; the message is in the decoded bytes
+    const inner = Buffer.from('From: j@example.test\r\nSubject: inner\r\n\r\nhallo\r\n').toString('base64');
+    const data = Buffer.from(
+      `Content-Type: message/global\r\nContent-Transfer-Encoding: base64\r\n\r\n${inner}\r\n`,
+    );
+    const root = parseMime(data);
+    assert.equal(encapsulated(root, true), null);
+    assert.equal(flat(bodyStructure(root, false, true)), '("MESSAGE" "GLOBAL" NIL NIL NIL "BASE64" 66)');
+    assert.equal(findPart(root, [1, 1], true), null);
+  });
+
   void it('renders ENVELOPE with groups and quoted display names', () => {
     const env = flat(envelope(parseMime(Buffer.from(multipart))));
     assert.match(env, /\("B, C" NIL "b" "example.test"\)/);

@@ -167,8 +167,10 @@ interface FolderIndex {
  * layout, but a message with LF line ends is sent with CRLF: its size and header lines
  * are those with CRLF, where a file of 4 holds them as on disk; and a BODYSTRUCTURE line
  * count is the body's line ends, where one of 4 counts text after the last as a line.
+ * 6: the same layout, but a base64 or quoted-printable message/global part is a basic
+ * part, where a file of 5 holds an envelope and structure read from its encoded text.
  */
-const RECORD_TAG = 5;
+const RECORD_TAG = 6;
 export const INDEX_FORMAT = `m${RECORD_TAG}`;
 const codec = { encode: encodeRecord, decode: decodeRecord, format: INDEX_FORMAT };
 
