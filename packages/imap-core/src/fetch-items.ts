@@ -55,14 +55,50 @@ export function parseSection(text: string, binary: boolean): Section {
   if (spec === 'MIME' && !path.length) throw new ParseError('MIME needs a part number');
   const isFields = spec === 'HEADER.FIELDS' || spec === 'HEADER.FIELDS.NOT';
   if (isFields !== (m[3] !== undefined)) throw new ParseError('HEADER.FIELDS needs a field list');
-  const fields = m[3]
-    ? m[3]
-        .trim()
-        .split(/\s+/)
-        .map((f) => f.replace(/^"|"$/g, '').toLowerCase())
-    : [];
-  if (isFields && (!fields.length || fields.some((f) => !f))) throw new ParseError('empty field list');
+  const fields = m[3] !== undefined ? headerList(m[3]).names : [];
   return { path, spec, fields };
+}
+
+// header-fld-name = astring (RFC 9051 §9): an atom, or a quoted string with \" and \\
+const FIELD_NAME = /"((?:[^"\\\r\n]|\\["\\])*)"|([^\x00-\x20\x7f(){%*"\\\]]+)/;
+
+/**
+ * The names of a header-list, `(` header-fld-name *(SP header-fld-name) `)`, each as the
+ * client spelled it and as it names a field (unquoted, lower-cased). A quoted name may be
+ * empty (`""`): it names no field, as in Dovecot, so HEADER.FIELDS ("") is the empty line
+ * alone and HEADER.FIELDS.NOT ("") the whole header. Spaces around and between names are
+ * let pass, as Dovecot lets them.
+ */
+function headerList(list: string): { spelled: string[]; names: string[] } {
+  const spelled: string[] = [];
+  const names: string[] = [];
+  const text = list.trim();
+  const name = new RegExp(FIELD_NAME.source, 'y');
+  const gap = / +/y;
+  while (name.lastIndex < text.length) {
+    if (spelled.length) {
+      gap.lastIndex = name.lastIndex;
+      if (!gap.exec(text)) throw new ParseError('header field names need spaces between them');
+      name.lastIndex = gap.lastIndex;
+    }
+    const f = name.exec(text);
+    if (!f) throw new ParseError('bad header field name');
+    spelled.push(f[0]);
+    names.push((f[2] ?? f[1]!.replace(/\\(.)/g, '$1')).toLowerCase());
+  }
+  if (!names.length) throw new ParseError('empty field list');
+  return { spelled, names };
+}
+
+/**
+ * The section as a response names it: as the client wrote it, with a header-list one
+ * space apart (`HEADER.FIELDS ( A  B)` is answered as `HEADER.FIELDS (A B)`, RFC 9051 §9
+ * allowing no other), upper-cased, as Dovecot does.
+ */
+function sectionLabel(text: string): string {
+  const list = /^([^(]*\()(.*)\)$/.exec(text);
+  const label = list ? `${list[1]}${headerList(list[2]!).spelled.join(' ')})` : text;
+  return label.toUpperCase();
 }
 
 function item(atom: string): FetchItem[] {
@@ -84,7 +120,7 @@ function item(atom: string): FetchItem[] {
       section,
       partial:
         m[3] !== undefined ? { start: Number(m[3]), length: m[4] !== undefined ? Number(m[4]) : null } : null,
-      text: m[2]!.toUpperCase(),
+      text: sectionLabel(m[2]!),
     },
   ];
 }
