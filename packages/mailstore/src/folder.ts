@@ -1617,14 +1617,22 @@ export class MailFolder {
     await Promise.all(staged.filter((x) => !x.moved).map((x) => fs.unlink(x.tmp).catch(() => undefined)));
   }
 
-  /** Copies messages from `src` (hard links where possible); returns [srcUid, dstUid] pairs. */
+  /**
+   * Copies messages from `src` (hard links where possible); returns [srcUid, dstUid] pairs.
+   * Each copy has the flags its message has now (RFC 9051 §6.4.7), not those of `msgs`,
+   * which another session may have changed since they were read; a message expunged
+   * since throws MessageGoneError.
+   */
   async copyFrom(
     src: MailFolder,
     msgs: MessageInfo[],
   ): Promise<{ validity: number; pairs: [number, number][] }> {
     const staged: (Staged & { uid: number })[] = [];
+    const current = (await src.snapshot()).messages;
     try {
-      for (const m of msgs) {
+      for (const known of msgs) {
+        const m = findUid(current, known.uid);
+        if (!m) throw new MessageGoneError(known.uid);
         const from = await src.resolvePath(m);
         const size = m.size >= 0 ? m.size : (await fs.stat(from)).size;
         const base = uniqueStem(this.host) + sizeFields(m.base);
