@@ -228,6 +228,20 @@ function parseStore(r: ArgReader): StoreArgs {
   };
 }
 
+/** `flags` as a STORE of `a` leaves them, by name without case (as the store compares them). */
+function storedOn(flags: readonly string[], a: StoreArgs): Set<string> {
+  const out = new Set(a.op === 'set' ? [] : flags.map((f) => f.toLowerCase()));
+  for (const f of a.flags) {
+    if (a.op === 'remove') out.delete(f.toLowerCase());
+    else out.add(f.toLowerCase());
+  }
+  return out;
+}
+
+function sameFlags(flags: readonly string[], want: ReadonlySet<string>): boolean {
+  return flags.length === want.size && flags.every((f) => want.has(f.toLowerCase()));
+}
+
 async function runStore(s: SelectedContext, tag: string, a: StoreArgs, name: string): Promise<void> {
   const view = s.selected;
   const byUid = name.startsWith('UID');
@@ -238,18 +252,23 @@ async function runStore(s: SelectedContext, tag: string, a: StoreArgs, name: str
   const changes: FlagChange[] = msgs.map(({ m }) => ({ uid: m.uid, op: a.op, flags: a.flags }));
   const res = await view.folder.store(changes, a.unchangedSince ?? undefined, view.validity);
   const changed = new Set(res.changed.map((m) => m.uid));
+  const failed = new Set(res.failed);
   // a keyword this STORE defined is announced before the FETCH that shows it
   const lines: string[] = view.keywordLines(res.snapshot);
   for (const { seq, m: old } of msgs) {
     const m = findUid(res.snapshot.messages, old.uid);
     if (!m) continue;
     const wasChanged = changed.has(m.uid);
+    // RFC 9051 §6.4.6: SILENT or not, a change by another session is told, so the flags
+    // stay known: those the client was told, changed as it asked, are not what it has.
+    // (One UNCHANGEDSINCE kept from the change is named by MODIFIED instead, RFC 7162 §3.2.)
+    const showFlags = !a.silent || (!failed.has(m.uid) && !sameFlags(m.flags, storedOn(old.flags, a)));
     // RFC 7162 §3.2: with CONDSTORE on, the MODSEQ of changed messages is reported even when SILENT
-    if (!a.silent || (wasChanged && s.enabled.condstore)) {
+    if (showFlags || (wasChanged && s.enabled.condstore)) {
       const parts = [];
       // with QRESYNC, every FETCH names its UID, as the unsolicited ones do (RFC 7162 §3.2.4)
       if (byUid || s.enabled.qresync) parts.push(`UID ${m.uid}`);
-      if (!a.silent) parts.push(`FLAGS (${view.flags(m)})`);
+      if (showFlags) parts.push(`FLAGS (${view.flags(m)})`);
       if (s.enabled.condstore) parts.push(`MODSEQ (${m.modseq})`);
       lines.push(`* ${seq} FETCH (${parts.join(' ')})`);
     }
