@@ -160,8 +160,15 @@ export class Claims {
     const due: T[] = [];
     try {
       let waiting = items;
-      for (let pause = 50; waiting.length; pause = Math.min(pause * 2, 1000)) {
-        if (waiting !== items) await new Promise((r) => setTimeout(r, pause));
+      for (let pause = 50; waiting.length; pause = Math.min(pause * 2, 1000, this.ms / 3)) {
+        if (waiting !== items) {
+          await new Promise((r) => setTimeout(r, pause));
+          // those taken already are kept while another run's are waited for, however long
+          // that run holds them; one that lapsed all the same is another's to do now
+          const held = await this.renew(token, due.map(how.claim));
+          const kept = due.filter((_, i) => held[i]);
+          due.splice(0, due.length, ...kept);
+        }
         const found = await this.take(token, waiting.map(how.claim), waiting.map(how.record));
         due.push(...waiting.filter((_, i) => found[i] === 'taken'));
         waiting = how.wait ? waiting.filter((_, i) => found[i] === 'busy') : [];

@@ -117,3 +117,39 @@ test(
     assert.equal(await redis.exists('o:claim:d'), 1, 'kept until it lapses');
   },
 );
+
+test(
+  'what was claimed is kept while another run is waited for, past its own lease',
+  { timeout: 20_000 },
+  async () => {
+    const LEASE_MS = 1500;
+    const claims = new Claims(redis, LEASE_MS);
+    const log = { warn: () => undefined };
+    const how = (send: (due: string[]) => Promise<unknown>) => ({
+      claim: (i: string) => `w:claim:${i}`,
+      record: (i: string) => `w:record:${i}`,
+      recorded: { value: 'sent', seconds: 60 },
+      wait: true,
+      send,
+      log,
+    });
+    // another live run holds "busy" for four leases (renewing it), then records it
+    assert.deepEqual(await claims.take('other', ['w:claim:busy']), ['taken']);
+    const other = setInterval(() => void claims.renew('other', ['w:claim:busy']), LEASE_MS / 3);
+    setTimeout(() => {
+      clearInterval(other);
+      void redis.set('w:record:busy', 'sent').then(() => claims.release('other', ['w:claim:busy']));
+    }, 4 * LEASE_MS);
+    const sent: string[][] = [];
+    const waiting = claims.once(
+      ['mine', 'busy'],
+      how(async (due) => sent.push(due)),
+    );
+    // meanwhile a third run, past the first's lease, must not find "mine" free
+    await new Promise((r) => setTimeout(r, 2 * LEASE_MS));
+    const third = await claims.once(['mine'], { ...how(async (due) => sent.push(due)), wait: false });
+    assert.deepEqual(third, { kind: 'done', sent: [] }, 'the third run found it held');
+    assert.deepEqual(await waiting, { kind: 'done', sent: ['mine'] });
+    assert.deepEqual(sent, [['mine']], 'sent once');
+  },
+);
