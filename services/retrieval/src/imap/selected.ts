@@ -62,7 +62,8 @@ export class SelectedMailbox {
 
   /**
    * `rev2`: the session enabled IMAP4rev2, which sees a message/global part as an attached
-   * message (encapsulated, in @mailyard/imap-core). `recentFrom`: the first UID this
+   * message (encapsulated, in @mailyard/imap-core); set too by an ENABLE while selected,
+   * so that SEARCH reads such a part as FETCH now shows it. `recentFrom`: the first UID this
    * session may show as \Recent (what it claimed, or what nobody claimed yet when
    * read-only); null in an IMAP4rev2 session, which has no \Recent.
    */
@@ -71,7 +72,7 @@ export class SelectedMailbox {
     readonly name: string,
     readonly readOnly: boolean,
     snap: FolderSnapshot,
-    readonly rev2: boolean,
+    public rev2: boolean,
     private readonly recentFrom: number | null = null,
   ) {
     this.validity = snap.validity;

@@ -47,6 +47,7 @@ export const extensionCommands: CommandGroup = {
       const condstoreBefore = s.enabled.condstore;
       for (const c of ok) s.enabled.add(c);
       if (ok.includes('QRESYNC')) s.enabled.add('CONDSTORE');
+      if (s.selected && s.enabled.rev2) s.selected.rev2 = true;
       s.send(
         `* ENABLED${ok.length ? ' ' + ok.map((c) => (c === 'IMAP4REV2' ? 'IMAP4rev2' : c)).join(' ') : ''}\r\n`,
       );
