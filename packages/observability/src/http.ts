@@ -17,6 +17,8 @@ export interface OpsServer {
 }
 
 const CHECK_TIMEOUT_MS = 1000;
+/** Longest a request to the ops port may take to arrive, headers and body. */
+const OPS_REQUEST_TIMEOUT_MS = 10_000;
 const READINESS_METRIC = 'mailyard_readiness_check';
 
 /** What `mailyard_build_info` says: set at image build (deploy/Dockerfile), else `dev`/`unknown`. */
@@ -72,7 +74,17 @@ export function createOpsServer(registry: Registry, checks: ReadinessCheck[]): O
         all.forEach((c, i) => this.set({ check: c.name }, results[i] ? 1 : 0));
       },
     });
-  const app = Fastify({ logger: false });
+  const app = Fastify({
+    logger: false,
+    // A private port, but one request must not hold it: nothing here uploads or streams,
+    // so a request has a few seconds in all (Node's defaults: headers 60 s, body never).
+    requestTimeout: OPS_REQUEST_TIMEOUT_MS,
+    http: {
+      headersTimeout: OPS_REQUEST_TIMEOUT_MS,
+      // how often Node looks for requests past their deadline (default 30 s)
+      connectionsCheckingInterval: 1000,
+    },
+  });
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', registry.contentType);
     return registry.metrics();

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { test } from 'node:test';
 import { buildInfo, cachedCheck, createOpsServer, createRegistry } from '../src/index.js';
 
@@ -73,3 +74,33 @@ test('/metrics says what /readyz says, one series per check', { timeout: 10_000 
   assert.match(text, /^mailyard_readiness_check\{check="redis"\} 0$/m);
   await ops.close();
 });
+
+test(
+  'a request trickled to the ops port is answered 408 and closed within seconds',
+  { timeout: 40_000 },
+  async () => {
+    const ops = createOpsServer(createRegistry('slow-client-test'), []);
+    const port = await ops.listen(0, '127.0.0.1');
+    const trickled = async (request: string) => {
+      const s = connect(port, '127.0.0.1');
+      const start = Date.now();
+      let text = '';
+      let i = 0;
+      const timer = setInterval(() => i < request.length && s.write(request[i++]!), 200);
+      s.on('data', (d: Buffer) => (text += d.toString()));
+      await new Promise((resolve) => s.once('close', resolve));
+      clearInterval(timer);
+      return { text, ms: Date.now() - start };
+    };
+    // headers a byte at a time, and a body: without deadlines, 60 s and for ever
+    const [headers, body] = await Promise.all([
+      trickled(`GET /metrics HTTP/1.1\r\nHost: ops\r\nX-Slow: ${'a'.repeat(1000)}`),
+      trickled(`POST /metrics HTTP/1.1\r\nHost: ops\r\nContent-Length: 1000\r\n\r\n${'a'.repeat(1000)}`),
+    ]);
+    for (const r of [headers, body]) {
+      assert.match(r.text, /^HTTP\/1\.1 408 /);
+      assert.ok(r.ms < 30_000, `closed after ${r.ms} ms`);
+    }
+    await ops.close();
+  },
+);
