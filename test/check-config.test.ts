@@ -125,6 +125,7 @@ describe('--check-config refuses a wait longer than a timer can wait', () => {
       ],
     ],
     [webmailSchema, ['imap_idle_timeout', 'imap_timeout', 'send_timeout', 'acme_check_interval']],
+    [webmailSchema, ['client_header_timeout', 'client_body_timeout', 'keepalive_timeout']],
   ];
   test('every timeout and interval, in every service', () => {
     for (const [schema, keys] of timers)

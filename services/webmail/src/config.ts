@@ -8,6 +8,7 @@ import {
   duration,
   hostPortList,
   messageSizeSchema,
+  nonNegativeInt,
   optionalPort,
   port,
   positiveDuration,
@@ -91,6 +92,26 @@ const webmailKeys = z.object({
    * would wait on a page that says nothing.
    */
   send_timeout: positiveDuration('90s'),
+  /**
+   * The longest a client may take over a request's headers, and over its TLS handshake
+   * before them (nginx: client_header_timeout); then the connection is closed.
+   */
+  client_header_timeout: positiveDuration('60s'),
+  /**
+   * The longest a request's body may pause between two reads (nginx: client_body_timeout):
+   * a large attachment on a slow line that still moves is not cut short.
+   */
+  client_body_timeout: positiveDuration('60s'),
+  /** An idle keep-alive connection is closed after this long (nginx: keepalive_timeout). */
+  keepalive_timeout: positiveDuration('75s'),
+  /**
+   * Connections at once from one client address, IPv6 by its /64 (nginx: limit_conn); past
+   * it, 503. Behind TRUSTED_PROXIES, the requests at once of the address they forward. A
+   * browser opens about six, and every tab holds one for new mail; 0: no limit.
+   */
+  client_connection_limit: nonNegativeInt(100),
+  /** Connections at once in all; past it a new one is closed at once; 0: no limit. */
+  connection_limit: nonNegativeInt(4096),
   /** A session ends after this long without a request. */
   session_idle_timeout: duration('30m'),
   /** A session ends this long after login, however active. */

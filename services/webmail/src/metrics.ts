@@ -55,6 +55,12 @@ export function createMetrics(registry: Registry) {
       help: 'Admin console changes made whose audit log entry could not be written',
       registers: [registry],
     }),
+    connectionsRefused: new Counter({
+      name: 'mailyard_webmail_connections_refused_total',
+      help: 'HTTPS connections refused: over the limit of their client address (client) or of the server (total)',
+      labelNames: ['limit'],
+      registers: [registry],
+    }),
     trackersRemoved: new Counter({
       name: 'mailyard_webmail_trackers_removed_total',
       help: 'Tracking pixels removed from displayed HTML mail',

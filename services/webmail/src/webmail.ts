@@ -31,6 +31,7 @@ import type { WebmailConfig } from './config.js';
 import { folderHelpers, type Ctx, type SecondFactor } from './context.js';
 import { ApiError, UpstreamError, errors, isRedisFailure } from './errors.js';
 import { ImapPool } from './imap-pool.js';
+import { httpLimits } from './http-limits.js';
 import { createMetrics } from './metrics.js';
 import { MailNotifier } from './notifier.js';
 import { registerAccountRoutes } from './routes-account.js';
@@ -214,7 +215,20 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
   const proxies: Cidr[] = config.trusted_proxies.map((n) => parseCidr(n)).filter((c) => c !== null);
   const app = Fastify({
     logger: false,
-    https: { key: tls.current().key, cert: tls.current().cert, minVersion: MIN_TLS_VERSION },
+    https: {
+      key: tls.current().key,
+      cert: tls.current().cert,
+      minVersion: MIN_TLS_VERSION,
+      // a client that connects and never finishes its handshake (nginx times it as the headers)
+      handshakeTimeout: config.client_header_timeout,
+      headersTimeout: config.client_header_timeout,
+      // how often Node looks for requests past their header deadline (default 30 s)
+      connectionsCheckingInterval: Math.min(30_000, Math.ceil(config.client_header_timeout / 4)),
+    },
+    // the body has its deadline between reads (httpLimits); none over the whole request,
+    // which would cut short a large upload on a slow line
+    requestTimeout: 0,
+    keepAliveTimeout: config.keepalive_timeout,
     trustProxy: proxies.length ? (addr: string) => ipInNetworks(addr, proxies) : false,
     bodyLimit: 8 * 1024 * 1024,
     // ids come from us; a request id in logs ties a browser report to a line
@@ -222,6 +236,17 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   });
+  const limits = httpLimits(
+    app.server,
+    {
+      perClient: config.client_connection_limit,
+      total: config.connection_limit,
+      bodyTimeoutMs: config.client_body_timeout,
+      proxies,
+    },
+    { logger, metrics },
+  );
+  app.addHook('onRequest', limits.onRequest);
 
   void app.register(fastifyCookie);
   void app.register(fastifyHelmet, {

@@ -18,9 +18,9 @@ export const HOST = 'mail.mailyard.test';
 export const ALICE = 'alice@example.test';
 export const BOB = 'bob@example.test';
 
-/** Dependencies a test may replace (two-factor with a clock of its own, a directory that fails). */
+/** Dependencies a test may replace (two-factor with a clock of its own, a directory that fails, a registry to read). */
 export type ExtraDeps = Partial<
-  Pick<WebmailDeps, 'twoFactor' | 'secondFactor' | 'directory' | 'authenticator' | 'redis'>
+  Pick<WebmailDeps, 'twoFactor' | 'secondFactor' | 'directory' | 'authenticator' | 'redis' | 'registry'>
 >;
 
 export interface WebmailTestbed {
