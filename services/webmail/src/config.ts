@@ -107,11 +107,13 @@ const webmailKeys = z.object({
   /**
    * Connections at once from one client address, IPv6 by its /64 (nginx: limit_conn); past
    * it, 503. Behind TRUSTED_PROXIES, the requests at once of the address they forward. A
-   * browser opens about six, and every tab holds one for new mail; 0: no limit.
+   * browser opens about six, and every tab holds one for new mail; a small organisation's
+   * whole office often comes from one NAT address, hence room for a hundred people or
+   * more; 0: no limit.
    */
-  client_connection_limit: nonNegativeInt(100),
+  client_connection_limit: nonNegativeInt(1000),
   /** Connections at once in all; past it a new one is closed at once; 0: no limit. */
-  connection_limit: nonNegativeInt(4096),
+  connection_limit: nonNegativeInt(10000),
   /** A session ends after this long without a request. */
   session_idle_timeout: duration('30m'),
   /** A session ends this long after login, however active. */
