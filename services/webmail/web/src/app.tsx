@@ -29,6 +29,9 @@ type Screen =
   | { kind: 'account'; account: string; attachmentLimit: number }
   | { kind: 'admin'; account: string; attachmentLimit: number };
 
+/** The least time between two openings of the event stream after it ended (ms). */
+const STREAM_REOPEN_MS = 10_000;
+
 /** A reload or a link on an admin page (#admin=...) opens the console again. */
 const adminInHash = () => new URLSearchParams(location.hash.slice(1)).has('admin');
 
@@ -328,8 +331,12 @@ function Mail(props: {
   };
   const folderEventRef = useRef((_e: FolderEvent) => undefined as void);
   folderEventRef.current = (e) => onFolderEvent(e);
+  /** When the event stream was last opened. */
+  const streamOpened = useRef(0);
   useEffect(() => {
     const es = new EventSource('/api/events');
+    streamOpened.current = Date.now();
+    let reopen: ReturnType<typeof setTimeout> | undefined;
     es.addEventListener('new', (e) => {
       const data = JSON.parse((e as MessageEvent<string>).data) as { folder: string };
       say(`New mail in ${data.folder === 'INBOX' ? 'Inbox' : data.folder}`);
@@ -343,11 +350,15 @@ function Mail(props: {
     es.addEventListener('reconnected', () => refreshRef.current(true));
     // The stream's session ended. The browser may hold a newer one of this account (a new
     // password renews it under a new id, in this tab or another): then the stream opens
-    // again under it, else the next request finds the session gone.
+    // again under it, else the next request finds the session gone. Never sooner than
+    // STREAM_REOPEN_MS after the last opening: a stream refused for another reason (a
+    // proxy that does not pass it) is not asked for again and again.
     const ended = () =>
       void api.session().then(
         (s) => {
-          if (s.authenticated && s.account === props.account) setLogin((n) => n + 1);
+          if (!s.authenticated || s.account !== props.account) return;
+          const wait = Math.max(0, streamOpened.current + STREAM_REOPEN_MS - Date.now());
+          reopen = setTimeout(() => setLogin((n) => n + 1), wait);
         },
         () => undefined,
       );
@@ -361,7 +372,10 @@ function Mail(props: {
     };
     // logged in again: what changed meanwhile
     if (login) refreshRef.current();
-    return () => es.close();
+    return () => {
+      clearTimeout(reopen);
+      es.close();
+    };
   }, [say, login, props.account]);
 
   const specialOf = useCallback(
