@@ -24,6 +24,20 @@ export const revocationMessage = (account: string, name?: string): string =>
 /** The set of an account's webmail session keys (the webmail's SessionStore keeps it). */
 export const webmailSessionsKey = (account: string) => `webmail:sessions:${account}`;
 
+/** How a webmail session's key begins (`webmail:session:<SHA-256 of the cookie>`). */
+export const WEBMAIL_SESSION_KEY = 'webmail:session:';
+
+/**
+ * A member of the account's set as a key to hand the client: members are keys as the
+ * client names them, before its key prefix; a renewal by a Lua script used to add the
+ * renewed key with the prefix, and such a member (it lives as long as its session, days)
+ * is taken back to the client's name, or the client would prefix it twice and miss it.
+ */
+function sessionKeyOf(redis: Redis, member: string): string {
+  const prefix = redis.options.keyPrefix ?? '';
+  return prefix && member.startsWith(prefix + WEBMAIL_SESSION_KEY) ? member.slice(prefix.length) : member;
+}
+
 /**
  * The account record's field counting the times all its webmail sessions were ended at
  * once (a sign-out everywhere, a new password, two-factor turned on, a lock). A webmail
@@ -67,10 +81,10 @@ export async function raiseWebmailSignOut(
  */
 export async function deleteWebmailSessions(redis: Redis, account: string, keep?: string): Promise<number> {
   const set = webmailSessionsKey(account);
-  const keys = (await redis.smembers(set)).filter((k) => k !== keep);
-  const ended = keys.length ? await redis.del(...keys) : 0;
+  const members = (await redis.smembers(set)).filter((m) => sessionKeyOf(redis, m) !== keep);
+  const ended = members.length ? await redis.del(...members.map((m) => sessionKeyOf(redis, m))) : 0;
   if (keep) {
-    if (keys.length) await redis.srem(set, ...keys);
+    if (members.length) await redis.srem(set, ...members);
   } else await redis.del(set);
   return ended;
 }

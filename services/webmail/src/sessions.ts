@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import {
+  WEBMAIL_SESSION_KEY,
   WEBMAIL_SIGN_OUT_FIELD,
   deleteWebmailSessions,
   endWebmailSessions,
@@ -98,10 +99,13 @@ const otherAccount = (session: Session, created: string) =>
  * raised count, and the session would end itself. ARGV[2]: the session's count; ARGV[3]:
  * the renewed session's JSON, but its count; ARGV[4], ARGV[5]: idle and absolute timeouts
  * (ms). The old id takes the new count too, for ARGV[6] ms (the grace; 0: it goes now),
- * serving only the address ARGV[7]; it is no longer tracked (ARGV[8], its name in KEYS[4]
- * as track() wrote it, without the key prefix), so that the ending of the others leaves it. The new count, or nil when the session ended (its key gone, an ending
- * came first, or the account is gone); the count goes up all the same when the account is
- * there.
+ * serving only the address ARGV[7]; it is no longer tracked, so that the ending of the others
+ * leaves it. KEYS[4] holds keys as the client names them, without its key prefix (the
+ * client adds it when it deletes them): ARGV[8] and ARGV[9] are the old and the renewed
+ * key so named; the old one may also be there as KEYS[2], prefixed, as this script once
+ * added a renewed key. The new count, or nil when the session ended (its key gone, an
+ * ending came first, or the account is gone); the count goes up all the same when the
+ * account is there.
  */
 const RAISE_AND_RENEW = `
 if redis.call('HEXISTS', KEYS[1], 'password') == 0 then return false end
@@ -113,9 +117,9 @@ if not old then return false end
 local s = cjson.decode(ARGV[3])
 s.signOut = after
 redis.call('SET', KEYS[3], cjson.encode(s), 'PX', ARGV[4])
-redis.call('SADD', KEYS[4], KEYS[3])
+redis.call('SADD', KEYS[4], ARGV[9])
 redis.call('PEXPIRE', KEYS[4], ARGV[5])
-redis.call('SREM', KEYS[4], ARGV[8])
+redis.call('SREM', KEYS[4], ARGV[8], KEYS[2])
 if tonumber(ARGV[6]) > 0 then
   local o = cjson.decode(old)
   o.signOut = after
@@ -158,7 +162,7 @@ export class SessionStore {
   }
 
   private key(id: string): string {
-    return `webmail:session:${createHash('sha256').update(id).digest('base64url')}`;
+    return `${WEBMAIL_SESSION_KEY}${createHash('sha256').update(id).digest('base64url')}`;
   }
 
   /** The account's session keys (`webmail:sessions:<account>`), for signing out everywhere. */
@@ -307,6 +311,7 @@ export class SessionStore {
       String(ip ? (this.timeouts.renewalGraceMs ?? 0) : 0),
       ip,
       this.key(id),
+      this.key(freshId),
     )) as number | null;
     const fresh = after === null ? null : { id: freshId, session: { ...renewed, signOut: after } };
     if (!fresh) await this.destroy(id);

@@ -3,6 +3,7 @@
 // request renews the id (after the second step of a login, or a password change), even
 // when the ending comes between the renewal's end of the old id and its write of the new.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { after, test } from 'node:test';
 import { createTestRedis, interleavedRedis } from '@mailyard/testkit';
 import { SessionStore } from '../src/sessions.js';
@@ -11,6 +12,9 @@ const t = createTestRedis();
 after(() => t.cleanup());
 const timeouts = { idleMs: 60_000, absoluteMs: 3_600_000 };
 const store = new SessionStore(t.redis, timeouts);
+
+/** The key of a session's cookie value, as the client names it (before the key prefix). */
+const sessionKey = (id: string) => `webmail:session:${createHash('sha256').update(id).digest('base64url')}`;
 
 /** An account record, as the directory keeps it (the store only looks at whether it is there). */
 const account = async (a: string) => {
@@ -106,17 +110,23 @@ test(
   },
 );
 
+/** Two sessions of a new account; the owner's sets a new password: the other ends, the owner is renewed. */
+async function newPasswordOfOneOfTwo(address: string) {
+  const a = await account(address);
+  const stamp = await store.loginStamp(a);
+  const owner = await store.create(a, 'complete', stamp);
+  const other = await store.create(a, 'complete', stamp);
+  const { fresh, ended } = await store.endOthers(owner.id, owner.session);
+  assert.ok(fresh);
+  assert.equal(ended, 1);
+  return { a, owner, other, fresh };
+}
+
 test(
   'the session that set a new password goes on, renewed; one ended just before it does not',
   { timeout: 10_000 },
   async () => {
-    const a = await account('eve@example.test');
-    const stamp = await store.loginStamp(a);
-    const owner = await store.create(a, 'complete', stamp);
-    const other = await store.create(a, 'complete', stamp);
-    const { fresh, ended } = await store.endOthers(owner.id, owner.session);
-    assert.ok(fresh);
-    assert.equal(ended, 1);
+    const { a, owner, other, fresh } = await newPasswordOfOneOfTwo('eve@example.test');
     assert.equal(await store.get(other.id), null);
     assert.equal(await store.get(owner.id), null, 'the old id is no good');
     assert.equal((await store.get(fresh.id))?.account, a);
@@ -217,5 +227,56 @@ test(
     assert.equal(await store.find(id), 'ended');
     const again = await store.create(a, 'complete', await store.loginStamp(a));
     assert.equal((await store.get(again.id))?.account, a);
+  },
+);
+
+test(
+  'with a key prefix, a sign-out everywhere after a new password ends the renewed session too',
+  { timeout: 10_000 },
+  async () => {
+    assert.ok(t.prefix, 'the keys live under a prefix');
+    const { a, other, fresh } = await newPasswordOfOneOfTwo('jon@example.test');
+    assert.equal(await t.redis.exists(sessionKey(other.id)), 0);
+    assert.equal(await t.redis.exists(sessionKey(fresh.id)), 1, 'the renewed session goes on');
+    // another session, then a password change again: the renewed one is kept, the new one ends
+    const third = await store.create(a, 'complete', await store.loginStamp(a));
+    const again = await store.endOthers(fresh.id, fresh.session);
+    assert.ok(again.fresh);
+    assert.equal(again.ended, 1);
+    assert.equal(await t.redis.exists(sessionKey(third.id)), 0);
+
+    assert.equal(await store.destroyAll(a), 1, 'the sign-out ends the live session');
+    assert.equal(await t.redis.exists(sessionKey(again.fresh.id)), 0, 'its key is gone');
+  },
+);
+
+test(
+  'a session tracked under its prefixed key, as a renewal once kept it, is ended all the same',
+  { timeout: 10_000 },
+  async () => {
+    const a = await account('kim@example.test');
+    const set = `webmail:sessions:${a}`;
+    /** Its member as a renewal wrote it before: with the key prefix. */
+    const oldStyle = async (id: string) => {
+      await t.redis.srem(set, sessionKey(id));
+      await t.redis.sadd(set, `${t.prefix}${sessionKey(id)}`);
+    };
+    const stamp = await store.loginStamp(a);
+    const owner = await store.create(a, 'complete', stamp);
+    const other = await store.create(a, 'complete', stamp);
+    await oldStyle(owner.id);
+    await oldStyle(other.id);
+    // a password change: the other ends; the owner is renewed, its old member goes
+    const { fresh, ended } = await store.endOthers(owner.id, owner.session);
+    assert.ok(fresh);
+    assert.equal(ended, 1);
+    assert.equal(await t.redis.exists(sessionKey(other.id)), 0);
+    assert.deepEqual(await t.redis.smembers(set), [sessionKey(fresh.id)]);
+
+    // kept across an upgrade while the session is live: a sign-out everywhere ends it
+    const later = await store.create(a, 'complete', await store.loginStamp(a));
+    await oldStyle(later.id);
+    assert.equal(await store.destroyAll(a), 2);
+    assert.equal(await t.redis.exists(sessionKey(later.id), sessionKey(fresh.id)), 0);
   },
 );
