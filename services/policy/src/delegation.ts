@@ -37,6 +37,35 @@ const MAX_UNREAD_BYTES = 64 * 1024;
 /** A connection quiet this long is closed (Postfix closes its own after 300 s idle). */
 const IDLE_MS = 10 * 60_000;
 
+/** The end of a request: an empty line. */
+const REQUEST_END = /\r?\n\r?\n/;
+
+/**
+ * A connection's requests: the text read is pushed as it comes, and each complete
+ * request (its lines, up to the empty line) is taken out in turn.
+ */
+export class RequestReader {
+  private buf = '';
+
+  push(chunk: string): void {
+    this.buf += chunk;
+  }
+
+  /** The next complete request's lines, or undefined while none is complete. */
+  take(): string | undefined {
+    const end = this.buf.search(REQUEST_END);
+    if (end === -1) return undefined;
+    const block = this.buf.slice(0, end);
+    this.buf = this.buf.slice(end).replace(/^\r?\n\r?\n/, '');
+    return block;
+  }
+
+  /** How much is read of a request whose end has not come: 0 while a complete one waits. */
+  get partial(): number {
+    return this.buf.search(REQUEST_END) === -1 ? this.buf.length : 0;
+  }
+}
+
 export function toPolicyRequest(attrs: Map<string, string>): Omit<PolicyRequestInput, 'v'> | string {
   if (attrs.get('request') !== 'smtpd_access_policy') return 'request=smtpd_access_policy is required';
   const state = (attrs.get('protocol_state') ?? 'RCPT').toUpperCase();
@@ -100,7 +129,7 @@ export function startDelegationServer(opts: {
     sock.on('error', () => undefined);
     sock.setEncoding('utf8');
     sock.setTimeout(IDLE_MS, () => sock.destroy());
-    let buf = '';
+    let reader = new RequestReader();
     let busy = Promise.resolve();
     let pending = 0;
     const answer = async (attrs: Map<string, string>) => {
@@ -119,14 +148,12 @@ export function startDelegationServer(opts: {
     // takes the complete requests read, as long as there is room for them, and reads on
     // only while there is
     const pump = () => {
-      let end: number;
+      let block: string | undefined;
       while (
         pending < MAX_PENDING &&
         sock.writableLength < MAX_UNREAD_BYTES &&
-        (end = buf.search(/\r?\n\r?\n/)) !== -1
+        (block = reader.take()) !== undefined
       ) {
-        const block = buf.slice(0, end);
-        buf = buf.slice(end).replace(/^\r?\n\r?\n/, '');
         const attrs = new Map<string, string>();
         for (const line of block.split(/\r?\n/)) {
           const i = line.indexOf('=');
@@ -142,16 +169,16 @@ export function startDelegationServer(opts: {
           });
       }
       // one request without its end past the limit (many small ones are not)
-      if (buf.length > MAX_REQUEST_BYTES && buf.search(/\r?\n\r?\n/) === -1) {
+      if (reader.partial > MAX_REQUEST_BYTES) {
         sock.end('action=DEFER_IF_PERMIT request too large\n\n');
-        buf = '';
+        reader = new RequestReader();
         return;
       }
       if (pending >= MAX_PENDING || sock.writableLength >= MAX_UNREAD_BYTES) sock.pause();
       else sock.resume();
     };
     sock.on('data', (chunk: string) => {
-      buf += chunk;
+      reader.push(chunk);
       pump();
     });
     sock.on('drain', pump);
