@@ -43,26 +43,52 @@ const REQUEST_END = /\r?\n\r?\n/;
 /**
  * A connection's requests: the text read is pushed as it comes, and each complete
  * request (its lines, up to the empty line) is taken out in turn.
+ *
+ * Only the text not searched yet is searched for a request's end, with the few characters
+ * before it that an end may begin in, and a request's pieces are joined once, when its end
+ * has come: a client sending a byte per packet gets a read per byte, and searching or
+ * copying all that waits at each one made a 64 KiB request cost about a second.
  */
 export class RequestReader {
-  private buf = '';
+  /** What was read of the request whose end has not come, in the pieces it came in. */
+  private parts: string[] = [];
+  private length = 0;
+  /** The last characters searched: an end that finishes in the next piece may begin there. */
+  private tail = '';
+  /** Complete requests not taken yet. */
+  private readonly complete: string[] = [];
 
   push(chunk: string): void {
-    this.buf += chunk;
+    let text = chunk;
+    for (;;) {
+      const window = this.tail + text;
+      const end = REQUEST_END.exec(window);
+      if (!end) {
+        this.parts.push(text);
+        this.length += text.length;
+        this.tail = window.slice(-3);
+        return;
+      }
+      this.parts.push(text);
+      const all = this.parts.join('');
+      const at = this.length - this.tail.length + end.index;
+      this.complete.push(all.slice(0, at));
+      // what follows is the next request, none of it searched yet
+      text = all.slice(at + end[0].length);
+      this.parts = [];
+      this.length = 0;
+      this.tail = '';
+    }
   }
 
   /** The next complete request's lines, or undefined while none is complete. */
   take(): string | undefined {
-    const end = this.buf.search(REQUEST_END);
-    if (end === -1) return undefined;
-    const block = this.buf.slice(0, end);
-    this.buf = this.buf.slice(end).replace(/^\r?\n\r?\n/, '');
-    return block;
+    return this.complete.shift();
   }
 
-  /** How much is read of a request whose end has not come: 0 while a complete one waits. */
+  /** How much is read of the request whose end has not come. */
   get partial(): number {
-    return this.buf.search(REQUEST_END) === -1 ? this.buf.length : 0;
+    return this.length;
   }
 }
 

@@ -186,6 +186,43 @@ describe('policy delegation: HOLD after the recipients', () => {
   });
 });
 
+describe('policy delegation trickled', () => {
+  test('a request sent a few bytes at a time and one sent after it at once are both answered', async () => {
+    const sock = connect({ port: p.policy!.delegationPort, host: '127.0.0.1' });
+    sock.setNoDelay(true);
+    let buf = '';
+    sock.on('data', (d: Buffer) => (buf += d.toString()));
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    try {
+      const request = (instance: string) =>
+        Object.entries({
+          ...base,
+          instance,
+          sender: 'a@sender.test',
+          recipient: 'alice@example.test',
+          // a long attribute, as a client certificate's subject can be
+          ccert_subject: 'x'.repeat(16 * 1024),
+        })
+          .map(([k, v]) => `${k}=${v}\r\n`)
+          .join('') + '\r\n';
+      const trickled = request('t.1');
+      for (let at = 0; at < trickled.length; at += 3)
+        await new Promise<void>((r, j) => sock.write(trickled.slice(at, at + 3), (e) => (e ? j(e) : r())));
+      sock.write(request('t.2'));
+      const answers = await waitFor(
+        () => {
+          const got = buf.split('\n\n').slice(0, -1);
+          return got.length >= 2 ? got : null;
+        },
+        { timeoutMs: 20_000, what: 'two answers' },
+      );
+      assert.deepEqual(answers, ['action=DUNNO', 'action=DUNNO']);
+    } finally {
+      sock.destroy();
+    }
+  });
+});
+
 describe('policy delegation under pipelining', () => {
   test('two thousand requests sent at once are all answered, in order, none refused as too large', async () => {
     const sock = connect({ port: p.policy!.delegationPort, host: '127.0.0.1' });
