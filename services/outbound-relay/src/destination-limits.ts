@@ -5,7 +5,14 @@ import type { Redis } from 'ioredis';
 // is a member of a sorted set scored by its lease expiry, so the slots of an instance
 // that died (SIGKILL, lost host) free themselves when the lease runs out; a live
 // holder renews its lease while the delivery runs.
-const ACQUIRE = `
+//
+// Both scripts run when Redis is at its maxmemory (allow-oom): a slot is a token per
+// delivery running (at most `concurrency` per destination, ended leases dropped first), a
+// rate counter one small key per destination and minute. Refused, acquire() fails and
+// every message is deferred (4.4.5): a full Redis would stop all outbound mail. Without
+// a shebang Redis 7 checked memory only up to the first write: ACQUIRE, beginning with
+// ZREMRANGEBYSCORE, always ran, RATE (INCR) was refused.
+const ACQUIRE = `#!lua flags=allow-oom
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
   redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[4])
@@ -16,7 +23,7 @@ return 0`;
 
 // Fixed one-minute windows: simple, shared, and good enough to keep a burst from
 // tripping a receiver's own rate limits.
-const RATE = `
+const RATE = `#!lua flags=allow-oom
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], 120000) end
 if n > tonumber(ARGV[1]) then return 0 end
