@@ -47,7 +47,12 @@ const EMPTY_LIST = 'dunno';
 // the list's defaults (what an unset list holds). Answers {'ok', entries after...},
 // {'missing', entries...} when the entry removed is not there, {'changed', entries...}
 // when a set's previous list is not the list now. The read and the write are one step.
-const EDIT_LIST = `
+//
+// The shebang (no flags) makes Redis 7 refuse the whole edit with OOM before it runs when
+// Redis is at its maxmemory: an edit can wait, and a list can be long. Without it Redis
+// checked memory only up to the first write, and the DEL let the RPUSH of the whole list
+// through. The console answers the refusal 503, try again; the CLI prints it.
+const EDIT_LIST = `#!lua
 local c = cjson.decode(ARGV[1])
 local stored = redis.call('LRANGE', KEYS[1], 0, -1)
 local list = {}
