@@ -7,7 +7,15 @@ import { redisAnswer } from './deadline.js';
 // (`<process>:<n>`), scored by the end of its lease in ms of Redis's clock, so that the
 // instances' own clocks never meet. Ended leases are dropped before counting: the slots
 // of a process that died (SIGKILL, a lost host) free themselves. ARGV: max, lease, member.
-const TAKE = `
+//
+// Both scripts run when Redis is at its maxmemory (allow-oom): a slot is a member of a few
+// dozen bytes, one per open connection, and ended ones are dropped first. Refused, the
+// count would fall back to each instance's own, and leases not refreshed would lapse while
+// their connections stay open: the limit over all instances would stop holding just as
+// Redis is under pressure. The flag says so; without a shebang Redis 7 checked memory
+// only up to the first write, and the ZREMRANGEBYSCORE, even removing nothing, let the
+// rest through, so these always ran (REFRESH, beginning with ZADD, did not).
+const TAKE = `#!lua flags=allow-oom
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -20,7 +28,7 @@ return 1`;
 // then for each key its number of members and the members. A member is added when
 // missing (taken while Redis failed, or lost with a Redis restart): it is a connection
 // still open, and counts, even past the limit it was never checked against.
-const REFRESH = `
+const REFRESH = `#!lua flags=allow-oom
 local t = redis.call('TIME')
 local ends = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
 local i = 2
