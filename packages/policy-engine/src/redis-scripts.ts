@@ -7,8 +7,15 @@ import type { Redis } from 'ioredis';
  * Sliding-window log: drop entries older than the window, refuse when `limit` are
  * left, else record this event. Returns -1 when allowed, else the current count.
  * KEYS[1] counter; ARGV now, window ms, limit, unique member.
+ *
+ * Runs when Redis is at its maxmemory (allow-oom): an event is a member of a few dozen
+ * bytes, at most `limit` per counter, the old ones dropped first. Refused, every request
+ * that check_rate counts would be deferred (the check's error is a 451): a full Redis
+ * would stop the mail rather than keep limiting it. Without a shebang Redis 7 checked
+ * memory only up to the first write, and the ZREMRANGEBYSCORE let the rest through: the
+ * flag keeps that, said on purpose.
  */
-const RATE = `
+const RATE = `#!lua flags=allow-oom
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
 local n = redis.call('ZCARD', KEYS[1])
 if n >= tonumber(ARGV[3]) then return n end
