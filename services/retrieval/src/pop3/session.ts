@@ -330,7 +330,17 @@ export class Pop3Session {
     }
     const release = await this.deps.locks.acquire(res.account);
     if (!release) throw new Pop3Error('IN-USE', 'Mailbox is in use by another POP3 session');
-    if (!(await this.deps.limits.openAccount(res.account))) {
+    // a login that fails from here on (Redis or the store failing just after the lock
+    // was taken) holds nothing: the client's retry, in this session or another, is no
+    // IN-USE (RFC 2449 §8.1.1), nor is its slot counted against the account
+    let counted: boolean;
+    try {
+      counted = await this.deps.limits.openAccount(res.account);
+    } catch (err) {
+      await release();
+      throw err;
+    }
+    if (!counted) {
       await release();
       throw new Pop3Error('SYS/TEMP', 'Too many sessions for this account');
     }
@@ -342,15 +352,27 @@ export class Pop3Session {
     }
     this.release = release;
     this.user = res.account;
-    const acct = this.deps.account(res.account);
-    await acct.ensureDefaults();
-    this.folder = acct.folder('INBOX');
-    const snap = await this.folder.snapshot();
-    this.messages = snap.messages;
-    this.validity = snap.validity;
-    // RFC 1939 §11: each line end counts two octets, as RETR sends it; the sizes IMAP's
-    // RFC822.SIZE gives, from the same index (a message expunged meanwhile: nothing to send)
-    this.sizes = (await this.deps.cache.sentSizes(this.folder, this.messages)).map((n) => Math.max(n, 0));
+    try {
+      const acct = this.deps.account(res.account);
+      await acct.ensureDefaults();
+      this.folder = acct.folder('INBOX');
+      const snap = await this.folder.snapshot();
+      this.messages = snap.messages;
+      this.validity = snap.validity;
+      // RFC 1939 §11: each line end counts two octets, as RETR sends it; the sizes IMAP's
+      // RFC822.SIZE gives, from the same index (a message expunged meanwhile: nothing to send)
+      this.sizes = (await this.deps.cache.sentSizes(this.folder, this.messages)).map((n) => Math.max(n, 0));
+    } catch (err) {
+      // a cleanup that ran meanwhile gave both back already
+      if (!this.cleaned) {
+        this.release = null;
+        this.user = null;
+        this.folder = null;
+        this.deps.limits.closeAccount(res.account);
+        await release();
+      }
+      throw err;
+    }
     this.state = 'transaction';
     if (this.loginTimer) clearTimeout(this.loginTimer);
     // from now on the autologout timer
