@@ -43,6 +43,11 @@ export class ClientConnection {
   private closed = false;
   onData: (chunk: Buffer) => void = () => undefined;
   onClose: () => void = () => undefined;
+  /**
+   * Answers that had to wait for the client were taken by it (the socket drained): output
+   * progress, which counts as activity for the autologout timers, as Dovecot counts it.
+   */
+  onDrain: () => void = () => undefined;
   sent = 0;
   /** COMPRESS=DEFLATE: the compressor of what is written and the inflater of what is read. */
   private deflate: DeflateRaw | null = null;
@@ -63,6 +68,7 @@ export class ClientConnection {
   private attach(s: Socket): void {
     s.on('data', (c: Buffer) => this.onData(c));
     s.on('error', () => s.destroy());
+    s.on('drain', () => this.onDrain());
     s.on('close', () => {
       if (this.closed) return;
       this.closed = true;
@@ -94,6 +100,33 @@ export class ClientConnection {
       this.socket.write(d);
     }
     this.socket.uncork();
+  }
+
+  /**
+   * Writes a long answer OUTPUT_LIMIT at a time, each once the client has taken what came
+   * before it: a body of many megabytes is then no single write whose progress nothing
+   * shows, and a client on a slow link reading it drains the socket (onDrain) every
+   * OUTPUT_LIMIT bytes, not only at the end.
+   */
+  async writeDrained(data: Buffer[]): Promise<void> {
+    let group: Buffer[] = [];
+    let size = 0;
+    const flush = async () => {
+      this.writeMany(group);
+      group = [];
+      size = 0;
+      await this.drain();
+    };
+    for (const d of data) {
+      for (let at = 0; at < d.length;) {
+        const part = d.subarray(at, at + OUTPUT_LIMIT - size);
+        group.push(part);
+        size += part.length;
+        at += part.length;
+        if (size >= OUTPUT_LIMIT) await flush();
+      }
+    }
+    if (group.length) await flush();
   }
 
   /** Bytes written and not yet taken by the kernel (nor the compressor). */

@@ -166,6 +166,11 @@ export class ImapSession implements ImapContext {
   start(): void {
     this.conn.onData = (chunk) => this.onData(chunk);
     this.conn.onClose = () => this.cleanup();
+    // a client still reading a long answer is not idle (Dovecot counts output too): on a
+    // slow link a large FETCH may take longer than the autologout after its command
+    this.conn.onDrain = () => {
+      if (this.mode.m !== 'closed') this.touch();
+    };
     this.touch();
     this.loginTimer = setTimeout(() => {
       if (this.state !== 'not-authenticated') return;
@@ -211,8 +216,7 @@ export class ImapSession implements ImapContext {
   }
 
   async sendBatch(bufs: Buffer[]): Promise<void> {
-    this.conn.writeMany(bufs);
-    await this.conn.drain();
+    await this.conn.writeDrained(bufs);
   }
 
   select(view: SelectedMailbox): void {
