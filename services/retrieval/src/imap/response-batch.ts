@@ -1,5 +1,16 @@
 import type { Piece } from './fetch.js';
 
+/**
+ * A response failed after part of it was sent (a FETCH line, a literal cut short): no
+ * reply after it can be parsed, so the connection ends, as Dovecot ends it, where a
+ * failure before anything of it was sent is a tagged NO.
+ */
+export class ResponseCutError extends Error {
+  constructor(cause: unknown) {
+    super('response failed after part of it was sent', { cause });
+  }
+}
+
 /** Pieces at least this large go to the socket as they are, not copied into the batch. */
 const DIRECT = 64 * 1024;
 

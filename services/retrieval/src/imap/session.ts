@@ -44,6 +44,7 @@ import type {
 } from './context.js';
 import { EnabledExtensions } from './enabled.js';
 import { ImapReply, reply } from './replies.js';
+import { ResponseCutError } from './response-batch.js';
 import { SelectedGoneError, type SelectedMailbox } from './selected.js';
 
 /** Unread output past which NOTIFY gives up on a client (NOTIFICATIONOVERFLOW). */
@@ -469,6 +470,7 @@ export class ImapSession implements ImapContext {
    */
   private async refuse(tag: string, name: string, thrown: unknown): Promise<'NO' | 'BAD' | 'BYE'> {
     if (thrown instanceof SelectedGoneError) return this.selectedGone();
+    if (thrown instanceof ResponseCutError) return this.responseCut(thrown);
     // a backend that failed (Redis, the store's disk) is neither the client's fault nor a
     // bug here: a temporary NO that counts toward no disconnect
     const backend = thrown instanceof BackendUnavailableError || isStorageFault(thrown);
@@ -525,6 +527,13 @@ export class ImapSession implements ImapContext {
   private selectedGone(): 'BYE' {
     this.log.info({ folder: this.selected?.name }, 'selected folder gone: session ended');
     this.close(SELECTED_GONE);
+    return 'BYE';
+  }
+
+  /** A response failed halfway (ResponseCutError): the connection ends, with nothing after it. */
+  private responseCut(err: ResponseCutError): 'BYE' {
+    this.errors.error({ err: err.cause }, 'response failed after part of it was sent: connection closed');
+    this.close();
     return 'BYE';
   }
 
@@ -813,6 +822,7 @@ export class ImapSession implements ImapContext {
       }
     } catch (err) {
       if (err instanceof SelectedGoneError) this.selectedGone();
+      else if (err instanceof ResponseCutError) this.responseCut(err);
       else this.log.warn({ err }, 'NOTIFY update failed');
     } finally {
       this.notRunning();

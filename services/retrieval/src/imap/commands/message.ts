@@ -31,7 +31,7 @@ import {
   type Piece,
 } from '../fetch.js';
 import { reply } from '../replies.js';
-import { ResponseBatch } from '../response-batch.js';
+import { ResponseBatch, ResponseCutError } from '../response-batch.js';
 import { enableCondstore, flagList, none } from './args.js';
 import { AUTHED, SELECTED, command, withUid, type CommandGroup } from './command.js';
 import { assemble, parseCatenate, type CatPart } from './catenate.js';
@@ -174,14 +174,22 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
       // text pieces joined first: one copy into the batch per message, not per item; sent
       // as the batch fills, also within a message that names a section many times
       let line = `* ${seq} FETCH `;
-      for (const c of body) {
-        if (typeof c === 'string') line += c;
-        else {
-          push(line);
-          line = '';
-          push(c);
-          if (batch.length >= FETCH_FLUSH) await flush();
+      let begun = false;
+      try {
+        for (const c of body) {
+          if (typeof c === 'string') line += c;
+          else {
+            push(line);
+            line = '';
+            push(c);
+            if (batch.length >= FETCH_FLUSH) {
+              await flush();
+              begun = true;
+            }
+          }
         }
+      } catch (err) {
+        throw begun ? new ResponseCutError(err) : err;
       }
       push(line + '\r\n');
       if (batch.length >= FETCH_FLUSH) await flush();

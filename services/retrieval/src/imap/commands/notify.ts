@@ -19,7 +19,7 @@ import type { FolderChange } from '../../notifier.js';
 import type { AuthedContext, NotifyWatcher, SelectedContext } from '../context.js';
 import { gatherFetch, planFetch, renderFetch } from '../fetch.js';
 import { ImapReply } from '../replies.js';
-import { ResponseBatch } from '../response-batch.js';
+import { ResponseBatch, ResponseCutError } from '../response-batch.js';
 import { enableCondstoreAuthed } from './args.js';
 import { AUTHED, command, type CommandGroup } from './command.js';
 import { quoteName } from './folders.js';
@@ -430,9 +430,17 @@ export class Watch implements NotifyWatcher {
       }
       batch.push(`* ${view.seqOf(uid)} FETCH `);
       // sent as the batch fills, also within a message (see renderFetch)
-      for (const p of body) {
-        batch.push(p);
-        if (batch.length >= FLUSH_BYTES) await s.sendBatch(batch.take());
+      let begun = false;
+      try {
+        for (const p of body) {
+          batch.push(p);
+          if (batch.length >= FLUSH_BYTES) {
+            await s.sendBatch(batch.take());
+            begun = true;
+          }
+        }
+      } catch (err) {
+        throw begun ? new ResponseCutError(err) : err;
       }
       batch.push('\r\n');
       if (batch.length >= FLUSH_BYTES) await s.sendBatch(batch.take());
