@@ -1,10 +1,13 @@
 // A NOTIFY session hears of each folder change once, however its events arrive: a change
 // made in this process is recorded at once, and again when its own event comes back from
 // the bus, which may be after the client was told and after a later change of the same
-// name. Driven against a real Maildir, with the echo placed where the broker may put it.
+// name; and of a change the store could not be read for, once it can. Driven against a
+// real Maildir, with the echo placed where the broker may put it.
 import assert from 'node:assert/strict';
+import { renameSync, rmSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { MailAccount } from '@mailyard/mailstore';
+import { accountDir, MailAccount } from '@mailyard/mailstore';
 import { tempDir } from '@mailyard/testkit';
 import type { AuthedContext } from '../src/imap/context.js';
 import { Watch } from '../src/imap/commands/notify.js';
@@ -105,5 +108,36 @@ test(
     assert.deepEqual(await w.collect(s), []);
     w.record('Play', { kind: 'folder' });
     assert.deepEqual(await w.collect(s), ['* LIST (\\NonExistent) "/" "Play"', '* LIST () "/" "Play"']);
+  },
+);
+
+test(
+  'a folder created while the folder list cannot be read is told once it can',
+  { timeout: 30_000 },
+  async () => {
+    const user = 'unreadable@notify.test';
+    const mailbox = new MailAccount(dir.path, user);
+    await mailbox.ensureDefaults();
+    const s = { mailbox, selected: null, enabled: { utf8: false } } as unknown as AuthedContext;
+    const w = new Watch([{ filter: 'personal', names: [], events: new Set(['MailboxName']), fetch: null }]);
+    await w.start(s, false);
+    await mailbox.create('Work');
+    w.record('Work', { kind: 'folder' });
+    // every read of the subscriptions fails with EIO, as on a failing disk: the kernel
+    // answers a read of /proc/self/mem at offset 0 so
+    const file = join(accountDir(dir.path, user), 'subscriptions');
+    renameSync(file, `${file}.kept`);
+    symlinkSync('/proc/self/mem', file);
+    try {
+      await assert.rejects(w.collect(s));
+    } finally {
+      rmSync(file);
+      renameSync(`${file}.kept`, file);
+    }
+    // still waiting to be told, with what came meanwhile
+    assert.ok(w.waiting(null));
+    await mailbox.create('Later');
+    w.record('Later', { kind: 'folder' });
+    assert.deepEqual((await w.collect(s)).sort(), ['* LIST () "/" "Later"', '* LIST () "/" "Work"']);
   },
 );

@@ -315,8 +315,27 @@ export class Watch implements NotifyWatcher {
     // read here may not show them yet
     const pending = this.pending;
     this.pending = new Map();
-    const folders = new Set((await s.mailbox.list()).map((f) => f.name));
-    const subs = new Set(await s.mailbox.subscriptions());
+    let folders: Set<string>;
+    let subs: Set<string>;
+    try {
+      folders = new Set((await s.mailbox.list()).map((f) => f.name));
+      subs = new Set(await s.mailbox.subscriptions());
+    } catch (err) {
+      // the store cannot be read now: the changes wait for the next refresh, with those
+      // recorded meanwhile, rather than never being told
+      for (const [name, later] of this.pending) {
+        const p = pending.get(name);
+        if (!p) pending.set(name, later);
+        else {
+          p.folder ||= later.folder;
+          p.subscription ||= later.subscription;
+          if (later.oldFolder !== undefined) p.oldFolder = later.oldFolder;
+        }
+      }
+      this.pending = pending;
+      this.listDirty = true;
+      throw err;
+    }
     const lines: string[] = [];
     const tell = (name: string, event: string) => {
       const g = this.groupOf(name, subs.has(name) || this.subs.has(name));
