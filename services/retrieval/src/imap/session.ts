@@ -301,7 +301,7 @@ export class ImapSession implements ImapContext {
     if (this.running) return;
     this.running = true;
     try {
-      while (this.queue.length && this.mode.m !== 'closed') {
+      while (this.queue.length && this.mode.m !== 'closed' && this.ending === null) {
         // a client that does not read its answers: the next command waits for it
         if (this.conn.backedUp) await this.conn.awaitReader();
         const ev = this.queue.shift()!;
@@ -318,14 +318,17 @@ export class ImapSession implements ImapContext {
       }
     } finally {
       this.notRunning();
-      if (this.overflowDue && !this.stopping) {
-        this.overflowDue = false;
-        this.send(NOTIFICATION_OVERFLOW);
-      }
-      if (this.stopping) this.shutdown();
-      else if (this.notifyDeferred) {
-        this.notifyDeferred = false;
-        void this.pushNotifications();
+      if (this.ending !== null) this.close(this.ending);
+      else {
+        if (this.overflowDue && !this.stopping) {
+          this.overflowDue = false;
+          this.send(NOTIFICATION_OVERFLOW);
+        }
+        if (this.stopping) this.shutdown();
+        else if (this.notifyDeferred) {
+          this.notifyDeferred = false;
+          void this.pushNotifications();
+        }
       }
     }
   }
@@ -344,6 +347,20 @@ export class ImapSession implements ImapContext {
   }
 
   private stopping = false;
+  /** The BYE that ends the session once the command (or NOTIFY round) running now is done. */
+  private ending: string | null = null;
+
+  /**
+   * Ends the session with `bye` from outside its commands (its credential revoked): at once
+   * between commands; else once the answer being sent is whole, so that the BYE never lands
+   * inside it (a client would read it as part of a literal), the commands queued after it
+   * dropped; at once without it when the client is not reading that answer.
+   */
+  private end(bye: string): void {
+    if (!this.running) return this.close(bye);
+    if (this.conn.awaitingReader) return this.close();
+    this.ending = bye;
+  }
 
   /**
    * The server stops: BYE now if the client is between commands (IDLE included) or does
@@ -630,7 +647,7 @@ export class ImapSession implements ImapContext {
     this.unwatchCredential = this.deps.revocations.watch(res.account, res.credential, (why) => {
       this.log.info({ account: res.account, why }, 'credential no longer valid: session ended');
       // RFC 5530 EXPIRED: access is no longer permitted with this passphrase
-      this.close(`* BYE [EXPIRED] ${endedText(why)}\r\n`);
+      this.end(`* BYE [EXPIRED] ${endedText(why)}\r\n`);
     });
   }
 
