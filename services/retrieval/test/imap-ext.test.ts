@@ -31,11 +31,8 @@ async function newAccount(): Promise<string> {
 }
 
 /** A raw client logged in as `user`. */
-async function login(user: string): Promise<RawImap> {
-  const c = await RawImap.connect(r.ports.imap);
-  await c.until(/^\* OK/m);
-  assert.match(await c.cmd('l', `LOGIN ${user} "${PASSWORD}"`), /^l OK/m);
-  return c;
+function login(user: string): Promise<RawImap> {
+  return RawImap.loggedIn(r.ports.imap, user, PASSWORD);
 }
 
 /** A client logged in to an account of its own (nothing else in it but the defaults). */

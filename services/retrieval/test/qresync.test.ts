@@ -23,9 +23,7 @@ after(async () => {
 });
 
 async function login(user: string): Promise<RawImap> {
-  const c = await RawImap.connect(r.ports.imap);
-  await c.until(/^\* OK/m);
-  assert.match(await c.cmd('l', `LOGIN ${user} "${PASSWORD}"`), /^l OK/m);
+  const c = await RawImap.loggedIn(r.ports.imap, user, PASSWORD);
   assert.match(await c.cmd('e', 'ENABLE QRESYNC'), /^e OK/m);
   return c;
 }

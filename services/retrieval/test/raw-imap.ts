@@ -43,6 +43,15 @@ export class RawImap {
     return new RawImap(s);
   }
 
+  /** A client past the greeting and logged in as `user` with `password` (a plain LOGIN). */
+  static async loggedIn(port: number, user: string, password: string): Promise<RawImap> {
+    const c = await RawImap.connect(port);
+    await c.until(/^\* OK/m);
+    const res = await c.cmd('l', `LOGIN ${user} "${password}"`);
+    if (!/^l OK/m.test(res)) throw new Error(`login as ${user} refused: ${res}`);
+    return c;
+  }
+
   /** Waits until the buffered output matches `re`; returns and consumes everything up to the match's line end. */
   async until(re: RegExp, timeoutMs = 5000): Promise<string> {
     const deadline = Date.now() + timeoutMs;

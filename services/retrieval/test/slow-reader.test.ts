@@ -39,9 +39,7 @@ before(async () => {
       '\r\n',
     ),
   );
-  const c = await RawImap.connect(r.ports.imap);
-  await c.until(/^\* OK/m);
-  assert.match(await c.cmd('l', `LOGIN ${USER} "${PASSWORD}"`), /^l OK/m);
+  const c = await RawImap.loggedIn(r.ports.imap, USER, PASSWORD);
   c.send(`a APPEND INBOX {${msg.length}}\r\n`);
   await c.until(/^\+/m);
   c.send(Buffer.concat([msg, Buffer.from('\r\n')]));

@@ -24,11 +24,8 @@ after(async () => {
   await p?.close();
 });
 
-async function login(): Promise<RawImap> {
-  const c = await RawImap.connect(r.ports.imap);
-  await c.until(/^\* OK/m);
-  assert.match(await c.cmd('l', `LOGIN ${USER} "${PASSWORD}"`), /^l OK/m);
-  return c;
+function login(): Promise<RawImap> {
+  return RawImap.loggedIn(r.ports.imap, USER, PASSWORD);
 }
 
 /** Runs `fn` while `path` is a symlink to `target`, what was there kept aside and put back after. */
