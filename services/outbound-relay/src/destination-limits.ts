@@ -12,14 +12,21 @@ import type { Redis } from 'ioredis';
 // every message is deferred (4.4.5): a full Redis would stop all outbound mail. Without
 // a shebang Redis 7 checked memory only up to the first write: ACQUIRE, beginning with
 // ZREMRANGEBYSCORE, always ran, RATE (INCR) was refused.
+//
+// A slot and the rate budget are taken together (KEYS[2], ARGV[5] a minute; 0: no rate):
+// a message that finds every slot busy takes none of the budget, so the messages polling
+// for a slot do not use up the minute's budget between them while the few holders send.
 const ACQUIRE = `#!lua flags=allow-oom
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[4])
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+local rate = tonumber(ARGV[5])
+if rate > 0 then
+  if tonumber(redis.call('GET', KEYS[2]) or '0') >= rate then return 0 end
+  if redis.call('INCR', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], 120000) end
 end
-return 0`;
+redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1`;
 
 // Fixed one-minute windows: simple, shared, and good enough to keep a burst from
 // tripping a receiver's own rate limits.
@@ -73,18 +80,18 @@ export class DestinationLimits {
     const slotKey = `outbound:slots:${destination}`;
     let wait = 20;
     for (;;) {
-      if (await this.rateAllows(destination)) {
-        const got = await this.redis.eval(
-          ACQUIRE,
-          1,
-          slotKey,
-          Date.now(),
-          this.leaseMs,
-          this.opts.concurrency,
-          token,
-        );
-        if (got === 1) return this.holder(destination, slotKey, token);
-      }
+      const got = await this.redis.eval(
+        ACQUIRE,
+        2,
+        slotKey,
+        this.rateKey(destination),
+        Date.now(),
+        this.leaseMs,
+        this.opts.concurrency,
+        token,
+        this.opts.ratePerMinute,
+      );
+      if (got === 1) return this.holder(destination, slotKey, token);
       // tells every instance that this destination has mail waiting for a slot, so that
       // none keeps an idle session (and its slot) parked meanwhile
       this.redis.set(`outbound:slotwait:${destination}`, '1', 'PX', 1000).catch(() => undefined);
@@ -129,15 +136,14 @@ export class DestinationLimits {
     }
   }
 
+  /** The rate counter of `destination` for the current minute. */
+  private rateKey(destination: string): string {
+    return `outbound:rate:${destination}:${Math.floor(Date.now() / 60_000)}`;
+  }
+
   private async rateAllows(destination: string): Promise<boolean> {
     if (!this.opts.ratePerMinute) return true;
-    const window = Math.floor(Date.now() / 60_000);
-    const ok = await this.redis.eval(
-      RATE,
-      1,
-      `outbound:rate:${destination}:${window}`,
-      this.opts.ratePerMinute,
-    );
+    const ok = await this.redis.eval(RATE, 1, this.rateKey(destination), this.opts.ratePerMinute);
     return ok === 1;
   }
 

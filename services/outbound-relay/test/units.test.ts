@@ -493,6 +493,29 @@ test('a message is waiting for a slot from the moment it asks, before its first 
   await second();
 });
 
+test(
+  'messages waiting for a busy destination leave its rate budget to those that send',
+  { timeout: 30_000 },
+  async (t) => {
+    const tr = createTestRedis();
+    t.after(() => tr.cleanup());
+    const limits = new DestinationLimits(tr.redis, { concurrency: 1, ratePerMinute: 5 });
+    const destination = `budget-${process.pid}.test`;
+    const first = await limits.acquire(destination, Date.now() + 5000);
+    assert.ok(first);
+    // three more wait, polling, while the only slot is held for a while
+    const waiting = [1, 2, 3].map(() => limits.acquire(destination, Date.now() + 20_000));
+    await new Promise((r) => setTimeout(r, 1500));
+    await first();
+    // each gets the slot in turn: four messages in all, within the five a minute
+    for (const w of waiting) {
+      const release = await w;
+      assert.ok(release, 'a waiting message got its turn');
+      await release();
+    }
+  },
+);
+
 describe('an MX host that is ourselves (loop detection)', () => {
   const own = (ip: string) => ip === '127.0.0.1';
   const route = async (
