@@ -21,6 +21,12 @@ export interface PrivateRedis extends Restartable {
    * (MISCONF, READONLY).
    */
   refuse(commands: string[]): Promise<void>;
+  /**
+   * Runs `work` while the server is at its maxmemory (noeviction): every command that
+   * needs memory is refused with OOM, reads still work. Checked full before `work`
+   * starts; the limit is lifted after it, whatever it did.
+   */
+  whileFull<T>(work: () => Promise<T>): Promise<T>;
 }
 
 export async function startPrivateRedis(): Promise<PrivateRedis> {
@@ -69,6 +75,22 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
       try {
         await admin.call('ACL', 'SETUSER', 'default', ...commands.map((c) => `-${c}`));
       } finally {
+        admin.disconnect();
+      }
+    },
+    async whileFull(work) {
+      const admin = client();
+      try {
+        await admin.config('SET', 'maxmemory-policy', 'noeviction');
+        await admin.config('SET', 'maxmemory', '1');
+        const probe = await admin.set('mailyard:full-probe', '1').then(
+          () => null,
+          (err: Error) => err,
+        );
+        if (!probe?.message.startsWith('OOM ')) throw new Error(`Redis took a write at maxmemory: ${probe}`);
+        return await work();
+      } finally {
+        await admin.config('SET', 'maxmemory', '0');
         admin.disconnect();
       }
     },
