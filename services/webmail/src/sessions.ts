@@ -37,6 +37,14 @@ export interface Session {
    * change, the only one it still serves.
    */
   retiredFor?: string;
+  /**
+   * The other id of a session renewed by endOthers, while the old one may still be in its
+   * grace (each its key as the client names it): on the new id the old one's
+   * (`renewedFrom`), on the old id the new one's (`renewedAs`). A logout, or a new login
+   * of the browser, by either ends both: no id of that browser's login outlives it.
+   */
+  renewedFrom?: string;
+  renewedAs?: string;
 }
 
 /** What a login reads of its account before its password is checked, and its session keeps. */
@@ -68,6 +76,23 @@ export function sameToken(a: string | undefined, b: string | undefined): boolean
   const y = Buffer.from(b);
   return x.length === y.length && timingSafeEqual(x, y);
 }
+
+/**
+ * Ends a session (KEYS[1]) and the other id of its renewal, either way (renewedFrom,
+ * renewedAs: keys as the client names them, ARGV[1] the key prefix): the old id of a
+ * session renewed by a new password, in its grace, or the new id of an old one. A single
+ * Redis, as the platform runs, not a cluster.
+ */
+const DESTROY = `
+local raw = redis.call('GET', KEYS[1])
+redis.call('DEL', KEYS[1])
+if not raw then return 0 end
+local ok, s = pcall(cjson.decode, raw)
+if not ok or type(s) ~= 'table' then return 1 end
+if type(s.renewedFrom) == 'string' then redis.call('DEL', ARGV[1] .. s.renewedFrom) end
+if type(s.renewedAs) == 'string' then redis.call('DEL', ARGV[1] .. s.renewedAs) end
+return 1
+`;
 
 /**
  * A session (KEYS[1]; its idle time pushed back to ARGV[1] ms unless that is empty, or it is
@@ -103,9 +128,10 @@ const otherAccount = (session: Session, created: string) =>
  * leaves it. KEYS[4] holds keys as the client names them, without its key prefix (the
  * client adds it when it deletes them): ARGV[8] and ARGV[9] are the old and the renewed
  * key so named; the old one may also be there as KEYS[2], prefixed, as this script once
- * added a renewed key. The new count, or nil when the session ended (its key gone, an
- * ending came first, or the account is gone); the count goes up all the same when the
- * account is there.
+ * added a renewed key. The old id keeps the renewed key (renewedAs), as the renewed
+ * session (ARGV[3]) keeps the old one (renewedFrom): a logout by either ends both. The
+ * new count, or nil when the session ended (its key gone, an ending came first, or the
+ * account is gone); the count goes up all the same when the account is there.
  */
 const RAISE_AND_RENEW = `
 if redis.call('HEXISTS', KEYS[1], 'password') == 0 then return false end
@@ -124,6 +150,7 @@ if tonumber(ARGV[6]) > 0 then
   local o = cjson.decode(old)
   o.signOut = after
   o.retiredFor = ARGV[7]
+  o.renewedAs = ARGV[9]
   redis.call('SET', KEYS[2], cjson.encode(o), 'PX', ARGV[6])
 else
   redis.call('DEL', KEYS[2])
@@ -294,8 +321,9 @@ export class SessionStore {
     ip = '',
   ): Promise<{ fresh: { id: string; session: Session } | null; ended: number }> {
     const freshId = newToken();
-    const { signOut, retiredFor: _, ...login } = session;
-    const renewed = { ...login, csrf: newToken() };
+    const { signOut, retiredFor: _, renewedFrom: _from, renewedAs: _as, ...login } = session;
+    // the old id's key, which a logout of the renewed session ends too, in its grace
+    const renewed = { ...login, csrf: newToken(), renewedFrom: this.key(id) };
     const after = (await this.redis.eval(
       RAISE_AND_RENEW,
       4,
@@ -323,7 +351,12 @@ export class SessionStore {
     return { fresh, ended };
   }
 
+  /**
+   * Ends the session of `id` (a logout, a new login of the browser), and the other id of
+   * its renewal by a new password: the old one, still in its grace, or the new one.
+   */
   async destroy(id: string | undefined): Promise<void> {
-    if (id && id.length <= 100) await this.redis.del(this.key(id));
+    if (id && id.length <= 100)
+      await this.redis.eval(DESTROY, 1, this.key(id), this.redis.options.keyPrefix ?? '');
   }
 }

@@ -9,7 +9,7 @@ import { addAccount } from '../../../test/harness.js';
 import { webmailFile } from './file-setup.js';
 import { PASSWORD, type WebmailTestbed } from './webmail-harness.js';
 import { holdSessions, imapLogin as imapLoginAs, mailPorts } from './mail-clients.js';
-import { WebClient, type WebResponse } from './web-client.js';
+import { WebClient, openEvents, type WebResponse } from './web-client.js';
 
 let t: WebmailTestbed;
 webmailFile({}, async (f) => {
@@ -18,6 +18,16 @@ webmailFile({}, async (f) => {
 const client = () => new WebClient(t.webmail.port, t.ca);
 
 const imapLogin = (user: string, pass: string) => imapLoginAs(t, user, pass);
+
+let longGrace: ReturnType<WebmailTestbed['another']> | undefined;
+/**
+ * A client of a webmail whose old cookies keep their grace for ten minutes: what ends one
+ * sooner is seen ending it, however slowly the test runs.
+ */
+async function longGraceClient(): Promise<WebClient> {
+  longGrace ??= t.another({ session_renewal_grace: '10m' });
+  return new WebClient((await longGrace).port, t.ca);
+}
 
 /** `c` sets a new password, and goes on with the token its answer carries. */
 async function newPassword(c: WebClient): Promise<void> {
@@ -28,7 +38,7 @@ async function newPassword(c: WebClient): Promise<void> {
 
 /** A client holding `c`'s cookie and token as they are now, from `ip` (another address unless said). */
 function copyOf(c: WebClient, ip?: string): WebClient {
-  const copy = new WebClient(t.webmail.port, t.ca, ip);
+  const copy = new WebClient(c.port, t.ca, ip);
   for (const [name, value] of c.cookies) copy.cookies.set(name, value);
   copy.csrf = c.csrf;
   return copy;
@@ -192,6 +202,77 @@ test(
     assert.equal((await c.post('/api/account/sign-out-everywhere')).status, 200);
     assert.equal((await otherTab.get('/api/folders')).status, 401);
     assert.equal((await c.get('/api/folders')).status, 401);
+  },
+);
+
+test(
+  'a new password, then a logout: the old cookie and its event stream end, its grace or not',
+  { timeout: 90_000 },
+  async () => {
+    const account = 'lia@example.test';
+    await addAccount(t.p.directory, account);
+    const c = await longGraceClient();
+    assert.equal((await c.login(account)).status, 200);
+    const otherTab = copyOf(c, c.ip);
+    await newPassword(c);
+    assert.equal((await otherTab.get('/api/folders')).status, 200, 'in its grace');
+    // the other tab's event stream, opened under the old cookie
+    const stream = await openEvents(otherTab, t.ca);
+    try {
+      assert.equal(stream.status, 200);
+      const out = await c.post('/api/logout');
+      assert.equal(out.status, 200, out.text);
+      // within the grace: the browser logged out, no id of its login is any good
+      const read = await otherTab.get('/api/folders');
+      assert.deepEqual([read.status, read.json.error], [401, 'not_logged_in']);
+      c.cookies.set('__Host-mailyard_session', otherTab.cookies.get('__Host-mailyard_session')!);
+      assert.equal((await c.get('/api/folders')).status, 401);
+      // and the stream says so at its next check of the session (every 15 s)
+      await waitFor(() => stream.ended && stream.events.some((e) => e.event === 'logout'), {
+        what: 'the old cookie’s event stream ended with a logout',
+        timeoutMs: 45_000,
+      });
+    } finally {
+      stream.close();
+    }
+  },
+);
+
+test(
+  'a new password, then a logout sent with the old cookie: the new one ends too',
+  { timeout: 60_000 },
+  async () => {
+    const account = 'kit@example.test';
+    await addAccount(t.p.directory, account);
+    const c = await longGraceClient();
+    assert.equal((await c.login(account)).status, 200);
+    // another tab logs out with the cookie it had before the change answered: the answer
+    // that carries the new cookie may come after the one that clears it
+    const otherTab = copyOf(c, c.ip);
+    await newPassword(c);
+    const out = await otherTab.post('/api/logout');
+    assert.equal(out.status, 200, out.text);
+    const read = await c.get('/api/folders');
+    assert.deepEqual([read.status, read.json.error], [401, 'not_logged_in']);
+  },
+);
+
+test(
+  'a new password, then a login again: neither id of the login before is any good',
+  { timeout: 60_000 },
+  async () => {
+    const account = 'ine@example.test';
+    await addAccount(t.p.directory, account);
+    const c = await longGraceClient();
+    assert.equal((await c.login(account)).status, 200);
+    const otherTab = copyOf(c, c.ip);
+    await newPassword(c);
+    const renewed = copyOf(c, c.ip);
+    // the browser logs in again (as another account): the login it held ends, both its ids
+    assert.equal((await c.login('alice@example.test')).status, 200);
+    assert.equal((await c.get('/api/account')).json.account, 'alice@example.test');
+    assert.equal((await otherTab.get('/api/folders')).status, 401, 'the old id, in its grace');
+    assert.equal((await renewed.get('/api/folders')).status, 401, 'the renewed id');
   },
 );
 
