@@ -123,8 +123,9 @@ const otherAccount = (session: Session, created: string) =>
  * step: a request of that session arriving between the two would be compared against the
  * raised count, and the session would end itself. ARGV[2]: the session's count; ARGV[3]:
  * the renewed session's JSON, but its count; ARGV[4], ARGV[5]: idle and absolute timeouts
- * (ms). The old id takes the new count too, for ARGV[6] ms (the grace; 0: it goes now),
- * serving only the address ARGV[7]; it is no longer tracked, so that the ending of the others
+ * (ms). The old id takes the new count too, for ARGV[6] ms (the grace; 0: it goes now;
+ * an old id renewed again in its grace keeps what is left of it, no more), serving only
+ * the address ARGV[7]; it is no longer tracked, so that the ending of the others
  * leaves it. KEYS[4] holds keys as the client names them, without its key prefix (the
  * client adds it when it deletes them): ARGV[8] and ARGV[9] are the old and the renewed
  * key so named; the old one may also be there as KEYS[2], prefixed, as this script once
@@ -148,10 +149,16 @@ redis.call('PEXPIRE', KEYS[4], ARGV[5])
 redis.call('SREM', KEYS[4], ARGV[8], KEYS[2])
 if tonumber(ARGV[6]) > 0 then
   local o = cjson.decode(old)
+  local grace = tonumber(ARGV[6])
+  -- an old id in its grace renewed again keeps what was left of it, never a new one
+  if o.retiredFor ~= nil then
+    local left = redis.call('PTTL', KEYS[2])
+    if left > 0 and left < grace then grace = left end
+  end
   o.signOut = after
   o.retiredFor = ARGV[7]
   o.renewedAs = ARGV[9]
-  redis.call('SET', KEYS[2], cjson.encode(o), 'PX', ARGV[6])
+  redis.call('SET', KEYS[2], cjson.encode(o), 'PX', grace)
 else
   redis.call('DEL', KEYS[2])
 end

@@ -277,6 +277,43 @@ test(
 );
 
 test(
+  'a second new password sent with the old cookie in its grace does not lengthen that grace',
+  { timeout: 120_000 },
+  async () => {
+    const account = 'zed@example.test';
+    await addAccount(t.p.directory, account);
+    const grace = 20_000;
+    const wm = await t.another({ session_renewal_grace: `${grace / 1000}s` });
+    const c = new WebClient(wm.port, t.ca);
+    assert.equal((await c.login(account)).status, 200);
+    const otherTab = copyOf(c, c.ip);
+    const oldCookie = otherTab.cookies.get('__Host-mailyard_session')!;
+    await newPassword(c);
+    // the old cookie's grace ends by then, whatever comes after
+    const graceOver = Date.now() + grace;
+    // a while later, within that grace, the other tab sets the password again with the old cookie
+    await new Promise((r) => setTimeout(r, grace / 2));
+    const again = await otherTab.post('/api/account/password', {
+      current: 'a new long passphrase',
+      password: 'a third long passphrase',
+    });
+    assert.equal(again.status, 200, again.text);
+    otherTab.csrf = again.json.csrf;
+    // the old cookie gets no second grace from it: it ends when its first one does
+    const old = copyOf(c, c.ip);
+    old.cookies.set('__Host-mailyard_session', oldCookie);
+    await new Promise((r) => setTimeout(r, Math.max(0, graceOver - Date.now()) + 500));
+    const late = await old.get('/api/folders');
+    assert.deepEqual(
+      [late.status, late.json.error],
+      [401, 'not_logged_in'],
+      'the old cookie, its grace over',
+    );
+    assert.equal((await otherTab.get('/api/folders')).status, 200, 'the newest id goes on');
+  },
+);
+
+test(
   'a new password while the session is signed out everywhere: changed, and the answer says so',
   { timeout: 60_000 },
   async () => {
