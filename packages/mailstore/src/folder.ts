@@ -1781,6 +1781,20 @@ export class MailFolder {
     }
   }
 
+  /**
+   * The message's file, open to be read a piece at a time (a large message sent as the
+   * client takes it); the caller closes it. Renamed or expunged after this, it is still
+   * read whole; gone already: MessageGoneError or ENOENT, as read() fails.
+   */
+  async open(m: MessageInfo): Promise<fs.FileHandle> {
+    try {
+      return await fs.open(join(this.dir, m.rel), constants.O_RDONLY);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      return fs.open(await this.resolvePath(m), constants.O_RDONLY);
+    }
+  }
+
   /** INTERNALDATE: the file's mtime, as Dovecot keeps it. */
   async internalDate(m: MessageInfo): Promise<Date> {
     const hit = this.dates.get(m.base);

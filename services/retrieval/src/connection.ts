@@ -152,9 +152,10 @@ export class ClientConnection {
     }
   }
 
-  async drain(): Promise<void> {
+  /** Waits until less than `below` (OUTPUT_LIMIT) waits for the client, or it is gone. */
+  async drain(below = OUTPUT_LIMIT): Promise<void> {
     // with compression the socket drains as the compressor catches up: wait for either
-    while (this.backedUp) {
+    while (!this.isClosed && this.queued >= below) {
       await new Promise<void>((resolve) => {
         const done = () => {
           this.socket.off('drain', done);

@@ -1,6 +1,7 @@
 // POP3, RFC 1939 with CAPA, RESP-CODES (RFC 2449), AUTH-RESP-CODE (RFC 3206), SASL PLAIN
 // (RFC 5034) and STLS (RFC 2595). Deletions happen only in the UPDATE state after QUIT.
 import { randomBytes } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
 import type { Redis } from 'ioredis';
 import { actingFor, endedText, logIn } from '@mailyard/auth';
 import { ipInNetworks } from '@mailyard/config';
@@ -10,6 +11,7 @@ import { plural } from '@mailyard/smtp-core';
 import type { ClientConnection } from '../connection.js';
 import type { ImapDeps } from '../imap/session.js';
 import { BadCommands, ErrorLog, type BadKind } from '../session-errors.js';
+import { MultilineBody } from './multiline.js';
 
 type Pop3State = 'authorization' | 'transaction' | 'update';
 
@@ -66,6 +68,9 @@ interface Pop3Command {
 
 const MAX_LINE = 1024;
 
+/** Bytes of a message read, and at most waiting for the client, at a time (RETR, TOP). */
+const PIECE = 64 * 1024;
+
 export class Pop3Session {
   readonly id = randomBytes(6).toString('base64url');
   state: Pop3State = 'authorization';
@@ -90,6 +95,8 @@ export class Pop3Session {
   /** login_timeout: the whole time allowed before login. */
   private loginTimer: NodeJS.Timeout | null = null;
   private closed = false;
+  /** A RETR or TOP answer is being sent: nothing else may be written into it. */
+  private sending = false;
   /** Stops watching the app password this session logged in with. */
   private unwatchCredential: (() => void) | null = null;
   readonly log: Logger;
@@ -167,7 +174,7 @@ export class Pop3Session {
     if (this.busy) return;
     this.busy = true;
     try {
-      while (this.queue.length && !this.closed) {
+      while (this.queue.length && !this.closed && this.ending === null) {
         // a client that does not read its answers: the next command waits for it
         if (this.conn.backedUp) {
           await this.conn.awaitReader();
@@ -179,11 +186,24 @@ export class Pop3Session {
       }
     } finally {
       this.busy = false;
-      if (this.stopping) this.shutdown();
+      if (this.ending !== null) this.close(this.ending);
+      else if (this.stopping) this.shutdown();
     }
   }
 
   private stopping = false;
+  /** The -ERR that ends the session once the message being sent is whole. */
+  private ending: string | null = null;
+
+  /**
+   * Ends the session with `last` from outside its commands (its credential revoked): at
+   * once, but after the message being sent, so that the line does not land inside it; the
+   * commands queued after it are dropped (a QUIT among them deletes nothing).
+   */
+  private end(last: string): void {
+    if (this.sending) this.ending = last;
+    else this.close(last);
+  }
 
   /**
    * The server stops: -ERR now if the client is between commands or does not read its
@@ -380,7 +400,7 @@ export class Pop3Session {
     this.unwatchCredential = this.deps.revocations.watch(res.account, res.credential, (why) => {
       this.log.info({ account: res.account, why }, 'credential no longer valid: session ended');
       // nothing marked for deletion is deleted: that happens only after QUIT
-      this.close(`-ERR [AUTH] ${endedText(why)}`);
+      this.end(`-ERR [AUTH] ${endedText(why)}`);
     });
     this.deps.metrics.logins.inc({ protocol: 'pop3', result: 'ok' });
     if (res.cached) this.deps.metrics.loginCacheHits.inc({ protocol: 'pop3' });
@@ -432,9 +452,9 @@ export class Pop3Session {
 
   async retr(arg: string | undefined, topLines: number | null): Promise<void> {
     const n = this.msg(arg);
-    let data: Buffer;
+    let file: FileHandle;
     try {
-      data = await this.folder!.read(this.messages[n - 1]!);
+      file = await this.folder!.open(this.messages[n - 1]!);
     } catch (err) {
       // expunged over IMAP since this session began (its numbering stays, RFC 1939 §3):
       // gone for good, so no temporary failure, and no incident; Dovecot's words
@@ -444,24 +464,52 @@ export class Pop3Session {
         throw new Pop3Error(null, `Message ${n} expunged`, false);
       throw err;
     }
-    if (topLines !== null) {
-      const text = data.toString('latin1');
-      const sep = text.search(/\r?\n\r?\n/);
-      if (sep >= 0) {
-        const bodyStart = text.indexOf('\n', text.indexOf('\n', sep) + 1) + 1;
-        const body = text
-          .slice(bodyStart)
-          .split(/(?<=\n)/)
-          .slice(0, topLines)
-          .join('');
-        data = Buffer.from(text.slice(0, bodyStart) + body, 'latin1');
-      }
+    try {
+      await this.sendMessage(
+        file,
+        `+OK ${topLines === null ? this.sizes[n - 1] + ' octets' : ''}\r\n`,
+        new MultilineBody(topLines),
+      );
+    } finally {
+      await file.close().catch(() => undefined);
     }
-    // RFC 1939 §3: dot-stuffing and the terminating line
-    let text = data.toString('latin1').replace(/\r?\n/g, '\r\n').replace(/^\./gm, '..');
-    if (!text.endsWith('\r\n')) text += '\r\n';
-    this.conn.write(`+OK ${topLines === null ? this.sizes[n - 1] + ' octets' : ''}\r\n`);
-    this.conn.write(Buffer.from(text + '.\r\n', 'latin1'));
+  }
+
+  /**
+   * Sends the message in `file` as it is read, PIECE at a time, each once the client
+   * has taken all but PIECE of what came before (Dovecot streams it too): a session holds
+   * no more of a large message than that, however slowly it is read. A read that fails
+   * before anything was sent is a -ERR; after the +OK nothing can be said within the
+   * message, and the connection ends without its "." line.
+   */
+  private async sendMessage(file: FileHandle, ok: string, body: MultilineBody): Promise<void> {
+    const piece = Buffer.allocUnsafe(PIECE);
+    let opened = false;
+    try {
+      while (!body.done) {
+        let got: number;
+        try {
+          ({ bytesRead: got } = await file.read(piece, 0, PIECE, null));
+        } catch (err) {
+          if (!opened) throw err;
+          this.errors.error({ err }, 'pop3 message could not be read whole');
+          return this.close();
+        }
+        if (this.closed) return;
+        if (!opened) {
+          this.conn.write(ok);
+          this.sending = opened = true;
+        }
+        if (!got) break;
+        // copied: the piece is read into again while the socket may still hold this
+        this.conn.write(Buffer.concat(body.push(piece.subarray(0, got))));
+        await this.conn.drain(PIECE);
+        if (this.closed) return;
+      }
+      this.conn.write(body.end());
+    } finally {
+      this.sending = false;
+    }
     await this.conn.drain();
   }
 
@@ -508,10 +556,16 @@ export class Pop3Session {
     }
   }
 
+  /**
+   * Ends the connection with `last`; while a message is being sent (a shutdown's grace
+   * spent, the autologout of a client that stopped reading) with nothing more: a line
+   * written into the message would be read as part of it. The client sees the answer
+   * end without its "." line.
+   */
   close(last?: string): void {
     if (this.closed) return;
     this.closed = true;
-    this.conn.end(last ? last + '\r\n' : undefined);
+    this.conn.end(last && !this.sending ? last + '\r\n' : undefined);
     void this.cleanup();
   }
 
