@@ -1,6 +1,6 @@
-// A client reading a large FETCH over a slow link is active as long as it reads: the
-// autologout timer (RFC 9051 §5.4) restarts as the answer is drained, as Dovecot counts
-// output as activity, not only on the client's input.
+// A client reading a large FETCH or RETR over a slow link is active as long as it reads:
+// the autologout timers (RFC 9051 §5.4, RFC 1939 §3) restart as the answer is drained, as
+// Dovecot counts output as activity, not only on the client's input.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -29,6 +29,7 @@ before(async () => {
   await addAccount(p.directory, USER);
   r = await startRetrieval(p, {
     imap_autologout: `${AUTOLOGOUT_MS}ms`,
+    pop3_autologout: `${AUTOLOGOUT_MS}ms`,
     message_size_limit: BODY_BYTES + (BODY_BYTES >> 1),
   });
   const body = randomBytes((BODY_BYTES / 4) * 3)
@@ -112,5 +113,63 @@ test(
     assert.ok(res.seconds * 1000 > 2 * AUTOLOGOUT_MS, `read in ${res.seconds} s`);
     // and the session goes on
     assert.match(res.after, /^n OK /m, res.after);
+  },
+);
+
+// The same over POP3, a few KB at a time: a RETR is sent as it is read.
+const SLOW_POP3 = `
+import json, socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+s.connect(('127.0.0.1', int(sys.argv[1])))
+def line():
+    b = b''
+    while not b.endswith(b'\\r\\n'):
+        d = s.recv(1)
+        if not d: raise SystemExit('closed: ' + b.decode('latin1'))
+        b += d
+    return b.decode('latin1')
+line()
+s.sendall(('USER %s\\r\\nPASS %s\\r\\n' % (sys.argv[2], sys.argv[3])).encode())
+line(); line()
+s.sendall(b'RETR 1\\r\\n')
+start = time.monotonic()
+got = 0
+tail = b''
+while not tail.endswith(b'\\r\\n.\\r\\n'):
+    d = s.recv(8192)
+    if not d: break
+    got += len(d)
+    tail = (tail + d)[-400:]
+    ahead = start + got / int(sys.argv[4]) - time.monotonic()
+    if ahead > 0: time.sleep(ahead)
+elapsed = time.monotonic() - start
+after = ''
+try:
+    s.sendall(b'NOOP\\r\\n')
+    after = line()
+except (SystemExit, OSError):
+    pass
+print(json.dumps({'got': got, 'seconds': elapsed, 'tail': tail[-200:].decode('latin1'), 'after': after}))
+`;
+
+test(
+  'a slow client reading a large RETR is not logged out while it reads',
+  { timeout: 120_000 },
+  async () => {
+    const { stdout } = await run(
+      'python3',
+      ['-c', SLOW_POP3, String(r.ports.pop3), USER, PASSWORD, String(RATE)],
+      { timeout: 100_000 },
+    );
+    const res = JSON.parse(stdout) as { got: number; seconds: number; tail: string; after: string };
+    // the whole message and its end, and no -ERR, though reading it took longer than the
+    // autologout
+    assert.match(res.tail, /\r\n\.\r\n$/, `read ${res.got} bytes in ${res.seconds} s: ${res.tail}`);
+    assert.doesNotMatch(res.tail, /-ERR/, res.tail);
+    assert.ok(res.got > BODY_BYTES, `${res.got} bytes read`);
+    assert.ok(res.seconds * 1000 > 2 * AUTOLOGOUT_MS, `read in ${res.seconds} s`);
+    // and the session goes on
+    assert.match(res.after, /^\+OK/, res.after);
   },
 );

@@ -116,6 +116,11 @@ export class Pop3Session {
   start(): void {
     this.conn.onData = (c) => this.onData(c);
     this.conn.onClose = () => void this.cleanup();
+    // a client still reading a long answer is not idle (Dovecot counts output too): on a
+    // slow link a large RETR may take longer than the autologout after its command
+    this.conn.onDrain = () => {
+      if (!this.closed) this.touch();
+    };
     this.touch();
     this.loginTimer = setTimeout(() => {
       if (this.state !== 'authorization') return;
