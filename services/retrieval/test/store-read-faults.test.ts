@@ -2,13 +2,16 @@
 // not missing: a subscription list that cannot be read is no empty list to show or to
 // write over, and a folder that cannot be read is not left out of LIST, where a client
 // takes it for deleted and the webmail answers 404 for it; nor does it hide the others.
+// A NOTIFY session told of a change while the store cannot be read hears of it once the
+// store can, without another change to wake it.
 import assert from 'node:assert/strict';
 import { lstatSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { accountDir, folderDir } from '@mailyard/mailstore';
+import { waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
-import { PASSWORD, startRetrieval, type Retrieval } from './helpers.js';
+import { capturingLogger, PASSWORD, startRetrieval, type Retrieval } from './helpers.js';
 import { RawImap } from './raw-imap.js';
 
 const USER = 'subs-fault@example.test';
@@ -92,5 +95,34 @@ test(
     c = await login();
     assert.match(await c.cmd('e', 'LIST "" "*"'), /^\* LIST \([^)]*\) "\/" "Projects"\r\n[^]*^e OK/m);
     c.socket.destroy();
+  },
+);
+
+test(
+  'a folder NOTIFY could not list is told once the store reads again, with no other change',
+  { timeout: 120_000 },
+  async (t) => {
+    const user = 'notify-retry@example.test';
+    await addAccount(p.directory, user);
+    const { logger, lines } = capturingLogger();
+    const r2 = await startRetrieval(p, {}, { logger });
+    t.after(() => r2.stop());
+    const watcher = await RawImap.loggedIn(r2.ports.imap, user, PASSWORD);
+    t.after(() => watcher.socket.destroy());
+    assert.match(await watcher.cmd('n', 'NOTIFY SET (personal (MailboxName))'), /^n OK/m);
+    const other = await RawImap.loggedIn(r2.ports.imap, user, PASSWORD);
+    t.after(() => other.socket.destroy());
+    const file = join(accountDir(p.maildir, user), 'subscriptions');
+    await whileBroken(file, '/proc/self/mem', async () => {
+      assert.match(await other.cmd('c', 'CREATE Work'), /^c OK/m);
+      // the watcher's session was told and could not read the subscriptions
+      await waitFor(() => lines.some((l) => l.msg === 'NOTIFY update failed'), {
+        what: 'the failed NOTIFY update',
+        timeoutMs: 60_000,
+      });
+    });
+    // no other change, no IDLE: the session tries again on its own
+    const told = await watcher.until(/^\* LIST [^\r\n]*Work/m, 60_000);
+    assert.match(told, /^\* LIST \(\) "\/" "?Work"?\r$/m);
   },
 );

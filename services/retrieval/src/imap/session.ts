@@ -51,6 +51,13 @@ import { SelectedGoneError, type SelectedMailbox } from './selected.js';
 const NOTIFY_BACKLOG = 1 << 20;
 /** Collections of NOTIFY's events one push may make before a waiting command runs. */
 const NOTIFY_ROUNDS = 3;
+/**
+ * NOTIFY's events the store could not be read for are collected again this long after,
+ * doubled at each failure in a row up to NOTIFY_RETRY_MAX_MS: the client hears of them
+ * once the store reads again, not at the next change, which may be hours away.
+ */
+const NOTIFY_RETRY_MS = 1000;
+const NOTIFY_RETRY_MAX_MS = 30_000;
 const NOTIFICATION_OVERFLOW = '* OK [NOTIFICATIONOVERFLOW] Too many changes to tell; NOTIFY is off\r\n';
 /** The selected folder is gone (SelectedGoneError): Dovecot's words, on which clients log in again. */
 const SELECTED_GONE = '* BYE IMAP session state is inconsistent, please relogin.\r\n';
@@ -134,6 +141,9 @@ export class ImapSession implements ImapContext {
   private notifyDeferred = false;
   /** NOTIFY ended for overflow during a command: the client is told once it is done. */
   private overflowDue = false;
+  /** The next collection of NOTIFY's events after one the store failed, and its delay. */
+  private notifyRetry: NodeJS.Timeout | null = null;
+  private notifyRetryMs = 0;
 
   constructor(
     readonly conn: ClientConnection,
@@ -792,6 +802,27 @@ export class ImapSession implements ImapContext {
 
   setNotify(watch: NotifyWatcher | null): void {
     this.watch = watch;
+    this.stopNotifyRetry();
+  }
+
+  /**
+   * A collection of `w`'s events failed (the store unreadable for a moment): what it left
+   * waiting is collected again on its own, after a delay that grows while it keeps failing.
+   */
+  private retryNotifications(w: NotifyWatcher): void {
+    if (this.notifyRetry || this.watch !== w || this.mode.m === 'closed') return;
+    this.notifyRetryMs = Math.min(NOTIFY_RETRY_MAX_MS, this.notifyRetryMs * 2 || NOTIFY_RETRY_MS);
+    this.notifyRetry = setTimeout(() => {
+      this.notifyRetry = null;
+      if (this.watch === w && w.waiting(this.selected?.name ?? null)) void this.pushNotifications();
+    }, this.notifyRetryMs);
+    this.notifyRetry.unref();
+  }
+
+  private stopNotifyRetry(): void {
+    if (this.notifyRetry) clearTimeout(this.notifyRetry);
+    this.notifyRetry = null;
+    this.notifyRetryMs = 0;
   }
 
   /**
@@ -837,10 +868,15 @@ export class ImapSession implements ImapContext {
         if (this.conn.queued > NOTIFY_BACKLOG) return this.notificationOverflow();
         await this.notifyRound(w);
       }
+      // all collected: a later failure waits the shortest delay again
+      this.stopNotifyRetry();
     } catch (err) {
       if (err instanceof SelectedGoneError) this.selectedGone();
       else if (err instanceof ResponseCutError) this.responseCut(err);
-      else this.log.warn({ err }, 'NOTIFY update failed');
+      else {
+        this.log.warn({ err }, 'NOTIFY update failed');
+        this.retryNotifications(w);
+      }
     } finally {
       this.notRunning();
       void this.drainQueue();
@@ -877,6 +913,7 @@ export class ImapSession implements ImapContext {
     this.mode = { m: 'closed' };
     if (this.timer) clearTimeout(this.timer);
     if (this.loginTimer) clearTimeout(this.loginTimer);
+    this.stopNotifyRetry();
     this.errors.close();
     this.unsubscribe?.();
     this.unwatchCredential?.();
