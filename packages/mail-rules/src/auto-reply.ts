@@ -21,6 +21,8 @@ const MACHINE_SENDER =
  * other than `no`, Precedence bulk/list/junk, X-Auto-Response-Suppress) or from a list
  * (any List-* field), never to mail the policy filed as spam or bulk, and only to mail
  * that names one of the user's addresses in To or Cc (not a Bcc, a list, an alias of many).
+ * Nor to a copy forwarded under the forwarder's own envelope sender (a `Delivered-To` that
+ * names the sender): the reply would go to the forwarder, who did not write it.
  * The checks on the message come first; the addresses are asked about last, and only those
  * it names. Once per sender within the vacation's days is the store's part
  * (MailRules.claimReply).
@@ -54,6 +56,11 @@ export async function autoReplyDecision(input: {
   if (/\b(?:all|oof)\b/i.test(fieldValue(fields, 'x-auto-response-suppress') ?? ''))
     return no('auto-responses suppressed');
   if (input.junkOrBulk) return no('spam or bulk');
+  // a forwarder that gives its own address as the envelope sender (our forwarding does)
+  // was delivered the message first: it did not write it, and a reply would go to it, not
+  // to the author (whom its first copy answered, when it came here directly too)
+  if (fields.some((f) => f.name === 'delivered-to' && addressesIn([f.value]).includes(sender)))
+    return no('forwarded by the sender');
   if (await input.isOwnAddress(sender)) return no('own message');
   const named = addressesIn(fields.filter((f) => f.name === 'to' || f.name === 'cc').map((f) => f.value));
   for (const a of named) if (await input.isOwnAddress(a)) return { reply: true };

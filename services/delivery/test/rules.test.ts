@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { connect, type Channel, type ChannelModel } from 'amqplib';
+import nodemailer from 'nodemailer';
 import { ENVELOPE_HEADER, Queues, RoutingKeys, type Envelope } from '@mailyard/contracts';
 import { MailRules } from '@mailyard/mail-rules';
 import { waitFor } from '@mailyard/testkit';
@@ -180,5 +181,61 @@ test(
     const env = JSON.parse(String(out.properties.headers?.[ENVELOPE_HEADER])) as Envelope;
     assert.deepEqual(env.recipients, ['friend@remote.test']);
     assert.equal(await outboundCount(), 0);
+  },
+);
+
+/** Sends a raw message through mta-inbound's SMTP port, as another server does. */
+async function sendSmtp(from: string, to: string[], raw: string): Promise<void> {
+  const transport = nodemailer.createTransport({
+    host: '127.0.0.1',
+    port: p.inbound.port,
+    secure: false,
+    // STARTTLS as another server sends it (a self-signed certificate here)
+    tls: { rejectUnauthorized: false },
+  });
+  try {
+    await transport.sendMail({ envelope: { from, to }, raw });
+  } finally {
+    transport.close();
+  }
+}
+
+test(
+  'a copy another account forwarded gets no out-of-office reply: the forwarder did not write it',
+  { timeout: 60_000 },
+  async () => {
+    const ida = 'ida@example.test';
+    const jon = 'jon@example.test';
+    await addAccount(p.directory, ida);
+    await addAccount(p.directory, jon);
+    const rules = new MailRules(p.redis.redis);
+    await rules.setForwarding(ida, { targets: [jon], keepCopy: true });
+    await rules.setVacation(jon, {
+      enabled: true,
+      subject: 'Away',
+      body: 'Back next week.',
+      start: null,
+      end: null,
+      days: 7,
+    });
+    const seen = async () =>
+      (await replies('sent')) + (await replies('skipped')) + (await replies('already-replied'));
+    const before = { seen: await seen(), sent: await replies('sent') };
+    // one message to both: jon gets it directly and through ida's forwarding
+    await sendSmtp(
+      'lea@remote.test',
+      [ida, jon],
+      `From: lea@remote.test\r\nTo: ${ida}, ${jon}\r\nSubject: lunch\r\nMessage-ID: <lunch@remote.test>\r\n\r\nNoon?\r\n`,
+    );
+    await waitFor(() => p.inbox(jon).length === 2, { what: 'jon’s two copies' });
+    await waitFor(async () => (await seen()) === before.seen + 2, { what: 'both copies looked at' });
+    assert.equal(await replies('sent'), before.sent + 1, 'one reply, to the author');
+    const out = await ch.get(Queues.outbound, { noAck: true });
+    assert.ok(out);
+    const env = JSON.parse(String(out.properties.headers?.[ENVELOPE_HEADER])) as Envelope;
+    assert.deepEqual(env.recipients, ['lea@remote.test']);
+    assert.equal(await outboundCount(), 0);
+    // ida, whose forwarding sent jon the copy, gets no out-of-office reply for it
+    assert.equal(p.inbox(ida).length, 1);
   },
 );
