@@ -734,13 +734,16 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
         const fwd = own.forwarding
           ? await rules.forward(env, body, account, via, own.forwarding.targets)
           : null;
-        // forwarded without a copy: the forward is the delivery (a loop or spam is filed)
+        // forwarded without a copy: the forward is the delivery (a loop or spam is filed).
+        // But mail with the null sender is kept too: a forward of it that fails is returned
+        // to no one, and it may be the bounce of an earlier forward, on its way back to the
+        // target that refused it
+        const keep = !!own.forwarding?.keepCopy || env.mailFrom === '';
         const filed =
           fwd === 'forwarded' || fwd === 'done-before'
-            ? own.forwarding!.keepCopy && (await fileCopy(env, body, account, via, true))
+            ? keep && (await fileCopy(env, body, account, via, true))
             : await fileCopy(env, body, account, via);
-        if (filed || (fwd === 'forwarded' && !own.forwarding!.keepCopy))
-          await rules.afterFiling(env, body, account, own);
+        if (filed || (fwd === 'forwarded' && !keep)) await rules.afterFiling(env, body, account, own);
       }),
     );
     const failed = runs.find((r) => r.status === 'rejected' && !(r.reason instanceof MailboxFault));

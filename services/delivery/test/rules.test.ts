@@ -239,3 +239,42 @@ test(
     assert.equal(p.inbox(ida).length, 1);
   },
 );
+
+test(
+  'a bounce to an account that forwards without a copy is kept: its forward may fail unseen',
+  { timeout: 60_000 },
+  async () => {
+    const kim = 'kim@example.test';
+    await addAccount(p.directory, kim);
+    await new MailRules(p.redis.redis).setForwarding(kim, { targets: ['kim@far.test'], keepCopy: false });
+    // far.test refused what kim's forwarding sent it, and says so to kim, the envelope sender
+    await sendSmtp(
+      '',
+      [kim],
+      [
+        'From: Mail Delivery System <MAILER-DAEMON@mx.far.test>',
+        `To: ${kim}`,
+        'Subject: Undelivered Mail Returned to Sender',
+        'Auto-Submitted: auto-replied',
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"',
+        '',
+        '--b',
+        'Content-Type: text/plain',
+        '',
+        '<kim@far.test>: 550 5.1.1 mailbox unavailable',
+        '--b--',
+        '',
+      ].join('\r\n'),
+    );
+    // forwarded to the address that failed, it would fail again and, with the null sender,
+    // go nowhere: kim keeps it
+    await waitFor(() => p.inbox(kim).length === 1, { what: 'the bounce in kim’s INBOX' });
+    const out = await waitFor(async () => ch.get(Queues.outbound, { noAck: true }), {
+      what: 'the forward',
+    });
+    const env = JSON.parse(String(out.properties.headers?.[ENVELOPE_HEADER])) as Envelope;
+    assert.deepEqual(env.recipients, ['kim@far.test']);
+    assert.equal(env.mailFrom, '');
+    assert.equal(await outboundCount(), 0);
+  },
+);
