@@ -155,7 +155,10 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     const { account } = sessionOf(req);
     const forwarding = parse(forwardingSchema, req.body);
     const own = new Set(await ctx.directory.addressesOf(account));
-    const self = forwarding.targets.find((t) => own.has(t));
+    // the account's own mailbox in any spelling too (the local part's case, a plus-address):
+    // a forward there comes back and is filed a second time
+    let self = forwarding.targets.find((t) => own.has(t.toLowerCase()));
+    for (const t of forwarding.targets) if (!self && (await ctx.directory.leadsToAlone(t, account))) self = t;
     if (self) throw errors.badRequest(`targets: ${self} is this account's own address`);
     await rules.setForwarding(account, forwarding);
     logger.info({ account, targets: forwarding.targets.length }, 'forwarding set');

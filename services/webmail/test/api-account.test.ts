@@ -590,6 +590,9 @@ test('forwarding: stored as set; bad, too many or own addresses refused', { time
       { targets: ['lou.alias@example.test'] },
       "targets: lou.alias@example.test is this account's own address",
     ],
+    // the same mailbox spelt otherwise: every message would come back and be filed twice
+    [{ targets: ['LOU@example.test'] }, "targets: LOU@example.test is this account's own address"],
+    [{ targets: ['lou+fwd@example.test'] }, "targets: lou+fwd@example.test is this account's own address"],
     [{ targets: 'x@far.test' }, 'targets: expected a list of addresses'],
   ];
   for (const [body, message] of bad) {
