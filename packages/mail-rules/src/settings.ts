@@ -20,7 +20,11 @@ export const DEFAULT_REPLY_DAYS = 7;
 const day = z
   .string()
   .regex(/^\d{4}-\d{2}-\d{2}$/, 'expected a date as YYYY-MM-DD')
-  .refine((d) => !Number.isNaN(Date.parse(`${d}T00:00:00Z`)), 'not a real date');
+  // Date.parse takes 30 February as 2 March: the day must come back as written
+  .refine((d) => {
+    const t = Date.parse(`${d}T00:00:00Z`);
+    return !Number.isNaN(t) && new Date(t).toISOString().slice(0, 10) === d;
+  }, 'not a real date');
 
 export const vacationSchema = z
   .object({

@@ -556,6 +556,9 @@ test(
       [{ ...v, subject: 'two\r\nlines' }, 'subject: one line only'],
       [{ ...v, end: '2026-12-01' }, 'end: the last day is before the first'],
       [{ ...v, start: 'tomorrow' }, 'start: expected a date as YYYY-MM-DD'],
+      // a day the calendar does not have (read as 2 March, stored as typed)
+      [{ ...v, end: '2027-02-30' }, 'end: not a real date'],
+      [{ ...v, start: '2026-13-01' }, 'start: not a real date'],
       [{ ...v, days: 0 }, 'days: at least 1'],
       [{ ...v, enabled: 'yes' }, 'enabled: expected true or false'],
     ];
