@@ -160,6 +160,12 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     let self = forwarding.targets.find((t) => own.has(t.toLowerCase()));
     for (const t of forwarding.targets) if (!self && (await ctx.directory.leadsToAlone(t, account))) self = t;
     if (self) throw errors.badRequest(`targets: ${self} is this account's own address`);
+    // an address in one of our domains that leads nowhere: every forward would bounce back,
+    // and without a copy kept the mail would be in no mailbox
+    for (const t of forwarding.targets) {
+      const { localDomain, match } = await ctx.directory.lookup(t);
+      if (localDomain && !match) throw errors.badRequest(`targets: ${t} does not exist`);
+    }
     await rules.setForwarding(account, forwarding);
     logger.info({ account, targets: forwarding.targets.length }, 'forwarding set');
     return forwarding;

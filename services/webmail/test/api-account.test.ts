@@ -596,6 +596,8 @@ test('forwarding: stored as set; bad, too many or own addresses refused', { time
     // the same mailbox spelt otherwise: every message would come back and be filed twice
     [{ targets: ['LOU@example.test'] }, "targets: LOU@example.test is this account's own address"],
     [{ targets: ['lou+fwd@example.test'] }, "targets: lou+fwd@example.test is this account's own address"],
+    // in one of our domains, but no one's: every forward would bounce
+    [{ targets: ['x@far.test', 'nobody@example.test'] }, 'targets: nobody@example.test does not exist'],
     [{ targets: 'x@far.test' }, 'targets: expected a list of addresses'],
   ];
   for (const [body, message] of bad) {
