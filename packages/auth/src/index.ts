@@ -8,3 +8,4 @@ export * from './shared-slots.js';
 export * from './service-login.js';
 export * from './two-factor.js';
 export * from './login-history.js';
+export * from './server-limits.js';

@@ -1,6 +1,6 @@
-import type { Server, Socket } from 'node:net';
+import type { Server } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { LocalSlots, clientKey } from '@mailyard/auth';
+import { limitServerConnections } from '@mailyard/auth';
 import { ipInNetworks, type Cidr } from '@mailyard/config';
 import type { Logger } from '@mailyard/observability';
 import type { WebmailMetrics } from './metrics.js';
@@ -17,23 +17,17 @@ export interface HttpLimitsOptions {
   now?: () => number;
 }
 
-/** A client refused again within this long is not logged again (the metric counts every refusal). */
-const LOG_INTERVAL_MS = 60_000;
-
 /** The refusal a client over its limit reads, when there is still a request to answer. */
 const REFUSAL = {
   error: 'too_many_connections',
   message: 'Too many connections from your address at once; close some tabs or try again shortly',
 };
 
-export type RefusedLimit = 'client' | 'total';
-
 /**
- * The HTTPS server's connection limits, as nginx's limit_conn and worker_connections:
- * over the total, a new connection is closed at once (Node's maxConnections: nothing can
- * be said before the TLS handshake, and refusing must cost less than serving); over its
- * address's limit, a connection still gets its handshake, within the header deadline,
- * and its first request is answered `503 too_many_connections` and the connection closed.
+ * The HTTPS server's connection limits (limitServerConnections): over the total, a new
+ * connection is closed at once, before its TLS handshake; over its address's limit, a
+ * connection still gets its handshake, within the header deadline, and its first request
+ * is answered `503 too_many_connections` and the connection closed.
  *
  * A connection from a trusted proxy carries many clients: it is not counted by its own
  * address, and each request it brings counts instead against the address X-Forwarded-For
@@ -47,45 +41,16 @@ export function httpLimits(
   opts: HttpLimitsOptions,
   deps: { logger: Logger; metrics: WebmailMetrics },
 ) {
-  const now = opts.now ?? Date.now;
-  const slots = new LocalSlots();
-  // connections over their address's limit, by remote address and port (one TCP connection)
-  const over = new Set<string>();
-  const logged = new Map<string, number>();
   const fromProxy = (addr: string | undefined) =>
     addr !== undefined && opts.proxies.length > 0 && ipInNetworks(addr, opts.proxies);
-
-  const refused = (limit: RefusedLimit, client: string) => {
-    deps.metrics.connectionsRefused.inc({ limit });
-    const t = now();
-    if (t - (logged.get(client) ?? -Infinity) < LOG_INTERVAL_MS) return;
-    if (logged.size > 10_000) for (const [c, at] of logged) if (t - at >= LOG_INTERVAL_MS) logged.delete(c);
-    logged.set(client, t);
-    deps.logger.warn(
-      { client, limit, perClient: opts.perClient, total: opts.total },
-      limit === 'total'
-        ? 'HTTPS connection refused: the server holds its most connections'
-        : 'HTTPS connection refused: too many from this client',
-    );
-  };
-
-  if (opts.total > 0) server.maxConnections = opts.total;
-  // Node closes a connection over maxConnections itself and says so here
-  server.on('drop', (data?: { remoteAddress?: string }) =>
-    refused('total', clientKey(data?.remoteAddress ?? 'unknown')),
-  );
-  server.on('connection', (socket: Socket) => {
-    const addr = socket.remoteAddress;
-    if (!opts.perClient || addr === undefined || fromProxy(addr)) return;
-    const key = clientKey(addr);
-    if (slots.takeNow(key, opts.perClient)) {
-      socket.once('close', () => slots.give(key));
-      return;
-    }
-    const id = `${addr}|${socket.remotePort}`;
-    over.add(id);
-    socket.once('close', () => over.delete(id));
-    refused('client', key);
+  const limits = limitServerConnections(server, {
+    perClient: opts.perClient,
+    total: opts.total,
+    listener: 'HTTPS',
+    uncounted: fromProxy,
+    onRefused: (limit) => deps.metrics.connectionsRefused.inc({ limit }),
+    logger: deps.logger,
+    ...(opts.now ? { now: opts.now } : {}),
   });
 
   const refuse = (reply: FastifyReply) =>
@@ -94,14 +59,11 @@ export function httpLimits(
   /** The first onRequest hook: refusals, the forwarded client's slot, the body deadline. */
   const onRequest = async (req: FastifyRequest, reply: FastifyReply) => {
     const socket = req.raw.socket;
-    if (over.has(`${socket.remoteAddress}|${socket.remotePort}`)) return refuse(reply);
-    if (opts.perClient && fromProxy(socket.remoteAddress)) {
-      const key = clientKey(req.ip);
-      if (!slots.takeNow(key, opts.perClient)) {
-        refused('client', key);
-        return refuse(reply);
-      }
-      reply.raw.once('close', () => slots.give(key));
+    if (limits.isOver(socket)) return refuse(reply);
+    if (fromProxy(socket.remoteAddress)) {
+      const release = limits.admit(req.ip);
+      if (!release) return refuse(reply);
+      reply.raw.once('close', release);
     }
     bodyDeadline(req, reply, opts.bodyTimeoutMs);
     return undefined;
