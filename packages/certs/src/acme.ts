@@ -5,6 +5,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { Agent } from 'node:https';
 import * as acme from 'acme-client';
 import type { Redis } from 'ioredis';
+import { limitServerConnections, type RefusedLimit } from '@mailyard/auth';
 import { ConfigError } from '@mailyard/config';
 import type { CertLogger } from './tls-source.js';
 
@@ -219,39 +220,117 @@ function writePair(opts: Pick<AcmeOptions, 'certFile' | 'keyFile'>, key: Buffer 
 }
 
 /**
+ * Port 80's bounds. It serves tiny GETs only (the CA's validation, a browser's first
+ * request before the redirect to HTTPS; HSTS sends it to HTTPS after that), so a request
+ * has seconds to arrive, and no client needs many connections: a CA validates each name
+ * of an order on a connection of its own, from several addresses.
+ */
+export interface HttpChallengeLimits {
+  /** Longest a client takes over a request's headers, or before its first (then 408). */
+  headerTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this long. */
+  keepAliveTimeoutMs: number;
+  /** Connections at once from one address, IPv6 by its /64; past it 503; 0: no limit. */
+  perClient: number;
+  /** Connections at once in all; past it a new one is closed; 0: no limit. */
+  total: number;
+}
+
+export const HTTP_CHALLENGE_LIMITS: Readonly<HttpChallengeLimits> = {
+  headerTimeoutMs: 10_000,
+  keepAliveTimeoutMs: 5_000,
+  perClient: 50,
+  total: 1000,
+};
+
+const CHALLENGE_PATH_RE = /^\/\.well-known\/acme-challenge\/([^/]+)$/;
+
+/**
  * Port 80: answers the CA's HTTP-01 requests (RFC 8555 §8.3) from Redis and sends every
- * other request to HTTPS on `hostname`.
+ * other GET or HEAD to HTTPS on `hostname`. Only GET and HEAD without a body are taken
+ * (405, 413), within the bounds of `limits`: the port faces the internet, and nothing it
+ * serves takes longer or more than one small request.
  */
 export function createHttpChallengeServer(opts: {
   redis: Redis;
   hostname: string;
   logger: CertLogger;
+  limits?: Partial<HttpChallengeLimits>;
+  /** Every connection refused, by the limit it was over (a metric). */
+  onRefused?: (limit: RefusedLimit) => void;
 }): Server {
+  const limits = { ...HTTP_CHALLENGE_LIMITS, ...opts.limits };
+  const answer = (
+    res: ServerResponse,
+    status: number,
+    text: string,
+    headers: Record<string, string> = {},
+  ) => {
+    res.writeHead(status, { 'content-type': 'text/plain', ...headers });
+    res.end(text);
+  };
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '/').split('?')[0]!;
-    const m = /^\/\.well-known\/acme-challenge\/([^/]+)$/.exec(path);
+    if (connections.isOver(req.socket))
+      return answer(res, 503, 'too many connections from your address at once; try again shortly\n', {
+        connection: 'close',
+        'retry-after': '10',
+      });
+    if (req.method !== 'GET' && req.method !== 'HEAD')
+      return answer(res, 405, 'only GET and HEAD here; use HTTPS\n', {
+        allow: 'GET, HEAD',
+        connection: 'close',
+      });
+    const { headers } = req;
+    if (headers['transfer-encoding'] !== undefined || (headers['content-length'] ?? '0') !== '0')
+      // not read: the connection ends with the answer
+      return answer(res, 413, 'a request here has no body\n', { connection: 'close' });
+    const path = requestPath(req.url ?? '/');
+    if (path === null) return answer(res, 400, 'bad request target\n', { connection: 'close' });
+    const m = CHALLENGE_PATH_RE.exec(path);
     if (m) {
       const token = m[1]!;
-      const answer = TOKEN_RE.test(token) ? await opts.redis.get(HTTP01_PREFIX + token) : null;
-      res.writeHead(answer ? 200 : 404, { 'content-type': 'text/plain' });
-      res.end(answer ?? 'no such challenge\n');
-      return;
-    }
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.writeHead(405, { 'content-type': 'text/plain', allow: 'GET, HEAD' });
-      res.end('use HTTPS\n');
-      return;
+      const found = TOKEN_RE.test(token) ? await opts.redis.get(HTTP01_PREFIX + token) : null;
+      return answer(res, found ? 200 : 404, found ?? 'no such challenge\n');
     }
     res.writeHead(301, { location: `https://${opts.hostname}${path.slice(0, 2048)}` });
     res.end();
   };
-  const server = createServer({ requestTimeout: 10_000, headersTimeout: 10_000 }, (req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      opts.logger.warn({ err }, 'ACME challenge not answered');
-      res.writeHead(503, { 'content-type': 'text/plain' });
-      res.end('try again\n');
-    });
-  });
+  const server = createServer(
+    {
+      headersTimeout: limits.headerTimeoutMs,
+      // no request here has a body: the whole request is its headers
+      requestTimeout: limits.headerTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      // how often Node looks for requests past their deadline (default 30 s, which would
+      // let a trickled request hold its socket three times as long)
+      connectionsCheckingInterval: Math.min(30_000, Math.ceil(limits.headerTimeoutMs / 4)),
+    },
+    (req, res) => {
+      handle(req, res).catch((err: unknown) => {
+        opts.logger.warn({ err }, 'ACME challenge not answered');
+        if (res.headersSent) return void res.destroy();
+        answer(res, 503, 'try again\n');
+      });
+    },
+  );
   server.maxHeadersCount = 50;
+  const connections = limitServerConnections(server, {
+    perClient: limits.perClient,
+    total: limits.total,
+    listener: 'HTTP',
+    ...(opts.onRefused ? { onRefused: opts.onRefused } : {}),
+    logger: opts.logger,
+  });
   return server;
+}
+
+/** The path of a request target in origin form (`/x?y`) or absolute form (`http://host/x`); null for others. */
+function requestPath(target: string): string | null {
+  if (target.startsWith('/')) return target.split('?')[0]!;
+  if (!/^https?:\/\//i.test(target)) return null;
+  try {
+    return new URL(target).pathname;
+  } catch {
+    return null;
+  }
 }

@@ -17,3 +17,4 @@ export * from './skip.js';
 export * from './process.js';
 export * from './session-script.js';
 export * from './smtp-script.js';
+export * from './sockets.js';

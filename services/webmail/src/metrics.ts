@@ -61,6 +61,12 @@ export function createMetrics(registry: Registry) {
       labelNames: ['limit'],
       registers: [registry],
     }),
+    challengeConnectionsRefused: new Counter({
+      name: 'mailyard_webmail_http_connections_refused_total',
+      help: 'Connections to the HTTP port (ACME challenges, redirects to HTTPS) refused: over the limit of their client address (client) or of the port (total)',
+      labelNames: ['limit'],
+      registers: [registry],
+    }),
     trackersRemoved: new Counter({
       name: 'mailyard_webmail_trackers_removed_total',
       help: 'Tracking pixels removed from displayed HTML mail',

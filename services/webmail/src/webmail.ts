@@ -135,10 +135,6 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
         { redis: deps.redis, logger },
       )
     : null;
-  const challenges =
-    config.webmail_http_port === undefined
-      ? null
-      : createHttpChallengeServer({ redis: deps.redis, hostname: config.myhostname, logger });
   const ca = config.upstream_tls_ca_file ? readFileSync(config.upstream_tls_ca_file) : undefined;
   const upstream = (text: string) => {
     const hp = parseHostPort(text, 0);
@@ -153,6 +149,15 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
     };
   };
   const metrics = createMetrics(deps.registry);
+  const challenges =
+    config.webmail_http_port === undefined
+      ? null
+      : createHttpChallengeServer({
+          redis: deps.redis,
+          hostname: config.myhostname,
+          logger,
+          onRefused: (limit) => metrics.challengeConnectionsRefused.inc({ limit }),
+        });
   const imap = upstream(config.imap_server[0]!);
   const pool = new ImapPool({
     target: imap,

@@ -1,6 +1,7 @@
 // Slow and greedy clients of the HTTPS port, attacked as they would be from the internet,
 // with raw TCP and TLS sockets: a handshake never finished, headers or a body trickled, an
-// idle keep-alive connection, one address (or everyone) holding too many connections.
+// idle keep-alive connection, one address (or everyone) holding too many connections; and
+// the HTTP port of ACME challenges, with limits of its own.
 // Each webmail here has short deadlines, so that a test takes seconds, where Node's and
 // Fastify's own (60 to 120 s, or none) would hold the socket past the test's timeout.
 import assert from 'node:assert/strict';
@@ -8,7 +9,8 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { after, before, test } from 'node:test';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { createRegistry, type Registry } from '@mailyard/observability';
-import { waitFor } from '@mailyard/testkit';
+import { HTTP_CHALLENGE_LIMITS } from '@mailyard/certs';
+import { trickle, untilClosed, waitFor } from '@mailyard/testkit';
 import { HOST, startWebmailTestbed, type WebmailTestbed } from './webmail-harness.js';
 
 let t: WebmailTestbed;
@@ -27,26 +29,6 @@ const tlsOpen = (port: number) =>
     const s = tlsConnect({ port, host: '127.0.0.1', ca: t.ca, servername: HOST }, () => resolve(s));
     s.once('error', reject);
   });
-
-/** What the server wrote on `s` until it closed it, and how long after this call it closed. */
-const untilClosed = (s: Socket) =>
-  new Promise<{ text: string; ms: number }>((resolve) => {
-    const start = Date.now();
-    let text = '';
-    s.on('data', (d: Buffer) => (text += d.toString('latin1')));
-    s.on('error', () => undefined);
-    s.once('close', () => resolve({ text, ms: Date.now() - start }));
-  });
-
-/** Writes `bytes` one a time every `everyMs` while the socket is open. */
-const trickle = (s: Socket, bytes: string, everyMs: number) => {
-  let i = 0;
-  const timer = setInterval(() => {
-    if (s.destroyed || i >= bytes.length) clearInterval(timer);
-    else s.write(bytes[i++]!);
-  }, everyMs);
-  s.once('close', () => clearInterval(timer));
-};
 
 const metric = async (registry: Registry, limit: string) =>
   (await registry.getSingleMetric('mailyard_webmail_connections_refused_total')!.get()).values.find(
@@ -195,5 +177,39 @@ test(
     assert.ok(ms < PROMPTLY_MS, `closed after ${ms} ms`);
     await waitFor(async () => (await metric(registry, 'total')) === 1, { what: 'the refusal counted' });
     for (const s of held) s.destroy();
+  },
+);
+
+test(
+  'the HTTP port of ACME challenges refuses one address past its limit, counted apart',
+  { timeout: 60_000 },
+  async () => {
+    const registry = createRegistry('webmail');
+    const w = await t.another({ webmail_http_port: 0 }, { registry });
+    const port = w.listening().http!;
+    const open = () =>
+      new Promise<Socket>((resolve, reject) => {
+        const s = netConnect(port, '127.0.0.1', () => resolve(s));
+        s.once('error', reject);
+      });
+    const held: Socket[] = [];
+    try {
+      for (let i = 0; i < HTTP_CHALLENGE_LIMITS.perClient; i++) held.push(await open());
+      const extra = await open();
+      const closed = untilClosed(extra);
+      extra.write(`GET /.well-known/acme-challenge/abc HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`);
+      assert.match((await closed).text, /^HTTP\/1\.1 503 /);
+      const refused = (
+        await registry.getSingleMetric('mailyard_webmail_http_connections_refused_total')!.get()
+      ).values;
+      assert.deepEqual(
+        refused.map((v) => [v.labels.limit, v.value]),
+        [['client', 1]],
+      );
+      // the HTTPS port's count is its own
+      assert.equal(await metric(registry, 'client'), 0);
+    } finally {
+      for (const s of held) s.destroy();
+    }
   },
 );
