@@ -1,7 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
-import { spf as spfCheck } from 'mailauth';
 import { createResolver, isNotFound, reverseName, type MailResolver } from '@mailyard/dns';
 import type { DkimDnsRecord } from '@mailyard/dkim';
 import {
@@ -280,6 +279,8 @@ export class DnsChecker {
         detail: `no sending address known (${this.settings.hostname} does not resolve)`,
       };
     const refused: string[] = [];
+    // loaded when first asked for: most of what the CLI would otherwise spend starting up
+    const { spf: spfCheck } = await import('mailauth');
     for (const ip of senders.value) {
       const res = (await spfCheck({
         sender: `postmaster@${domain}`,

@@ -1,4 +1,3 @@
-import { dkimSign } from 'mailauth/lib/dkim/sign.js';
 import { checkPrivateKey } from './keys.js';
 import type { DkimKeyStore, StoredDkimKey } from './store.js';
 
@@ -79,6 +78,9 @@ export class DkimSigner {
       selector: k.selector,
       algorithm: k.algorithm === 'rsa' ? 'rsa-sha256' : 'ed25519-sha256',
     }));
+    // loaded at the first signature: most of what a process that never signs (the CLI, a
+    // service's --check-config) would otherwise spend starting up
+    const { dkimSign } = await import('mailauth/lib/dkim/sign.js');
     const res = await dkimSign(message, {
       canonicalization: 'relaxed/relaxed',
       headerList: SIGNED_FIELDS,
