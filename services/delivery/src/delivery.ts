@@ -44,6 +44,8 @@ export interface DeliveryDeps {
   quotas?: Quotas;
   /** Signs out-of-office replies with the DKIM keys of the user's domain, when it has some. */
   dkim?: DkimSigner | null;
+  /** How long a claim to return a recipient holds unless renewed; default RETURN_CLAIM_MS. */
+  returnClaimMs?: number;
 }
 
 export interface DeliveryService {
@@ -151,7 +153,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
   /** Set once a recipient deferred past MAXIMAL_QUEUE_LIFETIME is returned to the sender. */
   const expiredKey = (queueId: string, rcpt: string) => markerKey(queueId, `expired:${rcpt}`);
   /** Which run returns a recipient to the sender now (returnOnce). */
-  const returning = new Claims(redis, RETURN_CLAIM_MS);
+  const returning = new Claims(redis, deps.returnClaimMs ?? RETURN_CLAIM_MS);
 
   /**
    * A read or write of the mail store whose file system fails (a full disk, an I/O error)

@@ -20,8 +20,12 @@ import { envelope } from './envelope.js';
 /** The confirm timeout of the instances' bus, past which a publish used to be given up on. */
 const CONFIRM_TIMEOUT_MS = 2000;
 
-/** How long delivery's claim to return a recipient holds unless renewed (RETURN_CLAIM_MS). */
-const RETURN_CLAIM_MS = 60_000;
+/**
+ * How long the instances' claim to return a recipient holds unless renewed: a third of
+ * delivery's own (RETURN_CLAIM_MS), so that waiting past it takes less than a minute. Its
+ * renewal, every third of it, still leaves seconds to spare on a busy machine.
+ */
+const RETURN_CLAIM_MS = 20_000;
 
 let rabbit: PrivateRabbit;
 let p: Platform;
@@ -58,7 +62,7 @@ const startInstance = async (): Promise<{ bus: Bus; svc: DeliveryService }> => {
     publishTimeoutMs: CONFIRM_TIMEOUT_MS,
   });
   bus.start();
-  const svc = buildDelivery(cfg, { ...defaultDeps(cfg, rt), bus });
+  const svc = buildDelivery(cfg, { ...defaultDeps(cfg, rt), bus, returnClaimMs: RETURN_CLAIM_MS });
   instances.push({ rt, svc });
   await bus.waitConnected();
   await svc.start();
