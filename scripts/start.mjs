@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // `pnpm start`: every service built so far, one process each (as in production), in the
 // foreground, with readable logs. Ctrl-C stops them all (SIGTERM: goodbye to the
-// clients, drain, exit, within SHUTDOWN_GRACE).
+// clients, drain, exit, within SHUTDOWN_GRACE). A service runs from its bundle while that
+// is current (`pnpm build`: it starts in a third of the time), else from its source.
 // Settings come from the environment (README.md, "Configuration"; every key with its
 // comment in services/<name>/src/config.ts); e.g.
 //   SMTP_PORT=2525 MAILDIR_ROOT=./data/mail pnpm start
@@ -9,6 +10,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { connect } from 'node:net';
+import { entryArgs } from './bundle-current.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 // service -> its /metrics port (the same map as docker-compose.yml)
@@ -78,7 +80,8 @@ if (wanted.includes('webmail') && !existsSync(`${root}services/webmail/dist/publ
 const pretty = `${root}node_modules/.bin/pino-pretty`;
 const children = [];
 for (const name of wanted) {
-  const child = spawn(process.execPath, ['--import', 'tsx', `services/${name}/src/main.ts`], {
+  // its bundle while it is current (`pnpm build`), as the images run it; else its source
+  const child = spawn(process.execPath, entryArgs(`services/${name}`), {
     cwd: root,
     // mta-inbound (and msa) ask the policy service only when it runs too
     env: {
