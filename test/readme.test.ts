@@ -132,187 +132,191 @@ function sh(command: string, env: NodeJS.ProcessEnv, input = ''): Promise<Run> {
   });
 }
 
-test('every command of the README is run here or listed with the reason it cannot be', () => {
-  assert.ok(startCommand, 'the try-out start command');
-  assert.ok(tryOutBlock, 'the try-out checks');
-  const classified = (c: string) =>
-    c === startCommand.command ||
-    tryOutBlock.commands.includes(c) ||
-    /\bpnpm mailyard /.test(c) ||
-    NOT_HERE.some(([re]) => re.test(c));
-  assert.deepEqual(
-    all.map((c) => c.command).filter((c) => !classified(c)),
-    [],
-  );
-  // and the one the Configuration section shows inline
-  assert.match(readme, /`node --import tsx services\/<name>\/src\/main\.ts --check-config`/);
-});
-
-test('--check-config, as the README shows it, for every service', { timeout: 240_000 }, async () => {
-  const command = /`(node [^`]*--check-config)`/.exec(readme)![1]!;
-  const services = readdirSync(join(root, 'services'));
-  assert.ok(services.length >= 6);
-  // the one setting without a default that a service needs: the webmail's service login
-  const required: Record<string, Record<string, string>> = {
-    webmail: { SERVICE_LOGIN_PASSWORD: 'x'.repeat(16) },
-  };
-  const runs = await Promise.all(
-    services.map((name) => sh(command.replace('<name>', name), required[name] ?? {})),
-  );
-  runs.forEach((r, i) => {
-    assert.equal(r.code, 0, `${services[i]}: ${r.stderr}`);
-    assert.match(r.stdout + r.stderr, /configuration is valid/, services[i]);
-  });
-});
-
-describe('the mailyard commands', () => {
-  let redis: TestRedis;
-  let vhost: TestVhost;
-  before(async () => {
-    redis = createTestRedis();
-    vhost = await createVhost();
-  });
-  after(async () => {
-    await redis?.cleanup();
-    await vhost?.delete();
+// The four parts share nothing (each its own Redis prefix, vhost, ports and maildir) and
+// go side by side: the try-out's platform starts while the CLI commands run.
+describe('README.md', { concurrency: true }, () => {
+  test('every command of the README is run here or listed with the reason it cannot be', () => {
+    assert.ok(startCommand, 'the try-out start command');
+    assert.ok(tryOutBlock, 'the try-out checks');
+    const classified = (c: string) =>
+      c === startCommand.command ||
+      tryOutBlock.commands.includes(c) ||
+      /\bpnpm mailyard /.test(c) ||
+      NOT_HERE.some(([re]) => re.test(c));
+    assert.deepEqual(
+      all.map((c) => c.command).filter((c) => !classified(c)),
+      [],
+    );
+    // and the one the Configuration section shows inline
+    assert.match(readme, /`node --import tsx services\/<name>\/src\/main\.ts --check-config`/);
   });
 
-  /** Placeholders the README uses for a queue id, a DKIM selector or a reference: one sentence, exit 1. */
-  const placeholder = /\b(ID|SELECTOR|2GvZ3HYb3hDbjfdm)$/;
-  /** The prompting command: without a terminal its password comes on standard input. */
-  const prompts = /user add (\S+)( --admin)?$/;
-
-  test('each block, in order, against a prefix and vhost of its own', { timeout: 480_000 }, async () => {
-    assert.ok(cliBlocks.length >= 4, `${cliBlocks.length} blocks`);
-    const env = { REDIS_URL, REDIS_PREFIX: redis.prefix, AMQP_URL: vhost.url };
-    for (const block of cliBlocks) {
-      for (const command of block.commands) {
-        if (NOT_HERE.some(([re]) => re.test(command))) continue;
-        const prompt = prompts.exec(command);
-        const r = prompt
-          ? await sh(`${command} --password-stdin`, env, 'a long passphrase\n')
-          : await sh(command, env);
-        if (placeholder.test(command)) {
-          assert.equal(r.code, 1, `${command}: ${r.stderr}`);
-          assert.match(r.stderr, /^mailyard: [^\n]+\n$/, command);
-        } else {
-          assert.equal(r.code, 0, `${command}: ${r.stderr}`);
-          assert.equal(r.stderr, '', command);
-        }
-        assert.doesNotMatch(r.stdout + r.stderr, /ELIFECYCLE|^> /m, `${command}: nothing of pnpm's`);
-      }
-    }
-  });
-});
-
-describe('the try-out', () => {
-  let redis: TestRedis;
-  let vhost: TestVhost;
-  let dns: TestDnsServer;
-  const maildir = tempDir();
-  const ports = new Map<string, number>();
-  let platform: ReturnType<typeof spawn> | null = null;
-  let output = '';
-
-  before(async () => {
-    redis = createTestRedis();
-    vhost = await createVhost();
-    dns = await startDnsServer({});
-  });
-  after(async () => {
-    if (platform?.pid && platform.exitCode === null) {
-      const exited = new Promise((r) => platform!.once('exit', r));
-      process.kill(-platform.pid, 'SIGTERM');
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
-      try {
-        process.kill(-platform.pid, 'SIGKILL');
-      } catch {
-        // every process of the group is gone
-      }
-    }
-    await redis?.cleanup();
-    await vhost?.delete();
-    await dns?.close();
-    maildir.cleanup();
+  test('--check-config, as the README shows it, for every service', { timeout: 240_000 }, async () => {
+    const command = /`(node [^`]*--check-config)`/.exec(readme)![1]!;
+    const services = readdirSync(join(root, 'services'));
+    assert.ok(services.length >= 6);
+    // the one setting without a default that a service needs: the webmail's service login
+    const required: Record<string, Record<string, string>> = {
+      webmail: { SERVICE_LOGIN_PASSWORD: 'x'.repeat(16) },
+    };
+    const runs = await Promise.all(
+      services.map((name) => sh(command.replace('<name>', name), required[name] ?? {})),
+    );
+    runs.forEach((r, i) => {
+      assert.equal(r.code, 0, `${services[i]}: ${r.stderr}`);
+      assert.match(r.stdout + r.stderr, /configuration is valid/, services[i]);
+    });
   });
 
-  /** The README's try-out ports, moved to free ones (another test or a try-out may use them). */
-  const local = (command: string) =>
-    command
-      .replace(/\b(?:2\d{3}|8443)\b/g, (p) => String(ports.get(p) ?? p))
-      .replace('MAILDIR_ROOT=./data/mail', `MAILDIR_ROOT=${maildir.path}`);
+  describe('the mailyard commands', () => {
+    let redis: TestRedis;
+    let vhost: TestVhost;
+    before(async () => {
+      redis = createTestRedis();
+      vhost = await createVhost();
+    });
+    after(async () => {
+      await redis?.cleanup();
+      await vhost?.delete();
+    });
 
-  test(
-    'pnpm start with the try-out settings, then the checks the README shows',
-    { timeout: 300_000 },
-    async () => {
-      for (const p of startCommand!.command.match(/\b(?:2\d{3}|8443)\b/g) ?? [])
-        ports.set(p, await freePort());
-      assert.equal(ports.size, 8, 'the eight listener ports');
-      platform = spawn('bash', ['-c', local(startCommand!.command)], {
-        cwd: root,
-        detached: true,
-        env: {
-          ...process.env,
-          MAILYARD_CONFIG: '',
-          AMQP_URL: vhost.url,
-          REDIS_URL,
-          REDIS_PREFIX: redis.prefix,
-          DNS_SERVERS: dns.address,
-          // the fixed ports `pnpm start` would otherwise take: metrics, policy delegation
-          HTTP_PORT: '0',
-          POLICY_DELEGATION_PORT: '0',
+    /** Placeholders the README uses for a queue id, a DKIM selector or a reference: one sentence, exit 1. */
+    const placeholder = /\b(ID|SELECTOR|2GvZ3HYb3hDbjfdm)$/;
+    /** The prompting command: without a terminal its password comes on standard input. */
+    const prompts = /user add (\S+)( --admin)?$/;
 
-          LOG_LEVEL: 'info',
-        },
-      });
-      platform.stdout!.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-20_000)));
-      platform.stderr!.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-20_000)));
-      // ready: every service said so in its one line, and its /readyz (broker and Redis) says so
-      const metricsPorts = await waitFor(
-        () => {
-          if (platform!.exitCode !== null) throw new Error(`pnpm start exited:\n${output}`);
-          const plain = output.replace(/\x1b\[[0-9;]*m/g, '');
-          const found = [...plain.matchAll(/\(([\w-]+)\): \1 ready \{.*"metrics":(\d+)[,}]/g)];
-          return found.length >= 6 ? found.map((m) => Number(m[2])) : null;
-        },
-        { timeoutMs: 180_000, intervalMs: 250, what: 'six services started' },
-      );
-      for (const port of metricsPorts)
-        await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, {
-          timeoutMs: 60_000,
-          what: `readyz on ${port}`,
-        });
-
+    test('each block, in order, against a prefix and vhost of its own', { timeout: 480_000 }, async () => {
+      assert.ok(cliBlocks.length >= 4, `${cliBlocks.length} blocks`);
       const env = { REDIS_URL, REDIS_PREFIX: redis.prefix, AMQP_URL: vhost.url };
-      const shown = (r: Run) => /^\* STATUS "?INBOX"? \(MESSAGES 1 UNSEEN 1\)/m.test(r.stdout);
-      let statusShown = false;
-      for (const command of tryOutBlock!.commands) {
-        // curl -u USER asks for the password; with no terminal it reads standard input
-        const run = async () => {
-          const r = await sh(local(command), env, 'a long passphrase\n');
-          assert.equal(r.code, 0, `${local(command)}\n${r.stderr}\n${output.slice(-4000)}`);
-          return r;
-        };
-        if (!/\bSTATUS INBOX\b/.test(command)) {
-          await run();
-          continue;
+      for (const block of cliBlocks) {
+        for (const command of block.commands) {
+          if (NOT_HERE.some(([re]) => re.test(command))) continue;
+          const prompt = prompts.exec(command);
+          const r = prompt
+            ? await sh(`${command} --password-stdin`, env, 'a long passphrase\n')
+            : await sh(command, env);
+          if (placeholder.test(command)) {
+            assert.equal(r.code, 1, `${command}: ${r.stderr}`);
+            assert.match(r.stderr, /^mailyard: [^\n]+\n$/, command);
+          } else {
+            assert.equal(r.code, 0, `${command}: ${r.stderr}`);
+            assert.equal(r.stderr, '', command);
+          }
+          assert.doesNotMatch(r.stdout + r.stderr, /ELIFECYCLE|^> /m, `${command}: nothing of pnpm's`);
         }
-        // delivery files the message a moment after port 25's 250: a user who runs the
-        // STATUS command at once and sees nothing yet runs it again
-        statusShown = await waitFor(async () => shown(await run()), {
-          timeoutMs: 60_000,
-          intervalMs: 500,
-          what: 'the message sent to port 25 in INBOX',
-        });
       }
-      assert.ok(statusShown, 'the try-out shows the message sent to port 25 in INBOX');
-      // and the one submitted with Python arrives too (in new/, or in cur/ once numbered)
-      const inbox = join(maildir.path, 'example.org', 'alice');
-      await waitFor(() => maildirMessages(inbox).length === 2, {
-        timeoutMs: 60_000,
-        what: 'both messages delivered',
-      });
-    },
-  );
+    });
+  });
+
+  describe('the try-out', () => {
+    let redis: TestRedis;
+    let vhost: TestVhost;
+    let dns: TestDnsServer;
+    const maildir = tempDir();
+    const ports = new Map<string, number>();
+    let platform: ReturnType<typeof spawn> | null = null;
+    let output = '';
+
+    before(async () => {
+      redis = createTestRedis();
+      vhost = await createVhost();
+      dns = await startDnsServer({});
+    });
+    after(async () => {
+      if (platform?.pid && platform.exitCode === null) {
+        const exited = new Promise((r) => platform!.once('exit', r));
+        process.kill(-platform.pid, 'SIGTERM');
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
+        try {
+          process.kill(-platform.pid, 'SIGKILL');
+        } catch {
+          // every process of the group is gone
+        }
+      }
+      await redis?.cleanup();
+      await vhost?.delete();
+      await dns?.close();
+      maildir.cleanup();
+    });
+
+    /** The README's try-out ports, moved to free ones (another test or a try-out may use them). */
+    const local = (command: string) =>
+      command
+        .replace(/\b(?:2\d{3}|8443)\b/g, (p) => String(ports.get(p) ?? p))
+        .replace('MAILDIR_ROOT=./data/mail', `MAILDIR_ROOT=${maildir.path}`);
+
+    test(
+      'pnpm start with the try-out settings, then the checks the README shows',
+      { timeout: 480_000 },
+      async () => {
+        for (const p of startCommand!.command.match(/\b(?:2\d{3}|8443)\b/g) ?? [])
+          ports.set(p, await freePort());
+        assert.equal(ports.size, 8, 'the eight listener ports');
+        platform = spawn('bash', ['-c', local(startCommand!.command)], {
+          cwd: root,
+          detached: true,
+          env: {
+            ...process.env,
+            MAILYARD_CONFIG: '',
+            AMQP_URL: vhost.url,
+            REDIS_URL,
+            REDIS_PREFIX: redis.prefix,
+            DNS_SERVERS: dns.address,
+            // the fixed ports `pnpm start` would otherwise take: metrics, policy delegation
+            HTTP_PORT: '0',
+            POLICY_DELEGATION_PORT: '0',
+
+            LOG_LEVEL: 'info',
+          },
+        });
+        platform.stdout!.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-20_000)));
+        platform.stderr!.on('data', (d: Buffer) => (output = (output + d.toString()).slice(-20_000)));
+        // ready: every service said so in its one line, and its /readyz (broker and Redis) says so
+        const metricsPorts = await waitFor(
+          () => {
+            if (platform!.exitCode !== null) throw new Error(`pnpm start exited:\n${output}`);
+            const plain = output.replace(/\x1b\[[0-9;]*m/g, '');
+            const found = [...plain.matchAll(/\(([\w-]+)\): \1 ready \{.*"metrics":(\d+)[,}]/g)];
+            return found.length >= 6 ? found.map((m) => Number(m[2])) : null;
+          },
+          { timeoutMs: 300_000, intervalMs: 250, what: 'six services started' },
+        );
+        for (const port of metricsPorts)
+          await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, {
+            timeoutMs: 60_000,
+            what: `readyz on ${port}`,
+          });
+
+        const env = { REDIS_URL, REDIS_PREFIX: redis.prefix, AMQP_URL: vhost.url };
+        const shown = (r: Run) => /^\* STATUS "?INBOX"? \(MESSAGES 1 UNSEEN 1\)/m.test(r.stdout);
+        let statusShown = false;
+        for (const command of tryOutBlock!.commands) {
+          // curl -u USER asks for the password; with no terminal it reads standard input
+          const run = async () => {
+            const r = await sh(local(command), env, 'a long passphrase\n');
+            assert.equal(r.code, 0, `${local(command)}\n${r.stderr}\n${output.slice(-4000)}`);
+            return r;
+          };
+          if (!/\bSTATUS INBOX\b/.test(command)) {
+            await run();
+            continue;
+          }
+          // delivery files the message a moment after port 25's 250: a user who runs the
+          // STATUS command at once and sees nothing yet runs it again
+          statusShown = await waitFor(async () => shown(await run()), {
+            timeoutMs: 60_000,
+            intervalMs: 500,
+            what: 'the message sent to port 25 in INBOX',
+          });
+        }
+        assert.ok(statusShown, 'the try-out shows the message sent to port 25 in INBOX');
+        // and the one submitted with Python arrives too (in new/, or in cur/ once numbered)
+        const inbox = join(maildir.path, 'example.org', 'alice');
+        await waitFor(() => maildirMessages(inbox).length === 2, {
+          timeoutMs: 60_000,
+          what: 'both messages delivered',
+        });
+      },
+    );
+  });
 });
