@@ -12,7 +12,8 @@ export type Token =
   | { t: 'atom'; v: string }
   | { t: 'string'; v: Buffer; literal: boolean }
   | { t: 'list'; v: Token[] }
-  | { t: 'nil' };
+  /** NIL as the client spelled it: an atom too (RFC 9051 §9), where an atom is wanted. */
+  | { t: 'nil'; v: string };
 
 export interface ParsedCommand {
   tag: string;
@@ -137,7 +138,7 @@ class Tokenizer {
       return { t: 'atom', v: '\\' + this.atomText(false) };
     }
     const a = this.atomText(true);
-    if (a.toUpperCase() === 'NIL') return { t: 'nil' };
+    if (a.toUpperCase() === 'NIL') return { t: 'nil', v: a };
     return { t: 'atom', v: a };
   }
 
@@ -253,11 +254,18 @@ export class ArgReader {
     return t.v;
   }
 
-  /** astring: atom or string; NIL is an atom too (RFC 9051 §9), here the string "NIL". */
+  /** An atom where nil has no place, so NIL is the atom it is (a keyword, RFC 9051 §9). */
+  atomOrNil(what = 'atom'): string {
+    const t = this.next(what);
+    if (t.t !== 'atom' && t.t !== 'nil') throw new ParseError(`expected ${what}`);
+    return t.v;
+  }
+
+  /** astring: atom or string; NIL is an atom too (RFC 9051 §9), the string as spelled. */
   astring(what = 'string'): string {
     const t = this.next(what);
     if (t.t === 'atom') return t.v;
-    if (t.t === 'nil') return 'NIL';
+    if (t.t === 'nil') return t.v;
     if (t.t === 'string') return t.v.toString('utf8');
     throw new ParseError(`expected ${what}`);
   }
@@ -335,7 +343,7 @@ export function tokenText(t: Token): string {
     case 'string':
       return t.v.toString('utf8');
     case 'nil':
-      return 'NIL';
+      return t.v;
     case 'list':
       return '(' + t.v.map(tokenText).join(' ') + ')';
   }

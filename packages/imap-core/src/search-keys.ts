@@ -123,7 +123,7 @@ export function searchCharset(charset: string, utf8Only = false): SearchText | n
  * char, so `KEYWORD \Seen` is a syntax error rather than a search for the system flag.
  */
 function keyword(r: ArgReader): string {
-  const k = r.atom('keyword');
+  const k = r.atomOrNil('keyword');
   if (k.includes('\\')) throw new ParseError('a keyword has no "\\"; system flags have keys of their own');
   return k;
 }

@@ -24,7 +24,8 @@ export function flagList(r: ArgReader): string[] {
   const items: Token[] = t.t === 'list' ? t.v : [t];
   while (t.t !== 'list' && r.remaining) items.push(r.next('flag'));
   return items.map((x) => {
-    if (x.t !== 'atom') throw new ParseError('bad flag');
+    // NIL is an atom, and so a keyword: a flag list has no place for nil (RFC 9051 §9)
+    if (x.t !== 'atom' && x.t !== 'nil') throw new ParseError('bad flag');
     const f = x.v;
     if (f.startsWith('\\')) {
       const sys = SYSTEM_FLAGS.find((s) => s.toLowerCase() === f.toLowerCase());

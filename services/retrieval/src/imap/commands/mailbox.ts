@@ -125,12 +125,8 @@ function parseList(r: ArgReader, lsub: boolean): ListArgs {
   const pt = r.next('mailbox pattern');
   // RFC 5258 §3: several patterns in parentheses make a LIST extended too
   if (pt.t === 'list' && !lsub) extended = true;
-  const rawPatterns =
-    pt.t === 'list'
-      ? pt.v.map(tokenText)
-      : pt.t === 'nil'
-        ? []
-        : [pt.t === 'string' ? pt.v.toString('utf8') : tokenText(pt)];
+  // NIL is a pattern as any atom is (RFC 9051 §9 list-mailbox: 1*list-char / string)
+  const rawPatterns = pt.t === 'list' ? pt.v.map(tokenText) : [tokenText(pt)];
   const patterns = rawPatterns.map((p) => (r.utf8Names ? p : decodeName(p)));
   const ret = new Set<string>();
   let status: string[] | null = null;

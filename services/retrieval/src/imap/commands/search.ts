@@ -57,7 +57,7 @@ function parseReturn(r: ArgReader, allowed: readonly string[]): ReturnOptions | 
     if (!allowed.includes(o)) throw new ParseError(`unknown RETURN option ${o.slice(0, 30)}`);
     if (o === 'PARTIAL') {
       // partial-range = number ":" number, both nz-number (RFC 5267 §4.4)
-      const m = /^(\d{1,10}):(\d{1,10})$/.exec(tokenText(list[++i] ?? { t: 'nil' }));
+      const m = /^(\d{1,10}):(\d{1,10})$/.exec(tokenText(list[++i] ?? { t: 'nil', v: 'NIL' }));
       const a = Number(m?.[1]);
       const b = Number(m?.[2]);
       if (!m || !a || !b || a > 0xffffffff || b > 0xffffffff) throw new ParseError('bad PARTIAL range');
