@@ -1,7 +1,8 @@
 // Argument shapes more than one command reads.
 import { ParseError, type ArgReader, type Token } from '@mailyard/imap-core';
 import type { AuthedContext, SelectedContext } from '../context.js';
-import { SYSTEM_FLAGS } from '../flags.js';
+import { MAX_KEYWORD_LENGTH, SYSTEM_FLAGS } from '../flags.js';
+import { reply } from '../replies.js';
 import type { SelectedMailbox } from '../selected.js';
 
 /** No arguments. */
@@ -17,13 +18,13 @@ export function oneMailbox(r: ArgReader): string {
 /**
  * A flag list, or (STORE) flags without parentheses up to the end of the command (RFC 9051
  * §9 store-att-flags: `flag-list / (flag *(SP flag))`): system flags spelled as RFC 9051
- * §2.3.2 does.
+ * §2.3.2 does. A keyword longer than MAX_KEYWORD_LENGTH is NO [CANNOT].
  */
 export function flagList(r: ArgReader): string[] {
   const t = r.next('flag list');
   const items: Token[] = t.t === 'list' ? t.v : [t];
   while (t.t !== 'list' && r.remaining) items.push(r.next('flag'));
-  return items.map((x) => {
+  const flags = items.map((x) => {
     // NIL is an atom, and so a keyword: a flag list has no place for nil (RFC 9051 §9)
     if (x.t !== 'atom' && x.t !== 'nil') throw new ParseError('bad flag');
     const f = x.v;
@@ -35,6 +36,9 @@ export function flagList(r: ArgReader): string[] {
     if (!/^[^\s(){%*"\\\]]+$/.test(f)) throw new ParseError('bad keyword');
     return f;
   });
+  // a well-formed keyword past the limit is refused, not a syntax error (Dovecot's answer)
+  if (flags.some((f) => f.length > MAX_KEYWORD_LENGTH)) throw reply.cannot('Keyword length too long');
+  return flags;
 }
 
 /**
