@@ -125,6 +125,8 @@ export function searchCharset(charset: string, utf8Only = false): SearchText | n
 function keyword(r: ArgReader): string {
   const k = r.atomOrNil('keyword');
   if (k.includes('\\')) throw new ParseError('a keyword has no "\\"; system flags have keys of their own');
+  // ATOM-CHAR is a CHAR: no keyword has an 8-bit byte
+  if (/[^\x00-\x7f]/.test(k)) throw new ParseError('8-bit data in keyword');
   return k;
 }
 

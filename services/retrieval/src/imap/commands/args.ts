@@ -33,7 +33,8 @@ export function flagList(r: ArgReader): string[] {
       if (!sys) throw new ParseError(`cannot set flag ${f}`);
       return sys;
     }
-    if (!/^[^\s(){%*"\\\]]+$/.test(f)) throw new ParseError('bad keyword');
+    // 7-bit (ATOM-CHAR is a CHAR): a keyword is sent back as an atom in every FLAGS
+    if (!/^[^\s(){%*"\\\]\x80-\uffff]+$/.test(f)) throw new ParseError('bad keyword');
     return f;
   });
   // a well-formed keyword past the limit is refused, not a syntax error (Dovecot's answer)
