@@ -10,7 +10,8 @@ const NUMBER64_MAX = 2n ** 63n - 1n;
 
 export type Token =
   | { t: 'atom'; v: string }
-  | { t: 'string'; v: Buffer; literal: boolean }
+  /** `binary`: a literal8 (RFC 3516 §4.4), which only APPEND's message and CATENATE's TEXT take. */
+  | { t: 'string'; v: Buffer; literal: boolean; binary?: boolean }
   | { t: 'list'; v: Token[] }
   /** NIL as the client spelled it: an atom too (RFC 9051 §9), where an atom is wanted. */
   | { t: 'nil'; v: string };
@@ -168,8 +169,17 @@ class Tokenizer {
     const data = this.cmd.literals[this.li]!;
     this.li++;
     this.pos = 0;
-    return { t: 'string', v: data, literal: true };
+    return { t: 'string', v: data, literal: true, ...(rest.startsWith('~') ? { binary: true } : {}) };
   }
+}
+
+/**
+ * A string's bytes where the grammar has a string: a literal8 is no string (RFC 3516 §4.4,
+ * RFC 9051 §9: literal8 only in append-data and CATENATE's TEXT).
+ */
+export function textString(t: Token & { t: 'string' }): Buffer {
+  if (t.binary) throw new ParseError('a literal8 is only for APPEND data');
+  return t.v;
 }
 
 /** Tag, command name and the raw tokens of the arguments. */
@@ -266,13 +276,13 @@ export class ArgReader {
     const t = this.next(what);
     if (t.t === 'atom') return t.v;
     if (t.t === 'nil') return t.v;
-    if (t.t === 'string') return t.v.toString('utf8');
+    if (t.t === 'string') return textString(t).toString('utf8');
     throw new ParseError(`expected ${what}`);
   }
 
   bytes(what = 'string'): Buffer {
     const t = this.next(what);
-    if (t.t === 'string') return t.v;
+    if (t.t === 'string') return textString(t);
     if (t.t === 'atom') return Buffer.from(t.v);
     throw new ParseError(`expected ${what}`);
   }
@@ -341,7 +351,7 @@ export function tokenText(t: Token): string {
     case 'atom':
       return t.v;
     case 'string':
-      return t.v.toString('utf8');
+      return textString(t).toString('utf8');
     case 'nil':
       return t.v;
     case 'list':

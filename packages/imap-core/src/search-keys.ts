@@ -1,6 +1,6 @@
 // SEARCH keys, RFC 9051 §6.4.4 (and RFC 7162 MODSEQ). Parsing only; the service evaluates.
 import { isUsAscii } from './mime.js';
-import { ArgReader, ParseError } from './parser.js';
+import { ArgReader, ParseError, textString } from './parser.js';
 import type { SequenceSet } from './sequence.js';
 import { parseSequenceSet } from './sequence.js';
 
@@ -114,7 +114,7 @@ export function searchCharset(charset: string, utf8Only = false): SearchText | n
     const t = r.peek();
     if (t?.t !== 'string' || !t.literal) return r.astring();
     r.next();
-    return d.decode(t.v);
+    return d.decode(textString(t));
   };
 }
 
