@@ -5,7 +5,8 @@ import type { Vacation } from './settings.js';
 
 type Fields = { name: string; value: string }[];
 
-export type ReplyDecision = { reply: true } | { reply: false; reason: string };
+/** `from`: the user's address the reply is written from (see autoReplyDecision). */
+export type ReplyDecision = { reply: true; from: string } | { reply: false; reason: string };
 
 /**
  * Senders that are machines (RFC 3834 §2: never answer a list or a daemon), by local part:
@@ -26,11 +27,21 @@ const MACHINE_SENDER =
  * The checks on the message come first; the addresses are asked about last, and only those
  * it names. Once per sender within the vacation's days is the store's part
  * (MailRules.claimReply).
+ *
+ * The reply is from the address the message was delivered to (RFC 5230 §4.5, as Sieve's
+ * vacation without `:from`): the envelope recipient, when it is the user's own (the
+ * account, a plus-address, a personal alias), so that a user who gave out an alias does
+ * not have the account behind it disclosed. A group alias or a catch-all is not the
+ * user's own (a reply from it would speak for the group, or confirm that any made-up
+ * address here exists): the reply is then from the own address To or Cc named, which the
+ * sender already knows.
  */
 export async function autoReplyDecision(input: {
   vacation: Vacation;
   now: Date;
   mailFrom: string;
+  /** The envelope recipient this copy came through (RCPT TO as given). */
+  recipient: string;
   /**
    * Whether an address is the user's own: the account, its plus-addresses, an alias that
    * leads to it alone (not a group's).
@@ -63,7 +74,14 @@ export async function autoReplyDecision(input: {
     return no('forwarded by the sender');
   if (await input.isOwnAddress(sender)) return no('own message');
   const named = addressesIn(fields.filter((f) => f.name === 'to' || f.name === 'cc').map((f) => f.value));
-  for (const a of named) if (await input.isOwnAddress(a)) return { reply: true };
+  const recipient = input.recipient.toLowerCase();
+  let ownRecipient: boolean | undefined;
+  for (const a of named) {
+    if (!(await input.isOwnAddress(a))) continue;
+    if (a === recipient) return { reply: true, from: input.recipient };
+    ownRecipient ??= await input.isOwnAddress(recipient);
+    return { reply: true, from: ownRecipient ? input.recipient : a };
+  }
   return no('not addressed to the user directly');
 }
 
@@ -86,14 +104,15 @@ function encodeHeader(text: string): string {
 const msgIds = (v: string | null) => (v ?? '').match(/<[^<>\s]+>/g) ?? [];
 
 /**
- * The out-of-office reply (RFC 3834 §3): from the user's address to the original sender,
+ * The out-of-office reply (RFC 3834 §3): from the user's address (`from`, which
+ * autoReplyDecision chose) to the original sender,
  * `Auto-Submitted: auto-replied`, `In-Reply-To`/`References` of the original, and an
  * envelope with the null sender (§3.3), so that nothing answers it and a failure to
  * deliver it bounces nowhere.
  */
 export function buildAutoReply(input: {
   vacation: Vacation;
-  account: string;
+  from: string;
   mailFrom: string;
   fields: Fields;
   myhostname: string;
@@ -117,7 +136,7 @@ export function buildAutoReply(input: {
           .match(/.{1,76}/g) ?? []
       ).join('\r\n') + '\r\n';
   const head = [
-    `From: <${input.account}>`,
+    `From: <${input.from}>`,
     `To: <${input.mailFrom}>`,
     `Subject: ${encodeHeader(subject)}`,
     `Date: ${rfc5322Date(now)}`,

@@ -745,7 +745,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
           fwd === 'forwarded' || fwd === 'done-before'
             ? keep && (await fileCopy(env, body, account, via, true))
             : await fileCopy(env, body, account, via);
-        if (filed || (fwd === 'forwarded' && !keep)) await rules.afterFiling(env, body, account, own);
+        if (filed || (fwd === 'forwarded' && !keep)) await rules.afterFiling(env, body, account, via, own);
       }),
     );
     const failed = runs.find((r) => r.status === 'rejected' && !(r.reason instanceof MailboxFault));

@@ -60,6 +60,7 @@ export function accountRules(deps: RulesDeps) {
     env: Envelope,
     message: Buffer,
     account: string,
+    via: string,
     vacation: Vacation | null,
   ): Promise<void> => {
     if (!vacation?.enabled) return;
@@ -69,6 +70,7 @@ export function accountRules(deps: RulesDeps) {
       vacation,
       now: new Date(),
       mailFrom: env.mailFrom,
+      recipient: via,
       isOwnAddress: (address) => directory.leadsToAlone(address, account),
       fields,
       junkOrBulk: !!f && (f.bulk || f.junk.length > 0),
@@ -85,21 +87,28 @@ export function accountRules(deps: RulesDeps) {
     try {
       const reply = buildAutoReply({
         vacation,
-        account,
+        from: decision.from,
         mailFrom: env.mailFrom,
         fields,
         myhostname: config.myhostname,
       });
       let data = reply.message;
       if (deps.dkim) {
-        const signed = await deps.dkim.sign(data, domainOf(account));
+        // for the domain of its From (an alias may be in another of ours), as DMARC aligns
+        const signed = await deps.dkim.sign(data, domainOf(decision.from));
         if (signed.errors.length) logger.warn({ account, errors: signed.errors }, 'DKIM signing failed');
         data = Buffer.concat([Buffer.from(signed.headers), data]);
       }
       await bus.publishMail(await routeFor(env.mailFrom), data, reply.envelope);
       metrics.autoReplies.inc({ result: 'sent' });
       logger.info(
-        { queueId: env.queueId, account, replyQueueId: reply.envelope.queueId, to: env.mailFrom },
+        {
+          queueId: env.queueId,
+          account,
+          replyQueueId: reply.envelope.queueId,
+          from: decision.from,
+          to: env.mailFrom,
+        },
         'out-of-office reply sent',
       );
     } catch (err) {
@@ -169,9 +178,16 @@ export function accountRules(deps: RulesDeps) {
     /** The account's rules (one Redis round trip; a failure holds the message). */
     read: (account: string): Promise<AccountRules> => fromRedis(deps.rules.get(account)),
     forward,
-    async afterFiling(env: Envelope, message: Buffer, account: string, rules: AccountRules): Promise<void> {
+    /** `via`: the recipient the copy came through, as `forward`'s. */
+    async afterFiling(
+      env: Envelope,
+      message: Buffer,
+      account: string,
+      via: string,
+      rules: AccountRules,
+    ): Promise<void> {
       try {
-        await autoReply(env, message, account, rules.vacation);
+        await autoReply(env, message, account, via, rules.vacation);
       } catch (err) {
         metrics.autoReplies.inc({ result: 'failed' });
         logger.warn({ queueId: env.queueId, account, err }, 'out-of-office reply failed');

@@ -278,3 +278,44 @@ test(
     assert.equal(await outboundCount(), 0);
   },
 );
+
+/** The next message on `outbound`: its envelope and its text. */
+async function nextOutbound(what: string): Promise<{ env: Envelope; text: string }> {
+  const out = await waitFor(async () => ch.get(Queues.outbound, { noAck: true }), { what });
+  const env = JSON.parse(String(out.properties.headers?.[ENVELOPE_HEADER])) as Envelope;
+  return { env, text: out.content.toString() };
+}
+
+test(
+  'the out-of-office reply is from the alias the mail came to, never the account behind it',
+  { timeout: 60_000 },
+  async () => {
+    const alias = 'v.private@example.test';
+    const fromAlias = new RegExp(`^From: <${alias.replace(/\./g, '\\.')}>\r$`, 'm');
+    await addAccount(p.directory, 'pat@example.test');
+    await p.directory.addAlias(alias, [VIC]);
+    await p.directory.addAlias('desk@example.test', [VIC, 'pat@example.test']);
+    // the sender knows only the personal alias
+    await sendSmtp(
+      'max@remote.test',
+      [alias],
+      `From: max@remote.test\r\nTo: Vic <${alias}>\r\nSubject: offer\r\nMessage-ID: <offer@remote.test>\r\n\r\nInterested?\r\n`,
+    );
+    const first = await nextOutbound('the reply to the personal alias');
+    assert.deepEqual(first.env.recipients, ['max@remote.test']);
+    assert.match(first.text, fromAlias);
+    assert.ok(!first.text.toLowerCase().includes(VIC), 'the account behind the alias is not disclosed');
+    // through a group alias, the reply is from the user's own address that To/Cc named,
+    // not the group's (which would speak for pat too)
+    await sendSmtp(
+      'sue@remote.test',
+      ['desk@example.test'],
+      `From: sue@remote.test\r\nTo: desk@example.test\r\nCc: ${alias}\r\nSubject: desk\r\nMessage-ID: <desk@remote.test>\r\n\r\nAnyone?\r\n`,
+    );
+    const second = await nextOutbound('the reply to mail through the group');
+    assert.deepEqual(second.env.recipients, ['sue@remote.test']);
+    assert.match(second.text, fromAlias);
+    assert.ok(!second.text.toLowerCase().includes(VIC));
+    assert.equal(await outboundCount(), 0);
+  },
+);
