@@ -6,7 +6,7 @@ import type { Redis } from 'ioredis';
 // that died (SIGKILL, lost host) free themselves when the lease runs out; a live
 // holder renews its lease while the delivery runs.
 //
-// Both scripts run when Redis is at its maxmemory (allow-oom): a slot is a token per
+// Every script here runs when Redis is at its maxmemory (allow-oom): a slot is a token per
 // delivery running (at most `concurrency` per destination, ended leases dropped first), a
 // rate counter one small key per destination and minute. Refused, acquire() fails and
 // every message is deferred (4.4.5): a full Redis would stop all outbound mail. Without
@@ -34,6 +34,18 @@ const RATE = `#!lua flags=allow-oom
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], 120000) end
 if n > tonumber(ARGV[1]) then return 0 end
+return 1`;
+
+// A holder's lease extended by one lease, the key's expiry with it (a slot held longer than
+// one lease, by a reused session, must not vanish with the key). XX: a lease that already
+// ended and was dropped is not brought back past a limit another holder was counted
+// against. Allowed at maxmemory like ACQUIRE, and it only rewrites a member that is there:
+// refused (as a MULTI with ZADD was), the leases of long deliveries ended while Redis was
+// full and other instances opened more connections to the destination than its limit.
+// KEYS[1] the slots; ARGV: lease end, lease ms, token.
+const RENEW = `#!lua flags=allow-oom
+redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1`;
 
 export interface DestinationLimitsOptions {
@@ -150,13 +162,8 @@ export class DestinationLimits {
   private holder(destination: string, slotKey: string, token: string): () => Promise<void> {
     const renew = setInterval(
       () => {
-        // the key's own expiry too: a slot held longer than one lease (a reused session)
-        // must not vanish with the key
         this.redis
-          .multi()
-          .zadd(slotKey, 'XX', Date.now() + this.leaseMs, token)
-          .pexpire(slotKey, this.leaseMs)
-          .exec()
+          .eval(RENEW, 1, slotKey, Date.now() + this.leaseMs, this.leaseMs, token)
           .catch(() => undefined);
       },
       Math.max(this.leaseMs / 3, 10),

@@ -42,3 +42,43 @@ test(
     });
   },
 );
+
+test(
+  'Redis full: a long delivery keeps its slot, and no other instance gets past the limit',
+  { timeout: 60_000 },
+  async () => {
+    // two instances with a connection each at most to the destination; a lease of 2 s,
+    // renewed about every 700 ms, so a busy machine delaying one renewal loses nothing
+    const leaseMs = 2000;
+    const one = new DestinationLimits(redis.client({ keyPrefix: 'lease:' }), {
+      concurrency: 1,
+      ratePerMinute: 0,
+      leaseMs,
+    });
+    const two = new DestinationLimits(redis.client({ keyPrefix: 'lease:' }), {
+      concurrency: 1,
+      ratePerMinute: 0,
+      leaseMs,
+    });
+    const release = await one.acquire('mx.long.test', Date.now() + 1000);
+    assert.ok(release, 'the first delivery has its slot');
+    try {
+      await redis.whileFull(async () => {
+        // the delivery goes on for three leases while Redis is full
+        const until = Date.now() + 3 * leaseMs;
+        while (Date.now() < until) {
+          assert.equal(
+            await two.acquire('mx.long.test', Date.now() + 300),
+            null,
+            'the other instance waits: the destination takes one connection',
+          );
+        }
+      });
+    } finally {
+      await release();
+    }
+    const next = await two.acquire('mx.long.test', Date.now() + 2000);
+    assert.ok(next, 'the slot given back is taken by the other instance');
+    await next();
+  },
+);
