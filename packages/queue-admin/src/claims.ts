@@ -58,8 +58,15 @@ export type OnceOutcome<T> =
 /**
  * Per claim KEYS[i] (i ≤ ARGV[3]): 0 when its record KEYS[ARGV[3] + i] exists (if given),
  * 1 claimed now for ARGV[1] (ARGV[2] ms), 2 another's claim.
+ *
+ * Runs when Redis is at its maxmemory (allow-oom): a claim is a key of a few dozen bytes
+ * per thing being done now, gone when it is done or its holder dies. Refused, every
+ * run would be held until Redis had room (the relay sends nothing it has not claimed):
+ * a full Redis would stop the mail. Without a shebang Redis 7 refused the SET NX, the
+ * script's first write.
  */
-const TAKE = `local n = tonumber(ARGV[3])
+const TAKE = `#!lua flags=allow-oom
+local n = tonumber(ARGV[3])
 local out = {}
 for i = 1, n do
   local record = KEYS[n + i]

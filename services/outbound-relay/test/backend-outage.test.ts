@@ -164,3 +164,25 @@ test(
     }
   },
 );
+
+test(
+  'Redis full: the message is sent at once, not held until Redis has room',
+  { timeout: 90_000 },
+  async () => {
+    const subject = 'Subject: sent while Redis is full';
+    const copies = () => mx.received.filter((m) => m.data.toString().includes(subject)).length;
+    await redis.whileFull(async () => {
+      const env = envelope('alice@mailyard.test', ['full@outage.test']);
+      await queueOutbound(
+        p,
+        env,
+        simpleMessage('alice@mailyard.test', 'full@outage.test', 'sent while Redis is full'),
+      );
+      await waitFor(() => copies() === 1, { timeoutMs: 30_000, what: 'the copy sent while Redis is full' });
+      await waitFor(async () => (await queueDepth(p.vhost.name, Queues.outbound)) === 0, { what: 'acked' });
+      assert.equal(held(), 0, 'nothing held');
+    });
+    assert.equal(copies(), 1, 'sent once');
+    assert.equal(await queueDepth(p.vhost.name, Queues.deadLetter), 0);
+  },
+);
