@@ -89,6 +89,17 @@ const RELEASE = `for _, k in ipairs(KEYS) do
 end
 return 0`;
 
+/**
+ * Sets each record (KEYS) to ARGV[1] for ARGV[2] s. Runs when Redis is at its maxmemory
+ * (allow-oom): a record is written only once the thing was done (a message sent to a
+ * recipient, a DSN published), a small key per recipient that expires. Refused, nothing
+ * says the thing was done, and the next run (a redelivery, a later attempt) does it
+ * again: the recipient gets a second copy, the sender a second DSN.
+ */
+const RECORD = `#!lua flags=allow-oom
+for _, k in ipairs(KEYS) do redis.call('SET', k, ARGV[1], 'EX', ARGV[2]) end
+return #KEYS`;
+
 export class Claims {
   /** `ms`: how long a claim holds unless renewed. */
   constructor(
@@ -146,6 +157,15 @@ export class Claims {
     }
   }
 
+  /**
+   * Writes the records of things done (`value` for `seconds`), in one round trip, Redis
+   * at its maxmemory included.
+   */
+  async record(records: string[], value: string, seconds: number): Promise<void> {
+    if (!records.length) return;
+    await this.redis.eval(RECORD, records.length, ...records, value, seconds);
+  }
+
   /** Lets go of each of `claims` still `token`'s. */
   async release(token: string, claims: string[]): Promise<void> {
     if (!claims.length) return;
@@ -197,7 +217,7 @@ export class Claims {
     }
     const { value, seconds } = how.recorded;
     try {
-      await Promise.all(due.map((item) => this.redis.set(how.record(item), value, 'EX', seconds)));
+      await this.record(due.map(how.record), value, seconds);
     } catch (err) {
       return { kind: 'unrecorded', sent: due, err };
     }

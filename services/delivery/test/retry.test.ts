@@ -398,7 +398,8 @@ test(
     const { env, record, claim } = await lateMessage('rae-late@example.test', 'big-unrecorded@example.test');
     // the warning sent, and its record's write fails (undone here, its answer an error)
     await warningWithRedisAt(
-      (command, args) => command === 'set' && args[0] === record,
+      // the record written by its own script (Claims.record), the first of its keys
+      (command, args) => command === 'eval' && args[2] === record,
       async () => {
         await t.p.redis.redis.del(record);
         throw new Error('Redis is gone');

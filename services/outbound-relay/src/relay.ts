@@ -168,10 +168,12 @@ export function buildOutboundRelay(config: OutboundRelayConfig, deps: OutboundRe
    * this is best effort: failing the message now would send it again to those who have it.
    */
   const settle = async (log: Logger, queueId: string, rcpts: string[], how: 'delivered' | 'bounced') => {
-    const pipe = redis.multi();
-    for (const r of rcpts) pipe.set(doneKey(queueId, r), how, 'EX', markerTtlSec);
-    await pipe
-      .exec()
+    await sending
+      .record(
+        rcpts.map((r) => doneKey(queueId, r)),
+        how,
+        markerTtlSec,
+      )
       .catch((err: unknown) => log.warn({ err, rcpts }, `Redis unavailable: ${how} not recorded`));
   };
 

@@ -186,3 +186,23 @@ test(
     assert.equal(await queueDepth(p.vhost.name, Queues.deadLetter), 0);
   },
 );
+
+test('Redis full: a message the broker gives again is not sent twice', { timeout: 90_000 }, async () => {
+  const subject = 'Subject: once while Redis is full';
+  const copies = () => mx.received.filter((m) => m.data.toString().includes(subject)).length;
+  const message = simpleMessage('alice@mailyard.test', 'once@outage.test', 'once while Redis is full');
+  const env = envelope('alice@mailyard.test', ['once@outage.test']);
+  await redis.whileFull(async () => {
+    await queueOutbound(p, env, message);
+    await waitFor(() => copies() === 1, { timeoutMs: 30_000, what: 'the first copy' });
+    await waitFor(async () => (await queueDepth(p.vhost.name, Queues.outbound)) === 0, { what: 'acked' });
+    // the same message again, as the broker gives it after an instance died before its ack
+    // (a copy sent again would reach the remote before the ack)
+    await queueOutbound(p, env, message);
+    await waitFor(async () => held() === 0 && (await queueDepth(p.vhost.name, Queues.outbound)) === 0, {
+      what: 'the second delivery of the message handled',
+    });
+  });
+  assert.equal(copies(), 1, 'the recipient has one copy');
+  assert.equal(await queueDepth(p.vhost.name, Queues.deadLetter), 0);
+});

@@ -205,7 +205,8 @@ test(
     await startInstance((own) =>
       interleavedRedis(
         own,
-        (command, args) => command === 'set' && args[0] === record,
+        // the record written by its own script (Claims.record), the first of its keys
+        (command, args) => command === 'eval' && args[2] === record,
         async () => {
           await p.redis.redis.del(record);
           throw new Error('Redis is gone');
