@@ -44,7 +44,14 @@ export const checkAuthentication: CheckImplementation<'check_authentication'> = 
         (r) => r.status?.result === 'pass' && r.signingDomain?.toLowerCase() === domain,
       );
       if (spf === 'pass' || dkimOk) {
-        await redis.set(PolicyKeys.greylistAuthenticated(domain), '1', 'PX', config.greylist_pass_ttl);
+        // only spares the domain's later mail greylisting: not written (Redis at its
+        // maxmemory refuses a new key, or fails), this message is decided all the same
+        // rather than deferred, and the domain is noted by a later message
+        await redis
+          .set(PolicyKeys.greylistAuthenticated(domain), '1', 'PX', config.greylist_pass_ttl)
+          .catch((err: unknown) =>
+            ctx.env.logger.warn({ err, domain }, 'authenticated domain not noted for greylisting'),
+          );
         ctx.roundTrips++;
       }
     }

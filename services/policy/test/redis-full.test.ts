@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { loadConfig } from '@mailyard/config';
+import type { PolicyRequestInput } from '@mailyard/contracts';
+import { Directory } from '@mailyard/directory';
+import { PolicyKeys, PolicyRules } from '@mailyard/policy-rules';
+import type { Runtime } from '@mailyard/runtime';
+import {
+  createVhost,
+  startDnsServer,
+  startPrivateRedis,
+  testBootSettings,
+  waitFor,
+  type PrivateRedis,
+  type TestDnsServer,
+  type TestVhost,
+} from '@mailyard/testkit';
+import { policySchema, type PolicyService } from '../src/index.js';
+import { startPolicyService } from './service.js';
+
+// The policy service's Redis at its maxmemory (noeviction): what only helps later
+// decisions and cannot be written is let go, and the message decided as it would be.
+let redis: PrivateRedis;
+let dns: TestDnsServer;
+let vhost: TestVhost;
+let rt: Runtime;
+let policy: PolicyService;
+
+before(async () => {
+  redis = await startPrivateRedis();
+  dns = await startDnsServer({ 'spf-pass.test': { TXT: ['v=spf1 ip4:192.0.2.7 -all'] } });
+  vhost = await createVhost();
+  const admin = new Redis(redis.port, '127.0.0.1', { keyPrefix: 'mailyard:' });
+  await new Directory(admin).addDomain('example.test');
+  const rules = new PolicyRules(admin, 'mailyard:');
+  await rules.set('smtpd_data_restrictions', ['check_authentication']);
+  admin.disconnect();
+  const cfg = loadConfig(policySchema, {
+    env: {},
+    overrides: {
+      ...testBootSettings(vhost.url, redis.url),
+      dns_servers: dns.address,
+      policy_delegation_enabled: false,
+      greylist_auto_allow_authenticated: true,
+    },
+  });
+  ({ rt, policy } = await startPolicyService(cfg));
+});
+after(async () => {
+  await policy?.stop();
+  await rt?.close();
+  await redis?.close();
+  await dns?.close();
+  await vhost?.delete();
+});
+
+test(
+  'Redis full: a message whose sender passes SPF is accepted, not deferred for the greylist note',
+  { timeout: 60_000 },
+  async () => {
+    const message = Buffer.from(
+      'From: <bob@spf-pass.test>\r\nTo: <alice@example.test>\r\nSubject: hi\r\n\r\nhello\r\n',
+    );
+    const req: Omit<PolicyRequestInput, 'v'> = {
+      stage: 'data',
+      origin: 'mta-inbound',
+      sessionId: `s${Math.random()}`,
+      queueId: 'QFULL1',
+      client: { ip: '192.0.2.7', hostname: null, helo: 'mx.spf-pass.test' },
+      sender: 'bob@spf-pass.test',
+      recipients: ['alice@example.test'],
+      size: message.length,
+    };
+    await waitFor(() => policy.rulesVersion > 0, { what: 'the rules loaded' });
+    const decision = await redis.whileFull(() => policy.decide(req, message));
+    assert.equal(decision.action, 'continue', `${decision.action}: ${decision.reply?.text}`);
+    // with room again the note is written, as before
+    await policy.decide({ ...req, sessionId: `s${Math.random()}` }, message);
+    const check = redis.client({ keyPrefix: 'mailyard:' });
+    assert.equal(await check.exists(PolicyKeys.greylistAuthenticated('spf-pass.test')), 1);
+  },
+);
