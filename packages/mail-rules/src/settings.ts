@@ -106,6 +106,10 @@ const repliedKey = (account: string, sender: string) =>
  * Writers validate with the schemas; readers take what they find (a value that does not
  * parse is treated as unset, never as an error that holds mail).
  */
+const MARK = `#!lua flags=allow-oom
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1`;
+
 export class MailRules {
   constructor(private readonly redis: Redis) {}
 
@@ -136,8 +140,12 @@ export class MailRules {
   async redisExists(key: string): Promise<boolean> {
     return (await this.redis.exists(key)) === 1;
   }
+  /**
+   * Written when Redis is at its maxmemory (allow-oom): set once the work was done (a
+   * forward published), a small key that expires. Refused, the rerun would do it again.
+   */
   async redisMark(key: string, ttlSeconds: number): Promise<void> {
-    await this.redis.set(key, '1', 'EX', ttlSeconds);
+    await this.redis.eval(MARK, 1, key, '1', ttlSeconds);
   }
 
   /** Gives the claim back (the reply could not be sent). */

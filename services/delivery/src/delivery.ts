@@ -112,6 +112,38 @@ function createMetrics(registry: Registry) {
 /** A Redis call whose failure holds the message (the bus runs it again), never fails it. */
 const fromRedis = <T>(p: Promise<T>): Promise<T> => holdOnFailure('Redis', p);
 
+// The records of a copy (delivering:, delivered:) are written when Redis is at its
+// maxmemory (allow-oom): two small keys per copy filed, one replacing the other, expiring
+// with the message's other records. Refused, every message would be held until Redis had
+// room (nothing is filed without its delivering: record), and one filed whose delivered:
+// record was refused would be looked for again on every rerun.
+
+/**
+ * A copy begins: KEYS[1] its delivered: record, KEYS[2] its delivering: record, set
+ * (ARGV[1] s) unless there. Returns both as they were (nil: none).
+ */
+const BEGIN_COPY = `#!lua flags=allow-oom
+local done = redis.call('GET', KEYS[1])
+local before = redis.call('GET', KEYS[2])
+if not before then redis.call('SET', KEYS[2], '1', 'EX', ARGV[1]) end
+return {done, before}`;
+
+/** A copy settled: KEYS[1] (delivered:) set to ARGV[1] for ARGV[2] s, KEYS[2] (delivering:) gone. */
+const SETTLE_COPY = `#!lua flags=allow-oom
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1`;
+
+/**
+ * How far the alias expansion of a message is queued to outbound: KEYS[1] a hash, ARGV[1]
+ * its lifetime in s, then field and value pairs. Allowed at maxmemory: one field per
+ * recipient, and a part queued whose record is refused would be queued again by the rerun.
+ */
+const RECORD_PROGRESS = `#!lua flags=allow-oom
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1`;
+
 /**
  * MDA: consumes `delivery`, expands each recipient (account, aliases with nesting and
  * loop protection, plus-address, catch-all), files one copy per account into its
@@ -230,14 +262,16 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
     const writing = writingKey(env.queueId, account);
     const ttl = recordTtl;
     /** Settles the copy: `delivered:` set and `delivering:` gone, in one round trip. */
-    const settle = (value: string) =>
-      fromRedis(Promise.all([redis.set(key, value, 'EX', ttl), redis.del(writing)]));
+    const settle = (value: string) => fromRedis(redis.eval(SETTLE_COPY, 2, key, writing, value, ttl));
     // one round trip for all (autopipelined). `delivering:` is set before the file is
     // written, `delivered:` after: a run that finds only the first follows one that may
     // have written the file and died (or failed to settle), and the store looks for it
     // where IMAP may have moved it since.
-    const [done, before, limit] = await fromRedis(
-      Promise.all([redis.get(key), redis.set(writing, '1', 'EX', ttl, 'NX', 'GET'), quotas.limit(account)]),
+    const [[done, before], limit] = await fromRedis(
+      Promise.all([
+        redis.eval(BEGIN_COPY, 2, key, writing, ttl) as Promise<[string | null, string | null]>,
+        quotas.limit(account),
+      ]),
     );
     if (done !== null) {
       metrics.deliveries.inc({ result: 'duplicate' });
@@ -550,7 +584,7 @@ export function buildDelivery(config: DeliveryConfig, deps: DeliveryDeps): Deliv
       }
       if (Object.keys(records).length) {
         const key = progressKey(env.queueId);
-        await fromRedis(redis.multi().hset(key, records).expire(key, recordTtl).exec());
+        await fromRedis(redis.eval(RECORD_PROGRESS, 1, key, recordTtl, ...Object.entries(records).flat()));
       }
       logger.info(
         { queueId: env.queueId, rcpts: recipients, part: i + 1, parts: parts.length },

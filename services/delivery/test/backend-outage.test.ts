@@ -58,6 +58,8 @@ before(async () => {
   await dir.addUser('erin@example.test', 'correct horse battery staple');
   await dir.addUser('frank@example.test', 'correct horse battery staple');
   await dir.addUser('gina@example.test', 'correct horse battery staple');
+  await dir.addUser('holly@example.test', 'correct horse battery staple');
+  await dir.addUser('ivan@example.test', 'correct horse battery staple');
   admin.disconnect();
   const cfg = loadConfig(deliverySchema, {
     env: {},
@@ -71,30 +73,21 @@ before(async () => {
   rt = await createRuntime('delivery', cfg);
   // the wiring of production: the lookup cache on; Redis through markFails (see below)
   const deps = defaultDeps(cfg, rt);
-  const redisSet = deps.redis.set.bind(deps.redis) as (...a: unknown[]) => Promise<unknown>;
-  const redisDel = deps.redis.del.bind(deps.redis) as (...a: unknown[]) => Promise<unknown>;
-  // the "delivering" marker deleted in the same round trip as the failed "delivered" fails too
-  let delFails = false;
+  const redisEval = deps.redis.eval.bind(deps.redis) as (...a: unknown[]) => Promise<unknown>;
+  // the markers are written by scripts: KEYS[1] the marker, ARGV[1] its value (a settled
+  // copy's script also deletes its "delivering" marker, which stays when it fails)
   const redisWithFaults = new Proxy(deps.redis, {
     get: (target, prop, receiver) => {
-      if (prop === 'del')
-        return async (...a: unknown[]) => {
-          if (delFails && /^delivering:/.test(String(a[0]))) {
-            delFails = false;
-            throw new Error('Connection is closed.');
-          }
-          return redisDel(...a);
-        };
-      if (prop !== 'set') return Reflect.get(target, prop, receiver) as unknown;
+      if (prop !== 'eval') return Reflect.get(target, prop, receiver) as unknown;
       return async (...a: unknown[]) => {
         const fail = markFails;
-        if (fail && /^(delivered|forwarded):/.test(String(a[0])) && a[1] === '1') {
+        const keys = Number(a[1]);
+        if (fail && /^(delivered|forwarded):/.test(String(a[2])) && a[2 + keys] === '1') {
           markFails = null;
-          delFails = String(a[0]).startsWith('delivered:');
           await fail();
           throw new Error('Connection is closed.');
         }
-        return redisSet(...a);
+        return redisEval(...a);
       };
     },
   });
@@ -407,5 +400,38 @@ test(
       storeFails = null;
       await ch.purgeQueue(Queues.deadLetter);
     }
+  },
+);
+
+test(
+  'Redis full: a message is filed at once, once, and a forward sent on once',
+  { timeout: 60_000 },
+  async () => {
+    await ch.purgeQueue(Queues.outbound);
+    await new MailRules(rt.redis).setForwarding('ivan@example.test', {
+      targets: ['ivan@far.test'],
+      keepCopy: false,
+    });
+    const holly = folderDir(maildir.path, 'holly@example.test', 'INBOX');
+    const acked = () =>
+      waitFor(async () => (await ch.checkQueue(Queues.delivery)).messageCount === 0, { what: 'acked' });
+    await redis.whileFull(async () => {
+      const env = envelope(['holly@example.test', 'ivan@example.test']);
+      const body = Buffer.from('Subject: Redis full\r\n\r\nbody\r\n');
+      await rt.bus.publishMail(RoutingKeys.delivery, body, env);
+      await waitFor(() => maildirNew(holly).length === 1, {
+        timeoutMs: 20_000,
+        what: 'filed while Redis is full',
+      });
+      await acked();
+      // the same message again, as the broker gives it after an instance died before its ack
+      const duplicates = await deliveries('duplicate');
+      await rt.bus.publishMail(RoutingKeys.delivery, body, env);
+      await waitFor(async () => (await deliveries('duplicate')) > duplicates, { what: 'the rerun skipped' });
+      await acked();
+    });
+    assert.equal(maildirMessages(holly).length, 1, 'one copy');
+    assert.equal((await ch.checkQueue(Queues.outbound)).messageCount, 1, 'one forward');
+    assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0);
   },
 );
