@@ -59,16 +59,30 @@ async function tripletState(
   const { config, redis } = ctx.env;
   const net = clientNetwork(ctx.req.client.ip);
   const triplet = createHash('sha256').update(`${net}\0${material}`).digest('hex').slice(0, 32);
-  const [state, wait] = await redis.policyGreylist(
-    PolicyKeys.greylistTriplet(triplet),
+  const key = PolicyKeys.greylistTriplet(triplet);
+  const now = ctx.env.now();
+  const found = await redis.policyGreylist(
+    key,
     PolicyKeys.greylistClient(net),
-    ctx.env.now(),
+    now,
     config.greylist_delay,
     config.greylist_pass_ttl,
     config.greylist_retry_window,
     autoAllow ? '1' : '0',
   );
   ctx.roundTrips++;
+  const wait = found[1];
+  let state = found[0];
+  if (state === 4) {
+    state = 0;
+    // Redis at its maxmemory refuses it (the triplets are the clients' to make up): the
+    // request is deferred as greylisting defers it anyway, and its retry counted from the
+    // first one Redis takes
+    await redis
+      .set(key, String(now), 'PX', config.greylist_retry_window, 'NX')
+      .catch((err: unknown) => ctx.env.logger.warn({ err }, 'greylisting triplet not stored'));
+    ctx.roundTrips++;
+  }
   note(ctx, check, ['deferred', 'known', 'auto-allowed', 'passed'][state] ?? 'unknown', detail);
   return [state, wait];
 }

@@ -28,9 +28,17 @@ return -1
  * Greylisting. KEYS[1] triplet, KEYS[2] client network.
  * ARGV now, delay, pass ttl, retry window, auto-allow (1/0).
  * Returns {state, wait ms}: state 1 known triplet, 2 auto-allowed network, 3 passed
- * now (retried after the delay), 0 deferred.
+ * now (retried after the delay), 0 deferred, 4 a new triplet (deferred; the caller
+ * stores it, see greylisting.ts).
+ *
+ * Runs when Redis is at its maxmemory (allow-oom): it only renews or rewrites a triplet
+ * that is there, and notes the network of a client that retried after the delay, as
+ * real mail servers do. Refused, a sender greylisted before Redis filled up would be
+ * deferred on every retry until Redis had room. A new triplet, which any client can
+ * make up by the thousand, is not stored here but by the caller with a command Redis
+ * refuses at maxmemory.
  */
-const GREYLIST = `
+const GREYLIST = `#!lua flags=allow-oom
 local now = tonumber(ARGV[1])
 local delay = tonumber(ARGV[2])
 local passTtl = tonumber(ARGV[3])
@@ -40,10 +48,7 @@ if v == 'pass' then
   return {1, 0}
 end
 if ARGV[5] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return {2, 0} end
-if not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
-  return {0, delay}
-end
+if not v then return {4, delay} end
 local first = tonumber(v)
 if now - first >= delay then
   redis.call('SET', KEYS[1], 'pass', 'PX', passTtl)

@@ -35,6 +35,7 @@ before(async () => {
   await new Directory(admin).addDomain('example.test');
   const rules = new PolicyRules(admin, 'mailyard:');
   await rules.set('smtpd_data_restrictions', ['check_authentication']);
+  await rules.set('smtpd_recipient_restrictions', ['check_policy_greylist']);
   admin.disconnect();
   const cfg = loadConfig(policySchema, {
     env: {},
@@ -43,6 +44,8 @@ before(async () => {
       dns_servers: dns.address,
       policy_delegation_enabled: false,
       greylist_auto_allow_authenticated: true,
+      greylist_auto_allow_fcrdns: false,
+      greylist_delay: '1s',
     },
   });
   ({ rt, policy } = await startPolicyService(cfg));
@@ -79,5 +82,45 @@ test(
     await policy.decide({ ...req, sessionId: `s${Math.random()}` }, message);
     const check = redis.client({ keyPrefix: 'mailyard:' });
     assert.equal(await check.exists(PolicyKeys.greylistAuthenticated('spf-pass.test')), 1);
+  },
+);
+
+test(
+  'Redis full: a sender greylisted before gets through on its retry; a new one is greylisted',
+  { timeout: 60_000 },
+  async () => {
+    await waitFor(() => policy.rulesVersion > 0, { what: 'the rules loaded' });
+    const rcpt = (sender: string) =>
+      policy.decide({
+        stage: 'rcpt',
+        origin: 'mta-inbound',
+        sessionId: `s${Math.random()}`,
+        client: { ip: '192.0.2.9', hostname: null, helo: 'mx.remote.test' },
+        sender,
+        recipient: 'alice@example.test',
+        recipients: [],
+      });
+    const first = await rcpt('early@remote.test');
+    const greylisted = `${first.reply?.code} ${first.reply?.enhanced}`;
+    assert.equal(first.action, 'tempfail');
+    assert.match(greylisted, /^45\d 4\.7\.1$/, 'greylisted');
+    const retryAt = Date.now() + 1100;
+    await waitFor(() => Date.now() > retryAt, { what: 'the greylisting delay over' });
+    await redis.whileFull(async () => {
+      const retry = await rcpt('early@remote.test');
+      assert.equal(retry.action, 'continue', `the retry: ${retry.reply?.text}`);
+      const fresh = await rcpt('new@remote.test');
+      assert.equal(
+        `${fresh.reply?.code} ${fresh.reply?.enhanced}`,
+        greylisted,
+        `a new sender: ${fresh.reply?.text}`,
+      );
+    });
+    // with room again the new sender's triplet is stored, and its retry counted from there
+    const later = await rcpt('new@remote.test');
+    assert.equal(`${later.reply?.code} ${later.reply?.enhanced}`, greylisted);
+    const laterAt = Date.now() + 1100;
+    await waitFor(() => Date.now() > laterAt, { what: 'the greylisting delay over' });
+    assert.equal((await rcpt('new@remote.test')).action, 'continue', 'its retry gets through');
   },
 );
