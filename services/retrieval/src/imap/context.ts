@@ -73,8 +73,11 @@ export interface ImapContext {
   /** Whether a password may be sent in the clear here (TLS, or a trusted network). */
   plaintextAllowed(): boolean;
   send(data: string): void;
-  /** Writes buffers with one writev and waits until the socket has taken them. */
-  sendBatch(bufs: Buffer[]): Promise<void>;
+  /**
+   * Writes buffers with one writev and waits until the socket has taken them; `partial`:
+   * they end inside a response (a FETCH line or its literal), which the next ones finish.
+   */
+  sendBatch(bufs: Buffer[], partial?: boolean): Promise<void>;
   /** Tagged OK, after the untagged updates of the selected folder. */
   ok(tag: string, text: string, opts?: OkOptions): Promise<void>;
   /** Our own change to a folder: wake our other sessions and other instances. */

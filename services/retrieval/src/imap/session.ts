@@ -226,9 +226,18 @@ export class ImapSession implements ImapContext {
     if (text) this.conn.write(text);
   }
 
-  async sendBatch(bufs: Buffer[]): Promise<void> {
+  async sendBatch(bufs: Buffer[], partial = false): Promise<void> {
+    // written a part at a time as the client takes them: cut inside until all are out
+    this.partial = true;
     await this.conn.writeDrained(bufs);
+    this.partial = partial;
   }
+
+  /**
+   * What was sent ends inside a response (a FETCH line, a literal): a line written now
+   * would be read as part of it, so close() writes none.
+   */
+  private partial = false;
 
   select(view: SelectedMailbox): void {
     this.selected = view;
@@ -898,10 +907,16 @@ export class ImapSession implements ImapContext {
     }
   }
 
+  /**
+   * Ends the connection with `last`; inside a response being sent (the end of a
+   * shutdown's grace, the autologout of a client that stopped reading a long FETCH) with
+   * nothing more, as Dovecot writes no BYE while a command holds the output: a BYE there
+   * would be read as part of a literal. The client sees the response cut and no OK.
+   */
   close(last?: string): void {
     if (this.mode.m === 'idle') this.mode.stop();
     this.mode = { m: 'closed' };
-    this.conn.end(last);
+    this.conn.end(this.partial ? undefined : last);
     this.cleanup();
   }
 

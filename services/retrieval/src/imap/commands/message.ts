@@ -130,9 +130,10 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
   // one socket write per message costs more than rendering it
   const batch = new ResponseBatch();
   const push = (p: Piece) => batch.push(p);
-  const flush = async () => {
+  // partial: the batch ends inside a message's response, which the next one finishes
+  const flush = async (partial = false) => {
     const bufs = batch.take();
-    if (bufs.length) await s.sendBatch(bufs);
+    if (bufs.length) await s.sendBatch(bufs, partial);
   };
   // headers for ENVELOPE (and INTERNALDATE, HEADER.FIELDS the index keeps) are read, or
   // found in the index, a few hundred messages at a time: the files are read together,
@@ -183,7 +184,7 @@ async function runFetch(s: SelectedContext, tag: string, a: FetchArgs, name: str
             line = '';
             push(c);
             if (batch.length >= FETCH_FLUSH) {
-              await flush();
+              await flush(true);
               begun = true;
             }
           }

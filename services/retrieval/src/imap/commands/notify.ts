@@ -454,7 +454,7 @@ export class Watch implements NotifyWatcher {
         for (const p of body) {
           batch.push(p);
           if (batch.length >= FLUSH_BYTES) {
-            await s.sendBatch(batch.take());
+            await s.sendBatch(batch.take(), true);
             begun = true;
           }
         }
