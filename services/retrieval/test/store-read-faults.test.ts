@@ -5,9 +5,10 @@
 // A NOTIFY session told of a change while the store cannot be read hears of it once the
 // store can, without another change to wake it.
 import assert from 'node:assert/strict';
-import { lstatSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { lstatSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { EventKeys } from '@mailyard/contracts';
 import { accountDir, folderDir } from '@mailyard/mailstore';
 import { waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
@@ -124,5 +125,58 @@ test(
     // no other change, no IDLE: the session tries again on its own
     const told = await watcher.until(/^\* LIST [^\r\n]*Work/m, 60_000);
     assert.match(told, /^\* LIST \(\) "\/" "?Work"?\r$/m);
+  },
+);
+
+test(
+  'new mail in a folder NOTIFY could not read is told once the store reads again, with no other change',
+  { timeout: 120_000 },
+  async (t) => {
+    const user = 'notify-status-retry@example.test';
+    await addAccount(p.directory, user);
+    const { logger, lines } = capturingLogger();
+    const r2 = await startRetrieval(p, {}, { logger });
+    t.after(() => r2.stop());
+    // changes are made through the other instance, as another client's or a delivery's
+    const other = await RawImap.loggedIn(r.ports.imap, user, PASSWORD);
+    t.after(() => other.socket.destroy());
+    assert.match(await other.cmd('c', 'CREATE Work'), /^c OK/m);
+    const watcher = await RawImap.loggedIn(r2.ports.imap, user, PASSWORD);
+    t.after(() => watcher.socket.destroy());
+    const set = await watcher.cmd('n', 'NOTIFY SET STATUS (personal (MessageNew MessageExpunge))');
+    assert.match(set, /^\* STATUS "?Work"? \(MESSAGES 0 /m);
+    assert.match(set, /^n OK/m);
+    const work = folderDir(p.maildir, user, 'Work');
+    const cur = join(work, 'cur');
+    // a symlink loop: every look at cur/ fails (ELOOP), as on a failing disk (EIO)
+    await whileBroken(cur, cur, async () => {
+      // a message delivered to Work (new/ is not cur/), and the delivery's event
+      writeFileSync(
+        join(work, 'new', '1736157600.M1P1.test'),
+        'From: a@remote.example\r\nSubject: meanwhile\r\n\r\nhello\r\n',
+      );
+      await r.rt.bus.publishEvent(EventKeys.mailboxChanged, {
+        v: 1,
+        account: user,
+        folder: 'Work',
+        queueId: null,
+        at: new Date().toISOString(),
+        kind: 'messages',
+      });
+      // then a change of a folder that reads: its STATUS comes after the session tried Work
+      const mail = 'Subject: x\r\n\r\nlater\r\n';
+      other.send(`a APPEND INBOX {${mail.length}}\r\n`);
+      await other.until(/^\+/m);
+      other.send(`${mail}\r\n`);
+      assert.match(await other.until(/^a (OK|NO|BAD)/m), /^a OK/m);
+      await watcher.until(/^\* STATUS "?INBOX"? \(MESSAGES 1 /m, 60_000);
+    });
+    // no other change, no IDLE: the session reads Work again on its own
+    const told = await watcher.until(/^\* STATUS "?Work"?/m, 60_000);
+    assert.match(told, /^\* STATUS "?Work"? \(MESSAGES 1 UIDNEXT 2 UNSEEN 1\)\r$/m);
+    assert.ok(
+      lines.some((l) => l.msg === 'NOTIFY update failed'),
+      'Work was read while it could not be',
+    );
   },
 );

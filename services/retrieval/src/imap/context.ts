@@ -26,8 +26,14 @@ export interface NotifyWatcher {
   takeSelected(name: string): boolean;
   /** Whether changes are waiting to be told (`selected`: the selected folder's name, if any). */
   waiting(selected: string | null): boolean;
-  /** LIST and STATUS responses for what changed since the last call. */
+  /**
+   * LIST and STATUS responses for what changed since the last call; throws when the
+   * folder list cannot be read. A folder whose counters cannot be read is left waiting,
+   * and `unread` says why: the others are told, that one after another call.
+   */
   collect(s: AuthedContext): Promise<string[]>;
+  /** Why the last collect() left a folder's change waiting (the store unreadable); null: it did not. */
+  readonly unread: Error | null;
   /** Sends the FETCH responses MessageNew asks for, for messages new in the selected folder. */
   fetchNew(s: SelectedContext, uids: number[]): Promise<void>;
 }

@@ -895,6 +895,7 @@ export class ImapSession implements ImapContext {
   /** One collection of NOTIFY's events, and the selected mailbox's updates they call for. */
   private async notifyRound(w: NotifyWatcher): Promise<void> {
     const lines = await w.collect(this as AuthedContext);
+    const unread = w.unread;
     if (lines.length) this.send(lines.join('\r\n') + '\r\n');
     const view = this.selected;
     if (view && w.takeSelected(view.name) && (w.selected || this.mode.m === 'idle')) {
@@ -905,6 +906,9 @@ export class ImapSession implements ImapContext {
       if (fresh.length && w.selected?.fetch && this.selected === view)
         await w.fetchNew(this as SelectedContext, fresh);
     }
+    // a folder whose counters could not be read is still waiting: the rest told, the round
+    // fails and is tried again after a delay (pushNotifications), as when the list fails
+    if (unread !== null) throw unread;
   }
 
   /**

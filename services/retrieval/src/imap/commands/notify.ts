@@ -14,7 +14,7 @@ import {
   type FetchItem,
   type Token,
 } from '@mailyard/imap-core';
-import type { MessageInfo } from '@mailyard/mailstore';
+import { FolderError, FolderGoneError, type MailFolder, type MessageInfo } from '@mailyard/mailstore';
 import type { FolderChange } from '../../notifier.js';
 import type { AuthedContext, NotifyWatcher, SelectedContext } from '../context.js';
 import { gatherFetch, planFetch, renderFetch } from '../fetch.js';
@@ -141,9 +141,20 @@ interface Counts {
 }
 const COUNT_ITEMS = ['MESSAGES', 'UIDNEXT', 'UIDVALIDITY', 'UNSEEN', 'HIGHESTMODSEQ'] as const;
 
+/**
+ * The folder's counters; null when it is gone (deleted meanwhile) or a name the store
+ * cannot hold: nothing to tell. A store that cannot be read now (EIO, a folder it may not
+ * read) throws: the change is not lost but told once it reads again.
+ */
 async function counts(s: AuthedContext, name: string): Promise<Counts | null> {
+  let f: MailFolder;
   try {
-    const f = s.mailbox.folder(name);
+    f = s.mailbox.folder(name);
+  } catch (err) {
+    if (err instanceof FolderError) return null;
+    throw err;
+  }
+  try {
     if (!(await f.exists())) return null;
     const snap = await f.snapshot();
     return {
@@ -153,10 +164,17 @@ async function counts(s: AuthedContext, name: string): Promise<Counts | null> {
       UNSEEN: snap.messages.filter((m) => !m.flags.includes('\\Seen')).length,
       HIGHESTMODSEQ: snap.highestModseq,
     };
-  } catch {
-    // a folder deleted meanwhile, or a name the store cannot hold: nothing to tell
-    return null;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (err instanceof FolderGoneError || code === 'ENOENT' || code === 'ENOTDIR') return null;
+    throw err;
   }
+}
+
+/** Counts for a baseline only (what later STATUS responses compare with): none when unreadable. */
+function baseline(s: AuthedContext, name: string): Promise<Counts | null> {
+  // without one, the folder's next change is told with all its counters: nothing is lost
+  return counts(s, name).catch(() => null);
 }
 
 /** The registration of one session: its groups, what it last told, what waits to be told. */
@@ -241,7 +259,7 @@ export class Watch implements NotifyWatcher {
       const g = this.groupOf(name, this.subs.has(name));
       // STATUS only where message events are asked for (a MailboxName group has none)
       if (!g || !MESSAGE_EVENTS.some((e) => g.events.has(e))) continue;
-      const c = await counts(s, name);
+      const c = await baseline(s, name);
       if (!c) continue;
       this.told.set(name, c);
       if (status) lines.push(this.statusLine(s, name, this.statusItems(), c));
@@ -278,7 +296,11 @@ export class Watch implements NotifyWatcher {
     return this.touched.has(name) || this.touched.has('');
   }
 
+  /** Why the last collect() left a folder's change waiting; null: it told all (NotifyWatcher). */
+  unread: Error | null = null;
+
   async collect(s: AuthedContext): Promise<string[]> {
+    this.unread = null;
     const lines: string[] = [];
     if (this.listDirty) {
       this.listDirty = false;
@@ -290,7 +312,16 @@ export class Watch implements NotifyWatcher {
       if (name === s.selected?.name || !this.folders.has(name)) continue;
       const g = this.groupOf(name, this.subs.has(name));
       if (!g) continue;
-      const c = await counts(s, name);
+      let c: Counts | null;
+      try {
+        c = await counts(s, name);
+      } catch (err) {
+        // the store cannot read the folder now: its change waits for the next collection
+        // (the session tries again), the other folders' are told
+        this.dirty.add(name);
+        this.unread ??= err instanceof Error ? err : new Error(String(err));
+        continue;
+      }
       if (!c) continue;
       const was = this.told.get(name);
       this.told.set(name, c);
@@ -349,7 +380,7 @@ export class Watch implements NotifyWatcher {
       }
       this.folders.add(name);
       // a folder new to the client is told as LIST only; STATUS compares with this from now on
-      const c = await counts(s, name);
+      const c = await baseline(s, name);
       if (c) this.told.set(name, c);
     };
     // renames first: an event of the old name that arrives late (a subscription's echo
