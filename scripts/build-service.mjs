@@ -14,7 +14,17 @@
 // the same lockfile lays out node_modules identically.
 import { build } from 'esbuild';
 import { builtinModules } from 'node:module';
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, symlinkSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 
 const serviceDir = realpathSync(process.cwd());
@@ -88,8 +98,16 @@ if (
   fail(`${outDir} is not empty and holds no earlier build; not removing it`);
 }
 rmSync(outDir, { recursive: true, force: true });
+// When the build started, by the file system's clock (the one that stamps a saved file):
+// scripts/bundle-current.mjs takes a file changed since then, even while esbuild ran, as
+// possibly not in the bundle. The file is rewritten with the inputs once the build is done.
+const inputsFile = join(outDir, 'build-inputs.json');
+mkdirSync(outDir, { recursive: true });
+writeFileSync(inputsFile, '{}\n');
+const startedMs = statSync(inputsFile).mtimeMs;
+let metafile;
 try {
-  await build({
+  ({ metafile } = await build({
     entryPoints: [entry],
     outfile: join(outDir, 'main.js'),
     bundle: true,
@@ -103,7 +121,10 @@ try {
     },
     plugins: [externalThirdParty],
     logLevel: 'warning',
-  });
+    // Every file the build read, including those that add no code (a re-export index.ts),
+    // which the source map leaves out.
+    metafile: true,
+  }));
 } catch {
   // esbuild has already printed the errors with their locations.
   fail(`${serviceName}: build failed`);
@@ -116,6 +137,12 @@ for (const [name, { dir }] of [...externals].sort(([a], [b]) => a.localeCompare(
   mkdirSync(dirname(link), { recursive: true });
   symlinkSync(relative(dirname(link), dir), link, 'dir');
 }
+// Relative to the bundle, as the source map's paths are.
+const inputs = [
+  ...Object.keys(metafile.inputs).map((p) => resolve(p)), // relative to the working directory
+  join(serviceDir, 'package.json'),
+].map((p) => relative(realpathSync(outDir), p));
+writeFileSync(inputsFile, `${JSON.stringify({ startedMs, inputs }, null, 2)}\n`);
 process.stdout.write(
   `${serviceName}: ${relative(resolve(serviceDir, '../..'), join(outDir, 'main.js'))} ` +
     `(external: ${[...externals.keys()].sort().join(', ') || 'none'})\n`,

@@ -1,38 +1,43 @@
-// Whether a bundle built by scripts/build-service.mjs is current: newer than every source
-// it was built from (the sources its map names) and than what decides the rest of it (the
+// Whether a bundle built by scripts/build-service.mjs is current: every file the build read
+// (dist/build-inputs.json lists them, with the re-export files that add no code and so are
+// missing from the source map), the package's manifest and what decides the rest of it (the
 // lockfile and patches, which pick the third-party code it loads through dist/node_modules,
-// the package's manifest and the build script), with each of those links still leading
-// somewhere. A checkout runs a current bundle where it can: it starts in a third of the time
-// tsx takes to compile the same sources. Anything else (a source edited or pulled since the
-// build, an install since, no build) is not current.
+// and the build script) are still there and unchanged since the build STARTED, with each of
+// those links still leading somewhere. A file saved while the build ran may or may not be in
+// the bundle, so it makes the bundle stale too. A checkout runs a current bundle where it
+// can: it starts in a third of the time tsx takes to compile the same sources. Anything else
+// (a source edited or pulled since the build, an install since, no build, a build from
+// before the list was written) is not current.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 const repoRoot = new URL('..', import.meta.url).pathname;
 
-/** @param {string} distDir the bundle's directory (dist/main.js and dist/main.js.map) */
+/** @param {string} distDir the bundle's directory (dist/main.js and dist/build-inputs.json) */
 export function bundleIsCurrent(distDir) {
   try {
-    const built = statSync(join(distDir, 'main.js')).mtimeMs;
-    const { sources } = JSON.parse(readFileSync(join(distDir, 'main.js.map'), 'utf8'));
-    const inputs = [
-      ...sources.map((s) => join(distDir, s)),
-      join(distDir, '..', 'package.json'),
+    const { startedMs, inputs } = JSON.parse(readFileSync(join(distDir, 'build-inputs.json'), 'utf8'));
+    if (typeof startedMs !== 'number' || !Array.isArray(inputs) || !inputs.length) return false;
+    // written after the build started: a bundle from before the list was, or a broken one
+    if (!(statSync(join(distDir, 'main.js')).mtimeMs >= startedMs)) return false;
+    const files = [
+      ...inputs.map((p) => join(distDir, p)),
       join(repoRoot, 'pnpm-lock.yaml'),
       join(repoRoot, 'patches'),
       ...readdirSync(join(repoRoot, 'patches')).map((p) => join(repoRoot, 'patches', p)),
       join(repoRoot, 'scripts', 'build-service.mjs'),
     ];
-    // strictly older: a source saved while the build ran may not be in it
-    if (!inputs.every((p) => statSync(p).mtimeMs < built)) return false;
+    // strictly older than the start: one saved while esbuild ran may not be in the bundle
+    if (!files.every((p) => statSync(p).mtimeMs < startedMs)) return false;
     const links = join(distDir, 'node_modules');
+    if (!existsSync(links)) return true; // nothing third-party to load
     return readdirSync(links).every((name) =>
       name.startsWith('@')
         ? readdirSync(join(links, name)).every((sub) => existsSync(join(links, name, sub)))
         : existsSync(join(links, name)),
     );
   } catch {
-    // no bundle, no map, or a source it names is gone
+    // no bundle, no list of its inputs, or a file it names is gone
     return false;
   }
 }
