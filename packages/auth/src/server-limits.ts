@@ -34,17 +34,21 @@ const LOG_INTERVAL_MS = 60_000;
 
 /**
  * Connection limits of an internet-facing HTTP(S) server, as nginx's limit_conn and
- * worker_connections: over the total, a new connection is closed at once (Node's
- * maxConnections: refusing must cost less than serving); over its address's limit, a
- * connection is kept until its first request, which the server answers 503 (isOver),
- * so that the client reads why. Every refusal is counted, and logged at most once a
- * minute per client.
+ * worker_connections: over the total, a new connection is closed at once (refusing must
+ * cost less than serving); over its address's limit, a connection is kept until its first
+ * request, which the server answers 503 (isOver), so that the client reads why. Such a
+ * connection holds no place in the total: one address opening connection after connection
+ * would otherwise fill it and shut out every other client. Those kept to be refused are
+ * at most as many as the total, of all addresses; past that one is closed at once. Every
+ * refusal is counted, and logged at most once a minute per client.
  */
 export function limitServerConnections(server: Server, opts: ServerLimitsOptions): ServerLimits {
   const now = opts.now ?? Date.now;
   const slots = new LocalSlots();
   // connections over their address's limit, by remote address and port (one TCP connection)
   const over = new Set<string>();
+  // connections admitted, the ones the total counts
+  let admitted = 0;
   const logged = new Map<string, number>();
   const id = (socket: Socket) => `${socket.remoteAddress}|${socket.remotePort}`;
 
@@ -62,17 +66,33 @@ export function limitServerConnections(server: Server, opts: ServerLimitsOptions
     );
   };
 
-  if (opts.total > 0) server.maxConnections = opts.total;
-  // Node closes a connection over maxConnections itself and says so here
+  // Node closes a connection past maxConnections before it makes a socket of it, the
+  // cheapest refusal: when both the admitted and those kept to be refused are full
+  if (opts.total > 0) server.maxConnections = opts.perClient ? 2 * opts.total : opts.total;
   server.on('drop', (data?: { remoteAddress?: string }) =>
     refused('total', clientKey(data?.remoteAddress ?? 'unknown')),
   );
+  const admit = (socket: Socket, key: string, release?: () => void) => {
+    if (opts.total > 0 && admitted >= opts.total) {
+      release?.();
+      socket.destroy();
+      refused('total', key);
+      return;
+    }
+    admitted++;
+    socket.once('close', () => {
+      admitted--;
+      release?.();
+    });
+  };
   server.on('connection', (socket: Socket) => {
     const addr = socket.remoteAddress;
-    if (!opts.perClient || addr === undefined || opts.uncounted?.(addr)) return;
-    const key = clientKey(addr);
-    if (slots.takeNow(key, opts.perClient)) {
-      socket.once('close', () => slots.give(key));
+    const key = clientKey(addr ?? 'unknown');
+    if (!opts.perClient || addr === undefined || opts.uncounted?.(addr)) return admit(socket, key);
+    if (slots.takeNow(key, opts.perClient)) return admit(socket, key, () => slots.give(key));
+    if (opts.total > 0 && over.size >= opts.total) {
+      socket.destroy();
+      refused('client', key);
       return;
     }
     const conn = id(socket);

@@ -178,6 +178,35 @@ test('one address past its connection limit gets 503; its slots come back', { ti
   }
 });
 
+test(
+  "one address's connections past its limit leave the total to others: the CA is answered",
+  { timeout: 60_000 },
+  async () => {
+    const { port, refused } = await start({ perClient: 2, total: 5 });
+    await r.redis.set(`acme:http-01:${TOKEN}`, `${TOKEN}.thumbprint`);
+    // one address opens twice the total, and sends nothing
+    const held = await Promise.all(Array.from({ length: 10 }, () => open(port)));
+    try {
+      await waitFor(() => refused.length === 8, { what: 'the eight past the limit refused' });
+      // the CA validates from another address
+      const ca = await new Promise<Socket>((resolve, reject) => {
+        const s = connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' }, () => resolve(s));
+        s.once('error', reject);
+      });
+      const closed = untilClosed(ca);
+      ca.write(
+        `GET /.well-known/acme-challenge/${TOKEN} HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`,
+      );
+      const { text } = await closed;
+      assert.match(text, /^HTTP\/1\.1 200 /);
+      assert.ok(text.includes(`${TOKEN}.thumbprint`), text);
+      assert.ok(!refused.includes('total'), `refused: ${refused.join(' ')}`);
+    } finally {
+      for (const s of held) s.destroy();
+    }
+  },
+);
+
 test('past the total a new connection is closed at once, and counted', { timeout: 60_000 }, async () => {
   const { port, refused } = await start({ perClient: 0, total: 4 });
   const held = await Promise.all([1, 2, 3, 4].map(() => open(port)));

@@ -126,6 +126,49 @@ test(
 );
 
 test(
+  "one address's connections past its limit leave CONNECTION_LIMIT to others",
+  { timeout: 60_000 },
+  async () => {
+    const registry = createRegistry('webmail');
+    const w = await t.another(
+      { trusted_proxies: '', client_connection_limit: 2, connection_limit: 5 },
+      { registry },
+    );
+    // one address opens twice the total, and sends nothing
+    const held = await Promise.all(
+      Array.from(
+        { length: 10 },
+        () =>
+          new Promise<Socket>((resolve, reject) => {
+            const s = netConnect(w.port, '127.0.0.1', () => resolve(s));
+            s.once('error', reject);
+          }),
+      ),
+    );
+    try {
+      await waitFor(
+        async () => (await metric(registry, 'client')) + (await metric(registry, 'total')) === 8,
+        {
+          what: 'the eight past the limit refused',
+        },
+      );
+      // another client is served
+      const other = await new Promise<TLSSocket>((resolve, reject) => {
+        const raw = netConnect({ port: w.port, host: '127.0.0.1', localAddress: '127.0.0.2' });
+        const s = tlsConnect({ socket: raw, ca: t.ca, servername: HOST }, () => resolve(s));
+        s.once('error', reject);
+      });
+      const answer = untilClosed(other);
+      other.write(`GET /api/no-such-thing HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`);
+      assert.match((await answer).text, /^HTTP\/1\.1 404 /);
+      assert.equal(await metric(registry, 'total'), 0);
+    } finally {
+      for (const s of held) s.destroy();
+    }
+  },
+);
+
+test(
   'behind a trusted proxy the limit counts the forwarded address, not the proxy',
   { timeout: 60_000 },
   async () => {
