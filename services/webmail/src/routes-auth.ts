@@ -97,8 +97,9 @@ export function registerAuthRoutes(app: FastifyInstance, ctx: Ctx): void {
     }
     const second = ctx.secondFactor ? await ctx.secondFactor.enabled(res.account) : false;
     // the session this browser held (an earlier login, perhaps of another account, or one
-    // planted in it) ends now rather than at its timeout: the new login replaces it
-    await sessions.destroy(req.cookies[SESSION_COOKIE]);
+    // planted in it) ends now rather than at its timeout: the new login replaces it (a
+    // renewed session's old id ends only when this is its client's address)
+    await sessions.destroy(req.cookies[SESSION_COOKIE], req.ip);
     const { id, session } = await sessions.create(
       res.account,
       second ? 'second-factor' : 'complete',

@@ -80,14 +80,18 @@ export function sameToken(a: string | undefined, b: string | undefined): boolean
 /**
  * Ends a session (KEYS[1]) and the other id of its renewal, either way (renewedFrom,
  * renewedAs: keys as the client names them, ARGV[1] the key prefix): the old id of a
- * session renewed by a new password, in its grace, or the new id of an old one. A single
- * Redis, as the platform runs, not a cluster.
+ * session renewed by a new password, in its grace, or the new id of an old one. An old
+ * id sent from an address (ARGV[2]) other than its client's is no session of that sender:
+ * it is left as it is, and so is the renewed one. A single Redis, as the platform runs,
+ * not a cluster.
  */
 const DESTROY = `
 local raw = redis.call('GET', KEYS[1])
-redis.call('DEL', KEYS[1])
 if not raw then return 0 end
 local ok, s = pcall(cjson.decode, raw)
+if ok and type(s) == 'table' and ARGV[2] ~= '' and type(s.retiredFor) == 'string'
+  and s.retiredFor ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
 if not ok or type(s) ~= 'table' then return 1 end
 if type(s.renewedFrom) == 'string' then redis.call('DEL', ARGV[1] .. s.renewedFrom) end
 if type(s.renewedAs) == 'string' then redis.call('DEL', ARGV[1] .. s.renewedAs) end
@@ -360,10 +364,13 @@ export class SessionStore {
 
   /**
    * Ends the session of `id` (a logout, a new login of the browser), and the other id of
-   * its renewal by a new password: the old one, still in its grace, or the new one.
+   * its renewal by a new password: the old one, still in its grace, or the new one. Sent
+   * from `ip` (a login, whose cookie nothing checked), a renewed session's old id from
+   * another address than its client's ends nothing: a copy of it elsewhere does not log
+   * the user out.
    */
-  async destroy(id: string | undefined): Promise<void> {
+  async destroy(id: string | undefined, ip = ''): Promise<void> {
     if (id && id.length <= 100)
-      await this.redis.eval(DESTROY, 1, this.key(id), this.redis.options.keyPrefix ?? '');
+      await this.redis.eval(DESTROY, 1, this.key(id), this.redis.options.keyPrefix ?? '', ip);
   }
 }

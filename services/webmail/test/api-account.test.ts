@@ -277,6 +277,33 @@ test(
 );
 
 test(
+  'a new password, then a login elsewhere sent with the old cookie: the new one goes on',
+  { timeout: 60_000 },
+  async () => {
+    const account = 'ora@example.test';
+    await addAccount(t.p.directory, account);
+    const c = await longGraceClient();
+    assert.equal((await c.login(account)).status, 200);
+    // a copy of the cookie elsewhere, perhaps the reason for the new password
+    const stolen = copyOf(c);
+    const oldCookie = stolen.cookies.get('__Host-mailyard_session')!;
+    await newPassword(c);
+    // its holder logs in to an account of their own, sending the old cookie with it
+    const s = await stolen.get('/api/session');
+    stolen.csrf = s.json.loginToken;
+    stolen.cookies.set('__Host-mailyard_session', oldCookie);
+    const login = await stolen.post('/api/login', { username: 'alice@example.test', password: PASSWORD });
+    assert.equal(login.status, 200, login.text);
+    // the user stays logged in; the old cookie is still no good elsewhere
+    const read = await c.get('/api/folders');
+    assert.equal(read.status, 200, `the renewed session goes on: ${read.text}`);
+    const copy = copyOf(stolen);
+    copy.cookies.set('__Host-mailyard_session', oldCookie);
+    assert.equal((await copy.get('/api/folders')).status, 401);
+  },
+);
+
+test(
   'a second new password sent with the old cookie in its grace does not lengthen that grace',
   { timeout: 120_000 },
   async () => {
