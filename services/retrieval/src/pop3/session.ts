@@ -71,6 +71,12 @@ const MAX_LINE = 1024;
 /** Bytes of a message read, and at most waiting for the client, at a time (RETR, TOP). */
 const PIECE = 64 * 1024;
 
+/**
+ * How long a session whose credential was revoked may go on sending the message it is
+ * sending, so that a small one still ends whole with its -ERR [AUTH]; then it is cut.
+ */
+const REVOKED_GRACE = 3_000;
+
 export class Pop3Session {
   readonly id = randomBytes(6).toString('base64url');
   state: Pop3State = 'authorization';
@@ -119,7 +125,7 @@ export class Pop3Session {
     // a client still reading a long answer is not idle (Dovecot counts output too): on a
     // slow link a large RETR may take longer than the autologout after its command
     this.conn.onDrain = () => {
-      if (!this.closed) this.touch();
+      if (!this.closed && this.ending === null) this.touch();
     };
     this.touch();
     this.loginTimer = setTimeout(() => {
@@ -200,14 +206,22 @@ export class Pop3Session {
   /** The -ERR that ends the session once the message being sent is whole. */
   private ending: string | null = null;
 
+  /** Cuts a message still being sent REVOKED_GRACE after the session was ended. */
+  private endTimer: NodeJS.Timeout | null = null;
+
   /**
    * Ends the session with `last` from outside its commands (its credential revoked): at
    * once, but after the message being sent, so that the line does not land inside it; the
-   * commands queued after it are dropped (a QUIT among them deletes nothing).
+   * commands queued after it are dropped (a QUIT among them deletes nothing). A message
+   * not sent within REVOKED_GRACE is cut without a closing line, as a shutdown cuts it: a
+   * client reading slowly must not keep a revoked session, and the mailbox lock, for as
+   * long as it takes to read the message.
    */
   private end(last: string): void {
-    if (this.sending) this.ending = last;
-    else this.close(last);
+    if (!this.sending) return this.close(last);
+    this.ending = last;
+    this.endTimer ??= setTimeout(() => this.close(), REVOKED_GRACE);
+    this.endTimer.unref();
   }
 
   /**
@@ -581,6 +595,7 @@ export class Pop3Session {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     if (this.loginTimer) clearTimeout(this.loginTimer);
+    if (this.endTimer) clearTimeout(this.endTimer);
     this.unwatchCredential?.();
     this.errors.close();
     if (this.user) this.deps.limits.closeAccount(this.user);
