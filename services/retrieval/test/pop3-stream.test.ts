@@ -37,7 +37,7 @@ function expected(data: Buffer, top: number | null): string {
     } else if (left !== null && --left === 0) return out + '.\r\n';
   }
   if (rest !== '') out += (rest.startsWith('.') ? '.' : '') + rest + '\r\n';
-  else if (out === '') out = '\r\n';
+  // an empty message: no line at all (RFC 1939 §3), only the "."
   return out + '.\r\n';
 }
 

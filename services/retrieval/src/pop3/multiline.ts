@@ -17,8 +17,8 @@ export class MultilineBody {
   private lineStart = true;
   /** Bytes of the line being read so far, across pieces. */
   private lineBytes = 0;
-  /** The last byte fed, across pieces; -1 before the first. */
-  private last = -1;
+  /** The last byte fed, across pieces; before the first, LF: an empty message has no line to end. */
+  private last = LF;
   /** In the header (TOP: until the empty line that ends it). */
   private inHeader: boolean;
 
