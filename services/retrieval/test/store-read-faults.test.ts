@@ -180,3 +180,62 @@ test(
     );
   },
 );
+
+test(
+  'a folder NOTIFY can never read is given up, not tried every 30 s for the whole session',
+  { timeout: 120_000 },
+  async (t) => {
+    const user = 'notify-status-never@example.test';
+    await addAccount(p.directory, user);
+    const { logger, lines } = capturingLogger();
+    const r2 = await startRetrieval(p, {}, { logger });
+    t.after(() => r2.stop());
+    const other = await RawImap.loggedIn(r.ports.imap, user, PASSWORD);
+    t.after(() => other.socket.destroy());
+    assert.match(await other.cmd('c', 'CREATE Work'), /^c OK/m);
+    const watcher = await RawImap.loggedIn(r2.ports.imap, user, PASSWORD);
+    t.after(() => watcher.socket.destroy());
+    const set = await watcher.cmd('n', 'NOTIFY SET STATUS (personal (MessageNew MessageExpunge))');
+    assert.match(set, /^n OK/m);
+    const work = folderDir(p.maildir, user, 'Work');
+    const changed = (folder: string) =>
+      r.rt.bus.publishEvent(EventKeys.mailboxChanged, {
+        v: 1,
+        account: user,
+        folder,
+        queueId: null,
+        at: new Date().toISOString(),
+        kind: 'messages',
+      });
+    // new/ a link to a name too long for the file system: every look at it fails with
+    // ENAMETOOLONG, which no retry mends (as EACCES)
+    await whileBroken(join(work, 'new'), 'x'.repeat(300), async () => {
+      writeFileSync(
+        join(work, 'cur', '1736157600.M2P1.test:2,'),
+        'From: a@remote.example\r\nSubject: never\r\n\r\nhello\r\n',
+      );
+      await changed('Work');
+      await waitFor(() => lines.some((l) => l.msg === 'NOTIFY gave up telling a folder it cannot read'), {
+        what: 'NOTIFY giving up on Work',
+        timeoutMs: 60_000,
+      });
+      // the session goes on, and tells the other folders' changes
+      const mail = 'Subject: x\r\n\r\nlater\r\n';
+      other.send(`a APPEND INBOX {${mail.length}}\r\n`);
+      await other.until(/^\+/m);
+      other.send(`${mail}\r\n`);
+      assert.match(await other.until(/^a (OK|NO|BAD)/m), /^a OK/m);
+      await watcher.until(/^\* STATUS "?INBOX"? \(MESSAGES 1 /m, 60_000);
+    });
+    assert.ok(
+      !lines.some((l) => l.msg === 'NOTIFY update failed'),
+      'no update failed, to be tried again every 30 s',
+    );
+    // a later change of Work, once it reads, is told
+    await changed('Work');
+    assert.match(
+      await watcher.until(/^\* STATUS "?Work"?/m, 60_000),
+      /^\* STATUS "?Work"? \(MESSAGES 1 UIDNEXT 2 UNSEEN 1\)\r$/m,
+    );
+  },
+);

@@ -141,10 +141,19 @@ interface Counts {
 }
 const COUNT_ITEMS = ['MESSAGES', 'UIDNEXT', 'UIDVALIDITY', 'UNSEEN', 'HIGHESTMODSEQ'] as const;
 
+/** Failures that reading again does not mend: a change of such a folder is not tried again. */
+const UNREADABLE_FOR_GOOD = new Set(['EACCES', 'EPERM', 'ENAMETOOLONG']);
+/**
+ * Reads of a folder's counters that may fail in a row (with the session's backoff, some
+ * minutes) before its change is given up; its next change is tried afresh.
+ */
+const MAX_UNREAD_TRIES = 10;
+
 /**
  * The folder's counters; null when it is gone (deleted meanwhile) or a name the store
  * cannot hold: nothing to tell. A store that cannot be read now (EIO, a folder it may not
- * read) throws: the change is not lost but told once it reads again.
+ * read) throws: the change is not lost but told once it reads again, unless it never
+ * will (see UNREADABLE_FOR_GOOD, MAX_UNREAD_TRIES).
  */
 async function counts(s: AuthedContext, name: string): Promise<Counts | null> {
   let f: MailFolder;
@@ -202,6 +211,8 @@ export class Watch implements NotifyWatcher {
   >();
   /** Folders whose messages changed since the session last brought its selected view up to date. */
   private touched = new Set<string>();
+  /** Folders whose counters could not be read, with how many times in a row. */
+  private unreadTries = new Map<string, number>();
 
   constructor(groups: Group[]) {
     this.selectedGroup = groups.find((g) => g.filter.startsWith('selected')) ?? null;
@@ -316,12 +327,22 @@ export class Watch implements NotifyWatcher {
       try {
         c = await counts(s, name);
       } catch (err) {
+        const tries = (this.unreadTries.get(name) ?? 0) + 1;
+        if (UNREADABLE_FOR_GOOD.has((err as NodeJS.ErrnoException).code ?? '') || tries >= MAX_UNREAD_TRIES) {
+          // a folder that will not read however often it is tried: its change is dropped
+          // rather than tried, and logged, every 30 s for the rest of the session
+          this.unreadTries.delete(name);
+          s.log.warn({ err, folder: name, tries }, 'NOTIFY gave up telling a folder it cannot read');
+          continue;
+        }
         // the store cannot read the folder now: its change waits for the next collection
         // (the session tries again), the other folders' are told
+        this.unreadTries.set(name, tries);
         this.dirty.add(name);
         this.unread ??= err instanceof Error ? err : new Error(String(err));
         continue;
       }
+      this.unreadTries.delete(name);
       if (!c) continue;
       const was = this.told.get(name);
       this.told.set(name, c);
@@ -376,6 +397,7 @@ export class Watch implements NotifyWatcher {
       if (!exists) {
         this.folders.delete(name);
         this.told.delete(name);
+        this.unreadTries.delete(name);
         return;
       }
       this.folders.add(name);
