@@ -25,6 +25,15 @@ import type { PolicyConfig } from './config.js';
 import { startDelegationServer } from './delegation.js';
 import { createDnsMonitor } from './dns-monitor.js';
 
+/**
+ * Runs when Redis is at its maxmemory (allow-oom): one field of a kilobyte per running
+ * instance, taken back by stop(). Refused, an instance restarted while Redis is full
+ * would not start, and without a policy service the intakes defer every message.
+ */
+const PUBLISH_SETTINGS = `#!lua flags=allow-oom
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1`;
+
 export interface PolicyDeps {
   bus: Bus;
   redis: Redis;
@@ -162,7 +171,13 @@ export function buildPolicy(config: PolicyConfig, deps: PolicyDeps): PolicyServi
     async start() {
       await reload('start');
       // the settings an intake decides cheap stages with; announced like a rule change
-      await redis.hset(PolicyKeys.engineConfig, instance, JSON.stringify(engineSettings(config)));
+      await redis.eval(
+        PUBLISH_SETTINGS,
+        1,
+        PolicyKeys.engineConfig,
+        instance,
+        JSON.stringify(engineSettings(config)),
+      );
       await redis.publish(store.channel, 'engine-config');
       // every change to the rules is announced on the channel; reload on each
       // subscribed by hand on every connect, then loaded again: announcements missed

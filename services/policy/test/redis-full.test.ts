@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { loadConfig } from '@mailyard/config';
-import type { PolicyRequestInput } from '@mailyard/contracts';
+import { PolicyRpc, type PolicyRequestInput } from '@mailyard/contracts';
 import { Directory } from '@mailyard/directory';
 import { PolicyKeys, PolicyRules } from '@mailyard/policy-rules';
-import type { Runtime } from '@mailyard/runtime';
+import { createRuntime, type Runtime } from '@mailyard/runtime';
 import {
   createVhost,
   startDnsServer,
@@ -16,7 +16,7 @@ import {
   type TestDnsServer,
   type TestVhost,
 } from '@mailyard/testkit';
-import { policySchema, type PolicyService } from '../src/index.js';
+import { buildPolicy, defaultDeps, policySchema, type PolicyService } from '../src/index.js';
 import { startPolicyService } from './service.js';
 
 // The policy service's Redis at its maxmemory (noeviction): what only helps later
@@ -26,6 +26,7 @@ let dns: TestDnsServer;
 let vhost: TestVhost;
 let rt: Runtime;
 let policy: PolicyService;
+let cfg: Parameters<typeof startPolicyService>[0];
 
 before(async () => {
   redis = await startPrivateRedis();
@@ -37,7 +38,7 @@ before(async () => {
   await rules.set('smtpd_data_restrictions', ['check_authentication']);
   await rules.set('smtpd_recipient_restrictions', ['check_policy_greylist']);
   admin.disconnect();
-  const cfg = loadConfig(policySchema, {
+  cfg = loadConfig(policySchema, {
     env: {},
     overrides: {
       ...testBootSettings(vhost.url, redis.url),
@@ -122,5 +123,42 @@ test(
     const laterAt = Date.now() + 1100;
     await waitFor(() => Date.now() > laterAt, { what: 'the greylisting delay over' });
     assert.equal((await rcpt('new@remote.test')).action, 'continue', 'its retry gets through');
+  },
+);
+
+test(
+  'Redis full: an instance restarted then starts, and answers the intakes',
+  { timeout: 120_000 },
+  async () => {
+    // the operator restarts the policy service during the incident
+    await policy.stop();
+    await rt.close();
+    const check = redis.client({ keyPrefix: 'mailyard:' });
+    assert.equal(await check.hlen(PolicyKeys.engineConfig), 0, 'the stopped instance took its settings back');
+    const answer = await redis.whileFull(async () => {
+      // built here, not by startPolicyService: a start that fails still leaves it to close
+      rt = await createRuntime('policy', cfg);
+      policy = buildPolicy(cfg, defaultDeps(cfg, rt));
+      await rt.bus.waitConnected();
+      await policy.start();
+      return rt.bus.call(
+        PolicyRpc,
+        {
+          v: 1,
+          stage: 'rcpt',
+          origin: 'mta-inbound',
+          sessionId: `s${Math.random()}`,
+          client: { ip: '192.0.2.11', hostname: null, helo: 'mx.remote.test' },
+          sender: 'someone@remote.test',
+          recipient: 'alice@example.test',
+          recipients: [],
+        },
+        { timeoutMs: 30_000 },
+      );
+    });
+    // decided by the rules (the greylist), not deferred for the backend
+    assert.equal(`${answer.reply?.code} ${answer.reply?.enhanced}`, '450 4.7.1', answer.reply?.text);
+    // its settings are published for the intakes to decide cheap stages with
+    assert.equal(await check.hlen(PolicyKeys.engineConfig), 1);
   },
 );
