@@ -67,7 +67,13 @@ export function readTag(line: string): string | null {
 class Tokenizer {
   private li = 0;
   private pos = 0;
-  constructor(private readonly cmd: FramedCommand) {}
+  /** Bytes of the command's lines and of the literals read as section text so far. */
+  private textBytes: number | undefined;
+  constructor(
+    private readonly cmd: FramedCommand,
+    /** Most text the command may carry, its lines and the literals read as section text. */
+    private readonly maxText = Infinity,
+  ) {}
 
   private get line(): string {
     return this.cmd.lines[this.li] ?? '';
@@ -93,22 +99,50 @@ class Tokenizer {
   }
 
   atomText(allowBrackets: boolean): string {
-    const start = this.pos;
-    const line = this.line;
+    let start = this.pos;
+    let line = this.line;
+    /** Text of the lines before this one, when a section went on past a literal. */
+    let before = '';
     while (this.pos < line.length) {
       const c = line.charCodeAt(this.pos);
       if (c <= 0x1f || c === 0x7f) throw new ParseError('control character in command');
-      if (c === 0x5b /* [ */ && allowBrackets && SECTIONED.test(line.slice(start, this.pos))) {
-        const close = line.indexOf(']', this.pos);
-        if (close < 0) throw new ParseError('unterminated [');
-        this.pos = close + 1;
+      if (c === 0x5b /* [ */ && allowBrackets && SECTIONED.test(before + line.slice(start, this.pos))) {
+        for (;;) {
+          const close = line.indexOf(']', this.pos);
+          if (close >= 0) {
+            this.pos = close + 1;
+            break;
+          }
+          // a header field name sent as a literal (RFC 9051 §9: header-fld-name is an
+          // astring): the section goes on after it on the next line
+          const lit = /\{(\d+)\+?\}$/.exec(line);
+          if (!lit || this.li >= this.cmd.lines.length - 1) throw new ParseError('unterminated [');
+          before += line.slice(start, lit.index) + this.sectionLiteral(this.cmd.literals[this.li]!);
+          this.li++;
+          this.pos = start = 0;
+          line = this.line;
+        }
         continue;
       }
       if (ATOM_SPECIALS.has(c)) break;
       this.pos++;
     }
-    if (this.pos === start) throw new ParseError('expected an atom');
-    return line.slice(start, this.pos);
+    if (this.pos === start && !before) throw new ParseError('expected an atom');
+    return before + line.slice(start, this.pos);
+  }
+
+  /**
+   * A literal inside a section, as the quoted string that says the same, so that the
+   * section is read (and named back) as if the client had quoted it. Its bytes count as
+   * command text: a name sent as a literal may be no longer than a quoted one.
+   */
+  private sectionLiteral(data: Buffer): string {
+    this.textBytes ??= this.cmd.lines.reduce((n, l) => n + Buffer.byteLength(l), 0);
+    this.textBytes += data.length;
+    if (this.textBytes > this.maxText) throw new ParseError('section too long');
+    const text = data.toString('utf8');
+    if (/[\x00\r\n]/.test(text)) throw new ParseError('bad header field name');
+    return '"' + text.replace(/["\\]/g, '\\$&') + '"';
   }
 
   token(depth = 0): Token {
@@ -182,9 +216,12 @@ export function textString(t: Token & { t: 'string' }): Buffer {
   return t.v;
 }
 
-/** Tag, command name and the raw tokens of the arguments. */
-export function parseCommand(cmd: FramedCommand): ParsedCommand {
-  return tokenize(cmd, false);
+/**
+ * Tag, command name and the raw tokens of the arguments. `maxText` bounds the command's
+ * text where literals are read as part of it (a header field name in a section).
+ */
+export function parseCommand(cmd: FramedCommand, maxText = Infinity): ParsedCommand {
+  return tokenize(cmd, false, maxText);
 }
 
 /**
@@ -202,11 +239,11 @@ export function parseCommandHead(cmd: FramedCommand): ParsedCommand | null {
   }
 }
 
-function tokenize(cmd: FramedCommand, head: boolean): ParsedCommand {
+function tokenize(cmd: FramedCommand, head: boolean, maxText = Infinity): ParsedCommand {
   const first = cmd.lines[0] ?? '';
   const tag = readTag(first);
   if (tag === null) throw new ParseError(first.trim() ? 'missing or bad tag' : 'empty command');
-  const tk = new Tokenizer(cmd);
+  const tk = new Tokenizer(cmd, maxText);
   try {
     tk.atomText(false); // tag
     if (tk.atEnd()) throw new ParseError('missing command name');

@@ -189,6 +189,39 @@ void describe('bad input', () => {
     }
   });
 
+  void it('bounds a header field name sent as a literal by the line length, as a quoted one', async () => {
+    // literals as large as a message, lines of 1,000 bytes
+    const short = await startRetrieval(p, {
+      plaintext_auth_networks: '127.0.0.1/32',
+      imap_max_line_length: 1000,
+    });
+    try {
+      const c = await RawImap.loggedIn(short.ports.imap, USER, PASSWORD);
+      assert.match(await c.cmd('h1', 'EXAMINE INBOX'), /^h1 OK/m);
+      c.send('h2 FETCH 1 (BODY.PEEK[HEADER.FIELDS ({7}\r\n');
+      await c.until(/^\+/m);
+      c.send('Subject)])\r\n');
+      const named = await c.until(/^h2 (OK|NO|BAD)/m);
+      assert.match(named, /^\* 1 FETCH \(BODY\[HEADER\.FIELDS \("SUBJECT"\)\] \{\d+\}\r\nSubject: /m, named);
+      assert.match(named, /^h2 OK/m);
+      const name = 'X-'.padEnd(600, 'n');
+      const fits = await c.cmd('h3', `FETCH 1 (BODY.PEEK[HEADER.FIELDS ({${name.length}+}\r\n${name})])`);
+      assert.match(fits, /^h3 OK/m, fits);
+      // two such names are more text than one line may hold, quoted or not
+      const quoted = await c.cmd('h4', `FETCH 1 (BODY.PEEK[HEADER.FIELDS ("${name}" "${name}")])`);
+      assert.match(quoted, /^h4 BAD/m, quoted);
+      const literals = await c.cmd(
+        'h5',
+        `FETCH 1 (BODY.PEEK[HEADER.FIELDS ({${name.length}+}\r\n${name} {${name.length}+}\r\n${name})])`,
+      );
+      assert.match(literals, /^h5 BAD/m, literals);
+      assert.match(await c.cmd('h6', 'NOOP'), /^h6 OK/m);
+      c.close();
+    } finally {
+      await short.stop();
+    }
+  });
+
   void it('takes the limit on literals before login from imap_max_literal_before_login', async () => {
     const small = await startRetrieval(p, {
       plaintext_auth_networks: '127.0.0.1/32',

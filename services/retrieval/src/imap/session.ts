@@ -445,7 +445,7 @@ export class ImapSession implements ImapContext {
     const tag = readTag(cmd.lines[0] ?? '') ?? '*';
     let name = 'UNKNOWN';
     try {
-      const parsed = parseCommand(cmd);
+      const parsed = parseCommand(cmd, this.deps.config.imap_max_line_length);
       name = parsed.name;
       const def = COMMANDS.get(name);
       if (!def) throw reply.bad(`Unknown command ${name.slice(0, 30)}`);
