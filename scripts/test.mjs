@@ -9,7 +9,8 @@
 // --test-timeout) sets a default for tests without one, off unless given: node applies
 // it to the file as a whole too, so a long file of short tests would be cut by it. TEST_CONCURRENCY files run at once
 // (default 3); the output of each is printed whole when it ends, then a summary naming
-// every file that failed. The exit status is 1 when any did.
+// every file that failed, with its failures again (the end of a long CI log shows them).
+// The exit status is 1 when any did.
 //
 // The longest files start first: one started last would run on alone at the end while the
 // other slots stand idle. How long each took is recorded in scripts/test-durations.json
@@ -81,7 +82,11 @@ function runFile(file) {
   );
   running.add(child);
   const chunks = [];
-  const out = (c) => (stream ? process.stdout.write(c) : chunks.push(c));
+  // kept when streamed too: the summary repeats a failed file's failures
+  const out = (c) => {
+    chunks.push(c);
+    if (stream) process.stdout.write(c);
+  };
   child.stdout.on('data', out);
   child.stderr.on('data', out);
   let timedOut = false;
@@ -106,10 +111,23 @@ function runFile(file) {
           : `exit ${code ?? signal}`;
       if (!stream) process.stdout.write(Buffer.concat(chunks));
       console.log(`${why ? '✖' : '✔'} ${file} (${fmtMs(ms)})${why ? `: ${why}` : ''}\n`);
-      results.push({ file, why, ms });
+      results.push({ file, why, ms, failures: why ? failures(Buffer.concat(chunks).toString()) : '' });
       resolve();
     });
   });
+}
+
+/**
+ * What a failed file's output says of its failures, for the summary: the spec reporter's
+ * closing "failing tests" section, else the output's last lines (a crash, a watchdog kill),
+ * at most SUMMARY_LINES lines, so that the end of a long log still shows why.
+ */
+const SUMMARY_LINES = 150;
+function failures(text) {
+  const at = text.lastIndexOf('✖ failing tests:');
+  const lines = (at >= 0 ? text.slice(at) : text).trimEnd().split('\n');
+  const kept = at >= 0 ? lines.slice(0, SUMMARY_LINES) : lines.slice(-60);
+  return kept.join('\n') + (at >= 0 && lines.length > SUMMARY_LINES ? '\n…' : '');
 }
 
 function killGroup(child, signal) {
@@ -156,5 +174,6 @@ console.log(`${results.length - failed.length} of ${results.length} test files p
 if (failed.length) {
   console.log(`${failed.length} failed:`);
   for (const r of failed) console.log(`  ✖ ${r.file}: ${r.why}`);
+  for (const r of failed) console.log(`\n── ${r.file} ──\n${r.failures}`);
   process.exit(1);
 }
