@@ -373,6 +373,20 @@ async function findAccounts(page: Page, q: string, shown: string): Promise<void>
   await page.getByText(shown).waitFor({ timeout: 10_000 });
 }
 
+/**
+ * Holds the page's account-list requests whose query has `param` set to `value` until the
+ * returned function is called.
+ */
+async function holdAccountReads(page: Page, param: string, value: string): Promise<() => void> {
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  await page.route('**/api/admin/accounts?*', async (route) => {
+    if (new URL(route.request().url()).searchParams.get(param) === value) await held;
+    await route.continue();
+  });
+  return release;
+}
+
 test(
   'as admin: deleting the only account of the last page goes back a page',
   { timeout: 120_000 },
@@ -386,6 +400,24 @@ test(
       await page.getByRole('button', { name: 'Delete page26@example.test' }).click();
       await page.getByText('1–25 of 25').waitFor({ timeout: 10_000 });
       await page.getByRole('button', { name: 'Delete page25@example.test' }).waitFor({ timeout: 10_000 });
+    });
+  },
+);
+
+test(
+  'as admin: the accounts page shows at once, its usage filled in when read',
+  { timeout: 120_000 },
+  async () => {
+    await numberedAccounts('usage', 3);
+    await inConsole('Accounts', async (page) => {
+      // the usage reads (an IMAP login each) are slow today
+      const release = await holdAccountReads(page, 'usage', '1');
+      await findAccounts(page, 'usage', '1–3 of 3');
+      const row = page.getByRole('listitem').filter({ hasText: 'usage01@example.test' });
+      await row.getByText('reading usage…').waitFor({ timeout: 10_000 });
+      release();
+      // no quota set and none by default: the store says no limit
+      await row.getByText(/^no limit · created/).waitFor({ timeout: 30_000 });
     });
   },
 );
@@ -426,7 +458,8 @@ test(
       const offsets: string[] = [];
       page.on('request', (r) => {
         const url = new URL(r.url());
-        if (url.pathname === '/api/admin/accounts' && r.method() === 'GET')
+        // the pages read, not the usage read after each
+        if (url.pathname === '/api/admin/accounts' && url.searchParams.get('usage') === '0')
           offsets.push(url.searchParams.get('offset') ?? '0');
       });
       await page.getByLabel('Address', { exact: true }).fill('newcomer@example.test');
@@ -448,12 +481,7 @@ test(
     await inConsole('Accounts', async (page) => {
       await findAccounts(page, 'late', '1–25 of 30');
       // the second page is slow; Previous is pressed before it comes
-      let release!: () => void;
-      const held = new Promise<void>((resolve) => (release = resolve));
-      await page.route('**/api/admin/accounts?*', async (route) => {
-        if (new URL(route.request().url()).searchParams.get('offset') === '25') await held;
-        await route.continue();
-      });
+      const release = await holdAccountReads(page, 'offset', '25');
       const slow = page.waitForResponse((r) => new URL(r.url()).searchParams.get('offset') === '25');
       await page.getByRole('button', { name: 'Next' }).click();
       await page.getByText('26–30 of 30').waitFor({ timeout: 10_000 });

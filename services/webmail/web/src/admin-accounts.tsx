@@ -6,18 +6,39 @@ import { formatSize } from './format.ts';
 
 const PAGE = 25;
 
-function usageText(a: AdminAccount): string {
-  const limit = a.usage?.limit ?? null;
+/** An account's usage: `undefined` while it is being read, `null` when it could not be. */
+function usageText(a: AdminAccount, usage: AdminAccount['usage'] | undefined): string {
+  if (usage === undefined) return 'reading usage…';
+  const limit = usage?.limit ?? null;
   const quota = a.quota === 0 || (a.quota === null && limit === null) ? 'no limit' : null;
-  if (!a.usage) return `usage unknown${quota ? `, ${quota}` : ''}`;
-  if (a.usage.used === null) return quota ?? 'usage unknown';
-  return `${formatSize(a.usage.used)} of ${limit ? formatSize(limit) : 'no limit'}`;
+  if (!usage) return `usage unknown${quota ? `, ${quota}` : ''}`;
+  if (usage.used === null) return quota ?? 'usage unknown';
+  return `${formatSize(usage.used)} of ${limit ? formatSize(limit) : 'no limit'}`;
 }
 
 export function AccountsPage(props: { me: string }) {
   const [q, setQ] = useState('');
   const [offset, setOffset] = useState(0);
-  const { data, error, reload } = useLoad(() => admin.accounts({ q, offset, limit: PAGE }), [q, offset]);
+  const { data, error, reload } = useLoad(
+    () => admin.accounts({ q, offset, limit: PAGE, usage: false }),
+    [q, offset],
+  );
+  // Usage takes an IMAP read per account, seconds for a page on a busy server: the page
+  // is shown at once and its usage filled in when it comes, for the rows shown then.
+  const [usage, setUsage] = useState<{ of: typeof data; by: Map<string, AdminAccount['usage']> } | null>(
+    null,
+  );
+  useEffect(() => {
+    if (!data?.accounts.length) return;
+    let current = true;
+    void admin.accounts({ q, offset, limit: PAGE, usage: true }).then(
+      (u) => current && setUsage({ of: data, by: new Map(u.accounts.map((a) => [a.address, a.usage])) }),
+      () => current && setUsage({ of: data, by: new Map() }),
+    );
+    return () => void (current = false);
+  }, [data]);
+  const usageOf = (a: AdminAccount) =>
+    usage && usage.of === data ? (usage.by.get(a.address) ?? null) : undefined;
   // the page shown is gone (its last accounts deleted, here or by another admin): show
   // the last page there is now, by the total the answer gives, in one request
   useEffect(() => {
@@ -128,7 +149,7 @@ export function AccountsPage(props: { me: string }) {
                 {a.twoFactor && <span class="badge ok">two-factor</span>}
               </div>
               <p class="fineprint">
-                {usageText(a)} · created {when(a.created)}
+                {usageText(a, usageOf(a))} · created {when(a.created)}
                 {a.locked ? ` · locked ${when(a.locked)}` : ''}
               </p>
               <div class="actions">

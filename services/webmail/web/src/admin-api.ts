@@ -54,8 +54,12 @@ export const admin = {
   delDomain: (domain: string) =>
     call<AdminDomainDeleted>('DELETE', `/api/admin/domains/${encodeURIComponent(domain)}`),
 
-  accounts: (p: { q?: string; offset?: number; limit?: number }) =>
-    call<{ accounts: AdminAccount[]; total: number }>('GET', '/api/admin/accounts' + qs(p)),
+  /** A page of accounts; their usage (an IMAP read each) only with `usage`. */
+  accounts: (p: { q?: string; offset?: number; limit?: number; usage: boolean }) =>
+    call<{ accounts: AdminAccount[]; total: number }>(
+      'GET',
+      '/api/admin/accounts' + qs({ ...p, usage: p.usage ? '1' : '0' }),
+    ),
   addAccount: (address: string, password: string, isAdmin: boolean) =>
     call<{ account: string }>('POST', '/api/admin/accounts', { address, password, admin: isAdmin }),
   lock: (address: string) => call<{ account: string }>('POST', `${a(address)}/lock`, {}),
