@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { lstatSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, before, test, type TestContext } from 'node:test';
 import { EventKeys } from '@mailyard/contracts';
 import { accountDir, folderDir } from '@mailyard/mailstore';
 import { waitFor } from '@mailyard/testkit';
@@ -28,8 +28,53 @@ after(async () => {
   await p?.close();
 });
 
+/** What the NOTIFY tests of folders' messages watch. */
+const STATUS_EVENTS = 'STATUS (personal (MessageNew MessageExpunge))';
+
 function login(): Promise<RawImap> {
   return RawImap.loggedIn(r.ports.imap, USER, PASSWORD);
+}
+
+/**
+ * A NOTIFY session of a new account `user` on a second instance, whose log the test reads,
+ * and `other`, a session of the account on the first: changes are made through it, as
+ * another client's or a delivery's. `folders` are created before the watcher's NOTIFY SET
+ * `notify`, whose answer is `set`.
+ */
+async function notifyWatcher(t: TestContext, user: string, notify: string, folders = ['Work']) {
+  await addAccount(p.directory, user);
+  const { logger, lines } = capturingLogger();
+  const r2 = await startRetrieval(p, {}, { logger });
+  t.after(() => r2.stop());
+  const other = await RawImap.loggedIn(r.ports.imap, user, PASSWORD);
+  t.after(() => other.socket.destroy());
+  for (const f of folders) assert.match(await other.cmd('c', `CREATE ${f}`), /^c OK/m);
+  const watcher = await RawImap.loggedIn(r2.ports.imap, user, PASSWORD);
+  t.after(() => watcher.socket.destroy());
+  const set = await watcher.cmd('n', `NOTIFY SET ${notify}`);
+  assert.match(set, /^n OK/m);
+  return { lines, other, watcher, set };
+}
+
+/** Tells the instances that `folder` of `user` has new messages, as a delivery does. */
+function messagesChanged(user: string, folder: string): Promise<void> {
+  return r.rt.bus.publishEvent(EventKeys.mailboxChanged, {
+    v: 1,
+    account: user,
+    folder,
+    queueId: null,
+    at: new Date().toISOString(),
+    kind: 'messages',
+  });
+}
+
+/** Appends a message to INBOX through `c`: a change of a folder that reads. */
+async function appendToInbox(c: RawImap): Promise<void> {
+  const mail = 'Subject: x\r\n\r\nlater\r\n';
+  c.send(`a APPEND INBOX {${mail.length}}\r\n`);
+  await c.until(/^\+/m);
+  c.send(`${mail}\r\n`);
+  assert.match(await c.until(/^a (OK|NO|BAD)/m), /^a OK/m);
 }
 
 /** Runs `fn` while `path` is a symlink to `target`, what was there kept aside and put back after. */
@@ -104,15 +149,7 @@ test(
   { timeout: 120_000 },
   async (t) => {
     const user = 'notify-retry@example.test';
-    await addAccount(p.directory, user);
-    const { logger, lines } = capturingLogger();
-    const r2 = await startRetrieval(p, {}, { logger });
-    t.after(() => r2.stop());
-    const watcher = await RawImap.loggedIn(r2.ports.imap, user, PASSWORD);
-    t.after(() => watcher.socket.destroy());
-    assert.match(await watcher.cmd('n', 'NOTIFY SET (personal (MailboxName))'), /^n OK/m);
-    const other = await RawImap.loggedIn(r2.ports.imap, user, PASSWORD);
-    t.after(() => other.socket.destroy());
+    const { lines, other, watcher } = await notifyWatcher(t, user, '(personal (MailboxName))', []);
     const file = join(accountDir(p.maildir, user), 'subscriptions');
     await whileBroken(file, '/proc/self/mem', async () => {
       assert.match(await other.cmd('c', 'CREATE Work'), /^c OK/m);
@@ -133,19 +170,8 @@ test(
   { timeout: 120_000 },
   async (t) => {
     const user = 'notify-status-retry@example.test';
-    await addAccount(p.directory, user);
-    const { logger, lines } = capturingLogger();
-    const r2 = await startRetrieval(p, {}, { logger });
-    t.after(() => r2.stop());
-    // changes are made through the other instance, as another client's or a delivery's
-    const other = await RawImap.loggedIn(r.ports.imap, user, PASSWORD);
-    t.after(() => other.socket.destroy());
-    assert.match(await other.cmd('c', 'CREATE Work'), /^c OK/m);
-    const watcher = await RawImap.loggedIn(r2.ports.imap, user, PASSWORD);
-    t.after(() => watcher.socket.destroy());
-    const set = await watcher.cmd('n', 'NOTIFY SET STATUS (personal (MessageNew MessageExpunge))');
+    const { lines, other, watcher, set } = await notifyWatcher(t, user, STATUS_EVENTS);
     assert.match(set, /^\* STATUS "?Work"? \(MESSAGES 0 /m);
-    assert.match(set, /^n OK/m);
     const work = folderDir(p.maildir, user, 'Work');
     const cur = join(work, 'cur');
     // a symlink loop: every look at cur/ fails (ELOOP), as on a failing disk (EIO)
@@ -155,20 +181,9 @@ test(
         join(work, 'new', '1736157600.M1P1.test'),
         'From: a@remote.example\r\nSubject: meanwhile\r\n\r\nhello\r\n',
       );
-      await r.rt.bus.publishEvent(EventKeys.mailboxChanged, {
-        v: 1,
-        account: user,
-        folder: 'Work',
-        queueId: null,
-        at: new Date().toISOString(),
-        kind: 'messages',
-      });
+      await messagesChanged(user, 'Work');
       // then a change of a folder that reads: its STATUS comes after the session tried Work
-      const mail = 'Subject: x\r\n\r\nlater\r\n';
-      other.send(`a APPEND INBOX {${mail.length}}\r\n`);
-      await other.until(/^\+/m);
-      other.send(`${mail}\r\n`);
-      assert.match(await other.until(/^a (OK|NO|BAD)/m), /^a OK/m);
+      await appendToInbox(other);
       await watcher.until(/^\* STATUS "?INBOX"? \(MESSAGES 1 /m, 60_000);
     });
     // no other change, no IDLE: the session reads Work again on its own
@@ -186,27 +201,8 @@ test(
   { timeout: 120_000 },
   async (t) => {
     const user = 'notify-status-never@example.test';
-    await addAccount(p.directory, user);
-    const { logger, lines } = capturingLogger();
-    const r2 = await startRetrieval(p, {}, { logger });
-    t.after(() => r2.stop());
-    const other = await RawImap.loggedIn(r.ports.imap, user, PASSWORD);
-    t.after(() => other.socket.destroy());
-    assert.match(await other.cmd('c', 'CREATE Work'), /^c OK/m);
-    const watcher = await RawImap.loggedIn(r2.ports.imap, user, PASSWORD);
-    t.after(() => watcher.socket.destroy());
-    const set = await watcher.cmd('n', 'NOTIFY SET STATUS (personal (MessageNew MessageExpunge))');
-    assert.match(set, /^n OK/m);
+    const { lines, other, watcher } = await notifyWatcher(t, user, STATUS_EVENTS);
     const work = folderDir(p.maildir, user, 'Work');
-    const changed = (folder: string) =>
-      r.rt.bus.publishEvent(EventKeys.mailboxChanged, {
-        v: 1,
-        account: user,
-        folder,
-        queueId: null,
-        at: new Date().toISOString(),
-        kind: 'messages',
-      });
     // new/ a link to a name too long for the file system: every look at it fails with
     // ENAMETOOLONG, which no retry mends (as EACCES)
     await whileBroken(join(work, 'new'), 'x'.repeat(300), async () => {
@@ -214,17 +210,13 @@ test(
         join(work, 'cur', '1736157600.M2P1.test:2,'),
         'From: a@remote.example\r\nSubject: never\r\n\r\nhello\r\n',
       );
-      await changed('Work');
+      await messagesChanged(user, 'Work');
       await waitFor(() => lines.some((l) => l.msg === 'NOTIFY gave up telling a folder it cannot read'), {
         what: 'NOTIFY giving up on Work',
         timeoutMs: 60_000,
       });
       // the session goes on, and tells the other folders' changes
-      const mail = 'Subject: x\r\n\r\nlater\r\n';
-      other.send(`a APPEND INBOX {${mail.length}}\r\n`);
-      await other.until(/^\+/m);
-      other.send(`${mail}\r\n`);
-      assert.match(await other.until(/^a (OK|NO|BAD)/m), /^a OK/m);
+      await appendToInbox(other);
       await watcher.until(/^\* STATUS "?INBOX"? \(MESSAGES 1 /m, 60_000);
     });
     assert.ok(
@@ -232,7 +224,7 @@ test(
       'no update failed, to be tried again every 30 s',
     );
     // a later change of Work, once it reads, is told
-    await changed('Work');
+    await messagesChanged(user, 'Work');
     assert.match(
       await watcher.until(/^\* STATUS "?Work"?/m, 60_000),
       /^\* STATUS "?Work"? \(MESSAGES 1 UIDNEXT 2 UNSEEN 1\)\r$/m,
