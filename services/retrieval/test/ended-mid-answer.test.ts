@@ -4,10 +4,9 @@
 // A shutdown whose grace ends inside such an answer closes the connection with nothing
 // written into it.
 import assert from 'node:assert/strict';
-import { Socket } from 'node:net';
 import { after, before, test } from 'node:test';
 import { signOutEverywhere } from '@mailyard/auth';
-import { waitFor } from '@mailyard/testkit';
+import { serverSide, waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import { PASSWORD, sendRaw, startRetrieval, type Retrieval } from './helpers.js';
 import { RawImap } from './raw-imap.js';
@@ -69,19 +68,6 @@ test(
   },
 );
 
-/**
- * The server's end of the client's connection (the service runs in this process): the
- * test watches it to know when the service ends the connection, never to assert.
- */
-function serverSide(client: Socket, port: number): Socket {
-  const handles = (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles();
-  const s = handles.find(
-    (h): h is Socket => h instanceof Socket && h.localPort === port && h.remotePort === client.localPort,
-  );
-  assert.ok(s, "the server's socket of the connection");
-  return s;
-}
-
 test(
   'a shutdown whose grace ends during a long FETCH writes no BYE into the literal',
   { timeout: 120_000 },
@@ -114,7 +100,8 @@ test(
       c.send(`f FETCH 1 (${items})\r\n`);
       await started;
       c.socket.pause();
-      const server = serverSide(c.socket, port);
+      // watched to know when the service ends the connection
+      const server = serverSide(c.socket);
       stopped = stopping.stop();
       // the grace is spent with the client not reading: the service ends the connection;
       // the client then reads all that was written before it closes

@@ -3,9 +3,9 @@
 // it marked with DELE may be deleted (RFC 1939 §6: only QUIT enters the UPDATE state).
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { connect, Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { after, before, it } from 'node:test';
-import { waitFor } from '@mailyard/testkit';
+import { serverSide, waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import { PASSWORD, sampleMessage, sendRaw, startRetrieval, type Retrieval } from './helpers.js';
 
@@ -47,20 +47,6 @@ function reader(c: Socket) {
   };
 }
 
-/**
- * The server's end of the client's connection. The test runs the service in its own
- * process, and only this socket says how much of the answers waits for the client to
- * read (the kernel's buffers hide the rest): the test uses it to wait, never to assert.
- */
-function serverSide(client: Socket, port: number): Socket {
-  const handles = (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles();
-  const s = handles.find(
-    (h): h is Socket => h instanceof Socket && h.localPort === port && h.remotePort === client.localPort,
-  );
-  assert.ok(s, "the server's socket of the connection");
-  return s;
-}
-
 it(
   'a pipelined QUIT parked behind unread answers deletes nothing once shutdown has said -ERR',
   { timeout: 120_000 },
@@ -79,7 +65,8 @@ it(
     await rd.until(/\r\n\.\r\n$/);
     // one CAPA's answer, from its +OK to the terminating dot
     const capaLen = rd.text.length - mark;
-    const s = serverSide(c, port);
+    // how much of the answers waits for the client to read, to wait on
+    const s = serverSide(c);
 
     // the client stops reading; CAPAs pile up answers until more than the server's limit
     // waits for it, each batch small enough that the server runs all of it (it checks for

@@ -5,10 +5,10 @@
 // revoked is cut within seconds, without a closing line, and frees the mailbox.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { connect, Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { after, before, test } from 'node:test';
 import { signOutEverywhere } from '@mailyard/auth';
-import { waitFor } from '@mailyard/testkit';
+import { serverSide, waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import { MultilineBody } from '../src/pop3/multiline.js';
 import { PASSWORD, startRetrieval, type Retrieval } from './helpers.js';
@@ -130,17 +130,6 @@ async function pop3(): Promise<{ c: Socket; got: () => string; until: (re: RegEx
   chunks.length = 0;
   tail = '';
   return { c, got: () => Buffer.concat(chunks).toString('latin1'), until };
-}
-
-/** The server's end of the client's connection (the service runs in this process). */
-function serverSide(client: Socket): Socket {
-  const handles = (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles();
-  const s = handles.find(
-    (h): h is Socket =>
-      h instanceof Socket && h.localPort === r.ports.pop3 && h.remotePort === client.localPort,
-  );
-  assert.ok(s, "the server's socket of the connection");
-  return s;
 }
 
 /** Waits until the server waits for the client: the socket's output is still and not empty. */
