@@ -53,12 +53,46 @@ after(async () => {
 });
 
 // A small receive buffer (so that the kernel does not take the answer for the client) and
-// reads paced to RATE: a slow link.
-const SLOW_READER = `
+// reads paced to RATE: a slow link. paced() reads `size` bytes at a time until done(the
+// last bytes read) holds or the server closes, and says what it read and how long it took.
+const SLOW_LINK = `
 import json, socket, sys, time
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
 s.connect(('127.0.0.1', int(sys.argv[1])))
+def paced(done, size):
+    start = time.monotonic()
+    got = 0
+    tail = b''
+    while not done(tail):
+        d = s.recv(size)
+        if not d: break
+        got += len(d)
+        tail = (tail + d)[-400:]
+        ahead = start + got / int(sys.argv[4]) - time.monotonic()
+        if ahead > 0: time.sleep(ahead)
+    return {'got': got, 'seconds': time.monotonic() - start, 'tail': tail[-200:].decode('latin1')}
+`;
+
+/** What a slow reader read, in how long, its last bytes, and the answer to a command after. */
+interface SlowRead {
+  got: number;
+  seconds: number;
+  tail: string;
+  after: string;
+}
+
+/** Runs `script` on a SLOW_LINK to `port`, as USER; it prints paced()'s result with `after`. */
+async function readSlowly(script: string, port: number): Promise<SlowRead> {
+  const { stdout } = await run(
+    'python3',
+    ['-c', SLOW_LINK + script, String(port), USER, PASSWORD, String(RATE)],
+    { timeout: 100_000 },
+  );
+  return JSON.parse(stdout) as SlowRead;
+}
+
+const SLOW_IMAP = `
 buf = b''
 def until(tag):
     global buf
@@ -74,38 +108,21 @@ until(b'l')
 s.sendall(b's SELECT INBOX\\r\\n')
 until(b's')
 s.sendall(b'f FETCH 1 BODY.PEEK[]\\r\\n')
-start = time.monotonic()
-got = 0
-tail = b''
-while b'\\r\\nf ' not in tail:
-    d = s.recv(65536)
-    if not d: break
-    got += len(d)
-    tail = (tail + d)[-400:]
-    ahead = start + got / int(sys.argv[4]) - time.monotonic()
-    if ahead > 0: time.sleep(ahead)
-elapsed = time.monotonic() - start
+res = paced(lambda tail: b'\\r\\nf ' in tail, 65536)
 s.sendall(b'n NOOP\\r\\n')
-after = b''
+after = ''
 try:
-    after = until(b'n').encode('latin1')
+    after = until(b'n')
 except SystemExit:
     pass
-print(json.dumps({'got': got, 'seconds': elapsed, 'tail': tail[-200:].decode('latin1'), 'after': after.decode('latin1')}))
+print(json.dumps(dict(res, after=after)))
 `;
 
 test(
   'a slow client reading a large FETCH is not logged out while it reads',
   { timeout: 120_000 },
   async () => {
-    const { stdout } = await run(
-      'python3',
-      ['-c', SLOW_READER, String(r.ports.imap), USER, PASSWORD, String(RATE)],
-      {
-        timeout: 100_000,
-      },
-    );
-    const res = JSON.parse(stdout) as { got: number; seconds: number; tail: string; after: string };
+    const res = await readSlowly(SLOW_IMAP, r.ports.imap);
     // the whole answer, and no BYE, though reading it took longer than the autologout
     assert.match(res.tail, /\)\r\nf OK /, `read ${res.got} bytes in ${res.seconds} s: ${res.tail}`);
     assert.doesNotMatch(res.tail, /\* BYE/, res.tail);
@@ -118,10 +135,6 @@ test(
 
 // The same over POP3, a few KB at a time: a RETR is sent as it is read.
 const SLOW_POP3 = `
-import json, socket, sys, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-s.connect(('127.0.0.1', int(sys.argv[1])))
 def line():
     b = b''
     while not b.endswith(b'\\r\\n'):
@@ -133,36 +146,21 @@ line()
 s.sendall(('USER %s\\r\\nPASS %s\\r\\n' % (sys.argv[2], sys.argv[3])).encode())
 line(); line()
 s.sendall(b'RETR 1\\r\\n')
-start = time.monotonic()
-got = 0
-tail = b''
-while not tail.endswith(b'\\r\\n.\\r\\n'):
-    d = s.recv(8192)
-    if not d: break
-    got += len(d)
-    tail = (tail + d)[-400:]
-    ahead = start + got / int(sys.argv[4]) - time.monotonic()
-    if ahead > 0: time.sleep(ahead)
-elapsed = time.monotonic() - start
+res = paced(lambda tail: tail.endswith(b'\\r\\n.\\r\\n'), 8192)
 after = ''
 try:
     s.sendall(b'NOOP\\r\\n')
     after = line()
 except (SystemExit, OSError):
     pass
-print(json.dumps({'got': got, 'seconds': elapsed, 'tail': tail[-200:].decode('latin1'), 'after': after}))
+print(json.dumps(dict(res, after=after)))
 `;
 
 test(
   'a slow client reading a large RETR is not logged out while it reads',
   { timeout: 120_000 },
   async () => {
-    const { stdout } = await run(
-      'python3',
-      ['-c', SLOW_POP3, String(r.ports.pop3), USER, PASSWORD, String(RATE)],
-      { timeout: 100_000 },
-    );
-    const res = JSON.parse(stdout) as { got: number; seconds: number; tail: string; after: string };
+    const res = await readSlowly(SLOW_POP3, r.ports.pop3);
     // the whole message and its end, and no -ERR, though reading it took longer than the
     // autologout
     assert.match(res.tail, /\r\n\.\r\n$/, `read ${res.got} bytes in ${res.seconds} s: ${res.tail}`);
