@@ -23,6 +23,8 @@ import type { Logger, Registry } from '@mailyard/observability';
 import type { Redis } from 'ioredis';
 import type { RetrievalConfig } from './config.js';
 import { ClientConnection, SessionLimits } from './connection.js';
+import { NOTIFY_RETRY } from './imap/commands/notify.js';
+import type { NotifyRetry } from './imap/context.js';
 import { ImapSession, type ImapDeps } from './imap/session.js';
 import { MessageCache } from './message-cache.js';
 import { createMetrics } from './metrics.js';
@@ -45,7 +47,14 @@ export interface RetrievalDeps {
    * counted over every instance in Redis.
    */
   slots?: ConnectionSlots;
+  /**
+   * How NOTIFY tries again a store it could not read (default NOTIFY_RETRY: ten tries over
+   * some minutes); a test shortens it to see the tries run out.
+   */
+  notifyRetry?: NotifyRetry;
 }
+
+export { NOTIFY_RETRY, type NotifyRetry };
 
 export interface RetrievalService {
   start(): Promise<void>;
@@ -117,6 +126,7 @@ export function buildRetrieval(config: RetrievalConfig, deps: RetrievalDeps): Re
     tls: () => tls.context(),
     logger,
     metrics,
+    notifyRetry: deps.notifyRetry ?? NOTIFY_RETRY,
   };
   const pop3Locks = new Pop3Locks(deps.redis);
   const sockets = new Set<Socket>();

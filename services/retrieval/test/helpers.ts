@@ -6,7 +6,13 @@ import type { Redis } from 'ioredis';
 import nodemailer from 'nodemailer';
 import { waitFor } from '@mailyard/testkit';
 import type { Platform } from '../../../test/harness.js';
-import { buildRetrieval, defaultDeps, retrievalSchema, type RetrievalService } from '../src/index.js';
+import {
+  buildRetrieval,
+  defaultDeps,
+  retrievalSchema,
+  type NotifyRetry,
+  type RetrievalService,
+} from '../src/index.js';
 
 export const PASSWORD = 'correct horse battery staple';
 
@@ -19,12 +25,13 @@ export interface Retrieval {
 
 /**
  * Builds a retrieval instance on port 0 over the platform's store, broker and Redis;
- * `guardRedis` keeps the login lockout on another Redis (one a test can make fail).
+ * `guardRedis` keeps the login lockout on another Redis (one a test can make fail);
+ * `notifyRetry` replaces NOTIFY's schedule of minutes.
  */
 export async function startRetrieval(
   p: Platform,
   overrides: Record<string, unknown> = {},
-  opts: { guardRedis?: Redis; logger?: Logger } = {},
+  opts: { guardRedis?: Redis; logger?: Logger; notifyRetry?: NotifyRetry } = {},
 ): Promise<Retrieval> {
   const config = loadConfig(retrievalSchema, {
     env: {},
@@ -47,10 +54,10 @@ export async function startRetrieval(
   });
   const rt = await createRuntime('retrieval', config, opts.logger);
   await rt.bus.waitConnected();
-  const svc = buildRetrieval(
-    config,
-    defaultDeps(config, rt, opts.guardRedis ? { guard: new LoginGuard(opts.guardRedis) } : {}),
-  );
+  const svc = buildRetrieval(config, {
+    ...defaultDeps(config, rt, opts.guardRedis ? { guard: new LoginGuard(opts.guardRedis) } : {}),
+    ...(opts.notifyRetry ? { notifyRetry: opts.notifyRetry } : {}),
+  });
   await svc.start();
   return {
     svc,

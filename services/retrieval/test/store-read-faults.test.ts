@@ -3,7 +3,8 @@
 // write over, and a folder that cannot be read is not left out of LIST, where a client
 // takes it for deleted and the webmail answers 404 for it; nor does it hide the others.
 // A NOTIFY session told of a change while the store cannot be read hears of it once the
-// store can, without another change to wake it.
+// store can, without another change to wake it; a folder it still cannot read after ten
+// tries in a row is given up, with one warning, until its next change.
 import assert from 'node:assert/strict';
 import { lstatSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,6 +13,7 @@ import { EventKeys } from '@mailyard/contracts';
 import { accountDir, folderDir } from '@mailyard/mailstore';
 import { waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
+import { NOTIFY_RETRY, type NotifyRetry } from '../src/index.js';
 import { capturingLogger, PASSWORD, startRetrieval, type Retrieval } from './helpers.js';
 import { RawImap } from './raw-imap.js';
 
@@ -39,12 +41,17 @@ function login(): Promise<RawImap> {
  * A NOTIFY session of a new account `user` on a second instance, whose log the test reads,
  * and `other`, a session of the account on the first: changes are made through it, as
  * another client's or a delivery's. `folders` are created before the watcher's NOTIFY SET
- * `notify`, whose answer is `set`.
+ * `notify`, whose answer is `set`; `notifyRetry`, the second instance's schedule.
  */
-async function notifyWatcher(t: TestContext, user: string, notify: string, folders = ['Work']) {
+async function notifyWatcher(
+  t: TestContext,
+  user: string,
+  notify: string,
+  { folders = ['Work'], notifyRetry }: { folders?: string[]; notifyRetry?: NotifyRetry } = {},
+) {
   await addAccount(p.directory, user);
   const { logger, lines } = capturingLogger();
-  const r2 = await startRetrieval(p, {}, { logger });
+  const r2 = await startRetrieval(p, {}, { logger, ...(notifyRetry ? { notifyRetry } : {}) });
   t.after(() => r2.stop());
   const other = await RawImap.loggedIn(r.ports.imap, user, PASSWORD);
   t.after(() => other.socket.destroy());
@@ -87,6 +94,24 @@ async function whileBroken(path: string, target: string, fn: () => Promise<void>
     rmSync(path);
     renameSync(`${path}.kept`, path);
   }
+}
+
+/**
+ * Runs `fn` while `user`'s Work cannot be read, after a message was delivered to it
+ * meanwhile (to new/, which reads) with the delivery's event. Its cur/ is a symlink loop:
+ * every look at it fails (ELOOP), as on a failing disk (EIO), which reading again may mend.
+ */
+async function whileWorkUnreadable(user: string, fn: () => Promise<void>): Promise<void> {
+  const work = folderDir(p.maildir, user, 'Work');
+  const cur = join(work, 'cur');
+  await whileBroken(cur, cur, async () => {
+    writeFileSync(
+      join(work, 'new', '1736157600.M1P1.test'),
+      'From: a@remote.example\r\nSubject: meanwhile\r\n\r\nhello\r\n',
+    );
+    await messagesChanged(user, 'Work');
+    await fn();
+  });
 }
 
 test(
@@ -149,7 +174,9 @@ test(
   { timeout: 120_000 },
   async (t) => {
     const user = 'notify-retry@example.test';
-    const { lines, other, watcher } = await notifyWatcher(t, user, '(personal (MailboxName))', []);
+    const { lines, other, watcher } = await notifyWatcher(t, user, '(personal (MailboxName))', {
+      folders: [],
+    });
     const file = join(accountDir(p.maildir, user), 'subscriptions');
     await whileBroken(file, '/proc/self/mem', async () => {
       assert.match(await other.cmd('c', 'CREATE Work'), /^c OK/m);
@@ -172,16 +199,7 @@ test(
     const user = 'notify-status-retry@example.test';
     const { lines, other, watcher, set } = await notifyWatcher(t, user, STATUS_EVENTS);
     assert.match(set, /^\* STATUS "?Work"? \(MESSAGES 0 /m);
-    const work = folderDir(p.maildir, user, 'Work');
-    const cur = join(work, 'cur');
-    // a symlink loop: every look at cur/ fails (ELOOP), as on a failing disk (EIO)
-    await whileBroken(cur, cur, async () => {
-      // a message delivered to Work (new/ is not cur/), and the delivery's event
-      writeFileSync(
-        join(work, 'new', '1736157600.M1P1.test'),
-        'From: a@remote.example\r\nSubject: meanwhile\r\n\r\nhello\r\n',
-      );
-      await messagesChanged(user, 'Work');
+    await whileWorkUnreadable(user, async () => {
       // then a change of a folder that reads: its STATUS comes after the session tried Work
       await appendToInbox(other);
       await watcher.until(/^\* STATUS "?INBOX"? \(MESSAGES 1 /m, 60_000);
@@ -229,5 +247,42 @@ test(
       await watcher.until(/^\* STATUS "?Work"?/m, 60_000),
       /^\* STATUS "?Work"? \(MESSAGES 1 UIDNEXT 2 UNSEEN 1\)\r$/m,
     );
+  },
+);
+
+test(
+  'a folder NOTIFY cannot read ten times in a row is given up once, and its next change tried afresh',
+  { timeout: 120_000 },
+  async (t) => {
+    const user = 'notify-status-tries@example.test';
+    // the production schedule spends minutes on the ten tries: here they follow at once
+    const { lines, other, watcher } = await notifyWatcher(t, user, STATUS_EVENTS, {
+      notifyRetry: { ...NOTIFY_RETRY, firstMs: 10, maxMs: 40 },
+    });
+    const failed = () => lines.filter((l) => l.msg === 'NOTIFY update failed').length;
+    const gaveUp = () => lines.filter((l) => l.msg === 'NOTIFY gave up telling a folder it cannot read');
+    await whileWorkUnreadable(user, async () => {
+      await waitFor(() => gaveUp().length > 0, { what: 'NOTIFY giving up on Work', timeoutMs: 60_000 });
+      // nine collections failed and were tried again; the tenth gave up, with one warning
+      assert.equal(failed(), 9);
+      assert.equal(gaveUp()[0]!.fields.tries, 10);
+      // and Work is tried no more: another folder's change is told, and nothing else
+      await appendToInbox(other);
+      await watcher.until(/^\* STATUS "?INBOX"? \(MESSAGES 1 /m, 60_000);
+      assert.equal(failed(), 9, 'Work not tried again');
+      assert.equal(gaveUp().length, 1, 'one warning');
+      // a later change of Work gets ten tries of its own
+      await messagesChanged(user, 'Work');
+      await waitFor(() => gaveUp().length > 1, { what: 'NOTIFY giving up on Work again', timeoutMs: 60_000 });
+      assert.equal(failed(), 18);
+      assert.equal(gaveUp()[1]!.fields.tries, 10);
+    });
+    // and once Work reads, its next change is told
+    await messagesChanged(user, 'Work');
+    assert.match(
+      await watcher.until(/^\* STATUS "?Work"?/m, 60_000),
+      /^\* STATUS "?Work"? \(MESSAGES 1 UIDNEXT 2 UNSEEN 1\)\r$/m,
+    );
+    assert.equal(gaveUp().length, 2, 'no more warnings');
   },
 );

@@ -17,6 +17,17 @@ import type { SelectedMailbox } from './selected.js';
  * A session's NOTIFY registration (RFC 5465), as the session drives it: told of every
  * change on the account, asked for the untagged responses due between commands.
  */
+/**
+ * When NOTIFY collects again what the store could not read: `firstMs` after a failure,
+ * doubled at each failure in a row up to `maxMs`; a folder whose counters fail to read
+ * `tries` times in a row is given up, and its next change tried afresh.
+ */
+export interface NotifyRetry {
+  firstMs: number;
+  maxMs: number;
+  tries: number;
+}
+
 export interface NotifyWatcher {
   /** Events for the selected mailbox: EXPUNGE only when a command allows it (selected-delayed). */
   readonly selected: { delayed: boolean; fetch: boolean } | null;
@@ -46,6 +57,8 @@ export interface CommandDeps {
   cache: MessageCache;
   quotas: Quotas;
   bus: Bus;
+  /** NOTIFY's schedule for a store it could not read. */
+  notifyRetry: NotifyRetry;
 }
 
 export interface OkOptions {

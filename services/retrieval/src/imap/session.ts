@@ -38,6 +38,7 @@ import type {
   AuthedContext,
   ImapContext,
   ImapState,
+  NotifyRetry,
   NotifyWatcher,
   OkOptions,
   SelectedContext,
@@ -51,13 +52,6 @@ import { SelectedGoneError, type SelectedMailbox } from './selected.js';
 const NOTIFY_BACKLOG = 1 << 20;
 /** Collections of NOTIFY's events one push may make before a waiting command runs. */
 const NOTIFY_ROUNDS = 3;
-/**
- * NOTIFY's events the store could not be read for are collected again this long after,
- * doubled at each failure in a row up to NOTIFY_RETRY_MAX_MS: the client hears of them
- * once the store reads again, not at the next change, which may be hours away.
- */
-const NOTIFY_RETRY_MS = 1000;
-const NOTIFY_RETRY_MAX_MS = 30_000;
 const NOTIFICATION_OVERFLOW = '* OK [NOTIFICATIONOVERFLOW] Too many changes to tell; NOTIFY is off\r\n';
 /** The selected folder is gone (SelectedGoneError): Dovecot's words, on which clients log in again. */
 const SELECTED_GONE = '* BYE IMAP session state is inconsistent, please relogin.\r\n';
@@ -108,6 +102,8 @@ export interface ImapDeps {
   tls: () => SecureContext;
   logger: Logger;
   metrics: RetrievalMetrics;
+  /** NOTIFY's schedule for a store it could not read (NOTIFY_RETRY in production). */
+  notifyRetry: NotifyRetry;
 }
 
 /** One IMAP connection: input modes, states, login, IDLE. Commands see it as an ImapContext. */
@@ -820,7 +816,8 @@ export class ImapSession implements ImapContext {
    */
   private retryNotifications(w: NotifyWatcher): void {
     if (this.notifyRetry || this.watch !== w || this.mode.m === 'closed') return;
-    this.notifyRetryMs = Math.min(NOTIFY_RETRY_MAX_MS, this.notifyRetryMs * 2 || NOTIFY_RETRY_MS);
+    const { firstMs, maxMs } = this.deps.notifyRetry;
+    this.notifyRetryMs = Math.min(maxMs, this.notifyRetryMs * 2 || firstMs);
     this.notifyRetry = setTimeout(() => {
       this.notifyRetry = null;
       if (this.watch === w && w.waiting(this.selected?.name ?? null)) void this.pushNotifications();

@@ -16,7 +16,7 @@ import {
 } from '@mailyard/imap-core';
 import { FolderError, FolderGoneError, type MailFolder, type MessageInfo } from '@mailyard/mailstore';
 import type { FolderChange } from '../../notifier.js';
-import type { AuthedContext, NotifyWatcher, SelectedContext } from '../context.js';
+import type { AuthedContext, NotifyRetry, NotifyWatcher, SelectedContext } from '../context.js';
 import { gatherFetch, planFetch, renderFetch } from '../fetch.js';
 import { ImapReply } from '../replies.js';
 import { ResponseBatch, ResponseCutError } from '../response-batch.js';
@@ -144,16 +144,18 @@ const COUNT_ITEMS = ['MESSAGES', 'UIDNEXT', 'UIDVALIDITY', 'UNSEEN', 'HIGHESTMOD
 /** Failures that reading again does not mend: a change of such a folder is not tried again. */
 const UNREADABLE_FOR_GOOD = new Set(['EACCES', 'EPERM', 'ENAMETOOLONG']);
 /**
- * Reads of a folder's counters that may fail in a row (with the session's backoff, some
- * minutes) before its change is given up; its next change is tried afresh.
+ * NOTIFY's events the store could not be read for are collected again after a second,
+ * doubled up to 30 s: the client hears of them once the store reads again, not at the
+ * next change, which may be hours away. A folder whose counters still fail after ten
+ * tries in a row (some minutes) is given up.
  */
-const MAX_UNREAD_TRIES = 10;
+export const NOTIFY_RETRY: NotifyRetry = { firstMs: 1000, maxMs: 30_000, tries: 10 };
 
 /**
  * The folder's counters; null when it is gone (deleted meanwhile) or a name the store
  * cannot hold: nothing to tell. A store that cannot be read now (EIO, a folder it may not
  * read) throws: the change is not lost but told once it reads again, unless it never
- * will (see UNREADABLE_FOR_GOOD, MAX_UNREAD_TRIES).
+ * will (see UNREADABLE_FOR_GOOD, NOTIFY_RETRY).
  */
 async function counts(s: AuthedContext, name: string): Promise<Counts | null> {
   let f: MailFolder;
@@ -214,7 +216,11 @@ export class Watch implements NotifyWatcher {
   /** Folders whose counters could not be read, with how many times in a row. */
   private unreadTries = new Map<string, number>();
 
-  constructor(groups: Group[]) {
+  /** `maxUnreadTries`: NotifyRetry.tries. */
+  constructor(
+    groups: Group[],
+    private readonly maxUnreadTries = NOTIFY_RETRY.tries,
+  ) {
     this.selectedGroup = groups.find((g) => g.filter.startsWith('selected')) ?? null;
     this.others = groups.filter((g) => !g.filter.startsWith('selected'));
     this.flagChange = groups.some((g) => g.events.has('FlagChange'));
@@ -328,7 +334,10 @@ export class Watch implements NotifyWatcher {
         c = await counts(s, name);
       } catch (err) {
         const tries = (this.unreadTries.get(name) ?? 0) + 1;
-        if (UNREADABLE_FOR_GOOD.has((err as NodeJS.ErrnoException).code ?? '') || tries >= MAX_UNREAD_TRIES) {
+        if (
+          UNREADABLE_FOR_GOOD.has((err as NodeJS.ErrnoException).code ?? '') ||
+          tries >= this.maxUnreadTries
+        ) {
           // a folder that will not read however often it is tried: its change is dropped
           // rather than tried, and logged, every 30 s for the rest of the session
           this.unreadTries.delete(name);
@@ -534,7 +543,7 @@ async function runNotify(s: AuthedContext, tag: string, a: NotifyArgs): Promise<
     throw new ImapReply('NO', 'LIMIT', `NOTIFY takes at most ${MAX_NOTIFY_GROUPS} event groups`);
   if (a.groups.reduce((n, g) => n + g.names.length, 0) > MAX_NOTIFY_MAILBOXES)
     throw new ImapReply('NO', 'LIMIT', `NOTIFY names at most ${MAX_NOTIFY_MAILBOXES} mailboxes`);
-  const watch = new Watch(a.groups);
+  const watch = new Watch(a.groups, s.deps.notifyRetry.tries);
   // flag changes are told with their mod-sequences (HIGHESTMODSEQ): CONDSTORE is on, as
   // after any command that shows one (RFC 7162 §3.1), and as Dovecot does
   if (a.groups.some((g) => g.events.has('FlagChange'))) enableCondstoreAuthed(s);
