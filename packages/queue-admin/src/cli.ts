@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { Bus } from '@mailyard/bus';
 import { ConfigError, commonSchema, loadConfig, stringList } from '@mailyard/config';
 import { createLogger } from '@mailyard/observability';
+import { plural } from '@mailyard/smtp-core/plural';
 import {
   QueueAdminError,
   delayQueuesOf,
@@ -119,8 +120,6 @@ export function byQueueId<T extends { queueId: string }>(entries: readonly T[]):
   for (const e of entries) groups.set(e.queueId, [...(groups.get(e.queueId) ?? []), e]);
   return [...groups.values()];
 }
-
-const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 /**
  * One block per queue id, as `queue list` prints deferred mail: the sender once, then for

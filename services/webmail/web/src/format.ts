@@ -13,7 +13,10 @@ export function formatDate(iso: string, now = new Date()): string {
 export const fullDate = (iso: string) =>
   new Date(iso).toLocaleString(undefined, { dateStyle: 'full', timeStyle: 'short' });
 
-/** A count with its noun agreeing: `1 message`, `2 messages`. */
+/**
+ * A count with its noun agreeing: `1 message`, `2 messages`. The Node packages share
+ * smtp-core's; the browser bundle takes no workspace package, so it keeps its own.
+ */
 export const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 export function formatSize(n: number): string {
