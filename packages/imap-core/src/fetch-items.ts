@@ -41,7 +41,7 @@ const MACROS: Record<string, string[]> = {
 };
 
 const SECTION_RE =
-  /^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d{1,10})(?:\.(\d{1,10}))?>)?$/i;
+  /^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[(.*)\](?:<(\d{1,10})(?:\.(\d{1,10}))?>)?$/i;
 
 export function parseSection(text: string, binary: boolean): Section {
   const m =
@@ -60,7 +60,7 @@ export function parseSection(text: string, binary: boolean): Section {
 }
 
 // header-fld-name = astring (RFC 9051 §9): an atom, or a quoted string with \" and \\
-const FIELD_NAME = /"((?:[^"\\\r\n]|\\["\\])*)"|([^\x00-\x20\x7f(){%*"\\\]]+)/;
+const FIELD_NAME = /"((?:[^"\\\r\n]|\\["\\])*)"|([^\x00-\x20\x7f(){%*"\\]+)/;
 
 /**
  * The names of a header-list, `(` header-fld-name *(SP header-fld-name) `)`, each as the

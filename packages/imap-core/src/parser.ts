@@ -64,6 +64,25 @@ export function readTag(line: string): string | null {
   return m ? m[1]! : null;
 }
 
+/**
+ * Where on `line`, from `from`, is the "]" that ends a section, and how deep in its
+ * header-list the line ends when it holds none (end -1). A field name is an astring
+ * (RFC 9051 §9 header-fld-name) and ASTRING-CHAR takes "]": one inside a quoted name or
+ * inside the header-list's parentheses is part of a name, as Dovecot reads it.
+ */
+function sectionEnd(line: string, from: number, depth: number): { end: number; depth: number } {
+  for (let i = from; i < line.length; i++) {
+    const ch = line[i];
+    if (ch === '"') {
+      for (i++; i < line.length && line[i] !== '"'; i++) if (line[i] === '\\') i++;
+      if (i >= line.length) throw new ParseError('unterminated quoted string');
+    } else if (ch === '(') depth++;
+    else if (ch === ')') depth--;
+    else if (ch === ']' && depth <= 0) return { end: i, depth };
+  }
+  return { end: -1, depth };
+}
+
 class Tokenizer {
   private li = 0;
   private pos = 0;
@@ -107,12 +126,14 @@ class Tokenizer {
       const c = line.charCodeAt(this.pos);
       if (c <= 0x1f || c === 0x7f) throw new ParseError('control character in command');
       if (c === 0x5b /* [ */ && allowBrackets && SECTIONED.test(before + line.slice(start, this.pos))) {
+        let depth = 0;
         for (;;) {
-          const close = line.indexOf(']', this.pos);
-          if (close >= 0) {
-            this.pos = close + 1;
+          const close = sectionEnd(line, this.pos, depth);
+          if (close.end >= 0) {
+            this.pos = close.end + 1;
             break;
           }
+          depth = close.depth;
           // a header field name sent as a literal (RFC 9051 §9: header-fld-name is an
           // astring): the section goes on after it on the next line
           const lit = /\{(\d+)\+?\}$/.exec(line);

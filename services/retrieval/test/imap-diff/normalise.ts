@@ -67,12 +67,25 @@ export function tokenise(line: string): Token[] {
         // An atom; `[...]` inside it (a section, a response code) may hold spaces.
         let v = '';
         let depth = 0;
+        /** Parentheses open in a section's header-list. */
+        let parens = 0;
         while (i < line.length) {
           const ch = line[i]!;
           if (depth === 0 && (ch === ' ' || ch === '(' || ch === ')' || ch === close)) break;
           // a section (`BODY[HEADER.FIELDS (A B)]`) may hold spaces; elsewhere "[" is an atom char
           if (ch === '[' && (depth > 0 || /^(BODY|BINARY|BINARY\.SIZE)$/i.test(v))) depth++;
-          if (ch === ']' && depth > 0) depth--;
+          if (ch === ']' && depth > 0 && parens === 0) depth--;
+          if (depth > 0 && ch === '(') parens++;
+          if (depth > 0 && ch === ')') parens--;
+          if (ch === '"' && depth > 0) {
+            // a field name in a section may hold "]" (`HEADER.FIELDS ("X]Y")`)
+            const q = /^"(?:[^"\\]|\\.)*"/.exec(line.slice(i));
+            if (q) {
+              v += q[0];
+              i += q[0].length;
+              continue;
+            }
+          }
           v += ch;
           i++;
         }
