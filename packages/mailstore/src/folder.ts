@@ -2251,6 +2251,10 @@ async function writeDurable(path: string, data: Buffer, date: Date): Promise<voi
       off += fsc.writeSync(fd, data, off, Math.min(WRITE_CHUNK, data.length - off));
     }
     fsc.futimesSync(fd, date, date);
+    // a filesystem keeps mtimes in a range of its own (ext4: 1901 to 2446) and moves one
+    // outside it to the nearest end, without an error
+    if (Math.floor(fsc.fstatSync(fd).mtimeMs / 1000) !== Math.floor(date.getTime() / 1000))
+      throw new InternalDateError(date);
     await fsyncP(fd);
   } finally {
     fsc.closeSync(fd);
@@ -2270,6 +2274,14 @@ async function fsyncDir(dir: string): Promise<void> {
 export class FolderGoneError extends Error {
   constructor(name: string) {
     super(`folder ${name} no longer exists`);
+  }
+}
+
+/** An INTERNALDATE (the file's mtime) the filesystem cannot hold; nothing was stored. */
+export class InternalDateError extends Error {
+  override readonly name = 'InternalDateError';
+  constructor(readonly date: Date) {
+    super(`the store cannot keep the date ${date.toISOString()}`);
   }
 }
 

@@ -38,13 +38,20 @@ export function parseImapDate(text: string): Date | null {
   if (mon < 0) return null;
   const offset = (Number(m[8]) * 60 + Number(m[9])) * (m[7] === '-' ? -1 : 1);
   // a day the month does not have (31-Feb) is no date, not a day in the next month
-  if (new Date(Date.UTC(Number(m[3]), mon, Number(m[1]))).getUTCDate() !== Number(m[1])) return null;
+  if (new Date(utc(Number(m[3]), mon, Number(m[1]), 0, 0, 0)).getUTCDate() !== Number(m[1])) return null;
   // nor is a time the day does not have (24:00:00, 10:60:00); a leap second (23:59:60) is
   // the day's last second, not the next day's first, as Dovecot keeps it
   if (Number(m[4]) > 23 || Number(m[5]) > 59 || Number(m[6]) > 60) return null;
   const sec = Math.min(Number(m[6]), 59);
-  const t = Date.UTC(Number(m[3]), mon, Number(m[1]), Number(m[4]), Number(m[5]), sec) - offset * 60000;
+  const t = utc(Number(m[3]), mon, Number(m[1]), Number(m[4]), Number(m[5]), sec) - offset * 60000;
   return new Date(t);
+}
+
+/** Date.UTC that takes the years 0 to 99 as given, not as 1900 to 1999. */
+function utc(year: number, mon: number, day: number, h: number, min: number, sec: number): number {
+  const d = new Date(Date.UTC(year, mon, day, h, min, sec));
+  if (year < 100) d.setUTCFullYear(year, mon, day);
+  return d.getTime();
 }
 
 /** Raw header lines of a header block, keeping folding, for HEADER.FIELDS. */

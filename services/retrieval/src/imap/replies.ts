@@ -40,6 +40,8 @@ export const reply = {
   /** RFC 9051 §5.1: "%" and "*" are valid in names but cannot be listed apart from the wildcards. */
   wildcardName: () =>
     new ImapReply('NO', 'CANNOT', 'Mailbox names cannot contain the LIST wildcards % and *'),
+  /** RFC 9051 §6.3.12: an APPEND date-time the store cannot keep as the message's INTERNALDATE. */
+  internalDateRange: () => new ImapReply('NO', 'LIMIT', 'Date-time outside the range the store can keep'),
   readOnly: () => new ImapReply('NO', 'READ-ONLY', 'Mailbox is read-only'),
   /** RFC 5530 EXPUNGEISSUED: a message the command names was expunged by another session. */
   expungeIssued: (allowExpunge: boolean) =>

@@ -12,6 +12,7 @@ import {
 } from '@mailyard/imap-core';
 import {
   findUid,
+  InternalDateError,
   MessageGoneError,
   SPECIAL_USE,
   type FlagChange,
@@ -521,7 +522,9 @@ async function runAppend(s: AuthedContext, tag: string, a: AppendArgs): Promise<
     s,
     messages.reduce((sum, m) => sum + m.data.length, 0),
   );
-  const r = await f.appendMany(messages);
+  const r = await f.appendMany(messages).catch((err: unknown) => {
+    throw err instanceof InternalDateError ? reply.internalDateRange() : err;
+  });
   s.changed(a.name);
   await s.ok(tag, 'APPEND completed', { code: `APPENDUID ${r.validity} ${formatSequence(r.uids)}` });
 }
