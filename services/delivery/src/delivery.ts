@@ -888,9 +888,10 @@ interface Deferral {
 
 /**
  * A mailbox the store cannot file a copy into for a reason of its own, not of the whole
- * file system (EACCES or EPERM on a maildir restored with the wrong owner, ENOTDIR,
- * EBUSY: see isStorageFault): an error with an errno code. Held in place, such a message
- * would never leave; failed, it would be dead-lettered within seconds.
+ * file system (EACCES or EPERM on a maildir restored with the wrong owner, ENOTDIR or
+ * EEXIST for a file where it has a directory, EBUSY: see isStorageFault): an error with
+ * an errno code. Held in place, such a message would never leave; failed, it would be
+ * dead-lettered within seconds.
  */
 class MailboxFault extends Error {
   override readonly name = 'MailboxFault';
@@ -917,6 +918,8 @@ const MAILBOX_FAULTS = new Set([
   'EACCES',
   'EPERM',
   'ENOTDIR',
+  // mkdir's answer when a file holds the name of its tmp/, new/ or cur/
+  'EEXIST',
   'EISDIR',
   'EBUSY',
   'EAGAIN',

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -60,6 +60,7 @@ before(async () => {
   await dir.addUser('gina@example.test', 'correct horse battery staple');
   await dir.addUser('holly@example.test', 'correct horse battery staple');
   await dir.addUser('ivan@example.test', 'correct horse battery staple');
+  await dir.addUser('kim@example.test', 'correct horse battery staple');
   admin.disconnect();
   const cfg = loadConfig(deliverySchema, {
     env: {},
@@ -136,6 +137,18 @@ const retries = async () => {
   return Number(/mailyard_delivery_retries_total (\d+)/.exec(text)?.[1] ?? 0);
 };
 
+/** Waits until the message and its retries have all left the queues. */
+const noRetryLeft = () =>
+  waitFor(
+    async () => {
+      const depths = await queueDepths(vhost.name);
+      return !depths.get(Queues.delivery) && !depths.get(delayQueue(RoutingKeys.delivery, 1000));
+    },
+    { what: 'no retry left' },
+  );
+
+const deadLetters = async () => (await ch.checkQueue(Queues.deadLetter)).messageCount;
+
 const failures = async () => {
   const text = await rt.registry.getSingleMetricAsString('mailyard_delivery_failures_total');
   return Number(/mailyard_delivery_failures_total (\d+)/.exec(text)?.[1] ?? 0);
@@ -198,55 +211,76 @@ test(
   },
 );
 
-test(
-  'a maildir one account cannot write (EACCES): its recipient is retried, not dead-lettered, and filed once repaired',
-  { timeout: 60_000 },
-  async () => {
-    const frank = folderDir(maildir.path, 'frank@example.test', 'INBOX');
-    const alice = folderDir(maildir.path, 'alice@example.test', 'INBOX');
-    const scheduled = await retries();
-    const filed = maildirNew(alice).length;
-    try {
-      breakMaildir(frank);
-      await rt.bus.publishMail(
-        RoutingKeys.delivery,
-        Buffer.from('Subject: eacces\r\n\r\nbody\r\n'),
-        envelope(['frank@example.test', 'alice@example.test']),
-      );
-      await waitFor(() => maildirNew(alice).length === filed + 1, { what: "the other account's copy filed" });
-      // retried on the schedule (1s) past delivery_max_attempts (2), never dead-lettered
-      await waitFor(async () => (await retries()) >= scheduled + 3, {
-        timeoutMs: 20_000,
-        what: 'three retries',
-      });
-      assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
-      assert.equal(maildirNew(alice).length, filed + 1, "the other account's copy filed once");
-      assert.equal(
-        (await fetch(`http://127.0.0.1:${rt.httpPort}/readyz`)).status,
-        200,
-        'the service is ready',
-      );
-      assert.doesNotMatch(
-        await rt.registry.metrics(),
-        /mailyard_bus_held_messages\{queue="delivery"\} [1-9]/,
-      );
-    } finally {
-      repairMaildir(frank);
-    }
-    // the owner set right: the next retry files it
-    await waitFor(() => maildirMessages(frank).length === 1, { what: "frank's copy filed" });
-    await waitFor(
-      async () => {
-        const depths = await queueDepths(vhost.name);
-        return !depths.get(Queues.delivery) && !depths.get(delayQueue(RoutingKeys.delivery, 1000));
-      },
-      { what: 'no retry left' },
-    );
-    assert.equal(maildirMessages(frank).length, 1, 'one copy');
-    assert.equal(maildirNew(alice).length, filed + 1, 'alice not filed again');
-    assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0, 'not dead-lettered');
+/**
+ * Maildirs that one account's copy cannot be filed into, each broken and repaired as an
+ * operator would: one restored with the wrong owner (EACCES), one where a file holds the
+ * name of new/ (EEXIST, from mkdir).
+ */
+const brokenMaildirs = [
+  {
+    what: 'one account cannot write (EACCES)',
+    account: 'frank@example.test',
+    breakIt: breakMaildir,
+    repair: repairMaildir,
   },
-);
+  {
+    what: 'whose new/ is a file (EEXIST)',
+    account: 'kim@example.test',
+    breakIt: (dir: string) => {
+      for (const d of ['cur', 'tmp']) mkdirSync(join(dir, d), { recursive: true });
+      writeFileSync(join(dir, 'new'), '');
+    },
+    repair: (dir: string) => rmSync(join(dir, 'new')),
+  },
+];
+
+for (const broken of brokenMaildirs)
+  test(
+    `a maildir ${broken.what}: its recipient is retried, not dead-lettered, and filed once repaired`,
+    { timeout: 60_000 },
+    async () => {
+      const mailbox = folderDir(maildir.path, broken.account, 'INBOX');
+      const alice = folderDir(maildir.path, 'alice@example.test', 'INBOX');
+      const scheduled = await retries();
+      const filed = maildirNew(alice).length;
+      const dead = await deadLetters();
+      try {
+        broken.breakIt(mailbox);
+        await rt.bus.publishMail(
+          RoutingKeys.delivery,
+          Buffer.from(`Subject: ${broken.what}\r\n\r\nbody\r\n`),
+          envelope([broken.account, 'alice@example.test']),
+        );
+        await waitFor(() => maildirNew(alice).length === filed + 1, {
+          what: "the other account's copy filed",
+        });
+        // retried on the schedule (1s) past delivery_max_attempts (2), never dead-lettered
+        await waitFor(async () => (await retries()) >= scheduled + 3 || (await deadLetters()) > dead, {
+          timeoutMs: 20_000,
+          what: 'three retries, or the message dead-lettered',
+        });
+        assert.equal(await deadLetters(), dead, 'not dead-lettered');
+        assert.equal(maildirNew(alice).length, filed + 1, "the other account's copy filed once");
+        assert.equal(
+          (await fetch(`http://127.0.0.1:${rt.httpPort}/readyz`)).status,
+          200,
+          'the service is ready',
+        );
+        assert.doesNotMatch(
+          await rt.registry.metrics(),
+          /mailyard_bus_held_messages\{queue="delivery"\} [1-9]/,
+        );
+      } finally {
+        broken.repair(mailbox);
+      }
+      // repaired: the next retry files it
+      await waitFor(() => maildirMessages(mailbox).length === 1, { what: 'the copy filed once repaired' });
+      await noRetryLeft();
+      assert.equal(maildirMessages(mailbox).length, 1, 'one copy');
+      assert.equal(maildirNew(alice).length, filed + 1, 'alice not filed again');
+      assert.equal(await deadLetters(), dead, 'not dead-lettered');
+    },
+  );
 
 test(
   'a maildir that two recipients lead to: both are retried, and the one still leading there gets its copy',
@@ -274,13 +308,7 @@ test(
       admin.disconnect();
     }
     await waitFor(() => maildirMessages(gina).length === 1, { timeoutMs: 20_000, what: "gina's copy filed" });
-    await waitFor(
-      async () => {
-        const depths = await queueDepths(vhost.name);
-        return !depths.get(Queues.delivery) && !depths.get(delayQueue(RoutingKeys.delivery, 1000));
-      },
-      { what: 'no retry left' },
-    );
+    await noRetryLeft();
     assert.equal(maildirMessages(gina).length, 1, 'one copy');
   },
 );
