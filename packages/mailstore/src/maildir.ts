@@ -154,34 +154,17 @@ export class MaildirStore {
       const seen = await movedToCur(dir, name);
       if (seen) return { path: seen, written: false, createdFolder };
     }
-    // one file per attempt: two overlapping runs of the same copy never write into one
-    const tmpName = `${name}.${process.pid}.${randomBytes(4).toString('hex')}`;
-    const tmpPath = () => join(dir, 'tmp', tmpName);
-    const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC;
-    // the callback API: a third less CPU per file than FileHandle promises
-    let fd: number;
     try {
-      fd = await cb.open(tmpPath(), flags, 0o600);
+      await place(dir, name, req.data);
     } catch (err) {
-      // the folder was deleted since we created it (a user removed Junk over IMAP):
-      // create it again rather than fail every delivery to it
+      // the folder, or a part of it, is gone since we made it: a user removed Junk over
+      // IMAP, an operator restored a maildir from a backup that keeps no empty directory
+      // (its new/ gone, tmp/ kept for a file left in it). Made again, rather than fail
+      // every delivery to it until the process restarts
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       this.ready.delete(dir);
       ({ dir, created: createdFolder } = await this.makeFolder(req.account, req.folder));
-      fd = await cb.open(tmpPath(), flags, 0o600);
-    }
-    try {
-      try {
-        for (let off = 0; off < req.data.length;) off += await cb.write(fd, req.data, off);
-        await cb.fsync(fd);
-      } finally {
-        await cb.close(fd);
-      }
-      await cb.rename(tmpPath(), finalPath());
-    } catch (err) {
-      // a part written to a full disk would hold its blocks until tmp/ is cleaned
-      await cb.unlink(tmpPath()).catch(() => undefined);
-      throw err;
+      await place(dir, name, req.data);
     }
     // counted as soon as it is there: a redelivery after a failed sync finds the file and
     // would not count it
@@ -216,6 +199,30 @@ export class MaildirStore {
         return start();
       });
     return state.next;
+  }
+}
+
+/**
+ * Writes `data` into tmp/ of the maildir `dir`, fsyncs it and renames it into new/ as
+ * `name`. A part written is removed when any step fails.
+ */
+async function place(dir: string, name: string, data: Buffer): Promise<void> {
+  // one file per attempt: two overlapping runs of the same copy never write into one
+  const tmpPath = join(dir, 'tmp', `${name}.${process.pid}.${randomBytes(4).toString('hex')}`);
+  // the callback API: a third less CPU per file than FileHandle promises
+  const fd = await cb.open(tmpPath, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+  try {
+    try {
+      for (let off = 0; off < data.length;) off += await cb.write(fd, data, off);
+      await cb.fsync(fd);
+    } finally {
+      await cb.close(fd);
+    }
+    await cb.rename(tmpPath, join(dir, 'new', name));
+  } catch (err) {
+    // a part written to a full disk would hold its blocks until tmp/ is cleaned
+    await cb.unlink(tmpPath).catch(() => undefined);
+    throw err;
   }
 }
 

@@ -64,6 +64,20 @@ void describe('MaildirStore.deliver', () => {
   );
 
   void it(
+    'a folder whose new/ was removed after the store made it: made again, the copy written',
+    { timeout: 10_000 },
+    async () => {
+      const dir = folderDir(root, 'restored@example.test', 'INBOX');
+      assert.equal((await store.deliver(copy('restored@example.test', 'Q1'))).written, true);
+      fs.rmSync(join(dir, 'new'), { recursive: true });
+      const res = await store.deliver(copy('restored@example.test', 'Q2'));
+      assert.equal(res.written, true);
+      assert.deepEqual(fs.readdirSync(join(dir, 'new')), [res.path.slice(res.path.lastIndexOf('/') + 1)]);
+      assert.deepEqual(fs.readdirSync(join(dir, 'tmp')), [], 'no part left in tmp/');
+    },
+  );
+
+  void it(
     'a rerun finds the copy a mail client moved into cur/ and writes none',
     { timeout: 10_000 },
     async () => {

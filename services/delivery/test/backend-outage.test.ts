@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -60,6 +60,7 @@ before(async () => {
   await dir.addUser('gina@example.test', 'correct horse battery staple');
   await dir.addUser('holly@example.test', 'correct horse battery staple');
   await dir.addUser('ivan@example.test', 'correct horse battery staple');
+  await dir.addUser('judy@example.test', 'correct horse battery staple');
   await dir.addUser('kim@example.test', 'correct horse battery staple');
   admin.disconnect();
   const cfg = loadConfig(deliverySchema, {
@@ -461,5 +462,36 @@ test(
     assert.equal(maildirMessages(holly).length, 1, 'one copy');
     assert.equal((await ch.checkQueue(Queues.outbound)).messageCount, 1, 'one forward');
     assert.equal((await ch.checkQueue(Queues.deadLetter)).messageCount, 0);
+  },
+);
+
+test(
+  'a maildir restored without its new/ while delivery runs: the next copy is filed, not dead-lettered',
+  { timeout: 60_000 },
+  async () => {
+    const judy = folderDir(maildir.path, 'judy@example.test', 'INBOX');
+    const failed = await failures();
+    const dead = await deadLetters();
+    const send = (subject: string) =>
+      rt.bus.publishMail(
+        RoutingKeys.delivery,
+        Buffer.from(`Subject: ${subject}\r\n\r\nbody\r\n`),
+        envelope(['judy@example.test']),
+      );
+    await send('before the restore');
+    await waitFor(() => maildirNew(judy).length === 1, { what: 'the first copy filed' });
+    // restored from a backup that keeps no empty directory: the mail read is in cur/, a
+    // file an interrupted write left keeps tmp/, the empty new/ is gone
+    for (const path of maildirNew(judy)) renameSync(path, path.replace('/new/', '/cur/') + ':2,S');
+    writeFileSync(join(judy, 'tmp', 'left-by-a-crash'), 'x');
+    rmSync(join(judy, 'new'), { recursive: true });
+    await send('after the restore');
+    await waitFor(async () => maildirNew(judy).length === 1 || (await deadLetters()) > dead, {
+      timeoutMs: 20_000,
+      what: 'the second copy filed or dead-lettered',
+    });
+    assert.equal(await deadLetters(), dead, 'not dead-lettered');
+    assert.equal(maildirMessages(judy).length, 2, 'both copies in the mailbox');
+    assert.equal(await failures(), failed, 'no run failed');
   },
 );
