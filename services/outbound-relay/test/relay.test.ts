@@ -420,6 +420,30 @@ describe('bounces', () => {
     assert.equal(bounces().filter((b) => b.includes(`X-Mailyard-Queue-ID: ${env.queueId}`)).length, 1);
   });
 
+  test('2xx, 4xx and 5xx to the RCPTs of one session: the DSN names the 5xx alone, the 4xx is retried', async () => {
+    mx1.behaviour.rcpt = (addr, n) =>
+      addr === 'refused@single.test'
+        ? { code: 550, message: '5.1.1 No such user here' }
+        : addr === 'busy@single.test' && n === 1
+          ? { code: 451, message: '4.3.0 Try again later' }
+          : undefined;
+    const env = envelope('alice@example.test', ['ok@single.test', 'busy@single.test', 'refused@single.test']);
+    await queueOutbound(p, env, simpleMessage('alice@example.test', 'ok@single.test', 'mixed-replies'));
+    const copies = () => mx1.received.filter((m) => m.data.toString().includes('Subject: mixed-replies'));
+    await waitFor(() => copies().length === 2, { what: 'the first copy and the retry delivered' });
+    assert.deepEqual(
+      copies().map((c) => c.to),
+      [['ok@single.test'], ['busy@single.test']],
+    );
+    const dsns = () => bounces().filter((b) => b.includes(`X-Mailyard-Queue-ID: ${env.queueId}`));
+    const dsn = await waitFor(() => dsns()[0], { what: 'DSN in the Maildir' });
+    assert.deepEqual(
+      [...dsn.matchAll(/Final-Recipient: rfc822; (\S+)/g)].map((m) => m[1]),
+      ['refused@single.test'],
+    );
+    assert.equal(dsns().length, 1, 'one DSN');
+  });
+
   test('a null-sender message is never bounced', async () => {
     mx1.behaviour.rcpt = (addr) =>
       addr === 'gone@remote.test' ? { code: 550, message: '5.1.1 No such user here' } : undefined;
