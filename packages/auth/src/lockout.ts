@@ -87,6 +87,14 @@ export function clientKey(ip: string): string {
  *
  * Every Redis error is thrown (see pipelineResults): a login that cannot be checked is
  * a temporary failure, never a login and never a failure that was not counted.
+ *
+ * Counting a failure (with the locks it sets) and taking an attempt at an account under
+ * attack each run as one script that Redis runs at its maxmemory (allow-oom): a few
+ * small keys that expire (the window, the lock, the minute). Refused, as a plain INCR or
+ * SET is by a full Redis (noeviction), every wrong password was a temporary failure, not
+ * counted: a guesser told a wrong password (temporary failure) from the right one (a
+ * login), and no lock ever built up while Redis was full; and every address that had
+ * failed for an account under attack was refused, its owner after one typo included.
  */
 export class LoginGuard {
   constructor(
@@ -129,24 +137,21 @@ export class LoginGuard {
   async recordFailure(ip: string, account: string): Promise<{ delayMs: number }> {
     const k = this.keys(ip, account);
     const p = this.policy;
-    const w = p.windowSeconds;
-    const res = await pipelineResults(
-      this.redis
-        .pipeline()
-        .incr(k.ipFail)
-        .expire(k.ipFail, w)
-        .incr(k.pairFail)
-        .expire(k.pairFail, w)
-        .incr(k.acctFail)
-        .expire(k.acctFail, w),
-    );
-    const [ipCount, pairCount, acctCount] = [res[0], res[2], res[4]].map(Number) as [number, number, number];
-    const lockFor = (over: number) => Math.min(p.baseLockSeconds * 2 ** Math.min(over, 20), p.maxLockSeconds);
-    const pipe = this.redis.pipeline();
-    if (pairCount >= p.accountIpThreshold)
-      pipe.set(k.pairLock, '1', 'EX', lockFor(pairCount - p.accountIpThreshold));
-    if (ipCount >= p.ipThreshold) pipe.set(k.ipLock, '1', 'EX', lockFor(ipCount - p.ipThreshold));
-    if (pipe.length) await pipelineResults(pipe);
+    const counts = (await this.redis.eval(
+      RECORD_FAILURE,
+      5,
+      k.ipFail,
+      k.pairFail,
+      k.acctFail,
+      k.ipLock,
+      k.pairLock,
+      p.windowSeconds,
+      p.ipThreshold,
+      p.accountIpThreshold,
+      p.baseLockSeconds,
+      p.maxLockSeconds,
+    )) as number[];
+    const acctCount = Number(counts[2]);
     if (acctCount < p.accountThreshold) return { delayMs: 0 };
     const doublings = Math.min(Math.floor((acctCount - p.accountThreshold) / p.accountThreshold), 20);
     return { delayMs: Math.min(p.failureDelayMs * 2 ** doublings, p.maxFailureDelayMs) };
@@ -180,10 +185,34 @@ export class LoginGuard {
 }
 
 /**
+ * Counts a failure from an address for an account, each count's window starting again,
+ * and locks the address (over all accounts) and the pair past their thresholds, a lock
+ * doubling with every further failure. Allowed at maxmemory (see LoginGuard). KEYS: the
+ * address's, the pair's and the account's counts, the address's and the pair's locks;
+ * ARGV: the window (s), the address's and the pair's thresholds, the first and the
+ * longest lock (s). The three counts.
+ */
+const RECORD_FAILURE = `#!lua flags=allow-oom
+local counts = {}
+for i = 1, 3 do
+  counts[i] = redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+end
+for i = 1, 2 do
+  local over = counts[i] - tonumber(ARGV[i + 1])
+  if over >= 0 then
+    local secs = math.min(tonumber(ARGV[4]) * 2 ^ math.min(over, 20), tonumber(ARGV[5]))
+    redis.call('SET', KEYS[i + 3], '1', 'EX', secs)
+  end
+end
+return counts`;
+
+/**
  * Takes one of the minute's attempts at an account under attack: 0 when taken, else the
  * milliseconds until the minute ends (nothing taken, so a refusal uses up nothing).
+ * Allowed at maxmemory (see LoginGuard).
  */
-const TAKE_ATTEMPT = `
+const TAKE_ATTEMPT = `#!lua flags=allow-oom
 if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then
   return math.max(redis.call('PTTL', KEYS[1]), 1)
 end

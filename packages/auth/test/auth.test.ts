@@ -222,6 +222,47 @@ test(
   },
 );
 
+test(
+  'Redis full: wrong passwords are counted and lock the address; the owner gets in, under attack too',
+  { timeout: 30_000 },
+  async (t) => {
+    // the lockout state on a Redis of its own at its maxmemory; accounts stay on the shared one
+    const full = await startPrivateRedis();
+    t.after(() => full.close());
+    const guard = new LoginGuard(
+      full.client(),
+      policy({ ipThreshold: 4, accountThreshold: 8, accountAttemptsPerMinute: 2 }),
+    );
+    const auth = createAuthenticator({ directory: dir, guard, appPasswords: new AppPasswords(r.redis) });
+    const a = await account();
+    const login = async (ip: string, password: string, user = a) => {
+      const res = await auth.authenticate({ ip, username: user, password });
+      return res.ok ? 'ok' : res.reason;
+    };
+    await full.whileFull(async () => {
+      // a wrong password is answered as one, not as a temporary failure, and counted
+      for (let i = 0; i < 3; i++) assert.equal(await login('192.0.2.9', `guess ${i}`), 'invalid');
+      assert.equal(await login('192.0.2.9', PASSWORD), 'locked', 'the guessing address is locked');
+      assert.equal(await login('198.51.100.7', PASSWORD), 'ok', 'the owner from elsewhere is not');
+
+      // the owner mistypes once from the office; guessers put the account under attack
+      const office = '198.51.100.70';
+      assert.equal(await login(office, 'a typo'), 'invalid');
+      for (let i = 1; i <= 4; i++) assert.equal(await login(`203.0.113.${i}`, 'guess'), 'invalid');
+      // the owner's address failed for the account too: it takes one of the minute's attempts
+      assert.equal(await login(office, PASSWORD), 'ok');
+      const held = [];
+      for (let i = 1; i <= 3; i++) held.push(await login(`203.0.113.${i}`, 'guess 2'));
+      assert.deepEqual(held, ['invalid', 'locked', 'locked'], 'the second of two a minute, then held back');
+
+      // one address failing over many accounts is locked for all of them
+      for (const user of ['x1@example.test', 'x2@example.test', 'x3@example.test', 'x4@example.test'])
+        assert.equal(await login('192.0.2.200', 'guess', user), 'invalid');
+      assert.equal(await login('192.0.2.200', PASSWORD), 'locked', 'another account from that address');
+    });
+  },
+);
+
 /** Sessions of a fresh account, watched: `ended` maps each session's label to why it ended. */
 async function watchedSessions(t: { after: (fn: () => void) => void }) {
   const a = await account();

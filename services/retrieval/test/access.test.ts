@@ -125,6 +125,70 @@ void describe('wrong passwords lock the address that sent them, not the account'
   );
 });
 
+void describe('Redis full (maxmemory): wrong passwords still count and lock, the owner gets in', () => {
+  const IMAPUSER = 'full-imap@example.test';
+  const POPUSER = 'full-pop@example.test';
+  const ATTACKED = 'full-attacked@example.test';
+  let full: PrivateRedis;
+  let r: Retrieval;
+  before(async () => {
+    for (const u of [IMAPUSER, POPUSER, ATTACKED]) await addAccount(p.directory, u);
+    // the lockout on a Redis of its own at its maxmemory; the accounts (on the shared Redis) are read
+    full = await startPrivateRedis();
+    r = await startRetrieval(p, { plaintext_auth_networks: '127.0.0.0/8' }, { guardRedis: full.client() });
+  });
+  after(async () => {
+    await r?.stop();
+    await full?.close();
+  });
+
+  void it(
+    'IMAP and POP3: five wrong from one address lock it, the right one from another logs in',
+    { timeout: 60_000 },
+    async () => {
+      await full.whileFull(async () => {
+        // a wrong password is told as one, not as a temporary failure a guesser could tell apart
+        const guesser = await imap(r.ports.imap, '127.0.0.2');
+        for (let i = 0; i < 5; i++)
+          assert.match(
+            await guesser.cmd(`g${i}`, `LOGIN ${IMAPUSER} wrong${i}`),
+            /^g\d NO \[AUTHENTICATIONFAILED\] /m,
+          );
+        assert.match(await guesser.cmd('g9', `LOGIN ${IMAPUSER} "${PASSWORD}"`), /^g9 NO \[UNAVAILABLE\] /m);
+        const owner = await imap(r.ports.imap, '127.0.0.3');
+        assert.match(await owner.cmd('o', `LOGIN ${IMAPUSER} "${PASSWORD}"`), /^o OK /m);
+
+        for (let i = 0; i < 5; i++) {
+          const g = await pop3(r.ports.pop3, '127.0.0.4');
+          assert.match(await pop3Login(g, POPUSER, `wrong${i}`), /^-ERR \[AUTH\] Authentication failed/m);
+        }
+        const g = await pop3(r.ports.pop3, '127.0.0.4');
+        assert.match(await pop3Login(g, POPUSER, PASSWORD), /^-ERR \[AUTH\] Too many failed logins/m);
+        const popOwner = await pop3(r.ports.pop3, '127.0.0.5');
+        assert.match(await pop3Login(popOwner, POPUSER, PASSWORD), /^\+OK Logged in/m);
+      });
+    },
+  );
+
+  void it(
+    'IMAP: an account under attack from 19 addresses; its owner, who mistyped once, logs in',
+    { timeout: 60_000 },
+    async () => {
+      await full.whileFull(async () => {
+        const owner = await imap(r.ports.imap, '127.0.0.6');
+        assert.match(await owner.cmd('t', `LOGIN ${ATTACKED} typo`), /^t NO \[AUTHENTICATIONFAILED\] /m);
+        // 20 failures in all: the account is under attack, and the owner's address failed for it
+        for (let i = 0; i < 19; i++) {
+          const c = await imap(r.ports.imap, `127.0.1.${i + 1}`);
+          assert.match(await c.cmd('g', `LOGIN ${ATTACKED} guess`), /^g NO \[AUTHENTICATIONFAILED\] /m);
+          c.close();
+        }
+        assert.match(await owner.cmd('o', `LOGIN ${ATTACKED} "${PASSWORD}"`), /^o OK /m);
+      });
+    },
+  );
+});
+
 void describe('a revoked app password ends its sessions', () => {
   const USER = 'revoked@example.test';
   let r: Retrieval;
