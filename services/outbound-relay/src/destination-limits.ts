@@ -48,6 +48,15 @@ redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1`;
 
+// Mail of this instance waits for a slot of the destination (KEYS[1]) for ARGV[1] ms more,
+// so that no instance parks an idle session with its slot meanwhile. Allowed at maxmemory:
+// one small key per destination, expiring within a second. Refused (a plain SET), the
+// sessions of other instances went on being parked while Redis was full, each keeping its
+// slot for the idle limit, and the waiting mail was deferred as "destination busy".
+const SLOTWAIT = `#!lua flags=allow-oom
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+return 1`;
+
 export interface DestinationLimitsOptions {
   concurrency: number;
   /** Messages per minute per destination; 0 = unlimited. */
@@ -106,7 +115,7 @@ export class DestinationLimits {
       if (got === 1) return this.holder(destination, slotKey, token);
       // tells every instance that this destination has mail waiting for a slot, so that
       // none keeps an idle session (and its slot) parked meanwhile
-      this.redis.set(`outbound:slotwait:${destination}`, '1', 'PX', 1000).catch(() => undefined);
+      this.redis.eval(SLOTWAIT, 1, `outbound:slotwait:${destination}`, 1000).catch(() => undefined);
       if (Date.now() + wait > deadline) return null;
       // woken at once by a release in this process; slots freed by other instances are
       // found by polling
