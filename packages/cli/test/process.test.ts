@@ -97,3 +97,34 @@ test('process: `pnpm mailyard` runs the CLI from a checkout, with nothing of pnp
     );
   }
 });
+
+/**
+ * The third-party packages a `mailyard` process loaded, as NODE_DEBUG=module names the
+ * CommonJS files it loads (the packages below are all CommonJS).
+ */
+function packagesLoaded(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const r = runProcess(args, { env: { ...env, NODE_DEBUG: 'module' } });
+  const names = new Set<string>();
+  for (const [, file] of r.stderr.matchAll(/^MODULE \d+: load "([^"]+)"/gm)) {
+    const name = /.*\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(file!)?.[1];
+    if (name) names.add(name);
+  }
+  return { code: r.code, names };
+}
+
+test('process: a command loads no more than it uses, so it starts quickly', async (t) => {
+  const cli = cliHarness(t);
+  await cli.ok(['domain', 'add', 'example.org', '--no-dkim']);
+  // the ops server's (no command serves HTTP or metrics)
+  const notAtStart = ['fastify', 'prom-client'];
+  for (const args of [['--help'], ['domain', 'list'], ['alias', 'list']]) {
+    const { code, names } = packagesLoaded(args, { REDIS_PREFIX: cli.prefix });
+    assert.equal(code, 0, args.join(' '));
+    assert.ok(names.has('commander'), `${args.join(' ')}: no modules seen`);
+    assert.deepEqual(
+      notAtStart.filter((name) => names.has(name)),
+      [],
+      `mailyard ${args.join(' ')} loaded them`,
+    );
+  }
+});

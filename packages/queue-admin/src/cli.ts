@@ -3,7 +3,8 @@ import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { Bus } from '@mailyard/bus';
 import { ConfigError, commonSchema, loadConfig, stringList } from '@mailyard/config';
-import { createLogger } from '@mailyard/observability';
+// not the package's index: that loads fastify and prom-client, which no CLI command uses
+import { createLogger } from '@mailyard/observability/logger';
 import { plural } from '@mailyard/smtp-core/plural';
 import {
   QueueAdminError,
