@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import fastifyCookie from '@fastify/cookie';
 import fastifyHelmet from '@fastify/helmet';
 import fastifyStatic from '@fastify/static';
@@ -99,6 +99,9 @@ const PAGE_CSP = {
   workerSrc: ["'none'"],
   manifestSrc: ["'self'"],
 };
+
+/** A request the router matched to a route of the JSON API, however its path was written. */
+const isApiRoute = (req: FastifyRequest): boolean => req.routeOptions.url?.startsWith('/api/') ?? false;
 
 /**
  * The web client: a fastify app on WEBMAIL_PORT (HTTPS with the platform's certificate)
@@ -266,9 +269,11 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
   app.decorateRequest('session', null);
   app.decorateRequest('sessionId', null);
 
-  // Sessions and CSRF for every API route, before its body is even read.
+  // Sessions and CSRF for every API route, before its body is even read. The route the
+  // router matched says which, not the request's URL as sent: `/%61pi/login` and
+  // `https://host/api/login` (RFC 9112 §3.2.2) reach the same route as `/api/login`.
   app.addHook('preParsing', async (req) => {
-    if (!req.url.startsWith('/api/') || req.is404) return;
+    if (!isApiRoute(req) || req.is404) return;
     // Fetch metadata (every current browser): a request another site made is refused outright
     const site = req.headers['sec-fetch-site'];
     if (site !== undefined && site !== 'same-origin' && site !== 'none') throw errors.crossSite();
@@ -295,10 +300,10 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
   });
 
   app.addHook('onSend', async (req, reply) => {
-    if (req.url.startsWith('/api/')) reply.header('cache-control', 'no-store');
+    if (isApiRoute(req) || req.url.startsWith('/api/')) reply.header('cache-control', 'no-store');
   });
   app.addHook('onResponse', async (req, reply) => {
-    if (!req.url.startsWith('/api/')) return;
+    if (!isApiRoute(req) && !req.url.startsWith('/api/')) return;
     metrics.requests.observe(
       { route: req.routeOptions.url ?? 'unknown', status: `${Math.floor(reply.statusCode / 100)}xx` },
       reply.elapsedTime / 1000,

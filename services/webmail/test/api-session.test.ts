@@ -9,7 +9,7 @@ import { unreachableRedis, waitFor } from '@mailyard/testkit';
 import { addAccount } from '../../../test/harness.js';
 import { RawImap } from '../../retrieval/test/raw-imap.js';
 import { webmailFile } from './file-setup.js';
-import { ALICE, BOB, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
+import { ALICE, BOB, HOST, PASSWORD, type WebmailTestbed } from './webmail-harness.js';
 import { WebClient, openEvents, q, type EventStream } from './web-client.js';
 import { imapLogin } from './mail-clients.js';
 import { STREAMS_PER_SESSION } from '../src/routes-events.js';
@@ -228,6 +228,28 @@ describe('CSRF', () => {
     }
     assert.equal((await c.get('/api/session')).json.authenticated, true, 'still logged in');
   });
+
+  test(
+    'an API path written with escapes or as an absolute URL is checked as any other',
+    { timeout: 30_000 },
+    async () => {
+      const c = client();
+      await c.get('/api/session');
+      const login = { username: ALICE, password: PASSWORD };
+      // both reach the login route, as /api/login does
+      for (const path of ['/%61pi/login', `https://${HOST}/api/login`]) {
+        const res = await c.req('POST', path, { json: login, csrf: false });
+        assert.deepEqual([path, res.status, res.json.error], [path, 403, 'csrf']);
+      }
+      assert.equal((await c.get('/api/session')).json.authenticated, false, 'not logged in');
+      assert.equal((await c.login(ALICE)).status, 200);
+      const crossSite = await c.req('GET', '/%61pi/folders', { headers: { 'sec-fetch-site': 'cross-site' } });
+      assert.deepEqual([crossSite.status, crossSite.json.error], [403, 'cross_site']);
+      const read = await c.get('/%61pi/folders');
+      assert.equal(read.status, 200, read.text);
+      assert.equal(read.headers['cache-control'], 'no-store');
+    },
+  );
 
   test('a request another site made is refused, even a read', { timeout: 30_000 }, async () => {
     const c = client();
