@@ -2,7 +2,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, {
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
 import fastifyCookie from '@fastify/cookie';
 import fastifyHelmet from '@fastify/helmet';
 import fastifyStatic from '@fastify/static';
@@ -99,6 +104,33 @@ const PAGE_CSP = {
   workerSrc: ["'none'"],
   manifestSrc: ["'self'"],
 };
+
+/**
+ * What the router refuses before any route or hook runs (a path whose escapes do not
+ * decode, a parameter past maxParamLength): answered in the API's own form, with the
+ * headers helmet gives every other answer (its hook does not run for these), a CSP that
+ * lets nothing load among them.
+ */
+function routerRefusal(err: FastifyError, _req: FastifyRequest, reply: FastifyReply): void {
+  const tooLong = err.code === 'FST_ERR_MAX_PARAM_LENGTH';
+  void reply
+    .code(tooLong ? 414 : (err.statusCode ?? 400))
+    .headers({
+      'content-security-policy': "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+      'x-content-type-options': 'nosniff',
+      'x-frame-options': 'DENY',
+      'referrer-policy': 'no-referrer',
+      'cross-origin-resource-policy': 'same-origin',
+      'strict-transport-security': 'max-age=15552000',
+      'cache-control': 'no-store',
+    })
+    .send({
+      error: tooLong ? 'uri_too_long' : 'bad_request',
+      message: tooLong
+        ? 'A part of the address of this request is too long'
+        : 'The address of this request is not valid',
+    });
+}
 
 /** A request the router matched to a route of the JSON API, however its path was written. */
 const isApiRoute = (req: FastifyRequest): boolean => req.routeOptions.url?.startsWith('/api/') ?? false;
@@ -243,6 +275,7 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
     requestIdHeader: false,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    frameworkErrors: routerRefusal,
   });
   const limits = httpLimits(
     app.server,

@@ -405,4 +405,21 @@ describe('headers', () => {
     const missing = await c.get('/api/nothing-here');
     assert.deepEqual([missing.status, missing.json.error], [404, 'not_found']);
   });
+
+  test(
+    'a path the router cannot read is refused with the same protections',
+    { timeout: 30_000 },
+    async () => {
+      const c = client();
+      for (const path of ['/api/%zz', '/%E0%A4%A', `/api/messages/${'1'.repeat(5000)}`]) {
+        const res = await c.get(path);
+        assert.ok([400, 414].includes(res.status), `${path}: ${res.status}`);
+        assert.match(String(res.headers['content-security-policy']), /default-src 'none'/, path);
+        assert.equal(res.headers['x-content-type-options'], 'nosniff', path);
+        assert.equal(res.headers['referrer-policy'], 'no-referrer', path);
+        assert.equal(res.headers['cache-control'], 'no-store', path);
+        assert.match(res.json.message, /^The address of this request|^A part of the address/);
+      }
+    },
+  );
 });
