@@ -275,6 +275,10 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
     requestIdHeader: false,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // an address in the path (the console's /api/admin/accounts/:address) may be 320
+    // characters, each up to 12 when a UTF-8 one is percent-encoded; the default of 100
+    // refused a long address before any route saw it
+    routerOptions: { maxParamLength: 4096 },
     frameworkErrors: routerRefusal,
   });
   const limits = httpLimits(

@@ -66,6 +66,17 @@ test(
   },
 );
 
+test('an account with a long address is managed as any other', { timeout: 60_000 }, async () => {
+  const long = `${'l'.repeat(64)}@${'d'.repeat(60)}.${'e'.repeat(40)}.test`;
+  await addAccount(t.p.directory, long);
+  const lock = await admin.post(`/api/admin/accounts/${enc(long)}/lock`);
+  assert.deepEqual([lock.status, lock.json.account], [200, long], lock.text);
+  assert.ok((await t.p.directory.accountRecord(long))?.locked);
+  const del = await admin.req('DELETE', `/api/admin/accounts/${enc(long)}`);
+  assert.deepEqual([del.status, del.json.deleted], [200, long], del.text);
+  assert.equal(await t.p.directory.accountExists(long), false);
+});
+
 test('a change without the CSRF token is refused and changes nothing', { timeout: 60_000 }, async () => {
   const res = await admin.req('POST', '/api/admin/domains', { json: { domain: 'nocsrf.test' }, csrf: false });
   assert.deepEqual([res.status, res.json.error], [403, 'csrf']);
