@@ -218,6 +218,12 @@ export class PolicyRules {
 
   async accessSet(table: string, kind: TableKind, key: string, action: string): Promise<string> {
     checkTable(table);
+    // one line: the action is written as it is to the audit log and `policy access show`,
+    // where a line break would start a line of its own making
+    if (/[\u0000-\u001f\u007f\u0085\u2028\u2029]/.test(action.trim()))
+      throw new AccessError(
+        `access action with a control character or line break: ${JSON.stringify(action)}`,
+      );
     parseAccessAction(action);
     const k = kind === 'client' ? normalizeClientKey(key) : normalizeAddressKey(key);
     await this.redis.hset(PolicyKeys.access(table), k, action.trim());

@@ -77,6 +77,22 @@ test('an account with a long address is managed as any other', { timeout: 60_000
   assert.equal(await t.p.directory.accountExists(long), false);
 });
 
+test(
+  'an access action with a line break is refused, and forges no audit line',
+  { timeout: 60_000 },
+  async () => {
+    const action =
+      'REJECT go away\n2026-01-01T00:00:00.000Z\tbob@example.test\taccount.admin.grant\tbob@example.test';
+    const res = await admin.post('/api/admin/policy/access/sender_access', { key: 'forged@x.test', action });
+    assert.deepEqual([res.status, res.json.error], [400, 'bad_request'], res.text);
+    assert.match(res.json.message, /line break/);
+    const audit = await admin.get('/api/admin/audit');
+    assert.ok(
+      !audit.json.entries.some((e: { detail?: { key?: string } }) => e.detail?.key === 'forged@x.test'),
+    );
+  },
+);
+
 test('a change without the CSRF token is refused and changes nothing', { timeout: 60_000 }, async () => {
   const res = await admin.req('POST', '/api/admin/domains', { json: { domain: 'nocsrf.test' }, csrf: false });
   assert.deepEqual([res.status, res.json.error], [403, 'csrf']);
