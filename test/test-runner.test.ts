@@ -45,6 +45,11 @@ test(
     assert.match(r.out, /✖ test\/fixtures\/runner\/fail\.ts: exit 1/);
     assert.match(r.out, /✔ test\/fixtures\/runner\/pass\.ts/);
     assert.match(r.out, /1 of 3 test files passed/);
+    // the summary at the end says again why each failed: the end of a long log shows it
+    const summary = r.out.slice(r.out.indexOf('1 of 3 test files passed'));
+    assert.match(summary, /── test\/fixtures\/runner\/fail\.ts ──\n✖ failing tests:[^]*✖ fails[^]*1 !== 2/);
+    assert.match(summary, /── test\/fixtures\/runner\/hang\.ts ──\n/);
+    assert.doesNotMatch(summary, /── test\/fixtures\/runner\/pass\.ts ──/);
     assert.ok(Date.now() - started < 120_000, 'the hang held the run');
     // the process the hanging file started went with it
     const pid = Number(readFileSync(pidFile, 'utf8'));
