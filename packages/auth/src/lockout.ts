@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { ChainableCommander, Redis } from 'ioredis';
 import { ipToBigInt } from '@mailyard/config';
 
@@ -55,6 +56,20 @@ export function clientKey(ip: string): string {
   return `${groups.join(':')}::/64`;
 }
 
+/** The longest account name kept as it is in a key name: a mail path's limit (RFC 5321 §4.5.3.1.3). */
+const KEY_NAME_MAX = 256;
+
+/**
+ * The account as the lockout's keys name it: as given (trimmed, lower case), or by its
+ * SHA-256 when longer than any address can be. A login name is the client's to choose,
+ * and every failure writes keys named by it, at maxmemory too (the script below): a
+ * guesser sending kilobyte-long names would otherwise grow Redis by that much a guess.
+ */
+function accountKey(account: string): string {
+  const a = account.trim().toLowerCase();
+  return a.length <= KEY_NAME_MAX ? a : `sha256:${createHash('sha256').update(a).digest('hex')}`;
+}
+
 /**
  * Failed logins, counted in Redis for every service (SMTP submission, IMAP, POP3,
  * webmail), so that the right user always gets in and a guesser does not.
@@ -103,7 +118,7 @@ export class LoginGuard {
   ) {}
 
   private keys(ip: string, account: string) {
-    const a = account.trim().toLowerCase();
+    const a = accountKey(account);
     const c = clientKey(ip);
     return {
       ipFail: `auth:fail:ip:${c}`,
@@ -169,7 +184,7 @@ export class LoginGuard {
   /** Lifts every lock and count of an account, from every address (administrator action). */
   async unlock(account: string): Promise<void> {
     const k = this.keys('', account);
-    const a = account.trim().toLowerCase();
+    const a = accountKey(account);
     const prefix = this.redis.options.keyPrefix ?? '';
     const keys = [k.acctFail, k.acctRate];
     // SCAN sees the stored names: the prefix is added to the pattern and taken off the results

@@ -124,6 +124,18 @@ test('failures from one IP across many accounts lock that IP, for every account'
   assert.equal((await guard.check('203.0.113.6', 'someone-else@example.test')).verdict, 'check');
 });
 
+test('a login name longer than any address is counted under a key of bounded size', async () => {
+  const guard = new LoginGuard(r.redis, policy());
+  const name = `${'x'.repeat(8000)}@example.test`;
+  for (let i = 0; i < 3; i++) await guard.recordFailure('192.0.2.77', name);
+  // counted: that name is locked from that address, and another name of the same start is not
+  assert.equal((await guard.check('192.0.2.77', name)).verdict, 'refuse');
+  assert.equal((await guard.check('192.0.2.77', `${'x'.repeat(8000)}@example.tesT2`)).verdict, 'check');
+  const keys = await r.redis.keys(`${r.prefix}auth:*192.0.2.77*`);
+  assert.ok(keys.length >= 2, keys.join(' '));
+  for (const k of keys) assert.ok(k.length < 400, `a key of ${k.length} characters`);
+});
+
 test('an IPv6 client is counted by its /64', async () => {
   const a = await account();
   const guard = new LoginGuard(r.redis, policy());
