@@ -59,10 +59,25 @@ export class AuditLog {
   }
 }
 
+/**
+ * A field as one line can show it: control characters (line breaks, tabs, escapes for the
+ * terminal) and Unicode's line and paragraph separators written as escapes, so that no
+ * value, however it was stored, reads as a line or a column of its own.
+ */
+function printable(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => {
+    const named: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+    return named[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+  });
+}
+
 /** One line of `mailyard audit`: time, actor, action, target, details. */
 export function formatAuditEntry(e: AuditEntry): string {
   const detail = Object.entries(e.detail ?? {})
     .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(',') : String(v)}`)
     .join(' ');
-  return [e.at, e.actor, e.action, e.target, detail].join('\t').trimEnd();
+  return [e.at, e.actor, e.action, e.target, detail]
+    .map((f) => printable(String(f)))
+    .join('\t')
+    .trimEnd();
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { AuditLog } from '@mailyard/admin';
 import { GOOD_PASSWORD, cliHarness } from './harness.js';
 
 test('every change is in the audit log with who made it; reads are not', async (t) => {
@@ -32,4 +33,24 @@ test('every change is in the audit log with who made it; reads are not', async (
   assert.equal((await cli.run(['audit', '-n', '0'])).code, 2);
   // no secret in the log
   assert.doesNotMatch(lines.join('\n'), new RegExp(GOOD_PASSWORD));
+});
+
+test('a line break or tab stored in an entry is shown escaped, never as a line of its own', async (t) => {
+  const cli = cliHarness(t);
+  // as an entry written before its action was checked might hold
+  const forged = 'REJECT no\n2026-01-01T00:00:00.000Z\tcli:root\taccount.add\tmallory@example.org';
+  await new AuditLog(cli.redis).record({
+    actor: 'cli:operator',
+    action: 'policy.access.set',
+    target: '192.0.2.1\u2028x',
+    detail: { action: forged },
+  });
+  const out = (await cli.ok(['audit'])).trimEnd();
+  assert.equal(out.split('\n').length, 1, out);
+  assert.deepEqual(out.split('\t').slice(1), [
+    'cli:operator',
+    'policy.access.set',
+    '192.0.2.1\\u2028x',
+    'action=REJECT no\\n2026-01-01T00:00:00.000Z\\tcli:root\\taccount.add\\tmallory@example.org',
+  ]);
 });

@@ -25,6 +25,8 @@ export interface RunOptions {
 
 export interface CliHarness {
   prefix: string;
+  /** A client over the test's key prefix, for what the CLI reads that it cannot write itself. */
+  redis: ReturnType<typeof createTestRedis>['redis'];
   /** The directory over the test's key prefix, to check what the CLI wrote. */
   directory: Directory;
   /** Runs the real program in-process. */
@@ -53,6 +55,7 @@ export function cliHarness(t: TestContext): CliHarness {
   };
   return {
     prefix: tr.prefix,
+    redis: tr.redis,
     directory: new Directory(tr.redis),
     run,
     async ok(argv, opts) {
