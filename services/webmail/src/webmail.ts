@@ -136,6 +136,18 @@ function routerRefusal(err: FastifyError, _req: FastifyRequest, reply: FastifyRe
 const isApiRoute = (req: FastifyRequest): boolean => req.routeOptions.url?.startsWith('/api/') ?? false;
 
 /**
+ * Whether a request's path is under the JSON API as the router reads it, matched or not:
+ * `/%61pi/x` and `https://host/api/x` are `/api/x`.
+ */
+function inApi(url: string): boolean {
+  try {
+    return decodeURIComponent(new URL(url, 'http://localhost').pathname).startsWith('/api/');
+  } catch {
+    return url.startsWith('/api/');
+  }
+}
+
+/**
  * The web client: a fastify app on WEBMAIL_PORT (HTTPS with the platform's certificate)
  * serving the single-page front end and its JSON API. It reads through IMAP and sends
  * through submission like any mail client, with its own service login acting for the
@@ -337,10 +349,10 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
   });
 
   app.addHook('onSend', async (req, reply) => {
-    if (isApiRoute(req) || req.url.startsWith('/api/')) reply.header('cache-control', 'no-store');
+    if (isApiRoute(req) || inApi(req.url)) reply.header('cache-control', 'no-store');
   });
   app.addHook('onResponse', async (req, reply) => {
-    if (!isApiRoute(req) && !req.url.startsWith('/api/')) return;
+    if (!isApiRoute(req) && !inApi(req.url)) return;
     metrics.requests.observe(
       { route: req.routeOptions.url ?? 'unknown', status: `${Math.floor(reply.statusCode / 100)}xx` },
       reply.elapsedTime / 1000,
@@ -400,7 +412,7 @@ export function buildWebmail(config: WebmailConfig, deps: WebmailDeps): Webmail 
     logger.warn({ assets }, 'front end not built (pnpm build): only the API is served');
   }
   app.setNotFoundHandler((req, reply) => {
-    if (req.url.startsWith('/api/') || req.method !== 'GET' || !existsSync(join(assets, 'index.html')))
+    if (inApi(req.url) || req.method !== 'GET' || !existsSync(join(assets, 'index.html')))
       return reply.code(404).send({ error: 'not_found', message: errors.notFound().message });
     // the single page answers every other path (deep links such as /folder/Archive)
     return reply.header('cache-control', 'no-cache').sendFile('index.html');

@@ -404,6 +404,12 @@ describe('headers', () => {
     assert.equal(res.headers['cache-control'], 'no-store');
     const missing = await c.get('/api/nothing-here');
     assert.deepEqual([missing.status, missing.json.error], [404, 'not_found']);
+    // however the path is written: not the single page's HTML
+    for (const path of ['/%61pi/nothing-here', `https://${HOST}/api/nothing-here`]) {
+      const other = await c.get(path);
+      assert.deepEqual([path, other.status, other.json?.error], [path, 404, 'not_found']);
+      assert.equal(other.headers['cache-control'], 'no-store');
+    }
   });
 
   test(
