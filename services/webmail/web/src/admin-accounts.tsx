@@ -19,8 +19,9 @@ function usageText(a: AdminAccount, usage: AdminAccount['usage'] | undefined): s
 export function AccountsPage(props: { me: string }) {
   const [q, setQ] = useState('');
   const [offset, setOffset] = useState(0);
+  // each answer keeps what it was asked for: the usage read after it asks the same
   const { data, error, reload } = useLoad(
-    () => admin.accounts({ q, offset, limit: PAGE, usage: false }),
+    async () => ({ q, offset, ...(await admin.accounts({ q, offset, limit: PAGE, usage: false })) }),
     [q, offset],
   );
   // Usage takes an IMAP read per account, seconds for a page on a busy server: the page
@@ -31,7 +32,7 @@ export function AccountsPage(props: { me: string }) {
   useEffect(() => {
     if (!data?.accounts.length) return;
     let current = true;
-    void admin.accounts({ q, offset, limit: PAGE, usage: true }).then(
+    void admin.accounts({ q: data.q, offset: data.offset, limit: PAGE, usage: true }).then(
       (u) => current && setUsage({ of: data, by: new Map(u.accounts.map((a) => [a.address, a.usage])) }),
       () => current && setUsage({ of: data, by: new Map() }),
     );
