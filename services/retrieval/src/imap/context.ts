@@ -14,10 +14,6 @@ import type { EnabledExtensions } from './enabled.js';
 import type { SelectedMailbox } from './selected.js';
 
 /**
- * A session's NOTIFY registration (RFC 5465), as the session drives it: told of every
- * change on the account, asked for the untagged responses due between commands.
- */
-/**
  * When NOTIFY collects again what the store could not read: `firstMs` after a failure,
  * doubled at each failure in a row up to `maxMs`; a folder whose counters fail to read
  * `tries` times in a row is given up, and its next change tried afresh.
@@ -28,6 +24,10 @@ export interface NotifyRetry {
   tries: number;
 }
 
+/**
+ * A session's NOTIFY registration (RFC 5465), as the session drives it: told of every
+ * change on the account, asked for the untagged responses due between commands.
+ */
 export interface NotifyWatcher {
   /** Events for the selected mailbox: EXPUNGE only when a command allows it (selected-delayed). */
   readonly selected: { delayed: boolean; fetch: boolean } | null;
