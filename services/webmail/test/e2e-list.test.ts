@@ -52,7 +52,10 @@ describe('the webmail in a browser: the list after messages leave it', () => {
       await logInHere(page);
       // newest first: Keyboard 4 at the top
       await page.keyboard.press('j');
-      assert.match(String(await focusedRow(page)), /Keyboard 4/);
+      // the focus moves when the list has drawn after the key
+      await waitFor(async () => /Keyboard 4/.test(String(await focusedRow(page))), {
+        what: 'the focus on Keyboard 4',
+      });
       await page.keyboard.press('e');
       await page.getByRole('status').filter({ hasText: 'Archived to Archive' }).waitFor();
       await waitFor(async () => (await row(page, 'Keyboard 4').count()) === 0, { what: 'Keyboard 4 gone' });
@@ -77,9 +80,13 @@ describe('the webmail in a browser: the list after messages leave it', () => {
         'the others still in the inbox',
       );
       // j goes on from there, to the row after the selected one
-      assert.match(String(await focusedRow(page)), /Keyboard 2/);
+      await waitFor(async () => /Keyboard 2/.test(String(await focusedRow(page))), {
+        what: 'the focus on Keyboard 2',
+      });
       await page.keyboard.press('j');
-      assert.match(String(await focusedRow(page)), /Keyboard 1/);
+      await waitFor(async () => /Keyboard 1/.test(String(await focusedRow(page))), {
+        what: 'the focus on Keyboard 1',
+      });
       assert.equal(await page.getByText('No such message').count(), 0);
     });
   });
