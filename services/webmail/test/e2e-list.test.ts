@@ -66,6 +66,7 @@ describe('the webmail in a browser: the list after messages leave it', () => {
       assert.equal(await row(page, 'Keyboard 3').getAttribute('aria-selected'), 'true');
       await page.keyboard.press('e');
       await waitFor(async () => (await row(page, 'Keyboard 3').count()) === 0, { what: 'Keyboard 3 gone' });
+      // the row leaves the list before the server has moved the message: wait for the move
       const archived = await waitFor(
         async () => {
           const m = await storedFlags(imap, 'Archive');
@@ -74,11 +75,10 @@ describe('the webmail in a browser: the list after messages leave it', () => {
         { what: 'two messages in Archive' },
       );
       assert.deepEqual([...archived.keys()].sort(), ['Keyboard 3', 'Keyboard 4']);
-      assert.deepEqual(
-        [...(await storedFlags(imap, 'INBOX')).keys()].filter((s) => s.startsWith('Keyboard')).sort(),
-        ['Keyboard 1', 'Keyboard 2'],
-        'the others still in the inbox',
-      );
+      const inboxKeyboard = async () =>
+        [...(await storedFlags(imap, 'INBOX')).keys()].filter((s) => s.startsWith('Keyboard')).sort();
+      await waitFor(async () => (await inboxKeyboard()).length === 2, { what: 'the move ended in INBOX' });
+      assert.deepEqual(await inboxKeyboard(), ['Keyboard 1', 'Keyboard 2'], 'the others still in the inbox');
       // j goes on from there, to the row after the selected one
       await waitFor(async () => /Keyboard 2/.test(String(await focusedRow(page))), {
         what: 'the focus on Keyboard 2',
