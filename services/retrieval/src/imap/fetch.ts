@@ -352,11 +352,11 @@ function* fetchPieces(
           out.push(`BINARY.SIZE[${it.text}] ${bytes ? bytes.length : 0}`);
           break;
         }
-        let origin = '';
+        // a partial fetch is answered as one, of a part the message lacks too (RFC 9051 §6.4.5)
+        const origin = it.partial ? `<${it.partial.start}>` : '';
         if (bytes && it.partial) {
           const { start, length } = it.partial;
           bytes = bytes.subarray(start, length === null ? undefined : start + length);
-          origin = `<${start}>`;
         }
         const label = utf8Bytes(`${it.kind}[${it.text}]${origin} `);
         if (!bytes) out.push(label, 'NIL');
