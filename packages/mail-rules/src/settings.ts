@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
+import { setAtMaxmemory } from '@mailyard/runtime/redis';
 import { parseMailAddress } from '@mailyard/smtp-core';
 
 /** Limits on what a user may set (the account page refuses more with a 400). */
@@ -106,10 +107,6 @@ const repliedKey = (account: string, sender: string) =>
  * Writers validate with the schemas; readers take what they find (a value that does not
  * parse is treated as unset, never as an error that holds mail).
  */
-const MARK = `#!lua flags=allow-oom
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1`;
-
 export class MailRules {
   constructor(private readonly redis: Redis) {}
 
@@ -145,7 +142,7 @@ export class MailRules {
    * forward published), a small key that expires. Refused, the rerun would do it again.
    */
   async redisMark(key: string, ttlSeconds: number): Promise<void> {
-    await this.redis.eval(MARK, 1, key, '1', ttlSeconds);
+    await setAtMaxmemory(this.redis, key, '1', { ex: ttlSeconds });
   }
 
   /** Gives the claim back (the reply could not be sent). */

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { setAtMaxmemory } from '@mailyard/runtime/redis';
 
 /**
  * Claims on Redis keys, each held by one holder (its token) for a while: the queue's way
@@ -89,17 +90,6 @@ const RELEASE = `for _, k in ipairs(KEYS) do
 end
 return 0`;
 
-/**
- * Sets each record (KEYS) to ARGV[1] for ARGV[2] s. Runs when Redis is at its maxmemory
- * (allow-oom): a record is written only once the thing was done (a message sent to a
- * recipient, a DSN published), a small key per recipient that expires. Refused, nothing
- * says the thing was done, and the next run (a redelivery, a later attempt) does it
- * again: the recipient gets a second copy, the sender a second DSN.
- */
-const RECORD = `#!lua flags=allow-oom
-for _, k in ipairs(KEYS) do redis.call('SET', k, ARGV[1], 'EX', ARGV[2]) end
-return #KEYS`;
-
 export class Claims {
   /** `ms`: how long a claim holds unless renewed. */
   constructor(
@@ -159,11 +149,13 @@ export class Claims {
 
   /**
    * Writes the records of things done (`value` for `seconds`), in one round trip, Redis
-   * at its maxmemory included.
+   * at its maxmemory included: a record is written only once the thing was done (a
+   * message sent to a recipient, a DSN published), a small key per recipient that
+   * expires. Refused, nothing says the thing was done, and the next run (a redelivery, a
+   * later attempt) does it again: the recipient gets a second copy, the sender a second DSN.
    */
   async record(records: string[], value: string, seconds: number): Promise<void> {
-    if (!records.length) return;
-    await this.redis.eval(RECORD, records.length, ...records, value, seconds);
+    await setAtMaxmemory(this.redis, records, value, { ex: seconds });
   }
 
   /** Lets go of each of `claims` still `token`'s. */

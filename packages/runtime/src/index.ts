@@ -218,3 +218,4 @@ export async function runMain<S extends z.ZodObject>(
   process.on('SIGINT', () => shutdown('SIGINT'));
 }
 export * from './cluster.js';
+export * from './redis.js';

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { setAtMaxmemory } from '@mailyard/runtime/redis';
 
 // A counting semaphore per destination in Redis, shared by every instance. Each holder
 // is a member of a sorted set scored by its lease expiry, so the slots of an instance
@@ -46,15 +47,6 @@ return 1`;
 const RENEW = `#!lua flags=allow-oom
 redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1`;
-
-// Mail of this instance waits for a slot of the destination (KEYS[1]) for ARGV[1] ms more,
-// so that no instance parks an idle session with its slot meanwhile. Allowed at maxmemory:
-// one small key per destination, expiring within a second. Refused (a plain SET), the
-// sessions of other instances went on being parked while Redis was full, each keeping its
-// slot for the idle limit, and the waiting mail was deferred as "destination busy".
-const SLOTWAIT = `#!lua flags=allow-oom
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
 return 1`;
 
 export interface DestinationLimitsOptions {
@@ -113,9 +105,15 @@ export class DestinationLimits {
         this.opts.ratePerMinute,
       );
       if (got === 1) return this.holder(destination, slotKey, token);
-      // tells every instance that this destination has mail waiting for a slot, so that
-      // none keeps an idle session (and its slot) parked meanwhile
-      this.redis.eval(SLOTWAIT, 1, `outbound:slotwait:${destination}`, 1000).catch(() => undefined);
+      // tells every instance that this destination has mail waiting for a slot for a second
+      // more, so that none keeps an idle session (and its slot) parked meanwhile. Set at
+      // maxmemory too: one small key per destination, expiring within a second. Refused (a
+      // plain SET), the sessions of other instances went on being parked while Redis was
+      // full, each keeping its slot for the idle limit, and the waiting mail was deferred
+      // as "destination busy".
+      setAtMaxmemory(this.redis, `outbound:slotwait:${destination}`, '1', { px: 1000 }).catch(
+        () => undefined,
+      );
       if (Date.now() + wait > deadline) return null;
       // woken at once by a release in this process; slots freed by other instances are
       // found by polling

@@ -7,6 +7,7 @@ import { actingFor, endedText, logIn } from '@mailyard/auth';
 import { ipInNetworks } from '@mailyard/config';
 import { MessageGoneError, type MailFolder, type MessageInfo } from '@mailyard/mailstore';
 import type { Logger } from '@mailyard/observability';
+import { setAtMaxmemory } from '@mailyard/runtime/redis';
 import { plural } from '@mailyard/smtp-core';
 import type { ClientConnection } from '../connection.js';
 import type { ImapDeps } from '../imap/session.js';
@@ -15,13 +16,6 @@ import { MultilineBody } from './multiline.js';
 
 type Pop3State = 'authorization' | 'transaction' | 'update';
 
-// Takes the mailbox's lock (KEYS[1]) for the session ARGV[1], for ARGV[2] s: 1, or 0 when
-// another session holds it. Allowed at maxmemory: one small key per POP3 session, expiring
-// unless refreshed. Refused (a plain SET NX), every POP3 login failed while Redis was full.
-const TAKE_LOCK = `#!lua flags=allow-oom
-if redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then return 1 end
-return 0`;
-
 /** One POP3 session per mailbox at a time, across every instance (RFC 1939 §8 exclusive lock). */
 export class Pop3Locks {
   constructor(private readonly redis: Redis) {}
@@ -29,7 +23,9 @@ export class Pop3Locks {
   async acquire(account: string): Promise<(() => Promise<void>) | null> {
     const key = `pop3:lock:${account.toLowerCase()}`;
     const token = randomBytes(8).toString('hex');
-    if ((await this.redis.eval(TAKE_LOCK, 1, key, token, 120)) !== 1) return null;
+    // taken at maxmemory too: one small key per POP3 session, expiring unless refreshed.
+    // Refused (a plain SET NX), every POP3 login failed while Redis was full.
+    if (!(await setAtMaxmemory(this.redis, key, token, { ex: 120, nx: true }))) return null;
     // refreshed while the session lives; expires by itself if the instance dies
     const timer = setInterval(() => {
       void this.redis.expire(key, 120).catch(() => undefined);
