@@ -2238,6 +2238,14 @@ async function readHeadAsync(path: string, first: Buffer, m: MessageInfo): Promi
 }
 
 /**
+ * The file times that every filesystem a Maildir lives on keeps as they are given, so
+ * that writeDurable need not read them back: from 1970, as NFSv3 carries times as
+ * unsigned 32-bit seconds (an earlier one arrives as a date after 2038), to the end of
+ * 2037, before a signed 32-bit time ends (ext4 with 128-byte inodes, XFS without bigtime).
+ */
+const EVERY_FILESYSTEM_KEEPS = { from: Date.UTC(1970, 0, 1), until: Date.UTC(2038, 0, 1) };
+
+/**
  * Writes a message file and fsyncs it, its mtime set to `date` (INTERNALDATE). The calls
  * are synchronous but for the fsync, and a big message is written a chunk per turn of the
  * event loop: every await of a busy process waits for all of its sessions to run once,
@@ -2252,8 +2260,10 @@ async function writeDurable(path: string, data: Buffer, date: Date): Promise<voi
     }
     fsc.futimesSync(fd, date, date);
     // a filesystem keeps mtimes in a range of its own (ext4: 1901 to 2446) and moves one
-    // outside it to the nearest end, without an error
-    if (Math.floor(fsc.fstatSync(fd).mtimeMs / 1000) !== Math.floor(date.getTime() / 1000))
+    // outside it to the nearest end, without an error: read back unless every one keeps it
+    const t = date.getTime();
+    const kept = t >= EVERY_FILESYSTEM_KEEPS.from && t < EVERY_FILESYSTEM_KEEPS.until;
+    if (!kept && Math.floor(fsc.fstatSync(fd).mtimeMs / 1000) !== Math.floor(t / 1000))
       throw new InternalDateError(date);
     await fsyncP(fd);
   } finally {

@@ -6,6 +6,7 @@ import { after, describe, it } from 'node:test';
 import { heapAfterGc, tempDir } from '@mailyard/testkit';
 import {
   EXPUNGES_TRIM_BYTES,
+  InternalDateError,
   MailAccount,
   MailFolder,
   MaildirStore,
@@ -147,6 +148,32 @@ void describe('MailFolder', () => {
     const s3 = await new MailFolder(f.dir, 'INBOX', 'h').snapshot();
     assert.deepEqual(s3.messages[0]!.flags, ['\\Seen']);
     assert.ok(s3.highestModseq > s.highestModseq);
+  });
+
+  // INTERNALDATE is the file's mtime: a date in the range every filesystem keeps is not
+  // read back after it is set, one outside it is, and refused where the filesystem moved it
+  void it('keeps dates at both ends of the range not read back, refuses one moved', async () => {
+    const f = new MailFolder(join(fresh(), 'a'), 'INBOX', 'h');
+    await f.ensure();
+    const dates = [
+      '1969-12-31T23:59:59',
+      '1970-01-01T00:00:00',
+      '2037-12-31T23:59:59',
+      '2038-01-01T00:00:00',
+    ];
+    for (const d of dates) await f.append(msg(1), [], new Date(`${d}Z`));
+    const kept = await Promise.all((await f.snapshot()).messages.map((m) => f.internalDate(m)));
+    assert.deepEqual(
+      kept.map((d) => d.toISOString()),
+      dates.map((d) => `${d}.000Z`),
+    );
+    const t1900 = new Date('1900-01-01T00:00:00Z');
+    const probe = join(f.dir, 'time-probe');
+    await fs.writeFile(probe, '');
+    await fs.utimes(probe, t1900, t1900);
+    if ((await fs.stat(probe)).mtime.getTime() !== t1900.getTime())
+      await assert.rejects(f.append(msg(2), [], t1900), InternalDateError);
+    assert.equal((await f.snapshot()).messages.length, dates.length);
   });
 
   // A busy folder (a state file or directory changed within the last few ms) is read
