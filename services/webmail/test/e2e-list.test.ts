@@ -29,10 +29,19 @@ webmailFile({ browser: true, store: ALICE }, async (f) => {
   await imap.append('INBOX', plainMessage({ subject: 'Filed by the phone' }));
   for (const n of [1, 2, 3, 4]) await imap.append('INBOX', plainMessage({ subject: `Keyboard ${n}` }));
   await imap.mailboxCreate('Elsewhere');
+  await imap.mailboxCreate('Late');
+  for (const n of [1, 2]) await imap.append('Late', plainMessage({ subject: `Late ${n}` }));
   await imap.mailboxCreate('Long');
   for (let n = 1; n <= LONG; n++)
     await imap.append('Long', plainMessage({ subject: longSubject(n) }), ['\\Seen']);
 });
+
+/** A promise, and the function that settles it. */
+function signal(): [() => void, Promise<void>] {
+  let settle!: () => void;
+  const settled = new Promise<void>((resolve) => (settle = resolve));
+  return [settle, settled];
+}
 
 const list = (page: Page) => page.getByRole('listbox', { name: 'Messages' });
 const row = (page: Page, subject: string) => list(page).getByRole('option', { name: new RegExp(subject) });
@@ -137,6 +146,66 @@ describe('the webmail in a browser: the list after messages leave it', () => {
       assert.equal(moves.length, 1, moves.join('\n'));
       assert.equal((JSON.parse(moves[0]!) as { to: string }).to, 'Elsewhere');
       assert.deepEqual([...(await storedFlags(imap, 'Elsewhere')).keys()], ['Drag me around']);
+    });
+  });
+
+  test('a page read before a message was archived does not bring it back', { timeout: 120_000 }, async () => {
+    await onNewPage('10.5.1.5', async (page) => {
+      await logInHere(page);
+      await page.locator('[data-folder="Late"]').click();
+      await row(page, 'Late 2').waitFor();
+      const selected = (subject: string) =>
+        waitFor(async () => (await row(page, subject).getAttribute('aria-selected')) === 'true', {
+          what: `${subject} selected`,
+        });
+      const isListRead = (url: string) => {
+        const u = new URL(url);
+        return u.pathname === '/api/messages' && u.searchParams.get('folder') === 'Late';
+      };
+      // the list's first read from now on (the one after the first archive) is held on its way
+      const [readAsked, firstRead] = signal();
+      const [releaseRead, readHeld] = signal();
+      let reads = 0;
+      await page.route('**/api/messages?*', async (route) => {
+        if (!isListRead(route.request().url()) || ++reads > 1) return route.continue();
+        readAsked();
+        await readHeld;
+        await route.continue();
+      });
+      await page.keyboard.press('j');
+      await selected('Late 2');
+      await page.keyboard.press('e');
+      await firstRead;
+      // and so is the second archive: the server still has the message when it reads the list
+      const [archiveAsked, secondArchive] = signal();
+      const [releaseArchive, archiveHeld] = signal();
+      await page.route('**/api/messages/archive', async (route) => {
+        archiveAsked();
+        await archiveHeld;
+        await route.continue();
+      });
+      await selected('Late 1');
+      await page.keyboard.press('e');
+      await secondArchive;
+      await page.getByText('No messages here.').waitFor();
+      // the read asked for before the second archive comes back, the message still in it
+      const lateRead = page.waitForResponse((r) => isListRead(r.url()));
+      releaseRead();
+      await (await lateRead).finished();
+      // two frames: time for the late answer to be read and drawn, were it taken
+      await page.evaluate('new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))');
+      assert.equal(await row(page, 'Late 1').count(), 0, 'the message archived is not shown again');
+      assert.equal(await page.getByText('No messages here.').count(), 1);
+      // the second archive goes on: both end in Archive, and the list stays empty
+      releaseArchive();
+      await waitFor(
+        async () => {
+          const m = await storedFlags(imap, 'Archive');
+          return m.has('Late 1') && m.has('Late 2');
+        },
+        { what: 'both in Archive' },
+      );
+      await page.getByText('No messages here.').waitFor();
     });
   });
 

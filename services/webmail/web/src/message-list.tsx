@@ -50,15 +50,23 @@ export function useMessageList(q: ListQuery) {
   const loading = useRef(new Set<number>());
   const current = useRef(key);
   current.current = key;
+  /**
+   * How many times rows were taken out (drop). A page read before may still hold them, the
+   * server not having moved them yet: it is not shown (the rows would come back, and the
+   * keyboard act on the wrong one). Every drop is followed by a refresh once the server has
+   * answered, which reads the pages again.
+   */
+  const drops = useRef(0);
 
   const load = useCallback(
     async (page: number, force = false) => {
       const k = key;
       if (loading.current.has(page) && !force) return;
       loading.current.add(page);
+      const dropsBefore = drops.current;
       try {
         const res = await api.list({ ...q, offset: page * PAGE, limit: PAGE });
-        if (current.current !== k) return;
+        if (current.current !== k || drops.current !== dropsBefore) return;
         setState((s) => {
           const pages = new Map(s.key === k ? s.pages : []);
           pages.set(page, res.rows);
@@ -114,6 +122,7 @@ export function useMessageList(q: ListQuery) {
    * view, rather than shown with rows that are not its own.
    */
   const drop = useCallback((uids: number[]) => {
+    drops.current++;
     setState((s) => {
       const { rows, removed } = afterDrop(s.pages, uids);
       const total = s.total === null ? null : s.total - removed;
