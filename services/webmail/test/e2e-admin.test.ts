@@ -240,17 +240,14 @@ test(
         await page.getByRole('button', { name: 'Add account' }).click();
       };
       await add();
-      await page
-        .getByRole('status')
-        .filter({ hasText: 'Added jürgen@xn--bcher-kva.test' })
-        .waitFor({ timeout: 10_000 });
+      await page.getByRole('status').filter({ hasText: 'Added jürgen@xn--bcher-kva.test' }).waitFor();
       assert.equal(await t.p.directory.accountExists('jürgen@xn--bcher-kva.test'), true);
       // the server's refusal, as the CLI words it
       await add();
       await page
         .getByRole('alert')
         .filter({ hasText: 'Account jürgen@xn--bcher-kva.test already exists' })
-        .waitFor({ timeout: 10_000 });
+        .waitFor();
     });
   },
 );
@@ -269,12 +266,12 @@ test(
       await page
         .getByRole('status')
         .filter({ hasText: `team@example.test now delivers to ${BOB}` })
-        .waitFor({ timeout: 10_000 });
+        .waitFor();
       await add('team@example.test', CAROL);
       await page
         .getByRole('status')
         .filter({ hasText: `team@example.test now delivers to ${BOB}, ${CAROL}` })
-        .waitFor({ timeout: 10_000 });
+        .waitFor();
       assert.equal((await t.p.directory.expand('team@example.test')).local.length, 2);
       await page.getByRole('button', { name: `Remove ${BOB} from team@example.test` }).waitFor();
       // a refusal: the server's sentence
@@ -282,7 +279,7 @@ test(
       await page
         .getByRole('alert')
         .filter({ hasText: 'Domain elsewhere.test is not a local domain' })
-        .waitFor({ timeout: 10_000 });
+        .waitFor();
       // the add's own answer says what the alias delivers to: a list that cannot be
       // read afterwards does not turn the add into a failure
       await page.route('**/api/admin/aliases', (route) =>
@@ -292,7 +289,7 @@ test(
       await page
         .getByRole('status')
         .filter({ hasText: `team@example.test now delivers to ${BOB}, ${CAROL}, ext@elsewhere.test` })
-        .waitFor({ timeout: 10_000 });
+        .waitFor();
     });
   },
 );
@@ -309,7 +306,7 @@ test(
         await page
           .getByRole('status')
           .filter({ hasText: `Added ${domain} with DKIM keys` })
-          .waitFor({ timeout: 10_000 });
+          .waitFor();
       }
       await page.getByRole('button', { name: 'Delete gone.test' }).click();
       await page
@@ -318,11 +315,9 @@ test(
           hasText:
             /^Deleted gone\.test and its DKIM keys rsa-\d{6}, ed25519-\d{6}; their DNS records can go$/,
         })
-        .waitFor({ timeout: 10_000 });
+        .waitFor();
       await page.getByRole('link', { name: 'DKIM keys' }).click();
-      await page
-        .getByRole('button', { name: 'Rotate the rsa key of kept.test' })
-        .waitFor({ timeout: 10_000 });
+      await page.getByRole('button', { name: 'Rotate the rsa key of kept.test' }).waitFor();
       assert.equal(await page.getByRole('cell', { name: 'gone.test', exact: true }).count(), 0);
       assert.equal(await page.getByRole('button', { name: 'Rotate the rsa key of gone.test' }).count(), 0);
     });
@@ -346,8 +341,8 @@ test('as admin: a certificate with one day left says 1 day, not 1 days', { timeo
     await inConsole(
       'DNS check',
       async (page) => {
-        await page.getByRole('heading', { name: 'TLS certificate' }).waitFor({ timeout: 15_000 });
-        await page.getByText('1 day left', { exact: true }).waitFor({ timeout: 10_000 });
+        await page.getByRole('heading', { name: 'TLS certificate' }).waitFor();
+        await page.getByText('1 day left', { exact: true }).waitFor();
       },
       `https://${HOST}:${wm.port}`,
     );
@@ -370,7 +365,7 @@ async function numberedAccounts(prefix: string, n: number): Promise<string[]> {
 async function findAccounts(page: Page, q: string, shown: string): Promise<void> {
   await page.getByLabel('Find an account').fill(q);
   await page.getByRole('button', { name: 'Find' }).click();
-  await page.getByText(shown).waitFor({ timeout: 10_000 });
+  await page.getByText(shown).waitFor();
 }
 
 /**
@@ -396,10 +391,10 @@ test(
       page.on('dialog', (d) => void d.accept());
       await findAccounts(page, 'page', '1–25 of 26');
       await page.getByRole('button', { name: 'Next' }).click();
-      await page.getByText('26–26 of 26').waitFor({ timeout: 10_000 });
+      await page.getByText('26–26 of 26').waitFor();
       await page.getByRole('button', { name: 'Delete page26@example.test' }).click();
-      await page.getByText('1–25 of 25').waitFor({ timeout: 10_000 });
-      await page.getByRole('button', { name: 'Delete page25@example.test' }).waitFor({ timeout: 10_000 });
+      await page.getByText('1–25 of 25').waitFor();
+      await page.getByRole('button', { name: 'Delete page25@example.test' }).waitFor();
     });
   },
 );
@@ -414,10 +409,10 @@ test(
       const release = await holdAccountReads(page, 'usage', '1');
       await findAccounts(page, 'usage', '1–3 of 3');
       const row = page.getByRole('listitem').filter({ hasText: 'usage01@example.test' });
-      await row.getByText('reading usage…').waitFor({ timeout: 10_000 });
+      await row.getByText('reading usage…').waitFor();
       release();
       // no quota set and none by default: the store says no limit
-      await row.getByText(/^no limit · created/).waitFor({ timeout: 30_000 });
+      await row.getByText(/^no limit · created/).waitFor();
     });
   },
 );
@@ -430,10 +425,7 @@ test('as admin: Retry all now counts one deferred message as one', { timeout: 12
     await inConsole('Queue', async (page) => {
       await page.getByRole('button', { name: `Retry ${id} now` }).waitFor();
       await page.getByRole('button', { name: 'Retry all now' }).click();
-      await page
-        .getByRole('status')
-        .filter({ hasText: '1 message queued for delivery' })
-        .waitFor({ timeout: 10_000 });
+      await page.getByRole('status').filter({ hasText: '1 message queued for delivery' }).waitFor();
     });
   } finally {
     await bus.stop();
@@ -448,9 +440,9 @@ test(
     await inConsole('Accounts', async (page) => {
       await findAccounts(page, 'gone', '1–25 of 51');
       await page.getByRole('button', { name: 'Next' }).click();
-      await page.getByText('26–50 of 51').waitFor({ timeout: 10_000 });
+      await page.getByText('26–50 of 51').waitFor();
       await page.getByRole('button', { name: 'Next' }).click();
-      await page.getByText('51–51 of 51').waitFor({ timeout: 10_000 });
+      await page.getByText('51–51 of 51').waitFor();
       // the pager moves at the click, the rows when the page has come
       await page.getByRole('button', { name: 'Delete gone51@example.test' }).waitFor();
       // another admin deletes all but ten; this one adds an account, and the list is read again
@@ -465,7 +457,7 @@ test(
       await page.getByLabel('Address', { exact: true }).fill('newcomer@example.test');
       await page.getByLabel('Password (at least 10 characters)').fill(PASSWORD);
       await page.getByRole('button', { name: 'Add account' }).click();
-      await page.getByText('1–10 of 10').waitFor({ timeout: 10_000 });
+      await page.getByText('1–10 of 10').waitFor();
       await page.getByRole('button', { name: 'Delete gone10@example.test' }).waitFor();
       // the page that came back empty, then straight to the last one
       assert.deepEqual(offsets, ['50', '0']);
@@ -484,7 +476,7 @@ test(
       const release = await holdAccountReads(page, 'offset', '25');
       const slow = page.waitForResponse((r) => new URL(r.url()).searchParams.get('offset') === '25');
       await page.getByRole('button', { name: 'Next' }).click();
-      await page.getByText('26–30 of 30').waitFor({ timeout: 10_000 });
+      await page.getByText('26–30 of 30').waitFor();
       const first = page.waitForResponse((r) => new URL(r.url()).searchParams.get('offset') === '0');
       await page.getByRole('button', { name: 'Previous' }).click();
       await first;
@@ -494,7 +486,7 @@ test(
       // two frames: time for the late answer to be read and drawn, were it taken
       await page.evaluate('new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))');
       // the answer that came last was for the page left: the first page stays
-      await page.getByText('1–25 of 30').waitFor({ timeout: 10_000 });
+      await page.getByText('1–25 of 30').waitFor();
       await page.getByRole('button', { name: 'Delete late01@example.test' }).waitFor();
       assert.equal(await page.getByRole('button', { name: 'Delete late26@example.test' }).count(), 0);
     });
@@ -529,7 +521,7 @@ test(
       await page
         .getByRole('status')
         .filter({ hasText: `${ines} is an admin: it may use this console` })
-        .waitFor({ timeout: 10_000 });
+        .waitFor();
       assert.equal(await t.p.directory.isAdmin(ines), true);
 
       await page.getByLabel(`New password of ${ines}`).fill(fresh);
@@ -537,7 +529,7 @@ test(
       await page
         .getByRole('status')
         .filter({ hasText: `Set the password of ${ines}; its sessions have ended` })
-        .waitFor({ timeout: 10_000 });
+        .waitFor();
       assert.equal(await imapLoginAs(t, ines, PASSWORD), false);
       assert.equal(await imapLoginAs(t, ines, fresh), true);
 
@@ -545,7 +537,7 @@ test(
       await page
         .getByRole('status')
         .filter({ hasText: `${ines} is no longer an admin` })
-        .waitFor({ timeout: 10_000 });
+        .waitFor();
       await page.getByRole('button', { name: `Make ${ines} an admin` }).waitFor();
       assert.equal(await t.p.directory.isAdmin(ines), false);
 
