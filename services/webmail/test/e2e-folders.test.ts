@@ -66,15 +66,18 @@ describe('folders in a browser', () => {
       await page.getByRole('option', { name: /Train ticket/ }).waitFor();
       await page.getByRole('button', { name: 'Options for Receipts' }).focus();
       await page.keyboard.press('Enter');
-      await page.getByRole('button', { name: 'Rename Receipts' }).waitFor();
-      assert.equal(
-        await page.evaluate("document.activeElement?.getAttribute('aria-label')"),
-        'Rename Receipts',
+      // the focus moves to the first option once the options are drawn
+      await waitFor(
+        async () =>
+          (await page.evaluate("document.activeElement?.getAttribute('aria-label')")) === 'Rename Receipts',
+        { what: 'the focus on Rename Receipts' },
       );
       await page.keyboard.press('Enter');
+      // and to the name field once it is drawn
       const field = page.getByLabel('New name for Receipts');
-      await field.waitFor();
-      assert.equal(await field.evaluate((e) => e === e.ownerDocument.activeElement), true);
+      await waitFor(async () => await field.evaluate((e) => e === e.ownerDocument.activeElement), {
+        what: 'the focus in the new name field',
+      });
       await page.keyboard.type('Invoices');
       await page.screenshot({ path: join(shots, 'folders-rename.png'), animations: 'disabled' });
       await page.keyboard.press('Enter');
