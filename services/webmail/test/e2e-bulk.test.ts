@@ -110,6 +110,10 @@ describe('the webmail in a browser: several messages at once', () => {
 
       // by keyboard: j to the first row, x ticks it, Esc clears the ticks
       await page.keyboard.press('j');
+      // x acts on the row selected: once j has selected it
+      await waitFor(async () => (await row(page, 'Read me 2').getAttribute('aria-selected')) === 'true', {
+        what: 'Read me 2 selected',
+      });
       await page.keyboard.press('x');
       await bar(page).getByText('1 selected').waitFor();
       assert.equal(await tick(page, 'Read me 2').isChecked(), true);
