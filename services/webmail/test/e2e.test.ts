@@ -109,8 +109,11 @@ describe('a day with the webmail', () => {
         messageId: '<hello-from-bob@example.test>',
       });
       smtp.close();
-      await row(page, /Hello from Bob/).waitFor({ timeout: 30_000 });
-      await page.getByRole('status').filter({ hasText: 'New mail' }).waitFor();
+      // the notice goes after five seconds: looked for from now on, not once the row has come
+      await Promise.all([
+        row(page, /Hello from Bob/).waitFor({ timeout: 30_000 }),
+        page.getByRole('status').filter({ hasText: 'New mail' }).waitFor({ timeout: 30_000 }),
+      ]);
       await page.screenshot({ path: join(shots, 'inbox.png'), animations: 'disabled' });
 
       // open it
@@ -203,8 +206,12 @@ describe('a day with the webmail', () => {
       // drag a message from the inbox onto Archive
       await folderLink(page, 'Inbox').click();
       await row(page, /Drag me to the archive/).waitFor();
+      // the row goes at the drop, the message once the server has moved it, which the
+      // notice says (for five seconds: looked for from the drop on)
+      const moved = page.getByRole('status').filter({ hasText: 'Moved to Archive' }).waitFor();
       await row(page, /Drag me to the archive/).dragTo(page.locator('[data-folder="Archive"]'));
       await row(page, /Drag me to the archive/).waitFor({ state: 'detached' });
+      await moved;
       await folderLink(page, 'Archive').click();
       await row(page, /Drag me to the archive/).waitFor();
 
@@ -212,6 +219,8 @@ describe('a day with the webmail', () => {
       await folderLink(page, 'Inbox').click();
       await row(page, /Team lunch/).waitFor();
       await page.locator('body').press('j');
+      // s flags the row selected: once j has selected it
+      await page.getByRole('listbox', { name: 'Messages' }).locator('[aria-selected="true"]').waitFor();
       await page.keyboard.press('s');
       await page
         .getByRole('listbox', { name: 'Messages' })
