@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { generate } from 'otplib';
 import nodemailer from 'nodemailer';
-import type { BrowserContext, Page } from 'playwright-core';
+import type { BrowserContext, Page, Request } from 'playwright-core';
 import { LoginGuard, TwoFactor } from '@mailyard/auth';
 import type { Directory } from '@mailyard/directory';
 import { waitFor } from '@mailyard/testkit';
@@ -245,7 +245,11 @@ test(
     try {
       const mail = await browser.context.newPage();
       mail.on('pageerror', (e) => errors.push(e.message));
+      const isStream = (r: Request) => r.url().endsWith('/api/events');
+      // the stream the mail tab opens once logged in: the one opened again later is another
+      const firstStream = mail.waitForRequest(isStream);
       await logIn(mail, { at, account, ready: (p) => p.getByRole('button', { name: 'Compose' }) });
+      await firstStream;
       await mail.evaluate('window.notReloaded = true');
       // another tab of the same browser, on the account page
       const settings = await browser.context.newPage();
@@ -257,7 +261,7 @@ test(
       await settings.getByLabel('New password again').fill('a new long passphrase');
       // the mail tab's event stream, opened under the old cookie, ends once its grace is
       // over (the stream checks its session every 15 s): it opens again under the new one
-      const reopening = mail.waitForRequest((r) => r.url().endsWith('/api/events'), { timeout: 60_000 });
+      const reopening = mail.waitForRequest(isStream, { timeout: 60_000 });
       await settings.getByRole('button', { name: 'Change password' }).click();
       await settings.getByText('Password changed; your other sessions were ended.').waitFor();
       const reopened = await reopening;
