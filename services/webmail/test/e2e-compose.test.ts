@@ -156,7 +156,6 @@ describe('the webmail in a browser: drafts while writing', () => {
       const redis = t.p.redis.redis;
       await waitFor(async () => (await redis.zcard(WebmailKeys.uploads(ALICE))) === 0, {
         what: 'no upload waiting',
-        timeoutMs: 5000,
       });
       // this testbed's keys only: other files use the same Redis under prefixes of their own
       assert.equal((await redis.keys(`${t.p.redis.prefix}webmail:upload:*`)).length, 0);
