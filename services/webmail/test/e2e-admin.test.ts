@@ -219,7 +219,10 @@ test(
       assert.equal(asked[1], `Requeue ${id}? It goes back to delivery and runs afresh.`);
       await page.getByRole('status').filter({ hasText: 'There are no dead letters.' }).waitFor();
       assert.equal(await letter.count(), 0);
-      await waitFor(() => t.p.inbox(CAROL).length === 1, { what: 'the requeued letter delivered to carol' });
+      await waitFor(() => t.p.inbox(CAROL).length === 1, {
+        what: 'the requeued letter delivered to carol',
+        timeoutMs: 30_000,
+      });
       assert.deepEqual(errors, []);
     } finally {
       await browser.close();

@@ -115,6 +115,7 @@ describe('the webmail in a browser: drafts while writing', () => {
           async () => ((await sources('INBOX', bob)).length === 1 ? sources('INBOX', bob) : null),
           {
             what: 'the message at bob',
+            timeoutMs: 30_000,
           },
         );
         assert.match(got[0]!, /First words\. Last words\./);

@@ -166,7 +166,7 @@ test(
           .inbox(BOB)
           .map((f) => readFileSync(f, 'utf8'))
           .find((m) => m.includes(`Subject: Re: ${subject}`)),
-      { what: "the reply in bob's mailbox" },
+      { what: "the reply in bob's mailbox", timeoutMs: 30_000 },
     );
     assert.match(mail, /Booked the big room\./);
     assert.doesNotMatch(mail, /^X-Mailyard-/im);

@@ -221,7 +221,7 @@ describe('the webmail in a browser: the session ends while writing', () => {
         await page.getByRole('status').filter({ hasText: 'Message sent' }).waitFor();
         const got = await waitFor(
           async () => ((await sources(BOB, 'INBOX')).length === 1 ? sources(BOB, 'INBOX') : null),
-          { what: 'the message in Bob’s inbox' },
+          { what: 'the message in Bob’s inbox', timeoutMs: 30_000 },
         );
         assert.match(got[0]!, /Here they are\./);
         assert.match(got[0]!, /filename="?before\.txt/);
@@ -350,7 +350,7 @@ describe('the webmail in a browser: the session ends while writing', () => {
         await writing.getByRole('status').filter({ hasText: 'Message sent' }).waitFor();
         const got = await waitFor(
           async () => ((await sources(BOB, 'INBOX')).length === 1 ? sources(BOB, 'INBOX') : null),
-          { what: 'the message in Bob’s inbox' },
+          { what: 'the message in Bob’s inbox', timeoutMs: 30_000 },
         );
         assert.match(got[0]!, /Subject: Attached across tabs/);
         assert.match(got[0]!, /filename="?later\.txt/);
