@@ -521,8 +521,8 @@ describe('a dead-letter queue with a delivery limit (RabbitMQ 4.0 to 4.2 give ev
       const [letter] = jsonLines((await mailyard(env, 'queue', 'dead', 'list', '--json')).stdout);
       const qid = String(letter!.queueId);
       // the lease is taken, then every renewal fails: another reader may have taken over
-      const failingRenewals: typeof createRedisClient = (config) => {
-        const client = createRedisClient(config);
+      const failingRenewals: typeof createRedisClient = async (config) => {
+        const client = await createRedisClient(config);
         const evaluate = client.eval.bind(client) as (...args: unknown[]) => Promise<unknown>;
         client.eval = (script: string, ...args: unknown[]) =>
           script.includes('PEXPIRE')

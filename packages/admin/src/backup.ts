@@ -5,7 +5,7 @@ import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import type { Redis } from 'ioredis';
-import { extract as tarExtract, pack as tarPack, type Header, type Pack } from 'tar-stream';
+import type { Header, Pack } from 'tar-stream';
 import { Directory } from '@mailyard/directory';
 import { UIDLIST, formatUidList, parseUidList, walkStore } from '@mailyard/mailstore';
 import { PolicyKeys, PolicyRules } from '@mailyard/policy-rules';
@@ -19,6 +19,9 @@ import { OperationError } from './errors.js';
 //   end.json        BackupTotals: written last, so a truncated archive is known as one
 //
 // Renaming an entry or changing a record is a new BACKUP_VERSION: archives outlive code.
+
+/** Imported at the first archive written or read: other `mailyard` commands do not load it. */
+const tarStream = () => import('tar-stream');
 
 export const BACKUP_FORMAT = 'mailyard-backup';
 /** The archive format this code writes and reads. */
@@ -172,7 +175,7 @@ export async function writeBackup(data: PlatformData, out: Writable): Promise<Ba
     maildir: { root: data.maildirRoot },
     contents: ['manifest.json', 'redis.jsonl', 'maildir/', 'end.json'],
   };
-  const pack = tarPack();
+  const pack = (await tarStream()).pack();
   const written = pipeline(pack, createGzip(), out);
   // if the output fails, the entries below wait for nothing
   written.catch(() => pack.destroy());
@@ -271,7 +274,7 @@ async function readArchive(path: string, label: string, onEntry: (e: Entry) => P
     await fh.close();
   }
   const gz = bytesRead === 2 && magic[0] === 0x1f && magic[1] === 0x8b;
-  const extract = tarExtract();
+  const extract = (await tarStream()).extract();
   const source = createReadStream(path);
   // piped by hand: stream.pipeline does not see a streamx stream finish
   const fail = (err: Error) => extract.destroy(err);

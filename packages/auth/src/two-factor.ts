@@ -1,6 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { generateSecret, generateURI, verify as verifyTotp } from 'otplib';
 import { DirectoryError } from '@mailyard/directory';
 import type { LoginGuard } from './lockout.js';
 import { revocationMessage, revokedChannel } from './revocations.js';
@@ -12,6 +11,8 @@ const ENROLMENT_SECONDS = 600;
 /** Codes of the step before and after are accepted too (clocks drift; RFC 6238 §5.2). */
 const TOLERANCE_SECONDS = 30;
 const RECOVERY_ALPHABET = 'abcdefghijkmnpqrstuvwxyz23456789';
+/** Imported at the first enrolment or code: a `mailyard` command does not load it at start. */
+const otplib = () => import('otplib');
 /**
  * Wrong codes in a row for one account, from any address, after which its TOTP codes are
  * no longer checked: six digits are guessable, and the per-address lockout alone lets a
@@ -103,6 +104,7 @@ export class TwoFactor {
   /** Starts enrolment: a new secret, and the otpauth:// URI for the QR code. */
   async begin(account: string): Promise<{ secret: string; uri: string }> {
     const a = account.toLowerCase();
+    const { generateSecret, generateURI } = await otplib();
     const secret = generateSecret();
     await this.redis.set(`totp:pending:${a}`, secret, 'EX', ENROLMENT_SECONDS);
     const uri = generateURI({ issuer: this.opts.issuer ?? 'Mailyard', label: a, secret });
@@ -213,6 +215,7 @@ export class TwoFactor {
     const token = code.trim();
     if (!/^\d{6}$/.test(token)) return false;
     const epoch = Math.floor(this.now() / 1000);
+    const { verify: verifyTotp } = await otplib();
     let res;
     try {
       res = await verifyTotp({ secret, token, epoch, epochTolerance: TOLERANCE_SECONDS });

@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
-import { connect, type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import {
   ContractError,
   DEAD_LETTER_EXCHANGE,
@@ -441,6 +441,9 @@ export class Bus {
   private async connectOnce(): Promise<void> {
     const u = new URL(this.opts.url);
     if (!u.searchParams.has('heartbeat')) u.searchParams.set('heartbeat', '10');
+    // imported at the first connection: a `mailyard` command that never connects (most of
+    // them) does not load it
+    const { connect } = await import('amqplib');
     // Without TCP no-delay a confirmed publish waits ~40 ms for Nagle + delayed ACK.
     const conn = await connect(u.toString(), {
       noDelay: true,

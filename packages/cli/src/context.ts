@@ -1,6 +1,6 @@
 import { userInfo } from 'node:os';
 import type { Readable } from 'node:stream';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { redactUrl } from '@mailyard/bus';
 import { OperationError, Operations } from '@mailyard/admin';
@@ -8,7 +8,7 @@ import {
   ConfigError,
   clientEndpointsSchema,
   commonSchema,
-  loadConfig,
+  loadConfigAsync,
   mailStoreSchema,
   sendingAddressSchema,
   tlsFilesSchema,
@@ -50,7 +50,7 @@ export interface CliDeps {
    * Creates an unconnected client (`lazyConnect`) with the config's URL and key prefix.
    * The CLI connects it itself so that an unreachable Redis is one error, not a hang.
    */
-  createRedis(config: CliConfig): Redis;
+  createRedis(config: CliConfig): Redis | Promise<Redis>;
   stdin: CliInput;
   stdout: TextSink;
   stderr: TextSink;
@@ -68,8 +68,10 @@ export const CONNECT_DEADLINE_MS = 5000;
 /**
  * A Redis client that fails fast: one connection attempt with a short timeout, no
  * reconnection and no offline queue, so a down Redis becomes an error within seconds.
+ * ioredis is loaded here, at the first command that connects, not at every start.
  */
-export function createRedisClient(config: CliConfig): Redis {
+export async function createRedisClient(config: CliConfig): Promise<Redis> {
+  const { Redis } = await import('ioredis');
   return new Redis(config.redis_url, {
     keyPrefix: config.redis_prefix,
     lazyConnect: true,
@@ -110,9 +112,9 @@ export function cliActor(env: NodeJS.ProcessEnv): string {
 
 export function createContext(deps: CliDeps): CommandContext {
   const withRedis = async <T>(fn: (redis: Redis, config: CliConfig) => Promise<T>): Promise<T> => {
-    const config = loadCliConfig(deps.env);
+    const config = await loadCliConfig(deps.env);
     const where = redactUrl(config.redis_url);
-    const redis = deps.createRedis(config);
+    const redis = await deps.createRedis(config);
     // Failures surface through connect() and the commands, but their cause (ECONNREFUSED,
     // ETIMEDOUT, WRONGPASS) only in the 'error' event; keep the last one to report.
     let lastError: unknown;
@@ -167,9 +169,9 @@ async function connectWithin(redis: Redis, ms: number): Promise<void> {
   }
 }
 
-function loadCliConfig(env: NodeJS.ProcessEnv): CliConfig {
+async function loadCliConfig(env: NodeJS.ProcessEnv): Promise<CliConfig> {
   try {
-    return loadConfig(cliConfigSchema, { env, ignoreUnknownFileKeys: true });
+    return await loadConfigAsync(cliConfigSchema, { env, ignoreUnknownFileKeys: true });
   } catch (err) {
     if (err instanceof ConfigError)
       throw new CliError(`config error: ${err.problems.join('; ')}`, ExitCode.config);

@@ -100,14 +100,18 @@ test('process: `pnpm mailyard` runs the CLI from a checkout, with nothing of pnp
 });
 
 /**
- * The third-party packages a `mailyard` process loaded, as NODE_DEBUG=module names the
- * CommonJS files it loads (the packages below are all CommonJS).
+ * The third-party packages a `mailyard` process loaded: NODE_DEBUG=module names the
+ * CommonJS files it loads, NODE_DEBUG=esm the ES modules (otplib, zod).
  */
 function packagesLoaded(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const r = runProcess(args, { env: { ...env, NODE_DEBUG: 'module' } });
+  const r = runProcess(args, { env: { ...env, NODE_DEBUG: 'module,esm' } });
   const names = new Set<string>();
-  for (const [, file] of r.stderr.matchAll(/^MODULE \d+: load "([^"]+)"/gm)) {
-    const name = /.*\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(file!)?.[1];
+  const files = [
+    ...[...r.stderr.matchAll(/^MODULE \d+: load "([^"]+)"/gm)].map((m) => m[1]!),
+    ...[...r.stderr.matchAll(/^ESM \d+: Translating \w+ (file:\S+)/gm)].map((m) => m[1]!),
+  ];
+  for (const file of files) {
+    const name = /.*\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(file)?.[1];
     if (name) names.add(name);
   }
   return { code: r.code, names };
@@ -116,19 +120,40 @@ function packagesLoaded(args: string[], env: NodeJS.ProcessEnv = {}) {
 test('process: a command loads no more than it uses, so it starts quickly', async (t) => {
   const cli = cliHarness(t);
   await cli.ok(['domain', 'add', 'example.org', '--no-dkim']);
-  // the ops server's (no command serves HTTP or metrics)
-  const notAtStart = ['fastify', 'prom-client'];
-  // self-signed certificates (node-forge), which only services make: @mailyard/config's
-  // index exports them, and only the bundle leaves out what is not used (its sideEffects)
-  if (entryArgs('packages/cli')[0]!.endsWith('dist/main.js')) notAtStart.push('selfsigned', 'node-forge');
-  for (const args of [['--help'], ['domain', 'list'], ['alias', 'list']]) {
+  const notAtStart = [
+    // the ops server's (no command serves HTTP or metrics)
+    'fastify',
+    'prom-client',
+    // each loaded where a command first needs it: RabbitMQ and logging (queue), DNS
+    // questions (dns check), archives (backup, restore), two-factor codes, password hashes
+    'amqplib',
+    'pino',
+    'dns-packet',
+    'tar-stream',
+    'otplib',
+    '@node-rs/argon2',
+  ];
+  // self-signed certificates (node-forge), which only services make, and the YAML parser,
+  // which no MAILYARD_CONFIG file here needs: @mailyard/config's index exports both, and
+  // only the bundle leaves out what is not used (its sideEffects)
+  if (entryArgs('packages/cli')[0]!.endsWith('dist/main.js'))
+    notAtStart.push('selfsigned', 'node-forge', 'yaml');
+  for (const args of [
+    ['--help'],
+    ['domain', 'list'],
+    ['alias', 'list'],
+    ['alias', 'add', '@example.org', 'postmaster@example.org'],
+  ]) {
     const { code, names } = packagesLoaded(args, { REDIS_PREFIX: cli.prefix });
     assert.equal(code, 0, args.join(' '));
-    assert.ok(names.has('commander'), `${args.join(' ')}: no modules seen`);
+    assert.ok(names.has('commander') && names.has('zod'), `${args.join(' ')}: no modules seen`);
+    // Redis only for a command that connects to it
+    const unused = args[0] === '--help' ? [...notAtStart, 'ioredis'] : notAtStart;
     assert.deepEqual(
-      notAtStart.filter((name) => names.has(name)),
+      unused.filter((name) => names.has(name)),
       [],
       `mailyard ${args.join(' ')} loaded them`,
     );
+    if (args[0] !== '--help') assert.ok(names.has('ioredis'), `${args.join(' ')}: no Redis client seen`);
   }
 });

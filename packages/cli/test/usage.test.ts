@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, type Socket, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { REDIS_URL } from '@mailyard/testkit';
 import { cliHarness } from './harness.js';
 
 test('no command prints the help on stderr and exits 2', async (t) => {
@@ -96,6 +100,27 @@ test('an invalid REDIS_URL is a config error naming the variable', async (t) => 
   assert.equal(r.code, 78);
   assert.equal(r.stdout, '');
   assert.match(r.stderr, /^mailyard: config error: REDIS_URL: [^\n]+"http:\/\/127\.0\.0\.1:6379"\n$/);
+});
+
+test('the MAILYARD_CONFIG file is read, and one that is not YAML is a config error', async (t) => {
+  const cli = cliHarness(t);
+  await cli.ok(['domain', 'add', 'example.org', '--no-dkim']);
+  const dir = mkdtempSync(join(tmpdir(), 'mailyard-cli-config-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'mailyard.yml');
+  // the prefix only in the file, as services and the CLI share it
+  writeFileSync(file, `redis_prefix: "${cli.prefix}"\nsmtp_port: 25\n`);
+  const env = { REDIS_URL, MAILYARD_CONFIG: file };
+  assert.equal(await cli.ok(['domain', 'list'], { env }), 'example.org\n');
+  writeFileSync(file, 'redis_prefix: [unclosed\n');
+  const bad = await cli.run(['domain', 'list'], { env });
+  assert.deepEqual([bad.code, bad.stdout], [78, '']);
+  assert.match(bad.stderr, /^mailyard: config error: MAILYARD_CONFIG: \S+ is not valid YAML: [^\n]+\n$/);
+  const gone = await cli.run(['domain', 'list'], { env: { ...env, MAILYARD_CONFIG: join(dir, 'none.yml') } });
+  assert.deepEqual(
+    [gone.code, gone.stderr],
+    [78, `mailyard: config error: MAILYARD_CONFIG: cannot read ${join(dir, 'none.yml')}: ENOENT\n`],
+  );
 });
 
 test('REDIS_PREFIX keeps installations apart', async (t) => {

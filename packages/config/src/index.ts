@@ -1,4 +1,6 @@
+export * from './config-error.js';
 export * from './load.js';
+export * from './resolve.js';
 export * from './fields.js';
 export * from './common.js';
 export * from './tls.js';

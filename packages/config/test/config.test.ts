@@ -15,6 +15,7 @@ import {
   duration,
   ipInNetworks,
   loadConfig,
+  loadConfigAsync,
   port,
 } from '../src/index.js';
 
@@ -40,6 +41,40 @@ test('defaults, environment and file: environment wins over the file', () => {
   assert.deepEqual(c.mynetworks, ['10.0.0.0/8', '::1']);
   assert.equal(c.smtpd_timeout, 300_000);
   t.cleanup();
+});
+
+test('loadConfigAsync reads as loadConfig does, with the same errors', async (t) => {
+  const dir = tempDir();
+  t.after(dir.cleanup);
+  const file = join(dir.path, 'mailyard.yml');
+  const both = async (opts: Parameters<typeof loadConfig>[1]) => {
+    const settle = <T>(f: () => T) => {
+      try {
+        return { value: f() };
+      } catch (err) {
+        return { error: err instanceof ConfigError ? err.problems : err };
+      }
+    };
+    const sync = settle(() => loadConfig(schema, opts));
+    const lazy = await loadConfigAsync(schema, opts).then(
+      (value) => ({ value }),
+      (err: unknown) => ({ error: err instanceof ConfigError ? err.problems : err }),
+    );
+    assert.deepEqual(lazy, sync);
+    return sync;
+  };
+  writeFileSync(file, 'smtp_port: 2525\nmessage_size_limit: 10M\n');
+  assert.equal((await both({ env: { MYNETWORKS: '10.0.0.0/8' }, file })).value?.smtp_port, 2525);
+  assert.equal((await both({ env: { MAILYARD_CONFIG: file } })).value?.message_size_limit, 10 * 1024 * 1024);
+  assert.equal((await both({ env: {} })).value?.smtp_port, 25);
+  writeFileSync(file, 'smtp_port: [2525\n');
+  assert.match(String((await both({ env: {}, file })).error), /is not valid YAML/);
+  writeFileSync(file, 'smtp_prot: 25\n');
+  assert.match(String((await both({ env: {}, file })).error), /smtp_prot: unknown key/);
+  assert.match(
+    String((await both({ env: {}, file: join(dir.path, 'none.yml') })).error),
+    /cannot read .*ENOENT/,
+  );
 });
 
 test('every bad value is reported at once, each naming its key', () => {

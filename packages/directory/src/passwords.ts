@@ -1,5 +1,3 @@
-import { hash, verify } from '@node-rs/argon2';
-
 /**
  * argon2id with OWASP's baseline parameters (19 MiB, 2 passes, 1 lane): about 20 ms
  * per hash on this class of machine, memory-hard against GPU guessing.
@@ -7,13 +5,17 @@ import { hash, verify } from '@node-rs/argon2';
 // algorithm 2 is Algorithm.Argon2id (a const enum, which isolated modules cannot read)
 export const ARGON2_PARAMS = { algorithm: 2, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;
 
-export function hashPassword(password: string): Promise<string> {
-  return hash(password, ARGON2_PARAMS);
+// imported at the first hash or check: a `mailyard` command that sets no password (most
+// of them) does not load the native module
+const argon2 = () => import('@node-rs/argon2');
+
+export async function hashPassword(password: string): Promise<string> {
+  return (await argon2()).hash(password, ARGON2_PARAMS);
 }
 
 export async function verifyPassword(stored: string, password: string): Promise<boolean> {
   try {
-    return await verify(stored, password);
+    return await (await argon2()).verify(stored, password);
   } catch {
     return false;
   }

@@ -1,7 +1,7 @@
 import { randomInt } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { isIP } from 'node:net';
-import dnsPacket from 'dns-packet';
+import type { Packet } from 'dns-packet';
 
 /** The record types the cache answers itself; anything else goes to node's resolver. */
 export const CACHED_TYPES = ['A', 'AAAA', 'MX', 'TXT', 'PTR'] as const;
@@ -69,7 +69,7 @@ const RCODE_ERRORS: Record<string, string> = {
 };
 
 /** The negative TTL of RFC 2308 §5: the smaller of the SOA's own TTL and its MINIMUM field. */
-function negativeTtl(res: dnsPacket.Packet): number | null {
+function negativeTtl(res: Packet): number | null {
   for (const a of res.authorities ?? []) {
     if (a.type === 'SOA') return Math.min(a.ttl ?? 0, a.data.minimum ?? 0);
   }
@@ -87,7 +87,7 @@ const stripDot = (n: string) => n.replace(/\.$/, '');
  */
 export const normalName = (n: string) => stripDot(n).toLowerCase();
 
-function recordsOf<T extends CachedType>(type: T, res: dnsPacket.Packet): Answer<T> | null {
+function recordsOf<T extends CachedType>(type: T, res: Packet): Answer<T> | null {
   const rrs = ((res.answers ?? []) as Rr[]).filter((a) => a.type === type);
   if (!rrs.length) return null;
   const ttl = Math.min(...rrs.map((a) => a.ttl ?? 0));
@@ -121,12 +121,15 @@ function recordsOf<T extends CachedType>(type: T, res: dnsPacket.Packet): Answer
  * port) and a random id, and only a reply from that server with that id and question is
  * taken, as stub resolvers guard against spoofed answers.
  */
-export function queryUdp<T extends CachedType>(
+export async function queryUdp<T extends CachedType>(
   server: Server,
   name: string,
   type: T,
   timeoutMs: number,
 ): Promise<Answer<T>> {
+  // imported at the first question: a `mailyard` command that asks none (most of them)
+  // does not load it
+  const { default: dnsPacket } = await import('dns-packet');
   const id = randomInt(65536);
   const packet = dnsPacket.encode({
     type: 'query',
@@ -160,7 +163,7 @@ export function queryUdp<T extends CachedType>(
     sock.on('error', (err) => done(err));
     sock.on('message', (msg, rinfo) => {
       if (rinfo.address !== server.host || rinfo.port !== server.port) return;
-      let res: dnsPacket.Packet;
+      let res: Packet;
       try {
         res = dnsPacket.decode(msg);
       } catch {

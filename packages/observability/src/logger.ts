@@ -1,4 +1,5 @@
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
+import { loggerOptions } from './load-logger.js';
 
 export type { Logger };
 
@@ -12,27 +13,6 @@ export function createLogger(
   /** Where the lines go (stdout by default; tests read them from a stream). */
   destination?: DestinationStream,
 ): Logger {
-  const options: LoggerOptions = {
-    name: service,
-    level,
-    base: { service },
-    redact: {
-      paths: [
-        'password',
-        '*.password',
-        'pass',
-        '*.pass',
-        'auth.credentials',
-        'session.user.password',
-        'secret',
-        '*.secret',
-        // ioredis puts a failed command on its error: the values a write carried (a new
-        // TOTP secret, a session's CSRF token) would be logged with it; its name stays
-        '*.command.args',
-        '*.previousErrors[*].command.args',
-      ],
-      censor: '[redacted]',
-    },
-  };
+  const options = loggerOptions(service, level);
   return destination ? pino(options, destination) : pino(options);
 }

@@ -2,9 +2,10 @@ import type { Command } from 'commander';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { Bus } from '@mailyard/bus';
-import { ConfigError, commonSchema, loadConfig, stringList } from '@mailyard/config';
-// not the package's index: that loads fastify and prom-client, which no CLI command uses
-import { createLogger } from '@mailyard/observability/logger';
+import { ConfigError, commonSchema, loadConfigAsync, stringList } from '@mailyard/config';
+// not the package's index: that loads fastify and prom-client, which no CLI command uses;
+// nor createLogger, which loads pino at start even for the commands that never log
+import { loadLogger } from '@mailyard/observability/load-logger';
 import { plural } from '@mailyard/smtp-core/plural';
 import {
   QueueAdminError,
@@ -186,7 +187,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
     ctx.withRedis(async (redis) => {
       let cfg: z.infer<typeof queueConfigSchema>;
       try {
-        cfg = loadConfig(queueConfigSchema, { env: ctx.env, ignoreUnknownFileKeys: true });
+        cfg = await loadConfigAsync(queueConfigSchema, { env: ctx.env, ignoreUnknownFileKeys: true });
       } catch (err) {
         if (err instanceof ConfigError) throw ctx.fail(`config error: ${err.problems.join('; ')}`);
         throw err;
@@ -195,7 +196,7 @@ export function registerQueueCommands(program: Command, ctx: QueueCommandContext
       // inspects only: the services declare the topology
       const bus = new Bus({
         url: cfg.amqp_url,
-        logger: createLogger('mailyard-queue', 'silent'),
+        logger: await loadLogger('mailyard-queue', 'silent'),
         name: 'mailyard-queue',
         declareTopology: false,
       });
