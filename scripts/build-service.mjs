@@ -26,6 +26,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
+import { bundleFiles, digest } from './bundle-current.mjs';
 
 const serviceDir = realpathSync(process.cwd());
 const entry = join(serviceDir, 'src', 'main.ts');
@@ -142,7 +143,20 @@ const inputs = [
   ...Object.keys(metafile.inputs).map((p) => resolve(p)), // relative to the working directory
   join(serviceDir, 'package.json'),
 ].map((p) => relative(realpathSync(outDir), p));
-writeFileSync(inputsFile, `${JSON.stringify({ startedMs, inputs }, null, 2)}\n`);
+// The content of each file the bundle depends on, for a copy of it (turbo's cache restores
+// dist/ with new times) to be judged by. Only of a file unchanged since the build started,
+// before and after it is read: one saved meanwhile may differ from what esbuild read, and
+// without a digest it makes a copy stale.
+const digests = {};
+for (const { key, path } of bundleFiles(outDir, inputs)) {
+  const before = statSync(path).mtimeMs;
+  if (before >= startedMs) continue;
+  const value = digest(path);
+  if (statSync(path).mtimeMs === before) digests[key] = value;
+}
+// how scripts/bundle-current.mjs tells this bundle from a copy of it
+const bundleMs = statSync(join(outDir, 'main.js')).mtimeMs;
+writeFileSync(inputsFile, `${JSON.stringify({ startedMs, bundleMs, inputs, digests }, null, 2)}\n`);
 process.stdout.write(
   `${serviceName}: ${relative(resolve(serviceDir, '../..'), join(outDir, 'main.js'))} ` +
     `(external: ${[...externals.keys()].sort().join(', ') || 'none'})\n`,

@@ -8,27 +8,37 @@
 // can: it starts in a third of the time tsx takes to compile the same sources. Anything else
 // (a source edited or pulled since the build, an install since, no build, a build from
 // before the list was written) is not current.
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+//
+// A bundle that is not where its build wrote it (turbo's cache restores dist/ as new files,
+// in a checkout whose files are as new: a worktree, a fresh clone) says nothing through
+// the times of its files, so there it is current when each of those files still has the
+// content the build read, by the digests the list also holds.
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
 
 const repoRoot = new URL('..', import.meta.url).pathname;
 
 /** @param {string} distDir the bundle's directory (dist/main.js and dist/build-inputs.json) */
 export function bundleIsCurrent(distDir) {
   try {
-    const { startedMs, inputs } = JSON.parse(readFileSync(join(distDir, 'build-inputs.json'), 'utf8'));
+    const { startedMs, inputs, bundleMs, digests } = JSON.parse(
+      readFileSync(join(distDir, 'build-inputs.json'), 'utf8'),
+    );
     if (typeof startedMs !== 'number' || !Array.isArray(inputs) || !inputs.length) return false;
+    const bundleTime = statSync(join(distDir, 'main.js')).mtimeMs;
     // written after the build started: a bundle from before the list was, or a broken one
-    if (!(statSync(join(distDir, 'main.js')).mtimeMs >= startedMs)) return false;
-    const files = [
-      ...inputs.map((p) => join(distDir, p)),
-      join(repoRoot, 'pnpm-lock.yaml'),
-      join(repoRoot, 'patches'),
-      ...readdirSync(join(repoRoot, 'patches')).map((p) => join(repoRoot, 'patches', p)),
-      join(repoRoot, 'scripts', 'build-service.mjs'),
-    ];
-    // strictly older than the start: one saved while esbuild ran may not be in the bundle
-    if (!files.every((p) => statSync(p).mtimeMs < startedMs)) return false;
+    if (!(bundleTime >= startedMs)) return false;
+    const files = bundleFiles(distDir, inputs);
+    if (bundleTime === bundleMs) {
+      // strictly older than the start: one saved while esbuild ran may not be in the bundle
+      if (!files.every(({ path }) => statSync(path).mtimeMs < startedMs)) return false;
+    } else if (
+      !files.every(({ key, path }) => typeof digests?.[key] === 'string' && digests[key] === digest(path))
+    ) {
+      // a copy (a cache restored it): only the contents tell
+      return false;
+    }
     const links = join(distDir, 'node_modules');
     if (!existsSync(links)) return true; // nothing third-party to load
     return readdirSync(links).every((name) =>
@@ -40,6 +50,33 @@ export function bundleIsCurrent(distDir) {
     // no bundle, no list of its inputs, or a file it names is gone
     return false;
   }
+}
+
+/**
+ * What decides a bundle (besides its list's own inputs, relative to distDir): each as
+ * `{ key, path }`, key being its path relative to the bundle's real directory, as the
+ * inputs are, so that a copy of the checkout elsewhere names the same files.
+ * @param {string} distDir
+ * @param {string[]} inputs
+ */
+export function bundleFiles(distDir, inputs) {
+  const realDist = realpathSync(distDir);
+  const own = (path) => ({ key: relative(realDist, path), path });
+  return [
+    ...inputs.map((p) => ({ key: p, path: join(distDir, p) })),
+    own(join(repoRoot, 'pnpm-lock.yaml')),
+    own(join(repoRoot, 'patches')),
+    ...readdirSync(join(repoRoot, 'patches')).map((p) => own(join(repoRoot, 'patches', p))),
+    own(join(repoRoot, 'scripts', 'build-service.mjs')),
+  ];
+}
+
+/** A file's content, or a directory's names, as a hex SHA-256. */
+export function digest(path) {
+  const hash = createHash('sha256');
+  if (statSync(path).isDirectory()) hash.update(readdirSync(path).sort().join('\n'));
+  else hash.update(readFileSync(path));
+  return hash.digest('hex');
 }
 
 /**

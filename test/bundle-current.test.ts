@@ -5,7 +5,7 @@
 // directory, whose files' times the test sets itself.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -34,13 +34,17 @@ function build(): void {
     writeFileSync(join(pkg, path), text);
     utimesSync(join(pkg, path), before, before);
   }
+  runBuild();
+  assert.ok(bundleIsCurrent(dist), 'a bundle is current right after its build');
+}
+
+function runBuild(): void {
   const res = spawnSync(process.execPath, [join(root, 'scripts', 'build-service.mjs')], {
     cwd: pkg,
     encoding: 'utf8',
     timeout: 120_000,
   });
   assert.equal(res.status, 0, res.stderr);
-  assert.ok(bundleIsCurrent(dist), 'a bundle is current right after its build');
 }
 
 test('pointing a re-export index.ts at another file makes the bundle stale', () => {
@@ -66,5 +70,43 @@ test('a bundle whose build did not list its inputs is not current', () => {
 test('a source the build read that is gone makes the bundle stale', () => {
   build();
   rmSync(src('lib/old.ts'));
+  assert.equal(bundleIsCurrent(dist), false);
+});
+
+/**
+ * What a turbo cache hit leaves: dist/ written anew (the same bytes, the times of now) in
+ * a checkout whose files are newer than the build that made it (a worktree, a clone).
+ */
+function restoreFromCache(): void {
+  for (const name of ['main.js', 'main.js.map', 'build-inputs.json']) {
+    const path = join(dist, name);
+    const bytes = readFileSync(path);
+    rmSync(path);
+    writeFileSync(path, bytes);
+  }
+  const later = Date.now() / 1000;
+  for (const path of Object.keys(files)) utimesSync(join(pkg, path), later, later);
+}
+
+test('a bundle restored from the build cache into a newer checkout of its sources is current', () => {
+  build();
+  restoreFromCache();
+  assert.equal(bundleIsCurrent(dist), true);
+});
+
+test('a restored bundle whose sources differ from those it was built from is stale', () => {
+  build();
+  restoreFromCache();
+  writeFileSync(src('lib/index.ts'), "export { greeting } from './new.js';\n");
+  assert.equal(bundleIsCurrent(dist), false);
+});
+
+test('a restored bundle is stale if a source was saved while its build ran', () => {
+  build();
+  // saved after the build started, as far as its time tells: esbuild may have read it before
+  const during = Date.now() / 1000 + 60;
+  utimesSync(src('lib/old.ts'), during, during);
+  runBuild();
+  restoreFromCache();
   assert.equal(bundleIsCurrent(dist), false);
 });
