@@ -11,8 +11,10 @@
 //
 // A bundle that is not where its build wrote it (turbo's cache restores dist/ as new files,
 // in a checkout whose files are as new: a worktree, a fresh clone) says nothing through
-// the times of its files, so there it is current when each of those files still has the
-// content the build read, by the digests the list also holds.
+// the times of its files, and a file saved again unchanged (a branch switched to and back)
+// says nothing either: then the bundle is current when each of those files still has the
+// content the build read, by the digests the list also holds. A file saved while esbuild
+// ran has no digest.
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -30,15 +32,16 @@ export function bundleIsCurrent(distDir) {
     // written after the build started: a bundle from before the list was, or a broken one
     if (!(bundleTime >= startedMs)) return false;
     const files = bundleFiles(distDir, inputs);
-    if (bundleTime === bundleMs) {
-      // strictly older than the start: one saved while esbuild ran may not be in the bundle
-      if (!files.every(({ path }) => statSync(path).mtimeMs < startedMs)) return false;
-    } else if (
+    // Where its build wrote it, each file strictly older than the start (one saved while
+    // esbuild ran may not be in the bundle) is the quick answer.
+    const byTime = bundleTime === bundleMs && files.every(({ path }) => statSync(path).mtimeMs < startedMs);
+    // Else (a copy, or a file saved since with the same content: a branch switched to and
+    // back) only the contents tell.
+    if (
+      !byTime &&
       !files.every(({ key, path }) => typeof digests?.[key] === 'string' && digests[key] === digest(path))
-    ) {
-      // a copy (a cache restored it): only the contents tell
+    )
       return false;
-    }
     const links = join(distDir, 'node_modules');
     if (!existsSync(links)) return true; // nothing third-party to load
     return readdirSync(links).every((name) =>

@@ -38,6 +38,14 @@ function build(): void {
   assert.ok(bundleIsCurrent(dist), 'a bundle is current right after its build');
 }
 
+/** A build during which src/lib/old.ts was saved, as far as its time tells: esbuild may have read it before. */
+function buildWhileSaving(): void {
+  build();
+  const during = Date.now() / 1000 + 60;
+  utimesSync(src('lib/old.ts'), during, during);
+  runBuild();
+}
+
 function runBuild(): void {
   const res = spawnSync(process.execPath, [join(root, 'scripts', 'build-service.mjs')], {
     cwd: pkg,
@@ -54,11 +62,16 @@ test('pointing a re-export index.ts at another file makes the bundle stale', () 
 });
 
 test('a source saved while the build ran (before the bundle was written) makes it stale', () => {
-  build();
-  // a moment before esbuild wrote the bundle: after it had read the sources
-  const saved = statSync(join(dist, 'main.js')).mtimeMs - 1;
-  utimesSync(src('lib/old.ts'), saved / 1000, saved / 1000);
+  buildWhileSaving();
   assert.equal(bundleIsCurrent(dist), false);
+});
+
+test('a source saved again with the same content leaves the bundle current', () => {
+  build();
+  // a branch switched to and back: the file is rewritten as it was
+  writeFileSync(src('lib/old.ts'), files['src/lib/old.ts']!);
+  assert.ok(statSync(src('lib/old.ts')).mtimeMs > statSync(join(dist, 'main.js')).mtimeMs);
+  assert.equal(bundleIsCurrent(dist), true);
 });
 
 test('a bundle whose build did not list its inputs is not current', () => {
@@ -102,11 +115,7 @@ test('a restored bundle whose sources differ from those it was built from is sta
 });
 
 test('a restored bundle is stale if a source was saved while its build ran', () => {
-  build();
-  // saved after the build started, as far as its time tells: esbuild may have read it before
-  const during = Date.now() / 1000 + 60;
-  utimesSync(src('lib/old.ts'), during, during);
-  runBuild();
+  buildWhileSaving();
   restoreFromCache();
   assert.equal(bundleIsCurrent(dist), false);
 });
