@@ -13,9 +13,15 @@ export async function hashPassword(password: string): Promise<string> {
   return (await argon2()).hash(password, ARGON2_PARAMS);
 }
 
+/**
+ * False for a wrong password or a stored value that is no argon2 hash. A hashing module
+ * that cannot be loaded is thrown, not taken for a wrong password: the login is then a
+ * temporary failure, not counted toward a lockout of the account's own user.
+ */
 export async function verifyPassword(stored: string, password: string): Promise<boolean> {
+  const { verify } = await argon2();
   try {
-    return await (await argon2()).verify(stored, password);
+    return await verify(stored, password);
   } catch {
     return false;
   }
