@@ -334,8 +334,10 @@ void describe('clients that do not log in are cut off', () => {
     await addAccount(p.directory, USER);
     r = await startRetrieval(p, {
       plaintext_auth_networks: '127.0.0.0/8',
-      login_idle_timeout: '1s',
-      login_timeout: '3s',
+      // a client kept busy writes every 300 ms: seconds between two of its lines are
+      // plenty, even on a busy machine
+      login_idle_timeout: '2s',
+      login_timeout: '5s',
     });
   });
   after(() => r?.stop());
@@ -384,9 +386,9 @@ void describe('clients that do not log in are cut off', () => {
     const c = await imap(r.ports.imap);
     assert.match(await c.cmd('l', `LOGIN ${USER} "${PASSWORD}"`), /^l OK /m);
     // idle longer than login_idle_timeout, then busy past login_timeout
-    await new Promise((res) => setTimeout(res, 1500));
+    await new Promise((res) => setTimeout(res, 2500));
     const started = Date.now();
-    for (let i = 0; Date.now() - started < 3500; i++) {
+    for (let i = 0; Date.now() - started < 5500; i++) {
       assert.match(await c.cmd(`k${i}`, 'NOOP'), new RegExp(`^k${i} OK`, 'm'));
       await new Promise((res) => setTimeout(res, 300));
     }
