@@ -97,6 +97,35 @@ test(
 );
 
 test(
+  'a folder’s late echo that arrives while a rename is under way waits for the rename',
+  { timeout: 30_000 },
+  async () => {
+    const mailbox = new MailAccount(dir.path, 'echo@notify.test');
+    await mailbox.ensureDefaults();
+    const s = { mailbox, selected: null, enabled: { utf8: false } } as unknown as AuthedContext;
+    const w = new Watch([{ filter: 'personal', names: [], events: new Set(['MailboxName']), fetch: null }]);
+    await w.start(s, false);
+    await mailbox.create('Play');
+    w.record('Play', { kind: 'folder' });
+    assert.deepEqual(await w.collect(s), ['* LIST () "/" "Play"']);
+
+    // the CREATE's echo from the bus is read after the store was renamed, before the
+    // rename's own event is recorded: Play went as the rename, not as a delete
+    await mailbox.rename('Play', 'Games');
+    w.record('Play', { kind: 'folder' });
+    assert.deepEqual(await w.collect(s), []);
+    w.record('Games', { kind: 'folder', oldFolder: 'Play' });
+    assert.deepEqual(await w.collect(s), ['* LIST () "/" "Games" ("OLDNAME" ("Play"))']);
+    assert.deepEqual(await w.collect(s), []);
+
+    // a delete is told at once
+    await mailbox.delete('Games');
+    w.record('Games', { kind: 'folder' });
+    assert.deepEqual(await w.collect(s), ['* LIST (\\NonExistent) "/" "Games"']);
+  },
+);
+
+test(
   'an unsubscribe read together with its folder’s delete is told with the delete',
   { timeout: 30_000 },
   async () => {

@@ -207,7 +207,7 @@ export class Watch implements NotifyWatcher {
       folder: boolean;
       subscription: boolean;
       oldFolder?: string;
-      /** When a subscription that went with its folder was first left for the folder's event. */
+      /** When a change of a folder gone with a RENAME was first left for the rename's event. */
       waitingSince?: number;
     }
   >();
@@ -420,6 +420,17 @@ export class Watch implements NotifyWatcher {
     const renamesFirst = [...pending].sort(
       ([, a], [, b]) => Number(b.oldFolder !== undefined) - Number(a.oldFolder !== undefined),
     );
+    // a folder in the store that the client was not told of and no event here names: made
+    // by a change whose event has not come, a RENAME's among them
+    const unnamed = [...folders].some((f) => !this.folders.has(f) && !pending.has(f));
+    /** Leaves `name`'s entry for a later call, waiting since `p`'s first wait. */
+    const waitForRename = (name: string, p: { waitingSince?: number }, kind: 'folder' | 'subscription') => {
+      const later = this.pending.get(name) ?? { folder: false, subscription: false };
+      later[kind] = true;
+      later.waitingSince ??= p.waitingSince ?? Date.now();
+      this.pending.set(name, later);
+      this.listDirty = true;
+    };
     for (const [name, p] of renamesFirst) {
       if (p.oldFolder !== undefined) {
         const from = p.oldFolder;
@@ -444,6 +455,21 @@ export class Watch implements NotifyWatcher {
           if (subs.has(now)) this.subs.add(now);
         }
       }
+      // gone from the store while a folder no event named yet is there: a RENAME under
+      // way, read between its move and its own event (which tells both as the rename) by
+      // an event of the old name that came late, an echo from the bus of its CREATE.
+      // Left for the rename's event, for a while; a DELETE is told at once
+      if (
+        p.folder &&
+        unnamed &&
+        this.folders.has(name) &&
+        !folders.has(name) &&
+        Date.now() - (p.waitingSince ?? Date.now()) < RENAME_EVENT_WAIT_MS
+      ) {
+        waitForRename(name, p, 'folder');
+        if (p.subscription) waitForRename(name, p, 'subscription');
+        continue;
+      }
       // also after a rename: the entry may hold a later create or delete of the new name
       // (or a rename's echo from the bus, which then finds nothing left to tell)
       if (p.folder && this.folders.has(name) !== folders.has(name)) {
@@ -456,18 +482,13 @@ export class Watch implements NotifyWatcher {
         // subscription along, told as the rename) that an echo of the subscription read
         // half done. Left for the rename's event, for a while: an UNSUBSCRIBE and a DELETE
         // are told once the DELETE's event came
-        const since = p.waitingSince ?? Date.now();
         if (
           !subs.has(name) &&
           this.folders.has(name) &&
           !folders.has(name) &&
-          Date.now() - since < RENAME_EVENT_WAIT_MS
+          Date.now() - (p.waitingSince ?? Date.now()) < RENAME_EVENT_WAIT_MS
         ) {
-          const later = this.pending.get(name) ?? { folder: false, subscription: false };
-          later.subscription = true;
-          later.waitingSince ??= since;
-          this.pending.set(name, later);
-          this.listDirty = true;
+          waitForRename(name, p, 'subscription');
           continue;
         }
         if (tell(name, 'SubscriptionChange'))
