@@ -49,8 +49,12 @@ function sessionKeyOf(redis: Redis, member: string): string {
  */
 export const WEBMAIL_SIGN_OUT_FIELD = 'websignout';
 
-/** Raises the webmail count of an existing account: [before, after], or nil when there is no account. */
-const RAISE_WEBMAIL_SIGN_OUT = `
+/**
+ * Raises the webmail count of an existing account: [before, after], or nil when there is
+ * no account. Runs when Redis is at its maxmemory (allow-oom): one counter field of the
+ * account's record, and what it does is end sessions, which must not wait for room.
+ */
+const RAISE_WEBMAIL_SIGN_OUT = `#!lua flags=allow-oom
 if redis.call('HEXISTS', KEYS[1], 'password') == 0 then return false end
 local before = redis.call('HGET', KEYS[1], ARGV[1]) or '0'
 return {before, redis.call('HINCRBY', KEYS[1], ARGV[1], 1)}
@@ -103,19 +107,21 @@ export async function endWebmailSessions(redis: Redis, account: string): Promise
 export const SIGN_OUT_FIELD = 'signout';
 
 /**
+ * Raises the sign-out count of an existing account (HINCRBY alone would make a hash
+ * without a password); nil when there is none. At maxmemory too, as RAISE_WEBMAIL_SIGN_OUT.
+ */
+const RAISE_SIGN_OUT = `#!lua flags=allow-oom
+if redis.call('HEXISTS', KEYS[1], 'password') == 0 then return false end
+return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)`;
+
+/**
  * Ends every session of the account on every protocol and instance (IMAP, POP3,
  * submission; the webmail ends its own): the account's sign-out count goes up, and each
  * session logged in under the previous count ends. False when there is no such account.
  */
 export async function signOutEverywhere(redis: Redis, account: string): Promise<boolean> {
   const a = account.toLowerCase();
-  // only an existing account: HINCRBY alone would make a hash without a password
-  const bumped = (await redis.eval(
-    "if redis.call('HEXISTS', KEYS[1], 'password') == 1 then return redis.call('HINCRBY', KEYS[1], ARGV[1], 1) end return false",
-    1,
-    `account:${a}`,
-    SIGN_OUT_FIELD,
-  )) as number | null;
+  const bumped = (await redis.eval(RAISE_SIGN_OUT, 1, `account:${a}`, SIGN_OUT_FIELD)) as number | null;
   if (bumped === null) return false;
   await announceRevocation(redis, a);
   return true;
