@@ -277,10 +277,11 @@ export class Operations {
   async setPassword(address: string, password: string): Promise<string> {
     const a = await this.checkAccount(address, 'present');
     await this.directory.setPassword(a, password);
-    // the sessions that logged in with the old password end on every instance, and the
-    // webmail's, which may be the intruder's the new password is meant to shut out
-    await endWebmailSessions(this.redis, a);
+    // the sessions that logged in with the old password end on every instance (told first,
+    // so that a failure of what follows does not leave them open), and the webmail's, which
+    // may be the intruder's the new password is meant to shut out
     await announceRevocation(this.redis, a);
+    await endWebmailSessions(this.redis, a);
     await this.log('account.passwd', a);
     return a;
   }

@@ -127,6 +127,11 @@ if redis.call('HEXISTS', KEYS[1], 'password') == 0 then return -1 end
 if ARGV[1] == 'set' then return redis.call('HSET', KEYS[1], ARGV[2], ARGV[3]) end
 if ARGV[1] == 'setnx' then return redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) end
 return redis.call('HDEL', KEYS[1], ARGV[2])`;
+// The same, run when Redis is at its maxmemory (allow-oom), for what shuts someone out of an
+// account: a new password (a hash replacing one of its size) and a lock (one short field).
+// Refused for want of room, as a plain write is at maxmemory, the owner or an administrator
+// who acts because the account is in the wrong hands could not act until there was room.
+const SHUT_OUT = `#!lua flags=allow-oom${UPDATE_ACCOUNT}`;
 
 // KEYS: domains, alias:<source>, aliases:<d>; ARGV: d, source, targets... The alias's
 // targets after the change, or -1 when the domain is not (or no longer) local.
@@ -307,12 +312,18 @@ export class Directory {
     const a = await this.requireAccount(address);
     const weak = passwordWeakness(password, a);
     if (weak) throw new DirectoryError('weak_password', weak);
-    await this.update(a, 'set', 'password', await hashPassword(password));
+    await this.update(a, 'set', 'password', await hashPassword(password), SHUT_OUT);
   }
 
   /** Writes one field of an existing account; refused when it was deleted since it was checked. */
-  private async update(a: string, how: 'set' | 'setnx' | 'del', field: string, value = ''): Promise<void> {
-    const res = Number(await this.redis.eval(UPDATE_ACCOUNT, 1, `account:${a}`, how, field, value));
+  private async update(
+    a: string,
+    how: 'set' | 'setnx' | 'del',
+    field: string,
+    value = '',
+    script = UPDATE_ACCOUNT,
+  ): Promise<void> {
+    const res = Number(await this.redis.eval(script, 1, `account:${a}`, how, field, value));
     if (res === -1) throw new DirectoryError('not_found', `account ${a} does not exist`);
   }
 
@@ -351,7 +362,7 @@ export class Directory {
     const a = await this.requireAccount(address);
     // locked again: it stays locked since the first time, which the console shows
     await (locked
-      ? this.update(a, 'setnx', 'locked', new Date().toISOString())
+      ? this.update(a, 'setnx', 'locked', new Date().toISOString(), SHUT_OUT)
       : this.update(a, 'del', 'locked'));
     return a;
   }

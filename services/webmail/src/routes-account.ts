@@ -98,12 +98,12 @@ export function registerAccountRoutes(app: FastifyInstance, ctx: Ctx): void {
     } catch (err) {
       throw refusal(err);
     }
-    // this session goes on under a new id and token (whoever holds a copy of the old cookie,
-    // perhaps the reason for the change, is out); every other one ends: the other webmail
-    // sessions, and on every instance the IMAP, POP3 and submission sessions that logged in
-    // with the old password
-    const { fresh, ended } = await ctx.sessions.endOthers(req.sessionId!, session, req.ip);
+    // on every instance the IMAP, POP3 and submission sessions that logged in with the old
+    // password end: told first, so that a failure of what follows does not leave them open
     await announceRevocation(ctx.redis, account);
+    // this session goes on under a new id and token (whoever holds a copy of the old cookie,
+    // perhaps the reason for the change, is out); every other webmail session ends
+    const { fresh, ended } = await ctx.sessions.endOthers(req.sessionId!, session, req.ip);
     logger.info({ account, ended, signedOut: !fresh }, 'password changed');
     // this session ended while the change ran (signed out everywhere): the password is
     // changed all the same, and the answer says so, with the login to go to

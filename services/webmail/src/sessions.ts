@@ -136,9 +136,12 @@ const otherAccount = (session: Session, created: string) =>
  * added a renewed key. The old id keeps the renewed key (renewedAs), as the renewed
  * session (ARGV[3]) keeps the old one (renewedFrom): a logout by either ends both. The
  * new count, or nil when the session ended (its key gone, an ending came first, or the
- * account is gone); the count goes up all the same when the account is there.
+ * account is gone); the count goes up all the same when the account is there. Runs when
+ * Redis is at its maxmemory (allow-oom): a new password, which ends the other sessions,
+ * must not wait for room, and this one's new id replaces its old one (whose grace is
+ * seconds), no more.
  */
-const RAISE_AND_RENEW = `
+const RAISE_AND_RENEW = `#!lua flags=allow-oom
 if redis.call('HEXISTS', KEYS[1], 'password') == 0 then return false end
 local before = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local after = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)

@@ -1,10 +1,10 @@
 // What a user or an administrator does because something is wrong works while the
-// webmail's Redis is at its maxmemory (noeviction): signing out everywhere and an app
-// password revoked (by its user or an administrator) each end the access they are meant to
-// end, the webmail's sessions and, on every instance, the protocol sessions
-// (CredentialRevocations, as IMAP, POP3 and submission watch them). What would add access
-// or data (a new app password, two-factor enrolment) is a temporary failure, 503 "try
-// again", with nothing of it stored.
+// webmail's Redis is at its maxmemory (noeviction): signing out everywhere, a new password
+// (the user's or an administrator's), a lock and an app password revoked each end the
+// access they are meant to end, the webmail's sessions and, on every instance, the
+// protocol sessions (CredentialRevocations, as IMAP, POP3 and submission watch them). What
+// would add access or data (a new app password, two-factor enrolment) is a temporary
+// failure, 503 "try again", with nothing of it stored.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { generate } from 'otplib';
@@ -24,6 +24,7 @@ import { WebClient, type WebResponse } from './web-client.js';
 
 const PREFIX = 'webmail-full:';
 const ADMIN = 'root@example.test';
+const NEW_PASSWORD = 'another horse battery staple';
 let redis: PrivateRedis;
 let db: Redis;
 let dir: Directory;
@@ -75,6 +76,23 @@ async function passwordSession(account: string): Promise<{ ended: Promise<EndRea
   return protocolSession(account, sessionCredential((await dir.accountRecord(account))!, 'password'));
 }
 
+/**
+ * A new account logged in to the webmail (`user`, and `others` when it logs in more than
+ * once), with a protocol session of its password.
+ */
+async function inUse(logins = 1): Promise<{
+  account: string;
+  user: WebClient;
+  others: WebClient[];
+  imap: { ended: Promise<EndReason> };
+}> {
+  const account = await newAccount();
+  const user = await loggedIn(account);
+  const others: WebClient[] = [];
+  while (others.length < logins - 1) others.push(await loggedIn(account));
+  return { account, user, others, imap: await passwordSession(account) };
+}
+
 /** Whether the webmail session still serves its client. */
 const stillIn = async (c: WebClient) => (await c.get('/api/account')).status === 200;
 
@@ -88,17 +106,61 @@ test(
   'Redis full: signing out everywhere ends the webmail and the protocol sessions',
   { timeout: 60_000 },
   async () => {
-    const account = await newAccount();
-    const [a, b] = [await loggedIn(account), await loggedIn(account)];
-    const imap = await passwordSession(account);
+    const { user, others, imap } = await inUse(2);
     await redis.whileFull(async () => {
-      const res = await a.post('/api/account/sign-out-everywhere');
+      const res = await user.post('/api/account/sign-out-everywhere');
       assert.equal(res.status, 200, res.text);
       assert.equal(res.json.ended, 2);
-      assert.equal(await stillIn(a), false);
-      assert.equal(await stillIn(b), false);
+      for (const c of [user, ...others]) assert.equal(await stillIn(c), false);
       assert.equal(await imap.ended, 'signed-out');
     });
+  },
+);
+
+test(
+  'Redis full: a new password ends the other sessions, this one goes on',
+  { timeout: 60_000 },
+  async () => {
+    const { account, user, others, imap } = await inUse(2);
+    await redis.whileFull(async () => {
+      const res = await user.post('/api/account/password', { current: PASSWORD, password: NEW_PASSWORD });
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.json.changed, true);
+      user.csrf = res.json.csrf;
+      assert.equal(await stillIn(user), true);
+      for (const c of others) assert.equal(await stillIn(c), false);
+      assert.equal(await imap.ended, 'password-changed');
+    });
+    assert.ok(await dir.authenticate(account, NEW_PASSWORD), 'the new password is the one');
+  },
+);
+
+test('Redis full: an administrator locks an account, and its sessions end', { timeout: 60_000 }, async () => {
+  const { account, user, imap } = await inUse();
+  await redis.whileFull(async () => {
+    const res = await admin.post(`/api/admin/accounts/${account}/lock`);
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.json.sessionsEnded, 1);
+    assert.equal(await stillIn(user), false);
+    assert.equal(await imap.ended, 'signed-out');
+  });
+  assert.ok((await dir.accountRecord(account))?.locked);
+  const login = await new WebClient(port, t.ca).login(account);
+  assert.equal(login.status, 401, login.text);
+});
+
+test(
+  'Redis full: an administrator sets a password, and the sessions of the old one end',
+  { timeout: 60_000 },
+  async () => {
+    const { account, user, imap } = await inUse();
+    await redis.whileFull(async () => {
+      const res = await admin.post(`/api/admin/accounts/${account}/password`, { password: NEW_PASSWORD });
+      assert.equal(res.status, 200, res.text);
+      assert.equal(await stillIn(user), false);
+      assert.equal(await imap.ended, 'password-changed');
+    });
+    assert.ok(await dir.authenticate(account, NEW_PASSWORD));
   },
 );
 
