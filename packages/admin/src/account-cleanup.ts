@@ -35,8 +35,15 @@ export async function pendingCleanup(redis: Redis, account: string): Promise<Cle
   return Object.keys(CLEANUP_STEPS) as CleanupStep[];
 }
 
+/**
+ * Runs when Redis is at its maxmemory (allow-oom): one short field per account being
+ * deleted, and a deletion, which shuts the account out, must not wait for room.
+ */
+const SET_PENDING = `#!lua flags=allow-oom
+return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])`;
+
 export async function setPendingCleanup(redis: Redis, account: string, steps: readonly CleanupStep[]) {
-  if (steps.length) await redis.hset(CLEANUP_PENDING_KEY, account, JSON.stringify(steps));
+  if (steps.length) await redis.eval(SET_PENDING, 1, CLEANUP_PENDING_KEY, account, JSON.stringify(steps));
   else await redis.hdel(CLEANUP_PENDING_KEY, account);
 }
 

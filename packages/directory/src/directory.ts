@@ -133,6 +133,12 @@ return redis.call('HDEL', KEYS[1], ARGV[2])`;
 // who acts because the account is in the wrong hands could not act until there was room.
 const SHUT_OUT = `#!lua flags=allow-oom${UPDATE_ACCOUNT}`;
 
+// KEYS: account:<a>, accounts:<d>, then the keys that go with the account. A script, not a
+// MULTI: Redis at its maxmemory refuses every command queued in a MULTI, deletions too.
+const DEL_ACCOUNT = `
+redis.call('DEL', KEYS[1], unpack(KEYS, 3))
+return redis.call('SREM', KEYS[2], ARGV[1])`;
+
 // KEYS: domains, alias:<source>, aliases:<d>; ARGV: d, source, targets... The alias's
 // targets after the change, or -1 when the domain is not (or no longer) local.
 const ADD_ALIAS = `
@@ -334,11 +340,14 @@ export class Directory {
    */
   async delUser(address: string, also: readonly string[] = []): Promise<void> {
     const a = await this.requireAccount(address);
-    await this.redis
-      .multi()
-      .del(`account:${a}`, ...also)
-      .srem(`accounts:${a.split('@')[1]}`, a)
-      .exec();
+    await this.redis.eval(
+      DEL_ACCOUNT,
+      2 + also.length,
+      `account:${a}`,
+      `accounts:${a.split('@')[1]}`,
+      ...also,
+      a,
+    );
     await this.changed();
   }
 

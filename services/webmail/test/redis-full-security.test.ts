@@ -1,7 +1,7 @@
 // What a user or an administrator does because something is wrong works while the
 // webmail's Redis is at its maxmemory (noeviction): signing out everywhere, a new password
-// (the user's or an administrator's), a lock and an app password revoked each end the
-// access they are meant to end, the webmail's sessions and, on every instance, the
+// (the user's or an administrator's), a lock, a deletion and an app password revoked each
+// end the access they are meant to end, the webmail's sessions and, on every instance, the
 // protocol sessions (CredentialRevocations, as IMAP, POP3 and submission watch them). What
 // would add access or data (a new app password, two-factor enrolment) is a temporary
 // failure, 503 "try again", with nothing of it stored.
@@ -161,6 +161,34 @@ test(
       assert.equal(await imap.ended, 'password-changed');
     });
     assert.ok(await dir.authenticate(account, NEW_PASSWORD));
+  },
+);
+
+test(
+  'Redis full: an administrator deletes an account, and its sessions end',
+  { timeout: 60_000 },
+  async () => {
+    const { account, user, imap } = await inUse();
+    await redis.whileFull(async () => {
+      const res = await admin.req('DELETE', `/api/admin/accounts/${account}`);
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.json.deleted, account);
+      assert.match(res.json.warning, /not in the audit log/, res.text);
+      assert.equal(await stillIn(user), false);
+      assert.equal(await imap.ended, 'account-gone');
+    });
+    assert.equal(await dir.accountExists(account), false);
+    // what the deletion could not do at maxmemory (its audit entry) is said, and done by deleting again
+    const again = await admin.req('DELETE', `/api/admin/accounts/${account}`);
+    assert.equal(again.status, 200, again.text);
+    assert.equal(again.json.warning, undefined, again.text);
+    const audit = await admin.get('/api/admin/audit');
+    assert.ok(
+      audit.json.entries.some(
+        (e: { action: string; target: string }) => e.action === 'account.del' && e.target === account,
+      ),
+      audit.text,
+    );
   },
 );
 
