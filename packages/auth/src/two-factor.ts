@@ -53,6 +53,13 @@ redis.call('SADD', KEYS[2], unpack(ARGV, 4))
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1`;
 
+// KEYS: the account's record, then its two-factor keys. A script, not a MULTI: Redis at its
+// maxmemory refuses every command queued in a MULTI, deletions too, and turning it off
+// (the owner, or an administrator's reset for one who lost the authenticator) must work then.
+const DISABLE = `
+redis.call('HDEL', KEYS[1], 'totp')
+redis.call('DEL', unpack(KEYS, 2))`;
+
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
 /** A recovery code as typed: lower case, without spaces or dashes. */
@@ -148,11 +155,7 @@ export class TwoFactor {
    */
   async disable(account: string): Promise<void> {
     const a = account.toLowerCase();
-    await this.redis
-      .multi()
-      .hdel(`account:${a}`, 'totp')
-      .del(...twoFactorKeys(a))
-      .exec();
+    await this.redis.eval(DISABLE, 1 + twoFactorKeys(a).length, `account:${a}`, ...twoFactorKeys(a));
   }
 
   /**
