@@ -116,8 +116,15 @@ export class MailRules {
     return { vacation: parsed(vacationSchema, vacation), forwarding: f?.targets.length ? f : null };
   }
 
+  /**
+   * No target is no forwarding: the key goes, which Redis does at its maxmemory too, where
+   * it refuses a SET. Forwarding found leading to someone else's address is then turned off
+   * when Redis is full as well.
+   */
   async setForwarding(account: string, f: Forwarding): Promise<void> {
-    await this.redis.set(forwardKey(account), JSON.stringify(forwardingSchema.parse(f)));
+    const forwarding = forwardingSchema.parse(f);
+    if (!forwarding.targets.length) await this.redis.del(forwardKey(account));
+    else await this.redis.set(forwardKey(account), JSON.stringify(forwarding));
   }
 
   async setVacation(account: string, v: Vacation): Promise<void> {

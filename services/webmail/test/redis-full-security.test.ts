@@ -1,10 +1,11 @@
 // What a user or an administrator does because something is wrong works while the
 // webmail's Redis is at its maxmemory (noeviction): signing out everywhere, a new password
-// (the user's or an administrator's), a lock, a deletion, an app password revoked and two-
-// factor login turned off each end the access they are meant to end, the webmail's
+// (the user's or an administrator's), a lock, a deletion, an app password revoked and
+// two-factor login turned off each end the access they are meant to end, the webmail's
 // sessions and, on every instance, the protocol sessions (CredentialRevocations, as IMAP,
-// POP3 and submission watch them). What would add access or data (a new app password, two-
-// factor enrolment) is a temporary failure, 503 "try again", with nothing of it stored.
+// POP3 and submission watch them); forwarding is turned off. What would add access or data
+// (a new app password, two-factor enrolment) is a temporary failure, 503 "try again", with
+// nothing of it stored.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { generate } from 'otplib';
@@ -226,6 +227,20 @@ test(
     assert.equal(later.status, 200, later.text);
   },
 );
+
+test('Redis full: forwarding is turned off', { timeout: 60_000 }, async () => {
+  const { user } = await inUse();
+  const on = await user.post('/api/account/forwarding', {
+    targets: ['someone@elsewhere.test'],
+    keepCopy: false,
+  });
+  assert.equal(on.status, 200, on.text);
+  await redis.whileFull(async () => {
+    const off = await user.post('/api/account/forwarding', { targets: [], keepCopy: true });
+    assert.equal(off.status, 200, off.text);
+    assert.deepEqual((await user.get('/api/account/forwarding')).json.targets, []);
+  });
+});
 
 /** Two-factor login turned on through the account page; the session that did it. */
 async function withTwoFactor(): Promise<{ account: string; user: WebClient }> {
