@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { ReplyError } from 'ioredis';
 import { CleanupPendingError, OperationError } from '@mailyard/admin';
 import { DirectoryError } from '@mailyard/directory';
 import { commandGroups } from './commands/index.js';
@@ -72,6 +73,14 @@ function reportError(err: unknown, stderr: TextSink): number {
     return ExitCode.failure;
   }
   const message = err instanceof Error ? err.message : String(err);
+  // Redis at its maxmemory refuses what needs room: the command did not run, and will once
+  // there is room (deleting keys, or a larger maxmemory), so a retry is worth it
+  if (err instanceof ReplyError && message.startsWith('OOM ')) {
+    stderr.write(
+      'mailyard: Redis is full (at its maxmemory) and refused the change: try again once it has room\n',
+    );
+    return ExitCode.tempfail;
+  }
   stderr.write(`mailyard: unexpected error: ${message.split('\n')[0]}\n`);
   return ExitCode.failure;
 }
