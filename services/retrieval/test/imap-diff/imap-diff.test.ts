@@ -12,7 +12,7 @@ import { addAccount } from '../../../../test/harness.js';
 import { startDovecotBeside, type DovecotBeside } from '../dovecot-beside.js';
 import { PASSWORD } from '../helpers.js';
 import { ScriptClient } from './client.js';
-import { newNormaliser, normaliseCommand } from './normalise.js';
+import { newNormaliser, normaliseCommand, substituteNames } from './normalise.js';
 import { parseScript, type Script } from './script.js';
 
 const FIXTURES = join(import.meta.dirname, 'fixtures');
@@ -104,7 +104,7 @@ async function runScript(
         const login = await c.run(`LOGIN ${user} "${PASSWORD}"`, script.messages);
         assert.match(login[login.length - 1]!, / OK/, `login of ${user}`);
       }
-      let responses = await c.run(step.command, script.messages);
+      let responses = await c.run(substituteNames(n, step.command), script.messages);
       if (!step.compare) continue;
       if (reference) responses = selectHighestModseq(step.command, responses, reference.raw[out.raw.length]!);
       out.raw.push(responses);

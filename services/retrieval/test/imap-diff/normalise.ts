@@ -119,6 +119,11 @@ export class Renumber {
     if (!n) this.seen.set(v, (n = `${this.prefix}${this.seen.size + 1}>`));
     return n;
   }
+  /** The number named `name` (as `name()` gave it), or undefined. */
+  value(name: string): string | undefined {
+    for (const [v, n] of this.seen) if (n === name) return v;
+    return undefined;
+  }
 }
 
 export interface Normaliser {
@@ -128,6 +133,19 @@ export interface Normaliser {
 
 export function newNormaliser(): Normaliser {
   return { uidvalidity: new Renumber('<uidvalidity-'), modseq: new Renumber('<modseq-') };
+}
+
+/**
+ * A command with the names of numbers a server chose (`<uidvalidity-1>`, `<modseq-3>`, as
+ * its compared answers named them) replaced by that server's own numbers, so a script
+ * can hand them back (SELECT ... (QRESYNC (uidvalidity modseq)), CHANGEDSINCE).
+ */
+export function substituteNames(n: Normaliser, command: string): string {
+  return command.replace(/<(uidvalidity|modseq)-\d+>/g, (name, kind: string) => {
+    const v = (kind === 'modseq' ? n.modseq : n.uidvalidity).value(name);
+    if (v === undefined) throw new Error(`${name} was not in an answer before ${command}`);
+    return v;
+  });
 }
 
 const sortAtoms = (toks: Token[]): Token[] =>

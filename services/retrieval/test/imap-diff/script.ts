@@ -23,7 +23,8 @@
 // `{name}` in a command is the named message, sent as a synchronising literal (`~{name}`
 // as a literal8, RFC 3516; `{name+}` as a non-synchronising one, RFC 7888). IDLE is ended
 // with DONE as soon as the server idles. Each session logs in first (not compared) and
-// the script runs in the order written.
+// the script runs in the order written. `<uidvalidity-1>` or `<modseq-3>` in a command is
+// the number a compared answer before it gave that name, as each server chose it.
 
 export interface Step {
   session: string;
