@@ -606,7 +606,14 @@ export class ImapSession implements ImapContext {
       this.selectedGone();
       return;
     }
-    const code = opts.highestModseq ? `HIGHESTMODSEQ ${this.selected.highestModseq}` : opts.code;
+    // RFC 7162 §3.2: a VANISHED carries no mod-sequence, so a QRESYNC client told of
+    // expunges learns the HIGHESTMODSEQ they brought, in the tagged OK where it is free
+    // (as Dovecot tells it); without, it would resynchronise from before them next time
+    const highest = `HIGHESTMODSEQ ${this.selected.highestModseq}`;
+    const vanished = this.enabled.qresync && lines.some((l) => l.startsWith('* VANISHED '));
+    let code = opts.code;
+    if (opts.highestModseq || (vanished && !code)) code = highest;
+    else if (vanished) lines.push(`* OK [${highest}] Highest`);
     this.send(own + (lines.length ? lines.join('\r\n') + '\r\n' : '') + done(code));
   }
 
