@@ -186,7 +186,9 @@ export class SelectedMailbox {
     const last = this.uidNext - 1;
     if (last < 1) return null;
     if (set?.saved) set = sequenceSetOf(this.saved);
-    const within = (set ? resolveSequenceSet(set, this.uids[this.uids.length - 1] ?? last) : [[1, last]])
+    // `*` is the highest UID issued, not the highest still here: a client that asks with
+    // 1:* must hear that its last messages went too (as Dovecot tells it)
+    const within = (set ? resolveSequenceSet(set, last) : [[1, last]])
       .map(([a, b]) => [Math.max(1, a), Math.min(b, last)] as const)
       .filter(([a, b]) => a <= b);
     const history = await this.folder.vanishedSince(modseq);
