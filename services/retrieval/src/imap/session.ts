@@ -106,6 +106,20 @@ export interface ImapDeps {
   notifyRetry: NotifyRetry;
 }
 
+/**
+ * RFC 7162 §3.2: VANISHED and EXISTS carry no mod-sequence, so a QRESYNC client told of
+ * expunges or new messages by `updates` hears the HIGHESTMODSEQ they brought, unless a
+ * FETCH among them told it already (as Dovecot tells it); without it, the client would
+ * resynchronise from before them next time.
+ */
+function modseqUnheard(updates: string[], highest: number): boolean {
+  if (!updates.some((l) => /^\* (?:VANISHED |\d+ EXISTS$)/.test(l))) return false;
+  // a loop, not Math.max(...): an update may tell a FETCH for each of many messages
+  let told = 0;
+  for (const l of updates) told = Math.max(told, Number(/ MODSEQ \((\d+)\)/.exec(l)?.[1] ?? 0));
+  return told < highest;
+}
+
 /** One IMAP connection: input modes, states, login, IDLE. Commands see it as an ImapContext. */
 export class ImapSession implements ImapContext {
   readonly id = randomBytes(6).toString('base64url');
@@ -606,14 +620,11 @@ export class ImapSession implements ImapContext {
       this.selectedGone();
       return;
     }
-    // RFC 7162 §3.2: a VANISHED carries no mod-sequence, so a QRESYNC client told of
-    // expunges learns the HIGHESTMODSEQ they brought, in the tagged OK where it is free
-    // (as Dovecot tells it); without, it would resynchronise from before them next time
     const highest = `HIGHESTMODSEQ ${this.selected.highestModseq}`;
-    const vanished = this.enabled.qresync && lines.some((l) => l.startsWith('* VANISHED '));
+    const unheard = this.enabled.qresync && modseqUnheard(lines, this.selected.highestModseq);
     let code = opts.code;
-    if (opts.highestModseq || (vanished && !code)) code = highest;
-    else if (vanished) lines.push(`* OK [${highest}] Highest`);
+    if (opts.highestModseq || (unheard && !code)) code = highest;
+    else if (unheard) lines.push(`* OK [${highest}] Highest`);
     this.send(own + (lines.length ? lines.join('\r\n') + '\r\n' : '') + done(code));
   }
 
