@@ -1,5 +1,4 @@
 import { Command, CommanderError } from 'commander';
-import { ReplyError } from 'ioredis';
 import { CleanupPendingError, OperationError } from '@mailyard/admin';
 import { DirectoryError } from '@mailyard/directory';
 import { commandGroups } from './commands/index.js';
@@ -74,8 +73,9 @@ function reportError(err: unknown, stderr: TextSink): number {
   }
   const message = err instanceof Error ? err.message : String(err);
   // Redis at its maxmemory refuses what needs room: the command did not run, and will once
-  // there is room (deleting keys, or a larger maxmemory), so a retry is worth it
-  if (err instanceof ReplyError && message.startsWith('OOM ')) {
+  // there is room (deleting keys, or a larger maxmemory), so a retry is worth it. Known by
+  // its name: importing ioredis's class here would load ioredis at every command's start
+  if (err instanceof Error && err.name === 'ReplyError' && message.startsWith('OOM ')) {
     stderr.write(
       'mailyard: Redis is full (at its maxmemory) and refused the change: try again once it has room\n',
     );
