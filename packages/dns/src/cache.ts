@@ -3,6 +3,7 @@ import {
   DnsError,
   TruncatedError,
   normalName,
+  packetCodec,
   parseServer,
   queryUdp,
   type Answer,
@@ -123,6 +124,7 @@ export class DnsCache {
   /** Each try asks every server in turn, as node:dns (c-ares) does. */
   private async query<T extends CachedType>(name: string, type: T): Promise<Answer<T>> {
     if (!this.servers.length) return { records: await this.viaNode(name, type), ttl: 0 };
+    await packetCodec();
     let last: unknown = null;
     for (let t = 0; t < this.opts.tries; t++) {
       for (const server of this.servers) {

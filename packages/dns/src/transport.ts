@@ -117,6 +117,13 @@ function recordsOf<T extends CachedType>(type: T, res: Packet): Answer<T> | null
 }
 
 /**
+ * dns-packet, imported at the first question: a `mailyard` command that asks none (most of
+ * them) does not load it. Callers that retry network failures load it before they try, so
+ * a module that cannot be loaded is its own error, not a server that did not answer.
+ */
+export const packetCodec = async () => (await import('dns-packet')).default;
+
+/**
  * One question over UDP to one server (RFC 1035 §4.2.1): a fresh socket (random source
  * port) and a random id, and only a reply from that server with that id and question is
  * taken, as stub resolvers guard against spoofed answers.
@@ -127,9 +134,7 @@ export async function queryUdp<T extends CachedType>(
   type: T,
   timeoutMs: number,
 ): Promise<Answer<T>> {
-  // imported at the first question: a `mailyard` command that asks none (most of them)
-  // does not load it
-  const { default: dnsPacket } = await import('dns-packet');
+  const dnsPacket = await packetCodec();
   const id = randomInt(65536);
   const packet = dnsPacket.encode({
     type: 'query',
