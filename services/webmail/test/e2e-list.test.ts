@@ -3,12 +3,14 @@
 // archived, as in Gmail and Roundcube; in a long folder scrolled far down, a message
 // deleted there leaves the rows near the top as they are (the pages loaded in between
 // are not the list's own pages shifted up); a message dropped back on its own folder
-// stays, and nothing says it moved; a message another client moved away meanwhile is not
-// shown flagged when the flag could not be set.
+// stays, and nothing says it moved; a star set while a read of the list was on its way
+// stays shown when that read comes back, until a read from after shows the server's flags;
+// a message another client moved away meanwhile is not shown flagged when the flag could
+// not be set.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
-import type { Page } from 'playwright-core';
+import type { Page, Request } from 'playwright-core';
 import { waitFor } from '@mailyard/testkit';
 import { onNewPage } from './browser.js';
 import { logIn, webmailFile } from './file-setup.js';
@@ -25,6 +27,8 @@ const longSubject = (n: number) => `Long ${String(n).padStart(3, '0')}`;
 
 webmailFile({ browser: true, store: ALICE }, async (f) => {
   ({ origin, imap } = f);
+  await imap.append('INBOX', plainMessage({ subject: 'Star me' }));
+  await imap.append('INBOX', plainMessage({ subject: 'Read on the phone' }));
   await imap.append('INBOX', plainMessage({ subject: 'Drag me around' }));
   await imap.append('INBOX', plainMessage({ subject: 'Filed by the phone' }));
   for (const n of [1, 2, 3, 4]) await imap.append('INBOX', plainMessage({ subject: `Keyboard ${n}` }));
@@ -41,6 +45,17 @@ function signal(): [() => void, Promise<void>] {
   let settle!: () => void;
   const settled = new Promise<void>((resolve) => (settle = resolve));
   return [settle, settled];
+}
+
+/** Another client (a phone's mail app) sets or clears a flag of a message of INBOX. */
+async function otherClientFlags(uid: number, flag: string, on: boolean) {
+  const lock = await imap.getMailboxLock('INBOX');
+  try {
+    if (on) await imap.messageFlagsAdd(String(uid), [flag], { uid: true });
+    else await imap.messageFlagsRemove(String(uid), [flag], { uid: true });
+  } finally {
+    lock.release();
+  }
 }
 
 const list = (page: Page) => page.getByRole('listbox', { name: 'Messages' });
@@ -206,6 +221,67 @@ describe('the webmail in a browser: the list after messages leave it', () => {
         { what: 'both in Archive' },
       );
       await page.getByText('No messages here.').waitFor();
+    });
+  });
+
+  test('a page read before a star was set does not take it away', { timeout: 120_000 }, async () => {
+    await onNewPage('10.5.1.6', async (page) => {
+      await logInHere(page);
+      const starred = async () =>
+        /flagged, /.test(String(await row(page, 'Star me').getAttribute('aria-label')));
+      await row(page, 'Star me').click();
+      await page.getByRole('heading', { name: 'Star me' }).waitFor();
+      const uid = Number(await row(page, 'Star me').getAttribute('data-uid'));
+      // the next read of the list (another client changed the folder) is read by the server
+      // at once, its answer held on its way; the reads asked for after it wait for the check
+      // (none comes back in between to show the star again)
+      const isListRead = (url: string) => {
+        const u = new URL(url);
+        return u.pathname === '/api/messages' && u.searchParams.get('folder') === 'INBOX';
+      };
+      const [readAsked, firstRead] = signal();
+      const [releaseRead, readHeld] = signal();
+      const [releaseLater, laterHeld] = signal();
+      let held: Request | undefined;
+      await page.route('**/api/messages?*', async (route) => {
+        if (!isListRead(route.request().url())) return route.continue();
+        if (held) {
+          await laterHeld;
+          return route.continue();
+        }
+        held = route.request();
+        // fetched from here, where the test host name is not known
+        const url = new URL(route.request().url());
+        const host = url.host;
+        url.hostname = '127.0.0.1';
+        const response = await route.fetch({
+          url: url.href,
+          headers: { ...route.request().headers(), host },
+        });
+        readAsked();
+        await readHeld;
+        await route.fulfill({ response });
+      });
+      const other = Number(await row(page, 'Read on the phone').getAttribute('data-uid'));
+      await otherClientFlags(other, '\\Seen', true);
+      await firstRead;
+      // starred here meanwhile: the server sets it, and the row shows it
+      await page.keyboard.press('s');
+      await waitFor(starred, { what: 'Star me shown flagged' });
+      // the read asked for before comes back, the message not flagged in it
+      const lateRead = page.waitForResponse((r) => r.request() === held);
+      releaseRead();
+      await (await lateRead).finished();
+      // two frames: time for the late answer to be read and drawn
+      await page.evaluate('new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))');
+      assert.ok(await starred(), 'the star stays shown');
+      releaseLater();
+      assert.ok((await storedFlags(imap, 'INBOX')).get('Star me')?.has('\\Flagged'), 'the server has it');
+      // another client takes the star away after: a read from then on shows it so
+      await otherClientFlags(uid, '\\Flagged', false);
+      await waitFor(async () => !(await starred()), {
+        what: 'the star taken away by the other client shown',
+      });
     });
   });
 

@@ -495,7 +495,7 @@ function Mail(props: {
       setOpenThread(thread ?? row?.thread?.uids ?? [uid]);
       if (!m.flags.seen) {
         await api.flags(folder, [uid], ['seen']);
-        list.patch([uid], (r) => ({ ...r, flags: { ...r.flags, seen: true } }));
+        list.setFlag([uid], 'seen', true)(true);
         setFolders((fs) =>
           fs.map((f) => (f.path === folder ? { ...f, unseen: Math.max(0, f.unseen - 1) } : f)),
         );
@@ -585,7 +585,7 @@ function Mail(props: {
           say((err as Error).message);
           return;
         }
-        list.patch(uids, (r) => ({ ...r, flags: { ...r.flags, seen: false } }));
+        list.setFlag(uids, 'seen', false)(true);
         if (open) setOpen(null);
         loadFolders();
         return;
@@ -599,7 +599,7 @@ function Mail(props: {
           say((err as Error).message);
           return;
         }
-        list.patch(uids, (r) => ({ ...r, flags: { ...r.flags, flagged: on } }));
+        list.setFlag(uids, 'flagged', on)(true);
         if (target) setOpen({ ...target, flags: { ...target.flags, flagged: on } });
         return;
       }
@@ -617,11 +617,13 @@ function Mail(props: {
     const n = `${uids.length} message${uids.length === 1 ? '' : 's'}`;
     if (typeof a === 'object') return moveAway(uids, () => api.move(folder, uids, a.to), `Moved ${n}`);
     const flag = async (name: 'seen' | 'flagged', on: boolean, done: string) => {
-      list.patch(uids, (r) => ({ ...r, flags: { ...r.flags, [name]: on } }));
+      const answered = list.setFlag(uids, name, on);
       try {
         const res = await api.flags(folder, uids, on ? [name] : [], on ? [] : [name]);
+        answered(true);
         say(`${done}${res.skipped.length ? ` (${res.skipped.length} no longer here)` : ''}`);
       } catch (err) {
+        answered(false);
         say((err as Error).message);
       }
       list.refresh();

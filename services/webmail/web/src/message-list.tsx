@@ -27,6 +27,17 @@ export interface ListState {
 
 const keyOf = (q: ListQuery) => JSON.stringify(q);
 
+type FlagName = 'seen' | 'flagged';
+const FLAG_NAMES: FlagName[] = ['seen', 'flagged'];
+const changeKey = (folder: string, uid: number, name: FlagName) => `${folder}\n${uid}\n${name}`;
+
+/** A flag set (or cleared) here: on its way to the server, or answered. */
+interface FlagChange {
+  on: boolean;
+  /** The page reads asked for before the server answered (their number); null while on its way. */
+  answered: number | null;
+}
+
 /**
  * The loaded rows by their place once `uids` are taken out (each row after one taken out
  * moves up a place), and how many loaded rows were taken out.
@@ -57,6 +68,35 @@ export function useMessageList(q: ListQuery) {
    * answered, which reads the pages again.
    */
   const drops = useRef(0);
+  /** Page reads asked for so far (a read's number), and those on their way. */
+  const reads = useRef(0);
+  const reading = useRef(new Set<number>());
+  /**
+   * Flags changed here, by folder, uid and name. A page read asked for before the server
+   * answered may come back after, with the flags as they were: the change is shown over it.
+   * A read asked for after the answer shows the server's flags (another client's change made
+   * since included); once no read from before is on its way, the change is forgotten.
+   */
+  const flagChanges = useRef(new Map<string, FlagChange>());
+  const folderNow = useRef(q.folder);
+  folderNow.current = q.folder;
+
+  const forgetAnswered = () => {
+    const oldest = Math.min(...reading.current);
+    for (const [k, c] of flagChanges.current)
+      if (c.answered !== null && c.answered < oldest) flagChanges.current.delete(k);
+  };
+
+  /** A row of a page read (number `read`) with the flags changed here that it may not show yet. */
+  const withChanges = (folder: string, r: Row, read: number): Row => {
+    let flags = r.flags;
+    for (const name of FLAG_NAMES) {
+      const c = flagChanges.current.get(changeKey(folder, r.uid, name));
+      if (c && (c.answered === null || read <= c.answered) && flags[name] !== c.on)
+        flags = { ...flags, [name]: c.on };
+    }
+    return flags === r.flags ? r : { ...r, flags };
+  };
 
   const load = useCallback(
     async (page: number, force = false) => {
@@ -64,18 +104,25 @@ export function useMessageList(q: ListQuery) {
       if (loading.current.has(page) && !force) return;
       loading.current.add(page);
       const dropsBefore = drops.current;
+      const read = ++reads.current;
+      reading.current.add(read);
       try {
         const res = await api.list({ ...q, offset: page * PAGE, limit: PAGE });
         if (current.current !== k || drops.current !== dropsBefore) return;
+        const rows = flagChanges.current.size
+          ? res.rows.map((r) => withChanges(q.folder, r, read))
+          : res.rows;
         setState((s) => {
           const pages = new Map(s.key === k ? s.pages : []);
-          pages.set(page, res.rows);
+          pages.set(page, rows);
           return { key: k, total: res.total, pages, error: null };
         });
       } catch (err) {
         if (current.current === k) setState((s) => ({ ...s, key: k, error: (err as Error).message }));
       } finally {
         loading.current.delete(page);
+        reading.current.delete(read);
+        forgetAnswered();
       }
     },
     // one query per key: q has the same content whenever key is the same
@@ -102,18 +149,53 @@ export function useMessageList(q: ListQuery) {
     for (const p of pages) void load(p, true);
   }, [state, key, load]);
 
-  /** Changes rows in place at once (flags), before the server's answer. */
-  const patch = useCallback((uids: number[], change: (r: Row) => Row) => {
+  /** Sets a flag on the rows loaded, of this list's folder. */
+  const patch = (folder: string, flags: Map<number, boolean>, name: FlagName) => {
+    if (folderNow.current !== folder) return;
     setState((s) => {
       const pages = new Map(s.pages);
       for (const [p, rows] of pages)
         pages.set(
           p,
-          rows.map((r) => (uids.includes(r.uid) ? change(r) : r)),
+          rows.map((r) => (flags.has(r.uid) ? { ...r, flags: { ...r.flags, [name]: flags.get(r.uid) } } : r)),
         );
       return { ...s, pages };
     });
-  }, []);
+  };
+
+  /**
+   * Shows a flag set (or cleared) on rows at once, before the server's answer; returns what
+   * to call with the answer. Until a page read asked for after it comes back, the change is
+   * shown over what reads from before say. When the server did not set it, the rows show
+   * what they did before.
+   */
+  const setFlag = useCallback(
+    (uids: number[], name: FlagName, on: boolean) => {
+      const folder = q.folder;
+      const change: FlagChange = { on, answered: null };
+      const was = new Map<number, boolean>();
+      for (const page of state.key === key ? state.pages.values() : [])
+        for (const r of page) if (uids.includes(r.uid)) was.set(r.uid, r.flags[name]);
+      for (const uid of uids) flagChanges.current.set(changeKey(folder, uid, name), change);
+      patch(folder, new Map(uids.map((uid) => [uid, on])), name);
+      return (ok: boolean) => {
+        if (ok) change.answered = reads.current;
+        else {
+          const back = new Map<number, boolean>();
+          for (const uid of uids) {
+            const k = changeKey(folder, uid, name);
+            // a later change of the same flag is left to its own answer
+            if (flagChanges.current.get(k) !== change) continue;
+            flagChanges.current.delete(k);
+            if (was.has(uid)) back.set(uid, was.get(uid)!);
+          }
+          patch(folder, back, name);
+        }
+        forgetAnswered();
+      };
+    },
+    [state, key],
+  );
 
   /**
    * Takes rows out at once (moved, deleted): every row after one taken out moves up a place.
@@ -156,7 +238,7 @@ export function useMessageList(q: ListQuery) {
   };
 
   const rowAt = (i: number): Row | undefined => state.pages.get(Math.floor(i / PAGE))?.[i % PAGE];
-  return { state, ensure, refresh, patch, drop, nextAfterDrop, rowAt };
+  return { state, ensure, refresh, setFlag, drop, nextAfterDrop, rowAt };
 }
 
 export type MessageListApi = ReturnType<typeof useMessageList>;
