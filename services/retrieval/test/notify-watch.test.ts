@@ -113,9 +113,13 @@ test(
     // rename's own event is recorded: Play went as the rename, not as a delete
     await mailbox.rename('Play', 'Games');
     w.record('Play', { kind: 'folder' });
+    const before = Date.now();
     assert.deepEqual(await w.collect(s), []);
+    // the session collects again when the wait is over, should no event come
+    assert.ok(w.wakeAt !== null && w.wakeAt >= before && w.wakeAt <= Date.now() + 2000);
     w.record('Games', { kind: 'folder', oldFolder: 'Play' });
     assert.deepEqual(await w.collect(s), ['* LIST () "/" "Games" ("OLDNAME" ("Play"))']);
+    assert.equal(w.wakeAt, null);
     assert.deepEqual(await w.collect(s), []);
 
     // a delete is told at once

@@ -16,11 +16,12 @@ const USER = 'watcher@notify.test';
 const PYUSER = 'py@notify.test';
 const RUSER = 'renamer@notify.test';
 const OUSER = 'slow@notify.test';
+const GUSER = 'ghost@notify.test';
 let bed: ProcessTestbed;
 let imap: number;
 
 before(async () => {
-  bed = await startProcessTestbed('notify.test', [USER, PYUSER, RUSER, OUSER]);
+  bed = await startProcessTestbed('notify.test', [USER, PYUSER, RUSER, OUSER, GUSER]);
   ({ imap } = await startTwoWorkers(bed));
 });
 after(() => bed?.close());
@@ -145,6 +146,46 @@ test('RENAME INBOX is told as the folder it makes', { timeout: 60_000 }, async (
     other.close();
   }
 });
+
+test(
+  'a delete is told on its own while a folder the client was not told of is there',
+  { timeout: 90_000 },
+  async (t) => {
+    const w = await watcher(GUSER);
+    const other = changer(GUSER);
+    await other.connect();
+    try {
+      await other.mailboxCreate('Old');
+      await other.mailboxCreate('Play');
+      assert.match(await w.cmd('n', 'NOTIFY SET (personal (MailboxName))'), /^n OK/m);
+      await other.mailboxDelete('Trash');
+      await w.until(/^\* LIST \(\\NonExistent\) "\/" "Trash"\r\n/m, 30_000);
+      // the next login makes the special-use folder again, and tells nobody: the watcher
+      // has a folder in the store no event named
+      const login = changer(GUSER);
+      await login.connect();
+      await login.logout();
+
+      // a DELETE, with no other event, command or IDLE to follow it: a RENAME's event
+      // (which the delete might have been) is waited for a while, then the delete is told
+      const sent = Date.now();
+      await other.mailboxDelete('Old');
+      await w.until(/^\* LIST \(\\NonExistent\) "\/" "Old"\r\n/m, 30_000);
+      t.diagnostic(`DELETE told ${Date.now() - sent} ms after it was sent`);
+
+      // a RENAME meanwhile is still told as one, not as a delete and a create
+      await other.mailboxRename('Play', 'Games');
+      await w.until(/^\* LIST \(\) "\/" "Games" \("OLDNAME" \("Play"\)\)\r\n/m, 30_000);
+      const rest = await w.cmd('x', 'NOOP');
+      assert.doesNotMatch(rest, /^\* LIST .*"(Play|Games)"/m);
+      // nor is the folder the login made told by the collections since
+      assert.doesNotMatch(rest, /"Trash"/);
+    } finally {
+      w.close();
+      other.close();
+    }
+  },
+);
 
 test('selected-delayed holds EXPUNGE back until a command allows it', { timeout: 60_000 }, async () => {
   const w = await watcher(PYUSER);

@@ -43,6 +43,11 @@ export interface NotifyWatcher {
    * and `unread` says why: the others are told, that one after another call.
    */
   collect(s: AuthedContext): Promise<string[]>;
+  /**
+   * When a change that collect() left waiting for another event (a RENAME's) is due to be
+   * told without it: the session collects again then, as nothing else may come; null: none waits.
+   */
+  readonly wakeAt: number | null;
   /** Why the last collect() left a folder's change waiting (the store unreadable); null: it did not. */
   readonly unread: Error | null;
   /** Sends the FETCH responses MessageNew asks for, for messages new in the selected folder. */

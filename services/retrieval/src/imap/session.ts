@@ -154,6 +154,8 @@ export class ImapSession implements ImapContext {
   /** The next collection of NOTIFY's events after one the store failed, and its delay. */
   private notifyRetry: NodeJS.Timeout | null = null;
   private notifyRetryMs = 0;
+  /** The collection of NOTIFY's events when a change left waiting is due (NotifyWatcher.wakeAt). */
+  private notifyWake: NodeJS.Timeout | null = null;
 
   constructor(
     readonly conn: ClientConnection,
@@ -826,6 +828,7 @@ export class ImapSession implements ImapContext {
   setNotify(watch: NotifyWatcher | null): void {
     this.watch = watch;
     this.stopNotifyRetry();
+    this.stopNotifyWake();
   }
 
   /**
@@ -847,6 +850,31 @@ export class ImapSession implements ImapContext {
     if (this.notifyRetry) clearTimeout(this.notifyRetry);
     this.notifyRetry = null;
     this.notifyRetryMs = 0;
+  }
+
+  /**
+   * A collection of `w`'s events left a change waiting for an event that may never come
+   * (a RENAME's, for a folder gone while one nobody told of is there): `w` is collected
+   * again once the wait is over, with no other event, command or IDLE poll to bring it.
+   */
+  private wakeNotifications(w: NotifyWatcher): void {
+    this.stopNotifyWake();
+    const at = w.wakeAt;
+    if (at === null || this.watch !== w || this.mode.m === 'closed') return;
+    this.notifyWake = setTimeout(
+      () => {
+        this.notifyWake = null;
+        if (this.watch === w) void this.pushNotifications();
+      },
+      // a timer may fire a millisecond early: the collection then arms it again
+      Math.max(1, at - Date.now()),
+    );
+    this.notifyWake.unref();
+  }
+
+  private stopNotifyWake(): void {
+    if (this.notifyWake) clearTimeout(this.notifyWake);
+    this.notifyWake = null;
   }
 
   /**
@@ -902,6 +930,7 @@ export class ImapSession implements ImapContext {
         this.retryNotifications(w);
       }
     } finally {
+      this.wakeNotifications(w);
       this.notRunning();
       void this.drainQueue();
     }
@@ -948,6 +977,7 @@ export class ImapSession implements ImapContext {
     if (this.timer) clearTimeout(this.timer);
     if (this.loginTimer) clearTimeout(this.loginTimer);
     this.stopNotifyRetry();
+    this.stopNotifyWake();
     this.errors.close();
     this.unsubscribe?.();
     this.unwatchCredential?.();

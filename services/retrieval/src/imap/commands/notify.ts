@@ -31,8 +31,9 @@ export const MAX_NOTIFY_GROUPS = 20;
 /** How much of MessageNew's FETCH responses is gathered before it is written out. */
 const FLUSH_BYTES = 64 * 1024;
 /**
- * How long a subscription that went with its folder waits for the folder's own event (a
- * RENAME's, which tells both): the events of one change come within milliseconds.
+ * How long a change of a folder gone with a RENAME (the folder's late echo, a subscription
+ * that went with it) waits for the rename's own event, which tells both: the events of one
+ * change come within milliseconds. Past it the change is told as it reads (Watch.wakeAt).
  */
 const RENAME_EVENT_WAIT_MS = 2000;
 /** Mailboxes with changes not yet told; past it the client gets NOTIFICATIONOVERFLOW. */
@@ -311,6 +312,14 @@ export class Watch implements NotifyWatcher {
   /** Whether a change of folder `name` is waiting; '' is IDLE's poll: any folder. */
   private touches(name: string): boolean {
     return this.touched.has(name) || this.touched.has('');
+  }
+
+  /** When the first change left for a RENAME's event is told whatever came (NotifyWatcher). */
+  get wakeAt(): number | null {
+    let since = Infinity;
+    for (const p of this.pending.values())
+      if (p.waitingSince !== undefined) since = Math.min(since, p.waitingSince);
+    return since === Infinity ? null : since + RENAME_EVENT_WAIT_MS;
   }
 
   /** Why the last collect() left a folder's change waiting; null: it told all (NotifyWatcher). */
