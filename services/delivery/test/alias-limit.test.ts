@@ -208,9 +208,16 @@ test(
     assert.match(second.lastError!, /big1@example\.test reached 14 addresses/);
     assert.deepEqual(await takeOutbound(), [big2]);
 
-    // 20: both expand, and only big1's members not queued before are
+    // 20: both expand, and only big1's members not queued before are. Under the message's
+    // queue id, on which outbound sends each recipient once: a run repeated between a
+    // forward's confirm and its record (a Redis or broker error; a copy the broker gives
+    // again while the test's runs) queues the same part again, which outbound drops
     await forwardedWith(20, second);
-    assert.deepEqual(await takeOutbound(), [big1.filter((t) => !big2.includes(t))]);
+    const forwards = await t.takeOutboundEnvelopes();
+    assert.ok(forwards.length > 0, 'forwarded');
+    for (const f of forwards) assert.equal(f.queueId, first.queueId, "the message's own queue id");
+    const own = big1.filter((t) => !big2.includes(t));
+    for (const f of forwards) assert.deepEqual(f.recipients, own, 'none queued before, none left out');
     assert.equal(t.p.inbox('dora@example.test').length, doraBefore + 1, 'one copy for dora');
     await assertNothingLeft();
   },

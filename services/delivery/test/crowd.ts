@@ -43,6 +43,8 @@ export interface CrowdPlatform {
   ch: Channel;
   /** Takes every message in `outbound` now: the recipients of each. */
   takeOutbound(): Promise<string[][]>;
+  /** Takes every message in `outbound` now: the envelope of each. */
+  takeOutboundEnvelopes(): Promise<Envelope[]>;
   close(): Promise<void>;
 }
 
@@ -60,15 +62,19 @@ export async function startCrowd(delivery: Record<string, unknown>): Promise<Cro
     await addCrowd(p.directory);
     conn = await connect(p.vhost.url);
     const ch = await conn.createChannel();
+    const takeOutboundEnvelopes = async () => {
+      const out: Envelope[] = [];
+      for (let m; (m = await ch.get(Queues.outbound, { noAck: true }));)
+        out.push(JSON.parse(String(m.properties.headers?.[ENVELOPE_HEADER])) as Envelope);
+      return out;
+    };
     return {
       p,
       lines,
       ch,
+      takeOutboundEnvelopes,
       async takeOutbound() {
-        const out: string[][] = [];
-        for (let m; (m = await ch.get(Queues.outbound, { noAck: true }));)
-          out.push((JSON.parse(String(m.properties.headers?.[ENVELOPE_HEADER])) as Envelope).recipients);
-        return out;
+        return (await takeOutboundEnvelopes()).map((e) => e.recipients);
       },
       async close() {
         await conn?.close();
