@@ -5,7 +5,7 @@ import { createServer as createHttpsServer, type Server } from 'node:https';
 import { after, before, describe, test } from 'node:test';
 import { createResolver } from '@mailyard/dns';
 import { DeferredIndex } from '@mailyard/queue-admin';
-import { waitFor } from '@mailyard/testkit';
+import { queueDepths, waitFor } from '@mailyard/testkit';
 import { addAccount, startPlatform, type Platform } from '../../../test/harness.js';
 import { httpsPolicyFetcher } from '../src/index.js';
 import {
@@ -381,6 +381,48 @@ describe('retries', () => {
       copies.map((c) => c.to),
       [['now@single.test'], ['later@single.test']],
     );
+  });
+
+  test('a message queued again under its queue id while the first is being sent: one copy each', async () => {
+    // as delivery queues a forward again when a run of its message is repeated between the
+    // forward's confirm and its record: the first copy held at the receiver, unanswered
+    let release = () => {};
+    const answered = new Promise<void>((r) => (release = r));
+    let arrived = 0;
+    mx1.behaviour.data = async (msg) => {
+      if (!msg.data.includes('Subject: queued-again')) return undefined;
+      arrived++;
+      await answered;
+      return undefined;
+    };
+    try {
+      const index = new DeferredIndex(p.redis.redis);
+      const env = envelope('alice@example.test', ['again-1@single.test', 'again-2@single.test']);
+      const message = simpleMessage('alice@example.test', 'again-1@single.test', 'queued-again');
+      await queueOutbound(p, env, message);
+      await waitFor(() => arrived === 1, { what: 'the first copy at the receiver' });
+      await queueOutbound(p, env, message);
+      // the second finds both recipients being sent to by the first: deferred, not sent
+      const entry = await waitFor(() => entryOf(index, env.queueId), { what: 'the second copy deferred' });
+      assert.equal(entry.lastError, 'another delivery to this recipient is in progress');
+      assert.equal(entry.attempts, 0, 'no attempt counted');
+      release();
+      // its retry (no longer waiting, nor in outbound or a delay queue) found both settled
+      await waitFor(
+        async () =>
+          (await entryOf(index, env.queueId)) === null &&
+          [...(await queueDepths(p.vhost.name))].every(([q, n]) => !q.startsWith('outbound') || n === 0),
+        { what: 'the retry done with' },
+      );
+      const copies = mx1.received.filter((m) => m.data.includes('Subject: queued-again'));
+      assert.deepEqual(
+        copies.map((c) => c.to),
+        [['again-1@single.test', 'again-2@single.test']],
+      );
+    } finally {
+      release();
+      delete mx1.behaviour.data;
+    }
   });
 });
 
