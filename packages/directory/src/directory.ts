@@ -139,6 +139,14 @@ const DEL_ACCOUNT = `
 redis.call('DEL', KEYS[1], unpack(KEYS, 3))
 return redis.call('SREM', KEYS[2], ARGV[1])`;
 
+// KEYS: alias:<source>, aliases:<d>; ARGV: source. Whether the alias was there. A script,
+// not a MULTI, as DEL_ACCOUNT: an alias found forwarding where it must not is removed while
+// Redis is at its maxmemory too.
+const DEL_ALIAS = `
+local n = redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return n`;
+
 // KEYS: domains, alias:<source>, aliases:<d>; ARGV: d, source, targets... The alias's
 // targets after the change, or -1 when the domain is not (or no longer) local.
 const ADD_ALIAS = `
@@ -472,14 +480,10 @@ export class Directory {
       }
       if ((await this.redis.scard(`alias:${src}`)) > 0) return this.changed();
     }
-    const res = await this.redis
-      .multi()
-      .del(`alias:${src}`)
-      .srem(`aliases:${src.split('@')[1]}`, src)
-      .exec();
+    const there = await this.redis.eval(DEL_ALIAS, 2, `alias:${src}`, `aliases:${src.split('@')[1]}`, src);
     // deleted meanwhile by another request: that one deleted it, this one did nothing
     // (a last target's removal empties the set, which Redis deletes with it)
-    if (!target && res?.[0]?.[1] === 0) throw new DirectoryError('not_found', `alias ${src} does not exist`);
+    if (!target && there === 0) throw new DirectoryError('not_found', `alias ${src} does not exist`);
     await this.changed();
   }
 
