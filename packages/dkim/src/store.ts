@@ -1,4 +1,4 @@
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { normalizeDomain } from '@mailyard/smtp-core';
 import { DKIM_ALGORITHMS, DkimError, type DkimAlgorithm, type DkimKey } from './keys.js';
 
@@ -65,6 +65,17 @@ const REMOVE = `
 local n = redis.call('HDEL', KEYS[1], ARGV[1]) + redis.call('HDEL', KEYS[2], ARGV[1])
 if n > 0 and redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
 return n`;
+
+// KEYS: pending, keys; ARGV: 'get' and a selector, or 'all'. Both hashes read in one step
+// ({pending, signing}), so a key `activate` moves between them is seen in one. A script
+// that writes nothing (no-writes), not a MULTI: Redis at its maxmemory refuses every
+// command queued in a MULTI, reads too, and signing, deleting a key or a domain must not
+// wait for room.
+const READ = `#!lua flags=no-writes
+if ARGV[1] == 'get' then
+  return {redis.call('HGET', KEYS[1], ARGV[2]), redis.call('HGET', KEYS[2], ARGV[2])}
+end
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}`;
 
 /**
  * DKIM keys per domain and selector, in Redis next to the rest of the directory.
@@ -168,12 +179,7 @@ export class DkimKeyStore {
   async get(domain: string, selector: string): Promise<StoredDkimKey | null> {
     const n = DkimKeyStore.normalize(domain, selector);
     // pending first: `activate` moves a key from there to the signing hash, never back
-    const [pending, signing] = (await exec(
-      this.redis
-        .multi()
-        .hget(DkimRedisKeys.pending(n.domain), n.selector)
-        .hget(DkimRedisKeys.keys(n.domain), n.selector),
-    )) as (string | null)[];
+    const [pending, signing] = (await this.read(n.domain, 'get', n.selector)) as (string | null)[];
     const raw = signing ?? pending;
     return raw ? parseKey(raw, n.domain, n.selector, !signing) : null;
   }
@@ -185,15 +191,13 @@ export class DkimKeyStore {
       : (await this.redis.smembers(DkimRedisKeys.domains)).sort();
     const out: StoredDkimKey[] = [];
     for (const d of domains) {
-      const [pending, signing] = (await exec(
-        this.redis.multi().hgetall(DkimRedisKeys.pending(d)).hgetall(DkimRedisKeys.keys(d)),
-      )) as Record<string, string>[];
+      const [pending, signing] = (await this.read(d, 'all')) as string[][];
       const keys = new Map<string, StoredDkimKey>();
       for (const [all, isPending] of [
-        [pending ?? {}, true],
-        [signing ?? {}, false],
+        [pending ?? [], true],
+        [signing ?? [], false],
       ] as const)
-        for (const [selector, raw] of Object.entries(all)) {
+        for (const [selector, raw] of pairs(all)) {
           try {
             keys.set(selector, parseKey(raw, d, selector, isPending));
           } catch {
@@ -208,6 +212,17 @@ export class DkimKeyStore {
         a.created.localeCompare(b.created) ||
         a.selector.localeCompare(b.selector),
     );
+  }
+
+  /** Both hashes of a domain, read in one step (READ). */
+  private read(domain: string, ...how: ['get', string] | ['all']): Promise<unknown[]> {
+    return this.redis.eval(
+      READ,
+      2,
+      DkimRedisKeys.pending(domain),
+      DkimRedisKeys.keys(domain),
+      ...how,
+    ) as Promise<unknown[]>;
   }
 
   /** Deletes a key, signing or pending. */
@@ -245,11 +260,9 @@ function parseKey(raw: string, domain: string, selector: string, pending: boolea
   return { algorithm, privateKey, publicKey, created, domain, selector, pending };
 }
 
-/** A MULTI's replies, or its first error. */
-async function exec(m: ChainableCommander): Promise<unknown[]> {
-  const res = (await m.exec()) ?? [];
-  return res.map(([err, v]) => {
-    if (err) throw err;
-    return v;
-  });
+/** HGETALL's answer inside a script, field and value after field and value, as pairs. */
+function pairs(flat: readonly string[]): [string, string][] {
+  const out: [string, string][] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i]!, flat[i + 1]!]);
+  return out;
 }
