@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import { ReplyError, type Redis } from 'ioredis';
 import { AccessError, normalizeAddressKey, normalizeClientKey, parseAccessAction } from './access.js';
 import { RestrictionError } from './checks.js';
 import { PolicyKeys } from './keys.js';
@@ -43,16 +43,13 @@ export type TableKind = 'client' | 'address';
 const EMPTY_LIST = 'dunno';
 
 // KEYS: the list; ARGV[1]: JSON of the change (op add with entry and 1-based position,
-// 0 for the end; op remove with entry; op set with entries and the previous list) and
-// the list's defaults (what an unset list holds). Answers {'ok', entries after...},
+// 0 for the end; op remove with entry; op set with entries and, if it is to be checked,
+// the previous list; `shrinking` to refuse a set that is more than removals) and the
+// list's defaults (what an unset list holds). Answers {'ok', entries after...},
 // {'missing', entries...} when the entry removed is not there, {'changed', entries...}
-// when a set's previous list is not the list now. The read and the write are one step.
-//
-// The shebang (no flags) makes Redis 7 refuse the whole edit with OOM before it runs when
-// Redis is at its maxmemory: an edit can wait, and a list can be long. Without it Redis
-// checked memory only up to the first write, and the DEL let the RPUSH of the whole list
-// through. The console answers the refusal 503, try again; the CLI prints it.
-const EDIT_LIST = `#!lua
+// when a set's previous list is not the list now, {'grows', entries...} when a
+// `shrinking` set would add or move an entry. The read and the write are one step.
+const EDIT_LIST_STEPS = `
 local c = cjson.decode(ARGV[1])
 local stored = redis.call('LRANGE', KEYS[1], 0, -1)
 local list = {}
@@ -71,15 +68,45 @@ elseif c.op == 'remove' then
   if not found then return {'missing', unpack(list)} end
   table.remove(list, found)
 else
-  local same = #list == #c.previous
-  for i, e in ipairs(list) do if c.previous[i] ~= e then same = false end end
-  if not same then return {'changed', unpack(list)} end
+  if c.previous then
+    local same = #list == #c.previous
+    for i, e in ipairs(list) do if c.previous[i] ~= e then same = false end end
+    if not same then return {'changed', unpack(list)} end
+  end
+  if c.shrinking then
+    local at = 1
+    for _, e in ipairs(c.entries) do
+      while list[at] ~= nil and list[at] ~= e do at = at + 1 end
+      if list[at] == nil then return {'grows', unpack(list)} end
+      at = at + 1
+    end
+  end
   list = c.entries
 end
 redis.call('DEL', KEYS[1])
 if #list == 0 then redis.call('RPUSH', KEYS[1], '${EMPTY_LIST}')
 else redis.call('RPUSH', KEYS[1], unpack(list)) end
 return {'ok', unpack(list)}`;
+
+// The shebang (no flags) makes Redis 7 refuse the whole edit with OOM before it runs when
+// Redis is at its maxmemory: an addition can wait, and a list can be long. Without it Redis
+// checked memory only up to the first write, and the DEL let the RPUSH of the whole list
+// through. The console answers the refusal 503, try again; the CLI prints it.
+const EDIT_LIST = `#!lua${EDIT_LIST_STEPS}`;
+// The same, run at maxmemory (allow-oom), for an edit that only removes entries (a removal,
+// a set that leaves out entries of the list and moves none): the list it writes is shorter
+// than the one it replaces, and an entry that lets in or refuses what it must not is taken
+// out when Redis is full too.
+const EDIT_LIST_AT_MAXMEMORY = `#!lua flags=allow-oom${EDIT_LIST_STEPS}`;
+
+// KEYS: the version. Run at maxmemory (allow-oom): a counter that is there, rewritten in
+// place; refused, a change made (an entry removed) would be announced to no instance, which
+// would go on deciding by the entry.
+const BUMP_VERSION = `#!lua flags=allow-oom
+return redis.call('INCR', KEYS[1])`;
+
+/** A set at maxmemory that would add or move an entry: refused as Redis refused it. */
+class GrowsAtMaxmemory extends Error {}
 
 function assertList(name: string): RestrictionListName {
   if (!isRestrictionList(name))
@@ -152,16 +179,17 @@ export class PolicyRules {
   async set(name: string, entries: string[], previous?: readonly string[]): Promise<string[]> {
     const l = assertList(name);
     const parsed = entries.map((e) => formatRestriction(parseEntry(l, e)));
-    if (previous === undefined) {
-      const key = PolicyKeys.restrictions(l);
-      const m = this.redis.multi().del(key);
-      // a stored placeholder keeps an emptied list from falling back to the defaults
-      m.rpush(key, ...(parsed.length ? parsed : [EMPTY_LIST]));
-      await m.exec();
-      await this.changed();
-      return parsed;
+    // without `previous`, whatever the list is now is replaced
+    const change = { op: 'set', entries: parsed, ...(previous ? { previous: [...previous] } : {}) } as const;
+    try {
+      return await this.edit(l, change);
+    } catch (err) {
+      // Redis at its maxmemory: done all the same if it only removes entries
+      if (!(err instanceof ReplyError && (err as Error).message.startsWith('OOM '))) throw err;
+      return this.edit(l, { ...change, shrinking: true }, EDIT_LIST_AT_MAXMEMORY).catch((e: unknown) => {
+        throw e instanceof GrowsAtMaxmemory ? err : e;
+      });
     }
-    return this.edit(l, { op: 'set', entries: parsed, previous: [...previous] });
   }
 
   /** Inserts an entry at a 1-based position (default: the end). */
@@ -175,7 +203,7 @@ export class PolicyRules {
   async remove(name: string, entry: string): Promise<string[]> {
     const l = assertList(name);
     const e = formatRestriction(parseRestriction(entry));
-    return this.edit(l, { op: 'remove', entry: e });
+    return this.edit(l, { op: 'remove', entry: e }, EDIT_LIST_AT_MAXMEMORY);
   }
 
   /**
@@ -190,10 +218,11 @@ export class PolicyRules {
     change:
       | { op: 'add'; entry: string; position: number }
       | { op: 'remove'; entry: string }
-      | { op: 'set'; entries: string[]; previous: string[] },
+      | { op: 'set'; entries: string[]; previous?: string[]; shrinking?: boolean },
+    script = EDIT_LIST,
   ): Promise<string[]> {
     const [outcome, ...entries] = (await this.redis.eval(
-      EDIT_LIST,
+      script,
       1,
       PolicyKeys.restrictions(l),
       JSON.stringify({ ...change, defaults: DEFAULT_RESTRICTIONS[l] }),
@@ -205,6 +234,7 @@ export class PolicyRules {
         `restriction list ${l} was changed meanwhile, it is now: ${entries.join(', ') || '(empty)'}; load it again and redo the change`,
         'changed',
       );
+    if (outcome === 'grows') throw new GrowsAtMaxmemory();
     await this.changed();
     return entries;
   }
@@ -279,7 +309,7 @@ export class PolicyRules {
 
   /** Makes every instance reload the rules (after a change made behind this class, a restore). */
   async announceChange(): Promise<void> {
-    const v = await this.redis.incr(PolicyKeys.version);
+    const v = await this.redis.eval(BUMP_VERSION, 1, PolicyKeys.version);
     await this.redis.publish(this.channel, String(v));
   }
 }
