@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import { ReplyError, type Redis } from 'ioredis';
 import { z } from 'zod';
 import { setAtMaxmemory } from '@mailyard/runtime/redis';
 import { parseMailAddress } from '@mailyard/smtp-core';
@@ -100,6 +100,21 @@ const repliedKey = (account: string, sender: string) =>
   `rules:replied:${account.toLowerCase()}:${createHash('sha256').update(sender.toLowerCase()).digest('base64url').slice(0, 22)}`;
 
 /**
+ * KEYS: the forwarding; ARGV: the new setting, then its targets. Sets it when the stored
+ * one forwards to every target it names (a target left out, keeping a copy or not): 1, else
+ * 0. Run at maxmemory (allow-oom), where a SET is refused: a value no longer than the one it
+ * replaces, and a target found to be someone else's is taken out when Redis is full too.
+ */
+const SET_FEWER_TARGETS = `#!lua flags=allow-oom
+local ok, f = pcall(cjson.decode, redis.call('GET', KEYS[1]) or '')
+if not ok or type(f) ~= 'table' or type(f.targets) ~= 'table' then return 0 end
+local had = {}
+for _, t in ipairs(f.targets) do had[t] = true end
+for i = 2, #ARGV do if not had[ARGV[i]] then return 0 end end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1`;
+
+/**
  * Forwarding and out-of-office settings in Redis, next to the account:
  *   rules:vacation:<account>   STRING  JSON Vacation
  *   rules:forward:<account>    STRING  JSON Forwarding
@@ -119,12 +134,20 @@ export class MailRules {
   /**
    * No target is no forwarding: the key goes, which Redis does at its maxmemory too, where
    * it refuses a SET. Forwarding found leading to someone else's address is then turned off
-   * when Redis is full as well.
+   * when Redis is full as well, and so is one target of several (SET_FEWER_TARGETS); a
+   * target added is refused then, with Redis's OOM.
    */
   async setForwarding(account: string, f: Forwarding): Promise<void> {
     const forwarding = forwardingSchema.parse(f);
-    if (!forwarding.targets.length) await this.redis.del(forwardKey(account));
-    else await this.redis.set(forwardKey(account), JSON.stringify(forwarding));
+    const key = forwardKey(account);
+    if (!forwarding.targets.length) return void (await this.redis.del(key));
+    const value = JSON.stringify(forwarding);
+    try {
+      await this.redis.set(key, value);
+    } catch (err) {
+      if (!(err instanceof ReplyError && (err as Error).message.startsWith('OOM '))) throw err;
+      if (!(await this.redis.eval(SET_FEWER_TARGETS, 1, key, value, ...forwarding.targets))) throw err;
+    }
   }
 
   async setVacation(account: string, v: Vacation): Promise<void> {

@@ -3,9 +3,9 @@
 // (the user's or an administrator's), a lock, a deletion, an app password revoked and
 // two-factor login turned off each end the access they are meant to end, the webmail's
 // sessions and, on every instance, the protocol sessions (CredentialRevocations, as IMAP,
-// POP3 and submission watch them); forwarding is turned off. What would add access or data
-// (a new app password, two-factor enrolment) is a temporary failure, 503 "try again", with
-// nothing of it stored.
+// POP3 and submission watch them); forwarding is turned off, or one of its targets taken
+// out. What would add access or data (a new app password, two-factor enrolment, a
+// forwarding target) is a temporary failure, 503 "try again", with nothing of it stored.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { generate } from 'otplib';
@@ -241,6 +241,33 @@ test('Redis full: forwarding is turned off', { timeout: 60_000 }, async () => {
     assert.deepEqual((await user.get('/api/account/forwarding')).json.targets, []);
   });
 });
+
+test(
+  'Redis full: one forwarding target of several is taken out; one added is refused',
+  { timeout: 60_000 },
+  async () => {
+    const { user } = await inUse();
+    const on = await user.post('/api/account/forwarding', {
+      targets: ['friend@elsewhere.test', 'someone@elsewhere.test'],
+      keepCopy: false,
+    });
+    assert.equal(on.status, 200, on.text);
+    await redis.whileFull(async () => {
+      const fewer = await user.post('/api/account/forwarding', {
+        targets: ['friend@elsewhere.test'],
+        keepCopy: true,
+      });
+      assert.equal(fewer.status, 200, fewer.text);
+      const more = await user.post('/api/account/forwarding', {
+        targets: ['friend@elsewhere.test', 'another@elsewhere.test'],
+        keepCopy: true,
+      });
+      unavailable(more, 'a target added');
+    });
+    const now = (await user.get('/api/account/forwarding')).json;
+    assert.deepEqual([now.targets, now.keepCopy], [['friend@elsewhere.test'], true]);
+  },
+);
 
 /** Two-factor login turned on through the account page; the session that did it. */
 async function withTwoFactor(): Promise<{ account: string; user: WebClient }> {
