@@ -54,6 +54,15 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 return -1
 `;
 
+/**
+ * KEYS: the account's waiting uploads, then the uploads; ARGV: their members there. A
+ * script, not a MULTI: Redis at its maxmemory refuses every command queued in a MULTI,
+ * deletions too, and an upload removed is room given back, which is wanted most then.
+ */
+const DROP_UPLOADS = `
+redis.call('DEL', unpack(KEYS, 2))
+return redis.call('ZREM', KEYS[1], unpack(ARGV))`;
+
 type UploadRedis = Ctx['redis'] & {
   webmailStoreUpload(
     key: string,
@@ -132,11 +141,13 @@ export function registerComposeRoutes(app: FastifyInstance, ctx: Ctx): void {
     const sizes = await Promise.all(ids.map((id) => redis.hget(uploadKey(account, id), 'size')));
     const there = ids.filter((_, i) => sizes[i] !== null);
     if (!there.length) return 0;
-    await redis
-      .multi()
-      .del(...there.map((id) => uploadKey(account, id)))
-      .zrem(uploadsKey(account), ...there.map((id) => `${id}:${sizes[ids.indexOf(id)]}`))
-      .exec();
+    await redis.eval(
+      DROP_UPLOADS,
+      1 + there.length,
+      uploadsKey(account),
+      ...there.map((id) => uploadKey(account, id)),
+      ...there.map((id) => `${id}:${sizes[ids.indexOf(id)]}`),
+    );
     return there.length;
   };
 

@@ -2,7 +2,8 @@
 // reads roles from) stopped under a logged-in user: every request is a temporary
 // failure (503, "try again"), never a 500 and never "not logged in"; the session is
 // there again once Redis is back. A Redis out of memory refuses a login the same way, and
-// an upload as no room (507), with nothing of it stored past Redis's maxmemory.
+// an upload as no room (507), with nothing of it stored past Redis's maxmemory; an upload
+// is removed then (room given back).
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Directory } from '@mailyard/directory';
@@ -99,3 +100,22 @@ test(
     assert.equal(later.status, 200, later.text);
   },
 );
+
+test('Redis full: an upload is removed, its place in the cap with it', { timeout: 60_000 }, async () => {
+  const alice = new WebClient(port, t.ca);
+  assert.equal((await alice.login(ALICE)).status, 200);
+  const admin = redis.client();
+  const uploadKeys = async () => (await admin.keys(`${PREFIX}webmail:upload*`)).sort();
+  const before = await uploadKeys();
+  const up = await alice.req('POST', '/api/uploads', {
+    body: Buffer.from('a draft attachment'),
+    headers: { 'content-type': 'text/plain', 'x-filename': 'note.txt' },
+  });
+  assert.equal(up.status, 200, up.text);
+  await redis.whileFull(async () => {
+    const res = await alice.req('DELETE', `/api/uploads/${up.json.id}`);
+    assert.equal(res.status, 200, res.text);
+    assert.deepEqual(await uploadKeys(), before, 'neither the upload nor its place in the cap is left');
+    assert.equal((await alice.req('DELETE', `/api/uploads/${up.json.id}`)).status, 404);
+  });
+});
