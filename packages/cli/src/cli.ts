@@ -73,9 +73,11 @@ function reportError(err: unknown, stderr: TextSink): number {
   }
   const message = err instanceof Error ? err.message : String(err);
   // Redis at its maxmemory refuses what needs room: the command did not run, and will once
-  // there is room (deleting keys, or a larger maxmemory), so a retry is worth it. Known by
-  // its name: importing ioredis's class here would load ioredis at every command's start
-  if (err instanceof Error && err.name === 'ReplyError' && message.startsWith('OOM ')) {
+  // there is room (deleting keys, or a larger maxmemory), so a retry is worth it. Said as
+  // Redis said it, or as the cause of a store's own error (the directory's "unavailable").
+  // Known by its name: importing ioredis's class here would load ioredis at every start.
+  const oom = (e: unknown) => e instanceof Error && e.name === 'ReplyError' && e.message.startsWith('OOM ');
+  if (oom(err) || (err instanceof Error && oom(err.cause))) {
     stderr.write(
       'mailyard: Redis is full (at its maxmemory) and refused the change: try again once it has room\n',
     );

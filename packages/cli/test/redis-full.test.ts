@@ -1,7 +1,8 @@
 // The operator's `mailyard` against a Redis at its maxmemory (noeviction): what shuts
 // someone out of an account (a lock, a new password, a deletion, two-factor reset, an app
-// password revoked) is done; what adds (a new app password) is refused as a temporary
-// failure (exit 75) that says Redis is full, with nothing stored.
+// password revoked) is done, and so is what removes (an alias, an access entry); what adds
+// (a new app password, an alias) is refused as a temporary failure (exit 75) that says
+// Redis is full, with nothing stored.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { AppPasswords, TwoFactor, LoginGuard } from '@mailyard/auth';
@@ -78,3 +79,23 @@ test('Redis full: a new app password is a temporary failure that says so', { tim
   });
   assert.deepEqual(await new AppPasswords(db).list(account), []);
 });
+
+test(
+  'Redis full: the CLI removes an alias and an access entry; a new alias is a temporary failure',
+  { timeout: 60_000 },
+  async (t) => {
+    const cli = cliHarness(t);
+    const env = { REDIS_URL: redis.url, REDIS_PREFIX: PREFIX };
+    await dir.addAlias('out@example.test', ['someone@elsewhere.test']);
+    await cli.ok(['policy', 'access', 'set', 'sender_access', 'spam@elsewhere.test', 'REJECT'], { env });
+    await redis.whileFull(async () => {
+      await cli.run(['alias', 'del', 'out@example.test'], { env });
+      await cli.run(['policy', 'access', 'del', 'sender_access', 'spam@elsewhere.test'], { env });
+      const add = await cli.run(['alias', 'add', 'new@example.test', 'someone@elsewhere.test'], { env });
+      assert.equal(add.code, ExitCode.tempfail, add.stderr);
+      assert.match(add.stderr, /Redis is full .*try again/);
+    });
+    assert.deepEqual(await dir.listAliases('example.test'), []);
+    assert.equal(await db.hlen('policy:access:sender_access'), 0);
+  },
+);
