@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { ReplyError, type Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import { setAtMaxmemory } from '@mailyard/runtime/redis';
 import { parseMailAddress } from '@mailyard/smtp-core';
@@ -145,7 +145,8 @@ export class MailRules {
     try {
       await this.redis.set(key, value);
     } catch (err) {
-      if (!(err instanceof ReplyError && (err as Error).message.startsWith('OOM '))) throw err;
+      // told by name: a value import of ioredis would load it at every `mailyard` start
+      if (!(err instanceof Error && err.name === 'ReplyError' && err.message.startsWith('OOM '))) throw err;
       if (!(await this.redis.eval(SET_FEWER_TARGETS, 1, key, value, ...forwarding.targets))) throw err;
     }
   }

@@ -1,4 +1,4 @@
-import { ReplyError, type Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { AccessError, normalizeAddressKey, normalizeClientKey, parseAccessAction } from './access.js';
 import { RestrictionError } from './checks.js';
 import { PolicyKeys } from './keys.js';
@@ -185,7 +185,8 @@ export class PolicyRules {
       return await this.edit(l, change);
     } catch (err) {
       // Redis at its maxmemory: done all the same if it only removes entries
-      if (!(err instanceof ReplyError && (err as Error).message.startsWith('OOM '))) throw err;
+      // told by name: a value import of ioredis would load it at every `mailyard` start
+      if (!(err instanceof Error && err.name === 'ReplyError' && err.message.startsWith('OOM '))) throw err;
       return this.edit(l, { ...change, shrinking: true }, EDIT_LIST_AT_MAXMEMORY).catch((e: unknown) => {
         throw e instanceof GrowsAtMaxmemory ? err : e;
       });
