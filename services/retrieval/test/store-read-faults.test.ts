@@ -6,7 +6,7 @@
 // store can, without another change to wake it; a folder it still cannot read after ten
 // tries in a row is given up, with one warning, until its next change.
 import assert from 'node:assert/strict';
-import { lstatSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
 import { EventKeys } from '@mailyard/contracts';
@@ -284,5 +284,39 @@ test(
       /^\* STATUS "?Work"? \(MESSAGES 1 UIDNEXT 2 UNSEEN 1\)\r$/m,
     );
     assert.equal(gaveUp().length, 2, 'no more warnings');
+  },
+);
+
+test(
+  'a delete NOTIFY waits on while the store cannot be read is tried on the retry schedule, not in a loop',
+  { timeout: 120_000 },
+  async (t) => {
+    const user = 'notify-wait-retry@example.test';
+    const { lines, other, watcher } = await notifyWatcher(t, user, '(personal (MailboxName))', {
+      folders: ['Old'],
+      notifyRetry: { ...NOTIFY_RETRY, firstMs: 1000, maxMs: 1000 },
+    });
+    // a folder the watcher was never told of (as one made again at a login): a delete then
+    // waits a moment (2 s) for a rename's own event
+    for (const d of ['cur', 'new', 'tmp'])
+      mkdirSync(join(folderDir(p.maildir, user, 'Ghost'), d), { recursive: true });
+    assert.match(await other.cmd('d', 'DELETE Old'), /^d OK/m);
+    assert.match(await other.cmd('c', 'CREATE Seen'), /^c OK/m);
+    // told of the folder made after it: the delete was collected, and waits
+    await watcher.until(/^\* LIST [^\r\n]*Seen/m, 30_000);
+    const failures = () => lines.filter((l) => l.msg === 'NOTIFY update failed');
+    const file = join(accountDir(p.maildir, user), 'subscriptions');
+    await whileBroken(file, '/proc/self/mem', async () => {
+      // at the wait's end the collection fails; it is tried again once a second, not at
+      // once: a loop would fail hundreds of times between two looks
+      await waitFor(() => failures().length >= 4, {
+        what: 'four failed NOTIFY updates',
+        timeoutMs: 60_000,
+        intervalMs: 100,
+      });
+      assert.ok(failures().length <= 5, `${failures().length} failed updates`);
+    });
+    // and once the store reads again, the delete is told
+    await watcher.until(/^\* LIST \(\\NonExistent\) "\/" "?Old"?/m, 60_000);
   },
 );

@@ -860,7 +860,9 @@ export class ImapSession implements ImapContext {
   private wakeNotifications(w: NotifyWatcher): void {
     this.stopNotifyWake();
     const at = w.wakeAt;
-    if (at === null || this.watch !== w || this.mode.m === 'closed') return;
+    // after a failed collection the retry's schedule brings the next one: a wait that ended
+    // meanwhile would arm this at once, again after every failure
+    if (at === null || this.notifyRetry || this.watch !== w || this.mode.m === 'closed') return;
     this.notifyWake = setTimeout(
       () => {
         this.notifyWake = null;
