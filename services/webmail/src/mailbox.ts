@@ -63,6 +63,11 @@ export interface ListQuery {
   flagged: boolean;
   /** One row per conversation (THREAD=REFERENCES). */
   threads: boolean;
+  /**
+   * UIDs not to list, as if moved already: the browser's moves still on their way, so that
+   * the pages it reads meanwhile count places as it shows them.
+   */
+  exclude?: number[];
 }
 
 const ROW_QUERY: FetchQueryObject = {
@@ -134,16 +139,18 @@ async function fetchRows(c: ImapFlow, range: string, byUid: boolean): Promise<Li
 export async function listPage(c: ImapFlow, q: ListQuery): Promise<ListPage> {
   const exists = c.mailbox ? c.mailbox.exists : 0;
   const criteria = searchCriteria(q);
-  if (q.threads) return threadPage(c, q, criteria);
-  if (q.sort === 'arrival' && !criteria.length) {
+  const exclude = new Set(q.exclude);
+  if (q.sort === 'arrival' && !criteria.length && !q.threads) {
     // sequence numbers are arrival order: the page is a range, whatever the folder's size
-    const [lo, hi] = q.reverse
-      ? [Math.max(1, exists - q.offset - q.limit + 1), exists - q.offset]
-      : [q.offset + 1, Math.min(exists, q.offset + q.limit)];
-    const rows = hi >= lo && exists ? await fetchRows(c, `${lo}:${hi}`, false) : [];
+    const skip = (exclude.size && exists && (await c.search({ uid: [...exclude].join(',') }))) || [];
+    const seqs = placesOf(exists, q.offset, q.limit, q.reverse, skip);
+    const [lo, hi] = [Math.min(...seqs), Math.max(...seqs)];
+    const rows = seqs.length ? await fetchRows(c, `${lo}:${hi}`, false) : [];
     rows.sort((a, b) => (q.reverse ? b.uid - a.uid : a.uid - b.uid));
-    return { total: exists, offset: q.offset, rows };
+    return { total: exists - skip.length, offset: q.offset, rows: rows.filter((r) => !exclude.has(r.uid)) };
   }
+  if (exclude.size) criteria.push(atom('NOT'), atom('UID'), atom([...exclude].join(',')));
+  if (q.threads) return threadPage(c, q, criteria);
   const uids = exists ? await sortUids(c, q.sort, q.reverse, criteria) : [];
   const page = uids.slice(q.offset, q.offset + q.limit);
   const rows = page.length ? await fetchRows(c, page.join(','), true) : [];
@@ -153,6 +160,20 @@ export async function listPage(c: ImapFlow, q: ListQuery): Promise<ListPage> {
     offset: q.offset,
     rows: page.map((u) => byUid.get(u)).filter((r): r is ListRow => !!r),
   };
+}
+
+/**
+ * The sequence numbers at places offset to offset + limit of the folder (1 to exists, the
+ * last first when `reverse`), those in `skip` (a few) left out.
+ */
+export function placesOf(exists: number, offset: number, limit: number, reverse: boolean, skip: number[]) {
+  const seqAt = (place: number) => (reverse ? exists - place : place + 1);
+  const out = new Set(skip.map((seq) => (reverse ? exists - seq : seq - 1)));
+  let place = offset;
+  for (const p of [...out].sort((a, b) => a - b)) if (p <= place) place++;
+  const seqs: number[] = [];
+  for (; place < exists && seqs.length < limit; place++) if (!out.has(place)) seqs.push(seqAt(place));
+  return seqs;
 }
 
 async function threadPage(c: ImapFlow, q: ListQuery, criteria: Attr[]): Promise<ListPage> {

@@ -30,6 +30,11 @@ const listSchema = z.object({
   unread: bool,
   flagged: bool,
   threads: bool,
+  exclude: z
+    .string()
+    .max(4000)
+    .regex(/^[1-9]\d{0,9}(,[1-9]\d{0,9})*$/)
+    .optional(),
 });
 
 const inFolder = z.object({ folder: folderSchema });
@@ -77,6 +82,7 @@ export function registerMailRoutes(app: FastifyInstance, ctx: Ctx): void {
           unread: q.unread ?? false,
           flagged: q.flagged ?? false,
           threads: q.threads ?? false,
+          exclude: q.exclude?.split(',').map(Number),
         }),
       true,
     );

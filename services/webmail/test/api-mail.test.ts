@@ -189,6 +189,37 @@ describe('folders and lists', () => {
     assert.equal(threads.rows[0]!.subject, 'Spring offers');
   });
 
+  test(
+    'the messages of a move on its way left out, places counted without them',
+    { timeout: 30_000 },
+    async () => {
+      const all = (await list(alice, { limit: 50 })).rows.map((r) => r.uid);
+      const gone = [all[1]!, all[12]!];
+      const left = all.filter((u) => !gone.includes(u));
+      for (const offset of [0, 10, 20]) {
+        const page = await list(alice, { limit: 10, offset, exclude: gone.join(',') });
+        assert.equal(page.total, 22);
+        assert.deepEqual(
+          page.rows.map((r) => r.uid),
+          left.slice(offset, offset + 10),
+          `from ${offset}`,
+        );
+      }
+      // sorted or searched on the server, and by conversation, alike
+      const bySubject = async (exclude?: number) =>
+        (await list(alice, { sort: 'subject', limit: 50, ...(exclude ? { exclude } : {}) })).rows.map(
+          (r) => r.uid,
+        );
+      const sorted = await bySubject();
+      assert.deepEqual(await bySubject(sorted[3]), [...sorted.slice(0, 3), ...sorted.slice(4)]);
+      const threads = await list(alice, { threads: 1, limit: 50 });
+      const single = threads.rows.find((r) => r.thread!.count === 1)!;
+      const fewer = await list(alice, { threads: 1, limit: 50, exclude: single.uid });
+      assert.equal(fewer.total, threads.total - 1);
+      assert.ok(!fewer.rows.some((r) => r.uid === single.uid));
+    },
+  );
+
   test('bad list parameters are answered 400, naming the parameter', { timeout: 30_000 }, async () => {
     for (const [params, field] of [
       [{ limit: 1000 }, 'limit'],
@@ -201,6 +232,8 @@ describe('folders and lists', () => {
       [{ q: 'pasted\u0000text' }, 'q'],
       [{ q: 'subject:\u0000', sort: 'date' }, 'q'],
       [{ q: 'a\u0000', threads: true }, 'q'],
+      [{ exclude: '1,x' }, 'exclude'],
+      [{ exclude: '0' }, 'exclude'],
     ] as const) {
       const res = await alice.get('/api/messages' + q({ folder: 'INBOX', ...params }));
       assert.equal(res.status, 400, JSON.stringify(params));

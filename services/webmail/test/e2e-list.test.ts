@@ -6,11 +6,13 @@
 // stays, and nothing says it moved; a star set while a read of the list was on its way
 // stays shown when that read comes back, until a read from after shows the server's flags;
 // a message another client moved away meanwhile is not shown flagged when the flag could
-// not be set.
+// not be set; in a folder of more than a page, a message being archived is not shown again
+// by the page read meanwhile, a page read answered after a later one is not shown, and a
+// message the server could not archive comes back.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { ImapFlow } from 'imapflow';
-import type { Page, Request } from 'playwright-core';
+import type { Page, Request, Route } from 'playwright-core';
 import { waitFor } from '@mailyard/testkit';
 import { onNewPage } from './browser.js';
 import { logIn, webmailFile } from './file-setup.js';
@@ -24,6 +26,8 @@ let imap: ImapFlow;
 /** Rows of the long folder: far more than the pages of 50 the list loads around the view. */
 const LONG = 300;
 const longSubject = (n: number) => `Long ${String(n).padStart(3, '0')}`;
+/** Rows of a folder of more than a page of 50: only the first page loaded when opened. */
+const SIXTY = 60;
 
 webmailFile({ browser: true, store: ALICE }, async (f) => {
   ({ origin, imap } = f);
@@ -35,6 +39,8 @@ webmailFile({ browser: true, store: ALICE }, async (f) => {
   await imap.mailboxCreate('Elsewhere');
   await imap.mailboxCreate('Late');
   for (const n of [1, 2]) await imap.append('Late', plainMessage({ subject: `Late ${n}` }));
+  await imap.mailboxCreate('Sixty');
+  for (let n = 1; n <= SIXTY; n++) await imap.append('Sixty', plainMessage({ subject: `Sixty ${n}` }));
   await imap.mailboxCreate('Long');
   for (let n = 1; n <= LONG; n++)
     await imap.append('Long', plainMessage({ subject: longSubject(n) }), ['\\Seen']);
@@ -56,6 +62,44 @@ async function otherClientFlags(uid: number, flag: string, on: boolean) {
   } finally {
     lock.release();
   }
+}
+
+/** A request's answer, fetched from here (where the test host name is not known). */
+async function fetchHere(route: Route) {
+  const url = new URL(route.request().url());
+  const host = url.host;
+  url.hostname = '127.0.0.1';
+  return route.fetch({ url: url.href, headers: { ...route.request().headers(), host } });
+}
+
+/** Logged in, the folder of sixty open and the keyboard on its first row (the newest). */
+async function openSixty(page: Page) {
+  await logInHere(page);
+  await page.locator('[data-folder="Sixty"]').click();
+  await row(page, `Sixty ${SIXTY}`).waitFor();
+  await page.keyboard.press('j');
+  await focusOn(page, `Sixty ${SIXTY}`);
+}
+
+/** The row of `subject` has the focus (the keyboard acts on it). */
+const focusOn = (page: Page, subject: string) =>
+  waitFor(async () => new RegExp(`${subject},`).test(String(await focusedRow(page))), {
+    what: `the focus on ${subject}`,
+  });
+
+/**
+ * Archives held on their way until `release`, then sent on (or answered by `answer`);
+ * `asked` settles with the first.
+ */
+async function holdArchives(page: Page, answer = (route: Route) => route.continue()) {
+  const [archiveAsked, asked] = signal();
+  const [release, held] = signal();
+  await page.route('**/api/messages/archive', async (route) => {
+    archiveAsked();
+    await held;
+    await answer(route);
+  });
+  return { asked, release };
 }
 
 const list = (page: Page) => page.getByRole('listbox', { name: 'Messages' });
@@ -192,16 +236,10 @@ describe('the webmail in a browser: the list after messages leave it', () => {
       await page.keyboard.press('e');
       await firstRead;
       // and so is the second archive: the server still has the message when it reads the list
-      const [archiveAsked, secondArchive] = signal();
-      const [releaseArchive, archiveHeld] = signal();
-      await page.route('**/api/messages/archive', async (route) => {
-        archiveAsked();
-        await archiveHeld;
-        await route.continue();
-      });
+      const archive = await holdArchives(page);
       await selected('Late 1');
       await page.keyboard.press('e');
-      await secondArchive;
+      await archive.asked;
       await page.getByText('No messages here.').waitFor();
       // the read asked for before the second archive comes back, the message still in it
       const lateRead = page.waitForResponse((r) => isListRead(r.url()));
@@ -212,7 +250,7 @@ describe('the webmail in a browser: the list after messages leave it', () => {
       assert.equal(await row(page, 'Late 1').count(), 0, 'the message archived is not shown again');
       assert.equal(await page.getByText('No messages here.').count(), 1);
       // the second archive goes on: both end in Archive, and the list stays empty
-      releaseArchive();
+      archive.release();
       await waitFor(
         async () => {
           const m = await storedFlags(imap, 'Archive');
@@ -223,6 +261,110 @@ describe('the webmail in a browser: the list after messages leave it', () => {
       await page.getByText('No messages here.').waitFor();
     });
   });
+
+  test('a message the server could not archive comes back', { timeout: 120_000 }, async () => {
+    await onNewPage('10.5.1.9', async (page) => {
+      await openSixty(page);
+      const archive = await holdArchives(page, (route) =>
+        route.fulfill({
+          status: 503,
+          contentType: 'application/json',
+          body: JSON.stringify({ error: 'unavailable', message: 'The mail store did not answer' }),
+        }),
+      );
+      // the first page is read again meanwhile, without the row
+      const reread = page.waitForResponse((r) => new URL(r.url()).searchParams.get('folder') === 'Sixty');
+      await page.keyboard.press('e');
+      await archive.asked;
+      await (await reread).finished();
+      assert.equal(await row(page, `Sixty ${SIXTY}`).count(), 0);
+      archive.release();
+      await page.getByRole('status').filter({ hasText: 'The mail store did not answer' }).waitFor();
+      await row(page, `Sixty ${SIXTY}`).waitFor();
+      assert.equal(await row(page, `Sixty ${SIXTY}`).getAttribute('aria-setsize'), String(SIXTY));
+      assert.ok((await storedFlags(imap, 'Sixty')).has(`Sixty ${SIXTY}`), 'still in its folder');
+    });
+  });
+
+  test(
+    'a page read while a message is being archived does not bring it back',
+    { timeout: 120_000 },
+    async () => {
+      await onNewPage('10.5.1.7', async (page) => {
+        await openSixty(page);
+        await page.keyboard.press('j');
+        await focusOn(page, 'Sixty 59');
+        // the archive is held on its way: the server still has the message meanwhile
+        const archive = await holdArchives(page);
+        // the first page, a row short once the row is taken out, is read again at once
+        const listRead = () =>
+          page.waitForResponse((r) => {
+            const u = new URL(r.url());
+            return u.pathname === '/api/messages' && u.searchParams.get('folder') === 'Sixty';
+          });
+        const reread = listRead();
+        await page.keyboard.press('e');
+        await archive.asked;
+        await (await reread).finished();
+        // two frames: time for the answer to be read and drawn
+        await page.evaluate('new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))');
+        assert.equal(await row(page, 'Sixty 59').count(), 0, 'the message being archived is not shown again');
+        await focusOn(page, 'Sixty 58');
+        assert.equal(await row(page, 'Sixty 58').getAttribute('aria-setsize'), String(SIXTY - 1));
+        // j goes to the row after the one selected, not to the one that took its place
+        await page.keyboard.press('j');
+        await focusOn(page, 'Sixty 57');
+        // the archive goes on, and the list is read again once it is done
+        const refreshed = listRead();
+        archive.release();
+        await page.getByRole('status').filter({ hasText: 'Archived to Archive' }).waitFor();
+        assert.ok((await storedFlags(imap, 'Archive')).has('Sixty 59'), 'the server has archived it');
+        assert.ok(!(await storedFlags(imap, 'Sixty')).has('Sixty 59'));
+        await (await refreshed).finished();
+        await page.evaluate('new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))');
+        assert.equal(await row(page, 'Sixty 59').count(), 0, 'not shown after the refresh either');
+        await page.keyboard.press('j');
+        await focusOn(page, 'Sixty 56');
+      });
+    },
+  );
+
+  test(
+    'a page read during a move that answers after a later one is not shown',
+    { timeout: 120_000 },
+    async () => {
+      await onNewPage('10.5.1.8', async (page) => {
+        await openSixty(page);
+        // the archive is held on its way, and so is the answer to the page read meanwhile
+        const archive = await holdArchives(page);
+        const [readAnswered, answered] = signal();
+        const [releaseRead, readHeld] = signal();
+        let held: Request | undefined;
+        await page.route('**/api/messages?*', async (route) => {
+          if (held || new URL(route.request().url()).searchParams.get('folder') !== 'Sixty')
+            return route.continue();
+          held = route.request();
+          const response = await fetchHere(route);
+          readAnswered();
+          await readHeld;
+          await route.fulfill({ response });
+        });
+        await page.keyboard.press('e');
+        await answered;
+        // new mail meanwhile: the read after the move shows it
+        await imap.append('Sixty', plainMessage({ subject: 'Sixty late' }));
+        archive.release();
+        await row(page, 'Sixty late').waitFor();
+        // the read from before comes back last, without it
+        const lateRead = page.waitForResponse((r) => r.request() === held);
+        releaseRead();
+        await (await lateRead).finished();
+        await page.evaluate('new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))');
+        assert.equal(await row(page, 'Sixty late').count(), 1, 'the new message stays shown');
+        assert.equal(await row(page, 'Sixty 60').count(), 0);
+      });
+    },
+  );
 
   test('a page read before a star was set does not take it away', { timeout: 120_000 }, async () => {
     await onNewPage('10.5.1.6', async (page) => {
@@ -250,14 +392,7 @@ describe('the webmail in a browser: the list after messages leave it', () => {
           return route.continue();
         }
         held = route.request();
-        // fetched from here, where the test host name is not known
-        const url = new URL(route.request().url());
-        const host = url.host;
-        url.hostname = '127.0.0.1';
-        const response = await route.fetch({
-          url: url.href,
-          headers: { ...route.request().headers(), host },
-        });
+        const response = await fetchHere(route);
         readAsked();
         await readHeld;
         await route.fulfill({ response });

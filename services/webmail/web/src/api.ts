@@ -201,6 +201,8 @@ export const api = {
     q: string;
     threads: boolean;
     unread: boolean;
+    /** UIDs not to list (moves on their way), comma-separated. */
+    exclude?: string;
   }) => call<Page>('GET', '/api/messages' + qs(p)),
   message: (folder: string, uid: number) => call<Message>('GET', `/api/messages/${uid}` + qs({ folder })),
   draft: (folder: string, uid: number) =>

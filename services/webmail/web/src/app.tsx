@@ -527,16 +527,18 @@ function Mail(props: {
     // the selection moves on to the message that takes the place of the one moved away (the
     // next one, else the one before), as in Gmail and Roundcube: the next key acts on it
     if (selected && uids.includes(selected.uid)) setSelected(list.nextAfterDrop(uids, selected.index));
-    list.drop(uids);
+    const answered = list.drop(uids);
     if (open && uids.includes(open.uid)) setOpen(null);
     try {
       const res = await how();
+      answered(true);
       const target = folders.find((f) => f.path === res.to);
       const skipped = res.skipped?.length ? ` (${res.skipped.length} no longer here)` : '';
       say(
         (res.deleted ? 'Deleted for good' : `${done}${target ? ` to ${folderLabel(target)}` : ''}`) + skipped,
       );
     } catch (err) {
+      answered(false);
       say((err as Error).message);
     }
     list.refresh();

@@ -68,6 +68,14 @@ export function useMessageList(q: ListQuery) {
    * answered, which reads the pages again.
    */
   const drops = useRef(0);
+  /**
+   * The moves on their way, by folder: the pages read meanwhile are read without their rows
+   * (the server may not have moved them yet, and a row shown again would put the keyboard
+   * on the wrong one), the places counted as the list shows them.
+   */
+  const moving = useRef(new Map<string, Set<number[]>>());
+  /** The number of the newest read taken, by page: an answer to an older read comes too late. */
+  const newest = useRef(new Map<number, number>());
   /** Page reads asked for so far (a read's number), and those on their way. */
   const reads = useRef(0);
   const reading = useRef(new Set<number>());
@@ -106,9 +114,17 @@ export function useMessageList(q: ListQuery) {
       const dropsBefore = drops.current;
       const read = ++reads.current;
       reading.current.add(read);
+      const exclude = [...(moving.current.get(q.folder) ?? [])].flat();
       try {
-        const res = await api.list({ ...q, offset: page * PAGE, limit: PAGE });
+        const res = await api.list({
+          ...q,
+          offset: page * PAGE,
+          limit: PAGE,
+          exclude: exclude.length ? exclude.join(',') : undefined,
+        });
         if (current.current !== k || drops.current !== dropsBefore) return;
+        if ((newest.current.get(page) ?? 0) > read) return;
+        newest.current.set(page, read);
         const rows = flagChanges.current.size
           ? res.rows.map((r) => withChanges(q.folder, r, read))
           : res.rows;
@@ -131,6 +147,7 @@ export function useMessageList(q: ListQuery) {
 
   useEffect(() => {
     loading.current.clear();
+    newest.current.clear();
     setState({ key, total: null, pages: new Map(), error: null });
     void load(0);
   }, [key, load]);
@@ -201,10 +218,17 @@ export function useMessageList(q: ListQuery) {
    * Takes rows out at once (moved, deleted): every row after one taken out moves up a place.
    * A page that then has a place whose row is not loaded (the pages loaded need not follow
    * each other: a long folder scrolled far down) is left out, to be fetched again when in
-   * view, rather than shown with rows that are not its own.
+   * view, rather than shown with rows that are not its own. Until the server's answer (to
+   * pass to what is returned: moved or not), the pages read leave the rows out; when they
+   * were not moved, the refresh that follows shows them again.
    */
   const drop = useCallback((uids: number[]) => {
     drops.current++;
+    // the reads on their way are not taken: a page left out is read again when in view
+    loading.current.clear();
+    const folder = folderNow.current;
+    const inFolder = moving.current.get(folder) ?? new Set();
+    moving.current.set(folder, inFolder.add(uids));
     setState((s) => {
       const { rows, removed } = afterDrop(s.pages, uids);
       const total = s.total === null ? null : s.total - removed;
@@ -217,6 +241,12 @@ export function useMessageList(q: ListQuery) {
       }
       return { ...s, pages, total };
     });
+    return (moved: boolean) => {
+      inFolder.delete(uids);
+      if (!inFolder.size) moving.current.delete(folder);
+      // the pages read meanwhile lack rows the server still has: only a read from now on counts
+      if (!moved) drops.current++;
+    };
   }, []);
 
   /**
@@ -286,14 +316,17 @@ export function MessageList(props: {
   }, [first, last, total, list]);
 
   // keep the selected row in view when the keyboard moves it; and when the focus was lost
-  // (the focused row or the message open was moved away), give it to the row selected now
+  // (the focused row or the message open was moved away), give it to the row selected now,
+  // once drawn (its page may be read again first)
+  let selectedDrawn = false;
+  for (let i = first; i <= last && !selectedDrawn; i++) selectedDrawn = list.rowAt(i)?.uid === props.selected;
   useEffect(() => {
     const el = ref.current;
     if (!el || props.selected === null) return;
     const row = el.querySelector<HTMLElement>(`[data-uid="${props.selected}"]`);
     const focus = document.activeElement;
     if (row && (!focus || focus === document.body || el.contains(focus))) row.focus({ preventScroll: false });
-  }, [props.selected]);
+  }, [props.selected, selectedDrawn]);
 
   const items = [];
   for (let i = first; i <= last; i++) {
