@@ -7,6 +7,9 @@ import { DRAG_TYPE } from './folders.tsx';
 import { displayName, formatDate, formatSize } from './format.ts';
 import { Icon } from './icons.tsx';
 
+/** The longest list of messages on their way out that a read tells the API (its limit on `exclude`). */
+const MAX_EXCLUDE_CHARS = 4000;
+
 export const PAGE = 50;
 
 export interface ListQuery {
@@ -114,13 +117,16 @@ export function useMessageList(q: ListQuery) {
       const dropsBefore = drops.current;
       const read = ++reads.current;
       reading.current.add(read);
-      const exclude = [...(moving.current.get(q.folder) ?? [])].flat();
+      // a move of many messages (a whole folder selected) is not told: its list would pass
+      // the API's limit and every read fail; its rows may then show until it has ended
+      const moved = [...(moving.current.get(q.folder) ?? [])].flat().join(',');
+      const exclude = moved.length <= MAX_EXCLUDE_CHARS ? moved : '';
       try {
         const res = await api.list({
           ...q,
           offset: page * PAGE,
           limit: PAGE,
-          exclude: exclude.length ? exclude.join(',') : undefined,
+          exclude: exclude || undefined,
         });
         if (current.current !== k || drops.current !== dropsBefore) return;
         if ((newest.current.get(page) ?? 0) > read) return;
