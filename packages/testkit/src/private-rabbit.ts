@@ -6,6 +6,7 @@ import { promisify } from 'node:util';
 import { tempDir } from './files.js';
 import { startRestartable, type Restartable } from './restartable.js';
 import { freePort } from './ports.js';
+import { waitFor } from './wait.js';
 
 const run = promisify(execFile);
 
@@ -25,6 +26,12 @@ export interface PrivateRabbit extends Restartable {
   url: string;
   /** Runs `rabbitmqctl` against this node (e.g. to raise a memory alarm); resolves with its output. */
   ctl(...args: string[]): Promise<string>;
+  /**
+   * Raises (or clears) a memory alarm and resolves once the node has it: rabbitmqctl sets
+   * the watermark at once, but the node checks its memory against it at its next tick
+   * (every 2.5 s), and until then takes and confirms publishes as before.
+   */
+  memoryAlarm(on: boolean): Promise<void>;
 }
 
 // The Debian package's scripts run the node as the invoking user when called directly
@@ -73,5 +80,13 @@ export async function startPrivateRabbit(): Promise<PrivateRabbit> {
       return true;
     },
   });
-  return { ...server, node, port, url: `amqp://guest:guest@127.0.0.1:${port}`, ctl };
+  const memoryAlarm = async (on: boolean) => {
+    await ctl('set_vm_memory_high_watermark', on ? '0.000001' : '0.4');
+    await waitFor(async () => /memory/.test(await ctl('eval', 'rabbit_alarm:get_alarms().')) === on, {
+      timeoutMs: 30_000,
+      intervalMs: 200,
+      what: `the memory alarm ${on ? 'raised' : 'cleared'}`,
+    });
+  };
+  return { ...server, node, port, url: `amqp://guest:guest@127.0.0.1:${port}`, ctl, memoryAlarm };
 }

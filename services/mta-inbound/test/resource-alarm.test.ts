@@ -16,7 +16,7 @@ const MARGIN_MS = 5000;
 let rabbit: PrivateRabbit;
 let p: Platform;
 
-const alarm = (on: boolean) => rabbit.ctl('set_vm_memory_high_watermark', on ? '0.000001' : '0.4');
+const alarm = (on: boolean) => rabbit.memoryAlarm(on);
 
 before(async () => {
   rabbit = await startPrivateRabbit();
