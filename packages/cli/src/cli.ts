@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { CleanupPendingError, OperationError } from '@mailyard/admin';
 import { DirectoryError } from '@mailyard/directory';
+import { isOutOfMemory } from '@mailyard/runtime/redis';
 import { commandGroups } from './commands/index.js';
 import { type CliDeps, type TextSink, createContext, createRedisClient } from './context.js';
 import { CliError, ExitCode } from './errors.js';
@@ -75,9 +76,7 @@ function reportError(err: unknown, stderr: TextSink): number {
   // Redis at its maxmemory refuses what needs room: the command did not run, and will once
   // there is room (deleting keys, or a larger maxmemory), so a retry is worth it. Said as
   // Redis said it, or as the cause of a store's own error (the directory's "unavailable").
-  // Known by its name: importing ioredis's class here would load ioredis at every start.
-  const oom = (e: unknown) => e instanceof Error && e.name === 'ReplyError' && e.message.startsWith('OOM ');
-  if (oom(err) || (err instanceof Error && oom(err.cause))) {
+  if (isOutOfMemory(err) || (err instanceof Error && isOutOfMemory(err.cause))) {
     stderr.write(
       'mailyard: Redis is full (at its maxmemory) and refused the change: try again once it has room\n',
     );

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import { setAtMaxmemory } from '@mailyard/runtime/redis';
+import { isOutOfMemory, setAtMaxmemory } from '@mailyard/runtime/redis';
 import { parseMailAddress } from '@mailyard/smtp-core';
 
 /** Limits on what a user may set (the account page refuses more with a 400). */
@@ -145,8 +145,7 @@ export class MailRules {
     try {
       await this.redis.set(key, value);
     } catch (err) {
-      // told by name: a value import of ioredis would load it at every `mailyard` start
-      if (!(err instanceof Error && err.name === 'ReplyError' && err.message.startsWith('OOM '))) throw err;
+      if (!isOutOfMemory(err)) throw err;
       if (!(await this.redis.eval(SET_FEWER_TARGETS, 1, key, value, ...forwarding.targets))) throw err;
     }
   }

@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { isOutOfMemory } from '@mailyard/runtime/redis';
 import { AccessError, normalizeAddressKey, normalizeClientKey, parseAccessAction } from './access.js';
 import { RestrictionError } from './checks.js';
 import { PolicyKeys } from './keys.js';
@@ -185,8 +186,7 @@ export class PolicyRules {
       return await this.edit(l, change);
     } catch (err) {
       // Redis at its maxmemory: done all the same if it only removes entries
-      // told by name: a value import of ioredis would load it at every `mailyard` start
-      if (!(err instanceof Error && err.name === 'ReplyError' && err.message.startsWith('OOM '))) throw err;
+      if (!isOutOfMemory(err)) throw err;
       return this.edit(l, { ...change, shrinking: true }, EDIT_LIST_AT_MAXMEMORY).catch((e: unknown) => {
         throw e instanceof GrowsAtMaxmemory ? err : e;
       });

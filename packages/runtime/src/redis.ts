@@ -40,3 +40,12 @@ export async function setAtMaxmemory(
   const args = [...keys, value, ...expiry, ...(opts.nx ? ['NX'] : [])];
   return (await redis.eval(SET_AT_MAXMEMORY, keys.length, ...args)) === keys.length;
 }
+
+/**
+ * Redis refused a command for want of memory (its maxmemory reached, no key it may evict).
+ * Told by the error's name: a value import of ioredis here would load it in every
+ * `mailyard` command at start.
+ */
+export function isOutOfMemory(err: unknown): boolean {
+  return err instanceof Error && err.name === 'ReplyError' && err.message.startsWith('OOM ');
+}

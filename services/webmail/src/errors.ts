@@ -177,11 +177,6 @@ export function isRedisFailure(err: unknown): boolean {
   );
 }
 
-/** Redis refused a command for want of memory (its maxmemory reached, no key it may evict). */
-export function isOutOfMemory(err: unknown): boolean {
-  return err instanceof ReplyError && (err as Error).message.startsWith('OOM ');
-}
-
 /** Response codes of a tagged NO that say the store cannot now, not that it will not (RFC 5530). */
 const TEMPORARY = new Set(['UNAVAILABLE', 'INUSE', 'SERVERBUG']);
 

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { WebmailKeys } from '@mailyard/admin';
+import { isOutOfMemory } from '@mailyard/runtime/redis';
 import type { FastifyInstance } from 'fastify';
 import type { ImapFlow } from 'imapflow';
 import { z } from 'zod';
@@ -15,7 +16,7 @@ import {
   type Outgoing,
   type OutgoingAttachment,
 } from './compose.js';
-import { errors, isOutOfMemory } from './errors.js';
+import { errors } from './errors.js';
 import { POOL_WAIT_MS } from './imap-pool.js';
 import { existingUids, selectFolder, specialFolder } from './mailbox.js';
 import { parseStructure } from './message-view.js';
